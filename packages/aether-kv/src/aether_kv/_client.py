@@ -1,0 +1,422 @@
+"""The network client of the client protocol, for other processes (nodes, CLI tools).
+
+One connection at a time, to the first endpoint that answers; on a connection failure it moves on to the
+next endpoint. Reads and requests that certainly did not reach a replica are retried within the request
+deadline; a write whose connection dropped after it was sent raises OutcomeUnknownError. Watches resume
+by themselves after a reconnect from the last revision they delivered, so every event arrives once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import trio
+
+from ._errors import (
+    AuthenticationError,
+    ConnectionLostError,
+    InvalidRequestError,
+    KVError,
+    OutcomeUnknownError,
+    UnavailableError,
+)
+from ._nursery import open_service_nursery
+from ._records import (
+    Compare,
+    DeleteResult,
+    Event,
+    GetResult,
+    KeyValue,
+    LeaseResult,
+    PutResult,
+    RangeResult,
+    RevokeResult,
+    Status,
+    TxnOp,
+    TxnResult,
+)
+from ._wire import FramedStream, decode, decode_events, encode, error_from_body, proof
+
+DEFAULT_REQUEST_TIMEOUT = 5.0
+DEFAULT_CONNECT_TIMEOUT = 2.0
+_BACKOFF_START = 0.02
+_BACKOFF_MAX = 0.5
+
+
+class _NotSent(Exception):
+    """The connection broke before the request left: safe to retry anywhere."""
+
+
+class _Dropped(Exception):
+    """The connection broke after the request left: the outcome is unknown."""
+
+
+@attrs.define
+class _Pending:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    reply: dict[str, Any] | None = None
+
+
+_DROPPED = object()
+
+
+class _ClientConnection:
+    def __init__(self, framed: FramedStream, endpoint: str) -> None:
+        self.framed = framed
+        self.endpoint = endpoint
+        self.pending: dict[int, _Pending] = {}
+        self.watches: dict[int, trio.MemorySendChannel[Any]] = {}
+        self.ids = itertools.count(1)
+        self.closed = False
+
+    async def read_loop(self) -> None:
+        try:
+            while True:
+                message = await self.framed.receive()
+                if message is None:
+                    break
+                self._dispatch(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
+            pass
+        finally:
+            self.closed = True
+            for pending in self.pending.values():
+                pending.done.set()
+            for channel in self.watches.values():
+                channel.send_nowait(_DROPPED)
+            self.watches.clear()
+            await trio.aclose_forcefully(self.framed.stream)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        request_id = message.get("id")
+        channel = self.watches.get(request_id)  # type: ignore[arg-type]
+        if channel is not None:
+            channel.send_nowait(message)
+            return
+        pending = self.pending.get(request_id)  # type: ignore[arg-type]
+        if pending is not None:
+            pending.reply = message
+            pending.done.set()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.closed:
+            raise _NotSent()
+        try:
+            await self.framed.send(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            self.closed = True
+            raise _NotSent() from None
+
+    async def request(self, message: dict[str, Any]) -> Any:
+        request_id = next(self.ids)
+        pending = self.pending[request_id] = _Pending()
+        try:
+            await self.send({"id": request_id, **message})
+            await pending.done.wait()
+        finally:
+            self.pending.pop(request_id, None)
+        if pending.reply is None:
+            raise _Dropped()
+        if "error" in pending.reply:
+            raise error_from_body(pending.reply["error"])
+        return pending.reply.get("ok")
+
+    async def close(self) -> None:
+        self.closed = True
+        await trio.aclose_forcefully(self.framed.stream)
+
+
+class KVClient:
+    """Client-protocol API with the same operations as `KVStore`. Create with `open_client`."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        endpoints: Sequence[str],
+        secret: str,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ) -> None:
+        if not endpoints:
+            raise InvalidRequestError("no endpoints given: pass at least one host:port")
+        self._nursery = nursery
+        self.endpoints = tuple(endpoints)
+        self._secret = secret
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self._next_endpoint = 0
+        self._connection: _ClientConnection | None = None
+        self._connect_lock = trio.Lock()
+
+    @property
+    def endpoint(self) -> str | None:
+        """The endpoint of the live connection, if any."""
+        return self._connection.endpoint if self._connection and not self._connection.closed else None
+
+    # ------------------------------------------------------------ connections
+
+    async def _connect(self) -> _ClientConnection:
+        async with self._connect_lock:
+            if self._connection is not None and not self._connection.closed:
+                return self._connection
+            errors = []
+            for _ in range(len(self.endpoints)):
+                endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+                try:
+                    connection = await self._open(endpoint)
+                except AuthenticationError:
+                    raise
+                except (OSError, trio.BrokenResourceError, InvalidRequestError, trio.TooSlowError) as error:
+                    errors.append(f"{endpoint}: {error or type(error).__name__}")
+                    self._next_endpoint += 1
+                    continue
+                self._connection = connection
+                self._nursery.start_soon(connection.read_loop)
+                return connection
+            raise ConnectionLostError("cannot reach any aether-kv endpoint: " + "; ".join(errors))
+
+    async def _open(self, endpoint: str) -> _ClientConnection:
+        host, _, port = endpoint.rpartition(":")
+        with trio.fail_after(self.connect_timeout):
+            stream = await trio.open_tcp_stream(host, int(port))
+            framed = FramedStream(stream)
+            try:
+                hello = await framed.receive()
+                if hello is None or "nonce" not in hello:
+                    raise InvalidRequestError(f"{endpoint} is not an aether-kv server")
+                await framed.send({"auth": proof(self._secret, str(hello["nonce"]))})
+                answer = await framed.receive()
+                if answer is None or "error" in answer:
+                    error = error_from_body(answer["error"]) if answer else None
+                    if isinstance(error, AuthenticationError) or answer is None:
+                        raise AuthenticationError(
+                            f"{endpoint} refused the cluster secret: check --secret-file"
+                        )
+                    raise error or InvalidRequestError("handshake failed")
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
+        return _ClientConnection(framed, endpoint)
+
+    def _drop(self, connection: _ClientConnection) -> None:
+        if self._connection is connection:
+            self._connection = None
+            self._next_endpoint += 1
+        self._nursery.start_soon(connection.close)
+
+    async def _call(self, message: dict[str, Any], *, idempotent: bool) -> Any:
+        """Send one request, failing over and retrying what is safe to retry, within request_timeout."""
+        deadline = trio.current_time() + self.request_timeout
+        backoff = _BACKOFF_START
+        last_error: KVError | None = None
+        while True:
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                if isinstance(last_error, UnavailableError | ConnectionLostError):
+                    raise last_error
+                raise OutcomeUnknownError(
+                    f"{message['op']} timed out after {self.request_timeout:g} s:"
+                    " it may or may not have been applied"
+                )
+            try:
+                with trio.fail_after(remaining):
+                    connection = await self._connect()
+                    return await connection.request(message)
+            except trio.TooSlowError:
+                continue  # deadline check above raises
+            except ConnectionLostError as error:
+                last_error = error
+            except _NotSent:
+                last_error = ConnectionLostError("connection lost before the request was sent")
+                self._drop(connection)
+            except _Dropped:
+                self._drop(connection)
+                if not idempotent:
+                    raise OutcomeUnknownError(
+                        f"connection to {connection.endpoint} dropped after {message['op']} was sent:"
+                        " it may or may not have been applied"
+                    ) from None
+                last_error = ConnectionLostError(f"connection to {connection.endpoint} dropped")
+            except UnavailableError as error:
+                last_error = error
+            await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    # ------------------------------------------------------------ operations
+
+    async def get(self, key: str, *, linearizable: bool = False) -> KeyValue | None:
+        return (await self.get_with_revision(key, linearizable=linearizable)).kv
+
+    async def get_with_revision(self, key: str, *, linearizable: bool = False) -> GetResult:
+        reply = await self._call({"op": "get", "key": key, "linearizable": linearizable}, idempotent=True)
+        return decode(reply, GetResult, "get reply")
+
+    async def range(self, prefix: str, *, limit: int = 0, linearizable: bool = False) -> RangeResult:
+        request = {"op": "range", "prefix": prefix, "limit": limit, "linearizable": linearizable}
+        return decode(await self._call(request, idempotent=True), RangeResult, "range reply")
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> PutResult:
+        request = {"op": "put", "key": key, "value": encode(value), "lease": lease}
+        return decode(await self._call(request, idempotent=False), PutResult, "put reply")
+
+    async def delete(self, key: str) -> DeleteResult:
+        reply = await self._call({"op": "delete", "key": key}, idempotent=False)
+        return decode(reply, DeleteResult, "delete reply")
+
+    async def delete_prefix(self, prefix: str) -> DeleteResult:
+        reply = await self._call({"op": "delete_prefix", "prefix": prefix}, idempotent=False)
+        return decode(reply, DeleteResult, "delete_prefix reply")
+
+    async def txn(
+        self,
+        compares: Sequence[Compare] = (),
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        request = {
+            "op": "txn",
+            "compares": [encode(c) for c in compares],
+            "success": encode(list(success)),
+            "failure": encode(list(failure)),
+        }
+        return decode(await self._call(request, idempotent=False), TxnResult, "txn reply")
+
+    async def lease_grant(self, ttl: float) -> LeaseResult:
+        reply = await self._call({"op": "lease_grant", "ttl": ttl}, idempotent=False)
+        return decode(reply, LeaseResult, "lease_grant reply")
+
+    async def lease_keepalive(self, lease: int) -> LeaseResult:
+        reply = await self._call({"op": "lease_keepalive", "lease": lease}, idempotent=True)
+        return decode(reply, LeaseResult, "lease_keepalive reply")
+
+    async def lease_revoke(self, lease: int) -> RevokeResult:
+        reply = await self._call({"op": "lease_revoke", "lease": lease}, idempotent=True)
+        return decode(reply, RevokeResult, "lease_revoke reply")
+
+    async def barrier(self) -> int:
+        return int((await self._call({"op": "barrier"}, idempotent=True))["revision"])
+
+    async def status(self) -> Status:
+        return decode(await self._call({"op": "status"}, idempotent=True), Status, "status reply")
+
+    async def add_member(self, raft_address: str) -> None:
+        await self._call({"op": "member_add", "raft_address": raft_address}, idempotent=False)
+
+    async def remove_member(self, raft_address: str) -> None:
+        await self._call({"op": "member_remove", "raft_address": raft_address}, idempotent=False)
+
+    async def raw(self, message: dict[str, Any]) -> Any:
+        """Send an arbitrary request (for tools and tests of the server's input checking)."""
+        return await self._call(message, idempotent=False)
+
+    def watch(self, prefix: str, start_revision: int = 0) -> ClientWatch:
+        """Like `KVStore.watch`, over the network; survives reconnects without loss or repeats."""
+        return ClientWatch(self, prefix, start_revision)
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+
+
+class ClientWatch:
+    """Async iterator of event batches; resumes after a reconnect from the last delivered revision."""
+
+    def __init__(self, client: KVClient, prefix: str, start_revision: int) -> None:
+        self._client = client
+        self.prefix = prefix
+        self.next_revision = start_revision
+        self._connection: _ClientConnection | None = None
+        self._receive: trio.MemoryReceiveChannel[Any] | None = None
+        self._id = 0
+        self.reconnects = 0
+
+    def __aiter__(self) -> ClientWatch:
+        return self
+
+    async def _subscribe(self) -> None:
+        backoff = _BACKOFF_START
+        while True:
+            connection: _ClientConnection | None = None
+            try:
+                connection = await self._client._connect()
+                send, receive = trio.open_memory_channel[Any](math.inf)
+                self._id = next(connection.ids)
+                connection.watches[self._id] = send
+                await connection.send(
+                    {
+                        "id": self._id,
+                        "op": "watch",
+                        "prefix": self.prefix,
+                        "start_revision": self.next_revision,
+                    }
+                )
+                first = await receive.receive()
+                if first is _DROPPED:
+                    raise _NotSent()
+                if "error" in first:
+                    raise error_from_body(first["error"])
+                self.next_revision = int(first["watching"]["start_revision"])
+                self._connection, self._receive = connection, receive
+                return
+            except (ConnectionLostError, _NotSent):
+                if connection is not None:
+                    self._client._drop(connection)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def __anext__(self) -> list[Event]:
+        while True:
+            if self._receive is None:
+                await self._subscribe()
+            assert self._receive is not None
+            message = await self._receive.receive()
+            if message is _DROPPED:
+                self._receive = None
+                self.reconnects += 1
+                continue
+            if "error" in message:
+                raise error_from_body(message["error"])
+            events = decode_events(message["events"])
+            if not events:
+                continue
+            self.next_revision = events[-1].revision + 1
+            return events
+
+    async def aclose(self) -> None:
+        connection, self._receive = self._connection, None
+        if connection is not None and not connection.closed:
+            connection.watches.pop(self._id, None)
+            try:
+                await connection.send({"id": self._id, "op": "cancel"})
+            except _NotSent:
+                pass
+
+
+@asynccontextmanager
+async def open_client(
+    endpoints: Sequence[str],
+    secret: str,
+    *,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> AsyncIterator[KVClient]:
+    """A connected-on-demand client; its background reader runs in this context's nursery."""
+    async with open_service_nursery() as nursery:
+        client = KVClient(
+            nursery,
+            endpoints,
+            secret,
+            request_timeout=request_timeout,
+            connect_timeout=connect_timeout,
+        )
+        try:
+            yield client
+        finally:
+            await client.aclose()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,93 @@
+"""Errors of aether-kv.
+
+    KVError                      base of everything this package raises
+    ├── InvalidRequestError      the caller sent something malformed, oversized or unknown (caller's fault)
+    ├── AuthenticationError      wrong or missing cluster secret (caller's configuration)
+    ├── CompactedError           a watch asked for history older than the store keeps (caller must re-read)
+    ├── LeaseNotFoundError       keep-alive/revoke/attach on a lease that does not exist (expired or revoked)
+    ├── UnavailableError         the request was NOT applied: no leader, queue full, rejected; safe to retry
+    ├── OutcomeUnknownError      the request may or may not have been applied (timeout, leader lost mid-way)
+    └── ConnectionLostError      the client could not reach any endpoint (network, all replicas down)
+
+Every error from a lower layer (pysyncobj, sockets, json) is translated into one of these at the boundary
+where it happens; nothing else escapes the public API.
+"""
+
+from __future__ import annotations
+
+
+class KVError(Exception):
+    """Base class of every aether-kv error. `code` is the stable wire name of the error."""
+
+    code = "kv_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidRequestError(KVError):
+    """Raised when a request is malformed, oversized or names an unknown operation. The caller's fault;
+    nothing was changed."""
+
+    code = "invalid_request"
+
+
+class AuthenticationError(KVError):
+    """Raised when the cluster secret is missing or wrong. The caller's configuration; nothing was changed."""
+
+    code = "unauthenticated"
+
+
+class CompactedError(KVError):
+    """Raised when a watch starts at a revision older than the bounded history. The watcher must re-read the
+    current state (range) and watch from that revision."""
+
+    code = "compacted"
+
+    def __init__(self, message: str, *, compact_revision: int = 0) -> None:
+        super().__init__(message)
+        self.compact_revision = compact_revision
+
+
+class LeaseNotFoundError(KVError):
+    """Raised when a lease operation or a put names a lease that does not exist (never granted, expired or
+    revoked). The caller should grant a new lease."""
+
+    code = "lease_not_found"
+
+
+class UnavailableError(KVError):
+    """Raised when the request was certainly not applied: no leader yet, the proposal queue is full, the
+    entry was discarded by a new leader. Safe to retry."""
+
+    code = "unavailable"
+
+
+class OutcomeUnknownError(KVError):
+    """Raised when the request timed out or lost its leader after it was proposed: it may or may not have
+    been applied. Re-read before retrying anything that is not idempotent."""
+
+    code = "outcome_unknown"
+
+
+class ConnectionLostError(KVError):
+    """Raised by the network client when no endpoint can be reached or the connection dropped mid-request
+    (for a write: the outcome is unknown, see `OutcomeUnknownError`)."""
+
+    code = "connection_lost"
+
+
+ERRORS_BY_CODE: dict[str, type[KVError]] = {
+    cls.code: cls
+    for cls in (
+        KVError,
+        InvalidRequestError,
+        AuthenticationError,
+        CompactedError,
+        LeaseNotFoundError,
+        UnavailableError,
+        OutcomeUnknownError,
+        ConnectionLostError,
+    )
+}

@@ -1,0 +1,340 @@
+"""The Raft replica: the one module that imports pysyncobj.
+
+It owns the pysyncobj object, its tick thread, the durable journal and the translation of pysyncobj's
+failure codes. It knows nothing of trio: callers get plain callbacks that run on the tick thread and must
+not block (see `_store.py`, which bridges them into trio in one place).
+
+Durability (pysyncobj issue 84: its journal is an mmap that is never synced): every journal append only
+marks the journal dirty; the journal is flushed (msync + fsync) before this replica sends any Raft message
+(so a follower's acknowledgement, or a leader's append-entries, always follows a durable write) and at the
+end of every tick (so a leader never counts its own unsynced entry toward a commit). One sync covers a
+whole batch: group commit. Term and vote are fsynced when they change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import pysyncobj.syncobj as _syncobj_module
+from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj.journal import FileJournal
+from pysyncobj.transport import TCPTransport
+
+from ._errors import KVError, OutcomeUnknownError, UnavailableError
+from ._records import Command, Member, Result, Status
+from ._state import KVState
+
+log = logging.getLogger("aether_kv.raft")
+T = TypeVar("T")
+
+Callback = Callable[[Result | None, KVError | None], None]
+
+
+@attrs.frozen(kw_only=True)
+class RaftConfig:
+    """How one replica joins the Raft group. Timing defaults are the ones measured stable on 2 cores
+    (DESIGN.md): 10 ms batching, 0.5–1.5 s elections, long connection timeout for fast failover."""
+
+    raft_address: str
+    peers: tuple[str, ...]
+    data_dir: Path
+    secret: str
+    append_entries_period: float = 0.01
+    election_min: float = 0.5
+    election_max: float = 1.5
+    connection_timeout: float = 30.0
+    leader_fallback_timeout: float = 3.0
+    history_events: int = 20_000
+    durable: bool = True
+
+
+def translate_fail_reason(reason: int) -> KVError:
+    """pysyncobj failure code → this package's error (the only place that knows the codes)."""
+    if reason in (FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.REQUEST_DENIED):
+        return UnavailableError(f"not applied: {_REASON_TEXT.get(reason, reason)}; safe to retry")
+    if reason in (FAIL_REASON.DISCARDED, FAIL_REASON.NOT_LEADER):
+        return UnavailableError(f"not applied: {_REASON_TEXT.get(reason, reason)}; safe to retry")
+    return OutcomeUnknownError(
+        f"outcome unknown: {_REASON_TEXT.get(reason, reason)}; re-read before retrying"
+    )
+
+
+_REASON_TEXT = {
+    FAIL_REASON.QUEUE_FULL: "the proposal queue is full",
+    FAIL_REASON.MISSING_LEADER: "there is no leader (election in progress or no quorum)",
+    FAIL_REASON.DISCARDED: "a new leader replaced the entry",
+    FAIL_REASON.NOT_LEADER: "the replica asked is no longer the leader",
+    FAIL_REASON.LEADER_CHANGED: "the leader changed while the request was in flight",
+    FAIL_REASON.REQUEST_DENIED: "the request was denied",
+    FAIL_REASON.UNKNOWN_OUTCOME: "pysyncobj reported an unknown outcome",
+}
+
+
+class _DurableJournal:
+    """Wraps pysyncobj's FileJournal: appends mark it dirty, `sync()` makes them durable."""
+
+    def __init__(self, path: str) -> None:
+        self._inner = FileJournal(path)
+        self._meta_path = path + ".meta"
+        self._dir = os.path.dirname(path) or "."
+        self._dirty = False
+        self._lock = threading.Lock()
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        self._inner.add(command, idx, term)
+        self._dirty = True
+
+    def clear(self) -> None:
+        self._inner.clear()
+        self._dirty = True
+
+    def deleteEntriesFrom(self, entry_from: int) -> None:
+        self._inner.deleteEntriesFrom(entry_from)
+        self._dirty = True
+
+    def deleteEntriesTo(self, entry_to: int) -> None:
+        self._inner.deleteEntriesTo(entry_to)
+        self._dirty = True
+
+    def setCurrentTerm(self, term: int, voted_for: Any) -> None:
+        self.sync()
+        self._inner.setCurrentTerm(term, voted_for)
+        _fsync_path(self._meta_path)
+        _fsync_path(self._dir)
+
+    def sync(self) -> None:
+        if not self._dirty:
+            return
+        with self._lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+            file = self._inner._FileJournal__journalFile
+            file.flush()  # msync of the mapped journal
+            os.fsync(file._ResizableFile__f.fileno())
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._inner[item]
+
+    def __len__(self) -> int:
+        return len(self._inner)
+
+
+def _fsync_path(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class _SyncBeforeSendTransport(TCPTransport):
+    """A follower's ack and a leader's append-entries leave only after the journal is durable."""
+
+    def send(self, node: Any, message: Any) -> bool:
+        journal = self._syncObj._SyncObj__raftLog
+        if isinstance(journal, _DurableJournal):
+            journal.sync()
+        return super().send(node, message)
+
+
+class _KVConsumer(SyncObjConsumer):
+    """Holds the replicated KVState. Attributes set before `super().__init__()` stay out of snapshots."""
+
+    def __init__(self, history_events: int) -> None:
+        self.lock = threading.Lock()
+        super().__init__()
+        self.state = KVState(history_events=history_events)
+
+    @replicated
+    def apply(self, command: Command) -> Result:
+        with self.lock:
+            return self.state.apply(command)
+
+
+class RaftReplica:
+    """One replica. Construct on a worker thread (it binds sockets); all callbacks run on the tick thread.
+
+    `on_applied()` fires at the end of every tick in which the revision moved (coalesced), and
+    `on_leadership(is_leader)` whenever this replica gains or loses leadership.
+    """
+
+    def __init__(
+        self,
+        config: RaftConfig,
+        *,
+        on_applied: Callable[[], None] = lambda: None,
+        on_leadership: Callable[[bool], None] = lambda is_leader: None,
+    ) -> None:
+        self.config = config
+        self._on_applied = on_applied
+        self._on_leadership = on_leadership
+        self._notified_revision = -1
+        self.leader_since = 0.0
+        data_dir = config.data_dir
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._consumer = _KVConsumer(config.history_events)
+        conf = SyncObjConf(
+            password=config.secret,
+            appendEntriesPeriod=config.append_entries_period,
+            raftMinTimeout=config.election_min,
+            raftMaxTimeout=config.election_max,
+            connectionTimeout=config.connection_timeout,
+            leaderFallbackTimeout=config.leader_fallback_timeout,
+            journalFile=str(data_dir / "raft.journal"),
+            fullDumpFile=str(data_dir / "raft.dump"),
+            dynamicMembershipChange=True,
+            useFork=False,
+            commandsWaitLeader=True,
+            onStateChanged=self._state_changed,
+            autoTickPeriod=config.append_entries_period,
+            logCompactionMinEntries=50_000,
+            logCompactionMinTime=600,
+        )
+        peers = [p for p in config.peers if p != config.raft_address]
+        factory = self._durable_journal if config.durable else _syncobj_module.createJournal
+        with _journal_factory(factory):
+            self._obj = SyncObj(
+                config.raft_address,
+                peers,
+                conf,
+                consumers=[self._consumer],
+                transportClass=_SyncBeforeSendTransport,
+            )
+        # pysyncobj's tick thread stops when the thread that built it ends; we build it on a trio worker
+        # thread (it binds sockets), which trio retires when idle. Tie the tick thread to the process.
+        self._obj._SyncObj__mainThread = threading.main_thread()
+        journal = self._obj._SyncObj__raftLog
+        if isinstance(journal, _DurableJournal):
+            self._obj.addOnTickCallback(journal.sync)
+        self._obj.addOnTickCallback(self._after_tick)
+
+    @staticmethod
+    def _durable_journal(path: str | None) -> Any:
+        assert path is not None
+        return _DurableJournal(path)
+
+    # ------------------------------------------------------------ tick-thread callbacks
+
+    def _state_changed(self, old: int, new: int) -> None:
+        leader_state = 2
+        if new == leader_state:
+            self.leader_since = time.time()
+        if leader_state in (old, new):
+            self._on_leadership(new == leader_state)
+
+    def _after_tick(self) -> None:
+        revision = self._consumer.state.revision
+        if revision != self._notified_revision:
+            self._notified_revision = revision
+            self._on_applied()
+
+    # ------------------------------------------------------------ any thread
+
+    def propose(self, command: Command, callback: Callback) -> None:
+        """Append `command` to the log (forwarded to the leader if needed); `callback(result, error)`
+        runs on the tick thread once it is applied here, or fails. It may never run at all (pysyncobj
+        drops some callbacks under leader churn): every caller needs its own deadline."""
+
+        def done(result: Result | None, reason: int) -> None:
+            if reason == FAIL_REASON.SUCCESS:
+                callback(result, None)
+            else:
+                callback(None, translate_fail_reason(reason))
+
+        self._consumer.apply(command, callback=done)
+
+    def read(self, reader: Callable[[KVState], T]) -> T:
+        """Run `reader` on the local state under the apply lock (a serializable read)."""
+        consumer = self._consumer
+        with consumer.lock:
+            return reader(consumer.state)
+
+    def add_member(self, raft_address: str, callback: Callable[[KVError | None], None]) -> None:
+        self._obj.addNodeToCluster(raft_address, callback=_membership_done(callback))
+
+    def remove_member(self, raft_address: str, callback: Callable[[KVError | None], None]) -> None:
+        self._obj.removeNodeFromCluster(raft_address, callback=_membership_done(callback))
+
+    @property
+    def is_leader(self) -> bool:
+        return bool(self._obj._isLeader())
+
+    def status(self) -> Status:
+        for _ in range(10):
+            try:
+                raw = self._obj.getStatus()
+                others = list(self._obj.otherNodes)
+                break
+            except RuntimeError:  # a dict changed size on the tick thread; read again
+                continue
+        else:  # pragma: no cover
+            raise UnavailableError("could not read a consistent status, try again")
+        leader = raw.get("leader")
+        members = [Member(raft_address=self.config.raft_address, connected=True)]
+        members += [
+            Member(raft_address=node.address, connected=self._obj.isNodeConnected(node))
+            for node in sorted(others, key=lambda n: n.address)
+        ]
+        revision, compact, keys, leases = self.read(
+            lambda s: (s.revision, s.compact_revision, len(s.data), len(s.leases))
+        )
+        return Status(
+            self_address=self.config.raft_address,
+            leader=leader.address if leader is not None else None,
+            is_leader=raw["state"] == 2,
+            term=raw["raft_term"],
+            commit_index=raw["commit_idx"],
+            last_applied=raw["last_applied"],
+            revision=revision,
+            compact_revision=compact,
+            has_quorum=bool(raw["has_quorum"]),
+            members=tuple(members),
+            keys=keys,
+            leases=leases,
+        )
+
+    def close(self) -> None:
+        """Stop the tick thread and close sockets and files. Blocks; call from a worker thread."""
+        self._obj.destroy()
+        thread = self._obj._SyncObj__thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=5)
+        journal = self._obj._SyncObj__raftLog
+        if isinstance(journal, _DurableJournal):
+            journal.sync()
+
+
+def _membership_done(callback: Callable[[KVError | None], None]) -> Callable[[Any, int], None]:
+    def done(_result: Any, reason: int) -> None:
+        callback(None if reason == FAIL_REASON.SUCCESS else translate_fail_reason(reason))
+
+    return done
+
+
+@contextlib.contextmanager
+def _journal_factory(factory: Callable[[str | None], Any]):
+    """pysyncobj builds its journal inside SyncObj.__init__ through a module-level function; swap it for
+    the duration of the constructor only (construction is serialised by `_construct_lock`)."""
+    with _construct_lock:
+        original = _syncobj_module.createJournal
+        _syncobj_module.createJournal = factory
+        try:
+            yield
+        finally:
+            _syncobj_module.createJournal = original
+
+
+_construct_lock = threading.Lock()

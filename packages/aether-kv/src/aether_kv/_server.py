@@ -1,0 +1,253 @@
+"""The client-protocol server of one replica: authenticates connections with the cluster secret and
+serves requests against the in-process KVStore. Requests on one connection run concurrently; a bad
+request gets an error reply naming what was wrong and changes nothing; the connection (and everyone
+else's) keeps being served.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from ._errors import AuthenticationError, InvalidRequestError, KVError
+from ._records import Compare, TxnOp
+from ._store import KVStore
+from ._wire import (
+    PROTOCOL,
+    FramedStream,
+    FrameTooLargeError,
+    decode,
+    encode,
+    encode_events,
+    error_body,
+    new_nonce,
+    proof_ok,
+)
+
+log = logging.getLogger("aether_kv.server")
+
+HANDSHAKE_TIMEOUT = 5.0
+MAX_IN_FLIGHT_PER_CONNECTION = 1024
+
+Handler = Callable[[KVStore, dict[str, Any]], Awaitable[Any]]
+
+
+def _field(request: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = ...) -> Any:
+    if name not in request:
+        if default is ...:
+            raise InvalidRequestError(f"{request.get('op')}: missing field {name!r}")
+        return default
+    value = request[name]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, float, (int, float))):
+        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise InvalidRequestError(
+            f"{request.get('op')}.{name}: must be {expected}, got {type(value).__name__}"
+        )
+    return value
+
+
+def _value(request: dict[str, Any]) -> bytes:
+    return decode(_field(request, "value", str), bytes, f"{request.get('op')}.value")
+
+
+def _ops(request: dict[str, Any], name: str) -> list[TxnOp]:
+    raw = _field(request, name, list, [])
+    return [decode(item, TxnOp, f"txn.{name}[{i}]") for i, item in enumerate(raw)]  # type: ignore[arg-type]
+
+
+async def _get(store: KVStore, request: dict[str, Any]) -> Any:
+    result = await store.get_with_revision(
+        _field(request, "key", str), linearizable=_field(request, "linearizable", bool, False)
+    )
+    return encode(result)
+
+
+async def _range(store: KVStore, request: dict[str, Any]) -> Any:
+    result = await store.range(
+        _field(request, "prefix", str),
+        limit=_field(request, "limit", int, 0),
+        linearizable=_field(request, "linearizable", bool, False),
+    )
+    return encode(result)
+
+
+async def _put(store: KVStore, request: dict[str, Any]) -> Any:
+    key = _field(request, "key", str)
+    return encode(await store.put(key, _value(request), lease=_field(request, "lease", int, 0)))
+
+
+async def _delete(store: KVStore, request: dict[str, Any]) -> Any:
+    return encode(await store.delete(_field(request, "key", str)))
+
+
+async def _delete_prefix(store: KVStore, request: dict[str, Any]) -> Any:
+    return encode(await store.delete_prefix(_field(request, "prefix", str)))
+
+
+async def _txn(store: KVStore, request: dict[str, Any]) -> Any:
+    compares = [
+        decode(item, Compare, f"txn.compares[{i}]")
+        for i, item in enumerate(_field(request, "compares", list, []))
+    ]
+    return encode(await store.txn(compares, _ops(request, "success"), _ops(request, "failure")))
+
+
+async def _lease_grant(store: KVStore, request: dict[str, Any]) -> Any:
+    return encode(await store.lease_grant(_field(request, "ttl", (int, float))))
+
+
+async def _lease_keepalive(store: KVStore, request: dict[str, Any]) -> Any:
+    return encode(await store.lease_keepalive(_field(request, "lease", int)))
+
+
+async def _lease_revoke(store: KVStore, request: dict[str, Any]) -> Any:
+    return encode(await store.lease_revoke(_field(request, "lease", int)))
+
+
+async def _barrier(store: KVStore, request: dict[str, Any]) -> Any:
+    return {"revision": await store.barrier()}
+
+
+async def _status(store: KVStore, request: dict[str, Any]) -> Any:
+    return encode(store.status())
+
+
+async def _member_add(store: KVStore, request: dict[str, Any]) -> Any:
+    await store.add_member(_field(request, "raft_address", str))
+    return {}
+
+
+async def _member_remove(store: KVStore, request: dict[str, Any]) -> Any:
+    await store.remove_member(_field(request, "raft_address", str))
+    return {}
+
+
+HANDLERS: dict[str, Handler] = {
+    "get": _get,
+    "range": _range,
+    "put": _put,
+    "delete": _delete,
+    "delete_prefix": _delete_prefix,
+    "txn": _txn,
+    "lease_grant": _lease_grant,
+    "lease_keepalive": _lease_keepalive,
+    "lease_revoke": _lease_revoke,
+    "barrier": _barrier,
+    "status": _status,
+    "member_add": _member_add,
+    "member_remove": _member_remove,
+}
+STREAMING_OPS = ("watch", "cancel")
+
+
+class _Connection:
+    def __init__(self, store: KVStore, framed: FramedStream) -> None:
+        self.store = store
+        self.framed = framed
+        self.watches: dict[int, trio.CancelScope] = {}
+        self.limiter = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_CONNECTION)
+
+    async def reply_error(self, request_id: Any, error: KVError) -> None:
+        await self.framed.send({"id": request_id, "error": error_body(error)})
+
+    async def serve(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    request = await self.framed.receive()
+                except FrameTooLargeError as error:
+                    await self.reply_error(None, error)
+                    break
+                except InvalidRequestError as error:
+                    await self.reply_error(None, error)
+                    break
+                if request is None:
+                    break
+                await self.limiter.acquire_on_behalf_of(token := object())
+                nursery.start_soon(self.handle, request, token)
+            nursery.cancel_scope.cancel()
+
+    async def handle(self, request: dict[str, Any], token: object) -> None:
+        request_id = request.get("id")
+        try:
+            op = request.get("op")
+            if not isinstance(request_id, int) or isinstance(request_id, bool):
+                raise InvalidRequestError(f"request id must be an integer, got {request_id!r}")
+            if op == "watch":
+                await self.watch(request_id, request)
+            elif op == "cancel":
+                scope = self.watches.pop(request_id, None)
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(op, str) and op in HANDLERS:
+                result = await HANDLERS[op](self.store, request)
+                await self.framed.send({"id": request_id, "ok": result})
+            else:
+                known = ", ".join([*HANDLERS, *STREAMING_OPS])
+                raise InvalidRequestError(f"unknown operation {op!r} (known: {known})")
+        except KVError as error:
+            await self._send_error_quietly(request_id, error)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.limiter.release_on_behalf_of(token)
+
+    async def _send_error_quietly(self, request_id: Any, error: KVError) -> None:
+        try:
+            await self.reply_error(request_id, error)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def watch(self, request_id: int, request: dict[str, Any]) -> None:
+        prefix = _field(request, "prefix", str)
+        start = _field(request, "start_revision", int, 0)
+        watch = self.store.watch(prefix, start)
+        await self.framed.send({"id": request_id, "watching": {"start_revision": watch.next_revision}})
+        with trio.CancelScope() as scope:
+            self.watches[request_id] = scope
+            try:
+                async for events in watch:
+                    await self.framed.send({"id": request_id, "events": encode_events(events)})
+            finally:
+                self.watches.pop(request_id, None)
+
+
+async def _handle_connection(store: KVStore, secret: str, stream: trio.SocketStream) -> None:
+    framed = FramedStream(stream)
+    try:
+        nonce = new_nonce()
+        await framed.send({"hello": PROTOCOL, "nonce": nonce})
+        with trio.move_on_after(HANDSHAKE_TIMEOUT):
+            answer = await framed.receive()
+            if answer is None:
+                return
+            if not proof_ok(secret, nonce, answer.get("auth")):
+                error = AuthenticationError("wrong or missing cluster secret; connection refused")
+                await framed.send({"id": None, "error": error_body(error)})
+                return
+            await framed.send({"ok": {"server": store.status().self_address}})
+            await _Connection(store, framed).serve()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
+        pass
+    except Exception:  # a bug here must not take the server down for everyone else
+        log.exception("client connection failed")
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+async def serve_clients(
+    store: KVStore,
+    secret: str,
+    host: str,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the client protocol on host:port until cancelled; reports the bound (host, port)."""
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    bound = listeners[0].socket.getsockname()
+    task_status.started((bound[0], bound[1]))
+    await trio.serve_listeners(lambda stream: _handle_connection(store, secret, stream), listeners)

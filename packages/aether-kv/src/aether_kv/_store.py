@@ -1,0 +1,339 @@
+"""The in-process trio API of a replica: KVStore.
+
+This is the one place where pysyncobj's tick thread meets trio: callbacks from `_raft.py` come back
+through `TrioToken.run_sync_soon`. Nothing here blocks the tick thread or waits on it synchronously.
+It also runs the leader's lease-expiry loop (expiry is decided by the leader and committed as an entry).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+
+import trio
+
+from ._errors import ERRORS_BY_CODE, KVError, OutcomeUnknownError, UnavailableError
+from ._nursery import open_service_nursery
+from ._raft import RaftConfig, RaftReplica
+from ._records import (
+    Barrier,
+    BarrierResult,
+    Command,
+    Compare,
+    Delete,
+    DeletePrefix,
+    DeleteResult,
+    ErrorResult,
+    Event,
+    GetResult,
+    KeyValue,
+    LeaseExpire,
+    LeaseGrant,
+    LeaseKeepAlive,
+    LeaseResult,
+    LeaseRevoke,
+    Put,
+    PutResult,
+    RangeResult,
+    Result,
+    RevokeResult,
+    Status,
+    Txn,
+    TxnOp,
+    TxnResult,
+)
+from ._state import KVState
+from ._validation import check_command, check_key, check_limit, check_prefix
+
+log = logging.getLogger("aether_kv.store")
+
+DEFAULT_REQUEST_TIMEOUT = 5.0
+
+
+def raise_for(result: Result) -> Result:
+    """Turn an `ErrorResult` from the state machine into its exception."""
+    if isinstance(result, ErrorResult):
+        raise ERRORS_BY_CODE.get(result.code, KVError)(result.message)
+    return result
+
+
+class KVStore:
+    """Trio API of the replica running in this process.
+
+    Writes go through the Raft log (forwarded to the leader when this replica follows) and return once
+    applied on this replica. Reads are serializable (local) unless `linearizable=True`, which first puts a
+    barrier through the log. Every call has a deadline (`request_timeout`); on cancellation or timeout
+    after proposing, the write may still be applied (`OutcomeUnknownError`).
+    """
+
+    def __init__(
+        self,
+        replica: RaftReplica,
+        *,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        lease_grace: float = 1.0,
+    ) -> None:
+        self._replica = replica
+        self._request_timeout = request_timeout
+        self._lease_grace = lease_grace
+        self._changed = trio.Event()
+        self._leadership_changed = trio.Event()
+
+    # ------------------------------------------------------------ bridge (tick thread → trio)
+
+    def _notify_applied(self) -> None:
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    def _notify_leadership(self) -> None:
+        changed, self._leadership_changed = self._leadership_changed, trio.Event()
+        changed.set()
+
+    async def _propose(self, command: Command, timeout: float | None = None) -> Result:
+        check_command(command)
+        token = trio.lowlevel.current_trio_token()
+        outcome: list[tuple[Result | None, KVError | None]] = []
+        done = trio.Event()
+
+        def deliver(result: Result | None, error: KVError | None) -> None:
+            outcome.append((result, error))
+            done.set()
+
+        def on_tick_thread(result: Result | None, error: KVError | None) -> None:
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(deliver, result, error)
+
+        self._replica.propose(command, on_tick_thread)
+        with trio.move_on_after(self._request_timeout if timeout is None else timeout):
+            await done.wait()
+        if not outcome:
+            raise OutcomeUnknownError(
+                f"{type(command).__name__} timed out after"
+                f" {self._request_timeout if timeout is None else timeout:g} s: it may or may not"
+                " have been applied"
+            )
+        result, error = outcome[0]
+        if error is not None:
+            raise error
+        assert result is not None
+        return raise_for(result)
+
+    # ------------------------------------------------------------ reads
+
+    async def barrier(self) -> int:
+        """Wait until everything committed before this call is applied here; return the revision."""
+        result = await self._propose(Barrier())
+        assert isinstance(result, BarrierResult)
+        return result.revision
+
+    async def get(self, key: str, *, linearizable: bool = False) -> KeyValue | None:
+        return (await self.get_with_revision(key, linearizable=linearizable)).kv
+
+    async def get_with_revision(self, key: str, *, linearizable: bool = False) -> GetResult:
+        check_key(key)
+        if linearizable:
+            await self.barrier()
+        return self._replica.read(lambda state: state.get(key))
+
+    async def range(self, prefix: str, *, limit: int = 0, linearizable: bool = False) -> RangeResult:
+        check_prefix(prefix)
+        check_limit(limit)
+        if linearizable:
+            await self.barrier()
+        return self._replica.read(lambda state: state.range(prefix, limit))
+
+    @property
+    def revision(self) -> int:
+        return self._replica.read(lambda state: state.revision)
+
+    def status(self) -> Status:
+        return self._replica.status()
+
+    @property
+    def is_leader(self) -> bool:
+        return self._replica.is_leader
+
+    # ------------------------------------------------------------ writes
+
+    async def put(self, key: str, value: bytes, *, lease: int = 0) -> PutResult:
+        result = await self._propose(Put(key=key, value=value, lease=lease))
+        assert isinstance(result, PutResult)
+        return result
+
+    async def delete(self, key: str) -> DeleteResult:
+        result = await self._propose(Delete(key=key))
+        assert isinstance(result, DeleteResult)
+        return result
+
+    async def delete_prefix(self, prefix: str) -> DeleteResult:
+        result = await self._propose(DeletePrefix(prefix=prefix))
+        assert isinstance(result, DeleteResult)
+        return result
+
+    async def txn(
+        self,
+        compares: Sequence[Compare] = (),
+        success: Sequence[TxnOp] = (),
+        failure: Sequence[TxnOp] = (),
+    ) -> TxnResult:
+        result = await self._propose(
+            Txn(compares=tuple(compares), success=tuple(success), failure=tuple(failure))
+        )
+        assert isinstance(result, TxnResult)
+        return result
+
+    async def lease_grant(self, ttl: float) -> LeaseResult:
+        result = await self._propose(LeaseGrant(ttl=ttl, now=time.time()))
+        assert isinstance(result, LeaseResult)
+        return result
+
+    async def lease_keepalive(self, lease: int) -> LeaseResult:
+        result = await self._propose(LeaseKeepAlive(lease=lease, now=time.time()))
+        assert isinstance(result, LeaseResult)
+        return result
+
+    async def lease_revoke(self, lease: int) -> RevokeResult:
+        result = await self._propose(LeaseRevoke(lease=lease))
+        assert isinstance(result, RevokeResult)
+        return result
+
+    # ------------------------------------------------------------ membership
+
+    async def add_member(self, raft_address: str) -> None:
+        await self._membership(self._replica.add_member, raft_address)
+
+    async def remove_member(self, raft_address: str) -> None:
+        await self._membership(self._replica.remove_member, raft_address)
+
+    async def _membership(self, change, raft_address: str) -> None:  # type: ignore[no-untyped-def]
+        token = trio.lowlevel.current_trio_token()
+        outcome: list[KVError | None] = []
+        done = trio.Event()
+
+        def deliver(error: KVError | None) -> None:
+            outcome.append(error)
+            done.set()
+
+        change(raft_address, lambda error: token.run_sync_soon(deliver, error))
+        with trio.move_on_after(self._request_timeout * 2):
+            await done.wait()
+        if not outcome:
+            raise OutcomeUnknownError(f"membership change for {raft_address} timed out")
+        if outcome[0] is not None:
+            raise outcome[0]
+
+    # ------------------------------------------------------------ watches
+
+    def watch(self, prefix: str, start_revision: int = 0) -> Watch:
+        """Events on keys under `prefix` from `start_revision` on (0: from the next change), each exactly
+        once, in revision order, in batches. Raises CompactedError (from iteration) if the history no
+        longer reaches back to `start_revision`."""
+        check_prefix(prefix)
+        return Watch(self, prefix, start_revision)
+
+    def _events_since(self, prefix: str, revision: int) -> tuple[list[Event], int]:
+        def read(state: KVState) -> tuple[list[Event], int]:
+            return state.events_since(prefix, revision), state.revision
+
+        return self._replica.read(read)
+
+    # ------------------------------------------------------------ leases (leader only)
+
+    async def _expire_leases(self, *, period: float = 0.1) -> None:
+        in_flight: set[int] = set()
+        async with trio.open_nursery() as nursery:
+            while True:
+                await trio.sleep(period)
+                replica = self._replica
+                if not replica.is_leader:
+                    continue
+                now = time.time()
+                if now < replica.leader_since + self._lease_grace:
+                    continue
+                for lease_id in replica.read(lambda state, now=now: state.expired_leases(now)):
+                    if lease_id not in in_flight:
+                        in_flight.add(lease_id)
+                        nursery.start_soon(self._expire_one, lease_id, now, in_flight)
+
+    async def _expire_one(self, lease_id: int, now: float, in_flight: set[int]) -> None:
+        try:
+            await self._propose(LeaseExpire(lease=lease_id, now=now))
+        except (UnavailableError, OutcomeUnknownError) as error:
+            log.info("lease %d expiry not committed yet (%s); will retry", lease_id, error)
+        finally:
+            in_flight.discard(lease_id)
+
+
+class Watch:
+    """An async iterator of event batches for one prefix. See `KVStore.watch`."""
+
+    def __init__(self, store: KVStore, prefix: str, start_revision: int) -> None:
+        self._store = store
+        self.prefix = prefix
+        self.next_revision = start_revision if start_revision > 0 else store.revision + 1
+
+    def __aiter__(self) -> Watch:
+        return self
+
+    async def __anext__(self) -> list[Event]:
+        store = self._store
+        while True:
+            changed = store._changed  # capture before reading so no change is missed
+            events, revision = store._events_since(self.prefix, self.next_revision)
+            if events:
+                self.next_revision = events[-1].revision + 1
+                return events
+            self.next_revision = max(self.next_revision, revision + 1)
+            await changed.wait()
+
+
+@asynccontextmanager
+async def open_store(
+    config: RaftConfig,
+    *,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    lease_grace: float = 1.0,
+) -> AsyncIterator[KVStore]:
+    """Start a replica in this process and yield its trio API; on exit, stop the replica (its data stays
+    on disk). Cancellation of the body stops the replica too."""
+    token = trio.lowlevel.current_trio_token()
+    holder: list[KVStore] = []
+
+    def on_applied() -> None:
+        if holder:
+            _soon(token, holder[0]._notify_applied)
+
+    def on_leadership(_is_leader: bool) -> None:
+        if holder:
+            _soon(token, holder[0]._notify_leadership)
+
+    replica = await trio.to_thread.run_sync(
+        lambda: RaftReplica(config, on_applied=on_applied, on_leadership=on_leadership)
+    )
+    store = KVStore(replica, request_timeout=request_timeout, lease_grace=lease_grace)
+    holder.append(store)
+    try:
+        async with open_service_nursery() as nursery:
+            nursery.start_soon(store._expire_leases)
+            yield store
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(replica.close)
+
+
+def _soon(token: trio.lowlevel.TrioToken, fn) -> None:  # type: ignore[no-untyped-def]
+    with suppress(trio.RunFinishedError):
+        token.run_sync_soon(fn)
+
+
+async def wait_for_leader(store: KVStore, *, timeout: float = 15.0) -> Status:
+    """Wait until this replica knows a leader that has quorum; return the status then."""
+    with trio.fail_after(timeout):
+        while True:
+            status = store.status()
+            if status.leader is not None and status.has_quorum:
+                return status
+            await trio.sleep(0.05)

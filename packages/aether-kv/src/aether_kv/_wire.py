@@ -1,0 +1,237 @@
+"""The client protocol's wire format: length-prefixed JSON frames, the secret handshake, and the codec
+between records and JSON (one cattrs converter). No sockets are opened here; `FramedStream` wraps any
+trio stream.
+
+Frame: 4-byte big-endian length, then that many bytes of UTF-8 JSON (an object). Bytes (values) travel as
+base64 strings.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import struct
+from typing import Any, TypeVar
+
+import cattrs
+import trio
+from cattrs.strategies import configure_tagged_union
+
+from ._errors import ERRORS_BY_CODE, CompactedError, InvalidRequestError, KVError
+from ._records import (
+    Compare,
+    CompareOp,
+    CompareTarget,
+    Delete,
+    DeletePrefix,
+    DeleteResult,
+    Event,
+    Get,
+    GetResult,
+    Put,
+    PutResult,
+    Range,
+    RangeResult,
+    TxnOp,
+    TxnOpResult,
+)
+
+T = TypeVar("T")
+PROTOCOL = "aether-kv/1"
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+class FrameTooLargeError(InvalidRequestError):
+    """A frame announced more bytes than MAX_FRAME_BYTES; the connection cannot be resynchronised."""
+
+
+class FramedStream:
+    """JSON objects over a trio stream. `send` is safe to call from several tasks at once."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self.stream = stream
+        self._buffer = bytearray()
+        self._send_lock = trio.Lock()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        payload = json.dumps(message, separators=(",", ":")).encode()
+        async with self._send_lock:
+            await self.stream.send_all(_HEADER.pack(len(payload)) + payload)
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next object, or None at a clean end of stream. Raises InvalidRequestError on garbage."""
+        header = await self._read_exactly(_HEADER.size)
+        if header is None:
+            return None
+        (size,) = _HEADER.unpack(header)
+        if size > MAX_FRAME_BYTES:
+            raise FrameTooLargeError(f"frame of {size} bytes is over the limit of {MAX_FRAME_BYTES} bytes")
+        payload = await self._read_exactly(size)
+        if payload is None:
+            raise InvalidRequestError("connection closed in the middle of a frame")
+        try:
+            message = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise InvalidRequestError(f"frame is not valid JSON: {error}") from None
+        if not isinstance(message, dict):
+            raise InvalidRequestError(f"frame must be a JSON object, got {type(message).__name__}")
+        return message
+
+    async def _read_exactly(self, size: int) -> bytes | None:
+        while len(self._buffer) < size:
+            chunk = await self.stream.receive_some(max(65536, size - len(self._buffer)))
+            if not chunk:
+                if self._buffer:
+                    raise InvalidRequestError("connection closed in the middle of a frame")
+                return None
+            self._buffer += chunk
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+# ------------------------------------------------------------------ handshake
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def proof(secret: str, nonce: str) -> str:
+    return hmac.new(secret.encode(), f"{PROTOCOL}:{nonce}".encode(), hashlib.sha256).hexdigest()
+
+
+def proof_ok(secret: str, nonce: str, candidate: object) -> bool:
+    return isinstance(candidate, str) and hmac.compare_digest(proof(secret, nonce), candidate)
+
+
+# ------------------------------------------------------------------ codec
+
+converter = cattrs.Converter()
+converter.register_unstructure_hook(bytes, lambda b: base64.b64encode(b).decode("ascii"))
+
+
+def _structure_bytes(value: object, _type: object) -> bytes:
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"expected a base64 string, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError("not valid base64") from None
+
+
+converter.register_structure_hook(bytes, _structure_bytes)
+
+_OP_NAMES: dict[type, str] = {
+    Get: "get",
+    Range: "range",
+    Put: "put",
+    Delete: "delete",
+    DeletePrefix: "delete_prefix",
+}
+_RESULT_NAMES: dict[type, str] = {
+    GetResult: "get",
+    RangeResult: "range",
+    PutResult: "put",
+    DeleteResult: "delete",
+}
+configure_tagged_union(TxnOp, converter, tag_generator=lambda cls: _OP_NAMES[cls], tag_name="op")
+configure_tagged_union(
+    TxnOpResult,
+    converter,
+    tag_generator=lambda cls: _RESULT_NAMES[cls],
+    tag_name="type",
+)
+
+
+def _unstructure_compare(compare: Compare) -> dict[str, Any]:
+    operand = compare.operand
+    if isinstance(operand, bytes):
+        operand = base64.b64encode(operand).decode("ascii")
+    return {"key": compare.key, "target": str(compare.target), "op": str(compare.op), "operand": operand}
+
+
+def _structure_compare(data: object, _type: object) -> Compare:
+    if not isinstance(data, dict):
+        raise InvalidRequestError(f"a compare must be an object, got {type(data).__name__}")
+    unknown = set(data) - {"key", "target", "op", "operand"}
+    if unknown:
+        raise InvalidRequestError(f"unknown compare field(s): {', '.join(sorted(unknown))}")
+    try:
+        target = CompareTarget(data.get("target"))
+    except ValueError:
+        choices = ", ".join(t.value for t in CompareTarget)
+        raise InvalidRequestError(f"target: must be one of {choices}, got {data.get('target')!r}") from None
+    try:
+        op = CompareOp(data.get("op", "=="))
+    except ValueError:
+        choices = ", ".join(o.value for o in CompareOp)
+        raise InvalidRequestError(f"op: must be one of {choices}, got {data.get('op')!r}") from None
+    operand = data.get("operand", True)
+    if target is CompareTarget.VALUE:
+        operand = _structure_bytes(operand, bytes)
+    return Compare(key=data.get("key"), target=target, op=op, operand=operand)  # type: ignore[arg-type]
+
+
+converter.register_unstructure_hook(Compare, _unstructure_compare)
+converter.register_structure_hook(Compare, _structure_compare)
+
+
+def encode(record: object) -> Any:
+    return converter.unstructure(record)
+
+
+def decode(data: object, cls: type[T], where: str) -> T:
+    """JSON → record; any mismatch becomes InvalidRequestError naming `where`."""
+    try:
+        return converter.structure(data, cls)
+    except InvalidRequestError as error:
+        raise InvalidRequestError(f"{where}: {error.message}") from None
+    except KeyError as error:
+        names = ", ".join(_OP_NAMES.values())
+        raise InvalidRequestError(
+            f"{where}: unknown op {error.args[0]!r} (expected one of {names})"
+        ) from None
+    except (cattrs.BaseValidationError, ValueError, TypeError) as error:
+        raise InvalidRequestError(f"{where}: {_describe(error)}") from None
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, cattrs.BaseValidationError):
+        notes = cattrs.transform_error(error)
+        return "; ".join(notes) if notes else str(error)
+    return str(error)
+
+
+def encode_events(events: list[Event]) -> list[Any]:
+    return converter.unstructure(events)
+
+
+def decode_events(data: object) -> list[Event]:
+    return converter.structure(data, list[Event])
+
+
+def error_body(error: KVError) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    compact_revision = getattr(error, "compact_revision", None)
+    if compact_revision is not None:
+        body["compact_revision"] = compact_revision
+    return body
+
+
+def error_from_body(body: object) -> KVError:
+    if not isinstance(body, dict):
+        return KVError(f"malformed error from server: {body!r}")
+    cls = ERRORS_BY_CODE.get(str(body.get("code")), KVError)
+    message = str(body.get("message", "unknown error"))
+    if "compact_revision" in body:
+        return CompactedError(message, compact_revision=int(body["compact_revision"]))
+    return cls(message)
