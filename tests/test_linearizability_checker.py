@@ -128,9 +128,7 @@ def test_unknown_put_whose_value_is_never_read_passes() -> None:
 
 def test_timed_out_op_with_return_time_may_apply_after_the_timeout() -> None:
     # The client gave up at t=3 but the write landed later: still linearizable.
-    timed_out = Operation(
-        client=1, kind="put", key="k", value="b", invoked=2, returned=3, unknown=True
-    )
+    timed_out = Operation(client=1, kind="put", key="k", value="b", invoked=2, returned=3, unknown=True)
     history = [put("k", "a", 0, 1), timed_out, get("k", "a", 4, 5), get("k", "b", 6, 7)]
     assert check_linearizable(history).ok
 
@@ -415,9 +413,7 @@ def brute_force_linearizable(history: list[Operation]) -> bool:
         store: dict[str, str | None] = {}
         for n, op in enumerate(order):
             # Real time: nothing placed later may have returned before op was invoked.
-            if any(
-                not later.is_unknown and later.returned < op.invoked for later in order[n + 1 :]
-            ):
+            if any(not later.is_unknown and later.returned < op.invoked for later in order[n + 1 :]):
                 return False
             current = store.get(op.key)
             if op.kind == "put":

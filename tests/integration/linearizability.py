@@ -68,9 +68,7 @@ _MESSAGE_TAIL = 8
 _MESSAGE_PENDING = 10
 
 
-def _check_interval(
-    instance: Operation, attribute: attrs.Attribute, returned: float | None
-) -> None:
+def _check_interval(instance: Operation, attribute: attrs.Attribute, returned: float | None) -> None:
     if returned is not None and returned < instance.invoked:
         raise ValueError(f"returned ({returned}) is before invoked ({instance.invoked})")
 
@@ -165,8 +163,7 @@ def check_linearizable(history: Sequence[Operation]) -> CheckResult:
 
     if failures:
         header = (
-            f"NOT linearizable ({explored} states explored); "
-            f"failing keys: {', '.join(map(repr, failures))}"
+            f"NOT linearizable ({explored} states explored); failing keys: {', '.join(map(repr, failures))}"
         )
         message = "\n\n".join([header, *failures.values()])
         return CheckResult(ok=False, explored=explored, message=message)
@@ -174,8 +171,7 @@ def check_linearizable(history: Sequence[Operation]) -> CheckResult:
         ok=True,
         explored=explored,
         message=(
-            f"linearizable: {len(history)} operations over {len(by_key)} keys "
-            f"({explored} states explored)"
+            f"linearizable: {len(history)} operations over {len(by_key)} keys ({explored} states explored)"
         ),
     )
 
@@ -201,10 +197,7 @@ def _why_not(state: str | None, op: Operation) -> str:
     if op.kind == "get" and op.result != state:
         return f"it read {_show(op.result)} but the register holds {_show(state)}"
     if op.kind == "cas" and op.result is True and state != op.expected:
-        return (
-            f"it succeeded comparing against {_show(op.expected)} "
-            f"but the register holds {_show(state)}"
-        )
+        return f"it succeeded comparing against {_show(op.expected)} but the register holds {_show(state)}"
     if op.kind == "cas" and op.result is False and state == op.expected:
         return f"it failed, yet the register holds {_show(state)}, so it would have succeeded"
     return "every order that places it here runs into a dead end further on"
@@ -339,9 +332,7 @@ def _check_key(key: str, key_ops: list[Operation]) -> tuple[bool, int, str]:
     return True, len(seen), ""
 
 
-def _pending_before(
-    stop: int, nxt: list[int], is_call: list[bool], op_of: list[int]
-) -> tuple[int, ...]:
+def _pending_before(stop: int, nxt: list[int], is_call: list[bool], op_of: list[int]) -> tuple[int, ...]:
     """Ops whose call events precede ``stop``: invoked, unplaced, candidates there."""
     pending = []
     e = nxt[0]

@@ -1,1 +1,53 @@
-"""x"""
+"""aether-kv: Aether's consensus key-value store — a small etcd on Raft (pysyncobj).
+
+Keys with revisions, compare-and-swap transactions, leases and prefix watches, replicated by Raft.
+`open_store` runs a replica in this process (trio API); `open_client` talks to replicas over the network;
+`aether-kv serve` runs a replica process.
+"""
+
+from ._client import ClientWatch as ClientWatch
+from ._client import KVClient as KVClient
+from ._client import open_client as open_client
+from ._errors import AuthenticationError as AuthenticationError
+from ._errors import CompactedError as CompactedError
+from ._errors import ConnectionLostError as ConnectionLostError
+from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import KVError as KVError
+from ._errors import LeaseNotFoundError as LeaseNotFoundError
+from ._errors import OutcomeUnknownError as OutcomeUnknownError
+from ._errors import UnavailableError as UnavailableError
+from ._local import LocalCluster as LocalCluster
+from ._local import plan_local_cluster as plan_local_cluster
+from ._local import running_local_cluster as running_local_cluster
+from ._local import wait_until_ready as wait_until_ready
+from ._raft import RaftConfig as RaftConfig
+from ._records import MAX_KEY_BYTES as MAX_KEY_BYTES
+from ._records import MAX_VALUE_BYTES as MAX_VALUE_BYTES
+from ._records import Compare as Compare
+from ._records import CompareOp as CompareOp
+from ._records import CompareTarget as CompareTarget
+from ._records import Delete as Delete
+from ._records import DeletePrefix as DeletePrefix
+from ._records import DeleteResult as DeleteResult
+from ._records import Event as Event
+from ._records import EventKind as EventKind
+from ._records import Get as Get
+from ._records import GetResult as GetResult
+from ._records import KeyValue as KeyValue
+from ._records import LeaseResult as LeaseResult
+from ._records import Member as Member
+from ._records import Put as Put
+from ._records import PutResult as PutResult
+from ._records import Range as Range
+from ._records import RangeResult as RangeResult
+from ._records import RevokeResult as RevokeResult
+from ._records import Status as Status
+from ._records import TxnResult as TxnResult
+from ._serve import ServeConfig as ServeConfig
+from ._serve import serve_replica as serve_replica
+from ._store import KVStore as KVStore
+from ._store import Watch as Watch
+from ._store import open_store as open_store
+from ._store import wait_for_leader as wait_for_leader
+
+__version__ = "0.1.0"

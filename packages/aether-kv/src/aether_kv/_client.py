@@ -40,7 +40,7 @@ from ._records import (
     TxnOp,
     TxnResult,
 )
-from ._wire import FramedStream, decode, decode_events, encode, error_from_body, proof
+from ._wire import FramedStream, decode, decode_events, encode, encode_txn_op, error_from_body, proof
 
 DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
@@ -282,8 +282,8 @@ class KVClient:
         request = {
             "op": "txn",
             "compares": [encode(c) for c in compares],
-            "success": encode(list(success)),
-            "failure": encode(list(failure)),
+            "success": [encode_txn_op(op) for op in success],
+            "failure": [encode_txn_op(op) for op in failure],
         }
         return decode(await self._call(request, idempotent=False), TxnResult, "txn reply")
 

@@ -220,16 +220,17 @@ async def _handle_connection(store: KVStore, secret: str, stream: trio.SocketStr
     try:
         nonce = new_nonce()
         await framed.send({"hello": PROTOCOL, "nonce": nonce})
+        answer = None
         with trio.move_on_after(HANDSHAKE_TIMEOUT):
             answer = await framed.receive()
-            if answer is None:
-                return
-            if not proof_ok(secret, nonce, answer.get("auth")):
-                error = AuthenticationError("wrong or missing cluster secret; connection refused")
-                await framed.send({"id": None, "error": error_body(error)})
-                return
-            await framed.send({"ok": {"server": store.status().self_address}})
-            await _Connection(store, framed).serve()
+        if answer is None:
+            return
+        if not proof_ok(secret, nonce, answer.get("auth")):
+            error = AuthenticationError("wrong or missing cluster secret; connection refused")
+            await framed.send({"id": None, "error": error_body(error)})
+            return
+        await framed.send({"ok": {"server": store.status().self_address}})
+        await _Connection(store, framed).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
         pass
     except Exception:  # a bug here must not take the server down for everyone else

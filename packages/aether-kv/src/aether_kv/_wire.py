@@ -189,6 +189,11 @@ def encode(record: object) -> Any:
     return converter.unstructure(record)
 
 
+def encode_txn_op(op: TxnOp) -> Any:
+    """A txn operation with its "op" tag (the tag is only added when the union type is named)."""
+    return converter.unstructure(op, TxnOp)  # type: ignore[arg-type]
+
+
 def decode(data: object, cls: type[T], where: str) -> T:
     """JSON → record; any mismatch becomes InvalidRequestError naming `where`."""
     try:
@@ -196,6 +201,8 @@ def decode(data: object, cls: type[T], where: str) -> T:
     except InvalidRequestError as error:
         raise InvalidRequestError(f"{where}: {error.message}") from None
     except KeyError as error:
+        if isinstance(data, dict) and error.args[0] not in data.values():
+            raise InvalidRequestError(f"{where}: missing field {error.args[0]!r}") from None
         names = ", ".join(_OP_NAMES.values())
         raise InvalidRequestError(
             f"{where}: unknown op {error.args[0]!r} (expected one of {names})"

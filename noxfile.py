@@ -1,0 +1,47 @@
+"""Developer sessions. `nox` runs lint and the tests; `nox -s bench` runs the benchmarks.
+
+Every session installs the whole uv workspace (locked) into its own virtualenv with uv.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _sync(session: nox.Session) -> None:
+    session.run_install(
+        "uv",
+        "sync",
+        "--frozen",
+        "--all-packages",
+        "--group",
+        "dev",
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+        external=True,
+    )
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The whole test suite: unit, property and multi-process integration tests."""
+    _sync(session)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff: lint and formatting check."""
+    _sync(session)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmarks that print figures and ratios (see benchmarks/README.md)."""
+    _sync(session)
+    session.run("python", "benchmarks/kv_bench.py", *session.posargs)
