@@ -1041,6 +1041,31 @@ def test_boundary_commands_are_accepted(command: Any) -> None:
     ok(state, command)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: check_command does not check that a compare's target/op are CompareTarget/CompareOp members "
+    "nor that txn branches are sequences; apply then raises (UnboundLocalError/TypeError) or silently "
+    "treats the compare as false, though apply must never raise on the tick thread",
+)
+@pytest.mark.parametrize(
+    "command",
+    [
+        Txn(compares=(Compare(key="k", target="size", operand=1),)),  # type: ignore[arg-type]
+        Txn(compares=(Compare(key="k", target=VERSION, op="<=", operand=1),)),  # type: ignore[arg-type]
+        Txn(compares=None),  # type: ignore[arg-type]
+        Txn(success=None),  # type: ignore[arg-type]
+    ],
+    ids=["unknown-target", "unknown-op", "compares-none", "success-none"],
+)
+def test_malformed_txn_is_an_error_result_not_an_exception(command: Txn) -> None:
+    state = KVState()
+    put(state, "k")
+    before = snapshot(state)
+    result = state.apply(command)
+    assert isinstance(result, ErrorResult) and result.code == "invalid_request"
+    assert snapshot(state) == before
+
+
 # ------------------------------------------------------------------------ model-based (hypothesis)
 
 KEYS = ["a", "aa", "ab", "b", "b/a", "ba"]
