@@ -17,7 +17,6 @@ def _sync(session: nox.Session) -> None:
         "uv",
         "sync",
         "--frozen",
-        "--all-packages",
         "--group",
         "dev",
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},

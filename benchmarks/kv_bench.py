@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import queue
+import random
 import secrets
 import shutil
 import signal
@@ -49,6 +50,11 @@ from typing import Any
 PROTO = "@@bench "
 KEYS_PER_WRITER = 256
 READY_TIMEOUT = 60.0
+LATENCY_JITTER = 0.01
+"""Sequential puts start after a random 0–10 ms pause: back to back, each put would start at the same
+phase of pysyncobj's 10 ms tick / append-entries cadence and the figure would depend on that phase
+(we saw p50 lock at either ~15 or ~23 ms from run to run). With the pause, puts arrive at random
+phases, like independent writes do."""
 _CLUSTERS: list[Any] = []  # LocalClusters of this run, for the watchdog
 
 TARGETS = {
@@ -93,6 +99,33 @@ def summarize_ms(seconds: list[float]) -> dict[str, Any]:
         "min_ms": min(ms),
         "max_ms": max(ms),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) from /proc; 0.0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU used by some processes over an interval, as % of one core (200 % = both cores of a 2-core box)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self.self_start = time.process_time()
+        self.wall = time.perf_counter()
+
+    def stop(self, *, include_self: bool = False) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall
+        out = {name: 100.0 * (cpu_seconds(pid) - self.start[name]) / wall for name, pid in self.pids.items()}
+        if include_self:
+            out["bench process"] = 100.0 * (time.process_time() - self.self_start) / wall
+        out["total"] = sum(out.values())
+        return out
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -158,12 +191,17 @@ async def aether_throughput(
 async def aether_latency(
     put: Callable[[str, bytes], Awaitable[Any]], *, count: int, value: bytes, prefix: str
 ) -> dict[str, Any]:
-    """`count` sequential puts; latency of each acknowledged one."""
+    """`count` sequential puts, each after a random pause (see LATENCY_JITTER); latency of each
+    acknowledged one."""
+    import trio
+
     from aether_kv import KVError
 
     latencies: list[float] = []
     errors: Counter[str] = Counter()
+    jitter = random.Random(7)
     for i in range(count):
+        await trio.sleep(jitter.uniform(0, LATENCY_JITTER))
         started = time.perf_counter()
         try:
             await put(f"{prefix}/{i % KEYS_PER_WRITER}", value)
@@ -196,6 +234,7 @@ async def aether_worker(args: argparse.Namespace) -> None:
         peers=tuple(args.peers.split(",")),
         data_dir=Path(args.data_dir),
         secret=Path(args.secret_file).read_text().strip(),
+        durable=args.mode != "aether-nosync",  # diagnostic variant: the same store without journal fsync
     )
     value = bench_value(args.value_size)
     async with open_store(config) as store:
@@ -380,7 +419,9 @@ def raw_latency(d: Any, *, count: int, value: bytes, prefix: str) -> dict[str, A
 
     latencies: list[float] = []
     errors: Counter[str] = Counter()
+    jitter = random.Random(7)
     for i in range(count):
+        time.sleep(jitter.uniform(0, LATENCY_JITTER))
         started = time.perf_counter()
         try:
             d.set(f"{prefix}/{i % KEYS_PER_WRITER}", value, sync=True, timeout=5.0)
@@ -456,7 +497,7 @@ class WorkerError(RuntimeError):
 
 
 class WorkerGroup:
-    """Three worker processes of this script (`_replica --mode aether|raw`) forming one Raft group."""
+    """Three worker processes of this script (`_replica --mode aether|aether-nosync|raw`): one Raft group."""
 
     def __init__(self, mode: str, root: Path, *, value_size: int, registry: list[subprocess.Popen]) -> None:
         self.mode = mode
@@ -471,11 +512,24 @@ class WorkerGroup:
         self.logs = [self.root / f"worker{i}.log" for i in range(3)]
         for i, address in enumerate(self.addresses):
             command = [
-                sys.executable, os.path.abspath(__file__), "_replica", "--mode", mode, "--index", str(i),
-                "--raft", address, "--peers", ",".join(self.addresses),
-                "--data-dir", str(self.root / f"r{i}"), "--secret-file", str(secret_file),
-                "--value-size", str(value_size),
-            ]  # fmt: skip
+                sys.executable,
+                os.path.abspath(__file__),
+                "_replica",
+                "--mode",
+                mode,
+                "--index",
+                str(i),
+                "--raft",
+                address,
+                "--peers",
+                ",".join(self.addresses),
+                "--data-dir",
+                str(self.root / f"r{i}"),
+                "--secret-file",
+                str(secret_file),
+                "--value-size",
+                str(value_size),
+            ]
             with open(self.logs[i], "wb") as stderr:
                 process = subprocess.Popen(
                     command,
@@ -528,6 +582,12 @@ class WorkerGroup:
         self.send(i, command)
         return self.receive(i, timeout)
 
+    def pids(self, leader: int) -> dict[str, int]:
+        return {
+            ("leader" if i == leader else f"follower {i}"): process.pid
+            for i, process in enumerate(self.processes)
+        }
+
     def wait_ready(self) -> None:
         for i in range(3):
             self.receive(i, READY_TIMEOUT)
@@ -578,10 +638,13 @@ def run_group(mode: str, root: Path, opts: argparse.Namespace, registry: list[su
         if opts.soak:
             style = styles[-1] if mode == "raw" else styles[0]
             log(f"{mode}: soak, {opts.writers} writers for {opts.soak:g} s ({style})")
+            meter = CpuMeter(group.pids(leader))
             results["soak"] = group.request(
-                leader, {"cmd": "throughput", "duration": opts.soak, "writers": opts.writers, "style": style},
+                leader,
+                {"cmd": "throughput", "duration": opts.soak, "writers": opts.writers, "style": style},
                 opts.soak + 60,
-            )  # fmt: skip
+            )
+            results["soak"]["cpu_percent"] = meter.stop()
             return results
         for style in styles:
             warm = {"cmd": "throughput", "duration": opts.warmup, "writers": opts.writers, "style": style}
@@ -593,7 +656,9 @@ def run_group(mode: str, root: Path, opts: argparse.Namespace, registry: list[su
                 "writers": opts.writers,
                 "style": style,
             }
+            meter = CpuMeter(group.pids(leader))
             results[f"throughput_{style}"] = group.request(leader, command, budget)
+            results[f"throughput_{style}"]["cpu_percent"] = meter.stop()
         log(f"{mode}: latency, {opts.latency_count} sequential puts on the leader")
         results["latency_leader"] = group.request(
             leader, {"cmd": "latency", "count": opts.latency_count}, 120
@@ -691,11 +756,18 @@ async def client_throughput(
             )
             reconnect_endpoints.append(None if client._connection is first else client.endpoint)
 
+    meter = CpuMeter(
+        {
+            ("leader" if replica_id == leader.replica_id else f"follower {replica_id}"): process.pid
+            for replica_id, process in cluster.processes.items()
+        }
+    )
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for index in range(clients):
             nursery.start_soon(one, index)
     elapsed = time.perf_counter() - started
+    cpu = meter.stop(include_self=True)
     after = await client_status(leader.client_address, cluster.secret)
     ops = sum(r["ops"] for r in results)
     errors: Counter[str] = Counter()
@@ -715,6 +787,7 @@ async def client_throughput(
         "term_after": after.term,
         "leader_before": before.leader,
         "leader_after": after.leader,
+        "cpu_percent": cpu,
     }
 
 
@@ -789,21 +862,65 @@ async def watch_latency(cluster: Any, leader: Any, follower: Any, count: int, in
     return out
 
 
+async def monitor_replica(spec: Any, secret: str, timeline: list[tuple[float, str, Any]], stop: Any) -> None:
+    """Poll one replica's own status every ~10 ms over a persistent connection; log every change of
+    (term, is_leader, leader) — or of reachability — with its time.time()."""
+    import trio
+
+    from aether_kv import KVError, open_client
+
+    last: Any = None
+    async with open_client([spec.client_address], secret, request_timeout=0.2, connect_timeout=0.2) as client:
+        while not stop.is_set():
+            try:
+                with trio.fail_after(0.3):
+                    status = await client.status()
+                current: Any = (status.term, status.is_leader, status.leader)
+            except (KVError, trio.TooSlowError):
+                current = "unreachable"
+            if current != last:
+                timeline.append((time.time(), spec.replica_id, current))
+                last = current
+            await trio.sleep(0.01)
+
+
+def describe_timeline(
+    timeline: list[tuple[float, str, Any]], zero: float, names: dict[str, str]
+) -> list[str]:
+    out = []
+    for at, replica_id, state in timeline:
+        if state == "unreachable":
+            text = "unreachable"
+        else:
+            term, is_leader, leader = state
+            text = f"term {term}, " + ("LEADER" if is_leader else f"leader={names.get(leader, leader)}")
+        out.append(f"{(at - zero) * 1000:+7.0f} ms {replica_id}: {text}")
+    return out
+
+
 async def failover_once(cluster: Any, run: int, opts: argparse.Namespace) -> dict[str, Any]:
-    """SIGKILL the leader while writers keep trying; time to the first write accepted after the kill."""
+    """SIGKILL the leader while writers keep trying; time to the first write accepted after the kill.
+    Then restart it and record whether the rejoin disturbed the leader."""
     import trio
 
     from aether_kv import KVError, open_client
 
     leader, term = await wait_healthy(cluster)
+    names = {r.raft_address: r.replica_id for r in cluster.replicas}
     survivors = [r for r in cluster.replicas if r.replica_id != leader.replica_id]
     endpoints = [leader.client_address] + [r.client_address for r in survivors]
     kill_at: list[float] = []
     first_ok: list[float] = []
-    new_leader: list[tuple[float, str, int]] = []
+    timeline: list[tuple[float, str, Any]] = []
     attempts = Counter[str]()
     value = bench_value(opts.value_size)
     attempt_timeout = opts.failover_attempt_timeout
+
+    def new_leader() -> tuple[float, str, int] | None:
+        for at, replica_id, state in timeline:
+            if kill_at and at >= kill_at[0] and state != "unreachable" and state[1]:
+                return at, replica_id, state[0]
+        return None
 
     async def writer(index: int) -> None:
         i = 0
@@ -821,53 +938,78 @@ async def failover_once(cluster: Any, run: int, opts: argparse.Namespace) -> dic
             if kill_at and started >= kill_at[0] and not first_ok:
                 first_ok.append(time.time())
 
-    async def watch_election() -> None:
-        """Poll the survivors' own status until one of them says it leads (election time)."""
-        while not kill_at:
-            await trio.sleep(0.005)
-        while not new_leader:
-            for spec in survivors:
-                with contextlib.suppress(Exception, trio.TooSlowError):
-                    status = await client_status(spec.client_address, cluster.secret, timeout=0.2)
-                    if status.is_leader:
-                        new_leader.append((time.time(), spec.replica_id, status.term))
-                        break
-            await trio.sleep(0.01)
-
+    stop = trio.Event()
     async with open_client(
         endpoints, cluster.secret, request_timeout=attempt_timeout, connect_timeout=attempt_timeout
     ) as client:
         await client.barrier()
         async with trio.open_nursery() as nursery:
-            for index in range(opts.failover_writers):
-                nursery.start_soon(writer, index)
-            nursery.start_soon(watch_election)
-            await trio.sleep(1.0)  # writers are in steady state
-            kill_at.append(time.time())
-            await trio.to_thread.run_sync(cluster.kill, leader.replica_id, signal.SIGKILL)
-            with trio.fail_after(30):
-                while not (first_ok and new_leader):
-                    await trio.sleep(0.005)
-            nursery.cancel_scope.cancel()
+            for spec in survivors:
+                nursery.start_soon(monitor_replica, spec, cluster.secret, timeline, stop)
+            async with trio.open_nursery() as writers:
+                for index in range(opts.failover_writers):
+                    writers.start_soon(writer, index)
+                await trio.sleep(1.0)  # writers are in steady state
+                kill_at.append(time.time())
+                await trio.to_thread.run_sync(cluster.kill, leader.replica_id, signal.SIGKILL)
+                with trio.fail_after(30):
+                    while not (first_ok and new_leader()):
+                        await trio.sleep(0.005)
+                writers.cancel_scope.cancel()
+            await trio.sleep(0.05)
+            stop.set()
 
-    result = {
+    elected = new_leader()
+    assert elected is not None
+    election_lines = describe_timeline([t for t in timeline if t[0] >= kill_at[0] - 0.05], kill_at[0], names)
+    terms_tried = sorted({s[0] for _, _, s in timeline if s != "unreachable" and s[0] > term})
+    result: dict[str, Any] = {
         "run": run,
         "killed": leader.replica_id,
         "term_before": term,
-        "new_leader": new_leader[0][1],
-        "new_term": new_leader[0][2],
-        "kill_to_new_leader_s": new_leader[0][0] - kill_at[0],
+        "new_leader": elected[1],
+        "new_term": elected[2],
+        "elections": len(terms_tried),
+        "kill_to_new_leader_s": elected[0] - kill_at[0],
         "kill_to_first_write_s": first_ok[0] - kill_at[0],
         "attempts": dict(attempts),
+        "timeline": election_lines,
     }
     log(
-        f"failover {run}: killed {leader.replica_id}; {new_leader[0][1]} leads after"
-        f" {result['kill_to_new_leader_s'] * 1000:.0f} ms; first write accepted after"
-        f" {result['kill_to_first_write_s'] * 1000:.0f} ms"
+        f"failover {run}: killed {leader.replica_id}; {elected[1]} leads (term {elected[2]}, "
+        f"{len(terms_tried)} election(s)) after {result['kill_to_new_leader_s'] * 1000:.0f} ms;"
+        f" first write accepted after {result['kill_to_first_write_s'] * 1000:.0f} ms"
     )
-    cluster.start(leader.replica_id)
-    await wait_healthy(cluster)
-    await trio.sleep(2.0)  # let the restarted replica settle before the next run
+
+    # Restart the killed replica; watch all three until healthy and settled.
+    restart_timeline: list[tuple[float, str, Any]] = []
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        for spec in cluster.replicas:
+            nursery.start_soon(monitor_replica, spec, cluster.secret, restart_timeline, stop)
+        await trio.sleep(0.1)
+        restarted_at = time.time()
+        cluster.start(leader.replica_id)
+        settled_leader, _ = await wait_healthy(cluster)
+        await trio.sleep(2.0)  # let the restarted replica settle before the next run
+        stop.set()
+    final = [s for _, _, s in restart_timeline if s != "unreachable"]
+    final_term = max(s[0] for s in final)
+    result["restart"] = {
+        "term_before": elected[2],
+        "term_after": final_term,
+        "leader_before": elected[1],
+        "leader_after": settled_leader.replica_id,
+        "term_changes": final_term - elected[2],
+        "restarted_address_below_leader": leader.raft_address
+        < next(r.raft_address for r in cluster.replicas if r.replica_id == elected[1]),
+        "timeline": describe_timeline(restart_timeline, restarted_at, names),
+    }
+    if final_term != elected[2]:
+        log(
+            f"failover {run}: restarting {leader.replica_id} moved the term {elected[2]} → {final_term}"
+            f" (leader {elected[1]} → {settled_leader.replica_id})"
+        )
     return result
 
 
@@ -900,7 +1042,8 @@ async def run_client_protocol(root: Path, opts: argparse.Namespace) -> dict[str,
                 cluster, leader, opts, clients=clients, duration=opts.warmup, value=value, tag="warm"
             )
             log(
-                f"client protocol: throughput, {opts.writers} writers on {clients} client(s), {opts.duration:g} s"
+                f"client protocol: throughput, {opts.writers} writers on {clients} client(s),"
+                f" {opts.duration:g} s"
             )
             results[f"throughput_{clients}c"] = await client_throughput(
                 cluster, leader, opts, clients=clients, duration=opts.duration, value=value, tag=f"c{clients}"
@@ -956,6 +1099,14 @@ def term_changes(run: dict[str, Any]) -> int:
     return int(run["term_after"] - run["term_before"])
 
 
+def cpu_text(run: dict[str, Any]) -> str:
+    cpu = run.get("cpu_percent")
+    if not cpu:
+        return ""
+    parts = [f"{name} {value:.0f}%" for name, value in cpu.items() if name != "total"]
+    return f"CPU (% of one core): {', '.join(parts)}; total {cpu['total']:.0f}% of 200%"
+
+
 def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
     lines: list[str] = []
     add = lines.append
@@ -971,11 +1122,15 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
     )
     add("=" * 100)
     aether, raw, client = results.get("aether"), results.get("raw"), results.get("client")
+    nosync = results.get("aether-nosync")
 
     if opts.soak:
         add(f"SOAK: {opts.soak:g} s of full load ({opts.writers} writers) per path")
-        for name, part in (("aether in-process (leader)", aether), ("raw pysyncobj", raw),
-                           ("client protocol (1 client)", client)):  # fmt: skip
+        for name, part in (
+            ("aether in-process (leader)", aether),
+            ("raw pysyncobj", raw),
+            ("client protocol (1 client)", client),
+        ):
             if not part or "soak" not in part:
                 continue
             run = part["soak"]
@@ -984,15 +1139,20 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
                 f"→{run['term_after']}  leader changes: {term_changes(run)}"
                 f" [{verdict(term_changes(run) == 0)}]  errors: {run['errors'] or 'none'}"
             )
+            add(f"  {'':30s} {cpu_text(run)}")
         return "\n".join(lines)
 
     add("1. WRITE THROUGHPUT (64 concurrent writers) and LEADER CHANGES during the run")
     rows: list[tuple[str, dict[str, Any] | None]] = []
     if raw:
-        rows += [("raw pysyncobj, 64 threads sync=True", raw.get("throughput_threads")),
-                 ("raw pysyncobj, 64 callback chains", raw.get("throughput_callbacks"))]  # fmt: skip
+        rows += [
+            ("raw pysyncobj, 64 threads sync=True", raw.get("throughput_threads")),
+            ("raw pysyncobj, 64 callback chains", raw.get("throughput_callbacks")),
+        ]
     if aether:
         rows.append(("aether in-process (leader, trio)", aether.get("throughput_trio")))
+    if nosync:
+        rows.append(("  diagnostic: same, durable=False", nosync.get("throughput_trio")))
     if client:
         for clients in opts.client_counts:
             rows.append((f"client protocol, {clients} client(s)", client.get(f"throughput_{clients}c")))
@@ -1006,6 +1166,7 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
             f" p99 {fmt(p99, ' ms')}   leader changes {term_changes(run)}"
             f" [{verdict(term_changes(run) == 0)}]   errors {run['errors'] or 'none'}"
         )
+        add(f"  {'':40s} {cpu_text(run)}")
     raw_threads = (raw or {}).get("throughput_threads", {}).get("ops_per_s")
     raw_callbacks = (raw or {}).get("throughput_callbacks", {}).get("ops_per_s")
     raw_best = max(x for x in (raw_threads, raw_callbacks) if x) if (raw_threads or raw_callbacks) else None
@@ -1031,7 +1192,8 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
             if label == "aether in-process":
                 target = (
                     f"   target ≥ {TARGETS['inproc_vs_raw']}× raw:"
-                    f" {verdict(vs_threads is not None and vs_threads >= TARGETS['inproc_vs_raw'])} vs threads,"
+                    f" {verdict(vs_threads is not None and vs_threads >= TARGETS['inproc_vs_raw'])}"
+                    " vs threads,"
                     f" {verdict(vs_best >= TARGETS['inproc_vs_raw'])} vs best raw"
                 )
             add(
@@ -1041,17 +1203,31 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
     results["ratios"] = ratios
 
     add("")
-    add(f"   SINGLE-WRITER LATENCY ({opts.latency_count} sequential puts)")
+    add(
+        f"   SINGLE-WRITER LATENCY ({opts.latency_count} sequential puts, each after a random"
+        f" 0–{LATENCY_JITTER * 1000:g} ms pause)"
+    )
     lat_rows: list[tuple[str, dict[str, Any] | None, float | None]] = []
     if aether:
-        lat_rows += [("aether in-process, leader", aether.get("latency_leader"), TARGETS["leader_p50_ms"]),
-                     ("aether in-process, follower", aether.get("latency_follower"), TARGETS["follower_p50_ms"])]  # fmt: skip
+        lat_rows += [
+            ("aether in-process, leader", aether.get("latency_leader"), TARGETS["leader_p50_ms"]),
+            ("aether in-process, follower", aether.get("latency_follower"), TARGETS["follower_p50_ms"]),
+        ]
+    if nosync:
+        lat_rows += [
+            ("  diagnostic: durable=False, leader", nosync.get("latency_leader"), None),
+            ("  diagnostic: durable=False, follower", nosync.get("latency_follower"), None),
+        ]
     if raw:
-        lat_rows += [("raw pysyncobj, leader", raw.get("latency_leader"), None),
-                     ("raw pysyncobj, follower", raw.get("latency_follower"), None)]  # fmt: skip
+        lat_rows += [
+            ("raw pysyncobj, leader", raw.get("latency_leader"), None),
+            ("raw pysyncobj, follower", raw.get("latency_follower"), None),
+        ]
     if client:
-        lat_rows += [("client protocol via leader endpoint", client.get("latency_leader"), None),
-                     ("client protocol via follower endpoint", client.get("latency_follower"), None)]  # fmt: skip
+        lat_rows += [
+            ("client protocol via leader endpoint", client.get("latency_leader"), None),
+            ("client protocol via follower endpoint", client.get("latency_follower"), None),
+        ]
     for name, lat, target in lat_rows:
         if not lat:
             continue
@@ -1087,14 +1263,34 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
     if client and client.get("failover"):
         runs = client["failover"]
         add("")
-        add(f"3. LEADER FAILOVER (SIGKILL the leader; {opts.failover_writers} writers, attempts time out after"
-            f" {opts.failover_attempt_timeout * 1000:g} ms)")  # fmt: skip
+        add(
+            f"3. LEADER FAILOVER (SIGKILL the leader; {opts.failover_writers} writers, attempts time out"
+            f" after {opts.failover_attempt_timeout * 1000:g} ms)"
+        )
         for run in runs:
             add(
-                f"  run {run['run']}: killed {run['killed']} (term {run['term_before']}) → {run['new_leader']}"
-                f" leads (term {run['new_term']}) after {fmt(run['kill_to_new_leader_s'] * 1000, ' ms', 0)};"
-                f" first accepted write after {fmt(run['kill_to_first_write_s'] * 1000, ' ms', 0)}"
+                f"  run {run['run']}: killed {run['killed']} (term {run['term_before']}) →"
+                f" {run['new_leader']} leads (term {run['new_term']}, {run['elections']} election(s)) after"
+                f" {fmt(run['kill_to_new_leader_s'] * 1000, ' ms', 0)}; first accepted write after"
+                f" {fmt(run['kill_to_first_write_s'] * 1000, ' ms', 0)}"
             )
+            if run["elections"] > 1 or run["kill_to_first_write_s"] > TARGETS["failover_s"]:
+                add("      survivors' view (time since SIGKILL):")
+                lines.extend(f"        {line}" for line in run["timeline"])
+            restart = run["restart"]
+            add(
+                f"      restart of {run['killed']}: term {restart['term_before']} → {restart['term_after']},"
+                f" leader {restart['leader_before']} → {restart['leader_after']}"
+                + (
+                    f"  (restarted replica's raft address sorts below the leader's:"
+                    f" {restart['restarted_address_below_leader']})"
+                    if restart["term_changes"]
+                    else ""
+                )
+            )
+            if restart["term_changes"]:
+                add("      all replicas' view (time since restart):")
+                lines.extend(f"        {line}" for line in restart["timeline"])
         median_write = statistics.median(r["kill_to_first_write_s"] for r in runs)
         median_leader = statistics.median(r["kill_to_new_leader_s"] for r in runs)
         results["failover_median_s"] = median_write
@@ -1103,8 +1299,10 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
             f" {fmt(median_write * 1000, ' ms', 0)}   target ≤ {TARGETS['failover_s']:g} s:"
             f" {verdict(median_write <= TARGETS['failover_s'])}"
         )
-        add("  (election timeout is random in 0.5–1.5 s: the first survivor to time out is the min of two"
-            " draws, ~0.83 s on average)")  # fmt: skip
+        add(
+            "  (election timeout is random in 0.5–1.5 s: the first survivor to time out is the min of two"
+            " draws, ~0.83 s on average)"
+        )
     return "\n".join(lines)
 
 
@@ -1125,7 +1323,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["aether", "raw", "client"],
+        choices=["aether", "aether-nosync", "raw", "client"],
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -1136,7 +1334,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write all results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--time-limit", type=float, help="hard limit for the whole run, seconds")
-    opts = parser.parse_args(argv)  # fmt: skip
+    opts = parser.parse_args(argv)
     opts.duration = opts.duration or (2.0 if opts.quick else 5.0)
     opts.warmup = 0.5 if opts.quick else 1.0
     opts.latency_count = opts.latency_count or (200 if opts.quick else 500)
@@ -1146,7 +1344,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts.failover_runs = 1 if opts.quick else 3
     opts.failover_writers = 4
     opts.failover_attempt_timeout = 0.25
-    opts.parts = opts.only or ["raw", "aether", "client"]
+    opts.parts = opts.only or (
+        ["raw", "aether", "client"] if opts.soak else ["raw", "aether", "aether-nosync", "client"]
+    )
     if opts.time_limit is None:
         opts.time_limit = (240 if opts.quick else 600) + 4 * opts.soak
     return opts
@@ -1154,7 +1354,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def worker_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="kv_bench.py _replica")
-    parser.add_argument("--mode", choices=["aether", "raw"], required=True)
+    parser.add_argument("--mode", choices=["aether", "aether-nosync", "raw"], required=True)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--raft", required=True)
     parser.add_argument("--peers", required=True)
@@ -1163,7 +1363,9 @@ def worker_main(argv: list[str]) -> None:
     parser.add_argument("--value-size", type=int, default=100)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when workers stop
-    if args.mode == "aether":
+    if os.environ.get("KV_BENCH_SWITCH_INTERVAL"):  # experiment knob: the GIL switch interval, seconds
+        sys.setswitchinterval(float(os.environ["KV_BENCH_SWITCH_INTERVAL"]))
+    if args.mode.startswith("aether"):
         import trio
 
         trio.run(aether_worker, args)
@@ -1208,7 +1410,7 @@ def main(argv: list[str]) -> int:
     }
     started = time.monotonic()
     try:
-        for part in ("raw", "aether"):
+        for part in ("raw", "aether", "aether-nosync"):
             if part in opts.parts:
                 results[part] = run_group(part, root, opts, registry)
         if "client" in opts.parts:

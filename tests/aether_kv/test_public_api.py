@@ -15,6 +15,7 @@ EXPECTED_EXPORTS = {
     # trio API (a replica in this process)
     "KVStore",
     "Watch",
+    "FramedStream",
     "open_store",
     "wait_for_leader",
     "RaftConfig",

@@ -1041,12 +1041,6 @@ def test_boundary_commands_are_accepted(command: Any) -> None:
     ok(state, command)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: check_command does not check that a compare's target/op are CompareTarget/CompareOp members "
-    "nor that txn branches are sequences; apply then raises (UnboundLocalError/TypeError) or silently "
-    "treats the compare as false, though apply must never raise on the tick thread",
-)
 @pytest.mark.parametrize(
     "command",
     [
@@ -1199,6 +1193,9 @@ class Model:
                 written = [op.key for op in branch if isinstance(op, Put | Delete)]
                 if len(written) != len(set(written)):
                     return "invalid_request", None, False
+                prefixes = [op.prefix for op in branch if isinstance(op, DeletePrefix)]
+                if any(key.startswith(prefix) for key in written for prefix in prefixes):
+                    return "invalid_request", None, False  # etcd: no put/delete under a deleted prefix
             ops = list(command.success if succeeded else command.failure)
             if any(isinstance(op, Put) and op.lease and op.lease not in self.leases for op in ops):
                 return "lease_not_found", None, False

@@ -383,11 +383,6 @@ def test_unknown_op_lists_the_known_ones() -> None:
         assert name in info.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the shared cattrs converter coerces primitives (str(None) == 'None', int('7'), int(1.9), "
-    "bool('false')) instead of rejecting the wrong type",
-)
 @pytest.mark.parametrize(
     ("data", "cls"),
     [
@@ -551,11 +546,6 @@ async def test_garbage_payload_is_an_invalid_request(payload: bytes, mentions: s
     assert mentions in info.value.message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a deeply nested JSON frame makes json.loads raise RecursionError, which "
-    "FramedStream.receive does not translate into InvalidRequestError",
-)
 async def test_deeply_nested_payload_is_an_invalid_request() -> None:
     left, right = trio.testing.memory_stream_pair()
     depth = 100_000

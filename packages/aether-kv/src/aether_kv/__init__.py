@@ -49,5 +49,6 @@ from ._store import KVStore as KVStore
 from ._store import Watch as Watch
 from ._store import open_store as open_store
 from ._store import wait_for_leader as wait_for_leader
+from ._wire import FramedStream as FramedStream
 
 __version__ = "0.1.0"

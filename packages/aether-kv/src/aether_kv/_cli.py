@@ -22,6 +22,7 @@ from ._errors import ConnectionLostError, InvalidRequestError, KVError
 from ._local import CLUSTER_FILE, running_local_cluster
 from ._records import Event, KeyValue
 from ._serve import ServeConfig, read_secret, serve_until_signalled, split_address
+from ._serve import exit_with_parent as exit_with_parent_process
 from ._wire import encode
 
 DEFAULT_LOCAL_DIR = Path(".aether-kv")
@@ -121,8 +122,13 @@ def serve(
     election_min: float = 0.5,
     election_max: float = 1.5,
     log_level: str = "INFO",
+    exit_with_parent: Annotated[
+        bool, Parameter(negative=(), help="Die when the parent process dies (for a supervising node).")
+    ] = False,
 ) -> None:
     """Run one replica until SIGTERM or SIGINT."""
+    if exit_with_parent:
+        exit_with_parent_process()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     async def main() -> None:

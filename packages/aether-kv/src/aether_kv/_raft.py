@@ -29,7 +29,7 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.transport import TCPTransport
 
 from ._errors import KVError, OutcomeUnknownError, UnavailableError
-from ._records import Command, Member, Result, Status
+from ._records import Command, ErrorResult, Member, Result, Status
 from ._state import KVState
 
 log = logging.getLogger("aether_kv.raft")
@@ -161,7 +161,11 @@ class _KVConsumer(SyncObjConsumer):
     @replicated
     def apply(self, command: Command) -> Result:
         with self.lock:
-            return self.state.apply(command)
+            try:
+                return self.state.apply(command)
+            except Exception as error:  # a bug: never let it stop pysyncobj's apply loop
+                log.exception("applying %r failed", command)
+                return ErrorResult(code="kv_error", message=f"internal error applying the command: {error!r}")
 
 
 class RaftReplica:

@@ -12,6 +12,7 @@ from ._records import (
     MAX_VALUE_BYTES,
     Barrier,
     Compare,
+    CompareOp,
     CompareTarget,
     Delete,
     DeletePrefix,
@@ -84,10 +85,18 @@ def check_compare(compare: object, where: str) -> None:
     if not isinstance(compare, Compare):
         raise InvalidRequestError(f"{where}: must be a compare, got {type(compare).__name__}")
     check_key(compare.key, f"{where}.key")
+    if not isinstance(compare.target, CompareTarget):
+        choices = ", ".join(t.value for t in CompareTarget)
+        raise InvalidRequestError(f"{where}.target: must be one of {choices}, got {compare.target!r}")
+    if not isinstance(compare.op, CompareOp):
+        choices = ", ".join(o.value for o in CompareOp)
+        raise InvalidRequestError(f"{where}.op: must be one of {choices}, got {compare.op!r}")
     operand = compare.operand
     if compare.target is CompareTarget.EXISTS:
         if not isinstance(operand, bool):
             raise InvalidRequestError(f"{where}.operand: 'exists' compares a boolean, got {operand!r}")
+        if compare.op not in (CompareOp.EQ, CompareOp.NE):
+            raise InvalidRequestError(f"{where}.op: 'exists' can only be compared with == or !=")
     elif compare.target is CompareTarget.VALUE:
         check_value(operand, f"{where}.operand")
     elif isinstance(operand, bool) or not isinstance(operand, int):
@@ -117,6 +126,9 @@ def check_command(command: object) -> None:
         case Put() | Delete() | DeletePrefix():
             check_txn_op(command, "request")
         case Txn(compares=compares, success=success, failure=failure):
+            for name, items in (("compares", compares), ("success", success), ("failure", failure)):
+                if not isinstance(items, tuple | list):
+                    raise InvalidRequestError(f"txn.{name}: must be a list, got {type(items).__name__}")
             if len(compares) + len(success) + len(failure) > MAX_TXN_OPS:
                 raise InvalidRequestError(
                     f"txn: {len(compares) + len(success) + len(failure)} compares and operations"
@@ -125,15 +137,9 @@ def check_command(command: object) -> None:
             for i, compare in enumerate(compares):
                 check_compare(compare, f"txn.compares[{i}]")
             for branch, ops in (("success", success), ("failure", failure)):
-                written: set[str] = set()
                 for i, op in enumerate(ops):
                     check_txn_op(op, f"txn.{branch}[{i}]")
-                    if isinstance(op, Put | Delete):
-                        if op.key in written:
-                            raise InvalidRequestError(
-                                f"txn.{branch}[{i}].key: {op.key!r} is written twice in one branch"
-                            )
-                        written.add(op.key)
+                _check_no_overlapping_writes(ops, f"txn.{branch}")
         case LeaseGrant(ttl=ttl, now=now):
             check_ttl(ttl)
             _check_now(now)
@@ -149,6 +155,25 @@ def check_command(command: object) -> None:
             pass
         case _:
             raise InvalidRequestError(f"unknown operation {type(command).__name__}")
+
+
+def _check_no_overlapping_writes(ops: object, where: str) -> None:
+    """Like etcd: one branch may not write a key twice, nor put a key that a delete_prefix also covers."""
+    written: set[str] = set()
+    prefixes: list[tuple[int, str]] = []
+    for i, op in enumerate(ops):  # type: ignore[arg-type]
+        if isinstance(op, Put | Delete):
+            if op.key in written:
+                raise InvalidRequestError(f"{where}[{i}].key: {op.key!r} is written twice in one branch")
+            written.add(op.key)
+        elif isinstance(op, DeletePrefix):
+            prefixes.append((i, op.prefix))
+    for i, prefix in prefixes:
+        for key in written:
+            if key.startswith(prefix):
+                raise InvalidRequestError(
+                    f"{where}[{i}].prefix: {prefix!r} also deletes {key!r}, which the same branch writes"
+                )
 
 
 def _check_now(now: object) -> None:

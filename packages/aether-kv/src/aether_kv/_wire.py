@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import hashlib
 import hmac
 import json
@@ -53,8 +54,9 @@ class FrameTooLargeError(InvalidRequestError):
 class FramedStream:
     """JSON objects over a trio stream. `send` is safe to call from several tasks at once."""
 
-    def __init__(self, stream: trio.abc.Stream) -> None:
+    def __init__(self, stream: trio.abc.Stream, *, max_frame: int = MAX_FRAME_BYTES) -> None:
         self.stream = stream
+        self.max_frame = max_frame
         self._buffer = bytearray()
         self._send_lock = trio.Lock()
 
@@ -69,15 +71,17 @@ class FramedStream:
         if header is None:
             return None
         (size,) = _HEADER.unpack(header)
-        if size > MAX_FRAME_BYTES:
-            raise FrameTooLargeError(f"frame of {size} bytes is over the limit of {MAX_FRAME_BYTES} bytes")
+        if size > self.max_frame:
+            raise FrameTooLargeError(f"frame of {size} bytes is over the limit of {self.max_frame} bytes")
         payload = await self._read_exactly(size)
         if payload is None:
             raise InvalidRequestError("connection closed in the middle of a frame")
         try:
-            message = json.loads(payload)
+            message = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidRequestError(f"frame is not valid JSON: {error}") from None
+            raise InvalidRequestError(f"frame is not valid JSON (UTF-8): {error}") from None
+        except RecursionError:
+            raise InvalidRequestError("frame is nested too deeply") from None
         if not isinstance(message, dict):
             raise InvalidRequestError(f"frame must be a JSON object, got {type(message).__name__}")
         return message
@@ -129,6 +133,38 @@ def _structure_bytes(value: object, _type: object) -> bytes:
 
 
 converter.register_structure_hook(bytes, _structure_bytes)
+
+
+def _strict(kind: type, *accepted: type) -> None:
+    """JSON types must match exactly: no "7" for 7, no true for 1, no null for a string."""
+    allowed = accepted or (kind,)
+
+    def structure(value: object, _type: object) -> object:
+        if isinstance(value, bool) and bool not in allowed:
+            raise InvalidRequestError(f"expected {kind.__name__}, got a boolean")
+        if not isinstance(value, allowed):
+            raise InvalidRequestError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return kind(value)  # type: ignore[call-arg]
+
+    converter.register_structure_hook(kind, structure)
+
+
+_strict(str)
+_strict(int)
+_strict(bool)
+_strict(float, int, float)
+
+
+def _structure_enum(value: object, cls: type[enum.Enum]) -> enum.Enum:
+    try:
+        return cls(value)
+    except ValueError:
+        choices = ", ".join(repr(member.value) for member in cls)
+        raise InvalidRequestError(f"expected one of {choices}, got {value!r}") from None
+
+
+# StrEnum before str in the MRO: enums are checked against their members, not taken as any string.
+converter.register_structure_hook(enum.StrEnum, _structure_enum)
 
 _OP_NAMES: dict[type, str] = {
     Get: "get",
@@ -211,9 +247,15 @@ def decode(data: object, cls: type[T], where: str) -> T:
         raise InvalidRequestError(f"{where}: {_describe(error)}") from None
 
 
+def _format_exception(error: BaseException, type_: object) -> str:
+    if isinstance(error, KVError):
+        return error.message
+    return cattrs.v.format_exception(error, type_)
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, cattrs.BaseValidationError):
-        notes = cattrs.transform_error(error)
+        notes = cattrs.transform_error(error, format_exception=_format_exception)
         return "; ".join(notes) if notes else str(error)
     return str(error)
 
@@ -223,7 +265,7 @@ def encode_events(events: list[Event]) -> list[Any]:
 
 
 def decode_events(data: object) -> list[Event]:
-    return converter.structure(data, list[Event])
+    return decode(data, list[Event], "events")
 
 
 def error_body(error: KVError) -> dict[str, Any]:
@@ -239,6 +281,7 @@ def error_from_body(body: object) -> KVError:
         return KVError(f"malformed error from server: {body!r}")
     cls = ERRORS_BY_CODE.get(str(body.get("code")), KVError)
     message = str(body.get("message", "unknown error"))
-    if "compact_revision" in body:
-        return CompactedError(message, compact_revision=int(body["compact_revision"]))
+    if cls is CompactedError:
+        revision = body.get("compact_revision")
+        return CompactedError(message, compact_revision=revision if isinstance(revision, int) else 0)
     return cls(message)

@@ -1,0 +1,100 @@
+"""Node configuration: one frozen record, parsed once at the entry point from a TOML file and flags.
+
+Unknown keys and wrong types are errors that name the file and the key path. Relative paths in the file
+are relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from ._deployment import RestartPolicy
+from ._errors import NodeError
+from ._records import Capacity
+from ._slice_store import StepTimeouts
+
+
+class ConfigError(NodeError):
+    """The node configuration is invalid: names the file (or flag) and the key."""
+
+
+@attrs.frozen(kw_only=True)
+class KVSettings:
+    raft: str
+    client: str
+    peers: tuple[str, ...] = ()  # Raft addresses of the other replicas
+    endpoints: tuple[str, ...] = ()  # client addresses of the other replicas (failover)
+    secret_file: Path = Path("secret")
+
+
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    node_id: str
+    data_dir: Path
+    index: str
+    ingress: str
+    kv: KVSettings
+    lease_ttl: float = 2.0
+    capacity: Capacity = attrs.field(factory=Capacity)
+    labels: dict[str, str] = attrs.field(factory=dict)
+    timeouts: StepTimeouts = attrs.field(factory=StepTimeouts)
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+
+    @property
+    def secret(self) -> str:
+        try:
+            secret = self.kv.secret_file.read_text().strip()
+        except OSError as error:
+            raise ConfigError(
+                f"kv.secret_file {self.kv.secret_file}: cannot read it ({error.strerror})"
+            ) from None
+        if len(secret) < 16:
+            raise ConfigError(
+                f"kv.secret_file {self.kv.secret_file}: the secret must be at least 16 characters"
+            )
+        return secret
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(Path, lambda value, _: Path(value))
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
+    """Read `path` (if any), apply `overrides` (from flags; None means "not given"), validate."""
+    data: dict[str, Any] = {}
+    where = "flags"
+    if path is not None:
+        where = str(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        base = path.parent
+        for section, key in ((None, "data_dir"), (None, "index"), ("kv", "secret_file")):
+            holder = data.get(section, {}) if section else data
+            value = holder.get(key) if isinstance(holder, dict) else None
+            if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
+                holder[key] = str(base / value)
+    data = _merge(data, overrides)
+    try:
+        return _converter.structure(data, NodeConfig)
+    except cattrs.BaseValidationError as error:
+        details = "; ".join(cattrs.transform_error(error, path="config"))
+        raise ConfigError(f"{where}: {details}") from None

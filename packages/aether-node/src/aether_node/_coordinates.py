@@ -1,0 +1,67 @@
+"""Slice coordinates `group:artifact:version`. Pure: parsing, validation, the distribution name."""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from ._errors import InvalidCoordinatesError
+
+_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+
+
+@attrs.frozen
+class Coordinates:
+    group: str
+    artifact: str
+    version: str
+
+    @classmethod
+    def parse(cls, text: str) -> Coordinates:
+        """Parse `group:artifact:version`; raise InvalidCoordinatesError saying what is wrong."""
+        if not isinstance(text, str):
+            raise InvalidCoordinatesError(f"coordinates must be a string, got {type(text).__name__}")
+        parts = text.split(":")
+        if len(parts) != 3:
+            raise InvalidCoordinatesError(
+                f"{text!r} is not group:artifact:version (e.g. org.example:echo:1.0.0):"
+                f" it has {len(parts)} part(s)"
+            )
+        group, artifact, version = parts
+        for name, value in (("group", group), ("artifact", artifact)):
+            if not _PART.match(value):
+                raise InvalidCoordinatesError(
+                    f"{text!r}: the {name} {value!r} must be letters, digits, '.', '_' or '-',"
+                    " starting and ending with a letter or digit"
+                )
+        try:
+            Version(version)
+        except InvalidVersion:
+            raise InvalidCoordinatesError(
+                f"{text!r}: the version {version!r} is not a PEP 440 version (e.g. 1.0.0)"
+            ) from None
+        return cls(group, artifact, version)
+
+    @property
+    def artifact_id(self) -> str:
+        """`group:artifact`: the name of the slice's entry point and of its endpoints, version-free."""
+        return f"{self.group}:{self.artifact}"
+
+    @property
+    def distribution(self) -> str:
+        """The PEP 503-normalised distribution name `{group}.{artifact}`."""
+        return canonicalize_name(f"{self.group}.{self.artifact}")
+
+    def __str__(self) -> str:
+        return f"{self.group}:{self.artifact}:{self.version}"
+
+
+def parse_artifact_id(text: str) -> str:
+    """Validate a version-free `group:artifact`."""
+    parts = text.split(":") if isinstance(text, str) else []
+    if len(parts) != 2 or not all(_PART.match(p) for p in parts):
+        raise InvalidCoordinatesError(f"{text!r} is not group:artifact (e.g. org.example:echo)")
+    return text

@@ -1,0 +1,329 @@
+"""NodeDeploymentManager: carries out what the KV says about this node's slice instances.
+
+It watches `slices/{node-id}/` (list, then watch from the listed revision), keeps one worker task per
+instance key, and each worker walks the instance through the lifecycle (`_lifecycle.plan`) with the
+SliceStore, writing every state back. Writes are compare-and-swap on the key's mod revision, so a newer
+command from the leader is never overwritten: the worker re-reads and acts on it instead. Endpoints are
+published (bound to the node's lease) after activation and withdrawn before deactivation. A process that
+dies is restarted with exponential backoff; a crash loop ends in FAILED. After a node restart, workers
+start from "nothing runs here" and bring reality back to what the KV records.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+
+from ._errors import NodeError
+from ._lifecycle import Phase, Step, StepKind, outcome_to_record, plan, target_phase
+from ._records import EndpointRecord, RecordError, SliceRecord, SliceState, decode_record, encode_record
+from ._schema import ENDPOINTS, InstanceKey, endpoint_key, node_slices_prefix
+from ._slice_store import LocalInstance, SliceStore, describe_failure
+
+log = logging.getLogger("aether_node.deployment")
+
+
+@attrs.frozen(kw_only=True)
+class RestartPolicy:
+    """A process that dies while wanted is restarted after `initial`·2ⁿ s (capped at `maximum`); the
+    `max_restarts`-th death within `window` s ends in FAILED."""
+
+    max_restarts: int = 5
+    window: float = 60.0
+    initial: float = 0.25
+    maximum: float = 4.0
+
+    def delay(self, restarts: int) -> float:
+        return min(self.initial * 2 ** max(restarts - 1, 0), self.maximum)
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """What one worker knows of its key."""
+
+    record: SliceRecord | None
+    revision: int
+    version: int = 0
+    changed: trio.Event = attrs.field(factory=trio.Event)
+    deaths: collections.deque[float] = attrs.field(factory=collections.deque)
+    last_death: str = ""
+
+    def update(self, record: SliceRecord | None, revision: int) -> None:
+        self.record, self.revision = record, revision
+        self.version += 1
+        changed, self.changed = self.changed, trio.Event()
+        changed.set()
+
+
+class NodeDeploymentManager:
+    def __init__(
+        self,
+        kv: KVClient,
+        node_id: str,
+        store: SliceStore,
+        *,
+        lease: int,
+        restart_policy: RestartPolicy = RestartPolicy(),
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kv = kv
+        self.node_id = node_id
+        self.store = store
+        self.lease = lease
+        self.restart_policy = restart_policy
+        self.clock = clock
+        self._slots: dict[InstanceKey, _Slot] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------ observing the KV
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Watch and act until cancelled. Reports started once the existing records are taken in."""
+        prefix = node_slices_prefix(self.node_id)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            snapshot = await self.kv.range(prefix, linearizable=True)
+            await self._withdraw_stale_endpoints()
+            for kv in snapshot.kvs:
+                self._observe(kv.key, kv.value, kv.mod_revision)
+            task_status.started()
+            async for events in self.kv.watch(prefix, snapshot.revision + 1):
+                for event in events:
+                    value = event.kv.value if event.kind == "put" else None
+                    self._observe(event.kv.key, value, event.kv.mod_revision)
+
+    def _observe(self, key: str, value: bytes | None, revision: int) -> None:
+        instance_key = InstanceKey.parse(key)
+        if instance_key is None or instance_key.node_id != self.node_id:
+            log.warning("ignoring %s: not a slices/{node}/{group:artifact:version}/{n} key of this node", key)
+            return
+        record: SliceRecord | None = None
+        if value is not None:
+            try:
+                record = decode_record(key, value, SliceRecord)
+            except RecordError as error:
+                log.error("%s", error.message)
+                return
+        slot = self._slots.get(instance_key)
+        if slot is None:
+            if record is None:
+                return
+            slot = self._slots[instance_key] = _Slot(record=record, revision=revision)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._worker, instance_key, slot)
+        elif revision >= slot.revision or record is None:
+            slot.update(record, revision)
+
+    async def _withdraw_stale_endpoints(self) -> None:
+        """Endpoints this node published before a restart point at processes that are gone."""
+        listing = await self.kv.range(ENDPOINTS, linearizable=True)
+        stale = []
+        for kv in listing.kvs:
+            try:
+                if decode_record(kv.key, kv.value, EndpointRecord).node_id == self.node_id:
+                    stale.append(kv.key)
+            except RecordError:
+                continue
+        for key in stale:
+            await self.kv.delete(key)
+
+    # ------------------------------------------------------------ one worker per instance
+
+    async def _worker(self, key: InstanceKey, slot: _Slot) -> None:
+        try:
+            while True:
+                seen = slot.version
+                await self._converge(key, slot)
+                if slot.record is None and self.store.get(key) is None:
+                    return
+                await self._wait(key, slot, seen)
+        finally:
+            if self._slots.get(key) is slot:
+                del self._slots[key]
+
+    async def _wait(self, key: InstanceKey, slot: _Slot, seen: int) -> None:
+        if slot.version != seen:
+            return
+        instance = self.store.get(key)
+        async with trio.open_nursery() as nursery:
+
+            async def wake_on(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wake_on, slot.changed)
+            if instance is not None:
+                nursery.start_soon(wake_on, instance.host.exited)
+
+    def _local_phase(self, key: InstanceKey) -> Phase:
+        instance = self.store.get(key)
+        if instance is None:
+            return Phase.NONE
+        return instance.phase
+
+    async def _converge(self, key: InstanceKey, slot: _Slot) -> None:
+        instance = self.store.get(key)
+        if instance is not None and not instance.alive:
+            await self._forget_dead(key, slot, instance)
+        record = slot.record
+        target = target_phase(record.state if record else None)
+        if target is None:  # FAILED: nothing may run
+            if self.store.get(key) is not None:
+                await self._withdraw(key, self.store.get(key))  # type: ignore[arg-type]
+                await self.store.unload(key)
+            return
+        reason = ""
+        if slot.deaths and target in (Phase.ACTIVE, Phase.LOADED) and self._local_phase(key) is Phase.NONE:
+            restart = self._restart_reason(slot)
+            if restart is None:
+                await self._write(key, slot, SliceState.FAILED, self._crash_loop_reason(slot))
+                return
+            reason, delay = restart
+            with trio.move_on_after(delay):
+                seen = slot.version
+                while slot.version == seen:
+                    await slot.changed.wait()
+            if target_phase(slot.record.state if slot.record else None) is not target:
+                return  # a new command arrived during the backoff; the next pass acts on it
+        for step in plan(target, self._local_phase(key)):
+            if not await self._run_step(key, slot, step, reason):
+                return
+        outcome = outcome_to_record(target, slot.record.state if slot.record else None)
+        if outcome is not None:
+            await self._write(key, slot, outcome, "")
+
+    def _restart_reason(self, slot: _Slot) -> tuple[str, float] | None:
+        policy = self.restart_policy
+        now = self.clock()
+        while slot.deaths and now - slot.deaths[0] > policy.window:
+            slot.deaths.popleft()
+        if len(slot.deaths) >= policy.max_restarts:
+            return None
+        restarts = len(slot.deaths)
+        delay = policy.delay(restarts)
+        limit = policy.max_restarts - 1
+        return f"restart {restarts} of {limit} after the slice process died ({slot.last_death})", delay
+
+    def _crash_loop_reason(self, slot: _Slot) -> str:
+        policy = self.restart_policy
+        return (
+            f"crash loop: the slice process died {len(slot.deaths)} times within {policy.window:g} s"
+            f" (last: {slot.last_death}); not restarting it again"
+        )
+
+    async def _forget_dead(self, key: InstanceKey, slot: _Slot, instance: LocalInstance) -> None:
+        reason = instance.host.exit_reason
+        log.warning("%s: slice process %d died (%s)", key.label, instance.host.pid, reason)
+        slot.deaths.append(self.clock())
+        slot.last_death = f"{reason}; log: {instance.host.log_path}"
+        await self._withdraw(key, instance)
+        await self.store.unload(key)
+
+    async def _run_step(self, key: InstanceKey, slot: _Slot, step: Step, reason: str) -> bool:
+        if step.working is not None and not await self._write(key, slot, step.working, reason):
+            return False
+        try:
+            match step.kind:
+                case StepKind.LOAD:
+                    config = dict(slot.record.config) if slot.record else {}
+                    await self.store.load(key, config)
+                case StepKind.ACTIVATE:
+                    instance = self.store.get(key)
+                    assert instance is not None
+                    await self.store.activate(instance)
+                    await self._publish(key, instance)
+                case StepKind.DEACTIVATE:
+                    instance = self.store.get(key)
+                    assert instance is not None
+                    await self._withdraw(key, instance)
+                    await self.store.deactivate(instance)
+                case StepKind.UNLOAD:
+                    await self.store.unload(key)
+                    await self._delete_record(key, slot)
+        except NodeError as error:
+            log.warning("%s: %s failed: %s", key.label, step.kind.value, error.message)
+            instance = self.store.get(key)
+            if instance is not None:
+                await self._withdraw(key, instance)
+                await self.store.unload(key)
+            await self._write(key, slot, SliceState.FAILED, describe_failure(step.kind.value, error))
+            return False
+        return True
+
+    # ------------------------------------------------------------ KV writes
+
+    async def _write(self, key: InstanceKey, slot: _Slot, state: SliceState, reason: str) -> bool:
+        """Record `state` unless the key changed since we last saw it (then the newer record wins)."""
+        current = slot.record
+        record = SliceRecord(
+            state=state,
+            reason=reason,
+            timestamp=self.clock(),
+            config=current.config if current else {},
+        )
+        try:
+            result = await self.kv.txn(
+                [
+                    Compare(
+                        key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=slot.revision
+                    )
+                ],
+                [Put(key=key.key, value=encode_record(record))],
+            )
+        except KVError as error:
+            log.warning("%s: could not record %s: %s", key.label, state, error.message)
+            return False
+        if not result.succeeded:
+            return False
+        if slot.revision <= result.revision:
+            slot.record, slot.revision = record, result.revision
+        log.info("%s: %s%s", key.label, state, f" ({reason})" if reason else "")
+        return True
+
+    async def _delete_record(self, key: InstanceKey, slot: _Slot) -> None:
+        result = await self.kv.txn(
+            [Compare(key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=slot.revision)],
+            [Delete(key=key.key)],
+        )
+        if result.succeeded:
+            slot.record = None
+
+    async def _publish(self, key: InstanceKey, instance: LocalInstance) -> None:
+        now = self.clock()
+        puts = [
+            Put(
+                key=endpoint_key(key.coordinates, entry, key.instance),
+                value=encode_record(
+                    EndpointRecord(
+                        node_id=self.node_id, instance=key.instance, idempotent=idempotent, timestamp=now
+                    )
+                ),
+                lease=self.lease,
+            )
+            for entry, idempotent in sorted(instance.entry_points.items())
+        ]
+        for start in range(0, len(puts), 100):
+            await self.kv.txn(success=puts[start : start + 100])
+
+    async def _withdraw(self, key: InstanceKey, instance: LocalInstance) -> None:
+        deletes = [
+            Delete(key=endpoint_key(key.coordinates, entry, key.instance)) for entry in instance.entry_points
+        ]
+        try:
+            for start in range(0, len(deletes), 100):
+                await self.kv.txn(success=deletes[start : start + 100])
+        except KVError as error:  # the lease takes them with the node if it comes to that
+            log.warning("%s: withdrawing endpoints failed: %s", key.label, error.message)
+
+    # ------------------------------------------------------------ shutdown
+
+    async def withdraw_all(self) -> None:
+        for key, instance in list(self.store.instances.items()):
+            await self._withdraw(key, instance)

@@ -1,0 +1,76 @@
+"""The node's KV replica: an `aether-kv serve` child process, started, supervised and stopped here.
+
+The replica is its own process so that Raft's timing does not depend on the node's workload (DESIGN.md).
+It dies with the node (`--exit-with-parent`), and the node restarts it if it dies alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import sys
+
+import trio
+
+from ._config import NodeConfig
+
+log = logging.getLogger("aether_node.kv_replica")
+
+
+def replica_command(config: NodeConfig) -> list[str]:
+    kv = config.kv
+    command = [sys.executable, "-m", "aether_kv", "serve", "--id", config.node_id, "--exit-with-parent"]
+    command += ["--data-dir", str(config.data_dir / "kv"), "--raft", kv.raft, "--client", kv.client]
+    command += ["--secret-file", str(kv.secret_file)]
+    for peer in kv.peers:
+        command += ["--peer", peer]
+    return command
+
+
+async def _port_open(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        stream = await trio.open_tcp_stream(host, int(port))
+    except OSError:
+        return False
+    await stream.aclose()
+    return True
+
+
+async def run_kv_replica(
+    config: NodeConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the replica until cancelled (then SIGTERM it and wait). Reports started once its client port
+    accepts connections; restarts it with backoff if it exits on its own."""
+    log_path = config.data_dir / "kv.log"
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    backoff = 0.5
+    started = False
+    while True:
+        with open(log_path, "ab") as log_file:
+            process = await trio.lowlevel.open_process(
+                replica_command(config), stdout=log_file, stderr=subprocess.STDOUT
+            )
+        try:
+            if not started:
+                with trio.fail_after(30):
+                    while not await _port_open(config.kv.client):
+                        if process.returncode is not None or process.poll() is not None:
+                            raise RuntimeError(f"the KV replica exited at start; see {log_path}")
+                        await trio.sleep(0.05)
+                started = True
+                task_status.started()
+            code = await process.wait()
+            log.error("KV replica exited with %s; restarting in %.1f s (log: %s)", code, backoff, log_path)
+        finally:
+            with trio.CancelScope(shield=True):
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+                    with trio.move_on_after(10):
+                        await process.wait()
+                    if process.returncode is None:
+                        process.kill()
+                        await process.wait()
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, 10.0)

@@ -1,0 +1,75 @@
+"""org.aether:faulty — a slice that misbehaves on purpose, so the node's failure handling can be tested.
+
+Config key `mode` picks the failure:
+
+- `fail_import`: raises at import time (read from the AETHER_SLICE_CONFIG environment variable, which
+  the host sets to the instance config's JSON before importing the slice);
+- `fail_start`: `aether_start` raises RuntimeError("faulty: start failed on purpose");
+- `hang_start`: `aether_start` never returns;
+- `crash_after_start`: `aether_start` starts a thread that kills the process (exit code 3) after
+  `crash_delay` seconds (default 0.5);
+- `raise`: entry `work` raises ValueError("faulty: work failed on purpose");
+- `ok` or absent: entry `work` returns "ok".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from typing import Any
+
+from aether_slice import EntryPoint, SliceContext, hookimpl
+
+MODES = ("ok", "fail_import", "fail_start", "hang_start", "crash_after_start", "raise")
+
+
+def _import_time_config() -> dict[str, Any]:
+    raw = os.environ.get("AETHER_SLICE_CONFIG", "{}")
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+if _import_time_config().get("mode") == "fail_import":
+    raise RuntimeError("faulty: import failed on purpose")
+
+
+def _mode(context: SliceContext) -> str:
+    mode = context.config.get("mode") or "ok"
+    if mode not in MODES:
+        raise ValueError(f"faulty: unknown mode {mode!r} (known: {', '.join(MODES)})")
+    return str(mode)
+
+
+@hookimpl
+async def aether_start(context: SliceContext) -> None:
+    mode = _mode(context)
+    if mode == "fail_start":
+        raise RuntimeError("faulty: start failed on purpose")
+    if mode == "hang_start":
+        await asyncio.Event().wait()
+    if mode == "crash_after_start":
+        delay = float(context.config.get("crash_delay", 0.5))
+
+        def crash() -> None:
+            time.sleep(delay)
+            os._exit(3)
+
+        threading.Thread(target=crash, name="faulty-crash", daemon=True).start()
+
+
+@hookimpl
+def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
+    mode = _mode(context)
+
+    def work(payload: Any) -> str:
+        if mode == "raise":
+            raise ValueError("faulty: work failed on purpose")
+        return "ok"
+
+    return [EntryPoint(name="work", function=work, idempotent=True)]
