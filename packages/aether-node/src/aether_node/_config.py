@@ -94,7 +94,11 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
                 holder[key] = str(base / value)
     data = _merge(data, overrides)
     try:
-        return _converter.structure(data, NodeConfig)
+        config = _converter.structure(data, NodeConfig)
     except cattrs.BaseValidationError as error:
         details = "; ".join(cattrs.transform_error(error, path="config"))
         raise ConfigError(f"{where}: {details}") from None
+    # Absolute paths: slice hosts run with their virtualenv as working directory.
+    index = config.index if "://" in config.index else str(Path(config.index).resolve())
+    kv = attrs.evolve(config.kv, secret_file=config.kv.secret_file.resolve())
+    return attrs.evolve(config, data_dir=config.data_dir.resolve(), index=index, kv=kv)

@@ -140,7 +140,12 @@ class NodeDeploymentManager:
         try:
             while True:
                 seen = slot.version
-                await self._converge(key, slot)
+                try:
+                    await self._converge(key, slot)
+                except KVError as error:  # the KV is unreachable for now: try again on the next change
+                    log.warning("%s: %s; retrying", key.label, error.message)
+                    await trio.sleep(0.5)
+                    continue
                 if slot.record is None and self.store.get(key) is None:
                     return
                 await self._wait(key, slot, seen)
@@ -247,8 +252,11 @@ class NodeDeploymentManager:
                 case StepKind.UNLOAD:
                     await self.store.unload(key)
                     await self._delete_record(key, slot)
-        except NodeError as error:
-            log.warning("%s: %s failed: %s", key.label, step.kind.value, error.message)
+        except Exception as error:  # a slice's failure, or a bug: FAILED with a reason, never a dead node
+            if isinstance(error, NodeError):
+                log.warning("%s: %s failed: %s", key.label, step.kind.value, error.message)
+            else:
+                log.exception("%s: %s failed unexpectedly", key.label, step.kind.value)
             instance = self.store.get(key)
             if instance is not None:
                 await self._withdraw(key, instance)
@@ -323,6 +331,13 @@ class NodeDeploymentManager:
             log.warning("%s: withdrawing endpoints failed: %s", key.label, error.message)
 
     # ------------------------------------------------------------ shutdown
+
+    async def republish(self, lease: int) -> None:
+        """After the node's lease was lost and renewed: endpoints went with the old lease."""
+        self.lease = lease
+        for key, instance in list(self.store.instances.items()):
+            if instance.alive and instance.phase is Phase.ACTIVE:
+                await self._publish(key, instance)
 
     async def withdraw_all(self) -> None:
         for key, instance in list(self.store.instances.items()):

@@ -7,13 +7,13 @@ It dies with the node (`--exit-with-parent`), and the node restarts it if it die
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 
 import trio
 
 from ._config import NodeConfig
+from ._processes import spawn
 
 log = logging.getLogger("aether_node.kv_replica")
 
@@ -49,14 +49,12 @@ async def run_kv_replica(
     started = False
     while True:
         with open(log_path, "ab") as log_file:
-            process = await trio.lowlevel.open_process(
-                replica_command(config), stdout=log_file, stderr=subprocess.STDOUT
-            )
+            process = spawn(replica_command(config), stdout=log_file, stderr=subprocess.STDOUT)
         try:
             if not started:
                 with trio.fail_after(30):
                     while not await _port_open(config.kv.client):
-                        if process.returncode is not None or process.poll() is not None:
+                        if process.returncode is not None:
                             raise RuntimeError(f"the KV replica exited at start; see {log_path}")
                         await trio.sleep(0.05)
                 started = True
@@ -64,13 +62,6 @@ async def run_kv_replica(
             code = await process.wait()
             log.error("KV replica exited with %s; restarting in %.1f s (log: %s)", code, backoff, log_path)
         finally:
-            with trio.CancelScope(shield=True):
-                if process.returncode is None:
-                    process.send_signal(signal.SIGTERM)
-                    with trio.move_on_after(10):
-                        await process.wait()
-                    if process.returncode is None:
-                        process.kill()
-                        await process.wait()
+            await process.stop(10)
         await trio.sleep(backoff)
         backoff = min(backoff * 2, 10.0)

@@ -24,6 +24,7 @@ from aether_kv import FramedStream, InvalidRequestError
 
 from ._errors import InvocationError, SliceHostError, StepTimeoutError
 from ._installer import InstalledSlice
+from ._processes import ChildProcess, spawn
 
 MAX_FRAME = 16 * 1024 * 1024
 
@@ -39,7 +40,7 @@ class _Pending:
 class SliceHost:
     """One running host process. Create with `spawn`; its reader runs in the given nursery."""
 
-    def __init__(self, process: trio.Process, framed: FramedStream, label: str, log_path: Path) -> None:
+    def __init__(self, process: ChildProcess, framed: FramedStream, label: str, log_path: Path) -> None:
         self.process = process
         self.framed = framed
         self.label = label
@@ -76,14 +77,14 @@ class SliceHost:
             PYTHONDONTWRITEBYTECODE="1",
         )
         with open(log_path, "ab") as log:
-            process = await trio.lowlevel.open_process(
+            process = spawn(
                 [str(installed.python), "-m", "aether_slice.host"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
                 env=env,
                 cwd=installed.venv,
-                start_new_session=True,  # the node's Ctrl-C is not the slice's
+                new_session=True,  # the node's Ctrl-C is not the slice's
             )
         assert process.stdin is not None and process.stdout is not None
         framed = FramedStream(trio.StapledStream(process.stdin, process.stdout), max_frame=MAX_FRAME)
@@ -112,6 +113,7 @@ class SliceHost:
         finally:
             with trio.CancelScope(shield=True):
                 code = await self.process.wait()
+            await trio.aclose_forcefully(self.framed.stream)
             self.exit_reason = _describe_exit(code)
             self.exited.set()
             for pending in self._pending.values():
@@ -183,23 +185,17 @@ class SliceHost:
     # ------------------------------------------------------------ ending
 
     async def close(self, grace: float = 3.0) -> None:
-        """Close the host's stdin (it exits at once), then SIGKILL it if it lingers. Shielded."""
+        """Close the host's stdin (it exits at once), then SIGKILL its process group if it lingers.
+        Shielded from cancellation."""
         with trio.CancelScope(shield=True):
-            try:
-                await self.process.stdin.aclose()  # type: ignore[union-attr]
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+            assert self.process.stdin is not None
+            await trio.aclose_forcefully(self.process.stdin)
             with trio.move_on_after(grace):
-                await self.process.wait()
-            if self.process.returncode is None:
-                self.kill()
-                await self.process.wait()
+                await self.exited.wait()
+            await self.process.stop(0, sig=signal.SIGKILL, group=True)
 
     def kill(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        self.process.send_signal(signal.SIGKILL, group=True)
 
 
 def _describe_exit(code: int) -> str:

@@ -1,0 +1,98 @@
+"""`aether-node`: run a node; build the sample-slice index.
+
+Exit codes: 0 ok, 1 failed, 2 bad arguments or configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import trio
+from cyclopts import App, Parameter
+
+from ._config import ConfigError, load_config
+from ._node import serve_node
+
+app = App(name="aether-node", help="An Aether node: KV replica, slice runtime, ingress.")
+
+
+@app.command
+def run(
+    *,
+    config: Annotated[Path | None, Parameter(help="TOML configuration file (flags override it).")] = None,
+    node_id: str | None = None,
+    data_dir: Path | None = None,
+    index: Annotated[str | None, Parameter(help="Wheel directory or PEP 503 simple index URL.")] = None,
+    ingress: Annotated[str | None, Parameter(help="host:port of the app ingress (HTTP).")] = None,
+    kv_raft: Annotated[str | None, Parameter(help="host:port of this node's Raft port.")] = None,
+    kv_client: Annotated[str | None, Parameter(help="host:port of this node's KV client port.")] = None,
+    kv_peer: Annotated[tuple[str, ...], Parameter(help="Raft address of another node; repeat.")] = (),
+    kv_endpoint: Annotated[
+        tuple[str, ...], Parameter(help="KV client address of another node; repeat.")
+    ] = (),
+    secret_file: Path | None = None,
+    lease_ttl: float | None = None,
+    log_level: str = "INFO",
+) -> None:
+    """Run a node until SIGTERM/SIGINT, then shut down gracefully."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    kv: dict[str, Any] = {"raft": kv_raft, "client": kv_client, "secret_file": secret_file}
+    if kv_peer:
+        kv["peers"] = list(kv_peer)
+    if kv_endpoint:
+        kv["endpoints"] = list(kv_endpoint)
+    overrides: dict[str, Any] = {
+        "node_id": node_id,
+        "data_dir": data_dir,
+        "index": index,
+        "ingress": ingress,
+        "lease_ttl": lease_ttl,
+        "kv": kv,
+    }
+    try:
+        node_config = load_config(config, overrides)
+        node_config.secret  # noqa: B018 (read it now: a bad secret file is a configuration error)
+    except ConfigError as error:
+        print(f"aether-node: error: {error.message}", file=sys.stderr)
+        sys.exit(2)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+                info = await nursery.start(serve_node, node_config)
+                print(f"aether-node {info.node_id} ready: ingress http://{info.ingress}", flush=True)
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    break
+
+    trio.run(main)
+
+
+@app.command
+def build_index(
+    *,
+    source: Annotated[Path, Parameter(help="Directory of slice projects.")] = Path("sample-slices"),
+    out: Annotated[Path, Parameter(help="Wheel directory to write (the embedded index).")] = Path(
+        ".aether-index"
+    ),
+) -> None:
+    """Build every slice project under SOURCE into wheels in OUT."""
+    from ._sample_index import build_sample_index
+
+    if not source.is_dir():
+        print(f"aether-node: error: --source {source} is not a directory", file=sys.stderr)
+        sys.exit(2)
+    try:
+        wheels = build_sample_index(source, out, progress=lambda message: print(message, flush=True))
+    except RuntimeError as error:
+        print(f"aether-node: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"{len(wheels)} wheels in {out}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,142 @@
+"""One Aether node: its KV replica, registration, slice store, deployment manager and HTTP ingress.
+
+`serve_node` runs until cancelled; on the way out (SIGTERM) it withdraws its endpoints, stops and unloads
+its instances, revokes its lease (its registration goes with it) and stops its KV replica.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import attrs
+import trio
+
+from aether_kv import KVClient, KVError, LeaseNotFoundError, open_client
+
+from ._config import NodeConfig
+from ._deployment import NodeDeploymentManager
+from ._http import ingress_app, serve_http
+from ._installer import SliceInstaller
+from ._invoker import LocalInvoker
+from ._kv_replica import run_kv_replica
+from ._records import NodeRecord, encode_record
+from ._schema import node_key
+from ._slice_store import SliceStore
+
+log = logging.getLogger("aether_node.node")
+
+
+@attrs.frozen(kw_only=True)
+class NodeInfo:
+    node_id: str
+    ingress: str
+    kv_client: str
+
+
+async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
+    """Until the cluster has a leader and this node's client can commit a barrier."""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                await kv.barrier()
+                return
+            except KVError as error:
+                log.info("waiting for the KV cluster: %s", error.message)
+                await trio.sleep(0.2)
+
+
+class _Registration:
+    """The node's lease and its `nodes/{id}` record; kept alive, renewed if it was lost."""
+
+    def __init__(self, kv: KVClient, config: NodeConfig, record: NodeRecord) -> None:
+        self.kv = kv
+        self.config = config
+        self.record = record
+        self.lease = 0
+        self.renewed = trio.Event()
+
+    async def register(self) -> int:
+        grant = await self.kv.lease_grant(self.config.lease_ttl)
+        self.lease = grant.lease
+        await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=self.lease)
+        return self.lease
+
+    async def keep_alive(self, on_renewed: Any) -> None:
+        period = self.config.lease_ttl / 3
+        while True:
+            await trio.sleep(period)
+            try:
+                await self.kv.lease_keepalive(self.lease)
+            except LeaseNotFoundError:
+                log.error("the node's lease expired (was the node cut off?); registering again")
+                await self.register()
+                await on_renewed(self.lease)
+            except KVError as error:
+                log.warning("lease keep-alive failed: %s", error.message)
+
+    async def revoke(self) -> None:
+        try:
+            await self.kv.lease_revoke(self.lease)
+        except KVError as error:
+            log.warning("could not revoke the node's lease: %s", error.message)
+
+
+async def serve_node(
+    config: NodeConfig, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
+) -> None:
+    secret = config.secret
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    async with trio.open_nursery() as outer:
+        await outer.start(run_kv_replica, config)
+        endpoints = [config.kv.client, *config.kv.endpoints]
+        async with open_client(endpoints, secret, request_timeout=10.0) as kv:
+            await wait_for_kv(kv)
+            record = NodeRecord(
+                node_id=config.node_id,
+                ingress=config.ingress,
+                capacity=config.capacity,
+                labels=config.labels,
+                started_at=time.time(),
+            )
+            registration = _Registration(kv, config, record)
+            lease = await registration.register()
+            async with trio.open_nursery() as nursery:
+                installer = SliceInstaller(config.index, config.data_dir, timeout=config.timeouts.install)
+                invoker_box: list[LocalInvoker] = []
+
+                async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
+                    return await invoker_box[0].invoke(artifact, entry, payload, timeout)
+
+                store = SliceStore(
+                    nursery, installer, config.data_dir / "logs", on_call=on_call, timeouts=config.timeouts
+                )
+                invoker = LocalInvoker(store)
+                invoker_box.append(invoker)
+                manager = NodeDeploymentManager(
+                    kv, config.node_id, store, lease=lease, restart_policy=config.restart
+                )
+                try:
+                    nursery.start_soon(registration.keep_alive, manager.republish)
+                    await nursery.start(manager.run)
+                    app = ingress_app(
+                        lambda artifact, entry, payload: invoker.invoke(artifact, entry, payload)
+                    )
+                    await nursery.start(serve_http, app, config.ingress)
+                    log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
+                    task_status.started(
+                        NodeInfo(node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client)
+                    )
+                    await trio.sleep_forever()
+                finally:
+                    with trio.CancelScope(shield=True):
+                        log.info(
+                            "node %s stopping: withdrawing endpoints, stopping instances", config.node_id
+                        )
+                        with trio.move_on_after(30):
+                            await manager.withdraw_all()
+                            await store.close_all()
+                            await registration.revoke()
+                    nursery.cancel_scope.cancel()
+        outer.cancel_scope.cancel()
