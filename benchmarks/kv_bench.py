@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -126,6 +127,30 @@ class CpuMeter:
             out["bench process"] = 100.0 * (time.process_time() - self.self_start) / wall
         out["total"] = sum(out.values())
         return out
+
+
+def dump_mtimes(paths: dict[str, Path]) -> dict[str, float | None]:
+    """mtime of each replica's pysyncobj full-dump file (rewritten by every log compaction)."""
+    out: dict[str, float | None] = {}
+    for name, path in paths.items():
+        try:
+            out[name] = path.stat().st_mtime
+        except OSError:
+            out[name] = None
+    return out
+
+
+def compacted(before: dict[str, float | None], paths: dict[str, Path]) -> list[str]:
+    """Replicas whose log compaction (a new full dump) happened since `before`."""
+    after = dump_mtimes(paths)
+    return sorted(name for name in paths if after[name] is not None and after[name] != before[name])
+
+
+def digest_items(items: list[tuple[Any, ...]]) -> str:
+    h = hashlib.sha256()
+    for item in items:
+        h.update(repr(item).encode())
+    return h.hexdigest()[:16]
 
 
 def emit(message: dict[str, Any]) -> None:
@@ -274,6 +299,11 @@ async def aether_worker(args: argparse.Namespace) -> None:
                     store.put, count=command["count"], value=value, prefix=f"lat/{args.index}"
                 )
                 emit({"event": "latency", "is_leader": status.is_leader, **result})
+            elif kind == "digest":
+                await store.barrier()
+                kvs = (await store.range("")).kvs
+                items = [(kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version) for kv in kvs]
+                emit({"event": "digest", "digest": digest_items(items), "revision": store.revision})
             else:
                 emit({"event": "error", "message": f"unknown command {kind!r}"})
 
@@ -484,6 +514,15 @@ def raw_worker(args: argparse.Namespace) -> None:
             status = raw_status(obj)
             result = raw_latency(d, count=command["count"], value=value, prefix=f"lat/{args.index}")
             emit({"event": "latency", "is_leader": status["is_leader"], **result})
+        elif kind == "digest":
+            items = sorted(d.items())
+            emit(
+                {
+                    "event": "digest",
+                    "digest": digest_items(items),
+                    "revision": raw_status(obj)["last_applied"],
+                }
+            )
         else:
             emit({"event": "error", "message": f"unknown command {kind!r}"})
     obj.destroy()
@@ -582,6 +621,21 @@ class WorkerGroup:
         self.send(i, command)
         return self.receive(i, timeout)
 
+    def dump_paths(self, leader: int) -> dict[str, Path]:
+        return {
+            ("leader" if i == leader else f"follower {i}"): self.root / f"r{i}" / "raft.dump"
+            for i in range(3)
+        }
+
+    def digests(self) -> dict[str, Any]:
+        """Do the three replicas hold the same data? (retried while the last entries are applied)"""
+        for _ in range(20):
+            answers = [self.request(i, {"cmd": "digest"}, 30) for i in range(3)]
+            if len({(a["digest"], a["revision"]) for a in answers}) == 1:
+                return {"agree": True, "revision": answers[0]["revision"], "digest": answers[0]["digest"]}
+            time.sleep(0.5)
+        return {"agree": False, "answers": [(a["digest"], a["revision"]) for a in answers]}
+
     def pids(self, leader: int) -> dict[str, int]:
         return {
             ("leader" if i == leader else f"follower {i}"): process.pid
@@ -639,12 +693,15 @@ def run_group(mode: str, root: Path, opts: argparse.Namespace, registry: list[su
             style = styles[-1] if mode == "raw" else styles[0]
             log(f"{mode}: soak, {opts.writers} writers for {opts.soak:g} s ({style})")
             meter = CpuMeter(group.pids(leader))
+            dumps = dump_mtimes(group.dump_paths(leader))
             results["soak"] = group.request(
                 leader,
                 {"cmd": "throughput", "duration": opts.soak, "writers": opts.writers, "style": style},
                 opts.soak + 60,
             )
             results["soak"]["cpu_percent"] = meter.stop()
+            results["soak"]["compactions"] = compacted(dumps, group.dump_paths(leader))
+            results["consistency"] = group.digests()
             return results
         for style in styles:
             warm = {"cmd": "throughput", "duration": opts.warmup, "writers": opts.writers, "style": style}
@@ -657,8 +714,10 @@ def run_group(mode: str, root: Path, opts: argparse.Namespace, registry: list[su
                 "style": style,
             }
             meter = CpuMeter(group.pids(leader))
+            dumps = dump_mtimes(group.dump_paths(leader))
             results[f"throughput_{style}"] = group.request(leader, command, budget)
             results[f"throughput_{style}"]["cpu_percent"] = meter.stop()
+            results[f"throughput_{style}"]["compactions"] = compacted(dumps, group.dump_paths(leader))
         log(f"{mode}: latency, {opts.latency_count} sequential puts on the leader")
         results["latency_leader"] = group.request(
             leader, {"cmd": "latency", "count": opts.latency_count}, 120
@@ -669,6 +728,7 @@ def run_group(mode: str, root: Path, opts: argparse.Namespace, registry: list[su
         )
         _, _, statuses = group.roles()
         results["end_term"] = max(s["term"] for s in statuses)
+        results["consistency"] = group.digests()
         return results
     finally:
         group.close()
@@ -762,6 +822,12 @@ async def client_throughput(
             for replica_id, process in cluster.processes.items()
         }
     )
+    paths = {
+        ("leader" if r.replica_id == leader.replica_id else f"follower {r.replica_id}"): r.data_dir
+        / "raft.dump"
+        for r in cluster.replicas
+    }
+    dumps = dump_mtimes(paths)
     started = time.perf_counter()
     async with trio.open_nursery() as nursery:
         for index in range(clients):
@@ -788,7 +854,31 @@ async def client_throughput(
         "leader_before": before.leader,
         "leader_after": after.leader,
         "cpu_percent": cpu,
+        "compactions": compacted(dumps, paths),
     }
+
+
+async def cluster_digests(cluster: Any) -> dict[str, Any]:
+    """Each replica's data through its own endpoint (barrier first), compared."""
+    import trio
+
+    from aether_kv import open_client
+
+    answers: list[tuple[str, int]] = []
+    for _ in range(20):
+        answers = []
+        for spec in cluster.replicas:
+            async with open_client([spec.client_address], cluster.secret, request_timeout=10) as client:
+                await client.barrier()
+                result = await client.range("")
+                items = [
+                    (kv.key, kv.value, kv.create_revision, kv.mod_revision, kv.version) for kv in result.kvs
+                ]
+                answers.append((digest_items(items), result.revision))
+        if len(set(answers)) == 1:
+            return {"agree": True, "revision": answers[0][1], "digest": answers[0][0]}
+        await trio.sleep(0.5)
+    return {"agree": False, "answers": answers}
 
 
 async def client_latency(cluster: Any, endpoint: str, count: int, value: bytes, tag: str) -> dict[str, Any]:
@@ -884,6 +974,25 @@ async def monitor_replica(spec: Any, secret: str, timeline: list[tuple[float, st
             await trio.sleep(0.01)
 
 
+async def peer_links(cluster: Any, specs: list[Any]) -> dict[str, str]:
+    """Each replica's own view of its Raft connections (pysyncobj's isNodeConnected), e.g.
+    {"kv2": "kv1 up, kv3 down"}."""
+    names = {r.raft_address: r.replica_id for r in cluster.replicas}
+    out = {}
+    for spec in specs:
+        try:
+            status = await client_status(spec.client_address, cluster.secret, timeout=0.5)
+        except Exception as error:
+            out[spec.replica_id] = f"status failed: {error}"
+            continue
+        out[spec.replica_id] = ", ".join(
+            f"{names.get(m.raft_address, m.raft_address)} {'up' if m.connected else 'down'}"
+            for m in status.members
+            if m.raft_address != status.self_address
+        )
+    return out
+
+
 def describe_timeline(
     timeline: list[tuple[float, str, Any]], zero: float, names: dict[str, str]
 ) -> list[str]:
@@ -950,6 +1059,7 @@ async def failover_once(cluster: Any, run: int, opts: argparse.Namespace) -> dic
                 for index in range(opts.failover_writers):
                     writers.start_soon(writer, index)
                 await trio.sleep(1.0)  # writers are in steady state
+                links = await peer_links(cluster, survivors)
                 kill_at.append(time.time())
                 await trio.to_thread.run_sync(cluster.kill, leader.replica_id, signal.SIGKILL)
                 with trio.fail_after(30):
@@ -973,6 +1083,7 @@ async def failover_once(cluster: Any, run: int, opts: argparse.Namespace) -> dic
         "kill_to_new_leader_s": elected[0] - kill_at[0],
         "kill_to_first_write_s": first_ok[0] - kill_at[0],
         "attempts": dict(attempts),
+        "links_before_kill": links,
         "timeline": election_lines,
     }
     log(
@@ -1036,6 +1147,7 @@ async def run_client_protocol(root: Path, opts: argparse.Namespace) -> dict[str,
             results["soak"] = await client_throughput(
                 cluster, leader, opts, clients=1, duration=opts.soak, value=value, tag="soak"
             )
+            results["consistency"] = await cluster_digests(cluster)
             return results
         for clients in opts.client_counts:
             await client_throughput(
@@ -1060,6 +1172,7 @@ async def run_client_protocol(root: Path, opts: argparse.Namespace) -> dict[str,
         results["watch"] = await watch_latency(
             cluster, leader, follower, opts.watch_count, opts.watch_interval
         )
+        results["consistency"] = await cluster_digests(cluster)
         statuses = await cluster_statuses(cluster)
         results["end_term"] = max(s.term for s in statuses.values() if not isinstance(s, str))
         results["failover"] = []
@@ -1104,7 +1217,25 @@ def cpu_text(run: dict[str, Any]) -> str:
     if not cpu:
         return ""
     parts = [f"{name} {value:.0f}%" for name, value in cpu.items() if name != "total"]
-    return f"CPU (% of one core): {', '.join(parts)}; total {cpu['total']:.0f}% of 200%"
+    text = f"CPU (% of one core): {', '.join(parts)}; total {cpu['total']:.0f}% of 200%"
+    if run.get("compactions"):
+        text += f"; log compaction (full dump) during the run on: {', '.join(run['compactions'])}"
+    return text
+
+
+def consistency_lines(results: dict[str, Any]) -> list[str]:
+    out = []
+    for name in ("raw", "aether", "aether-nosync", "client"):
+        check = (results.get(name) or {}).get("consistency")
+        if not check:
+            continue
+        if check["agree"]:
+            out.append(
+                f"  {name:14s} all 3 replicas hold the same data at revision/index {check['revision']}"
+            )
+        else:
+            out.append(f"  {name:14s} REPLICAS DIFFER: {check['answers']}")
+    return out
 
 
 def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
@@ -1140,6 +1271,8 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
                 f" [{verdict(term_changes(run) == 0)}]  errors: {run['errors'] or 'none'}"
             )
             add(f"  {'':30s} {cpu_text(run)}")
+        add("REPLICA CONSISTENCY after the soak (digest of all keys, values, revisions per replica):")
+        lines.extend(consistency_lines(results))
         return "\n".join(lines)
 
     add("1. WRITE THROUGHPUT (64 concurrent writers) and LEADER CHANGES during the run")
@@ -1275,6 +1408,8 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
                 f" {fmt(run['kill_to_first_write_s'] * 1000, ' ms', 0)}"
             )
             if run["elections"] > 1 or run["kill_to_first_write_s"] > TARGETS["failover_s"]:
+                links = "; ".join(f"{k}: {v}" for k, v in run["links_before_kill"].items())
+                add(f"      Raft links just before the kill, as each survivor saw them: {links}")
                 add("      survivors' view (time since SIGKILL):")
                 lines.extend(f"        {line}" for line in run["timeline"])
             restart = run["restart"]
@@ -1303,6 +1438,11 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
             "  (election timeout is random in 0.5–1.5 s: the first survivor to time out is the min of two"
             " draws, ~0.83 s on average)"
         )
+    checks = consistency_lines(results)
+    if checks:
+        add("")
+        add("REPLICA CONSISTENCY after the load runs (digest of all keys, values, revisions per replica):")
+        lines.extend(checks)
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from ._invoker import LocalInvoker
 from ._kv_replica import run_kv_replica
 from ._records import NodeRecord, encode_record
 from ._schema import node_key
+from ._slice_host import HostListener
 from ._slice_store import SliceStore
 
 log = logging.getLogger("aether_node.node")
@@ -109,8 +110,15 @@ async def serve_node(
                 async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
                     return await invoker_box[0].invoke(artifact, entry, payload, timeout)
 
+                listener = HostListener()
+                await nursery.start(listener.serve)
                 store = SliceStore(
-                    nursery, installer, config.data_dir / "logs", on_call=on_call, timeouts=config.timeouts
+                    nursery,
+                    installer,
+                    listener,
+                    config.data_dir / "logs",
+                    on_call=on_call,
+                    timeouts=config.timeouts,
                 )
                 invoker = LocalInvoker(store)
                 invoker_box.append(invoker)

@@ -1,18 +1,21 @@
 """Slice host processes: the one module that talks to them.
 
-Each instance runs `python -m aether_slice.host` in its slice's virtualenv; this module spawns it, speaks
-the host protocol over its stdin/stdout (length-prefixed JSON frames), serves the calls the slice makes to
-other slices, and notices its death at once (its stdout closes). Closing its stdin, or the node dying,
-ends it (the host also asks the kernel for SIGKILL on the node's death).
+Per installed slice version, a *template* process (`python -m aether_slice.host` in the slice's
+virtualenv) has imported the runtime once; each instance is a child forked from it on request, which
+connects back to this node's Unix socket (`HostListener`) with a one-time token and then speaks the host
+protocol there (length-prefixed JSON frames). This module spawns templates, forks instances, serves the
+calls slices make to other slices, and notices an instance's death at once (its socket closes).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
+import logging
 import os
+import secrets
 import signal
 import subprocess
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,8 @@ from ._errors import InvocationError, SliceHostError, StepTimeoutError
 from ._installer import InstalledSlice
 from ._processes import ChildProcess, spawn
 
+log = logging.getLogger("aether_node.slice_host")
+
 MAX_FRAME = 16 * 1024 * 1024
 
 CallHandler = Callable[[str, str, Any, float], Awaitable[Any]]
@@ -37,12 +42,174 @@ class _Pending:
     reply: dict[str, Any] | None = None
 
 
-class SliceHost:
-    """One running host process. Create with `spawn`; its reader runs in the given nursery."""
+class HostListener:
+    """The node's Unix socket where forked instances report in with their token."""
 
-    def __init__(self, process: ChildProcess, framed: FramedStream, label: str, log_path: Path) -> None:
-        self.process = process
+    def __init__(self) -> None:
+        self._directory = tempfile.mkdtemp(prefix="aether-")  # short: socket paths are capped at 108 bytes
+        self.path = os.path.join(self._directory, "hosts.sock")
+        self._waiting: dict[str, trio.MemorySendChannel[tuple[FramedStream, trio.Event]]] = {}
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        await sock.bind(self.path)
+        sock.listen(256)
+        try:
+            task_status.started()
+            await trio.serve_listeners(self._handle, [trio.SocketListener(sock)])
+        finally:
+            for name in (self.path,):
+                try:
+                    os.unlink(name)
+                except OSError:
+                    pass
+            try:
+                os.rmdir(self._directory)
+            except OSError:
+                pass
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        framed = FramedStream(stream, max_frame=MAX_FRAME)
+        try:
+            with trio.fail_after(10):
+                hello = await framed.receive()
+        except (trio.TooSlowError, InvalidRequestError, trio.BrokenResourceError):
+            await trio.aclose_forcefully(stream)
+            return
+        channel = self._waiting.pop(str((hello or {}).get("hello")), None)
+        if channel is None:
+            await trio.aclose_forcefully(stream)
+            return
+        released = trio.Event()
+        channel.send_nowait((framed, released))
+        # The stream now belongs to its SliceHost; trio closes a handler's stream when the handler returns,
+        # so stay until the host is done with it.
+        await released.wait()
+
+    def expect(self, token: str) -> trio.MemoryReceiveChannel[tuple[FramedStream, trio.Event]]:
+        send, receive = trio.open_memory_channel[tuple[FramedStream, trio.Event]](1)
+        self._waiting[token] = send
+        return receive
+
+    def forget(self, token: str) -> None:
+        self._waiting.pop(token, None)
+
+
+class SliceTemplate:
+    """The fork server of one installed slice version."""
+
+    def __init__(self, installed: InstalledSlice, log_path: Path) -> None:
+        self.installed = installed
+        self.log_path = log_path
+        self.process: ChildProcess | None = None
+        self.framed: FramedStream | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self.exits: dict[int, int] = {}
+        self.exited = trio.Event()
+        self._exit_changed = trio.Event()
+        self._lock = trio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and not self.exited.is_set()
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"))
+        }
+        env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        with open(self.log_path, "ab") as log_file:
+            self.process = spawn(
+                [str(self.installed.python), "-m", "aether_slice.host"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                env=env,
+                cwd=self.installed.venv,
+                new_session=True,  # the node's Ctrl-C is not the slice's
+            )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.framed = FramedStream(trio.StapledStream(self.process.stdin, self.process.stdout))
+        nursery.start_soon(self._read_loop)
+
+    async def _read_loop(self) -> None:
+        assert self.framed is not None and self.process is not None
+        try:
+            while True:
+                message = await self.framed.receive()
+                if message is None:
+                    break
+                if message.get("event") == "exit":
+                    self.exits[int(message["pid"])] = int(message["code"])
+                    changed, self._exit_changed = self._exit_changed, trio.Event()
+                    changed.set()
+                    continue
+                pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+                if pending is not None:
+                    pending.reply = message
+                    pending.done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
+            pass
+        finally:
+            self.exited.set()
+            self._exit_changed.set()
+            for pending in self._pending.values():
+                pending.done.set()
+            await self.process.stop(1)
+
+    async def fork(self, request: dict[str, Any], timeout: float) -> int:
+        assert self.framed is not None
+        request_id = next(self._ids)
+        pending = self._pending[request_id] = _Pending()
+        try:
+            try:
+                await self.framed.send({"id": request_id, "op": "fork", **request})
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise SliceHostError(
+                    "template", f"the slice template process died ({self.log_path})"
+                ) from None
+            with trio.move_on_after(timeout):
+                await pending.done.wait()
+        finally:
+            self._pending.pop(request_id, None)
+        if pending.reply is None or "ok" not in pending.reply:
+            raise SliceHostError(
+                "template", f"the slice template did not fork an instance (see {self.log_path})"
+            )
+        return int(pending.reply["ok"]["pid"])
+
+    async def exit_code(self, pid: int, timeout: float) -> int | None:
+        """The exit code of a forked child, once the template has reaped it (None if not in time)."""
+        with trio.move_on_after(timeout):
+            while pid not in self.exits and not self.exited.is_set():
+                await self._exit_changed.wait()
+        return self.exits.pop(pid, None)
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop(2)
+
+
+class SliceHost:
+    """One instance: a child of its template, connected through the node's Unix socket."""
+
+    def __init__(
+        self,
+        template: SliceTemplate,
+        framed: FramedStream,
+        released: trio.Event,
+        pid: int,
+        label: str,
+        log_path: Path,
+    ) -> None:
+        self.template = template
         self.framed = framed
+        self._released = released
+        self.pid = pid
         self.label = label
         self.log_path = log_path
         self.exited = trio.Event()
@@ -50,45 +217,34 @@ class SliceHost:
         self._pending: dict[int, _Pending] = {}
         self._ids = itertools.count(1)
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
     @classmethod
     async def spawn(
         cls,
         nursery: trio.Nursery,
-        installed: InstalledSlice,
+        template: SliceTemplate,
+        listener: HostListener,
         *,
         label: str,
         config: dict[str, Any],
         log_path: Path,
         on_call: CallHandler,
+        timeout: float,
     ) -> SliceHost:
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if not key.startswith(("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"))
-        }
-        env.update(
-            AETHER_SLICE_CONFIG=json.dumps(config),
-            PYTHONUNBUFFERED="1",
-            PYTHONDONTWRITEBYTECODE="1",
-        )
-        with open(log_path, "ab") as log:
-            process = spawn(
-                [str(installed.python), "-m", "aether_slice.host"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=env,
-                cwd=installed.venv,
-                new_session=True,  # the node's Ctrl-C is not the slice's
-            )
-        assert process.stdin is not None and process.stdout is not None
-        framed = FramedStream(trio.StapledStream(process.stdin, process.stdout), max_frame=MAX_FRAME)
-        host = cls(process, framed, label, log_path)
+        token = secrets.token_hex(16)
+        arrivals = listener.expect(token)
+        try:
+            with trio.move_on_after(timeout) as scope:
+                pid = await template.fork(
+                    {"socket": listener.path, "token": token, "log_path": str(log_path), "config": config},
+                    timeout,
+                )
+                framed, released = await arrivals.receive()
+            if scope.cancelled_caught:
+                raise StepTimeoutError(f"{label}: the instance process did not start within {timeout:g} s")
+        finally:
+            listener.forget(token)
+        host = cls(template, framed, released, pid, label, log_path)
         nursery.start_soon(host._read_loop, nursery, on_call)
         return host
 
@@ -112,9 +268,10 @@ class SliceHost:
             pass
         finally:
             with trio.CancelScope(shield=True):
-                code = await self.process.wait()
-            await trio.aclose_forcefully(self.framed.stream)
-            self.exit_reason = _describe_exit(code)
+                await trio.aclose_forcefully(self.framed.stream)
+                self._released.set()
+                code = await self.template.exit_code(self.pid, timeout=2.0)
+            self.exit_reason = _describe_exit(code) if code is not None else "its connection closed"
             self.exited.set()
             for pending in self._pending.values():
                 pending.done.set()
@@ -185,17 +342,20 @@ class SliceHost:
     # ------------------------------------------------------------ ending
 
     async def close(self, grace: float = 3.0) -> None:
-        """Close the host's stdin (it exits at once), then SIGKILL its process group if it lingers.
-        Shielded from cancellation."""
+        """Close the instance's socket (it exits at once), then SIGKILL it if it lingers. Shielded."""
         with trio.CancelScope(shield=True):
-            assert self.process.stdin is not None
-            await trio.aclose_forcefully(self.process.stdin)
+            await trio.aclose_forcefully(self.framed.stream)
             with trio.move_on_after(grace):
                 await self.exited.wait()
-            await self.process.stop(0, sig=signal.SIGKILL, group=True)
+            if not self.exited.is_set():
+                self.kill()
+                await self.exited.wait()
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL, group=True)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # the child leads its own session
+        except ProcessLookupError:
+            pass
 
 
 def _describe_exit(code: int) -> str:

@@ -11,11 +11,12 @@ from typing import Any
 import attrs
 import trio
 
+from ._coordinates import Coordinates
 from ._errors import NodeError, ResolutionError, SliceHostError, StepTimeoutError
-from ._installer import SliceInstaller
+from ._installer import InstalledSlice, SliceInstaller
 from ._lifecycle import Phase
 from ._schema import InstanceKey
-from ._slice_host import CallHandler, SliceHost
+from ._slice_host import CallHandler, HostListener, SliceHost, SliceTemplate
 
 
 @attrs.frozen(kw_only=True)
@@ -61,6 +62,7 @@ class SliceStore:
         self,
         nursery: trio.Nursery,
         installer: SliceInstaller,
+        listener: HostListener,
         logs_dir: Path,
         on_call: CallHandler,
         timeouts: StepTimeouts = StepTimeouts(),
@@ -70,7 +72,22 @@ class SliceStore:
         self.logs_dir = logs_dir
         self._on_call = on_call
         self.timeouts = timeouts
+        self.listener = listener
         self.instances: dict[InstanceKey, LocalInstance] = {}
+        self._templates: dict[Coordinates, SliceTemplate] = {}
+        self._template_locks: dict[Coordinates, trio.Lock] = {}
+
+    async def _template(self, installed: InstalledSlice) -> SliceTemplate:
+        """The running fork server of this slice version, started on first use (or after it died)."""
+        coordinates = installed.coordinates
+        async with self._template_locks.setdefault(coordinates, trio.Lock()):
+            template = self._templates.get(coordinates)
+            if template is None or not template.alive:
+                stem = f"{coordinates.distribution}-{coordinates.version}"
+                template = SliceTemplate(installed, self.logs_dir / f"{stem}-template.log")
+                await template.start(self._nursery)
+                self._templates[coordinates] = template
+            return template
 
     def get(self, key: InstanceKey) -> LocalInstance | None:
         return self.instances.get(key)
@@ -82,11 +99,17 @@ class SliceStore:
         """Install (if needed), spawn the host and import the slice. Raises NodeError subclasses."""
         with trio.fail_after(self.timeouts.install):
             installed = await self.installer.install(key.coordinates)
-        log_path = (
-            self.logs_dir / f"{key.coordinates.distribution}-{key.coordinates.version}-{key.instance}.log"
-        )
+        template = await self._template(installed)
+        stem = f"{key.coordinates.distribution}-{key.coordinates.version}"
         host = await SliceHost.spawn(
-            self._nursery, installed, label=key.label, config=config, log_path=log_path, on_call=self._on_call
+            self._nursery,
+            template,
+            self.listener,
+            label=key.label,
+            config=config,
+            log_path=self.logs_dir / f"{stem}-{key.instance}.log",
+            on_call=self._on_call,
+            timeout=self.timeouts.load,
         )
         try:
             reply = await host.request(
@@ -124,6 +147,8 @@ class SliceStore:
             async with trio.open_nursery() as nursery:
                 for key, instance in list(self.instances.items()):
                     nursery.start_soon(self._stop_and_unload, key, instance)
+            for template in self._templates.values():
+                await template.stop()
 
     async def _stop_and_unload(self, key: InstanceKey, instance: LocalInstance) -> None:
         if instance.phase is Phase.ACTIVE and instance.alive:

@@ -1,10 +1,12 @@
-"""The slice host runner: `python -m aether_slice.host`, one process per slice instance, started by the
-node inside the slice's own virtualenv. Standard library + pluggy only (asyncio, not trio, so that it
-imposes nothing on the slice's dependencies).
+"""The slice host runner. Standard library + pluggy only (asyncio, not trio, so that it imposes nothing on
+the slice's dependencies).
 
-It speaks the host protocol with the node over its stdin/stdout: frames of a 4-byte big-endian length
-and a JSON object. Anything the slice prints goes to stderr (the node's log for this instance).
-It exits at once when its stdin closes, and asks the kernel to kill it if the node dies.
+`python -m aether_slice.host` runs a *template* in the slice's own virtualenv: it imports the runtime once
+and forks one child per slice instance when the node asks (a fork costs ~2 ms; a fresh interpreter
+~100 ms). Each child connects to the node's Unix socket, says hello with its token, and then speaks the
+host protocol there: frames of a 4-byte big-endian length and a JSON object. Anything a slice prints goes
+to its instance log. A child exits when its socket closes; children and template ask the kernel to kill
+them when their parent dies, so nothing outlives the node.
 
 Node → host: load, start, stop, invoke, health (each with an integer "id"; one reply each).
 Host → node: call (id "c<n>"), for a slice calling another slice through the cluster.
@@ -20,12 +22,13 @@ import json
 import logging
 import os
 import resource
+import select
 import signal
 import struct
 import sys
 import traceback
-from collections.abc import Mapping
-from typing import Any, BinaryIO
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import pluggy
 
@@ -56,9 +59,9 @@ def _die_with_parent() -> None:
 
 
 class Host:
-    def __init__(self, reader: asyncio.StreamReader, writer: BinaryIO) -> None:
+    def __init__(self, reader: asyncio.StreamReader, write: Callable[[bytes], object]) -> None:
         self.reader = reader
-        self.writer = writer
+        self._write = write
         self.plugins: pluggy.PluginManager | None = None
         self.context: SliceContext | None = None
         self.entries: dict[str, EntryPoint] = {}
@@ -72,9 +75,7 @@ class Host:
         self.write(json.dumps(message, separators=(",", ":")).encode())
 
     def write(self, payload: bytes) -> None:
-        data = memoryview(HEADER.pack(len(payload)) + payload)
-        while data:  # a blocking pipe: each write takes what fits; nothing interleaves (one thread)
-            data = data[self.writer.write(data) :]
+        self._write(HEADER.pack(len(payload)) + payload)
 
     async def receive(self) -> dict[str, Any] | None:
         try:
@@ -249,27 +250,109 @@ def _short_traceback(limit: int = 12) -> str:
     return "".join(traceback.format_exc(limit=-limit))[-4000:]
 
 
-async def _main() -> None:
-    loop = asyncio.get_running_loop()
-    protocol_in = os.fdopen(os.dup(0), "rb", buffering=0)
-    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.dup2(2, 1)  # the slice's prints go to stderr, never into the protocol
-    sys.stdout = sys.stderr
-    reader = asyncio.StreamReader(limit=MAX_FRAME)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), protocol_in)
-    await Host(reader, protocol_out).run()
+async def _serve_socket(path: str, token: str) -> None:
+    reader, writer = await asyncio.open_unix_connection(path, limit=MAX_FRAME)
+    host = Host(reader, writer.write)
+    host.send({"hello": token, "pid": os.getpid()})
+    await host.run()
+
+
+def _child(request: dict[str, Any]) -> None:
+    """In a process just forked from the template: become one slice instance. Never returns."""
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        log = os.open(request["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(devnull, 0)  # let go of the template's pipes: their EOF must mean "template gone"
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        os.close(devnull)
+        os.close(log)
+        sys.stdout = sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        os.environ["AETHER_SLICE_CONFIG"] = json.dumps(request.get("config") or {})
+        _die_with_parent()  # the template; it dies with the node
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(name)s %(levelname)s %(message)s",
+            force=True,
+        )
+        asyncio.run(_serve_socket(request["socket"], request["token"]))
+    except BaseException:
+        traceback.print_exc()
+        os._exit(70)
+    os._exit(0)  # do not wait for threads a slice may have left running
+
+
+class Template:
+    """The fork server: imports the runtime once, then forks one child per instance on request.
+
+    Protocol on stdin/stdout (frames): {"id", "op": "fork", "socket", "token", "log_path", "config"} →
+    {"id", "ok": {"pid"}}; and unsolicited {"event": "exit", "pid", "code"} when a child ends (code < 0:
+    killed by that signal). Single-threaded on purpose: forking a threaded process is unsafe.
+    """
+
+    def __init__(self) -> None:
+        self.children: set[int] = set()
+        self.buffer = b""
+
+    def write(self, message: dict[str, Any]) -> None:
+        payload = json.dumps(message, separators=(",", ":")).encode()
+        data = memoryview(HEADER.pack(len(payload)) + payload)
+        while data:
+            data = data[os.write(1, data) :]
+
+    def run(self) -> None:
+        while True:
+            readable, _, _ = select.select([0], [], [], 0.2)
+            if readable:
+                chunk = os.read(0, 65536)
+                if not chunk:
+                    break  # the node is gone
+                self.buffer += chunk
+                while len(self.buffer) >= HEADER.size:
+                    (size,) = HEADER.unpack(self.buffer[: HEADER.size])
+                    if len(self.buffer) < HEADER.size + size:
+                        break
+                    request = json.loads(self.buffer[HEADER.size : HEADER.size + size])
+                    self.buffer = self.buffer[HEADER.size + size :]
+                    self.handle(request)
+            self.reap()
+        for pid in self.children:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def handle(self, request: dict[str, Any]) -> None:
+        if request.get("op") != "fork":
+            self.write({"id": request.get("id"), "error": {"kind": "protocol", "message": "unknown op"}})
+            return
+        pid = os.fork()
+        if pid == 0:
+            _child(request)
+        self.children.add(pid)
+        self.write({"id": request.get("id"), "ok": {"pid": pid}})
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            self.write({"event": "exit", "pid": pid, "code": code})
 
 
 def main() -> None:
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the node's terminal is the node's business
-    logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
-    asyncio.run(_main())
-    os._exit(0)  # do not wait for threads a slice may have left running
+    sys.stdout = sys.stderr  # fd 1 is the protocol: nothing else may write to it
+    Template().run()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,494 @@
+"""Helpers for integration tests that run real `aether-node` processes on 127.0.0.1.
+
+- `build_index` builds the sample slices into a wheel directory (once per session, from a fixture);
+- `NodeProcess` starts/stops/kills one node process with free ports, a secret file and a data dir;
+  `node_cleanup` makes sure nothing it started outlives a test, even when the test fails;
+- `kv_client`, `write_command`, `wait_for_state`, `wait_for_deleted`: driving slice records in the KV;
+- `invoke`, `invoke_raw`: the app ingress over HTTP (httpx);
+- `slice_hosts`, `kv_replicas`: the processes of a data dir, found through /proc.
+
+Every wait has a deadline and fails with what it saw last; nothing sleeps in the hope that something
+happened meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+import uv
+
+from aether_kv import Event, KVClient, open_client
+from aether_node import Coordinates, SliceRecord, SliceState, decode_record, encode_record
+from aether_node._sample_index import build_sample_index
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_SLICES = REPO / "sample-slices"
+ECHO = "org.aether:echo:1.0.0"
+COUNTER = "org.aether:counter:1.0.0"
+FAULTY = "org.aether:faulty:1.0.0"
+PINNED = "org.aether:pinned:1.0.0"
+NODE_START_TIMEOUT = 30.0
+
+
+# ---------------------------------------------------------------- the wheel index
+
+
+def build_index(out: Path) -> Path:
+    """The sample slices as a wheel directory (see `aether_node._sample_index`)."""
+    build_sample_index(SAMPLE_SLICES, out)
+    return out
+
+
+def build_wheel(
+    project: Path,
+    out: Path,
+    *,
+    name: str,
+    version: str,
+    dependencies: tuple[str, ...] = (),
+    entry_point: str | None = None,
+) -> Path:
+    """A minimal distribution `name` at `version` (module `name` with '.'/'-' → '_'), built with
+    `uv build --wheel` into `out`. With `entry_point` ("group:artifact") it declares that entry point in
+    group aether.slices (naming its empty module: it would not load); without, none."""
+    module = name.replace(".", "_").replace("-", "_")
+    (project / "src" / module).mkdir(parents=True, exist_ok=True)
+    (project / "src" / module / "__init__.py").write_text('"""A distribution built by a test."""\n')
+    table = f'[project.entry-points."aether.slices"]\n"{entry_point}" = "{module}"\n' if entry_point else ""
+    (project / "pyproject.toml").write_text(
+        f'[project]\nname = "{name}"\nversion = "{version}"\nrequires-python = ">=3.11"\n'
+        f"dependencies = {json.dumps(list(dependencies))}\n\n{table}\n"
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        f'[tool.hatch.build.targets.wheel]\npackages = ["src/{module}"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    result = subprocess.run(
+        [uv.find_uv_bin(), "build", "--wheel", "--out-dir", str(out), str(project)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, f"uv build failed:\n{result.stdout}\n{result.stderr}"
+    wheels = [w for w in out.glob("*.whl") if w.name.startswith(f"{module}-{version}-")]
+    assert len(wheels) == 1, f"expected one wheel of {name} {version} in {out}: {wheels}"
+    return wheels[0]
+
+
+# ---------------------------------------------------------------- ports and processes
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct ports that were free on 127.0.0.1 a moment ago."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+@attrs.frozen
+class ProcInfo:
+    pid: int
+    cmdline: tuple[str, ...]
+    cwd: str
+    stderr: str  # where fd 2 points (a slice host's log file names its instance)
+
+
+def _processes() -> Iterator[ProcInfo]:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            if state in ("Z", "X"):  # zombies are dead: they only wait to be reaped
+                continue
+            cmdline = tuple(a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"))
+            cwd = os.readlink(entry / "cwd")
+            try:
+                stderr = os.readlink(entry / "fd" / "2")
+            except OSError:
+                stderr = ""
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        yield ProcInfo(int(entry.name), tuple(a for a in cmdline if a), cwd, stderr)
+
+
+def _under(path: str, directory: Path) -> bool:
+    return path == str(directory) or path.startswith(f"{directory}/")
+
+
+def slice_hosts(data_dir: Path) -> list[ProcInfo]:
+    """Live `python -m aether_slice.host` processes running from virtualenvs under `data_dir`."""
+    data_dir = data_dir.resolve()
+    return [
+        p
+        for p in _processes()
+        if "aether_slice.host" in p.cmdline
+        and (_under(p.cwd, data_dir) or (p.cmdline and _under(p.cmdline[0], data_dir)))
+    ]
+
+
+def host_of(data_dir: Path, coordinates: str, instance: int) -> ProcInfo | None:
+    """The live slice host of one instance (its stderr is the instance's log file)."""
+    parsed = Coordinates.parse(coordinates)
+    log_name = f"{parsed.distribution}-{parsed.version}-{instance}.log"
+    found = [p for p in slice_hosts(data_dir) if Path(p.stderr).name == log_name]
+    assert len(found) <= 1, f"more than one live host for {coordinates}#{instance}: {found}"
+    return found[0] if found else None
+
+
+def kv_replicas(data_dir: Path) -> list[ProcInfo]:
+    """Live `aether_kv serve` processes whose data dir is under `data_dir`."""
+    data_dir = data_dir.resolve()
+    found = []
+    for p in _processes():
+        if "aether_kv" not in p.cmdline or "serve" not in p.cmdline or "--data-dir" not in p.cmdline:
+            continue
+        index = p.cmdline.index("--data-dir")
+        if index + 1 < len(p.cmdline) and _under(p.cmdline[index + 1], data_dir):
+            found.append(p)
+    return found
+
+
+def kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+# ---------------------------------------------------------------- one node process
+
+
+@attrs.define
+class NodeProcess:
+    """One `aether-node run` process. `start()` may be called again after it ended (same ports, same
+    data dir: a restart)."""
+
+    root: Path
+    node_id: str = "n1"
+    index: str = ""
+    config_text: str | None = None  # TOML for --config, e.g. "[timeouts]\nactivate = 2\n"
+    extra_args: tuple[str, ...] = ()
+    ingress_port: int = 0
+    raft_port: int = 0
+    client_port: int = 0
+    secret: str = attrs.field(factory=lambda: secrets.token_hex(16))
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    def __attrs_post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not (self.ingress_port and self.raft_port and self.client_port):
+            self.ingress_port, self.raft_port, self.client_port = free_ports(3)
+        self.secret_file.write_text(self.secret + "\n")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.root / "secret"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / f"node-{self.starts}.log"
+
+    @property
+    def ingress(self) -> str:
+        return f"127.0.0.1:{self.ingress_port}"
+
+    @property
+    def kv_endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def command(self) -> list[str]:
+        script = Path(sys.executable).parent / "aether-node"
+        command = [str(script), "run", "--node-id", self.node_id, "--data-dir", str(self.data_dir)]
+        command += ["--index", self.index, "--ingress", self.ingress]
+        command += ["--kv-raft", f"127.0.0.1:{self.raft_port}", "--kv-client", self.kv_endpoint]
+        command += ["--secret-file", str(self.secret_file)]
+        if self.config_text is not None:
+            config = self.root / "node.toml"
+            config.write_text(self.config_text)
+            command += ["--config", str(config)]
+        return command + list(self.extra_args)
+
+    def spawn(self) -> None:
+        """Start the process without waiting for it to be ready."""
+        assert self.process is None or self.process.poll() is not None, "the node is still running"
+        self.starts += 1
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+            )
+
+    def start(self, timeout: float = NODE_START_TIMEOUT) -> NodeProcess:
+        """Start the node and wait until it says it is ready (its ingress is then listening)."""
+        self.spawn()
+        ready = f"aether-node {self.node_id} ready"
+        deadline = time.monotonic() + timeout
+        while ready not in self.log():
+            if self.process is not None and self.process.poll() is not None:
+                pytest.fail(f"aether-node exited with {self.process.returncode} at start:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"aether-node not ready after {timeout:g} s:\n{self.log_tail()}")
+            time.sleep(0.05)
+        return self
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log().splitlines()[-lines:])
+
+    def slice_log(self, coordinates: str, instance: int) -> str:
+        parsed = Coordinates.parse(coordinates)
+        path = self.data_dir / "logs" / f"{parsed.distribution}-{parsed.version}-{instance}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def signal(self, sig: int) -> None:
+        assert self.process is not None
+        kill_pid(self.process.pid, sig)
+
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    async def wait_exit(self, timeout: float) -> int | None:
+        """The exit code, or None if the process still runs after `timeout` s."""
+        with trio.move_on_after(timeout):
+            while self.returncode() is None:
+                await trio.sleep(0.05)
+        return self.returncode()
+
+    def wait_exit_sync(self, timeout: float) -> int | None:
+        assert self.process is not None
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the node and reap it (its children die with it; see `cleanup` for stragglers)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+
+    def cleanup(self) -> None:
+        """End the node and every process of its data dir, whatever state they are in."""
+        self.kill()
+        for _ in range(50):
+            leftovers = slice_hosts(self.data_dir) + kv_replicas(self.data_dir)
+            if not leftovers:
+                return
+            for process in leftovers:
+                kill_pid(process.pid)
+            time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def node_cleanup(node: NodeProcess) -> Iterator[NodeProcess]:
+    """Yield `node`; afterwards end it and everything of its data dir (also on failure)."""
+    try:
+        yield node
+    finally:
+        node.cleanup()
+
+
+@contextlib.contextmanager
+def started_node(root: Path, index: str | Path, **kwargs: Any) -> Iterator[NodeProcess]:
+    """A started node (see `NodeProcess`), ended with everything of its data dir afterwards."""
+    node = NodeProcess(root, index=str(index), **kwargs)
+    with node_cleanup(node):
+        node.start()
+        yield node
+
+
+# ---------------------------------------------------------------- the KV
+
+
+@contextlib.asynccontextmanager
+async def kv_client(node: NodeProcess) -> AsyncIterator[KVClient]:
+    async with open_client([node.kv_endpoint], node.secret, request_timeout=10.0) as client:
+        yield client
+
+
+def slice_key(node_id: str, coordinates: str, instance: int) -> str:
+    return f"slices/{node_id}/{coordinates}/{instance}"
+
+
+async def write_command(
+    kv: KVClient, key: str, state: SliceState, config: dict[str, Any] | None = None
+) -> None:
+    """Write a command state (as the leader would), keeping the record's config unless one is given."""
+    if config is None:
+        current = await read_record(kv, key)
+        config = dict(current.config) if current is not None else {}
+    await kv.put(key, encode_record(SliceRecord(state=state, config=config, timestamp=time.time())))
+
+
+async def read_record(kv: KVClient, key: str) -> SliceRecord | None:
+    found = await kv.get(key)
+    return None if found is None else decode_record(key, found.value, SliceRecord)
+
+
+async def wait_for_state(
+    kv: KVClient,
+    key: str,
+    state: SliceState | str,
+    timeout: float,
+    *,
+    unexpected: tuple[SliceState, ...] = (SliceState.FAILED,),
+    since: int = 0,
+) -> SliceRecord:
+    """Poll `key` until its record is in `state` (written after revision `since`); fail at the deadline,
+    or at once on an `unexpected` state, with the last record seen."""
+    wanted = SliceState(state)
+    last: SliceRecord | None = None
+    with trio.move_on_after(timeout):
+        while True:
+            found = await kv.get(key)
+            if found is not None and found.mod_revision <= since:
+                await trio.sleep(0.05)
+                continue
+            last = None if found is None else decode_record(key, found.value, SliceRecord)
+            if last is not None and last.state is wanted:
+                return last
+            if last is not None and last.state in unexpected and wanted not in unexpected:
+                pytest.fail(f"{key}: reached {last.state} while waiting for {wanted}: {last.reason!r}")
+            await trio.sleep(0.05)
+    pytest.fail(f"{key}: not {wanted} after {timeout:g} s; last seen: {last!r}")
+
+
+async def wait_for_deleted(kv: KVClient, key: str, timeout: float) -> None:
+    last: SliceRecord | None = None
+    with trio.move_on_after(timeout):
+        while True:
+            last = await read_record(kv, key)
+            if last is None:
+                return
+            await trio.sleep(0.05)
+    pytest.fail(f"{key}: still there after {timeout:g} s; last seen: {last!r}")
+
+
+async def activate(
+    kv: KVClient, node: NodeProcess, coordinates: str, instance: int, config: dict[str, Any] | None = None
+) -> SliceRecord:
+    """ACTIVATE one instance and wait until it is ACTIVE (installing it if needed)."""
+    key = slice_key(node.node_id, coordinates, instance)
+    await write_command(kv, key, SliceState.ACTIVATE, config or {})
+    return await wait_for_state(kv, key, SliceState.ACTIVE, timeout=60)
+
+
+async def endpoint_keys(kv: KVClient, coordinates: str) -> list[str]:
+    return [item.key for item in (await kv.range(f"endpoints/{coordinates}/")).kvs]
+
+
+async def collect_events(
+    kv: KVClient,
+    prefix: str,
+    start_revision: int,
+    *,
+    until: Callable[[list[Event]], bool],
+    timeout: float,
+) -> list[Event]:
+    """Events under `prefix` from `start_revision` on (from the KV's history), until `until(events)`
+    holds; fails at the deadline with what it saw."""
+    events: list[Event] = []
+    watch = kv.watch(prefix, start_revision)
+    try:
+        with trio.move_on_after(timeout):
+            async for batch in watch:
+                events.extend(batch)
+                if until(events):
+                    return events
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await watch.aclose()
+    seen = [(e.kind, e.kv.key, e.revision) for e in events]
+    pytest.fail(f"watching {prefix!r} from {start_revision}: condition not met in {timeout:g} s; saw {seen}")
+
+
+def describe_events(events: list[Event]) -> list[tuple[str, str]]:
+    return [(str(e.kind), e.kv.key) for e in events]
+
+
+# ---------------------------------------------------------------- fixtures (import them into a module)
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sample wheel index. A fixed directory under the session's base temp: when a second module
+    imports this fixture, its build finds every wheel up to date."""
+    return build_index(tmp_path_factory.getbasetemp() / "sample-index")
+
+
+@pytest.fixture
+async def kv(node: NodeProcess) -> AsyncIterator[KVClient]:
+    """A KV client of the module's shared `node`; afterwards every slice record of that node is
+    unloaded, so the next test finds the node empty."""
+    async with kv_client(node) as client:
+        yield client
+        listing = await client.range(f"slices/{node.node_id}/")
+        for item in listing.kvs:
+            await write_command(client, item.key, SliceState.UNLOAD)
+        for item in listing.kvs:
+            await wait_for_deleted(client, item.key, timeout=30)
+
+
+# ---------------------------------------------------------------- the ingress
+
+
+async def invoke(ingress: str, artifact: str, entry: str, payload: Any = None) -> httpx.Response:
+    """POST a JSON payload to `/invoke/{artifact}/{entry}` (artifact: group:artifact)."""
+    return await invoke_raw(ingress, artifact, entry, json.dumps(payload).encode())
+
+
+async def invoke_raw(ingress: str, artifact: str, entry: str, body: bytes) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        return await client.post(
+            f"http://{ingress}/invoke/{artifact}/{entry}",
+            content=body,
+            headers={"content-type": "application/json"},
+        )
+
+
+def copy_index(index: Path, out: Path) -> Path:
+    shutil.copytree(index, out)
+    return out
