@@ -1,24 +1,32 @@
 """aether-kv benchmark: three replicas on 127.0.0.1, compared with raw pysyncobj on the same settings.
 
-    uv run python benchmarks/kv_bench.py            # full run (~4 minutes on 2 cores)
-    uv run python benchmarks/kv_bench.py --quick    # shorter runs, same phases
-    uv run python benchmarks/kv_bench.py --soak 30  # only: N s of full load per path, count leader changes
+    uv run python benchmarks/kv_bench.py            # full run (~5 minutes on 2 cores)
+    uv run python benchmarks/kv_bench.py --quick    # shorter runs, same phases (~2 minutes)
+    uv run python benchmarks/kv_bench.py --soak 30  # only: 30 s of full load per path, count leader changes
 
-What it measures (see benchmarks/README.md for figures and notes):
+What it measures (figures and notes: benchmarks/README.md):
 
 1. Write throughput (64 concurrent writers for a fixed time) and single-writer latency (sequential puts):
    a. in-process API (`open_store`) on the leader — three worker processes of this script; also the
       single-write latency from a follower in-process;
    b. the client protocol — three `aether-kv serve` processes (LocalCluster), load from this process
-      through `open_client`;
-   c. raw pysyncobj `ReplDict` with the same SyncObjConf (no fsync: our store does strictly more work).
+      through `open_client` (one client, and four clients);
+   c. raw pysyncobj `ReplDict` with the same SyncObjConf (no fsync: our store does strictly more work),
+      driven by 64 threads with sync=True and by 64 callback chains.
    Leader changes are counted as Raft term changes between the start and the end of each full-load run.
 2. Watch delivery latency to a watcher connected to a follower, writes through the leader.
-3. Leader failover: SIGKILL the leader while writers keep trying; time to the first accepted write.
+3. Leader failover: SIGKILL the leader while writers keep trying; time to the first accepted write,
+   with each survivor's view of the election; then restart it and note whether that moved the term.
+
+Diagnostics printed alongside: the same in-process store with durable=False (isolates the journal fsync),
+CPU used by each process during the load runs, which replicas compacted their log (wrote a full dump)
+during a run, and whether the three replicas hold identical data afterwards. Experiment knob:
+KV_BENCH_SWITCH_INTERVAL=<seconds> sets the worker processes' GIL switch interval.
 
 Worker processes talk to this process with JSON lines: commands on their stdin, replies on stdout
 (prefixed with `@@bench `); they exit when their stdin closes, so nothing outlives the benchmark.
-Everything lives in one temporary directory that is removed at the end (unless --keep).
+Everything lives in one temporary directory that is removed at the end (unless --keep); a watchdog
+kills everything this run started if it overruns --time-limit.
 """
 
 from __future__ import annotations
@@ -1488,7 +1496,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         ["raw", "aether", "client"] if opts.soak else ["raw", "aether", "aether-nosync", "client"]
     )
     if opts.time_limit is None:
-        opts.time_limit = (240 if opts.quick else 600) + 4 * opts.soak
+        opts.time_limit = (300 if opts.quick else 900) + 4 * opts.soak
     return opts
 
 
@@ -1549,14 +1557,22 @@ def main(argv: list[str]) -> int:
         }
     }
     started = time.monotonic()
+    failed: list[str] = []
     try:
-        for part in ("raw", "aether", "aether-nosync"):
-            if part in opts.parts:
-                results[part] = run_group(part, root, opts, registry)
-        if "client" in opts.parts:
-            import trio
+        for part in ("raw", "aether", "aether-nosync", "client"):
+            if part not in opts.parts:
+                continue
+            try:
+                if part == "client":
+                    import trio
 
-            results["client"] = trio.run(run_client_protocol, root, opts)
+                    results[part] = trio.run(run_client_protocol, root, opts)
+                else:
+                    results[part] = run_group(part, root, opts, registry)
+            except Exception as error:  # report what failed, go on with the other parts
+                log(f"{part}: FAILED: {type(error).__name__}: {error}")
+                results[part] = {"error": f"{type(error).__name__}: {error}"}
+                failed.append(part)
     finally:
         timer.cancel()
         for process in registry:
@@ -1568,12 +1584,14 @@ def main(argv: list[str]) -> int:
         else:
             log(f"kept {root}")
     results["meta"]["wall_s"] = time.monotonic() - started
-    text = report(results, opts)
-    print(text, flush=True)
-    log(f"done in {results['meta']['wall_s']:.0f} s")
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    return 0
+    usable = {k: v for k, v in results.items() if not (isinstance(v, dict) and "error" in v)}
+    print(report(usable, opts), flush=True)
+    if failed:
+        print(f"\nFAILED parts (see the log above): {', '.join(failed)}", flush=True)
+    log(f"done in {results['meta']['wall_s']:.0f} s")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ EXPECTED_EXPORTS = {
     "KVStore",
     "Watch",
     "FramedStream",
+    "client_handshake",
+    "server_handshake",
     "open_store",
     "wait_for_leader",
     "RaftConfig",

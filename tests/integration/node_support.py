@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -202,6 +203,7 @@ class NodeProcess:
     secret: str = attrs.field(factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    tmp_dir: Path | None = None
 
     def __attrs_post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -250,9 +252,14 @@ class NodeProcess:
         """Start the process without waiting for it to be ready."""
         assert self.process is None or self.process.poll() is not None, "the node is still running"
         self.starts += 1
+        # The node keeps a Unix socket in a temporary directory, which a SIGKILL leaves behind: give it
+        # a directory of its own (short: socket paths are capped at 108 bytes) that `cleanup` removes.
+        if self.tmp_dir is None:
+            self.tmp_dir = Path(tempfile.mkdtemp(prefix="aether-test-"))
+        env = {**os.environ, "TMPDIR": str(self.tmp_dir)}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root
+                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env
             )
 
     def start(self, timeout: float = NODE_START_TIMEOUT) -> NodeProcess:
@@ -316,10 +323,12 @@ class NodeProcess:
         for _ in range(50):
             leftovers = slice_hosts(self.data_dir) + kv_replicas(self.data_dir)
             if not leftovers:
-                return
+                break
             for process in leftovers:
                 kill_pid(process.pid)
             time.sleep(0.05)
+        if self.tmp_dir is not None:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
 @contextlib.contextmanager

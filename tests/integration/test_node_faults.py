@@ -315,13 +315,10 @@ async def _sigterm_run(node: NodeProcess, state_file: Path) -> SigtermRun:
             await nursery.start(watch_deletes)
             started = trio.current_time()
             node.signal(signal.SIGTERM)
-            # Done at the exit, or once the deadline passed and the stop hook has run (so that a slow
-            # stop is told apart from a stop that never runs the hooks), or after 30 s.
-            with trio.move_on_after(30):
+            # Until the exit; past the deadline (plus a little, so that a slow stop is told apart from
+            # one that never runs the stop hook) the node is killed.
+            with trio.move_on_after(SIGTERM_DEADLINE + 2.0):
                 while node.returncode() is None:
-                    late = trio.current_time() - started > SIGTERM_DEADLINE
-                    if late and state_file.read_text() == "stopped":
-                        break
                     await trio.sleep(0.05)
             seconds = trio.current_time() - started
             await trio.sleep(0.2)  # let the watcher take in what the replica sent before it stopped
@@ -339,14 +336,26 @@ def sigterm_run(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) ->
         return trio.run(_sigterm_run, node, root / "counter.txt")
 
 
+SIGTERM_ROOT_CAUSE = (
+    "BUG: on SIGTERM, _cli.run cancels the nursery that holds serve_node, so every task of the node is "
+    "cancelled at once while serve_node's shielded cleanup (withdraw_all, close_all, revoke) runs: "
+)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=SIGTERM_ROOT_CAUSE + "the HostListener's handlers and the templates' read loops are cancelled "
+    "too, which closes the instances' sockets and stops their templates, so the instance is gone before "
+    "close_all can send it 'stop' (counter's state file still says '1')",
+)
 def test_sigterm_runs_the_stop_hooks(sigterm_run: SigtermRun) -> None:
     assert sigterm_run.state_file_text == "stopped", sigterm_run.log
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: on SIGTERM the node cancels its KV replica task together with everything else, so the "
-    "replica is SIGTERMed at once and the shielded cleanup waits out KV timeouts (~38 s with 2 slices)",
+    reason=SIGTERM_ROOT_CAUSE + "run_kv_replica's finally SIGTERMs the KV replica at once, and the "
+    "cleanup then waits out a 10 s KV request timeout per instance and for the revoke (~38 s with 2 slices)",
 )
 def test_sigterm_exits_0_within_the_deadline(sigterm_run: SigtermRun) -> None:
     assert sigterm_run.exit_code == 0, (sigterm_run.exit_code, sigterm_run.seconds, sigterm_run.log)
@@ -355,8 +364,8 @@ def test_sigterm_exits_0_within_the_deadline(sigterm_run: SigtermRun) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: on SIGTERM the KV replica stops before the node withdraws its endpoints and revokes "
-    "its lease, so nodes/{id} and the endpoints are never deleted",
+    reason=SIGTERM_ROOT_CAUSE + "the KV replica is stopped before the node withdraws its endpoints "
+    "and revokes its lease, so nodes/{id} and the endpoints are never deleted",
 )
 def test_sigterm_withdraws_endpoints_and_the_registration(sigterm_run: SigtermRun) -> None:
     assert len(sigterm_run.endpoint_keys) == 2, sigterm_run.endpoint_keys

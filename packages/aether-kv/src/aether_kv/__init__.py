@@ -50,5 +50,7 @@ from ._store import Watch as Watch
 from ._store import open_store as open_store
 from ._store import wait_for_leader as wait_for_leader
 from ._wire import FramedStream as FramedStream
+from ._wire import client_handshake as client_handshake
+from ._wire import server_handshake as server_handshake
 
 __version__ = "0.1.0"

@@ -40,7 +40,15 @@ from ._records import (
     TxnOp,
     TxnResult,
 )
-from ._wire import FramedStream, decode, decode_events, encode, encode_txn_op, error_from_body, proof
+from ._wire import (
+    FramedStream,
+    client_handshake,
+    decode,
+    decode_events,
+    encode,
+    encode_txn_op,
+    error_from_body,
+)
 
 DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
@@ -187,18 +195,7 @@ class KVClient:
             stream = await trio.open_tcp_stream(host, int(port))
             framed = FramedStream(stream)
             try:
-                hello = await framed.receive()
-                if hello is None or "nonce" not in hello:
-                    raise InvalidRequestError(f"{endpoint} is not an aether-kv server")
-                await framed.send({"auth": proof(self._secret, str(hello["nonce"]))})
-                answer = await framed.receive()
-                if answer is None or "error" in answer:
-                    error = error_from_body(answer["error"]) if answer else None
-                    if isinstance(error, AuthenticationError) or answer is None:
-                        raise AuthenticationError(
-                            f"{endpoint} refused the cluster secret: check --secret-file"
-                        )
-                    raise error or InvalidRequestError("handshake failed")
+                await client_handshake(framed, self._secret, endpoint)
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise

@@ -12,19 +12,17 @@ from typing import Any
 
 import trio
 
-from ._errors import AuthenticationError, InvalidRequestError, KVError
+from ._errors import InvalidRequestError, KVError
 from ._records import Compare, TxnOp
 from ._store import KVStore
 from ._wire import (
-    PROTOCOL,
     FramedStream,
     FrameTooLargeError,
     decode,
     encode,
     encode_events,
     error_body,
-    new_nonce,
-    proof_ok,
+    server_handshake,
 )
 
 log = logging.getLogger("aether_kv.server")
@@ -218,19 +216,8 @@ class _Connection:
 async def _handle_connection(store: KVStore, secret: str, stream: trio.SocketStream) -> None:
     framed = FramedStream(stream)
     try:
-        nonce = new_nonce()
-        await framed.send({"hello": PROTOCOL, "nonce": nonce})
-        answer = None
-        with trio.move_on_after(HANDSHAKE_TIMEOUT):
-            answer = await framed.receive()
-        if answer is None:
-            return
-        if not proof_ok(secret, nonce, answer.get("auth")):
-            error = AuthenticationError("wrong or missing cluster secret; connection refused")
-            await framed.send({"id": None, "error": error_body(error)})
-            return
-        await framed.send({"ok": {"server": store.status().self_address}})
-        await _Connection(store, framed).serve()
+        if await server_handshake(framed, secret, store.status().self_address, timeout=HANDSHAKE_TIMEOUT):
+            await _Connection(store, framed).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
         pass
     except Exception:  # a bug here must not take the server down for everyone else

@@ -22,7 +22,7 @@ import cattrs
 import trio
 from cattrs.strategies import configure_tagged_union
 
-from ._errors import ERRORS_BY_CODE, CompactedError, InvalidRequestError, KVError
+from ._errors import ERRORS_BY_CODE, AuthenticationError, CompactedError, InvalidRequestError, KVError
 from ._records import (
     Compare,
     CompareOp,
@@ -115,6 +115,40 @@ def proof(secret: str, nonce: str) -> str:
 
 def proof_ok(secret: str, nonce: str, candidate: object) -> bool:
     return isinstance(candidate, str) and hmac.compare_digest(proof(secret, nonce), candidate)
+
+
+async def server_handshake(
+    framed: FramedStream, secret: str, server_name: str, *, timeout: float = 5.0
+) -> bool:
+    """Challenge a new connection for an HMAC proof of the cluster secret; answer ok or an error.
+    Returns whether the peer proved it knows the secret."""
+    nonce = new_nonce()
+    await framed.send({"hello": PROTOCOL, "nonce": nonce})
+    answer = None
+    with trio.move_on_after(timeout):
+        answer = await framed.receive()
+    if answer is None:
+        return False
+    if not proof_ok(secret, nonce, answer.get("auth")):
+        error = AuthenticationError("wrong or missing cluster secret; connection refused")
+        await framed.send({"id": None, "error": error_body(error)})
+        return False
+    await framed.send({"ok": {"server": server_name}})
+    return True
+
+
+async def client_handshake(framed: FramedStream, secret: str, endpoint: str) -> None:
+    """Answer a server's challenge; raises AuthenticationError if the secret is refused."""
+    hello = await framed.receive()
+    if hello is None or "nonce" not in hello:
+        raise InvalidRequestError(f"{endpoint} does not speak {PROTOCOL}")
+    await framed.send({"auth": proof(secret, str(hello["nonce"]))})
+    answer = await framed.receive()
+    if answer is None or "error" in answer:
+        error = error_from_body(answer["error"]) if answer else None
+        if isinstance(error, AuthenticationError) or answer is None:
+            raise AuthenticationError(f"{endpoint} refused the cluster secret: check --secret-file")
+        raise error or InvalidRequestError("handshake failed")
 
 
 # ------------------------------------------------------------------ codec

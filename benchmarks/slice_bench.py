@@ -1,0 +1,944 @@
+"""Slice runtime benchmark: one `aether-node` on 127.0.0.1, the sample slice org.aether:echo:1.0.0.
+
+    uv run python benchmarks/slice_bench.py            # full run (~3 minutes on 2 cores)
+    uv run python benchmarks/slice_bench.py --quick    # shorter wrk runs, fewer rounds
+    uv run --with py-spy python benchmarks/slice_bench.py --profile   # also: where the node's time goes
+
+What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
+
+1. LOAD→ACTIVE wall time of 20 instances on one node, package already installed: 20 ACTIVATE records
+   written in one KV transaction, timed until the node has written ACTIVE for all 20 (seen through a KV
+   watch, as a leader would see it); then UNLOAD for all 20, timed until the node has deleted the records.
+   First an install round (1 instance: uv installs the package, the per-version template starts), then
+   the node is restarted (package installed, no template) for the "cold template" round, then 5 warm
+   rounds (--quick: 3) whose median is the figure.
+2. Ingress throughput and latency: `POST /invoke/org.aether:echo/echo` with a small JSON body, with 1 and
+   with 2 ACTIVE instances, against a bare hypercorn+trio server running a raw ASGI callable that parses
+   the body and answers it as JSON (same hypercorn settings as the node's ingress). wrk, 32 connections,
+   1 thread (--wrk-threads), 10 s per run (--quick 3 s), bare and aether alternating twice, median of
+   each; also 1 connection (unloaded latency). CPU of every process over each run (% of one core).
+3. Resident memory with 20 idle ACTIVE instances: RSS, PSS and USS (from /proc/PID/smaps_rollup) of each
+   instance, of the template they were forked from, of the node process and of its KV replica process.
+
+Everything runs from one temporary directory (removed at the end unless --keep); every process this
+script starts asks the kernel to kill it if the script dies, is stopped at the end, and a watchdog ends
+the run after --time-limit seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from aether_kv import KVClient, Put, open_client
+from aether_node import SliceRecord, SliceState, decode_record, encode_record
+from aether_node._sample_index import build_sample_index
+
+REPO = Path(__file__).resolve().parents[1]
+ECHO = "org.aether:echo:1.0.0"
+ECHO_ARTIFACT = "org.aether:echo"
+NODE_ID = "bench"
+INSTANCES = 20
+PAYLOAD = '{"message":"hello, aether","n":42,"items":[1,2,3],"ok":true}'
+WRK_CONNECTIONS = 32
+STEP_TIMEOUT = 120.0  # any single wait (install, activation of 20, unload of 20, node start/stop)
+
+TARGETS = {
+    "load_s": 1.0,  # 20 instances LOAD→ACTIVE, warm package
+    "ratio": 0.7,  # aether req/s ≥ 0.7 × bare
+    "added_p50_ms": 1.0,  # aether p50 − bare p50
+    "instance_mib": 30.0,  # per idle instance
+}
+_STARTED: list[subprocess.Popen[bytes]] = []  # every process we started, for cleanup and the watchdog
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ====================================================================== processes
+
+
+def _die_with_parent() -> None:
+    """In a child, before exec: SIGKILL when this script dies (the parent-death signal survives exec)."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def start_process(args: list[str], log_path: Path, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a child from the main thread (the parent-death signal follows the forking thread)."""
+    assert threading.current_thread() is threading.main_thread()
+    with open(log_path, "ab") as out:
+        process = subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent, **kwargs
+        )
+    _STARTED.append(process)
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        return True
+    return False
+
+
+def process_table() -> dict[int, tuple[int, list[str]]]:
+    """pid → (ppid, argv) of every live (non-zombie) process."""
+    table: dict[int, tuple[int, list[str]]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            if fields[0] in ("Z", "X"):
+                continue
+            argv = [a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+        except OSError:
+            continue
+        table[int(entry.name)] = (int(fields[1]), argv)
+    return table
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def system_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+class CpuMeter:
+    """CPU of named processes over an interval, in % of one core (2 cores = 200 %), plus the whole
+    machine's busy % (of all cores) and the CPU of children reaped meanwhile (wrk)."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.start = {name: sum(cpu_seconds(p) for p in group) for name, group in pids.items()}
+        self.children = self._children_cpu()
+        self.system = system_busy()
+        self.wall = time.perf_counter()
+
+    @staticmethod
+    def _children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self.wall
+        out = {
+            name: 100.0 * (sum(cpu_seconds(p) for p in group) - self.start[name]) / wall
+            for name, group in self.pids.items()
+        }
+        out["wrk"] = 100.0 * (self._children_cpu() - self.children) / wall
+        busy, total = system_busy()
+        out["machine busy % of all cores"] = 100.0 * (busy - self.system[0]) / max(total - self.system[1], 1)
+        return out
+
+
+def memory(pid: int) -> dict[str, float]:
+    """RSS, PSS and USS (private clean + dirty) in MiB, from /proc/PID/smaps_rollup."""
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip()] = int(value.split()[0])
+    return {
+        "rss": fields["Rss"] / 1024,
+        "pss": fields["Pss"] / 1024,
+        "uss": (fields["Private_Clean"] + fields["Private_Dirty"]) / 1024,
+    }
+
+
+# ====================================================================== the node
+
+
+class Node:
+    """One `aether-node run` process with its own single-replica KV store."""
+
+    def __init__(self, root: Path, index: Path) -> None:
+        self.root = root
+        self.index = index
+        self.data_dir = root / "data"
+        self.secret = secrets.token_hex(16)
+        self.secret_file = root / "secret"
+        self.secret_file.write_text(self.secret + "\n")
+        self.ingress_port, self.raft_port, self.client_port = free_ports(3)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def ingress(self) -> str:
+        return f"127.0.0.1:{self.ingress_port}"
+
+    @property
+    def kv_endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / f"node-{self.starts}.log"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    async def start(self) -> float:
+        """Start the node; returns the seconds until it printed that it is ready."""
+        self.starts += 1
+        command = [str(Path(sys.executable).parent / "aether-node"), "run", "--node-id", NODE_ID]
+        command += ["--data-dir", str(self.data_dir), "--index", str(self.index), "--ingress", self.ingress]
+        command += ["--kv-raft", f"127.0.0.1:{self.raft_port}", "--kv-client", self.kv_endpoint]
+        command += ["--secret-file", str(self.secret_file)]
+        began = time.perf_counter()
+        self.process = start_process(command, self.log_path, cwd=self.root)
+        ready = f"aether-node {NODE_ID} ready"
+        with trio.fail_after(STEP_TIMEOUT):
+            while ready not in self.log_path.read_text(errors="replace"):
+                if self.process.poll() is not None:
+                    raise BenchError(f"aether-node exited with {self.process.returncode}: {self.log_tail()}")
+                await trio.sleep(0.02)
+        return time.perf_counter() - began
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM (graceful: stops instances, revokes the lease, stops the replica), then make sure."""
+        if self.process is not None:
+            stop_process(self.process, 30.0)
+        self.kill_leftovers()
+
+    def kill_leftovers(self) -> None:
+        """Any process still running from the data dir (slice hosts, the KV replica): SIGKILL by pid."""
+        marker = str(self.data_dir)
+        for _ in range(50):
+            left = [pid for pid, (_, argv) in process_table().items() if any(marker in a for a in argv)]
+            left += [
+                pid
+                for pid in self._slice_pids_by_cwd()
+                if pid not in left and pid != os.getpid()
+            ]
+            if not left:
+                return
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.05)
+
+    def _slice_pids_by_cwd(self) -> list[int]:
+        found = []
+        for pid, (_, argv) in process_table().items():
+            if "aether_slice.host" not in argv:
+                continue
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/cwd").startswith(str(self.data_dir)):
+                    found.append(pid)
+        return found
+
+    def tree(self) -> dict[str, Any]:
+        """The node's processes: kv replica, templates, instances (children of the template)."""
+        table = process_table()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        kv = [p for p in children.get(self.pid, []) if "aether_kv" in table[p][1] and "serve" in table[p][1]]
+        templates = [p for p in children.get(self.pid, []) if "aether_slice.host" in table[p][1]]
+        instances = sorted(c for t in templates for c in children.get(t, []))
+        return {"kv": kv, "templates": templates, "instances": instances}
+
+
+# ====================================================================== phase 1: LOAD→ACTIVE
+
+
+def instance_key(instance: int) -> str:
+    return f"slices/{NODE_ID}/{ECHO}/{instance}"
+
+
+async def set_states(
+    kv: KVClient, instances: list[int], command: SliceState, done: Callable[[str, SliceRecord | None], bool]
+) -> dict[str, Any]:
+    """Write `command` for every instance in one transaction; wait (watching) until `done(key, record)`
+    holds for every key. Returns wall times in seconds: total, and each key's time."""
+    prefix = f"slices/{NODE_ID}/{ECHO}/"
+    keys = {instance_key(i) for i in instances}
+    revision = (await kv.range(prefix)).revision
+    watch = kv.watch(prefix, revision + 1)
+    record = encode_record(SliceRecord(state=command, timestamp=time.time()))
+    finished: dict[str, float] = {}
+    began = time.perf_counter()
+    try:
+        await kv.txn(success=[Put(key=key, value=record) for key in sorted(keys)])
+        written = time.perf_counter() - began
+        with trio.fail_after(STEP_TIMEOUT):
+            async for batch in watch:
+                now = time.perf_counter() - began
+                for event in batch:
+                    if event.kv.key not in keys:
+                        continue
+                    current = (
+                        None
+                        if event.kind == "delete"
+                        else decode_record(event.kv.key, event.kv.value, SliceRecord)
+                    )
+                    if current is not None and current.state is SliceState.FAILED:
+                        raise BenchError(f"{event.kv.key}: FAILED: {current.reason}")
+                    if done(event.kv.key, current):
+                        finished.setdefault(event.kv.key, now)
+                if len(finished) == len(keys):
+                    break
+    except trio.TooSlowError:
+        raise BenchError(
+            f"{command}: only {len(finished)} of {len(keys)} instances done after {STEP_TIMEOUT:g} s"
+        ) from None
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            await watch.aclose()
+    times = sorted(finished.values())
+    return {"total_s": times[-1], "first_s": times[0], "txn_s": written}
+
+
+async def activate(kv: KVClient, instances: list[int]) -> dict[str, Any]:
+    return await set_states(
+        kv, instances, SliceState.ACTIVATE, lambda _, r: r is not None and r.state is SliceState.ACTIVE
+    )
+
+
+async def unload(kv: KVClient, instances: list[int]) -> dict[str, Any]:
+    return await set_states(kv, instances, SliceState.UNLOAD, lambda _, r: r is None)
+
+
+async def phase_load(node: Node, opts: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    everyone = list(range(1, INSTANCES + 1))
+    async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
+        log("install round: 1 instance (uv installs the package into a venv, the template starts)")
+        first = await activate(kv, [1])
+        out["install_1_s"] = first["total_s"]
+        await unload(kv, [1])
+        log(f"  install + first instance ACTIVE in {first['total_s']:.2f} s")
+    log("restarting the node: package installed, no template process")
+    node.stop()
+    out["node_restart_s"] = await node.start()
+    out["node_idle_memory"] = node_memory(node)
+    async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
+        cold = await activate(kv, everyone)
+        cold_unload = await unload(kv, everyone)
+        out["cold"] = {"activate": cold, "unload": cold_unload}
+        log(
+            f"  cold template: {INSTANCES} ACTIVE in {cold['total_s']:.3f} s"
+            f" (first after {cold['first_s']:.3f} s); unloaded in {cold_unload['total_s']:.3f} s"
+        )
+        rounds = []
+        for number in range(1, opts.rounds + 1):
+            activated = await activate(kv, everyone)
+            unloaded = await unload(kv, everyone)
+            rounds.append({"activate": activated, "unload": unloaded})
+            log(
+                f"  round {number}: {INSTANCES} ACTIVE in {activated['total_s']:.3f} s"
+                f" (first after {activated['first_s']:.3f} s); unloaded in {unloaded['total_s']:.3f} s"
+            )
+        out["rounds"] = rounds
+        out["median_activate_s"] = statistics.median(r["activate"]["total_s"] for r in rounds)
+        out["median_unload_s"] = statistics.median(r["unload"]["total_s"] for r in rounds)
+    return out
+
+
+# ====================================================================== phase 2: ingress
+
+
+BARE_SERVER = r'''
+"""A bare hypercorn + trio server: a raw ASGI callable that answers the JSON body it gets."""
+import json
+import sys
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    # the same work as the node's ingress around the call: parse the JSON, serialise it as starlette does
+    out = json.dumps(
+        json.loads(body), ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": out})
+
+
+config = Config()
+config.bind = [sys.argv[1]]
+config.accesslog = None
+config.graceful_timeout = 1.0
+config.keep_alive_timeout = 75.0
+trio.run(serve, app, config)
+'''
+
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+wrk.body = '%s'
+wrk.headers["Content-Type"] = "application/json"
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '@@wrk {"requests":%%d,"duration_us":%%d,"p50_us":%%d,"p90_us":%%d,"p99_us":%%d,"max_us":%%d,' ..
+    '"mean_us":%%.1f,"connect":%%d,"read":%%d,"write":%%d,"status":%%d,"timeout":%%d}\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency.max, latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def check_echo(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=10)
+    try:
+        connection.request(
+            "POST", f"/invoke/{ECHO_ARTIFACT}/echo", PAYLOAD, {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    if response.status != 200 or json.loads(body) != json.loads(PAYLOAD):
+        raise BenchError(f"{address}: unexpected answer {response.status} {body[:200]!r}")
+
+
+def run_wrk(
+    wrk: str, address: str, lua: Path, seconds: float, connections: int, threads: int, pids: dict[str, list[int]]
+) -> dict[str, Any]:
+    command = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
+    command += ["--timeout", "5s", "-s", str(lua), f"http://{address}/invoke/{ECHO_ARTIFACT}/echo"]
+    meter = CpuMeter(pids)
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, preexec_fn=_die_with_parent
+    )
+    cpu = meter.stop()
+    if result.returncode != 0:
+        raise BenchError(f"wrk failed ({result.returncode}): {result.stderr.strip()}")
+    line = next((ln for ln in result.stdout.splitlines() if ln.startswith("@@wrk ")), None)
+    if line is None:
+        raise BenchError(f"no summary from wrk:\n{result.stdout}")
+    data = json.loads(line[len("@@wrk ") :])
+    errors = sum(data[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return {
+        "rps": data["requests"] / (data["duration_us"] / 1e6),
+        "p50_ms": data["p50_us"] / 1000,
+        "p90_ms": data["p90_us"] / 1000,
+        "p99_ms": data["p99_us"] / 1000,
+        "max_ms": data["max_us"] / 1000,
+        "requests": data["requests"],
+        "errors": errors,
+        "cpu": cpu,
+        "text": result.stdout.split("@@wrk")[0],
+    }
+
+
+def describe_run(name: str, run: dict[str, Any]) -> str:
+    cpu = ", ".join(f"{k} {v:.0f}%" for k, v in run["cpu"].items() if v >= 0.5 or "machine" in k)
+    errors = f", {run['errors']} ERRORS" if run["errors"] else ""
+    return (
+        f"  {name:<14} {run['rps']:8.0f} req/s  p50 {run['p50_ms']:7.2f} ms  p99 {run['p99_ms']:7.2f} ms"
+        f"{errors}   CPU: {cpu}"
+    )
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+    out: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["errors"] = sum(r["errors"] for r in runs)
+    names = {name for r in runs for name in r["cpu"]}
+    out["cpu"] = {n: statistics.median(r["cpu"].get(n, 0.0) for r in runs) for n in sorted(names)}
+    out["runs"] = [{k: v for k, v in r.items() if k != "text"} for r in runs]
+    return out
+
+
+async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dict[str, Any]:
+    wrk = shutil.which("wrk") or "/usr/bin/wrk"
+    if not Path(wrk).exists():
+        raise BenchError("wrk is not installed (Debian package `wrk`: apt-get install -y wrk)")
+    lua = root / "post.lua"
+    lua.write_text(WRK_SCRIPT % PAYLOAD)
+    bare_script = root / "bare_server.py"
+    bare_script.write_text(BARE_SERVER)
+    (bare_port,) = free_ports(1)
+    bare_address = f"127.0.0.1:{bare_port}"
+    bare = start_process([sys.executable, str(bare_script), bare_address], root / "bare.log")
+    with trio.fail_after(30):
+        while not port_open(bare_port):
+            if bare.poll() is not None:
+                raise BenchError(f"the bare server exited: {(root / 'bare.log').read_text()}")
+            await trio.sleep(0.05)
+    check_echo(bare_address)
+    out: dict[str, Any] = {"threads": opts.wrk_threads, "seconds": opts.seconds}
+
+    def pids() -> dict[str, list[int]]:
+        tree = node.tree()
+        return {
+            "node": [node.pid],
+            "slice instance(s)": tree["instances"],
+            "kv replica": tree["kv"],
+            "bare server": [bare.pid],
+        }
+
+    async def wrk_run(address: str, seconds: float, connections: int) -> dict[str, Any]:
+        watched = pids()
+        return await trio.to_thread.run_sync(
+            run_wrk, wrk, address, lua, seconds, connections, opts.wrk_threads, watched
+        )
+
+    async def alternate(label: str, connections: int, seconds: float) -> dict[str, Any]:
+        bare_runs, aether_runs = [], []
+        for _ in range(2):
+            bare_runs.append(await wrk_run(bare_address, seconds, connections))
+            log(describe_run("bare", bare_runs[-1]))
+            aether_runs.append(await wrk_run(node.ingress, seconds, connections))
+            log(describe_run(label, aether_runs[-1]))
+        return {"bare": median_run(bare_runs), "aether": median_run(aether_runs)}
+
+    try:
+        async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
+            await activate(kv, [1])
+            check_echo(node.ingress)
+            log("warm-up: 1 s of wrk on each server")
+            await wrk_run(bare_address, 1, WRK_CONNECTIONS)
+            await wrk_run(node.ingress, 1, WRK_CONNECTIONS)
+            log(f"{WRK_CONNECTIONS} connections, {opts.wrk_threads} wrk thread(s), {opts.seconds:g} s per run")
+            log("1 echo instance")
+            out["one"] = await alternate("aether (1)", WRK_CONNECTIONS, opts.seconds)
+            log("1 connection (unloaded latency), 1 echo instance")
+            out["unloaded"] = await alternate("aether (1)", 1, opts.unloaded_seconds)
+            await activate(kv, [2])
+            log("2 echo instances")
+            out["two"] = await alternate("aether (2)", WRK_CONNECTIONS, opts.seconds)
+            if opts.profile:
+                out["profile"] = await profile(node, root, opts, wrk_run)
+            await unload(kv, [1, 2])
+    finally:
+        stop_process(bare, 5.0)
+    return out
+
+
+# ---------------------------------------------------------------------- optional: py-spy
+
+
+def find_py_spy() -> str | None:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def bucket(frame: str) -> str:
+    """A leaf frame 'function (path/file.py:line)' → the package it runs in."""
+    match = re.search(r"\((.*?):?\d*\)$", frame)
+    path = match.group(1) if match else frame
+    for name in (
+        "hypercorn",
+        "h11",
+        "starlette",
+        "anyio",
+        "trio",
+        "aether_node",
+        "aether_kv",
+        "aether_slice",
+        "json",
+        "asyncio",
+        "selectors",
+        "socket",
+        "ssl",
+        "logging",
+        "email",
+        "urllib",
+        "typing",
+        "attrs",
+        "cattrs",
+    ):
+        if f"/{name}/" in f"/{path}" or f"/{name}.py" in f"/{path}" or path.startswith(f"{name}/"):
+            return name
+    return "other: " + path.rsplit("/", 1)[-1]
+
+
+def summarize_profile(raw: Path, top: int = 12) -> dict[str, Any]:
+    """py-spy --format raw (collapsed stacks) → samples by leaf package and the top leaf functions."""
+    by_bucket: Counter[str] = Counter()
+    by_leaf: Counter[str] = Counter()
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        samples = int(count)
+        leaf = stack.split(";")[-1]
+        total += samples
+        by_bucket[bucket(leaf)] += samples
+        by_leaf[re.sub(r":\d+\)$", ")", leaf)] += samples
+    share = lambda n: round(100.0 * n / max(total, 1), 1)  # noqa: E731
+    return {
+        "samples": total,
+        "by_package_pct": {k: share(v) for k, v in by_bucket.most_common()},
+        "top_functions_pct": {k: share(v) for k, v in by_leaf.most_common(top)},
+    }
+
+
+async def profile(node: Node, root: Path, opts: argparse.Namespace, wrk_run: Any) -> dict[str, Any]:
+    """py-spy on the node and on one slice instance while wrk loads aether (2 instances)."""
+    py_spy = find_py_spy()
+    if py_spy is None:
+        log("--profile: py-spy not found (run with `uv run --with py-spy ...`); skipped")
+        return {"skipped": "py-spy not found"}
+    seconds = max(opts.seconds, 5.0)
+    tree = node.tree()
+    targets = {"node": node.pid, "slice instance": tree["instances"][0]}
+    spies = {}
+    for name, pid in targets.items():
+        raw = root / f"profile-{name.replace(' ', '-')}.txt"
+        command = [py_spy, "record", "--pid", str(pid), "--duration", f"{seconds + 2:g}", "--rate", "250"]
+        command += ["--format", "raw", "--output", str(raw), "--nonblocking"]
+        spies[name] = (start_process(command, root / f"py-spy-{name.replace(' ', '-')}.log"), raw)
+    await trio.sleep(1.0)
+    log(f"profiling: {seconds:g} s of wrk on aether (2 instances) under py-spy")
+    run = await wrk_run(node.ingress, seconds, WRK_CONNECTIONS)
+    log(describe_run("aether+py-spy", run))
+    out: dict[str, Any] = {"wrk": {k: v for k, v in run.items() if k != "text"}}
+    for name, (process, raw) in spies.items():
+        with trio.fail_after(60):
+            while process.poll() is None:
+                await trio.sleep(0.2)
+        if not raw.exists():
+            out[name] = {"error": (root / f"py-spy-{name.replace(' ', '-')}.log").read_text()[-2000:]}
+            continue
+        out[name] = summarize_profile(raw)
+        log(f"  {name}: {out[name]['samples']} samples; by package: {out[name]['by_package_pct']}")
+        for function, pct in out[name]["top_functions_pct"].items():
+            log(f"      {pct:5.1f}%  {function}")
+    return out
+
+
+# ====================================================================== phase 3: memory
+
+
+def node_memory(node: Node) -> dict[str, Any]:
+    tree = node.tree()
+    return {
+        "node": memory(node.pid),
+        "kv replica": memory(tree["kv"][0]) if tree["kv"] else None,
+    }
+
+
+async def phase_memory(node: Node, opts: argparse.Namespace) -> dict[str, Any]:
+    everyone = list(range(1, INSTANCES + 1))
+    async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
+        await activate(kv, everyone)
+        await trio.sleep(opts.settle)  # idle
+        tree = node.tree()
+        if len(tree["instances"]) != INSTANCES or len(tree["templates"]) != 1:
+            raise BenchError(f"expected 1 template and {INSTANCES} instances, found {tree}")
+        # read them all within a short time so that PSS shares are consistent
+        instances = [memory(pid) for pid in tree["instances"]]
+        template = memory(tree["templates"][0])
+        node_side = node_memory(node)
+        await unload(kv, everyone)
+    per = {k: statistics.median(m[k] for m in instances) for k in ("rss", "pss", "uss")}
+    total_pss = sum(m["pss"] for m in instances) + template["pss"]
+    out = {
+        "instance_median": per,
+        "instance_max": {k: max(m[k] for m in instances) for k in ("rss", "pss", "uss")},
+        "template": template,
+        "instances_plus_template_pss": total_pss,
+        "per_instance_with_template_share_pss": total_pss / INSTANCES,
+        **node_side,
+    }
+    log(
+        f"  per idle instance (median of {INSTANCES}): RSS {per['rss']:.1f} MiB, PSS {per['pss']:.1f} MiB,"
+        f" USS {per['uss']:.1f} MiB; template PSS {template['pss']:.1f} MiB;"
+        f" (Σ PSS instances + template)/{INSTANCES} = {total_pss / INSTANCES:.1f} MiB"
+    )
+    for name in ("node", "kv replica"):
+        m = out[name]
+        log(f"  {name}: RSS {m['rss']:.1f} MiB, PSS {m['pss']:.1f} MiB, USS {m['uss']:.1f} MiB")
+    return out
+
+
+# ====================================================================== report
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    lines = [
+        "",
+        "## Slice runtime benchmark",
+        "",
+        f"command: `{meta['command']}`",
+        f"date: {meta['date']}; machine: {meta['machine']}",
+        "",
+    ]
+    load, ingress, mem = results.get("load"), results.get("ingress"), results.get("memory")
+    lines += ["| measure | figure | target | |", "| --- | --- | --- | --- |"]
+    if load:
+        rounds = ", ".join(f"{r['activate']['total_s']:.3f}" for r in load["rounds"])
+        value = load["median_activate_s"]
+        lines.append(
+            f"| {INSTANCES} × echo LOAD→ACTIVE, warm (median of {len(load['rounds'])}: {rounds} s)"
+            f" | {value:.3f} s | ≤ {TARGETS['load_s']:g} s | {verdict(value <= TARGETS['load_s'])} |"
+        )
+        lines.append(
+            f"| {INSTANCES} × echo LOAD→ACTIVE, cold template (package installed)"
+            f" | {load['cold']['activate']['total_s']:.3f} s | — | |"
+        )
+        lines.append(f"| {INSTANCES} × UNLOAD→deleted, warm (median) | {load['median_unload_s']:.3f} s | — | |")
+        lines.append(f"| install + 1st instance ACTIVE (cold package) | {load['install_1_s']:.2f} s | — | |")
+    if ingress:
+        for key, label in (("one", "1 instance"), ("two", "2 instances")):
+            part = ingress[key]
+            bare, aether = part["bare"], part["aether"]
+            ratio = aether["rps"] / bare["rps"]
+            added = aether["p50_ms"] - bare["p50_ms"]
+            lines.append(
+                f"| ingress req/s, {label}, {WRK_CONNECTIONS} conns (bare: {bare['rps']:.0f})"
+                f" | {aether['rps']:.0f} = {ratio:.2f}× bare | ≥ {TARGETS['ratio']:g}× |"
+                f" {verdict(ratio >= TARGETS['ratio'])} |"
+            )
+            lines.append(
+                f"| p50 / p99, {label}, {WRK_CONNECTIONS} conns (bare: {bare['p50_ms']:.2f} /"
+                f" {bare['p99_ms']:.2f} ms) | {aether['p50_ms']:.2f} / {aether['p99_ms']:.2f} ms;"
+                f" added p50 {added:+.2f} ms | ≤ {TARGETS['added_p50_ms']:g} ms |"
+                f" {verdict(added <= TARGETS['added_p50_ms'])} |"
+            )
+        part = ingress["unloaded"]
+        bare, aether = part["bare"], part["aether"]
+        added = aether["p50_ms"] - bare["p50_ms"]
+        lines.append(
+            f"| 1 connection: req/s, p50 / p99 (bare: {bare['rps']:.0f}, {bare['p50_ms']:.2f} /"
+            f" {bare['p99_ms']:.2f} ms) | {aether['rps']:.0f}, {aether['p50_ms']:.2f} /"
+            f" {aether['p99_ms']:.2f} ms; added p50 {added:+.2f} ms | ≤ {TARGETS['added_p50_ms']:g} ms |"
+            f" {verdict(added <= TARGETS['added_p50_ms'])} |"
+        )
+    if mem:
+        per = mem["instance_median"]
+        share = mem["per_instance_with_template_share_pss"]
+        lines.append(
+            f"| per idle instance, {INSTANCES} running: PSS (RSS {per['rss']:.1f}, USS {per['uss']:.1f})"
+            f" | {per['pss']:.1f} MiB | ≤ {TARGETS['instance_mib']:g} MiB |"
+            f" {verdict(per['pss'] <= TARGETS['instance_mib'])} |"
+        )
+        lines.append(
+            f"| (Σ PSS of {INSTANCES} instances + template) / {INSTANCES} | {share:.1f} MiB |"
+            f" ≤ {TARGETS['instance_mib']:g} MiB | {verdict(share <= TARGETS['instance_mib'])} |"
+        )
+        t = mem["template"]
+        lines.append(f"| template process: RSS / PSS / USS | {t['rss']:.1f} / {t['pss']:.1f} / {t['uss']:.1f} MiB | — | |")
+        for name in ("node", "kv replica"):
+            m = mem[name]
+            lines.append(
+                f"| {name} process, {INSTANCES} instances: RSS / PSS / USS"
+                f" | {m['rss']:.1f} / {m['pss']:.1f} / {m['uss']:.1f} MiB | — | |"
+            )
+        if load and load.get("node_idle_memory"):
+            m = load["node_idle_memory"]["node"]
+            lines.append(
+                f"| node process, no instance: RSS / PSS / USS | {m['rss']:.1f} / {m['pss']:.1f} /"
+                f" {m['uss']:.1f} MiB | — | |"
+            )
+    if ingress:
+        lines += ["", "CPU during the 32-connection runs (median, % of one core; the machine has 2 cores):", ""]
+        for key, label in (("one", "1 instance"), ("two", "2 instances")):
+            for side in ("bare", "aether"):
+                cpu = ingress[key][side]["cpu"]
+                shown = ", ".join(
+                    f"{k} {v:.0f}%"
+                    for k, v in cpu.items()
+                    if (v >= 0.5 and "machine" not in k) and not (side == "aether" and k == "bare server")
+                )
+                lines.append(
+                    f"- {label}, {side}: {shown}; machine busy {cpu['machine busy % of all cores']:.0f}%"
+                )
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ====================================================================== main
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 s wrk runs, 3 load rounds")
+    parser.add_argument("--wrk-threads", type=int, default=1, choices=(1, 2))
+    parser.add_argument("--profile", action="store_true", help="also run py-spy on the node and a slice")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--time-limit", type=float, default=900.0, help="watchdog, seconds")
+    opts = parser.parse_args(argv)
+    opts.rounds = 3 if opts.quick else 5
+    opts.seconds = 3.0 if opts.quick else 10.0
+    opts.unloaded_seconds = 2.0 if opts.quick else 5.0
+    opts.settle = 1.0 if opts.quick else 3.0
+    return opts
+
+
+def kill_everything(node: Node | None) -> None:
+    for process in _STARTED:
+        if process.poll() is None:
+            with contextlib.suppress(OSError):
+                process.kill()
+    if node is not None:
+        node.kill_leftovers()
+
+
+async def run(root: Path, opts: argparse.Namespace, results: dict[str, Any], box: list[Node]) -> None:
+    log("building the echo wheel index")
+    source = root / "slices"
+    shutil.copytree(
+        REPO / "sample-slices" / "echo",
+        source / "echo",
+        ignore=shutil.ignore_patterns("__pycache__", "build", "dist", ".venv", "*.egg-info"),
+    )
+    index = root / "index"
+    await trio.to_thread.run_sync(build_sample_index, source, index)
+    node = Node(root, index)
+    box.append(node)
+    log(f"starting the node (ingress {node.ingress}, kv {node.kv_endpoint})")
+    results["meta"]["node_start_s"] = await node.start()
+    with trio.fail_after(opts.time_limit):
+        log("phase 1: LOAD→ACTIVE of 20 instances")
+        results["load"] = await phase_load(node, opts)
+        log("phase 2: ingress")
+        results["ingress"] = await phase_ingress(node, root, opts)
+        log("phase 3: memory with 20 idle instances")
+        results["memory"] = await phase_memory(node, opts)
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    root = Path(tempfile.mkdtemp(prefix="slicebench-"))
+    box: list[Node] = []
+
+    def watchdog() -> None:
+        log(f"time limit of {opts.time_limit:g} s reached: killing every process this run started")
+        kill_everything(box[0] if box else None)
+        if not opts.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        os._exit(3)
+
+    timer = threading.Timer(opts.time_limit + 60, watchdog)
+    timer.daemon = True
+    timer.start()
+    signal.signal(signal.SIGTERM, _interrupt)
+    results: dict[str, Any] = {
+        "meta": {
+            "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()},"
+            f" Python {platform.python_version()}",
+            "command": " ".join(["uv run python benchmarks/slice_bench.py", *argv]).strip(),
+            "tmp": str(root),
+        }
+    }
+    started = time.monotonic()
+    code = 0
+    try:
+        trio.run(run, root, opts, results, box)
+    except (BenchError, trio.TooSlowError) as error:
+        log(f"FAILED: {type(error).__name__}: {error}")
+        if box:
+            log(f"node log tail:\n{box[0].log_tail()}")
+        code = 1
+    finally:
+        timer.cancel()
+        if box:
+            box[0].stop()
+        kill_everything(box[0] if box else None)
+        if opts.keep:
+            log(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+    results["meta"]["wall_s"] = time.monotonic() - started
+    if opts.json:
+        opts.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(report(results), flush=True)
+    log(f"done in {results['meta']['wall_s']:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,57 @@
+"""Blueprints: what the operator asks for. Records only (stored at `blueprints/{name}`); parsing TOML and
+validation with line numbers belong to the CLI side."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._records import SCHEMA_VERSION
+
+
+class Strategy(enum.StrEnum):
+    ROUND_ROBIN = "round_robin"  # even spread over the nodes (the default)
+    SPREAD = "spread"  # distinct nodes first, at most `max_per_node` per node
+    BIN_PACK = "bin_pack"  # fill the fullest node that still fits, by cpu and memory
+
+
+class Balancing(enum.StrEnum):
+    ROUND_ROBIN = "round_robin"
+    RANDOM = "random"
+    POWER_OF_TWO = "power_of_two"  # the less busy of two random endpoints (in-flight calls)
+    LOCAL_FIRST = "local_first"
+
+
+@attrs.frozen(kw_only=True)
+class Resources:
+    cpu: float = 0.0
+    memory_mib: int = 0
+
+
+@attrs.frozen(kw_only=True)
+class SliceSpec:
+    """One slice of a blueprint: coordinates `group:artifact:version` and how many instances."""
+
+    artifact: str
+    instances: int
+    strategy: Strategy = Strategy.ROUND_ROBIN
+    max_per_node: int = 1  # for `spread`
+    resources: Resources = attrs.field(factory=Resources)
+    min_available: int | None = None  # availability floor; default: more than half
+    balancing: Balancing = Balancing.ROUND_ROBIN
+    config: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def floor(self) -> int:
+        return self.min_available if self.min_available is not None else self.instances // 2 + 1
+
+
+@attrs.frozen(kw_only=True)
+class Blueprint:
+    name: str
+    slices: tuple[SliceSpec, ...]
+    timestamp: float = 0.0
+    schema_version: int = SCHEMA_VERSION

@@ -1,0 +1,234 @@
+"""ClusterDeploymentManager: on every node, active only while this node's KV replica is the Raft leader.
+
+While leading it claims `cluster/leader` (a fencing key: every write it makes is a transaction that
+compares that claim, so a deposed leader cannot write), reconciles from scratch, then again on every
+change under blueprints/, nodes/ and slices/ and on a timer. Planning is pure (`_reconcile.plan`); this
+module observes, plans, and carries out the actions. It never plans on a view older than its own writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+
+from ._allocation import NodeCapacity
+from ._blueprint import Blueprint
+from ._kv_cache import KVCache
+from ._reconcile import Action, CreateInstance, DeleteRecord, ObservedInstance, Problem, RemoveInstance, plan
+from ._records import NodeRecord, RecordError, SliceRecord, SliceState, decode_record, encode_record
+from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
+
+log = logging.getLogger("aether_node.cluster")
+
+LEADER_KEY = "cluster/leader"
+PROBLEMS_PREFIX = "cluster/problems/"
+
+
+@attrs.frozen(kw_only=True)
+class LeaderClaim:
+    node_id: str
+    since: float
+
+
+def observe(cache: KVCache) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance]]:
+    """The cached KV → the planner's inputs. Records that do not decode are skipped (and logged)."""
+    blueprints = []
+    for key, kv in sorted(cache.data[BLUEPRINTS].items()):
+        try:
+            blueprints.append(decode_record(key, kv.value, Blueprint))
+        except RecordError as error:
+            log.error("%s", error.message)
+    nodes = []
+    for key, kv in sorted(cache.data[NODES].items()):
+        try:
+            record = decode_record(key, kv.value, NodeRecord)
+        except RecordError as error:
+            log.error("%s", error.message)
+            continue
+        nodes.append(
+            NodeCapacity(
+                node_id=record.node_id, cpu=record.capacity.cpu, memory_mib=record.capacity.memory_mib
+            )
+        )
+    instances = []
+    for key, kv in cache.data[SLICES].items():
+        parsed = InstanceKey.parse(key)
+        if parsed is None:
+            continue
+        try:
+            record = decode_record(key, kv.value, SliceRecord)
+        except RecordError as error:
+            log.error("%s", error.message)
+            continue
+        instances.append(
+            ObservedInstance(
+                node_id=parsed.node_id,
+                coordinates=parsed.coordinates,
+                instance=parsed.instance,
+                state=record.state,
+                reason=record.reason,
+                key=key,
+                mod_revision=kv.mod_revision,
+            )
+        )
+    return blueprints, nodes, instances
+
+
+class ClusterDeploymentManager:
+    def __init__(
+        self,
+        kv: KVClient,
+        node_id: str,
+        *,
+        interval: float = 1.0,
+        max_surge: int = 1,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.kv = kv
+        self.node_id = node_id
+        self.interval = interval
+        self.max_surge = max_surge
+        self.clock = clock
+        self.problems: tuple[Problem, ...] = ()
+        self.passes = 0
+
+    async def run(self, leadership: LeadershipMonitor) -> None:
+        """Forever: wait to lead, lead until leadership is lost (then stop at once), repeat."""
+        while True:
+            await leadership.wait_for(True)
+            log.info("node %s leads the cluster: reconciling", self.node_id)
+            async with trio.open_nursery() as nursery:
+
+                async def step_down() -> None:
+                    await leadership.wait_for(False)
+                    log.info("node %s is no longer the leader: stopping reconciliation", self.node_id)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(step_down)
+                try:
+                    await self._lead()
+                except KVError as error:
+                    log.warning("reconciliation interrupted: %s", error.message)
+                nursery.cancel_scope.cancel()
+
+    async def _lead(self) -> None:
+        claim = encode_record(LeaderClaim(node_id=self.node_id, since=self.clock()))
+        fence = (await self.kv.put(LEADER_KEY, claim)).revision
+        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cache.run)
+            written = 0
+            while True:
+                await cache.caught_up(SLICES, written)
+                changed = cache.changed
+                blueprints, nodes, instances = observe(cache)
+                specs = [spec for blueprint in blueprints for spec in blueprint.slices]
+                result = plan(specs, nodes, instances, max_surge=self.max_surge)
+                self.passes += 1
+                if result.problems != self.problems:
+                    for problem in result.problems:
+                        log.warning("cannot place %s: %s", problem.artifact, problem.message)
+                    self.problems = result.problems
+                if result.actions:
+                    written = max(written, await self._execute(result.actions, fence))
+                    continue
+                with trio.move_on_after(self.interval):
+                    await changed.wait()
+                    await trio.sleep(0.01)  # let a burst of changes land before planning again
+
+    async def _execute(self, actions: tuple[Action, ...], fence: int) -> int:
+        """Carry out the actions concurrently; returns the highest revision written."""
+        fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
+        highest = 0
+        limiter = trio.CapacityLimiter(16)
+
+        async def one(action: Action) -> None:
+            nonlocal highest
+            async with limiter:
+                try:
+                    revision = await self._apply(action, fenced)
+                except KVError as error:
+                    log.warning("%s failed: %s", action, error.message)
+                    return
+                highest = max(highest, revision)
+
+        async with trio.open_nursery() as nursery:
+            for action in actions:
+                nursery.start_soon(one, action)
+        if highest == 0:
+            await trio.sleep(0.1)  # nothing went through (lost races): do not spin
+        return highest
+
+    async def _apply(self, action: Action, fenced: Compare) -> int:
+        match action:
+            case CreateInstance():
+                key = InstanceKey(action.node_id, action.coordinates, action.instance).key
+                record = SliceRecord(
+                    state=SliceState.ACTIVATE, timestamp=self.clock(), config=dict(action.config)
+                )
+                absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)
+                result = await self.kv.txn([fenced, absent], [Put(key=key, value=encode_record(record))])
+                if result.succeeded:
+                    log.info("placed %s on %s", action.coordinates, action.node_id)
+            case RemoveInstance():
+                current = await self.kv.get(action.key)
+                if current is None or current.mod_revision != action.mod_revision:
+                    return 0
+                old = decode_record(action.key, current.value, SliceRecord)
+                record = SliceRecord(
+                    state=SliceState.UNLOAD, reason=action.why, timestamp=self.clock(), config=old.config
+                )
+                unchanged = Compare(
+                    key=action.key,
+                    target=CompareTarget.MOD_REVISION,
+                    op=CompareOp.EQ,
+                    operand=action.mod_revision,
+                )
+                result = await self.kv.txn(
+                    [fenced, unchanged], [Put(key=action.key, value=encode_record(record))]
+                )
+                if result.succeeded:
+                    log.info("removing %s (%s)", action.key, action.why)
+            case DeleteRecord():
+                unchanged = Compare(
+                    key=action.key,
+                    target=CompareTarget.MOD_REVISION,
+                    op=CompareOp.EQ,
+                    operand=action.mod_revision,
+                )
+                result = await self.kv.txn([fenced, unchanged], [Delete(key=action.key)])
+                if result.succeeded:
+                    log.info("forgot %s (its node is gone)", action.key)
+        return result.revision if result.succeeded else 0
+
+
+class LeadershipMonitor:
+    """Whether this node's own KV replica is the Raft leader, polled from its status."""
+
+    def __init__(self, own_replica: KVClient, *, period: float = 0.1) -> None:
+        self.own_replica = own_replica
+        self.period = period
+        self.is_leader = False
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                leading = (await self.own_replica.status()).is_leader
+            except KVError:
+                leading = False
+            if leading != self.is_leader:
+                self.is_leader = leading
+                changed, self._changed = self._changed, trio.Event()
+                changed.set()
+            await trio.sleep(self.period)
+
+    async def wait_for(self, leading: bool) -> None:
+        while self.is_leader != leading:
+            await self._changed.wait()

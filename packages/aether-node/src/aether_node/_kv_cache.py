@@ -1,0 +1,61 @@
+"""A local, watch-fed copy of some KV prefixes (list, then watch from the listed revision).
+
+Passive: it never writes. Readers get the current dict per prefix and can wait for the next change or
+for the copy to have caught up with a revision (e.g. one of their own writes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import trio
+
+from aether_kv import KeyValue, KVClient
+
+
+class KVCache:
+    def __init__(self, kv: KVClient, prefixes: Sequence[str]) -> None:
+        self.kv = kv
+        self.prefixes = tuple(prefixes)
+        self.data: dict[str, dict[str, KeyValue]] = {p: {} for p in self.prefixes}
+        self.seen: dict[str, int] = {p: 0 for p in self.prefixes}
+        self._changed = trio.Event()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, trio.Event()
+        changed.set()
+
+    @property
+    def changed(self) -> trio.Event:
+        """An event set at the next change (capture it before reading, then wait on it)."""
+        return self._changed
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Fill the cache, report started, then follow every prefix until cancelled."""
+        async with trio.open_nursery() as nursery:
+            for prefix in self.prefixes:
+                await nursery.start(self._follow, prefix)
+            task_status.started()
+
+    async def _follow(
+        self, prefix: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listing = await self.kv.range(prefix, linearizable=True)
+        self.data[prefix] = {kv.key: kv for kv in listing.kvs}
+        self.seen[prefix] = listing.revision
+        self._notify()
+        task_status.started()
+        async for events in self.kv.watch(prefix, listing.revision + 1):
+            entries = self.data[prefix]
+            for event in events:
+                if event.kind == "put":
+                    entries[event.kv.key] = event.kv
+                else:
+                    entries.pop(event.kv.key, None)
+            self.seen[prefix] = max(self.seen[prefix], events[-1].revision)
+            self._notify()
+
+    async def caught_up(self, prefix: str, revision: int) -> None:
+        """Wait until the copy of `prefix` includes every change up to `revision`."""
+        while self.seen[prefix] < revision:
+            await self._changed.wait()

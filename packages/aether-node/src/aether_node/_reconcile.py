@@ -1,0 +1,202 @@
+"""Reconciliation planning for the ClusterDeploymentManager. Pure: (blueprints, live nodes, observed
+instances) → actions. No I/O, no clock.
+
+Per artifact (`group:artifact`), against the blueprint's spec:
+- records on nodes that are gone are deleted (their replacements are placed on survivors);
+- the allocation (`_allocation`) says how many instances of the wanted version each node should run;
+  missing ones are created, within a surge budget (at most `instances + max_surge` placed at once);
+- surplus, old-version and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
+  recently added — but an ACTIVE one only while the ACTIVE count stays at the wanted number: a move
+  or a version rollout puts the replacement ACTIVE before the old instance goes;
+- a FAILED instance keeps its node out of the running for that artifact (the work is retried elsewhere);
+  once every instance is ACTIVE again, FAILED records are cleaned up; if nothing can be placed, the
+  artifact is reported with the reasons.
+Running it again on the same view gives the same actions; running it on the view after its actions gives
+none: it is idempotent, and safe to restart after a leader change.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable, Mapping, Sequence
+
+import attrs
+
+from ._allocation import NodeCapacity, allocate_all
+from ._blueprint import SliceSpec
+from ._coordinates import Coordinates
+from ._records import SliceState
+
+REMOVING = frozenset({SliceState.UNLOAD, SliceState.UNLOADING})
+
+
+@attrs.frozen(kw_only=True)
+class ObservedInstance:
+    node_id: str
+    coordinates: Coordinates
+    instance: int
+    state: SliceState
+    reason: str = ""
+    key: str
+    mod_revision: int
+
+
+@attrs.frozen(kw_only=True)
+class CreateInstance:
+    node_id: str
+    coordinates: Coordinates
+    instance: int
+    config: Mapping[str, object]
+
+
+@attrs.frozen(kw_only=True)
+class RemoveInstance:
+    """Write UNLOAD (the node deactivates, then unloads and deletes the record)."""
+
+    key: str
+    mod_revision: int
+    why: str
+
+
+@attrs.frozen(kw_only=True)
+class DeleteRecord:
+    """A record of a node that is gone."""
+
+    key: str
+    mod_revision: int
+
+
+Action = CreateInstance | RemoveInstance | DeleteRecord
+
+
+@attrs.frozen(kw_only=True)
+class Problem:
+    artifact: str
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class Plan:
+    actions: tuple[Action, ...]
+    problems: tuple[Problem, ...]
+
+
+def _newest_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstance]:
+    """Removal order: not yet ACTIVE first, then the most recently added (highest instance number)."""
+    return sorted(instances, key=lambda i: (i.state is SliceState.ACTIVE, -i.instance))
+
+
+def plan(
+    specs: Sequence[SliceSpec],
+    nodes: Sequence[NodeCapacity],
+    instances: Sequence[ObservedInstance],
+    *,
+    max_surge: int = 1,
+) -> Plan:
+    live = {n.node_id for n in nodes}
+    wanted: dict[str, tuple[SliceSpec, Coordinates]] = {}
+    for spec in specs:
+        coordinates = Coordinates.parse(spec.artifact)
+        wanted.setdefault(coordinates.artifact_id, (spec, coordinates))
+    by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
+    for observed in instances:
+        by_artifact[observed.coordinates.artifact_id].append(observed)
+
+    actions: list[Action] = []
+    problems: list[Problem] = []
+    current: dict[str, dict[str, int]] = {}
+    excluded: dict[str, frozenset[str]] = {}
+    for artifact_id, (spec, coordinates) in wanted.items():
+        placed = [
+            i
+            for i in by_artifact.get(artifact_id, ())
+            if i.node_id in live
+            and i.coordinates == coordinates
+            and i.state not in REMOVING
+            and i.state is not SliceState.FAILED
+        ]
+        # Scaling down keeps the oldest instances: the allocation only sees those.
+        kept = sorted(placed, key=lambda i: i.instance)[: spec.instances]
+        current[spec.artifact] = dict(collections.Counter(i.node_id for i in kept))
+        failed_on = {
+            i.node_id
+            for i in by_artifact.get(artifact_id, ())
+            if i.coordinates == coordinates and i.state is SliceState.FAILED and i.node_id in live
+        }
+        if failed_on:
+            excluded[spec.artifact] = frozenset(failed_on)
+    placements = allocate_all([s for s, _ in wanted.values()], nodes, current, excluded)
+
+    for artifact_id in sorted(set(by_artifact) | set(wanted)):
+        observed = by_artifact.get(artifact_id, [])
+        next_instance = max((i.instance for i in observed), default=0) + 1
+        for gone in sorted((i for i in observed if i.node_id not in live), key=lambda i: i.key):
+            actions.append(DeleteRecord(key=gone.key, mod_revision=gone.mod_revision))
+        alive = [i for i in observed if i.node_id in live and i.state not in REMOVING]
+        if artifact_id not in wanted:
+            for instance in sorted(alive, key=lambda i: i.key):
+                actions.append(
+                    RemoveInstance(
+                        key=instance.key, mod_revision=instance.mod_revision, why="not in any blueprint"
+                    )
+                )
+            continue
+        spec, coordinates = wanted[artifact_id]
+        placement = placements[spec.artifact]
+        mine = [i for i in alive if i.coordinates == coordinates]
+        failed = [i for i in mine if i.state is SliceState.FAILED]
+        placed = [i for i in mine if i.state is not SliceState.FAILED]
+        old = [i for i in alive if i.coordinates != coordinates]
+        old_active = [i for i in old if i.state is SliceState.ACTIVE]
+        active = sum(i.state is SliceState.ACTIVE for i in placed) + len(old_active)
+        wanted_count = spec.instances
+
+        removals: list[tuple[ObservedInstance, str]] = []
+        for instance in old:
+            if instance.state is not SliceState.ACTIVE:
+                removals.append((instance, f"replaced by version {coordinates.version}"))
+        by_node: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
+        for instance in placed:
+            by_node[instance.node_id].append(instance)
+        surplus: list[ObservedInstance] = []
+        for node_id, here in by_node.items():
+            extra = len(here) - placement.counts.get(node_id, 0)
+            if extra > 0:
+                surplus.extend(_newest_first(here)[:extra])
+        candidates = [(i, "scaled down or moved") for i in _newest_first(surplus)]
+        candidates += [(i, f"replaced by version {coordinates.version}") for i in _newest_first(old_active)]
+        for instance, why in candidates:
+            if instance.state is SliceState.ACTIVE:
+                if active - 1 < wanted_count:
+                    continue  # its replacement is not ACTIVE yet
+                active -= 1
+            removals.append((instance, why))
+        removed = {i.key for i, _ in removals}
+
+        in_place = len([i for i in placed if i.key not in removed]) + len(
+            [i for i in old_active if i.key not in removed]
+        )
+        budget = max(0, wanted_count + max_surge - in_place)
+        for node_id in sorted(placement.counts):
+            missing = placement.counts[node_id] - len(by_node.get(node_id, ()))
+            for _ in range(max(0, missing)):
+                if budget == 0:
+                    break
+                actions.append(
+                    CreateInstance(
+                        node_id=node_id, coordinates=coordinates, instance=next_instance, config=spec.config
+                    )
+                )
+                next_instance += 1
+                budget -= 1
+
+        all_active = sum(i.state is SliceState.ACTIVE for i in placed) >= wanted_count and not old
+        if all_active:
+            removals += [(i, "cleaning up after a failure (the work runs elsewhere)") for i in failed]
+        for instance, why in sorted(removals, key=lambda r: r[0].key):
+            actions.append(RemoveInstance(key=instance.key, mod_revision=instance.mod_revision, why=why))
+        if placement.unplaced:
+            reasons = "; ".join(f"{i.node_id}: {i.reason}" for i in sorted(failed, key=lambda i: i.node_id))
+            message = placement.reason + (f"; failed on {reasons}" if reasons else "")
+            problems.append(Problem(artifact=artifact_id, message=message))
+    return Plan(actions=tuple(actions), problems=tuple(problems))
