@@ -1254,6 +1254,12 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
     add("=" * 100)
     add(f"aether-kv benchmark — {meta['date']} — {meta['machine']}")
     add(f"command: {meta['command']}")
+    before, after = meta.get("loadavg_before"), meta.get("loadavg_after")
+    if before and after:
+        add(
+            f"load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in before)}, after:"
+            f" {' '.join(f'{x:.2f}' for x in after)} (anything above ~0 is other work sharing the 2 cores)"
+        )
     add(
         f"3 replicas on 127.0.0.1; {opts.writers} concurrent writers for {opts.duration:g} s (after a"
         f" {opts.warmup:g} s warm-up); {opts.latency_count} sequential puts for latency; values"
@@ -1554,6 +1560,7 @@ def main(argv: list[str]) -> int:
             f" Python {platform.python_version()}",
             "command": "uv run python benchmarks/kv_bench.py " + " ".join(argv),
             "tmp": str(root),
+            "loadavg_before": os.getloadavg(),
         }
     }
     started = time.monotonic()
@@ -1584,6 +1591,7 @@ def main(argv: list[str]) -> int:
         else:
             log(f"kept {root}")
     results["meta"]["wall_s"] = time.monotonic() - started
+    results["meta"]["loadavg_after"] = os.getloadavg()
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     usable = {k: v for k, v in results.items() if not (isinstance(v, dict) and "error" in v)}

@@ -165,13 +165,15 @@ def system_busy() -> tuple[float, float]:
 
 
 class CpuMeter:
-    """CPU of named processes over an interval, in % of one core (2 cores = 200 %), plus the whole
-    machine's busy % (of all cores) and the CPU of children reaped meanwhile (wrk)."""
+    """CPU of named process groups over an interval: seconds, and % of one core (2 cores = 200 %); also
+    children reaped meanwhile (wrk), the whole machine, and what the rest of the machine used ("others":
+    processes that are not part of this benchmark, e.g. other work on a shared box)."""
 
     def __init__(self, pids: dict[str, list[int]]) -> None:
         self.pids = pids
         self.start = {name: sum(cpu_seconds(p) for p in group) for name, group in pids.items()}
         self.children = self._children_cpu()
+        self.own = time.process_time()
         self.system = system_busy()
         self.wall = time.perf_counter()
 
@@ -180,16 +182,20 @@ class CpuMeter:
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         return usage.ru_utime + usage.ru_stime
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> dict[str, Any]:
         wall = time.perf_counter() - self.wall
-        out = {
-            name: 100.0 * (sum(cpu_seconds(p) for p in group) - self.start[name]) / wall
-            for name, group in self.pids.items()
+        seconds = {
+            name: sum(cpu_seconds(p) for p in group) - self.start[name] for name, group in self.pids.items()
         }
-        out["wrk"] = 100.0 * (self._children_cpu() - self.children) / wall
+        seconds["wrk"] = self._children_cpu() - self.children
+        seconds["benchmark script"] = time.process_time() - self.own
         busy, total = system_busy()
-        out["machine busy % of all cores"] = 100.0 * (busy - self.system[0]) / max(total - self.system[1], 1)
-        return out
+        cores = os.cpu_count() or 1
+        machine = (busy - self.system[0]) / max(total - self.system[1], 1) * cores * wall
+        seconds["others"] = max(machine - sum(seconds.values()), 0.0)
+        percent = {name: 100.0 * value / wall for name, value in seconds.items()}
+        percent["machine"] = 100.0 * machine / wall
+        return {"seconds": seconds, "percent": percent, "wall": wall}
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -218,9 +224,17 @@ class Node:
         self.secret = secrets.token_hex(16)
         self.secret_file = root / "secret"
         self.secret_file.write_text(self.secret + "\n")
-        self.ingress_port, self.raft_port, self.client_port = free_ports(3)
+        self.ingress_port, self.raft_port, self.client_port, peer_port = free_ports(4)
+        self.peer_port = peer_port if self._takes_peer_flag() else 0
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
+
+    @staticmethod
+    def _takes_peer_flag() -> bool:
+        """Newer nodes need `--peer host:port` (where other nodes call this one); older ones have none."""
+        command = [str(Path(sys.executable).parent / "aether-node"), "run", "--help"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+        return re.search(r"(?<![\w-])--peer\b", result.stdout) is not None
 
     @property
     def ingress(self) -> str:
@@ -246,6 +260,8 @@ class Node:
         command += ["--data-dir", str(self.data_dir), "--index", str(self.index), "--ingress", self.ingress]
         command += ["--kv-raft", f"127.0.0.1:{self.raft_port}", "--kv-client", self.kv_endpoint]
         command += ["--secret-file", str(self.secret_file)]
+        if self.peer_port:
+            command += ["--peer", f"127.0.0.1:{self.peer_port}"]
         began = time.perf_counter()
         self.process = start_process(command, self.log_path, cwd=self.root)
         ready = f"aether-node {NODE_ID} ready"
@@ -273,11 +289,7 @@ class Node:
         marker = str(self.data_dir)
         for _ in range(50):
             left = [pid for pid, (_, argv) in process_table().items() if any(marker in a for a in argv)]
-            left += [
-                pid
-                for pid in self._slice_pids_by_cwd()
-                if pid not in left and pid != os.getpid()
-            ]
+            left += [pid for pid in self._slice_pids_by_cwd() if pid not in left and pid != os.getpid()]
             if not left:
                 return
             for pid in left:
@@ -464,23 +476,53 @@ end
 """
 
 
-def check_echo(address: str) -> None:
+def echo_once(address: str, entry: str = "echo") -> tuple[int, bytes]:
     host, _, port = address.rpartition(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
         connection.request(
-            "POST", f"/invoke/{ECHO_ARTIFACT}/echo", PAYLOAD, {"Content-Type": "application/json"}
+            "POST", f"/invoke/{ECHO_ARTIFACT}/{entry}", PAYLOAD, {"Content-Type": "application/json"}
         )
         response = connection.getresponse()
-        body = response.read()
+        return response.status, response.read()
     finally:
         connection.close()
-    if response.status != 200 or json.loads(body) != json.loads(PAYLOAD):
-        raise BenchError(f"{address}: unexpected answer {response.status} {body[:200]!r}")
+
+
+async def check_echo(address: str, timeout: float = 10.0) -> None:
+    """One echo answers correctly (waits a little: a node may learn of new endpoints through a watch)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = await trio.to_thread.run_sync(echo_once, address)
+        if status == 200 and json.loads(body) == json.loads(PAYLOAD):
+            return
+        if time.monotonic() > deadline:
+            raise BenchError(f"{address}: unexpected answer {status} {body[:300]!r}")
+        await trio.sleep(0.05)
+
+
+async def wait_serving(address: str, instances: set[int], timeout: float = 10.0) -> None:
+    """Until the ingress has routed `info` calls to every one of `instances`."""
+    seen: set[int] = set()
+    with trio.move_on_after(timeout):
+        while not instances <= seen:
+            status, body = await trio.to_thread.run_sync(echo_once, address, "info")
+            if status == 200:
+                seen.add(int(json.loads(body)["instance"]))
+            else:
+                await trio.sleep(0.05)
+        return
+    raise BenchError(f"the ingress routed to instances {sorted(seen)}, not all of {sorted(instances)}")
 
 
 def run_wrk(
-    wrk: str, address: str, lua: Path, seconds: float, connections: int, threads: int, pids: dict[str, list[int]]
+    wrk: str,
+    address: str,
+    lua: Path,
+    seconds: float,
+    connections: int,
+    threads: int,
+    pids: dict[str, list[int]],
 ) -> dict[str, Any]:
     command = [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency"]
     command += ["--timeout", "5s", "-s", str(lua), f"http://{address}/invoke/{ECHO_ARTIFACT}/echo"]
@@ -504,13 +546,27 @@ def run_wrk(
         "max_ms": data["max_us"] / 1000,
         "requests": data["requests"],
         "errors": errors,
-        "cpu": cpu,
+        "cpu": cpu["percent"],
+        "cpu_us_per_request": {
+            name: 1e6 * value / max(data["requests"], 1)
+            for name, value in cpu["seconds"].items()
+            if name != "others"
+        },
         "text": result.stdout.split("@@wrk")[0],
     }
 
 
 def describe_run(name: str, run: dict[str, Any]) -> str:
-    cpu = ", ".join(f"{k} {v:.0f}%" for k, v in run["cpu"].items() if v >= 0.5 or "machine" in k)
+    cpu = ", ".join(
+        f"{k} {v:.0f}%"
+        + (
+            f" ({run['cpu_us_per_request'][k]:.0f} µs/req)"
+            if run["cpu_us_per_request"].get(k, 0) >= 10
+            else ""
+        )
+        for k, v in run["cpu"].items()
+        if v >= 0.5 or k == "machine"
+    )
     errors = f", {run['errors']} ERRORS" if run["errors"] else ""
     return (
         f"  {name:<14} {run['rps']:8.0f} req/s  p50 {run['p50_ms']:7.2f} ms  p99 {run['p99_ms']:7.2f} ms"
@@ -524,6 +580,11 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out["errors"] = sum(r["errors"] for r in runs)
     names = {name for r in runs for name in r["cpu"]}
     out["cpu"] = {n: statistics.median(r["cpu"].get(n, 0.0) for r in runs) for n in sorted(names)}
+    out["cpu_us_per_request"] = {
+        n: statistics.median(r["cpu_us_per_request"].get(n, 0.0) for r in runs)
+        for n in sorted(names)
+        if n in runs[0]["cpu_us_per_request"]
+    }
     out["runs"] = [{k: v for k, v in r.items() if k != "text"} for r in runs]
     return out
 
@@ -544,7 +605,7 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             if bare.poll() is not None:
                 raise BenchError(f"the bare server exited: {(root / 'bare.log').read_text()}")
             await trio.sleep(0.05)
-    check_echo(bare_address)
+    await check_echo(bare_address)
     out: dict[str, Any] = {"threads": opts.wrk_threads, "seconds": opts.seconds}
 
     def pids() -> dict[str, list[int]]:
@@ -574,16 +635,20 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
     try:
         async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
             await activate(kv, [1])
-            check_echo(node.ingress)
+            await check_echo(node.ingress)
+            await wait_serving(node.ingress, {1})
             log("warm-up: 1 s of wrk on each server")
             await wrk_run(bare_address, 1, WRK_CONNECTIONS)
             await wrk_run(node.ingress, 1, WRK_CONNECTIONS)
-            log(f"{WRK_CONNECTIONS} connections, {opts.wrk_threads} wrk thread(s), {opts.seconds:g} s per run")
+            log(
+                f"{WRK_CONNECTIONS} connections, {opts.wrk_threads} wrk thread(s), {opts.seconds:g} s per run"
+            )
             log("1 echo instance")
             out["one"] = await alternate("aether (1)", WRK_CONNECTIONS, opts.seconds)
             log("1 connection (unloaded latency), 1 echo instance")
             out["unloaded"] = await alternate("aether (1)", 1, opts.unloaded_seconds)
             await activate(kv, [2])
+            await wait_serving(node.ingress, {1, 2})
             log("2 echo instances")
             out["two"] = await alternate("aether (2)", WRK_CONNECTIONS, opts.seconds)
             if opts.profile:
@@ -747,7 +812,7 @@ def report(results: dict[str, Any]) -> str:
         "## Slice runtime benchmark",
         "",
         f"command: `{meta['command']}`",
-        f"date: {meta['date']}; machine: {meta['machine']}",
+        f"date: {meta['date']}; machine: {meta['machine']}; source: {meta['source']}",
         "",
     ]
     load, ingress, mem = results.get("load"), results.get("ingress"), results.get("memory")
@@ -763,7 +828,9 @@ def report(results: dict[str, Any]) -> str:
             f"| {INSTANCES} × echo LOAD→ACTIVE, cold template (package installed)"
             f" | {load['cold']['activate']['total_s']:.3f} s | — | |"
         )
-        lines.append(f"| {INSTANCES} × UNLOAD→deleted, warm (median) | {load['median_unload_s']:.3f} s | — | |")
+        lines.append(
+            f"| {INSTANCES} × UNLOAD→deleted, warm (median) | {load['median_unload_s']:.3f} s | — | |"
+        )
         lines.append(f"| install + 1st instance ACTIVE (cold package) | {load['install_1_s']:.2f} s | — | |")
     if ingress:
         for key, label in (("one", "1 instance"), ("two", "2 instances")):
@@ -804,7 +871,10 @@ def report(results: dict[str, Any]) -> str:
             f" ≤ {TARGETS['instance_mib']:g} MiB | {verdict(share <= TARGETS['instance_mib'])} |"
         )
         t = mem["template"]
-        lines.append(f"| template process: RSS / PSS / USS | {t['rss']:.1f} / {t['pss']:.1f} / {t['uss']:.1f} MiB | — | |")
+        lines.append(
+            f"| template process: RSS / PSS / USS"
+            f" | {t['rss']:.1f} / {t['pss']:.1f} / {t['uss']:.1f} MiB | — | |"
+        )
         for name in ("node", "kv replica"):
             m = mem[name]
             lines.append(
@@ -818,18 +888,23 @@ def report(results: dict[str, Any]) -> str:
                 f" {m['uss']:.1f} MiB | — | |"
             )
     if ingress:
-        lines += ["", "CPU during the 32-connection runs (median, % of one core; the machine has 2 cores):", ""]
+        lines += [
+            "",
+            f"CPU during the {WRK_CONNECTIONS}-connection runs (median): % of one core (the machine has"
+            f" {os.cpu_count()} cores, so 100 % = one core) and CPU µs per request. 'others' is what"
+            " processes outside this benchmark used meanwhile.",
+            "",
+        ]
         for key, label in (("one", "1 instance"), ("two", "2 instances")):
             for side in ("bare", "aether"):
-                cpu = ingress[key][side]["cpu"]
+                part = ingress[key][side]
+                cpu, per = part["cpu"], part["cpu_us_per_request"]
                 shown = ", ".join(
-                    f"{k} {v:.0f}%"
+                    f"{k} {v:.0f}%" + (f" = {per[k]:.0f} µs/req" if per.get(k, 0) >= 10 else "")
                     for k, v in cpu.items()
-                    if (v >= 0.5 and "machine" not in k) and not (side == "aether" and k == "bare server")
+                    if v >= 0.5 and k != "machine" and not (side == "aether" and k == "bare server")
                 )
-                lines.append(
-                    f"- {label}, {side}: {shown}; machine busy {cpu['machine busy % of all cores']:.0f}%"
-                )
+                lines.append(f"- {label}, {side}: {shown}; whole machine {cpu['machine']:.0f}%")
     lines.append("")
     return "\n".join(lines)
 
@@ -838,7 +913,9 @@ def report(results: dict[str, Any]) -> str:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="3 s wrk runs, 3 load rounds")
     parser.add_argument("--wrk-threads", type=int, default=1, choices=(1, 2))
     parser.add_argument("--profile", action="store_true", help="also run py-spy on the node and a slice")
@@ -885,6 +962,20 @@ async def run(root: Path, opts: argparse.Namespace, results: dict[str, Any], box
         results["memory"] = await phase_memory(node, opts)
 
 
+def source_state() -> str:
+    """The commit measured, and whether packages/ had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        result = subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        return result.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    changed = [line for line in git("status", "--porcelain", "--", "packages").splitlines() if line]
+    return f"commit {commit}" + (f" + {len(changed)} uncommitted files in packages/" if changed else "")
+
+
 def _interrupt(_signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -912,6 +1003,7 @@ def main(argv: list[str]) -> int:
             f" Python {platform.python_version()}",
             "command": " ".join(["uv run python benchmarks/slice_bench.py", *argv]).strip(),
             "tmp": str(root),
+            "source": source_state(),
         }
     }
     started = time.monotonic()

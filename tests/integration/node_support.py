@@ -14,6 +14,8 @@ happened meanwhile.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import json
 import os
 import secrets
@@ -166,6 +168,16 @@ def host_of(data_dir: Path, coordinates: str, instance: int) -> ProcInfo | None:
     return found[0] if found else None
 
 
+def template_of(data_dir: Path, coordinates: str) -> ProcInfo | None:
+    """The live fork server ("template") of one slice version, if the node runs slices that way: a
+    slice host process whose stderr is `{distribution}-{version}-template.log`."""
+    parsed = Coordinates.parse(coordinates)
+    log_name = f"{parsed.distribution}-{parsed.version}-template.log"
+    found = [p for p in slice_hosts(data_dir) if Path(p.stderr).name == log_name]
+    assert len(found) <= 1, f"more than one live template for {coordinates}: {found}"
+    return found[0] if found else None
+
+
 def kv_replicas(data_dir: Path) -> list[ProcInfo]:
     """Live `aether_kv serve` processes whose data dir is under `data_dir`."""
     data_dir = data_dir.resolve()
@@ -187,6 +199,14 @@ def kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
 # ---------------------------------------------------------------- one node process
 
 
+@functools.cache
+def _cli_options() -> frozenset[str]:
+    """The keyword options of `aether-node run` in the code under test."""
+    from aether_node._cli import run
+
+    return frozenset(inspect.signature(run).parameters)
+
+
 @attrs.define
 class NodeProcess:
     """One `aether-node run` process. `start()` may be called again after it ended (same ports, same
@@ -200,6 +220,7 @@ class NodeProcess:
     ingress_port: int = 0
     raft_port: int = 0
     client_port: int = 0
+    peer_port: int = 0
     secret: str = attrs.field(factory=lambda: secrets.token_hex(16))
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -207,8 +228,8 @@ class NodeProcess:
 
     def __attrs_post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        if not (self.ingress_port and self.raft_port and self.client_port):
-            self.ingress_port, self.raft_port, self.client_port = free_ports(3)
+        if not (self.ingress_port and self.raft_port and self.client_port and self.peer_port):
+            self.ingress_port, self.raft_port, self.client_port, self.peer_port = free_ports(4)
         self.secret_file.write_text(self.secret + "\n")
 
     @property
@@ -242,6 +263,8 @@ class NodeProcess:
         command += ["--index", self.index, "--ingress", self.ingress]
         command += ["--kv-raft", f"127.0.0.1:{self.raft_port}", "--kv-client", self.kv_endpoint]
         command += ["--secret-file", str(self.secret_file)]
+        if "peer" in _cli_options():  # node-to-node calls, in nodes that have them
+            command += ["--peer", f"127.0.0.1:{self.peer_port}"]
         if self.config_text is not None:
             config = self.root / "node.toml"
             config.write_text(self.config_text)

@@ -35,6 +35,7 @@ from node_support import (
     slice_hosts,
     slice_key,
     started_node,
+    template_of,
     wait_for_state,
     write_command,
 )
@@ -124,15 +125,25 @@ async def test_raising_entry_answers_500_and_the_instance_stays_active(
     await echo_answers(node)
 
 
-async def test_killed_slice_host_is_restarted(node: NodeProcess, kv: KVClient) -> None:
+@pytest.mark.parametrize("victim", ["instance", "template"])
+async def test_killed_slice_host_is_restarted(node: NodeProcess, kv: KVClient, victim: str) -> None:
+    """SIGKILL of an ACTIVE instance's process (or of the fork server it was forked from, which takes
+    the instance with it): the node notices, restarts it with a new pid, and it serves again."""
     await activate(kv, node, ECHO, 0)
     key = slice_key(node.node_id, ECHO, 0)
     old = host_of(node.data_dir, ECHO, 0)
     assert old is not None
     assert await echo_answers(node) == old.pid
+    if victim == "template":
+        template = template_of(node.data_dir, ECHO)
+        if template is None:
+            pytest.skip("this node does not fork slice instances from a template process")
+        target = template.pid
+    else:
+        target = old.pid
     before = (await kv.get_with_revision(key)).revision
 
-    kill_pid(old.pid, signal.SIGKILL)
+    kill_pid(target, signal.SIGKILL)
 
     def active_again(events: list[Event]) -> bool:
         return any(b'"state":"ACTIVE"' in e.kv.value for e in events)
@@ -141,7 +152,8 @@ async def test_killed_slice_host_is_restarted(node: NodeProcess, kv: KVClient) -
     records = [decode_record(key, e.kv.value, SliceRecord) for e in events if e.kv.value]
     restarts = [r.reason for r in records if "restart" in r.reason]
     assert restarts, f"no restart reason recorded: {records}"
-    assert "killed by SIGKILL" in restarts[0], restarts
+    if victim == "instance":
+        assert "killed by SIGKILL" in restarts[0], restarts
     new = host_of(node.data_dir, ECHO, 0)
     assert new is not None and new.pid != old.pid, (old, new)
     assert await echo_answers(node) == new.pid
@@ -177,6 +189,29 @@ async def test_crash_loop_ends_in_failed(node: NodeProcess, kv: KVClient) -> Non
         while True:
             assert host_of(node.data_dir, FAULTY, 2) is None, "a host was started after FAILED"
             await trio.sleep(0.1)
+
+
+async def test_killed_kv_replica_is_restarted_and_the_node_carries_on(
+    node: NodeProcess, kv: KVClient, tmp_path: Path
+) -> None:
+    await activate(kv, node, ECHO, 0)
+    (old,) = kv_replicas(node.data_dir)
+
+    kill_pid(old.pid, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        replicas = kv_replicas(node.data_dir)
+        return len(replicas) == 1 and replicas[0].pid != old.pid and port_open(node.client_port)
+
+    await wait_until(replaced, timeout=30, what="the node to start a new KV replica")
+    assert await echo_answers(node)  # the slices never depended on the replica
+    registration = await kv.get(f"nodes/{node.node_id}", linearizable=True)
+    assert registration is not None, "the node's registration is gone after its replica restarted"
+    assert sorted(await endpoint_keys(kv, ECHO)) == [f"endpoints/{ECHO}/echo:0", f"endpoints/{ECHO}/info:0"]
+    # The deployment manager still follows the KV: a new command is carried out.
+    state_file = tmp_path / "counter.txt"
+    await activate(kv, node, COUNTER, 0, {"state_file": str(state_file)})
+    assert (await invoke(node.ingress, "org.aether:counter", "increment")).json() == 1
 
 
 # ---------------------------------------------------------------- the node itself killed or stopped

@@ -28,6 +28,7 @@ def run(
     data_dir: Path | None = None,
     index: Annotated[str | None, Parameter(help="Wheel directory or PEP 503 simple index URL.")] = None,
     ingress: Annotated[str | None, Parameter(help="host:port of the app ingress (HTTP).")] = None,
+    peer: Annotated[str | None, Parameter(help="host:port where other nodes call this node.")] = None,
     kv_raft: Annotated[str | None, Parameter(help="host:port of this node's Raft port.")] = None,
     kv_client: Annotated[str | None, Parameter(help="host:port of this node's KV client port.")] = None,
     kv_peer: Annotated[tuple[str, ...], Parameter(help="Raft address of another node; repeat.")] = (),
@@ -50,6 +51,7 @@ def run(
         "data_dir": data_dir,
         "index": index,
         "ingress": ingress,
+        "peer": peer,
         "lease_ttl": lease_ttl,
         "kv": kv,
     }

@@ -25,11 +25,18 @@ class ConfigError(NodeError):
 
 @attrs.frozen(kw_only=True)
 class KVSettings:
-    raft: str
-    client: str
+    """This node's KV replica (raft + client addresses) — or none: a node without `raft` is a pure client
+    of the replicas named in `endpoints` (clusters keep 3 or 5 Raft voters, however many nodes they have)."""
+
+    raft: str | None = None
+    client: str | None = None
     peers: tuple[str, ...] = ()  # Raft addresses of the other replicas
     endpoints: tuple[str, ...] = ()  # client addresses of the other replicas (failover)
     secret_file: Path = Path("secret")
+
+    @property
+    def runs_replica(self) -> bool:
+        return self.raft is not None
 
 
 @attrs.frozen(kw_only=True)
@@ -38,6 +45,7 @@ class NodeConfig:
     data_dir: Path
     index: str
     ingress: str
+    peer: str  # host:port where other nodes call this node's instances
     kv: KVSettings
     lease_ttl: float = 2.0
     capacity: Capacity = attrs.field(factory=Capacity)
@@ -98,6 +106,10 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     except cattrs.BaseValidationError as error:
         details = "; ".join(cattrs.transform_error(error, path="config"))
         raise ConfigError(f"{where}: {details}") from None
+    if (config.kv.raft is None) != (config.kv.client is None):
+        raise ConfigError(f"{where}: kv.raft and kv.client go together (a replica needs both)")
+    if config.kv.raft is None and not config.kv.endpoints:
+        raise ConfigError(f"{where}: a node without its own KV replica (kv.raft) needs kv.endpoints")
     # Absolute paths: slice hosts run with their virtualenv as working directory.
     index = config.index if "://" in config.index else str(Path(config.index).resolve())
     kv = attrs.evolve(config.kv, secret_file=config.kv.secret_file.resolve())

@@ -19,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ._blueprint import Balancing
 from ._errors import InvocationError
 
 log = logging.getLogger("aether_node.http")
 
-Invoke = Callable[[str, str, Any], Awaitable[Any]]
+Invoke = Callable[..., Awaitable[Any]]  # (artifact, entry, payload, *, timeout=, balancing=) → result
 
 STATUS_BY_KIND = {
     "bad_request": 400,
@@ -39,6 +40,26 @@ def error_response(kind: str, message: str, status: int | None = None, **extra: 
     return JSONResponse(body, status_code=status or STATUS_BY_KIND.get(kind, 500))
 
 
+def _call_options(request: Request) -> dict[str, Any]:
+    """Per-call options from the query string: ?timeout=SECONDS&balancing=STRATEGY."""
+    options: dict[str, Any] = {}
+    if "timeout" in request.query_params:
+        try:
+            timeout = float(request.query_params["timeout"])
+        except ValueError:
+            raise ValueError(f"timeout: expected seconds, got {request.query_params['timeout']!r}") from None
+        if not 0 < timeout <= 3600:
+            raise ValueError(f"timeout: must be in (0, 3600] seconds, got {timeout:g}")
+        options["timeout"] = timeout
+    if "balancing" in request.query_params:
+        try:
+            options["balancing"] = Balancing(request.query_params["balancing"])
+        except ValueError:
+            choices = ", ".join(b.value for b in Balancing)
+            raise ValueError(f"balancing: must be one of {choices}") from None
+    return options
+
+
 def ingress_app(invoke: Invoke) -> Starlette:
     async def invoke_endpoint(request: Request) -> Response:
         artifact = request.path_params["artifact"]
@@ -49,7 +70,11 @@ def ingress_app(invoke: Invoke) -> Starlette:
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             return error_response("bad_request", f"the request body is not valid JSON: {error}")
         try:
-            result = await invoke(artifact, entry, payload)
+            options = _call_options(request)
+        except ValueError as error:
+            return error_response("bad_request", str(error))
+        try:
+            result = await invoke(artifact, entry, payload, **options)
         except InvocationError as error:
             return error_response(error.kind, error.message, type=error.remote_type)
         return JSONResponse(result)

@@ -1,40 +1,146 @@
-"""Routing a call to a slice instance. For now: this node's ACTIVE instances, round-robin."""
+"""Routing a call to a live instance anywhere in the cluster.
+
+The EndpointRegistry names the candidates; a balancing strategy picks one; local instances are called
+directly, remote ones over the peer connections. A call that never reached an instance is tried on
+another endpoint; one that may have run (its node or process died mid-call) only if the entry point is
+idempotent. "no endpoint", "timed out" and "the slice raised" stay distinct `InvocationError` kinds.
+"""
 
 from __future__ import annotations
 
+import collections
 import itertools
+import random
 from typing import Any
 
-from ._coordinates import parse_artifact_id
+import trio
+
+from ._blueprint import Balancing
+from ._coordinates import Coordinates, parse_artifact_id
+from ._endpoints import Endpoint, EndpointRegistry, choose
 from ._errors import InvalidCoordinatesError, InvocationError
+from ._lifecycle import Phase
+from ._peers import LostInFlightError, NotSentError, PeerClients
+from ._schema import InstanceKey
 from ._slice_store import SliceStore
 
+GONE = "gone"  # internal kind: the instance is not (or no longer) there, the call never ran
 
-class LocalInvoker:
-    def __init__(self, store: SliceStore) -> None:
+
+class ClusterInvoker:
+    def __init__(
+        self,
+        node_id: str,
+        store: SliceStore,
+        registry: EndpointRegistry,
+        peers: PeerClients,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.node_id = node_id
         self.store = store
+        self.registry = registry
+        self.peers = peers
+        self.rng = rng or random.Random()
+        self.in_flight: dict[tuple[str, int], int] = collections.defaultdict(int)
         self._turns: dict[str, itertools.count[int]] = {}
 
-    async def invoke(self, artifact_id: str, entry: str, payload: Any, timeout: float | None = None) -> Any:
-        """Call `entry` of an ACTIVE instance of `artifact_id` (group:artifact, any version).
-        Raises InvocationError with kind no_endpoint, timeout, raised, bad_request or unavailable."""
+    async def invoke(
+        self,
+        artifact_id: str,
+        entry: str,
+        payload: Any,
+        timeout: float | None = None,
+        balancing: Balancing | None = None,
+    ) -> Any:
+        """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError."""
         try:
             parse_artifact_id(artifact_id)
         except InvalidCoordinatesError as error:
             raise InvocationError("bad_request", error.message) from None
-        candidates = [i for i in self.store.active() if i.key.coordinates.artifact_id == artifact_id]
-        if not candidates:
-            raise InvocationError("no_endpoint", f"no ACTIVE instance of {artifact_id} is available")
-        with_entry = [i for i in candidates if entry in i.entry_points]
-        if not with_entry:
-            known = ", ".join(sorted(candidates[0].entry_points))
-            raise InvocationError(
+        timeout = timeout or self.store.timeouts.invoke
+        deadline = trio.current_time() + timeout
+        strategy = balancing or self.registry.balancing(artifact_id)
+        tried: set[tuple[str, int]] = set()
+        last_error: InvocationError | None = None
+        while True:
+            candidates = [e for e in self.registry.endpoints(artifact_id, entry) if e.target not in tried]
+            if not candidates:
+                raise last_error or self._no_endpoint(artifact_id, entry)
+            turn = next(self._turns.setdefault(f"{artifact_id}/{entry}", itertools.count()))
+            endpoint = choose(
+                candidates,
+                strategy,
+                local_node=self.node_id,
+                in_flight=self.in_flight,
+                turn=turn,
+                rng=self.rng,
+            )
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise InvocationError("timeout", f"{artifact_id}/{entry}: no answer within {timeout:g} s")
+            self.in_flight[endpoint.target] += 1
+            try:
+                return await self._call(endpoint, payload, remaining)
+            except InvocationError as error:
+                if error.kind == GONE:
+                    last_error = InvocationError("unavailable", error.message)
+                elif error.kind == "unavailable" and endpoint.idempotent:
+                    last_error = error  # the process died mid-call: safe to repeat an idempotent call
+                else:
+                    raise
+            except NotSentError as error:
+                last_error = InvocationError("unavailable", str(error))
+            except LostInFlightError as error:
+                if not endpoint.idempotent:
+                    raise InvocationError(
+                        "unavailable",
+                        f"{error}; {artifact_id}/{entry} is not idempotent, so it was not retried",
+                    ) from None
+                last_error = InvocationError("unavailable", str(error))
+            finally:
+                self.in_flight[endpoint.target] -= 1
+            tried.add(endpoint.target)
+
+    def _no_endpoint(self, artifact_id: str, entry: str) -> InvocationError:
+        entries = self.registry.entries(artifact_id)
+        if entries and entry not in entries:
+            known = ", ".join(sorted(entries))
+            return InvocationError(
                 "no_endpoint", f"{artifact_id} has no entry point {entry!r} (it has: {known})"
             )
-        turn = next(self._turns.setdefault(artifact_id, itertools.count()))
-        instance = with_entry[turn % len(with_entry)]
-        instance.in_flight += 1
+        return InvocationError("no_endpoint", f"no ACTIVE instance of {artifact_id} is available")
+
+    async def _call(self, endpoint: Endpoint, payload: Any, timeout: float) -> Any:
+        if endpoint.node_id == self.node_id:
+            return await self.invoke_local(
+                str(endpoint.coordinates), endpoint.instance, endpoint.entry, payload, timeout
+            )
+        node = self.registry.node(endpoint.node_id)
+        if node is None or not node.peer:
+            raise NotSentError(f"node {endpoint.node_id} has no peer address")
+        return await self.peers.invoke(
+            node.peer, str(endpoint.coordinates), endpoint.instance, endpoint.entry, payload, timeout
+        )
+
+    async def invoke_local(
+        self, coordinates: str, instance: int, entry: str, payload: Any, timeout: float
+    ) -> Any:
+        """Call an instance of this node (for local routing and for peers)."""
         try:
-            return await instance.host.invoke(entry, payload, timeout or self.store.timeouts.invoke)
+            key = InstanceKey(self.node_id, Coordinates.parse(coordinates), instance)
+        except InvalidCoordinatesError as error:
+            raise InvocationError("bad_request", error.message) from None
+        local = self.store.get(key)
+        if local is None or local.phase is not Phase.ACTIVE or not local.alive:
+            raise InvocationError(GONE, f"{key.label} is not ACTIVE on {self.node_id}")
+        if entry not in local.entry_points:
+            known = ", ".join(sorted(local.entry_points))
+            raise InvocationError(
+                "no_endpoint", f"{coordinates} has no entry point {entry!r} (it has: {known})"
+            )
+        local.in_flight += 1
+        try:
+            return await local.host.invoke(entry, payload, timeout)
         finally:
-            instance.in_flight -= 1
+            local.in_flight -= 1

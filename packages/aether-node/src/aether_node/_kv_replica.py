@@ -20,6 +20,7 @@ log = logging.getLogger("aether_node.kv_replica")
 
 def replica_command(config: NodeConfig) -> list[str]:
     kv = config.kv
+    assert kv.raft is not None and kv.client is not None
     command = [sys.executable, "-m", "aether_kv", "serve", "--id", config.node_id, "--exit-with-parent"]
     command += ["--data-dir", str(config.data_dir / "kv"), "--raft", kv.raft, "--client", kv.client]
     command += ["--secret-file", str(kv.secret_file)]
@@ -53,7 +54,7 @@ async def run_kv_replica(
         try:
             if not started:
                 with trio.fail_after(30):
-                    while not await _port_open(config.kv.client):
+                    while not await _port_open(config.kv.client or ""):
                         if process.returncode is not None:
                             raise RuntimeError(f"the KV replica exited at start; see {log_path}")
                         await trio.sleep(0.05)

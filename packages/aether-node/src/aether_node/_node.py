@@ -15,12 +15,16 @@ import trio
 
 from aether_kv import KVClient, KVError, LeaseNotFoundError, open_client
 
+from ._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ._config import NodeConfig
 from ._deployment import NodeDeploymentManager
+from ._endpoints import EndpointRegistry
 from ._http import ingress_app, serve_http
 from ._installer import SliceInstaller
-from ._invoker import LocalInvoker
+from ._invoker import ClusterInvoker
+from ._kv_cache import KVCache
 from ._kv_replica import run_kv_replica
+from ._peers import PeerClients, serve_peers
 from ._records import NodeRecord, encode_record
 from ._schema import node_key
 from ._slice_host import HostListener
@@ -90,13 +94,18 @@ async def serve_node(
     secret = config.secret
     config.data_dir.mkdir(parents=True, exist_ok=True)
     async with trio.open_nursery() as outer:
-        await outer.start(run_kv_replica, config)
-        endpoints = [config.kv.client, *config.kv.endpoints]
-        async with open_client(endpoints, secret, request_timeout=10.0) as kv:
+        own = [config.kv.client] if config.kv.client else []
+        if config.kv.runs_replica:
+            await outer.start(run_kv_replica, config)
+        async with (
+            open_client([*own, *config.kv.endpoints], secret, request_timeout=10.0) as kv,
+            open_client(own or list(config.kv.endpoints), secret, request_timeout=2.0) as own_replica,
+        ):
             await wait_for_kv(kv)
             record = NodeRecord(
                 node_id=config.node_id,
                 ingress=config.ingress,
+                peer=config.peer,
                 capacity=config.capacity,
                 labels=config.labels,
                 started_at=time.time(),
@@ -105,7 +114,7 @@ async def serve_node(
             lease = await registration.register()
             async with trio.open_nursery() as nursery:
                 installer = SliceInstaller(config.index, config.data_dir, timeout=config.timeouts.install)
-                invoker_box: list[LocalInvoker] = []
+                invoker_box: list[ClusterInvoker] = []
 
                 async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
                     return await invoker_box[0].invoke(artifact, entry, payload, timeout)
@@ -120,7 +129,11 @@ async def serve_node(
                     on_call=on_call,
                     timeouts=config.timeouts,
                 )
-                invoker = LocalInvoker(store)
+                cache = KVCache(kv, EndpointRegistry.PREFIXES)
+                await nursery.start(cache.run)
+                invoker = ClusterInvoker(
+                    config.node_id, store, EndpointRegistry(cache), PeerClients(nursery, secret)
+                )
                 invoker_box.append(invoker)
                 manager = NodeDeploymentManager(
                     kv, config.node_id, store, lease=lease, restart_policy=config.restart
@@ -128,13 +141,19 @@ async def serve_node(
                 try:
                     nursery.start_soon(registration.keep_alive, manager.republish)
                     await nursery.start(manager.run)
-                    app = ingress_app(
-                        lambda artifact, entry, payload: invoker.invoke(artifact, entry, payload)
+                    await nursery.start(
+                        serve_peers, secret, config.peer, config.node_id, invoker.invoke_local
                     )
-                    await nursery.start(serve_http, app, config.ingress)
+                    await nursery.start(serve_http, ingress_app(invoker.invoke), config.ingress)
+                    if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
+                        leadership = LeadershipMonitor(own_replica)
+                        nursery.start_soon(leadership.run)
+                        nursery.start_soon(ClusterDeploymentManager(kv, config.node_id).run, leadership)
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
                     task_status.started(
-                        NodeInfo(node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client)
+                        NodeInfo(
+                            node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client or ""
+                        )
                     )
                     await trio.sleep_forever()
                 finally:

@@ -1,0 +1,185 @@
+"""Node-to-node calls: each node serves invocations of its own instances on its peer port, and keeps one
+persistent, multiplexed connection to every other node it calls. Connections are authenticated with the
+cluster secret (the same handshake as the KV client protocol).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from aether_kv import FramedStream, InvalidRequestError, KVError, client_handshake, server_handshake
+
+from ._errors import InvocationError
+
+log = logging.getLogger("aether_node.peers")
+
+MAX_FRAME = 16 * 1024 * 1024
+
+# (coordinates, instance, entry, payload, timeout) → result; raises InvocationError
+LocalInvoke = Callable[[str, int, str, Any, float], Awaitable[Any]]
+
+
+class NotSentError(Exception):
+    """The request never reached the peer: safe to send elsewhere, whatever the entry point."""
+
+
+class LostInFlightError(Exception):
+    """The peer went away after the request was sent: it may have run."""
+
+
+async def serve_peers(
+    secret: str,
+    address: str,
+    node_id: str,
+    invoke: LocalInvoke,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    host, _, port = address.rpartition(":")
+    listeners = await trio.open_tcp_listeners(int(port), host=host)
+    task_status.started()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        framed = FramedStream(stream, max_frame=MAX_FRAME)
+        try:
+            if not await server_handshake(framed, secret, node_id):
+                return
+            async with trio.open_nursery() as nursery:
+                while True:
+                    request = await framed.receive()
+                    if request is None:
+                        break
+                    nursery.start_soon(_serve_one, framed, request, invoke)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
+            pass
+
+    await trio.serve_listeners(handle, listeners)
+
+
+async def _serve_one(framed: FramedStream, request: dict[str, Any], invoke: LocalInvoke) -> None:
+    reply: dict[str, Any] = {"id": request.get("id")}
+    try:
+        reply["ok"] = await invoke(
+            str(request.get("coordinates")),
+            int(request.get("instance", 0)),
+            str(request.get("entry")),
+            request.get("payload"),
+            float(request.get("timeout") or 30.0),
+        )
+    except InvocationError as error:
+        reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+    try:
+        await framed.send(reply)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+@attrs.define
+class _Pending:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    reply: dict[str, Any] | None = None
+
+
+class _PeerConnection:
+    def __init__(self, framed: FramedStream, address: str) -> None:
+        self.framed = framed
+        self.address = address
+        self.pending: dict[int, _Pending] = {}
+        self.ids = itertools.count(1)
+        self.closed = False
+
+    async def read_loop(self) -> None:
+        try:
+            while True:
+                message = await self.framed.receive()
+                if message is None:
+                    break
+                pending = self.pending.get(message.get("id"))  # type: ignore[arg-type]
+                if pending is not None:
+                    pending.reply = message
+                    pending.done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
+            pass
+        finally:
+            self.closed = True
+            for pending in self.pending.values():
+                pending.done.set()
+            await trio.aclose_forcefully(self.framed.stream)
+
+    async def call(self, request: dict[str, Any], timeout: float) -> Any:
+        request_id = next(self.ids)
+        pending = self.pending[request_id] = _Pending()
+        try:
+            try:
+                await self.framed.send({"id": request_id, **request})
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                self.closed = True
+                raise NotSentError(f"connection to {self.address} is closed") from None
+            with trio.move_on_after(timeout + 1.0):
+                await pending.done.wait()
+        finally:
+            self.pending.pop(request_id, None)
+        if pending.reply is None:
+            if self.closed:
+                raise LostInFlightError(f"connection to {self.address} dropped during the call")
+            raise InvocationError("timeout", f"no answer from {self.address} within {timeout:g} s")
+        if "error" in pending.reply:
+            error = pending.reply["error"]
+            raise InvocationError(str(error.get("kind")), str(error.get("message")), error.get("type"))
+        return pending.reply.get("ok")
+
+
+class PeerClients:
+    """One lazily opened connection per peer address; reopened when it breaks."""
+
+    def __init__(self, nursery: trio.Nursery, secret: str, *, connect_timeout: float = 2.0) -> None:
+        self._nursery = nursery
+        self._secret = secret
+        self._connect_timeout = connect_timeout
+        self._connections: dict[str, _PeerConnection] = {}
+        self._locks: dict[str, trio.Lock] = {}
+
+    async def _connection(self, address: str) -> _PeerConnection:
+        connection = self._connections.get(address)
+        if connection is not None and not connection.closed:
+            return connection
+        async with self._locks.setdefault(address, trio.Lock()):
+            connection = self._connections.get(address)
+            if connection is not None and not connection.closed:
+                return connection
+            host, _, port = address.rpartition(":")
+            try:
+                with trio.fail_after(self._connect_timeout):
+                    stream = await trio.open_tcp_stream(host, int(port))
+                    framed = FramedStream(stream, max_frame=MAX_FRAME)
+                    try:
+                        await client_handshake(framed, self._secret, address)
+                    except BaseException:
+                        await trio.aclose_forcefully(stream)
+                        raise
+            except (OSError, trio.TooSlowError, KVError, trio.BrokenResourceError) as error:
+                raise NotSentError(f"cannot reach node at {address}: {error}") from None
+            connection = _PeerConnection(framed, address)
+            self._connections[address] = connection
+            self._nursery.start_soon(connection.read_loop)
+            return connection
+
+    async def invoke(
+        self, address: str, coordinates: str, instance: int, entry: str, payload: Any, timeout: float
+    ) -> Any:
+        connection = await self._connection(address)
+        request = {
+            "op": "invoke",
+            "coordinates": coordinates,
+            "instance": instance,
+            "entry": entry,
+            "payload": payload,
+            "timeout": timeout,
+        }
+        return await connection.call(request, timeout)
