@@ -54,9 +54,14 @@ from typing import Any
 
 import trio
 
-from aether_kv import KVClient, Put, open_client
+from aether_kv import Delete, KVClient, Put, open_client
 from aether_node import SliceRecord, SliceState, decode_record, encode_record
 from aether_node._sample_index import build_sample_index
+
+try:  # nodes with a cluster leader (blueprints); older trees have none
+    from aether_node._blueprint import Blueprint, SliceSpec
+except ImportError:  # pragma: no cover
+    Blueprint = SliceSpec = None  # type: ignore[assignment,misc]
 
 REPO = Path(__file__).resolve().parents[1]
 ECHO = "org.aether:echo:1.0.0"
@@ -272,6 +277,15 @@ class Node:
                 await trio.sleep(0.02)
         return time.perf_counter() - began
 
+    def leads(self, timeout: float = 10.0) -> bool:
+        """Whether this node runs a cluster leader (it logs that it leads), waiting a little for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "leads the cluster" in self.log_path.read_text(errors="replace"):
+                return True
+            time.sleep(0.1)
+        return False
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -322,61 +336,123 @@ class Node:
 # ====================================================================== phase 1: LOAD→ACTIVE
 
 
+PREFIX = f"slices/{NODE_ID}/{ECHO}/"
+BLUEPRINT_KEY = "blueprints/slicebench"
+
+
 def instance_key(instance: int) -> str:
-    return f"slices/{NODE_ID}/{ECHO}/{instance}"
+    return f"{PREFIX}{instance}"
 
 
-async def set_states(
-    kv: KVClient, instances: list[int], command: SliceState, done: Callable[[str, SliceRecord | None], bool]
+def blueprint_ops(instances: int) -> list[Any]:
+    """Keep a cluster leader (nodes that run one reconcile slices/ against blueprints/, and remove
+    instances no blueprint asks for) in agreement with the records this benchmark writes: a blueprint
+    asking for exactly the instances that exist, written in the same transaction. Nothing on nodes
+    without a leader (or without blueprints)."""
+    if Blueprint is None:
+        return []
+    if instances == 0:
+        return [Delete(key=BLUEPRINT_KEY)]
+    blueprint = Blueprint(
+        name="slicebench", slices=(SliceSpec(artifact=ECHO, instances=instances),), timestamp=time.time()
+    )
+    return [Put(key=BLUEPRINT_KEY, value=encode_record(blueprint))]
+
+
+async def converge(
+    kv: KVClient,
+    ops: list[Any],
+    label: str,
+    *,
+    count: int,
+    done: Callable[[SliceRecord | None], bool],
+    keys: set[str] | None = None,
+    deletion_is_error: bool = False,
 ) -> dict[str, Any]:
-    """Write `command` for every instance in one transaction; wait (watching) until `done(key, record)`
-    holds for every key. Returns wall times in seconds: total, and each key's time."""
-    prefix = f"slices/{NODE_ID}/{ECHO}/"
-    keys = {instance_key(i) for i in instances}
-    revision = (await kv.range(prefix)).revision
-    watch = kv.watch(prefix, revision + 1)
-    record = encode_record(SliceRecord(state=command, timestamp=time.time()))
+    """Commit `ops` in one transaction; watch the echo instances of this node until `count` keys (of
+    `keys`, if given: others are then an error) satisfy `done(record)`, or None once deleted. Returns wall
+    times in seconds from just before the transaction: `total_s` (the last key), `first_s`, and `keys`."""
+    revision = (await kv.range(PREFIX)).revision
+    watch = kv.watch(PREFIX, revision + 1)
     finished: dict[str, float] = {}
     began = time.perf_counter()
     try:
-        await kv.txn(success=[Put(key=key, value=record) for key in sorted(keys)])
-        written = time.perf_counter() - began
+        await kv.txn(success=ops)
         with trio.fail_after(STEP_TIMEOUT):
             async for batch in watch:
                 now = time.perf_counter() - began
                 for event in batch:
-                    if event.kv.key not in keys:
-                        continue
-                    current = (
-                        None
-                        if event.kind == "delete"
-                        else decode_record(event.kv.key, event.kv.value, SliceRecord)
+                    key = event.kv.key
+                    if keys is not None and key not in keys:
+                        raise BenchError(
+                            f"{label}: {key} appeared: something else writes this node's slice records"
+                            " (a cluster leader placing instances?); see the node log"
+                        )
+                    record = (
+                        None if event.kind == "delete" else decode_record(key, event.kv.value, SliceRecord)
                     )
-                    if current is not None and current.state is SliceState.FAILED:
-                        raise BenchError(f"{event.kv.key}: FAILED: {current.reason}")
-                    if done(event.kv.key, current):
-                        finished.setdefault(event.kv.key, now)
-                if len(finished) == len(keys):
+                    if record is not None and record.state is SliceState.FAILED:
+                        raise BenchError(f"{label}: {key}: FAILED: {record.reason}")
+                    if record is None and deletion_is_error:
+                        raise BenchError(
+                            f"{label}: {key} was deleted meanwhile: something else manages this node's"
+                            " slice records (a cluster leader reconciling them against blueprints?);"
+                            " see the node log"
+                        )
+                    if done(record):
+                        finished.setdefault(key, now)
+                if len(finished) >= count:
                     break
     except trio.TooSlowError:
-        raise BenchError(
-            f"{command}: only {len(finished)} of {len(keys)} instances done after {STEP_TIMEOUT:g} s"
-        ) from None
+        raise BenchError(f"{label}: only {len(finished)} of {count} done after {STEP_TIMEOUT:g} s") from None
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             await watch.aclose()
     times = sorted(finished.values())
-    return {"total_s": times[-1], "first_s": times[0], "txn_s": written}
+    return {"total_s": times[-1], "first_s": times[0], "keys": sorted(finished)}
 
 
-async def activate(kv: KVClient, instances: list[int]) -> dict[str, Any]:
-    return await set_states(
-        kv, instances, SliceState.ACTIVATE, lambda _, r: r is not None and r.state is SliceState.ACTIVE
+def is_active(record: SliceRecord | None) -> bool:
+    return record is not None and record.state is SliceState.ACTIVE
+
+
+def is_gone(record: SliceRecord | None) -> bool:
+    return record is None
+
+
+async def activate(kv: KVClient, instances: list[int], total: int) -> dict[str, Any]:
+    """ACTIVATE records for `instances` (so `total` instances are wanted afterwards); until all ACTIVE."""
+    record = encode_record(SliceRecord(state=SliceState.ACTIVATE, timestamp=time.time()))
+    keys = {instance_key(i) for i in instances}
+    ops = [Put(key=key, value=record) for key in sorted(keys)] + blueprint_ops(total)
+    return await converge(
+        kv, ops, "ACTIVATE", count=len(keys), done=is_active, keys=keys, deletion_is_error=True
     )
 
 
-async def unload(kv: KVClient, instances: list[int]) -> dict[str, Any]:
-    return await set_states(kv, instances, SliceState.UNLOAD, lambda _, r: r is None)
+async def unload(kv: KVClient, instances: list[int], total: int = 0) -> dict[str, Any]:
+    """UNLOAD records for `instances` (`total` remain wanted); until the node has deleted them all."""
+    record = encode_record(SliceRecord(state=SliceState.UNLOAD, timestamp=time.time()))
+    keys = {instance_key(i) for i in instances}
+    ops = [Put(key=key, value=record) for key in sorted(keys)] + blueprint_ops(total)
+    return await converge(kv, ops, "UNLOAD", count=len(keys), done=is_gone, keys=keys)
+
+
+async def leader_round(kv: KVClient) -> dict[str, Any]:
+    """Through the cluster leader: a blueprint of 20 instances (the leader writes the ACTIVATE records),
+    until 20 are ACTIVE; then the blueprint deleted (the leader writes UNLOAD), until all are deleted."""
+    placed = await converge(kv, blueprint_ops(INSTANCES), "blueprint", count=INSTANCES, done=is_active)
+    removed = await converge(
+        kv, blueprint_ops(0), "blueprint removed", count=INSTANCES, done=is_gone, keys=set(placed["keys"])
+    )
+    return {"activate": placed, "unload": removed}
+
+
+def describe_round(name: str, activated: dict[str, Any], unloaded: dict[str, Any]) -> str:
+    return (
+        f"  {name}: {INSTANCES} ACTIVE in {activated['total_s']:.3f} s (first after"
+        f" {activated['first_s']:.3f} s); all deleted {unloaded['total_s']:.3f} s after UNLOAD"
+    )
 
 
 async def phase_load(node: Node, opts: argparse.Namespace) -> dict[str, Any]:
@@ -384,7 +460,7 @@ async def phase_load(node: Node, opts: argparse.Namespace) -> dict[str, Any]:
     everyone = list(range(1, INSTANCES + 1))
     async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
         log("install round: 1 instance (uv installs the package into a venv, the template starts)")
-        first = await activate(kv, [1])
+        first = await activate(kv, [1], 1)
         out["install_1_s"] = first["total_s"]
         await unload(kv, [1])
         log(f"  install + first instance ACTIVE in {first['total_s']:.2f} s")
@@ -393,25 +469,31 @@ async def phase_load(node: Node, opts: argparse.Namespace) -> dict[str, Any]:
     out["node_restart_s"] = await node.start()
     out["node_idle_memory"] = node_memory(node)
     async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
-        cold = await activate(kv, everyone)
+        cold = await activate(kv, everyone, INSTANCES)
         cold_unload = await unload(kv, everyone)
         out["cold"] = {"activate": cold, "unload": cold_unload}
-        log(
-            f"  cold template: {INSTANCES} ACTIVE in {cold['total_s']:.3f} s"
-            f" (first after {cold['first_s']:.3f} s); unloaded in {cold_unload['total_s']:.3f} s"
-        )
+        log(describe_round("cold template", cold, cold_unload))
         rounds = []
         for number in range(1, opts.rounds + 1):
-            activated = await activate(kv, everyone)
+            activated = await activate(kv, everyone, INSTANCES)
             unloaded = await unload(kv, everyone)
             rounds.append({"activate": activated, "unload": unloaded})
-            log(
-                f"  round {number}: {INSTANCES} ACTIVE in {activated['total_s']:.3f} s"
-                f" (first after {activated['first_s']:.3f} s); unloaded in {unloaded['total_s']:.3f} s"
-            )
+            log(describe_round(f"round {number}", activated, unloaded))
         out["rounds"] = rounds
         out["median_activate_s"] = statistics.median(r["activate"]["total_s"] for r in rounds)
         out["median_unload_s"] = statistics.median(r["unload"]["total_s"] for r in rounds)
+        if Blueprint is not None and node.leads():
+            log("through the cluster leader: blueprint of 20 instances, then the blueprint deleted")
+            leader_rounds = []
+            for number in range(1, opts.rounds + 1):
+                result = await leader_round(kv)
+                leader_rounds.append(result)
+                log(describe_round(f"leader round {number}", result["activate"], result["unload"]))
+            out["leader_rounds"] = leader_rounds
+            out["leader_median_activate_s"] = statistics.median(
+                r["activate"]["total_s"] for r in leader_rounds
+            )
+            out["leader_median_unload_s"] = statistics.median(r["unload"]["total_s"] for r in leader_rounds)
     return out
 
 
@@ -634,7 +716,7 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
 
     try:
         async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
-            await activate(kv, [1])
+            await activate(kv, [1], 1)
             await check_echo(node.ingress)
             await wait_serving(node.ingress, {1})
             log("warm-up: 1 s of wrk on each server")
@@ -647,7 +729,7 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             out["one"] = await alternate("aether (1)", WRK_CONNECTIONS, opts.seconds)
             log("1 connection (unloaded latency), 1 echo instance")
             out["unloaded"] = await alternate("aether (1)", 1, opts.unloaded_seconds)
-            await activate(kv, [2])
+            await activate(kv, [2], 2)
             await wait_serving(node.ingress, {1, 2})
             log("2 echo instances")
             out["two"] = await alternate("aether (2)", WRK_CONNECTIONS, opts.seconds)
@@ -767,7 +849,7 @@ def node_memory(node: Node) -> dict[str, Any]:
 async def phase_memory(node: Node, opts: argparse.Namespace) -> dict[str, Any]:
     everyone = list(range(1, INSTANCES + 1))
     async with open_client([node.kv_endpoint], node.secret, request_timeout=30.0) as kv:
-        await activate(kv, everyone)
+        await activate(kv, everyone, INSTANCES)
         await trio.sleep(opts.settle)  # idle
         tree = node.tree()
         if len(tree["instances"]) != INSTANCES or len(tree["templates"]) != 1:
@@ -832,6 +914,17 @@ def report(results: dict[str, Any]) -> str:
             f"| {INSTANCES} × UNLOAD→deleted, warm (median) | {load['median_unload_s']:.3f} s | — | |"
         )
         lines.append(f"| install + 1st instance ACTIVE (cold package) | {load['install_1_s']:.2f} s | — | |")
+        if "leader_rounds" in load:
+            rounds = ", ".join(f"{r['activate']['total_s']:.3f}" for r in load["leader_rounds"])
+            lines.append(
+                f"| {INSTANCES} × echo via the cluster leader: blueprint written → all ACTIVE (median of"
+                f" {len(load['leader_rounds'])}: {rounds} s)"
+                f" | {load['leader_median_activate_s']:.3f} s | — | |"
+            )
+            lines.append(
+                f"| {INSTANCES} × echo via the cluster leader: blueprint deleted → all deleted (median)"
+                f" | {load['leader_median_unload_s']:.3f} s | — | |"
+            )
     if ingress:
         for key, label in (("one", "1 instance"), ("two", "2 instances")):
             part = ingress[key]

@@ -222,6 +222,9 @@ class NodeProcess:
     client_port: int = 0
     peer_port: int = 0
     secret: str = attrs.field(factory=lambda: secrets.token_hex(16))
+    # Client addresses of an outside KV cluster: then the node runs no replica of its own (and so is
+    # never the cluster's leader: nothing but the test writes command states for it).
+    kv_endpoints: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     tmp_dir: Path | None = None
@@ -249,8 +252,12 @@ class NodeProcess:
         return f"127.0.0.1:{self.ingress_port}"
 
     @property
+    def own_replica(self) -> bool:
+        return not self.kv_endpoints
+
+    @property
     def kv_endpoint(self) -> str:
-        return f"127.0.0.1:{self.client_port}"
+        return f"127.0.0.1:{self.client_port}" if self.own_replica else self.kv_endpoints[0]
 
     @property
     def pid(self) -> int:
@@ -261,7 +268,10 @@ class NodeProcess:
         script = Path(sys.executable).parent / "aether-node"
         command = [str(script), "run", "--node-id", self.node_id, "--data-dir", str(self.data_dir)]
         command += ["--index", self.index, "--ingress", self.ingress]
-        command += ["--kv-raft", f"127.0.0.1:{self.raft_port}", "--kv-client", self.kv_endpoint]
+        if self.own_replica:
+            command += ["--kv-raft", f"127.0.0.1:{self.raft_port}", "--kv-client", self.kv_endpoint]
+        for endpoint in self.kv_endpoints:
+            command += ["--kv-endpoint", endpoint]
         command += ["--secret-file", str(self.secret_file)]
         if "peer" in _cli_options():  # node-to-node calls, in nodes that have them
             command += ["--peer", f"127.0.0.1:{self.peer_port}"]
@@ -352,6 +362,65 @@ class NodeProcess:
             time.sleep(0.05)
         if self.tmp_dir is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+@attrs.define
+class KVReplicaProcess:
+    """A single-replica `aether-kv serve` cluster run by the test, for nodes without a replica of
+    their own."""
+
+    root: Path
+    secret: str = attrs.field(factory=lambda: secrets.token_hex(16))
+    raft_port: int = 0
+    client_port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.raft_port, self.client_port = free_ports(2)
+        (self.root / "secret").write_text(self.secret + "\n")
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "kv.log"
+
+    def start(self, timeout: float = 30.0) -> KVReplicaProcess:
+        command = [sys.executable, "-m", "aether_kv", "serve", "--id", "kv1"]
+        command += ["--data-dir", str(self.root / "data"), "--raft", f"127.0.0.1:{self.raft_port}"]
+        command += ["--client", self.endpoint, "--secret-file", str(self.root / "secret")]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+        deadline = time.monotonic() + timeout
+        while "ready" not in self.log_path.read_text(errors="replace"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"aether-kv serve did not start:\n{self.log_path.read_text(errors='replace')}")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+
+
+@contextlib.contextmanager
+def client_node(root: Path, index: str | Path, **kwargs: Any) -> Iterator[NodeProcess]:
+    """A started node that is only a client of a KV replica run beside it (so no cluster leader
+    reconciles its slice records: the test writes the command states), both ended afterwards."""
+    replica = KVReplicaProcess(root / "kv")
+    try:
+        replica.start()
+        with started_node(
+            root / "node", index, secret=replica.secret, kv_endpoints=(replica.endpoint,), **kwargs
+        ) as node:
+            yield node
+    finally:
+        replica.stop()
 
 
 @contextlib.contextmanager
@@ -446,6 +515,43 @@ async def activate(
     key = slice_key(node.node_id, coordinates, instance)
     await write_command(kv, key, SliceState.ACTIVATE, config or {})
     return await wait_for_state(kv, key, SliceState.ACTIVE, timeout=60)
+
+
+async def apply_blueprint(kv: KVClient, name: str, slices: list[dict[str, Any]]) -> None:
+    """Write `blueprints/{name}` as an operator would; each slice: {"artifact", "instances", "config"?}.
+    (For nodes with their own replica: their cluster leader removes instances no blueprint asks for.)"""
+    from aether_node._blueprint import Blueprint, SliceSpec
+
+    specs = tuple(SliceSpec(**spec) for spec in slices)
+    blueprint = Blueprint(name=name, slices=specs, timestamp=time.time())
+    await kv.put(f"blueprints/{name}", encode_record(blueprint))
+
+
+async def active_instances(kv: KVClient, node_id: str, coordinates: str, *, since: int = 0) -> list[int]:
+    """Instance numbers of `coordinates` on `node_id` whose record says ACTIVE, written after `since`."""
+    listing = await kv.range(f"slices/{node_id}/{coordinates}/")
+    found = []
+    for item in listing.kvs:
+        record = decode_record(item.key, item.value, SliceRecord)
+        if record.state is SliceState.ACTIVE and item.mod_revision > since:
+            found.append(int(item.key.rpartition("/")[2]))
+    return sorted(found)
+
+
+async def wait_for_active_instance(
+    kv: KVClient, node_id: str, coordinates: str, timeout: float, *, since: int = 0
+) -> int:
+    """The instance number of an ACTIVE instance of `coordinates` on `node_id` (ACTIVE written after
+    revision `since`); fails at the deadline with the node's slice records."""
+    with trio.move_on_after(timeout):
+        while True:
+            found = await active_instances(kv, node_id, coordinates, since=since)
+            if found:
+                return found[0]
+            await trio.sleep(0.05)
+    listing = await kv.range(f"slices/{node_id}/")
+    seen = {item.key: item.value.decode(errors="replace") for item in listing.kvs}
+    pytest.fail(f"no ACTIVE instance of {coordinates} on {node_id} after {timeout:g} s; records: {seen}")
 
 
 async def endpoint_keys(kv: KVClient, coordinates: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import node_support
@@ -20,7 +21,10 @@ from node_support import (
     ECHO,
     FAULTY,
     NodeProcess,
+    ProcInfo,
     activate,
+    apply_blueprint,
+    client_node,
     collect_events,
     describe_events,
     endpoint_keys,
@@ -36,6 +40,7 @@ from node_support import (
     slice_key,
     started_node,
     template_of,
+    wait_for_active_instance,
     wait_for_state,
     write_command,
 )
@@ -58,7 +63,7 @@ FAULTS_CONFIG = f"[timeouts]\nactivate = {ACTIVATE_TIMEOUT:g}\n"
 @pytest.fixture(scope="module")
 def node(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     root = tmp_path_factory.mktemp("faults-node")
-    with started_node(root, sample_index, config_text=FAULTS_CONFIG) as started:
+    with client_node(root, sample_index, config_text=FAULTS_CONFIG) as started:
         yield started
 
 
@@ -191,30 +196,10 @@ async def test_crash_loop_ends_in_failed(node: NodeProcess, kv: KVClient) -> Non
             await trio.sleep(0.1)
 
 
-async def test_killed_kv_replica_is_restarted_and_the_node_carries_on(
-    node: NodeProcess, kv: KVClient, tmp_path: Path
-) -> None:
-    await activate(kv, node, ECHO, 0)
-    (old,) = kv_replicas(node.data_dir)
-
-    kill_pid(old.pid, signal.SIGKILL)
-
-    async def replaced() -> bool:
-        replicas = kv_replicas(node.data_dir)
-        return len(replicas) == 1 and replicas[0].pid != old.pid and port_open(node.client_port)
-
-    await wait_until(replaced, timeout=30, what="the node to start a new KV replica")
-    assert await echo_answers(node)  # the slices never depended on the replica
-    registration = await kv.get(f"nodes/{node.node_id}", linearizable=True)
-    assert registration is not None, "the node's registration is gone after its replica restarted"
-    assert sorted(await endpoint_keys(kv, ECHO)) == [f"endpoints/{ECHO}/echo:0", f"endpoints/{ECHO}/info:0"]
-    # The deployment manager still follows the KV: a new command is carried out.
-    state_file = tmp_path / "counter.txt"
-    await activate(kv, node, COUNTER, 0, {"state_file": str(state_file)})
-    assert (await invoke(node.ingress, "org.aether:counter", "increment")).json() == 1
-
-
 # ---------------------------------------------------------------- the node itself killed or stopped
+#
+# These nodes run their own KV replica, so each is its cluster's leader: the instances come from a
+# blueprint (the leader removes instances that no blueprint asks for).
 
 
 @pytest.fixture
@@ -223,22 +208,64 @@ def own_node(sample_index: Path, tmp_path: Path) -> Iterator[NodeProcess]:
         yield started
 
 
+async def deploy(client: KVClient, node: NodeProcess, slices: list[dict[str, Any]]) -> dict[str, int]:
+    """Apply a blueprint and wait until each of its slices has an ACTIVE instance on the node; returns
+    coordinates → instance number."""
+    await apply_blueprint(client, "test", slices)
+    return {
+        spec["artifact"]: await wait_for_active_instance(client, node.node_id, spec["artifact"], 60)
+        for spec in slices
+    }
+
+
+def live_host(node: NodeProcess, coordinates: str, instance: int) -> ProcInfo:
+    host = host_of(node.data_dir, coordinates, instance)
+    assert host is not None, f"no live host for {coordinates}#{instance}"
+    return host
+
+
+async def test_killed_kv_replica_is_restarted_and_the_node_carries_on(
+    own_node: NodeProcess, tmp_path: Path
+) -> None:
+    node = own_node
+    async with kv_client(node) as client:
+        echo = (await deploy(client, node, [{"artifact": ECHO, "instances": 1}]))[ECHO]
+        (old,) = kv_replicas(node.data_dir)
+
+        kill_pid(old.pid, signal.SIGKILL)
+
+        async def replaced() -> bool:
+            replicas = kv_replicas(node.data_dir)
+            return len(replicas) == 1 and replicas[0].pid != old.pid and port_open(node.client_port)
+
+        await wait_until(replaced, timeout=30, what="the node to start a new KV replica")
+        assert await echo_answers(node) == live_host(node, ECHO, echo).pid
+        registration = await client.get(f"nodes/{node.node_id}", linearizable=True)
+        assert registration is not None, "the node's registration is gone after its replica restarted"
+        endpoints = sorted(await endpoint_keys(client, ECHO))
+        assert endpoints == [f"endpoints/{ECHO}/echo:{echo}", f"endpoints/{ECHO}/info:{echo}"]
+        # The node still follows the KV: a changed blueprint is carried out.
+        state_file = tmp_path / "counter.txt"
+        counter_spec = {"artifact": COUNTER, "instances": 1, "config": {"state_file": str(state_file)}}
+        await deploy(client, node, [{"artifact": ECHO, "instances": 1}, counter_spec])
+        assert (await invoke(node.ingress, "org.aether:counter", "increment")).json() == 1
+
+
 async def test_node_sigkill_leaves_no_process_and_a_restart_reconciles(
     own_node: NodeProcess, tmp_path: Path
 ) -> None:
     node = own_node
     state_file = tmp_path / "counter.txt"
     async with kv_client(node) as client:
-        await activate(client, node, ECHO, 0)
-        await activate(client, node, COUNTER, 0, {"state_file": str(state_file)})
-        old_hosts = {c: host_of(node.data_dir, c, 0) for c in (ECHO, COUNTER)}
-        assert all(old_hosts.values()), old_hosts
-        old_pids = {p.pid for p in old_hosts.values() if p is not None}
+        counter_spec = {"artifact": COUNTER, "instances": 1, "config": {"state_file": str(state_file)}}
+        numbers = await deploy(client, node, [{"artifact": ECHO, "instances": 1}, counter_spec])
+        old_pids = {live_host(node, c, n).pid for c, n in numbers.items()}
         assert (await invoke(node.ingress, "org.aether:counter", "increment")).json() == 1
         old_endpoints = {e.key: e for e in (await client.range("endpoints/")).kvs}
         assert len(old_endpoints) == 4, old_endpoints
         before = (await client.range("endpoints/")).revision
     assert kv_replicas(node.data_dir), "no KV replica found for the node's data dir"
+    assert slice_hosts(node.data_dir)
 
     node.kill()
 
@@ -249,28 +276,22 @@ async def test_node_sigkill_leaves_no_process_and_a_restart_reconciles(
 
     node.start()
     async with kv_client(node) as client:
-        for coordinates in (ECHO, COUNTER):
-            key = slice_key(node.node_id, coordinates, 0)
-            # The record still says ACTIVE from before the kill: wait for the new node's own ACTIVE.
-            await wait_for_state(client, key, SliceState.ACTIVE, timeout=60, since=before)
-
-        async def new_hosts() -> bool:
-            hosts = [host_of(node.data_dir, c, 0) for c in (ECHO, COUNTER)]
-            return all(h is not None and h.pid not in old_pids for h in hosts)
-
-        await wait_until(new_hosts, timeout=30, what="new slice hosts for both instances after the restart")
-        new_echo = host_of(node.data_dir, ECHO, 0)
-        assert new_echo is not None and await echo_answers(node) == new_echo.pid
+        # The records still say ACTIVE from before the kill: wait for ACTIVE written by the new node.
+        numbers = {
+            c: await wait_for_active_instance(client, node.node_id, c, 60, since=before) for c in numbers
+        }
+        hosts = {c: live_host(node, c, n) for c, n in numbers.items()}
+        assert not {h.pid for h in hosts.values()} & old_pids, "the old hosts survived the node"
+        assert await echo_answers(node) == hosts[ECHO].pid
         assert (await invoke(node.ingress, "org.aether:counter", "increment")).json() == 1
         assert state_file.read_text() == "1", "the counter was not started again"
 
-        # The restarted node withdrew what its previous life published: every endpoint key was deleted
-        # before it was published again, and what is there now belongs to the new registration.
-        registration = await client.get("nodes/n1")
+        # The restarted node withdrew what its previous life published: every old endpoint key was
+        # deleted before anything was published again, and what is there now is the new registration's.
+        registration = await client.get(f"nodes/{node.node_id}")
         assert registration is not None
         now = await client.range("endpoints/")
-        assert sorted(e.key for e in now.kvs) == sorted(old_endpoints)
-
+        assert now.kvs, "no endpoints after the restart"
         latest = max(e.mod_revision for e in now.kvs)
 
         def caught_up(events: list[Event]) -> bool:
@@ -281,8 +302,9 @@ async def test_node_sigkill_leaves_no_process_and_a_restart_reconciles(
             kinds = [str(e.kind) for e in events if e.kv.key == key]
             assert kinds and kinds[0] == "delete", f"{key}: {kinds} ({describe_events(events)})"
         for endpoint in now.kvs:
-            assert endpoint.create_revision > before, f"{endpoint.key} is the stale one"
-            assert endpoint.lease == registration.lease != old_endpoints[endpoint.key].lease
+            assert endpoint.create_revision > before, f"{endpoint.key} is a stale one"
+            assert endpoint.lease == registration.lease, f"{endpoint.key} is not bound to the new lease"
+            assert endpoint.lease not in {e.lease for e in old_endpoints.values()}
 
 
 @pytest.mark.xfail(
@@ -334,7 +356,8 @@ SIGTERM_DEADLINE = 10.0
 
 async def _sigterm_run(node: NodeProcess, state_file: Path) -> SigtermRun:
     async with kv_client(node) as client:
-        await activate(client, node, COUNTER, 0, {"state_file": str(state_file)})
+        counter_spec = {"artifact": COUNTER, "instances": 1, "config": {"state_file": str(state_file)}}
+        await deploy(client, node, [counter_spec])
         assert (await invoke(node.ingress, "org.aether:counter", "increment")).json() == 1
         endpoints = tuple(e.key for e in (await client.range("endpoints/")).kvs)
         revision = (await client.range("nodes/")).revision

@@ -25,6 +25,7 @@ from node_support import (
     NodeProcess,
     activate,
     build_wheel,
+    client_node,
     copy_index,
     endpoint_keys,
     free_ports,
@@ -35,7 +36,6 @@ from node_support import (
     port_open,
     read_record,
     slice_key,
-    started_node,
     wait_for_deleted,
     wait_for_state,
     write_command,
@@ -90,7 +90,7 @@ def test_index(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 @pytest.fixture(scope="module")
 def node(test_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    with started_node(tmp_path_factory.mktemp("slices-node"), test_index) as started:
+    with client_node(tmp_path_factory.mktemp("slices-node"), test_index) as started:
         yield started
 
 
@@ -242,7 +242,7 @@ async def test_ingress_errors(node: NodeProcess, kv: KVClient) -> None:
 async def test_unreachable_index_is_recorded_as_such(sample_index: Path, tmp_path: Path) -> None:
     (closed_port,) = free_ports(1)
     unreachable = f"http://127.0.0.1:{closed_port}/simple/"
-    with started_node(tmp_path / "node", unreachable) as node:
+    with client_node(tmp_path, unreachable) as node:
         async with kv_client(node) as kv:
             key = slice_key(node.node_id, ECHO, 0)
             await write_command(kv, key, SliceState.ACTIVATE, {})
@@ -288,7 +288,7 @@ def index_server(sample_index: Path, tmp_path: Path) -> Iterator[IndexServer]:
 
 
 async def test_slice_resolves_from_an_http_index_server(index_server: IndexServer, tmp_path: Path) -> None:
-    with started_node(tmp_path / "node", index_server.url) as node:
+    with client_node(tmp_path, index_server.url) as node:
         async with kv_client(node) as kv:
             await activate(kv, node, ECHO, 0)
             response = await invoke(node.ingress, "org.aether:echo", "echo", {"via": "pypiserver"})

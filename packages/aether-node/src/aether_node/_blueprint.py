@@ -54,4 +54,5 @@ class Blueprint:
     name: str
     slices: tuple[SliceSpec, ...]
     timestamp: float = 0.0
+    source: str = ""  # the TOML it was applied from, as the operator wrote it
     schema_version: int = SCHEMA_VERSION

@@ -15,7 +15,7 @@ import trio
 from cyclopts import App, Parameter
 
 from ._config import ConfigError, load_config
-from ._node import serve_node
+from ._node import load_api_keys, serve_node
 
 app = App(name="aether-node", help="An Aether node: KV replica, slice runtime, ingress.")
 
@@ -29,6 +29,13 @@ def run(
     index: Annotated[str | None, Parameter(help="Wheel directory or PEP 503 simple index URL.")] = None,
     ingress: Annotated[str | None, Parameter(help="host:port of the app ingress (HTTP).")] = None,
     peer: Annotated[str | None, Parameter(help="host:port where other nodes call this node.")] = None,
+    management: Annotated[str | None, Parameter(help="host:port of the management API.")] = None,
+    api_keys_file: Annotated[
+        Path | None, Parameter(help="File of role:key entries (also AETHER_API_KEYS).")
+    ] = None,
+    dev_mode: Annotated[
+        bool | None, Parameter(negative=(), help="Open management API when no keys are set (local use only).")
+    ] = None,
     kv_raft: Annotated[str | None, Parameter(help="host:port of this node's Raft port.")] = None,
     kv_client: Annotated[str | None, Parameter(help="host:port of this node's KV client port.")] = None,
     kv_peer: Annotated[tuple[str, ...], Parameter(help="Raft address of another node; repeat.")] = (),
@@ -52,12 +59,16 @@ def run(
         "index": index,
         "ingress": ingress,
         "peer": peer,
+        "management": management,
+        "api_keys_file": api_keys_file,
+        "dev_mode": dev_mode,
         "lease_ttl": lease_ttl,
         "kv": kv,
     }
     try:
         node_config = load_config(config, overrides)
         node_config.secret  # noqa: B018 (read it now: a bad secret file is a configuration error)
+        load_api_keys(node_config)
     except ConfigError as error:
         print(f"aether-node: error: {error.message}", file=sys.stderr)
         sys.exit(2)

@@ -120,6 +120,10 @@ class ClusterDeploymentManager:
     async def _lead(self) -> None:
         claim = encode_record(LeaderClaim(node_id=self.node_id, since=self.clock()))
         fence = (await self.kv.put(LEADER_KEY, claim)).revision
+        stale = await self.kv.range(PROBLEMS_PREFIX)  # the previous leader's view; recomputed below
+        self.problems = tuple(
+            Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
+        )
         cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES])
         async with trio.open_nursery() as nursery:
             await nursery.start(cache.run)
@@ -132,15 +136,29 @@ class ClusterDeploymentManager:
                 result = plan(specs, nodes, instances, max_surge=self.max_surge)
                 self.passes += 1
                 if result.problems != self.problems:
-                    for problem in result.problems:
-                        log.warning("cannot place %s: %s", problem.artifact, problem.message)
-                    self.problems = result.problems
+                    await self._record_problems(result.problems, fence)
                 if result.actions:
                     written = max(written, await self._execute(result.actions, fence))
                     continue
                 with trio.move_on_after(self.interval):
                     await changed.wait()
                     await trio.sleep(0.01)  # let a burst of changes land before planning again
+
+    async def _record_problems(self, problems: tuple[Problem, ...], fence: int) -> None:
+        """`cluster/problems/{artifact}`: why an artifact cannot be placed, for status and operators."""
+        fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
+        current = {p.artifact: p.message for p in problems}
+        before = {p.artifact: p.message for p in self.problems}
+        ops: list[Put | Delete] = [Delete(key=PROBLEMS_PREFIX + a) for a in before if a not in current]
+        ops += [
+            Put(key=PROBLEMS_PREFIX + a, value=m.encode()) for a, m in current.items() if before.get(a) != m
+        ]
+        for problem in problems:
+            if before.get(problem.artifact) != problem.message:
+                log.warning("cannot place %s: %s", problem.artifact, problem.message)
+        result = await self.kv.txn([fenced], ops)
+        if result.succeeded:
+            self.problems = problems
 
     async def _execute(self, actions: tuple[Action, ...], fence: int) -> int:
         """Carry out the actions concurrently; returns the highest revision written."""

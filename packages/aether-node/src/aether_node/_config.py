@@ -47,6 +47,9 @@ class NodeConfig:
     ingress: str
     peer: str  # host:port where other nodes call this node's instances
     kv: KVSettings
+    management: str | None = None  # host:port of the management API (none: no API on this node)
+    api_keys_file: Path | None = None  # lines or commas of role:key
+    dev_mode: bool = False  # with no API keys, the management API is open (for a local dev cluster only)
     lease_ttl: float = 2.0
     capacity: Capacity = attrs.field(factory=Capacity)
     labels: dict[str, str] = attrs.field(factory=dict)
@@ -95,7 +98,12 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: {error}") from None
         base = path.parent
-        for section, key in ((None, "data_dir"), (None, "index"), ("kv", "secret_file")):
+        for section, key in (
+            (None, "data_dir"),
+            (None, "index"),
+            (None, "api_keys_file"),
+            ("kv", "secret_file"),
+        ):
             holder = data.get(section, {}) if section else data
             value = holder.get(key) if isinstance(holder, dict) else None
             if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
@@ -113,4 +121,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     # Absolute paths: slice hosts run with their virtualenv as working directory.
     index = config.index if "://" in config.index else str(Path(config.index).resolve())
     kv = attrs.evolve(config.kv, secret_file=config.kv.secret_file.resolve())
-    return attrs.evolve(config, data_dir=config.data_dir.resolve(), index=index, kv=kv)
+    api_keys_file = config.api_keys_file.resolve() if config.api_keys_file else None
+    return attrs.evolve(
+        config, data_dir=config.data_dir.resolve(), index=index, kv=kv, api_keys_file=api_keys_file
+    )

@@ -41,6 +41,7 @@ class NodePlan:
     node_id: str
     ingress: str
     peer: str
+    management: str
     data_dir: str
     raft: str | None = None
     kv_client: str | None = None
@@ -51,6 +52,7 @@ class LocalNodeCluster:
     directory: Path
     index: str
     nodes: list[NodePlan]
+    dev_mode: bool = True
     processes: dict[str, subprocess.Popen[bytes]] = attrs.field(factory=dict)
 
     @property
@@ -71,7 +73,15 @@ class LocalNodeCluster:
     def command(self, node: NodePlan) -> list[str]:
         command = [sys.executable, "-m", "aether_node", "run", "--node-id", node.node_id]
         command += ["--data-dir", node.data_dir, "--index", self.index, "--ingress", node.ingress]
-        command += ["--peer", node.peer, "--secret-file", str(self.secret_file)]
+        command += [
+            "--peer",
+            node.peer,
+            "--management",
+            node.management,
+            "--secret-file",
+            str(self.secret_file),
+        ]
+        command += ["--dev-mode"] if self.dev_mode else []
         if node.raft and node.kv_client:
             command += ["--kv-raft", node.raft, "--kv-client", node.kv_client]
         for other in self.nodes:
@@ -116,6 +126,7 @@ class LocalNodeCluster:
             node_id=f"node-{number}",
             ingress=f"127.0.0.1:{free_port()}",
             peer=f"127.0.0.1:{free_port()}",
+            management=f"127.0.0.1:{free_port()}",
             data_dir=str(self.directory / f"node-{number}"),
         )
         self.nodes.append(node)
@@ -153,6 +164,7 @@ def plan_cluster(directory: Path, nodes: int, index: str) -> LocalNodeCluster:
                 node_id=f"node-{i}",
                 ingress=f"127.0.0.1:{free_port()}",
                 peer=f"127.0.0.1:{free_port()}",
+                management=f"127.0.0.1:{free_port()}",
                 data_dir=str(directory / f"node-{i}"),
                 raft=f"127.0.0.1:{free_port()}" if voter else None,
                 kv_client=f"127.0.0.1:{free_port()}" if voter else None,

@@ -7,6 +7,7 @@ its instances, revokes its lease (its registration goes with it) and stops its K
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -16,14 +17,16 @@ import trio
 from aether_kv import KVClient, KVError, LeaseNotFoundError, open_client
 
 from ._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
-from ._config import NodeConfig
+from ._config import ConfigError, NodeConfig
 from ._deployment import NodeDeploymentManager
 from ._endpoints import EndpointRegistry
+from ._handlers import Handlers
 from ._http import ingress_app, serve_http
 from ._installer import SliceInstaller
 from ._invoker import ClusterInvoker
 from ._kv_cache import KVCache
 from ._kv_replica import run_kv_replica
+from ._management import Authorizer, management_app, parse_api_keys
 from ._peers import PeerClients, serve_peers
 from ._records import NodeRecord, encode_record
 from ._schema import node_key
@@ -38,6 +41,28 @@ class NodeInfo:
     node_id: str
     ingress: str
     kv_client: str
+
+
+def load_api_keys(config: NodeConfig) -> dict[str, str]:
+    """API keys from the configured file and AETHER_API_KEYS (read here, at start-up, never at import)."""
+    text = os.environ.get("AETHER_API_KEYS", "")
+    if config.api_keys_file is not None:
+        try:
+            text += "\n" + config.api_keys_file.read_text()
+        except OSError as error:
+            raise ConfigError(
+                f"api_keys_file {config.api_keys_file}: cannot read it ({error.strerror})"
+            ) from None
+    try:
+        keys = parse_api_keys(text)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not keys and not config.dev_mode and config.management:
+        raise ConfigError(
+            "no API keys configured (api_keys_file or AETHER_API_KEYS): the management API would be open;"
+            " configure keys, or run with --dev-mode on a machine of your own"
+        )
+    return keys
 
 
 async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
@@ -92,6 +117,7 @@ async def serve_node(
     config: NodeConfig, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
 ) -> None:
     secret = config.secret
+    api_keys = load_api_keys(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     async with trio.open_nursery() as outer:
         own = [config.kv.client] if config.kv.client else []
@@ -106,6 +132,7 @@ async def serve_node(
                 node_id=config.node_id,
                 ingress=config.ingress,
                 peer=config.peer,
+                management=config.management or "",
                 capacity=config.capacity,
                 labels=config.labels,
                 started_at=time.time(),
@@ -145,6 +172,22 @@ async def serve_node(
                         serve_peers, secret, config.peer, config.node_id, invoker.invoke_local
                     )
                     await nursery.start(serve_http, ingress_app(invoker.invoke), config.ingress)
+                    handlers = Handlers(kv, invoker)
+
+                    async def ready() -> bool:
+                        with trio.move_on_after(1.0):
+                            try:
+                                await kv.barrier()
+                                return True
+                            except KVError:
+                                return False
+                        return False
+
+                    if config.management:
+                        app = management_app(
+                            handlers, Authorizer(api_keys, open_access=config.dev_mode), ready
+                        )
+                        await nursery.start(serve_http, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
                         leadership = LeadershipMonitor(own_replica)
                         nursery.start_soon(leadership.run)

@@ -1,0 +1,242 @@
+"""Blueprint TOML → Blueprint, with errors that point at the file, line and column. Pure; importable
+without anything server-side (the CLI validates without a cluster)."""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from typing import Any
+
+from ._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
+from ._coordinates import Coordinates
+from ._errors import InvalidCoordinatesError, NodeError
+
+MAX_INSTANCES = 10_000
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+_TOP_KEYS = {"name", "slices"}
+_SLICE_KEYS = {
+    "artifact",
+    "instances",
+    "strategy",
+    "max_per_node",
+    "min_available",
+    "balancing",
+    "resources",
+    "config",
+}
+_RESOURCE_KEYS = {"cpu", "memory_mib"}
+
+
+class BlueprintError(NodeError):
+    """A blueprint is invalid. `location` is "file:line:column" (or "file" when unknown); `path` is the
+    key path (e.g. slices[2].instances). The operator's input; nothing was changed."""
+
+    def __init__(
+        self, source: str, message: str, *, line: int | None = None, column: int | None = None, path: str = ""
+    ) -> None:
+        where = source + (f":{line}" if line else "") + (f":{column}" if line and column else "")
+        super().__init__(f"{where}: {path + ': ' if path else ''}{message}")
+        self.source = source
+        self.line = line
+        self.column = column
+        self.path = path
+        self.detail = message
+
+
+class _Locator:
+    """Finds the line of a key in the TOML text, for errors after parsing (tomllib keeps no positions)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines = text.splitlines()
+        self.slice_starts = [i for i, line in enumerate(self.lines) if line.strip().startswith("[[slices]]")]
+
+    def find(
+        self, key: str, slice_index: int | None = None, table: str | None = None
+    ) -> tuple[int | None, int | None]:
+        start, end = 0, len(self.lines)
+        if slice_index is not None and slice_index < len(self.slice_starts):
+            start = self.slice_starts[slice_index]
+            following = [s for s in self.slice_starts if s > start]
+            end = following[0] if following else len(self.lines)
+        wanted = f"slices.{table}" if table else ("slices" if slice_index is not None else None)
+        header = None  # None: the top level
+        for number in range(start, end):
+            stripped = self.lines[number].strip()
+            if stripped.startswith("["):
+                header = stripped.strip("[]").strip()
+                continue
+            if header == wanted and re.match(rf"^{re.escape(key)}\s*=", stripped):
+                return number + 1, self.lines[number].index(key) + 1
+        return None, None
+
+
+def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: float = 0.0) -> Blueprint:
+    """Parse and validate; raise BlueprintError naming file, line, column and key path."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        message = str(error)
+        found = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        if found:
+            detail = message[: found.start()].strip()
+            raise BlueprintError(
+                source, f"TOML syntax: {detail}", line=int(found[1]), column=int(found[2])
+            ) from None
+        raise BlueprintError(source, f"TOML syntax: {message}") from None
+    locate = _Locator(text)
+
+    def fail(
+        path: str, message: str, key: str, index: int | None = None, table: str | None = None
+    ) -> BlueprintError:
+        line, column = locate.find(key, index, table)
+        return BlueprintError(source, message, line=line, column=column, path=path)
+
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise fail(key, f"unknown key (expected: {', '.join(sorted(_TOP_KEYS))})", key)
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise fail("name", "required: a string naming the blueprint", "name")
+    if not _NAME.match(name):
+        raise fail("name", f"{name!r} must be 1–64 lowercase letters, digits, '.', '_' or '-'", "name")
+    raw_slices = data.get("slices")
+    if not isinstance(raw_slices, list) or not raw_slices:
+        raise BlueprintError(source, "at least one [[slices]] table is required", path="slices")
+    specs = []
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(raw_slices):
+        path = f"slices[{index}]"
+        if not isinstance(raw, dict):
+            raise BlueprintError(source, "must be a table ([[slices]])", path=path)
+        spec = _parse_slice(raw, index, path, fail)
+        artifact_id = spec.artifact.rsplit(":", 1)[0]
+        if artifact_id in seen:
+            raise fail(
+                f"{path}.artifact",
+                f"{artifact_id} is already deployed by slices[{seen[artifact_id]}]: one entry per slice",
+                "artifact",
+                index,
+            )
+        seen[artifact_id] = index
+        specs.append(spec)
+    return Blueprint(name=name, slices=tuple(specs), timestamp=timestamp, source=text)
+
+
+def _parse_slice(raw: dict[str, Any], index: int, path: str, fail: Any) -> SliceSpec:
+    for key in raw:
+        if key not in _SLICE_KEYS:
+            raise fail(
+                f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(_SLICE_KEYS))})", key, index
+            )
+    artifact = raw.get("artifact")
+    if not isinstance(artifact, str):
+        raise fail(
+            f"{path}.artifact",
+            "required: coordinates group:artifact:version (e.g. org.aether:echo:1.0.0)",
+            "artifact",
+            index,
+        )
+    try:
+        Coordinates.parse(artifact)
+    except InvalidCoordinatesError as error:
+        raise fail(f"{path}.artifact", error.message, "artifact", index) from None
+    instances = _integer(raw, "instances", path, index, fail, minimum=0, maximum=MAX_INSTANCES, required=True)
+    strategy = _choice(raw, "strategy", Strategy, Strategy.ROUND_ROBIN, path, index, fail)
+    balancing = _choice(raw, "balancing", Balancing, Balancing.ROUND_ROBIN, path, index, fail)
+    max_per_node = _integer(
+        raw, "max_per_node", path, index, fail, minimum=1, maximum=MAX_INSTANCES, default=1
+    )
+    min_available = None
+    if "min_available" in raw:
+        min_available = _integer(raw, "min_available", path, index, fail, minimum=0, maximum=instances)
+    resources = Resources()
+    if "resources" in raw:
+        table = raw["resources"]
+        if not isinstance(table, dict):
+            raise fail(
+                f"{path}.resources",
+                "must be a table: [slices.resources] with cpu and memory_mib",
+                "resources",
+                index,
+            )
+        for key in table:
+            if key not in _RESOURCE_KEYS:
+                raise fail(
+                    f"{path}.resources.{key}",
+                    "unknown key (expected: cpu, memory_mib)",
+                    key,
+                    index,
+                    "resources",
+                )
+        cpu = table.get("cpu", 0.0)
+        if (
+            isinstance(cpu, bool)
+            or not isinstance(cpu, int | float)
+            or not math.isfinite(cpu)
+            or not 0 <= cpu <= 1024
+        ):
+            raise fail(
+                f"{path}.resources.cpu",
+                f"must be a number of cores in [0, 1024], got {cpu!r}",
+                "cpu",
+                index,
+                "resources",
+            )
+        memory = table.get("memory_mib", 0)
+        if isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory <= 4 * 1024 * 1024:
+            raise fail(
+                f"{path}.resources.memory_mib",
+                f"must be an integer number of MiB ≥ 0, got {memory!r}",
+                "memory_mib",
+                index,
+                "resources",
+            )
+        resources = Resources(cpu=float(cpu), memory_mib=memory)
+    config = raw.get("config", {})
+    if not isinstance(config, dict):
+        raise fail(f"{path}.config", "must be a table: [slices.config]", "config", index)
+    return SliceSpec(
+        artifact=artifact,
+        instances=instances,
+        strategy=strategy,
+        max_per_node=max_per_node,
+        resources=resources,
+        min_available=min_available,
+        balancing=balancing,
+        config=config,
+    )
+
+
+def _integer(
+    raw: dict[str, Any],
+    key: str,
+    path: str,
+    index: int,
+    fail: Any,
+    *,
+    minimum: int,
+    maximum: int,
+    default: int | None = None,
+    required: bool = False,
+) -> int:
+    if key not in raw:
+        if required:
+            raise fail(f"{path}.{key}", "required: an integer", key, index)
+        return default  # type: ignore[return-value]
+    value = raw[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise fail(f"{path}.{key}", f"must be an integer, got {type(value).__name__} {value!r}", key, index)
+    if not minimum <= value <= maximum:
+        raise fail(f"{path}.{key}", f"must be between {minimum} and {maximum}, got {value}", key, index)
+    return value
+
+
+def _choice(raw: dict[str, Any], key: str, kind: type, default: Any, path: str, index: int, fail: Any) -> Any:
+    if key not in raw:
+        return default
+    try:
+        return kind(raw[key])
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise fail(f"{path}.{key}", f"must be one of {choices}, got {raw[key]!r}", key, index) from None

@@ -1,0 +1,411 @@
+"""Command handlers: the operations behind the management API (and so the CLI and the MCP service).
+Protocol-agnostic: typed request in, typed result (from `client`) out, or a HandlerError.
+
+Reads that decide anything are linearizable; writes go through Raft like every KV write.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import trio
+
+from aether_kv import Event, KVClient, KVError
+
+from ._blueprint import Blueprint
+from ._blueprint_toml import BlueprintError, parse_blueprint
+from ._cluster_manager import LEADER_KEY, PROBLEMS_PREFIX, LeaderClaim
+from ._coordinates import Coordinates, parse_artifact_id
+from ._errors import InvalidCoordinatesError
+from ._invoker import ClusterInvoker
+from ._records import NodeRecord, RecordError, SliceRecord, decode_record, encode_record
+from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
+from .client import (
+    ApplyResult,
+    BlueprintInfo,
+    BlueprintStatus,
+    ClusterEvent,
+    ClusterStatus,
+    InstanceInfo,
+    NodeInfo,
+    SliceStatus,
+    SliceSummary,
+)
+
+EVENT_PREFIXES = (NODES, BLUEPRINTS, SLICES, LEADER_KEY)
+
+
+class HandlerError(Exception):
+    """`kind`: invalid (bad input: HTTP 400, CLI exit 2), not_found (404), unavailable (503)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def _info(blueprint: Blueprint) -> BlueprintInfo:
+    return BlueprintInfo(
+        name=blueprint.name,
+        slices=tuple(
+            SliceSummary(artifact=s.artifact, instances=s.instances, strategy=str(s.strategy))
+            for s in blueprint.slices
+        ),
+        timestamp=blueprint.timestamp,
+        source=blueprint.source,
+    )
+
+
+class Handlers:
+    def __init__(self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time) -> None:
+        self.kv = kv
+        self.invoker = invoker
+        self.clock = clock
+
+    async def _read(self, prefix: str) -> dict[str, Any]:
+        try:
+            return {kv.key: kv for kv in (await self.kv.range(prefix, linearizable=True)).kvs}
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+
+    # ------------------------------------------------------------ blueprints
+
+    async def validate_blueprint(self, text: str, source: str) -> BlueprintInfo:
+        try:
+            return _info(parse_blueprint(text, source))
+        except BlueprintError as error:
+            raise HandlerError("invalid", error.message) from None
+
+    async def apply_blueprint(self, text: str, source: str) -> ApplyResult:
+        try:
+            blueprint = parse_blueprint(text, source, timestamp=self.clock())
+        except BlueprintError as error:
+            raise HandlerError("invalid", error.message) from None
+        others = await self._blueprints()
+        claimed = {
+            s.artifact.rsplit(":", 1)[0]: b.name
+            for b in others.values()
+            for s in b.slices
+            if b.name != blueprint.name
+        }
+        for spec in blueprint.slices:
+            owner = claimed.get(spec.artifact.rsplit(":", 1)[0])
+            if owner:
+                raise HandlerError(
+                    "invalid",
+                    f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
+                )
+        key = BLUEPRINTS + blueprint.name
+        try:
+            existed = await self.kv.get(key, linearizable=True)
+            result = await self.kv.put(key, encode_record(blueprint))
+        except KVError as error:
+            raise HandlerError("unavailable", f"could not store the blueprint: {error.message}") from None
+        return ApplyResult(
+            name=blueprint.name,
+            created=existed is None,
+            revision=result.revision,
+            slices=len(blueprint.slices),
+        )
+
+    async def _blueprints(self) -> dict[str, Blueprint]:
+        found = {}
+        for key, kv in (await self._read(BLUEPRINTS)).items():
+            try:
+                blueprint = decode_record(key, kv.value, Blueprint)
+            except RecordError:
+                continue
+            found[blueprint.name] = blueprint
+        return found
+
+    async def list_blueprints(self) -> list[BlueprintInfo]:
+        return [_info(b) for _, b in sorted((await self._blueprints()).items())]
+
+    async def get_blueprint(self, name: str) -> BlueprintInfo:
+        blueprint = (await self._blueprints()).get(name)
+        if blueprint is None:
+            raise HandlerError("not_found", f"no blueprint named {name!r}")
+        return _info(blueprint)
+
+    async def delete_blueprint(self, name: str) -> None:
+        key = BLUEPRINTS + name
+        try:
+            deleted = await self.kv.delete(key)
+        except KVError as error:
+            raise HandlerError("unavailable", f"could not delete the blueprint: {error.message}") from None
+        if deleted.deleted == 0:
+            raise HandlerError("not_found", f"no blueprint named {name!r}")
+
+    async def blueprint_status(self, name: str) -> BlueprintStatus:
+        blueprint = (await self._blueprints()).get(name)
+        if blueprint is None:
+            raise HandlerError("not_found", f"no blueprint named {name!r}")
+        instances = await self._instances()
+        problems = await self._problems()
+        statuses = []
+        for spec in blueprint.slices:
+            artifact_id = spec.artifact.rsplit(":", 1)[0]
+            mine = tuple(i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id)
+            active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == spec.artifact)
+            statuses.append(
+                SliceStatus(
+                    artifact=spec.artifact,
+                    desired=spec.instances,
+                    active=active,
+                    instances=mine,
+                    problem=problems.get(artifact_id, ""),
+                )
+            )
+        return BlueprintStatus(name=name, slices=tuple(statuses))
+
+    async def _problems(self) -> dict[str, str]:
+        return {
+            key[len(PROBLEMS_PREFIX) :]: kv.value.decode()
+            for key, kv in (await self._read(PROBLEMS_PREFIX)).items()
+        }
+
+    # ------------------------------------------------------------ slices
+
+    async def _instances(self) -> list[InstanceInfo]:
+        found = []
+        for key, kv in sorted((await self._read(SLICES)).items()):
+            parsed = InstanceKey.parse(key)
+            if parsed is None:
+                continue
+            try:
+                record = decode_record(key, kv.value, SliceRecord)
+            except RecordError:
+                continue
+            found.append(
+                InstanceInfo(
+                    node_id=parsed.node_id,
+                    artifact=str(parsed.coordinates),
+                    instance=parsed.instance,
+                    state=str(record.state),
+                    reason=record.reason,
+                    timestamp=record.timestamp,
+                )
+            )
+        return found
+
+    async def list_slices(self) -> list[InstanceInfo]:
+        return await self._instances()
+
+    async def slice_status(self, artifact: str) -> SliceStatus:
+        artifact_id = self._artifact_id(artifact)
+        mine = tuple(i for i in await self._instances() if i.artifact.rsplit(":", 1)[0] == artifact_id)
+        wanted = None
+        for blueprint in (await self._blueprints()).values():
+            for spec in blueprint.slices:
+                if spec.artifact.rsplit(":", 1)[0] == artifact_id:
+                    wanted = spec
+        if wanted is None and not mine:
+            raise HandlerError(
+                "not_found", f"no blueprint deploys {artifact_id} and no instance of it exists"
+            )
+        coordinates = wanted.artifact if wanted else mine[0].artifact
+        active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == coordinates)
+        problem = (await self._problems()).get(artifact_id, "")
+        return SliceStatus(
+            artifact=coordinates,
+            desired=wanted.instances if wanted else 0,
+            active=active,
+            instances=mine,
+            problem=problem,
+        )
+
+    @staticmethod
+    def _artifact_id(artifact: str) -> str:
+        try:
+            if artifact.count(":") == 2:
+                return Coordinates.parse(artifact).artifact_id
+            return parse_artifact_id(artifact)
+        except InvalidCoordinatesError as error:
+            raise HandlerError("invalid", error.message) from None
+
+    async def invoke(self, artifact: str, entry: str, payload: Any) -> Any:
+        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload)
+
+    # ------------------------------------------------------------ cluster
+
+    async def _nodes(self) -> list[NodeRecord]:
+        found = []
+        for key, kv in sorted((await self._read(NODES)).items()):
+            try:
+                found.append(decode_record(key, kv.value, NodeRecord))
+            except RecordError:
+                continue
+        return found
+
+    async def _leader_node(self) -> str | None:
+        claim = await self.kv.get(LEADER_KEY, linearizable=True)
+        if claim is None:
+            return None
+        try:
+            return decode_record(LEADER_KEY, claim.value, LeaderClaim).node_id
+        except RecordError:
+            return None
+
+    async def nodes(self) -> list[NodeInfo]:
+        instances = await self._instances()
+        leader = await self._leader_node()
+        per_node = collections.Counter(i.node_id for i in instances)
+        active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
+        return [
+            NodeInfo(
+                node_id=n.node_id,
+                ingress=n.ingress,
+                management=n.management,
+                peer=n.peer,
+                cpu=n.capacity.cpu,
+                memory_mib=n.capacity.memory_mib,
+                role=n.role,
+                started_at=n.started_at,
+                instances=per_node[n.node_id],
+                active=active[n.node_id],
+                leader=n.node_id == leader,
+            )
+            for n in await self._nodes()
+        ]
+
+    async def cluster_status(self) -> ClusterStatus:
+        try:
+            status = await self.kv.status()
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+        nodes = await self.nodes()
+        instances = await self._instances()
+        blueprints = await self._blueprints()
+        failed = sum(1 for i in instances if i.state == "FAILED")
+        return ClusterStatus(
+            leader=next((n.node_id for n in nodes if n.leader), None),
+            term=status.term,
+            revision=status.revision,
+            has_quorum=status.has_quorum,
+            healthy=status.has_quorum and failed == 0,
+            nodes=tuple(nodes),
+            blueprints=len(blueprints),
+            instances=len(instances),
+            active=sum(1 for i in instances if i.state == "ACTIVE"),
+            failed=failed,
+        )
+
+    # ------------------------------------------------------------ events
+
+    async def recent_events(self, limit: int) -> tuple[list[ClusterEvent], int]:
+        """The last `limit` cluster events (from the store's history) and the revision they end at."""
+        try:
+            status = await self.kv.status()
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+        start = max(status.compact_revision + 1, status.revision - max(limit, 1) * 20, 1)
+        events: list[ClusterEvent] = []
+        stream = self.kv.watch("", start)
+        with trio.move_on_after(0.5):
+            while True:
+                batch = await stream.__anext__()
+                events += [e for e in map(describe_event, batch) if e is not None]
+                if batch[-1].revision >= status.revision:
+                    break
+        await stream.aclose()
+        return events[-limit:], status.revision
+
+    def follow(self, start_revision: int):  # type: ignore[no-untyped-def]
+        return self.kv.watch("", start_revision)
+
+
+def describe_event(event: Event) -> ClusterEvent | None:
+    """A KV change → a cluster event a person can read (None for changes that are not events)."""
+    key, revision = event.kv.key, event.revision
+    value = event.kv.value if event.kind == "put" else b""
+    if key.startswith(NODES):
+        node_id = key[len(NODES) :]
+        if event.kind == "put" and event.prev is None:
+            return ClusterEvent(
+                revision=revision,
+                timestamp=time.time(),
+                kind="node_joined",
+                subject=node_id,
+                message=f"node {node_id} joined",
+                node_id=node_id,
+            )
+        if event.kind == "delete":
+            return ClusterEvent(
+                revision=revision,
+                timestamp=time.time(),
+                kind="node_left",
+                subject=node_id,
+                message=f"node {node_id} left (its lease ended)",
+                node_id=node_id,
+            )
+        return None
+    if key.startswith(BLUEPRINTS):
+        name = key[len(BLUEPRINTS) :]
+        if event.kind == "put":
+            return ClusterEvent(
+                revision=revision,
+                timestamp=time.time(),
+                kind="blueprint_applied",
+                subject=name,
+                message=f"blueprint {name} applied",
+            )
+        return ClusterEvent(
+            revision=revision,
+            timestamp=time.time(),
+            kind="blueprint_deleted",
+            subject=name,
+            message=f"blueprint {name} deleted",
+        )
+    if key == LEADER_KEY and event.kind == "put":
+        try:
+            claim = decode_record(key, value, LeaderClaim)
+        except RecordError:
+            return None
+        return ClusterEvent(
+            revision=revision,
+            timestamp=claim.since,
+            kind="leader_elected",
+            subject=claim.node_id,
+            message=f"node {claim.node_id} leads the cluster",
+            node_id=claim.node_id,
+        )
+    if key.startswith(SLICES):
+        parsed = InstanceKey.parse(key)
+        if parsed is None:
+            return None
+        label = f"{parsed.coordinates}#{parsed.instance}"
+        if event.kind == "delete":
+            return ClusterEvent(
+                revision=revision,
+                timestamp=time.time(),
+                kind="instance_removed",
+                subject=label,
+                message=f"{label} removed from {parsed.node_id}",
+                node_id=parsed.node_id,
+            )
+        try:
+            record = decode_record(key, value, SliceRecord)
+        except RecordError:
+            return None
+        message = f"{label} on {parsed.node_id}: {record.state}" + (
+            f" ({record.reason})" if record.reason else ""
+        )
+        return ClusterEvent(
+            revision=revision,
+            timestamp=record.timestamp or time.time(),
+            kind="instance_state",
+            subject=label,
+            message=message,
+            node_id=parsed.node_id,
+            state=str(record.state),
+            reason=record.reason,
+        )
+    return None

@@ -1,0 +1,212 @@
+"""The management API (JSON over HTTP): routes over the command handlers, API keys with roles, probes,
+and the event stream. Served by `_http.serve_http` on the node's management address.
+
+Roles: viewer ⊂ operator ⊂ admin. Reading needs viewer; changing the cluster or invoking needs operator.
+A missing or unknown key → 401; a key whose role is too weak → 403 naming the role needed. With no keys
+configured the API is open only if the node runs in dev mode.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from ._errors import InvocationError
+from ._handlers import HandlerError, Handlers, describe_event
+from ._http import error_response
+from .client import to_json
+
+ROLES = ("viewer", "operator", "admin")
+STATUS_BY_HANDLER_KIND = {"invalid": 400, "not_found": 404, "unavailable": 503}
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """`role:key` items separated by commas or newlines (a file or an environment variable) → key → role."""
+    keys = {}
+    for number, item in enumerate(part.strip() for part in text.replace("\n", ",").split(",")):
+        if not item or item.startswith("#"):
+            continue
+        role, sep, key = item.partition(":")
+        if not sep or role not in ROLES or len(key) < 16:
+            raise ValueError(
+                f"API key entry {number + 1}: expected role:key with role one of {', '.join(ROLES)}"
+                " and a key of at least 16 characters"
+            )
+        keys[key] = role
+    return keys
+
+
+class Authorizer:
+    def __init__(self, keys: Mapping[str, str], *, open_access: bool) -> None:
+        self.keys = dict(keys)
+        self.open_access = open_access and not keys
+
+    def check(self, request: Request, needed: str) -> Response | None:
+        if self.open_access:
+            return None
+        header = request.headers.get("authorization", "")
+        key = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        role = self.keys.get(key)
+        if role is None:
+            return error_response(
+                "unauthenticated", "an API key is required (Authorization: Bearer KEY)", 401
+            )
+        if ROLES.index(role) < ROLES.index(needed):
+            return error_response(
+                "forbidden", f"this operation needs the {needed} role; your key has {role}", 403
+            )
+        return None
+
+
+Endpoint = Callable[[Request], Awaitable[Any]]
+
+
+def management_app(
+    handlers: Handlers, authorizer: Authorizer, ready: Callable[[], Awaitable[bool]]
+) -> Starlette:
+    def route(path: str, needed: str, method: str = "GET") -> Callable[[Endpoint], Route]:
+        def wrap(endpoint: Endpoint) -> Route:
+            async def guarded(request: Request) -> Response:
+                denied = authorizer.check(request, needed)
+                if denied is not None:
+                    return denied
+                try:
+                    result = await endpoint(request)
+                except HandlerError as error:
+                    return error_response(
+                        error.kind, error.message, STATUS_BY_HANDLER_KIND.get(error.kind, 500)
+                    )
+                except InvocationError as error:
+                    return error_response(error.kind, error.message, type=error.remote_type)
+                if isinstance(result, Response):
+                    return result
+                return JSONResponse(to_json(result))
+
+            return Route(path, guarded, methods=[method])
+
+        return wrap
+
+    async def body_text(request: Request) -> tuple[str, str]:
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise HandlerError("invalid", "the blueprint must be UTF-8 TOML text") from None
+        return text, request.query_params.get("source", "blueprint.toml")
+
+    @route("/api/v1/blueprints", "operator", "POST")
+    async def apply(request: Request) -> Any:
+        return await handlers.apply_blueprint(*(await body_text(request)))
+
+    @route("/api/v1/blueprints/validate", "viewer", "POST")
+    async def validate(request: Request) -> Any:
+        return await handlers.validate_blueprint(*(await body_text(request)))
+
+    @route("/api/v1/blueprints", "viewer")
+    async def list_blueprints(request: Request) -> Any:
+        return await handlers.list_blueprints()
+
+    @route("/api/v1/blueprints/{name}", "viewer")
+    async def get_blueprint(request: Request) -> Any:
+        return await handlers.get_blueprint(request.path_params["name"])
+
+    @route("/api/v1/blueprints/{name}", "operator", "DELETE")
+    async def delete_blueprint(request: Request) -> Any:
+        await handlers.delete_blueprint(request.path_params["name"])
+        return {"deleted": request.path_params["name"]}
+
+    @route("/api/v1/blueprints/{name}/status", "viewer")
+    async def blueprint_status(request: Request) -> Any:
+        return await handlers.blueprint_status(request.path_params["name"])
+
+    @route("/api/v1/slices", "viewer")
+    async def list_slices(request: Request) -> Any:
+        return await handlers.list_slices()
+
+    @route("/api/v1/slices/{artifact}", "viewer")
+    async def slice_status(request: Request) -> Any:
+        return await handlers.slice_status(request.path_params["artifact"])
+
+    @route("/api/v1/slices/{artifact}/invoke/{entry}", "operator", "POST")
+    async def invoke(request: Request) -> Any:
+        body = await request.body()
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HandlerError("invalid", f"the request body is not valid JSON: {error}") from None
+        return JSONResponse(
+            await handlers.invoke(request.path_params["artifact"], request.path_params["entry"], payload)
+        )
+
+    @route("/api/v1/cluster", "viewer")
+    async def cluster(request: Request) -> Any:
+        return await handlers.cluster_status()
+
+    @route("/api/v1/nodes", "viewer")
+    async def nodes(request: Request) -> Any:
+        return await handlers.nodes()
+
+    def _limit(request: Request) -> int:
+        try:
+            limit = int(request.query_params.get("limit", "50"))
+        except ValueError:
+            raise HandlerError("invalid", "limit: expected an integer") from None
+        if not 1 <= limit <= 1000:
+            raise HandlerError("invalid", f"limit: must be between 1 and 1000, got {limit}")
+        return limit
+
+    @route("/api/v1/events", "viewer")
+    async def events(request: Request) -> Any:
+        found, _ = await handlers.recent_events(_limit(request))
+        return found
+
+    @route("/api/v1/events/stream", "viewer")
+    async def event_stream(request: Request) -> Any:
+        recent, revision = await handlers.recent_events(_limit(request))
+
+        async def stream():  # type: ignore[no-untyped-def]
+            for event in recent:
+                yield f"data: {json.dumps(to_json(event))}\n\n"
+            watch = handlers.follow(revision + 1)
+            try:
+                async for batch in watch:
+                    for raw in batch:
+                        event = describe_event(raw)
+                        if event is not None:
+                            yield f"data: {json.dumps(to_json(event))}\n\n"
+            finally:
+                await watch.aclose()
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readyz(request: Request) -> Response:
+        if await ready():
+            return JSONResponse({"ready": True})
+        return error_response("unavailable", "the node cannot reach a KV quorum", 503)
+
+    routes = [
+        apply,
+        validate,
+        list_blueprints,
+        get_blueprint,
+        delete_blueprint,
+        blueprint_status,
+        list_slices,
+        slice_status,
+        invoke,
+        cluster,
+        nodes,
+        events,
+        event_stream,
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,449 @@
+"""Helpers for the cluster tests (`test_cluster_*.py`) and `benchmarks/cluster_bench.py`: a local cluster
+of real `aether-node` processes (`aether_node._local_cluster`), blueprints written to the KV, views of the
+`slices/` and `endpoints/` records, and callers that keep invoking slices through the nodes' ingresses.
+
+- `running_cluster` starts N nodes and ends every process of the cluster afterwards (also on failure):
+  node processes by pid, then whatever still runs from the cluster's directory (KV replicas, slice hosts);
+- `put_blueprint` / `delete_blueprint`: blueprint records, as the CLI would write them;
+- `instances` reads `slices/` (linearizable); `wait_for` polls it until a condition holds and fails with
+  the records it saw last; `Watcher` samples it in the background (e.g. "ACTIVE never dropped below N");
+- `Callers`: concurrent callers of one entry point over a list of ingresses, counting every failure.
+
+Every wait has a deadline and fails with what it saw last.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+
+from aether_kv import KVClient, KVError, open_client
+from aether_node import EndpointRecord, InstanceKey, SliceRecord, SliceState, decode_record, encode_record
+from aether_node._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
+from aether_node._local_cluster import LocalNodeCluster, plan_cluster, wait_until_ready
+from aether_node._sample_index import build_sample_index
+
+__all__ = [
+    "ECHO",
+    "ECHO_11",
+    "ECHO_ID",
+    "GREETER",
+    "GREETER_ID",
+    "Balancing",
+    "Callers",
+    "Instance",
+    "Resources",
+    "SliceSpec",
+    "Strategy",
+    "Watcher",
+    "build_index",
+    "delete_blueprint",
+    "endpoints",
+    "instances",
+    "leader_node_id",
+    "put_blueprint",
+    "running_cluster",
+    "wait_for",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+SAMPLE_SLICES = REPO / "sample-slices"
+ECHO_ID = "org.aether:echo"
+ECHO = "org.aether:echo:1.0.0"
+ECHO_11 = "org.aether:echo:1.1.0"
+GREETER_ID = "org.aether:greeter"
+GREETER = "org.aether:greeter:1.0.0"
+
+
+def build_index(out: Path) -> Path:
+    """The sample slices as a wheel directory (incremental: cheap when up to date)."""
+    build_sample_index(SAMPLE_SLICES, out)
+    return out
+
+
+# ---------------------------------------------------------------- processes
+
+
+def _proc_entries() -> Iterator[tuple[int, tuple[str, ...], str]]:
+    """(pid, cmdline, cwd) of every live, readable process but this one."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+            if state in ("Z", "X"):
+                continue
+            cmdline = tuple(
+                a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a
+            )
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        yield int(entry.name), cmdline, cwd
+
+
+def processes_under(directory: Path) -> list[int]:
+    """Pids of the processes that run from `directory`: working directory or an argument under it (the
+    nodes and their KV replicas name their data dir; slice hosts run from virtualenvs under it)."""
+    root = str(directory.resolve())
+
+    def under(text: str) -> bool:
+        return text == root or text.startswith(root + "/") or f"={root}/" in text
+
+    return [pid for pid, cmdline, cwd in _proc_entries() if under(cwd) or any(under(a) for a in cmdline)]
+
+
+def _kill(pid: int, sig: int = signal.SIGKILL) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def end_cluster(cluster: LocalNodeCluster) -> None:
+    """SIGKILL every node, then everything still running from the cluster's directory (replicas die with
+    their node, slice hosts with their socket, but not necessarily at once)."""
+    for process in cluster.processes.values():
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the node leads its own session
+            process.kill()
+    for process in cluster.processes.values():
+        process.wait()
+    cluster.processes.clear()
+    deadline = time.monotonic() + 10
+    while (leftovers := processes_under(cluster.directory)) and time.monotonic() < deadline:
+        for pid in leftovers:
+            _kill(pid)
+        time.sleep(0.05)
+    if leftovers:
+        raise RuntimeError(f"processes of {cluster.directory} survived SIGKILL: {leftovers}")
+
+
+_TMP_DIRS: dict[Path, Path] = {}  # cluster directory → TMPDIR of its nodes
+
+
+def start_node(cluster: LocalNodeCluster, node_id: str) -> None:
+    """`cluster.start(node_id)` with TMPDIR pointed at a directory of the cluster's (see
+    `running_cluster`): the node's Unix socket directory, which a SIGKILL leaves behind, then goes away
+    with the cluster."""
+    tmp_dir = _TMP_DIRS[cluster.directory]
+    saved = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(tmp_dir)
+    try:
+        cluster.start(node_id)
+    finally:
+        if saved is None:
+            del os.environ["TMPDIR"]
+        else:
+            os.environ["TMPDIR"] = saved
+
+
+@contextlib.asynccontextmanager
+async def running_cluster(
+    directory: Path, index: Path | str, nodes: int = 3, *, timeout: float = 60.0
+) -> AsyncIterator[LocalNodeCluster]:
+    """N started and registered nodes (node-1..node-N; the first 3 run the KV replicas). Afterwards every
+    process of the cluster is ended, whatever happened. Start nodes added later with `start_node`."""
+    cluster = plan_cluster(directory, nodes, str(index))
+    tmp_dir = Path(tempfile.mkdtemp(prefix="aether-ct-"))  # short: socket paths are capped at 108 bytes
+    _TMP_DIRS[cluster.directory] = tmp_dir
+    try:
+        for node in cluster.nodes:
+            start_node(cluster, node.node_id)
+        try:
+            await wait_until_ready(cluster, timeout=timeout)
+        except (TimeoutError, trio.TooSlowError):
+            tails = "\n".join(f"--- {n.node_id}\n{cluster.log_tail(n.node_id)}" for n in cluster.nodes)
+            pytest.fail(f"the cluster was not ready after {timeout:g} s:\n{tails}")
+        yield cluster
+    finally:
+        end_cluster(cluster)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        _TMP_DIRS.pop(cluster.directory, None)
+
+
+def logs(cluster: LocalNodeCluster, lines: int = 25) -> str:
+    return "\n".join(f"--- {n.node_id}\n{cluster.log_tail(n.node_id, lines)}" for n in cluster.nodes)
+
+
+@contextlib.asynccontextmanager
+async def kv_of(cluster: LocalNodeCluster, request_timeout: float = 10.0) -> AsyncIterator[KVClient]:
+    async with open_client(cluster.kv_endpoints, cluster.secret, request_timeout=request_timeout) as kv:
+        yield kv
+
+
+async def leader_node_id(cluster: LocalNodeCluster, kv: KVClient, *, timeout: float = 10.0) -> str:
+    """The node whose KV replica is the Raft leader (it runs the ClusterDeploymentManager)."""
+    raft_to_node = {n.raft: n.node_id for n in cluster.nodes if n.raft}
+    leader = None
+    with trio.move_on_after(timeout):
+        while True:
+            with contextlib.suppress(KVError):
+                leader = (await kv.status()).leader
+                if leader in raft_to_node:
+                    return raft_to_node[leader]
+            await trio.sleep(0.05)
+    pytest.fail(f"no Raft leader among {raft_to_node} after {timeout:g} s (last: {leader!r})")
+
+
+# ---------------------------------------------------------------- blueprints
+
+
+async def put_blueprint(kv: KVClient, name: str, *specs: SliceSpec) -> int:
+    """Write `blueprints/{name}`; returns the revision."""
+    record = Blueprint(name=name, slices=tuple(specs), timestamp=time.time())
+    return (await kv.put(f"blueprints/{name}", encode_record(record))).revision
+
+
+async def delete_blueprint(kv: KVClient, name: str) -> None:
+    await kv.delete(f"blueprints/{name}")
+
+
+# ---------------------------------------------------------------- records
+
+
+@attrs.frozen(order=True)
+class Instance:
+    """One `slices/{node}/{coordinates}/{instance}` record."""
+
+    coordinates: str
+    instance: int
+    node_id: str
+    state: SliceState = attrs.field(order=False)
+    reason: str = attrs.field(order=False, default="")
+
+    def __str__(self) -> str:
+        reason = f" ({self.reason})" if self.reason else ""
+        return f"{self.coordinates}#{self.instance}@{self.node_id}:{self.state}{reason}"
+
+
+async def instances(kv: KVClient, artifact_id: str | None = None) -> list[Instance]:
+    """Every slice record (of `artifact_id` = group:artifact, if given), sorted; linearizable."""
+    listing = await kv.range("slices/", linearizable=True)
+    found = []
+    for item in listing.kvs:
+        key = InstanceKey.parse(item.key)
+        assert key is not None, f"a slices/ key that is not an instance key: {item.key}"
+        if artifact_id is not None and key.coordinates.artifact_id != artifact_id:
+            continue
+        record = decode_record(item.key, item.value, SliceRecord)
+        found.append(Instance(str(key.coordinates), key.instance, key.node_id, record.state, record.reason))
+    return sorted(found)
+
+
+def active(found: Sequence[Instance], coordinates: str | None = None) -> list[Instance]:
+    return [
+        i
+        for i in found
+        if i.state is SliceState.ACTIVE and (coordinates is None or i.coordinates == coordinates)
+    ]
+
+
+def per_node(found: Sequence[Instance]) -> dict[str, int]:
+    return dict(sorted(collections.Counter(i.node_id for i in found).items()))
+
+
+def show(found: Sequence[Instance]) -> str:
+    return "[" + ", ".join(str(i) for i in found) + "]"
+
+
+async def wait_for(
+    kv: KVClient,
+    condition: Callable[[list[Instance]], bool],
+    *,
+    timeout: float,
+    what: str,
+    artifact_id: str | None = None,
+    interval: float = 0.05,
+    cluster: LocalNodeCluster | None = None,
+) -> list[Instance]:
+    """Poll the slice records until `condition(records)` holds; fail after `timeout` s with the records
+    seen last (and the nodes' log tails, given the cluster)."""
+    last: list[Instance] | None = None
+    error = ""
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                last = await instances(kv, artifact_id)
+            except KVError as e:  # mid-failover: try again
+                error = e.message
+            else:
+                if condition(last):
+                    return last
+            await trio.sleep(interval)
+    detail = f"\nlast KV error: {error}" if error else ""
+    tails = f"\n{logs(cluster)}" if cluster is not None else ""
+    pytest.fail(
+        f"timed out after {timeout:g} s waiting for {what}; last seen: {show(last or [])}{detail}{tails}"
+    )
+
+
+def exactly_active(count: int, coordinates: str) -> Callable[[list[Instance]], bool]:
+    """`count` ACTIVE instances of `coordinates` and no other record of that artifact."""
+
+    def check(found: list[Instance]) -> bool:
+        return len(found) == count and all(
+            i.state is SliceState.ACTIVE and i.coordinates == coordinates for i in found
+        )
+
+    return check
+
+
+async def endpoints(kv: KVClient, coordinates: str) -> dict[str, EndpointRecord]:
+    listing = await kv.range(f"endpoints/{coordinates}/", linearizable=True)
+    return {item.key: decode_record(item.key, item.value, EndpointRecord) for item in listing.kvs}
+
+
+async def all_endpoints(kv: KVClient, artifact_id: str) -> dict[str, EndpointRecord]:
+    listing = await kv.range(f"endpoints/{artifact_id}:", linearizable=True)
+    return {item.key: decode_record(item.key, item.value, EndpointRecord) for item in listing.kvs}
+
+
+class Watcher:
+    """Samples the records of one artifact in the background until stopped; remembers the lowest ACTIVE
+    count seen (and the records at that moment), every record ever seen, and every sample."""
+
+    def __init__(self, kv: KVClient, artifact_id: str, *, interval: float = 0.02) -> None:
+        self.kv = kv
+        self.artifact_id = artifact_id
+        self.interval = interval
+        self.samples: list[tuple[float, list[Instance]]] = []
+        self.lowest: tuple[int, list[Instance]] | None = None
+        self.seen: set[tuple[str, int, str]] = set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        while True:
+            try:
+                found = await instances(self.kv, self.artifact_id)
+            except KVError:
+                await trio.sleep(self.interval)
+                continue
+            count = len(active(found))
+            self.samples.append((time.monotonic(), found))
+            self.seen.update((i.coordinates, i.instance, i.node_id) for i in found)
+            if self.lowest is None or count < self.lowest[0]:
+                self.lowest = (count, found)
+            if not started:
+                started = True
+                task_status.started()
+            await trio.sleep(self.interval)
+
+
+# ---------------------------------------------------------------- calling slices
+
+
+async def call(
+    http: httpx.AsyncClient, ingress: str, artifact_id: str, entry: str, payload: Any = None, **query: Any
+) -> httpx.Response:
+    return await http.post(
+        f"http://{ingress}/invoke/{artifact_id}/{entry}",
+        content=json.dumps(payload).encode(),
+        headers={"content-type": "application/json"},
+        params=query,
+    )
+
+
+@attrs.define
+class CallResult:
+    at: float  # monotonic, when the call started
+    ingress: str
+    ok: bool
+    status: int
+    detail: str
+    latency: float
+
+
+class Callers:
+    """`concurrency` callers of `artifact_id/entry`, spread over `ingresses` (each call on the next one),
+    until stopped. A call fails when the answer is not 200 with the payload echoed (for echo) or when the
+    HTTP request itself fails. Results are kept in order."""
+
+    def __init__(
+        self,
+        ingresses: Sequence[str],
+        artifact_id: str = ECHO_ID,
+        entry: str = "echo",
+        *,
+        concurrency: int = 4,
+        query: dict[str, Any] | None = None,
+        check: Callable[[Any, Any], bool] = lambda sent, got: got == sent,
+        http_timeout: float = 30.0,
+    ) -> None:
+        self.ingresses = list(ingresses)
+        self.artifact_id = artifact_id
+        self.entry = entry
+        self.concurrency = concurrency
+        self.query = query or {}
+        self.check = check
+        self.http_timeout = http_timeout
+        self.results: list[CallResult] = []
+        self._turn = 0
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        limits = httpx.Limits(max_connections=self.concurrency * len(self.ingresses) + 4)
+        async with httpx.AsyncClient(timeout=self.http_timeout, limits=limits) as http:
+            async with trio.open_nursery() as nursery:
+                for worker in range(self.concurrency):
+                    nursery.start_soon(self._caller, http, worker)
+                task_status.started()
+
+    async def _caller(self, http: httpx.AsyncClient, worker: int) -> None:
+        sequence = 0
+        while True:
+            ingress = self.ingresses[self._turn % len(self.ingresses)]
+            self._turn += 1
+            sequence += 1
+            payload = {"worker": worker, "n": sequence}
+            started = time.monotonic()
+            try:
+                response = await call(http, ingress, self.artifact_id, self.entry, payload, **self.query)
+            except httpx.HTTPError as error:
+                ok, status, detail = False, 0, f"{type(error).__name__}: {error}"
+            else:
+                status = response.status_code
+                try:
+                    body = response.json()
+                except ValueError:
+                    body = response.text
+                ok = status == 200 and self.check(payload, body)
+                detail = "" if ok else json.dumps(body)[:300]
+            self.results.append(CallResult(started, ingress, ok, status, detail, time.monotonic() - started))
+            await trio.sleep(0)
+
+    @property
+    def failures(self) -> list[CallResult]:
+        return [r for r in self.results if not r.ok]
+
+    def failures_after(self, moment: float) -> list[CallResult]:
+        return [r for r in self.failures if r.at >= moment]
+
+    def summary(self) -> str:
+        failed = self.failures
+        kinds = collections.Counter(f"{r.status} {r.detail[:160]}" for r in failed)
+        lines = [f"{len(self.results)} calls, {len(failed)} failed"]
+        lines += [f"  {n} x {kind}" for kind, n in kinds.most_common(8)]
+        return "\n".join(lines)
+
+
+@contextlib.asynccontextmanager
+async def background(*runners: Any) -> AsyncIterator[None]:
+    """Run each `runner.run` in the background for the duration of the block."""
+    async with trio.open_nursery() as nursery:
+        for runner in runners:
+            await nursery.start(runner.run)
+        yield
+        nursery.cancel_scope.cancel()
