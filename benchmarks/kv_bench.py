@@ -1015,6 +1015,13 @@ def describe_timeline(
     return out
 
 
+_STARTED_AT: dict[int, float] = {}  # id(cluster) → when one of its replicas last (re)started
+
+
+def cluster_started_at(cluster: Any) -> float:
+    return _STARTED_AT.get(id(cluster), 0.0)
+
+
 async def failover_once(cluster: Any, run: int, opts: argparse.Namespace) -> dict[str, Any]:
     """SIGKILL the leader while writers keep trying; time to the first write accepted after the kill.
     Then restart it and record whether the rejoin disturbed the leader."""
@@ -1022,6 +1029,17 @@ async def failover_once(cluster: Any, run: int, opts: argparse.Namespace) -> dic
 
     from aether_kv import KVError, open_client
 
+    # Steady state: pysyncobj drops a Raft connection on which nothing was *read* for connectionTimeout
+    # (30 s) — it notices when it next sends on it. Follower-to-follower links carry no traffic, so in a
+    # cluster that has run for 30 s the first vote request between the survivors is lost. Kill only once
+    # every link is at least that old, as in a cluster that has been up for a while.
+    wait = opts.failover_settle - (time.time() - cluster_started_at(cluster))
+    if wait > 0:
+        log(
+            f"failover {run}: waiting {wait:.0f} s so that all Raft links are"
+            f" ≥ {opts.failover_settle:g} s old"
+        )
+        await trio.sleep(wait)
     leader, term = await wait_healthy(cluster)
     names = {r.raft_address: r.replica_id for r in cluster.replicas}
     survivors = [r for r in cluster.replicas if r.replica_id != leader.replica_id]
@@ -1109,6 +1127,7 @@ async def failover_once(cluster: Any, run: int, opts: argparse.Namespace) -> dic
         await trio.sleep(0.1)
         restarted_at = time.time()
         cluster.start(leader.replica_id)
+        _STARTED_AT[id(cluster)] = restarted_at
         settled_leader, _ = await wait_healthy(cluster)
         await trio.sleep(2.0)  # let the restarted replica settle before the next run
         stop.set()
@@ -1145,6 +1164,7 @@ async def run_client_protocol(root: Path, opts: argparse.Namespace) -> dict[str,
         log("client protocol: starting 3 `aether-kv serve` replicas")
         for spec in cluster.replicas:
             cluster.start(spec.replica_id)
+        _STARTED_AT[id(cluster)] = time.time()
         leader, term = await wait_healthy(cluster)
         follower = next(r for r in cluster.replicas if r is not leader)
         results["leader"] = leader.replica_id
@@ -1412,7 +1432,8 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
         add("")
         add(
             f"3. LEADER FAILOVER (SIGKILL the leader; {opts.failover_writers} writers, attempts time out"
-            f" after {opts.failover_attempt_timeout * 1000:g} ms)"
+            f" after {opts.failover_attempt_timeout * 1000:g} ms; each kill ≥ {opts.failover_settle:g} s"
+            " after the cluster's last (re)start)"
         )
         for run in runs:
             add(
@@ -1488,6 +1509,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write all results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--time-limit", type=float, help="hard limit for the whole run, seconds")
+    parser.add_argument(
+        "--failover-settle",
+        type=float,
+        help="before each SIGKILL, wait until the cluster's last (re)start is this many seconds old"
+        " (default 35: past pysyncobj's 30 s connectionTimeout, the steady state; 0: kill at once)",
+    )
     opts = parser.parse_args(argv)
     opts.duration = opts.duration or (2.0 if opts.quick else 5.0)
     opts.warmup = 0.5 if opts.quick else 1.0
@@ -1498,11 +1525,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts.failover_runs = 1 if opts.quick else 3
     opts.failover_writers = 4
     opts.failover_attempt_timeout = 0.25
+    opts.failover_settle = opts.failover_settle if opts.failover_settle is not None else 35.0
     opts.parts = opts.only or (
         ["raw", "aether", "client"] if opts.soak else ["raw", "aether", "aether-nosync", "client"]
     )
     if opts.time_limit is None:
-        opts.time_limit = (300 if opts.quick else 900) + 4 * opts.soak
+        opts.time_limit = (300 if opts.quick else 900) + 4 * opts.soak + 3 * opts.failover_settle
     return opts
 
 

@@ -151,28 +151,60 @@ def start_node(cluster: LocalNodeCluster, node_id: str) -> None:
             os.environ["TMPDIR"] = saved
 
 
+def _begin(directory: Path, index: Path | str, nodes: int) -> LocalNodeCluster:
+    cluster = plan_cluster(directory, nodes, str(index))
+    # Short: socket paths are capped at 108 bytes.
+    _TMP_DIRS[cluster.directory] = Path(tempfile.mkdtemp(prefix="aether-ct-"))
+    for node in cluster.nodes:
+        start_node(cluster, node.node_id)
+    return cluster
+
+
+async def _ready(cluster: LocalNodeCluster, timeout: float) -> None:
+    try:
+        await wait_until_ready(cluster, timeout=timeout)
+    except (TimeoutError, trio.TooSlowError):
+        pytest.fail(f"the cluster was not ready after {timeout:g} s:\n{logs(cluster)}")
+
+
+def _end(cluster: LocalNodeCluster) -> None:
+    try:
+        end_cluster(cluster)
+    finally:
+        tmp_dir = _TMP_DIRS.pop(cluster.directory, None)
+        if tmp_dir is not None:
+            shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
 @contextlib.asynccontextmanager
 async def running_cluster(
     directory: Path, index: Path | str, nodes: int = 3, *, timeout: float = 60.0
 ) -> AsyncIterator[LocalNodeCluster]:
     """N started and registered nodes (node-1..node-N; the first 3 run the KV replicas). Afterwards every
     process of the cluster is ended, whatever happened. Start nodes added later with `start_node`."""
-    cluster = plan_cluster(directory, nodes, str(index))
-    tmp_dir = Path(tempfile.mkdtemp(prefix="aether-ct-"))  # short: socket paths are capped at 108 bytes
-    _TMP_DIRS[cluster.directory] = tmp_dir
+    cluster = None
     try:
-        for node in cluster.nodes:
-            start_node(cluster, node.node_id)
-        try:
-            await wait_until_ready(cluster, timeout=timeout)
-        except (TimeoutError, trio.TooSlowError):
-            tails = "\n".join(f"--- {n.node_id}\n{cluster.log_tail(n.node_id)}" for n in cluster.nodes)
-            pytest.fail(f"the cluster was not ready after {timeout:g} s:\n{tails}")
+        cluster = _begin(directory, index, nodes)
+        await _ready(cluster, timeout)
         yield cluster
     finally:
-        end_cluster(cluster)
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        _TMP_DIRS.pop(cluster.directory, None)
+        if cluster is not None:
+            _end(cluster)
+
+
+@contextlib.contextmanager
+def started_cluster(
+    directory: Path, index: Path | str, nodes: int = 3, *, timeout: float = 60.0
+) -> Iterator[LocalNodeCluster]:
+    """`running_cluster` for synchronous (e.g. module-scoped) fixtures: not from inside a trio run."""
+    cluster = None
+    try:
+        cluster = _begin(directory, index, nodes)
+        trio.run(_ready, cluster, timeout)
+        yield cluster
+    finally:
+        if cluster is not None:
+            _end(cluster)
 
 
 def logs(cluster: LocalNodeCluster, lines: int = 25) -> str:
@@ -313,34 +345,72 @@ async def all_endpoints(kv: KVClient, artifact_id: str) -> dict[str, EndpointRec
 
 
 class Watcher:
-    """Samples the records of one artifact in the background until stopped; remembers the lowest ACTIVE
-    count seen (and the records at that moment), every record ever seen, and every sample."""
+    """Every change of one artifact's slice records, from a listing on: the full history through a KV
+    watch (nothing between two samples is missed). After each revision it evaluates the records; it
+    remembers the lowest ACTIVE count (and the records at that revision) and every key ever seen.
 
-    def __init__(self, kv: KVClient, artifact_id: str, *, interval: float = 0.02) -> None:
+    Start it with `nursery.start(watcher.run)` (or `background`); `lowest` is meaningful once started."""
+
+    def __init__(self, kv: KVClient, artifact_id: str) -> None:
         self.kv = kv
         self.artifact_id = artifact_id
-        self.interval = interval
-        self.samples: list[tuple[float, list[Instance]]] = []
-        self.lowest: tuple[int, list[Instance]] | None = None
-        self.seen: set[tuple[str, int, str]] = set()
+        self.records: dict[str, Instance] = {}
+        self.lowest: tuple[int, int, list[Instance]] | None = None  # (count, revision, records)
+        self.history: list[tuple[int, list[Instance]]] = []  # (revision, records after it)
+        self.keys_seen: set[tuple[str, int, str]] = set()  # (coordinates, instance, node)
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        parsed = InstanceKey.parse(key)
+        if parsed is None or parsed.coordinates.artifact_id != self.artifact_id:
+            return
+        if value is None:
+            self.records.pop(key, None)
+            return
+        record = decode_record(key, value, SliceRecord)
+        self.records[key] = Instance(
+            str(parsed.coordinates), parsed.instance, parsed.node_id, record.state, record.reason
+        )
+        self.keys_seen.add((str(parsed.coordinates), parsed.instance, parsed.node_id))
+
+    def _evaluate(self, revision: int) -> None:
+        found = sorted(self.records.values())
+        self.history.append((revision, found))
+        count = len(active(found))
+        if self.lowest is None or count < self.lowest[0]:
+            self.lowest = (count, revision, found)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
-        while True:
-            try:
-                found = await instances(self.kv, self.artifact_id)
-            except KVError:
-                await trio.sleep(self.interval)
-                continue
-            count = len(active(found))
-            self.samples.append((time.monotonic(), found))
-            self.seen.update((i.coordinates, i.instance, i.node_id) for i in found)
-            if self.lowest is None or count < self.lowest[0]:
-                self.lowest = (count, found)
-            if not started:
-                started = True
-                task_status.started()
-            await trio.sleep(self.interval)
+        listing = await self.kv.range("slices/", linearizable=True)
+        for item in listing.kvs:
+            self._apply(item.key, item.value)
+        self._evaluate(listing.revision)
+        task_status.started()
+        watch = self.kv.watch("slices/", listing.revision + 1)
+        try:
+            async for events in watch:
+                by_revision: dict[int, list[Any]] = collections.defaultdict(list)
+                for event in events:
+                    by_revision[event.revision].append(event)
+                for revision in sorted(by_revision):
+                    for event in by_revision[revision]:
+                        self._apply(event.kv.key, event.kv.value if event.kind == "put" else None)
+                    self._evaluate(revision)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await watch.aclose()
+
+    def describe_lowest(self) -> str:
+        if self.lowest is None:
+            return "nothing seen"
+        count, revision, found = self.lowest
+        return f"{count} ACTIVE at revision {revision}: {show(found)}"
+
+    def instance_numbers_reused(self) -> dict[int, list[str]]:
+        """Instance numbers that were ever used by more than one record (node or version)."""
+        users: dict[int, list[str]] = collections.defaultdict(list)
+        for coordinates, instance, node_id in sorted(self.keys_seen):
+            users[instance].append(f"{coordinates}@{node_id}")
+        return {n: u for n, u in users.items() if len(u) > 1}
 
 
 # ---------------------------------------------------------------- calling slices
@@ -395,11 +465,13 @@ class Callers:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         limits = httpx.Limits(max_connections=self.concurrency * len(self.ingresses) + 4)
-        async with httpx.AsyncClient(timeout=self.http_timeout, limits=limits) as http:
-            async with trio.open_nursery() as nursery:
-                for worker in range(self.concurrency):
-                    nursery.start_soon(self._caller, http, worker)
-                task_status.started()
+        async with (
+            httpx.AsyncClient(timeout=self.http_timeout, limits=limits) as http,
+            trio.open_nursery() as nursery,
+        ):
+            for worker in range(self.concurrency):
+                nursery.start_soon(self._caller, http, worker)
+            task_status.started()
 
     async def _caller(self, http: httpx.AsyncClient, worker: int) -> None:
         sequence = 0

@@ -1,11 +1,15 @@
 """Helpers for integration tests that run real `aether-node` processes on 127.0.0.1.
 
-- `build_index` builds the sample slices into a wheel directory (once per session, from a fixture);
-- `NodeProcess` starts/stops/kills one node process with free ports, a secret file and a data dir;
-  `node_cleanup` makes sure nothing it started outlives a test, even when the test fails;
-- `kv_client`, `write_command`, `wait_for_state`, `wait_for_deleted`: driving slice records in the KV;
+- `build_index` / the `sample_index` fixture: the sample slices as a wheel directory, built once per
+  session; `build_wheel`: a small distribution of the test's own;
+- `NodeProcess`: one node process with free ports, a secret file and a data dir (start, restart, signal,
+  kill); `started_node` runs one with its own KV replica (so it is its cluster's leader), `client_node`
+  one that is only a client of a KV replica run beside it (`KVReplicaProcess`), for tests that write the
+  command states themselves; either ends every process it started, even when the test fails;
+- `kv_client`, `write_command`, `wait_for_state`, `wait_for_deleted`, `collect_events`: slice records in
+  the KV; `apply_blueprint`, `wait_for_active_instance`: the same through the cluster leader;
 - `invoke`, `invoke_raw`: the app ingress over HTTP (httpx);
-- `slice_hosts`, `kv_replicas`: the processes of a data dir, found through /proc.
+- `slice_hosts`, `host_of`, `template_of`, `kv_replicas`: the processes of a data dir, found through /proc.
 
 Every wait has a deadline and fails with what it saw last; nothing sleeps in the hope that something
 happened meanwhile.
@@ -14,6 +18,7 @@ happened meanwhile.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import inspect
 import json
@@ -133,7 +138,7 @@ def _processes() -> Iterator[ProcInfo]:
             state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
             if state in ("Z", "X"):  # zombies are dead: they only wait to be reaped
                 continue
-            cmdline = tuple(a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0"))
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             cwd = os.readlink(entry / "cwd")
             try:
                 stderr = os.readlink(entry / "fd" / "2")
@@ -189,6 +194,13 @@ def kv_replicas(data_dir: Path) -> list[ProcInfo]:
         if index + 1 < len(p.cmdline) and _under(p.cmdline[index + 1], data_dir):
             found.append(p)
     return found
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: the kernel SIGKILLs the child when the test process dies (Linux), so nothing
+    a test started outlives a killed test run."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
@@ -292,7 +304,12 @@ class NodeProcess:
         env = {**os.environ, "TMPDIR": str(self.tmp_dir)}
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                self.command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root, env=env
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
+                env=env,
+                preexec_fn=die_with_parent,
             )
 
     def start(self, timeout: float = NODE_START_TIMEOUT) -> NodeProcess:
@@ -335,13 +352,6 @@ class NodeProcess:
             while self.returncode() is None:
                 await trio.sleep(0.05)
         return self.returncode()
-
-    def wait_exit_sync(self, timeout: float) -> int | None:
-        assert self.process is not None
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
 
     def kill(self) -> None:
         """SIGKILL the node and reap it (its children die with it; see `cleanup` for stragglers)."""
@@ -393,7 +403,9 @@ class KVReplicaProcess:
         command += ["--data-dir", str(self.root / "data"), "--raft", f"127.0.0.1:{self.raft_port}"]
         command += ["--client", self.endpoint, "--secret-file", str(self.root / "secret")]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root)
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, preexec_fn=die_with_parent
+            )
         deadline = time.monotonic() + timeout
         while "ready" not in self.log_path.read_text(errors="replace"):
             if self.process.poll() is not None or time.monotonic() > deadline:

@@ -1,8 +1,10 @@
 """Faults with a real `aether-node` process: slices that fail on purpose (org.aether:faulty), slice hosts
 and nodes killed with SIGKILL, a crash loop, a node restart, and SIGTERM.
 
-The slice faults share one node (activation timeout lowered to 2 s through a `--config` file); the node
-faults each start their own.
+The slice faults share one node (activation timeout lowered to 2 s through a `--config` file) that is a
+client of a KV replica run beside it, so the test writes the command states as a cluster leader would.
+The node faults each start a node with its own KV replica (its cluster's leader), which runs what a
+blueprint asks for.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@ the KV, calls through the HTTP ingress, per-slice virtualenvs, resolution failur
 an index served over HTTP by pypiserver.
 
 Most tests share one node (started once for this module); each test unloads what it created, so the
-node is empty again when the next one starts.
+node is empty again when the next one starts. The nodes here are clients of a KV replica run beside them
+(they are never the cluster's leader): the test writes the command states, as a leader would.
 """
 
 from __future__ import annotations
@@ -271,6 +272,7 @@ def index_server(sample_index: Path, tmp_path: Path) -> Iterator[IndexServer]:
             [str(script), "run", "-v", "--disable-fallback", "-p", str(port), "-i", "127.0.0.1", index],
             stdout=out,
             stderr=subprocess.STDOUT,
+            preexec_fn=node_support.die_with_parent,
         )
     try:
         for _ in range(300):

@@ -1,3 +1,3 @@
-"""aether_cli — not built yet; see the open issues."""
+"""aether-cli: the `aether` operator command line. See `aether --help`."""
 
 __version__ = "0.1.0"

@@ -1,26 +1,60 @@
 """aether-node: the Aether node supervisor — KV replica, slice runtime (installer, slice hosts, store),
-node deployment manager and HTTP ingress.
+deployment managers, endpoint registry, peer calls, ingress and the management API.
+
+The public names below are imported on first use (PEP 562), so that `aether_node.client` — the API
+client and models the CLI and the MCP service use — imports nothing server-side.
 """
 
-from ._config import ConfigError as ConfigError
-from ._config import KVSettings as KVSettings
-from ._config import NodeConfig as NodeConfig
-from ._config import load_config as load_config
-from ._coordinates import Coordinates as Coordinates
-from ._errors import InvalidCoordinatesError as InvalidCoordinatesError
-from ._errors import InvocationError as InvocationError
-from ._errors import NodeError as NodeError
-from ._errors import ResolutionError as ResolutionError
-from ._errors import SliceHostError as SliceHostError
-from ._errors import StepTimeoutError as StepTimeoutError
-from ._node import NodeInfo as NodeInfo
-from ._node import serve_node as serve_node
-from ._records import EndpointRecord as EndpointRecord
-from ._records import NodeRecord as NodeRecord
-from ._records import SliceRecord as SliceRecord
-from ._records import SliceState as SliceState
-from ._records import decode_record as decode_record
-from ._records import encode_record as encode_record
-from ._schema import InstanceKey as InstanceKey
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    # configuration and running a node
+    "NodeConfig": "._config",
+    "KVSettings": "._config",
+    "ConfigError": "._config",
+    "load_config": "._config",
+    "NodeInfo": "._node",
+    "serve_node": "._node",
+    # coordinates, blueprints, records
+    "Coordinates": "._coordinates",
+    "Blueprint": "._blueprint",
+    "SliceSpec": "._blueprint",
+    "Resources": "._blueprint",
+    "Strategy": "._blueprint",
+    "Balancing": "._blueprint",
+    "parse_blueprint": "._blueprint_toml",
+    "BlueprintError": "._blueprint_toml",
+    "SliceRecord": "._records",
+    "SliceState": "._records",
+    "EndpointRecord": "._records",
+    "NodeRecord": "._records",
+    "encode_record": "._records",
+    "decode_record": "._records",
+    "InstanceKey": "._schema",
+    # errors
+    "NodeError": "._errors",
+    "InvalidCoordinatesError": "._errors",
+    "ResolutionError": "._errors",
+    "SliceHostError": "._errors",
+    "StepTimeoutError": "._errors",
+    "InvocationError": "._errors",
+}
+
+__all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aether_node' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

@@ -204,9 +204,11 @@ async def serve_node(
                         log.info(
                             "node %s stopping: withdrawing endpoints, stopping instances", config.node_id
                         )
-                        with trio.move_on_after(30):
+                        # The KV may be going away too (a whole cluster stopping): bound what needs it.
+                        with trio.move_on_after(3):
                             await manager.withdraw_all()
-                            await store.close_all()
+                        await store.close_all()  # local: stop hooks have their own deadline
+                        with trio.move_on_after(2):
                             await registration.revoke()
                     nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()

@@ -1,0 +1,333 @@
+"""`aether`: operate an Aether cluster. Exit codes: 0 ok, 1 failed, 2 bad arguments or input, 3 cannot
+reach the cluster. Heavy modules are imported inside the commands, so `aether --help` stays fast."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+from cyclopts import App, Parameter
+
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail
+
+app = App(
+    name="aether", help="Operate an Aether cluster: blueprints, slices, the cluster, a local dev cluster."
+)
+blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
+slice_app = App(name="slice", help="Slice instances: list, status, invoke.")
+cluster_app = App(name="cluster", help="The cluster: status, nodes, events.")
+dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
+for sub in (blueprint_app, slice_app, cluster_app, dev_app):
+    app.command(sub)
+
+DEFAULT_COMMON = Common()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        fail(EXIT_BAD_INPUT, f"{path}: cannot read it ({error.strerror})")
+
+
+# ---------------------------------------------------------------- blueprint
+
+
+@blueprint_app.command
+def validate(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
+    """Check a blueprint file without a cluster: TOML syntax, keys, types, coordinates."""
+    from aether_node._blueprint_toml import BlueprintError, parse_blueprint
+
+    try:
+        blueprint = parse_blueprint(_read(file), str(file))
+    except BlueprintError as error:
+        fail(EXIT_BAD_INPUT, error.message)
+    if common.json:
+        print(
+            json.dumps(
+                {"valid": True, "name": blueprint.name, "slices": [s.artifact for s in blueprint.slices]}
+            )
+        )
+    else:
+        print(f"{file}: valid blueprint {blueprint.name!r} with {len(blueprint.slices)} slice(s)")
+
+
+@blueprint_app.command
+def apply(
+    file: Path,
+    *,
+    wait: Annotated[
+        bool, Parameter(negative=(), help="Show progress until every instance is ACTIVE.")
+    ] = False,
+    timeout: float = 120.0,
+    common: Common = DEFAULT_COMMON,
+) -> None:
+    """Apply a blueprint: the cluster makes reality match it."""
+    text = _read(file)
+    result = call(common, lambda client: client.apply_blueprint(text, str(file)))
+    if not wait:
+        emit(
+            common,
+            result,
+            lambda: print(f"blueprint {result.name!r} {_verb(result)} (revision {result.revision})"),
+        )
+        return
+    if not common.json:
+        print(f"blueprint {result.name!r} {_verb(result)}; waiting for it to converge...")
+    status = _wait_for(common, result.name, timeout)
+    emit(
+        common,
+        status,
+        lambda: print(
+            f"blueprint {status.name!r} converged: "
+            + ", ".join(f"{s.artifact} {s.active}/{s.desired}" for s in status.slices)
+        ),
+    )
+
+
+def _verb(result: Any) -> str:
+    return "created" if result.created else "updated"
+
+
+def _wait_for(common: Common, name: str, timeout: float) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn
+
+    deadline = time.monotonic() + timeout
+    stuck_since: float | None = None
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} ACTIVE"),
+        disable=common.json,
+        transient=True,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+        while True:
+            status = call(common, lambda client: client.blueprint_status(name))
+            for item in status.slices:
+                if item.artifact not in tasks:
+                    tasks[item.artifact] = progress.add_task(item.artifact, total=max(item.desired, 1))
+                progress.update(tasks[item.artifact], completed=item.active, total=max(item.desired, 1))
+            if status.converged:
+                return status
+            failures = status.failures
+            transitional = any(
+                i.state not in ("ACTIVE", "FAILED") for s in status.slices for i in s.instances
+            )
+            if failures and not transitional:
+                stuck_since = stuck_since or time.monotonic()
+                if time.monotonic() - stuck_since > 3.0:  # nothing moves and something failed: say why
+                    progress.stop()
+                    fail(EXIT_FAILED, f"blueprint {name!r} cannot converge:\n  " + "\n  ".join(failures))
+            else:
+                stuck_since = None
+            if time.monotonic() > deadline:
+                progress.stop()
+                detail = ("\n  " + "\n  ".join(failures)) if failures else ""
+                fail(EXIT_FAILED, f"blueprint {name!r} did not converge within {timeout:g} s{detail}")
+            time.sleep(0.25)
+
+
+@blueprint_app.command(name="get")
+def get_blueprint(name: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Show a blueprint as it was applied."""
+    result = call(common, lambda client: client.get_blueprint(name))
+    emit(common, result, lambda: print(result.source.rstrip() or result))
+
+
+@blueprint_app.command(name="list")
+def list_blueprints(*, common: Common = DEFAULT_COMMON) -> None:
+    """Every blueprint in the cluster."""
+    result = call(common, lambda client: client.list_blueprints())
+
+    def human() -> None:
+        from . import _output
+
+        _output.table(
+            "Blueprints",
+            ["NAME", "SLICES"],
+            ([b.name, ", ".join(f"{s.artifact} x{s.instances}" for s in b.slices)] for b in result),
+        )
+
+    emit(common, result, human)
+
+
+@blueprint_app.command(name="delete")
+def delete_blueprint(name: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Delete a blueprint: all its instances are unloaded."""
+    call(common, lambda client: client.delete_blueprint(name))
+    emit(
+        common,
+        {"deleted": name},
+        lambda: print(f"blueprint {name!r} deleted; its instances are being unloaded"),
+    )
+
+
+@blueprint_app.command(name="status")
+def blueprint_status(name: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Desired vs actual per slice and per node, with failure reasons."""
+    result = call(common, lambda client: client.blueprint_status(name))
+
+    def human() -> None:
+        from . import _output
+
+        _output.blueprint_status(result)
+
+    emit(common, result, human)
+
+
+# ---------------------------------------------------------------- slice
+
+
+@slice_app.command(name="list")
+def list_slices(*, common: Common = DEFAULT_COMMON) -> None:
+    """Every slice instance in the cluster, with its node and state."""
+    result = call(common, lambda client: client.list_slices())
+
+    def human() -> None:
+        from . import _output
+
+        _output.instances(result)
+
+    emit(common, result, human)
+
+
+@slice_app.command(name="status")
+def slice_status(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """One slice (group:artifact): desired vs ACTIVE, and every instance."""
+    result = call(common, lambda client: client.slice_status(artifact))
+
+    def human() -> None:
+        from . import _output
+
+        print(
+            f"{result.artifact}: {result.active}/{result.desired} ACTIVE"
+            + (f" — {result.problem}" if result.problem else "")
+        )
+        _output.instances(result.instances)
+
+    emit(common, result, human)
+
+
+@slice_app.command
+def invoke(
+    artifact: str,
+    entry: str,
+    *,
+    data: Annotated[str, Parameter(help="JSON payload.")] = "null",
+    common: Common = DEFAULT_COMMON,
+) -> None:
+    """Call ENTRY of a slice (group:artifact) with a JSON payload; print the JSON result."""
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as error:
+        fail(EXIT_BAD_INPUT, f"--data is not valid JSON: {error}")
+    result = call(common, lambda client: client.invoke(artifact, entry, payload))
+    print(json.dumps(result, indent=None if common.json else 2))
+
+
+# ---------------------------------------------------------------- cluster
+
+
+@cluster_app.command(name="status")
+def cluster_status(*, common: Common = DEFAULT_COMMON) -> None:
+    """Leader, quorum, revision, health, nodes and instance counts."""
+    result = call(common, lambda client: client.cluster_status())
+
+    def human() -> None:
+        from . import _output
+
+        _output.cluster_status(result)
+
+    emit(common, result, human)
+
+
+@cluster_app.command
+def nodes(*, common: Common = DEFAULT_COMMON) -> None:
+    """The live nodes: addresses, capacity, instances, which one leads."""
+    result = call(common, lambda client: client.nodes())
+
+    def human() -> None:
+        from . import _output
+
+        _output.nodes(result)
+
+    emit(common, result, human)
+
+
+@cluster_app.command
+def events(
+    *,
+    follow: Annotated[bool, Parameter(negative=(), help="Keep streaming new events until Ctrl-C.")] = False,
+    limit: int = 50,
+    common: Common = DEFAULT_COMMON,
+) -> None:
+    """Recent cluster events (nodes, leaders, blueprints, instance states with reasons)."""
+    from aether_node.client import to_json
+
+    def show(item: Any) -> None:
+        if common.json:
+            print(json.dumps(to_json(item)), flush=True)
+        else:
+            from . import _output
+
+            _output.event(item)
+
+    if follow:
+        try:
+            call(common, lambda client: [show(item) for item in client.follow_events(limit)])
+        except KeyboardInterrupt:
+            return
+        return
+    for item in call(common, lambda client: client.events(limit)):
+        show(item)
+
+
+# ---------------------------------------------------------------- dev
+
+
+@dev_app.command
+def up(
+    *,
+    nodes: Annotated[int, Parameter(help="How many nodes (the first 3 hold the Raft store).")] = 3,
+    directory: Annotated[Path, Parameter(help="Where data, logs and state live.")] = Path(".aether-dev"),
+    source: Annotated[Path, Parameter(help="Slice projects to build into the local index.")] = Path(
+        "sample-slices"
+    ),
+    apply: Annotated[
+        Path | None, Parameter(name="--apply", help="Apply this blueprint and wait for it.")
+    ] = None,
+    common: Common = DEFAULT_COMMON,
+) -> None:
+    """Build the sample-slice index, start NODES local nodes in the background, wait until ready."""
+    from ._dev import dev_up
+
+    dev_up(nodes=nodes, directory=directory, source=source, apply_file=apply, common=common)
+
+
+@dev_app.command
+def down(*, directory: Path = Path(".aether-dev")) -> None:
+    """Stop the local cluster cleanly; nothing is left running (data stays)."""
+    from ._dev import dev_down
+
+    dev_down(directory)
+
+
+@dev_app.command(name="status")
+def dev_status(*, directory: Path = Path(".aether-dev"), common: Common = DEFAULT_COMMON) -> None:
+    """Which local nodes run, and the cluster's status."""
+    from ._dev import dev_status as show
+
+    show(directory, common)
+
+
+def main() -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `aether ... | head` ends quietly
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,100 @@
+"""Human renderings of the API's models (rich tables). Imported only when a command prints for people."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+STATE_STYLE = {"ACTIVE": "green", "FAILED": "bold red", "LOADED": "cyan"}
+
+
+def _state(state: str) -> str:
+    style = STATE_STYLE.get(state, "yellow")
+    return f"[{style}]{state}[/{style}]"
+
+
+def _age(timestamp: float) -> str:
+    if not timestamp:
+        return "-"
+    seconds = max(0, time.time() - timestamp)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
+    grid = Table(title=title, title_justify="left", header_style="bold")
+    for column in columns:
+        grid.add_column(column)
+    for row in rows:
+        grid.add_row(*(str(cell) for cell in row))
+    console.print(grid)
+
+
+def instances(items: Iterable[Any], title: str = "Instances") -> None:
+    table(
+        title,
+        ["NODE", "ARTIFACT", "#", "STATE", "AGE", "REASON"],
+        ([i.node_id, i.artifact, i.instance, _state(i.state), _age(i.timestamp), i.reason] for i in items),
+    )
+
+
+def blueprint_status(status: Any) -> None:
+    verdict = "[green]converged[/green]" if status.converged else "[yellow]converging[/yellow]"
+    console.print(f"blueprint [bold]{status.name}[/bold]: {verdict}")
+    table(
+        "Slices",
+        ["ARTIFACT", "DESIRED", "ACTIVE", "PROBLEM"],
+        ([s.artifact, s.desired, s.active, s.problem] for s in status.slices),
+    )
+    instances([i for s in status.slices for i in s.instances])
+
+
+def cluster_status(status: Any) -> None:
+    health = "[green]healthy[/green]" if status.healthy else "[red]unhealthy[/red]"
+    quorum = "yes" if status.has_quorum else "[red]NO[/red]"
+    console.print(
+        f"cluster {health}: leader [bold]{status.leader or '(none)'}[/bold], quorum {quorum},"
+        f" term {status.term}, revision {status.revision}"
+    )
+    console.print(
+        f"{len(status.nodes)} nodes, {status.blueprints} blueprints, {status.instances} instances"
+        f" ({status.active} ACTIVE, {status.failed} FAILED)"
+    )
+    nodes(status.nodes)
+
+
+def nodes(items: Iterable[Any]) -> None:
+    table(
+        "Nodes",
+        ["NODE", "ROLE", "LEADER", "INSTANCES", "ACTIVE", "CPU", "MEMORY", "INGRESS", "MANAGEMENT", "UP"],
+        (
+            [
+                n.node_id,
+                n.role,
+                "*" if n.leader else "",
+                n.instances,
+                n.active,
+                f"{n.cpu:g}",
+                f"{n.memory_mib} MiB",
+                n.ingress,
+                n.management,
+                _age(n.started_at),
+            ]
+            for n in items
+        ),
+    )
+
+
+def event(item: Any) -> None:
+    stamp = time.strftime("%H:%M:%S", time.localtime(item.timestamp)) if item.timestamp else "--:--:--"
+    console.print(
+        f"[dim]{stamp} #{item.revision}[/dim] [bold]{item.kind}[/bold] {item.message}", highlight=False
+    )
