@@ -74,13 +74,24 @@ def run(
         sys.exit(2)
 
     async def main() -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-            async with trio.open_nursery() as nursery:
-                info = await nursery.start(serve_node, node_config)
-                print(f"aether-node {info.node_id} ready: ingress http://{info.ingress}", flush=True)
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                    async for _ in signals:
+                        if shutdown.is_set():  # a second signal: stop now
+                            nursery.cancel_scope.cancel()
+                            return
+                        shutdown.set()
+
+            async def run_node(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
+                await serve_node(node_config, shutdown=shutdown, task_status=task_status)
+                nursery.cancel_scope.cancel()  # graceful shutdown done
+
+            nursery.start_soon(watch_signals)
+            info = await nursery.start(run_node)
+            print(f"aether-node {info.node_id} ready: ingress http://{info.ingress}", flush=True)
 
     trio.run(main)
 

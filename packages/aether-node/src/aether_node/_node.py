@@ -114,8 +114,13 @@ class _Registration:
 
 
 async def serve_node(
-    config: NodeConfig, *, task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED
+    config: NodeConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Run the node until `shutdown` is set (then stop gracefully and return) or until cancelled (then
+    end every slice process and stop at once)."""
     secret = config.secret
     api_keys = load_api_keys(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -198,17 +203,16 @@ async def serve_node(
                             node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client or ""
                         )
                     )
-                    await trio.sleep_forever()
+                    await (shutdown.wait() if shutdown is not None else trio.sleep_forever())
+                    # Graceful: everything still runs. The KV may be going away too (a whole cluster
+                    # stopping), so what needs it is bounded.
+                    log.info("node %s stopping: withdrawing endpoints, stopping instances", config.node_id)
+                    with trio.move_on_after(3):
+                        await manager.withdraw_all()
+                    await store.close_all()  # stop hooks have their own deadline
+                    with trio.move_on_after(2):
+                        await registration.revoke()
                 finally:
-                    with trio.CancelScope(shield=True):
-                        log.info(
-                            "node %s stopping: withdrawing endpoints, stopping instances", config.node_id
-                        )
-                        # The KV may be going away too (a whole cluster stopping): bound what needs it.
-                        with trio.move_on_after(3):
-                            await manager.withdraw_all()
-                        await store.close_all()  # local: stop hooks have their own deadline
-                        with trio.move_on_after(2):
-                            await registration.revoke()
+                    await store.close_all()  # after a hard cancellation: at least end every process
                     nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
