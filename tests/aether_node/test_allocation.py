@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from aether_node._allocation import NodeCapacity, Placement, allocate, allocate_all
 from aether_node._blueprint import Resources, SliceSpec, Strategy
 
-PROPERTY = settings(max_examples=150, deadline=None)
+PROPERTY = settings(max_examples=100, deadline=None)
+PROPERTY_ALL = settings(max_examples=60, deadline=None)  # allocate_all: several slices per example
 ALL_STRATEGIES = list(Strategy)
 SPREADING = [Strategy.ROUND_ROBIN, Strategy.SPREAD]
 ANY_STRATEGY = st.sampled_from(ALL_STRATEGIES)
@@ -313,7 +314,7 @@ def test_allocate_all_every_node_excluded_reports_all_unplaced() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: allocate_all keeps an excluded node eligible when the slice still runs there, and then"
-    " lets it *grow* (_allocation.py:182): a node where the slice FAILED receives new instances",
+    " lets it *grow* (_allocation.py:180): a node where the slice FAILED receives new instances",
 )
 def test_allocate_all_excluded_node_with_instances_receives_no_new_ones() -> None:
     nodes = [node("a"), node("b")]
@@ -327,7 +328,7 @@ def test_allocate_all_excluded_node_with_instances_receives_no_new_ones() -> Non
 @pytest.mark.xfail(
     strict=True,
     reason="BUG: allocate_all places slices one after the other in artifact order, each seeing only the"
-    " capacity the earlier ones took (_allocation.py:179-189): a new or scaled-up slice that sorts first"
+    " capacity the earlier ones took (_allocation.py:177-189): a new or scaled-up slice that sorts first"
     " takes the capacity another slice's running instances use, although it would fit elsewhere, and the"
     " running slice is moved (or reported unplaced)",
 )
@@ -432,13 +433,13 @@ def test_bin_pack_uses_the_fewest_identical_nodes(
 
 
 @PROPERTY
-@given(cases(), st.sampled_from(NODE_IDS), st.sampled_from(CPUS), st.sampled_from(MEMORIES))
+@given(
+    cases(), st.sampled_from(["a-first", "n15x", "zz-last"]), st.sampled_from(CPUS), st.sampled_from(MEMORIES)
+)
 def test_node_join_moves_the_minimum(
     case: tuple[SliceSpec, list[NodeCapacity], dict[str, int]], new_id: str, cpu: float, memory: int
 ) -> None:
     spec, nodes, current = case
-    if new_id in {n.node_id for n in nodes}:
-        return
     before = allocate(spec, nodes, current)
     joined = [*nodes, NodeCapacity(node_id=new_id, cpu=cpu, memory_mib=memory)]
     after = allocate(spec, joined, before.counts)
@@ -546,7 +547,7 @@ def clusters(
     return all_specs, nodes, current, excluded
 
 
-@PROPERTY
+@PROPERTY_ALL
 @given(clusters())
 def test_allocate_all_never_exceeds_a_node(
     cluster: tuple[list[SliceSpec], list[NodeCapacity], dict[str, dict[str, int]], dict[str, frozenset[str]]],
@@ -581,7 +582,7 @@ def test_allocate_all_never_exceeds_a_node(
                 assert node_id not in placement.counts, (node_id, placement)
 
 
-@PROPERTY
+@PROPERTY_ALL
 @given(clusters(), st.randoms(use_true_random=False))
 def test_allocate_all_is_deterministic_and_order_free(
     cluster: tuple[list[SliceSpec], list[NodeCapacity], dict[str, dict[str, int]], dict[str, frozenset[str]]],
@@ -596,7 +597,7 @@ def test_allocate_all_is_deterministic_and_order_free(
     assert allocate_all(shuffled_specs, shuffled_nodes, current, excluded) == placements
 
 
-@PROPERTY
+@PROPERTY_ALL
 @given(clusters())
 def test_allocate_all_is_a_fixed_point(
     cluster: tuple[list[SliceSpec], list[NodeCapacity], dict[str, dict[str, int]], dict[str, frozenset[str]]],
@@ -607,7 +608,7 @@ def test_allocate_all_is_a_fixed_point(
     assert again == placements
 
 
-@PROPERTY
+@PROPERTY_ALL
 @given(clusters())
 def test_allocate_all_unplaced_only_when_nothing_fits(
     cluster: tuple[list[SliceSpec], list[NodeCapacity], dict[str, dict[str, int]], dict[str, frozenset[str]]],

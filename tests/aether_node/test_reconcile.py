@@ -163,11 +163,23 @@ class Cluster:
         pytest.fail(f"no convergence within {rounds} rounds; last plan: {p}")
 
 
-def assert_converged(cluster: Cluster, specs: Sequence[SliceSpec]) -> None:
-    """Nothing left to do, and the view is exactly the allocation's placement, all ACTIVE."""
-    p = cluster.plan(specs)
+def active_counts(cluster: Cluster) -> collections.Counter[str]:
+    """ACTIVE instances per artifact id."""
+    return collections.Counter(
+        r.coordinates.artifact_id for r in cluster.records.values() if r.state is SliceState.ACTIVE
+    )
+
+
+def assert_converged(cluster: Cluster, specs: Sequence[SliceSpec], max_surge: int = 1) -> None:
+    """Nothing left to do, and the view is exactly the allocation's placement, all ACTIVE.
+
+    When some slice does not fit the cluster (`unplaced`), two known bugs (see the strict-xfail tests
+    `test_rollout_completes_when_part_of_the_slice_cannot_be_placed` and
+    `test_scaling_one_slice_up_never_overcommits_a_node_another_slice_runs_on`) leave extra ACTIVE
+    instances in place for good; only the weaker guarantees are checked then."""
+    p = cluster.plan(specs, max_surge)
     assert p.actions == ()
-    assert cluster.plan(specs) == p
+    assert cluster.plan(specs, max_surge) == p
     live = {n.node_id for n in cluster.nodes}
     wanted = {Coordinates.parse(s.artifact).artifact_id: s for s in specs}
     placements = allocate_all(
@@ -175,15 +187,21 @@ def assert_converged(cluster: Cluster, specs: Sequence[SliceSpec]) -> None:
         cluster.nodes,
         {s.artifact: cluster.counts(s.artifact) for s in wanted.values()},
     )
+    full = any(p.unplaced for p in placements.values())
+    problems = {problem.artifact for problem in p.problems}
     for record in cluster.records.values():
         assert record.node_id in live, record
         assert record.state is SliceState.ACTIVE, record
         assert record.coordinates.artifact_id in wanted, record
-        assert str(record.coordinates) == wanted[record.coordinates.artifact_id].artifact, record
-    problems = {problem.artifact for problem in p.problems}
+        if not full:
+            assert str(record.coordinates) == wanted[record.coordinates.artifact_id].artifact, record
     for artifact_id, s in wanted.items():
         placement = placements[s.artifact]
-        assert cluster.counts(s.artifact) == dict(placement.counts), (s, cluster.counts(s.artifact))
+        counts = cluster.counts(s.artifact)
+        if full:
+            assert all(counts.get(i, 0) >= c for i, c in placement.counts.items()), (s, counts)
+        else:
+            assert counts == dict(placement.counts), (s, counts)
         assert sum(placement.counts.values()) == s.instances - placement.unplaced
         assert (artifact_id in problems) == bool(placement.unplaced)
         numbers = [r.instance for r in cluster.of(artifact_id)]
@@ -555,14 +573,26 @@ def test_random_changes_converge_to_the_allocation(
     cluster = Cluster(nodes=list(nodes))
     versions: dict[str, int] = {}
     cluster.converge(list(specs.values()), max_surge=max_surge, rounds=60)
-    assert_converged(cluster, list(specs.values()))
+    assert_converged(cluster, list(specs.values()), max_surge)
     for kind, seed in events:
         apply_event(cluster, specs, kind, seed, versions)
         if kind == "kill":
-            for key, record in list(cluster.records.items()):  # the restart finishes
+            # one round while it restarts: an instance that is not ACTIVE does not count as available
+            wanted = {Coordinates.parse(s.artifact).artifact_id: s.instances for s in specs.values()}
+            before = active_counts(cluster)
+            cluster.apply(cluster.plan(list(specs.values()), max_surge), start=SliceState.ACTIVATE)
+            after = active_counts(cluster)
+            for artifact_id, active in before.items():
+                if artifact_id in wanted:
+                    assert after[artifact_id] >= min(wanted[artifact_id], active), (
+                        artifact_id,
+                        before,
+                        after,
+                    )
+            for key, record in list(cluster.records.items()):  # the restarts finish
                 cluster.records[key] = attrs.evolve(record, state=SliceState.ACTIVE)
         cluster.converge(list(specs.values()), max_surge=max_surge, rounds=60)
-        assert_converged(cluster, list(specs.values()))
+        assert_converged(cluster, list(specs.values()), max_surge)
 
 
 @PROPERTY
@@ -594,7 +624,7 @@ def test_rollouts_step_by_step_keep_availability_within_the_surge(
             cluster.promote_one()
         else:
             pytest.fail("the rollout did not finish")
-        assert_converged(cluster, list(specs.values()))
+        assert_converged(cluster, list(specs.values()), max_surge)
 
 
 @PROPERTY
@@ -649,17 +679,16 @@ def test_creates_have_distinct_increasing_fresh_numbers(
 
 
 @PROPERTY
-@given(st.integers(1, 6), st.integers(0, 12), st.integers(0, 12), st.sampled_from(list(Strategy)))
+@given(st.integers(1, 6), st.integers(1, 12), st.data())
 def test_scale_down_removes_the_highest_numbers_when_the_rest_stays_even(
-    node_count: int, before: int, after: int, strategy: Strategy
+    node_count: int, before: int, data: st.DataObject
 ) -> None:
+    after = data.draw(st.integers(0, before - 1))
     nodes = [node(f"n{i}") for i in range(node_count)]
     names = [n.node_id for n in nodes]
     # numbers dealt round the nodes in turn: the oldest `after` are spread evenly
     view = [observed(names[(k - 1) % node_count], f"{ECHO}:1.0", k) for k in range(1, before + 1)]
-    if after >= before or strategy is not Strategy.ROUND_ROBIN:
-        return
-    p = plan([spec(instances=after, strategy=strategy)], nodes, view)
+    p = plan([spec(instances=after)], nodes, view)
     removed = sorted(int(r.key.rsplit("/", 1)[1]) for r in removes(p))
     assert removed == list(range(after + 1, before + 1))
     assert creates(p) == []
@@ -667,7 +696,7 @@ def test_scale_down_removes_the_highest_numbers_when_the_rest_stays_even(
 
 @pytest.mark.xfail(
     strict=True,
-    reason="BUG: _reconcile.plan → allocate_all (_allocation.py:182) keeps the FAILED node eligible because"
+    reason="BUG: _reconcile.plan → allocate_all (_allocation.py:180) keeps the FAILED node eligible because"
     " a healthy instance still runs there, and the balancing then creates a new instance on it",
 )
 def test_a_failed_node_gets_no_new_instance_when_it_also_runs_a_healthy_one() -> None:
@@ -678,3 +707,53 @@ def test_a_failed_node_gets_no_new_instance_when_it_also_runs_a_healthy_one() ->
     ]
     p = plan([spec(instances=4)], [node("a"), node("b")], view)
     assert [c.node_id for c in creates(p)] == ["b", "b"]  # actual: ["a", "b"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _reconcile.py:152/170 guard ACTIVE removals with `spec.instances` even when the allocation"
+    " can place fewer (placement.unplaced > 0): the ACTIVE count can never exceed what fits, so the old"
+    " version is never removed and the rollout never completes (2 instances on a max_per_node=1 node)",
+)
+def test_rollout_completes_when_part_of_the_slice_cannot_be_placed() -> None:
+    cluster = Cluster(nodes=[node("a")])
+    v1 = [spec(f"{ECHO}:1.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1)]
+    cluster.converge(v1)
+    assert cluster.counts(f"{ECHO}:1.0") == {"a": 1}  # one fits, one is reported unplaced
+    v2 = [spec(f"{ECHO}:2.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1)]
+    cluster.converge(v2)
+    # actual: both 1.0#1 and 2.0#2 stay ACTIVE on a, for good, and the plan is empty
+    assert cluster.counts(f"{ECHO}:1.0") == {}
+    assert cluster.counts(f"{ECHO}:2.0") == {"a": 1}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: allocate_all gives the capacity of a running slice to a slice that sorts before it"
+    " (_allocation.py:177-189) and plan keeps the running instance (its ACTIVE count would drop below"
+    " `instances`, _reconcile.py:170) while creating the newcomer's instances on the same node: the node is"
+    " committed 2304 MiB of 2048 for good, and the running slice is reported as not fitting",
+)
+def test_scaling_one_slice_up_never_overcommits_a_node_another_slice_runs_on() -> None:
+    nodes = [node("a", cpu=2, memory_mib=2048)]
+    counter = spec("org.example:counter:1.0", instances=2, memory_mib=1024)
+    echo = spec(f"{ECHO}:1.0", instances=1, memory_mib=256)
+    cluster = Cluster(nodes=nodes)
+    cluster.converge([attrs.evolve(counter, instances=0), echo])
+    assert cluster.counts(f"{ECHO}:1.0") == {"a": 1}
+    cluster.converge([counter, echo])
+    committed = sum({"counter": 1024, "echo": 256}[r.coordinates.artifact] for r in cluster.records.values())
+    assert committed <= 2048  # actual: 2304 (counter ×2 created next to the running echo)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG (design): once the work runs elsewhere the FAILED record is removed (_reconcile.py:193-195)"
+    " and with it the node's exclusion (_reconcile.py:121-127), so balancing places the artifact on the same"
+    " node again: create → FAILED → clean up → create … forever, at the reconcile rate, reusing instance"
+    " number 5 each time and never reporting a Problem (CONVENTIONS: record a permanent fault as a status"
+    " instead of retrying it forever)",
+)
+def test_a_node_where_the_slice_always_fails_is_not_retried_forever() -> None:
+    cluster = Cluster(nodes=[node("a"), node("b"), node("x")], broken={("x", ECHO)})
+    cluster.converge([spec(instances=3)], rounds=50)  # actual: pytest.fail, no convergence in 50 rounds

@@ -292,6 +292,31 @@ def show(found: Sequence[Instance]) -> str:
     return "[" + ", ".join(str(i) for i in found) + "]"
 
 
+async def poll(
+    kv: KVClient,
+    condition: Callable[[list[Instance]], bool],
+    *,
+    timeout: float,
+    artifact_id: str | None = None,
+    interval: float = 0.05,
+) -> tuple[bool, list[Instance], str]:
+    """Poll the slice records until `condition(records)` holds or `timeout` s passed: (held, the records
+    seen last, the last KV error if any)."""
+    last: list[Instance] = []
+    error = ""
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                last = await instances(kv, artifact_id)
+            except KVError as e:  # mid-failover: try again
+                error = e.message
+            else:
+                if condition(last):
+                    return True, last, error
+            await trio.sleep(interval)
+    return False, last, error
+
+
 async def wait_for(
     kv: KVClient,
     condition: Callable[[list[Instance]], bool],
@@ -304,23 +329,12 @@ async def wait_for(
 ) -> list[Instance]:
     """Poll the slice records until `condition(records)` holds; fail after `timeout` s with the records
     seen last (and the nodes' log tails, given the cluster)."""
-    last: list[Instance] | None = None
-    error = ""
-    with trio.move_on_after(timeout):
-        while True:
-            try:
-                last = await instances(kv, artifact_id)
-            except KVError as e:  # mid-failover: try again
-                error = e.message
-            else:
-                if condition(last):
-                    return last
-            await trio.sleep(interval)
+    held, last, error = await poll(kv, condition, timeout=timeout, artifact_id=artifact_id, interval=interval)
+    if held:
+        return last
     detail = f"\nlast KV error: {error}" if error else ""
     tails = f"\n{logs(cluster)}" if cluster is not None else ""
-    pytest.fail(
-        f"timed out after {timeout:g} s waiting for {what}; last seen: {show(last or [])}{detail}{tails}"
-    )
+    pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last seen: {show(last)}{detail}{tails}")
 
 
 def exactly_active(count: int, coordinates: str) -> Callable[[list[Instance]], bool]:

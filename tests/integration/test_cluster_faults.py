@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import node_support
 import pytest
 import trio
@@ -18,6 +20,7 @@ from cluster_support import (
     ECHO,
     ECHO_ID,
     Callers,
+    Instance,
     SliceSpec,
     Watcher,
     active,
@@ -27,7 +30,9 @@ from cluster_support import (
     instances,
     kv_of,
     leader_node_id,
+    logs,
     per_node,
+    poll,
     processes_under,
     put_blueprint,
     running_cluster,
@@ -36,7 +41,8 @@ from cluster_support import (
     wait_for,
 )
 
-from aether_node._local_cluster import LocalNodeCluster, wait_until_ready
+from aether_node import EndpointRecord, SliceState
+from aether_node._local_cluster import wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -136,12 +142,57 @@ async def test_join_rebalances_then_a_follower_dies(sample_index: Path, tmp_path
         assert not failed, f"calls failed during the failover: {report}"
 
 
-async def test_leader_dies_in_the_middle_of_a_scale_up(sample_index: Path, tmp_path: Path) -> None:
-    async with running_cluster(tmp_path / "cluster", sample_index, 3) as cluster, kv_of(cluster) as kv:
+# ---------------------------------------------------------------- the leader dies mid-way
+
+
+@attrs.frozen(kw_only=True)
+class LeaderKill:
+    """What happened when the leader was SIGKILLed in the middle of a scale-up 3 → 6 (see `leader_kill`)."""
+
+    leader: str
+    survivors: frozenset[str]
+    mid_way: list[Instance]  # the records when the leader was killed
+    placed: bool  # 6 records on the survivors, distinct numbers, none failed or being removed
+    placed_after: float  # s after the kill (or the deadline)
+    settled: bool  # ... and all 6 ACTIVE
+    settled_after: float
+    final: list[Instance]  # 2 s after settling (or at the deadline)
+    before_final: list[Instance]
+    new_leader: str
+    endpoints: dict[str, EndpointRecord]
+    watcher: Watcher
+    callers: Callers
+    log: str
+
+    def describe(self) -> str:
+        return (
+            f"leader {self.leader} killed mid-way with {show(self.mid_way)}; placed={self.placed} after "
+            f"{self.placed_after:.2f} s; all ACTIVE={self.settled} after {self.settled_after:.2f} s; "
+            f"final {show(self.final)}; new leader {self.new_leader}; calls: {self.callers.summary()}"
+        )
+
+
+def placed_on(node_ids: frozenset[str], count: int) -> Callable[[list[Instance]], bool]:
+    def check(found: list[Instance]) -> bool:
+        return (
+            len(found) == count
+            and {i.node_id for i in found} <= node_ids
+            and len({i.instance for i in found}) == count
+            and all(i.coordinates == ECHO and i.state not in NOT_PLACED for i in found)
+        )
+
+    return check
+
+
+NOT_PLACED = frozenset({SliceState.FAILED, SliceState.UNLOAD, SliceState.UNLOADING})
+
+
+async def _leader_kill(directory: Path, index: Path) -> LeaderKill:
+    async with running_cluster(directory, index, 3) as cluster, kv_of(cluster) as kv:
         await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=3))
         await wait_for(kv, exactly_active(3, ECHO), timeout=SETTLE, what="3 ACTIVE", cluster=cluster)
         leader = await leader_node_id(cluster, kv)
-        survivors = {n.node_id for n in cluster.nodes} - {leader}
+        survivors = frozenset(n.node_id for n in cluster.nodes) - {leader}
 
         watcher = Watcher(kv, ECHO_ID)
         callers = Callers([cluster.plan(n).ingress for n in sorted(survivors)], ECHO_ID, concurrency=4)
@@ -152,33 +203,82 @@ async def test_leader_dies_in_the_middle_of_a_scale_up(sample_index: Path, tmp_p
             with trio.move_on_after(10):
                 while not any(n > 3 for _, n, _ in watcher.keys_seen):
                     await trio.sleep(0.002)
-            mid_way = await instances(kv, ECHO_ID)
+            mid_way = sorted(watcher.records.values())
             killed_at = time.monotonic()
             cluster.kill(leader, signal.SIGKILL)
-            assert any(i.instance > 3 for i in mid_way), f"the leader never started: {show(mid_way)}"
-            assert len(active(mid_way)) < 6, f"the leader had finished already: {show(mid_way)}"
-            found = await wait_for(
-                kv,
-                on_nodes(survivors, 6),
-                timeout=FAILOVER,
-                what=f"6 ACTIVE on the survivors after the leader {leader} was killed",
-                cluster=cluster,
+            placed, _, _ = await poll(kv, placed_on(survivors, 6), timeout=FAILOVER, artifact_id=ECHO_ID)
+            placed_after = time.monotonic() - killed_at
+            settled, before_final, _ = await poll(
+                kv, on_nodes(set(survivors), 6), timeout=FAILOVER if placed else 0, artifact_id=ECHO_ID
             )
-            replaced_at = time.monotonic()
+            settled_after = time.monotonic() - killed_at
             await trio.sleep(2.0)  # the new leader must not keep going
-        print(
-            f"leader {leader} killed with {show(mid_way)}; 6 ACTIVE after {replaced_at - killed_at:.2f} s;"
-            f" {callers.summary()}"
-        )
         final = await instances(kv, ECHO_ID)
-        assert final == found, f"records changed after the work was done: {show(found)} → {show(final)}"
-        assert len({i.instance for i in final}) == 6, show(final)
         new_leader = await leader_node_id(cluster, kv)
-        assert new_leader in survivors
-        reused = watcher.instance_numbers_reused()
-        assert not reused, f"instance numbers used twice (duplicated work): {reused}"
-        published = await all_endpoints(kv, ECHO_ID)
-        assert len(published) == 6 * 2 and {e.node_id for e in published.values()} <= survivors, sorted(
-            published
+        scenario = LeaderKill(
+            leader=leader,
+            survivors=survivors,
+            mid_way=mid_way,
+            placed=placed,
+            placed_after=placed_after,
+            settled=settled,
+            settled_after=settled_after,
+            final=final,
+            before_final=before_final,
+            new_leader=new_leader,
+            endpoints=await all_endpoints(kv, ECHO_ID),
+            watcher=watcher,
+            callers=callers,
+            log=logs(cluster, 40),
         )
-        assert not callers.failures_after(replaced_at), callers.summary()
+        print(scenario.describe())
+        return scenario
+
+
+@pytest.fixture(scope="module")
+def leader_kill(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> LeaderKill:
+    """One cluster of 3: echo 3 ACTIVE; the blueprint scaled to 6; the leader SIGKILLed as soon as its
+    first new record shows; then up to FAILOVER s for the new leader to place, and as much to activate,
+    while 4 callers call echo through the survivors' ingresses."""
+    return trio.run(_leader_kill, tmp_path_factory.mktemp("leader-kill") / "cluster", sample_index)
+
+
+def test_leader_was_killed_mid_way(leader_kill: LeaderKill) -> None:
+    mid_way = leader_kill.mid_way
+    assert any(i.instance > 3 for i in mid_way), f"the leader never started: {show(mid_way)}"
+    assert len(active(mid_way)) < 6, f"the leader had finished already: {show(mid_way)}"
+    assert leader_kill.new_leader in leader_kill.survivors, leader_kill.describe()
+
+
+def test_new_leader_places_the_rest_exactly_once(leader_kill: LeaderKill) -> None:
+    assert leader_kill.placed, f"{leader_kill.describe()}\n{leader_kill.log}"
+    final = leader_kill.final
+    assert placed_on(leader_kill.survivors, 6)(final), leader_kill.describe()
+    reused = leader_kill.watcher.instance_numbers_reused()
+    assert not reused, f"instance numbers used twice (duplicated work): {reused}"
+    # Nothing was placed on a survivor and then taken back (no surplus, no duplicate).
+    kept = {(i.coordinates, i.instance, i.node_id) for i in final}
+    undone = {k for k in leader_kill.watcher.keys_seen if k[2] in leader_kill.survivors} - kept
+    assert not undone, f"records created on survivors and removed again: {sorted(undone)}"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an instance whose activation is interrupted by the leader change stays LOADED forever: "
+    "the node writes LOADING, its write of ACTIVATING fails ('outcome unknown: the leader changed'), and "
+    "it then reads its own LOADING back as a command (_lifecycle._TARGETS: LOADING → LOADED) and writes "
+    "LOADED; the ClusterDeploymentManager (_reconcile.plan) counts a LOADED instance as placed and never "
+    "commands ACTIVATE again",
+)
+def test_new_leader_brings_every_instance_to_active(leader_kill: LeaderKill) -> None:
+    assert leader_kill.settled, f"{leader_kill.describe()}\n{leader_kill.log}"
+    assert leader_kill.final == leader_kill.before_final, leader_kill.describe()
+    published = leader_kill.endpoints
+    assert len(published) == 6 * 2, sorted(published)
+    assert {e.node_id for e in published.values()} <= leader_kill.survivors, sorted(published)
+
+
+def test_calls_through_the_survivors_keep_succeeding_while_the_leader_dies(leader_kill: LeaderKill) -> None:
+    callers = leader_kill.callers
+    assert len(callers.results) > 50, callers.summary()
+    assert not callers.failures, callers.summary()

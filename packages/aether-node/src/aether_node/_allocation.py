@@ -54,10 +54,17 @@ def _room(spec: SliceSpec, node: NodeCapacity, usage: _Usage) -> int:
 class _LazyHeap:
     """A heap of node ids ordered by `key(node_id)`, where keys change: stale entries are skipped."""
 
-    def __init__(self, key: Callable[[str], Any], node_ids: Iterable[str], *, largest: bool = False) -> None:
+    def __init__(
+        self,
+        key: Callable[[str], Any],
+        node_ids: Iterable[str],
+        *,
+        largest: bool = False,
+        entries: list[tuple[Any, str]] | None = None,
+    ) -> None:
         self._key = key
         self._sign = -1 if largest else 1
-        self._heap = [(self._signed(i), i) for i in node_ids]
+        self._heap = entries if entries is not None else [(self._signed(i), i) for i in node_ids]
         heapq.heapify(self._heap)
 
     def _signed(self, node_id: str) -> Any:
@@ -100,53 +107,74 @@ def allocate(
     usage = usage or {}
     by_id = {n.node_id: n for n in nodes}
     ids = sorted(by_id)
-    used = {i: _Usage(usage[i].cpu, usage[i].memory_mib) if i in usage else _Usage() for i in ids}
-    room = {i: _room(spec, by_id[i], used[i]) for i in ids}
-    target = {i: min(current.get(i, 0), room[i]) for i in ids}
+    rooms: dict[str, int] = {}  # computed on demand: most nodes are never looked at for a given slice
+    no_usage = Resources()
+
+    def room(node_id: str) -> int:
+        found = rooms.get(node_id)
+        if found is None:
+            u = usage.get(node_id, no_usage)
+            found = rooms[node_id] = _room(spec, by_id[node_id], _Usage(u.cpu, u.memory_mib))
+        return found
+
+    target = {i: min(c, room(i)) for i, c in current.items() if c > 0 and i in by_id}  # sparse
     total = sum(target.values())
     packing = spec.strategy is Strategy.BIN_PACK
 
     def free_after(node_id: str) -> tuple[float, float]:
         """Capacity left if the node took one more instance; bin-packing prefers the tightest fit."""
-        node, u, count = by_id[node_id], used[node_id], target[node_id] + 1
+        node, u, count = by_id[node_id], usage.get(node_id, no_usage), target.get(node_id, 0) + 1
         return (
             node.memory_mib - u.memory_mib - count * spec.resources.memory_mib,
             node.cpu - u.cpu - count * spec.resources.cpu,
         )
 
     def load(node_id: str) -> tuple[int, str]:
-        return (target[node_id], node_id)
+        return (target.get(node_id, 0), node_id)
+
+    def has_room(node_id: str) -> bool:
+        return target.get(node_id, 0) < room(node_id)
+
+    def holds(node_id: str) -> bool:
+        return target.get(node_id, 0) > 0
+
+    def add(node_id: str, delta: int) -> None:
+        target[node_id] = target.get(node_id, 0) + delta
 
     order = free_after if packing else load
+
+    def by_load() -> list[tuple[Any, str]]:  # the (target, id) keys, built without a call per node
+        return [((target.get(i, 0), i), i) for i in ids]
+
     if total > spec.instances:  # shrink: the loosest (packing) or fullest (spreading) node first
-        shrink = _LazyHeap(order, [i for i in ids if target[i] > 0], largest=True)
+        shrink = _LazyHeap(order, list(target), largest=True)
         while total > spec.instances:
-            victim = shrink.pop(lambda i: target[i] > 0)
+            victim = shrink.pop(holds)
             assert victim is not None
-            target[victim] -= 1
+            add(victim, -1)
             total -= 1
             shrink.push(victim)
     if total < spec.instances:  # grow: the tightest fit (packing) or emptiest node (spreading) first
-        grow = _LazyHeap(order, [i for i in ids if target[i] < room[i]])
+        grow = _LazyHeap(order, ids, entries=None if packing else by_load())
         while total < spec.instances:
-            chosen = grow.pop(lambda i: target[i] < room[i])
+            chosen = grow.pop(has_room)
             if chosen is None:
                 break
-            target[chosen] += 1
+            add(chosen, 1)
             total += 1
             grow.push(chosen)
-    if not packing:  # even out, one move at a time, from the fullest to the emptiest node with room
-        donors = _LazyHeap(load, [i for i in ids if target[i] > 0], largest=True)
-        receivers = _LazyHeap(load, [i for i in ids if target[i] < room[i]])
+    if not packing and max(target.values(), default=0) > 1:  # even out: fullest → emptiest with room
+        donors = _LazyHeap(load, [i for i, c in target.items() if c > 0], largest=True)
+        receivers = _LazyHeap(load, ids, entries=by_load())
         while True:
-            donor = donors.top(lambda i: target[i] > 0)
-            receiver = receivers.top(lambda i: target[i] < room[i])
-            if donor is None or receiver is None or target[donor] - target[receiver] <= 1:
+            donor = donors.top(holds)
+            receiver = receivers.top(has_room)
+            if donor is None or receiver is None or target[donor] - target.get(receiver, 0) <= 1:
                 break
             donors.pop(lambda i: True)
             receivers.pop(lambda i: True)
-            target[donor] -= 1
-            target[receiver] += 1
+            add(donor, -1)
+            add(receiver, 1)
             for node_id in (donor, receiver):  # both keys changed; stale entries are skipped
                 donors.push(node_id)
                 receivers.push(node_id)
