@@ -407,7 +407,7 @@ def test_an_error_under_a_commented_table_header_keeps_its_line() -> None:
     " slices table, so errors in that slice have no line",
 )
 def test_an_error_under_a_commented_slices_header_keeps_its_line() -> None:
-    text = 'name = "demo"\n\n[[slices]]  # the echo service\nartifact = "org.aether:echo:1.0.0"\ninstances = "x"\n'
+    text = HEAD.replace("[[slices]]", "[[slices]]  # the echo service") + 'instances = "x"\n'
     assert error_of(text).message == "bp.toml:5:1: slices[0].instances: must be an integer, got str 'x'"
 
 

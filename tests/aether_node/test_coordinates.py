@@ -138,34 +138,17 @@ def test_parse_artifact_id_not_a_string() -> None:
         parse_artifact_id(None)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _coordinates.py:13 `_PART` ends in `$`, which also matches before a trailing newline, and"
-    " `.match` is used instead of `.fullmatch`: 'org.aether\\n:echo:1.0' parses (group 'org.aether\\n'),"
-    " its distribution is 'org-aether\\n-echo' and the newline reaches KV keys",
-)
 @pytest.mark.parametrize("text", ["org.aether\n:echo:1.0", "org.aether:echo\n:1.0"])
 def test_trailing_newline_in_group_or_artifact_is_rejected(text: str) -> None:
     with pytest.raises(InvalidCoordinatesError):
         Coordinates.parse(text)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _coordinates.py:13/65 parse_artifact_id('org.example:echo\\n') is accepted (`$` matches"
-    " before a trailing newline)",
-)
 def test_parse_artifact_id_rejects_a_trailing_newline() -> None:
     with pytest.raises(InvalidCoordinatesError):
         parse_artifact_id("org.example:echo\n")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _coordinates.py:41 validates the version with packaging's Version(), which ignores leading"
-    " and trailing whitespace, but keeps the raw text: 'g:a: 1.0' and 'g:a:1.0\\n' parse with version"
-    " ' 1.0' / '1.0\\n', which then go into `slices/` keys and pip requirements verbatim",
-)
 @pytest.mark.parametrize("text", ["org.example:echo: 1.0", "org.example:echo:1.0\n", "org.example:echo:1.0 "])
 def test_version_with_surrounding_whitespace_is_rejected_or_normalised(text: str) -> None:
     try:

@@ -366,16 +366,16 @@ def test_failed_node_gets_no_new_instance_while_others_exist() -> None:
     assert [c.node_id for c in creates(p)] == ["a"]  # the emptiest eligible node (a ties with c)
     assert removes(p) == []  # the FAILED record stays until the work runs elsewhere
     assert p.problems == ()
-    # once the replacement is ACTIVE, the FAILED record is cleaned up
+    # the FAILED record keeps b out while it is recent; after `failed_retry_after` it is removed (b may be
+    # tried again, at most once per that period: no tight create/fail loop)
     view.append(observed("a", f"{ECHO}:1.0", 4))
-    p = plan([spec()], nodes, view)
-    assert p.actions == (
-        RemoveInstance(
-            key=key_of("b", f"{ECHO}:1.0", 2),
-            mod_revision=1,
-            why="cleaning up after a failure (the work runs elsewhere)",
-        ),
+    assert plan([spec()], nodes, view, now=59.0).actions == ()
+    p = plan([spec()], nodes, view, now=60.0)
+    assert (
+        RemoveInstance(key=key_of("b", f"{ECHO}:1.0", 2), mod_revision=1, why="retrying: failed 60 s ago")
+        in p.actions
     )
+    assert [c.node_id for c in creates(p)] == ["b"]  # b is tried again (the balance moves one there)
 
 
 def test_failed_record_stays_while_the_replacement_is_starting() -> None:
@@ -405,7 +405,7 @@ def test_every_node_failed_reports_a_problem_with_the_reasons() -> None:
         Problem(
             artifact=ECHO,
             message="2 of 2 instances of org.example:echo:1.0 fit on no live node"
-            " (0 node(s); needs cpu 0, memory 0 MiB each);"
+            " (2 node(s), 2 of them excluded after failures; needs cpu 0, memory 0 MiB each);"
             " failed on a: start: boom; b: start: ImportError: no module named x",
         ),
     )
@@ -694,11 +694,6 @@ def test_scale_down_removes_the_highest_numbers_when_the_rest_stays_even(
     assert creates(p) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _reconcile.plan → allocate_all (_allocation.py:180) keeps the FAILED node eligible because"
-    " a healthy instance still runs there, and the balancing then creates a new instance on it",
-)
 def test_a_failed_node_gets_no_new_instance_when_it_also_runs_a_healthy_one() -> None:
     view = [
         observed("a", f"{ECHO}:1.0", 1),
@@ -709,12 +704,6 @@ def test_a_failed_node_gets_no_new_instance_when_it_also_runs_a_healthy_one() ->
     assert [c.node_id for c in creates(p)] == ["b", "b"]  # actual: ["a", "b"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _reconcile.py:152/170 guard ACTIVE removals with `spec.instances` even when the allocation"
-    " can place fewer (placement.unplaced > 0): the ACTIVE count can never exceed what fits, so the old"
-    " version is never removed and the rollout never completes (2 instances on a max_per_node=1 node)",
-)
 def test_rollout_completes_when_part_of_the_slice_cannot_be_placed() -> None:
     cluster = Cluster(nodes=[node("a")])
     v1 = [spec(f"{ECHO}:1.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1)]
@@ -727,13 +716,6 @@ def test_rollout_completes_when_part_of_the_slice_cannot_be_placed() -> None:
     assert cluster.counts(f"{ECHO}:2.0") == {"a": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: allocate_all gives the capacity of a running slice to a slice that sorts before it"
-    " (_allocation.py:177-189) and plan keeps the running instance (its ACTIVE count would drop below"
-    " `instances`, _reconcile.py:170) while creating the newcomer's instances on the same node: the node is"
-    " committed 2304 MiB of 2048 for good, and the running slice is reported as not fitting",
-)
 def test_scaling_one_slice_up_never_overcommits_a_node_another_slice_runs_on() -> None:
     nodes = [node("a", cpu=2, memory_mib=2048)]
     counter = spec("org.example:counter:1.0", instances=2, memory_mib=1024)
@@ -746,14 +728,6 @@ def test_scaling_one_slice_up_never_overcommits_a_node_another_slice_runs_on() -
     assert committed <= 2048  # actual: 2304 (counter ×2 created next to the running echo)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (design): once the work runs elsewhere the FAILED record is removed (_reconcile.py:193-195)"
-    " and with it the node's exclusion (_reconcile.py:121-127), so balancing places the artifact on the same"
-    " node again: create → FAILED → clean up → create … forever, at the reconcile rate, reusing instance"
-    " number 5 each time and never reporting a Problem (CONVENTIONS: record a permanent fault as a status"
-    " instead of retrying it forever)",
-)
 def test_a_node_where_the_slice_always_fails_is_not_retried_forever() -> None:
     cluster = Cluster(nodes=[node("a"), node("b"), node("x")], broken={("x", ECHO)})
     cluster.converge([spec(instances=3)], rounds=50)  # actual: pytest.fail, no convergence in 50 rounds

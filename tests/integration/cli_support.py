@@ -113,9 +113,7 @@ class CliRun:
         )
 
 
-def run_aether(
-    *args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120.0
-) -> CliRun:
+def run_aether(*args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120.0) -> CliRun:
     result = subprocess.run(
         [*aether_command(), *args],
         cwd=cwd,
@@ -137,9 +135,7 @@ def expect(run: CliRun, code: int = 0) -> CliRun:
     return run
 
 
-def wait_until(
-    condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2
-) -> Any:
+def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
     """Poll `condition()` until it returns something truthy (which is returned); fail after `timeout`
     with the last value it returned."""
     deadline = time.monotonic() + timeout
@@ -332,9 +328,7 @@ class LineReader:
 
 
 @contextlib.contextmanager
-def background_aether(
-    *args: str, cwd: Path, env: Mapping[str, str] | None = None
-) -> Iterator[LineReader]:
+def background_aether(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> Iterator[LineReader]:
     """`aether ARGS` running in the background for the block; terminated afterwards (SIGTERM, then
     SIGKILL), by its pid."""
     process = subprocess.Popen(

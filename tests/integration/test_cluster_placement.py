@@ -9,6 +9,7 @@ waits until no slice record and no endpoint is left).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -45,6 +46,7 @@ from cluster_support import (
 )
 
 from aether_kv import KVClient
+from aether_node import SliceRecord, SliceState, encode_record
 from aether_node._local_cluster import LocalNodeCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -196,6 +198,32 @@ async def test_scale_up_then_down_removes_the_newest_first(cluster: LocalNodeClu
     created = sorted({n for _, n, _ in watcher.keys_seen})
     assert created == [1, 2, 3, 4, 5, 6], f"scaling down created instances: {created}"
     assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: _reconcile.plan counts a LOADED instance as placed (only FAILED and UNLOAD/UNLOADING are "
+    "not) and never commands it ACTIVATE again: an instance of a running blueprint that ends LOADED (here "
+    "through a DEACTIVATE command; in test_cluster_faults through an interrupted activation) stays out of "
+    "service forever with the blueprint short of ACTIVE instances",
+)
+async def test_leader_reactivates_an_instance_left_loaded(cluster: LocalNodeCluster, kv: KVClient) -> None:
+    await put_blueprint(kv, "loaded", SliceSpec(artifact=ECHO, instances=3))
+    found = await wait_for(kv, exactly_active(3, ECHO), timeout=SETTLE, what="3 ACTIVE", cluster=cluster)
+    victim = found[0]
+    key = f"slices/{victim.node_id}/{victim.coordinates}/{victim.instance}"
+    await kv.put(key, encode_record(SliceRecord(state=SliceState.DEACTIVATE, timestamp=time.time())))
+    await wait_for(
+        kv,
+        lambda found: (
+            any(i.instance == victim.instance and i.state is SliceState.LOADED for i in found)
+            or len(active(found)) == 3
+        ),
+        timeout=15,
+        what=f"{victim} deactivated",
+    )
+    # The blueprint wants 3 ACTIVE: the leader must activate it again (or replace it).
+    await wait_for(kv, lambda found: len(active(found)) == 3, timeout=8, what="3 ACTIVE again")
 
 
 # ---------------------------------------------------------------- rollout

@@ -309,11 +309,6 @@ async def test_node_sigkill_leaves_no_process_and_a_restart_reconciles(
             assert endpoint.lease not in {e.lease for e in old_endpoints.values()}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the first SIGTERM only sets serve_node's `shutdown` event, which serve_node awaits "
-    "only once it is ready; a node still in wait_for_kv (no KV quorum) keeps waiting up to 60 s",
-)
 async def test_sigterm_during_start_up_stops_the_node(sample_index: Path, tmp_path: Path) -> None:
     """A node that cannot reach a KV quorum yet (its only peer is down) must still obey SIGTERM."""
     (absent_peer,) = free_ports(1)

@@ -65,7 +65,7 @@ BROKEN_DISTRIBUTIONS = [
 
 
 @pytest.fixture(scope="module")
-def test_index(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def slice_index(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the sample index plus the BROKEN_DISTRIBUTIONS (1.0.0) and a corrupt wheel of
     `org.aether.corrupt` 1.0.0 (not a zip file)."""
     root = tmp_path_factory.mktemp("test-index")
@@ -90,8 +90,8 @@ def test_index(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture(scope="module")
-def node(test_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
-    with client_node(tmp_path_factory.mktemp("slices-node"), test_index) as started:
+def node(slice_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    with client_node(tmp_path_factory.mktemp("slices-node"), slice_index) as started:
         yield started
 
 
@@ -186,12 +186,6 @@ async def test_resolution_failure_is_recorded_with_its_kind(
         assert "org.aether:noentry" in record.reason and "aether.slices" in record.reason, record.reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: classify_uv_failure (_installer.py) reports any 'No solution found' that mentions the "
-    "slice's distribution as not_found ('no distribution X in the index'), even when X is in the index "
-    "and a dependency is missing or unsatisfiable, or its wheel is corrupt",
-)
 @pytest.mark.parametrize(
     ("coordinates", "cause"),
     [

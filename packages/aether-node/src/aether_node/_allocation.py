@@ -102,8 +102,11 @@ def allocate(
     nodes: Sequence[NodeCapacity],
     current: Mapping[str, int],
     usage: Mapping[str, Resources] | None = None,
+    *,
+    no_growth: frozenset[str] = frozenset(),
 ) -> Placement:
-    """Target instance counts per node for one slice. `usage` is what other slices already take."""
+    """Target instance counts per node for one slice. `usage` is what other slices already take;
+    nodes in `no_growth` keep at most what they have."""
     usage = usage or {}
     by_id = {n.node_id: n for n in nodes}
     ids = sorted(by_id)
@@ -114,7 +117,10 @@ def allocate(
         found = rooms.get(node_id)
         if found is None:
             u = usage.get(node_id, no_usage)
-            found = rooms[node_id] = _room(spec, by_id[node_id], _Usage(u.cpu, u.memory_mib))
+            found = _room(spec, by_id[node_id], _Usage(u.cpu, u.memory_mib))
+            if node_id in no_growth:
+                found = min(found, current.get(node_id, 0))
+            rooms[node_id] = found
         return found
 
     target = {i: min(c, room(i)) for i, c in current.items() if c > 0 and i in by_id}  # sparse
@@ -183,7 +189,13 @@ def allocate(
     if unplaced:
         reason = (
             f"{unplaced} of {spec.instances} instances of {spec.artifact} fit on no live node"
-            f" ({len(ids)} node(s); needs cpu {spec.resources.cpu:g}, memory {spec.resources.memory_mib} MiB"
+            f" ({len(ids)} node(s)"
+            + (
+                f", {len(no_growth & by_id.keys())} of them excluded after failures"
+                if no_growth & by_id.keys()
+                else ""
+            )
+            + f"; needs cpu {spec.resources.cpu:g}, memory {spec.resources.memory_mib} MiB"
             + (f", at most {spec.max_per_node} per node" if spec.strategy is Strategy.SPREAD else "")
             + " each)"
         )
@@ -200,18 +212,48 @@ def allocate_all(
     capacity the earlier ones took. `excluded[artifact]` names nodes that may not receive new instances
     of it (where it failed); instances it already has there are kept."""
     excluded = excluded or {}
+    # Every slice sees what the others run: their current instances count as used until their own turn
+    # replaces them with their target, so no slice evicts another's running instances.
+    by_spec = {spec.artifact: spec for spec in specs}
     usage: dict[str, Resources] = {}
+
+    def account(spec: SliceSpec, counts: Mapping[str, int], sign: int) -> None:
+        for node_id, count in counts.items():
+            before = usage.get(node_id, Resources())
+            usage[node_id] = Resources(
+                cpu=before.cpu + sign * count * spec.resources.cpu,
+                memory_mib=before.memory_mib + sign * count * spec.resources.memory_mib,
+            )
+
+    capacity = {n.node_id: n for n in nodes}
+
+    def kept(spec: SliceSpec, counts: Mapping[str, int]) -> dict[str, int]:
+        """What of the current placement the slice can keep: a slice scaling down (or placed beyond a
+        node's capacity) frees the rest."""
+        left, result = spec.instances, {}
+        for node_id in sorted(counts):
+            if node_id not in capacity:
+                continue
+            fits = _room(attrs.evolve(spec, strategy=Strategy.ROUND_ROBIN), capacity[node_id], _Usage())
+            take = min(counts[node_id], left, fits)
+            if take > 0:
+                result[node_id] = take
+                left -= take
+        return result
+
+    reserved = {
+        artifact: kept(by_spec[artifact], counts)
+        for artifact, counts in current.items()
+        if artifact in by_spec
+    }
+    for artifact, counts in reserved.items():
+        account(by_spec[artifact], counts, +1)
     placements: dict[str, Placement] = {}
     for spec in sorted(specs, key=lambda s: s.artifact):
         here = current.get(spec.artifact, {})
+        account(spec, reserved.get(spec.artifact, {}), -1)
         banned = excluded.get(spec.artifact, frozenset())
-        eligible = [n for n in nodes if n.node_id not in banned or here.get(n.node_id)] if banned else nodes
-        placement = allocate(spec, eligible, here, usage)
+        placement = allocate(spec, nodes, here, usage, no_growth=banned)
         placements[spec.artifact] = placement
-        for node_id, count in placement.counts.items():
-            before = usage.get(node_id, Resources())
-            usage[node_id] = Resources(
-                cpu=before.cpu + count * spec.resources.cpu,
-                memory_mib=before.memory_mib + count * spec.resources.memory_mib,
-            )
+        account(spec, placement.counts, +1)
     return placements

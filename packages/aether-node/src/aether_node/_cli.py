@@ -76,11 +76,12 @@ def run(
     async def main() -> None:
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
+            started = False
 
             async def watch_signals() -> None:
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                     async for _ in signals:
-                        if shutdown.is_set():  # a second signal: stop now
+                        if shutdown.is_set() or not started:  # a second signal, or still starting: stop now
                             nursery.cancel_scope.cancel()
                             return
                         shutdown.set()
@@ -91,6 +92,7 @@ def run(
 
             nursery.start_soon(watch_signals)
             info = await nursery.start(run_node)
+            started = True
             print(f"aether-node {info.node_id} ready: ingress http://{info.ingress}", flush=True)
 
     trio.run(main)

@@ -73,6 +73,7 @@ def observe(cache: KVCache) -> tuple[list[Blueprint], list[NodeCapacity], list[O
                 instance=parsed.instance,
                 state=record.state,
                 reason=record.reason,
+                timestamp=record.timestamp,
                 key=key,
                 mod_revision=kv.mod_revision,
             )
@@ -133,7 +134,7 @@ class ClusterDeploymentManager:
                 changed = cache.changed
                 blueprints, nodes, instances = observe(cache)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
-                result = plan(specs, nodes, instances, max_surge=self.max_surge)
+                result = plan(specs, nodes, instances, now=self.clock(), max_surge=self.max_surge)
                 self.passes += 1
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)

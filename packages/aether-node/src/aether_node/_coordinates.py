@@ -10,7 +10,7 @@ from packaging.version import InvalidVersion, Version
 
 from ._errors import InvalidCoordinatesError
 
-_PART = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 @attrs.frozen
@@ -32,12 +32,14 @@ class Coordinates:
             )
         group, artifact, version = parts
         for name, value in (("group", group), ("artifact", artifact)):
-            if not _PART.match(value):
+            if not _PART.fullmatch(value):
                 raise InvalidCoordinatesError(
                     f"{text!r}: the {name} {value!r} must be letters, digits, '.', '_' or '-',"
                     " starting and ending with a letter or digit"
                 )
         try:
+            if version != version.strip() or any(c.isspace() for c in version):
+                raise InvalidVersion(version)
             Version(version)
         except InvalidVersion:
             raise InvalidCoordinatesError(
@@ -62,6 +64,6 @@ class Coordinates:
 def parse_artifact_id(text: str) -> str:
     """Validate a version-free `group:artifact`."""
     parts = text.split(":") if isinstance(text, str) else []
-    if len(parts) != 2 or not all(_PART.match(p) for p in parts):
+    if len(parts) != 2 or not all(_PART.fullmatch(p) for p in parts):
         raise InvalidCoordinatesError(f"{text!r} is not group:artifact (e.g. org.example:echo)")
     return text

@@ -50,29 +50,35 @@ def index_arguments(index: str) -> list[str]:
 
 
 def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> ResolutionError:
-    """uv's error text → the ResolutionError kind an operator can act on. Pure."""
+    """uv's error text → the ResolutionError kind an operator can act on. Pure.
+
+    Only a failure about the slice's own distribution is not_found / version_not_found; a missing or
+    conflicting dependency, a broken wheel or anything else is install_failed with uv's explanation."""
     dist, version = coordinates.distribution, coordinates.version
-    text = output.lower()
+    text = " ".join(output.lower().split())
     unreachable = (
         "failed to fetch",
-        "failed to read",
         "error sending request",
         "connection refused",
         "dns error",
-        "no such file or directory",
         "failed to connect",
+        "failed to read from the registry",
     )
     if "no solution found" not in text and any(marker in text for marker in unreachable):
         return ResolutionError(
             "index_unreachable", f"the package index {index} cannot be reached: {_tail(output)}"
         )
-    if re.search(rf"(there is no version of|only) {re.escape(dist)}", text) or (
-        "no solution found" in text and f"{dist}=={version}" in text and "available" in text
-    ):
+    first_reason = text.split("because ", 1)[1] if "because " in text else text
+    first_reason = first_reason.split(" and ", 1)[0]
+    name = re.escape(dist)
+    if re.match(
+        rf"(there is no version of {name}==|only {name}[=<>! ]|{name}=={re.escape(version)} (is|was) not)",
+        first_reason,
+    ) or re.match(rf"there is no version of {name}\b", first_reason):
         return ResolutionError(
             "version_not_found", f"{coordinates}: version {version} of {dist} is not in the index {index}"
         )
-    if ("not found in" in text or "no solution found" in text) and dist in text:
+    if re.match(rf"{name} was not found", first_reason):
         return ResolutionError("not_found", f"{coordinates}: no distribution {dist} in the index {index}")
     return ResolutionError(
         "install_failed", f"{coordinates}: installing {dist}=={version} failed: {_tail(output)}"

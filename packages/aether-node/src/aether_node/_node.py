@@ -151,7 +151,7 @@ async def serve_node(
                 async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
                     return await invoker_box[0].invoke(artifact, entry, payload, timeout)
 
-                listener = HostListener()
+                listener = HostListener(config.data_dir / "run")
                 await nursery.start(listener.serve)
                 store = SliceStore(
                     nursery,

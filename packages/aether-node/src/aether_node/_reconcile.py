@@ -8,9 +8,9 @@ Per artifact (`group:artifact`), against the blueprint's spec:
 - surplus, old-version and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
   recently added — but an ACTIVE one only while the ACTIVE count stays at the wanted number: a move
   or a version rollout puts the replacement ACTIVE before the old instance goes;
-- a FAILED instance keeps its node out of the running for that artifact (the work is retried elsewhere);
-  once every instance is ACTIVE again, FAILED records are cleaned up; if nothing can be placed, the
-  artifact is reported with the reasons.
+- a FAILED instance keeps its node out of the running for that artifact (the work is retried elsewhere)
+  for `failed_retry_after` seconds, then its record is removed and the node may be tried again; what
+  cannot be placed is reported with the reasons.
 Running it again on the same view gives the same actions; running it on the view after its actions gives
 none: it is idempotent, and safe to restart after a leader change.
 """
@@ -37,6 +37,7 @@ class ObservedInstance:
     instance: int
     state: SliceState
     reason: str = ""
+    timestamp: float = 0.0
     key: str
     mod_revision: int
 
@@ -91,7 +92,9 @@ def plan(
     nodes: Sequence[NodeCapacity],
     instances: Sequence[ObservedInstance],
     *,
+    now: float = 0.0,
     max_surge: int = 1,
+    failed_retry_after: float = 60.0,
 ) -> Plan:
     live = {n.node_id for n in nodes}
     wanted: dict[str, tuple[SliceSpec, Coordinates]] = {}
@@ -121,7 +124,10 @@ def plan(
         failed_on = {
             i.node_id
             for i in by_artifact.get(artifact_id, ())
-            if i.coordinates == coordinates and i.state is SliceState.FAILED and i.node_id in live
+            if i.coordinates == coordinates
+            and i.state is SliceState.FAILED
+            and i.node_id in live
+            and now - i.timestamp < failed_retry_after
         }
         if failed_on:
             excluded[spec.artifact] = frozenset(failed_on)
@@ -149,7 +155,8 @@ def plan(
         old = [i for i in alive if i.coordinates != coordinates]
         old_active = [i for i in old if i.state is SliceState.ACTIVE]
         active = sum(i.state is SliceState.ACTIVE for i in placed) + len(old_active)
-        wanted_count = spec.instances
+        # What can run at all: an ACTIVE instance is kept until this many are ACTIVE without it.
+        wanted_count = spec.instances - placement.unplaced
 
         removals: list[tuple[ObservedInstance, str]] = []
         for instance in old:
@@ -190,9 +197,13 @@ def plan(
                 next_instance += 1
                 budget -= 1
 
-        all_active = sum(i.state is SliceState.ACTIVE for i in placed) >= wanted_count and not old
-        if all_active:
-            removals += [(i, "cleaning up after a failure (the work runs elsewhere)") for i in failed]
+        # A FAILED record keeps its node out of the running for this artifact; after a while it is
+        # removed, so that node may be tried again — at most once per `failed_retry_after`.
+        removals += [
+            (i, f"retrying: failed {now - i.timestamp:.0f} s ago")
+            for i in failed
+            if now - i.timestamp >= failed_retry_after
+        ]
         for instance, why in sorted(removals, key=lambda r: r[0].key):
             actions.append(RemoveInstance(key=instance.key, mod_revision=instance.mod_revision, why=why))
         if placement.unplaced:

@@ -45,13 +45,20 @@ class _Pending:
 class HostListener:
     """The node's Unix socket where forked instances report in with their token."""
 
-    def __init__(self) -> None:
-        self._directory = tempfile.mkdtemp(prefix="aether-")  # short: socket paths are capped at 108 bytes
+    def __init__(self, directory: Path | None = None) -> None:
+        # Socket paths are capped at 108 bytes: use the node's own directory when its path is short enough.
+        if directory is not None and len(str(directory / "hosts.sock")) < 100:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._directory, self._owned = str(directory), False
+        else:
+            self._directory, self._owned = tempfile.mkdtemp(prefix="aether-"), True
         self.path = os.path.join(self._directory, "hosts.sock")
         self._waiting: dict[str, trio.MemorySendChannel[tuple[FramedStream, trio.Event]]] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        if os.path.exists(self.path):  # left by a node that was killed
+            os.unlink(self.path)
         await sock.bind(self.path)
         sock.listen(256)
         try:
@@ -63,10 +70,11 @@ class HostListener:
                     os.unlink(name)
                 except OSError:
                     pass
-            try:
-                os.rmdir(self._directory)
-            except OSError:
-                pass
+            if self._owned:
+                try:
+                    os.rmdir(self._directory)
+                except OSError:
+                    pass
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         framed = FramedStream(stream, max_frame=MAX_FRAME)

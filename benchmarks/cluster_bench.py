@@ -1,0 +1,698 @@
+"""Cluster orchestration benchmark: real `aether-node` processes on 127.0.0.1 (a local cluster from
+`aether_node._local_cluster`, 3 nodes, all Raft voters), the sample slices org.aether:echo and
+org.aether:greeter.
+
+    uv run python benchmarks/cluster_bench.py            # full run (~3 minutes on 2 cores)
+    uv run python benchmarks/cluster_bench.py --quick    # fewer rounds, shorter load
+
+What it measures (figures and notes: benchmarks/README.md, "Cluster orchestration"):
+
+1. Deploy: blueprint `echo` with 30 instances (round_robin) written to the KV → all 30 records ACTIVE
+   and their endpoints published, across 3 nodes, seen through KV watches. Packages are installed and
+   templates started by a warm-up deploy first; median of 5 rounds (--quick: 3), each followed by deleting
+   the blueprint (the unload time is printed too). Target ≤ 2 s.
+2. Failover: with the 30 instances ACTIVE, SIGKILL a node that hosts some and is not the Raft leader →
+   every record on the survivors ACTIVE again (30, none left on the dead node) and every ACTIVE instance's
+   endpoint published (routable: the endpoint registry every router reads). Detection (lease TTL 2 s)
+   included: timed from the kill. The node is restarted between rounds and the cluster left to rebalance.
+   Median of 3 rounds (--quick: 2). Target ≤ 2 s.
+3. Failed calls while the leader dies: 4 concurrent callers of the idempotent `echo` through the two
+   surviving nodes' ingresses (each call on the next ingress) for 10 s (--quick: 6 s); the Raft leader's
+   node is SIGKILLed 2 s in. Failed = not 200 with the payload echoed. Target ≤ 0.01 %.
+4. Slice-to-slice latency: `greet` of org.aether:greeter calls org.aether:echo through the cluster. Two
+   greeters on two nodes (spread, 600 MiB each), one echo (bin_pack, 300 MiB: the tightest fit is beside
+   a greeter; balancing local_first): one greeter reaches echo in-node, the other on another node. Each
+   greeter is called through its own node's ingress (?balancing=local_first), sequentially on one
+   keep-alive connection each, the two interleaved call by call so that both see the same machine;
+   2,000 calls each (--quick: 500). Figure: p50 across − p50 in-node. Target ≤ 1 ms. Also printed:
+   the same for a direct ingress→echo call.
+5. Allocation: pure `allocate_all` for 1,000 nodes and 10,000 instances (100 slices × 100: round_robin,
+   spread max 1 per node and bin_pack with resources), from nothing; median of 5. Target ≤ 100 ms.
+   Also printed: the same with the result as current placement (steady state), after losing one node,
+   and the reconcile planner (`_reconcile.plan`) over the 10,000 instances at steady state.
+
+Everything runs from one directory (a new temporary one unless --dir; removed at the end unless --keep).
+Every process of the cluster is ended at the end, on error and on SIGINT/SIGTERM; a deadline
+(--time-limit) ends the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime as dt
+import http.client
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "integration"))
+
+from cluster_support import (  # noqa: E402
+    ECHO,
+    ECHO_ID,
+    GREETER,
+    GREETER_ID,
+    Callers,
+    background,
+    build_index,
+    delete_blueprint,
+    kv_of,
+    leader_node_id,
+    put_blueprint,
+    running_cluster,
+    show,
+    start_node,
+)
+
+from aether_kv import KVClient  # noqa: E402
+from aether_node import Coordinates, EndpointRecord, InstanceKey, SliceRecord, SliceState, decode_record  # noqa: E402
+from aether_node._allocation import NodeCapacity, allocate_all  # noqa: E402
+from aether_node._blueprint import Balancing, Resources, SliceSpec, Strategy  # noqa: E402
+from aether_node._local_cluster import LocalNodeCluster, wait_until_ready  # noqa: E402
+from aether_node._reconcile import ObservedInstance, plan  # noqa: E402
+
+INSTANCES = 30
+STEP_TIMEOUT = 60.0
+TARGETS = {
+    "deploy_s": 2.0,
+    "failover_s": 2.0,
+    "failed_pct": 0.01,
+    "added_p50_ms": 1.0,
+    "allocation_ms": 100.0,
+}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(Exception):
+    pass
+
+
+# ====================================================================== watching the KV
+
+
+class Mirror:
+    """A live copy of one KV prefix (listing, then a watch from its revision); `changed` is set and
+    replaced on every batch."""
+
+    def __init__(self, kv: KVClient, prefix: str) -> None:
+        self.kv = kv
+        self.prefix = prefix
+        self.data: dict[str, bytes] = {}
+        self.changed = trio.Event()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listing = await self.kv.range(self.prefix, linearizable=True)
+        self.data = {item.key: item.value for item in listing.kvs}
+        task_status.started()
+        watch = self.kv.watch(self.prefix, listing.revision + 1)
+        try:
+            async for events in watch:
+                for event in events:
+                    if event.kind == "put":
+                        self.data[event.kv.key] = event.kv.value
+                    else:
+                        self.data.pop(event.kv.key, None)
+                changed, self.changed = self.changed, trio.Event()
+                changed.set()
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await watch.aclose()
+
+
+class ClusterView:
+    """Slice records and endpoints of the cluster, mirrored through watches."""
+
+    def __init__(self, kv: KVClient) -> None:
+        self.slices = Mirror(kv, "slices/")
+        self.endpoints = Mirror(kv, "endpoints/")
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.slices.run)
+            await nursery.start(self.endpoints.run)
+            task_status.started()
+
+    def records(self, artifact_id: str) -> list[tuple[str, int, str, SliceState]]:
+        """(coordinates, instance, node, state) of every record of `artifact_id`."""
+        found = []
+        for key, value in self.slices.data.items():
+            parsed = InstanceKey.parse(key)
+            if parsed is None or parsed.coordinates.artifact_id != artifact_id:
+                continue
+            state = decode_record(key, value, SliceRecord).state
+            found.append((str(parsed.coordinates), parsed.instance, parsed.node_id, state))
+        return sorted(found)
+
+    def routable(self, coordinates: str, entry: str, instance: int, node_id: str) -> bool:
+        value = self.endpoints.data.get(f"endpoints/{coordinates}/{entry}:{instance}")
+        return value is not None and decode_record("endpoint", value, EndpointRecord).node_id == node_id
+
+    def all_active_and_routable(self, count: int, coordinates: str, nodes: set[str] | None = None) -> bool:
+        found = self.records(coordinates.rsplit(":", 1)[0])
+        return (
+            len(found) == count
+            and all(c == coordinates and s is SliceState.ACTIVE for c, _, _, s in found)
+            and (nodes is None or all(n in nodes for _, _, n, _ in found))
+            and all(self.routable(c, "echo", i, n) for c, i, n, _ in found)
+        )
+
+    async def until(self, condition: Callable[[], bool], timeout: float, what: str) -> float:
+        """The monotonic time at which `condition()` first held (checked on every change)."""
+        with trio.move_on_after(timeout):
+            while not condition():
+                changes = [self.slices.changed, self.endpoints.changed]
+                async with trio.open_nursery() as nursery:
+
+                    async def wake(event: trio.Event, scope: trio.CancelScope = nursery.cancel_scope) -> None:
+                        await event.wait()
+                        scope.cancel()
+
+                    for event in changes:
+                        nursery.start_soon(wake, event)
+            return time.monotonic()
+        raise BenchError(f"not within {timeout:g} s: {what}; records: {self.records(ECHO_ID)}")
+
+
+# ====================================================================== 5. allocation (pure)
+
+
+def allocation_case(nodes: int, slices: int, per_slice: int) -> tuple[list[SliceSpec], list[NodeCapacity]]:
+    capacity = [NodeCapacity(node_id=f"node-{i:04d}", cpu=16.0, memory_mib=65536) for i in range(nodes)]
+    specs = []
+    for s in range(slices):
+        kind = s % 4
+        artifact = f"org.bench:slice-{s:03d}:1.0.0"
+        if kind in (0, 1):
+            specs.append(SliceSpec(artifact=artifact, instances=per_slice))
+        elif kind == 2:
+            specs.append(SliceSpec(artifact=artifact, instances=per_slice, strategy=Strategy.SPREAD))
+        else:
+            resources = Resources(cpu=0.25, memory_mib=256)
+            specs.append(
+                SliceSpec(
+                    artifact=artifact, instances=per_slice, strategy=Strategy.BIN_PACK, resources=resources
+                )
+            )
+    return specs, capacity
+
+
+def timed(function: Callable[[], Any], rounds: int) -> tuple[float, Any]:
+    """Median wall time (s) of `rounds` calls, and the last result."""
+    times = []
+    result = None
+    for _ in range(rounds):
+        started = time.perf_counter()
+        result = function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), result
+
+
+def phase_allocation(opts: argparse.Namespace) -> dict[str, Any]:
+    specs, nodes = allocation_case(1000, 100, 100)
+    total = sum(s.instances for s in specs)
+    fresh, placements = timed(lambda: allocate_all(specs, nodes, {}), 5)
+    placed = sum(sum(p.counts.values()) for p in placements.values())
+    unplaced = sum(p.unplaced for p in placements.values())
+    current = {artifact: dict(p.counts) for artifact, p in placements.items()}
+    steady, again = timed(lambda: allocate_all(specs, nodes, current), 5)
+    moved = sum(again[a].counts != current[a] for a in current)
+    lost = nodes[0].node_id
+    survivors = nodes[1:]
+    after_loss = {a: {n: c for n, c in counts.items() if n != lost} for a, counts in current.items()}
+    loss, _ = timed(lambda: allocate_all(specs, survivors, after_loss), 5)
+
+    observed = []
+    revision = 1
+    for spec in specs:
+        for node_id, count in sorted(current[spec.artifact].items()):
+            for _ in range(count):
+                revision += 1
+                coordinates = Coordinates.parse(spec.artifact)
+                observed.append(
+                    ObservedInstance(
+                        node_id=node_id,
+                        coordinates=coordinates,
+                        instance=revision,
+                        state=SliceState.ACTIVE,
+                        key=f"slices/{node_id}/{spec.artifact}/{revision}",
+                        mod_revision=revision,
+                    )
+                )
+    planning, result = timed(lambda: plan(specs, nodes, observed), 3)
+    figures = {
+        "nodes": len(nodes),
+        "instances": total,
+        "placed": placed,
+        "unplaced": unplaced,
+        "allocation_ms": fresh * 1000,
+        "steady_ms": steady * 1000,
+        "steady_changed_slices": moved,
+        "node_loss_ms": loss * 1000,
+        "plan_ms": planning * 1000,
+        "plan_actions": len(result.actions),
+    }
+    log(
+        f"allocation: {total} instances on {len(nodes)} nodes: {fresh * 1000:.1f} ms fresh, "
+        f"{steady * 1000:.1f} ms steady ({moved} slices changed), {loss * 1000:.1f} ms after a node loss; "
+        f"plan {planning * 1000:.1f} ms ({len(result.actions)} actions)"
+    )
+    return figures
+
+
+# ====================================================================== 1. deploy
+
+
+async def deploy_round(kv: KVClient, view: ClusterView, count: int) -> tuple[float, float]:
+    """Blueprint with `count` echo instances → all ACTIVE and routable; then deleted → no record left.
+    Returns (deploy s, unload s)."""
+    started = time.monotonic()
+    await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=count))
+    done = await view.until(
+        lambda: view.all_active_and_routable(count, ECHO), STEP_TIMEOUT, f"{count} ACTIVE"
+    )
+    deploy = done - started
+    started = time.monotonic()
+    await delete_blueprint(kv, "bench")
+    gone = await view.until(
+        lambda: not view.records(ECHO_ID) and not view.endpoints.data, STEP_TIMEOUT, "every record gone"
+    )
+    return deploy, gone - started
+
+
+async def phase_deploy(kv: KVClient, view: ClusterView, opts: argparse.Namespace) -> dict[str, Any]:
+    warm, _ = await deploy_round(kv, view, 3)  # installs echo on every node, starts the templates
+    log(f"deploy: warm-up (install on 3 nodes) {warm:.2f} s")
+    deploys, unloads = [], []
+    for round_ in range(opts.deploy_rounds):
+        deploy, unload = await deploy_round(kv, view, INSTANCES)
+        deploys.append(deploy)
+        unloads.append(unload)
+        log(f"deploy round {round_ + 1}: {INSTANCES} ACTIVE in {deploy:.2f} s; unloaded in {unload:.2f} s")
+    return {
+        "deploy_s": statistics.median(deploys),
+        "deploy_rounds": deploys,
+        "unload_s": statistics.median(unloads),
+        "warmup_s": warm,
+    }
+
+
+# ====================================================================== 4. slice-to-slice latency
+
+
+def interleaved_calls(targets: list[tuple[str, str, bytes]], count: int) -> list[list[float]]:
+    """`count` POSTs to each (address, path, body), one keep-alive connection each, interleaved call by
+    call (the order swapped every round) so that both see the same machine; latencies in seconds."""
+    connections = []
+    for address, _, _ in targets:
+        host, _, port = address.rpartition(":")
+        connections.append(http.client.HTTPConnection(host, int(port), timeout=30))
+    latencies: list[list[float]] = [[] for _ in targets]
+    try:
+        for round_ in range(count):
+            order = range(len(targets)) if round_ % 2 == 0 else reversed(range(len(targets)))
+            for i in order:
+                _, path, body = targets[i]
+                started = time.perf_counter()
+                connections[i].request("POST", path, body, {"content-type": "application/json"})
+                response = connections[i].getresponse()
+                data = response.read()
+                latencies[i].append(time.perf_counter() - started)
+                if response.status != 200:
+                    raise BenchError(f"POST {path}: {response.status} {data[:300]!r}")
+    finally:
+        for connection in connections:
+            connection.close()
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(int(len(ordered) * q), len(ordered) - 1)]
+
+
+async def phase_latency(
+    cluster: LocalNodeCluster, kv: KVClient, view: ClusterView, opts: argparse.Namespace
+) -> dict[str, Any]:
+    """Two greeters on two nodes (600 MiB each: never two on a node), one echo (300 MiB, bin_pack: the
+    tightest fit is beside a greeter) with local_first: one greeter calls echo in-node, the other across.
+    Both greeters are called through their own node's ingress (local_first), interleaved."""
+    greeters = SliceSpec(
+        artifact=GREETER,
+        instances=2,
+        strategy=Strategy.SPREAD,
+        max_per_node=1,
+        resources=Resources(memory_mib=600),
+        balancing=Balancing.LOCAL_FIRST,
+    )
+    echo = SliceSpec(
+        artifact=ECHO,
+        instances=1,
+        strategy=Strategy.BIN_PACK,
+        resources=Resources(memory_mib=300),
+        balancing=Balancing.LOCAL_FIRST,
+    )
+
+    def ready(artifact_id: str, count: int) -> bool:
+        found = view.records(artifact_id)
+        return len(found) == count and all(s is SliceState.ACTIVE for *_, s in found)
+
+    await put_blueprint(kv, "greeter", greeters)
+    await view.until(lambda: ready(GREETER_ID, 2), STEP_TIMEOUT, "2 greeters ACTIVE")
+    await put_blueprint(kv, "echo", echo)
+    await view.until(lambda: ready(ECHO_ID, 1), STEP_TIMEOUT, "echo ACTIVE")
+    await trio.sleep(0.5)  # every node's endpoint registry has caught up
+    greeter_nodes = {n for _, _, n, _ in view.records(GREETER_ID)}
+    ((_, _, echo_node, _),) = view.records(ECHO_ID)
+    if echo_node not in greeter_nodes:
+        raise BenchError(f"echo landed on {echo_node}, beside no greeter ({sorted(greeter_nodes)})")
+    (remote_node,) = greeter_nodes - {echo_node}
+    local_ingress, remote_ingress = cluster.plan(echo_node).ingress, cluster.plan(remote_node).ingress
+    greet = f"/invoke/{GREETER_ID}/greet?balancing=local_first"
+    direct = f"/invoke/{ECHO_ID}/echo?balancing=local_first"
+    body = json.dumps({"name": "ada"}).encode()
+    targets = [
+        (local_ingress, greet, body),
+        (remote_ingress, greet, body),
+        (local_ingress, direct, body),
+        (remote_ingress, direct, body),
+    ]
+    await trio.to_thread.run_sync(interleaved_calls, targets, 50)  # warm up connections and caches
+    latencies = await trio.to_thread.run_sync(interleaved_calls, targets, opts.calls)
+    p50 = [statistics.median(x) * 1000 for x in latencies]
+    p99 = [percentile(x, 0.99) * 1000 for x in latencies]
+    log(
+        f"latency (echo on {echo_node}; greeters on {sorted(greeter_nodes)}; {opts.calls} calls each): "
+        f"greet p50 in-node {p50[0]:.2f} ms / across {p50[1]:.2f} ms (p99 {p99[0]:.2f} / {p99[1]:.2f}); "
+        f"ingress→echo p50 in-node {p50[2]:.2f} ms / across {p50[3]:.2f} ms"
+    )
+    await delete_blueprint(kv, "echo")
+    await delete_blueprint(kv, "greeter")
+    await view.until(lambda: not view.slices.data, STEP_TIMEOUT, "every record gone")
+    return {
+        "local_p50_ms": p50[0],
+        "remote_p50_ms": p50[1],
+        "added_p50_ms": p50[1] - p50[0],
+        "local_p99_ms": p99[0],
+        "remote_p99_ms": p99[1],
+        "ingress_local_p50_ms": p50[2],
+        "ingress_remote_p50_ms": p50[3],
+        "ingress_added_p50_ms": p50[3] - p50[2],
+        "calls": opts.calls,
+    }
+
+
+# ====================================================================== 2. failover
+
+
+async def phase_failover(
+    cluster: LocalNodeCluster, kv: KVClient, view: ClusterView, opts: argparse.Namespace
+) -> dict[str, Any]:
+    await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=INSTANCES))
+    everyone = {n.node_id for n in cluster.nodes}
+    await view.until(lambda: view.all_active_and_routable(INSTANCES, ECHO), STEP_TIMEOUT, "30 ACTIVE")
+    times = []
+    replaced = []
+    for round_ in range(opts.failover_rounds):
+        leader = await leader_node_id(cluster, kv)
+        hosting = collections.Counter(n for _, _, n, _ in view.records(ECHO_ID))
+        candidates = sorted(
+            (n for n in everyone if n != leader and hosting[n]), key=lambda n: (-hosting[n], n)
+        )
+        if not candidates:
+            raise BenchError(f"no follower hosts an instance: {hosting}")
+        victim = candidates[round_ % len(candidates)]
+        survivors = everyone - {victim}
+        lost = hosting[victim]
+        killed = time.monotonic()
+        cluster.kill(victim, signal.SIGKILL)
+        done = await view.until(
+            lambda survivors=survivors: view.all_active_and_routable(INSTANCES, ECHO, survivors),
+            STEP_TIMEOUT,
+            f"{INSTANCES} ACTIVE on the survivors after {victim} was killed",
+        )
+        times.append(done - killed)
+        replaced.append(lost)
+        log(
+            f"failover round {round_ + 1}: {victim} (hosting {lost}) killed → all ACTIVE"
+            f" in {done - killed:.2f} s"
+        )
+        # Bring the node back and let the cluster even out again before the next round.
+        start_node(cluster, victim)
+        await wait_until_ready(cluster, timeout=STEP_TIMEOUT)
+        rejoined = time.monotonic()
+
+        def even() -> bool:
+            counts = collections.Counter(n for _, _, n, _ in view.records(ECHO_ID))
+            return (
+                view.all_active_and_routable(INSTANCES, ECHO)
+                and set(counts) == everyone
+                and max(counts.values()) - min(counts.values()) <= 1
+            )
+
+        try:
+            await view.until(even, STEP_TIMEOUT, "the cluster evened out again")
+            log(f"  {victim} restarted; evened out {time.monotonic() - rejoined:.1f} s after it was ready")
+        except BenchError as error:
+            log(f"  {victim} restarted, but: {error}")
+    return {"failover_s": statistics.median(times), "failover_rounds": times, "replaced": replaced}
+
+
+# ====================================================================== 3. leader kill under load
+
+
+async def phase_leader_kill(
+    cluster: LocalNodeCluster, kv: KVClient, view: ClusterView, opts: argparse.Namespace
+) -> dict[str, Any]:
+    await view.until(lambda: view.all_active_and_routable(INSTANCES, ECHO), STEP_TIMEOUT, "30 ACTIVE")
+    leader = await leader_node_id(cluster, kv)
+    survivors = sorted(n.node_id for n in cluster.nodes if n.node_id != leader)
+    callers = Callers([cluster.plan(n).ingress for n in survivors], ECHO_ID, "echo", concurrency=4)
+    settled_after: float | None = None
+    async with background(callers):
+        started = time.monotonic()
+        await trio.sleep(2.0)
+        killed = time.monotonic()
+        cluster.kill(leader, signal.SIGKILL)
+        with trio.move_on_after(max(opts.load_seconds - 2.0, 1.0)):
+            done = await view.until(
+                lambda: view.all_active_and_routable(INSTANCES, ECHO, set(survivors)),
+                STEP_TIMEOUT,
+                "replacements",
+            )
+            settled_after = done - killed
+            await trio.sleep_forever()
+    elapsed = time.monotonic() - started
+    total = len(callers.results)
+    failed = len(callers.failures)
+    if settled_after is None:  # the replacements may still come
+        with trio.move_on_after(20):
+            done = await view.until(
+                lambda: view.all_active_and_routable(INSTANCES, ECHO, set(survivors)), 20, "replacements"
+            )
+            settled_after = done - killed
+    latencies = sorted(r.latency for r in callers.results)
+    around = [r for r in callers.results if killed - 0.5 <= r.at <= killed + 3.0]
+    figures = {
+        "leader": leader,
+        "calls": total,
+        "failed": failed,
+        "failed_pct": 100.0 * failed / max(total, 1),
+        "calls_per_s": total / elapsed,
+        "max_latency_s": latencies[-1] if latencies else 0.0,
+        "max_latency_near_kill_s": max((r.latency for r in around), default=0.0),
+        "replacements_active_s": settled_after,
+        "failures": callers.summary(),
+        "records": show([]) if settled_after else str(view.records(ECHO_ID)),
+    }
+    log(
+        f"leader kill: {leader} killed under load: {total} calls ({total / elapsed:.0f}/s), {failed} failed; "
+        f"slowest call {figures['max_latency_s'] * 1000:.0f} ms; replacements ACTIVE after "
+        + (f"{settled_after:.2f} s" if settled_after is not None else "NOT within the window + 20 s")
+    )
+    if failed:
+        log(callers.summary())
+    return figures
+
+
+# ====================================================================== driver
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
+    lines = []
+
+    def row(name: str, value: str, target: str, ok: bool | None) -> None:
+        verdict = "" if ok is None else ("meets" if ok else "MISSES")
+        lines.append(f"| {name} | {value} | {target} | {verdict} |")
+
+    lines.append("| measure | figure | target | |")
+    lines.append("| --- | --- | --- | --- |")
+    d = results.get("deploy")
+    if d:
+        rounds = ", ".join(f"{x:.2f}" for x in d["deploy_rounds"])
+        row(
+            f"blueprint → {INSTANCES} echo ACTIVE + routable on 3 nodes"
+            f" (median of {len(d['deploy_rounds'])})",
+            f"{d['deploy_s']:.2f} s ({rounds})",
+            f"≤ {TARGETS['deploy_s']:g} s",
+            d["deploy_s"] <= TARGETS["deploy_s"],
+        )
+        row("  blueprint deleted → all 30 unloaded (median)", f"{d['unload_s']:.2f} s", "", None)
+    f = results.get("failover")
+    if f:
+        rounds = ", ".join(f"{x:.2f}" for x in f["failover_rounds"])
+        row(
+            f"SIGKILL a follower → replacements ACTIVE + routable (median of {len(f['failover_rounds'])})",
+            f"{f['failover_s']:.2f} s ({rounds}; {', '.join(map(str, f['replaced']))} replaced)",
+            f"≤ {TARGETS['failover_s']:g} s",
+            f["failover_s"] <= TARGETS["failover_s"],
+        )
+    k = results.get("leader_kill")
+    if k:
+        row(
+            f"failed calls, leader SIGKILLed under load ({k['calls']} calls, 4 callers)",
+            f"{k['failed_pct']:.4f} % ({k['failed']})",
+            f"≤ {TARGETS['failed_pct']:g} %",
+            k["failed_pct"] <= TARGETS["failed_pct"],
+        )
+        settled = k["replacements_active_s"]
+        row(
+            "  the leader's instances replaced (ACTIVE + routable)",
+            f"{settled:.2f} s" if settled is not None else "not within 30 s",
+            "",
+            None,
+        )
+        row("  slowest call around the kill", f"{k['max_latency_near_kill_s'] * 1000:.0f} ms", "", None)
+    lat = results.get("latency")
+    if lat:
+        row(
+            f"greeter→echo p50: echo on another node − on the same node ({lat['calls']} calls each)",
+            f"{lat['added_p50_ms']:.2f} ms ({lat['remote_p50_ms']:.2f} − {lat['local_p50_ms']:.2f})",
+            f"≤ {TARGETS['added_p50_ms']:g} ms",
+            lat["added_p50_ms"] <= TARGETS["added_p50_ms"],
+        )
+        row(
+            "  ingress→echo p50: echo on another node − on the ingress's node",
+            f"{lat['ingress_added_p50_ms']:.2f} ms ({lat['ingress_remote_p50_ms']:.2f} − "
+            f"{lat['ingress_local_p50_ms']:.2f})",
+            "",
+            None,
+        )
+    a = results.get("allocation")
+    if a:
+        row(
+            f"allocate_all, {a['nodes']:,} nodes, {a['instances']:,} instances (median of 5)",
+            f"{a['allocation_ms']:.1f} ms",
+            f"≤ {TARGETS['allocation_ms']:g} ms",
+            a["allocation_ms"] <= TARGETS["allocation_ms"],
+        )
+        row("  same, current = its result (steady state)", f"{a['steady_ms']:.1f} ms", "", None)
+        row("  same, after losing 1 node", f"{a['node_loss_ms']:.1f} ms", "", None)
+        row(f"  reconcile plan over {a['instances']:,} ACTIVE instances", f"{a['plan_ms']:.1f} ms", "", None)
+    return "\n".join(lines)
+
+
+async def run(opts: argparse.Namespace, root: Path, results: dict[str, Any]) -> None:
+    with trio.fail_after(opts.time_limit):
+        wanted = set(opts.only.split(",")) if opts.only else set(PHASES)
+        if "allocation" in wanted:
+            results["allocation"] = phase_allocation(opts)
+        if not wanted & {"deploy", "latency", "failover", "leader_kill"}:
+            return
+        log("building the sample index")
+        index = await trio.to_thread.run_sync(build_index, root / "index")
+        log("starting 3 nodes")
+        async with running_cluster(root / "cluster", index, 3) as cluster, kv_of(cluster) as kv:
+            view = ClusterView(kv)
+            async with background(view):
+                if "deploy" in wanted:
+                    results["deploy"] = await phase_deploy(kv, view, opts)
+                if "latency" in wanted:
+                    results["latency"] = await phase_latency(cluster, kv, view, opts)
+                if "failover" in wanted:
+                    results["failover"] = await phase_failover(cluster, kv, view, opts)
+                if "leader_kill" in wanted:
+                    if "failover" not in wanted:
+                        await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=INSTANCES))
+                    results["leader_kill"] = await phase_leader_kill(cluster, kv, view, opts)
+
+
+PHASES = ("allocation", "deploy", "latency", "failover", "leader_kill")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer rounds, shorter load")
+    parser.add_argument("--dir", type=Path, help="work directory (default: a new temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument(
+        "--only", default="", help="comma-separated phases: allocation,deploy,latency,failover,leader_kill"
+    )
+    parser.add_argument("--time-limit", type=float, default=900.0, help="deadline for the run, seconds")
+    opts = parser.parse_args(argv)
+    opts.deploy_rounds = 3 if opts.quick else 5
+    opts.failover_rounds = 2 if opts.quick else 3
+    opts.load_seconds = 6.0 if opts.quick else 10.0
+    opts.calls = 500 if opts.quick else 2000
+    return opts
+
+
+def main(argv: list[str]) -> int:
+    opts = parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM → KeyboardInterrupt → cleanup
+    if opts.dir is not None:
+        opts.dir.mkdir(parents=True, exist_ok=True)
+        root = Path(tempfile.mkdtemp(prefix="run-", dir=opts.dir))
+    else:
+        root = Path(tempfile.mkdtemp(prefix="aether-cluster-bench-"))
+    results: dict[str, Any] = {}
+    load = os.getloadavg()
+    log(f"work directory {root}; load average before the run {load[0]:.2f}")
+    random.seed(1)
+    code = 0
+    try:
+        trio.run(run, opts, root, results)
+    except (BenchError, trio.TooSlowError) as error:
+        log(f"benchmark failed: {error!r}")
+        code = 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        code = 130
+    finally:
+        if not opts.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    command = "uv run python benchmarks/cluster_bench.py" + (" --quick" if opts.quick else "")
+    print(f"\n{command}  ({stamp}; {machine()}; load average before {load[0]:.2f})\n")
+    print(report(results, opts))
+    if opts.json:
+        opts.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
