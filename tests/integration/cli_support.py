@@ -167,13 +167,19 @@ class CliCluster:
         return [n.node_id for n in self.local.nodes]
 
     def aether(
-        self, *args: str, api_key: str | None = None, env: Mapping[str, str] | None = None, **kw: Any
+        self,
+        *args: str,
+        api_key: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        **kw: Any,
     ) -> CliRun:
-        """`aether ARGS` against this cluster (AETHER_CLUSTER; AETHER_API_KEY when `api_key`)."""
+        """`aether ARGS` against this cluster (AETHER_CLUSTER; AETHER_API_KEY when `api_key`), from
+        `cwd` (default: the cluster's working directory)."""
         extra = {"AETHER_CLUSTER": self.urls, **(env or {})}
         if api_key is not None:
             extra["AETHER_API_KEY"] = api_key
-        return run_aether(*args, cwd=self.cwd, env=extra, **kw)
+        return run_aether(*args, cwd=cwd or self.cwd, env=extra, **kw)
 
     def logs(self, lines: int = 25) -> str:
         return "\n".join(
@@ -391,7 +397,7 @@ def stub_api(routes: dict[tuple[str, str], tuple[int, Any]]) -> Iterator[StubApi
             self.end_headers()
             self.wfile.write(data)
 
-        do_GET = do_POST = do_DELETE = _serve  # noqa: N815
+        do_GET = do_POST = do_DELETE = _serve
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass

@@ -419,6 +419,17 @@ class Watcher:
         count, revision, found = self.lowest
         return f"{count} ACTIVE at revision {revision}: {show(found)}"
 
+    def most_placed(self) -> tuple[int, int, list[Instance]]:
+        """The most records at once that were not being removed (UNLOAD/UNLOADING) or FAILED: (count,
+        revision, records) — the surge of a rollout or a move."""
+        leaving = {SliceState.UNLOAD, SliceState.UNLOADING, SliceState.FAILED}
+        best = (0, 0, [])
+        for revision, found in self.history:
+            count = sum(1 for i in found if i.state not in leaving)
+            if count > best[0]:
+                best = (count, revision, found)
+        return best
+
     def instance_numbers_reused(self) -> dict[int, list[str]]:
         """Instance numbers that were ever used by more than one record (node or version)."""
         users: dict[int, list[str]] = collections.defaultdict(list)

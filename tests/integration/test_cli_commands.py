@@ -10,6 +10,7 @@ use them on one cluster; tests that need no cluster run the CLI against closed p
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 import re
 import signal
@@ -438,6 +439,8 @@ def _follow_a_change(cluster: CliCluster, tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- bad blueprints through apply
 
+THOROUGH = {"toml-syntax", "instances-negative", "slice-of-another-blueprint"}  # also --json, --wait
+
 
 def test_a_rejected_blueprint_leaves_the_previous_one_in_place(tmp_path: Path, sample_index: Path) -> None:
     with cli_cluster(tmp_path, sample_index) as cluster:
@@ -455,13 +458,23 @@ def test_a_rejected_blueprint_leaves_the_previous_one_in_place(tmp_path: Path, s
             ("slice-of-another-blueprint", conflict,
              "bad.toml: org.aether:echo:1.1.0: this slice is already deployed by blueprint 'demo'"),
         ]  # fmt: skip
-        wrong = []
+        # each case from a directory of its own (the file is always bad.toml), a few at a time
+        runs = []
         for case_id, text, message in cases:
-            (cwd / "bad.toml").write_text(text)
-            for flags in ((), ("--json",), ("--wait",)):
-                run = aether("blueprint", "apply", "bad.toml", *flags)
-                if (run.returncode, run.stderr, run.stdout) != (2, f"aether: error: {message}\n", ""):
-                    wrong.append(f"[{case_id}] expected exit 2 and {message!r}:\n{run}")
+            (cwd / case_id).mkdir()
+            (cwd / case_id / "bad.toml").write_text(text)
+            variants = [(), ("--json",), ("--wait",)] if case_id in THOROUGH else [()]
+            runs += [(case_id, message, flags) for flags in variants]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results = pool.map(
+                lambda item: (item, aether("blueprint", "apply", "bad.toml", *item[2], cwd=cwd / item[0])),
+                runs,
+            )
+            wrong = [
+                f"[{case_id}] expected exit 2 and {message!r}:\n{run}"
+                for (case_id, message, _), run in results
+                if (run.returncode, run.stderr, run.stdout) != (2, f"aether: error: {message}\n", "")
+            ]
         assert not wrong, "\n\n".join(wrong)
 
         # the body must be UTF-8 (through the API: the CLI cannot send anything else)
@@ -505,12 +518,18 @@ def test_an_unreachable_cluster_exits_3_with_a_clear_message(tmp_path: Path) -> 
         ("cluster", "events"),
         ("cluster", "events", "--follow"),
     ]
-    for command in commands:
-        for flags in ((), ("--json",)):
-            run = expect(run_aether(*command, *flags, "--cluster", url, cwd=tmp_path, timeout=30), 3)
-            assert run.stderr.startswith(f"aether: error: cannot reach the cluster: {url}: "), str(run)
-            assert "Connection refused" in run.stderr and "Traceback" not in run.stderr, str(run)
-            assert run.stdout == ""
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        runs = list(
+            pool.map(
+                lambda args: run_aether(*args, "--cluster", url, cwd=tmp_path, timeout=30),
+                [(*command, *flags) for command in commands for flags in ((), ("--json",))],
+            )
+        )
+    for run in runs:
+        expect(run, 3)
+        assert run.stderr.startswith(f"aether: error: cannot reach the cluster: {url}: "), str(run)
+        assert "Connection refused" in run.stderr and "Traceback" not in run.stderr, str(run)
+        assert run.stdout == ""
     # every URL is named; AETHER_CLUSTER works like --cluster
     both = f"{url},127.0.0.1:{other}"
     run = expect(run_aether("cluster", "status", cwd=tmp_path, env={"AETHER_CLUSTER": both}), 3)

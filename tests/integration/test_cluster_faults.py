@@ -101,6 +101,8 @@ async def test_join_rebalances_then_a_follower_dies(sample_index: Path, tmp_path
             f"ACTIVE dropped below 6 while rebalancing: {watcher.describe_lowest()}"
         )
         assert not watcher.instance_numbers_reused(), watcher.instance_numbers_reused()
+        most, revision, at = watcher.most_placed()
+        assert most <= 6 + 1, f"more than one move at a time at revision {revision}: {show(at)}"
 
         # ---- SIGKILL a follower (a Raft voter, not the leader) that hosts instances, under calls
         leader = await leader_node_id(cluster, kv)

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import attrs
 import httpx
 import node_support
 import pytest
@@ -24,6 +25,7 @@ from cluster_support import (
     GREETER,
     GREETER_ID,
     Callers,
+    Instance,
     Resources,
     SliceSpec,
     Strategy,
@@ -120,20 +122,14 @@ async def test_spread_one_per_node_and_reports_what_does_not_fit(
     assert not extra, f"a 4th instance was placed at some point: {sorted(extra)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _reconcile.plan never removes an ACTIVE surplus instance while the ACTIVE count is below "
-    "spec.instances, even when the allocation cannot place spec.instances at all: switching a running "
-    "round_robin 6 to spread max_per_node=1 keeps all 6 (2 per node) forever, against the cap, while the "
-    "leader reports '3 of 6 instances ... fit on no live node'",
-)
 async def test_switching_to_spread_enforces_the_cap(cluster: LocalNodeCluster, kv: KVClient) -> None:
     await put_blueprint(kv, "switch", SliceSpec(artifact=ECHO, instances=6))
     await wait_for(kv, exactly_active(6, ECHO), timeout=SETTLE, what="6 ACTIVE", cluster=cluster)
     await put_blueprint(
         kv, "switch", SliceSpec(artifact=ECHO, instances=6, strategy=Strategy.SPREAD, max_per_node=1)
     )
-    # A fresh apply of this blueprint gives one instance per node; so must the switch.
+    # A fresh apply of this blueprint gives one instance per node; so must the switch (the surplus
+    # ACTIVE instances go although fewer than `instances` can run: the cap wins).
     await wait_for(
         kv,
         lambda found: per_node(found) == dict.fromkeys(NODES, 1) and len(active(found)) == 3,
@@ -229,39 +225,91 @@ async def test_leader_reactivates_an_instance_left_loaded(cluster: LocalNodeClus
 # ---------------------------------------------------------------- rollout
 
 
-async def test_rollout_to_a_new_version_under_load(cluster: LocalNodeCluster, kv: KVClient) -> None:
-    await put_blueprint(kv, "roll", SliceSpec(artifact=ECHO, instances=3))
-    await wait_for(kv, exactly_active(3, ECHO), timeout=SETTLE, what="3 ACTIVE of 1.0.0", cluster=cluster)
+@attrs.frozen(kw_only=True)
+class Rollout:
+    """echo 1.0.0 × 3 rolled out to 1.1.0 × 3 while 4 callers call `echo` through every node's ingress."""
 
-    callers = Callers([n.ingress for n in cluster.nodes], ECHO_ID, "echo", concurrency=4)
-    watcher = Watcher(kv, ECHO_ID)
-    async with background(watcher, callers):
-        await trio.sleep(0.3)
-        await put_blueprint(kv, "roll", SliceSpec(artifact=ECHO_11, instances=3))
-        found = await wait_for(
-            kv, exactly_active(3, ECHO_11), timeout=SETTLE, what="3 ACTIVE of 1.1.0 only", cluster=cluster
-        )
-        await trio.sleep(0.5)  # calls keep going after the rollout
+    found: list[Instance]  # the records once only 1.1.0 is left, all ACTIVE
+    watcher: Watcher
+    callers: Callers
+    old_endpoints: list[str]
+    versions: set[str]  # answers of `info` afterwards, 6 calls through each ingress
+    instances_answering: set[int]
+
+
+async def _rollout(cluster: LocalNodeCluster) -> Rollout:
+    async with kv_of(cluster) as kv:
+        await put_blueprint(kv, "roll", SliceSpec(artifact=ECHO, instances=3))
+        await wait_for(kv, exactly_active(3, ECHO), timeout=SETTLE, what="3 ACTIVE of 1.0.0", cluster=cluster)
+        callers = Callers([n.ingress for n in cluster.nodes], ECHO_ID, "echo", concurrency=4)
+        watcher = Watcher(kv, ECHO_ID)
+        async with background(watcher, callers):
+            await trio.sleep(0.3)
+            await put_blueprint(kv, "roll", SliceSpec(artifact=ECHO_11, instances=3))
+            found = await wait_for(
+                kv, exactly_active(3, ECHO_11), timeout=SETTLE, what="3 ACTIVE of 1.1.0 only", cluster=cluster
+            )
+            await trio.sleep(0.5)  # calls keep going after the rollout
+        old = sorted(await endpoints(kv, ECHO))
+        versions, answering = set(), set()
+        async with httpx.AsyncClient(timeout=10) as http:
+            for node in cluster.nodes:
+                for _ in range(6):
+                    answer = await call(http, node.ingress, ECHO_ID, "info")
+                    assert answer.status_code == 200, answer.text
+                    versions.add(answer.json()["version"])
+                    answering.add(answer.json()["instance"])
+        await delete_blueprint(kv, "roll")
+        await wait_for(kv, lambda found: not found, timeout=30, what="no slice record left")
+    return Rollout(
+        found=found,
+        watcher=watcher,
+        callers=callers,
+        old_endpoints=old,
+        versions=versions,
+        instances_answering=answering,
+    )
+
+
+@pytest.fixture(scope="module")
+def rollout(cluster: LocalNodeCluster) -> Rollout:
+    return trio.run(_rollout, cluster)
+
+
+def test_rollout_fails_no_call(rollout: Rollout) -> None:
+    callers = rollout.callers
     assert len(callers.results) > 50, callers.summary()
     assert not callers.failures, f"calls failed during the rollout: {callers.summary()}"
+
+
+def test_rollout_keeps_the_count_active(rollout: Rollout) -> None:
+    watcher = rollout.watcher
     assert watcher.lowest is not None and watcher.lowest[0] >= 3, (
         f"ACTIVE dropped below 3: {watcher.describe_lowest()}"
     )
-    assert len(per_node(found)) == 3, show(found)
 
-    old = await endpoints(kv, ECHO)
-    assert not old, f"endpoints of 1.0.0 left: {sorted(old)}"
-    async with httpx.AsyncClient(timeout=10) as http:
-        versions = set()
-        instances_answering = set()
-        for node in cluster.nodes:
-            for _ in range(6):
-                answer = await call(http, node.ingress, ECHO_ID, "info")
-                assert answer.status_code == 200, answer.text
-                versions.add(answer.json()["version"])
-                instances_answering.add(answer.json()["instance"])
-    assert versions == {"1.1.0"}
-    assert instances_answering == {i.instance for i in found}
+
+def test_rollout_ends_with_only_the_new_version(rollout: Rollout) -> None:
+    assert len(per_node(rollout.found)) == 3, show(rollout.found)
+    assert not rollout.old_endpoints, f"endpoints of 1.0.0 left: {rollout.old_endpoints}"
+    assert rollout.versions == {"1.1.0"}
+    assert rollout.instances_answering == {i.instance for i in rollout.found}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the surge bound (at most instances + max_surge placed at once, _reconcile.py docstring) is "
+    "exceeded during a rollout: when a new instance turns ACTIVE, one reconcile pass both removes an old "
+    "ACTIVE one and creates the next new one, and ClusterDeploymentManager._execute runs them concurrently; "
+    "the create (one txn) lands before the removal (a get, then a txn), so for a moment 3 old ACTIVE + 2 "
+    "new records (5 > 3 + 1) are placed at once",
+)
+def test_rollout_respects_the_surge(rollout: Rollout) -> None:
+    most, revision, at = rollout.watcher.most_placed()
+    over = [
+        r for r, found in rollout.watcher.history if sum(i.state is not SliceState.UNLOAD for i in found) > 4
+    ]
+    assert most <= 3 + 1, f"{most} placed at revision {revision}: {show(at)} (over the bound at {over})"
 
 
 # ---------------------------------------------------------------- slice to slice across nodes

@@ -208,6 +208,26 @@ def allocate_all(
     current: Mapping[str, Mapping[str, int]],
     excluded: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, Placement]:
+    """Placements for every slice (keyed by `spec.artifact`). See `_allocate_pass`; when something is left
+    unplaced, the pass is repeated from its own result (which the reservations then match exactly), so
+    capacity freed by moves is used and the result is a fixed point."""
+    placements = _allocate_pass(specs, nodes, current, excluded)
+    for _ in range(3):
+        if not any(p.unplaced for p in placements.values()):
+            break
+        again = _allocate_pass(specs, nodes, {a: p.counts for a, p in placements.items()}, excluded)
+        if again == placements:
+            break
+        placements = again
+    return placements
+
+
+def _allocate_pass(
+    specs: Sequence[SliceSpec],
+    nodes: Sequence[NodeCapacity],
+    current: Mapping[str, Mapping[str, int]],
+    excluded: Mapping[str, frozenset[str]] | None = None,
+) -> dict[str, Placement]:
     """Placements for every slice (keyed by `spec.artifact`), in artifact order, each one seeing the
     capacity the earlier ones took. `excluded[artifact]` names nodes that may not receive new instances
     of it (where it failed); instances it already has there are kept."""
@@ -234,20 +254,19 @@ def allocate_all(
         for node_id in sorted(counts):
             if node_id not in capacity:
                 continue
-            fits = _room(attrs.evolve(spec, strategy=Strategy.ROUND_ROBIN), capacity[node_id], _Usage())
-            take = min(counts[node_id], left, fits)
+            taken = usage.get(node_id, Resources())
+            plain = attrs.evolve(spec, strategy=Strategy.ROUND_ROBIN)
+            room = _room(plain, capacity[node_id], _Usage(taken.cpu, taken.memory_mib))
+            take = min(counts[node_id], left, room)
             if take > 0:
                 result[node_id] = take
                 left -= take
         return result
 
-    reserved = {
-        artifact: kept(by_spec[artifact], counts)
-        for artifact, counts in current.items()
-        if artifact in by_spec
-    }
-    for artifact, counts in reserved.items():
-        account(by_spec[artifact], counts, +1)
+    reserved: dict[str, dict[str, int]] = {}
+    for artifact in sorted(a for a in current if a in by_spec):  # what fits of what runs, in order
+        reserved[artifact] = kept(by_spec[artifact], current[artifact])
+        account(by_spec[artifact], reserved[artifact], +1)
     placements: dict[str, Placement] = {}
     for spec in sorted(specs, key=lambda s: s.artifact):
         here = current.get(spec.artifact, {})

@@ -1,0 +1,214 @@
+"""CLI start-up benchmark: wall time of `aether --help` and of `aether cluster status` against a running
+3-node cluster on 127.0.0.1, with `python -c pass` (the same interpreter) as the baseline of the same run.
+
+    uv run python benchmarks/cli_bench.py              # 15 runs of each command
+    uv run python benchmarks/cli_bench.py --runs 31    # more runs
+    uv run python benchmarks/cli_bench.py --no-cluster # only what needs no cluster
+
+Each round runs every command once, in a rotating order (so drift in the machine's load hits all of them
+alike); the figure is the median over the rounds, with the ratio to the baseline's median. Targets:
+≤ 0.3 s for `aether --help` and for `aether cluster status`. When a target is missed, the imports of that
+command are profiled with `python -X importtime` and the slowest are printed (cumulative and self time).
+
+Figures and notes: benchmarks/README.md, section "CLI". Everything runs from one temporary directory
+(removed at the end unless --keep); the cluster's processes are stopped at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+from aether_node._local_cluster import LocalNodeCluster, plan_cluster, wait_until_ready
+from aether_node._sample_index import build_sample_index
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET = 0.3  # seconds
+BLUEPRINT = 'name = "bench"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 3\n'
+
+
+def aether_script() -> str:
+    beside = Path(sys.executable).with_name("aether")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("aether")
+    if not found:
+        sys.exit("cli_bench: no `aether` console script in this environment (run with `uv run`)")
+    return found
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AETHER_")}
+    env["COLUMNS"] = "200"
+    return env
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(
+        command, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+    )
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"cli_bench: {' '.join(command)} failed ({result.returncode}):\n{result.stderr.decode()}")
+    return elapsed
+
+
+# ---------------------------------------------------------------- the cluster
+
+
+def processes_under(directory: Path) -> list[int]:
+    root = str(directory.resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if cwd.startswith(root) or any(a.startswith(root) or f"={root}" in a for a in args):
+            found.append(int(entry.name))
+    return found
+
+
+@contextlib.contextmanager
+def running_cluster(work: Path):  # type: ignore[no-untyped-def]
+    index = work / "index"
+    print("building the sample index ...", flush=True)
+    build_sample_index(REPO / "sample-slices", index)
+    cluster: LocalNodeCluster = plan_cluster(work / "cluster", 3, str(index))
+    try:
+        cluster.start_all()
+        trio.run(lambda: wait_until_ready(cluster, timeout=90))
+        yield cluster
+    finally:
+        cluster.stop_all(signal.SIGTERM, timeout=30)
+        deadline = time.monotonic() + 10
+        while (left := processes_under(cluster.directory)) and time.monotonic() < deadline:
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+
+# ---------------------------------------------------------------- import profile
+
+
+def import_profile(command: list[str], cwd: Path, top: int) -> str:
+    """The slowest imports of `command` (a Python console script and its arguments), by cumulative time
+    among the top-level imports and by self time among all."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *command],
+        cwd=cwd,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    rows = []
+    for line in result.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        _, self_us, cumulative_us, name = (
+            part.strip() for part in line.replace("import time:", "|").split("|")
+        )
+        depth = (len(name) - len(name.lstrip())) // 2
+        rows.append((name.strip(), int(self_us), int(cumulative_us), depth))
+    total = sum(r[1] for r in rows) / 1e6
+    top_level = sorted((r for r in rows if r[3] == 0), key=lambda r: -r[2])[:top]
+    by_self = sorted(rows, key=lambda r: -r[1])[:top]
+    lines = [f"  imports: {len(rows)} modules, {total:.3f} s in all"]
+    lines.append("  slowest top-level imports (cumulative):")
+    lines += [f"    {c / 1e6:7.3f} s  {name}" for name, _, c, _ in top_level]
+    lines.append("  slowest modules (self):")
+    lines += [f"    {s / 1e6:7.3f} s  {name}" for name, s, _, _ in by_self]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--no-cluster", action="store_true", help="skip `aether cluster status`")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--top", type=int, default=12, help="imports to show when a target is missed")
+    options = parser.parse_args()
+
+    aether = aether_script()
+    work = Path(tempfile.mkdtemp(prefix="aether-cli-bench-"))
+    print(f"cli_bench {dt.datetime.now().isoformat(timespec='seconds')}  {platform.platform()}")
+    print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
+          f"{options.runs} runs")  # fmt: skip
+    try:
+        with contextlib.ExitStack() as stack:
+            commands: dict[str, list[str]] = {
+                "python -c pass (baseline)": [sys.executable, "-c", "pass"],
+                "python -c 'import aether_cli._app'": [sys.executable, "-c", "import aether_cli._app"],
+                "aether --help": [aether, "--help"],
+                "aether blueprint validate": [aether, "blueprint", "validate", str(REPO / "examples/blueprint.toml")],
+            }  # fmt: skip
+            if not options.no_cluster:
+                cluster = stack.enter_context(running_cluster(work))
+                urls = ",".join(f"http://{n.management}" for n in cluster.nodes)
+                (work / "bench.toml").write_text(BLUEPRINT)
+                apply = [aether, "blueprint", "apply", "bench.toml", "--wait", "--cluster", urls]
+                timed(apply, work)
+                commands["aether cluster status"] = [aether, "cluster", "status", "--cluster", urls]
+                commands["aether cluster status --json"] = [*commands["aether cluster status"], "--json"]
+            for command in commands.values():  # warm the page cache and .pyc files
+                timed(command, work)
+            times: dict[str, list[float]] = {name: [] for name in commands}
+            names = list(commands)
+            for round_ in range(options.runs):
+                shift = round_ % len(names)
+                for name in names[shift:] + names[:shift]:
+                    times[name].append(timed(commands[name], work))
+
+            baseline = statistics.median(times[names[0]])
+            print(f"\n{'command':38} {'median':>8} {'min':>8} {'max':>8} {'ratio':>7}")
+            for name in names:
+                median = statistics.median(times[name])
+                print(
+                    f"{name:38} {median:8.3f} {min(times[name]):8.3f} {max(times[name]):8.3f}"
+                    f" {median / baseline:6.1f}x"
+                )
+            print(f"\ntargets (≤ {TARGET} s):")
+            missed = []
+            for name in ("aether --help", "aether cluster status"):
+                if name not in times:
+                    continue
+                median = statistics.median(times[name])
+                verdict = "ok" if median <= TARGET else "MISSED"
+                print(f"  {name:28} {median:.3f} s  {verdict}")
+                if median > TARGET:
+                    missed.append(name)
+            for name in missed:
+                print(f"\nwhere `{name}` spends its start-up (python -X importtime):")
+                print(import_profile(commands[name], work, options.top))
+    finally:
+        if options.keep:
+            print(f"\nkept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

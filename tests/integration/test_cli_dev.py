@@ -1,0 +1,142 @@
+"""`aether dev up | status | down`: a local cluster of real nodes from a clean directory, as a newcomer
+starts it (building the sample-slice index, applying the example blueprint), called through the ingress
+URLs it prints, and stopped without leaving a process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from cli_support import (
+    COUNTER,
+    ECHO,
+    EXAMPLE,
+    GREETER,
+    SAMPLE_SLICES,
+    expect,
+    kill_processes_of,
+    processes_of,
+    run_aether,
+    stub_api,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# What runs for a dev cluster: nodes, their KV replicas, slice hosts (and their templates).
+KINDS = ("aether_node", "aether_kv serve", "aether_slice.host")
+
+
+def test_dev_up_status_and_down_leave_nothing_behind(tmp_path: Path) -> None:
+    work = tmp_path / "work"  # a clean working directory: no .aether-dev/, no sample-slices/
+    work.mkdir()
+    dev = tmp_path / "dev"
+    try:
+        _up_use_and_down(work, dev)
+    except BaseException:
+        for log in sorted(dev.glob("node-*/node.log")):
+            print(f"--- {log}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+        raise
+    finally:
+        if (dev / "cluster.json").exists():
+            run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=90)
+        kill_processes_of(dev)
+
+
+def _up_use_and_down(work: Path, dev: Path) -> None:
+    run = expect(
+        run_aether(
+            "dev", "up", "--nodes", "3", "--directory", str(dev), "--source", str(SAMPLE_SLICES),
+            "--apply", str(EXAMPLE), cwd=work, timeout=300,
+        )
+    )  # fmt: skip
+    assert f"building the slice index from {SAMPLE_SLICES}/ ..." in run.stdout, str(run)
+    assert re.search(
+        rf"Aether dev cluster ready in [\d.]+ s: 3 nodes, data in {re.escape(str(dev))}/\n", run.stdout
+    )
+    assert f"converged: {ECHO} 3/3, {GREETER} 2/2, {COUNTER} 1/1" in run.stdout, str(run)
+    printed = re.findall(r"  (node-\d): ingress (http://\S+)  management (http://\S+)", run.stdout)
+    assert [node for node, _, _ in printed] == ["node-1", "node-2", "node-3"], str(run)
+    state = json.loads((dev / "cluster.json").read_text())
+    assert [ingress for _, ingress, _ in printed] == state["ingress"]
+    assert [management for _, _, management in printed] == state["management"]
+    assert not (work / ".aether-dev").exists()
+
+    # the curl line it suggests works, and so does every printed ingress
+    curl = re.search(r"curl -s -X POST (\S+) -d '(.+)'\n", run.stdout)
+    assert curl, str(run)
+    answer = httpx.post(curl[1], content=curl[2].encode(), timeout=30)
+    assert (answer.status_code, answer.json()) == (200, json.loads(curl[2])), answer.text
+    for _, ingress, _ in printed:
+        answer = httpx.post(f"{ingress}/invoke/org.aether:echo/echo", json={"via": ingress}, timeout=30)
+        assert (answer.status_code, answer.json()) == (200, {"via": ingress}), answer.text
+        answer = httpx.post(f"{ingress}/invoke/org.aether:greeter/greet", json={"name": "dev"}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["greeting"] == "hello dev", answer.text
+
+    # dev status: 3 running nodes and a healthy cluster
+    run = expect(run_aether("dev", "status", "--directory", str(dev), cwd=work))
+    for node, pid in state["pids"].items():
+        assert f"  {node}: pid {pid} running\n" in run.stdout, str(run)
+    assert "cluster healthy: leader node-" in run.stdout, str(run)
+    assert "3 nodes, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, str(run)
+
+    # a second `up` from the same directory is refused while the first runs
+    run = expect(
+        run_aether("dev", "up", "--directory", str(dev), "--source", str(SAMPLE_SLICES), cwd=work), 1
+    )
+    assert run.stderr == (
+        f"aether: error: a dev cluster already runs from {dev}/ (stop it with `aether dev down`)\n"
+    ), str(run)
+
+    # what runs before `down`: the scan below sees every kind of process
+    running = processes_of(dev)
+    for kind in KINDS:
+        assert any(kind in cmdline for _, cmdline in running), f"no {kind} among {running}"
+
+    run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=90))
+    assert run.stdout == f"stopped 3 node(s); data kept in {dev}/\n", str(run)
+    wait_until(lambda: not processes_of(dev), timeout=20, what=f"no process of {dev} left")
+    assert not (dev / "cluster.json").exists()
+    assert (dev / "node-1").is_dir(), "the data stays"
+
+    run = expect(run_aether("dev", "status", "--directory", str(dev), cwd=work), 1)
+    assert run.stderr == (
+        f"aether: error: no dev cluster recorded in {dev}/ (start one with `aether dev up`)\n"
+    ), str(run)
+    run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work))
+    assert run.stdout == f"no dev cluster recorded in {dev}/\n"
+
+
+def test_dev_up_without_slice_sources_is_bad_input(tmp_path: Path) -> None:
+    run = expect(run_aether("dev", "up", "--directory", "dev", cwd=tmp_path), 2)
+    assert run.stderr == (
+        "aether: error: --source sample-slices is not a directory of slice projects"
+        " (run from the repository root?)\n"
+    )
+    assert processes_of(tmp_path) == []
+
+
+CLUSTER = {
+    "leader": "node-1", "term": 1, "revision": 9, "has_quorum": True, "healthy": True, "nodes": [],
+    "blueprints": 0, "instances": 0, "active": 0, "failed": 0,
+}  # fmt: skip
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: aether_cli/_dev.py:143 `dev_status` prints the '  node-N: pid P running' lines before the"
+    " cluster status even with --json, so `aether dev status --json` is not JSON",
+)
+def test_dev_status_json_is_json(tmp_path: Path) -> None:
+    with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
+        (tmp_path / "dev").mkdir()
+        (tmp_path / "dev" / "cluster.json").write_text(
+            json.dumps({"pids": {"node-1": os.getpid()}, "management": [stub.url], "ingress": []})
+        )
+        run = expect(run_aether("dev", "status", "--directory", "dev", "--json", cwd=tmp_path))
+    json.loads(run.stdout)

@@ -1,0 +1,256 @@
+"""API keys and roles on the management API (viewer ⊂ operator ⊂ admin), on a real cluster that runs
+with keys and without dev mode: every endpoint over HTTP and through the `aether` CLI, the probes that
+need no key, and a node that refuses to start with an open API.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cli_support
+import httpx
+import pytest
+from cli_support import (
+    ECHO,
+    CliCluster,
+    cli_cluster,
+    cli_env,
+    expect,
+    processes_of,
+    wait_until,
+)
+
+from aether_node._local_cluster import plan_cluster
+
+pytestmark = [pytest.mark.integration]
+
+sample_index = cli_support.sample_index
+
+KEYS = {
+    "viewer": "viewer-key-0123456789abcdef",
+    "operator": "operator-key-0123456789abcdef",
+    "admin": "admin-key-0123456789abcdef",
+}
+API_KEYS = ",".join(f"{role}:{key}" for role, key in KEYS.items())
+WRONG_KEY = "wrong-key-0123456789abcdef"
+SMALL = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
+
+UNAUTHENTICATED = "an API key is required (Authorization: Bearer KEY)"
+
+
+def forbidden(role: str) -> str:
+    return f"this operation needs the operator role; your key has {role}"
+
+
+def bearer(key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+@pytest.fixture
+def secured(tmp_path: Path, sample_index: Path) -> Iterator[CliCluster]:
+    """A 3-node cluster with API keys (AETHER_API_KEYS in the nodes' environment), dev mode off."""
+    with cli_cluster(
+        tmp_path, sample_index, dev_mode=False, node_env={"AETHER_API_KEYS": API_KEYS}
+    ) as cluster:
+        yield cluster
+
+
+def assert_error(answer: httpx.Response, status: int, kind: str, message: str) -> None:
+    assert answer.status_code == status, f"{answer.request.method} {answer.request.url}: {answer.text}"
+    assert answer.json() == {"error": {"kind": kind, "message": message}}
+
+
+def test_every_endpoint_checks_the_role(secured: CliCluster) -> None:
+    base = f"http://{secured.local.nodes[0].management}"
+    with httpx.Client(base_url=base, timeout=30) as http:
+        _check_probes(secured)
+        _check_mutations_and_reads(http)
+
+
+def _check_probes(cluster: CliCluster) -> None:
+    for node in cluster.local.nodes:
+        for probe, body in (("/healthz", {"ok": True}), ("/readyz", {"ready": True})):
+            answer = httpx.get(f"http://{node.management}{probe}", timeout=10)
+            assert (answer.status_code, answer.json()) == (200, body), f"{node.node_id} {probe}"
+
+
+def _check_mutations_and_reads(http: httpx.Client) -> None:
+    def request(method: str, path: str, key: str | None, **kw: Any) -> httpx.Response:
+        return http.request(method, path, headers=bearer(key), **kw)
+
+    def denied(method: str, path: str, **kw: Any) -> None:
+        """401 without a key or with an unknown one; 403 naming operator for a viewer key."""
+        assert_error(request(method, path, None, **kw), 401, "unauthenticated", UNAUTHENTICATED)
+        assert_error(request(method, path, WRONG_KEY, **kw), 401, "unauthenticated", UNAUTHENTICATED)
+        assert_error(request(method, path, KEYS["viewer"], **kw), 403, "forbidden", forbidden("viewer"))
+
+    # POST /api/v1/blueprints
+    denied("POST", "/api/v1/blueprints", content=SMALL.encode())
+    assert request("GET", "/api/v1/blueprints", KEYS["viewer"]).json() == [], "a denied apply applied"
+    answer = request("POST", "/api/v1/blueprints", KEYS["operator"], content=SMALL.encode())
+    assert answer.status_code == 200 and answer.json()["created"] is True, answer.text
+    answer = request("POST", "/api/v1/blueprints", KEYS["admin"], content=SMALL.encode())
+    assert answer.status_code == 200 and answer.json()["created"] is False, answer.text
+
+    def echo_active() -> bool:
+        status = request("GET", "/api/v1/blueprints/demo/status", KEYS["viewer"]).json()
+        return status["slices"][0]["active"] == 1
+
+    wait_until(echo_active, timeout=60, what="demo's echo instance ACTIVE")
+
+    # POST /api/v1/slices/{artifact}/invoke/{entry}
+    path = "/api/v1/slices/org.aether:echo/invoke/echo"
+    denied("POST", path, json={"n": 1})
+    for role in ("operator", "admin"):
+        answer = request("POST", path, KEYS[role], json={"by": role})
+        assert (answer.status_code, answer.json()) == (200, {"by": role}), answer.text
+
+    # reads: 401 without a key, fine with every role; X-API-Key works like Authorization
+    reads = [
+        ("GET", "/api/v1/blueprints", {}),
+        ("GET", "/api/v1/blueprints/demo", {}),
+        ("GET", "/api/v1/blueprints/demo/status", {}),
+        ("POST", "/api/v1/blueprints/validate", {"content": SMALL.encode()}),
+        ("GET", "/api/v1/slices", {}),
+        ("GET", f"/api/v1/slices/{ECHO}", {}),
+        ("GET", "/api/v1/cluster", {}),
+        ("GET", "/api/v1/nodes", {}),
+        ("GET", "/api/v1/events", {}),
+    ]
+    for method, path, kw in reads:
+        assert_error(request(method, path, None, **kw), 401, "unauthenticated", UNAUTHENTICATED)
+        assert_error(request(method, path, WRONG_KEY, **kw), 401, "unauthenticated", UNAUTHENTICATED)
+        for key in KEYS.values():
+            answer = request(method, path, key, **kw)
+            assert answer.status_code == 200, f"{method} {path}: {answer.text}"
+        answer = http.request(method, path, headers={"X-API-Key": KEYS["viewer"]}, **kw)
+        assert answer.status_code == 200, f"{method} {path} with X-API-Key: {answer.text}"
+    for key, status in ((None, 401), (WRONG_KEY, 401), (KEYS["viewer"], 200)):
+        with http.stream("GET", "/api/v1/events/stream", headers=bearer(key), params={"limit": 1}) as answer:
+            assert answer.status_code == status, f"events/stream with {key}"
+            if status == 200:
+                assert answer.headers["content-type"].startswith("text/event-stream")
+                first = next(line for line in answer.iter_lines() if line)
+                assert json.loads(first.removeprefix("data: "))["revision"] > 0
+
+    # DELETE /api/v1/blueprints/{name}
+    denied("DELETE", "/api/v1/blueprints/demo")
+    assert request("GET", "/api/v1/blueprints/demo", KEYS["viewer"]).status_code == 200, "a denied delete"
+    for role in ("operator", "admin"):
+        if role == "admin":
+            assert request("POST", "/api/v1/blueprints", KEYS["operator"], content=SMALL.encode()).is_success
+        answer = request("DELETE", "/api/v1/blueprints/demo", KEYS[role])
+        assert (answer.status_code, answer.json()) == (200, {"deleted": "demo"}), answer.text
+        assert request("GET", "/api/v1/blueprints/demo", KEYS["viewer"]).status_code == 404
+
+
+def test_the_cli_passes_the_key_and_reports_a_refusal(secured: CliCluster) -> None:
+    aether = secured.aether
+    (secured.cwd / "small.toml").write_text(SMALL)
+
+    def refused(run: Any, message: str) -> None:
+        expect(run, 1)
+        assert run.stderr == f"aether: error: {message}\n", str(run)
+        assert run.stdout == ""
+
+    # reads: no key → refused; a viewer key by --api-key or by AETHER_API_KEY → fine
+    for command in (
+        ("blueprint", "list"),
+        ("cluster", "status", "--json"),
+        ("cluster", "events", "--follow"),
+    ):
+        refused(aether(*command), UNAUTHENTICATED)
+        refused(aether(*command, "--api-key", WRONG_KEY), UNAUTHENTICATED)
+    assert expect(aether("blueprint", "list", "--json", "--api-key", KEYS["viewer"])).json() == []
+    assert expect(aether("cluster", "status", "--json", api_key=KEYS["viewer"])).json()["has_quorum"] is True
+    # validate is local: no key needed
+    expect(aether("blueprint", "validate", "small.toml"))
+
+    # apply: viewer refused (nothing applied), operator fine
+    refused(aether("blueprint", "apply", "small.toml"), UNAUTHENTICATED)
+    refused(aether("blueprint", "apply", "small.toml", api_key=KEYS["viewer"]), forbidden("viewer"))
+    refused(aether("blueprint", "apply", "small.toml", "--api-key", KEYS["viewer"]), forbidden("viewer"))
+    assert expect(aether("blueprint", "list", "--json", api_key=KEYS["viewer"])).json() == []
+    run = expect(aether("blueprint", "apply", "small.toml", "--wait", "--api-key", KEYS["operator"]))
+    assert f"converged: {ECHO} 1/1" in run.stdout, str(run)
+
+    # invoke: viewer refused, operator and admin fine
+    refused(aether("slice", "invoke", "org.aether:echo", "echo", "--data", "1"), UNAUTHENTICATED)
+    refused(
+        aether("slice", "invoke", "org.aether:echo", "echo", "--data", "1", api_key=KEYS["viewer"]),
+        forbidden("viewer"),
+    )
+    for role in ("operator", "admin"):
+        run = aether(
+            "slice", "invoke", "org.aether:echo", "echo", "--data", f'"{role}"', "--json", api_key=KEYS[role]
+        )
+        assert expect(run).json() == role
+
+    # delete: viewer refused (still there), admin fine
+    refused(aether("blueprint", "delete", "demo", api_key=KEYS["viewer"]), forbidden("viewer"))
+    expect(aether("blueprint", "get", "demo", api_key=KEYS["viewer"]))
+    expect(aether("blueprint", "delete", "demo", api_key=KEYS["admin"]))
+    expect(aether("blueprint", "get", "demo", api_key=KEYS["viewer"]), 1)
+
+
+def test_keys_take_precedence_over_dev_mode(tmp_path: Path, sample_index: Path) -> None:
+    with cli_cluster(
+        tmp_path, sample_index, nodes=1, dev_mode=True, node_env={"AETHER_API_KEYS": API_KEYS}
+    ) as cluster:
+        base = f"http://{cluster.local.nodes[0].management}"
+        assert_error(httpx.get(f"{base}/api/v1/cluster"), 401, "unauthenticated", UNAUTHENTICATED)
+        assert httpx.get(f"{base}/api/v1/cluster", headers=bearer(KEYS["viewer"])).status_code == 200
+
+
+def test_dev_mode_without_keys_is_open(tmp_path: Path, sample_index: Path) -> None:
+    with cli_cluster(
+        tmp_path, sample_index, nodes=1, dev_mode=True, node_env={"AETHER_API_KEYS": None}
+    ) as cluster:
+        base = f"http://{cluster.local.nodes[0].management}"
+        answer = httpx.post(f"{base}/api/v1/blueprints", content=SMALL.encode(), timeout=30)
+        assert answer.status_code == 200, answer.text
+        # any key is ignored rather than refused
+        answer = httpx.get(f"{base}/api/v1/blueprints", headers=bearer(WRONG_KEY))
+        assert answer.status_code == 200 and [b["name"] for b in answer.json()] == ["demo"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (
+            None,
+            "aether-node: error: no API keys configured (api_keys_file or AETHER_API_KEYS): the management"
+            " API would be open; configure keys, or run with --dev-mode on a machine of your own\n",
+        ),
+        (
+            "viewer:short",
+            "aether-node: error: API key entry 1: expected role:key with role one of viewer, operator, admin"
+            " and a key of at least 16 characters\n",
+        ),
+        (
+            f"viewer:{KEYS['viewer']},root:{KEYS['admin']}",
+            "aether-node: error: API key entry 2: expected role:key with role one of viewer, operator, admin"
+            " and a key of at least 16 characters\n",
+        ),
+    ],
+    ids=["no-keys", "short-key", "unknown-role"],
+)
+def test_a_node_without_usable_keys_refuses_to_start(
+    tmp_path: Path, sample_index: Path, keys: str | None, message: str
+) -> None:
+    local = plan_cluster(tmp_path / "cluster", 1, str(sample_index))
+    local.dev_mode = False
+    env = cli_env({"AETHER_API_KEYS": keys} if keys is not None else {})
+    try:
+        result = subprocess.run(
+            local.command(local.nodes[0]), env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+    finally:
+        cli_support.kill_processes_of(local.directory)
+    assert result.returncode == 2, result
+    assert result.stderr == message
+    assert processes_of(local.directory) == []
