@@ -216,6 +216,7 @@ def allocation_case(nodes: int, slices: int, per_slice: int) -> tuple[list[Slice
 
 
 CPU_TIMES: dict[int, float] = {}  # id(function) → median CPU seconds of its last `timed` run
+FASTEST: dict[int, float] = {}  # id(function) → fastest wall time of its last `timed` run
 
 
 def timed(function: Callable[[], Any], rounds: int) -> tuple[float, Any]:
@@ -229,6 +230,7 @@ def timed(function: Callable[[], Any], rounds: int) -> tuple[float, Any]:
         times.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
     CPU_TIMES[id(function)] = statistics.median(cpu)
+    FASTEST[id(function)] = min(times)
     return statistics.median(times), result
 
 
@@ -241,6 +243,7 @@ def phase_allocation(opts: argparse.Namespace) -> dict[str, Any]:
 
     fresh, placements = timed(fresh_allocation, 5)
     fresh_cpu = CPU_TIMES[id(fresh_allocation)]
+    fresh_min = FASTEST[id(fresh_allocation)]
     placed = sum(sum(p.counts.values()) for p in placements.values())
     unplaced = sum(p.unplaced for p in placements.values())
     current = {artifact: dict(p.counts) for artifact, p in placements.items()}
@@ -276,6 +279,7 @@ def phase_allocation(opts: argparse.Namespace) -> dict[str, Any]:
         "unplaced": unplaced,
         "allocation_ms": fresh * 1000,
         "allocation_cpu_ms": fresh_cpu * 1000,
+        "allocation_min_ms": fresh_min * 1000,
         "steady_ms": steady * 1000,
         "steady_changed_slices": moved,
         "node_loss_ms": loss * 1000,
@@ -655,7 +659,8 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
     if a:
         row(
             f"allocate_all, {a['nodes']:,} nodes, {a['instances']:,} instances (median of 5)",
-            f"{a['allocation_ms']:.1f} ms (CPU {a['allocation_cpu_ms']:.1f} ms)",
+            f"{a['allocation_ms']:.1f} ms (fastest {a['allocation_min_ms']:.1f}; median CPU "
+            f"{a['allocation_cpu_ms']:.1f})",
             f"≤ {TARGETS['allocation_ms']:g} ms",
             a["allocation_ms"] <= TARGETS["allocation_ms"],
         )

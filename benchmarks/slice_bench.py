@@ -1,7 +1,7 @@
 """Slice runtime benchmark: one `aether-node` on 127.0.0.1, the sample slice org.aether:echo:1.0.0.
 
-    uv run python benchmarks/slice_bench.py            # full run (~3 minutes on 2 cores)
-    uv run python benchmarks/slice_bench.py --quick    # shorter wrk runs, fewer rounds
+    uv run python benchmarks/slice_bench.py            # full run (~4-8 minutes on 2 cores)
+    uv run python benchmarks/slice_bench.py --quick    # shorter wrk runs, fewer rounds (~1.5 minutes)
     uv run --with py-spy python benchmarks/slice_bench.py --profile   # also: where the node's time goes
 
 What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
@@ -11,18 +11,24 @@ What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
    watch, as a leader would see it); then UNLOAD for all 20, timed until the node has deleted the records.
    First an install round (1 instance: uv installs the package, the per-version template starts), then
    the node is restarted (package installed, no template) for the "cold template" round, then 5 warm
-   rounds (--quick: 3) whose median is the figure.
+   rounds (--quick: 3) whose median is the figure. A node that runs a cluster leader removes slice
+   records that no blueprint asks for, so each transaction also writes a blueprint `blueprints/slicebench`
+   asking for exactly the instances the records make (the leader then has nothing to do); and the same
+   rounds are repeated through the leader: only the blueprint is written, the leader writes the records.
 2. Ingress throughput and latency: `POST /invoke/org.aether:echo/echo` with a small JSON body, with 1 and
    with 2 ACTIVE instances, against a bare hypercorn+trio server running a raw ASGI callable that parses
-   the body and answers it as JSON (same hypercorn settings as the node's ingress). wrk, 32 connections,
-   1 thread (--wrk-threads), 10 s per run (--quick 3 s), bare and aether alternating twice, median of
-   each; also 1 connection (unloaded latency). CPU of every process over each run (% of one core).
+   the body and answers it as JSON (same hypercorn settings as the node's ingress), and — as a breakdown —
+   the node's own ingress app (starlette) answering the payload itself, without invoker or slice. wrk,
+   32 connections, 1 thread (--wrk-threads), 10 s a run (--quick 3 s), the servers alternating twice,
+   median of each; also 1 connection (unloaded latency). CPU of every process over each run (% of one
+   core and CPU µs per request), and what processes outside the benchmark used meanwhile ("others": on a
+   shared machine, each wrk run first waits, bounded, for them to calm down: --quiet-wait).
 3. Resident memory with 20 idle ACTIVE instances: RSS, PSS and USS (from /proc/PID/smaps_rollup) of each
    instance, of the template they were forked from, of the node process and of its KV replica process.
 
 Everything runs from one temporary directory (removed at the end unless --keep); every process this
 script starts asks the kernel to kill it if the script dies, is stopped at the end, and a watchdog ends
-the run after --time-limit seconds.
+the run after --time-limit seconds. Needs `wrk` (Debian package `wrk`).
 """
 
 from __future__ import annotations

@@ -2,11 +2,13 @@
 of real `aether-node` processes (`aether_node._local_cluster`), blueprints written to the KV, views of the
 `slices/` and `endpoints/` records, and callers that keep invoking slices through the nodes' ingresses.
 
-- `running_cluster` starts N nodes and ends every process of the cluster afterwards (also on failure):
-  node processes by pid, then whatever still runs from the cluster's directory (KV replicas, slice hosts);
+- `running_cluster` (async) / `started_cluster` (sync, for module fixtures) start N nodes and end every
+  process of the cluster afterwards (also on failure): the node processes, then whatever still runs from
+  the cluster's directory (KV replicas, slice hosts); `start_node` starts a node added later;
 - `put_blueprint` / `delete_blueprint`: blueprint records, as the CLI would write them;
 - `instances` reads `slices/` (linearizable); `wait_for` polls it until a condition holds and fails with
-  the records it saw last; `Watcher` samples it in the background (e.g. "ACTIVE never dropped below N");
+  the records it saw last (`poll` returns instead of failing); `Watcher` follows every change through a
+  KV watch (e.g. "ACTIVE never dropped below N", "no instance number was used twice");
 - `Callers`: concurrent callers of one entry point over a list of ingresses, counting every failure.
 
 Every wait has a deadline and fails with what it saw last.
@@ -33,32 +35,12 @@ import trio
 
 from aether_kv import KVClient, KVError, open_client
 from aether_node import EndpointRecord, InstanceKey, SliceRecord, SliceState, decode_record, encode_record
-from aether_node._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
+from aether_node._blueprint import Balancing as Balancing  # re-exported for the tests
+from aether_node._blueprint import Blueprint, SliceSpec
+from aether_node._blueprint import Resources as Resources
+from aether_node._blueprint import Strategy as Strategy
 from aether_node._local_cluster import LocalNodeCluster, plan_cluster, wait_until_ready
 from aether_node._sample_index import build_sample_index
-
-__all__ = [
-    "ECHO",
-    "ECHO_11",
-    "ECHO_ID",
-    "GREETER",
-    "GREETER_ID",
-    "Balancing",
-    "Callers",
-    "Instance",
-    "Resources",
-    "SliceSpec",
-    "Strategy",
-    "Watcher",
-    "build_index",
-    "delete_blueprint",
-    "endpoints",
-    "instances",
-    "leader_node_id",
-    "put_blueprint",
-    "running_cluster",
-    "wait_for",
-]
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_SLICES = REPO / "sample-slices"

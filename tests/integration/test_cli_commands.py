@@ -496,6 +496,44 @@ def test_a_rejected_blueprint_leaves_the_previous_one_in_place(tmp_path: Path, s
         assert [e for e in events if e["revision"] > start and e["kind"].startswith("blueprint_")] == []
 
 
+# ---------------------------------------------------------------- a valid blueprint that cannot run
+
+FAULTY = """name = "broken"
+
+[[slices]]
+artifact = "org.aether:faulty:1.0.0"
+instances = 1
+
+[slices.config]
+mode = "fail_start"
+"""
+
+
+def test_apply_wait_says_why_a_blueprint_cannot_converge(tmp_path: Path, sample_index: Path) -> None:
+    with cli_cluster(tmp_path, sample_index, nodes=1) as cluster:
+        aether = cluster.aether
+        (cluster.cwd / "faulty.toml").write_text(FAULTY)
+        run = expect(aether("blueprint", "apply", "faulty.toml", "--wait", "--timeout", "90"), 1)
+        assert run.stderr.startswith("aether: error: blueprint 'broken' cannot converge:\n  "), str(run)
+        assert "faulty: start failed on purpose" in run.stderr, str(run)
+
+        status = expect(aether("blueprint", "status", "broken", "--json")).json()
+        (item,) = status["slices"]
+        assert (item["desired"], item["active"]) == (1, 0)
+        assert [i["state"] for i in item["instances"]] == ["FAILED"]
+        assert "faulty: start failed on purpose" in item["instances"][0]["reason"]
+        run = expect(aether("blueprint", "status", "broken"))
+        assert "blueprint broken: converging" in run.stdout and "FAILED" in run.stdout, str(run)
+        assert "start failed on purpose" in run.stdout, str(run)
+
+        data = expect(aether("cluster", "status", "--json")).json()
+        assert (data["healthy"], data["failed"], data["active"]) == (False, 1, 0)
+        assert "cluster unhealthy: leader node-1, quorum yes" in expect(aether("cluster", "status")).stdout
+        events = expect(aether("cluster", "events", "--json")).json_lines()
+        failed = [e for e in events if e["kind"] == "instance_state" and e["state"] == "FAILED"]
+        assert failed and "start failed on purpose" in failed[-1]["reason"], events
+
+
 # ---------------------------------------------------------------- no cluster: unreachable, bad arguments
 
 

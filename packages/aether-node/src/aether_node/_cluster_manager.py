@@ -20,7 +20,16 @@ from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVErr
 from ._allocation import NodeCapacity
 from ._blueprint import Blueprint
 from ._kv_cache import KVCache
-from ._reconcile import Action, CreateInstance, DeleteRecord, ObservedInstance, Problem, RemoveInstance, plan
+from ._reconcile import (
+    Action,
+    ActivateInstance,
+    CreateInstance,
+    DeleteRecord,
+    ObservedInstance,
+    Problem,
+    RemoveInstance,
+    plan,
+)
 from ._records import NodeRecord, RecordError, SliceRecord, SliceState, decode_record, encode_record
 from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
 
@@ -214,6 +223,25 @@ class ClusterDeploymentManager:
                 )
                 if result.succeeded:
                     log.info("removing %s (%s)", action.key, action.why)
+            case ActivateInstance():
+                current = await self.kv.get(action.key)
+                if current is None or current.mod_revision != action.mod_revision:
+                    return 0
+                old = decode_record(action.key, current.value, SliceRecord)
+                record = attrs.evolve(
+                    old, state=SliceState.ACTIVATE, reason="", timestamp=self.clock(), command=None
+                )
+                unchanged = Compare(
+                    key=action.key,
+                    target=CompareTarget.MOD_REVISION,
+                    op=CompareOp.EQ,
+                    operand=action.mod_revision,
+                )
+                result = await self.kv.txn(
+                    [fenced, unchanged], [Put(key=action.key, value=encode_record(record))]
+                )
+                if result.succeeded:
+                    log.info("re-activating %s", action.key)
             case DeleteRecord():
                 unchanged = Compare(
                     key=action.key,

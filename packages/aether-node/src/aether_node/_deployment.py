@@ -23,7 +23,16 @@ from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVErr
 
 from ._errors import NodeError
 from ._lifecycle import Phase, Step, StepKind, outcome_to_record, plan, target_phase
-from ._records import EndpointRecord, RecordError, SliceRecord, SliceState, decode_record, encode_record
+from ._records import (
+    COMMAND_STATES,
+    WORKING_STATES,
+    EndpointRecord,
+    RecordError,
+    SliceRecord,
+    SliceState,
+    decode_record,
+    encode_record,
+)
 from ._schema import ENDPOINTS, InstanceKey, endpoint_key, node_slices_prefix
 from ._slice_store import LocalInstance, SliceStore, describe_failure
 
@@ -178,7 +187,7 @@ class NodeDeploymentManager:
         if instance is not None and not instance.alive:
             await self._forget_dead(key, slot, instance)
         record = slot.record
-        target = target_phase(record.state if record else None)
+        target = target_phase(record.intent if record else None)
         if target is None:  # FAILED: nothing may run
             if self.store.get(key) is not None:
                 await self._withdraw(key, self.store.get(key))  # type: ignore[arg-type]
@@ -195,7 +204,7 @@ class NodeDeploymentManager:
                 seen = slot.version
                 while slot.version == seen:
                     await slot.changed.wait()
-            if target_phase(slot.record.state if slot.record else None) is not target:
+            if target_phase(slot.record.intent if slot.record else None) is not target:
                 return  # a new command arrived during the backoff; the next pass acts on it
         for step in plan(target, self._local_phase(key)):
             if not await self._run_step(key, slot, step, reason):
@@ -268,38 +277,70 @@ class NodeDeploymentManager:
     # ------------------------------------------------------------ KV writes
 
     async def _write(self, key: InstanceKey, slot: _Slot, state: SliceState, reason: str) -> bool:
-        """Record `state` unless the key changed since we last saw it (then the newer record wins)."""
+        """Record `state` unless the key changed since we last saw it (then the newer record wins and this
+        returns False). A write whose outcome is unknown (the leader changed) is checked and retried."""
         current = slot.record
+        command = None
+        if current is not None and state in WORKING_STATES:
+            command = current.state if current.state in COMMAND_STATES else current.command
         record = SliceRecord(
             state=state,
             reason=reason,
             timestamp=self.clock(),
             config=current.config if current else {},
+            command=command,
         )
-        try:
-            result = await self.kv.txn(
-                [
-                    Compare(
-                        key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=slot.revision
-                    )
-                ],
-                [Put(key=key.key, value=encode_record(record))],
-            )
-        except KVError as error:
-            log.warning("%s: could not record %s: %s", key.label, state, error.message)
-            return False
-        if not result.succeeded:
-            return False
-        if slot.revision <= result.revision:
-            slot.record, slot.revision = record, result.revision
+        expected = slot.revision
+        backoff = 0.1
+        while True:
+            try:
+                result = await self.kv.txn(
+                    [
+                        Compare(
+                            key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=expected
+                        )
+                    ],
+                    [Put(key=key.key, value=encode_record(record))],
+                )
+                if not result.succeeded:
+                    return False
+                revision = result.revision
+                break
+            except KVError as error:
+                log.warning("%s: recording %s: %s; checking and retrying", key.label, state, error.message)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                try:
+                    stored = await self.kv.get(key.key, linearizable=True)
+                except KVError:
+                    continue
+                if stored is not None and stored.value == encode_record(record):
+                    revision = stored.mod_revision  # it did go through
+                    break
+                if stored is None or stored.mod_revision != expected:
+                    return False  # someone else wrote since: their record wins
+        if slot.revision <= revision:
+            slot.record, slot.revision = record, revision
         log.info("%s: %s%s", key.label, state, f" ({reason})" if reason else "")
         return True
 
     async def _delete_record(self, key: InstanceKey, slot: _Slot) -> None:
-        result = await self.kv.txn(
-            [Compare(key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=slot.revision)],
-            [Delete(key=key.key)],
+        unchanged = Compare(
+            key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=slot.revision
         )
+        while True:
+            try:
+                result = await self.kv.txn([unchanged], [Delete(key=key.key)])
+                break
+            except KVError as error:  # outcome unknown: look, then retry if it is still there
+                log.warning("%s: deleting the record: %s; checking and retrying", key.label, error.message)
+                await trio.sleep(0.2)
+                try:
+                    stored = await self.kv.get(key.key, linearizable=True)
+                except KVError:
+                    continue
+                if stored is None or stored.mod_revision != slot.revision:
+                    return
         if result.succeeded:
             slot.record = None
 

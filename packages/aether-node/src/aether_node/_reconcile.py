@@ -60,6 +60,14 @@ class RemoveInstance:
 
 
 @attrs.frozen(kw_only=True)
+class ActivateInstance:
+    """Write ACTIVATE on an instance left LOADED (someone deactivated it): the cluster wants it serving."""
+
+    key: str
+    mod_revision: int
+
+
+@attrs.frozen(kw_only=True)
 class DeleteRecord:
     """A record of a node that is gone."""
 
@@ -67,7 +75,7 @@ class DeleteRecord:
     mod_revision: int
 
 
-Action = CreateInstance | RemoveInstance | DeleteRecord
+Action = CreateInstance | RemoveInstance | ActivateInstance | DeleteRecord
 
 
 @attrs.frozen(kw_only=True)
@@ -179,11 +187,12 @@ def plan(
                     continue  # its replacement is not ACTIVE yet
                 active -= 1
             removals.append((instance, why))
-        removed = {i.key for i, _ in removals}
 
-        in_place = len([i for i in placed if i.key not in removed]) + len(
-            [i for i in old_active if i.key not in removed]
-        )
+        # Everything still running counts against the surge — also what is being removed right now (its
+        # UNLOAD has not taken effect yet): a new instance is created only once the old one is gone.
+        removing_now = [i for i in observed if i.node_id in live and i.state in REMOVING]
+        in_place = len(placed) + len(old) + len(removing_now)
+
         budget = max(0, wanted_count + max_surge - in_place)
         for node_id in sorted(placement.counts):
             missing = placement.counts[node_id] - len(by_node.get(node_id, ()))
@@ -205,6 +214,10 @@ def plan(
             for i in failed
             if now - i.timestamp >= failed_retry_after
         ]
+        removal_keys = {i.key for i, _ in removals}
+        for instance in sorted(placed, key=lambda i: i.key):
+            if instance.state is SliceState.LOADED and instance.key not in removal_keys:
+                actions.append(ActivateInstance(key=instance.key, mod_revision=instance.mod_revision))
         for instance, why in sorted(removals, key=lambda r: r[0].key):
             actions.append(RemoveInstance(key=instance.key, mod_revision=instance.mod_revision, why=why))
         if placement.unplaced:

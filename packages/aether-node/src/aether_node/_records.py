@@ -35,6 +35,9 @@ class SliceState(enum.StrEnum):
 
 
 COMMAND_STATES = frozenset({SliceState.LOAD, SliceState.ACTIVATE, SliceState.DEACTIVATE, SliceState.UNLOAD})
+WORKING_STATES = frozenset(
+    {SliceState.LOADING, SliceState.ACTIVATING, SliceState.DEACTIVATING, SliceState.UNLOADING}
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -45,7 +48,15 @@ class SliceRecord:
     reason: str = ""
     timestamp: float = 0.0
     config: Mapping[str, Any] = attrs.field(factory=dict)
+    # The command being carried out while the state is an -ING state (e.g. ACTIVATE while LOADING), so
+    # that an interrupted step resumes toward what was asked, not toward its own intermediate outcome.
+    command: SliceState | None = None
     schema_version: int = SCHEMA_VERSION
+
+    @property
+    def intent(self) -> SliceState:
+        """The state that says what is wanted: the command in progress, else the state itself."""
+        return self.command if self.command is not None and self.state in WORKING_STATES else self.state
 
 
 @attrs.frozen(kw_only=True)
