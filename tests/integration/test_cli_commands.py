@@ -359,7 +359,10 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert (data["blueprints"], data["instances"]) == (0, 0)
     run = expect(aether("slice", "status", "org.aether:echo"), 1)
     assert "no blueprint deploys org.aether:echo" in run.stderr
-    kinds = [(e["kind"], e["subject"]) for e in expect(aether("cluster", "events", "--json")).json_lines()]
+    kinds = [
+        (e["kind"], e["subject"])
+        for e in expect(aether("cluster", "events", "--limit", "200", "--json")).json_lines()
+    ]
     assert ("blueprint_deleted", "demo") in kinds
 
 

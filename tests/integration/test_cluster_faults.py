@@ -264,16 +264,6 @@ def test_new_leader_places_the_rest_exactly_once(leader_kill: LeaderKill) -> Non
     assert not undone, f"records created on survivors and removed again: {sorted(undone)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: node writes that fail while the Raft leader changes are never retried: "
-    "NodeDeploymentManager._write (_deployment.py:288) catches KVError ('outcome unknown: the leader changed "
-    "while the request was in flight') and returns False like a lost compare-and-swap, so the worker waits "
-    "for a KV change that never comes: the instance stays at ACTIVATE forever when LOADING was not "
-    "recorded, or ends LOADED when ACTIVATING was not (the node then reads its own LOADING back as a "
-    "LOADED target, _lifecycle.py:46); and the leader (_reconcile.plan) counts such an instance as placed "
-    "and never commands it again",
-)
 def test_new_leader_brings_every_instance_to_active(leader_kill: LeaderKill) -> None:
     assert leader_kill.settled, f"{leader_kill.describe()}\n{leader_kill.log}"
     assert leader_kill.final == leader_kill.before_final, leader_kill.describe()

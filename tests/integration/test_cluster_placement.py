@@ -205,13 +205,6 @@ async def test_scale_up_then_down_removes_the_newest_first(cluster: LocalNodeClu
     assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _reconcile.plan counts a LOADED instance as placed (only FAILED and UNLOAD/UNLOADING are "
-    "not) and never commands it ACTIVATE again: an instance of a running blueprint that ends LOADED (here "
-    "through a DEACTIVATE command; in test_cluster_faults through an interrupted activation) stays out of "
-    "service forever with the blueprint short of ACTIVE instances",
-)
 async def test_leader_reactivates_an_instance_left_loaded(cluster: LocalNodeCluster, kv: KVClient) -> None:
     await put_blueprint(kv, "loaded", SliceSpec(artifact=ECHO, instances=3))
     found = await wait_for(kv, exactly_active(3, ECHO), timeout=SETTLE, what="3 ACTIVE", cluster=cluster)
@@ -305,14 +298,6 @@ def test_rollout_ends_with_only_the_new_version(rollout: Rollout) -> None:
     assert rollout.instances_answering == {i.instance for i in rollout.found}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the surge bound (at most instances + max_surge placed at once, _reconcile.py docstring) is "
-    "exceeded during a rollout: when a new instance turns ACTIVE, one reconcile pass both removes an old "
-    "ACTIVE one and creates the next new one, and ClusterDeploymentManager._execute runs them concurrently; "
-    "the create (one txn) lands before the removal (a get, then a txn), so for a moment 3 old ACTIVE + 2 "
-    "new records (5 > 3 + 1) are placed at once",
-)
 def test_rollout_respects_the_surge(rollout: Rollout) -> None:
     most, revision, at = rollout.watcher.most_placed()
     over = [
