@@ -385,12 +385,6 @@ def test_an_error_in_the_example_points_at_its_line() -> None:
 # ---------------------------------------------------------------- bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Locator (_blueprint_toml.py:67) takes the whole header line, comment included, as the"
-    " table name: under `[slices.resources]  # ...` (as in examples/blueprint.toml) no key is ever found,"
-    " so the error has no line",
-)
 def test_an_error_under_a_commented_table_header_keeps_its_line() -> None:
     text = EXAMPLE.read_text().replace("cpu = 0.1 ", "cpu = -1  ")
     assert "cpu = -1" in text.splitlines()[18]
@@ -401,21 +395,11 @@ def test_an_error_under_a_commented_table_header_keeps_its_line() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Locator (_blueprint_toml.py:67) does not recognise `[[slices]]  # comment` as the"
-    " slices table, so errors in that slice have no line",
-)
 def test_an_error_under_a_commented_slices_header_keeps_its_line() -> None:
     text = HEAD.replace("[[slices]]", "[[slices]]  # the echo service") + 'instances = "x"\n'
     assert error_of(text).message == "bp.toml:5:1: slices[0].instances: must be an integer, got str 'x'"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _Locator (_blueprint_toml.py:52) only counts lines starting with '[[slices]]', so a valid"
-    " `[[ slices ]]` header shifts the slice index and the error points at ANOTHER slice's line",
-)
 def test_a_spaced_slices_header_does_not_misplace_the_error() -> None:
     text = HEAD + 'instances = 1\n\n[[ slices ]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = "two"\n'
     # today: "bp.toml:5:1: ..." — line 5 is `instances = 1` of slices[0]

@@ -625,11 +625,6 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- bugs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: aether_cli/_app.py:32 `_read` catches only OSError: a blueprint file that is not UTF-8"
-    " raises UnicodeDecodeError → traceback and exit 1 instead of exit 2 with a message",
-)
 def test_a_blueprint_file_that_is_not_utf8_is_bad_input(tmp_path: Path) -> None:
     (tmp_path / "latin1.toml").write_bytes('name = "café"\n'.encode("latin-1"))
     for command in ("validate", "apply"):
@@ -640,11 +635,6 @@ def test_a_blueprint_file_that_is_not_utf8_is_bad_input(tmp_path: Path) -> None:
         assert run.stderr.startswith("aether: error: latin1.toml: "), str(run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: aether_node/client.py:191 catches only httpx.TransportError: a malformed --cluster URL"
-    " raises httpx.InvalidURL → traceback and exit 1 instead of exit 2 (bad argument) with a message",
-)
 @pytest.mark.parametrize("url", ["http://127.0.0.1:notaport", "http://256.1.1.1:80", "http://[::1"])
 def test_a_malformed_cluster_url_is_a_bad_argument(tmp_path: Path, url: str) -> None:
     run = run_aether("cluster", "status", "--cluster", url, cwd=tmp_path)
@@ -659,12 +649,6 @@ CLUSTER = {
 }  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: aether_node/client.py:223/226/229 put the blueprint name into the URL path unescaped:"
-    " `aether blueprint delete 'demo?x'` deletes blueprint 'demo' (and says it deleted 'demo?x');"
-    " `blueprint get ../cluster` fetches /api/v1/cluster and dies with a cattrs traceback",
-)
 @pytest.mark.parametrize("name", ["demo?keep", "demo#keep", "../cluster", "demo/status"])
 def test_a_blueprint_name_is_sent_as_one_path_segment(tmp_path: Path, name: str) -> None:
     routes = {
@@ -695,11 +679,6 @@ NODES = [
 ]  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: aether_cli/_output.py:82 `nodes` renders 10 columns that rich shrinks to fit 80 columns"
-    " (a default terminal, and any pipe): node ids become 'node…' and addresses '127.0…'",
-)
 def test_cluster_nodes_shows_node_ids_and_addresses_in_80_columns(tmp_path: Path) -> None:
     with stub_api({("GET", "/api/v1/nodes"): (200, NODES)}) as stub:
         run = expect(

@@ -127,11 +127,6 @@ CLUSTER = {
 }  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: aether_cli/_dev.py:143 `dev_status` prints the '  node-N: pid P running' lines before the"
-    " cluster status even with --json, so `aether dev status --json` is not JSON",
-)
 def test_dev_status_json_is_json(tmp_path: Path) -> None:
     with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
         (tmp_path / "dev").mkdir()

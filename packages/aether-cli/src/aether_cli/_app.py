@@ -29,9 +29,11 @@ DEFAULT_COMMON = Common()
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text()
+        return path.read_text(encoding="utf-8")
     except OSError as error:
         fail(EXIT_BAD_INPUT, f"{path}: cannot read it ({error.strerror})")
+    except UnicodeDecodeError as error:
+        fail(EXIT_BAD_INPUT, f"{path}: not UTF-8 text (byte {error.start}): a blueprint is UTF-8 TOML")
 
 
 # ---------------------------------------------------------------- blueprint

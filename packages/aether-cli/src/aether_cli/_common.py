@@ -59,6 +59,8 @@ def call(common: Common, operation: Callable[[Any], T]) -> T:
             return operation(client)
         except ClusterUnreachableError as error:
             fail(EXIT_UNREACHABLE, str(error))
+        except ValueError as error:  # a malformed --cluster URL or name
+            fail(EXIT_BAD_INPUT, str(error))
         except ApiError as error:
             fail(EXIT_BAD_INPUT if error.status == 400 else EXIT_FAILED, error.message)
 

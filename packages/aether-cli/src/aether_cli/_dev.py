@@ -141,8 +141,11 @@ def dev_status(directory: Path, common: Common) -> None:
     if not state.exists():
         fail(EXIT_FAILED, f"no dev cluster recorded in {directory}/ (start one with `aether dev up`)")
     info = json.loads(state.read_text())
-    for node, pid in info["pids"].items():
-        print(f"  {node}: pid {pid} {'running' if _alive(pid) else 'NOT RUNNING'}")
+    for node, pid in info["pids"].items():  # to stderr with --json: stdout stays one JSON document
+        print(
+            f"  {node}: pid {pid} {'running' if _alive(pid) else 'NOT RUNNING'}",
+            file=sys.stderr if common.json else sys.stdout,
+        )
     from ._app import cluster_status
 
     cluster_status(

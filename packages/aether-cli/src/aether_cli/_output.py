@@ -32,7 +32,7 @@ def _age(timestamp: float) -> str:
 def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
     grid = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
-        grid.add_column(column)
+        grid.add_column(column, no_wrap=column in ("NODE", "INGRESS", "MANAGEMENT", "ARTIFACT"))
     for row in rows:
         grid.add_row(*(str(cell) for cell in row))
     console.print(grid)
@@ -74,16 +74,12 @@ def cluster_status(status: Any) -> None:
 def nodes(items: Iterable[Any]) -> None:
     table(
         "Nodes",
-        ["NODE", "ROLE", "LEADER", "INSTANCES", "ACTIVE", "CPU", "MEMORY", "INGRESS", "MANAGEMENT", "UP"],
+        ["NODE", "LEADER", "ACTIVE/ALL", "INGRESS", "MANAGEMENT", "UP"],
         (
             [
                 n.node_id,
-                n.role,
                 "*" if n.leader else "",
-                n.instances,
-                n.active,
-                f"{n.cpu:g}",
-                f"{n.memory_mib} MiB",
+                f"{n.active}/{n.instances}",
                 n.ingress,
                 n.management,
                 _age(n.started_at),

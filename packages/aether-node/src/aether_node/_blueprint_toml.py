@@ -49,7 +49,7 @@ class _Locator:
 
     def __init__(self, text: str) -> None:
         self.lines = text.splitlines()
-        self.slice_starts = [i for i, line in enumerate(self.lines) if line.strip().startswith("[[slices]]")]
+        self.slice_starts = [i for i, line in enumerate(self.lines) if _header(line) == "[[slices]]"]
 
     def find(
         self, key: str, slice_index: int | None = None, table: str | None = None
@@ -64,11 +64,16 @@ class _Locator:
         for number in range(start, end):
             stripped = self.lines[number].strip()
             if stripped.startswith("["):
-                header = stripped.strip("[]").strip()
+                header = _header(stripped).strip("[]").strip()
                 continue
             if header == wanted and re.match(rf"^{re.escape(key)}\s*=", stripped):
                 return number + 1, self.lines[number].index(key) + 1
         return None, None
+
+
+def _header(line: str) -> str:
+    """A table header without its comment and inner spaces: `[[ slices ]]  # x` → `[[slices]]`."""
+    return line.split("#", 1)[0].replace(" ", "").replace("\t", "")
 
 
 def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: float = 0.0) -> Blueprint:

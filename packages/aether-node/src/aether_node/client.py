@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import attrs
 import cattrs
@@ -189,6 +190,8 @@ class ApiClient:
         for url in order:
             try:
                 response = self._http.request(method, url + path, **kwargs)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
+                raise ValueError(f"{url}: not a usable cluster URL ({error})") from None
             except httpx.TransportError as error:
                 errors.append(f"{url}: {error or type(error).__name__}")
                 continue
@@ -220,23 +223,25 @@ class ApiClient:
         return [from_json(item, BlueprintInfo) for item in self._request("GET", "/api/v1/blueprints")]
 
     def get_blueprint(self, name: str) -> BlueprintInfo:
-        return from_json(self._request("GET", f"/api/v1/blueprints/{name}"), BlueprintInfo)
+        return from_json(self._request("GET", f"/api/v1/blueprints/{_segment(name)}"), BlueprintInfo)
 
     def delete_blueprint(self, name: str) -> None:
-        self._request("DELETE", f"/api/v1/blueprints/{name}")
+        self._request("DELETE", f"/api/v1/blueprints/{_segment(name)}")
 
     def blueprint_status(self, name: str) -> BlueprintStatus:
-        return from_json(self._request("GET", f"/api/v1/blueprints/{name}/status"), BlueprintStatus)
+        return from_json(self._request("GET", f"/api/v1/blueprints/{_segment(name)}/status"), BlueprintStatus)
 
     # slices
     def list_slices(self) -> list[InstanceInfo]:
         return [from_json(item, InstanceInfo) for item in self._request("GET", "/api/v1/slices")]
 
     def slice_status(self, artifact: str) -> SliceStatus:
-        return from_json(self._request("GET", f"/api/v1/slices/{artifact}"), SliceStatus)
+        return from_json(self._request("GET", f"/api/v1/slices/{_segment(artifact)}"), SliceStatus)
 
     def invoke(self, artifact: str, entry: str, payload: Any = None) -> Any:
-        return self._request("POST", f"/api/v1/slices/{artifact}/invoke/{entry}", json=payload)
+        return self._request(
+            "POST", f"/api/v1/slices/{_segment(artifact)}/invoke/{_segment(entry)}", json=payload
+        )
 
     # cluster
     def cluster_status(self) -> ClusterStatus:
@@ -270,6 +275,13 @@ class ApiClient:
             except httpx.TransportError as error:
                 errors.append(f"{url}: {error}")
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
+
+
+def _segment(value: str) -> str:
+    """One URL path segment: a name can never reach another route ("demo?x", "../cluster", "")."""
+    if not value:
+        raise ValueError("a name must not be empty")
+    return quote(value, safe="")
 
 
 def parse_urls(value: str | Sequence[str]) -> list[str]:
