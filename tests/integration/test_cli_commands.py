@@ -307,7 +307,7 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     for node in nodes:
         star = r"\*" if node["leader"] else ""
         assert re.search(
-            rf"{node['node_id']}\W+{node['role']}\W+{star}\W+{node['instances']}\W+{node['active']}\W"
+            rf"{node['node_id']}\W+{star}\W*{node['active']}/{node['instances']}\W"
             rf".*{re.escape(node['ingress'])}\W+{re.escape(node['management'])}",
             run.stdout,
         ), f"{node} not in:\n{run}"
