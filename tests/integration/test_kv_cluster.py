@@ -192,8 +192,9 @@ async def _at_least(client, round_: int) -> bool:  # type: ignore[no-untyped-def
 async def test_an_expired_lease_removes_its_keys_on_every_replica(kv_cluster: LocalCluster) -> None:
     secret = kv_cluster.secret
     async with open_client(kv_cluster.endpoints, secret) as client:
-        short = await client.lease_grant(1.0)
-        kept = await client.lease_grant(1.0)
+        # TTLs long enough that the key is seen on every replica before it expires, even on a busy machine
+        short = await client.lease_grant(3.0)
+        kept = await client.lease_grant(3.0)
         await client.put("nodes/gone", b"1", lease=short.lease)
         await client.put("nodes/alive", b"2", lease=kept.lease)
         await client.put("nodes/plain", b"3")
@@ -206,7 +207,7 @@ async def test_an_expired_lease_removes_its_keys_on_every_replica(kv_cluster: Lo
             return True
 
         await wait_until(lambda: everywhere("nodes/gone", True), timeout=5, what="the key on all")
-        with trio.fail_after(15):
+        with trio.fail_after(20):
             while not await everywhere("nodes/gone", False):
                 await client.lease_keepalive(kept.lease)
                 await trio.sleep(0.2)
