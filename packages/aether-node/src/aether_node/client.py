@@ -1,19 +1,22 @@
 """The management API's client and its typed models: what the `aether` CLI and the MCP service import.
 
-Imports nothing server-side (no trio, no KV, no slice runtime): httpx, attrs and cattrs only, so the CLI
-starts fast and runs anywhere. `ApiClient` fails over across several node URLs.
+Imports nothing server-side (no trio, no KV, no slice runtime): the standard library, attrs and cattrs
+only, so the CLI starts fast and runs anywhere. `ApiClient` fails over across several node URLs.
 """
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
 import json
 from collections.abc import Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote, urlencode, urlsplit
+from urllib.request import Request, urlopen
 
 import attrs
 import cattrs
-import httpx
 
 T = TypeVar("T")
 
@@ -167,16 +170,19 @@ class ClusterUnreachableError(Exception):
 
 
 class ApiClient:
-    """Synchronous client of the management API, failing over across `urls` in order."""
+    """Synchronous client of the management API, failing over across `urls` in order.
+
+    Standard library HTTP (urllib): a command-line tool should start fast, and httpx would import trio
+    and h2 where the node's dependencies are installed."""
 
     def __init__(self, urls: Sequence[str], *, api_key: str | None = None, timeout: float = 10.0) -> None:
         self.urls = [u.rstrip("/") for u in urls]
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.Client(headers=headers, timeout=timeout)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = timeout
         self._good = 0
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing is kept open between requests."""
 
     def __enter__(self) -> ApiClient:
         return self
@@ -184,26 +190,55 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _open(
+        self, method: str, url: str, params: dict[str, Any] | None, body: bytes | None, timeout: float | None
+    ) -> Any:
+        _check_url(url)
+        full = url + (("?" + urlencode(params)) if params else "")
+        headers = dict(self._headers)
+        if body is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        request = Request(full, data=body, method=method, headers=headers)
+        try:
+            return urlopen(request, timeout=timeout)
+        except HTTPError as error:
+            raw = error.read()
+            try:
+                detail = json.loads(raw)["error"]
+                kind, message = str(detail.get("kind", "error")), str(detail.get("message", raw))
+            except (ValueError, KeyError, TypeError):
+                kind, message = "error", raw.decode(errors="replace") or str(error.reason)
+            raise ApiError(error.code, kind, message) from None
+        except (ValueError, http.client.InvalidURL) as error:
+            raise ValueError(f"{url}: not a usable cluster URL ({error})") from None
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        content: bytes | None = None,
+        json_body: Any = None,
+    ) -> Any:
+        body = (
+            content
+            if content is not None
+            else (json.dumps(json_body).encode() if json_body is not None else None)
+        )
+        if method == "POST" and body is None:
+            body = b""
         errors = []
         order = self.urls[self._good :] + self.urls[: self._good]
         for url in order:
             try:
-                response = self._http.request(method, url + path, **kwargs)
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
-                raise ValueError(f"{url}: not a usable cluster URL ({error})") from None
-            except httpx.TransportError as error:
-                errors.append(f"{url}: {error or type(error).__name__}")
+                with self._open(method, url + path, params, body, self._timeout) as response:
+                    data = response.read()
+            except (URLError, OSError) as error:
+                errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
                 continue
             self._good = self.urls.index(url)
-            if response.status_code >= 400:
-                try:
-                    body = response.json()["error"]
-                    kind, message = str(body.get("kind", "error")), str(body.get("message", response.text))
-                except (ValueError, KeyError, TypeError):
-                    kind, message = "error", response.text or response.reason_phrase
-                raise ApiError(response.status_code, kind, message)
-            return response.json() if response.content else None
+            return json.loads(data) if data else None
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
 
     # blueprints
@@ -240,7 +275,7 @@ class ApiClient:
 
     def invoke(self, artifact: str, entry: str, payload: Any = None) -> Any:
         return self._request(
-            "POST", f"/api/v1/slices/{_segment(artifact)}/invoke/{_segment(entry)}", json=payload
+            "POST", f"/api/v1/slices/{_segment(artifact)}/invoke/{_segment(entry)}", json_body=payload
         )
 
     # cluster
@@ -259,22 +294,33 @@ class ApiClient:
         errors = []
         for url in self.urls:
             try:
-                with self._http.stream(
-                    "GET", url + "/api/v1/events/stream", params={"limit": limit}, timeout=None
-                ) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        body = response.json().get("error", {})
-                        raise ApiError(
-                            response.status_code, body.get("kind", "error"), body.get("message", "")
-                        )
-                    for line in response.iter_lines():
-                        if line.startswith("data: "):
-                            yield from_json(json.loads(line[6:]), ClusterEvent)
-                    return
-            except httpx.TransportError as error:
-                errors.append(f"{url}: {error}")
+                response = self._open("GET", url + "/api/v1/events/stream", {"limit": limit}, None, None)
+            except (URLError, OSError) as error:
+                errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
+                continue
+            with response:
+                for raw in response:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith("data: "):
+                        yield from_json(json.loads(line[6:]), ClusterEvent)
+            return
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
+
+
+def _check_url(url: str) -> None:
+    """Reject a malformed cluster URL before any network I/O (a bad argument, not an unreachable cluster)."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"{url}: not a usable cluster URL (expected http:// or https://)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a malformed port)
+        host = parts.hostname or ""
+        if not host:
+            raise ValueError("no host")
+        if host.replace(".", "").isdigit():
+            ipaddress.ip_address(host)
+    except ValueError as error:
+        raise ValueError(f"{url}: not a usable cluster URL ({error})") from None
 
 
 def _segment(value: str) -> str:
