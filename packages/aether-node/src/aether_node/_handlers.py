@@ -64,9 +64,19 @@ class Handlers:
         self.invoker = invoker
         self.clock = clock
 
-    async def _read(self, prefix: str) -> dict[str, Any]:
+    async def _fresh(self) -> None:
+        """One barrier through the Raft log: the reads that follow on this replica are linearizable."""
         try:
-            return {kv.key: kv for kv in (await self.kv.range(prefix, linearizable=True)).kvs}
+            await self.kv.barrier()
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+
+    async def _read(self, prefix: str) -> dict[str, Any]:
+        """A local read; callers put one `_fresh()` before their reads (cheaper than a barrier each)."""
+        try:
+            return {kv.key: kv for kv in (await self.kv.range(prefix)).kvs}
         except KVError as error:
             raise HandlerError(
                 "unavailable", f"the cluster's store is not available: {error.message}"
@@ -85,6 +95,7 @@ class Handlers:
             blueprint = parse_blueprint(text, source, timestamp=self.clock())
         except BlueprintError as error:
             raise HandlerError("invalid", error.message) from None
+        await self._fresh()
         others = await self._blueprints()
         claimed = {
             s.artifact.rsplit(":", 1)[0]: b.name
@@ -123,9 +134,11 @@ class Handlers:
         return found
 
     async def list_blueprints(self) -> list[BlueprintInfo]:
+        await self._fresh()
         return [_info(b) for _, b in sorted((await self._blueprints()).items())]
 
     async def get_blueprint(self, name: str) -> BlueprintInfo:
+        await self._fresh()
         blueprint = (await self._blueprints()).get(name)
         if blueprint is None:
             raise HandlerError("not_found", f"no blueprint named {name!r}")
@@ -141,6 +154,7 @@ class Handlers:
             raise HandlerError("not_found", f"no blueprint named {name!r}")
 
     async def blueprint_status(self, name: str) -> BlueprintStatus:
+        await self._fresh()
         blueprint = (await self._blueprints()).get(name)
         if blueprint is None:
             raise HandlerError("not_found", f"no blueprint named {name!r}")
@@ -193,9 +207,11 @@ class Handlers:
         return found
 
     async def list_slices(self) -> list[InstanceInfo]:
+        await self._fresh()
         return await self._instances()
 
     async def slice_status(self, artifact: str) -> SliceStatus:
+        await self._fresh()
         artifact_id = self._artifact_id(artifact)
         mine = tuple(i for i in await self._instances() if i.artifact.rsplit(":", 1)[0] == artifact_id)
         wanted = None
@@ -242,7 +258,7 @@ class Handlers:
         return found
 
     async def _leader_node(self) -> str | None:
-        claim = await self.kv.get(LEADER_KEY, linearizable=True)
+        claim = await self.kv.get(LEADER_KEY)
         if claim is None:
             return None
         try:
@@ -251,6 +267,7 @@ class Handlers:
             return None
 
     async def nodes(self) -> list[NodeInfo]:
+        await self._fresh()
         instances = await self._instances()
         leader = await self._leader_node()
         per_node = collections.Counter(i.node_id for i in instances)
