@@ -194,6 +194,7 @@ class ClusterDeploymentManager:
         return highest
 
     async def _apply(self, action: Action, fenced: Compare) -> int:
+        """Carry out one action as a fenced transaction; the revision written, or 0 if it lost a race."""
         match action:
             case CreateInstance():
                 key = InstanceKey(action.node_id, action.coordinates, action.instance).key
@@ -201,58 +202,47 @@ class ClusterDeploymentManager:
                     state=SliceState.ACTIVATE, timestamp=self.clock(), config=dict(action.config)
                 )
                 absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)
-                result = await self.kv.txn([fenced, absent], [Put(key=key, value=encode_record(record))])
-                if result.succeeded:
-                    log.info("placed %s on %s", action.coordinates, action.node_id)
+                revision = await self._commit([fenced, absent], Put(key=key, value=encode_record(record)))
+                message = f"placed {action.coordinates} on {action.node_id}"
             case RemoveInstance():
-                current = await self.kv.get(action.key)
-                if current is None or current.mod_revision != action.mod_revision:
-                    return 0
-                old = decode_record(action.key, current.value, SliceRecord)
-                record = SliceRecord(
-                    state=SliceState.UNLOAD, reason=action.why, timestamp=self.clock(), config=old.config
+                revision = await self._command(
+                    action.key, action.mod_revision, fenced, SliceState.UNLOAD, action.why
                 )
-                unchanged = Compare(
-                    key=action.key,
-                    target=CompareTarget.MOD_REVISION,
-                    op=CompareOp.EQ,
-                    operand=action.mod_revision,
-                )
-                result = await self.kv.txn(
-                    [fenced, unchanged], [Put(key=action.key, value=encode_record(record))]
-                )
-                if result.succeeded:
-                    log.info("removing %s (%s)", action.key, action.why)
+                message = f"removing {action.key} ({action.why})"
             case ActivateInstance():
-                current = await self.kv.get(action.key)
-                if current is None or current.mod_revision != action.mod_revision:
-                    return 0
-                old = decode_record(action.key, current.value, SliceRecord)
-                record = attrs.evolve(
-                    old, state=SliceState.ACTIVATE, reason="", timestamp=self.clock(), command=None
+                revision = await self._command(
+                    action.key, action.mod_revision, fenced, SliceState.ACTIVATE, ""
                 )
-                unchanged = Compare(
-                    key=action.key,
-                    target=CompareTarget.MOD_REVISION,
-                    op=CompareOp.EQ,
-                    operand=action.mod_revision,
-                )
-                result = await self.kv.txn(
-                    [fenced, unchanged], [Put(key=action.key, value=encode_record(record))]
-                )
-                if result.succeeded:
-                    log.info("re-activating %s", action.key)
+                message = f"re-activating {action.key}"
             case DeleteRecord():
-                unchanged = Compare(
-                    key=action.key,
-                    target=CompareTarget.MOD_REVISION,
-                    op=CompareOp.EQ,
-                    operand=action.mod_revision,
+                revision = await self._commit(
+                    [fenced, _unchanged(action.key, action.mod_revision)], Delete(key=action.key)
                 )
-                result = await self.kv.txn([fenced, unchanged], [Delete(key=action.key)])
-                if result.succeeded:
-                    log.info("forgot %s (its node is gone)", action.key)
+                message = f"forgot {action.key} (its node is gone)"
+        if revision:
+            log.info("%s", message)
+        return revision
+
+    async def _command(
+        self, key: str, mod_revision: int, fenced: Compare, state: SliceState, reason: str
+    ) -> int:
+        """Write a command state on an instance record, if it is still as observed."""
+        current = await self.kv.get(key)
+        if current is None or current.mod_revision != mod_revision:
+            return 0
+        old = decode_record(key, current.value, SliceRecord)
+        record = attrs.evolve(old, state=state, reason=reason, timestamp=self.clock(), command=None)
+        return await self._commit(
+            [fenced, _unchanged(key, mod_revision)], Put(key=key, value=encode_record(record))
+        )
+
+    async def _commit(self, compares: list[Compare], operation: Put | Delete) -> int:
+        result = await self.kv.txn(compares, [operation])
         return result.revision if result.succeeded else 0
+
+
+def _unchanged(key: str, mod_revision: int) -> Compare:
+    return Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=mod_revision)
 
 
 class LeadershipMonitor:

@@ -343,70 +343,44 @@ def describe_event(event: Event) -> ClusterEvent | None:
     """A KV change → a cluster event a person can read (None for changes that are not events)."""
     key, revision = event.kv.key, event.revision
     value = event.kv.value if event.kind == "put" else b""
+
+    def made(kind: str, subject: str, message: str, timestamp: float = 0.0, **extra: str) -> ClusterEvent:
+        return ClusterEvent(
+            revision=revision,
+            timestamp=timestamp or time.time(),
+            kind=kind,
+            subject=subject,
+            message=message,
+            **extra,
+        )
+
     if key.startswith(NODES):
         node_id = key[len(NODES) :]
         if event.kind == "put" and event.prev is None:
-            return ClusterEvent(
-                revision=revision,
-                timestamp=time.time(),
-                kind="node_joined",
-                subject=node_id,
-                message=f"node {node_id} joined",
-                node_id=node_id,
-            )
+            return made("node_joined", node_id, f"node {node_id} joined", node_id=node_id)
         if event.kind == "delete":
-            return ClusterEvent(
-                revision=revision,
-                timestamp=time.time(),
-                kind="node_left",
-                subject=node_id,
-                message=f"node {node_id} left (its lease ended)",
-                node_id=node_id,
-            )
+            return made("node_left", node_id, f"node {node_id} left (its lease ended)", node_id=node_id)
         return None
     if key.startswith(BLUEPRINTS):
         name = key[len(BLUEPRINTS) :]
         if event.kind == "put":
-            return ClusterEvent(
-                revision=revision,
-                timestamp=time.time(),
-                kind="blueprint_applied",
-                subject=name,
-                message=f"blueprint {name} applied",
-            )
-        return ClusterEvent(
-            revision=revision,
-            timestamp=time.time(),
-            kind="blueprint_deleted",
-            subject=name,
-            message=f"blueprint {name} deleted",
-        )
+            return made("blueprint_applied", name, f"blueprint {name} applied")
+        return made("blueprint_deleted", name, f"blueprint {name} deleted")
     if key == LEADER_KEY and event.kind == "put":
         try:
             claim = decode_record(key, value, LeaderClaim)
         except RecordError:
             return None
-        return ClusterEvent(
-            revision=revision,
-            timestamp=claim.since,
-            kind="leader_elected",
-            subject=claim.node_id,
-            message=f"node {claim.node_id} leads the cluster",
-            node_id=claim.node_id,
-        )
+        message = f"node {claim.node_id} leads the cluster"
+        return made("leader_elected", claim.node_id, message, claim.since, node_id=claim.node_id)
     if key.startswith(SLICES):
         parsed = InstanceKey.parse(key)
         if parsed is None:
             return None
         label = f"{parsed.coordinates}#{parsed.instance}"
         if event.kind == "delete":
-            return ClusterEvent(
-                revision=revision,
-                timestamp=time.time(),
-                kind="instance_removed",
-                subject=label,
-                message=f"{label} removed from {parsed.node_id}",
-                node_id=parsed.node_id,
+            return made(
+                "instance_removed", label, f"{label} removed from {parsed.node_id}", node_id=parsed.node_id
             )
         try:
             record = decode_record(key, value, SliceRecord)
@@ -415,12 +389,11 @@ def describe_event(event: Event) -> ClusterEvent | None:
         message = f"{label} on {parsed.node_id}: {record.state}" + (
             f" ({record.reason})" if record.reason else ""
         )
-        return ClusterEvent(
-            revision=revision,
-            timestamp=record.timestamp or time.time(),
-            kind="instance_state",
-            subject=label,
-            message=message,
+        return made(
+            "instance_state",
+            label,
+            message,
+            record.timestamp,
             node_id=parsed.node_id,
             state=str(record.state),
             reason=record.reason,
