@@ -168,17 +168,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def system_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+def system_busy() -> tuple[float, float, float]:
+    """(busy, irq, total) jiffies of all CPUs, from /proc/stat; irq: hard and soft interrupts (loopback
+    TCP is mostly softirq work, charged to no process)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
     idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
+    return sum(values) - idle, values[5] + values[6], sum(values)
 
 
 class CpuMeter:
     """CPU of named process groups over an interval: seconds, and % of one core (2 cores = 200 %); also
-    children reaped meanwhile (wrk), the whole machine, and what the rest of the machine used ("others":
-    processes that are not part of this benchmark, e.g. other work on a shared box)."""
+    children reaped meanwhile (wrk), interrupts (mostly the loopback traffic of the run itself), the whole
+    machine, and what the rest of the machine used ("others": processes that are not part of this
+    benchmark, e.g. other work on a shared box)."""
 
     def __init__(self, pids: dict[str, list[int]]) -> None:
         self.pids = pids
@@ -200,9 +202,10 @@ class CpuMeter:
         }
         seconds["wrk"] = self._children_cpu() - self.children
         seconds["benchmark script"] = time.process_time() - self.own
-        busy, total = system_busy()
-        cores = os.cpu_count() or 1
-        machine = (busy - self.system[0]) / max(total - self.system[1], 1) * cores * wall
+        busy, irq, total = system_busy()
+        share = (os.cpu_count() or 1) * wall / max(total - self.system[2], 1)  # jiffies → CPU seconds
+        machine = (busy - self.system[0]) * share
+        seconds["interrupts"] = (irq - self.system[1]) * share
         seconds["others"] = max(machine - sum(seconds.values()), 0.0)
         percent = {name: 100.0 * value / wall for name, value in seconds.items()}
         percent["machine"] = 100.0 * machine / wall
@@ -713,10 +716,10 @@ async def start_server(root: Path, name: str, source: str) -> tuple[subprocess.P
 def others_cpu(pids: list[int], seconds: float = 1.0) -> float:
     """CPU used over `seconds` by processes other than `pids` and this script, in % of one core."""
     before = sum(cpu_seconds(p) for p in pids) + time.process_time()
-    busy, total = system_busy()
+    busy, _, total = system_busy()
     time.sleep(seconds)
     used = sum(cpu_seconds(p) for p in pids) + time.process_time() - before
-    busy2, total2 = system_busy()
+    busy2, _, total2 = system_busy()
     machine = (busy2 - busy) / max(total2 - total, 1) * (os.cpu_count() or 1) * seconds
     return 100.0 * max(machine - used, 0.0) / seconds
 

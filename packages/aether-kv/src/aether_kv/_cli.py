@@ -118,7 +118,7 @@ def serve(
     client: Annotated[str, Parameter(help="host:port of the client-protocol port.")],
     secret_file: Annotated[Path, Parameter(help="File holding the cluster secret (16+ characters).")],
     peer: Annotated[tuple[str, ...], Parameter(help="Raft address of another replica; repeat.")] = (),
-    append_entries_period: float = 0.01,
+    append_entries_period: float = 0.005,
     election_min: float = 0.5,
     election_max: float = 1.5,
     log_level: str = "INFO",

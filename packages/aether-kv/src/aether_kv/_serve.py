@@ -30,7 +30,7 @@ class ServeConfig:
     client_address: str
     peers: tuple[str, ...]
     secret: str
-    append_entries_period: float = 0.01
+    append_entries_period: float = 0.005
     election_min: float = 0.5
     election_max: float = 1.5
 

@@ -80,6 +80,52 @@ class KVState:
         self.history: collections.deque[Event] = collections.deque()
         self.history_events = history_events
 
+    # ------------------------------------------------------------------ snapshots
+
+    def __getstate__(self) -> dict[str, object]:
+        """Plain tuples instead of record objects: Raft snapshots pickle the whole state on pysyncobj's tick
+        thread, and a slow pickle there stalls heartbeats (measured: 377 ms → elections under load)."""
+
+        def kv(item: KeyValue | None) -> tuple[object, ...] | None:
+            if item is None:
+                return None
+            return (item.key, item.value, item.create_revision, item.mod_revision, item.version, item.lease)
+
+        return {
+            "revision": self.revision,
+            "compact_revision": self.compact_revision,
+            "next_lease_id": self.next_lease_id,
+            "history_events": self.history_events,
+            "data": [kv(item) for item in self.data.values()],
+            "leases": [
+                (i, lease.ttl, lease.expires_at, sorted(lease.keys)) for i, lease in self.leases.items()
+            ],
+            "history": [(str(e.kind), kv(e.kv), kv(e.prev), e.revision) for e in self.history],
+        }
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        def kv(item: tuple | None) -> KeyValue | None:  # type: ignore[type-arg]
+            if item is None:
+                return None
+            key, value, create, mod, version, lease = item
+            return KeyValue(
+                key=key, value=value, create_revision=create, mod_revision=mod, version=version, lease=lease
+            )
+
+        self.revision = state["revision"]  # type: ignore[assignment]
+        self.compact_revision = state["compact_revision"]  # type: ignore[assignment]
+        self.next_lease_id = state["next_lease_id"]  # type: ignore[assignment]
+        self.history_events = state["history_events"]  # type: ignore[assignment]
+        self.data = SortedDict((item[0], kv(item)) for item in state["data"])  # type: ignore[union-attr, index]
+        self.leases = {
+            i: Lease(ttl=ttl, expires_at=expires, keys=set(keys))
+            for i, ttl, expires, keys in state["leases"]  # type: ignore[union-attr]
+        }
+        self.history = collections.deque(
+            Event(kind=EventKind(kind), kv=kv(item), prev=kv(prev), revision=revision)  # type: ignore[arg-type]
+            for kind, item, prev, revision in state["history"]  # type: ignore[union-attr]
+        )
+
     # ------------------------------------------------------------------ reads
 
     def get(self, key: str) -> GetResult:
