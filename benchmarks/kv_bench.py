@@ -323,20 +323,23 @@ def raw_conf(data_dir: Path, secret: str) -> Any:
     """The SyncObjConf aether-kv's replica uses (see aether_kv/_raft.py), minus its fsync and transport."""
     from pysyncobj import SyncObjConf
 
+    from aether_kv import RaftConfig
+
+    same = RaftConfig(raft_address="", peers=(), data_dir=data_dir, secret=secret)  # its defaults
     return SyncObjConf(
         password=secret,
-        appendEntriesPeriod=0.01,
-        raftMinTimeout=0.5,
-        raftMaxTimeout=1.5,
-        connectionTimeout=30.0,
-        leaderFallbackTimeout=3.0,
+        appendEntriesPeriod=same.append_entries_period,
+        raftMinTimeout=same.election_min,
+        raftMaxTimeout=same.election_max,
+        connectionTimeout=same.connection_timeout,
+        leaderFallbackTimeout=same.leader_fallback_timeout,
         journalFile=str(data_dir / "raft.journal"),
         fullDumpFile=str(data_dir / "raft.dump"),
         dynamicMembershipChange=True,
         useFork=False,
         commandsWaitLeader=True,
-        autoTickPeriod=0.01,
-        logCompactionMinEntries=50_000,
+        autoTickPeriod=same.append_entries_period,
+        logCompactionMinEntries=100_000,
         logCompactionMinTime=600,
     )
 
@@ -1525,7 +1528,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts.failover_runs = 1 if opts.quick else 3
     opts.failover_writers = 4
     opts.failover_attempt_timeout = 0.25
-    opts.failover_settle = opts.failover_settle if opts.failover_settle is not None else 35.0
+    opts.failover_settle = opts.failover_settle if opts.failover_settle is not None else 40.0
     opts.parts = opts.only or (
         ["raw", "aether", "client"] if opts.soak else ["raw", "aether", "aether-nosync", "client"]
     )

@@ -3,6 +3,7 @@
     uv run python benchmarks/slice_bench.py            # full run (~4-8 minutes on 2 cores)
     uv run python benchmarks/slice_bench.py --quick    # shorter wrk runs, fewer rounds (~1.5 minutes)
     uv run --with py-spy python benchmarks/slice_bench.py --profile   # also: where the node's time goes
+    uv run python benchmarks/slice_bench.py --only ingress,memory      # some phases (load, ingress, memory)
 
 What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
 
@@ -76,6 +77,7 @@ NODE_ID = "bench"
 INSTANCES = 20
 PAYLOAD = '{"message":"hello, aether","n":42,"items":[1,2,3],"ok":true}'
 WRK_CONNECTIONS = 32
+PHASES = {"load", "ingress", "memory"}
 STEP_TIMEOUT = 120.0  # any single wait (install, activation of 20, unload of 20, node start/stop)
 
 TARGETS = {
@@ -754,16 +756,23 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
                 groups["ingress app only"] = [ingress_only.pid]
             return groups
 
-        async def wrk_run(address: str, seconds: float, connections: int) -> dict[str, Any]:
-            watched = pids()
+        async def wait_quiet() -> None:
+            """On a shared machine: wait (bounded) until other work calms down."""
             budget = opts.quiet_budget - sum(out["quiet_waits_s"])
-            if min(opts.quiet_wait, budget) > 0:  # a shared machine: wait (bounded) for others to calm down
+            if min(opts.quiet_wait, budget) > 0:
                 began = time.monotonic()
-                mine = [p for group in watched.values() for p in group]
+                mine = [p for group in pids().values() for p in group]
                 while time.monotonic() - began < min(opts.quiet_wait, budget):
                     if await trio.to_thread.run_sync(others_cpu, mine) <= opts.quiet_threshold:
                         break
                 out["quiet_waits_s"].append(round(time.monotonic() - began, 1))
+
+        async def wrk_run(
+            address: str, seconds: float, connections: int, *, quiet: bool = True
+        ) -> dict[str, Any]:
+            if quiet:
+                await wait_quiet()
+            watched = pids()
             return await trio.to_thread.run_sync(
                 run_wrk, wrk, address, lua, seconds, connections, opts.wrk_threads, watched
             )
@@ -800,6 +809,7 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
                 [("bare", bare_address), ("aether", node.ingress)], WRK_CONNECTIONS, opts.seconds
             )
             if opts.profile:
+                await wait_quiet()
                 out["profile"] = await profile(node, root, opts, wrk_run)
             await unload(kv, [1, 2])
     finally:
@@ -885,7 +895,7 @@ async def profile(node: Node, root: Path, opts: argparse.Namespace, wrk_run: Any
         spies[name] = (start_process(command, root / f"py-spy-{name.replace(' ', '-')}.log"), raw)
     await trio.sleep(1.0)
     log(f"profiling: {seconds:g} s of wrk on aether (2 instances) under py-spy")
-    run = await wrk_run(node.ingress, seconds, WRK_CONNECTIONS)
+    run = await wrk_run(node.ingress, seconds, WRK_CONNECTIONS, quiet=False)  # py-spy is already running
     log(describe_run("aether+py-spy", run))
     out: dict[str, Any] = {"wrk": {k: v for k, v in run.items() if k != "text"}}
     for name, (process, raw) in spies.items():
@@ -1107,6 +1117,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="3 s wrk runs, 3 load rounds")
+    parser.add_argument(
+        "--only", default=",".join(sorted(PHASES)), help="some phases only, e.g. --only ingress,memory"
+    )
     parser.add_argument("--wrk-threads", type=int, default=1, choices=(1, 2))
     parser.add_argument("--profile", action="store_true", help="also run py-spy on the node and a slice")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -1125,6 +1138,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--label", default="", help="what was measured, if not this git checkout")
     parser.add_argument("--time-limit", type=float, default=1200.0, help="watchdog, seconds")
     opts = parser.parse_args(argv)
+    opts.only = {part.strip() for part in opts.only.split(",") if part.strip()}
+    if not opts.only or opts.only - PHASES:
+        parser.error(f"--only: a comma-separated list of {', '.join(sorted(PHASES))}")
     opts.rounds = 3 if opts.quick else 5
     opts.seconds = 3.0 if opts.quick else 10.0
     opts.unloaded_seconds = 2.0 if opts.quick else 5.0
@@ -1157,12 +1173,15 @@ async def run(root: Path, opts: argparse.Namespace, results: dict[str, Any], box
     results["meta"]["node_start_s"] = await node.start()
     try:
         with trio.fail_after(opts.time_limit):
-            log("phase 1: LOAD→ACTIVE of 20 instances")
-            results["load"] = await phase_load(node, opts)
-            log("phase 2: ingress")
-            results["ingress"] = await phase_ingress(node, root, opts)
-            log("phase 3: memory with 20 idle instances")
-            results["memory"] = await phase_memory(node, opts)
+            if "load" in opts.only:
+                log("phase 1: LOAD→ACTIVE of 20 instances")
+                results["load"] = await phase_load(node, opts)
+            if "ingress" in opts.only:
+                log("phase 2: ingress")
+                results["ingress"] = await phase_ingress(node, root, opts)
+            if "memory" in opts.only:
+                log("phase 3: memory with 20 idle instances")
+                results["memory"] = await phase_memory(node, opts)
     except trio.TooSlowError:
         raise BenchError(f"the run took longer than --time-limit {opts.time_limit:g} s") from None
 
