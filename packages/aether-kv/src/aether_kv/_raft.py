@@ -280,7 +280,7 @@ class RaftReplica:
         return bool(self._obj._isLeader())
 
     def status(self) -> Status:
-        for _ in range(10):
+        for _ in range(100):
             try:
                 raw = self._obj.getStatus()
                 others = list(self._obj.otherNodes)

@@ -216,7 +216,7 @@ class _Connection:
 async def _handle_connection(store: KVStore, secret: str, stream: trio.SocketStream) -> None:
     framed = FramedStream(stream)
     try:
-        if await server_handshake(framed, secret, store.status().self_address, timeout=HANDSHAKE_TIMEOUT):
+        if await server_handshake(framed, secret, store.address, timeout=HANDSHAKE_TIMEOUT):
             await _Connection(store, framed).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
         pass

@@ -145,6 +145,11 @@ class KVStore:
         return self._replica.read(lambda state: state.range(prefix, limit))
 
     @property
+    def address(self) -> str:
+        """This replica's Raft address (its name in the cluster)."""
+        return self._replica.config.raft_address
+
+    @property
     def revision(self) -> int:
         return self._replica.read(lambda state: state.revision)
 
