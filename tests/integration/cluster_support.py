@@ -503,6 +503,13 @@ class Callers:
             self.results.append(CallResult(started, ingress, ok, status, detail, time.monotonic() - started))
             await trio.sleep(0)
 
+    async def made(self, calls: int, *, timeout: float = 30.0) -> None:
+        """Wait until `calls` more calls have completed (load phases are counted in calls, not seconds)."""
+        target = len(self.results) + calls
+        with trio.fail_after(timeout):
+            while len(self.results) < target:
+                await trio.sleep(0.01)
+
     @property
     def failures(self) -> list[CallResult]:
         return [r for r in self.results if not r.ok]

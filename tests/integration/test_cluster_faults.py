@@ -116,7 +116,7 @@ async def test_join_rebalances_then_a_follower_dies(sample_index: Path, tmp_path
             [cluster.plan(n).ingress for n in sorted(survivors)], ECHO_ID, "echo", concurrency=4
         )
         async with background(callers):
-            await trio.sleep(0.5)
+            await callers.made(50)  # steady load before the fault
             killed_at = time.monotonic()
             cluster.kill(victim, signal.SIGKILL)
             found = await wait_for(
@@ -127,7 +127,7 @@ async def test_join_rebalances_then_a_follower_dies(sample_index: Path, tmp_path
                 cluster=cluster,
             )
             replaced_at = time.monotonic()
-            await trio.sleep(1.0)
+            await callers.made(100)  # and after the replacement
         failed = callers.failures
         report = (
             f"{victim} killed; replacements ACTIVE after {replaced_at - killed_at:.2f} s; "
@@ -199,7 +199,7 @@ async def _leader_kill(directory: Path, index: Path) -> LeaderKill:
         watcher = Watcher(kv, ECHO_ID)
         callers = Callers([cluster.plan(n).ingress for n in sorted(survivors)], ECHO_ID, concurrency=4)
         async with background(watcher, callers):
-            await trio.sleep(0.5)
+            await callers.made(50)
             await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=6))
             # Kill the leader as soon as its first new record shows: it is in the middle of the work.
             with trio.move_on_after(10):
@@ -214,7 +214,7 @@ async def _leader_kill(directory: Path, index: Path) -> LeaderKill:
                 kv, on_nodes(set(survivors), 6), timeout=FAILOVER if placed else 0, artifact_id=ECHO_ID
             )
             settled_after = time.monotonic() - killed_at
-            await trio.sleep(2.0)  # the new leader must not keep going
+            await callers.made(200)  # the new leader must not keep going (several reconcile passes)
         final = await instances(kv, ECHO_ID)
         new_leader = await leader_node_id(cluster, kv)
         scenario = LeaderKill(

@@ -251,7 +251,7 @@ async def _rollout(cluster: LocalNodeCluster) -> Rollout:
             found = await wait_for(
                 kv, exactly_active(3, ECHO_11), timeout=SETTLE, what="3 ACTIVE of 1.1.0 only", cluster=cluster
             )
-            await trio.sleep(0.5)  # calls keep going after the rollout
+            await callers.made(50)  # calls keep going after the rollout
         old = sorted(await endpoints(kv, ECHO))
         versions, answering = set(), set()
         async with httpx.AsyncClient(timeout=10) as http:

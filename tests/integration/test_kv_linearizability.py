@@ -75,6 +75,13 @@ async def _client_loop(
             history.append(_op(number, kind, key, value, expected, invoked, returned, result, False))
 
 
+async def _completed(history: list[Operation], count: int, timeout: float = 60.0) -> None:
+    """Phases are counted in recorded calls, not seconds."""
+    with trio.fail_after(timeout):
+        while len(history) < count:
+            await trio.sleep(0.01)
+
+
 def _op(client, kind, key, value, expected, invoked, returned, result, unknown) -> Operation:  # type: ignore[no-untyped-def]
     return Operation(
         client=client,
@@ -98,12 +105,12 @@ async def test_history_is_linearizable_across_a_leader_kill_and_restart(kv_clust
         async with trio.open_nursery() as nursery:
             for number in range(6):
                 nursery.start_soon(_client_loop, number, kv_cluster, history, stop, 1000 + number)
-            await trio.sleep(2.0)  # load before the fault
+            await _completed(history, 300)  # load before the fault
             kv_cluster.kill(leader, signal.SIGKILL)
-            await trio.sleep(3.0)  # election and load on the survivors
+            await _completed(history, len(history) + 300)  # an election, then load on the survivors
             kv_cluster.start(leader)
             await wait_until_ready(kv_cluster, timeout=30)
-            await trio.sleep(2.0)  # load with the old leader back as a follower
+            await _completed(history, len(history) + 300)  # load with the old leader back as a follower
             stop.set()
 
     completed = [op for op in history if not op.unknown]

