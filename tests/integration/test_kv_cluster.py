@@ -232,7 +232,8 @@ async def test_a_replica_can_be_added_and_removed_while_the_cluster_runs(
         client_address=f"127.0.0.1:{free_port()}",
         data_dir=kv_cluster.directory / "kv4",
     )
-    async with open_client(kv_cluster.endpoints, secret) as client:
+    # A membership change waits for the newcomer to catch up: allow it more than a plain write's 5 s.
+    async with open_client(kv_cluster.endpoints, secret, request_timeout=30.0) as client:
         await client.put("before/join", b"1")
         kv_cluster.replicas.append(newcomer)
         kv_cluster.start("kv4")  # its peers: every current member

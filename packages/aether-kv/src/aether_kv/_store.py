@@ -222,7 +222,7 @@ class KVStore:
             done.set()
 
         change(raft_address, lambda error: token.run_sync_soon(deliver, error))
-        with trio.move_on_after(self._request_timeout * 2):
+        with trio.move_on_after(max(30.0, self._request_timeout * 2)):  # the newcomer must catch up first
             await done.wait()
         if not outcome:
             raise OutcomeUnknownError(f"membership change for {raft_address} timed out")
