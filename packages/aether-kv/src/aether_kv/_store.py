@@ -79,16 +79,11 @@ class KVStore:
         self._request_timeout = request_timeout
         self._lease_grace = lease_grace
         self._changed = trio.Event()
-        self._leadership_changed = trio.Event()
 
     # ------------------------------------------------------------ bridge (tick thread → trio)
 
     def _notify_applied(self) -> None:
         changed, self._changed = self._changed, trio.Event()
-        changed.set()
-
-    def _notify_leadership(self) -> None:
-        changed, self._leadership_changed = self._leadership_changed, trio.Event()
         changed.set()
 
     async def _propose(self, command: Command, timeout: float | None = None) -> Result:
@@ -310,13 +305,7 @@ async def open_store(
         if holder:
             _soon(token, holder[0]._notify_applied)
 
-    def on_leadership(_is_leader: bool) -> None:
-        if holder:
-            _soon(token, holder[0]._notify_leadership)
-
-    replica = await trio.to_thread.run_sync(
-        lambda: RaftReplica(config, on_applied=on_applied, on_leadership=on_leadership)
-    )
+    replica = await trio.to_thread.run_sync(lambda: RaftReplica(config, on_applied=on_applied))
     store = KVStore(replica, request_timeout=request_timeout, lease_grace=lease_grace)
     holder.append(store)
     try:

@@ -106,7 +106,6 @@ class ClusterDeploymentManager:
         self.max_surge = max_surge
         self.clock = clock
         self.problems: tuple[Problem, ...] = ()
-        self.passes = 0
 
     async def run(self, leadership: LeadershipMonitor) -> None:
         """Forever: wait to lead, lead until leadership is lost (then stop at once), repeat."""
@@ -144,7 +143,6 @@ class ClusterDeploymentManager:
                 blueprints, nodes, instances = observe(cache)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
                 result = plan(specs, nodes, instances, now=self.clock(), max_surge=self.max_surge)
-                self.passes += 1
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
                 if result.actions:

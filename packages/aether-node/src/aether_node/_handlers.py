@@ -34,8 +34,6 @@ from .client import (
     SliceSummary,
 )
 
-EVENT_PREFIXES = (NODES, BLUEPRINTS, SLICES, LEADER_KEY)
-
 
 class HandlerError(Exception):
     """`kind`: invalid (bad input: HTTP 400, CLI exit 2), not_found (404), unavailable (503)."""

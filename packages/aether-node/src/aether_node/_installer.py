@@ -31,7 +31,6 @@ from ._errors import ResolutionError
 
 ENTRY_POINT_GROUP = "aether.slices"
 READY_MARKER = ".aether-ready"
-RUNTIME_PACKAGES = ("aether_slice", "pluggy")
 
 
 @attrs.frozen

@@ -85,7 +85,6 @@ class _Registration:
         self.config = config
         self.record = record
         self.lease = 0
-        self.renewed = trio.Event()
 
     async def register(self) -> int:
         grant = await self.kv.lease_grant(self.config.lease_ttl)

@@ -157,10 +157,6 @@ class ApiError(Exception):
         self.kind = kind
         self.message = message
 
-    @property
-    def is_bad_input(self) -> bool:
-        return self.status in (400, 404, 409, 422)
-
 
 class ClusterUnreachableError(Exception):
     """No node of the cluster could be reached."""
