@@ -1,5 +1,100 @@
-"""aether-mcp command line (being built)."""
+"""`aether-mcp`: the standalone MCP service. Parses options once, then runs the service on trio."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from typing import Annotated, Any, Literal
+
+import trio
+from cyclopts import App, Parameter
+
+from ._config import make_config
+from ._errors import ConfigError
+
+app = App(
+    name="aether-mcp",
+    help="Serve an Aether cluster to AI agents over MCP (stdio or Streamable HTTP), with the `aether` "
+    "CLI's powers: one tool per CLI command, resources for cluster, blueprint and slice status, and "
+    "notifications when they change. One agent at a time.",
+    help_format="plaintext",
+)
+
+
+@app.default
+def main_command(
+    *,
+    cluster: Annotated[
+        str | None,
+        Parameter(env_var="AETHER_CLUSTER", help="Management URL(s) of any node(s), comma-separated."),
+    ] = None,
+    api_key: Annotated[
+        str | None, Parameter(env_var="AETHER_API_KEY", help="API key for the cluster (operator, or viewer).")
+    ] = None,
+    transport: Annotated[Literal["stdio", "http"], Parameter(help="stdio, or Streamable HTTP.")] = "stdio",
+    listen: Annotated[str, Parameter(help="HOST:PORT for --transport http (port 0: any free port).")] = (
+        "127.0.0.1:8765"
+    ),
+    read_only: Annotated[
+        bool, Parameter(negative=(), help="Refuse every tool that changes the cluster.")
+    ] = False,
+    token: Annotated[
+        str | None,
+        Parameter(
+            env_var="AETHER_MCP_TOKEN", help="Bearer token MCP clients must send (required off loopback)."
+        ),
+    ] = None,
+    agent_idle_timeout: Annotated[
+        float, Parameter(help="HTTP: seconds without a request after which an agent counts as gone.")
+    ] = 120.0,
+    lease_ttl: Annotated[
+        float,
+        Parameter(help="Seconds the cluster keeps the agent lease after this service stops renewing it."),
+    ] = 15.0,
+) -> None:
+    try:
+        config = make_config(
+            cluster=cluster,
+            api_key=api_key,
+            transport=transport,
+            listen=listen,
+            read_only=read_only,
+            token=token,
+            agent_idle_timeout=agent_idle_timeout,
+            lease_ttl=lease_ttl,
+        )
+    except ConfigError as error:
+        print(f"aether-mcp: error: {error.message}", file=sys.stderr)
+        sys.exit(2)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="aether-mcp: %(message)s")
+    from ._server import run_service
+
+    async def run() -> None:
+        # SIGTERM and SIGINT end the service cleanly: the agent lease is given back at once.
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def serve(*, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+                    await run_service(config, task_status=task_status)
+                    nursery.cancel_scope.cancel()  # the stdio peer hung up: the signal watcher goes too
+
+                nursery.start_soon(_stop_on_signal, signals, nursery.cancel_scope)
+                where = await nursery.start(serve)
+                if config.transport == "http":
+                    print(f"aether-mcp: serving MCP at {where}", file=sys.stderr, flush=True)
+
+    try:
+        trio.run(run)
+    except KeyboardInterrupt:
+        pass
+
+
+async def _stop_on_signal(signals: Any, scope: trio.CancelScope) -> None:
+    async for _ in signals:
+        scope.cancel()
+        return
 
 
 def main() -> None:
-    raise SystemExit("aether-mcp: not built yet")
+    app()

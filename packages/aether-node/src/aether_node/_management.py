@@ -17,13 +17,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ._agent_lease import AgentLeases
 from ._errors import InvocationError
 from ._handlers import HandlerError, Handlers, describe_event
 from ._http import error_response
 from .client import to_json
 
 ROLES = ("viewer", "operator", "admin")
-STATUS_BY_HANDLER_KIND = {"invalid": 400, "not_found": 404, "unavailable": 503}
+STATUS_BY_HANDLER_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "unavailable": 503}
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
@@ -184,6 +185,30 @@ def management_app(
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
+    agents = AgentLeases(handlers.kv)
+
+    async def json_object(request: Request) -> dict[str, Any]:
+        try:
+            data = json.loads(await request.body())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HandlerError("invalid", f"the request body is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise HandlerError("invalid", "the request body must be a JSON object")
+        return data
+
+    @route("/api/v1/agent-lease", "viewer")
+    async def agent_lease(request: Request) -> Any:
+        return await agents.current()
+
+    @route("/api/v1/agent-lease", "operator", "POST")
+    async def acquire_agent_lease(request: Request) -> Any:
+        body = await json_object(request)
+        return await agents.acquire(body.get("holder"), body.get("token"), body.get("ttl"))
+
+    @route("/api/v1/agent-lease/release", "operator", "POST")
+    async def release_agent_lease(request: Request) -> Any:
+        return {"released": await agents.release((await json_object(request)).get("token"))}
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -206,6 +231,9 @@ def management_app(
         nodes,
         events,
         event_stream,
+        agent_lease,
+        acquire_agent_lease,
+        release_agent_lease,
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]

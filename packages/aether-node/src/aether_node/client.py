@@ -82,6 +82,13 @@ class BlueprintStatus:
         return all(s.converged for s in self.slices)
 
     @property
+    def stuck_failures(self) -> list[str]:
+        """The failures, once nothing is in transition any more (so it will not converge by itself);
+        empty while instances are still on their way."""
+        transitional = any(i.state not in ("ACTIVE", "FAILED") for s in self.slices for i in s.instances)
+        return [] if transitional else self.failures
+
+    @property
     def failures(self) -> list[str]:
         found = [f"{s.artifact}: {s.problem}" for s in self.slices if s.problem]
         for status in self.slices:
@@ -132,6 +139,15 @@ class ClusterEvent:
     node_id: str = ""
     state: str = ""
     reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class AgentLease:
+    """Who operates the cluster as its one agent (the MCP service takes this lease for its agent)."""
+
+    holder: str
+    since: float
+    ttl: float
 
 
 converter = cattrs.Converter()
@@ -284,6 +300,21 @@ class ApiClient:
     def events(self, limit: int = 50) -> list[ClusterEvent]:
         data = self._request("GET", "/api/v1/events", params={"limit": limit})
         return [from_json(item, ClusterEvent) for item in data]
+
+    # the agent lease (one AI agent at a time; see aether_mcp)
+    def agent_lease(self) -> AgentLease | None:
+        data = self._request("GET", "/api/v1/agent-lease")
+        return None if data is None else from_json(data, AgentLease)
+
+    def acquire_agent_lease(self, holder: str, token: str, ttl: float) -> AgentLease:
+        data = self._request(
+            "POST", "/api/v1/agent-lease", json_body={"holder": holder, "token": token, "ttl": ttl}
+        )
+        return from_json(data, AgentLease)
+
+    def release_agent_lease(self, token: str) -> bool:
+        data = self._request("POST", "/api/v1/agent-lease/release", json_body={"token": token})
+        return bool(data and data.get("released"))
 
     def follow_events(self, limit: int = 20) -> Iterator[ClusterEvent]:
         """Recent events, then every new one as it happens (server-sent events); until interrupted."""

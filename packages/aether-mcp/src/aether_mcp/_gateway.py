@@ -1,0 +1,38 @@
+"""The service's one way to the cluster: the management API's client (`aether_node.client`), called from
+worker threads so the MCP event loop never blocks. Translates the client's errors into ClusterError with
+the same text the `aether` CLI prints. Imports nothing server-side."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import anyio.to_thread
+
+from aether_node.client import ApiClient, ApiError, ClusterUnreachableError
+
+from ._errors import ClusterError
+
+T = TypeVar("T")
+
+
+class ClusterGateway:
+    def __init__(self, urls: Sequence[str], *, api_key: str | None, timeout: float = 30.0) -> None:
+        self.urls = list(urls)
+        self.api_key = api_key
+        self.client = ApiClient(self.urls, api_key=api_key, timeout=timeout)
+
+    async def call(self, operation: Callable[[ApiClient], T]) -> T:
+        """Run `operation(client)` in a worker thread. Cancellation abandons the thread (its request ends
+        on its own timeout); the caller sees Cancelled at once."""
+        return await anyio.to_thread.run_sync(self.call_blocking, operation, abandon_on_cancel=True)
+
+    def call_blocking(self, operation: Callable[[ApiClient], T]) -> T:
+        try:
+            return operation(self.client)
+        except ClusterUnreachableError as error:
+            raise ClusterError(str(error), kind="unreachable") from None
+        except ApiError as error:
+            raise ClusterError(error.message, kind=error.kind) from None
+        except ValueError as error:  # a malformed name or URL: the caller's input
+            raise ClusterError(str(error), kind="invalid") from None

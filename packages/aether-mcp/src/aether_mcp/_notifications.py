@@ -1,0 +1,97 @@
+"""Cluster events → MCP notifications. Follows the cluster's event stream (`/api/v1/events/stream`, the
+same one `aether cluster events --follow` reads) and publishes "resource updated" and "resource list
+changed" to the MCP subscription bus. Nothing polls: a notification goes out when the cluster says
+something changed. If the stream breaks (its node died), it reconnects to another node and, since events
+may have been missed meanwhile, tells subscribers that everything may have changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from mcp.server.subscriptions import ResourcesListChanged, ResourceUpdated, ServerEvent
+
+from aether_node.client import ClusterEvent
+
+from ._errors import ClusterError
+from ._gateway import ClusterGateway
+from ._resources import CLUSTER_STATUS, affected, blueprint_uri, slice_owners, slice_uri
+
+log = logging.getLogger("aether_mcp.notifications")
+
+Publish = Callable[[ServerEvent], Awaitable[None]]
+
+
+class EventPump:
+    def __init__(self, gateway: ClusterGateway, publish: Publish, *, retry: float = 1.0) -> None:
+        self.gateway = gateway
+        self.publish = publish
+        self.retry = retry
+        self.owners: dict[str, str] = {}
+        self.delivered = 0  # events turned into notifications (for tests and logs)
+
+    async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
+        started = False
+        while True:
+            try:
+                revision = (await self.gateway.call(lambda c: c.cluster_status())).revision
+                await self._refresh_owners()
+                if started:
+                    await self._everything_changed()
+                send, receive = anyio.create_memory_object_stream[ClusterEvent](math.inf)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(self._follow, send)
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async with receive:
+                        async for event in receive:
+                            if event.revision > revision:
+                                await self._deliver(event)
+            except ClusterError as error:
+                log.warning("cluster event stream: %s; retrying", error.message)
+            if not started:
+                started = True
+                task_status.started()
+            await anyio.sleep(self.retry)
+
+    async def _follow(self, send: anyio.abc.ObjectSendStream[ClusterEvent]) -> None:
+        def pump() -> None:
+            try:
+                for event in self.gateway.client.follow_events(limit=1):
+                    anyio.from_thread.run(send.send, event)
+            except Exception as error:  # the stream broke: say so; run() reconnects
+                log.info("cluster event stream ended: %s", error)
+            finally:
+                anyio.from_thread.run(send.aclose)
+
+        await anyio.to_thread.run_sync(pump, abandon_on_cancel=True)
+
+    async def _refresh_owners(self) -> None:
+        self.owners = slice_owners(await self.gateway.call(lambda c: c.list_blueprints()))
+
+    async def _deliver(self, event: ClusterEvent) -> None:
+        if event.kind in ("blueprint_applied", "blueprint_deleted"):
+            try:
+                await self._refresh_owners()
+            except ClusterError as error:
+                log.info("could not refresh blueprints: %s", error.message)
+        uris, list_changed = affected(event, self.owners)
+        for uri in uris:
+            await self.publish(ResourceUpdated(uri=uri))
+        if list_changed:
+            await self.publish(ResourcesListChanged())
+        self.delivered += 1
+
+    async def _everything_changed(self) -> None:
+        await self.publish(ResourceUpdated(uri=CLUSTER_STATUS))
+        for slice_id, owner in self.owners.items():
+            await self.publish(ResourceUpdated(uri=slice_uri(slice_id)))
+            await self.publish(ResourceUpdated(uri=blueprint_uri(owner)))
+        await self.publish(ResourcesListChanged())

@@ -1,0 +1,314 @@
+"""The MCP server: tools, resources, notifications and the one-agent gate, assembled on the official SDK's
+`MCPServer`; and the two ways to serve it: Streamable HTTP on hypercorn's trio worker, and stdio."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.shared.exceptions import MCPError
+from mcp.types import Resource
+from mcp_types import CLIENT_INFO_META_KEY
+
+from aether_node.client import ApiClient, to_json
+
+from ._agent import Agent, AgentGate, service_description
+from ._config import McpConfig
+from ._errors import AgentBusyError, ClusterError
+from ._gateway import ClusterGateway
+from ._notifications import EventPump
+from ._resources import (
+    BLUEPRINT_TEMPLATE,
+    CLUSTER_STATUS,
+    SLICE_TEMPLATE,
+    blueprint_uri,
+    known_slices,
+    slice_uri,
+)
+from ._tools import error_result, register_tools
+
+log = logging.getLogger("aether_mcp")
+
+AGENT_BUSY = -32001  # a server-defined JSON-RPC error code
+GATED = frozenset({"tools/call", "resources/read", "subscriptions/listen", "resources/subscribe"})
+INSTRUCTIONS = (
+    "Operate an Aether cluster: apply TOML blueprints (which slices, how many instances), watch them "
+    "converge with blueprint_status or by subscribing to aether://blueprints/{name}, invoke slices, and "
+    "diagnose with cluster_status, cluster_nodes and cluster_events. Every tool mirrors an `aether` CLI "
+    "command and answers what `aether ... --json` prints."
+)
+
+
+class AetherMcpServer(MCPServer):
+    """MCPServer whose resource list also names every blueprint and slice the cluster has now."""
+
+    def __init__(self, gateway: ClusterGateway, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.gateway = gateway
+
+    async def list_resources(self) -> list[Resource]:
+        static = await super().list_resources()
+        try:
+            blueprints = await self.gateway.call(lambda c: c.list_blueprints())
+            instances = await self.gateway.call(lambda c: c.list_slices())
+        except ClusterError as error:
+            log.info("listing resources: %s", error.message)
+            return static
+        found = [
+            Resource(
+                uri=blueprint_uri(b.name),
+                name=f"blueprint {b.name}",
+                description=f"Blueprint {b.name} as applied, and its status: desired vs actual per slice.",
+                mime_type="application/json",
+            )
+            for b in blueprints
+        ]
+        found += [
+            Resource(
+                uri=slice_uri(artifact),
+                name=f"slice {artifact}",
+                description=f"Slice {artifact}: desired vs ACTIVE, and every instance with its node.",
+                mime_type="application/json",
+            )
+            for artifact in known_slices(blueprints, instances)
+        ]
+        return static + found
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+def register_resources(server: MCPServer, gateway: ClusterGateway) -> None:
+    async def read(operation: Callable[[ApiClient], Any]) -> str:
+        try:
+            return _json(to_json(await gateway.call(operation)))
+        except ClusterError as error:
+            if error.kind == "not_found":
+                raise ResourceNotFoundError(error.message) from None
+            raise ResourceError(error.message) from None
+
+    @server.resource(
+        CLUSTER_STATUS,
+        name="cluster status",
+        description="Leader, quorum, revision, health, nodes and instance counts.",
+        mime_type="application/json",
+    )
+    async def cluster_status() -> str:
+        return await read(lambda c: c.cluster_status())
+
+    @server.resource(
+        BLUEPRINT_TEMPLATE,
+        name="blueprint",
+        description="A blueprint as applied, and its status: desired vs actual per slice.",
+        mime_type="application/json",
+    )
+    async def blueprint(name: str) -> str:
+        return await read(lambda c: {"blueprint": c.get_blueprint(name), "status": c.blueprint_status(name)})
+
+    @server.resource(
+        SLICE_TEMPLATE,
+        name="slice",
+        description="One slice (group:artifact): desired vs ACTIVE, and every instance with its node.",
+        mime_type="application/json",
+    )
+    async def slice_status(artifact: str) -> str:
+        return await read(lambda c: c.slice_status(artifact))
+
+
+def identify(ctx: ServerRequestContext[Any, Any], transport: str) -> Agent:
+    """Who is asking. stdio: the one process on the pipe. HTTP: an `Aether-Agent` header if the agent
+    sends one, else its MCP session, else its client name and address."""
+    params = ctx.session.client_params
+    info: Any = params.client_info if params is not None else (ctx.meta or {}).get(CLIENT_INFO_META_KEY)
+    if isinstance(info, dict):
+        name = f"{info.get('name', '?')} {info.get('version', '')}".strip()
+    elif info is not None:
+        name = f"{info.name} {info.version}".strip()
+    else:
+        name = "an unnamed MCP client"
+    if transport == "stdio":
+        return Agent("stdio", f"{name} over stdio")
+    request = ctx.request
+    headers = getattr(request, "headers", None) or {}
+    client = getattr(request, "client", None)
+    host = client.host if client else "?"
+    chosen = headers.get("aether-agent")
+    if chosen:
+        return Agent(f"agent:{chosen}", f"{name} ({chosen}) from {host}")
+    session = headers.get("mcp-session-id")
+    if session:
+        return Agent(f"session:{session}", f"{name} from {host} (MCP session {session[:8]})")
+    return Agent(f"client:{name}@{host}", f"{name} from {host}")
+
+
+class OneAgentAtATime:
+    """Server middleware: every request that reads or changes the cluster goes through the agent gate."""
+
+    def __init__(self, gate: AgentGate, transport: str) -> None:
+        self.gate = gate
+        self.transport = transport
+
+    async def __call__(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
+        if ctx.method not in GATED or ctx.request_id is None:
+            return await call_next(ctx)
+        agent = identify(ctx, self.transport)
+        try:
+            async with self.gate.serving(agent):
+                return await call_next(ctx)
+        except AgentBusyError as error:
+            if ctx.method == "tools/call":
+                return error_result(error.message)
+            raise MCPError(AGENT_BUSY, error.message) from None
+
+
+def build_server(config: McpConfig, gateway: ClusterGateway, gate: AgentGate | None) -> AetherMcpServer:
+    bus = InMemorySubscriptionBus()
+    server = AetherMcpServer(
+        gateway,
+        name="aether",
+        title="Aether cluster",
+        instructions=INSTRUCTIONS,
+        version=_version(),
+        subscriptions=bus,
+        middleware=[OneAgentAtATime(gate, config.transport)] if gate is not None else [],
+        log_level="WARNING",
+    )
+    server.bus = bus  # type: ignore[attr-defined]
+    register_tools(server, gateway, read_only=config.read_only)
+    register_resources(server, gateway)
+    return server
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("aether-mcp")
+    except PackageNotFoundError:
+        return "0"
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+ASGIApp = Callable[
+    [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
+
+
+def guarded_app(app: ASGIApp, *, token: str | None, gate: AgentGate | None) -> ASGIApp:
+    """The SDK's app behind a bearer-token check (when a token is set), and noticing the end of an MCP
+    session (DELETE), which frees the agent lease at once."""
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if token is not None:
+            given = headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                await _deny(send)
+                return
+        await app(scope, receive, send)
+        session = headers.get("mcp-session-id")
+        if gate is not None and scope.get("method") == "DELETE" and session:
+            await gate.release(f"session:{session}")
+
+    return guarded
+
+
+async def _deny(send: Callable[[Any], Awaitable[None]]) -> None:
+    body = json.dumps(
+        {
+            "error": {
+                "kind": "unauthenticated",
+                "message": "this MCP endpoint needs Authorization: Bearer TOKEN",
+            }
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 401,
+            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def serve_mcp_http(
+    server: AetherMcpServer,
+    config: McpConfig,
+    gate: AgentGate | None,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve Streamable HTTP at http://HOST:PORT/mcp until cancelled; reports that URL once listening."""
+    app = server.streamable_http_app(
+        host=config.host, session_idle_timeout=max(config.agent_idle_timeout, 60)
+    )
+    hyper = HypercornConfig()
+    hyper.bind = [f"{config.host}:{config.port}"]
+    hyper.accesslog = None
+    hyper.loglevel = "WARNING"
+    hyper.graceful_timeout = 1.0
+
+    class _Status:
+        def started(self, binds: list[str]) -> None:
+            url = binds[0].replace("0.0.0.0", "127.0.0.1") + "/mcp"
+            task_status.started(url)
+
+    await serve(guarded_app(app, token=config.token, gate=gate), hyper, task_status=_Status())  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- running
+
+
+async def run_service(
+    config: McpConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run the service until cancelled (HTTP) or until the stdio peer hangs up."""
+    gateway = ClusterGateway(config.cluster, api_key=config.api_key)
+    listen = f"{config.host}:{config.port}" if config.transport == "http" else None
+    gate = (
+        None
+        if config.read_only
+        else AgentGate(
+            gateway,
+            service=service_description(config.transport, listen),
+            ttl=config.lease_ttl,
+            idle_timeout=config.agent_idle_timeout if config.transport == "http" else math.inf,
+        )
+    )
+    server = build_server(config, gateway, gate)
+    pump = EventPump(gateway, server.bus.publish)  # type: ignore[attr-defined]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(pump.run)
+        if gate is not None:
+            await nursery.start(gate.keep)
+        try:
+            if config.transport == "http":
+                url = await nursery.start(serve_mcp_http, server, config, gate)
+                task_status.started(url)
+                await trio.sleep_forever()
+            else:
+                task_status.started("stdio")
+                await server.run_stdio_async()
+        finally:
+            if gate is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await gate.release()
+            nursery.cancel_scope.cancel()

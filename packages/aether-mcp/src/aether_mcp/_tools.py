@@ -1,0 +1,225 @@
+"""The MCP tools: one per command of the `aether` CLI, named `{group}_{command}`, taking what the command
+takes and answering what `aether ... --json` prints. Thin adapters over the management API client: the
+command handlers in `aether_node` do the work, so the CLI and the agent get the same results and the same
+error sentences. `TOOLS` is the catalogue (the parity test walks it against the CLI).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import anyio
+import attrs
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import Field
+
+from aether_node.client import ApiClient, to_json
+
+from ._errors import ClusterError
+from ._gateway import ClusterGateway
+
+STUCK_AFTER = 3.0  # seconds with failures and nothing in transition: the blueprint will not converge
+
+
+class Refused(Exception):
+    """A tool's answer is an error: `message` is what the agent reads (the CLI's sentence)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def error_result(message: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
+@attrs.frozen
+class ToolSpec:
+    name: str
+    cli: tuple[str, ...]  # the `aether` command it mirrors
+    mutating: bool
+    annotations: ToolAnnotations
+
+
+def _reading(title: str) -> ToolAnnotations:
+    return ToolAnnotations(title=title, read_only_hint=True, idempotent_hint=True, open_world_hint=False)
+
+
+def _changing(
+    title: str, *, destructive: bool, idempotent: bool, open_world: bool = False
+) -> ToolAnnotations:
+    return ToolAnnotations(
+        title=title,
+        read_only_hint=False,
+        destructive_hint=destructive,
+        idempotent_hint=idempotent,
+        open_world_hint=open_world,
+    )
+
+
+TOOLS = (
+    ToolSpec(
+        "blueprint_apply",
+        ("blueprint", "apply"),
+        True,
+        _changing("Apply a blueprint", destructive=True, idempotent=True),
+    ),
+    ToolSpec("blueprint_validate", ("blueprint", "validate"), False, _reading("Validate a blueprint")),
+    ToolSpec("blueprint_get", ("blueprint", "get"), False, _reading("Show a blueprint")),
+    ToolSpec("blueprint_list", ("blueprint", "list"), False, _reading("List blueprints")),
+    ToolSpec(
+        "blueprint_delete",
+        ("blueprint", "delete"),
+        True,
+        _changing("Delete a blueprint", destructive=True, idempotent=True),
+    ),
+    ToolSpec("blueprint_status", ("blueprint", "status"), False, _reading("Blueprint status")),
+    ToolSpec("slice_list", ("slice", "list"), False, _reading("List slice instances")),
+    ToolSpec("slice_status", ("slice", "status"), False, _reading("Slice status")),
+    ToolSpec(
+        "slice_invoke",
+        ("slice", "invoke"),
+        True,
+        _changing("Invoke a slice entry point", destructive=True, idempotent=False, open_world=True),
+    ),
+    ToolSpec("cluster_status", ("cluster", "status"), False, _reading("Cluster status")),
+    ToolSpec("cluster_nodes", ("cluster", "nodes"), False, _reading("Cluster nodes")),
+    ToolSpec("cluster_events", ("cluster", "events"), False, _reading("Recent cluster events")),
+)
+SPECS = {spec.name: spec for spec in TOOLS}
+
+Toml = Annotated[str, Field(description="The blueprint: TOML text, as in a blueprint file.")]
+Source = Annotated[str, Field(description="A file name for error messages (file:line:col).")]
+Name = Annotated[str, Field(description="The blueprint's name.")]
+Artifact = Annotated[str, Field(description="The slice as group:artifact (or group:artifact:version).")]
+
+
+def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: bool) -> None:
+    def tool(name: str, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        spec = SPECS[name]
+
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(fn)
+            async def answered(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await fn(*args, **kwargs)
+                except Refused as refusal:  # the sentence alone, as the CLI prints it (no SDK prefix)
+                    return error_result(refusal.message)
+
+            server.add_tool(answered, name=name, description=description, annotations=spec.annotations)
+            return answered
+
+        return decorate
+
+    async def ask(name: str, operation: Callable[[ApiClient], Any]) -> Any:
+        if read_only and SPECS[name].mutating:
+            raise Refused(f"{name} changes the cluster, and this MCP service runs with --read-only: refused")
+        try:
+            return to_json(await gateway.call(operation))
+        except ClusterError as error:
+            raise Refused(error.message) from None
+
+    @tool(
+        "blueprint_apply",
+        "Apply a blueprint: the cluster makes reality match it. With wait, report "
+        "progress until every instance is ACTIVE, and answer the blueprint's status.",
+    )
+    async def blueprint_apply(
+        toml: Toml,
+        ctx: Context,
+        source: Source = "blueprint.toml",
+        wait: bool = False,
+        timeout: Annotated[float, Field(gt=0, le=3600)] = 120.0,
+    ) -> dict[str, Any]:
+        result = await ask("blueprint_apply", lambda c: c.apply_blueprint(toml, source))
+        if not wait:
+            return result
+        return await _converge(result["name"], timeout, ctx)
+
+    async def _converge(name: str, timeout: float, ctx: Context) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        stuck_since: float | None = None
+        while True:
+            try:
+                status = await gateway.call(lambda c: c.blueprint_status(name))
+            except ClusterError as error:
+                raise Refused(error.message) from None
+            active = sum(s.active for s in status.slices)
+            desired = sum(s.desired for s in status.slices)
+            await ctx.report_progress(active, desired, f"{active}/{desired} instances ACTIVE")
+            if status.converged:
+                return to_json(status)
+            stuck = status.stuck_failures
+            now = time.monotonic()
+            stuck_since = (stuck_since or now) if stuck else None
+            if stuck_since is not None and now - stuck_since > STUCK_AFTER:
+                raise Refused(f"blueprint {name!r} cannot converge:\n  " + "\n  ".join(stuck))
+            if now > deadline:
+                failures = status.failures
+                detail = ("\n  " + "\n  ".join(failures)) if failures else ""
+                raise Refused(f"blueprint {name!r} did not converge within {timeout:g} s{detail}")
+            await anyio.sleep(0.25)
+
+    @tool(
+        "blueprint_validate", "Check a blueprint without applying it: TOML syntax, keys, types, coordinates."
+    )
+    async def blueprint_validate(toml: Toml, source: Source = "blueprint.toml") -> dict[str, Any]:
+        info = await ask("blueprint_validate", lambda c: c.validate_blueprint(toml, source))
+        return {"valid": True, "name": info["name"], "slices": [s["artifact"] for s in info["slices"]]}
+
+    @tool("blueprint_get", "A blueprint as it was applied (its TOML source included).")
+    async def blueprint_get(name: Name) -> dict[str, Any]:
+        return await ask("blueprint_get", lambda c: c.get_blueprint(name))
+
+    @tool("blueprint_list", "Every blueprint in the cluster.")
+    async def blueprint_list() -> list[dict[str, Any]]:
+        return await ask("blueprint_list", lambda c: c.list_blueprints())
+
+    @tool("blueprint_delete", "Delete a blueprint: all its instances are unloaded.")
+    async def blueprint_delete(name: Name) -> dict[str, Any]:
+        await ask("blueprint_delete", lambda c: c.delete_blueprint(name))
+        return {"deleted": name}
+
+    @tool("blueprint_status", "Desired vs actual per slice and per node, with failure reasons.")
+    async def blueprint_status(name: Name) -> dict[str, Any]:
+        return await ask("blueprint_status", lambda c: c.blueprint_status(name))
+
+    @tool("slice_list", "Every slice instance in the cluster, with its node and state.")
+    async def slice_list() -> list[dict[str, Any]]:
+        return await ask("slice_list", lambda c: c.list_slices())
+
+    @tool("slice_status", "One slice (group:artifact): desired vs ACTIVE, and every instance.")
+    async def slice_status(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_status", lambda c: c.slice_status(artifact))
+
+    @tool(
+        "slice_invoke",
+        "Call an entry point of a slice (group:artifact) with a JSON payload; answers "
+        "the entry point's JSON result.",
+    )
+    async def slice_invoke(
+        artifact: Artifact,
+        entry: Annotated[str, Field(description="The entry point's name.")],
+        data: Annotated[Any, Field(description="The JSON payload.")] = None,
+    ) -> Any:
+        return await ask("slice_invoke", lambda c: c.invoke(artifact, entry, data))
+
+    @tool("cluster_status", "Leader, quorum, revision, health, nodes and instance counts.")
+    async def cluster_status() -> dict[str, Any]:
+        return await ask("cluster_status", lambda c: c.cluster_status())
+
+    @tool("cluster_nodes", "The live nodes: addresses, capacity, instances, which one leads.")
+    async def cluster_nodes() -> list[dict[str, Any]]:
+        return await ask("cluster_nodes", lambda c: c.nodes())
+
+    @tool(
+        "cluster_events",
+        "Recent cluster events (nodes, leaders, blueprints, instance states with "
+        "reasons), oldest first. Subscribe to the resources to be told of new ones.",
+    )
+    async def cluster_events(limit: Annotated[int, Field(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+        return await ask("cluster_events", lambda c: c.events(limit))
