@@ -120,6 +120,7 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
         ("GET", "/api/v1/cluster", {}),
         ("GET", "/api/v1/nodes", {}),
         ("GET", "/api/v1/events", {}),
+        ("GET", "/api/v1/agent-lease", {}),
     ]
     for method, path, kw in reads:
         assert_error(request(method, path, None, **kw), 401, "unauthenticated", UNAUTHENTICATED)
@@ -136,6 +137,31 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
                 assert answer.headers["content-type"].startswith("text/event-stream")
                 first = next(line for line in answer.iter_lines() if line)
                 assert json.loads(first.removeprefix("data: "))["revision"] > 0
+
+    # the agent lease: taking and releasing it needs operator; who holds it is a read
+    lease = {"holder": "an agent", "token": "token-0123456789abcdef", "ttl": 10}
+    denied("POST", "/api/v1/agent-lease", json=lease)
+    denied("POST", "/api/v1/agent-lease/release", json={"token": lease["token"]})
+    assert request("GET", "/api/v1/agent-lease", KEYS["viewer"]).json() is None, "a denied take took it"
+    answer = request("POST", "/api/v1/agent-lease", KEYS["operator"], json=lease)
+    assert answer.status_code == 200 and answer.json()["holder"] == "an agent", answer.text
+    other = {**lease, "holder": "another agent", "token": "other-0123456789abcdef"}
+    answer = request("POST", "/api/v1/agent-lease", KEYS["admin"], json=other)
+    assert answer.status_code == 409 and answer.json()["error"]["kind"] == "conflict", answer.text
+    assert "another agent is operating this cluster: an agent (since" in answer.json()["error"]["message"]
+    assert "token-0123456789abcdef" not in answer.text, "a holder's token must never be shown"
+    assert request("GET", "/api/v1/agent-lease", KEYS["viewer"]).json()["holder"] == "an agent"
+    bad_requests = (({**lease, "ttl": 0.5}, "ttl"), ({**lease, "token": "short"}, "token"), ({}, "holder"))
+    for bad, field in bad_requests:
+        answer = request("POST", "/api/v1/agent-lease", KEYS["operator"], json=bad)
+        assert answer.status_code == 400 and answer.json()["error"]["message"].startswith(f"{field}:")
+    answer = request("POST", "/api/v1/agent-lease", KEYS["operator"], content=b"[1")
+    assert answer.status_code == 400 and "not valid JSON" in answer.text
+    answer = request("POST", "/api/v1/agent-lease/release", KEYS["operator"], json={"token": other["token"]})
+    assert answer.json() == {"released": False}, "only the holder can release"
+    answer = request("POST", "/api/v1/agent-lease/release", KEYS["operator"], json={"token": lease["token"]})
+    assert answer.json() == {"released": True}
+    assert request("GET", "/api/v1/agent-lease", KEYS["viewer"]).json() is None
 
     # DELETE /api/v1/blueprints/{name}
     denied("DELETE", "/api/v1/blueprints/demo")

@@ -1,0 +1,137 @@
+"""The one-agent rule (pure) and the gate that carries it out, against a fake of the cluster gateway (the
+seam where the service meets the management API)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aether_mcp import AgentBusyError, ClusterError
+from aether_mcp._agent import Agent, AgentGate, Verdict, decide
+
+ALPHA = Agent("a", "alpha 1.0 from 127.0.0.1")
+BETA = Agent("b", "beta 2.0 from 127.0.0.1")
+
+
+def test_nobody_admitted_means_take() -> None:
+    assert decide(None, ALPHA, busy=False, last_seen=0, now=0, idle_timeout=10) is Verdict.TAKE
+
+
+def test_the_same_agent_passes() -> None:
+    assert decide(ALPHA, ALPHA, busy=True, last_seen=0, now=1e9, idle_timeout=10) is Verdict.SAME
+
+
+def test_another_agent_is_refused_while_the_first_is_active() -> None:
+    assert decide(ALPHA, BETA, busy=False, last_seen=5, now=14.9, idle_timeout=10) is Verdict.REFUSE
+    assert decide(ALPHA, BETA, busy=True, last_seen=0, now=100, idle_timeout=10) is Verdict.REFUSE
+
+
+def test_a_quiet_agent_is_replaced() -> None:
+    assert decide(ALPHA, BETA, busy=False, last_seen=5, now=15, idle_timeout=10) is Verdict.REPLACE
+
+
+@given(st.floats(0, 1e6), st.floats(0, 1e6), st.booleans())
+def test_an_agent_that_never_times_out_is_never_replaced(last_seen: float, now: float, busy: bool) -> None:
+    verdict = decide(ALPHA, BETA, busy=busy, last_seen=last_seen, now=now, idle_timeout=math.inf)
+    assert verdict is Verdict.REFUSE
+
+
+class FakeCluster:
+    """The management API's agent lease, as the gateway sees it."""
+
+    def __init__(self) -> None:
+        self.holder: tuple[str, str] | None = None  # (holder, token)
+        self.calls: list[str] = []
+
+    def acquire_agent_lease(self, holder: str, token: str, ttl: float) -> object:
+        self.calls.append("acquire")
+        if self.holder is not None and self.holder[1] != token:
+            raise ClusterError(f"another agent is operating this cluster: {self.holder[0]}", kind="conflict")
+        self.holder = (holder, token)
+        return object()
+
+    def release_agent_lease(self, token: str) -> bool:
+        self.calls.append("release")
+        if self.holder is not None and self.holder[1] == token:
+            self.holder = None
+            return True
+        return False
+
+
+class FakeGateway:
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    async def call(self, operation: Any) -> Any:
+        return operation(self.cluster)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(cluster: FakeCluster, clock: Clock, idle_timeout: float = 10.0) -> AgentGate:
+    return AgentGate(
+        FakeGateway(cluster),  # type: ignore[arg-type]
+        service="aether-mcp (test)",
+        ttl=15,
+        idle_timeout=idle_timeout,
+        clock=clock,
+    )
+
+
+async def test_the_gate_takes_the_lease_for_the_first_agent_and_refuses_the_second() -> None:
+    cluster, clock = FakeCluster(), Clock()
+    one = gate(cluster, clock)
+    async with one.serving(ALPHA):
+        pass
+    assert cluster.holder is not None
+    assert cluster.holder[0] == "alpha 1.0 from 127.0.0.1 via aether-mcp (test)"
+    with pytest.raises(AgentBusyError) as refused:
+        await one.admit(BETA)
+    assert "alpha 1.0 from 127.0.0.1 via aether-mcp (test)" in refused.value.message
+    assert cluster.calls == ["acquire"], "a refused agent must not touch the cluster"
+
+
+async def test_a_quiet_agent_gives_way_and_its_lease_is_released() -> None:
+    cluster, clock = FakeCluster(), Clock()
+    one = gate(cluster, clock, idle_timeout=10)
+    await one.admit(ALPHA)
+    clock.now = 10
+    await one.admit(BETA)
+    assert cluster.calls == ["acquire", "release", "acquire"]
+    assert cluster.holder is not None and cluster.holder[0].startswith("beta 2.0")
+
+
+async def test_an_agent_with_a_request_in_flight_is_not_quiet() -> None:
+    cluster, clock = FakeCluster(), Clock()
+    one = gate(cluster, clock, idle_timeout=10)
+    async with one.serving(ALPHA):
+        clock.now = 1000
+        with pytest.raises(AgentBusyError):
+            await one.admit(BETA)
+
+
+async def test_a_conflict_in_the_cluster_is_reported_with_its_holder() -> None:
+    cluster, clock = FakeCluster(), Clock()
+    cluster.holder = ("gamma via aether-mcp elsewhere", "someone-elses-token")
+    with pytest.raises(AgentBusyError, match="gamma via aether-mcp elsewhere"):
+        await gate(cluster, clock).admit(ALPHA)
+
+
+async def test_release_gives_the_lease_back_and_only_for_the_admitted_agent() -> None:
+    cluster, clock = FakeCluster(), Clock()
+    one = gate(cluster, clock)
+    await one.admit(ALPHA)
+    await one.release("somebody-else")
+    assert cluster.holder is not None
+    await one.release(ALPHA.key)
+    assert cluster.holder is None and one.current is None

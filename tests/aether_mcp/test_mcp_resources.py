@@ -1,0 +1,42 @@
+"""Which MCP resources a cluster event changes (pure)."""
+
+from __future__ import annotations
+
+from aether_mcp._resources import CLUSTER_STATUS, affected, known_slices, slice_owners
+from aether_node.client import BlueprintInfo, ClusterEvent, InstanceInfo, SliceSummary
+
+DEMO = BlueprintInfo(
+    name="demo",
+    slices=(SliceSummary(artifact="org.aether:echo:1.0.0", instances=2, strategy="round_robin"),),
+    timestamp=0.0,
+)
+
+
+def event(kind: str, subject: str) -> ClusterEvent:
+    return ClusterEvent(revision=7, timestamp=0.0, kind=kind, subject=subject, message="")
+
+
+def test_an_instance_change_updates_its_slice_its_blueprint_and_the_cluster() -> None:
+    uris, listed = affected(event("instance_state", "org.aether:echo:1.0.0#2"), slice_owners([DEMO]))
+    assert uris == [CLUSTER_STATUS, "aether://slices/org.aether:echo", "aether://blueprints/demo"]
+    assert listed is False
+
+
+def test_an_instance_of_a_slice_no_blueprint_wants_may_change_the_list() -> None:
+    uris, listed = affected(event("instance_removed", "org.aether:counter:1.0.0#1"), slice_owners([DEMO]))
+    assert uris == [CLUSTER_STATUS, "aether://slices/org.aether:counter"] and listed is True
+
+
+def test_blueprint_events_change_the_blueprint_and_the_list() -> None:
+    for kind in ("blueprint_applied", "blueprint_deleted"):
+        assert affected(event(kind, "demo"), {}) == ([CLUSTER_STATUS, "aether://blueprints/demo"], True)
+
+
+def test_other_events_change_the_cluster_status_only() -> None:
+    for kind in ("node_joined", "node_left", "leader_elected", "something_new"):
+        assert affected(event(kind, "node-1"), {}) == ([CLUSTER_STATUS], False)
+
+
+def test_known_slices_are_the_wanted_ones_and_the_running_ones() -> None:
+    running = InstanceInfo(node_id="n", artifact="org.aether:counter:1.0.0", instance=1, state="ACTIVE")
+    assert known_slices([DEMO], [running]) == ["org.aether:counter", "org.aether:echo"]

@@ -1,0 +1,128 @@
+"""Parity between the `aether` CLI and the MCP service: every CLI command that operates a cluster has its
+MCP tool and every tool its command, and the same request gives the same answer through both (the tool's
+structured result is what `aether ... --json` prints; a refusal is the sentence the CLI prints).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import cli_support
+import pytest
+from cli_support import ECHO, EXAMPLE, CliCluster, cli_cluster, expect
+from mcp_support import blueprint_toml, http_client, mcp_service, structured, text
+
+from aether_cli._app import app
+from aether_mcp import TOOLS
+
+sample_index = cli_support.sample_index
+
+# `aether dev ...` runs a cluster on this machine; it does not operate one, so it has no tool.
+LOCAL_ONLY = {"dev"}
+
+
+def cli_commands() -> set[tuple[str, str]]:
+    found = set()
+    for group in app:
+        if group.startswith("-") or group in LOCAL_ONLY:
+            continue
+        found |= {(group, command) for command in app[group] if not command.startswith("-")}
+    return found
+
+
+def test_every_cli_command_has_its_tool_and_back() -> None:
+    commands = cli_commands()
+    tools = {spec.cli: spec.name for spec in TOOLS}
+    assert len(commands) == 12, sorted(commands)
+    assert set(tools) == commands, (
+        f"CLI commands without a tool: {sorted(commands - set(tools))}; "
+        f"tools without a CLI command: {sorted(set(tools) - commands)}"
+    )
+    for (group, command), name in tools.items():
+        assert name == f"{group}_{command}"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Iterator[CliCluster]:
+    with cli_cluster(tmp_path_factory.mktemp("parity-cluster"), sample_index) as running:
+        yield running
+
+
+@pytest.mark.integration
+async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_path: Path) -> None:
+    blueprint = tmp_path / "parity.toml"
+    blueprint.write_text(blueprint_toml("parity", (ECHO, 2)))
+    expect(cluster.aether("blueprint", "apply", str(blueprint), "--wait", "--json", timeout=180))
+
+    def cli(*args: str) -> object:
+        return expect(cluster.aether(*args, "--json")).json()
+
+    def cli_refusal(*args: str) -> str:
+        run = cluster.aether(*args)
+        assert run.returncode in (1, 2), str(run)
+        return run.stderr.strip().removeprefix("aether: error: ")
+
+    with mcp_service(cluster.urls) as service:
+        async with http_client(service.url, "parity") as client:
+
+            async def tool(tool_name: str, /, **arguments: object) -> object:
+                return structured(await client.call_tool(tool_name, arguments))
+
+            async def refusal(tool_name: str, /, **arguments: object) -> str:
+                result = await client.call_tool(tool_name, arguments)
+                assert result.is_error, f"{tool_name} did not fail"
+                return text(result)
+
+            # reads: a settled cluster answers the same through both
+            pairs = [
+                (("blueprint", "list"), ("blueprint_list", {})),
+                (("blueprint", "get", "parity"), ("blueprint_get", {"name": "parity"})),
+                (("blueprint", "status", "parity"), ("blueprint_status", {"name": "parity"})),
+                (("slice", "list"), ("slice_list", {})),
+                (("slice", "status", "org.aether:echo"), ("slice_status", {"artifact": "org.aether:echo"})),
+                (("cluster", "nodes"), ("cluster_nodes", {})),
+                (
+                    ("blueprint", "validate", str(EXAMPLE)),
+                    ("blueprint_validate", {"toml": EXAMPLE.read_text(), "source": str(EXAMPLE)}),
+                ),
+            ]
+            for args, (name, arguments) in pairs:
+                assert cli(*args) == await tool(name, **arguments), f"aether {' '.join(args)} vs {name}"
+
+            by_cli, by_tool = cli("cluster", "status"), await tool("cluster_status")
+            assert isinstance(by_cli, dict) and isinstance(by_tool, dict)
+            assert by_cli.keys() == by_tool.keys()
+            for key in by_cli.keys() - {"revision"}:  # the revision moves with every write anywhere
+                assert by_cli[key] == by_tool[key], key
+
+            events_cli = expect(cluster.aether("cluster", "events", "--limit", "5", "--json")).json_lines()
+            events_tool = await tool("cluster_events", limit=5)
+            assert [e["kind"] for e in events_cli] == [e["kind"] for e in events_tool]
+
+            payload = {"same": ["answer", 1]}
+            invoked = expect(
+                cluster.aether("slice", "invoke", "org.aether:echo", "echo", "--data", json.dumps(payload))
+            )
+            answer = await client.call_tool(
+                "slice_invoke", {"artifact": "org.aether:echo", "entry": "echo", "data": payload}
+            )
+            assert json.loads(invoked.stdout) == json.loads(text(answer)) == payload
+
+            # refusals: the same sentence
+            missing = await refusal("blueprint_get", name="missing")
+            assert cli_refusal("blueprint", "get", "missing") == missing
+            assert cli_refusal("slice", "status", "no-colon") == await refusal(
+                "slice_status", artifact="no-colon"
+            )
+            bad = tmp_path / "bad.toml"
+            bad.write_text('name = "bad"\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = -1\n')
+            assert cli_refusal("blueprint", "apply", str(bad)) == await refusal(
+                "blueprint_apply", toml=bad.read_text(), source=str(bad)
+            )
+
+            # writes: delete through the tool answers what the CLI prints, and the CLI sees its effect
+            assert await tool("blueprint_delete", name="parity") == {"deleted": "parity"}
+            assert cli_refusal("blueprint", "get", "parity") == "no blueprint named 'parity'"
+            assert (await tool("blueprint_list")) == cli("blueprint", "list")

@@ -1,0 +1,348 @@
+"""The MCP service against a real 3-node cluster, driven by the official `mcp.Client` over Streamable HTTP
+and over stdio: tools and resources listed, a blueprint applied and followed to ACTIVE, a slice invoked,
+a subscription notified, writes refused in read-only mode, one agent at a time (and the lease going
+when the agent disconnects, goes quiet, or its service dies), and the HTTP endpoint's token.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cli_support
+import httpx
+import pytest
+import trio
+from cli_support import ECHO, GREETER, CliCluster, cli_cluster, cli_env
+from mcp import Client
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_support import (
+    aether_mcp_command,
+    blueprint_toml,
+    http_client,
+    mcp_service,
+    stdio_client,
+    stdio_server,
+    structured,
+    text,
+)
+
+from aether_mcp import TOOLS
+
+pytestmark = [pytest.mark.integration]
+
+sample_index = cli_support.sample_index
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Iterator[CliCluster]:
+    with cli_cluster(tmp_path_factory.mktemp("mcp-cluster"), sample_index) as running:
+        yield running
+
+
+async def converge(client: Client, name: str, *, timeout: float = 90.0) -> dict[str, Any]:
+    """Follow a blueprint to ACTIVE through the `blueprint_status` tool, as an agent would."""
+    last: Any = None
+    with trio.move_on_after(timeout):
+        while True:
+            last = structured(await client.call_tool("blueprint_status", {"name": name}))
+            if all(s["active"] == s["desired"] for s in last["slices"]):
+                return last
+            await trio.sleep(0.25)
+    pytest.fail(f"blueprint {name} did not converge within {timeout:g} s; last status: {last}")
+
+
+async def delete_quietly(client: Client, name: str) -> None:
+    await client.call_tool("blueprint_delete", {"name": name})
+
+
+async def call_until_admitted(client: Client, *, timeout: float) -> Any:
+    """Call `cluster_status` until the service lets this agent in; the last refusal on timeout."""
+    last = None
+    with trio.move_on_after(timeout):
+        while True:
+            result = await client.call_tool("cluster_status", {})
+            if not result.is_error:
+                return structured(result)
+            last = text(result)
+            await trio.sleep(0.2)
+    pytest.fail(f"still refused after {timeout:g} s: {last}")
+
+
+# ---------------------------------------------------------------- what an agent sees
+
+
+async def test_tools_and_resources_are_listed(cluster: CliCluster) -> None:
+    with mcp_service(cluster.urls) as service:
+        async with http_client(service.url, "lister") as client:
+            tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+            assert set(tools) == {spec.name for spec in TOOLS}
+            for spec in TOOLS:
+                annotations = tools[spec.name].annotations
+                assert annotations is not None and annotations.read_only_hint is (not spec.mutating), (
+                    spec.name
+                )
+            assert tools["blueprint_delete"].annotations.destructive_hint is True
+            assert tools["cluster_status"].annotations.idempotent_hint is True
+            schema = tools["blueprint_apply"].input_schema
+            assert schema["required"] == ["toml"] and schema["properties"]["toml"]["type"] == "string"
+            assert tools["cluster_events"].input_schema["properties"]["limit"]["maximum"] == 1000
+
+            resources = {str(r.uri) for r in (await client.list_resources()).resources}
+            assert "aether://cluster/status" in resources
+            templates = {t.uri_template for t in (await client.list_resource_templates()).resource_templates}
+            assert templates == {"aether://blueprints/{name}", "aether://slices/{artifact}"}
+            status = json.loads((await client.read_resource("aether://cluster/status")).contents[0].text)
+            assert status["has_quorum"] is True and len(status["nodes"]) == 3
+
+
+async def test_an_agent_applies_follows_and_invokes_over_http(cluster: CliCluster) -> None:
+    with mcp_service(cluster.urls) as service:
+        async with http_client(service.url, "deployer") as client:
+            applied = structured(
+                await client.call_tool("blueprint_apply", {"toml": blueprint_toml("mcp-http", (ECHO, 2))})
+            )
+            assert applied == {
+                "name": "mcp-http",
+                "created": True,
+                "revision": applied["revision"],
+                "slices": 1,
+            }
+            try:
+                status = await converge(client, "mcp-http")
+                assert status["slices"][0]["artifact"] == ECHO
+                assert sorted(i["state"] for i in status["slices"][0]["instances"]) == ["ACTIVE", "ACTIVE"]
+
+                answer = await client.call_tool(
+                    "slice_invoke", {"artifact": "org.aether:echo", "entry": "echo", "data": {"from": "mcp"}}
+                )
+                assert not answer.is_error and json.loads(text(answer)) == {"from": "mcp"}
+
+                resources = {str(r.uri) for r in (await client.list_resources()).resources}
+                assert {"aether://blueprints/mcp-http", "aether://slices/org.aether:echo"} <= resources
+                read = await client.read_resource("aether://blueprints/mcp-http")
+                content = json.loads(read.contents[0].text)
+                assert content["blueprint"]["name"] == "mcp-http"
+                assert content["status"]["slices"][0]["active"] == 2
+            finally:
+                await delete_quietly(client, "mcp-http")
+            gone = await client.call_tool("blueprint_get", {"name": "mcp-http"})
+            assert gone.is_error and text(gone) == "no blueprint named 'mcp-http'"
+
+
+async def test_apply_and_wait_reports_progress_then_the_status(cluster: CliCluster) -> None:
+    progress: list[tuple[float, float | None]] = []
+
+    async def on_progress(done: float, total: float | None, message: str | None) -> None:
+        progress.append((done, total))
+
+    with mcp_service(cluster.urls) as service:
+        async with http_client(service.url, "waiter") as client:
+            toml = blueprint_toml("mcp-wait", (GREETER, 1))
+            try:
+                result = await client.call_tool(
+                    "blueprint_apply",
+                    {"toml": toml, "wait": True, "timeout": 90},
+                    progress_callback=on_progress,
+                )
+                status = structured(result)
+                assert status["name"] == "mcp-wait" and status["slices"][0]["active"] == 1
+                assert progress and progress[-1] == (1, 1), progress
+            finally:
+                await delete_quietly(client, "mcp-wait")
+
+
+async def test_bad_input_is_a_tool_error_that_changes_nothing(cluster: CliCluster) -> None:
+    with mcp_service(cluster.urls) as service:
+        async with http_client(service.url, "careless") as client:
+            before = structured(await client.call_tool("blueprint_list", {}))
+            bad = await client.call_tool(
+                "blueprint_apply", {"toml": 'name = "x"\n[[slices]]\ninstances = -3\n'}
+            )
+            assert bad.is_error and text(bad).startswith("blueprint.toml:"), text(bad)
+            assert structured(await client.call_tool("blueprint_list", {})) == before
+            wrong = await client.call_tool("cluster_events", {"limit": 0})
+            assert wrong.is_error and "limit" in text(wrong)
+            unknown = await client.call_tool("slice_status", {"artifact": "not-coordinates"})
+            assert unknown.is_error and "not-coordinates" in text(unknown)
+
+
+# ---------------------------------------------------------------- notifications
+
+
+async def _notified_of(client: Client, uri: str, apply: Any) -> None:
+    async with client.listen(resource_subscriptions=[uri]) as subscription:
+        assert subscription.honored.resource_subscriptions == [uri]
+        await apply()
+        with trio.fail_after(30):
+            async for event in subscription:
+                if isinstance(event, ResourceUpdated) and event.uri == uri:
+                    return
+
+
+async def test_a_subscriber_is_notified_when_a_blueprint_changes_over_http(cluster: CliCluster) -> None:
+    uri = "aether://blueprints/mcp-sub"
+    with mcp_service(cluster.urls) as service:
+        async with http_client(service.url, "subscriber") as client:
+
+            async def apply() -> None:
+                result = await client.call_tool(
+                    "blueprint_apply", {"toml": blueprint_toml("mcp-sub", (ECHO, 1))}
+                )
+                assert not result.is_error, text(result)
+
+            try:
+                await _notified_of(client, uri, apply)
+                content = json.loads((await client.read_resource(uri)).contents[0].text)
+                assert content["blueprint"]["slices"][0]["artifact"] == ECHO
+            finally:
+                await delete_quietly(client, "mcp-sub")
+
+
+async def test_a_subscriber_is_notified_over_stdio(cluster: CliCluster) -> None:
+    uri = "aether://cluster/status"
+    async with stdio_client(stdio_server(cluster.urls), "stdio-agent") as client:
+
+        async def apply() -> None:
+            result = await client.call_tool(
+                "blueprint_apply", {"toml": blueprint_toml("mcp-stdio", (ECHO, 1))}
+            )
+            assert not result.is_error, text(result)
+
+        try:
+            await _notified_of(client, uri, apply)
+            await converge(client, "mcp-stdio")
+            answer = await client.call_tool(
+                "slice_invoke", {"artifact": "org.aether:echo", "entry": "echo", "data": 7}
+            )
+            assert json.loads(text(answer)) == 7
+        finally:
+            await delete_quietly(client, "mcp-stdio")
+
+
+# ---------------------------------------------------------------- read-only
+
+
+async def test_read_only_refuses_every_write(cluster: CliCluster) -> None:
+    with mcp_service(cluster.urls, "--read-only") as service:
+        async with http_client(service.url, "reader") as client:
+            writes = {
+                "blueprint_apply": {"toml": blueprint_toml("mcp-ro", (ECHO, 1))},
+                "blueprint_delete": {"name": "mcp-ro"},
+                "slice_invoke": {"artifact": "org.aether:echo", "entry": "echo", "data": 1},
+            }
+            for name, arguments in writes.items():
+                refused = await client.call_tool(name, arguments)
+                assert refused.is_error, name
+                assert (
+                    text(refused)
+                    == f"{name} changes the cluster, and this MCP service runs with --read-only: refused"
+                )
+            listed = structured(await client.call_tool("blueprint_list", {}))
+            assert "mcp-ro" not in {b["name"] for b in listed}
+            assert structured(await client.call_tool("cluster_status", {}))["has_quorum"] is True
+
+
+# ---------------------------------------------------------------- one agent at a time
+
+
+async def test_a_second_agent_is_refused_and_told_who_holds_the_cluster(cluster: CliCluster) -> None:
+    with mcp_service(cluster.urls) as first:
+        async with http_client(first.url, "alpha") as alpha, http_client(first.url, "beta") as beta:
+            structured(await alpha.call_tool("cluster_status", {}))
+            refused = await beta.call_tool("cluster_status", {})
+            assert refused.is_error
+            assert text(refused).startswith(
+                "another agent is operating this cluster: alpha 1.0 from 127.0.0.1"
+            )
+            async with stdio_client(stdio_server(cluster.urls), "gamma") as gamma:
+                elsewhere = await gamma.call_tool("blueprint_list", {})
+                assert elsewhere.is_error
+                assert "alpha 1.0 from 127.0.0.1 via aether-mcp (http on" in text(elsewhere), text(elsewhere)
+                structured(await alpha.call_tool("cluster_nodes", {}))  # the holder goes on
+                # the holder's service stops: the lease is given back at once, and gamma gets in
+                first.process.terminate()
+                first.process.wait(timeout=10)
+                await call_until_admitted(gamma, timeout=10)
+
+
+async def test_the_lease_goes_when_the_agent_disconnects(cluster: CliCluster) -> None:
+    server = stdio_server(cluster.urls)
+    async with stdio_client(server, "first") as first:
+        structured(await first.call_tool("cluster_status", {}))
+        async with stdio_client(server, "second") as second:
+            refused = await second.call_tool("cluster_status", {})
+            assert refused.is_error and "first 1.0 over stdio" in text(refused)
+    async with stdio_client(server, "third") as third:  # first hung up: the lease went with it
+        structured(await third.call_tool("cluster_status", {}))
+
+
+async def test_the_lease_goes_when_the_agent_goes_quiet(cluster: CliCluster) -> None:
+    with mcp_service(cluster.urls, "--agent-idle-timeout", "1") as service:
+        async with http_client(service.url, "dozer") as dozer, http_client(service.url, "waker") as waker:
+            structured(await dozer.call_tool("cluster_status", {}))
+            await call_until_admitted(waker, timeout=20)
+            refused = await dozer.call_tool("cluster_status", {})
+            assert refused.is_error and "waker 1.0" in text(refused)
+
+
+async def test_the_lease_goes_when_the_service_dies(cluster: CliCluster) -> None:
+    with mcp_service(cluster.urls, "--lease-ttl", "2") as doomed:
+        async with http_client(doomed.url, "doomed") as agent:
+            structured(await agent.call_tool("cluster_status", {}))
+        with mcp_service(cluster.urls) as survivor:
+            async with http_client(survivor.url, "survivor") as other:
+                refused = await other.call_tool("cluster_status", {})
+                assert refused.is_error and "doomed 1.0" in text(refused)
+                doomed.kill()  # SIGKILL: nothing is given back; the cluster drops the lease after its ttl
+                await call_until_admitted(other, timeout=30)
+
+
+# ---------------------------------------------------------------- the HTTP endpoint
+
+
+async def test_the_http_endpoint_needs_its_token_when_one_is_set(cluster: CliCluster) -> None:
+    token = "mcp-token-0123456789abcdef"
+    with mcp_service(cluster.urls, "--token", token) as service:
+        denied = httpx.post(service.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=10)
+        assert denied.status_code == 401
+        assert "Authorization: Bearer TOKEN" in denied.json()["error"]["message"]
+        async with http_client(service.url, "bearer", headers={"Authorization": f"Bearer {token}"}) as client:
+            assert structured(await client.call_tool("cluster_status", {}))["has_quorum"] is True
+
+
+def test_listening_beyond_loopback_needs_a_token() -> None:
+    result = subprocess.run(
+        [
+            *aether_mcp_command(),
+            "--cluster",
+            "http://127.0.0.1:9",
+            "--transport",
+            "http",
+            "--listen",
+            "0.0.0.0:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert "listening beyond loopback needs a bearer token: pass --token" in result.stderr
+
+
+def test_an_unusable_cluster_url_is_refused_at_start() -> None:
+    result = subprocess.run(
+        [*aether_mcp_command(), "--cluster", "ftp://example"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert "--cluster 'ftp://example': expected an http:// or https:// URL" in result.stderr
