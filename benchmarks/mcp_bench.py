@@ -43,9 +43,9 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def start_mcp(management: str, port: int) -> subprocess.Popen[str]:
     script = Path(sys.executable).with_name("aether-mcp")
+    listen = ["--transport", "http", "--listen", f"127.0.0.1:{port}"]
     process = subprocess.Popen(
-        [str(script), "--cluster", f"http://{management}"]
-        + ["--transport", "http", "--listen", f"127.0.0.1:{port}"],
+        [str(script), "--cluster", f"http://{management}", *listen],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
