@@ -95,11 +95,13 @@ def stdio_server(cluster_urls: str, *args: str) -> StdioServerParameters:
     )
 
 
-def http_client(url: str, name: str, *, headers: dict[str, str] | None = None) -> Client:
-    transport = streamable_http_client(
-        url, http_client=httpx2.AsyncClient(headers=headers or {}, timeout=120)
+def http_client(url: str, name: str, *, headers: dict[str, str] | None = None, **options: Any) -> Client:
+    """`options`: more of `mcp.Client`'s (e.g. mode="legacy" for a pre-2026-07-28 agent)."""
+    http = httpx2.AsyncClient(headers=headers or {}, timeout=120)
+    transport = streamable_http_client(url, http_client=http)
+    return Client(
+        transport, client_info=Implementation(name=name, version="1.0"), read_timeout_seconds=120, **options
     )
-    return Client(transport, client_info=Implementation(name=name, version="1.0"), read_timeout_seconds=120)
 
 
 def stdio_client(server: StdioServerParameters, name: str) -> Client:

@@ -17,7 +17,7 @@ import httpx
 import pytest
 import trio
 from cli_support import ECHO, GREETER, CliCluster, cli_cluster, cli_env
-from mcp import Client
+from mcp import Client, MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_support import (
     aether_mcp_command,
@@ -221,6 +221,34 @@ async def test_a_subscriber_is_notified_over_stdio(cluster: CliCluster) -> None:
             assert json.loads(text(answer)) == 7
         finally:
             await delete_quietly(client, "mcp-stdio")
+
+
+async def test_an_agent_of_the_older_protocol_subscribes_per_resource(cluster: CliCluster) -> None:
+    """Agents on protocol versions before 2026-07-28 use resources/subscribe and a session; the session's
+    end frees the agent lease at once."""
+    uri = "aether://blueprints/mcp-legacy"
+    seen: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        seen.append(str(getattr(getattr(message, "params", None), "uri", "")))
+
+    with mcp_service(cluster.urls) as service:
+        client = http_client(service.url, "older", mode="legacy", message_handler=on_message)
+        async with client:
+            assert client.protocol_version < "2026-07-28"
+            assert client.server_capabilities.resources.subscribe is True
+            with pytest.warns(MCPDeprecationWarning):
+                await client.subscribe_resource(uri)
+            toml = blueprint_toml("mcp-legacy", (ECHO, 1))
+            try:
+                assert not (await client.call_tool("blueprint_apply", {"toml": toml})).is_error
+                with trio.fail_after(30):
+                    while uri not in seen:
+                        await trio.sleep(0.05)
+            finally:
+                await delete_quietly(client, "mcp-legacy")
+        async with stdio_client(stdio_server(cluster.urls), "next") as following:
+            structured(await following.call_tool("cluster_status", {}))  # the ended session let go
 
 
 # ---------------------------------------------------------------- read-only

@@ -16,9 +16,9 @@ from hypercorn.trio import serve
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
-from mcp.server.subscriptions import InMemorySubscriptionBus
+from mcp.server.subscriptions import InMemorySubscriptionBus, ServerEvent
 from mcp.shared.exceptions import MCPError
-from mcp.types import Resource
+from mcp.types import Resource, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types import CLIENT_INFO_META_KEY
 
 from aether_node.client import ApiClient, to_json
@@ -27,6 +27,7 @@ from ._agent import Agent, AgentGate, service_description
 from ._config import McpConfig
 from ._errors import AgentBusyError, ClusterError
 from ._gateway import ClusterGateway
+from ._legacy_subscriptions import LegacySubscriptions
 from ._notifications import EventPump
 from ._resources import (
     BLUEPRINT_TEMPLATE,
@@ -185,7 +186,16 @@ def build_server(config: McpConfig, gateway: ClusterGateway, gate: AgentGate | N
         middleware=[OneAgentAtATime(gate, config.transport)] if gate is not None else [],
         log_level="WARNING",
     )
-    server.bus = bus  # type: ignore[attr-defined]
+    legacy = LegacySubscriptions(lambda ctx: identify(ctx, config.transport).key)
+    lowlevel = server._lowlevel_server  # the SDK's documented way to add a handler MCPServer lacks
+    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, legacy.subscribe)
+    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, legacy.unsubscribe)
+
+    async def publish(event: ServerEvent) -> None:
+        await bus.publish(event)
+        await legacy.publish(event)
+
+    server.publish = publish  # type: ignore[attr-defined]
     register_tools(server, gateway, read_only=config.read_only)
     register_resources(server, gateway)
     return server
@@ -294,7 +304,7 @@ async def run_service(
         )
     )
     server = build_server(config, gateway, gate)
-    pump = EventPump(gateway, server.bus.publish)  # type: ignore[attr-defined]
+    pump = EventPump(gateway, server.publish)  # type: ignore[attr-defined]
     async with trio.open_nursery() as nursery:
         await nursery.start(pump.run)
         if gate is not None:
