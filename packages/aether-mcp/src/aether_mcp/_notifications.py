@@ -7,6 +7,7 @@ may have been missed meanwhile, tells subscribers that everything may have chang
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -66,10 +67,11 @@ class EventPump:
             try:
                 for event in self.gateway.client.follow_events(limit=1):
                     anyio.from_thread.run(send.send, event)
-            except Exception as error:  # the stream broke: say so; run() reconnects
+            except Exception as error:  # the stream broke, or the service is stopping; run() decides
                 log.info("cluster event stream ended: %s", error)
             finally:
-                anyio.from_thread.run(send.aclose)
+                with contextlib.suppress(Exception):  # the event loop may be gone already
+                    anyio.from_thread.run(send.aclose)
 
         await anyio.to_thread.run_sync(pump, abandon_on_cancel=True)
 
