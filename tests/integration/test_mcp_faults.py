@@ -1,0 +1,63 @@
+"""The MCP service when the node it talks to dies: tools fail over to the next node of --cluster, and the
+cluster event stream behind the notifications reconnects, so a subscriber keeps being told of changes."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import cli_support
+import pytest
+import trio
+from cli_support import ECHO, CliCluster, cli_cluster
+from mcp.shared.subscriptions import ResourceUpdated
+from mcp_support import blueprint_toml, http_client, mcp_service, structured, text
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+sample_index = cli_support.sample_index
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sample_index: Path) -> Iterator[CliCluster]:
+    with cli_cluster(tmp_path, sample_index) as running:
+        yield running
+
+
+async def test_a_dead_node_is_failed_over_and_notifications_go_on(cluster: CliCluster) -> None:
+    with mcp_service(cluster.urls) as service:
+        first = cluster.local.nodes[0].node_id  # the first URL of --cluster: where the service talks first
+        async with http_client(service.url, "survivor") as client:
+            uri = "aether://blueprints/mcp-fault"
+            async with client.listen(resource_subscriptions=[uri, "aether://cluster/status"]) as subscription:
+                structured(await client.call_tool("cluster_status", {}))
+                cluster.local.kill(first, signal.SIGKILL)
+
+                # the next call goes to another node; the cluster still has a quorum (2 of 3)
+                with trio.fail_after(60):
+                    while True:
+                        result = await client.call_tool("cluster_status", {})
+                        if not result.is_error and structured(result)["has_quorum"]:
+                            break
+                        await trio.sleep(0.25)
+
+                toml = blueprint_toml("mcp-fault", (ECHO, 1))
+                applied = await client.call_tool("blueprint_apply", {"toml": toml})
+                assert not applied.is_error, text(applied)
+                with trio.fail_after(60):
+                    async for event in subscription:
+                        if isinstance(event, ResourceUpdated) and event.uri == uri:
+                            break
+            # and the blueprint lands on the nodes that live
+            status: dict[str, Any] = {}
+            with trio.move_on_after(90):
+                while True:
+                    status = structured(await client.call_tool("blueprint_status", {"name": "mcp-fault"}))
+                    active = [i for i in status["slices"][0]["instances"] if i["state"] == "ACTIVE"]
+                    if active:
+                        assert first not in {i["node_id"] for i in active}, status
+                        return
+                    await trio.sleep(0.25)
+            pytest.fail(f"mcp-fault never became ACTIVE: {status}")
