@@ -2,7 +2,7 @@
 cluster): a node joining (rebalancing that never drops below the wanted ACTIVE count), then a follower
 SIGKILLed while callers keep calling; and the leader SIGKILLed in the middle of a scale-up.
 
-Failover budget: node lease TTL 2 s, Raft elections 0.5–1.5 s.
+Failover budget: node lease TTL 1.5 s (renewed every 0.375 s), Raft elections 0.5–1.5 s.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 sample_index = node_support.sample_index  # the session's wheel index (a shared fixture)
 
 SETTLE = 60.0  # deadline for instances to become ACTIVE (first installs included)
-FAILOVER = 20.0  # deadline for replacements after a SIGKILL (budget: lease 2 s + election + activation)
+FAILOVER = 20.0  # deadline for replacements after a SIGKILL (budget: lease 1.5 s + election + activation)
 
 
 def on_nodes(node_ids: set[str], count: int) -> object:

@@ -93,7 +93,8 @@ class _Registration:
         return self.lease
 
     async def keep_alive(self, on_renewed: Any) -> None:
-        period = self.config.lease_ttl / 3
+        # four renewals per TTL: three may be lost or late (a Raft election, a busy moment) before it lapses
+        period = self.config.lease_ttl / 4
         while True:
             await trio.sleep(period)
             try:
