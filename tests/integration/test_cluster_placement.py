@@ -122,15 +122,6 @@ async def test_spread_one_per_node_and_reports_what_does_not_fit(
     assert not extra, f"a 4th instance was placed at some point: {sorted(extra)}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _reconcile.plan keeps every ACTIVE instance while fewer than spec.instances would be "
-    "ACTIVE without it (wanted_count = spec.instances, _reconcile.py:160), even when the allocation cannot "
-    "place spec.instances at all: switching a running round_robin 6 to spread max_per_node=1 keeps all 6 "
-    "(2 per node) for good, against the cap, while the leader reports '3 of 6 instances ... fit on no live "
-    "node'; a fresh apply of the same blueprint gives 3. (Same root as the 'known limitation' xfail "
-    "tests/aether_node/test_reconcile.py::test_rollout_completes_when_part_of_the_slice_cannot_be_placed.)",
-)
 async def test_switching_to_spread_enforces_the_cap(cluster: LocalNodeCluster, kv: KVClient) -> None:
     await put_blueprint(kv, "switch", SliceSpec(artifact=ECHO, instances=6))
     await wait_for(kv, exactly_active(6, ECHO), timeout=SETTLE, what="6 ACTIVE", cluster=cluster)

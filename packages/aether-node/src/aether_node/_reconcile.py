@@ -163,9 +163,10 @@ def plan(
         old = [i for i in alive if i.coordinates != coordinates]
         old_active = [i for i in old if i.state is SliceState.ACTIVE]
         active = sum(i.state is SliceState.ACTIVE for i in placed) + len(old_active)
-        # An ACTIVE instance is kept until this many are ACTIVE without it. (A rollout of a slice that does
-        # not fully fit therefore waits: availability first. Known limitation, see the test.)
-        wanted_count = spec.instances
+        # An ACTIVE instance is kept until this many are ACTIVE without it: as many as the cluster can place
+        # (a slice that does not fully fit still finishes a rollout or a strategy switch; its shortfall is
+        # reported as a problem below, not made up for by instances the allocation does not want).
+        wanted_count = spec.instances - placement.unplaced
 
         removals: list[tuple[ObservedInstance, str]] = []
         for instance in old:
