@@ -209,17 +209,39 @@ def allocate_all(
     excluded: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, Placement]:
     """Placements for every slice (keyed by `spec.artifact`). See `_allocate_pass`; when something is left
-    unplaced, the pass is repeated from its own result (which the reservations then match exactly), so
-    capacity freed by moves is used and the result is a fixed point."""
+    unplaced, or a slice that needs resources gave up room on a live node (which a slice placed before it
+    could have used), the pass is repeated from its own result (which the reservations then match
+    exactly), so capacity freed by moves is used and the result is a fixed point."""
+    live = {n.node_id for n in nodes}
     placements = _allocate_pass(specs, nodes, current, excluded)
     for _ in range(3):
-        if not any(p.unplaced for p in placements.values()):
+        if not any(p.unplaced for p in placements.values()) and not _freed_room(
+            specs, live, current, placements
+        ):
             break
-        again = _allocate_pass(specs, nodes, {a: p.counts for a, p in placements.items()}, excluded)
+        current = {a: p.counts for a, p in placements.items()}
+        again = _allocate_pass(specs, nodes, current, excluded)
         if again == placements:
             break
         placements = again
     return placements
+
+
+def _freed_room(
+    specs: Sequence[SliceSpec],
+    live: set[str],
+    current: Mapping[str, Mapping[str, int]],
+    placements: Mapping[str, Placement],
+) -> bool:
+    """Whether a slice that takes cpu or memory has fewer instances on some live node than before."""
+    for spec in specs:
+        if spec.resources.cpu <= 0 and spec.resources.memory_mib <= 0:
+            continue
+        after = placements[spec.artifact].counts
+        before = current.get(spec.artifact, {})
+        if any(count > after.get(node_id, 0) for node_id, count in before.items() if node_id in live):
+            return True
+    return False
 
 
 def _allocate_pass(
