@@ -52,11 +52,23 @@ INSTRUCTIONS = (
 
 
 class AetherMcpServer(MCPServer):
-    """MCPServer whose resource list also names every blueprint and slice the cluster has now."""
+    """MCPServer whose resource list also names every blueprint and slice the cluster has now, and whose
+    change notifications reach both kinds of subscriber (`publish`)."""
 
-    def __init__(self, gateway: ClusterGateway, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, gateway: ClusterGateway, transport: str, **kwargs: Any) -> None:
+        self.bus = InMemorySubscriptionBus()
+        super().__init__(subscriptions=self.bus, **kwargs)
         self.gateway = gateway
+        self.legacy = LegacySubscriptions(lambda ctx: identify(ctx, transport).key)
+        lowlevel = self._lowlevel_server  # MCPServer has no hook for these; the lowlevel server does
+        lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, self.legacy.subscribe)
+        lowlevel.add_request_handler(
+            "resources/unsubscribe", UnsubscribeRequestParams, self.legacy.unsubscribe
+        )
+
+    async def publish(self, event: ServerEvent) -> None:
+        await self.bus.publish(event)
+        await self.legacy.publish(event)
 
     async def list_resources(self) -> list[Resource]:
         static = await super().list_resources()
@@ -175,27 +187,16 @@ class OneAgentAtATime:
 
 
 def build_server(config: McpConfig, gateway: ClusterGateway, gate: AgentGate | None) -> AetherMcpServer:
-    bus = InMemorySubscriptionBus()
     server = AetherMcpServer(
         gateway,
+        config.transport,
         name="aether",
         title="Aether cluster",
         instructions=INSTRUCTIONS,
         version=_version(),
-        subscriptions=bus,
         middleware=[OneAgentAtATime(gate, config.transport)] if gate is not None else [],
         log_level="WARNING",
     )
-    legacy = LegacySubscriptions(lambda ctx: identify(ctx, config.transport).key)
-    lowlevel = server._lowlevel_server  # the SDK's documented way to add a handler MCPServer lacks
-    lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, legacy.subscribe)
-    lowlevel.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, legacy.unsubscribe)
-
-    async def publish(event: ServerEvent) -> None:
-        await bus.publish(event)
-        await legacy.publish(event)
-
-    server.publish = publish  # type: ignore[attr-defined]
     register_tools(server, gateway, read_only=config.read_only)
     register_resources(server, gateway)
     return server
@@ -304,7 +305,7 @@ async def run_service(
         )
     )
     server = build_server(config, gateway, gate)
-    pump = EventPump(gateway, server.publish)  # type: ignore[attr-defined]
+    pump = EventPump(gateway, server.publish)
     async with trio.open_nursery() as nursery:
         await nursery.start(pump.run)
         if gate is not None:
