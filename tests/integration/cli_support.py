@@ -69,15 +69,20 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # ---------------------------------------------------------------- running the CLI
 
 
-def aether_command() -> list[str]:
-    """The `aether` console script of this environment (the uv venv's bin/), or its entry function."""
-    beside = Path(sys.executable).with_name("aether")
+def console_script(name: str, entry: str) -> list[str]:
+    """A console script of this environment (the uv venv's bin/), or else `entry` (module:function)."""
+    beside = Path(sys.executable).with_name(name)
     if beside.exists():
         return [str(beside)]
-    found = shutil.which("aether")
+    found = shutil.which(name)
     if found:
         return [found]
-    return [sys.executable, "-c", "from aether_cli._app import main; main()"]
+    module, function = entry.split(":")
+    return [sys.executable, "-c", f"from {module} import {function}; {function}()"]
+
+
+def aether_command() -> list[str]:
+    return console_script("aether", "aether_cli._app:main")
 
 
 def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:

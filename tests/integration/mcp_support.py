@@ -12,18 +12,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 import httpx2
 import pytest
-from cli_support import LineReader, cli_env
+from cli_support import LineReader, cli_env, console_script
 from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult, Implementation
@@ -31,13 +28,7 @@ from node_support import free_ports
 
 
 def aether_mcp_command() -> list[str]:
-    beside = Path(sys.executable).with_name("aether-mcp")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("aether-mcp")
-    if found:
-        return [found]
-    return [sys.executable, "-c", "from aether_mcp._cli import main; main()"]
+    return console_script("aether-mcp", "aether_mcp._cli:main")
 
 
 @attrs.frozen

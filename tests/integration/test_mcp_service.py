@@ -55,6 +55,11 @@ async def converge(client: Client, name: str, *, timeout: float = 90.0) -> dict[
     pytest.fail(f"blueprint {name} did not converge within {timeout:g} s; last status: {last}")
 
 
+async def apply(client: Client, name: str, *slices: tuple[str, int]) -> dict[str, Any]:
+    """Apply a blueprint through the tool; its answer."""
+    return structured(await client.call_tool("blueprint_apply", {"toml": blueprint_toml(name, *slices)}))
+
+
 async def delete_quietly(client: Client, name: str) -> None:
     await client.call_tool("blueprint_delete", {"name": name})
 
@@ -187,15 +192,8 @@ async def test_a_subscriber_is_notified_when_a_blueprint_changes_over_http(clust
     uri = "aether://blueprints/mcp-sub"
     with mcp_service(cluster.urls) as service:
         async with http_client(service.url, "subscriber") as client:
-
-            async def apply() -> None:
-                result = await client.call_tool(
-                    "blueprint_apply", {"toml": blueprint_toml("mcp-sub", (ECHO, 1))}
-                )
-                assert not result.is_error, text(result)
-
             try:
-                await _notified_of(client, uri, apply)
+                await _notified_of(client, uri, lambda: apply(client, "mcp-sub", (ECHO, 1)))
                 content = json.loads((await client.read_resource(uri)).contents[0].text)
                 assert content["blueprint"]["slices"][0]["artifact"] == ECHO
             finally:
@@ -205,15 +203,8 @@ async def test_a_subscriber_is_notified_when_a_blueprint_changes_over_http(clust
 async def test_a_subscriber_is_notified_over_stdio(cluster: CliCluster) -> None:
     uri = "aether://cluster/status"
     async with stdio_client(stdio_server(cluster.urls), "stdio-agent") as client:
-
-        async def apply() -> None:
-            result = await client.call_tool(
-                "blueprint_apply", {"toml": blueprint_toml("mcp-stdio", (ECHO, 1))}
-            )
-            assert not result.is_error, text(result)
-
         try:
-            await _notified_of(client, uri, apply)
+            await _notified_of(client, uri, lambda: apply(client, "mcp-stdio", (ECHO, 1)))
             await converge(client, "mcp-stdio")
             answer = await client.call_tool(
                 "slice_invoke", {"artifact": "org.aether:echo", "entry": "echo", "data": 7}
