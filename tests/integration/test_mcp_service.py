@@ -265,6 +265,16 @@ async def test_read_only_refuses_every_write(cluster: CliCluster) -> None:
             assert structured(await client.call_tool("cluster_status", {}))["has_quorum"] is True
 
 
+async def test_over_stdio_the_same_tools_and_resources_and_read_only_refuses(cluster: CliCluster) -> None:
+    async with stdio_client(stdio_server(cluster.urls, "--read-only"), "stdio-reader") as client:
+        assert {tool.name for tool in (await client.list_tools()).tools} == {spec.name for spec in TOOLS}
+        resources = {str(r.uri) for r in (await client.list_resources()).resources}
+        assert "aether://cluster/status" in resources
+        refused = await client.call_tool("blueprint_apply", {"toml": blueprint_toml("mcp-ro2", (ECHO, 1))})
+        assert refused.is_error and "--read-only: refused" in text(refused)
+        assert "mcp-ro2" not in {b["name"] for b in structured(await client.call_tool("blueprint_list", {}))}
+
+
 # ---------------------------------------------------------------- one agent at a time
 
 
