@@ -20,6 +20,7 @@ from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVErr
 from ._allocation import NodeCapacity
 from ._blueprint import Blueprint
 from ._kv_cache import KVCache
+from ._metrics import NodeMetrics
 from ._reconcile import (
     Action,
     ActivateInstance,
@@ -37,6 +38,12 @@ log = logging.getLogger("aether_node.cluster")
 
 LEADER_KEY = "cluster/leader"
 PROBLEMS_PREFIX = "cluster/problems/"
+ACTION_NAMES = {
+    CreateInstance: "create",
+    RemoveInstance: "remove",
+    ActivateInstance: "activate",
+    DeleteRecord: "delete_record",
+}
 
 
 @attrs.frozen(kw_only=True)
@@ -99,9 +106,11 @@ class ClusterDeploymentManager:
         interval: float = 1.0,
         max_surge: int = 1,
         clock: Callable[[], float] = time.time,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.kv = kv
         self.node_id = node_id
+        self.metrics = metrics or NodeMetrics(enabled=False)
         self.interval = interval
         self.max_surge = max_surge
         self.clock = clock
@@ -140,6 +149,7 @@ class ClusterDeploymentManager:
             while True:
                 await cache.caught_up(SLICES, written)
                 changed = cache.changed
+                started = time.perf_counter()
                 blueprints, nodes, instances = observe(cache)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
                 result = plan(specs, nodes, instances, now=self.clock(), max_surge=self.max_surge)
@@ -147,6 +157,8 @@ class ClusterDeploymentManager:
                     await self._record_problems(result.problems, fence)
                 if result.actions:
                     written = max(written, await self._execute(result.actions, fence))
+                self.metrics.reconciled(time.perf_counter() - started)
+                if result.actions:
                     continue
                 with trio.move_on_after(self.interval):
                     await changed.wait()
@@ -176,12 +188,15 @@ class ClusterDeploymentManager:
 
         async def one(action: Action) -> None:
             nonlocal highest
+            name = ACTION_NAMES[type(action)]
             async with limiter:
                 try:
                     revision = await self._apply(action, fenced)
                 except KVError as error:
                     log.warning("%s failed: %s", action, error.message)
+                    self.metrics.reconcile_action(name, "failed")
                     return
+                self.metrics.reconcile_action(name, "done" if revision else "lost_race")
                 highest = max(highest, revision)
 
         async with trio.open_nursery() as nursery:

@@ -242,7 +242,7 @@ class Handlers:
             raise HandlerError("invalid", error.message) from None
 
     async def invoke(self, artifact: str, entry: str, payload: Any) -> Any:
-        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload)
+        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload, source="api")
 
     # ------------------------------------------------------------ cluster
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import itertools
 import random
+import time
 from typing import Any
 
 import trio
@@ -20,6 +21,7 @@ from ._coordinates import Coordinates, parse_artifact_id
 from ._endpoints import Endpoint, EndpointRegistry, choose
 from ._errors import InvalidCoordinatesError, InvocationError
 from ._lifecycle import Phase
+from ._metrics import NodeMetrics
 from ._peers import LostInFlightError, NotSentError, PeerClients
 from ._schema import InstanceKey
 from ._slice_store import SliceStore
@@ -36,8 +38,10 @@ class ClusterInvoker:
         peers: PeerClients,
         *,
         rng: random.Random | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node_id = node_id
+        self.metrics = metrics or NodeMetrics(enabled=False)
         self.store = store
         self.registry = registry
         self.peers = peers
@@ -52,8 +56,28 @@ class ClusterInvoker:
         payload: Any,
         timeout: float | None = None,
         balancing: Balancing | None = None,
+        *,
+        source: str = "ingress",
     ) -> Any:
-        """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError."""
+        """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError.
+        `source` (ingress, slice, api) labels the call in the metrics."""
+        started = time.perf_counter()
+        try:
+            result = await self._route(artifact_id, entry, payload, timeout, balancing)
+        except InvocationError as error:
+            self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, error.kind)
+            raise
+        self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, None)
+        return result
+
+    async def _route(
+        self,
+        artifact_id: str,
+        entry: str,
+        payload: Any,
+        timeout: float | None,
+        balancing: Balancing | None,
+    ) -> Any:
         try:
             parse_artifact_id(artifact_id)
         except InvalidCoordinatesError as error:

@@ -4,6 +4,9 @@ and the event stream. Served by `_http.serve_http` on the node's management addr
 Roles: viewer ⊂ operator ⊂ admin. Reading needs viewer; changing the cluster or invoking needs operator.
 A missing or unknown key → 401; a key whose role is too weak → 403 naming the role needed. With no keys
 configured the API is open only if the node runs in dev mode.
+
+`/metrics` (Prometheus text format) needs the viewer role like every read: Prometheus sends it as a bearer
+token (`authorization: {credentials: KEY}` in a scrape config). Only the probes need no key.
 """
 
 from __future__ import annotations
@@ -17,9 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from aether_kv import KVClient
+
 from ._errors import InvocationError
 from ._handlers import HandlerError, Handlers, describe_event
 from ._http import error_response
+from ._metrics import CONTENT_TYPE, NodeMetrics
 from .client import to_json
 
 ROLES = ("viewer", "operator", "admin")
@@ -68,8 +74,17 @@ Endpoint = Callable[[Request], Awaitable[Any]]
 
 
 def management_app(
-    handlers: Handlers, authorizer: Authorizer, ready: Callable[[], Awaitable[bool]]
+    handlers: Handlers,
+    authorizer: Authorizer,
+    ready: Callable[[], Awaitable[bool]],
+    *,
+    metrics: NodeMetrics | None = None,
+    status_kv: KVClient | None = None,
 ) -> Starlette:
+    """The API's routes. `metrics` are served at /metrics, with the status of the KV replica `status_kv`
+    (this node's own, if it runs one) read at each scrape."""
+    metrics = metrics or NodeMetrics(enabled=False)
+
     def route(path: str, needed: str, method: str = "GET") -> Callable[[Endpoint], Route]:
         def wrap(endpoint: Endpoint) -> Route:
             async def guarded(request: Request) -> Response:
@@ -184,6 +199,13 @@ def management_app(
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
+    @route("/metrics", "viewer")
+    async def prometheus(request: Request) -> Any:
+        if not metrics.enabled:
+            raise HandlerError("not_found", "metrics are turned off on this node (it runs with --no-metrics)")
+        await metrics.refresh_kv(status_kv or handlers.kv)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
 
@@ -206,6 +228,7 @@ def management_app(
         nodes,
         events,
         event_stream,
+        prometheus,
         Route("/healthz", healthz),
         Route("/readyz", readyz),
     ]

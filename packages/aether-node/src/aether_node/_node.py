@@ -27,6 +27,7 @@ from ._invoker import ClusterInvoker
 from ._kv_cache import KVCache
 from ._kv_replica import run_kv_replica
 from ._management import Authorizer, management_app, parse_api_keys
+from ._metrics import NodeMetrics
 from ._peers import PeerClients, serve_peers
 from ._records import NodeRecord, encode_record
 from ._schema import node_key
@@ -143,12 +144,14 @@ async def serve_node(
             )
             registration = _Registration(kv, config, record)
             lease = await registration.register()
+            metrics = NodeMetrics(enabled=config.metrics)
+            metrics.watch_backlog = kv.watch_backlog
             async with trio.open_nursery() as nursery:
                 installer = SliceInstaller(config.index, config.data_dir, timeout=config.timeouts.install)
                 invoker_box: list[ClusterInvoker] = []
 
                 async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
-                    return await invoker_box[0].invoke(artifact, entry, payload, timeout)
+                    return await invoker_box[0].invoke(artifact, entry, payload, timeout, source="slice")
 
                 listener = HostListener(config.data_dir / "run")
                 await nursery.start(listener.serve)
@@ -163,12 +166,17 @@ async def serve_node(
                 cache = KVCache(kv, EndpointRegistry.PREFIXES)
                 await nursery.start(cache.run)
                 invoker = ClusterInvoker(
-                    config.node_id, store, EndpointRegistry(cache), PeerClients(nursery, secret)
+                    config.node_id,
+                    store,
+                    EndpointRegistry(cache),
+                    PeerClients(nursery, secret),
+                    metrics=metrics,
                 )
                 invoker_box.append(invoker)
                 manager = NodeDeploymentManager(
-                    kv, config.node_id, store, lease=lease, restart_policy=config.restart
+                    kv, config.node_id, store, lease=lease, restart_policy=config.restart, metrics=metrics
                 )
+                metrics.instances = manager.instance_samples
                 try:
                     nursery.start_soon(registration.keep_alive, manager.republish)
                     await nursery.start(manager.run)
@@ -189,13 +197,18 @@ async def serve_node(
 
                     if config.management:
                         app = management_app(
-                            handlers, Authorizer(api_keys, open_access=config.dev_mode), ready
+                            handlers,
+                            Authorizer(api_keys, open_access=config.dev_mode),
+                            ready,
+                            metrics=metrics,
+                            status_kv=own_replica,
                         )
                         await nursery.start(serve_http, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
                         leadership = LeadershipMonitor(own_replica)
                         nursery.start_soon(leadership.run)
-                        nursery.start_soon(ClusterDeploymentManager(kv, config.node_id).run, leadership)
+                        cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
+                        nursery.start_soon(cluster_manager.run, leadership)
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
                     task_status.started(
                         NodeInfo(
