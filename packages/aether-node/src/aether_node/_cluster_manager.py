@@ -50,6 +50,7 @@ ACTION_NAMES = {
 class LeaderClaim:
     node_id: str
     since: float
+    term: int = 0  # the Raft term in which this node's replica became the leader
 
 
 def observe(cache: KVCache) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance]]:
@@ -130,13 +131,13 @@ class ClusterDeploymentManager:
 
                 nursery.start_soon(step_down)
                 try:
-                    await self._lead()
+                    await self._lead(leadership.term)
                 except KVError as error:
                     log.warning("reconciliation interrupted: %s", error.message)
                 nursery.cancel_scope.cancel()
 
-    async def _lead(self) -> None:
-        claim = encode_record(LeaderClaim(node_id=self.node_id, since=self.clock()))
+    async def _lead(self, term: int) -> None:
+        claim = encode_record(LeaderClaim(node_id=self.node_id, since=self.clock(), term=term))
         fence = (await self.kv.put(LEADER_KEY, claim)).revision
         stale = await self.kv.range(PROBLEMS_PREFIX)  # the previous leader's view; recomputed below
         self.problems = tuple(
@@ -212,7 +213,13 @@ class ClusterDeploymentManager:
             case CreateInstance():
                 key = InstanceKey(action.node_id, action.coordinates, action.instance).key
                 record = SliceRecord(
-                    state=SliceState.ACTIVATE, timestamp=self.clock(), config=dict(action.config)
+                    state=SliceState.ACTIVATE,
+                    timestamp=self.clock(),
+                    config=dict(action.config),
+                    reason=f"rebalance: moving an instance from {action.moved_from}"
+                    if action.moved_from
+                    else "",
+                    moved_from=action.moved_from,
                 )
                 absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)
                 revision = await self._commit([fenced, absent], Put(key=key, value=encode_record(record)))
@@ -265,12 +272,14 @@ class LeadershipMonitor:
         self.own_replica = own_replica
         self.period = period
         self.is_leader = False
+        self.term = 0
         self._changed = trio.Event()
 
     async def run(self) -> None:
         while True:
             try:
-                leading = (await self.own_replica.status()).is_leader
+                status = await self.own_replica.status()
+                leading, self.term = status.is_leader, status.term
             except KVError:
                 leading = False
             if leading != self.is_leader:

@@ -21,10 +21,14 @@ from ._coordinates import Coordinates, parse_artifact_id
 from ._endpoints import Endpoint, EndpointRegistry, choose
 from ._errors import InvalidCoordinatesError, InvocationError
 from ._lifecycle import Phase
-from ._metrics import NodeMetrics
+from ._metrics import NodeMetrics, merge_call_stats
 from ._peers import LostInFlightError, NotSentError, PeerClients
+from ._records import NodeRecord
 from ._schema import InstanceKey
 from ._slice_store import SliceStore
+from .client import ClusterCalls
+
+STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
 
 GONE = "gone"  # internal kind: the instance is not (or no longer) there, the call never ran
 
@@ -168,3 +172,31 @@ class ClusterInvoker:
             return await local.host.invoke(entry, payload, timeout)
         finally:
             local.in_flight -= 1
+
+    async def cluster_calls(self, nodes: list[NodeRecord], *, now: float) -> ClusterCalls:
+        """Call statistics of every node in `nodes` (this one directly, the others over the peer
+        connections, concurrently), summed per entry point."""
+        readings: list[Any] = []
+        outcome: dict[str, str] = {}
+
+        async def ask(node: NodeRecord) -> None:
+            if node.node_id == self.node_id:
+                readings.append(self.metrics.call_stats())
+                outcome[node.node_id] = "ok" if self.metrics.enabled else "metrics are off"
+                return
+            if not node.peer:
+                outcome[node.node_id] = "no peer address"
+                return
+            try:
+                with trio.fail_after(STATS_TIMEOUT):
+                    reading = await self.peers.stats(node.peer, STATS_TIMEOUT)
+            except (NotSentError, LostInFlightError, InvocationError, trio.TooSlowError) as error:
+                outcome[node.node_id] = f"no answer: {error or type(error).__name__}"
+                return
+            readings.append(reading)
+            outcome[node.node_id] = "ok" if isinstance(reading, list) else "not understood"
+
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(ask, node)
+        return ClusterCalls(at=now, nodes=dict(sorted(outcome.items())), slices=merge_call_stats(readings))

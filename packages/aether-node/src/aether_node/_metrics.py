@@ -28,6 +28,7 @@ from prometheus_client.process_collector import ProcessCollector
 from aether_kv import KVClient, KVError, Status
 
 from ._coordinates import Coordinates
+from .client import CallStats
 
 # The classic text format every Prometheus reads (our names are all legacy-valid, so the text is the same).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -331,3 +332,34 @@ class NodeMetrics:
             finite = ([float(le), n] for le, n in found["buckets"].items() if le != "+Inf")
             found["buckets"] = sorted(finite, key=lambda b: b[0])
         return sorted(stats.values(), key=lambda s: (s["artifact"], s["entry"]))
+
+
+def merge_call_stats(readings: Iterable[list[dict[str, Any]]]) -> tuple[CallStats, ...]:
+    """Several nodes' `call_stats()` → one CallStats per (artifact, entry), summed. Pure. Readings that
+    are not well-formed (a node of another version) are skipped."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for reading in readings:
+        for item in reading if isinstance(reading, list) else ():
+            try:
+                key = (str(item["artifact"]), str(item["entry"]))
+                calls, errors, seconds = int(item["calls"]), int(item["errors"]), float(item["seconds"])
+                buckets = [(float(le), int(n)) for le, n in item["buckets"]]
+            except (KeyError, TypeError, ValueError):
+                continue
+            into = merged.setdefault(key, {"calls": 0, "errors": 0, "seconds": 0.0, "buckets": {}})
+            into["calls"] += calls
+            into["errors"] += errors
+            into["seconds"] += seconds
+            for le, n in buckets:
+                into["buckets"][le] = into["buckets"].get(le, 0) + n
+    return tuple(
+        CallStats(
+            artifact=artifact,
+            entry=entry,
+            calls=into["calls"],
+            errors=into["errors"],
+            seconds=into["seconds"],
+            buckets=tuple(sorted(into["buckets"].items())),
+        )
+        for (artifact, entry), into in sorted(merged.items())
+    )

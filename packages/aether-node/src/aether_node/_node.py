@@ -6,6 +6,7 @@ its instances, revokes its lease (its registration goes with it) and stops its K
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -107,6 +108,13 @@ class _Registration:
                 log.warning("lease keep-alive failed: %s", error.message)
 
     async def revoke(self) -> None:
+        """Leave the cluster: mark the registration as leaving (so the event log says "left", not "lost"),
+        then revoke the lease, which deletes it."""
+        try:
+            leaving = attrs.evolve(self.record, leaving=True)
+            await self.kv.put(node_key(self.config.node_id), encode_record(leaving), lease=self.lease)
+        except KVError as error:
+            log.warning("could not mark the node as leaving: %s", error.message)
         try:
             await self.kv.lease_revoke(self.lease)
         except KVError as error:
@@ -141,6 +149,7 @@ async def serve_node(
                 capacity=config.capacity,
                 labels=config.labels,
                 started_at=time.time(),
+                lease_ttl=config.lease_ttl,
             )
             registration = _Registration(kv, config, record)
             lease = await registration.register()
@@ -181,7 +190,14 @@ async def serve_node(
                     nursery.start_soon(registration.keep_alive, manager.republish)
                     await nursery.start(manager.run)
                     await nursery.start(
-                        serve_peers, secret, config.peer, config.node_id, invoker.invoke_local
+                        functools.partial(
+                            serve_peers,
+                            secret,
+                            config.peer,
+                            config.node_id,
+                            invoker.invoke_local,
+                            stats=metrics.call_stats,
+                        )
                     )
                     await nursery.start(serve_http, ingress_app(invoker.invoke), config.ingress)
                     handlers = Handlers(kv, invoker)
