@@ -6,7 +6,8 @@ A missing or unknown key → 401; a key whose role is too weak → 403 naming th
 configured the API is open only if the node runs in dev mode.
 
 `/metrics` (Prometheus text format) needs the viewer role like every read: Prometheus sends it as a bearer
-token (`authorization: {credentials: KEY}` in a scrape config). Only the probes need no key.
+token (`authorization: {credentials: KEY}` in a scrape config). The probes and the dashboard's static
+files (`/dashboard`: no data in them; the page asks for a key and sends it with every request) need none.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.routing import Route
 
 from aether_kv import KVClient
 
+from ._dashboard import dashboard_routes
 from ._errors import InvocationError
 from ._events import EventFilter, EventFilterError, describe
 from ._handlers import HandlerError, Handlers
@@ -278,5 +280,6 @@ def management_app(
         prometheus,
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        *dashboard_routes(),
     ]
     return Starlette(routes=routes)
