@@ -111,3 +111,20 @@ def test_metrics_off_records_nothing() -> None:
     assert metrics.call_stats() == []
     recorded = {key: value for key, value in samples(metrics).items() if not key[0].endswith("_created")}
     assert recorded and all(value == 0 for value in recorded.values()), recorded
+
+
+def test_call_stats_of_several_nodes_are_summed_and_malformed_readings_skipped() -> None:
+    from aether_node._metrics import merge_call_stats
+
+    one = NodeMetrics()
+    one.invocation("org.aether:echo", "echo", "ingress", 0.002, None)
+    two = NodeMetrics()
+    two.invocation("org.aether:echo", "echo", "ingress", 0.02, "raised")
+    two.invocation("org.aether:greeter", "greet", "ingress", 0.004, None)
+    merged = merge_call_stats([one.call_stats(), two.call_stats(), "not a list", [{"artifact": "x"}]])
+    assert [(s.artifact, s.entry, s.calls, s.errors) for s in merged] == [
+        ("org.aether:echo", "echo", 2, 1),
+        ("org.aether:greeter", "greet", 1, 0),
+    ]
+    buckets = dict(merged[0].buckets)
+    assert (buckets[0.0025], buckets[0.025]) == (1, 2)
