@@ -204,8 +204,8 @@ def management_app(
     @route("/api/v1/events/stream", "viewer")
     async def event_stream(request: Request) -> Any:
         """Server-sent events: the recent ones (or every one after `?since=REVISION`), then each new one as
-        it is committed. Each has `id:` (its revision) and `data:` (the event's JSON); a comment line every
-        15 s keeps idle streams alive."""
+        it is committed. Each has `data:` (the event's JSON, first) and `id:` (its revision); a comment
+        line every 15 s keeps idle streams alive."""
         selection = _selection(request)
         since = request.query_params.get("since")
         if since is not None:  # every event after this revision (a dashboard's snapshot), none before
@@ -221,7 +221,8 @@ def management_app(
             recent, revision = await handlers.recent_events(_limit(request), selection)
 
         def sse(event: Any) -> str:
-            return f"id: {event.revision}\ndata: {json.dumps(to_json(event))}\n\n"
+            # data first: clients written before `id:` was sent read the first line of an event
+            return f"data: {json.dumps(to_json(event))}\nid: {event.revision}\n\n"
 
         async def stream():  # type: ignore[no-untyped-def]
             for event in recent:
