@@ -7,10 +7,14 @@ shows a big cluster.
 
 1. ingress: two single-node clusters side by side on 127.0.0.1, each a real `aether-node` with its own
    KV replica and one instance of org.aether:echo:1.0.0; one runs with metrics (the default), the other
-   with `--no-metrics`. `wrk` (1 thread, 32 connections) posts the same JSON to each in turn, alternating
-   which goes first, for --rounds rounds of --seconds each; the figures are the median req/s of each,
+   with `--no-metrics`; half the rounds with the metrics node started first, half with it second.
+   `wrk` (1 thread, 32 connections) posts the same JSON to each in turn, alternating which goes first,
+   for --rounds rounds of --seconds each; the figures are the median req/s of each,
    their ratio (target ≥ 0.95×) and the median of each round's own on/off ratio (less sensitive to the
-   machine's load drifting between rounds). Afterwards the metrics node's /metrics is read: it counted
+   machine's load drifting between rounds). Beside throughput, each run's node CPU time per call (from
+   /proc, the node process alone: where the metrics are recorded), which a busy machine disturbs far less
+   than req/s, and what recording one call costs in-process. Afterwards the metrics node's /metrics is
+   read: it counted
    every call wrk made (a few more: wrk does not count calls still in flight when a run ends).
 2. dashboard: 50 nodes and 500 ACTIVE instances (10 slices × 50) in a real KV store: one `aether-kv
    serve` replica and one real `aether-node` that is only a KV client (so no cluster manager runs to undo
@@ -48,6 +52,7 @@ from aether_kv import open_client
 from aether_node import NodeRecord, SliceRecord, SliceState, encode_record
 from aether_node._blueprint import Blueprint, SliceSpec
 from aether_node._local_cluster import free_port, plan_cluster, wait_until_ready
+from aether_node._metrics import NodeMetrics, read_process_usage
 from aether_node._sample_index import build_sample_index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,30 +139,50 @@ def bench_ingress(root: Path, index: Path, rounds: int, seconds: float) -> dict[
         raise SystemExit("wrk is not installed (Debian package `wrk`)")
     lua = root / "post.lua"
     lua.write_text(WRK_SCRIPT)
-    on = trio.run(start_single, root / "metrics-on", index, ())
-    off = trio.run(start_single, root / "metrics-off", index, ("--no-metrics",))
-    try:
-        nodes = {"on": on.nodes[0], "off": off.nodes[0]}
-        for node in nodes.values():  # warm up: templates, connections, caches
-            wrk(node.ingress, lua, 2)
-        rates: dict[str, list[float]] = {"on": [], "off": []}
-        made = {"on": 0, "off": 0}
-        before = _counted(nodes["on"].management)
-        for round_number in range(rounds):
-            order = ("on", "off") if round_number % 2 == 0 else ("off", "on")
-            for name in order:
-                rate, count = total_requests(nodes[name].ingress, lua, seconds)
-                rates[name].append(rate)
-                made[name] += count
-                log(f"round {round_number + 1}: metrics {name:>3}: {rate:8.1f} req/s ({load()})")
-        counted = _counted(nodes["on"].management) - before
-        off_status = httpx.get(f"http://{nodes['off'].management}/metrics", timeout=10).status_code
-    finally:
-        on.stop_all()
-        off.stop_all()
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    cpu_per_call: dict[str, list[float]] = {"on": [], "off": []}
+    made = {"on": 0, "off": 0}
+    counted = 0
+    off_status = 0
+    # Two halves with the nodes started in either order: the first-started node measured consistently
+    # slower or faster here whatever its settings, which alone moved the ratio by ~9 %.
+    for half, first in enumerate(("on", "off")):
+        args = {"on": (), "off": ("--no-metrics",)}
+        clusters = {}
+        for name in (first, "off" if first == "on" else "on"):
+            clusters[name] = trio.run(start_single, root / f"half{half}-metrics-{name}", index, args[name])
+        try:
+            nodes = {name: cluster.nodes[0] for name, cluster in clusters.items()}
+            pids = {name: cluster.processes["node-1"].pid for name, cluster in clusters.items()}
+            for node in nodes.values():  # warm up: templates, connections, caches
+                wrk(node.ingress, lua, 2)
+            before = _counted(nodes["on"].management)
+            for round_number in range(half * (rounds // 2), rounds if half else rounds // 2):
+                order = ("on", "off") if round_number % 2 == 0 else ("off", "on")
+                for name in order:
+                    cpu_before = _cpu(pids[name])
+                    rate, count = total_requests(nodes[name].ingress, lua, seconds)
+                    cpu_us = (_cpu(pids[name]) - cpu_before) / count * 1e6
+                    rates[name].append(rate)
+                    cpu_per_call[name].append(cpu_us)
+                    made[name] += count
+                    log(
+                        f"round {round_number + 1} ({first} started first): metrics {name:>3}:"
+                        f" {rate:8.1f} req/s, node CPU {cpu_us:6.0f} µs per call ({load()})"
+                    )
+            counted += _counted(nodes["on"].management) - before
+            off_status = httpx.get(f"http://{nodes['off'].management}/metrics", timeout=10).status_code
+        finally:
+            for cluster in clusters.values():
+                cluster.stop_all()
     median = {name: statistics.median(values) for name, values in rates.items()}
     paired = [on_rate / off_rate for on_rate, off_rate in zip(rates["on"], rates["off"], strict=True)]
+    cpu = {name: statistics.median(values) for name, values in cpu_per_call.items()}
     return {
+        "node_cpu_us_per_call": cpu_per_call,
+        "median_node_cpu_us_per_call": cpu,
+        "cpu_ratio_off_on": cpu["off"] / cpu["on"],
+        "recording_one_call_us": _recording_cost(),
         "paired_ratios": paired,
         "median_paired_ratio": statistics.median(paired),
         "rounds": rounds,
@@ -169,6 +194,22 @@ def bench_ingress(root: Path, index: Path, rounds: int, seconds: float) -> dict[
         "counted_by_metrics": counted,
         "metrics_off_status": off_status,
     }
+
+
+def _cpu(pid: int) -> float:
+    usage = read_process_usage(pid)
+    if usage is None:
+        raise RuntimeError(f"node process {pid} is gone")
+    return usage.cpu_seconds
+
+
+def _recording_cost(calls: int = 200_000) -> float:
+    """What `NodeMetrics.invocation` costs in this process, per call (µs), on a warm label set."""
+    metrics = NodeMetrics()
+    started = time.perf_counter()
+    for _ in range(calls):
+        metrics.invocation("org.aether:echo", "echo", "ingress", 0.001, None)
+    return (time.perf_counter() - started) / calls * 1e6
 
 
 def _counted(management: str) -> int:
@@ -321,10 +362,13 @@ def main() -> None:
             found = results["ingress"] = bench_ingress(
                 root / "ingress", index, options.rounds, options.seconds
             )
+            cpu = found["median_node_cpu_us_per_call"]
             log(
                 f"ingress echo, metrics on vs off: median {found['median']['on']:.1f} vs "
                 f"{found['median']['off']:.1f} req/s = {found['ratio_on_off']:.3f}× (target ≥ 0.95×),"
-                f" median of the rounds' own ratios {found['median_paired_ratio']:.3f}×; "
+                f" median of the rounds' own ratios {found['median_paired_ratio']:.3f}×; node CPU per call"
+                f" {cpu['on']:.0f} vs {cpu['off']:.0f} µs (off/on {found['cpu_ratio_off_on']:.3f}×);"
+                f" recording one call {found['recording_one_call_us']:.2f} µs; "
                 f"metrics counted {found['counted_by_metrics']} of {found['wrk_requests_on']} calls wrk made"
                 f"; /metrics with --no-metrics: {found['metrics_off_status']}"
             )
