@@ -630,3 +630,20 @@ def test_authentication_error_is_what_a_bad_proof_is_reported_as() -> None:
     body = error_body(AuthenticationError("refused"))
     assert body["code"] == "unauthenticated"
     assert isinstance(error_from_body(body), AuthenticationError)
+
+
+def test_a_long_watch_batch_is_split_between_revisions_only() -> None:
+    from aether_kv._server import watch_chunks
+
+    def event(revision: int, n: int) -> Event:
+        kv = KeyValue(
+            key=f"k{revision}-{n}", value=b"v", create_revision=revision, mod_revision=revision, version=1
+        )
+        return Event(kind=EventKind.PUT, kv=kv, prev=None, revision=revision)
+
+    # revisions 1..5 of one change each, revision 6 a transaction of 4 changes, then 7 and 8
+    events = [event(r, 0) for r in range(1, 6)] + [event(6, n) for n in range(4)] + [event(7, 0), event(8, 0)]
+    chunks = watch_chunks(events, size=3)
+    assert [e for chunk in chunks for e in chunk] == events
+    assert [[e.revision for e in chunk] for chunk in chunks] == [[1, 2, 3], [4, 5, 6, 6, 6, 6], [7, 8]]
+    assert watch_chunks([], size=3) == []

@@ -723,3 +723,13 @@ def test_scaling_one_slice_up_never_overcommits_a_node_another_slice_runs_on() -
 def test_a_node_where_the_slice_always_fails_is_not_retried_forever() -> None:
     cluster = Cluster(nodes=[node("a"), node("b"), node("x")], broken={("x", ECHO)})
     cluster.converge([spec(instances=3)], rounds=50)  # actual: pytest.fail, no convergence in 50 rounds
+
+
+def test_a_creation_that_replaces_a_surplus_instance_names_the_node_it_moves_from() -> None:
+    view = [observed("a", f"{ECHO}:1.0", n) for n in (1, 2)]
+    moved = plan([spec(instances=2)], [node("a"), node("b")], view)  # b joined: one of a's moves there
+    assert [(c.node_id, c.moved_from) for c in creates(moved)] == [("b", "a")]
+    grown = plan([spec(instances=3)], [node("a"), node("b")], view)  # a scale-up is no move
+    assert [(c.node_id, c.moved_from) for c in creates(grown)] == [("b", "")]
+    fresh = plan([spec(instances=2)], [node("a"), node("b")], [])
+    assert {c.moved_from for c in creates(fresh)} == {""}

@@ -66,6 +66,11 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     assert [ingress for _, ingress, _ in printed] == state["ingress"]
     assert [management for _, _, management in printed] == state["management"]
     assert not (work / ".aether-dev").exists()
+    # the dashboard URL it prints serves the page
+    dashboard = re.search(r"\nDashboard: (http://\S+/dashboard) ", run.stdout)
+    assert dashboard and dashboard[1] == f"{state['management'][0]}/dashboard", str(run)
+    page = httpx.get(dashboard[1], timeout=30)
+    assert page.status_code == 200 and "<title>Aether cluster</title>" in page.text
 
     # the curl line it suggests works, and so does every printed ingress
     curl = re.search(r"curl -s -X POST (\S+) -d '(.+)'\n", run.stdout)

@@ -121,6 +121,7 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
         ("GET", "/api/v1/nodes", {}),
         ("GET", "/api/v1/events", {}),
         ("GET", "/api/v1/agent-lease", {}),
+        ("GET", "/metrics", {}),
     ]
     for method, path, kw in reads:
         assert_error(request(method, path, None, **kw), 401, "unauthenticated", UNAUTHENTICATED)

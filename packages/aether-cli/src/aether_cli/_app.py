@@ -266,9 +266,22 @@ def events(
     *,
     follow: Annotated[bool, Parameter(negative=(), help="Keep streaming new events until Ctrl-C.")] = False,
     limit: int = 50,
+    kind: Annotated[
+        tuple[str, ...],
+        Parameter(
+            negative=(),
+            help="Only events of this kind (repeat for several): node_joined, node_left, node_lost,"
+            " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
+            " rebalance_move.",
+        ),
+    ] = (),
+    slice: Annotated[
+        str | None, Parameter(help="Only events of this slice (group:artifact or group:artifact:version).")
+    ] = None,
+    node: Annotated[str | None, Parameter(help="Only events about this node.")] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
-    """Recent cluster events (nodes, leaders, blueprints, instance states with reasons)."""
+    """Recent cluster events (nodes, leaders, blueprints, instance states with reasons, rebalance moves)."""
     from aether_node.client import to_json
 
     def show(item: Any) -> None:
@@ -279,13 +292,14 @@ def events(
 
             _output.event(item)
 
+    filters: dict[str, Any] = {"kind": kind or None, "slice": slice, "node": node}
     if follow:
         try:
-            call(common, lambda client: [show(item) for item in client.follow_events(limit)])
+            call(common, lambda client: [show(item) for item in client.follow_events(limit, **filters)])
         except KeyboardInterrupt:
             return
         return
-    for item in call(common, lambda client: client.events(limit)):
+    for item in call(common, lambda client: client.events(limit, **filters)):
         show(item)
 
 

@@ -96,6 +96,7 @@ def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None
     for node in cluster.nodes:
         voter = " (Raft voter)" if node.raft else ""
         print(f"  {node.node_id}: ingress http://{node.ingress}  management http://{node.management}{voter}")
+    print(f"\nDashboard: http://{cluster.nodes[0].management}/dashboard  (on every node: /dashboard)")
     if apply_file is not None:
         from ._app import apply
 

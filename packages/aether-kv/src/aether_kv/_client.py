@@ -312,6 +312,13 @@ class KVClient:
         """Send an arbitrary request (for tools and tests of the server's input checking)."""
         return await self._call(message, idempotent=False)
 
+    def watch_backlog(self) -> int:
+        """Watch messages this client has received but its watches have not taken yet (for metrics)."""
+        connection = self._connection
+        if connection is None:
+            return 0
+        return sum(channel.statistics().current_buffer_used for channel in connection.watches.values())
+
     def watch(self, prefix: str, start_revision: int = 0) -> ClientWatch:
         """Like `KVStore.watch`, over the network; survives reconnects without loss or repeats."""
         return ClientWatch(self, prefix, start_revision)

@@ -13,7 +13,7 @@ from typing import Any
 import trio
 
 from ._errors import InvalidRequestError, KVError
-from ._records import Compare, TxnOp
+from ._records import Compare, Event, TxnOp
 from ._store import KVStore
 from ._wire import (
     FramedStream,
@@ -208,9 +208,25 @@ class _Connection:
             self.watches[request_id] = scope
             try:
                 async for events in watch:
-                    await self.framed.send({"id": request_id, "events": encode_events(events)})
+                    for chunk in watch_chunks(events):
+                        await self.framed.send({"id": request_id, "events": encode_events(chunk)})
             finally:
                 self.watches.pop(request_id, None)
+
+
+WATCH_CHUNK_EVENTS = 256
+
+
+def watch_chunks(events: list[Event], size: int = WATCH_CHUNK_EVENTS) -> list[list[Event]]:
+    """A watch batch in frames of about `size` events (a long history would not fit one frame), split
+    only between revisions: the changes of one transaction always arrive together."""
+    chunks: list[list[Event]] = [[]]
+    for event in events:
+        current = chunks[-1]
+        if len(current) >= size and current[-1].revision != event.revision:
+            chunks.append(current := [])
+        current.append(event)
+    return [chunk for chunk in chunks if chunk]
 
 
 async def _handle_connection(store: KVStore, secret: str, stream: trio.SocketStream) -> None:

@@ -36,6 +36,9 @@ def run(
     dev_mode: Annotated[
         bool | None, Parameter(negative=(), help="Open management API when no keys are set (local use only).")
     ] = None,
+    metrics: Annotated[
+        bool | None, Parameter(help="Record Prometheus metrics and serve them at /metrics (default on).")
+    ] = None,
     kv_raft: Annotated[str | None, Parameter(help="host:port of this node's Raft port.")] = None,
     kv_client: Annotated[str | None, Parameter(help="host:port of this node's KV client port.")] = None,
     kv_peer: Annotated[tuple[str, ...], Parameter(help="Raft address of another node; repeat.")] = (),
@@ -62,6 +65,7 @@ def run(
         "management": management,
         "api_keys_file": api_keys_file,
         "dev_mode": dev_mode,
+        "metrics": metrics,
         "lease_ttl": lease_ttl,
         "kv": kv,
     }

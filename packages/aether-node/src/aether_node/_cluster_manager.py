@@ -20,6 +20,7 @@ from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVErr
 from ._allocation import NodeCapacity
 from ._blueprint import Blueprint
 from ._kv_cache import KVCache
+from ._metrics import NodeMetrics
 from ._reconcile import (
     Action,
     ActivateInstance,
@@ -37,12 +38,19 @@ log = logging.getLogger("aether_node.cluster")
 
 LEADER_KEY = "cluster/leader"
 PROBLEMS_PREFIX = "cluster/problems/"
+ACTION_NAMES = {
+    CreateInstance: "create",
+    RemoveInstance: "remove",
+    ActivateInstance: "activate",
+    DeleteRecord: "delete_record",
+}
 
 
 @attrs.frozen(kw_only=True)
 class LeaderClaim:
     node_id: str
     since: float
+    term: int = 0  # the Raft term in which this node's replica became the leader
 
 
 def observe(cache: KVCache) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance]]:
@@ -99,9 +107,11 @@ class ClusterDeploymentManager:
         interval: float = 1.0,
         max_surge: int = 1,
         clock: Callable[[], float] = time.time,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.kv = kv
         self.node_id = node_id
+        self.metrics = metrics or NodeMetrics(enabled=False)
         self.interval = interval
         self.max_surge = max_surge
         self.clock = clock
@@ -121,13 +131,13 @@ class ClusterDeploymentManager:
 
                 nursery.start_soon(step_down)
                 try:
-                    await self._lead()
+                    await self._lead(leadership.term)
                 except KVError as error:
                     log.warning("reconciliation interrupted: %s", error.message)
                 nursery.cancel_scope.cancel()
 
-    async def _lead(self) -> None:
-        claim = encode_record(LeaderClaim(node_id=self.node_id, since=self.clock()))
+    async def _lead(self, term: int) -> None:
+        claim = encode_record(LeaderClaim(node_id=self.node_id, since=self.clock(), term=term))
         fence = (await self.kv.put(LEADER_KEY, claim)).revision
         stale = await self.kv.range(PROBLEMS_PREFIX)  # the previous leader's view; recomputed below
         self.problems = tuple(
@@ -140,6 +150,7 @@ class ClusterDeploymentManager:
             while True:
                 await cache.caught_up(SLICES, written)
                 changed = cache.changed
+                started = time.perf_counter()
                 blueprints, nodes, instances = observe(cache)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
                 result = plan(specs, nodes, instances, now=self.clock(), max_surge=self.max_surge)
@@ -147,6 +158,8 @@ class ClusterDeploymentManager:
                     await self._record_problems(result.problems, fence)
                 if result.actions:
                     written = max(written, await self._execute(result.actions, fence))
+                self.metrics.reconciled(time.perf_counter() - started)
+                if result.actions:
                     continue
                 with trio.move_on_after(self.interval):
                     await changed.wait()
@@ -176,12 +189,15 @@ class ClusterDeploymentManager:
 
         async def one(action: Action) -> None:
             nonlocal highest
+            name = ACTION_NAMES[type(action)]
             async with limiter:
                 try:
                     revision = await self._apply(action, fenced)
                 except KVError as error:
                     log.warning("%s failed: %s", action, error.message)
+                    self.metrics.reconcile_action(name, "failed")
                     return
+                self.metrics.reconcile_action(name, "done" if revision else "lost_race")
                 highest = max(highest, revision)
 
         async with trio.open_nursery() as nursery:
@@ -197,7 +213,13 @@ class ClusterDeploymentManager:
             case CreateInstance():
                 key = InstanceKey(action.node_id, action.coordinates, action.instance).key
                 record = SliceRecord(
-                    state=SliceState.ACTIVATE, timestamp=self.clock(), config=dict(action.config)
+                    state=SliceState.ACTIVATE,
+                    timestamp=self.clock(),
+                    config=dict(action.config),
+                    reason=f"rebalance: moving an instance from {action.moved_from}"
+                    if action.moved_from
+                    else "",
+                    moved_from=action.moved_from,
                 )
                 absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)
                 revision = await self._commit([fenced, absent], Put(key=key, value=encode_record(record)))
@@ -250,12 +272,14 @@ class LeadershipMonitor:
         self.own_replica = own_replica
         self.period = period
         self.is_leader = False
+        self.term = 0
         self._changed = trio.Event()
 
     async def run(self) -> None:
         while True:
             try:
-                leading = (await self.own_replica.status()).is_leader
+                status = await self.own_replica.status()
+                leading, self.term = status.is_leader, status.term
             except KVError:
                 leading = False
             if leading != self.is_leader:

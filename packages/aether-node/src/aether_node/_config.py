@@ -50,6 +50,7 @@ class NodeConfig:
     management: str | None = None  # host:port of the management API (none: no API on this node)
     api_keys_file: Path | None = None  # lines or commas of role:key
     dev_mode: bool = False  # with no API keys, the management API is open (for a local dev cluster only)
+    metrics: bool = True  # Prometheus metrics at /metrics on the management API (off: nothing recorded)
     lease_ttl: float = 1.5
     capacity: Capacity = attrs.field(factory=Capacity)
     labels: dict[str, str] = attrs.field(factory=dict)

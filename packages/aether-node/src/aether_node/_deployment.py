@@ -23,6 +23,7 @@ from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVErr
 
 from ._errors import NodeError
 from ._lifecycle import Phase, Step, StepKind, outcome_to_record, plan, target_phase
+from ._metrics import InstanceSample, NodeMetrics
 from ._records import (
     COMMAND_STATES,
     WORKING_STATES,
@@ -81,15 +82,32 @@ class NodeDeploymentManager:
         lease: int,
         restart_policy: RestartPolicy = RestartPolicy(),
         clock: Callable[[], float] = time.time,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.kv = kv
         self.node_id = node_id
         self.store = store
+        self.metrics = metrics or NodeMetrics(enabled=False)
         self.lease = lease
         self.restart_policy = restart_policy
         self.clock = clock
         self._slots: dict[InstanceKey, _Slot] = {}
         self._nursery: trio.Nursery | None = None
+
+    def instance_samples(self) -> list[InstanceSample]:
+        """This node's instances as their records say, with the pid of each running process (metrics)."""
+        found = []
+        for key, slot in list(self._slots.items()):
+            if slot.record is None:
+                continue
+            local = self.store.get(key)
+            pid = local.host.pid if local is not None and local.alive else None
+            found.append(
+                InstanceSample(
+                    coordinates=key.coordinates, instance=key.instance, state=str(slot.record.state), pid=pid
+                )
+            )
+        return found
 
     # ------------------------------------------------------------ observing the KV
 
@@ -197,6 +215,7 @@ class NodeDeploymentManager:
         if slot.deaths and target in (Phase.ACTIVE, Phase.LOADED) and self._local_phase(key) is Phase.NONE:
             restart = self._restart_reason(slot)
             if restart is None:
+                self.metrics.failure(key.coordinates, "crash_loop")
                 await self._write(key, slot, SliceState.FAILED, self._crash_loop_reason(slot))
                 return
             reason, delay = restart
@@ -236,6 +255,7 @@ class NodeDeploymentManager:
         reason = instance.host.exit_reason
         log.warning("%s: slice process %d died (%s)", key.label, instance.host.pid, reason)
         slot.deaths.append(self.clock())
+        self.metrics.process_death(key.coordinates)
         slot.last_death = f"{reason}; log: {instance.host.log_path}"
         await self._withdraw(key, instance)
         await self.store.unload(key)
@@ -270,6 +290,7 @@ class NodeDeploymentManager:
             if instance is not None:
                 await self._withdraw(key, instance)
                 await self.store.unload(key)
+            self.metrics.failure(key.coordinates, step.kind.value)
             await self._write(key, slot, SliceState.FAILED, describe_failure(step.kind.value, error))
             return False
         return True
@@ -321,6 +342,7 @@ class NodeDeploymentManager:
                     return False  # someone else wrote since: their record wins
         if slot.revision <= revision:
             slot.record, slot.revision = record, revision
+        self.metrics.transition(key.coordinates, str(state))
         log.info("%s: %s%s", key.label, state, f" ({reason})" if reason else "")
         return True
 

@@ -12,13 +12,14 @@ from typing import Any
 
 import trio
 
-from aether_kv import Event, KVClient, KVError
+from aether_kv import CompactedError, KVClient, KVError, Status
 
 from ._blueprint import Blueprint
 from ._blueprint_toml import BlueprintError, parse_blueprint
 from ._cluster_manager import LEADER_KEY, PROBLEMS_PREFIX, LeaderClaim
 from ._coordinates import Coordinates, parse_artifact_id
 from ._errors import InvalidCoordinatesError
+from ._events import ALL_EVENTS, EventFilter, describe
 from ._invoker import ClusterInvoker
 from ._records import NodeRecord, RecordError, SliceRecord, decode_record, encode_record
 from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
@@ -26,12 +27,15 @@ from .client import (
     ApplyResult,
     BlueprintInfo,
     BlueprintStatus,
+    ClusterCalls,
     ClusterEvent,
     ClusterStatus,
     InstanceInfo,
     NodeInfo,
+    Overview,
     SliceStatus,
     SliceSummary,
+    SliceTarget,
 )
 
 
@@ -73,12 +77,17 @@ class Handlers:
 
     async def _read(self, prefix: str) -> dict[str, Any]:
         """A local read; callers put one `_fresh()` before their reads (cheaper than a barrier each)."""
+        return (await self._read_at(prefix))[0]
+
+    async def _read_at(self, prefix: str) -> tuple[dict[str, Any], int]:
+        """`_read`, and the revision the read saw."""
         try:
-            return {kv.key: kv for kv in (await self.kv.range(prefix)).kvs}
+            listing = await self.kv.range(prefix)
         except KVError as error:
             raise HandlerError(
                 "unavailable", f"the cluster's store is not available: {error.message}"
             ) from None
+        return {kv.key: kv for kv in listing.kvs}, listing.revision
 
     # ------------------------------------------------------------ blueprints
 
@@ -182,9 +191,9 @@ class Handlers:
 
     # ------------------------------------------------------------ slices
 
-    async def _instances(self) -> list[InstanceInfo]:
+    async def _instances(self, raw: dict[str, Any] | None = None) -> list[InstanceInfo]:
         found = []
-        for key, kv in sorted((await self._read(SLICES)).items()):
+        for key, kv in sorted((raw if raw is not None else await self._read(SLICES)).items()):
             parsed = InstanceKey.parse(key)
             if parsed is None:
                 continue
@@ -242,7 +251,7 @@ class Handlers:
             raise HandlerError("invalid", error.message) from None
 
     async def invoke(self, artifact: str, entry: str, payload: Any) -> Any:
-        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload)
+        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload, source="api")
 
     # ------------------------------------------------------------ cluster
 
@@ -266,7 +275,9 @@ class Handlers:
 
     async def nodes(self) -> list[NodeInfo]:
         await self._fresh()
-        instances = await self._instances()
+        return await self._node_infos(await self._instances())
+
+    async def _node_infos(self, instances: list[InstanceInfo]) -> list[NodeInfo]:
         leader = await self._leader_node()
         per_node = collections.Counter(i.node_id for i in instances)
         active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
@@ -287,16 +298,25 @@ class Handlers:
             for n in await self._nodes()
         ]
 
-    async def cluster_status(self) -> ClusterStatus:
+    async def _status(self) -> Status:
         try:
-            status = await self.kv.status()
+            return await self.kv.status()
         except KVError as error:
             raise HandlerError(
                 "unavailable", f"the cluster's store is not available: {error.message}"
             ) from None
+
+    async def cluster_status(self) -> ClusterStatus:
+        status = await self._status()
         nodes = await self.nodes()
         instances = await self._instances()
         blueprints = await self._blueprints()
+        return self._summary(status, nodes, instances, blueprints)
+
+    @staticmethod
+    def _summary(
+        status: Status, nodes: list[NodeInfo], instances: list[InstanceInfo], blueprints: dict[str, Blueprint]
+    ) -> ClusterStatus:
         failed = sum(1 for i in instances if i.state == "FAILED")
         return ClusterStatus(
             leader=next((n.node_id for n in nodes if n.leader), None),
@@ -311,89 +331,106 @@ class Handlers:
             failed=failed,
         )
 
+    async def overview(self) -> Overview:
+        """Status, nodes, every slice's desired vs ACTIVE and every instance, from one linearizable view."""
+        status = await self._status()
+        await self._fresh()
+        raw, revision = await self._read_at(SLICES)
+        instances = await self._instances(raw)
+        nodes = await self._node_infos(instances)
+        blueprints = await self._blueprints()
+        problems = await self._problems()
+        active = collections.Counter(i.artifact for i in instances if i.state == "ACTIVE")
+        slices = tuple(
+            SliceTarget(
+                blueprint=name,
+                artifact=spec.artifact,
+                desired=spec.instances,
+                active=active[spec.artifact],
+                problem=problems.get(spec.artifact.rsplit(":", 1)[0], ""),
+            )
+            for name, blueprint in sorted(blueprints.items())
+            for spec in blueprint.slices
+        )
+        return Overview(
+            status=self._summary(status, nodes, instances, blueprints),
+            slices=slices,
+            instances=tuple(instances),
+            revision=revision,
+        )
+
+    async def calls(self) -> ClusterCalls:
+        """Every node's call statistics, summed per entry point (nodes that do not answer are named)."""
+        await self._fresh()
+        return await self.invoker.cluster_calls(await self._nodes(), now=self.clock())
+
     # ------------------------------------------------------------ events
 
-    async def recent_events(self, limit: int) -> tuple[list[ClusterEvent], int]:
-        """The last `limit` cluster events (from the store's history) and the revision they end at."""
+    async def recent_events(
+        self, limit: int, selection: EventFilter = ALL_EVENTS
+    ) -> tuple[list[ClusterEvent], int]:
+        """The last `limit` cluster events that match `selection` (from the store's history) and the
+        revision they end at. Looks back 20 revisions per event wanted, then further (×8 each time, up to
+        the whole history the store keeps) while too few matched."""
+        for _ in range(3):  # compaction may overtake a scan; start over from a new status then
+            try:
+                status = await self.kv.status()
+            except KVError as error:
+                raise HandlerError(
+                    "unavailable", f"the cluster's store is not available: {error.message}"
+                ) from None
+            oldest = max(status.compact_revision + 1, 1)
+            window = max(limit, 1) * 20
+            try:
+                while True:
+                    start = max(oldest, status.revision - window + 1)
+                    found = await self._history(start, status.revision, selection)
+                    if len(found) >= limit or start <= oldest:
+                        return found[-limit:], status.revision
+                    window *= 8
+            except CompactedError:
+                continue
+        raise HandlerError("unavailable", "the store's history moved on too fast to be read; try again")
+
+    async def _history(self, start: int, end: int, selection: EventFilter) -> list[ClusterEvent]:
+        """The events of revisions start..end that match. Every revision has at least one change, so
+        the watch of every key reaches `end`."""
+        if start > end:
+            return []
+        found: list[ClusterEvent] = []
+        stream = self.kv.watch("", start)
         try:
-            status = await self.kv.status()
+            with trio.fail_after(10):
+                while True:
+                    batch = await stream.__anext__()
+                    for raw in batch:
+                        if raw.revision <= end:
+                            found += [e for e in describe(raw) if selection.matches(e)]
+                    if batch[-1].revision >= end:
+                        return found
+        except trio.TooSlowError:
+            raise HandlerError("unavailable", "reading the store's history took too long") from None
         except KVError as error:
+            if isinstance(error, CompactedError):
+                raise
             raise HandlerError(
                 "unavailable", f"the cluster's store is not available: {error.message}"
             ) from None
-        start = max(status.compact_revision + 1, status.revision - max(limit, 1) * 20, 1)
-        events: list[ClusterEvent] = []
-        stream = self.kv.watch("", start)
-        with trio.move_on_after(0.5):
-            while True:
-                batch = await stream.__anext__()
-                events += [e for e in map(describe_event, batch) if e is not None]
-                if batch[-1].revision >= status.revision:
-                    break
-        await stream.aclose()
-        return events[-limit:], status.revision
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def check_history(self, since: int) -> None:
+        """That events after revision `since` can still be read from the store's history."""
+        status = await self._status()
+        if since < 0:
+            raise HandlerError("invalid", f"since: must be a revision ≥ 0, got {since}")
+        if since < status.compact_revision:
+            raise HandlerError(
+                "invalid",
+                f"since: revision {since} is no longer in the history (it starts after revision"
+                f" {status.compact_revision}); read the state again and follow from its revision",
+            )
 
     def follow(self, start_revision: int):  # type: ignore[no-untyped-def]
         return self.kv.watch("", start_revision)
-
-
-def describe_event(event: Event) -> ClusterEvent | None:
-    """A KV change → a cluster event a person can read (None for changes that are not events)."""
-    key, revision = event.kv.key, event.revision
-    value = event.kv.value if event.kind == "put" else b""
-
-    def made(kind: str, subject: str, message: str, timestamp: float = 0.0, **extra: str) -> ClusterEvent:
-        return ClusterEvent(
-            revision=revision,
-            timestamp=timestamp or time.time(),
-            kind=kind,
-            subject=subject,
-            message=message,
-            **extra,
-        )
-
-    if key.startswith(NODES):
-        node_id = key[len(NODES) :]
-        if event.kind == "put" and event.prev is None:
-            return made("node_joined", node_id, f"node {node_id} joined", node_id=node_id)
-        if event.kind == "delete":
-            return made("node_left", node_id, f"node {node_id} left (its lease ended)", node_id=node_id)
-        return None
-    if key.startswith(BLUEPRINTS):
-        name = key[len(BLUEPRINTS) :]
-        if event.kind == "put":
-            return made("blueprint_applied", name, f"blueprint {name} applied")
-        return made("blueprint_deleted", name, f"blueprint {name} deleted")
-    if key == LEADER_KEY and event.kind == "put":
-        try:
-            claim = decode_record(key, value, LeaderClaim)
-        except RecordError:
-            return None
-        message = f"node {claim.node_id} leads the cluster"
-        return made("leader_elected", claim.node_id, message, claim.since, node_id=claim.node_id)
-    if key.startswith(SLICES):
-        parsed = InstanceKey.parse(key)
-        if parsed is None:
-            return None
-        label = f"{parsed.coordinates}#{parsed.instance}"
-        if event.kind == "delete":
-            return made(
-                "instance_removed", label, f"{label} removed from {parsed.node_id}", node_id=parsed.node_id
-            )
-        try:
-            record = decode_record(key, value, SliceRecord)
-        except RecordError:
-            return None
-        message = f"{label} on {parsed.node_id}: {record.state}" + (
-            f" ({record.reason})" if record.reason else ""
-        )
-        return made(
-            "instance_state",
-            label,
-            message,
-            record.timestamp,
-            node_id=parsed.node_id,
-            state=str(record.state),
-            reason=record.reason,
-        )
-    return None

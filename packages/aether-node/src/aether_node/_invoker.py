@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import itertools
 import random
+import time
 from typing import Any
 
 import trio
@@ -20,9 +21,14 @@ from ._coordinates import Coordinates, parse_artifact_id
 from ._endpoints import Endpoint, EndpointRegistry, choose
 from ._errors import InvalidCoordinatesError, InvocationError
 from ._lifecycle import Phase
+from ._metrics import NodeMetrics, merge_call_stats
 from ._peers import LostInFlightError, NotSentError, PeerClients
+from ._records import NodeRecord
 from ._schema import InstanceKey
 from ._slice_store import SliceStore
+from .client import ClusterCalls
+
+STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
 
 GONE = "gone"  # internal kind: the instance is not (or no longer) there, the call never ran
 
@@ -36,8 +42,10 @@ class ClusterInvoker:
         peers: PeerClients,
         *,
         rng: random.Random | None = None,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.node_id = node_id
+        self.metrics = metrics or NodeMetrics(enabled=False)
         self.store = store
         self.registry = registry
         self.peers = peers
@@ -52,8 +60,28 @@ class ClusterInvoker:
         payload: Any,
         timeout: float | None = None,
         balancing: Balancing | None = None,
+        *,
+        source: str = "ingress",
     ) -> Any:
-        """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError."""
+        """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError.
+        `source` (ingress, slice, api) labels the call in the metrics."""
+        started = time.perf_counter()
+        try:
+            result = await self._route(artifact_id, entry, payload, timeout, balancing)
+        except InvocationError as error:
+            self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, error.kind)
+            raise
+        self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, None)
+        return result
+
+    async def _route(
+        self,
+        artifact_id: str,
+        entry: str,
+        payload: Any,
+        timeout: float | None,
+        balancing: Balancing | None,
+    ) -> Any:
         try:
             parse_artifact_id(artifact_id)
         except InvalidCoordinatesError as error:
@@ -144,3 +172,31 @@ class ClusterInvoker:
             return await local.host.invoke(entry, payload, timeout)
         finally:
             local.in_flight -= 1
+
+    async def cluster_calls(self, nodes: list[NodeRecord], *, now: float) -> ClusterCalls:
+        """Call statistics of every node in `nodes` (this one directly, the others over the peer
+        connections, concurrently), summed per entry point."""
+        readings: list[Any] = []
+        outcome: dict[str, str] = {}
+
+        async def ask(node: NodeRecord) -> None:
+            if node.node_id == self.node_id:
+                readings.append(self.metrics.call_stats())
+                outcome[node.node_id] = "ok" if self.metrics.enabled else "metrics are off"
+                return
+            if not node.peer:
+                outcome[node.node_id] = "no peer address"
+                return
+            try:
+                with trio.fail_after(STATS_TIMEOUT):
+                    reading = await self.peers.stats(node.peer, STATS_TIMEOUT)
+            except (NotSentError, LostInFlightError, InvocationError, trio.TooSlowError) as error:
+                outcome[node.node_id] = f"no answer: {error or type(error).__name__}"
+                return
+            readings.append(reading)
+            outcome[node.node_id] = "ok" if isinstance(reading, list) else "not understood"
+
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(ask, node)
+        return ClusterCalls(at=now, nodes=dict(sorted(outcome.items())), slices=merge_call_stats(readings))

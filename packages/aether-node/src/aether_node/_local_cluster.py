@@ -53,6 +53,7 @@ class LocalNodeCluster:
     index: str
     nodes: list[NodePlan]
     dev_mode: bool = True
+    node_args: tuple[str, ...] = ()  # more `aether-node run` flags for every node (e.g. --no-metrics)
     processes: dict[str, subprocess.Popen[bytes]] = attrs.field(factory=dict)
 
     @property
@@ -87,7 +88,7 @@ class LocalNodeCluster:
         for other in self.nodes:
             if other.node_id != node.node_id and other.raft and other.kv_client:
                 command += ["--kv-peer", other.raft, "--kv-endpoint", other.kv_client]
-        return command
+        return command + list(self.node_args)
 
     def start(self, node_id: str) -> None:
         node = self.plan(node_id)

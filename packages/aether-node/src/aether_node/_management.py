@@ -4,6 +4,10 @@ and the event stream. Served by `_http.serve_http` on the node's management addr
 Roles: viewer ⊂ operator ⊂ admin. Reading needs viewer; changing the cluster or invoking needs operator.
 A missing or unknown key → 401; a key whose role is too weak → 403 naming the role needed. With no keys
 configured the API is open only if the node runs in dev mode.
+
+`/metrics` (Prometheus text format) needs the viewer role like every read: Prometheus sends it as a bearer
+token (`authorization: {credentials: KEY}` in a scrape config). The probes and the dashboard's static
+files (`/dashboard`: no data in them; the page asks for a key and sends it with every request) need none.
 """
 
 from __future__ import annotations
@@ -12,18 +16,25 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from aether_kv import KVClient
+
 from ._agent_lease import AgentLeases
+from ._dashboard import dashboard_routes
 from ._errors import InvocationError
-from ._handlers import HandlerError, Handlers, describe_event
+from ._events import EventFilter, EventFilterError, describe
+from ._handlers import HandlerError, Handlers
 from ._http import error_response
+from ._metrics import CONTENT_TYPE, NodeMetrics
 from .client import to_json
 
 ROLES = ("viewer", "operator", "admin")
+KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
 STATUS_BY_HANDLER_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "unavailable": 503}
 
 
@@ -69,8 +80,17 @@ Endpoint = Callable[[Request], Awaitable[Any]]
 
 
 def management_app(
-    handlers: Handlers, authorizer: Authorizer, ready: Callable[[], Awaitable[bool]]
+    handlers: Handlers,
+    authorizer: Authorizer,
+    ready: Callable[[], Awaitable[bool]],
+    *,
+    metrics: NodeMetrics | None = None,
+    status_kv: KVClient | None = None,
 ) -> Starlette:
+    """The API's routes. `metrics` are served at /metrics, with the status of the KV replica `status_kv`
+    (this node's own, if it runs one) read at each scrape."""
+    metrics = metrics or NodeMetrics(enabled=False)
+
     def route(path: str, needed: str, method: str = "GET") -> Callable[[Endpoint], Route]:
         def wrap(endpoint: Endpoint) -> Route:
             async def guarded(request: Request) -> Response:
@@ -152,6 +172,14 @@ def management_app(
     async def nodes(request: Request) -> Any:
         return await handlers.nodes()
 
+    @route("/api/v1/overview", "viewer")
+    async def overview(request: Request) -> Any:
+        return await handlers.overview()
+
+    @route("/api/v1/calls", "viewer")
+    async def calls(request: Request) -> Any:
+        return await handlers.calls()
+
     def _limit(request: Request) -> int:
         try:
             limit = int(request.query_params.get("limit", "50"))
@@ -161,29 +189,71 @@ def management_app(
             raise HandlerError("invalid", f"limit: must be between 1 and 1000, got {limit}")
         return limit
 
+    def _selection(request: Request) -> EventFilter:
+        """?kind=K[,K...] (repeatable), ?slice=group:artifact[:version], ?node=ID."""
+        params = request.query_params
+        try:
+            return EventFilter.parse(params.getlist("kind"), params.get("slice"), params.get("node"))
+        except EventFilterError as error:
+            raise HandlerError("invalid", str(error)) from None
+
     @route("/api/v1/events", "viewer")
     async def events(request: Request) -> Any:
-        found, _ = await handlers.recent_events(_limit(request))
+        found, _ = await handlers.recent_events(_limit(request), _selection(request))
         return found
 
     @route("/api/v1/events/stream", "viewer")
     async def event_stream(request: Request) -> Any:
-        recent, revision = await handlers.recent_events(_limit(request))
+        """Server-sent events: the recent ones (or every one after `?since=REVISION`), then each new one as
+        it is committed. Each has `data:` (the event's JSON, first) and `id:` (its revision); a comment
+        line every 15 s keeps idle streams alive."""
+        selection = _selection(request)
+        since = request.query_params.get("since")
+        if since is not None:  # every event after this revision (a dashboard's snapshot), none before
+            try:
+                revision = int(since)
+            except ValueError:
+                raise HandlerError(
+                    "invalid", f"since: expected a revision number, got {since[:40]!r}"
+                ) from None
+            await handlers.check_history(revision)
+            recent: list[Any] = []
+        else:
+            recent, revision = await handlers.recent_events(_limit(request), selection)
+
+        def sse(event: Any) -> str:
+            # data first: clients written before `id:` was sent read the first line of an event
+            return f"data: {json.dumps(to_json(event))}\nid: {event.revision}\n\n"
 
         async def stream():  # type: ignore[no-untyped-def]
             for event in recent:
-                yield f"data: {json.dumps(to_json(event))}\n\n"
+                yield sse(event)
             watch = handlers.follow(revision + 1)
             try:
-                async for batch in watch:
+                while True:
+                    batch = None
+                    with trio.move_on_after(KEEPALIVE):
+                        batch = await watch.__anext__()
+                    if batch is None:
+                        yield ": keep-alive\n\n"
+                        continue
                     for raw in batch:
-                        event = describe_event(raw)
-                        if event is not None:
-                            yield f"data: {json.dumps(to_json(event))}\n\n"
+                        for event in describe(raw):
+                            if selection.matches(event):
+                                yield sse(event)
             finally:
-                await watch.aclose()
+                with trio.CancelScope(shield=True):
+                    await watch.aclose()
 
-        return StreamingResponse(stream(), media_type="text/event-stream")
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    @route("/metrics", "viewer")
+    async def prometheus(request: Request) -> Any:
+        if not metrics.enabled:
+            raise HandlerError("not_found", "metrics are turned off on this node (it runs with --no-metrics)")
+        await metrics.refresh_kv(status_kv or handlers.kv)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     agents = AgentLeases(handlers.kv)
 
@@ -229,12 +299,16 @@ def management_app(
         invoke,
         cluster,
         nodes,
+        overview,
+        calls,
         events,
         event_stream,
         agent_lease,
         acquire_agent_lease,
         release_agent_lease,
+        prometheus,
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        *dashboard_routes(),
     ]
     return Starlette(routes=routes)

@@ -6,6 +6,7 @@ its instances, revokes its lease (its registration goes with it) and stops its K
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -27,6 +28,7 @@ from ._invoker import ClusterInvoker
 from ._kv_cache import KVCache
 from ._kv_replica import run_kv_replica
 from ._management import Authorizer, management_app, parse_api_keys
+from ._metrics import NodeMetrics
 from ._peers import PeerClients, serve_peers
 from ._records import NodeRecord, encode_record
 from ._schema import node_key
@@ -107,6 +109,13 @@ class _Registration:
                 log.warning("lease keep-alive failed: %s", error.message)
 
     async def revoke(self) -> None:
+        """Leave the cluster: mark the registration as leaving (so the event log says "left", not "lost"),
+        then revoke the lease, which deletes it."""
+        try:
+            leaving = attrs.evolve(self.record, leaving=True)
+            await self.kv.put(node_key(self.config.node_id), encode_record(leaving), lease=self.lease)
+        except KVError as error:
+            log.warning("could not mark the node as leaving: %s", error.message)
         try:
             await self.kv.lease_revoke(self.lease)
         except KVError as error:
@@ -141,15 +150,18 @@ async def serve_node(
                 capacity=config.capacity,
                 labels=config.labels,
                 started_at=time.time(),
+                lease_ttl=config.lease_ttl,
             )
             registration = _Registration(kv, config, record)
             lease = await registration.register()
+            metrics = NodeMetrics(enabled=config.metrics)
+            metrics.watch_backlog = kv.watch_backlog
             async with trio.open_nursery() as nursery:
                 installer = SliceInstaller(config.index, config.data_dir, timeout=config.timeouts.install)
                 invoker_box: list[ClusterInvoker] = []
 
                 async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
-                    return await invoker_box[0].invoke(artifact, entry, payload, timeout)
+                    return await invoker_box[0].invoke(artifact, entry, payload, timeout, source="slice")
 
                 listener = HostListener(config.data_dir / "run")
                 await nursery.start(listener.serve)
@@ -164,17 +176,29 @@ async def serve_node(
                 cache = KVCache(kv, EndpointRegistry.PREFIXES)
                 await nursery.start(cache.run)
                 invoker = ClusterInvoker(
-                    config.node_id, store, EndpointRegistry(cache), PeerClients(nursery, secret)
+                    config.node_id,
+                    store,
+                    EndpointRegistry(cache),
+                    PeerClients(nursery, secret),
+                    metrics=metrics,
                 )
                 invoker_box.append(invoker)
                 manager = NodeDeploymentManager(
-                    kv, config.node_id, store, lease=lease, restart_policy=config.restart
+                    kv, config.node_id, store, lease=lease, restart_policy=config.restart, metrics=metrics
                 )
+                metrics.instances = manager.instance_samples
                 try:
                     nursery.start_soon(registration.keep_alive, manager.republish)
                     await nursery.start(manager.run)
                     await nursery.start(
-                        serve_peers, secret, config.peer, config.node_id, invoker.invoke_local
+                        functools.partial(
+                            serve_peers,
+                            secret,
+                            config.peer,
+                            config.node_id,
+                            invoker.invoke_local,
+                            stats=metrics.call_stats,
+                        )
                     )
                     await nursery.start(serve_http, ingress_app(invoker.invoke), config.ingress)
                     handlers = Handlers(kv, invoker)
@@ -190,13 +214,18 @@ async def serve_node(
 
                     if config.management:
                         app = management_app(
-                            handlers, Authorizer(api_keys, open_access=config.dev_mode), ready
+                            handlers,
+                            Authorizer(api_keys, open_access=config.dev_mode),
+                            ready,
+                            metrics=metrics,
+                            status_kv=own_replica,
                         )
                         await nursery.start(serve_http, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
                         leadership = LeadershipMonitor(own_replica)
                         nursery.start_soon(leadership.run)
-                        nursery.start_soon(ClusterDeploymentManager(kv, config.node_id).run, leadership)
+                        cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
+                        nursery.start_soon(cluster_manager.run, leadership)
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
                     task_status.started(
                         NodeInfo(

@@ -1,6 +1,9 @@
 """Node-to-node calls: each node serves invocations of its own instances on its peer port, and keeps one
 persistent, multiplexed connection to every other node it calls. Connections are authenticated with the
 cluster secret (the same handshake as the KV client protocol).
+
+Operations: `invoke` (the default), and `stats`: the node's call statistics, for a dashboard on any node
+(metrics go node to node, never through consensus).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ MAX_FRAME = 16 * 1024 * 1024
 
 # (coordinates, instance, entry, payload, timeout) → result; raises InvocationError
 LocalInvoke = Callable[[str, int, str, Any, float], Awaitable[Any]]
+LocalStats = Callable[[], Any]  # → JSON-able call statistics of this node
 
 
 class NotSentError(Exception):
@@ -39,6 +43,7 @@ async def serve_peers(
     node_id: str,
     invoke: LocalInvoke,
     *,
+    stats: LocalStats = list,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     host, _, port = address.rpartition(":")
@@ -55,23 +60,28 @@ async def serve_peers(
                     request = await framed.receive()
                     if request is None:
                         break
-                    nursery.start_soon(_serve_one, framed, request, invoke)
+                    nursery.start_soon(_serve_one, framed, request, invoke, stats)
         except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
             pass
 
     await trio.serve_listeners(handle, listeners)
 
 
-async def _serve_one(framed: FramedStream, request: dict[str, Any], invoke: LocalInvoke) -> None:
+async def _serve_one(
+    framed: FramedStream, request: dict[str, Any], invoke: LocalInvoke, stats: LocalStats
+) -> None:
     reply: dict[str, Any] = {"id": request.get("id")}
     try:
-        reply["ok"] = await invoke(
-            str(request.get("coordinates")),
-            int(request.get("instance", 0)),
-            str(request.get("entry")),
-            request.get("payload"),
-            float(request.get("timeout") or 30.0),
-        )
+        if request.get("op") == "stats":
+            reply["ok"] = stats()
+        else:
+            reply["ok"] = await invoke(
+                str(request.get("coordinates")),
+                int(request.get("instance", 0)),
+                str(request.get("entry")),
+                request.get("payload"),
+                float(request.get("timeout") or 30.0),
+            )
     except InvocationError as error:
         reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
     try:
@@ -183,3 +193,9 @@ class PeerClients:
             "timeout": timeout,
         }
         return await connection.call(request, timeout)
+
+    async def stats(self, address: str, timeout: float) -> Any:
+        """The call statistics of the node at `address`. Raises NotSentError, LostInFlightError or
+        InvocationError (timeout) like a call."""
+        connection = await self._connection(address)
+        return await connection.call({"op": "stats"}, timeout)

@@ -48,6 +48,8 @@ class CreateInstance:
     coordinates: Coordinates
     instance: int
     config: Mapping[str, object]
+    # A rebalancing move: this instance replaces a surplus one on `moved_from` (removed once it is ACTIVE).
+    moved_from: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -195,6 +197,9 @@ def plan(
         in_place = len(placed) + len(old) + len(removing_now)
 
         budget = max(0, wanted_count + max_surge - in_place)
+        # Creations while another node holds a surplus ACTIVE instance of this version are moves: name
+        # the node each one moves from (for the event log), oldest surplus first, one per surplus.
+        move_sources = [i.node_id for i in reversed(_newest_first(surplus)) if i.state is SliceState.ACTIVE]
         for node_id in sorted(placement.counts):
             missing = placement.counts[node_id] - len(by_node.get(node_id, ()))
             for _ in range(max(0, missing)):
@@ -202,7 +207,11 @@ def plan(
                     break
                 actions.append(
                     CreateInstance(
-                        node_id=node_id, coordinates=coordinates, instance=next_instance, config=spec.config
+                        node_id=node_id,
+                        coordinates=coordinates,
+                        instance=next_instance,
+                        config=spec.config,
+                        moved_from=move_sources.pop(0) if move_sources else "",
                     )
                 )
                 next_instance += 1

@@ -51,6 +51,8 @@ class SliceRecord:
     # The command being carried out while the state is an -ING state (e.g. ACTIVATE while LOADING), so
     # that an interrupted step resumes toward what was asked, not toward its own intermediate outcome.
     command: SliceState | None = None
+    # On the leader's ACTIVATE of an instance that replaces one on another node (a rebalancing move).
+    moved_from: str = ""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -89,6 +91,8 @@ class NodeRecord:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     role: str = "worker"
     started_at: float = 0.0
+    lease_ttl: float = 0.0  # its lease's TTL: how long the cluster waits before it counts the node lost
+    leaving: bool = False  # written just before a graceful shutdown revokes the lease (left, not lost)
     schema_version: int = SCHEMA_VERSION
 
 

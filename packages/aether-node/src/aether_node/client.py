@@ -130,15 +130,77 @@ class ClusterStatus:
 
 
 @attrs.frozen(kw_only=True)
+class SliceTarget:
+    """One slice of a blueprint: what it asks for, how many instances of that version are ACTIVE."""
+
+    blueprint: str
+    artifact: str
+    desired: int
+    active: int
+    problem: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class Overview:
+    """Everything a dashboard shows at once, read at one point of the cluster's history (`revision`:
+    instance events after it are news)."""
+
+    status: ClusterStatus
+    slices: tuple[SliceTarget, ...]
+    instances: tuple[InstanceInfo, ...]
+    revision: int
+
+
+@attrs.frozen(kw_only=True)
+class CallStats:
+    """Calls of one entry point, summed over the nodes that answered: counters since each node started
+    (a rate is the difference of two readings); `buckets` are cumulative [upper bound s, calls]."""
+
+    artifact: str
+    entry: str
+    calls: int
+    errors: int
+    seconds: float
+    buckets: tuple[tuple[float, int], ...]
+
+
+@attrs.frozen(kw_only=True)
+class ClusterCalls:
+    at: float  # the reading's time (unix seconds)
+    nodes: dict[str, str]  # node id → "ok", or why its figures are missing
+    slices: tuple[CallStats, ...]
+
+
+# The kinds of cluster events (ClusterEvent.kind), for filters and help texts.
+EVENT_KINDS = (
+    "node_joined",  # a node registered
+    "node_left",  # a node shut down gracefully
+    "node_lost",  # a node's lease expired (killed, hung or cut off): its instances are placed elsewhere
+    "leader_elected",  # a node's KV replica became the Raft leader and took over the cluster manager
+    "blueprint_applied",
+    "blueprint_deleted",
+    "instance_state",  # an instance's record changed state (state, reason)
+    "instance_removed",  # an instance's record was deleted
+    "rebalance_move",  # the leader moves an instance from one node (from_node_id) to another (node_id)
+)
+
+
+@attrs.frozen(kw_only=True)
 class ClusterEvent:
+    """One thing that happened in the cluster, derived from the KV's history (`revision` orders them).
+    Fields after `reason` were added later; every field but the first five may be empty."""
+
     revision: int
     timestamp: float
-    kind: str  # node_joined, node_left, blueprint_applied, blueprint_deleted, instance_state, leader_elected
-    subject: str
-    message: str
+    kind: str  # one of EVENT_KINDS
+    subject: str  # what it is about: a node id, a blueprint name, `group:artifact:version#instance`
+    message: str  # one line for a person
     node_id: str = ""
     state: str = ""
-    reason: str = ""
+    reason: str = ""  # why: a FAILED instance's cause, how a node was lost, what a leader replaced
+    artifact: str = ""  # group:artifact:version of instance events
+    instance: int = 0  # the instance number of instance events
+    from_node_id: str = ""  # rebalance_move: the node the instance moves away from
 
 
 @attrs.frozen(kw_only=True)
@@ -297,8 +359,25 @@ class ApiClient:
     def nodes(self) -> list[NodeInfo]:
         return [from_json(item, NodeInfo) for item in self._request("GET", "/api/v1/nodes")]
 
-    def events(self, limit: int = 50) -> list[ClusterEvent]:
-        data = self._request("GET", "/api/v1/events", params={"limit": limit})
+    def overview(self) -> Overview:
+        return from_json(self._request("GET", "/api/v1/overview"), Overview)
+
+    def calls(self) -> ClusterCalls:
+        return from_json(self._request("GET", "/api/v1/calls"), ClusterCalls)
+
+    def events(
+        self,
+        limit: int = 50,
+        *,
+        kind: str | Sequence[str] | None = None,
+        slice: str | None = None,
+        node: str | None = None,
+    ) -> list[ClusterEvent]:
+        """The last `limit` events that match the filters: `kind` (one of EVENT_KINDS, or several),
+        `slice` (group:artifact or group:artifact:version: instance events of that slice), `node` (events
+        about that node, including moves away from it)."""
+        params = _event_params(limit, kind, slice, node)
+        data = self._request("GET", "/api/v1/events", params=params)
         return [from_json(item, ClusterEvent) for item in data]
 
     # the agent lease (one AI agent at a time; see aether_mcp)
@@ -316,12 +395,21 @@ class ApiClient:
         data = self._request("POST", "/api/v1/agent-lease/release", json_body={"token": token})
         return bool(data and data.get("released"))
 
-    def follow_events(self, limit: int = 20) -> Iterator[ClusterEvent]:
-        """Recent events, then every new one as it happens (server-sent events); until interrupted."""
+    def follow_events(
+        self,
+        limit: int = 20,
+        *,
+        kind: str | Sequence[str] | None = None,
+        slice: str | None = None,
+        node: str | None = None,
+    ) -> Iterator[ClusterEvent]:
+        """Recent events, then every new one as it happens (server-sent events); until interrupted.
+        Filters as in `events`."""
+        params = _event_params(limit, kind, slice, node)
         errors = []
         for url in self.urls:
             try:
-                response = self._open("GET", url + "/api/v1/events/stream", {"limit": limit}, None, None)
+                response = self._open("GET", url + "/api/v1/events/stream", params, None, None)
             except (URLError, OSError) as error:
                 errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
                 continue
@@ -332,6 +420,19 @@ class ApiClient:
                         yield from_json(json.loads(line[6:]), ClusterEvent)
             return
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
+
+
+def _event_params(
+    limit: int, kind: str | Sequence[str] | None, slice: str | None, node: str | None
+) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit}
+    if kind:
+        params["kind"] = kind if isinstance(kind, str) else ",".join(kind)
+    if slice:
+        params["slice"] = slice
+    if node:
+        params["node"] = node
+    return params
 
 
 def _check_url(url: str) -> None:

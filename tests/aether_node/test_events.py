@@ -1,0 +1,161 @@
+"""The event log's pure core: KV changes → typed cluster events, and the filters."""
+
+from __future__ import annotations
+
+import pytest
+
+from aether_kv import Event, EventKind, KeyValue
+from aether_node._cluster_manager import LEADER_KEY, LeaderClaim
+from aether_node._events import EventFilter, EventFilterError, describe
+from aether_node._records import NodeRecord, SliceRecord, SliceState, encode_record
+from aether_node.client import EVENT_KINDS, ClusterEvent
+
+ECHO = "org.aether:echo:1.0.0"
+
+
+def kv(key: str, value: bytes, revision: int) -> KeyValue:
+    return KeyValue(key=key, value=value, create_revision=revision, mod_revision=revision, version=1)
+
+
+def put(key: str, record: object, revision: int, prev: object | None = None) -> Event:
+    before = None if prev is None else kv(key, encode_record(prev), revision - 1)
+    return Event(
+        kind=EventKind.PUT, kv=kv(key, encode_record(record), revision), prev=before, revision=revision
+    )
+
+
+def delete(key: str, prev: object, revision: int) -> Event:
+    return Event(
+        kind=EventKind.DELETE,
+        kv=kv(key, b"", revision),
+        prev=kv(key, encode_record(prev), revision - 1),
+        revision=revision,
+    )
+
+
+def clock() -> float:
+    return 1000.0
+
+
+def node(node_id: str, **changes: object) -> NodeRecord:
+    return NodeRecord(node_id=node_id, ingress="127.0.0.1:1", lease_ttl=2.0, **changes)  # type: ignore[arg-type]
+
+
+def test_nodes_join_leave_and_are_lost() -> None:
+    [joined] = describe(put("nodes/n1", node("n1"), 5), clock=clock)
+    assert (joined.kind, joined.subject, joined.node_id, joined.revision) == ("node_joined", "n1", "n1", 5)
+    assert describe(put("nodes/n1", node("n1", leaving=True), 6, prev=node("n1")), clock=clock) == []
+    [left] = describe(delete("nodes/n1", node("n1", leaving=True), 7), clock=clock)
+    assert (left.kind, left.reason, left.message) == (
+        "node_left",
+        "it shut down",
+        "node n1 left: it shut down",
+    )
+    [lost] = describe(delete("nodes/n2", node("n2"), 8), clock=clock)
+    assert lost.kind == "node_lost"
+    assert lost.reason == "its lease expired: no keep-alive within 2 s (killed, hung or cut off)"
+    assert lost.timestamp == 1000.0
+
+
+def test_a_leader_election_says_whom_it_replaced_and_the_term() -> None:
+    first = LeaderClaim(node_id="n1", since=10.0, term=2)
+    [event] = describe(put(LEADER_KEY, first, 3), clock=clock)
+    assert (event.kind, event.node_id, event.reason, event.timestamp) == (
+        "leader_elected",
+        "n1",
+        "term 2: the first leader",
+        10.0,
+    )
+    [event] = describe(
+        put(LEADER_KEY, LeaderClaim(node_id="n2", since=20.0, term=4), 9, prev=first), clock=clock
+    )
+    assert event.reason == "term 4: took over from n1"
+    assert event.message == "node n2 leads the cluster (term 4: took over from n1)"
+
+
+def test_instance_states_carry_reasons_and_a_move_is_its_own_event() -> None:
+    key = f"slices/n2/{ECHO}/3"
+    failed = SliceRecord(state=SliceState.FAILED, reason="activate: boom", timestamp=50.0)
+    [event] = describe(put(key, failed, 11, prev=SliceRecord(state=SliceState.ACTIVATING)), clock=clock)
+    assert event == ClusterEvent(
+        revision=11,
+        timestamp=50.0,
+        kind="instance_state",
+        subject=f"{ECHO}#3",
+        message=f"{ECHO}#3 on n2: FAILED (activate: boom)",
+        node_id="n2",
+        state="FAILED",
+        reason="activate: boom",
+        artifact=ECHO,
+        instance=3,
+    )
+    moved = SliceRecord(
+        state=SliceState.ACTIVATE, reason="rebalance: moving from n1", moved_from="n1", timestamp=60.0
+    )
+    state, move = describe(put(key, moved, 12), clock=clock)
+    assert (state.kind, state.state, state.reason) == (
+        "instance_state",
+        "ACTIVATE",
+        "rebalance: moving from n1",
+    )
+    assert (move.kind, move.node_id, move.from_node_id, move.artifact, move.instance) == (
+        "rebalance_move",
+        "n2",
+        "n1",
+        ECHO,
+        3,
+    )
+    assert move.message == f"{ECHO}: moving an instance from n1 to n2"
+    # the node's own later writes of that record are no new move
+    activating = SliceRecord(state=SliceState.ACTIVATING, command=SliceState.ACTIVATE)
+    assert [e.kind for e in describe(put(key, activating, 13, prev=moved), clock=clock)] == ["instance_state"]
+    [removed] = describe(delete(key, failed, 14), clock=clock)
+    assert (removed.kind, removed.node_id, removed.artifact) == ("instance_removed", "n2", ECHO)
+
+
+def test_changes_that_are_not_events() -> None:
+    assert describe(put("endpoints/x/echo:1", node("n1"), 3), clock=clock) == []
+    assert describe(put("slices/not-an-instance-key", node("n1"), 3), clock=clock) == []
+    assert describe(put(f"slices/n1/{ECHO}/1", node("n1"), 3), clock=clock) == []  # not a SliceRecord
+
+
+def event(kind: str, **fields: object) -> ClusterEvent:
+    return ClusterEvent(revision=1, timestamp=0.0, kind=kind, subject="s", message="m", **fields)  # type: ignore[arg-type]
+
+
+def test_filters_select_by_kind_slice_and_node() -> None:
+    instance = event("instance_state", node_id="n1", artifact=ECHO)
+    move = event("rebalance_move", node_id="n2", from_node_id="n1", artifact=ECHO)
+    lost = event("node_lost", node_id="n3")
+    applied = event("blueprint_applied")
+    everything = [instance, move, lost, applied]
+
+    def kept(selection: EventFilter) -> list[ClusterEvent]:
+        return [e for e in everything if selection.matches(e)]
+
+    assert kept(EventFilter.parse()) == everything
+    assert kept(EventFilter.parse(["node_lost,rebalance_move"])) == [move, lost]
+    assert kept(EventFilter.parse(["node_lost", "blueprint_applied"])) == [lost, applied]
+    assert kept(EventFilter.parse(slice="org.aether:echo")) == [instance, move]
+    assert kept(EventFilter.parse(slice=ECHO)) == [instance, move]
+    assert kept(EventFilter.parse(slice="org.aether:echo:2.0.0")) == []
+    assert kept(EventFilter.parse(node="n1")) == [instance, move]
+    assert kept(EventFilter.parse(["instance_state"], node="n1")) == [instance]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"kinds": ["node_lost,nope"]},
+            "kind: unknown event kind 'nope' (known: " + ", ".join(EVENT_KINDS) + ")",
+        ),
+        ({"slice": "echo"}, "slice: "),
+        ({"slice": "org.aether:echo:not a version"}, "slice: "),
+        ({"node": "a/b"}, "node: not a node id: 'a/b'"),
+    ],
+)
+def test_bad_filters_are_refused_with_the_parameter_named(arguments: dict[str, object], message: str) -> None:
+    with pytest.raises(EventFilterError) as raised:
+        EventFilter.parse(**arguments)  # type: ignore[arg-type]
+    assert str(raised.value).startswith(message)
