@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import attrs
+
 from aether_mcp._resources import CLUSTER_STATUS, affected, known_slices, slice_owners
 from aether_node.client import BlueprintInfo, ClusterEvent, InstanceInfo, SliceSummary
 
@@ -27,13 +29,20 @@ def test_an_instance_of_a_slice_no_blueprint_wants_may_change_the_list() -> None
     assert uris == [CLUSTER_STATUS, "aether://slices/org.aether:counter"] and listed is True
 
 
+def test_a_rebalance_move_updates_its_slice_and_blueprint() -> None:
+    move = attrs.evolve(event("rebalance_move", "org.aether:echo:1.0.0#4"), artifact="org.aether:echo:1.0.0")
+    uris, listed = affected(move, slice_owners([DEMO]))
+    assert uris == [CLUSTER_STATUS, "aether://slices/org.aether:echo", "aether://blueprints/demo"]
+    assert listed is False
+
+
 def test_blueprint_events_change_the_blueprint_and_the_list() -> None:
     for kind in ("blueprint_applied", "blueprint_deleted"):
         assert affected(event(kind, "demo"), {}) == ([CLUSTER_STATUS, "aether://blueprints/demo"], True)
 
 
 def test_other_events_change_the_cluster_status_only() -> None:
-    for kind in ("node_joined", "node_left", "leader_elected", "something_new"):
+    for kind in ("node_joined", "node_left", "node_lost", "leader_elected", "something_new"):
         assert affected(event(kind, "node-1"), {}) == ([CLUSTER_STATUS], False)
 
 

@@ -100,6 +100,13 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
             events_cli = expect(cluster.aether("cluster", "events", "--limit", "5", "--json")).json_lines()
             events_tool = await tool("cluster_events", limit=5)
             assert [e["kind"] for e in events_cli] == [e["kind"] for e in events_tool]
+            filters = ("--kind", "instance_state", "--slice", "org.aether:echo", "--limit", "4", "--json")
+            filtered_cli = expect(cluster.aether("cluster", "events", *filters)).json_lines()
+            filtered_tool = await tool(
+                "cluster_events", kind=["instance_state"], slice="org.aether:echo", limit=4
+            )
+            assert filtered_cli == filtered_tool and len(filtered_cli) == 4
+            assert {e["kind"] for e in filtered_tool} == {"instance_state"}
 
             payload = {"same": ["answer", 1]}
             invoked = expect(

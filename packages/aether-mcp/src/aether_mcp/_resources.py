@@ -47,8 +47,11 @@ def affected(event: ClusterEvent, owners: Mapping[str, str]) -> tuple[list[str],
     uris = [CLUSTER_STATUS]
     if event.kind in ("blueprint_applied", "blueprint_deleted"):
         return [*uris, blueprint_uri(event.subject)], True
-    if event.kind.startswith("instance"):
-        slice_id = artifact_id(event.subject.split("#", 1)[0])
+    coordinates = event.artifact or (
+        event.subject.split("#", 1)[0] if event.kind.startswith("instance") else ""
+    )
+    if coordinates:  # an instance event or a rebalance move
+        slice_id = artifact_id(coordinates)
         uris.append(slice_uri(slice_id))
         owner = owners.get(slice_id)
         if owner:

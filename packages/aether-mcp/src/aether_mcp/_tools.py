@@ -221,5 +221,20 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         "Recent cluster events (nodes, leaders, blueprints, instance states with "
         "reasons), oldest first. Subscribe to the resources to be told of new ones.",
     )
-    async def cluster_events(limit: Annotated[int, Field(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
-        return await ask("cluster_events", lambda c: c.events(limit))
+    async def cluster_events(
+        limit: Annotated[int, Field(ge=1, le=1000)] = 50,
+        kind: Annotated[
+            list[str] | None,
+            Field(
+                description="Only events of these kinds: node_joined, node_left, node_lost, leader_elected,"
+                " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move."
+            ),
+        ] = None,
+        slice: Annotated[
+            str | None, Field(description="Only events of this slice (group:artifact[:version]).")
+        ] = None,
+        node: Annotated[str | None, Field(description="Only events about this node.")] = None,
+    ) -> list[dict[str, Any]]:
+        return await ask(
+            "cluster_events", lambda c: c.events(limit, kind=kind or None, slice=slice, node=node)
+        )
