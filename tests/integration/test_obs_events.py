@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import cli_support
 import pytest
 import trio
@@ -26,6 +27,7 @@ from cluster_support import (
     wait_for,
 )
 
+from aether_node import NodeConfig
 from aether_node.client import ApiClient, ClusterEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -116,7 +118,9 @@ async def test_events_of_leaving_failing_killed_nodes_and_a_leader_change(
             cluster.kill(victim)
             lost = await followed.wait_for(f"{victim} lost", lambda e: e.kind == "node_lost", FAILOVER)
             assert lost.node_id == victim
-            assert lost.reason == "its lease expired: no keep-alive within 2 s (killed, hung or cut off)"
+            ttl = attrs.fields(NodeConfig).lease_ttl.default  # the nodes run with the default lease
+            expected = f"its lease expired: no keep-alive within {ttl:g} s (killed, hung or cut off)"
+            assert lost.reason == expected
 
             # 4. the leader is SIGKILLed: lost, and another node takes over in a later term
             leader = await leader_node_id(cluster, kv)
