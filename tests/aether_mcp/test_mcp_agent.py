@@ -135,3 +135,31 @@ async def test_release_gives_the_lease_back_and_only_for_the_admitted_agent() ->
     assert cluster.holder is not None
     await one.release(ALPHA.key)
     assert cluster.holder is None and one.current is None
+
+
+class ViewerCluster(FakeCluster):
+    def acquire_agent_lease(self, holder: str, token: str, ttl: float) -> object:
+        self.calls.append("acquire")
+        raise ClusterError("this operation needs the operator role; your key has viewer", kind="forbidden")
+
+
+async def test_a_viewer_key_is_admitted_without_a_lease_and_still_one_at_a_time() -> None:
+    cluster, clock = ViewerCluster(), Clock()
+    one = gate(cluster, clock)
+    await one.admit(ALPHA)
+    assert one.current == ALPHA and cluster.holder is None
+    with pytest.raises(AgentBusyError):
+        await one.admit(BETA)
+    await one.release()
+    assert cluster.calls == ["acquire"], "nothing to release without a lease"
+
+
+async def test_an_unreachable_cluster_is_not_an_admission() -> None:
+    class Unreachable(FakeCluster):
+        def acquire_agent_lease(self, holder: str, token: str, ttl: float) -> object:
+            raise ClusterError("cannot reach the cluster: http://127.0.0.1:9: refused", kind="unreachable")
+
+    one = gate(Unreachable(), Clock())
+    with pytest.raises(ClusterError, match="cannot reach the cluster"):
+        await one.admit(ALPHA)
+    assert one.current is None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import logging
 import os
 import secrets
 import socket
@@ -30,6 +31,8 @@ import attrs
 
 from ._errors import AgentBusyError, ClusterError
 from ._gateway import ClusterGateway
+
+log = logging.getLogger("aether_mcp.agent")
 
 
 @attrs.frozen
@@ -127,7 +130,11 @@ class AgentGate:
         except ClusterError as error:
             if error.kind == "conflict":
                 raise AgentBusyError(error.message) from None
-            raise
+            if error.kind != "forbidden":
+                raise
+            # A viewer key may not take the lease, and cannot change anything either: no lease needed.
+            log.info("no agent lease: %s", error.message)
+            token = ""
         self.current, self._token = agent, token
 
     async def _release_locked(self) -> None:
@@ -168,6 +175,8 @@ class AgentGate:
                 if quiet:
                     await self._release_locked()
                     continue
+                if not self._token:
+                    continue  # admitted without a lease (a viewer key)
                 renew = functools.partial(_renew, holder=self.holder, token=self._token, ttl=self.ttl)
                 try:
                     await self.gateway.call(renew)

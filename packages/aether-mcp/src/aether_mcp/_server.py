@@ -41,7 +41,8 @@ from ._tools import error_result, register_tools
 
 log = logging.getLogger("aether_mcp")
 
-AGENT_BUSY = -32001  # a server-defined JSON-RPC error code
+AGENT_BUSY = -32001  # server-defined JSON-RPC error codes
+CLUSTER_ERROR = -32002
 GATED = frozenset({"tools/call", "resources/read", "subscriptions/listen", "resources/subscribe"})
 INSTRUCTIONS = (
     "Operate an Aether cluster: apply TOML blueprints (which slices, how many instances), watch them "
@@ -180,10 +181,12 @@ class OneAgentAtATime:
         try:
             async with self.gate.serving(agent):
                 return await call_next(ctx)
-        except AgentBusyError as error:
+        except (AgentBusyError, ClusterError) as error:  # busy, or the lease could not be asked for
             if ctx.method == "tools/call":
                 return error_result(error.message)
-            raise MCPError(AGENT_BUSY, error.message) from None
+            raise MCPError(
+                AGENT_BUSY if isinstance(error, AgentBusyError) else CLUSTER_ERROR, error.message
+            ) from None
 
 
 def build_server(config: McpConfig, gateway: ClusterGateway, gate: AgentGate | None) -> AetherMcpServer:
