@@ -15,7 +15,9 @@ from cyclopts import App, Parameter
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail
 
 app = App(
-    name="aether", help="Operate an Aether cluster: blueprints, slices, the cluster, a local dev cluster."
+    name="aether",
+    help="Operate an Aether cluster: blueprints, slices, the cluster, a local dev cluster.",
+    help_format="plaintext",
 )
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
 slice_app = App(name="slice", help="Slice instances: list, status, invoke.")
