@@ -1,0 +1,155 @@
+"""The API client's JSON ↔ model conversion (`to_json`, `from_json`): the same JSON as a cattrs converter
+gives, both ways, for every model; unknown keys ignored; a malformed answer is a TypeError naming the model.
+The client converts without cattrs so that `aether` does not import it (start-up time)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import attrs
+import cattrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aether_node import client
+from aether_node.client import (
+    ApplyResult,
+    CallStats,
+    ClusterCalls,
+    ClusterStatus,
+    InstanceInfo,
+    NodeInfo,
+    SliceSummary,
+    from_json,
+    to_json,
+)
+
+# Every model of the client module, found rather than listed, so a model added later is checked too.
+MODELS = sorted(
+    (
+        v
+        for v in vars(client).values()
+        if isinstance(v, type) and attrs.has(v) and v.__module__ == client.__name__
+    ),
+    key=lambda model: model.__name__,
+)
+REFERENCE = cattrs.Converter()
+
+
+def test_the_models_are_found() -> None:
+    names = {model.__name__ for model in MODELS}
+    assert {"ApplyResult", "BlueprintStatus", "ClusterStatus", "ClusterEvent", "ClusterCalls"} <= names
+
+
+def dumped(data: Any) -> str:
+    return json.dumps(data, sort_keys=True)  # NaN and -0.0 compare as text
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: m.__name__)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_to_json_and_from_json_agree_with_cattrs(model: type, data: st.DataObject) -> None:
+    record = data.draw(st.from_type(model))
+    as_json = to_json(record)
+    assert dumped(as_json) == dumped(REFERENCE.unstructure(record))
+    back = from_json(json.loads(json.dumps(as_json)), model)
+    assert dumped(to_json(back)) == dumped(as_json)
+    assert dumped(to_json(REFERENCE.structure(as_json, model))) == dumped(to_json(back))
+
+
+def test_nested_models_come_back_as_models_with_tuples() -> None:
+    node = NodeInfo(
+        node_id="node-1",
+        ingress="127.0.0.1:1",
+        management="127.0.0.1:2",
+        peer="127.0.0.1:3",
+        cpu=2.0,
+        memory_mib=1024,
+        role="voter",
+        started_at=5.5,
+        instances=2,
+        active=1,
+        leader=True,
+    )
+    status = ClusterStatus(
+        leader="node-1",
+        term=3,
+        revision=40,
+        has_quorum=True,
+        healthy=True,
+        nodes=(node,),
+        blueprints=1,
+        instances=2,
+        active=1,
+        failed=0,
+    )
+    data = to_json(status)
+    assert data["nodes"] == [to_json(node)]
+    assert from_json(data, ClusterStatus) == status
+    assert from_json({**data, "leader": None}, ClusterStatus).leader is None
+
+
+def test_fixed_tuples_and_dicts_keep_their_item_types() -> None:
+    data = {
+        "at": 1.5,
+        "nodes": {"node-1": "ok", "node-2": "unreachable"},
+        "slices": [
+            {
+                "artifact": "g:a:1",
+                "entry": "e",
+                "calls": 3,
+                "errors": 0,
+                "seconds": 0.5,
+                "buckets": [[0.1, 2], [1, 3]],
+            }
+        ],
+    }
+    calls = from_json(data, ClusterCalls)
+    assert calls.nodes == {"node-1": "ok", "node-2": "unreachable"}
+    assert calls.slices == (
+        CallStats(artifact="g:a:1", entry="e", calls=3, errors=0, seconds=0.5, buckets=((0.1, 2), (1.0, 3))),
+    )
+    assert [type(x) for x in calls.slices[0].buckets[1]] == [float, int]
+    assert to_json(calls) == {**data, "slices": [{**data["slices"][0], "buckets": [[0.1, 2], [1.0, 3]]}]}
+    with pytest.raises(TypeError, match="cannot read ClusterCalls"):
+        from_json({**data, "slices": [{**data["slices"][0], "buckets": [[0.1, 2, 3]]}]}, ClusterCalls)
+
+
+def test_plain_json_data_and_lists_of_models_pass_through() -> None:
+    summary = SliceSummary(artifact="org.aether:echo:1.0.0", instances=2, strategy="round-robin")
+    assert to_json([summary, {"k": (1, 2.5, None, "x")}]) == [
+        {"artifact": "org.aether:echo:1.0.0", "instances": 2, "strategy": "round-robin"},
+        {"k": [1, 2.5, None, "x"]},
+    ]
+
+
+def test_unknown_keys_are_ignored_and_defaults_fill_missing_optional_fields() -> None:
+    data = {"node_id": "n", "artifact": "g:a:1", "instance": 0, "state": "ACTIVE", "new_field": [1]}
+    assert from_json(data, InstanceInfo) == InstanceInfo(
+        node_id="n", artifact="g:a:1", instance=0, state="ACTIVE"
+    )
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        ({"name": "x", "created": True, "revision": 1}, "slices"),  # a required field missing
+        ({"name": "x", "created": True, "revision": "one", "slices": 1}, "invalid literal"),
+        (["not", "an", "object"], "expected an object"),
+    ],
+)
+def test_a_malformed_answer_is_a_type_error_naming_the_model(data: Any, detail: str) -> None:
+    with pytest.raises(TypeError, match="cannot read ApplyResult") as raised:
+        from_json(data, ApplyResult)
+    assert detail in str(raised.value)
+
+
+def test_the_client_does_not_import_cattrs_but_still_offers_its_converter() -> None:
+    code = "import sys, aether_node.client as c; print('cattrs' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+    assert isinstance(client.converter, cattrs.Converter)
