@@ -10,6 +10,14 @@ alike); the figure is the median over the rounds, with the ratio to the baseline
 ≤ 0.3 s for `aether --help` and for `aether cluster status`. When a target is missed, the imports of that
 command are profiled with `python -X importtime` and the slowest are printed (cumulative and self time).
 
+Bytecode. An operator's installation has its modules compiled: pip compiles them at install time, and
+otherwise Python writes `__pycache__` on the first run. The commands are therefore timed with bytecode
+cached, in a private `PYTHONPYCACHEPREFIX` under the temporary directory (written by a warm-up run, so
+nothing is written into the environment or the sources, and `PYTHONDONTWRITEBYTECODE` of the calling shell
+does not apply). The two targets are also timed with `PYTHONDONTWRITEBYTECODE=1` and no prefix: every
+module without a `.pyc` beside its source is then compiled on every run, which is what an environment
+installed without bytecode (`uv sync` does not compile by default) gives under that setting.
+
 Figures and notes: benchmarks/README.md, section "CLI". Everything runs from one temporary directory
 (removed at the end unless --keep); the cluster's processes are stopped at the end, also on failure.
 """
@@ -51,16 +59,45 @@ def aether_script() -> str:
     return found
 
 
-def clean_env() -> dict[str, str]:
+NO_BYTECODE = ", PYTHONDONTWRITEBYTECODE=1"  # suffix of the names of commands timed without bytecode
+
+
+def clean_env(pycache: Path | None) -> dict[str, str]:
+    """The environment of a timed command: bytecode cached under `pycache`, or (None) never written."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AETHER_")}
     env["COLUMNS"] = "200"
+    if pycache is None:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env.pop("PYTHONPYCACHEPREFIX", None)
+    else:
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
     return env
 
 
-def timed(command: list[str], cwd: Path) -> float:
+def bytecode_beside_sources() -> str:
+    """Whether the CLI's heaviest dependencies have `.pyc` files beside their sources (what the
+    PYTHONDONTWRITEBYTECODE=1 rows then measure)."""
+    import importlib.util
+
+    found = []
+    for name in ("cyclopts", "rich", "attr"):
+        spec = importlib.util.find_spec(name)
+        origin = Path(spec.origin) if spec and spec.origin else None
+        cached = origin is not None and any((origin.parent / "__pycache__").glob("*.pyc"))
+        found.append(f"{name} {'yes' if cached else 'no'}")
+    return ", ".join(found)
+
+
+def timed(command: list[str], cwd: Path, pycache: Path | None) -> float:
     started = time.perf_counter()
     result = subprocess.run(
-        command, cwd=cwd, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False
+        command,
+        cwd=cwd,
+        env=clean_env(pycache),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        check=False,
     )
     elapsed = time.perf_counter() - started
     if result.returncode != 0:
@@ -110,13 +147,13 @@ def running_cluster(work: Path):  # type: ignore[no-untyped-def]
 # ---------------------------------------------------------------- import profile
 
 
-def import_profile(command: list[str], cwd: Path, top: int) -> str:
+def import_profile(command: list[str], cwd: Path, pycache: Path | None, top: int) -> str:
     """The slowest imports of `command` (a Python console script and its arguments), by cumulative time
     among the top-level imports and by self time among all."""
     result = subprocess.run(
         [sys.executable, "-X", "importtime", *command],
         cwd=cwd,
-        env=clean_env(),
+        env=clean_env(pycache),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -158,9 +195,16 @@ def main() -> None:
 
     aether = aether_script()
     work = Path(tempfile.mkdtemp(prefix="aether-cli-bench-"))
+    pycache = work / "pycache"
+
+    def pycache_of(name: str) -> Path | None:
+        return None if name.endswith(NO_BYTECODE) else pycache
+
     print(f"cli_bench {dt.datetime.now().isoformat(timespec='seconds')}  {platform.platform()}")
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
           f"{options.runs} runs")  # fmt: skip
+    print(f"bytecode: cached under {pycache}; for the rows '{NO_BYTECODE[2:]}', .pyc files beside"
+          f" the sources of: {bytecode_beside_sources()}")  # fmt: skip
     try:
         with contextlib.ExitStack() as stack:
             commands: dict[str, list[str]] = {
@@ -168,26 +212,29 @@ def main() -> None:
                 "python -c 'import aether_cli._app'": [sys.executable, "-c", "import aether_cli._app"],
                 "aether --help": [aether, "--help"],
                 "aether blueprint validate": [aether, "blueprint", "validate", str(EXAMPLE)],
+                "aether --help" + NO_BYTECODE: [aether, "--help"],
             }  # fmt: skip
             if not options.no_cluster:
                 cluster = stack.enter_context(running_cluster(work))
                 urls = ",".join(f"http://{n.management}" for n in cluster.nodes)
                 (work / "bench.toml").write_text(BLUEPRINT)
                 apply = [aether, "blueprint", "apply", "bench.toml", "--wait", "--cluster", urls]
-                timed(apply, work)
-                commands["aether cluster status"] = [aether, "cluster", "status", "--cluster", urls]
-                commands["aether cluster status --json"] = [*commands["aether cluster status"], "--json"]
-            for command in commands.values():  # warm the page cache and .pyc files
-                timed(command, work)
+                timed(apply, work, pycache)
+                status = [aether, "cluster", "status", "--cluster", urls]
+                commands["aether cluster status"] = status
+                commands["aether cluster status --json"] = [*status, "--json"]
+                commands["aether cluster status" + NO_BYTECODE] = status
+            for name, command in commands.items():  # warm the page cache and write the .pyc files
+                timed(command, work, pycache_of(name))
             times: dict[str, list[float]] = {name: [] for name in commands}
             names = list(commands)
             for round_ in range(options.runs):
                 shift = round_ % len(names)
                 for name in names[shift:] + names[:shift]:
-                    times[name].append(timed(commands[name], work))
+                    times[name].append(timed(commands[name], work, pycache_of(name)))
 
-            # The API's own answer time, without any process start-up: the cluster status (several
-            # linearizable KV reads), one linearizable read (the blueprint list) and no KV at all.
+            # The API's own answer time, without any process start-up: the cluster status (KV status, one
+            # barrier, then local reads), the blueprint list (one barrier, one read) and no KV at all.
             server: dict[str, list[float]] = {}
             if not options.no_cluster:
                 import httpx
@@ -203,32 +250,36 @@ def main() -> None:
                             samples.append(time.perf_counter() - started)
 
             baseline = statistics.median(times[names[0]])
-            print(f"\n{'command':38} {'median':>8} {'min':>8} {'max':>8} {'ratio':>7}")
+            print(f"\n{'command':50} {'median':>8} {'min':>8} {'max':>8} {'ratio':>7}")
             for name in names:
                 median = statistics.median(times[name])
                 print(
-                    f"{name:38} {median:8.3f} {min(times[name]):8.3f} {max(times[name]):8.3f}"
+                    f"{name:50} {median:8.3f} {min(times[name]):8.3f} {max(times[name]):8.3f}"
                     f" {median / baseline:6.1f}x"
                 )
             for name, samples in server.items():
                 median = statistics.median(samples)
                 print(
-                    f"{name:38} {median:8.3f} {min(samples):8.3f} {max(samples):8.3f}"
+                    f"{name:50} {median:8.3f} {min(samples):8.3f} {max(samples):8.3f}"
                     f" {median / baseline:6.1f}x"
                 )
-            print(f"\nload average now {os.getloadavg()[0]:.2f}; targets (≤ {TARGET} s):")
-            missed = []
+            print(f"\nload average now {os.getloadavg()[0]:.2f}; targets (≤ {TARGET} s, bytecode cached):")
+            over = []
             for name in ("aether --help", "aether cluster status"):
-                if name not in times:
-                    continue
-                median = statistics.median(times[name])
-                verdict = "ok" if median <= TARGET else "MISSED"
-                print(f"  {name:28} {median:.3f} s  {verdict}")
-                if median > TARGET:
-                    missed.append(name)
-            for name in missed:
+                for variant in (name, name + NO_BYTECODE):
+                    if variant not in times:
+                        continue
+                    median = statistics.median(times[variant])
+                    if variant == name:
+                        verdict = "ok" if median <= TARGET else "MISSED"
+                    else:
+                        verdict = ("within" if median <= TARGET else "over") + " 0.3 s (for information)"
+                    print(f"  {variant:50} {median:.3f} s  {verdict}")
+                    if median > TARGET:
+                        over.append(variant)
+            for name in over:
                 print(f"\nwhere `{name}` spends its start-up (python -X importtime):")
-                print(import_profile(commands[name], work, options.top))
+                print(import_profile(commands[name], work, pycache_of(name), options.top))
     finally:
         if options.keep:
             print(f"\nkept {work}")
