@@ -103,7 +103,7 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     stuck_since: float | None = None
     with Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # an artifact is data, not markup
         BarColumn(),
         TextColumn("{task.completed}/{task.total} ACTIVE"),
         disable=common.json,
@@ -151,11 +151,7 @@ def list_blueprints(*, common: Common = DEFAULT_COMMON) -> None:
     def human() -> None:
         from . import _output
 
-        _output.table(
-            "Blueprints",
-            ["NAME", "SLICES"],
-            ([b.name, ", ".join(f"{s.artifact} x{s.instances}" for s in b.slices)] for b in result),
-        )
+        _output.blueprints(result)
 
     emit(common, result, human)
 

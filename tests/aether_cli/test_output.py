@@ -1,0 +1,116 @@
+"""The CLI's human renderings (`aether_cli._output`): text that comes from the cluster prints as itself —
+never read as rich markup (which would drop it, restyle the table, or fail with a MarkupError) nor as
+emoji codes (`org.aether:rocket:1.0.0` is a coordinate, not a rocket)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from aether_cli import _output
+from aether_node.client import (
+    BlueprintInfo,
+    BlueprintStatus,
+    ClusterEvent,
+    ClusterStatus,
+    InstanceInfo,
+    NodeInfo,
+    SliceStatus,
+    SliceSummary,
+)
+
+ARTIFACT = "org.aether:rocket:1.0.0"
+REASON = "cannot open [/tmp/data]: [red]denied[/red] :warning:"
+
+
+@pytest.fixture
+def printed(monkeypatch: pytest.MonkeyPatch) -> io.StringIO:
+    """What the module's own console prints, without colours, 300 columns wide."""
+    out = io.StringIO()
+    monkeypatch.setattr(_output.console, "file", out)
+    monkeypatch.setattr(_output.console, "width", 300)
+    return out
+
+
+def instance(state: str = "FAILED", reason: str = REASON) -> InstanceInfo:
+    return InstanceInfo(node_id="node-[1]", artifact=ARTIFACT, instance=1, state=state, reason=reason)
+
+
+def node(node_id: str = "node-1") -> NodeInfo:
+    return NodeInfo(
+        node_id=node_id,
+        ingress="127.0.0.1:8080",
+        management="127.0.0.1:9090",
+        peer="127.0.0.1:7070",
+        cpu=2.0,
+        memory_mib=512,
+        role="voter",
+        started_at=0.0,
+        instances=1,
+        active=0,
+        leader=True,
+    )
+
+
+def test_instances_print_artifacts_and_reasons_verbatim(printed: io.StringIO) -> None:
+    _output.instances([instance(), instance(state="[b]WEIRD", reason="")])
+    text = printed.getvalue()
+    assert ARTIFACT in text
+    assert REASON in text
+    assert "node-[1]" in text
+    assert "[b]WEIRD" in text
+    assert "🚀" not in text and "⚠" not in text
+
+
+def test_blueprint_status_and_list_print_names_and_problems_verbatim(printed: io.StringIO) -> None:
+    status = BlueprintStatus(
+        name="demo [prod]",
+        slices=(
+            SliceStatus(artifact=ARTIFACT, desired=2, active=0, instances=(instance(),), problem=REASON),
+        ),
+    )
+    _output.blueprint_status(status)
+    _output.blueprints(
+        [
+            BlueprintInfo(
+                name="[bold]x",
+                slices=(SliceSummary(artifact=ARTIFACT, instances=2, strategy="spread"),),
+                timestamp=0.0,
+            )
+        ]
+    )
+    text = printed.getvalue()
+    assert "blueprint demo [prod]: converging" in text
+    assert text.count(REASON) == 2  # the slice's problem and the instance's reason
+    assert "[bold]x" in text
+    assert f"{ARTIFACT} x2" in text
+
+
+def test_cluster_status_nodes_and_events_print_names_and_messages_verbatim(printed: io.StringIO) -> None:
+    status = ClusterStatus(
+        leader="[node-1]",
+        term=2,
+        revision=9,
+        has_quorum=True,
+        healthy=False,
+        nodes=(node("[node-1]"),),
+        blueprints=1,
+        instances=1,
+        active=0,
+        failed=1,
+    )
+    _output.cluster_status(status)
+    _output.event(
+        ClusterEvent(
+            revision=9,
+            timestamp=0.0,
+            kind="instance_state",
+            subject=ARTIFACT,
+            message=f"{ARTIFACT}: {REASON}",
+        )
+    )
+    text = printed.getvalue()
+    assert "cluster unhealthy: leader [node-1], quorum yes, term 2, revision 9" in text
+    assert "│ [node-1] │ *" in text
+    assert f"--:--:-- #9 instance_state {ARTIFACT}: {REASON}" in text
