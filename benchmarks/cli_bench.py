@@ -4,6 +4,7 @@
     uv run python benchmarks/cli_bench.py              # 15 runs of each command
     uv run python benchmarks/cli_bench.py --runs 31    # more runs
     uv run python benchmarks/cli_bench.py --no-cluster # only what needs no cluster
+    uv run python benchmarks/cli_bench.py --compare ../other-worktree/.venv/bin/aether  # before/after
 
 Each round runs every command once, in a rotating order (so drift in the machine's load hits all of them
 alike); the figure is the median over the rounds, with the ratio to the baseline's median, and the median
@@ -197,6 +198,12 @@ def main() -> None:
     parser.add_argument("--no-cluster", action="store_true", help="skip `aether cluster status`")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--top", type=int, default=12, help="imports to show when a target is missed")
+    parser.add_argument(
+        "--compare",
+        metavar="AETHER",
+        help="another build's `aether` console script (e.g. another worktree's .venv/bin/aether): its\n"
+        "--help and cluster status are timed in the same rounds, rows marked [compare]",
+    )
     options = parser.parse_args()
 
     aether = aether_script()
@@ -204,7 +211,7 @@ def main() -> None:
     pycache = work / "pycache"
 
     def pycache_of(name: str) -> Path | None:
-        return None if name.endswith(NO_BYTECODE) else pycache
+        return None if NO_BYTECODE in name else pycache
 
     print(f"cli_bench {dt.datetime.now().isoformat(timespec='seconds')}  {platform.platform()}")
     print(f"python {platform.python_version()}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, "
@@ -230,6 +237,10 @@ def main() -> None:
                 commands["aether cluster status"] = status
                 commands["aether cluster status --json"] = [*status, "--json"]
                 commands["aether cluster status" + NO_BYTECODE] = status
+            if options.compare:
+                for name in [n for n in commands if n.startswith(("aether --help", "aether cluster status"))]:
+                    if "--json" not in name:
+                        commands[f"{name} [compare]"] = [options.compare, *commands[name][1:]]
             for name, command in commands.items():  # warm the page cache and write the .pyc files
                 timed(command, work, pycache_of(name))
             times: dict[str, list[float]] = {name: [] for name in commands}
@@ -260,24 +271,29 @@ def main() -> None:
 
             baseline = statistics.median(times[names[0]])
             print(
-                f"\n{'command (wall time, s)':50} {'median':>8} {'min':>8} {'max':>8} {'ratio':>7} {'cpu':>8}"
+                f"\n{'command (wall time, s)':60} {'median':>8} {'min':>8} {'max':>8} {'ratio':>7} {'cpu':>8}"
             )
             for name in names:
                 median = statistics.median(times[name])
                 print(
-                    f"{name:50} {median:8.3f} {min(times[name]):8.3f} {max(times[name]):8.3f}"
+                    f"{name:60} {median:8.3f} {min(times[name]):8.3f} {max(times[name]):8.3f}"
                     f" {median / baseline:6.1f}x {statistics.median(cpu[name]):8.3f}"
                 )
             for name, samples in server.items():
                 median = statistics.median(samples)
                 print(
-                    f"{name:50} {median:8.3f} {min(samples):8.3f} {max(samples):8.3f}"
+                    f"{name:60} {median:8.3f} {min(samples):8.3f} {max(samples):8.3f}"
                     f" {median / baseline:6.1f}x"
                 )
             print(f"\nload average now {os.getloadavg()[0]:.2f}; targets (≤ {TARGET} s, bytecode cached):")
             over = []
             for name in ("aether --help", "aether cluster status"):
-                for variant in (name, name + NO_BYTECODE):
+                for variant in (
+                    name,
+                    name + NO_BYTECODE,
+                    f"{name} [compare]",
+                    f"{name}{NO_BYTECODE} [compare]",
+                ):
                     if variant not in times:
                         continue
                     median = statistics.median(times[variant])
@@ -285,7 +301,7 @@ def main() -> None:
                         verdict = "ok" if median <= TARGET else "MISSED"
                     else:
                         verdict = ("within" if median <= TARGET else "over") + " 0.3 s (for information)"
-                    print(f"  {variant:50} {median:.3f} s  {verdict}")
+                    print(f"  {variant:60} {median:.3f} s  {verdict}")
                     if median > TARGET:
                         over.append(variant)
             for name in over:
