@@ -41,7 +41,6 @@ def _read(path: Path) -> str:
 # ---------------------------------------------------------------- blueprint
 
 
-@blueprint_app.command
 def validate(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
     """Check a blueprint file without a cluster: TOML syntax, keys, types, coordinates."""
     from aether_node._blueprint_toml import BlueprintError, parse_blueprint
@@ -60,7 +59,6 @@ def validate(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
         print(f"{file}: valid blueprint {blueprint.name!r} with {len(blueprint.slices)} slice(s)")
 
 
-@blueprint_app.command
 def apply(
     file: Path,
     *,
@@ -136,14 +134,12 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
             time.sleep(0.25)
 
 
-@blueprint_app.command(name="get")
 def get_blueprint(name: str, *, common: Common = DEFAULT_COMMON) -> None:
     """Show a blueprint as it was applied."""
     result = call(common, lambda client: client.get_blueprint(name))
     emit(common, result, lambda: print(result.source.rstrip() or result))
 
 
-@blueprint_app.command(name="list")
 def list_blueprints(*, common: Common = DEFAULT_COMMON) -> None:
     """Every blueprint in the cluster."""
     result = call(common, lambda client: client.list_blueprints())
@@ -156,7 +152,6 @@ def list_blueprints(*, common: Common = DEFAULT_COMMON) -> None:
     emit(common, result, human)
 
 
-@blueprint_app.command(name="delete")
 def delete_blueprint(name: str, *, common: Common = DEFAULT_COMMON) -> None:
     """Delete a blueprint: all its instances are unloaded."""
     call(common, lambda client: client.delete_blueprint(name))
@@ -167,7 +162,6 @@ def delete_blueprint(name: str, *, common: Common = DEFAULT_COMMON) -> None:
     )
 
 
-@blueprint_app.command(name="status")
 def blueprint_status(name: str, *, common: Common = DEFAULT_COMMON) -> None:
     """Desired vs actual per slice and per node, with failure reasons."""
     result = call(common, lambda client: client.blueprint_status(name))
@@ -183,7 +177,6 @@ def blueprint_status(name: str, *, common: Common = DEFAULT_COMMON) -> None:
 # ---------------------------------------------------------------- slice
 
 
-@slice_app.command(name="list")
 def list_slices(*, common: Common = DEFAULT_COMMON) -> None:
     """Every slice instance in the cluster, with its node and state."""
     result = call(common, lambda client: client.list_slices())
@@ -196,7 +189,6 @@ def list_slices(*, common: Common = DEFAULT_COMMON) -> None:
     emit(common, result, human)
 
 
-@slice_app.command(name="status")
 def slice_status(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
     """One slice (group:artifact): desired vs ACTIVE, and every instance."""
     result = call(common, lambda client: client.slice_status(artifact))
@@ -213,7 +205,6 @@ def slice_status(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
     emit(common, result, human)
 
 
-@slice_app.command
 def invoke(
     artifact: str,
     entry: str,
@@ -233,7 +224,6 @@ def invoke(
 # ---------------------------------------------------------------- cluster
 
 
-@cluster_app.command(name="status")
 def cluster_status(*, common: Common = DEFAULT_COMMON) -> None:
     """Leader, quorum, revision, health, nodes and instance counts."""
     result = call(common, lambda client: client.cluster_status())
@@ -246,7 +236,6 @@ def cluster_status(*, common: Common = DEFAULT_COMMON) -> None:
     emit(common, result, human)
 
 
-@cluster_app.command
 def nodes(*, common: Common = DEFAULT_COMMON) -> None:
     """The live nodes: addresses, capacity, instances, which one leads."""
     result = call(common, lambda client: client.nodes())
@@ -259,7 +248,6 @@ def nodes(*, common: Common = DEFAULT_COMMON) -> None:
     emit(common, result, human)
 
 
-@cluster_app.command
 def events(
     *,
     follow: Annotated[bool, Parameter(negative=(), help="Keep streaming new events until Ctrl-C.")] = False,
@@ -304,7 +292,6 @@ def events(
 # ---------------------------------------------------------------- dev
 
 
-@dev_app.command
 def up(
     *,
     nodes: Annotated[int, Parameter(help="How many nodes (the first 3 hold the Raft store).")] = 3,
@@ -323,7 +310,6 @@ def up(
     dev_up(nodes=nodes, directory=directory, source=source, apply_file=apply, common=common)
 
 
-@dev_app.command
 def down(*, directory: Path = Path(".aether-dev")) -> None:
     """Stop the local cluster cleanly; nothing is left running (data stays)."""
     from ._dev import dev_down
@@ -331,12 +317,35 @@ def down(*, directory: Path = Path(".aether-dev")) -> None:
     dev_down(directory)
 
 
-@dev_app.command(name="status")
 def dev_status(*, directory: Path = Path(".aether-dev"), common: Common = DEFAULT_COMMON) -> None:
     """Which local nodes run, and the cluster's status."""
     from ._dev import dev_status as show
 
     show(directory, common)
+
+
+# Each command is registered by its import path (with its docstring for the group's help), so cyclopts
+# builds a command's parser only when that command runs or its help is shown, not all of them at every
+# start: ~5 ms less CPU for each `aether` (benchmarks/README.md, "CLI").
+COMMANDS = (
+    (
+        blueprint_app,
+        {
+            "validate": validate,
+            "apply": apply,
+            "get": get_blueprint,
+            "list": list_blueprints,
+            "delete": delete_blueprint,
+            "status": blueprint_status,
+        },
+    ),
+    (slice_app, {"list": list_slices, "status": slice_status, "invoke": invoke}),
+    (cluster_app, {"status": cluster_status, "nodes": nodes, "events": events}),
+    (dev_app, {"up": up, "down": down, "status": dev_status}),
+)
+for group, commands in COMMANDS:
+    for command, function in commands.items():
+        group.command(f"{__name__}:{function.__name__}", name=command, help=function.__doc__)
 
 
 def main() -> None:
