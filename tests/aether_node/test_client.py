@@ -18,11 +18,14 @@ from hypothesis import strategies as st
 from aether_node import client
 from aether_node.client import (
     ApplyResult,
+    BlueprintStatus,
     CallStats,
     ClusterCalls,
     ClusterStatus,
+    Convergence,
     InstanceInfo,
     NodeInfo,
+    SliceStatus,
     SliceSummary,
     from_json,
     to_json,
@@ -153,3 +156,55 @@ def test_the_client_does_not_import_cattrs_but_still_offers_its_converter() -> N
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
     assert isinstance(client.converter, cattrs.Converter)
+
+
+# ---------------------------------------------------------------- judging convergence (pure)
+
+
+def _status(*states: tuple[str, str]) -> BlueprintStatus:
+    instances = tuple(
+        InstanceInfo(node_id="n1", artifact="org.aether:echo:1.0.0", instance=i, state=s, reason=r)
+        for i, (s, r) in enumerate(states, 1)
+    )
+    active = sum(1 for i in instances if i.state == "ACTIVE")
+    return BlueprintStatus(
+        name="demo",
+        slices=(
+            SliceStatus(artifact="org.aether:echo:1.0.0", desired=2, active=active, instances=instances),
+        ),
+    )
+
+
+def test_convergence_waits_while_instances_are_on_their_way() -> None:
+    watch = Convergence("demo", timeout=60, now=0)
+    moving = _status(("ACTIVE", ""), ("FAILED", "boom"), ("LOADING", ""))
+    assert all(watch.problem(moving, now) is None for now in (0, 5, 10, 59))
+
+
+def test_convergence_gives_up_on_failures_that_nothing_will_fix() -> None:
+    watch = Convergence("demo", timeout=60, now=0, patience=3)
+    stuck = _status(("ACTIVE", ""), ("FAILED", "boom"))
+    assert watch.problem(stuck, 1) is None
+    assert watch.problem(stuck, 4) is None
+    assert (
+        watch.problem(stuck, 4.5)
+        == "blueprint 'demo' cannot converge:\n  org.aether:echo:1.0.0#2 on n1: boom"
+    )
+
+
+def test_convergence_patience_starts_again_when_something_moves() -> None:
+    watch = Convergence("demo", timeout=60, now=0, patience=3)
+    stuck, moving = _status(("FAILED", "boom")), _status(("FAILED", "boom"), ("LOADING", ""))
+    assert watch.problem(stuck, 1) is None
+    assert watch.problem(moving, 3) is None
+    assert watch.problem(stuck, 5) is None  # stuck again since 5, not since 1
+    assert watch.problem(stuck, 8.5) is not None
+
+
+def test_convergence_runs_out_of_time_naming_the_failures() -> None:
+    watch = Convergence("demo", timeout=10, now=100)
+    moving = _status(("FAILED", "boom"), ("LOADING", ""))
+    assert watch.problem(moving, 110) is None
+    assert watch.problem(moving, 110.1) == (
+        "blueprint 'demo' did not converge within 10 s\n  org.aether:echo:1.0.0#1 on n1: boom"
+    )

@@ -98,8 +98,9 @@ def _verb(result: Any) -> str:
 def _wait_for(common: Common, name: str, timeout: float) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn
 
-    deadline = time.monotonic() + timeout
-    stuck_since: float | None = None
+    from aether_node.client import Convergence
+
+    convergence = Convergence(name, timeout=timeout, now=time.monotonic())
     with Progress(
         TextColumn("{task.description}", markup=False),  # an artifact is data, not markup
         BarColumn(),
@@ -116,21 +117,10 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
                 progress.update(tasks[item.artifact], completed=item.active, total=max(item.desired, 1))
             if status.converged:
                 return status
-            failures = status.failures
-            transitional = any(
-                i.state not in ("ACTIVE", "FAILED") for s in status.slices for i in s.instances
-            )
-            if failures and not transitional:
-                stuck_since = stuck_since or time.monotonic()
-                if time.monotonic() - stuck_since > 3.0:  # nothing moves and something failed: say why
-                    progress.stop()
-                    fail(EXIT_FAILED, f"blueprint {name!r} cannot converge:\n  " + "\n  ".join(failures))
-            else:
-                stuck_since = None
-            if time.monotonic() > deadline:
+            problem = convergence.problem(status, time.monotonic())
+            if problem:
                 progress.stop()
-                detail = ("\n  " + "\n  ".join(failures)) if failures else ""
-                fail(EXIT_FAILED, f"blueprint {name!r} did not converge within {timeout:g} s{detail}")
+                fail(EXIT_FAILED, problem)
             time.sleep(0.25)
 
 

@@ -17,12 +17,10 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from aether_node.client import ApiClient, to_json
+from aether_node.client import ApiClient, Convergence, to_json
 
 from ._errors import ClusterError
 from ._gateway import ClusterGateway
-
-STUCK_AFTER = 3.0  # seconds with failures and nothing in transition: the blueprint will not converge
 
 
 class Refused(Exception):
@@ -141,8 +139,7 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         return await _converge(result["name"], timeout, ctx)
 
     async def _converge(name: str, timeout: float, ctx: Context) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        stuck_since: float | None = None
+        convergence = Convergence(name, timeout=timeout, now=time.monotonic())
         while True:
             try:
                 status = await gateway.call(lambda c: c.blueprint_status(name))
@@ -153,15 +150,9 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
             await ctx.report_progress(active, desired, f"{active}/{desired} instances ACTIVE")
             if status.converged:
                 return to_json(status)
-            stuck = status.stuck_failures
-            now = time.monotonic()
-            stuck_since = (stuck_since or now) if stuck else None
-            if stuck_since is not None and now - stuck_since > STUCK_AFTER:
-                raise Refused(f"blueprint {name!r} cannot converge:\n  " + "\n  ".join(stuck))
-            if now > deadline:
-                failures = status.failures
-                detail = ("\n  " + "\n  ".join(failures)) if failures else ""
-                raise Refused(f"blueprint {name!r} did not converge within {timeout:g} s{detail}")
+            problem = convergence.problem(status, time.monotonic())
+            if problem:
+                raise Refused(problem)
             await anyio.sleep(0.25)
 
     @tool(

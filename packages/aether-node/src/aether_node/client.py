@@ -102,6 +102,31 @@ class BlueprintStatus:
         return found
 
 
+class Convergence:
+    """Judges a blueprint's progress from its successive statuses, for `aether blueprint apply --wait` and
+    the MCP tool: it cannot converge (failures, and nothing in transition for `patience` seconds) or ran
+    out of time. Pure: the caller passes the time."""
+
+    def __init__(self, name: str, *, timeout: float, now: float, patience: float = 3.0) -> None:
+        self.name = name
+        self.timeout = timeout
+        self.deadline = now + timeout
+        self.patience = patience
+        self._stuck_since: float | None = None
+
+    def problem(self, status: BlueprintStatus, now: float) -> str | None:
+        """Why waiting is over though `status` has not converged (a sentence), or None to keep waiting."""
+        stuck = status.stuck_failures
+        self._stuck_since = (self._stuck_since or now) if stuck else None
+        if self._stuck_since is not None and now - self._stuck_since > self.patience:
+            return f"blueprint {self.name!r} cannot converge:\n  " + "\n  ".join(stuck)
+        if now > self.deadline:
+            failures = status.failures
+            detail = ("\n  " + "\n  ".join(failures)) if failures else ""
+            return f"blueprint {self.name!r} did not converge within {self.timeout:g} s{detail}"
+        return None
+
+
 @attrs.frozen(kw_only=True)
 class NodeInfo:
     node_id: str
