@@ -14,10 +14,18 @@ from cyclopts import App, Parameter
 
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail
 
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("aether-cli")
+
+
 app = App(
     name="aether",
     help="Operate an Aether cluster: blueprints, slices, the cluster, a local dev cluster.",
     help_format="plaintext",
+    version=_version,
 )
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
 slice_app = App(name="slice", help="Slice instances: list, status, invoke.")
