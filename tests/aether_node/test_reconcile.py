@@ -20,7 +20,6 @@ from hypothesis import strategies as st
 from aether_node._allocation import NodeCapacity, allocate_all
 from aether_node._blueprint import Resources, SliceSpec, Strategy
 from aether_node._coordinates import Coordinates
-from aether_node._errors import InvalidCoordinatesError
 from aether_node._reconcile import (
     CreateInstance,
     DeleteRecord,
@@ -428,9 +427,14 @@ def test_two_blueprints_for_different_artifacts_are_independent() -> None:
     assert plan([greeter, echo], nodes, view) == together
 
 
-def test_invalid_coordinates_in_a_spec_raise() -> None:
-    with pytest.raises(InvalidCoordinatesError):
-        plan([spec("not-coordinates")], [node("a")], [])
+def test_a_spec_with_invalid_coordinates_is_reported_and_the_rest_goes_on() -> None:
+    """The API refuses such a blueprint; a record written past it (another version, by hand) must not
+    stop the leader from reconciling everything else."""
+    p = plan([spec("not-coordinates"), spec(instances=1)], [node("a")], [])
+    assert [(x.artifact, x.message.startswith("not deployed: 'not-coordinates'")) for x in p.problems] == [
+        ("not-coordinates", True)
+    ]
+    assert [c.coordinates for c in creates(p)] == [Coordinates.parse(f"{ECHO}:1.0")]
 
 
 # ---------------------------------------------------------------------------- simulated scenarios

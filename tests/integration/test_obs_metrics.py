@@ -90,6 +90,9 @@ async def scrape_until(
     pytest.fail(f"metrics never showed {what}; last scrapes: {shown}")
 
 
+FAULTY_ID = "org.aether:faulty"
+
+
 async def test_metrics_follow_a_rollout_and_calls(tmp_path: Path, sample_index: Path) -> None:
     async with running_cluster(tmp_path / "cluster", sample_index, 3) as cluster, kv_of(cluster) as kv:
         managements = {n.node_id: n.management for n in cluster.nodes}
@@ -135,16 +138,28 @@ async def test_metrics_follow_a_rollout_and_calls(tmp_path: Path, sample_index: 
             echo_per_node = per_node(echoes)
 
             def instances_shown(scrapes: dict[str, Scrape]) -> bool:
-                return all(
-                    scrapes[node].value(
-                        "aether_slice_instances", artifact=ECHO_ID, version="1.0.0", state="ACTIVE"
+                return (
+                    all(
+                        scrapes[node].value(
+                            "aether_slice_instances", artifact=ECHO_ID, version="1.0.0", state="ACTIVE"
+                        )
+                        == echo_per_node.get(node, 0)
+                        for node in managements
                     )
-                    == echo_per_node.get(node, 0)
-                    for node in managements
-                ) and any(
-                    s.total("aether_slice_failures_total", artifact="org.aether:faulty")
-                    for s in scrapes.values()
+                    and 0 < faulty_counts(scrapes)[0] == faulty_counts(scrapes)[1]
                 )
+
+            def faulty_counts(scrapes: dict[str, Scrape]) -> tuple[float, float]:
+                """faulty's failures, and its FAILED transitions (recorded a moment later, with the state)."""
+                labels = {"artifact": FAULTY_ID, "version": "1.0.0"}
+                nodes = scrapes.values()
+                failures = sum(
+                    s.value("aether_slice_failures_total", **labels, step="activate") for s in nodes
+                )
+                failed = sum(
+                    s.value("aether_slice_transitions_total", **labels, state="FAILED") for s in nodes
+                )
+                return failures, failed
 
             rolled = await scrape_until(http, managements, instances_shown, "the ACTIVE echo instances")
             for node, found in rolled.items():
@@ -160,24 +175,7 @@ async def test_metrics_follow_a_rollout_and_calls(tmp_path: Path, sample_index: 
                 assert all(value > 1_000_000 for value in memory.values()), (node, memory)
                 assert all(value >= 0 for value in cpu.values()), (node, cpu)
                 assert found.value("aether_kv_revision") > before[node].value("aether_kv_revision")
-            faulty_failures = sum(
-                s.value(
-                    "aether_slice_failures_total",
-                    artifact="org.aether:faulty",
-                    version="1.0.0",
-                    step="activate",
-                )
-                for s in rolled.values()
-            )
-            faulty_failed = sum(
-                s.value(
-                    "aether_slice_transitions_total",
-                    artifact="org.aether:faulty",
-                    version="1.0.0",
-                    state="FAILED",
-                )
-                for s in rolled.values()
-            )
+            faulty_failures, faulty_failed = faulty_counts(rolled)
             assert faulty_failures >= 1 and faulty_failed == faulty_failures, (faulty_failures, faulty_failed)
             # the cluster manager ran on the leader and created exactly the instances (over all leaders)
             creates = sum(

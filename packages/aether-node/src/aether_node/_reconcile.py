@@ -25,6 +25,7 @@ import attrs
 from ._allocation import NodeCapacity, allocate_all
 from ._blueprint import SliceSpec
 from ._coordinates import Coordinates
+from ._errors import InvalidCoordinatesError
 from ._records import SliceState
 
 REMOVING = frozenset({SliceState.UNLOAD, SliceState.UNLOADING})
@@ -108,15 +109,19 @@ def plan(
 ) -> Plan:
     live = {n.node_id for n in nodes}
     wanted: dict[str, tuple[SliceSpec, Coordinates]] = {}
+    problems: list[Problem] = []
     for spec in specs:
-        coordinates = Coordinates.parse(spec.artifact)
+        try:
+            coordinates = Coordinates.parse(spec.artifact)
+        except InvalidCoordinatesError as error:  # a record the API would have refused: report, skip it
+            problems.append(Problem(artifact=spec.artifact, message=f"not deployed: {error.message}"))
+            continue
         wanted.setdefault(coordinates.artifact_id, (spec, coordinates))
     by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
     for observed in instances:
         by_artifact[observed.coordinates.artifact_id].append(observed)
 
     actions: list[Action] = []
-    problems: list[Problem] = []
     current: dict[str, dict[str, int]] = {}
     excluded: dict[str, frozenset[str]] = {}
     for artifact_id, (spec, coordinates) in wanted.items():
