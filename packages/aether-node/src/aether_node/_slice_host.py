@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -54,14 +55,21 @@ class _ProtocolError(Exception):
 
 class _Call:
     """One request waiting for its reply: the caller parks until the reader hands the reply over (None if
-    the instance died first)."""
+    the instance died first, or if the expiry task found it overdue: then `timed_out`)."""
 
-    __slots__ = ("done", "reply", "task")
+    __slots__ = ("deadline", "done", "reply", "task", "timed_out")
 
-    def __init__(self) -> None:
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
         self.done = False
+        self.timed_out = False
         self.reply: dict[str, Any] | None = None
         self.task: trio.lowlevel.Task | None = None
+
+    def expire(self) -> None:
+        if not self.done:
+            self.timed_out = True
+            self.resolve(None)
 
     def resolve(self, reply: dict[str, Any] | None) -> None:
         if self.done:
@@ -408,6 +416,9 @@ class SliceHost:
         self.exit_reason = ""
         self._pending: dict[int, _Call] = {}
         self._ids = itertools.count(1)
+        # The expiry task sleeps in this scope until the earliest deadline of a pending call (or longer:
+        # it is not moved later when calls end), so that a call needs no cancel scope of its own.
+        self._timer = trio.CancelScope()
 
     @classmethod
     async def spawn(
@@ -439,6 +450,7 @@ class SliceHost:
         host = cls(template, connection, released, pid, label, log_path)
         nursery.start_soon(host._read_loop, nursery, on_call)
         nursery.start_soon(connection.write_loop)
+        nursery.start_soon(host._expire_loop)
         return host
 
     # ------------------------------------------------------------ protocol
@@ -465,8 +477,24 @@ class SliceHost:
                 code = await self.template.exit_code(self.pid, timeout=2.0)
             self.exit_reason = _describe_exit(code) if code is not None else "its connection closed"
             self.exited.set()
+            self._timer.cancel()
             for call in self._pending.values():
                 call.resolve(None)
+
+    async def _expire_loop(self) -> None:
+        """Answers overdue calls with a timeout (their callers raise StepTimeoutError); ends with the host."""
+        while not self.exited.is_set():
+            now = trio.current_time()
+            earliest = math.inf
+            for request_id, call in list(self._pending.items()):
+                if call.deadline <= now:
+                    del self._pending[request_id]
+                    call.expire()
+                else:
+                    earliest = min(earliest, call.deadline)
+            self._timer = trio.CancelScope(deadline=earliest)
+            with self._timer:
+                await trio.sleep_forever()
 
     async def _serve_call(self, message: dict[str, Any], on_call: CallHandler) -> None:
         reply: dict[str, Any] = {"id": message.get("id")}
@@ -487,8 +515,9 @@ class SliceHost:
         if self.exited.is_set():
             raise SliceHostError("crashed", f"{self.label}: the slice process is gone ({self.exit_reason})")
         request_id = next(self._ids)
-        call = self._pending[request_id] = _Call()
-        reply = None
+        call = self._pending[request_id] = _Call(trio.current_time() + timeout)
+        if call.deadline < self._timer.deadline:
+            self._timer.deadline = call.deadline
         try:
             try:
                 self.connection.send({"id": request_id, "op": op, **fields})
@@ -497,9 +526,8 @@ class SliceHost:
                 raise SliceHostError(
                     "crashed", f"{self.label}: the slice process died ({self.exit_reason})"
                 ) from None
-            with trio.move_on_after(timeout) as scope:
-                reply = await call.wait()
-            if scope.cancelled_caught:
+            reply = await call.wait()
+            if call.timed_out:
                 raise StepTimeoutError(f"{self.label}: {op} did not finish within {timeout:g} s")
         finally:
             self._pending.pop(request_id, None)
