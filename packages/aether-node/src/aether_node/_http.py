@@ -52,11 +52,13 @@ def error_response(kind: str, message: str, status: int | None = None, **extra: 
     return JSONResponse(body, status_code=status or STATUS_BY_KIND.get(kind, 500))
 
 
+# JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is a ValueError); one encoder
+# for all calls (json.dumps with these options would build one per call)
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode
+
+
 def _render(content: Any) -> bytes:
-    """JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is a ValueError)."""
-    return json.dumps(
-        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
-    ).encode("utf-8")
+    return _encode(content).encode("utf-8")
 
 
 def _error(kind: str, message: str, remote_type: str | None = None) -> tuple[int, bytes]:

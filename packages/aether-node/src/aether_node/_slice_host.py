@@ -41,6 +41,7 @@ CallHandler = Callable[[str, str, Any, float], Awaitable[Any]]
 
 _HEADER = struct.Struct(">I")
 _READ_SIZE = 65536
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build an encoder per call
 
 
 @attrs.define
@@ -133,7 +134,7 @@ class _Connection:
     def send(self, message: dict[str, Any]) -> None:
         """Queue one frame, writing as much as the socket takes now. Raises trio.BrokenResourceError or
         trio.ClosedResourceError if the connection is gone."""
-        payload = json.dumps(message, separators=(",", ":")).encode()
+        payload = _encode(message).encode()
         self.write(_HEADER.pack(len(payload)) + payload)
 
     def write(self, data: bytes) -> None:
