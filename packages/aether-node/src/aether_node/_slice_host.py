@@ -205,9 +205,9 @@ class _Connection:
     async def _read(self) -> bool:
         """Read what the socket has (waiting for it if needed); False at end of stream."""
         while True:
-            if self._drained:
+            if self._drained and not self._closed:
                 await trio.lowlevel.wait_readable(self._fd)  # raises ClosedResourceError if closed
-            if self._closed:
+            if self._closed:  # (checked before every use of the fd: its number may be reused once closed)
                 raise trio.ClosedResourceError("the connection to the instance is closed")
             try:
                 chunk = os.read(self._fd, _READ_SIZE)
