@@ -19,7 +19,7 @@ What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
 2. Ingress throughput and latency: `POST /invoke/org.aether:echo/echo` with a small JSON body, with 1 and
    with 2 ACTIVE instances, against a bare hypercorn+trio server running a raw ASGI callable that parses
    the body and answers it as JSON (same hypercorn settings as the node's ingress), and — as a breakdown —
-   the node's own ingress app (starlette) answering the payload itself, without invoker or slice. wrk,
+   the node's own ingress app (aether_node._http) answering the payload itself, without invoker or slice. wrk,
    32 connections, 1 thread (--wrk-threads), 10 s a run (--quick 3 s), the servers alternating twice,
    median of each; also 1 connection (unloaded latency). CPU of every process over each run (% of one
    core and CPU µs per request), and what processes outside the benchmark used meanwhile ("others": on a
@@ -554,7 +554,7 @@ trio.run(serve, app, config)
 '''
 
 INGRESS_ONLY = r'''
-"""The node's own ingress app (aether_node._http: starlette on hypercorn, the same settings) with an invoke
+"""The node's own ingress app (aether_node._http on hypercorn, the same settings) with an invoke
 that answers the payload itself: the node's HTTP layer without the invoker and the slice round trip."""
 import sys
 
@@ -1047,7 +1047,7 @@ def report(results: dict[str, Any]) -> str:
         if "ingress app only" in ingress["one"]:
             bare, only = ingress["one"]["bare"], ingress["one"]["ingress app only"]
             lines.append(
-                f"| breakdown: the node's ingress app alone (starlette, no invoker, no slice),"
+                f"| breakdown: the node's ingress app alone (no invoker, no slice),"
                 f" {WRK_CONNECTIONS} conns | {only['rps']:.0f} req/s = {only['rps'] / bare['rps']:.2f}× bare;"
                 f" p50 {only['p50_ms']:.2f} ms | — | |"
             )

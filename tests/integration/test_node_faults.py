@@ -132,6 +132,22 @@ async def test_raising_entry_answers_500_and_the_instance_stays_active(
     await echo_answers(node)
 
 
+async def test_a_call_that_outlives_its_timeout_answers_504_and_the_instance_serves_on(
+    node: NodeProcess, kv: KVClient
+) -> None:
+    await activate(kv, node, FAULTY, 2, {"mode": "hang_work"})
+    pid = host_of(node.data_dir, FAULTY, 2)
+    for _ in range(2):  # each hangs in the slice until the call's own deadline (?timeout=) ends it
+        response = await invoke(node.ingress, "org.aether:faulty", "work?timeout=0.3", {})
+        assert response.status_code == 504, response.text
+        error = response.json()["error"]
+        assert error["kind"] == "timeout", error
+        assert "work did not answer within" in error["message"], error
+    record = await read_record(kv, slice_key(node.node_id, FAULTY, 2))
+    assert record is not None and record.state is SliceState.ACTIVE, record
+    assert host_of(node.data_dir, FAULTY, 2) == pid, "a timed-out call must not cost the process"
+
+
 @pytest.mark.parametrize("victim", ["instance", "template"])
 async def test_killed_slice_host_is_restarted(node: NodeProcess, kv: KVClient, victim: str) -> None:
     """SIGKILL of an ACTIVE instance's process (or of the fork server it was forked from, which takes

@@ -15,10 +15,12 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import attrs
 import node_support
 import pytest
+import trio
 from node_support import (
     COUNTER,
     ECHO,
@@ -229,6 +231,23 @@ async def test_ingress_errors(node: NodeProcess, kv: KVClient) -> None:
     assert (ok.status_code, ok.json()) == (200, [1])
     record = await read_record(kv, slice_key(node.node_id, ECHO, 1))
     assert record is not None and record.state is SliceState.ACTIVE
+
+
+async def test_large_and_concurrent_calls_each_get_their_own_answer(node: NodeProcess, kv: KVClient) -> None:
+    """Frames far larger than a socket buffer (written in parts), many calls in flight on one instance's
+    connection at once: every caller gets exactly its own payload back, and small calls still pass."""
+    await activate(kv, node, ECHO, 1)
+    answers: dict[int, tuple[int, Any]] = {}
+
+    async def call(number: int, size: int) -> None:
+        payload = {"n": number, "text": f"{number}é" * size}
+        response = await invoke(node.ingress, "org.aether:echo", "echo", payload)
+        answers[number] = (response.status_code, response.json() == payload)
+
+    async with trio.open_nursery() as nursery:
+        for number in range(24):
+            nursery.start_soon(call, number, 600_000 if number % 3 == 0 else 10)
+    assert answers == {number: (200, True) for number in range(24)}
 
 
 # ---------------------------------------------------------------- nodes with other indexes

@@ -23,9 +23,11 @@ class Endpoint:
     instance: int
     node_id: str
     idempotent: bool
+    # (coordinates, instance): the instance this endpoint reaches; computed once, read on every call
+    target: tuple[str, int] = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def target(self) -> tuple[str, int]:
+    @target.default
+    def _target(self) -> tuple[str, int]:
         return (str(self.coordinates), self.instance)
 
 
@@ -50,13 +52,18 @@ def choose(
     return endpoints[turn % len(endpoints)]
 
 
+def _order(endpoint: Endpoint) -> tuple[str, str, int]:
+    return (endpoint.node_id, *endpoint.target)
+
+
 class EndpointRegistry:
     """Endpoints by (artifact, entry), node addresses, per-slice balancing; rebuilt when the cache moves."""
 
     def __init__(self, cache: KVCache) -> None:
         self.cache = cache
         self._built_at: tuple[int, ...] = ()
-        self._endpoints: dict[tuple[str, str], list[Endpoint]] = {}
+        # only endpoints of registered nodes; each tuple sorted by (node, coordinates, instance)
+        self._endpoints: dict[tuple[str, str], tuple[Endpoint, ...]] = {}
         self._entries: dict[str, set[str]] = {}
         self._nodes: dict[str, NodeRecord] = {}
         self._balancing: dict[str, Balancing] = {}
@@ -64,7 +71,8 @@ class EndpointRegistry:
     PREFIXES = (ENDPOINTS, NODES, BLUEPRINTS)
 
     def _refresh(self) -> None:
-        version = tuple(self.cache.seen[p] for p in self.PREFIXES)
+        seen = self.cache.seen
+        version = (seen[ENDPOINTS], seen[NODES], seen[BLUEPRINTS])  # self.PREFIXES, unrolled: every call
         if version == self._built_at:
             return
         endpoints: dict[tuple[str, str], list[Endpoint]] = collections.defaultdict(list)
@@ -87,8 +95,6 @@ class EndpointRegistry:
             )
             endpoints[(coordinates.artifact_id, entry)].append(endpoint)
             entries[coordinates.artifact_id].add(entry)
-        for found in endpoints.values():
-            found.sort(key=lambda e: (e.node_id, str(e.coordinates), e.instance))
         nodes = {}
         for key, kv in self.cache.data[NODES].items():
             try:
@@ -96,6 +102,10 @@ class EndpointRegistry:
             except RecordError:
                 continue
             nodes[record.node_id] = record
+        routable = {
+            route: tuple(sorted((e for e in found if e.node_id in nodes), key=_order))
+            for route, found in endpoints.items()
+        }
         balancing = {}
         for key, kv in self.cache.data[BLUEPRINTS].items():
             try:
@@ -105,16 +115,17 @@ class EndpointRegistry:
             for spec in blueprint.slices:
                 balancing[spec.artifact.rsplit(":", 1)[0]] = spec.balancing
         self._endpoints, self._entries, self._nodes, self._balancing = (
-            dict(endpoints),
+            routable,
             dict(entries),
             nodes,
             balancing,
         )
         self._built_at = version
 
-    def endpoints(self, artifact_id: str, entry: str) -> list[Endpoint]:
+    def endpoints(self, artifact_id: str, entry: str) -> tuple[Endpoint, ...]:
+        """The endpoints of registered nodes, sorted by (node, coordinates, instance)."""
         self._refresh()
-        return [e for e in self._endpoints.get((artifact_id, entry), ()) if e.node_id in self._nodes]
+        return self._endpoints.get((artifact_id, entry), ())
 
     def entries(self, artifact_id: str) -> set[str]:
         self._refresh()

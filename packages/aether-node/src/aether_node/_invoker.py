@@ -51,7 +51,7 @@ class ClusterInvoker:
         self.peers = peers
         self.rng = rng or random.Random()
         self.in_flight: dict[tuple[str, int], int] = collections.defaultdict(int)
-        self._turns: dict[str, itertools.count[int]] = {}
+        self._turns: dict[tuple[str, str], itertools.count[int]] = {}
 
     async def invoke(
         self,
@@ -82,32 +82,40 @@ class ClusterInvoker:
         timeout: float | None,
         balancing: Balancing | None,
     ) -> Any:
-        try:
-            parse_artifact_id(artifact_id)
-        except InvalidCoordinatesError as error:
-            raise InvocationError("bad_request", error.message) from None
+        """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError."""
+        # This runs for every call: look-ups only, no parsing or formatting on the way to the instance.
+        registry = self.registry
+        endpoints = registry.endpoints(artifact_id, entry)
+        if not endpoints:  # (a malformed artifact id has none either: only then is it worth checking)
+            try:
+                parse_artifact_id(artifact_id)
+            except InvalidCoordinatesError as error:
+                raise InvocationError("bad_request", error.message) from None
         timeout = timeout or self.store.timeouts.invoke
         deadline = trio.current_time() + timeout
-        strategy = balancing or self.registry.balancing(artifact_id)
+        strategy = balancing or registry.balancing(artifact_id)
         tried: set[tuple[str, int]] = set()
         last_error: InvocationError | None = None
         while True:
-            candidates = [e for e in self.registry.endpoints(artifact_id, entry) if e.target not in tried]
+            candidates = [e for e in endpoints if e.target not in tried] if tried else endpoints
             if not candidates:
                 raise last_error or self._no_endpoint(artifact_id, entry)
-            turn = next(self._turns.setdefault(f"{artifact_id}/{entry}", itertools.count()))
+            turns = self._turns.get((artifact_id, entry))
+            if turns is None:
+                turns = self._turns[(artifact_id, entry)] = itertools.count()
             endpoint = choose(
                 candidates,
                 strategy,
                 local_node=self.node_id,
                 in_flight=self.in_flight,
-                turn=turn,
+                turn=next(turns),
                 rng=self.rng,
             )
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 raise InvocationError("timeout", f"{artifact_id}/{entry}: no answer within {timeout:g} s")
-            self.in_flight[endpoint.target] += 1
+            target = endpoint.target
+            self.in_flight[target] += 1
             try:
                 return await self._call(endpoint, payload, remaining)
             except InvocationError as error:
@@ -127,8 +135,9 @@ class ClusterInvoker:
                     ) from None
                 last_error = InvocationError("unavailable", str(error))
             finally:
-                self.in_flight[endpoint.target] -= 1
-            tried.add(endpoint.target)
+                self.in_flight[target] -= 1
+            tried.add(target)
+            endpoints = registry.endpoints(artifact_id, entry)  # it may have changed meanwhile
 
     def _no_endpoint(self, artifact_id: str, entry: str) -> InvocationError:
         entries = self.registry.entries(artifact_id)
@@ -141,9 +150,8 @@ class ClusterInvoker:
 
     async def _call(self, endpoint: Endpoint, payload: Any, timeout: float) -> Any:
         if endpoint.node_id == self.node_id:
-            return await self.invoke_local(
-                str(endpoint.coordinates), endpoint.instance, endpoint.entry, payload, timeout
-            )
+            key = InstanceKey(self.node_id, endpoint.coordinates, endpoint.instance)
+            return await self._invoke_instance(key, endpoint.entry, payload, timeout)
         node = self.registry.node(endpoint.node_id)
         if node is None or not node.peer:
             raise NotSentError(f"node {endpoint.node_id} has no peer address")
@@ -159,13 +167,16 @@ class ClusterInvoker:
             key = InstanceKey(self.node_id, Coordinates.parse(coordinates), instance)
         except InvalidCoordinatesError as error:
             raise InvocationError("bad_request", error.message) from None
+        return await self._invoke_instance(key, entry, payload, timeout)
+
+    async def _invoke_instance(self, key: InstanceKey, entry: str, payload: Any, timeout: float) -> Any:
         local = self.store.get(key)
         if local is None or local.phase is not Phase.ACTIVE or not local.alive:
             raise InvocationError(GONE, f"{key.label} is not ACTIVE on {self.node_id}")
         if entry not in local.entry_points:
             known = ", ".join(sorted(local.entry_points))
             raise InvocationError(
-                "no_endpoint", f"{coordinates} has no entry point {entry!r} (it has: {known})"
+                "no_endpoint", f"{key.coordinates} has no entry point {entry!r} (it has: {known})"
             )
         local.in_flight += 1
         try:

@@ -10,10 +10,13 @@ calls slices make to other slices, and notices an instance's death at once (its 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import math
 import os
 import secrets
 import signal
+import struct
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -36,10 +39,200 @@ MAX_FRAME = 16 * 1024 * 1024
 CallHandler = Callable[[str, str, Any, float], Awaitable[Any]]
 
 
+_HEADER = struct.Struct(">I")
+_READ_SIZE = 65536
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build an encoder per call
+
+
 @attrs.define
 class _Pending:
     done: trio.Event = attrs.field(factory=trio.Event)
     reply: dict[str, Any] | None = None
+
+
+class _ProtocolError(Exception):
+    """An instance sent something that is not a frame of the host protocol (the slice process's fault)."""
+
+
+class _Call:
+    """One request waiting for its reply: the caller parks until the reader hands the reply over (None if
+    the instance died first, or if the expiry task found it overdue: then `timed_out`)."""
+
+    __slots__ = ("deadline", "done", "reply", "task", "timed_out")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.done = False
+        self.timed_out = False
+        self.reply: dict[str, Any] | None = None
+        self.task: trio.lowlevel.Task | None = None
+
+    def expire(self) -> None:
+        if not self.done:
+            self.timed_out = True
+            self.resolve(None)
+
+    def resolve(self, reply: dict[str, Any] | None) -> None:
+        if self.done:
+            return
+        self.done, self.reply = True, reply
+        if self.task is not None:
+            task, self.task = self.task, None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> dict[str, Any] | None:
+        """The reply. Cancellable: then the reply, if it still comes, is dropped."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return self.reply
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        return self.reply
+
+
+class _Connection:
+    """The host protocol on an instance's connected Unix socket: frames of a 4-byte big-endian length and
+    a JSON object.
+
+    This is the node's data path, so it is lean: `send` writes straight to the non-blocking socket from
+    the caller (no lock, no scheduler pass); only what the socket cannot take at once is left, in order,
+    for the writer task. `receive` is for one reader task; it parses every frame a read brought before
+    reading again, and after a short read it waits for the socket instead of trying a read that would
+    find nothing.
+    """
+
+    def __init__(self, stream: trio.SocketStream, *, max_frame: int) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self._fd = stream.socket.fileno()
+        self._closed = False
+        self._broken: OSError | None = None
+        self._in = bytearray()
+        self._drained = False
+        self._out = bytearray()  # bytes `send` could not write yet, from _out_start on
+        self._out_start = 0
+        self._flush = trio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the socket (wakes the reader and the writer). The fd is never touched afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._flush.set()
+            self.stream.socket.close()
+
+    # ------------------------------------------------------------ out
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue one frame, writing as much as the socket takes now. Raises trio.BrokenResourceError or
+        trio.ClosedResourceError if the connection is gone."""
+        payload = _encode(message).encode()
+        self.write(_HEADER.pack(len(payload)) + payload)
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the connection to the instance is closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError(f"the connection to the instance broke: {self._broken}")
+        if self._out:  # the writer task holds earlier bytes: keep the order
+            self._out += data
+            return
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            self._broken = error
+            raise trio.BrokenResourceError(f"the connection to the instance broke: {error}") from None
+        if sent < len(data):
+            self._out += memoryview(data)[sent:]
+            self._flush.set()
+
+    async def write_loop(self) -> None:
+        """The writer task: writes what `send` could not, as the socket drains. Ends when closed/broken."""
+        while not self._closed and self._broken is None:
+            await self._flush.wait()
+            self._flush = trio.Event()
+            while self._out and not self._closed:
+                try:
+                    await trio.lowlevel.wait_writable(self._fd)
+                except trio.ClosedResourceError:
+                    return
+                if self._closed:
+                    return
+                try:
+                    with memoryview(self._out) as view, view[self._out_start :] as rest:
+                        sent = os.write(self._fd, rest)
+                except BlockingIOError:
+                    continue
+                except OSError as error:
+                    self._broken = error
+                    return
+                self._out_start += sent
+                if self._out_start * 2 >= len(self._out):  # drop what is written, in amortised O(1)
+                    del self._out[: self._out_start]
+                    self._out_start = 0
+
+    # ------------------------------------------------------------ in
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next frame, or None at a clean end of stream. Raises _ProtocolError on garbage,
+        trio.ClosedResourceError once closed, trio.BrokenResourceError if the socket failed."""
+        while True:
+            buffer = self._in
+            if len(buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(buffer)
+                if size > self.max_frame:
+                    raise _ProtocolError(f"frame of {size} bytes is over the limit of {self.max_frame}")
+                end = _HEADER.size + size
+                if len(buffer) >= end:
+                    payload = buffer[_HEADER.size : end]
+                    del buffer[:end]
+                    return _decode(payload)
+            if not await self._read():
+                if buffer:
+                    raise _ProtocolError("connection closed in the middle of a frame")
+                return None
+
+    async def _read(self) -> bool:
+        """Read what the socket has (waiting for it if needed); False at end of stream."""
+        while True:
+            if self._drained and not self._closed:
+                await trio.lowlevel.wait_readable(self._fd)  # raises ClosedResourceError if closed
+            if self._closed:  # (checked before every use of the fd: its number may be reused once closed)
+                raise trio.ClosedResourceError("the connection to the instance is closed")
+            try:
+                chunk = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                self._drained = True
+                continue
+            except OSError as error:
+                raise trio.BrokenResourceError(f"the connection to the instance broke: {error}") from None
+            self._drained = len(chunk) < _READ_SIZE
+            if not self._drained:
+                await trio.lowlevel.checkpoint()  # a flood must not starve the other tasks
+            self._in += chunk
+            return bool(chunk)
+
+
+def _decode(payload: bytes | bytearray) -> dict[str, Any]:
+    try:
+        message = json.loads(payload.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _ProtocolError(f"frame is not valid JSON (UTF-8): {error}") from None
+    except RecursionError:
+        raise _ProtocolError("frame is nested too deeply") from None
+    if not isinstance(message, dict):
+        raise _ProtocolError(f"frame must be a JSON object, got {type(message).__name__}")
+    return message
 
 
 class HostListener:
@@ -53,7 +246,7 @@ class HostListener:
         else:
             self._directory, self._owned = tempfile.mkdtemp(prefix="aether-"), True
         self.path = os.path.join(self._directory, "hosts.sock")
-        self._waiting: dict[str, trio.MemorySendChannel[tuple[FramedStream, trio.Event]]] = {}
+        self._waiting: dict[str, trio.MemorySendChannel[tuple[_Connection, trio.Event]]] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
@@ -77,25 +270,25 @@ class HostListener:
                     pass
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        framed = FramedStream(stream, max_frame=MAX_FRAME)
+        connection = _Connection(stream, max_frame=MAX_FRAME)
         try:
             with trio.fail_after(10):
-                hello = await framed.receive()
-        except (trio.TooSlowError, InvalidRequestError, trio.BrokenResourceError):
-            await trio.aclose_forcefully(stream)
+                hello = await connection.receive()
+        except (trio.TooSlowError, _ProtocolError, trio.BrokenResourceError):
+            connection.close()
             return
         channel = self._waiting.pop(str((hello or {}).get("hello")), None)
         if channel is None:
-            await trio.aclose_forcefully(stream)
+            connection.close()
             return
         released = trio.Event()
-        channel.send_nowait((framed, released))
+        channel.send_nowait((connection, released))
         # The stream now belongs to its SliceHost; trio closes a handler's stream when the handler returns,
         # so stay until the host is done with it.
         await released.wait()
 
-    def expect(self, token: str) -> trio.MemoryReceiveChannel[tuple[FramedStream, trio.Event]]:
-        send, receive = trio.open_memory_channel[tuple[FramedStream, trio.Event]](1)
+    def expect(self, token: str) -> trio.MemoryReceiveChannel[tuple[_Connection, trio.Event]]:
+        send, receive = trio.open_memory_channel[tuple[_Connection, trio.Event]](1)
         self._waiting[token] = send
         return receive
 
@@ -208,22 +401,25 @@ class SliceHost:
     def __init__(
         self,
         template: SliceTemplate,
-        framed: FramedStream,
+        connection: _Connection,
         released: trio.Event,
         pid: int,
         label: str,
         log_path: Path,
     ) -> None:
         self.template = template
-        self.framed = framed
+        self.connection = connection
         self._released = released
         self.pid = pid
         self.label = label
         self.log_path = log_path
         self.exited = trio.Event()
         self.exit_reason = ""
-        self._pending: dict[int, _Pending] = {}
+        self._pending: dict[int, _Call] = {}
         self._ids = itertools.count(1)
+        # The expiry task sleeps in this scope until the earliest deadline of a pending call (or longer:
+        # it is not moved later when calls end), so that a call needs no cancel scope of its own.
+        self._timer = trio.CancelScope()
 
     @classmethod
     async def spawn(
@@ -247,13 +443,15 @@ class SliceHost:
                     {"socket": listener.path, "token": token, "log_path": str(log_path), "config": config},
                     timeout,
                 )
-                framed, released = await arrivals.receive()
+                connection, released = await arrivals.receive()
             if scope.cancelled_caught:
                 raise StepTimeoutError(f"{label}: the instance process did not start within {timeout:g} s")
         finally:
             listener.forget(token)
-        host = cls(template, framed, released, pid, label, log_path)
+        host = cls(template, connection, released, pid, label, log_path)
         nursery.start_soon(host._read_loop, nursery, on_call)
+        nursery.start_soon(connection.write_loop)
+        nursery.start_soon(host._expire_loop)
         return host
 
     # ------------------------------------------------------------ protocol
@@ -261,28 +459,43 @@ class SliceHost:
     async def _read_loop(self, nursery: trio.Nursery, on_call: CallHandler) -> None:
         try:
             while True:
-                message = await self.framed.receive()
+                message = await self.connection.receive()
                 if message is None:
                     break
                 request_id = message.get("id")
                 if message.get("op") == "call":
                     nursery.start_soon(self._serve_call, message, on_call)
                     continue
-                pending = self._pending.get(request_id)  # type: ignore[arg-type]
-                if pending is not None:
-                    pending.reply = message
-                    pending.done.set()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
+                call = self._pending.pop(request_id, None)  # type: ignore[arg-type]
+                if call is not None:
+                    call.resolve(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
             pass
         finally:
+            self.connection.close()
             with trio.CancelScope(shield=True):
-                await trio.aclose_forcefully(self.framed.stream)
                 self._released.set()
                 code = await self.template.exit_code(self.pid, timeout=2.0)
             self.exit_reason = _describe_exit(code) if code is not None else "its connection closed"
             self.exited.set()
-            for pending in self._pending.values():
-                pending.done.set()
+            self._timer.cancel()
+            for call in self._pending.values():
+                call.resolve(None)
+
+    async def _expire_loop(self) -> None:
+        """Answers overdue calls with a timeout (their callers raise StepTimeoutError); ends with the host."""
+        while not self.exited.is_set():
+            now = trio.current_time()
+            earliest = math.inf
+            for request_id, call in list(self._pending.items()):
+                if call.deadline <= now:
+                    del self._pending[request_id]
+                    call.expire()
+                else:
+                    earliest = min(earliest, call.deadline)
+            self._timer = trio.CancelScope(deadline=earliest)
+            with self._timer:
+                await trio.sleep_forever()
 
     async def _serve_call(self, message: dict[str, Any], on_call: CallHandler) -> None:
         reply: dict[str, Any] = {"id": message.get("id")}
@@ -294,7 +507,7 @@ class SliceHost:
         except InvocationError as error:
             reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
         try:
-            await self.framed.send(reply)
+            self.connection.send(reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
@@ -303,22 +516,22 @@ class SliceHost:
         if self.exited.is_set():
             raise SliceHostError("crashed", f"{self.label}: the slice process is gone ({self.exit_reason})")
         request_id = next(self._ids)
-        pending = self._pending[request_id] = _Pending()
+        call = self._pending[request_id] = _Call(trio.current_time() + timeout)
+        if call.deadline < self._timer.deadline:
+            self._timer.deadline = call.deadline
         try:
             try:
-                await self.framed.send({"id": request_id, "op": op, **fields})
+                self.connection.send({"id": request_id, "op": op, **fields})
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.exited.wait()
                 raise SliceHostError(
                     "crashed", f"{self.label}: the slice process died ({self.exit_reason})"
                 ) from None
-            with trio.move_on_after(timeout) as scope:
-                await pending.done.wait()
-            if scope.cancelled_caught:
+            reply = await call.wait()
+            if call.timed_out:
                 raise StepTimeoutError(f"{self.label}: {op} did not finish within {timeout:g} s")
         finally:
             self._pending.pop(request_id, None)
-        reply = pending.reply
         if reply is None:
             raise SliceHostError(
                 "crashed", f"{self.label}: the slice process died during {op} ({self.exit_reason})"
@@ -352,7 +565,7 @@ class SliceHost:
     async def close(self, grace: float = 3.0) -> None:
         """Close the instance's socket (it exits at once), then SIGKILL it if it lingers. Shielded."""
         with trio.CancelScope(shield=True):
-            await trio.aclose_forcefully(self.framed.stream)
+            self.connection.close()
             with trio.move_on_after(grace):
                 await self.exited.wait()
             if not self.exited.is_set():

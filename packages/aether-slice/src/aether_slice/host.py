@@ -37,6 +37,7 @@ from ._context import EntryPoint, SliceCallError, SliceContext
 
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build an encoder per call
 PR_SET_PDEATHSIG = 1
 
 
@@ -72,7 +73,7 @@ class Host:
     # ------------------------------------------------------------ frames
 
     def send(self, message: dict[str, Any]) -> None:
-        self.write(json.dumps(message, separators=(",", ":")).encode())
+        self.write(_encode(message).encode())
 
     def write(self, payload: bytes) -> None:
         self._write(HEADER.pack(len(payload)) + payload)
@@ -108,7 +109,7 @@ class Host:
             result = await self.dispatch(message)
             reply: dict[str, Any] = {"id": request_id, "ok": result}
             try:
-                encoded = json.dumps(reply, separators=(",", ":"))
+                encoded = _encode(reply)
             except (TypeError, ValueError) as error:
                 raise HostError("bad_result", f"the result is not JSON-serialisable: {error}") from None
             self.write(encoded.encode())

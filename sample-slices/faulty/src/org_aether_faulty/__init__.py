@@ -9,6 +9,7 @@ Config key `mode` picks the failure:
 - `crash_after_start`: `aether_start` starts a thread that kills the process (exit code 3) after
   `crash_delay` seconds (default 0.5);
 - `raise`: entry `work` raises ValueError("faulty: work failed on purpose");
+- `hang_work`: entry `work` never returns (for callers' timeouts);
 - `ok` or absent: entry `work` returns "ok".
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 
 from aether_slice import EntryPoint, SliceContext, hookimpl
 
-MODES = ("ok", "fail_import", "fail_start", "hang_start", "crash_after_start", "raise")
+MODES = ("ok", "fail_import", "fail_start", "hang_start", "crash_after_start", "raise", "hang_work")
 
 
 def _import_time_config() -> dict[str, Any]:
@@ -67,9 +68,11 @@ async def aether_start(context: SliceContext) -> None:
 def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
     mode = _mode(context)
 
-    def work(payload: Any) -> str:
+    async def work(payload: Any) -> str:
         if mode == "raise":
             raise ValueError("faulty: work failed on purpose")
+        if mode == "hang_work":
+            await asyncio.Event().wait()
         return "ok"
 
     return [EntryPoint(name="work", function=work, idempotent=True)]

@@ -1,0 +1,167 @@
+"""The app ingress over real HTTP (hypercorn on 127.0.0.1, an ephemeral port), with a recording invoke in
+place of the cluster: statuses, JSON bodies, per-call options, and the routes around the invoke route."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from aether_node._blueprint import Balancing
+from aether_node._errors import InvocationError
+from aether_node._http import ingress_app, serve_http
+
+
+class Recorder:
+    """An invoke that records its calls and answers with `answer` (or raises it, if an exception)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, Any, dict[str, Any]]] = []
+        self.answer: Any = None
+
+    async def __call__(self, artifact: str, entry: str, payload: Any, **options: Any) -> Any:
+        self.calls.append((artifact, entry, payload, options))
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return payload if self.answer is None else self.answer
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+async def client(recorder: Recorder) -> AsyncIterator[httpx.AsyncClient]:
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(serve_http, ingress_app(recorder), "127.0.0.1:0")
+        base = bound[0].replace("0.0.0.0", "127.0.0.1")
+        async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
+            yield http
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_answers_the_result_as_json(client: httpx.AsyncClient, recorder: Recorder) -> None:
+    payload = {"message": "héllo", "n": 42, "items": [1, 2, 3], "ok": True, "none": None}
+    response = await client.post("/invoke/org.aether:echo/echo", content=json.dumps(payload))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == payload
+    # compact, UTF-8 (not \\u escapes), as starlette's JSONResponse renders it
+    assert response.content == json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert recorder.calls == [("org.aether:echo", "echo", payload, {})]
+
+
+async def test_an_empty_body_is_a_null_payload(client: httpx.AsyncClient, recorder: Recorder) -> None:
+    recorder.answer = {"got": "nothing"}
+    for body in (b"", b"  \n"):
+        response = await client.post("/invoke/org.aether:echo/info", content=body)
+        assert (response.status_code, response.json()) == (200, {"got": "nothing"})
+    assert [call[2] for call in recorder.calls] == [None, None]
+
+
+async def test_a_body_that_is_not_json_is_a_bad_request(
+    client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    for body in (b'{"unterminated": ', b"\xff\xfe{}"):
+        response = await client.post("/invoke/org.aether:echo/echo", content=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["kind"] == "bad_request"
+        assert error["message"].startswith("the request body is not valid JSON: ")
+    assert recorder.calls == []
+
+
+async def test_per_call_options_come_from_the_query_string(
+    client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    response = await client.post(
+        "/invoke/org.aether:echo/echo", params={"timeout": "2.5", "balancing": "random"}, content=b"[1]"
+    )
+    assert (response.status_code, response.json()) == (200, [1])
+    assert recorder.calls == [
+        ("org.aether:echo", "echo", [1], {"timeout": 2.5, "balancing": Balancing.RANDOM})
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ({"timeout": "soon"}, "timeout: expected seconds, got 'soon'"),
+        ({"timeout": "0"}, "timeout: must be in (0, 3600] seconds, got 0"),
+        ({"timeout": "3601"}, "timeout: must be in (0, 3600] seconds, got 3601"),
+        ({"balancing": "fastest"}, "balancing: must be one of "),
+    ],
+)
+async def test_bad_options_are_bad_requests(
+    client: httpx.AsyncClient, recorder: Recorder, query: dict[str, str], message: str
+) -> None:
+    response = await client.post("/invoke/org.aether:echo/echo", params=query, content=b"{}")
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["kind"] == "bad_request"
+    assert error["message"].startswith(message)
+    assert recorder.calls == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "status"),
+    [
+        ("bad_request", 400),
+        ("no_endpoint", 404),
+        ("raised", 500),
+        ("unavailable", 503),
+        ("timeout", 504),
+        ("something_new", 500),
+    ],
+)
+async def test_invocation_errors_become_statuses_with_a_json_body(
+    client: httpx.AsyncClient, recorder: Recorder, kind: str, status: int
+) -> None:
+    recorder.answer = InvocationError(kind, f"it went {kind}")
+    response = await client.post("/invoke/org.aether:echo/echo", content=b"{}")
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"error": {"kind": kind, "message": f"it went {kind}"}}
+
+
+async def test_a_raised_error_names_the_slice_exception(
+    client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    recorder.answer = InvocationError("raised", "ValueError: no", remote_type="ValueError")
+    response = await client.post("/invoke/org.aether:echo/echo", content=b"{}")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"kind": "raised", "message": "ValueError: no", "type": "ValueError"}}
+
+
+async def test_an_unexpected_failure_is_a_plain_500(client: httpx.AsyncClient, recorder: Recorder) -> None:
+    recorder.answer = RuntimeError("a bug in the node")
+    response = await client.post("/invoke/org.aether:echo/echo", content=b"{}")
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    # a result that is not strict JSON cannot be answered either
+    recorder.answer = {"x": float("nan")}
+    response = await client.post("/invoke/org.aether:echo/echo", content=b"{}")
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+
+
+async def test_the_path_is_percent_decoded(client: httpx.AsyncClient, recorder: Recorder) -> None:
+    response = await client.post("/invoke/org.aether%3Aecho/ech%6F", content=b"1")
+    assert (response.status_code, response.json()) == (200, 1)
+    assert recorder.calls[0][:2] == ("org.aether:echo", "echo")
+
+
+async def test_other_routes_and_methods(client: httpx.AsyncClient, recorder: Recorder) -> None:
+    health = await client.get("/healthz")
+    assert (health.status_code, health.json()) == (200, {"ok": True})
+    wrong_method = await client.get("/invoke/org.aether:echo/echo")
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["allow"] == "POST"
+    for path in ("/invoke/org.aether:echo", "/invoke/org.aether:echo/echo/more", "/nothing"):
+        missing = await client.post(path, content=b"{}")
+        assert missing.status_code == 404, path
+    assert recorder.calls == []
