@@ -343,35 +343,21 @@ async def test_the_http_endpoint_needs_its_token_when_one_is_set(cluster: CliClu
             assert structured(await client.call_tool("cluster_status", {}))["has_quorum"] is True
 
 
-def test_listening_beyond_loopback_needs_a_token() -> None:
+def refused_at_start(*args: str) -> str:
+    """`aether-mcp ARGS` must exit 2 at once; its error output."""
     result = subprocess.run(
-        [
-            *aether_mcp_command(),
-            "--cluster",
-            "http://127.0.0.1:9",
-            "--transport",
-            "http",
-            "--listen",
-            "0.0.0.0:0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cli_env(),
-        check=False,
+        [*aether_mcp_command(), *args], capture_output=True, text=True, timeout=60, env=cli_env(), check=False
     )
     assert result.returncode == 2, result
-    assert "listening beyond loopback needs a bearer token: pass --token" in result.stderr
+    return result.stderr
+
+
+def test_listening_beyond_loopback_needs_a_token() -> None:
+    listen = ("--transport", "http", "--listen", "0.0.0.0:0")
+    stderr = refused_at_start("--cluster", "http://127.0.0.1:9", *listen)
+    assert "listening beyond loopback needs a bearer token: pass --token" in stderr
 
 
 def test_an_unusable_cluster_url_is_refused_at_start() -> None:
-    result = subprocess.run(
-        [*aether_mcp_command(), "--cluster", "ftp://example"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=cli_env(),
-        check=False,
-    )
-    assert result.returncode == 2, result
-    assert "--cluster 'ftp://example': expected an http:// or https:// URL" in result.stderr
+    stderr = refused_at_start("--cluster", "ftp://example")
+    assert "--cluster 'ftp://example': expected an http:// or https:// URL" in stderr
