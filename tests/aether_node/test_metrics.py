@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from aether_node._coordinates import Coordinates
@@ -73,7 +74,7 @@ def test_call_stats_sum_sources_and_keep_finite_buckets() -> None:
     [stats] = metrics.call_stats()
     assert stats["artifact"] == "org.aether:echo" and stats["entry"] == "echo"
     assert (stats["calls"], stats["errors"]) == (2, 1)
-    assert abs(stats["seconds"] - 0.022) < 1e-9
+    assert stats["seconds"] == pytest.approx(0.022)
     buckets = dict(stats["buckets"])
     assert buckets[0.001] == 0 and buckets[0.0025] == 1 and buckets[0.025] == 2 and buckets[30.0] == 2
     assert all(bound != float("inf") for bound in buckets)
