@@ -41,7 +41,7 @@ Callback = Callable[[Result | None, KVError | None], None]
 @attrs.frozen(kw_only=True)
 class RaftConfig:
     """How one replica joins the Raft group. Timing defaults are the ones measured stable on 2 cores
-    (DESIGN.md): 5 ms batching, 0.5–1.5 s elections, long connection timeout for fast failover."""
+    (benchmarks/README.md): 5 ms batching, 0.5–1.5 s elections, long connection timeout for fast failover."""
 
     raft_address: str
     peers: tuple[str, ...]

@@ -1,6 +1,6 @@
 """The node's KV replica: an `aether-kv serve` child process, started, supervised and stopped here.
 
-The replica is its own process so that Raft's timing does not depend on the node's workload (DESIGN.md).
+The replica is its own process so Raft's timing does not depend on the node's workload (docs/ARCHITECTURE.md).
 It dies with the node (`--exit-with-parent`), and the node restarts it if it dies alone.
 """
 

@@ -1,4 +1,4 @@
-"""KV records of the cluster (DESIGN.md "KV schema"): frozen attrs records, one cattrs converter, JSON.
+"""KV records (docs/ARCHITECTURE.md, "KV schema"): frozen attrs records, one cattrs converter, JSON.
 
 Every record carries `schema_version`; decoding rejects what it does not understand with a message that
 names the key.

@@ -1,4 +1,4 @@
-"""KV key layout (DESIGN.md "KV schema"). Pure: building and parsing keys."""
+"""KV key layout (docs/ARCHITECTURE.md, "KV schema"). Pure: building and parsing keys."""
 
 from __future__ import annotations
 
