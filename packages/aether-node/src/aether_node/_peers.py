@@ -51,20 +51,56 @@ async def serve_peers(
     task_status.started()
 
     async def handle(stream: trio.SocketStream) -> None:
-        framed = FramedStream(stream, max_frame=MAX_FRAME)
+        # One connection's failure, whatever it is, ends that connection and never the server (a reset
+        # inside the connection's nursery arrives as an ExceptionGroup: hence except*).
         try:
-            if not await server_handshake(framed, secret, node_id):
-                return
-            async with trio.open_nursery() as nursery:
-                while True:
-                    request = await framed.receive()
-                    if request is None:
-                        break
-                    nursery.start_soon(_serve_one, framed, request, invoke, stats)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
-            pass
+            try:
+                await _serve_connection(stream, secret, node_id, invoke, stats)
+            except* (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
+                pass  # the peer went away (a reset, a killed node) or does not speak the protocol
+        except Exception:
+            log.exception("peer connection from %s failed; closing it", _remote(stream))
 
     await trio.serve_listeners(handle, listeners)
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "a peer"
+    return f"{host}:{port}"
+
+
+async def _serve_connection(
+    stream: trio.SocketStream, secret: str, node_id: str, invoke: LocalInvoke, stats: LocalStats
+) -> None:
+    framed = FramedStream(stream, max_frame=MAX_FRAME)
+    if not await server_handshake(framed, secret, node_id):
+        return
+    async with trio.open_nursery() as nursery:
+        while True:
+            request = await framed.receive()
+            if request is None:
+                break
+            nursery.start_soon(_serve_one, framed, request, invoke, stats)
+
+
+def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, float]:
+    """The arguments of an invoke request; raises InvocationError (bad_request) if they are malformed."""
+    try:
+        instance = request.get("instance", 0)
+        timeout = request.get("timeout") or 30.0
+        if isinstance(instance, bool) or not isinstance(instance, int):
+            raise ValueError(f"instance: expected an integer, got {instance!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+            raise ValueError(f"timeout: expected seconds in (0, 3600], got {timeout!r}")
+        coordinates, entry = request.get("coordinates"), request.get("entry")
+        if not isinstance(coordinates, str) or not isinstance(entry, str):
+            raise ValueError("coordinates and entry must be strings")
+    except ValueError as error:
+        raise InvocationError("bad_request", f"malformed invoke request: {error}") from None
+    return coordinates, instance, entry, request.get("payload"), float(timeout)
 
 
 async def _serve_one(
@@ -75,18 +111,15 @@ async def _serve_one(
         if request.get("op") == "stats":
             reply["ok"] = stats()
         else:
-            reply["ok"] = await invoke(
-                str(request.get("coordinates")),
-                int(request.get("instance", 0)),
-                str(request.get("entry")),
-                request.get("payload"),
-                float(request.get("timeout") or 30.0),
-            )
+            reply["ok"] = await invoke(*_invoke_arguments(request))
     except InvocationError as error:
         reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+    except Exception as error:  # a bug here must cost one call, not the connection or the node
+        log.exception("serving a peer's request failed")
+        reply["error"] = {"kind": "internal", "message": f"the node failed to serve the call: {error!r}"}
     try:
         await framed.send(reply)
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
 
 
@@ -110,12 +143,15 @@ class _PeerConnection:
                 message = await self.framed.receive()
                 if message is None:
                     break
-                pending = self.pending.get(message.get("id"))  # type: ignore[arg-type]
+                request_id = message.get("id")
+                pending = self.pending.get(request_id) if isinstance(request_id, int) else None
                 if pending is not None:
                     pending.reply = message
                     pending.done.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
             pass
+        except Exception:  # (it runs in the node's nursery: whatever the peer sent, the node stays up)
+            log.exception("reading from the peer at %s failed; closing the connection", self.address)
         finally:
             self.closed = True
             for pending in self.pending.values():
