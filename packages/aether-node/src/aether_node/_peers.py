@@ -23,6 +23,9 @@ from ._errors import InvocationError
 log = logging.getLogger("aether_node.peers")
 
 MAX_FRAME = 16 * 1024 * 1024
+# How much longer than the call's timeout a caller waits for the remote's answer: the remote's own
+# timeout answer must arrive first, on a busy machine too.
+REPLY_GRACE = 2.0
 
 # (coordinates, instance, entry, payload, timeout) → result; raises InvocationError
 LocalInvoke = Callable[[str, int, str, Any, float], Awaitable[Any]]
@@ -137,6 +140,10 @@ class _PeerConnection:
         self.ids = itertools.count(1)
         self.closed = False
 
+    async def close(self) -> None:
+        self.closed = True
+        await trio.aclose_forcefully(self.framed.stream)
+
     async def read_loop(self) -> None:
         try:
             while True:
@@ -159,22 +166,32 @@ class _PeerConnection:
             await trio.aclose_forcefully(self.framed.stream)
 
     async def call(self, request: dict[str, Any], timeout: float) -> Any:
+        """Send `request` and wait for its reply. The remote enforces `timeout` itself; this side waits
+        longer (REPLY_GRACE), so that the caller gets the remote's own answer (its 504 says what timed
+        out) rather than a timeout of its own."""
         request_id = next(self.ids)
         pending = self.pending[request_id] = _Pending()
         try:
-            try:
-                await self.framed.send({"id": request_id, **request})
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                self.closed = True
-                raise NotSentError(f"connection to {self.address} is closed") from None
-            with trio.move_on_after(timeout + 1.0):
+            # A frame cut short by a cancellation would corrupt the stream for every other call on this
+            # connection: the send is shielded, with a deadline; one that does not finish in time ends
+            # the connection (the frame never arrived whole, so the call did not run).
+            with trio.CancelScope(shield=True), trio.move_on_after(timeout) as sending:
+                try:
+                    await self.framed.send({"id": request_id, **request})
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self.closed = True
+                    raise NotSentError(f"connection to {self.address} is closed") from None
+            if sending.cancelled_caught:
+                await self.close()
+                raise NotSentError(f"could not send the call to {self.address} within {timeout:g} s")
+            with trio.move_on_after(timeout + REPLY_GRACE):
                 await pending.done.wait()
         finally:
             self.pending.pop(request_id, None)
         if pending.reply is None:
             if self.closed:
                 raise LostInFlightError(f"connection to {self.address} dropped during the call")
-            raise InvocationError("timeout", f"no answer from {self.address} within {timeout:g} s")
+            raise InvocationError("timeout", f"no answer from {self.address} within {timeout:.3g} s")
         if "error" in pending.reply:
             error = pending.reply["error"]
             raise InvocationError(str(error.get("kind")), str(error.get("message")), error.get("type"))

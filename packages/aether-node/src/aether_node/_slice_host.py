@@ -568,7 +568,7 @@ class SliceHost:
             return await self.request("invoke", timeout, entry=entry, payload=payload)
         except StepTimeoutError:
             raise InvocationError(
-                "timeout", f"{self.label}: {entry} did not answer within {timeout:g} s"
+                "timeout", f"{self.label}: {entry} did not answer within {timeout:.3g} s"
             ) from None
         except SliceHostError as error:
             if error.kind == "raised":
