@@ -99,7 +99,6 @@ class _Registration:
         self.generation = 0  # bumped by every registration (the first one included)
         self.on_lease: Callable[[int], None] = lambda lease: None  # told each new lease at once
         self._registered = trio.Event()
-        self.leaving = False  # set by `revoke`: from then on a lost lease is not renewed
 
     async def register(self) -> int:
         """Grant a lease and put the registration on it (one attempt; raises KVError)."""
@@ -133,7 +132,7 @@ class _Registration:
             try:
                 await self.kv.lease_keepalive(self.lease)
             except LeaseNotFoundError:
-                if self.leaving:
+                if self.record.leaving:
                     await trio.sleep_forever()  # the node is stopping: it has left on purpose
                 log.error("the node's lease expired (was the node cut off?); registering again")
                 await self.register_until_done()
@@ -168,7 +167,6 @@ class _Registration:
     async def revoke(self) -> None:
         """Leave the cluster: mark the registration as leaving (so the event log says "left", not "lost"),
         then revoke the lease, which deletes it."""
-        self.leaving = True
         try:
             leaving = attrs.evolve(self.record, leaving=True)
             await self.kv.put(node_key(self.config.node_id), encode_record(leaving), lease=self.lease)
