@@ -8,9 +8,11 @@ running and serving: the failure cost at most the one request or connection it h
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import struct
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import node_support
 import pytest
 import trio
+import uv
 from node_support import (
     ECHO,
     FAULTY,
@@ -333,3 +336,57 @@ async def _kv_stopped_and_started(node: NodeProcess, replica: node_support.KVRep
         await node_support.write_command(client, key, SliceState.ACTIVATE, {})
         await node_support.wait_for_state(client, key, SliceState.ACTIVE, timeout=60)
     assert_running(node)
+
+
+# ---------------------------------------------------------------- a slice that sends nonsense
+
+RUDE_MODULE = '''"""A slice that calls another slice with a timeout that is not a number."""
+
+from aether_slice import EntryPoint, hookimpl
+
+
+@hookimpl
+def aether_entry_points(context):
+    async def rude(payload):
+        return await context.call("org.aether:echo", "echo", payload, timeout="soon")
+
+    return [EntryPoint(name="rude", function=rude, idempotent=True)]
+'''
+
+
+def build_rude_slice(project: Path, out: Path) -> None:
+    (project / "src" / "org_aether_rude").mkdir(parents=True)
+    (project / "src" / "org_aether_rude" / "__init__.py").write_text(RUDE_MODULE)
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "org.aether.rude"\nversion = "1.0.0"\nrequires-python = ">=3.11"\n'
+        'dependencies = []\n\n[project.entry-points."aether.slices"]\n'
+        '"org.aether:rude" = "org_aether_rude"\n\n'
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
+        '[tool.hatch.build.targets.wheel]\npackages = ["src/org_aether_rude"]\n'
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    result = subprocess.run(
+        [uv.find_uv_bin(), "build", "--wheel", "--out-dir", str(out), str(project)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, f"uv build failed:\n{result.stdout}\n{result.stderr}"
+
+
+async def test_a_slice_call_with_a_malformed_timeout_does_not_end_the_node(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    index = node_support.copy_index(sample_index, tmp_path / "index")
+    build_rude_slice(tmp_path / "rude", index)
+    with client_node(tmp_path / "cluster", index) as node:
+        async with kv_client(node) as client:
+            await activate(client, node, ECHO, 0)
+            await activate(client, node, "org.aether:rude:1.0.0", 0)
+        for _ in range(3):
+            response = await invoke(node.ingress, "org.aether:rude", "rude", {"n": 1})
+            assert response.status_code == 500, response.text  # the slice's own call raised in it
+            assert_running(node)
+        await echo_serves(node)
+        assert_running(node)
