@@ -122,20 +122,6 @@ class _ClientConnection:
             pending.reply = message
             pending.done.set()
 
-    def _detach(self, request_id: int) -> None:
-        """Stop delivering to a watch whose consumer fell behind (its buffer is full) or is gone: it ends
-        its channel (the consumer resubscribes from its last revision) and the server stops sending."""
-        channel = self.watches.pop(request_id)
-        channel.close()
-        if self.nursery is not None:
-            self.nursery.start_soon(self._cancel_watch, request_id)
-
-    async def _cancel_watch(self, request_id: int) -> None:
-        try:
-            await self.send({"id": request_id, "op": "cancel"})
-        except _NotSent:
-            pass
-
     async def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             raise _NotSent()
@@ -162,6 +148,20 @@ class _ClientConnection:
     async def close(self) -> None:
         self.closed = True
         await trio.aclose_forcefully(self.framed.stream)
+
+    def _detach(self, request_id: int) -> None:
+        """Stop delivering to a watch whose consumer fell behind (its buffer is full) or is gone: it ends
+        its channel (the consumer resubscribes from its last revision) and the server stops sending."""
+        channel = self.watches.pop(request_id)
+        channel.close()
+        if self.nursery is not None:
+            self.nursery.start_soon(self._cancel_watch, request_id)
+
+    async def _cancel_watch(self, request_id: int) -> None:
+        try:
+            await self.send({"id": request_id, "op": "cancel"})
+        except _NotSent:
+            pass
 
 
 class KVClient:
