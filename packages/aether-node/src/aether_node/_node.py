@@ -123,22 +123,6 @@ class _Registration:
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, max(self.config.lease_ttl / 2, 0.5))
 
-    async def keep_alive(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # four renewals per TTL: three may be lost or late (a Raft election, a busy moment) before it lapses
-        period = self.config.lease_ttl / 4
-        task_status.started()
-        while True:
-            await trio.sleep(period)
-            try:
-                await self.kv.lease_keepalive(self.lease)
-            except LeaseNotFoundError:
-                if self.record.leaving:
-                    await trio.sleep_forever()  # the node is stopping: it has left on purpose
-                log.error("the node's lease expired (was the node cut off?); registering again")
-                await self.register_until_done()
-            except KVError as error:
-                log.warning("lease keep-alive failed: %s", error.message)
-
     async def follow(
         self,
         republish: Callable[[int], Awaitable[None]],
@@ -163,6 +147,22 @@ class _Registration:
                 continue
             log.info("endpoints republished on the node's new lease")
             done, backoff = generation, 0.1
+
+    async def keep_alive(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # four renewals per TTL: three may be lost or late (a Raft election, a busy moment) before it lapses
+        period = self.config.lease_ttl / 4
+        task_status.started()
+        while True:
+            await trio.sleep(period)
+            try:
+                await self.kv.lease_keepalive(self.lease)
+            except LeaseNotFoundError:
+                if self.record.leaving:
+                    await trio.sleep_forever()  # the node is stopping: it has left on purpose
+                log.error("the node's lease expired (was the node cut off?); registering again")
+                await self.register_until_done()
+            except KVError as error:
+                log.warning("lease keep-alive failed: %s", error.message)
 
     async def revoke(self) -> None:
         """Leave the cluster: mark the registration as leaving (so the event log says "left", not "lost"),
