@@ -9,6 +9,7 @@ import pytest
 import trio
 import trio.testing
 
+from aether_node._metrics import NodeMetrics
 from aether_node._supervise import run_forever, supervise
 
 
@@ -40,13 +41,20 @@ async def test_a_service_that_fails_after_starting_is_started_again_with_backoff
 ) -> None:
     service = Flaky(3, trio.BrokenResourceError("connection reset by peer"))
     restarts: list[float] = []
+    metrics = NodeMetrics()
 
     async def on_restart() -> None:
         restarts.append(trio.current_time())
 
     async with trio.open_nursery() as nursery:
         first = await nursery.start(
-            lambda task_status: supervise("flaky", service, on_restart=on_restart, task_status=task_status)
+            lambda task_status: supervise(
+                "flaky",
+                service,
+                on_restart=on_restart,
+                on_failure=metrics.service_restarted,
+                task_status=task_status,
+            )
         )
         await service.running.wait()
         nursery.cancel_scope.cancel()
@@ -54,6 +62,8 @@ async def test_a_service_that_fails_after_starting_is_started_again_with_backoff
     assert service.starts == 4
     gaps = [later - earlier for earlier, later in itertools.pairwise(restarts)]
     assert gaps == [pytest.approx(1.2), pytest.approx(1.4)]  # each run lasts 1 s; backoff 0.1, 0.2, 0.4
+    restarted = metrics.registry.get_sample_value("aether_node_service_restarts_total", {"service": "flaky"})
+    assert restarted == 3
 
 
 async def test_a_service_that_returns_is_started_again(autojump_clock: trio.testing.MockClock) -> None:

@@ -229,7 +229,11 @@ async def serve_node(
                 async def start(name: str, service: Any, *args: Any, on_restart: Any = None) -> Any:
                     return await nursery.start(
                         functools.partial(
-                            supervise, name, functools.partial(service, *args), on_restart=on_restart
+                            supervise,
+                            name,
+                            functools.partial(service, *args),
+                            on_restart=on_restart,
+                            on_failure=metrics.service_restarted,
                         )
                     )
 

@@ -26,6 +26,7 @@ async def supervise(
     service: Service,
     *,
     on_restart: Callable[[], Awaitable[None]] | None = None,
+    on_failure: Callable[[str], None] | None = None,
     initial: float = 0.1,
     maximum: float = 10.0,
     healthy_after: float = 30.0,
@@ -36,8 +37,9 @@ async def supervise(
     The first start is the node's: an error before the service reports started propagates (a port that
     cannot be bound is a configuration error to report, not to retry forever). After that, whenever the
     service raises (or returns), it is logged and started again after a backoff of `initial`·2ⁿ s
-    (at most `maximum`; back to `initial` once a run lasted `healthy_after` s), and `on_restart` runs
-    once it has reported started again. Cancellation passes through at once.
+    (at most `maximum`; back to `initial` once a run lasted `healthy_after` s): `on_failure(name)` is
+    told (a metric), and `on_restart` runs once it has reported started again. Cancellation passes
+    through at once.
     """
     started = False
     delay = initial
@@ -56,6 +58,8 @@ async def supervise(
             if not started:
                 raise
             log.exception("service %s failed", name)
+        if on_failure is not None:
+            on_failure(name)
         if trio.current_time() - began >= healthy_after:
             delay = initial
         log.warning("starting service %s again in %.1f s", name, delay)
