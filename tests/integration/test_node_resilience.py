@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import node_support
 import pytest
 import trio
@@ -32,6 +33,7 @@ from node_support import (
     kv_client,
     slice_key,
     started_node,
+    wait_for_active_instance,
 )
 
 from aether_kv import FramedStream, KVClient, client_handshake
@@ -388,5 +390,38 @@ async def test_a_slice_call_with_a_malformed_timeout_does_not_end_the_node(
             response = await invoke(node.ingress, "org.aether:rude", "rude", {"n": 1})
             assert response.status_code == 500, response.text  # the slice's own call raised in it
             assert_running(node)
+        await echo_serves(node)
+        assert_running(node)
+
+
+# ---------------------------------------------------------------- the management API's clients
+
+
+async def test_management_clients_that_reset_do_not_end_the_node(sample_index: Path, tmp_path: Path) -> None:
+    (management_port,) = node_support.free_ports(1)
+    extra = ("--management", f"127.0.0.1:{management_port}", "--dev-mode")
+    with started_node(tmp_path / "node", sample_index, extra_args=extra) as node:
+        base = f"http://127.0.0.1:{management_port}"
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.get(f"{base}/healthz")).status_code == 200
+        for head in (
+            # an event stream that is being followed, then a reset
+            b"GET /api/v1/events/stream HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n",
+            # half a request body, then a reset
+            b'POST /api/v1/blueprints HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n{"name"',
+        ):
+            sock = socket.create_connection(("127.0.0.1", management_port))
+            sock.sendall(head)
+            if head.startswith(b"GET"):
+                sock.settimeout(10)
+                assert sock.recv(4096).startswith(b"HTTP/1.1 200"), "the stream did not start"
+            reset(sock)
+        async with kv_client(node) as client:  # the stream's watch sees a change after the reset
+            await node_support.apply_blueprint(client, "after-reset", [{"artifact": ECHO, "instances": 1}])
+            await wait_for_active_instance(client, node.node_id, ECHO, 60)
+        async with httpx.AsyncClient(timeout=10) as http:
+            assert (await http.get(f"{base}/healthz")).status_code == 200
+            events = await http.get(f"{base}/api/v1/events")
+            assert events.status_code == 200, events.text
         await echo_serves(node)
         assert_running(node)
