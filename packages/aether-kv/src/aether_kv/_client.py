@@ -9,7 +9,6 @@ by themselves after a reconnect from the last revision they delivered, so every 
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -54,6 +53,10 @@ DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
 _BACKOFF_START = 0.02
 _BACKOFF_MAX = 0.5
+# Watch messages a watch may hold that its consumer has not taken. A consumer that falls this far behind
+# (or was abandoned without `aclose`) is detached: it resubscribes from its last revision once it reads
+# again, and nothing builds up without bound in the meantime.
+WATCH_BUFFER = 1024
 
 
 class _NotSent(Exception):
@@ -74,9 +77,10 @@ _DROPPED = object()
 
 
 class _ClientConnection:
-    def __init__(self, framed: FramedStream, endpoint: str) -> None:
+    def __init__(self, framed: FramedStream, endpoint: str, nursery: trio.Nursery | None = None) -> None:
         self.framed = framed
         self.endpoint = endpoint
+        self.nursery = nursery  # for cancelling a detached watch on the server
         self.pending: dict[int, _Pending] = {}
         self.watches: dict[int, trio.MemorySendChannel[Any]] = {}
         self.ids = itertools.count(1)
@@ -96,7 +100,11 @@ class _ClientConnection:
             for pending in self.pending.values():
                 pending.done.set()
             for channel in self.watches.values():
-                channel.send_nowait(_DROPPED)
+                try:
+                    channel.send_nowait(_DROPPED)
+                except (trio.WouldBlock, trio.BrokenResourceError):
+                    pass
+                channel.close()  # (a watch that had no room for _DROPPED resubscribes at the end)
             self.watches.clear()
             await trio.aclose_forcefully(self.framed.stream)
 
@@ -104,7 +112,10 @@ class _ClientConnection:
         request_id = message.get("id")
         channel = self.watches.get(request_id)  # type: ignore[arg-type]
         if channel is not None:
-            channel.send_nowait(message)
+            try:
+                channel.send_nowait(message)
+            except (trio.WouldBlock, trio.BrokenResourceError):
+                self._detach(request_id)  # type: ignore[arg-type]
             return
         pending = self.pending.get(request_id)  # type: ignore[arg-type]
         if pending is not None:
@@ -137,6 +148,20 @@ class _ClientConnection:
     async def close(self) -> None:
         self.closed = True
         await trio.aclose_forcefully(self.framed.stream)
+
+    def _detach(self, request_id: int) -> None:
+        """Stop delivering to a watch whose consumer fell behind (its buffer is full) or is gone: it ends
+        its channel (the consumer resubscribes from its last revision) and the server stops sending."""
+        channel = self.watches.pop(request_id)
+        channel.close()
+        if self.nursery is not None:
+            self.nursery.start_soon(self._cancel_watch, request_id)
+
+    async def _cancel_watch(self, request_id: int) -> None:
+        try:
+            await self.send({"id": request_id, "op": "cancel"})
+        except _NotSent:
+            pass
 
 
 class KVClient:
@@ -199,7 +224,7 @@ class KVClient:
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
-        return _ClientConnection(framed, endpoint)
+        return _ClientConnection(framed, endpoint, self._nursery)
 
     def _drop(self, connection: _ClientConnection) -> None:
         if self._connection is connection:
@@ -349,7 +374,7 @@ class ClientWatch:
             connection: _ClientConnection | None = None
             try:
                 connection = await self._client._connect()
-                send, receive = trio.open_memory_channel[Any](math.inf)
+                send, receive = trio.open_memory_channel[Any](WATCH_BUFFER)
                 self._id = next(connection.ids)
                 connection.watches[self._id] = send
                 await connection.send(
@@ -360,7 +385,10 @@ class ClientWatch:
                         "start_revision": self.next_revision,
                     }
                 )
-                first = await receive.receive()
+                try:
+                    first = await receive.receive()
+                except trio.EndOfChannel:
+                    raise _NotSent() from None
                 if first is _DROPPED:
                     raise _NotSent()
                 if "error" in first:
@@ -379,7 +407,10 @@ class ClientWatch:
             if self._receive is None:
                 await self._subscribe()
             assert self._receive is not None
-            message = await self._receive.receive()
+            try:
+                message = await self._receive.receive()
+            except trio.EndOfChannel:  # detached: it fell too far behind; resubscribe from next_revision
+                message = _DROPPED
             if message is _DROPPED:
                 self._receive = None
                 self.reconnects += 1

@@ -31,7 +31,8 @@ class KVCache:
         return self._changed
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Fill the cache, report started, then follow every prefix until cancelled."""
+        """Fill the cache, report started, then follow every prefix until cancelled. Cancelled, it ends
+        its watches before it returns."""
         async with trio.open_nursery() as nursery:
             for prefix in self.prefixes:
                 await nursery.start(self._follow, prefix)
@@ -45,15 +46,22 @@ class KVCache:
         self.seen[prefix] = listing.revision
         self._notify()
         task_status.started()
-        async for events in self.kv.watch(prefix, listing.revision + 1):
-            entries = self.data[prefix]
-            for event in events:
-                if event.kind == "put":
-                    entries[event.kv.key] = event.kv
-                else:
-                    entries.pop(event.kv.key, None)
-            self.seen[prefix] = max(self.seen[prefix], events[-1].revision)
-            self._notify()
+        watch = self.kv.watch(prefix, listing.revision + 1)
+        try:
+            async for events in watch:
+                entries = self.data[prefix]
+                for event in events:
+                    if event.kind == "put":
+                        entries[event.kv.key] = event.kv
+                    else:
+                        entries.pop(event.kv.key, None)
+                self.seen[prefix] = max(self.seen[prefix], events[-1].revision)
+                self._notify()
+        finally:
+            # The watch ends with its task: left open, the client would keep receiving its events for
+            # nobody (a cluster manager's cache, each time its node stops leading).
+            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                await watch.aclose()
 
     async def caught_up(self, prefix: str, revision: int) -> None:
         """Wait until the copy of `prefix` includes every change up to `revision`."""

@@ -233,6 +233,12 @@ class NodeMetrics:
             ["action", "outcome"],
             registry=registry,
         )
+        self._service_restarts = Counter(
+            "aether_node_service_restarts",
+            "Services of this node started again after an unexpected error (see the node's log)",
+            ["service"],
+            registry=registry,
+        )
         if enabled:
             registry.register(_StateCollector(self))
             ProcessCollector(registry=registry)  # the node process itself: process_cpu_seconds_total, ...
@@ -279,6 +285,10 @@ class NodeMetrics:
     def reconcile_action(self, action: str, outcome: str) -> None:
         if self.enabled:
             self._reconcile_actions.labels(action, outcome).inc()
+
+    def service_restarted(self, service: str) -> None:
+        if self.enabled:
+            self._service_restarts.labels(service).inc()
 
     # ------------------------------------------------------------ serving
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -34,6 +36,7 @@ from ._records import NodeRecord, encode_record
 from ._schema import node_key
 from ._slice_host import HostListener
 from ._slice_store import SliceStore
+from ._supervise import run_forever, supervise
 
 log = logging.getLogger("aether_node.node")
 
@@ -80,31 +83,84 @@ async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
 
 
 class _Registration:
-    """The node's lease and its `nodes/{id}` record; kept alive, renewed if it was lost."""
+    """The node's lease and its `nodes/{id}` record: kept alive, and registered again if it was lost.
+
+    Keeping the lease alive is one task that never waits for anything else the node does (it has its own
+    KV client, see `serve_node`): republishing the endpoints after a new registration is another task,
+    told by `generation`. A lost lease is a state to recover from: register again, republish, retry both
+    with backoff, never give up.
+    """
 
     def __init__(self, kv: KVClient, config: NodeConfig, record: NodeRecord) -> None:
         self.kv = kv
         self.config = config
         self.record = record
         self.lease = 0
+        self.generation = 0  # bumped by every registration (the first one included)
+        self.on_lease: Callable[[int], None] = lambda lease: None  # told each new lease at once
+        self._registered = trio.Event()
 
     async def register(self) -> int:
+        """Grant a lease and put the registration on it (one attempt; raises KVError)."""
         grant = await self.kv.lease_grant(self.config.lease_ttl)
+        await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=grant.lease)
         self.lease = grant.lease
-        await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=self.lease)
+        self.generation += 1
+        self.on_lease(self.lease)
+        registered, self._registered = self._registered, trio.Event()
+        registered.set()
         return self.lease
 
-    async def keep_alive(self, on_renewed: Any) -> None:
+    async def register_until_done(self, *, timeout: float = math.inf) -> int:
+        """`register`, retried with backoff until it goes through (or `timeout` passes: TooSlowError)."""
+        backoff = 0.1
+        with trio.fail_after(timeout):
+            while True:
+                try:
+                    return await self.register()
+                except KVError as error:
+                    log.warning("registering the node failed: %s; retrying in %.1f s", error.message, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, max(self.config.lease_ttl / 2, 0.5))
+
+    async def follow(
+        self,
+        republish: Callable[[int], Awaitable[None]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """After every registration but the first: `republish(lease)` (the endpoints went with the old
+        lease), retried with backoff until it went through on the latest lease."""
+        done = self.generation
+        backoff = 0.1
+        task_status.started()
+        while True:
+            while self.generation == done:
+                await self._registered.wait()
+            generation, lease = self.generation, self.lease
+            try:
+                await republish(lease)
+            except KVError as error:
+                log.warning("republishing endpoints failed: %s; retrying in %.1f s", error.message, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            log.info("endpoints republished on the node's new lease")
+            done, backoff = generation, 0.1
+
+    async def keep_alive(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         # four renewals per TTL: three may be lost or late (a Raft election, a busy moment) before it lapses
         period = self.config.lease_ttl / 4
+        task_status.started()
         while True:
             await trio.sleep(period)
             try:
                 await self.kv.lease_keepalive(self.lease)
             except LeaseNotFoundError:
+                if self.record.leaving:
+                    await trio.sleep_forever()  # the node is stopping: it has left on purpose
                 log.error("the node's lease expired (was the node cut off?); registering again")
-                await self.register()
-                await on_renewed(self.lease)
+                await self.register_until_done()
             except KVError as error:
                 log.warning("lease keep-alive failed: %s", error.message)
 
@@ -140,6 +196,11 @@ async def serve_node(
         async with (
             open_client([*own, *config.kv.endpoints], secret, request_timeout=10.0) as kv,
             open_client(own or list(config.kv.endpoints), secret, request_timeout=2.0) as own_replica,
+            # The lease's own connection: a keep-alive never queues behind the node's other KV traffic
+            # (a republish of hundreds of endpoints, a reconcile pass), and gives up within the TTL.
+            open_client(
+                [*own, *config.kv.endpoints], secret, request_timeout=max(config.lease_ttl, 1.0)
+            ) as lease_kv,
         ):
             await wait_for_kv(kv)
             record = NodeRecord(
@@ -152,8 +213,8 @@ async def serve_node(
                 started_at=time.time(),
                 lease_ttl=config.lease_ttl,
             )
-            registration = _Registration(kv, config, record)
-            lease = await registration.register()
+            registration = _Registration(lease_kv, config, record)
+            lease = await registration.register_until_done(timeout=60)
             metrics = NodeMetrics(enabled=config.metrics)
             metrics.watch_backlog = kv.watch_backlog
             async with trio.open_nursery() as nursery:
@@ -163,8 +224,21 @@ async def serve_node(
                 async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
                     return await invoker_box[0].invoke(artifact, entry, payload, timeout, source="slice")
 
+                # Every long-running service runs under `supervise`: an error nobody expected restarts
+                # that service, never ends the node.
+                async def start(name: str, service: Any, *args: Any, on_restart: Any = None) -> Any:
+                    return await nursery.start(
+                        functools.partial(
+                            supervise,
+                            name,
+                            functools.partial(service, *args),
+                            on_restart=on_restart,
+                            on_failure=metrics.service_restarted,
+                        )
+                    )
+
                 listener = HostListener(config.data_dir / "run")
-                await nursery.start(listener.serve)
+                await start("slice host listener", listener.serve)
                 store = SliceStore(
                     nursery,
                     installer,
@@ -174,7 +248,7 @@ async def serve_node(
                     timeouts=config.timeouts,
                 )
                 cache = KVCache(kv, EndpointRegistry.PREFIXES)
-                await nursery.start(cache.run)
+                await start("endpoint cache", cache.run)
                 invoker = ClusterInvoker(
                     config.node_id,
                     store,
@@ -187,20 +261,19 @@ async def serve_node(
                     kv, config.node_id, store, lease=lease, restart_policy=config.restart, metrics=metrics
                 )
                 metrics.instances = manager.instance_samples
+                registration.on_lease = functools.partial(setattr, manager, "lease")
+
+                async def republish_current() -> None:
+                    await manager.republish(registration.lease)  # a restarted manager withdrew them
+
                 try:
-                    nursery.start_soon(registration.keep_alive, manager.republish)
-                    await nursery.start(manager.run)
-                    await nursery.start(
-                        functools.partial(
-                            serve_peers,
-                            secret,
-                            config.peer,
-                            config.node_id,
-                            invoker.invoke_local,
-                            stats=metrics.call_stats,
-                        )
-                    )
-                    await nursery.start(serve_http, ingress_app(invoker.invoke), config.ingress)
+                    await start("lease keep-alive", registration.keep_alive)
+                    await start("republish", registration.follow, manager.republish)
+                    await start("deployment", manager.run, on_restart=republish_current)
+                    peers = functools.partial(serve_peers, stats=metrics.call_stats)
+                    local = invoker.invoke_local
+                    await start("peer server", peers, secret, config.peer, config.node_id, local)
+                    await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
                     handlers = Handlers(kv, invoker)
 
                     async def ready() -> bool:
@@ -220,12 +293,14 @@ async def serve_node(
                             metrics=metrics,
                             status_kv=own_replica,
                         )
-                        await nursery.start(serve_http, app, config.management)
+                        await start("management API", serve_http, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
                         leadership = LeadershipMonitor(own_replica)
-                        nursery.start_soon(leadership.run)
+                        await start("leadership monitor", run_forever(leadership.run))
                         cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
-                        nursery.start_soon(cluster_manager.run, leadership)
+                        await start(
+                            "cluster manager", run_forever(functools.partial(cluster_manager.run, leadership))
+                        )
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
                     task_status.started(
                         NodeInfo(

@@ -270,11 +270,17 @@ class HostListener:
                     pass
 
     async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._take(stream)
+        except Exception:  # one connection's failure never ends the listener (nor the node)
+            log.exception("a connection to the slice host socket failed")
+
+    async def _take(self, stream: trio.SocketStream) -> None:
         connection = _Connection(stream, max_frame=MAX_FRAME)
         try:
             with trio.fail_after(10):
                 hello = await connection.receive()
-        except (trio.TooSlowError, _ProtocolError, trio.BrokenResourceError):
+        except (trio.TooSlowError, _ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             connection.close()
             return
         channel = self._waiting.pop(str((hello or {}).get("hello")), None)
@@ -282,7 +288,11 @@ class HostListener:
             connection.close()
             return
         released = trio.Event()
-        channel.send_nowait((connection, released))
+        try:
+            channel.send_nowait((connection, released))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            connection.close()  # its spawner gave up waiting for it
+            return
         # The stream now belongs to its SliceHost; trio closes a handler's stream when the handler returns,
         # so stay until the host is done with it.
         await released.wait()
@@ -349,12 +359,15 @@ class SliceTemplate:
                     changed, self._exit_changed = self._exit_changed, trio.Event()
                     changed.set()
                     continue
-                pending = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+                request_id = message.get("id")
+                pending = self._pending.get(request_id) if isinstance(request_id, int) else None
                 if pending is not None:
                     pending.reply = message
                     pending.done.set()
         except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
             pass
+        except Exception:  # it runs in the node's nursery: a template's nonsense ends the template only
+            log.exception("the slice template of %s sent what it must not", self.log_path)
         finally:
             self.exited.set()
             self._exit_changed.set()
@@ -466,11 +479,13 @@ class SliceHost:
                 if message.get("op") == "call":
                     nursery.start_soon(self._serve_call, message, on_call)
                     continue
-                call = self._pending.pop(request_id, None)  # type: ignore[arg-type]
+                call = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
                 if call is not None:
                     call.resolve(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
             pass
+        except Exception:  # it runs in the node's nursery: a slice's nonsense ends that slice only
+            log.exception("%s: reading from the slice process failed; closing its connection", self.label)
         finally:
             self.connection.close()
             with trio.CancelScope(shield=True):
@@ -500,12 +515,16 @@ class SliceHost:
     async def _serve_call(self, message: dict[str, Any], on_call: CallHandler) -> None:
         reply: dict[str, Any] = {"id": message.get("id")}
         try:
-            timeout = float(message.get("timeout") or 10.0)
-            reply["ok"] = await on_call(
-                str(message.get("artifact")), str(message.get("entry")), message.get("payload"), timeout
-            )
+            timeout = message.get("timeout") or 10.0
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+                raise InvocationError("bad_request", f"timeout: expected seconds in (0, 3600]: {timeout!r}")
+            artifact, entry = str(message.get("artifact")), str(message.get("entry"))
+            reply["ok"] = await on_call(artifact, entry, message.get("payload"), float(timeout))
         except InvocationError as error:
             reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+        except Exception as error:  # a bug here must cost one call, never the node
+            log.exception("%s: serving a call of the slice failed", self.label)
+            reply["error"] = {"kind": "internal", "message": f"the node failed to route the call: {error!r}"}
         try:
             self.connection.send(reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -549,7 +568,7 @@ class SliceHost:
             return await self.request("invoke", timeout, entry=entry, payload=payload)
         except StepTimeoutError:
             raise InvocationError(
-                "timeout", f"{self.label}: {entry} did not answer within {timeout:g} s"
+                "timeout", f"{self.label}: {entry} did not answer within {timeout:.3g} s"
             ) from None
         except SliceHostError as error:
             if error.kind == "raised":
