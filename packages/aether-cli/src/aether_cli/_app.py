@@ -208,6 +208,13 @@ def invoke(
     entry: str,
     *,
     data: Annotated[str, Parameter(help="JSON payload.")] = "null",
+    timeout: Annotated[
+        float,
+        Parameter(
+            help="Seconds the node gives the call before it answers 504 (this command waits a little"
+            " longer). A call that may have run is sent again only if its entry point is idempotent."
+        ),
+    ] = 30.0,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Call ENTRY of a slice (group:artifact) with a JSON payload; print the JSON result."""
@@ -215,7 +222,9 @@ def invoke(
         payload = json.loads(data)
     except json.JSONDecodeError as error:
         fail(EXIT_BAD_INPUT, f"--data is not valid JSON: {error}")
-    result = call(common, lambda client: client.invoke(artifact, entry, payload))
+    if not 0 < timeout <= 3600:
+        fail(EXIT_BAD_INPUT, f"--timeout must be in (0, 3600] seconds, got {timeout:g}")
+    result = call(common, lambda client: client.invoke(artifact, entry, payload, timeout=timeout))
     print(json.dumps(result, indent=None if common.json else 2))
 
 

@@ -196,8 +196,17 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         artifact: Artifact,
         entry: Annotated[str, Field(description="The entry point's name.")],
         data: Annotated[Any, Field(description="The JSON payload.")] = None,
+        timeout: Annotated[
+            float,
+            Field(
+                gt=0,
+                le=3600,
+                description="Seconds the node gives the call before it answers with a timeout error. A"
+                " call that may have run is sent again only if its entry point is idempotent.",
+            ),
+        ] = 30.0,
     ) -> Any:
-        return await ask("slice_invoke", lambda c: c.invoke(artifact, entry, data))
+        return await ask("slice_invoke", lambda c: c.invoke(artifact, entry, data, timeout=timeout))
 
     @tool("cluster_status", "Leader, quorum, revision, health, nodes and instance counts.")
     async def cluster_status() -> dict[str, Any]:

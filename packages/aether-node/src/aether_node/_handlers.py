@@ -10,16 +10,18 @@ import collections
 import time
 from typing import Any
 
+import attrs
 import trio
 
-from aether_kv import CompactedError, KVClient, KVError, Status
+from aether_kv import CompactedError, Event, KVClient, KVError, Status
 
 from ._blueprint import Blueprint
 from ._blueprint_toml import BlueprintError, parse_blueprint
 from ._cluster_manager import LEADER_KEY, PROBLEMS_PREFIX, LeaderClaim
 from ._coordinates import Coordinates, parse_artifact_id
 from ._errors import InvalidCoordinatesError
-from ._events import ALL_EVENTS, EventFilter, describe
+from ._event_clock import EventClock
+from ._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ._invoker import ClusterInvoker
 from ._records import NodeRecord, RecordError, SliceRecord, decode_record, encode_record
 from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
@@ -30,6 +32,7 @@ from .client import (
     ClusterCalls,
     ClusterEvent,
     ClusterStatus,
+    EntryInfo,
     InstanceInfo,
     NodeInfo,
     Overview,
@@ -65,6 +68,7 @@ class Handlers:
         self.kv = kv
         self.invoker = invoker
         self.clock = clock
+        self.event_clock = EventClock(kv)
 
     async def _fresh(self) -> None:
         """One barrier through the Raft log: the reads that follow on this replica are linearizable."""
@@ -250,8 +254,21 @@ class Handlers:
         except InvalidCoordinatesError as error:
             raise HandlerError("invalid", error.message) from None
 
-    async def invoke(self, artifact: str, entry: str, payload: Any) -> Any:
-        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload, source="api")
+    async def invoke(self, artifact: str, entry: str, payload: Any, *, timeout: float | None = None) -> Any:
+        """The call, given `timeout` seconds (the node's configured invoke timeout if None)."""
+        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload, timeout, source="api")
+
+    async def entry_points(self, artifact: str) -> list[EntryInfo]:
+        """The entry points ACTIVE instances of `artifact` serve (from this node's endpoint table); one is
+        idempotent if every instance that serves it declares it so."""
+        artifact_id = self._artifact_id(artifact)
+        registry = self.invoker.registry
+        found = []
+        for name in sorted(registry.entries(artifact_id)):
+            endpoints = registry.endpoints(artifact_id, name)
+            if endpoints:
+                found.append(EntryInfo(name=name, idempotent=all(e.idempotent for e in endpoints)))
+        return found
 
     # ------------------------------------------------------------ cluster
 
@@ -386,18 +403,34 @@ class Handlers:
                     start = max(oldest, status.revision - window + 1)
                     found = await self._history(start, status.revision, selection)
                     if len(found) >= limit or start <= oldest:
-                        return found[-limit:], status.revision
+                        return await self._timed(found[-limit:]), status.revision
                     window *= 8
             except CompactedError:
                 continue
         raise HandlerError("unavailable", "the store's history moved on too fast to be read; try again")
 
-    async def _history(self, start: int, end: int, selection: EventFilter) -> list[ClusterEvent]:
-        """The events of revisions start..end that match. Every revision has at least one change, so
-        the watch of every key reaches `end`."""
+    async def _timed(self, found: list[tuple[bool, ClusterEvent]]) -> list[ClusterEvent]:
+        """The events, those marked as needing one with their stamped time (`_event_clock`)."""
+        revisions = [event.revision for timed, event in found if timed]
+        try:
+            times = await self.event_clock.times(revisions) if revisions else {}
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+        return [attrs.evolve(e, timestamp=times[e.revision]) if timed else e for timed, e in found]
+
+    async def describe(self, raw: Event, selection: EventFilter = ALL_EVENTS) -> list[ClusterEvent]:
+        """The events of one KV change that match `selection`, with their times (for event streams)."""
+        timed = needs_time(raw)
+        return await self._timed([(timed, e) for e in describe(raw) if selection.matches(e)])
+
+    async def _history(self, start: int, end: int, selection: EventFilter) -> list[tuple[bool, ClusterEvent]]:
+        """The events of revisions start..end that match, each marked if its time is to be looked up.
+        Every revision has at least one change, so the watch of every key reaches `end`."""
         if start > end:
             return []
-        found: list[ClusterEvent] = []
+        found: list[tuple[bool, ClusterEvent]] = []
         stream = self.kv.watch("", start)
         try:
             with trio.fail_after(10):
@@ -405,7 +438,8 @@ class Handlers:
                     batch = await stream.__anext__()
                     for raw in batch:
                         if raw.revision <= end:
-                            found += [e for e in describe(raw) if selection.matches(e)]
+                            timed = needs_time(raw)
+                            found += [(timed, e) for e in describe(raw) if selection.matches(e)]
                     if batch[-1].revision >= end:
                         return found
         except trio.TooSlowError:

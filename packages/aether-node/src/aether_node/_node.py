@@ -21,6 +21,7 @@ from ._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ._config import ConfigError, NodeConfig
 from ._deployment import NodeDeploymentManager
 from ._endpoints import EndpointRegistry
+from ._event_clock import EventClock
 from ._handlers import Handlers
 from ._http import ingress_app, serve_http
 from ._installer import SliceInstaller
@@ -226,6 +227,7 @@ async def serve_node(
                         nursery.start_soon(leadership.run)
                         cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
                         nursery.start_soon(cluster_manager.run, leadership)
+                        nursery.start_soon(EventClock(kv).run, leadership)  # event times
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
                     task_status.started(
                         NodeInfo(

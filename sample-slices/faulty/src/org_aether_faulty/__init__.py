@@ -10,7 +10,11 @@ Config key `mode` picks the failure:
   `crash_delay` seconds (default 0.5);
 - `raise`: entry `work` raises ValueError("faulty: work failed on purpose");
 - `hang_work`: entry `work` never returns (for callers' timeouts);
+- `slow_work`: entry `work` answers "ok" after `work_delay` seconds (default 2);
 - `ok` or absent: entry `work` returns "ok".
+
+Entry `record` (not idempotent) does what `work` does, after appending one line to the file named by
+config `executions_file` (if set): a test counts how many times a call ran.
 """
 
 from __future__ import annotations
@@ -24,7 +28,16 @@ from typing import Any
 
 from aether_slice import EntryPoint, SliceContext, hookimpl
 
-MODES = ("ok", "fail_import", "fail_start", "hang_start", "crash_after_start", "raise", "hang_work")
+MODES = (
+    "ok",
+    "fail_import",
+    "fail_start",
+    "hang_start",
+    "crash_after_start",
+    "raise",
+    "hang_work",
+    "slow_work",
+)
 
 
 def _import_time_config() -> dict[str, Any]:
@@ -73,6 +86,18 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
             raise ValueError("faulty: work failed on purpose")
         if mode == "hang_work":
             await asyncio.Event().wait()
+        if mode == "slow_work":
+            await asyncio.sleep(float(context.config.get("work_delay", 2.0)))
         return "ok"
 
-    return [EntryPoint(name="work", function=work, idempotent=True)]
+    async def record(payload: Any) -> str:
+        path = context.config.get("executions_file")
+        if path:
+            with open(path, "a", encoding="utf-8") as file:
+                file.write(f"{context.instance} {json.dumps(payload)}\n")
+        return await work(payload)
+
+    return [
+        EntryPoint(name="work", function=work, idempotent=True),
+        EntryPoint(name="record", function=record, idempotent=False),
+    ]
