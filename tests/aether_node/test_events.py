@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from aether_kv import Event, EventKind, KeyValue
+from aether_node._blueprint import Blueprint
 from aether_node._cluster_manager import LEADER_KEY, LeaderClaim
-from aether_node._events import EventFilter, EventFilterError, describe
+from aether_node._events import EventFilter, EventFilterError, describe, needs_time
 from aether_node._records import NodeRecord, SliceRecord, SliceState, encode_record
 from aether_node.client import EVENT_KINDS, ClusterEvent
 
@@ -113,6 +115,31 @@ def test_changes_that_are_not_events() -> None:
     assert describe(put("endpoints/x/echo:1", node("n1"), 3), at=1000.0) == []
     assert describe(put("slices/not-an-instance-key", node("n1"), 3), at=1000.0) == []
     assert describe(put(f"slices/n1/{ECHO}/1", node("n1"), 3), at=1000.0) == []  # not a SliceRecord
+
+
+def test_events_take_the_writers_time_or_the_stamped_one() -> None:
+    """Records with a time of their own (instance states, blueprints, leader claims) give it; node joins
+    and losses and every deletion need a stamp (`needs_time`) and take the one passed as `at`."""
+    key = f"slices/n1/{ECHO}/1"
+    active = SliceRecord(state=SliceState.ACTIVE, timestamp=50.0)
+    blueprint = Blueprint(name="demo", slices=(), timestamp=60.0)
+    claim = LeaderClaim(node_id="n1", since=70.0, term=2)
+    for change, stamped, when in [
+        (put(key, active, 3), False, 50.0),
+        (delete(key, active, 4), True, 1000.0),
+        (put("blueprints/demo", blueprint, 5), False, 60.0),
+        (put("blueprints/demo", attrs.evolve(blueprint, timestamp=0.0), 5), True, 1000.0),
+        (delete("blueprints/demo", blueprint, 6), True, 1000.0),
+        (put(LEADER_KEY, claim, 7), False, 70.0),
+        (put("nodes/n1", node("n1", started_at=40.0), 8), True, 1000.0),
+        (delete("nodes/n1", node("n1", started_at=40.0), 9), True, 1000.0),
+    ]:
+        assert needs_time(change) is stamped, change
+        [made] = describe(change, at=1000.0)
+        assert made.timestamp == when, (change, made)
+    # a re-written registration (marked as leaving) is no event and needs no stamp
+    assert not needs_time(put("nodes/n1", node("n1", leaving=True), 10, prev=node("n1")))
+    assert not needs_time(put("endpoints/x/echo:1", node("n1"), 11))
 
 
 def event(kind: str, **fields: object) -> ClusterEvent:
