@@ -88,7 +88,9 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     for node, pid in state["pids"].items():
         assert f"  {node}: pid {pid} running\n" in run.stdout, str(run)
     assert "cluster healthy: leader node-" in run.stdout, str(run)
-    assert "3 nodes, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, str(run)
+    assert "3 of 3 expected nodes registered, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, (
+        str(run)
+    )
 
     # a second `up` from the same directory is refused while the first runs
     run = expect(

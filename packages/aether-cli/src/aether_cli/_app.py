@@ -29,7 +29,7 @@ app = App(
 )
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
 slice_app = App(name="slice", help="Slice instances: list, status, invoke.")
-cluster_app = App(name="cluster", help="The cluster: status, nodes, events.")
+cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forget a node.")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 for sub in (blueprint_app, slice_app, cluster_app, dev_app):
     app.command(sub)
@@ -255,6 +255,14 @@ def nodes(*, common: Common = DEFAULT_COMMON) -> None:
     emit(common, result, human)
 
 
+def forget(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Stop expecting NODE, a node gone for good: the cluster counts it missing (unhealthy) until then."""
+    call(common, lambda client: client.forget_node(node))
+    emit(
+        common, {"forgotten": node}, lambda: print(f"node {node} forgotten: the cluster no longer expects it")
+    )
+
+
 def events(
     *,
     follow: Annotated[bool, Parameter(negative=(), help="Keep streaming new events until Ctrl-C.")] = False,
@@ -347,7 +355,7 @@ COMMANDS = (
         },
     ),
     (slice_app, {"list": list_slices, "status": slice_status, "invoke": invoke}),
-    (cluster_app, {"status": cluster_status, "nodes": nodes, "events": events}),
+    (cluster_app, {"status": cluster_status, "nodes": nodes, "events": events, "forget": forget}),
     (dev_app, {"up": up, "down": down, "status": dev_status}),
 )
 for group, commands in COMMANDS:

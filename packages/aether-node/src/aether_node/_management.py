@@ -188,6 +188,10 @@ def management_app(
     async def nodes(request: Request) -> Any:
         return await handlers.nodes()
 
+    @route("/api/v1/nodes/{node_id}", "operator", "DELETE")
+    async def forget_node(request: Request) -> Any:
+        return await handlers.forget_node(request.path_params["node_id"])
+
     @route("/api/v1/overview", "viewer")
     async def overview(request: Request) -> Any:
         return await handlers.overview()
@@ -315,6 +319,7 @@ def management_app(
         invoke,
         cluster,
         nodes,
+        forget_node,
         overview,
         calls,
         events,

@@ -29,6 +29,7 @@ from ._invoker import ClusterInvoker
 from ._kv_cache import KVCache
 from ._kv_replica import run_kv_replica
 from ._management import Authorizer, management_app, parse_api_keys
+from ._membership import Membership
 from ._metrics import NodeMetrics
 from ._peers import PeerClients, serve_peers
 from ._records import NodeRecord, encode_record
@@ -228,6 +229,7 @@ async def serve_node(
                         cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
                         nursery.start_soon(cluster_manager.run, leadership)
                         nursery.start_soon(EventClock(kv).run, leadership)  # event times
+                        nursery.start_soon(Membership(kv).run, leadership)  # expected nodes
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
                     task_status.started(
                         NodeInfo(

@@ -158,16 +158,26 @@ class NodeInfo:
 
 @attrs.frozen(kw_only=True)
 class ClusterStatus:
+    """The cluster at a glance. `healthy` means `reasons` is empty: the store has a quorum and a leader,
+    every expected node is registered, every blueprint has converged, no instance is FAILED, and the KV
+    replica that answered is connected to every other replica. Fields after `failed` were added later."""
+
     leader: str | None  # node id whose KV replica leads Raft
     term: int
     revision: int
     has_quorum: bool
     healthy: bool
-    nodes: tuple[NodeInfo, ...]
+    nodes: tuple[NodeInfo, ...]  # the registered nodes
     blueprints: int
     instances: int
     active: int
     failed: int
+    # nodes that registered once and have not left gracefully (nor been forgotten): lost ones stay here
+    expected_nodes: tuple[str, ...] = ()
+    missing_nodes: tuple[str, ...] = ()  # expected but not registered now
+    unconverged: tuple[str, ...] = ()  # blueprints whose slices do not all have their ACTIVE instances
+    disconnected_replicas: tuple[str, ...] = ()  # KV replicas (raft addresses) the answering one cannot reach
+    reasons: tuple[str, ...] = ()  # why not healthy, one sentence each
 
 
 @attrs.frozen(kw_only=True)
@@ -611,6 +621,11 @@ class ApiClient:
 
     def nodes(self) -> list[NodeInfo]:
         return [from_json(item, NodeInfo) for item in self._request("GET", "/api/v1/nodes")]
+
+    def forget_node(self, node_id: str) -> None:
+        """Stop expecting a node that is gone for good (its absence no longer makes the cluster unhealthy);
+        a registered node cannot be forgotten (ApiError conflict)."""
+        self._request("DELETE", f"/api/v1/nodes/{_segment(node_id)}", idempotent=True)
 
     def overview(self) -> Overview:
         return from_json(self._request("GET", "/api/v1/overview"), Overview)
