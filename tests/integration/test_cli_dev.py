@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import httpx
@@ -92,6 +93,27 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
         str(run)
     )
 
+    # a node that dies unasked is restarted by the supervisor, which says so; the cluster heals
+    victim = state["pids"]["node-2"]
+    os.kill(victim, signal.SIGKILL)
+
+    def restarted() -> int | None:
+        pid = json.loads((dev / "cluster.json").read_text())["pids"]["node-2"]
+        return pid if pid != victim else None
+
+    new_pid = wait_until(restarted, timeout=60, what="node-2 restarted by the supervisor")
+    assert state["supervisor"] not in (None, victim)
+
+    def healed() -> str | None:
+        run = run_aether("dev", "status", "--directory", str(dev), cwd=work)
+        return run.stdout if "cluster healthy" in run.stdout else None
+
+    shown = wait_until(healed, timeout=120, what="a healthy cluster after node-2's restart", interval=1)
+    assert f"  node-2: pid {new_pid} running\n" in shown, shown
+    assert "recent restarts (supervisor.log):" in shown, shown
+    assert "node-2 died unasked (killed by SIGKILL)" in shown and "node-2 restarted (pid" in shown, shown
+    state = json.loads((dev / "cluster.json").read_text())
+
     # a second `up` from the same directory is refused while the first runs
     run = expect(
         run_aether("dev", "up", "--directory", str(dev), "--source", str(SAMPLE_SLICES), cwd=work), 1
@@ -105,7 +127,7 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     for kind in KINDS:
         assert any(kind in cmdline for _, cmdline in running), f"no {kind} among {running}"
 
-    run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=90))
+    run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=120))
     assert run.stdout == f"stopped 3 node(s); data kept in {dev}/\n", str(run)
     wait_until(lambda: not processes_of(dev), timeout=20, what=f"no process of {dev} left")
     assert not (dev / "cluster.json").exists()
