@@ -40,6 +40,7 @@ EVENT_TIMES = "cluster/event-times/"
 BLOCK = 1000  # stamps are read by key prefix: one range read covers this many revisions
 LOOKBACK = 1000  # revisions a new leader looks back for changes still without a stamp
 PRUNE_EVERY = 256  # stamps written between two prunings
+STAMP_PATIENCE = 2.0  # seconds a query spends stamping what the leader has not stamped yet
 
 
 @attrs.frozen(kw_only=True)
@@ -95,8 +96,10 @@ class EventClock:
         except RecordError:
             return None
 
-    async def times(self, revisions: Iterable[int]) -> dict[int, float]:
-        """The stamps of `revisions`, stamping (now) those that have none yet."""
+    async def times(self, revisions: Iterable[int], *, patience: float = STAMP_PATIENCE) -> dict[int, float]:
+        """The stamps of `revisions`, stamping (now) those that have none yet. A revision that cannot be
+        stamped within `patience` seconds in all (no quorum: nothing can be written) is left out: its
+        time is unknown for now, rather than made up. Raises KVError if the stamps cannot be read."""
         wanted = sorted(set(revisions))
         found: dict[int, float] = {}
         for prefix in sorted({_block_prefix(r) for r in wanted}):
@@ -108,10 +111,15 @@ class EventClock:
                     found[revision] = decode_record(kv.key, kv.value, EventTime).at
                 except RecordError:
                     continue
-        for revision in wanted:
-            if revision not in found:
-                found[revision] = await self.stamp(revision)
-        return {r: found[r] for r in wanted}
+        with trio.move_on_after(patience):
+            for revision in wanted:
+                if revision not in found:
+                    try:
+                        found[revision] = await self.stamp(revision)
+                    except KVError as error:
+                        log.info("event times: cannot stamp revision %d now: %s", revision, error.message)
+                        break
+        return {r: found[r] for r in wanted if r in found}
 
     # ------------------------------------------------------------ the leader's stamper
 

@@ -495,7 +495,8 @@ class Handlers:
             raise HandlerError(
                 "unavailable", f"the cluster's store is not available: {error.message}"
             ) from None
-        return [attrs.evolve(e, timestamp=times[e.revision]) if timed else e for timed, e in found]
+        # (a time that cannot be stamped now, without a quorum, stays 0.0: unknown, not made up)
+        return [attrs.evolve(e, timestamp=times.get(e.revision, 0.0)) if timed else e for timed, e in found]
 
     async def describe(self, raw: Event, selection: EventFilter = ALL_EVENTS) -> list[ClusterEvent]:
         """The events of one KV change that match `selection`, with their times (for event streams)."""

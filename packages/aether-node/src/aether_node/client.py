@@ -251,6 +251,7 @@ class ClusterEvent:
     Fields after `reason` were added later; every field but the first five may be empty."""
 
     revision: int
+    # when it was written: the same on every query (0.0: not known yet, the store could not stamp it)
     timestamp: float
     kind: str  # one of EVENT_KINDS
     subject: str  # what it is about: a node id, a blueprint name, `group:artifact:version#instance`
