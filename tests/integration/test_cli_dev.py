@@ -127,8 +127,18 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     for kind in KINDS:
         assert any(kind in cmdline for _, cmdline in running), f"no {kind} among {running}"
 
+    # a node stopped on purpose (SIGTERM, a clean exit) is left stopped, as systemd's Restart=on-failure
+    os.kill(state["pids"]["node-3"], signal.SIGTERM)
+
+    def left_stopped() -> str | None:
+        run = run_aether("dev", "status", "--directory", str(dev), cwd=work)
+        return run.stdout if "node-3 stopped cleanly (exit code 0)" in run.stdout else None
+
+    shown = wait_until(left_stopped, timeout=60, what="node-3 left stopped", interval=0.5)
+    assert f"  node-3: pid {state['pids']['node-3']} NOT RUNNING\n" in shown, shown
+
     run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=120))
-    assert run.stdout == f"stopped 3 node(s); data kept in {dev}/\n", str(run)
+    assert run.stdout == f"stopped 2 node(s); data kept in {dev}/\n", str(run)
     wait_until(lambda: not processes_of(dev), timeout=20, what=f"no process of {dev} left")
     assert not (dev / "cluster.json").exists()
     assert (dev / "node-1").is_dir(), "the data stays"

@@ -206,7 +206,8 @@ def dev_status(directory: Path, common: Common) -> None:
     for node, pid in info["pids"].items():
         print(f"  {node}: pid {pid} {'running' if _alive(pid) else 'NOT RUNNING'}", file=out)
     log = directory / SUPERVISOR_LOG
-    restarts = [line for line in _tail(log) if "died unasked" in line or "restarted" in line]
+    said = ("died unasked", "restarted", "stopped cleanly")
+    restarts = [line for line in _tail(log) if any(words in line for words in said)]
     if restarts:
         print("recent restarts (supervisor.log):", file=out)
         for line in restarts[-6:]:

@@ -2,10 +2,11 @@
 
 `aether dev up` starts it detached (`python -m aether_cli._supervisor DIRECTORY --nodes N --index DIR`);
 it starts every node of the cluster planned in DIRECTORY, records the pids in `cluster.json` and watches
-them. A node that exits without being asked (a crash, an OOM kill, a SIGKILL) is started again after a
-backoff (0.5 s, doubling to 30 s while it keeps dying; back to 0.5 s once it has run for a minute), and
-`supervisor.log` in DIRECTORY says so — `aether dev status` shows those lines. SIGTERM (what `aether dev
-down` sends) stops the nodes gracefully (SIGTERM, then SIGKILL after 40 s) and ends the supervisor.
+them. A node that dies unasked (a crash, an OOM kill, a SIGKILL: any exit but a clean one, as systemd's
+Restart=on-failure) is started again after a backoff (0.5 s, doubling to 30 s while it keeps dying; back
+to 0.5 s once it has run for a minute), and `supervisor.log` in DIRECTORY says so — `aether dev status`
+shows those lines. SIGTERM (what `aether dev down` sends) stops the nodes gracefully (SIGTERM, then
+SIGKILL after 40 s) and ends the supervisor.
 
 What systemd's `Restart=on-failure` does for a node in production (README: "Running under systemd"); plain
 standard library, no trio: it only waits on processes.
@@ -61,6 +62,7 @@ class Supervisor:
         self.restart_at: dict[str, float] = {}
         self.restarts: dict[str, int] = {n.node_id: 0 for n in cluster.nodes}
         self.stopping = False
+        self.ended: set[str] = set()  # stopped cleanly by someone else: not restarted
 
     def start(self, node_id: str) -> None:
         node = self.cluster.plan(node_id)
@@ -97,9 +99,13 @@ class Supervisor:
             now = time.monotonic()
             for node_id, process in list(self.cluster.processes.items()):
                 code = process.poll()
-                if code is None or node_id in self.restart_at:
+                if code is None or node_id in self.restart_at or node_id in self.ended:
                     continue
                 ran_for = now - self.started_at[node_id]
+                if code == 0:  # it was stopped on purpose (SIGTERM): like Restart=on-failure, leave it
+                    self.ended.add(node_id)
+                    log(f"{node_id} stopped cleanly (exit code 0) after {ran_for:.1f} s; not restarting it")
+                    continue
                 backoff = next_backoff(self.backoff[node_id], ran_for)
                 self.backoff[node_id] = backoff
                 self.restart_at[node_id] = now + backoff
