@@ -14,6 +14,7 @@ import trio
 from cli_support import run_aether
 from cluster_support import ECHO, SliceSpec, kv_of, logs, put_blueprint, running_cluster, start_node
 
+from aether_node._local_cluster import LocalNodeCluster
 from aether_node.client import ApiClient, ClusterStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,7 +36,27 @@ async def status_until(
             if isinstance(last, ClusterStatus) and holds(last):
                 return last
             await trio.sleep(0.2)
-    pytest.fail(f"{what}: not after {SETTLE:g} s; last status: {last}\n{logs(cluster)}")  # type: ignore[arg-type]
+    try:
+        events = [e.message for e in api.events(40, kind=["node_joined", "node_left", "node_lost"])]
+    except Exception as error:
+        events = [repr(error)]
+    pytest.fail(  # type: ignore[arg-type]
+        f"{what}: not after {SETTLE:g} s; last status: {last}\nnode events: {events}\n{logs(cluster)}"  # type: ignore[arg-type]
+    )
+
+
+async def restart(cluster: LocalNodeCluster, node_id: str) -> None:
+    """Start the node again and wait until it says it is ready (a node asked to stop while it is still
+    starting stops at once, without leaving gracefully)."""
+    log = Path(cluster.plan(node_id).data_dir) / "node.log"
+    ready = f"node {node_id} ready"
+    before = log.read_text().count(ready)
+    start_node(cluster, node_id)
+    with trio.move_on_after(SETTLE):
+        while log.read_text().count(ready) == before:
+            await trio.sleep(0.1)
+        return
+    pytest.fail(f"{node_id} did not start again within {SETTLE:g} s:\n{cluster.log_tail(node_id)}")
 
 
 async def test_health_names_a_missing_node_until_it_is_back(tmp_path: Path, sample_index: Path) -> None:
@@ -65,7 +86,7 @@ async def test_health_names_a_missing_node_until_it_is_back(tmp_path: Path, samp
         assert "node-4" in converged.missing_nodes and not converged.healthy, converged
 
         # it comes back: healthy again
-        start_node(cluster, "node-4")
+        await restart(cluster, "node-4")
         back = await status_until(api, lambda s: s.healthy, "healthy again", cluster)
         assert back.missing_nodes == () and back.reasons == (), back
 
@@ -79,7 +100,7 @@ async def test_health_names_a_missing_node_until_it_is_back(tmp_path: Path, samp
         )
 
         # gone for good: forgotten by the operator (a registered node cannot be)
-        start_node(cluster, "node-4")
+        await restart(cluster, "node-4")
         await status_until(api, lambda s: s.expected_nodes == everyone, "node-4 expected again", cluster)
         run = run_aether("cluster", "forget", "node-4", cwd=tmp_path, env=env)
         assert run.returncode == 1 and "node node-4 is registered" in run.stderr, run

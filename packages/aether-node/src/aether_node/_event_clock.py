@@ -146,8 +146,10 @@ class EventClock:
             except KVError as error:
                 if not isinstance(error, CompactedError):
                     log.warning("event times: %s; trying again", error.message)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception:  # a bug here must not end the node: say it, and start over
+                log.exception("event times: unexpected error; starting over")
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _follow(self) -> None:
         status = await self.kv.status()

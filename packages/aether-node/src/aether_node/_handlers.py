@@ -499,9 +499,14 @@ class Handlers:
         return [attrs.evolve(e, timestamp=times.get(e.revision, 0.0)) if timed else e for timed, e in found]
 
     async def describe(self, raw: Event, selection: EventFilter = ALL_EVENTS) -> list[ClusterEvent]:
-        """The events of one KV change that match `selection`, with their times (for event streams)."""
+        """The events of one KV change that match `selection`, with their times (for event streams).
+        Never raises: a time that cannot be read now is left unknown (0.0), the stream goes on."""
         timed = needs_time(raw)
-        return await self._timed([(timed, e) for e in describe(raw) if selection.matches(e)])
+        found = [(timed, e) for e in describe(raw) if selection.matches(e)]
+        try:
+            return await self._timed(found)
+        except HandlerError:
+            return [e for _, e in found]
 
     async def _history(self, start: int, end: int, selection: EventFilter) -> list[tuple[bool, ClusterEvent]]:
         """The events of revisions start..end that match, each marked if its time is to be looked up.

@@ -82,8 +82,10 @@ class Membership:
             except KVError as error:
                 if not isinstance(error, CompactedError):
                     log.warning("cluster members: %s; trying again", error.message)
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            except Exception:  # a bug here must not end the node: say it, and start over
+                log.exception("cluster members: unexpected error; starting over")
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
     async def _follow(self) -> None:
         status = await self.kv.status()
