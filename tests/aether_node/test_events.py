@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 from aether_kv import Event, EventKind, KeyValue
+from aether_node._blueprint import Blueprint
 from aether_node._cluster_manager import LEADER_KEY, LeaderClaim
-from aether_node._events import EventFilter, EventFilterError, describe
+from aether_node._events import EventFilter, EventFilterError, describe, needs_time
 from aether_node._records import NodeRecord, SliceRecord, SliceState, encode_record
 from aether_node.client import EVENT_KINDS, ClusterEvent
 
@@ -33,25 +35,21 @@ def delete(key: str, prev: object, revision: int) -> Event:
     )
 
 
-def clock() -> float:
-    return 1000.0
-
-
 def node(node_id: str, **changes: object) -> NodeRecord:
     return NodeRecord(node_id=node_id, ingress="127.0.0.1:1", lease_ttl=2.0, **changes)  # type: ignore[arg-type]
 
 
 def test_nodes_join_leave_and_are_lost() -> None:
-    [joined] = describe(put("nodes/n1", node("n1"), 5), clock=clock)
+    [joined] = describe(put("nodes/n1", node("n1"), 5), at=1000.0)
     assert (joined.kind, joined.subject, joined.node_id, joined.revision) == ("node_joined", "n1", "n1", 5)
-    assert describe(put("nodes/n1", node("n1", leaving=True), 6, prev=node("n1")), clock=clock) == []
-    [left] = describe(delete("nodes/n1", node("n1", leaving=True), 7), clock=clock)
+    assert describe(put("nodes/n1", node("n1", leaving=True), 6, prev=node("n1")), at=1000.0) == []
+    [left] = describe(delete("nodes/n1", node("n1", leaving=True), 7), at=1000.0)
     assert (left.kind, left.reason, left.message) == (
         "node_left",
         "it shut down",
         "node n1 left: it shut down",
     )
-    [lost] = describe(delete("nodes/n2", node("n2"), 8), clock=clock)
+    [lost] = describe(delete("nodes/n2", node("n2"), 8), at=1000.0)
     assert lost.kind == "node_lost"
     assert lost.reason == "its lease expired: no keep-alive within 2 s (killed, hung or cut off)"
     assert lost.timestamp == 1000.0
@@ -59,7 +57,7 @@ def test_nodes_join_leave_and_are_lost() -> None:
 
 def test_a_leader_election_says_whom_it_replaced_and_the_term() -> None:
     first = LeaderClaim(node_id="n1", since=10.0, term=2)
-    [event] = describe(put(LEADER_KEY, first, 3), clock=clock)
+    [event] = describe(put(LEADER_KEY, first, 3), at=1000.0)
     assert (event.kind, event.node_id, event.reason, event.timestamp) == (
         "leader_elected",
         "n1",
@@ -67,7 +65,7 @@ def test_a_leader_election_says_whom_it_replaced_and_the_term() -> None:
         10.0,
     )
     [event] = describe(
-        put(LEADER_KEY, LeaderClaim(node_id="n2", since=20.0, term=4), 9, prev=first), clock=clock
+        put(LEADER_KEY, LeaderClaim(node_id="n2", since=20.0, term=4), 9, prev=first), at=1000.0
     )
     assert event.reason == "term 4: took over from n1"
     assert event.message == "node n2 leads the cluster (term 4: took over from n1)"
@@ -76,7 +74,7 @@ def test_a_leader_election_says_whom_it_replaced_and_the_term() -> None:
 def test_instance_states_carry_reasons_and_a_move_is_its_own_event() -> None:
     key = f"slices/n2/{ECHO}/3"
     failed = SliceRecord(state=SliceState.FAILED, reason="activate: boom", timestamp=50.0)
-    [event] = describe(put(key, failed, 11, prev=SliceRecord(state=SliceState.ACTIVATING)), clock=clock)
+    [event] = describe(put(key, failed, 11, prev=SliceRecord(state=SliceState.ACTIVATING)), at=1000.0)
     assert event == ClusterEvent(
         revision=11,
         timestamp=50.0,
@@ -92,7 +90,7 @@ def test_instance_states_carry_reasons_and_a_move_is_its_own_event() -> None:
     moved = SliceRecord(
         state=SliceState.ACTIVATE, reason="rebalance: moving from n1", moved_from="n1", timestamp=60.0
     )
-    state, move = describe(put(key, moved, 12), clock=clock)
+    state, move = describe(put(key, moved, 12), at=1000.0)
     assert (state.kind, state.state, state.reason) == (
         "instance_state",
         "ACTIVATE",
@@ -108,15 +106,40 @@ def test_instance_states_carry_reasons_and_a_move_is_its_own_event() -> None:
     assert move.message == f"{ECHO}: moving an instance from n1 to n2"
     # the node's own later writes of that record are no new move
     activating = SliceRecord(state=SliceState.ACTIVATING, command=SliceState.ACTIVATE)
-    assert [e.kind for e in describe(put(key, activating, 13, prev=moved), clock=clock)] == ["instance_state"]
-    [removed] = describe(delete(key, failed, 14), clock=clock)
+    assert [e.kind for e in describe(put(key, activating, 13, prev=moved), at=1000.0)] == ["instance_state"]
+    [removed] = describe(delete(key, failed, 14), at=1000.0)
     assert (removed.kind, removed.node_id, removed.artifact) == ("instance_removed", "n2", ECHO)
 
 
 def test_changes_that_are_not_events() -> None:
-    assert describe(put("endpoints/x/echo:1", node("n1"), 3), clock=clock) == []
-    assert describe(put("slices/not-an-instance-key", node("n1"), 3), clock=clock) == []
-    assert describe(put(f"slices/n1/{ECHO}/1", node("n1"), 3), clock=clock) == []  # not a SliceRecord
+    assert describe(put("endpoints/x/echo:1", node("n1"), 3), at=1000.0) == []
+    assert describe(put("slices/not-an-instance-key", node("n1"), 3), at=1000.0) == []
+    assert describe(put(f"slices/n1/{ECHO}/1", node("n1"), 3), at=1000.0) == []  # not a SliceRecord
+
+
+def test_events_take_the_writers_time_or_the_stamped_one() -> None:
+    """Records with a time of their own (instance states, blueprints, leader claims) give it; node joins
+    and losses and every deletion need a stamp (`needs_time`) and take the one passed as `at`."""
+    key = f"slices/n1/{ECHO}/1"
+    active = SliceRecord(state=SliceState.ACTIVE, timestamp=50.0)
+    blueprint = Blueprint(name="demo", slices=(), timestamp=60.0)
+    claim = LeaderClaim(node_id="n1", since=70.0, term=2)
+    for change, stamped, when in [
+        (put(key, active, 3), False, 50.0),
+        (delete(key, active, 4), True, 1000.0),
+        (put("blueprints/demo", blueprint, 5), False, 60.0),
+        (put("blueprints/demo", attrs.evolve(blueprint, timestamp=0.0), 5), True, 1000.0),
+        (delete("blueprints/demo", blueprint, 6), True, 1000.0),
+        (put(LEADER_KEY, claim, 7), False, 70.0),
+        (put("nodes/n1", node("n1", started_at=40.0), 8), True, 1000.0),
+        (delete("nodes/n1", node("n1", started_at=40.0), 9), True, 1000.0),
+    ]:
+        assert needs_time(change) is stamped, change
+        [made] = describe(change, at=1000.0)
+        assert made.timestamp == when, (change, made)
+    # a re-written registration (marked as leaving) is no event and needs no stamp
+    assert not needs_time(put("nodes/n1", node("n1", leaving=True), 10, prev=node("n1")))
+    assert not needs_time(put("endpoints/x/echo:1", node("n1"), 11))
 
 
 def event(kind: str, **fields: object) -> ClusterEvent:

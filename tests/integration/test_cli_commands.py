@@ -282,7 +282,9 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert re.search(
         rf"cluster healthy: leader {leader}, quorum yes, term \d+, revision \d+\n", run.stdout
     ), str(run)
-    assert "3 nodes, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, str(run)
+    assert "3 of 3 expected nodes registered, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, (
+        str(run)
+    )
 
     # the first URL is down: the client fails over to the next
     urls = f"http://127.0.0.1:{closed_port()},{cluster.urls}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 from pathlib import Path
 
 import httpx
@@ -88,7 +89,30 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     for node, pid in state["pids"].items():
         assert f"  {node}: pid {pid} running\n" in run.stdout, str(run)
     assert "cluster healthy: leader node-" in run.stdout, str(run)
-    assert "3 nodes, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, str(run)
+    assert "3 of 3 expected nodes registered, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, (
+        str(run)
+    )
+
+    # a node that dies unasked is restarted by the supervisor, which says so; the cluster heals
+    victim = state["pids"]["node-2"]
+    os.kill(victim, signal.SIGKILL)
+
+    def restarted() -> int | None:
+        pid = json.loads((dev / "cluster.json").read_text())["pids"]["node-2"]
+        return pid if pid != victim else None
+
+    new_pid = wait_until(restarted, timeout=60, what="node-2 restarted by the supervisor")
+    assert state["supervisor"] not in (None, victim)
+
+    def healed() -> str | None:
+        run = run_aether("dev", "status", "--directory", str(dev), cwd=work)
+        return run.stdout if "cluster healthy" in run.stdout else None
+
+    shown = wait_until(healed, timeout=120, what="a healthy cluster after node-2's restart", interval=1)
+    assert f"  node-2: pid {new_pid} running\n" in shown, shown
+    assert "recent restarts (supervisor.log):" in shown, shown
+    assert "node-2 died unasked (killed by SIGKILL)" in shown and "node-2 restarted (pid" in shown, shown
+    state = json.loads((dev / "cluster.json").read_text())
 
     # a second `up` from the same directory is refused while the first runs
     run = expect(
@@ -103,8 +127,18 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     for kind in KINDS:
         assert any(kind in cmdline for _, cmdline in running), f"no {kind} among {running}"
 
-    run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=90))
-    assert run.stdout == f"stopped 3 node(s); data kept in {dev}/\n", str(run)
+    # a node stopped on purpose (SIGTERM, a clean exit) is left stopped, as systemd's Restart=on-failure
+    os.kill(state["pids"]["node-3"], signal.SIGTERM)
+
+    def left_stopped() -> str | None:
+        run = run_aether("dev", "status", "--directory", str(dev), cwd=work)
+        return run.stdout if "node-3 stopped cleanly (exit code 0)" in run.stdout else None
+
+    shown = wait_until(left_stopped, timeout=60, what="node-3 left stopped", interval=0.5)
+    assert f"  node-3: pid {state['pids']['node-3']} NOT RUNNING\n" in shown, shown
+
+    run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=120))
+    assert run.stdout == f"stopped 2 node(s); data kept in {dev}/\n", str(run)
     wait_until(lambda: not processes_of(dev), timeout=20, what=f"no process of {dev} left")
     assert not (dev / "cluster.json").exists()
     assert (dev / "node-1").is_dir(), "the data stays"

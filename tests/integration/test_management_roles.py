@@ -117,6 +117,7 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
         ("POST", "/api/v1/blueprints/validate", {"content": SMALL.encode()}),
         ("GET", "/api/v1/slices", {}),
         ("GET", f"/api/v1/slices/{ECHO}", {}),
+        ("GET", "/api/v1/slices/org.aether:echo/entries", {}),
         ("GET", "/api/v1/cluster", {}),
         ("GET", "/api/v1/nodes", {}),
         ("GET", "/api/v1/events", {}),
@@ -163,6 +164,11 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
     answer = request("POST", "/api/v1/agent-lease/release", KEYS["operator"], json={"token": lease["token"]})
     assert answer.json() == {"released": True}
     assert request("GET", "/api/v1/agent-lease", KEYS["viewer"]).json() is None
+
+    # DELETE /api/v1/nodes/{id}: forgetting a node needs operator
+    denied("DELETE", "/api/v1/nodes/node-9")
+    answer = request("DELETE", "/api/v1/nodes/node-9", KEYS["operator"])
+    assert answer.status_code == 404 and "node node-9 is not expected" in answer.text, answer.text
 
     # DELETE /api/v1/blueprints/{name}
     denied("DELETE", "/api/v1/blueprints/demo")

@@ -6,6 +6,7 @@ structured result is what `aether ... --json` prints; a refusal is the sentence 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +36,7 @@ def cli_commands() -> set[tuple[str, str]]:
 def test_every_cli_command_has_its_tool_and_back() -> None:
     commands = cli_commands()
     tools = {spec.cli: spec.name for spec in TOOLS}
-    assert len(commands) == 12, sorted(commands)
+    assert len(commands) == 13, sorted(commands)
     assert set(tools) == commands, (
         f"CLI commands without a tool: {sorted(commands - set(tools))}; "
         f"tools without a CLI command: {sorted(set(tools) - commands)}"
@@ -53,7 +54,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Ite
 @pytest.mark.integration
 async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_path: Path) -> None:
     blueprint = tmp_path / "parity.toml"
-    blueprint.write_text(blueprint_toml("parity", (ECHO, 2)))
+    hanging = 'config = {mode = "hang_work"}\n'  # a faulty instance whose calls never answer
+    hanging = '\n[[slices]]\nartifact = "org.aether:faulty:1.0.0"\ninstances = 1\n' + hanging
+    blueprint.write_text(blueprint_toml("parity", (ECHO, 2)) + hanging)
     expect(cluster.aether("blueprint", "apply", str(blueprint), "--wait", "--json", timeout=180))
 
     def cli(*args: str) -> object:
@@ -116,6 +119,14 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                 "slice_invoke", {"artifact": "org.aether:echo", "entry": "echo", "data": payload}
             )
             assert json.loads(invoked.stdout) == json.loads(text(answer)) == payload
+
+            # a call that outlives the timeout it asked for: the node's own answer, through both
+            timed_out = re.compile(r"org\.aether:faulty:1\.0\.0#\d+: work did not answer within [\d.]+ s")
+            for said in (
+                cli_refusal("slice", "invoke", "org.aether:faulty", "work", "--timeout", "0.5"),
+                await refusal("slice_invoke", artifact="org.aether:faulty", entry="work", timeout=0.5),
+            ):
+                assert timed_out.fullmatch(said), said
 
             # refusals: the same sentence
             missing = await refusal("blueprint_get", name="missing")

@@ -29,7 +29,7 @@ app = App(
 )
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
 slice_app = App(name="slice", help="Slice instances: list, status, invoke.")
-cluster_app = App(name="cluster", help="The cluster: status, nodes, events.")
+cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forget a node.")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 for sub in (blueprint_app, slice_app, cluster_app, dev_app):
     app.command(sub)
@@ -208,6 +208,13 @@ def invoke(
     entry: str,
     *,
     data: Annotated[str, Parameter(help="JSON payload.")] = "null",
+    timeout: Annotated[
+        float,
+        Parameter(
+            help="Seconds the node gives the call before it answers 504 (this command waits a little"
+            " longer). A call that may have run is sent again only if its entry point is idempotent."
+        ),
+    ] = 30.0,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Call ENTRY of a slice (group:artifact) with a JSON payload; print the JSON result."""
@@ -215,7 +222,9 @@ def invoke(
         payload = json.loads(data)
     except json.JSONDecodeError as error:
         fail(EXIT_BAD_INPUT, f"--data is not valid JSON: {error}")
-    result = call(common, lambda client: client.invoke(artifact, entry, payload))
+    if not 0 < timeout <= 3600:
+        fail(EXIT_BAD_INPUT, f"--timeout must be in (0, 3600] seconds, got {timeout:g}")
+    result = call(common, lambda client: client.invoke(artifact, entry, payload, timeout=timeout))
     print(json.dumps(result, indent=None if common.json else 2))
 
 
@@ -244,6 +253,14 @@ def nodes(*, common: Common = DEFAULT_COMMON) -> None:
         _output.nodes(result)
 
     emit(common, result, human)
+
+
+def forget(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Stop expecting NODE, a node gone for good: the cluster counts it missing (unhealthy) until then."""
+    call(common, lambda client: client.forget_node(node))
+    emit(
+        common, {"forgotten": node}, lambda: print(f"node {node} forgotten: the cluster no longer expects it")
+    )
 
 
 def events(
@@ -338,7 +355,7 @@ COMMANDS = (
         },
     ),
     (slice_app, {"list": list_slices, "status": slice_status, "invoke": invoke}),
-    (cluster_app, {"status": cluster_status, "nodes": nodes, "events": events}),
+    (cluster_app, {"status": cluster_status, "nodes": nodes, "events": events, "forget": forget}),
     (dev_app, {"up": up, "down": down, "status": dev_status}),
 )
 for group, commands in COMMANDS:

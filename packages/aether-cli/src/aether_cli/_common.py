@@ -51,7 +51,7 @@ def cluster_urls(common: Common) -> list[str]:
 
 def call(common: Common, operation: Callable[[Any], T]) -> T:
     """Run `operation(client)`; turn API errors into messages and exit codes."""
-    from aether_node.client import ApiClient, ApiError, ClusterUnreachableError
+    from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
 
     api_key = common.api_key or os.environ.get("AETHER_API_KEY")
     with ApiClient(cluster_urls(common), api_key=api_key) as client:
@@ -59,6 +59,8 @@ def call(common: Common, operation: Callable[[Any], T]) -> T:
             return operation(client)
         except ClusterUnreachableError as error:
             fail(EXIT_UNREACHABLE, str(error))
+        except NoAnswerError as error:  # a node got the request and did not answer: the outcome is unknown
+            fail(EXIT_FAILED, str(error))
         except ValueError as error:  # a malformed --cluster URL or name
             fail(EXIT_BAD_INPUT, str(error))
         except ApiError as error:

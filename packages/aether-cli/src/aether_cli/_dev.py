@@ -1,8 +1,10 @@
 """`aether dev`: a local cluster of real nodes on this machine (127.0.0.1), in the background.
 
-`up` builds the sample-slice index, starts the nodes detached (they outlive this command), waits until
-they are ready, and records their pids and addresses in the directory; `down` stops them with SIGTERM
-(graceful: endpoints withdrawn, instances stopped) and makes sure nothing is left; `status` reports.
+`up` builds the sample-slice index, starts a supervisor detached (it outlives this command; see
+`_supervisor`): it runs the nodes and restarts one that dies unasked, with backoff, saying so in
+`supervisor.log`. `up` waits until the nodes are ready; their pids and addresses are in `cluster.json`.
+`down` stops the supervisor, which stops the nodes with SIGTERM (graceful: endpoints withdrawn, instances
+stopped), and makes sure nothing is left; `status` reports, with the supervisor's recent restarts.
 """
 
 from __future__ import annotations
@@ -18,6 +20,37 @@ from pathlib import Path
 from ._common import EXIT_FAILED, Common, fail
 
 STATE_FILE = "cluster.json"
+SUPERVISOR_LOG = "supervisor.log"
+
+
+class _Running:
+    """A node started by the supervisor, as `wait_until_ready` looks at it (poll, returncode)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if _alive(self.pid):
+            return None
+        self.returncode = -1
+        return self.returncode
+
+
+def _wait_for_pids(state: Path, supervisor: subprocess.Popen[bytes], nodes: int) -> dict[str, int]:
+    """The node pids the supervisor records once it has started them all."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if supervisor.poll() is not None:
+            raise RuntimeError(f"the supervisor exited with {supervisor.returncode} (see {SUPERVISOR_LOG})")
+        try:
+            pids = json.loads(state.read_text()).get("pids", {})
+        except (OSError, ValueError):
+            pids = {}
+        if len(pids) == nodes:
+            return {str(k): int(v) for k, v in pids.items()}
+        time.sleep(0.05)
+    raise RuntimeError("the supervisor did not start the nodes within 30 s")
 
 
 def _progress(message: str) -> None:
@@ -47,7 +80,8 @@ def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None
     if nodes < 1:
         fail(2, f"--nodes must be at least 1, got {nodes}")
     state = directory / STATE_FILE
-    if state.exists() and any(_alive(pid) for pid in json.loads(state.read_text())["pids"].values()):
+    recorded = json.loads(state.read_text()) if state.exists() else {}
+    if any(_alive(pid) for pid in [recorded.get("supervisor"), *recorded.get("pids", {}).values()] if pid):
         fail(EXIT_FAILED, f"a dev cluster already runs from {directory}/ (stop it with `aether dev down`)")
     if not source.is_dir():
         fail(2, f"--source {source} is not a directory of slice projects (run from the repository root?)")
@@ -59,25 +93,12 @@ def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None
     except RuntimeError as error:
         fail(EXIT_FAILED, str(error))
     cluster = plan_cluster(directory, nodes, str(index.resolve()))
-    print(f"starting {nodes} nodes ...", flush=True)
-    pids = {}
-    for node in cluster.nodes:
-        Path(node.data_dir).mkdir(parents=True, exist_ok=True)
-        with open(Path(node.data_dir) / "node.log", "ab") as log:
-            process = subprocess.Popen(
-                cluster.command(node),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        cluster.processes[node.node_id] = process
-        pids[node.node_id] = process.pid
+    print(f"starting {nodes} nodes under a supervisor ...", flush=True)
     management = [f"http://{n.management}" for n in cluster.nodes]
     state.write_text(
         json.dumps(
             {
-                "pids": pids,
+                "pids": {},
                 "management": management,
                 "ingress": [f"http://{n.ingress}" for n in cluster.nodes],
                 "kv_endpoints": cluster.kv_endpoints,
@@ -86,9 +107,23 @@ def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None
         )
         + "\n"
     )
+    with open(directory / SUPERVISOR_LOG, "ab") as log:
+        command = [sys.executable, "-m", "aether_cli._supervisor", str(cluster.directory)]
+        supervisor = subprocess.Popen(
+            [*command, "--nodes", str(nodes), "--index", cluster.index],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
+        pids = _wait_for_pids(state, supervisor, nodes)
+        cluster.processes.update({node_id: _Running(pid) for node_id, pid in pids.items()})
         trio.run(lambda: wait_until_ready(cluster, timeout=90))
     except (RuntimeError, trio.TooSlowError) as error:
+        if supervisor.poll() is None:
+            supervisor.terminate()  # it stops the nodes it started
+            supervisor.wait(timeout=60)
         dev_down(directory, quiet=True)
         fail(EXIT_FAILED, f"the cluster did not become ready: {error}")
     elapsed = time.monotonic() - started
@@ -121,10 +156,23 @@ def dev_down(directory: Path, *, quiet: bool = False) -> None:
         if not quiet:
             print(f"no dev cluster recorded in {directory}/")
         return
-    pids = json.loads(state.read_text())["pids"]
-    running = {node: pid for node, pid in pids.items() if _alive(pid)}
+    recorded = json.loads(state.read_text())
+    supervisor = recorded.get("supervisor")
+    running = {node: pid for node, pid in recorded["pids"].items() if _alive(pid)}
+    if supervisor and _alive(supervisor):
+        os.kill(supervisor, signal.SIGTERM)  # it stops the nodes, gracefully, and restarts none
+        deadline = time.monotonic() + 50
+        while _alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(supervisor):
+            print("  the supervisor did not stop in time; killing it", file=sys.stderr)
+            os.kill(supervisor, signal.SIGKILL)
+        # the nodes it ran last (it may have restarted some since `running` was read)
+        recorded = json.loads(state.read_text())
+        running.update({node: pid for node, pid in recorded["pids"].items() if _alive(pid)})
     for pid in running.values():
-        os.kill(pid, signal.SIGTERM)
+        if _alive(pid):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 40
     while any(_alive(pid) for pid in running.values()) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -137,16 +185,33 @@ def dev_down(directory: Path, *, quiet: bool = False) -> None:
         print(f"stopped {len(running)} node(s); data kept in {directory}/")
 
 
+def _tail(path: Path, lines: int = 200) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
 def dev_status(directory: Path, common: Common) -> None:
     state = directory / STATE_FILE
     if not state.exists():
         fail(EXIT_FAILED, f"no dev cluster recorded in {directory}/ (start one with `aether dev up`)")
     info = json.loads(state.read_text())
-    for node, pid in info["pids"].items():  # to stderr with --json: stdout stays one JSON document
+    out = sys.stderr if common.json else sys.stdout  # with --json, stdout stays one JSON document
+    supervisor = info.get("supervisor")
+    if supervisor:
         print(
-            f"  {node}: pid {pid} {'running' if _alive(pid) else 'NOT RUNNING'}",
-            file=sys.stderr if common.json else sys.stdout,
+            f"  supervisor: pid {supervisor} {'running' if _alive(supervisor) else 'NOT RUNNING'}", file=out
         )
+    for node, pid in info["pids"].items():
+        print(f"  {node}: pid {pid} {'running' if _alive(pid) else 'NOT RUNNING'}", file=out)
+    log = directory / SUPERVISOR_LOG
+    said = ("died unasked", "restarted", "stopped cleanly")
+    restarts = [line for line in _tail(log) if any(words in line for words in said)]
+    if restarts:
+        print("recent restarts (supervisor.log):", file=out)
+        for line in restarts[-6:]:
+            print(f"  {line}", file=out)
     from ._app import cluster_status
 
     cluster_status(

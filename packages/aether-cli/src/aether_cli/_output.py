@@ -94,10 +94,13 @@ def cluster_status(status: Any) -> None:
         f"cluster {health}: leader [bold]{_text(status.leader or '(none)')}[/bold], quorum {quorum},"
         f" term {status.term}, revision {status.revision}"
     )
+    expected = f" of {len(status.expected_nodes)} expected" if status.expected_nodes else ""
     console.print(
-        f"{len(status.nodes)} nodes, {status.blueprints} blueprints, {status.instances} instances"
-        f" ({status.active} ACTIVE, {status.failed} FAILED)"
+        f"{len(status.nodes)}{expected} nodes registered, {status.blueprints} blueprints,"
+        f" {status.instances} instances ({status.active} ACTIVE, {status.failed} FAILED)"
     )
+    for reason in status.reasons:
+        console.print(f"  [red]-[/red] {_text(reason)}", highlight=False)
     nodes(status.nodes)
 
 

@@ -24,7 +24,8 @@ class ConfigError(McpServiceError):
 
 class ClusterError(McpServiceError):
     """Raised when the cluster answers with an error, or cannot be reached. `kind` is the management API's
-    error kind (`unreachable` when no node answered, `invalid` for bad input)."""
+    error kind (`unreachable` when no node could be reached, `no_answer` when a node got the request and
+    gave no answer — it may have run there — `invalid` for bad input)."""
 
     def __init__(self, message: str, *, kind: str = "error") -> None:
         super().__init__(message)

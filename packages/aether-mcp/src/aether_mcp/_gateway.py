@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import anyio.to_thread
 
-from aether_node.client import ApiClient, ApiError, ClusterUnreachableError
+from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
 
 from ._errors import ClusterError
 
@@ -32,6 +32,8 @@ class ClusterGateway:
             return operation(self.client)
         except ClusterUnreachableError as error:
             raise ClusterError(str(error), kind="unreachable") from None
+        except NoAnswerError as error:
+            raise ClusterError(str(error), kind="no_answer") from None
         except ApiError as error:
             raise ClusterError(error.message, kind=error.kind) from None
         except ValueError as error:  # a malformed name or URL: the caller's input

@@ -87,6 +87,12 @@ TOOLS = (
     ToolSpec("cluster_status", ("cluster", "status"), False, _reading("Cluster status")),
     ToolSpec("cluster_nodes", ("cluster", "nodes"), False, _reading("Cluster nodes")),
     ToolSpec("cluster_events", ("cluster", "events"), False, _reading("Recent cluster events")),
+    ToolSpec(
+        "cluster_forget",
+        ("cluster", "forget"),
+        True,
+        _changing("Forget a node gone for good", destructive=True, idempotent=True),
+    ),
 )
 SPECS = {spec.name: spec for spec in TOOLS}
 
@@ -196,8 +202,17 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         artifact: Artifact,
         entry: Annotated[str, Field(description="The entry point's name.")],
         data: Annotated[Any, Field(description="The JSON payload.")] = None,
+        timeout: Annotated[
+            float,
+            Field(
+                gt=0,
+                le=3600,
+                description="Seconds the node gives the call before it answers with a timeout error. A"
+                " call that may have run is sent again only if its entry point is idempotent.",
+            ),
+        ] = 30.0,
     ) -> Any:
-        return await ask("slice_invoke", lambda c: c.invoke(artifact, entry, data))
+        return await ask("slice_invoke", lambda c: c.invoke(artifact, entry, data, timeout=timeout))
 
     @tool("cluster_status", "Leader, quorum, revision, health, nodes and instance counts.")
     async def cluster_status() -> dict[str, Any]:
@@ -206,6 +221,17 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     @tool("cluster_nodes", "The live nodes: addresses, capacity, instances, which one leads.")
     async def cluster_nodes() -> list[dict[str, Any]]:
         return await ask("cluster_nodes", lambda c: c.nodes())
+
+    @tool(
+        "cluster_forget",
+        "Stop expecting a node that is gone for good: the cluster counts an expected node that is not "
+        "registered as missing (unhealthy) until it is back or forgotten.",
+    )
+    async def cluster_forget(
+        node: Annotated[str, Field(description="The node's id.")],
+    ) -> dict[str, Any]:
+        await ask("cluster_forget", lambda c: c.forget_node(node))
+        return {"forgotten": node}
 
     @tool(
         "cluster_events",

@@ -1,19 +1,24 @@
 """The typed cluster event log: KV changes → `ClusterEvent`s, and filters over them. Pure: no I/O.
 
 Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader` and
-`slices/` is one or two events), so every node can tell the same story, in revision order, and nothing
-extra is written through consensus. Kinds: `client.EVENT_KINDS`.
+`slices/` is one or two events), so every node can tell the same story, in revision order. Kinds:
+`client.EVENT_KINDS`.
+
+An event's time is when it was written, the same on every query: the writer's own timestamp where the
+record carries one (instance states, blueprints, leader claims), else — node joins and losses, deletions —
+the time the change was first observed, which `_event_clock` stamps into the KV once (`needs_time` says
+which changes; the caller passes that time as `at`).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import attrs
 
 from aether_kv import Event
 
+from ._blueprint import Blueprint
 from ._cluster_manager import LEADER_KEY, LeaderClaim
 from ._coordinates import Coordinates, parse_artifact_id
 from ._errors import InvalidCoordinatesError
@@ -75,20 +80,42 @@ class EventFilter:
 ALL_EVENTS = EventFilter()
 
 
-def describe(event: Event, *, clock: Callable[[], float] = time.time) -> list[ClusterEvent]:
-    """One KV change → the cluster events it means (none for changes that are not events)."""
+def needs_time(event: Event) -> bool:
+    """Whether the events of this KV change carry no time of their own (then `describe` takes `at`)."""
     key = event.kv.key
     if key.startswith(NODES):
-        return _node_event(event, key[len(NODES) :], clock)
+        return event.kind == "delete" or event.prev is None
+    if key.startswith(BLUEPRINTS):
+        return event.kind == "delete" or _blueprint_time(event) is None
+    if key.startswith(SLICES):
+        return event.kind == "delete" and InstanceKey.parse(key) is not None
+    return False
+
+
+def _blueprint_time(event: Event) -> float | None:
+    try:
+        timestamp = decode_record(event.kv.key, event.kv.value, Blueprint).timestamp
+    except RecordError:
+        return None
+    return timestamp or None
+
+
+def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
+    """One KV change → the cluster events it means (none for changes that are not events). `at`: when the
+    change happened, for the changes whose records carry no time (`needs_time`)."""
+    key = event.kv.key
+    if key.startswith(NODES):
+        return _node_event(event, key[len(NODES) :], at)
     if key.startswith(BLUEPRINTS):
         name = key[len(BLUEPRINTS) :]
         verb = "applied" if event.kind == "put" else "deleted"
-        return [_made(event, clock(), f"blueprint_{verb}", name, f"blueprint {name} {verb}")]
+        when = (_blueprint_time(event) if event.kind == "put" else None) or at
+        return [_made(event, when, f"blueprint_{verb}", name, f"blueprint {name} {verb}")]
     if key == LEADER_KEY and event.kind == "put":
         return _leader_event(event)
     if key.startswith(SLICES):
         parsed = InstanceKey.parse(key)
-        return [] if parsed is None else _instance_events(event, parsed, clock)
+        return [] if parsed is None else _instance_events(event, parsed, at)
     return []
 
 
@@ -109,8 +136,7 @@ def _node_record(key: str, value: bytes | None) -> NodeRecord | None:
         return None
 
 
-def _node_event(event: Event, node_id: str, clock: Callable[[], float]) -> list[ClusterEvent]:
-    now = clock()
+def _node_event(event: Event, node_id: str, now: float) -> list[ClusterEvent]:
     if event.kind == "put":
         if event.prev is not None:
             return []  # re-written (e.g. marked as leaving): not an event of its own
@@ -161,13 +187,11 @@ def _leader_event(event: Event) -> list[ClusterEvent]:
     ]
 
 
-def _instance_events(event: Event, key: InstanceKey, clock: Callable[[], float]) -> list[ClusterEvent]:
+def _instance_events(event: Event, key: InstanceKey, at: float) -> list[ClusterEvent]:
     label = key.label
     about = {"node_id": key.node_id, "artifact": str(key.coordinates), "instance": key.instance}
     if event.kind == "delete":
-        return [
-            _made(event, clock(), "instance_removed", label, f"{label} removed from {key.node_id}", **about)
-        ]
+        return [_made(event, at, "instance_removed", label, f"{label} removed from {key.node_id}", **about)]
     try:
         record = decode_record(event.kv.key, event.kv.value, SliceRecord)
     except RecordError:

@@ -10,17 +10,20 @@ import collections
 import time
 from typing import Any
 
+import attrs
 import trio
 
-from aether_kv import CompactedError, KVClient, KVError, Status
+from aether_kv import CompactedError, Event, KVClient, KVError, Status
 
 from ._blueprint import Blueprint
 from ._blueprint_toml import BlueprintError, parse_blueprint
 from ._cluster_manager import LEADER_KEY, PROBLEMS_PREFIX, LeaderClaim
 from ._coordinates import Coordinates, parse_artifact_id
 from ._errors import InvalidCoordinatesError
-from ._events import ALL_EVENTS, EventFilter, describe
+from ._event_clock import EventClock
+from ._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ._invoker import ClusterInvoker
+from ._membership import expected_nodes, forget
 from ._records import NodeRecord, RecordError, SliceRecord, decode_record, encode_record
 from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
 from .client import (
@@ -30,6 +33,7 @@ from .client import (
     ClusterCalls,
     ClusterEvent,
     ClusterStatus,
+    EntryInfo,
     InstanceInfo,
     NodeInfo,
     Overview,
@@ -37,6 +41,24 @@ from .client import (
     SliceSummary,
     SliceTarget,
 )
+
+
+def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:
+    """Per blueprint: why it has not converged (its slices short of ACTIVE instances of the wanted
+    version, or with others left over), or "" if it has."""
+    found = {}
+    for name, blueprint in blueprints.items():
+        short = []
+        for spec in blueprint.slices:
+            artifact_id = spec.artifact.rsplit(":", 1)[0]
+            mine = [i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id]
+            active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == spec.artifact)
+            others = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact != spec.artifact)
+            if active != spec.instances or others:
+                extra = f", {others} of another version" if others else ""
+                short.append(f"{spec.artifact} {active}/{spec.instances} ACTIVE{extra}")
+        found[name] = "; ".join(short)
+    return found
 
 
 class HandlerError(Exception):
@@ -65,6 +87,7 @@ class Handlers:
         self.kv = kv
         self.invoker = invoker
         self.clock = clock
+        self.event_clock = EventClock(kv)
 
     async def _fresh(self) -> None:
         """One barrier through the Raft log: the reads that follow on this replica are linearizable."""
@@ -250,8 +273,21 @@ class Handlers:
         except InvalidCoordinatesError as error:
             raise HandlerError("invalid", error.message) from None
 
-    async def invoke(self, artifact: str, entry: str, payload: Any) -> Any:
-        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload, source="api")
+    async def invoke(self, artifact: str, entry: str, payload: Any, *, timeout: float | None = None) -> Any:
+        """The call, given `timeout` seconds (the node's configured invoke timeout if None)."""
+        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload, timeout, source="api")
+
+    async def entry_points(self, artifact: str) -> list[EntryInfo]:
+        """The entry points ACTIVE instances of `artifact` serve (from this node's endpoint table); one is
+        idempotent if every instance that serves it declares it so."""
+        artifact_id = self._artifact_id(artifact)
+        registry = self.invoker.registry
+        found = []
+        for name in sorted(registry.entries(artifact_id)):
+            endpoints = registry.endpoints(artifact_id, name)
+            if endpoints:
+                found.append(EntryInfo(name=name, idempotent=all(e.idempotent for e in endpoints)))
+        return found
 
     # ------------------------------------------------------------ cluster
 
@@ -311,24 +347,82 @@ class Handlers:
         nodes = await self.nodes()
         instances = await self._instances()
         blueprints = await self._blueprints()
-        return self._summary(status, nodes, instances, blueprints)
+        return self._summary(status, nodes, instances, blueprints, await self._expected())
+
+    async def _expected(self) -> list[str]:
+        try:
+            return await expected_nodes(self.kv)
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+
+    async def forget_node(self, node_id: str) -> dict[str, str]:
+        """Stop expecting a node that is gone for good (it is no longer counted as missing)."""
+        await self._fresh()
+        if node_id in {n.node_id for n in await self._nodes()}:
+            raise HandlerError(
+                "conflict", f"node {node_id} is registered: stop it (it then leaves by itself) before"
+            )
+        try:
+            forgotten = await forget(self.kv, node_id)
+        except KVError as error:
+            raise HandlerError("unavailable", f"could not forget the node: {error.message}") from None
+        if not forgotten:
+            raise HandlerError("not_found", f"node {node_id} is not expected by the cluster")
+        return {"forgotten": node_id}
 
     @staticmethod
     def _summary(
-        status: Status, nodes: list[NodeInfo], instances: list[InstanceInfo], blueprints: dict[str, Blueprint]
+        status: Status,
+        nodes: list[NodeInfo],
+        instances: list[InstanceInfo],
+        blueprints: dict[str, Blueprint],
+        expected: list[str],
     ) -> ClusterStatus:
-        failed = sum(1 for i in instances if i.state == "FAILED")
+        failed = [i for i in instances if i.state == "FAILED"]
+        leader = next((n.node_id for n in nodes if n.leader), None)
+        registered = {n.node_id for n in nodes}
+        missing = tuple(n for n in expected if n not in registered)
+        unconverged = {name: why for name, why in sorted(_convergence(blueprints, instances).items()) if why}
+        disconnected = tuple(
+            m.raft_address
+            for m in status.members
+            if not m.connected and m.raft_address != status.self_address
+        )
+        reasons = []
+        if not status.has_quorum:
+            reasons.append("the KV store has no quorum: it cannot commit anything")
+        elif leader is None:
+            reasons.append("no node leads the cluster (a leader is being elected)")
+        if missing:
+            reasons.append(
+                f"{len(registered & set(expected))} of {len(expected)} expected nodes are registered;"
+                f" missing: {', '.join(missing)}"
+            )
+        reasons += [f"blueprint {name} has not converged: {why}" for name, why in unconverged.items()]
+        if failed:
+            shown = "; ".join(f"{i.artifact}#{i.instance} on {i.node_id}: {i.reason}" for i in failed[:3])
+            more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+            reasons.append(f"{len(failed)} instance(s) FAILED: {shown}{more}")
+        if disconnected:
+            reasons.append(f"KV replica {status.self_address} is not connected to {', '.join(disconnected)}")
         return ClusterStatus(
-            leader=next((n.node_id for n in nodes if n.leader), None),
+            leader=leader,
             term=status.term,
             revision=status.revision,
             has_quorum=status.has_quorum,
-            healthy=status.has_quorum and failed == 0,
+            healthy=not reasons,
             nodes=tuple(nodes),
             blueprints=len(blueprints),
             instances=len(instances),
             active=sum(1 for i in instances if i.state == "ACTIVE"),
-            failed=failed,
+            failed=len(failed),
+            expected_nodes=tuple(expected),
+            missing_nodes=missing,
+            unconverged=tuple(unconverged),
+            disconnected_replicas=disconnected,
+            reasons=tuple(reasons),
         )
 
     async def overview(self) -> Overview:
@@ -353,7 +447,7 @@ class Handlers:
             for spec in blueprint.slices
         )
         return Overview(
-            status=self._summary(status, nodes, instances, blueprints),
+            status=self._summary(status, nodes, instances, blueprints, await self._expected()),
             slices=slices,
             instances=tuple(instances),
             revision=revision,
@@ -386,18 +480,40 @@ class Handlers:
                     start = max(oldest, status.revision - window + 1)
                     found = await self._history(start, status.revision, selection)
                     if len(found) >= limit or start <= oldest:
-                        return found[-limit:], status.revision
+                        return await self._timed(found[-limit:]), status.revision
                     window *= 8
             except CompactedError:
                 continue
         raise HandlerError("unavailable", "the store's history moved on too fast to be read; try again")
 
-    async def _history(self, start: int, end: int, selection: EventFilter) -> list[ClusterEvent]:
-        """The events of revisions start..end that match. Every revision has at least one change, so
-        the watch of every key reaches `end`."""
+    async def _timed(self, found: list[tuple[bool, ClusterEvent]]) -> list[ClusterEvent]:
+        """The events, those marked as needing one with their stamped time (`_event_clock`)."""
+        revisions = [event.revision for timed, event in found if timed]
+        try:
+            times = await self.event_clock.times(revisions) if revisions else {}
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+        # (a time that cannot be stamped now, without a quorum, stays 0.0: unknown, not made up)
+        return [attrs.evolve(e, timestamp=times.get(e.revision, 0.0)) if timed else e for timed, e in found]
+
+    async def describe(self, raw: Event, selection: EventFilter = ALL_EVENTS) -> list[ClusterEvent]:
+        """The events of one KV change that match `selection`, with their times (for event streams).
+        Never raises: a time that cannot be read now is left unknown (0.0), the stream goes on."""
+        timed = needs_time(raw)
+        found = [(timed, e) for e in describe(raw) if selection.matches(e)]
+        try:
+            return await self._timed(found)
+        except HandlerError:
+            return [e for _, e in found]
+
+    async def _history(self, start: int, end: int, selection: EventFilter) -> list[tuple[bool, ClusterEvent]]:
+        """The events of revisions start..end that match, each marked if its time is to be looked up.
+        Every revision has at least one change, so the watch of every key reaches `end`."""
         if start > end:
             return []
-        found: list[ClusterEvent] = []
+        found: list[tuple[bool, ClusterEvent]] = []
         stream = self.kv.watch("", start)
         try:
             with trio.fail_after(10):
@@ -405,7 +521,8 @@ class Handlers:
                     batch = await stream.__anext__()
                     for raw in batch:
                         if raw.revision <= end:
-                            found += [e for e in describe(raw) if selection.matches(e)]
+                            timed = needs_time(raw)
+                            found += [(timed, e) for e in describe(raw) if selection.matches(e)]
                     if batch[-1].revision >= end:
                         return found
         except trio.TooSlowError:

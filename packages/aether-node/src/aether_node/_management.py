@@ -27,11 +27,11 @@ from aether_kv import KVClient
 from ._agent_lease import AgentLeases
 from ._dashboard import dashboard_routes
 from ._errors import InvocationError
-from ._events import EventFilter, EventFilterError, describe
+from ._events import EventFilter, EventFilterError
 from ._handlers import HandlerError, Handlers
 from ._http import error_response
 from ._metrics import CONTENT_TYPE, NodeMetrics
-from .client import to_json
+from .client import MAX_CALL_TIMEOUT, to_json
 
 ROLES = ("viewer", "operator", "admin")
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
@@ -153,15 +153,31 @@ def management_app(
     async def slice_status(request: Request) -> Any:
         return await handlers.slice_status(request.path_params["artifact"])
 
+    @route("/api/v1/slices/{artifact}/entries", "viewer")
+    async def entry_points(request: Request) -> Any:
+        return await handlers.entry_points(request.path_params["artifact"])
+
     @route("/api/v1/slices/{artifact}/invoke/{entry}", "operator", "POST")
     async def invoke(request: Request) -> Any:
+        """?timeout=SECONDS: how long the call may take (default: the node's invoke timeout); then 504."""
         body = await request.body()
         try:
             payload = json.loads(body) if body.strip() else None
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
             raise HandlerError("invalid", f"the request body is not valid JSON: {error}") from None
+        raw = request.query_params.get("timeout")
+        try:
+            timeout = None if raw is None else float(raw)
+        except ValueError:
+            raise HandlerError("invalid", f"timeout: expected seconds, got {raw[:40]!r}") from None
+        if timeout is not None and not 0 < timeout <= MAX_CALL_TIMEOUT:
+            raise HandlerError(
+                "invalid", f"timeout: must be in (0, {MAX_CALL_TIMEOUT:g}] seconds, got {timeout:g}"
+            )
         return JSONResponse(
-            await handlers.invoke(request.path_params["artifact"], request.path_params["entry"], payload)
+            await handlers.invoke(
+                request.path_params["artifact"], request.path_params["entry"], payload, timeout=timeout
+            )
         )
 
     @route("/api/v1/cluster", "viewer")
@@ -171,6 +187,10 @@ def management_app(
     @route("/api/v1/nodes", "viewer")
     async def nodes(request: Request) -> Any:
         return await handlers.nodes()
+
+    @route("/api/v1/nodes/{node_id}", "operator", "DELETE")
+    async def forget_node(request: Request) -> Any:
+        return await handlers.forget_node(request.path_params["node_id"])
 
     @route("/api/v1/overview", "viewer")
     async def overview(request: Request) -> Any:
@@ -238,9 +258,8 @@ def management_app(
                         yield ": keep-alive\n\n"
                         continue
                     for raw in batch:
-                        for event in describe(raw):
-                            if selection.matches(event):
-                                yield sse(event)
+                        for event in await handlers.describe(raw, selection):
+                            yield sse(event)
             finally:
                 with trio.CancelScope(shield=True):
                     await watch.aclose()
@@ -296,9 +315,11 @@ def management_app(
         blueprint_status,
         list_slices,
         slice_status,
+        entry_points,
         invoke,
         cluster,
         nodes,
+        forget_node,
         overview,
         calls,
         events,

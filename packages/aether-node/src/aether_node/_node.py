@@ -23,6 +23,7 @@ from ._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ._config import ConfigError, NodeConfig
 from ._deployment import NodeDeploymentManager
 from ._endpoints import EndpointRegistry
+from ._event_clock import EventClock
 from ._handlers import Handlers
 from ._http import ingress_app, serve_http
 from ._installer import SliceInstaller
@@ -30,6 +31,7 @@ from ._invoker import ClusterInvoker
 from ._kv_cache import KVCache
 from ._kv_replica import run_kv_replica
 from ._management import Authorizer, management_app, parse_api_keys
+from ._membership import Membership
 from ._metrics import NodeMetrics
 from ._peers import PeerClients, serve_peers
 from ._records import NodeRecord, encode_record
@@ -298,9 +300,12 @@ async def serve_node(
                         leadership = LeadershipMonitor(own_replica)
                         await start("leadership monitor", run_forever(leadership.run))
                         cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
-                        await start(
-                            "cluster manager", run_forever(functools.partial(cluster_manager.run, leadership))
-                        )
+                        for name, service in (
+                            ("cluster manager", cluster_manager.run),
+                            ("event clock", EventClock(kv).run),  # event times
+                            ("membership", Membership(kv).run),  # expected nodes
+                        ):
+                            await start(name, run_forever(functools.partial(service, leadership)))
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
                     task_status.started(
                         NodeInfo(

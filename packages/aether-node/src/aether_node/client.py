@@ -2,25 +2,39 @@
 
 Imports nothing server-side (no trio, no KV, no slice runtime): the standard library and attrs only, so
 the CLI starts fast and runs anywhere. `ApiClient` fails over across several node URLs.
+
+Resending (the call semantics of DESIGN.md): a request that certainly never reached a node (the connection
+could not be made) goes to the next node. A request that may have been received (the connection was made,
+then no answer came in time, or the connection dropped) is resent only if the operation is idempotent:
+every GET, and the management operations that are idempotent by construction (apply and validate a
+blueprint, delete one, take or release the agent lease). An invoke is resent only if the cluster says the
+entry point is idempotent (its slice declares it so); when that is unknown it is not resent, and
+`NoAnswerError` says what happened. An invoke carries its timeout to the node, and the client waits longer
+than that, so the node's own 504 answer (with what it knows) reaches the caller.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import http.client
 import ipaddress
 import json
 import types
 import typing
-from collections.abc import Iterator, Sequence
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
-from urllib.request import Request, urlopen
+from urllib.request import Request
 
 import attrs
 
 T = TypeVar("T")
+
+DEFAULT_CALL_TIMEOUT = 30.0  # seconds a node gives an invoke through the API unless told otherwise
+MAX_CALL_TIMEOUT = 3600.0  # the longest call timeout a node accepts
 
 
 # ---------------------------------------------------------------- models
@@ -144,16 +158,26 @@ class NodeInfo:
 
 @attrs.frozen(kw_only=True)
 class ClusterStatus:
+    """The cluster at a glance. `healthy` means `reasons` is empty: the store has a quorum and a leader,
+    every expected node is registered, every blueprint has converged, no instance is FAILED, and the KV
+    replica that answered is connected to every other replica. Fields after `failed` were added later."""
+
     leader: str | None  # node id whose KV replica leads Raft
     term: int
     revision: int
     has_quorum: bool
     healthy: bool
-    nodes: tuple[NodeInfo, ...]
+    nodes: tuple[NodeInfo, ...]  # the registered nodes
     blueprints: int
     instances: int
     active: int
     failed: int
+    # nodes that registered once and have not left gracefully (nor been forgotten): lost ones stay here
+    expected_nodes: tuple[str, ...] = ()
+    missing_nodes: tuple[str, ...] = ()  # expected but not registered now
+    unconverged: tuple[str, ...] = ()  # blueprints whose slices do not all have their ACTIVE instances
+    disconnected_replicas: tuple[str, ...] = ()  # KV replicas (raft addresses) the answering one cannot reach
+    reasons: tuple[str, ...] = ()  # why not healthy, one sentence each
 
 
 @attrs.frozen(kw_only=True)
@@ -176,6 +200,15 @@ class Overview:
     slices: tuple[SliceTarget, ...]
     instances: tuple[InstanceInfo, ...]
     revision: int
+
+
+@attrs.frozen(kw_only=True)
+class EntryInfo:
+    """An entry point of a slice as the cluster routes it: `idempotent` if every ACTIVE instance's slice
+    declares it so (only then may a call that may have run be sent again)."""
+
+    name: str
+    idempotent: bool
 
 
 @attrs.frozen(kw_only=True)
@@ -218,6 +251,7 @@ class ClusterEvent:
     Fields after `reason` were added later; every field but the first five may be empty."""
 
     revision: int
+    # when it was written: the same on every query (0.0: not known yet, the store could not stamp it)
     timestamp: float
     kind: str  # one of EVENT_KINDS
     subject: str  # what it is about: a node id, a blueprint name, `group:artifact:version#instance`
@@ -319,7 +353,75 @@ class ApiError(Exception):
 
 
 class ClusterUnreachableError(Exception):
-    """No node of the cluster could be reached."""
+    """No node of the cluster could be reached: the request was received by none of them."""
+
+
+class NoAnswerError(Exception):
+    """A node received (or may have received) the request and gave no answer: it did not answer in time,
+    or the connection dropped. The operation may have run there; it was not resent because it is not
+    known to be idempotent. The message says which node, how long it waited and why it was not resent."""
+
+
+_NOT_SENT = "aether_not_sent"  # set on a Request while its connection was never made
+
+
+class _TrackedHTTPConnection(http.client.HTTPConnection):
+    """Marks its request as possibly received once the connection is made (before anything is sent)."""
+
+    def __init__(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request = request
+
+    def connect(self) -> None:
+        super().connect()
+        setattr(self._request, _NOT_SENT, False)
+
+
+class _TrackedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._request = request
+
+    def connect(self) -> None:
+        super().connect()
+        setattr(self._request, _NOT_SENT, False)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: Request) -> Any:
+        return self.do_open(functools.partial(_TrackedHTTPConnection, req), req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: Request) -> Any:
+        return self.do_open(
+            functools.partial(_TrackedHTTPSConnection, req),
+            req,
+            context=self._context,  # type: ignore[attr-defined]
+        )
+
+
+@functools.cache
+def _opener() -> urllib.request.OpenerDirector:
+    """urllib's opener (proxies from the environment, redirects, ...) with connections that tell whether
+    they were made; built on first use, not at import."""
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+
+
+def _not_sent(request: Request) -> bool:
+    """True if the request certainly reached no server (its connection was never made)."""
+    return bool(getattr(request, _NOT_SENT, True))
+
+
+_TRANSPORT_ERRORS = (URLError, OSError, http.client.HTTPException)
+
+
+def _reason(error: BaseException) -> str:
+    return str(getattr(error, "reason", None) or error or type(error).__name__)
+
+
+def _timed_out(error: BaseException) -> bool:
+    return isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
 
 
 # ---------------------------------------------------------------- the client
@@ -346,17 +448,19 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _open(
-        self, method: str, url: str, params: dict[str, Any] | None, body: bytes | None, timeout: float | None
-    ) -> Any:
+    def _new_request(
+        self, method: str, url: str, params: dict[str, Any] | None, body: bytes | None
+    ) -> Request:
         _check_url(url)
         full = url + (("?" + urlencode(params)) if params else "")
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/octet-stream"
-        request = Request(full, data=body, method=method, headers=headers)
+        return Request(full, data=body, method=method, headers=headers)
+
+    def _open(self, request: Request, url: str, timeout: float | None) -> Any:
         try:
-            return urlopen(request, timeout=timeout)
+            return _opener().open(request, timeout=timeout)
         except HTTPError as error:
             raw = error.read()
             try:
@@ -376,7 +480,13 @@ class ApiClient:
         params: dict[str, Any] | None = None,
         content: bytes | None = None,
         json_body: Any = None,
+        idempotent: bool | Callable[[], str | None] | None = None,
+        timeout: float | None = None,
+        what: str = "",
     ) -> Any:
+        """Send to the nodes in turn until one answers. A request that reached no node goes to the next;
+        one that may have been received goes to the next only if `idempotent` (default: for GET only)
+        says so: True, or a function that answers None (resend) or why not (a phrase)."""
         body = (
             content
             if content is not None
@@ -384,29 +494,71 @@ class ApiClient:
         )
         if method == "POST" and body is None:
             body = b""
+        if idempotent is None:
+            idempotent = method == "GET"
+        timeout = timeout or self._timeout
         errors = []
+        answered_none = False
         order = self.urls[self._good :] + self.urls[: self._good]
         for url in order:
+            request = self._new_request(method, url + path, params, body)
             try:
-                with self._open(method, url + path, params, body, self._timeout) as response:
+                with self._open(request, url, timeout) as response:
                     data = response.read()
-            except (URLError, OSError) as error:
-                errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
+            except ApiError as error:
+                if answered_none and method == "DELETE" and error.status == 404:
+                    return None  # gone: perhaps by the attempt that got no answer
+                raise
+            except _TRANSPORT_ERRORS as error:
+                if _not_sent(request):
+                    errors.append(f"{url}: {_reason(error)}")
+                    continue
+                # later requests (e.g. the question whether to resend) go to the next node first
+                self._good = (self.urls.index(url) + 1) % len(self.urls)
+                if idempotent is True:
+                    why_not = None
+                elif callable(idempotent):
+                    why_not = idempotent()
+                else:
+                    why_not = f"{what or method + ' ' + path} is not idempotent"
+                happened = (
+                    f"{url} did not answer within {timeout:g} s"
+                    if _timed_out(error)
+                    else f"{url} dropped the connection after the request was sent ({_reason(error)})"
+                )
+                if why_not is not None:
+                    raise NoAnswerError(
+                        f"{happened}; {what or method + ' ' + path} may have run there;"
+                        f" not resent because {why_not}"
+                    ) from None
+                errors.append(happened)
+                answered_none = True
                 continue
             self._good = self.urls.index(url)
             return json.loads(data) if data else None
+        if answered_none:
+            raise NoAnswerError("no node answered: " + "; ".join(errors))
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
 
     # blueprints
     def apply_blueprint(self, toml_text: str, source: str = "blueprint.toml") -> ApplyResult:
+        # idempotent by construction: the same text makes the same blueprint (a new revision of it)
         data = self._request(
-            "POST", "/api/v1/blueprints", content=toml_text.encode(), params={"source": source}
+            "POST",
+            "/api/v1/blueprints",
+            content=toml_text.encode(),
+            params={"source": source},
+            idempotent=True,
         )
         return from_json(data, ApplyResult)
 
     def validate_blueprint(self, toml_text: str, source: str = "blueprint.toml") -> BlueprintInfo:
         data = self._request(
-            "POST", "/api/v1/blueprints/validate", content=toml_text.encode(), params={"source": source}
+            "POST",
+            "/api/v1/blueprints/validate",
+            content=toml_text.encode(),
+            params={"source": source},
+            idempotent=True,  # changes nothing
         )
         return from_json(data, BlueprintInfo)
 
@@ -417,7 +569,7 @@ class ApiClient:
         return from_json(self._request("GET", f"/api/v1/blueprints/{_segment(name)}"), BlueprintInfo)
 
     def delete_blueprint(self, name: str) -> None:
-        self._request("DELETE", f"/api/v1/blueprints/{_segment(name)}")
+        self._request("DELETE", f"/api/v1/blueprints/{_segment(name)}", idempotent=True)
 
     def blueprint_status(self, name: str) -> BlueprintStatus:
         return from_json(self._request("GET", f"/api/v1/blueprints/{_segment(name)}/status"), BlueprintStatus)
@@ -429,9 +581,39 @@ class ApiClient:
     def slice_status(self, artifact: str) -> SliceStatus:
         return from_json(self._request("GET", f"/api/v1/slices/{_segment(artifact)}"), SliceStatus)
 
-    def invoke(self, artifact: str, entry: str, payload: Any = None) -> Any:
+    def entry_points(self, artifact: str) -> list[EntryInfo]:
+        """The entry points of a slice (group:artifact) that ACTIVE instances serve, and which are
+        idempotent."""
+        data = self._request("GET", f"/api/v1/slices/{_segment(artifact)}/entries")
+        return [from_json(item, EntryInfo) for item in data]
+
+    def invoke(self, artifact: str, entry: str, payload: Any = None, *, timeout: float | None = None) -> Any:
+        """Call `entry` of a slice with `payload` (JSON-able); its JSON result. The node gives the call
+        `timeout` seconds (default DEFAULT_CALL_TIMEOUT) and answers 504 (ApiError) when it runs out;
+        this client waits longer than that. A node that received the call and gave no answer raises
+        NoAnswerError, unless the entry point is idempotent: then the call goes to the next node."""
+        call_timeout = DEFAULT_CALL_TIMEOUT if timeout is None else float(timeout)
+        if not 0 < call_timeout <= MAX_CALL_TIMEOUT:
+            raise ValueError(f"timeout: must be in (0, {MAX_CALL_TIMEOUT:g}] seconds, got {call_timeout:g}")
+        what = f"the call of {artifact}/{entry}"
+
+        def resend_refused() -> str | None:
+            try:
+                entries = {e.name: e.idempotent for e in self.entry_points(artifact)}
+            except (ApiError, ClusterUnreachableError, NoAnswerError, TypeError) as error:
+                return f"whether {artifact}/{entry} is idempotent is unknown ({error})"
+            if entry not in entries:
+                return f"whether {artifact}/{entry} is idempotent is unknown (no ACTIVE instance serves it)"
+            return None if entries[entry] else f"{artifact}/{entry} is not idempotent"
+
         return self._request(
-            "POST", f"/api/v1/slices/{_segment(artifact)}/invoke/{_segment(entry)}", json_body=payload
+            "POST",
+            f"/api/v1/slices/{_segment(artifact)}/invoke/{_segment(entry)}",
+            json_body=payload,
+            params={"timeout": f"{call_timeout:g}"},
+            idempotent=resend_refused,
+            timeout=max(self._timeout, call_timeout + max(5.0, call_timeout / 10)),
+            what=what,
         )
 
     # cluster
@@ -440,6 +622,11 @@ class ApiClient:
 
     def nodes(self) -> list[NodeInfo]:
         return [from_json(item, NodeInfo) for item in self._request("GET", "/api/v1/nodes")]
+
+    def forget_node(self, node_id: str) -> None:
+        """Stop expecting a node that is gone for good (its absence no longer makes the cluster unhealthy);
+        a registered node cannot be forgotten (ApiError conflict)."""
+        self._request("DELETE", f"/api/v1/nodes/{_segment(node_id)}", idempotent=True)
 
     def overview(self) -> Overview:
         return from_json(self._request("GET", "/api/v1/overview"), Overview)
@@ -468,13 +655,18 @@ class ApiClient:
         return None if data is None else from_json(data, AgentLease)
 
     def acquire_agent_lease(self, holder: str, token: str, ttl: float) -> AgentLease:
-        data = self._request(
-            "POST", "/api/v1/agent-lease", json_body={"holder": holder, "token": token, "ttl": ttl}
+        data = self._request(  # idempotent: the same token takes or renews the same lease
+            "POST",
+            "/api/v1/agent-lease",
+            json_body={"holder": holder, "token": token, "ttl": ttl},
+            idempotent=True,
         )
         return from_json(data, AgentLease)
 
     def release_agent_lease(self, token: str) -> bool:
-        data = self._request("POST", "/api/v1/agent-lease/release", json_body={"token": token})
+        data = self._request(
+            "POST", "/api/v1/agent-lease/release", json_body={"token": token}, idempotent=True
+        )
         return bool(data and data.get("released"))
 
     def follow_events(
@@ -491,8 +683,9 @@ class ApiClient:
         errors = []
         for url in self.urls:
             try:
-                response = self._open("GET", url + "/api/v1/events/stream", params, None, None)
-            except (URLError, OSError) as error:
+                request = self._new_request("GET", url + "/api/v1/events/stream", params, None)
+                response = self._open(request, url, None)
+            except _TRANSPORT_ERRORS as error:
                 errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
                 continue
             with response:

@@ -112,7 +112,9 @@
       probe.eventsApplied += 1;
     }
     if (event.kind === "node_lost" || event.kind === "node_left") state.lost.set(event.node_id, event);
-    if (REFRESHING.has(event.kind)) refreshSoon();
+    // health (expected nodes, convergence, failures) is the server's verdict: re-read it when it may change
+    const outcome = event.kind === "instance_state" && (event.state === "ACTIVE" || event.state === "FAILED");
+    if (REFRESHING.has(event.kind) || outcome || event.kind === "instance_removed") refreshSoon();
     schedule();
   }
 
@@ -205,12 +207,16 @@
     const s = state.status;
     const failed = instances.filter((i) => i.state === "FAILED").length;
     const active = instances.filter((i) => i.state === "ACTIVE").length;
-    const healthy = s.has_quorum && failed === 0;
+    const healthy = (s.healthy ?? s.has_quorum) && failed === 0;
+    const reasons = healthy ? [] : s.reasons ?? [];
     $("summary").innerHTML =
-      `<b class="${healthy ? "health-up" : "health-lost"}">${healthy ? "healthy" : "unhealthy"}</b> · ` +
+      `<b id="health" class="${healthy ? "health-up" : "health-lost"}" title="${esc(reasons.join("\n"))}">` +
+      `${healthy ? "healthy" : "unhealthy"}</b> · ` +
       `leader <b class="leader" id="leader">${esc(s.leader ?? "none")}</b> · term ${esc(s.term)} · ` +
       `revision ${esc(Math.max(s.revision, state.revision))} · ${s.has_quorum ? "quorum" : "<b class='health-lost'>no quorum</b>"} · ` +
-      `${s.nodes.length} nodes · ${instances.length} instances, ${active} active, ${failed} failed`;
+      `${s.nodes.length}${s.expected_nodes?.length ? ` of ${s.expected_nodes.length} expected` : ""} nodes · ` +
+      `${instances.length} instances, ${active} active, ${failed} failed` +
+      (reasons.length ? `<ul id="health-reasons">${reasons.map((r) => `<li class="health-lost">${esc(r)}</li>`).join("")}</ul>` : "");
   }
 
   function renderNodes(instances) {

@@ -1,0 +1,180 @@
+"""The API client's resend rules, against real sockets on 127.0.0.1: a request that reached no node goes
+to the next; one that a node received and did not answer goes to the next only if it is idempotent (every
+GET; an invoke only if the cluster says its entry point is idempotent), else NoAnswerError says what
+happened. An invoke carries its timeout to the node and the client waits longer than that."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Silent:
+    """Accepts connections and reads what is sent, never answers: a node that got the request and hung."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.received: list[bytes] = []
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            with contextlib.suppress(OSError):
+                self.received.append(conn.recv(65536))
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+
+class Answering:
+    """A node that answers: records every request; `entries` is what /entries says."""
+
+    def __init__(self, entries: list[dict[str, Any]], status: int = 200, answer: Any = "ok") -> None:
+        self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                parts = urlsplit(self.path)
+                outer.requests.append((self.command, parts.path, parse_qs(parts.query)))
+                if parts.path.endswith("/entries"):
+                    code, body = 200, entries
+                elif status == 200:
+                    code, body = 200, answer
+                else:
+                    code, body = status, {"error": {"kind": "timeout", "message": "node says: too slow"}}
+                raw = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def invokes(self) -> list[tuple[str, str, dict[str, list[str]]]]:
+        return [r for r in self.requests if "/invoke/" in r[1]]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@contextlib.contextmanager
+def nodes(*made: Any) -> Iterator[tuple[Any, ...]]:
+    try:
+        yield made
+    finally:
+        for node in made:
+            node.close()
+
+
+WORK = [{"name": "work", "idempotent": True}, {"name": "record", "idempotent": False}]
+
+
+def test_a_call_that_may_have_run_is_not_resent_when_its_entry_point_is_not_idempotent() -> None:
+    with nodes(Silent(), Answering(WORK)) as (silent, good):
+        client = ApiClient([silent.url, good.url], timeout=0.5)
+        with pytest.raises(NoAnswerError) as caught:
+            client.invoke("org.aether:faulty", "record", {"n": 1}, timeout=0.2)
+        message = str(caught.value)
+        assert message.startswith(f"{silent.url} did not answer within 5.2 s; the call of"), message
+        assert "org.aether:faulty/record may have run there" in message, message
+        assert message.endswith("not resent because org.aether:faulty/record is not idempotent"), message
+        assert good.invokes() == []  # never sent twice
+        assert len(silent.received) == 1 and b"/invoke/record?timeout=0.2 " in silent.received[0]
+        # the question went to the node that answers
+        assert [r[1] for r in good.requests] == ["/api/v1/slices/org.aether%3Afaulty/entries"]
+
+
+def test_an_idempotent_call_that_got_no_answer_goes_to_the_next_node() -> None:
+    with nodes(Silent(), Answering(WORK)) as (silent, good):
+        client = ApiClient([silent.url, good.url], timeout=0.5)
+        assert client.invoke("org.aether:faulty", "work", None, timeout=0.2) == "ok"
+        (invoke,) = good.invokes()
+        assert invoke[2] == {"timeout": ["0.2"]}
+
+
+def test_when_idempotence_is_unknown_the_call_is_not_resent() -> None:
+    with nodes(Silent(), Silent()) as (first, second):
+        client = ApiClient([first.url, second.url], timeout=0.3)
+        with pytest.raises(NoAnswerError) as caught:
+            client.invoke("org.aether:faulty", "work", None, timeout=0.1)
+        assert "not resent because whether org.aether:faulty/work is idempotent is unknown" in str(
+            caught.value
+        )
+        invokes = [r for r in first.received + second.received if b"/invoke/" in r]
+        assert len(invokes) == 1, invokes
+
+
+def test_a_request_that_reached_no_node_goes_to_the_next_one() -> None:
+    with nodes(Answering(WORK)) as (good,):
+        client = ApiClient([f"http://127.0.0.1:{closed_port()}", good.url], timeout=1)
+        assert client.invoke("org.aether:faulty", "record", None) == "ok"
+        assert len(good.invokes()) == 1
+    with pytest.raises(ClusterUnreachableError, match="cannot reach the cluster"):
+        ApiClient([f"http://127.0.0.1:{closed_port()}"]).invoke("org.aether:faulty", "record")
+
+
+def test_gets_are_resent_and_no_answer_anywhere_says_so() -> None:
+    with nodes(Silent(), Answering(WORK)) as (silent, good):
+        assert ApiClient([silent.url, good.url], timeout=0.3).entry_points("org.aether:faulty")
+    with (
+        nodes(Silent(), Silent()) as (first, second),
+        pytest.raises(NoAnswerError, match=r"^no node answered: .* did not answer within 0\.3 s"),
+    ):
+        ApiClient([first.url, second.url], timeout=0.3).list_blueprints()
+
+
+def test_the_nodes_timeout_answer_reaches_the_caller_and_is_not_resent() -> None:
+    with nodes(Answering(WORK, status=504), Answering(WORK)) as (slow, other):
+        client = ApiClient([slow.url, other.url])
+        with pytest.raises(ApiError) as caught:
+            client.invoke("org.aether:faulty", "work", None, timeout=7)
+        assert (caught.value.status, caught.value.message) == (504, "node says: too slow")
+        assert slow.invokes()[0][2] == {"timeout": ["7"]} and other.requests == []
+
+
+def test_the_default_call_timeout_is_sent_and_bad_ones_are_refused() -> None:
+    with nodes(Answering(WORK)) as (good,):
+        ApiClient([good.url]).invoke("org.aether:faulty", "work")
+        assert good.invokes()[0][2] == {"timeout": ["30"]}
+    for bad in (0, -1, 3601):
+        with pytest.raises(ValueError, match="timeout: must be in"):
+            ApiClient(["http://127.0.0.1:1"]).invoke("org.aether:faulty", "work", timeout=bad)

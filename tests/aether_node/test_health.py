@@ -1,0 +1,86 @@
+"""The cluster's health verdict (pure): healthy only with a quorum, a leader, every expected node
+registered, every blueprint converged, nothing FAILED and every KV replica connected; each gap is a
+reason a person can act on."""
+
+from __future__ import annotations
+
+from aether_kv import Member, Status
+from aether_node._blueprint import Blueprint, SliceSpec
+from aether_node._handlers import Handlers
+from aether_node.client import InstanceInfo, NodeInfo
+
+ECHO = "org.aether:echo:1.0.0"
+
+
+def status(*, quorum: bool = True, connected: bool = True) -> Status:
+    members = (Member(raft_address="a:1", connected=True), Member(raft_address="b:1", connected=connected))
+    return Status(
+        self_address="a:1",
+        leader="a:1" if quorum else None,
+        is_leader=True,
+        term=3,
+        commit_index=10,
+        last_applied=10,
+        revision=40,
+        compact_revision=0,
+        has_quorum=quorum,
+        members=members,
+        keys=5,
+        leases=2,
+    )
+
+
+def node(node_id: str, leader: bool = False) -> NodeInfo:
+    return NodeInfo(
+        node_id=node_id,
+        ingress="",
+        management="",
+        peer="",
+        cpu=1.0,
+        memory_mib=1024,
+        role="worker",
+        started_at=0.0,
+        instances=1,
+        active=1,
+        leader=leader,
+    )
+
+
+def instance(node_id: str, number: int, state: str = "ACTIVE", artifact: str = ECHO) -> InstanceInfo:
+    return InstanceInfo(node_id=node_id, artifact=artifact, instance=number, state=state, reason="why")
+
+
+BLUEPRINTS = {"demo": Blueprint(name="demo", slices=(SliceSpec(artifact=ECHO, instances=2),))}
+NODES = [node("n1", leader=True), node("n2")]
+RUNNING = [instance("n1", 1), instance("n2", 2)]
+
+
+def test_healthy_when_everything_is_there() -> None:
+    summary = Handlers._summary(status(), NODES, RUNNING, BLUEPRINTS, ["n1", "n2"])
+    assert summary.healthy and summary.reasons == ()
+    assert (summary.expected_nodes, summary.missing_nodes, summary.unconverged) == (("n1", "n2"), (), ())
+
+
+def test_a_missing_node_is_a_reason_even_when_the_blueprint_converged_without_it() -> None:
+    summary = Handlers._summary(status(), NODES, RUNNING, BLUEPRINTS, ["n1", "n2", "n3"])
+    assert not summary.healthy
+    assert summary.missing_nodes == ("n3",)
+    assert summary.reasons == ("2 of 3 expected nodes are registered; missing: n3",)
+
+
+def test_every_other_gap_is_named() -> None:
+    failed = [instance("n1", 1), instance("n2", 2, "FAILED")]
+    summary = Handlers._summary(status(connected=False), [node("n1"), node("n2")], failed, BLUEPRINTS, [])
+    assert summary.reasons == (
+        "no node leads the cluster (a leader is being elected)",
+        f"blueprint demo has not converged: {ECHO} 1/2 ACTIVE",
+        f"1 instance(s) FAILED: {ECHO}#2 on n2: why",
+        "KV replica a:1 is not connected to b:1",
+    )
+    assert summary.unconverged == ("demo",) and summary.disconnected_replicas == ("b:1",)
+    old = [instance("n1", 1), instance("n2", 2, artifact="org.aether:echo:0.9.0")]
+    summary = Handlers._summary(status(quorum=False), NODES, old, BLUEPRINTS, ["n1", "n2"])
+    assert summary.reasons == (
+        "the KV store has no quorum: it cannot commit anything",
+        f"blueprint demo has not converged: {ECHO} 1/2 ACTIVE, 1 of another version",
+    )

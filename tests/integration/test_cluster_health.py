@@ -1,0 +1,115 @@
+"""The cluster's health on a real cluster: a node SIGKILLed makes it unhealthy, saying which node is
+missing (expected: it registered and never left), until it is back; a node that leaves gracefully is no
+longer expected; `aether cluster forget` stops expecting one that is gone for good."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import cli_support
+import pytest
+import trio
+from cli_support import run_aether
+from cluster_support import ECHO, SliceSpec, kv_of, logs, put_blueprint, running_cluster, start_node
+
+from aether_node._local_cluster import LocalNodeCluster
+from aether_node.client import ApiClient, ClusterStatus
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+sample_index = cli_support.sample_index
+SETTLE = 90.0
+
+
+async def status_until(
+    api: ApiClient, holds: Callable[[ClusterStatus], bool], what: str, cluster: object
+) -> ClusterStatus:
+    last = None
+    with trio.move_on_after(SETTLE):
+        while True:
+            try:
+                last = await trio.to_thread.run_sync(api.cluster_status)
+            except Exception as error:  # a node on its way down or up
+                last = error
+            if isinstance(last, ClusterStatus) and holds(last):
+                return last
+            await trio.sleep(0.2)
+    try:
+        events = [e.message for e in api.events(40, kind=["node_joined", "node_left", "node_lost"])]
+    except Exception as error:
+        events = [repr(error)]
+    pytest.fail(  # type: ignore[arg-type]
+        f"{what}: not after {SETTLE:g} s; last status: {last}\nnode events: {events}\n{logs(cluster)}"  # type: ignore[arg-type]
+    )
+
+
+async def restart(cluster: LocalNodeCluster, node_id: str) -> None:
+    """Start the node again and wait until it says it is ready (a node asked to stop while it is still
+    starting stops at once, without leaving gracefully)."""
+    log = Path(cluster.plan(node_id).data_dir) / "node.log"
+    ready = f"node {node_id} ready"
+    before = log.read_text().count(ready)
+    start_node(cluster, node_id)
+    with trio.move_on_after(SETTLE):
+        while log.read_text().count(ready) == before:
+            await trio.sleep(0.1)
+        return
+    pytest.fail(f"{node_id} did not start again within {SETTLE:g} s:\n{cluster.log_tail(node_id)}")
+
+
+async def test_health_names_a_missing_node_until_it_is_back(tmp_path: Path, sample_index: Path) -> None:
+    async with running_cluster(tmp_path / "cluster", sample_index, 4) as cluster, kv_of(cluster) as kv:
+        api = ApiClient([f"http://{n.management}" for n in cluster.nodes if n.node_id != "node-4"])
+        await put_blueprint(kv, "demo", SliceSpec(artifact=ECHO, instances=2))
+        everyone = ("node-1", "node-2", "node-3", "node-4")
+        healthy = await status_until(
+            api, lambda s: s.healthy and s.expected_nodes == everyone, "healthy with 4 nodes", cluster
+        )
+        assert healthy.reasons == () and healthy.missing_nodes == ()
+
+        # node-4 (not a KV replica) is killed: unhealthy, naming it, for as long as it is away
+        cluster.kill("node-4")
+        lost = await status_until(
+            api, lambda s: s.missing_nodes == ("node-4",), "node-4 missing (and only node-4)", cluster
+        )
+        assert not lost.healthy and lost.expected_nodes == everyone, lost
+        assert "3 of 4 expected nodes are registered; missing: node-4" in lost.reasons, lost.reasons
+        env = {"AETHER_CLUSTER": ",".join(api.urls)}
+        run = run_aether("cluster", "status", cwd=tmp_path, env=env)
+        assert run.returncode == 0, run
+        assert "cluster unhealthy" in run.stdout and "expected nodes registered" in run.stdout, run
+        assert "missing: node-4" in run.stdout, run
+        # (a while later, still: the blueprint converges on the other nodes, the node stays missing)
+        converged = await status_until(api, lambda s: not s.unconverged, "echo back at 2 ACTIVE", cluster)
+        assert "node-4" in converged.missing_nodes and not converged.healthy, converged
+
+        # it comes back: healthy again
+        await restart(cluster, "node-4")
+        back = await status_until(api, lambda s: s.healthy, "healthy again", cluster)
+        assert back.missing_nodes == () and back.reasons == (), back
+
+        # it leaves gracefully: no longer expected, still healthy
+        cluster.kill("node-4", signal.SIGTERM)
+        await status_until(
+            api,
+            lambda s: s.expected_nodes == everyone[:3] and s.healthy,
+            "node-4 no longer expected",
+            cluster,
+        )
+
+        # gone for good: forgotten by the operator (a registered node cannot be)
+        await restart(cluster, "node-4")
+        await status_until(api, lambda s: s.expected_nodes == everyone, "node-4 expected again", cluster)
+        run = run_aether("cluster", "forget", "node-4", cwd=tmp_path, env=env)
+        assert run.returncode == 1 and "node node-4 is registered" in run.stderr, run
+        cluster.kill("node-4")
+        await status_until(api, lambda s: s.missing_nodes == ("node-4",), "node-4 missing again", cluster)
+        run = run_aether("cluster", "forget", "node-4", cwd=tmp_path, env=env)
+        assert run.returncode == 0 and "node node-4 forgotten" in run.stdout, run
+        await status_until(
+            api, lambda s: s.healthy and s.expected_nodes == everyone[:3], "healthy without node-4", cluster
+        )
+        run = run_aether("cluster", "forget", "node-4", cwd=tmp_path, env=env)
+        assert run.returncode == 1 and "node node-4 is not expected" in run.stderr, run
