@@ -42,15 +42,18 @@ def _schema_modules() -> list[Path]:
 
 def defined_keys() -> dict[str, str]:
     """Every KV key prefix the node defines → where: each key-like constant of the schema module, and
-    each `*_KEY` / `*_PREFIX` constant elsewhere in aether-node and aether-kv (keys not yet moved there)."""
+    elsewhere in aether-node and aether-kv (keys not yet moved there) each `*_KEY` / `*_PREFIX` constant
+    and each key-like constant under a top-level prefix the schema uses (or `cluster/`, `agents/`)."""
     found = {}
     for path in _schema_modules():
         for name, value in _string_constants(path).items():
             if _KEY.fullmatch(value):
                 found[value] = f"{path.relative_to(ROOT)}: {name}"
+    tops = {key.split("/", 1)[0] for key in found} | {"cluster", "agents"}
     for path in sorted(PACKAGES.glob("aether-*/src/*/**/*.py")):
         for name, value in _string_constants(path).items():
-            if name.endswith(("_KEY", "_PREFIX")) and _KEY.fullmatch(value):
+            named_as_key = name.endswith(("_KEY", "_PREFIX"))
+            if _KEY.fullmatch(value) and (named_as_key or value.split("/", 1)[0] in tops):
                 found.setdefault(value, f"{path.relative_to(ROOT)}: {name}")
     return found
 
