@@ -513,9 +513,11 @@ CAPACITIES = [(64.0, 65536), (4.0, 4096), (2.0, 2048), (1.0, 1024), (0.5, 512)]
 
 @st.composite
 def slice_specs(draw: st.DrawFn, artifact_id: str, version: int) -> SliceSpec:
+    instances = draw(st.integers(0, 8))
     return spec(
         f"{artifact_id}:{version}.0",
-        instances=draw(st.integers(0, 8)),
+        instances=instances,
+        min_available=draw(st.none() | st.integers(0, instances)),
         strategy=draw(st.sampled_from(list(Strategy))),
         max_per_node=draw(st.integers(1, 3)),
         cpu=draw(st.sampled_from([0.0, 0.0, 0.5, 1.0])),
