@@ -4,7 +4,9 @@
   serving at its floor (`min_available`), says in the blueprint status that the upgrade is stuck and why,
   and a later upgrade to a good version goes through;
 - a whole cluster stopped gracefully (SIGTERM to every node, as `aether dev down` does) and started again
-  comes back without a FAILED record and converges.
+  comes back without a FAILED record and converges;
+- a node killed with a FAILED record forgets it when it starts again (the failure was its previous
+  run's), and keeps its other records.
 
 Each test runs its own cluster (the second one restarts it).
 """
@@ -37,7 +39,17 @@ from cluster_support import (
     start_node,
     wait_for,
 )
+from node_support import (
+    client_node,
+    kv_client,
+    read_record,
+    slice_key,
+    wait_for_deleted,
+    wait_for_state,
+    write_command,
+)
 
+from aether_node import SliceState
 from aether_node._local_cluster import LocalNodeCluster, wait_until_ready
 from aether_node.client import ApiClient, BlueprintStatus
 
@@ -163,3 +175,21 @@ async def test_a_cluster_stopped_gracefully_comes_back_without_failed_instances(
                 if i.state == "FAILED"
             ]
             assert failed == [], f"{failed[:10]}\n{logs(cluster)}"
+
+
+async def test_a_failure_from_before_a_restart_is_forgotten_when_the_node_starts(
+    broken_index: Path, tmp_path: Path
+) -> None:
+    with client_node(tmp_path, broken_index) as node:  # no leader: the test writes the commands
+        async with kv_client(node) as kv:
+            failed, serving = slice_key(node.node_id, BROKEN, 1), slice_key(node.node_id, ECHO, 2)
+            await write_command(kv, failed, SliceState.ACTIVATE)
+            await write_command(kv, serving, SliceState.ACTIVATE)
+            await wait_for_state(kv, failed, SliceState.FAILED, SETTLE)
+            await wait_for_state(kv, serving, SliceState.ACTIVE, SETTLE)
+            node.kill()  # no graceful stop: the records stay as they are
+            await trio.to_thread.run_sync(node.start)
+            await wait_for_deleted(kv, failed, 30)
+            record = await read_record(kv, serving)
+            assert record is not None, node.log_tail()
+            await wait_for_state(kv, serving, SliceState.ACTIVE, SETTLE)
