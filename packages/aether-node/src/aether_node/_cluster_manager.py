@@ -174,7 +174,8 @@ class ClusterDeploymentManager:
                     await trio.sleep(0.01)  # let a burst of changes land before planning again
 
     async def _record_problems(self, problems: tuple[Problem, ...], fence: int) -> None:
-        """`cluster/problems/{artifact}`: why an artifact cannot be placed, for status and operators."""
+        """`cluster/problems/{artifact}`: why an artifact cannot be placed, or why a change of it waits (a
+        stuck upgrade, the floor), for status and operators."""
         fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
         current = {p.artifact: p.message for p in problems}
         before = {p.artifact: p.message for p in self.problems}
@@ -184,7 +185,7 @@ class ClusterDeploymentManager:
         ]
         for problem in problems:
             if before.get(problem.artifact) != problem.message:
-                log.warning("cannot place %s: %s", problem.artifact, problem.message)
+                log.warning("%s: %s", problem.artifact, problem.message)  # unplaced, stuck or held
         result = await self.kv.txn([fenced], ops)
         if result.succeeded:
             self.problems = problems
