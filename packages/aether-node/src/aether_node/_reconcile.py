@@ -160,7 +160,9 @@ def plan(
     # What the cluster could hold were no node excluded after failures: the number of ACTIVE instances to
     # keep. Failures of a new version hold its rollout back (the old instances keep serving); only a lack
     # of room lets a change settle for fewer.
-    room = allocate_all(wanted_specs, placeable, current) if excluded else placements
+    # (Only worth a second pass where exclusions left something unplaced: otherwise it changes nothing.)
+    short = any(placements[artifact].unplaced for artifact in excluded)
+    room = allocate_all(wanted_specs, placeable, current) if short else placements
 
     for artifact_id in sorted(set(by_artifact) | set(wanted)):
         observed = by_artifact.get(artifact_id, [])
@@ -193,7 +195,7 @@ def plan(
         # An ACTIVE instance is kept until this many are ACTIVE without it: as many as the cluster has room
         # for (a slice that does not fully fit still finishes a rollout or a strategy switch), and never
         # fewer than the floor.
-        retain = spec.instances - room[spec.artifact].unplaced
+        retain = max(wanted_count, spec.instances - room[spec.artifact].unplaced)
         floor = min(spec.floor, spec.instances)
         keep = max(retain, floor)
 
