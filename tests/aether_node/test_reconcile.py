@@ -49,12 +49,14 @@ def spec(
     memory_mib: int = 0,
     max_per_node: int = 1,
     config: dict[str, object] | None = None,
+    min_available: int | None = None,
 ) -> SliceSpec:
     return SliceSpec(
         artifact=artifact,
         instances=instances,
         strategy=strategy,
         max_per_node=max_per_node,
+        min_available=min_available,
         resources=Resources(cpu=cpu, memory_mib=memory_mib),
         config=config or {},
     )
@@ -107,6 +109,7 @@ class Cluster:
     records: dict[str, ObservedInstance] = attrs.field(factory=dict)
     revision: int = 0
     broken: set[tuple[str, str]] = attrs.field(factory=set)  # (node, artifact id): every start fails there
+    broken_versions: set[str] = attrs.field(factory=set)  # coordinates whose install fails everywhere
 
     def view(self) -> list[ObservedInstance]:
         return list(self.records.values())
@@ -123,7 +126,9 @@ class Cluster:
                     key = key_of(action.node_id, action.coordinates, action.instance)
                     assert key not in self.records, f"create of an existing record {key}"
                     assert action.node_id in live, f"create on a node that is gone: {action}"
-                    failing = (action.node_id, action.coordinates.artifact_id) in self.broken
+                    failing = (action.node_id, action.coordinates.artifact_id) in self.broken or (
+                        str(action.coordinates) in self.broken_versions
+                    )
                     self.records[key] = ObservedInstance(
                         node_id=action.node_id,
                         coordinates=action.coordinates,
@@ -170,8 +175,10 @@ def active_counts(cluster: Cluster) -> collections.Counter[str]:
 
 
 def assert_converged(cluster: Cluster, specs: Sequence[SliceSpec], max_surge: int = 1) -> None:
-    """Nothing left to do, and the view is exactly the allocation's placement, all ACTIVE — also when some
-    slice does not fit the cluster (its shortfall is reported as a problem, nothing extra is kept)."""
+    """Nothing left to do, and the view is the allocation's placement, all ACTIVE — also when some slice
+    does not fit the cluster (its shortfall is reported as a problem). Anything beyond the placement (an
+    old version, a surplus instance) is there only because removing it would take the slice below its
+    floor, and a problem says so."""
     p = cluster.plan(specs, max_surge)
     assert p.actions == ()
     assert cluster.plan(specs, max_surge) == p
@@ -187,13 +194,22 @@ def assert_converged(cluster: Cluster, specs: Sequence[SliceSpec], max_surge: in
         assert record.node_id in live, record
         assert record.state is SliceState.ACTIVE, record
         assert record.coordinates.artifact_id in wanted, record
-        assert str(record.coordinates) == wanted[record.coordinates.artifact_id].artifact, record
     for artifact_id, s in wanted.items():
         placement = placements[s.artifact]
         counts = cluster.counts(s.artifact)
-        assert counts == dict(placement.counts), (s, counts)
+        assert all(counts.get(n, 0) >= c for n, c in placement.counts.items()), (s, counts, placement)
         assert sum(placement.counts.values()) == s.instances - placement.unplaced
-        assert (artifact_id in problems) == bool(placement.unplaced)
+        if placement.unplaced:
+            assert artifact_id in problems
+        total = len(cluster.of(artifact_id))
+        extra = total - sum(placement.counts.values())
+        if extra:  # held by the floor: one fewer would be below it
+            assert total <= min(s.floor, s.instances), (s, cluster.of(artifact_id))
+            assert artifact_id in problems
+        else:
+            assert counts == dict(placement.counts), (s, counts)
+        if artifact_id not in problems:
+            assert all(str(r.coordinates) == s.artifact for r in cluster.of(artifact_id))
         numbers = [r.instance for r in cluster.of(artifact_id)]
         assert len(numbers) == len(set(numbers))
 
@@ -497,9 +513,11 @@ CAPACITIES = [(64.0, 65536), (4.0, 4096), (2.0, 2048), (1.0, 1024), (0.5, 512)]
 
 @st.composite
 def slice_specs(draw: st.DrawFn, artifact_id: str, version: int) -> SliceSpec:
+    instances = draw(st.integers(0, 8))
     return spec(
         f"{artifact_id}:{version}.0",
-        instances=draw(st.integers(0, 8)),
+        instances=instances,
+        min_available=draw(st.none() | st.integers(0, instances)),
         strategy=draw(st.sampled_from(list(Strategy))),
         max_per_node=draw(st.integers(1, 3)),
         cpu=draw(st.sampled_from([0.0, 0.0, 0.5, 1.0])),
@@ -596,8 +614,9 @@ def test_random_changes_converge_to_the_allocation(
 def test_rollouts_step_by_step_keep_availability_within_the_surge(
     scenario: tuple[list[NodeCapacity], dict[str, SliceSpec], list[Event], int],
 ) -> None:
-    """Version changes and rescaling only (no node leaves): the ACTIVE count never drops below what
-    both the old and the new blueprint want, and no more than `instances + max_surge` are placed."""
+    """Version changes and rescaling only (no node leaves): the ACTIVE count never drops below what was
+    there before and what the new blueprint wants (as many as fit, and at least its floor), and no more
+    than `instances + max_surge` are placed."""
     nodes, specs, events, max_surge = scenario
     cluster = Cluster(nodes=list(nodes))
     cluster.converge(list(specs.values()), max_surge=max_surge, rounds=60)
@@ -612,10 +631,17 @@ def test_rollouts_step_by_step_keep_availability_within_the_surge(
             if not p.actions and all(r.state is SliceState.ACTIVE for r in cluster.records.values()):
                 break
             cluster.apply(p, start=SliceState.ACTIVATE)
+            room = allocate_all(
+                list(specs.values()),
+                cluster.nodes,
+                {s.artifact: cluster.counts(s.artifact) for s in specs.values()},
+            )
             for artifact, s in specs.items():
                 mine = cluster.of(artifact)
                 active = sum(r.state is SliceState.ACTIVE for r in mine)
-                assert active >= min(before[artifact], s.instances), (artifact, mine)
+                fits = s.instances - room[s.artifact].unplaced
+                keep = max(fits, min(s.floor, s.instances))
+                assert active >= min(before[artifact], keep), (artifact, mine)
                 assert len(mine) <= max(before[artifact], s.instances + max_surge), (artifact, mine)
             cluster.promote_one()
         else:
@@ -702,14 +728,28 @@ def test_a_failed_node_gets_no_new_instance_when_it_also_runs_a_healthy_one() ->
 
 def test_rollout_completes_when_part_of_the_slice_cannot_be_placed() -> None:
     cluster = Cluster(nodes=[node("a")])
-    v1 = [spec(f"{ECHO}:1.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1)]
+    v1 = [spec(f"{ECHO}:1.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1, min_available=1)]
     cluster.converge(v1)
     assert cluster.counts(f"{ECHO}:1.0") == {"a": 1}  # one fits, one is reported unplaced
-    v2 = [spec(f"{ECHO}:2.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1)]
+    v2 = [spec(f"{ECHO}:2.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1, min_available=1)]
     cluster.converge(v2)
-    # actual: both 1.0#1 and 2.0#2 stay ACTIVE on a, for good, and the plan is empty
     assert cluster.counts(f"{ECHO}:1.0") == {}
     assert cluster.counts(f"{ECHO}:2.0") == {"a": 1}
+
+
+def test_a_rollout_that_would_end_below_the_floor_keeps_the_old_instance_and_says_why() -> None:
+    """Room for one instance of 2.0 only, and a floor of 2 (the default for 2 instances): the old one
+    stays ACTIVE beside the new one; the status says what holds the rollout."""
+    cluster = Cluster(nodes=[node("a")])
+    v1 = [spec(f"{ECHO}:1.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1)]
+    cluster.converge(v1)
+    v2 = [spec(f"{ECHO}:2.0", instances=2, strategy=Strategy.SPREAD, max_per_node=1)]
+    cluster.converge(v2)
+    assert cluster.counts(f"{ECHO}:1.0") == {"a": 1}
+    assert cluster.counts(f"{ECHO}:2.0") == {"a": 1}
+    (problem,) = cluster.plan(v2).problems
+    assert "1 of 2 instances of org.example:echo:2.0 fit on no live node" in problem.message
+    assert "below its floor of 2 ACTIVE" in problem.message
 
 
 def test_scaling_one_slice_up_never_overcommits_a_node_another_slice_runs_on() -> None:
@@ -737,3 +777,148 @@ def test_a_creation_that_replaces_a_surplus_instance_names_the_node_it_moves_fro
     assert [(c.node_id, c.moved_from) for c in creates(grown)] == [("b", "")]
     fresh = plan([spec(instances=2)], [node("a"), node("b")], [])
     assert {c.moved_from for c in creates(fresh)} == {""}
+
+
+# ---------------------------------------------------------------------------- the availability floor
+
+
+def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why() -> None:
+    """Issue 11 defect 3: 1.2.0 cannot be installed anywhere. Every attempt fails, the old instances stay
+    ACTIVE (before the fix: all of them were removed, "replaced by version 1.2.0") and the problem names
+    the stuck upgrade and the failure."""
+    cluster = Cluster(nodes=[node("a"), node("b"), node("c")], broken_versions={f"{ECHO}:1.2.0"})
+    old = [spec(f"{ECHO}:1.1.0", instances=2, min_available=2)]
+    cluster.converge(old)
+    new = [spec(f"{ECHO}:1.2.0", instances=2, min_available=2)]
+    for _ in range(20):
+        p = cluster.plan(new)
+        assert not [r for r in removes(p) if cluster.records[r.key].state is SliceState.ACTIVE], p
+        cluster.apply(p)
+    assert cluster.counts(f"{ECHO}:1.1.0") == {"a": 1, "b": 1}
+    assert (
+        sorted(r.state for r in cluster.of(ECHO) if str(r.coordinates) == f"{ECHO}:1.2.0")
+        == [SliceState.FAILED] * 3
+    )
+    (problem,) = cluster.plan(new).problems
+    assert "upgrade to 1.2.0 is stuck: 3 new instance(s) failed" in problem.message
+    assert "a: start failed: boom" in problem.message
+    assert "1.1.0 keeps serving (2 ACTIVE)" in problem.message
+
+
+def test_an_upgrade_that_fails_on_one_node_only_is_reported_while_it_goes_on_elsewhere() -> None:
+    cluster = Cluster(nodes=[node("a"), node("b"), node("c")])
+    cluster.converge([spec(f"{ECHO}:1.0", instances=2)])
+    assert cluster.counts(f"{ECHO}:1.0") == {"a": 1, "b": 1}
+    cluster.broken = {("a", ECHO)}
+    new = [spec(f"{ECHO}:2.0", instances=2)]
+    p = cluster.plan(new)
+    assert [c.node_id for c in creates(p)] == ["a"]
+    cluster.apply(p)  # fails on a
+    p = cluster.plan(new)
+    assert (
+        "upgrade to 2.0 is stuck: 1 new instance(s) failed (a: start failed: boom)" in p.problems[0].message
+    )
+    assert "1.0 keeps serving (2 ACTIVE)" in p.problems[0].message
+    cluster.converge(new)
+    assert cluster.counts(f"{ECHO}:2.0") == {"a": 1, "b": 1, "c": 1}  # a's record is FAILED
+    assert [r.state for r in cluster.of(ECHO) if r.node_id == "a"] == [SliceState.FAILED]
+    assert cluster.counts(f"{ECHO}:1.0") == {}
+    assert cluster.plan(new).problems == ()
+
+
+def test_a_node_with_room_for_fewer_keeps_the_floor_when_scaling_down() -> None:
+    """Three ACTIVE on a node that now has room for one (its capacity shrank across a restart), 2 wanted
+    with a floor of 2: one goes, one stays beyond the room, and the problem says why."""
+    view = [observed("a", f"{ECHO}:1.0", n) for n in (1, 2, 3)]
+    p = plan([spec(instances=2, memory_mib=1024, min_available=2)], [node("a", memory_mib=1024)], view)
+    assert [r.key for r in removes(p)] == [key_of("a", f"{ECHO}:1.0", 3)]
+    assert creates(p) == []
+    assert "below its floor of 2 ACTIVE (min_available; 2 ACTIVE now)" in p.problems[0].message
+
+
+def test_a_stopping_node_gets_no_new_instance_and_its_own_are_left_to_it() -> None:
+    view = [
+        observed("a", f"{ECHO}:1.0", 1),
+        observed("b", f"{ECHO}:1.0", 2),
+        observed("c", f"{ECHO}:1.0", 3),
+        observed("c", f"{ECHO}:1.0", 4, SliceState.LOADED),
+    ]
+    nodes = [node("a"), node("b"), node("c")]
+    p = plan([spec(instances=3)], nodes, view, stopping={"c"})
+    assert all(c.node_id != "c" for c in creates(p))
+    assert [c.node_id for c in creates(p)] == ["a"]  # the replacement of c's instance, one at a time
+    assert removes(p) == [] and deletes(p) == []  # c stops and forgets its own; LOADED #4 is not activated
+    assert not [a for a in p.actions if getattr(a, "key", "").startswith("slices/c/")]
+    # every node stopping (a whole cluster going down): nothing is placed anywhere
+    p = plan([spec(instances=3)], nodes, [], stopping={"a", "b", "c"})
+    assert creates(p) == []
+    assert "3 of 3 instances" in p.problems[0].message
+
+
+# Random views: every state, several versions, nodes that are gone or stopping, floors of every size.
+VERSIONS = ["1.0", "2.0", "3.0"]
+
+
+@st.composite
+def views(
+    draw: st.DrawFn,
+) -> tuple[list[NodeCapacity], frozenset[str], list[SliceSpec], list[ObservedInstance]]:
+    ids = draw(st.lists(st.sampled_from(NODE_POOL), min_size=1, max_size=5, unique=True))
+    nodes = [draw(capacities(i)) for i in ids]
+    stopping = frozenset(draw(st.sets(st.sampled_from(ids))))
+    artifacts = draw(st.lists(st.sampled_from(ARTIFACTS), min_size=1, max_size=3, unique=True))
+    specs = []
+    for artifact in artifacts:
+        s = draw(slice_specs(artifact, 1))
+        version = draw(st.sampled_from(VERSIONS))
+        floor = draw(st.none() | st.integers(0, s.instances))
+        specs.append(attrs.evolve(s, artifact=f"{artifact}:{version}", min_available=floor))
+    records: list[ObservedInstance] = []
+    for number in range(1, draw(st.integers(0, 14)) + 1):
+        where = draw(st.sampled_from([*ids, "gone"]))
+        artifact = draw(st.sampled_from(ARTIFACTS))
+        records.append(
+            observed(
+                where,
+                f"{artifact}:{draw(st.sampled_from(VERSIONS))}",
+                number,
+                draw(st.sampled_from(list(SliceState))),
+                revision=number,
+            )
+        )
+    return nodes, stopping, specs, records
+
+
+def active_after(
+    specs: Sequence[SliceSpec], view: Sequence[ObservedInstance], p: Plan, lost: set[str]
+) -> dict[str, tuple[int, int]]:
+    """Per wanted artifact: (ACTIVE now, ACTIVE once the plan's removals took effect), on live nodes."""
+    removed = {a.key for a in p.actions if isinstance(a, (RemoveInstance, DeleteRecord))}
+    counts = {}
+    for s in specs:
+        artifact_id = Coordinates.parse(s.artifact).artifact_id
+        mine = [
+            r
+            for r in view
+            if r.coordinates.artifact_id == artifact_id
+            and r.state is SliceState.ACTIVE
+            and r.node_id not in lost
+        ]
+        counts[artifact_id] = (len(mine), sum(r.key not in removed for r in mine))
+    return counts
+
+
+@settings(max_examples=300, deadline=None)
+@given(views(), st.floats(0, 200))
+def test_no_plan_takes_a_slice_below_its_floor(
+    scenario: tuple[list[NodeCapacity], frozenset[str], list[SliceSpec], list[ObservedInstance]], now: float
+) -> None:
+    """Whatever the view: the actions planned in one pass never take a slice's ACTIVE count below
+    min(floor, ACTIVE now) — only the loss of a node (its records are deleted) does."""
+    nodes, stopping, specs, view = scenario
+    p = plan(specs, nodes, view, now=now, stopping=stopping)
+    assert not [c for c in creates(p) if c.node_id in stopping]
+    for s in specs:
+        artifact_id = Coordinates.parse(s.artifact).artifact_id
+        before, after = active_after(specs, view, p, lost={"gone"})[artifact_id]
+        assert after >= min(min(s.floor, s.instances), before), (s, view, p)

@@ -125,11 +125,12 @@ async def test_spread_one_per_node_and_reports_what_does_not_fit(
 async def test_switching_to_spread_enforces_the_cap(cluster: LocalNodeCluster, kv: KVClient) -> None:
     await put_blueprint(kv, "switch", SliceSpec(artifact=ECHO, instances=6))
     await wait_for(kv, exactly_active(6, ECHO), timeout=SETTLE, what="6 ACTIVE", cluster=cluster)
-    await put_blueprint(
-        kv, "switch", SliceSpec(artifact=ECHO, instances=6, strategy=Strategy.SPREAD, max_per_node=1)
-    )
+    # A floor the cap leaves room for (the default, 4 of 6, would keep a 4th instance ACTIVE beyond the
+    # cap and report it: nothing goes below the floor on purpose).
+    spread = SliceSpec(artifact=ECHO, instances=6, strategy=Strategy.SPREAD, max_per_node=1, min_available=3)
+    await put_blueprint(kv, "switch", spread)
     # A fresh apply of this blueprint gives one instance per node; so must the switch (the surplus
-    # ACTIVE instances go although fewer than `instances` can run: the cap wins).
+    # ACTIVE instances go although fewer than `instances` can run: the cap wins, down to the floor).
     await wait_for(
         kv,
         lambda found: per_node(found) == dict.fromkeys(NODES, 1) and len(active(found)) == 3,

@@ -53,8 +53,11 @@ class LeaderClaim:
     term: int = 0  # the Raft term in which this node's replica became the leader
 
 
-def observe(cache: KVCache) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance]]:
-    """The cached KV → the planner's inputs. Records that do not decode are skipped (and logged)."""
+def observe(
+    cache: KVCache,
+) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance], frozenset[str]]:
+    """The cached KV → the planner's inputs: blueprints, live nodes, instances, and the live nodes that are
+    stopping (their registration says `leaving`). Records that do not decode are skipped (and logged)."""
     blueprints = []
     for key, kv in sorted(cache.data[BLUEPRINTS].items()):
         try:
@@ -62,12 +65,15 @@ def observe(cache: KVCache) -> tuple[list[Blueprint], list[NodeCapacity], list[O
         except RecordError as error:
             log.error("%s", error.message)
     nodes = []
+    stopping = set()
     for key, kv in sorted(cache.data[NODES].items()):
         try:
             record = decode_record(key, kv.value, NodeRecord)
         except RecordError as error:
             log.error("%s", error.message)
             continue
+        if record.leaving:
+            stopping.add(record.node_id)
         nodes.append(
             NodeCapacity(
                 node_id=record.node_id, cpu=record.capacity.cpu, memory_mib=record.capacity.memory_mib
@@ -95,7 +101,7 @@ def observe(cache: KVCache) -> tuple[list[Blueprint], list[NodeCapacity], list[O
                 mod_revision=kv.mod_revision,
             )
         )
-    return blueprints, nodes, instances
+    return blueprints, nodes, instances, frozenset(stopping)
 
 
 class ClusterDeploymentManager:
@@ -151,9 +157,11 @@ class ClusterDeploymentManager:
                 await cache.caught_up(SLICES, written)
                 changed = cache.changed
                 started = time.perf_counter()
-                blueprints, nodes, instances = observe(cache)
+                blueprints, nodes, instances, stopping = observe(cache)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
-                result = plan(specs, nodes, instances, now=self.clock(), max_surge=self.max_surge)
+                result = plan(
+                    specs, nodes, instances, now=self.clock(), max_surge=self.max_surge, stopping=stopping
+                )
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
                 if result.actions:
@@ -166,7 +174,8 @@ class ClusterDeploymentManager:
                     await trio.sleep(0.01)  # let a burst of changes land before planning again
 
     async def _record_problems(self, problems: tuple[Problem, ...], fence: int) -> None:
-        """`cluster/problems/{artifact}`: why an artifact cannot be placed, for status and operators."""
+        """`cluster/problems/{artifact}`: why an artifact cannot be placed, or why a change of it waits (a
+        stuck upgrade, the floor), for status and operators."""
         fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
         current = {p.artifact: p.message for p in problems}
         before = {p.artifact: p.message for p in self.problems}
@@ -176,7 +185,7 @@ class ClusterDeploymentManager:
         ]
         for problem in problems:
             if before.get(problem.artifact) != problem.message:
-                log.warning("cannot place %s: %s", problem.artifact, problem.message)
+                log.warning("%s: %s", problem.artifact, problem.message)  # unplaced, stuck or held
         result = await self.kv.txn([fenced], ops)
         if result.succeeded:
             self.problems = problems

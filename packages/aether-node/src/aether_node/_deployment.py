@@ -6,7 +6,11 @@ SliceStore, writing every state back. Writes are compare-and-swap on the key's m
 command from the leader is never overwritten: the worker re-reads and acts on it instead. Endpoints are
 published (bound to the node's lease) after activation and withdrawn before deactivation. A process that
 dies is restarted with exponential backoff; a crash loop ends in FAILED. After a node restart, workers
-start from "nothing runs here" and bring reality back to what the KV records.
+start from "nothing runs here" and bring reality back to what the KV records; a FAILED record left from
+before the restart is removed (the failure belonged to the previous run; the leader places the work
+again). A graceful stop first stops the workers (`stop`: nothing is restarted or recorded FAILED while the
+node shuts its processes down), then forgets the node's records (`forget_all`): a clean stop leaves a
+clean state.
 """
 
 from __future__ import annotations
@@ -119,6 +123,8 @@ class NodeDeploymentManager:
             snapshot = await self.kv.range(prefix, linearizable=True)
             await self._withdraw_stale_endpoints()
             for kv in snapshot.kvs:
+                if await self._forget_stale_failure(kv.key, kv.value, kv.mod_revision):
+                    continue
                 self._observe(kv.key, kv.value, kv.mod_revision)
             task_status.started()
             async for events in self.kv.watch(prefix, snapshot.revision + 1):
@@ -147,6 +153,24 @@ class NodeDeploymentManager:
             self._nursery.start_soon(self._worker, instance_key, slot)
         elif revision >= slot.revision or record is None:
             slot.update(record, revision)
+
+    async def _forget_stale_failure(self, key: str, value: bytes, revision: int) -> bool:
+        """At start: delete a FAILED record of this node (from before the restart), if still unchanged."""
+        try:
+            record = decode_record(key, value, SliceRecord)
+        except RecordError:
+            return False
+        if record.state is not SliceState.FAILED:
+            return False
+        unchanged = Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=revision)
+        try:
+            result = await self.kv.txn([unchanged], [Delete(key=key)])
+        except KVError as error:  # not now: the record stays FAILED, and the leader retries it in time
+            log.warning("%s: could not forget a failure from before the restart: %s", key, error.message)
+            return False
+        if result.succeeded:
+            log.info("%s: forgot a failure from before the node restarted (%s)", key, record.reason)
+        return result.succeeded
 
     async def _withdraw_stale_endpoints(self) -> None:
         """Endpoints this node published before a restart point at processes that are gone."""
@@ -401,6 +425,20 @@ class NodeDeploymentManager:
         for key, instance in list(self.store.instances.items()):
             if instance.alive and instance.phase is Phase.ACTIVE:
                 await self._publish(key, instance)
+
+    def stop(self) -> None:
+        """Stop watching and end every worker (a graceful stop: the store then shuts the processes down
+        without a worker restarting them or recording them FAILED)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def forget_all(self) -> None:
+        """Delete this node's instance records (after `stop` and the store's shutdown): nothing runs here
+        any more, and nothing stale is left for the leader or for this node's next start."""
+        try:
+            await self.kv.delete_prefix(node_slices_prefix(self.node_id))
+        except KVError as error:  # the records stay; this node's next start or the leader clears them
+            log.warning("could not forget this node's instance records: %s", error.message)
 
     async def withdraw_all(self) -> None:
         for key, instance in list(self.store.instances.items()):

@@ -166,14 +166,18 @@ class _Registration:
             except KVError as error:
                 log.warning("lease keep-alive failed: %s", error.message)
 
-    async def revoke(self) -> None:
-        """Leave the cluster: mark the registration as leaving (so the event log says "left", not "lost"),
-        then revoke the lease, which deletes it."""
+    async def mark_leaving(self) -> None:
+        """Mark the registration as leaving: the leader places nothing here any more, and the event log
+        says "left", not "lost"."""
+        self.record = attrs.evolve(self.record, leaving=True)  # also if it registers again meanwhile
         try:
-            leaving = attrs.evolve(self.record, leaving=True)
-            await self.kv.put(node_key(self.config.node_id), encode_record(leaving), lease=self.lease)
+            await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=self.lease)
         except KVError as error:
             log.warning("could not mark the node as leaving: %s", error.message)
+
+    async def revoke(self) -> None:
+        """Leave the cluster: mark the registration as leaving, then revoke the lease, which deletes it."""
+        await self.mark_leaving()
         try:
             await self.kv.lease_revoke(self.lease)
         except KVError as error:
@@ -316,9 +320,14 @@ async def serve_node(
                     # Graceful: everything still runs. The KV may be going away too (a whole cluster
                     # stopping), so what needs it is bounded.
                     log.info("node %s stopping: withdrawing endpoints, stopping instances", config.node_id)
+                    with trio.move_on_after(2):
+                        await registration.mark_leaving()  # first: no new placement here
+                    manager.stop()  # no worker restarts (or records FAILED) what the store now stops
                     with trio.move_on_after(3):
                         await manager.withdraw_all()
                     await store.close_all()  # stop hooks have their own deadline
+                    with trio.move_on_after(2):
+                        await manager.forget_all()  # a clean stop leaves no instance record behind
                     with trio.move_on_after(2):
                         await registration.revoke()
                 finally:
