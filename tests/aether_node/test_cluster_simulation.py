@@ -59,7 +59,7 @@ CAPACITIES = ((64.0, 65536), (2.0, 2048), (1.0, 1024))
 FAILED_RETRY_AFTER = 60.0
 WORK = st.integers(0, 3)  # rounds of work after a change (0: the next change comes at once)
 MISSING = "load: install failed: a dependency is missing from the index"
-# A step the node takes for a record in each state (DESIGN.md "Slice lifecycle"): the -ING state first,
+# A step the node takes for a record in each state (ARCHITECTURE.md, "Slice lifecycle"): the -ING state first,
 # then the outcome. UNLOADING ends with the record deleted (None).
 NEXT = {
     SliceState.LOAD: SliceState.LOADING,

@@ -3,7 +3,7 @@
 Imports nothing server-side (no trio, no KV, no slice runtime): the standard library and attrs only, so
 the CLI starts fast and runs anywhere. `ApiClient` fails over across several node URLs.
 
-Resending (the call semantics of docs/ARCHITECTURE.md): a request that certainly never reached a node (the connection
+Resending (docs/ARCHITECTURE.md): a request that certainly never reached a node (the connection
 could not be made) goes to the next node. A request that may have been received (the connection was made,
 then no answer came in time, or the connection dropped) is resent only if the operation is idempotent:
 every GET, and the management operations that are idempotent by construction (apply and validate a
