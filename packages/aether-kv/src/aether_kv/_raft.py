@@ -1,4 +1,4 @@
-"""The Raft replica: the one module that imports pysyncobj.
+"""The Raft replica: the one module that imports pysyncobj (with `_pysyncobj_patches.py`, its fixes).
 
 It owns the pysyncobj object, its tick thread, the durable journal and the translation of pysyncobj's
 failure codes. It knows nothing of trio: callers get plain callbacks that run on the tick thread and must
@@ -24,11 +24,12 @@ from typing import Any, TypeVar
 
 import attrs
 import pysyncobj.syncobj as _syncobj_module
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import FileJournal
 from pysyncobj.transport import TCPTransport
 
 from ._errors import KVError, OutcomeUnknownError, UnavailableError
+from ._pysyncobj_patches import PatchedSyncObj
 from ._records import Command, ErrorResult, Member, Result, Status
 from ._state import KVState
 
@@ -89,6 +90,7 @@ class _DurableJournal:
         self._meta_path = path + ".meta"
         self._dir = os.path.dirname(path) or "."
         self._dirty = False
+        self._closed = False
         self._lock = threading.Lock()
 
     def add(self, command: bytes, idx: int, term: int) -> None:
@@ -113,12 +115,20 @@ class _DurableJournal:
         _fsync_path(self._meta_path)
         _fsync_path(self._dir)
 
+    def _destroy(self) -> None:  # pysyncobj closes its journal on its tick thread when destroyed
+        with self._lock:
+            self._sync_locked()
+            self._closed = True
+            self._inner._destroy()
+
     def sync(self) -> None:
         if not self._dirty:
             return
         with self._lock:
-            if not self._dirty:
-                return
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        if self._dirty and not self._closed:
             self._dirty = False
             file = self._inner._FileJournal__journalFile
             file.flush()  # msync of the mapped journal
@@ -213,7 +223,7 @@ class RaftReplica:
         peers = [p for p in config.peers if p != config.raft_address]
         factory = self._durable_journal if config.durable else _syncobj_module.createJournal
         with _journal_factory(factory):
-            self._obj = SyncObj(
+            self._obj = PatchedSyncObj(
                 config.raft_address,
                 peers,
                 conf,
