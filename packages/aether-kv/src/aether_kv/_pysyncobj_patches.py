@@ -15,16 +15,38 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    before upstream's handler runs, so upstream truncates only from a real conflict; when everything
    matches, it keeps the log as it is and answers for the last entry the leader sent (the commit index
    never moves past that entry: entries after it are not known to be the leader's).
+2. `GuardedTransport` / `_GuardedConnection` (the Raft port). Upstream buffers whatever a connection
+   sends, before authentication, until a whole frame has arrived: a peer without the secret announcing
+   a 2 GB frame and trickling junk made the tick thread copy an ever-growing buffer (replica starved,
+   elections, memory up). Now a frame larger than `MAX_FRAME_BYTES` (`MAX_UNAUTHENTICATED_FRAME_BYTES`
+   before the peer has proved the secret) drops the connection as soon as its 4-byte header arrives,
+   and a connection that has not identified itself as a cluster member within
+   `AUTHENTICATION_DEADLINE` seconds is dropped (checked on every read and every tick).
 """
 
 from __future__ import annotations
 
+import logging
+import struct
 from typing import Any
 
 import pysyncobj.pickle as _pickle
 from pysyncobj import SyncObj
+from pysyncobj.monotonic import monotonic as _monotonic
+from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+from pysyncobj.transport import TCPTransport
+
+log = logging.getLogger("aether_kv.raft")
 
 PYSYNCOBJ_VERSION = "0.3.17"
+
+# A Raft frame holds an append-entries batch (64 KiB plus at most one entry, itself under the client
+# protocol's 4 MiB frame), a snapshot chunk or a forwarded command; compressed, then encrypted (4/3).
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+# Before the secret is proved a peer sends only handshake frames (a random key, its address), a few
+# hundred bytes each.
+MAX_UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
+AUTHENTICATION_DEADLINE = 10.0
 
 # Every private or name-mangled pysyncobj name this package relies on, by the class or module holding it.
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
@@ -45,7 +67,18 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "pysyncobj.syncobj": ("createJournal",),
     "pysyncobj.journal.FileJournal instance": ("_FileJournal__journalFile",),
     "pysyncobj.journal.ResizableFile instance": ("_ResizableFile__f",),
-    "pysyncobj.transport.TCPTransport instance": ("_syncObj",),
+    "pysyncobj.tcp_connection.TcpConnection": (
+        "_TcpConnection__processRead",
+        "_TcpConnection__processParseMessage",
+    ),
+    "pysyncobj.tcp_connection.TcpConnection instance": ("_TcpConnection__readBuffer",),
+    "pysyncobj.transport.TCPTransport": (
+        "_onNewIncomingConnection",
+        "_onIncomingMessageReceived",
+        "_onTick",
+        "addNode",
+    ),
+    "pysyncobj.transport.TCPTransport instance": ("_syncObj", "_unknownConnections", "_connections"),
 }
 
 
@@ -115,3 +148,90 @@ class PatchedSyncObj(SyncObj):
         self._SyncObj__leaderCommitIndex = message["commit_index"]
         self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=last_sent + 1, success=True)
         return None
+
+
+# ---------------------------------------------------------------- the Raft port
+
+
+class _GuardedConnection(TcpConnection):
+    """A TcpConnection that refuses oversized frames and, until authenticated, slow handshakes.
+
+    Instances are upstream connections whose class is switched right after construction (upstream builds
+    them in places this package cannot reach: the TCP server's accept handler), then `_guard` is called."""
+
+    max_frame: int = MAX_FRAME_BYTES
+    deadline: float | None = None
+
+    def _guard(self, *, authenticated: bool) -> None:
+        if authenticated:
+            self.max_frame, self.deadline = MAX_FRAME_BYTES, None
+        else:
+            self.max_frame = MAX_UNAUTHENTICATED_FRAME_BYTES
+            self.deadline = _monotonic() + AUTHENTICATION_DEADLINE
+
+    def expired(self) -> bool:
+        return self.deadline is not None and _monotonic() > self.deadline
+
+    def _refuse(self, why: str) -> None:
+        log.warning("dropping a Raft connection: %s", why)
+        self.disconnect()
+
+    def _frame_ok(self) -> bool:
+        buffer = self._TcpConnection__readBuffer
+        if len(buffer) < 4:
+            return True
+        (size,) = struct.unpack("i", buffer[:4])
+        if not 0 <= size <= self.max_frame:
+            state = "an unauthenticated" if self.deadline is not None else "a"
+            self._refuse(f"{state} peer announced a frame of {size} bytes (limit {self.max_frame})")
+            return False
+        return True
+
+    def _TcpConnection__processRead(self) -> bool:
+        if self.expired():
+            self._refuse(f"the peer did not authenticate within {AUTHENTICATION_DEADLINE:g} s")
+            return False
+        more = super()._TcpConnection__processRead()
+        if self.state == CONNECTION_STATE.DISCONNECTED or not self._frame_ok():
+            return False
+        if self.deadline is not None and len(self._TcpConnection__readBuffer) > self.max_frame + 4:
+            return False  # let the handshake frames be parsed before reading more
+        return more
+
+    def _TcpConnection__processParseMessage(self) -> Any:
+        if not self._frame_ok():
+            return None
+        return super()._TcpConnection__processParseMessage()
+
+
+def _guard(connection: TcpConnection, *, authenticated: bool) -> None:
+    if type(connection) is TcpConnection:
+        connection.__class__ = _GuardedConnection
+    if isinstance(connection, _GuardedConnection):
+        connection._guard(authenticated=authenticated)
+
+
+class GuardedTransport(TCPTransport):
+    """TCPTransport whose connections are `_GuardedConnection`s; see the module docstring."""
+
+    def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
+        _guard(conn, authenticated=False)
+        super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn: TcpConnection, message: Any) -> None:
+        super()._onIncomingMessageReceived(conn, message)
+        if conn not in self._unknownConnections and conn.state != CONNECTION_STATE.DISCONNECTED:
+            _guard(conn, authenticated=True)  # it proved the secret and named a cluster member
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        if conn is not None:
+            _guard(conn, authenticated=True)  # outgoing, to a configured peer: only the frame limit
+
+    def _onTick(self) -> None:
+        for conn in list(self._unknownConnections):
+            if isinstance(conn, _GuardedConnection) and conn.expired():
+                conn._refuse(f"the peer did not authenticate within {AUTHENTICATION_DEADLINE:g} s")
+                self._unknownConnections.discard(conn)
+        super()._onTick()

@@ -26,10 +26,9 @@ import attrs
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import FileJournal
-from pysyncobj.transport import TCPTransport
 
 from ._errors import KVError, OutcomeUnknownError, UnavailableError
-from ._pysyncobj_patches import PatchedSyncObj
+from ._pysyncobj_patches import GuardedTransport, PatchedSyncObj
 from ._records import Command, ErrorResult, Member, Result, Status
 from ._state import KVState
 
@@ -153,7 +152,7 @@ def _fsync_path(path: str) -> None:
             os.close(fd)
 
 
-class _SyncBeforeSendTransport(TCPTransport):
+class _SyncBeforeSendTransport(GuardedTransport):
     """A follower's ack and a leader's append-entries leave only after the journal is durable."""
 
     def send(self, node: Any, message: Any) -> bool:
