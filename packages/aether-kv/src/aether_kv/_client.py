@@ -65,6 +65,14 @@ class _Dropped(Exception):
 
 
 @attrs.define
+class _Attempt:
+    """One try of a request. `sent`: it may have reached the server (wholly: a cancelled send may have
+    delivered it), so unless an answer came back its outcome is unknown."""
+
+    sent: bool = False
+
+
+@attrs.define
 class _Pending:
     done: trio.Event = attrs.field(factory=trio.Event)
     reply: dict[str, Any] | None = None
@@ -114,17 +122,27 @@ class _ClientConnection:
     async def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             raise _NotSent()
+        completed = False
         try:
             await self.framed.send(message)
+            completed = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self.closed = True
             raise _NotSent() from None
+        finally:
+            if not completed:  # broken, or cancelled with part of a frame written: unusable now
+                self.closed = True
 
-    async def request(self, message: dict[str, Any]) -> Any:
+    async def request(self, message: dict[str, Any], attempt: _Attempt | None = None) -> Any:
         request_id = next(self.ids)
         pending = self.pending[request_id] = _Pending()
+        attempt = attempt if attempt is not None else _Attempt()
         try:
-            await self.send({"id": request_id, **message})
+            attempt.sent = True
+            try:
+                await self.send({"id": request_id, **message})
+            except _NotSent:
+                attempt.sent = False  # a partial frame is never applied
+                raise
             await pending.done.wait()
         finally:
             self.pending.pop(request_id, None)
@@ -208,31 +226,44 @@ class KVClient:
         self._nursery.start_soon(connection.close)
 
     async def _call(self, message: dict[str, Any], *, idempotent: bool) -> Any:
-        """Send one request, failing over and retrying what is safe to retry, within request_timeout."""
+        """Send one request, failing over and retrying what is safe to retry, within request_timeout.
+
+        It says "not applied" (UnavailableError, ConnectionLostError) only if no attempt may have reached
+        a server without an answer; otherwise the outcome is unknown (OutcomeUnknownError)."""
         deadline = trio.current_time() + self.request_timeout
         backoff = _BACKOFF_START
         last_error: KVError | None = None
+        maybe_applied = False  # an attempt reached a server (maybe) and no answer came back
         while True:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
-                if isinstance(last_error, UnavailableError | ConnectionLostError):
+                if not maybe_applied and isinstance(last_error, UnavailableError | ConnectionLostError):
                     raise last_error
+                earlier = f" (an earlier attempt: {last_error.message})" if last_error else ""
                 raise OutcomeUnknownError(
                     f"{message['op']} timed out after {self.request_timeout:g} s:"
-                    " it may or may not have been applied"
+                    f" it may or may not have been applied{earlier}"
                 )
+            attempt = _Attempt()
+            connection: _ClientConnection | None = None
             try:
                 with trio.fail_after(remaining):
                     connection = await self._connect()
-                    return await connection.request(message)
+                    return await connection.request(message, attempt)
             except trio.TooSlowError:
+                maybe_applied = maybe_applied or attempt.sent
+                if connection is not None and connection.closed:
+                    self._drop(connection)
                 continue  # deadline check above raises
             except ConnectionLostError as error:
                 last_error = error
             except _NotSent:
                 last_error = ConnectionLostError("connection lost before the request was sent")
+                assert connection is not None
                 self._drop(connection)
             except _Dropped:
+                assert connection is not None
+                maybe_applied = True
                 self._drop(connection)
                 if not idempotent:
                     raise OutcomeUnknownError(
