@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from aether_kv import LocalCluster, open_client
-from support import leader_id
+from aether_kv import LocalCluster, OutcomeUnknownError, Status, open_client, wait_until_ready
+from support import leader_id, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +128,91 @@ async def test_a_stranger_on_the_raft_port_cannot_starve_a_replica(kv_cluster: L
     del kv_cluster.processes[target]
     # Stopping is not held up by anything the stranger left behind (it took 10 s before the fix).
     assert time.monotonic() - started < 8
+
+
+# ---------------------------------------------------------------- partitions (pre-vote, client failover)
+
+
+async def _status_of(cluster: LocalCluster, replica_id: str) -> Status:
+    async with open_client([cluster.spec(replica_id).client_address], cluster.secret) as client:
+        return await client.status()
+
+
+async def _caught_up(cluster: LocalCluster, replica_id: str, key: str) -> bool:
+    async with open_client([cluster.spec(replica_id).client_address], cluster.secret) as client:
+        return await client.get(key) is not None  # a local read: applied there
+
+
+async def test_a_replica_back_from_a_pause_does_not_disrupt_the_leader(kv_cluster: LocalCluster) -> None:
+    """Its election timer ran out while it was stopped; upstream it would start an election at a higher
+    term at once and make the leader step down. With pre-vote the others say no: nothing changes."""
+    async with open_client(kv_cluster.endpoints, kv_cluster.secret) as observer:
+        leader = leader_id(kv_cluster, await observer.status())
+    paused = next(r.replica_id for r in kv_cluster.replicas if r.replica_id != leader)
+    async with open_client([kv_cluster.spec(leader).client_address], kv_cluster.secret) as client:
+        await client.put("before", b"x")
+        before = await client.status()
+        process = kv_cluster.processes[paused]
+        process.send_signal(signal.SIGSTOP)
+        try:
+            await trio.sleep(3)  # the stimulus: longer than its election timeout (at most 1.5 s)
+            await client.put("during", b"x")
+        finally:
+            process.send_signal(signal.SIGCONT)
+        await client.put("after", b"x")
+        await wait_until(
+            lambda: _caught_up(kv_cluster, paused, "after"), timeout=30, what=f"{paused} to catch up"
+        )
+        now = {r.replica_id: await _status_of(kv_cluster, r.replica_id) for r in kv_cluster.replicas}
+    assert {replica: status.term for replica, status in now.items()} == dict.fromkeys(now, before.term)
+    assert {leader_id(kv_cluster, status) for status in now.values()} == {leader}
+
+
+async def test_an_isolated_replica_does_not_raise_its_term(kv_cluster: LocalCluster) -> None:
+    """The other two stop answering (their connections stay open): upstream the lone replica became a
+    candidate at a higher term every election timeout; with pre-vote it never gets a majority to try."""
+    async with open_client(kv_cluster.endpoints, kv_cluster.secret) as client:
+        await client.put("before", b"x")
+        leader = leader_id(kv_cluster, await client.status())
+    lone = next(r.replica_id for r in kv_cluster.replicas if r.replica_id != leader)
+    others = [r.replica_id for r in kv_cluster.replicas if r.replica_id != lone]
+    term = (await _status_of(kv_cluster, lone)).term
+    for replica in others:
+        kv_cluster.processes[replica].send_signal(signal.SIGSTOP)
+    try:
+        terms = []
+        for _ in range(8):  # 4 s: several election timeouts (0.5-1.5 s)
+            await trio.sleep(0.5)
+            terms.append((await _status_of(kv_cluster, lone)).term)
+    finally:
+        for replica in others:
+            kv_cluster.processes[replica].send_signal(signal.SIGCONT)
+    assert terms == [term] * len(terms)
+    await wait_until_ready(kv_cluster, timeout=30)
+
+
+async def test_a_client_whose_endpoint_stops_answering_moves_to_another(kv_cluster: LocalCluster) -> None:
+    async with open_client(kv_cluster.endpoints, kv_cluster.secret) as observer:
+        leader = leader_id(kv_cluster, await observer.status())
+    first = next(r for r in kv_cluster.replicas if r.replica_id != leader)  # cut off; the rest has quorum
+    endpoints = [first.client_address] + [r.client_address for r in kv_cluster.replicas if r is not first]
+    async with open_client(endpoints, kv_cluster.secret, request_timeout=5.0) as client:
+        await client.put("warm", b"x")
+        assert client.endpoint == first.client_address
+        process = kv_cluster.processes[first.replica_id]
+        process.send_signal(signal.SIGSTOP)  # the connection stays open; nothing answers on it
+        try:
+            # A read may be resent: it completes within one call, through another endpoint.
+            assert (await client.get("warm", linearizable=True)) is not None
+            assert client.endpoint != first.client_address
+            # A write that was sent and unanswered has an unknown outcome, but the next ones go elsewhere.
+            done = 0
+            with trio.fail_after(60):
+                while done < 20:
+                    try:
+                        await client.put(f"moved/{done}", b"x")
+                    except OutcomeUnknownError:
+                        continue
+                    done += 1
+        finally:
+            process.send_signal(signal.SIGCONT)

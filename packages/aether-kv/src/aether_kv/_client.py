@@ -1,9 +1,11 @@
 """The network client of the client protocol, for other processes (nodes, CLI tools).
 
-One connection at a time, to the first endpoint that answers; on a connection failure it moves on to the
-next endpoint. Reads and requests that certainly did not reach a replica are retried within the request
-deadline; a write whose connection dropped after it was sent raises OutcomeUnknownError. Watches resume
-by themselves after a reconnect from the last revision they delivered, so every event arrives once.
+One connection at a time, to the first endpoint that answers; on a connection failure, or when its
+endpoint makes no progress (a request unanswered in time, "no leader here", a server-side timeout), it
+moves on to the next endpoint. Reads and requests that certainly did not reach a replica are retried
+within the request deadline; a write whose connection dropped after it was sent raises
+OutcomeUnknownError. Watches resume by themselves after a reconnect from the last revision they
+delivered, so every event arrives once.
 """
 
 from __future__ import annotations
@@ -225,6 +227,18 @@ class KVClient:
             self._next_endpoint += 1
         self._nursery.start_soon(connection.close)
 
+    def _retire(self, connection: _ClientConnection) -> None:
+        """The endpoint made no progress: new requests go to the next endpoint; the connection closes once
+        the requests already on it have had their time (its watches then resume elsewhere)."""
+        if self._connection is connection:
+            self._connection = None
+            self._next_endpoint += 1
+            self._nursery.start_soon(self._close_later, connection)
+
+    async def _close_later(self, connection: _ClientConnection) -> None:
+        await trio.sleep(self.request_timeout)
+        await connection.close()
+
     async def _call(self, message: dict[str, Any], *, idempotent: bool) -> Any:
         """Send one request, failing over and retrying what is safe to retry, within request_timeout.
 
@@ -246,15 +260,25 @@ class KVClient:
                 )
             attempt = _Attempt()
             connection: _ClientConnection | None = None
+            # A request that may be resent gets half the time left (at least 2 s) per endpoint, so an
+            # endpoint that stopped answering leaves time to ask another one.
+            attempt_timeout = max(remaining / 2, min(remaining, 2.0)) if idempotent else remaining
             try:
-                with trio.fail_after(remaining):
+                with trio.fail_after(attempt_timeout):
                     connection = await self._connect()
                     return await connection.request(message, attempt)
             except trio.TooSlowError:
                 maybe_applied = maybe_applied or attempt.sent
-                if connection is not None and connection.closed:
-                    self._drop(connection)
-                continue  # deadline check above raises
+                if connection is not None:
+                    if connection.closed:
+                        self._drop(connection)
+                    elif attempt.sent:
+                        self._retire(connection)
+                continue  # retried, or the deadline check above raises
+            except OutcomeUnknownError:  # the server's own deadline passed: it is making no progress
+                assert connection is not None
+                self._retire(connection)
+                raise
             except ConnectionLostError as error:
                 last_error = error
             except _NotSent:
@@ -271,8 +295,10 @@ class KVClient:
                         " it may or may not have been applied"
                     ) from None
                 last_error = ConnectionLostError(f"connection to {connection.endpoint} dropped")
-            except UnavailableError as error:
+            except UnavailableError as error:  # e.g. no leader known there: ask another endpoint
+                assert connection is not None
                 last_error = error
+                self._retire(connection)
             await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
             backoff = min(backoff * 2, _BACKOFF_MAX)
 

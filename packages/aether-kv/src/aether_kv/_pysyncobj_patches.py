@@ -22,6 +22,16 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    before the peer has proved the secret) drops the connection as soon as its 4-byte header arrives,
    and a connection that has not identified itself as a cluster member within
    `AUTHENTICATION_DEADLINE` seconds is dropped (checked on every read and every tick).
+3. `PatchedSyncObj._onTick` / pre-vote (Raft thesis 9.6). Upstream, a follower whose election timer
+   runs out becomes a candidate at once and raises its term: an isolated replica raised its term again
+   and again and, on rejoining, its higher term made the leader step down (a needless election). Now it
+   first asks the others whether they would vote for it at the next term ("pre_vote", answered by
+   "pre_vote_response"); a replica says yes only if it has not heard from a leader for an election
+   timeout and the asker's log is at least as up to date as its own, and it changes nothing when asked.
+   Only with a majority of yeses does upstream's election run. A "no" carries the answering replica's
+   term, so a replica that fell behind in term catches up without an election. Check-quorum on the
+   leader's side is upstream's `leaderFallbackTimeout` (a leader that hears from no majority for that
+   long steps down). Skipped for a one-replica cluster and a leadership transfer (TimeoutNow).
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from typing import Any
 import pysyncobj.pickle as _pickle
 from pysyncobj import SyncObj
 from pysyncobj.monotonic import monotonic as _monotonic
+from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
 from pysyncobj.transport import TCPTransport
 
@@ -54,7 +65,13 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__onMessageReceived",
         "_SyncObj__getEntries",
         "_SyncObj__sendNextNodeIdx",
+        "_SyncObj__getCurrentLogIndex",
+        "_SyncObj__getCurrentLogTerm",
+        "_SyncObj__generateRaftTimeout",
+        "_SyncObj__setCurrentTerm",
+        "_SyncObj__setState",
         "_isLeader",
+        "_onTick",
     ),
     "pysyncobj.syncobj.SyncObj instance": (
         "_SyncObj__raftCurrentTerm",
@@ -63,7 +80,16 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__raftLog",
         "_SyncObj__thread",
         "_SyncObj__mainThread",
+        "_SyncObj__raftState",
+        "_SyncObj__raftElectionDeadline",
+        "_SyncObj__raftLeader",
+        "_SyncObj__otherNodes",
+        "_SyncObj__selfNode",
+        "_SyncObj__transport",
+        "_SyncObj__transferInProgress",
+        "_SyncObj__conf",
     ),
+    "pysyncobj.syncobj._RAFT_STATE": ("FOLLOWER", "CANDIDATE", "LEADER"),
     "pysyncobj.syncobj": ("createJournal",),
     "pysyncobj.journal.FileJournal instance": ("_FileJournal__journalFile",),
     "pysyncobj.journal.ResizableFile instance": ("_ResizableFile__f",),
@@ -82,13 +108,106 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-# ---------------------------------------------------------------- append entries
+# ---------------------------------------------------------------- the replica
 
 
 class PatchedSyncObj(SyncObj):
     """SyncObj with the fixes listed in the module docstring. Runs on pysyncobj's tick thread."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._leader_heard_at = -1e9  # monotonic time of the last append-entries from a current leader
+        self._pre_vote_term = 0  # the term a pre-vote round in progress asks about (0: none)
+        self._pre_votes: set[Any] = set()
+        self._pre_vote_won = False
+        super().__init__(*args, **kwargs)
+
+    # ------------------------------------------------------------ pre-vote
+
+    def _onTick(self, timeToWait: float = 0.0) -> None:
+        self._maybe_pre_vote()
+        super()._onTick(timeToWait)
+
+    def _maybe_pre_vote(self) -> None:
+        """Before upstream's election check: when the election timer has run out, hold a pre-vote round
+        instead (and push the timer back), unless a round just won."""
+        if self._SyncObj__raftState not in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE):
+            return
+        if self._SyncObj__selfNode is None or not self._SyncObj__otherNodes:
+            return
+        if self._SyncObj__transferInProgress:
+            return  # the leader asked this replica to take over: a real election at once
+        now = _monotonic()
+        if self._SyncObj__raftElectionDeadline >= now:
+            return
+        if self._pre_vote_won:
+            self._pre_vote_won = False
+            return  # upstream starts the election in this tick
+        self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+        self._pre_vote_term = self._SyncObj__raftCurrentTerm + 1
+        self._pre_votes = {self._SyncObj__selfNode}
+        request = {
+            "type": "pre_vote",
+            "term": self._pre_vote_term,
+            "last_log_index": self._SyncObj__getCurrentLogIndex(),
+            "last_log_term": self._SyncObj__getCurrentLogTerm(),
+        }
+        for node in self._SyncObj__otherNodes:
+            self._SyncObj__transport.send(node, request)
+
+    def _answer_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        term = self._SyncObj__raftCurrentTerm
+        heard_recently = _monotonic() - self._leader_heard_at < self._SyncObj__conf.raftMinTimeout
+        my_log = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
+        granted = (
+            message.get("term", -1) > term
+            and self._SyncObj__raftState != _RAFT_STATE.LEADER
+            and not heard_recently
+            and (message.get("last_log_term", -1), message.get("last_log_index", -1)) >= my_log
+        )
+        self._SyncObj__transport.send(
+            node,
+            {
+                "type": "pre_vote_response",
+                "term": message.get("term"),
+                "granted": granted,
+                "current_term": term,
+            },
+        )
+
+    def _count_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
+        their_term = message.get("current_term", -1)
+        if their_term > self._SyncObj__raftCurrentTerm and self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            self._SyncObj__setCurrentTerm(their_term, None)  # behind in term: catch up, stay a follower
+            self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
+            self._pre_vote_term = 0
+            return
+        if (
+            not message.get("granted")
+            or message.get("term") != self._pre_vote_term
+            or self._pre_vote_term != self._SyncObj__raftCurrentTerm + 1
+            or self._SyncObj__raftState not in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE)
+        ):
+            return
+        self._pre_votes.add(node)
+        if len(self._pre_votes) > (len(self._SyncObj__otherNodes) + 1) / 2:
+            self._pre_vote_term = 0
+            self._pre_vote_won = True
+            self._SyncObj__raftElectionDeadline = 0  # upstream's election runs on the next tick
+
+    # ------------------------------------------------------------ messages
+
     def _SyncObj__onMessageReceived(self, node: Any, message: Any) -> None:
+        if isinstance(message, dict):
+            kind = message.get("type")
+            if kind == "pre_vote":
+                self._answer_pre_vote(node, message)
+                return
+            if kind == "pre_vote_response":
+                self._count_pre_vote(node, message)
+                return
+            if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
+                self._leader_heard_at = _monotonic()
+                self._pre_vote_term, self._pre_vote_won = 0, False
         if (
             isinstance(message, dict)
             and message.get("type") == "append_entries"
