@@ -32,12 +32,19 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    term, so a replica that fell behind in term catches up without an election. Check-quorum on the
    leader's side is upstream's `leaderFallbackTimeout` (a leader that hears from no majority for that
    long steps down). Skipped for a one-replica cluster and a leadership transfer (TimeoutNow).
+
+Beside the fixes, one addition: `PatchedSyncObj.call_leader` runs a function on the current leader
+without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
+answers from its memory (lease keep-alives, see `_raft.LeaseClock`).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import queue
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import pysyncobj.pickle as _pickle
@@ -58,6 +65,7 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 # hundred bytes each.
 MAX_UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
 AUTHENTICATION_DEADLINE = 10.0
+LEADER_CALL_FORGET_AFTER = 60.0  # a leader call unanswered this long is forgotten (its caller gave up)
 
 # Every private or name-mangled pysyncobj name this package relies on, by the class or module holding it.
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
@@ -119,12 +127,62 @@ class PatchedSyncObj(SyncObj):
         self._pre_vote_term = 0  # the term a pre-vote round in progress asks about (0: none)
         self._pre_votes: set[Any] = set()
         self._pre_vote_won = False
+        # leader calls: queued by any thread, sent on the tick thread; answers matched by id
+        self.leader_call_handler: Callable[[Any], Any] = lambda payload: None
+        self._leader_calls: queue.SimpleQueue[tuple[Any, Callable[[Any, bool], None]]] = queue.SimpleQueue()
+        self._leader_call_ids = itertools.count(1)
+        self._leader_calls_waiting: dict[int, tuple[float, Callable[[Any, bool], None]]] = {}
         super().__init__(*args, **kwargs)
+
+    # ------------------------------------------------------------ leader calls
+
+    def call_leader(self, payload: Any, callback: Callable[[Any, bool], None]) -> None:
+        """Run `leader_call_handler(payload)` on the leader; `callback(result, True)` runs on this
+        replica's tick thread with its result, or `callback(None, False)` when no leader is known. The
+        callback may never run (the message or its answer lost): callers need their own deadline.
+        Thread-safe."""
+        self._leader_calls.put((payload, callback))
+
+    def _send_leader_calls(self) -> None:
+        now = _monotonic()
+        for call_id, (sent_at, _callback) in list(self._leader_calls_waiting.items()):
+            if now - sent_at > LEADER_CALL_FORGET_AFTER:
+                del self._leader_calls_waiting[call_id]
+        while True:
+            try:
+                payload, callback = self._leader_calls.get_nowait()
+            except queue.Empty:
+                return
+            leader = self._SyncObj__raftLeader
+            if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+                callback(self.leader_call_handler(payload), True)
+            elif leader is None:
+                callback(None, False)
+            else:
+                call_id = next(self._leader_call_ids)
+                self._leader_calls_waiting[call_id] = (now, callback)
+                if not self._SyncObj__transport.send(
+                    leader, {"type": "leader_call", "id": call_id, "payload": payload}
+                ):
+                    del self._leader_calls_waiting[call_id]
+                    callback(None, False)
+
+    def _answer_leader_call(self, node: Any, message: dict[str, Any]) -> None:
+        is_leader = self._SyncObj__raftState == _RAFT_STATE.LEADER
+        result = self.leader_call_handler(message.get("payload")) if is_leader else None
+        answer = {"type": "leader_call_response", "id": message.get("id"), "result": result, "ok": is_leader}
+        self._SyncObj__transport.send(node, answer)
+
+    def _leader_call_answered(self, message: dict[str, Any]) -> None:
+        waiting = self._leader_calls_waiting.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if waiting is not None:
+            waiting[1](message.get("result"), bool(message.get("ok")))
 
     # ------------------------------------------------------------ pre-vote
 
     def _onTick(self, timeToWait: float = 0.0) -> None:
         self._maybe_pre_vote()
+        self._send_leader_calls()
         super()._onTick(timeToWait)
 
     def _maybe_pre_vote(self) -> None:
@@ -204,6 +262,12 @@ class PatchedSyncObj(SyncObj):
                 return
             if kind == "pre_vote_response":
                 self._count_pre_vote(node, message)
+                return
+            if kind == "leader_call":
+                self._answer_leader_call(node, message)
+                return
+            if kind == "leader_call_response":
+                self._leader_call_answered(message)
                 return
             if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
                 self._leader_heard_at = _monotonic()
