@@ -155,7 +155,7 @@ class PatchedSyncObj(SyncObj):
                 return
             leader = self._SyncObj__raftLeader
             if self._SyncObj__raftState == _RAFT_STATE.LEADER:
-                callback(self.leader_call_handler(payload), True)
+                callback(self._run_leader_call(payload), True)
             elif leader is None:
                 callback(None, False)
             else:
@@ -169,9 +169,16 @@ class PatchedSyncObj(SyncObj):
 
     def _answer_leader_call(self, node: Any, message: dict[str, Any]) -> None:
         is_leader = self._SyncObj__raftState == _RAFT_STATE.LEADER
-        result = self.leader_call_handler(message.get("payload")) if is_leader else None
+        result = self._run_leader_call(message.get("payload")) if is_leader else None
         answer = {"type": "leader_call_response", "id": message.get("id"), "result": result, "ok": is_leader}
         self._SyncObj__transport.send(node, answer)
+
+    def _run_leader_call(self, payload: Any) -> Any:
+        try:
+            return self.leader_call_handler(payload)
+        except Exception:  # a bug: never let it stop the tick thread
+            log.exception("leader call %r failed", payload)
+            return None
 
     def _leader_call_answered(self, message: dict[str, Any]) -> None:
         waiting = self._leader_calls_waiting.pop(message.get("id"), None)  # type: ignore[arg-type]
