@@ -170,6 +170,7 @@ async def test_a_replica_back_from_a_pause_does_not_disrupt_the_leader(kv_cluste
         try:
             await trio.sleep(3)  # the stimulus: longer than its election timeout (at most 1.5 s)
             await client.put("during", b"x")
+            logged_before = {replica: len(log) for replica, log in _logs(kv_cluster).items()}
         finally:
             process.send_signal(signal.SIGCONT)
         await client.put("after", b"x")
@@ -177,8 +178,14 @@ async def test_a_replica_back_from_a_pause_does_not_disrupt_the_leader(kv_cluste
             lambda: _caught_up(kv_cluster, paused, "after"), timeout=30, what=f"{paused} to catch up"
         )
         now = {r.replica_id: await _status_of(kv_cluster, r.replica_id) for r in kv_cluster.replicas}
-    assert {replica: status.term for replica, status in now.items()} == dict.fromkeys(now, before.term)
-    assert {leader_id(kv_cluster, status) for status in now.values()} == {leader}
+    since = {replica: log[logged_before[replica] :] for replica, log in _logs(kv_cluster).items()}
+    assert "now a candidate" not in since[paused], since[paused]
+    if any(status.term != before.term for status in now.values()):
+        # Only an election started by another replica (a busy machine can starve a heartbeat) may move
+        # the term; upstream, the resumed replica started one at once and made the leader step down.
+        assert any("now a candidate" in since[r] for r in since if r != paused), (before, now)
+    else:
+        assert {leader_id(kv_cluster, status) for status in now.values()} == {leader}
 
 
 async def test_an_isolated_replica_does_not_raise_its_term(kv_cluster: LocalCluster) -> None:

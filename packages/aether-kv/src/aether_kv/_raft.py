@@ -295,6 +295,7 @@ class RaftReplica:
     # ------------------------------------------------------------ tick-thread callbacks
 
     def _state_changed(self, old: int, new: int) -> None:
+        log.info("this replica is now %s", _STATE_NAMES.get(new, new))
         leader_state = 2
         if new == leader_state:
             self.leader_since = time.time()
@@ -410,6 +411,9 @@ class RaftReplica:
         journal = self._obj._SyncObj__raftLog
         if isinstance(journal, _DurableJournal):
             journal.sync()
+
+
+_STATE_NAMES = {0: "a follower", 1: "a candidate", 2: "the leader"}  # pysyncobj's _RAFT_STATE
 
 
 def _membership_done(callback: Callable[[KVError | None], None]) -> Callable[[Any, int], None]:
