@@ -166,11 +166,11 @@ async def test_a_replica_back_from_a_pause_does_not_disrupt_the_leader(kv_cluste
         await client.put("before", b"x")
         before = await client.status()
         process = kv_cluster.processes[paused]
+        logged_before = {replica: len(log) for replica, log in _logs(kv_cluster).items()}
         process.send_signal(signal.SIGSTOP)
         try:
             await trio.sleep(3)  # the stimulus: longer than its election timeout (at most 1.5 s)
             await client.put("during", b"x")
-            logged_before = {replica: len(log) for replica, log in _logs(kv_cluster).items()}
         finally:
             process.send_signal(signal.SIGCONT)
         await client.put("after", b"x")
@@ -183,7 +183,8 @@ async def test_a_replica_back_from_a_pause_does_not_disrupt_the_leader(kv_cluste
     if any(status.term != before.term for status in now.values()):
         # Only an election started by another replica (a busy machine can starve a heartbeat) may move
         # the term; upstream, the resumed replica started one at once and made the leader step down.
-        assert any("now a candidate" in since[r] for r in since if r != paused), (before, now)
+        terms = {replica: status.term for replica, status in now.items()}
+        assert any("now a candidate" in since[r] for r in since if r != paused), (before.term, terms, since)
     else:
         assert {leader_id(kv_cluster, status) for status in now.values()} == {leader}
 

@@ -26,8 +26,9 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    runs out becomes a candidate at once and raises its term: an isolated replica raised its term again
    and again and, on rejoining, its higher term made the leader step down (a needless election). Now it
    first asks the others whether they would vote for it at the next term ("pre_vote", answered by
-   "pre_vote_response"); a replica says yes only if it has not heard from a leader for an election
-   timeout and the asker's log is at least as up to date as its own, and it changes nothing when asked.
+   "pre_vote_response"); a replica says yes only if it has neither heard from a leader nor granted its
+   vote for an election timeout and the asker's log is at least as up to date as its own, and it
+   changes nothing when asked.
    Only with a majority of yeses does upstream's election run. A "no" carries the answering replica's
    term, so a replica that fell behind in term catches up without an election. Check-quorum on the
    leader's side is upstream's `leaderFallbackTimeout` (a leader that hears from no majority for that
@@ -279,6 +280,14 @@ class PatchedSyncObj(SyncObj):
             if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
                 self._leader_heard_at = _monotonic()
                 self._pre_vote_term, self._pre_vote_won = 0, False
+            if kind == "request_vote":
+                deadline = self._SyncObj__raftElectionDeadline
+                super()._SyncObj__onMessageReceived(node, message)
+                if self._SyncObj__raftElectionDeadline != deadline:  # it granted its vote
+                    # A leader is being elected: refuse pre-votes as if it had heard from one, so a
+                    # replica whose timer runs out in the meantime cannot unseat it straight away.
+                    self._leader_heard_at = _monotonic()
+                return
         if (
             isinstance(message, dict)
             and message.get("type") == "append_entries"
