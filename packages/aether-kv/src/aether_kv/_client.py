@@ -1,9 +1,11 @@
 """The network client of the client protocol, for other processes (nodes, CLI tools).
 
-One connection at a time, to the first endpoint that answers; on a connection failure it moves on to the
-next endpoint. Reads and requests that certainly did not reach a replica are retried within the request
-deadline; a write whose connection dropped after it was sent raises OutcomeUnknownError. Watches resume
-by themselves after a reconnect from the last revision they delivered, so every event arrives once.
+One connection at a time, to the first endpoint that answers; on a connection failure, or when its
+endpoint makes no progress (a request unanswered in time, "no leader here", a server-side timeout), it
+moves on to the next endpoint. Reads and requests that certainly did not reach a replica are retried
+within the request deadline; a write whose connection dropped after it was sent raises
+OutcomeUnknownError. Watches resume by themselves after a reconnect from the last revision they
+delivered, so every event arrives once.
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ class _Dropped(Exception):
 
 
 @attrs.define
+class _Attempt:
+    """One try of a request. `sent`: it may have reached the server (wholly: a cancelled send may have
+    delivered it), so unless an answer came back its outcome is unknown."""
+
+    sent: bool = False
+
+
+@attrs.define
 class _Pending:
     done: trio.Event = attrs.field(factory=trio.Event)
     reply: dict[str, Any] | None = None
@@ -125,17 +135,27 @@ class _ClientConnection:
     async def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             raise _NotSent()
+        completed = False
         try:
             await self.framed.send(message)
+            completed = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-            self.closed = True
             raise _NotSent() from None
+        finally:
+            if not completed:  # broken, or cancelled with part of a frame written: unusable now
+                self.closed = True
 
-    async def request(self, message: dict[str, Any]) -> Any:
+    async def request(self, message: dict[str, Any], attempt: _Attempt | None = None) -> Any:
         request_id = next(self.ids)
         pending = self.pending[request_id] = _Pending()
+        attempt = attempt if attempt is not None else _Attempt()
         try:
-            await self.send({"id": request_id, **message})
+            attempt.sent = True
+            try:
+                await self.send({"id": request_id, **message})
+            except _NotSent:
+                attempt.sent = False  # a partial frame is never applied
+                raise
             await pending.done.wait()
         finally:
             self.pending.pop(request_id, None)
@@ -232,32 +252,67 @@ class KVClient:
             self._next_endpoint += 1
         self._nursery.start_soon(connection.close)
 
+    def _retire(self, connection: _ClientConnection) -> None:
+        """The endpoint made no progress: new requests go to the next endpoint; the connection closes once
+        the requests already on it have had their time (its watches then resume elsewhere)."""
+        if self._connection is connection:
+            self._connection = None
+            self._next_endpoint += 1
+            self._nursery.start_soon(self._close_later, connection)
+
+    async def _close_later(self, connection: _ClientConnection) -> None:
+        await trio.sleep(self.request_timeout)
+        await connection.close()
+
     async def _call(self, message: dict[str, Any], *, idempotent: bool) -> Any:
-        """Send one request, failing over and retrying what is safe to retry, within request_timeout."""
+        """Send one request, failing over and retrying what is safe to retry, within request_timeout.
+
+        It says "not applied" (UnavailableError, ConnectionLostError) only if no attempt may have reached
+        a server without an answer; otherwise the outcome is unknown (OutcomeUnknownError)."""
         deadline = trio.current_time() + self.request_timeout
         backoff = _BACKOFF_START
         last_error: KVError | None = None
+        maybe_applied = False  # an attempt reached a server (maybe) and no answer came back
         while True:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
-                if isinstance(last_error, UnavailableError | ConnectionLostError):
+                if not maybe_applied and isinstance(last_error, UnavailableError | ConnectionLostError):
                     raise last_error
+                earlier = f" (an earlier attempt: {last_error.message})" if last_error else ""
                 raise OutcomeUnknownError(
                     f"{message['op']} timed out after {self.request_timeout:g} s:"
-                    " it may or may not have been applied"
+                    f" it may or may not have been applied{earlier}"
                 )
+            attempt = _Attempt()
+            connection: _ClientConnection | None = None
+            # A request that may be resent gets half the time left (at least 2 s) per endpoint, so an
+            # endpoint that stopped answering leaves time to ask another one.
+            attempt_timeout = max(remaining / 2, min(remaining, 2.0)) if idempotent else remaining
             try:
-                with trio.fail_after(remaining):
+                with trio.fail_after(attempt_timeout):
                     connection = await self._connect()
-                    return await connection.request(message)
+                    return await connection.request(message, attempt)
             except trio.TooSlowError:
-                continue  # deadline check above raises
+                maybe_applied = maybe_applied or attempt.sent
+                if connection is not None:
+                    if connection.closed:
+                        self._drop(connection)
+                    elif attempt.sent:
+                        self._retire(connection)
+                continue  # retried, or the deadline check above raises
+            except OutcomeUnknownError:  # the server's own deadline passed: it is making no progress
+                assert connection is not None
+                self._retire(connection)
+                raise
             except ConnectionLostError as error:
                 last_error = error
             except _NotSent:
                 last_error = ConnectionLostError("connection lost before the request was sent")
+                assert connection is not None
                 self._drop(connection)
             except _Dropped:
+                assert connection is not None
+                maybe_applied = True
                 self._drop(connection)
                 if not idempotent:
                     raise OutcomeUnknownError(
@@ -265,8 +320,10 @@ class KVClient:
                         " it may or may not have been applied"
                     ) from None
                 last_error = ConnectionLostError(f"connection to {connection.endpoint} dropped")
-            except UnavailableError as error:
+            except UnavailableError as error:  # e.g. no leader known there: ask another endpoint
+                assert connection is not None
                 last_error = error
+                self._retire(connection)
             await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
             backoff = min(backoff * 2, _BACKOFF_MAX)
 

@@ -1,4 +1,4 @@
-"""The Raft replica: the one module that imports pysyncobj.
+"""The Raft replica: the one module that imports pysyncobj (with `_pysyncobj_patches.py`, its fixes).
 
 It owns the pysyncobj object, its tick thread, the durable journal and the translation of pysyncobj's
 failure codes. It knows nothing of trio: callers get plain callbacks that run on the tick thread and must
@@ -24,12 +24,12 @@ from typing import Any, TypeVar
 
 import attrs
 import pysyncobj.syncobj as _syncobj_module
-from pysyncobj import FAIL_REASON, SyncObj, SyncObjConf, SyncObjConsumer, replicated
+from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import FileJournal
-from pysyncobj.transport import TCPTransport
 
-from ._errors import KVError, OutcomeUnknownError, UnavailableError
-from ._records import Command, ErrorResult, Member, Result, Status
+from ._errors import KVError, LeaseNotFoundError, OutcomeUnknownError, UnavailableError
+from ._pysyncobj_patches import GuardedTransport, PatchedSyncObj
+from ._records import Command, ErrorResult, LeaseResult, Member, Result, Status
 from ._state import KVState
 
 log = logging.getLogger("aether_kv.raft")
@@ -89,6 +89,7 @@ class _DurableJournal:
         self._meta_path = path + ".meta"
         self._dir = os.path.dirname(path) or "."
         self._dirty = False
+        self._closed = False
         self._lock = threading.Lock()
 
     def add(self, command: bytes, idx: int, term: int) -> None:
@@ -113,12 +114,20 @@ class _DurableJournal:
         _fsync_path(self._meta_path)
         _fsync_path(self._dir)
 
+    def _destroy(self) -> None:  # pysyncobj closes its journal on its tick thread when destroyed
+        with self._lock:
+            self._sync_locked()
+            self._closed = True
+            self._inner._destroy()
+
     def sync(self) -> None:
         if not self._dirty:
             return
         with self._lock:
-            if not self._dirty:
-                return
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        if self._dirty and not self._closed:
             self._dirty = False
             file = self._inner._FileJournal__journalFile
             file.flush()  # msync of the mapped journal
@@ -143,7 +152,7 @@ def _fsync_path(path: str) -> None:
             os.close(fd)
 
 
-class _SyncBeforeSendTransport(TCPTransport):
+class _SyncBeforeSendTransport(GuardedTransport):
     """A follower's ack and a leader's append-entries leave only after the journal is durable."""
 
     def send(self, node: Any, message: Any) -> bool:
@@ -169,6 +178,54 @@ class _KVConsumer(SyncObjConsumer):
             except Exception as error:  # a bug: never let it stop pysyncobj's apply loop
                 log.exception("applying %r failed", command)
                 return ErrorResult(code="kv_error", message=f"internal error applying the command: {error!r}")
+
+
+class LeaseClock:
+    """The leader's lease deadlines, in its memory only (etcd's way): a keep-alive moves a deadline and
+    writes nothing to the log; grants, revocations and expiries are log entries.
+
+    Deadlines are on this process's monotonic clock and belong to one leadership (`epoch`: when it
+    began). A new leadership starts every lease afresh at a full TTL plus `takeover_margin` (a deposed
+    leader may have renewed a lease until it noticed, at most upstream's leader fallback timeout after
+    losing its majority). A lease first seen later (just granted) gets a full TTL. Thread-safe: renewals
+    run on the tick thread, the expiry loop on trio's.
+    """
+
+    def __init__(self, *, takeover_margin: float) -> None:
+        self.takeover_margin = takeover_margin
+        self._lock = threading.Lock()
+        self._epoch: float | None = None
+        self._deadlines: dict[int, float] = {}
+
+    def _sync(self, epoch: float, now: float, ttls: dict[int, float]) -> None:
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._deadlines = {i: now + ttl + self.takeover_margin for i, ttl in ttls.items()}
+            return
+        for lease_id in [i for i in self._deadlines if i not in ttls]:
+            del self._deadlines[lease_id]
+        for lease_id, ttl in ttls.items():
+            self._deadlines.setdefault(lease_id, now + ttl)
+
+    def renew(self, lease_id: int, epoch: float, now: float, ttls: dict[int, float]) -> bool:
+        """Give the lease a full TTL from `now`; False if its deadline has passed (it is expiring)."""
+        with self._lock:
+            self._sync(epoch, now, ttls)
+            deadline = self._deadlines.get(lease_id)
+            if deadline is None or deadline <= now:
+                return False
+            self._deadlines[lease_id] = max(deadline, now + ttls[lease_id])
+            return True
+
+    def due(self, epoch: float, now: float, ttls: dict[int, float]) -> list[int]:
+        """The leases whose deadline has passed."""
+        with self._lock:
+            self._sync(epoch, now, ttls)
+            return [lease_id for lease_id, deadline in self._deadlines.items() if deadline <= now]
+
+
+def _lease_ttls(state: KVState) -> dict[int, float]:
+    return {lease_id: lease.ttl for lease_id, lease in state.leases.items()}
 
 
 class RaftReplica:
@@ -213,7 +270,7 @@ class RaftReplica:
         peers = [p for p in config.peers if p != config.raft_address]
         factory = self._durable_journal if config.durable else _syncobj_module.createJournal
         with _journal_factory(factory):
-            self._obj = SyncObj(
+            self._obj = PatchedSyncObj(
                 config.raft_address,
                 peers,
                 conf,
@@ -227,6 +284,8 @@ class RaftReplica:
         if isinstance(journal, _DurableJournal):
             self._obj.addOnTickCallback(journal.sync)
         self._obj.addOnTickCallback(self._after_tick)
+        self.lease_clock = LeaseClock(takeover_margin=config.leader_fallback_timeout)
+        self._obj.leader_call_handler = self._on_leader_call
 
     @staticmethod
     def _durable_journal(path: str | None) -> Any:
@@ -236,6 +295,7 @@ class RaftReplica:
     # ------------------------------------------------------------ tick-thread callbacks
 
     def _state_changed(self, old: int, new: int) -> None:
+        log.info("this replica is now %s", _STATE_NAMES.get(new, new))
         leader_state = 2
         if new == leader_state:
             self.leader_since = time.time()
@@ -262,6 +322,35 @@ class RaftReplica:
                 callback(None, translate_fail_reason(reason))
 
         self._consumer.apply(command, callback=done)
+
+    def renew_lease(self, lease_id: int, callback: Callback) -> None:
+        """Keep a lease alive on the leader, without a log entry (forwarded there if this replica
+        follows). `callback(result, error)` runs on the tick thread, or never (callers need a deadline)."""
+
+        def done(result: Any, answered: bool) -> None:
+            if answered and isinstance(result, Result):
+                callback(result, None)
+            else:
+                callback(None, UnavailableError("not applied: no leader to renew the lease; safe to retry"))
+
+        self._obj.call_leader(("lease_keepalive", lease_id), done)
+
+    def _on_leader_call(self, payload: Any) -> Result | None:  # on the leader's tick thread
+        match payload:
+            case ("lease_keepalive", int(lease_id)):
+                ttls = self.read(_lease_ttls)
+                if lease_id not in ttls or not self.lease_clock.renew(
+                    lease_id, self.leader_since, time.monotonic(), ttls
+                ):
+                    error = LeaseNotFoundError(f"lease {lease_id} not found: it expired or was revoked")
+                    return ErrorResult(code=error.code, message=error.message)
+                ttl = ttls[lease_id]
+                return LeaseResult(lease=lease_id, ttl=ttl, expires_at=time.time() + ttl)
+        return None
+
+    def due_leases(self) -> list[int]:
+        """On the leader: the leases whose deadline has passed (see LeaseClock)."""
+        return self.lease_clock.due(self.leader_since, time.monotonic(), self.read(_lease_ttls))
 
     def read(self, reader: Callable[[KVState], T]) -> T:
         """Run `reader` on the local state under the apply lock (a serializable read)."""
@@ -322,6 +411,9 @@ class RaftReplica:
         journal = self._obj._SyncObj__raftLog
         if isinstance(journal, _DurableJournal):
             journal.sync()
+
+
+_STATE_NAMES = {0: "a follower", 1: "a candidate", 2: "the leader"}  # pysyncobj's _RAFT_STATE
 
 
 def _membership_done(callback: Callable[[KVError | None], None]) -> Callable[[Any, int], None]:

@@ -2,21 +2,22 @@
 
 This is the one place where pysyncobj's tick thread meets trio: callbacks from `_raft.py` come back
 through `TrioToken.run_sync_soon`. Nothing here blocks the tick thread or waits on it synchronously.
-It also runs the leader's lease-expiry loop (expiry is decided by the leader and committed as an entry).
+It also runs the leader's lease-expiry loop (expiry is decided by the leader from its in-memory deadlines,
+which keep-alives move without a log entry, and committed as an entry).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
 
 import trio
 
 from ._errors import ERRORS_BY_CODE, KVError, OutcomeUnknownError, UnavailableError
 from ._nursery import open_service_nursery
-from ._raft import RaftConfig, RaftReplica
+from ._raft import Callback, RaftConfig, RaftReplica
 from ._records import (
     Barrier,
     BarrierResult,
@@ -88,6 +89,14 @@ class KVStore:
 
     async def _propose(self, command: Command, timeout: float | None = None) -> Result:
         check_command(command)
+        return await self._on_tick_thread(
+            lambda callback: self._replica.propose(command, callback), type(command).__name__, timeout
+        )
+
+    async def _on_tick_thread(
+        self, start: Callable[[Callback], None], what: str, timeout: float | None = None
+    ) -> Result:
+        """Start a request whose callback runs on the tick thread; wait for it within the deadline."""
         token = trio.lowlevel.current_trio_token()
         outcome: list[tuple[Result | None, KVError | None]] = []
         done = trio.Event()
@@ -100,12 +109,12 @@ class KVStore:
             with suppress(trio.RunFinishedError):
                 token.run_sync_soon(deliver, result, error)
 
-        self._replica.propose(command, on_tick_thread)
+        start(on_tick_thread)
         with trio.move_on_after(self._request_timeout if timeout is None else timeout):
             await done.wait()
         if not outcome:
             raise OutcomeUnknownError(
-                f"{type(command).__name__} timed out after"
+                f"{what} timed out after"
                 f" {self._request_timeout if timeout is None else timeout:g} s: it may or may not"
                 " have been applied"
             )
@@ -190,7 +199,12 @@ class KVStore:
         return result
 
     async def lease_keepalive(self, lease: int) -> LeaseResult:
-        result = await self._propose(LeaseKeepAlive(lease=lease, now=time.time()))
+        """Renew the lease on the leader, in its memory only: nothing is written to the log (see
+        `_raft.LeaseClock`). Idempotent."""
+        check_command(LeaseKeepAlive(lease=lease, now=time.time()))
+        result = await self._on_tick_thread(
+            lambda callback: self._replica.renew_lease(lease, callback), "lease_keepalive"
+        )
         assert isinstance(result, LeaseResult)
         return result
 
@@ -249,17 +263,22 @@ class KVStore:
                 replica = self._replica
                 if not replica.is_leader:
                     continue
-                now = time.time()
-                if now < replica.leader_since + self._lease_grace:
+                if time.time() < replica.leader_since + self._lease_grace:
                     continue
-                for lease_id in replica.read(lambda state, now=now: state.expired_leases(now)):
+                for lease_id in replica.due_leases():
                     if lease_id not in in_flight:
                         in_flight.add(lease_id)
-                        nursery.start_soon(self._expire_one, lease_id, now, in_flight)
+                        nursery.start_soon(self._expire_one, lease_id, in_flight)
 
-    async def _expire_one(self, lease_id: int, now: float, in_flight: set[int]) -> None:
+    async def _expire_one(self, lease_id: int, in_flight: set[int]) -> None:
+        # The replicated expiry time is the grant's (keep-alives no longer write it): the leader's
+        # deadline decided; `now` is at least the replicated one so the state machine agrees.
+        def now_for(state: KVState) -> float:
+            lease = state.leases.get(lease_id)
+            return max(time.time(), lease.expires_at if lease is not None else 0.0)
+
         try:
-            await self._propose(LeaseExpire(lease=lease_id, now=now))
+            await self._propose(LeaseExpire(lease=lease_id, now=self._replica.read(now_for)))
         except (UnavailableError, OutcomeUnknownError) as error:
             log.info("lease %d expiry not committed yet (%s); will retry", lease_id, error)
         finally:

@@ -1,0 +1,85 @@
+"""The KV client's retry bookkeeping, against servers that speak the real client protocol (`_wire`) and
+answer from a script: "not applied" is said only when no attempt may have reached a server unanswered."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import trio
+
+from aether_kv import OutcomeUnknownError, UnavailableError, open_client
+from aether_kv._wire import FramedStream, error_body, server_handshake
+
+SECRET = "a-test-secret"
+
+# What a scripted server does with the n-th request it receives (counted over all its connections).
+Script = Callable[[int, dict[str, Any]], dict[str, Any] | None]  # the reply, or None: never answer
+
+
+@asynccontextmanager
+async def scripted_server(script: Script) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        framed = FramedStream(stream)
+        if not await server_handshake(framed, SECRET, "scripted"):
+            return
+        while (message := await framed.receive()) is not None:
+            received.append(message)
+            reply = script(len(received), message)
+            if reply is not None:
+                await framed.send({"id": message["id"], **reply})
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        yield f"127.0.0.1:{port}", received
+        nursery.cancel_scope.cancel()
+
+
+def unavailable(_n: int, _message: dict[str, Any]) -> dict[str, Any]:
+    return {"error": error_body(UnavailableError("not applied: no leader; safe to retry"))}
+
+
+def unavailable_then_silent(n: int, message: dict[str, Any]) -> dict[str, Any] | None:
+    return unavailable(n, message) if n == 1 else None
+
+
+async def test_a_write_whose_retry_was_sent_and_timed_out_has_an_unknown_outcome() -> None:
+    """Attempt 1 is refused (certainly not applied); attempt 2 is sent and never answered: it may have
+    been applied, so the client must not say UnavailableError."""
+    async with (
+        scripted_server(unavailable_then_silent) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=1.0) as client,
+    ):
+        with pytest.raises(OutcomeUnknownError, match="may or may not have been applied"):
+            await client.put("k", b"v")
+    assert [m["op"] for m in received] == ["put", "put"]
+
+
+async def test_a_write_refused_on_every_attempt_was_not_applied() -> None:
+    """The control: when every attempt was answered "not applied", the client says so."""
+    async with (
+        scripted_server(unavailable) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=0.5) as client,
+    ):
+        with pytest.raises(UnavailableError):
+            await client.put("k", b"v")
+    assert len(received) >= 2
+
+
+async def test_a_retried_read_is_answered_by_the_next_attempt() -> None:
+    def refuse_first(n: int, message: dict[str, Any]) -> dict[str, Any] | None:
+        if n == 1:
+            return unavailable(n, message)
+        return {"ok": {"revision": 7}}
+
+    async with (
+        scripted_server(refuse_first) as (endpoint, _received),
+        open_client([endpoint], SECRET, request_timeout=2.0) as client,
+    ):
+        assert await client.barrier() == 7

@@ -1,0 +1,191 @@
+"""The patch layer over pysyncobj (`aether_kv._pysyncobj_patches`): the pinned version, every private name
+it relies on, and the append-entries fix, driven through the real handler of a real SyncObj."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import re
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.version import VERSION
+
+from aether_kv import RaftConfig
+from aether_kv._local import free_port
+from aether_kv._pysyncobj_patches import PRIVATE_NAMES, PYSYNCOBJ_VERSION, PatchedSyncObj
+from aether_kv._raft import RaftReplica
+
+REPO = Path(__file__).resolve().parents[2]
+NO_OP = struct.pack("B", 1)  # pysyncobj's _COMMAND_TYPE.NO_OP: applies to nothing
+
+
+def test_pysyncobj_is_pinned_to_the_patched_version() -> None:
+    pyproject = (REPO / "packages/aether-kv/pyproject.toml").read_text()
+    assert re.search(rf'"pysyncobj=={re.escape(PYSYNCOBJ_VERSION)}"', pyproject), "pin the patched version"
+    assert VERSION == PYSYNCOBJ_VERSION, (
+        f"installed pysyncobj {VERSION}, patches written for {PYSYNCOBJ_VERSION}"
+    )
+
+
+def _resolve(dotted: str) -> Any:
+    module_name, _, attribute = dotted.rpartition(".")
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError:
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+def test_every_private_pysyncobj_name_the_patches_rely_on_exists(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    replica = RaftReplica(
+        RaftConfig(raft_address=address, peers=(address,), data_dir=tmp_path, secret="a-test-secret")
+    )
+    try:
+        syncobj = replica._obj
+        journal = syncobj._SyncObj__raftLog._inner
+        instances = {
+            "pysyncobj.syncobj.SyncObj instance": syncobj,
+            "pysyncobj.journal.FileJournal instance": journal,
+            "pysyncobj.journal.ResizableFile instance": journal._FileJournal__journalFile,
+            "pysyncobj.transport.TCPTransport instance": syncobj._SyncObj__transport,
+            "pysyncobj.tcp_connection.TcpConnection instance": _a_connection(),
+        }
+        missing = []
+        for holder, names in PRIVATE_NAMES.items():
+            target = instances[holder] if holder.endswith(" instance") else _resolve(holder)
+            missing += [f"{holder}.{name}" for name in names if not hasattr(target, name)]
+        assert not missing, f"pysyncobj {VERSION} lacks names the patches rely on: {missing}"
+    finally:
+        replica.close()
+
+
+def test_the_private_name_list_covers_what_the_code_uses() -> None:
+    """Every `_Class__name` spelled in the package's source is listed (so the test above checks it)."""
+    source = REPO / "packages/aether-kv/src/aether_kv"
+    used = set()
+    for path in source.glob("*.py"):
+        used |= set(
+            re.findall(r"\b_(?:SyncObj|FileJournal|ResizableFile|TcpConnection)__\w+", path.read_text())
+        )
+    listed = {name for names in PRIVATE_NAMES.values() for name in names}
+    assert used <= listed, f"used but not listed in PRIVATE_NAMES: {sorted(used - listed)}"
+
+
+def _a_connection() -> Any:
+    from pysyncobj.poller import createPoller
+    from pysyncobj.tcp_connection import TcpConnection
+
+    return TcpConnection(createPoller("auto"))
+
+
+# ---------------------------------------------------------------- append entries
+
+
+@pytest.fixture
+def follower_classes() -> Iterator[list[SyncObj]]:
+    built: list[SyncObj] = []
+    yield built
+    for obj in built:
+        obj.destroy()
+        obj._onTick(0)  # upstream finishes destroying on its next tick
+
+
+def _follower(cls: type[SyncObj], built: list[SyncObj]) -> SyncObj:
+    """A real SyncObj (no tick thread, in-memory journal) that has a peer it never reaches: the test
+    plays the leader by handing its append-entries handler messages."""
+    conf = SyncObjConf(autoTick=False, raftMinTimeout=60, raftMaxTimeout=61, connectionTimeout=120)
+    obj = cls(f"127.0.0.1:{free_port()}", [f"127.0.0.1:{free_port()}"], conf)
+    built.append(obj)
+    return obj
+
+
+def _leader(obj: SyncObj) -> Any:
+    return next(iter(obj.otherNodes))
+
+
+def _append(
+    obj: SyncObj, *, term: int, prev: tuple[int, int], entries: list[tuple[int, int]], commit: int
+) -> None:
+    obj._SyncObj__onMessageReceived(
+        _leader(obj),
+        {
+            "type": "append_entries",
+            "term": term,
+            "commit_index": commit,
+            "prevLogIdx": prev[0],
+            "prevLogTerm": prev[1],
+            "entries": [(NO_OP, index, entry_term) for index, entry_term in entries],
+        },
+    )
+    obj._onTick(0)  # apply what is committed
+
+
+def _log(obj: SyncObj) -> list[tuple[int, int]]:
+    journal = obj._SyncObj__raftLog
+    return [(journal[i][1], journal[i][2]) for i in range(len(journal))]
+
+
+def _applied(obj: SyncObj) -> tuple[list[tuple[int, int]], int, int]:
+    return _log(obj), obj.raftCommitIndex, obj.raftLastApplied
+
+
+def test_a_resent_overlapping_batch_keeps_the_applied_entries(
+    follower_classes: list[SyncObj], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The leader resends entries 2-3 (its next index moved back) after the follower applied 2-4."""
+    caplog.set_level(logging.WARNING, logger="pysyncobj")
+    follower = _follower(PatchedSyncObj, follower_classes)
+    _append(follower, term=1, prev=(1, 0), entries=[(2, 1), (3, 1), (4, 1)], commit=4)
+    assert _applied(follower) == ([(1, 0), (2, 1), (3, 1), (4, 1)], 4, 4)
+
+    _append(follower, term=1, prev=(1, 0), entries=[(2, 1), (3, 1)], commit=4)
+    _append(follower, term=1, prev=(2, 1), entries=[], commit=4)  # a heartbeat behind the follower's log
+
+    assert _applied(follower) == ([(1, 0), (2, 1), (3, 1), (4, 1)], 4, 4)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.CRITICAL]
+
+
+def test_upstream_truncates_the_same_applied_entries(
+    follower_classes: list[SyncObj], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The control: unpatched pysyncobj deletes entry 4 and says so (if this fails, upstream fixed it and
+    the patch can go)."""
+    caplog.set_level(logging.WARNING, logger="pysyncobj")
+    follower = _follower(SyncObj, follower_classes)
+    _append(follower, term=1, prev=(1, 0), entries=[(2, 1), (3, 1), (4, 1)], commit=4)
+    _append(follower, term=1, prev=(1, 0), entries=[(2, 1), (3, 1)], commit=4)
+    assert _log(follower) == [(1, 0), (2, 1), (3, 1)]
+    assert any("truncating already-applied" in r.getMessage() for r in caplog.records)
+
+
+def test_a_conflicting_entry_is_replaced_from_the_first_conflict_on(follower_classes: list[SyncObj]) -> None:
+    follower = _follower(PatchedSyncObj, follower_classes)
+    _append(follower, term=1, prev=(1, 0), entries=[(2, 1), (3, 1), (4, 1)], commit=2)
+    # A new leader (term 2) holds 3 from term 1 but wrote its own 4 and 5.
+    _append(follower, term=2, prev=(2, 1), entries=[(3, 1), (4, 2), (5, 2)], commit=2)
+    assert _applied(follower) == ([(1, 0), (2, 1), (3, 1), (4, 2), (5, 2)], 2, 2)
+    _append(follower, term=2, prev=(5, 2), entries=[], commit=5)
+    assert _applied(follower) == ([(1, 0), (2, 1), (3, 1), (4, 2), (5, 2)], 5, 5)
+
+
+def test_matching_entries_do_not_commit_what_the_leader_did_not_send(follower_classes: list[SyncObj]) -> None:
+    """Entries past the last one the leader sent are kept but not known to be the leader's: the commit
+    index stops at the last entry sent (Raft: min(leaderCommit, index of last new entry))."""
+    follower = _follower(PatchedSyncObj, follower_classes)
+    _append(follower, term=1, prev=(1, 0), entries=[(2, 1), (3, 1), (4, 1)], commit=1)
+    _append(follower, term=2, prev=(2, 1), entries=[(3, 1)], commit=10)
+    assert _applied(follower) == ([(1, 0), (2, 1), (3, 1), (4, 1)], 3, 3)
+    assert follower.raftCurrentTerm == 2
+    assert follower.getStatus()["leader_commit_idx"] == 10
+
+
+def test_a_stale_leader_changes_nothing(follower_classes: list[SyncObj]) -> None:
+    follower = _follower(PatchedSyncObj, follower_classes)
+    _append(follower, term=3, prev=(1, 0), entries=[(2, 3), (3, 3)], commit=2)
+    _append(follower, term=2, prev=(1, 0), entries=[(2, 2)], commit=2)
+    assert _applied(follower) == ([(1, 0), (2, 3), (3, 3)], 2, 2)
