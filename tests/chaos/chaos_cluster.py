@@ -127,8 +127,9 @@ class NetCluster:
         if tmpfs_mib:
             kv_dir = cluster.nodes[0].data_dir / "kv"
             kv_dir.mkdir(exist_ok=True)
+            source = f"aether-chaos-{network.run_id}"  # sweep_stale finds it by this name
             subprocess.run(
-                ["mount", "-t", "tmpfs", "-o", f"size={tmpfs_mib}m", "aether-chaos", str(kv_dir)],
+                ["mount", "-t", "tmpfs", "-o", f"size={tmpfs_mib}m", source, str(kv_dir)],
                 check=True,
                 capture_output=True,
             )

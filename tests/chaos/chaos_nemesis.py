@@ -66,6 +66,7 @@ class PauseNode(Nemesis):
 
     async def inject(self, run: Run) -> str:
         self.victim = run.rng.choice(run.cluster.nodes)
+        run.recovering.add(self.victim.node_id)  # its own ingress cannot answer: not counted as failures
         run.cluster.signal(self.victim, signal.SIGSTOP)
         return f"SIGSTOP {self.victim.node_id} (node process only)"
 

@@ -254,6 +254,11 @@ def sweep_stale() -> list[str]:
             if len(parts) > 1 and parts[1].strip().split("@")[0].startswith(f"{PREFIX}{run_id}"):
                 _run(["ip", "link", "del", parts[1].strip().split("@")[0]], check=False)
         with contextlib.suppress(OSError):
+            for line in Path("/proc/mounts").read_text().splitlines():
+                source, target = line.split()[:2]
+                if source == f"aether-chaos-{run_id}":  # the full-disk nemesis's tmpfs
+                    _run(["umount", "-l", target], check=False)
+        with contextlib.suppress(OSError):
             state.unlink()
         removed.append(run_id)
     return removed

@@ -15,6 +15,7 @@ import collections
 import contextlib
 import json
 import random
+import re
 import shutil
 import statistics
 import time
@@ -137,6 +138,7 @@ class Run:
     clock: Clock
     report: Report
     expected_down: set[str] = attrs.field(factory=set)
+    recovering: set[str] = attrs.field(factory=set)  # taken down on purpose, cluster not converged since
 
     def violation(self, invariant: str, message: str, evidence: str = "") -> None:
         self.report.violations.append(
@@ -148,6 +150,7 @@ class Run:
 
     def expect_down(self, node: Node) -> None:
         self.expected_down.add(node.node_id)
+        self.recovering.add(node.node_id)
 
     async def restart(self, node: Node) -> None:
         """Start a node the nemesis killed, after checking that nothing of it outlived it (10 s)."""
@@ -253,6 +256,7 @@ async def wait_converged(run: Run, bound: float) -> float:
         with trio.move_on_after(bound):
             while (last := await converged(run, http)) is not None:
                 await trio.sleep(0.5)
+            run.recovering.clear()
             return run.clock() - started
     tails = "\n".join(f"--- {n.node_id}\n{run.cluster.log_tail(n, 12)}" for n in run.cluster.nodes)
     run.violation("converges", f"not converged {bound:g} s after the heal: {last}", tails)
@@ -260,6 +264,15 @@ async def wait_converged(run: Run, bound: float) -> float:
 
 
 # ---------------------------------------------------------------- the death watch
+
+
+_EXCEPTION_LINE = re.compile(r"^[\s|+]*((?:[A-Za-z_][\w.]*)(?:Error|Exception)\b:.*)$", re.M)
+
+
+def death_cause(log: str) -> str:
+    """The innermost exception of the node's last traceback (the last "SomethingError: ..." line)."""
+    found = _EXCEPTION_LINE.findall(log)
+    return found[-1].strip()[:240] if found else "no traceback in the log"
 
 
 async def death_watch(run: Run) -> None:
@@ -271,9 +284,10 @@ async def death_watch(run: Run) -> None:
                 continue
             code = node.process.poll()
             if code is not None:
+                cause = death_cause(run.cluster.log_tail(node, 200))
                 run.violation(
                     "no-unasked-death",
-                    f"{node.node_id} exited with {code} unasked",
+                    f"{node.node_id} exited with {code} unasked; cause: {cause}",
                     run.cluster.log_tail(node, 25),
                 )
                 run.expect_down(node)

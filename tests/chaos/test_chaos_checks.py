@@ -20,7 +20,7 @@ from chaos_checks import (
     trend,
 )
 from chaos_net import STATE_DIR, Network, missing_tools, sweep_stale
-from chaos_runner import RunConfig, schedule
+from chaos_runner import RunConfig, death_cause, schedule
 
 from linearizability import Operation
 
@@ -147,3 +147,17 @@ def test_what_a_killed_run_left_behind_is_swept() -> None:
     assert network.run_id in sweep_stale()
     assert network.hosts[0].name not in _namespaces()
     assert network.bridge not in _links()
+
+
+def test_a_death_names_the_innermost_exception_of_the_last_traceback() -> None:
+    log = """aether-node node-1 ready
+  + Exception Group Traceback (most recent call last):
+  | ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)
+    | ConnectionResetError: [Errno 104] Connection reset by peer
+    | trio.BrokenResourceError: socket connection broken: [Errno 104] Connection reset by peer
+    +------------------------------------
+"""
+    assert death_cause(log) == (
+        "trio.BrokenResourceError: socket connection broken: [Errno 104] Connection reset by peer"
+    )
+    assert death_cause("Killed\n") == "no traceback in the log"
