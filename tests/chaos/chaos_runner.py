@@ -76,6 +76,7 @@ class FaultRecord:
     healed: float = -1.0
     converged: float = -1.0  # seconds after the heal; -1: not within the bound
     loses_nodes: bool = False
+    waited_on: str = ""  # what convergence waited on longest after the heal
 
 
 @attrs.define
@@ -87,6 +88,7 @@ class Report:
     skipped: list[str] = attrs.field(factory=list)
     notes: list[str] = attrs.field(factory=list)
     counts: dict[str, Any] = attrs.field(factory=dict)
+    failed_calls: list[str] = attrs.field(factory=list)  # the first 300, for the evidence
     duration: float = 0.0
 
     def convergence_times(self) -> list[float]:
@@ -104,6 +106,7 @@ class Report:
         lines += [
             f"  fault t={f.start:.1f}s {f.nemesis}: {f.description}; converged "
             + (f"{f.converged:.1f}s after heal" if f.converged >= 0 else "NOT within the bound")
+            + (f" (waited on: {f.waited_on})" if f.waited_on and f.converged >= 5 else "")
             for f in self.faults
         ]
         lines += [f"  skipped: {s}" for s in self.skipped]
@@ -125,6 +128,7 @@ class Report:
             "skipped": self.skipped,
             "notes": self.notes,
             "counts": self.counts,
+            "failed_calls": self.failed_calls,
         }
 
 
@@ -139,6 +143,8 @@ class Run:
     report: Report
     expected_down: set[str] = attrs.field(factory=set)
     recovering: set[str] = attrs.field(factory=set)  # taken down on purpose, cluster not converged since
+    # nodes lost without a nemesis (an unasked death): [start, end or None until the cluster converged]
+    lost_windows: list[list[float | None]] = attrs.field(factory=list)
 
     def violation(self, invariant: str, message: str, evidence: str = "") -> None:
         self.report.violations.append(
@@ -248,19 +254,24 @@ async def converged(run: Run, http: httpx.AsyncClient) -> str | None:
     return None
 
 
-async def wait_converged(run: Run, bound: float) -> float:
-    """Seconds until `converged`; -1 (and a violation) if not within `bound`."""
+async def wait_converged(run: Run, bound: float) -> tuple[float, str]:
+    """(seconds until `converged`, what it waited on longest); -1 (and a violation) if not within
+    `bound`."""
     started = run.clock()
     last: str | None = "not checked"
+    waited: collections.Counter[str] = collections.Counter()
     async with httpx.AsyncClient() as http:
         with trio.move_on_after(bound):
             while (last := await converged(run, http)) is not None:
+                waited[last[:60]] += 1
                 await trio.sleep(0.5)
             run.recovering.clear()
-            return run.clock() - started
+            for window in run.lost_windows:
+                window[1] = run.clock() if window[1] is None else window[1]
+            return run.clock() - started, waited.most_common(1)[0][0] if waited else ""
     tails = "\n".join(f"--- {n.node_id}\n{run.cluster.log_tail(n, 12)}" for n in run.cluster.nodes)
     run.violation("converges", f"not converged {bound:g} s after the heal: {last}", tails)
-    return -1.0
+    return -1.0, last or ""
 
 
 # ---------------------------------------------------------------- the death watch
@@ -290,6 +301,7 @@ async def death_watch(run: Run) -> None:
                     f"{node.node_id} exited with {code} unasked; cause: {cause}",
                     run.cluster.log_tail(node, 25),
                 )
+                run.lost_windows.append([run.clock(), None])
                 run.expect_down(node)
                 await run.restart(node)
         await trio.sleep(0.2)
@@ -382,10 +394,11 @@ async def _one_round(run: Run, names: list[str], config: RunConfig) -> None:
     for nemesis in nemeses:
         await nemesis.heal(run)
     healed = run.clock()
-    took = await wait_converged(run, config.converge_bound)
+    took, waited_on = await wait_converged(run, config.converge_bound)
     for record in records:
         record.healed = healed
         record.converged = took
+        record.waited_on = waited_on
     run.report.faults.extend(records)
 
 
@@ -419,7 +432,13 @@ async def run_chaos(config: RunConfig, *, soak: Callable[..., Any] | None = None
         await apply_and_wait(cluster, ledger_blueprint(str(journal)), "chaos-ledger", 90)
         ledger_since = clock()
         endpoints = cluster.kv_endpoints
-        kv = KVRegisters(endpoints=endpoints, secret=cluster.secret, clock=clock, seed=config.seed)
+        kv = KVRegisters(
+            endpoints=endpoints,
+            secret=cluster.secret,
+            clock=clock,
+            seed=config.seed,
+            clients=2 if soak is not None else 4,  # a soak's history must stay checkable
+        )
         acks = AckWriter(
             endpoints=endpoints, secret=cluster.secret, clock=clock, cycle=2000 if soak is not None else 0
         )
@@ -465,16 +484,20 @@ async def run_chaos(config: RunConfig, *, soak: Callable[..., Any] | None = None
             nursery.cancel_scope.cancel()
         report.duration = time.monotonic() - started
         # the checks of the whole history
-        with trio.fail_after(30):
-            present = await acks.present()
-        report.violations += lost_writes(acks.acknowledged, present)
+        try:
+            with trio.fail_after(60):
+                present = await acks.present()
+        except (KVError, trio.TooSlowError) as error:
+            run.violation("converges", f"the final read of the acknowledged writes failed: {error!r}")
+        else:
+            report.violations += lost_writes(acks.acknowledged, present)
         lines = journal.read_text().splitlines() if journal.exists() else []
         report.violations += executions(invokers.calls, lines)
         exempt = [
             (f.start, f.healed + (f.converged if f.converged >= 0 else config.converge_bound))
             for f in report.faults
             if f.loses_nodes
-        ]
+        ] + [(start, end if end is not None else run.clock()) for start, end in run.lost_windows]
         report.violations += floor(sampler.samples, exempt)
         report.violations += await trio.to_thread.run_sync(kv_history, kv.history)
         report.counts |= {
@@ -495,6 +518,11 @@ async def run_chaos(config: RunConfig, *, soak: Callable[..., Any] | None = None
             if c.outcome != "ok"
         )
         report.notes += [f"{n} x failed call {kind}" for kind, n in kinds.most_common(6)]
+        report.failed_calls = [
+            f"t={c.at:.1f}s {c.request_id} {c.caller} {c.outcome}: {c.detail[:160]}"
+            for c in invokers.calls
+            if c.outcome != "ok"
+        ][:300]
         report.notes += churn.failed[:10] + churn.log[-6:]
         # a clean stop: every node ends, and nothing of them is left behind
         await trio.to_thread.run_sync(cluster.stop_all)

@@ -42,20 +42,23 @@ def rows(runs: list[dict[str, Any]]) -> list[str]:
         "(median / worst) | failed calls (all / outside a downed node's ingress) |",
         "|---|---|---|---|---|---|---|",
     ]
-    by_nemesis: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for run in runs:
-        for name in sorted({f["nemesis"] for f in run["faults"]}):
-            by_nemesis[name].append(run)
-    for name, group in sorted(by_nemesis.items()):
-        faults = [f for run in group for f in run["faults"] if f["nemesis"] == name]
+    by_label: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
+    for run in runs:  # a run's label: its nemesis when alone, "combined" or "smoke"
+        by_label[run["label"]].append(run)
+    for label, group in sorted(by_label.items()):
+        faults = [f for run in group for f in run["faults"]]
         ops = sum(r["counts"].get("kv_ops", 0) + r["counts"].get("calls", 0) for r in group)
         failed = sum(r["counts"].get("failed_calls", 0) for r in group)
         outside = sum(r["counts"].get("failed_calls_outside_killed_ingress", 0) for r in group)
         times = [f["converged"] for f in faults if f["converged"] >= 0]
         not_conv = sum(1 for f in faults if f["converged"] < 0)
         conv = _conv(times) + (f" ({not_conv} not within the bound)" if not_conv else "")
-        combined = sum(1 for r in group if r["combine"])
-        label = f"{name}" + (f" (in {combined} combined runs)" if combined else "")
+        if label == "combined":
+            label = (
+                "combined: 2 at random per round (" + ", ".join(sorted({f["nemesis"] for f in faults})) + ")"
+            )
+        elif label == "smoke":
+            label = "smoke: " + " then ".join(dict.fromkeys(f["nemesis"] for f in faults))
         lines.append(
             f"| {label} | {len(group)} | {ops} | {len(faults)} | {_violations(group)} | {conv} "
             f"| {failed} / {outside} |"
