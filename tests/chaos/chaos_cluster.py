@@ -11,9 +11,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -116,8 +118,8 @@ class NetCluster:
         cluster = cls(directory=directory, network=network, index=index)
         cluster.secret_file.write_text(cluster.secret + "\n")
         os.chmod(cluster.secret_file, 0o600)
-        cluster.tmp_dir = directory / "tmp"
-        cluster.tmp_dir.mkdir(exist_ok=True)
+        # The nodes' TMPDIR holds Unix sockets (paths ≤ 108 bytes): short, outside the run's directory.
+        cluster.tmp_dir = Path(tempfile.mkdtemp(prefix="ach-"))
         for i, host in enumerate(network.hosts):
             data_dir = directory / f"node-{i + 1}"
             data_dir.mkdir(exist_ok=True)
@@ -247,6 +249,8 @@ class NetCluster:
         if self.tmpfs is not None:
             subprocess.run(["umount", "-l", str(self.tmpfs)], check=False, capture_output=True)
             self.tmpfs = None
+        if self.tmp_dir is not None:
+            shutil.rmtree(self.tmp_dir, ignore_errors=True)
         return leftovers
 
     def log_tail(self, node: Node, lines: int = 30) -> str:

@@ -3,11 +3,8 @@ kept and appended to `results.jsonl`; the skip when namespaces cannot be made he
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +13,6 @@ import pytest
 import trio
 from chaos_net import missing_tools
 from chaos_runner import Report, RunConfig, run_chaos
-
-
-@contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a CI timeout, `kill`) ends a run like Ctrl-C does: through its cleanup."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def option(request: pytest.FixtureRequest, name: str) -> Any:
@@ -58,12 +41,11 @@ def run_once(
     directory = base / f"{label}-{seed}"
     config = RunConfig(directory=directory, seed=seed, **settings)
     print(f"\nchaos {label}: seed {seed} (replay: --chaos-seed {seed}), directory {directory}")
-    with _sigterm_interrupts():
-        if soak is None:
-            report = trio.run(run_chaos, config)
-        else:
-            state, soak_fn = soak
-            report = trio.run(lambda: run_chaos(config, soak=soak_fn))
+    if soak is None:
+        report = trio.run(run_chaos, config)
+    else:
+        state, soak_fn = soak
+        report = trio.run(lambda: run_chaos(config, soak=soak_fn))
     if soak is not None:
         warmup = max(3.0, config.soak_minutes / 3)
         report.violations += state.violations(warmup)

@@ -17,6 +17,7 @@ import json
 import random
 import re
 import shutil
+import signal
 import statistics
 import time
 from collections.abc import Callable
@@ -404,7 +405,31 @@ async def _one_round(run: Run, names: list[str], config: RunConfig) -> None:
 
 async def run_chaos(config: RunConfig, *, soak: Callable[..., Any] | None = None) -> Report:
     """One run (see the module docstring). Raises only for a broken harness (no namespaces, a cluster
-    that never started); everything the cluster does wrong is in the report's violations."""
+    that never started); everything the cluster does wrong is in the report's violations. SIGTERM (a CI
+    timeout, `kill`) cancels the run, which then cleans up like on any error, and raises
+    KeyboardInterrupt."""
+    interrupted = False
+    report: Report | None = None
+    async with trio.open_nursery() as outer:
+
+        async def watch_sigterm(*, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            nonlocal interrupted
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                task_status.started()
+                async for _ in signals:
+                    interrupted = True
+                    outer.cancel_scope.cancel()
+                    return
+
+        await outer.start(watch_sigterm)
+        report = await _run_chaos(config, soak)
+        outer.cancel_scope.cancel()
+    if interrupted or report is None:
+        raise KeyboardInterrupt("SIGTERM: the chaos run was cancelled and cleaned up")
+    return report
+
+
+async def _run_chaos(config: RunConfig, soak: Callable[..., Any] | None) -> Report:
     report = Report(config=config, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     missing = missing_tools()
     if missing:
