@@ -28,7 +28,7 @@ import attrs
 import httpx
 import trio
 from chaos_checks import Violation, executions, floor, kv_history, lost_writes
-from chaos_cluster import NetCluster, Node
+from chaos_cluster import NetCluster, Node, kill_pid
 from chaos_nemesis import COMBINABLE, NEMESES, Nemesis, available
 from chaos_net import Network, missing_tools
 from chaos_workloads import (
@@ -172,8 +172,6 @@ class Run:
                 "\n".join(f"{pid}: {' '.join(cmd)[:200]}" for pid, cmd in leftovers),
             )
             for pid, _ in leftovers:
-                from chaos_cluster import kill_pid
-
                 kill_pid(pid)
         if not node.alive():
             self.cluster.start(node)
