@@ -32,6 +32,7 @@ from chaos_cluster import NetCluster, Node, kill_pid
 from chaos_nemesis import COMBINABLE, NEMESES, Nemesis, available
 from chaos_net import Network, missing_tools
 from chaos_workloads import (
+    API_ERRORS,
     COUNTER,
     ECHO,
     AckWriter,
@@ -45,7 +46,7 @@ from chaos_workloads import (
 
 from aether_kv import KVError, open_client
 from aether_node._sample_index import build_sample_index
-from aether_node.client import ApiClient, ApiError, ClusterUnreachableError
+from aether_node.client import ApiClient
 
 REPO = Path(__file__).resolve().parents[2]
 SLICES = ("counter", "echo")  # the sample slices the suite deploys
@@ -234,7 +235,7 @@ async def converged(run: Run, http: httpx.AsyncClient) -> str | None:
 
     try:
         problem = await trio.to_thread.run_sync(ledger, abandon_on_cancel=True)
-    except (ApiError, ClusterUnreachableError, OSError) as error:
+    except API_ERRORS as error:
         return f"management API: {type(error).__name__}: {error}"
     if problem:
         return problem

@@ -21,9 +21,10 @@ import attrs
 import httpx
 import trio
 from chaos_checks import Series, Violation, backlog_drains, slope, trend
+from chaos_workloads import API_ERRORS
 
 from aether_kv import KVError, open_client
-from aether_node.client import ApiClient, ApiError, ClusterUnreachableError
+from aether_node.client import ApiClient
 
 if TYPE_CHECKING:
     from chaos_runner import Run, RunConfig
@@ -106,7 +107,7 @@ class Soak:
 
         try:
             answer = await trio.to_thread.run_sync(status, abandon_on_cancel=True)
-        except (ApiError, ClusterUnreachableError, OSError):
+        except API_ERRORS:
             return
         seen_down = [n.node_id for n in cluster.nodes if not n.alive() or n.stopped]
         registered = {n.node_id for n in answer.nodes}

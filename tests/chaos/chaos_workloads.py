@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import http.client
 import json
 import random
 import time
@@ -43,6 +44,9 @@ from aether_node.client import ApiClient, ApiError, ClusterUnreachableError
 from linearizability import Operation
 
 UNKNOWN = (OutcomeUnknownError, ConnectionLostError)
+# What a management API call can raise: its own errors, and what leaks from urllib/http.client (a
+# truncated answer raises http.client.IncompleteRead, a garbled one ValueError). A workload records it.
+API_ERRORS = (ApiError, ClusterUnreachableError, OSError, http.client.HTTPException, ValueError)
 COUNTER = "org.aether:counter"
 ECHO = "org.aether:echo"
 
@@ -265,7 +269,7 @@ class Invokers:
                 await trio.to_thread.run_sync(call, abandon_on_cancel=True)
             except ApiError as error:
                 outcome, detail = "failed", f"{error.status} {error.kind}: {error.message[:200]}"
-            except (ClusterUnreachableError, OSError) as error:
+            except API_ERRORS[1:] as error:
                 outcome, detail = "unknown", f"{type(error).__name__}: {str(error)[:300]}"
             else:
                 outcome, detail = "ok", ""
@@ -357,7 +361,7 @@ class BlueprintChurn:
                 await self._api(lambda api: api.delete_blueprint("chaos-churn"))
             else:
                 await self._api(lambda api: api.apply_blueprint(churn_blueprint(version, instances)))
-        except (ApiError, ClusterUnreachableError, OSError) as error:
+        except API_ERRORS as error:
             self.failed.append(f"t={at:.1f}s {step}: {type(error).__name__}: {error}")
             await trio.sleep(1)
             return
@@ -379,7 +383,7 @@ class BlueprintChurn:
                         f"t={at:.1f}s {step} {version} x{instances}: converged in {self.clock() - at:.1f}s"
                     )
                     return
-            except (ApiError, ClusterUnreachableError, OSError) as error:
+            except API_ERRORS as error:
                 last = f"{type(error).__name__}: {error}"
             await trio.sleep(0.5)
         if want_converged:

@@ -33,11 +33,11 @@ def test_nemeses_combined_at_random(request: pytest.FixtureRequest, tmp_path: Pa
 
 
 def test_soak(request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    from chaos_soak import make_soak
-
     minutes = request.config.getoption("--soak", default=0)
     if not minutes:
         pytest.skip("give --soak MINUTES")
+    from chaos_soak import make_soak
+
     report = run_once(
         request,
         tmp_path,
