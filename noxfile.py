@@ -1,4 +1,6 @@
-"""Developer sessions. `nox` runs lint and the tests; `nox -s bench` runs the benchmarks.
+"""Developer sessions. `nox` runs lint and the tests (with the nemesis suite's ~1-minute smoke,
+tests/chaos/test_chaos_smoke.py); `nox -s chaos` runs the whole nemesis suite (as root: it builds network
+namespaces; `nox -s chaos -- --soak 30` runs the soak instead); `nox -s bench` runs the benchmarks.
 
 Every session installs the whole uv workspace (locked) into its own virtualenv with uv.
 """
@@ -44,3 +46,12 @@ def bench(session: nox.Session) -> None:
     """The benchmarks that print figures and ratios (see benchmarks/README.md)."""
     _sync(session)
     session.run("python", "benchmarks/kv_bench.py", *session.posargs)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """The nemesis suite: every nemesis alone and combined at random, with every invariant checked
+    (docs/RELIABILITY.md). Options after `--`: --soak MINUTES, --chaos-seed N, --chaos-rounds N,
+    --chaos-nemesis a,b, --chaos-dir DIR (keeps the reports and results.jsonl)."""
+    _sync(session)
+    session.run("pytest", "tests/chaos", "--chaos", "-q", "-s", *session.posargs)

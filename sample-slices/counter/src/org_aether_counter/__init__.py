@@ -5,10 +5,18 @@ counting from zero; `increment` (not idempotent) adds one and returns the count,
 The current count is written to the file after every increment. `aether_stop` writes "stopped" into the
 file and closes it, so a test can see that stop ran. Calling an entry before start (or after stop)
 raises RuntimeError.
+
+Executions per request id (for the nemesis suite): `record` (not idempotent) and `record_idempotent`
+take `{"id": str, "sleep": seconds}`, wait `sleep` seconds (default 0), then append one line
+`id instance pid` to the journal file (config `journal`; required by these two entries) and return
+`{"id": ..., "instance": ...}`. Every instance of every node may share one journal: each line is one
+`O_APPEND` write, so lines never interleave, and counting the lines of an id counts its executions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
 import tempfile
 from typing import IO, Any
 
@@ -71,7 +79,22 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         _state.require_started()
         return _state.count
 
+    async def record(payload: Any) -> dict[str, Any]:
+        journal = context.config.get("journal")
+        if not journal or not isinstance(payload, dict) or not isinstance(payload.get("id"), str):
+            raise ValueError('record needs config "journal" and a payload {"id": str}')
+        await asyncio.sleep(float(payload.get("sleep", 0)))
+        line = f"{payload['id']} {context.instance} {os.getpid()}\n".encode()
+        fd = os.open(journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+        return {"id": payload["id"], "instance": context.instance}
+
     return [
         EntryPoint(name="increment", function=increment, idempotent=False),
         EntryPoint(name="count", function=count, idempotent=True),
+        EntryPoint(name="record", function=record, idempotent=False),
+        EntryPoint(name="record_idempotent", function=record, idempotent=True),
     ]

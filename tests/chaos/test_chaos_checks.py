@@ -1,0 +1,163 @@
+"""The nemesis suite's own parts, fast: its invariant checks on recorded histories (pure), its seeded
+schedule, and its namespaces (made and removed, also after a killed run)."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+from pathlib import Path
+
+import pytest
+from chaos_checks import (
+    CallRecord,
+    FloorSample,
+    Series,
+    backlog_drains,
+    executions,
+    floor,
+    kv_history,
+    lost_writes,
+    trend,
+)
+from chaos_net import STATE_DIR, Network, missing_tools, sweep_stale
+from chaos_runner import RunConfig, death_cause, schedule
+
+from linearizability import Operation
+
+
+def _call(request_id: str, outcome: str = "ok", *, idempotent: bool = False) -> CallRecord:
+    return CallRecord(request_id=request_id, idempotent=idempotent, caller="api", at=1.0, outcome=outcome)
+
+
+def test_a_non_idempotent_call_that_ran_twice_is_a_violation_whatever_the_caller_saw() -> None:
+    calls = [_call("a-1", "unknown"), _call("a-2"), _call("i0-1", idempotent=True)]
+    journal = ["a-1 0 100", "a-1 1 200", "a-2 0 100", "i0-1 0 100", "i0-1 2 300"]
+    found = executions(calls, journal)
+    assert [(v.invariant, v.message.split()[2]) for v in found] == [("non-idempotent-once", "a-1")]
+    assert "ran 2 times" in found[0].message and "unknown" in found[0].message
+
+
+def test_an_acknowledged_call_that_never_ran_is_a_violation() -> None:
+    found = executions([_call("a-1"), _call("a-2", "failed")], [])
+    assert [v.invariant for v in found] == ["acked-call-executed"]
+
+
+def test_acknowledged_writes_must_all_be_present() -> None:
+    assert lost_writes({"k1": 1.0, "k2": 2.0}, {"k1", "k2", "k3"}) == []
+    (found,) = lost_writes({"k1": 1.0, "k2": 2.0}, {"k1"})
+    assert found.invariant == "no-acked-write-lost" and "k2" in found.evidence and found.at == 2.0
+
+
+def _sample(at: float, active: int, lost: tuple[str, ...] = ()) -> FloorSample:
+    return FloorSample(at=at, slice="g:a", floor=2, active=active, records="...", lost_nodes=lost)
+
+
+def test_the_floor_is_judged_only_while_no_node_is_lost() -> None:
+    samples = [
+        _sample(1, 2),
+        _sample(2, 1),
+        _sample(3, 1),
+        _sample(4, 2),
+        _sample(5, 0, ("node-2",)),
+        _sample(6, 1),
+        _sample(7, 1),
+    ]
+    found = floor(samples, exempt=[(5.5, 6.5)])
+    # one violation per stretch: t=2-3, then t=7 (t=5 had a node missing, t=6 was inside a fault)
+    assert [v.at for v in found] == [2, 7]
+    assert all(v.invariant == "availability-floor" for v in found)
+
+
+def test_a_stale_read_is_not_linearizable() -> None:
+    history = [
+        Operation(client=0, kind="put", key="k", value="1", invoked=0, returned=1, result=None),
+        Operation(client=1, kind="put", key="k", value="2", invoked=2, returned=3, result=None),
+        Operation(client=2, kind="get", key="k", invoked=4, returned=5, result="1"),
+    ]
+    assert kv_history(history[:2]) == []
+    (found,) = kv_history(history)
+    assert found.invariant == "kv-linearizable"
+
+
+def test_growth_after_the_warm_up_is_a_leak_and_growth_during_it_is_not() -> None:
+    warming = Series(
+        name="rss", points=((0, 10), (1, 40), (2, 60), (3, 61), (4, 60), (5, 61), (6, 60)), limit_per_10min=5
+    )
+    assert trend(warming, warmup_minutes=3) is None
+    leaking = Series(name="rss", points=tuple((m, 60 + 2 * m) for m in range(10)), limit_per_10min=5)
+    found = trend(leaking, warmup_minutes=3)
+    assert found is not None and "20.00 per 10 min" in found.message
+
+
+def test_a_backlog_must_come_back_to_about_zero() -> None:
+    assert backlog_drains("n1", [(0, 0), (1, 30), (2, 12), (3, 1), (4, 0)]) is None
+    found = backlog_drains("n1", [(0, 0), (1, 10), (2, 24), (3, 24), (4, 25)])
+    assert found is not None and found.invariant == "soak-backlog-drains"
+
+
+def test_the_schedule_is_a_function_of_the_seed() -> None:
+    config = RunConfig(
+        directory=Path("unused"),
+        seed=7,
+        nemeses=("kill-node", "pause-node", "slow-link"),
+        rounds=5,
+        combine=True,
+    )
+    first, again = schedule(config, random.Random(7)), schedule(config, random.Random(7))
+    assert first == again and len(first) == 5 and all(len(r) == 2 and r[0] != r[1] for r in first)
+
+
+def _links() -> str:
+    return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+
+
+def _namespaces() -> str:
+    return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())}")
+def test_namespaces_are_made_reachable_and_removed() -> None:
+    network = Network.create(2)
+    try:
+        names = [h.name for h in network.hosts]
+        assert all(name in _namespaces() for name in names)
+        ping = subprocess.run(
+            [
+                *network.exec_prefix(network.hosts[0]),
+                "python3",
+                "-c",
+                f"import socket; socket.create_connection(('{network.gateway}', 9), timeout=2)",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        # the bridge address answers (connection refused: nothing listens on port 9, but it is reached)
+        assert "ConnectionRefusedError" in ping.stderr, ping.stderr
+    finally:
+        network.destroy()
+    assert not any(name in _namespaces() for name in names)
+    assert network.bridge not in _links()
+
+
+@pytest.mark.skipif(bool(missing_tools()), reason=f"needs {', '.join(missing_tools())}")
+def test_what_a_killed_run_left_behind_is_swept() -> None:
+    network = Network.create(1)
+    # the owner "dies": its state file names a pid that does not exist
+    (STATE_DIR / network.run_id).write_text(f"999999999 {network.subnet}\n")
+    assert network.run_id in sweep_stale()
+    assert network.hosts[0].name not in _namespaces()
+    assert network.bridge not in _links()
+
+
+def test_a_death_names_the_innermost_exception_of_the_last_traceback() -> None:
+    log = """aether-node node-1 ready
+  + Exception Group Traceback (most recent call last):
+  | ExceptionGroup: Exceptions from Trio nursery (1 sub-exception)
+    | ConnectionResetError: [Errno 104] Connection reset by peer
+    | trio.BrokenResourceError: socket connection broken: [Errno 104] Connection reset by peer
+    +------------------------------------
+"""
+    assert death_cause(log) == (
+        "trio.BrokenResourceError: socket connection broken: [Errno 104] Connection reset by peer"
+    )
+    assert death_cause("Killed\n") == "no traceback in the log"
