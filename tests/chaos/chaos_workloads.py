@@ -40,13 +40,21 @@ from aether_kv import (
     open_client,
 )
 from aether_node import InstanceKey, SliceRecord, SliceState, decode_record
-from aether_node.client import ApiClient, ApiError, ClusterUnreachableError
+from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
 from linearizability import Operation
 
 UNKNOWN = (OutcomeUnknownError, ConnectionLostError)
 # What a management API call can raise: its own errors, and what leaks from urllib/http.client (a
 # truncated answer raises http.client.IncompleteRead, a garbled one ValueError). A workload records it.
-API_ERRORS = (ApiError, ClusterUnreachableError, OSError, http.client.HTTPException, ValueError)
+# What the management API client raises: an answer (ApiError), then the outcomes that are not one.
+API_ERRORS = (
+    ApiError,
+    ClusterUnreachableError,
+    NoAnswerError,
+    OSError,
+    http.client.HTTPException,
+    ValueError,
+)
 COUNTER = "org.aether:counter"
 ECHO = "org.aether:echo"
 
