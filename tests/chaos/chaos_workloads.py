@@ -110,8 +110,10 @@ class KVRegisters:
         value = f"{number}-{sequence}"
         expected: str | None = None
         invoked = self.clock()
+        writing = False  # a write request is (maybe) on its way: from here on it may take effect
         try:
             if kind == "put":
+                writing = True
                 await client.put(key, value.encode())
                 result: object = None
             elif kind == "get":
@@ -121,6 +123,7 @@ class KVRegisters:
                 current = await client.get(key)
                 expected = current.value.decode() if current else None
                 invoked = self.clock()
+                writing = True
                 compare = (
                     Compare(key=key, target=CompareTarget.EXISTS, operand=False)
                     if expected is None
@@ -138,6 +141,12 @@ class KVRegisters:
             if kind != "get":  # any other error of a write: we cannot know, so unknown
                 self.history.append(self._op(number, kind, key, value, expected, invoked, None, None, True))
             return
+        except BaseException:
+            # Cancelled (the run is ending) with a write in flight: the server may still apply it, and
+            # another client may already have read it. Dropping it made a correct history look stale.
+            if writing:
+                self.history.append(self._op(number, kind, key, value, expected, invoked, None, None, True))
+            raise
         self.history.append(
             self._op(number, kind, key, value, expected, invoked, self.clock(), result, False)
         )

@@ -3,11 +3,14 @@ schedule, and its namespaces (made and removed, also after a killed run)."""
 
 from __future__ import annotations
 
+import functools
 import random
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 from chaos_checks import (
     CallRecord,
     FloorSample,
@@ -21,7 +24,10 @@ from chaos_checks import (
 )
 from chaos_net import STATE_DIR, Network, missing_tools, sweep_stale
 from chaos_runner import RunConfig, death_cause, schedule
+from chaos_workloads import Clock, KVRegisters
 
+from aether_kv import GetResult
+from aether_kv._wire import FramedStream, encode, server_handshake
 from linearizability import Operation
 
 
@@ -161,3 +167,38 @@ def test_a_death_names_the_innermost_exception_of_the_last_traceback() -> None:
         "trio.BrokenResourceError: socket connection broken: [Errno 104] Connection reset by peer"
     )
     assert death_cause("Killed\n") == "no traceback in the log"
+
+
+async def test_a_kv_write_in_flight_when_the_workload_stops_is_recorded_as_unknown() -> None:
+    """A run ends by cancelling its workloads. A write already sent may still be applied and read by
+    another client, so the register history must hold it (as unknown): dropping it made a correct
+    linearizable read of it look like a stale read (pause-node, seed 930189). The server here speaks the
+    real client protocol, answers reads and holds every write unanswered (it may or may not apply it)."""
+    secret = "a-test-secret"
+    writes: list[dict[str, Any]] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        framed = FramedStream(stream)
+        if not await server_handshake(framed, secret, "holds-writes"):
+            return
+        while (message := await framed.receive()) is not None:
+            if message["op"] == "get":
+                await framed.send({"id": message["id"], "ok": encode(GetResult(kv=None, revision=1))})
+            else:
+                writes.append(message)
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        endpoint = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        kv = KVRegisters(endpoints=[endpoint], secret=secret, clock=Clock(), seed=1, clients=1)
+        async with trio.open_nursery() as workload:
+            await workload.start(kv.run)
+            with trio.fail_after(30):
+                while not writes:
+                    await trio.sleep(0.01)
+            workload.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+
+    kinds = {"put": "put", "txn": "cas"}
+    unknown_writes = [op.kind for op in kv.history if op.unknown]
+    assert unknown_writes == [kinds[m["op"]] for m in writes]
