@@ -280,7 +280,7 @@ async def test_node_sigkill_leaves_no_process_and_a_restart_reconciles(
         old_pids = {live_host(node, c, n).pid for c, n in numbers.items()}
         assert (await invoke(node.ingress, "org.aether:counter", "increment")).json() == 1
         old_endpoints = {e.key: e for e in (await client.range("endpoints/")).kvs}
-        assert len(old_endpoints) == 4, old_endpoints
+        assert len(old_endpoints) == 6, old_endpoints  # echo: echo, info; counter: four entries
         before = (await client.range("endpoints/")).revision
     assert kv_replicas(node.data_dir), "no KV replica found for the node's data dir"
     assert slice_hosts(node.data_dir)
@@ -421,6 +421,6 @@ def test_sigterm_exits_0_within_the_deadline(sigterm_run: SigtermRun) -> None:
 
 
 def test_sigterm_withdraws_endpoints_and_the_registration(sigterm_run: SigtermRun) -> None:
-    assert len(sigterm_run.endpoint_keys) == 2, sigterm_run.endpoint_keys
+    assert len(sigterm_run.endpoint_keys) == 4, sigterm_run.endpoint_keys  # the counter's four entries
     missing = {*sigterm_run.endpoint_keys, "nodes/n1"} - set(sigterm_run.deleted)
     assert not missing, f"not deleted before the KV replica stopped: {sorted(missing)}; {sigterm_run.log}"
