@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
 
-from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+from aether_kv import CompactedError, Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
 
 from ._allocation import NodeCapacity
 from ._blueprint import Blueprint
@@ -300,3 +300,31 @@ class LeadershipMonitor:
     async def wait_for(self, leading: bool) -> None:
         while self.is_leader != leading:
             await self._changed.wait()
+
+
+async def follow_while_leading(
+    leadership: LeadershipMonitor, follow: Callable[[], Awaitable[None]], what: str
+) -> None:
+    """Run `follow()` whenever this node leads, cancelled when it stops leading. A KV error or a bug in
+    `follow` is logged (a compaction quietly) and `follow` starts over after a backoff: never raised.
+    Runs until cancelled."""
+    while True:
+        await leadership.wait_for(True)
+        async with trio.open_nursery() as nursery:
+
+            async def deposed() -> None:
+                await leadership.wait_for(False)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(deposed)
+            backoff = 0.2
+            while True:
+                try:
+                    await follow()
+                except KVError as error:
+                    if not isinstance(error, CompactedError):
+                        log.warning("%s: %s; trying again", what, error.message)
+                except Exception:  # a bug here must not end the node: say it, and start over
+                    log.exception("%s: unexpected error; starting over", what)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

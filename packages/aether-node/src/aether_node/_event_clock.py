@@ -21,7 +21,6 @@ import attrs
 import trio
 
 from aether_kv import (
-    CompactedError,
     Compare,
     CompareTarget,
     Delete,
@@ -30,7 +29,7 @@ from aether_kv import (
     Put,
 )
 
-from ._cluster_manager import LeadershipMonitor
+from ._cluster_manager import LeadershipMonitor, follow_while_leading
 from ._events import needs_time
 from ._records import RecordError, decode_record, encode_record
 
@@ -126,30 +125,7 @@ class EventClock:
     async def run(self, leadership: LeadershipMonitor) -> None:
         """While this node leads, stamp every change that needs one as it is committed. Runs until
         cancelled; a KV error is logged and retried, never raised."""
-        while True:
-            await leadership.wait_for(True)
-            async with trio.open_nursery() as nursery:
-
-                async def deposed() -> None:
-                    await leadership.wait_for(False)
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(deposed)
-                await self._stamp_while_leading()
-                nursery.cancel_scope.cancel()
-
-    async def _stamp_while_leading(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                await self._follow()
-            except KVError as error:
-                if not isinstance(error, CompactedError):
-                    log.warning("event times: %s; trying again", error.message)
-            except Exception:  # a bug here must not end the node: say it, and start over
-                log.exception("event times: unexpected error; starting over")
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+        await follow_while_leading(leadership, self._follow, "event times")
 
     async def _follow(self) -> None:
         status = await self.kv.status()

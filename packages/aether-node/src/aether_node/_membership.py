@@ -19,9 +19,9 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from aether_kv import CompactedError, Compare, CompareTarget, KVClient, KVError, Put
+from aether_kv import Compare, CompareTarget, KVClient, Put
 
-from ._cluster_manager import LeadershipMonitor
+from ._cluster_manager import LeadershipMonitor, follow_while_leading
 from ._records import NodeRecord, RecordError, decode_record, encode_record
 from ._schema import NODES
 
@@ -62,30 +62,7 @@ class Membership:
     async def run(self, leadership: LeadershipMonitor) -> None:
         """While this node leads, keep the member records. Runs until cancelled; KV errors are logged and
         retried, never raised."""
-        while True:
-            await leadership.wait_for(True)
-            async with trio.open_nursery() as nursery:
-
-                async def deposed() -> None:
-                    await leadership.wait_for(False)
-                    nursery.cancel_scope.cancel()
-
-                nursery.start_soon(deposed)
-                await self._keep()
-                nursery.cancel_scope.cancel()
-
-    async def _keep(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                await self._follow()
-            except KVError as error:
-                if not isinstance(error, CompactedError):
-                    log.warning("cluster members: %s; trying again", error.message)
-            except Exception:  # a bug here must not end the node: say it, and start over
-                log.exception("cluster members: unexpected error; starting over")
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+        await follow_while_leading(leadership, self._follow, "cluster members")
 
     async def _follow(self) -> None:
         status = await self.kv.status()
