@@ -47,6 +47,7 @@ from chaos_workloads import (
 from aether_kv import KVError, open_client
 from aether_node._sample_index import build_sample_index
 from aether_node.client import ApiClient
+from support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SLICES = ("counter", "echo")  # the sample slices the suite deploys
@@ -501,7 +502,12 @@ async def _run_chaos(config: RunConfig, soak: Callable[..., Any] | None) -> Repo
             if soak is not None:
                 await soak(run, config, nursery)
             else:
-                await trio.sleep(2)
+
+                async def every_workload_made_progress() -> bool:
+                    return bool(kv.history and acks.acknowledged and invokers.calls and sampler.samples)
+
+                # no fault before every workload is under way (a condition, not a warm-up sleep)
+                await wait_until(every_workload_made_progress, timeout=60, what="every workload under way")
                 for names in schedule(config, rng):
                     await _one_round(run, names, config)
                     await trio.sleep(config.quiet)

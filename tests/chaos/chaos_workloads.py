@@ -368,6 +368,18 @@ class BlueprintChurn:
 
         return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
 
+    async def _until_gone(self) -> None:
+        """After a delete: until no node runs an instance of the churn's slice any more (or the step's
+        time is up, recorded as a failure), so the next apply starts from nothing."""
+        deadline = trio.current_time() + self.step_timeout
+        while trio.current_time() < deadline:
+            with contextlib.suppress(*API_ERRORS):
+                slices = await self._api(lambda api: api.list_slices())
+                if not any(s.artifact.startswith(ECHO + ":") for s in slices):
+                    return
+            await trio.sleep(0.2)
+        self.failed.append(f"t={self.clock():.1f}s delete: instances left after {self.step_timeout:g}s")
+
     async def _step(self, step: str, version: str | None, instances: int) -> None:
         self.operations += 1
         at = self.clock()
@@ -384,7 +396,7 @@ class BlueprintChurn:
             return
         if version is None:
             self.log.append(f"t={at:.1f}s {step}")
-            await trio.sleep(1)
+            await self._until_gone()
             return
         want_converged = version != "9.9.9"
         deadline = trio.current_time() + (self.step_timeout if want_converged else 8.0)

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-# The linearizability checker lives with the integration tests.
-_INTEGRATION = str(Path(__file__).resolve().parents[1] / "integration")
-if _INTEGRATION not in sys.path:
-    sys.path.insert(0, _INTEGRATION)
+# The linearizability checker lives with the integration tests; `wait_until` in tests/support.py.
+for _helpers in (Path(__file__).resolve().parents[1] / "integration", Path(__file__).resolve().parents[1]):
+    if str(_helpers) not in sys.path:
+        sys.path.insert(0, str(_helpers))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -43,7 +43,7 @@ def test_sigterm_ends_a_run_and_removes_everything_it_made(tmp_path: Path) -> No
     require_namespaces()
     script = (
         "import sys, trio\n"
-        f"sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent / 'integration')!r}]\n"
+        f"sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent / 'integration')!r}, {str(HERE.parent)!r}]\n"
         "from pathlib import Path\n"
         "from chaos_runner import RunConfig, run_chaos\n"
         f"trio.run(run_chaos, RunConfig(directory=Path({str(tmp_path / 'run')!r}), seed=1,"
