@@ -365,26 +365,25 @@ class NoAnswerError(Exception):
 _NOT_SENT = "aether_not_sent"  # set on a Request while its connection was never made
 
 
-class _TrackedHTTPConnection(http.client.HTTPConnection):
-    """Marks its request as possibly received once the connection is made (before anything is sent)."""
+class _MarksReceived:
+    """Mixed into an HTTP(S) connection: marks its request as possibly received once the connection is
+    made (before anything is sent)."""
 
     def __init__(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._request = request
 
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         setattr(self._request, _NOT_SENT, False)
 
 
-class _TrackedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._request = request
+class _TrackedHTTPConnection(_MarksReceived, http.client.HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        setattr(self._request, _NOT_SENT, False)
+
+class _TrackedHTTPSConnection(_MarksReceived, http.client.HTTPSConnection):
+    pass
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
