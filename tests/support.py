@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from aether_kv import LocalCluster, Status
+from aether_kv import LocalCluster, Status, open_client
 
 
 async def wait_until(
@@ -29,3 +29,18 @@ def replica_of(cluster: LocalCluster, raft_address: str) -> str:
 def leader_id(cluster: LocalCluster, status: Status) -> str:
     assert status.leader is not None, "no leader"
     return replica_of(cluster, status.leader)
+
+
+async def known_leader(cluster: LocalCluster) -> str:
+    """The leader's replica id, once the replica asked knows one."""
+    found: list[str] = []
+
+    async def known() -> bool:
+        async with open_client(cluster.endpoints, cluster.secret) as client:
+            status = await client.status()
+        if status.leader is not None:
+            found.append(leader_id(cluster, status))
+        return bool(found)
+
+    await wait_until(known, timeout=30, what="a known leader")
+    return found[0]

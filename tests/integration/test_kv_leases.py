@@ -17,7 +17,7 @@ from aether_kv import (
     UnavailableError,
     open_client,
 )
-from support import leader_id, wait_until
+from support import known_leader, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ TRANSIENT = (OutcomeUnknownError, UnavailableError, ConnectionLostError)
 
 
 async def _leader_status(cluster: LocalCluster) -> Status:
-    leader = await _leader(cluster)
+    leader = await known_leader(cluster)
     async with open_client([cluster.spec(leader).client_address], cluster.secret) as client:
         return await client.status()
 
@@ -89,7 +89,7 @@ async def test_leases_keep_their_meaning_across_a_leader_change(kv_cluster: Loca
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_alive)
-            old_leader = await _leader(kv_cluster)
+            old_leader = await known_leader(kv_cluster)
             kv_cluster.kill(old_leader, signal.SIGKILL)
             await wait_until(
                 lambda: _present_everywhere(kv_cluster, "dropped", False),
@@ -101,27 +101,12 @@ async def test_leases_keep_their_meaning_across_a_leader_change(kv_cluster: Loca
             await wait_until(lambda: _at_least(lambda: renewals, seen + 8), timeout=30, what="more renewals")
             assert await _present_everywhere(kv_cluster, "kept", True), "a kept-alive lease expired"
             nursery.cancel_scope.cancel()
-        assert await _leader(kv_cluster) != old_leader
+        assert await known_leader(kv_cluster) != old_leader
         await wait_until(
             lambda: _present_everywhere(kv_cluster, "kept", False),
             timeout=40,
             what="the kept lease to expire once its keep-alives stopped",
         )
-
-
-async def _leader(cluster: LocalCluster) -> str:
-    """The leader's replica id, once the replica asked knows one."""
-    found: list[str] = []
-
-    async def known() -> bool:
-        async with open_client(cluster.endpoints, cluster.secret) as client:
-            status = await client.status()
-        if status.leader is not None:
-            found.append(leader_id(cluster, status))
-        return bool(found)
-
-    await wait_until(known, timeout=30, what="a known leader")
-    return found[0]
 
 
 async def _at_least(value, target: int) -> bool:  # type: ignore[no-untyped-def]

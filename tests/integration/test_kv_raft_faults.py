@@ -14,7 +14,7 @@ import pytest
 import trio
 
 from aether_kv import LocalCluster, OutcomeUnknownError, Status, open_client, wait_until_ready
-from support import leader_id, wait_until
+from support import known_leader, leader_id, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -46,21 +46,6 @@ async def test_followers_keep_their_applied_entries_under_load(kv_cluster: Local
         for replica, log in _logs(kv_cluster).items()
     }
     assert not any(truncations.values()), truncations
-
-
-async def _leader(cluster: LocalCluster) -> str:
-    """The leader's replica id, once the replica asked knows one."""
-    found: list[str] = []
-
-    async def known() -> bool:
-        async with open_client(cluster.endpoints, cluster.secret) as client:
-            status = await client.status()
-        if status.leader is not None:
-            found.append(leader_id(cluster, status))
-        return bool(found)
-
-    await wait_until(known, timeout=30, what="a known leader")
-    return found[0]
 
 
 def _rss_bytes(pid: int) -> int:
@@ -96,7 +81,7 @@ def _blast(sock: socket.socket, junk: bytes) -> bool:
 
 async def test_a_stranger_on_the_raft_port_cannot_starve_a_replica(kv_cluster: LocalCluster) -> None:
     secret = kv_cluster.secret
-    target = await _leader(kv_cluster)
+    target = await known_leader(kv_cluster)
     spec = kv_cluster.spec(target)
     process = kv_cluster.processes[target]
     host, _, port = spec.raft_address.rpartition(":")
@@ -160,7 +145,7 @@ async def _caught_up(cluster: LocalCluster, replica_id: str, key: str) -> bool:
 async def test_a_replica_back_from_a_pause_does_not_disrupt_the_leader(kv_cluster: LocalCluster) -> None:
     """Its election timer ran out while it was stopped; upstream it would start an election at a higher
     term at once and make the leader step down. With pre-vote the others say no: nothing changes."""
-    leader = await _leader(kv_cluster)
+    leader = await known_leader(kv_cluster)
     paused = next(r.replica_id for r in kv_cluster.replicas if r.replica_id != leader)
     async with open_client([kv_cluster.spec(leader).client_address], kv_cluster.secret) as client:
         await client.put("before", b"x")
@@ -194,7 +179,7 @@ async def test_an_isolated_replica_does_not_raise_its_term(kv_cluster: LocalClus
     candidate at a higher term every election timeout; with pre-vote it never gets a majority to try."""
     async with open_client(kv_cluster.endpoints, kv_cluster.secret) as client:
         await client.put("before", b"x")
-    leader = await _leader(kv_cluster)
+    leader = await known_leader(kv_cluster)
     lone = next(r.replica_id for r in kv_cluster.replicas if r.replica_id != leader)
     others = [r.replica_id for r in kv_cluster.replicas if r.replica_id != lone]
     term = (await _status_of(kv_cluster, lone)).term
@@ -213,7 +198,7 @@ async def test_an_isolated_replica_does_not_raise_its_term(kv_cluster: LocalClus
 
 
 async def test_a_client_whose_endpoint_stops_answering_moves_to_another(kv_cluster: LocalCluster) -> None:
-    leader = await _leader(kv_cluster)
+    leader = await known_leader(kv_cluster)
     first = next(r for r in kv_cluster.replicas if r.replica_id != leader)  # cut off; the rest has quorum
     endpoints = [first.client_address] + [r.client_address for r in kv_cluster.replicas if r is not first]
     async with open_client(endpoints, kv_cluster.secret, request_timeout=5.0) as client:
