@@ -71,13 +71,15 @@ def build_wheel(
     version: str,
     dependencies: tuple[str, ...] = (),
     entry_point: str | None = None,
+    source: str = '"""A distribution built by a test."""\n',
 ) -> Path:
-    """A minimal distribution `name` at `version` (module `name` with '.'/'-' → '_'), built with
-    `uv build --wheel` into `out`. With `entry_point` ("group:artifact") it declares that entry point in
-    group aether.slices (naming its empty module: it would not load); without, none."""
+    """A minimal distribution `name` at `version` (module `name` with '.'/'-' → '_', holding `source`),
+    built with `uv build --wheel` into `out`. With `entry_point` ("group:artifact") it declares that entry
+    point in group aether.slices (naming the module: with the default source it would not load); without,
+    none."""
     module = name.replace(".", "_").replace("-", "_")
     (project / "src" / module).mkdir(parents=True, exist_ok=True)
-    (project / "src" / module / "__init__.py").write_text('"""A distribution built by a test."""\n')
+    (project / "src" / module / "__init__.py").write_text(source)
     table = f'[project.entry-points."aether.slices"]\n"{entry_point}" = "{module}"\n' if entry_point else ""
     (project / "pyproject.toml").write_text(
         f'[project]\nname = "{name}"\nversion = "{version}"\nrequires-python = ">=3.11"\n'

@@ -8,11 +8,9 @@ running and serving: the failure cost at most the one request or connection it h
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
 import struct
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +19,12 @@ import httpx
 import node_support
 import pytest
 import trio
-import uv
 from node_support import (
     ECHO,
     FAULTY,
     NodeProcess,
     activate,
+    build_wheel,
     client_node,
     endpoint_keys,
     invoke,
@@ -357,24 +355,14 @@ def aether_entry_points(context):
 
 
 def build_rude_slice(project: Path, out: Path) -> None:
-    (project / "src" / "org_aether_rude").mkdir(parents=True)
-    (project / "src" / "org_aether_rude" / "__init__.py").write_text(RUDE_MODULE)
-    (project / "pyproject.toml").write_text(
-        '[project]\nname = "org.aether.rude"\nversion = "1.0.0"\nrequires-python = ">=3.11"\n'
-        'dependencies = []\n\n[project.entry-points."aether.slices"]\n'
-        '"org.aether:rude" = "org_aether_rude"\n\n'
-        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n\n'
-        '[tool.hatch.build.targets.wheel]\npackages = ["src/org_aether_rude"]\n'
+    build_wheel(
+        project,
+        out,
+        name="org.aether.rude",
+        version="1.0.0",
+        entry_point="org.aether:rude",
+        source=RUDE_MODULE,
     )
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
-    result = subprocess.run(
-        [uv.find_uv_bin(), "build", "--wheel", "--out-dir", str(out), str(project)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert result.returncode == 0, f"uv build failed:\n{result.stdout}\n{result.stderr}"
 
 
 async def test_a_slice_call_with_a_malformed_timeout_does_not_end_the_node(
