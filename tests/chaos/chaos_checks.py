@@ -121,17 +121,28 @@ class FloorSample:
     floor: int
     active: int
     records: str  # what was seen, for the evidence
-    lost_nodes: tuple[str, ...] = ()  # configured nodes missing from the registry at that moment
+    # configured nodes missing from the registry at that moment, or registered anew since the sample
+    # before (their lease lapsed in between: the cluster forgot their instances)
+    lost_nodes: tuple[str, ...] = ()
 
 
-def floor(samples: Sequence[FloorSample], exempt: Sequence[tuple[float, float]]) -> list[Violation]:
-    """A sample below its floor is a violation unless a node was lost then (missing from the registry,
-    or inside an `exempt` window: a fault that loses nodes, until the cluster converged after it). One
-    violation per slice and stretch of consecutive bad samples."""
+def floor(
+    samples: Sequence[FloorSample], exempt: Sequence[tuple[float, float]], *, recovery: float = 90.0
+) -> list[Violation]:
+    """A sample below its floor is a violation unless a node was lost then: missing from the registry or
+    registered anew (its lease lapsed) in that sample or since, until the slice is back at its floor, for at
+    most `recovery` seconds; or inside an `exempt` window (a fault that loses nodes, until the cluster
+    converged after it). One violation per slice and stretch of consecutive bad samples."""
     found: list[Violation] = []
     open_stretch: dict[str, bool] = {}
+    lost_at: dict[str, float] = {}  # per slice: the last sample that saw a lost node, until recovery
     for sample in samples:
-        excused = bool(sample.lost_nodes) or any(start <= sample.at <= end for start, end in exempt)
+        if sample.lost_nodes:
+            lost_at[sample.slice] = sample.at
+        elif sample.active >= sample.floor:
+            lost_at.pop(sample.slice, None)
+        recovering = sample.at - lost_at.get(sample.slice, float("-inf")) <= recovery
+        excused = recovering or any(start <= sample.at <= end for start, end in exempt)
         bad = sample.active < sample.floor and not excused
         if bad and not open_stretch.get(sample.slice):
             found.append(

@@ -528,7 +528,7 @@ async def _run_chaos(config: RunConfig, soak: Callable[..., Any] | None) -> Repo
             for f in report.faults
             if f.loses_nodes
         ] + [(start, end if end is not None else run.clock()) for start, end in run.lost_windows]
-        report.violations += floor(sampler.samples, exempt)
+        report.violations += floor(sampler.samples, exempt, recovery=config.converge_bound)
         report.violations += await trio.to_thread.run_sync(kv_history, kv.history)
         report.counts |= {
             "kv_ops": kv.operations,

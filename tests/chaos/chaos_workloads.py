@@ -435,6 +435,8 @@ class FloorSampler:
     floors: dict[str, Callable[[float], int]]  # group:artifact → floor at a time (0: none)
     samples: list[FloorSample] = attrs.field(factory=list)
     interval: float = 0.5
+    # each node's registration as last seen (its key's create revision): another one means a lapse
+    registrations: dict[str, int] = attrs.field(factory=dict)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -449,7 +451,9 @@ class FloorSampler:
 
     async def _sample(self, client: Any) -> None:
         at = self.clock()
-        registered = {item.key.rsplit("/", 1)[-1] for item in (await client.range("nodes/")).kvs}
+        registered = {
+            item.key.rsplit("/", 1)[-1]: item.create_revision for item in (await client.range("nodes/")).kvs
+        }
         listing = await client.range("slices/", linearizable=True)
         per_slice: dict[str, list[str]] = collections.defaultdict(list)
         active: collections.Counter[str] = collections.Counter()
@@ -462,7 +466,12 @@ class FloorSampler:
             per_slice[artifact].append(f"{key.coordinates}#{key.instance}@{key.node_id}:{record.state.name}")
             if record.state is SliceState.ACTIVE:
                 active[artifact] += 1
-        lost = tuple(n for n in self.node_ids if n not in registered)
+        lost = tuple(
+            n
+            for n in self.node_ids
+            if n not in registered or self.registrations.get(n, registered[n]) != registered[n]
+        )
+        self.registrations = registered
         for artifact, floor_at in self.floors.items():
             wanted = floor_at(at)
             if wanted:

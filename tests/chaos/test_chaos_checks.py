@@ -68,10 +68,23 @@ def test_the_floor_is_judged_only_while_no_node_is_lost() -> None:
         _sample(6, 1),
         _sample(7, 1),
     ]
-    found = floor(samples, exempt=[(5.5, 6.5)])
-    # one violation per stretch: t=2-3, then t=7 (t=5 had a node missing, t=6 was inside a fault)
+    found = floor(samples, exempt=[(5.5, 6.5)], recovery=1.5)
+    # one violation per stretch: t=2-3, then t=7 (t=5 had a node missing, t=6 was inside a fault and
+    # within the recovery bound of the loss; t=7 is past it)
     assert [v.at for v in found] == [2, 7]
     assert all(v.invariant == "availability-floor" for v in found)
+
+
+def test_a_lost_node_excuses_the_floor_until_the_slice_is_back_at_it() -> None:
+    # node-1's lease lapsed and it registered again between samples: the cluster forgot its instances
+    samples = [_sample(1, 2), _sample(2, 2, ("node-1",)), _sample(3, 1), _sample(4, 1), _sample(5, 2)]
+    assert floor(samples, exempt=[]) == []
+    # once back at the floor, a later dip with no node lost is a violation again
+    (found,) = floor([*samples, _sample(6, 1)], exempt=[])
+    assert found.at == 6
+    # and a slice that does not recover within the bound is one too
+    (late,) = floor([_sample(1, 2, ("node-1",)), _sample(2, 1), _sample(9, 1)], exempt=[], recovery=5)
+    assert late.at == 9
 
 
 def test_a_stale_read_is_not_linearizable() -> None:
