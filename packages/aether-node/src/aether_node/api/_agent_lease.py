@@ -15,9 +15,9 @@ import attrs
 
 from aether_kv import Compare, CompareOp, CompareTarget, KVClient, KVError, LeaseNotFoundError, Put
 
+from ..client import AgentLease
+from ..core._records import SCHEMA_VERSION, RecordError, decode_record, encode_record
 from ._handlers import HandlerError
-from ._records import SCHEMA_VERSION, RecordError, decode_record, encode_record
-from .client import AgentLease
 
 AGENT_LEASE_KEY = "agents/lease"
 MIN_TTL, MAX_TTL = 2.0, 300.0

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from ._http import error_response
+from ..routing._http import error_response
 
 FILES = {
     "index.html": "text/html; charset=utf-8",

@@ -15,18 +15,7 @@ import trio
 
 from aether_kv import CompactedError, Event, KVClient, KVError, Status
 
-from ._blueprint import Blueprint
-from ._blueprint_toml import BlueprintError, parse_blueprint
-from ._cluster_manager import LEADER_KEY, PROBLEMS_PREFIX, LeaderClaim
-from ._coordinates import Coordinates, parse_artifact_id
-from ._errors import InvalidCoordinatesError
-from ._event_clock import EventClock
-from ._events import ALL_EVENTS, EventFilter, describe, needs_time
-from ._invoker import ClusterInvoker
-from ._membership import expected_nodes, forget
-from ._records import NodeRecord, RecordError, SliceRecord, decode_record, encode_record
-from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
-from .client import (
+from ..client import (
     ApplyResult,
     BlueprintInfo,
     BlueprintStatus,
@@ -41,6 +30,16 @@ from .client import (
     SliceSummary,
     SliceTarget,
 )
+from ..control._event_clock import EventClock
+from ..control._membership import expected_nodes, forget
+from ..core._blueprint import Blueprint
+from ..core._blueprint_toml import BlueprintError, parse_blueprint
+from ..core._coordinates import Coordinates, parse_artifact_id
+from ..core._errors import InvalidCoordinatesError
+from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, decode_record, encode_record
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
+from ..routing._invoker import ClusterInvoker
 
 
 def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:

@@ -24,14 +24,14 @@ from starlette.routing import Route
 
 from aether_kv import KVClient
 
+from ..client import MAX_CALL_TIMEOUT, to_json
+from ..core._errors import InvocationError
+from ..observe._events import EventFilter, EventFilterError
+from ..observe._metrics import CONTENT_TYPE, NodeMetrics
+from ..routing._http import error_response
 from ._agent_lease import AgentLeases
 from ._dashboard import dashboard_routes
-from ._errors import InvocationError
-from ._events import EventFilter, EventFilterError
 from ._handlers import HandlerError, Handlers
-from ._http import error_response
-from ._metrics import CONTENT_TYPE, NodeMetrics
-from .client import MAX_CALL_TIMEOUT, to_json
 
 ROLES = ("viewer", "operator", "admin")
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from ._blueprint import Resources, SliceSpec, Strategy
+from ..core._blueprint import Resources, SliceSpec, Strategy
 
 
 @attrs.frozen(kw_only=True)

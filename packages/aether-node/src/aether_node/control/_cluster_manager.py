@@ -17,10 +17,20 @@ import trio
 
 from aether_kv import CompactedError, Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
 
+from ..core._blueprint import Blueprint
+from ..core._kv_cache import KVCache
+from ..core._records import (
+    LeaderClaim,
+    NodeRecord,
+    RecordError,
+    SliceRecord,
+    SliceState,
+    decode_record,
+    encode_record,
+)
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
-from ._blueprint import Blueprint
-from ._kv_cache import KVCache
-from ._metrics import NodeMetrics
 from ._reconcile import (
     Action,
     ActivateInstance,
@@ -31,26 +41,15 @@ from ._reconcile import (
     RemoveInstance,
     plan,
 )
-from ._records import NodeRecord, RecordError, SliceRecord, SliceState, decode_record, encode_record
-from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
 
 log = logging.getLogger("aether_node.cluster")
 
-LEADER_KEY = "cluster/leader"
-PROBLEMS_PREFIX = "cluster/problems/"
 ACTION_NAMES = {
     CreateInstance: "create",
     RemoveInstance: "remove",
     ActivateInstance: "activate",
     DeleteRecord: "delete_record",
 }
-
-
-@attrs.frozen(kw_only=True)
-class LeaderClaim:
-    node_id: str
-    since: float
-    term: int = 0  # the Raft term in which this node's replica became the leader
 
 
 def observe(

@@ -29,9 +29,9 @@ from aether_kv import (
     Put,
 )
 
+from ..core._records import RecordError, decode_record, encode_record
+from ..observe._events import needs_time
 from ._cluster_manager import LeadershipMonitor, follow_while_leading
-from ._events import needs_time
-from ._records import RecordError, decode_record, encode_record
 
 log = logging.getLogger("aether_node.events")
 

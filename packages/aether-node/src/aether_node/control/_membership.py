@@ -21,9 +21,9 @@ import trio
 
 from aether_kv import Compare, CompareTarget, KVClient, Put
 
+from ..core._records import NodeRecord, RecordError, decode_record, encode_record
+from ..core._schema import NODES
 from ._cluster_manager import LeadershipMonitor, follow_while_leading
-from ._records import NodeRecord, RecordError, decode_record, encode_record
-from ._schema import NODES
 
 log = logging.getLogger("aether_node.membership")
 

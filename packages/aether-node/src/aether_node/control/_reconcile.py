@@ -27,11 +27,11 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 import attrs
 
+from ..core._blueprint import SliceSpec
+from ..core._coordinates import Coordinates
+from ..core._errors import InvalidCoordinatesError
+from ..core._records import SliceState
 from ._allocation import NodeCapacity, allocate_all
-from ._blueprint import SliceSpec
-from ._coordinates import Coordinates
-from ._errors import InvalidCoordinatesError
-from ._records import SliceState
 
 REMOVING = frozenset({SliceState.UNLOAD, SliceState.UNLOADING})
 

@@ -13,10 +13,9 @@ from typing import Any
 import attrs
 import cattrs
 
-from ._deployment import RestartPolicy
 from ._errors import NodeError
+from ._policies import RestartPolicy, StepTimeouts
 from ._records import Capacity
-from ._slice_store import StepTimeouts
 
 
 class ConfigError(NodeError):

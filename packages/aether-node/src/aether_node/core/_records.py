@@ -74,6 +74,15 @@ class EndpointRecord:
 
 
 @attrs.frozen(kw_only=True)
+class LeaderClaim:
+    """`cluster/leader`: the node whose replica leads, since when, in which Raft term."""
+
+    node_id: str
+    since: float
+    term: int = 0  # the Raft term in which this node's replica became the leader
+
+
+@attrs.frozen(kw_only=True)
 class Capacity:
     cpu: float = 1.0
     memory_mib: int = 1024

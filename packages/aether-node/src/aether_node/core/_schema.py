@@ -11,6 +11,8 @@ BLUEPRINTS = "blueprints/"
 ALLOCATIONS = "allocations/"
 SLICES = "slices/"
 ENDPOINTS = "endpoints/"
+LEADER_KEY = "cluster/leader"  # the leader's claim, a fencing key (LeaderClaim)
+PROBLEMS_PREFIX = "cluster/problems/"  # the leader's problems, one per artifact
 
 
 @attrs.frozen(order=True)

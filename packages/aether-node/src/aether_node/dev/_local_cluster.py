@@ -22,7 +22,7 @@ import trio
 
 from aether_kv import KVError, open_client
 
-from ._schema import NODES
+from ..core._schema import NODES
 
 VOTERS = 3
 

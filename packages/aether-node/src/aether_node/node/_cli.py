@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import trio
 from cyclopts import App, Parameter
 
-from ._config import ConfigError, load_config
+from ..core._config import ConfigError, load_config
 from ._node import load_api_keys, serve_node
 
 app = App(name="aether-node", help="An Aether node: KV replica, slice runtime, ingress.")
@@ -129,7 +129,7 @@ def build_index(
     ),
 ) -> None:
     """Build every slice project under SOURCE into wheels in OUT."""
-    from ._sample_index import build_sample_index
+    from ..dev._sample_index import build_sample_index
 
     if not source.is_dir():
         print(f"aether-node: error: --source {source} is not a directory", file=sys.stderr)

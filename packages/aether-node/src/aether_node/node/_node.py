@@ -19,25 +19,25 @@ import trio
 
 from aether_kv import KVClient, KVError, LeaseNotFoundError, open_client
 
-from ._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
-from ._config import ConfigError, NodeConfig
-from ._deployment import NodeDeploymentManager
-from ._endpoints import EndpointRegistry
-from ._event_clock import EventClock
-from ._handlers import Handlers
-from ._http import ingress_app, serve_http
-from ._installer import SliceInstaller
-from ._invoker import ClusterInvoker
-from ._kv_cache import KVCache
-from ._kv_replica import run_kv_replica
-from ._management import Authorizer, management_app, parse_api_keys
-from ._membership import Membership
-from ._metrics import NodeMetrics
-from ._peers import PeerClients, serve_peers
-from ._records import NodeRecord, encode_record
-from ._schema import node_key
-from ._slice_host import HostListener
-from ._slice_store import SliceStore
+from ..api._handlers import Handlers
+from ..api._management import Authorizer, management_app, parse_api_keys
+from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
+from ..control._event_clock import EventClock
+from ..control._membership import Membership
+from ..core._config import ConfigError, NodeConfig
+from ..core._kv_cache import KVCache
+from ..core._records import NodeRecord, encode_record
+from ..core._schema import node_key
+from ..observe._metrics import NodeMetrics
+from ..routing._endpoints import EndpointRegistry
+from ..routing._http import ingress_app, serve_http
+from ..routing._invoker import ClusterInvoker
+from ..routing._peers import PeerClients, serve_peers
+from ..runtime._deployment import NodeDeploymentManager
+from ..runtime._installer import SliceInstaller
+from ..runtime._kv_replica import run_kv_replica
+from ..runtime._slice_host import HostListener
+from ..runtime._slice_store import SliceStore
 from ._supervise import run_forever, supervise
 
 log = logging.getLogger("aether_node.node")

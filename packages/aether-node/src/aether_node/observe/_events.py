@@ -18,13 +18,12 @@ import attrs
 
 from aether_kv import Event
 
-from ._blueprint import Blueprint
-from ._cluster_manager import LEADER_KEY, LeaderClaim
-from ._coordinates import Coordinates, parse_artifact_id
-from ._errors import InvalidCoordinatesError
-from ._records import NodeRecord, RecordError, SliceRecord, SliceState, decode_record
-from ._schema import BLUEPRINTS, NODES, SLICES, InstanceKey
-from .client import EVENT_KINDS, ClusterEvent
+from ..client import EVENT_KINDS, ClusterEvent
+from ..core._blueprint import Blueprint
+from ..core._coordinates import Coordinates, parse_artifact_id
+from ..core._errors import InvalidCoordinatesError
+from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, SliceState, decode_record
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, SLICES, InstanceKey
 
 MAX_NODE_ID = 253
 

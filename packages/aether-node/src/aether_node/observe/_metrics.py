@@ -27,8 +27,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from aether_kv import KVClient, KVError, Status
 
-from ._coordinates import Coordinates
-from .client import CallStats
+from ..client import CallStats
+from ..core._coordinates import Coordinates
 
 # The classic text format every Prometheus reads (our names are all legacy-valid, so the text is the same).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

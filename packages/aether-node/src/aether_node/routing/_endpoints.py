@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from ._blueprint import Balancing, Blueprint
-from ._coordinates import Coordinates
-from ._kv_cache import KVCache
-from ._records import EndpointRecord, NodeRecord, RecordError, decode_record
-from ._schema import BLUEPRINTS, ENDPOINTS, NODES, parse_endpoint_key
+from ..core._blueprint import Balancing, Blueprint
+from ..core._coordinates import Coordinates
+from ..core._kv_cache import KVCache
+from ..core._records import EndpointRecord, NodeRecord, RecordError, decode_record
+from ..core._schema import BLUEPRINTS, ENDPOINTS, NODES, parse_endpoint_key
 
 
 @attrs.frozen(kw_only=True)

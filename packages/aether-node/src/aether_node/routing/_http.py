@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ._blueprint import Balancing
-from ._errors import InvocationError
+from ..core._blueprint import Balancing
+from ..core._errors import InvocationError
 
 log = logging.getLogger("aether_node.http")
 

@@ -16,17 +16,17 @@ from typing import Any
 
 import trio
 
-from ._blueprint import Balancing
-from ._coordinates import Coordinates, parse_artifact_id
+from ..client import ClusterCalls
+from ..core._blueprint import Balancing
+from ..core._coordinates import Coordinates, parse_artifact_id
+from ..core._errors import InvalidCoordinatesError, InvocationError
+from ..core._records import NodeRecord
+from ..core._schema import InstanceKey
+from ..observe._metrics import NodeMetrics, merge_call_stats
+from ..runtime._lifecycle import Phase
+from ..runtime._slice_store import SliceStore
 from ._endpoints import Endpoint, EndpointRegistry, choose
-from ._errors import InvalidCoordinatesError, InvocationError
-from ._lifecycle import Phase
-from ._metrics import NodeMetrics, merge_call_stats
 from ._peers import LostInFlightError, NotSentError, PeerClients
-from ._records import NodeRecord
-from ._schema import InstanceKey
-from ._slice_store import SliceStore
-from .client import ClusterCalls
 
 STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
 

@@ -18,7 +18,7 @@ import trio
 
 from aether_kv import FramedStream, InvalidRequestError, KVError, client_handshake, server_handshake
 
-from ._errors import InvocationError
+from ..core._errors import InvocationError
 
 log = logging.getLogger("aether_node.peers")
 

@@ -25,10 +25,9 @@ import trio
 
 from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
 
-from ._errors import NodeError
-from ._lifecycle import Phase, Step, StepKind, outcome_to_record, plan, target_phase
-from ._metrics import InstanceSample, NodeMetrics
-from ._records import (
+from ..core._errors import NodeError
+from ..core._policies import RestartPolicy
+from ..core._records import (
     COMMAND_STATES,
     WORKING_STATES,
     EndpointRecord,
@@ -38,24 +37,12 @@ from ._records import (
     decode_record,
     encode_record,
 )
-from ._schema import ENDPOINTS, InstanceKey, endpoint_key, node_slices_prefix
+from ..core._schema import ENDPOINTS, InstanceKey, endpoint_key, node_slices_prefix
+from ..observe._metrics import InstanceSample, NodeMetrics
+from ._lifecycle import Phase, Step, StepKind, outcome_to_record, plan, target_phase
 from ._slice_store import LocalInstance, SliceStore, describe_failure
 
 log = logging.getLogger("aether_node.deployment")
-
-
-@attrs.frozen(kw_only=True)
-class RestartPolicy:
-    """A process that dies while wanted is restarted after `initial`·2ⁿ s (capped at `maximum`); the
-    `max_restarts`-th death within `window` s ends in FAILED."""
-
-    max_restarts: int = 5
-    window: float = 60.0
-    initial: float = 0.25
-    maximum: float = 4.0
-
-    def delay(self, restarts: int) -> float:
-        return min(self.initial * 2 ** max(restarts - 1, 0), self.maximum)
 
 
 @attrs.define(eq=False)
@@ -84,7 +71,7 @@ class NodeDeploymentManager:
         store: SliceStore,
         *,
         lease: int,
-        restart_policy: RestartPolicy = RestartPolicy(),
+        restart_policy: RestartPolicy = RestartPolicy(),  # noqa: B008 (a frozen value)
         clock: Callable[[], float] = time.time,
         metrics: NodeMetrics | None = None,
     ) -> None:

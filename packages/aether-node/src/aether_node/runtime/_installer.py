@@ -26,8 +26,8 @@ from packaging.utils import canonicalize_name
 
 import aether_slice
 
-from ._coordinates import Coordinates
-from ._errors import ResolutionError
+from ..core._coordinates import Coordinates
+from ..core._errors import ResolutionError
 
 ENTRY_POINT_GROUP = "aether.slices"
 READY_MARKER = ".aether-ready"

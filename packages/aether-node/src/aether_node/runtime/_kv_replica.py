@@ -12,7 +12,7 @@ import sys
 
 import trio
 
-from ._config import NodeConfig
+from ..core._config import NodeConfig
 from ._processes import spawn
 
 log = logging.getLogger("aether_node.kv_replica")

@@ -11,7 +11,7 @@ import enum
 
 import attrs
 
-from ._records import SliceState
+from ..core._records import SliceState
 
 
 class Phase(enum.Enum):

@@ -28,7 +28,7 @@ import trio
 
 from aether_kv import FramedStream, InvalidRequestError
 
-from ._errors import InvocationError, SliceHostError, StepTimeoutError
+from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
 from ._installer import InstalledSlice
 from ._processes import ChildProcess, spawn
 

@@ -11,23 +11,13 @@ from typing import Any
 import attrs
 import trio
 
-from ._coordinates import Coordinates
-from ._errors import NodeError, ResolutionError, SliceHostError, StepTimeoutError
+from ..core._coordinates import Coordinates
+from ..core._errors import NodeError, ResolutionError, SliceHostError, StepTimeoutError
+from ..core._policies import StepTimeouts
+from ..core._schema import InstanceKey
 from ._installer import InstalledSlice, SliceInstaller
 from ._lifecycle import Phase
-from ._schema import InstanceKey
 from ._slice_host import CallHandler, HostListener, SliceHost, SliceTemplate
-
-
-@attrs.frozen(kw_only=True)
-class StepTimeouts:
-    """Per-step deadlines in seconds (configurable per node)."""
-
-    install: float = 300.0
-    load: float = 30.0
-    activate: float = 30.0
-    deactivate: float = 15.0
-    invoke: float = 30.0
 
 
 @attrs.define(eq=False)
@@ -65,7 +55,7 @@ class SliceStore:
         listener: HostListener,
         logs_dir: Path,
         on_call: CallHandler,
-        timeouts: StepTimeouts = StepTimeouts(),
+        timeouts: StepTimeouts = StepTimeouts(),  # noqa: B008 (a frozen value)
     ) -> None:
         self._nursery = nursery
         self.installer = installer
