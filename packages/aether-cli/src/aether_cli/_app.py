@@ -51,7 +51,7 @@ def _read(path: Path) -> str:
 
 def validate(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
     """Check a blueprint file without a cluster: TOML syntax, keys, types, coordinates."""
-    from aether_node._blueprint_toml import BlueprintError, parse_blueprint
+    from aether_node import BlueprintError, parse_blueprint
 
     try:
         blueprint = parse_blueprint(_read(file), str(file))
@@ -336,7 +336,7 @@ def dev_status(*, directory: Path = Path(".aether-dev"), common: Common = DEFAUL
     """Which local nodes run, and the cluster's status."""
     from ._dev import dev_status as show
 
-    show(directory, common)
+    cluster_status(common=show(directory, common))  # the dev cluster's status, after its processes
 
 
 # Each command is registered by its import path (with its docstring for the group's help), so cyclopts

@@ -74,8 +74,7 @@ def _alive(pid: int) -> bool:
 def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None, common: Common) -> None:
     import trio
 
-    from aether_node._local_cluster import plan_cluster, wait_until_ready
-    from aether_node._sample_index import build_sample_index
+    from aether_node.dev import build_sample_index, plan_cluster, wait_until_ready
 
     if nodes < 1:
         fail(2, f"--nodes must be at least 1, got {nodes}")
@@ -192,7 +191,9 @@ def _tail(path: Path, lines: int = 200) -> list[str]:
         return []
 
 
-def dev_status(directory: Path, common: Common) -> None:
+def dev_status(directory: Path, common: Common) -> Common:
+    """Print which dev processes run (and recent restarts); return the options that reach the dev cluster,
+    for `aether dev status` to show its cluster status next (this module does not import the commands)."""
     state = directory / STATE_FILE
     if not state.exists():
         fail(EXIT_FAILED, f"no dev cluster recorded in {directory}/ (start one with `aether dev up`)")
@@ -212,8 +213,4 @@ def dev_status(directory: Path, common: Common) -> None:
         print("recent restarts (supervisor.log):", file=out)
         for line in restarts[-6:]:
             print(f"  {line}", file=out)
-    from ._app import cluster_status
-
-    cluster_status(
-        common=Common(cluster=",".join(info["management"]), api_key=common.api_key, json=common.json)
-    )
+    return Common(cluster=",".join(info["management"]), api_key=common.api_key, json=common.json)
