@@ -3,6 +3,11 @@ deployment managers, endpoint registry, peer calls, ingress and the management A
 
 The public names below are imported on first use (PEP 562), so that `aether_node.client` — the API
 client and models the CLI and the MCP service use — imports nothing server-side.
+
+The code is one subpackage per layer (`core`, `observe`, `control`, `runtime`, `routing`, `api`,
+`node`, `dev`; docs/ARCHITECTURE.md, "The node: layers"), their modules private. Other public entry
+points: `aether_node.client`, `aether_node.dev` (local clusters, the sample index), `aether_node.node`
+(the `aether-node` command) and what `control`, `observe` and `routing` export for the benchmarks.
 """
 
 from __future__ import annotations
