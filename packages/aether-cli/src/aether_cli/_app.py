@@ -314,15 +314,18 @@ def up(
     source: Annotated[Path, Parameter(help="Slice projects to build into the local index.")] = Path(
         "sample-slices"
     ),
-    apply: Annotated[
+    apply_file: Annotated[
         Path | None, Parameter(name="--apply", help="Apply this blueprint and wait for it.")
     ] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Build the sample-slice index, start NODES local nodes in the background, wait until ready."""
-    from ._dev import dev_up
+    from ._dev import dev_up, next_steps
 
-    dev_up(nodes=nodes, directory=directory, source=source, apply_file=apply, common=common)
+    cluster, ingress = dev_up(nodes=nodes, directory=directory, source=source, common=common)
+    if apply_file is not None:
+        apply(apply_file, wait=True, common=cluster)
+    next_steps(ingress, applied=apply_file is not None)
 
 
 def down(*, directory: Path = Path(".aether-dev")) -> None:

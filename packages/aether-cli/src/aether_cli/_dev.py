@@ -71,7 +71,10 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None, common: Common) -> None:
+def dev_up(*, nodes: int, directory: Path, source: Path, common: Common) -> tuple[Common, str]:
+    """Build the index, start the nodes under a supervisor and wait until they are ready; return the
+    options that reach the new cluster and its first ingress (for `aether dev up --apply` and
+    `next_steps`: this module does not import the commands)."""
     import trio
 
     from aether_node.dev import build_sample_index, plan_cluster, wait_until_ready
@@ -131,17 +134,12 @@ def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None
         voter = " (Raft voter)" if node.raft else ""
         print(f"  {node.node_id}: ingress http://{node.ingress}  management http://{node.management}{voter}")
     print(f"\nDashboard: http://{cluster.nodes[0].management}/dashboard  (on every node: /dashboard)")
-    if apply_file is not None:
-        from ._app import apply
+    return Common(cluster=",".join(management), api_key=common.api_key, json=False), cluster.nodes[0].ingress
 
-        apply(
-            apply_file,
-            wait=True,
-            common=Common(cluster=",".join(management), api_key=common.api_key, json=False),
-        )
-    ingress = cluster.nodes[0].ingress
+
+def next_steps(ingress: str, *, applied: bool) -> None:
     print("\nNext:")
-    if apply_file is None:
+    if not applied:
         print("  aether blueprint apply examples/blueprint.toml --wait")
     print("  aether cluster status")
     print(f'  curl -s -X POST http://{ingress}/invoke/org.aether:echo/echo -d \'{{"hello": "aether"}}\'')
