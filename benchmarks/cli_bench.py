@@ -43,8 +43,7 @@ from pathlib import Path
 
 import trio
 
-from aether_node._local_cluster import LocalNodeCluster, plan_cluster, wait_until_ready
-from aether_node._sample_index import build_sample_index
+from aether_node.dev import LocalNodeCluster, build_sample_index, plan_cluster, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "blueprint.toml"

@@ -1,5 +1,5 @@
 """Cluster orchestration benchmark: real `aether-node` processes on 127.0.0.1 (a local cluster from
-`aether_node._local_cluster`, 3 nodes, all Raft voters), the sample slices org.aether:echo and
+`aether_node.dev`, 3 nodes, all Raft voters), the sample slices org.aether:echo and
 org.aether:greeter.
 
     uv run python benchmarks/cluster_bench.py            # full run (~3 minutes on 2 cores)
@@ -79,11 +79,20 @@ from cluster_support import (  # noqa: E402
 )
 
 from aether_kv import KVClient  # noqa: E402
-from aether_node import Coordinates, EndpointRecord, InstanceKey, SliceRecord, SliceState, decode_record  # noqa: E402
-from aether_node._allocation import NodeCapacity, allocate_all  # noqa: E402
-from aether_node._blueprint import Balancing, Resources, SliceSpec, Strategy  # noqa: E402
-from aether_node._local_cluster import LocalNodeCluster, wait_until_ready  # noqa: E402
-from aether_node._reconcile import ObservedInstance, plan  # noqa: E402
+from aether_node import (  # noqa: E402
+    Balancing,
+    Coordinates,
+    EndpointRecord,
+    InstanceKey,
+    Resources,
+    SliceRecord,
+    SliceSpec,
+    SliceState,
+    Strategy,
+    decode_record,
+)
+from aether_node.control import NodeCapacity, ObservedInstance, allocate_all, plan  # noqa: E402
+from aether_node.dev import LocalNodeCluster, wait_until_ready  # noqa: E402
 
 INSTANCES = 30
 STEP_TIMEOUT = 60.0

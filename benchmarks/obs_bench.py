@@ -49,11 +49,9 @@ import httpx
 import trio
 
 from aether_kv import open_client
-from aether_node import NodeRecord, SliceRecord, SliceState, encode_record
-from aether_node._blueprint import Blueprint, SliceSpec
-from aether_node._local_cluster import free_port, plan_cluster, wait_until_ready
-from aether_node._metrics import NodeMetrics, read_process_usage
-from aether_node._sample_index import build_sample_index
+from aether_node import Blueprint, NodeRecord, SliceRecord, SliceSpec, SliceState, encode_record
+from aether_node.dev import build_sample_index, free_port, plan_cluster, wait_until_ready
+from aether_node.observe import NodeMetrics, read_process_usage
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"

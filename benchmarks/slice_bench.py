@@ -19,11 +19,11 @@ What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
 2. Ingress throughput and latency: `POST /invoke/org.aether:echo/echo` with a small JSON body, with 1 and
    with 2 ACTIVE instances, against a bare hypercorn+trio server running a raw ASGI callable that parses
    the body and answers it as JSON (same hypercorn settings as the node's ingress), and — as a breakdown —
-   the node's own ingress app (aether_node._http) answering the payload itself, without invoker or slice. wrk,
-   32 connections, 1 thread (--wrk-threads), 10 s a run (--quick 3 s), the servers alternating twice,
-   median of each; also 1 connection (unloaded latency). CPU of every process over each run (% of one
-   core and CPU µs per request), and what processes outside the benchmark used meanwhile ("others": on a
-   shared machine, each wrk run first waits, bounded, for them to calm down: --quiet-wait).
+   the node's own ingress app (`aether_node.routing.ingress_app`) answering the payload itself, without
+   invoker or slice. wrk, 32 connections, 1 thread (--wrk-threads), 10 s a run (--quick 3 s), the servers
+   alternating twice, median of each; also 1 connection (unloaded latency). CPU of every process over each
+   run (% of one core and CPU µs per request), and what processes outside the benchmark used meanwhile
+   ("others": on a shared machine, each wrk run first waits, bounded, for them to calm down: --quiet-wait).
 3. Resident memory with 20 idle ACTIVE instances: RSS, PSS and USS (from /proc/PID/smaps_rollup) of each
    instance, of the template they were forked from, of the node process and of its KV replica process.
 
@@ -63,10 +63,10 @@ import trio
 
 from aether_kv import Delete, KVClient, Put, open_client
 from aether_node import SliceRecord, SliceState, decode_record, encode_record
-from aether_node._sample_index import build_sample_index
+from aether_node.dev import build_sample_index
 
 try:  # nodes with a cluster leader (blueprints); older trees have none
-    from aether_node._blueprint import Blueprint, SliceSpec
+    from aether_node import Blueprint, SliceSpec
 except ImportError:  # pragma: no cover
     Blueprint = SliceSpec = None  # type: ignore[assignment,misc]
 
@@ -554,13 +554,13 @@ trio.run(serve, app, config)
 '''
 
 INGRESS_ONLY = r'''
-"""The node's own ingress app (aether_node._http on hypercorn, the same settings) with an invoke
+"""The node's own ingress app (aether_node.routing on hypercorn, the same settings) with an invoke
 that answers the payload itself: the node's HTTP layer without the invoker and the slice round trip."""
 import sys
 
 import trio
 
-from aether_node._http import ingress_app, serve_http
+from aether_node.routing import ingress_app, serve_http
 
 
 async def invoke(artifact, entry, payload, *args, **options):

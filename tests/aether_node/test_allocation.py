@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether_node._allocation import NodeCapacity, Placement, allocate, allocate_all
-from aether_node._blueprint import Resources, SliceSpec, Strategy
+from aether_node.control._allocation import NodeCapacity, Placement, allocate, allocate_all
+from aether_node.core._blueprint import Resources, SliceSpec, Strategy
 
 PROPERTY = settings(max_examples=100, deadline=None)
 PROPERTY_ALL = settings(max_examples=60, deadline=None)  # allocate_all: several slices per example

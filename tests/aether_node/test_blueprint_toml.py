@@ -1,4 +1,4 @@
-"""Blueprint TOML (`aether_node._blueprint_toml`): the example parses; every kind of bad blueprint is
+"""Blueprint TOML (`aether_node.core._blueprint_toml`): the example parses; every kind of bad blueprint is
 rejected with its exact message, naming file:line:column (where the line is known) and the key path.
 Pure: no processes."""
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aether_node._blueprint import Balancing, Resources, Strategy
-from aether_node._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
+from aether_node.core._blueprint import Balancing, Resources, Strategy
+from aether_node.core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "blueprint.toml"
 SOURCE = "bp.toml"

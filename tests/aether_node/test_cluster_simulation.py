@@ -39,10 +39,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from aether_node._allocation import NodeCapacity, allocate_all
-from aether_node._blueprint import Resources, SliceSpec
-from aether_node._coordinates import Coordinates
-from aether_node._reconcile import (
+from aether_node.control._allocation import NodeCapacity, allocate_all
+from aether_node.control._reconcile import (
     ActivateInstance,
     CreateInstance,
     DeleteRecord,
@@ -51,7 +49,9 @@ from aether_node._reconcile import (
     RemoveInstance,
     plan,
 )
-from aether_node._records import SliceState
+from aether_node.core._blueprint import Resources, SliceSpec
+from aether_node.core._coordinates import Coordinates
+from aether_node.core._records import SliceState
 
 ARTIFACTS = ("org.example:echo", "org.example:greeter")
 NODE_IDS = ("n1", "n2", "n3", "n4")

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from aether_node._coordinates import Coordinates, parse_artifact_id
-from aether_node._errors import InvalidCoordinatesError, NodeError
+from aether_node.core._coordinates import Coordinates, parse_artifact_id
+from aether_node.core._errors import InvalidCoordinatesError, NodeError
 
 PROPERTY = settings(max_examples=200, deadline=None)
 NORMALISED = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")

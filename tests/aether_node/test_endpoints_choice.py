@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether_node._blueprint import Balancing
-from aether_node._coordinates import Coordinates
-from aether_node._endpoints import Endpoint, choose
+from aether_node.core._blueprint import Balancing
+from aether_node.core._coordinates import Coordinates
+from aether_node.routing._endpoints import Endpoint, choose
 
 PROPERTY = settings(max_examples=200, deadline=None)
 ECHO = Coordinates.parse("org.example:echo:1.0")

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from aether_kv import open_client, running_local_cluster
-from aether_node._event_clock import EventClock, time_key
+from aether_node.control._event_clock import EventClock, time_key
 
 pytestmark = [pytest.mark.integration]
 

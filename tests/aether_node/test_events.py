@@ -6,11 +6,11 @@ import attrs
 import pytest
 
 from aether_kv import Event, EventKind, KeyValue
-from aether_node._blueprint import Blueprint
-from aether_node._cluster_manager import LEADER_KEY, LeaderClaim
-from aether_node._events import EventFilter, EventFilterError, describe, needs_time
-from aether_node._records import NodeRecord, SliceRecord, SliceState, encode_record
 from aether_node.client import EVENT_KINDS, ClusterEvent
+from aether_node.core._blueprint import Blueprint
+from aether_node.core._records import LeaderClaim, NodeRecord, SliceRecord, SliceState, encode_record
+from aether_node.core._schema import LEADER_KEY
+from aether_node.observe._events import EventFilter, EventFilterError, describe, needs_time
 
 ECHO = "org.aether:echo:1.0.0"
 

@@ -5,9 +5,9 @@ reason a person can act on."""
 from __future__ import annotations
 
 from aether_kv import Member, Status
-from aether_node._blueprint import Blueprint, SliceSpec
-from aether_node._handlers import Handlers
+from aether_node.api._handlers import Handlers
 from aether_node.client import InstanceInfo, NodeInfo
+from aether_node.core._blueprint import Blueprint, SliceSpec
 
 ECHO = "org.aether:echo:1.0.0"
 

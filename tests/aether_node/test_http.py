@@ -11,9 +11,9 @@ import httpx
 import pytest
 import trio
 
-from aether_node._blueprint import Balancing
-from aether_node._errors import InvocationError
-from aether_node._http import ingress_app, serve_http
+from aether_node.core._blueprint import Balancing
+from aether_node.core._errors import InvocationError
+from aether_node.routing._http import ingress_app, serve_http
 
 
 class Recorder:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import trio
 
 from aether_kv import KVClient, LocalCluster, open_client
-from aether_node._kv_cache import KVCache
+from aether_node.core._kv_cache import KVCache
 
 
 async def follow_until(client: KVClient, prefix: str, start: int, last_key: str) -> None:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether_node._lifecycle import (
+from aether_node.core._records import COMMAND_STATES, SliceState
+from aether_node.runtime._lifecycle import (
     OUTCOME,
     STEP_WORKING,
     Phase,
@@ -19,7 +20,6 @@ from aether_node._lifecycle import (
     plan,
     target_phase,
 )
-from aether_node._records import COMMAND_STATES, SliceState
 
 LOAD = Step(StepKind.LOAD, SliceState.LOADING)
 ACTIVATE = Step(StepKind.ACTIVATE, SliceState.ACTIVATING)

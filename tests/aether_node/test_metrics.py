@@ -7,8 +7,8 @@ import os
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from aether_node._coordinates import Coordinates
-from aether_node._metrics import (
+from aether_node.core._coordinates import Coordinates
+from aether_node.observe._metrics import (
     UNKNOWN,
     InstanceSample,
     NodeMetrics,
@@ -115,7 +115,7 @@ def test_metrics_off_records_nothing() -> None:
 
 
 def test_call_stats_of_several_nodes_are_summed_and_malformed_readings_skipped() -> None:
-    from aether_node._metrics import merge_call_stats
+    from aether_node.observe._metrics import merge_call_stats
 
     one = NodeMetrics()
     one.invocation("org.aether:echo", "echo", "ingress", 0.002, None)

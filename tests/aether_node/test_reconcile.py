@@ -17,10 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether_node._allocation import NodeCapacity, allocate_all
-from aether_node._blueprint import Resources, SliceSpec, Strategy
-from aether_node._coordinates import Coordinates
-from aether_node._reconcile import (
+from aether_node.control._allocation import NodeCapacity, allocate_all
+from aether_node.control._reconcile import (
     CreateInstance,
     DeleteRecord,
     ObservedInstance,
@@ -29,7 +27,9 @@ from aether_node._reconcile import (
     RemoveInstance,
     plan,
 )
-from aether_node._records import SliceState
+from aether_node.core._blueprint import Resources, SliceSpec, Strategy
+from aether_node.core._coordinates import Coordinates
+from aether_node.core._records import SliceState
 
 PROPERTY = settings(max_examples=100, deadline=None)
 ECHO = "org.example:echo"

@@ -15,7 +15,7 @@ import uv
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from aether_node._sample_index import build_sample_index
+from aether_node.dev._sample_index import build_sample_index
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import pytest
 import trio
 import trio.testing
 
-from aether_node._metrics import NodeMetrics
-from aether_node._supervise import run_forever, supervise
+from aether_node.node._supervise import run_forever, supervise
+from aether_node.observe._metrics import NodeMetrics
 
 
 class Flaky:

@@ -45,8 +45,8 @@ from chaos_workloads import (
 )
 
 from aether_kv import KVError, open_client
-from aether_node._sample_index import build_sample_index
 from aether_node.client import ApiClient
+from aether_node.dev import build_sample_index
 from support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

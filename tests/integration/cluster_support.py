@@ -1,5 +1,5 @@
 """Helpers for the cluster tests (`test_cluster_*.py`) and `benchmarks/cluster_bench.py`: a local cluster
-of real `aether-node` processes (`aether_node._local_cluster`), blueprints written to the KV, views of the
+of real `aether-node` processes (`aether_node.dev`), blueprints written to the KV, views of the
 `slices/` and `endpoints/` records, and callers that keep invoking slices through the nodes' ingresses.
 
 - `running_cluster` (async) / `started_cluster` (sync, for module fixtures) start N nodes and end every
@@ -34,13 +34,20 @@ import pytest
 import trio
 
 from aether_kv import KVClient, KVError, open_client
-from aether_node import EndpointRecord, InstanceKey, SliceRecord, SliceState, decode_record, encode_record
-from aether_node._blueprint import Balancing as Balancing  # re-exported for the tests
-from aether_node._blueprint import Blueprint, SliceSpec
-from aether_node._blueprint import Resources as Resources
-from aether_node._blueprint import Strategy as Strategy
-from aether_node._local_cluster import LocalNodeCluster, plan_cluster, wait_until_ready
-from aether_node._sample_index import build_sample_index
+from aether_node import Balancing as Balancing  # re-exported for the tests
+from aether_node import (
+    Blueprint,
+    EndpointRecord,
+    InstanceKey,
+    SliceRecord,
+    SliceSpec,
+    SliceState,
+    decode_record,
+    encode_record,
+)
+from aether_node import Resources as Resources
+from aether_node import Strategy as Strategy
+from aether_node.dev import LocalNodeCluster, build_sample_index, plan_cluster, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_SLICES = REPO / "sample-slices"

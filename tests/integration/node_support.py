@@ -43,7 +43,7 @@ import uv
 
 from aether_kv import Event, KVClient, open_client
 from aether_node import Coordinates, SliceRecord, SliceState, decode_record, encode_record
-from aether_node._sample_index import build_sample_index
+from aether_node.dev import build_sample_index
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_SLICES = REPO / "sample-slices"
@@ -58,7 +58,7 @@ NODE_START_TIMEOUT = 30.0
 
 
 def build_index(out: Path) -> Path:
-    """The sample slices as a wheel directory (see `aether_node._sample_index`)."""
+    """The sample slices as a wheel directory (see `aether_node.dev`)."""
     build_sample_index(SAMPLE_SLICES, out)
     return out
 
@@ -216,7 +216,7 @@ def kill_pid(pid: int, sig: int = signal.SIGKILL) -> None:
 @functools.cache
 def _cli_options() -> frozenset[str]:
     """The keyword options of `aether-node run` in the code under test."""
-    from aether_node._cli import run
+    from aether_node.node import run
 
     return frozenset(inspect.signature(run).parameters)
 
@@ -534,7 +534,7 @@ async def activate(
 async def apply_blueprint(kv: KVClient, name: str, slices: list[dict[str, Any]]) -> None:
     """Write `blueprints/{name}` as an operator would; each slice: {"artifact", "instances", "config"?}.
     (For nodes with their own replica: their cluster leader removes instances no blueprint asks for.)"""
-    from aether_node._blueprint import Blueprint, SliceSpec
+    from aether_node import Blueprint, SliceSpec
 
     specs = tuple(SliceSpec(**spec) for spec in slices)
     blueprint = Blueprint(name=name, slices=specs, timestamp=time.time())

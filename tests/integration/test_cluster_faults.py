@@ -42,7 +42,7 @@ from cluster_support import (
 )
 
 from aether_node import EndpointRecord, SliceState
-from aether_node._local_cluster import wait_until_ready
+from aether_node.dev import wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

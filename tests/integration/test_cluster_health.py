@@ -14,8 +14,8 @@ import trio
 from cli_support import run_aether
 from cluster_support import ECHO, SliceSpec, kv_of, logs, put_blueprint, running_cluster, start_node
 
-from aether_node._local_cluster import LocalNodeCluster
 from aether_node.client import ApiClient, ClusterStatus
+from aether_node.dev import LocalNodeCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -49,7 +49,7 @@ from cluster_support import (
 
 from aether_kv import KVClient
 from aether_node import SliceRecord, SliceState, encode_record
-from aether_node._local_cluster import LocalNodeCluster
+from aether_node.dev import LocalNodeCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -50,8 +50,8 @@ from node_support import (
 )
 
 from aether_node import SliceState
-from aether_node._local_cluster import LocalNodeCluster, wait_until_ready
 from aether_node.client import ApiClient, BlueprintStatus
+from aether_node.dev import LocalNodeCluster, wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -24,7 +24,7 @@ from cli_support import (
     wait_until,
 )
 
-from aether_node._local_cluster import plan_cluster
+from aether_node.dev import plan_cluster
 
 pytestmark = [pytest.mark.integration]
 

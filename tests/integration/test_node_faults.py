@@ -48,8 +48,7 @@ from node_support import (
 )
 
 from aether_kv import Event, KVClient
-from aether_node import SliceRecord, SliceState, decode_record
-from aether_node._deployment import RestartPolicy
+from aether_node import RestartPolicy, SliceRecord, SliceState, decode_record
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -51,7 +51,7 @@ def _read(path: Path) -> str:
 
 def validate(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
     """Check a blueprint file without a cluster: TOML syntax, keys, types, coordinates."""
-    from aether_node._blueprint_toml import BlueprintError, parse_blueprint
+    from aether_node import BlueprintError, parse_blueprint
 
     try:
         blueprint = parse_blueprint(_read(file), str(file))
@@ -314,15 +314,18 @@ def up(
     source: Annotated[Path, Parameter(help="Slice projects to build into the local index.")] = Path(
         "sample-slices"
     ),
-    apply: Annotated[
+    apply_file: Annotated[
         Path | None, Parameter(name="--apply", help="Apply this blueprint and wait for it.")
     ] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Build the sample-slice index, start NODES local nodes in the background, wait until ready."""
-    from ._dev import dev_up
+    from ._dev import dev_up, next_steps
 
-    dev_up(nodes=nodes, directory=directory, source=source, apply_file=apply, common=common)
+    cluster, ingress = dev_up(nodes=nodes, directory=directory, source=source, common=common)
+    if apply_file is not None:
+        apply(apply_file, wait=True, common=cluster)
+    next_steps(ingress, applied=apply_file is not None)
 
 
 def down(*, directory: Path = Path(".aether-dev")) -> None:
@@ -336,7 +339,7 @@ def dev_status(*, directory: Path = Path(".aether-dev"), common: Common = DEFAUL
     """Which local nodes run, and the cluster's status."""
     from ._dev import dev_status as show
 
-    show(directory, common)
+    cluster_status(common=show(directory, common))  # the dev cluster's status, after its processes
 
 
 # Each command is registered by its import path (with its docstring for the group's help), so cyclopts

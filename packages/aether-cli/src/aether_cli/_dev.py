@@ -71,11 +71,13 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None, common: Common) -> None:
+def dev_up(*, nodes: int, directory: Path, source: Path, common: Common) -> tuple[Common, str]:
+    """Build the index, start the nodes under a supervisor and wait until they are ready; return the
+    options that reach the new cluster and its first ingress (for `aether dev up --apply` and
+    `next_steps`: this module does not import the commands)."""
     import trio
 
-    from aether_node._local_cluster import plan_cluster, wait_until_ready
-    from aether_node._sample_index import build_sample_index
+    from aether_node.dev import build_sample_index, plan_cluster, wait_until_ready
 
     if nodes < 1:
         fail(2, f"--nodes must be at least 1, got {nodes}")
@@ -132,17 +134,12 @@ def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None
         voter = " (Raft voter)" if node.raft else ""
         print(f"  {node.node_id}: ingress http://{node.ingress}  management http://{node.management}{voter}")
     print(f"\nDashboard: http://{cluster.nodes[0].management}/dashboard  (on every node: /dashboard)")
-    if apply_file is not None:
-        from ._app import apply
+    return Common(cluster=",".join(management), api_key=common.api_key, json=False), cluster.nodes[0].ingress
 
-        apply(
-            apply_file,
-            wait=True,
-            common=Common(cluster=",".join(management), api_key=common.api_key, json=False),
-        )
-    ingress = cluster.nodes[0].ingress
+
+def next_steps(ingress: str, *, applied: bool) -> None:
     print("\nNext:")
-    if apply_file is None:
+    if not applied:
         print("  aether blueprint apply examples/blueprint.toml --wait")
     print("  aether cluster status")
     print(f'  curl -s -X POST http://{ingress}/invoke/org.aether:echo/echo -d \'{{"hello": "aether"}}\'')
@@ -192,7 +189,9 @@ def _tail(path: Path, lines: int = 200) -> list[str]:
         return []
 
 
-def dev_status(directory: Path, common: Common) -> None:
+def dev_status(directory: Path, common: Common) -> Common:
+    """Print which dev processes run (and recent restarts); return the options that reach the dev cluster,
+    for `aether dev status` to show its cluster status next (this module does not import the commands)."""
     state = directory / STATE_FILE
     if not state.exists():
         fail(EXIT_FAILED, f"no dev cluster recorded in {directory}/ (start one with `aether dev up`)")
@@ -212,8 +211,4 @@ def dev_status(directory: Path, common: Common) -> None:
         print("recent restarts (supervisor.log):", file=out)
         for line in restarts[-6:]:
             print(f"  {line}", file=out)
-    from ._app import cluster_status
-
-    cluster_status(
-        common=Common(cluster=",".join(info["management"]), api_key=common.api_key, json=common.json)
-    )
+    return Common(cluster=",".join(info["management"]), api_key=common.api_key, json=common.json)

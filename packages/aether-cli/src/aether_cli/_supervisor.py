@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from aether_node._local_cluster import LocalNodeCluster, plan_cluster
+from aether_node.dev import LocalNodeCluster, plan_cluster
 
 STATE_FILE = "cluster.json"
 LOG_FILE = "supervisor.log"

@@ -3,6 +3,11 @@ deployment managers, endpoint registry, peer calls, ingress and the management A
 
 The public names below are imported on first use (PEP 562), so that `aether_node.client` — the API
 client and models the CLI and the MCP service use — imports nothing server-side.
+
+The code is one subpackage per layer (`core`, `observe`, `control`, `runtime`, `routing`, `api`,
+`node`, `dev`; docs/ARCHITECTURE.md, "The node: layers"), their modules private. Other public entry
+points: `aether_node.client`, `aether_node.dev` (local clusters, the sample index), `aether_node.node`
+(the `aether-node` command) and what `control`, `observe` and `routing` export for the benchmarks.
 """
 
 from __future__ import annotations
@@ -12,35 +17,37 @@ from typing import Any
 
 _EXPORTS = {
     # configuration and running a node
-    "NodeConfig": "._config",
-    "KVSettings": "._config",
-    "ConfigError": "._config",
-    "load_config": "._config",
-    "NodeInfo": "._node",
-    "serve_node": "._node",
+    "NodeConfig": ".core._config",
+    "KVSettings": ".core._config",
+    "ConfigError": ".core._config",
+    "load_config": ".core._config",
+    "RestartPolicy": ".core._policies",
+    "StepTimeouts": ".core._policies",
+    "NodeInfo": ".node._node",
+    "serve_node": ".node._node",
     # coordinates, blueprints, records
-    "Coordinates": "._coordinates",
-    "Blueprint": "._blueprint",
-    "SliceSpec": "._blueprint",
-    "Resources": "._blueprint",
-    "Strategy": "._blueprint",
-    "Balancing": "._blueprint",
-    "parse_blueprint": "._blueprint_toml",
-    "BlueprintError": "._blueprint_toml",
-    "SliceRecord": "._records",
-    "SliceState": "._records",
-    "EndpointRecord": "._records",
-    "NodeRecord": "._records",
-    "encode_record": "._records",
-    "decode_record": "._records",
-    "InstanceKey": "._schema",
+    "Coordinates": ".core._coordinates",
+    "Blueprint": ".core._blueprint",
+    "SliceSpec": ".core._blueprint",
+    "Resources": ".core._blueprint",
+    "Strategy": ".core._blueprint",
+    "Balancing": ".core._blueprint",
+    "parse_blueprint": ".core._blueprint_toml",
+    "BlueprintError": ".core._blueprint_toml",
+    "SliceRecord": ".core._records",
+    "SliceState": ".core._records",
+    "EndpointRecord": ".core._records",
+    "NodeRecord": ".core._records",
+    "encode_record": ".core._records",
+    "decode_record": ".core._records",
+    "InstanceKey": ".core._schema",
     # errors
-    "NodeError": "._errors",
-    "InvalidCoordinatesError": "._errors",
-    "ResolutionError": "._errors",
-    "SliceHostError": "._errors",
-    "StepTimeoutError": "._errors",
-    "InvocationError": "._errors",
+    "NodeError": ".core._errors",
+    "InvalidCoordinatesError": ".core._errors",
+    "ResolutionError": ".core._errors",
+    "SliceHostError": ".core._errors",
+    "StepTimeoutError": ".core._errors",
+    "InvocationError": ".core._errors",
 }
 
 __all__ = sorted(_EXPORTS)

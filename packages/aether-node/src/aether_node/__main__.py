@@ -1,3 +1,3 @@
-from ._cli import main
+from .node._cli import main
 
 main()

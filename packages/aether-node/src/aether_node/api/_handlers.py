@@ -1,0 +1,552 @@
+"""Command handlers: the operations behind the management API (and so the CLI and the MCP service).
+Protocol-agnostic: typed request in, typed result (from `client`) out, or a HandlerError.
+
+Reads that decide anything are linearizable; writes go through Raft like every KV write.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from typing import Any
+
+import attrs
+import trio
+
+from aether_kv import CompactedError, Event, KVClient, KVError, Status
+
+from ..client import (
+    ApplyResult,
+    BlueprintInfo,
+    BlueprintStatus,
+    ClusterCalls,
+    ClusterEvent,
+    ClusterStatus,
+    EntryInfo,
+    InstanceInfo,
+    NodeInfo,
+    Overview,
+    SliceStatus,
+    SliceSummary,
+    SliceTarget,
+)
+from ..control._event_clock import EventClock
+from ..control._membership import expected_nodes, forget
+from ..core._blueprint import Blueprint
+from ..core._blueprint_toml import BlueprintError, parse_blueprint
+from ..core._coordinates import Coordinates, parse_artifact_id
+from ..core._errors import InvalidCoordinatesError
+from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, decode_record, encode_record
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
+from ..routing._invoker import ClusterInvoker
+
+
+def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:
+    """Per blueprint: why it has not converged (its slices short of ACTIVE instances of the wanted
+    version, or with others left over), or "" if it has."""
+    found = {}
+    for name, blueprint in blueprints.items():
+        short = []
+        for spec in blueprint.slices:
+            artifact_id = spec.artifact.rsplit(":", 1)[0]
+            mine = [i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id]
+            active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == spec.artifact)
+            others = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact != spec.artifact)
+            if active != spec.instances or others:
+                extra = f", {others} of another version" if others else ""
+                short.append(f"{spec.artifact} {active}/{spec.instances} ACTIVE{extra}")
+        found[name] = "; ".join(short)
+    return found
+
+
+class HandlerError(Exception):
+    """`kind`: invalid (bad input: HTTP 400, CLI exit 2), not_found (404), unavailable (503)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+def _info(blueprint: Blueprint) -> BlueprintInfo:
+    return BlueprintInfo(
+        name=blueprint.name,
+        slices=tuple(
+            SliceSummary(artifact=s.artifact, instances=s.instances, strategy=str(s.strategy))
+            for s in blueprint.slices
+        ),
+        timestamp=blueprint.timestamp,
+        source=blueprint.source,
+    )
+
+
+class Handlers:
+    def __init__(self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time) -> None:
+        self.kv = kv
+        self.invoker = invoker
+        self.clock = clock
+        self.event_clock = EventClock(kv)
+
+    async def _fresh(self) -> None:
+        """One barrier through the Raft log: the reads that follow on this replica are linearizable."""
+        try:
+            await self.kv.barrier()
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+
+    async def _read(self, prefix: str) -> dict[str, Any]:
+        """A local read; callers put one `_fresh()` before their reads (cheaper than a barrier each)."""
+        return (await self._read_at(prefix))[0]
+
+    async def _read_at(self, prefix: str) -> tuple[dict[str, Any], int]:
+        """`_read`, and the revision the read saw."""
+        try:
+            listing = await self.kv.range(prefix)
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+        return {kv.key: kv for kv in listing.kvs}, listing.revision
+
+    # ------------------------------------------------------------ blueprints
+
+    async def validate_blueprint(self, text: str, source: str) -> BlueprintInfo:
+        try:
+            return _info(parse_blueprint(text, source))
+        except BlueprintError as error:
+            raise HandlerError("invalid", error.message) from None
+
+    async def apply_blueprint(self, text: str, source: str) -> ApplyResult:
+        try:
+            blueprint = parse_blueprint(text, source, timestamp=self.clock())
+        except BlueprintError as error:
+            raise HandlerError("invalid", error.message) from None
+        await self._fresh()
+        others = await self._blueprints()
+        claimed = {
+            s.artifact.rsplit(":", 1)[0]: b.name
+            for b in others.values()
+            for s in b.slices
+            if b.name != blueprint.name
+        }
+        for spec in blueprint.slices:
+            owner = claimed.get(spec.artifact.rsplit(":", 1)[0])
+            if owner:
+                raise HandlerError(
+                    "invalid",
+                    f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
+                )
+        key = BLUEPRINTS + blueprint.name
+        try:
+            existed = await self.kv.get(key, linearizable=True)
+            result = await self.kv.put(key, encode_record(blueprint))
+        except KVError as error:
+            raise HandlerError("unavailable", f"could not store the blueprint: {error.message}") from None
+        return ApplyResult(
+            name=blueprint.name,
+            created=existed is None,
+            revision=result.revision,
+            slices=len(blueprint.slices),
+        )
+
+    async def _blueprints(self) -> dict[str, Blueprint]:
+        found = {}
+        for key, kv in (await self._read(BLUEPRINTS)).items():
+            try:
+                blueprint = decode_record(key, kv.value, Blueprint)
+            except RecordError:
+                continue
+            found[blueprint.name] = blueprint
+        return found
+
+    async def list_blueprints(self) -> list[BlueprintInfo]:
+        await self._fresh()
+        return [_info(b) for _, b in sorted((await self._blueprints()).items())]
+
+    async def get_blueprint(self, name: str) -> BlueprintInfo:
+        await self._fresh()
+        blueprint = (await self._blueprints()).get(name)
+        if blueprint is None:
+            raise HandlerError("not_found", f"no blueprint named {name!r}")
+        return _info(blueprint)
+
+    async def delete_blueprint(self, name: str) -> None:
+        key = BLUEPRINTS + name
+        try:
+            deleted = await self.kv.delete(key)
+        except KVError as error:
+            raise HandlerError("unavailable", f"could not delete the blueprint: {error.message}") from None
+        if deleted.deleted == 0:
+            raise HandlerError("not_found", f"no blueprint named {name!r}")
+
+    async def blueprint_status(self, name: str) -> BlueprintStatus:
+        await self._fresh()
+        blueprint = (await self._blueprints()).get(name)
+        if blueprint is None:
+            raise HandlerError("not_found", f"no blueprint named {name!r}")
+        instances = await self._instances()
+        problems = await self._problems()
+        statuses = []
+        for spec in blueprint.slices:
+            artifact_id = spec.artifact.rsplit(":", 1)[0]
+            mine = tuple(i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id)
+            active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == spec.artifact)
+            statuses.append(
+                SliceStatus(
+                    artifact=spec.artifact,
+                    desired=spec.instances,
+                    active=active,
+                    instances=mine,
+                    problem=problems.get(artifact_id, ""),
+                )
+            )
+        return BlueprintStatus(name=name, slices=tuple(statuses))
+
+    async def _problems(self) -> dict[str, str]:
+        return {
+            key[len(PROBLEMS_PREFIX) :]: kv.value.decode()
+            for key, kv in (await self._read(PROBLEMS_PREFIX)).items()
+        }
+
+    # ------------------------------------------------------------ slices
+
+    async def _instances(self, raw: dict[str, Any] | None = None) -> list[InstanceInfo]:
+        found = []
+        for key, kv in sorted((raw if raw is not None else await self._read(SLICES)).items()):
+            parsed = InstanceKey.parse(key)
+            if parsed is None:
+                continue
+            try:
+                record = decode_record(key, kv.value, SliceRecord)
+            except RecordError:
+                continue
+            found.append(
+                InstanceInfo(
+                    node_id=parsed.node_id,
+                    artifact=str(parsed.coordinates),
+                    instance=parsed.instance,
+                    state=str(record.state),
+                    reason=record.reason,
+                    timestamp=record.timestamp,
+                )
+            )
+        return found
+
+    async def list_slices(self) -> list[InstanceInfo]:
+        await self._fresh()
+        return await self._instances()
+
+    async def slice_status(self, artifact: str) -> SliceStatus:
+        await self._fresh()
+        artifact_id = self._artifact_id(artifact)
+        mine = tuple(i for i in await self._instances() if i.artifact.rsplit(":", 1)[0] == artifact_id)
+        wanted = None
+        for blueprint in (await self._blueprints()).values():
+            for spec in blueprint.slices:
+                if spec.artifact.rsplit(":", 1)[0] == artifact_id:
+                    wanted = spec
+        if wanted is None and not mine:
+            raise HandlerError(
+                "not_found", f"no blueprint deploys {artifact_id} and no instance of it exists"
+            )
+        coordinates = wanted.artifact if wanted else mine[0].artifact
+        active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == coordinates)
+        problem = (await self._problems()).get(artifact_id, "")
+        return SliceStatus(
+            artifact=coordinates,
+            desired=wanted.instances if wanted else 0,
+            active=active,
+            instances=mine,
+            problem=problem,
+        )
+
+    @staticmethod
+    def _artifact_id(artifact: str) -> str:
+        try:
+            if artifact.count(":") == 2:
+                return Coordinates.parse(artifact).artifact_id
+            return parse_artifact_id(artifact)
+        except InvalidCoordinatesError as error:
+            raise HandlerError("invalid", error.message) from None
+
+    async def invoke(self, artifact: str, entry: str, payload: Any, *, timeout: float | None = None) -> Any:
+        """The call, given `timeout` seconds (the node's configured invoke timeout if None)."""
+        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload, timeout, source="api")
+
+    async def entry_points(self, artifact: str) -> list[EntryInfo]:
+        """The entry points ACTIVE instances of `artifact` serve (from this node's endpoint table); one is
+        idempotent if every instance that serves it declares it so."""
+        artifact_id = self._artifact_id(artifact)
+        registry = self.invoker.registry
+        found = []
+        for name in sorted(registry.entries(artifact_id)):
+            endpoints = registry.endpoints(artifact_id, name)
+            if endpoints:
+                found.append(EntryInfo(name=name, idempotent=all(e.idempotent for e in endpoints)))
+        return found
+
+    # ------------------------------------------------------------ cluster
+
+    async def _nodes(self) -> list[NodeRecord]:
+        found = []
+        for key, kv in sorted((await self._read(NODES)).items()):
+            try:
+                found.append(decode_record(key, kv.value, NodeRecord))
+            except RecordError:
+                continue
+        return found
+
+    async def _leader_node(self) -> str | None:
+        claim = await self.kv.get(LEADER_KEY)
+        if claim is None:
+            return None
+        try:
+            return decode_record(LEADER_KEY, claim.value, LeaderClaim).node_id
+        except RecordError:
+            return None
+
+    async def nodes(self) -> list[NodeInfo]:
+        await self._fresh()
+        return await self._node_infos(await self._instances())
+
+    async def _node_infos(self, instances: list[InstanceInfo]) -> list[NodeInfo]:
+        leader = await self._leader_node()
+        per_node = collections.Counter(i.node_id for i in instances)
+        active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
+        return [
+            NodeInfo(
+                node_id=n.node_id,
+                ingress=n.ingress,
+                management=n.management,
+                peer=n.peer,
+                cpu=n.capacity.cpu,
+                memory_mib=n.capacity.memory_mib,
+                role=n.role,
+                started_at=n.started_at,
+                instances=per_node[n.node_id],
+                active=active[n.node_id],
+                leader=n.node_id == leader,
+            )
+            for n in await self._nodes()
+        ]
+
+    async def _status(self) -> Status:
+        try:
+            return await self.kv.status()
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+
+    async def cluster_status(self) -> ClusterStatus:
+        status = await self._status()
+        nodes = await self.nodes()
+        instances = await self._instances()
+        blueprints = await self._blueprints()
+        return self._summary(status, nodes, instances, blueprints, await self._expected())
+
+    async def _expected(self) -> list[str]:
+        try:
+            return await expected_nodes(self.kv)
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+
+    async def forget_node(self, node_id: str) -> dict[str, str]:
+        """Stop expecting a node that is gone for good (it is no longer counted as missing)."""
+        await self._fresh()
+        if node_id in {n.node_id for n in await self._nodes()}:
+            raise HandlerError(
+                "conflict", f"node {node_id} is registered: stop it (it then leaves by itself) before"
+            )
+        try:
+            forgotten = await forget(self.kv, node_id)
+        except KVError as error:
+            raise HandlerError("unavailable", f"could not forget the node: {error.message}") from None
+        if not forgotten:
+            raise HandlerError("not_found", f"node {node_id} is not expected by the cluster")
+        return {"forgotten": node_id}
+
+    @staticmethod
+    def _summary(
+        status: Status,
+        nodes: list[NodeInfo],
+        instances: list[InstanceInfo],
+        blueprints: dict[str, Blueprint],
+        expected: list[str],
+    ) -> ClusterStatus:
+        failed = [i for i in instances if i.state == "FAILED"]
+        leader = next((n.node_id for n in nodes if n.leader), None)
+        registered = {n.node_id for n in nodes}
+        missing = tuple(n for n in expected if n not in registered)
+        unconverged = {name: why for name, why in sorted(_convergence(blueprints, instances).items()) if why}
+        disconnected = tuple(
+            m.raft_address
+            for m in status.members
+            if not m.connected and m.raft_address != status.self_address
+        )
+        reasons = []
+        if not status.has_quorum:
+            reasons.append("the KV store has no quorum: it cannot commit anything")
+        elif leader is None:
+            reasons.append("no node leads the cluster (a leader is being elected)")
+        if missing:
+            reasons.append(
+                f"{len(registered & set(expected))} of {len(expected)} expected nodes are registered;"
+                f" missing: {', '.join(missing)}"
+            )
+        reasons += [f"blueprint {name} has not converged: {why}" for name, why in unconverged.items()]
+        if failed:
+            shown = "; ".join(f"{i.artifact}#{i.instance} on {i.node_id}: {i.reason}" for i in failed[:3])
+            more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
+            reasons.append(f"{len(failed)} instance(s) FAILED: {shown}{more}")
+        if disconnected:
+            reasons.append(f"KV replica {status.self_address} is not connected to {', '.join(disconnected)}")
+        return ClusterStatus(
+            leader=leader,
+            term=status.term,
+            revision=status.revision,
+            has_quorum=status.has_quorum,
+            healthy=not reasons,
+            nodes=tuple(nodes),
+            blueprints=len(blueprints),
+            instances=len(instances),
+            active=sum(1 for i in instances if i.state == "ACTIVE"),
+            failed=len(failed),
+            expected_nodes=tuple(expected),
+            missing_nodes=missing,
+            unconverged=tuple(unconverged),
+            disconnected_replicas=disconnected,
+            reasons=tuple(reasons),
+        )
+
+    async def overview(self) -> Overview:
+        """Status, nodes, every slice's desired vs ACTIVE and every instance, from one linearizable view."""
+        status = await self._status()
+        await self._fresh()
+        raw, revision = await self._read_at(SLICES)
+        instances = await self._instances(raw)
+        nodes = await self._node_infos(instances)
+        blueprints = await self._blueprints()
+        problems = await self._problems()
+        active = collections.Counter(i.artifact for i in instances if i.state == "ACTIVE")
+        slices = tuple(
+            SliceTarget(
+                blueprint=name,
+                artifact=spec.artifact,
+                desired=spec.instances,
+                active=active[spec.artifact],
+                problem=problems.get(spec.artifact.rsplit(":", 1)[0], ""),
+            )
+            for name, blueprint in sorted(blueprints.items())
+            for spec in blueprint.slices
+        )
+        return Overview(
+            status=self._summary(status, nodes, instances, blueprints, await self._expected()),
+            slices=slices,
+            instances=tuple(instances),
+            revision=revision,
+        )
+
+    async def calls(self) -> ClusterCalls:
+        """Every node's call statistics, summed per entry point (nodes that do not answer are named)."""
+        await self._fresh()
+        return await self.invoker.cluster_calls(await self._nodes(), now=self.clock())
+
+    # ------------------------------------------------------------ events
+
+    async def recent_events(
+        self, limit: int, selection: EventFilter = ALL_EVENTS
+    ) -> tuple[list[ClusterEvent], int]:
+        """The last `limit` cluster events that match `selection` (from the store's history) and the
+        revision they end at. Looks back 20 revisions per event wanted, then further (×8 each time, up to
+        the whole history the store keeps) while too few matched."""
+        for _ in range(3):  # compaction may overtake a scan; start over from a new status then
+            try:
+                status = await self.kv.status()
+            except KVError as error:
+                raise HandlerError(
+                    "unavailable", f"the cluster's store is not available: {error.message}"
+                ) from None
+            oldest = max(status.compact_revision + 1, 1)
+            window = max(limit, 1) * 20
+            try:
+                while True:
+                    start = max(oldest, status.revision - window + 1)
+                    found = await self._history(start, status.revision, selection)
+                    if len(found) >= limit or start <= oldest:
+                        return await self._timed(found[-limit:]), status.revision
+                    window *= 8
+            except CompactedError:
+                continue
+        raise HandlerError("unavailable", "the store's history moved on too fast to be read; try again")
+
+    async def _timed(self, found: list[tuple[bool, ClusterEvent]]) -> list[ClusterEvent]:
+        """The events, those marked as needing one with their stamped time (`_event_clock`)."""
+        revisions = [event.revision for timed, event in found if timed]
+        try:
+            times = await self.event_clock.times(revisions) if revisions else {}
+        except KVError as error:
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+        # (a time that cannot be stamped now, without a quorum, stays 0.0: unknown, not made up)
+        return [attrs.evolve(e, timestamp=times.get(e.revision, 0.0)) if timed else e for timed, e in found]
+
+    async def describe(self, raw: Event, selection: EventFilter = ALL_EVENTS) -> list[ClusterEvent]:
+        """The events of one KV change that match `selection`, with their times (for event streams).
+        Never raises: a time that cannot be read now is left unknown (0.0), the stream goes on."""
+        timed = needs_time(raw)
+        found = [(timed, e) for e in describe(raw) if selection.matches(e)]
+        try:
+            return await self._timed(found)
+        except HandlerError:
+            return [e for _, e in found]
+
+    async def _history(self, start: int, end: int, selection: EventFilter) -> list[tuple[bool, ClusterEvent]]:
+        """The events of revisions start..end that match, each marked if its time is to be looked up.
+        Every revision has at least one change, so the watch of every key reaches `end`."""
+        if start > end:
+            return []
+        found: list[tuple[bool, ClusterEvent]] = []
+        stream = self.kv.watch("", start)
+        try:
+            with trio.fail_after(10):
+                while True:
+                    batch = await stream.__anext__()
+                    for raw in batch:
+                        if raw.revision <= end:
+                            timed = needs_time(raw)
+                            found += [(timed, e) for e in describe(raw) if selection.matches(e)]
+                    if batch[-1].revision >= end:
+                        return found
+        except trio.TooSlowError:
+            raise HandlerError("unavailable", "reading the store's history took too long") from None
+        except KVError as error:
+            if isinstance(error, CompactedError):
+                raise
+            raise HandlerError(
+                "unavailable", f"the cluster's store is not available: {error.message}"
+            ) from None
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def check_history(self, since: int) -> None:
+        """That events after revision `since` can still be read from the store's history."""
+        status = await self._status()
+        if since < 0:
+            raise HandlerError("invalid", f"since: must be a revision ≥ 0, got {since}")
+        if since < status.compact_revision:
+            raise HandlerError(
+                "invalid",
+                f"since: revision {since} is no longer in the history (it starts after revision"
+                f" {status.compact_revision}); read the state again and follow from its revision",
+            )
+
+    def follow(self, start_revision: int):  # type: ignore[no-untyped-def]
+        return self.kv.watch("", start_revision)

@@ -1,0 +1,335 @@
+"""The management API (JSON over HTTP): routes over the command handlers, API keys with roles, probes,
+and the event stream. Served by `_http.serve_http` on the node's management address.
+
+Roles: viewer ⊂ operator ⊂ admin. Reading needs viewer; changing the cluster or invoking needs operator.
+A missing or unknown key → 401; a key whose role is too weak → 403 naming the role needed. With no keys
+configured the API is open only if the node runs in dev mode.
+
+`/metrics` (Prometheus text format) needs the viewer role like every read: Prometheus sends it as a bearer
+token (`authorization: {credentials: KEY}` in a scrape config). The probes and the dashboard's static
+files (`/dashboard`: no data in them; the page asks for a key and sends it with every request) need none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from aether_kv import KVClient
+
+from ..client import MAX_CALL_TIMEOUT, to_json
+from ..core._errors import InvocationError
+from ..observe._events import EventFilter, EventFilterError
+from ..observe._metrics import CONTENT_TYPE, NodeMetrics
+from ..routing._http import error_response
+from ._agent_lease import AgentLeases
+from ._dashboard import dashboard_routes
+from ._handlers import HandlerError, Handlers
+
+ROLES = ("viewer", "operator", "admin")
+KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
+STATUS_BY_HANDLER_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "unavailable": 503}
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """`role:key` items separated by commas or newlines (a file or an environment variable) → key → role."""
+    keys = {}
+    for number, item in enumerate(part.strip() for part in text.replace("\n", ",").split(",")):
+        if not item or item.startswith("#"):
+            continue
+        role, sep, key = item.partition(":")
+        if not sep or role not in ROLES or len(key) < 16:
+            raise ValueError(
+                f"API key entry {number + 1}: expected role:key with role one of {', '.join(ROLES)}"
+                " and a key of at least 16 characters"
+            )
+        keys[key] = role
+    return keys
+
+
+class Authorizer:
+    def __init__(self, keys: Mapping[str, str], *, open_access: bool) -> None:
+        self.keys = dict(keys)
+        self.open_access = open_access and not keys
+
+    def check(self, request: Request, needed: str) -> Response | None:
+        if self.open_access:
+            return None
+        header = request.headers.get("authorization", "")
+        key = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
+        role = self.keys.get(key)
+        if role is None:
+            return error_response(
+                "unauthenticated", "an API key is required (Authorization: Bearer KEY)", 401
+            )
+        if ROLES.index(role) < ROLES.index(needed):
+            return error_response(
+                "forbidden", f"this operation needs the {needed} role; your key has {role}", 403
+            )
+        return None
+
+
+Endpoint = Callable[[Request], Awaitable[Any]]
+
+
+def management_app(
+    handlers: Handlers,
+    authorizer: Authorizer,
+    ready: Callable[[], Awaitable[bool]],
+    *,
+    metrics: NodeMetrics | None = None,
+    status_kv: KVClient | None = None,
+) -> Starlette:
+    """The API's routes. `metrics` are served at /metrics, with the status of the KV replica `status_kv`
+    (this node's own, if it runs one) read at each scrape."""
+    metrics = metrics or NodeMetrics(enabled=False)
+
+    def route(path: str, needed: str, method: str = "GET") -> Callable[[Endpoint], Route]:
+        def wrap(endpoint: Endpoint) -> Route:
+            async def guarded(request: Request) -> Response:
+                denied = authorizer.check(request, needed)
+                if denied is not None:
+                    return denied
+                try:
+                    result = await endpoint(request)
+                except HandlerError as error:
+                    return error_response(
+                        error.kind, error.message, STATUS_BY_HANDLER_KIND.get(error.kind, 500)
+                    )
+                except InvocationError as error:
+                    return error_response(error.kind, error.message, type=error.remote_type)
+                if isinstance(result, Response):
+                    return result
+                return JSONResponse(to_json(result))
+
+            return Route(path, guarded, methods=[method])
+
+        return wrap
+
+    async def body_text(request: Request) -> tuple[str, str]:
+        try:
+            text = (await request.body()).decode("utf-8")
+        except UnicodeDecodeError:
+            raise HandlerError("invalid", "the blueprint must be UTF-8 TOML text") from None
+        return text, request.query_params.get("source", "blueprint.toml")
+
+    @route("/api/v1/blueprints", "operator", "POST")
+    async def apply(request: Request) -> Any:
+        return await handlers.apply_blueprint(*(await body_text(request)))
+
+    @route("/api/v1/blueprints/validate", "viewer", "POST")
+    async def validate(request: Request) -> Any:
+        return await handlers.validate_blueprint(*(await body_text(request)))
+
+    @route("/api/v1/blueprints", "viewer")
+    async def list_blueprints(request: Request) -> Any:
+        return await handlers.list_blueprints()
+
+    @route("/api/v1/blueprints/{name}", "viewer")
+    async def get_blueprint(request: Request) -> Any:
+        return await handlers.get_blueprint(request.path_params["name"])
+
+    @route("/api/v1/blueprints/{name}", "operator", "DELETE")
+    async def delete_blueprint(request: Request) -> Any:
+        await handlers.delete_blueprint(request.path_params["name"])
+        return {"deleted": request.path_params["name"]}
+
+    @route("/api/v1/blueprints/{name}/status", "viewer")
+    async def blueprint_status(request: Request) -> Any:
+        return await handlers.blueprint_status(request.path_params["name"])
+
+    @route("/api/v1/slices", "viewer")
+    async def list_slices(request: Request) -> Any:
+        return await handlers.list_slices()
+
+    @route("/api/v1/slices/{artifact}", "viewer")
+    async def slice_status(request: Request) -> Any:
+        return await handlers.slice_status(request.path_params["artifact"])
+
+    @route("/api/v1/slices/{artifact}/entries", "viewer")
+    async def entry_points(request: Request) -> Any:
+        return await handlers.entry_points(request.path_params["artifact"])
+
+    @route("/api/v1/slices/{artifact}/invoke/{entry}", "operator", "POST")
+    async def invoke(request: Request) -> Any:
+        """?timeout=SECONDS: how long the call may take (default: the node's invoke timeout); then 504."""
+        body = await request.body()
+        try:
+            payload = json.loads(body) if body.strip() else None
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HandlerError("invalid", f"the request body is not valid JSON: {error}") from None
+        raw = request.query_params.get("timeout")
+        try:
+            timeout = None if raw is None else float(raw)
+        except ValueError:
+            raise HandlerError("invalid", f"timeout: expected seconds, got {raw[:40]!r}") from None
+        if timeout is not None and not 0 < timeout <= MAX_CALL_TIMEOUT:
+            raise HandlerError(
+                "invalid", f"timeout: must be in (0, {MAX_CALL_TIMEOUT:g}] seconds, got {timeout:g}"
+            )
+        return JSONResponse(
+            await handlers.invoke(
+                request.path_params["artifact"], request.path_params["entry"], payload, timeout=timeout
+            )
+        )
+
+    @route("/api/v1/cluster", "viewer")
+    async def cluster(request: Request) -> Any:
+        return await handlers.cluster_status()
+
+    @route("/api/v1/nodes", "viewer")
+    async def nodes(request: Request) -> Any:
+        return await handlers.nodes()
+
+    @route("/api/v1/nodes/{node_id}", "operator", "DELETE")
+    async def forget_node(request: Request) -> Any:
+        return await handlers.forget_node(request.path_params["node_id"])
+
+    @route("/api/v1/overview", "viewer")
+    async def overview(request: Request) -> Any:
+        return await handlers.overview()
+
+    @route("/api/v1/calls", "viewer")
+    async def calls(request: Request) -> Any:
+        return await handlers.calls()
+
+    def _limit(request: Request) -> int:
+        try:
+            limit = int(request.query_params.get("limit", "50"))
+        except ValueError:
+            raise HandlerError("invalid", "limit: expected an integer") from None
+        if not 1 <= limit <= 1000:
+            raise HandlerError("invalid", f"limit: must be between 1 and 1000, got {limit}")
+        return limit
+
+    def _selection(request: Request) -> EventFilter:
+        """?kind=K[,K...] (repeatable), ?slice=group:artifact[:version], ?node=ID."""
+        params = request.query_params
+        try:
+            return EventFilter.parse(params.getlist("kind"), params.get("slice"), params.get("node"))
+        except EventFilterError as error:
+            raise HandlerError("invalid", str(error)) from None
+
+    @route("/api/v1/events", "viewer")
+    async def events(request: Request) -> Any:
+        found, _ = await handlers.recent_events(_limit(request), _selection(request))
+        return found
+
+    @route("/api/v1/events/stream", "viewer")
+    async def event_stream(request: Request) -> Any:
+        """Server-sent events: the recent ones (or every one after `?since=REVISION`), then each new one as
+        it is committed. Each has `data:` (the event's JSON, first) and `id:` (its revision); a comment
+        line every 15 s keeps idle streams alive."""
+        selection = _selection(request)
+        since = request.query_params.get("since")
+        if since is not None:  # every event after this revision (a dashboard's snapshot), none before
+            try:
+                revision = int(since)
+            except ValueError:
+                raise HandlerError(
+                    "invalid", f"since: expected a revision number, got {since[:40]!r}"
+                ) from None
+            await handlers.check_history(revision)
+            recent: list[Any] = []
+        else:
+            recent, revision = await handlers.recent_events(_limit(request), selection)
+
+        def sse(event: Any) -> str:
+            # data first: clients written before `id:` was sent read the first line of an event
+            return f"data: {json.dumps(to_json(event))}\nid: {event.revision}\n\n"
+
+        async def stream():  # type: ignore[no-untyped-def]
+            for event in recent:
+                yield sse(event)
+            watch = handlers.follow(revision + 1)
+            try:
+                while True:
+                    batch = None
+                    with trio.move_on_after(KEEPALIVE):
+                        batch = await watch.__anext__()
+                    if batch is None:
+                        yield ": keep-alive\n\n"
+                        continue
+                    for raw in batch:
+                        for event in await handlers.describe(raw, selection):
+                            yield sse(event)
+            finally:
+                with trio.CancelScope(shield=True):
+                    await watch.aclose()
+
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+    @route("/metrics", "viewer")
+    async def prometheus(request: Request) -> Any:
+        if not metrics.enabled:
+            raise HandlerError("not_found", "metrics are turned off on this node (it runs with --no-metrics)")
+        await metrics.refresh_kv(status_kv or handlers.kv)
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    agents = AgentLeases(handlers.kv)
+
+    async def json_object(request: Request) -> dict[str, Any]:
+        try:
+            data = json.loads(await request.body())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise HandlerError("invalid", f"the request body is not valid JSON: {error}") from None
+        if not isinstance(data, dict):
+            raise HandlerError("invalid", "the request body must be a JSON object")
+        return data
+
+    @route("/api/v1/agent-lease", "viewer")
+    async def agent_lease(request: Request) -> Any:
+        return await agents.current()
+
+    @route("/api/v1/agent-lease", "operator", "POST")
+    async def acquire_agent_lease(request: Request) -> Any:
+        body = await json_object(request)
+        return await agents.acquire(body.get("holder"), body.get("token"), body.get("ttl"))
+
+    @route("/api/v1/agent-lease/release", "operator", "POST")
+    async def release_agent_lease(request: Request) -> Any:
+        return {"released": await agents.release((await json_object(request)).get("token"))}
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    async def readyz(request: Request) -> Response:
+        if await ready():
+            return JSONResponse({"ready": True})
+        return error_response("unavailable", "the node cannot reach a KV quorum", 503)
+
+    routes = [
+        apply,
+        validate,
+        list_blueprints,
+        get_blueprint,
+        delete_blueprint,
+        blueprint_status,
+        list_slices,
+        slice_status,
+        entry_points,
+        invoke,
+        cluster,
+        nodes,
+        forget_node,
+        overview,
+        calls,
+        events,
+        event_stream,
+        agent_lease,
+        acquire_agent_lease,
+        release_agent_lease,
+        prometheus,
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        *dashboard_routes(),
+    ]
+    return Starlette(routes=routes)

@@ -1,0 +1,329 @@
+"""ClusterDeploymentManager: on every node, active only while this node's KV replica is the Raft leader.
+
+While leading it claims `cluster/leader` (a fencing key: every write it makes is a transaction that
+compares that claim, so a deposed leader cannot write), reconciles from scratch, then again on every
+change under blueprints/, nodes/ and slices/ and on a timer. Planning is pure (`_reconcile.plan`); this
+module observes, plans, and carries out the actions. It never plans on a view older than its own writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import attrs
+import trio
+
+from aether_kv import CompactedError, Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+
+from ..core._blueprint import Blueprint
+from ..core._kv_cache import KVCache
+from ..core._records import (
+    LeaderClaim,
+    NodeRecord,
+    RecordError,
+    SliceRecord,
+    SliceState,
+    decode_record,
+    encode_record,
+)
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..observe._metrics import NodeMetrics
+from ._allocation import NodeCapacity
+from ._reconcile import (
+    Action,
+    ActivateInstance,
+    CreateInstance,
+    DeleteRecord,
+    ObservedInstance,
+    Problem,
+    RemoveInstance,
+    plan,
+)
+
+log = logging.getLogger("aether_node.cluster")
+
+ACTION_NAMES = {
+    CreateInstance: "create",
+    RemoveInstance: "remove",
+    ActivateInstance: "activate",
+    DeleteRecord: "delete_record",
+}
+
+
+def observe(
+    cache: KVCache,
+) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance], frozenset[str]]:
+    """The cached KV → the planner's inputs: blueprints, live nodes, instances, and the live nodes that are
+    stopping (their registration says `leaving`). Records that do not decode are skipped (and logged)."""
+    blueprints = []
+    for key, kv in sorted(cache.data[BLUEPRINTS].items()):
+        try:
+            blueprints.append(decode_record(key, kv.value, Blueprint))
+        except RecordError as error:
+            log.error("%s", error.message)
+    nodes = []
+    stopping = set()
+    for key, kv in sorted(cache.data[NODES].items()):
+        try:
+            record = decode_record(key, kv.value, NodeRecord)
+        except RecordError as error:
+            log.error("%s", error.message)
+            continue
+        if record.leaving:
+            stopping.add(record.node_id)
+        nodes.append(
+            NodeCapacity(
+                node_id=record.node_id, cpu=record.capacity.cpu, memory_mib=record.capacity.memory_mib
+            )
+        )
+    instances = []
+    for key, kv in cache.data[SLICES].items():
+        parsed = InstanceKey.parse(key)
+        if parsed is None:
+            continue
+        try:
+            record = decode_record(key, kv.value, SliceRecord)
+        except RecordError as error:
+            log.error("%s", error.message)
+            continue
+        instances.append(
+            ObservedInstance(
+                node_id=parsed.node_id,
+                coordinates=parsed.coordinates,
+                instance=parsed.instance,
+                state=record.state,
+                reason=record.reason,
+                timestamp=record.timestamp,
+                key=key,
+                mod_revision=kv.mod_revision,
+            )
+        )
+    return blueprints, nodes, instances, frozenset(stopping)
+
+
+class ClusterDeploymentManager:
+    def __init__(
+        self,
+        kv: KVClient,
+        node_id: str,
+        *,
+        interval: float = 1.0,
+        max_surge: int = 1,
+        clock: Callable[[], float] = time.time,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
+        self.kv = kv
+        self.node_id = node_id
+        self.metrics = metrics or NodeMetrics(enabled=False)
+        self.interval = interval
+        self.max_surge = max_surge
+        self.clock = clock
+        self.problems: tuple[Problem, ...] = ()
+
+    async def run(self, leadership: LeadershipMonitor) -> None:
+        """Forever: wait to lead, lead until leadership is lost (then stop at once), repeat."""
+        while True:
+            await leadership.wait_for(True)
+            log.info("node %s leads the cluster: reconciling", self.node_id)
+            async with trio.open_nursery() as nursery:
+
+                async def step_down() -> None:
+                    await leadership.wait_for(False)
+                    log.info("node %s is no longer the leader: stopping reconciliation", self.node_id)
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(step_down)
+                try:
+                    await self._lead(leadership.term)
+                except KVError as error:
+                    log.warning("reconciliation interrupted: %s", error.message)
+                nursery.cancel_scope.cancel()
+
+    async def _lead(self, term: int) -> None:
+        claim = encode_record(LeaderClaim(node_id=self.node_id, since=self.clock(), term=term))
+        fence = (await self.kv.put(LEADER_KEY, claim)).revision
+        stale = await self.kv.range(PROBLEMS_PREFIX)  # the previous leader's view; recomputed below
+        self.problems = tuple(
+            Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
+        )
+        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cache.run)
+            written = 0
+            while True:
+                await cache.caught_up(SLICES, written)
+                changed = cache.changed
+                started = time.perf_counter()
+                blueprints, nodes, instances, stopping = observe(cache)
+                specs = [spec for blueprint in blueprints for spec in blueprint.slices]
+                result = plan(
+                    specs, nodes, instances, now=self.clock(), max_surge=self.max_surge, stopping=stopping
+                )
+                if result.problems != self.problems:
+                    await self._record_problems(result.problems, fence)
+                if result.actions:
+                    written = max(written, await self._execute(result.actions, fence))
+                self.metrics.reconciled(time.perf_counter() - started)
+                if result.actions:
+                    continue
+                with trio.move_on_after(self.interval):
+                    await changed.wait()
+                    await trio.sleep(0.01)  # let a burst of changes land before planning again
+
+    async def _record_problems(self, problems: tuple[Problem, ...], fence: int) -> None:
+        """`cluster/problems/{artifact}`: why an artifact cannot be placed, or why a change of it waits (a
+        stuck upgrade, the floor), for status and operators."""
+        fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
+        current = {p.artifact: p.message for p in problems}
+        before = {p.artifact: p.message for p in self.problems}
+        ops: list[Put | Delete] = [Delete(key=PROBLEMS_PREFIX + a) for a in before if a not in current]
+        ops += [
+            Put(key=PROBLEMS_PREFIX + a, value=m.encode()) for a, m in current.items() if before.get(a) != m
+        ]
+        for problem in problems:
+            if before.get(problem.artifact) != problem.message:
+                log.warning("%s: %s", problem.artifact, problem.message)  # unplaced, stuck or held
+        result = await self.kv.txn([fenced], ops)
+        if result.succeeded:
+            self.problems = problems
+
+    async def _execute(self, actions: tuple[Action, ...], fence: int) -> int:
+        """Carry out the actions concurrently; returns the highest revision written."""
+        fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
+        highest = 0
+        limiter = trio.CapacityLimiter(16)
+
+        async def one(action: Action) -> None:
+            nonlocal highest
+            name = ACTION_NAMES[type(action)]
+            async with limiter:
+                try:
+                    revision = await self._apply(action, fenced)
+                except KVError as error:
+                    log.warning("%s failed: %s", action, error.message)
+                    self.metrics.reconcile_action(name, "failed")
+                    return
+                self.metrics.reconcile_action(name, "done" if revision else "lost_race")
+                highest = max(highest, revision)
+
+        async with trio.open_nursery() as nursery:
+            for action in actions:
+                nursery.start_soon(one, action)
+        if highest == 0:
+            await trio.sleep(0.1)  # nothing went through (lost races): do not spin
+        return highest
+
+    async def _apply(self, action: Action, fenced: Compare) -> int:
+        """Carry out one action as a fenced transaction; the revision written, or 0 if it lost a race."""
+        match action:
+            case CreateInstance():
+                key = InstanceKey(action.node_id, action.coordinates, action.instance).key
+                record = SliceRecord(
+                    state=SliceState.ACTIVATE,
+                    timestamp=self.clock(),
+                    config=dict(action.config),
+                    reason=f"rebalance: moving an instance from {action.moved_from}"
+                    if action.moved_from
+                    else "",
+                    moved_from=action.moved_from,
+                )
+                absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)
+                revision = await self._commit([fenced, absent], Put(key=key, value=encode_record(record)))
+                message = f"placed {action.coordinates} on {action.node_id}"
+            case RemoveInstance():
+                revision = await self._command(
+                    action.key, action.mod_revision, fenced, SliceState.UNLOAD, action.why
+                )
+                message = f"removing {action.key} ({action.why})"
+            case ActivateInstance():
+                revision = await self._command(
+                    action.key, action.mod_revision, fenced, SliceState.ACTIVATE, ""
+                )
+                message = f"re-activating {action.key}"
+            case DeleteRecord():
+                revision = await self._commit(
+                    [fenced, _unchanged(action.key, action.mod_revision)], Delete(key=action.key)
+                )
+                message = f"forgot {action.key} (its node is gone)"
+        if revision:
+            log.info("%s", message)
+        return revision
+
+    async def _command(
+        self, key: str, mod_revision: int, fenced: Compare, state: SliceState, reason: str
+    ) -> int:
+        """Write a command state on an instance record, if it is still as observed."""
+        current = await self.kv.get(key)
+        if current is None or current.mod_revision != mod_revision:
+            return 0
+        old = decode_record(key, current.value, SliceRecord)
+        record = attrs.evolve(old, state=state, reason=reason, timestamp=self.clock(), command=None)
+        return await self._commit(
+            [fenced, _unchanged(key, mod_revision)], Put(key=key, value=encode_record(record))
+        )
+
+    async def _commit(self, compares: list[Compare], operation: Put | Delete) -> int:
+        result = await self.kv.txn(compares, [operation])
+        return result.revision if result.succeeded else 0
+
+
+def _unchanged(key: str, mod_revision: int) -> Compare:
+    return Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=mod_revision)
+
+
+class LeadershipMonitor:
+    """Whether this node's own KV replica is the Raft leader, polled from its status."""
+
+    def __init__(self, own_replica: KVClient, *, period: float = 0.1) -> None:
+        self.own_replica = own_replica
+        self.period = period
+        self.is_leader = False
+        self.term = 0
+        self._changed = trio.Event()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                status = await self.own_replica.status()
+                leading, self.term = status.is_leader, status.term
+            except KVError:
+                leading = False
+            if leading != self.is_leader:
+                self.is_leader = leading
+                changed, self._changed = self._changed, trio.Event()
+                changed.set()
+            await trio.sleep(self.period)
+
+    async def wait_for(self, leading: bool) -> None:
+        while self.is_leader != leading:
+            await self._changed.wait()
+
+
+async def follow_while_leading(
+    leadership: LeadershipMonitor, follow: Callable[[], Awaitable[None]], what: str
+) -> None:
+    """Run `follow()` whenever this node leads, cancelled when it stops leading. A KV error or a bug in
+    `follow` is logged (a compaction quietly) and `follow` starts over after a backoff: never raised.
+    Runs until cancelled."""
+    while True:
+        await leadership.wait_for(True)
+        async with trio.open_nursery() as nursery:
+
+            async def deposed() -> None:
+                await leadership.wait_for(False)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(deposed)
+            backoff = 0.2
+            while True:
+                try:
+                    await follow()
+                except KVError as error:
+                    if not isinstance(error, CompactedError):
+                        log.warning("%s: %s; trying again", what, error.message)
+                except Exception:  # a bug here must not end the node: say it, and start over
+                    log.exception("%s: unexpected error; starting over", what)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)

@@ -1,0 +1,108 @@
+"""The cluster's expected nodes: `cluster/members/{node-id}`, kept by the leader.
+
+A node is expected from the moment it first registers until it leaves gracefully (it marks itself as
+leaving, then revokes its lease) or an operator forgets it (`Handlers.forget_node`). A node that is lost —
+killed, hung, cut off: its lease expired without it leaving — stays expected, so the cluster's health says
+it is missing until it is back. That is the difference between `nodes/` (who is registered now, bound to
+leases) and this set (who should be).
+
+`Membership.run` follows `nodes/` while this node leads (replaying a window of history on taking over, so
+joins and departures during a leader change are not missed); it writes nothing but member records.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from aether_kv import Compare, CompareTarget, KVClient, Put
+
+from ..core._records import NodeRecord, RecordError, decode_record, encode_record
+from ..core._schema import NODES
+from ._cluster_manager import LeadershipMonitor, follow_while_leading
+
+log = logging.getLogger("aether_node.membership")
+
+MEMBERS = "cluster/members/"
+LOOKBACK = 1000  # revisions of history a new leader replays
+
+
+@attrs.frozen(kw_only=True)
+class MemberRecord:
+    """`cluster/members/{node-id}`: a node the cluster expects to be registered."""
+
+    node_id: str
+    since: float  # when the leader first saw it register
+    schema_version: int = 1
+
+
+def member_key(node_id: str) -> str:
+    return MEMBERS + node_id
+
+
+def _left(value: bytes | None, key: str) -> bool:
+    """Whether a deleted registration had marked its node as leaving (a graceful stop)."""
+    if not value:
+        return False
+    try:
+        return decode_record(key, value, NodeRecord).leaving
+    except RecordError:
+        return False
+
+
+class Membership:
+    def __init__(self, kv: KVClient, *, clock: Callable[[], float] = time.time) -> None:
+        self.kv = kv
+        self.clock = clock
+
+    async def run(self, leadership: LeadershipMonitor) -> None:
+        """While this node leads, keep the member records. Runs until cancelled; KV errors are logged and
+        retried, never raised."""
+        await follow_while_leading(leadership, self._follow, "cluster members")
+
+    async def _follow(self) -> None:
+        status = await self.kv.status()
+        registered = await self.kv.range(NODES)
+        for kv in registered.kvs:
+            await self._add(kv.key[len(NODES) :])
+        start = max(status.compact_revision + 1, status.revision - LOOKBACK + 1, 1)
+        watch = self.kv.watch(NODES, start)
+        try:
+            while True:
+                for event in await watch.__anext__():
+                    node_id = event.kv.key[len(NODES) :]
+                    if event.kind == "put":
+                        if event.revision > registered.revision or event.prev is None:
+                            await self._add(node_id)
+                    elif _left(event.prev.value if event.prev else None, event.kv.key):
+                        # replayed history: only if it has not registered again since
+                        current = await self.kv.get(event.kv.key)
+                        if current is None:
+                            await self.kv.delete(member_key(node_id))
+        finally:
+            with trio.CancelScope(shield=True):
+                await watch.aclose()
+
+    async def _add(self, node_id: str) -> None:
+        key = member_key(node_id)
+        if await self.kv.get(key) is not None:
+            return
+        record = MemberRecord(node_id=node_id, since=self.clock())
+        await self.kv.txn(
+            compares=[Compare(key=key, target=CompareTarget.EXISTS, operand=False)],
+            success=[Put(key=key, value=encode_record(record))],
+        )
+
+
+async def expected_nodes(kv: KVClient) -> list[str]:
+    """The node ids the cluster expects (sorted). Raises KVError."""
+    return sorted(kv.key[len(MEMBERS) :] for kv in (await kv.range(MEMBERS)).kvs)
+
+
+async def forget(kv: KVClient, node_id: str) -> bool:
+    """Stop expecting `node_id` (gone for good); False if it was not expected. Raises KVError."""
+    return (await kv.delete(member_key(node_id))).deleted > 0

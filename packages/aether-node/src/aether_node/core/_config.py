@@ -1,0 +1,127 @@
+"""Node configuration: one frozen record, parsed once at the entry point from a TOML file and flags.
+
+Unknown keys and wrong types are errors that name the file and the key path. Relative paths in the file
+are relative to the file's directory.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+from ._errors import NodeError
+from ._policies import RestartPolicy, StepTimeouts
+from ._records import Capacity
+
+
+class ConfigError(NodeError):
+    """The node configuration is invalid: names the file (or flag) and the key."""
+
+
+@attrs.frozen(kw_only=True)
+class KVSettings:
+    """This node's KV replica (raft + client addresses) — or none: a node without `raft` is a pure client
+    of the replicas named in `endpoints` (clusters keep 3 or 5 Raft voters, however many nodes they have)."""
+
+    raft: str | None = None
+    client: str | None = None
+    peers: tuple[str, ...] = ()  # Raft addresses of the other replicas
+    endpoints: tuple[str, ...] = ()  # client addresses of the other replicas (failover)
+    secret_file: Path = Path("secret")
+
+    @property
+    def runs_replica(self) -> bool:
+        return self.raft is not None
+
+
+@attrs.frozen(kw_only=True)
+class NodeConfig:
+    node_id: str
+    data_dir: Path
+    index: str
+    ingress: str
+    peer: str  # host:port where other nodes call this node's instances
+    kv: KVSettings
+    management: str | None = None  # host:port of the management API (none: no API on this node)
+    api_keys_file: Path | None = None  # lines or commas of role:key
+    dev_mode: bool = False  # with no API keys, the management API is open (for a local dev cluster only)
+    metrics: bool = True  # Prometheus metrics at /metrics on the management API (off: nothing recorded)
+    lease_ttl: float = 1.5
+    capacity: Capacity = attrs.field(factory=Capacity)
+    labels: dict[str, str] = attrs.field(factory=dict)
+    timeouts: StepTimeouts = attrs.field(factory=StepTimeouts)
+    restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+
+    @property
+    def secret(self) -> str:
+        try:
+            secret = self.kv.secret_file.read_text().strip()
+        except OSError as error:
+            raise ConfigError(
+                f"kv.secret_file {self.kv.secret_file}: cannot read it ({error.strerror})"
+            ) from None
+        if len(secret) < 16:
+            raise ConfigError(
+                f"kv.secret_file {self.kv.secret_file}: the secret must be at least 16 characters"
+            )
+        return secret
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(Path, lambda value, _: Path(value))
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        elif value is not None:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
+    """Read `path` (if any), apply `overrides` (from flags; None means "not given"), validate."""
+    data: dict[str, Any] = {}
+    where = "flags"
+    if path is not None:
+        where = str(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as error:
+            raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path}: {error}") from None
+        base = path.parent
+        for section, key in (
+            (None, "data_dir"),
+            (None, "index"),
+            (None, "api_keys_file"),
+            ("kv", "secret_file"),
+        ):
+            holder = data.get(section, {}) if section else data
+            value = holder.get(key) if isinstance(holder, dict) else None
+            if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
+                holder[key] = str(base / value)
+    data = _merge(data, overrides)
+    try:
+        config = _converter.structure(data, NodeConfig)
+    except cattrs.BaseValidationError as error:
+        details = "; ".join(cattrs.transform_error(error, path="config"))
+        raise ConfigError(f"{where}: {details}") from None
+    if (config.kv.raft is None) != (config.kv.client is None):
+        raise ConfigError(f"{where}: kv.raft and kv.client go together (a replica needs both)")
+    if config.kv.raft is None and not config.kv.endpoints:
+        raise ConfigError(f"{where}: a node without its own KV replica (kv.raft) needs kv.endpoints")
+    # Absolute paths: slice hosts run with their virtualenv as working directory.
+    index = config.index if "://" in config.index else str(Path(config.index).resolve())
+    kv = attrs.evolve(config.kv, secret_file=config.kv.secret_file.resolve())
+    api_keys_file = config.api_keys_file.resolve() if config.api_keys_file else None
+    return attrs.evolve(
+        config, data_dir=config.data_dir.resolve(), index=index, kv=kv, api_keys_file=api_keys_file
+    )

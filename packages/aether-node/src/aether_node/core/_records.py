@@ -1,0 +1,134 @@
+"""KV records (docs/ARCHITECTURE.md, "KV schema"): frozen attrs records, one cattrs converter, JSON.
+
+Every record carries `schema_version`; decoding rejects what it does not understand with a message that
+names the key.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+
+from ._errors import NodeError
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+
+class SliceState(enum.StrEnum):
+    LOAD = "LOAD"
+    LOADING = "LOADING"
+    LOADED = "LOADED"
+    ACTIVATE = "ACTIVATE"
+    ACTIVATING = "ACTIVATING"
+    ACTIVE = "ACTIVE"
+    DEACTIVATE = "DEACTIVATE"
+    DEACTIVATING = "DEACTIVATING"
+    UNLOAD = "UNLOAD"
+    UNLOADING = "UNLOADING"
+    FAILED = "FAILED"
+
+
+COMMAND_STATES = frozenset({SliceState.LOAD, SliceState.ACTIVATE, SliceState.DEACTIVATE, SliceState.UNLOAD})
+WORKING_STATES = frozenset(
+    {SliceState.LOADING, SliceState.ACTIVATING, SliceState.DEACTIVATING, SliceState.UNLOADING}
+)
+
+
+@attrs.frozen(kw_only=True)
+class SliceRecord:
+    """`slices/{node-id}/{artifact}/{instance}`: command states by the leader, the rest by the node."""
+
+    state: SliceState
+    reason: str = ""
+    timestamp: float = 0.0
+    config: Mapping[str, Any] = attrs.field(factory=dict)
+    # The command being carried out while the state is an -ING state (e.g. ACTIVATE while LOADING), so
+    # that an interrupted step resumes toward what was asked, not toward its own intermediate outcome.
+    command: SliceState | None = None
+    # On the leader's ACTIVATE of an instance that replaces one on another node (a rebalancing move).
+    moved_from: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def intent(self) -> SliceState:
+        """The state that says what is wanted: the command in progress, else the state itself."""
+        return self.command if self.command is not None and self.state in WORKING_STATES else self.state
+
+
+@attrs.frozen(kw_only=True)
+class EndpointRecord:
+    """`endpoints/{artifact}/{entry}:{instance}`: written by the owning node, bound to its lease."""
+
+    node_id: str
+    instance: int
+    state: str = "ACTIVE"
+    idempotent: bool = False
+    timestamp: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class LeaderClaim:
+    """`cluster/leader`: the node whose replica leads, since when, in which Raft term."""
+
+    node_id: str
+    since: float
+    term: int = 0  # the Raft term in which this node's replica became the leader
+
+
+@attrs.frozen(kw_only=True)
+class Capacity:
+    cpu: float = 1.0
+    memory_mib: int = 1024
+
+
+@attrs.frozen(kw_only=True)
+class NodeRecord:
+    """`nodes/{node-id}`: a node's registration, bound to its lease (it vanishes when the node dies)."""
+
+    node_id: str
+    ingress: str
+    management: str = ""
+    peer: str = ""
+    capacity: Capacity = Capacity()
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    role: str = "worker"
+    started_at: float = 0.0
+    lease_ttl: float = 0.0  # its lease's TTL: how long the cluster waits before it counts the node lost
+    leaving: bool = False  # written just before a graceful shutdown revokes the lease (left, not lost)
+    schema_version: int = SCHEMA_VERSION
+
+
+converter = cattrs.Converter(forbid_extra_keys=False)
+
+
+class RecordError(NodeError):
+    """A KV record could not be decoded (a bug or a newer schema). Names the key."""
+
+
+def encode_record(record: object) -> bytes:
+    return json.dumps(converter.unstructure(record), separators=(",", ":")).encode()
+
+
+def decode_record(key: str, value: bytes, cls: type[T]) -> T:
+    try:
+        data = json.loads(value)
+        if not isinstance(data, dict):
+            raise TypeError(f"expected an object, got {type(data).__name__}")
+        version = data.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise TypeError(f"schema_version {version} is not understood (this node reads {SCHEMA_VERSION})")
+        return converter.structure(data, cls)
+    except (ValueError, TypeError, KeyError, cattrs.BaseValidationError) as error:
+        detail = (
+            "; ".join(cattrs.transform_error(error))
+            if isinstance(error, cattrs.BaseValidationError)
+            else error
+        )
+        raise RecordError(f"{key}: not a valid {cls.__name__} record: {detail}") from None

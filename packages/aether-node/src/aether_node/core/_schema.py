@@ -1,0 +1,68 @@
+"""KV key layout (docs/ARCHITECTURE.md, "KV schema"). Pure: building and parsing keys."""
+
+from __future__ import annotations
+
+import attrs
+
+from ._coordinates import Coordinates
+
+NODES = "nodes/"
+BLUEPRINTS = "blueprints/"
+ALLOCATIONS = "allocations/"
+SLICES = "slices/"
+ENDPOINTS = "endpoints/"
+LEADER_KEY = "cluster/leader"  # the leader's claim, a fencing key (LeaderClaim)
+PROBLEMS_PREFIX = "cluster/problems/"  # the leader's problems, one per artifact
+
+
+@attrs.frozen(order=True)
+class InstanceKey:
+    """One slice instance on one node: `slices/{node-id}/{group:artifact:version}/{instance}`."""
+
+    node_id: str
+    coordinates: Coordinates = attrs.field(order=str)
+    instance: int
+
+    @property
+    def key(self) -> str:
+        return f"{SLICES}{self.node_id}/{self.coordinates}/{self.instance}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.coordinates}#{self.instance}"
+
+    @classmethod
+    def parse(cls, key: str) -> InstanceKey | None:
+        """The instance a `slices/` key names, or None if the key is not one."""
+        parts = key.split("/")
+        if len(parts) != 4 or parts[0] + "/" != SLICES or not parts[3].isdigit():
+            return None
+        try:
+            return cls(parts[1], Coordinates.parse(parts[2]), int(parts[3]))
+        except Exception:
+            return None
+
+
+def node_slices_prefix(node_id: str) -> str:
+    return f"{SLICES}{node_id}/"
+
+
+def node_key(node_id: str) -> str:
+    return f"{NODES}{node_id}"
+
+
+def endpoint_key(coordinates: Coordinates, entry: str, instance: int) -> str:
+    return f"{ENDPOINTS}{coordinates}/{entry}:{instance}"
+
+
+def parse_endpoint_key(key: str) -> tuple[Coordinates, str, int] | None:
+    parts = key.split("/")
+    if len(parts) != 3 or parts[0] + "/" != ENDPOINTS:
+        return None
+    entry, _, instance = parts[2].rpartition(":")
+    if not entry or not instance.isdigit():
+        return None
+    try:
+        return Coordinates.parse(parts[1]), entry, int(instance)
+    except Exception:
+        return None

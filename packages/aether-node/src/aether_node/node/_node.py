@@ -1,0 +1,336 @@
+"""One Aether node: its KV replica, registration, slice store, deployment manager and HTTP ingress.
+
+`serve_node` runs until cancelled; on the way out (SIGTERM) it withdraws its endpoints, stops and unloads
+its instances, revokes its lease (its registration goes with it) and stops its KV replica.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from aether_kv import KVClient, KVError, LeaseNotFoundError, open_client
+
+from ..api._handlers import Handlers
+from ..api._management import Authorizer, management_app, parse_api_keys
+from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
+from ..control._event_clock import EventClock
+from ..control._membership import Membership
+from ..core._config import ConfigError, NodeConfig
+from ..core._kv_cache import KVCache
+from ..core._records import NodeRecord, encode_record
+from ..core._schema import node_key
+from ..observe._metrics import NodeMetrics
+from ..routing._endpoints import EndpointRegistry
+from ..routing._http import ingress_app, serve_http
+from ..routing._invoker import ClusterInvoker
+from ..routing._peers import PeerClients, serve_peers
+from ..runtime._deployment import NodeDeploymentManager
+from ..runtime._installer import SliceInstaller
+from ..runtime._kv_replica import run_kv_replica
+from ..runtime._slice_host import HostListener
+from ..runtime._slice_store import SliceStore
+from ._supervise import run_forever, supervise
+
+log = logging.getLogger("aether_node.node")
+
+
+@attrs.frozen(kw_only=True)
+class NodeInfo:
+    node_id: str
+    ingress: str
+    kv_client: str
+
+
+def load_api_keys(config: NodeConfig) -> dict[str, str]:
+    """API keys from the configured file and AETHER_API_KEYS (read here, at start-up, never at import)."""
+    text = os.environ.get("AETHER_API_KEYS", "")
+    if config.api_keys_file is not None:
+        try:
+            text += "\n" + config.api_keys_file.read_text()
+        except OSError as error:
+            raise ConfigError(
+                f"api_keys_file {config.api_keys_file}: cannot read it ({error.strerror})"
+            ) from None
+    try:
+        keys = parse_api_keys(text)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if not keys and not config.dev_mode and config.management:
+        raise ConfigError(
+            "no API keys configured (api_keys_file or AETHER_API_KEYS): the management API would be open;"
+            " configure keys, or run with --dev-mode on a machine of your own"
+        )
+    return keys
+
+
+async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
+    """Until the cluster has a leader and this node's client can commit a barrier."""
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                await kv.barrier()
+                return
+            except KVError as error:
+                log.info("waiting for the KV cluster: %s", error.message)
+                await trio.sleep(0.2)
+
+
+class _Registration:
+    """The node's lease and its `nodes/{id}` record: kept alive, and registered again if it was lost.
+
+    Keeping the lease alive is one task that never waits for anything else the node does (it has its own
+    KV client, see `serve_node`): republishing the endpoints after a new registration is another task,
+    told by `generation`. A lost lease is a state to recover from: register again, republish, retry both
+    with backoff, never give up.
+    """
+
+    def __init__(self, kv: KVClient, config: NodeConfig, record: NodeRecord) -> None:
+        self.kv = kv
+        self.config = config
+        self.record = record
+        self.lease = 0
+        self.generation = 0  # bumped by every registration (the first one included)
+        self.on_lease: Callable[[int], None] = lambda lease: None  # told each new lease at once
+        self._registered = trio.Event()
+
+    async def register(self) -> int:
+        """Grant a lease and put the registration on it (one attempt; raises KVError)."""
+        grant = await self.kv.lease_grant(self.config.lease_ttl)
+        await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=grant.lease)
+        self.lease = grant.lease
+        self.generation += 1
+        self.on_lease(self.lease)
+        registered, self._registered = self._registered, trio.Event()
+        registered.set()
+        return self.lease
+
+    async def register_until_done(self, *, timeout: float = math.inf) -> int:
+        """`register`, retried with backoff until it goes through (or `timeout` passes: TooSlowError)."""
+        backoff = 0.1
+        with trio.fail_after(timeout):
+            while True:
+                try:
+                    return await self.register()
+                except KVError as error:
+                    log.warning("registering the node failed: %s; retrying in %.1f s", error.message, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, max(self.config.lease_ttl / 2, 0.5))
+
+    async def follow(
+        self,
+        republish: Callable[[int], Awaitable[None]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """After every registration but the first: `republish(lease)` (the endpoints went with the old
+        lease), retried with backoff until it went through on the latest lease."""
+        done = self.generation
+        backoff = 0.1
+        task_status.started()
+        while True:
+            while self.generation == done:
+                await self._registered.wait()
+            generation, lease = self.generation, self.lease
+            try:
+                await republish(lease)
+            except KVError as error:
+                log.warning("republishing endpoints failed: %s; retrying in %.1f s", error.message, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            log.info("endpoints republished on the node's new lease")
+            done, backoff = generation, 0.1
+
+    async def keep_alive(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # four renewals per TTL: three may be lost or late (a Raft election, a busy moment) before it lapses
+        period = self.config.lease_ttl / 4
+        task_status.started()
+        while True:
+            await trio.sleep(period)
+            try:
+                await self.kv.lease_keepalive(self.lease)
+            except LeaseNotFoundError:
+                if self.record.leaving:
+                    await trio.sleep_forever()  # the node is stopping: it has left on purpose
+                log.error("the node's lease expired (was the node cut off?); registering again")
+                await self.register_until_done()
+            except KVError as error:
+                log.warning("lease keep-alive failed: %s", error.message)
+
+    async def mark_leaving(self) -> None:
+        """Mark the registration as leaving: the leader places nothing here any more, and the event log
+        says "left", not "lost"."""
+        self.record = attrs.evolve(self.record, leaving=True)  # also if it registers again meanwhile
+        try:
+            await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=self.lease)
+        except KVError as error:
+            log.warning("could not mark the node as leaving: %s", error.message)
+
+    async def revoke(self) -> None:
+        """Leave the cluster: mark the registration as leaving, then revoke the lease, which deletes it."""
+        await self.mark_leaving()
+        try:
+            await self.kv.lease_revoke(self.lease)
+        except KVError as error:
+            log.warning("could not revoke the node's lease: %s", error.message)
+
+
+async def serve_node(
+    config: NodeConfig,
+    *,
+    shutdown: trio.Event | None = None,
+    task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the node until `shutdown` is set (then stop gracefully and return) or until cancelled (then
+    end every slice process and stop at once)."""
+    secret = config.secret
+    api_keys = load_api_keys(config)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    async with trio.open_nursery() as outer:
+        own = [config.kv.client] if config.kv.client else []
+        if config.kv.runs_replica:
+            await outer.start(run_kv_replica, config)
+        async with (
+            open_client([*own, *config.kv.endpoints], secret, request_timeout=10.0) as kv,
+            open_client(own or list(config.kv.endpoints), secret, request_timeout=2.0) as own_replica,
+            # The lease's own connection: a keep-alive never queues behind the node's other KV traffic
+            # (a republish of hundreds of endpoints, a reconcile pass), and gives up within the TTL.
+            open_client(
+                [*own, *config.kv.endpoints], secret, request_timeout=max(config.lease_ttl, 1.0)
+            ) as lease_kv,
+        ):
+            await wait_for_kv(kv)
+            record = NodeRecord(
+                node_id=config.node_id,
+                ingress=config.ingress,
+                peer=config.peer,
+                management=config.management or "",
+                capacity=config.capacity,
+                labels=config.labels,
+                started_at=time.time(),
+                lease_ttl=config.lease_ttl,
+            )
+            registration = _Registration(lease_kv, config, record)
+            lease = await registration.register_until_done(timeout=60)
+            metrics = NodeMetrics(enabled=config.metrics)
+            metrics.watch_backlog = kv.watch_backlog
+            async with trio.open_nursery() as nursery:
+                installer = SliceInstaller(config.index, config.data_dir, timeout=config.timeouts.install)
+                invoker_box: list[ClusterInvoker] = []
+
+                async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
+                    return await invoker_box[0].invoke(artifact, entry, payload, timeout, source="slice")
+
+                # Every long-running service runs under `supervise`: an error nobody expected restarts
+                # that service, never ends the node.
+                async def start(name: str, service: Any, *args: Any, on_restart: Any = None) -> Any:
+                    return await nursery.start(
+                        functools.partial(
+                            supervise,
+                            name,
+                            functools.partial(service, *args),
+                            on_restart=on_restart,
+                            on_failure=metrics.service_restarted,
+                        )
+                    )
+
+                listener = HostListener(config.data_dir / "run")
+                await start("slice host listener", listener.serve)
+                store = SliceStore(
+                    nursery,
+                    installer,
+                    listener,
+                    config.data_dir / "logs",
+                    on_call=on_call,
+                    timeouts=config.timeouts,
+                )
+                cache = KVCache(kv, EndpointRegistry.PREFIXES)
+                await start("endpoint cache", cache.run)
+                invoker = ClusterInvoker(
+                    config.node_id,
+                    store,
+                    EndpointRegistry(cache),
+                    PeerClients(nursery, secret),
+                    metrics=metrics,
+                )
+                invoker_box.append(invoker)
+                manager = NodeDeploymentManager(
+                    kv, config.node_id, store, lease=lease, restart_policy=config.restart, metrics=metrics
+                )
+                metrics.instances = manager.instance_samples
+                registration.on_lease = functools.partial(setattr, manager, "lease")
+
+                async def republish_current() -> None:
+                    await manager.republish(registration.lease)  # a restarted manager withdrew them
+
+                try:
+                    await start("lease keep-alive", registration.keep_alive)
+                    await start("republish", registration.follow, manager.republish)
+                    await start("deployment", manager.run, on_restart=republish_current)
+                    peers = functools.partial(serve_peers, stats=metrics.call_stats)
+                    local = invoker.invoke_local
+                    await start("peer server", peers, secret, config.peer, config.node_id, local)
+                    await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
+                    handlers = Handlers(kv, invoker)
+
+                    async def ready() -> bool:
+                        with trio.move_on_after(1.0):
+                            try:
+                                await kv.barrier()
+                                return True
+                            except KVError:
+                                return False
+                        return False
+
+                    if config.management:
+                        app = management_app(
+                            handlers,
+                            Authorizer(api_keys, open_access=config.dev_mode),
+                            ready,
+                            metrics=metrics,
+                            status_kv=own_replica,
+                        )
+                        await start("management API", serve_http, app, config.management)
+                    if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
+                        leadership = LeadershipMonitor(own_replica)
+                        await start("leadership monitor", run_forever(leadership.run))
+                        cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
+                        for name, service in (
+                            ("cluster manager", cluster_manager.run),
+                            ("event clock", EventClock(kv).run),  # event times
+                            ("membership", Membership(kv).run),  # expected nodes
+                        ):
+                            await start(name, run_forever(functools.partial(service, leadership)))
+                    log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
+                    task_status.started(
+                        NodeInfo(
+                            node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client or ""
+                        )
+                    )
+                    await (shutdown.wait() if shutdown is not None else trio.sleep_forever())
+                    # Graceful: everything still runs. The KV may be going away too (a whole cluster
+                    # stopping), so what needs it is bounded.
+                    log.info("node %s stopping: withdrawing endpoints, stopping instances", config.node_id)
+                    with trio.move_on_after(2):
+                        await registration.mark_leaving()  # first: no new placement here
+                    manager.stop()  # no worker restarts (or records FAILED) what the store now stops
+                    with trio.move_on_after(3):
+                        await manager.withdraw_all()
+                    await store.close_all()  # stop hooks have their own deadline
+                    with trio.move_on_after(2):
+                        await manager.forget_all()  # a clean stop leaves no instance record behind
+                    with trio.move_on_after(2):
+                        await registration.revoke()
+                finally:
+                    await store.close_all()  # after a hard cancellation: at least end every process
+                    nursery.cancel_scope.cancel()
+        outer.cancel_scope.cancel()

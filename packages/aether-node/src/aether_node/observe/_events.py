@@ -1,0 +1,225 @@
+"""The typed cluster event log: KV changes → `ClusterEvent`s, and filters over them. Pure: no I/O.
+
+Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader` and
+`slices/` is one or two events), so every node can tell the same story, in revision order. Kinds:
+`client.EVENT_KINDS`.
+
+An event's time is when it was written, the same on every query: the writer's own timestamp where the
+record carries one (instance states, blueprints, leader claims), else — node joins and losses, deletions —
+the time the change was first observed, which `_event_clock` stamps into the KV once (`needs_time` says
+which changes; the caller passes that time as `at`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import attrs
+
+from aether_kv import Event
+
+from ..client import EVENT_KINDS, ClusterEvent
+from ..core._blueprint import Blueprint
+from ..core._coordinates import Coordinates, parse_artifact_id
+from ..core._errors import InvalidCoordinatesError
+from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, SliceState, decode_record
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, SLICES, InstanceKey
+
+MAX_NODE_ID = 253
+
+
+class EventFilterError(ValueError):
+    """A filter parameter is not valid (the caller's fault); the message names the parameter."""
+
+
+@attrs.frozen(kw_only=True)
+class EventFilter:
+    """Which events to keep: any of `kinds` (all if empty), of one slice, about one node."""
+
+    kinds: frozenset[str] = frozenset()
+    slice: str = ""  # group:artifact (any version) or group:artifact:version
+    node: str = ""
+
+    def matches(self, event: ClusterEvent) -> bool:
+        if self.kinds and event.kind not in self.kinds:
+            return False
+        if self.slice:
+            if not event.artifact:
+                return False
+            if self.slice != event.artifact and self.slice != event.artifact.rsplit(":", 1)[0]:
+                return False
+        return not self.node or self.node in (event.node_id, event.from_node_id)
+
+    @classmethod
+    def parse(
+        cls, kinds: Iterable[str] = (), slice: str | None = None, node: str | None = None
+    ) -> EventFilter:
+        """From query parameters (`kinds`: names, each maybe comma-separated). Raises EventFilterError."""
+        wanted = {k.strip() for item in kinds for k in item.split(",") if k.strip()}
+        unknown = sorted(wanted - set(EVENT_KINDS))
+        if unknown:
+            raise EventFilterError(
+                f"kind: unknown event kind {', '.join(map(repr, unknown))} (known: {', '.join(EVENT_KINDS)})"
+            )
+        slice = (slice or "").strip()
+        if slice:
+            try:
+                if slice.count(":") == 2:
+                    Coordinates.parse(slice)
+                else:
+                    parse_artifact_id(slice)
+            except InvalidCoordinatesError as error:
+                raise EventFilterError(f"slice: {error.message}") from None
+        node = (node or "").strip()
+        if len(node) > MAX_NODE_ID or "/" in node:
+            raise EventFilterError(f"node: not a node id: {node[:40]!r}")
+        return cls(kinds=frozenset(wanted), slice=slice, node=node)
+
+
+ALL_EVENTS = EventFilter()
+
+
+def needs_time(event: Event) -> bool:
+    """Whether the events of this KV change carry no time of their own (then `describe` takes `at`)."""
+    key = event.kv.key
+    if key.startswith(NODES):
+        return event.kind == "delete" or event.prev is None
+    if key.startswith(BLUEPRINTS):
+        return event.kind == "delete" or _blueprint_time(event) is None
+    if key.startswith(SLICES):
+        return event.kind == "delete" and InstanceKey.parse(key) is not None
+    return False
+
+
+def _blueprint_time(event: Event) -> float | None:
+    try:
+        timestamp = decode_record(event.kv.key, event.kv.value, Blueprint).timestamp
+    except RecordError:
+        return None
+    return timestamp or None
+
+
+def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
+    """One KV change → the cluster events it means (none for changes that are not events). `at`: when the
+    change happened, for the changes whose records carry no time (`needs_time`)."""
+    key = event.kv.key
+    if key.startswith(NODES):
+        return _node_event(event, key[len(NODES) :], at)
+    if key.startswith(BLUEPRINTS):
+        name = key[len(BLUEPRINTS) :]
+        verb = "applied" if event.kind == "put" else "deleted"
+        when = (_blueprint_time(event) if event.kind == "put" else None) or at
+        return [_made(event, when, f"blueprint_{verb}", name, f"blueprint {name} {verb}")]
+    if key == LEADER_KEY and event.kind == "put":
+        return _leader_event(event)
+    if key.startswith(SLICES):
+        parsed = InstanceKey.parse(key)
+        return [] if parsed is None else _instance_events(event, parsed, at)
+    return []
+
+
+def _made(
+    event: Event, timestamp: float, kind: str, subject: str, message: str, **extra: object
+) -> ClusterEvent:
+    return ClusterEvent(
+        revision=event.revision, timestamp=timestamp, kind=kind, subject=subject, message=message, **extra
+    )
+
+
+def _node_record(key: str, value: bytes | None) -> NodeRecord | None:
+    if not value:
+        return None
+    try:
+        return decode_record(key, value, NodeRecord)
+    except RecordError:
+        return None
+
+
+def _node_event(event: Event, node_id: str, now: float) -> list[ClusterEvent]:
+    if event.kind == "put":
+        if event.prev is not None:
+            return []  # re-written (e.g. marked as leaving): not an event of its own
+        return [_made(event, now, "node_joined", node_id, f"node {node_id} joined", node_id=node_id)]
+    before = _node_record(event.kv.key, event.prev.value if event.prev else None)
+    if before is not None and before.leaving:
+        reason = "it shut down"
+        return [
+            _made(
+                event,
+                now,
+                "node_left",
+                node_id,
+                f"node {node_id} left: {reason}",
+                node_id=node_id,
+                reason=reason,
+            )
+        ]
+    ttl = f" within {before.lease_ttl:g} s" if before is not None and before.lease_ttl else ""
+    reason = f"its lease expired: no keep-alive{ttl} (killed, hung or cut off)"
+    message = f"node {node_id} lost: {reason}"
+    return [_made(event, now, "node_lost", node_id, message, node_id=node_id, reason=reason)]
+
+
+def _leader_event(event: Event) -> list[ClusterEvent]:
+    try:
+        claim = decode_record(LEADER_KEY, event.kv.value, LeaderClaim)
+    except RecordError:
+        return []
+    previous = None
+    if event.prev is not None:
+        try:
+            previous = decode_record(LEADER_KEY, event.prev.value, LeaderClaim)
+        except RecordError:
+            previous = None
+    term = f"term {claim.term}" if claim.term else "a new term"
+    if previous is None:
+        reason = f"{term}: the first leader"
+    elif previous.node_id == claim.node_id:
+        reason = f"{term}: re-elected"
+    else:
+        reason = f"{term}: took over from {previous.node_id}"
+    message = f"node {claim.node_id} leads the cluster ({reason})"
+    return [
+        _made(
+            event, claim.since, "leader_elected", claim.node_id, message, node_id=claim.node_id, reason=reason
+        )
+    ]
+
+
+def _instance_events(event: Event, key: InstanceKey, at: float) -> list[ClusterEvent]:
+    label = key.label
+    about = {"node_id": key.node_id, "artifact": str(key.coordinates), "instance": key.instance}
+    if event.kind == "delete":
+        return [_made(event, at, "instance_removed", label, f"{label} removed from {key.node_id}", **about)]
+    try:
+        record = decode_record(event.kv.key, event.kv.value, SliceRecord)
+    except RecordError:
+        return []
+    message = f"{label} on {key.node_id}: {record.state}" + (f" ({record.reason})" if record.reason else "")
+    found = [
+        _made(
+            event,
+            record.timestamp,
+            "instance_state",
+            label,
+            message,
+            state=str(record.state),
+            reason=record.reason,
+            **about,
+        )
+    ]
+    if record.moved_from and record.state is SliceState.ACTIVATE and event.prev is None:
+        move = f"{key.coordinates}: moving an instance from {record.moved_from} to {key.node_id}"
+        found.append(
+            _made(
+                event,
+                record.timestamp,
+                "rebalance_move",
+                label,
+                move,
+                reason="rebalance: spreading the slice over the nodes the blueprint's strategy allows",
+                from_node_id=record.moved_from,
+                **about,
+            )
+        )
+    return found

@@ -1,0 +1,10 @@
+"""Routing: the endpoint registry and balancing (pure `choose`), node-to-node calls, routing one call with
+its retry rule, and the one module that serves HTTP (the app ingress).
+
+May import: core, observe, the slice runtime (a local call goes straight to the SliceStore); `aether_kv`
+(frames, handshake), hypercorn, starlette. Never the control plane or the APIs. Exports the ingress app,
+which the benchmarks serve on its own.
+"""
+
+from ._http import ingress_app as ingress_app
+from ._http import serve_http as serve_http

@@ -1,0 +1,181 @@
+"""The node's HTTP serving: the one module that serves HTTP (ASGI apps on hypercorn's trio worker).
+
+App ingress: `POST /invoke/{group}:{artifact}/{entry}` with a JSON body → the entry point's JSON result.
+Errors are JSON `{"error": {"kind", "message", ...}}` with a status that says what failed.
+
+The invoke route is the node's data path, so it is served by a raw ASGI callable (starlette's routing,
+middleware, Request and Response objects cost more per call than the rest of the ingress's own work);
+every other request (other paths and methods: 404, 405, /healthz) goes to a starlette app, which also
+keeps their answers exactly what starlette gives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve
+from starlette.applications import Starlette
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..core._blueprint import Balancing
+from ..core._errors import InvocationError
+
+log = logging.getLogger("aether_node.http")
+
+Invoke = Callable[..., Awaitable[Any]]  # (artifact, entry, payload, *, timeout=, balancing=) → result
+
+STATUS_BY_KIND = {
+    "bad_request": 400,
+    "no_endpoint": 404,
+    "raised": 500,
+    "unavailable": 503,
+    "timeout": 504,
+}
+
+# starlette's own pattern for the route "/invoke/{artifact}/{entry}"
+_INVOKE_PATH = re.compile(r"^/invoke/(?P<artifact>[^/]+)/(?P<entry>[^/]+)$")
+_JSON_HEADERS = (b"content-type", b"application/json")
+
+
+def error_response(kind: str, message: str, status: int | None = None, **extra: Any) -> JSONResponse:
+    body = {"error": {"kind": kind, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
+    return JSONResponse(body, status_code=status or STATUS_BY_KIND.get(kind, 500))
+
+
+# JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is a ValueError); one encoder
+# for all calls (json.dumps with these options would build one per call)
+_encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode
+
+
+def _render(content: Any) -> bytes:
+    return _encode(content).encode("utf-8")
+
+
+def _error(kind: str, message: str, remote_type: str | None = None) -> tuple[int, bytes]:
+    error = {"kind": kind, "message": message}
+    if remote_type is not None:
+        error["type"] = remote_type
+    return STATUS_BY_KIND.get(kind, 500), _render({"error": error})
+
+
+def _call_options(query: Mapping[str, str]) -> dict[str, Any]:
+    """Per-call options from the query string: ?timeout=SECONDS&balancing=STRATEGY."""
+    options: dict[str, Any] = {}
+    if "timeout" in query:
+        try:
+            timeout = float(query["timeout"])
+        except ValueError:
+            raise ValueError(f"timeout: expected seconds, got {query['timeout']!r}") from None
+        if not 0 < timeout <= 3600:
+            raise ValueError(f"timeout: must be in (0, 3600] seconds, got {timeout:g}")
+        options["timeout"] = timeout
+    if "balancing" in query:
+        try:
+            options["balancing"] = Balancing(query["balancing"])
+        except ValueError:
+            choices = ", ".join(b.value for b in Balancing)
+            raise ValueError(f"balancing: must be one of {choices}") from None
+    return options
+
+
+async def _answer(
+    invoke: Invoke, artifact: str, entry: str, body: bytes, query_string: bytes
+) -> tuple[int, bytes]:
+    """One call: (status, JSON body). Other exceptions than InvocationError propagate."""
+    try:
+        payload = json.loads(body) if body.strip() else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return _error("bad_request", f"the request body is not valid JSON: {error}")
+    try:
+        options = _call_options(QueryParams(query_string)) if query_string else {}
+    except ValueError as error:
+        return _error("bad_request", str(error))
+    try:
+        result = await invoke(artifact, entry, payload, **options)
+    except InvocationError as error:
+        return _error(error.kind, error.message, error.remote_type)
+    return 200, _render(result)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client went away first."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def ingress_app(invoke: Invoke) -> ASGIApp:
+    async def invoke_endpoint(request: Request) -> Response:  # only if the fast path is bypassed
+        status, body = await _answer(
+            invoke,
+            request.path_params["artifact"],
+            request.path_params["entry"],
+            await request.body(),
+            request.scope["query_string"],
+        )
+        return Response(body, status, media_type="application/json")
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    others = Starlette(
+        routes=[
+            Route("/invoke/{artifact}/{entry}", invoke_endpoint, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ]
+    )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
+            match = _INVOKE_PATH.match(scope["path"])
+            if match is not None:
+                await _serve_invoke(invoke, match["artifact"], match["entry"], scope, receive, send)
+                return
+        await others(scope, receive, send)
+
+    return app
+
+
+async def _serve_invoke(
+    invoke: Invoke, artifact: str, entry: str, scope: Scope, receive: Receive, send: Send
+) -> None:
+    body = await _read_body(receive)
+    if body is None:
+        return
+    try:
+        status, content = await _answer(invoke, artifact, entry, body, scope["query_string"])
+    except Exception:
+        # what starlette's ServerErrorMiddleware does: a plain 500, then re-raise for the server to log
+        await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
+        raise
+    headers = [(b"content-length", str(len(content)).encode()), _JSON_HEADERS]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
+
+
+async def serve_http(
+    app: ASGIApp, address: str, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve `app` on host:port until cancelled; reports the bound addresses once listening."""
+    config = HypercornConfig()
+    config.bind = [address]
+    config.accesslog = None
+    config.errorlog = log
+    config.graceful_timeout = 1.0
+    config.keep_alive_timeout = 75.0
+    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]

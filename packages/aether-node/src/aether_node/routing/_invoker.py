@@ -1,0 +1,213 @@
+"""Routing a call to a live instance anywhere in the cluster.
+
+The EndpointRegistry names the candidates; a balancing strategy picks one; local instances are called
+directly, remote ones over the peer connections. A call that never reached an instance is tried on
+another endpoint; one that may have run (its node or process died mid-call) only if the entry point is
+idempotent. "no endpoint", "timed out" and "the slice raised" stay distinct `InvocationError` kinds.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import random
+import time
+from typing import Any
+
+import trio
+
+from ..client import ClusterCalls
+from ..core._blueprint import Balancing
+from ..core._coordinates import Coordinates, parse_artifact_id
+from ..core._errors import InvalidCoordinatesError, InvocationError
+from ..core._records import NodeRecord
+from ..core._schema import InstanceKey
+from ..observe._metrics import NodeMetrics, merge_call_stats
+from ..runtime._lifecycle import Phase
+from ..runtime._slice_store import SliceStore
+from ._endpoints import Endpoint, EndpointRegistry, choose
+from ._peers import LostInFlightError, NotSentError, PeerClients
+
+STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
+
+GONE = "gone"  # internal kind: the instance is not (or no longer) there, the call never ran
+
+
+class ClusterInvoker:
+    def __init__(
+        self,
+        node_id: str,
+        store: SliceStore,
+        registry: EndpointRegistry,
+        peers: PeerClients,
+        *,
+        rng: random.Random | None = None,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.metrics = metrics or NodeMetrics(enabled=False)
+        self.store = store
+        self.registry = registry
+        self.peers = peers
+        self.rng = rng or random.Random()
+        self.in_flight: dict[tuple[str, int], int] = collections.defaultdict(int)
+        self._turns: dict[tuple[str, str], itertools.count[int]] = {}
+
+    async def invoke(
+        self,
+        artifact_id: str,
+        entry: str,
+        payload: Any,
+        timeout: float | None = None,
+        balancing: Balancing | None = None,
+        *,
+        source: str = "ingress",
+    ) -> Any:
+        """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError.
+        `source` (ingress, slice, api) labels the call in the metrics."""
+        started = time.perf_counter()
+        try:
+            result = await self._route(artifact_id, entry, payload, timeout, balancing)
+        except InvocationError as error:
+            self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, error.kind)
+            raise
+        self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, None)
+        return result
+
+    async def _route(
+        self,
+        artifact_id: str,
+        entry: str,
+        payload: Any,
+        timeout: float | None,
+        balancing: Balancing | None,
+    ) -> Any:
+        """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError."""
+        # This runs for every call: look-ups only, no parsing or formatting on the way to the instance.
+        registry = self.registry
+        endpoints = registry.endpoints(artifact_id, entry)
+        if not endpoints:  # (a malformed artifact id has none either: only then is it worth checking)
+            try:
+                parse_artifact_id(artifact_id)
+            except InvalidCoordinatesError as error:
+                raise InvocationError("bad_request", error.message) from None
+        timeout = timeout or self.store.timeouts.invoke
+        deadline = trio.current_time() + timeout
+        strategy = balancing or registry.balancing(artifact_id)
+        tried: set[tuple[str, int]] = set()
+        last_error: InvocationError | None = None
+        while True:
+            candidates = [e for e in endpoints if e.target not in tried] if tried else endpoints
+            if not candidates:
+                raise last_error or self._no_endpoint(artifact_id, entry)
+            turns = self._turns.get((artifact_id, entry))
+            if turns is None:
+                turns = self._turns[(artifact_id, entry)] = itertools.count()
+            endpoint = choose(
+                candidates,
+                strategy,
+                local_node=self.node_id,
+                in_flight=self.in_flight,
+                turn=next(turns),
+                rng=self.rng,
+            )
+            remaining = deadline - trio.current_time()
+            if remaining <= 0:
+                raise InvocationError("timeout", f"{artifact_id}/{entry}: no answer within {timeout:g} s")
+            target = endpoint.target
+            self.in_flight[target] += 1
+            try:
+                return await self._call(endpoint, payload, remaining)
+            except InvocationError as error:
+                if error.kind == GONE:
+                    last_error = InvocationError("unavailable", error.message)
+                elif error.kind == "unavailable" and endpoint.idempotent:
+                    last_error = error  # the process died mid-call: safe to repeat an idempotent call
+                else:
+                    raise
+            except NotSentError as error:
+                last_error = InvocationError("unavailable", str(error))
+            except LostInFlightError as error:
+                if not endpoint.idempotent:
+                    raise InvocationError(
+                        "unavailable",
+                        f"{error}; {artifact_id}/{entry} is not idempotent, so it was not retried",
+                    ) from None
+                last_error = InvocationError("unavailable", str(error))
+            finally:
+                self.in_flight[target] -= 1
+            tried.add(target)
+            endpoints = registry.endpoints(artifact_id, entry)  # it may have changed meanwhile
+
+    def _no_endpoint(self, artifact_id: str, entry: str) -> InvocationError:
+        entries = self.registry.entries(artifact_id)
+        if entries and entry not in entries:
+            known = ", ".join(sorted(entries))
+            return InvocationError(
+                "no_endpoint", f"{artifact_id} has no entry point {entry!r} (it has: {known})"
+            )
+        return InvocationError("no_endpoint", f"no ACTIVE instance of {artifact_id} is available")
+
+    async def _call(self, endpoint: Endpoint, payload: Any, timeout: float) -> Any:
+        if endpoint.node_id == self.node_id:
+            key = InstanceKey(self.node_id, endpoint.coordinates, endpoint.instance)
+            return await self._invoke_instance(key, endpoint.entry, payload, timeout)
+        node = self.registry.node(endpoint.node_id)
+        if node is None or not node.peer:
+            raise NotSentError(f"node {endpoint.node_id} has no peer address")
+        return await self.peers.invoke(
+            node.peer, str(endpoint.coordinates), endpoint.instance, endpoint.entry, payload, timeout
+        )
+
+    async def invoke_local(
+        self, coordinates: str, instance: int, entry: str, payload: Any, timeout: float
+    ) -> Any:
+        """Call an instance of this node (for local routing and for peers)."""
+        try:
+            key = InstanceKey(self.node_id, Coordinates.parse(coordinates), instance)
+        except InvalidCoordinatesError as error:
+            raise InvocationError("bad_request", error.message) from None
+        return await self._invoke_instance(key, entry, payload, timeout)
+
+    async def _invoke_instance(self, key: InstanceKey, entry: str, payload: Any, timeout: float) -> Any:
+        local = self.store.get(key)
+        if local is None or local.phase is not Phase.ACTIVE or not local.alive:
+            raise InvocationError(GONE, f"{key.label} is not ACTIVE on {self.node_id}")
+        if entry not in local.entry_points:
+            known = ", ".join(sorted(local.entry_points))
+            raise InvocationError(
+                "no_endpoint", f"{key.coordinates} has no entry point {entry!r} (it has: {known})"
+            )
+        local.in_flight += 1
+        try:
+            return await local.host.invoke(entry, payload, timeout)
+        finally:
+            local.in_flight -= 1
+
+    async def cluster_calls(self, nodes: list[NodeRecord], *, now: float) -> ClusterCalls:
+        """Call statistics of every node in `nodes` (this one directly, the others over the peer
+        connections, concurrently), summed per entry point."""
+        readings: list[Any] = []
+        outcome: dict[str, str] = {}
+
+        async def ask(node: NodeRecord) -> None:
+            if node.node_id == self.node_id:
+                readings.append(self.metrics.call_stats())
+                outcome[node.node_id] = "ok" if self.metrics.enabled else "metrics are off"
+                return
+            if not node.peer:
+                outcome[node.node_id] = "no peer address"
+                return
+            try:
+                with trio.fail_after(STATS_TIMEOUT):
+                    reading = await self.peers.stats(node.peer, STATS_TIMEOUT)
+            except (NotSentError, LostInFlightError, InvocationError, trio.TooSlowError) as error:
+                outcome[node.node_id] = f"no answer: {error or type(error).__name__}"
+                return
+            readings.append(reading)
+            outcome[node.node_id] = "ok" if isinstance(reading, list) else "not understood"
+
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(ask, node)
+        return ClusterCalls(at=now, nodes=dict(sorted(outcome.items())), slices=merge_call_stats(readings))

@@ -1,0 +1,254 @@
+"""Node-to-node calls: each node serves invocations of its own instances on its peer port, and keeps one
+persistent, multiplexed connection to every other node it calls. Connections are authenticated with the
+cluster secret (the same handshake as the KV client protocol).
+
+Operations: `invoke` (the default), and `stats`: the node's call statistics, for a dashboard on any node
+(metrics go node to node, never through consensus).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from aether_kv import FramedStream, InvalidRequestError, KVError, client_handshake, server_handshake
+
+from ..core._errors import InvocationError
+
+log = logging.getLogger("aether_node.peers")
+
+MAX_FRAME = 16 * 1024 * 1024
+# How much longer than the call's timeout a caller waits for the remote's answer: the remote's own
+# timeout answer must arrive first, on a busy machine too.
+REPLY_GRACE = 2.0
+
+# (coordinates, instance, entry, payload, timeout) → result; raises InvocationError
+LocalInvoke = Callable[[str, int, str, Any, float], Awaitable[Any]]
+LocalStats = Callable[[], Any]  # → JSON-able call statistics of this node
+
+
+class NotSentError(Exception):
+    """The request never reached the peer: safe to send elsewhere, whatever the entry point."""
+
+
+class LostInFlightError(Exception):
+    """The peer went away after the request was sent: it may have run."""
+
+
+async def serve_peers(
+    secret: str,
+    address: str,
+    node_id: str,
+    invoke: LocalInvoke,
+    *,
+    stats: LocalStats = list,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    host, _, port = address.rpartition(":")
+    listeners = await trio.open_tcp_listeners(int(port), host=host)
+    task_status.started()
+
+    async def handle(stream: trio.SocketStream) -> None:
+        # One connection's failure, whatever it is, ends that connection and never the server (a reset
+        # inside the connection's nursery arrives as an ExceptionGroup: hence except*).
+        try:
+            try:
+                await _serve_connection(stream, secret, node_id, invoke, stats)
+            except* (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
+                pass  # the peer went away (a reset, a killed node) or does not speak the protocol
+        except Exception:
+            log.exception("peer connection from %s failed; closing it", _remote(stream))
+
+    await trio.serve_listeners(handle, listeners)
+
+
+def _remote(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "a peer"
+    return f"{host}:{port}"
+
+
+async def _serve_connection(
+    stream: trio.SocketStream, secret: str, node_id: str, invoke: LocalInvoke, stats: LocalStats
+) -> None:
+    framed = FramedStream(stream, max_frame=MAX_FRAME)
+    if not await server_handshake(framed, secret, node_id):
+        return
+    async with trio.open_nursery() as nursery:
+        while True:
+            request = await framed.receive()
+            if request is None:
+                break
+            nursery.start_soon(_serve_one, framed, request, invoke, stats)
+
+
+def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, float]:
+    """The arguments of an invoke request; raises InvocationError (bad_request) if they are malformed."""
+    try:
+        instance = request.get("instance", 0)
+        timeout = request.get("timeout") or 30.0
+        if isinstance(instance, bool) or not isinstance(instance, int):
+            raise ValueError(f"instance: expected an integer, got {instance!r}")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+            raise ValueError(f"timeout: expected seconds in (0, 3600], got {timeout!r}")
+        coordinates, entry = request.get("coordinates"), request.get("entry")
+        if not isinstance(coordinates, str) or not isinstance(entry, str):
+            raise ValueError("coordinates and entry must be strings")
+    except ValueError as error:
+        raise InvocationError("bad_request", f"malformed invoke request: {error}") from None
+    return coordinates, instance, entry, request.get("payload"), float(timeout)
+
+
+async def _serve_one(
+    framed: FramedStream, request: dict[str, Any], invoke: LocalInvoke, stats: LocalStats
+) -> None:
+    reply: dict[str, Any] = {"id": request.get("id")}
+    try:
+        if request.get("op") == "stats":
+            reply["ok"] = stats()
+        else:
+            reply["ok"] = await invoke(*_invoke_arguments(request))
+    except InvocationError as error:
+        reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+    except Exception as error:  # a bug here must cost one call, not the connection or the node
+        log.exception("serving a peer's request failed")
+        reply["error"] = {"kind": "internal", "message": f"the node failed to serve the call: {error!r}"}
+    try:
+        await framed.send(reply)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
+
+
+@attrs.define
+class _Pending:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    reply: dict[str, Any] | None = None
+
+
+class _PeerConnection:
+    def __init__(self, framed: FramedStream, address: str) -> None:
+        self.framed = framed
+        self.address = address
+        self.pending: dict[int, _Pending] = {}
+        self.ids = itertools.count(1)
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+        await trio.aclose_forcefully(self.framed.stream)
+
+    async def read_loop(self) -> None:
+        try:
+            while True:
+                message = await self.framed.receive()
+                if message is None:
+                    break
+                request_id = message.get("id")
+                pending = self.pending.get(request_id) if isinstance(request_id, int) else None
+                if pending is not None:
+                    pending.reply = message
+                    pending.done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
+            pass
+        except Exception:  # (it runs in the node's nursery: whatever the peer sent, the node stays up)
+            log.exception("reading from the peer at %s failed; closing the connection", self.address)
+        finally:
+            self.closed = True
+            for pending in self.pending.values():
+                pending.done.set()
+            await trio.aclose_forcefully(self.framed.stream)
+
+    async def call(self, request: dict[str, Any], timeout: float) -> Any:
+        """Send `request` and wait for its reply. The remote enforces `timeout` itself; this side waits
+        longer (REPLY_GRACE), so that the caller gets the remote's own answer (its 504 says what timed
+        out) rather than a timeout of its own."""
+        request_id = next(self.ids)
+        pending = self.pending[request_id] = _Pending()
+        try:
+            # A frame cut short by a cancellation would corrupt the stream for every other call on this
+            # connection: the send is shielded, with a deadline; one that does not finish in time ends
+            # the connection (the frame never arrived whole, so the call did not run).
+            with trio.CancelScope(shield=True), trio.move_on_after(timeout) as sending:
+                try:
+                    await self.framed.send({"id": request_id, **request})
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    self.closed = True
+                    raise NotSentError(f"connection to {self.address} is closed") from None
+            if sending.cancelled_caught:
+                await self.close()
+                raise NotSentError(f"could not send the call to {self.address} within {timeout:g} s")
+            with trio.move_on_after(timeout + REPLY_GRACE):
+                await pending.done.wait()
+        finally:
+            self.pending.pop(request_id, None)
+        if pending.reply is None:
+            if self.closed:
+                raise LostInFlightError(f"connection to {self.address} dropped during the call")
+            raise InvocationError("timeout", f"no answer from {self.address} within {timeout:.3g} s")
+        if "error" in pending.reply:
+            error = pending.reply["error"]
+            raise InvocationError(str(error.get("kind")), str(error.get("message")), error.get("type"))
+        return pending.reply.get("ok")
+
+
+class PeerClients:
+    """One lazily opened connection per peer address; reopened when it breaks."""
+
+    def __init__(self, nursery: trio.Nursery, secret: str, *, connect_timeout: float = 2.0) -> None:
+        self._nursery = nursery
+        self._secret = secret
+        self._connect_timeout = connect_timeout
+        self._connections: dict[str, _PeerConnection] = {}
+        self._locks: dict[str, trio.Lock] = {}
+
+    async def _connection(self, address: str) -> _PeerConnection:
+        connection = self._connections.get(address)
+        if connection is not None and not connection.closed:
+            return connection
+        async with self._locks.setdefault(address, trio.Lock()):
+            connection = self._connections.get(address)
+            if connection is not None and not connection.closed:
+                return connection
+            host, _, port = address.rpartition(":")
+            try:
+                with trio.fail_after(self._connect_timeout):
+                    stream = await trio.open_tcp_stream(host, int(port))
+                    framed = FramedStream(stream, max_frame=MAX_FRAME)
+                    try:
+                        await client_handshake(framed, self._secret, address)
+                    except BaseException:
+                        await trio.aclose_forcefully(stream)
+                        raise
+            except (OSError, trio.TooSlowError, KVError, trio.BrokenResourceError) as error:
+                raise NotSentError(f"cannot reach node at {address}: {error}") from None
+            connection = _PeerConnection(framed, address)
+            self._connections[address] = connection
+            self._nursery.start_soon(connection.read_loop)
+            return connection
+
+    async def invoke(
+        self, address: str, coordinates: str, instance: int, entry: str, payload: Any, timeout: float
+    ) -> Any:
+        connection = await self._connection(address)
+        request = {
+            "op": "invoke",
+            "coordinates": coordinates,
+            "instance": instance,
+            "entry": entry,
+            "payload": payload,
+            "timeout": timeout,
+        }
+        return await connection.call(request, timeout)
+
+    async def stats(self, address: str, timeout: float) -> Any:
+        """The call statistics of the node at `address`. Raises NotSentError, LostInFlightError or
+        InvocationError (timeout) like a call."""
+        connection = await self._connection(address)
+        return await connection.call({"op": "stats"}, timeout)

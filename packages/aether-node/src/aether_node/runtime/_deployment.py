@@ -1,0 +1,432 @@
+"""NodeDeploymentManager: carries out what the KV says about this node's slice instances.
+
+It watches `slices/{node-id}/` (list, then watch from the listed revision), keeps one worker task per
+instance key, and each worker walks the instance through the lifecycle (`_lifecycle.plan`) with the
+SliceStore, writing every state back. Writes are compare-and-swap on the key's mod revision, so a newer
+command from the leader is never overwritten: the worker re-reads and acts on it instead. Endpoints are
+published (bound to the node's lease) after activation and withdrawn before deactivation. A process that
+dies is restarted with exponential backoff; a crash loop ends in FAILED. After a node restart, workers
+start from "nothing runs here" and bring reality back to what the KV records; a FAILED record left from
+before the restart is removed (the failure belonged to the previous run; the leader places the work
+again). A graceful stop first stops the workers (`stop`: nothing is restarted or recorded FAILED while the
+node shuts its processes down), then forgets the node's records (`forget_all`): a clean stop leaves a
+clean state.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+
+from ..core._errors import NodeError
+from ..core._policies import RestartPolicy
+from ..core._records import (
+    COMMAND_STATES,
+    WORKING_STATES,
+    EndpointRecord,
+    RecordError,
+    SliceRecord,
+    SliceState,
+    decode_record,
+    encode_record,
+)
+from ..core._schema import ENDPOINTS, InstanceKey, endpoint_key, node_slices_prefix
+from ..observe._metrics import InstanceSample, NodeMetrics
+from ._lifecycle import Phase, Step, StepKind, outcome_to_record, plan, target_phase
+from ._slice_store import LocalInstance, SliceStore, describe_failure
+
+log = logging.getLogger("aether_node.deployment")
+
+
+@attrs.define(eq=False)
+class _Slot:
+    """What one worker knows of its key."""
+
+    record: SliceRecord | None
+    revision: int
+    version: int = 0
+    changed: trio.Event = attrs.field(factory=trio.Event)
+    deaths: collections.deque[float] = attrs.field(factory=collections.deque)
+    last_death: str = ""
+
+    def update(self, record: SliceRecord | None, revision: int) -> None:
+        self.record, self.revision = record, revision
+        self.version += 1
+        changed, self.changed = self.changed, trio.Event()
+        changed.set()
+
+
+class NodeDeploymentManager:
+    def __init__(
+        self,
+        kv: KVClient,
+        node_id: str,
+        store: SliceStore,
+        *,
+        lease: int,
+        restart_policy: RestartPolicy = RestartPolicy(),  # noqa: B008 (a frozen value)
+        clock: Callable[[], float] = time.time,
+        metrics: NodeMetrics | None = None,
+    ) -> None:
+        self.kv = kv
+        self.node_id = node_id
+        self.store = store
+        self.metrics = metrics or NodeMetrics(enabled=False)
+        self.lease = lease
+        self.restart_policy = restart_policy
+        self.clock = clock
+        self._slots: dict[InstanceKey, _Slot] = {}
+        self._nursery: trio.Nursery | None = None
+
+    def instance_samples(self) -> list[InstanceSample]:
+        """This node's instances as their records say, with the pid of each running process (metrics)."""
+        found = []
+        for key, slot in list(self._slots.items()):
+            if slot.record is None:
+                continue
+            local = self.store.get(key)
+            pid = local.host.pid if local is not None and local.alive else None
+            found.append(
+                InstanceSample(
+                    coordinates=key.coordinates, instance=key.instance, state=str(slot.record.state), pid=pid
+                )
+            )
+        return found
+
+    # ------------------------------------------------------------ observing the KV
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Watch and act until cancelled. Reports started once the existing records are taken in."""
+        prefix = node_slices_prefix(self.node_id)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            snapshot = await self.kv.range(prefix, linearizable=True)
+            await self._withdraw_stale_endpoints()
+            for kv in snapshot.kvs:
+                if await self._forget_stale_failure(kv.key, kv.value, kv.mod_revision):
+                    continue
+                self._observe(kv.key, kv.value, kv.mod_revision)
+            task_status.started()
+            async for events in self.kv.watch(prefix, snapshot.revision + 1):
+                for event in events:
+                    value = event.kv.value if event.kind == "put" else None
+                    self._observe(event.kv.key, value, event.kv.mod_revision)
+
+    def _observe(self, key: str, value: bytes | None, revision: int) -> None:
+        instance_key = InstanceKey.parse(key)
+        if instance_key is None or instance_key.node_id != self.node_id:
+            log.warning("ignoring %s: not a slices/{node}/{group:artifact:version}/{n} key of this node", key)
+            return
+        record: SliceRecord | None = None
+        if value is not None:
+            try:
+                record = decode_record(key, value, SliceRecord)
+            except RecordError as error:
+                log.error("%s", error.message)
+                return
+        slot = self._slots.get(instance_key)
+        if slot is None:
+            if record is None:
+                return
+            slot = self._slots[instance_key] = _Slot(record=record, revision=revision)
+            assert self._nursery is not None
+            self._nursery.start_soon(self._worker, instance_key, slot)
+        elif revision >= slot.revision or record is None:
+            slot.update(record, revision)
+
+    async def _forget_stale_failure(self, key: str, value: bytes, revision: int) -> bool:
+        """At start: delete a FAILED record of this node (from before the restart), if still unchanged."""
+        try:
+            record = decode_record(key, value, SliceRecord)
+        except RecordError:
+            return False
+        if record.state is not SliceState.FAILED:
+            return False
+        unchanged = Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=revision)
+        try:
+            result = await self.kv.txn([unchanged], [Delete(key=key)])
+        except KVError as error:  # not now: the record stays FAILED, and the leader retries it in time
+            log.warning("%s: could not forget a failure from before the restart: %s", key, error.message)
+            return False
+        if result.succeeded:
+            log.info("%s: forgot a failure from before the node restarted (%s)", key, record.reason)
+        return result.succeeded
+
+    async def _withdraw_stale_endpoints(self) -> None:
+        """Endpoints this node published before a restart point at processes that are gone."""
+        listing = await self.kv.range(ENDPOINTS, linearizable=True)
+        stale = []
+        for kv in listing.kvs:
+            try:
+                if decode_record(kv.key, kv.value, EndpointRecord).node_id == self.node_id:
+                    stale.append(kv.key)
+            except RecordError:
+                continue
+        for key in stale:
+            await self.kv.delete(key)
+
+    # ------------------------------------------------------------ one worker per instance
+
+    async def _worker(self, key: InstanceKey, slot: _Slot) -> None:
+        try:
+            while True:
+                seen = slot.version
+                try:
+                    await self._converge(key, slot)
+                except KVError as error:  # the KV is unreachable for now: try again on the next change
+                    log.warning("%s: %s; retrying", key.label, error.message)
+                    await trio.sleep(0.5)
+                    continue
+                if slot.record is None and self.store.get(key) is None:
+                    return
+                await self._wait(key, slot, seen)
+        finally:
+            if self._slots.get(key) is slot:
+                del self._slots[key]
+
+    async def _wait(self, key: InstanceKey, slot: _Slot, seen: int) -> None:
+        if slot.version != seen:
+            return
+        instance = self.store.get(key)
+        async with trio.open_nursery() as nursery:
+
+            async def wake_on(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(wake_on, slot.changed)
+            if instance is not None:
+                nursery.start_soon(wake_on, instance.host.exited)
+
+    def _local_phase(self, key: InstanceKey) -> Phase:
+        instance = self.store.get(key)
+        if instance is None:
+            return Phase.NONE
+        return instance.phase
+
+    async def _converge(self, key: InstanceKey, slot: _Slot) -> None:
+        instance = self.store.get(key)
+        if instance is not None and not instance.alive:
+            await self._forget_dead(key, slot, instance)
+        record = slot.record
+        target = target_phase(record.intent if record else None)
+        if target is None:  # FAILED: nothing may run
+            if self.store.get(key) is not None:
+                await self._withdraw(key, self.store.get(key))  # type: ignore[arg-type]
+                await self.store.unload(key)
+            return
+        reason = ""
+        if slot.deaths and target in (Phase.ACTIVE, Phase.LOADED) and self._local_phase(key) is Phase.NONE:
+            restart = self._restart_reason(slot)
+            if restart is None:
+                self.metrics.failure(key.coordinates, "crash_loop")
+                await self._write(key, slot, SliceState.FAILED, self._crash_loop_reason(slot))
+                return
+            reason, delay = restart
+            with trio.move_on_after(delay):
+                seen = slot.version
+                while slot.version == seen:
+                    await slot.changed.wait()
+            if target_phase(slot.record.intent if slot.record else None) is not target:
+                return  # a new command arrived during the backoff; the next pass acts on it
+        for step in plan(target, self._local_phase(key)):
+            if not await self._run_step(key, slot, step, reason):
+                return
+        outcome = outcome_to_record(target, slot.record.state if slot.record else None)
+        if outcome is not None:
+            await self._write(key, slot, outcome, "")
+
+    def _restart_reason(self, slot: _Slot) -> tuple[str, float] | None:
+        policy = self.restart_policy
+        now = self.clock()
+        while slot.deaths and now - slot.deaths[0] > policy.window:
+            slot.deaths.popleft()
+        if len(slot.deaths) >= policy.max_restarts:
+            return None
+        restarts = len(slot.deaths)
+        delay = policy.delay(restarts)
+        limit = policy.max_restarts - 1
+        return f"restart {restarts} of {limit} after the slice process died ({slot.last_death})", delay
+
+    def _crash_loop_reason(self, slot: _Slot) -> str:
+        policy = self.restart_policy
+        return (
+            f"crash loop: the slice process died {len(slot.deaths)} times within {policy.window:g} s"
+            f" (last: {slot.last_death}); not restarting it again"
+        )
+
+    async def _forget_dead(self, key: InstanceKey, slot: _Slot, instance: LocalInstance) -> None:
+        reason = instance.host.exit_reason
+        log.warning("%s: slice process %d died (%s)", key.label, instance.host.pid, reason)
+        slot.deaths.append(self.clock())
+        self.metrics.process_death(key.coordinates)
+        slot.last_death = f"{reason}; log: {instance.host.log_path}"
+        await self._withdraw(key, instance)
+        await self.store.unload(key)
+
+    async def _run_step(self, key: InstanceKey, slot: _Slot, step: Step, reason: str) -> bool:
+        if step.working is not None and not await self._write(key, slot, step.working, reason):
+            return False
+        try:
+            match step.kind:
+                case StepKind.LOAD:
+                    config = dict(slot.record.config) if slot.record else {}
+                    await self.store.load(key, config)
+                case StepKind.ACTIVATE:
+                    instance = self.store.get(key)
+                    assert instance is not None
+                    await self.store.activate(instance)
+                    await self._publish(key, instance)
+                case StepKind.DEACTIVATE:
+                    instance = self.store.get(key)
+                    assert instance is not None
+                    await self._withdraw(key, instance)
+                    await self.store.deactivate(instance)
+                case StepKind.UNLOAD:
+                    await self.store.unload(key)
+                    await self._delete_record(key, slot)
+        except Exception as error:  # a slice's failure, or a bug: FAILED with a reason, never a dead node
+            if isinstance(error, NodeError):
+                log.warning("%s: %s failed: %s", key.label, step.kind.value, error.message)
+            else:
+                log.exception("%s: %s failed unexpectedly", key.label, step.kind.value)
+            instance = self.store.get(key)
+            if instance is not None:
+                await self._withdraw(key, instance)
+                await self.store.unload(key)
+            self.metrics.failure(key.coordinates, step.kind.value)
+            await self._write(key, slot, SliceState.FAILED, describe_failure(step.kind.value, error))
+            return False
+        return True
+
+    # ------------------------------------------------------------ KV writes
+
+    async def _write(self, key: InstanceKey, slot: _Slot, state: SliceState, reason: str) -> bool:
+        """Record `state` unless the key changed since we last saw it (then the newer record wins and this
+        returns False). A write whose outcome is unknown (the leader changed) is checked and retried."""
+        current = slot.record
+        command = None
+        if current is not None and state in WORKING_STATES:
+            command = current.state if current.state in COMMAND_STATES else current.command
+        record = SliceRecord(
+            state=state,
+            reason=reason,
+            timestamp=self.clock(),
+            config=current.config if current else {},
+            command=command,
+        )
+        expected = slot.revision
+        backoff = 0.1
+        while True:
+            try:
+                result = await self.kv.txn(
+                    [
+                        Compare(
+                            key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=expected
+                        )
+                    ],
+                    [Put(key=key.key, value=encode_record(record))],
+                )
+                if not result.succeeded:
+                    return False
+                revision = result.revision
+                break
+            except KVError as error:
+                log.warning("%s: recording %s: %s; checking and retrying", key.label, state, error.message)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                try:
+                    stored = await self.kv.get(key.key, linearizable=True)
+                except KVError:
+                    continue
+                if stored is not None and stored.value == encode_record(record):
+                    revision = stored.mod_revision  # it did go through
+                    break
+                if stored is None or stored.mod_revision != expected:
+                    return False  # someone else wrote since: their record wins
+        if slot.revision <= revision:
+            slot.record, slot.revision = record, revision
+        self.metrics.transition(key.coordinates, str(state))
+        log.info("%s: %s%s", key.label, state, f" ({reason})" if reason else "")
+        return True
+
+    async def _delete_record(self, key: InstanceKey, slot: _Slot) -> None:
+        unchanged = Compare(
+            key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=slot.revision
+        )
+        while True:
+            try:
+                result = await self.kv.txn([unchanged], [Delete(key=key.key)])
+                break
+            except KVError as error:  # outcome unknown: look, then retry if it is still there
+                log.warning("%s: deleting the record: %s; checking and retrying", key.label, error.message)
+                await trio.sleep(0.2)
+                try:
+                    stored = await self.kv.get(key.key, linearizable=True)
+                except KVError:
+                    continue
+                if stored is None or stored.mod_revision != slot.revision:
+                    return
+        if result.succeeded:
+            slot.record = None
+
+    async def _publish(self, key: InstanceKey, instance: LocalInstance) -> None:
+        now = self.clock()
+        puts = [
+            Put(
+                key=endpoint_key(key.coordinates, entry, key.instance),
+                value=encode_record(
+                    EndpointRecord(
+                        node_id=self.node_id, instance=key.instance, idempotent=idempotent, timestamp=now
+                    )
+                ),
+                lease=self.lease,
+            )
+            for entry, idempotent in sorted(instance.entry_points.items())
+        ]
+        for start in range(0, len(puts), 100):
+            await self.kv.txn(success=puts[start : start + 100])
+
+    async def _withdraw(self, key: InstanceKey, instance: LocalInstance) -> None:
+        deletes = [
+            Delete(key=endpoint_key(key.coordinates, entry, key.instance)) for entry in instance.entry_points
+        ]
+        try:
+            for start in range(0, len(deletes), 100):
+                await self.kv.txn(success=deletes[start : start + 100])
+        except KVError as error:  # the lease takes them with the node if it comes to that
+            log.warning("%s: withdrawing endpoints failed: %s", key.label, error.message)
+
+    # ------------------------------------------------------------ shutdown
+
+    async def republish(self, lease: int) -> None:
+        """After the node's lease was lost and renewed: endpoints went with the old lease."""
+        self.lease = lease
+        for key, instance in list(self.store.instances.items()):
+            if instance.alive and instance.phase is Phase.ACTIVE:
+                await self._publish(key, instance)
+
+    def stop(self) -> None:
+        """Stop watching and end every worker (a graceful stop: the store then shuts the processes down
+        without a worker restarting them or recording them FAILED)."""
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+
+    async def forget_all(self) -> None:
+        """Delete this node's instance records (after `stop` and the store's shutdown): nothing runs here
+        any more, and nothing stale is left for the leader or for this node's next start."""
+        try:
+            await self.kv.delete_prefix(node_slices_prefix(self.node_id))
+        except KVError as error:  # the records stay; this node's next start or the leader clears them
+            log.warning("could not forget this node's instance records: %s", error.message)
+
+    async def withdraw_all(self) -> None:
+        for key, instance in list(self.store.instances.items()):
+            await self._withdraw(key, instance)

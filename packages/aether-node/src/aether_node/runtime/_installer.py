@@ -1,0 +1,216 @@
+"""Resolution and installation of slices: coordinates → a virtualenv under the node's data dir.
+
+Each `group:artifact:version` is installed once, with uv, into its own virtualenv (created from the node's
+own interpreter), checked for its `aether.slices` entry point, and reused afterwards. The slice runtime
+(`aether_slice` and `pluggy`, at the node's own versions) is added to every slice virtualenv through a
+`.pth` file, so slices never depend on it and their own dependencies win over it.
+
+This module owns the uv subprocess and the translation of its failures into ResolutionError kinds.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+import shutil
+import sys
+import uuid
+from pathlib import Path
+
+import attrs
+import pluggy
+import trio
+import uv
+from packaging.utils import canonicalize_name
+
+import aether_slice
+
+from ..core._coordinates import Coordinates
+from ..core._errors import ResolutionError
+
+ENTRY_POINT_GROUP = "aether.slices"
+READY_MARKER = ".aether-ready"
+
+
+@attrs.frozen
+class InstalledSlice:
+    coordinates: Coordinates
+    venv: Path
+    python: Path
+
+
+def index_arguments(index: str) -> list[str]:
+    """uv arguments for the index: a wheel directory (`--find-links`, never a public index) or a PEP 503
+    simple index URL (file:// or http(s)://) used as the only index."""
+    if "://" not in index:
+        return ["--no-index", "--find-links", index]
+    return ["--index-url", index]
+
+
+def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> ResolutionError:
+    """uv's error text → the ResolutionError kind an operator can act on. Pure.
+
+    Only a failure about the slice's own distribution is not_found / version_not_found; a missing or
+    conflicting dependency, a broken wheel or anything else is install_failed with uv's explanation."""
+    dist, version = coordinates.distribution, coordinates.version
+    text = " ".join(output.lower().split())
+    unreachable = (
+        "failed to fetch",
+        "error sending request",
+        "connection refused",
+        "dns error",
+        "failed to connect",
+        "failed to read from the registry",
+    )
+    if "no solution found" not in text and any(marker in text for marker in unreachable):
+        return ResolutionError(
+            "index_unreachable", f"the package index {index} cannot be reached: {_tail(output)}"
+        )
+    first_reason = text.split("because ", 1)[1] if "because " in text else text
+    first_reason = first_reason.split(" and ", 1)[0]
+    name = re.escape(dist)
+    if re.match(
+        rf"(there is no version of {name}==|only {name}[=<>! ]|{name}=={re.escape(version)} (is|was) not)",
+        first_reason,
+    ) or re.match(rf"there is no version of {name}\b", first_reason):
+        return ResolutionError(
+            "version_not_found", f"{coordinates}: version {version} of {dist} is not in the index {index}"
+        )
+    if re.match(rf"{name} was not found", first_reason):
+        return ResolutionError("not_found", f"{coordinates}: no distribution {dist} in the index {index}")
+    return ResolutionError(
+        "install_failed", f"{coordinates}: installing {dist}=={version} failed: {_tail(output)}"
+    )
+
+
+def _tail(output: str, lines: int = 6) -> str:
+    return " | ".join(line.strip() for line in output.strip().splitlines()[-lines:] if line.strip())
+
+
+def declared_entry_points(site_packages: Path, distribution: str, version: str) -> list[str]:
+    """Names in group `aether.slices` declared by the installed distribution (dist-info metadata)."""
+    wanted = canonicalize_name(distribution)
+    for info in site_packages.glob("*.dist-info"):
+        name, _, dist_version = info.name[: -len(".dist-info")].rpartition("-")
+        if canonicalize_name(name) != wanted or dist_version != version:
+            continue
+        parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]
+        entry_points = info / "entry_points.txt"
+        if entry_points.exists():
+            parser.read(entry_points)
+        return list(parser[ENTRY_POINT_GROUP]) if parser.has_section(ENTRY_POINT_GROUP) else []
+    raise ResolutionError(
+        "install_failed", f"{distribution} {version} is not in the virtualenv after installing it"
+    )
+
+
+def _site_packages(venv: Path) -> Path:
+    return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
+class SliceInstaller:
+    """Installs slices on demand; safe to call concurrently (one install per coordinates at a time)."""
+
+    def __init__(self, index: str, data_dir: Path, *, timeout: float = 300.0) -> None:
+        self.index = index
+        self.slices_dir = data_dir / "slices"
+        self.runtime_dir = data_dir / "runtime"
+        self.timeout = timeout
+        self._locks: dict[Coordinates, trio.Lock] = {}
+        self._uv = uv.find_uv_bin()
+
+    def venv_path(self, coordinates: Coordinates) -> Path:
+        return self.slices_dir / f"{coordinates.distribution}-{coordinates.version}"
+
+    def installed(self, coordinates: Coordinates) -> InstalledSlice | None:
+        venv = self.venv_path(coordinates)
+        if (venv / READY_MARKER).exists():
+            return InstalledSlice(coordinates, venv, venv / "bin" / "python")
+        return None
+
+    async def install(self, coordinates: Coordinates) -> InstalledSlice:
+        """The slice's virtualenv, installing it first if needed. Raises ResolutionError."""
+        found = self.installed(coordinates)
+        if found is not None:
+            return found
+        lock = self._locks.setdefault(coordinates, trio.Lock())
+        async with lock:
+            found = self.installed(coordinates)
+            if found is not None:
+                return found
+            with trio.fail_after(self.timeout):
+                return await self._install(coordinates)
+
+    async def _install(self, coordinates: Coordinates) -> InstalledSlice:
+        if "://" not in self.index and not Path(self.index).is_dir():
+            raise ResolutionError(
+                "index_unreachable", f"the package index directory {self.index} does not exist"
+            )
+        runtime = await trio.to_thread.run_sync(self._ensure_runtime)
+        final = self.venv_path(coordinates)
+        building = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.slices_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            await self._uv_run(coordinates, ["venv", "--quiet", "--python", sys.executable, str(building)])
+            python = building / "bin" / "python"
+            requirement = f"{coordinates.distribution}=={coordinates.version}"
+            await self._uv_run(
+                coordinates,
+                [
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--python",
+                    str(python),
+                    *index_arguments(self.index),
+                    requirement,
+                ],
+            )
+            site_packages = _site_packages(building)
+            names = declared_entry_points(site_packages, coordinates.distribution, coordinates.version)
+            if coordinates.artifact_id not in names:
+                declared = ", ".join(repr(n) for n in names) or "none"
+                raise ResolutionError(
+                    "entry_point_missing",
+                    f"{coordinates}: {coordinates.distribution} {coordinates.version} does not declare the"
+                    f" entry point {coordinates.artifact_id!r} in group {ENTRY_POINT_GROUP!r}"
+                    f" (it declares: {declared})",
+                )
+            (site_packages / "aether-runtime.pth").write_text(f"{runtime}\n")
+            (building / READY_MARKER).write_text(str(coordinates))
+            if final.exists():  # a stale half-install from a crash
+                shutil.rmtree(final, ignore_errors=True)
+            building.rename(final)
+        finally:
+            if building.exists():
+                shutil.rmtree(building, ignore_errors=True)
+        return InstalledSlice(coordinates, final, final / "bin" / "python")
+
+    async def _uv_run(self, coordinates: Coordinates, args: list[str]) -> None:
+        env = {**os.environ, "UV_NO_PROGRESS": "1", "VIRTUAL_ENV": ""}
+        env.pop("VIRTUAL_ENV")
+        result = await trio.run_process(
+            [self._uv, *args], capture_stdout=True, capture_stderr=True, check=False, env=env
+        )
+        if result.returncode != 0:
+            output = (result.stderr or b"").decode(errors="replace") + (result.stdout or b"").decode(
+                errors="replace"
+            )
+            raise classify_uv_failure(coordinates, self.index, output)
+
+    def _ensure_runtime(self) -> Path:
+        """A directory holding this node's `aether_slice` and `pluggy`, shared by every slice venv."""
+        target = self.runtime_dir / f"aether-slice-{aether_slice.__version__}-pluggy-{pluggy.__version__}"
+        if target.exists():
+            return target
+        building = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
+        for module in (aether_slice, pluggy):
+            source = Path(module.__file__).parent  # type: ignore[arg-type]
+            shutil.copytree(source, building / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+        try:
+            building.rename(target)
+        except OSError:  # another node process won the race
+            shutil.rmtree(building, ignore_errors=True)
+        return target

@@ -1,0 +1,613 @@
+"""Slice host processes: the one module that talks to them.
+
+Per installed slice version, a *template* process (`python -m aether_slice.host` in the slice's
+virtualenv) has imported the runtime once; each instance is a child forked from it on request, which
+connects back to this node's Unix socket (`HostListener`) with a one-time token and then speaks the host
+protocol there (length-prefixed JSON frames). This module spawns templates, forks instances, serves the
+calls slices make to other slices, and notices an instance's death at once (its socket closes).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import os
+import secrets
+import signal
+import struct
+import subprocess
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from aether_kv import FramedStream, InvalidRequestError
+
+from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
+from ._installer import InstalledSlice
+from ._processes import ChildProcess, spawn
+
+log = logging.getLogger("aether_node.slice_host")
+
+MAX_FRAME = 16 * 1024 * 1024
+
+CallHandler = Callable[[str, str, Any, float], Awaitable[Any]]
+
+
+_HEADER = struct.Struct(">I")
+_READ_SIZE = 65536
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build an encoder per call
+
+
+@attrs.define
+class _Pending:
+    done: trio.Event = attrs.field(factory=trio.Event)
+    reply: dict[str, Any] | None = None
+
+
+class _ProtocolError(Exception):
+    """An instance sent something that is not a frame of the host protocol (the slice process's fault)."""
+
+
+class _Call:
+    """One request waiting for its reply: the caller parks until the reader hands the reply over (None if
+    the instance died first, or if the expiry task found it overdue: then `timed_out`)."""
+
+    __slots__ = ("deadline", "done", "reply", "task", "timed_out")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.done = False
+        self.timed_out = False
+        self.reply: dict[str, Any] | None = None
+        self.task: trio.lowlevel.Task | None = None
+
+    def expire(self) -> None:
+        if not self.done:
+            self.timed_out = True
+            self.resolve(None)
+
+    def resolve(self, reply: dict[str, Any] | None) -> None:
+        if self.done:
+            return
+        self.done, self.reply = True, reply
+        if self.task is not None:
+            task, self.task = self.task, None
+            trio.lowlevel.reschedule(task)
+
+    async def wait(self) -> dict[str, Any] | None:
+        """The reply. Cancellable: then the reply, if it still comes, is dropped."""
+        if self.done:
+            await trio.lowlevel.checkpoint()
+            return self.reply
+        self.task = trio.lowlevel.current_task()
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            self.task = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        return self.reply
+
+
+class _Connection:
+    """The host protocol on an instance's connected Unix socket: frames of a 4-byte big-endian length and
+    a JSON object.
+
+    This is the node's data path, so it is lean: `send` writes straight to the non-blocking socket from
+    the caller (no lock, no scheduler pass); only what the socket cannot take at once is left, in order,
+    for the writer task. `receive` is for one reader task; it parses every frame a read brought before
+    reading again, and after a short read it waits for the socket instead of trying a read that would
+    find nothing.
+    """
+
+    def __init__(self, stream: trio.SocketStream, *, max_frame: int) -> None:
+        self.stream = stream
+        self.max_frame = max_frame
+        self._fd = stream.socket.fileno()
+        self._closed = False
+        self._broken: OSError | None = None
+        self._in = bytearray()
+        self._drained = False
+        self._out = bytearray()  # bytes `send` could not write yet, from _out_start on
+        self._out_start = 0
+        self._flush = trio.Event()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Close the socket (wakes the reader and the writer). The fd is never touched afterwards."""
+        if not self._closed:
+            self._closed = True
+            self._flush.set()
+            self.stream.socket.close()
+
+    # ------------------------------------------------------------ out
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue one frame, writing as much as the socket takes now. Raises trio.BrokenResourceError or
+        trio.ClosedResourceError if the connection is gone."""
+        payload = _encode(message).encode()
+        self.write(_HEADER.pack(len(payload)) + payload)
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("the connection to the instance is closed")
+        if self._broken is not None:
+            raise trio.BrokenResourceError(f"the connection to the instance broke: {self._broken}")
+        if self._out:  # the writer task holds earlier bytes: keep the order
+            self._out += data
+            return
+        try:
+            sent = os.write(self._fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as error:
+            self._broken = error
+            raise trio.BrokenResourceError(f"the connection to the instance broke: {error}") from None
+        if sent < len(data):
+            self._out += memoryview(data)[sent:]
+            self._flush.set()
+
+    async def write_loop(self) -> None:
+        """The writer task: writes what `send` could not, as the socket drains. Ends when closed/broken."""
+        while not self._closed and self._broken is None:
+            await self._flush.wait()
+            self._flush = trio.Event()
+            while self._out and not self._closed:
+                try:
+                    await trio.lowlevel.wait_writable(self._fd)
+                except trio.ClosedResourceError:
+                    return
+                if self._closed:
+                    return
+                try:
+                    with memoryview(self._out) as view, view[self._out_start :] as rest:
+                        sent = os.write(self._fd, rest)
+                except BlockingIOError:
+                    continue
+                except OSError as error:
+                    self._broken = error
+                    return
+                self._out_start += sent
+                if self._out_start * 2 >= len(self._out):  # drop what is written, in amortised O(1)
+                    del self._out[: self._out_start]
+                    self._out_start = 0
+
+    # ------------------------------------------------------------ in
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next frame, or None at a clean end of stream. Raises _ProtocolError on garbage,
+        trio.ClosedResourceError once closed, trio.BrokenResourceError if the socket failed."""
+        while True:
+            buffer = self._in
+            if len(buffer) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(buffer)
+                if size > self.max_frame:
+                    raise _ProtocolError(f"frame of {size} bytes is over the limit of {self.max_frame}")
+                end = _HEADER.size + size
+                if len(buffer) >= end:
+                    payload = buffer[_HEADER.size : end]
+                    del buffer[:end]
+                    return _decode(payload)
+            if not await self._read():
+                if buffer:
+                    raise _ProtocolError("connection closed in the middle of a frame")
+                return None
+
+    async def _read(self) -> bool:
+        """Read what the socket has (waiting for it if needed); False at end of stream."""
+        while True:
+            if self._drained and not self._closed:
+                await trio.lowlevel.wait_readable(self._fd)  # raises ClosedResourceError if closed
+            if self._closed:  # (checked before every use of the fd: its number may be reused once closed)
+                raise trio.ClosedResourceError("the connection to the instance is closed")
+            try:
+                chunk = os.read(self._fd, _READ_SIZE)
+            except BlockingIOError:
+                self._drained = True
+                continue
+            except OSError as error:
+                raise trio.BrokenResourceError(f"the connection to the instance broke: {error}") from None
+            self._drained = len(chunk) < _READ_SIZE
+            if not self._drained:
+                await trio.lowlevel.checkpoint()  # a flood must not starve the other tasks
+            self._in += chunk
+            return bool(chunk)
+
+
+def _decode(payload: bytes | bytearray) -> dict[str, Any]:
+    try:
+        message = json.loads(payload.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _ProtocolError(f"frame is not valid JSON (UTF-8): {error}") from None
+    except RecursionError:
+        raise _ProtocolError("frame is nested too deeply") from None
+    if not isinstance(message, dict):
+        raise _ProtocolError(f"frame must be a JSON object, got {type(message).__name__}")
+    return message
+
+
+class HostListener:
+    """The node's Unix socket where forked instances report in with their token."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        # Socket paths are capped at 108 bytes: use the node's own directory when its path is short enough.
+        if directory is not None and len(str(directory / "hosts.sock")) < 100:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._directory, self._owned = str(directory), False
+        else:
+            self._directory, self._owned = tempfile.mkdtemp(prefix="aether-"), True
+        self.path = os.path.join(self._directory, "hosts.sock")
+        self._waiting: dict[str, trio.MemorySendChannel[tuple[_Connection, trio.Event]]] = {}
+
+    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        if os.path.exists(self.path):  # left by a node that was killed
+            os.unlink(self.path)
+        await sock.bind(self.path)
+        sock.listen(256)
+        try:
+            task_status.started()
+            await trio.serve_listeners(self._handle, [trio.SocketListener(sock)])
+        finally:
+            for name in (self.path,):
+                try:
+                    os.unlink(name)
+                except OSError:
+                    pass
+            if self._owned:
+                try:
+                    os.rmdir(self._directory)
+                except OSError:
+                    pass
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            await self._take(stream)
+        except Exception:  # one connection's failure never ends the listener (nor the node)
+            log.exception("a connection to the slice host socket failed")
+
+    async def _take(self, stream: trio.SocketStream) -> None:
+        connection = _Connection(stream, max_frame=MAX_FRAME)
+        try:
+            with trio.fail_after(10):
+                hello = await connection.receive()
+        except (trio.TooSlowError, _ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            connection.close()
+            return
+        channel = self._waiting.pop(str((hello or {}).get("hello")), None)
+        if channel is None:
+            connection.close()
+            return
+        released = trio.Event()
+        try:
+            channel.send_nowait((connection, released))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            connection.close()  # its spawner gave up waiting for it
+            return
+        # The stream now belongs to its SliceHost; trio closes a handler's stream when the handler returns,
+        # so stay until the host is done with it.
+        await released.wait()
+
+    def expect(self, token: str) -> trio.MemoryReceiveChannel[tuple[_Connection, trio.Event]]:
+        send, receive = trio.open_memory_channel[tuple[_Connection, trio.Event]](1)
+        self._waiting[token] = send
+        return receive
+
+    def forget(self, token: str) -> None:
+        self._waiting.pop(token, None)
+
+
+class SliceTemplate:
+    """The fork server of one installed slice version."""
+
+    def __init__(self, installed: InstalledSlice, log_path: Path) -> None:
+        self.installed = installed
+        self.log_path = log_path
+        self.process: ChildProcess | None = None
+        self.framed: FramedStream | None = None
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Pending] = {}
+        self.exits: dict[int, int] = {}
+        self.exited = trio.Event()
+        self._exit_changed = trio.Event()
+        self._lock = trio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and not self.exited.is_set()
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"))
+        }
+        env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        with open(self.log_path, "ab") as log_file:
+            self.process = spawn(
+                [str(self.installed.python), "-m", "aether_slice.host"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                env=env,
+                cwd=self.installed.venv,
+                new_session=True,  # the node's Ctrl-C is not the slice's
+            )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.framed = FramedStream(trio.StapledStream(self.process.stdin, self.process.stdout))
+        nursery.start_soon(self._read_loop)
+
+    async def _read_loop(self) -> None:
+        assert self.framed is not None and self.process is not None
+        try:
+            while True:
+                message = await self.framed.receive()
+                if message is None:
+                    break
+                if message.get("event") == "exit":
+                    self.exits[int(message["pid"])] = int(message["code"])
+                    changed, self._exit_changed = self._exit_changed, trio.Event()
+                    changed.set()
+                    continue
+                request_id = message.get("id")
+                pending = self._pending.get(request_id) if isinstance(request_id, int) else None
+                if pending is not None:
+                    pending.reply = message
+                    pending.done.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
+            pass
+        except Exception:  # it runs in the node's nursery: a template's nonsense ends the template only
+            log.exception("the slice template of %s sent what it must not", self.log_path)
+        finally:
+            self.exited.set()
+            self._exit_changed.set()
+            for pending in self._pending.values():
+                pending.done.set()
+            await self.process.stop(1)
+
+    async def fork(self, request: dict[str, Any], timeout: float) -> int:
+        assert self.framed is not None
+        request_id = next(self._ids)
+        pending = self._pending[request_id] = _Pending()
+        try:
+            try:
+                await self.framed.send({"id": request_id, "op": "fork", **request})
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                raise SliceHostError(
+                    "template", f"the slice template process died ({self.log_path})"
+                ) from None
+            with trio.move_on_after(timeout):
+                await pending.done.wait()
+        finally:
+            self._pending.pop(request_id, None)
+        if pending.reply is None or "ok" not in pending.reply:
+            raise SliceHostError(
+                "template", f"the slice template did not fork an instance (see {self.log_path})"
+            )
+        return int(pending.reply["ok"]["pid"])
+
+    async def exit_code(self, pid: int, timeout: float) -> int | None:
+        """The exit code of a forked child, once the template has reaped it (None if not in time)."""
+        with trio.move_on_after(timeout):
+            while pid not in self.exits and not self.exited.is_set():
+                await self._exit_changed.wait()
+        return self.exits.pop(pid, None)
+
+    async def stop(self) -> None:
+        if self.process is not None:
+            await self.process.stop(2)
+
+
+class SliceHost:
+    """One instance: a child of its template, connected through the node's Unix socket."""
+
+    def __init__(
+        self,
+        template: SliceTemplate,
+        connection: _Connection,
+        released: trio.Event,
+        pid: int,
+        label: str,
+        log_path: Path,
+    ) -> None:
+        self.template = template
+        self.connection = connection
+        self._released = released
+        self.pid = pid
+        self.label = label
+        self.log_path = log_path
+        self.exited = trio.Event()
+        self.exit_reason = ""
+        self._pending: dict[int, _Call] = {}
+        self._ids = itertools.count(1)
+        # The expiry task sleeps in this scope until the earliest deadline of a pending call (or longer:
+        # it is not moved later when calls end), so that a call needs no cancel scope of its own.
+        self._timer = trio.CancelScope()
+
+    @classmethod
+    async def spawn(
+        cls,
+        nursery: trio.Nursery,
+        template: SliceTemplate,
+        listener: HostListener,
+        *,
+        label: str,
+        config: dict[str, Any],
+        log_path: Path,
+        on_call: CallHandler,
+        timeout: float,
+    ) -> SliceHost:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(16)
+        arrivals = listener.expect(token)
+        try:
+            with trio.move_on_after(timeout) as scope:
+                pid = await template.fork(
+                    {"socket": listener.path, "token": token, "log_path": str(log_path), "config": config},
+                    timeout,
+                )
+                connection, released = await arrivals.receive()
+            if scope.cancelled_caught:
+                raise StepTimeoutError(f"{label}: the instance process did not start within {timeout:g} s")
+        finally:
+            listener.forget(token)
+        host = cls(template, connection, released, pid, label, log_path)
+        nursery.start_soon(host._read_loop, nursery, on_call)
+        nursery.start_soon(connection.write_loop)
+        nursery.start_soon(host._expire_loop)
+        return host
+
+    # ------------------------------------------------------------ protocol
+
+    async def _read_loop(self, nursery: trio.Nursery, on_call: CallHandler) -> None:
+        try:
+            while True:
+                message = await self.connection.receive()
+                if message is None:
+                    break
+                request_id = message.get("id")
+                if message.get("op") == "call":
+                    nursery.start_soon(self._serve_call, message, on_call)
+                    continue
+                call = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
+                if call is not None:
+                    call.resolve(message)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
+            pass
+        except Exception:  # it runs in the node's nursery: a slice's nonsense ends that slice only
+            log.exception("%s: reading from the slice process failed; closing its connection", self.label)
+        finally:
+            self.connection.close()
+            with trio.CancelScope(shield=True):
+                self._released.set()
+                code = await self.template.exit_code(self.pid, timeout=2.0)
+            self.exit_reason = _describe_exit(code) if code is not None else "its connection closed"
+            self.exited.set()
+            self._timer.cancel()
+            for call in self._pending.values():
+                call.resolve(None)
+
+    async def _expire_loop(self) -> None:
+        """Answers overdue calls with a timeout (their callers raise StepTimeoutError); ends with the host."""
+        while not self.exited.is_set():
+            now = trio.current_time()
+            earliest = math.inf
+            for request_id, call in list(self._pending.items()):
+                if call.deadline <= now:
+                    del self._pending[request_id]
+                    call.expire()
+                else:
+                    earliest = min(earliest, call.deadline)
+            self._timer = trio.CancelScope(deadline=earliest)
+            with self._timer:
+                await trio.sleep_forever()
+
+    async def _serve_call(self, message: dict[str, Any], on_call: CallHandler) -> None:
+        reply: dict[str, Any] = {"id": message.get("id")}
+        try:
+            timeout = message.get("timeout") or 10.0
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+                raise InvocationError("bad_request", f"timeout: expected seconds in (0, 3600]: {timeout!r}")
+            artifact, entry = str(message.get("artifact")), str(message.get("entry"))
+            reply["ok"] = await on_call(artifact, entry, message.get("payload"), float(timeout))
+        except InvocationError as error:
+            reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+        except Exception as error:  # a bug here must cost one call, never the node
+            log.exception("%s: serving a call of the slice failed", self.label)
+            reply["error"] = {"kind": "internal", "message": f"the node failed to route the call: {error!r}"}
+        try:
+            self.connection.send(reply)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    async def request(self, op: str, timeout: float, **fields: Any) -> Any:
+        """One request to the host; raises SliceHostError (failed, died) or StepTimeoutError."""
+        if self.exited.is_set():
+            raise SliceHostError("crashed", f"{self.label}: the slice process is gone ({self.exit_reason})")
+        request_id = next(self._ids)
+        call = self._pending[request_id] = _Call(trio.current_time() + timeout)
+        if call.deadline < self._timer.deadline:
+            self._timer.deadline = call.deadline
+        try:
+            try:
+                self.connection.send({"id": request_id, "op": op, **fields})
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.exited.wait()
+                raise SliceHostError(
+                    "crashed", f"{self.label}: the slice process died ({self.exit_reason})"
+                ) from None
+            reply = await call.wait()
+            if call.timed_out:
+                raise StepTimeoutError(f"{self.label}: {op} did not finish within {timeout:g} s")
+        finally:
+            self._pending.pop(request_id, None)
+        if reply is None:
+            raise SliceHostError(
+                "crashed", f"{self.label}: the slice process died during {op} ({self.exit_reason})"
+            )
+        if "error" in reply:
+            error = reply["error"]
+            raise SliceHostError(
+                str(error.get("kind", "raised")), _error_text(error), error.get("detail"), error.get("type")
+            )
+        return reply.get("ok")
+
+    async def invoke(self, entry: str, payload: Any, timeout: float) -> Any:
+        """Call an entry point; errors become InvocationError (timeout, raised, unavailable, bad_request)."""
+        try:
+            return await self.request("invoke", timeout, entry=entry, payload=payload)
+        except StepTimeoutError:
+            raise InvocationError(
+                "timeout", f"{self.label}: {entry} did not answer within {timeout:.3g} s"
+            ) from None
+        except SliceHostError as error:
+            if error.kind == "raised":
+                raise InvocationError("raised", error.message, remote_type=error.remote_type) from None
+            if error.kind == "no_entry":
+                raise InvocationError("no_endpoint", error.message) from None
+            if error.kind == "bad_result":
+                raise InvocationError("raised", error.message, remote_type="TypeError") from None
+            raise InvocationError("unavailable", error.message) from None
+
+    # ------------------------------------------------------------ ending
+
+    async def close(self, grace: float = 3.0) -> None:
+        """Close the instance's socket (it exits at once), then SIGKILL it if it lingers. Shielded."""
+        with trio.CancelScope(shield=True):
+            self.connection.close()
+            with trio.move_on_after(grace):
+                await self.exited.wait()
+            if not self.exited.is_set():
+                self.kill()
+                await self.exited.wait()
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.pid, signal.SIGKILL)  # the child leads its own session
+        except ProcessLookupError:
+            pass
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    message = str(error.get("message", "failed"))
+    remote = error.get("type")
+    return f"{remote}: {message}" if remote and not message.startswith(f"{remote}") else message

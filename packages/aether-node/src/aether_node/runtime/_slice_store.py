@@ -1,0 +1,149 @@
+"""SliceStore: the slice instances of this node — load (install + spawn + import), activate (start),
+deactivate (stop), unload (end the process). It does not touch the KV; the NodeDeploymentManager decides
+when, and records the outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from ..core._coordinates import Coordinates
+from ..core._errors import NodeError, ResolutionError, SliceHostError, StepTimeoutError
+from ..core._policies import StepTimeouts
+from ..core._schema import InstanceKey
+from ._installer import InstalledSlice, SliceInstaller
+from ._lifecycle import Phase
+from ._slice_host import CallHandler, HostListener, SliceHost, SliceTemplate
+
+
+@attrs.define(eq=False)
+class LocalInstance:
+    key: InstanceKey
+    host: SliceHost
+    entry_points: dict[str, bool]  # name → idempotent
+    phase: Phase = Phase.LOADED
+    in_flight: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return not self.host.exited.is_set()
+
+
+def describe_failure(step: str, error: Exception) -> str:
+    """A reason a person can read, for the FAILED record."""
+    if isinstance(error, ResolutionError):
+        return f"{step}: cannot resolve the slice ({error.kind}): {error.message}"
+    if isinstance(error, StepTimeoutError):
+        return f"{step}: timed out: {error.message}"
+    if isinstance(error, SliceHostError):
+        detail = f" [{error.detail.strip().splitlines()[-1]}]" if error.detail else ""
+        return f"{step}: the slice failed ({error.kind}): {error.message}{detail}"
+    if isinstance(error, NodeError):
+        return f"{step}: {error.message}"
+    return f"{step}: unexpected {type(error).__name__}: {error}"
+
+
+class SliceStore:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        installer: SliceInstaller,
+        listener: HostListener,
+        logs_dir: Path,
+        on_call: CallHandler,
+        timeouts: StepTimeouts = StepTimeouts(),  # noqa: B008 (a frozen value)
+    ) -> None:
+        self._nursery = nursery
+        self.installer = installer
+        self.logs_dir = logs_dir
+        self._on_call = on_call
+        self.timeouts = timeouts
+        self.listener = listener
+        self.instances: dict[InstanceKey, LocalInstance] = {}
+        self._templates: dict[Coordinates, SliceTemplate] = {}
+        self._template_locks: dict[Coordinates, trio.Lock] = {}
+
+    async def _template(self, installed: InstalledSlice) -> SliceTemplate:
+        """The running fork server of this slice version, started on first use (or after it died)."""
+        coordinates = installed.coordinates
+        async with self._template_locks.setdefault(coordinates, trio.Lock()):
+            template = self._templates.get(coordinates)
+            if template is None or not template.alive:
+                stem = f"{coordinates.distribution}-{coordinates.version}"
+                template = SliceTemplate(installed, self.logs_dir / f"{stem}-template.log")
+                await template.start(self._nursery)
+                self._templates[coordinates] = template
+            return template
+
+    def get(self, key: InstanceKey) -> LocalInstance | None:
+        return self.instances.get(key)
+
+    def active(self) -> Iterator[LocalInstance]:
+        return (i for i in self.instances.values() if i.phase is Phase.ACTIVE and i.alive)
+
+    async def load(self, key: InstanceKey, config: dict[str, Any]) -> LocalInstance:
+        """Install (if needed), spawn the host and import the slice. Raises NodeError subclasses."""
+        with trio.fail_after(self.timeouts.install):
+            installed = await self.installer.install(key.coordinates)
+        template = await self._template(installed)
+        stem = f"{key.coordinates.distribution}-{key.coordinates.version}"
+        host = await SliceHost.spawn(
+            self._nursery,
+            template,
+            self.listener,
+            label=key.label,
+            config=config,
+            log_path=self.logs_dir / f"{stem}-{key.instance}.log",
+            on_call=self._on_call,
+            timeout=self.timeouts.load,
+        )
+        try:
+            reply = await host.request(
+                "load",
+                self.timeouts.load,
+                entry_point=key.coordinates.artifact_id,
+                coordinates=str(key.coordinates),
+                instance=key.instance,
+                config=config,
+            )
+        except BaseException:
+            await host.close(grace=0)
+            raise
+        entries = {str(e["name"]): bool(e.get("idempotent")) for e in reply.get("entry_points", [])}
+        instance = LocalInstance(key=key, host=host, entry_points=entries)
+        self.instances[key] = instance
+        return instance
+
+    async def activate(self, instance: LocalInstance) -> None:
+        await instance.host.request("start", self.timeouts.activate)
+        instance.phase = Phase.ACTIVE
+
+    async def deactivate(self, instance: LocalInstance) -> None:
+        instance.phase = Phase.LOADED
+        await instance.host.request("stop", self.timeouts.deactivate)
+
+    async def unload(self, key: InstanceKey) -> None:
+        instance = self.instances.pop(key, None)
+        if instance is not None:
+            await instance.host.close()
+
+    async def close_all(self) -> None:
+        """Stop every instance: stop hooks for active ones (bounded), then end every process."""
+        with trio.CancelScope(shield=True):
+            async with trio.open_nursery() as nursery:
+                for key, instance in list(self.instances.items()):
+                    nursery.start_soon(self._stop_and_unload, key, instance)
+            for template in self._templates.values():
+                await template.stop()
+
+    async def _stop_and_unload(self, key: InstanceKey, instance: LocalInstance) -> None:
+        if instance.phase is Phase.ACTIVE and instance.alive:
+            try:
+                await self.deactivate(instance)
+            except NodeError:
+                pass
+        await self.unload(key)
