@@ -1,0 +1,116 @@
+"""The slice kit end to end, as a slice author uses it: `aether slice new` → the project's own tests (the
+`slice_host` fixture, `uv run pytest`) → `uv build` → `aether slice publish` into a wheel directory → a
+blueprint applied on a real cluster → `aether slice invoke` answers; then an upgrade to a new version.
+And the CLI's refusals: a non-empty directory, a bad name, a wheel that is no slice."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+import uv
+from cli_support import cli_cluster, expect, run_aether
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+BLUEPRINT = """name = "kit"
+
+[[slices]]
+artifact = "org.kit:hello:{version}"
+instances = 2
+config = {{ greeting = "hi" }}
+"""
+
+
+def uv_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """uv as the author runs it in the project: not inside this test run's virtualenv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")}
+    result = subprocess.run(
+        [uv.find_uv_bin(), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, f"uv {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def build(project: Path) -> Path:
+    built = uv_run("build", "--wheel", "--out-dir", "dist", cwd=project)
+    assert "setuptools" not in built.stderr and "warning" not in built.stderr.lower(), built.stderr
+    version = re.search(r'(?m)^version = "(.+)"$', (project / "pyproject.toml").read_text())
+    assert version is not None
+    wheel = project / "dist" / f"org_kit_hello-{version.group(1)}-py3-none-any.whl"
+    assert wheel.is_file(), list((project / "dist").iterdir())
+    return wheel
+
+
+def test_a_new_slice_is_tested_built_published_applied_invoked_and_upgraded(tmp_path: Path) -> None:
+    project = tmp_path / "hello"
+    expect(run_aether("slice", "new", "hello", "--group", "org.kit", "--dir", str(project), cwd=tmp_path))
+
+    tested = uv_run("run", "pytest", "-q", cwd=project)  # the project's own tests, in its own venv
+    assert re.search(r"(?m)^3 passed", tested.stdout), tested.stdout
+
+    index = tmp_path / "index"
+    wheel = build(project)
+    published = expect(run_aether("slice", "publish", str(wheel), "--index", str(index), cwd=tmp_path))
+    assert "org.kit:hello:0.1.0 published" in published.stdout
+    assert [p.name for p in index.iterdir()] == [wheel.name]
+
+    with cli_cluster(tmp_path / "cluster", index, nodes=1) as cluster:
+        (cluster.cwd / "kit.toml").write_text(BLUEPRINT.format(version="0.1.0"))
+        expect(cluster.aether("blueprint", "apply", "kit.toml", "--wait", "--timeout", "120", timeout=180))
+        answer = expect(
+            cluster.aether("slice", "invoke", "org.kit:hello", "greet", "--data", '{"name": "you"}')
+        )
+        assert answer.json() == {"greeting": "hi, you"}
+        refused = expect(cluster.aether("slice", "invoke", "org.kit:hello", "greet", "--data", "{}"), 1)
+        assert 'greet takes {"name": <string>}' in refused.stderr, str(refused)
+
+        # the upgrade of the guide: a new version, published beside the old one, applied
+        module = next((project / "src").glob("*/__init__.py"))
+        module.write_text(module.read_text().replace('f"{greeting}, ', 'f"{greeting}!! '))
+        pyproject = project / "pyproject.toml"
+        pyproject.write_text(pyproject.read_text().replace('version = "0.1.0"', 'version = "0.2.0"'))
+        expect(run_aether("slice", "publish", str(build(project)), "--index", str(index), cwd=tmp_path))
+        (cluster.cwd / "kit.toml").write_text(BLUEPRINT.format(version="0.2.0"))
+        expect(cluster.aether("blueprint", "apply", "kit.toml", "--wait", "--timeout", "120", timeout=180))
+        answer = expect(
+            cluster.aether("slice", "invoke", "org.kit:hello", "greet", "--data", '{"name": "you"}')
+        )
+        assert answer.json() == {"greeting": "hi!! you"}
+        status = expect(cluster.aether("slice", "status", "org.kit:hello", "--json")).json()
+        active = [i["artifact"] for i in status["instances"] if i["state"] == "ACTIVE"]
+        assert active == ["org.kit:hello:0.2.0"] * 2, status
+
+
+def test_slice_new_refuses_a_non_empty_directory_and_a_bad_name_and_changes_nothing(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "notes.txt").write_text("mine")
+    run = expect(run_aether("slice", "new", "hello", "--dir", str(taken), cwd=tmp_path), 2)
+    assert f"{taken}: exists and is not empty" in run.stderr and "nothing was written" in run.stderr
+    assert [p.name for p in taken.iterdir()] == ["notes.txt"]
+
+    run = expect(run_aether("slice", "new", "9-lives", cwd=tmp_path), 2)
+    assert "slice name '9-lives': use letters, digits, '-' or '_', starting with a letter" in run.stderr
+    run = expect(run_aether("slice", "new", "hello", "--group", "org..kit", cwd=tmp_path), 2)
+    assert "--group 'org..kit'" in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
+
+
+def test_slice_publish_refuses_a_wheel_that_is_no_slice(tmp_path: Path) -> None:
+    project = tmp_path / "plain"
+    (project / "src" / "plain").mkdir(parents=True)
+    (project / "src" / "plain" / "__init__.py").write_text("")
+    (project / "pyproject.toml").write_text(
+        '[project]\nname = "plain"\nversion = "1.0"\n\n[build-system]\nrequires = ["hatchling"]\n'
+        'build-backend = "hatchling.build"\n\n[tool.hatch.build.targets.wheel]\npackages = ["src/plain"]\n'
+    )
+    uv_run("build", "--wheel", "--out-dir", "dist", cwd=project)
+    index = tmp_path / "index"
+    (wheel,) = (project / "dist").glob("*.whl")
+    run = expect(run_aether("slice", "publish", str(wheel), "--index", str(index), cwd=tmp_path), 2)
+    assert "declares exactly one entry point in group aether.slices" in run.stderr, str(run)
+    assert not index.exists()
