@@ -1,18 +1,23 @@
 """The slice kit end to end, as a slice author uses it: `aether slice new` → the project's own tests (the
 `slice_host` fixture, `uv run pytest`) → `uv build` → `aether slice publish` into a wheel directory → a
 blueprint applied on a real cluster → `aether slice invoke` answers; then an upgrade to a new version.
-And the CLI's refusals: a non-empty directory, a bad name, a wheel that is no slice."""
+An upload to an index server (pypiserver). And the CLI's refusals: a non-empty directory, a bad name, a
+wheel that is no slice, an upload without credentials."""
 
 from __future__ import annotations
 
 import os
 import re
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uv
-from cli_support import cli_cluster, expect, run_aether
+from cli_support import cli_cluster, expect, run_aether, wait_until
+from node_support import build_wheel, die_with_parent, free_ports, port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -114,3 +119,43 @@ def test_slice_publish_refuses_a_wheel_that_is_no_slice(tmp_path: Path) -> None:
     run = expect(run_aether("slice", "publish", str(wheel), "--index", str(index), cwd=tmp_path), 2)
     assert "declares exactly one entry point in group aether.slices" in run.stderr, str(run)
     assert not index.exists()
+
+
+@pytest.fixture
+def upload_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """pypiserver on loopback taking uploads (any credentials: `-a . -P .`) into a directory it serves."""
+    (port,) = free_ports(1)
+    packages = tmp_path / "served"
+    packages.mkdir()
+    with open(tmp_path / "pypiserver.log", "wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "pypi-server"), "run", "-p", str(port), "-i", "127.0.0.1",
+             "-a", ".", "-P", ".", "--disable-fallback", str(packages)],
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: process.poll() is not None or port_open(port), timeout=15, what="pypiserver")
+        assert process.poll() is None, (tmp_path / "pypiserver.log").read_text()
+        yield f"http://127.0.0.1:{port}", packages
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_slice_publish_uploads_to_an_index_server(upload_server: tuple[str, Path], tmp_path: Path) -> None:
+    url, served = upload_server
+    wheel = build_wheel(
+        tmp_path / "project", tmp_path / "dist", name="org.kit.up", version="1.0.0", entry_point="org.kit:up"
+    )
+    anonymous = expect(run_aether("slice", "publish", str(wheel), "--index", f"{url}/", cwd=tmp_path), 1)
+    assert "UV_PUBLISH_USERNAME and UV_PUBLISH_PASSWORD" in anonymous.stderr, str(anonymous)
+    assert list(served.iterdir()) == []
+
+    credentials = {"UV_PUBLISH_USERNAME": "author", "UV_PUBLISH_PASSWORD": "secret"}
+    run = expect(
+        run_aether("slice", "publish", str(wheel), "--index", f"{url}/", cwd=tmp_path, env=credentials)
+    )
+    assert f"org.kit:up:1.0.0 uploaded to {url}/" in run.stdout
+    assert [p.name for p in served.iterdir()] == [wheel.name]
+    page = httpx.get(f"{url}/simple/org-kit-up/")  # what a node with --index URL/simple/ reads
+    assert wheel.name in page.text

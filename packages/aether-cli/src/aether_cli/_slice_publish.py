@@ -122,15 +122,23 @@ def publish_to_url(wheel: SliceWheel, url: str) -> None:
     import uv
 
     result = subprocess.run(
-        [uv.find_uv_bin(), "publish", "--publish-url", url, str(wheel.path)],
+        # (trusted publishing is for CI runners that PyPI trusts, never this: asking costs 3 retries)
+        [uv.find_uv_bin(), "publish", "--trusted-publishing", "never", "--publish-url", url, str(wheel.path)],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
         check=False,
     )
     if result.returncode != 0:
-        output = (result.stderr + result.stdout).strip().splitlines()[-10:]
-        raise PublishError(f"uploading {wheel.path.name} to {url} failed:\n" + "\n".join(output), EXIT_FAILED)
+        output = (result.stderr + result.stdout).strip()
+        hint = ""
+        if "Missing credentials" in output:
+            hint = (
+                "\n(give the server's credentials in UV_PUBLISH_USERNAME and UV_PUBLISH_PASSWORD, "
+                "or UV_PUBLISH_TOKEN)"
+            )
+        tail = "\n".join(output.splitlines()[-10:])
+        raise PublishError(f"uploading {wheel.path.name} to {url} failed:\n{tail}{hint}", EXIT_FAILED)
 
 
 def slice_publish(
