@@ -8,7 +8,7 @@ from pathlib import Path
 import aether_slice
 from aether_slice import hookspecs
 
-GUIDE = Path(__file__).parents[2] / "README.md"
+GUIDE = Path(__file__).parents[2] / "docs" / "SLICES.md"
 
 
 def hook_names() -> list[str]:
@@ -22,7 +22,7 @@ def test_every_hook_has_a_docstring_and_is_in_the_slice_authors_guide() -> None:
     assert hook_names() == ["aether_entry_points", "aether_start", "aether_stop"]
     for name in hook_names():
         assert getattr(hookspecs, name).__doc__, f"{name} has no docstring"
-        assert name in guide, f"the slice author's guide (README.md) does not document {name}"
+        assert name in guide, f"the slice author's guide (docs/SLICES.md) does not document {name}"
 
 
 def test_the_public_surface_is_small_and_deliberate() -> None:

@@ -90,6 +90,18 @@ def test_a_new_slice_is_tested_built_published_applied_invoked_and_upgraded(tmp_
         assert active == ["org.kit:hello:0.2.0"] * 2, status
 
 
+def test_the_guides_example_slice_passes_the_guides_example_test(tmp_path: Path) -> None:
+    """docs/SLICES.md's slice (section 2) and its test (section 3), in a project `slice new` wrote."""
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "SLICES.md").read_text()
+    module, test = re.findall(r"```python\n(.*?)```", guide, re.S)[:2]
+    project = tmp_path / "hello"
+    expect(run_aether("slice", "new", "hello", "--dir", str(project), cwd=tmp_path))
+    (project / "src" / "org_example_hello" / "__init__.py").write_text(module)
+    (project / "tests" / "test_org_example_hello.py").write_text(test)
+    tested = uv_run("run", "pytest", "-q", cwd=project)
+    assert re.search(r"(?m)^2 passed", tested.stdout), tested.stdout
+
+
 def test_slice_new_refuses_a_non_empty_directory_and_a_bad_name_and_changes_nothing(tmp_path: Path) -> None:
     taken = tmp_path / "taken"
     taken.mkdir()
