@@ -7,10 +7,13 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import uv
 
 from aether_slice import SliceCallError
 from aether_slice.testing import SliceHostError, SliceInstance
@@ -150,7 +153,24 @@ def test_a_call_that_hangs_times_out_and_a_killed_instance_is_reported(host: Sli
         faulty.invoke("work")
     assert crashed.value.kind == "crashed"
     assert "killed by SIGKILL" in crashed.value.message
-    faulty.close(stop=False)
+    with pytest.raises(SliceHostError, match=r"the instance is gone \(killed by SIGKILL\)"):
+        faulty.invoke("work")
+    faulty.close()  # no aether_stop for a dead instance: the fixture's teardown does the same, quietly
+    assert host_processes() == []
+
+
+def test_an_interpreter_without_aether_slice_or_none_at_all_is_a_clear_error(
+    slice_host: SliceHost, tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare"
+    subprocess.run([uv.find_uv_bin(), "venv", "--quiet", "--python", sys.executable, str(bare)], check=True)
+    with pytest.raises(SliceHostError) as missing:
+        slice_host("org.aether:echo", python=str(bare / "bin" / "python"))
+    assert missing.value.kind == "crashed"
+    assert "-m aether_slice.host` did not start" in missing.value.message
+    assert "No module named 'aether_slice'" in missing.value.message
+    with pytest.raises(SliceHostError, match=r"did not start.*No such file"):
+        slice_host("org.aether:echo", python=str(tmp_path / "nowhere" / "python"))
     assert host_processes() == []
 
 

@@ -70,7 +70,12 @@ class _Frames:
                 if len(self.buffer) >= HEADER.size + size:
                     payload = bytes(self.buffer[HEADER.size : HEADER.size + size])
                     del self.buffer[: HEADER.size + size]
-                    message = json.loads(payload)
+                    try:
+                        message = json.loads(payload)
+                    except ValueError as error:
+                        raise SliceHostError(
+                            "protocol", f"{self.what} sent a frame that is not JSON: {error}"
+                        ) from None
                     if not isinstance(message, dict):
                         raise SliceHostError("protocol", f"{self.what} sent {message!r}, not an object")
                     return message
@@ -106,7 +111,12 @@ def _installed_version(distribution: str, python: str) -> str | None:
         except importlib.metadata.PackageNotFoundError:
             return None
     script = "import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\nexcept Exception: pass"
-    found = subprocess.run([python, "-c", script, distribution], capture_output=True, text=True, check=False)
+    try:
+        found = subprocess.run(
+            [python, "-c", script, distribution], capture_output=True, text=True, check=False
+        )
+    except OSError:  # no such interpreter: starting the host will say so
+        return None
     return found.stdout.strip() or None
 
 
@@ -141,6 +151,7 @@ class SliceInstance:
         self.calls: list[tuple[str, str, Any]] = []  # every call the slice made: (artifact, entry, payload)
         self.entry_points: dict[str, bool] = {}  # name → idempotent
         self.started = False
+        self.exit_reason: str | None = None  # how the instance ended, once it has
         self._ids = 0
         self._owned_dir = log_dir is None
         self.directory = Path(tempfile.mkdtemp(prefix="aether-slice-")) if log_dir is None else log_dir
@@ -170,23 +181,32 @@ class SliceInstance:
         self._listener.bind(path)
         self._listener.listen(1)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.directory / "template.log", "ab") as template_log:
-            self._template = subprocess.Popen(
-                [self.python, "-m", "aether_slice.host"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=template_log,
-                env=env,
-                start_new_session=True,  # a Ctrl-C in the terminal is pytest's, not the slice's
-            )
-        assert self._template.stdin is not None and self._template.stdout is not None
-        self._template_frames = _Frames(self._template.stdout.fileno(), "the slice template process")
         token = secrets.token_hex(16)
         request = {"socket": path, "token": token, "log_path": str(self.log_path), "config": self.config}
-        self._template.stdin.write(_frame({"id": 1, "op": "fork", **request}))
-        self._template.stdin.flush()
         deadline = time.monotonic() + self.timeout
-        reply = self._template_frames.receive(deadline)
+        template_log = self.directory / "template.log"
+        try:
+            with open(template_log, "ab") as log:
+                self._template = subprocess.Popen(
+                    [self.python, "-m", "aether_slice.host"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=env,
+                    start_new_session=True,  # a Ctrl-C in the terminal is pytest's, not the slice's
+                )
+            assert self._template.stdin is not None and self._template.stdout is not None
+            self._template_frames = _Frames(self._template.stdout.fileno(), "the slice template process")
+            self._template.stdin.write(_frame({"id": 1, "op": "fork", **request}))
+            self._template.stdin.flush()
+            reply = self._template_frames.receive(deadline)
+        except (OSError, SliceHostError) as error:
+            output = template_log.read_text(errors="replace").strip().splitlines()[-10:]
+            raise SliceHostError(
+                "crashed",
+                f"the slice host `{self.python} -m aether_slice.host` did not start ({error}); its output:\n"
+                + ("\n".join(output) or "(none)"),
+            ) from None
         while "event" in reply:  # an exit event cannot come before the fork's reply; skip to be safe
             reply = self._template_frames.receive(deadline)
         if "ok" not in reply:
@@ -234,8 +254,9 @@ class SliceInstance:
     # ------------------------------------------------------------ protocol
 
     def _request(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
-        if self._socket is None:
-            raise SliceHostError("crashed", f"{self.coordinates}: the instance is closed")
+        if self._socket is None or self.exit_reason is not None:
+            why = self.exit_reason or "it was closed"
+            raise SliceHostError("crashed", f"{self.coordinates}: the instance is gone ({why})")
         self._ids += 1
         request_id = self._ids
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
@@ -257,9 +278,12 @@ class SliceInstance:
                     f"{self.coordinates}: {op} did not answer within "
                     f"{self.timeout if timeout is None else timeout:g} s",
                 ) from None
+            if self.exit_reason is None:
+                self.exit_reason = self._exit_reason()
+            self.started = False  # no aether_stop for a dead instance
             raise SliceHostError(
                 "crashed",
-                f"{self.coordinates}: the slice process died during {op} ({self._exit_reason()}); "
+                f"{self.coordinates}: the slice process died during {op} ({self.exit_reason}); "
                 + self._log_tail(),
             ) from None
         if "error" in message:
