@@ -174,6 +174,10 @@ def test_an_interpreter_without_aether_slice_or_none_at_all_is_a_clear_error(
     assert host_processes() == []
 
 
-def test_what_a_slice_logs_is_kept(host: SliceHost) -> None:
-    counter = host("org.aether:counter")
-    assert "counter started" in counter.log
+def test_what_a_slice_logs_is_kept_apart_from_what_another_instance_logs(
+    host: SliceHost, tmp_path: Path
+) -> None:
+    first = host("org.aether:counter", config={"state_file": str(tmp_path / "first")})
+    second = host("org.aether:counter", config={"state_file": str(tmp_path / "second")})
+    assert first.log_path != second.log_path
+    assert first.log.count("counter started") == second.log.count("counter started") == 1

@@ -156,7 +156,13 @@ class SliceInstance:
         self._owned_dir = log_dir is None
         self.directory = Path(tempfile.mkdtemp(prefix="aether-slice-")) if log_dir is None else log_dir
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.directory / f"{artifact.replace(':', '.')}-{instance}.log"
+        stem = f"{artifact.replace(':', '.')}-{instance}"
+        taken = 1
+        while (self.directory / f"{stem}.log").exists():  # a second instance like it in the same test
+            taken += 1
+            stem = f"{artifact.replace(':', '.')}-{instance}-{taken}"
+        self.log_path = self.directory / f"{stem}.log"
+        self._template_log = self.directory / f"{stem}-template.log"
         self.pid: int | None = None
         self._template: subprocess.Popen[bytes] | None = None
         self._listener: socket.socket | None = None
@@ -184,7 +190,7 @@ class SliceInstance:
         token = secrets.token_hex(16)
         request = {"socket": path, "token": token, "log_path": str(self.log_path), "config": self.config}
         deadline = time.monotonic() + self.timeout
-        template_log = self.directory / "template.log"
+        template_log = self._template_log
         try:
             with open(template_log, "ab") as log:
                 self._template = subprocess.Popen(
