@@ -42,7 +42,9 @@ def test_a_local_aether_slice_becomes_the_projects_source_for_it() -> None:
     pyproject = tomllib.loads(
         project_files("hello", "org.example", '/src/a "b"/aether-slice')["pyproject.toml"]
     )
-    assert pyproject["tool"]["uv"]["sources"] == {"aether-slice": {"path": '/src/a "b"/aether-slice'}}
+    assert pyproject["tool"]["uv"]["sources"] == {
+        "aether-slice": {"path": '/src/a "b"/aether-slice', "editable": True}
+    }
 
 
 @pytest.mark.parametrize("name", ["", "9lives", "-x", "x-", "a.b", "a:b", "hé", "with space", "x_"])

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uv
-from cli_support import cli_cluster, expect, run_aether, wait_until
+from cli_support import cli_cluster, expect, processes_of, run_aether, wait_until
 from node_support import build_wheel, die_with_parent, free_ports, port_open
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -27,6 +27,14 @@ BLUEPRINT = """name = "kit"
 artifact = "org.kit:hello:{version}"
 instances = 2
 config = {{ greeting = "hi" }}
+"""
+
+
+# A test of the project that runs it on a real cluster: the `local_cluster` fixture of aether-slice.
+CLUSTER_TEST = """
+def test_greet_on_a_cluster(local_cluster):
+    local_cluster.apply('name = "kit"\\n[[slices]]\\nartifact = "org.kit:hello:0.1.0"\\ninstances = 1\\n')
+    assert local_cluster.invoke("org.kit:hello", "greet", {"name": "you"}) == {"greeting": "hello, you"}
 """
 
 
@@ -54,8 +62,10 @@ def test_a_new_slice_is_tested_built_published_applied_invoked_and_upgraded(tmp_
     project = tmp_path / "hello"
     expect(run_aether("slice", "new", "hello", "--group", "org.kit", "--dir", str(project), cwd=tmp_path))
 
-    tested = uv_run("run", "pytest", "-q", cwd=project)  # the project's own tests, in its own venv
-    assert re.search(r"(?m)^3 passed", tested.stdout), tested.stdout
+    (project / "tests" / "test_cluster.py").write_text(CLUSTER_TEST)
+    tested = uv_run("run", "pytest", "-q", "-rs", cwd=project)  # the project's own tests, in its own venv
+    assert re.search(r"(?m)^3 passed, 1 skipped", tested.stdout), tested.stdout
+    assert "local_cluster needs the aether CLI" in tested.stdout  # aether-cli is not in the project's venv
 
     index = tmp_path / "index"
     wheel = build(project)
@@ -88,6 +98,20 @@ def test_a_new_slice_is_tested_built_published_applied_invoked_and_upgraded(tmp_
         status = expect(cluster.aether("slice", "status", "org.kit:hello", "--json")).json()
         active = [i["artifact"] for i in status["instances"] if i["state"] == "ACTIVE"]
         assert active == ["org.kit:hello:0.2.0"] * 2, status
+
+
+def test_local_cluster_runs_the_project_on_a_dev_cluster(tmp_path: Path) -> None:
+    """The project's cluster test, where aether-cli is installed beside it: `aether dev up` builds the
+    project into the index, the blueprint is applied, the call answers, and `dev down` leaves nothing."""
+    project = tmp_path / "hello"
+    expect(run_aether("slice", "new", "hello", "--group", "org.kit", "--dir", str(project), cwd=tmp_path))
+    (project / "tests" / "test_cluster.py").write_text(CLUSTER_TEST)
+    packages = Path(__file__).resolve().parents[2] / "packages"
+    with_cli = [f"--with={packages / name}" for name in ("aether-cli", "aether-node", "aether-kv")]
+    basetemp = f"--basetemp={tmp_path / 'inner'}"  # the cluster's directory, under this test's
+    tested = uv_run("run", *with_cli, "pytest", "-q", basetemp, "tests/test_cluster.py", cwd=project)
+    assert re.search(r"(?m)^1 passed", tested.stdout), tested.stdout
+    assert processes_of(tmp_path) == [], "the dev cluster left processes behind"
 
 
 def test_the_guides_example_slice_passes_the_guides_example_test(tmp_path: Path) -> None:

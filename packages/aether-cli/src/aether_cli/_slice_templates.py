@@ -37,11 +37,12 @@ testpaths = ["tests"]
 $sources""")
 
 # Appended when the aether-slice beside the CLI was installed from a local directory (not an index).
+# Editable, so that the project's environment follows that checkout (uv would keep a stale build).
 SOURCES = Template("""
 [tool.uv.sources]
 # aether-slice as installed beside the `aether` that wrote this project; point it elsewhere (or drop this
 # table once aether-slice comes from your package index).
-aether-slice = { path = "$path" }
+aether-slice = { path = "$path", editable = true }
 """)
 
 MODULE = Template('''\
