@@ -1,7 +1,7 @@
 """One slice instance run outside a node, for a slice author's tests: the client side of the host
 protocol, blocking, standard library only. Owns the template and instance processes it starts and
-nothing else (no cluster, no KV, no installs: the slice must be installed in this interpreter's
-environment).
+nothing else (no cluster, no KV, no installs: the slice and aether-slice must be installed for the
+interpreter it runs them with, this one by default).
 
 It runs the very runner a node runs (`python -m aether_slice.host`): a template process, asked over its
 stdin/stdout to fork one instance, which connects to a Unix socket of ours with a one-time token and
