@@ -22,6 +22,9 @@ sample_index = cli_support.sample_index
 
 # `aether dev ...` runs a cluster on this machine; it does not operate one, so it has no tool.
 LOCAL_ONLY = {"dev"}
+# `aether slice new` writes a slice project into a local directory and `slice publish` puts a wheel into a
+# package index: neither operates a cluster, so they have no tool.
+LOCAL_ONLY_COMMANDS = {("slice", "new"), ("slice", "publish")}
 
 
 def cli_commands() -> set[tuple[str, str]]:
@@ -30,7 +33,7 @@ def cli_commands() -> set[tuple[str, str]]:
         if group.startswith("-") or group in LOCAL_ONLY:
             continue
         found |= {(group, command) for command in app[group] if not command.startswith("-")}
-    return found
+    return found - LOCAL_ONLY_COMMANDS
 
 
 def test_every_cli_command_has_its_tool_and_back() -> None:

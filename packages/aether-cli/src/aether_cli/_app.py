@@ -28,7 +28,7 @@ app = App(
     version=_version,
 )
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
-slice_app = App(name="slice", help="Slice instances: list, status, invoke.")
+slice_app = App(name="slice", help="Slice instances: list, status, invoke; new slice projects, publish.")
 cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forget a node.")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 for sub in (blueprint_app, slice_app, cluster_app, dev_app):
@@ -364,6 +364,9 @@ COMMANDS = (
 for group, commands in COMMANDS:
     for command, function in commands.items():
         group.command(f"{__name__}:{function.__name__}", name=command, help=function.__doc__)
+# Local-only slice commands (files on this machine, no cluster), each in a module of its own.
+slice_app.command("aether_cli._slice_new:slice_new", name="new", help="Start a slice project NAME.")
+slice_app.command("aether_cli._slice_publish:slice_publish", name="publish", help="Publish a slice wheel.")
 
 
 def main() -> None:

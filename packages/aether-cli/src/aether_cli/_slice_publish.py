@@ -1,0 +1,166 @@
+"""`aether slice publish`: put a slice wheel where nodes install slices from. A wheel directory (what
+`aether-node --index DIR` and `aether dev up` read with `--find-links`; pypiserver serves the same
+directory as a PEP 503 index) gets a copy of the wheel; an index server URL gets an upload (`uv publish`).
+
+The wheel is checked first, so that a node never fails on what could be seen here: a wheel file name, and
+one `aether.slices` entry point named `group:artifact` for the distribution `{group}.{artifact}`.
+`check_wheel` reads the wheel and nothing else; `publish_to_directory` and `publish_to_url` do the I/O.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import filecmp
+import os
+import re
+import subprocess
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Annotated
+
+from cyclopts import Parameter
+
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, fail
+
+ENTRY_POINT_GROUP = "aether.slices"
+
+
+class PublishError(Exception):
+    """The wheel or the index cannot be used (`code` is the exit code: 2 bad input, 1 failed)."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SliceWheel:
+    path: Path
+    distribution: str  # as in the file name
+    version: str
+    artifact_id: str  # group:artifact
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def check_wheel(path: Path) -> SliceWheel:
+    """What the wheel at `path` publishes; PublishError saying what is wrong with it otherwise."""
+    parts = path.name.removesuffix(".whl").split("-")
+    if not path.name.endswith(".whl") or len(parts) not in (5, 6):
+        raise PublishError(f"{path}: not a wheel file name (name-version-python-abi-platform.whl)")
+    distribution, version = parts[0], parts[1]
+    try:
+        with zipfile.ZipFile(path) as wheel:
+            names = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+            text = wheel.read(names[0]).decode() if len(names) == 1 else ""
+    except FileNotFoundError:
+        raise PublishError(f"{path}: no such file") from None
+    except (OSError, zipfile.BadZipFile) as error:
+        raise PublishError(f"{path}: cannot read it as a wheel ({error})") from None
+    parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # entry point names are case-sensitive
+    try:
+        parser.read_string(text)
+    except configparser.Error as error:
+        raise PublishError(f"{path}: its entry_points.txt does not parse ({error})") from None
+    declared = list(parser[ENTRY_POINT_GROUP]) if parser.has_section(ENTRY_POINT_GROUP) else []
+    if len(declared) != 1:
+        raise PublishError(
+            f"{path}: a slice wheel declares exactly one entry point in group {ENTRY_POINT_GROUP}, named "
+            f"group:artifact; this one declares {len(declared)} ({', '.join(declared) or 'none'}): see "
+            '[project.entry-points."aether.slices"] in its pyproject.toml'
+        )
+    artifact_id = declared[0]
+    if artifact_id.count(":") != 1 or _canonical(artifact_id.replace(":", ".")) != _canonical(distribution):
+        raise PublishError(
+            f"{path}: its entry point {artifact_id!r} does not match the distribution {distribution}: a "
+            "slice group:artifact is the distribution {group}.{artifact}, and its entry point is named "
+            "group:artifact"
+        )
+    return SliceWheel(path=path, distribution=distribution, version=version, artifact_id=artifact_id)
+
+
+def publish_to_directory(wheel: SliceWheel, directory: Path) -> bool:
+    """Copy the wheel into `directory` (created if needed); False if that very file was there already.
+    A different wheel of the same name is refused: nodes install each version once and keep it. The copy
+    appears atomically (written beside, then renamed), so a node never reads half a wheel."""
+    if directory.exists() and not directory.is_dir():
+        raise PublishError(f"--index {directory}: not a directory")
+    target = directory / wheel.path.name
+    if target.exists():
+        if filecmp.cmp(target, wheel.path, shallow=False):
+            return False
+        raise PublishError(
+            f"{target}: a different wheel of {wheel.distribution} {wheel.version} is already published; "
+            "publish the change as a new version (nodes keep each version they installed)"
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        descriptor, staging = tempfile.mkstemp(prefix=f".{wheel.path.name}.", dir=directory)
+        try:
+            with os.fdopen(descriptor, "wb") as out, open(wheel.path, "rb") as source:
+                while chunk := source.read(1 << 20):
+                    out.write(chunk)
+            os.chmod(staging, 0o644)
+            os.replace(staging, target)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+    except OSError as error:
+        raise PublishError(f"--index {directory}: cannot write there ({error})", EXIT_FAILED) from None
+    return True
+
+
+def publish_to_url(wheel: SliceWheel, url: str) -> None:
+    """Upload the wheel to an index server that takes uploads (pypiserver, devpi, a PyPI-like registry)
+    with `uv publish`; credentials come from uv's usual settings (UV_PUBLISH_USERNAME, ...)."""
+    import uv
+
+    result = subprocess.run(
+        # (trusted publishing is for CI runners that PyPI trusts, never this: asking costs 3 retries)
+        [uv.find_uv_bin(), "publish", "--trusted-publishing", "never", "--publish-url", url, str(wheel.path)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+    if result.returncode != 0:
+        output = (result.stderr + result.stdout).strip()
+        hint = ""
+        if "Missing credentials" in output:
+            hint = (
+                "\n(give the server's credentials in UV_PUBLISH_USERNAME and UV_PUBLISH_PASSWORD, "
+                "or UV_PUBLISH_TOKEN)"
+            )
+        tail = "\n".join(output.splitlines()[-10:])
+        raise PublishError(f"uploading {wheel.path.name} to {url} failed:\n{tail}{hint}", EXIT_FAILED)
+
+
+def slice_publish(
+    wheel: Path,
+    *,
+    index: Annotated[
+        str,
+        Parameter(
+            help="A wheel directory (what nodes read with --index DIR; created if needed) or the upload"
+            " URL of an index server (pypiserver: http://host:port/)."
+        ),
+    ],
+) -> None:
+    """Publish a slice wheel: check it, then copy it into a wheel directory or upload it to an index."""
+    try:
+        checked = check_wheel(wheel)
+        if "://" in index:
+            publish_to_url(checked, index)
+            print(f"{checked.artifact_id}:{checked.version} uploaded to {index}")
+        elif publish_to_directory(checked, Path(index)):
+            print(f"{checked.artifact_id}:{checked.version} published to {index}/{wheel.name}")
+        else:
+            print(f"{checked.artifact_id}:{checked.version} was already published to {index} (same wheel)")
+    except PublishError as error:
+        fail(error.code, error.message)

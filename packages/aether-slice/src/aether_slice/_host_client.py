@@ -1,0 +1,403 @@
+"""One slice instance run outside a node, for a slice author's tests: the client side of the host
+protocol, blocking, standard library only. Owns the template and instance processes it starts and
+nothing else (no cluster, no KV, no installs: the slice and aether-slice must be installed for the
+interpreter it runs them with, this one by default).
+
+It runs the very runner a node runs (`python -m aether_slice.host`): a template process, asked over its
+stdin/stdout to fork one instance, which connects to a Unix socket of ours with a one-time token and
+then speaks the host protocol (the frames of `aether_slice.host`). The node's side of the same protocol
+is `aether_node`'s `_slice_host.py` (trio, many instances); both are to share one protocol module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import secrets
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from ._context import SliceCallError
+from .host import HEADER, MAX_FRAME
+
+CallHandler = Callable[[Any], Any]
+
+
+class SliceHostError(Exception):
+    """The slice instance answered a request with an error, or could not answer it. `kind` says which:
+
+    - from the slice: "raised" (an entry point or hook raised; `remote_type` names the exception, `detail`
+      holds the traceback's tail), "no_entry" (no such entry point), "bad_result" (not JSON-serialisable),
+      "entry_point" (not installed, or `aether_entry_points` is wrong), "import" (importing it failed);
+    - from this runner: "crashed" (the process died), "timeout" (no answer in time), "protocol".
+    """
+
+    def __init__(
+        self, kind: str, message: str, detail: str | None = None, remote_type: str | None = None
+    ) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+        self.message = message
+        self.detail = detail
+        self.remote_type = remote_type
+
+
+class _Frames:
+    """Frames (4-byte big-endian length + JSON object) read from a file descriptor against a deadline."""
+
+    def __init__(self, fd: int, what: str) -> None:
+        self.fd = fd
+        self.what = what
+        self.buffer = bytearray()
+
+    def receive(self, deadline: float) -> dict[str, Any]:
+        while True:
+            if len(self.buffer) >= HEADER.size:
+                (size,) = HEADER.unpack_from(self.buffer)
+                if size > MAX_FRAME:
+                    raise SliceHostError("protocol", f"{self.what} sent a frame of {size} bytes")
+                if len(self.buffer) >= HEADER.size + size:
+                    payload = bytes(self.buffer[HEADER.size : HEADER.size + size])
+                    del self.buffer[: HEADER.size + size]
+                    try:
+                        message = json.loads(payload)
+                    except ValueError as error:
+                        raise SliceHostError(
+                            "protocol", f"{self.what} sent a frame that is not JSON: {error}"
+                        ) from None
+                    if not isinstance(message, dict):
+                        raise SliceHostError("protocol", f"{self.what} sent {message!r}, not an object")
+                    return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                raise SliceHostError("timeout", f"{self.what} did not answer in time")
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                raise SliceHostError("crashed", f"{self.what} closed its end")
+            self.buffer += chunk
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    payload = json.dumps(message, separators=(",", ":")).encode()
+    return HEADER.pack(len(payload)) + payload
+
+
+def coordinates_of(artifact: str, version: str | None, python: str = sys.executable) -> str:
+    """`group:artifact:version` for `group:artifact`; the version defaults to that of the distribution
+    `{group}.{artifact}` installed for `python`, or 0.0.0 when there is none. Raises ValueError."""
+    parts = artifact.split(":")
+    if len(parts) != 2 or not all(parts):
+        raise ValueError(f"slice {artifact!r}: expected group:artifact, e.g. org.example:hello")
+    if version is None:
+        version = _installed_version(f"{parts[0]}.{parts[1]}", python) or "0.0.0"
+    return f"{artifact}:{version}"
+
+
+def _installed_version(distribution: str, python: str) -> str | None:
+    if python == sys.executable:
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    script = "import importlib.metadata as m, sys\ntry: print(m.version(sys.argv[1]))\nexcept Exception: pass"
+    try:
+        found = subprocess.run(
+            [python, "-c", script, distribution], capture_output=True, text=True, check=False
+        )
+    except OSError:  # no such interpreter: starting the host will say so
+        return None
+    return found.stdout.strip() or None
+
+
+class SliceInstance:
+    """One loaded (and, unless asked otherwise, started) instance of a slice in its own process."""
+
+    def __init__(
+        self,
+        artifact: str,
+        *,
+        config: Mapping[str, Any] | None = None,
+        version: str | None = None,
+        instance: int = 1,
+        calls: Mapping[str, CallHandler] | None = None,
+        start: bool = True,
+        timeout: float = 10.0,
+        log_dir: Path | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        """Start a template, fork the instance, load the slice `artifact` ("group:artifact") and run its
+        `aether_start` hook (unless `start=False`). Calls the slice makes to other slices are answered
+        by `calls`, keyed "group:artifact/entry" (a handler raising SliceCallError answers with that
+        error); any other call gets a `no_endpoint` error. Raises SliceHostError, and then leaves no
+        process behind."""
+        self.artifact = artifact
+        self.coordinates = coordinates_of(artifact, version, python)
+        self.instance = instance
+        self.config = dict(config or {})
+        self.python = python
+        self.timeout = timeout
+        self.handlers = dict(calls or {})
+        self.calls: list[tuple[str, str, Any]] = []  # every call the slice made: (artifact, entry, payload)
+        self.entry_points: dict[str, bool] = {}  # name → idempotent
+        self.started = False
+        self.exit_reason: str | None = None  # how the instance ended, once it has
+        self._ids = 0
+        self._owned_dir = log_dir is None
+        self.directory = Path(tempfile.mkdtemp(prefix="aether-slice-")) if log_dir is None else log_dir
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stem = f"{artifact.replace(':', '.')}-{instance}"
+        taken = 1
+        while (self.directory / f"{stem}.log").exists():  # a second instance like it in the same test
+            taken += 1
+            stem = f"{artifact.replace(':', '.')}-{instance}-{taken}"
+        self.log_path = self.directory / f"{stem}.log"
+        self._template_log = self.directory / f"{stem}-template.log"
+        self.pid: int | None = None
+        self._template: subprocess.Popen[bytes] | None = None
+        self._listener: socket.socket | None = None
+        self._socket: socket.socket | None = None
+        try:
+            self._spawn()
+            reply = self._load()
+            self.entry_points = {e["name"]: bool(e["idempotent"]) for e in reply["entry_points"]}
+            if start:
+                self.start()
+        except BaseException:
+            self.close(stop=False)
+            raise
+
+    # ------------------------------------------------------------ processes
+
+    def _spawn(self) -> None:
+        # A socket path holds at most 108 bytes: the listener gets a short directory of its own.
+        self._socket_dir = tempfile.mkdtemp(prefix="aether-")
+        path = os.path.join(self._socket_dir, "host.sock")
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(path)
+        self._listener.listen(1)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        token = secrets.token_hex(16)
+        request = {"socket": path, "token": token, "log_path": str(self.log_path), "config": self.config}
+        deadline = time.monotonic() + self.timeout
+        template_log = self._template_log
+        try:
+            with open(template_log, "ab") as log:
+                self._template = subprocess.Popen(
+                    [self.python, "-m", "aether_slice.host"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    env=env,
+                    start_new_session=True,  # a Ctrl-C in the terminal is pytest's, not the slice's
+                )
+            assert self._template.stdin is not None and self._template.stdout is not None
+            self._template_frames = _Frames(self._template.stdout.fileno(), "the slice template process")
+            self._template.stdin.write(_frame({"id": 1, "op": "fork", **request}))
+            self._template.stdin.flush()
+            reply = self._template_frames.receive(deadline)
+        except (OSError, SliceHostError) as error:
+            output = template_log.read_text(errors="replace").strip().splitlines()[-10:]
+            raise SliceHostError(
+                "crashed",
+                f"the slice host `{self.python} -m aether_slice.host` did not start ({error}); its output:\n"
+                + ("\n".join(output) or "(none)"),
+            ) from None
+        while "event" in reply:  # an exit event cannot come before the fork's reply; skip to be safe
+            reply = self._template_frames.receive(deadline)
+        if "ok" not in reply:
+            raise SliceHostError("protocol", f"the slice template did not fork: {reply}")
+        self.pid = int(reply["ok"]["pid"])
+        self._listener.settimeout(max(0.0, deadline - time.monotonic()))
+        try:
+            connection, _ = self._listener.accept()
+        except TimeoutError:
+            raise SliceHostError(
+                "timeout", f"the instance did not connect within {self.timeout:g} s ({self._log_tail()})"
+            ) from None
+        connection.settimeout(None)
+        self._socket = connection
+        self._frames = _Frames(connection.fileno(), f"{self.coordinates}#{self.instance}")
+        hello = self._frames.receive(deadline)
+        if hello.get("hello") != token:
+            raise SliceHostError("protocol", "the instance did not present its token")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        text = self.log
+        return "log: " + ("\n".join(text.strip().splitlines()[-lines:]) or "(empty)")
+
+    @property
+    def log(self) -> str:
+        """What the instance printed and logged so far."""
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def _exit_reason(self) -> str:
+        """How the instance ended, as its template saw it (waits up to 2 s for the template to reap it)."""
+        deadline = time.monotonic() + 2.0
+        with contextlib.suppress(SliceHostError):
+            while True:
+                event = self._template_frames.receive(deadline)
+                if event.get("event") == "exit" and event.get("pid") == self.pid:
+                    code = int(event["code"])
+                    if code < 0:
+                        return f"killed by {signal.Signals(-code).name}"
+                    return f"exit code {code}"
+        return "its connection closed"
+
+    # ------------------------------------------------------------ protocol
+
+    def _request(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
+        if self._socket is None or self.exit_reason is not None:
+            why = self.exit_reason or "it was closed"
+            raise SliceHostError("crashed", f"{self.coordinates}: the instance is gone ({why})")
+        self._ids += 1
+        request_id = self._ids
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        try:
+            self._socket.sendall(_frame({"id": request_id, "op": op, **fields}))
+            while True:
+                message = self._frames.receive(deadline)
+                if message.get("op") == "call":
+                    self._socket.sendall(_frame(self._answer_call(message)))
+                elif message.get("id") == request_id:
+                    break
+        except (SliceHostError, OSError) as error:
+            kind = error.kind if isinstance(error, SliceHostError) else "crashed"
+            if kind == "protocol":
+                raise
+            if kind == "timeout":
+                raise SliceHostError(
+                    "timeout",
+                    f"{self.coordinates}: {op} did not answer within "
+                    f"{self.timeout if timeout is None else timeout:g} s",
+                ) from None
+            if self.exit_reason is None:
+                self.exit_reason = self._exit_reason()
+            self.started = False  # no aether_stop for a dead instance
+            raise SliceHostError(
+                "crashed",
+                f"{self.coordinates}: the slice process died during {op} ({self.exit_reason}); "
+                + self._log_tail(),
+            ) from None
+        if "error" in message:
+            error = message["error"]
+            raise SliceHostError(
+                str(error.get("kind")), str(error.get("message")), error.get("detail"), error.get("type")
+            )
+        return message.get("ok")
+
+    def _answer_call(self, message: dict[str, Any]) -> dict[str, Any]:
+        artifact, entry, payload = (
+            str(message.get("artifact")),
+            str(message.get("entry")),
+            message.get("payload"),
+        )
+        self.calls.append((artifact, entry, payload))
+        handler = self.handlers.get(f"{artifact}/{entry}")
+        reply: dict[str, Any] = {"id": message.get("id")}
+        if handler is None:
+            known = ", ".join(sorted(self.handlers)) or "none"
+            reply["error"] = {
+                "kind": "no_endpoint",
+                "message": f"no handler for {artifact}/{entry} in slice_host(calls=...) (it has: {known})",
+            }
+            return reply
+        try:
+            reply["ok"] = handler(payload)
+        except SliceCallError as error:
+            reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+        except Exception as error:
+            reply["error"] = {"kind": "raised", "message": str(error), "type": type(error).__qualname__}
+        return reply
+
+    def _load(self) -> dict[str, Any]:
+        try:
+            return dict(
+                self._request(
+                    "load", entry_point=self.artifact, coordinates=self.coordinates, instance=self.instance,
+                    config=self.config,
+                )
+            )  # fmt: skip
+        except SliceHostError as error:
+            if error.kind != "entry_point" or not error.message.startswith("no entry point"):
+                raise
+            raise SliceHostError(
+                error.kind,
+                f"{error.message}: no distribution installed in {self.python}'s environment declares "
+                f"the slice {self.artifact}; install the slice project there first (`uv run pytest` in "
+                "the project does; otherwise `pip install -e .`)",
+            ) from None
+
+    # ------------------------------------------------------------ what a test calls
+
+    def start(self) -> None:
+        """Run the slice's `aether_start` hook (done on creation unless `start=False`)."""
+        self._request("start")
+        self.started = True
+
+    def invoke(self, entry: str, payload: Any = None, *, timeout: float | None = None) -> Any:
+        """Call an entry point with a JSON-able payload, as a node would; its JSON result (the payload and
+        the result go through JSON on the way). Raises SliceHostError."""
+        return self._request("invoke", timeout, entry=entry, payload=payload)
+
+    def stop(self) -> None:
+        """Run the slice's `aether_stop` hook."""
+        self.started = False
+        self._request("stop")
+
+    def health(self) -> dict[str, Any]:
+        """The instance's pid, peak memory (KiB) and CPU seconds."""
+        return dict(self._request("health"))
+
+    def close(self, *, stop: bool = True) -> None:
+        """Run `aether_stop` if the instance was started (and `stop`), then end both processes (the
+        instance exits when its socket closes; SIGKILL after 3 s). Raises what `aether_stop` raised, after
+        the processes are gone."""
+        try:
+            if stop and self.started and self._socket is not None:
+                self.stop()
+        finally:
+            self._end_processes()
+
+    def _end_processes(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        # The template SIGKILLs its children when its stdin closes; were it killed, they would die with it
+        # (they ask the kernel for that), so nothing is left either way.
+        template, self._template = self._template, None
+        if template is not None:
+            assert template.stdin is not None and template.stdout is not None
+            with contextlib.suppress(OSError):
+                template.stdin.close()  # the template kills its children and exits
+            try:
+                template.wait(3.0)
+            except subprocess.TimeoutExpired:
+                template.kill()
+                template.wait()
+            template.stdout.close()
+        if self._owned_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> SliceInstance:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

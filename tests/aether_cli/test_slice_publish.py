@@ -1,0 +1,91 @@
+"""`aether slice publish` (aether_cli._slice_publish) into a wheel directory: the checks on the wheel, and
+the copy. (A built slice published and run on a node: tests/integration/test_slice_kit.py.)"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from aether_cli._slice_publish import PublishError, check_wheel, publish_to_directory
+
+
+def wheel(
+    directory: Path, name: str = "org_example_hello-0.1.0-py3-none-any.whl", entry_points: str | None = None
+) -> Path:
+    """A wheel (a zip) with a dist-info holding `entry_points` (default: the slice org.example:hello)."""
+    if entry_points is None:
+        entry_points = "[aether.slices]\norg.example:hello = org_example_hello\n"
+    path = directory / name
+    stem = "-".join(name.split("-")[:2])
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("org_example_hello/__init__.py", "")
+        archive.writestr(f"{stem}.dist-info/METADATA", "Metadata-Version: 2.1\n")
+        if entry_points:
+            archive.writestr(f"{stem}.dist-info/entry_points.txt", entry_points)
+    return path
+
+
+def test_a_slice_wheel_is_read(tmp_path: Path) -> None:
+    checked = check_wheel(wheel(tmp_path))
+    assert (checked.distribution, checked.version, checked.artifact_id) == (
+        "org_example_hello",
+        "0.1.0",
+        "org.example:hello",
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry_points", "complaint"),
+    [
+        ("", "declares exactly one entry point in group aether.slices.*declares 0 \\(none\\)"),
+        ("[console_scripts]\nhello = x:y\n", "declares 0"),
+        ("[aether.slices]\norg.example:hello = a\norg.example:other = b\n", "declares 2"),
+        (
+            "[aether.slices]\norg.example:goodbye = a\n",
+            "'org.example:goodbye' does not match the distribution",
+        ),
+        ("[aether.slices]\norg.example.hello = a\n", "does not match"),
+        ("[aether.slices\n", "does not parse"),
+    ],
+)
+def test_a_wheel_that_is_no_slice_is_refused_saying_why(
+    tmp_path: Path, entry_points: str, complaint: str
+) -> None:
+    with pytest.raises(PublishError, match=complaint):
+        check_wheel(wheel(tmp_path, entry_points=entry_points))
+
+
+def test_what_is_not_a_wheel_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PublishError, match="not a wheel file name"):
+        check_wheel(tmp_path / "hello.tar.gz")
+    with pytest.raises(PublishError, match="no such file"):
+        check_wheel(tmp_path / "org_example_hello-0.1.0-py3-none-any.whl")
+    (tmp_path / "junk-1.0-py3-none-any.whl").write_text("not a zip")
+    with pytest.raises(PublishError, match="cannot read it as a wheel"):
+        check_wheel(tmp_path / "junk-1.0-py3-none-any.whl")
+
+
+def test_published_once_then_the_same_wheel_again_is_a_no_op(tmp_path: Path) -> None:
+    built = check_wheel(wheel(tmp_path))
+    index = tmp_path / "index" / "deeper"
+    assert publish_to_directory(built, index) is True
+    assert (index / built.path.name).read_bytes() == built.path.read_bytes()
+    assert publish_to_directory(built, index) is False
+    assert [p.name for p in index.iterdir()] == [built.path.name]  # no staging file left
+
+
+def test_another_wheel_of_a_published_version_is_refused_and_the_index_unchanged(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = check_wheel(wheel(tmp_path / "a"))
+    changed = check_wheel(wheel(tmp_path / "b", entry_points="[aether.slices]\norg.example:hello = other\n"))
+    index = tmp_path / "index"
+    publish_to_directory(first, index)
+    with pytest.raises(PublishError, match="already published; publish the change as a new version"):
+        publish_to_directory(changed, index)
+    assert (index / first.path.name).read_bytes() == first.path.read_bytes()
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(PublishError, match="not a directory"):
+        publish_to_directory(first, tmp_path / "plain")

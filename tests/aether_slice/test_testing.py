@@ -1,0 +1,183 @@
+"""The `slice_host` fixture (aether_slice.testing, loaded by pytest through aether-slice's pytest11 entry
+point): sample slices run in real slice host processes, with their answers and every kind of failure.
+The slices run from a virtualenv of their own (`slice_python`), given to the fixture as `python=`."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import uv
+
+from aether_slice import SliceCallError
+from aether_slice.testing import SliceHostError, SliceInstance
+
+SliceHost = Callable[..., SliceInstance]
+
+
+@pytest.fixture
+def host(slice_host: SliceHost, slice_python: str) -> SliceHost:
+    return functools.partial(slice_host, python=slice_python)
+
+
+def host_processes() -> list[int]:
+    """Live `aether_slice.host` processes that this test process started (templates) or that they forked."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if b"aether_slice.host" in cmdline and state[0] not in ("Z", "X"):
+            parent = int(state[1])
+            if parent == os.getpid() or parent in found:
+                found.append(int(entry.name))
+    return found
+
+
+def test_a_slice_answers_with_its_entry_points_version_and_instance(host: SliceHost) -> None:
+    echo = host("org.aether:echo", instance=3)
+    assert echo.coordinates == "org.aether:echo:1.0.0"  # the installed distribution's version
+    assert echo.entry_points == {"echo": True, "info": True}
+    assert echo.invoke("echo", {"hello": ["aether", 1, None]}) == {"hello": ["aether", 1, None]}
+    info = echo.invoke("info")
+    assert info["version"] == "1.0.0" and info["instance"] == 3
+    assert info["pid"] == echo.pid != os.getpid()
+
+
+def test_calls_to_other_slices_are_answered_by_the_test(host: SliceHost) -> None:
+    greeter = host("org.aether:greeter", calls={"org.aether:echo/echo": lambda payload: payload})
+    assert greeter.invoke("greet", {"name": "you"}) == {"greeting": "hello you", "via": {"name": "you"}}
+    assert greeter.calls == [("org.aether:echo", "echo", {"name": "you"})]
+
+
+def test_a_call_without_a_handler_or_with_a_failing_one_is_an_error_in_the_slice(
+    host: SliceHost,
+) -> None:
+    def refuse(payload: object) -> object:
+        raise SliceCallError("timeout", "echo took too long")
+
+    lonely = host("org.aether:greeter")
+    with pytest.raises(SliceHostError) as raised:
+        lonely.invoke("greet", {"name": "you"})
+    assert (raised.value.kind, raised.value.remote_type) == ("raised", "SliceCallError")
+    assert "no handler for org.aether:echo/echo" in raised.value.message
+    refused = host("org.aether:greeter", calls={"org.aether:echo/echo": refuse})
+    with pytest.raises(SliceHostError, match="echo took too long"):
+        refused.invoke("greet", {"name": "you"})
+
+
+def test_a_slice_that_raises_reports_the_kind_type_and_traceback(host: SliceHost) -> None:
+    faulty = host("org.aether:faulty", config={"mode": "raise"})
+    with pytest.raises(SliceHostError) as raised:
+        faulty.invoke("work", {})
+    error = raised.value
+    assert (error.kind, error.remote_type, error.message) == (
+        "raised",
+        "ValueError",
+        "faulty: work failed on purpose",
+    )
+    assert error.detail is not None and "org_aether_faulty" in error.detail
+    assert faulty.health()["pid"] == faulty.pid  # the instance lives on after a raise
+    with pytest.raises(SliceHostError) as missing:
+        faulty.invoke("nope")
+    assert missing.value.kind == "no_entry"
+    assert "(it has: record, work)" in missing.value.message
+
+
+def test_start_and_stop_hooks_run(host: SliceHost, tmp_path: Path) -> None:
+    state = tmp_path / "counter.txt"
+    counter = host("org.aether:counter", config={"state_file": str(state)})
+    assert [counter.invoke("increment") for _ in range(3)] == [1, 2, 3]
+    assert state.read_text() == "3"
+    counter.close()  # runs aether_stop
+    assert state.read_text() == "stopped"
+    assert host_processes() == []
+
+
+def test_a_slice_not_started_yet_is_started_when_asked(host: SliceHost, tmp_path: Path) -> None:
+    counter = host("org.aether:counter", start=False, config={"state_file": str(tmp_path / "c")})
+    with pytest.raises(SliceHostError, match="not started"):
+        counter.invoke("increment")
+    counter.start()
+    assert counter.invoke("increment") == 1
+
+
+def test_a_slice_that_is_not_installed_is_a_clear_error_and_leaves_nothing_running(
+    host: SliceHost,
+) -> None:
+    with pytest.raises(SliceHostError) as raised:
+        host("org.example:nowhere")
+    assert raised.value.kind == "entry_point"
+    assert "no entry point 'org.example:nowhere'" in raised.value.message
+    assert "install the slice project" in raised.value.message
+    assert host_processes() == []
+
+
+@pytest.mark.parametrize("name", ["nowhere", "a:b:c", ":echo", "org.aether:"])
+def test_a_malformed_slice_name_is_refused_before_anything_starts(host: SliceHost, name: str) -> None:
+    with pytest.raises(ValueError, match="expected group:artifact"):
+        host(name)
+    assert host_processes() == []
+
+
+def test_a_slice_that_fails_to_import_or_start_says_so(host: SliceHost) -> None:
+    with pytest.raises(SliceHostError) as imported:
+        host("org.aether:faulty", config={"mode": "fail_import"})
+    assert imported.value.kind == "import"
+    assert "faulty: import failed on purpose" in imported.value.message
+    with pytest.raises(SliceHostError) as started:
+        host("org.aether:faulty", config={"mode": "fail_start"})
+    assert (started.value.kind, started.value.remote_type) == ("raised", "RuntimeError")
+    assert host_processes() == []
+
+
+def test_a_call_that_hangs_times_out_and_a_killed_instance_is_reported(host: SliceHost) -> None:
+    faulty = host("org.aether:faulty", config={"mode": "hang_work"})
+    with pytest.raises(SliceHostError) as hung:
+        faulty.invoke("work", timeout=0.3)
+    assert hung.value.kind == "timeout"
+    assert "did not answer within 0.3 s" in hung.value.message
+    assert faulty.pid is not None
+    os.kill(faulty.pid, signal.SIGKILL)
+    with pytest.raises(SliceHostError) as crashed:
+        faulty.invoke("work")
+    assert crashed.value.kind == "crashed"
+    assert "killed by SIGKILL" in crashed.value.message
+    with pytest.raises(SliceHostError, match=r"the instance is gone \(killed by SIGKILL\)"):
+        faulty.invoke("work")
+    faulty.close()  # no aether_stop for a dead instance: the fixture's teardown does the same, quietly
+    assert host_processes() == []
+
+
+def test_an_interpreter_without_aether_slice_or_none_at_all_is_a_clear_error(
+    slice_host: SliceHost, tmp_path: Path
+) -> None:
+    bare = tmp_path / "bare"
+    subprocess.run([uv.find_uv_bin(), "venv", "--quiet", "--python", sys.executable, str(bare)], check=True)
+    with pytest.raises(SliceHostError) as missing:
+        slice_host("org.aether:echo", python=str(bare / "bin" / "python"))
+    assert missing.value.kind == "crashed"
+    assert "-m aether_slice.host` did not start" in missing.value.message
+    assert "No module named 'aether_slice'" in missing.value.message
+    with pytest.raises(SliceHostError, match=r"did not start.*No such file"):
+        slice_host("org.aether:echo", python=str(tmp_path / "nowhere" / "python"))
+    assert host_processes() == []
+
+
+def test_what_a_slice_logs_is_kept_apart_from_what_another_instance_logs(
+    host: SliceHost, tmp_path: Path
+) -> None:
+    first = host("org.aether:counter", config={"state_file": str(tmp_path / "first")})
+    second = host("org.aether:counter", config={"state_file": str(tmp_path / "second")})
+    assert first.log_path != second.log_path
+    assert first.log.count("counter started") == second.log.count("counter started") == 1
