@@ -39,3 +39,40 @@ def test_a_new_leadership_starts_every_lease_afresh_and_forgets_revoked_ones() -
     assert clock.renew(1, epoch=2.0, now=16.0, ttls={1: 5.0})
     assert clock.due(epoch=2.0, now=20.9, ttls={1: 5.0}) == []
     assert clock.due(epoch=2.0, now=21.0, ttls={1: 5.0}) == [1]
+
+
+def test_a_stalled_leader_expires_nothing_and_then_postpones_every_lease_by_the_stall() -> None:
+    # e.g. a 10-minute log compaction blocked the tick thread for 3 s: keep-alives went unheard meanwhile
+    clock = LeaseClock(takeover_margin=0.0, stall=0.5)
+    ttls = {1: 1.5, 2: 1.5}
+    clock.tick(0.0)
+    assert clock.due(epoch=1.0, now=0.0, ttls=ttls) == []  # due at 1.5
+    assert clock.renew(2, epoch=1.0, now=1.0, ttls=ttls)  # due at 2.5
+    for now in (0.4, 0.8, 1.0):
+        clock.tick(now)
+    # silence from t=1.0: at t=4.0 both deadlines have passed, but the tick thread has not run
+    assert clock.due(epoch=1.0, now=4.0, ttls=ttls) == []
+    clock.tick(4.0)  # back after 3 s: lease 1 now due at 4.5, lease 2 at 5.5
+    assert clock.due(epoch=1.0, now=4.4, ttls=ttls) == []
+    assert clock.renew(2, epoch=1.0, now=4.4, ttls=ttls)  # its next keep-alive arrives in time
+    clock.tick(4.5)
+    assert clock.due(epoch=1.0, now=4.5, ttls=ttls) == [1]  # the client that stays silent still loses it
+
+
+def test_short_gaps_between_ticks_postpone_nothing() -> None:
+    clock = LeaseClock(takeover_margin=0.0, stall=0.5)
+    ttls = {1: 1.0}
+    for step in range(11):
+        clock.tick(step * 0.1)
+    assert clock.due(epoch=1.0, now=0.0, ttls=ttls) == []
+    clock.tick(1.0)
+    assert clock.due(epoch=1.0, now=1.0, ttls=ttls) == [1]
+
+
+def test_the_expiry_loop_held_up_postpones_every_lease() -> None:
+    clock = LeaseClock(takeover_margin=0.0, stall=0.5)
+    ttls = {1: 1.0}
+    assert clock.due(epoch=1.0, now=0.0, ttls=ttls) == []
+    clock.postpone(2.0)
+    assert clock.due(epoch=1.0, now=2.9, ttls=ttls) == []
+    assert clock.due(epoch=1.0, now=3.0, ttls=ttls) == [1]

@@ -187,15 +187,37 @@ class LeaseClock:
     Deadlines are on this process's monotonic clock and belong to one leadership (`epoch`: when it
     began). A new leadership starts every lease afresh at a full TTL plus `takeover_margin` (a deposed
     leader may have renewed a lease until it noticed, at most upstream's leader fallback timeout after
-    losing its majority). A lease first seen later (just granted) gets a full TTL. Thread-safe: renewals
-    run on the tick thread, the expiry loop on trio's.
+    losing its majority). A lease first seen later (just granted) gets a full TTL.
+
+    A leader that stalls (a long log compaction, its process paused, an overloaded machine) cannot hear
+    keep-alives meanwhile, so it must not blame the clients: while its tick thread has been silent for
+    more than `stall` seconds nothing is due, and after a stall every deadline moves by its length.
+    Thread-safe: renewals and ticks run on the tick thread, the expiry loop on trio's.
     """
 
-    def __init__(self, *, takeover_margin: float) -> None:
+    def __init__(self, *, takeover_margin: float, stall: float = 0.5) -> None:
         self.takeover_margin = takeover_margin
+        self.stall = stall
         self._lock = threading.Lock()
         self._epoch: float | None = None
         self._deadlines: dict[int, float] = {}
+        self._last_tick: float | None = None
+
+    def tick(self, now: float) -> None:
+        """The tick thread runs at `now`; a silence longer than `stall` before it postpones every lease."""
+        with self._lock:
+            if self._last_tick is not None and now - self._last_tick > self.stall:
+                self._postpone(now - self._last_tick)
+            self._last_tick = now
+
+    def postpone(self, seconds: float) -> None:
+        """Move every deadline `seconds` later (the expiry loop itself was held up that long)."""
+        with self._lock:
+            self._postpone(seconds)
+
+    def _postpone(self, seconds: float) -> None:
+        for lease_id in self._deadlines:
+            self._deadlines[lease_id] += seconds
 
     def _sync(self, epoch: float, now: float, ttls: dict[int, float]) -> None:
         if epoch != self._epoch:
@@ -218,9 +240,12 @@ class LeaseClock:
             return True
 
     def due(self, epoch: float, now: float, ttls: dict[int, float]) -> list[int]:
-        """The leases whose deadline has passed."""
+        """The leases whose deadline has passed (none while the tick thread is stalled: keep-alives may be
+        waiting for it unheard)."""
         with self._lock:
             self._sync(epoch, now, ttls)
+            if self._last_tick is not None and now - self._last_tick > self.stall:
+                return []
             return [lease_id for lease_id, deadline in self._deadlines.items() if deadline <= now]
 
 
@@ -303,6 +328,7 @@ class RaftReplica:
             self._on_leadership(new == leader_state)
 
     def _after_tick(self) -> None:
+        self.lease_clock.tick(time.monotonic())
         revision = self._consumer.state.revision
         if revision != self._notified_revision:
             self._notified_revision = revision

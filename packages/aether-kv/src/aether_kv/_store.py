@@ -259,8 +259,12 @@ class KVStore:
         in_flight: set[int] = set()
         async with trio.open_nursery() as nursery:
             while True:
+                slept_from = time.monotonic()
                 await trio.sleep(period)
                 replica = self._replica
+                late = time.monotonic() - slept_from - period
+                if late > replica.lease_clock.stall:  # this loop was held up: no client is to blame
+                    replica.lease_clock.postpone(late)
                 if not replica.is_leader:
                     continue
                 if time.time() < replica.leader_since + self._lease_grace:

@@ -1,0 +1,60 @@
+"""A leader whose tick thread stalls (a long log compaction, an overloaded machine) hears no keep-alive
+meanwhile; the leases of clients that kept sending them must survive the stall, and a lease nobody keeps
+alive must still expire after it. A real replica; the stall is a tick callback that blocks once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import trio
+
+from aether_kv import LeaseNotFoundError, RaftConfig, open_store, wait_for_leader
+from aether_kv._local import free_port
+
+STALL = 2.5  # longer than the TTL below
+
+
+async def test_keepalives_unheard_during_a_leader_stall_do_not_cost_the_lease(tmp_path: Path) -> None:
+    address = f"127.0.0.1:{free_port()}"
+    config = RaftConfig(raft_address=address, peers=(address,), data_dir=tmp_path, secret="a-test-secret")
+    async with open_store(config, lease_grace=0.0) as store:
+        await wait_for_leader(store)
+        kept = (await store.lease_grant(1.0)).lease
+        abandoned = (await store.lease_grant(1.0)).lease
+        await store.put("kept", b"v", lease=kept)
+        await store.put("abandoned", b"v", lease=abandoned)
+        stalled = threading.Event()
+
+        def stall_once() -> None:
+            if not stalled.is_set():
+                stalled.set()
+                time.sleep(STALL)
+
+        async def keep_alive() -> None:
+            while True:
+                await store.lease_keepalive(kept)
+                await trio.sleep(0.2)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keep_alive)
+            await trio.sleep(0.5)  # a few renewals heard before the stall
+            store._replica._obj.addOnTickCallback(stall_once)
+            with trio.fail_after(10):
+                while not stalled.is_set():
+                    await trio.sleep(0.05)
+            # the abandoned lease expires once the leader hears again and its (postponed) TTL passes
+            with trio.fail_after(10):
+                while await store.get("abandoned") is not None:
+                    await trio.sleep(0.05)
+            assert await store.get("kept") is not None, "a lease kept alive through the stall was expired"
+            await trio.sleep(1.5)  # more than a TTL of normal running after the stall
+            assert await store.get("kept") is not None
+            nursery.cancel_scope.cancel()
+        try:
+            await store.lease_keepalive(abandoned)
+        except LeaseNotFoundError:
+            pass
+        else:
+            raise AssertionError("the abandoned lease is still alive")
