@@ -180,8 +180,20 @@ class Series:
     limit_per_10min: float  # the growth beyond warm-up that counts as a leak
 
 
+RESTARTED_AFTER = 1.5  # minutes: a process first sampled later than this was started anew
+
+
+def after_warmup(points: Sequence[tuple[float, float]], warmup_minutes: float) -> list[tuple[float, float]]:
+    """The points of one process after its own warm-up: a process restarted later (a killed node or
+    replica) warms up from its first sample, like the first ones did from the start."""
+    if not points:
+        return []
+    start = points[0][0] if points[0][0] > RESTARTED_AFTER else 0.0
+    return [p for p in points if p[0] >= start + warmup_minutes]
+
+
 def trend(series: Series, warmup_minutes: float) -> Violation | None:
-    after = [p for p in series.points if p[0] >= warmup_minutes]
+    after = after_warmup(series.points, warmup_minutes)
     if len(after) < 3:
         return None
     per_10 = slope(after) * 10

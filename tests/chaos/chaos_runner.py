@@ -479,7 +479,7 @@ async def _run_chaos(config: RunConfig, soak: Callable[..., Any] | None) -> Repo
             seed=config.seed,
             slow_every=10 if config.slow_calls else 0,
             is_down=lambda ingress: any(
-                n.ingress == ingress and n.node_id in run.expected_down for n in cluster.nodes
+                n.ingress == ingress and n.node_id in run.recovering for n in cluster.nodes
             ),
         )
         churn = BlueprintChurn(management_urls=cluster.management_urls, clock=clock)

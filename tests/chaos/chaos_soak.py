@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import httpx
 import trio
-from chaos_checks import Series, Violation, backlog_drains, slope, trend
+from chaos_checks import Series, Violation, after_warmup, backlog_drains, slope, trend
 from chaos_workloads import API_ERRORS
 
 from aether_kv import KVError, open_client
@@ -136,7 +136,7 @@ class Soak:
         worst: dict[str, float] = {}
         for (name, _pid), points in self.series.items():
             kind = " ".join(name.split()[1:])
-            after = [p for p in points if p[0] >= warmup]
+            after = after_warmup(points, warmup)
             if len(after) >= 3:
                 worst[kind] = max(worst.get(kind, float("-inf")), slope(after) * 10)
         lines = [

@@ -108,6 +108,18 @@ def test_growth_after_the_warm_up_is_a_leak_and_growth_during_it_is_not() -> Non
     assert found is not None and "20.00 per 10 min" in found.message
 
 
+def test_a_process_restarted_late_warms_up_from_its_own_start() -> None:
+    # node-2 killed at minute 28 and restarted: 21 MiB at its first sample, 55 MiB once running
+    restarted = Series(
+        name="rss", points=((28.7, 21), (29.2, 55), (29.7, 55.4), (30, 55.5)), limit_per_10min=5
+    )
+    assert trend(restarted, warmup_minutes=10) is None
+    # and once past its own warm-up, its growth counts like any other's
+    leaking = Series(name="rss", points=tuple((10 + m, 60 + 2 * m) for m in range(20)), limit_per_10min=5)
+    found = trend(leaking, warmup_minutes=3)
+    assert found is not None and "20.00 per 10 min" in found.message
+
+
 def test_a_backlog_must_come_back_to_about_zero() -> None:
     assert backlog_drains("n1", [(0, 0), (1, 30), (2, 12), (3, 1), (4, 0)]) is None
     found = backlog_drains("n1", [(0, 0), (1, 10), (2, 24), (3, 24), (4, 25)])
