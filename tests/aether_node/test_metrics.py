@@ -93,12 +93,12 @@ def test_instance_states_and_kv_status_are_read_at_scrape_time() -> None:
     assert found[("aether_slice_instances", frozenset({**labels, "state": "ACTIVE"}.items()))] == 2
     assert found[("aether_slice_instances", frozenset({**labels, "state": "FAILED"}.items()))] == 1
     memory = found[
-        ("aether_slice_process_resident_memory_bytes", frozenset({**labels, "instance": "1"}.items()))
+        ("aether_slice_process_resident_memory_bytes", frozenset({**labels, "slice_instance": "1"}.items()))
     ]
     assert memory > 1_000_000
     assert (
         "aether_slice_process_resident_memory_bytes",
-        frozenset({**labels, "instance": "2"}.items()),
+        frozenset({**labels, "slice_instance": "2"}.items()),
     ) not in found
     assert found[("aether_kv_up", frozenset())] == 0  # never refreshed: unknown, not made up
     assert found[("aether_kv_watch_backlog_batches", frozenset())] == 7
@@ -110,7 +110,7 @@ def test_metrics_off_records_nothing() -> None:
     metrics.transition(ECHO, "ACTIVE")
     metrics.reconciled(0.01)
     assert metrics.call_stats() == []
-    recorded = {key: value for key, value in samples(metrics).items() if not key[0].endswith("_created")}
+    recorded = samples(metrics)
     assert recorded and all(value == 0 for value in recorded.values()), recorded
 
 
@@ -129,3 +129,16 @@ def test_call_stats_of_several_nodes_are_summed_and_malformed_readings_skipped()
     ]
     buckets = dict(merged[0].buckets)
     assert (buckets[0.0025], buckets[0.025]) == (1, 2)
+
+
+def test_the_exposition_has_no_created_series_and_no_instance_label_of_ours() -> None:
+    metrics = NodeMetrics()
+    metrics.invocation("org.aether:echo", "echo", "ingress", 0.002, None)
+    metrics.transition(ECHO, "ACTIVE")
+    metrics.instances = lambda: [
+        InstanceSample(coordinates=ECHO, instance=1, state="ACTIVE", pid=os.getpid())
+    ]
+    text = metrics.render().decode()
+    assert "aether_slice_process_resident_memory_bytes" in text
+    assert "_created" not in text
+    assert 'slice_instance="1"' in text and ' instance="' not in text and '{instance="' not in text

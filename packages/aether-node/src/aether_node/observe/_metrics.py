@@ -8,7 +8,8 @@ never go through consensus. With `enabled=False` nothing is recorded and nothing
 
 Label sets are bounded: artifacts and entry points are labels only once a call reached a real endpoint
 (a typo'd URL counts under `_unknown`), states and error kinds are closed sets, instance numbers are
-bounded by the blueprints.
+bounded by the blueprints. A slice instance's number is the label `slice_instance` (Prometheus gives
+every scraped series an `instance` label of its own: the target).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 import attrs
 import trio
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
@@ -30,6 +31,8 @@ from aether_kv import KVClient, KVError, Status
 from ..client import CallStats
 from ..core._coordinates import Coordinates
 
+# A `*_created` series per counter and histogram doubles what a scrape carries and nobody reads them.
+disable_created_metrics()
 # The classic text format every Prometheus reads (our names are all legacy-valid, so the text is the same).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNKNOWN = "_unknown"
@@ -130,12 +133,12 @@ class _StateCollector:
         memory = GaugeMetricFamily(
             "aether_slice_process_resident_memory_bytes",
             "Resident memory of each running slice instance process",
-            labels=["artifact", "version", "instance"],
+            labels=["artifact", "version", "slice_instance"],
         )
         cpu = CounterMetricFamily(
             "aether_slice_process_cpu_seconds",
             "User and system CPU time of each running slice instance process",
-            labels=["artifact", "version", "instance"],
+            labels=["artifact", "version", "slice_instance"],
         )
         for sample in samples:
             if sample.pid is None:
