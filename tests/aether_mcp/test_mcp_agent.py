@@ -101,6 +101,18 @@ async def test_the_gate_takes_the_lease_for_the_first_agent_and_refuses_the_seco
     assert cluster.calls == ["acquire"], "a refused agent must not touch the cluster"
 
 
+async def test_a_refusal_tells_the_true_time_left() -> None:
+    cluster, clock = FakeCluster(), Clock()
+    one = gate(cluster, clock, idle_timeout=120)
+    await one.admit(ALPHA)
+    clock.now = 45
+    with pytest.raises(AgentBusyError, match=r"try again in 75 s \(it made a request 45 s ago\)"):
+        await one.admit(BETA)
+    async with one.serving(ALPHA):
+        with pytest.raises(AgentBusyError, match="it has a request in flight"):
+            await one.admit(BETA)
+
+
 async def test_a_quiet_agent_gives_way_and_its_lease_is_released() -> None:
     cluster, clock = FakeCluster(), Clock()
     one = gate(cluster, clock, idle_timeout=10)

@@ -114,13 +114,24 @@ class AgentGate:
                 assert self.current is not None
                 raise AgentBusyError(
                     f"another agent is operating this cluster: {self.holder}. Only one agent at a time:"
-                    f" try again when it disconnects (or after {self.idle_timeout:g} s without a request)."
+                    f" {self._when_free(now)}"
                 )
             if verdict is Verdict.REPLACE:
                 await self._release_locked()
             if verdict is not Verdict.SAME:
                 await self._acquire_locked(agent)
             self._last_seen = now
+
+    def _when_free(self, now: float) -> str:
+        """When the admitted agent will have gone quiet, as far as this service can tell now."""
+        if self._in_flight:
+            return (
+                "it has a request in flight or a stream open; try again once it has been"
+                f" {self.idle_timeout:g} s without one (or when it disconnects)."
+            )
+        quiet_for = now - self._last_seen
+        left = max(0.0, self.idle_timeout - quiet_for)
+        return f"try again in {left:.0f} s (it made a request {quiet_for:.0f} s ago), or when it disconnects."
 
     async def _acquire_locked(self, agent: Agent) -> None:
         token = secrets.token_urlsafe(24)
