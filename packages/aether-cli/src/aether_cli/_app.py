@@ -49,6 +49,8 @@ for sub in (blueprint_app, slice_app, cluster_app, dev_app, context_app):
 
 DEFAULT_COMMON = Common()
 BLUEPRINT_FILE = "a blueprint is UTF-8 TOML"
+# a path, or `-` for stdin (cyclopts takes a lone `-` for an option unless told)
+InputFile = Annotated[Path, Parameter(allow_leading_hyphen=True)]
 Watch = Annotated[
     bool,
     Parameter(
@@ -68,7 +70,7 @@ def _watch(common: Common, fetch: Any, render: Any) -> None:
 # ---------------------------------------------------------------- blueprint
 
 
-def validate(file: Path, /, *, common: Common = DEFAULT_COMMON) -> None:
+def validate(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Check a blueprint file (`-`: stdin) without a cluster: TOML syntax, keys, types, coordinates."""
     from aether_node._blueprint_toml import BlueprintError, parse_blueprint
 
@@ -88,7 +90,7 @@ def validate(file: Path, /, *, common: Common = DEFAULT_COMMON) -> None:
 
 
 def apply(
-    file: Path,
+    file: InputFile,
     /,
     *,
     wait: Annotated[
@@ -234,7 +236,10 @@ def invoke(
     /,
     *,
     data: Annotated[
-        str, Parameter(name=("--data", "-d"), help="JSON payload; `-` reads it from stdin.")
+        str,
+        Parameter(
+            name=("--data", "-d"), allow_leading_hyphen=True, help="JSON payload; `-` reads it from stdin."
+        ),
     ] = "null",
     timeout: Annotated[
         float,

@@ -51,14 +51,18 @@ def add(
     *,
     api_key: Annotated[
         str | None,
-        Parameter(name=("--api-key", "-k"), help="The key to send to this cluster; `-` reads it from stdin."),
+        Parameter(
+            name=("--api-key", "-k"),
+            allow_leading_hyphen=True,
+            help="The key to send to this cluster; `-` reads it from stdin.",
+        ),
     ] = None,
     use: Annotated[bool, Parameter(negative=(), help="Make it the current context too.")] = False,
 ) -> None:
     """Add a context NAME for CLUSTER (management URL(s), comma-separated), or replace it."""
     import attrs
 
-    from aether_node.client import parse_urls
+    from aether_node.client import _check_url, parse_urls
 
     from . import _contexts
     from ._common import EXIT_BAD_INPUT, fail
@@ -66,6 +70,10 @@ def add(
     try:
         _contexts.check_name(name)
         urls = parse_urls(cluster)
+        if not urls:
+            raise ValueError(f"{cluster!r}: no cluster URL given")
+        for url in urls:
+            _check_url(url)  # the same check as before any request: a bad URL is refused now
     except (_contexts.ConfigError, ValueError) as error:
         fail(EXIT_BAD_INPUT, str(error))
     if api_key == "-":
