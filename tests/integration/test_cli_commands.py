@@ -606,18 +606,19 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: st
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
     expected = {
-        (): ["blueprint", "slice", "cluster", "dev"],
+        (): ["blueprint", "slice", "cluster", "dev", "context", "completion"],
         ("blueprint",): ["apply", "validate", "get", "list", "delete", "status"],
         ("slice",): ["list", "status", "invoke"],
         ("cluster",): ["status", "nodes", "events"],
         ("dev",): ["up", "down", "status"],
+        ("context",): ["add", "use", "list", "remove"],
     }
     for group, commands in expected.items():
         run = expect(run_aether(*group, "--help", cwd=tmp_path))
         for command in commands:
             assert re.search(rf"│ {command}\s", run.stdout), f"{command} missing:\n{run}"
     run = expect(run_aether("cluster", "events", "--help", cwd=tmp_path))
-    for option in ("--follow", "--limit", "--cluster", "--api-key", "--json"):
+    for option in ("--follow", "--limit", "--cluster", "--api-key", "--json", "--output", "--context", "-f"):
         assert option in run.stdout, str(run)
 
 
