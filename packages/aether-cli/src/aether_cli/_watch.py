@@ -56,7 +56,7 @@ def _show(common: Common, answer: Any, seen: Any, render: Callable[[Any], None])
 
     if console.is_terminal:
         console.clear()
-        console.print(f"[dim]{stamp}, every {INTERVAL:g} s; Ctrl-C to stop[/dim]")
+        console.print(f"[dim]{stamp}, every {INTERVAL:g} s; Ctrl-C to stop[/dim]", highlight=False)
     else:
         console.print(f"--- {stamp}", highlight=False)
     if answer is None:
