@@ -79,11 +79,11 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     ]
     # so `aether` finds the cluster from anywhere (no .aether-dev/ here), unless told otherwise
     elsewhere = {"XDG_CONFIG_HOME": str(work / CONFIG_DIR)}
-    run = expect(run_aether("cluster", "status", "--json", cwd=dev.parent, env=elsewhere))
-    assert run.json()["has_quorum"] is True
+    status = expect(run_aether("cluster", "status", "--json", cwd=dev.parent, env=elsewhere))
+    assert status.json()["has_quorum"] is True
     refused = f"http://127.0.0.1:{closed_port()}"
-    run = run_aether("cluster", "status", "--cluster", refused, cwd=dev.parent, env=elsewhere)
-    assert expect(run, 3).stderr.startswith(f"aether: error: cannot reach the cluster: {refused}: "), str(run)
+    status = expect(run_aether("cluster", "status", "--cluster", refused, cwd=dev.parent, env=elsewhere), 3)
+    assert status.stderr.startswith(f"aether: error: cannot reach the cluster: {refused}: "), str(status)
     # the dashboard URL it prints serves the page
     dashboard = re.search(r"\nDashboard: (http://\S+/dashboard) ", run.stdout)
     assert dashboard and dashboard[1] == f"{state['management'][0]}/dashboard", str(run)
