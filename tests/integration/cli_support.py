@@ -3,12 +3,15 @@
 
 - `run_aether`: the real console script in a subprocess, from a given working directory (so no
   `.aether-dev/cluster.json` is picked up by accident), with a clean environment: no AETHER_* variables
-  unless given, a wide terminal (COLUMNS) so rich tables are not truncated, unbuffered output;
+  unless given, the config directory (XDG_CONFIG_HOME) under that working directory (so neither the
+  operator's contexts are used nor changed), a wide terminal (COLUMNS) so rich tables are not truncated,
+  unbuffered output; `input` is its stdin (else /dev/null);
 - `cli_cluster`: a local cluster of real `aether-node` processes (optionally with API keys instead of
   dev mode); afterwards every process of the cluster is ended (SIGKILL, by pid), whatever happened;
 - `LineReader`: the lines of a long-running command (`cluster events --follow`), read with a deadline;
 - `StubApi`: a tiny management API on 127.0.0.1 that records the requests it gets and answers canned
   JSON, for what must be seen on the wire;
+- `closed_port`: a local port nothing listens on;
 - `processes_of`: the processes whose command line or working directory is under a directory (/proc).
 
 Every wait has a deadline and fails saying what it saw last.
@@ -22,6 +25,7 @@ import os
 import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -46,7 +50,8 @@ GREETER = "org.aether:greeter:1.0.0"
 COUNTER = "org.aether:counter:1.0.0"
 
 # Variables of the operator's shell that must not leak into a test's CLI run.
-_AETHER_VARIABLES = ("AETHER_CLUSTER", "AETHER_API_KEY", "AETHER_API_KEYS")
+_AETHER_VARIABLES = ("AETHER_CLUSTER", "AETHER_API_KEY", "AETHER_API_KEYS", "AETHER_CONTEXT")
+CONFIG_DIR = ".config"  # XDG_CONFIG_HOME of a CLI run, under its working directory
 
 
 # ---------------------------------------------------------------- the wheel index
@@ -84,9 +89,11 @@ def aether_command() -> list[str]:
     return console_script("aether", "aether_cli._app:main")
 
 
-def cli_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def cli_env(extra: Mapping[str, str] | None = None, *, cwd: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in _AETHER_VARIABLES}
     env.update({"COLUMNS": "200", "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"})
+    if cwd is not None:
+        env["XDG_CONFIG_HOME"] = str(Path(cwd).resolve() / CONFIG_DIR)
     env.update(extra or {})
     return env
 
@@ -117,15 +124,22 @@ class CliRun:
         )
 
 
-def run_aether(*args: str, cwd: Path, env: Mapping[str, str] | None = None, timeout: float = 120.0) -> CliRun:
+def run_aether(
+    *args: str,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    input: str | None = None,
+) -> CliRun:
     result = subprocess.run(
         [*aether_command(), *args],
         cwd=cwd,
-        env=cli_env(env),
+        env=cli_env(env, cwd=cwd),
         capture_output=True,
         text=True,
         timeout=timeout,
-        stdin=subprocess.DEVNULL,
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
         check=False,
     )
     return CliRun(tuple(args), result.returncode, result.stdout, result.stderr)
@@ -137,6 +151,13 @@ def expect(run: CliRun, code: int = 0) -> CliRun:
     if code == 0:
         assert "Traceback" not in run.stderr, str(run)
     return run
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -344,7 +365,7 @@ def background_aether(*args: str, cwd: Path, env: Mapping[str, str] | None = Non
     process = subprocess.Popen(
         [*aether_command(), *args],
         cwd=cwd,
-        env=cli_env(env),
+        env=cli_env(env, cwd=cwd),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,

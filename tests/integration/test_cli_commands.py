@@ -14,7 +14,6 @@ import concurrent.futures
 import json
 import re
 import signal
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from cli_support import (
     CliCluster,
     background_aether,
     cli_cluster,
+    closed_port,
     expect,
     run_aether,
     stub_api,
@@ -43,12 +43,6 @@ SMALL = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstan
 SPARE = 'name = "spare"\n\n[[slices]]\nartifact = "org.aether:pinned:1.0.0"\ninstances = 0\n'
 SLICE_KEYS = "artifact, balancing, config, instances, max_per_node, min_available, resources, strategy"
 HEAD = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\n'  # the next line is line 5
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def example_text(tmp_path: Path, *, echo: int = 3) -> str:
@@ -135,7 +129,7 @@ def test_validate_rejects_a_bad_blueprint_without_a_cluster(tmp_path: Path, text
 
 def test_validate_accepts_the_example_in_both_output_modes(tmp_path: Path) -> None:
     run = expect(run_aether("blueprint", "validate", str(EXAMPLE), cwd=tmp_path))
-    assert run.stdout == f"{EXAMPLE}: valid blueprint 'demo' with 3 slice(s)\n"
+    assert run.stdout == f"{EXAMPLE}: valid blueprint 'demo' with 3 slices\n"
     data = expect(run_aether("blueprint", "validate", str(EXAMPLE), "--json", cwd=tmp_path)).json()
     assert data == {"valid": True, "name": "demo", "slices": [ECHO, GREETER, COUNTER]}
 
@@ -282,7 +276,7 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert re.search(
         rf"cluster healthy: leader {leader}, quorum yes, term \d+, revision \d+\n", run.stdout
     ), str(run)
-    assert "3 of 3 expected nodes registered, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, (
+    assert "3 of 3 expected nodes registered, 1 blueprint, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, (
         str(run)
     )
 
@@ -434,9 +428,9 @@ def _follow_a_change(cluster: CliCluster, tmp_path: Path) -> None:
             timeout=30,
             what="an echo instance ACTIVE line",
         )
-        # Ctrl-C ends --follow quietly
+        # Ctrl-C ends --follow quietly, with 130 as a shell reports an interrupted command
         human.process.send_signal(signal.SIGINT)
-        assert human.process.wait(timeout=10) in (0, 130)
+        assert human.process.wait(timeout=10) == 130
         assert human.process.stderr is not None
         assert "Traceback" not in human.process.stderr.read()
     assert as_json.process.returncode is not None
@@ -580,8 +574,8 @@ def test_an_unreachable_cluster_exits_3_with_a_clear_message(tmp_path: Path) -> 
     # no cluster at all (and no .aether-dev/ in the working directory)
     run = expect(run_aether("cluster", "status", cwd=tmp_path), 3)
     assert run.stderr == (
-        "aether: error: no cluster given: pass --cluster URL (or AETHER_CLUSTER), or start one with"
-        " `aether dev up`\n"
+        "aether: error: no cluster given: pass --cluster URL (or AETHER_CLUSTER), add a context"
+        " (`aether context add NAME URL`), or start one with `aether dev up`\n"
     )
 
 
@@ -592,8 +586,11 @@ def test_an_unreachable_cluster_exits_3_with_a_clear_message(tmp_path: Path) -> 
         (("blueprint", "bogus"), 'Unknown command "bogus"'),
         (("blueprint", "list", "--bogus"), "Unknown option: --bogus"),
         (("cluster", "status", "--follow"), "Unknown option: --follow"),
-        (("blueprint", "apply"), "requires an argument"),
-        (("slice", "invoke", "org.aether:echo"), "requires an argument"),
+        (("blueprint", "apply"), 'Command "blueprint apply" parameter FILE requires an argument.'),
+        (
+            ("slice", "invoke", "org.aether:echo"),
+            'Command "slice invoke" parameter ENTRY requires an argument.',
+        ),
         (("cluster", "events", "--limit", "many"), 'unable to convert "many" into int'),
         (("dev", "up", "--nodes", "three"), 'unable to convert "three" into int'),
         (("slice", "invoke", "org.aether:echo", "echo", "--data", "{"), "--data is not valid JSON"),
@@ -609,18 +606,19 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: st
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
     expected = {
-        (): ["blueprint", "slice", "cluster", "dev"],
+        (): ["blueprint", "slice", "cluster", "dev", "context", "completion"],
         ("blueprint",): ["apply", "validate", "get", "list", "delete", "status"],
         ("slice",): ["list", "status", "invoke"],
         ("cluster",): ["status", "nodes", "events"],
         ("dev",): ["up", "down", "status"],
+        ("context",): ["add", "use", "list", "remove"],
     }
     for group, commands in expected.items():
         run = expect(run_aether(*group, "--help", cwd=tmp_path))
         for command in commands:
             assert re.search(rf"│ {command}\s", run.stdout), f"{command} missing:\n{run}"
     run = expect(run_aether("cluster", "events", "--help", cwd=tmp_path))
-    for option in ("--follow", "--limit", "--cluster", "--api-key", "--json"):
+    for option in ("--follow", "--limit", "--cluster", "--api-key", "--json", "--output", "--context", "-f"):
         assert option in run.stdout, str(run)
 
 

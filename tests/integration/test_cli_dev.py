@@ -14,11 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from cli_support import (
+    CONFIG_DIR,
     COUNTER,
     ECHO,
     EXAMPLE,
     GREETER,
     SAMPLE_SLICES,
+    closed_port,
     expect,
     kill_processes_of,
     processes_of,
@@ -67,6 +69,21 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     assert [ingress for _, ingress, _ in printed] == state["ingress"]
     assert [management for _, _, management in printed] == state["management"]
     assert not (work / ".aether-dev").exists()
+    # it records the cluster as the `dev` context, current (there was none), in the config file (0600)
+    config = work / CONFIG_DIR / "aether" / "config.toml"
+    assert f"  context 'dev' recorded in {config} (now current)\n" in run.stdout, str(run)
+    assert config.stat().st_mode & 0o777 == 0o600
+    contexts = expect(run_aether("context", "list", "--json", cwd=work)).json()
+    assert contexts == [
+        {"name": "dev", "current": True, "cluster": state["management"], "api_key_set": False}
+    ]
+    # so `aether` finds the cluster from anywhere (no .aether-dev/ here), unless told otherwise
+    elsewhere = {"XDG_CONFIG_HOME": str(work / CONFIG_DIR)}
+    status = expect(run_aether("cluster", "status", "--json", cwd=dev.parent, env=elsewhere))
+    assert status.json()["has_quorum"] is True
+    refused = f"http://127.0.0.1:{closed_port()}"
+    status = expect(run_aether("cluster", "status", "--cluster", refused, cwd=dev.parent, env=elsewhere), 3)
+    assert status.stderr.startswith(f"aether: error: cannot reach the cluster: {refused}: "), str(status)
     # the dashboard URL it prints serves the page
     dashboard = re.search(r"\nDashboard: (http://\S+/dashboard) ", run.stdout)
     assert dashboard and dashboard[1] == f"{state['management'][0]}/dashboard", str(run)
@@ -89,7 +106,7 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     for node, pid in state["pids"].items():
         assert f"  {node}: pid {pid} running\n" in run.stdout, str(run)
     assert "cluster healthy: leader node-" in run.stdout, str(run)
-    assert "3 of 3 expected nodes registered, 1 blueprints, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, (
+    assert "3 of 3 expected nodes registered, 1 blueprint, 6 instances (6 ACTIVE, 0 FAILED)" in run.stdout, (
         str(run)
     )
 
@@ -138,7 +155,7 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     assert f"  node-3: pid {state['pids']['node-3']} NOT RUNNING\n" in shown, shown
 
     run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=120))
-    assert run.stdout == f"stopped 2 node(s); data kept in {dev}/\n", str(run)
+    assert run.stdout == f"stopped 2 nodes; data kept in {dev}/\n", str(run)
     wait_until(lambda: not processes_of(dev), timeout=20, what=f"no process of {dev} left")
     assert not (dev / "cluster.json").exists()
     assert (dev / "node-1").is_dir(), "the data stays"

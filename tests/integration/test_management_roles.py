@@ -21,6 +21,7 @@ from cli_support import (
     cli_env,
     expect,
     processes_of,
+    run_aether,
     wait_until,
 )
 
@@ -40,6 +41,18 @@ WRONG_KEY = "wrong-key-0123456789abcdef"
 SMALL = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 
 UNAUTHENTICATED = "an API key is required (Authorization: Bearer KEY)"
+# what the CLI makes of the node's 401: no key sent, or a key sent and refused
+NO_KEY = (
+    "no API key given: the cluster (--cluster) needs one; pass --api-key KEY (or AETHER_API_KEY), or add it"
+    " to the context (`aether context add NAME URL --api-key -`)"
+)
+
+
+def key_refused(source: str = "--cluster") -> str:
+    return (
+        f"the API key was refused by {source}: it is not one of the cluster's keys (check --api-key,"
+        " AETHER_API_KEY or the context's key)"
+    )
 
 
 def forbidden(role: str) -> str:
@@ -196,15 +209,15 @@ def test_the_cli_passes_the_key_and_reports_a_refusal(secured: CliCluster) -> No
         ("cluster", "status", "--json"),
         ("cluster", "events", "--follow"),
     ):
-        refused(aether(*command), UNAUTHENTICATED)
-        refused(aether(*command, "--api-key", WRONG_KEY), UNAUTHENTICATED)
+        refused(aether(*command), NO_KEY)
+        refused(aether(*command, "--api-key", WRONG_KEY), key_refused())
     assert expect(aether("blueprint", "list", "--json", "--api-key", KEYS["viewer"])).json() == []
     assert expect(aether("cluster", "status", "--json", api_key=KEYS["viewer"])).json()["has_quorum"] is True
     # validate is local: no key needed
     expect(aether("blueprint", "validate", "small.toml"))
 
     # apply: viewer refused (nothing applied), operator fine
-    refused(aether("blueprint", "apply", "small.toml"), UNAUTHENTICATED)
+    refused(aether("blueprint", "apply", "small.toml"), NO_KEY)
     refused(aether("blueprint", "apply", "small.toml", api_key=KEYS["viewer"]), forbidden("viewer"))
     refused(aether("blueprint", "apply", "small.toml", "--api-key", KEYS["viewer"]), forbidden("viewer"))
     assert expect(aether("blueprint", "list", "--json", api_key=KEYS["viewer"])).json() == []
@@ -212,7 +225,7 @@ def test_the_cli_passes_the_key_and_reports_a_refusal(secured: CliCluster) -> No
     assert f"converged: {ECHO} 1/1" in run.stdout, str(run)
 
     # invoke: viewer refused, operator and admin fine
-    refused(aether("slice", "invoke", "org.aether:echo", "echo", "--data", "1"), UNAUTHENTICATED)
+    refused(aether("slice", "invoke", "org.aether:echo", "echo", "--data", "1"), NO_KEY)
     refused(
         aether("slice", "invoke", "org.aether:echo", "echo", "--data", "1", api_key=KEYS["viewer"]),
         forbidden("viewer"),
@@ -228,6 +241,22 @@ def test_the_cli_passes_the_key_and_reports_a_refusal(secured: CliCluster) -> No
     expect(aether("blueprint", "get", "demo", api_key=KEYS["viewer"]))
     expect(aether("blueprint", "delete", "demo", api_key=KEYS["admin"]))
     expect(aether("blueprint", "get", "demo", api_key=KEYS["viewer"]), 1)
+
+    # a context carries the cluster and its key; a key from the flag or the environment wins over it
+    expect(secured.aether("context", "add", "secured", secured.urls, "--api-key", "-", input=KEYS["viewer"]))
+    expect(secured.aether("context", "add", "wrong", secured.urls, "--api-key", WRONG_KEY))
+
+    def bare(*args: str, **env: str) -> Any:  # no AETHER_CLUSTER: the context says where
+        return run_aether(*args, cwd=secured.cwd, env=env)
+
+    assert expect(bare("blueprint", "list", "--json")).json() == []
+    assert (
+        expect(bare("blueprint", "list", "--json", "--context", "wrong", "-k", KEYS["viewer"])).json() == []
+    )
+    run = expect(bare("blueprint", "list", "--context", "wrong"), 1)
+    assert run.stderr == "aether: error: " + key_refused("context 'wrong'") + "\n", str(run)
+    run = expect(bare("blueprint", "apply", "small.toml", AETHER_API_KEY=KEYS["operator"]))
+    assert "blueprint 'demo' created" in run.stdout, str(run)
 
 
 def test_keys_take_precedence_over_dev_mode(tmp_path: Path, sample_index: Path) -> None:

@@ -20,8 +20,10 @@ from aether_mcp import TOOLS
 
 sample_index = cli_support.sample_index
 
-# `aether dev ...` runs a cluster on this machine; it does not operate one, so it has no tool.
-LOCAL_ONLY = {"dev"}
+# Commands that do not operate a cluster have no tool: `aether dev ...` runs a cluster on this machine,
+# `aether context ...` edits the operator's own config file (clusters and keys; an MCP client has its own),
+# `aether completion SHELL` prints a shell script.
+LOCAL_ONLY = {"dev", "context", "completion"}
 # `aether slice new` writes a slice project into a local directory and `slice publish` puts a wheel into a
 # package index: neither operates a cluster, so they have no tool.
 LOCAL_ONLY_COMMANDS = {("slice", "new"), ("slice", "publish")}

@@ -1,5 +1,6 @@
 """`aether`: operate an Aether cluster. Exit codes: 0 ok, 1 failed, 2 bad arguments or input, 3 cannot
-reach the cluster. Heavy modules are imported inside the commands, so `aether --help` stays fast."""
+reach the cluster, 130 interrupted (Ctrl-C); every command, flag and code is in docs/CLI.md. Heavy modules
+are imported inside the commands, so `aether --help` stays fast."""
 
 from __future__ import annotations
 
@@ -12,7 +13,18 @@ from typing import Annotated, Any
 
 from cyclopts import App, Parameter
 
-from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail
+from . import _context_commands
+from ._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    Common,
+    call,
+    emit,
+    fail,
+    plural,
+    read_input,
+)
 
 
 def _version() -> str:
@@ -31,30 +43,40 @@ blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints
 slice_app = App(name="slice", help="Slice instances: list, status, invoke; new slice projects, publish.")
 cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forget a node.")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
-for sub in (blueprint_app, slice_app, cluster_app, dev_app):
+context_app = App(name="context", help="Named clusters and their API keys, in ~/.config/aether/config.toml.")
+for sub in (blueprint_app, slice_app, cluster_app, dev_app, context_app):
     app.command(sub)
 
 DEFAULT_COMMON = Common()
+BLUEPRINT_FILE = "a blueprint is UTF-8 TOML"
+# a path, or `-` for stdin (cyclopts takes a lone `-` for an option unless told)
+InputFile = Annotated[Path, Parameter(allow_leading_hyphen=True)]
+Watch = Annotated[
+    bool,
+    Parameter(
+        name=("--watch", "-w"),
+        negative=(),
+        help="Ask again every 2 s and show the answer again when it changes, until Ctrl-C.",
+    ),
+]
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except OSError as error:
-        fail(EXIT_BAD_INPUT, f"{path}: cannot read it ({error.strerror})")
-    except UnicodeDecodeError as error:
-        fail(EXIT_BAD_INPUT, f"{path}: not UTF-8 text (byte {error.start}): a blueprint is UTF-8 TOML")
+def _watch(common: Common, fetch: Any, render: Any) -> None:
+    from ._watch import watch
+
+    watch(common, fetch, render)
 
 
 # ---------------------------------------------------------------- blueprint
 
 
-def validate(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
-    """Check a blueprint file without a cluster: TOML syntax, keys, types, coordinates."""
+def validate(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> None:
+    """Check a blueprint file (`-`: stdin) without a cluster: TOML syntax, keys, types, coordinates."""
     from aether_node import BlueprintError, parse_blueprint
 
+    text, source = read_input(file, BLUEPRINT_FILE)
     try:
-        blueprint = parse_blueprint(_read(file), str(file))
+        blueprint = parse_blueprint(text, source)
     except BlueprintError as error:
         fail(EXIT_BAD_INPUT, error.message)
     if common.json:
@@ -64,11 +86,12 @@ def validate(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
             )
         )
     else:
-        print(f"{file}: valid blueprint {blueprint.name!r} with {len(blueprint.slices)} slice(s)")
+        print(f"{source}: valid blueprint {blueprint.name!r} with {plural(len(blueprint.slices), 'slice')}")
 
 
 def apply(
-    file: Path,
+    file: InputFile,
+    /,
     *,
     wait: Annotated[
         bool, Parameter(negative=(), help="Show progress until every instance is ACTIVE.")
@@ -76,9 +99,9 @@ def apply(
     timeout: float = 120.0,
     common: Common = DEFAULT_COMMON,
 ) -> None:
-    """Apply a blueprint: the cluster makes reality match it."""
-    text = _read(file)
-    result = call(common, lambda client: client.apply_blueprint(text, str(file)))
+    """Apply a blueprint (FILE, or `-` for stdin): the cluster makes reality match it."""
+    text, source = read_input(file, BLUEPRINT_FILE)
+    result = call(common, lambda client: client.apply_blueprint(text, source))
     if not wait:
         emit(
             common,
@@ -132,7 +155,7 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
             time.sleep(0.25)
 
 
-def get_blueprint(name: str, *, common: Common = DEFAULT_COMMON) -> None:
+def get_blueprint(name: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Show a blueprint as it was applied."""
     result = call(common, lambda client: client.get_blueprint(name))
     emit(common, result, lambda: print(result.source.rstrip() or result))
@@ -145,12 +168,12 @@ def list_blueprints(*, common: Common = DEFAULT_COMMON) -> None:
     def human() -> None:
         from . import _output
 
-        _output.blueprints(result)
+        _output.blueprints(result, wide=common.wide)
 
     emit(common, result, human)
 
 
-def delete_blueprint(name: str, *, common: Common = DEFAULT_COMMON) -> None:
+def delete_blueprint(name: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Delete a blueprint: all its instances are unloaded."""
     call(common, lambda client: client.delete_blueprint(name))
     emit(
@@ -160,16 +183,18 @@ def delete_blueprint(name: str, *, common: Common = DEFAULT_COMMON) -> None:
     )
 
 
-def blueprint_status(name: str, *, common: Common = DEFAULT_COMMON) -> None:
+def blueprint_status(name: str, /, *, watch: Watch = False, common: Common = DEFAULT_COMMON) -> None:
     """Desired vs actual per slice and per node, with failure reasons."""
-    result = call(common, lambda client: client.blueprint_status(name))
 
-    def human() -> None:
+    def human(result: Any) -> None:
         from . import _output
 
-        _output.blueprint_status(result)
+        _output.blueprint_status(result, wide=common.wide)
 
-    emit(common, result, human)
+    if watch:
+        _watch(common, lambda client: client.blueprint_status(name), human)
+    result = call(common, lambda client: client.blueprint_status(name))
+    emit(common, result, lambda: human(result))
 
 
 # ---------------------------------------------------------------- slice
@@ -182,32 +207,40 @@ def list_slices(*, common: Common = DEFAULT_COMMON) -> None:
     def human() -> None:
         from . import _output
 
-        _output.instances(result)
+        _output.instances(result, wide=common.wide)
 
     emit(common, result, human)
 
 
-def slice_status(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_status(artifact: str, /, *, watch: Watch = False, common: Common = DEFAULT_COMMON) -> None:
     """One slice (group:artifact): desired vs ACTIVE, and every instance."""
-    result = call(common, lambda client: client.slice_status(artifact))
 
-    def human() -> None:
+    def human(result: Any) -> None:
         from . import _output
 
         print(
             f"{result.artifact}: {result.active}/{result.desired} ACTIVE"
             + (f" — {result.problem}" if result.problem else "")
         )
-        _output.instances(result.instances)
+        _output.instances(result.instances, wide=common.wide)
 
-    emit(common, result, human)
+    if watch:
+        _watch(common, lambda client: client.slice_status(artifact), human)
+    result = call(common, lambda client: client.slice_status(artifact))
+    emit(common, result, lambda: human(result))
 
 
 def invoke(
     artifact: str,
     entry: str,
+    /,
     *,
-    data: Annotated[str, Parameter(help="JSON payload.")] = "null",
+    data: Annotated[
+        str,
+        Parameter(
+            name=("--data", "-d"), allow_leading_hyphen=True, help="JSON payload; `-` reads it from stdin."
+        ),
+    ] = "null",
     timeout: Annotated[
         float,
         Parameter(
@@ -218,10 +251,13 @@ def invoke(
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Call ENTRY of a slice (group:artifact) with a JSON payload; print the JSON result."""
+    where = "--data"
+    if data == "-":
+        data, where = read_input(Path("-"), "a payload is UTF-8 JSON")[0], "--data - (stdin)"
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as error:
-        fail(EXIT_BAD_INPUT, f"--data is not valid JSON: {error}")
+        fail(EXIT_BAD_INPUT, f"{where} is not valid JSON: {error}")
     if not 0 < timeout <= 3600:
         fail(EXIT_BAD_INPUT, f"--timeout must be in (0, 3600] seconds, got {timeout:g}")
     result = call(common, lambda client: client.invoke(artifact, entry, payload, timeout=timeout))
@@ -231,31 +267,34 @@ def invoke(
 # ---------------------------------------------------------------- cluster
 
 
-def cluster_status(*, common: Common = DEFAULT_COMMON) -> None:
+def cluster_status(*, watch: Watch = False, common: Common = DEFAULT_COMMON) -> None:
     """Leader, quorum, revision, health, nodes and instance counts."""
-    result = call(common, lambda client: client.cluster_status())
 
-    def human() -> None:
+    def human(result: Any) -> None:
         from . import _output
 
-        _output.cluster_status(result)
+        _output.cluster_status(result, wide=common.wide)
 
-    emit(common, result, human)
+    if watch:
+        _watch(common, lambda client: client.cluster_status(), human)
+    result = call(common, lambda client: client.cluster_status())
+    emit(common, result, lambda: human(result))
 
 
 def nodes(*, common: Common = DEFAULT_COMMON) -> None:
-    """The live nodes: addresses, capacity, instances, which one leads."""
+    """The live nodes: capacity (CPU, memory), instances, addresses, which one leads; `-o wide`: role
+    and peer address too."""
     result = call(common, lambda client: client.nodes())
 
     def human() -> None:
         from . import _output
 
-        _output.nodes(result)
+        _output.nodes(result, wide=common.wide)
 
     emit(common, result, human)
 
 
-def forget(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+def forget(node: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Stop expecting NODE, a node gone for good: the cluster counts it missing (unhealthy) until then."""
     call(common, lambda client: client.forget_node(node))
     emit(
@@ -265,8 +304,10 @@ def forget(node: str, *, common: Common = DEFAULT_COMMON) -> None:
 
 def events(
     *,
-    follow: Annotated[bool, Parameter(negative=(), help="Keep streaming new events until Ctrl-C.")] = False,
-    limit: int = 50,
+    follow: Annotated[
+        bool, Parameter(name=("--follow", "-f"), negative=(), help="Keep streaming new events until Ctrl-C.")
+    ] = False,
+    limit: Annotated[int, Parameter(name=("--limit", "-n"), help="How many recent events.")] = 50,
     kind: Annotated[
         tuple[str, ...],
         Parameter(
@@ -294,11 +335,8 @@ def events(
             _output.event(item)
 
     filters: dict[str, Any] = {"kind": kind or None, "slice": slice, "node": node}
-    if follow:
-        try:
-            call(common, lambda client: [show(item) for item in client.follow_events(limit, **filters)])
-        except KeyboardInterrupt:
-            return
+    if follow:  # until Ctrl-C: exit 130
+        call(common, lambda client: [show(item) for item in client.follow_events(limit, **filters)])
         return
     for item in call(common, lambda client: client.events(limit, **filters)):
         show(item)
@@ -367,11 +405,23 @@ for group, commands in COMMANDS:
 # Local-only slice commands (files on this machine, no cluster), each in a module of its own.
 slice_app.command("aether_cli._slice_new:slice_new", name="new", help="Start a slice project NAME.")
 slice_app.command("aether_cli._slice_publish:slice_publish", name="publish", help="Publish a slice wheel.")
+for command, (function_name, summary) in _context_commands.COMMANDS.items():
+    context_app.command(f"{_context_commands.__name__}:{function_name}", name=command, help=summary)
+app.command(
+    "aether_cli._completion:completion",
+    name="completion",
+    help="Print a shell completion script: `aether completion bash > ~/.local/share/bash-completion/"
+    "completions/aether`.",
+)
 
 
 def main() -> None:
+    from cyclopts.exceptions import CycloptsError
+
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `aether ... | head` ends quietly
     try:
-        app()
+        app(exit_on_error=False, print_error=False)
+    except CycloptsError as error:  # one plain line, like every other error, never wrapped in a box
+        fail(EXIT_BAD_INPUT, " ".join(str(error).split()))
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)

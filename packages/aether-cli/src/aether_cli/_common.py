@@ -1,4 +1,6 @@
-"""What every `aether` command shares: cluster and key options, the API client, exit codes."""
+"""What every `aether` command shares: cluster, key and output options, which cluster a command talks to
+(flags, then environment variables, then a context, then `./.aether-dev/`), the API client with its errors
+turned into sentences and exit codes, and stdin for `-`."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 from cyclopts import Parameter
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 DEV_DIR = Path(".aether-dev")
 T = TypeVar("T")
 
@@ -22,12 +25,47 @@ T = TypeVar("T")
 class Common:
     cluster: Annotated[
         str | None,
-        Parameter(env_var="AETHER_CLUSTER", help="Management URL(s) of any node(s), comma-separated."),
+        Parameter(
+            name=("--cluster", "-c"),
+            env_var="AETHER_CLUSTER",
+            help="Management URL(s) of any node(s), comma-separated. Wins over the context.",
+        ),
     ] = None
     api_key: Annotated[
-        str | None, Parameter(env_var="AETHER_API_KEY", help="API key (role viewer, operator or admin).")
+        str | None,
+        Parameter(
+            name=("--api-key", "-k"),
+            env_var="AETHER_API_KEY",
+            help="API key (role viewer, operator or admin). Wins over the context's key.",
+        ),
     ] = None
-    json: Annotated[bool, Parameter(name="--json", negative=(), help="Print JSON for scripts.")] = False
+    context: Annotated[
+        str | None,
+        Parameter(
+            name="--context",
+            env_var="AETHER_CONTEXT",
+            help="Use this context (`aether context list`) instead of the current one.",
+        ),
+    ] = None
+    output: Annotated[
+        Literal["table", "wide", "json"],
+        Parameter(
+            name=("--output", "-o"),
+            help="table (for people), wide (tables with more columns) or json (for scripts).",
+        ),
+    ] = "table"
+    json: Annotated[
+        bool, Parameter(name=("--json", "-j"), negative=(), help="Print JSON for scripts (= -o json).")
+    ] = False
+
+    def __post_init__(self) -> None:
+        if self.json:
+            self.output = "json"
+        self.json = self.output == "json"
+
+    @property
+    def wide(self) -> bool:
+        return self.output == "wide"
 
 
 def fail(code: int, message: str) -> NoReturn:
@@ -35,36 +73,104 @@ def fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
-def cluster_urls(common: Common) -> list[str]:
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """`1 node`, `3 nodes`, `0 nodes`; `many` for an irregular plural."""
+    return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The cluster a command talks to, the key it sends, and where both came from (for messages)."""
+
+    urls: list[str]
+    api_key: str | None
+    source: str
+
+
+def target(common: Common, environ: dict[str, str] | os._Environ[str] | None = None) -> Target:
+    """--cluster/AETHER_CLUSTER (with only --api-key/AETHER_API_KEY: a context's key is never sent to
+    another cluster), else the context named by --context/AETHER_CONTEXT or the current one (its key unless
+    --api-key/AETHER_API_KEY), else the dev cluster recorded in ./.aether-dev/."""
     from aether_node.client import parse_urls
 
+    from . import _contexts
+
+    environ = os.environ if environ is None else environ
     if common.cluster:
-        return parse_urls(common.cluster)
+        return Target(parse_urls(common.cluster), common.api_key, "--cluster")
+    path = _contexts.config_path(environ)
+    try:
+        config = _contexts.load(path)
+    except _contexts.ConfigError as error:
+        fail(EXIT_BAD_INPUT, str(error))
+    name = common.context or config.current
+    if name is not None:
+        context = config.get(name)
+        if context is None:
+            known = ", ".join(c.name for c in config.contexts) or "none"
+            fail(EXIT_BAD_INPUT, f"no context {name!r} in {path} (known: {known}; see `aether context list`)")
+        mode = _contexts.loose_mode(path) if context.api_key else None
+        if mode is not None:
+            print(
+                f"aether: warning: {path} holds API keys and is readable by others (mode {mode:o});"
+                f" run `chmod 600 {path}`",
+                file=sys.stderr,
+            )
+        return Target(list(context.cluster), common.api_key or context.api_key, f"context {name!r}")
     state = DEV_DIR / "cluster.json"
     if state.exists():
-        return list(json.loads(state.read_text())["management"])
+        return Target(list(json.loads(state.read_text())["management"]), common.api_key, str(state))
     fail(
         EXIT_UNREACHABLE,
-        "no cluster given: pass --cluster URL (or AETHER_CLUSTER), or start one with `aether dev up`",
+        "no cluster given: pass --cluster URL (or AETHER_CLUSTER), add a context"
+        " (`aether context add NAME URL`), or start one with `aether dev up`",
     )
+
+
+def explain(error: Exception, where: Target) -> tuple[int, str]:
+    """An error from the API client as (exit code, sentence for the operator)."""
+    from aether_node.client import ApiError, ClusterUnreachableError, NoAnswerError
+
+    if isinstance(error, ClusterUnreachableError):
+        return EXIT_UNREACHABLE, str(error)
+    if isinstance(error, NoAnswerError):  # a node got the request and did not answer: the outcome is unknown
+        return EXIT_FAILED, str(error)
+    if isinstance(error, json.JSONDecodeError) or (
+        isinstance(error, ApiError) and error.kind == "error" and error.status in (404, 405)
+    ):
+        # the API's own errors are JSON with a kind; a bare "Not Found" or non-JSON is another server
+        detail = f"HTTP {error.status} {error.message!r}" if isinstance(error, ApiError) else "not JSON"
+        return EXIT_BAD_INPUT, (
+            f"{', '.join(where.urls)} ({where.source}) answers ({detail}) but is not an Aether management"
+            " API (is it the ingress port?)"
+        )
+    if isinstance(error, ValueError):  # a malformed --cluster URL or name
+        return EXIT_BAD_INPUT, str(error)
+    if isinstance(error, ApiError):
+        if error.status == 401:
+            if where.api_key:
+                return EXIT_FAILED, (
+                    f"the API key was refused by {where.source}: it is not one of the cluster's keys"
+                    " (check --api-key, AETHER_API_KEY or the context's key)"
+                )
+            return EXIT_FAILED, (
+                f"no API key given: the cluster ({where.source}) needs one; pass --api-key KEY"
+                " (or AETHER_API_KEY), or add it to the context (`aether context add NAME URL --api-key -`)"
+            )
+        return (EXIT_BAD_INPUT if error.status == 400 else EXIT_FAILED), error.message
+    raise error
 
 
 def call(common: Common, operation: Callable[[Any], T]) -> T:
     """Run `operation(client)`; turn API errors into messages and exit codes."""
     from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
 
-    api_key = common.api_key or os.environ.get("AETHER_API_KEY")
-    with ApiClient(cluster_urls(common), api_key=api_key) as client:
+    where = target(common)
+    with ApiClient(where.urls, api_key=where.api_key) as client:
         try:
             return operation(client)
-        except ClusterUnreachableError as error:
-            fail(EXIT_UNREACHABLE, str(error))
-        except NoAnswerError as error:  # a node got the request and did not answer: the outcome is unknown
-            fail(EXIT_FAILED, str(error))
-        except ValueError as error:  # a malformed --cluster URL or name
-            fail(EXIT_BAD_INPUT, str(error))
-        except ApiError as error:
-            fail(EXIT_BAD_INPUT if error.status == 400 else EXIT_FAILED, error.message)
+        except (ClusterUnreachableError, NoAnswerError, ValueError, ApiError) as error:
+            fail(*explain(error, where))
 
 
 def emit(common: Common, data: Any, human: Callable[[], None]) -> None:
@@ -75,3 +181,18 @@ def emit(common: Common, data: Any, human: Callable[[], None]) -> None:
         print(json.dumps(to_json(data), indent=2, sort_keys=True))
     else:
         human()
+
+
+def read_input(path: Path, what: str) -> tuple[str, str]:
+    """The text of `path`, or of stdin for `-`, and a name for it in messages; bad input exits 2."""
+    if str(path) == "-":
+        try:
+            return sys.stdin.read(), "<stdin>"
+        except UnicodeDecodeError as error:
+            fail(EXIT_BAD_INPUT, f"<stdin>: not UTF-8 text (byte {error.start}): {what}")
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except OSError as error:
+        fail(EXIT_BAD_INPUT, f"{path}: cannot read it ({error.strerror})")
+    except UnicodeDecodeError as error:
+        fail(EXIT_BAD_INPUT, f"{path}: not UTF-8 text (byte {error.start}): {what}")

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import EXIT_FAILED, Common, fail
+from ._common import EXIT_FAILED, Common, fail, plural
 
 STATE_FILE = "cluster.json"
 SUPERVISOR_LOG = "supervisor.log"
@@ -95,7 +95,7 @@ def dev_up(*, nodes: int, directory: Path, source: Path, common: Common) -> tupl
     except RuntimeError as error:
         fail(EXIT_FAILED, str(error))
     cluster = plan_cluster(directory, nodes, str(index.resolve()))
-    print(f"starting {nodes} nodes under a supervisor ...", flush=True)
+    print(f"starting {plural(nodes, 'node')} under a supervisor ...", flush=True)
     management = [f"http://{n.management}" for n in cluster.nodes]
     state.write_text(
         json.dumps(
@@ -129,10 +129,13 @@ def dev_up(*, nodes: int, directory: Path, source: Path, common: Common) -> tupl
         dev_down(directory, quiet=True)
         fail(EXIT_FAILED, f"the cluster did not become ready: {error}")
     elapsed = time.monotonic() - started
-    print(f"\nAether dev cluster ready in {elapsed:.1f} s: {nodes} nodes, data in {directory}/")
+    print(f"\nAether dev cluster ready in {elapsed:.1f} s: {plural(nodes, 'node')}, data in {directory}/")
     for node in cluster.nodes:
         voter = " (Raft voter)" if node.raft else ""
         print(f"  {node.node_id}: ingress http://{node.ingress}  management http://{node.management}{voter}")
+    from ._contexts import register_dev
+
+    print(f"  {register_dev(management, os.environ)}")
     print(f"\nDashboard: http://{cluster.nodes[0].management}/dashboard  (on every node: /dashboard)")
     return Common(cluster=",".join(management), api_key=common.api_key, json=False), cluster.nodes[0].ingress
 
@@ -179,7 +182,7 @@ def dev_down(directory: Path, *, quiet: bool = False) -> None:
             os.killpg(pid, signal.SIGKILL)
     state.unlink()
     if not quiet:
-        print(f"stopped {len(running)} node(s); data kept in {directory}/")
+        print(f"stopped {plural(len(running), 'node')}; data kept in {directory}/")
 
 
 def _tail(path: Path, lines: int = 200) -> list[str]:

@@ -3,10 +3,15 @@
 Text from the cluster (names, artifacts, reasons, messages) is data, never rich markup or emoji codes: it
 goes through `_text`, and the console has emoji replacement off, so `org.aether:rocket:1.0.0` prints as
 itself and a failure reason holding `[/tmp/x]` neither vanishes nor breaks the table.
+
+Output that goes to a pipe or a file (not a terminal, and no COLUMNS set) is never wrapped: one event, one
+line, whatever its length, so `aether ... | grep` sees whole lines. `wide=True` adds columns (`-o wide`).
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -15,7 +20,18 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-console = Console(emoji=False)
+from ._common import plural
+
+UNWRAPPED = 1 << 20  # columns: wider than any line the CLI prints
+
+
+def _console() -> Console:
+    """rich would wrap at 80 columns when it cannot ask a terminal; a pipe gets whole lines instead."""
+    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return Console(emoji=False, width=UNWRAPPED if piped else None, soft_wrap=piped)
+
+
+console = _console()
 
 STATE_STYLE = {"ACTIVE": "green", "FAILED": "bold red", "LOADED": "cyan"}
 
@@ -40,28 +56,37 @@ def _age(timestamp: float) -> str:
     return f"{int(seconds)}s"
 
 
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp)) if timestamp else "-"
+
+
 def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
     """Print a table; cells are markup (pass values from the cluster through `_text`)."""
     grid = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
-        grid.add_column(column, no_wrap=column in ("NODE", "INGRESS", "MANAGEMENT", "ARTIFACT"))
+        grid.add_column(column, no_wrap=column in ("NODE", "INGRESS", "MANAGEMENT", "PEER", "ARTIFACT"))
     for row in rows:
         grid.add_row(*(str(cell) for cell in row))
     console.print(grid)
 
 
-def blueprints(items: Iterable[Any]) -> None:
+def blueprints(items: Iterable[Any], *, wide: bool = False) -> None:
+    def slices(b: Any) -> str:
+        return ", ".join(
+            f"{s.artifact} x{s.instances}" + (f" ({s.strategy})" if wide else "") for s in b.slices
+        )
+
     table(
         "Blueprints",
-        ["NAME", "SLICES"],
-        ([_text(b.name), _text(", ".join(f"{s.artifact} x{s.instances}" for s in b.slices))] for b in items),
+        ["NAME", "SLICES", *(["APPLIED"] if wide else [])],
+        ([_text(b.name), _text(slices(b)), *([_when(b.timestamp)] if wide else [])] for b in items),
     )
 
 
-def instances(items: Iterable[Any], title: str = "Instances") -> None:
+def instances(items: Iterable[Any], title: str = "Instances", *, wide: bool = False) -> None:
     table(
         title,
-        ["NODE", "ARTIFACT", "#", "STATE", "AGE", "REASON"],
+        ["NODE", "ARTIFACT", "#", "STATE", "AGE", *(["SINCE"] if wide else []), "REASON"],
         (
             [
                 _text(i.node_id),
@@ -69,6 +94,7 @@ def instances(items: Iterable[Any], title: str = "Instances") -> None:
                 i.instance,
                 _state(i.state),
                 _age(i.timestamp),
+                *([_when(i.timestamp)] if wide else []),
                 _text(i.reason),
             ]
             for i in items
@@ -76,7 +102,7 @@ def instances(items: Iterable[Any], title: str = "Instances") -> None:
     )
 
 
-def blueprint_status(status: Any) -> None:
+def blueprint_status(status: Any, *, wide: bool = False) -> None:
     verdict = "[green]converged[/green]" if status.converged else "[yellow]converging[/yellow]"
     console.print(f"blueprint [bold]{_text(status.name)}[/bold]: {verdict}")
     table(
@@ -84,37 +110,55 @@ def blueprint_status(status: Any) -> None:
         ["ARTIFACT", "DESIRED", "ACTIVE", "PROBLEM"],
         ([_text(s.artifact), s.desired, s.active, _text(s.problem)] for s in status.slices),
     )
-    instances([i for s in status.slices for i in s.instances])
+    instances([i for s in status.slices for i in s.instances], wide=wide)
 
 
-def cluster_status(status: Any) -> None:
+def cluster_status(status: Any, *, wide: bool = False) -> None:
     health = "[green]healthy[/green]" if status.healthy else "[red]unhealthy[/red]"
     quorum = "yes" if status.has_quorum else "[red]NO[/red]"
     console.print(
         f"cluster {health}: leader [bold]{_text(status.leader or '(none)')}[/bold], quorum {quorum},"
         f" term {status.term}, revision {status.revision}"
     )
-    expected = f" of {len(status.expected_nodes)} expected" if status.expected_nodes else ""
+    registered = plural(len(status.nodes), "node")
+    if status.expected_nodes:
+        registered = f"{len(status.nodes)} of {plural(len(status.expected_nodes), 'expected node')}"
     console.print(
-        f"{len(status.nodes)}{expected} nodes registered, {status.blueprints} blueprints,"
-        f" {status.instances} instances ({status.active} ACTIVE, {status.failed} FAILED)"
+        f"{registered} registered, {plural(status.blueprints, 'blueprint')},"
+        f" {plural(status.instances, 'instance')} ({status.active} ACTIVE, {status.failed} FAILED)"
     )
     for reason in status.reasons:
         console.print(f"  [red]-[/red] {_text(reason)}", highlight=False)
-    nodes(status.nodes)
+    nodes(status.nodes, wide=wide)
 
 
-def nodes(items: Iterable[Any]) -> None:
+def nodes(items: Iterable[Any], *, wide: bool = False) -> None:
+    """Every node with its capacity (CPU, MEMORY: what it offers to slices); wide adds role and peer."""
     table(
         "Nodes",
-        ["NODE", "LEADER", "ACTIVE/ALL", "INGRESS", "MANAGEMENT", "UP"],
+        [
+            "NODE",
+            "LEADER",
+            "ACTIVE/ALL",
+            "CPU",
+            "MEMORY",
+            *(["ROLE"] if wide else []),
+            "INGRESS",
+            "MANAGEMENT",
+            *(["PEER"] if wide else []),
+            "UP",
+        ],
         (
             [
                 _text(n.node_id),
                 "*" if n.leader else "",
                 f"{n.active}/{n.instances}",
+                f"{n.cpu:g}",
+                f"{n.memory_mib} MiB",
+                *([_text(n.role)] if wide else []),
                 _text(n.ingress),
                 _text(n.management),
+                *([_text(n.peer)] if wide else []),
                 _age(n.started_at),
             ]
             for n in items

@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+from aether_cli._common import plural
 from aether_node.dev import LocalNodeCluster, plan_cluster
 
 STATE_FILE = "cluster.json"
@@ -94,7 +95,7 @@ class Supervisor:
     def run(self) -> None:
         for node in self.cluster.nodes:
             self.start(node.node_id)
-        log(f"started {len(self.cluster.nodes)} nodes")
+        log(f"started {plural(len(self.cluster.nodes), 'node')}")
         while not self.stopping:
             now = time.monotonic()
             for node_id, process in list(self.cluster.processes.items()):
@@ -127,7 +128,7 @@ class Supervisor:
 
     def stop(self) -> None:
         running = {n: p for n, p in self.cluster.processes.items() if p.poll() is None}
-        log(f"stopping {len(running)} node(s)")
+        log(f"stopping {plural(len(running), 'node')}")
         for process in running.values():
             process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE

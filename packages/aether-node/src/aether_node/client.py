@@ -450,7 +450,7 @@ class ApiClient:
     def _new_request(
         self, method: str, url: str, params: dict[str, Any] | None, body: bytes | None
     ) -> Request:
-        _check_url(url)
+        check_url(url)
         full = url + (("?" + urlencode(params)) if params else "")
         headers = dict(self._headers)
         if body is not None:
@@ -709,7 +709,7 @@ def _event_params(
     return params
 
 
-def _check_url(url: str) -> None:
+def check_url(url: str) -> None:
     """Reject a malformed cluster URL before any network I/O (a bad argument, not an unreachable cluster)."""
     if not url.startswith(("http://", "https://")):
         raise ValueError(f"{url}: not a usable cluster URL (expected http:// or https://)")

@@ -1,0 +1,276 @@
+"""The operator's habits, through the real `aether` console script: contexts instead of flags every time,
+`-o table|wide|json`, whole lines into a pipe, `--watch`, 130 on Ctrl-C, `-` for stdin, shell completion,
+and errors that say what is wrong (a URL that is not a management API, a missing positional by its name).
+
+Against a stub management API where the answer must change on cue (`--watch`) or only the wire matters,
+and against a real cluster of nodes for stdin and the ingress port.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import cli_support
+import pytest
+from cli_support import (
+    CONFIG_DIR,
+    ECHO,
+    CliCluster,
+    background_aether,
+    cli_cluster,
+    closed_port,
+    expect,
+    run_aether,
+    stub_api,
+)
+
+pytestmark = [pytest.mark.integration]
+
+sample_index = cli_support.sample_index
+
+NODE = {
+    "node_id": "node-1", "ingress": "127.0.0.1:41001", "management": "127.0.0.1:41002",
+    "peer": "127.0.0.1:41003", "cpu": 2.0, "memory_mib": 4096, "role": "voter",
+    "started_at": 1.0, "instances": 2, "active": 2, "leader": True,
+}  # fmt: skip
+CLUSTER = {
+    "leader": "node-1", "term": 1, "revision": 9, "has_quorum": True, "healthy": True, "nodes": [NODE],
+    "blueprints": 1, "instances": 1, "active": 1, "failed": 0, "expected_nodes": ["node-1"],
+}  # fmt: skip
+SMALL = f'name = "demo"\n\n[[slices]]\nartifact = "{ECHO}"\ninstances = 1\n'
+
+
+# ---------------------------------------------------------------- output
+
+
+def test_output_table_wide_and_json(tmp_path: Path) -> None:
+    with stub_api({("GET", "/api/v1/nodes"): (200, [NODE])}) as stub:
+        table = expect(run_aether("cluster", "nodes", "-c", stub.url, cwd=tmp_path)).stdout
+        wide = expect(
+            run_aether("cluster", "nodes", "-o", "wide", "--cluster", stub.url, cwd=tmp_path)
+        ).stdout
+        runs = [run_aether("cluster", "nodes", *flag, "-c", stub.url, cwd=tmp_path)
+                for flag in (("-o", "json"), ("--output", "json"), ("--json",), ("-j",))]  # fmt: skip
+        bad = run_aether("cluster", "nodes", "-o", "yaml", "-c", stub.url, cwd=tmp_path)
+    # the capacity the help promises is shown; wide adds role and peer
+    for column in ("CPU", "MEMORY", "INGRESS", "MANAGEMENT"):
+        assert column in table and column in wide
+    assert "4096 MiB" in table and "127.0.0.1:41003" not in table and "ROLE" not in table
+    assert "ROLE" in wide and "voter" in wide and "PEER" in wide and "127.0.0.1:41003" in wide
+    for run in runs:
+        assert expect(run).json() == [NODE]
+    assert expect(bad, 2).stderr.startswith("aether: error: "), str(bad)
+    assert "yaml" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_plurals_are_right_for_one(tmp_path: Path) -> None:
+    with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
+        run = expect(run_aether("cluster", "status", "-c", stub.url, cwd=tmp_path))
+    assert "1 of 1 expected node registered, 1 blueprint, 1 instance (1 ACTIVE, 0 FAILED)" in run.stdout, str(
+        run
+    )
+    (tmp_path / "one.toml").write_text(SMALL)
+    run = expect(run_aether("blueprint", "validate", "one.toml", cwd=tmp_path))
+    assert run.stdout == "one.toml: valid blueprint 'demo' with 1 slice\n"
+
+
+def test_piped_output_keeps_each_line_whole(tmp_path: Path) -> None:
+    message = "instance moved " + "x" * 300 + " END"
+    event = {"revision": 7, "timestamp": 0.0, "kind": "rebalance_move", "subject": "s", "message": message}
+    with stub_api(
+        {("GET", "/api/v1/events"): (200, [event]), ("GET", "/api/v1/nodes"): (200, [NODE])}
+    ) as stub:
+        # no terminal and no COLUMNS: nothing is wrapped at 80 columns
+        events = expect(run_aether("cluster", "events", "-c", stub.url, cwd=tmp_path, env={"COLUMNS": ""}))
+        nodes = expect(run_aether("cluster", "nodes", "-c", stub.url, cwd=tmp_path, env={"COLUMNS": ""}))
+    lines = events.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"rebalance_move {message}"), str(events)
+    row = next(line for line in nodes.stdout.splitlines() if "node-1" in line)
+    assert "127.0.0.1:41001" in row and "127.0.0.1:41002" in row and "4096 MiB" in row, str(nodes)
+
+
+# ---------------------------------------------------------------- --watch and Ctrl-C
+
+
+def test_watch_shows_each_change_and_ctrl_c_exits_130(tmp_path: Path) -> None:
+    with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
+        env = {"AETHER_CLUSTER": stub.url}
+        with (
+            background_aether("cluster", "status", "--watch", cwd=tmp_path, env=env) as human,
+            background_aether("cluster", "status", "-w", "-o", "json", cwd=tmp_path, env=env) as as_json,
+        ):
+            human.wait_for(lambda line: "leader node-1" in line, timeout=30, what="the first status")
+            first = json.loads(as_json.wait_for(lambda line: True, timeout=30, what="the first JSON"))
+            assert first["leader"] == "node-1"
+            stub.routes[("GET", "/api/v1/cluster")] = (200, {**CLUSTER, "leader": "node-2", "term": 2})
+            human.wait_for(lambda line: "leader node-2" in line, timeout=30, what="the new leader shown")
+            second = json.loads(as_json.wait_for(lambda line: True, timeout=30, what="the second JSON"))
+            assert (second["leader"], second["term"]) == ("node-2", 2)
+            # a failure after the first answer is shown and the watch goes on
+            stub.routes[("GET", "/api/v1/cluster")] = (
+                503,
+                {"error": {"kind": "unavailable", "message": "no quorum"}},
+            )
+            human.wait_for(lambda line: "no quorum (still watching)" in line, timeout=30, what="the failure")
+            stub.routes[("GET", "/api/v1/cluster")] = (200, CLUSTER)
+            human.wait_for(lambda line: "leader node-1" in line, timeout=30, what="the status again")
+            third = json.loads(as_json.wait_for(lambda line: True, timeout=30, what="the third JSON"))
+            # one JSON line per change: an unchanged answer is not printed again
+            assert [first["leader"], second["leader"], third["leader"]] == ["node-1", "node-2", "node-1"]
+            assert sum(line.startswith("--- ") for line in human.lines) >= 4  # 2 statuses, error, status
+            for reader in (human, as_json):
+                reader.process.send_signal(signal.SIGINT)
+                assert reader.process.wait(timeout=10) == 130
+                assert reader.process.stderr is not None
+                assert "Traceback" not in reader.process.stderr.read()
+
+
+def test_watch_whose_first_question_fails_ends_like_without_it(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    for command in (("cluster", "status"), ("blueprint", "status", "demo"), ("slice", "status", ECHO)):
+        run = expect(run_aether(*command, "--watch", "-c", url, cwd=tmp_path, timeout=30), 3)
+        assert run.stderr.startswith(f"aether: error: cannot reach the cluster: {url}: "), str(run)
+
+
+# ---------------------------------------------------------------- contexts
+
+
+def test_contexts_add_use_list_remove(tmp_path: Path) -> None:
+    config = tmp_path / CONFIG_DIR / "aether" / "config.toml"
+
+    def aether(*args: str, **kw: object) -> cli_support.CliRun:
+        return run_aether(*args, cwd=tmp_path, timeout=30, **kw)  # type: ignore[arg-type]
+
+    run = expect(aether("context", "list"))
+    assert run.stdout == f"no contexts in {config} (add one with `aether context add NAME URL`)\n"
+    with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
+        run = expect(aether("context", "add", "stub", stub.url, "--api-key", "-", input="secret-key-123\n"))
+        assert run.stdout == f"context 'stub' added in {config} (current)\n"
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+        assert 'api-key = "secret-key-123"' in config.read_text()
+        refused = f"http://127.0.0.1:{closed_port()}"
+        expect(aether("context", "add", "down", refused))  # not current: there is one
+        listed = expect(aether("context", "list", "-o", "json")).json()
+        assert listed == [
+            {"name": "stub", "current": True, "cluster": [stub.url], "api_key_set": True},
+            {"name": "down", "current": False, "cluster": [refused], "api_key_set": False},
+        ]
+        table = expect(aether("context", "list")).stdout
+        assert "secret-key-123" not in table and "stub" in table and "set" in table
+
+        # no flag: the current context's cluster
+        assert expect(aether("cluster", "status", "--json")).json()["leader"] == "node-1"
+        # --context, AETHER_CONTEXT, --cluster and AETHER_CLUSTER win over the current one
+        expect(aether("cluster", "status", "--context", "down"), 3)
+        expect(aether("cluster", "status", env={"AETHER_CONTEXT": "down"}), 3)
+        expect(aether("cluster", "status", "--cluster", refused), 3)
+        expect(aether("cluster", "status", env={"AETHER_CLUSTER": refused}), 3)
+        run = expect(aether("context", "use", "down"))
+        assert run.stdout == "current context: 'down'\n"
+        run = expect(aether("cluster", "status"), 3)
+        assert f"cannot reach the cluster: {refused}: " in run.stderr
+        expect(aether("cluster", "status", "--cluster", stub.url))
+    count = len(stub.requests)
+    assert count == 2, stub.requests
+
+    run = expect(aether("context", "remove", "down"))
+    assert run.stdout == "context 'down' removed; no context is current now (`aether context use NAME`)\n"
+    run = expect(aether("cluster", "status"), 3)
+    assert "no cluster given" in run.stderr
+    # replacing keeps the place; bad input changes nothing
+    before = config.read_bytes()
+    for args, message in [
+        (("context", "use", "prod"), "no context 'prod' in "),
+        (("context", "remove", "prod"), "no context 'prod' in "),
+        (("context", "add", "a b", "http://h:1"), "context name 'a b': use 1-64 letters"),
+        (("context", "add", "x", "http://h:notaport"), "not a usable cluster URL"),
+        (("context", "add", "x", "http://h:1", "--api-key", "-"), "--api-key -: stdin held no key"),
+        (("cluster", "status", "--context", "nope"), "no context 'nope' in "),
+    ]:
+        run = expect(aether(*args), 2)
+        assert message in run.stderr and "Traceback" not in run.stderr, str(run)
+    assert config.read_bytes() == before
+    # a broken file: said with the place, and not overwritten
+    config.write_text("current-context = [\n")
+    for args in (("context", "list"), ("context", "add", "x", "http://h:1"), ("cluster", "status")):
+        run = expect(aether(*args), 2)
+        assert run.stderr.startswith(f"aether: error: {config}: "), str(run)
+    assert config.read_text() == "current-context = [\n"
+
+
+# ---------------------------------------------------------------- completion, arguments
+
+
+def test_completion_scripts(tmp_path: Path) -> None:
+    for shell in ("bash", "zsh", "fish"):
+        script = expect(run_aether("completion", shell, cwd=tmp_path)).stdout
+        for word in ("blueprint", "context", "watch", "output", "remove"):
+            assert word in script, f"{word} not in the {shell} script"
+    bash = expect(run_aether("completion", "bash", cwd=tmp_path)).stdout
+    subprocess.run(["bash", "-n"], input=bash, text=True, check=True)  # it parses
+    run = expect(run_aether("completion", "tcsh", cwd=tmp_path), 2)
+    assert 'Invalid value "tcsh"' in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (("blueprint", "status"), "NAME"),
+        (("slice", "status"), "ARTIFACT"),
+        (("slice", "invoke"), "ARTIFACT"),
+        (("cluster", "forget"), "NODE"),
+        (("context", "add", "prod"), "CLUSTER"),
+    ],
+)
+def test_a_missing_positional_is_named_as_the_help_shows_it(
+    tmp_path: Path, args: tuple[str, ...], name: str
+) -> None:
+    run = expect(run_aether(*args, cwd=tmp_path), 2)
+    assert (
+        run.stderr
+        == f'aether: error: Command "{" ".join(args[:2])}" parameter {name} requires an argument.\n'
+    )
+
+
+def test_validate_reads_stdin_for_dash(tmp_path: Path) -> None:
+    run = expect(run_aether("blueprint", "validate", "-", cwd=tmp_path, input=SMALL))
+    assert run.stdout == "<stdin>: valid blueprint 'demo' with 1 slice\n"
+    run = expect(run_aether("blueprint", "validate", "-", cwd=tmp_path, input="name = \n"), 2)
+    assert run.stderr.startswith("aether: error: <stdin>:1:"), str(run)
+
+
+# ---------------------------------------------------------------- a real cluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Iterator[CliCluster]:
+    with cli_cluster(tmp_path_factory.mktemp("habits"), sample_index, nodes=1) as running:
+        yield running
+
+
+def test_apply_and_invoke_read_stdin_for_dash(cluster: CliCluster) -> None:
+    run = expect(cluster.aether("blueprint", "apply", "-", "--wait", input=SMALL, timeout=180))
+    assert f"converged: {ECHO} 1/1" in run.stdout, str(run)
+    source = expect(cluster.aether("blueprint", "get", "demo", "--json")).json()["source"]
+    assert source == SMALL
+    run = cluster.aether(
+        "slice", "invoke", "org.aether:echo", "echo", "--data", "-", "-j", input='{"a": [1]}'
+    )
+    assert expect(run).json() == {"a": [1]}
+    run = expect(cluster.aether("slice", "invoke", "org.aether:echo", "echo", "-d", "-", input="{"), 2)
+    assert run.stderr.startswith("aether: error: --data - (stdin) is not valid JSON: "), str(run)
+
+
+def test_the_ingress_port_is_named_as_not_a_management_api(cluster: CliCluster) -> None:
+    ingress = f"http://{cluster.local.nodes[0].ingress}"
+    for command in (("cluster", "status"), ("blueprint", "list"), ("cluster", "status", "--watch")):
+        run = expect(cluster.aether(*command, "--cluster", ingress, timeout=30), 2)
+        assert run.stderr == (
+            f"aether: error: {ingress} (--cluster) answers (HTTP 404 'Not Found') but is not an Aether"
+            " management API (is it the ingress port?)\n"
+        ), str(run)
