@@ -1,8 +1,8 @@
 """`aether dev`: a local cluster of real nodes on this machine (127.0.0.1), in the background.
 
-`up` builds the sample-slice index, starts a supervisor detached (it outlives this command; see
-`_supervisor`): it runs the nodes and restarts one that dies unasked, with backoff, saying so in
-`supervisor.log`. `up` waits until the nodes are ready; their pids and addresses are in `cluster.json`.
+`up` builds the slice index (or takes the `--index` given; `_slice_source` says which), starts a
+supervisor detached (it outlives this command; see `_supervisor`): it runs the nodes and restarts one
+that dies unasked, with backoff, saying so in `supervisor.log`. `up` waits until the nodes are ready; their pids and addresses are in `cluster.json`.
 `down` stops the supervisor, which stops the nodes with SIGTERM (graceful: endpoints withdrawn, instances
 stopped), and makes sure nothing is left; `status` reports, with the supervisor's recent restarts.
 """
@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import EXIT_FAILED, Common, fail
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, fail
+from ._slice_source import SliceSource, SliceSourceError, choose, example_blueprint
 
 STATE_FILE = "cluster.json"
 SUPERVISOR_LOG = "supervisor.log"
@@ -71,28 +72,55 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None, common: Common) -> None:
+def _index(slices: SliceSource, directory: Path) -> str:
+    """The nodes' `--index`: the one given, or the slice sources built into `directory/index`."""
+    from aether_node._sample_index import build_sample_index
+
+    if slices.index is not None:
+        print(f"using the slice index {slices.index}", flush=True)
+        return slices.index
+    assert slices.source is not None
+    print(f"building the slice index from {slices.source}/ ...", flush=True)
+    index = directory / "index"
+    try:
+        build_sample_index(slices.source, index, progress=_progress)
+    except RuntimeError as error:
+        fail(EXIT_FAILED, str(error))
+    return str(index.resolve())
+
+
+def dev_up(
+    *,
+    nodes: int,
+    directory: Path,
+    source: Path | None,
+    index: str | None,
+    apply_file: Path | None,
+    example: bool,
+    common: Common,
+) -> None:
     import trio
 
     from aether_node._local_cluster import plan_cluster, wait_until_ready
-    from aether_node._sample_index import build_sample_index
 
     if nodes < 1:
-        fail(2, f"--nodes must be at least 1, got {nodes}")
+        fail(EXIT_BAD_INPUT, f"--nodes must be at least 1, got {nodes}")
+    try:
+        slices = choose(source=source, index=index, cwd=Path.cwd())
+    except SliceSourceError as error:
+        fail(EXIT_BAD_INPUT, str(error))
+    if example:
+        if apply_file is not None:
+            fail(EXIT_BAD_INPUT, "give --apply FILE or --example, not both")
+        apply_file = example_blueprint(Path.cwd())
+        if apply_file is None:
+            fail(EXIT_BAD_INPUT, "--example: no example blueprint here and none bundled with aether-cli")
     state = directory / STATE_FILE
     recorded = json.loads(state.read_text()) if state.exists() else {}
     if any(_alive(pid) for pid in [recorded.get("supervisor"), *recorded.get("pids", {}).values()] if pid):
         fail(EXIT_FAILED, f"a dev cluster already runs from {directory}/ (stop it with `aether dev down`)")
-    if not source.is_dir():
-        fail(2, f"--source {source} is not a directory of slice projects (run from the repository root?)")
     started = time.monotonic()
-    print(f"building the slice index from {source}/ ...", flush=True)
-    index = directory / "index"
-    try:
-        build_sample_index(source, index, progress=_progress)
-    except RuntimeError as error:
-        fail(EXIT_FAILED, str(error))
-    cluster = plan_cluster(directory, nodes, str(index.resolve()))
+    cluster = plan_cluster(directory, nodes, _index(slices, directory))
     print(f"starting {nodes} nodes under a supervisor ...", flush=True)
     management = [f"http://{n.management}" for n in cluster.nodes]
     state.write_text(
@@ -143,7 +171,7 @@ def dev_up(*, nodes: int, directory: Path, source: Path, apply_file: Path | None
     ingress = cluster.nodes[0].ingress
     print("\nNext:")
     if apply_file is None:
-        print("  aether blueprint apply examples/blueprint.toml --wait")
+        print(f"  aether blueprint apply {example_blueprint(Path.cwd()) or 'BLUEPRINT.toml'} --wait")
     print("  aether cluster status")
     print(f'  curl -s -X POST http://{ingress}/invoke/org.aether:echo/echo -d \'{{"hello": "aether"}}\'')
     print("  aether cluster events --follow")
