@@ -1,0 +1,64 @@
+"""Every package of packages/ carries the metadata an index needs, its own version and changelog, and
+dependency bounds; `nox -s release` builds the packages and runs `twine check` on them (tests/release)."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = sorted(p for p in (REPO / "packages").iterdir() if (p / "pyproject.toml").is_file())
+WORKSPACE = {p.name for p in PACKAGES}
+URLS = {"Homepage", "Documentation", "Changelog", "Issues"}
+
+
+def _project(package: Path) -> dict[str, Any]:
+    return tomllib.loads((package / "pyproject.toml").read_text())["project"]
+
+
+@pytest.fixture(params=PACKAGES, ids=[p.name for p in PACKAGES])
+def package(request: pytest.FixtureRequest) -> Path:
+    return request.param
+
+
+def test_the_metadata_an_index_shows_is_complete(package: Path) -> None:
+    project = _project(package)
+    assert project["name"] == package.name
+    assert len(project["description"]) >= 20
+    assert (package / project["readme"]).is_file()
+    assert project["requires-python"] == ">=3.11"
+    assert "Programming Language :: Python :: 3.11" in project["classifiers"]
+    assert project["license"] == "MIT"
+    for license_file in project["license-files"]:
+        assert (package / license_file).read_text() == (REPO / "LICENSE").read_text()
+    assert set(project["urls"]) == URLS
+    assert project["urls"]["Changelog"].endswith(f"/packages/{package.name}/CHANGELOG.md")
+    assert project["urls"]["Documentation"].endswith(f"/packages/{package.name}/README.md")
+
+
+def test_each_package_has_its_own_version_in_its_changelog(package: Path) -> None:
+    version = Version(_project(package)["version"])
+    changelog = (package / "CHANGELOG.md").read_text()
+    headings = re.findall(r"^## (\S+)", changelog, flags=re.MULTILINE)
+    assert headings and Version(headings[0]) == version, f"{package.name}: newest entry {headings[:1]}"
+
+
+def test_every_dependency_has_a_lower_bound_and_workspace_ones_an_upper_bound(package: Path) -> None:
+    for line in _project(package)["dependencies"]:
+        requirement = Requirement(line)
+        operators = {spec.operator for spec in requirement.specifier}
+        assert operators & {">=", "=="}, f"{package.name}: {line} has no lower bound"
+        if requirement.name in WORKSPACE:
+            assert "<" in operators, f"{package.name}: {line} needs an upper bound (one release series)"
+
+
+def test_every_console_script_points_into_its_own_package(package: Path) -> None:
+    module = package.name.replace("-", "_")
+    for entry in _project(package).get("scripts", {}).values():
+        assert entry.split(".", 1)[0] == module and ":" in entry, entry
