@@ -62,3 +62,16 @@ def test_every_console_script_points_into_its_own_package(package: Path) -> None
     module = package.name.replace("-", "_")
     for entry in _project(package).get("scripts", {}).values():
         assert entry.split(".", 1)[0] == module and ":" in entry, entry
+
+
+def test_the_readme_install_command_installs_every_package_and_its_scripts() -> None:
+    """The README's first command (`uv tool install ./packages/aether-cli --with ...`) stays whole as
+    packages are added: every package is installed and every console script is put on the tool's bin."""
+    readme = (REPO / "README.md").read_text()
+    command = re.search(r"uv tool install (?:--\S+ )*\./packages/aether-cli (.*?)&&", readme, flags=re.DOTALL)
+    assert command, "the README's first command no longer installs ./packages/aether-cli"
+    words = command[1].replace("\\\n", " ").split()
+    withs = {words[i + 1] for i, word in enumerate(words) if word == "--with"}
+    assert withs == {f"./packages/{name}" for name in WORKSPACE - {"aether-cli"}}
+    executables = set(words[words.index("--with-executables-from") + 1].split(","))
+    assert executables == {p.name for p in PACKAGES if p.name != "aether-cli" and _project(p).get("scripts")}
