@@ -2,9 +2,10 @@
 
 `up` builds the slice index (or takes the `--index` given; `_slice_source` says which), starts a
 supervisor detached (it outlives this command; see `_supervisor`): it runs the nodes and restarts one
-that dies unasked, with backoff, saying so in `supervisor.log`. `up` waits until the nodes are ready; their pids and addresses are in `cluster.json`.
-`down` stops the supervisor, which stops the nodes with SIGTERM (graceful: endpoints withdrawn, instances
-stopped), and makes sure nothing is left; `status` reports, with the supervisor's recent restarts.
+that dies unasked, with backoff, saying so in `supervisor.log`. `up` waits until the nodes are ready;
+their pids and addresses are in `cluster.json`. `down` stops the supervisor, which stops the nodes with
+SIGTERM (graceful: endpoints withdrawn, instances stopped), and makes sure nothing is left; `status`
+reports, with the supervisor's recent restarts.
 """
 
 from __future__ import annotations
