@@ -75,6 +75,14 @@ def build(dist: Path) -> list[Path]:
     return sorted(f for f in dist.iterdir() if f.name.endswith((".whl", ".tar.gz")))
 
 
+def build_wheel(project_dir: Path, dist: Path) -> Path:
+    """A wheel of the project at `project_dir` (straight from its source, no sdist) in `dist`."""
+    command = [uv.find_uv_bin(), "build", "--wheel", "--out-dir", str(dist), str(project_dir)]
+    run(command, cwd=project_dir, timeout=300, env=_uv_env())
+    (wheel,) = dist.glob("*.whl")
+    return wheel
+
+
 def twine_check(files: list[Path], *, cwd: Path) -> str:
     uv_bin = uv.find_uv_bin()
     command = [uv_bin, "tool", "run", "twine", "check", "--strict", *map(str, files)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import attrs
@@ -25,6 +26,7 @@ from release_support import (
     REPO,
     ReleaseError,
     build,
+    build_wheel,
     console_scripts,
     install,
     installed_env,
@@ -37,6 +39,7 @@ from aether_mcp._tools import TOOLS
 
 pytestmark = [pytest.mark.release, pytest.mark.integration, pytest.mark.slow]
 EXPECTED_SCRIPTS = {"aether", "aether-kv", "aether-mcp", "aether-node"}
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".venv", "dist", "build")
 
 
 @attrs.frozen
@@ -144,3 +147,18 @@ async def _list_tools(installed: Installed, cluster: str) -> set[str]:
     with trio.fail_after(60):
         async with Client(server, client_info=info, read_timeout_seconds=60) as client:
             return {tool.name for tool in (await client.list_tools()).tools}
+
+
+def test_building_the_cli_without_a_bundled_sample_slice_fails_saying_which(tmp_path: Path) -> None:
+    """The build hook refuses to make an aether-cli whose `dev up` would lack a sample slice."""
+    copy = tmp_path / "checkout"
+    shutil.copytree(REPO / "packages" / "aether-cli", copy / "packages" / "aether-cli", ignore=_IGNORED)
+    shutil.copytree(REPO / "examples", copy / "examples")
+    shutil.copytree(REPO / "sample-slices", copy / "sample-slices", ignore=_IGNORED)
+    shutil.rmtree(copy / "sample-slices" / "greeter")
+    with pytest.raises(ReleaseError) as failed:
+        build_wheel(copy / "packages" / "aether-cli", tmp_path / "dist")
+    assert f"aether-cli build: the sample slice {copy / 'sample-slices' / 'greeter'} is missing" in str(
+        failed.value
+    )
+    assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").glob("*.whl"))
