@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, fail
-from ._slice_source import SliceSource, SliceSourceError, choose, example_blueprint
+from ._slice_source import SliceSourceError, choose, example_blueprint
 
 STATE_FILE = "cluster.json"
 SUPERVISOR_LOG = "supervisor.log"
@@ -73,23 +73,6 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _index(slices: SliceSource, directory: Path) -> str:
-    """The nodes' `--index`: the one given, or the slice sources built into `directory/index`."""
-    from aether_node._sample_index import build_sample_index
-
-    if slices.index is not None:
-        print(f"using the slice index {slices.index}", flush=True)
-        return slices.index
-    assert slices.source is not None
-    print(f"building the slice index from {slices.source}/ ...", flush=True)
-    index = directory / "index"
-    try:
-        build_sample_index(slices.source, index, progress=_progress)
-    except RuntimeError as error:
-        fail(EXIT_FAILED, str(error))
-    return str(index.resolve())
-
-
 def dev_up(
     *,
     nodes: int,
@@ -103,9 +86,10 @@ def dev_up(
     import trio
 
     from aether_node._local_cluster import plan_cluster, wait_until_ready
+    from aether_node._sample_index import build_sample_index
 
     if nodes < 1:
-        fail(EXIT_BAD_INPUT, f"--nodes must be at least 1, got {nodes}")
+        fail(2, f"--nodes must be at least 1, got {nodes}")
     try:
         slices = choose(source=source, index=index, cwd=Path.cwd())
     except SliceSourceError as error:
@@ -121,7 +105,18 @@ def dev_up(
     if any(_alive(pid) for pid in [recorded.get("supervisor"), *recorded.get("pids", {}).values()] if pid):
         fail(EXIT_FAILED, f"a dev cluster already runs from {directory}/ (stop it with `aether dev down`)")
     started = time.monotonic()
-    cluster = plan_cluster(directory, nodes, _index(slices, directory))
+    if slices.index is not None:
+        print(f"using the slice index {slices.index}", flush=True)
+        index = slices.index
+    else:
+        print(f"building the slice index from {slices.source}/ ...", flush=True)
+        built = directory / "index"
+        try:
+            build_sample_index(slices.source, built, progress=_progress)
+        except RuntimeError as error:
+            fail(EXIT_FAILED, str(error))
+        index = str(built.resolve())
+    cluster = plan_cluster(directory, nodes, index)
     print(f"starting {nodes} nodes under a supervisor ...", flush=True)
     management = [f"http://{n.management}" for n in cluster.nodes]
     state.write_text(
