@@ -1,5 +1,7 @@
-"""Developer sessions. `nox` runs lint and the tests (with the nemesis suite's ~1-minute smoke,
-tests/chaos/test_chaos_smoke.py); `nox -s chaos` runs the whole nemesis suite (as root: it builds network
+"""Developer sessions. `nox` runs lint, the tests (with the nemesis suite's ~1-minute smoke,
+tests/chaos/test_chaos_smoke.py) and the release check (`nox -s release`: every package built, its
+metadata checked, the wheels installed into a fresh virtualenv outside the repository and used there,
+tests/release/; about a minute); `nox -s chaos` runs the whole nemesis suite (as root: it builds network
 namespaces; `nox -s chaos -- --soak 30` runs the soak instead); `nox -s bench` runs the benchmarks.
 
 Every session installs the whole uv workspace (locked) into its own virtualenv with uv.
@@ -10,7 +12,7 @@ from __future__ import annotations
 import nox
 
 nox.options.default_venv_backend = "uv"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "release"]
 nox.options.reuse_existing_virtualenvs = True
 
 
@@ -31,6 +33,15 @@ def tests(session: nox.Session) -> None:
     """The whole test suite: unit, property and multi-process integration tests."""
     _sync(session)
     session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session
+def release(session: nox.Session) -> None:
+    """Build every package (sdist and wheel), check the metadata (twine check --strict), install the
+    wheels into a fresh virtualenv in a temporary directory and smoke-test them from there: every console
+    script starts, `aether dev up --example`, a call, `aether-mcp`'s tools, `aether dev down`."""
+    _sync(session)
+    session.run("pytest", "tests/release", "--release", *(session.posargs or ["-q"]))
 
 
 @nox.session

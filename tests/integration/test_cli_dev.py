@@ -25,11 +25,13 @@ from cli_support import (
     kill_processes_of,
     processes_of,
     run_aether,
+    sample_index,
     stub_api,
     wait_until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+__all__ = ["sample_index"]  # a fixture
 
 # What runs for a dev cluster: nodes, their KV replicas, slice hosts (and their templates).
 KINDS = ("aether_node", "aether_kv serve", "aether_slice.host")
@@ -168,13 +170,52 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     assert run.stdout == f"no dev cluster recorded in {dev}/\n"
 
 
-def test_dev_up_without_slice_sources_is_bad_input(tmp_path: Path) -> None:
-    run = expect(run_aether("dev", "up", "--directory", "dev", cwd=tmp_path), 2)
-    assert run.stderr == (
-        "aether: error: --source sample-slices is not a directory of slice projects"
-        " (run from the repository root?)\n"
-    )
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (("--source", "missing"), "--source missing is not a directory of slice projects"),
+        (("--index", "missing"), "--index missing is neither a directory of wheels nor an http(s):// or "
+                                 "file:// index URL"),
+        (("--index", "ftp://host/simple"), "--index ftp://host/simple: a package index URL must start with "
+                                           "http://, https:// or file://"),
+        (("--source", ".", "--index", "."), "give --source (slice projects to build) or --index (wheels), "
+                                            "not both"),
+        (("--example", "--apply", "blueprint.toml"), "give --apply FILE or --example, not both"),
+    ],
+)  # fmt: skip
+def test_dev_up_with_bad_slice_options_is_bad_input_and_starts_nothing(
+    tmp_path: Path, options: tuple[str, ...], message: str
+) -> None:
+    run = expect(run_aether("dev", "up", "--directory", "dev", *options, cwd=tmp_path), 2)
+    assert run.stderr == f"aether: error: {message}\n", str(run)
+    assert not (tmp_path / "dev").exists()
     assert processes_of(tmp_path) == []
+
+
+def test_dev_up_runs_against_a_given_wheel_index(tmp_path: Path, sample_index: Path) -> None:
+    """`--index DIR`: no index is built; the nodes install from DIR, from any working directory."""
+    work, dev = tmp_path / "work", tmp_path / "dev"
+    work.mkdir()
+    (work / "one.toml").write_text(f'name = "one"\n\n[[slices]]\nartifact = "{ECHO}"\ninstances = 1\n')
+    try:
+        run = expect(
+            run_aether(
+                "dev", "up", "--nodes", "1", "--directory", str(dev), "--index", str(sample_index),
+                "--apply", "one.toml", cwd=work, timeout=180,
+            )
+        )  # fmt: skip
+        assert f"using the slice index {sample_index.resolve()}\n" in run.stdout, str(run)
+        assert "building the slice index" not in run.stdout and not (dev / "index").exists()
+        assert f"converged: {ECHO} 1/1" in run.stdout, str(run)
+        assert json.loads((dev / "plan.json").read_text())["index"] == str(sample_index.resolve())
+        ingress = json.loads((dev / "cluster.json").read_text())["ingress"][0]
+        answer = httpx.post(f"{ingress}/invoke/org.aether:echo/echo", json={"from": "index"}, timeout=30)
+        assert (answer.status_code, answer.json()) == (200, {"from": "index"}), answer.text
+    finally:
+        if (dev / "cluster.json").exists():
+            run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=90)
+        kill_processes_of(dev)
+    assert processes_of(dev) == []
 
 
 CLUSTER = {

@@ -349,21 +349,48 @@ def up(
     *,
     nodes: Annotated[int, Parameter(help="How many nodes (the first 3 hold the Raft store).")] = 3,
     directory: Annotated[Path, Parameter(help="Where data, logs and state live.")] = Path(".aether-dev"),
-    source: Annotated[Path, Parameter(help="Slice projects to build into the local index.")] = Path(
-        "sample-slices"
-    ),
+    source: Annotated[
+        Path | None,
+        Parameter(
+            help="Slice projects to build into the local index (default: ./sample-slices if there is one, "
+            "else the sample slices bundled with aether-cli)."
+        ),
+    ] = None,
+    index: Annotated[
+        str | None,
+        Parameter(
+            help="Run the nodes against this package index instead of building one: a wheel directory or "
+            "a PEP 503 index URL (http://, https://, file://)."
+        ),
+    ] = None,
     apply_file: Annotated[
         Path | None, Parameter(name="--apply", help="Apply this blueprint and wait for it.")
     ] = None,
+    example: Annotated[
+        bool,
+        Parameter(
+            negative="",
+            help="Apply the example blueprint (examples/blueprint.toml, bundled with aether-cli) and wait.",
+        ),
+    ] = False,
     common: Common = DEFAULT_COMMON,
 ) -> None:
-    """Build the sample-slice index, start NODES local nodes in the background, wait until ready."""
+    """Build the slice index (or use --index), start NODES local nodes in the background, wait until
+    ready."""
     from ._dev import dev_up, next_steps
 
-    cluster, ingress = dev_up(nodes=nodes, directory=directory, source=source, common=common)
-    if apply_file is not None:
-        apply(apply_file, wait=True, common=cluster)
-    next_steps(ingress, applied=apply_file is not None)
+    cluster, ingress, blueprint = dev_up(
+        nodes=nodes,
+        directory=directory,
+        source=source,
+        index=index,
+        apply_file=apply_file,
+        example=example,
+        common=common,
+    )
+    if blueprint is not None:
+        apply(blueprint, wait=True, common=cluster)
+    next_steps(ingress, applied=blueprint is not None)
 
 
 def down(*, directory: Path = Path(".aether-dev")) -> None:

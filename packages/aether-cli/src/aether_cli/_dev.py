@@ -1,10 +1,11 @@
 """`aether dev`: a local cluster of real nodes on this machine (127.0.0.1), in the background.
 
-`up` builds the sample-slice index, starts a supervisor detached (it outlives this command; see
-`_supervisor`): it runs the nodes and restarts one that dies unasked, with backoff, saying so in
-`supervisor.log`. `up` waits until the nodes are ready; their pids and addresses are in `cluster.json`.
-`down` stops the supervisor, which stops the nodes with SIGTERM (graceful: endpoints withdrawn, instances
-stopped), and makes sure nothing is left; `status` reports, with the supervisor's recent restarts.
+`up` builds the slice index (or takes the `--index` given; `_slice_source` says which), starts a
+supervisor detached (it outlives this command; see `_supervisor`): it runs the nodes and restarts one
+that dies unasked, with backoff, saying so in `supervisor.log`. `up` waits until the nodes are ready;
+their pids and addresses are in `cluster.json`. `down` stops the supervisor, which stops the nodes with
+SIGTERM (graceful: endpoints withdrawn, instances stopped), and makes sure nothing is left; `status`
+reports, with the supervisor's recent restarts.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import EXIT_FAILED, Common, fail, plural
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, fail, plural
+from ._slice_source import SliceSourceError, choose, example_blueprint
 
 STATE_FILE = "cluster.json"
 SUPERVISOR_LOG = "supervisor.log"
@@ -71,30 +73,53 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def dev_up(*, nodes: int, directory: Path, source: Path, common: Common) -> tuple[Common, str]:
-    """Build the index, start the nodes under a supervisor and wait until they are ready; return the
-    options that reach the new cluster and its first ingress (for `aether dev up --apply` and
-    `next_steps`: this module does not import the commands)."""
+def dev_up(
+    *,
+    nodes: int,
+    directory: Path,
+    source: Path | None,
+    index: str | None,
+    apply_file: Path | None,
+    example: bool,
+    common: Common,
+) -> tuple[Common, str, Path | None]:
+    """Build the index (or take `index`), start the nodes under a supervisor and wait until they are
+    ready; return the options that reach the new cluster, its first ingress and the blueprint to apply
+    (`--apply` or `--example`), for the command to apply and for `next_steps`: this module does not import
+    the commands."""
     import trio
 
     from aether_node.dev import build_sample_index, plan_cluster, wait_until_ready
 
     if nodes < 1:
         fail(2, f"--nodes must be at least 1, got {nodes}")
+    try:
+        slices = choose(source=source, index=index, cwd=Path.cwd())
+    except SliceSourceError as error:
+        fail(EXIT_BAD_INPUT, str(error))
+    if example:
+        if apply_file is not None:
+            fail(EXIT_BAD_INPUT, "give --apply FILE or --example, not both")
+        apply_file = example_blueprint(Path.cwd())
+        if apply_file is None:
+            fail(EXIT_BAD_INPUT, "--example: no example blueprint here and none bundled with aether-cli")
     state = directory / STATE_FILE
     recorded = json.loads(state.read_text()) if state.exists() else {}
     if any(_alive(pid) for pid in [recorded.get("supervisor"), *recorded.get("pids", {}).values()] if pid):
         fail(EXIT_FAILED, f"a dev cluster already runs from {directory}/ (stop it with `aether dev down`)")
-    if not source.is_dir():
-        fail(2, f"--source {source} is not a directory of slice projects (run from the repository root?)")
     started = time.monotonic()
-    print(f"building the slice index from {source}/ ...", flush=True)
-    index = directory / "index"
-    try:
-        build_sample_index(source, index, progress=_progress)
-    except RuntimeError as error:
-        fail(EXIT_FAILED, str(error))
-    cluster = plan_cluster(directory, nodes, str(index.resolve()))
+    if slices.index is not None:
+        print(f"using the slice index {slices.index}", flush=True)
+        index = slices.index
+    else:
+        print(f"building the slice index from {slices.source}/ ...", flush=True)
+        built = directory / "index"
+        try:
+            build_sample_index(slices.source, built, progress=_progress)
+        except RuntimeError as error:
+            fail(EXIT_FAILED, str(error))
+        index = str(built.resolve())
+    cluster = plan_cluster(directory, nodes, index)
     print(f"starting {plural(nodes, 'node')} under a supervisor ...", flush=True)
     management = [f"http://{n.management}" for n in cluster.nodes]
     state.write_text(
@@ -137,13 +162,14 @@ def dev_up(*, nodes: int, directory: Path, source: Path, common: Common) -> tupl
 
     print(f"  {register_dev(management, os.environ)}")
     print(f"\nDashboard: http://{cluster.nodes[0].management}/dashboard  (on every node: /dashboard)")
-    return Common(cluster=",".join(management), api_key=common.api_key, json=False), cluster.nodes[0].ingress
+    cluster_options = Common(cluster=",".join(management), api_key=common.api_key, json=False)
+    return cluster_options, cluster.nodes[0].ingress, apply_file
 
 
 def next_steps(ingress: str, *, applied: bool) -> None:
     print("\nNext:")
     if not applied:
-        print("  aether blueprint apply examples/blueprint.toml --wait")
+        print(f"  aether blueprint apply {example_blueprint(Path.cwd()) or 'BLUEPRINT.toml'} --wait")
     print("  aether cluster status")
     print(f'  curl -s -X POST http://{ingress}/invoke/org.aether:echo/echo -d \'{{"hello": "aether"}}\'')
     print("  aether cluster events --follow")
