@@ -17,6 +17,7 @@ EXEMPT = (ROOT / "tests" / "aether_node", Path(__file__))  # this file spells pr
 PUBLIC = {
     "aether_node",
     "aether_node.client",
+    "aether_node.contexts",
     "aether_node.dev",
     "aether_node.node",
     "aether_node.control",

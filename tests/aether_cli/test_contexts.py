@@ -1,9 +1,11 @@
-"""Contexts (`aether_cli._contexts`): the config file's format both ways, its errors (file and line named,
-nothing half-read), where it lives, that it is written 0600, and the `dev` context that `dev up` records.
-Plus which cluster and key a command uses (`_common.target`): flags and environment variables win."""
+"""Contexts (`aether_node.contexts`, shared by the CLI and the MCP service): the config file's format both
+ways, its errors (file and line named, nothing half-read), where it lives, that it is written 0600, and
+the `dev` context that `dev up` records. Plus which cluster and key a command uses (`_common.target`):
+flags and environment variables win."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -12,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether_cli import _contexts
 from aether_cli._common import Common, plural, target
-from aether_cli._contexts import Config, ConfigError, Context
+from aether_node import contexts as _contexts
+from aether_node.contexts import Config, ConfigError, Context
 
 PROD = Context(name="prod", cluster=("https://a.example:9090", "https://b.example:9090"), api_key="k" * 20)
 DEV = Context(name="dev", cluster=("http://127.0.0.1:9090",))
@@ -207,3 +209,26 @@ def test_output_options() -> None:
 )  # fmt: skip
 def test_plural(count: int, word: str, many: str | None, text: str) -> None:
     assert plural(count, word, many) == text
+
+
+def test_the_default_target_is_the_named_or_current_context_else_the_dev_cluster(tmp_path: Path) -> None:
+    environ = {"XDG_CONFIG_HOME": str(tmp_path / "config")}
+    here = tmp_path / "work"
+    here.mkdir()
+    assert _contexts.default_target(environ, cwd=here) is None
+    (here / ".aether-dev").mkdir()
+    (here / ".aether-dev" / "cluster.json").write_text(json.dumps({"management": ["http://127.0.0.1:9"]}))
+    dev = _contexts.default_target(environ, cwd=here)
+    assert dev is not None and dev.urls == ("http://127.0.0.1:9",) and dev.api_key is None
+    path = _contexts.config_path(environ)
+    prod = Context(name="prod", cluster=("https://a.example:9090",), api_key="k-prod")
+    _contexts.save(path, Config(contexts=(prod,), current="prod"))
+    found = _contexts.default_target(environ, cwd=here)
+    assert found is not None and found.urls == prod.cluster and found.api_key == "k-prod"
+    assert found.source == "context 'prod'" and found.config_path == path
+    with pytest.raises(_contexts.ConfigError, match="no context 'staging'"):
+        _contexts.default_target({**environ, "AETHER_CONTEXT": "staging"}, cwd=here)
+    (here / ".aether-dev" / "cluster.json").write_text("{not json")
+    _contexts.save(path, Config(contexts=(prod,)))
+    with pytest.raises(_contexts.ConfigError, match="not a dev cluster record"):
+        _contexts.default_target(environ, cwd=here)

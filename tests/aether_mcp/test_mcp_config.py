@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -62,3 +63,20 @@ def test_the_exported_surface() -> None:
         "make_config",
     ]
     assert callable(aether_mcp.run_service)
+
+
+def test_without_a_cluster_the_service_takes_the_current_context(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aether_mcp._cli import _default_cluster
+    from aether_node.contexts import Config, Context, config_path, save
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.delenv("AETHER_CONTEXT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="no cluster given"):
+        _default_cluster(None)
+    context = Context(name="prod", cluster=("http://a:1", "http://b:2"), api_key="k")
+    save(config_path({"XDG_CONFIG_HOME": str(tmp_path)}), Config(contexts=(context,), current="prod"))
+    assert _default_cluster(None) == ("http://a:1,http://b:2", "k")
+    assert _default_cluster("mine") == ("http://a:1,http://b:2", "mine")

@@ -28,7 +28,8 @@ ALLOWED: dict[str, frozenset[str]] = {
     "dev": frozenset({"core", "dev"}),
 }
 TOP_MODULES = {"aether_node", "aether_node.__main__"}
-PUBLIC_TOP = {"aether_node.client": "core"}  # modules at the top that belong to a layer
+# modules at the top that belong to a layer
+PUBLIC_TOP = {"aether_node.client": "core", "aether_node.contexts": "core"}
 SUBMODULES = {*TOP_MODULES, *PUBLIC_TOP, *(f"aether_node.{layer}" for layer in ALLOWED)}
 
 

@@ -16,7 +16,6 @@ from cyclopts import Parameter
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
-DEV_DIR = Path(".aether-dev")
 T = TypeVar("T")
 
 
@@ -91,40 +90,30 @@ def target(common: Common, environ: dict[str, str] | os._Environ[str] | None = N
     """--cluster/AETHER_CLUSTER (with only --api-key/AETHER_API_KEY: a context's key is never sent to
     another cluster), else the context named by --context/AETHER_CONTEXT or the current one (its key unless
     --api-key/AETHER_API_KEY), else the dev cluster recorded in ./.aether-dev/."""
+    from aether_node import contexts
     from aether_node.client import parse_urls
-
-    from . import _contexts
 
     environ = os.environ if environ is None else environ
     if common.cluster:
         return Target(parse_urls(common.cluster), common.api_key, "--cluster")
-    path = _contexts.config_path(environ)
     try:
-        config = _contexts.load(path)
-    except _contexts.ConfigError as error:
+        found = contexts.default_target(environ, context=common.context)
+    except contexts.ConfigError as error:
         fail(EXIT_BAD_INPUT, str(error))
-    name = common.context or config.current
-    if name is not None:
-        context = config.get(name)
-        if context is None:
-            known = ", ".join(c.name for c in config.contexts) or "none"
-            fail(EXIT_BAD_INPUT, f"no context {name!r} in {path} (known: {known}; see `aether context list`)")
-        mode = _contexts.loose_mode(path) if context.api_key else None
-        if mode is not None:
-            print(
-                f"aether: warning: {path} holds API keys and is readable by others (mode {mode:o});"
-                f" run `chmod 600 {path}`",
-                file=sys.stderr,
-            )
-        return Target(list(context.cluster), common.api_key or context.api_key, f"context {name!r}")
-    state = DEV_DIR / "cluster.json"
-    if state.exists():
-        return Target(list(json.loads(state.read_text())["management"]), common.api_key, str(state))
-    fail(
-        EXIT_UNREACHABLE,
-        "no cluster given: pass --cluster URL (or AETHER_CLUSTER), add a context"
-        " (`aether context add NAME URL`), or start one with `aether dev up`",
-    )
+    if found is None:
+        fail(
+            EXIT_UNREACHABLE,
+            "no cluster given: pass --cluster URL (or AETHER_CLUSTER), add a context"
+            " (`aether context add NAME URL`), or start one with `aether dev up`",
+        )
+    mode = contexts.loose_mode(found.config_path) if found.api_key and found.config_path else None
+    if mode is not None:
+        print(
+            f"aether: warning: {found.config_path} holds API keys and is readable by others (mode {mode:o});"
+            f" run `chmod 600 {found.config_path}`",
+            file=sys.stderr,
+        )
+    return Target(list(found.urls), common.api_key or found.api_key, found.source)
 
 
 def explain(error: Exception, where: Target) -> tuple[int, str]:

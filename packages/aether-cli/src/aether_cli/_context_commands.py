@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated
 from cyclopts import Parameter
 
 if TYPE_CHECKING:
-    from ._contexts import Config
+    from aether_node.contexts import Config
 
 Change = Callable[["Config", Path], tuple["Config", str]]
 
@@ -32,7 +32,8 @@ COMMANDS = {
 
 def _edit(change: Change) -> None:
     """Load the config, apply `change(config, path) -> (config, message)`, save, print the message."""
-    from . import _contexts
+    from aether_node import contexts as _contexts
+
     from ._common import EXIT_BAD_INPUT, fail
 
     path = _contexts.config_path(os.environ)
@@ -62,9 +63,9 @@ def add(
     """Add a context NAME for CLUSTER (management URL(s), comma-separated), or replace it."""
     import attrs
 
+    from aether_node import contexts as _contexts
     from aether_node.client import check_url, parse_urls
 
-    from . import _contexts
     from ._common import EXIT_BAD_INPUT, fail
 
     try:
@@ -96,7 +97,7 @@ def use(name: str, /) -> None:
     """Make NAME the current context."""
     import attrs
 
-    from . import _contexts
+    from aether_node import contexts as _contexts
 
     def change(config: _contexts.Config, path: Path) -> tuple[_contexts.Config, str]:
         if config.get(name) is None:
@@ -108,7 +109,7 @@ def use(name: str, /) -> None:
 
 def remove(name: str, /) -> None:
     """Forget the context NAME (and its key); if it was current, no context is current any more."""
-    from . import _contexts
+    from aether_node import contexts as _contexts
 
     def change(config: _contexts.Config, path: Path) -> tuple[_contexts.Config, str]:
         if config.get(name) is None:
@@ -129,7 +130,8 @@ def list_contexts(
     json_output: Annotated[bool, Parameter(name=("--json", "-j"), negative=(), help="= -o json")] = False,
 ) -> None:
     """Every context: name, cluster, whether it has a key; * marks the current one."""
-    from . import _contexts
+    from aether_node import contexts as _contexts
+
     from ._common import EXIT_BAD_INPUT, fail
 
     if output not in ("table", "wide", "json"):

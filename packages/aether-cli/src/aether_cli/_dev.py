@@ -158,7 +158,7 @@ def dev_up(
     for node in cluster.nodes:
         voter = " (Raft voter)" if node.raft else ""
         print(f"  {node.node_id}: ingress http://{node.ingress}  management http://{node.management}{voter}")
-    from ._contexts import register_dev
+    from aether_node.contexts import register_dev
 
     print(f"  {register_dev(management, os.environ)}")
     print(f"\nDashboard: http://{cluster.nodes[0].management}/dashboard  (on every node: /dashboard)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import Annotated, Any, Literal
@@ -20,6 +21,23 @@ app = App(
     "notifications when they change. One agent at a time.",
     help_format="plaintext",
 )
+
+
+def _default_cluster(api_key: str | None) -> tuple[str, str | None]:
+    """(URLs, API key) of the current context (or AETHER_CONTEXT's), else of the dev cluster recorded in
+    ./.aether-dev/; a given API key wins over the context's."""
+    from aether_node import contexts
+
+    try:
+        found = contexts.default_target(os.environ)
+    except contexts.ConfigError as error:
+        raise ConfigError(str(error)) from None
+    if found is None:
+        raise ConfigError(
+            "no cluster given: pass --cluster URL[,URL...] (or AETHER_CLUSTER), make a context current"
+            " (`aether context use NAME`), or start it where `aether dev up` ran"
+        )
+    return ",".join(found.urls), api_key or found.api_key
 
 
 @app.default
@@ -54,6 +72,8 @@ def main_command(
     ] = 15.0,
 ) -> None:
     try:
+        if not cluster:  # as the `aether` CLI does: the current context, else the dev cluster here
+            cluster, api_key = _default_cluster(api_key)
         config = make_config(
             cluster=cluster,
             api_key=api_key,

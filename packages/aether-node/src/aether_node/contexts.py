@@ -12,13 +12,15 @@ is current. Owns the file's format, where it lives, reading and writing it (mode
     cluster = ["https://a.example:9090", "https://b.example:9090"]
     api-key = "..."
 
-Parsing and rendering are pure (text in, records out); `load` and `save` do the file I/O. This module
-does not decide which cluster a command uses (`_common.target` does: flags and environment variables win)
-and prints nothing.
+Parsing and rendering are pure (text in, records out); `load` and `save` do the file I/O. `default_target`
+is what the `aether` CLI and the `aether-mcp` service both use when no cluster is given on the command
+line: the named or current context, else the dev cluster recorded in `./.aether-dev/` (flags and
+environment variables win over both, in each tool). Public for both tools; this module prints nothing.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import attrs
 
+DEV_STATE = Path(".aether-dev") / "cluster.json"  # what `aether dev up` records, relative to where it ran
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEV_CONTEXT = "dev"
 
@@ -200,3 +203,40 @@ def register_dev(management: list[str], environ: Mapping[str, str]) -> str:
     return f"context {DEV_CONTEXT!r} recorded in {path}" + (
         " (now current)" if made_current else f" (current: {config.current!r})"
     )
+
+
+@attrs.frozen(kw_only=True)
+class Target:
+    """A cluster to talk to: its management URLs, the API key that goes with them, and where they came from
+    (for messages)."""
+
+    urls: tuple[str, ...]
+    api_key: str | None
+    source: str
+    config_path: Path | None = None  # the config file, when a context of it was used
+
+
+def default_target(
+    environ: Mapping[str, str], *, context: str | None = None, cwd: Path | None = None
+) -> Target | None:
+    """The context named `context` (or by AETHER_CONTEXT), else the current one, else the dev cluster that
+    `aether dev up` recorded under `cwd`; None if there is none. ConfigError for a malformed file or an
+    unknown context name."""
+    path = config_path(environ)
+    config = load(path)
+    name = context or environ.get("AETHER_CONTEXT") or config.current
+    if name:
+        found = config.get(name)
+        if found is None:
+            known = ", ".join(c.name for c in config.contexts) or "none"
+            raise ConfigError(f"no context {name!r} in {path} (known: {known}; see `aether context list`)")
+        return Target(urls=found.cluster, api_key=found.api_key, source=f"context {name!r}", config_path=path)
+    state = (cwd or Path.cwd()) / DEV_STATE
+    try:
+        recorded = json.loads(state.read_text())
+        urls = tuple(str(url) for url in recorded["management"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{state}: not a dev cluster record ({error})") from None
+    return Target(urls=urls, api_key=None, source=str(DEV_STATE))
