@@ -84,6 +84,9 @@ TARGETS = {
     "load_s": 1.0,  # 20 instances LOAD→ACTIVE, warm package
     "ratio": 0.7,  # aether req/s ≥ 0.7 × bare
     "added_p50_ms": 1.0,  # aether p50 − bare p50
+    "uvicorn_ratio": 0.8,  # aether req/s ≥ 0.8 × bare uvicorn+uvloop+httptools
+    "rps": 5000.0,  # aether req/s, 32 connections, on an idle machine of 2 cores
+    "added_p50_1conn_ms": 0.3,  # aether p50 − uvicorn p50, 1 connection
     "instance_mib": 30.0,  # per idle instance
 }
 _STARTED: list[subprocess.Popen[bytes]] = []  # every process we started, for cleanup and the watchdog
@@ -233,9 +236,10 @@ def memory(pid: int) -> dict[str, float]:
 class Node:
     """One `aether-node run` process with its own single-replica KV store."""
 
-    def __init__(self, root: Path, index: Path) -> None:
+    def __init__(self, root: Path, index: Path, ingress_server: str = "") -> None:
         self.root = root
         self.index = index
+        self.ingress_server = ingress_server  # "" for a node that has no --ingress-server flag
         self.data_dir = root / "data"
         self.secret = secrets.token_hex(16)
         self.secret_file = root / "secret"
@@ -278,6 +282,8 @@ class Node:
         command += ["--secret-file", str(self.secret_file)]
         if self.peer_port:
             command += ["--peer", f"127.0.0.1:{self.peer_port}"]
+        if self.ingress_server:
+            command += ["--ingress-server", self.ingress_server]
         began = time.perf_counter()
         self.process = start_process(command, self.log_path, cwd=self.root)
         ready = f"aether-node {NODE_ID} ready"
@@ -341,7 +347,10 @@ class Node:
         kv = [p for p in children.get(self.pid, []) if "aether_kv" in table[p][1] and "serve" in table[p][1]]
         templates = [p for p in children.get(self.pid, []) if "aether_slice.host" in table[p][1]]
         instances = sorted(c for t in templates for c in children.get(t, []))
-        return {"kv": kv, "templates": templates, "instances": instances}
+        ingress = [
+            p for p in children.get(self.pid, []) if "aether_node.routing._ingress_worker" in table[p][1]
+        ]
+        return {"kv": kv, "templates": templates, "instances": instances, "ingress": ingress}
 
 
 # ====================================================================== phase 1: LOAD→ACTIVE
@@ -553,6 +562,21 @@ config.keep_alive_timeout = 75.0
 trio.run(serve, app, config)
 '''
 
+UVICORN_SERVER = r'''
+"""A bare uvicorn + uvloop + httptools server: the same raw ASGI callable as the bare hypercorn one."""
+import sys
+
+import uvicorn
+
+from bare_server_app import app
+
+host, _, port = sys.argv[1].rpartition(":")
+uvicorn.run(
+    app, host=host, port=int(port), loop="uvloop", http="httptools", lifespan="off", access_log=False,
+    log_level="warning", timeout_keep_alive=75,
+)
+'''
+
 INGRESS_ONLY = r'''
 """The node's own ingress app (aether_node.routing on hypercorn, the same settings) with an invoke
 that answers the payload itself: the node's HTTP layer without the invoker and the slice round trip."""
@@ -685,7 +709,7 @@ def describe_run(name: str, run: dict[str, Any]) -> str:
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "loadavg")
     out: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys}
     out["errors"] = sum(r["errors"] for r in runs)
     names = {name for r in runs for name in r["cpu"]}
@@ -715,6 +739,10 @@ async def start_server(root: Path, name: str, source: str) -> tuple[subprocess.P
     return process, address
 
 
+def loadavg() -> float:
+    return os.getloadavg()[0]
+
+
 def others_cpu(pids: list[int], seconds: float = 1.0) -> float:
     """CPU used over `seconds` by processes other than `pids` and this script, in % of one core."""
     before = sum(cpu_seconds(p) for p in pids) + time.process_time()
@@ -737,6 +765,9 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
     try:
         bare, bare_address = await start_server(root, "bare_server", BARE_SERVER)
         helpers.append(bare)
+        (root / "bare_server_app.py").write_text(BARE_SERVER.split("\n\nconfig = Config()")[0])
+        uvicorn, uvicorn_address = await start_server(root, "uvicorn_server", UVICORN_SERVER)
+        helpers.append(uvicorn)
         try:
             ingress_only, ingress_only_address = await start_server(root, "ingress_only", INGRESS_ONLY)
             helpers.append(ingress_only)
@@ -750,7 +781,9 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
                 "node": [node.pid],
                 "slice instance(s)": tree["instances"],
                 "kv replica": tree["kv"],
+                "ingress worker": tree["ingress"],
                 "bare server": [bare.pid],
+                "uvicorn server": [uvicorn.pid],
             }
             if ingress_only is not None:
                 groups["ingress app only"] = [ingress_only.pid]
@@ -773,15 +806,17 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             if quiet:
                 await wait_quiet()
             watched = pids()
-            return await trio.to_thread.run_sync(
+            run = await trio.to_thread.run_sync(
                 run_wrk, wrk, address, lua, seconds, connections, opts.wrk_threads, watched
             )
+            run["loadavg"] = loadavg()
+            return run
 
         async def alternate(
             targets: list[tuple[str, str]], connections: int, seconds: float
         ) -> dict[str, Any]:
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in targets}
-            for _ in range(2):
+            for _ in range(opts.ingress_rounds):
                 for name, address in targets:
                     runs[name].append(await wrk_run(address, seconds, connections))
                     log(describe_run(name, runs[name][-1]))
@@ -791,7 +826,7 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             await activate(kv, [1], 1)
             await check_echo(node.ingress)
             await wait_serving(node.ingress, {1})
-            targets = [("bare", bare_address), ("aether", node.ingress)]
+            targets = [("bare", bare_address), ("uvicorn", uvicorn_address), ("aether", node.ingress)]
             if ingress_only is not None:
                 targets.insert(1, ("ingress app only", ingress_only_address))
             log("warm-up: 1 s of wrk on each server")
@@ -806,7 +841,9 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             await wait_serving(node.ingress, {1, 2})
             log("2 echo instances")
             out["two"] = await alternate(
-                [("bare", bare_address), ("aether", node.ingress)], WRK_CONNECTIONS, opts.seconds
+                [("bare", bare_address), ("uvicorn", uvicorn_address), ("aether", node.ingress)],
+                WRK_CONNECTIONS,
+                opts.seconds,
             )
             if opts.profile:
                 await wait_quiet()
@@ -1035,7 +1072,34 @@ def report(results: dict[str, Any]) -> str:
                 f" added p50 {added:+.2f} ms | ≤ {TARGETS['added_p50_ms']:g} ms |"
                 f" {verdict(added <= TARGETS['added_p50_ms'])} |"
             )
+        for key, label in (("one", "1 instance"), ("two", "2 instances")):
+            part = ingress[key]
+            if "uvicorn" not in part:
+                continue
+            uvicorn, bare, aether = part["uvicorn"], part["bare"], part["aether"]
+            ratio = aether["rps"] / uvicorn["rps"]
+            lines.append(
+                f"| aether ÷ uvicorn+uvloop+httptools, {label}, {WRK_CONNECTIONS} conns (uvicorn:"
+                f" {uvicorn['rps']:.0f}, bare hypercorn: {bare['rps']:.0f} req/s; aether ÷ bare hypercorn"
+                f" {aether['rps'] / bare['rps']:.2f}×; load average {aether['loadavg']:.1f})"
+                f" | {ratio:.2f}× | ≥ {TARGETS['uvicorn_ratio']:g}× |"
+                f" {verdict(ratio >= TARGETS['uvicorn_ratio'])} |"
+            )
+            lines.append(
+                f"| aether req/s, {label}, {WRK_CONNECTIONS} conns (target for an idle machine; this one's"
+                f" load average was {aether['loadavg']:.1f})"
+                f" | {aether['rps']:.0f} | ≥ {TARGETS['rps']:g} |"
+                f" {verdict(aether['rps'] >= TARGETS['rps'])} |"
+            )
         part = ingress["unloaded"]
+        if "uvicorn" in part:
+            uvicorn, aether = part["uvicorn"], part["aether"]
+            added = aether["p50_ms"] - uvicorn["p50_ms"]
+            lines.append(
+                f"| 1 connection: added p50 over uvicorn ({uvicorn['p50_ms']:.2f} ms) | {added:+.2f} ms"
+                f" | ≤ {TARGETS['added_p50_1conn_ms']:g} ms |"
+                f" {verdict(added <= TARGETS['added_p50_1conn_ms'])} |"
+            )
         bare, aether = part["bare"], part["aether"]
         added = aether["p50_ms"] - bare["p50_ms"]
         lines.append(
@@ -1092,13 +1156,13 @@ def report(results: dict[str, Any]) -> str:
             " processes outside this benchmark used meanwhile.",
             "",
         ]
-        servers = {"bare": "bare server", "ingress app only": "ingress app only"}
+        servers = {"bare": "bare server", "uvicorn": "uvicorn server", "ingress app only": "ingress app only"}
         for key, label in (("one", "1 instance"), ("two", "2 instances"), ("unloaded", "1 connection")):
             for side, part in ingress[key].items():
                 cpu, per = part["cpu"], part["cpu_us_per_request"]
                 idle_servers = {name for other, name in servers.items() if other != side}
                 if side != "aether":
-                    idle_servers |= {"node", "slice instance(s)"}
+                    idle_servers |= {"node", "slice instance(s)", "ingress worker"}
                 shown = ", ".join(
                     f"{k} {v:.0f}%" + (f" = {per[k]:.0f} µs/req" if per.get(k, 0) >= 10 else "")
                     for k, v in cpu.items()
@@ -1121,6 +1185,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--only", default=",".join(sorted(PHASES)), help="some phases only, e.g. --only ingress,memory"
     )
     parser.add_argument("--wrk-threads", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--ingress-server",
+        default="fast",
+        choices=("trio", "fast", "none"),
+        help="the node's ingress server (none: pass no flag, for trees that have none)",
+    )
+    parser.add_argument(
+        "--ingress-rounds", type=int, default=0, help="rounds of wrk runs per server (default 3, quick 2)"
+    )
     parser.add_argument("--profile", action="store_true", help="also run py-spy on the node and a slice")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -1142,6 +1215,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not opts.only or opts.only - PHASES:
         parser.error(f"--only: a comma-separated list of {', '.join(sorted(PHASES))}")
     opts.rounds = 3 if opts.quick else 5
+    opts.ingress_rounds = opts.ingress_rounds or (2 if opts.quick else 3)
     opts.seconds = 3.0 if opts.quick else 10.0
     opts.unloaded_seconds = 2.0 if opts.quick else 5.0
     opts.settle = 1.0 if opts.quick else 3.0
@@ -1167,7 +1241,7 @@ async def run(root: Path, opts: argparse.Namespace, results: dict[str, Any], box
     )
     index = root / "index"
     await trio.to_thread.run_sync(build_sample_index, source, index)
-    node = Node(root, index)
+    node = Node(root, index, "" if opts.ingress_server == "none" else opts.ingress_server)
     box.append(node)
     log(f"starting the node (ingress {node.ingress}, kv {node.kv_endpoint})")
     results["meta"]["node_start_s"] = await node.start()

@@ -79,11 +79,14 @@ async def serve_fast_ingress(
             nursery.start_soon(connection.write_loop)
             with trio.move_on_after(READY_TIMEOUT):
                 hello = await _receive(connection)
-            if not hello or "ready" not in hello:
-                raise IngressWorkerError(f"the ingress worker did not start (it {_exited(process)})")
-            task_status.started([url])
-            await _Link(connection, invoke).serve(nursery)
-            raise IngressWorkerError(f"the ingress worker exited unexpectedly (it {_exited(process)})")
+            if hello and "ready" in hello:
+                task_status.started([url])
+                await _Link(connection, invoke).serve(nursery)
+            nursery.cancel_scope.cancel()
+        with trio.move_on_after(1.0):
+            await process.wait()
+        what = "exited unexpectedly" if hello and "ready" in hello else "did not start"
+        raise IngressWorkerError(f"the ingress worker {what} ({_exited(process)})")
     finally:
         connection.close()  # the worker answers what is in flight with 503, then exits
         await process.stop(1.0)
@@ -91,7 +94,7 @@ async def serve_fast_ingress(
 
 def _exited(process: ChildProcess) -> str:
     code = process.returncode
-    return "is still running" if code is None else f"exited with code {code}"
+    return "still running" if code is None else f"exit code {code}"
 
 
 async def _receive(connection: _Connection) -> dict[str, Any] | None:
