@@ -1,5 +1,6 @@
-"""The app ingress over real HTTP (hypercorn on 127.0.0.1, an ephemeral port, and the fast ingress's worker), with a recording invoke in
-place of the cluster: statuses, JSON bodies, per-call options, and the routes around the invoke route."""
+"""The app ingress over real HTTP on 127.0.0.1 (an ephemeral port), from both servers (hypercorn on trio, and
+the fast ingress's worker process), with a recording invoke in place of the cluster: statuses, JSON
+bodies, per-call options, and the routes around the invoke route."""
 
 from __future__ import annotations
 

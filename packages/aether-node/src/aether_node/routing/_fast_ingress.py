@@ -24,7 +24,7 @@ from starlette.datastructures import QueryParams
 
 from ..core._errors import InvocationError
 from ..runtime._processes import ChildProcess, spawn
-from ..runtime._slice_host import MAX_FRAME, _Connection, _ProtocolError
+from ..runtime._slice_host import _HEADER, MAX_FRAME, _Connection, _encode, _ProtocolError
 from ._http import STATUS_BY_KIND, Invoke, call_options
 
 log = logging.getLogger("aether_node.fast_ingress")
@@ -105,15 +105,19 @@ async def _receive(connection: _Connection) -> dict[str, Any] | None:
 
 
 class _Link:
-    """The node's side of the link: one task per call, the call's cancel scope kept until it ends."""
+    """The node's side of the link: one task per call, the call's cancel scope kept until it ends. Replies
+    are written together, once per scheduler pass (one system call for all the answers that are ready)."""
 
     def __init__(self, connection: _Connection, invoke: Invoke) -> None:
         self.connection = connection
         self.invoke = invoke
         self.calls: dict[int, trio.CancelScope] = {}
+        self._frames: list[bytes] = []
+        self._wake = trio.Event()
 
     async def serve(self, nursery: trio.Nursery) -> None:
         """Until the worker closes the link (or sends what is not a frame)."""
+        nursery.start_soon(self._flush_loop)
         while True:
             message = await _receive(self.connection)
             if message is None:
@@ -137,11 +141,22 @@ class _Link:
             return  # the client went away: nobody waits for the answer
         reply["i"] = call_id
         try:
-            self.connection.send(reply)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+            payload = _encode(reply).encode()
         except (TypeError, ValueError):  # a result that cannot be framed: a plain 500
-            self.connection.send({"i": call_id, "s": 500})
+            payload = _encode({"i": call_id, "s": 500}).encode()
+        if not self._frames:
+            self._wake.set()
+        self._frames += (_HEADER.pack(len(payload)), payload)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            frames, self._frames = self._frames, []
+            try:
+                self.connection.write(b"".join(frames))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the reader ends the link
 
     async def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
         query = message.get("q")
