@@ -4,6 +4,8 @@
     uv run python benchmarks/slice_bench.py --quick    # shorter wrk runs, fewer rounds (~1.5 minutes)
     uv run --with py-spy python benchmarks/slice_bench.py --profile   # also: where the node's time goes
     uv run python benchmarks/slice_bench.py --only ingress,memory      # some phases (load, ingress, memory)
+    uv run python benchmarks/slice_bench.py --only ingress --ingress-server trio   # the node's trio ingress
+    uv run --with 'ray[serve]' python benchmarks/slice_bench.py --only ingress --ray-serve   # + Ray Serve
 
 What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
 
@@ -18,11 +20,16 @@ What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
    rounds are repeated through the leader: only the blueprint is written, the leader writes the records.
 2. Ingress throughput and latency: `POST /invoke/org.aether:echo/echo` with a small JSON body, with 1 and
    with 2 ACTIVE instances, against a bare hypercorn+trio server running a raw ASGI callable that parses
-   the body and answers it as JSON (same hypercorn settings as the node's ingress), and — as a breakdown —
-   the node's own ingress app (`aether_node.routing.ingress_app`) answering the payload itself, without
-   invoker or slice. wrk, 32 connections, 1 thread (--wrk-threads), 10 s a run (--quick 3 s), the servers
-   alternating twice, median of each; also 1 connection (unloaded latency). CPU of every process over each
-   run (% of one core and CPU µs per request), and what processes outside the benchmark used meanwhile
+   the body and answers it as JSON (same hypercorn settings as the node's ingress), against the same
+   callable on bare uvicorn + uvloop + httptools, optionally against Ray Serve (--ray-serve: one deployment
+   that answers the body as JSON), and — as a breakdown — the node's own ingress app
+   (`aether_node.routing.ingress_app`) answering the payload itself, without invoker or slice. The node
+   runs the ingress server --ingress-server names (default fast; trio: hypercorn in the node). wrk, 32
+   connections, 1 thread (--wrk-threads), 10 s a run (--quick 3 s), the servers alternating
+   --ingress-rounds times (default 3, --quick 2), median of each, with the load average; the ratios
+   aether ÷ uvicorn and aether ÷ bare hypercorn; also 1 connection (unloaded latency). CPU of every
+   process over each run (% of one core and CPU µs per request), and what processes outside the benchmark
+   used meanwhile
    ("others": on a shared machine, each wrk run first waits, bounded, for them to calm down: --quiet-wait).
 3. Resident memory with 20 idle ACTIVE instances: RSS, PSS and USS (from /proc/PID/smaps_rollup) of each
    instance, of the template they were forked from, of the node process and of its KV replica process.
@@ -577,6 +584,45 @@ uvicorn.run(
 )
 '''
 
+RAY_SERVE_SERVER = r'''
+"""Ray Serve (optional peer, `--ray-serve`; needs `ray[serve]`): one deployment that answers the JSON body
+it gets, as the bare servers do, behind Ray Serve's HTTP proxy. Ray's temporary files (and so its
+processes' command lines) live under argv[2]."""
+import json
+import signal
+import sys
+import time
+
+import ray
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=64)
+class Echo:
+    async def __call__(self, request: Request) -> Response:
+        out = json.dumps(
+            json.loads(await request.body()), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode()
+        return Response(out, media_type="application/json")
+
+
+def stop(*_):
+    serve.shutdown()
+    ray.shutdown()
+    sys.exit(0)
+
+
+host, _, port = sys.argv[1].rpartition(":")
+ray.init(num_cpus=2, include_dashboard=False, _temp_dir=sys.argv[2])
+serve.start(http_options={"host": host, "port": int(port)})
+serve.run(Echo.bind(), route_prefix="/")
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(3600)
+'''
+
 INGRESS_ONLY = r'''
 """The node's own ingress app (aether_node.routing on hypercorn, the same settings) with an invoke
 that answers the payload itself: the node's HTTP layer without the invoker and the slice round trip."""
@@ -723,20 +769,30 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def start_server(root: Path, name: str, source: str) -> tuple[subprocess.Popen[bytes], str]:
+async def start_server(
+    root: Path, name: str, source: str, *args: str, timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], str]:
     """A helper HTTP server (a script of this benchmark) in its own process; until it answers an echo."""
     script = root / f"{name}.py"
     script.write_text(source)
     (port,) = free_ports(1)
     address = f"127.0.0.1:{port}"
-    process = start_process([sys.executable, str(script), address], root / f"{name}.log")
-    with trio.fail_after(30):
+    process = start_process([sys.executable, str(script), address, *args], root / f"{name}.log")
+    with trio.fail_after(timeout):
         while not port_open(port):
             if process.poll() is not None:
                 raise BenchError(f"{name} exited: {(root / f'{name}.log').read_text()[-2000:]}")
             await trio.sleep(0.05)
     await check_echo(address)
     return process, address
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL every process whose command line names `marker` (what Ray leaves running, if anything)."""
+    for pid, (_, argv) in process_table().items():
+        if pid != os.getpid() and any(marker in a for a in argv):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def loadavg() -> float:
@@ -768,6 +824,15 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
         (root / "bare_server_app.py").write_text(BARE_SERVER.split("\n\nconfig = Config()")[0])
         uvicorn, uvicorn_address = await start_server(root, "uvicorn_server", UVICORN_SERVER)
         helpers.append(uvicorn)
+        peers = [("uvicorn", uvicorn_address)]
+        ray_dir = root / "ray"
+        if opts.ray_serve:
+            log("starting Ray Serve (--ray-serve)")
+            ray, ray_address = await start_server(
+                root, "ray_serve", RAY_SERVE_SERVER, str(ray_dir), timeout=STEP_TIMEOUT
+            )
+            helpers.append(ray)
+            peers.append(("ray serve", ray_address))
         try:
             ingress_only, ingress_only_address = await start_server(root, "ingress_only", INGRESS_ONLY)
             helpers.append(ingress_only)
@@ -785,6 +850,10 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
                 "bare server": [bare.pid],
                 "uvicorn server": [uvicorn.pid],
             }
+            if opts.ray_serve:  # the driver and Ray's own processes (proxy, replica, raylet, GCS)
+                groups["ray serve"] = [
+                    pid for pid, (_, argv) in process_table().items() if any(str(ray_dir) in a for a in argv)
+                ] + [ray.pid]
             if ingress_only is not None:
                 groups["ingress app only"] = [ingress_only.pid]
             return groups
@@ -826,7 +895,7 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             await activate(kv, [1], 1)
             await check_echo(node.ingress)
             await wait_serving(node.ingress, {1})
-            targets = [("bare", bare_address), ("uvicorn", uvicorn_address), ("aether", node.ingress)]
+            targets = [("bare", bare_address), *peers, ("aether", node.ingress)]
             if ingress_only is not None:
                 targets.insert(1, ("ingress app only", ingress_only_address))
             log("warm-up: 1 s of wrk on each server")
@@ -841,7 +910,7 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             await wait_serving(node.ingress, {1, 2})
             log("2 echo instances")
             out["two"] = await alternate(
-                [("bare", bare_address), ("uvicorn", uvicorn_address), ("aether", node.ingress)],
+                [("bare", bare_address), *peers, ("aether", node.ingress)],
                 WRK_CONNECTIONS,
                 opts.seconds,
             )
@@ -851,7 +920,9 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             await unload(kv, [1, 2])
     finally:
         for helper in helpers:
-            stop_process(helper, 5.0)
+            stop_process(helper, 20.0)
+        if opts.ray_serve:
+            kill_marked(str(root / "ray"))
     return out
 
 
@@ -1091,6 +1162,13 @@ def report(results: dict[str, Any]) -> str:
                 f" | {aether['rps']:.0f} | ≥ {TARGETS['rps']:g} |"
                 f" {verdict(aether['rps'] >= TARGETS['rps'])} |"
             )
+            if "ray serve" in part:
+                ray = part["ray serve"]
+                lines.append(
+                    f"| Ray Serve (optional peer), {label}, {WRK_CONNECTIONS} conns: req/s, p50"
+                    f" | {ray['rps']:.0f} (aether: {aether['rps'] / ray['rps']:.2f}× that),"
+                    f" {ray['p50_ms']:.2f} ms | — | |"
+                )
         part = ingress["unloaded"]
         if "uvicorn" in part:
             uvicorn, aether = part["uvicorn"], part["aether"]
@@ -1156,7 +1234,12 @@ def report(results: dict[str, Any]) -> str:
             " processes outside this benchmark used meanwhile.",
             "",
         ]
-        servers = {"bare": "bare server", "uvicorn": "uvicorn server", "ingress app only": "ingress app only"}
+        servers = {
+            "bare": "bare server",
+            "uvicorn": "uvicorn server",
+            "ray serve": "ray serve",
+            "ingress app only": "ingress app only",
+        }
         for key, label in (("one", "1 instance"), ("two", "2 instances"), ("unloaded", "1 connection")):
             for side, part in ingress[key].items():
                 cpu, per = part["cpu"], part["cpu_us_per_request"]
@@ -1190,6 +1273,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         default="fast",
         choices=("trio", "fast", "none"),
         help="the node's ingress server (none: pass no flag, for trees that have none)",
+    )
+    parser.add_argument(
+        "--ray-serve",
+        action="store_true",
+        help="also run Ray Serve as a peer (needs ray[serve]: uv run --with 'ray[serve]' ...)",
     )
     parser.add_argument(
         "--ingress-rounds", type=int, default=0, help="rounds of wrk runs per server (default 3, quick 2)"
