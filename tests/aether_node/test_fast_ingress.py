@@ -17,6 +17,7 @@ import httpx
 import pytest
 import trio
 
+from aether_node.core._config import ConfigError, load_config
 from aether_node.routing._fast_ingress import IngressWorkerError, serve_fast_ingress
 from support import wait_until
 
@@ -185,3 +186,20 @@ async def test_large_bodies_and_many_calls_in_flight(served: tuple[trio.Nursery,
         for number in range(24):
             nursery.start_soon(call, http, number)
     assert answers == {number: (200, True) for number in range(24)}
+
+
+def test_the_node_config_chooses_the_ingress_server(tmp_path: Path) -> None:
+    base = {
+        "node_id": "n1",
+        "data_dir": str(tmp_path),
+        "index": str(tmp_path),
+        "ingress": "127.0.0.1:8000",
+        "peer": "127.0.0.1:8001",
+        "kv": {"raft": "127.0.0.1:8002", "client": "127.0.0.1:8003"},
+    }
+    assert load_config(None, base).ingress_server == "trio"
+    assert load_config(None, {**base, "ingress_server": "fast"}).ingress_server == "fast"
+    config = tmp_path / "node.toml"
+    config.write_text('ingress_server = "quick"\n')
+    with pytest.raises(ConfigError, match=r"node\.toml: .*quick.* @ config\.ingress_server"):
+        load_config(config, base)
