@@ -188,6 +188,19 @@ async def test_large_bodies_and_many_calls_in_flight(served: tuple[trio.Nursery,
     assert answers == {number: (200, True) for number in range(24)}
 
 
+async def test_head_has_no_body_and_the_connection_goes_on(served: tuple[trio.Nursery, Gate, str]) -> None:
+    address = served[2]
+    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=10) as http:
+        head = await http.head("/healthz")
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-type"] == "application/json"
+        for path in ("/healthz", "/healthz"):  # the same connection: nothing was left in it
+            answer = await http.get(path)
+            assert (answer.status_code, answer.json()) == (200, {"ok": True})
+        answer = await http.post("/invoke/a:b/fast", content=b"[]", headers={"expect": "100-continue"})
+        assert (answer.status_code, answer.json()) == (200, [])
+
+
 def test_the_node_config_chooses_the_ingress_server(tmp_path: Path) -> None:
     base = {
         "node_id": "n1",

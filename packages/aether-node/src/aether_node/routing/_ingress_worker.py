@@ -156,7 +156,9 @@ class HttpConnection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == b"expect" and value.lower() == b"100-continue" and self.transport is not None:
+        # (not behind answers still due: it would overtake them; then the client waits a moment instead)
+        if name.lower() == b"expect" and value.lower() == b"100-continue" and not self.queue:
+            assert self.transport is not None
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
@@ -227,7 +229,8 @@ class Worker:
                 self._forward(conn, slot, match["artifact"], match["entry"], b"".join(body), query)
         elif text == "/healthz":
             if method in (b"GET", b"HEAD"):
-                conn.answer(slot, _json_response(200, {"ok": True}))
+                data = _json_response(200, {"ok": True})
+                conn.answer(slot, data if method == b"GET" else data[: data.index(b"\r\n\r\n") + 4])
             else:
                 conn.answer(slot, _plain(405, b"allow: GET, HEAD\r\n"))
         else:
