@@ -355,7 +355,7 @@ class Node:
         templates = [p for p in children.get(self.pid, []) if "aether_slice.host" in table[p][1]]
         instances = sorted(c for t in templates for c in children.get(t, []))
         ingress = [
-            p for p in children.get(self.pid, []) if "aether_node.routing._ingress_worker" in table[p][1]
+            p for p in children.get(self.pid, []) if any(a.endswith("._ingress_worker") for a in table[p][1])
         ]
         return {"kv": kv, "templates": templates, "instances": instances, "ingress": ingress}
 
