@@ -47,7 +47,7 @@ async def client(request: pytest.FixtureRequest, recorder: Recorder) -> AsyncIte
         else:
             bound = await nursery.start(serve_fast_ingress, recorder, "127.0.0.1:0")
         base = bound[0].replace("0.0.0.0", "127.0.0.1")
-        async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=30.0) as http:  # a loaded machine
             yield http
         nursery.cancel_scope.cancel()
 
