@@ -4,6 +4,8 @@
     uv run python benchmarks/slice_bench.py --quick    # shorter wrk runs, fewer rounds (~1.5 minutes)
     uv run --with py-spy python benchmarks/slice_bench.py --profile   # also: where the node's time goes
     uv run python benchmarks/slice_bench.py --only ingress,memory      # some phases (load, ingress, memory)
+    uv run python benchmarks/slice_bench.py --only ingress --ingress-server trio   # the node's trio ingress
+    uv run --with 'ray[serve]' python benchmarks/slice_bench.py --only ingress --ray-serve   # + Ray Serve
 
 What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
 
@@ -18,11 +20,16 @@ What it measures (figures and notes: benchmarks/README.md, "Slice runtime"):
    rounds are repeated through the leader: only the blueprint is written, the leader writes the records.
 2. Ingress throughput and latency: `POST /invoke/org.aether:echo/echo` with a small JSON body, with 1 and
    with 2 ACTIVE instances, against a bare hypercorn+trio server running a raw ASGI callable that parses
-   the body and answers it as JSON (same hypercorn settings as the node's ingress), and — as a breakdown —
-   the node's own ingress app (`aether_node.routing.ingress_app`) answering the payload itself, without
-   invoker or slice. wrk, 32 connections, 1 thread (--wrk-threads), 10 s a run (--quick 3 s), the servers
-   alternating twice, median of each; also 1 connection (unloaded latency). CPU of every process over each
-   run (% of one core and CPU µs per request), and what processes outside the benchmark used meanwhile
+   the body and answers it as JSON (same hypercorn settings as the node's ingress), against the same
+   callable on bare uvicorn + uvloop + httptools, optionally against Ray Serve (--ray-serve: one deployment
+   that answers the body as JSON), and — as a breakdown — the node's own ingress app
+   (`aether_node.routing.ingress_app`) answering the payload itself, without invoker or slice. The node
+   runs the ingress server --ingress-server names (default fast; trio: hypercorn in the node). wrk, 32
+   connections, 1 thread (--wrk-threads), 10 s a run (--quick 3 s), the servers alternating
+   --ingress-rounds times (default 3, --quick 2), median of each, with the load average; the ratios
+   aether ÷ uvicorn and aether ÷ bare hypercorn; also 1 connection (unloaded latency). CPU of every
+   process over each run (% of one core and CPU µs per request), and what processes outside the benchmark
+   used meanwhile
    ("others": on a shared machine, each wrk run first waits, bounded, for them to calm down: --quiet-wait).
 3. Resident memory with 20 idle ACTIVE instances: RSS, PSS and USS (from /proc/PID/smaps_rollup) of each
    instance, of the template they were forked from, of the node process and of its KV replica process.
@@ -84,6 +91,9 @@ TARGETS = {
     "load_s": 1.0,  # 20 instances LOAD→ACTIVE, warm package
     "ratio": 0.7,  # aether req/s ≥ 0.7 × bare
     "added_p50_ms": 1.0,  # aether p50 − bare p50
+    "uvicorn_ratio": 0.8,  # aether req/s ≥ 0.8 × bare uvicorn+uvloop+httptools
+    "rps": 5000.0,  # aether req/s, 32 connections, on an idle machine of 2 cores
+    "added_p50_1conn_ms": 0.3,  # aether p50 − uvicorn p50, 1 connection
     "instance_mib": 30.0,  # per idle instance
 }
 _STARTED: list[subprocess.Popen[bytes]] = []  # every process we started, for cleanup and the watchdog
@@ -233,9 +243,10 @@ def memory(pid: int) -> dict[str, float]:
 class Node:
     """One `aether-node run` process with its own single-replica KV store."""
 
-    def __init__(self, root: Path, index: Path) -> None:
+    def __init__(self, root: Path, index: Path, ingress_server: str = "") -> None:
         self.root = root
         self.index = index
+        self.ingress_server = ingress_server  # "" for a node that has no --ingress-server flag
         self.data_dir = root / "data"
         self.secret = secrets.token_hex(16)
         self.secret_file = root / "secret"
@@ -278,6 +289,8 @@ class Node:
         command += ["--secret-file", str(self.secret_file)]
         if self.peer_port:
             command += ["--peer", f"127.0.0.1:{self.peer_port}"]
+        if self.ingress_server:
+            command += ["--ingress-server", self.ingress_server]
         began = time.perf_counter()
         self.process = start_process(command, self.log_path, cwd=self.root)
         ready = f"aether-node {NODE_ID} ready"
@@ -341,7 +354,10 @@ class Node:
         kv = [p for p in children.get(self.pid, []) if "aether_kv" in table[p][1] and "serve" in table[p][1]]
         templates = [p for p in children.get(self.pid, []) if "aether_slice.host" in table[p][1]]
         instances = sorted(c for t in templates for c in children.get(t, []))
-        return {"kv": kv, "templates": templates, "instances": instances}
+        ingress = [
+            p for p in children.get(self.pid, []) if any(a.endswith("._ingress_worker") for a in table[p][1])
+        ]
+        return {"kv": kv, "templates": templates, "instances": instances, "ingress": ingress}
 
 
 # ====================================================================== phase 1: LOAD→ACTIVE
@@ -553,6 +569,60 @@ config.keep_alive_timeout = 75.0
 trio.run(serve, app, config)
 '''
 
+UVICORN_SERVER = r'''
+"""A bare uvicorn + uvloop + httptools server: the same raw ASGI callable as the bare hypercorn one."""
+import sys
+
+import uvicorn
+
+from bare_server_app import app
+
+host, _, port = sys.argv[1].rpartition(":")
+uvicorn.run(
+    app, host=host, port=int(port), loop="uvloop", http="httptools", lifespan="off", access_log=False,
+    log_level="warning", timeout_keep_alive=75,
+)
+'''
+
+RAY_SERVE_SERVER = r'''
+"""Ray Serve (optional peer, `--ray-serve`; needs `ray[serve]`): one deployment that answers the JSON body
+it gets, as the bare servers do, behind Ray Serve's HTTP proxy. Ray's temporary files (and so its
+processes' command lines) live under argv[2]."""
+import json
+import signal
+import sys
+import time
+
+import ray
+from ray import serve
+from starlette.requests import Request
+from starlette.responses import Response
+
+
+@serve.deployment(num_replicas=1, max_ongoing_requests=64)
+class Echo:
+    async def __call__(self, request: Request) -> Response:
+        out = json.dumps(
+            json.loads(await request.body()), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode()
+        return Response(out, media_type="application/json")
+
+
+def stop(*_):
+    serve.shutdown()
+    ray.shutdown()
+    sys.exit(0)
+
+
+host, _, port = sys.argv[1].rpartition(":")
+ray.init(num_cpus=2, include_dashboard=False, _temp_dir=sys.argv[2])
+serve.start(http_options={"host": host, "port": int(port)})
+serve.run(Echo.bind(), route_prefix="/")
+signal.signal(signal.SIGTERM, stop)
+while True:
+    time.sleep(3600)
+'''
+
 INGRESS_ONLY = r'''
 """The node's own ingress app (aether_node.routing on hypercorn, the same settings) with an invoke
 that answers the payload itself: the node's HTTP layer without the invoker and the slice round trip."""
@@ -685,7 +755,7 @@ def describe_run(name: str, run: dict[str, Any]) -> str:
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+    keys = ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms", "loadavg")
     out: dict[str, Any] = {k: statistics.median(r[k] for r in runs) for k in keys}
     out["errors"] = sum(r["errors"] for r in runs)
     names = {name for r in runs for name in r["cpu"]}
@@ -699,20 +769,39 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def start_server(root: Path, name: str, source: str) -> tuple[subprocess.Popen[bytes], str]:
+async def start_server(
+    root: Path, name: str, source: str, *args: str, timeout: float = 30.0
+) -> tuple[subprocess.Popen[bytes], str]:
     """A helper HTTP server (a script of this benchmark) in its own process; until it answers an echo."""
     script = root / f"{name}.py"
     script.write_text(source)
     (port,) = free_ports(1)
     address = f"127.0.0.1:{port}"
-    process = start_process([sys.executable, str(script), address], root / f"{name}.log")
-    with trio.fail_after(30):
+    process = start_process([sys.executable, str(script), address, *args], root / f"{name}.log")
+    with trio.move_on_after(timeout) as waited:
         while not port_open(port):
             if process.poll() is not None:
                 raise BenchError(f"{name} exited: {(root / f'{name}.log').read_text()[-2000:]}")
             await trio.sleep(0.05)
+    if waited.cancelled_caught:
+        stop_process(process, 20.0)
+        raise BenchError(
+            f"{name} did not listen within {timeout:g} s: {(root / f'{name}.log').read_text()[-2000:]}"
+        )
     await check_echo(address)
     return process, address
+
+
+def kill_marked(marker: str) -> None:
+    """SIGKILL every process whose command line names `marker` (what Ray leaves running, if anything)."""
+    for pid, (_, argv) in process_table().items():
+        if pid != os.getpid() and any(marker in a for a in argv):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def loadavg() -> float:
+    return os.getloadavg()[0]
 
 
 def others_cpu(pids: list[int], seconds: float = 1.0) -> float:
@@ -737,6 +826,24 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
     try:
         bare, bare_address = await start_server(root, "bare_server", BARE_SERVER)
         helpers.append(bare)
+        (root / "bare_server_app.py").write_text(BARE_SERVER.split("\n\nconfig = Config()")[0])
+        uvicorn, uvicorn_address = await start_server(root, "uvicorn_server", UVICORN_SERVER)
+        helpers.append(uvicorn)
+        peers = [("uvicorn", uvicorn_address)]
+        ray_dir = root / "ray"
+        if opts.ray_serve:
+            log("starting Ray Serve (--ray-serve)")
+            try:
+                ray, ray_address = await start_server(
+                    root, "ray_serve", RAY_SERVE_SERVER, str(ray_dir), timeout=STEP_TIMEOUT
+                )
+            except BenchError as error:  # an optional peer: the run goes on without it
+                log(f"Ray Serve did not start (skipping it): {error}")
+                kill_marked(str(ray_dir))
+                opts.ray_serve = False
+            else:
+                helpers.append(ray)
+                peers.append(("ray serve", ray_address))
         try:
             ingress_only, ingress_only_address = await start_server(root, "ingress_only", INGRESS_ONLY)
             helpers.append(ingress_only)
@@ -750,8 +857,14 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
                 "node": [node.pid],
                 "slice instance(s)": tree["instances"],
                 "kv replica": tree["kv"],
+                "ingress worker": tree["ingress"],
                 "bare server": [bare.pid],
+                "uvicorn server": [uvicorn.pid],
             }
+            if opts.ray_serve:  # the driver and Ray's own processes (proxy, replica, raylet, GCS)
+                groups["ray serve"] = [
+                    pid for pid, (_, argv) in process_table().items() if any(str(ray_dir) in a for a in argv)
+                ] + [ray.pid]
             if ingress_only is not None:
                 groups["ingress app only"] = [ingress_only.pid]
             return groups
@@ -773,15 +886,17 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             if quiet:
                 await wait_quiet()
             watched = pids()
-            return await trio.to_thread.run_sync(
+            run = await trio.to_thread.run_sync(
                 run_wrk, wrk, address, lua, seconds, connections, opts.wrk_threads, watched
             )
+            run["loadavg"] = loadavg()
+            return run
 
         async def alternate(
             targets: list[tuple[str, str]], connections: int, seconds: float
         ) -> dict[str, Any]:
             runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in targets}
-            for _ in range(2):
+            for _ in range(opts.ingress_rounds):
                 for name, address in targets:
                     runs[name].append(await wrk_run(address, seconds, connections))
                     log(describe_run(name, runs[name][-1]))
@@ -791,7 +906,7 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             await activate(kv, [1], 1)
             await check_echo(node.ingress)
             await wait_serving(node.ingress, {1})
-            targets = [("bare", bare_address), ("aether", node.ingress)]
+            targets = [("bare", bare_address), *peers, ("aether", node.ingress)]
             if ingress_only is not None:
                 targets.insert(1, ("ingress app only", ingress_only_address))
             log("warm-up: 1 s of wrk on each server")
@@ -806,7 +921,9 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             await wait_serving(node.ingress, {1, 2})
             log("2 echo instances")
             out["two"] = await alternate(
-                [("bare", bare_address), ("aether", node.ingress)], WRK_CONNECTIONS, opts.seconds
+                [("bare", bare_address), *peers, ("aether", node.ingress)],
+                WRK_CONNECTIONS,
+                opts.seconds,
             )
             if opts.profile:
                 await wait_quiet()
@@ -814,7 +931,9 @@ async def phase_ingress(node: Node, root: Path, opts: argparse.Namespace) -> dic
             await unload(kv, [1, 2])
     finally:
         for helper in helpers:
-            stop_process(helper, 5.0)
+            stop_process(helper, 20.0)
+        if opts.ray_serve:
+            kill_marked(str(root / "ray"))
     return out
 
 
@@ -1035,7 +1154,41 @@ def report(results: dict[str, Any]) -> str:
                 f" added p50 {added:+.2f} ms | ≤ {TARGETS['added_p50_ms']:g} ms |"
                 f" {verdict(added <= TARGETS['added_p50_ms'])} |"
             )
+        for key, label in (("one", "1 instance"), ("two", "2 instances")):
+            part = ingress[key]
+            if "uvicorn" not in part:
+                continue
+            uvicorn, bare, aether = part["uvicorn"], part["bare"], part["aether"]
+            ratio = aether["rps"] / uvicorn["rps"]
+            lines.append(
+                f"| aether ÷ uvicorn+uvloop+httptools, {label}, {WRK_CONNECTIONS} conns (uvicorn:"
+                f" {uvicorn['rps']:.0f}, bare hypercorn: {bare['rps']:.0f} req/s; aether ÷ bare hypercorn"
+                f" {aether['rps'] / bare['rps']:.2f}×; load average {aether['loadavg']:.1f})"
+                f" | {ratio:.2f}× | ≥ {TARGETS['uvicorn_ratio']:g}× |"
+                f" {verdict(ratio >= TARGETS['uvicorn_ratio'])} |"
+            )
+            lines.append(
+                f"| aether req/s, {label}, {WRK_CONNECTIONS} conns (target for an idle machine; this one's"
+                f" load average was {aether['loadavg']:.1f})"
+                f" | {aether['rps']:.0f} | ≥ {TARGETS['rps']:g} |"
+                f" {verdict(aether['rps'] >= TARGETS['rps'])} |"
+            )
+            if "ray serve" in part:
+                ray = part["ray serve"]
+                lines.append(
+                    f"| Ray Serve (optional peer), {label}, {WRK_CONNECTIONS} conns: req/s, p50"
+                    f" | {ray['rps']:.0f} (aether: {aether['rps'] / ray['rps']:.2f}× that),"
+                    f" {ray['p50_ms']:.2f} ms | — | |"
+                )
         part = ingress["unloaded"]
+        if "uvicorn" in part:
+            uvicorn, aether = part["uvicorn"], part["aether"]
+            added = aether["p50_ms"] - uvicorn["p50_ms"]
+            lines.append(
+                f"| 1 connection: added p50 over uvicorn ({uvicorn['p50_ms']:.2f} ms) | {added:+.2f} ms"
+                f" | ≤ {TARGETS['added_p50_1conn_ms']:g} ms |"
+                f" {verdict(added <= TARGETS['added_p50_1conn_ms'])} |"
+            )
         bare, aether = part["bare"], part["aether"]
         added = aether["p50_ms"] - bare["p50_ms"]
         lines.append(
@@ -1092,13 +1245,18 @@ def report(results: dict[str, Any]) -> str:
             " processes outside this benchmark used meanwhile.",
             "",
         ]
-        servers = {"bare": "bare server", "ingress app only": "ingress app only"}
+        servers = {
+            "bare": "bare server",
+            "uvicorn": "uvicorn server",
+            "ray serve": "ray serve",
+            "ingress app only": "ingress app only",
+        }
         for key, label in (("one", "1 instance"), ("two", "2 instances"), ("unloaded", "1 connection")):
             for side, part in ingress[key].items():
                 cpu, per = part["cpu"], part["cpu_us_per_request"]
                 idle_servers = {name for other, name in servers.items() if other != side}
                 if side != "aether":
-                    idle_servers |= {"node", "slice instance(s)"}
+                    idle_servers |= {"node", "slice instance(s)", "ingress worker"}
                 shown = ", ".join(
                     f"{k} {v:.0f}%" + (f" = {per[k]:.0f} µs/req" if per.get(k, 0) >= 10 else "")
                     for k, v in cpu.items()
@@ -1121,6 +1279,20 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--only", default=",".join(sorted(PHASES)), help="some phases only, e.g. --only ingress,memory"
     )
     parser.add_argument("--wrk-threads", type=int, default=1, choices=(1, 2))
+    parser.add_argument(
+        "--ingress-server",
+        default="fast",
+        choices=("trio", "fast", "none"),
+        help="the node's ingress server (none: pass no flag, for trees that have none)",
+    )
+    parser.add_argument(
+        "--ray-serve",
+        action="store_true",
+        help="also run Ray Serve as a peer (needs ray[serve]: uv run --with 'ray[serve]' ...)",
+    )
+    parser.add_argument(
+        "--ingress-rounds", type=int, default=0, help="rounds of wrk runs per server (default 3, quick 2)"
+    )
     parser.add_argument("--profile", action="store_true", help="also run py-spy on the node and a slice")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
@@ -1142,6 +1314,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not opts.only or opts.only - PHASES:
         parser.error(f"--only: a comma-separated list of {', '.join(sorted(PHASES))}")
     opts.rounds = 3 if opts.quick else 5
+    opts.ingress_rounds = opts.ingress_rounds or (2 if opts.quick else 3)
     opts.seconds = 3.0 if opts.quick else 10.0
     opts.unloaded_seconds = 2.0 if opts.quick else 5.0
     opts.settle = 1.0 if opts.quick else 3.0
@@ -1167,7 +1340,7 @@ async def run(root: Path, opts: argparse.Namespace, results: dict[str, Any], box
     )
     index = root / "index"
     await trio.to_thread.run_sync(build_sample_index, source, index)
-    node = Node(root, index)
+    node = Node(root, index, "" if opts.ingress_server == "none" else opts.ingress_server)
     box.append(node)
     log(f"starting the node (ingress {node.ingress}, kv {node.kv_endpoint})")
     results["meta"]["node_start_s"] = await node.start()

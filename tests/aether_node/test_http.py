@@ -1,5 +1,6 @@
-"""The app ingress over real HTTP (hypercorn on 127.0.0.1, an ephemeral port), with a recording invoke in
-place of the cluster: statuses, JSON bodies, per-call options, and the routes around the invoke route."""
+"""The app ingress over real HTTP on 127.0.0.1 (an ephemeral port), from both servers (hypercorn on trio, and
+the fast ingress's worker process), with a recording invoke in place of the cluster: statuses, JSON
+bodies, per-call options, and the routes around the invoke route."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import trio
 
 from aether_node.core._blueprint import Balancing
 from aether_node.core._errors import InvocationError
+from aether_node.routing._fast_ingress import serve_fast_ingress
 from aether_node.routing._http import ingress_app, serve_http
 
 
@@ -35,12 +37,17 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-@pytest.fixture
-async def client(recorder: Recorder) -> AsyncIterator[httpx.AsyncClient]:
+@pytest.fixture(params=["trio", "fast"])
+async def client(request: pytest.FixtureRequest, recorder: Recorder) -> AsyncIterator[httpx.AsyncClient]:
+    """The same surface from both ingress servers: hypercorn on trio, and the fast one (an HTTP worker
+    process linked to this trio loop)."""
     async with trio.open_nursery() as nursery:
-        bound = await nursery.start(serve_http, ingress_app(recorder), "127.0.0.1:0")
+        if request.param == "trio":
+            bound = await nursery.start(serve_http, ingress_app(recorder), "127.0.0.1:0")
+        else:
+            bound = await nursery.start(serve_fast_ingress, recorder, "127.0.0.1:0")
         base = bound[0].replace("0.0.0.0", "127.0.0.1")
-        async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=30.0) as http:  # a loaded machine
             yield http
         nursery.cancel_scope.cancel()
 

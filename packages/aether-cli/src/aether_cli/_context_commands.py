@@ -1,4 +1,4 @@
-"""`aether context add|use|list|remove`: the operator's named clusters (see `aether_node.contexts` for the file).
+"""`aether context add|use|list|remove`: the operator's named clusters (the file: `aether_node.contexts`).
 
 Local only: these commands change the config file, never a cluster, so they have no MCP tool. A key is
 never printed (`list` says whether a context has one); `--api-key -` reads it from stdin, so it stays out

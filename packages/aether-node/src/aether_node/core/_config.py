@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import cattrs
@@ -47,6 +47,9 @@ class NodeConfig:
     peer: str  # host:port where other nodes call this node's instances
     kv: KVSettings
     management: str | None = None  # host:port of the management API (none: no API on this node)
+    # the app ingress's HTTP server: "trio" (hypercorn in the node's loop) or "fast" (a uvloop+httptools
+    # worker process that hands each call to the node over a Unix socket)
+    ingress_server: Literal["trio", "fast"] = "trio"
     api_keys_file: Path | None = None  # lines or commas of role:key
     dev_mode: bool = False  # with no API keys, the management API is open (for a local dev cluster only)
     metrics: bool = True  # Prometheus metrics at /metrics on the management API (off: nothing recorded)

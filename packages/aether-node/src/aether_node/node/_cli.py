@@ -10,7 +10,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import trio
 from cyclopts import App, Parameter
@@ -30,6 +30,10 @@ def run(
     index: Annotated[str | None, Parameter(help="Wheel directory or PEP 503 simple index URL.")] = None,
     ingress: Annotated[str | None, Parameter(help="host:port of the app ingress (HTTP).")] = None,
     peer: Annotated[str | None, Parameter(help="host:port where other nodes call this node.")] = None,
+    ingress_server: Annotated[
+        Literal["trio", "fast"] | None,
+        Parameter(help="The ingress's HTTP server: trio (in the node) or fast (a uvloop worker process)."),
+    ] = None,
     management: Annotated[str | None, Parameter(help="host:port of the management API.")] = None,
     api_keys_file: Annotated[
         Path | None, Parameter(help="File of role:key entries (also AETHER_API_KEYS).")
@@ -62,6 +66,7 @@ def run(
         "data_dir": data_dir,
         "index": index,
         "ingress": ingress,
+        "ingress_server": ingress_server,
         "peer": peer,
         "management": management,
         "api_keys_file": api_keys_file,

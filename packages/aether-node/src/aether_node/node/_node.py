@@ -30,6 +30,7 @@ from ..core._records import NodeRecord, encode_record
 from ..core._schema import node_key
 from ..observe._metrics import NodeMetrics
 from ..routing._endpoints import EndpointRegistry
+from ..routing._fast_ingress import serve_fast_ingress
 from ..routing._http import ingress_app, serve_http
 from ..routing._invoker import ClusterInvoker
 from ..routing._peers import PeerClients, serve_peers
@@ -279,7 +280,10 @@ async def serve_node(
                     peers = functools.partial(serve_peers, stats=metrics.call_stats)
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
-                    await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
+                    if config.ingress_server == "fast":
+                        await start("ingress", serve_fast_ingress, invoker.invoke, config.ingress)
+                    else:
+                        await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
                     handlers = Handlers(kv, invoker)
 
                     async def ready() -> bool:

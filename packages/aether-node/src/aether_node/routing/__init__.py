@@ -1,9 +1,11 @@
 """Routing: the endpoint registry and balancing (pure `choose`), node-to-node calls, routing one call with
-its retry rule, and the one module that serves HTTP (the app ingress).
+its retry rule, and the one module that serves HTTP in the node (the app ingress); the fast ingress
+(`--ingress-server fast`): its worker process (`_ingress_worker`, HTTP on uvloop + httptools) and the
+node's end of the link to it (`_fast_ingress`).
 
 May import: core, observe, the slice runtime (a local call goes straight to the SliceStore); `aether_kv`
-(frames, handshake), hypercorn, starlette. Never the control plane or the APIs. Exports the ingress app,
-which the benchmarks serve on its own.
+(frames, handshake), hypercorn, starlette; uvloop and httptools (the worker only). Never the control
+plane or the APIs. Exports the ingress app, which the benchmarks serve on its own.
 """
 
 from ._http import ingress_app as ingress_app

@@ -43,7 +43,7 @@ STATUS_BY_KIND = {
 }
 
 # starlette's own pattern for the route "/invoke/{artifact}/{entry}"
-_INVOKE_PATH = re.compile(r"^/invoke/(?P<artifact>[^/]+)/(?P<entry>[^/]+)$")
+INVOKE_PATH = re.compile(r"^/invoke/(?P<artifact>[^/]+)/(?P<entry>[^/]+)$")
 _JSON_HEADERS = (b"content-type", b"application/json")
 
 
@@ -68,7 +68,7 @@ def _error(kind: str, message: str, remote_type: str | None = None) -> tuple[int
     return STATUS_BY_KIND.get(kind, 500), _render({"error": error})
 
 
-def _call_options(query: Mapping[str, str]) -> dict[str, Any]:
+def call_options(query: Mapping[str, str]) -> dict[str, Any]:
     """Per-call options from the query string: ?timeout=SECONDS&balancing=STRATEGY."""
     options: dict[str, Any] = {}
     if "timeout" in query:
@@ -88,16 +88,26 @@ def _call_options(query: Mapping[str, str]) -> dict[str, Any]:
     return options
 
 
+def parse_payload(body: bytes) -> Any:
+    """The call's payload: the JSON body (an empty one is null). Raises ValueError with the 400's message."""
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"the request body is not valid JSON: {error}") from None
+
+
 async def _answer(
     invoke: Invoke, artifact: str, entry: str, body: bytes, query_string: bytes
 ) -> tuple[int, bytes]:
     """One call: (status, JSON body). Other exceptions than InvocationError propagate."""
     try:
-        payload = json.loads(body) if body.strip() else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return _error("bad_request", f"the request body is not valid JSON: {error}")
+        payload = parse_payload(body)
+    except ValueError as error:
+        return _error("bad_request", str(error))
     try:
-        options = _call_options(QueryParams(query_string)) if query_string else {}
+        options = call_options(QueryParams(query_string)) if query_string else {}
     except ValueError as error:
         return _error("bad_request", str(error))
     try:
@@ -142,7 +152,7 @@ def ingress_app(invoke: Invoke) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            match = _INVOKE_PATH.match(scope["path"])
+            match = INVOKE_PATH.match(scope["path"])
             if match is not None:
                 await _serve_invoke(invoke, match["artifact"], match["entry"], scope, receive, send)
                 return

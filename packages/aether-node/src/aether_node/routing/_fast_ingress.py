@@ -1,0 +1,179 @@
+"""The fast app ingress (`--ingress-server fast`): HTTP in a worker process, routing in the node.
+
+The node binds the ingress port and hands it to one worker process (`_ingress_worker`: asyncio + uvloop +
+httptools), which parses HTTP and sends each invoke over a Unix socket pair (the link: frames, many calls
+in flight, several per read). This module serves that link in the node's trio loop: each call goes to
+the same `invoke` as the trio ingress (ClusterInvoker.invoke: balancing, the retry rule, the per-call
+timeout, metrics), with the same option checks and error kinds. So the URL surface, statuses and JSON
+errors are the trio ingress's; what moves out of the node's loop is HTTP itself.
+
+The service reports ready once the worker serves; if the worker dies, the service fails (its supervisor
+starts it again, with a new worker). On cancellation the link closes: the worker answers calls still in
+flight with 503 and exits; it is SIGKILLed if it lingers over 1 s.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from typing import Any
+
+import trio
+from starlette.datastructures import QueryParams
+
+from ..core._errors import InvocationError
+from ..runtime._processes import ChildProcess, spawn
+from ..runtime._slice_host import _HEADER, MAX_FRAME, _Connection, _encode, _ProtocolError
+from ._http import STATUS_BY_KIND, Invoke, call_options
+
+log = logging.getLogger("aether_node.fast_ingress")
+
+READY_TIMEOUT = 30.0  # the worker imports uvloop and httptools, then says it serves
+
+
+class IngressWorkerError(Exception):
+    """The ingress worker process failed to start or exited (the supervisor restarts the service)."""
+
+
+def _listen(address: str) -> socket.socket:
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def serve_fast_ingress(
+    invoke: Invoke, address: str, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the app ingress on host:port through a worker process until cancelled; reports the bound
+    address once the worker serves. Raises IngressWorkerError if the worker does not start or exits."""
+    listener = _listen(address)
+    url = _url(listener)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        process = spawn(
+            [sys.executable, "-m", "aether_node.routing._ingress_worker"],
+            stdin=listener.fileno(),
+            stdout=theirs.fileno(),
+        )
+    finally:
+        listener.close()  # the worker holds them now
+        theirs.close()
+    connection = _Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)), max_frame=MAX_FRAME)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.write_loop)
+            with trio.move_on_after(READY_TIMEOUT):
+                hello = await _receive(connection)
+            if hello and "ready" in hello:
+                task_status.started([url])
+                await _Link(connection, invoke).serve(nursery)
+            nursery.cancel_scope.cancel()
+        with trio.move_on_after(1.0):
+            await process.wait()
+        what = "exited unexpectedly" if hello and "ready" in hello else "did not start"
+        raise IngressWorkerError(f"the ingress worker {what} ({_exited(process)})")
+    finally:
+        connection.close()  # the worker answers what is in flight with 503, then exits
+        await process.stop(1.0)
+
+
+def _exited(process: ChildProcess) -> str:
+    code = process.returncode
+    return "still running" if code is None else f"exit code {code}"
+
+
+async def _receive(connection: _Connection) -> dict[str, Any] | None:
+    try:
+        return await connection.receive()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
+        return None
+
+
+class _Link:
+    """The node's side of the link: one task per call, the call's cancel scope kept until it ends. Replies
+    are written together, once per scheduler pass (one system call for all the answers that are ready)."""
+
+    def __init__(self, connection: _Connection, invoke: Invoke) -> None:
+        self.connection = connection
+        self.invoke = invoke
+        self.calls: dict[int, trio.CancelScope] = {}
+        self._frames: list[bytes] = []
+        self._wake = trio.Event()
+
+    async def serve(self, nursery: trio.Nursery) -> None:
+        """Until the worker closes the link (or sends what is not a frame)."""
+        nursery.start_soon(self._flush_loop)
+        while True:
+            message = await _receive(self.connection)
+            if message is None:
+                return
+            call_id = message.get("i")
+            if isinstance(call_id, int):
+                scope = self.calls[call_id] = trio.CancelScope()
+                nursery.start_soon(self._call, call_id, scope, message)
+            elif isinstance(message.get("c"), int):  # the client went away
+                cancelled = self.calls.pop(message["c"], None)
+                if cancelled is not None:
+                    cancelled.cancel()
+
+    async def _call(self, call_id: int, scope: trio.CancelScope, message: dict[str, Any]) -> None:
+        try:
+            with scope:
+                reply = await self._answer(message)
+        finally:
+            self.calls.pop(call_id, None)
+        if scope.cancelled_caught:
+            return  # the client went away: nobody waits for the answer
+        reply["i"] = call_id
+        try:
+            payload = _encode(reply).encode()
+        except (TypeError, ValueError):  # a result that cannot be framed: a plain 500
+            payload = _encode({"i": call_id, "s": 500}).encode()
+        if not self._frames:
+            self._wake.set()
+        self._frames += (_HEADER.pack(len(payload)), payload)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            frames, self._frames = self._frames, []
+            try:
+                self.connection.write(b"".join(frames))
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the reader ends the link
+
+    async def _answer(self, message: dict[str, Any]) -> dict[str, Any]:
+        query = message.get("q")
+        try:
+            options = call_options(QueryParams(query)) if query else {}
+        except ValueError as error:
+            return {"s": 400, "x": {"kind": "bad_request", "message": str(error)}}
+        try:
+            result = await self.invoke(
+                str(message.get("a")), str(message.get("e")), message.get("p"), **options
+            )
+        except InvocationError as error:
+            failure = {"kind": error.kind, "message": error.message}
+            if error.remote_type is not None:
+                failure["type"] = error.remote_type
+            return {"s": STATUS_BY_KIND.get(error.kind, 500), "x": failure}
+        except Exception:  # a bug costs this call a plain 500, never the link
+            log.exception("serving an ingress call failed")
+            return {"s": 500}
+        return {"s": 200, "r": result}

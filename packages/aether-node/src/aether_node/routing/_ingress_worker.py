@@ -1,0 +1,373 @@
+"""The fast ingress's worker process: HTTP/1.1 on asyncio + uvloop with httptools (a raw protocol, no ASGI).
+
+It owns the HTTP side of the app ingress: parsing, keep-alive, the JSON body, and the answers that need no
+routing (/healthz, 404, 405, 400 for a body that is not JSON). Each invoke goes over one link to its node
+(frames of a 4-byte length and a JSON object, many in flight at once) and the node routes it exactly as
+the trio ingress does (`_fast_ingress`: the same option checks, balancing, retries, timeouts, metrics);
+the worker renders the node's answer as the trio ingress would. It never routes, retries or times out a
+call itself.
+
+`python -m aether_node.routing._ingress_worker`, spawned by its node with fd 0 = the listening TCP socket
+(bound by the node) and fd 1 = the link (a connected Unix socket). Ends when the link closes (its node
+stopped or died: calls in flight then get 503) or on SIGTERM (the same); dies with its node
+(PR_SET_PDEATHSIG).
+
+Link frames, worker → node: {"i": id, "a": artifact, "e": entry, "p": payload, "q": query string (if
+any)}; {"c": id} when the client went away first (the node cancels that call). Node → worker: {"i": id,
+"s": status, "r": result} or {"i", "s", "x": error object}, or {"i", "s": 500} alone for an unexpected
+failure (a plain 500, as starlette answers one); {"ready": pid} from the worker once it serves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+from typing import Any
+from urllib.parse import unquote
+
+from ._http import INVOKE_PATH, STATUS_BY_KIND, parse_payload
+
+HEADER = struct.Struct(">I")
+MAX_LINK_FRAME = 64 * 1024 * 1024  # a reply carries a result of at most the slice frame limit (16 MiB)
+MAX_BODY = 16 * 1024 * 1024 - 4096  # a request body must fit in one frame to the node and on to the slice
+MAX_QUEUED = 64  # pipelined requests of one connection in flight before it stops reading
+
+_to_link = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is an error)
+_render = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode
+
+_REASONS = {
+    200: b"OK",
+    400: b"Bad Request",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    413: b"Content Too Large",
+    500: b"Internal Server Error",
+    503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+
+def _response(status: int, body: bytes, content_type: bytes, extra: bytes = b"") -> bytes:
+    reason = _REASONS.get(status, b"Unknown")
+    return b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\ncontent-type: %s\r\n%s\r\n%s" % (
+        status,
+        reason,
+        len(body),
+        content_type,
+        extra,
+        body,
+    )
+
+
+def _json_response(status: int, content: Any) -> bytes:
+    return _response(status, _render(content).encode(), b"application/json")
+
+
+def _plain(status: int, extra: bytes = b"") -> bytes:
+    return _response(status, _REASONS[status], b"text/plain; charset=utf-8", extra)
+
+
+def _error(kind: str, message: str) -> bytes:
+    return _json_response(STATUS_BY_KIND.get(kind, 500), {"error": {"kind": kind, "message": message}})
+
+
+def render_reply(reply: dict[str, Any]) -> bytes:
+    """The HTTP response for the node's answer to one call."""
+    status = reply.get("s", 500)
+    if "r" in reply:
+        try:
+            return _json_response(status, reply["r"])
+        except ValueError:  # not strict JSON (NaN): what starlette's JSONResponse fails on too
+            return _plain(500)
+    if "x" in reply:
+        return _json_response(status, {"error": reply["x"]})
+    return _plain(500)
+
+
+class _Slot:
+    """One request's place in its connection's answer order (HTTP/1.1 answers pipelined requests in order)."""
+
+    __slots__ = ("call_id", "data", "keep_alive")
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self.data: bytes | None = None
+        self.call_id = 0
+
+
+class HttpConnection(asyncio.Protocol):
+    def __init__(self, worker: Worker) -> None:
+        import httptools
+
+        self.worker = worker
+        self.parser = httptools.HttpRequestParser(self)
+        self._parser_error = httptools.HttpParserError
+        self.transport: asyncio.Transport | None = None
+        self.url = b""
+        self.body: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+        self.queue: collections.deque[_Slot] = collections.deque()
+        self.paused = False
+        self.closed = False
+
+    # ------------------------------------------------------------ asyncio
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.worker.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.worker.connections.discard(self)
+        for slot in self.queue:
+            if slot.data is None and slot.call_id:
+                self.worker.abandon(slot.call_id)
+        self.queue.clear()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except self._parser_error:
+            self._fail(_plain(400))
+        except Exception:  # an upgrade request, or anything else httptools refuses: this connection only
+            self._fail(_plain(400))
+
+    def _fail(self, data: bytes) -> None:
+        slot = _Slot(False)
+        slot.data = data
+        self.queue.append(slot)
+        self._flush()
+
+    # ------------------------------------------------------------ httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self.url, self.body, self.size, self.too_large = b"", [], 0, False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # (not behind answers still due: it would overtake them; then the client waits a moment instead)
+        if name.lower() == b"expect" and value.lower() == b"100-continue" and not self.queue:
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > MAX_BODY:
+            self.too_large, self.body = True, []
+        elif not self.too_large:
+            self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        slot = _Slot(self.parser.should_keep_alive())
+        self.queue.append(slot)
+        if len(self.queue) >= MAX_QUEUED and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+        self.worker.route(self, slot, self.parser.get_method(), self.url, self.body, self.too_large)
+
+    # ------------------------------------------------------------ answers
+
+    def answer(self, slot: _Slot, data: bytes) -> None:
+        slot.data = data
+        self._flush()
+
+    def _flush(self) -> None:
+        queue, transport = self.queue, self.transport
+        if self.closed or transport is None:
+            return
+        while queue and queue[0].data is not None:
+            slot = queue.popleft()
+            transport.write(slot.data)  # type: ignore[arg-type]
+            if not slot.keep_alive:
+                self.closed = True
+                transport.close()
+                return
+        if self.paused and len(queue) < MAX_QUEUED // 2:
+            self.paused = False
+            transport.resume_reading()
+
+
+class Worker:
+    """Routes requests: answers what needs no node, forwards invokes over the link, matches the replies."""
+
+    def __init__(self, link: socket.socket) -> None:
+        self.link = link
+        self.link_transport: asyncio.Transport | None = None
+        self.connections: set[HttpConnection] = set()
+        self.calls: dict[int, tuple[HttpConnection, _Slot]] = {}
+        self.next_id = 0
+        self.out: list[bytes] = []
+        self.done = asyncio.Event()
+
+    # ------------------------------------------------------------ requests
+
+    def route(
+        self, conn: HttpConnection, slot: _Slot, method: bytes, url: bytes, body: list[bytes], too_large: bool
+    ) -> None:
+        path, _, query = url.partition(b"?")
+        text = path.decode("latin-1")
+        if "%" in text:
+            text = unquote(text)  # as hypercorn decodes the ASGI path
+        match = INVOKE_PATH.match(text)
+        if match is not None:
+            if method != b"POST":
+                conn.answer(slot, _plain(405, b"allow: POST\r\n"))
+            elif too_large:
+                conn.answer(slot, _error("bad_request", f"the request body is over {MAX_BODY} bytes"))
+            else:
+                self._forward(conn, slot, match["artifact"], match["entry"], b"".join(body), query)
+        elif text == "/healthz":
+            if method in (b"GET", b"HEAD"):
+                data = _json_response(200, {"ok": True})
+                conn.answer(slot, data if method == b"GET" else data[: data.index(b"\r\n\r\n") + 4])
+            else:
+                conn.answer(slot, _plain(405, b"allow: GET, HEAD\r\n"))
+        else:
+            conn.answer(slot, _plain(404))
+
+    def _forward(
+        self, conn: HttpConnection, slot: _Slot, artifact: str, entry: str, body: bytes, query: bytes
+    ) -> None:
+        try:
+            payload = parse_payload(body)
+        except ValueError as error:
+            conn.answer(slot, _error("bad_request", str(error)))
+            return
+        if self.link_transport is None:
+            conn.answer(slot, _error("unavailable", "the node's ingress is stopping"))
+            return
+        self.next_id += 1
+        call_id = slot.call_id = self.next_id
+        message: dict[str, Any] = {"i": call_id, "a": artifact, "e": entry, "p": payload}
+        if query:
+            message["q"] = query.decode("latin-1")
+        self.calls[call_id] = (conn, slot)
+        self._send(message)
+
+    def abandon(self, call_id: int) -> None:
+        """The client went away: forget the call and ask the node to cancel it."""
+        if self.calls.pop(call_id, None) is not None and self.link_transport is not None:
+            self._send({"c": call_id})
+
+    # ------------------------------------------------------------ the link
+
+    def _send(self, message: dict[str, Any]) -> None:
+        payload = _to_link(message).encode()
+        if not self.out:  # one write per loop pass, however many frames it brought
+            asyncio.get_running_loop().call_soon(self._flush_link)
+        self.out.append(HEADER.pack(len(payload)))
+        self.out.append(payload)
+
+    def _flush_link(self) -> None:
+        out, self.out = self.out, []
+        if self.link_transport is not None:
+            self.link_transport.write(b"".join(out))
+
+    def reply(self, message: dict[str, Any]) -> None:
+        found = self.calls.pop(message.get("i"), None)  # type: ignore[arg-type]
+        if found is not None:
+            conn, slot = found
+            conn.answer(slot, render_reply(message))
+
+    def link_closed(self) -> None:
+        """The node is gone or stopping: answer every call in flight with 503, close, end."""
+        self.link_transport = None
+        calls, self.calls = self.calls, {}
+        for conn, slot in calls.values():
+            conn.answer(
+                slot, _error("unavailable", "the node's ingress stopped before the call was answered")
+            )
+        for conn in list(self.connections):
+            if conn.transport is not None and not conn.queue:
+                conn.transport.close()
+        self.done.set()
+
+
+class LinkProtocol(asyncio.Protocol):
+    """Frames from the node."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.buffer = bytearray()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.worker.link_transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= HEADER.size:
+            (size,) = HEADER.unpack_from(buffer, start)
+            if size > MAX_LINK_FRAME:
+                print(f"ingress worker: a frame of {size} bytes from the node; closing", file=sys.stderr)
+                self.worker.link_closed()
+                return
+            end = start + HEADER.size + size
+            if len(buffer) < end:
+                break
+            self.worker.reply(json.loads(buffer[start + HEADER.size : end]))
+            start = end
+        del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.link_closed()
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the link's EOF still ends us
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+async def serve(listener: socket.socket, link: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    worker = Worker(link)
+    await loop.create_unix_connection(lambda: LinkProtocol(worker), sock=link)
+    server = await loop.create_server(lambda: HttpConnection(worker), sock=listener, backlog=1024)
+    loop.add_signal_handler(signal.SIGTERM, worker.link_closed)
+    loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C in the node's terminal is the node's
+    worker._send({"ready": os.getpid()})
+    await worker.done.wait()
+    server.close()
+    # let the answers just written (503s among them) go out, briefly
+    for _ in range(100):
+        if not any(conn.queue for conn in worker.connections):
+            break
+        await asyncio.sleep(0.01)
+
+
+def main() -> None:
+    _die_with_parent()
+    listener = socket.socket(fileno=os.dup(0))
+    link = socket.socket(fileno=os.dup(1))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    os.dup2(2, 1)  # print goes to the node's stderr
+    sys.stdout = sys.stderr
+    try:
+        import uvloop
+
+        uvloop.run(serve(listener, link))
+    except KeyboardInterrupt:
+        pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
