@@ -18,6 +18,7 @@ import trio
 
 from aether_kv import FramedStream, InvalidRequestError, KVError, client_handshake, server_handshake
 
+from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
 
 log = logging.getLogger("aether_node.peers")
@@ -102,7 +103,7 @@ def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, floa
         if not isinstance(coordinates, str) or not isinstance(entry, str):
             raise ValueError("coordinates and entry must be strings")
     except ValueError as error:
-        raise InvocationError("bad_request", f"malformed invoke request: {error}") from None
+        raise InvocationError(ErrorKind.BAD_REQUEST, f"malformed invoke request: {error}") from None
     return coordinates, instance, entry, request.get("payload"), float(timeout)
 
 
@@ -116,10 +117,12 @@ async def _serve_one(
         else:
             reply["ok"] = await invoke(*_invoke_arguments(request))
     except InvocationError as error:
-        reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+        reply["error"] = error.to_wire()
     except Exception as error:  # a bug here must cost one call, not the connection or the node
         log.exception("serving a peer's request failed")
-        reply["error"] = {"kind": "internal", "message": f"the node failed to serve the call: {error!r}"}
+        reply["error"] = InvocationError(
+            ErrorKind.INTERNAL, f"the node failed to serve the call: {error!r}"
+        ).to_wire()
     try:
         await framed.send(reply)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -191,10 +194,9 @@ class _PeerConnection:
         if pending.reply is None:
             if self.closed:
                 raise LostInFlightError(f"connection to {self.address} dropped during the call")
-            raise InvocationError("timeout", f"no answer from {self.address} within {timeout:.3g} s")
-        if "error" in pending.reply:
-            error = pending.reply["error"]
-            raise InvocationError(str(error.get("kind")), str(error.get("message")), error.get("type"))
+            raise InvocationError(ErrorKind.TIMEOUT, f"no answer from {self.address} within {timeout:.3g} s")
+        if "error" in pending.reply:  # the remote's own error, kind, message and slice exception intact
+            raise InvocationError.from_wire(pending.reply["error"])
         return pending.reply.get("ok")
 
 
