@@ -15,6 +15,11 @@ from cyclopts import Parameter
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEV_DIR = Path(".aether-dev")
 T = TypeVar("T")
+# The exit code of each error kind (`aether_node.client.ErrorKind`; a test checks every kind is here).
+EXIT_CODE_BY_KIND = {"bad_request": EXIT_BAD_INPUT, "unreachable": EXIT_UNREACHABLE} | dict.fromkeys((
+    "unauthenticated", "forbidden", "not_found", "no_endpoint", "conflict", "raised", "internal",
+    "unavailable", "gone", "timeout", "no_answer", "error",
+), EXIT_FAILED)  # fmt: skip
 
 
 @Parameter(name="*")
@@ -64,7 +69,10 @@ def call(common: Common, operation: Callable[[Any], T]) -> T:
         except ValueError as error:  # a malformed --cluster URL or name
             fail(EXIT_BAD_INPUT, str(error))
         except ApiError as error:
-            fail(EXIT_BAD_INPUT if error.status == 400 else EXIT_FAILED, error.message)
+            fail(
+                EXIT_CODE_BY_KIND.get(error.kind, EXIT_BAD_INPUT if error.status == 400 else EXIT_FAILED),
+                error.message,
+            )
 
 
 def emit(common: Common, data: Any, human: Callable[[], None]) -> None:
