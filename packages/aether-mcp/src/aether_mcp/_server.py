@@ -21,7 +21,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import Resource, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types import CLIENT_INFO_META_KEY
 
-from aether_node.client import ApiClient, to_json
+from aether_node.client import HTTP_STATUS, ApiClient, ErrorKind, to_json
 
 from ._agent import Agent, AgentGate, service_description
 from ._config import McpConfig
@@ -246,7 +246,7 @@ async def _deny(send: Callable[[Any], Awaitable[None]]) -> None:
     body = json.dumps(
         {
             "error": {
-                "kind": "unauthenticated",
+                "kind": ErrorKind.UNAUTHENTICATED,
                 "message": "this MCP endpoint needs Authorization: Bearer TOKEN",
             }
         }
@@ -254,7 +254,7 @@ async def _deny(send: Callable[[Any], Awaitable[None]]) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
+            "status": HTTP_STATUS[ErrorKind.UNAUTHENTICATED],
             "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
         }
     )

@@ -5,6 +5,9 @@ Roles: viewer ⊂ operator ⊂ admin. Reading needs viewer; changing the cluster
 A missing or unknown key → 401; a key whose role is too weak → 403 naming the role needed. With no keys
 configured the API is open only if the node runs in dev mode.
 
+Errors: every route answers a RequestError (the handlers', a call's) as `{"error": {"kind", "message"[,
+"type"]}}` with its kind's status (`core/_error_kinds.py`), in one place (`route`).
+
 `/metrics` (Prometheus text format) needs the viewer role like every read: Prometheus sends it as a bearer
 token (`authorization: {credentials: KEY}` in a scrape config). The probes and the dashboard's static
 files (`/dashboard`: no data in them; the page asks for a key and sends it with every request) need none.

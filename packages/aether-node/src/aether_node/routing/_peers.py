@@ -3,7 +3,8 @@ persistent, multiplexed connection to every other node it calls. Connections are
 cluster secret (the same handshake as the KV client protocol).
 
 Operations: `invoke` (the default), and `stats`: the node's call statistics, for a dashboard on any node
-(metrics go node to node, never through consensus).
+(metrics go node to node, never through consensus). A call's error comes back as the remote raised it
+(`InvocationError.to_wire`/`from_wire`: kind, message, the slice's exception type).
 """
 
 from __future__ import annotations
