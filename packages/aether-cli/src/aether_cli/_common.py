@@ -17,6 +17,11 @@ from cyclopts import Parameter
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 T = TypeVar("T")
+# The exit code of each error kind (`aether_node.client.ErrorKind`; a test checks every kind is here).
+EXIT_CODE_BY_KIND = {"bad_request": EXIT_BAD_INPUT, "unreachable": EXIT_UNREACHABLE} | dict.fromkeys((
+    "unauthenticated", "forbidden", "not_found", "no_endpoint", "conflict", "raised", "internal",
+    "unavailable", "gone", "timeout", "no_answer", "error",
+), EXIT_FAILED)  # fmt: skip
 
 
 @Parameter(name="*")
@@ -146,7 +151,9 @@ def explain(error: Exception, where: Target) -> tuple[int, str]:
                 f"no API key given: the cluster ({where.source}) needs one; pass --api-key KEY"
                 " (or AETHER_API_KEY), or add it to the context (`aether context add NAME URL --api-key -`)"
             )
-        return (EXIT_BAD_INPUT if error.status == 400 else EXIT_FAILED), error.message
+        return EXIT_CODE_BY_KIND.get(
+            error.kind, EXIT_BAD_INPUT if error.status == 400 else EXIT_FAILED
+        ), error.message
     raise error
 
 

@@ -29,6 +29,8 @@ from typing import Any
 import anyio
 import attrs
 
+from aether_node.client import ErrorKind
+
 from ._errors import AgentBusyError, ClusterError
 from ._gateway import ClusterGateway
 
@@ -139,9 +141,9 @@ class AgentGate:
         try:
             await self.gateway.call(lambda c: c.acquire_agent_lease(holder, token, self.ttl))
         except ClusterError as error:
-            if error.kind == "conflict":
+            if error.kind == ErrorKind.CONFLICT:
                 raise AgentBusyError(error.message) from None
-            if error.kind != "forbidden":
+            if error.kind != ErrorKind.FORBIDDEN:
                 raise
             # A viewer key may not take the lease, and cannot change anything either: no lease needed.
             log.info("no agent lease: %s", error.message)
@@ -192,5 +194,5 @@ class AgentGate:
                 try:
                     await self.gateway.call(renew)
                 except ClusterError as error:
-                    if error.kind == "conflict":  # lost it (a long partition): the agent must be re-admitted
+                    if error.kind == ErrorKind.CONFLICT:  # lost it (a long partition): re-admit the agent
                         self.current, self._token = None, ""

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import anyio.to_thread
 
-from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
+from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, ErrorKind, NoAnswerError
 
 from ._errors import ClusterError
 
@@ -30,11 +30,9 @@ class ClusterGateway:
     def call_blocking(self, operation: Callable[[ApiClient], T]) -> T:
         try:
             return operation(self.client)
-        except ClusterUnreachableError as error:
-            raise ClusterError(str(error), kind="unreachable") from None
-        except NoAnswerError as error:
-            raise ClusterError(str(error), kind="no_answer") from None
+        except (ClusterUnreachableError, NoAnswerError) as error:
+            raise ClusterError(str(error), kind=error.kind) from None
         except ApiError as error:
             raise ClusterError(error.message, kind=error.kind) from None
         except ValueError as error:  # a malformed name or URL: the caller's input
-            raise ClusterError(str(error), kind="invalid") from None
+            raise ClusterError(str(error), kind=ErrorKind.BAD_REQUEST) from None

@@ -15,17 +15,17 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
+from mcp.server.mcpserver.exceptions import ResourceError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ServerEvent
 from mcp.shared.exceptions import MCPError
 from mcp.types import Resource, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types import CLIENT_INFO_META_KEY
 
-from aether_node.client import ApiClient, to_json
+from aether_node.client import HTTP_STATUS, ApiClient, ErrorKind, to_json
 
 from ._agent import Agent, AgentGate, service_description
 from ._config import McpConfig
-from ._errors import AgentBusyError, ClusterError
+from ._errors import RESOURCE_ERROR_BY_KIND, AgentBusyError, ClusterError
 from ._gateway import ClusterGateway
 from ._legacy_subscriptions import LegacySubscriptions
 from ._notifications import EventPump
@@ -109,9 +109,7 @@ def register_resources(server: MCPServer, gateway: ClusterGateway) -> None:
         try:
             return _json(to_json(await gateway.call(operation)))
         except ClusterError as error:
-            if error.kind == "not_found":
-                raise ResourceNotFoundError(error.message) from None
-            raise ResourceError(error.message) from None
+            raise RESOURCE_ERROR_BY_KIND.get(error.kind, ResourceError)(error.message) from None
 
     @server.resource(
         CLUSTER_STATUS,
@@ -248,7 +246,7 @@ async def _deny(send: Callable[[Any], Awaitable[None]]) -> None:
     body = json.dumps(
         {
             "error": {
-                "kind": "unauthenticated",
+                "kind": ErrorKind.UNAUTHENTICATED,
                 "message": "this MCP endpoint needs Authorization: Bearer TOKEN",
             }
         }
@@ -256,7 +254,7 @@ async def _deny(send: Callable[[Any], Awaitable[None]]) -> None:
     await send(
         {
             "type": "http.response.start",
-            "status": 401,
+            "status": HTTP_STATUS[ErrorKind.UNAUTHENTICATED],
             "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
         }
     )

@@ -47,7 +47,9 @@ _EXPORTS = {
     "ResolutionError": ".core._errors",
     "SliceHostError": ".core._errors",
     "StepTimeoutError": ".core._errors",
+    "RequestError": ".core._errors",
     "InvocationError": ".core._errors",
+    "ErrorKind": ".core._error_kinds",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -11,6 +11,10 @@ blueprint, delete one, take or release the agent lease). An invoke is resent onl
 entry point is idempotent (its slice declares it so); when that is unknown it is not resent, and
 `NoAnswerError` says what happened. An invoke carries its timeout to the node, and the client waits longer
 than that, so the node's own 504 answer (with what it knows) reaches the caller.
+
+Errors: every error the client raises has a `kind` from `ErrorKind`, the one vocabulary of error kinds
+(re-exported here from the node's core with `HTTP_STATUS`, the status a node answers each with): the
+node's own kind for an `ApiError`, `unreachable` and `no_answer` for the client's own.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request
 
 import attrs
+
+from .core._error_kinds import HTTP_STATUS as HTTP_STATUS
+from .core._error_kinds import ErrorKind as ErrorKind
 
 T = TypeVar("T")
 
@@ -343,7 +350,8 @@ def __getattr__(name: str) -> Any:
 
 
 class ApiError(Exception):
-    """The cluster answered with an error. `kind` is the API's error kind; `status` the HTTP status."""
+    """The cluster answered with an error. `kind` is the API's error kind (an `ErrorKind` value, or one a
+    node of another version sent; `error` if the answer was not the API's JSON); `status` the HTTP status."""
 
     def __init__(self, status: int, kind: str, message: str) -> None:
         super().__init__(message)
@@ -355,11 +363,15 @@ class ApiError(Exception):
 class ClusterUnreachableError(Exception):
     """No node of the cluster could be reached: the request was received by none of them."""
 
+    kind = ErrorKind.UNREACHABLE
+
 
 class NoAnswerError(Exception):
     """A node received (or may have received) the request and gave no answer: it did not answer in time,
     or the connection dropped. The operation may have run there; it was not resent because it is not
     known to be idempotent. The message says which node, how long it waited and why it was not resent."""
+
+    kind = ErrorKind.NO_ANSWER
 
 
 _NOT_SENT = "aether_not_sent"  # set on a Request while its connection was never made
@@ -464,9 +476,9 @@ class ApiClient:
             raw = error.read()
             try:
                 detail = json.loads(raw)["error"]
-                kind, message = str(detail.get("kind", "error")), str(detail.get("message", raw))
+                kind, message = str(detail.get("kind", ErrorKind.ERROR)), str(detail.get("message", raw))
             except (ValueError, KeyError, TypeError):
-                kind, message = "error", raw.decode(errors="replace") or str(error.reason)
+                kind, message = ErrorKind.ERROR, raw.decode(errors="replace") or str(error.reason)
             raise ApiError(error.code, kind, message) from None
         except (ValueError, http.client.InvalidURL) as error:
             raise ValueError(f"{url}: not a usable cluster URL ({error})") from None

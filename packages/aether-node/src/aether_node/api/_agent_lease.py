@@ -13,11 +13,13 @@ from typing import Any
 
 import attrs
 
-from aether_kv import Compare, CompareOp, CompareTarget, KVClient, KVError, LeaseNotFoundError, Put
+from aether_kv import Compare, CompareOp, CompareTarget, KVClient, LeaseNotFoundError, Put
 
 from ..client import AgentLease
+from ..core._error_kinds import ErrorKind
+from ..core._errors import RequestError
+from ..core._kv_errors import store_errors
 from ..core._records import SCHEMA_VERSION, RecordError, decode_record, encode_record
-from ._handlers import HandlerError
 
 AGENT_LEASE_KEY = "agents/lease"
 MIN_TTL, MAX_TTL = 2.0, 300.0
@@ -34,13 +36,19 @@ class AgentLeaseRecord:
 
 
 def check_request(holder: object, token: object, ttl: object) -> tuple[str, str, float]:
-    """Validate an acquire request; a HandlerError names the field at fault."""
+    """Validate an acquire request; a RequestError (bad_request) names the field at fault."""
     if not isinstance(holder, str) or not 1 <= len(holder.strip()) <= 200:
-        raise HandlerError("invalid", "holder: expected a description of the agent, 1 to 200 characters")
+        raise RequestError(
+            ErrorKind.BAD_REQUEST, "holder: expected a description of the agent, 1 to 200 characters"
+        )
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-        raise HandlerError("invalid", "token: expected 16 to 128 characters of A-Z, a-z, 0-9, _ or -")
+        raise RequestError(
+            ErrorKind.BAD_REQUEST, "token: expected 16 to 128 characters of A-Z, a-z, 0-9, _ or -"
+        )
     if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not MIN_TTL <= ttl <= MAX_TTL:
-        raise HandlerError("invalid", f"ttl: expected a number of seconds from {MIN_TTL:g} to {MAX_TTL:g}")
+        raise RequestError(
+            ErrorKind.BAD_REQUEST, f"ttl: expected a number of seconds from {MIN_TTL:g} to {MAX_TTL:g}"
+        )
     return holder.strip(), token, float(ttl)
 
 
@@ -67,19 +75,15 @@ class AgentLeases:
             return stored, None
 
     async def current(self) -> AgentLease | None:
-        try:
+        with store_errors():
             _, record = await self._current()
-        except KVError as error:
-            raise HandlerError(
-                "unavailable", f"the cluster's store is not available: {error.message}"
-            ) from None
         return None if record is None else _public(record)
 
     async def acquire(self, holder: object, token: object, ttl: object) -> AgentLease:
         """Take the lease, or renew it if `token` already holds it. Another holder → a `conflict` error
         that names it."""
         holder, token, ttl = check_request(holder, token, ttl)
-        try:
+        with store_errors("could not take the agent lease"):
             for _ in range(5):
                 stored, record = await self._current()
                 if stored is None or record is None:
@@ -87,8 +91,8 @@ class AgentLeases:
                         return AgentLease(holder=holder, since=self.clock(), ttl=ttl)
                     continue
                 if record.token != token:
-                    raise HandlerError(
-                        "conflict",
+                    raise RequestError(
+                        ErrorKind.CONFLICT,
                         f"another agent is operating this cluster: {record.holder} (since"
                         f" {_since(record.since)}). Only one agent at a time: the lease goes when that"
                         f" agent disconnects, or at most {record.ttl:g} s after its MCP service stops.",
@@ -98,9 +102,9 @@ class AgentLeases:
                 except LeaseNotFoundError:
                     continue  # it expired a moment ago; its key is going away with it
                 return _public(record)
-        except KVError as error:
-            raise HandlerError("unavailable", f"could not take the agent lease: {error.message}") from None
-        raise HandlerError("unavailable", "could not take the agent lease: it changed hands repeatedly")
+        raise RequestError(
+            ErrorKind.UNAVAILABLE, "could not take the agent lease: it changed hands repeatedly"
+        )
 
     async def _create(self, holder: str, token: str, ttl: float, stored: Any) -> bool:
         lease = await self.kv.lease_grant(ttl)
@@ -121,14 +125,15 @@ class AgentLeases:
     async def release(self, token: object) -> bool:
         """Give the lease up if `token` holds it; True if it did. Idempotent."""
         if not isinstance(token, str) or not _TOKEN.fullmatch(token):
-            raise HandlerError("invalid", "token: expected 16 to 128 characters of A-Z, a-z, 0-9, _ or -")
-        try:
-            stored, record = await self._current()
-            if record is None or record.token != token:
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, "token: expected 16 to 128 characters of A-Z, a-z, 0-9, _ or -"
+            )
+        with store_errors("could not release the agent lease"):
+            try:
+                stored, record = await self._current()
+                if record is None or record.token != token:
+                    return False
+                await self.kv.lease_revoke(stored.lease)
+            except LeaseNotFoundError:
                 return False
-            await self.kv.lease_revoke(stored.lease)
-        except LeaseNotFoundError:
-            return False
-        except KVError as error:
-            raise HandlerError("unavailable", f"could not release the agent lease: {error.message}") from None
         return True

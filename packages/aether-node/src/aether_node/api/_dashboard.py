@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from ..core._error_kinds import ErrorKind
 from ..routing._http import error_response
 
 FILES = {
@@ -42,7 +43,7 @@ def dashboard_routes() -> list[Route]:
     async def asset(request: Request) -> Response:
         name = request.path_params["name"]
         if name not in FILES or name == "index.html":
-            return error_response("not_found", f"no dashboard file {name!r}", 404)
+            return error_response(ErrorKind.NOT_FOUND, f"no dashboard file {name!r}")
         return Response(contents[name], media_type=FILES[name], headers=HEADERS)
 
     async def root(request: Request) -> Response:

@@ -1,5 +1,7 @@
 """Command handlers: the operations behind the management API (and so the CLI and the MCP service).
-Protocol-agnostic: typed request in, typed result (from `client`) out, or a HandlerError.
+Protocol-agnostic: typed request in, typed result (from `client`) out, or a RequestError whose kind
+(`core/_error_kinds.py`) the API turns into its answer. KV errors become `unavailable` in one place
+(`core/_kv_errors.py`).
 
 Reads that decide anything are linearizable; writes go through Raft like every KV write.
 """
@@ -13,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from aether_kv import CompactedError, Event, KVClient, KVError, Status
+from aether_kv import CompactedError, Event, KVClient, Status
 
 from ..client import (
     ApplyResult,
@@ -35,7 +37,9 @@ from ..control._membership import expected_nodes, forget
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
-from ..core._errors import InvalidCoordinatesError
+from ..core._error_kinds import ErrorKind
+from ..core._errors import InvalidCoordinatesError, RequestError
+from ..core._kv_errors import store_errors
 from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, decode_record, encode_record
 from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
@@ -60,15 +64,6 @@ def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]
     return found
 
 
-class HandlerError(Exception):
-    """`kind`: invalid (bad input: HTTP 400, CLI exit 2), not_found (404), unavailable (503)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-
-
 def _info(blueprint: Blueprint) -> BlueprintInfo:
     return BlueprintInfo(
         name=blueprint.name,
@@ -90,12 +85,8 @@ class Handlers:
 
     async def _fresh(self) -> None:
         """One barrier through the Raft log: the reads that follow on this replica are linearizable."""
-        try:
+        with store_errors():
             await self.kv.barrier()
-        except KVError as error:
-            raise HandlerError(
-                "unavailable", f"the cluster's store is not available: {error.message}"
-            ) from None
 
     async def _read(self, prefix: str) -> dict[str, Any]:
         """A local read; callers put one `_fresh()` before their reads (cheaper than a barrier each)."""
@@ -103,12 +94,8 @@ class Handlers:
 
     async def _read_at(self, prefix: str) -> tuple[dict[str, Any], int]:
         """`_read`, and the revision the read saw."""
-        try:
+        with store_errors():
             listing = await self.kv.range(prefix)
-        except KVError as error:
-            raise HandlerError(
-                "unavailable", f"the cluster's store is not available: {error.message}"
-            ) from None
         return {kv.key: kv for kv in listing.kvs}, listing.revision
 
     # ------------------------------------------------------------ blueprints
@@ -117,13 +104,13 @@ class Handlers:
         try:
             return _info(parse_blueprint(text, source))
         except BlueprintError as error:
-            raise HandlerError("invalid", error.message) from None
+            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
 
     async def apply_blueprint(self, text: str, source: str) -> ApplyResult:
         try:
             blueprint = parse_blueprint(text, source, timestamp=self.clock())
         except BlueprintError as error:
-            raise HandlerError("invalid", error.message) from None
+            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
         await self._fresh()
         others = await self._blueprints()
         claimed = {
@@ -135,16 +122,14 @@ class Handlers:
         for spec in blueprint.slices:
             owner = claimed.get(spec.artifact.rsplit(":", 1)[0])
             if owner:
-                raise HandlerError(
-                    "invalid",
+                raise RequestError(
+                    ErrorKind.BAD_REQUEST,
                     f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
                 )
         key = BLUEPRINTS + blueprint.name
-        try:
+        with store_errors("could not store the blueprint"):
             existed = await self.kv.get(key, linearizable=True)
             result = await self.kv.put(key, encode_record(blueprint))
-        except KVError as error:
-            raise HandlerError("unavailable", f"could not store the blueprint: {error.message}") from None
         return ApplyResult(
             name=blueprint.name,
             created=existed is None,
@@ -170,23 +155,21 @@ class Handlers:
         await self._fresh()
         blueprint = (await self._blueprints()).get(name)
         if blueprint is None:
-            raise HandlerError("not_found", f"no blueprint named {name!r}")
+            raise RequestError(ErrorKind.NOT_FOUND, f"no blueprint named {name!r}")
         return _info(blueprint)
 
     async def delete_blueprint(self, name: str) -> None:
         key = BLUEPRINTS + name
-        try:
+        with store_errors("could not delete the blueprint"):
             deleted = await self.kv.delete(key)
-        except KVError as error:
-            raise HandlerError("unavailable", f"could not delete the blueprint: {error.message}") from None
         if deleted.deleted == 0:
-            raise HandlerError("not_found", f"no blueprint named {name!r}")
+            raise RequestError(ErrorKind.NOT_FOUND, f"no blueprint named {name!r}")
 
     async def blueprint_status(self, name: str) -> BlueprintStatus:
         await self._fresh()
         blueprint = (await self._blueprints()).get(name)
         if blueprint is None:
-            raise HandlerError("not_found", f"no blueprint named {name!r}")
+            raise RequestError(ErrorKind.NOT_FOUND, f"no blueprint named {name!r}")
         instances = await self._instances()
         problems = await self._problems()
         statuses = []
@@ -249,8 +232,8 @@ class Handlers:
                 if spec.artifact.rsplit(":", 1)[0] == artifact_id:
                     wanted = spec
         if wanted is None and not mine:
-            raise HandlerError(
-                "not_found", f"no blueprint deploys {artifact_id} and no instance of it exists"
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id} and no instance of it exists"
             )
         coordinates = wanted.artifact if wanted else mine[0].artifact
         active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == coordinates)
@@ -270,7 +253,7 @@ class Handlers:
                 return Coordinates.parse(artifact).artifact_id
             return parse_artifact_id(artifact)
         except InvalidCoordinatesError as error:
-            raise HandlerError("invalid", error.message) from None
+            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
 
     async def invoke(self, artifact: str, entry: str, payload: Any, *, timeout: float | None = None) -> Any:
         """The call, given `timeout` seconds (the node's configured invoke timeout if None)."""
@@ -300,7 +283,8 @@ class Handlers:
         return found
 
     async def _leader_node(self) -> str | None:
-        claim = await self.kv.get(LEADER_KEY)
+        with store_errors():
+            claim = await self.kv.get(LEADER_KEY)
         if claim is None:
             return None
         try:
@@ -334,12 +318,8 @@ class Handlers:
         ]
 
     async def _status(self) -> Status:
-        try:
+        with store_errors():
             return await self.kv.status()
-        except KVError as error:
-            raise HandlerError(
-                "unavailable", f"the cluster's store is not available: {error.message}"
-            ) from None
 
     async def cluster_status(self) -> ClusterStatus:
         status = await self._status()
@@ -349,26 +329,20 @@ class Handlers:
         return self._summary(status, nodes, instances, blueprints, await self._expected())
 
     async def _expected(self) -> list[str]:
-        try:
+        with store_errors():
             return await expected_nodes(self.kv)
-        except KVError as error:
-            raise HandlerError(
-                "unavailable", f"the cluster's store is not available: {error.message}"
-            ) from None
 
     async def forget_node(self, node_id: str) -> dict[str, str]:
         """Stop expecting a node that is gone for good (it is no longer counted as missing)."""
         await self._fresh()
         if node_id in {n.node_id for n in await self._nodes()}:
-            raise HandlerError(
-                "conflict", f"node {node_id} is registered: stop it (it then leaves by itself) before"
+            raise RequestError(
+                ErrorKind.CONFLICT, f"node {node_id} is registered: stop it (it then leaves by itself) before"
             )
-        try:
+        with store_errors("could not forget the node"):
             forgotten = await forget(self.kv, node_id)
-        except KVError as error:
-            raise HandlerError("unavailable", f"could not forget the node: {error.message}") from None
         if not forgotten:
-            raise HandlerError("not_found", f"node {node_id} is not expected by the cluster")
+            raise RequestError(ErrorKind.NOT_FOUND, f"node {node_id} is not expected by the cluster")
         return {"forgotten": node_id}
 
     @staticmethod
@@ -466,12 +440,7 @@ class Handlers:
         revision they end at. Looks back 20 revisions per event wanted, then further (×8 each time, up to
         the whole history the store keeps) while too few matched."""
         for _ in range(3):  # compaction may overtake a scan; start over from a new status then
-            try:
-                status = await self.kv.status()
-            except KVError as error:
-                raise HandlerError(
-                    "unavailable", f"the cluster's store is not available: {error.message}"
-                ) from None
+            status = await self._status()
             oldest = max(status.compact_revision + 1, 1)
             window = max(limit, 1) * 20
             try:
@@ -483,17 +452,15 @@ class Handlers:
                     window *= 8
             except CompactedError:
                 continue
-        raise HandlerError("unavailable", "the store's history moved on too fast to be read; try again")
+        raise RequestError(
+            ErrorKind.UNAVAILABLE, "the store's history moved on too fast to be read; try again"
+        )
 
     async def _timed(self, found: list[tuple[bool, ClusterEvent]]) -> list[ClusterEvent]:
         """The events, those marked as needing one with their stamped time (`_event_clock`)."""
         revisions = [event.revision for timed, event in found if timed]
-        try:
+        with store_errors():
             times = await self.event_clock.times(revisions) if revisions else {}
-        except KVError as error:
-            raise HandlerError(
-                "unavailable", f"the cluster's store is not available: {error.message}"
-            ) from None
         # (a time that cannot be stamped now, without a quorum, stays 0.0: unknown, not made up)
         return [attrs.evolve(e, timestamp=times.get(e.revision, 0.0)) if timed else e for timed, e in found]
 
@@ -504,7 +471,7 @@ class Handlers:
         found = [(timed, e) for e in describe(raw) if selection.matches(e)]
         try:
             return await self._timed(found)
-        except HandlerError:
+        except RequestError:
             return [e for _, e in found]
 
     async def _history(self, start: int, end: int, selection: EventFilter) -> list[tuple[bool, ClusterEvent]]:
@@ -515,7 +482,7 @@ class Handlers:
         found: list[tuple[bool, ClusterEvent]] = []
         stream = self.kv.watch("", start)
         try:
-            with trio.fail_after(10):
+            with trio.fail_after(10), store_errors(passing=(CompactedError,)):
                 while True:
                     batch = await stream.__anext__()
                     for raw in batch:
@@ -525,13 +492,7 @@ class Handlers:
                     if batch[-1].revision >= end:
                         return found
         except trio.TooSlowError:
-            raise HandlerError("unavailable", "reading the store's history took too long") from None
-        except KVError as error:
-            if isinstance(error, CompactedError):
-                raise
-            raise HandlerError(
-                "unavailable", f"the cluster's store is not available: {error.message}"
-            ) from None
+            raise RequestError(ErrorKind.UNAVAILABLE, "reading the store's history took too long") from None
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
@@ -540,10 +501,10 @@ class Handlers:
         """That events after revision `since` can still be read from the store's history."""
         status = await self._status()
         if since < 0:
-            raise HandlerError("invalid", f"since: must be a revision ≥ 0, got {since}")
+            raise RequestError(ErrorKind.BAD_REQUEST, f"since: must be a revision ≥ 0, got {since}")
         if since < status.compact_revision:
-            raise HandlerError(
-                "invalid",
+            raise RequestError(
+                ErrorKind.BAD_REQUEST,
                 f"since: revision {since} is no longer in the history (it starts after revision"
                 f" {status.compact_revision}); read the state again and follow from its revision",
             )

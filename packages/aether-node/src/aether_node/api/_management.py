@@ -5,6 +5,9 @@ Roles: viewer ⊂ operator ⊂ admin. Reading needs viewer; changing the cluster
 A missing or unknown key → 401; a key whose role is too weak → 403 naming the role needed. With no keys
 configured the API is open only if the node runs in dev mode.
 
+Errors: every route answers a RequestError (the handlers', a call's) as `{"error": {"kind", "message"[,
+"type"]}}` with its kind's status (`core/_error_kinds.py`), in one place (`route`).
+
 `/metrics` (Prometheus text format) needs the viewer role like every read: Prometheus sends it as a bearer
 token (`authorization: {credentials: KEY}` in a scrape config). The probes and the dashboard's static
 files (`/dashboard`: no data in them; the page asks for a key and sends it with every request) need none.
@@ -25,17 +28,17 @@ from starlette.routing import Route
 from aether_kv import KVClient
 
 from ..client import MAX_CALL_TIMEOUT, to_json
-from ..core._errors import InvocationError
+from ..core._error_kinds import ErrorKind
+from ..core._errors import RequestError
 from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
 from ..routing._http import error_response
 from ._agent_lease import AgentLeases
 from ._dashboard import dashboard_routes
-from ._handlers import HandlerError, Handlers
+from ._handlers import Handlers
 
 ROLES = ("viewer", "operator", "admin")
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
-STATUS_BY_HANDLER_KIND = {"invalid": 400, "not_found": 404, "conflict": 409, "unavailable": 503}
 
 
 def parse_api_keys(text: str) -> dict[str, str]:
@@ -67,11 +70,11 @@ class Authorizer:
         role = self.keys.get(key)
         if role is None:
             return error_response(
-                "unauthenticated", "an API key is required (Authorization: Bearer KEY)", 401
+                ErrorKind.UNAUTHENTICATED, "an API key is required (Authorization: Bearer KEY)"
             )
         if ROLES.index(role) < ROLES.index(needed):
             return error_response(
-                "forbidden", f"this operation needs the {needed} role; your key has {role}", 403
+                ErrorKind.FORBIDDEN, f"this operation needs the {needed} role; your key has {role}"
             )
         return None
 
@@ -99,11 +102,7 @@ def management_app(
                     return denied
                 try:
                     result = await endpoint(request)
-                except HandlerError as error:
-                    return error_response(
-                        error.kind, error.message, STATUS_BY_HANDLER_KIND.get(error.kind, 500)
-                    )
-                except InvocationError as error:
+                except RequestError as error:  # the handlers' and the calls' errors alike
                     return error_response(error.kind, error.message, type=error.remote_type)
                 if isinstance(result, Response):
                     return result
@@ -117,7 +116,7 @@ def management_app(
         try:
             text = (await request.body()).decode("utf-8")
         except UnicodeDecodeError:
-            raise HandlerError("invalid", "the blueprint must be UTF-8 TOML text") from None
+            raise RequestError(ErrorKind.BAD_REQUEST, "the blueprint must be UTF-8 TOML text") from None
         return text, request.query_params.get("source", "blueprint.toml")
 
     @route("/api/v1/blueprints", "operator", "POST")
@@ -164,15 +163,20 @@ def management_app(
         try:
             payload = json.loads(body) if body.strip() else None
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise HandlerError("invalid", f"the request body is not valid JSON: {error}") from None
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}"
+            ) from None
         raw = request.query_params.get("timeout")
         try:
             timeout = None if raw is None else float(raw)
         except ValueError:
-            raise HandlerError("invalid", f"timeout: expected seconds, got {raw[:40]!r}") from None
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"timeout: expected seconds, got {raw[:40]!r}"
+            ) from None
         if timeout is not None and not 0 < timeout <= MAX_CALL_TIMEOUT:
-            raise HandlerError(
-                "invalid", f"timeout: must be in (0, {MAX_CALL_TIMEOUT:g}] seconds, got {timeout:g}"
+            raise RequestError(
+                ErrorKind.BAD_REQUEST,
+                f"timeout: must be in (0, {MAX_CALL_TIMEOUT:g}] seconds, got {timeout:g}",
             )
         return JSONResponse(
             await handlers.invoke(
@@ -204,9 +208,9 @@ def management_app(
         try:
             limit = int(request.query_params.get("limit", "50"))
         except ValueError:
-            raise HandlerError("invalid", "limit: expected an integer") from None
+            raise RequestError(ErrorKind.BAD_REQUEST, "limit: expected an integer") from None
         if not 1 <= limit <= 1000:
-            raise HandlerError("invalid", f"limit: must be between 1 and 1000, got {limit}")
+            raise RequestError(ErrorKind.BAD_REQUEST, f"limit: must be between 1 and 1000, got {limit}")
         return limit
 
     def _selection(request: Request) -> EventFilter:
@@ -215,7 +219,7 @@ def management_app(
         try:
             return EventFilter.parse(params.getlist("kind"), params.get("slice"), params.get("node"))
         except EventFilterError as error:
-            raise HandlerError("invalid", str(error)) from None
+            raise RequestError(ErrorKind.BAD_REQUEST, str(error)) from None
 
     @route("/api/v1/events", "viewer")
     async def events(request: Request) -> Any:
@@ -233,8 +237,8 @@ def management_app(
             try:
                 revision = int(since)
             except ValueError:
-                raise HandlerError(
-                    "invalid", f"since: expected a revision number, got {since[:40]!r}"
+                raise RequestError(
+                    ErrorKind.BAD_REQUEST, f"since: expected a revision number, got {since[:40]!r}"
                 ) from None
             await handlers.check_history(revision)
             recent: list[Any] = []
@@ -270,7 +274,9 @@ def management_app(
     @route("/metrics", "viewer")
     async def prometheus(request: Request) -> Any:
         if not metrics.enabled:
-            raise HandlerError("not_found", "metrics are turned off on this node (it runs with --no-metrics)")
+            raise RequestError(
+                ErrorKind.NOT_FOUND, "metrics are turned off on this node (it runs with --no-metrics)"
+            )
         await metrics.refresh_kv(status_kv or handlers.kv)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
@@ -280,9 +286,11 @@ def management_app(
         try:
             data = json.loads(await request.body())
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise HandlerError("invalid", f"the request body is not valid JSON: {error}") from None
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}"
+            ) from None
         if not isinstance(data, dict):
-            raise HandlerError("invalid", "the request body must be a JSON object")
+            raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
         return data
 
     @route("/api/v1/agent-lease", "viewer")
@@ -304,7 +312,7 @@ def management_app(
     async def readyz(request: Request) -> Response:
         if await ready():
             return JSONResponse({"ready": True})
-        return error_response("unavailable", "the node cannot reach a KV quorum", 503)
+        return error_response(ErrorKind.UNAVAILABLE, "the node cannot reach a KV quorum")
 
     routes = [
         apply,

@@ -8,14 +8,22 @@
     ├── SliceHostError           the slice's host process failed a step: import, start, crash, protocol
     │                            (the slice's fault); `kind` names the step
     ├── StepTimeoutError         a lifecycle step did not finish within its timeout
-    └── InvocationError          a call could not be served; `kind`: no_endpoint, timeout, raised,
-                                 bad_request, unavailable — each reaches the caller intact
+    └── RequestError             a request (a management operation, a call) cannot be served; its `kind`
+        │                        (an ErrorKind, `_error_kinds.py`) picks the answer: HTTP status, CLI
+        │                        exit code, MCP error
+        └── InvocationError      a call to a slice could not be served: no_endpoint, timeout, raised,
+                                 bad_request, unavailable, ... — kind, message and the slice's exception
+                                 type reach the caller intact, across nodes (`to_wire`, `from_wire`)
 
-Errors from lower layers (uv's output, subprocesses, pipes, the KV client) are translated into these at
-the module that talks to them.
+Errors from lower layers (uv's output, subprocesses, pipes) are translated into these at the module that
+talks to them; the KV client's, for requests, in one place (`_kv_errors.py`).
 """
 
 from __future__ import annotations
+
+from typing import Any, Self
+
+from ._error_kinds import ErrorKind
 
 
 class NodeError(Exception):
@@ -54,11 +62,37 @@ class StepTimeoutError(NodeError):
     """Raised when a lifecycle step exceeds its configured timeout."""
 
 
-class InvocationError(NodeError):
-    """Raised when a call cannot be served. `kind` is one of no_endpoint, timeout, raised, bad_request,
-    unavailable; `remote_type` names the slice's exception for kind "raised"."""
+_KNOWN = frozenset(ErrorKind)
 
-    def __init__(self, kind: str, message: str, remote_type: str | None = None) -> None:
+
+class RequestError(NodeError):
+    """Raised when a request cannot be served: bad input (the caller's fault), something missing or in
+    the way, or the store not available now. `kind` is an ErrorKind (or the wire name of one this node
+    does not know, from a peer of another version); `remote_type` names a slice's exception (kind
+    "raised")."""
+
+    def __init__(self, kind: ErrorKind | str, message: str, remote_type: str | None = None) -> None:
         super().__init__(message)
-        self.kind = kind
+        self.kind: ErrorKind | str = kind if kind not in _KNOWN else ErrorKind(kind)
         self.remote_type = remote_type
+
+    def to_wire(self) -> dict[str, Any]:
+        """`{"kind", "message"[, "type"]}`: the error as every protocol carries it (HTTP, peer, slice)."""
+        wire = {"kind": str(self.kind), "message": self.message}
+        if self.remote_type is not None:
+            wire["type"] = self.remote_type
+        return wire
+
+    @classmethod
+    def from_wire(cls, error: dict[str, Any]) -> Self:
+        """The error a peer or a slice host sent (`to_wire`'s form), as it was raised there."""
+        remote_type = error.get("type")
+        return cls(
+            str(error.get("kind", ErrorKind.INTERNAL)),
+            str(error.get("message", "")),
+            None if remote_type is None else str(remote_type),
+        )
+
+
+class InvocationError(RequestError):
+    """Raised when a call to a slice cannot be served (any node may raise it, for a call to any node)."""

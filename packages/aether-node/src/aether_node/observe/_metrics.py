@@ -30,6 +30,7 @@ from aether_kv import KVClient, KVError, Status
 
 from ..client import CallStats
 from ..core._coordinates import Coordinates
+from ..core._error_kinds import ErrorKind
 
 # A `*_created` series per counter and histogram doubles what a scrape carries and nobody reads them.
 disable_created_metrics()
@@ -39,7 +40,7 @@ UNKNOWN = "_unknown"
 # Ingress p50 is about 1 ms on loopback; slices may take seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 # Errors that can happen before any endpoint was found: their artifact/entry may be anything a caller typed.
-_UNROUTED = frozenset({"no_endpoint", "bad_request"})
+_UNROUTED = frozenset({ErrorKind.NO_ENDPOINT, ErrorKind.BAD_REQUEST})
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

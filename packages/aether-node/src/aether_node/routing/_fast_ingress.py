@@ -22,10 +22,11 @@ from typing import Any
 import trio
 from starlette.datastructures import QueryParams
 
+from ..core._error_kinds import http_status
 from ..core._errors import InvocationError
 from ..runtime._processes import ChildProcess, spawn
 from ..runtime._slice_host import _HEADER, MAX_FRAME, _Connection, _encode, _ProtocolError
-from ._http import STATUS_BY_KIND, Invoke, call_options
+from ._http import Invoke, call_options
 
 log = logging.getLogger("aether_node.fast_ingress")
 
@@ -172,7 +173,7 @@ class _Link:
             failure = {"kind": error.kind, "message": error.message}
             if error.remote_type is not None:
                 failure["type"] = error.remote_type
-            return {"s": STATUS_BY_KIND.get(error.kind, 500), "x": failure}
+            return {"s": http_status(error.kind), "x": failure}
         except Exception:  # a bug costs this call a plain 500, never the link
             log.exception("serving an ingress call failed")
             return {"s": 500}

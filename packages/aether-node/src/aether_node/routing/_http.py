@@ -1,7 +1,8 @@
 """The node's HTTP serving: the one module that serves HTTP (ASGI apps on hypercorn's trio worker).
 
 App ingress: `POST /invoke/{group}:{artifact}/{entry}` with a JSON body → the entry point's JSON result.
-Errors are JSON `{"error": {"kind", "message", ...}}` with a status that says what failed.
+Errors are JSON `{"error": {"kind", "message", ...}}` with the status of their kind (`http_status`,
+`core/_error_kinds.py`), for the ingress and the management API alike.
 
 The invoke route is the node's data path, so it is served by a raw ASGI callable (starlette's routing,
 middleware, Request and Response objects cost more per call than the rest of the ingress's own work);
@@ -28,28 +29,21 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core._blueprint import Balancing
+from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
 
 log = logging.getLogger("aether_node.http")
 
 Invoke = Callable[..., Awaitable[Any]]  # (artifact, entry, payload, *, timeout=, balancing=) → result
 
-STATUS_BY_KIND = {
-    "bad_request": 400,
-    "no_endpoint": 404,
-    "raised": 500,
-    "unavailable": 503,
-    "timeout": 504,
-}
-
 # starlette's own pattern for the route "/invoke/{artifact}/{entry}"
 INVOKE_PATH = re.compile(r"^/invoke/(?P<artifact>[^/]+)/(?P<entry>[^/]+)$")
 _JSON_HEADERS = (b"content-type", b"application/json")
 
 
-def error_response(kind: str, message: str, status: int | None = None, **extra: Any) -> JSONResponse:
+def error_response(kind: str, message: str, **extra: Any) -> JSONResponse:
     body = {"error": {"kind": kind, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
-    return JSONResponse(body, status_code=status or STATUS_BY_KIND.get(kind, 500))
+    return JSONResponse(body, status_code=http_status(kind))
 
 
 # JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is a ValueError); one encoder
@@ -61,11 +55,8 @@ def _render(content: Any) -> bytes:
     return _encode(content).encode("utf-8")
 
 
-def _error(kind: str, message: str, remote_type: str | None = None) -> tuple[int, bytes]:
-    error = {"kind": kind, "message": message}
-    if remote_type is not None:
-        error["type"] = remote_type
-    return STATUS_BY_KIND.get(kind, 500), _render({"error": error})
+def _error(error: InvocationError) -> tuple[int, bytes]:
+    return http_status(error.kind), _render({"error": error.to_wire()})
 
 
 def call_options(query: Mapping[str, str]) -> dict[str, Any]:
@@ -105,15 +96,15 @@ async def _answer(
     try:
         payload = parse_payload(body)
     except ValueError as error:
-        return _error("bad_request", str(error))
+        return _error(InvocationError(ErrorKind.BAD_REQUEST, str(error)))
     try:
         options = call_options(QueryParams(query_string)) if query_string else {}
     except ValueError as error:
-        return _error("bad_request", str(error))
+        return _error(InvocationError(ErrorKind.BAD_REQUEST, str(error)))
     try:
         result = await invoke(artifact, entry, payload, **options)
     except InvocationError as error:
-        return _error(error.kind, error.message, error.remote_type)
+        return _error(error)
     return 200, _render(result)
 
 

@@ -32,7 +32,8 @@ import sys
 from typing import Any
 from urllib.parse import unquote
 
-from ._http import INVOKE_PATH, STATUS_BY_KIND, parse_payload
+from ..core._error_kinds import http_status
+from ._http import INVOKE_PATH, parse_payload
 
 HEADER = struct.Struct(">I")
 MAX_LINK_FRAME = 64 * 1024 * 1024  # a reply carries a result of at most the slice frame limit (16 MiB)
@@ -76,7 +77,7 @@ def _plain(status: int, extra: bytes = b"") -> bytes:
 
 
 def _error(kind: str, message: str) -> bytes:
-    return _json_response(STATUS_BY_KIND.get(kind, 500), {"error": {"kind": kind, "message": message}})
+    return _json_response(http_status(kind), {"error": {"kind": kind, "message": message}})
 
 
 def render_reply(reply: dict[str, Any]) -> bytes:

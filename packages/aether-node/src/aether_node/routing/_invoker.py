@@ -19,6 +19,7 @@ import trio
 from ..client import ClusterCalls
 from ..core._blueprint import Balancing
 from ..core._coordinates import Coordinates, parse_artifact_id
+from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, InvocationError
 from ..core._records import NodeRecord
 from ..core._schema import InstanceKey
@@ -29,8 +30,6 @@ from ._endpoints import Endpoint, EndpointRegistry, choose
 from ._peers import LostInFlightError, NotSentError, PeerClients
 
 STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
-
-GONE = "gone"  # internal kind: the instance is not (or no longer) there, the call never ran
 
 
 class ClusterInvoker:
@@ -90,7 +89,7 @@ class ClusterInvoker:
             try:
                 parse_artifact_id(artifact_id)
             except InvalidCoordinatesError as error:
-                raise InvocationError("bad_request", error.message) from None
+                raise InvocationError(ErrorKind.BAD_REQUEST, error.message) from None
         timeout = timeout or self.store.timeouts.invoke
         deadline = trio.current_time() + timeout
         strategy = balancing or registry.balancing(artifact_id)
@@ -113,27 +112,29 @@ class ClusterInvoker:
             )
             remaining = deadline - trio.current_time()
             if remaining <= 0:
-                raise InvocationError("timeout", f"{artifact_id}/{entry}: no answer within {timeout:g} s")
+                raise InvocationError(
+                    ErrorKind.TIMEOUT, f"{artifact_id}/{entry}: no answer within {timeout:g} s"
+                )
             target = endpoint.target
             self.in_flight[target] += 1
             try:
                 return await self._call(endpoint, payload, remaining)
             except InvocationError as error:
-                if error.kind == GONE:
-                    last_error = InvocationError("unavailable", error.message)
-                elif error.kind == "unavailable" and endpoint.idempotent:
+                if error.kind == ErrorKind.GONE:
+                    last_error = InvocationError(ErrorKind.UNAVAILABLE, error.message)
+                elif error.kind == ErrorKind.UNAVAILABLE and endpoint.idempotent:
                     last_error = error  # the process died mid-call: safe to repeat an idempotent call
                 else:
                     raise
             except NotSentError as error:
-                last_error = InvocationError("unavailable", str(error))
+                last_error = InvocationError(ErrorKind.UNAVAILABLE, str(error))
             except LostInFlightError as error:
                 if not endpoint.idempotent:
                     raise InvocationError(
-                        "unavailable",
+                        ErrorKind.UNAVAILABLE,
                         f"{error}; {artifact_id}/{entry} is not idempotent, so it was not retried",
                     ) from None
-                last_error = InvocationError("unavailable", str(error))
+                last_error = InvocationError(ErrorKind.UNAVAILABLE, str(error))
             finally:
                 self.in_flight[target] -= 1
             tried.add(target)
@@ -144,9 +145,9 @@ class ClusterInvoker:
         if entries and entry not in entries:
             known = ", ".join(sorted(entries))
             return InvocationError(
-                "no_endpoint", f"{artifact_id} has no entry point {entry!r} (it has: {known})"
+                ErrorKind.NO_ENDPOINT, f"{artifact_id} has no entry point {entry!r} (it has: {known})"
             )
-        return InvocationError("no_endpoint", f"no ACTIVE instance of {artifact_id} is available")
+        return InvocationError(ErrorKind.NO_ENDPOINT, f"no ACTIVE instance of {artifact_id} is available")
 
     async def _call(self, endpoint: Endpoint, payload: Any, timeout: float) -> Any:
         if endpoint.node_id == self.node_id:
@@ -166,17 +167,17 @@ class ClusterInvoker:
         try:
             key = InstanceKey(self.node_id, Coordinates.parse(coordinates), instance)
         except InvalidCoordinatesError as error:
-            raise InvocationError("bad_request", error.message) from None
+            raise InvocationError(ErrorKind.BAD_REQUEST, error.message) from None
         return await self._invoke_instance(key, entry, payload, timeout)
 
     async def _invoke_instance(self, key: InstanceKey, entry: str, payload: Any, timeout: float) -> Any:
         local = self.store.get(key)
         if local is None or local.phase is not Phase.ACTIVE or not local.alive:
-            raise InvocationError(GONE, f"{key.label} is not ACTIVE on {self.node_id}")
+            raise InvocationError(ErrorKind.GONE, f"{key.label} is not ACTIVE on {self.node_id}")
         if entry not in local.entry_points:
             known = ", ".join(sorted(local.entry_points))
             raise InvocationError(
-                "no_endpoint", f"{key.coordinates} has no entry point {entry!r} (it has: {known})"
+                ErrorKind.NO_ENDPOINT, f"{key.coordinates} has no entry point {entry!r} (it has: {known})"
             )
         local.in_flight += 1
         try:

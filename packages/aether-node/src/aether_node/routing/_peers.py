@@ -3,7 +3,8 @@ persistent, multiplexed connection to every other node it calls. Connections are
 cluster secret (the same handshake as the KV client protocol).
 
 Operations: `invoke` (the default), and `stats`: the node's call statistics, for a dashboard on any node
-(metrics go node to node, never through consensus).
+(metrics go node to node, never through consensus). A call's error comes back as the remote raised it
+(`InvocationError.to_wire`/`from_wire`: kind, message, the slice's exception type).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import trio
 
 from aether_kv import FramedStream, InvalidRequestError, KVError, client_handshake, server_handshake
 
+from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
 
 log = logging.getLogger("aether_node.peers")
@@ -102,7 +104,7 @@ def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, floa
         if not isinstance(coordinates, str) or not isinstance(entry, str):
             raise ValueError("coordinates and entry must be strings")
     except ValueError as error:
-        raise InvocationError("bad_request", f"malformed invoke request: {error}") from None
+        raise InvocationError(ErrorKind.BAD_REQUEST, f"malformed invoke request: {error}") from None
     return coordinates, instance, entry, request.get("payload"), float(timeout)
 
 
@@ -116,10 +118,12 @@ async def _serve_one(
         else:
             reply["ok"] = await invoke(*_invoke_arguments(request))
     except InvocationError as error:
-        reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+        reply["error"] = error.to_wire()
     except Exception as error:  # a bug here must cost one call, not the connection or the node
         log.exception("serving a peer's request failed")
-        reply["error"] = {"kind": "internal", "message": f"the node failed to serve the call: {error!r}"}
+        reply["error"] = InvocationError(
+            ErrorKind.INTERNAL, f"the node failed to serve the call: {error!r}"
+        ).to_wire()
     try:
         await framed.send(reply)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -191,10 +195,9 @@ class _PeerConnection:
         if pending.reply is None:
             if self.closed:
                 raise LostInFlightError(f"connection to {self.address} dropped during the call")
-            raise InvocationError("timeout", f"no answer from {self.address} within {timeout:.3g} s")
-        if "error" in pending.reply:
-            error = pending.reply["error"]
-            raise InvocationError(str(error.get("kind")), str(error.get("message")), error.get("type"))
+            raise InvocationError(ErrorKind.TIMEOUT, f"no answer from {self.address} within {timeout:.3g} s")
+        if "error" in pending.reply:  # the remote's own error, kind, message and slice exception intact
+            raise InvocationError.from_wire(pending.reply["error"])
         return pending.reply.get("ok")
 
 

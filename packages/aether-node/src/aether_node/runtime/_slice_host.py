@@ -28,6 +28,7 @@ import trio
 
 from aether_kv import FramedStream, InvalidRequestError
 
+from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
 from ._installer import InstalledSlice
 from ._processes import ChildProcess, spawn
@@ -517,14 +518,18 @@ class SliceHost:
         try:
             timeout = message.get("timeout") or 10.0
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-                raise InvocationError("bad_request", f"timeout: expected seconds in (0, 3600]: {timeout!r}")
+                raise InvocationError(
+                    ErrorKind.BAD_REQUEST, f"timeout: expected seconds in (0, 3600]: {timeout!r}"
+                )
             artifact, entry = str(message.get("artifact")), str(message.get("entry"))
             reply["ok"] = await on_call(artifact, entry, message.get("payload"), float(timeout))
-        except InvocationError as error:
-            reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+        except InvocationError as error:  # kind, message and the other slice's exception type, intact
+            reply["error"] = error.to_wire()
         except Exception as error:  # a bug here must cost one call, never the node
             log.exception("%s: serving a call of the slice failed", self.label)
-            reply["error"] = {"kind": "internal", "message": f"the node failed to route the call: {error!r}"}
+            reply["error"] = InvocationError(
+                ErrorKind.INTERNAL, f"the node failed to route the call: {error!r}"
+            ).to_wire()
         try:
             self.connection.send(reply)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -532,6 +537,32 @@ class SliceHost:
 
     async def request(self, op: str, timeout: float, **fields: Any) -> Any:
         """One request to the host; raises SliceHostError (failed, died) or StepTimeoutError."""
+        reply = await self._exchange(op, timeout, fields)
+        if "error" in reply:
+            error = reply["error"]
+            raise SliceHostError(
+                str(error.get("kind", "raised")), _error_text(error), error.get("detail"), error.get("type")
+            )
+        return reply.get("ok")
+
+    async def invoke(self, entry: str, payload: Any, timeout: float) -> Any:
+        """Call an entry point; errors are InvocationErrors: the slice's own (`_call_error`), timeout, or
+        unavailable (the process died)."""
+        try:
+            reply = await self._exchange("invoke", timeout, {"entry": entry, "payload": payload})
+        except StepTimeoutError:
+            raise InvocationError(
+                ErrorKind.TIMEOUT, f"{self.label}: {entry} did not answer within {timeout:.3g} s"
+            ) from None
+        except SliceHostError as error:  # (crashed: the only one _exchange raises)
+            raise InvocationError(ErrorKind.UNAVAILABLE, error.message) from None
+        if "error" in reply:
+            raise _call_error(reply["error"])
+        return reply.get("ok")
+
+    async def _exchange(self, op: str, timeout: float, fields: dict[str, Any]) -> dict[str, Any]:
+        """Send one request and wait for its reply (which may be an error reply); raises SliceHostError
+        (crashed: the process is gone or died meanwhile) or StepTimeoutError."""
         if self.exited.is_set():
             raise SliceHostError("crashed", f"{self.label}: the slice process is gone ({self.exit_reason})")
         request_id = next(self._ids)
@@ -555,29 +586,7 @@ class SliceHost:
             raise SliceHostError(
                 "crashed", f"{self.label}: the slice process died during {op} ({self.exit_reason})"
             )
-        if "error" in reply:
-            error = reply["error"]
-            raise SliceHostError(
-                str(error.get("kind", "raised")), _error_text(error), error.get("detail"), error.get("type")
-            )
-        return reply.get("ok")
-
-    async def invoke(self, entry: str, payload: Any, timeout: float) -> Any:
-        """Call an entry point; errors become InvocationError (timeout, raised, unavailable, bad_request)."""
-        try:
-            return await self.request("invoke", timeout, entry=entry, payload=payload)
-        except StepTimeoutError:
-            raise InvocationError(
-                "timeout", f"{self.label}: {entry} did not answer within {timeout:.3g} s"
-            ) from None
-        except SliceHostError as error:
-            if error.kind == "raised":
-                raise InvocationError("raised", error.message, remote_type=error.remote_type) from None
-            if error.kind == "no_entry":
-                raise InvocationError("no_endpoint", error.message) from None
-            if error.kind == "bad_result":
-                raise InvocationError("raised", error.message, remote_type="TypeError") from None
-            raise InvocationError("unavailable", error.message) from None
+        return reply
 
     # ------------------------------------------------------------ ending
 
@@ -605,6 +614,20 @@ def _describe_exit(code: int) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def _call_error(error: dict[str, Any]) -> InvocationError:
+    """A slice host's error reply to a call, as the call's error: what the slice raised (its exception
+    type as `remote_type`), a result that is not JSON (as if it raised TypeError), no such entry point;
+    anything else the host says (a protocol error) leaves the call unavailable."""
+    kind = error.get("kind", "raised")
+    if kind == "raised":
+        return InvocationError(ErrorKind.RAISED, _error_text(error), remote_type=error.get("type"))
+    if kind == "bad_result":
+        return InvocationError(ErrorKind.RAISED, _error_text(error), remote_type="TypeError")
+    if kind == "no_entry":
+        return InvocationError(ErrorKind.NO_ENDPOINT, _error_text(error))
+    return InvocationError(ErrorKind.UNAVAILABLE, _error_text(error))
 
 
 def _error_text(error: dict[str, Any]) -> str:

@@ -1,0 +1,39 @@
+"""What a KV failure means to a request: the one translation of aether_kv's errors (UnavailableError,
+OutcomeUnknownError, ConnectionLostError, LeaseNotFoundError, ...) into the node's RequestError, for the
+code that answers requests (the command handlers, the agent lease).
+
+Every KV error there means the same to the caller: the cluster's store cannot serve the request now
+(503 `unavailable`; retry later, re-reading first if it was a write). Services that retry on their own
+(the deployment manager, the registration) handle KV errors themselves and never answer a request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from aether_kv import KVError
+
+from ._error_kinds import ErrorKind
+from ._errors import RequestError
+
+STORE_NOT_AVAILABLE = "the cluster's store is not available"
+
+
+def store_error(error: KVError, doing: str = STORE_NOT_AVAILABLE) -> RequestError:
+    """The request's error for a KV failure: `unavailable`, saying what could not be done and why."""
+    return RequestError(ErrorKind.UNAVAILABLE, f"{doing}: {error.message}")
+
+
+@contextmanager
+def store_errors(
+    doing: str = STORE_NOT_AVAILABLE, *, passing: tuple[type[KVError], ...] = ()
+) -> Iterator[None]:
+    """Raise `store_error` for a KV error inside the block, except for the types in `passing` (which the
+    block's caller handles itself, e.g. CompactedError for a read of history)."""
+    try:
+        yield
+    except KVError as error:
+        if isinstance(error, passing):
+            raise
+        raise store_error(error, doing) from None
