@@ -1312,6 +1312,9 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
         lines.extend(consistency_lines(results))
         return "\n".join(lines)
 
+    if opts.parts == ["etcd"]:
+        lines.extend(etcd_report(results))
+        return "\n".join(lines)
     add("1. WRITE THROUGHPUT (64 concurrent writers) and LEADER CHANGES during the run")
     rows: list[tuple[str, dict[str, Any] | None]] = []
     if raw:
@@ -1481,7 +1484,16 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
         add("")
         add("REPLICA CONSISTENCY after the load runs (digest of all keys, values, revisions per replica):")
         lines.extend(checks)
+    lines.extend(etcd_report(results))
     return "\n".join(lines)
+
+
+def etcd_report(results: dict[str, Any]) -> list[str]:
+    if "etcd" not in results:
+        return []
+    import kv_etcd
+
+    return kv_etcd.report(results["etcd"])
 
 
 # ====================================================================== main
@@ -1501,7 +1513,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["aether", "aether-nosync", "raw", "client"],
+        choices=["aether", "aether-nosync", "raw", "client", "etcd"],
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -1518,7 +1530,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="before each SIGKILL, wait until the cluster's last (re)start is this many seconds old"
         " (default 35: past pysyncobj's 30 s connectionTimeout, the steady state; 0: kill at once)",
     )
+    parser.add_argument("--etcd-rounds", type=int, help="rounds of the etcd comparison (default 3, quick 1)")
+    parser.add_argument("--idle-seconds", type=float, help="idle CPU window per peer (default 30, quick 10)")
+    parser.add_argument("--kills", type=int, help="leader kills per peer in the etcd comparison (default 3)")
     opts = parser.parse_args(argv)
+    opts.etcd_rounds = opts.etcd_rounds or (1 if opts.quick else 3)
+    opts.idle_seconds = opts.idle_seconds or (10.0 if opts.quick else 30.0)
+    opts.kills = opts.kills if opts.kills is not None else (1 if opts.quick else 3)
     opts.duration = opts.duration or (2.0 if opts.quick else 5.0)
     opts.warmup = 0.5 if opts.quick else 1.0
     opts.latency_count = opts.latency_count or (200 if opts.quick else 500)
@@ -1530,7 +1548,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts.failover_attempt_timeout = 0.25
     opts.failover_settle = opts.failover_settle if opts.failover_settle is not None else 40.0
     opts.parts = opts.only or (
-        ["raw", "aether", "client"] if opts.soak else ["raw", "aether", "aether-nosync", "client"]
+        ["raw", "aether", "client"] if opts.soak else ["raw", "aether", "aether-nosync", "client", "etcd"]
     )
     if opts.time_limit is None:
         opts.time_limit = (300 if opts.quick else 900) + 4 * opts.soak + 3 * opts.failover_settle
@@ -1597,7 +1615,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     failed: list[str] = []
     try:
-        for part in ("raw", "aether", "aether-nosync", "client"):
+        for part in ("raw", "aether", "aether-nosync", "client", "etcd"):
             if part not in opts.parts:
                 continue
             try:
@@ -1605,6 +1623,11 @@ def main(argv: list[str]) -> int:
                     import trio
 
                     results[part] = trio.run(run_client_protocol, root, opts)
+                elif part == "etcd":
+                    import kv_etcd
+                    import trio
+
+                    results[part] = trio.run(kv_etcd.run_comparison, root, opts, free_port, log)
                 else:
                     results[part] = run_group(part, root, opts, registry)
             except Exception as error:  # report what failed, go on with the other parts
