@@ -64,9 +64,11 @@ class KVStore:
     """Trio API of the replica running in this process.
 
     Writes go through the Raft log (forwarded to the leader when this replica follows) and return once
-    applied on this replica. Reads are serializable (local) unless `linearizable=True`, which first puts a
-    barrier through the log. Every call has a deadline (`request_timeout`); on cancellation or timeout
-    after proposing, the write may still be applied (`OutcomeUnknownError`).
+    applied on this replica. Reads are serializable (local) unless `linearizable=True`, which first waits
+    for a ReadIndex confirmation (no log entry: the leader confirms it still leads and this replica
+    applies up to the leader's commit index; concurrent reads share one confirmation). Every call has a
+    deadline (`request_timeout`); on cancellation or timeout after proposing, the write may still be
+    applied (`OutcomeUnknownError`).
     """
 
     def __init__(
@@ -132,20 +134,26 @@ class KVStore:
         assert isinstance(result, BarrierResult)
         return result.revision
 
+    async def confirm_read(self) -> int:
+        """Wait until a local read is linearizable (ReadIndex, no log entry); return the revision then."""
+        result = await self._on_tick_thread(self._replica.confirm_read, "linearizable read")
+        assert isinstance(result, BarrierResult)
+        return result.revision
+
     async def get(self, key: str, *, linearizable: bool = False) -> KeyValue | None:
         return (await self.get_with_revision(key, linearizable=linearizable)).kv
 
     async def get_with_revision(self, key: str, *, linearizable: bool = False) -> GetResult:
         check_key(key)
         if linearizable:
-            await self.barrier()
+            await self.confirm_read()
         return self._replica.read(lambda state: state.get(key))
 
     async def range(self, prefix: str, *, limit: int = 0, linearizable: bool = False) -> RangeResult:
         check_prefix(prefix)
         check_limit(limit)
         if linearizable:
-            await self.barrier()
+            await self.confirm_read()
         return self._replica.read(lambda state: state.range(prefix, limit))
 
     @property
