@@ -41,7 +41,7 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    proposal, a leader call or a read wakes the tick thread at once (a pipe in its poller), and a leader
    sends append-entries in the same tick whenever its log or its commit index moved (everything queued
    goes in one batch: one journal sync, one message per follower). With nothing to do a replica sleeps
-   until its next deadline: the leader's heartbeat (`appendEntriesPeriod`, now 50 ms) or a follower's
+   until its next deadline: the leader's heartbeat (`appendEntriesPeriod`, now 100 ms) or a follower's
    election timeout, and at most `IDLE_WAIT`.
 
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
@@ -86,7 +86,7 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
 AUTHENTICATION_DEADLINE = 10.0
 LEADER_CALL_FORGET_AFTER = 60.0  # a leader call unanswered this long is forgotten (its caller gave up)
-IDLE_WAIT = 0.1  # the longest an idle replica sleeps (reconnects, handshake deadlines are checked per tick)
+IDLE_WAIT = 0.25  # the longest an idle replica sleeps (reconnects, handshake deadlines are checked per tick)
 
 # Every private or name-mangled pysyncobj name this package relies on, by the class or module holding it.
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {

@@ -32,21 +32,21 @@ from pysyncobj.syncobj import _RAFT_STATE
 
 from ._errors import KVError, LeaseNotFoundError, OutcomeUnknownError, UnavailableError
 from ._pysyncobj_patches import GuardedTransport, PatchedSyncObj
-from ._records import BarrierResult, Command, ErrorResult, LeaseResult, Member, Result, Status
+from ._records import BarrierResult, Batch, Command, ErrorResult, LeaseResult, Member, Result, Status
 from ._state import KVState
 
 log = logging.getLogger("aether_kv.raft")
 T = TypeVar("T")
 
 Callback = Callable[[Result | None, KVError | None], None]
-HEARTBEAT_PERIOD = 0.05
+HEARTBEAT_PERIOD = 0.1
 
 
 @attrs.frozen(kw_only=True)
 class RaftConfig:
     """How one replica joins the Raft group. Timing defaults are the ones measured stable on 2 cores
     (benchmarks/README.md): replication is event-driven (a proposal is sent at once, see
-    `_pysyncobj_patches`, item 4), `append_entries_period` is the leader's heartbeat when idle (50 ms),
+    `_pysyncobj_patches`, item 4), `append_entries_period` is the leader's heartbeat when idle (100 ms),
     0.5–1.5 s elections, long connection timeout for fast failover."""
 
     raft_address: str
@@ -191,7 +191,7 @@ class _KVConsumer(SyncObjConsumer):
         self.state = KVState(history_events=history_events)
 
     @replicated
-    def apply(self, command: Command) -> Result:
+    def apply(self, command: Command | Batch) -> Result:
         with self.lock:
             try:
                 return self.state.apply(command)
@@ -331,7 +331,7 @@ class RaftReplica:
 
     # ------------------------------------------------------------ any thread
 
-    def propose(self, command: Command, callback: Callback) -> None:
+    def propose(self, command: Command | Batch, callback: Callback) -> None:
         """Append `command` to the log (forwarded to the leader if needed); `callback(result, error)`
         runs on the tick thread once it is applied here, or fails. It may never run at all (pysyncobj
         drops some callbacks under leader churn): every caller needs its own deadline."""
