@@ -17,6 +17,9 @@ What it measures (figures and notes: benchmarks/README.md):
 2. Watch delivery latency to a watcher connected to a follower, writes through the leader.
 3. Leader failover: SIGKILL the leader while writers keep trying; time to the first accepted write,
    with each survivor's view of the election; then restart it and note whether that moved the term.
+4. (`etcd` part, benchmarks/kv_etcd.py) aether-kv next to a 3-member etcd in the same run, with the same
+   client shape: throughput and CPU per write, put / linearizable read / watch latency, idle CPU,
+   failover; medians of several rounds and the ratios to etcd. Skipped, and said so, without etcd.
 
 Diagnostics printed alongside: the same in-process store with durable=False (isolates the journal fsync),
 CPU used by each process during the load runs, which replicas compacted their log (wrote a full dump)
@@ -319,8 +322,14 @@ async def aether_worker(args: argparse.Namespace) -> None:
 # ====================================================================== worker: raw pysyncobj
 
 
+RAW_PERIOD = 0.005
+"""Unpatched pysyncobj ticks and sends on a fixed period: raw runs keep the 5 ms aether-kv used before its
+replication became event-driven (aether-kv's 100 ms idle heartbeat would be raw's latency)."""
+
+
 def raw_conf(data_dir: Path, secret: str) -> Any:
-    """The SyncObjConf aether-kv's replica uses (see aether_kv/_raft.py), minus its fsync and transport."""
+    """The SyncObjConf aether-kv's replica uses (see aether_kv/_raft.py), minus its fsync, transport and
+    patches, with the fixed 5 ms period (RAW_PERIOD)."""
     from pysyncobj import SyncObjConf
 
     from aether_kv import RaftConfig
@@ -328,7 +337,7 @@ def raw_conf(data_dir: Path, secret: str) -> Any:
     same = RaftConfig(raft_address="", peers=(), data_dir=data_dir, secret=secret)  # its defaults
     return SyncObjConf(
         password=secret,
-        appendEntriesPeriod=same.append_entries_period,
+        appendEntriesPeriod=RAW_PERIOD,
         raftMinTimeout=same.election_min,
         raftMaxTimeout=same.election_max,
         connectionTimeout=same.connection_timeout,
@@ -338,7 +347,7 @@ def raw_conf(data_dir: Path, secret: str) -> Any:
         dynamicMembershipChange=True,
         useFork=False,
         commandsWaitLeader=True,
-        autoTickPeriod=same.append_entries_period,
+        autoTickPeriod=RAW_PERIOD,
         logCompactionMinEntries=100_000,
         logCompactionMinTime=600,
     )

@@ -138,7 +138,8 @@ class AetherPeer:
 
         timeouts = {"request_timeout": attempt, "connect_timeout": attempt} if attempt else {}
         async with open_client([self.endpoint(member)], self.cluster.secret, **timeouts) as c:
-            await c.barrier()
+            if attempt is None:
+                await c.barrier()  # connected before any clock starts
 
             async def put(key: str, value: bytes) -> Any:
                 return await c.put(key, value)
@@ -488,7 +489,12 @@ async def run_comparison(
             log(f"etcd comparison: {peer.name}: idle CPU over {opts.idle_seconds:g} s")
             results[peer.name]["idle_cpu_percent"] = await idle_cpu(peer, opts.idle_seconds)
             for kill in range(opts.kills):
-                seconds = await failover(peer, value)
+                try:
+                    seconds = await failover(peer, value)
+                except Exception as error:  # one failed kill must not lose the rest of the run
+                    log(f"etcd comparison: {peer.name}: failover {kill + 1} FAILED: {error!r}")
+                    results[peer.name].setdefault("failover_errors", []).append(repr(error))
+                    continue
                 log(f"etcd comparison: {peer.name}: failover {kill + 1}: first write after {seconds:.3f} s")
                 results[peer.name]["failover_s"].append(seconds)
     finally:

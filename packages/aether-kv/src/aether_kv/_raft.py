@@ -65,8 +65,9 @@ class RaftConfig:
     durable: bool = True
     # Log compaction (a snapshot, then the journal restarts) after this many entries or this long,
     # whichever comes first: every entry stays in memory until then (issue 18: +11 MiB per 10 min at
-    # 6,500 writes/min with only the 10-minute rule).
-    log_compaction_entries: int = attrs.field(default=10_000, validator=attrs.validators.ge(2))
+    # 6,500 writes/min). Not lowered yet: upstream pickles and gzips the state on the tick thread, and
+    # at 10,000 entries under load that stall caused elections (benchmarks/README.md, aether-kv).
+    log_compaction_entries: int = attrs.field(default=100_000, validator=attrs.validators.ge(2))
     log_compaction_seconds: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
 
 
