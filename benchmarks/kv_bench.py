@@ -17,6 +17,9 @@ What it measures (figures and notes: benchmarks/README.md):
 2. Watch delivery latency to a watcher connected to a follower, writes through the leader.
 3. Leader failover: SIGKILL the leader while writers keep trying; time to the first accepted write,
    with each survivor's view of the election; then restart it and note whether that moved the term.
+4. (`etcd` part, benchmarks/kv_etcd.py) aether-kv next to a 3-member etcd in the same run, with the same
+   client shape: throughput and CPU per write, put / linearizable read / watch latency, idle CPU,
+   failover; medians of several rounds and the ratios to etcd. Skipped, and said so, without etcd.
 
 Diagnostics printed alongside: the same in-process store with durable=False (isolates the journal fsync),
 CPU used by each process during the load runs, which replicas compacted their log (wrote a full dump)
@@ -319,8 +322,14 @@ async def aether_worker(args: argparse.Namespace) -> None:
 # ====================================================================== worker: raw pysyncobj
 
 
+RAW_PERIOD = 0.005
+"""Unpatched pysyncobj ticks and sends on a fixed period: raw runs keep the 5 ms aether-kv used before its
+replication became event-driven (aether-kv's 100 ms idle heartbeat would be raw's latency)."""
+
+
 def raw_conf(data_dir: Path, secret: str) -> Any:
-    """The SyncObjConf aether-kv's replica uses (see aether_kv/_raft.py), minus its fsync and transport."""
+    """The SyncObjConf aether-kv's replica uses (see aether_kv/_raft.py), minus its fsync, transport and
+    patches, with the fixed 5 ms period (RAW_PERIOD)."""
     from pysyncobj import SyncObjConf
 
     from aether_kv import RaftConfig
@@ -328,7 +337,7 @@ def raw_conf(data_dir: Path, secret: str) -> Any:
     same = RaftConfig(raft_address="", peers=(), data_dir=data_dir, secret=secret)  # its defaults
     return SyncObjConf(
         password=secret,
-        appendEntriesPeriod=same.append_entries_period,
+        appendEntriesPeriod=RAW_PERIOD,
         raftMinTimeout=same.election_min,
         raftMaxTimeout=same.election_max,
         connectionTimeout=same.connection_timeout,
@@ -338,7 +347,7 @@ def raw_conf(data_dir: Path, secret: str) -> Any:
         dynamicMembershipChange=True,
         useFork=False,
         commandsWaitLeader=True,
-        autoTickPeriod=same.append_entries_period,
+        autoTickPeriod=RAW_PERIOD,
         logCompactionMinEntries=100_000,
         logCompactionMinTime=600,
     )
@@ -1312,6 +1321,9 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
         lines.extend(consistency_lines(results))
         return "\n".join(lines)
 
+    if opts.parts == ["etcd"]:
+        lines.extend(etcd_report(results))
+        return "\n".join(lines)
     add("1. WRITE THROUGHPUT (64 concurrent writers) and LEADER CHANGES during the run")
     rows: list[tuple[str, dict[str, Any] | None]] = []
     if raw:
@@ -1481,7 +1493,16 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
         add("")
         add("REPLICA CONSISTENCY after the load runs (digest of all keys, values, revisions per replica):")
         lines.extend(checks)
+    lines.extend(etcd_report(results))
     return "\n".join(lines)
+
+
+def etcd_report(results: dict[str, Any]) -> list[str]:
+    if "etcd" not in results:
+        return []
+    import kv_etcd
+
+    return kv_etcd.report(results["etcd"])
 
 
 # ====================================================================== main
@@ -1501,7 +1522,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--only",
-        choices=["aether", "aether-nosync", "raw", "client"],
+        choices=["aether", "aether-nosync", "raw", "client", "etcd"],
         action="append",
         help="run only these parts (repeatable)",
     )
@@ -1518,7 +1539,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="before each SIGKILL, wait until the cluster's last (re)start is this many seconds old"
         " (default 35: past pysyncobj's 30 s connectionTimeout, the steady state; 0: kill at once)",
     )
+    parser.add_argument("--etcd-rounds", type=int, help="rounds of the etcd comparison (default 3, quick 1)")
+    parser.add_argument("--idle-seconds", type=float, help="idle CPU window per peer (default 30, quick 10)")
+    parser.add_argument("--kills", type=int, help="leader kills per peer in the etcd comparison (default 3)")
     opts = parser.parse_args(argv)
+    opts.etcd_rounds = opts.etcd_rounds or (1 if opts.quick else 3)
+    opts.idle_seconds = opts.idle_seconds or (10.0 if opts.quick else 30.0)
+    opts.kills = opts.kills if opts.kills is not None else (1 if opts.quick else 3)
     opts.duration = opts.duration or (2.0 if opts.quick else 5.0)
     opts.warmup = 0.5 if opts.quick else 1.0
     opts.latency_count = opts.latency_count or (200 if opts.quick else 500)
@@ -1530,7 +1557,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     opts.failover_attempt_timeout = 0.25
     opts.failover_settle = opts.failover_settle if opts.failover_settle is not None else 40.0
     opts.parts = opts.only or (
-        ["raw", "aether", "client"] if opts.soak else ["raw", "aether", "aether-nosync", "client"]
+        ["raw", "aether", "client"] if opts.soak else ["raw", "aether", "aether-nosync", "client", "etcd"]
     )
     if opts.time_limit is None:
         opts.time_limit = (300 if opts.quick else 900) + 4 * opts.soak + 3 * opts.failover_settle
@@ -1597,7 +1624,7 @@ def main(argv: list[str]) -> int:
     started = time.monotonic()
     failed: list[str] = []
     try:
-        for part in ("raw", "aether", "aether-nosync", "client"):
+        for part in ("raw", "aether", "aether-nosync", "client", "etcd"):
             if part not in opts.parts:
                 continue
             try:
@@ -1605,6 +1632,11 @@ def main(argv: list[str]) -> int:
                     import trio
 
                     results[part] = trio.run(run_client_protocol, root, opts)
+                elif part == "etcd":
+                    import kv_etcd
+                    import trio
+
+                    results[part] = trio.run(kv_etcd.run_comparison, root, opts, free_port, log)
                 else:
                     results[part] = run_group(part, root, opts, registry)
             except Exception as error:  # report what failed, go on with the other parts

@@ -20,6 +20,7 @@ from cyclopts import App, Parameter
 from ._client import KVClient, open_client
 from ._errors import ConnectionLostError, InvalidRequestError, KVError
 from ._local import CLUSTER_FILE, running_local_cluster
+from ._raft import HEARTBEAT_PERIOD
 from ._records import Event, KeyValue
 from ._serve import ServeConfig, read_secret, serve_until_signalled, split_address
 from ._serve import exit_with_parent as exit_with_parent_process
@@ -118,7 +119,7 @@ def serve(
     client: Annotated[str, Parameter(help="host:port of the client-protocol port.")],
     secret_file: Annotated[Path, Parameter(help="File holding the cluster secret (16+ characters).")],
     peer: Annotated[tuple[str, ...], Parameter(help="Raft address of another replica; repeat.")] = (),
-    append_entries_period: float = 0.005,
+    append_entries_period: float = HEARTBEAT_PERIOD,
     election_min: float = 0.5,
     election_max: float = 1.5,
     log_level: str = "INFO",

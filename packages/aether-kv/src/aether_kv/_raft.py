@@ -6,9 +6,11 @@ not block (see `_store.py`, which bridges them into trio in one place).
 
 Durability (pysyncobj issue 84: its journal is an mmap that is never synced): every journal append only
 marks the journal dirty; the journal is flushed (msync + fsync) before this replica sends any Raft message
-(so a follower's acknowledgement, or a leader's append-entries, always follows a durable write) and at the
-end of every tick (so a leader never counts its own unsynced entry toward a commit). One sync covers a
-whole batch: group commit. Term and vote are fsynced when they change.
+but a leader's append-entries (so an acknowledgement, a vote, a forwarded command always follows a durable
+write), at the end of every tick and at the start of every tick, before upstream counts the leader itself
+toward a commit (so a leader never commits on its own unsynced entry). A leader thus sends new entries
+first and syncs its journal while the followers sync theirs (Raft thesis 10.2.1: in parallel, as etcd
+does). One sync covers a whole batch: group commit. Term and vote are fsynced when they change.
 """
 
 from __future__ import annotations
@@ -26,28 +28,32 @@ import attrs
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import FileJournal
+from pysyncobj.syncobj import _RAFT_STATE
 
 from ._errors import KVError, LeaseNotFoundError, OutcomeUnknownError, UnavailableError
 from ._pysyncobj_patches import GuardedTransport, PatchedSyncObj
-from ._records import Command, ErrorResult, LeaseResult, Member, Result, Status
+from ._records import BarrierResult, Batch, Command, ErrorResult, LeaseResult, Member, Result, Status
 from ._state import KVState
 
 log = logging.getLogger("aether_kv.raft")
 T = TypeVar("T")
 
 Callback = Callable[[Result | None, KVError | None], None]
+HEARTBEAT_PERIOD = 0.1
 
 
 @attrs.frozen(kw_only=True)
 class RaftConfig:
     """How one replica joins the Raft group. Timing defaults are the ones measured stable on 2 cores
-    (benchmarks/README.md): 5 ms batching, 0.5–1.5 s elections, long connection timeout for fast failover."""
+    (benchmarks/README.md): replication is event-driven (a proposal is sent at once, see
+    `_pysyncobj_patches`, item 4), `append_entries_period` is the leader's heartbeat when idle (100 ms),
+    0.5–1.5 s elections, long connection timeout for fast failover."""
 
     raft_address: str
     peers: tuple[str, ...]
     data_dir: Path
     secret: str
-    append_entries_period: float = 0.005
+    append_entries_period: float = HEARTBEAT_PERIOD
     election_min: float = 0.5
     election_max: float = 1.5
     # pysyncobj drops a link it has not read from for this long and notices only on the next send: idle
@@ -57,6 +63,12 @@ class RaftConfig:
     leader_fallback_timeout: float = 3.0
     history_events: int = 20_000
     durable: bool = True
+    # Log compaction (a snapshot, then the journal restarts) after this many entries or this long,
+    # whichever comes first: every entry stays in memory until then (issue 18: +11 MiB per 10 min at
+    # 6,500 writes/min). Not lowered yet: upstream pickles and gzips the state on the tick thread, and
+    # at 10,000 entries under load that stall caused elections (benchmarks/README.md, aether-kv).
+    log_compaction_entries: int = attrs.field(default=100_000, validator=attrs.validators.ge(2))
+    log_compaction_seconds: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
 
 
 def translate_fail_reason(reason: int) -> KVError:
@@ -153,13 +165,22 @@ def _fsync_path(path: str) -> None:
 
 
 class _SyncBeforeSendTransport(GuardedTransport):
-    """A follower's ack and a leader's append-entries leave only after the journal is durable."""
+    """Every message but a leader's append-entries leaves only after the journal is durable (a leader's
+    own entries are synced before it counts them: `RaftReplica` hooks `before_commit_check`)."""
 
     def send(self, node: Any, message: Any) -> bool:
         journal = self._syncObj._SyncObj__raftLog
-        if isinstance(journal, _DurableJournal):
+        if isinstance(journal, _DurableJournal) and not _leader_append_entries(self._syncObj, message):
             journal.sync()
         return super().send(node, message)
+
+
+def _leader_append_entries(obj: Any, message: Any) -> bool:
+    return (
+        isinstance(message, dict)
+        and message.get("type") == "append_entries"
+        and obj._SyncObj__raftState == _RAFT_STATE.LEADER
+    )
 
 
 class _KVConsumer(SyncObjConsumer):
@@ -171,7 +192,7 @@ class _KVConsumer(SyncObjConsumer):
         self.state = KVState(history_events=history_events)
 
     @replicated
-    def apply(self, command: Command) -> Result:
+    def apply(self, command: Command | Batch) -> Result:
         with self.lock:
             try:
                 return self.state.apply(command)
@@ -288,9 +309,9 @@ class RaftReplica:
             useFork=False,
             commandsWaitLeader=True,
             onStateChanged=self._state_changed,
-            autoTickPeriod=config.append_entries_period,
-            logCompactionMinEntries=100_000,
-            logCompactionMinTime=600,
+            autoTickPeriod=config.append_entries_period,  # the longest wait before binding only
+            logCompactionMinEntries=config.log_compaction_entries,
+            logCompactionMinTime=config.log_compaction_seconds,
         )
         peers = [p for p in config.peers if p != config.raft_address]
         factory = self._durable_journal if config.durable else _syncobj_module.createJournal
@@ -308,6 +329,7 @@ class RaftReplica:
         journal = self._obj._SyncObj__raftLog
         if isinstance(journal, _DurableJournal):
             self._obj.addOnTickCallback(journal.sync)
+            self._obj.before_commit_check = journal.sync
         self._obj.addOnTickCallback(self._after_tick)
         self.lease_clock = LeaseClock(takeover_margin=config.leader_fallback_timeout)
         self._obj.leader_call_handler = self._on_leader_call
@@ -336,7 +358,7 @@ class RaftReplica:
 
     # ------------------------------------------------------------ any thread
 
-    def propose(self, command: Command, callback: Callback) -> None:
+    def propose(self, command: Command | Batch, callback: Callback) -> None:
         """Append `command` to the log (forwarded to the leader if needed); `callback(result, error)`
         runs on the tick thread once it is applied here, or fails. It may never run at all (pysyncobj
         drops some callbacks under leader churn): every caller needs its own deadline."""
@@ -348,6 +370,21 @@ class RaftReplica:
                 callback(None, translate_fail_reason(reason))
 
         self._consumer.apply(command, callback=done)
+
+    def confirm_read(self, callback: Callback) -> None:
+        """ReadIndex (see `_pysyncobj_patches`), no log entry: `callback(BarrierResult, None)` runs on the
+        tick thread once this replica has applied everything committed before this call, so a local read
+        that follows is linearizable; `callback(None, error)` if that cannot be confirmed now. It may
+        never run (callers need a deadline)."""
+
+        def done(index: int | None) -> None:
+            if index is None:
+                error = UnavailableError("not confirmed: no leader could confirm the read; safe to retry")
+                callback(None, error)
+            else:
+                callback(BarrierResult(revision=self._consumer.state.revision), None)
+
+        self._obj.read_index(done)
 
     def renew_lease(self, lease_id: int, callback: Callback) -> None:
         """Keep a lease alive on the leader, without a log entry (forwarded there if this replica

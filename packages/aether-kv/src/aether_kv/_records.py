@@ -150,6 +150,17 @@ Command = (
     Put | Delete | DeletePrefix | Txn | LeaseGrant | LeaseKeepAlive | LeaseRevoke | LeaseExpire | Barrier
 )
 
+#: Commands in one `Batch` at most.
+MAX_BATCH_COMMANDS = 256
+
+
+@attrs.frozen(kw_only=True)
+class Batch:
+    """Commands proposed together as one Raft entry (group commit, see `_batcher.py`); applied one after
+    another, each exactly as if proposed alone (its own revision, its own result)."""
+
+    commands: tuple[Command, ...]
+
 
 # ---------------------------------------------------------------- results
 
@@ -210,6 +221,13 @@ class BarrierResult:
 
 
 @attrs.frozen(kw_only=True)
+class BatchResult:
+    """The result of each command of a `Batch`, in order."""
+
+    results: tuple[Result, ...]
+
+
+@attrs.frozen(kw_only=True)
 class ErrorResult:
     """What the state machine returns instead of raising (it runs on pysyncobj's tick thread, where an
     exception would stop the apply loop). Turned into the `_errors` class named by `code` at the API."""
@@ -227,6 +245,7 @@ Result = (
     | LeaseResult
     | RevokeResult
     | BarrierResult
+    | BatchResult
     | ErrorResult
 )
 

@@ -13,7 +13,7 @@ import trio
 
 from ._errors import InvalidRequestError
 from ._nursery import open_service_nursery
-from ._raft import RaftConfig
+from ._raft import HEARTBEAT_PERIOD, RaftConfig
 from ._server import serve_clients
 from ._store import open_store
 
@@ -30,7 +30,7 @@ class ServeConfig:
     client_address: str
     peers: tuple[str, ...]
     secret: str
-    append_entries_period: float = 0.005
+    append_entries_period: float = HEARTBEAT_PERIOD
     election_min: float = 0.5
     election_max: float = 1.5
 

@@ -17,6 +17,8 @@ from ._errors import CompactedError, InvalidRequestError
 from ._records import (
     Barrier,
     BarrierResult,
+    Batch,
+    BatchResult,
     Command,
     Compare,
     CompareOp,
@@ -168,7 +170,7 @@ class KVState:
 
     # ------------------------------------------------------------------ writes
 
-    def apply(self, command: Command) -> Result:
+    def apply(self, command: Command | Batch) -> Result:
         try:
             check_command(command)
         except InvalidRequestError as error:
@@ -201,6 +203,8 @@ class KVState:
                 return self._drop_lease(lease_id)
             case Barrier():
                 return BarrierResult(revision=self.revision)
+            case Batch(commands=commands):
+                return BatchResult(results=tuple(self.apply(item) for item in commands))
         raise AssertionError(f"check_command let {command!r} through")  # pragma: no cover
 
     def _drop_lease(self, lease_id: int) -> RevokeResult:

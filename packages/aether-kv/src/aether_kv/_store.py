@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager, suppress
 
 import trio
 
+from ._batcher import ProposalBatcher
 from ._errors import ERRORS_BY_CODE, KVError, OutcomeUnknownError, UnavailableError
 from ._nursery import open_service_nursery
 from ._raft import Callback, RaftConfig, RaftReplica
@@ -63,10 +64,12 @@ def raise_for(result: Result) -> Result:
 class KVStore:
     """Trio API of the replica running in this process.
 
-    Writes go through the Raft log (forwarded to the leader when this replica follows) and return once
-    applied on this replica. Reads are serializable (local) unless `linearizable=True`, which first puts a
-    barrier through the log. Every call has a deadline (`request_timeout`); on cancellation or timeout
-    after proposing, the write may still be applied (`OutcomeUnknownError`).
+    Writes go through the Raft log (forwarded to the leader when this replica follows; those proposed
+    together go as one entry, see `_batcher.py`) and return once applied on this replica. Reads are
+    serializable (local) unless `linearizable=True`, which first waits for a ReadIndex confirmation (no
+    log entry: the leader confirms it still leads and this replica applies up to the leader's commit
+    index; concurrent reads share one confirmation). Every call has a deadline (`request_timeout`); on
+    cancellation or timeout after proposing, the write may still be applied (`OutcomeUnknownError`).
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class KVStore:
         self._request_timeout = request_timeout
         self._lease_grace = lease_grace
         self._changed = trio.Event()
+        self._batcher = ProposalBatcher(replica.propose)
 
     # ------------------------------------------------------------ bridge (tick thread → trio)
 
@@ -90,7 +94,7 @@ class KVStore:
     async def _propose(self, command: Command, timeout: float | None = None) -> Result:
         check_command(command)
         return await self._on_tick_thread(
-            lambda callback: self._replica.propose(command, callback), type(command).__name__, timeout
+            lambda callback: self._batcher.submit(command, callback), type(command).__name__, timeout
         )
 
     async def _on_tick_thread(
@@ -132,20 +136,26 @@ class KVStore:
         assert isinstance(result, BarrierResult)
         return result.revision
 
+    async def confirm_read(self) -> int:
+        """Wait until a local read is linearizable (ReadIndex, no log entry); return the revision then."""
+        result = await self._on_tick_thread(self._replica.confirm_read, "linearizable read")
+        assert isinstance(result, BarrierResult)
+        return result.revision
+
     async def get(self, key: str, *, linearizable: bool = False) -> KeyValue | None:
         return (await self.get_with_revision(key, linearizable=linearizable)).kv
 
     async def get_with_revision(self, key: str, *, linearizable: bool = False) -> GetResult:
         check_key(key)
         if linearizable:
-            await self.barrier()
+            await self.confirm_read()
         return self._replica.read(lambda state: state.get(key))
 
     async def range(self, prefix: str, *, limit: int = 0, linearizable: bool = False) -> RangeResult:
         check_prefix(prefix)
         check_limit(limit)
         if linearizable:
-            await self.barrier()
+            await self.confirm_read()
         return self._replica.read(lambda state: state.range(prefix, limit))
 
     @property

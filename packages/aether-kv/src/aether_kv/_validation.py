@@ -6,11 +6,13 @@ import math
 
 from ._errors import InvalidRequestError
 from ._records import (
+    MAX_BATCH_COMMANDS,
     MAX_KEY_BYTES,
     MAX_LEASE_TTL,
     MAX_TXN_OPS,
     MAX_VALUE_BYTES,
     Barrier,
+    Batch,
     Compare,
     CompareOp,
     CompareTarget,
@@ -153,6 +155,15 @@ def check_command(command: object) -> None:
             _check_now(now)
         case Barrier():
             pass
+        case Batch(commands=commands):
+            # the structure only: each command is checked when it is applied, on its own
+            if not isinstance(commands, tuple) or not 1 <= len(commands) <= MAX_BATCH_COMMANDS:
+                raise InvalidRequestError(
+                    f"batch: must be a tuple of 1 to {MAX_BATCH_COMMANDS} commands, got {commands!r:.80}"
+                )
+            for i, item in enumerate(commands):
+                if isinstance(item, Batch):
+                    raise InvalidRequestError(f"batch[{i}]: a batch may not hold a batch")
         case _:
             raise InvalidRequestError(f"unknown operation {type(command).__name__}")
 

@@ -1,0 +1,107 @@
+"""Event-driven replication (`_pysyncobj_patches`, item 4): a proposal or a read wakes the tick thread and
+goes out at once instead of waiting for the heartbeat period, and an idle replica sleeps long. Real
+replicas with real sockets and journals, in this process."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aether_kv import RaftConfig
+from aether_kv._local import free_port
+from aether_kv._pysyncobj_patches import IDLE_WAIT
+from aether_kv._raft import RaftReplica
+from aether_kv._records import Put
+
+HEARTBEAT = 1.0  # long: anything that waited for the period would take a second per step
+
+
+def _cluster(tmp_path: Path, **timing: float) -> list[RaftReplica]:
+    addresses = tuple(f"127.0.0.1:{free_port()}" for _ in range(3))
+    return [
+        RaftReplica(
+            RaftConfig(
+                raft_address=address,
+                peers=addresses,
+                data_dir=tmp_path / str(i),
+                secret="a-test-secret-of-16+",
+                **timing,  # type: ignore[arg-type]
+            )
+        )
+        for i, address in enumerate(addresses)
+    ]
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
+    built = _cluster(tmp_path, append_entries_period=HEARTBEAT, election_min=3.5, election_max=4.0)
+    yield built
+    for replica in built:
+        replica.close()
+
+
+@pytest.fixture
+def default_replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
+    built = _cluster(tmp_path)
+    yield built
+    for replica in built:
+        replica.close()
+
+
+def _leader(replicas: list[RaftReplica]) -> RaftReplica:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        leaders = [r for r in replicas if r.is_leader]
+        if leaders and all(r.status().leader is not None for r in replicas):
+            return leaders[0]
+        time.sleep(0.05)
+    pytest.fail("no leader elected within 30 s")
+
+
+def _wait(start, what: str, within: float):  # type: ignore[no-untyped-def]
+    done = threading.Event()
+    outcome: list[object] = []
+
+    def callback(result: object, error: object) -> None:
+        outcome.append((result, error))
+        done.set()
+
+    start(callback)
+    assert done.wait(within), f"{what} did not complete within {within:g} s"
+    result, error = outcome[0]  # type: ignore[misc]
+    assert error is None, error
+    return result
+
+
+def test_writes_and_reads_do_not_wait_for_the_heartbeat(replicas: list[RaftReplica]) -> None:
+    """Each step needs a round trip to a follower; with a 1 s heartbeat, a replica that only sent on its
+    timer would need at least a second for each. Here every one completes within the period."""
+    leader = _leader(replicas)
+    _wait(lambda cb: leader.propose(Put(key="warm", value=b"x"), cb), "the first write", 10)
+    follower = next(r for r in replicas if r is not leader)
+    for i in range(5):
+        put = Put(key="k", value=str(i).encode())
+        _wait(lambda cb, put=put: leader.propose(put, cb), f"write {i} on the leader", HEARTBEAT)
+        _wait(lambda cb, put=put: follower.propose(put, cb), f"write {i} via a follower", HEARTBEAT)
+        _wait(leader.confirm_read, f"read {i} on the leader", HEARTBEAT)
+        _wait(follower.confirm_read, f"read {i} on a follower", HEARTBEAT)
+        kv = follower.read(lambda state: state.get("k").kv)
+        assert kv is not None and kv.value == str(i).encode()
+
+
+def test_an_idle_replica_sleeps_between_its_deadlines(default_replicas: list[RaftReplica]) -> None:
+    """Upstream ticked every `autoTickPeriod` (it was 5 ms: 200 wake-ups a second). Idle now, a replica
+    wakes for its own deadlines (the leader's heartbeat, a follower's election timeout, at most
+    IDLE_WAIT apart) and for the messages it receives (a heartbeat or an answer per peer)."""
+    _leader(default_replicas)
+    counts = [0] * len(default_replicas)
+    for index, replica in enumerate(default_replicas):
+        replica._obj.addOnTickCallback(lambda index=index: counts.__setitem__(index, counts[index] + 1))
+    time.sleep(1.0)  # the stimulus: one idle second
+    heartbeats = 1.0 / RaftConfig(raft_address="", peers=(), data_dir=Path(), secret="").append_entries_period
+    ceiling = 1.0 / IDLE_WAIT + 3 * heartbeats + 5
+    assert max(counts) <= ceiling < 100, counts
