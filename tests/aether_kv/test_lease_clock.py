@@ -47,9 +47,9 @@ def test_a_stalled_leader_expires_nothing_and_then_postpones_every_lease_by_the_
     ttls = {1: 1.5, 2: 1.5}
     clock.tick(0.0)
     assert clock.due(epoch=1.0, now=0.0, ttls=ttls) == []  # due at 1.5
-    assert clock.renew(2, epoch=1.0, now=1.0, ttls=ttls)  # due at 2.5
-    for now in (0.4, 0.8, 1.0):
+    for now in (0.4, 0.8):
         clock.tick(now)
+    assert clock.renew(2, epoch=1.0, now=1.0, ttls=ttls)  # due at 2.5 (a renewal counts as a tick)
     # silence from t=1.0: at t=4.0 both deadlines have passed, but the tick thread has not run
     assert clock.due(epoch=1.0, now=4.0, ttls=ttls) == []
     clock.tick(4.0)  # back after 3 s: lease 1 now due at 4.5, lease 2 at 5.5
@@ -76,3 +76,17 @@ def test_the_expiry_loop_held_up_postpones_every_lease() -> None:
     clock.postpone(2.0)
     assert clock.due(epoch=1.0, now=2.9, ttls=ttls) == []
     assert clock.due(epoch=1.0, now=3.0, ttls=ttls) == [1]
+
+
+def test_a_keepalive_heard_first_after_a_stall_finds_its_lease_postponed() -> None:
+    # the leader's first work after a 3 s stall is a queued keep-alive, before any tick callback ran
+    clock = LeaseClock(takeover_margin=0.0, stall=0.5)
+    ttls = {1: 1.5}
+    clock.tick(0.0)
+    assert clock.due(epoch=1.0, now=0.0, ttls=ttls) == []  # due at 1.5
+    assert clock.renew(1, epoch=1.0, now=3.0, ttls=ttls)  # postponed to 4.5 first, then renewed to 4.5
+    for now in (3.4, 3.8, 4.2, 4.4):
+        clock.tick(now)
+    assert clock.due(epoch=1.0, now=4.4, ttls=ttls) == []
+    clock.tick(4.5)
+    assert clock.due(epoch=1.0, now=4.5, ttls=ttls) == [1]

@@ -227,9 +227,12 @@ class LeaseClock:
     def tick(self, now: float) -> None:
         """The tick thread runs at `now`; a silence longer than `stall` before it postpones every lease."""
         with self._lock:
-            if self._last_tick is not None and now - self._last_tick > self.stall:
-                self._postpone(now - self._last_tick)
-            self._last_tick = now
+            self._tick(now)
+
+    def _tick(self, now: float) -> None:
+        if self._last_tick is not None and now - self._last_tick > self.stall:
+            self._postpone(now - self._last_tick)
+        self._last_tick = now
 
     def postpone(self, seconds: float) -> None:
         """Move every deadline `seconds` later (the expiry loop itself was held up that long)."""
@@ -251,8 +254,12 @@ class LeaseClock:
             self._deadlines.setdefault(lease_id, now + ttl)
 
     def renew(self, lease_id: int, epoch: float, now: float, ttls: dict[int, float]) -> bool:
-        """Give the lease a full TTL from `now`; False if its deadline has passed (it is expiring)."""
+        """Give the lease a full TTL from `now`; False if its deadline has passed (it is expiring). Runs on
+        the tick thread, so it counts as a tick: a keep-alive heard first after a stall finds the deadlines
+        already postponed."""
         with self._lock:
+            if self._last_tick is not None:
+                self._tick(now)
             self._sync(epoch, now, ttls)
             deadline = self._deadlines.get(lease_id)
             if deadline is None or deadline <= now:
