@@ -116,6 +116,8 @@ def installed_env(bin_dir: Path) -> dict[str, str]:
     outside = [d for d in env.get("PATH", "").split(os.pathsep) if d and not _under(Path(d), REPO)]
     env["PATH"] = os.pathsep.join([str(bin_dir), *outside])
     env.update({"COLUMNS": "200", "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"})
+    # the user's config (contexts) stays untouched: `dev up` records its context here instead
+    env["XDG_CONFIG_HOME"] = str(bin_dir.parent.parent / "config")
     return env
 
 
