@@ -69,6 +69,19 @@ def test_the_example_blueprint_parses() -> None:
     assert counter.resources == Resources()
 
 
+def test_the_commented_autoscale_example_parses_once_uncommented() -> None:
+    text = EXAMPLE.read_text()
+    block = text[text.index('# [[slices]]\n# artifact = "org.aether:busy') :]
+    uncommented = "\n".join(line.removeprefix("# ").removeprefix("#") for line in block.splitlines())
+    blueprint = parse_blueprint(text + "\n" + uncommented, str(EXAMPLE))
+
+    busy = blueprint.slices[-1]
+    assert (busy.artifact, busy.instances) == ("org.aether:busy:1.0.0", 2)
+    assert busy.autoscale == AutoscaleSpec(
+        min=1, max=6, cpu=0.7, p99_ms=200.0, calls_per_second=50.0, in_flight=4.0
+    )  # every other value written is the default
+
+
 @pytest.mark.parametrize("instances", [0, 1, MAX_INSTANCES])
 def test_instance_counts_at_the_bounds_are_accepted(instances: int) -> None:
     blueprint = parse_blueprint(HEAD + f"instances = {instances}\n", SOURCE)
