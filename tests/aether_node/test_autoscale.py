@@ -6,6 +6,9 @@ over the instances, and a scaling takes effect at once."""
 
 from __future__ import annotations
 
+import json
+import os
+
 import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,9 +21,13 @@ from aether_node.control._autoscale import (
     Reading,
     decide,
     quantile,
-    slice_totals,
+    reading_for,
+    trim,
 )
 from aether_node.core._autoscale_spec import AutoscaleSpec
+from aether_node.core._coordinates import Coordinates
+from aether_node.observe._metrics import InstanceSample, NodeMetrics
+from aether_node.observe._slice_usage import slice_totals, slice_usage
 
 STEP = 5.0  # seconds between readings
 BOUNDS = (0.001, 0.01, 0.1, 0.25, 0.5, 1.0, 5.0)
@@ -308,6 +315,51 @@ def test_slice_totals_sum_the_entry_points_of_the_slice() -> None:
         },
     ]
     assert slice_totals(stats, ARTIFACT) == (5, ((0.1, 3),))
+
+
+def test_a_node_reports_its_slices_usage_and_the_leader_reads_it() -> None:
+    metrics = NodeMetrics()
+    metrics.invocation(ARTIFACT, "burn", "ingress", 0.3, None)
+    metrics.invocation(ARTIFACT, "nap", "ingress", 0.004, "timeout")
+    busy = Coordinates.parse("org.aether:busy:1.0.0")
+    metrics.instances = lambda: [
+        InstanceSample(coordinates=busy, instance=1, state="ACTIVE", pid=os.getpid()),  # a real process
+        InstanceSample(coordinates=busy, instance=2, state="LOADING", pid=os.getpid()),  # not serving yet
+        InstanceSample(coordinates=busy, instance=3, state="ACTIVE", pid=None),
+    ]
+    answer = json.loads(json.dumps(slice_usage(metrics, {ARTIFACT: 3})))  # as it crosses the peer link
+
+    assert set(answer) == {ARTIFACT}
+    usage = answer[ARTIFACT]
+    assert (usage["calls"], usage["in_flight"], list(usage["cpu_seconds"])) == (2, 3, ["1.0.0/1"])
+    assert usage["cpu_seconds"]["1.0.0/1"] > 0
+    reading = reading_for(ARTIFACT, 10.0, {"node-1": answer, "node-2": {}, "node-3": None})
+    assert set(reading.nodes) == {"node-1", "node-2"}  # node-2 answered without the slice; node-3 did not
+    sample = reading.nodes["node-1"]
+    assert (sample.calls, sample.in_flight, dict(sample.buckets)[0.005], dict(sample.buckets)[0.5]) == (
+        2,
+        3,
+        1,
+        2,
+    )
+    assert reading.nodes["node-2"] == NodeSample(calls=0)
+
+
+def test_a_malformed_answer_counts_as_no_answer_and_the_controller_holds() -> None:
+    good = {ARTIFACT: {"calls": 1, "buckets": [[0.1, 1]], "in_flight": 0, "cpu_seconds": {"1.0.0/1": 0.5}}}
+    bad = {ARTIFACT: {"calls": "many", "buckets": [], "in_flight": 0, "cpu_seconds": {}}}
+    reading = reading_for(ARTIFACT, 0.0, {"node-1": good, "node-2": bad, "node-3": ["not", "a", "dict"]})
+    assert set(reading.nodes) == {"node-1"}
+    decision = decide(SPEC, current=1, window=[reading], expected=["node-1", "node-2", "node-3"], now=0.0)
+    assert decision.reason == "partial: no reading from node-2, node-3: no decision on part of the cluster"
+
+
+def test_trim_keeps_the_longest_span_and_the_reading_before_it() -> None:
+    window = [Reading(at=float(t), nodes={}) for t in range(0, 100, 5)]
+    kept = trim(window, 95.0, SPEC)  # 60 s: readings from 35 s on, and the one at 30 s
+    assert [r.at for r in kept] == [float(t) for t in range(30, 100, 5)]
+    assert trim([], 0.0, SPEC) == []
+    assert [r.at for r in trim(window, 500.0, SPEC)] == []
 
 
 # ---------------------------------------------------------------- properties

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import enum
 import itertools
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -324,20 +324,38 @@ def quantile(q: float, buckets: Sequence[tuple[float, int]], total: int) -> floa
     return lower_bound
 
 
-def slice_totals(
-    call_stats: Iterable[Mapping[str, Any]], artifact_id: str
-) -> tuple[int, tuple[tuple[float, int], ...]]:
-    """One node's `call_stats()` (per artifact and entry point) → the slice's calls and cumulative latency
-    buckets, summed over its entry points: what a NodeSample holds."""
-    calls = 0
-    buckets: dict[float, int] = {}
-    for item in call_stats:
-        if item.get("artifact") != artifact_id:
+def reading_for(artifact_id: str, at: float, answers: Mapping[str, Any]) -> Reading:
+    """The Reading of one slice from the nodes' `slice_usage()` answers (node id → answer, None for a node
+    that did not answer). A node that answered without the slice counts, with nothing (it routed no
+    call and runs no instance); an answer that is not well-formed (a node of another version) counts as
+    no answer, so the controller holds on partial data instead of deciding on a guess."""
+    nodes: dict[str, NodeSample] = {}
+    for node_id, answer in answers.items():
+        if not isinstance(answer, dict):
             continue
-        calls += int(item["calls"])
-        for bound, count in item["buckets"]:
-            buckets[float(bound)] = buckets.get(float(bound), 0) + int(count)
-    return calls, tuple(sorted(buckets.items()))
+        item = answer.get(artifact_id)
+        if item is None:
+            nodes[node_id] = NodeSample(calls=0)
+            continue
+        try:
+            nodes[node_id] = NodeSample(
+                calls=int(item["calls"]),
+                buckets=tuple(sorted((float(bound), int(count)) for bound, count in item["buckets"])),
+                in_flight=int(item["in_flight"]),
+                cpu_seconds={str(key): float(value) for key, value in item["cpu_seconds"].items()},
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return Reading(at=at, nodes=nodes)
+
+
+def trim(window: Sequence[Reading], now: float, spec: AutoscaleSpec) -> list[Reading]:
+    """The readings `decide` can still use: those of the last max(up_after_s, down_after_s) seconds, and
+    the one just before (the start of the oldest interval)."""
+    keep = max(spec.up_after_s, spec.down_after_s)
+    inside = [index for index, reading in enumerate(window) if reading.at >= now - keep]
+    first = max(0, inside[0] - 1) if inside else len(window)
+    return list(window[first:])
 
 
 def _value(name: str, value: float) -> str:
