@@ -15,7 +15,7 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-BUNDLED_SLICES = ("counter", "echo", "faulty", "greeter")
+BUNDLED_SLICES = ("busy", "counter", "echo", "faulty", "greeter")
 IN_SDIST = "src/aether_cli/_bundled"
 IN_WHEEL = "aether_cli/_bundled"
 _SKIPPED_DIRS = frozenset({"__pycache__", "build", "dist", ".venv"})

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aether_node.core._blueprint import Balancing, Resources, Strategy
+from aether_node.core._autoscale_spec import AutoscaleSpec
+from aether_node.core._blueprint import Balancing, Blueprint, Resources, Strategy
 from aether_node.core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
+from aether_node.core._records import decode_record, encode_record
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "blueprint.toml"
 SOURCE = "bp.toml"
@@ -17,7 +19,16 @@ SOURCE = "bp.toml"
 # The start of a valid blueprint: name on line 1, [[slices]] on line 3, artifact on line 4; the next
 # line a case adds is line 5.
 HEAD = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\n'
-SLICE_KEYS = "artifact, balancing, config, instances, max_per_node, min_available, resources, strategy"
+# ... with instances on line 5, the [slices.autoscale] header on line 7, min and max on 8 and 9: the
+# next line a case adds is line 10.
+AUTOSCALE = HEAD + "instances = 2\n\n[slices.autoscale]\nmin = 1\nmax = 4\n"
+AUTOSCALE_KEYS = (
+    "calls_per_second, cpu, down_after_s, down_below, down_cooldown_s, down_step, in_flight, max, min,"
+    " p99_ms, up_after_s, up_cooldown_s, up_step"
+)
+SLICE_KEYS = (
+    "artifact, autoscale, balancing, config, instances, max_per_node, min_available, resources, strategy"
+)
 
 
 def with_artifact(artifact: str) -> str:
@@ -58,10 +69,36 @@ def test_the_example_blueprint_parses() -> None:
     assert counter.resources == Resources()
 
 
+def test_the_commented_autoscale_example_parses_once_uncommented() -> None:
+    text = EXAMPLE.read_text()
+    block = text[text.index('# [[slices]]\n# artifact = "org.aether:busy') :]
+    uncommented = "\n".join(line.removeprefix("# ").removeprefix("#") for line in block.splitlines())
+    blueprint = parse_blueprint(text + "\n" + uncommented, str(EXAMPLE))
+
+    busy = blueprint.slices[-1]
+    assert (busy.artifact, busy.instances) == ("org.aether:busy:1.0.0", 2)
+    assert busy.autoscale == AutoscaleSpec(
+        min=1, max=6, cpu=0.7, p99_ms=200.0, calls_per_second=50.0, in_flight=4.0
+    )  # every other value written is the default
+
+
 @pytest.mark.parametrize("instances", [0, 1, MAX_INSTANCES])
 def test_instance_counts_at_the_bounds_are_accepted(instances: int) -> None:
     blueprint = parse_blueprint(HEAD + f"instances = {instances}\n", SOURCE)
     assert blueprint.slices[0].instances == instances
+
+
+def test_an_autoscale_table_parses_with_its_defaults_and_round_trips_as_a_record() -> None:
+    text = AUTOSCALE + "p99_ms = 200\ncpu = 0.7\nup_step = 2\n"
+    blueprint = parse_blueprint(text, SOURCE)
+
+    assert blueprint.slices[0].autoscale == AutoscaleSpec(min=1, max=4, p99_ms=200.0, cpu=0.7, up_step=2)
+    assert blueprint.slices[0].autoscale.targets() == {"cpu": 0.7, "p99_ms": 200.0}
+    assert decode_record("blueprints/demo", encode_record(blueprint), Blueprint) == blueprint
+
+
+def test_a_slice_without_autoscale_has_none() -> None:
+    assert parse_blueprint(HEAD + "instances = 2\n", SOURCE).slices[0].autoscale is None
 
 
 def test_min_available_equal_to_instances_is_accepted() -> None:
@@ -289,6 +326,125 @@ BAD_BLUEPRINTS = [
         HEAD + 'instances = 1\n\n[[slices]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = "two"\n',
         "bp.toml:9:1: slices[1].instances: must be an integer, got str 'two'",
         9,
+        1,
+    ),
+    (
+        "autoscale-not-a-table",
+        HEAD + "instances = 1\nautoscale = 3\n",
+        "bp.toml:6:1: slices[0].autoscale: must be a table: [slices.autoscale] with min, max and at least one"
+        " target",
+        6,
+        1,
+    ),
+    (
+        "autoscale-no-target",
+        AUTOSCALE,
+        "bp.toml:7:1: slices[0].autoscale: [slices.autoscale] needs at least one target: cpu, p99_ms,"
+        " calls_per_second, in_flight",
+        7,
+        1,
+    ),
+    (
+        "autoscale-unknown-key",
+        AUTOSCALE + "rps = 10\n",
+        f"bp.toml:10:1: slices[0].autoscale.rps: unknown key (expected: {AUTOSCALE_KEYS})",
+        10,
+        1,
+    ),
+    (
+        "autoscale-min-missing",
+        HEAD + "instances = 2\n\n[slices.autoscale]\nmax = 4\ncpu = 0.5\n",
+        "bp.toml: slices[0].autoscale.min: required: an integer",
+        None,
+        None,
+    ),
+    (
+        "autoscale-min-zero",
+        HEAD + "instances = 2\n\n[slices.autoscale]\nmin = 0\nmax = 4\ncpu = 0.5\n",
+        "bp.toml:8:1: slices[0].autoscale.min: must be between 1 and 10000, got 0",
+        8,
+        1,
+    ),
+    (
+        "autoscale-max-below-min",
+        HEAD + "instances = 2\n\n[slices.autoscale]\nmin = 3\nmax = 2\ncpu = 0.5\n",
+        "bp.toml:9:1: slices[0].autoscale.max: must be ≥ min (3), got 2",
+        9,
+        1,
+    ),
+    (
+        "autoscale-instances-above-max",
+        HEAD + "instances = 5\n\n[slices.autoscale]\nmin = 1\nmax = 4\ncpu = 0.5\n",
+        "bp.toml:9:1: slices[0].autoscale.max: instances (5) must lie within min..max (1..4):"
+        " the controller starts there",
+        9,
+        1,
+    ),
+    (
+        "autoscale-instances-below-min",
+        HEAD + "instances = 1\n\n[slices.autoscale]\nmin = 2\nmax = 4\ncpu = 0.5\n",
+        "bp.toml:8:1: slices[0].autoscale.min: instances (1) must lie within min..max (2..4):"
+        " the controller starts there",
+        8,
+        1,
+    ),
+    (
+        "autoscale-min-below-min-available",
+        HEAD + "instances = 3\nmin_available = 2\n\n[slices.autoscale]\nmin = 1\nmax = 4\ncpu = 0.5\n",
+        "bp.toml:9:1: slices[0].autoscale.min: must be ≥ min_available (2): the controller never scales"
+        " below the floor",
+        9,
+        1,
+    ),
+    (
+        "autoscale-target-zero",
+        AUTOSCALE + "p99_ms = 0\n",
+        "bp.toml:10:1: slices[0].autoscale.p99_ms: must be a number in (0, 8.64e+07], got 0",
+        10,
+        1,
+    ),
+    (
+        "autoscale-target-not-a-number",
+        AUTOSCALE + 'cpu = "high"\n',
+        "bp.toml:10:1: slices[0].autoscale.cpu: must be a number in (0, 1024], got 'high'",
+        10,
+        1,
+    ),
+    (
+        "autoscale-target-bool",
+        AUTOSCALE + "in_flight = true\n",
+        "bp.toml:10:1: slices[0].autoscale.in_flight: must be a number in (0, 1e+09], got True",
+        10,
+        1,
+    ),
+    (
+        "autoscale-step-zero",
+        AUTOSCALE + "cpu = 0.5\nup_step = 0\n",
+        "bp.toml:11:1: slices[0].autoscale.up_step: must be between 1 and 10000, got 0",
+        11,
+        1,
+    ),
+    (
+        "autoscale-negative-cooldown",
+        AUTOSCALE + "cpu = 0.5\ndown_cooldown_s = -5\n",
+        "bp.toml:11:1: slices[0].autoscale.down_cooldown_s: must be a number in [0, 86400], got -5",
+        11,
+        1,
+    ),
+    (
+        "autoscale-down-below-one",
+        AUTOSCALE + "cpu = 0.5\ndown_below = 1.0\n",
+        "bp.toml:11:1: slices[0].autoscale.down_below: must be a number in (0, 1), got 1.0",
+        11,
+        1,
+    ),
+    (
+        "autoscale-error-in-the-second-slice",
+        AUTOSCALE
+        + 'cpu = 0.5\n\n[[slices]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = 1\n\n'
+        + "[slices.autoscale]\nmin = 1\nmax = 2\np99_ms = nan\n",
+        "bp.toml:19:1: slices[1].autoscale.p99_ms: must be a number in (0, 8.64e+07], got nan",
+        19,
         1,
     ),
     (

@@ -27,6 +27,7 @@ EXPECTED_SLICES = {
     "org-aether-counter": ("org.aether:counter", {"1.0.0"}),
     "org-aether-greeter": ("org.aether:greeter", {"1.0.0"}),
     "org-aether-faulty": ("org.aether:faulty", {"1.0.0"}),
+    "org-aether-busy": ("org.aether:busy", {"1.0.0"}),
     "org-aether-pinned": ("org.aether:pinned", {"1.0.0"}),
 }
 

@@ -12,7 +12,7 @@ import pytest
 import uv
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = ("echo", "faulty", "greeter", "counter")
+SAMPLES = ("echo", "faulty", "greeter", "counter", "busy")
 
 
 @pytest.fixture(scope="session")

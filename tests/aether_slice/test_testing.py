@@ -181,3 +181,24 @@ def test_what_a_slice_logs_is_kept_apart_from_what_another_instance_logs(
     second = host("org.aether:counter", config={"state_file": str(tmp_path / "second")})
     assert first.log_path != second.log_path
     assert first.log.count("counter started") == second.log.count("counter started") == 1
+
+
+def test_the_busy_slice_burns_cpu_naps_and_refuses_bad_durations(host: SliceHost) -> None:
+    busy = host("org.aether:busy", config={"nap_ms": 5})
+    burned = busy.invoke("burn", {"ms": 50})
+    assert burned["burned_ms"] == 50.0 and burned["cpu_s"] > 0 and burned["pid"] == busy.pid
+    assert busy.invoke("nap")["napped_ms"] == 5.0  # from the config
+    assert busy.invoke("burn", None)["burned_ms"] == 10.0  # the default
+    for payload, where in [
+        ({"ms": -1}, 'the payload\'s "ms"'),
+        ({"ms": "x"}, 'the payload\'s "ms"'),
+        (7, ""),
+    ]:
+        with pytest.raises(SliceHostError) as raised:
+            busy.invoke("burn", payload)
+        assert (raised.value.kind, raised.value.remote_type) == ("raised", "ValueError")
+        assert where in raised.value.message
+    bad_config = host("org.aether:busy", config={"burn_ms": 99_999})
+    with pytest.raises(SliceHostError, match=r"the config's 'burn_ms' must be a number of milliseconds"):
+        bad_config.invoke("burn")
+    assert busy.invoke("info")["instance"] == busy.invoke("nap", {"ms": 0})["instance"]

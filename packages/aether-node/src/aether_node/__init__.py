@@ -30,6 +30,7 @@ _EXPORTS = {
     "Blueprint": ".core._blueprint",
     "SliceSpec": ".core._blueprint",
     "Resources": ".core._blueprint",
+    "AutoscaleSpec": ".core._autoscale_spec",
     "Strategy": ".core._blueprint",
     "Balancing": ".core._blueprint",
     "parse_blueprint": ".core._blueprint_toml",

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from ._autoscale_spec import AutoscaleSpec
 from ._records import SCHEMA_VERSION
 
 
@@ -43,6 +44,7 @@ class SliceSpec:
     min_available: int | None = None  # availability floor; default: more than half
     balancing: Balancing = Balancing.ROUND_ROBIN
     config: Mapping[str, Any] = attrs.field(factory=dict)
+    autoscale: AutoscaleSpec | None = None  # [slices.autoscale]; None: a fixed number of instances
 
     @property
     def floor(self) -> int:

@@ -8,6 +8,7 @@ import re
 import tomllib
 from typing import Any
 
+from ._autoscale_spec import parse_autoscale
 from ._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
 from ._coordinates import Coordinates
 from ._errors import InvalidCoordinatesError, NodeError
@@ -24,6 +25,7 @@ _SLICE_KEYS = {
     "balancing",
     "resources",
     "config",
+    "autoscale",
 }
 _RESOURCE_KEYS = {"cpu", "memory_mib"}
 
@@ -65,6 +67,8 @@ class _Locator:
             stripped = self.lines[number].strip()
             if stripped.startswith("["):
                 header = _header(stripped).strip("[]").strip()
+                if not key and header == wanted:  # no key: the table's header itself
+                    return number + 1, self.lines[number].index("[") + 1
                 continue
             if header == wanted and re.match(rf"^{re.escape(key)}\s*=", stripped):
                 return number + 1, self.lines[number].index(key) + 1
@@ -201,6 +205,22 @@ def _parse_slice(raw: dict[str, Any], index: int, path: str, fail: Any) -> Slice
     config = raw.get("config", {})
     if not isinstance(config, dict):
         raise fail(f"{path}.config", "must be a table: [slices.config]", "config", index)
+    autoscale = None
+    if "autoscale" in raw:
+
+        def fail_autoscale(at: str, message: str, key: str) -> BlueprintError:
+            if key == "autoscale":  # `autoscale = 3`: a key of the slice, not a table
+                return fail(at, message, key, index)
+            return fail(at, message, key, index, "autoscale")
+
+        autoscale = parse_autoscale(
+            raw["autoscale"],
+            f"{path}.autoscale",
+            fail_autoscale,
+            instances=instances,
+            min_available=min_available,
+            max_instances=MAX_INSTANCES,
+        )
     return SliceSpec(
         artifact=artifact,
         instances=instances,
@@ -210,6 +230,7 @@ def _parse_slice(raw: dict[str, Any], index: int, path: str, fail: Any) -> Slice
         min_available=min_available,
         balancing=balancing,
         config=config,
+        autoscale=autoscale,
     )
 
 
