@@ -1,7 +1,13 @@
 """The web dashboard in a real headless browser (Debian's chromium, driven by playwright) against a live
 3-node cluster that runs with API keys: the page asks for a key, shows the nodes, the leader, the slices
 desired vs actual and every instance; a SIGKILLed node's instances move to the survivors on the page
-without a reload; calls show up with a rate. Screenshots go to test-artifacts/ (gitignored).
+without a reload; calls show up with a rate. A second test holds the layout against a 300-character
+problem (nothing wider than the window at 1400, 1000 and 700 px), checks that the history charts draw
+lines from real calls, that the nodes × slices view is the cluster's instances, that calls to unknown
+slices are labelled so, and that with a node down and then the store without a quorum the page says what
+the API answered, keeps its data and recovers by itself once the nodes are back. Screenshots go to
+test-artifacts/ (gitignored); with AETHER_UPDATE_SCREENSHOTS=1 the one of the docs too
+(docs/images/dashboard.png).
 """
 
 from __future__ import annotations
