@@ -171,7 +171,11 @@ def test_the_dashboard_files_need_no_key_and_nothing_else_is_served(secured: Cli
         page = http.get("/dashboard")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        for name, kind in (
+            ("app.js", "text/javascript"),
+            ("charts.js", "text/javascript"),
+            ("app.css", "text/css"),
+        ):
             answer = http.get(f"/dashboard/{name}")
             assert answer.status_code == 200 and answer.headers["content-type"].startswith(kind), name
         for path in ("/dashboard/_dashboard.py", "/dashboard/..%2F_node.py", "/dashboard/index.html.bak"):
@@ -356,3 +360,12 @@ def test_the_dashboard_holds_long_texts_charts_history_and_rides_out_api_errors(
         " && document.querySelector('#connection').dataset.state === 'live'",
         "the page back to live by itself after the nodes came back",
     )
+    # the node serving the page gone: the page says that nothing answers (and keeps its data)
+    local.kill(host.node_id)
+    wait(
+        page,
+        "/the node serving this page does not answer/.test(document.querySelector('#alert').textContent)"
+        " && !document.querySelector('#alert').hidden",
+        "the alert that the page's node does not answer",
+    )
+    assert page.locator("#matrix tbody tr").count() == 3
