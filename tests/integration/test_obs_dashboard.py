@@ -321,21 +321,24 @@ def test_the_dashboard_holds_long_texts_charts_history_and_rides_out_api_errors(
                 found[i["node_id"]].append((i["artifact"], i["instance"], i["state"]))
             return {node: sorted(items) for node, items in found.items()}
 
-        expected = listed()
-    shown = {node: sorted(tuple(i) for i in items) for node, items in matrix(page).items()}
-    assert shown == expected
+        def same() -> bool:  # the failed slice is retried now and then: compare until both agree
+            shown = {node: sorted(tuple(i) for i in items) for node, items in matrix(page).items()}
+            return shown == listed()
+
+        wait_until(same, timeout=30, what="the nodes × slices view equal to /api/v1/slices")
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
     if os.environ.get("AETHER_UPDATE_SCREENSHOTS"):
         DOCS_IMAGES.mkdir(exist_ok=True)
         page.screenshot(path=str(DOCS_IMAGES / "dashboard.png"))
 
-    # a node down: marked lost in the nodes × slices view, its calls named as not counted
+    # a node down: marked lost in the nodes × slices view and in the nodes table (its calls are no longer
+    # asked for once its lease expired: the calls table goes on with the others)
     local.kill(others[0])
     wait(
         page,
         f"document.querySelector(\"#matrix tr[data-node='{others[0]}']\")?.dataset.health === 'lost'"
-        f" && document.querySelector('#calls-note').textContent.includes('{others[0]}')",
-        f"{others[0]} lost in the matrix and not counted in the calls",
+        f" && document.querySelector(\"#nodes tr[data-node-id='{others[0]}']\")?.dataset.health === 'lost'",
+        f"{others[0]} lost in the nodes × slices view and the nodes table",
     )
     # the store without a quorum: the API answers errors; the page says so, keeps what it had, retries
     local.kill(others[1])

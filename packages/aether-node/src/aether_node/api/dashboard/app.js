@@ -89,7 +89,9 @@
 
   // What went wrong, in words for the operator: the API's own message, or that nothing answered.
   function describe(error) {
-    if (error instanceof TypeError) return `the node serving this page does not answer (${error.message})`;
+    // fetch rejects with a TypeError when no answer came at all (connection refused, reset, offline)
+    if (error instanceof TypeError && /fetch|network/i.test(error.message))
+      return `the node serving this page does not answer (${error.message})`;
     return error.message || String(error);
   }
 
