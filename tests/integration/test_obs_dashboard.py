@@ -1,7 +1,13 @@
 """The web dashboard in a real headless browser (Debian's chromium, driven by playwright) against a live
 3-node cluster that runs with API keys: the page asks for a key, shows the nodes, the leader, the slices
 desired vs actual and every instance; a SIGKILLed node's instances move to the survivors on the page
-without a reload; calls show up with a rate. Screenshots go to test-artifacts/ (gitignored).
+without a reload; calls show up with a rate. A second test holds the layout against a 300-character
+problem (nothing wider than the window at 1400, 1000 and 700 px), checks that the history charts draw
+lines from real calls, that the nodes × slices view is the cluster's instances, that calls to unknown
+slices are labelled so, and that with a node down and then the store without a quorum the page says what
+the API answered, keeps its data and recovers by itself once the nodes are back. Screenshots go to
+test-artifacts/ (gitignored); with AETHER_UPDATE_SCREENSHOTS=1 the one of the docs too
+(docs/images/dashboard.png).
 """
 
 from __future__ import annotations
@@ -165,7 +171,11 @@ def test_the_dashboard_files_need_no_key_and_nothing_else_is_served(secured: Cli
         page = http.get("/dashboard")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert "default-src 'self'" in page.headers["content-security-policy"]
-        for name, kind in (("app.js", "text/javascript"), ("app.css", "text/css")):
+        for name, kind in (
+            ("app.js", "text/javascript"),
+            ("charts.js", "text/javascript"),
+            ("app.css", "text/css"),
+        ):
             answer = http.get(f"/dashboard/{name}")
             assert answer.status_code == 200 and answer.headers["content-type"].startswith(kind), name
         for path in ("/dashboard/_dashboard.py", "/dashboard/..%2F_node.py", "/dashboard/index.html.bak"):
@@ -182,3 +192,183 @@ def test_the_dashboard_files_need_no_key_and_nothing_else_is_served(secured: Cli
             400,
             "since: expected a revision number, got 'yesterday'",
         )
+
+
+# ---------------------------------------------------------------- layout, history, nodes × slices, errors
+
+# A slice that cannot be installed (its version is in no index): every node fails it, and the leader's
+# problem names each node's install failure: a long sentence, as real ones are.
+BROKEN_SLICE = "org.aether:echo-with-a-rather-long-name-for-the-layout:9.9.9"
+BROKEN = f'name = "broken"\n\n[[slices]]\nartifact = "{BROKEN_SLICE}"\ninstances = 4\n'
+LONG = 300
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+# What overflows: the page wider than the window, an element past its right edge, a section that scrolls
+# sideways (its content cut), each named with its box.
+OVERFLOW = """(() => {
+    const width = window.innerWidth, found = [];
+    const page = document.documentElement.scrollWidth;
+    if (page > width) found.push(`page ${page} > ${width}`);
+    for (const e of document.querySelectorAll('body *')) {
+        const box = e.getBoundingClientRect();
+        if (box.width && box.right > width + 0.5 && !e.closest('[hidden]'))
+            found.push(`${e.tagName}#${e.id}.${e.className.baseVal ?? e.className} right ${box.right}`);
+    }
+    for (const s of document.querySelectorAll('section'))
+        if (s.scrollWidth > s.clientWidth + 1)
+            found.push(`${s.id} scrolls: ${s.scrollWidth} > ${s.clientWidth}`);
+    return found;
+})()"""
+DRAWN = """([name, series]) => [...document.querySelectorAll(`#${name} path.series`)]
+    .filter(p => p.dataset.series === series && (p.getAttribute('d').match(/L/g) || []).length >= 2).length"""
+
+
+def samples(page: Any) -> int:
+    return int(page.evaluate("window.aetherDashboard.samples"))
+
+
+def call_echo(local: Any, count: int) -> None:
+    with httpx.Client(timeout=30) as http:
+        for n in range(count):
+            answer = http.post(f"http://{local.nodes[0].ingress}/invoke/org.aether:echo/echo", json={"n": n})
+            assert answer.status_code == 200, answer.text
+        typo = http.post(f"http://{local.nodes[0].ingress}/invoke/org.aether:ecco/echo", json={})
+        assert typo.status_code == 404, typo.text
+
+
+def matrix(page: Any) -> dict[str, list[tuple[str, int, str]]]:
+    """node → [(artifact, instance, state)] as the nodes × slices view shows it."""
+    return page.evaluate(
+        """Object.fromEntries([...document.querySelectorAll('#matrix tbody tr')].map(r => [r.dataset.node,
+            [...r.querySelectorAll('td[data-artifact] .chip')].map(c =>
+                [c.closest('td').dataset.artifact, Number(c.dataset.instance), c.dataset.state])]))"""
+    )
+
+
+@needs_chromium
+def test_the_dashboard_holds_long_texts_charts_history_and_rides_out_api_errors(
+    secured: CliCluster, browser: Any
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    local = secured.local
+    with api(secured) as http:
+        assert http.post("/api/v1/blueprints", content=BLUEPRINT.encode()).is_success
+        assert http.post("/api/v1/blueprints", content=BROKEN.encode()).is_success
+
+        def settled() -> str:
+            slices = {s["artifact"]: s for s in http.get("/api/v1/overview").json()["slices"]}
+            problem = next((s["problem"] for a, s in slices.items() if "9.9.9" in a), "")
+            return problem if slices[ECHO]["active"] == 4 and len(problem) >= LONG else ""
+
+        wait_until(settled, timeout=90, what=f"4 ACTIVE echo and a {LONG}-character problem")
+        leader = http.get("/api/v1/cluster").json()["leader"]
+
+    host = next(n for n in local.nodes if n.node_id == leader)  # the page's node stays up throughout
+    others = [n.node_id for n in local.nodes if n.node_id != leader]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+    page.set_default_timeout(60_000)
+    page.goto(f"http://{host.management}/dashboard")
+    page.wait_for_selector("#key-form:not([hidden])")
+    page.fill("#key-input", KEYS["viewer"])
+    page.click("#key-form button[type=submit]")
+    wait(page, "document.querySelectorAll('#instances tbody tr[data-state=ACTIVE]').length === 4", "4 ACTIVE")
+
+    # calls over several readings: the charts draw a line per slice and the instance states
+    for _ in range(4):
+        seen = samples(page)
+        call_echo(local, 10)
+        wait(page, f"window.aetherDashboard.samples > {seen}", "one more calls reading")
+    for chart, series in (
+        ("chart-calls", "org.aether:echo/echo"),
+        ("chart-calls", "errors/s"),
+        ("chart-p99", "org.aether:echo/echo"),
+        ("chart-instances", "ACTIVE"),
+        ("chart-instances", "FAILED"),
+    ):
+        assert page.evaluate(DRAWN, [chart, series]) == 1, (chart, series, page.inner_html(f"#{chart}"))
+    # errors are a rate like the calls; the typo'd slice is labelled, not `_unknown`
+    assert page.inner_text("#calls thead").split("\t")[2:4] == ["calls/s", "errors/s"]
+    unknown = page.inner_text("#calls tr[data-calls='_unknown/_unknown']")
+    assert unknown.startswith("calls to unknown slices") and "_unknown" not in unknown, unknown
+    assert "_unknown" not in page.inner_text("main")
+
+    # the long problem wraps within its column (cut to three lines, whole on hover) and nothing is wider
+    # than the window: not on a wide screen, not on a narrow one
+    cell = page.locator(f"#slices tr[data-slice='{BROKEN_SLICE}'] .clamp")
+    with api(secured) as http:  # the whole problem is on hover (the leader rewrites it as nodes fail it)
+
+        def whole() -> bool:
+            slices = http.get("/api/v1/overview").json()["slices"]
+            now = next(s["problem"] for s in slices if s["artifact"] == BROKEN_SLICE)
+            return len(now) >= LONG and cell.get_attribute("title") == now
+
+        wait_until(whole, timeout=30, what="the whole problem in the cell's title")
+    for width in (1400, 1000, 700):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.wait_for_function("true")  # a frame for the new layout
+        overflowing = page.evaluate(OVERFLOW)
+        assert overflowing == [], (width, overflowing)
+        box = cell.bounding_box()
+        assert box is not None and box["height"] < 4 * 20, box  # three lines of a 14px/1.4 font, no more
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    assert page.locator("#calls-section").bounding_box()["y"] < 1000  # above the fold
+
+    # the nodes × slices view is the cluster's instances, node by node
+    with api(secured) as http:
+
+        def listed() -> dict[str, list[tuple[str, int, str]]]:
+            found: dict[str, list[tuple[str, int, str]]] = {n.node_id: [] for n in local.nodes}
+            for i in http.get("/api/v1/slices").json():
+                found[i["node_id"]].append((i["artifact"], i["instance"], i["state"]))
+            return {node: sorted(items) for node, items in found.items()}
+
+        def same() -> bool:  # the failed slice is retried now and then: compare until both agree
+            shown = {node: sorted(tuple(i) for i in items) for node, items in matrix(page).items()}
+            return shown == listed()
+
+        wait_until(same, timeout=30, what="the nodes × slices view equal to /api/v1/slices")
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"))
+    if os.environ.get("AETHER_UPDATE_SCREENSHOTS"):
+        DOCS_IMAGES.mkdir(exist_ok=True)
+        page.screenshot(path=str(DOCS_IMAGES / "dashboard.png"))
+
+    # a node down: marked lost in the nodes × slices view and in the nodes table (its calls are no longer
+    # asked for once its lease expired: the calls table goes on with the others)
+    local.kill(others[0])
+    wait(
+        page,
+        f"document.querySelector(\"#matrix tr[data-node='{others[0]}']\")?.dataset.health === 'lost'"
+        f" && document.querySelector(\"#nodes tr[data-node-id='{others[0]}']\")?.dataset.health === 'lost'",
+        f"{others[0]} lost in the nodes × slices view and the nodes table",
+    )
+    # the store without a quorum: the API answers errors; the page says so, keeps what it had, retries
+    local.kill(others[1])
+    wait(
+        page,
+        "!document.querySelector('#alert').hidden"
+        " && /cannot be read: .+Retrying/.test(document.querySelector('#alert').textContent)",
+        "the alert that the API answers errors",
+    )
+    alert = page.inner_text("#alert")
+    assert "Showing the data from" in alert, alert
+    assert page.locator("#matrix tbody tr").count() == 3
+    assert page.locator("#chart-calls path.series").count() >= 1
+    page.screenshot(path=str(ARTIFACTS / "dashboard-api-errors.png"))
+    with cli_support._environment({"AETHER_API_KEYS": ",".join(f"{r}:{k}" for r, k in KEYS.items())}):
+        for node in others:
+            local.start(node)
+    seen = samples(page)
+    wait(
+        page,
+        f"document.querySelector('#alert').hidden && window.aetherDashboard.samples > {seen + 1}"
+        " && document.querySelector('#connection').dataset.state === 'live'",
+        "the page back to live by itself after the nodes came back",
+    )
+    # the node serving the page gone: the page says that nothing answers (and keeps its data)
+    local.kill(host.node_id)
+    wait(
+        page,
+        "/the node serving this page does not answer/.test(document.querySelector('#alert').textContent)"
+        " && !document.querySelector('#alert').hidden",
+        "the alert that the page's node does not answer",
+    )
+    assert page.locator("#matrix tbody tr").count() == 3

@@ -6,12 +6,29 @@
 // GET /api/v1/calls every 2 s (every node's call counters; rates and latencies are the differences
 // between two readings). The key is typed into the page, kept in this tab's sessionStorage only.
 // Renders are batched to one per animation frame, so bursts of events (500 instances moving) stay cheap.
+// History: each calls reading adds a sample (calls/s, errors/s and p99 per slice, instances per state)
+// to a 5-minute history kept in this tab (charts.js draws it); nothing is stored on the node for it.
+// When the API answers an error or cannot be reached, the alert says so and the page keeps the last data
+// it had (with its time) and retries; it recovers by itself.
 "use strict";
 
 (() => {
   const KEY = "aether.apiKey";
   const CALLS_EVERY_MS = 2000;
   const EVENTS_KEPT = 200;
+  const HISTORY_SECONDS = 300;
+  const UNKNOWN = "_unknown"; // the metrics' label for calls to no deployed slice or entry (typos)
+  const UNKNOWN_LABEL = "calls to unknown slices";
+  const STATE_COLOURS = {
+    ACTIVE: "#1a7f37",
+    FAILED: "#cf222e",
+    LOADED: "#0969da",
+    LOADING: "#9a6700",
+    ACTIVATING: "#bf8700",
+    DEACTIVATING: "#8250df",
+    UNLOADING: "#6e7781",
+  };
+  const { History, Colours, draw } = window.AetherCharts;
   const REFRESHING = new Set(["node_joined", "node_left", "node_lost", "leader_elected", "blueprint_applied", "blueprint_deleted"]);
 
   const state = {
@@ -24,9 +41,14 @@
     calls: null,
     previousCalls: null,
     filter: "",
+    history: new History(HISTORY_SECONDS),
+    errors: { overview: null, stream: null, calls: null }, // what the API last answered wrong, per reader
+    lastGood: null, // when the page last had fresh data (Date)
   };
+  const sliceColours = new Colours();
+  const stateColours = new Colours(STATE_COLOURS);
   // For tests and benchmarks: when the first data was on screen, how many renders, events applied.
-  const probe = (window.aetherDashboard = { firstRenderAt: null, renders: 0, eventsApplied: 0 });
+  const probe = (window.aetherDashboard = { firstRenderAt: null, renders: 0, eventsApplied: 0, samples: 0 });
 
   class Unauthorized extends Error {}
 
@@ -62,6 +84,21 @@
     const element = $("connection");
     element.dataset.state = kind;
     element.textContent = text;
+    element.title = text;
+  }
+
+  // What went wrong, in words for the operator: the API's own message, or that nothing answered.
+  function describe(error) {
+    // fetch rejects with a TypeError when no answer came at all (connection refused, reset, offline)
+    if (error instanceof TypeError && /fetch|network/i.test(error.message))
+      return `the node serving this page does not answer (${error.message})`;
+    return error.message || String(error);
+  }
+
+  function reportError(reader, error) {
+    state.errors[reader] = error === null ? null : describe(error);
+    if (error === null) state.lastGood = new Date();
+    schedule();
   }
 
   // ------------------------------------------------------------------ data
@@ -73,7 +110,7 @@
     state.slices = overview.slices;
     state.instances = new Map(overview.instances.map((i) => [instanceKey(i.node_id, i.artifact, i.instance), i]));
     for (const node of overview.status.nodes) state.lost.delete(node.node_id);
-    schedule();
+    reportError("overview", null);
   }
 
   let refreshTimer = null;
@@ -88,6 +125,7 @@
         if (state.revision < since) state.revision = since;
       } catch (error) {
         if (error instanceof Unauthorized) askForKey(error.message);
+        else reportError("overview", error);
       }
     }, 300);
   }
@@ -131,6 +169,7 @@
         });
         if (!response.ok) throw await failure(response);
         setConnection("live", "live");
+        reportError("stream", null);
         backoff = 500;
         const reader = response.body.getReader();
         const decoder = new TextDecoder();
@@ -154,7 +193,8 @@
           askForKey(error.message);
           return;
         }
-        setConnection("error", `${error.message || error}: retrying`);
+        setConnection("error", "retrying");
+        reportError("stream", error);
       }
       await sleep(backoff);
       backoff = Math.min(backoff * 2, 10000);
@@ -167,12 +207,67 @@
         const reading = await getJSON("/api/v1/calls");
         state.previousCalls = state.calls;
         state.calls = reading;
-        schedule();
+        sample();
+        reportError("calls", null);
       } catch (error) {
         if (error instanceof Unauthorized) return; // follow() asks for the key
+        reportError("calls", error);
       }
       await sleep(CALLS_EVERY_MS);
     }
+  }
+
+  // ------------------------------------------------------------------ rates and history
+
+  // Per slice entry between the two last readings: calls/s, errors/s, mean and p99 (seconds); null
+  // before there are two readings of it (or after a node's counters went back, e.g. on a restart).
+  function rates() {
+    const now = state.calls;
+    const found = new Map();
+    if (!now || !state.previousCalls) return found;
+    const before = new Map(state.previousCalls.slices.map((s) => [`${s.artifact}/${s.entry}`, s]));
+    const interval = now.at - state.previousCalls.at;
+    for (const s of now.slices) {
+      const old = before.get(`${s.artifact}/${s.entry}`);
+      const calls = old ? s.calls - old.calls : -1;
+      const errors = old ? s.errors - old.errors : -1;
+      if (!(interval > 0) || calls < 0 || errors < 0) continue;
+      found.set(`${s.artifact}/${s.entry}`, {
+        rate: calls / interval,
+        errors: errors / interval,
+        mean: calls > 0 ? (s.seconds - old.seconds) / calls : null,
+        p99: calls > 0 ? quantile(s.buckets, old.buckets, calls, 0.99) : null,
+      });
+    }
+    return found;
+  }
+
+  function quantile(buckets, oldBuckets, calls, q) {
+    // The smallest bucket bound (seconds) under which q of the interval's calls fell; Infinity above all.
+    const old = new Map(oldBuckets.map(([le, n]) => [le, n]));
+    for (const [le, n] of buckets) if (n - (old.get(le) ?? 0) >= q * calls) return le;
+    return Infinity;
+  }
+
+  const seconds = (value) => (value === Infinity ? "> 30 s" : value < 1 ? `${+(value * 1000).toFixed(1)} ms` : `${value} s`);
+
+  function sample() {
+    const found = rates();
+    if (!found.size && !state.previousCalls) return;
+    const calls = new Map();
+    const p99 = new Map();
+    let errors = 0;
+    for (const [key, r] of found) {
+      errors += r.errors;
+      if (key === `${UNKNOWN}/${UNKNOWN}`) continue; // in errors/s; never a slice's line
+      calls.set(key, r.rate);
+      if (r.p99 !== null) p99.set(key, Math.min(r.p99, 30) * 1000);
+    }
+    calls.set("errors/s", errors);
+    const states = new Map();
+    for (const i of state.instances.values()) states.set(i.state, (states.get(i.state) ?? 0) + 1);
+    state.history.add({ at: state.calls.at, charts: { calls, p99, states } });
+    probe.samples += 1;
   }
 
   // ------------------------------------------------------------------ rendering
@@ -195,7 +290,10 @@
     renderSlices(instances);
     renderInstances(instances);
     renderCalls();
+    renderMatrix(instances);
+    renderCharts();
     renderEvents();
+    renderAlert();
     probe.renders += 1;
     if (probe.firstRenderAt === null) {
       probe.firstRenderAt = performance.now();
@@ -216,7 +314,9 @@
       `revision ${esc(Math.max(s.revision, state.revision))} · ${s.has_quorum ? "quorum" : "<b class='health-lost'>no quorum</b>"} · ` +
       `${s.nodes.length}${s.expected_nodes?.length ? ` of ${s.expected_nodes.length} expected` : ""} nodes · ` +
       `${instances.length} instances, ${active} active, ${failed} failed` +
-      (reasons.length ? `<ul id="health-reasons">${reasons.map((r) => `<li class="health-lost">${esc(r)}</li>`).join("")}</ul>` : "");
+      (reasons.length
+        ? `<ul id="health-reasons">${reasons.map((r) => `<li class="health-lost"><span class="clamp two" title="${esc(r)}">${esc(r)}</span></li>`).join("")}</ul>`
+        : "");
   }
 
   function renderNodes(instances) {
@@ -231,17 +331,18 @@
       const counts = perNode.get(n.node_id) ?? { all: 0, active: 0 };
       const role = n.leader ? `<span class="leader">leader</span>` : esc(n.role);
       return (
-        `<tr data-node-id="${esc(n.node_id)}" data-health="up"><td>${esc(n.node_id)}</td><td class="health-up">up</td>` +
-        `<td>${role}</td><td>${counts.all}</td><td>${counts.active}</td><td>${esc(n.management)}</td><td>${esc(n.ingress)}</td></tr>`
+        `<tr data-node-id="${esc(n.node_id)}" data-health="up">${cell(n.node_id)}<td class="health-up">up</td>` +
+        `<td>${role}</td><td class="num">${counts.all}</td><td class="num">${counts.active}</td>${cell(n.management)}${cell(n.ingress)}</tr>`
       );
     });
     for (const [nodeId, event] of state.lost) {
       if (state.status.nodes.some((n) => n.node_id === nodeId)) continue;
       const health = event.kind === "node_left" ? "left" : "lost";
       rows.push(
-        `<tr class="lost" data-node-id="${esc(nodeId)}" data-health="${health}"><td>${esc(nodeId)}</td>` +
+        `<tr class="lost" data-node-id="${esc(nodeId)}" data-health="${health}">${cell(nodeId)}` +
           `<td class="health-lost" title="${esc(event.reason)}">${health} ${esc(clock(event.timestamp))}</td>` +
-          `<td colspan="5">${esc(event.reason)}</td></tr>`,
+          reason(event.reason, 5) +
+          "</tr>",
       );
     }
     $("nodes").tBodies[0].innerHTML = rows.join("");
@@ -255,8 +356,8 @@
       .map((s) => {
         const actual = active.get(s.artifact) ?? 0;
         return (
-          `<tr data-slice="${esc(s.artifact)}" class="${actual < s.desired ? "short" : ""}"><td>${esc(s.blueprint)}</td>` +
-          `<td>${esc(s.artifact)}</td><td>${s.desired}</td><td>${actual}</td><td class="reason">${esc(s.problem)}</td></tr>`
+          `<tr data-slice="${esc(s.artifact)}" class="${actual < s.desired ? "short" : ""}">${cell(s.blueprint)}` +
+          `${cell(s.artifact)}<td class="num">${s.desired}</td><td class="num">${actual}</td>${reason(s.problem)}</tr>`
         );
       })
       .join("");
@@ -277,8 +378,8 @@
       .map(
         (i) =>
           `<tr data-node="${esc(i.node_id)}" data-artifact="${esc(i.artifact)}" data-instance="${i.instance}" data-state="${esc(i.state)}">` +
-          `<td>${esc(i.node_id)}</td><td>${esc(i.artifact)}</td><td>${i.instance}</td>` +
-          `<td class="state state-${esc(i.state)}">${esc(i.state)}</td><td class="reason">${esc(i.reason)}</td><td>${esc(clock(i.timestamp))}</td></tr>`,
+          `${cell(i.node_id)}${cell(i.artifact)}<td class="num">${i.instance}</td>` +
+          `<td class="state state-${esc(i.state)}">${esc(i.state)}</td>${reason(i.reason)}<td>${esc(clock(i.timestamp))}</td></tr>`,
       )
       .join("");
     $("instances-count").textContent = filter ? `(${shown.length} of ${instances.length})` : `(${instances.length})`;
@@ -287,39 +388,95 @@
   function renderCalls() {
     const now = state.calls;
     if (!now) return;
-    const before = new Map((state.previousCalls?.slices ?? []).map((s) => [`${s.artifact}/${s.entry}`, s]));
-    const interval = state.previousCalls ? now.at - state.previousCalls.at : 0;
-    $("calls").tBodies[0].innerHTML = now.slices
-      .map((s) => {
-        const old = before.get(`${s.artifact}/${s.entry}`);
-        const calls = old ? s.calls - old.calls : -1;
-        let rate = "…", errors = "…", mean = "…", p99 = "…";
-        if (old && interval > 0 && calls >= 0) {
-          rate = (calls / interval).toFixed(1);
-          errors = String(s.errors - old.errors);
-          mean = calls > 0 ? `${(((s.seconds - old.seconds) / calls) * 1000).toFixed(1)} ms` : "–";
-          p99 = calls > 0 ? quantile(s.buckets, old.buckets, calls, 0.99) : "–";
-        }
-        return (
-          `<tr data-calls="${esc(s.artifact)}/${esc(s.entry)}"><td>${esc(s.artifact)}</td><td>${esc(s.entry)}</td>` +
-          `<td>${rate}</td><td>${errors}</td><td>${mean}</td><td>${p99}</td><td>${s.calls}</td></tr>`
-        );
-      })
-      .join("");
+    const found = rates();
+    const figure = (value, format) => (value === undefined ? "…" : value === null ? "–" : format(value));
+    const row = (s) => {
+      const r = found.get(`${s.artifact}/${s.entry}`) ?? {};
+      const unknown = s.artifact === UNKNOWN;
+      const names = unknown
+        ? `<td colspan="2" class="unknown" title="calls whose URL named no deployed slice or entry (a typo, a removed slice), counted together">${UNKNOWN_LABEL}</td>`
+        : `${cell(s.artifact)}${cell(s.entry)}`;
+      return (
+        `<tr data-calls="${esc(s.artifact)}/${esc(s.entry)}" class="${unknown ? "unknown" : ""}">${names}` +
+        `<td class="num">${figure(r.rate, (v) => v.toFixed(1))}</td>` +
+        `<td class="num ${r.errors > 0 ? "health-lost" : ""}">${figure(r.errors, (v) => v.toFixed(1))}</td>` +
+        `<td class="num">${figure(r.mean, (v) => `${(v * 1000).toFixed(1)} ms`)}</td>` +
+        `<td class="num">${figure(r.p99, seconds)}</td><td class="num">${s.calls}</td></tr>`
+      );
+    };
+    const known = now.slices.filter((s) => s.artifact !== UNKNOWN);
+    const unknown = now.slices.filter((s) => s.artifact === UNKNOWN);
+    $("calls").tBodies[0].innerHTML = [...known, ...unknown].map(row).join("");
     const missing = Object.entries(now.nodes).filter(([, outcome]) => outcome !== "ok");
     $("calls-note").textContent = missing.length
       ? `not counted: ${missing.map(([node, outcome]) => `${node} (${outcome})`).join(", ")}`
       : "";
   }
 
-  function quantile(buckets, oldBuckets, calls, q) {
-    // The smallest bucket bound under which q of the interval's calls fell.
-    const old = new Map(oldBuckets.map(([le, n]) => [le, n]));
-    for (const [le, n] of buckets) {
-      if (n - (old.get(le) ?? 0) >= q * calls) return le < 1 ? `${le * 1000} ms` : `${le} s`;
+  // One row per node (lost ones too), one column per slice: each instance a chip coloured by its state.
+  function renderMatrix(instances) {
+    const nodes = [...state.status.nodes.map((n) => n.node_id), ...state.lost.keys()];
+    for (const i of instances) nodes.push(i.node_id);
+    const nodeIds = [...new Set(nodes)].sort();
+    const artifacts = [...new Set([...state.slices.map((s) => s.artifact), ...instances.map((i) => i.artifact)])].sort();
+    const cells = new Map();
+    for (const i of instances) {
+      const key = `${i.node_id} ${i.artifact}`;
+      if (!cells.has(key)) cells.set(key, []);
+      cells.get(key).push(i);
     }
-    return "> 30 s";
+    const up = new Set(state.status.nodes.map((n) => n.node_id));
+    $("matrix").tHead.innerHTML = `<tr><th>node</th>${artifacts.map((a) => `<th><span class="clip" title="${esc(a)}">${esc(a)}</span></th>`).join("")}</tr>`;
+    $("matrix").tBodies[0].innerHTML = nodeIds
+      .map((node) => {
+        const health = up.has(node) ? "up" : state.lost.get(node)?.kind === "node_left" ? "left" : "lost";
+        const chips = (artifact) =>
+          (cells.get(`${node} ${artifact}`) ?? [])
+            .sort((a, b) => a.instance - b.instance)
+            .map(
+              (i) =>
+                `<span class="chip bg-${esc(i.state)}" data-instance="${i.instance}" data-state="${esc(i.state)}"` +
+                ` title="${esc(`${i.artifact} #${i.instance} on ${node}: ${i.state}${i.reason ? ` (${i.reason})` : ""}`)}">${i.instance}</span>`,
+            )
+            .join("");
+        return (
+          `<tr data-node="${esc(node)}" data-health="${health}" class="${health === "up" ? "" : "lost"}">` +
+          `<td><span class="clip" title="${esc(`${node}: ${health}`)}">${esc(node)}${health === "up" ? "" : ` (${health})`}</span></td>` +
+          artifacts.map((a) => `<td data-artifact="${esc(a)}">${chips(a)}</td>`).join("") +
+          "</tr>"
+        );
+      })
+      .join("");
+    const states = [...new Set([...Object.keys(STATE_COLOURS), ...instances.map((i) => i.state)])];
+    $("matrix-legend").innerHTML = states.map((s) => `<span class="item"><span class="chip bg-${esc(s)}">&nbsp;</span>${esc(s)}</span>`).join(" ");
   }
+
+  function renderCharts() {
+    const history = state.history;
+    const options = { from: history.first, to: history.last, seconds: HISTORY_SECONDS };
+    const rate = (v) => (v === undefined ? "–" : `${+v.toFixed(1)}/s`);
+    const ms = (v) => (v === undefined ? "–" : `${+v.toFixed(1)} ms`);
+    const count = (v) => (v === undefined ? "–" : String(v));
+    const callsColours = { of: (name) => (name === "errors/s" ? "#cf222e" : sliceColours.of(name)) };
+    draw($("chart-calls"), history.series("calls"), { ...options, colours: callsColours, dashed: new Set(["errors/s"]), format: rate });
+    draw($("chart-p99"), history.series("p99"), { ...options, colours: sliceColours, format: ms });
+    draw($("chart-instances"), history.series("states"), { ...options, colours: stateColours, format: count, floor: 4 });
+  }
+
+  function renderAlert() {
+    const problems = Object.values(state.errors).filter((e) => e !== null);
+    const alert = $("alert");
+    alert.hidden = !problems.length;
+    if (!problems.length) return;
+    const since = state.lastGood ? ` Showing the data from ${state.lastGood.toLocaleTimeString([], { hour12: false })}.` : "";
+    alert.textContent = `The cluster's API cannot be read: ${[...new Set(problems)].join("; ")}.${since} Retrying.`;
+  }
+
+  // A table cell for a name that may be long: one line, cut with an ellipsis, the whole text on hover.
+  const cell = (text) => `<td><span class="clip" title="${esc(text)}">${esc(text)}</span></td>`;
+  // A cell for a sentence (a problem, a reason): wrapped, at most three lines, the whole text on hover.
+  const reason = (text, span = 1) =>
+    `<td class="reason"${span > 1 ? ` colspan="${span}"` : ""}><span class="clamp" title="${esc(text)}">${esc(text)}</span></td>`;
 
   function renderEvents() {
     $("events").innerHTML = state.events
