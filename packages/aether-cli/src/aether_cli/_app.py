@@ -30,8 +30,9 @@ app = App(
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
 slice_app = App(name="slice", help="Slice instances: list, status, invoke; new slice projects, publish.")
 cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forget a node.")
+node_app = App(name="node", help="Operate one node: cordon, uncordon, drain.")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
-for sub in (blueprint_app, slice_app, cluster_app, dev_app):
+for sub in (blueprint_app, slice_app, cluster_app, node_app, dev_app):
     app.command(sub)
 
 DEFAULT_COMMON = Common()
@@ -273,7 +274,7 @@ def events(
             negative=(),
             help="Only events of this kind (repeat for several): node_joined, node_left, node_lost,"
             " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
-            " rebalance_move.",
+            " rebalance_move, node_cordoned, node_draining, node_uncordoned.",
         ),
     ] = (),
     slice: Annotated[
@@ -367,6 +368,18 @@ for group, commands in COMMANDS:
 # Local-only slice commands (files on this machine, no cluster), each in a module of its own.
 slice_app.command("aether_cli._slice_new:slice_new", name="new", help="Start a slice project NAME.")
 slice_app.command("aether_cli._slice_publish:slice_publish", name="publish", help="Publish a slice wheel.")
+# Blueprint revisions, scaling and node operations (`_operations.py`).
+OPERATIONS = (
+    (blueprint_app, "history", "blueprint_history", "The kept revisions of blueprint NAME."),
+    (blueprint_app, "rollback", "blueprint_rollback", "Apply an earlier revision again, as a new one."),
+    (blueprint_app, "diff", "blueprint_diff", "What applying FILE would change, without applying it."),
+    (slice_app, "scale", "slice_scale", "Run N instances of a slice: a new revision of its blueprint."),
+    (node_app, "cordon", "node_cordon", "Place no new instance on NODE."),
+    (node_app, "uncordon", "node_uncordon", "Put NODE back on duty (ends a cordon or drain)."),
+    (node_app, "drain", "node_drain", "Cordon NODE and move its instances off, never below a floor."),
+)
+for group, command, function_name, summary in OPERATIONS:
+    group.command(f"aether_cli._operations:{function_name}", name=command, help=summary)
 
 
 def main() -> None:

@@ -105,13 +105,15 @@ def cluster_status(status: Any) -> None:
 
 
 def nodes(items: Iterable[Any]) -> None:
+    items = list(items)
     table(
         "Nodes",
-        ["NODE", "LEADER", "ACTIVE/ALL", "INGRESS", "MANAGEMENT", "UP"],
+        ["NODE", "LEADER", "STATE", "ACTIVE/ALL", "INGRESS", "MANAGEMENT", "UP"],
         (
             [
                 _text(n.node_id),
                 "*" if n.leader else "",
+                _text(n.state),
                 f"{n.active}/{n.instances}",
                 _text(n.ingress),
                 _text(n.management),
@@ -120,6 +122,9 @@ def nodes(items: Iterable[Any]) -> None:
             for n in items
         ),
     )
+    for n in items:
+        if n.waiting:
+            print(n.waiting)  # plain text: not markup
 
 
 def event(item: Any) -> None:

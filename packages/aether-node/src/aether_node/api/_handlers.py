@@ -32,12 +32,14 @@ from ..client import (
 )
 from ..control._event_clock import EventClock
 from ..control._membership import expected_nodes, forget
+from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_state
+from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, store_revision
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._errors import InvalidCoordinatesError
-from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, decode_record, encode_record
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, decode_record
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
 
@@ -69,6 +71,17 @@ class HandlerError(Exception):
         self.message = message
 
 
+def applied(stored: Stored) -> ApplyResult:
+    return ApplyResult(
+        name=stored.blueprint.name,
+        created=stored.created,
+        revision=stored.kv_revision,
+        slices=len(stored.blueprint.slices),
+        blueprint_revision=stored.blueprint.revision,
+        change=stored.blueprint.change,
+    )
+
+
 def _info(blueprint: Blueprint) -> BlueprintInfo:
     return BlueprintInfo(
         name=blueprint.name,
@@ -82,8 +95,11 @@ def _info(blueprint: Blueprint) -> BlueprintInfo:
 
 
 class Handlers:
-    def __init__(self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time) -> None:
+    def __init__(
+        self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time, history: int = DEFAULT_KEEP
+    ) -> None:
         self.kv = kv
+        self.history = history  # revisions kept per blueprint
         self.invoker = invoker
         self.clock = clock
         self.event_clock = EventClock(kv)
@@ -139,18 +155,15 @@ class Handlers:
                     "invalid",
                     f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
                 )
-        key = BLUEPRINTS + blueprint.name
-        try:
-            existed = await self.kv.get(key, linearizable=True)
-            result = await self.kv.put(key, encode_record(blueprint))
+        try:  # a new revision (the same content again keeps its number: a resent apply adds none)
+            stored = await store_revision(
+                self.kv, blueprint, change="applied", keep=self.history, dedupe=True
+            )
+        except RevisionConflict as error:
+            raise HandlerError("conflict", f"{error}; try again") from None
         except KVError as error:
             raise HandlerError("unavailable", f"could not store the blueprint: {error.message}") from None
-        return ApplyResult(
-            name=blueprint.name,
-            created=existed is None,
-            revision=result.revision,
-            slices=len(blueprint.slices),
-        )
+        return applied(stored)
 
     async def _blueprints(self) -> dict[str, Blueprint]:
         found = {}
@@ -316,6 +329,18 @@ class Handlers:
         leader = await self._leader_node()
         per_node = collections.Counter(i.node_id for i in instances)
         active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
+        operations = decode_operations(await self._read(NODE_OPS))
+        problems = await self._problems() if operations else {}
+
+        def state(node: NodeRecord) -> dict[str, str]:
+            found = node_state(
+                operations.get(node.node_id), leaving=node.leaving, instances=per_node[node.node_id]
+            )
+            if found != DRAINING:
+                return {"state": found}
+            here = [f"{i.artifact}#{i.instance}" for i in instances if i.node_id == node.node_id]
+            return {"state": found, "waiting": drain_waits(node.node_id, here, problems)}
+
         return [
             NodeInfo(
                 node_id=n.node_id,
@@ -329,6 +354,7 @@ class Handlers:
                 instances=per_node[n.node_id],
                 active=active[n.node_id],
                 leader=n.node_id == leader,
+                **state(n),
             )
             for n in await self._nodes()
         ]

@@ -197,11 +197,7 @@ def allocate(
                 if no_growth & by_id.keys()
                 else ""
             )
-            + (
-                f", {len(cordoned & by_id.keys())} of them cordoned"
-                if cordoned & by_id.keys()
-                else ""
-            )
+            + (f", {len(cordoned & by_id.keys())} of them cordoned" if cordoned & by_id.keys() else "")
             + f"; needs cpu {spec.resources.cpu:g}, memory {spec.resources.memory_mib} MiB"
             + (f", at most {spec.max_per_node} per node" if spec.strategy is Strategy.SPREAD else "")
             + " each)"

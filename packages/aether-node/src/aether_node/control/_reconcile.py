@@ -36,7 +36,7 @@ from ..core._blueprint import SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._records import SliceState
-from ._allocation import NodeCapacity, allocate_all
+from ._allocation import NodeCapacity, Placement, allocate_all
 
 REMOVING = frozenset({SliceState.UNLOAD, SliceState.UNLOADING})
 
@@ -122,51 +122,14 @@ def plan(
 ) -> Plan:
     """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
     those in `cordoned` take no new instance, those in `draining` take none and are emptied."""
-    live = {n.node_id for n in nodes}
-    stopping = frozenset(stopping) & live
-    draining = frozenset(draining) & live - stopping
-    cordoned = frozenset(cordoned) & live - stopping - draining
-    placeable = [n for n in nodes if n.node_id not in stopping and n.node_id not in draining]
-    wanted: dict[str, tuple[SliceSpec, Coordinates]] = {}
-    problems: list[Problem] = []
-    for spec in specs:
-        try:
-            coordinates = Coordinates.parse(spec.artifact)
-        except InvalidCoordinatesError as error:  # a record the API would have refused: report, skip it
-            problems.append(Problem(artifact=spec.artifact, message=f"not deployed: {error.message}"))
-            continue
-        wanted.setdefault(coordinates.artifact_id, (spec, coordinates))
-    by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
-    for observed in instances:
-        by_artifact[observed.coordinates.artifact_id].append(observed)
-
+    view = _View.of(specs, nodes, instances, now, failed_retry_after, stopping, cordoned, draining)
+    live, stopping, draining, cordoned = view.live, view.stopping, view.draining, view.cordoned
+    placeable, wanted, by_artifact, excluded = view.placeable, view.wanted, view.by_artifact, view.excluded
+    problems = list(view.problems)
     actions: list[Action] = []
-    current: dict[str, dict[str, int]] = {}
-    excluded: dict[str, frozenset[str]] = {}
-    for artifact_id, (spec, coordinates) in wanted.items():
-        placed = [
-            i
-            for i in by_artifact.get(artifact_id, ())
-            if i.node_id in live
-            and i.coordinates == coordinates
-            and i.state not in REMOVING
-            and i.state is not SliceState.FAILED
-        ]
-        # Scaling down keeps the oldest instances: the allocation only sees those.
-        kept = sorted(placed, key=lambda i: i.instance)[: spec.instances]
-        current[spec.artifact] = dict(collections.Counter(i.node_id for i in kept))
-        failed_on = {
-            i.node_id
-            for i in by_artifact.get(artifact_id, ())
-            if i.coordinates == coordinates
-            and i.state is SliceState.FAILED
-            and i.node_id in live
-            and now - i.timestamp < failed_retry_after
-        }
-        if failed_on:
-            excluded[spec.artifact] = frozenset(failed_on)
     wanted_specs = [s for s, _ in wanted.values()]
-    placements = allocate_all(wanted_specs, placeable, current, excluded, cordoned)
+    current = view.current
+    placements = view.targets()
     # What the cluster could hold were no node excluded after failures: the number of ACTIVE instances to
     # keep. Failures of a new version hold its rollout back (the old instances keep serving); only a lack
     # of room lets a change settle for fewer.
@@ -308,3 +271,109 @@ def plan(
         if messages:
             problems.append(Problem(artifact=artifact_id, message="; ".join(messages)))
     return Plan(actions=tuple(actions), problems=tuple(problems))
+
+
+@attrs.frozen(kw_only=True)
+class _View:
+    """What the plan sees: live, stopping, draining and cordoned nodes, the wanted specs by artifact id,
+    the observed instances by artifact id, the current placement the allocation keeps, and the nodes a
+    recent failure keeps out per slice."""
+
+    live: frozenset[str]
+    stopping: frozenset[str]
+    draining: frozenset[str]
+    cordoned: frozenset[str]
+    placeable: tuple[NodeCapacity, ...]
+    wanted: Mapping[str, tuple[SliceSpec, Coordinates]]
+    by_artifact: Mapping[str, list[ObservedInstance]]
+    current: Mapping[str, Mapping[str, int]]
+    excluded: Mapping[str, frozenset[str]]
+    problems: tuple[Problem, ...]
+
+    def targets(self) -> dict[str, Placement]:
+        specs = [s for s, _ in self.wanted.values()]
+        return allocate_all(specs, self.placeable, self.current, self.excluded, self.cordoned)
+
+    @classmethod
+    def of(
+        cls,
+        specs: Sequence[SliceSpec],
+        nodes: Sequence[NodeCapacity],
+        instances: Sequence[ObservedInstance],
+        now: float,
+        failed_retry_after: float,
+        stopping: Collection[str],
+        cordoned: Collection[str],
+        draining: Collection[str],
+    ) -> _View:
+        live = {n.node_id for n in nodes}
+        stopping = frozenset(stopping) & live
+        draining = frozenset(draining) & live - stopping
+        cordoned = frozenset(cordoned) & live - stopping - draining
+        placeable = [n for n in nodes if n.node_id not in stopping and n.node_id not in draining]
+        wanted: dict[str, tuple[SliceSpec, Coordinates]] = {}
+        problems: list[Problem] = []
+        for spec in specs:
+            try:
+                coordinates = Coordinates.parse(spec.artifact)
+            except InvalidCoordinatesError as error:  # a record the API would have refused: report, skip it
+                problems.append(Problem(artifact=spec.artifact, message=f"not deployed: {error.message}"))
+                continue
+            wanted.setdefault(coordinates.artifact_id, (spec, coordinates))
+        by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
+        for observed in instances:
+            by_artifact[observed.coordinates.artifact_id].append(observed)
+
+        current: dict[str, dict[str, int]] = {}
+        excluded: dict[str, frozenset[str]] = {}
+        for artifact_id, (spec, coordinates) in wanted.items():
+            placed = [
+                i
+                for i in by_artifact.get(artifact_id, ())
+                if i.node_id in live
+                and i.coordinates == coordinates
+                and i.state not in REMOVING
+                and i.state is not SliceState.FAILED
+            ]
+            # Scaling down keeps the oldest instances: the allocation only sees those.
+            kept = sorted(placed, key=lambda i: i.instance)[: spec.instances]
+            current[spec.artifact] = dict(collections.Counter(i.node_id for i in kept))
+            failed_on = {
+                i.node_id
+                for i in by_artifact.get(artifact_id, ())
+                if i.coordinates == coordinates
+                and i.state is SliceState.FAILED
+                and i.node_id in live
+                and now - i.timestamp < failed_retry_after
+            }
+            if failed_on:
+                excluded[spec.artifact] = frozenset(failed_on)
+        return cls(
+            live=frozenset(live),
+            stopping=stopping,
+            draining=draining,
+            cordoned=cordoned,
+            placeable=tuple(placeable),
+            wanted=wanted,
+            by_artifact=by_artifact,
+            current=current,
+            excluded=excluded,
+            problems=tuple(problems),
+        )
+
+
+def target_placements(
+    specs: Sequence[SliceSpec],
+    nodes: Sequence[NodeCapacity],
+    instances: Sequence[ObservedInstance],
+    *,
+    now: float = 0.0,
+    failed_retry_after: float = 60.0,
+    stopping: Collection[str] = frozenset(),
+    cordoned: Collection[str] = frozenset(),
+    draining: Collection[str] = frozenset(),
+) -> dict[str, Placement]:
+    """Where `plan` will put each slice's instances (keyed by `spec.artifact`) on this view, once it has
+    converged: what `aether blueprint diff` shows. Same arguments as `plan`."""
+    view = _View.of(specs, nodes, instances, now, failed_retry_after, stopping, cordoned, draining)
+    return view.targets()

@@ -280,7 +280,7 @@ async def serve_node(
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
                     await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
-                    handlers = Handlers(kv, invoker)
+                    handlers = Handlers(kv, invoker, history=config.blueprint_history)
 
                     async def ready() -> bool:
                         with trio.move_on_after(1.0):
