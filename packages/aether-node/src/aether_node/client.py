@@ -6,8 +6,9 @@ the CLI starts fast and runs anywhere. `ApiClient` fails over across several nod
 Resending (docs/ARCHITECTURE.md): a request that certainly never reached a node (the connection
 could not be made) goes to the next node. A request that may have been received (the connection was made,
 then no answer came in time, or the connection dropped) is resent only if the operation is idempotent:
-every GET, and the management operations that are idempotent by construction (apply and validate a
-blueprint, delete one, take or release the agent lease). An invoke is resent only if the cluster says the
+every GET, and the management operations that are idempotent by construction (apply, validate and
+diff a blueprint, delete one, roll one back to a named revision, scale a slice, cordon, drain or
+uncordon a node, take or release the agent lease). An invoke is resent only if the cluster says the
 entry point is idempotent (its slice declares it so); when that is unknown it is not resent, and
 `NoAnswerError` says what happened. An invoke carries its timeout to the node, and the client waits longer
 than that, so the node's own 504 answer (with what it knows) reaches the caller.
