@@ -184,7 +184,14 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
 
     # apply --json: the apply result; apply --wait --json: the converged status
     applied = expect(aether("blueprint", "apply", "demo.toml", "--json")).json()
-    assert applied == {"name": "demo", "created": False, "revision": applied["revision"], "slices": 3}
+    assert applied == {
+        "name": "demo",
+        "created": False,
+        "revision": applied["revision"],
+        "slices": 3,
+        "blueprint_revision": 2,  # the same content again: no new revision of the blueprint
+        "change": "applied",
+    }
     assert applied["revision"] > int(created[1])
     status = expect(aether("blueprint", "apply", "demo.toml", "--wait", "--json")).json()
     _check_converged(status, {ECHO: 3, GREETER: 2, COUNTER: 1}, node_ids)
@@ -609,10 +616,21 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: st
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
     expected = {
-        (): ["blueprint", "slice", "cluster", "dev"],
-        ("blueprint",): ["apply", "validate", "get", "list", "delete", "status"],
-        ("slice",): ["list", "status", "invoke"],
+        (): ["blueprint", "slice", "cluster", "node", "dev"],
+        ("blueprint",): [
+            "apply",
+            "validate",
+            "get",
+            "list",
+            "delete",
+            "status",
+            "history",
+            "rollback",
+            "diff",
+        ],
+        ("slice",): ["list", "status", "invoke", "scale"],
         ("cluster",): ["status", "nodes", "events"],
+        ("node",): ["cordon", "uncordon", "drain"],
         ("dev",): ["up", "down", "status"],
     }
     for group, commands in expected.items():

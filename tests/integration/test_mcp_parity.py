@@ -94,6 +94,15 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                     ("blueprint_validate", {"toml": EXAMPLE.read_text(), "source": str(EXAMPLE)}),
                 ),
             ]
+            pairs += [
+                (("blueprint", "history", "parity"), ("blueprint_history", {"name": "parity"})),
+                (
+                    ("blueprint", "diff", str(blueprint)),
+                    ("blueprint_diff", {"toml": blueprint.read_text(), "source": str(blueprint)}),
+                ),
+                (("node", "cordon", "node-3"), ("node_cordon", {"node": "node-3"})),
+                (("node", "uncordon", "node-3"), ("node_uncordon", {"node": "node-3"})),
+            ]
             for args, (name, arguments) in pairs:
                 assert cli(*args) == await tool(name, **arguments), f"aether {' '.join(args)} vs {name}"
 
@@ -136,6 +145,16 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
             assert cli_refusal("blueprint", "get", "missing") == missing
             assert cli_refusal("slice", "status", "no-colon") == await refusal(
                 "slice_status", artifact="no-colon"
+            )
+            assert cli_refusal("node", "drain", "node-9") == await refusal("node_drain", node="node-9")
+            assert cli_refusal("blueprint", "rollback", "parity", "--to", "7") == await refusal(
+                "blueprint_rollback", name="parity", to=7
+            )
+            assert cli_refusal("slice", "scale", "org.aether:counter", "2") == await refusal(
+                "slice_scale", artifact="org.aether:counter", instances=2
+            )
+            assert cli_refusal("slice", "scale", "org.aether:echo", "--", "-1") == await refusal(
+                "slice_scale", artifact="org.aether:echo", instances=-1
             )
             bad = tmp_path / "bad.toml"
             bad.write_text('name = "bad"\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = -1\n')

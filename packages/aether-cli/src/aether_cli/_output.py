@@ -108,13 +108,13 @@ def nodes(items: Iterable[Any]) -> None:
     items = list(items)
     table(
         "Nodes",
-        ["NODE", "LEADER", "STATE", "ACTIVE/ALL", "INGRESS", "MANAGEMENT", "UP"],
+        ["NODE", "LEADER", "ACTIVE/ALL", "STATE", "INGRESS", "MANAGEMENT", "UP"],
         (
             [
                 _text(n.node_id),
                 "*" if n.leader else "",
-                _text(n.state),
                 f"{n.active}/{n.instances}",
+                _text(n.state),
                 _text(n.ingress),
                 _text(n.management),
                 _age(n.started_at),

@@ -126,6 +126,7 @@ Toml = Annotated[str, Field(description="The blueprint: TOML text, as in a bluep
 Source = Annotated[str, Field(description="A file name for error messages (file:line:col).")]
 Name = Annotated[str, Field(description="The blueprint's name.")]
 Artifact = Annotated[str, Field(description="The slice as group:artifact (or group:artifact:version).")]
+Node = Annotated[str, Field(description="The node's id.")]
 
 
 def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: bool) -> None:
@@ -321,8 +322,6 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         if instances < 0:  # the CLI's own check, with its sentence
             raise Refused(f"instances: must be ≥ 0, got {instances}")
         return await ask("slice_scale", lambda c: c.scale_slice(artifact, instances))
-
-    Node = Annotated[str, Field(description="The node's id.")]
 
     @tool("node_cordon", "Place no new instance on a node (what runs there stays).")
     async def node_cordon(node: Node) -> dict[str, Any]:
