@@ -630,7 +630,7 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
         ],
         ("slice",): ["list", "status", "invoke", "scale"],
         ("cluster",): ["status", "nodes", "events"],
-        ("node",): ["cordon", "uncordon", "drain"],
+        ("node",): ["cordon", "uncordon", "drain", "stop"],
         ("dev",): ["up", "down", "status"],
     }
     for group, commands in expected.items():

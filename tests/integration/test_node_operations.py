@@ -16,7 +16,7 @@ import cli_support
 import pytest
 import trio
 from cli_support import CliCluster, cli_cluster, expect, wait_until
-from cluster_support import Callers
+from cluster_support import Callers, kv_of
 
 from aether_node.client import ApiClient
 
@@ -157,3 +157,40 @@ def test_bad_node_operations_are_refused_and_change_nothing(cluster: CliCluster,
             "aether: error: no node 'node-9' is registered (registered: node-1, node-2, node-3)"
         )
     assert {n.node_id: n.state for n in api.nodes()} == states
+
+
+def test_node_stop_stops_the_node_gracefully_and_its_instances_are_replaced(
+    cluster: CliCluster, api: ApiClient, tmp_path: Path
+) -> None:
+    """Last in this module: it ends node-3 (a KV replica: two of three keep the quorum)."""
+    apply(cluster, tmp_path, ECHO3)
+    refused = expect(cluster.aether("node", "stop", "node-9"), 1)
+    assert "no node 'node-9' is registered" in refused.stderr
+    assert cluster.local.processes["node-3"].poll() is None  # nothing was stopped
+
+    stopped = expect(cluster.aether("node", "stop", "node-3", "--json")).json()
+    assert (stopped["node_id"], stopped["state"]) == ("node-3", "LEAVING")
+    process = cluster.local.processes["node-3"]
+    assert process.wait(timeout=30) == 0  # a clean exit, after its graceful stop
+    wait_until(
+        lambda: placement(api, "org.aether:echo") in ({"node-1": 2, "node-2": 1}, {"node-1": 1, "node-2": 2}),
+        timeout=60,
+        what="node-3's echo instance replaced on the others",
+    )
+    assert "node-3" not in {n.node_id for n in api.nodes()}
+    left = expect(cluster.aether("cluster", "events", "--kind", "node_left", "--json")).json_lines()
+    assert [(e["node_id"], e["reason"]) for e in left][-1] == ("node-3", "it shut down")
+
+    async def stop_request() -> object:
+        async with kv_of(cluster.local) as kv:
+            return await kv.get("cluster/node-stop/node-3")
+
+    assert trio.run(stop_request) is None  # the node deleted it as it stopped: a restart stays up
+    cluster.local.processes.pop("node-3")
+    cluster.local.start("node-3")
+    wait_until(
+        lambda: any(n.node_id == "node-3" and n.state == "ON_DUTY" for n in api.nodes()),
+        timeout=60,
+        what="node-3 registered again, on duty",
+    )
+    expect(cluster.aether("blueprint", "delete", "web"))

@@ -30,7 +30,7 @@ app = App(
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
 slice_app = App(name="slice", help="Slice instances: list, status, invoke; new slice projects, publish.")
 cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forget a node.")
-node_app = App(name="node", help="Operate one node: cordon, uncordon, drain.")
+node_app = App(name="node", help="Operate one node: cordon, uncordon, drain, stop.")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 for sub in (blueprint_app, slice_app, cluster_app, node_app, dev_app):
     app.command(sub)
@@ -377,6 +377,7 @@ OPERATIONS = (
     (node_app, "cordon", "node_cordon", "Place no new instance on NODE."),
     (node_app, "uncordon", "node_uncordon", "Put NODE back on duty (ends a cordon or drain)."),
     (node_app, "drain", "node_drain", "Cordon NODE and move its instances off, never below a floor."),
+    (node_app, "stop", "node_stop", "Stop NODE gracefully (as SIGTERM does): it leaves the cluster."),
 )
 for group, command, function_name, summary in OPERATIONS:
     group.command(f"aether_cli._operations:{function_name}", name=command, help=summary)

@@ -1,4 +1,4 @@
-"""`aether blueprint history|rollback|diff`, `aether slice scale`, `aether node cordon|uncordon|drain`:
+"""`aether blueprint history|rollback|diff`, `aether slice scale`, `aether node cordon|uncordon|drain|stop`:
 revisions of blueprints and operations on nodes, through the management API (each has its MCP tool)."""
 
 from __future__ import annotations
@@ -114,3 +114,9 @@ def node_uncordon(node: str, *, common: Common = DEFAULT_COMMON) -> None:
 def node_drain(node: str, *, common: Common = DEFAULT_COMMON) -> None:
     """Cordon NODE and move its instances off, each replacement ACTIVE first, never below a floor."""
     _node_operation(node, "drain", common)
+
+
+def node_stop(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Stop NODE gracefully (as SIGTERM does): it takes no new work, stops its instances (the cluster
+    replaces them elsewhere) and leaves. Its process ends; nothing starts it again here."""
+    _node_operation(node, "stop", common)

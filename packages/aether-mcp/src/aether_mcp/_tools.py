@@ -119,6 +119,9 @@ TOOLS = (
     ToolSpec(
         "node_drain", ("node", "drain"), True, _changing("Drain a node", destructive=True, idempotent=True)
     ),
+    ToolSpec(
+        "node_stop", ("node", "stop"), True, _changing("Stop a node", destructive=True, idempotent=True)
+    ),
 )
 SPECS = {spec.name: spec for spec in TOOLS}
 
@@ -338,3 +341,11 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     )
     async def node_drain(node: Node) -> dict[str, Any]:
         return await ask("node_drain", lambda c: c.node_operation(node, "drain"))
+
+    @tool(
+        "node_stop",
+        "Stop a node gracefully (as SIGTERM does): it takes no new work, stops its instances (the cluster "
+        "replaces them elsewhere) and leaves the cluster; its process ends.",
+    )
+    async def node_stop(node: Node) -> dict[str, Any]:
+        return await ask("node_stop", lambda c: c.node_operation(node, "stop"))

@@ -10,21 +10,23 @@ import re
 from typing import Any
 
 import attrs
+import trio
 
 from aether_kv import KVError
 
 from ..client import ApplyResult, BlueprintDiff, BlueprintRevision, NodeInfo, SliceSummary
 from ..control._cluster_manager import observe_data
 from ..control._diff import diff_blueprint
-from ..control._node_ops import decode_operations, split_operations
+from ..control._node_ops import LEAVING, decode_operations, split_operations
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
-from ..core._records import NodeOperation, NodeOperationRecord, encode_record
-from ..core._schema import BLUEPRINTS, NODE_OPS, NODES, SLICES, node_op_key
+from ..core._records import NodeOperation, NodeOperationRecord, NodeStopRequest, encode_record
+from ..core._schema import BLUEPRINTS, NODE_OPS, NODES, SLICES, node_op_key, node_stop_key
 from ._handlers import HandlerError, Handlers, applied
 
-NODE_OPERATIONS = ("cordon", "uncordon", "drain")
+NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop")
+STOP_WAIT = 5.0  # seconds `node stop` waits for the node to say it is leaving
 
 
 def _unavailable(what: str, error: KVError) -> HandlerError:
@@ -203,6 +205,8 @@ class Operations:
         if node_id not in registered and not (operation == "uncordon" and node_id in operations):
             known = ", ".join(sorted(registered)) or "none"
             raise HandlerError("not_found", f"no node {node_id!r} is registered (registered: {known})")
+        if operation == "stop":
+            return await self._stop(node_id)
         key = node_op_key(node_id)
         wanted = {"cordon": NodeOperation.CORDONED, "drain": NodeOperation.DRAINING}.get(operation)
         before = operations.get(node_id)
@@ -219,19 +223,46 @@ class Operations:
         for info in await self.handlers._node_infos(await self.handlers._instances()):
             if info.node_id == node_id:
                 return info
-        return NodeInfo(  # uncordoned while not registered: nothing more to show
-            node_id=node_id,
-            ingress="",
-            management="",
-            peer="",
-            cpu=0.0,
-            memory_mib=0,
-            role="",
-            started_at=0.0,
-            instances=0,
-            active=0,
-            leader=False,
-        )
+        return _absent(node_id)
+
+    async def _stop(self, node_id: str) -> NodeInfo:
+        """Ask the node (this run of it) to stop gracefully, then wait until it says it is leaving (or is
+        gone) for up to STOP_WAIT seconds; its state then."""
+        record = next(n for n in await self.handlers._nodes() if n.node_id == node_id)
+        request = NodeStopRequest(started_at=record.started_at, requested_at=self.clock())
+        try:
+            await self.kv.put(node_stop_key(node_id), encode_record(request))
+        except KVError as error:
+            raise _unavailable(f"could not ask node {node_id} to stop", error) from None
+        last = None
+        with trio.move_on_after(STOP_WAIT):
+            while True:
+                await self.handlers._fresh()
+                last = next((n for n in await self.handlers._nodes() if n.node_id == node_id), None)
+                if last is None or last.leaving:
+                    break
+                await trio.sleep(0.1)
+        for info in await self.handlers._node_infos(await self.handlers._instances()):
+            if info.node_id == node_id:
+                return info
+        return attrs.evolve(_absent(node_id), state=LEAVING)  # gone already: it has left
+
+
+def _absent(node_id: str) -> NodeInfo:
+    """A node that is not registered (uncordoned while gone, or stopped already)."""
+    return NodeInfo(
+        node_id=node_id,
+        ingress="",
+        management="",
+        peer="",
+        cpu=0.0,
+        memory_mib=0,
+        role="",
+        started_at=0.0,
+        instances=0,
+        active=0,
+        leader=False,
+    )
 
 
 _INSTANCES = re.compile(r"^(\s*instances\s*=\s*)([^#\s]+)(.*)$")

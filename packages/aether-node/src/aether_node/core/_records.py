@@ -122,6 +122,16 @@ class NodeOperationRecord:
     schema_version: int = SCHEMA_VERSION
 
 
+@attrs.frozen(kw_only=True)
+class NodeStopRequest:
+    """`cluster/node-stop/{node-id}`: `aether node stop` asks that run of the node (its `started_at`) to
+    stop gracefully; the node deletes it as it stops. A request for an earlier run is ignored."""
+
+    started_at: float
+    requested_at: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+
 converter = cattrs.Converter(forbid_extra_keys=False)
 
 

@@ -15,6 +15,7 @@ LEADER_KEY = "cluster/leader"  # the leader's claim, a fencing key (LeaderClaim)
 PROBLEMS_PREFIX = "cluster/problems/"  # the leader's problems, one per artifact
 BLUEPRINT_REVISIONS = "blueprint-revisions/"  # every applied revision of every blueprint (bounded)
 NODE_OPS = "cluster/node-ops/"  # an operator's cordon or drain of a node (NodeOperation)
+NODE_STOPS = "cluster/node-stop/"  # an operator's request that a node stop gracefully (NodeStopRequest)
 
 
 @attrs.frozen(order=True)
@@ -82,3 +83,7 @@ def revision_key(name: str, revision: int) -> str:
 
 def node_op_key(node_id: str) -> str:
     return f"{NODE_OPS}{node_id}"
+
+
+def node_stop_key(node_id: str) -> str:
+    return f"{NODE_STOPS}{node_id}"
