@@ -8,6 +8,7 @@ events of each, and bad input (an unknown node) that changes nothing.
 from __future__ import annotations
 
 import collections
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import cli_support
 import pytest
 import trio
 from cli_support import CliCluster, cli_cluster, expect, wait_until
-from cluster_support import Callers, kv_of
+from cluster_support import Callers, kv_of, leader_node_id
 
 from aether_node.client import ApiClient
 
@@ -162,7 +163,7 @@ def test_bad_node_operations_are_refused_and_change_nothing(cluster: CliCluster,
 def test_node_stop_stops_the_node_gracefully_and_its_instances_are_replaced(
     cluster: CliCluster, api: ApiClient, tmp_path: Path
 ) -> None:
-    """Last in this module: it ends node-3 (a KV replica: two of three keep the quorum)."""
+    """It ends node-3 (a KV replica: two of three keep the quorum), then starts it again."""
     apply(cluster, tmp_path, ECHO3)
     refused = expect(cluster.aether("node", "stop", "node-9"), 1)
     assert "no node 'node-9' is registered" in refused.stderr
@@ -193,4 +194,25 @@ def test_node_stop_stops_the_node_gracefully_and_its_instances_are_replaced(
         timeout=60,
         what="node-3 registered again, on duty",
     )
+    expect(cluster.aether("blueprint", "delete", "web"))
+
+
+def test_a_cordon_outlives_a_change_of_leader(cluster: CliCluster, api: ApiClient, tmp_path: Path) -> None:
+    """The operator's intent is in the KV, not in the leader's memory: after the leader stops, the new
+    one still places nothing on the cordoned node. (Last: it stops the leading node.)"""
+
+    async def leader() -> str:
+        async with kv_of(cluster.local) as kv:
+            return await leader_node_id(cluster.local, kv)
+
+    old = trio.run(leader)
+    cordoned = next(n for n in ("node-1", "node-2", "node-3") if n != old)
+    expect(cluster.aether("node", "cordon", cordoned))
+    cluster.local.kill(old, signal.SIGTERM)  # a graceful stop: another replica takes over
+    new = wait_until(lambda: (found := trio.run(leader)) != old and found, timeout=30, what="a new leader")
+    assert new != old
+    apply(cluster, tmp_path, ECHO3.replace("instances = 3", "instances = 4"))
+    assert set(placement(api, "org.aether:echo")) == {new}
+    assert node(api, cordoned).state == "CORDONED"
+    expect(cluster.aether("node", "uncordon", cordoned))
     expect(cluster.aether("blueprint", "delete", "web"))
