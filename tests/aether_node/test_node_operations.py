@@ -386,3 +386,8 @@ def test_a_blueprint_event_names_its_revision_and_change() -> None:
     )
     (event,) = describe(raw)
     assert event.message == "blueprint web applied (revision 4: rolled back to revision 2)"
+    plain = attrs.evolve(blueprint, change="applied")
+    raw = Event(
+        kind=EventKind.PUT, kv=_kv("blueprints/web", encode_record(plain), 10), prev=None, revision=10
+    )
+    assert describe(raw)[0].message == "blueprint web applied (revision 4)"

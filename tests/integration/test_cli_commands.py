@@ -336,7 +336,7 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert {(f"{i['artifact']}#{i['instance']}", i["node_id"]) for i in instances} <= active
     assert len(expect(aether("cluster", "events", "--limit", "3", "--json")).json_lines()) == 3
     run = expect(aether("cluster", "events", "--limit", "500"))
-    line = rf"#{applied['revision']} blueprint_applied blueprint demo applied\n"
+    line = rf"#{applied['revision']} blueprint_applied blueprint demo applied \(revision 2\)\n"
     assert re.search(line, run.stdout), str(run)
     assert re.search(rf"#\d+ instance_state {re.escape(ECHO)}#1 on node-\d: ACTIVE\n", run.stdout), str(run)
     run = expect(aether("cluster", "events", "--limit", "0"), 2)

@@ -118,7 +118,8 @@ def _blueprint_revision(event: Event) -> str:
         return ""
     if not blueprint.revision:
         return ""
-    return f" (revision {blueprint.revision}" + (f": {blueprint.change})" if blueprint.change else ")")
+    told = blueprint.change and blueprint.change != "applied"  # (applied: the event says so already)
+    return f" (revision {blueprint.revision}" + (f": {blueprint.change})" if told else ")")
 
 
 def _node_operation_event(event: Event, node_id: str, at: float) -> list[ClusterEvent]:
