@@ -429,7 +429,8 @@ def _follow_a_change(cluster: CliCluster, tmp_path: Path) -> None:
         assert json.loads(line)["revision"] > revision
         human.wait_for(
             lambda line: (
-                re.search(rf"#{revision} blueprint_applied blueprint demo applied$", line) is not None
+                re.search(rf"#{revision} blueprint_applied blueprint demo applied \(revision \d+\)$", line)
+                is not None
             ),
             timeout=15,
             what="the blueprint_applied line",
