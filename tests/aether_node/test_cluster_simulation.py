@@ -1,7 +1,8 @@
 """The deterministic fast layer of the fault suite (issue 11): a hypothesis state machine that runs the real
 reconcile planner and allocator (`_reconcile.plan`, `_allocation`) against a simulated cluster, under
-random schedules of blueprint changes (apply, scale, upgrade, failing upgrade, delete) and faults (node
-join, loss, graceful stop, restart; instance crash), with a fake clock.
+random schedules of blueprint changes (apply, scale, upgrade, failing upgrade, delete), operators' node
+operations (cordon, uncordon, drain) and faults (node join, loss, graceful stop, restart; instance
+crash), with a fake clock.
 
 What is simulated: the KV's `slices/` records (compare-and-swap on a revision, as the leader writes them),
 node registrations (`leaving` while a node stops), and each node's side of an instance's lifecycle one
@@ -13,11 +14,12 @@ the module itself.
 Invariants:
 - no action set planned in one pass takes a slice's ACTIVE count below min(floor, ACTIVE now): only the
   loss of a node (or a crash) does;
-- nothing is placed on a node that is stopping (or gone);
+- nothing is placed on a node that is stopping (or gone), cordoned or draining;
 - once the faults stop (every node up again, no clock advance), the cluster converges within a bounded
   number of rounds: every wanted slice has the allocation's placement ACTIVE, nothing else runs — except
   the old version of an upgrade that cannot proceed (its new version fails, or the floor holds it), which
-  keeps serving, and the blueprint status says why.
+  keeps serving, and the blueprint status says why; a draining node ends with nothing on it unless
+  the floor holds an instance there (and the status says the drain waits).
 
 On the planner before issue 11's fixes it finds each defect within the default run (checked by
 reverting each fix in turn, generation only: 5 of 5 runs for each of the first two, 4 of 5 for the
@@ -77,6 +79,8 @@ NEXT = {
 class SimNode:
     capacity: NodeCapacity
     status: str = "up"  # up | stopping (registration says leaving) | down (no registration)
+    # the operator's intent, in the KV (it outlives the registration): "" | cordoned | draining
+    operation: str = ""
 
 
 class ClusterSimulation(RuleBasedStateMachine):
@@ -99,6 +103,9 @@ class ClusterSimulation(RuleBasedStateMachine):
     def stopping(self) -> frozenset[str]:
         return frozenset(i for i, n in self.nodes.items() if n.status == "stopping")
 
+    def operated(self, operation: str) -> frozenset[str]:
+        return frozenset(i for i, n in self.nodes.items() if n.operation == operation)
+
     def up(self) -> list[str]:
         return sorted(i for i, n in self.nodes.items() if n.status == "up")
 
@@ -110,6 +117,8 @@ class ClusterSimulation(RuleBasedStateMachine):
             now=self.now,
             failed_retry_after=FAILED_RETRY_AFTER,
             stopping=self.stopping(),
+            cordoned=self.operated("cordoned"),
+            draining=self.operated("draining"),
         )
 
     def active(self, artifact_id: str, removed: frozenset[str] = frozenset()) -> int:
@@ -188,13 +197,23 @@ class ClusterSimulation(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ faults and node changes
 
+    @precondition(lambda self: self.nodes)
+    @rule(data=st.data(), operation=st.sampled_from(["cordoned", "draining", ""]), rounds=WORK)
+    def node_operation(self, data: st.DataObject, operation: str, rounds: int) -> None:
+        """`aether node cordon`, `drain` or `uncordon` (kept across the node's restarts, as in the KV)."""
+        self.nodes[data.draw(st.sampled_from(sorted(self.nodes)))].operation = operation
+        self.work(rounds)
+
     @rule(node_id=st.sampled_from(NODE_IDS), capacity=st.sampled_from(CAPACITIES), rounds=WORK)
     def node_starts(self, node_id: str, capacity: tuple[float, int], rounds: int) -> None:
         """A new node joins, or a stopped or lost one starts again."""
         node = self.nodes.get(node_id)
         if node is not None and node.status != "down":
             return
-        self.nodes[node_id] = SimNode(NodeCapacity(node_id=node_id, cpu=capacity[0], memory_mib=capacity[1]))
+        operation = node.operation if node is not None else ""
+        self.nodes[node_id] = SimNode(
+            NodeCapacity(node_id=node_id, cpu=capacity[0], memory_mib=capacity[1]), operation=operation
+        )
         for record in [r for r in self.records.values() if r.node_id == node_id]:
             if record.state is SliceState.FAILED:  # a failure from before the restart is forgotten
                 del self.records[record.key]
@@ -285,10 +304,12 @@ class ClusterSimulation(RuleBasedStateMachine):
         self.last_plan = p
         live = {n.node_id for n in self.live()}
         stopping = self.stopping()
+        closed = self.operated("cordoned") | self.operated("draining")
         for action in p.actions:
             if isinstance(action, CreateInstance):
                 assert action.node_id in live, f"placed on a node that is gone: {action}"
                 assert action.node_id not in stopping, f"placed on a node that is stopping: {action}"
+                assert action.node_id not in closed, f"placed on a cordoned or draining node: {action}"
         removed = frozenset(a.key for a in p.actions if isinstance(a, (RemoveInstance, DeleteRecord)))
         for artifact, spec in self.specs.items():
             floor = min(spec.floor, spec.instances)
@@ -359,7 +380,8 @@ class ClusterSimulation(RuleBasedStateMachine):
         for record in self.records.values():
             by_artifact[record.coordinates.artifact_id].append(record)
         assert set(by_artifact) <= set(self.specs), f"instances of no blueprint: {self.records}"
-        nodes = self.live()
+        draining = self.operated("draining")
+        nodes = [n for n in self.live() if n.node_id not in draining]
         wanted = {a: Coordinates.parse(s.artifact) for a, s in self.specs.items()}
         current = {
             s.artifact: dict(
@@ -373,7 +395,9 @@ class ClusterSimulation(RuleBasedStateMachine):
             for s in self.specs.values()
             if s.artifact in self.broken
         }
-        placements = allocate_all(list(self.specs.values()), nodes, current, excluded)
+        placements = allocate_all(
+            list(self.specs.values()), nodes, current, excluded, self.operated("cordoned")
+        )
         for artifact, spec in self.specs.items():
             mine = by_artifact[artifact]
             new = [r for r in mine if r.coordinates == wanted[artifact]]
@@ -388,9 +412,12 @@ class ClusterSimulation(RuleBasedStateMachine):
             placement = placements[spec.artifact]
             placed = sum(placement.counts.values())
             assert len(new) >= placed, (spec, mine, placement)
-            if old or len(new) > placed:  # held by the floor: one fewer would be below it
+            on_draining = [r for r in mine if r.node_id in draining]
+            if old or len(new) > placed or on_draining:  # held by the floor: one fewer would be below it
                 assert len(mine) <= min(spec.floor, spec.instances), (spec, mine, placement)
                 assert artifact in problems, (spec, mine)
+            if on_draining:
+                assert "drain of" in problems[artifact], (problems, mine)
 
 
 examples = int(os.environ.get("AETHER_SIM_EXAMPLES", "100"))

@@ -178,7 +178,14 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
 
     # apply --json: the apply result; apply --wait --json: the converged status
     applied = expect(aether("blueprint", "apply", "demo.toml", "--json")).json()
-    assert applied == {"name": "demo", "created": False, "revision": applied["revision"], "slices": 3}
+    assert applied == {
+        "name": "demo",
+        "created": False,
+        "revision": applied["revision"],
+        "slices": 3,
+        "blueprint_revision": 2,  # the same content again: no new revision of the blueprint
+        "change": "applied",
+    }
     assert applied["revision"] > int(created[1])
     status = expect(aether("blueprint", "apply", "demo.toml", "--wait", "--json")).json()
     _check_converged(status, {ECHO: 3, GREETER: 2, COUNTER: 1}, node_ids)
@@ -323,7 +330,7 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert {(f"{i['artifact']}#{i['instance']}", i["node_id"]) for i in instances} <= active
     assert len(expect(aether("cluster", "events", "--limit", "3", "--json")).json_lines()) == 3
     run = expect(aether("cluster", "events", "--limit", "500"))
-    line = rf"#{applied['revision']} blueprint_applied blueprint demo applied\n"
+    line = rf"#{applied['revision']} blueprint_applied blueprint demo applied \(revision 2\)\n"
     assert re.search(line, run.stdout), str(run)
     assert re.search(rf"#\d+ instance_state {re.escape(ECHO)}#1 on node-\d: ACTIVE\n", run.stdout), str(run)
     run = expect(aether("cluster", "events", "--limit", "0"), 2)
@@ -416,7 +423,8 @@ def _follow_a_change(cluster: CliCluster, tmp_path: Path) -> None:
         assert json.loads(line)["revision"] > revision
         human.wait_for(
             lambda line: (
-                re.search(rf"#{revision} blueprint_applied blueprint demo applied$", line) is not None
+                re.search(rf"#{revision} blueprint_applied blueprint demo applied \(revision \d+\)$", line)
+                is not None
             ),
             timeout=15,
             what="the blueprint_applied line",
@@ -606,10 +614,21 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: st
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
     expected = {
-        (): ["blueprint", "slice", "cluster", "dev", "context", "completion"],
-        ("blueprint",): ["apply", "validate", "get", "list", "delete", "status"],
-        ("slice",): ["list", "status", "invoke"],
+        (): ["blueprint", "slice", "cluster", "node", "dev", "context", "completion"],
+        ("blueprint",): [
+            "apply",
+            "validate",
+            "get",
+            "list",
+            "delete",
+            "status",
+            "history",
+            "rollback",
+            "diff",
+        ],
+        ("slice",): ["list", "status", "invoke", "scale"],
         ("cluster",): ["status", "nodes", "events"],
+        ("node",): ["cordon", "uncordon", "drain", "stop"],
         ("dev",): ["up", "down", "status"],
         ("context",): ["add", "use", "list", "remove"],
     }

@@ -128,6 +128,8 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
         ("GET", "/api/v1/blueprints/demo", {}),
         ("GET", "/api/v1/blueprints/demo/status", {}),
         ("POST", "/api/v1/blueprints/validate", {"content": SMALL.encode()}),
+        ("POST", "/api/v1/blueprints/diff", {"content": SMALL.encode()}),
+        ("GET", "/api/v1/blueprints/demo/history", {}),
         ("GET", "/api/v1/slices", {}),
         ("GET", f"/api/v1/slices/{ECHO}", {}),
         ("GET", "/api/v1/slices/org.aether:echo/entries", {}),
@@ -177,6 +179,25 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
     answer = request("POST", "/api/v1/agent-lease/release", KEYS["operator"], json={"token": lease["token"]})
     assert answer.json() == {"released": True}
     assert request("GET", "/api/v1/agent-lease", KEYS["viewer"]).json() is None
+
+    # blueprint rollback, slice scale and node operations need operator; a denied one changes nothing
+    history = request("GET", "/api/v1/blueprints/demo/history", KEYS["viewer"]).json()
+    denied("POST", "/api/v1/blueprints/demo/rollback", params={"to": "1"})
+    denied("POST", "/api/v1/slices/org.aether:echo/scale", json={"instances": 1})
+    for operation in ("cordon", "uncordon", "drain", "stop"):
+        denied("POST", f"/api/v1/nodes/node-1/{operation}")
+    assert request("GET", "/api/v1/blueprints/demo/history", KEYS["viewer"]).json() == history
+    assert {n["state"] for n in request("GET", "/api/v1/nodes", KEYS["viewer"]).json()} == {"ON_DUTY"}
+    answer = request("POST", "/api/v1/slices/org.aether:echo/scale", KEYS["operator"], json={"instances": 1})
+    assert answer.status_code == 200 and answer.json()["blueprint_revision"] == 1, answer.text  # no change
+    for operation in ("cordon", "uncordon"):
+        answer = request("POST", f"/api/v1/nodes/node-1/{operation}", KEYS["admin"])
+        assert answer.status_code == 200 and answer.json()["node_id"] == "node-1", answer.text
+    answer = request("POST", "/api/v1/nodes/node-1/reboot", KEYS["operator"])
+    assert answer.status_code == 404 and "no node operation 'reboot'" in answer.text, answer.text
+    for bad in ({"instances": -1}, {"instances": "2"}, {}):
+        answer = request("POST", "/api/v1/slices/org.aether:echo/scale", KEYS["operator"], json=bad)
+        assert answer.status_code == 400 and answer.json()["error"]["message"].startswith("instances:")
 
     # DELETE /api/v1/nodes/{id}: forgetting a node needs operator
     denied("DELETE", "/api/v1/nodes/node-9")

@@ -41,7 +41,7 @@ def cli_commands() -> set[tuple[str, str]]:
 def test_every_cli_command_has_its_tool_and_back() -> None:
     commands = cli_commands()
     tools = {spec.cli: spec.name for spec in TOOLS}
-    assert len(commands) == 13, sorted(commands)
+    assert len(commands) == 21, sorted(commands)
     assert set(tools) == commands, (
         f"CLI commands without a tool: {sorted(commands - set(tools))}; "
         f"tools without a CLI command: {sorted(set(tools) - commands)}"
@@ -96,6 +96,15 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                     ("blueprint_validate", {"toml": EXAMPLE.read_text(), "source": str(EXAMPLE)}),
                 ),
             ]
+            pairs += [
+                (("blueprint", "history", "parity"), ("blueprint_history", {"name": "parity"})),
+                (
+                    ("blueprint", "diff", str(blueprint)),
+                    ("blueprint_diff", {"toml": blueprint.read_text(), "source": str(blueprint)}),
+                ),
+                (("node", "cordon", "node-3"), ("node_cordon", {"node": "node-3"})),
+                (("node", "uncordon", "node-3"), ("node_uncordon", {"node": "node-3"})),
+            ]
             for args, (name, arguments) in pairs:
                 assert cli(*args) == await tool(name, **arguments), f"aether {' '.join(args)} vs {name}"
 
@@ -138,6 +147,16 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
             assert cli_refusal("blueprint", "get", "missing") == missing
             assert cli_refusal("slice", "status", "no-colon") == await refusal(
                 "slice_status", artifact="no-colon"
+            )
+            assert cli_refusal("node", "drain", "node-9") == await refusal("node_drain", node="node-9")
+            assert cli_refusal("blueprint", "rollback", "parity", "--to", "7") == await refusal(
+                "blueprint_rollback", name="parity", to=7
+            )
+            assert cli_refusal("slice", "scale", "org.aether:counter", "2") == await refusal(
+                "slice_scale", artifact="org.aether:counter", instances=2
+            )
+            assert cli_refusal("slice", "scale", "org.aether:echo", "--", "-1") == await refusal(
+                "slice_scale", artifact="org.aether:echo", instances=-1
             )
             bad = tmp_path / "bad.toml"
             bad.write_text('name = "bad"\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = -1\n')

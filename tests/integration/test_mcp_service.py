@@ -115,6 +115,8 @@ async def test_an_agent_applies_follows_and_invokes_over_http(cluster: CliCluste
                 "created": True,
                 "revision": applied["revision"],
                 "slices": 1,
+                "blueprint_revision": 1,
+                "change": "applied",
             }
             try:
                 status = await converge(client, "mcp-http")

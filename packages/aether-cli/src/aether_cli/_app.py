@@ -42,9 +42,10 @@ app = App(
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
 slice_app = App(name="slice", help="Slice instances: list, status, invoke; new slice projects, publish.")
 cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forget a node.")
+node_app = App(name="node", help="Operate one node: cordon, uncordon, drain, stop.")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 context_app = App(name="context", help="Named clusters and their API keys, in ~/.config/aether/config.toml.")
-for sub in (blueprint_app, slice_app, cluster_app, dev_app, context_app):
+for sub in (blueprint_app, slice_app, cluster_app, node_app, dev_app, context_app):
     app.command(sub)
 
 DEFAULT_COMMON = Common()
@@ -314,7 +315,7 @@ def events(
             negative=(),
             help="Only events of this kind (repeat for several): node_joined, node_left, node_lost,"
             " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
-            " rebalance_move.",
+            " rebalance_move, node_cordoned, node_draining, node_uncordoned.",
         ),
     ] = (),
     slice: Annotated[
@@ -440,6 +441,19 @@ app.command(
     help="Print a shell completion script: `aether completion bash > ~/.local/share/bash-completion/"
     "completions/aether`.",
 )
+# Blueprint revisions, scaling and node operations (`_operations.py`).
+OPERATIONS = (
+    (blueprint_app, "history", "blueprint_history", "The kept revisions of blueprint NAME."),
+    (blueprint_app, "rollback", "blueprint_rollback", "Apply an earlier revision again, as a new one."),
+    (blueprint_app, "diff", "blueprint_diff", "What applying FILE would change, without applying it."),
+    (slice_app, "scale", "slice_scale", "Run N instances of a slice: a new revision of its blueprint."),
+    (node_app, "cordon", "node_cordon", "Place no new instance on NODE."),
+    (node_app, "uncordon", "node_uncordon", "Put NODE back on duty (ends a cordon or drain)."),
+    (node_app, "drain", "node_drain", "Cordon NODE and move its instances off, never below a floor."),
+    (node_app, "stop", "node_stop", "Stop NODE gracefully (as SIGTERM does): it leaves the cluster."),
+)
+for group, command, function_name, summary in OPERATIONS:
+    group.command(f"aether_cli._operations:{function_name}", name=command, help=summary)
 
 
 def main() -> None:

@@ -133,13 +133,16 @@ def cluster_status(status: Any, *, wide: bool = False) -> None:
 
 
 def nodes(items: Iterable[Any], *, wide: bool = False) -> None:
-    """Every node with its capacity (CPU, MEMORY: what it offers to slices); wide adds role and peer."""
+    """Every node with its state and capacity (CPU, MEMORY: what it offers to slices); wide adds role and
+    peer; a draining node says what its drain waits for."""
+    items = list(items)
     table(
         "Nodes",
         [
             "NODE",
             "LEADER",
             "ACTIVE/ALL",
+            "STATE",
             "CPU",
             "MEMORY",
             *(["ROLE"] if wide else []),
@@ -153,6 +156,7 @@ def nodes(items: Iterable[Any], *, wide: bool = False) -> None:
                 _text(n.node_id),
                 "*" if n.leader else "",
                 f"{n.active}/{n.instances}",
+                _text(n.state),
                 f"{n.cpu:g}",
                 f"{n.memory_mib} MiB",
                 *([_text(n.role)] if wide else []),
@@ -164,6 +168,9 @@ def nodes(items: Iterable[Any], *, wide: bool = False) -> None:
             for n in items
         ),
     )
+    for n in items:
+        if n.waiting:
+            print(n.waiting)  # plain text: not markup
 
 
 def event(item: Any) -> None:

@@ -93,6 +93,35 @@ TOOLS = (
         True,
         _changing("Forget a node gone for good", destructive=True, idempotent=True),
     ),
+    ToolSpec("blueprint_history", ("blueprint", "history"), False, _reading("Blueprint revisions")),
+    ToolSpec(
+        "blueprint_rollback",
+        ("blueprint", "rollback"),
+        True,
+        _changing("Roll a blueprint back", destructive=True, idempotent=False),
+    ),
+    ToolSpec("blueprint_diff", ("blueprint", "diff"), False, _reading("What applying a blueprint changes")),
+    ToolSpec(
+        "slice_scale", ("slice", "scale"), True, _changing("Scale a slice", destructive=True, idempotent=True)
+    ),
+    ToolSpec(
+        "node_cordon",
+        ("node", "cordon"),
+        True,
+        _changing("Cordon a node", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "node_uncordon",
+        ("node", "uncordon"),
+        True,
+        _changing("Put a node back on duty", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "node_drain", ("node", "drain"), True, _changing("Drain a node", destructive=True, idempotent=True)
+    ),
+    ToolSpec(
+        "node_stop", ("node", "stop"), True, _changing("Stop a node", destructive=True, idempotent=True)
+    ),
 )
 SPECS = {spec.name: spec for spec in TOOLS}
 
@@ -100,6 +129,7 @@ Toml = Annotated[str, Field(description="The blueprint: TOML text, as in a bluep
 Source = Annotated[str, Field(description="A file name for error messages (file:line:col).")]
 Name = Annotated[str, Field(description="The blueprint's name.")]
 Artifact = Annotated[str, Field(description="The slice as group:artifact (or group:artifact:version).")]
+Node = Annotated[str, Field(description="The node's id.")]
 
 
 def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: bool) -> None:
@@ -244,7 +274,8 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
             list[str] | None,
             Field(
                 description="Only events of these kinds: node_joined, node_left, node_lost, leader_elected,"
-                " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move."
+                " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move,"
+                " node_cordoned, node_draining, node_uncordoned."
             ),
         ] = None,
         slice: Annotated[
@@ -255,3 +286,66 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         return await ask(
             "cluster_events", lambda c: c.events(limit, kind=kind or None, slice=slice, node=node)
         )
+
+    @tool(
+        "blueprint_history",
+        "The kept revisions of a blueprint, oldest first: each with its number, how it came (applied, "
+        "rolled back, scaled), whether it is current, its slices and its TOML.",
+    )
+    async def blueprint_history(name: Name) -> list[dict[str, Any]]:
+        return await ask("blueprint_history", lambda c: c.blueprint_history(name))
+
+    @tool(
+        "blueprint_rollback",
+        "Apply an earlier revision of a blueprint again, as a new revision (default: the revision "
+        "before the current one).",
+    )
+    async def blueprint_rollback(
+        name: Name,
+        to: Annotated[int | None, Field(description="The revision to go back to.")] = None,
+    ) -> dict[str, Any]:
+        return await ask("blueprint_rollback", lambda c: c.rollback_blueprint(name, to))
+
+    @tool(
+        "blueprint_diff",
+        "What applying a blueprint would change, per slice and node (placements added, moved, removed; "
+        "versions), computed by the cluster's planner without applying anything.",
+    )
+    async def blueprint_diff(toml: Toml, source: Source = "blueprint.toml") -> dict[str, Any]:
+        return await ask("blueprint_diff", lambda c: c.diff_blueprint(toml, source))
+
+    @tool(
+        "slice_scale",
+        "Run this many instances of a slice: a new revision of the blueprint that holds it. Refused "
+        "below the slice's min_available, or for a slice in no blueprint.",
+    )
+    async def slice_scale(
+        artifact: Artifact, instances: Annotated[int, Field(description="How many instances.")]
+    ) -> dict[str, Any]:
+        if instances < 0:  # the CLI's own check, with its sentence
+            raise Refused(f"instances: must be ≥ 0, got {instances}")
+        return await ask("slice_scale", lambda c: c.scale_slice(artifact, instances))
+
+    @tool("node_cordon", "Place no new instance on a node (what runs there stays).")
+    async def node_cordon(node: Node) -> dict[str, Any]:
+        return await ask("node_cordon", lambda c: c.node_operation(node, "cordon"))
+
+    @tool("node_uncordon", "Put a node back on duty: instances may be placed there again.")
+    async def node_uncordon(node: Node) -> dict[str, Any]:
+        return await ask("node_uncordon", lambda c: c.node_operation(node, "uncordon"))
+
+    @tool(
+        "node_drain",
+        "Cordon a node and move its instances off, each replacement ACTIVE before the instance it "
+        "replaces goes, never below a slice's floor; the node's state says what the drain waits for.",
+    )
+    async def node_drain(node: Node) -> dict[str, Any]:
+        return await ask("node_drain", lambda c: c.node_operation(node, "drain"))
+
+    @tool(
+        "node_stop",
+        "Stop a node gracefully (as SIGTERM does): it takes no new work, stops its instances (the cluster "
+        "replaces them elsewhere) and leaves the cluster; its process ends.",
+    )
+    async def node_stop(node: Node) -> dict[str, Any]:
+        return await ask("node_stop", lambda c: c.node_operation(node, "stop"))

@@ -6,8 +6,9 @@ the CLI starts fast and runs anywhere. `ApiClient` fails over across several nod
 Resending (docs/ARCHITECTURE.md): a request that certainly never reached a node (the connection
 could not be made) goes to the next node. A request that may have been received (the connection was made,
 then no answer came in time, or the connection dropped) is resent only if the operation is idempotent:
-every GET, and the management operations that are idempotent by construction (apply and validate a
-blueprint, delete one, take or release the agent lease). An invoke is resent only if the cluster says the
+every GET, and the management operations that are idempotent by construction (apply, validate and
+diff a blueprint, delete one, roll one back to a named revision, scale a slice, cordon, drain or
+uncordon a node, take or release the agent lease). An invoke is resent only if the cluster says the
 entry point is idempotent (its slice declares it so); when that is unknown it is not resent, and
 `NoAnswerError` says what happened. An invoke carries its timeout to the node, and the client waits longer
 than that, so the node's own 504 answer (with what it knows) reaches the caller.
@@ -51,8 +52,57 @@ MAX_CALL_TIMEOUT = 3600.0  # the longest call timeout a node accepts
 class ApplyResult:
     name: str
     created: bool
-    revision: int
+    revision: int  # the KV revision of the write
     slices: int
+    blueprint_revision: int = 0  # its number in the blueprint's history (`aether blueprint history`)
+    change: str = ""  # how that revision came: applied, rolled back to revision N, scaled ...
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintRevision:
+    """One kept revision of a blueprint (`aether blueprint history`)."""
+
+    name: str
+    revision: int
+    timestamp: float
+    change: str
+    current: bool  # the revision the blueprint is at now
+    slices: tuple[SliceSummary, ...]
+    source: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class NodePlacement:
+    node_id: str
+    before: int  # instances of the slice there now (any version; not those being removed or FAILED)
+    after: int  # instances the cluster will run there
+
+
+@attrs.frozen(kw_only=True)
+class SliceChange:
+    """What applying a blueprint would do to one slice (`aether blueprint diff`)."""
+
+    artifact: str  # group:artifact
+    change: str  # added | removed | changed | unchanged
+    versions_before: tuple[str, ...]  # the versions running now
+    version_after: str  # "" if removed
+    instances_before: int
+    instances_after: int
+    added: int  # new placements (beyond moves)
+    moved: int  # placements that move from one node to another
+    removed: int  # placements that go (beyond moves)
+    replaced: int  # running instances replaced by the new version
+    nodes: tuple[NodePlacement, ...]
+    problem: str = ""  # what would not fit
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintDiff:
+    name: str
+    exists: bool
+    revision: int  # the blueprint's current revision (0 if none)
+    changed: bool  # whether applying it would change anything
+    slices: tuple[SliceChange, ...]
 
 
 @attrs.frozen(kw_only=True)
@@ -161,6 +211,9 @@ class NodeInfo:
     instances: int
     active: int
     leader: bool
+    # ON_DUTY, CORDONED (no new instances), DRAINING (instances moving off), DRAINED, LEAVING (stopping)
+    state: str = "ON_DUTY"
+    waiting: str = ""  # a draining node: what its drain waits for
 
 
 @attrs.frozen(kw_only=True)
@@ -249,6 +302,9 @@ EVENT_KINDS = (
     "instance_state",  # an instance's record changed state (state, reason)
     "instance_removed",  # an instance's record was deleted
     "rebalance_move",  # the leader moves an instance from one node (from_node_id) to another (node_id)
+    "node_cordoned",  # an operator cordoned a node: no new instance goes there
+    "node_draining",  # an operator drains a node: its instances move off
+    "node_uncordoned",  # an operator put a node back on duty
 )
 
 
@@ -659,6 +715,48 @@ class ApiClient:
         params = _event_params(limit, kind, slice, node)
         data = self._request("GET", "/api/v1/events", params=params)
         return [from_json(item, ClusterEvent) for item in data]
+
+    def blueprint_history(self, name: str) -> list[BlueprintRevision]:
+        data = self._request("GET", f"/api/v1/blueprints/{_segment(name)}/history")
+        return [from_json(item, BlueprintRevision) for item in data]
+
+    def rollback_blueprint(self, name: str, to: int | None = None) -> ApplyResult:
+        """Apply an earlier revision again, as a new revision (the previous one if `to` is None). Resent
+        only with `to` (rolling back twice to "the previous" would go back two revisions)."""
+        data = self._request(
+            "POST",
+            f"/api/v1/blueprints/{_segment(name)}/rollback",
+            params=None if to is None else {"to": str(to)},
+            idempotent=to is not None,
+        )
+        return from_json(data, ApplyResult)
+
+    def diff_blueprint(self, toml_text: str, source: str = "blueprint.toml") -> BlueprintDiff:
+        data = self._request(
+            "POST",
+            "/api/v1/blueprints/diff",
+            content=toml_text.encode(),
+            params={"source": source},
+            idempotent=True,  # changes nothing
+        )
+        return from_json(data, BlueprintDiff)
+
+    def scale_slice(self, artifact: str, instances: int) -> ApplyResult:
+        """A new revision of the blueprint that holds the slice, with `instances` instances of it."""
+        data = self._request(
+            "POST",
+            f"/api/v1/slices/{_segment(artifact)}/scale",
+            json_body={"instances": instances},
+            idempotent=True,  # the same count again makes no new revision
+        )
+        return from_json(data, ApplyResult)
+
+    def node_operation(self, node_id: str, operation: str) -> NodeInfo:
+        """`operation`: cordon, uncordon, drain or stop."""
+        data = self._request(
+            "POST", f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}", idempotent=True
+        )
+        return from_json(data, NodeInfo)
 
     # the agent lease (one AI agent at a time; see aether_mcp)
     def agent_lease(self) -> AgentLease | None:

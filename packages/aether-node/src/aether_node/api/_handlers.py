@@ -34,14 +34,16 @@ from ..client import (
 )
 from ..control._event_clock import EventClock
 from ..control._membership import expected_nodes, forget
+from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_state
+from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, store_revision
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, RequestError
 from ..core._kv_errors import store_errors
-from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, decode_record, encode_record
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, decode_record
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
 
@@ -64,6 +66,17 @@ def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]
     return found
 
 
+def applied(stored: Stored) -> ApplyResult:
+    return ApplyResult(
+        name=stored.blueprint.name,
+        created=stored.created,
+        revision=stored.kv_revision,
+        slices=len(stored.blueprint.slices),
+        blueprint_revision=stored.blueprint.revision,
+        change=stored.blueprint.change,
+    )
+
+
 def _info(blueprint: Blueprint) -> BlueprintInfo:
     return BlueprintInfo(
         name=blueprint.name,
@@ -77,8 +90,11 @@ def _info(blueprint: Blueprint) -> BlueprintInfo:
 
 
 class Handlers:
-    def __init__(self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time) -> None:
+    def __init__(
+        self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time, history: int = DEFAULT_KEEP
+    ) -> None:
         self.kv = kv
+        self.history = history  # revisions kept per blueprint
         self.invoker = invoker
         self.clock = clock
         self.event_clock = EventClock(kv)
@@ -126,16 +142,14 @@ class Handlers:
                     ErrorKind.BAD_REQUEST,
                     f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
                 )
-        key = BLUEPRINTS + blueprint.name
-        with store_errors("could not store the blueprint"):
-            existed = await self.kv.get(key, linearizable=True)
-            result = await self.kv.put(key, encode_record(blueprint))
-        return ApplyResult(
-            name=blueprint.name,
-            created=existed is None,
-            revision=result.revision,
-            slices=len(blueprint.slices),
-        )
+        try:  # a new revision (the same content again keeps its number: a resent apply adds none)
+            with store_errors("could not store the blueprint"):
+                stored = await store_revision(
+                    self.kv, blueprint, change="applied", keep=self.history, dedupe=True
+                )
+        except RevisionConflict as error:
+            raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
+        return applied(stored)
 
     async def _blueprints(self) -> dict[str, Blueprint]:
         found = {}
@@ -300,6 +314,18 @@ class Handlers:
         leader = await self._leader_node()
         per_node = collections.Counter(i.node_id for i in instances)
         active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
+        operations = decode_operations(await self._read(NODE_OPS))
+        problems = await self._problems() if operations else {}
+
+        def state(node: NodeRecord) -> dict[str, str]:
+            found = node_state(
+                operations.get(node.node_id), leaving=node.leaving, instances=per_node[node.node_id]
+            )
+            if found != DRAINING:
+                return {"state": found}
+            here = [f"{i.artifact}#{i.instance}" for i in instances if i.node_id == node.node_id]
+            return {"state": found, "waiting": drain_waits(node.node_id, here, problems)}
+
         return [
             NodeInfo(
                 node_id=n.node_id,
@@ -313,6 +339,7 @@ class Handlers:
                 instances=per_node[n.node_id],
                 active=active[n.node_id],
                 leader=n.node_id == leader,
+                **state(n),
             )
             for n in await self._nodes()
         ]

@@ -36,6 +36,7 @@ from ..routing._http import error_response
 from ._agent_lease import AgentLeases
 from ._dashboard import dashboard_routes
 from ._handlers import Handlers
+from ._operations import Operations
 
 ROLES = ("viewer", "operator", "admin")
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
@@ -139,6 +140,52 @@ def management_app(
     async def delete_blueprint(request: Request) -> Any:
         await handlers.delete_blueprint(request.path_params["name"])
         return {"deleted": request.path_params["name"]}
+
+    async def json_object(request: Request) -> dict[str, Any]:
+        try:
+            data = json.loads(await request.body())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}"
+            ) from None
+        if not isinstance(data, dict):
+            raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
+        return data
+
+    operations = Operations(handlers)
+
+    @route("/api/v1/blueprints/diff", "viewer", "POST")
+    async def diff(request: Request) -> Any:
+        return await operations.diff(*(await body_text(request)))
+
+    @route("/api/v1/blueprints/{name}/history", "viewer")
+    async def history(request: Request) -> Any:
+        return await operations.blueprint_history(request.path_params["name"])
+
+    @route("/api/v1/blueprints/{name}/rollback", "operator", "POST")
+    async def rollback(request: Request) -> Any:
+        """?to=REVISION (default: the revision before the current one)."""
+        raw = request.query_params.get("to")
+        try:
+            to = None if raw is None else int(raw)
+        except ValueError:
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"to: expected a revision number, got {raw[:40]!r}"
+            ) from None
+        return await operations.rollback(request.path_params["name"], to)
+
+    @route("/api/v1/slices/{artifact}/scale", "operator", "POST")
+    async def scale(request: Request) -> Any:
+        """Body: {"instances": N}."""
+        body = await json_object(request)
+        return await operations.scale(request.path_params["artifact"], body.get("instances"))
+
+    @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST")
+    async def node_operation(request: Request) -> Any:
+        """cordon, uncordon or drain."""
+        return await operations.node_operation(
+            request.path_params["node_id"], request.path_params["operation"]
+        )
 
     @route("/api/v1/blueprints/{name}/status", "viewer")
     async def blueprint_status(request: Request) -> Any:
@@ -282,17 +329,6 @@ def management_app(
 
     agents = AgentLeases(handlers.kv)
 
-    async def json_object(request: Request) -> dict[str, Any]:
-        try:
-            data = json.loads(await request.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RequestError(
-                ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}"
-            ) from None
-        if not isinstance(data, dict):
-            raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
-        return data
-
     @route("/api/v1/agent-lease", "viewer")
     async def agent_lease(request: Request) -> Any:
         return await agents.current()
@@ -320,6 +356,11 @@ def management_app(
         list_blueprints,
         get_blueprint,
         delete_blueprint,
+        diff,
+        history,
+        rollback,
+        scale,
+        node_operation,
         blueprint_status,
         list_slices,
         slice_status,

@@ -104,9 +104,11 @@ def allocate(
     usage: Mapping[str, Resources] | None = None,
     *,
     no_growth: frozenset[str] = frozenset(),
+    cordoned: frozenset[str] = frozenset(),
 ) -> Placement:
     """Target instance counts per node for one slice. `usage` is what other slices already take;
-    nodes in `no_growth` keep at most what they have."""
+    nodes in `no_growth` (excluded after failures) or `cordoned` (by an operator) keep at most what they
+    have."""
     usage = usage or {}
     by_id = {n.node_id: n for n in nodes}
     ids = sorted(by_id)
@@ -118,7 +120,7 @@ def allocate(
         if found is None:
             u = usage.get(node_id, no_usage)
             found = _room(spec, by_id[node_id], _Usage(u.cpu, u.memory_mib))
-            if node_id in no_growth:
+            if node_id in no_growth or node_id in cordoned:
                 found = min(found, current.get(node_id, 0))
             rooms[node_id] = found
         return found
@@ -195,6 +197,7 @@ def allocate(
                 if no_growth & by_id.keys()
                 else ""
             )
+            + (f", {len(cordoned & by_id.keys())} of them cordoned" if cordoned & by_id.keys() else "")
             + f"; needs cpu {spec.resources.cpu:g}, memory {spec.resources.memory_mib} MiB"
             + (f", at most {spec.max_per_node} per node" if spec.strategy is Strategy.SPREAD else "")
             + " each)"
@@ -207,20 +210,21 @@ def allocate_all(
     nodes: Sequence[NodeCapacity],
     current: Mapping[str, Mapping[str, int]],
     excluded: Mapping[str, frozenset[str]] | None = None,
+    cordoned: frozenset[str] = frozenset(),
 ) -> dict[str, Placement]:
     """Placements for every slice (keyed by `spec.artifact`). See `_allocate_pass`; when something is left
     unplaced, or a slice that needs resources gave up room on a live node (which a slice placed before it
     could have used), the pass is repeated from its own result (which the reservations then match
     exactly), so capacity freed by moves is used and the result is a fixed point."""
     live = {n.node_id for n in nodes}
-    placements = _allocate_pass(specs, nodes, current, excluded)
+    placements = _allocate_pass(specs, nodes, current, excluded, cordoned)
     for _ in range(3):
         if not any(p.unplaced for p in placements.values()) and not _freed_room(
             specs, live, current, placements
         ):
             break
         current = {a: p.counts for a, p in placements.items()}
-        again = _allocate_pass(specs, nodes, current, excluded)
+        again = _allocate_pass(specs, nodes, current, excluded, cordoned)
         if again == placements:
             break
         placements = again
@@ -249,10 +253,12 @@ def _allocate_pass(
     nodes: Sequence[NodeCapacity],
     current: Mapping[str, Mapping[str, int]],
     excluded: Mapping[str, frozenset[str]] | None = None,
+    cordoned: frozenset[str] = frozenset(),
 ) -> dict[str, Placement]:
     """Placements for every slice (keyed by `spec.artifact`), in artifact order, each one seeing the
     capacity the earlier ones took. `excluded[artifact]` names nodes that may not receive new instances
-    of it (where it failed); instances it already has there are kept."""
+    of it (where it failed), `cordoned` nodes that may receive none of any slice; instances already
+    there are kept."""
     excluded = excluded or {}
     # Every slice sees what the others run: their current instances count as used until their own turn
     # replaces them with their target, so no slice evicts another's running instances.
@@ -294,7 +300,7 @@ def _allocate_pass(
         here = current.get(spec.artifact, {})
         account(spec, reserved.get(spec.artifact, {}), -1)
         banned = excluded.get(spec.artifact, frozenset())
-        placement = allocate(spec, nodes, here, usage, no_growth=banned)
+        placement = allocate(spec, nodes, here, usage, no_growth=banned, cordoned=cordoned)
         placements[spec.artifact] = placement
         account(spec, placement.counts, +1)
     return placements

@@ -2,20 +2,31 @@
 
 While leading it claims `cluster/leader` (a fencing key: every write it makes is a transaction that
 compares that claim, so a deposed leader cannot write), reconciles from scratch, then again on every
-change under blueprints/, nodes/ and slices/ and on a timer. Planning is pure (`_reconcile.plan`); this
-module observes, plans, and carries out the actions. It never plans on a view older than its own writes.
+change under blueprints/, nodes/, slices/ and cluster/node-ops/ and on a timer. Planning is pure
+(`_reconcile.plan`); this module observes, plans, and carries out the actions. It never plans on a
+view older than its own writes.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 import trio
 
-from aether_kv import CompactedError, Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+from aether_kv import (
+    CompactedError,
+    Compare,
+    CompareOp,
+    CompareTarget,
+    Delete,
+    KeyValue,
+    KVClient,
+    KVError,
+    Put,
+)
 
 from ..core._blueprint import Blueprint
 from ..core._kv_cache import KVCache
@@ -28,9 +39,10 @@ from ..core._records import (
     decode_record,
     encode_record,
 )
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
+from ._node_ops import decode_operations, split_operations
 from ._reconcile import (
     Action,
     ActivateInstance,
@@ -55,17 +67,25 @@ ACTION_NAMES = {
 def observe(
     cache: KVCache,
 ) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance], frozenset[str]]:
-    """The cached KV → the planner's inputs: blueprints, live nodes, instances, and the live nodes that are
-    stopping (their registration says `leaving`). Records that do not decode are skipped (and logged)."""
+    """The cached KV → the planner's inputs (`observe_data`)."""
+    return observe_data(cache.data)
+
+
+def observe_data(
+    data: Mapping[str, Mapping[str, KeyValue]],
+) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance], frozenset[str]]:
+    """KV records by prefix (blueprints/, nodes/, slices/) → the planner's inputs: blueprints, live
+    nodes, instances, and the live nodes that are stopping (their registration says `leaving`). Records
+    that do not decode are skipped (and logged)."""
     blueprints = []
-    for key, kv in sorted(cache.data[BLUEPRINTS].items()):
+    for key, kv in sorted(data[BLUEPRINTS].items()):
         try:
             blueprints.append(decode_record(key, kv.value, Blueprint))
         except RecordError as error:
             log.error("%s", error.message)
     nodes = []
     stopping = set()
-    for key, kv in sorted(cache.data[NODES].items()):
+    for key, kv in sorted(data[NODES].items()):
         try:
             record = decode_record(key, kv.value, NodeRecord)
         except RecordError as error:
@@ -79,7 +99,7 @@ def observe(
             )
         )
     instances = []
-    for key, kv in cache.data[SLICES].items():
+    for key, kv in data[SLICES].items():
         parsed = InstanceKey.parse(key)
         if parsed is None:
             continue
@@ -148,7 +168,7 @@ class ClusterDeploymentManager:
         self.problems = tuple(
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
-        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES])
+        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS])
         async with trio.open_nursery() as nursery:
             await nursery.start(cache.run)
             written = 0
@@ -158,8 +178,16 @@ class ClusterDeploymentManager:
                 started = time.perf_counter()
                 blueprints, nodes, instances, stopping = observe(cache)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
+                cordoned, draining = split_operations(decode_operations(cache.data[NODE_OPS]))
                 result = plan(
-                    specs, nodes, instances, now=self.clock(), max_surge=self.max_surge, stopping=stopping
+                    specs,
+                    nodes,
+                    instances,
+                    now=self.clock(),
+                    max_surge=self.max_surge,
+                    stopping=stopping,
+                    cordoned=cordoned,
+                    draining=draining,
                 )
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)

@@ -13,6 +13,11 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   replacement ACTIVE before the old instance goes; a rollout whose new version fails keeps the old one
   serving), and never fewer than the slice's floor (`min_available`). Only the loss of a node takes the
   ACTIVE count below the floor; a change the floor holds back waits and says why (a `Problem`);
+- a cordoned node (an operator's `aether node cordon`) gets no new instance and keeps what it runs; a
+  draining node (`aether node drain`) gets none either and its instances are moved off like any surplus:
+  each replacement goes ACTIVE elsewhere before the instance it replaces is removed, and never below the
+  floor (a drain that would break a floor waits and says so); its FAILED and not-yet-ACTIVE instances go
+  at once, so it ends with nothing (DRAINED);
 - a FAILED instance keeps its node out of the running for that artifact (the work is retried elsewhere)
   for `failed_retry_after` seconds, then its record is removed and the node may be tried again; what
   cannot be placed is reported with the reasons.
@@ -31,7 +36,7 @@ from ..core._blueprint import SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._records import SliceState
-from ._allocation import NodeCapacity, allocate_all
+from ._allocation import NodeCapacity, Placement, allocate_all
 
 REMOVING = frozenset({SliceState.UNLOAD, SliceState.UNLOADING})
 
@@ -112,57 +117,25 @@ def plan(
     max_surge: int = 1,
     failed_retry_after: float = 60.0,
     stopping: Collection[str] = frozenset(),
+    cordoned: Collection[str] = frozenset(),
+    draining: Collection[str] = frozenset(),
 ) -> Plan:
-    """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement)."""
-    live = {n.node_id for n in nodes}
-    stopping = frozenset(stopping) & live
-    placeable = [n for n in nodes if n.node_id not in stopping]
-    wanted: dict[str, tuple[SliceSpec, Coordinates]] = {}
-    problems: list[Problem] = []
-    for spec in specs:
-        try:
-            coordinates = Coordinates.parse(spec.artifact)
-        except InvalidCoordinatesError as error:  # a record the API would have refused: report, skip it
-            problems.append(Problem(artifact=spec.artifact, message=f"not deployed: {error.message}"))
-            continue
-        wanted.setdefault(coordinates.artifact_id, (spec, coordinates))
-    by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
-    for observed in instances:
-        by_artifact[observed.coordinates.artifact_id].append(observed)
-
+    """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
+    those in `cordoned` take no new instance, those in `draining` take none and are emptied."""
+    view = _View.of(specs, nodes, instances, now, failed_retry_after, stopping, cordoned, draining)
+    live, stopping, draining, cordoned = view.live, view.stopping, view.draining, view.cordoned
+    placeable, wanted, by_artifact, excluded = view.placeable, view.wanted, view.by_artifact, view.excluded
+    problems = list(view.problems)
     actions: list[Action] = []
-    current: dict[str, dict[str, int]] = {}
-    excluded: dict[str, frozenset[str]] = {}
-    for artifact_id, (spec, coordinates) in wanted.items():
-        placed = [
-            i
-            for i in by_artifact.get(artifact_id, ())
-            if i.node_id in live
-            and i.coordinates == coordinates
-            and i.state not in REMOVING
-            and i.state is not SliceState.FAILED
-        ]
-        # Scaling down keeps the oldest instances: the allocation only sees those.
-        kept = sorted(placed, key=lambda i: i.instance)[: spec.instances]
-        current[spec.artifact] = dict(collections.Counter(i.node_id for i in kept))
-        failed_on = {
-            i.node_id
-            for i in by_artifact.get(artifact_id, ())
-            if i.coordinates == coordinates
-            and i.state is SliceState.FAILED
-            and i.node_id in live
-            and now - i.timestamp < failed_retry_after
-        }
-        if failed_on:
-            excluded[spec.artifact] = frozenset(failed_on)
     wanted_specs = [s for s, _ in wanted.values()]
-    placements = allocate_all(wanted_specs, placeable, current, excluded)
+    current = view.current
+    placements = view.targets()
     # What the cluster could hold were no node excluded after failures: the number of ACTIVE instances to
     # keep. Failures of a new version hold its rollout back (the old instances keep serving); only a lack
     # of room lets a change settle for fewer.
     # (Only worth a second pass where exclusions left something unplaced: otherwise it changes nothing.)
     short = any(placements[artifact].unplaced for artifact in excluded)
-    room = allocate_all(wanted_specs, placeable, current) if short else placements
+    room = allocate_all(wanted_specs, placeable, current, cordoned=cordoned) if short else placements
 
     for artifact_id in sorted(set(by_artifact) | set(wanted)):
         observed = by_artifact.get(artifact_id, [])
@@ -214,10 +187,16 @@ def plan(
         candidates = [(i, "scaled down or moved") for i in _newest_first(surplus)]
         candidates += [(i, f"replaced by version {coordinates.version}") for i in _newest_first(old_active)]
         held_by_floor = 0
+        held_drains: set[str] = set()
         for instance, why in candidates:
+            if instance.node_id in draining and why == "scaled down or moved":
+                why = f"node {instance.node_id} is draining"
             if instance.state is SliceState.ACTIVE:
                 if active - 1 < keep:
-                    held_by_floor += active - 1 >= retain  # the floor, not a missing replacement, holds it
+                    by_floor = active - 1 >= retain  # the floor, not a missing replacement, holds it
+                    held_by_floor += by_floor
+                    if by_floor and instance.node_id in draining:
+                        held_drains.add(instance.node_id)
                     continue
                 active -= 1
             removals.append((instance, why))
@@ -253,10 +232,13 @@ def plan(
 
         # A FAILED record keeps its node out of the running for this artifact; after a while it is
         # removed, so that node may be tried again — at most once per `failed_retry_after`.
+        # (On a draining node it goes at once: nothing is retried there.)
         removals += [
-            (i, f"retrying: failed {now - i.timestamp:.0f} s ago")
+            (i, f"node {i.node_id} is draining")
+            if i.node_id in draining
+            else (i, f"retrying: failed {now - i.timestamp:.0f} s ago")
             for i in failed
-            if now - i.timestamp >= failed_retry_after
+            if i.node_id in draining or now - i.timestamp >= failed_retry_after
         ]
         removal_keys = {i.key for i, _ in removals}
         for instance in sorted(placed, key=lambda i: i.key):
@@ -280,7 +262,118 @@ def plan(
             messages.append(
                 f"waiting: removing an ACTIVE instance would take {artifact_id} below its floor of"
                 f" {floor} ACTIVE (min_available; {active} ACTIVE now)"
+                + (
+                    f"; the drain of {', '.join(sorted(held_drains))} waits for room elsewhere"
+                    if held_drains
+                    else ""
+                )
             )
         if messages:
             problems.append(Problem(artifact=artifact_id, message="; ".join(messages)))
     return Plan(actions=tuple(actions), problems=tuple(problems))
+
+
+@attrs.frozen(kw_only=True)
+class _View:
+    """What the plan sees: live, stopping, draining and cordoned nodes, the wanted specs by artifact id,
+    the observed instances by artifact id, the current placement the allocation keeps, and the nodes a
+    recent failure keeps out per slice."""
+
+    live: frozenset[str]
+    stopping: frozenset[str]
+    draining: frozenset[str]
+    cordoned: frozenset[str]
+    placeable: tuple[NodeCapacity, ...]
+    wanted: Mapping[str, tuple[SliceSpec, Coordinates]]
+    by_artifact: Mapping[str, list[ObservedInstance]]
+    current: Mapping[str, Mapping[str, int]]
+    excluded: Mapping[str, frozenset[str]]
+    problems: tuple[Problem, ...]
+
+    def targets(self) -> dict[str, Placement]:
+        specs = [s for s, _ in self.wanted.values()]
+        return allocate_all(specs, self.placeable, self.current, self.excluded, self.cordoned)
+
+    @classmethod
+    def of(
+        cls,
+        specs: Sequence[SliceSpec],
+        nodes: Sequence[NodeCapacity],
+        instances: Sequence[ObservedInstance],
+        now: float,
+        failed_retry_after: float,
+        stopping: Collection[str],
+        cordoned: Collection[str],
+        draining: Collection[str],
+    ) -> _View:
+        live = {n.node_id for n in nodes}
+        stopping = frozenset(stopping) & live
+        draining = frozenset(draining) & live - stopping
+        cordoned = frozenset(cordoned) & live - stopping - draining
+        placeable = [n for n in nodes if n.node_id not in stopping and n.node_id not in draining]
+        wanted: dict[str, tuple[SliceSpec, Coordinates]] = {}
+        problems: list[Problem] = []
+        for spec in specs:
+            try:
+                coordinates = Coordinates.parse(spec.artifact)
+            except InvalidCoordinatesError as error:  # a record the API would have refused: report, skip it
+                problems.append(Problem(artifact=spec.artifact, message=f"not deployed: {error.message}"))
+                continue
+            wanted.setdefault(coordinates.artifact_id, (spec, coordinates))
+        by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
+        for observed in instances:
+            by_artifact[observed.coordinates.artifact_id].append(observed)
+
+        current: dict[str, dict[str, int]] = {}
+        excluded: dict[str, frozenset[str]] = {}
+        for artifact_id, (spec, coordinates) in wanted.items():
+            placed = [
+                i
+                for i in by_artifact.get(artifact_id, ())
+                if i.node_id in live
+                and i.coordinates == coordinates
+                and i.state not in REMOVING
+                and i.state is not SliceState.FAILED
+            ]
+            # Scaling down keeps the oldest instances: the allocation only sees those.
+            kept = sorted(placed, key=lambda i: i.instance)[: spec.instances]
+            current[spec.artifact] = dict(collections.Counter(i.node_id for i in kept))
+            failed_on = {
+                i.node_id
+                for i in by_artifact.get(artifact_id, ())
+                if i.coordinates == coordinates
+                and i.state is SliceState.FAILED
+                and i.node_id in live
+                and now - i.timestamp < failed_retry_after
+            }
+            if failed_on:
+                excluded[spec.artifact] = frozenset(failed_on)
+        return cls(
+            live=frozenset(live),
+            stopping=stopping,
+            draining=draining,
+            cordoned=cordoned,
+            placeable=tuple(placeable),
+            wanted=wanted,
+            by_artifact=by_artifact,
+            current=current,
+            excluded=excluded,
+            problems=tuple(problems),
+        )
+
+
+def target_placements(
+    specs: Sequence[SliceSpec],
+    nodes: Sequence[NodeCapacity],
+    instances: Sequence[ObservedInstance],
+    *,
+    now: float = 0.0,
+    failed_retry_after: float = 60.0,
+    stopping: Collection[str] = frozenset(),
+    cordoned: Collection[str] = frozenset(),
+    draining: Collection[str] = frozenset(),
+) -> dict[str, Placement]:
+    """Where `plan` will put each slice's instances (keyed by `spec.artifact`) on this view, once it has
+    converged: what `aether blueprint diff` shows. Same arguments as `plan`."""
+    view = _View.of(specs, nodes, instances, now, failed_retry_after, stopping, cordoned, draining)
+    return view.targets()

@@ -57,4 +57,6 @@ class Blueprint:
     slices: tuple[SliceSpec, ...]
     timestamp: float = 0.0
     source: str = ""  # the TOML it was applied from, as the operator wrote it
+    revision: int = 0  # its number in the blueprint's history (`blueprint-revisions/`); 0: before history
+    change: str = ""  # how this revision came: "applied", "rolled back to revision 2", "scaled ..."
     schema_version: int = SCHEMA_VERSION

@@ -58,6 +58,7 @@ class NodeConfig:
     labels: dict[str, str] = attrs.field(factory=dict)
     timeouts: StepTimeouts = attrs.field(factory=StepTimeouts)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+    blueprint_history: int = 20  # revisions kept per blueprint (`aether blueprint history`)
 
     @property
     def secret(self) -> str:
@@ -119,6 +120,8 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
         raise ConfigError(f"{where}: {details}") from None
     if (config.kv.raft is None) != (config.kv.client is None):
         raise ConfigError(f"{where}: kv.raft and kv.client go together (a replica needs both)")
+    if config.blueprint_history < 1:
+        raise ConfigError(f"{where}: blueprint_history must be at least 1, got {config.blueprint_history}")
     if config.kv.raft is None and not config.kv.endpoints:
         raise ConfigError(f"{where}: a node without its own KV replica (kv.raft) needs kv.endpoints")
     # Absolute paths: slice hosts run with their virtualenv as working directory.

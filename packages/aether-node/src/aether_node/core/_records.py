@@ -105,6 +105,33 @@ class NodeRecord:
     schema_version: int = SCHEMA_VERSION
 
 
+class NodeOperation(enum.StrEnum):
+    """What an operator asked of a node (`cluster/node-ops/{node-id}`); no record: on duty."""
+
+    CORDONED = "CORDONED"  # no new instance is placed there; what runs there stays
+    DRAINING = "DRAINING"  # cordoned, and its instances are moved off (DRAINED once none is left)
+
+
+@attrs.frozen(kw_only=True)
+class NodeOperationRecord:
+    """`cluster/node-ops/{node-id}`: written by the management API, kept across the node's restarts and
+    leader changes (not bound to any lease), deleted by `aether node uncordon`."""
+
+    operation: NodeOperation
+    since: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class NodeStopRequest:
+    """`cluster/node-stop/{node-id}`: `aether node stop` asks that run of the node (its `started_at`) to
+    stop gracefully; the node deletes it as it stops. A request for an earlier run is ignored."""
+
+    started_at: float
+    requested_at: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+
 converter = cattrs.Converter(forbid_extra_keys=False)
 
 

@@ -13,6 +13,9 @@ SLICES = "slices/"
 ENDPOINTS = "endpoints/"
 LEADER_KEY = "cluster/leader"  # the leader's claim, a fencing key (LeaderClaim)
 PROBLEMS_PREFIX = "cluster/problems/"  # the leader's problems, one per artifact
+BLUEPRINT_REVISIONS = "blueprint-revisions/"  # every applied revision of every blueprint (bounded)
+NODE_OPS = "cluster/node-ops/"  # an operator's cordon or drain of a node (NodeOperation)
+NODE_STOPS = "cluster/node-stop/"  # an operator's request that a node stop gracefully (NodeStopRequest)
 
 
 @attrs.frozen(order=True)
@@ -66,3 +69,21 @@ def parse_endpoint_key(key: str) -> tuple[Coordinates, str, int] | None:
         return Coordinates.parse(parts[1]), entry, int(instance)
     except Exception:
         return None
+
+
+def revision_prefix(name: str) -> str:
+    """Where the revisions of blueprint `name` live (`blueprint-revisions/{name}/`)."""
+    return f"{BLUEPRINT_REVISIONS}{name}/"
+
+
+def revision_key(name: str, revision: int) -> str:
+    """`blueprint-revisions/{name}/{revision:08d}`: zero-padded, so keys sort in revision order."""
+    return f"{revision_prefix(name)}{revision:08d}"
+
+
+def node_op_key(node_id: str) -> str:
+    return f"{NODE_OPS}{node_id}"
+
+
+def node_stop_key(node_id: str) -> str:
+    return f"{NODE_STOPS}{node_id}"

@@ -17,7 +17,16 @@ from typing import Any
 import attrs
 import trio
 
-from aether_kv import KVClient, KVError, LeaseNotFoundError, open_client
+from aether_kv import (
+    Compare,
+    CompareOp,
+    CompareTarget,
+    Delete,
+    KVClient,
+    KVError,
+    LeaseNotFoundError,
+    open_client,
+)
 
 from ..api._handlers import Handlers
 from ..api._management import Authorizer, management_app, parse_api_keys
@@ -26,8 +35,8 @@ from ..control._event_clock import EventClock
 from ..control._membership import Membership
 from ..core._config import ConfigError, NodeConfig
 from ..core._kv_cache import KVCache
-from ..core._records import NodeRecord, encode_record
-from ..core._schema import node_key
+from ..core._records import NodeRecord, NodeStopRequest, RecordError, decode_record, encode_record
+from ..core._schema import node_key, node_stop_key
 from ..observe._metrics import NodeMetrics
 from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
@@ -39,6 +48,7 @@ from ..runtime._installer import SliceInstaller
 from ..runtime._kv_replica import run_kv_replica
 from ..runtime._slice_host import HostListener
 from ..runtime._slice_store import SliceStore
+from ._remote_stop import follow_stop_requests
 from ._supervise import run_forever, supervise
 
 log = logging.getLogger("aether_node.node")
@@ -185,6 +195,35 @@ class _Registration:
             log.warning("could not revoke the node's lease: %s", error.message)
 
 
+async def _first_of(*events: trio.Event | None) -> None:
+    """Wait until any of the events is set (None: never)."""
+    async with trio.open_nursery() as nursery:
+        for event in events:
+            if event is not None:
+
+                async def wait(event: trio.Event = event) -> None:
+                    await event.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(wait)
+        await trio.sleep_forever()
+
+
+async def _forget_stop_request(kv: KVClient, node_id: str, started_at: float) -> None:
+    """Delete this run's stop request (if that is what the key holds): a restart must not stop again."""
+    key = node_stop_key(node_id)
+    try:
+        found = await kv.get(key)
+        if found is None or decode_record(key, found.value, NodeStopRequest).started_at != started_at:
+            return
+        unchanged = Compare(
+            key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=found.mod_revision
+        )
+        await kv.txn([unchanged], [Delete(key=key)])
+    except (KVError, RecordError) as error:
+        log.warning("could not delete the stop request: %s", error.message)
+
+
 async def serve_node(
     config: NodeConfig,
     *,
@@ -284,7 +323,7 @@ async def serve_node(
                         await start("ingress", serve_fast_ingress, invoker.invoke, config.ingress)
                     else:
                         await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
-                    handlers = Handlers(kv, invoker)
+                    handlers = Handlers(kv, invoker, history=config.blueprint_history)
 
                     async def ready() -> bool:
                         with trio.move_on_after(1.0):
@@ -320,7 +359,10 @@ async def serve_node(
                             node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client or ""
                         )
                     )
-                    await (shutdown.wait() if shutdown is not None else trio.sleep_forever())
+                    stop_asked = trio.Event()  # `aether node stop`: the same graceful stop as SIGTERM
+                    follow = follow_stop_requests
+                    await start("stop requests", follow, kv, config.node_id, record.started_at, stop_asked)
+                    await _first_of(stop_asked, shutdown)
                     # Graceful: everything still runs. The KV may be going away too (a whole cluster
                     # stopping), so what needs it is bounded.
                     log.info("node %s stopping: withdrawing endpoints, stopping instances", config.node_id)
@@ -334,6 +376,8 @@ async def serve_node(
                         await manager.forget_all()  # a clean stop leaves no instance record behind
                     with trio.move_on_after(2):
                         await registration.revoke()
+                    with trio.move_on_after(1):
+                        await _forget_stop_request(kv, config.node_id, record.started_at)
                 finally:
                     await store.close_all()  # after a hard cancellation: at least end every process
                     nursery.cancel_scope.cancel()

@@ -1,8 +1,8 @@
 """The typed cluster event log: KV changes → `ClusterEvent`s, and filters over them. Pure: no I/O.
 
-Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader` and
-`slices/` is one or two events), so every node can tell the same story, in revision order. Kinds:
-`client.EVENT_KINDS`.
+Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader`,
+`cluster/node-ops/` and `slices/` is one or two events), so every node can tell the same story, in
+revision order. Kinds: `client.EVENT_KINDS`.
 
 An event's time is when it was written, the same on every query: the writer's own timestamp where the
 record carries one (instance states, blueprints, leader claims), else — node joins and losses, deletions —
@@ -22,8 +22,17 @@ from ..client import EVENT_KINDS, ClusterEvent
 from ..core._blueprint import Blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._errors import InvalidCoordinatesError
-from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, SliceState, decode_record
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, SLICES, InstanceKey
+from ..core._records import (
+    LeaderClaim,
+    NodeOperation,
+    NodeOperationRecord,
+    NodeRecord,
+    RecordError,
+    SliceRecord,
+    SliceState,
+    decode_record,
+)
+from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, SLICES, InstanceKey
 
 MAX_NODE_ID = 253
 
@@ -88,6 +97,8 @@ def needs_time(event: Event) -> bool:
         return event.kind == "delete" or _blueprint_time(event) is None
     if key.startswith(SLICES):
         return event.kind == "delete" and InstanceKey.parse(key) is not None
+    if key.startswith(NODE_OPS):
+        return event.kind == "delete"
     return False
 
 
@@ -97,6 +108,33 @@ def _blueprint_time(event: Event) -> float | None:
     except RecordError:
         return None
     return timestamp or None
+
+
+def _blueprint_revision(event: Event) -> str:
+    """ " (revision 3: rolled back to revision 1)" for a blueprint with a revision, else ""."""
+    try:
+        blueprint = decode_record(event.kv.key, event.kv.value, Blueprint)
+    except RecordError:
+        return ""
+    if not blueprint.revision:
+        return ""
+    told = blueprint.change and blueprint.change != "applied"  # (applied: the event says so already)
+    return f" (revision {blueprint.revision}" + (f": {blueprint.change})" if told else ")")
+
+
+def _node_operation_event(event: Event, node_id: str, at: float) -> list[ClusterEvent]:
+    if event.kind == "delete":
+        message = f"node {node_id} uncordoned: back on duty"
+        return [_made(event, at, "node_uncordoned", node_id, message, node_id=node_id)]
+    try:
+        record = decode_record(event.kv.key, event.kv.value, NodeOperationRecord)
+    except RecordError:
+        return []
+    if record.operation is NodeOperation.CORDONED:
+        message = f"node {node_id} cordoned: no new instance is placed there"
+        return [_made(event, record.since, "node_cordoned", node_id, message, node_id=node_id)]
+    message = f"node {node_id} draining: its instances move to other nodes"
+    return [_made(event, record.since, "node_draining", node_id, message, node_id=node_id)]
 
 
 def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
@@ -109,7 +147,10 @@ def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
         name = key[len(BLUEPRINTS) :]
         verb = "applied" if event.kind == "put" else "deleted"
         when = (_blueprint_time(event) if event.kind == "put" else None) or at
-        return [_made(event, when, f"blueprint_{verb}", name, f"blueprint {name} {verb}")]
+        revision = _blueprint_revision(event) if event.kind == "put" else ""
+        return [_made(event, when, f"blueprint_{verb}", name, f"blueprint {name} {verb}{revision}")]
+    if key.startswith(NODE_OPS):
+        return _node_operation_event(event, key[len(NODE_OPS) :], at)
     if key == LEADER_KEY and event.kind == "put":
         return _leader_event(event)
     if key.startswith(SLICES):

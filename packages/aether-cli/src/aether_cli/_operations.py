@@ -1,0 +1,122 @@
+"""`aether blueprint history|rollback|diff`, `aether slice scale`, `aether node cordon|uncordon|drain|stop`:
+revisions of blueprints and operations on nodes, through the management API (each has its MCP tool)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from cyclopts import Parameter
+
+from ._common import EXIT_BAD_INPUT, Common, call, emit, fail
+
+DEFAULT_COMMON = Common()
+
+
+def blueprint_history(name: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """The kept revisions of blueprint NAME (oldest first), which one is current, and how each came."""
+    result = call(common, lambda client: client.blueprint_history(name))
+
+    def human() -> None:
+        from . import _output
+
+        _output.table(
+            f"Blueprint {_output._text(name)}: revisions",
+            ["REVISION", "CURRENT", "CHANGE", "SLICES", "AGE"],
+            (
+                [
+                    str(r.revision),
+                    "*" if r.current else "",
+                    _output._text(r.change or "-"),
+                    _output._text(", ".join(f"{s.artifact} ×{s.instances}" for s in r.slices)),
+                    _output._age(r.timestamp),
+                ]
+                for r in result
+            ),
+        )
+
+    emit(common, result, human)
+
+
+def blueprint_rollback(
+    name: str,
+    *,
+    to: Annotated[
+        int | None, Parameter(help="The revision to go back to (default: the one before the current).")
+    ] = None,
+    common: Common = DEFAULT_COMMON,
+) -> None:
+    """Apply an earlier revision of blueprint NAME again, as a new revision."""
+    result = call(common, lambda client: client.rollback_blueprint(name, to))
+    emit(common, result, lambda: print(_revision_line(result)))
+
+
+def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
+    """What applying FILE would change, per slice and node, without applying it."""
+    from ._app import _read
+
+    text = _read(file)
+    result = call(common, lambda client: client.diff_blueprint(text, str(file)))
+
+    def human() -> None:
+        where = f"revision {result.revision}" if result.exists else "a new blueprint"
+        print(f"blueprint {result.name!r} ({where}): " + ("changes" if result.changed else "no change"))
+        for change in result.slices:
+            before = ", ".join(change.versions_before) or "-"
+            print(
+                f"  {change.artifact}: {change.change}; instances {change.instances_before} →"
+                f" {change.instances_after}; version {before} → {change.version_after or '-'};"
+                f" +{change.added} added, {change.moved} moved, -{change.removed} removed,"
+                f" {change.replaced} replaced"
+            )
+            for node in change.nodes:
+                if node.before != node.after:
+                    print(f"    {node.node_id}: {node.before} → {node.after}")
+            if change.problem:
+                print(f"    problem: {change.problem}")
+
+    emit(common, result, human)
+
+
+def slice_scale(artifact: str, instances: int, *, common: Common = DEFAULT_COMMON) -> None:
+    """Run INSTANCES instances of slice ARTIFACT (group:artifact): a new revision of its blueprint."""
+    if instances < 0:
+        fail(EXIT_BAD_INPUT, f"instances: must be ≥ 0, got {instances}")
+    result = call(common, lambda client: client.scale_slice(artifact, instances))
+    emit(common, result, lambda: print(_revision_line(result)))
+
+
+def _revision_line(result: Any) -> str:
+    return f"blueprint {result.name!r} at revision {result.blueprint_revision} ({result.change})"
+
+
+def _node_operation(node: str, operation: str, common: Common) -> None:
+    result = call(common, lambda client: client.node_operation(node, operation))
+
+    def human() -> None:
+        print(f"node {result.node_id}: {result.state}")
+        if result.waiting:
+            print(result.waiting)
+
+    emit(common, result, human)
+
+
+def node_cordon(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Place no new instance on NODE (what runs there stays)."""
+    _node_operation(node, "cordon", common)
+
+
+def node_uncordon(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Put NODE back on duty: instances may be placed there again (ends a cordon or a drain)."""
+    _node_operation(node, "uncordon", common)
+
+
+def node_drain(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Cordon NODE and move its instances off, each replacement ACTIVE first, never below a floor."""
+    _node_operation(node, "drain", common)
+
+
+def node_stop(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Stop NODE gracefully (as SIGTERM does): it takes no new work, stops its instances (the cluster
+    replaces them elsewhere) and leaves. Its process ends; nothing starts it again here."""
+    _node_operation(node, "stop", common)

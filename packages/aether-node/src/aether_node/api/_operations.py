@@ -1,0 +1,288 @@
+"""Operations on the cluster beyond applying blueprints: blueprint history, rollback and diff, scaling a
+slice (a new revision of its blueprint), and node operations (cordon, uncordon, drain). Protocol-agnostic
+like `_handlers`, whose reads and errors they share: typed request in, typed result out, or a
+RequestError. Bad input is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import attrs
+import trio
+
+from ..client import ApplyResult, BlueprintDiff, BlueprintRevision, NodeInfo, SliceSummary
+from ..control._cluster_manager import observe_data
+from ..control._diff import diff_blueprint
+from ..control._node_ops import LEAVING, decode_operations, split_operations
+from ..control._revisions import RevisionConflict, history, read_current, store_revision
+from ..core._blueprint import Blueprint
+from ..core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
+from ..core._error_kinds import ErrorKind
+from ..core._errors import RequestError
+from ..core._kv_errors import store_errors
+from ..core._records import NodeOperation, NodeOperationRecord, NodeStopRequest, encode_record
+from ..core._schema import BLUEPRINTS, NODE_OPS, NODES, SLICES, node_op_key, node_stop_key
+from ._handlers import Handlers, applied
+
+NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop")
+STOP_WAIT = 5.0  # seconds `node stop` waits for the node to say it is leaving
+
+
+class Operations:
+    def __init__(self, handlers: Handlers) -> None:
+        self.handlers = handlers
+        self.kv = handlers.kv
+        self.keep = handlers.history
+        self.clock = handlers.clock
+
+    async def store(self, blueprint: Blueprint, change: str, *, dedupe: bool = False) -> ApplyResult:
+        try:
+            with store_errors("could not store the blueprint"):
+                stored = await store_revision(
+                    self.kv, blueprint, change=change, keep=self.keep, dedupe=dedupe
+                )
+        except RevisionConflict as error:
+            raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
+        return applied(stored)
+
+    # ------------------------------------------------------------ blueprint history
+
+    async def _history(self, name: str) -> tuple[list[Blueprint], Blueprint | None]:
+        await self.handlers._fresh()
+        with store_errors():
+            kept = await history(self.kv, name)
+            current, _ = await read_current(self.kv, name)
+        if not kept and current is None:
+            raise RequestError(ErrorKind.NOT_FOUND, f"no blueprint named {name!r}")
+        return kept, current
+
+    async def blueprint_history(self, name: str) -> list[BlueprintRevision]:
+        kept, current = await self._history(name)
+        at = current.revision if current else -1
+        return [
+            BlueprintRevision(
+                name=b.name,
+                revision=b.revision,
+                timestamp=b.timestamp,
+                change=b.change,
+                current=b.revision == at,
+                slices=tuple(
+                    SliceSummary(artifact=s.artifact, instances=s.instances, strategy=str(s.strategy))
+                    for s in b.slices
+                ),
+                source=b.source,
+            )
+            for b in kept
+        ]
+
+    async def rollback(self, name: str, to: int | None) -> ApplyResult:
+        """Apply revision `to` (default: the one before the current) again, as a new revision."""
+        kept, current = await self._history(name)
+        numbers = [b.revision for b in kept]
+        if to is None:
+            at = current.revision if current else max(numbers, default=0) + 1
+            earlier = [b for b in kept if b.revision < at]
+            if not earlier:
+                raise RequestError(
+                    ErrorKind.BAD_REQUEST,
+                    f"blueprint {name!r} has no revision before {at} to roll back to"
+                    f" (revisions kept: {', '.join(map(str, numbers)) or 'none'})",
+                )
+            target = earlier[-1]
+        else:
+            target = next((b for b in kept if b.revision == to), None)
+            if target is None:
+                raise RequestError(
+                    ErrorKind.NOT_FOUND,
+                    f"blueprint {name!r} has no revision {to}"
+                    f" (revisions kept: {', '.join(map(str, numbers)) or 'none'})",
+                )
+        await self._refuse_claimed(target, f"revision {target.revision}")
+        blueprint = attrs.evolve(target, timestamp=self.clock())
+        return await self.store(blueprint, f"rolled back to revision {target.revision}")
+
+    async def _refuse_claimed(self, blueprint: Blueprint, source: str) -> dict[str, Blueprint]:
+        """Refuse a blueprint with a slice another blueprint deploys; the stored blueprints."""
+        stored = await self.handlers._blueprints()
+        claimed = {
+            s.artifact.rsplit(":", 1)[0]: b.name
+            for b in stored.values()
+            for s in b.slices
+            if b.name != blueprint.name
+        }
+        for spec in blueprint.slices:
+            owner = claimed.get(spec.artifact.rsplit(":", 1)[0])
+            if owner:
+                raise RequestError(
+                    ErrorKind.BAD_REQUEST,
+                    f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
+                )
+        return stored
+
+    # ------------------------------------------------------------ diff
+
+    async def diff(self, text: str, source: str) -> BlueprintDiff:
+        try:
+            blueprint = parse_blueprint(text, source, timestamp=self.clock())
+        except BlueprintError as error:
+            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
+        await self.handlers._fresh()
+        await self._refuse_claimed(blueprint, source)
+        data = {prefix: await self.handlers._read(prefix) for prefix in (BLUEPRINTS, NODES, SLICES, NODE_OPS)}
+        stored, nodes, instances, stopping = observe_data(data)
+        cordoned, draining = split_operations(decode_operations(data[NODE_OPS]))
+        return diff_blueprint(
+            blueprint,
+            stored,
+            nodes,
+            instances,
+            now=self.clock(),
+            stopping=stopping,
+            cordoned=cordoned,
+            draining=draining,
+        )
+
+    # ------------------------------------------------------------ scale
+
+    async def scale(self, artifact: str, instances: Any) -> ApplyResult:
+        if isinstance(instances, bool) or not isinstance(instances, int):
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"instances: expected a whole number, got {instances!r:.40}"
+            )
+        if not 0 <= instances <= MAX_INSTANCES:
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"instances: must be between 0 and {MAX_INSTANCES}, got {instances}"
+            )
+        artifact_id = Handlers._artifact_id(artifact)
+        await self.handlers._fresh()
+        holders = [
+            (b, i)
+            for b in (await self.handlers._blueprints()).values()
+            for i, s in enumerate(b.slices)
+            if s.artifact.rsplit(":", 1)[0] == artifact_id
+        ]
+        if not holders:
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id}: apply one that does first"
+            )
+        if len(holders) > 1:
+            names = ", ".join(sorted(repr(b.name) for b, _ in holders))
+            raise RequestError(
+                ErrorKind.CONFLICT,
+                f"{artifact_id} is in several blueprints ({names}): change the one you mean",
+            )
+        blueprint, index = holders[0]
+        spec = blueprint.slices[index]
+        if spec.min_available is not None and instances < spec.min_available:
+            raise RequestError(
+                ErrorKind.BAD_REQUEST,
+                f"{artifact_id}: cannot scale to {instances}: below its min_available of"
+                f" {spec.min_available} (lower min_available in blueprint {blueprint.name!r} first)",
+            )
+        source = rescaled_source(blueprint.source, index, instances)
+        try:
+            scaled = parse_blueprint(source, f"blueprint {blueprint.name}", timestamp=self.clock())
+        except BlueprintError as error:  # the stored source could not be rewritten as expected
+            raise RequestError(ErrorKind.CONFLICT, f"cannot scale {artifact_id}: {error.message}") from None
+        if scaled.slices[index].instances != instances:
+            raise RequestError(
+                ErrorKind.CONFLICT, f"cannot scale {artifact_id}: its blueprint's TOML could not be rewritten"
+            )
+        change = f"scaled {artifact_id} from {spec.instances} to {instances}"
+        return await self.store(scaled, change, dedupe=True)
+
+    # ------------------------------------------------------------ node operations
+
+    async def node_operation(self, node_id: str, operation: str) -> NodeInfo:
+        if operation not in NODE_OPERATIONS:
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no node operation {operation!r} (known: {', '.join(NODE_OPERATIONS)})"
+            )
+        await self.handlers._fresh()
+        registered = {n.node_id for n in await self.handlers._nodes()}
+        operations = decode_operations(await self.handlers._read(NODE_OPS))
+        if node_id not in registered and not (operation == "uncordon" and node_id in operations):
+            known = ", ".join(sorted(registered)) or "none"
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no node {node_id!r} is registered (registered: {known})"
+            )
+        if operation == "stop":
+            return await self._stop(node_id)
+        key = node_op_key(node_id)
+        wanted = {"cordon": NodeOperation.CORDONED, "drain": NodeOperation.DRAINING}.get(operation)
+        before = operations.get(node_id)
+        with store_errors(f"could not {operation} node {node_id}"):
+            if wanted is None:
+                if before is not None:
+                    await self.kv.delete(key)
+            elif before is None or before.operation is not wanted:
+                record = NodeOperationRecord(operation=wanted, since=self.clock())
+                await self.kv.put(key, encode_record(record))
+        await self.handlers._fresh()
+        for info in await self.handlers._node_infos(await self.handlers._instances()):
+            if info.node_id == node_id:
+                return info
+        return _absent(node_id)
+
+    async def _stop(self, node_id: str) -> NodeInfo:
+        """Ask the node (this run of it) to stop gracefully, then wait until it says it is leaving (or is
+        gone) for up to STOP_WAIT seconds; its state then."""
+        record = next(n for n in await self.handlers._nodes() if n.node_id == node_id)
+        request = NodeStopRequest(started_at=record.started_at, requested_at=self.clock())
+        with store_errors(f"could not ask node {node_id} to stop"):
+            await self.kv.put(node_stop_key(node_id), encode_record(request))
+        last = None
+        with trio.move_on_after(STOP_WAIT):
+            while True:
+                await self.handlers._fresh()
+                last = next((n for n in await self.handlers._nodes() if n.node_id == node_id), None)
+                if last is None or last.leaving:
+                    break
+                await trio.sleep(0.1)
+        for info in await self.handlers._node_infos(await self.handlers._instances()):
+            if info.node_id == node_id:
+                return info
+        return attrs.evolve(_absent(node_id), state=LEAVING)  # gone already: it has left
+
+
+def _absent(node_id: str) -> NodeInfo:
+    """A node that is not registered (uncordoned while gone, or stopped already)."""
+    return NodeInfo(
+        node_id=node_id,
+        ingress="",
+        management="",
+        peer="",
+        cpu=0.0,
+        memory_mib=0,
+        role="",
+        started_at=0.0,
+        instances=0,
+        active=0,
+        leader=False,
+    )
+
+
+_INSTANCES = re.compile(r"^(\s*instances\s*=\s*)([^#\s]+)(.*)$")
+
+
+def rescaled_source(source: str, index: int, instances: int) -> str:
+    """The blueprint's TOML with the `instances` of its slice number `index` set (comments and layout
+    kept): the line is rewritten in that `[[slices]]` table, or added right after its header."""
+    lines = source.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.split("#", 1)[0].replace(" ", "") == "[[slices]]"]
+    if index >= len(headers):
+        return source
+    start = headers[index]
+    end = next((h for h in headers if h > start), len(lines))
+    for number in range(start + 1, end):
+        stripped = lines[number].strip()
+        if stripped.startswith("["):  # a sub-table ([slices.resources]): the slice's own keys are above
+            break
+        match = _INSTANCES.match(lines[number])
+        if match:
+            lines[number] = f"{match.group(1)}{instances}{match.group(3)}"
+            return "\n".join(lines) + "\n"
+    lines.insert(start + 1, f"instances = {instances}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,72 @@
+"""Node operations: an operator's cordon or drain of a node, kept at `cluster/node-ops/{node-id}` (not
+bound to any lease: the intent outlives the node's restarts and leader changes), and the node states
+they make. Pure: records in, states and sets out. No I/O.
+
+States: ON_DUTY (no operation), CORDONED (no new instance is placed there), DRAINING (cordoned, and its
+instances move off, each replacement ACTIVE first, never below a slice's floor), DRAINED (draining with
+nothing left on it), LEAVING (the node is stopping gracefully: its registration says `leaving`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+
+from aether_kv import KeyValue
+
+from ..core._records import NodeOperation, NodeOperationRecord, RecordError, decode_record
+from ..core._schema import NODE_OPS
+
+log = logging.getLogger("aether_node.cluster")
+
+ON_DUTY = "ON_DUTY"
+CORDONED = "CORDONED"
+DRAINING = "DRAINING"
+DRAINED = "DRAINED"
+LEAVING = "LEAVING"
+NODE_STATES = (ON_DUTY, CORDONED, DRAINING, DRAINED, LEAVING)
+
+
+def decode_operations(items: Mapping[str, KeyValue]) -> dict[str, NodeOperationRecord]:
+    """`cluster/node-ops/` keys → node id → its operation. A record that does not decode is logged and
+    skipped (the node counts as on duty: a bad record must not stop placements everywhere)."""
+    found = {}
+    for key, kv in items.items():
+        if not key.startswith(NODE_OPS):
+            continue
+        try:
+            found[key[len(NODE_OPS) :]] = decode_record(key, kv.value, NodeOperationRecord)
+        except RecordError as error:
+            log.error("%s", error.message)
+    return found
+
+
+def split_operations(operations: Mapping[str, NodeOperationRecord]) -> tuple[frozenset[str], frozenset[str]]:
+    """The planner's inputs: (cordoned nodes, draining nodes)."""
+    cordoned = frozenset(n for n, r in operations.items() if r.operation is NodeOperation.CORDONED)
+    draining = frozenset(n for n, r in operations.items() if r.operation is NodeOperation.DRAINING)
+    return cordoned, draining
+
+
+def node_state(operation: NodeOperationRecord | None, *, leaving: bool, instances: int) -> str:
+    """A node's state from its operation, whether it is stopping, and how many instance records it has."""
+    if leaving:
+        return LEAVING
+    if operation is None:
+        return ON_DUTY
+    if operation.operation is NodeOperation.CORDONED:
+        return CORDONED
+    return DRAINING if instances else DRAINED
+
+
+def drain_waits(node_id: str, remaining: Iterable[str], problems: Mapping[str, str]) -> str:
+    """What a draining node waits for: its remaining instances (`group:artifact:version#n`), each with
+    its artifact's problem if the planner reported one (e.g. the floor holds it)."""
+    parts = []
+    for label in sorted(remaining):
+        artifact_id = label.rsplit(":", 1)[0]
+        problem = problems.get(artifact_id, "")
+        parts.append(f"{label}" + (f" ({problem})" if problem else ": its replacement is not ACTIVE yet"))
+    if not parts:
+        return ""
+    return f"drain of {node_id} waits for {len(parts)} instance(s) to move: " + "; ".join(parts)

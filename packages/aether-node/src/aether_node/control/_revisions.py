@@ -1,0 +1,104 @@
+"""Blueprint revisions: every blueprint the cluster is given (applied, rolled back, scaled) is kept as a
+numbered revision at `blueprint-revisions/{name}/{revision:08d}` (the blueprint record itself, with its
+`revision` and `change`), the last `keep` of each blueprint.
+
+`store_revision` writes `blueprints/{name}` and its new revision in one transaction that compares the
+blueprint's mod revision with the one it read, so two writers never take one number and a write never
+lands on a blueprint changed under it (it reads again and retries). Owns no other key; never raises
+anything but `KVError` and `RevisionConflict`.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, Put
+
+from ..core._blueprint import Blueprint
+from ..core._records import RecordError, decode_record, encode_record
+from ..core._schema import BLUEPRINTS, revision_key, revision_prefix
+
+DEFAULT_KEEP = 20  # revisions kept per blueprint (`blueprint_history` in the node's configuration)
+ATTEMPTS = 5  # tries of the compare-and-swap before a writer gives up (others write the same blueprint)
+
+
+class RevisionConflict(Exception):
+    """The blueprint kept changing under this write (ATTEMPTS times): another writer's fault, or a race;
+    nothing was written."""
+
+
+@attrs.frozen(kw_only=True)
+class Stored:
+    blueprint: Blueprint  # as stored, with its revision number
+    created: bool  # no blueprint of that name existed
+    kv_revision: int
+    new_revision: bool  # False: the same content was applied again (no new revision)
+
+
+def same_content(a: Blueprint, b: Blueprint) -> bool:
+    """Whether two blueprints ask for the same thing from the same TOML (timestamps aside)."""
+    return a.slices == b.slices and a.source == b.source
+
+
+def revision_number(key: str, name: str) -> int | None:
+    tail = key[len(revision_prefix(name)) :]
+    return int(tail) if tail.isdigit() else None
+
+
+async def read_current(kv: KVClient, name: str) -> tuple[Blueprint | None, int]:
+    """The stored blueprint `name` (None if there is none or it does not decode) and its mod revision
+    (0: no key)."""
+    found = await kv.get(BLUEPRINTS + name, linearizable=True)
+    if found is None:
+        return None, 0
+    try:
+        return decode_record(found.key, found.value, Blueprint), found.mod_revision
+    except RecordError:
+        return None, found.mod_revision
+
+
+async def history(kv: KVClient, name: str) -> list[Blueprint]:
+    """Every kept revision of blueprint `name`, oldest first (records that do not decode are skipped)."""
+    listing = await kv.range(revision_prefix(name), linearizable=True)
+    found = []
+    for item in sorted(listing.kvs, key=lambda kv: kv.key):
+        try:
+            found.append(decode_record(item.key, item.value, Blueprint))
+        except RecordError:
+            continue
+    return found
+
+
+async def store_revision(
+    kv: KVClient, blueprint: Blueprint, *, change: str, keep: int = DEFAULT_KEEP, dedupe: bool = False
+) -> Stored:
+    """Store `blueprint` as the next revision of its name (`change` says how it came). With `dedupe`, a
+    blueprint whose content equals the stored one is stored again with its number (a resent apply makes
+    no new revision). Revisions beyond the last `keep` are deleted in the same transaction."""
+    key = BLUEPRINTS + blueprint.name
+    for _ in range(ATTEMPTS):
+        current, mod_revision = await read_current(kv, blueprint.name)
+        listing = await kv.range(revision_prefix(blueprint.name), linearizable=True)
+        numbers = sorted(
+            n for n in (revision_number(item.key, blueprint.name) for item in listing.kvs) if n is not None
+        )
+        last = max([*numbers, current.revision if current else 0])
+        ops: list[Put | Delete] = []
+        if dedupe and current is not None and same_content(current, blueprint):
+            stored = attrs.evolve(blueprint, revision=current.revision, change=current.change)
+        else:
+            stored = attrs.evolve(blueprint, revision=last + 1, change=change)
+            ops.append(Put(key=revision_key(blueprint.name, stored.revision), value=encode_record(stored)))
+            kept = [*numbers, stored.revision][-keep:]
+            ops += [Delete(key=revision_key(blueprint.name, n)) for n in numbers if n not in kept]
+        ops.insert(0, Put(key=key, value=encode_record(stored)))
+        unchanged = Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=mod_revision)
+        result = await kv.txn([unchanged], ops)
+        if result.succeeded:
+            return Stored(
+                blueprint=stored,
+                created=mod_revision == 0,
+                kv_revision=result.revision,
+                new_revision=stored.revision != (current.revision if current else 0) or current is None,
+            )
+    raise RevisionConflict(f"blueprint {blueprint.name!r} kept changing while this change was written")

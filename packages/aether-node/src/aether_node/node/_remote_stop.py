@@ -1,0 +1,52 @@
+"""A graceful stop asked through the management API (`aether node stop`): follows this node's
+`cluster/node-stop/{node-id}` key and sets an event when a request for this run (its `started_at`) is
+there; `serve_node` then runs its graceful stop, as on SIGTERM. Only reads; a record that does not
+decode, or is for another run, is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import trio
+
+from aether_kv import KVClient
+
+from ..core._kv_cache import KVCache
+from ..core._records import NodeStopRequest, RecordError, decode_record
+from ..core._schema import node_stop_key
+
+log = logging.getLogger("aether_node.node")
+
+
+async def follow_stop_requests(
+    kv: KVClient,
+    node_id: str,
+    started_at: float,
+    requested: trio.Event,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Set `requested` once a stop request for this run is stored; runs until cancelled (then it ends its
+    watch). Ready at once: a KV error while following is the supervisor's to retry, never a start-up
+    failure of the node."""
+    key = node_stop_key(node_id)
+    cache = KVCache(kv, [key])
+    task_status.started()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cache.run)
+        while not requested.is_set():
+            changed = cache.changed
+            found = cache.data[key].get(key)  # (the prefix also matches longer ids: the exact key only)
+            if found is not None:
+                try:
+                    request = decode_record(key, found.value, NodeStopRequest)
+                except RecordError as error:
+                    log.error("%s", error.message)
+                else:
+                    if request.started_at == started_at:
+                        log.info("node %s: a graceful stop was asked through the API", node_id)
+                        requested.set()
+                        continue
+            await changed.wait()
+        await trio.sleep_forever()  # the node stops now and cancels this

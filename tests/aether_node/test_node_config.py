@@ -1,0 +1,32 @@
+"""The node's configuration: how many blueprint revisions it keeps (`blueprint_history`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aether_node.core._config import ConfigError, load_config
+
+
+def config_file(tmp_path: Path, extra: str) -> Path:
+    (tmp_path / "secret").write_text("s" * 32)
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'node_id = "n1"\ndata_dir = "data"\nindex = "index"\ningress = "127.0.0.1:1"\npeer = "127.0.0.1:2"\n'
+        + extra
+        + '[kv]\nendpoints = ["127.0.0.1:3"]\nsecret_file = "secret"\n'
+    )
+    return path
+
+
+def test_blueprint_history_defaults_to_twenty_and_can_be_set(tmp_path: Path) -> None:
+    assert load_config(config_file(tmp_path, ""), {}).blueprint_history == 20
+    assert load_config(config_file(tmp_path, "blueprint_history = 5\n"), {}).blueprint_history == 5
+
+
+def test_blueprint_history_below_one_is_refused(tmp_path: Path) -> None:
+    path = config_file(tmp_path, "blueprint_history = 0\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+    assert raised.value.message == f"{path}: blueprint_history must be at least 1, got 0"
