@@ -40,6 +40,7 @@ from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, d
 from ..core._schema import BLUEPRINTS, LEADER_KEY, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
+from ._cluster_view import ClusterView, Snapshot
 
 
 def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:
@@ -58,6 +59,27 @@ def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]
                 short.append(f"{spec.artifact} {active}/{spec.instances} ACTIVE{extra}")
         found[name] = "; ".join(short)
     return found
+
+
+def _node_infos(nodes: list[NodeRecord], instances: list[InstanceInfo], leader: str | None) -> list[NodeInfo]:
+    per_node = collections.Counter(i.node_id for i in instances)
+    active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
+    return [
+        NodeInfo(
+            node_id=n.node_id,
+            ingress=n.ingress,
+            management=n.management,
+            peer=n.peer,
+            cpu=n.capacity.cpu,
+            memory_mib=n.capacity.memory_mib,
+            role=n.role,
+            started_at=n.started_at,
+            instances=per_node[n.node_id],
+            active=active[n.node_id],
+            leader=n.node_id == leader,
+        )
+        for n in nodes
+    ]
 
 
 class HandlerError(Exception):
@@ -82,11 +104,19 @@ def _info(blueprint: Blueprint) -> BlueprintInfo:
 
 
 class Handlers:
-    def __init__(self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        kv: KVClient,
+        invoker: ClusterInvoker,
+        *,
+        clock: Any = time.time,
+        view: ClusterView | None = None,
+    ) -> None:
         self.kv = kv
         self.invoker = invoker
         self.clock = clock
         self.event_clock = EventClock(kv)
+        self.view = view  # a watch-fed copy for `cluster_status` (else it reads the KV each time)
 
     async def _fresh(self) -> None:
         """One barrier through the Raft log: the reads that follow on this replica are linearizable."""
@@ -313,25 +343,7 @@ class Handlers:
         return await self._node_infos(await self._instances())
 
     async def _node_infos(self, instances: list[InstanceInfo]) -> list[NodeInfo]:
-        leader = await self._leader_node()
-        per_node = collections.Counter(i.node_id for i in instances)
-        active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
-        return [
-            NodeInfo(
-                node_id=n.node_id,
-                ingress=n.ingress,
-                management=n.management,
-                peer=n.peer,
-                cpu=n.capacity.cpu,
-                memory_mib=n.capacity.memory_mib,
-                role=n.role,
-                started_at=n.started_at,
-                instances=per_node[n.node_id],
-                active=active[n.node_id],
-                leader=n.node_id == leader,
-            )
-            for n in await self._nodes()
-        ]
+        return _node_infos(await self._nodes(), instances, await self._leader_node())
 
     async def _status(self) -> Status:
         try:
@@ -343,10 +355,31 @@ class Handlers:
 
     async def cluster_status(self) -> ClusterStatus:
         status = await self._status()
+        if self.view is not None and self.view.ready:
+            return self._cached_status(status, self.view.snapshot())
         nodes = await self.nodes()
         instances = await self._instances()
         blueprints = await self._blueprints()
         return self._summary(status, nodes, instances, blueprints, await self._expected())
+
+    def _cached_status(self, status: Status, snapshot: Snapshot) -> ClusterStatus:
+        """`cluster_status` from the watch-fed view: derived once per change of the view and of the KV
+        status, so an unchanged cluster answers in constant time however many instances it runs."""
+        key = (
+            "status",
+            status.has_quorum,
+            status.term,
+            status.revision,
+            status.self_address,
+            tuple((m.raft_address, m.connected) for m in status.members),
+        )
+        found = snapshot.derived.get(key)
+        if not isinstance(found, ClusterStatus):
+            snapshot.derived.clear()  # one status per view is enough
+            nodes = _node_infos(snapshot.nodes, snapshot.instances, snapshot.leader)
+            found = self._summary(status, nodes, snapshot.instances, snapshot.blueprints, snapshot.expected)
+            snapshot.derived[key] = found
+        return found
 
     async def _expected(self) -> list[str]:
         try:

@@ -19,6 +19,7 @@ import trio
 
 from aether_kv import KVClient, KVError, LeaseNotFoundError, open_client
 
+from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
 from ..api._management import Authorizer, management_app, parse_api_keys
 from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
@@ -302,7 +303,11 @@ async def serve_node(
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
                     await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
-                    handlers = Handlers(kv, invoker)
+                    view = None
+                    if config.management:  # status reads from a watch-fed copy, not the whole KV each time
+                        view = ClusterView(kv)
+                        await start("cluster view", view.run)
+                    handlers = Handlers(kv, invoker, view=view)
 
                     async def ready() -> bool:
                         with trio.move_on_after(1.0):
