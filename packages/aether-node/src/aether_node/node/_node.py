@@ -24,6 +24,7 @@ from ..api._handlers import Handlers
 from ..api._management import Authorizer, management_app, parse_api_keys
 from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ..control._event_clock import EventClock
+from ..control._liveness import LivenessWatch
 from ..control._membership import Membership
 from ..core._config import ConfigError, NodeConfig
 from ..core._kv_cache import KVCache
@@ -335,6 +336,7 @@ async def serve_node(
                             ("cluster manager", cluster_manager.run),
                             ("event clock", EventClock(kv).run),  # event times
                             ("membership", Membership(kv).run),  # expected nodes
+                            ("liveness", LivenessWatch(kv, config.node_id, secret).run),  # dead nodes, fast
                         ):
                             await start(name, run_forever(functools.partial(service, leadership)))
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)

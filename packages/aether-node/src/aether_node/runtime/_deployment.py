@@ -406,6 +406,7 @@ class NodeDeploymentManager:
         """Put the instance's endpoints on the node's lease. If that lease has lapsed, on the new one if
         the node has registered again meanwhile; else the republish that follows the new registration
         puts them (the instance is ACTIVE in the store by then), and this is not the instance's failure."""
+        instance.withdrawn = False
         while True:
             lease = self.lease
             try:
@@ -439,6 +440,7 @@ class NodeDeploymentManager:
             await self._txn([], list(puts[start : start + 100]))
 
     async def _withdraw(self, key: InstanceKey, instance: LocalInstance) -> None:
+        instance.withdrawn = True  # first: a republish must not put them back
         deletes = [
             Delete(key=endpoint_key(key.coordinates, entry, key.instance)) for entry in instance.entry_points
         ]
@@ -454,13 +456,15 @@ class NodeDeploymentManager:
         """After the node's lease was lost and renewed: endpoints went with the old lease. Raises KVError
         (LeaseNotFoundError too: the caller retries on the newest lease)."""
         self.lease = lease
-        puts = [
-            put
-            for key, instance in list(self.store.instances.items())
-            if instance.alive and instance.phase is Phase.ACTIVE
-            for put in self._endpoint_puts(key, instance, lease)
-        ]
-        await self._put_all(puts)  # 100 per transaction
+        async with trio.open_nursery() as nursery:  # concurrently: they go out together (TxnBatcher)
+            for key, instance in list(self.store.instances.items()):
+                nursery.start_soon(self._republish_one, key, instance, lease)
+
+    async def _republish_one(self, key: InstanceKey, instance: LocalInstance, lease: int) -> None:
+        # Checked right before the put is queued (no checkpoint between): a withdrawal that started
+        # before is never undone by this put, and one that starts after is queued after it.
+        if instance.alive and instance.phase is Phase.ACTIVE and not instance.withdrawn:
+            await self._put_endpoints(key, instance, lease)
 
     def stop(self) -> None:
         """Stop watching and end every worker (a graceful stop: the store then shuts the processes down
