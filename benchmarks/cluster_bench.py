@@ -11,11 +11,18 @@ What it measures (figures and notes: benchmarks/README.md, "Cluster orchestratio
    and their endpoints published, across 3 nodes, seen through KV watches. Packages are installed and
    templates started by a warm-up deploy first; median of 5 rounds (--quick: 3), each followed by deleting
    the blueprint (the unload time is printed too). Target ≤ 2 s.
+1b. Curve (--only curve; --curve N,N,...: default 150,300,1000,3000): blueprint `bench` with N echo
+   instances → all ACTIVE and routable, after the same warm-up; then, with the N running, the median of
+   20 `GET /api/v1/cluster` on the leader's node (one keep-alive connection) and of 5 `aether cluster
+   status` runs (a new process each); then the blueprint deleted → nothing left. An N whose instances
+   would not fit in the memory available (~7 MiB each, 4 GiB left free) is skipped and said so. Targets:
+   300 in ≤ 0.6 s, linear cost; the reads ≤ 5 ms and ≤ 0.3 s.
 2. Failover: with the 30 instances ACTIVE, SIGKILL a node that hosts some and is not the Raft leader →
    every record on the survivors ACTIVE again (30, none left on the dead node) and every ACTIVE instance's
-   endpoint published (routable: the endpoint registry every router reads). Detection (lease TTL 2 s)
-   included: timed from the kill. The node is restarted between rounds and the cluster left to rebalance.
-   Median of 3 rounds (--quick: 2). Target ≤ 2 s.
+   endpoint published (routable: the endpoint registry every router reads). Detection (the leader's
+   liveness watch: a dropped peer connection and a refused probe revoke the lease; else the lease, TTL
+   1.5 s) included: timed from the kill. The node is restarted between rounds and the cluster left to
+   rebalance. Median of 3 rounds (--quick: 2). Target ≤ 2 s.
 3. Failed calls while the leader dies: 4 concurrent callers of the idempotent `echo` through the two
    surviving nodes' ingresses (each call on the next ingress) for 10 s (--quick: 6 s); the Raft leader's
    node is SIGKILLed 2 s in. Failed = not 200 with the payload echoed. Target ≤ 0.01 %.
