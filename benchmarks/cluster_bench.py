@@ -80,6 +80,7 @@ from cluster_support import (  # noqa: E402
     delete_blueprint,
     kv_of,
     leader_node_id,
+    processes_under,
     put_blueprint,
     running_cluster,
     show,
@@ -229,7 +230,11 @@ class ClusterView:
             return time.monotonic()
         records = self.records(ECHO_ID)
         states = collections.Counter(str(state) for *_, state in records)
-        raise BenchError(f"not within {timeout:g} s: {what}; {len(records)} records: {dict(states)}")
+        left = sorted(self.endpoints.data)[:5]
+        raise BenchError(
+            f"not within {timeout:g} s: {what}; {len(records)} records: {dict(states)};"
+            f" {len(self.endpoints.data)} endpoints, e.g. {left}"
+        )
 
 
 # ====================================================================== 5. allocation (pure)
@@ -394,6 +399,19 @@ def available_mib() -> int:
     return 0
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process of `pids`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
 def management_get(address: str, path: str, rounds: int) -> tuple[float, float]:
     """Median and fastest wall time of `rounds` GETs on one keep-alive connection."""
     host, _, port = address.rpartition(":")
@@ -452,8 +470,11 @@ async def phase_curve(
             log(f"curve: skipping N={count}: {skipped[-1]}")
             continue
         reads: dict[str, float] = {}
+        before = cpu_seconds(processes_under(cluster.directory))
 
-        async def measure_reads(reads: dict[str, float] = reads) -> None:
+        async def measure_reads(reads: dict[str, float] = reads, before: dict[int, float] = before) -> None:
+            after = cpu_seconds(processes_under(cluster.directory))
+            reads["cpu_s"] = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
             await trio.sleep(1.0)  # let the nodes' caches and the leader settle
             median, fastest = await trio.to_thread.run_sync(management_get, management, "/api/v1/cluster", 20)
             reads["cluster_get_ms"], reads["cluster_get_min_ms"] = median * 1000, fastest * 1000
@@ -465,7 +486,9 @@ async def phase_curve(
         point["per_s"] = count / deploy
         points.append(point)
         log(
-            f"curve: N={count}: ACTIVE + routable in {deploy:.2f} s ({count / deploy:.0f}/s); "
+            f"curve: N={count}: ACTIVE + routable in {deploy:.2f} s ({count / deploy:.0f}/s; "
+            f"CPU of the cluster's processes {reads['cpu_s']:.1f} s, "
+            f"{reads['cpu_s'] / count * 1000:.1f} ms per instance); "
             f"GET /api/v1/cluster {reads['cluster_get_ms']:.1f} ms; `aether cluster status` "
             f"{reads['cli_status_s']:.2f} s; unloaded in {unload:.2f} s (load average {load:.1f})"
         )
@@ -801,7 +824,8 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
             n = point["instances"]
             row(
                 f"blueprint → {n:,} echo ACTIVE + routable on 3 nodes (load average {point['load']:.1f})",
-                f"{point['deploy_s']:.2f} s ({point['per_s']:.0f}/s; unload {point['unload_s']:.2f} s)",
+                f"{point['deploy_s']:.2f} s ({point['per_s']:.0f}/s; CPU {point['cpu_s']:.1f} s ="
+                f" {point['cpu_s'] / n * 1000:.1f} ms per instance; unload {point['unload_s']:.2f} s)",
                 "≤ 0.6 s" if n == 300 else "linear",
                 point["deploy_s"] <= 0.6 if n == 300 else None,
             )

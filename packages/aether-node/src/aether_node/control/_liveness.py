@@ -8,8 +8,10 @@ the connection (nobody listens there any more: the process is gone) does it decl
 revoking the node's lease (its registration and endpoints go with it, and the cluster manager replaces
 its instances). A probe that connects (the node lives: its connection was reset) or gets no answer (a
 paused or cut-off node: the kernel of a paused one still accepts, a cut-off one does not answer) declares
-nothing: the lease decides those, so a slow node is never declared dead on a hint. A node never connected
-to (still starting: its peer port may not listen yet) is never probed.
+nothing: the lease decides those, so a slow node is never declared dead on a hint. Once the connection
+was up for a registration, a refused reconnection is a hint too (the node died while the watch was
+reconnecting); a node never connected to on this registration (still starting: its peer port may not
+listen yet) is never probed.
 """
 
 from __future__ import annotations
@@ -49,6 +51,12 @@ async def probe(address: str, timeout: float) -> Probe:
                 return Probe.UNKNOWN
             return Probe.ALIVE
     return Probe.UNKNOWN
+
+
+class Held(enum.Enum):
+    DROPPED = "dropped"  # the connection was up, then ended
+    REFUSED = "refused"  # the connection was refused (a probe confirms: nothing listens)
+    FAILED = "failed"  # no connection in time, or no handshake: says nothing
 
 
 class LivenessWatch:
@@ -108,37 +116,49 @@ class LivenessWatch:
 
     async def _watch(self, node_id: str, lease: int, peer: str, scope: trio.CancelScope) -> None:
         with scope:
+            was_up = False  # connected once on this registration: a node still starting is never probed
             while True:
-                if await self._hold(peer):
+                held = await self._hold(peer)
+                was_up = was_up or held is Held.DROPPED
+                if was_up and held is not Held.FAILED:
                     verdict = await probe(peer, self.probe_timeout)
                     if verdict is Probe.GONE:
                         await self._declare_lost(node_id, lease, peer)
                         return
                     log.info("node %s: connection dropped, but the node is %s", node_id, verdict.value)
+                    # A process being torn down may still accept for a moment: look again soon.
+                    await trio.sleep(min(self.retry, 0.05))
+                    continue
                 await trio.sleep(self.retry)
 
-    async def _hold(self, peer: str) -> bool:
-        """Connect and authenticate to the peer port, then wait until the connection ends. True if it was
-        up and then dropped; False if it could not be made."""
+    async def _hold(self, peer: str) -> Held:
+        """Connect and authenticate to the peer port, then wait until the connection ends."""
         host, _, port = peer.rpartition(":")
+        family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+        sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
         try:
             with trio.fail_after(self.connect_timeout):
-                stream = await trio.open_tcp_stream(host, int(port))
+                await sock.connect((host.strip("[]"), int(port)))
+        except ConnectionRefusedError:
+            sock.close()
+            return Held.REFUSED
         except (OSError, trio.TooSlowError):
-            return False
+            sock.close()
+            return Held.FAILED
+        stream = trio.SocketStream(sock)
         async with stream:
             framed = FramedStream(stream)
             try:
                 with trio.fail_after(self.connect_timeout):
                     await client_handshake(framed, self.secret, peer)
             except (OSError, trio.TooSlowError, trio.BrokenResourceError, KVError):
-                return False
+                return Held.FAILED
             try:
                 while await framed.receive() is not None:
                     pass  # the peer sends nothing unasked; anything it does send is ignored
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, KVError):
                 pass
-        return True
+        return Held.DROPPED
 
     async def _declare_lost(self, node_id: str, lease: int, peer: str) -> None:
         log.warning(
