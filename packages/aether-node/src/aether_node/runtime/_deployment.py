@@ -55,6 +55,8 @@ from ._slice_store import LocalInstance, SliceStore, describe_failure
 
 log = logging.getLogger("aether_node.deployment")
 
+WITHDRAW_ATTEMPTS = 4  # a withdrawal that still fails is left to the node's lease
+
 
 @attrs.define(eq=False)
 class _Slot:
@@ -444,11 +446,19 @@ class NodeDeploymentManager:
         deletes = [
             Delete(key=endpoint_key(key.coordinates, entry, key.instance)) for entry in instance.entry_points
         ]
-        try:
-            for start in range(0, len(deletes), 100):
-                await self._txn([], list(deletes[start : start + 100]))
-        except KVError as error:  # the lease takes them with the node if it comes to that
-            log.warning("%s: withdrawing endpoints failed: %s", key.label, error.message)
+        backoff = 0.1
+        for attempt in range(WITHDRAW_ATTEMPTS):
+            try:
+                for start in range(0, len(deletes), 100):
+                    await self._txn([], list(deletes[start : start + 100]))
+                return
+            except KVError as error:  # deletes are idempotent: try again (a batch may have timed out)
+                if attempt == WITHDRAW_ATTEMPTS - 1:  # the lease takes them with the node if it goes
+                    log.warning("%s: withdrawing endpoints failed: %s", key.label, error.message)
+                    return
+                log.info("%s: withdrawing endpoints: %s; trying again", key.label, error.message)
+                await trio.sleep(backoff)
+                backoff *= 2
 
     # ------------------------------------------------------------ shutdown
 
