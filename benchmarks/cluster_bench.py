@@ -11,11 +11,18 @@ What it measures (figures and notes: benchmarks/README.md, "Cluster orchestratio
    and their endpoints published, across 3 nodes, seen through KV watches. Packages are installed and
    templates started by a warm-up deploy first; median of 5 rounds (--quick: 3), each followed by deleting
    the blueprint (the unload time is printed too). Target ≤ 2 s.
+1b. Curve (--only curve; --curve N,N,...: default 150,300,1000,3000): blueprint `bench` with N echo
+   instances → all ACTIVE and routable, after the same warm-up; then, with the N running, the median of
+   20 `GET /api/v1/cluster` on the leader's node (one keep-alive connection) and of 5 `aether cluster
+   status` runs (a new process each); then the blueprint deleted → nothing left. An N whose instances
+   would not fit in the memory available (~7 MiB each, 4 GiB left free) is skipped and said so. Targets:
+   300 in ≤ 0.6 s, linear cost; the reads ≤ 5 ms and ≤ 0.3 s.
 2. Failover: with the 30 instances ACTIVE, SIGKILL a node that hosts some and is not the Raft leader →
    every record on the survivors ACTIVE again (30, none left on the dead node) and every ACTIVE instance's
-   endpoint published (routable: the endpoint registry every router reads). Detection (lease TTL 2 s)
-   included: timed from the kill. The node is restarted between rounds and the cluster left to rebalance.
-   Median of 3 rounds (--quick: 2). Target ≤ 2 s.
+   endpoint published (routable: the endpoint registry every router reads). Detection (the leader's
+   liveness watch: a dropped peer connection and a refused probe revoke the lease; else the lease, TTL
+   1.5 s) included: timed from the kill. The node is restarted between rounds and the cluster left to
+   rebalance. Median of 3 rounds (--quick: 2). Target ≤ 2 s.
 3. Failed calls while the leader dies: 4 concurrent callers of the idempotent `echo` through the two
    surviving nodes' ingresses (each call on the next ingress) for 10 s (--quick: 6 s); the Raft leader's
    node is SIGKILLed 2 s in. Failed = not 200 with the payload echoed. Target ≤ 0.01 %.
@@ -49,6 +56,7 @@ import random
 import shutil
 import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +80,7 @@ from cluster_support import (  # noqa: E402
     delete_blueprint,
     kv_of,
     leader_node_id,
+    processes_under,
     put_blueprint,
     running_cluster,
     show,
@@ -153,6 +162,7 @@ class ClusterView:
         self.endpoints = Mirror(kv, "endpoints/")
         self.nodes = Mirror(kv, "nodes/")
         self.mirrors = (self.slices, self.endpoints, self.nodes)
+        self._parsed: dict[tuple[str, bytes], tuple[str, int, str, str, SliceState]] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -164,12 +174,26 @@ class ClusterView:
         """(coordinates, instance, node, state) of every record of `artifact_id`."""
         found = []
         for key, value in self.slices.data.items():
-            parsed = InstanceKey.parse(key)
-            if parsed is None or parsed.coordinates.artifact_id != artifact_id:
-                continue
-            state = decode_record(key, value, SliceRecord).state
-            found.append((str(parsed.coordinates), parsed.instance, parsed.node_id, state))
+            parsed = self._parse(key, value)
+            if parsed is not None and parsed[0] == artifact_id:
+                found.append(parsed[1:])
         return sorted(found)
+
+    def _parse(self, key: str, value: bytes) -> tuple[str, str, int, str, SliceState] | None:
+        """(artifact id, coordinates, instance, node, state), decoded once per (key, value): at thousands
+        of instances the watcher must not be what loads the machine."""
+        found = self._parsed.get((key, value))
+        if found is None:
+            parsed = InstanceKey.parse(key)
+            if parsed is None:
+                return None
+            state = decode_record(key, value, SliceRecord).state
+            coordinates = parsed.coordinates
+            found = (coordinates.artifact_id, str(coordinates), parsed.instance, parsed.node_id, state)
+            if len(self._parsed) > 50_000:
+                self._parsed.clear()
+            self._parsed[(key, value)] = found
+        return found
 
     def routable(self, coordinates: str, entry: str, instance: int, node_id: str) -> bool:
         value = self.endpoints.data.get(f"endpoints/{coordinates}/{entry}:{instance}")
@@ -184,10 +208,16 @@ class ClusterView:
             and all(self.routable(c, "echo", i, n) for c, i, n, _ in found)
         )
 
-    async def until(self, condition: Callable[[], bool], timeout: float, what: str) -> float:
-        """The monotonic time at which `condition()` first held (checked on every change)."""
+    async def until(
+        self, condition: Callable[[], bool], timeout: float, what: str, *, settle: float = 0.0
+    ) -> float:
+        """The monotonic time at which `condition()` first held (checked on every change; with `settle`,
+        at most once per `settle` seconds: a check over thousands of records costs CPU the cluster needs)."""
         with trio.move_on_after(timeout):
             while not condition():
+                if settle:
+                    await trio.sleep(settle)
+                    continue
                 changes = [mirror.changed for mirror in self.mirrors]
                 async with trio.open_nursery() as nursery:
 
@@ -198,7 +228,13 @@ class ClusterView:
                     for event in changes:
                         nursery.start_soon(wake, event)
             return time.monotonic()
-        raise BenchError(f"not within {timeout:g} s: {what}; records: {self.records(ECHO_ID)}")
+        records = self.records(ECHO_ID)
+        states = collections.Counter(str(state) for *_, state in records)
+        left = sorted(self.endpoints.data)[:5]
+        raise BenchError(
+            f"not within {timeout:g} s: {what}; {len(records)} records: {dict(states)};"
+            f" {len(self.endpoints.data)} endpoints, e.g. {left}"
+        )
 
 
 # ====================================================================== 5. allocation (pure)
@@ -307,19 +343,27 @@ def phase_allocation(opts: argparse.Namespace) -> dict[str, Any]:
 # ====================================================================== 1. deploy
 
 
-async def deploy_round(kv: KVClient, view: ClusterView, count: int) -> tuple[float, float]:
+async def deploy_round(
+    kv: KVClient, view: ClusterView, count: int, *, between: Callable[[], Any] | None = None
+) -> tuple[float, float]:
     """Blueprint with `count` echo instances → all ACTIVE and routable; then deleted → no record left.
-    Returns (deploy s, unload s)."""
+    Returns (deploy s, unload s). `between` (if given) is awaited while the instances run."""
+    settle = 0.0 if count <= 100 else 0.01  # above 100, check every 10 ms, not on every watch batch
     started = time.monotonic()
     await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=count))
     done = await view.until(
-        lambda: view.all_active_and_routable(count, ECHO), STEP_TIMEOUT, f"{count} ACTIVE"
+        lambda: view.all_active_and_routable(count, ECHO), STEP_TIMEOUT, f"{count} ACTIVE", settle=settle
     )
     deploy = done - started
+    if between is not None:
+        await between()
     started = time.monotonic()
     await delete_blueprint(kv, "bench")
     gone = await view.until(
-        lambda: not view.records(ECHO_ID) and not view.endpoints.data, STEP_TIMEOUT, "every record gone"
+        lambda: not view.records(ECHO_ID) and not view.endpoints.data,
+        STEP_TIMEOUT,
+        "every record gone",
+        settle=settle,
     )
     return deploy, gone - started
 
@@ -339,6 +383,116 @@ async def phase_deploy(kv: KVClient, view: ClusterView, opts: argparse.Namespace
         "unload_s": statistics.median(unloads),
         "warmup_s": warm,
     }
+
+
+# ====================================================================== 1b. convergence at scale
+
+INSTANCE_MIB = 7  # an idle echo instance is ~6 MiB PSS; what a deploy of N may take, with a margin
+MEMORY_MARGIN_MIB = 4096  # left free for everything else on the machine
+
+
+def available_mib() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    return 0
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each live process of `pids`."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        found[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return found
+
+
+def management_get(address: str, path: str, rounds: int) -> tuple[float, float]:
+    """Median and fastest wall time of `rounds` GETs on one keep-alive connection."""
+    host, _, port = address.rpartition(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    times = []
+    try:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            connection.request("GET", path)
+            response = connection.getresponse()
+            data = response.read()
+            times.append(time.perf_counter() - started)
+            if response.status != 200:
+                raise BenchError(f"GET {path}: {response.status} {data[:300]!r}")
+    finally:
+        connection.close()
+    return statistics.median(times), min(times)
+
+
+def cli_status(urls: str, rounds: int) -> float:
+    """Median wall time of `aether cluster status` (a new process each time, bytecode cached)."""
+    aether = Path(sys.executable).with_name("aether")
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        result = subprocess.run(
+            [str(aether), "cluster", "status", "--cluster", urls],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+        times.append(time.perf_counter() - started)
+        if result.returncode not in (0, 1):  # 1: the cluster says it is unhealthy (still an answer)
+            raise BenchError(f"aether cluster status failed: {result.stderr.decode()[-500:]}")
+    return statistics.median(times)
+
+
+async def phase_curve(
+    cluster: LocalNodeCluster, kv: KVClient, view: ClusterView, opts: argparse.Namespace
+) -> dict[str, Any]:
+    """Blueprint of N echo instances → all ACTIVE and routable, for each N of --curve; at N, the management
+    reads (`GET /api/v1/cluster` on the leader's node, `aether cluster status`). An N whose instances
+    would not fit in the memory available (with a margin) is skipped, and said so."""
+    warm, _ = await deploy_round(kv, view, 3)
+    log(f"curve: warm-up (install on 3 nodes) {warm:.2f} s")
+    leader = await leader_node_id(cluster, kv)
+    management = cluster.plan(leader).management
+    urls = ",".join(f"http://{cluster.plan(n.node_id).management}" for n in cluster.nodes)
+    points: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for count in opts.curve:
+        free = available_mib()
+        needed = count * INSTANCE_MIB + MEMORY_MARGIN_MIB
+        if needed > free:
+            skipped.append(f"{count} (needs ~{needed:,} MiB with the margin, {free:,} MiB available)")
+            log(f"curve: skipping N={count}: {skipped[-1]}")
+            continue
+        reads: dict[str, float] = {}
+        before = cpu_seconds(processes_under(cluster.directory))
+
+        async def measure_reads(reads: dict[str, float] = reads, before: dict[int, float] = before) -> None:
+            after = cpu_seconds(processes_under(cluster.directory))
+            reads["cpu_s"] = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+            await trio.sleep(1.0)  # let the nodes' caches and the leader settle
+            median, fastest = await trio.to_thread.run_sync(management_get, management, "/api/v1/cluster", 20)
+            reads["cluster_get_ms"], reads["cluster_get_min_ms"] = median * 1000, fastest * 1000
+            reads["cli_status_s"] = await trio.to_thread.run_sync(cli_status, urls, 5)
+
+        load = os.getloadavg()[0]
+        deploy, unload = await deploy_round(kv, view, count, between=measure_reads)
+        point = {"instances": count, "deploy_s": deploy, "unload_s": unload, "load": load, **reads}
+        point["per_s"] = count / deploy
+        points.append(point)
+        log(
+            f"curve: N={count}: ACTIVE + routable in {deploy:.2f} s ({count / deploy:.0f}/s; "
+            f"CPU of the cluster's processes {reads['cpu_s']:.1f} s, "
+            f"{reads['cpu_s'] / count * 1000:.1f} ms per instance); "
+            f"GET /api/v1/cluster {reads['cluster_get_ms']:.1f} ms; `aether cluster status` "
+            f"{reads['cli_status_s']:.2f} s; unloaded in {unload:.2f} s (load average {load:.1f})"
+        )
+    return {"points": points, "skipped": skipped}
 
 
 # ====================================================================== 4. slice-to-slice latency
@@ -664,6 +818,26 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
             "",
             None,
         )
+    c = results.get("curve")
+    if c:
+        for point in c["points"]:
+            n = point["instances"]
+            row(
+                f"blueprint → {n:,} echo ACTIVE + routable on 3 nodes (load average {point['load']:.1f})",
+                f"{point['deploy_s']:.2f} s ({point['per_s']:.0f}/s; CPU {point['cpu_s']:.1f} s ="
+                f" {point['cpu_s'] / n * 1000:.1f} ms per instance; unload {point['unload_s']:.2f} s)",
+                "≤ 0.6 s" if n == 300 else "linear",
+                point["deploy_s"] <= 0.6 if n == 300 else None,
+            )
+            row(
+                f"  GET /api/v1/cluster / `aether cluster status` with {n:,} instances",
+                f"{point['cluster_get_ms']:.1f} ms (fastest {point['cluster_get_min_ms']:.1f}) / "
+                f"{point['cli_status_s']:.2f} s",
+                "≤ 5 ms / ≤ 0.3 s",
+                point["cluster_get_ms"] <= 5 and point["cli_status_s"] <= 0.3,
+            )
+        for skipped in c["skipped"]:
+            row(f"  skipped N={skipped}", "", "", None)
     a = results.get("allocation")
     if a:
         row(
@@ -684,7 +858,7 @@ async def run(opts: argparse.Namespace, root: Path, results: dict[str, Any]) -> 
         wanted = set(opts.only.split(",")) if opts.only else set(PHASES)
         if "allocation" in wanted:
             results["allocation"] = phase_allocation(opts)
-        if not wanted & {"deploy", "latency", "failover", "leader_kill"}:
+        if not wanted & {"deploy", "curve", "latency", "failover", "leader_kill"}:
             return
         log("building the sample index")
         index = await trio.to_thread.run_sync(build_index, root / "index")
@@ -694,6 +868,8 @@ async def run(opts: argparse.Namespace, root: Path, results: dict[str, Any]) -> 
             async with background(view):
                 if "deploy" in wanted:
                     results["deploy"] = await phase_deploy(kv, view, opts)
+                if "curve" in wanted:
+                    results["curve"] = await phase_curve(cluster, kv, view, opts)
                 if "latency" in wanted:
                     results["latency"] = await phase_latency(cluster, kv, view, opts)
                 if "failover" in wanted:
@@ -704,7 +880,7 @@ async def run(opts: argparse.Namespace, root: Path, results: dict[str, Any]) -> 
                     results["leader_kill"] = await phase_leader_kill(cluster, kv, view, opts)
 
 
-PHASES = ("allocation", "deploy", "latency", "failover", "leader_kill")
+PHASES = ("allocation", "deploy", "curve", "latency", "failover", "leader_kill")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -715,11 +891,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temporary one)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--only", default="", help="comma-separated phases: " + ",".join(PHASES))
     parser.add_argument(
-        "--only", default="", help="comma-separated phases: allocation,deploy,latency,failover,leader_kill"
+        "--curve",
+        default="150,300,1000,3000",
+        help="instance counts of the convergence curve (a count that does not fit in memory is skipped)",
     )
     parser.add_argument("--time-limit", type=float, default=900.0, help="deadline for the run, seconds")
     opts = parser.parse_args(argv)
+    opts.curve = [int(n) for n in opts.curve.split(",") if n]
     opts.deploy_rounds = 3 if opts.quick else 5
     opts.failover_rounds = 2 if opts.quick else 3
     opts.load_seconds = 6.0 if opts.quick else 10.0

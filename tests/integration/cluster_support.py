@@ -140,8 +140,11 @@ def start_node(cluster: LocalNodeCluster, node_id: str) -> None:
             os.environ["TMPDIR"] = saved
 
 
-def _begin(directory: Path, index: Path | str, nodes: int) -> LocalNodeCluster:
+def _begin(
+    directory: Path, index: Path | str, nodes: int, node_args: tuple[str, ...] = ()
+) -> LocalNodeCluster:
     cluster = plan_cluster(directory, nodes, str(index))
+    cluster.node_args = node_args
     # Short: socket paths are capped at 108 bytes.
     _TMP_DIRS[cluster.directory] = Path(tempfile.mkdtemp(prefix="aether-ct-"))
     for node in cluster.nodes:
@@ -167,13 +170,19 @@ def _end(cluster: LocalNodeCluster) -> None:
 
 @contextlib.asynccontextmanager
 async def running_cluster(
-    directory: Path, index: Path | str, nodes: int = 3, *, timeout: float = 60.0
+    directory: Path,
+    index: Path | str,
+    nodes: int = 3,
+    *,
+    timeout: float = 60.0,
+    node_args: tuple[str, ...] = (),
 ) -> AsyncIterator[LocalNodeCluster]:
-    """N started and registered nodes (node-1..node-N; the first 3 run the KV replicas). Afterwards every
-    process of the cluster is ended, whatever happened. Start nodes added later with `start_node`."""
+    """N started and registered nodes (node-1..node-N; the first 3 run the KV replicas), each with
+    `node_args` as more `aether-node run` flags. Afterwards every process of the cluster is ended,
+    whatever happened. Start nodes added later with `start_node`."""
     cluster = None
     try:
-        cluster = _begin(directory, index, nodes)
+        cluster = _begin(directory, index, nodes, node_args)
         await _ready(cluster, timeout)
         yield cluster
     finally:

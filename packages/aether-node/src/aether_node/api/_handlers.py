@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -42,10 +43,18 @@ from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, RequestError
 from ..core._kv_errors import store_errors
-from ..core._records import LeaderClaim, NodeRecord, RecordError, SliceRecord, decode_record
+from ..core._records import (
+    LeaderClaim,
+    NodeOperationRecord,
+    NodeRecord,
+    RecordError,
+    SliceRecord,
+    decode_record,
+)
 from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
+from ._cluster_view import ClusterView, Snapshot
 
 
 def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:
@@ -77,6 +86,45 @@ def applied(stored: Stored) -> ApplyResult:
     )
 
 
+def _node_infos(
+    nodes: list[NodeRecord],
+    instances: list[InstanceInfo],
+    leader: str | None,
+    operations: Mapping[str, NodeOperationRecord],
+    problems: Mapping[str, str],
+) -> list[NodeInfo]:
+    """Every node with its counts and state (and, while draining, what the drain waits for). Pure."""
+    per_node = collections.Counter(i.node_id for i in instances)
+    active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
+
+    def state(node: NodeRecord) -> dict[str, str]:
+        found = node_state(
+            operations.get(node.node_id), leaving=node.leaving, instances=per_node[node.node_id]
+        )
+        if found != DRAINING:
+            return {"state": found}
+        here = [f"{i.artifact}#{i.instance}" for i in instances if i.node_id == node.node_id]
+        return {"state": found, "waiting": drain_waits(node.node_id, here, problems)}
+
+    return [
+        NodeInfo(
+            node_id=n.node_id,
+            ingress=n.ingress,
+            management=n.management,
+            peer=n.peer,
+            cpu=n.capacity.cpu,
+            memory_mib=n.capacity.memory_mib,
+            role=n.role,
+            started_at=n.started_at,
+            instances=per_node[n.node_id],
+            active=active[n.node_id],
+            leader=n.node_id == leader,
+            **state(n),
+        )
+        for n in nodes
+    ]
+
+
 def _info(blueprint: Blueprint) -> BlueprintInfo:
     return BlueprintInfo(
         name=blueprint.name,
@@ -91,13 +139,20 @@ def _info(blueprint: Blueprint) -> BlueprintInfo:
 
 class Handlers:
     def __init__(
-        self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time, history: int = DEFAULT_KEEP
+        self,
+        kv: KVClient,
+        invoker: ClusterInvoker,
+        *,
+        clock: Any = time.time,
+        history: int = DEFAULT_KEEP,
+        view: ClusterView | None = None,
     ) -> None:
         self.kv = kv
         self.history = history  # revisions kept per blueprint
         self.invoker = invoker
         self.clock = clock
         self.event_clock = EventClock(kv)
+        self.view = view  # a watch-fed copy for `cluster_status` (else it reads the KV each time)
 
     async def _fresh(self) -> None:
         """One barrier through the Raft log: the reads that follow on this replica are linearizable."""
@@ -311,38 +366,9 @@ class Handlers:
         return await self._node_infos(await self._instances())
 
     async def _node_infos(self, instances: list[InstanceInfo]) -> list[NodeInfo]:
-        leader = await self._leader_node()
-        per_node = collections.Counter(i.node_id for i in instances)
-        active = collections.Counter(i.node_id for i in instances if i.state == "ACTIVE")
         operations = decode_operations(await self._read(NODE_OPS))
         problems = await self._problems() if operations else {}
-
-        def state(node: NodeRecord) -> dict[str, str]:
-            found = node_state(
-                operations.get(node.node_id), leaving=node.leaving, instances=per_node[node.node_id]
-            )
-            if found != DRAINING:
-                return {"state": found}
-            here = [f"{i.artifact}#{i.instance}" for i in instances if i.node_id == node.node_id]
-            return {"state": found, "waiting": drain_waits(node.node_id, here, problems)}
-
-        return [
-            NodeInfo(
-                node_id=n.node_id,
-                ingress=n.ingress,
-                management=n.management,
-                peer=n.peer,
-                cpu=n.capacity.cpu,
-                memory_mib=n.capacity.memory_mib,
-                role=n.role,
-                started_at=n.started_at,
-                instances=per_node[n.node_id],
-                active=active[n.node_id],
-                leader=n.node_id == leader,
-                **state(n),
-            )
-            for n in await self._nodes()
-        ]
+        return _node_infos(await self._nodes(), instances, await self._leader_node(), operations, problems)
 
     async def _status(self) -> Status:
         with store_errors():
@@ -350,10 +376,33 @@ class Handlers:
 
     async def cluster_status(self) -> ClusterStatus:
         status = await self._status()
+        if self.view is not None and self.view.ready:
+            return self._cached_status(status, self.view.snapshot())
         nodes = await self.nodes()
         instances = await self._instances()
         blueprints = await self._blueprints()
         return self._summary(status, nodes, instances, blueprints, await self._expected())
+
+    def _cached_status(self, status: Status, snapshot: Snapshot) -> ClusterStatus:
+        """`cluster_status` from the watch-fed view: derived once per change of the view and of the KV
+        status, so an unchanged cluster answers in constant time however many instances it runs."""
+        key = (
+            "status",
+            status.has_quorum,
+            status.term,
+            status.revision,
+            status.self_address,
+            tuple((m.raft_address, m.connected) for m in status.members),
+        )
+        found = snapshot.derived.get(key)
+        if not isinstance(found, ClusterStatus):
+            snapshot.derived.clear()  # one status per view is enough
+            nodes = _node_infos(
+                snapshot.nodes, snapshot.instances, snapshot.leader, snapshot.operations, snapshot.problems
+            )
+            found = self._summary(status, nodes, snapshot.instances, snapshot.blueprints, snapshot.expected)
+            snapshot.derived[key] = found
+        return found
 
     async def _expected(self) -> list[str]:
         with store_errors():

@@ -29,6 +29,7 @@ from aether_kv import (
 )
 
 from ..core._blueprint import Blueprint
+from ..core._kv_batch import TxnBatcher
 from ..core._kv_cache import KVCache
 from ..core._records import (
     LeaderClaim,
@@ -141,6 +142,7 @@ class ClusterDeploymentManager:
         self.max_surge = max_surge
         self.clock = clock
         self.problems: tuple[Problem, ...] = ()
+        self._batch = TxnBatcher(kv)  # fenced writes of a pass, many per transaction
 
     async def run(self, leadership: LeadershipMonitor) -> None:
         """Forever: wait to lead, lead until leadership is lost (then stop at once), repeat."""
@@ -169,7 +171,9 @@ class ClusterDeploymentManager:
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
         cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS])
+        self._batch = TxnBatcher(self.kv)
         async with trio.open_nursery() as nursery:
+            await nursery.start(self._batch.run)
             await nursery.start(cache.run)
             written = 0
             while True:
@@ -218,10 +222,11 @@ class ClusterDeploymentManager:
             self.problems = problems
 
     async def _execute(self, actions: tuple[Action, ...], fence: int) -> int:
-        """Carry out the actions concurrently; returns the highest revision written."""
+        """Carry out the actions concurrently (their writes go out together, `TxnBatcher`); returns the
+        highest revision written."""
         fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
         highest = 0
-        limiter = trio.CapacityLimiter(16)
+        limiter = trio.CapacityLimiter(512)
 
         async def one(action: Action) -> None:
             nonlocal highest
@@ -293,7 +298,7 @@ class ClusterDeploymentManager:
         )
 
     async def _commit(self, compares: list[Compare], operation: Put | Delete) -> int:
-        result = await self.kv.txn(compares, [operation])
+        result = await self._batch.txn(compares, [operation])
         return result.revision if result.succeeded else 0
 
 

@@ -28,10 +28,12 @@ from aether_kv import (
     open_client,
 )
 
+from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
 from ..api._management import Authorizer, management_app, parse_api_keys
 from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ..control._event_clock import EventClock
+from ..control._liveness import LivenessWatch
 from ..control._membership import Membership
 from ..core._config import ConfigError, NodeConfig
 from ..core._kv_cache import KVCache
@@ -95,6 +97,12 @@ async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
                 await trio.sleep(0.2)
 
 
+def lease_request_timeout(config: NodeConfig) -> float:
+    """How long one request on the lease's own KV client may take: half a TTL (at least 0.5 s), so a
+    stalled keep-alive is given up while two more renewals still fit in the lease's life."""
+    return max(config.lease_ttl / 2, 0.5)
+
+
 class _Registration:
     """The node's lease and its `nodes/{id}` record: kept alive, and registered again if it was lost.
 
@@ -112,6 +120,7 @@ class _Registration:
         self.generation = 0  # bumped by every registration (the first one included)
         self.on_lease: Callable[[int], None] = lambda lease: None  # told each new lease at once
         self._registered = trio.Event()
+        self._reregistering = False
 
     async def register(self) -> int:
         """Grant a lease and put the registration on it (one attempt; raises KVError)."""
@@ -162,20 +171,34 @@ class _Registration:
             done, backoff = generation, 0.1
 
     async def keep_alive(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        # four renewals per TTL: three may be lost or late (a Raft election, a busy moment) before it lapses
+        """Renew the lease four times per TTL, on schedule: each renewal is its own task, bounded by the
+        lease client's request timeout (half a TTL), so one that stalls (a lost packet, a stuck
+        connection, which the client then retires) never holds back the next; three may be lost or late
+        before the lease lapses."""
         period = self.config.lease_ttl / 4
-        task_status.started()
-        while True:
-            await trio.sleep(period)
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            while True:
+                await trio.sleep(period)
+                nursery.start_soon(self._renew)
+
+    async def _renew(self) -> None:
+        """One keep-alive attempt; a lapsed lease is registered again (by one attempt at a time)."""
+        lease = self.lease
+        try:
+            with trio.move_on_after(self.config.lease_ttl):  # the client's own deadline comes first
+                await self.kv.lease_keepalive(lease)
+        except LeaseNotFoundError:
+            if self.record.leaving or lease != self.lease or self._reregistering:
+                return  # left on purpose, or already registered again (or being registered again)
+            self._reregistering = True
             try:
-                await self.kv.lease_keepalive(self.lease)
-            except LeaseNotFoundError:
-                if self.record.leaving:
-                    await trio.sleep_forever()  # the node is stopping: it has left on purpose
                 log.error("the node's lease expired (was the node cut off?); registering again")
                 await self.register_until_done()
-            except KVError as error:
-                log.warning("lease keep-alive failed: %s", error.message)
+            finally:
+                self._reregistering = False
+        except KVError as error:
+            log.warning("lease keep-alive failed: %s", error.message)
 
     async def mark_leaving(self) -> None:
         """Mark the registration as leaving: the leader places nothing here any more, and the event log
@@ -243,9 +266,10 @@ async def serve_node(
             open_client([*own, *config.kv.endpoints], secret, request_timeout=10.0) as kv,
             open_client(own or list(config.kv.endpoints), secret, request_timeout=2.0) as own_replica,
             # The lease's own connection: a keep-alive never queues behind the node's other KV traffic
-            # (a republish of hundreds of endpoints, a reconcile pass), and gives up within the TTL.
+            # (a republish of hundreds of endpoints, a reconcile pass), and gives up within half a TTL
+            # (then the client retires a connection that made no progress).
             open_client(
-                [*own, *config.kv.endpoints], secret, request_timeout=max(config.lease_ttl, 1.0)
+                [*own, *config.kv.endpoints], secret, request_timeout=lease_request_timeout(config)
             ) as lease_kv,
         ):
             await wait_for_kv(kv)
@@ -323,7 +347,11 @@ async def serve_node(
                         await start("ingress", serve_fast_ingress, invoker.invoke, config.ingress)
                     else:
                         await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
-                    handlers = Handlers(kv, invoker, history=config.blueprint_history)
+                    view = None
+                    if config.management:  # status reads from a watch-fed copy, not the whole KV each time
+                        view = ClusterView(kv)
+                        await start("cluster view", view.run)
+                    handlers = Handlers(kv, invoker, history=config.blueprint_history, view=view)
 
                     async def ready() -> bool:
                         with trio.move_on_after(1.0):
@@ -351,6 +379,7 @@ async def serve_node(
                             ("cluster manager", cluster_manager.run),
                             ("event clock", EventClock(kv).run),  # event times
                             ("membership", Membership(kv).run),  # expected nodes
+                            ("liveness", LivenessWatch(kv, config.node_id, secret).run),  # dead nodes, fast
                         ):
                             await start(name, run_forever(functools.partial(service, leadership)))
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)

@@ -23,9 +23,20 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+from aether_kv import (
+    Compare,
+    CompareOp,
+    CompareTarget,
+    Delete,
+    KVClient,
+    KVError,
+    LeaseNotFoundError,
+    Put,
+    TxnResult,
+)
 
 from ..core._errors import NodeError
+from ..core._kv_batch import TxnBatcher
 from ..core._policies import RestartPolicy
 from ..core._records import (
     COMMAND_STATES,
@@ -43,6 +54,8 @@ from ._lifecycle import Phase, Step, StepKind, outcome_to_record, plan, target_p
 from ._slice_store import LocalInstance, SliceStore, describe_failure
 
 log = logging.getLogger("aether_node.deployment")
+
+WITHDRAW_ATTEMPTS = 4  # a withdrawal that still fails is left to the node's lease
 
 
 @attrs.define(eq=False)
@@ -84,6 +97,8 @@ class NodeDeploymentManager:
         self.clock = clock
         self._slots: dict[InstanceKey, _Slot] = {}
         self._nursery: trio.Nursery | None = None
+        self._batch = TxnBatcher(kv)  # the workers' writes, a few transactions per pass, not one each
+        self._batching = False
 
     def instance_samples(self) -> list[InstanceSample]:
         """This node's instances as their records say, with the pid of each running process (metrics)."""
@@ -105,19 +120,31 @@ class NodeDeploymentManager:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch and act until cancelled. Reports started once the existing records are taken in."""
         prefix = node_slices_prefix(self.node_id)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            snapshot = await self.kv.range(prefix, linearizable=True)
-            await self._withdraw_stale_endpoints()
-            for kv in snapshot.kvs:
-                if await self._forget_stale_failure(kv.key, kv.value, kv.mod_revision):
-                    continue
-                self._observe(kv.key, kv.value, kv.mod_revision)
-            task_status.started()
-            async for events in self.kv.watch(prefix, snapshot.revision + 1):
-                for event in events:
-                    value = event.kv.value if event.kind == "put" else None
-                    self._observe(event.kv.key, value, event.kv.mod_revision)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await nursery.start(self._batch.run)
+                self._batching = True
+                snapshot = await self.kv.range(prefix, linearizable=True)
+                await self._withdraw_stale_endpoints()
+                for kv in snapshot.kvs:
+                    if await self._forget_stale_failure(kv.key, kv.value, kv.mod_revision):
+                        continue
+                    self._observe(kv.key, kv.value, kv.mod_revision)
+                task_status.started()
+                async for events in self.kv.watch(prefix, snapshot.revision + 1):
+                    for event in events:
+                        value = event.kv.value if event.kind == "put" else None
+                        self._observe(event.kv.key, value, event.kv.mod_revision)
+        finally:
+            self._batching = False
+
+    async def _txn(self, compares: list[Compare], operations: list[Put | Delete]) -> TxnResult:
+        """A transaction, committed with the other workers' (group commit) while the manager runs; alone
+        once it has stopped (the graceful stop withdraws endpoints after that)."""
+        if self._batching:
+            return await self._batch.txn(compares, operations)
+        return await self.kv.txn(compares, operations)
 
     def _observe(self, key: str, value: bytes | None, revision: int) -> None:
         instance_key = InstanceKey.parse(key)
@@ -326,7 +353,7 @@ class NodeDeploymentManager:
         backoff = 0.1
         while True:
             try:
-                result = await self.kv.txn(
+                result = await self._txn(
                     [
                         Compare(
                             key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=expected
@@ -363,7 +390,7 @@ class NodeDeploymentManager:
         )
         while True:
             try:
-                result = await self.kv.txn([unchanged], [Delete(key=key.key)])
+                result = await self._txn([unchanged], [Delete(key=key.key)])
                 break
             except KVError as error:  # outcome unknown: look, then retry if it is still there
                 log.warning("%s: deleting the record: %s; checking and retrying", key.label, error.message)
@@ -378,8 +405,26 @@ class NodeDeploymentManager:
             slot.record = None
 
     async def _publish(self, key: InstanceKey, instance: LocalInstance) -> None:
+        """Put the instance's endpoints on the node's lease. If that lease has lapsed, on the new one if
+        the node has registered again meanwhile; else the republish that follows the new registration
+        puts them (the instance is ACTIVE in the store by then), and this is not the instance's failure."""
+        instance.withdrawn = False
+        while True:
+            lease = self.lease
+            try:
+                await self._put_endpoints(key, instance, lease)
+                return
+            except LeaseNotFoundError:
+                if self.lease == lease:
+                    log.warning("%s: the node's lease lapsed; endpoints follow its new lease", key.label)
+                    return
+
+    async def _put_endpoints(self, key: InstanceKey, instance: LocalInstance, lease: int) -> None:
+        await self._put_all(self._endpoint_puts(key, instance, lease))
+
+    def _endpoint_puts(self, key: InstanceKey, instance: LocalInstance, lease: int) -> list[Put]:
         now = self.clock()
-        puts = [
+        return [
             Put(
                 key=endpoint_key(key.coordinates, entry, key.instance),
                 value=encode_record(
@@ -387,31 +432,49 @@ class NodeDeploymentManager:
                         node_id=self.node_id, instance=key.instance, idempotent=idempotent, timestamp=now
                     )
                 ),
-                lease=self.lease,
+                lease=lease,
             )
             for entry, idempotent in sorted(instance.entry_points.items())
         ]
+
+    async def _put_all(self, puts: list[Put]) -> None:
         for start in range(0, len(puts), 100):
-            await self.kv.txn(success=puts[start : start + 100])
+            await self._txn([], list(puts[start : start + 100]))
 
     async def _withdraw(self, key: InstanceKey, instance: LocalInstance) -> None:
+        instance.withdrawn = True  # first: a republish must not put them back
         deletes = [
             Delete(key=endpoint_key(key.coordinates, entry, key.instance)) for entry in instance.entry_points
         ]
-        try:
-            for start in range(0, len(deletes), 100):
-                await self.kv.txn(success=deletes[start : start + 100])
-        except KVError as error:  # the lease takes them with the node if it comes to that
-            log.warning("%s: withdrawing endpoints failed: %s", key.label, error.message)
+        backoff = 0.1
+        for attempt in range(WITHDRAW_ATTEMPTS):
+            try:
+                for start in range(0, len(deletes), 100):
+                    await self._txn([], list(deletes[start : start + 100]))
+                return
+            except KVError as error:  # deletes are idempotent: try again (a batch may have timed out)
+                if attempt == WITHDRAW_ATTEMPTS - 1:  # the lease takes them with the node if it goes
+                    log.warning("%s: withdrawing endpoints failed: %s", key.label, error.message)
+                    return
+                log.info("%s: withdrawing endpoints: %s; trying again", key.label, error.message)
+                await trio.sleep(backoff)
+                backoff *= 2
 
     # ------------------------------------------------------------ shutdown
 
     async def republish(self, lease: int) -> None:
-        """After the node's lease was lost and renewed: endpoints went with the old lease."""
+        """After the node's lease was lost and renewed: endpoints went with the old lease. Raises KVError
+        (LeaseNotFoundError too: the caller retries on the newest lease)."""
         self.lease = lease
-        for key, instance in list(self.store.instances.items()):
-            if instance.alive and instance.phase is Phase.ACTIVE:
-                await self._publish(key, instance)
+        async with trio.open_nursery() as nursery:  # concurrently: they go out together (TxnBatcher)
+            for key, instance in list(self.store.instances.items()):
+                nursery.start_soon(self._republish_one, key, instance, lease)
+
+    async def _republish_one(self, key: InstanceKey, instance: LocalInstance, lease: int) -> None:
+        # Checked right before the put is queued (no checkpoint between): a withdrawal that started
+        # before is never undone by this put, and one that starts after is queued after it.
+        if instance.alive and instance.phase is Phase.ACTIVE and not instance.withdrawn:
+            await self._put_endpoints(key, instance, lease)
 
     def stop(self) -> None:
         """Stop watching and end every worker (a graceful stop: the store then shuts the processes down

@@ -27,6 +27,7 @@ class LocalInstance:
     entry_points: dict[str, bool]  # name → idempotent
     phase: Phase = Phase.LOADED
     in_flight: int = 0
+    withdrawn: bool = True  # its endpoints are withdrawn (or being): nothing may publish them again
 
     @property
     def alive(self) -> bool:

@@ -1,0 +1,176 @@
+"""LivenessWatch: on the leader, notices a node process that died from its dropped connection, long before
+its lease would lapse.
+
+While this node leads, it holds one authenticated connection to the peer port of every other registered
+node that is not leaving. A node's process that dies closes that connection at once (the kernel does it).
+The connection dropping is only a hint: the watch then probes the peer port, and only if the port refuses
+the connection (nobody listens there any more: the process is gone) does it declare the node lost, by
+revoking the node's lease (its registration and endpoints go with it, and the cluster manager replaces
+its instances). A probe that connects (the node lives: its connection was reset) or gets no answer (a
+paused or cut-off node: the kernel of a paused one still accepts, a cut-off one does not answer) declares
+nothing: the lease decides those, so a slow node is never declared dead on a hint. Once the connection
+was up for a registration, a refused reconnection is a hint too (the node died while the watch was
+reconnecting); a node never connected to on this registration (still starting: its peer port may not
+listen yet) is never probed.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+
+import trio
+
+from aether_kv import FramedStream, KVClient, KVError, LeaseNotFoundError, client_handshake
+
+from ..core._kv_cache import KVCache
+from ..core._records import NodeRecord, RecordError, decode_record
+from ..core._schema import NODES
+from ._cluster_manager import LeadershipMonitor, follow_while_leading
+
+log = logging.getLogger("aether_node.liveness")
+
+
+class Probe(enum.Enum):
+    ALIVE = "alive"  # the port accepted
+    GONE = "gone"  # the port refused: no process listens there
+    UNKNOWN = "unknown"  # no answer in time
+
+
+async def probe(address: str, timeout: float) -> Probe:
+    """Whether something listens at `address` (host:port; a numeric host, as nodes register)."""
+    host, _, port = address.rpartition(":")
+    family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+    with trio.socket.socket(family, trio.socket.SOCK_STREAM) as sock:
+        with trio.move_on_after(timeout):
+            try:
+                await sock.connect((host.strip("[]"), int(port)))
+            except ConnectionRefusedError:
+                return Probe.GONE
+            except OSError:
+                return Probe.UNKNOWN
+            return Probe.ALIVE
+    return Probe.UNKNOWN
+
+
+class Held(enum.Enum):
+    DROPPED = "dropped"  # the connection was up, then ended
+    REFUSED = "refused"  # the connection was refused (a probe confirms: nothing listens)
+    FAILED = "failed"  # no connection in time, or no handshake: says nothing
+
+
+class LivenessWatch:
+    def __init__(
+        self,
+        kv: KVClient,
+        node_id: str,
+        secret: str,
+        *,
+        probe_timeout: float = 0.25,
+        retry: float = 0.5,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self.kv = kv
+        self.node_id = node_id
+        self.secret = secret
+        self.probe_timeout = probe_timeout
+        self.retry = retry
+        self.connect_timeout = connect_timeout
+        self.declared: list[str] = []  # node ids declared lost (for tests and logs)
+
+    async def run(self, leadership: LeadershipMonitor) -> None:
+        """Forever: watch while this node leads; stop watching when it does not."""
+        await follow_while_leading(leadership, self.follow, "liveness watch")
+
+    async def follow(self) -> None:
+        """Watch every other live node until cancelled (one leadership term). Raises KVError."""
+        cache = KVCache(self.kv, [NODES])
+        watching: dict[str, tuple[int, str, trio.CancelScope]] = {}  # node → (lease, peer, scope)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cache.run)
+            while True:
+                changed = cache.changed
+                current = self._watched(cache)
+                for node_id, (lease, peer, scope) in list(watching.items()):
+                    if current.get(node_id) != (lease, peer):
+                        scope.cancel()
+                        del watching[node_id]
+                for node_id, (lease, peer) in current.items():
+                    if node_id not in watching:
+                        scope = trio.CancelScope()
+                        watching[node_id] = (lease, peer, scope)
+                        nursery.start_soon(self._watch, node_id, lease, peer, scope)
+                await changed.wait()
+
+    def _watched(self, cache: KVCache) -> dict[str, tuple[int, str]]:
+        """node id → (lease, peer address) of every registered node to watch."""
+        found = {}
+        for key, kv in cache.data[NODES].items():
+            try:
+                record = decode_record(key, kv.value, NodeRecord)
+            except RecordError:
+                continue
+            if record.node_id != self.node_id and not record.leaving and record.peer and kv.lease:
+                found[record.node_id] = (kv.lease, record.peer)
+        return found
+
+    async def _watch(self, node_id: str, lease: int, peer: str, scope: trio.CancelScope) -> None:
+        with scope:
+            was_up = False  # connected once on this registration: a node still starting is never probed
+            while True:
+                held = await self._hold(peer)
+                was_up = was_up or held is Held.DROPPED
+                if was_up and held is not Held.FAILED:
+                    verdict = await probe(peer, self.probe_timeout)
+                    if verdict is Probe.GONE:
+                        await self._declare_lost(node_id, lease, peer)
+                        return
+                    log.info("node %s: connection dropped, but the node is %s", node_id, verdict.value)
+                    # A process being torn down may still accept for a moment: look again soon.
+                    await trio.sleep(min(self.retry, 0.05))
+                    continue
+                await trio.sleep(self.retry)
+
+    async def _hold(self, peer: str) -> Held:
+        """Connect and authenticate to the peer port, then wait until the connection ends."""
+        host, _, port = peer.rpartition(":")
+        family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
+        sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
+        try:
+            with trio.fail_after(self.connect_timeout):
+                await sock.connect((host.strip("[]"), int(port)))
+        except ConnectionRefusedError:
+            sock.close()
+            return Held.REFUSED
+        except (OSError, trio.TooSlowError):
+            sock.close()
+            return Held.FAILED
+        stream = trio.SocketStream(sock)
+        async with stream:
+            framed = FramedStream(stream)
+            try:
+                with trio.fail_after(self.connect_timeout):
+                    await client_handshake(framed, self.secret, peer)
+            except (OSError, trio.TooSlowError, trio.BrokenResourceError, KVError):
+                return Held.FAILED
+            try:
+                while await framed.receive() is not None:
+                    pass  # the peer sends nothing unasked; anything it does send is ignored
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, KVError):
+                pass
+        return Held.DROPPED
+
+    async def _declare_lost(self, node_id: str, lease: int, peer: str) -> None:
+        log.warning(
+            "node %s is gone: its connection dropped and nothing listens at %s; revoking its lease",
+            node_id,
+            peer,
+        )
+        try:
+            await self.kv.lease_revoke(lease)
+        except LeaseNotFoundError:
+            return  # gone already
+        except KVError as error:  # its lease lapses in time all the same
+            log.warning("node %s: revoking its lease failed: %s", node_id, error.message)
+            return
+        self.declared.append(node_id)

@@ -1,0 +1,91 @@
+"""The leader's liveness watch (`control/_liveness.py`) with real `aether-node` processes. The nodes run
+with a 30 s lease, so within the deadlines below only the watch can declare a node lost: a SIGKILLed
+node is declared lost from its dropped connection (and its instances replaced on the others), and a
+SIGSTOPped one, whose kernel still holds its connections, is not."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import node_support
+import pytest
+import trio
+from cluster_support import (
+    ECHO,
+    SliceSpec,
+    exactly_active,
+    kv_of,
+    leader_node_id,
+    logs,
+    put_blueprint,
+    running_cluster,
+    wait_for,
+)
+
+from aether_node import InstanceKey
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+sample_index = node_support.sample_index  # the session's wheel index (a shared fixture)
+
+LONG_LEASE = ("--lease-ttl", "30")
+DETECTED = 15.0  # half the lease: what is declared lost by then was declared by the watch
+
+
+async def _node_keys(kv) -> set[str]:  # type: ignore[no-untyped-def]
+    return {kv_.key for kv_ in (await kv.range("nodes/")).kvs}
+
+
+async def test_a_killed_node_is_declared_lost_from_its_dropped_connection(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    async with (
+        running_cluster(tmp_path / "cluster", sample_index, 3, node_args=LONG_LEASE) as cluster,
+        kv_of(cluster) as kv,
+    ):
+        await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=6))
+        await wait_for(kv, exactly_active(6, ECHO), timeout=60, what="6 echo ACTIVE")
+        leader = await leader_node_id(cluster, kv)
+        victim = next(n.node_id for n in cluster.nodes if n.node_id != leader)
+        cluster.kill(victim, signal.SIGKILL)
+
+        async def gone() -> bool:
+            return f"nodes/{victim}" not in await _node_keys(kv)
+
+        with trio.move_on_after(DETECTED):
+            while not await gone():
+                await trio.sleep(0.05)
+        assert await gone(), f"{victim} still registered {DETECTED:g} s after SIGKILL:\n{logs(cluster)}"
+
+        def replaced(found: list) -> bool:  # type: ignore[type-arg]
+            return exactly_active(6, ECHO)(found) and all(i.node_id != victim for i in found)
+
+        await wait_for(kv, replaced, timeout=DETECTED, what=f"6 echo ACTIVE without {victim}")
+        leader_log = cluster.log_tail(leader, 400)
+        assert f"node {victim} is gone: its connection dropped" in leader_log, leader_log
+
+
+async def test_a_paused_node_is_not_declared_lost(sample_index: Path, tmp_path: Path) -> None:
+    async with (
+        running_cluster(tmp_path / "cluster", sample_index, 3, node_args=LONG_LEASE) as cluster,
+        kv_of(cluster) as kv,
+    ):
+        await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=3))
+        await wait_for(kv, exactly_active(3, ECHO), timeout=60, what="3 echo ACTIVE")
+        leader = await leader_node_id(cluster, kv)
+        victim = next(n.node_id for n in cluster.nodes if n.node_id != leader)
+        before = {k for k in (await kv.range("slices/")).kvs if InstanceKey.parse(k.key)}
+        pid = cluster.processes[victim].pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            deadline = trio.current_time() + 3.0  # several probes' worth; far below the 30 s lease
+            while trio.current_time() < deadline:
+                assert f"nodes/{victim}" in await _node_keys(kv), "a paused node was declared lost"
+                await trio.sleep(0.1)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        after = {k.key for k in (await kv.range("slices/")).kvs}
+        assert {k.key for k in before} <= after, "instances of the paused node were moved"
+        assert "is gone: its connection dropped" not in cluster.log_tail(leader, 400)
