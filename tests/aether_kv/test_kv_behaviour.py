@@ -209,7 +209,7 @@ async def test_without_a_leader_writes_are_unavailable_and_views_agree_on_who_le
 
 
 async def test_a_fault_hook_names_a_bad_operation_clearly() -> None:
-    with pytest.raises(InvalidRequestError, match="no such operation.*'gett'"):
+    with pytest.raises(InvalidRequestError, match=r"no such operation.*'gett'"):
         MemoryStore().fail_next(operations={"gett"})
 
 
