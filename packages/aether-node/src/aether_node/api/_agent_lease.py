@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from aether_kv import Compare, CompareOp, CompareTarget, KVClient, KVError, LeaseNotFoundError, Put
+from aether_kv import KV, Compare, CompareOp, CompareTarget, KVError, LeaseNotFoundError, Put
 
 from ..client import AgentLease
 from ..core._records import SCHEMA_VERSION, RecordError, decode_record, encode_record
@@ -53,7 +53,7 @@ def _since(timestamp: float) -> str:
 
 
 class AgentLeases:
-    def __init__(self, kv: KVClient, *, clock: Any = time.time) -> None:
+    def __init__(self, kv: KV, *, clock: Any = time.time) -> None:
         self.kv = kv
         self.clock = clock
 

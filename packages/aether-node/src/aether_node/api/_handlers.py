@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import trio
 
-from aether_kv import CompactedError, Event, KVClient, KVError, Status
+from aether_kv import KV, CompactedError, Event, KVError, Status
 
 from ..client import (
     ApplyResult,
@@ -82,7 +82,7 @@ def _info(blueprint: Blueprint) -> BlueprintInfo:
 
 
 class Handlers:
-    def __init__(self, kv: KVClient, invoker: ClusterInvoker, *, clock: Any = time.time) -> None:
+    def __init__(self, kv: KV, invoker: ClusterInvoker, *, clock: Any = time.time) -> None:
         self.kv = kv
         self.invoker = invoker
         self.clock = clock

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 import attrs
 import trio
 
-from aether_kv import CompactedError, Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+from aether_kv import KV, CompactedError, Compare, CompareOp, CompareTarget, Delete, KVError, Put
 
 from ..core._blueprint import Blueprint
 from ..core._kv_cache import KVCache
@@ -106,7 +106,7 @@ def observe(
 class ClusterDeploymentManager:
     def __init__(
         self,
-        kv: KVClient,
+        kv: KV,
         node_id: str,
         *,
         interval: float = 1.0,
@@ -276,7 +276,7 @@ def _unchanged(key: str, mod_revision: int) -> Compare:
 class LeadershipMonitor:
     """Whether this node's own KV replica is the Raft leader, polled from its status."""
 
-    def __init__(self, own_replica: KVClient, *, period: float = 0.1) -> None:
+    def __init__(self, own_replica: KV, *, period: float = 0.1) -> None:
         self.own_replica = own_replica
         self.period = period
         self.is_leader = False

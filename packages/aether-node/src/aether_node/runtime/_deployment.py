@@ -23,7 +23,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, KVError, Put
+from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, KVError, Put
 
 from ..core._errors import NodeError
 from ..core._policies import RestartPolicy
@@ -66,7 +66,7 @@ class _Slot:
 class NodeDeploymentManager:
     def __init__(
         self,
-        kv: KVClient,
+        kv: KV,
         node_id: str,
         store: SliceStore,
         *,
