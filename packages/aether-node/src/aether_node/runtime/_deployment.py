@@ -63,6 +63,13 @@ class _Slot:
         changed.set()
 
 
+def _superseded(slot: _Slot, decided: int) -> bool:
+    """Whether the leader wrote a command (or deleted the record) since revision `decided`: only the
+    leader writes command states; this node writes the -ING states and the outcomes."""
+    record = slot.record
+    return slot.revision != decided and (record is None or record.state in COMMAND_STATES)
+
+
 class NodeDeploymentManager:
     def __init__(
         self,
@@ -236,11 +243,14 @@ class NodeDeploymentManager:
                     await slot.changed.wait()
             if target_phase(slot.record.intent if slot.record else None) is not target:
                 return  # a new command arrived during the backoff; the next pass acts on it
+        # A command that arrives during a step ends this pass before the next write: that write would
+        # compare the command's own revision, win, and overwrite it. The next pass acts on the command.
+        decided = slot.revision
         for step in plan(target, self._local_phase(key)):
-            if not await self._run_step(key, slot, step, reason):
+            if _superseded(slot, decided) or not await self._run_step(key, slot, step, reason):
                 return
         outcome = outcome_to_record(target, slot.record.state if slot.record else None)
-        if outcome is not None:
+        if outcome is not None and not _superseded(slot, decided):
             await self._write(key, slot, outcome, "")
 
     def _restart_reason(self, slot: _Slot) -> tuple[str, float] | None:
