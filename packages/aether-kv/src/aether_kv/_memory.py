@@ -111,6 +111,9 @@ class MemoryStore:
     """An in-memory KV (see the module docstring). Create one with `MemoryStore()`; more views of the same
     state with `replica(address)`."""
 
+    #: the operation names `fail_next` can aim at
+    OPERATIONS = OPERATIONS
+
     def __init__(
         self,
         *,
@@ -164,6 +167,11 @@ class MemoryStore:
         if address != shared.leader:
             shared.term = term if term is not None else shared.term + 1
         shared.leader = address
+
+    @property
+    def leader(self) -> str | None:
+        """The address of the view that leads (None: none does)."""
+        return self._shared.leader
 
     def expire_due_leases(self) -> int:
         """Expire the leases past their deadline by the clock; returns how many. Also done before every
