@@ -127,7 +127,14 @@ class Cluster:
         self.nodes[node_id] = node
         if self.kv.leader is None:
             self.kv.set_leader(node_id)
+        before = self.kv.revision
         await self.nursery.start(self._run_node, node)
+        if old is not None and not node.kv.pending_faults:
+            # started (its records taken in): no FAILED record from before the restart is left
+            for item in (await self.kv.range(f"{SLICES}{node_id}/")).kvs:
+                record = decode_record(item.key, item.value, SliceRecord)
+                if record.state is SliceState.FAILED and item.mod_revision <= before:
+                    self.violations.append(f"{item.key}: FAILED from before {node_id} restarted outlived it")
 
     async def _register(self, node: SimNode) -> None:
         """`_Registration.register_until_done`: a lease, the registration on it; retried with backoff."""
@@ -433,9 +440,9 @@ async def converged(cluster: Cluster) -> str:
         placed = sum(placements[spec.artifact].counts.values())
         if len(new) < placed:
             return f"{artifact}: {len(new)} of {placed} placed"
-        if old or len(new) > placed:  # held by the floor: one fewer would be below it
-            if len(mine) > min(spec.floor, spec.instances) or artifact not in problems:
-                return f"{artifact}: extra instances {len(mine)} for {placed} placed, problems {problems}"
+        held = old or len(new) > placed  # held by the floor: one fewer would be below it
+        if held and (len(mine) > min(spec.floor, spec.instances) or artifact not in problems):
+            return f"{artifact}: extra instances {len(mine)} for {placed} placed, problems {problems}"
     return ""
 
 

@@ -157,6 +157,11 @@ class MemoryStore:
         if count > 0:
             self._faults.append(_Fault(count, error, applied, frozenset(operations)))
 
+    @property
+    def pending_faults(self) -> int:
+        """How many injected failures this view has still to deliver."""
+        return sum(fault.count for fault in self._faults)
+
     def clear_faults(self) -> None:
         self._faults.clear()
         self.latency = 0.0
