@@ -20,7 +20,8 @@ the allocation's placement ACTIVE with a live process behind each ACTIVE record,
 the old version of an upgrade that cannot proceed (its new version fails to install, or the floor holds
 it), which keeps serving; no FAILED record outlives its node's restart.
 
-Schedules per minute are printed (`-s` shows them); `AETHER_SHELL_SIM_EXAMPLES=2000` runs more.
+Schedules per minute are printed (`-s` shows them); `AETHER_SHELL_SIM_EXAMPLES=2000` runs more;
+`AETHER_SHELL_SIM_SHRINK=0` reports a failing schedule unshrunk.
 """
 
 from __future__ import annotations
@@ -616,7 +617,10 @@ _ran: list[float] = []
     max_examples=EXAMPLES,
     deadline=None,
     # no "explain" phase: it traces every line of a failing schedule, which takes minutes here
-    phases=[Stage.explicit, Stage.reuse, Stage.generate, Stage.target, Stage.shrink],
+    # (`AETHER_SHELL_SIM_SHRINK=0`: report the first failing schedule as found, unshrunk — quick on a
+    # loaded machine, e.g. to check that a reverted fix is caught)
+    phases=[Stage.explicit, Stage.reuse, Stage.generate, Stage.target]
+    + ([Stage.shrink] if os.environ.get("AETHER_SHELL_SIM_SHRINK", "1") != "0" else []),
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(start=START, steps=STEPS)
