@@ -2,8 +2,8 @@
 ClusterDeploymentManager, LeadershipMonitor and NodeDeploymentManagers (one per node) run against the
 memory store, with simulated slice processes (`FakeSliceStore`) on trio's virtual clock, under schedules
 hypothesis draws: blueprint changes (apply, scale, upgrade, failing upgrade, delete), node changes and
-faults (join, graceful stop, crash, lease lapse, leader change, slice process crash, KV faults on a node's
-view of the store) and time passing.
+faults (join, graceful stop, crash, restart, lease lapse, leader change, slice process crash, KV faults
+on a node's view of the store) and time passing.
 
 Unlike test_cluster_simulation.py (the planner with modelled nodes), nothing here is a model of aether's
 own code: what is simulated is only what is outside it — the slice processes, Raft's choice of leader,
@@ -42,7 +42,7 @@ from trio.testing import MockClock
 from aether_kv import Event, KVError, LeaseNotFoundError, MemoryStore, OutcomeUnknownError, UnavailableError
 from aether_node.control._allocation import NodeCapacity, allocate_all
 from aether_node.control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
-from aether_node.core._blueprint import Blueprint, SliceSpec
+from aether_node.core._blueprint import Blueprint, Resources, SliceSpec
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._policies import RestartPolicy
 from aether_node.core._records import (
@@ -460,17 +460,18 @@ async def converged(cluster: Cluster) -> str:
 # ---------------------------------------------------------------- schedules
 
 
-def _apply(artifact: str, instances: int, floor: int | None) -> Callable[[Cluster], object]:
+def _apply(artifact: str, instances: int, floor: int | None, memory: int = 0) -> Callable[[Cluster], object]:
     async def run(cluster: Cluster) -> None:
         version = cluster.versions.setdefault(artifact, 1)
         cluster.specs[artifact] = SliceSpec(
             artifact=f"{artifact}:{version}.0",
             instances=instances,
             min_available=None if floor is None else min(floor, instances),
+            resources=Resources(memory_mib=memory),
         )
         await cluster.write_blueprints()
 
-    run.__qualname__ = f"apply({artifact}, {instances}, floor={floor})"
+    run.__qualname__ = f"apply({artifact}, {instances}, floor={floor}, memory={memory})"
     return run
 
 
@@ -513,6 +514,9 @@ def _node_op(kind: str, index: int, arg: float = 0.0) -> Callable[[Cluster], obj
             return
         if kind == "crash":
             cluster.crash(node_id)
+        elif kind == "restart":  # a crash, and the node back before its lease lapses
+            cluster.crash(node_id)
+            await cluster.start_node(node_id, node.capacity)
         elif kind == "stop":
             await cluster.stop(node_id, arg)
         elif kind == "lease_lapses":
@@ -550,11 +554,14 @@ def _kv_fault(index: int, count: int, error: str, operations: frozenset[str]) ->
 artifacts = st.sampled_from(ARTIFACTS)
 node_index = st.integers(0, len(NODE_IDS) - 1)
 OPS = st.one_of(
-    st.builds(_apply, artifacts, st.integers(0, 4), st.none() | st.integers(0, 4)),
+    st.builds(
+        _apply, artifacts, st.integers(0, 4), st.none() | st.integers(0, 4), st.sampled_from([0, 512, 1024])
+    ),
     st.builds(_upgrade, artifacts, st.booleans()),
     st.builds(_delete, artifacts),
     st.builds(_node_op, st.just("start"), node_index, st.integers(0, len(CAPACITIES) - 1).map(float)),
     st.builds(_node_op, st.just("crash"), node_index),
+    st.builds(_node_op, st.just("restart"), node_index),
     st.builds(_node_op, st.just("stop"), node_index, st.sampled_from([0.0, 2.0, 5.0])),
     st.builds(_node_op, st.just("lease_lapses"), node_index),
     st.builds(_node_op, st.just("leads"), node_index),
