@@ -275,7 +275,7 @@ async def aether_worker(args: argparse.Namespace) -> None:
     value = bench_value(args.value_size)
     async with open_store(config) as store:
         await wait_for_leader(store, timeout=READY_TIMEOUT)
-        emit({"event": "ready", **aether_status_dict(store.status())})
+        emit({"event": "ready", **aether_status_dict(store.status_now())})
         while True:
             line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
             if not line:
@@ -285,9 +285,9 @@ async def aether_worker(args: argparse.Namespace) -> None:
             if kind == "exit":
                 break
             if kind == "status":
-                emit({"event": "status", **aether_status_dict(store.status())})
+                emit({"event": "status", **aether_status_dict(store.status_now())})
             elif kind == "throughput":
-                before = store.status()
+                before = store.status_now()
                 result = await aether_throughput(
                     store.put,
                     duration=command["duration"],
@@ -295,7 +295,7 @@ async def aether_worker(args: argparse.Namespace) -> None:
                     value=value,
                     prefix=f"bench/{args.index}",
                 )
-                after = store.status()
+                after = store.status_now()
                 result.update(
                     term_before=before.term,
                     term_after=after.term,
@@ -305,7 +305,7 @@ async def aether_worker(args: argparse.Namespace) -> None:
                 )
                 emit({"event": "throughput", **result})
             elif kind == "latency":
-                status = store.status()
+                status = store.status_now()
                 result = await aether_latency(
                     store.put, count=command["count"], value=value, prefix=f"lat/{args.index}"
                 )

@@ -21,6 +21,11 @@ EXPECTED_EXPORTS = {
     "open_store",
     "wait_for_leader",
     "RaftConfig",
+    # the async interface every store satisfies, and the in-memory one for tests
+    "KV",
+    "KVWatch",
+    "MemoryStore",
+    "MemoryWatch",
     # network client
     "KVClient",
     "ClientWatch",

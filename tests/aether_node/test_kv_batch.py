@@ -78,3 +78,32 @@ def test_a_compare_holds_locally_as_the_kv_decides() -> None:
     assert holds(newer, kv) and not holds(newer, None)
     other_value = Compare(key="a", target=CompareTarget.VALUE, op=CompareOp.NE, operand=b"y")
     assert holds(other_value, kv) and holds(other_value, None)
+
+
+async def test_a_stopped_batcher_fails_what_it_never_sent_and_then_lets_requests_go_alone() -> None:
+    # The graceful stop withdraws endpoints after the deployment manager (and its batcher) stopped: no
+    # request may wait for a batcher that no longer runs.
+    from aether_kv import MemoryStore, UnavailableError
+
+    kv = MemoryStore()
+    batcher = TxnBatcher(kv)
+    outcome: list[object] = []
+    async with trio.open_nursery() as outer:
+        async with trio.open_nursery() as inner:
+            await inner.start(batcher.run)
+
+            async def one() -> None:
+                try:
+                    outcome.append(await batcher.txn([], [Put(key="a", value=b"1")]))
+                except UnavailableError as error:
+                    outcome.append(error)
+
+            outer.start_soon(one)  # queued from outside the batcher's scope
+            inner.cancel_scope.cancel()  # stopped before it could send anything
+        with trio.fail_after(5):
+            while not outcome:
+                await trio.sleep(0.01)
+    assert len(outcome) == 1 and (isinstance(outcome[0], UnavailableError) or (await kv.get("a")) is not None)
+    with trio.fail_after(5):
+        result = await batcher.txn([], [Put(key="b", value=b"2")])  # alone, now
+    assert result.succeeded and (await kv.get("b")) is not None

@@ -127,7 +127,7 @@ def test_a_dev_cluster_runs_from_the_installed_tools(installed: Installed) -> No
         assert tools == {spec.name for spec in TOOLS}
 
         down = installed.run("aether", "dev", "down", timeout=120)
-        assert down == "stopped 3 node(s); data kept in .aether-dev/\n", down
+        assert down == "stopped 3 nodes; data kept in .aether-dev/\n", down
         assert processes_of(installed.root) == []
     finally:
         if (installed.work / ".aether-dev" / "cluster.json").exists():

@@ -2,7 +2,8 @@
 
 Keys with revisions, compare-and-swap transactions, leases and prefix watches, replicated by Raft.
 `open_store` runs a replica in this process (trio API); `open_client` talks to replicas over the network;
-`aether-kv serve` runs a replica process.
+`aether-kv serve` runs a replica process. Both satisfy `KV`, the async interface, as does `MemoryStore`
+(the state machine alone, with fault hooks and an injected clock: for fast deterministic tests).
 """
 
 from ._client import ClientWatch as ClientWatch
@@ -16,10 +17,14 @@ from ._errors import KVError as KVError
 from ._errors import LeaseNotFoundError as LeaseNotFoundError
 from ._errors import OutcomeUnknownError as OutcomeUnknownError
 from ._errors import UnavailableError as UnavailableError
+from ._interface import KV as KV
+from ._interface import KVWatch as KVWatch
 from ._local import LocalCluster as LocalCluster
 from ._local import plan_local_cluster as plan_local_cluster
 from ._local import running_local_cluster as running_local_cluster
 from ._local import wait_until_ready as wait_until_ready
+from ._memory import MemoryStore as MemoryStore
+from ._memory import MemoryWatch as MemoryWatch
 from ._raft import RaftConfig as RaftConfig
 from ._records import MAX_KEY_BYTES as MAX_KEY_BYTES
 from ._records import MAX_VALUE_BYTES as MAX_VALUE_BYTES

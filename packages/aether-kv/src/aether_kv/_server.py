@@ -110,7 +110,7 @@ async def _barrier(store: KVStore, request: dict[str, Any]) -> Any:
 
 
 async def _status(store: KVStore, request: dict[str, Any]) -> Any:
-    return encode(store.status())
+    return encode(await store.status())
 
 
 async def _member_add(store: KVStore, request: dict[str, Any]) -> Any:

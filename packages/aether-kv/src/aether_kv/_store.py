@@ -167,7 +167,11 @@ class KVStore:
     def revision(self) -> int:
         return self._replica.read(lambda state: state.revision)
 
-    def status(self) -> Status:
+    async def status(self) -> Status:
+        return self._replica.status()
+
+    def status_now(self) -> Status:
+        """`status`, for callers outside trio (it never waits)."""
         return self._replica.status()
 
     @property
@@ -321,6 +325,9 @@ class Watch:
             self.next_revision = max(self.next_revision, revision + 1)
             await changed.wait()
 
+    async def aclose(self) -> None:
+        """Nothing to release: a watch here only reads the replica's history."""
+
 
 @asynccontextmanager
 async def open_store(
@@ -360,7 +367,7 @@ async def wait_for_leader(store: KVStore, *, timeout: float = 15.0) -> Status:
     """Wait until this replica knows a leader that has quorum; return the status then."""
     with trio.fail_after(timeout):
         while True:
-            status = store.status()
+            status = store.status_now()
             if status.leader is not None and status.has_quorum:
                 return status
             await trio.sleep(0.05)

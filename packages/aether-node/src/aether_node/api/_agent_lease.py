@@ -13,7 +13,7 @@ from typing import Any
 
 import attrs
 
-from aether_kv import Compare, CompareOp, CompareTarget, KVClient, LeaseNotFoundError, Put
+from aether_kv import KV, Compare, CompareOp, CompareTarget, LeaseNotFoundError, Put
 
 from ..client import AgentLease
 from ..core._error_kinds import ErrorKind
@@ -61,7 +61,7 @@ def _since(timestamp: float) -> str:
 
 
 class AgentLeases:
-    def __init__(self, kv: KVClient, *, clock: Any = time.time) -> None:
+    def __init__(self, kv: KV, *, clock: Any = time.time) -> None:
         self.kv = kv
         self.clock = clock
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import trio
 
-from aether_kv import KeyValue, KVClient
+from aether_kv import KV, KeyValue
 
 from ..client import InstanceInfo
 from ..control._membership import MEMBERS
@@ -37,7 +37,7 @@ T = TypeVar("T")
 class ClusterView:
     PREFIXES = (NODES, BLUEPRINTS, SLICES, MEMBERS, LEADER_KEY, NODE_OPS, PROBLEMS_PREFIX)
 
-    def __init__(self, kv: KVClient) -> None:
+    def __init__(self, kv: KV) -> None:
         self.cache = KVCache(kv, self.PREFIXES)
         self.ready = False
         self._instances: dict[str, tuple[int, InstanceInfo | None]] = {}  # key → (mod revision, decoded)

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 
-from aether_kv import CompactedError, Event, KVClient, Status
+from aether_kv import KV, CompactedError, Event, Status
 
 from ..client import (
     ApplyResult,
@@ -140,7 +140,7 @@ def _info(blueprint: Blueprint) -> BlueprintInfo:
 class Handlers:
     def __init__(
         self,
-        kv: KVClient,
+        kv: KV,
         invoker: ClusterInvoker,
         *,
         clock: Any = time.time,

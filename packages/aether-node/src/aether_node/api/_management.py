@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from aether_kv import KVClient
+from aether_kv import KV
 
 from ..client import MAX_CALL_TIMEOUT, to_json
 from ..core._error_kinds import ErrorKind
@@ -89,7 +89,7 @@ def management_app(
     ready: Callable[[], Awaitable[bool]],
     *,
     metrics: NodeMetrics | None = None,
-    status_kv: KVClient | None = None,
+    status_kv: KV | None = None,
 ) -> Starlette:
     """The API's routes. `metrics` are served at /metrics, with the status of the KV replica `status_kv`
     (this node's own, if it runs one) read at each scrape."""

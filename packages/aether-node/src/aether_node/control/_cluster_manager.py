@@ -17,13 +17,13 @@ import attrs
 import trio
 
 from aether_kv import (
+    KV,
     CompactedError,
     Compare,
     CompareOp,
     CompareTarget,
     Delete,
     KeyValue,
-    KVClient,
     KVError,
     Put,
 )
@@ -127,7 +127,7 @@ def observe_data(
 class ClusterDeploymentManager:
     def __init__(
         self,
-        kv: KVClient,
+        kv: KV,
         node_id: str,
         *,
         interval: float = 1.0,
@@ -309,7 +309,7 @@ def _unchanged(key: str, mod_revision: int) -> Compare:
 class LeadershipMonitor:
     """Whether this node's own KV replica is the Raft leader, polled from its status."""
 
-    def __init__(self, own_replica: KVClient, *, period: float = 0.1) -> None:
+    def __init__(self, own_replica: KV, *, period: float = 0.1) -> None:
         self.own_replica = own_replica
         self.period = period
         self.is_leader = False

@@ -21,10 +21,10 @@ import attrs
 import trio
 
 from aether_kv import (
+    KV,
     Compare,
     CompareTarget,
     Delete,
-    KVClient,
     KVError,
     Put,
 )
@@ -66,7 +66,7 @@ def _revision_of(key: str) -> int | None:
 class EventClock:
     """Reads and writes the stamps. Raises KVError (the caller translates it)."""
 
-    def __init__(self, kv: KVClient, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, kv: KV, *, clock: Callable[[], float] = time.time) -> None:
         self.kv = kv
         self.clock = clock
 

@@ -21,7 +21,7 @@ import logging
 
 import trio
 
-from aether_kv import FramedStream, KVClient, KVError, LeaseNotFoundError, client_handshake
+from aether_kv import KV, FramedStream, KVError, LeaseNotFoundError, client_handshake
 
 from ..core._kv_cache import KVCache
 from ..core._records import NodeRecord, RecordError, decode_record
@@ -62,7 +62,7 @@ class Held(enum.Enum):
 class LivenessWatch:
     def __init__(
         self,
-        kv: KVClient,
+        kv: KV,
         node_id: str,
         secret: str,
         *,

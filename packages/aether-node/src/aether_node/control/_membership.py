@@ -19,7 +19,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from aether_kv import Compare, CompareTarget, KVClient, Put
+from aether_kv import KV, Compare, CompareTarget, Put
 
 from ..core._records import NodeRecord, RecordError, decode_record, encode_record
 from ..core._schema import NODES
@@ -55,7 +55,7 @@ def _left(value: bytes | None, key: str) -> bool:
 
 
 class Membership:
-    def __init__(self, kv: KVClient, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, kv: KV, *, clock: Callable[[], float] = time.time) -> None:
         self.kv = kv
         self.clock = clock
 
@@ -98,11 +98,11 @@ class Membership:
         )
 
 
-async def expected_nodes(kv: KVClient) -> list[str]:
+async def expected_nodes(kv: KV) -> list[str]:
     """The node ids the cluster expects (sorted). Raises KVError."""
     return sorted(kv.key[len(MEMBERS) :] for kv in (await kv.range(MEMBERS)).kvs)
 
 
-async def forget(kv: KVClient, node_id: str) -> bool:
+async def forget(kv: KV, node_id: str) -> bool:
     """Stop expecting `node_id` (gone for good); False if it was not expected. Raises KVError."""
     return (await kv.delete(member_key(node_id))).deleted > 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import attrs
 
-from aether_kv import Compare, CompareOp, CompareTarget, Delete, KVClient, Put
+from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, Put
 
 from ..core._blueprint import Blueprint
 from ..core._records import RecordError, decode_record, encode_record
@@ -45,7 +45,7 @@ def revision_number(key: str, name: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-async def read_current(kv: KVClient, name: str) -> tuple[Blueprint | None, int]:
+async def read_current(kv: KV, name: str) -> tuple[Blueprint | None, int]:
     """The stored blueprint `name` (None if there is none or it does not decode) and its mod revision
     (0: no key)."""
     found = await kv.get(BLUEPRINTS + name, linearizable=True)
@@ -57,7 +57,7 @@ async def read_current(kv: KVClient, name: str) -> tuple[Blueprint | None, int]:
         return None, found.mod_revision
 
 
-async def history(kv: KVClient, name: str) -> list[Blueprint]:
+async def history(kv: KV, name: str) -> list[Blueprint]:
     """Every kept revision of blueprint `name`, oldest first (records that do not decode are skipped)."""
     listing = await kv.range(revision_prefix(name), linearizable=True)
     found = []
@@ -70,7 +70,7 @@ async def history(kv: KVClient, name: str) -> list[Blueprint]:
 
 
 async def store_revision(
-    kv: KVClient, blueprint: Blueprint, *, change: str, keep: int = DEFAULT_KEEP, dedupe: bool = False
+    kv: KV, blueprint: Blueprint, *, change: str, keep: int = DEFAULT_KEEP, dedupe: bool = False
 ) -> Stored:
     """Store `blueprint` as the next revision of its name (`change` says how it came). With `dedupe`, a
     blueprint whose content equals the stored one is stored again with its number (a resent apply makes

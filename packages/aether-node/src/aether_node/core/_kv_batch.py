@@ -1,6 +1,6 @@
 """TxnBatcher: group commit of independent KV transactions.
 
-Callers submit transactions (compares + operations) as they would to `KVClient.txn`; while one batch is
+Callers submit transactions (compares + operations) as they would to `KV.txn`; while one batch is
 being committed, the next ones queue, and the queue goes out as one transaction (its compares, shared
 ones once, and every operation), so hundreds of instance writes cost a few Raft commits instead of one
 each. Each caller gets the outcome of its own transaction: the combined one reads every compared key on
@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from aether_kv import (
+    KV,
     Compare,
     CompareOp,
     CompareTarget,
@@ -27,11 +28,11 @@ from aether_kv import (
     GetResult,
     InvalidRequestError,
     KeyValue,
-    KVClient,
     KVError,
     LeaseNotFoundError,
     Put,
     TxnResult,
+    UnavailableError,
 )
 
 Operation = Put | Delete
@@ -77,17 +78,20 @@ def pack(queue: Sequence[_Request], limit: int = MAX_TXN_OPS) -> list[_Request]:
 
 
 class TxnBatcher:
-    def __init__(self, kv: KVClient, *, limit: int = MAX_TXN_OPS) -> None:
+    def __init__(self, kv: KV, *, limit: int = MAX_TXN_OPS) -> None:
         self.kv = kv
         self.limit = limit
         self._queue: list[_Request] = []
         self._wake = trio.Event()
+        self._running = False
         self.batches = 0  # transactions committed (for tests and metrics)
 
     async def txn(self, compares: Sequence[Compare] = (), success: Sequence[Operation] = ()) -> TxnResult:
-        """Like `KVClient.txn(compares, success)`, committed with whatever else is queued. Raises the
+        """Like `KV.txn(compares, success)`, committed with whatever else is queued. Raises the
         KVError of the batch it went in. Cancelled, it leaves the batch (if not yet sent) or its outcome
-        (if sent) behind."""
+        (if sent) behind. While the batcher does not run (not yet, or stopped), it goes out alone."""
+        if not self._running:
+            return await self.kv.txn(list(compares), list(success))
         request = _Request(compares=tuple(compares), operations=tuple(success))
         self._queue.append(request)
         self._wake.set()
@@ -102,16 +106,25 @@ class TxnBatcher:
         return request.result
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Commit batches until cancelled (then the callers still waiting are cancelled with it)."""
+        """Commit batches until cancelled. Requests queued and not yet sent then fail as never sent
+        (UnavailableError: safe to retry), so no caller outside this task's scope waits forever."""
+        self._running = True
         task_status.started()
-        while True:
-            if not self._queue:
-                self._wake = trio.Event()
-                await self._wake.wait()
-            batch = pack(self._queue, self.limit)
-            for request in batch:
-                self._queue.remove(request)
-            await self._commit(batch)
+        try:
+            while True:
+                if not self._queue:
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                batch = pack(self._queue, self.limit)
+                for request in batch:
+                    self._queue.remove(request)
+                await self._commit(batch)
+        finally:
+            self._running = False
+            for request in self._queue:
+                request.error = UnavailableError("not sent: the node's batcher stopped; safe to retry")
+                request.done.set()
+            self._queue.clear()
 
     async def _commit(self, batch: list[_Request]) -> None:
         compares = list(dict.fromkeys(c for r in batch for c in r.compares))

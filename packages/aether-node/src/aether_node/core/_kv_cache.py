@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 import trio
 
-from aether_kv import KeyValue, KVClient
+from aether_kv import KV, KeyValue
 
 
 class KVCache:
-    def __init__(self, kv: KVClient, prefixes: Sequence[str]) -> None:
+    def __init__(self, kv: KV, prefixes: Sequence[str]) -> None:
         self.kv = kv
         self.prefixes = tuple(prefixes)
         self.data: dict[str, dict[str, KeyValue]] = {p: {} for p in self.prefixes}

@@ -10,7 +10,7 @@ import logging
 
 import trio
 
-from aether_kv import KVClient
+from aether_kv import KV
 
 from ..core._kv_cache import KVCache
 from ..core._records import NodeStopRequest, RecordError, decode_record
@@ -20,7 +20,7 @@ log = logging.getLogger("aether_node.node")
 
 
 async def follow_stop_requests(
-    kv: KVClient,
+    kv: KV,
     node_id: str,
     started_at: float,
     requested: trio.Event,

@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
-from aether_kv import KVClient, KVError, Status
+from aether_kv import KV, KVError, Status
 
 from ..client import CallStats
 from ..core._coordinates import Coordinates
@@ -296,7 +296,7 @@ class NodeMetrics:
 
     # ------------------------------------------------------------ serving
 
-    async def refresh_kv(self, kv: KVClient, *, timeout: float = 1.0) -> None:
+    async def refresh_kv(self, kv: KV, *, timeout: float = 1.0) -> None:
         """Read the KV replica's status for the next scrape (unknown if it does not answer in time)."""
         self.kv_status = None
         with trio.move_on_after(timeout):

@@ -24,11 +24,11 @@ import attrs
 import trio
 
 from aether_kv import (
+    KV,
     Compare,
     CompareOp,
     CompareTarget,
     Delete,
-    KVClient,
     KVError,
     LeaseNotFoundError,
     Put,
@@ -76,10 +76,17 @@ class _Slot:
         changed.set()
 
 
+def _superseded(slot: _Slot, decided: int) -> bool:
+    """Whether the leader wrote a command (or deleted the record) since revision `decided`: only the
+    leader writes command states; this node writes the -ING states and the outcomes."""
+    record = slot.record
+    return slot.revision != decided and (record is None or record.state in COMMAND_STATES)
+
+
 class NodeDeploymentManager:
     def __init__(
         self,
-        kv: KVClient,
+        kv: KV,
         node_id: str,
         store: SliceStore,
         *,
@@ -98,7 +105,6 @@ class NodeDeploymentManager:
         self._slots: dict[InstanceKey, _Slot] = {}
         self._nursery: trio.Nursery | None = None
         self._batch = TxnBatcher(kv)  # the workers' writes, a few transactions per pass, not one each
-        self._batching = False
 
     def instance_samples(self) -> list[InstanceSample]:
         """This node's instances as their records say, with the pid of each running process (metrics)."""
@@ -120,31 +126,25 @@ class NodeDeploymentManager:
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Watch and act until cancelled. Reports started once the existing records are taken in."""
         prefix = node_slices_prefix(self.node_id)
-        try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                await nursery.start(self._batch.run)
-                self._batching = True
-                snapshot = await self.kv.range(prefix, linearizable=True)
-                await self._withdraw_stale_endpoints()
-                for kv in snapshot.kvs:
-                    if await self._forget_stale_failure(kv.key, kv.value, kv.mod_revision):
-                        continue
-                    self._observe(kv.key, kv.value, kv.mod_revision)
-                task_status.started()
-                async for events in self.kv.watch(prefix, snapshot.revision + 1):
-                    for event in events:
-                        value = event.kv.value if event.kind == "put" else None
-                        self._observe(event.kv.key, value, event.kv.mod_revision)
-        finally:
-            self._batching = False
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await nursery.start(self._batch.run)
+            snapshot = await self.kv.range(prefix, linearizable=True)
+            await self._withdraw_stale_endpoints()
+            for kv in snapshot.kvs:
+                if await self._forget_stale_failure(kv.key, kv.value, kv.mod_revision):
+                    continue
+                self._observe(kv.key, kv.value, kv.mod_revision)
+            task_status.started()
+            async for events in self.kv.watch(prefix, snapshot.revision + 1):
+                for event in events:
+                    value = event.kv.value if event.kind == "put" else None
+                    self._observe(event.kv.key, value, event.kv.mod_revision)
 
     async def _txn(self, compares: list[Compare], operations: list[Put | Delete]) -> TxnResult:
         """A transaction, committed with the other workers' (group commit) while the manager runs; alone
         once it has stopped (the graceful stop withdraws endpoints after that)."""
-        if self._batching:
-            return await self._batch.txn(compares, operations)
-        return await self.kv.txn(compares, operations)
+        return await self._batch.txn(compares, operations)
 
     def _observe(self, key: str, value: bytes | None, revision: int) -> None:
         instance_key = InstanceKey.parse(key)
@@ -263,11 +263,14 @@ class NodeDeploymentManager:
                     await slot.changed.wait()
             if target_phase(slot.record.intent if slot.record else None) is not target:
                 return  # a new command arrived during the backoff; the next pass acts on it
+        # A command that arrives during a step ends this pass before the next write: that write would
+        # compare the command's own revision, win, and overwrite it. The next pass acts on the command.
+        decided = slot.revision
         for step in plan(target, self._local_phase(key)):
-            if not await self._run_step(key, slot, step, reason):
+            if _superseded(slot, decided) or not await self._run_step(key, slot, step, reason):
                 return
         outcome = outcome_to_record(target, slot.record.state if slot.record else None)
-        if outcome is not None:
+        if outcome is not None and not _superseded(slot, decided):
             await self._write(key, slot, outcome, "")
 
     def _restart_reason(self, slot: _Slot) -> tuple[str, float] | None:

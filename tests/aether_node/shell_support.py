@@ -1,0 +1,155 @@
+"""Support for the I/O shell's in-process tests: slice processes simulated at the SliceStore seam, node
+registrations and blueprints written as the node and the API write them, and a condition wait.
+
+`FakeSliceStore` has SliceStore's methods (the seam the NodeDeploymentManager and the invoker already
+take): load, activate, deactivate, unload, close_all, get, active, instances, timeouts. Its processes are
+`FakeHost`s that a test can crash; a coordinate in `broken` fails to install, one in `failing_start` fails
+its start hook, as a real slice would.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from aether_kv import KV
+from aether_node.core._blueprint import Blueprint, SliceSpec
+from aether_node.core._errors import InvocationError, ResolutionError, SliceHostError
+from aether_node.core._policies import StepTimeouts
+from aether_node.core._records import Capacity, NodeRecord, SliceRecord, decode_record, encode_record
+from aether_node.core._schema import BLUEPRINTS, SLICES, InstanceKey, node_key
+from aether_node.runtime._lifecycle import Phase
+from aether_node.runtime._slice_store import LocalInstance
+
+MISSING = "a dependency is missing from the index"
+_pids = itertools.count(10_000)
+
+
+class FakeHost:
+    """A slice host process: alive until `crash` (or unload); answers calls with what it was given."""
+
+    def __init__(self, label: str) -> None:
+        self.pid = next(_pids)
+        self.log_path = Path(f"/nonexistent/{label}.log")
+        self.exited = trio.Event()
+        self.exit_reason = ""
+        self.calls = 0
+
+    def crash(self, reason: str = "killed by signal 9") -> None:
+        self.exit_reason = reason
+        self.exited.set()
+
+    async def invoke(self, entry: str, payload: Any, timeout: float) -> Any:
+        await trio.lowlevel.checkpoint()
+        if self.exited.is_set():
+            raise InvocationError("unavailable", f"the slice process {self.pid} died during the call")
+        self.calls += 1
+        return {"entry": entry, "payload": payload, "pid": self.pid}
+
+
+class FakeSliceStore:
+    def __init__(
+        self,
+        *,
+        broken: set[str] | None = None,
+        failing_start: set[str] | None = None,
+        entry_points: dict[str, bool] | None = None,
+        step_time: float = 0.0,
+    ) -> None:
+        self.broken = broken if broken is not None else set()
+        self.failing_start = failing_start if failing_start is not None else set()
+        self.entry_points = entry_points if entry_points is not None else {"echo": True}
+        self.step_time = step_time
+        self.timeouts = StepTimeouts()
+        self.instances: dict[InstanceKey, LocalInstance] = {}
+        self.loads = 0
+
+    async def _step(self) -> None:
+        if self.step_time > 0:
+            await trio.sleep(self.step_time)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    def get(self, key: InstanceKey) -> LocalInstance | None:
+        return self.instances.get(key)
+
+    def active(self) -> Iterator[LocalInstance]:
+        return (i for i in self.instances.values() if i.phase is Phase.ACTIVE and i.alive)
+
+    async def load(self, key: InstanceKey, config: dict[str, Any]) -> LocalInstance:
+        await self._step()
+        if str(key.coordinates) in self.broken:
+            raise ResolutionError("install", f"install failed: {MISSING}")
+        self.loads += 1
+        instance = LocalInstance(key=key, host=FakeHost(key.label), entry_points=dict(self.entry_points))  # type: ignore[arg-type]
+        self.instances[key] = instance
+        return instance
+
+    async def activate(self, instance: LocalInstance) -> None:
+        await self._step()
+        if str(instance.key.coordinates) in self.failing_start:
+            raise SliceHostError("raised", "start() raised RuntimeError: no database")
+        if not instance.alive:
+            raise SliceHostError("died", f"the slice process died ({instance.host.exit_reason})")
+        instance.phase = Phase.ACTIVE
+
+    async def deactivate(self, instance: LocalInstance) -> None:
+        instance.phase = Phase.LOADED
+        await self._step()
+
+    async def unload(self, key: InstanceKey) -> None:
+        instance = self.instances.pop(key, None)
+        if instance is not None and instance.alive:
+            instance.host.crash("stopped")  # type: ignore[attr-defined]
+        await trio.lowlevel.checkpoint()
+
+    async def close_all(self) -> None:
+        with trio.CancelScope(shield=True):
+            for key in list(self.instances):
+                await self.unload(key)
+
+    def crash(self, key: InstanceKey, reason: str = "killed by signal 9") -> None:
+        self.instances[key].host.crash(reason)  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- KV records, as their writers write them
+
+
+async def register(
+    kv: KV, node_id: str, *, cpu: float = 4.0, memory_mib: int = 4096, ttl: float = 3600.0
+) -> int:
+    """A node's registration on a fresh lease (what `_Registration.register` writes); returns the lease."""
+    lease = (await kv.lease_grant(ttl)).lease
+    record = NodeRecord(
+        node_id=node_id,
+        ingress=f"127.0.0.1:{8000 + len(node_id)}",
+        peer=f"{node_id}.invalid:1",
+        capacity=Capacity(cpu=cpu, memory_mib=memory_mib),
+        lease_ttl=ttl,
+    )
+    await kv.put(node_key(node_id), encode_record(record), lease=lease)
+    return lease
+
+
+async def apply(kv: KV, name: str, *specs: SliceSpec) -> None:
+    await kv.put(BLUEPRINTS + name, encode_record(Blueprint(name=name, slices=tuple(specs))))
+
+
+async def instances(kv: KV) -> dict[str, SliceRecord]:
+    """Every instance record: key → record."""
+    listing = await kv.range(SLICES)
+    return {item.key: decode_record(item.key, item.value, SliceRecord) for item in listing.kvs}
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, *, timeout: float = 60.0) -> None:
+    """Check `condition` after every change of trio's (usually virtual) clock until it holds."""
+    with trio.move_on_after(timeout):
+        while True:
+            if await condition():
+                return
+            await trio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

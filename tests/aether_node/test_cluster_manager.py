@@ -1,0 +1,142 @@
+"""The ClusterDeploymentManager, in process, against the memory store on trio's virtual clock (each test
+takes `autojump_clock`: pytest-trio runs a test on a clock only if the test itself asks for it): it claims
+the leadership key, writes the planner's actions as fenced transactions, stops when deposed, cannot write
+once another leader has claimed, and rides out KV faults."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+from shell_support import apply, instances, register, wait_for
+from trio.testing import MockClock
+
+from aether_kv import MemoryStore, OutcomeUnknownError, UnavailableError
+from aether_node.control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
+from aether_node.core._blueprint import Resources, SliceSpec
+from aether_node.core._records import LeaderClaim, SliceState, decode_record, encode_record
+from aether_node.core._schema import LEADER_KEY, PROBLEMS_PREFIX
+
+ECHO = "org.example:echo:1.0"
+
+
+@pytest.fixture
+def kv() -> MemoryStore:
+    return MemoryStore(clock=trio.current_time, address="n1")
+
+
+async def lead(nursery: trio.Nursery, kv: MemoryStore, node_id: str = "n1") -> ClusterDeploymentManager:
+    leadership = LeadershipMonitor(kv, period=0.1)
+    manager = ClusterDeploymentManager(kv, node_id, interval=1.0, clock=trio.current_time)
+    nursery.start_soon(leadership.run)
+    nursery.start_soon(manager.run, leadership)
+    return manager
+
+
+async def claimed_by(kv: MemoryStore, node_id: str) -> bool:
+    found = await kv.get(LEADER_KEY)
+    return found is not None and decode_record(LEADER_KEY, found.value, LeaderClaim).node_id == node_id
+
+
+async def test_the_leader_claims_and_places_what_the_blueprint_asks(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    for node_id in ("n1", "n2", "n3"):
+        await register(kv, node_id)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=3))
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await wait_for(lambda: claimed_by(kv, "n1"), "the leader's claim")
+
+        async def placed() -> bool:
+            return len(await instances(kv)) == 3
+
+        await wait_for(placed, "three instances placed")
+        records = await instances(kv)
+        assert {key.split("/")[1] for key in records} == {"n1", "n2", "n3"}  # round robin: one per node
+        assert {r.state for r in records.values()} == {SliceState.ACTIVATE}
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_deposed_leader_stops_and_its_fenced_writes_fail(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    await register(kv, "n1")
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await wait_for(lambda: claimed_by(kv, "n1"), "the leader's claim")
+        # Another node claims the cluster while this one still believes it leads (its Raft status lags):
+        # every write of the old leader compares the claim's revision, so none goes through.
+        other = LeaderClaim(node_id="n9", since=trio.current_time(), term=7)
+        await kv.put(LEADER_KEY, encode_record(other))
+        await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2))
+        await trio.sleep(10)
+        assert await instances(kv) == {}
+        assert (await kv.range(PROBLEMS_PREFIX)).kvs == ()  # nor any problem: "no room for 2" is fenced
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_leader_that_steps_down_stops_reconciling_and_the_next_one_takes_over(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    other = kv.replica("n2")
+    await register(kv, "n1")
+    await register(kv, "n2")
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv, "n1")
+        await lead(nursery, other, "n2")
+        await wait_for(lambda: claimed_by(kv, "n1"), "n1's claim")
+        kv.set_leader("n2")
+        await wait_for(lambda: claimed_by(kv, "n2"), "n2's claim")
+        await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2))
+
+        async def placed() -> bool:
+            return len(await instances(kv)) == 2
+
+        await wait_for(placed, "the new leader places the instances")
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("error", [UnavailableError, OutcomeUnknownError])
+async def test_kv_faults_delay_reconciliation_but_never_end_it(
+    autojump_clock: MockClock, kv: MemoryStore, error: type[UnavailableError]
+) -> None:
+    for node_id in ("n1", "n2"):
+        await register(kv, node_id)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2))
+    own = kv.replica("n1")  # the leader's own view of the store: the faults are its alone
+    own.fail_next(5, error=error, operations={"txn", "range", "put"})
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, own)
+
+        async def placed() -> bool:
+            return len(await instances(kv)) == 2
+
+        await wait_for(placed, "the instances placed once the faults pass")
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_unplaceable_slice_is_recorded_as_a_problem_and_cleared_when_it_fits(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    await register(kv, "n1", memory_mib=256)
+    big = SliceSpec(artifact=ECHO, instances=1, resources=Resources(memory_mib=1024))
+    await apply(kv, "demo", big)
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+
+        async def problem() -> str:
+            found = await kv.get(PROBLEMS_PREFIX + "org.example:echo")
+            return found.value.decode() if found else ""
+
+        async def has_problem() -> bool:
+            return bool(await problem())
+
+        await wait_for(has_problem, "the problem recorded")
+        await register(kv, "n2", memory_mib=2048)
+
+        async def cleared() -> bool:
+            return not await problem() and len(await instances(kv)) == 1
+
+        await wait_for(cleared, "the instance placed on the new node and the problem cleared")
+        assert [key.split("/")[1] for key in await instances(kv)] == ["n2"]
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,170 @@
+"""The NodeDeploymentManager, in process: the leader's commands (records in the memory store) become steps
+on simulated slice processes, and every state is written back; crashes are restarted, then end FAILED;
+a newer command wins; KV faults are checked and retried; a restart forgets the failures of the run before.
+Each test takes `autojump_clock` (trio's virtual time)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import attrs
+import pytest
+import trio
+from shell_support import MISSING, FakeSliceStore, instances, register, wait_for
+from trio.testing import MockClock
+
+from aether_kv import MemoryStore, OutcomeUnknownError, UnavailableError
+from aether_node.core._coordinates import Coordinates
+from aether_node.core._policies import RestartPolicy
+from aether_node.core._records import SliceRecord, SliceState, decode_record, encode_record
+from aether_node.core._schema import ENDPOINTS, InstanceKey, endpoint_key
+from aether_node.runtime._deployment import NodeDeploymentManager
+
+KEY = InstanceKey("n1", Coordinates.parse("org.example:echo:1.0"), 0)
+POLICY = RestartPolicy(max_restarts=3, window=60.0, initial=0.25, maximum=1.0)
+
+
+@attrs.define
+class Node:
+    kv: MemoryStore
+    store: FakeSliceStore
+    manager: NodeDeploymentManager
+    nursery: trio.Nursery
+
+    async def command(self, state: SliceState, key: InstanceKey = KEY) -> None:
+        """Write a command as the leader does (a new record, or a change of the current one)."""
+        found = await self.kv.get(key.key)
+        old = decode_record(key.key, found.value, SliceRecord) if found else SliceRecord(state=state)
+        await self.kv.put(key.key, encode_record(attrs.evolve(old, state=state, command=None)))
+
+    async def state(self, key: InstanceKey = KEY) -> SliceState | None:
+        return getattr((await instances(self.kv)).get(key.key), "state", None)
+
+    async def reaches(self, state: SliceState | None, key: InstanceKey = KEY) -> None:
+        async def there() -> bool:
+            return await self.state(key) is state
+
+        await wait_for(there, f"{key.label} {state}")
+
+    async def endpoints(self) -> list[str]:
+        return [item.key for item in (await self.kv.range(ENDPOINTS)).kvs]
+
+
+async def start_node(nursery: trio.Nursery, kv: MemoryStore, store: FakeSliceStore) -> Node:
+    lease = await register(kv, "n1")
+    manager = NodeDeploymentManager(
+        kv, "n1", store, lease=lease, restart_policy=POLICY, clock=trio.current_time
+    )
+    await nursery.start(manager.run)
+    return Node(kv, store, manager, nursery)
+
+
+@pytest.fixture
+async def node() -> AsyncIterator[Node]:
+    async with trio.open_nursery() as nursery:
+        yield await start_node(nursery, MemoryStore(clock=trio.current_time), FakeSliceStore())
+        nursery.cancel_scope.cancel()
+
+
+async def test_activate_runs_the_instance_publishes_it_and_unload_removes_everything(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    assert node.store.get(KEY).phase.value == "active"  # type: ignore[union-attr]
+    endpoints = await node.endpoints()
+    assert endpoints == [endpoint_key(KEY.coordinates, "echo", 0)]  # the one entry point of the slice
+    published = await node.kv.get(endpoints[0])
+    assert published is not None and published.lease == node.manager.lease  # they go with the node
+    await node.command(SliceState.UNLOAD)
+    await node.reaches(None)
+    assert node.store.get(KEY) is None
+    assert await node.endpoints() == []
+
+
+async def test_a_slice_that_cannot_be_installed_ends_failed_with_the_reason(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    node.store.broken.add(str(KEY.coordinates))
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.FAILED)
+    record = (await instances(node.kv))[KEY.key]
+    assert MISSING in record.reason and record.reason.startswith("load")
+    assert node.store.get(KEY) is None and await node.endpoints() == []
+
+
+async def test_a_crashed_process_is_restarted_and_a_crash_loop_ends_failed(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    node.store.crash(KEY)
+
+    async def restarted() -> bool:
+        instance = node.store.get(KEY)
+        return instance is not None and instance.alive and await node.state() is SliceState.ACTIVE
+
+    await wait_for(restarted, "the instance restarted")
+    assert node.store.loads == 2
+    for _ in range(POLICY.max_restarts - 1):  # the max_restarts-th death within the window ends it
+        await wait_for(restarted, "the instance running again")
+        node.store.crash(KEY)
+    await node.reaches(SliceState.FAILED)
+    record = (await instances(node.kv))[KEY.key]
+    assert "crash loop" in record.reason and "killed by signal 9" in record.reason
+    assert node.store.get(KEY) is None
+
+
+async def test_a_newer_command_wins_over_the_step_in_progress(autojump_clock: MockClock) -> None:
+    kv = MemoryStore(clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, kv, FakeSliceStore(step_time=1.0))
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.LOADING)
+        await node.command(SliceState.UNLOAD)  # the leader changed its mind mid-load
+        await node.reaches(None)
+        assert node.store.get(KEY) is None
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(("error", "applied"), [(UnavailableError, False), (OutcomeUnknownError, True)])
+async def test_a_state_write_that_fails_is_checked_and_retried(
+    autojump_clock: MockClock, error: type[UnavailableError], applied: bool
+) -> None:
+    kv = MemoryStore(clock=trio.current_time)
+    own = kv.replica(kv.address)  # the node's own view of the store: the faults are its alone
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, own, FakeSliceStore())
+        own.fail_next(2, error=error, applied=applied, operations={"txn"})
+        await node.command(SliceState.ACTIVATE)
+        await attrs.evolve(node, kv=kv).reaches(SliceState.ACTIVE)
+        nursery.cancel_scope.cancel()
+
+
+async def test_after_a_restart_a_failure_of_the_run_before_is_forgotten_and_the_rest_resumes(
+    autojump_clock: MockClock,
+) -> None:
+    kv = MemoryStore(clock=trio.current_time)
+    other = InstanceKey("n1", Coordinates.parse("org.example:other:1.0"), 0)
+    await kv.put(KEY.key, encode_record(SliceRecord(state=SliceState.FAILED, reason="load: boom")))
+    await kv.put(other.key, encode_record(SliceRecord(state=SliceState.ACTIVE)))
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, kv, FakeSliceStore())
+        await node.reaches(None)  # the FAILED record is gone: the leader places the work again
+        await node.reaches(SliceState.ACTIVE, other)  # nothing ran after the restart: it runs again
+        assert node.store.get(other) is not None and node.store.get(other).alive  # type: ignore[union-attr]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_graceful_stop_stops_every_process_and_forgets_the_records(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    node.manager.stop()
+    await node.manager.withdraw_all()
+    await node.store.close_all()
+    await node.manager.forget_all()
+    assert await instances(node.kv) == {}
+    assert await node.endpoints() == []
+    assert node.store.instances == {}

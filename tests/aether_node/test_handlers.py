@@ -1,0 +1,121 @@
+"""The management API's handlers in process, on the memory store: what they store, what they refuse (with
+the kind the HTTP layer maps to a status) and that a refused or failed request changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import trio
+from shell_support import FakeSliceStore, register
+
+from aether_kv import MemoryStore
+from aether_node.api._handlers import Handlers
+from aether_node.control._membership import member_key
+from aether_node.core._errors import RequestError
+from aether_node.core._kv_cache import KVCache
+from aether_node.core._records import SliceRecord, SliceState, encode_record
+from aether_node.core._schema import BLUEPRINTS, PROBLEMS_PREFIX
+from aether_node.routing._endpoints import EndpointRegistry
+from aether_node.routing._invoker import ClusterInvoker
+from aether_node.routing._peers import PeerClients
+
+DEMO = """
+name = "demo"
+
+[[slices]]
+artifact = "org.example:echo:1.0"
+instances = 2
+"""
+
+
+@pytest.fixture
+async def kv() -> MemoryStore:
+    return MemoryStore()
+
+
+@pytest.fixture
+async def handlers(kv: MemoryStore) -> AsyncIterator[Handlers]:
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        invoker = ClusterInvoker(
+            "n1", FakeSliceStore(), EndpointRegistry(cache), PeerClients(nursery, "s" * 32)
+        )  # type: ignore[arg-type]
+        yield Handlers(kv, invoker)
+        nursery.cancel_scope.cancel()
+
+
+async def test_apply_stores_the_blueprint_then_updates_it(kv: MemoryStore, handlers: Handlers) -> None:
+    first = await handlers.apply_blueprint(DEMO, "demo.toml")
+    assert (first.name, first.created, first.slices) == ("demo", True, 1)
+    again = await handlers.apply_blueprint(DEMO.replace("instances = 2", "instances = 3"), "demo.toml")
+    assert not again.created and again.revision > first.revision
+    assert (await handlers.get_blueprint("demo")).slices[0].instances == 3  # type: ignore[attr-defined]
+
+
+async def test_a_bad_blueprint_is_refused_with_where_and_nothing_is_stored(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    with pytest.raises(RequestError) as refused:
+        await handlers.apply_blueprint(DEMO.replace("instances = 2", "instances = -3"), "demo.toml")
+    assert refused.value.kind == "bad_request" and "demo.toml" in refused.value.message
+    assert (await kv.range(BLUEPRINTS)).kvs == ()
+
+
+async def test_a_slice_owned_by_another_blueprint_is_refused(kv: MemoryStore, handlers: Handlers) -> None:
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    with pytest.raises(RequestError, match="already deployed by blueprint 'demo'") as refused:
+        await handlers.apply_blueprint(DEMO.replace('"demo"', '"other"'), "other.toml")
+    assert refused.value.kind == "bad_request"
+    assert [item.key for item in (await kv.range(BLUEPRINTS)).kvs] == [BLUEPRINTS + "demo"]
+
+
+async def test_an_unavailable_store_is_a_503_and_changes_nothing(kv: MemoryStore, handlers: Handlers) -> None:
+    kv.fail_next(1, operations={"barrier"})
+    with pytest.raises(RequestError) as refused:
+        await handlers.apply_blueprint(DEMO, "demo.toml")
+    assert refused.value.kind == "unavailable" and "not available" in refused.value.message
+    kv.fail_next(1, operations={"put", "txn"})  # the blueprint and its revision go in one transaction
+    with pytest.raises(RequestError, match="could not store the blueprint"):
+        await handlers.apply_blueprint(DEMO, "demo.toml")
+    assert (await kv.range(BLUEPRINTS)).kvs == ()
+    kv.set_leader(None)
+    with pytest.raises(RequestError) as refused:
+        await handlers.list_blueprints()
+    assert refused.value.kind == "unavailable"
+
+
+async def test_deleting_an_unknown_blueprint_is_not_found(handlers: Handlers) -> None:
+    with pytest.raises(RequestError) as refused:
+        await handlers.delete_blueprint("nope")
+    assert refused.value.kind == "not_found"
+
+
+async def test_blueprint_status_counts_active_instances_and_says_the_problem(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    await kv.put("slices/n1/org.example:echo:1.0/1", encode_record(SliceRecord(state=SliceState.ACTIVE)))
+    await kv.put("slices/n2/org.example:echo:1.0/2", encode_record(SliceRecord(state=SliceState.LOADING)))
+    await kv.put(PROBLEMS_PREFIX + "org.example:echo", b"1 of 2 instances fit on no live node")
+    status = await handlers.blueprint_status("demo")
+    (echo,) = status.slices
+    assert (echo.desired, echo.active, len(echo.instances)) == (2, 1, 2)
+    assert "fit on no live node" in echo.problem and not status.converged
+
+
+async def test_forget_node_refuses_a_registered_node_and_an_unknown_one(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    await register(kv, "n2")
+    await kv.put(member_key("n2"), b"{}")
+    await kv.put(member_key("n3"), b"{}")
+    with pytest.raises(RequestError) as refused:
+        await handlers.forget_node("n2")
+    assert refused.value.kind == "conflict"
+    with pytest.raises(RequestError) as refused:
+        await handlers.forget_node("n9")
+    assert refused.value.kind == "not_found"
+    assert await handlers.forget_node("n3") == {"forgotten": "n3"}
+    assert await kv.get(member_key("n3")) is None and await kv.get(member_key("n2")) is not None

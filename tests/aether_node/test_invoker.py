@@ -1,0 +1,137 @@
+"""The invoker's retry rule, in process: endpoints come from the memory store through the real registry,
+local instances are simulated slice processes, remote nodes answer through a stand-in for the peer
+connections (the seam `ClusterInvoker` takes). A call that never reached an instance is tried on another
+endpoint; one that may have run is retried only if its entry point is idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from shell_support import FakeSliceStore, register
+
+from aether_kv import MemoryStore, Put
+from aether_node.core._coordinates import Coordinates
+from aether_node.core._errors import InvocationError
+from aether_node.core._kv_cache import KVCache
+from aether_node.core._records import EndpointRecord, encode_record
+from aether_node.core._schema import InstanceKey, endpoint_key
+from aether_node.routing._endpoints import EndpointRegistry
+from aether_node.routing._invoker import ClusterInvoker
+from aether_node.routing._peers import LostInFlightError, NotSentError
+from aether_node.runtime._lifecycle import Phase
+
+ECHO = Coordinates.parse("org.example:echo:1.0")
+
+
+class Peers:
+    """Remote nodes: each address fails as told (a call never sent, or lost in flight) or answers."""
+
+    def __init__(self) -> None:
+        self.failures: dict[str, Exception] = {}
+        self.calls: list[str] = []
+
+    async def invoke(
+        self, address: str, coordinates: str, instance: int, entry: str, payload: Any, timeout: float
+    ) -> Any:
+        await trio.lowlevel.checkpoint()
+        self.calls.append(address)
+        if address in self.failures:
+            raise self.failures[address]
+        return {"from": address}
+
+
+@attrs.define
+class World:
+    kv: MemoryStore
+    store: FakeSliceStore
+    peers: Peers
+    invoker: ClusterInvoker
+    cache: KVCache
+
+    async def publish(self, node_id: str, instance: int, *, idempotent: bool) -> None:
+        record = EndpointRecord(node_id=node_id, instance=instance, idempotent=idempotent)
+        await self.kv.txn(
+            success=[Put(key=endpoint_key(ECHO, "echo", instance), value=encode_record(record))]
+        )
+        await self.cache.caught_up("endpoints/", self.kv.revision)
+
+    async def local(self, instance: int, *, idempotent: bool) -> InstanceKey:
+        key = InstanceKey("n1", ECHO, instance)
+        await self.store.activate(await self.store.load(key, {}))
+        await self.publish("n1", instance, idempotent=idempotent)
+        return key
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    kv = MemoryStore()
+    for node_id in ("n1", "n2"):
+        await register(kv, node_id)
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        store, peers = FakeSliceStore(), Peers()
+        invoker = ClusterInvoker("n1", store, EndpointRegistry(cache), peers)  # type: ignore[arg-type]
+        yield World(kv, store, peers, invoker, cache)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_call_is_answered_by_a_local_instance(world: World) -> None:
+    await world.local(0, idempotent=False)
+    answer = await world.invoker.invoke("org.example:echo", "echo", {"x": 1})
+    assert answer["payload"] == {"x": 1}
+
+
+async def test_an_instance_that_is_gone_is_skipped_whatever_the_entry_point(world: World) -> None:
+    gone = await world.local(0, idempotent=False)
+    await world.local(1, idempotent=False)
+    world.store.get(gone).phase = Phase.LOADED  # type: ignore[union-attr]  # stopping: not ACTIVE
+    for _ in range(3):
+        answer = await world.invoker.invoke("org.example:echo", "echo", None)
+        assert answer["pid"] == world.store.get(InstanceKey("n1", ECHO, 1)).host.pid  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("idempotent", "retried"), [(True, True), (False, False)])
+async def test_a_call_lost_in_flight_is_retried_only_if_idempotent(
+    world: World, idempotent: bool, retried: bool
+) -> None:
+    await world.publish("n2", 0, idempotent=idempotent)
+    await world.local(1, idempotent=idempotent)
+    world.peers.failures["n2.invalid:1"] = LostInFlightError("the connection to n2 closed mid-call")
+    # round robin: calls alternate, so within two calls one goes to n2 first
+    outcomes = []
+    for _ in range(2):
+        try:
+            outcomes.append(await world.invoker.invoke("org.example:echo", "echo", None))
+        except InvocationError as error:
+            outcomes.append(error)
+    errors = [o for o in outcomes if isinstance(o, InvocationError)]
+    assert world.peers.calls == ["n2.invalid:1"]
+    if retried:
+        assert errors == []
+    else:
+        assert len(errors) == 1 and errors[0].kind == "unavailable" and "not idempotent" in errors[0].message
+
+
+async def test_a_call_never_sent_is_tried_elsewhere_even_if_not_idempotent(world: World) -> None:
+    await world.publish("n2", 0, idempotent=False)
+    await world.local(1, idempotent=False)
+    world.peers.failures["n2.invalid:1"] = NotSentError("could not connect to n2")
+    for _ in range(2):
+        assert "pid" in await world.invoker.invoke("org.example:echo", "echo", None)
+    assert world.peers.calls == ["n2.invalid:1"]
+
+
+async def test_when_every_endpoint_fails_the_last_reason_is_raised(world: World) -> None:
+    await world.publish("n2", 0, idempotent=True)
+    world.peers.failures["n2.invalid:1"] = NotSentError("could not connect to n2")
+    with pytest.raises(InvocationError, match="could not connect to n2") as raised:
+        await world.invoker.invoke("org.example:echo", "echo", None)
+    assert raised.value.kind == "unavailable"
+    with pytest.raises(InvocationError) as raised:
+        await world.invoker.invoke("org.example:nothing", "echo", None)
+    assert raised.value.kind == "no_endpoint"
