@@ -545,9 +545,11 @@ class _ReadIndex:
         if self.round is not None and (
             not is_leader
             or self.round["term"] != obj._SyncObj__raftCurrentTerm
-            or now - self.round["started"] > obj._SyncObj__conf.raftMinTimeout
+            or now - self.round["started"] > obj._SyncObj__conf.raftMaxTimeout
         ):
-            self._fail(self.round["reads"])  # leadership lost or not confirmed in time
+            # leadership lost, or not confirmed within the longest election timeout (a shorter bound
+            # failed every read on an overloaded machine, where a round trip can take half a second)
+            self._fail(self.round["reads"])
             self.round = None
         if not is_leader and self.pending:
             self._fail(self.pending)
