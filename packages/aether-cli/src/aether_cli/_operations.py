@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from ._common import EXIT_BAD_INPUT, Common, call, emit, fail
+from ._common import EXIT_BAD_INPUT, Common, call, emit, fail, read_input
 
 DEFAULT_COMMON = Common()
 
@@ -53,10 +53,10 @@ def blueprint_rollback(
 
 def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
     """What applying FILE would change, per slice and node, without applying it."""
-    from ._app import _read
+    from ._app import BLUEPRINT_FILE
 
-    text = _read(file)
-    result = call(common, lambda client: client.diff_blueprint(text, str(file)))
+    text, source = read_input(file, BLUEPRINT_FILE)
+    result = call(common, lambda client: client.diff_blueprint(text, source))
 
     def human() -> None:
         where = f"revision {result.revision}" if result.exists else "a new blueprint"
