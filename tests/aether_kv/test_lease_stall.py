@@ -32,14 +32,24 @@ async def test_keepalives_unheard_during_a_leader_stall_do_not_cost_the_lease(tm
                 stalled.set()
                 time.sleep(STALL)
 
+        renewals = 0
+
         async def keep_alive() -> None:
+            nonlocal renewals
             while True:
                 await store.lease_keepalive(kept)
+                renewals += 1
                 await trio.sleep(0.2)
+
+        async def renewed(times: int) -> None:
+            goal = renewals + times
+            with trio.fail_after(30):
+                while renewals < goal:
+                    await trio.sleep(0.05)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_alive)
-            await trio.sleep(0.5)  # a few renewals heard before the stall
+            await renewed(2)  # renewals heard before the stall
             store._replica._obj.addOnTickCallback(stall_once)
             with trio.fail_after(10):
                 while not stalled.is_set():
@@ -49,7 +59,7 @@ async def test_keepalives_unheard_during_a_leader_stall_do_not_cost_the_lease(tm
                 while await store.get("abandoned") is not None:
                     await trio.sleep(0.05)
             assert await store.get("kept") is not None, "a lease kept alive through the stall was expired"
-            await trio.sleep(1.5)  # more than a TTL of normal running after the stall
+            await renewed(8)  # more than a TTL of normal running after the stall (one per 0.2 s)
             assert await store.get("kept") is not None
             nursery.cancel_scope.cancel()
         try:

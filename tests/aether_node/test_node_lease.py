@@ -5,6 +5,7 @@ keep-alive must not hold back the next, so the lease of a healthy node does not 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -63,6 +64,31 @@ class StallingProxy:
         scope.cancel()
 
 
+class CountingKV:
+    """The node's KV client, counting the keep-alives that were answered (what the tests wait on)."""
+
+    def __init__(self, kv: Any) -> None:
+        self.kv = kv
+        self.renewals = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+    async def lease_keepalive(self, lease: int) -> Any:
+        answer = await self.kv.lease_keepalive(lease)
+        self.renewals += 1
+        return answer
+
+
+async def renewed(kv: CountingKV, times: int, what: str) -> None:
+    goal = kv.renewals + times
+
+    async def done() -> bool:
+        return kv.renewals >= goal
+
+    await wait_until(done, timeout=30, what=what)
+
+
 def _config(tmp_path: Path, ttl: float) -> NodeConfig:
     return NodeConfig(
         node_id="node-a",
@@ -86,13 +112,14 @@ async def test_a_stalled_keep_alive_does_not_let_the_lease_lapse(
         proxy = StallingProxy(kv_cluster.endpoints[0])
         await nursery.start(proxy.serve)
         async with (
-            open_client([proxy.address], kv_cluster.secret, request_timeout=timeout) as kv,
+            open_client([proxy.address], kv_cluster.secret, request_timeout=timeout) as client,
             open_client(kv_cluster.endpoints, kv_cluster.secret) as observer,
         ):
+            kv = CountingKV(client)
             registration = _Registration(kv, config, record)
             lease = await registration.register_until_done(timeout=10)
             await nursery.start(registration.keep_alive)
-            await trio.sleep(ttl / 2)  # a few renewals went through
+            await renewed(kv, 2, "two renewals through the proxy")
             proxy.stall()  # the connection carrying the keep-alives stalls for good
             lapsed: list[int] = []
 
@@ -119,9 +146,10 @@ async def test_a_lease_that_lapsed_is_registered_again_once(kv_cluster: LocalClu
     timeout = lease_request_timeout(config)
     record = NodeRecord(node_id="node-a", ingress="127.0.0.1:1", peer="127.0.0.1:1", lease_ttl=ttl)
     async with (
-        open_client(kv_cluster.endpoints, kv_cluster.secret, request_timeout=timeout) as kv,
+        open_client(kv_cluster.endpoints, kv_cluster.secret, request_timeout=timeout) as client,
         trio.open_nursery() as nursery,
     ):
+        kv = CountingKV(client)
         registration = _Registration(kv, config, record)
         first = await registration.register_until_done(timeout=10)
         await kv.lease_revoke(first)  # as if it had lapsed while the node was cut off
@@ -132,6 +160,8 @@ async def test_a_lease_that_lapsed_is_registered_again_once(kv_cluster: LocalClu
             return stored is not None and registration.lease != first
 
         await wait_until(registered_again, timeout=10, what="the node registered on a new lease")
-        await trio.sleep(ttl)  # renewals that raced the first re-registration must not start another
+        # a TTL's worth of renewals on the new lease (four per TTL): one that raced the first
+        # re-registration must not have started another
+        await renewed(kv, 4, "renewals on the new lease")
         assert registration.generation == 2
         nursery.cancel_scope.cancel()
