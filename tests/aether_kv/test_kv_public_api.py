@@ -53,6 +53,7 @@ EXPECTED_EXPORTS = {
     "Event",
     "EventKind",
     "Compare",
+    "compare_holds",
     "CompareOp",
     "CompareTarget",
     "Get",

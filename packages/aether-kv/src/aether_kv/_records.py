@@ -272,3 +272,33 @@ class Status:
     members: tuple[Member, ...]
     keys: int
     leases: int
+
+
+def compare_holds(compare: Compare, kv: KeyValue | None) -> bool:
+    """Whether `compare` holds for the key as `kv` shows it (None: absent): the one rule the state machine
+    applies to a transaction's compares, for anyone who must predict its decision. Pure."""
+    actual: object
+    match compare.target:
+        case CompareTarget.EXISTS:
+            actual = kv is not None
+        case CompareTarget.VALUE:
+            if kv is None:
+                return compare.op is CompareOp.NE
+            actual = kv.value
+        case CompareTarget.VERSION:
+            actual = kv.version if kv else 0
+        case CompareTarget.MOD_REVISION:
+            actual = kv.mod_revision if kv else 0
+        case CompareTarget.CREATE_REVISION:
+            actual = kv.create_revision if kv else 0
+    operand = compare.operand
+    match compare.op:
+        case CompareOp.EQ:
+            return actual == operand
+        case CompareOp.NE:
+            return actual != operand
+        case CompareOp.LT:
+            return actual < operand  # type: ignore[operator]
+        case CompareOp.GT:
+            return actual > operand  # type: ignore[operator]
+    return False  # pragma: no cover

@@ -21,8 +21,6 @@ from ._records import (
     BatchResult,
     Command,
     Compare,
-    CompareOp,
-    CompareTarget,
     Delete,
     DeletePrefix,
     DeleteResult,
@@ -47,6 +45,7 @@ from ._records import (
     TxnOp,
     TxnOpResult,
     TxnResult,
+    compare_holds,
 )
 from ._validation import check_command
 
@@ -227,32 +226,7 @@ class KVState:
         return TxnResult(succeeded=succeeded, results=results, revision=self.revision)
 
     def _holds(self, compare: Compare) -> bool:
-        kv = self.data.get(compare.key)
-        actual: object
-        match compare.target:
-            case CompareTarget.EXISTS:
-                actual = kv is not None
-            case CompareTarget.VALUE:
-                if kv is None:
-                    return compare.op is CompareOp.NE
-                actual = kv.value
-            case CompareTarget.VERSION:
-                actual = kv.version if kv else 0
-            case CompareTarget.MOD_REVISION:
-                actual = kv.mod_revision if kv else 0
-            case CompareTarget.CREATE_REVISION:
-                actual = kv.create_revision if kv else 0
-        operand = compare.operand
-        match compare.op:
-            case CompareOp.EQ:
-                return actual == operand
-            case CompareOp.NE:
-                return actual != operand
-            case CompareOp.LT:
-                return actual < operand  # type: ignore[operator]
-            case CompareOp.GT:
-                return actual > operand  # type: ignore[operator]
-        return False  # pragma: no cover
+        return compare_holds(compare, self.data.get(compare.key))
 
 
 class _Writer:

@@ -177,16 +177,12 @@ class Handlers:
         except BlueprintError as error:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
 
-    async def apply_blueprint(self, text: str, source: str) -> ApplyResult:
-        try:
-            blueprint = parse_blueprint(text, source, timestamp=self.clock())
-        except BlueprintError as error:
-            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
-        await self._fresh()
-        others = await self._blueprints()
+    async def refuse_claimed(self, blueprint: Blueprint, source: str) -> dict[str, Blueprint]:
+        """Refuse a blueprint with a slice another blueprint deploys; the stored blueprints."""
+        stored = await self._blueprints()
         claimed = {
             s.artifact.rsplit(":", 1)[0]: b.name
-            for b in others.values()
+            for b in stored.values()
             for s in b.slices
             if b.name != blueprint.name
         }
@@ -197,6 +193,15 @@ class Handlers:
                     ErrorKind.BAD_REQUEST,
                     f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
                 )
+        return stored
+
+    async def apply_blueprint(self, text: str, source: str) -> ApplyResult:
+        try:
+            blueprint = parse_blueprint(text, source, timestamp=self.clock())
+        except BlueprintError as error:
+            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
+        await self._fresh()
+        await self.refuse_claimed(blueprint, source)
         try:  # a new revision (the same content again keeps its number: a resent apply adds none)
             with store_errors("could not store the blueprint"):
                 stored = await store_revision(

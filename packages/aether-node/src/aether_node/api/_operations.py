@@ -99,27 +99,9 @@ class Operations:
                     f"blueprint {name!r} has no revision {to}"
                     f" (revisions kept: {', '.join(map(str, numbers)) or 'none'})",
                 )
-        await self._refuse_claimed(target, f"revision {target.revision}")
+        await self.handlers.refuse_claimed(target, f"revision {target.revision}")
         blueprint = attrs.evolve(target, timestamp=self.clock())
         return await self.store(blueprint, f"rolled back to revision {target.revision}")
-
-    async def _refuse_claimed(self, blueprint: Blueprint, source: str) -> dict[str, Blueprint]:
-        """Refuse a blueprint with a slice another blueprint deploys; the stored blueprints."""
-        stored = await self.handlers._blueprints()
-        claimed = {
-            s.artifact.rsplit(":", 1)[0]: b.name
-            for b in stored.values()
-            for s in b.slices
-            if b.name != blueprint.name
-        }
-        for spec in blueprint.slices:
-            owner = claimed.get(spec.artifact.rsplit(":", 1)[0])
-            if owner:
-                raise RequestError(
-                    ErrorKind.BAD_REQUEST,
-                    f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
-                )
-        return stored
 
     # ------------------------------------------------------------ diff
 
@@ -129,7 +111,7 @@ class Operations:
         except BlueprintError as error:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
         await self.handlers._fresh()
-        await self._refuse_claimed(blueprint, source)
+        await self.handlers.refuse_claimed(blueprint, source)
         data = {prefix: await self.handlers._read(prefix) for prefix in (BLUEPRINTS, NODES, SLICES, NODE_OPS)}
         stored, nodes, instances, stopping = observe_data(data)
         cordoned, draining = split_operations(decode_operations(data[NODE_OPS]))

@@ -21,8 +21,6 @@ import trio
 from aether_kv import (
     KV,
     Compare,
-    CompareOp,
-    CompareTarget,
     Delete,
     Get,
     GetResult,
@@ -33,6 +31,7 @@ from aether_kv import (
     Put,
     TxnResult,
     UnavailableError,
+    compare_holds,
 )
 
 Operation = Put | Delete
@@ -184,28 +183,5 @@ class TxnBatcher:
 
 
 def holds(compare: Compare, kv: KeyValue | None) -> bool:
-    """Whether `compare` holds for the key as `kv` shows it (None: absent), as the KV decides. Pure."""
-    match compare.target:
-        case CompareTarget.EXISTS:
-            actual: object = kv is not None
-        case CompareTarget.VALUE:
-            if kv is None:
-                return compare.op is CompareOp.NE  # as the KV's state machine has it
-            actual = kv.value
-        case CompareTarget.VERSION:
-            actual = kv.version if kv else 0
-        case CompareTarget.MOD_REVISION:
-            actual = kv.mod_revision if kv else 0
-        case CompareTarget.CREATE_REVISION:
-            actual = kv.create_revision if kv else 0
-    operand = compare.operand
-    match compare.op:
-        case CompareOp.EQ:
-            return actual == operand
-        case CompareOp.NE:
-            return actual != operand
-        case CompareOp.LT:
-            return actual < operand  # type: ignore[operator]
-        case CompareOp.GT:
-            return actual > operand  # type: ignore[operator]
-    return False
+    """Whether `compare` holds for the key as `kv` shows it (None: absent), as the KV decides."""
+    return compare_holds(compare, kv)
