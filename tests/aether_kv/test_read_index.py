@@ -64,13 +64,20 @@ async def test_a_leader_cut_off_from_its_majority_serves_no_linearizable_read(
     kv_cluster: LocalCluster,
 ) -> None:
     """Both followers stop answering: the leader cannot confirm it still leads, so it refuses (a local,
-    serializable read still answers)."""
+    serializable read still answers). Should leadership have moved before the pause, the replica read
+    from is a follower cut off from the others: it must refuse too."""
     leader = await known_leader(kv_cluster)
     others = [r.replica_id for r in kv_cluster.replicas if r.replica_id != leader]
     async with open_client(
         [kv_cluster.spec(leader).client_address], kv_cluster.secret, request_timeout=3.0
     ) as client:
         await client.put("k", b"v")
+
+        async def applied_here() -> bool:  # leadership may have moved since: then this one only follows
+            found = await client.get("k")
+            return found is not None and found.value == b"v"
+
+        await wait_until(applied_here, timeout=30, what="the write applied on the replica read from")
         for replica in others:
             kv_cluster.processes[replica].send_signal(signal.SIGSTOP)
         try:

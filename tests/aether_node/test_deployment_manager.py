@@ -151,8 +151,13 @@ async def test_after_a_restart_a_failure_of_the_run_before_is_forgotten_and_the_
     async with trio.open_nursery() as nursery:
         node = await start_node(nursery, kv, FakeSliceStore())
         await node.reaches(None)  # the FAILED record is gone: the leader places the work again
-        await node.reaches(SliceState.ACTIVE, other)  # nothing ran after the restart: it runs again
-        assert node.store.get(other) is not None and node.store.get(other).alive  # type: ignore[union-attr]
+
+        async def running_again() -> bool:  # the record said ACTIVE all along: wait for the process
+            instance = node.store.get(other)
+            return instance is not None and instance.alive and await node.state(other) is SliceState.ACTIVE
+
+        await wait_for(running_again, f"{other.label} running again")  # nothing ran after the restart
+        assert node.store.loads == 1  # only `other` ran: the FAILED one waits for the leader
         nursery.cancel_scope.cancel()
 
 
