@@ -3,16 +3,18 @@ a busy replica stayed in memory until then). A real replica with its journal on 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from aether_kv import RaftConfig
+from aether_kv import RaftConfig, _pysyncobj_patches
 from aether_kv._local import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
+from aether_kv._state import KVState
 
 WRITES = 300
 
@@ -29,22 +31,24 @@ def _replica(tmp_path: Path, address: str, entries: int) -> RaftReplica:
     )
 
 
-def _put_all(replica: RaftReplica) -> None:
+def _put_all(replica: RaftReplica, prefix: str = "k", writes: int = WRITES) -> None:
+    """`writes` puts, all proposed at once (each its own log entry), then every outcome awaited."""
     deadline = time.monotonic() + 30
     while not replica.is_leader:
         assert time.monotonic() < deadline, "the single replica did not become leader"
         time.sleep(0.02)
-    for i in range(WRITES):
-        done = threading.Event()
-        outcome: list[object] = []
+    outcomes: list[object] = []
+    done = threading.Event()
 
-        def callback(_result: object, error: object, done: threading.Event = done, outcome=outcome) -> None:  # type: ignore[no-untyped-def]
-            outcome.append(error)
+    def callback(_result: object, error: object) -> None:
+        outcomes.append(error)
+        if len(outcomes) == writes:
             done.set()
 
-        replica.propose(Put(key=f"k/{i}", value=b"x" * 100), callback)
-        assert done.wait(10), f"write {i} did not complete"
-        assert outcome == [None], outcome
+    for i in range(writes):
+        replica.propose(Put(key=f"{prefix}/{i}", value=b"x" * 100), callback)
+    assert done.wait(30), f"{len(outcomes)} of {writes} writes completed"
+    assert outcomes == [None] * writes, outcomes
 
 
 def test_the_log_is_compacted_once_it_holds_more_entries_than_the_limit(tmp_path: Path) -> None:
@@ -85,3 +89,99 @@ def test_a_limit_below_two_entries_is_refused_before_anything_starts(tmp_path: P
     with pytest.raises(ValueError, match="log_compaction_entries"):
         _replica(tmp_path, f"127.0.0.1:{free_port()}", entries=entries)
     assert not list(tmp_path.iterdir())
+
+
+def _pickling_waits_for(gate: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots pickle the state only once `gate` exists (the wait happens where the pickling runs)."""
+    original = KVState.__getstate__
+
+    def waiting(state: KVState) -> dict[str, object]:
+        while not gate.exists():
+            time.sleep(0.01)
+        return original(state)
+
+    monkeypatch.setattr(KVState, "__getstate__", waiting)
+
+
+def _snapshot_child(replica: RaftReplica) -> int:
+    return replica._obj._SyncObj__serializer._Serializer__pid
+
+
+def test_a_snapshot_is_taken_in_a_child_process_while_writes_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The snapshot's pickling waits on a file: the replica's own thread must not (writes complete)."""
+    gate = tmp_path / "gate"
+    _pickling_waits_for(gate, monkeypatch)
+    replica = _replica(tmp_path / "data", f"127.0.0.1:{free_port()}", entries=50)
+    try:
+        _put_all(replica)  # passes the limit: a snapshot starts, and its pickling is held
+        assert _snapshot_child(replica) > 0, "no snapshot child is running"
+        _put_all(replica, prefix="more")  # the replica goes on meanwhile
+        assert _snapshot_child(replica) > 0 and not (tmp_path / "data" / "raft.dump").exists()
+        gate.touch()
+        deadline = time.monotonic() + 30
+        while replica._obj._getRaftLogSize() > 2 * WRITES:
+            assert time.monotonic() < deadline, f"log still {replica._obj._getRaftLogSize()} entries"
+            time.sleep(0.05)
+        assert (tmp_path / "data" / "raft.dump").exists()
+    finally:
+        gate.touch()
+        replica.close()
+
+
+def test_a_snapshot_finished_after_its_replica_stopped_loses_no_later_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The child writes its snapshot after the replica is gone (as after a SIGKILL): on restart the
+    journal's entries after the snapshot are kept, not replaced by the snapshot's two (upstream)."""
+    gate = tmp_path / "gate"
+    _pickling_waits_for(gate, monkeypatch)
+    address = f"127.0.0.1:{free_port()}"
+    replica = _replica(tmp_path / "data", address, entries=50)
+    try:
+        _put_all(replica, prefix="early", writes=40)  # applied, under the limit: the snapshot holds them
+        _put_all(replica)
+        child = _snapshot_child(replica)
+        assert child > 0, "no snapshot child is running"
+        _put_all(replica, prefix="more")  # in the journal only: the snapshot was taken before them
+    finally:
+        replica.close()
+    gate.touch()
+    os.waitpid(child, 0)  # the orphaned child finishes its snapshot now
+    assert (tmp_path / "data" / "raft.dump").exists()
+    monkeypatch.undo()
+    again = _replica(tmp_path / "data", address, entries=50)
+    try:
+        deadline = time.monotonic() + 30
+        while again.read(lambda state: len(state.data)) < 2 * WRITES + 40:
+            assert time.monotonic() < deadline, again.read(lambda state: len(state.data))
+            time.sleep(0.05)
+        assert again.read(lambda state: state.get(f"more/{WRITES - 1}").kv.value) == b"x" * 100
+    finally:
+        again.close()
+
+
+def test_a_snapshot_child_that_never_finishes_is_killed_and_the_snapshot_taken_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = tmp_path / "gate"
+    _pickling_waits_for(gate, monkeypatch)
+    monkeypatch.setattr(_pysyncobj_patches, "SNAPSHOT_DEADLINE", 1.0)
+    replica = _replica(tmp_path / "data", f"127.0.0.1:{free_port()}", entries=50)
+    try:
+        _put_all(replica)
+        stuck = _snapshot_child(replica)
+        assert stuck > 0, "no snapshot child is running"
+        deadline = time.monotonic() + 30
+        while _snapshot_child(replica) == stuck:  # killed after the deadline, reaped, then another
+            assert time.monotonic() < deadline, "the stuck snapshot child was never replaced"
+            time.sleep(0.05)
+        gate.touch()  # the next one may finish
+        while replica._obj._getRaftLogSize() > 60:
+            assert time.monotonic() < deadline, f"log still {replica._obj._getRaftLogSize()} entries"
+            time.sleep(0.05)
+        assert (tmp_path / "data" / "raft.dump").exists()
+    finally:
+        gate.touch()
+        replica.close()

@@ -53,6 +53,7 @@ def test_every_private_pysyncobj_name_the_patches_rely_on_exists(tmp_path: Path)
             "pysyncobj.journal.FileJournal instance": journal,
             "pysyncobj.journal.ResizableFile instance": journal._FileJournal__journalFile,
             "pysyncobj.transport.TCPTransport instance": syncobj._SyncObj__transport,
+            "pysyncobj.serializer.Serializer instance": syncobj._SyncObj__serializer,
             "pysyncobj.tcp_connection.TcpConnection instance": _a_connection(),
         }
         missing = []

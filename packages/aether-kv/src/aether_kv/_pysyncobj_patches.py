@@ -44,6 +44,16 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    until its next deadline: the leader's heartbeat (`appendEntriesPeriod`, now 100 ms) or a follower's
    election timeout, and at most `IDLE_WAIT`.
 
+5. `PatchedSyncObj._SyncObj__loadDumpFile` (snapshots written by a forked child). The replica takes
+   its snapshots in a child process (`useFork`), so a long pickle no longer stalls the tick thread (a
+   10-minute compaction under load held it for over 3 s: every lease lapsed). The child may finish after
+   its parent died, leaving a snapshot newer than the journal's start: upstream then replaces the whole
+   journal by the snapshot's two entries, throwing away every entry after the snapshot (acknowledged
+   ones included). Now, when the journal holds the snapshot's last two entries, only the entries before
+   them go and the rest is kept. A child that has not finished after `SNAPSHOT_DEADLINE` seconds is
+   killed (upstream would wait for it for ever, and the log would never be compacted again); the
+   snapshot is then taken again later.
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -57,10 +67,12 @@ own term (its no-op), so its commit index covers everything committed before.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import queue
+import signal
 import struct
 import threading
 from collections.abc import Callable
@@ -87,6 +99,7 @@ MAX_UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
 AUTHENTICATION_DEADLINE = 10.0
 LEADER_CALL_FORGET_AFTER = 60.0  # a leader call unanswered this long is forgotten (its caller gave up)
 IDLE_WAIT = 0.25  # the longest an idle replica sleeps (reconnects, handshake deadlines are checked per tick)
+SNAPSHOT_DEADLINE = 300.0  # a snapshot child still running after this long is killed
 
 # Every private or name-mangled pysyncobj name this package relies on, by the class or module holding it.
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
@@ -105,6 +118,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_applyCommand",
         "_checkCommandsToApply",
         "_doDestroy",
+        "_SyncObj__loadDumpFile",
     ),
     "pysyncobj.syncobj.SyncObj instance": (
         "_SyncObj__raftCurrentTerm",
@@ -124,8 +138,10 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__raftCommitIndex",
         "_SyncObj__raftLastApplied",
         "_SyncObj__newAppendEntriesTime",
+        "_SyncObj__serializer",
         "_poller",
     ),
+    "pysyncobj.serializer.Serializer instance": ("_Serializer__pid", "deserialize"),
     "pysyncobj.syncobj._RAFT_STATE": ("FOLLOWER", "CANDIDATE", "LEADER"),
     "pysyncobj.syncobj": ("createJournal",),
     "pysyncobj.journal.FileJournal instance": ("_FileJournal__journalFile",),
@@ -173,6 +189,7 @@ class PatchedSyncObj(SyncObj):
         self._reads = _ReadIndex(self)
         # called at the start of every tick, before upstream counts the leader itself toward a commit
         self.before_commit_check: Callable[[], None] = lambda: None
+        self._snapshot_child: tuple[int, float] | None = None  # (pid, when first seen) of a snapshot child
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------ event-driven ticks
@@ -317,6 +334,7 @@ class PatchedSyncObj(SyncObj):
             self._tick_thread_id = threading.get_ident()
             self._poller.subscribe(self._wake_read, self._drain_wake_pipe, POLL_EVENT_TYPE.READ)
             self._wake_subscribed = True
+        self._watch_snapshot_child()
         self._maybe_pre_vote()
         self._send_leader_calls()
         self.before_commit_check()
@@ -328,6 +346,52 @@ class PatchedSyncObj(SyncObj):
             super()._onTick(timeToWait)
         finally:
             self._poller = poller
+
+    # ------------------------------------------------------------ snapshots in a child process
+
+    def _watch_snapshot_child(self) -> None:
+        """Kill a snapshot child that outlived `SNAPSHOT_DEADLINE`; upstream then reaps it (a failed
+        snapshot) and takes another one later."""
+        pid = self._SyncObj__serializer._Serializer__pid
+        if pid <= 0:
+            self._snapshot_child = None
+            return
+        now = _monotonic()
+        if self._snapshot_child is None or self._snapshot_child[0] != pid:
+            self._snapshot_child = (pid, now)
+        elif now - self._snapshot_child[1] > SNAPSHOT_DEADLINE:
+            log.error("the snapshot child %d ran for over %g s: killed", pid, SNAPSHOT_DEADLINE)
+            self._snapshot_child = (pid, float("inf"))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
+        """At start (clearJournal False): keep the journal's entries after a snapshot newer than its
+        start, instead of letting upstream replace the journal by the snapshot's two entries."""
+        if not clearJournal:
+            self._drop_journal_before_snapshot()
+        super()._SyncObj__loadDumpFile(clearJournal)
+
+    def _drop_journal_before_snapshot(self) -> None:
+        try:
+            data = self._SyncObj__serializer.deserialize()
+            before_last, last = data[2], data[1]
+        except Exception:  # upstream's own load reports an unreadable snapshot
+            return
+        journal = self._SyncObj__raftLog
+        first = journal[0][1] if len(journal) else None
+        if first is None or not first <= before_last[1] < first + len(journal) - 1:
+            return
+        offset = before_last[1] - first
+        if journal[offset] == before_last and journal[offset + 1] == last and offset > 0:
+            log.warning(
+                "the snapshot (entry %d) is newer than the journal's start (entry %d): the entries"
+                " before it are dropped, the %d after it kept",
+                last[1],
+                first,
+                len(journal) - offset - 2,
+            )
+            journal.deleteEntriesTo(offset)
 
     def _maybe_pre_vote(self) -> None:
         """Before upstream's election check: when the election timer has run out, hold a pre-vote round
