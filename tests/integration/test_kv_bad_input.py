@@ -6,6 +6,8 @@ import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -151,3 +153,24 @@ async def test_the_raft_port_does_not_unpickle_anything_without_the_secret(
         assert status.has_quorum
     assert not marker.exists(), "the Raft port unpickled data from a stranger"
     assert json.dumps(status.leader)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--log-compaction-entries", "1", "--log-compaction-entries: at least 2, got 1"),
+        ("--raft", "nowhere", "--raft: expected host:port, got 'nowhere'"),
+    ],
+)
+def test_a_replica_started_with_a_bad_option_says_which_and_creates_nothing(
+    tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("a-test-secret-of-16+\n")
+    options = {"--raft": "127.0.0.1:1", "--client": "127.0.0.1:2", option: value}
+    command = [sys.executable, "-m", "aether_kv", "serve", "--id", "kv1", "--data-dir", str(tmp_path / "d")]
+    command += [item for pair in options.items() for item in pair] + ["--secret-file", str(secret)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"aether-kv: error: {message}"
+    assert not (tmp_path / "d").exists()

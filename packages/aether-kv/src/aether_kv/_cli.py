@@ -122,6 +122,9 @@ def serve(
     append_entries_period: float = HEARTBEAT_PERIOD,
     election_min: float = 0.5,
     election_max: float = 1.5,
+    log_compaction_entries: Annotated[
+        int, Parameter(help="Snapshot the state and restart the journal after this many log entries.")
+    ] = ServeConfig.__attrs_attrs__.log_compaction_entries.default,  # type: ignore[attr-defined]
     log_level: str = "INFO",
     exit_with_parent: Annotated[
         bool, Parameter(negative=(), help="Die when the parent process dies (for a supervising node).")
@@ -137,6 +140,8 @@ def serve(
         split_address(client, "--client")
         for address in peer:
             split_address(address, "--peer")
+        if log_compaction_entries < 2:
+            raise InvalidRequestError(f"--log-compaction-entries: at least 2, got {log_compaction_entries}")
         config = ServeConfig(
             replica_id=id,
             data_dir=data_dir,
@@ -147,6 +152,7 @@ def serve(
             append_entries_period=append_entries_period,
             election_min=election_min,
             election_max=election_max,
+            log_compaction_entries=log_compaction_entries,
         )
         await serve_until_signalled(config)
 

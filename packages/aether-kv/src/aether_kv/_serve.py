@@ -33,6 +33,7 @@ class ServeConfig:
     append_entries_period: float = HEARTBEAT_PERIOD
     election_min: float = 0.5
     election_max: float = 1.5
+    log_compaction_entries: int = RaftConfig.__attrs_attrs__.log_compaction_entries.default  # type: ignore[attr-defined]
 
     def raft_config(self) -> RaftConfig:
         return RaftConfig(
@@ -43,6 +44,7 @@ class ServeConfig:
             append_entries_period=self.append_entries_period,
             election_min=self.election_min,
             election_max=self.election_max,
+            log_compaction_entries=self.log_compaction_entries,
         )
 
 
