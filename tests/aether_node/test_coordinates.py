@@ -48,7 +48,8 @@ def test_wrong_number_of_parts(text: str, parts: int) -> None:
     with pytest.raises(InvalidCoordinatesError) as raised:
         Coordinates.parse(text)
     assert raised.value.message == (
-        f"{text!r} is not group:artifact:version (e.g. org.example:echo:1.0.0): it has {parts} part(s)"
+        f"{text!r} is not group:artifact:version (e.g. org.example:echo:1.0.0):"
+        f" it has {parts} {'part' if parts == 1 else 'parts'}"
     )
     assert str(raised.value) == raised.value.message
 

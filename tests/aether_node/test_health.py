@@ -74,7 +74,7 @@ def test_every_other_gap_is_named() -> None:
     assert summary.reasons == (
         "no node leads the cluster (a leader is being elected)",
         f"blueprint demo has not converged: {ECHO} 1/2 ACTIVE",
-        f"1 instance(s) FAILED: {ECHO}#2 on n2: why",
+        f"1 instance FAILED: {ECHO}#2 on n2: why",
         "KV replica a:1 is not connected to b:1",
     )
     assert summary.unconverged == ("demo",) and summary.disconnected_replicas == ("b:1",)

@@ -241,7 +241,7 @@ def test_what_a_drain_waits_for() -> None:
     problems = {"org.example:echo": "waiting: below its floor"}
     said = drain_waits("c", ["org.example:echo:1.0#3", "org.example:greeter:1.0#1"], problems)
     assert said == (
-        "drain of c waits for 2 instance(s) to move: org.example:echo:1.0#3 (waiting: below its floor);"
+        "drain of c waits for 2 instances to move: org.example:echo:1.0#3 (waiting: below its floor);"
         " org.example:greeter:1.0#1: its replacement is not ACTIVE yet"
     )
     assert drain_waits("c", [], problems) == ""

@@ -412,7 +412,7 @@ def test_every_node_failed_reports_a_problem_with_the_reasons() -> None:
         Problem(
             artifact=ECHO,
             message="2 of 2 instances of org.example:echo:1.0 fit on no live node"
-            " (2 node(s), 2 of them excluded after failures; needs cpu 0, memory 0 MiB each);"
+            " (2 nodes, 2 of them excluded after failures; needs cpu 0, memory 0 MiB each);"
             " failed on a: start: boom; b: start: ImportError: no module named x",
         ),
     )
@@ -425,7 +425,7 @@ def test_a_full_cluster_reports_a_problem_and_places_what_fits() -> None:
         Problem(
             artifact=ECHO,
             message="2 of 5 instances of org.example:echo:1.0 fit on no live node"
-            " (2 node(s); needs cpu 1, memory 0 MiB each)",
+            " (2 nodes; needs cpu 1, memory 0 MiB each)",
         ),
     )
 
@@ -800,7 +800,7 @@ def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why() -> None:
         == [SliceState.FAILED] * 3
     )
     (problem,) = cluster.plan(new).problems
-    assert "upgrade to 1.2.0 is stuck: 3 new instance(s) failed" in problem.message
+    assert "upgrade to 1.2.0 is stuck: 3 new instances failed" in problem.message
     assert "a: start failed: boom" in problem.message
     assert "1.1.0 keeps serving (2 ACTIVE)" in problem.message
 
@@ -816,7 +816,7 @@ def test_an_upgrade_that_fails_on_one_node_only_is_reported_while_it_goes_on_els
     cluster.apply(p)  # fails on a
     p = cluster.plan(new)
     assert (
-        "upgrade to 2.0 is stuck: 1 new instance(s) failed (a: start failed: boom)" in p.problems[0].message
+        "upgrade to 2.0 is stuck: 1 new instance failed (a: start failed: boom)" in p.problems[0].message
     )
     assert "1.0 keeps serving (2 ACTIVE)" in p.problems[0].message
     cluster.converge(new)

@@ -90,7 +90,7 @@ BAD_BLUEPRINTS = [
      "bad.toml:5:1: slices[0].instances: must be between 0 and 10000, got 1000000"),
     ("coordinates-missing-version", SMALL.replace("echo:1.0.0", "echo"),
      "bad.toml:4:1: slices[0].artifact: 'org.aether:echo' is not group:artifact:version"
-     " (e.g. org.example:echo:1.0.0): it has 2 part(s)"),
+     " (e.g. org.example:echo:1.0.0): it has 2 parts"),
     ("coordinates-bad-characters", SMALL.replace("echo:1.0.0", "ec/ho:1.0.0"),
      "bad.toml:4:1: slices[0].artifact: 'org.aether:ec/ho:1.0.0': the artifact 'ec/ho' must be letters,"
      " digits, '.', '_' or '-', starting and ending with a letter or digit"),

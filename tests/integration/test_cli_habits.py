@@ -94,6 +94,13 @@ def test_piped_output_keeps_each_line_whole(tmp_path: Path) -> None:
     assert "127.0.0.1:41001" in row and "127.0.0.1:41002" in row and "4096 MiB" in row, str(nodes)
 
 
+def test_piped_help_is_plain_text_with_whole_lines(tmp_path: Path) -> None:
+    run = expect(run_aether("cluster", "events", "--help", cwd=tmp_path, env={"COLUMNS": ""}))
+    kind = next(line for line in run.stdout.splitlines() if line.lstrip().startswith("--kind"))
+    assert "node_joined" in kind and "node_uncordoned" in kind, run.stdout  # the whole list on its line
+    assert "╭" not in run.stdout and "│" not in run.stdout, run.stdout  # no boxes around it
+
+
 # ---------------------------------------------------------------- --watch and Ctrl-C
 
 

@@ -117,7 +117,7 @@ async def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why(
             found = await wait_for(kv, lambda _: True, timeout=10, what="a listing", artifact_id=ECHO_ID)
             assert len(active(found, ECHO)) == 2, show(found)
             assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
-            assert "upgrade to 9.9.9 is stuck: 3 new instance(s) failed" in problem, problem
+            assert "upgrade to 9.9.9 is stuck: 3 new instances failed" in problem, problem
             assert MISSING in problem, problem  # the install failure, as the nodes reported it
             assert "1.0.0 keeps serving (2 ACTIVE)" in problem, problem
 

@@ -136,7 +136,7 @@ def test_a_drain_the_floor_holds_back_waits_and_says_why(
         return node(api, "node-2").waiting if "below its floor" in node(api, "node-2").waiting else ""
 
     said = wait_until(waiting, timeout=30, what="the drain to say what it waits for")
-    assert said.startswith("drain of node-2 waits for 1 instance(s) to move: org.aether:greeter:1.0.0#")
+    assert said.startswith("drain of node-2 waits for 1 instance to move: org.aether:greeter:1.0.0#")
     assert "the drain of node-2 waits for room elsewhere" in said
     status = api.blueprint_status("greet")
     assert "the drain of node-2 waits" in status.slices[0].problem

@@ -456,10 +456,22 @@ for group, command, function_name, summary in OPERATIONS:
     group.command(f"aether_cli._operations:{function_name}", name=command, help=summary)
 
 
+def _unwrapped_help_when_piped() -> None:
+    """Help into a pipe is plain text with whole lines (rich would box it and wrap at 80 columns)."""
+    if not {"--help", "-h"} & set(sys.argv[1:]):
+        return
+    from . import _output
+
+    if _output.piped():
+        app.help_formatter = "plain"
+        app.console = _output.console
+
+
 def main() -> None:
     from cyclopts.exceptions import CycloptsError
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `aether ... | head` ends quietly
+    _unwrapped_help_when_piped()
     try:
         app(exit_on_error=False, print_error=False)
     except CycloptsError as error:  # one plain line, like every other error, never wrapped in a box

@@ -25,10 +25,14 @@ from ._common import plural
 UNWRAPPED = 1 << 20  # columns: wider than any line the CLI prints
 
 
+def piped() -> bool:
+    """Output goes to a pipe or a file, and no COLUMNS says how wide to wrap."""
+    return not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+
+
 def _console() -> Console:
     """rich would wrap at 80 columns when it cannot ask a terminal; a pipe gets whole lines instead."""
-    piped = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
-    return Console(emoji=False, width=UNWRAPPED if piped else None, soft_wrap=piped)
+    return Console(emoji=False, width=UNWRAPPED if piped() else None, soft_wrap=piped())
 
 
 console = _console()

@@ -52,6 +52,7 @@ from ..core._records import (
     decode_record,
 )
 from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..core._text import plural
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
 from ._cluster_view import ClusterView, Snapshot
@@ -458,7 +459,7 @@ class Handlers:
         if failed:
             shown = "; ".join(f"{i.artifact}#{i.instance} on {i.node_id}: {i.reason}" for i in failed[:3])
             more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
-            reasons.append(f"{len(failed)} instance(s) FAILED: {shown}{more}")
+            reasons.append(f"{plural(len(failed), 'instance')} FAILED: {shown}{more}")
         if disconnected:
             reasons.append(f"KV replica {status.self_address} is not connected to {', '.join(disconnected)}")
         return ClusterStatus(

@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from ..core._blueprint import Resources, SliceSpec, Strategy
+from ..core._text import plural
 
 
 @attrs.frozen(kw_only=True)
@@ -191,7 +192,7 @@ def allocate(
     if unplaced:
         reason = (
             f"{unplaced} of {spec.instances} instances of {spec.artifact} fit on no live node"
-            f" ({len(ids)} node(s)"
+            f" ({plural(len(ids), 'node')}"
             + (
                 f", {len(no_growth & by_id.keys())} of them excluded after failures"
                 if no_growth & by_id.keys()

@@ -16,6 +16,7 @@ from aether_kv import KeyValue
 
 from ..core._records import NodeOperation, NodeOperationRecord, RecordError, decode_record
 from ..core._schema import NODE_OPS
+from ..core._text import plural
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -69,4 +70,4 @@ def drain_waits(node_id: str, remaining: Iterable[str], problems: Mapping[str, s
         parts.append(f"{label}" + (f" ({problem})" if problem else ": its replacement is not ACTIVE yet"))
     if not parts:
         return ""
-    return f"drain of {node_id} waits for {len(parts)} instance(s) to move: " + "; ".join(parts)
+    return f"drain of {node_id} waits for {plural(len(parts), 'instance')} to move: " + "; ".join(parts)

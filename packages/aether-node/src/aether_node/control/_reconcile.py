@@ -36,6 +36,7 @@ from ..core._blueprint import SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._records import SliceState
+from ..core._text import plural
 from ._allocation import NodeCapacity, Placement, allocate_all
 
 REMOVING = frozenset({SliceState.UNLOAD, SliceState.UNLOADING})
@@ -254,7 +255,7 @@ def plan(
         serving = sorted({str(i.coordinates.version) for i in old_active})
         if failed and serving:
             messages.append(
-                f"upgrade to {coordinates.version} is stuck: {len(failed)} new instance(s) failed"
+                f"upgrade to {coordinates.version} is stuck: {plural(len(failed), 'new instance')} failed"
                 + ("" if placement.unplaced else f" ({reasons})")
                 + f"; {', '.join(serving)} keeps serving ({len(old_active)} ACTIVE)"
             )

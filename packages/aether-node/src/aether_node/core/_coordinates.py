@@ -9,6 +9,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ._errors import InvalidCoordinatesError
+from ._text import plural
 
 _PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
@@ -28,7 +29,7 @@ class Coordinates:
         if len(parts) != 3:
             raise InvalidCoordinatesError(
                 f"{text!r} is not group:artifact:version (e.g. org.example:echo:1.0.0):"
-                f" it has {len(parts)} part(s)"
+                f" it has {plural(len(parts), 'part')}"
             )
         group, artifact, version = parts
         for name, value in (("group", group), ("artifact", artifact)):
