@@ -815,9 +815,7 @@ def test_an_upgrade_that_fails_on_one_node_only_is_reported_while_it_goes_on_els
     assert [c.node_id for c in creates(p)] == ["a"]
     cluster.apply(p)  # fails on a
     p = cluster.plan(new)
-    assert (
-        "upgrade to 2.0 is stuck: 1 new instance failed (a: start failed: boom)" in p.problems[0].message
-    )
+    assert "upgrade to 2.0 is stuck: 1 new instance failed (a: start failed: boom)" in p.problems[0].message
     assert "1.0 keeps serving (2 ACTIVE)" in p.problems[0].message
     cluster.converge(new)
     assert cluster.counts(f"{ECHO}:2.0") == {"a": 1, "b": 1, "c": 1}  # a's record is FAILED
