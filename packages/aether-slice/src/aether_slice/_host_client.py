@@ -17,7 +17,6 @@ import os
 import secrets
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -248,10 +247,7 @@ class SliceInstance:
             while True:
                 event = self._template_frames.receive(deadline)
                 if event.get("event") == Kind.EXIT and event.get("pid") == self.pid:
-                    code = int(event["code"])
-                    if code < 0:
-                        return f"killed by {signal.Signals(-code).name}"
-                    return f"exit code {code}"
+                    return protocol.describe_exit(int(event["code"]))
         return "its connection closed"
 
     # ------------------------------------------------------------ protocol

@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import signal
 import struct
 from typing import Any
 
@@ -43,9 +44,10 @@ VERSION = 1
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 
-# one encoder for every frame (json.dumps would build an encoder per call); ASCII output, so a string
-# holding a lone surrogate (which JSON text may carry) still encodes
-_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+# one encoder for every frame (json.dumps would build an encoder per call). Text goes as UTF-8, not
+# escaped (a frame of non-ASCII text stays a third of the size); a lone surrogate, which JSON text may
+# carry, is passed through ("surrogatepass", as json.loads reads bytes)
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class ProtocolError(Exception):
@@ -91,7 +93,7 @@ class HostErrorKind(enum.StrEnum):
 def encode(message: dict[str, Any], *, max_frame: int = MAX_FRAME) -> bytes:
     """One frame holding `message`. Raises ProtocolError if it is not JSON or over `max_frame` bytes."""
     try:
-        payload = _encode_json(message).encode()
+        payload = _encode_json(message).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError) as error:
         raise ProtocolError(f"the message is not JSON: {error}") from None
     if len(payload) > max_frame:
@@ -102,11 +104,9 @@ def encode(message: dict[str, Any], *, max_frame: int = MAX_FRAME) -> bytes:
 def decode(payload: bytes | bytearray) -> dict[str, Any]:
     """The message in one frame's payload (without its length). Raises ProtocolError."""
     try:
-        message = json.loads(payload.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        message = json.loads(payload.decode("utf-8", "surrogatepass"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # (too deeply nested)
         raise ProtocolError(f"a frame is not valid JSON (UTF-8): {error}") from None
-    except RecursionError:
-        raise ProtocolError("a frame is nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"a frame must hold a JSON object, got {type(message).__name__}")
     return message
@@ -260,3 +260,13 @@ def check_version(message: dict[str, Any]) -> None:
 def exit_event(pid: int, code: int) -> dict[str, Any]:
     """The template's word that a child it forked ended (code < 0: killed by that signal)."""
     return {"event": "exit", "pid": pid, "code": code}
+
+
+def describe_exit(code: int) -> str:
+    """An EXIT event's code in words: "exit code 3", "killed by SIGKILL"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

@@ -482,7 +482,7 @@ class SliceHost:
             with trio.CancelScope(shield=True):
                 self._released.set()
                 code = await self.template.exit_code(self.pid, timeout=2.0)
-            self.exit_reason = _describe_exit(code) if code is not None else "its connection closed"
+            self.exit_reason = protocol.describe_exit(code) if code is not None else "its connection closed"
             self.exited.set()
             self._timer.cancel()
             for call in self._pending.values():
@@ -608,15 +608,6 @@ class SliceHost:
             os.killpg(self.pid, signal.SIGKILL)  # the child leads its own session
         except ProcessLookupError:
             pass
-
-
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def _call_error(failure: protocol.Failure) -> InvocationError:
