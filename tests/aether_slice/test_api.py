@@ -28,7 +28,7 @@ def test_every_hook_has_a_docstring_and_is_in_the_slice_authors_guide() -> None:
 def test_the_public_surface_is_small_and_deliberate() -> None:
     # "@py_builtins" and the like: pytest rewrites the asserts of a pytest plugin's distribution (this one).
     public = {name for name in dir(aether_slice) if not name.startswith(("_", "@"))}
-    modules = {"hookspecs", "host", "testing"}
+    modules = {"hookspecs", "host", "protocol", "testing"}
     assert public - modules == {
         "EntryPoint",
         "SliceCallError",

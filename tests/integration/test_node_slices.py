@@ -226,6 +226,13 @@ async def test_ingress_errors(node: NodeProcess, kv: KVClient) -> None:
     assert error["kind"] == "no_endpoint"
     assert "shout" in error["message"] and "echo" in error["message"] and "info" in error["message"]
 
+    # A payload over the slice host protocol's frame limit: refused as the caller's (it used to be
+    # sent, and the instance, reading a frame over its limit, ended), and the instance is left alone.
+    too_large = await invoke(node.ingress, "org.aether:echo", "echo", "x" * (16 * 1024 * 1024))
+    assert too_large.status_code == 400, too_large.text
+    assert too_large.json()["error"]["kind"] == "bad_request"
+    assert "over the limit of 16777216" in too_large.json()["error"]["message"]
+
     # The failed calls changed nothing: the instance still serves.
     ok = await invoke(node.ingress, "org.aether:echo", "echo", [1])
     assert (ok.status_code, ok.json()) == (200, [1])

@@ -5,20 +5,18 @@ interpreter it runs them with, this one by default).
 
 It runs the very runner a node runs (`python -m aether_slice.host`): a template process, asked over its
 stdin/stdout to fork one instance, which connects to a Unix socket of ours with a one-time token and
-then speaks the host protocol (the frames of `aether_slice.host`). The node's side of the same protocol
-is `aether_node`'s `_slice_host.py` (trio, many instances); both are to share one protocol module.
+then speaks the host protocol (`aether_slice.protocol`, which the node's side, `aether_node`'s
+`_slice_host.py`, speaks too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import json
 import os
 import secrets
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,8 +26,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from . import protocol
 from ._context import SliceCallError
-from .host import HEADER, MAX_FRAME
+from .protocol import Kind, ProtocolError
 
 CallHandler = Callable[[Any], Any]
 
@@ -54,43 +53,36 @@ class SliceHostError(Exception):
 
 
 class _Frames:
-    """Frames (4-byte big-endian length + JSON object) read from a file descriptor against a deadline."""
+    """The protocol's frames read from a file descriptor against a deadline."""
 
     def __init__(self, fd: int, what: str) -> None:
         self.fd = fd
         self.what = what
-        self.buffer = bytearray()
+        self.decoder = protocol.FrameDecoder()
 
     def receive(self, deadline: float) -> dict[str, Any]:
         while True:
-            if len(self.buffer) >= HEADER.size:
-                (size,) = HEADER.unpack_from(self.buffer)
-                if size > MAX_FRAME:
-                    raise SliceHostError("protocol", f"{self.what} sent a frame of {size} bytes")
-                if len(self.buffer) >= HEADER.size + size:
-                    payload = bytes(self.buffer[HEADER.size : HEADER.size + size])
-                    del self.buffer[: HEADER.size + size]
-                    try:
-                        message = json.loads(payload)
-                    except ValueError as error:
-                        raise SliceHostError(
-                            "protocol", f"{self.what} sent a frame that is not JSON: {error}"
-                        ) from None
-                    if not isinstance(message, dict):
-                        raise SliceHostError("protocol", f"{self.what} sent {message!r}, not an object")
-                    return message
+            try:
+                message = self.decoder.next()
+            except ProtocolError as error:
+                raise SliceHostError("protocol", f"{self.what} sent {error}") from None
+            if message is not None:
+                return message
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
                 raise SliceHostError("timeout", f"{self.what} did not answer in time")
             chunk = os.read(self.fd, 65536)
             if not chunk:
                 raise SliceHostError("crashed", f"{self.what} closed its end")
-            self.buffer += chunk
+            self.decoder.feed(chunk)
 
 
 def _frame(message: dict[str, Any]) -> bytes:
-    payload = json.dumps(message, separators=(",", ":")).encode()
-    return HEADER.pack(len(payload)) + payload
+    """One frame; a message over the limit (or not JSON) is the test's error (SliceHostError)."""
+    try:
+        return protocol.encode(message)
+    except ProtocolError as error:
+        raise SliceHostError("protocol", f"cannot send it to the slice: {error}") from None
 
 
 def coordinates_of(artifact: str, version: str | None, python: str = sys.executable) -> str:
@@ -203,7 +195,7 @@ class SliceInstance:
                 )
             assert self._template.stdin is not None and self._template.stdout is not None
             self._template_frames = _Frames(self._template.stdout.fileno(), "the slice template process")
-            self._template.stdin.write(_frame({"id": 1, "op": "fork", **request}))
+            self._template.stdin.write(_frame(protocol.request(1, Kind.FORK, **request)))
             self._template.stdin.flush()
             reply = self._template_frames.receive(deadline)
         except (OSError, SliceHostError) as error:
@@ -229,8 +221,12 @@ class SliceInstance:
         self._socket = connection
         self._frames = _Frames(connection.fileno(), f"{self.coordinates}#{self.instance}")
         hello = self._frames.receive(deadline)
-        if hello.get("hello") != token:
-            raise SliceHostError("protocol", "the instance did not present its token")
+        try:
+            if protocol.token_of(hello) != token:
+                raise ProtocolError("the instance did not present its token")
+            protocol.check_version(hello)
+        except ProtocolError as error:
+            raise SliceHostError("protocol", str(error)) from None
 
     def _log_tail(self, lines: int = 20) -> str:
         text = self.log
@@ -250,27 +246,25 @@ class SliceInstance:
         with contextlib.suppress(SliceHostError):
             while True:
                 event = self._template_frames.receive(deadline)
-                if event.get("event") == "exit" and event.get("pid") == self.pid:
-                    code = int(event["code"])
-                    if code < 0:
-                        return f"killed by {signal.Signals(-code).name}"
-                    return f"exit code {code}"
+                if event.get("event") == Kind.EXIT and event.get("pid") == self.pid:
+                    return protocol.describe_exit(int(event["code"]))
         return "its connection closed"
 
     # ------------------------------------------------------------ protocol
 
-    def _request(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
+    def _request(self, op: Kind, timeout: float | None = None, **fields: Any) -> Any:
         if self._socket is None or self.exit_reason is not None:
             why = self.exit_reason or "it was closed"
             raise SliceHostError("crashed", f"{self.coordinates}: the instance is gone ({why})")
         self._ids += 1
         request_id = self._ids
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        frame = _frame(protocol.request(request_id, op, **fields))
         try:
-            self._socket.sendall(_frame({"id": request_id, "op": op, **fields}))
+            self._socket.sendall(frame)
             while True:
                 message = self._frames.receive(deadline)
-                if message.get("op") == "call":
+                if message.get("op") == Kind.CALL:
                     self._socket.sendall(_frame(self._answer_call(message)))
                 elif message.get("id") == request_id:
                     break
@@ -293,10 +287,8 @@ class SliceInstance:
                 + self._log_tail(),
             ) from None
         if "error" in message:
-            error = message["error"]
-            raise SliceHostError(
-                str(error.get("kind")), str(error.get("message")), error.get("detail"), error.get("type")
-            )
+            failure = protocol.failure_of(message)
+            raise SliceHostError(failure.kind, failure.message, failure.detail, failure.type)
         return message.get("ok")
 
     def _answer_call(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -307,32 +299,38 @@ class SliceInstance:
         )
         self.calls.append((artifact, entry, payload))
         handler = self.handlers.get(f"{artifact}/{entry}")
-        reply: dict[str, Any] = {"id": message.get("id")}
+        call_id = message.get("id")
         if handler is None:
             known = ", ".join(sorted(self.handlers)) or "none"
-            reply["error"] = {
-                "kind": "no_endpoint",
-                "message": f"no handler for {artifact}/{entry} in slice_host(calls=...) (it has: {known})",
-            }
-            return reply
+            return protocol.error_reply(
+                call_id,
+                "no_endpoint",
+                f"no handler for {artifact}/{entry} in slice_host(calls=...) (it has: {known})",
+            )
         try:
-            reply["ok"] = handler(payload)
+            return protocol.reply(call_id, handler(payload))
         except SliceCallError as error:
-            reply["error"] = {"kind": error.kind, "message": error.message, "type": error.remote_type}
+            return protocol.error_reply(call_id, error.kind, error.message, type=error.remote_type)
         except Exception as error:
-            reply["error"] = {"kind": "raised", "message": str(error), "type": type(error).__qualname__}
-        return reply
+            return protocol.error_reply(
+                call_id, protocol.HostErrorKind.RAISED, str(error), type=type(error).__qualname__
+            )
 
     def _load(self) -> dict[str, Any]:
         try:
             return dict(
                 self._request(
-                    "load", entry_point=self.artifact, coordinates=self.coordinates, instance=self.instance,
+                    Kind.LOAD,
+                    entry_point=self.artifact,
+                    coordinates=self.coordinates,
+                    instance=self.instance,
                     config=self.config,
                 )
-            )  # fmt: skip
+            )
         except SliceHostError as error:
-            if error.kind != "entry_point" or not error.message.startswith("no entry point"):
+            if error.kind != protocol.HostErrorKind.ENTRY_POINT or not error.message.startswith(
+                "no entry point"
+            ):
                 raise
             raise SliceHostError(
                 error.kind,
@@ -345,22 +343,22 @@ class SliceInstance:
 
     def start(self) -> None:
         """Run the slice's `aether_start` hook (done on creation unless `start=False`)."""
-        self._request("start")
+        self._request(Kind.START)
         self.started = True
 
     def invoke(self, entry: str, payload: Any = None, *, timeout: float | None = None) -> Any:
         """Call an entry point with a JSON-able payload, as a node would; its JSON result (the payload and
         the result go through JSON on the way). Raises SliceHostError."""
-        return self._request("invoke", timeout, entry=entry, payload=payload)
+        return self._request(Kind.INVOKE, timeout, entry=entry, payload=payload)
 
     def stop(self) -> None:
         """Run the slice's `aether_stop` hook."""
         self.started = False
-        self._request("stop")
+        self._request(Kind.STOP)
 
     def health(self) -> dict[str, Any]:
         """The instance's pid, peak memory (KiB) and CPU seconds."""
-        return dict(self._request("health"))
+        return dict(self._request(Kind.HEALTH))
 
     def close(self, *, stop: bool = True) -> None:
         """Run `aether_stop` if the instance was started (and `stop`), then end both processes (the

@@ -4,9 +4,9 @@ the slice's dependencies).
 `python -m aether_slice.host` runs a *template* in the slice's own virtualenv: it imports the runtime once
 and forks one child per slice instance when the node asks (a fork costs ~2 ms; a fresh interpreter
 ~100 ms). Each child connects to the node's Unix socket, says hello with its token, and then speaks the
-host protocol there: frames of a 4-byte big-endian length and a JSON object. Anything a slice prints goes
-to its instance log. A child exits when its socket closes; children and template ask the kernel to kill
-them when their parent dies, so nothing outlives the node.
+host protocol there (`aether_slice.protocol`: its frames, messages and version). Anything a slice prints
+goes to its instance log. A child exits when its socket closes; children and template ask the kernel to
+kill them when their parent dies, so nothing outlives the node.
 
 Node → host: load, start, stop, invoke, health (each with an integer "id"; one reply each).
 Host → node: call (id "c<n>"), for a slice calling another slice through the cluster.
@@ -24,7 +24,6 @@ import os
 import resource
 import select
 import signal
-import struct
 import sys
 import traceback
 from collections.abc import Callable, Mapping
@@ -32,13 +31,12 @@ from typing import Any
 
 import pluggy
 
-from . import ENTRY_POINT_GROUP, hookspecs
+from . import ENTRY_POINT_GROUP, hookspecs, protocol
 from ._context import EntryPoint, SliceCallError, SliceContext
+from .protocol import Kind, ProtocolError
 
-HEADER = struct.Struct(">I")
-MAX_FRAME = 16 * 1024 * 1024
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build an encoder per call
 PR_SET_PDEATHSIG = 1
+_READ_SIZE = 65536
 
 
 class HostError(Exception):
@@ -63,6 +61,7 @@ class Host:
     def __init__(self, reader: asyncio.StreamReader, write: Callable[[bytes], object]) -> None:
         self.reader = reader
         self._write = write
+        self._frames = protocol.FrameDecoder()
         self.plugins: pluggy.PluginManager | None = None
         self.context: SliceContext | None = None
         self.entries: dict[str, EntryPoint] = {}
@@ -73,24 +72,24 @@ class Host:
     # ------------------------------------------------------------ frames
 
     def send(self, message: dict[str, Any]) -> None:
-        self.write(_encode(message).encode())
-
-    def write(self, payload: bytes) -> None:
-        self._write(HEADER.pack(len(payload)) + payload)
+        self._write(protocol.encode(message))
 
     async def receive(self) -> dict[str, Any] | None:
-        try:
-            header = await self.reader.readexactly(HEADER.size)
-            (size,) = HEADER.unpack(header)
-            if size > MAX_FRAME:
-                raise HostError("protocol", f"frame of {size} bytes is too large")
-            return json.loads(await self.reader.readexactly(size))
-        except asyncio.IncompleteReadError:
-            return None
+        """The node's next message; None once the node closed the connection. Raises ProtocolError."""
+        while (message := self._frames.next()) is None:
+            chunk = await self.reader.read(_READ_SIZE)
+            if not chunk:
+                return None  # (a frame cut short too: the node is gone either way)
+            self._frames.feed(chunk)
+        return message
 
     async def run(self) -> None:
         while True:
-            message = await self.receive()
+            try:
+                message = await self.receive()
+            except ProtocolError as error:  # the stream cannot be trusted further: end this instance
+                print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
+                return
             if message is None:
                 return  # the node closed our stdin (or died): stop now
             request_id = message.get("id")
@@ -107,44 +106,49 @@ class Host:
         request_id = message.get("id")
         try:
             result = await self.dispatch(message)
-            reply: dict[str, Any] = {"id": request_id, "ok": result}
             try:
-                encoded = _encode(reply)
-            except (TypeError, ValueError) as error:
-                raise HostError("bad_result", f"the result is not JSON-serialisable: {error}") from None
-            self.write(encoded.encode())
+                frame = protocol.encode(protocol.reply(request_id, result))
+            except ProtocolError as error:  # not JSON, or too large to send
+                raise HostError(
+                    protocol.HostErrorKind.BAD_RESULT, f"the result cannot be sent: {error}"
+                ) from None
+            self._write(frame)
             return
         except HostError as error:
-            body = {"kind": error.kind, "message": error.message, "detail": error.detail}
+            answer = protocol.error_reply(request_id, error.kind, error.message, detail=error.detail)
         except Exception as error:  # the slice raised
-            body = {
-                "kind": "raised",
-                "type": type(error).__qualname__,
-                "message": str(error) or type(error).__qualname__,
-                "detail": _short_traceback(),
-            }
-        self.send({"id": request_id, "error": body})
+            answer = protocol.error_reply(
+                request_id,
+                protocol.HostErrorKind.RAISED,
+                str(error) or type(error).__qualname__,
+                detail=_short_traceback(),
+                type=type(error).__qualname__,
+            )
+        self.send(answer)
 
     async def dispatch(self, message: dict[str, Any]) -> Any:
-        op = message.get("op")
-        if op == "invoke":
+        try:
+            kind = protocol.kind_of(message)
+        except ProtocolError as error:
+            raise HostError(protocol.HostErrorKind.PROTOCOL, str(error)) from None
+        if kind is Kind.INVOKE:
             return await self.invoke(message.get("entry"), message.get("payload"))
-        if op == "load":
+        if kind is Kind.LOAD:
             return self.load(message)
-        if op == "start":
+        if kind is Kind.START:
             await self.run_hook("aether_start")
             return {}
-        if op == "stop":
+        if kind is Kind.STOP:
             await self.run_hook("aether_stop")
             return {}
-        if op == "health":
+        if kind is Kind.HEALTH:
             usage = resource.getrusage(resource.RUSAGE_SELF)
             return {
                 "pid": os.getpid(),
                 "max_rss_kib": usage.ru_maxrss,
                 "cpu_s": usage.ru_utime + usage.ru_stime,
             }
-        raise HostError("protocol", f"unknown host operation {op!r}")
+        raise HostError(protocol.HostErrorKind.PROTOCOL, f"an instance does not answer a {kind} message")
 
     # ------------------------------------------------------------ lifecycle
 
@@ -212,14 +216,9 @@ class Host:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending_calls[call_id] = future
         self.send(
-            {
-                "id": call_id,
-                "op": "call",
-                "artifact": artifact,
-                "entry": entry,
-                "payload": payload,
-                "timeout": timeout,
-            }
+            protocol.request(
+                call_id, Kind.CALL, artifact=artifact, entry=entry, payload=payload, timeout=timeout
+            )
         )
         try:
             reply = await asyncio.wait_for(future, timeout + 1.0)
@@ -230,10 +229,8 @@ class Host:
         finally:
             self.pending_calls.pop(call_id, None)
         if "error" in reply:
-            error = reply["error"]
-            raise SliceCallError(
-                error.get("kind", "unavailable"), error.get("message", ""), error.get("type")
-            )
+            failure = protocol.failure_of(reply, default_kind="unavailable")
+            raise SliceCallError(failure.kind, failure.message, failure.type)
         return reply.get("ok")
 
 
@@ -264,9 +261,9 @@ def _short_traceback(limit: int = 12) -> str:
 
 
 async def _serve_socket(path: str, token: str) -> None:
-    reader, writer = await asyncio.open_unix_connection(path, limit=MAX_FRAME)
+    reader, writer = await asyncio.open_unix_connection(path)
     host = Host(reader, writer.write)
-    host.send({"hello": token, "pid": os.getpid()})
+    host.send(protocol.hello(token, os.getpid()))
     await host.run()
 
 
@@ -300,18 +297,16 @@ def _child(request: dict[str, Any]) -> None:
 class Template:
     """The fork server: imports the runtime once, then forks one child per instance on request.
 
-    Protocol on stdin/stdout (frames): {"id", "op": "fork", "socket", "token", "log_path", "config"} →
-    {"id", "ok": {"pid"}}; and unsolicited {"event": "exit", "pid", "code"} when a child ends (code < 0:
-    killed by that signal). Single-threaded on purpose: forking a threaded process is unsafe.
+    Protocol on stdin/stdout (`aether_slice.protocol` frames): FORK → a REPLY {"pid"}; and an EXIT event
+    when a child ends. Single-threaded on purpose: forking a threaded process is unsafe.
     """
 
     def __init__(self) -> None:
         self.children: set[int] = set()
-        self.buffer = b""
+        self.frames = protocol.FrameDecoder()
 
     def write(self, message: dict[str, Any]) -> None:
-        payload = json.dumps(message, separators=(",", ":")).encode()
-        data = memoryview(HEADER.pack(len(payload)) + payload)
+        data = memoryview(protocol.encode(message))
         while data:
             data = data[os.write(1, data) :]
 
@@ -319,17 +314,16 @@ class Template:
         while True:
             readable, _, _ = select.select([0], [], [], 0.2)
             if readable:
-                chunk = os.read(0, 65536)
+                chunk = os.read(0, _READ_SIZE)
                 if not chunk:
                     break  # the node is gone
-                self.buffer += chunk
-                while len(self.buffer) >= HEADER.size:
-                    (size,) = HEADER.unpack(self.buffer[: HEADER.size])
-                    if len(self.buffer) < HEADER.size + size:
-                        break
-                    request = json.loads(self.buffer[HEADER.size : HEADER.size + size])
-                    self.buffer = self.buffer[HEADER.size + size :]
-                    self.handle(request)
+                self.frames.feed(chunk)
+                try:
+                    while (request := self.frames.next()) is not None:
+                        self.handle(request)
+                except ProtocolError as error:  # the stream cannot be trusted further
+                    print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
+                    break
             self.reap()
         for pid in self.children:
             try:
@@ -338,14 +332,20 @@ class Template:
                 pass
 
     def handle(self, request: dict[str, Any]) -> None:
-        if request.get("op") != "fork":
-            self.write({"id": request.get("id"), "error": {"kind": "protocol", "message": "unknown op"}})
+        if request.get("op") != Kind.FORK:
+            self.write(
+                protocol.error_reply(
+                    request.get("id"),
+                    protocol.HostErrorKind.PROTOCOL,
+                    f"a template answers only {Kind.FORK}, not {request.get('op')!r}",
+                )
+            )
             return
         pid = os.fork()
         if pid == 0:
             _child(request)
         self.children.add(pid)
-        self.write({"id": request.get("id"), "ok": {"pid": pid}})
+        self.write(protocol.reply(request.get("id"), {"pid": pid}))
 
     def reap(self) -> None:
         while self.children:
@@ -357,7 +357,7 @@ class Template:
                 return
             self.children.discard(pid)
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            self.write({"event": "exit", "pid": pid, "code": code})
+            self.write(protocol.exit_event(pid, code))
 
 
 def main() -> None:

@@ -4,8 +4,9 @@ its retry rule, and the one module that serves HTTP in the node (the app ingress
 node's end of the link to it (`_fast_ingress`).
 
 May import: core, observe, the slice runtime (a local call goes straight to the SliceStore); `aether_kv`
-(frames, handshake), hypercorn, starlette; uvloop and httptools (the worker only). Never the control
-plane or the APIs. Exports the ingress app, which the benchmarks serve on its own.
+(frames, handshake: the peer protocol), `aether_slice.protocol` (the fast ingress's link), hypercorn,
+starlette; uvloop and httptools (the worker only). Never the control plane or the APIs. Exports the
+ingress app, which the benchmarks serve on its own.
 """
 
 from ._http import ingress_app as ingress_app

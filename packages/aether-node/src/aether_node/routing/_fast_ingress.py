@@ -1,8 +1,9 @@
 """The fast app ingress (`--ingress-server fast`): HTTP in a worker process, routing in the node.
 
 The node binds the ingress port and hands it to one worker process (`_ingress_worker`: asyncio + uvloop +
-httptools), which parses HTTP and sends each invoke over a Unix socket pair (the link: frames, many calls
-in flight, several per read). This module serves that link in the node's trio loop: each call goes to
+httptools), which parses HTTP and sends each invoke over a Unix socket pair (the link: the slice host
+protocol's frames, `aether_slice.protocol`, with messages of its own; many calls in flight, several per
+read). This module serves that link in the node's trio loop: each call goes to
 the same `invoke` as the trio ingress (ClusterInvoker.invoke: balancing, the retry rule, the per-call
 timeout, metrics), with the same option checks and error kinds. So the URL surface, statuses and JSON
 errors are the trio ingress's; what moves out of the node's loop is HTTP itself.
@@ -22,11 +23,15 @@ from typing import Any
 import trio
 from starlette.datastructures import QueryParams
 
+from aether_slice import protocol
+from aether_slice.protocol import ProtocolError
+
 from ..core._error_kinds import http_status
 from ..core._errors import InvocationError
 from ..runtime._processes import ChildProcess, spawn
-from ..runtime._slice_host import _HEADER, MAX_FRAME, _Connection, _encode, _ProtocolError
+from ..runtime._slice_host import _Connection
 from ._http import Invoke, call_options
+from ._ingress_worker import MAX_LINK_FRAME
 
 log = logging.getLogger("aether_node.fast_ingress")
 
@@ -74,7 +79,7 @@ async def serve_fast_ingress(
     finally:
         listener.close()  # the worker holds them now
         theirs.close()
-    connection = _Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)), max_frame=MAX_FRAME)
+    connection = _Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(connection.write_loop)
@@ -101,7 +106,7 @@ def _exited(process: ChildProcess) -> str:
 async def _receive(connection: _Connection) -> dict[str, Any] | None:
     try:
         return await connection.receive()
-    except (trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
         return None
 
 
@@ -142,12 +147,12 @@ class _Link:
             return  # the client went away: nobody waits for the answer
         reply["i"] = call_id
         try:
-            payload = _encode(reply).encode()
-        except (TypeError, ValueError):  # a result that cannot be framed: a plain 500
-            payload = _encode({"i": call_id, "s": 500}).encode()
+            frame = protocol.encode(reply, max_frame=MAX_LINK_FRAME)
+        except ProtocolError:  # a result that cannot be framed (not JSON, too large): a plain 500
+            frame = protocol.encode({"i": call_id, "s": 500})
         if not self._frames:
             self._wake.set()
-        self._frames += (_HEADER.pack(len(payload)), payload)
+        self._frames.append(frame)
 
     async def _flush_loop(self) -> None:
         while True:

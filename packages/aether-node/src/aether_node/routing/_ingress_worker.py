@@ -12,10 +12,11 @@ call itself.
 stopped or died: calls in flight then get 503) or on SIGTERM (the same); dies with its node
 (PR_SET_PDEATHSIG).
 
-Link frames, worker → node: {"i": id, "a": artifact, "e": entry, "p": payload, "q": query string (if
-any)}; {"c": id} when the client went away first (the node cancels that call). Node → worker: {"i": id,
-"s": status, "r": result} or {"i", "s", "x": error object}, or {"i", "s": 500} alone for an unexpected
-failure (a plain 500, as starlette answers one); {"ready": pid} from the worker once it serves.
+Link frames (`aether_slice.protocol`'s), worker → node: {"i": id, "a": artifact, "e": entry, "p": payload,
+"q": query string (if any)}; {"c": id} when the client went away first (the node cancels that call).
+Node → worker: {"i": id, "s": status, "r": result} or {"i", "s", "x": error object}, or {"i", "s": 500}
+alone for an unexpected failure (a plain 500, as starlette answers one); {"ready": pid} from the worker
+once it serves.
 """
 
 from __future__ import annotations
@@ -27,20 +28,22 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 from typing import Any
 from urllib.parse import unquote
 
+from aether_slice import protocol
+from aether_slice.protocol import ProtocolError
+
 from ..core._error_kinds import http_status
 from ._http import INVOKE_PATH, parse_payload
 
-HEADER = struct.Struct(">I")
-MAX_LINK_FRAME = 64 * 1024 * 1024  # a reply carries a result of at most the slice frame limit (16 MiB)
-MAX_BODY = 16 * 1024 * 1024 - 4096  # a request body must fit in one frame to the node and on to the slice
+# node → worker: a reply carries a result of at most the slice frame limit (16 MiB), JSON-escaped again;
+# worker → node: the slice frame limit, which the node reads its link with
+MAX_LINK_FRAME = 64 * 1024 * 1024
+MAX_BODY = protocol.MAX_FRAME - 4096  # a request body must fit in one frame to the node and on to the slice
 MAX_QUEUED = 64  # pipelined requests of one connection in flight before it stops reading
 
-_to_link = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 # JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is an error)
 _render = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode
 
@@ -249,26 +252,29 @@ class Worker:
             conn.answer(slot, _error("unavailable", "the node's ingress is stopping"))
             return
         self.next_id += 1
-        call_id = slot.call_id = self.next_id
-        message: dict[str, Any] = {"i": call_id, "a": artifact, "e": entry, "p": payload}
+        message: dict[str, Any] = {"i": self.next_id, "a": artifact, "e": entry, "p": payload}
         if query:
             message["q"] = query.decode("latin-1")
+        try:
+            frame = protocol.encode(message)
+        except ProtocolError as error:  # its JSON, escaped, is over what the node reads
+            conn.answer(slot, _error("bad_request", f"the request cannot be passed on: {error}"))
+            return
+        call_id = slot.call_id = self.next_id
         self.calls[call_id] = (conn, slot)
-        self._send(message)
+        self._send(frame)
 
     def abandon(self, call_id: int) -> None:
         """The client went away: forget the call and ask the node to cancel it."""
         if self.calls.pop(call_id, None) is not None and self.link_transport is not None:
-            self._send({"c": call_id})
+            self._send(protocol.encode({"c": call_id}))
 
     # ------------------------------------------------------------ the link
 
-    def _send(self, message: dict[str, Any]) -> None:
-        payload = _to_link(message).encode()
+    def _send(self, frame: bytes) -> None:
         if not self.out:  # one write per loop pass, however many frames it brought
             asyncio.get_running_loop().call_soon(self._flush_link)
-        self.out.append(HEADER.pack(len(payload)))
-        self.out.append(payload)
+        self.out.append(frame)
 
     def _flush_link(self) -> None:
         out, self.out = self.out, []
@@ -300,27 +306,20 @@ class LinkProtocol(asyncio.Protocol):
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.buffer = bytearray()
+        self.frames = protocol.FrameDecoder(max_frame=MAX_LINK_FRAME)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.worker.link_transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer
-        buffer += data
-        start = 0
-        while len(buffer) - start >= HEADER.size:
-            (size,) = HEADER.unpack_from(buffer, start)
-            if size > MAX_LINK_FRAME:
-                print(f"ingress worker: a frame of {size} bytes from the node; closing", file=sys.stderr)
-                self.worker.link_closed()
-                return
-            end = start + HEADER.size + size
-            if len(buffer) < end:
-                break
-            self.worker.reply(json.loads(buffer[start + HEADER.size : end]))
-            start = end
-        del buffer[:start]
+        frames, reply = self.frames, self.worker.reply
+        frames.feed(data)
+        try:
+            while (message := frames.next()) is not None:
+                reply(message)
+        except ProtocolError as error:
+            print(f"ingress worker: the node broke the link's protocol ({error}); closing", file=sys.stderr)
+            self.worker.link_closed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.worker.link_closed()
@@ -342,7 +341,7 @@ async def serve(listener: socket.socket, link: socket.socket) -> None:
     server = await loop.create_server(lambda: HttpConnection(worker), sock=listener, backlog=1024)
     loop.add_signal_handler(signal.SIGTERM, worker.link_closed)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C in the node's terminal is the node's
-    worker._send({"ready": os.getpid()})
+    worker._send(protocol.encode({"ready": os.getpid()}))
     await worker.done.wait()
     server.close()
     # let the answers just written (503s among them) go out, briefly

@@ -3,20 +3,19 @@
 Per installed slice version, a *template* process (`python -m aether_slice.host` in the slice's
 virtualenv) has imported the runtime once; each instance is a child forked from it on request, which
 connects back to this node's Unix socket (`HostListener`) with a one-time token and then speaks the host
-protocol there (length-prefixed JSON frames). This module spawns templates, forks instances, serves the
-calls slices make to other slices, and notices an instance's death at once (its socket closes).
+protocol there (`aether_slice.protocol`: frames, messages, version). This module spawns templates, forks
+instances, serves the calls slices make to other slices, and notices an instance's death at once (its
+socket closes).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
 import secrets
 import signal
-import struct
 import subprocess
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -26,7 +25,8 @@ from typing import Any
 import attrs
 import trio
 
-from aether_kv import FramedStream, InvalidRequestError
+from aether_slice import protocol
+from aether_slice.protocol import Kind, ProtocolError
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
@@ -35,24 +35,15 @@ from ._processes import ChildProcess, spawn
 
 log = logging.getLogger("aether_node.slice_host")
 
-MAX_FRAME = 16 * 1024 * 1024
-
 CallHandler = Callable[[str, str, Any, float], Awaitable[Any]]
 
-
-_HEADER = struct.Struct(">I")
 _READ_SIZE = 65536
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build an encoder per call
 
 
 @attrs.define
 class _Pending:
     done: trio.Event = attrs.field(factory=trio.Event)
     reply: dict[str, Any] | None = None
-
-
-class _ProtocolError(Exception):
-    """An instance sent something that is not a frame of the host protocol (the slice process's fault)."""
 
 
 class _Call:
@@ -97,8 +88,8 @@ class _Call:
 
 
 class _Connection:
-    """The host protocol on an instance's connected Unix socket: frames of a 4-byte big-endian length and
-    a JSON object.
+    """The host protocol's frames (`aether_slice.protocol`) on a connected Unix socket: an instance's, or
+    the fast ingress's link to its worker.
 
     This is the node's data path, so it is lean: `send` writes straight to the non-blocking socket from
     the caller (no lock, no scheduler pass); only what the socket cannot take at once is left, in order,
@@ -107,13 +98,13 @@ class _Connection:
     find nothing.
     """
 
-    def __init__(self, stream: trio.SocketStream, *, max_frame: int) -> None:
+    def __init__(self, stream: trio.SocketStream, *, max_frame: int = protocol.MAX_FRAME) -> None:
         self.stream = stream
         self.max_frame = max_frame
         self._fd = stream.socket.fileno()
         self._closed = False
         self._broken: OSError | None = None
-        self._in = bytearray()
+        self._in = protocol.FrameDecoder(max_frame=max_frame)
         self._drained = False
         self._out = bytearray()  # bytes `send` could not write yet, from _out_start on
         self._out_start = 0
@@ -133,10 +124,10 @@ class _Connection:
     # ------------------------------------------------------------ out
 
     def send(self, message: dict[str, Any]) -> None:
-        """Queue one frame, writing as much as the socket takes now. Raises trio.BrokenResourceError or
-        trio.ClosedResourceError if the connection is gone."""
-        payload = _encode(message).encode()
-        self.write(_HEADER.pack(len(payload)) + payload)
+        """Queue one frame, writing as much as the socket takes now. Raises ProtocolError if the message
+        cannot be framed (nothing is sent then), trio.BrokenResourceError or trio.ClosedResourceError if
+        the connection is gone."""
+        self.write(protocol.encode(message, max_frame=self.max_frame))
 
     def write(self, data: bytes) -> None:
         if self._closed:
@@ -185,23 +176,14 @@ class _Connection:
     # ------------------------------------------------------------ in
 
     async def receive(self) -> dict[str, Any] | None:
-        """The next frame, or None at a clean end of stream. Raises _ProtocolError on garbage,
+        """The next frame, or None at a clean end of stream. Raises ProtocolError on garbage,
         trio.ClosedResourceError once closed, trio.BrokenResourceError if the socket failed."""
-        while True:
-            buffer = self._in
-            if len(buffer) >= _HEADER.size:
-                (size,) = _HEADER.unpack_from(buffer)
-                if size > self.max_frame:
-                    raise _ProtocolError(f"frame of {size} bytes is over the limit of {self.max_frame}")
-                end = _HEADER.size + size
-                if len(buffer) >= end:
-                    payload = buffer[_HEADER.size : end]
-                    del buffer[:end]
-                    return _decode(payload)
+        frames = self._in
+        while (message := frames.next()) is None:
             if not await self._read():
-                if buffer:
-                    raise _ProtocolError("connection closed in the middle of a frame")
+                frames.end()
                 return None
+        return message
 
     async def _read(self) -> bool:
         """Read what the socket has (waiting for it if needed); False at end of stream."""
@@ -220,20 +202,18 @@ class _Connection:
             self._drained = len(chunk) < _READ_SIZE
             if not self._drained:
                 await trio.lowlevel.checkpoint()  # a flood must not starve the other tasks
-            self._in += chunk
+            self._in.feed(chunk)
             return bool(chunk)
 
 
-def _decode(payload: bytes | bytearray) -> dict[str, Any]:
-    try:
-        message = json.loads(payload.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise _ProtocolError(f"frame is not valid JSON (UTF-8): {error}") from None
-    except RecursionError:
-        raise _ProtocolError("frame is nested too deeply") from None
-    if not isinstance(message, dict):
-        raise _ProtocolError(f"frame must be a JSON object, got {type(message).__name__}")
-    return message
+@attrs.frozen
+class _Arrival:
+    """An instance that reported in: its connection, the event that lets the listener let go of it, and
+    its hello."""
+
+    connection: _Connection
+    released: trio.Event
+    hello: dict[str, Any]
 
 
 class HostListener:
@@ -247,7 +227,7 @@ class HostListener:
         else:
             self._directory, self._owned = tempfile.mkdtemp(prefix="aether-"), True
         self.path = os.path.join(self._directory, "hosts.sock")
-        self._waiting: dict[str, trio.MemorySendChannel[tuple[_Connection, trio.Event]]] = {}
+        self._waiting: dict[str, trio.MemorySendChannel[_Arrival]] = {}
 
     async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
@@ -277,20 +257,21 @@ class HostListener:
             log.exception("a connection to the slice host socket failed")
 
     async def _take(self, stream: trio.SocketStream) -> None:
-        connection = _Connection(stream, max_frame=MAX_FRAME)
+        connection = _Connection(stream)
         try:
             with trio.fail_after(10):
                 hello = await connection.receive()
-        except (trio.TooSlowError, _ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
+            channel = self._waiting.pop(protocol.token_of(hello), None)
+        except (trio.TooSlowError, ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             connection.close()
             return
-        channel = self._waiting.pop(str((hello or {}).get("hello")), None)
         if channel is None:
             connection.close()
             return
+        assert hello is not None
         released = trio.Event()
         try:
-            channel.send_nowait((connection, released))
+            channel.send_nowait(_Arrival(connection, released, hello))
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
             connection.close()  # its spawner gave up waiting for it
             return
@@ -298,8 +279,8 @@ class HostListener:
         # so stay until the host is done with it.
         await released.wait()
 
-    def expect(self, token: str) -> trio.MemoryReceiveChannel[tuple[_Connection, trio.Event]]:
-        send, receive = trio.open_memory_channel[tuple[_Connection, trio.Event]](1)
+    def expect(self, token: str) -> trio.MemoryReceiveChannel[_Arrival]:
+        send, receive = trio.open_memory_channel[_Arrival](1)
         self._waiting[token] = send
         return receive
 
@@ -314,7 +295,6 @@ class SliceTemplate:
         self.installed = installed
         self.log_path = log_path
         self.process: ChildProcess | None = None
-        self.framed: FramedStream | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self.exits: dict[int, int] = {}
@@ -345,17 +325,21 @@ class SliceTemplate:
                 new_session=True,  # the node's Ctrl-C is not the slice's
             )
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.framed = FramedStream(trio.StapledStream(self.process.stdin, self.process.stdout))
         nursery.start_soon(self._read_loop)
 
     async def _read_loop(self) -> None:
-        assert self.framed is not None and self.process is not None
+        assert self.process is not None and self.process.stdout is not None
+        frames = protocol.FrameDecoder()
         try:
             while True:
-                message = await self.framed.receive()
+                message = frames.next()
                 if message is None:
-                    break
-                if message.get("event") == "exit":
+                    chunk = await self.process.stdout.receive_some(_READ_SIZE)
+                    if not chunk:
+                        break
+                    frames.feed(chunk)
+                    continue
+                if message.get("event") == Kind.EXIT:
                     self.exits[int(message["pid"])] = int(message["code"])
                     changed, self._exit_changed = self._exit_changed, trio.Event()
                     changed.set()
@@ -365,8 +349,10 @@ class SliceTemplate:
                 if pending is not None:
                     pending.reply = message
                     pending.done.set()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except ProtocolError as error:
+            log.error("the slice template of %s broke the host protocol: %s", self.log_path, error)
         except Exception:  # it runs in the node's nursery: a template's nonsense ends the template only
             log.exception("the slice template of %s sent what it must not", self.log_path)
         finally:
@@ -377,12 +363,14 @@ class SliceTemplate:
             await self.process.stop(1)
 
     async def fork(self, request: dict[str, Any], timeout: float) -> int:
-        assert self.framed is not None
+        assert self.process is not None and self.process.stdin is not None
         request_id = next(self._ids)
         pending = self._pending[request_id] = _Pending()
         try:
+            frame = protocol.encode(protocol.request(request_id, Kind.FORK, **request))
             try:
-                await self.framed.send({"id": request_id, "op": "fork", **request})
+                async with self._lock:  # one frame at a time on the pipe
+                    await self.process.stdin.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 raise SliceHostError(
                     "template", f"the slice template process died ({self.log_path})"
@@ -413,17 +401,11 @@ class SliceHost:
     """One instance: a child of its template, connected through the node's Unix socket."""
 
     def __init__(
-        self,
-        template: SliceTemplate,
-        connection: _Connection,
-        released: trio.Event,
-        pid: int,
-        label: str,
-        log_path: Path,
+        self, template: SliceTemplate, arrival: _Arrival, pid: int, label: str, log_path: Path
     ) -> None:
         self.template = template
-        self.connection = connection
-        self._released = released
+        self.connection = arrival.connection
+        self._released = arrival.released
         self.pid = pid
         self.label = label
         self.log_path = log_path
@@ -457,14 +439,20 @@ class SliceHost:
                     {"socket": listener.path, "token": token, "log_path": str(log_path), "config": config},
                     timeout,
                 )
-                connection, released = await arrivals.receive()
+                arrival = await arrivals.receive()
             if scope.cancelled_caught:
                 raise StepTimeoutError(f"{label}: the instance process did not start within {timeout:g} s")
         finally:
             listener.forget(token)
-        host = cls(template, connection, released, pid, label, log_path)
+        try:
+            protocol.check_version(arrival.hello)
+        except ProtocolError as error:
+            arrival.connection.close()  # the instance exits
+            arrival.released.set()
+            raise SliceHostError(protocol.HostErrorKind.PROTOCOL, f"{label}: {error}") from None
+        host = cls(template, arrival, pid, label, log_path)
         nursery.start_soon(host._read_loop, nursery, on_call)
-        nursery.start_soon(connection.write_loop)
+        nursery.start_soon(arrival.connection.write_loop)
         nursery.start_soon(host._expire_loop)
         return host
 
@@ -477,14 +465,16 @@ class SliceHost:
                 if message is None:
                     break
                 request_id = message.get("id")
-                if message.get("op") == "call":
+                if message.get("op") == Kind.CALL:
                     nursery.start_soon(self._serve_call, message, on_call)
                     continue
                 call = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
                 if call is not None:
                     call.resolve(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, _ProtocolError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
+        except ProtocolError as error:  # the slice's nonsense ends that slice's connection only
+            log.warning("%s: the slice process broke the host protocol: %s", self.label, error)
         except Exception:  # it runs in the node's nursery: a slice's nonsense ends that slice only
             log.exception("%s: reading from the slice process failed; closing its connection", self.label)
         finally:
@@ -492,7 +482,7 @@ class SliceHost:
             with trio.CancelScope(shield=True):
                 self._released.set()
                 code = await self.template.exit_code(self.pid, timeout=2.0)
-            self.exit_reason = _describe_exit(code) if code is not None else "its connection closed"
+            self.exit_reason = protocol.describe_exit(code) if code is not None else "its connection closed"
             self.exited.set()
             self._timer.cancel()
             for call in self._pending.values():
@@ -514,7 +504,7 @@ class SliceHost:
                 await trio.sleep_forever()
 
     async def _serve_call(self, message: dict[str, Any], on_call: CallHandler) -> None:
-        reply: dict[str, Any] = {"id": message.get("id")}
+        call_id = message.get("id")
         try:
             timeout = message.get("timeout") or 10.0
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
@@ -522,34 +512,46 @@ class SliceHost:
                     ErrorKind.BAD_REQUEST, f"timeout: expected seconds in (0, 3600]: {timeout!r}"
                 )
             artifact, entry = str(message.get("artifact")), str(message.get("entry"))
-            reply["ok"] = await on_call(artifact, entry, message.get("payload"), float(timeout))
+            reply = protocol.reply(
+                call_id, await on_call(artifact, entry, message.get("payload"), float(timeout))
+            )
         except InvocationError as error:  # kind, message and the other slice's exception type, intact
-            reply["error"] = error.to_wire()
+            reply = _error_reply(call_id, error)
         except Exception as error:  # a bug here must cost one call, never the node
             log.exception("%s: serving a call of the slice failed", self.label)
-            reply["error"] = InvocationError(
-                ErrorKind.INTERNAL, f"the node failed to route the call: {error!r}"
-            ).to_wire()
+            reply = _error_reply(
+                call_id,
+                InvocationError(ErrorKind.INTERNAL, f"the node failed to route the call: {error!r}"),
+            )
         try:
-            self.connection.send(reply)
+            try:
+                self.connection.send(reply)
+            except ProtocolError as error:  # a result the slice cannot be sent
+                self.connection.send(
+                    _error_reply(call_id, InvocationError(ErrorKind.INTERNAL, f"the result: {error}"))
+                )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
 
-    async def request(self, op: str, timeout: float, **fields: Any) -> Any:
-        """One request to the host; raises SliceHostError (failed, died) or StepTimeoutError."""
-        reply = await self._exchange(op, timeout, fields)
+    async def request(self, op: Kind, timeout: float, **fields: Any) -> Any:
+        """One request to the host; raises SliceHostError (failed, died, cannot be sent) or
+        StepTimeoutError."""
+        try:
+            reply = await self._exchange(op, timeout, fields)
+        except ProtocolError as error:
+            raise SliceHostError(protocol.HostErrorKind.PROTOCOL, f"{self.label}: {op}: {error}") from None
         if "error" in reply:
-            error = reply["error"]
-            raise SliceHostError(
-                str(error.get("kind", "raised")), _error_text(error), error.get("detail"), error.get("type")
-            )
+            failure = protocol.failure_of(reply)
+            raise SliceHostError(failure.kind, failure.text, failure.detail, failure.type)
         return reply.get("ok")
 
     async def invoke(self, entry: str, payload: Any, timeout: float) -> Any:
         """Call an entry point; errors are InvocationErrors: the slice's own (`_call_error`), timeout, or
         unavailable (the process died)."""
         try:
-            reply = await self._exchange("invoke", timeout, {"entry": entry, "payload": payload})
+            reply = await self._exchange(Kind.INVOKE, timeout, {"entry": entry, "payload": payload})
+        except ProtocolError as error:  # a payload that cannot be framed: the caller's
+            raise InvocationError(ErrorKind.BAD_REQUEST, f"{self.label}: the payload: {error}") from None
         except StepTimeoutError:
             raise InvocationError(
                 ErrorKind.TIMEOUT, f"{self.label}: {entry} did not answer within {timeout:.3g} s"
@@ -557,12 +559,13 @@ class SliceHost:
         except SliceHostError as error:  # (crashed: the only one _exchange raises)
             raise InvocationError(ErrorKind.UNAVAILABLE, error.message) from None
         if "error" in reply:
-            raise _call_error(reply["error"])
+            raise _call_error(protocol.failure_of(reply))
         return reply.get("ok")
 
-    async def _exchange(self, op: str, timeout: float, fields: dict[str, Any]) -> dict[str, Any]:
+    async def _exchange(self, op: Kind, timeout: float, fields: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its reply (which may be an error reply); raises SliceHostError
-        (crashed: the process is gone or died meanwhile) or StepTimeoutError."""
+        (crashed: the process is gone or died meanwhile), StepTimeoutError, or ProtocolError (the request
+        cannot be framed: nothing was sent)."""
         if self.exited.is_set():
             raise SliceHostError("crashed", f"{self.label}: the slice process is gone ({self.exit_reason})")
         request_id = next(self._ids)
@@ -571,7 +574,7 @@ class SliceHost:
             self._timer.deadline = call.deadline
         try:
             try:
-                self.connection.send({"id": request_id, "op": op, **fields})
+                self.connection.send(protocol.request(request_id, op, **fields))
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.exited.wait()
                 raise SliceHostError(
@@ -607,30 +610,19 @@ class SliceHost:
             pass
 
 
-def _describe_exit(code: int) -> str:
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
-
-
-def _call_error(error: dict[str, Any]) -> InvocationError:
+def _call_error(failure: protocol.Failure) -> InvocationError:
     """A slice host's error reply to a call, as the call's error: what the slice raised (its exception
     type as `remote_type`), a result that is not JSON (as if it raised TypeError), no such entry point;
     anything else the host says (a protocol error) leaves the call unavailable."""
-    kind = error.get("kind", "raised")
-    if kind == "raised":
-        return InvocationError(ErrorKind.RAISED, _error_text(error), remote_type=error.get("type"))
-    if kind == "bad_result":
-        return InvocationError(ErrorKind.RAISED, _error_text(error), remote_type="TypeError")
-    if kind == "no_entry":
-        return InvocationError(ErrorKind.NO_ENDPOINT, _error_text(error))
-    return InvocationError(ErrorKind.UNAVAILABLE, _error_text(error))
+    if failure.kind == protocol.HostErrorKind.RAISED:
+        return InvocationError(ErrorKind.RAISED, failure.text, remote_type=failure.type)
+    if failure.kind == protocol.HostErrorKind.BAD_RESULT:
+        return InvocationError(ErrorKind.RAISED, failure.text, remote_type="TypeError")
+    if failure.kind == protocol.HostErrorKind.NO_ENTRY:
+        return InvocationError(ErrorKind.NO_ENDPOINT, failure.text)
+    return InvocationError(ErrorKind.UNAVAILABLE, failure.text)
 
 
-def _error_text(error: dict[str, Any]) -> str:
-    message = str(error.get("message", "failed"))
-    remote = error.get("type")
-    return f"{remote}: {message}" if remote and not message.startswith(f"{remote}") else message
+def _error_reply(call_id: Any, error: InvocationError) -> dict[str, Any]:
+    """The answer to a slice's call that failed, in the node's error vocabulary."""
+    return protocol.error_reply(call_id, error.kind, error.message, type=error.remote_type)

@@ -11,6 +11,8 @@ from typing import Any
 import attrs
 import trio
 
+from aether_slice.protocol import Kind
+
 from ..core._coordinates import Coordinates
 from ..core._errors import NodeError, ResolutionError, SliceHostError, StepTimeoutError
 from ..core._policies import StepTimeouts
@@ -104,7 +106,7 @@ class SliceStore:
         )
         try:
             reply = await host.request(
-                "load",
+                Kind.LOAD,
                 self.timeouts.load,
                 entry_point=key.coordinates.artifact_id,
                 coordinates=str(key.coordinates),
@@ -120,12 +122,12 @@ class SliceStore:
         return instance
 
     async def activate(self, instance: LocalInstance) -> None:
-        await instance.host.request("start", self.timeouts.activate)
+        await instance.host.request(Kind.START, self.timeouts.activate)
         instance.phase = Phase.ACTIVE
 
     async def deactivate(self, instance: LocalInstance) -> None:
         instance.phase = Phase.LOADED
-        await instance.host.request("stop", self.timeouts.deactivate)
+        await instance.host.request(Kind.STOP, self.timeouts.deactivate)
 
     async def unload(self, key: InstanceKey) -> None:
         instance = self.instances.pop(key, None)

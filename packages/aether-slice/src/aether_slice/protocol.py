@@ -1,0 +1,272 @@
+"""The slice host protocol: the one definition of what a node, its slice processes and the `slice_host`
+test fixture say to each other. Pure: frames and messages in, frames and messages out; no sockets, no
+processes, no event loop. Standard library only: it runs inside every slice's virtualenv.
+
+Frame: a 4-byte big-endian length, then that many bytes of UTF-8 JSON holding one object; at most
+`MAX_FRAME` (16 MiB) unless a link says otherwise (the fast ingress's link, which reuses these frames,
+allows more). `encode` refuses to build a frame over the limit and `FrameDecoder` refuses to read one,
+both with `ProtocolError`; so does every malformed frame (cut short, not JSON, not an object).
+
+Messages (`Kind` names each; `kind_of` tells which one a message is, or raises ProtocolError):
+
+    HELLO    instance → node, first   {"hello": token, "pid", "version"}
+    LOAD     node → instance          {"id": int, "op": "load", "entry_point", "coordinates", "instance",
+                                       "config"} → REPLY {"entry_points": [{"name", "idempotent"}]}
+    START    node → instance          {"id", "op": "start"}: the aether_start hook → REPLY {}
+    STOP     node → instance          {"id", "op": "stop"}: the aether_stop hook → REPLY {}
+    INVOKE   node → instance          {"id", "op": "invoke", "entry", "payload"} → REPLY the result
+    HEALTH   node → instance          {"id", "op": "health"} → REPLY {"pid", "max_rss_kib", "cpu_s"}
+    CALL     instance → node          {"id": "c<n>", "op": "call", "artifact", "entry", "payload",
+                                       "timeout"}: a slice calling another slice through the cluster
+    FORK     node → template          {"id", "op": "fork", "socket", "token", "log_path", "config"}
+                                       → REPLY {"pid"}
+    REPLY    the side asked           {"id", "ok": result}
+    ERROR    the side asked           {"id", "error": {"kind", "message"[, "detail"][, "type"]}}
+    EXIT     template → node          {"event": "exit", "pid", "code"} (code < 0: killed by that signal)
+
+Every request gets exactly one REPLY or ERROR with its id. The error kinds a slice process answers with
+are `HostErrorKind`; the node answers a CALL with the kinds of its own error vocabulary.
+
+`VERSION` is the protocol's version, carried by HELLO; a peer speaking another version is refused. A
+HELLO without one is version 1: the runners before versions were named spoke it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import signal
+import struct
+from typing import Any
+
+VERSION = 1
+HEADER = struct.Struct(">I")
+MAX_FRAME = 16 * 1024 * 1024
+
+# one encoder for every frame (json.dumps would build an encoder per call). Text goes as UTF-8, not
+# escaped (a frame of non-ASCII text stays a third of the size); a lone surrogate, which JSON text may
+# carry, is passed through ("surrogatepass", as json.loads reads bytes)
+_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class ProtocolError(Exception):
+    """A frame or a message breaks the protocol: over the size limit, cut short, not JSON, not an object,
+    of no known kind, or from another version. Raised by this module; whose fault it is depends on the
+    side that sent it (the reader's caller says, e.g. "the slice process sent ...")."""
+
+
+class Kind(enum.StrEnum):
+    """What a message is. The requests' kinds are their "op" values on the wire."""
+
+    HELLO = "hello"
+    LOAD = "load"
+    START = "start"
+    STOP = "stop"
+    INVOKE = "invoke"
+    HEALTH = "health"
+    CALL = "call"
+    FORK = "fork"
+    REPLY = "reply"
+    ERROR = "error"
+    EXIT = "exit"
+
+
+REQUESTS = frozenset({Kind.LOAD, Kind.START, Kind.STOP, Kind.INVOKE, Kind.HEALTH, Kind.CALL, Kind.FORK})
+_OPS = {str(kind): kind for kind in REQUESTS}
+
+
+class HostErrorKind(enum.StrEnum):
+    """The kinds of error a slice process answers a request with."""
+
+    RAISED = "raised"  # an entry point or hook raised; "type" names the exception, "detail" the traceback
+    NO_ENTRY = "no_entry"  # no such entry point
+    BAD_RESULT = "bad_result"  # the result is not JSON, or over the frame limit
+    ENTRY_POINT = "entry_point"  # the slice is not installed, or aether_entry_points is wrong
+    IMPORT = "import"  # importing the slice failed
+    PROTOCOL = "protocol"  # a request this runner does not understand
+
+
+# ------------------------------------------------------------------ frames
+
+
+def encode(message: dict[str, Any], *, max_frame: int = MAX_FRAME) -> bytes:
+    """One frame holding `message`. Raises ProtocolError if it is not JSON or over `max_frame` bytes."""
+    try:
+        payload = _encode_json(message).encode("utf-8", "surrogatepass")
+    except (TypeError, ValueError) as error:
+        raise ProtocolError(f"the message is not JSON: {error}") from None
+    if len(payload) > max_frame:
+        raise ProtocolError(f"a frame of {len(payload)} bytes is over the limit of {max_frame}")
+    return HEADER.pack(len(payload)) + payload
+
+
+def decode(payload: bytes | bytearray) -> dict[str, Any]:
+    """The message in one frame's payload (without its length). Raises ProtocolError."""
+    try:
+        message = json.loads(payload.decode("utf-8", "surrogatepass"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # (too deeply nested)
+        raise ProtocolError(f"a frame is not valid JSON (UTF-8): {error}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"a frame must hold a JSON object, got {type(message).__name__}")
+    return message
+
+
+class FrameDecoder:
+    """Frames out of a byte stream, fed as it arrives (no I/O: the caller reads and feeds).
+
+    `feed` the bytes read, then take messages with `next` until it returns None; at end of stream call
+    `end`, which raises if a frame was cut short. After a ProtocolError about a frame's size the stream
+    cannot be read on; after one about a frame's content (not JSON, not an object) it can.
+    """
+
+    __slots__ = ("_buffer", "_start", "max_frame")
+
+    def __init__(self, *, max_frame: int = MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buffer = bytearray()
+        self._start = 0  # where the unread bytes begin: consumed frames are dropped once per feed
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
+        self._buffer += data
+
+    def next(self) -> dict[str, Any] | None:
+        """The next whole frame's message, or None until more bytes are fed. Raises ProtocolError."""
+        buffer, start = self._buffer, self._start
+        if len(buffer) - start < HEADER.size:
+            return None
+        (size,) = HEADER.unpack_from(buffer, start)
+        if size > self.max_frame:
+            raise ProtocolError(f"a frame of {size} bytes is over the limit of {self.max_frame}")
+        end = start + HEADER.size + size
+        if len(buffer) < end:
+            return None
+        self._start = end
+        return decode(buffer[start + HEADER.size : end])
+
+    @property
+    def buffered(self) -> int:
+        """How many bytes are held that no message has been taken from."""
+        return len(self._buffer) - self._start
+
+    def end(self) -> None:
+        """The stream ended: raises ProtocolError if it ended in the middle of a frame."""
+        if self.buffered:
+            raise ProtocolError(f"the stream ended in the middle of a frame ({self.buffered} bytes of it)")
+
+
+# ------------------------------------------------------------------ messages
+
+
+def kind_of(message: dict[str, Any]) -> Kind:
+    """What `message` is (see the table above). Raises ProtocolError for one of no known kind."""
+    op = message.get("op")
+    if op is not None:
+        kind = _OPS.get(op) if isinstance(op, str) else None
+        if kind is None:
+            known = ", ".join(sorted(_OPS))
+            raise ProtocolError(f"unknown operation {op!r} (known: {known})")
+        return kind
+    if "ok" in message:
+        return Kind.REPLY
+    if "error" in message:
+        return Kind.ERROR
+    if "hello" in message:
+        return Kind.HELLO
+    if message.get("event") == "exit":
+        return Kind.EXIT
+    raise ProtocolError(f"a message of no known kind (its keys: {', '.join(sorted(message)) or 'none'})")
+
+
+def request(request_id: int | str, op: Kind, **fields: Any) -> dict[str, Any]:
+    """A request: {"id", "op", **fields}."""
+    return {"id": request_id, "op": op, **fields}
+
+
+def reply(request_id: Any, result: Any) -> dict[str, Any]:
+    """The answer to a request that succeeded."""
+    return {"id": request_id, "ok": result}
+
+
+def error_reply(
+    request_id: Any, kind: str, message: str, *, detail: str | None = None, type: str | None = None
+) -> dict[str, Any]:
+    """The answer to a request that failed; `type` names the exception a slice raised."""
+    body: dict[str, str] = {"kind": str(kind), "message": message}
+    if detail is not None:
+        body["detail"] = detail
+    if type is not None:
+        body["type"] = type
+    return {"id": request_id, "error": body}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Failure:
+    """An ERROR message's error, read leniently (a missing field gets a default)."""
+
+    kind: str
+    message: str
+    detail: str | None = None
+    type: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The message, prefixed with the exception's type unless it starts with it already."""
+        if self.type and not self.message.startswith(self.type):
+            return f"{self.type}: {self.message}"
+        return self.message
+
+
+def failure_of(message: dict[str, Any], *, default_kind: str = HostErrorKind.RAISED) -> Failure:
+    """The error an ERROR message carries."""
+    body = message.get("error")
+    if not isinstance(body, dict):
+        body = {"message": str(body)}
+    remote_type = body.get("type")
+    detail = body.get("detail")
+    return Failure(
+        kind=str(body.get("kind") or default_kind),
+        message=str(body.get("message", "failed")),
+        detail=None if detail is None else str(detail),
+        type=None if remote_type is None else str(remote_type),
+    )
+
+
+def hello(token: str, pid: int) -> dict[str, Any]:
+    """An instance's first message on its node's socket."""
+    return {"hello": token, "pid": pid, "version": VERSION}
+
+
+def token_of(message: dict[str, Any] | None) -> str:
+    """The token of an instance's HELLO. Raises ProtocolError if the message is no HELLO."""
+    if message is None or "op" in message or not isinstance(message.get("hello"), str):
+        raise ProtocolError("an instance's first message must be its hello, with its token")
+    return message["hello"]
+
+
+def check_version(message: dict[str, Any]) -> None:
+    """Raises ProtocolError if a HELLO is of another version of the protocol than this side's."""
+    version = message.get("version", 1)
+    if version != VERSION:
+        raise ProtocolError(
+            f"the instance speaks host protocol version {version!r} and this side version {VERSION}: "
+            "run the slice with the aether-slice of its node"
+        )
+
+
+def exit_event(pid: int, code: int) -> dict[str, Any]:
+    """The template's word that a child it forked ended (code < 0: killed by that signal)."""
+    return {"event": "exit", "pid": pid, "code": code}
+
+
+def describe_exit(code: int) -> str:
+    """An EXIT event's code in words: "exit code 3", "killed by SIGKILL"."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

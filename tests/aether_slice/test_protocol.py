@@ -1,0 +1,345 @@
+"""The slice host protocol (`aether_slice.protocol`): frames and messages round-trip however the bytes
+are split; a frame cut short, over the limit, not JSON or not an object, and a message of no known kind
+or of another version, are refused with an error that says which. Then the runner itself
+(`python -m aether_slice.host`, a real template and instance) on such input: it answers an unknown
+operation with a protocol error and goes on, and ends the connection on a broken frame; and the
+`slice_host` fixture refuses to send what is over the limit, leaving its instance serving."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aether_slice import EntryPoint, protocol
+from aether_slice.host import Host
+from aether_slice.protocol import HEADER, MAX_FRAME, FrameDecoder, Kind, ProtocolError
+from aether_slice.testing import SliceHostError
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)  # (NaN is not equal to itself; it does travel)
+    | st.text(),  # lone surrogates included
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
+    max_leaves=20,
+)
+messages = st.dictionaries(st.text(), json_values, max_size=6)
+
+
+def frame_of(payload: bytes) -> bytes:
+    return HEADER.pack(len(payload)) + payload
+
+
+def decode_all(data: bytes, cuts: list[int], *, max_frame: int = MAX_FRAME) -> list[dict[str, Any]]:
+    """Feed `data` to a decoder in pieces split at `cuts`, taking every message as it becomes whole."""
+    decoder = FrameDecoder(max_frame=max_frame)
+    found = []
+    bounds = [0, *sorted(cut % (len(data) + 1) for cut in cuts), len(data)]
+    for start, end in itertools.pairwise(bounds):
+        decoder.feed(data[start:end])
+        while (message := decoder.next()) is not None:
+            found.append(message)
+    decoder.end()
+    return found
+
+
+# ------------------------------------------------------------------ frames
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(messages, max_size=4), st.lists(st.integers(min_value=0), max_size=6))
+def test_messages_round_trip_however_the_stream_is_split(sent: list[dict[str, Any]], cuts: list[int]) -> None:
+    data = b"".join(protocol.encode(message) for message in sent)
+    assert decode_all(data, cuts) == sent
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(sorted(protocol.REQUESTS)),
+    st.one_of(st.integers(), st.text()),
+    st.dictionaries(st.sampled_from(["entry", "payload", "config", "artifact"]), json_values),
+)
+def test_every_request_round_trips_and_keeps_its_kind(kind: Kind, request_id: Any, fields: dict) -> None:
+    [decoded] = decode_all(protocol.encode(protocol.request(request_id, kind, **fields)), [])
+    assert decoded == {"id": request_id, "op": str(kind), **fields}
+    assert protocol.kind_of(decoded) is kind
+
+
+@given(json_values, st.text(), st.one_of(st.none(), st.text()), st.one_of(st.none(), st.text()))
+def test_replies_and_errors_round_trip(
+    result: Any, message: str, detail: str | None, remote_type: str | None
+) -> None:
+    [ok] = decode_all(protocol.encode(protocol.reply(7, result)), [])
+    assert protocol.kind_of(ok) is Kind.REPLY and ok["ok"] == result
+    sent = protocol.error_reply("c3", "raised", message, detail=detail, type=remote_type)
+    [error] = decode_all(protocol.encode(sent), [])
+    assert protocol.kind_of(error) is Kind.ERROR and error["id"] == "c3"
+    assert protocol.failure_of(error) == protocol.Failure(
+        kind="raised", message=message, detail=detail, type=remote_type
+    )
+
+
+def test_a_stream_that_ends_inside_a_frame_is_refused() -> None:
+    whole = protocol.encode({"id": 1, "op": "start"})
+    for cut in (2, HEADER.size, len(whole) - 1):  # inside the length, after it, one byte short
+        decoder = FrameDecoder()
+        decoder.feed(whole[:cut])
+        assert decoder.next() is None
+        with pytest.raises(ProtocolError, match=rf"ended in the middle of a frame \({cut} bytes of it\)"):
+            decoder.end()
+
+
+def test_a_frame_over_the_limit_is_refused_from_its_length_alone() -> None:
+    decoder = FrameDecoder(max_frame=100)
+    decoder.feed(HEADER.pack(101))  # nothing of the payload needs to come
+    with pytest.raises(ProtocolError, match="a frame of 101 bytes is over the limit of 100"):
+        decoder.next()
+    decoder = FrameDecoder()
+    decoder.feed(HEADER.pack(2**32 - 1))
+    with pytest.raises(ProtocolError, match=f"over the limit of {MAX_FRAME}"):
+        decoder.next()
+    assert decode_all(frame_of(b"{" + b" " * 98 + b"}"), [], max_frame=100) == [{}]  # at the limit
+
+
+def test_a_message_over_the_limit_or_not_json_is_not_encoded() -> None:
+    with pytest.raises(ProtocolError, match=r"a frame of \d+ bytes is over the limit of 64"):
+        protocol.encode({"payload": "x" * 64}, max_frame=64)
+    with pytest.raises(ProtocolError, match=r"the message is not JSON: .*object"):
+        protocol.encode({"payload": object()})
+    with pytest.raises(ProtocolError, match="not JSON"):
+        protocol.encode({"payload": {1j: 1}})
+
+
+@pytest.mark.parametrize(
+    ("payload", "error"),
+    [
+        pytest.param(b"{nope", r"a frame is not valid JSON \(UTF-8\): Expecting property", id="bad-json"),
+        pytest.param(b'{"a": "\xff"}', r"not valid JSON \(UTF-8\): 'utf-8' codec", id="bad-utf8"),
+        pytest.param(b"", "not valid JSON", id="empty"),
+        pytest.param(b"[1, 2]", "a frame must hold a JSON object, got list", id="list"),
+        pytest.param(b'"op"', "a frame must hold a JSON object, got str", id="string"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, "not valid JSON", id="too-deep"),
+    ],
+)
+def test_a_frame_that_is_not_a_json_object_is_refused_and_the_stream_goes_on(
+    payload: bytes, error: str
+) -> None:
+    decoder = FrameDecoder()
+    decoder.feed(frame_of(payload) + protocol.encode({"id": 2, "ok": None}))
+    with pytest.raises(ProtocolError, match=error):
+        decoder.next()
+    assert decoder.next() == {"id": 2, "ok": None}  # the frame's length kept the stream in step
+    decoder.end()
+
+
+# ------------------------------------------------------------------ kinds and versions
+
+
+def test_each_message_has_its_kind() -> None:
+    assert protocol.kind_of(protocol.hello("t", 1)) is Kind.HELLO
+    assert protocol.kind_of(protocol.exit_event(5, -9)) is Kind.EXIT
+    assert protocol.kind_of(protocol.reply(1, None)) is Kind.REPLY
+    assert protocol.kind_of(protocol.error_reply(1, "no_entry", "none")) is Kind.ERROR
+    assert protocol.kind_of({"id": 1, "op": "invoke", "entry": "echo"}) is Kind.INVOKE
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"id": 1, "op": "frobnicate"}, r"unknown operation 'frobnicate' \(known: call, fork, health,"),
+        ({"id": 1, "op": 3}, "unknown operation 3"),
+        ({"id": 1, "op": "reply"}, "unknown operation 'reply'"),  # a kind, but no operation
+        ({"id": 1, "answer": 42}, r"a message of no known kind \(its keys: answer, id\)"),
+        ({}, r"no known kind \(its keys: none\)"),
+    ],
+)
+def test_a_message_of_no_known_kind_is_refused(message: dict[str, Any], error: str) -> None:
+    with pytest.raises(ProtocolError, match=error):
+        protocol.kind_of(message)
+
+
+def test_a_hello_of_another_version_is_refused_and_one_without_a_version_is_version_1() -> None:
+    hello = protocol.hello("secret", 12)
+    assert hello["version"] == protocol.VERSION
+    assert protocol.token_of(hello) == "secret"
+    protocol.check_version(hello)
+    protocol.check_version({"hello": "secret", "pid": 12})  # what runners sent before versions
+    with pytest.raises(ProtocolError, match="speaks host protocol version 2 and this side version 1"):
+        protocol.check_version({**hello, "version": 2})
+    for not_a_hello in (None, {"id": 1, "op": "start"}, {"hello": 5}):
+        with pytest.raises(ProtocolError, match="first message must be its hello"):
+            protocol.token_of(not_a_hello)
+
+
+def test_an_error_is_read_leniently_and_says_the_exception_type_once() -> None:
+    failure = protocol.failure_of({"id": 1, "error": {"message": "boom", "type": "KeyError"}})
+    assert (failure.kind, failure.text) == ("raised", "KeyError: boom")
+    assert protocol.failure_of({"error": {"message": "KeyError: boom", "type": "KeyError"}}).text == (
+        "KeyError: boom"
+    )
+    assert protocol.failure_of({"error": "odd"}, default_kind="unavailable") == protocol.Failure(
+        kind="unavailable", message="odd"
+    )
+    assert protocol.describe_exit(3) == "exit code 3"
+    assert protocol.describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+    assert protocol.describe_exit(-200) == "killed by signal 200"
+
+
+# ------------------------------------------------------------------ the runner on such input
+
+
+def test_the_runner_answers_a_result_it_cannot_send_with_bad_result() -> None:
+    """A result over the frame limit, or not JSON: the node gets an error for that request, and the
+    instance goes on (it used to send the frame, and the node closed the instance's connection)."""
+
+    async def exchange() -> list[dict[str, Any]]:
+        reader = asyncio.StreamReader()
+        written = FrameDecoder()
+        host = Host(reader, written.feed)
+        host.entries = {
+            "big": EntryPoint(name="big", function=lambda _: "x" * MAX_FRAME),
+            "odd": EntryPoint(name="odd", function=lambda _: {1, 2}),
+            "fine": EntryPoint(name="fine", function=lambda payload: payload),
+        }
+        for number, entry in enumerate(("big", "odd", "fine"), 1):
+            reader.feed_data(protocol.encode(protocol.request(number, Kind.INVOKE, entry=entry, payload=1)))
+        reader.feed_eof()
+        await host.run()
+        await asyncio.gather(*host.tasks)
+        return sorted(iter(written.next, None), key=lambda message: message["id"])
+
+    big, odd, fine = asyncio.run(exchange())
+    assert big["error"]["kind"] == odd["error"]["kind"] == "bad_result"
+    assert f"over the limit of {MAX_FRAME}" in big["error"]["message"]
+    assert "not JSON" in odd["error"]["message"] and "set" in odd["error"]["message"]
+    assert fine == {"id": 3, "ok": 1}
+
+
+class _Runner:
+    """A real template (`python -m aether_slice.host`) and one instance it forked, connected to a Unix
+    socket of this test: the node's part, spoken frame by frame."""
+
+    def __init__(self, directory: Path) -> None:
+        self.log_path = directory / "i.log"
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(directory / "h.sock"))
+        self.listener.listen(1)
+        self.template = subprocess.Popen(
+            [sys.executable, "-m", "aether_slice.host"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.template_frames = FrameDecoder()
+        self.frames = FrameDecoder()
+        fork = {"socket": str(directory / "h.sock"), "token": "t0k", "log_path": str(self.log_path)}
+        self._to_template(protocol.request(1, Kind.FORK, **fork))
+        self.pid = self.from_template()["ok"]["pid"]
+        self.listener.settimeout(10)
+        self.connection, _ = self.listener.accept()
+
+    def _to_template(self, message: dict[str, Any]) -> None:
+        assert self.template.stdin is not None
+        self.template.stdin.write(protocol.encode(message))
+        self.template.stdin.flush()
+
+    def from_template(self) -> dict[str, Any]:
+        assert self.template.stdout is not None
+        return self._receive(self.template.stdout.fileno(), self.template_frames)
+
+    def send(self, data: bytes) -> None:
+        self.connection.sendall(data)
+
+    def receive(self) -> dict[str, Any] | None:
+        """The instance's next message; None once it closed the connection."""
+        return self._receive(self.connection.fileno(), self.frames)
+
+    @staticmethod
+    def _receive(fd: int, frames: FrameDecoder) -> Any:
+        deadline = time.monotonic() + 10
+        while (message := frames.next()) is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
+                pytest.fail("the slice host did not answer within 10 s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                frames.end()
+                return None
+            frames.feed(chunk)
+        return message
+
+    def close(self) -> None:
+        self.connection.close()
+        self.listener.close()
+        assert self.template.stdin is not None and self.template.stdout is not None
+        self.template.stdin.close()  # the template kills its children and exits
+        try:
+            self.template.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.template.pid, signal.SIGKILL)
+            self.template.wait()
+        self.template.stdout.close()
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[_Runner]:
+    started = _Runner(tmp_path)
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def test_the_runner_says_hello_in_its_version_and_refuses_an_unknown_operation(runner: _Runner) -> None:
+    hello = runner.receive()
+    assert hello == {"hello": "t0k", "pid": runner.pid, "version": protocol.VERSION}
+    runner.send(protocol.encode({"id": 1, "op": "frobnicate"}))
+    answer = runner.receive()
+    assert answer is not None and answer["id"] == 1
+    assert answer["error"]["kind"] == "protocol"
+    assert "unknown operation 'frobnicate'" in answer["error"]["message"]
+    runner.send(protocol.encode({"id": 2, "op": "fork"}))  # a template's operation, not an instance's
+    answer = runner.receive()
+    assert answer is not None and "does not answer a fork message" in answer["error"]["message"]
+    runner.send(protocol.encode(protocol.request(3, Kind.HEALTH)))
+    answer = runner.receive()
+    assert answer is not None and answer["ok"]["pid"] == runner.pid  # still serving
+
+
+def test_the_runner_ends_its_connection_on_a_broken_frame(runner: _Runner) -> None:
+    assert runner.receive() is not None  # its hello
+    runner.send(frame_of(b"{nope"))
+    assert runner.receive() is None  # it closed the connection: to its node, it is gone
+    event = runner.from_template()
+    assert protocol.kind_of(event) is Kind.EXIT and event["pid"] == runner.pid
+    assert event["code"] == 0  # it ended, it did not crash
+    logged = runner.log_path.read_text()
+    assert "the node sent what the protocol does not allow: a frame is not valid JSON" in logged
+    assert "Traceback" not in logged
+
+
+def test_the_fixture_refuses_a_payload_over_the_limit_and_its_instance_serves_on(
+    slice_host: Any, slice_python: str
+) -> None:
+    echo = slice_host("org.aether:echo", python=slice_python)
+    with pytest.raises(SliceHostError) as refused:
+        echo.invoke("echo", "x" * MAX_FRAME)
+    assert refused.value.kind == "protocol"
+    assert f"over the limit of {MAX_FRAME}" in refused.value.message
+    assert echo.invoke("echo", {"small": json.dumps([1])}) == {"small": "[1]"}
