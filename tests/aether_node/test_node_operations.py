@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aether_kv import Event, EventKind, KeyValue
-from aether_node.api._operations import rescaled_source
+from aether_node.control._rescale import rescaled_source
 from aether_node.control._allocation import NodeCapacity
 from aether_node.control._diff import diff_blueprint
 from aether_node.control._node_ops import (

@@ -275,7 +275,7 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
             Field(
                 description="Only events of these kinds: node_joined, node_left, node_lost, leader_elected,"
                 " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move,"
-                " node_cordoned, node_draining, node_uncordoned."
+                " node_cordoned, node_draining, node_uncordoned, autoscale_decision."
             ),
         ] = None,
         slice: Annotated[

@@ -305,6 +305,7 @@ EVENT_KINDS = (
     "node_cordoned",  # an operator cordoned a node: no new instance goes there
     "node_draining",  # an operator drains a node: its instances move off
     "node_uncordoned",  # an operator put a node back on duty
+    "autoscale_decision",  # the leader's autoscaler scaled a slice up or down, or holds (and why)
 )
 
 
