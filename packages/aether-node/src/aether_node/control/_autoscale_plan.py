@@ -16,6 +16,7 @@ from ._autoscale import Action, Decision
 from ._autoscale_settings import effective
 
 KEEP = 20  # decisions kept per slice in its AutoscaleLog
+PAUSED = ("paused",)
 HOLD_EVERY = 30.0  # seconds: a hold with the same leaf as the last recorded one is recorded again after this
 
 
@@ -92,6 +93,8 @@ def worth_recording(entry: AutoscaleEntry, log: AutoscaleLog | None) -> bool:
     last = log.entries[-1]
     if last.action != entry.action or last.path[-1:] != entry.path[-1:]:
         return True
+    if entry.path == PAUSED and entry.message != last.message:
+        return True  # the bounds in force changed while paused
     return entry.at - last.at >= HOLD_EVERY
 
 
@@ -100,12 +103,12 @@ def appended(log: AutoscaleLog | None, entry: AutoscaleEntry, *, keep: int = KEE
     return AutoscaleLog(entries=entries[-keep:])
 
 
-def paused_decision(current: int) -> Decision:
-    """What the autoscaler decides for a paused slice: nothing."""
+def paused_decision(current: int, spec: AutoscaleSpec) -> Decision:
+    """What the autoscaler decides for a paused slice: nothing (the bounds in force are told)."""
     return Decision(
         action=Action.HOLD,
         current=current,
         target=current,
-        path=("paused",),
-        reason="paused by an operator (aether slice autoscale resume to go on)",
+        path=PAUSED,
+        reason=f"paused by an operator (min {spec.min}, max {spec.max}; resume to go on)",
     )

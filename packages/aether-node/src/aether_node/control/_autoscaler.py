@@ -170,7 +170,7 @@ class Autoscaler:
     ) -> None:
         current = target.slice.instances
         if target.paused:
-            decision = paused_decision(current)
+            decision = paused_decision(current, target.spec)
         else:
             decision = decide(
                 target.spec,
