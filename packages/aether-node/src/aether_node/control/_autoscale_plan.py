@@ -39,25 +39,24 @@ def artifact_id_of(spec: SliceSpec) -> str:
 def autoscaled(blueprints: Iterable[Blueprint], settings: Mapping[str, AutoscaleSettings]) -> list[Scaled]:
     """The slices with a `[slices.autoscale]` table. A slice that several blueprints deploy is left out
     (no blueprint owns its count; `apply` refuses that case anyway)."""
-    found: dict[str, list[Scaled]] = {}
+    holders: dict[str, int] = {}
+    found: dict[str, Scaled] = {}
     for blueprint in blueprints:
         for index, spec in enumerate(blueprint.slices):
             artifact_id = artifact_id_of(spec)
+            holders[artifact_id] = holders.get(artifact_id, 0) + 1
             if spec.autoscale is None:
-                found.setdefault(artifact_id, [])
                 continue
             own = settings.get(artifact_id)
-            found.setdefault(artifact_id, []).append(
-                Scaled(
-                    artifact_id=artifact_id,
-                    blueprint=blueprint.name,
-                    index=index,
-                    slice=spec,
-                    spec=effective(spec.autoscale, own),
-                    paused=own is not None and own.paused,
-                )
+            found[artifact_id] = Scaled(
+                artifact_id=artifact_id,
+                blueprint=blueprint.name,
+                index=index,
+                slice=spec,
+                spec=effective(spec.autoscale, own),
+                paused=own is not None and own.paused,
             )
-    return [items[0] for _, items in sorted(found.items()) if len(items) == 1]
+    return [scaled for artifact_id, scaled in sorted(found.items()) if holders[artifact_id] == 1]
 
 
 def scale_change(artifact_id: str, before: int, after: int) -> str:
