@@ -90,10 +90,9 @@ def slice_scale(artifact: str, instances: int, *, common: Common = DEFAULT_COMMO
 
 def slice_autoscale_status(artifact: str | None = None, *, common: Common = DEFAULT_COMMON) -> None:
     """Autoscaled slice ARTIFACT (group:artifact; default: every autoscaled slice): its count, bounds and
-    targets in force, whether it is paused, and the autoscaler's last decisions."""
+    targets in force, whether it is paused, and the autoscaler's last decisions (JSON: a list)."""
     result = call(common, lambda client: client.autoscale_status(artifact))
-    shown: Any = result[0] if artifact is not None else result
-    emit(common, shown, lambda: _autoscale_lines(result))
+    emit(common, result, lambda: _autoscale_lines(result))
 
 
 def slice_autoscale_set(

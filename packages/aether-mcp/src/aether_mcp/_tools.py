@@ -349,19 +349,15 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
 
     @tool(
         "slice_autoscale_status",
-        "An autoscaled slice (or every one, without artifact): its count, the bounds and targets in "
-        "force, whether it is paused, and the autoscaler's last decisions with their reasons.",
+        "Autoscaled slices (every one, or the one named; a list either way): each one's count, the bounds "
+        "and targets in force, whether it is paused, and the autoscaler's last decisions with reasons.",
     )
     async def slice_autoscale_status(
         artifact: Annotated[
             str | None, Field(description="The slice, group:artifact (default: every autoscaled slice).")
         ] = None,
-    ) -> Any:
-        def read(client: ApiClient) -> Any:
-            found = client.autoscale_status(artifact)
-            return found[0] if artifact is not None else found
-
-        return await ask("slice_autoscale_status", read)
+    ) -> list[dict[str, Any]]:
+        return await ask("slice_autoscale_status", lambda c: c.autoscale_status(artifact))
 
     @tool(
         "slice_autoscale_set",

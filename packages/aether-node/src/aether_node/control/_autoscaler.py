@@ -192,10 +192,10 @@ class Autoscaler:
         current = cache.data[BLUEPRINTS].get(BLUEPRINTS + target.blueprint)
         if current is None:
             return False
-        blueprint = decode_record(current.key, current.value, Blueprint)
         try:
+            blueprint = decode_record(current.key, current.value, Blueprint)
             scaled = scaled_blueprint(blueprint, target.index, decision.target, timestamp=self.clock())
-        except RescaleError as error:
+        except (RecordError, RescaleError) as error:
             log.warning("cannot autoscale %s: %s", target.artifact_id, error)
             return False
         change = scale_change(target.artifact_id, decision.current, decision.target)
