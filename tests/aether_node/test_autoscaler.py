@@ -229,7 +229,9 @@ class Cluster:
     """Two registered nodes (n1 leads and runs the autoscaler); n1's usage is what `cpu` says per
     instance, n2 answers with nothing or, `silent`, not at all."""
 
-    def __init__(self) -> None:
+    def __init__(self, toml: str = TOML, change: str = "applied") -> None:
+        self.toml = toml
+        self.change = change  # how the blueprint's revision came (a scale: the cooldown counts from it)
         self.kv = MemoryStore(clock=trio.current_time, address="n1")
         self.cpu = 0.0  # CPU seconds per second of each instance on n1
         self.instances = 1
@@ -251,7 +253,8 @@ class Cluster:
             record = NodeRecord(node_id=node_id, ingress="", peer=f"{node_id}:1", capacity=Capacity())
             await self.kv.put(node_key(node_id), encode_record(record))
         await self.kv.put(LEADER_KEY, encode_record(LeaderClaim(node_id="n1", since=0.0, term=1)))
-        await store_revision(self.kv, parse_blueprint(TOML, timestamp=trio.current_time()), change="applied")
+        applied = parse_blueprint(self.toml, timestamp=trio.current_time())
+        await store_revision(self.kv, applied, change=self.change)
         self.started = trio.current_time()
         scaler = Autoscaler(
             self.kv, "n1", local_usage=self.local_usage, ask_peer=self.ask_peer, clock=trio.current_time
@@ -329,3 +332,19 @@ async def test_a_deposed_leader_writes_nothing(autojump_clock: Any) -> None:
         nursery.cancel_scope.cancel()
     current, _ = await read_current(cluster.kv, "busy")
     assert current is not None and current.slices[0].instances == 1
+
+
+async def test_a_new_leader_keeps_the_cooldown_of_the_last_scale(autojump_clock: Any) -> None:
+    """The last scale is in the blueprint's revisions: a leader that starts right after it (no memory of
+    its own) still waits out the cooldown, then scales."""
+    toml = TOML.replace("up_cooldown_s = 0", "up_cooldown_s = 30")
+    cluster = Cluster(toml, change=scale_change(BUSY_ID, 2, 1))
+    cluster.cpu = 0.95
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        with trio.fail_after(120):
+            log = await cluster.wait_for(lambda log: any(e.action == "up" for e in log.entries))
+        nursery.cancel_scope.cancel()
+    up = next(e for e in log.entries if e.action == "up")
+    assert any(e.path[-1] == "cooldown" for e in log.entries), [e.message for e in log.entries]
+    assert up.at - cluster.started >= 30 - 1, up  # not before the cooldown of the earlier scale ended
