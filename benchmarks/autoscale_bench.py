@@ -101,7 +101,9 @@ async def run(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
                     load_to_decision_s=up_at - load_started if up_at else None,
                     decision_to_serving_s=serving - up_at if up_at and serving else None,
                     load_to_serving_s=serving - load_started if serving else None,
-                    first_crossing_to_serving_s=serving - (up_at - opts.up_after) if up_at and serving else None,
+                    first_crossing_to_serving_s=(
+                        serving - (up_at - opts.up_after) if up_at and serving else None
+                    ),
                     first_up=ups[0]["message"] if ups else None,
                 )
                 await process.wait()
