@@ -144,7 +144,7 @@ def _autoscale_lines(statuses: Any) -> None:
         print("no slice is autoscaled")
     for status in statuses:
         targets = ", ".join(f"{name} {value:g}" for name, value in status.targets.items())
-        state = "paused" if status.paused else "active"
+        state = "paused" if status.paused else "autoscaling on"
         print(
             f"{_output._text(status.artifact)} ({state}): {status.instances} instances"
             f" ({status.active} ACTIVE), min {status.min}, max {status.max}; targets: {targets}"
@@ -152,7 +152,7 @@ def _autoscale_lines(statuses: Any) -> None:
         if status.settings:
             print("  set at run time: " + ", ".join(f"{k} {v:g}" for k, v in status.settings.items()))
         for decision in status.decisions[-5:]:
-            print(f"  {_output._age(decision.at)}: {_output._text(decision.message)}")
+            print(f"  {_output._age(decision.at)} ago: {_output._text(decision.message)}")
 
 
 def _revision_line(result: Any) -> str:
