@@ -348,3 +348,26 @@ async def test_a_new_leader_keeps_the_cooldown_of_the_last_scale(autojump_clock:
     up = next(e for e in log.entries if e.action == "up")
     assert any(e.path[-1] == "cooldown" for e in log.entries), [e.message for e in log.entries]
     assert up.at - cluster.started >= 30 - 1, up  # not before the cooldown of the earlier scale ended
+
+
+async def test_a_scale_by_an_operator_starts_a_cooldown_too(autojump_clock: Any) -> None:
+    """`aether slice scale` while the autoscaler runs: it takes the new count and waits out the cooldown
+    from the operator's revision before it scales again."""
+    from aether_node.control._rescale import scaled_blueprint
+
+    cluster = Cluster(TOML.replace("up_cooldown_s = 0", "up_cooldown_s = 30"))
+    cluster.cpu = 0.95
+    async with trio.open_nursery() as nursery:
+        await cluster.start(nursery)
+        await trio.sleep(1.0)
+        current, _ = await read_current(cluster.kv, "busy")
+        assert current is not None
+        operator_at = trio.current_time()
+        scaled = scaled_blueprint(current, 0, 2, timestamp=operator_at)
+        await store_revision(cluster.kv, scaled, change=f"scaled {BUSY_ID} from 1 to 2")
+        cluster.instances = 2
+        with trio.fail_after(120):
+            log = await cluster.wait_for(lambda log: any(e.action == "up" for e in log.entries))
+        nursery.cancel_scope.cancel()
+    up = next(e for e in log.entries if e.action == "up")
+    assert (up.current, up.target) == (2, 3) and up.at - operator_at >= 30 - 1, up

@@ -135,6 +135,7 @@ class Autoscaler:
         cache = KVCache(self.kv, [BLUEPRINTS, NODES, AUTOSCALE, AUTOSCALE_DECISIONS])
         windows: dict[str, list[Reading]] = {}
         scaled_at: dict[str, float | None] = {}
+        counts: dict[str, int] = {}  # the count each slice had when its last scale time was read
         async with trio.open_nursery() as nursery:
             await nursery.start(cache.run)
             while True:
@@ -143,19 +144,24 @@ class Autoscaler:
                 for gone in set(windows) - {t.artifact_id for t in targets}:
                     del windows[gone]
                     scaled_at.pop(gone, None)
+                    counts.pop(gone, None)
                 if targets:
                     nodes = self._nodes(cache)
                     answers = await self._gather(nodes)
                     at = self.clock()
                     for target in targets:
-                        if target.artifact_id not in scaled_at:
+                        if counts.get(target.artifact_id) != target.slice.instances:
+                            # first seen, or scaled by someone else (`slice scale`, an apply, a
+                            # rollback): when, from the revisions
                             revisions = await history(self.kv, target.blueprint)
                             scaled_at[target.artifact_id] = last_scaled_at(revisions, target.artifact_id)
+                            counts[target.artifact_id] = target.slice.instances
                         reading = reading_for(target.artifact_id, at, answers)
                         before = windows.get(target.artifact_id, [])
                         window = trim([*before, reading], at, target.spec)
                         windows[target.artifact_id] = window
-                        await self._step(cache, target, window, sorted(nodes), at, scaled_at, fence)
+                        step = self._step(cache, target, window, sorted(nodes), at, scaled_at, fence)
+                        counts[target.artifact_id] = await step
                 await trio.sleep_until(started + self.interval)
 
     async def _step(
@@ -167,7 +173,8 @@ class Autoscaler:
         at: float,
         scaled_at: dict[str, float | None],
         fence: Compare,
-    ) -> None:
+    ) -> int:
+        """Decide for one slice and carry it out; the count its blueprint asks for afterwards."""
         current = target.slice.instances
         if target.paused:
             decision = paused_decision(current, target.spec)
@@ -183,9 +190,10 @@ class Autoscaler:
             )
         if decision.action is not Action.HOLD:
             if not await self._scale(cache, target, decision, fence):
-                return
+                return current
             scaled_at[target.artifact_id] = at
         await self._record(cache, target.artifact_id, decision, at, fence)
+        return decision.target
 
     async def _scale(self, cache: KVCache, target: Scaled, decision: Decision, fence: Compare) -> bool:
         """Write the decision as a new revision of the slice's blueprint; whether it was written."""
