@@ -382,7 +382,7 @@ def test_the_dashboard_shows_autoscaled_slices_and_the_last_decisions(
     last decisions, as the operator changes them with `slice autoscale set|pause`."""
     autoscaled = (
         'name = "scaled"\n\n[[slices]]\nartifact = "org.aether:busy:1.0.0"\ninstances = 1\n'
-        "min_available = 1\n\n[slices.autoscale]\nmin = 1\nmax = 3\ncpu = 0.7\n"
+        "min_available = 1\n\n[slices.autoscale]\nmin = 1\nmax = 3\ncpu = 0.7\np99_ms = 250\n"
     )
     with api(secured) as http:
         assert http.post("/api/v1/blueprints", content=autoscaled.encode()).is_success
@@ -402,7 +402,18 @@ def test_the_dashboard_shows_autoscaled_slices_and_the_last_decisions(
     row = "#autoscale tr[data-slice='org.aether:busy']"
     wait(page, f'!!document.querySelector("{row} .decision")', "a decision of busy")
     cells = page.inner_text(row).split("\t")
-    assert cells[:7] == ["org.aether:busy", "paused", "1", cells[3], "1", "4", "cpu 0.7 cores"], cells
+    targets = "cpu 0.7 cores, p99_ms 250 ms"
+    assert cells[:7] == ["org.aether:busy", "paused", "1", cells[3], "1", "4", targets], cells
     wait(page, f"document.querySelector(\"{row}\").innerText.includes('paused by an operator')", "the pause")
+    # the charts: the count asked for against max, and the p99 target beside the p99 lines
+    for _ in range(3):
+        seen = samples(page)
+        wait(page, f"window.aetherDashboard.samples > {seen}", "one more calls reading")
+    for chart, series in (
+        ("chart-autoscale", "org.aether:busy asked"),
+        ("chart-autoscale", "org.aether:busy max"),
+        ("chart-p99", "target org.aether:busy"),
+    ):
+        assert page.evaluate(DRAWN, [chart, series]) == 1, (chart, series, page.inner_html(f"#{chart}"))
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-autoscale.png"), full_page=True)

@@ -279,9 +279,18 @@
       if (r.p99 !== null) p99.set(key, Math.min(r.p99, 30) * 1000);
     }
     calls.set("errors/s", errors);
+    // autoscaled slices: the p99 target as a dashed line beside the p99 lines; the count asked for and
+    // ACTIVE, against max (dashed)
+    const autoscale = new Map();
+    for (const s of state.autoscale) {
+      if (s.targets.p99_ms !== undefined) p99.set(`target ${s.artifact}`, s.targets.p99_ms);
+      autoscale.set(`${s.artifact} asked`, s.instances);
+      autoscale.set(`${s.artifact} active`, s.active);
+      autoscale.set(`${s.artifact} max`, s.max);
+    }
     const states = new Map();
     for (const i of state.instances.values()) states.set(i.state, (states.get(i.state) ?? 0) + 1);
-    state.history.add({ at: state.calls.at, charts: { calls, p99, states } });
+    state.history.add({ at: state.calls.at, charts: { calls, p99, states, autoscale } });
     probe.samples += 1;
   }
 
@@ -496,7 +505,12 @@
     const count = (v) => (v === undefined ? "–" : String(v));
     const callsColours = { of: (name) => (name === "errors/s" ? "#cf222e" : sliceColours.of(name)) };
     draw($("chart-calls"), history.series("calls"), { ...options, colours: callsColours, dashed: new Set(["errors/s"]), format: rate });
-    draw($("chart-p99"), history.series("p99"), { ...options, colours: sliceColours, format: ms });
+    const p99 = history.series("p99");
+    const targets = new Set([...p99.keys()].filter((name) => name.startsWith("target ")));
+    draw($("chart-p99"), p99, { ...options, colours: sliceColours, dashed: targets, format: ms });
+    const scaled = history.series("autoscale");
+    const bounds = new Set([...scaled.keys()].filter((name) => name.endsWith(" max")));
+    draw($("chart-autoscale"), scaled, { ...options, colours: sliceColours, dashed: bounds, format: count, floor: 2 });
     draw($("chart-instances"), history.series("states"), { ...options, colours: stateColours, format: count, floor: 4 });
   }
 
