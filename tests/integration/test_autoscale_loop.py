@@ -17,12 +17,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import node_support
 import pytest
 import trio
 from cluster_support import REPO, exactly_active, kv_of, leader_node_id, running_cluster, wait_for
 
-from aether_node.client import ApiClient, AutoscaleStatus, ClusterEvent
+from aether_node.client import ApiClient, ApiError, AutoscaleStatus, ClusterEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -64,6 +65,20 @@ async def until(
     pytest.fail(f"{what}: not within {timeout:g} s; last decisions: {messages}")
 
 
+async def serving_api(cluster: Any, *, timeout: float = 30.0) -> None:
+    """Until every node's management API answers (a node registers before its API listens)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        for node in cluster.nodes:
+            with trio.fail_after(timeout):
+                while True:
+                    try:
+                        if (await http.get(f"http://{node.management}/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.1)
+
+
 def decisions(client: ApiClient) -> list[ClusterEvent]:
     return client.events(200, kind="autoscale_decision", slice=BUSY_ID)
 
@@ -73,6 +88,7 @@ async def test_a_load_step_scales_up_is_served_and_scales_back_down(
 ) -> None:
     async with running_cluster(tmp_path / "cluster", sample_index, nodes=1) as cluster, kv_of(cluster) as kv:
         node = cluster.nodes[0]
+        await serving_api(cluster)
         client = ApiClient([f"http://{node.management}"])
         await in_thread(client.apply_blueprint, STEP, "busy.toml")
         await wait_for(kv, exactly_active(1, BUSY), timeout=90, what="busy ×1 ACTIVE", cluster=cluster)
@@ -129,6 +145,7 @@ async def test_a_silent_node_holds_partial_and_a_paused_slice_gets_no_decision(
         running_cluster(tmp_path / "cluster", sample_index, nodes=3, node_args=args) as cluster,
         kv_of(cluster) as kv,
     ):
+        await serving_api(cluster)
         leader = await leader_node_id(cluster, kv)
         # the leader's API only: a request to the stopped node would wait for its timeout first
         client = ApiClient([f"http://{n.management}" for n in cluster.nodes if n.node_id == leader])
@@ -153,6 +170,19 @@ async def test_a_silent_node_holds_partial_and_a_paused_slice_gets_no_decision(
         assert held.instances == 1
         events = await in_thread(decisions, client)
         assert any("partial" in e.message and e.reason.endswith("complete: partial") for e in events)
+
+        # bad settings are refused, naming what is wrong, and change nothing
+        for bad, message in (
+            ({"max": 0}, "max: expected a whole number in 1..10000, got 0"),
+            ({"min": 5}, f"{BUSY_ID}: max: must be ≥ min (5), got 3"),
+            ({"cpu": 0.5, "steps": 2}, "steps: not a setting"),
+        ):
+            with pytest.raises(ApiError) as refused:
+                await in_thread(client.autoscale_set, BUSY_ID, bad)
+            assert refused.value.status == 400 and str(refused.value).startswith(message), refused.value
+        (unchanged,) = await in_thread(client.autoscale_status, BUSY_ID)
+        assert (unchanged.min, unchanged.max, unchanged.settings) == (1, 3, {})
+        assert unchanged.targets == {"cpu": 0.7}
 
         paused = await in_thread(client.autoscale_operation, BUSY_ID, "pause")
         assert paused.paused
