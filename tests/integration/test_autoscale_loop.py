@@ -105,8 +105,12 @@ async def test_a_load_step_scales_up_is_served_and_scales_back_down(
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(load)
+            # (the revision is written first, the decision's record right after it)
             up = await until(
-                client, lambda s: s.instances == 2, timeout=60, what="the leader scales busy up to 2"
+                client,
+                lambda s: s.instances == 2 and any(d.action == "up" for d in s.decisions),
+                timeout=60,
+                what="the leader scales busy up to 2",
             )
             await wait_for(kv, exactly_active(2, BUSY), timeout=60, what="busy ×2 ACTIVE", cluster=cluster)
             # the load generator ends by itself (15 s of load, calls answered or timed out after 30 s):
@@ -199,7 +203,12 @@ async def test_a_silent_node_holds_partial_and_a_paused_slice_gets_no_decision(
         assert still.instances == 1 and not any(d.action == "up" for d in still.decisions), still
 
         await in_thread(client.autoscale_operation, BUSY_ID, "resume")
-        resumed = await until(client, lambda s: s.instances == 2, timeout=30, what="busy up to 2 on resume")
+        resumed = await until(
+            client,
+            lambda s: s.instances == 2 and any(d.action == "up" for d in s.decisions),
+            timeout=30,
+            what="busy up to 2 on resume",
+        )
         assert not resumed.paused
         up = next(d for d in resumed.decisions if d.action == "up")
         assert up.path == ("bounds: below the lower bound",) and (up.current, up.target) == (1, 2), up
