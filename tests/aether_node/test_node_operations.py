@@ -15,7 +15,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aether_kv import Event, EventKind, KeyValue
-from aether_node.api._operations import rescaled_source
 from aether_node.control._allocation import NodeCapacity
 from aether_node.control._diff import diff_blueprint
 from aether_node.control._node_ops import (
@@ -30,6 +29,7 @@ from aether_node.control._node_ops import (
     split_operations,
 )
 from aether_node.control._reconcile import CreateInstance, ObservedInstance, Plan, RemoveInstance, plan
+from aether_node.control._rescale import rescaled_source
 from aether_node.core._blueprint import Blueprint, SliceSpec, Strategy
 from aether_node.core._blueprint_toml import parse_blueprint
 from aether_node.core._coordinates import Coordinates

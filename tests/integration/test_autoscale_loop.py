@@ -1,60 +1,86 @@
-"""The autoscaling controller on a real cluster, before the leader runs it: this test is the loop the
-leader will be. It scrapes the node's /metrics once a second into Readings, asks
-`control/_autoscale.decide`, and applies each up or down as a new blueprint record; the load is
-`benchmarks/load_gen.py` (a step: 40 calls/s of 30 ms CPU each, more than one instance serves) on
-`org.aether:busy`. The slice scales up while the load runs, every call is served, and it scales back
-down after the load ends.
+"""The leader's autoscaler on a real cluster. A blueprint with `[slices.autoscale]` is applied through the
+management API; `benchmarks/load_gen.py` puts a load step on `org.aether:busy` (40 calls/s of 30 ms CPU
+each: more than one instance can serve); the leader scales the slice up as new blueprint revisions,
+every call is served, and it scales back down after the load ends. Failure paths: a node that does not
+answer its usage makes the leader hold ("partial") and its recorded decision says which node; a paused
+slice gets no decision, even one its bounds would force, until it is resumed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import node_support
 import pytest
 import trio
-from cluster_support import REPO, SliceSpec, exactly_active, kv_of, put_blueprint, running_cluster, wait_for
-from prometheus_client.parser import text_string_to_metric_families
+from cluster_support import REPO, exactly_active, kv_of, leader_node_id, running_cluster, wait_for
 
-from aether_node import AutoscaleSpec
-from aether_node.control import Action, Decision, NodeSample, Reading, decide, trim
+from aether_node.client import ApiClient, ApiError, AutoscaleStatus, ClusterEvent
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 sample_index = node_support.sample_index
 BUSY_ID = "org.aether:busy"
 BUSY = "org.aether:busy:1.0.0"
-AUTOSCALE = AutoscaleSpec(
-    min=1,
-    max=2,
-    p99_ms=150.0,
-    up_after_s=3.0,
-    down_after_s=6.0,
-    up_cooldown_s=0.0,
-    down_cooldown_s=4.0,
-    down_below=0.5,
+
+
+def busy_toml(autoscale: str, *, instances: int = 1) -> str:
+    return (
+        'name = "busy"\n\n[[slices]]\n'
+        f'artifact = "{BUSY}"\ninstances = {instances}  # the autoscaler rewrites this line\n'
+        f"min_available = 1\n\n[slices.autoscale]\n{autoscale}"
+    )
+
+
+STEP = busy_toml(
+    "min = 1\nmax = 2\np99_ms = 150\nup_after_s = 3\ndown_after_s = 6\nup_cooldown_s = 0\n"
+    "down_cooldown_s = 4\ndown_below = 0.5\n"
 )
 
 
-def sample_of(text: str) -> NodeSample:
-    """The node's /metrics → its figures for busy: calls and buckets it routed, CPU per running instance."""
-    calls, buckets, cpu = 0, {}, {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.labels.get("artifact") != BUSY_ID:
-                continue
-            if sample.name == "aether_invocation_duration_seconds_count":
-                calls += int(sample.value)
-            elif sample.name == "aether_invocation_duration_seconds_bucket" and sample.labels["le"] != "+Inf":
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0) + int(sample.value)
-            elif sample.name == "aether_slice_process_cpu_seconds_total":
-                cpu[sample.labels["slice_instance"]] = sample.value
-    return NodeSample(calls=calls, buckets=tuple(sorted(buckets.items())), cpu_seconds=cpu)
+async def in_thread(function: Callable[..., Any], *args: Any) -> Any:
+    return await trio.to_thread.run_sync(function, *args)
+
+
+async def until(
+    client: ApiClient, check: Callable[[AutoscaleStatus], bool], *, timeout: float, what: str
+) -> AutoscaleStatus:
+    """The slice's autoscale status once `check` holds (fails after `timeout` with the last status)."""
+    status = None
+    with trio.move_on_after(timeout):
+        while True:
+            (status,) = await in_thread(client.autoscale_status, BUSY_ID)
+            if check(status):
+                return status
+            await trio.sleep(0.3)
+    messages = [d.message for d in status.decisions] if status else []
+    pytest.fail(f"{what}: not within {timeout:g} s; last decisions: {messages}")
+
+
+async def serving_api(cluster: Any, *, timeout: float = 30.0) -> None:
+    """Until every node's management API answers (a node registers before its API listens)."""
+    async with httpx.AsyncClient(timeout=5) as http:
+        for node in cluster.nodes:
+            with trio.fail_after(timeout):
+                while True:
+                    try:
+                        if (await http.get(f"http://{node.management}/healthz")).status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    await trio.sleep(0.1)
+
+
+def decisions(client: ApiClient) -> list[ClusterEvent]:
+    return client.events(200, kind="autoscale_decision", slice=BUSY_ID)
 
 
 async def test_a_load_step_scales_up_is_served_and_scales_back_down(
@@ -62,39 +88,11 @@ async def test_a_load_step_scales_up_is_served_and_scales_back_down(
 ) -> None:
     async with running_cluster(tmp_path / "cluster", sample_index, nodes=1) as cluster, kv_of(cluster) as kv:
         node = cluster.nodes[0]
-        spec = SliceSpec(artifact=BUSY, instances=1, autoscale=AUTOSCALE)
-        await put_blueprint(kv, "busy", spec)
+        await serving_api(cluster)
+        client = ApiClient([f"http://{node.management}"])
+        await in_thread(client.apply_blueprint, STEP, "busy.toml")
         await wait_for(kv, exactly_active(1, BUSY), timeout=90, what="busy ×1 ACTIVE", cluster=cluster)
-
-        decisions: list[Decision] = []
-        current, window, last_scaled = 1, [], None
         load_report = tmp_path / "load.jsonl"
-
-        async def control(http: httpx.AsyncClient, until: float) -> None:
-            nonlocal current, window, last_scaled
-            while trio.current_time() < until:
-                answer = await http.get(f"http://{node.management}/metrics")
-                now = trio.current_time()
-                window = trim(
-                    [*window, Reading(at=now, nodes={node.node_id: sample_of(answer.text)})], now, AUTOSCALE
-                )
-                decision = decide(
-                    AUTOSCALE,
-                    current=current,
-                    window=window,
-                    expected=[node.node_id],
-                    now=now,
-                    last_scaled_at=last_scaled,
-                )
-                if decision.action is not Action.HOLD:
-                    decisions.append(decision)
-                    current, last_scaled = decision.target, now
-                    await put_blueprint(
-                        kv, "busy", SliceSpec(artifact=BUSY, instances=current, autoscale=AUTOSCALE)
-                    )
-                if [d.action for d in decisions] == [Action.UP, Action.DOWN]:
-                    return
-                await trio.sleep(1.0)
 
         async def load() -> None:
             script = str(REPO / "benchmarks" / "load_gen.py")
@@ -105,17 +103,113 @@ async def test_a_load_step_scales_up_is_served_and_scales_back_down(
             with load_report.open("w") as out:
                 await trio.run_process(command, stdout=out, stderr=subprocess.DEVNULL)
 
-        async with httpx.AsyncClient(timeout=10) as http, trio.open_nursery() as nursery:
+        async with trio.open_nursery() as nursery:
             nursery.start_soon(load)
-            await control(http, trio.current_time() + 120)
+            # (the revision is written first, the decision's record right after it)
+            up = await until(
+                client,
+                lambda s: s.instances == 2 and any(d.action == "up" for d in s.decisions),
+                timeout=60,
+                what="the leader scales busy up to 2",
+            )
+            await wait_for(kv, exactly_active(2, BUSY), timeout=60, what="busy ×2 ACTIVE", cluster=cluster)
             # the load generator ends by itself (15 s of load, calls answered or timed out after 30 s):
             # its last line is the summary, which a cancelled run would not have written
+        down = await until(
+            client,
+            lambda s: s.instances == 1 and any(d.action == "down" for d in s.decisions),
+            timeout=90,
+            what="the leader scales busy back down to 1",
+        )
+        await wait_for(kv, exactly_active(1, BUSY), timeout=60, what="busy back to ×1", cluster=cluster)
 
-        actions = [(d.action, d.current, d.target) for d in decisions]
-        assert actions == [(Action.UP, 1, 2), (Action.DOWN, 2, 1)], [d.message(BUSY_ID) for d in decisions]
-        up, down = decisions
-        assert up.reason.startswith("p99 ") and up.reason.endswith("> 150 ms for 3 s"), up.reason
-        assert "p99" in down.reason and down.path[-1] == "scale down", down.reason
         total = json.loads(load_report.read_text().splitlines()[-1])
         assert total["summary"] and total["sent"] == total["ok"] == 600 and total["errors"] == 0, total
-        await wait_for(kv, exactly_active(1, BUSY), timeout=60, what="busy back to ×1", cluster=cluster)
+        moves = [d for d in down.decisions if d.action != "hold"]
+        assert [(d.action, d.current, d.target) for d in moves] == [("up", 1, 2), ("down", 2, 1)], moves
+        scaled_up = next(d for d in up.decisions if d.action == "up")
+        assert scaled_up.message.startswith("scale org.aether:busy 1 -> 2: p99 "), scaled_up.message
+        assert scaled_up.message.endswith("> 150 ms for 3 s") and scaled_up.path[-1] == "scale up"
+        assert moves[1].path[-1] == "scale down" and "p99" in moves[1].message, moves[1]
+        # each move is a revision of the blueprint, as `slice scale` writes one, and an event
+        history = await in_thread(client.blueprint_history, "busy")
+        changes = [r.change for r in history]
+        assert changes[-2:] == [f"autoscaled {BUSY_ID} from 1 to 2", f"autoscaled {BUSY_ID} from 2 to 1"]
+        assert "instances = 1  # the autoscaler rewrites this line" in history[-1].source
+        events = await in_thread(decisions, client)
+        assert any(e.message == scaled_up.message and "scale up" in e.reason for e in events), events
+
+
+async def test_a_silent_node_holds_partial_and_a_paused_slice_gets_no_decision(
+    tmp_path: Path, sample_index: Path
+) -> None:
+    # a long lease: the stopped node stays registered (expected) while it does not answer
+    args = ("--lease-ttl", "30")
+    async with (
+        running_cluster(tmp_path / "cluster", sample_index, nodes=3, node_args=args) as cluster,
+        kv_of(cluster) as kv,
+    ):
+        await serving_api(cluster)
+        leader = await leader_node_id(cluster, kv)
+        # the leader's API only: a request to the stopped node would wait for its timeout first
+        client = ApiClient([f"http://{n.management}" for n in cluster.nodes if n.node_id == leader])
+        await in_thread(client.apply_blueprint, busy_toml("min = 1\nmax = 3\ncpu = 0.7\n"), "busy.toml")
+        await wait_for(kv, exactly_active(1, BUSY), timeout=90, what="busy ×1 ACTIVE", cluster=cluster)
+        await until(client, lambda s: bool(s.decisions), timeout=30, what="a first decision")
+
+        silent = next(n.node_id for n in cluster.nodes if n.node_id != leader)
+        pid = cluster.processes[silent].pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            held = await until(
+                client,
+                lambda s: any("partial" in d.message and silent in d.message for d in s.decisions),
+                timeout=30,
+                what=f"a hold on partial data while {silent} is stopped",
+            )
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        partial = next(d for d in held.decisions if "partial" in d.message)
+        assert partial.action == "hold" and partial.path[-1] == "complete: partial", partial
+        assert held.instances == 1
+        events = await in_thread(decisions, client)
+        assert any("partial" in e.message and e.reason.endswith("complete: partial") for e in events)
+
+        # bad settings are refused, naming what is wrong, and change nothing
+        for bad, message in (
+            ({"max": 0}, "max: expected a whole number in 1..10000, got 0"),
+            ({"min": 5}, f"{BUSY_ID}: max: must be ≥ min (5), got 3"),
+            ({"cpu": 0.5, "steps": 2}, "steps: not a setting"),
+        ):
+            with pytest.raises(ApiError) as refused:
+                await in_thread(client.autoscale_set, BUSY_ID, bad)
+            assert refused.value.status == 400 and str(refused.value).startswith(message), refused.value
+        (unchanged,) = await in_thread(client.autoscale_status, BUSY_ID)
+        assert (unchanged.min, unchanged.max, unchanged.settings) == (1, 3, {})
+        assert unchanged.targets == {"cpu": 0.7}
+
+        paused = await in_thread(client.autoscale_operation, BUSY_ID, "pause")
+        assert paused.paused
+        # min 2 would make the controller scale up at once ("below the lower bound"): paused, it must not
+        raised = await in_thread(client.autoscale_set, BUSY_ID, {"min": 2})
+        assert (raised.min, raised.settings) == (2, {"min": 2.0}) and raised.paused
+        # the leader has run a pass with min 2 in force (its paused hold names the bounds) and held
+        still = await until(
+            client,
+            lambda s: any(d.path == ("paused",) and "min 2" in d.message for d in s.decisions),
+            timeout=30,
+            what="a 'paused' hold with min 2 in force",
+        )
+        assert still.instances == 1 and not any(d.action == "up" for d in still.decisions), still
+
+        await in_thread(client.autoscale_operation, BUSY_ID, "resume")
+        resumed = await until(
+            client,
+            lambda s: s.instances == 2 and any(d.action == "up" for d in s.decisions),
+            timeout=30,
+            what="busy up to 2 on resume",
+        )
+        assert not resumed.paused
+        up = next(d for d in resumed.decisions if d.action == "up")
+        assert up.path == ("bounds: below the lower bound",) and (up.current, up.target) == (1, 2), up
+        await wait_for(kv, exactly_active(2, BUSY), timeout=90, what="busy ×2 ACTIVE", cluster=cluster)

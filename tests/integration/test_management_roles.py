@@ -137,6 +137,7 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
         ("GET", "/api/v1/nodes", {}),
         ("GET", "/api/v1/events", {}),
         ("GET", "/api/v1/agent-lease", {}),
+        ("GET", "/api/v1/autoscale", {}),
         ("GET", "/metrics", {}),
     ]
     for method, path, kw in reads:
@@ -186,6 +187,17 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
     denied("POST", "/api/v1/slices/org.aether:echo/scale", json={"instances": 1})
     for operation in ("cordon", "uncordon", "drain", "stop"):
         denied("POST", f"/api/v1/nodes/node-1/{operation}")
+    denied("POST", "/api/v1/autoscale/org.aether:echo/set", json={"cpu": 0.5})
+    for operation in ("pause", "resume"):
+        denied("POST", f"/api/v1/autoscale/org.aether:echo/{operation}")
+    answer = request("POST", "/api/v1/autoscale/org.aether:echo/pause", KEYS["operator"])
+    assert_error(
+        answer,
+        404,
+        "not_found",
+        "org.aether:echo is not autoscaled: its blueprint has no [slices.autoscale] table"
+        " (or several blueprints deploy it)",
+    )
     assert request("GET", "/api/v1/blueprints/demo/history", KEYS["viewer"]).json() == history
     assert {n["state"] for n in request("GET", "/api/v1/nodes", KEYS["viewer"]).json()} == {"ON_DUTY"}
     answer = request("POST", "/api/v1/slices/org.aether:echo/scale", KEYS["operator"], json={"instances": 1})

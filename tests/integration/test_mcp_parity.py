@@ -9,6 +9,7 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cli_support
 import pytest
@@ -29,25 +30,37 @@ LOCAL_ONLY = {"dev", "context", "completion"}
 LOCAL_ONLY_COMMANDS = {("slice", "new"), ("slice", "publish")}
 
 
-def cli_commands() -> set[tuple[str, str]]:
+def _commands(group: Any, prefix: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """Every command under `group`, as its words; a command that has commands of its own (`aether slice
+    autoscale ...`) is a group, walked in turn."""
+    found = set()
+    for name in group:
+        if name.startswith("-"):
+            continue
+        inner = _commands(group[name], (*prefix, name))
+        found |= inner or {(*prefix, name)}
+    return found
+
+
+def cli_commands() -> set[tuple[str, ...]]:
     found = set()
     for group in app:
         if group.startswith("-") or group in LOCAL_ONLY:
             continue
-        found |= {(group, command) for command in app[group] if not command.startswith("-")}
+        found |= _commands(app[group], (group,))
     return found - LOCAL_ONLY_COMMANDS
 
 
 def test_every_cli_command_has_its_tool_and_back() -> None:
     commands = cli_commands()
     tools = {spec.cli: spec.name for spec in TOOLS}
-    assert len(commands) == 21, sorted(commands)
+    assert len(commands) == 25, sorted(commands)
     assert set(tools) == commands, (
         f"CLI commands without a tool: {sorted(commands - set(tools))}; "
         f"tools without a CLI command: {sorted(set(tools) - commands)}"
     )
-    for (group, command), name in tools.items():
-        assert name == f"{group}_{command}"
+    for words, name in tools.items():
+        assert name == "_".join(words)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +115,7 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                     ("blueprint", "diff", str(blueprint)),
                     ("blueprint_diff", {"toml": blueprint.read_text(), "source": str(blueprint)}),
                 ),
+                (("slice", "autoscale", "status"), ("slice_autoscale_status", {})),
                 (("node", "cordon", "node-3"), ("node_cordon", {"node": "node-3"})),
                 (("node", "uncordon", "node-3"), ("node_uncordon", {"node": "node-3"})),
             ]
@@ -147,6 +161,12 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
             assert cli_refusal("blueprint", "get", "missing") == missing
             assert cli_refusal("slice", "status", "no-colon") == await refusal(
                 "slice_status", artifact="no-colon"
+            )
+            assert cli_refusal("slice", "autoscale", "pause", "org.aether:echo") == await refusal(
+                "slice_autoscale_pause", artifact="org.aether:echo"
+            )
+            assert cli_refusal("slice", "autoscale", "set", "org.aether:echo") == await refusal(
+                "slice_autoscale_set", artifact="org.aether:echo"
             )
             assert cli_refusal("node", "drain", "node-9") == await refusal("node_drain", node="node-9")
             assert cli_refusal("blueprint", "rollback", "parity", "--to", "7") == await refusal(

@@ -372,3 +372,48 @@ def test_the_dashboard_holds_long_texts_charts_history_and_rides_out_api_errors(
         "the alert that the page's node does not answer",
     )
     assert page.locator("#matrix tbody tr").count() == 3
+
+
+@needs_chromium
+def test_the_dashboard_shows_autoscaled_slices_and_the_last_decisions(
+    secured: CliCluster, browser: Any
+) -> None:
+    """Per autoscaled slice: on or paused, the count, min and max in force, the targets, and the leader's
+    last decisions, as the operator changes them with `slice autoscale set|pause`."""
+    autoscaled = (
+        'name = "scaled"\n\n[[slices]]\nartifact = "org.aether:busy:1.0.0"\ninstances = 1\n'
+        "min_available = 1\n\n[slices.autoscale]\nmin = 1\nmax = 3\ncpu = 0.7\np99_ms = 250\n"
+    )
+    with api(secured) as http:
+        assert http.post("/api/v1/blueprints", content=autoscaled.encode()).is_success
+        wait_until(
+            lambda: http.get("/api/v1/autoscale/org.aether:busy").json()["decisions"],
+            timeout=90,
+            what="a first autoscale decision",
+        )
+        assert http.post("/api/v1/autoscale/org.aether:busy/set", json={"max": 4}).is_success
+        assert http.post("/api/v1/autoscale/org.aether:busy/pause").is_success
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+    page.set_default_timeout(60_000)
+    page.goto(f"http://{secured.local.nodes[0].management}/dashboard")
+    page.wait_for_selector("#key-form:not([hidden])")
+    page.fill("#key-input", KEYS["viewer"])
+    page.click("#key-form button[type=submit]")
+    row = "#autoscale tr[data-slice='org.aether:busy']"
+    wait(page, f'!!document.querySelector("{row} .decision")', "a decision of busy")
+    cells = page.inner_text(row).split("\t")
+    targets = "cpu 0.7 cores, p99_ms 250 ms"
+    assert cells[:7] == ["org.aether:busy", "paused", "1", cells[3], "1", "4", targets], cells
+    wait(page, f"document.querySelector(\"{row}\").innerText.includes('paused by an operator')", "the pause")
+    # the charts: the count asked for against max, and the p99 target beside the p99 lines
+    for _ in range(3):
+        seen = samples(page)
+        wait(page, f"window.aetherDashboard.samples > {seen}", "one more calls reading")
+    for chart, series in (
+        ("chart-autoscale", "org.aether:busy asked"),
+        ("chart-autoscale", "org.aether:busy max"),
+        ("chart-p99", "target org.aether:busy"),
+    ):
+        assert page.evaluate(DRAWN, [chart, series]) == 1, (chart, series, page.inner_html(f"#{chart}"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-autoscale.png"), full_page=True)

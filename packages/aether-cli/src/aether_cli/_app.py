@@ -45,8 +45,10 @@ cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forg
 node_app = App(name="node", help="Operate one node: cordon, uncordon, drain, stop.")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 context_app = App(name="context", help="Named clusters and their API keys, in ~/.config/aether/config.toml.")
+autoscale_app = App(name="autoscale", help="Autoscaled slices: status; set targets, pause, resume.")
 for sub in (blueprint_app, slice_app, cluster_app, node_app, dev_app, context_app):
     app.command(sub)
+slice_app.command(autoscale_app)
 
 DEFAULT_COMMON = Common()
 BLUEPRINT_FILE = "a blueprint is UTF-8 TOML"
@@ -315,7 +317,7 @@ def events(
             negative=(),
             help="Only events of this kind (repeat for several): node_joined, node_left, node_lost,"
             " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
-            " rebalance_move, node_cordoned, node_draining, node_uncordoned.",
+            " rebalance_move, node_cordoned, node_draining, node_uncordoned, autoscale_decision.",
         ),
     ] = (),
     slice: Annotated[
@@ -447,6 +449,10 @@ OPERATIONS = (
     (blueprint_app, "rollback", "blueprint_rollback", "Apply an earlier revision again, as a new one."),
     (blueprint_app, "diff", "blueprint_diff", "What applying FILE would change, without applying it."),
     (slice_app, "scale", "slice_scale", "Run N instances of a slice: a new revision of its blueprint."),
+    (autoscale_app, "status", "slice_autoscale_status", "Count, bounds, targets and last decisions."),
+    (autoscale_app, "set", "slice_autoscale_set", "Change bounds or targets at run time."),
+    (autoscale_app, "pause", "slice_autoscale_pause", "Stop the autoscaler's decisions for a slice."),
+    (autoscale_app, "resume", "slice_autoscale_resume", "Let the autoscaler decide for a slice again."),
     (node_app, "cordon", "node_cordon", "Place no new instance on NODE."),
     (node_app, "uncordon", "node_uncordon", "Put NODE back on duty (ends a cordon or drain)."),
     (node_app, "drain", "node_drain", "Cordon NODE and move its instances off, never below a floor."),

@@ -1,5 +1,6 @@
-"""`aether blueprint history|rollback|diff`, `aether slice scale`, `aether node cordon|uncordon|drain|stop`:
-revisions of blueprints and operations on nodes, through the management API (each has its MCP tool)."""
+"""`aether blueprint history|rollback|diff`, `aether slice scale`, `aether slice autoscale
+status|set|pause|resume`, `aether node cordon|uncordon|drain|stop`: revisions of blueprints, scaling and
+operations on nodes, through the management API (each has its MCP tool)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from cyclopts import Parameter
 from ._common import EXIT_BAD_INPUT, Common, call, emit, fail, read_input
 
 DEFAULT_COMMON = Common()
+NOTHING_TO_SET = "nothing to set: give --min, --max, --cpu, --p99-ms, --calls-per-second or --in-flight"
 
 
 def blueprint_history(name: str, *, common: Common = DEFAULT_COMMON) -> None:
@@ -84,6 +86,73 @@ def slice_scale(artifact: str, instances: int, *, common: Common = DEFAULT_COMMO
         fail(EXIT_BAD_INPUT, f"instances: must be ≥ 0, got {instances}")
     result = call(common, lambda client: client.scale_slice(artifact, instances))
     emit(common, result, lambda: print(_revision_line(result)))
+
+
+def slice_autoscale_status(artifact: str | None = None, *, common: Common = DEFAULT_COMMON) -> None:
+    """Autoscaled slice ARTIFACT (group:artifact; default: every autoscaled slice): its count, bounds and
+    targets in force, whether it is paused, and the autoscaler's last decisions (JSON: a list)."""
+    result = call(common, lambda client: client.autoscale_status(artifact))
+    emit(common, result, lambda: _autoscale_lines(result))
+
+
+def slice_autoscale_set(
+    artifact: str,
+    *,
+    min: Annotated[int | None, Parameter(help="The fewest instances it scales down to.")] = None,
+    max: Annotated[int | None, Parameter(help="The most instances it scales up to.")] = None,
+    cpu: Annotated[float | None, Parameter(help="Target CPU per instance (cores, e.g. 0.7).")] = None,
+    p99_ms: Annotated[float | None, Parameter(help="Target p99 latency of its calls (ms).")] = None,
+    calls_per_second: Annotated[float | None, Parameter(help="Target calls per second per instance.")] = None,
+    in_flight: Annotated[float | None, Parameter(help="Target calls in flight per instance.")] = None,
+    common: Common = DEFAULT_COMMON,
+) -> None:
+    """Change the bounds or targets of autoscaled slice ARTIFACT at run time (over its blueprint's
+    [slices.autoscale]; kept across leader changes and blueprint revisions)."""
+    settings = {
+        "min": min,
+        "max": max,
+        "cpu": cpu,
+        "p99_ms": p99_ms,
+        "calls_per_second": calls_per_second,
+        "in_flight": in_flight,
+    }
+    if all(value is None for value in settings.values()):
+        fail(
+            EXIT_BAD_INPUT,
+            "nothing to set: give --min, --max, --cpu, --p99-ms, --calls-per-second or --in-flight",
+        )
+    result = call(common, lambda client: client.autoscale_set(artifact, settings))
+    emit(common, result, lambda: _autoscale_lines([result]))
+
+
+def slice_autoscale_pause(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Stop the autoscaler's decisions for slice ARTIFACT (its count stays as it is)."""
+    result = call(common, lambda client: client.autoscale_operation(artifact, "pause"))
+    emit(common, result, lambda: _autoscale_lines([result]))
+
+
+def slice_autoscale_resume(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Let the autoscaler decide for slice ARTIFACT again."""
+    result = call(common, lambda client: client.autoscale_operation(artifact, "resume"))
+    emit(common, result, lambda: _autoscale_lines([result]))
+
+
+def _autoscale_lines(statuses: Any) -> None:
+    from . import _output
+
+    if not statuses:
+        print("no slice is autoscaled")
+    for status in statuses:
+        targets = ", ".join(f"{name} {value:g}" for name, value in status.targets.items())
+        state = "paused" if status.paused else "autoscaling on"
+        print(
+            f"{_output._text(status.artifact)} ({state}): {status.instances} instances"
+            f" ({status.active} ACTIVE), min {status.min}, max {status.max}; targets: {targets}"
+        )
+        if status.settings:
+            print("  set at run time: " + ", ".join(f"{k} {v:g}" for k, v in status.settings.items()))
+        for decision in status.decisions[-5:]:
+            print(f"  {_output._age(decision.at)} ago: {_output._text(decision.message)}")
 
 
 def _revision_line(result: Any) -> str:

@@ -105,6 +105,27 @@ TOOLS = (
         "slice_scale", ("slice", "scale"), True, _changing("Scale a slice", destructive=True, idempotent=True)
     ),
     ToolSpec(
+        "slice_autoscale_status", ("slice", "autoscale", "status"), False, _reading("Autoscaled slices")
+    ),
+    ToolSpec(
+        "slice_autoscale_set",
+        ("slice", "autoscale", "set"),
+        True,
+        _changing("Change a slice's autoscaling targets", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "slice_autoscale_pause",
+        ("slice", "autoscale", "pause"),
+        True,
+        _changing("Pause a slice's autoscaling", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "slice_autoscale_resume",
+        ("slice", "autoscale", "resume"),
+        True,
+        _changing("Resume a slice's autoscaling", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
         "node_cordon",
         ("node", "cordon"),
         True,
@@ -275,7 +296,7 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
             Field(
                 description="Only events of these kinds: node_joined, node_left, node_lost, leader_elected,"
                 " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move,"
-                " node_cordoned, node_draining, node_uncordoned."
+                " node_cordoned, node_draining, node_uncordoned, autoscale_decision."
             ),
         ] = None,
         slice: Annotated[
@@ -325,6 +346,54 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         if instances < 0:  # the CLI's own check, with its sentence
             raise Refused(f"instances: must be ≥ 0, got {instances}")
         return await ask("slice_scale", lambda c: c.scale_slice(artifact, instances))
+
+    @tool(
+        "slice_autoscale_status",
+        "Autoscaled slices (every one, or the one named; a list either way): each one's count, the bounds "
+        "and targets in force, whether it is paused, and the autoscaler's last decisions with reasons.",
+    )
+    async def slice_autoscale_status(
+        artifact: Annotated[
+            str | None, Field(description="The slice, group:artifact (default: every autoscaled slice).")
+        ] = None,
+    ) -> list[dict[str, Any]]:
+        return await ask("slice_autoscale_status", lambda c: c.autoscale_status(artifact))
+
+    @tool(
+        "slice_autoscale_set",
+        "Change an autoscaled slice's bounds or targets at run time (over its blueprint's "
+        "[slices.autoscale]); give at least one of min, max, cpu, p99_ms, calls_per_second, in_flight.",
+    )
+    async def slice_autoscale_set(
+        artifact: Artifact,
+        min: Annotated[int | None, Field(description="The fewest instances.")] = None,
+        max: Annotated[int | None, Field(description="The most instances.")] = None,
+        cpu: Annotated[float | None, Field(description="Target CPU per instance (cores).")] = None,
+        p99_ms: Annotated[float | None, Field(description="Target p99 latency (ms).")] = None,
+        calls_per_second: Annotated[float | None, Field(description="Target calls/s per instance.")] = None,
+        in_flight: Annotated[float | None, Field(description="Target calls in flight per instance.")] = None,
+    ) -> dict[str, Any]:
+        settings = {
+            "min": min,
+            "max": max,
+            "cpu": cpu,
+            "p99_ms": p99_ms,
+            "calls_per_second": calls_per_second,
+            "in_flight": in_flight,
+        }
+        if all(value is None for value in settings.values()):  # the CLI's own check, with its sentence
+            raise Refused(
+                "nothing to set: give --min, --max, --cpu, --p99-ms, --calls-per-second or --in-flight"
+            )
+        return await ask("slice_autoscale_set", lambda c: c.autoscale_set(artifact, settings))
+
+    @tool("slice_autoscale_pause", "Stop the autoscaler's decisions for a slice (its count stays).")
+    async def slice_autoscale_pause(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_autoscale_pause", lambda c: c.autoscale_operation(artifact, "pause"))
+
+    @tool("slice_autoscale_resume", "Let the autoscaler decide for a slice again.")
+    async def slice_autoscale_resume(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_autoscale_resume", lambda c: c.autoscale_operation(artifact, "resume"))
 
     @tool("node_cordon", "Place no new instance on a node (what runs there stays).")
     async def node_cordon(node: Node) -> dict[str, Any]:

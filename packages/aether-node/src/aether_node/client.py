@@ -59,6 +59,36 @@ class ApplyResult:
 
 
 @attrs.frozen(kw_only=True)
+class AutoscaleDecision:
+    """One recorded decision of the leader's autoscaler (newest last in `AutoscaleStatus.decisions`)."""
+
+    at: float
+    action: str  # up, down or hold
+    current: int
+    target: int
+    path: tuple[str, ...]  # the decision tree's nodes, root to leaf
+    message: str  # `scale org.aether:busy 1 -> 2: p99 312 ms > 150 ms for 3 s`
+
+
+@attrs.frozen(kw_only=True)
+class AutoscaleStatus:
+    """One autoscaled slice (`aether slice autoscale status`): its count, the bounds and targets in force
+    (the blueprint's `[slices.autoscale]` with the operator's run-time settings over it), and the last
+    decisions."""
+
+    artifact: str  # group:artifact
+    blueprint: str
+    instances: int  # the count its blueprint asks for now
+    active: int  # ACTIVE instances of its version
+    min: int
+    max: int
+    targets: dict[str, float]  # cpu, p99_ms, calls_per_second, in_flight: those in force
+    settings: dict[str, float]  # what an operator set at run time (over the blueprint's values)
+    paused: bool
+    decisions: tuple[AutoscaleDecision, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class BlueprintRevision:
     """One kept revision of a blueprint (`aether blueprint history`)."""
 
@@ -305,6 +335,7 @@ EVENT_KINDS = (
     "node_cordoned",  # an operator cordoned a node: no new instance goes there
     "node_draining",  # an operator drains a node: its instances move off
     "node_uncordoned",  # an operator put a node back on duty
+    "autoscale_decision",  # the leader's autoscaler scaled a slice up or down, or holds (and why)
 )
 
 
@@ -750,6 +781,24 @@ class ApiClient:
             idempotent=True,  # the same count again makes no new revision
         )
         return from_json(data, ApplyResult)
+
+    def autoscale_status(self, artifact: str | None = None) -> list[AutoscaleStatus]:
+        """Every autoscaled slice, or the one named (group:artifact)."""
+        path = "/api/v1/autoscale" + (f"/{_segment(artifact)}" if artifact else "")
+        data = self._request("GET", path)
+        return [from_json(item, AutoscaleStatus) for item in (data if artifact is None else [data])]
+
+    def autoscale_set(self, artifact: str, settings: dict[str, float | int | None]) -> AutoscaleStatus:
+        """Change a slice's bounds or targets at run time (`min`, `max`, `cpu`, `p99_ms`, ...)."""
+        data = self._request(
+            "POST", f"/api/v1/autoscale/{_segment(artifact)}/set", json_body=settings, idempotent=True
+        )
+        return from_json(data, AutoscaleStatus)
+
+    def autoscale_operation(self, artifact: str, operation: str) -> AutoscaleStatus:
+        """`operation`: pause or resume."""
+        data = self._request("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}", idempotent=True)
+        return from_json(data, AutoscaleStatus)
 
     def node_operation(self, node_id: str, operation: str) -> NodeInfo:
         """`operation`: cordon, uncordon, drain or stop."""

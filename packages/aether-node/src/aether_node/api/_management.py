@@ -34,6 +34,7 @@ from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
 from ..routing._http import error_response
 from ._agent_lease import AgentLeases
+from ._autoscale import AutoscaleOperations
 from ._dashboard import dashboard_routes
 from ._handlers import Handlers
 from ._operations import Operations
@@ -179,6 +180,26 @@ def management_app(
         """Body: {"instances": N}."""
         body = await json_object(request)
         return await operations.scale(request.path_params["artifact"], body.get("instances"))
+
+    autoscale = AutoscaleOperations(handlers)
+
+    @route("/api/v1/autoscale", "viewer")
+    async def autoscale_list(request: Request) -> Any:
+        return await autoscale.status()
+
+    @route("/api/v1/autoscale/{artifact}", "viewer")
+    async def autoscale_status(request: Request) -> Any:
+        return await autoscale.status(request.path_params["artifact"])
+
+    @route("/api/v1/autoscale/{artifact}/set", "operator", "POST")
+    async def autoscale_set(request: Request) -> Any:
+        """Body: {"cpu": 0.7, "p99_ms": 200, "min": 1, "max": 5} (any of them)."""
+        return await autoscale.set(request.path_params["artifact"], await json_object(request))
+
+    @route("/api/v1/autoscale/{artifact}/{operation}", "operator", "POST")
+    async def autoscale_operation(request: Request) -> Any:
+        """pause or resume."""
+        return await autoscale.operation(request.path_params["artifact"], request.path_params["operation"])
 
     @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST")
     async def node_operation(request: Request) -> Any:
@@ -360,6 +381,10 @@ def management_app(
         history,
         rollback,
         scale,
+        autoscale_list,
+        autoscale_status,
+        autoscale_set,
+        autoscale_operation,
         node_operation,
         blueprint_status,
         list_slices,

@@ -6,7 +6,6 @@ RequestError. Bad input is refused before anything is written.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import attrs
@@ -16,6 +15,7 @@ from ..client import ApplyResult, BlueprintDiff, BlueprintRevision, NodeInfo, Sl
 from ..control._cluster_manager import observe_data
 from ..control._diff import diff_blueprint
 from ..control._node_ops import LEAVING, decode_operations, split_operations
+from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
@@ -163,15 +163,10 @@ class Operations:
                 f"{artifact_id}: cannot scale to {instances}: below its min_available of"
                 f" {spec.min_available} (lower min_available in blueprint {blueprint.name!r} first)",
             )
-        source = rescaled_source(blueprint.source, index, instances)
         try:
-            scaled = parse_blueprint(source, f"blueprint {blueprint.name}", timestamp=self.clock())
-        except BlueprintError as error:  # the stored source could not be rewritten as expected
-            raise RequestError(ErrorKind.CONFLICT, f"cannot scale {artifact_id}: {error.message}") from None
-        if scaled.slices[index].instances != instances:
-            raise RequestError(
-                ErrorKind.CONFLICT, f"cannot scale {artifact_id}: its blueprint's TOML could not be rewritten"
-            )
+            scaled = scaled_blueprint(blueprint, index, instances, timestamp=self.clock())
+        except RescaleError as error:  # the stored source could not be rewritten as expected
+            raise RequestError(ErrorKind.CONFLICT, f"cannot scale {artifact_id}: {error}") from None
         change = f"scaled {artifact_id} from {spec.instances} to {instances}"
         return await self.store(scaled, change, dedupe=True)
 
@@ -244,27 +239,3 @@ def _absent(node_id: str) -> NodeInfo:
         active=0,
         leader=False,
     )
-
-
-_INSTANCES = re.compile(r"^(\s*instances\s*=\s*)([^#\s]+)(.*)$")
-
-
-def rescaled_source(source: str, index: int, instances: int) -> str:
-    """The blueprint's TOML with the `instances` of its slice number `index` set (comments and layout
-    kept): the line is rewritten in that `[[slices]]` table, or added right after its header."""
-    lines = source.splitlines()
-    headers = [i for i, line in enumerate(lines) if line.split("#", 1)[0].replace(" ", "") == "[[slices]]"]
-    if index >= len(headers):
-        return source
-    start = headers[index]
-    end = next((h for h in headers if h > start), len(lines))
-    for number in range(start + 1, end):
-        stripped = lines[number].strip()
-        if stripped.startswith("["):  # a sub-table ([slices.resources]): the slice's own keys are above
-            break
-        match = _INSTANCES.match(lines[number])
-        if match:
-            lines[number] = f"{match.group(1)}{instances}{match.group(3)}"
-            return "\n".join(lines) + "\n"
-    lines.insert(start + 1, f"instances = {instances}")
-    return "\n".join(lines) + "\n"

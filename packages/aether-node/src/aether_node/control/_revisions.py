@@ -70,11 +70,18 @@ async def history(kv: KV, name: str) -> list[Blueprint]:
 
 
 async def store_revision(
-    kv: KV, blueprint: Blueprint, *, change: str, keep: int = DEFAULT_KEEP, dedupe: bool = False
+    kv: KV,
+    blueprint: Blueprint,
+    *,
+    change: str,
+    keep: int = DEFAULT_KEEP,
+    dedupe: bool = False,
+    fence: Compare | None = None,
 ) -> Stored:
     """Store `blueprint` as the next revision of its name (`change` says how it came). With `dedupe`, a
     blueprint whose content equals the stored one is stored again with its number (a resent apply makes
-    no new revision). Revisions beyond the last `keep` are deleted in the same transaction."""
+    no new revision). Revisions beyond the last `keep` are deleted in the same transaction. `fence` (the
+    leader's claim, for the autoscaler) must hold too; if it does not, RevisionConflict at once."""
     key = BLUEPRINTS + blueprint.name
     for _ in range(ATTEMPTS):
         current, mod_revision = await read_current(kv, blueprint.name)
@@ -93,7 +100,11 @@ async def store_revision(
             ops += [Delete(key=revision_key(blueprint.name, n)) for n in numbers if n not in kept]
         ops.insert(0, Put(key=key, value=encode_record(stored)))
         unchanged = Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=mod_revision)
-        result = await kv.txn([unchanged], ops)
+        result = await kv.txn([unchanged] if fence is None else [unchanged, fence], ops)
+        if not result.succeeded and fence is not None:
+            holds = await kv.txn([fence], [])
+            if not holds.succeeded:
+                raise RevisionConflict("this node no longer leads the cluster: nothing was written")
         if result.succeeded:
             return Stored(
                 blueprint=stored,

@@ -132,6 +132,44 @@ class NodeStopRequest:
     schema_version: int = SCHEMA_VERSION
 
 
+@attrs.frozen(kw_only=True)
+class AutoscaleSettings:
+    """`cluster/autoscale/{group:artifact}`: an operator's run-time change to a slice's `[slices.autoscale]`
+    (`aether slice autoscale set|pause|resume`). A field left None keeps the blueprint's value; `paused`
+    stops the leader's decisions for the slice. Kept across leader changes and blueprint revisions."""
+
+    paused: bool = False
+    min: int | None = None
+    max: int | None = None
+    cpu: float | None = None
+    p99_ms: float | None = None
+    calls_per_second: float | None = None
+    in_flight: float | None = None
+    updated: float = 0.0
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class AutoscaleEntry:
+    """One decision of the leader's autoscaler, as recorded (and shown as an `autoscale_decision` event)."""
+
+    at: float
+    action: str  # up, down or hold
+    current: int
+    target: int
+    path: tuple[str, ...]
+    message: str  # `scale org.aether:busy 1 -> 2: p99 312 ms > 150 ms for 3 s`
+
+
+@attrs.frozen(kw_only=True)
+class AutoscaleLog:
+    """`cluster/autoscale-decisions/{group:artifact}`: the leader's last decisions for a slice, newest
+    last (every up and down; a hold when its reason changes)."""
+
+    entries: tuple[AutoscaleEntry, ...] = ()
+    schema_version: int = SCHEMA_VERSION
+
+
 converter = cattrs.Converter(forbid_extra_keys=False)
 
 

@@ -16,6 +16,8 @@ PROBLEMS_PREFIX = "cluster/problems/"  # the leader's problems, one per artifact
 BLUEPRINT_REVISIONS = "blueprint-revisions/"  # every applied revision of every blueprint (bounded)
 NODE_OPS = "cluster/node-ops/"  # an operator's cordon or drain of a node (NodeOperation)
 NODE_STOPS = "cluster/node-stop/"  # an operator's request that a node stop gracefully (NodeStopRequest)
+AUTOSCALE = "cluster/autoscale/"  # an operator's run-time autoscaling settings of a slice (AutoscaleSettings)
+AUTOSCALE_DECISIONS = "cluster/autoscale-decisions/"  # the leader's last decisions per slice (AutoscaleLog)
 
 
 @attrs.frozen(order=True)
@@ -87,3 +89,13 @@ def node_op_key(node_id: str) -> str:
 
 def node_stop_key(node_id: str) -> str:
     return f"{NODE_STOPS}{node_id}"
+
+
+def autoscale_key(artifact_id: str) -> str:
+    """`cluster/autoscale/{group:artifact}`: the operator's run-time settings of that slice."""
+    return f"{AUTOSCALE}{artifact_id}"
+
+
+def autoscale_decisions_key(artifact_id: str) -> str:
+    """`cluster/autoscale-decisions/{group:artifact}`: the leader's last decisions for that slice."""
+    return f"{AUTOSCALE_DECISIONS}{artifact_id}"

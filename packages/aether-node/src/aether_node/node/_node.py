@@ -31,6 +31,7 @@ from aether_kv import (
 from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
 from ..api._management import Authorizer, management_app, parse_api_keys
+from ..control._autoscaler import Autoscaler
 from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ..control._event_clock import EventClock
 from ..control._liveness import LivenessWatch
@@ -40,6 +41,7 @@ from ..core._kv_cache import KVCache
 from ..core._records import NodeRecord, NodeStopRequest, RecordError, decode_record, encode_record
 from ..core._schema import node_key, node_stop_key
 from ..observe._metrics import NodeMetrics
+from ..observe._slice_usage import slice_usage
 from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
 from ..routing._http import ingress_app, serve_http
@@ -319,13 +321,14 @@ async def serve_node(
                 )
                 cache = KVCache(kv, EndpointRegistry.PREFIXES)
                 await start("endpoint cache", cache.run)
+                peer_clients = PeerClients(nursery, secret)
                 invoker = ClusterInvoker(
-                    config.node_id,
-                    store,
-                    EndpointRegistry(cache),
-                    PeerClients(nursery, secret),
-                    metrics=metrics,
+                    config.node_id, store, EndpointRegistry(cache), peer_clients, metrics=metrics
                 )
+
+                def usage() -> Any:  # this node's figures per slice, for the leader's autoscaler
+                    return slice_usage(metrics, invoker.in_flight_by_artifact())
+
                 invoker_box.append(invoker)
                 manager = NodeDeploymentManager(
                     kv, config.node_id, store, lease=lease, restart_policy=config.restart, metrics=metrics
@@ -340,7 +343,7 @@ async def serve_node(
                     await start("lease keep-alive", registration.keep_alive)
                     await start("republish", registration.follow, manager.republish)
                     await start("deployment", manager.run, on_restart=republish_current)
-                    peers = functools.partial(serve_peers, stats=metrics.call_stats)
+                    peers = functools.partial(serve_peers, stats=metrics.call_stats, usage=usage)
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
                     if config.ingress_server == "fast":
@@ -375,11 +378,19 @@ async def serve_node(
                         leadership = LeadershipMonitor(own_replica)
                         await start("leadership monitor", run_forever(leadership.run))
                         cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
+                        autoscaler = Autoscaler(
+                            kv,
+                            config.node_id,
+                            local_usage=usage,
+                            ask_peer=peer_clients.usage,
+                            keep=config.blueprint_history,
+                        )
                         for name, service in (
                             ("cluster manager", cluster_manager.run),
                             ("event clock", EventClock(kv).run),  # event times
                             ("membership", Membership(kv).run),  # expected nodes
                             ("liveness", LivenessWatch(kv, config.node_id, secret).run),  # dead nodes, fast
+                            ("autoscaler", autoscaler.run),  # [slices.autoscale]: counts from live usage
                         ):
                             await start(name, run_forever(functools.partial(service, leadership)))
                     log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)

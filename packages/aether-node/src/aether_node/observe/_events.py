@@ -1,8 +1,8 @@
 """The typed cluster event log: KV changes → `ClusterEvent`s, and filters over them. Pure: no I/O.
 
 Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader`,
-`cluster/node-ops/` and `slices/` is one or two events), so every node can tell the same story, in
-revision order. Kinds: `client.EVENT_KINDS`.
+`cluster/node-ops/`, `cluster/autoscale-decisions/` and `slices/` is one or two events), so every node
+can tell the same story, in revision order. Kinds: `client.EVENT_KINDS`.
 
 An event's time is when it was written, the same on every query: the writer's own timestamp where the
 record carries one (instance states, blueprints, leader claims), else — node joins and losses, deletions —
@@ -23,6 +23,7 @@ from ..core._blueprint import Blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._errors import InvalidCoordinatesError
 from ..core._records import (
+    AutoscaleLog,
     LeaderClaim,
     NodeOperation,
     NodeOperationRecord,
@@ -32,7 +33,7 @@ from ..core._records import (
     SliceState,
     decode_record,
 )
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, SLICES, InstanceKey
+from ..core._schema import AUTOSCALE_DECISIONS, BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, SLICES, InstanceKey
 
 MAX_NODE_ID = 253
 
@@ -153,6 +154,8 @@ def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
         return _node_operation_event(event, key[len(NODE_OPS) :], at)
     if key == LEADER_KEY and event.kind == "put":
         return _leader_event(event)
+    if key.startswith(AUTOSCALE_DECISIONS) and event.kind == "put":
+        return _autoscale_event(event, key[len(AUTOSCALE_DECISIONS) :])
     if key.startswith(SLICES):
         parsed = InstanceKey.parse(key)
         return [] if parsed is None else _instance_events(event, parsed, at)
@@ -223,6 +226,30 @@ def _leader_event(event: Event) -> list[ClusterEvent]:
     return [
         _made(
             event, claim.since, "leader_elected", claim.node_id, message, node_id=claim.node_id, reason=reason
+        )
+    ]
+
+
+def _autoscale_event(event: Event, artifact_id: str) -> list[ClusterEvent]:
+    """The newest decision of the slice's log: what the autoscaler did or why it held, with its tree path
+    (as the reason: `bounds: within > fresh > complete: partial`)."""
+    try:
+        entries = decode_record(event.kv.key, event.kv.value, AutoscaleLog).entries
+    except RecordError:
+        return []
+    if not entries:
+        return []
+    last = entries[-1]
+    return [
+        _made(
+            event,
+            last.at,
+            "autoscale_decision",
+            artifact_id,
+            last.message,
+            reason=" > ".join(last.path),
+            state=last.action,
+            artifact=artifact_id,
         )
     ]
 

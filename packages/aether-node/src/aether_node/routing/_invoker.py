@@ -52,6 +52,15 @@ class ClusterInvoker:
         self.in_flight: dict[tuple[str, int], int] = collections.defaultdict(int)
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
 
+    def in_flight_by_artifact(self) -> dict[str, int]:
+        """Calls this node routed and has not had answered yet, per artifact id (group:artifact)."""
+        found: dict[str, int] = {}
+        for (coordinates, _), count in self.in_flight.items():
+            if count:
+                artifact_id = coordinates.rsplit(":", 1)[0]
+                found[artifact_id] = found.get(artifact_id, 0) + count
+        return found
+
     async def invoke(
         self,
         artifact_id: str,

@@ -2,8 +2,9 @@
 persistent, multiplexed connection to every other node it calls. Connections are authenticated with the
 cluster secret (the same handshake as the KV client protocol).
 
-Operations: `invoke` (the default), and `stats`: the node's call statistics, for a dashboard on any node
-(metrics go node to node, never through consensus). A call's error comes back as the remote raised it
+Operations: `invoke` (the default); `stats`: the node's call statistics, for a dashboard on any node; and
+`usage`: its figures per slice for the leader's autoscaler (`observe/_slice_usage.py`). Metrics go node to
+node, never through consensus. A call's error comes back as the remote raised it
 (`InvocationError.to_wire`/`from_wire`: kind, message, the slice's exception type).
 """
 
@@ -32,6 +33,7 @@ REPLY_GRACE = 2.0
 # (coordinates, instance, entry, payload, timeout) → result; raises InvocationError
 LocalInvoke = Callable[[str, int, str, Any, float], Awaitable[Any]]
 LocalStats = Callable[[], Any]  # → JSON-able call statistics of this node
+LocalUsage = Callable[[], Any]  # → JSON-able per-slice usage of this node (for the autoscaler)
 
 
 class NotSentError(Exception):
@@ -49,6 +51,7 @@ async def serve_peers(
     invoke: LocalInvoke,
     *,
     stats: LocalStats = list,
+    usage: LocalUsage = dict,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     host, _, port = address.rpartition(":")
@@ -60,7 +63,7 @@ async def serve_peers(
         # inside the connection's nursery arrives as an ExceptionGroup: hence except*).
         try:
             try:
-                await _serve_connection(stream, secret, node_id, invoke, stats)
+                await _serve_connection(stream, secret, node_id, invoke, stats, usage)
             except* (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
                 pass  # the peer went away (a reset, a killed node) or does not speak the protocol
         except Exception:
@@ -78,7 +81,12 @@ def _remote(stream: trio.SocketStream) -> str:
 
 
 async def _serve_connection(
-    stream: trio.SocketStream, secret: str, node_id: str, invoke: LocalInvoke, stats: LocalStats
+    stream: trio.SocketStream,
+    secret: str,
+    node_id: str,
+    invoke: LocalInvoke,
+    stats: LocalStats,
+    usage: LocalUsage,
 ) -> None:
     framed = FramedStream(stream, max_frame=MAX_FRAME)
     if not await server_handshake(framed, secret, node_id):
@@ -88,7 +96,7 @@ async def _serve_connection(
             request = await framed.receive()
             if request is None:
                 break
-            nursery.start_soon(_serve_one, framed, request, invoke, stats)
+            nursery.start_soon(_serve_one, framed, request, invoke, stats, usage)
 
 
 def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, float]:
@@ -109,12 +117,18 @@ def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, floa
 
 
 async def _serve_one(
-    framed: FramedStream, request: dict[str, Any], invoke: LocalInvoke, stats: LocalStats
+    framed: FramedStream,
+    request: dict[str, Any],
+    invoke: LocalInvoke,
+    stats: LocalStats,
+    usage: LocalUsage,
 ) -> None:
     reply: dict[str, Any] = {"id": request.get("id")}
     try:
         if request.get("op") == "stats":
             reply["ok"] = stats()
+        elif request.get("op") == "usage":
+            reply["ok"] = usage()
         else:
             reply["ok"] = await invoke(*_invoke_arguments(request))
     except InvocationError as error:
@@ -255,3 +269,9 @@ class PeerClients:
         InvocationError (timeout) like a call."""
         connection = await self._connection(address)
         return await connection.call({"op": "stats"}, timeout)
+
+    async def usage(self, address: str, timeout: float) -> Any:
+        """The per-slice usage of the node at `address` (`observe/_slice_usage.slice_usage`). Raises
+        NotSentError, LostInFlightError or InvocationError (timeout) like a call."""
+        connection = await self._connection(address)
+        return await connection.call({"op": "usage"}, timeout)

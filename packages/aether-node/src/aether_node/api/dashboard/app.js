@@ -8,6 +8,7 @@
 // Renders are batched to one per animation frame, so bursts of events (500 instances moving) stay cheap.
 // History: each calls reading adds a sample (calls/s, errors/s and p99 per slice, instances per state)
 // to a 5-minute history kept in this tab (charts.js draws it); nothing is stored on the node for it.
+// GET /api/v1/autoscale every 2 s too: each autoscaled slice's count, bounds, targets, last decisions.
 // When the API answers an error or cannot be reached, the alert says so and the page keeps the last data
 // it had (with its time) and retries; it recovers by itself.
 "use strict";
@@ -40,9 +41,10 @@
     events: [],
     calls: null,
     previousCalls: null,
+    autoscale: [], // AutoscaleStatus of every autoscaled slice
     filter: "",
     history: new History(HISTORY_SECONDS),
-    errors: { overview: null, stream: null, calls: null }, // what the API last answered wrong, per reader
+    errors: { overview: null, stream: null, calls: null, autoscale: null }, // what the API last answered wrong, per reader
     lastGood: null, // when the page last had fresh data (Date)
   };
   const sliceColours = new Colours();
@@ -217,6 +219,19 @@
     }
   }
 
+  async function pollAutoscale() {
+    for (;;) {
+      try {
+        state.autoscale = await getJSON("/api/v1/autoscale");
+        reportError("autoscale", null);
+      } catch (error) {
+        if (error instanceof Unauthorized) return; // follow() asks for the key
+        reportError("autoscale", error);
+      }
+      await sleep(CALLS_EVERY_MS);
+    }
+  }
+
   // ------------------------------------------------------------------ rates and history
 
   // Per slice entry between the two last readings: calls/s, errors/s, mean and p99 (seconds); null
@@ -264,9 +279,18 @@
       if (r.p99 !== null) p99.set(key, Math.min(r.p99, 30) * 1000);
     }
     calls.set("errors/s", errors);
+    // autoscaled slices: the p99 target as a dashed line beside the p99 lines; the count asked for and
+    // ACTIVE, against max (dashed)
+    const autoscale = new Map();
+    for (const s of state.autoscale) {
+      if (s.targets.p99_ms !== undefined) p99.set(`target ${s.artifact}`, s.targets.p99_ms);
+      autoscale.set(`${s.artifact} asked`, s.instances);
+      autoscale.set(`${s.artifact} active`, s.active);
+      autoscale.set(`${s.artifact} max`, s.max);
+    }
     const states = new Map();
     for (const i of state.instances.values()) states.set(i.state, (states.get(i.state) ?? 0) + 1);
-    state.history.add({ at: state.calls.at, charts: { calls, p99, states } });
+    state.history.add({ at: state.calls.at, charts: { calls, p99, states, autoscale } });
     probe.samples += 1;
   }
 
@@ -288,6 +312,7 @@
     renderSummary(instances);
     renderNodes(instances);
     renderSlices(instances);
+    renderAutoscale();
     renderInstances(instances);
     renderCalls();
     renderMatrix(instances);
@@ -361,6 +386,27 @@
         );
       })
       .join("");
+  }
+
+  const TARGET_UNITS = { cpu: " cores", p99_ms: " ms", calls_per_second: "/s", in_flight: " in flight" };
+
+  function renderAutoscale() {
+    const rows = state.autoscale.map((s) => {
+      const targets = Object.entries(s.targets)
+        .map(([name, value]) => `${name} ${value}${TARGET_UNITS[name] ?? ""}`)
+        .join(", ");
+      const last = s.decisions
+        .slice(-3)
+        .reverse()
+        .map((d) => `<div class="decision" data-action="${esc(d.action)}"><span class="time">${esc(clock(d.at))}</span> ${esc(d.message)}</div>`)
+        .join("");
+      return (
+        `<tr data-slice="${esc(s.artifact)}">${cell(s.artifact)}${cell(s.paused ? "paused" : "on")}` +
+        `<td class="num">${s.instances}</td><td class="num">${s.active}</td><td class="num">${s.min}</td>` +
+        `<td class="num">${s.max}</td>${cell(targets)}<td class="wrap">${last}</td></tr>`
+      );
+    });
+    $("autoscale").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="8" class="muted">no slice is autoscaled</td></tr>`;
   }
 
   function renderInstances(instances) {
@@ -459,7 +505,12 @@
     const count = (v) => (v === undefined ? "–" : String(v));
     const callsColours = { of: (name) => (name === "errors/s" ? "#cf222e" : sliceColours.of(name)) };
     draw($("chart-calls"), history.series("calls"), { ...options, colours: callsColours, dashed: new Set(["errors/s"]), format: rate });
-    draw($("chart-p99"), history.series("p99"), { ...options, colours: sliceColours, format: ms });
+    const p99 = history.series("p99");
+    const targets = new Set([...p99.keys()].filter((name) => name.startsWith("target ")));
+    draw($("chart-p99"), p99, { ...options, colours: sliceColours, dashed: targets, format: ms });
+    const scaled = history.series("autoscale");
+    const bounds = new Set([...scaled.keys()].filter((name) => name.endsWith(" max")));
+    draw($("chart-autoscale"), scaled, { ...options, colours: sliceColours, dashed: bounds, format: count, floor: 2 });
     draw($("chart-instances"), history.series("states"), { ...options, colours: stateColours, format: count, floor: 4 });
   }
 
@@ -504,6 +555,7 @@
     $("forget-key").hidden = !sessionStorage.getItem(KEY);
     follow();
     pollCalls();
+    pollAutoscale();
   }
 
   document.addEventListener("DOMContentLoaded", () => {

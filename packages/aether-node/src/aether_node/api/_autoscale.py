@@ -1,0 +1,131 @@
+"""`aether slice autoscale status|set|pause|resume`: an autoscaled slice's state and an operator's run-time
+settings (`cluster/autoscale/{group:artifact}`, `AutoscaleSettings`). Protocol-agnostic like `_handlers`:
+typed request in, typed result out, or a RequestError. Bad input is refused before anything is written;
+the leader's autoscaler (`control/_autoscaler.py`) reads the settings on its next pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ..client import AutoscaleDecision, AutoscaleStatus
+from ..control._autoscale_plan import Scaled, artifact_id_of, autoscaled
+from ..control._autoscale_settings import SETTABLE, SettingsError, check, parse_changes
+from ..control._autoscaler import decode_log, decode_settings
+from ..core._error_kinds import ErrorKind
+from ..core._errors import RequestError
+from ..core._kv_errors import store_errors
+from ..core._records import AutoscaleSettings, encode_record
+from ..core._schema import AUTOSCALE, AUTOSCALE_DECISIONS, autoscale_decisions_key, autoscale_key
+from ._handlers import Handlers
+
+OPERATIONS = ("pause", "resume")
+
+
+class AutoscaleOperations:
+    def __init__(self, handlers: Handlers) -> None:
+        self.handlers = handlers
+        self.kv = handlers.kv
+        self.clock = handlers.clock
+
+    async def _targets(self) -> tuple[dict[str, Scaled], dict[str, AutoscaleSettings]]:
+        await self.handlers._fresh()
+        settings = decode_settings(await self.handlers._read(AUTOSCALE))
+        blueprints = (await self.handlers._blueprints()).values()
+        return {t.artifact_id: t for t in autoscaled(blueprints, settings)}, settings
+
+    async def _target(self, artifact: str) -> tuple[Scaled, AutoscaleSettings | None]:
+        artifact_id = self.handlers._artifact_id(artifact)
+        targets, settings = await self._targets()
+        target = targets.get(artifact_id)
+        if target is None:
+            deployed = any(
+                artifact_id_of(s) == artifact_id
+                for b in (await self.handlers._blueprints()).values()
+                for s in b.slices
+            )
+            why = (
+                "its blueprint has no [slices.autoscale] table (or several blueprints deploy it)"
+                if deployed
+                else "no blueprint deploys it"
+            )
+            raise RequestError(ErrorKind.NOT_FOUND, f"{artifact_id} is not autoscaled: {why}")
+        return target, settings.get(artifact_id)
+
+    async def status(self, artifact: str | None = None) -> list[AutoscaleStatus] | AutoscaleStatus:
+        if artifact is not None:
+            target, own = await self._target(artifact)
+            return (await self._statuses([target], {target.artifact_id: own}))[0]
+        targets, settings = await self._targets()
+        return await self._statuses(list(targets.values()), settings)
+
+    async def _statuses(
+        self, targets: list[Scaled], settings: dict[str, AutoscaleSettings | None]
+    ) -> list[AutoscaleStatus]:
+        instances = await self.handlers._instances()
+        logs = await self.handlers._read(AUTOSCALE_DECISIONS)
+        found = []
+        for target in targets:
+            key = autoscale_decisions_key(target.artifact_id)
+            log = decode_log(key, logs[key].value if key in logs else None)
+            own = settings.get(target.artifact_id)
+            found.append(
+                AutoscaleStatus(
+                    artifact=target.artifact_id,
+                    blueprint=target.blueprint,
+                    instances=target.slice.instances,
+                    active=sum(
+                        1 for i in instances if i.artifact == target.slice.artifact and i.state == "ACTIVE"
+                    ),
+                    min=target.spec.min,
+                    max=target.spec.max,
+                    targets=target.spec.targets(),
+                    settings={
+                        name: value
+                        for name in SETTABLE
+                        if own is not None and (value := getattr(own, name)) is not None
+                    },
+                    paused=target.paused,
+                    decisions=tuple(
+                        AutoscaleDecision(**attrs.asdict(entry, recurse=False))
+                        for entry in (log.entries if log else ())
+                    ),
+                )
+            )
+        return found
+
+    async def set(self, artifact: str, raw: Any) -> AutoscaleStatus:
+        """Lay `raw` (name → value; a None value changes nothing) over the slice's table and its earlier
+        settings; refused if a value is bad, or min and max do not fit together or go below the floor."""
+        if not isinstance(raw, dict):
+            raise RequestError(ErrorKind.BAD_REQUEST, "the settings must be a JSON object")
+        try:
+            changes = parse_changes(raw)
+        except SettingsError as error:
+            raise RequestError(ErrorKind.BAD_REQUEST, str(error)) from None
+        target, own = await self._target(artifact)
+        updated = attrs.evolve(own or AutoscaleSettings(), **changes, updated=self.clock())
+        try:
+            check(target.slice.autoscale or target.spec, updated, min_available=target.slice.min_available)
+        except SettingsError as error:
+            raise RequestError(ErrorKind.BAD_REQUEST, f"{target.artifact_id}: {error}") from None
+        return await self._write(target, updated)
+
+    async def operation(self, artifact: str, operation: str) -> AutoscaleStatus:
+        if operation not in OPERATIONS:
+            raise RequestError(
+                ErrorKind.NOT_FOUND,
+                f"no autoscale operation {operation!r} (known: status, set, {', '.join(OPERATIONS)})",
+            )
+        target, own = await self._target(artifact)
+        updated = attrs.evolve(own or AutoscaleSettings(), paused=operation == "pause", updated=self.clock())
+        return await self._write(target, updated)
+
+    async def _write(self, target: Scaled, settings: AutoscaleSettings) -> AutoscaleStatus:
+        with store_errors(f"could not change the autoscaling of {target.artifact_id}"):
+            await self.kv.put(autoscale_key(target.artifact_id), encode_record(settings))
+        result = await self.status(target.artifact_id)
+        assert isinstance(result, AutoscaleStatus)
+        return result
