@@ -1,5 +1,6 @@
 """Developer sessions. `nox` runs lint, the tests (with the nemesis suite's ~1-minute smoke,
-tests/chaos/test_chaos_smoke.py) and the release check (`nox -s release`: every package built, its
+tests/chaos/test_chaos_smoke.py; the long multi-process scenarios, marked `long`, run in `nox -s long`:
+each of their modules keeps a shorter test in the default run) and the release check (`nox -s release`: every package built, its
 metadata checked, the wheels installed into a fresh virtualenv outside the repository and used there,
 tests/release/; about a minute); `nox -s chaos` runs the whole nemesis suite (as root: it builds network
 namespaces; `nox -s chaos -- --soak 30` runs the soak instead); `nox -s bench` runs the benchmarks.
@@ -30,9 +31,16 @@ def _sync(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The whole test suite: unit, property and multi-process integration tests."""
+    """Unit, property and multi-process integration tests, but the long scenarios (`nox -s long`)."""
     _sync(session)
-    session.run("pytest", *(session.posargs or ["-q"]))
+    session.run("pytest", *(session.posargs or ["-q", "-m", "not long"]))
+
+
+@nox.session
+def long(session: nox.Session) -> None:
+    """The long multi-process scenarios (marked `long`) that the default run leaves out."""
+    _sync(session)
+    session.run("pytest", "-m", "long", *(session.posargs or ["-q"]))
 
 
 @nox.session
