@@ -16,6 +16,7 @@ PROBLEMS_PREFIX = "cluster/problems/"  # the leader's problems, one per artifact
 BLUEPRINT_REVISIONS = "blueprint-revisions/"  # every applied revision of every blueprint (bounded)
 NODE_OPS = "cluster/node-ops/"  # an operator's cordon or drain of a node (NodeOperation)
 NODE_STOPS = "cluster/node-stop/"  # an operator's request that a node stop gracefully (NodeStopRequest)
+ROLLOUTS = "cluster/rollouts/"  # a canary or blue-green rollout of one slice (RolloutRecord)
 
 
 @attrs.frozen(order=True)
@@ -87,3 +88,8 @@ def node_op_key(node_id: str) -> str:
 
 def node_stop_key(node_id: str) -> str:
     return f"{NODE_STOPS}{node_id}"
+
+
+def rollout_key(artifact_id: str) -> str:
+    """`cluster/rollouts/{group:artifact}`."""
+    return f"{ROLLOUTS}{artifact_id}"
