@@ -2,8 +2,9 @@
 
 While leading it claims `cluster/leader` (a fencing key: every write it makes is a transaction that
 compares that claim, so a deposed leader cannot write), reconciles from scratch, then again on every
-change under blueprints/, nodes/, slices/ and cluster/node-ops/ and on a timer. Planning is pure
-(`_reconcile.plan`); this module observes, plans, and carries out the actions. It never plans on a
+change under blueprints/, nodes/, slices/, cluster/node-ops/ and cluster/rollouts/ and on a timer.
+Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_reconcile.plan`
+places); this module observes, plans, and carries out the actions. It never plans on a
 view older than its own writes.
 """
 
@@ -35,12 +36,23 @@ from ..core._records import (
     LeaderClaim,
     NodeRecord,
     RecordError,
+    RolloutRecord,
     SliceRecord,
     SliceState,
     decode_record,
     encode_record,
 )
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..core._schema import (
+    BLUEPRINTS,
+    LEADER_KEY,
+    NODE_OPS,
+    NODES,
+    PROBLEMS_PREFIX,
+    ROLLOUTS,
+    SLICES,
+    InstanceKey,
+    rollout_key,
+)
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
 from ._node_ops import decode_operations, split_operations
@@ -54,6 +66,7 @@ from ._reconcile import (
     RemoveInstance,
     plan,
 )
+from ._strategies import decode_rollouts, rollouts
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -170,7 +183,7 @@ class ClusterDeploymentManager:
         self.problems = tuple(
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
-        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS])
+        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS])
         self._batch = TxnBatcher(self.kv)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._batch.run)
@@ -183,15 +196,23 @@ class ClusterDeploymentManager:
                 blueprints, nodes, instances, stopping = observe(cache)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
                 cordoned, draining = split_operations(decode_operations(cache.data[NODE_OPS]))
+                records, revisions = decode_rollouts(cache.data[ROLLOUTS])
+                now = self.clock()
+                steered = rollouts(specs, instances, records, now=now)
+                if steered.changes:
+                    revision = await self._write_rollouts(steered.changes, revisions, fence)
+                    await cache.caught_up(ROLLOUTS, revision)
+                    continue  # plan on the records as written (or as another writer left them)
                 result = plan(
-                    specs,
+                    steered.specs,
                     nodes,
                     instances,
-                    now=self.clock(),
+                    now=now,
                     max_surge=self.max_surge,
                     stopping=stopping,
                     cordoned=cordoned,
                     draining=draining,
+                    held=steered.held,
                 )
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
@@ -203,6 +224,34 @@ class ClusterDeploymentManager:
                 with trio.move_on_after(self.interval):
                     await changed.wait()
                     await trio.sleep(0.01)  # let a burst of changes land before planning again
+
+    async def _write_rollouts(
+        self, changes: Mapping[str, RolloutRecord | None], revisions: Mapping[str, int], fence: int
+    ) -> int:
+        """Write the rollout records a pass changed, each only if it is still as observed (an operator's
+        promote or abort may have come first: the next pass reads it). Returns the highest revision seen."""
+        fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
+        highest = 0
+        for artifact_id, record in sorted(changes.items()):
+            key = rollout_key(artifact_id)
+            unchanged = Compare(
+                key=key,
+                target=CompareTarget.MOD_REVISION,
+                op=CompareOp.EQ,
+                operand=revisions.get(artifact_id, 0),
+            )
+            operation = Delete(key=key) if record is None else Put(key=key, value=encode_record(record))
+            result = await self.kv.txn([fenced, unchanged], [operation])
+            if result.succeeded:
+                highest = max(highest, result.revision)
+                log.info(
+                    "rollout of %s: %s",
+                    artifact_id,
+                    "done" if record is None else f"{record.phase.value} ({record.reason})",
+                )
+        if highest == 0:
+            await trio.sleep(0.1)  # every write lost a race: the cache brings the winner's record
+        return highest
 
     async def _record_problems(self, problems: tuple[Problem, ...], fence: int) -> None:
         """`cluster/problems/{artifact}`: why an artifact cannot be placed, or why a change of it waits (a

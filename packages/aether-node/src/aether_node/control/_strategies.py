@@ -25,16 +25,23 @@ rollout aborts.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 
 import attrs
 
+from aether_kv import KeyValue
+
 from ..core._blueprint import SliceSpec
 from ..core._coordinates import Coordinates
-from ..core._records import RolloutPhase, RolloutRecord, SliceState
+from ..core._errors import InvalidCoordinatesError
+from ..core._records import RecordError, RolloutPhase, RolloutRecord, SliceState, decode_record
+from ..core._schema import ROLLOUTS
 from ..core._update_spec import UpdateSpec, UpdateStrategy
 from ._reconcile import REMOVING, ObservedInstance
+
+log = logging.getLogger("aether_node.cluster")
 
 IN_PROGRESS = frozenset({RolloutPhase.DEPLOYING, RolloutPhase.OBSERVING, RolloutPhase.SWITCHED})
 MIN_CALLS = 20  # fewer calls on the new version in a window say nothing about it
@@ -294,3 +301,77 @@ def planned_spec(spec: SliceSpec, record: RolloutRecord | None) -> tuple[SliceSp
     if record.strategy == UpdateStrategy.BLUE_GREEN.value:
         return spec, True
     return attrs.evolve(spec, instances=step_count(spec, record.step)), True
+
+
+@attrs.frozen(kw_only=True)
+class RolloutPass:
+    """One leader pass over every slice's rollout: the specs to plan, the artifact ids whose old
+    instances are held, and the records that change (artifact id → the new record, None: delete)."""
+
+    specs: tuple[SliceSpec, ...]
+    held: frozenset[str]
+    changes: Mapping[str, RolloutRecord | None]
+
+
+def rollouts(
+    specs: Iterable[SliceSpec],
+    instances: Iterable[ObservedInstance],
+    records: Mapping[str, RolloutRecord],
+    *,
+    now: float,
+    verdicts: Mapping[str, Verdict] | None = None,
+) -> RolloutPass:
+    """Advance every slice's rollout (`advance`) and say what to plan (`planned_spec`). A record whose
+    slice is in no blueprint is deleted; a spec whose coordinates do not parse is left to the planner
+    (which reports it)."""
+    by_artifact: dict[str, list[ObservedInstance]] = {}
+    for instance in instances:
+        by_artifact.setdefault(instance.coordinates.artifact_id, []).append(instance)
+    planned: list[SliceSpec] = []
+    held: set[str] = set()
+    changes: dict[str, RolloutRecord | None] = {}
+    wanted: set[str] = set()
+    for spec in specs:
+        try:
+            coordinates = Coordinates.parse(spec.artifact)
+        except InvalidCoordinatesError:
+            planned.append(spec)
+            continue
+        artifact_id = coordinates.artifact_id
+        wanted.add(artifact_id)
+        before = records.get(artifact_id)
+        after = advance(
+            spec,
+            before,
+            running(by_artifact.get(artifact_id, ()), coordinates),
+            now=now,
+            verdict=(verdicts or {}).get(artifact_id),
+        )
+        if after != before:
+            changes[artifact_id] = after
+        spec, hold = planned_spec(spec, after)
+        planned.append(spec)
+        if hold:
+            held.add(artifact_id)
+    for artifact_id in records:
+        if artifact_id not in wanted:
+            changes[artifact_id] = None
+    return RolloutPass(specs=tuple(planned), held=frozenset(held), changes=changes)
+
+
+def decode_rollouts(items: Mapping[str, KeyValue]) -> tuple[dict[str, RolloutRecord], dict[str, int]]:
+    """`cluster/rollouts/` keys → (artifact id → record, artifact id → its mod revision). A record that
+    does not decode is logged and skipped (its slice then updates as if no rollout ran)."""
+    records: dict[str, RolloutRecord] = {}
+    revisions: dict[str, int] = {}
+    for key, kv in items.items():
+        if not key.startswith(ROLLOUTS):
+            continue
+        try:
+            record = decode_record(key, kv.value, RolloutRecord)
+        except RecordError as error:
+            log.error("%s", error.message)
+            continue
+        records[key[len(ROLLOUTS) :]] = record
+        revisions[key[len(ROLLOUTS) :]] = kv.mod_revision
+    return records, revisions
