@@ -26,7 +26,7 @@ from ..core._schema import InstanceKey
 from ..observe._metrics import NodeMetrics, merge_call_stats
 from ..runtime._lifecycle import Phase
 from ..runtime._slice_store import SliceStore
-from ._endpoints import Endpoint, EndpointRegistry, choose
+from ._endpoints import Endpoint, EndpointRegistry, choose, split_by_version
 from ._peers import LostInFlightError, NotSentError, PeerClients
 
 STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
@@ -51,6 +51,7 @@ class ClusterInvoker:
         self.rng = rng or random.Random()
         self.in_flight: dict[tuple[str, int], int] = collections.defaultdict(int)
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
+        self._split_turns: dict[str, itertools.count[int]] = {}  # per artifact id: its version split
 
     async def invoke(
         self,
@@ -93,12 +94,18 @@ class ClusterInvoker:
         timeout = timeout or self.store.timeouts.invoke
         deadline = trio.current_time() + timeout
         strategy = balancing or registry.balancing(artifact_id)
+        split = registry.split(artifact_id)
         tried: set[tuple[str, int]] = set()
         last_error: InvocationError | None = None
         while True:
             candidates = [e for e in endpoints if e.target not in tried] if tried else endpoints
             if not candidates:
                 raise last_error or self._no_endpoint(artifact_id, entry)
+            if split is not None:  # a canary or blue-green rollout: its share of the calls per version
+                split_turns = self._split_turns.get(artifact_id)
+                if split_turns is None:
+                    split_turns = self._split_turns[artifact_id] = itertools.count()
+                candidates = split_by_version(candidates, split, next(split_turns))
             turns = self._turns.get((artifact_id, entry))
             if turns is None:
                 turns = self._turns[(artifact_id, entry)] = itertools.count()
