@@ -223,6 +223,8 @@ def slice_status(artifact: str, /, *, watch: Watch = False, common: Common = DEF
             f"{result.artifact}: {result.active}/{result.desired} ACTIVE"
             + (f" — {result.problem}" if result.problem else "")
         )
+        if result.rollout is not None:
+            print(_output.rollout_line(result.rollout))
         _output.instances(result.instances, wide=common.wide)
 
     if watch:
@@ -315,7 +317,8 @@ def events(
             negative=(),
             help="Only events of this kind (repeat for several): node_joined, node_left, node_lost,"
             " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
-            " rebalance_move, node_cordoned, node_draining, node_uncordoned.",
+            " rebalance_move, node_cordoned, node_draining, node_uncordoned, rollout_started, rollout_step,"
+            " rollout_switched, rollout_promoted, rollout_aborted, rollout_done.",
         ),
     ] = (),
     slice: Annotated[
@@ -447,6 +450,8 @@ OPERATIONS = (
     (blueprint_app, "rollback", "blueprint_rollback", "Apply an earlier revision again, as a new one."),
     (blueprint_app, "diff", "blueprint_diff", "What applying FILE would change, without applying it."),
     (slice_app, "scale", "slice_scale", "Run N instances of a slice: a new revision of its blueprint."),
+    (slice_app, "promote", "slice_promote", "Promote a slice's canary, or end a blue-green grace period."),
+    (slice_app, "abort", "slice_abort", "Abort a slice's canary or blue-green rollout: back to stable."),
     (node_app, "cordon", "node_cordon", "Place no new instance on NODE."),
     (node_app, "uncordon", "node_uncordon", "Put NODE back on duty (ends a cordon or drain)."),
     (node_app, "drain", "node_drain", "Cordon NODE and move its instances off, never below a floor."),

@@ -1,5 +1,6 @@
-"""`aether blueprint history|rollback|diff`, `aether slice scale`, `aether node cordon|uncordon|drain|stop`:
-revisions of blueprints and operations on nodes, through the management API (each has its MCP tool)."""
+"""`aether blueprint history|rollback|diff`, `aether slice scale|promote|abort`, `aether node
+cordon|uncordon|drain|stop`: revisions of blueprints, rollouts and operations on nodes, through the
+management API (each has its MCP tool)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,29 @@ def slice_scale(artifact: str, instances: int, *, common: Common = DEFAULT_COMMO
         fail(EXIT_BAD_INPUT, f"instances: must be ≥ 0, got {instances}")
     result = call(common, lambda client: client.scale_slice(artifact, instances))
     emit(common, result, lambda: print(_revision_line(result)))
+
+
+def slice_promote(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Promote the canary of slice ARTIFACT (group:artifact) now, or end its blue-green grace period: the
+    new version takes over and the old instances go, never below the floor."""
+    _rollout(artifact, "promote", common)
+
+
+def slice_abort(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Abort the canary or blue-green rollout of slice ARTIFACT (group:artifact): every call goes back to
+    the stable version at once and the new instances go."""
+    _rollout(artifact, "abort", common)
+
+
+def _rollout(artifact: str, operation: str, common: Common) -> None:
+    result = call(common, lambda client: client.rollout_command(artifact, operation))
+
+    def human() -> None:
+        from . import _output
+
+        print(_output.rollout_line(result))
+
+    emit(common, result, human)
 
 
 def _revision_line(result: Any) -> str:

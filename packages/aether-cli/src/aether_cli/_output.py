@@ -110,7 +110,21 @@ def blueprint_status(status: Any, *, wide: bool = False) -> None:
         ["ARTIFACT", "DESIRED", "ACTIVE", "PROBLEM"],
         ([_text(s.artifact), s.desired, s.active, _text(s.problem)] for s in status.slices),
     )
+    for s in status.slices:
+        if s.rollout is not None:
+            console.print(rollout_line(s.rollout), highlight=False)
     instances([i for s in status.slices for i in s.instances], wide=wide)
+
+
+def rollout_line(rollout: Any) -> str:
+    """One line for a canary or blue-green rollout: strategy, versions, phase, share, and why."""
+    share = (
+        "by instance count" if rollout.share is None else f"{rollout.share}% of calls on {rollout.candidate}"
+    )
+    return (
+        f"rollout of {_text(rollout.artifact)} ({rollout.strategy}) {rollout.stable} → {rollout.candidate}:"
+        f" {rollout.phase}, {share}" + (f" — {_text(rollout.reason)}" if rollout.reason else "")
+    )
 
 
 def cluster_status(status: Any, *, wide: bool = False) -> None:

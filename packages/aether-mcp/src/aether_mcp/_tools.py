@@ -105,6 +105,18 @@ TOOLS = (
         "slice_scale", ("slice", "scale"), True, _changing("Scale a slice", destructive=True, idempotent=True)
     ),
     ToolSpec(
+        "slice_promote",
+        ("slice", "promote"),
+        True,
+        _changing("Promote a slice's rollout", destructive=True, idempotent=False),
+    ),
+    ToolSpec(
+        "slice_abort",
+        ("slice", "abort"),
+        True,
+        _changing("Abort a slice's rollout", destructive=True, idempotent=False),
+    ),
+    ToolSpec(
         "node_cordon",
         ("node", "cordon"),
         True,
@@ -275,7 +287,8 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
             Field(
                 description="Only events of these kinds: node_joined, node_left, node_lost, leader_elected,"
                 " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move,"
-                " node_cordoned, node_draining, node_uncordoned."
+                " node_cordoned, node_draining, node_uncordoned, rollout_started, rollout_step,"
+                " rollout_switched, rollout_promoted, rollout_aborted, rollout_done."
             ),
         ] = None,
         slice: Annotated[
@@ -325,6 +338,22 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         if instances < 0:  # the CLI's own check, with its sentence
             raise Refused(f"instances: must be ≥ 0, got {instances}")
         return await ask("slice_scale", lambda c: c.scale_slice(artifact, instances))
+
+    @tool(
+        "slice_promote",
+        "Promote a slice's canary rollout now (the new version takes over, the old instances go, never "
+        "below the floor), or end a blue-green rollout's grace period. Refused with no rollout in progress.",
+    )
+    async def slice_promote(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_promote", lambda c: c.rollout_command(artifact, "promote"))
+
+    @tool(
+        "slice_abort",
+        "Abort a slice's canary or blue-green rollout: every call goes back to the stable version at once "
+        "and the new instances go. Refused with no rollout in progress.",
+    )
+    async def slice_abort(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_abort", lambda c: c.rollout_command(artifact, "abort"))
 
     @tool("node_cordon", "Place no new instance on a node (what runs there stays).")
     async def node_cordon(node: Node) -> dict[str, Any]:

@@ -180,6 +180,14 @@ def management_app(
         body = await json_object(request)
         return await operations.scale(request.path_params["artifact"], body.get("instances"))
 
+    @route("/api/v1/slices/{artifact}/promote", "operator", "POST")
+    async def promote(request: Request) -> Any:
+        return await operations.rollout(request.path_params["artifact"], "promote")
+
+    @route("/api/v1/slices/{artifact}/abort", "operator", "POST")
+    async def abort(request: Request) -> Any:
+        return await operations.rollout(request.path_params["artifact"], "abort")
+
     @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST")
     async def node_operation(request: Request) -> Any:
         """cordon, uncordon or drain."""
@@ -360,6 +368,8 @@ def management_app(
         history,
         rollback,
         scale,
+        promote,
+        abort,
         node_operation,
         blueprint_status,
         list_slices,
