@@ -5,7 +5,7 @@ once another leader has claimed, and rides out KV faults."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sized
+from collections.abc import Awaitable, Callable, Sized
 
 import attrs
 import pytest
@@ -256,3 +256,55 @@ async def _eq(value: Awaitable[object], expected: object) -> bool:
 
 async def _len(value: Awaitable[Sized]) -> int:
     return len(await value)
+
+
+def growing_readings(failing: bool) -> Callable[[object], Awaitable[dict[str, object]]]:
+    """A stand-in for the nodes' calls per version (`ClusterInvoker.version_readings`), at the seam the
+    manager takes: counters that grow with the clock, 10 calls/s per version, fast; the candidate fails
+    every other call if `failing`."""
+
+    async def read(nodes: object) -> dict[str, object]:
+        calls = int(trio.current_time() * 10)
+
+        def counts(errors: int) -> dict[str, object]:
+            return {"calls": calls, "errors": errors, "buckets": [[0.01, calls], [1.0, calls]]}
+
+        snapshot = {"1.0": counts(0), "2.0": counts(calls // 2 if failing else 0)}
+        return {"n1": {"org.example:echo": snapshot}}
+
+    return read
+
+
+@pytest.mark.parametrize("failing", [False, True])
+async def test_a_canary_step_is_judged_from_the_nodes_calls_per_version(
+    autojump_clock: MockClock, kv: MemoryStore, failing: bool
+) -> None:
+    await register(kv, "n1")
+    canary = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(50, 100), step_window_s=10.0)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=canary))
+    async with trio.open_nursery() as nursery:
+        leadership = LeadershipMonitor(kv, period=0.1)
+        manager = ClusterDeploymentManager(
+            kv, "n1", interval=1.0, clock=trio.current_time, read_versions=growing_readings(failing)
+        )
+        nursery.start_soon(leadership.run)
+        nursery.start_soon(manager.run, leadership)
+        await wait_for(lambda: _eq(_len(instances(kv)), 2), "the first version placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=canary))
+        await wait_for(lambda: _eq(_len(instances(kv)), 3), "one canary instance")
+        await set_state(kv, "2.0", SliceState.ACTIVE)
+        outcome = RolloutPhase.ABORTED if failing else RolloutPhase.DEPLOYING
+
+        async def judged() -> bool:
+            found = await rollout(kv)
+            return found is not None and found.phase is outcome and (failing or found.step == 1)
+
+        await wait_for(judged, f"the step judged: {outcome.value}")
+        record = await rollout(kv)
+        if failing:
+            assert record.reason.startswith("step 1 (50%): error rate 50.0% > stable 0.0% + 1.0%"), record
+            assert record.share == 0
+        else:
+            assert (record.step, record.share) == (1, 50)  # step 2's instances come up at 50 %
+        nursery.cancel_scope.cancel()

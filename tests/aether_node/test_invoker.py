@@ -157,6 +157,8 @@ async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_a
         await world.invoker.invoke("org.example:echo", "echo", None, source="slice")
     assert world.peers.calls.count("n3.invalid:1") == 10  # the canary's share, exactly, over 100 calls
     assert world.peers.calls.count("n2.invalid:1") == 90
+    counted = world.invoker.version_calls.snapshot()["org.example:echo"]  # for the leader's verdict
+    assert (counted["1.0"]["calls"], counted["2.0"]["calls"], counted["2.0"]["errors"]) == (90, 10, 0)
 
     world.peers.calls.clear()
     aborted = attrs.evolve(rollout, phase=RolloutPhase.ABORTED, share=0)

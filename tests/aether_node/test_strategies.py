@@ -28,11 +28,13 @@ from aether_node.control._strategies import (
     planned_spec,
     running,
     step_count,
+    version_windows,
 )
 from aether_node.core._blueprint import SliceSpec
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._records import RolloutPhase, RolloutRecord, SliceState
 from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
+from aether_node.observe._version_calls import VersionCalls
 
 ECHO = "org.example:echo"
 OLD, NEW = f"{ECHO}:1.0", f"{ECHO}:2.0"
@@ -349,3 +351,51 @@ def test_the_old_version_keeps_its_capacity_and_every_rollout_converges(
     else:
         assert rollout.record.phase is RolloutPhase.ABORTED
         assert versions == {"1.0": instances}
+
+
+# ---------------------------------------------------------------- windows from the nodes' readings
+
+
+def test_calls_per_version_are_counted_with_cumulative_buckets_and_only_instance_faults() -> None:
+    tally = VersionCalls()
+    tally.record(ECHO, "1.0", 0.003, None)
+    tally.record(ECHO, "1.0", 0.2, "raised")
+    tally.record(ECHO, "1.0", 0.2, "bad_request")  # the caller's fault, not the version's
+    snapshot = tally.snapshot()[ECHO]["1.0"]
+    assert (snapshot["calls"], snapshot["errors"]) == (3, 1)
+    assert dict((bound, n) for bound, n in snapshot["buckets"])[0.005] == 1
+    assert snapshot["buckets"][-1] == [30.0, 3]
+
+
+def reading(**versions: tuple[int, int, float]) -> dict[str, object]:
+    """One node's snapshot: version → (calls, errors, the bound every call fell under)."""
+    return {
+        ECHO: {
+            v[1:].replace("_", "."): {
+                "calls": c,
+                "errors": e,
+                "buckets": [[0.01, c if b <= 0.01 else 0], [1.0, c]],
+            }
+            for v, (c, e, b) in versions.items()
+        }
+    }
+
+
+def test_version_windows_sum_the_nodes_intervals_and_leave_out_a_restarted_node() -> None:
+    start = {
+        "n1": reading(v1_0=(100, 0, 0.01)),
+        "n2": reading(v1_0=(50, 0, 0.01)),
+        "n3": reading(v1_0=(90, 0, 0.01)),
+    }
+    end = {
+        "n1": reading(v1_0=(190, 1, 0.01), v2_0=(10, 5, 1.0)),
+        "n2": reading(v1_0=(60, 0, 0.01)),
+        "n3": reading(v1_0=(5, 0, 0.01)),  # restarted: its counts went back
+        "n4": reading(v1_0=(7, 0, 0.01)),  # not in the first reading
+    }
+    windows = version_windows(start, end, ECHO)
+    assert windows["1.0"].calls == 100 and windows["1.0"].errors == 1
+    assert windows["1.0"].p99_ms is not None and windows["1.0"].p99_ms <= 10.0
+    assert (windows["2.0"].calls, windows["2.0"].errors) == (10, 5)
+    assert windows["2.0"].p99_ms is not None and windows["2.0"].p99_ms > 10.0
+    assert version_windows({"n1": "garbage"}, {"n1": {ECHO: {"1.0": {"calls": "x"}}}}, ECHO) == {}

@@ -4,8 +4,11 @@
   1.0.0 stays for the grace period and then goes; no idempotent call fails and the ACTIVE count never
   drops below the slice's instances;
 - canary to a version whose install fails aborts on its own with the nodes' reason, and 1.0.0 keeps every
-  instance and every call; a canary of a good version waits after its window (no live verdict yet) and
-  `promote` through the management API completes it.
+  instance and every call;
+- canary to a version whose entry point raises: the leader judges the step from the nodes' calls per
+  version, aborts, and only the canary's share of the calls failed meanwhile;
+- a canary of a good version that nobody calls (nothing to judge) waits after its window, and `promote`
+  through the management API completes it with no failed call.
 """
 
 from __future__ import annotations
@@ -50,6 +53,33 @@ MISSING = "aether-no-such-dependency"
 SETTLE = 60.0  # deadline for instances to become ACTIVE (first installs included, on a busy machine)
 BLUE_GREEN = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=2.0)
 CANARY = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(50, 100), step_window_s=1.0)
+
+
+RAISING = "org.aether:echo:1.2.0"  # its echo raises
+
+
+@pytest.fixture
+def raising_index(sample_index: Path, tmp_path: Path) -> Path:
+    """The sample index plus `org.aether.echo` 1.2.0, whose `echo` raises on every call."""
+    index = tmp_path / "index"
+    shutil.copytree(sample_index, index)
+    source = (
+        "from aether_slice import EntryPoint, hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def aether_entry_points(context):\n"
+        "    def echo(payload):\n"
+        "        raise RuntimeError('1.2.0 is broken')\n\n"
+        "    return [EntryPoint(name='echo', function=echo, idempotent=True)]\n"
+    )
+    node_support.build_wheel(
+        tmp_path / "raising-echo",
+        index,
+        name="org.aether.echo",
+        version="1.2.0",
+        entry_point=ECHO_ID,
+        source=source,
+    )
+    return index
 
 
 @pytest.fixture
@@ -159,18 +189,18 @@ async def test_a_canary_waits_for_an_operator_after_its_window_and_promote_compl
         await wait_for(
             kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
         )
+        # no calls: nothing to judge the step from, so after its window it waits for an operator
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=CANARY))
+        observing = await rollout_phase(kv, "OBSERVING")
+        assert (observing.candidate, observing.share) == ("1.1.0", 50)
+        with trio.fail_after(30):
+            while "waiting for `aether slice promote`" not in observing.reason:
+                await trio.sleep(0.1)
+                observing = await rollout_phase(kv, "OBSERVING")
+        assert "0 call(s) on the new version in the window" in observing.reason, observing.reason
         watcher = Watcher(kv, ECHO_ID)
         callers = Callers([n.ingress for n in cluster.nodes], concurrency=3)
         async with background(watcher, callers):
-            await callers.made(20, timeout=30)
-            # the canary step runs, then waits for an operator (no live verdict yet)
-            await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=CANARY))
-            observing = await rollout_phase(kv, "OBSERVING")
-            assert (observing.candidate, observing.share) == ("1.1.0", 50)
-            with trio.fail_after(30):
-                while "waiting for `aether slice promote`" not in observing.reason:
-                    await trio.sleep(0.1)
-                    observing = await rollout_phase(kv, "OBSERVING")
             await callers.made(20, timeout=30)
             promoted: RolloutInfo = await trio.to_thread.run_sync(
                 lambda: api(cluster).rollout_command(ECHO_ID, "promote")
@@ -182,4 +212,40 @@ async def test_a_canary_waits_for_an_operator_after_its_window_and_promote_compl
             await rollout_gone(kv)
             await callers.made(20, timeout=30)
         assert callers.failures == [], callers.summary()
+        assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
+
+
+async def test_a_canary_that_raises_is_judged_from_the_calls_and_aborted(
+    raising_index: Path, tmp_path: Path
+) -> None:
+    canary = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(10, 100), step_window_s=2.0)
+    async with running_cluster(tmp_path / "cluster", raising_index, 3) as cluster, kv_of(cluster) as kv:
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=canary))
+        await wait_for(
+            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
+        )
+        watcher = Watcher(kv, ECHO_ID)
+        callers = Callers([n.ingress for n in cluster.nodes], concurrency=3)
+        async with background(watcher, callers):
+            await callers.made(20, timeout=30)
+            await put_blueprint(kv, "web", SliceSpec(artifact=RAISING, instances=2, update=canary))
+            aborted = await rollout_phase(kv, "ABORTED")
+            assert aborted.reason.startswith("step 1 (10%): error rate 100.0% > stable 0.0% + 1.0%"), aborted
+            await wait_for(
+                kv,
+                lambda found: (
+                    [i.coordinates for i in found] == [ECHO, ECHO] and len(active(found, ECHO)) == 2
+                ),
+                timeout=SETTLE,
+                what="the canary removed, 1.0.0 whole",
+                artifact_id=ECHO_ID,
+            )
+            after = len(callers.results)
+            await callers.made(40, timeout=30)
+        failed = callers.failures
+        assert failed, "the canary got no call"
+        assert all(f.status == 500 and "1.2.0 is broken" in f.detail for f in failed), callers.summary()
+        # the split sends 10 of every 100 calls routed by a node to the canary: 3 nodes route calls
+        assert len(failed) <= len(callers.results[:after]) // 10 + 3, callers.summary()
+        assert not [f for f in callers.results[after:] if not f.ok], callers.summary()
         assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()

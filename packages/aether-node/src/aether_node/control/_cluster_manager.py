@@ -5,14 +5,16 @@ compares that claim, so a deposed leader cannot write), reconciles from scratch,
 change under blueprints/, nodes/, slices/, cluster/node-ops/ and cluster/rollouts/ and on a timer.
 Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_reconcile.plan`
 places); this module observes, plans, and carries out the actions. It never plans on a
-view older than its own writes.
+view older than its own writes. For a canary step it reads every node's calls per version
+(`read_versions`) at the step's start and after its window, and passes the verdict to the planner.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 import trio
@@ -29,13 +31,14 @@ from aether_kv import (
     Put,
 )
 
-from ..core._blueprint import Blueprint
+from ..core._blueprint import Blueprint, SliceSpec
 from ..core._kv_batch import TxnBatcher
 from ..core._kv_cache import KVCache
 from ..core._records import (
     LeaderClaim,
     NodeRecord,
     RecordError,
+    RolloutPhase,
     RolloutRecord,
     SliceRecord,
     SliceState,
@@ -66,7 +69,7 @@ from ._reconcile import (
     RemoveInstance,
     plan,
 )
-from ._strategies import decode_rollouts, rollouts
+from ._strategies import Verdict, decode_rollouts, evaluate, rollouts, update_of, version_windows
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -147,8 +150,13 @@ class ClusterDeploymentManager:
         max_surge: int = 1,
         clock: Callable[[], float] = time.time,
         metrics: NodeMetrics | None = None,
+        read_versions: Callable[[Sequence[NodeRecord]], Awaitable[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.kv = kv
+        # Every node's calls per slice version (`ClusterInvoker.version_readings`), for canary verdicts;
+        # None: no verdict, a canary waits for an operator after each window.
+        self.read_versions = read_versions
+        self._baselines: dict[tuple[str, int, float], Mapping[str, Any]] = {}
         self.node_id = node_id
         self.metrics = metrics or NodeMetrics(enabled=False)
         self.interval = interval
@@ -198,7 +206,8 @@ class ClusterDeploymentManager:
                 cordoned, draining = split_operations(decode_operations(cache.data[NODE_OPS]))
                 records, revisions = decode_rollouts(cache.data[ROLLOUTS])
                 now = self.clock()
-                steered = rollouts(specs, instances, records, now=now)
+                verdicts = await self._verdicts(specs, records, cache, now)
+                steered = rollouts(specs, instances, records, now=now, verdicts=verdicts)
                 if steered.changes:
                     revision = await self._write_rollouts(steered.changes, revisions, fence)
                     await cache.caught_up(ROLLOUTS, revision)
@@ -224,6 +233,40 @@ class ClusterDeploymentManager:
                 with trio.move_on_after(self.interval):
                     await changed.wait()
                     await trio.sleep(0.01)  # let a burst of changes land before planning again
+
+    async def _verdicts(
+        self, specs: Sequence[SliceSpec], records: Mapping[str, RolloutRecord], cache: KVCache, now: float
+    ) -> dict[str, Verdict]:
+        """Judge the canary steps whose window is over: the nodes' calls per version since the step began
+        (a reading taken on the first pass that saw it; a new leader takes its own, so its window starts
+        later) against now. Reads the nodes only while a canary step runs."""
+        observing = {a: r for a, r in records.items() if r.phase is RolloutPhase.OBSERVING}
+        running = {(a, r.step, r.since) for a, r in observing.items()}
+        for key in [k for k in self._baselines if k not in running]:
+            del self._baselines[key]
+        if self.read_versions is None or not observing:
+            return {}
+        updates = {spec.artifact.rsplit(":", 1)[0]: update_of(spec) for spec in specs}
+        reading: Mapping[str, Any] | None = None
+        verdicts = {}
+        for artifact_id, record in sorted(observing.items()):
+            update = updates.get(artifact_id)
+            if update is None:
+                continue
+            key = (artifact_id, record.step, record.since)
+            due = key in self._baselines and now - record.since >= update.step_window_s
+            if key in self._baselines and not due:
+                continue
+            if reading is None:
+                reading = await self.read_versions(_node_records(cache))
+            if key not in self._baselines:
+                self._baselines[key] = reading
+                continue
+            windows = version_windows(self._baselines[key], reading, artifact_id)
+            verdicts[artifact_id] = evaluate(
+                update, windows.get(record.stable), windows.get(record.candidate)
+            )
+        return verdicts
 
     async def _write_rollouts(
         self, changes: Mapping[str, RolloutRecord | None], revisions: Mapping[str, int], fence: int
@@ -349,6 +392,16 @@ class ClusterDeploymentManager:
     async def _commit(self, compares: list[Compare], operation: Put | Delete) -> int:
         result = await self._batch.txn(compares, [operation])
         return result.revision if result.succeeded else 0
+
+
+def _node_records(cache: KVCache) -> list[NodeRecord]:
+    found = []
+    for key, kv in sorted(cache.data[NODES].items()):
+        try:
+            found.append(decode_record(key, kv.value, NodeRecord))
+        except RecordError:
+            continue
+    return found
 
 
 def _unchanged(key: str, mod_revision: int) -> Compare:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -39,6 +40,7 @@ from ..core._errors import InvalidCoordinatesError
 from ..core._records import RecordError, RolloutPhase, RolloutRecord, SliceState, decode_record
 from ..core._schema import ROLLOUTS
 from ..core._update_spec import UpdateSpec, UpdateStrategy
+from ._autoscale import quantile
 from ._reconcile import REMOVING, ObservedInstance
 
 log = logging.getLogger("aether_node.cluster")
@@ -375,3 +377,51 @@ def decode_rollouts(items: Mapping[str, KeyValue]) -> tuple[dict[str, RolloutRec
         records[key[len(ROLLOUTS) :]] = record
         revisions[key[len(ROLLOUTS) :]] = kv.mod_revision
     return records, revisions
+
+
+def version_windows(
+    start: Mapping[str, Any], end: Mapping[str, Any], artifact_id: str
+) -> dict[str, VersionWindow]:
+    """Two readings of every node's calls per version (node id → `VersionCalls.snapshot()`) → each
+    version's calls, errors and p99 between them, summed over the nodes in both. A node whose counts went
+    back (it restarted) or whose answer is malformed is left out. Pure."""
+    totals: dict[str, list[Any]] = {}
+    for node_id, after in end.items():
+        before = start.get(node_id)
+        if not isinstance(after, Mapping) or not isinstance(before, Mapping):
+            continue
+        try:
+            interval = _interval(before.get(artifact_id) or {}, after.get(artifact_id) or {})
+        except (TypeError, ValueError, KeyError):
+            continue
+        if interval is None:
+            continue
+        for version, (calls, errors, buckets) in interval.items():
+            into = totals.setdefault(version, [0, 0, {}])
+            into[0] += calls
+            into[1] += errors
+            for bound, count in buckets.items():
+                into[2][bound] = into[2].get(bound, 0) + count
+    windows = {}
+    for version, (calls, errors, buckets) in totals.items():
+        p99 = quantile(0.99, sorted(buckets.items()), calls)
+        windows[version] = VersionWindow(
+            calls=calls, errors=errors, p99_ms=None if p99 is None else p99 * 1000
+        )
+    return windows
+
+
+def _interval(
+    before: Mapping[str, Any], after: Mapping[str, Any]
+) -> dict[str, tuple[int, int, dict[float, int]]] | None:
+    """One node's calls per version between two of its snapshots of one artifact; None if any went back."""
+    found = {}
+    for version, now in after.items():
+        was = before.get(version) or {"calls": 0, "errors": 0, "buckets": []}
+        calls, errors = int(now["calls"]) - int(was["calls"]), int(now["errors"]) - int(was["errors"])
+        earlier = {float(bound): int(count) for bound, count in was["buckets"]}
+        buckets = {float(bound): int(count) - earlier.get(float(bound), 0) for bound, count in now["buckets"]}
+        if calls < 0 or errors < 0 or any(count < 0 for count in buckets.values()):
+            return None
+        found[str(version)] = (calls, errors, buckets)
+    return found

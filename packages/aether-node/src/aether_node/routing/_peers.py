@@ -2,8 +2,9 @@
 persistent, multiplexed connection to every other node it calls. Connections are authenticated with the
 cluster secret (the same handshake as the KV client protocol).
 
-Operations: `invoke` (the default), and `stats`: the node's call statistics, for a dashboard on any node
-(metrics go node to node, never through consensus). A call's error comes back as the remote raised it
+Operations: `invoke` (the default); `stats`: the node's call statistics, for a dashboard on any node
+(metrics go node to node, never through consensus); `versions`: its calls per slice version during
+rollouts, for the leader's canary verdict. A call's error comes back as the remote raised it
 (`InvocationError.to_wire`/`from_wire`: kind, message, the slice's exception type).
 """
 
@@ -49,6 +50,7 @@ async def serve_peers(
     invoke: LocalInvoke,
     *,
     stats: LocalStats = list,
+    versions: LocalStats = dict,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     host, _, port = address.rpartition(":")
@@ -60,7 +62,7 @@ async def serve_peers(
         # inside the connection's nursery arrives as an ExceptionGroup: hence except*).
         try:
             try:
-                await _serve_connection(stream, secret, node_id, invoke, stats)
+                await _serve_connection(stream, secret, node_id, invoke, stats, versions)
             except* (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
                 pass  # the peer went away (a reset, a killed node) or does not speak the protocol
         except Exception:
@@ -78,7 +80,12 @@ def _remote(stream: trio.SocketStream) -> str:
 
 
 async def _serve_connection(
-    stream: trio.SocketStream, secret: str, node_id: str, invoke: LocalInvoke, stats: LocalStats
+    stream: trio.SocketStream,
+    secret: str,
+    node_id: str,
+    invoke: LocalInvoke,
+    stats: LocalStats,
+    versions: LocalStats = dict,
 ) -> None:
     framed = FramedStream(stream, max_frame=MAX_FRAME)
     if not await server_handshake(framed, secret, node_id):
@@ -88,7 +95,7 @@ async def _serve_connection(
             request = await framed.receive()
             if request is None:
                 break
-            nursery.start_soon(_serve_one, framed, request, invoke, stats)
+            nursery.start_soon(_serve_one, framed, request, invoke, stats, versions)
 
 
 def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, float]:
@@ -109,12 +116,18 @@ def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, floa
 
 
 async def _serve_one(
-    framed: FramedStream, request: dict[str, Any], invoke: LocalInvoke, stats: LocalStats
+    framed: FramedStream,
+    request: dict[str, Any],
+    invoke: LocalInvoke,
+    stats: LocalStats,
+    versions: LocalStats = dict,
 ) -> None:
     reply: dict[str, Any] = {"id": request.get("id")}
     try:
         if request.get("op") == "stats":
             reply["ok"] = stats()
+        elif request.get("op") == "versions":
+            reply["ok"] = versions()
         else:
             reply["ok"] = await invoke(*_invoke_arguments(request))
     except InvocationError as error:
@@ -249,6 +262,12 @@ class PeerClients:
             "timeout": timeout,
         }
         return await connection.call(request, timeout)
+
+    async def versions(self, address: str, timeout: float) -> Any:
+        """The calls per slice version the node at `address` counted during rollouts (`VersionCalls`).
+        Raises like `stats`."""
+        connection = await self._connection(address)
+        return await connection.call({"op": "versions"}, timeout)
 
     async def stats(self, address: str, timeout: float) -> Any:
         """The call statistics of the node at `address`. Raises NotSentError, LostInFlightError or
