@@ -189,6 +189,11 @@ class BlueprintStatus:
                 for i in status.instances
                 if i.state == "FAILED"
             ]
+        found += [  # an aborted rollout will not reach the version the blueprint asks for by itself
+            f"{s.artifact}: rollout aborted ({s.rollout.reason}); {s.rollout.stable} serves"
+            for s in self.slices
+            if s.rollout is not None and s.rollout.phase == "ABORTED"
+        ]
         return found
 
 
