@@ -128,7 +128,7 @@ async def test_promote_and_abort_change_the_rollout_record_and_refuse_what_its_p
     operations = Operations(handlers)
     with pytest.raises(RequestError, match="has no canary or blue-green rollout in progress") as refused:
         await operations.rollout("org.example:echo", "promote")
-    assert refused.value.kind == "conflict"
+    assert refused.value.kind == "not_found"
     assert (await kv.range(ROLLOUTS)).kvs == ()
     with pytest.raises(RequestError, match="no rollout operation 'pause'") as refused:
         await operations.rollout("org.example:echo", "pause")
@@ -154,6 +154,7 @@ async def test_promote_and_abort_change_the_rollout_record_and_refuse_what_its_p
     assert status.rollout == aborted
     assert (await handlers.blueprint_status("demo")).slices[0].rollout == aborted
     before = await kv.get(rollout_key("org.example:echo"))
-    with pytest.raises(RequestError, match="already ABORTED; to go back, roll the blueprint back"):
+    with pytest.raises(RequestError, match="already ABORTED; to go back, roll the blueprint back") as refused:
         await operations.rollout("org.example:echo", "abort")
+    assert refused.value.kind == "conflict"
     assert await kv.get(rollout_key("org.example:echo")) == before

@@ -158,6 +158,10 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
             assert cli_refusal("slice", "scale", "org.aether:echo", "--", "-1") == await refusal(
                 "slice_scale", artifact="org.aether:echo", instances=-1
             )
+            for operation in ("promote", "abort"):  # no canary or blue-green rollout of echo runs
+                said = cli_refusal("slice", operation, "org.aether:echo")
+                assert said == await refusal(f"slice_{operation}", artifact="org.aether:echo")
+                assert said == "org.aether:echo has no canary or blue-green rollout in progress"
             bad = tmp_path / "bad.toml"
             bad.write_text('name = "bad"\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = -1\n')
             assert cli_refusal("blueprint", "apply", str(bad)) == await refusal(

@@ -202,7 +202,8 @@ class Operations:
                     records.get(artifact_id), operation, now=self.clock(), artifact_id=artifact_id
                 )
             except RolloutCommandError as error:
-                raise RequestError(ErrorKind.CONFLICT, str(error)) from None
+                kind = ErrorKind.NOT_FOUND if artifact_id not in records else ErrorKind.CONFLICT
+                raise RequestError(kind, str(error)) from None
             unchanged = Compare(
                 key=key,
                 target=CompareTarget.MOD_REVISION,
