@@ -3,6 +3,8 @@
 - blue-green: the full 1.1.0 set comes up ACTIVE beside 1.0.0, every call switches to it in one step,
   1.0.0 stays for the grace period and then goes; no idempotent call fails and the ACTIVE count never
   drops below the slice's instances;
+- blue-green switched back: an abort in the grace period sends every call (through every ingress) back
+  to 1.0.0 and removes 1.1.0, with no failed call;
 - canary to a version whose install fails aborts on its own with the nodes' reason, and 1.0.0 keeps every
   instance and every call;
 - canary to a version whose entry point raises: the leader judges the step from the nodes' calls per
@@ -16,6 +18,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import node_support
 import pytest
 import trio
@@ -28,6 +31,7 @@ from cluster_support import (
     Watcher,
     active,
     background,
+    call,
     exactly_active,
     kv_of,
     put_blueprint,
@@ -149,6 +153,64 @@ async def test_blue_green_switches_in_one_step_with_no_failed_call(
         assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
         kinds = [e.kind for e in await trio.to_thread.run_sync(lambda: api(cluster).events(limit=200))]
         assert {"rollout_started", "rollout_switched", "rollout_promoted", "rollout_done"} <= set(kinds)
+
+
+async def versions_answering(http: httpx.AsyncClient, ingresses: list[str], calls: int) -> set[str]:
+    """The versions that answer `calls` calls of echo's `info` through each ingress."""
+    found = set()
+    for ingress in ingresses:
+        for _ in range(calls):
+            response = await call(http, ingress, ECHO_ID, "info")
+            assert response.status_code == 200, response.text
+            found.add(response.json()["version"])
+    return found
+
+
+async def until_only(http: httpx.AsyncClient, ingresses: list[str], version: str) -> float:
+    """Wait until every ingress routes `info` to `version` alone (10 calls each); how long it took."""
+    started = trio.current_time()
+    with trio.fail_after(10):
+        while await versions_answering(http, ingresses, 10) != {version}:
+            await trio.sleep(0.01)
+    return trio.current_time() - started
+
+
+async def test_blue_green_switches_back_on_abort_with_no_failed_call(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    long_grace = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=300.0)
+    async with (
+        running_cluster(tmp_path / "cluster", sample_index, 3) as cluster,
+        kv_of(cluster) as kv,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        ingresses = [n.ingress for n in cluster.nodes]
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=long_grace))
+        await wait_for(
+            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
+        )
+        callers = Callers(ingresses, concurrency=2)
+        async with background(callers):
+            await callers.made(20, timeout=30)
+            await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=long_grace))
+            await rollout_phase(kv, "SWITCHED")
+            switch = await until_only(http, ingresses, "1.1.0")
+            assert await versions_answering(http, ingresses, 10) == {"1.1.0"}
+            aborted: RolloutInfo = await trio.to_thread.run_sync(
+                lambda: api(cluster).rollout_command(ECHO_ID, "abort")
+            )
+            assert (aborted.phase, aborted.share) == ("ABORTED", 0)
+            back = await until_only(http, ingresses, "1.0.0")
+            assert await versions_answering(http, ingresses, 10) == {"1.0.0"}
+            await wait_for(
+                kv, exactly_active(2, ECHO), timeout=SETTLE, what="1.1.0 removed", artifact_id=ECHO_ID
+            )
+            await callers.made(20, timeout=30)
+        assert callers.failures == [], callers.summary()
+        print(
+            f"\nevery ingress on 1.1.0 {switch:.3f} s after the switch was seen;"
+            f" back on 1.0.0 {back:.3f} s after abort (upper bounds: each check is 30 calls)"
+        )
 
 
 async def test_a_canary_whose_new_version_fails_aborts_and_the_old_version_keeps_serving(
