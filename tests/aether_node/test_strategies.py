@@ -1,5 +1,6 @@
-"""Canary and blue-green rollouts (`aether_node.control._strategies`), with the reconcile planner they
-steer, over the simulated `slices/` records of test_reconcile's `Cluster`. Pure: no processes.
+"""Canary and blue-green rollouts (`aether_node.control._strategies`, the verdict of
+`_canary_verdict`), with the reconcile planner they steer, over the simulated `slices/` records of
+test_reconcile's `Cluster`. Pure: no processes.
 
 Properties (hypothesis): while a rollout runs or after it aborted, no pass removes an ACTIVE instance of
 the old version, so a failing new version never takes its capacity (and so never its floor); the
@@ -16,19 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_reconcile import Cluster, node
 
+from aether_node.control._canary_verdict import Verdict, VersionWindow, evaluate, version_windows
 from aether_node.control._reconcile import CreateInstance, Plan, RemoveInstance, plan
 from aether_node.control._strategies import (
     RolloutCommandError,
     Running,
-    Verdict,
-    VersionWindow,
     advance,
     command,
-    evaluate,
     planned_spec,
     running,
     step_count,
-    version_windows,
 )
 from aether_node.core._blueprint import SliceSpec
 from aether_node.core._coordinates import Coordinates

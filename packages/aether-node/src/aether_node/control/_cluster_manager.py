@@ -58,6 +58,7 @@ from ..core._schema import (
 )
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
+from ._canary_verdict import Verdict, evaluate, version_windows
 from ._node_ops import decode_operations, split_operations
 from ._reconcile import (
     Action,
@@ -69,7 +70,7 @@ from ._reconcile import (
     RemoveInstance,
     plan,
 )
-from ._strategies import Verdict, decode_rollouts, evaluate, rollouts, update_of, version_windows
+from ._strategies import decode_rollouts, rollouts, update_of
 
 log = logging.getLogger("aether_node.cluster")
 
