@@ -224,7 +224,7 @@ def slice_status(artifact: str, /, *, watch: Watch = False, common: Common = DEF
             + (f" — {result.problem}" if result.problem else "")
         )
         if result.rollout is not None:
-            print(_output.rollout_line(result.rollout))
+            _output.rollout(result.rollout)
         _output.instances(result.instances, wide=common.wide)
 
     if watch:

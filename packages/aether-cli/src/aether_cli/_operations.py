@@ -105,7 +105,7 @@ def _rollout(artifact: str, operation: str, common: Common) -> None:
     def human() -> None:
         from . import _output
 
-        print(_output.rollout_line(result))
+        _output.rollout(result)
 
     emit(common, result, human)
 

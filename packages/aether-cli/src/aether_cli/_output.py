@@ -112,19 +112,17 @@ def blueprint_status(status: Any, *, wide: bool = False) -> None:
     )
     for s in status.slices:
         if s.rollout is not None:
-            console.print(rollout_line(s.rollout), highlight=False)
+            rollout(s.rollout)
     instances([i for s in status.slices for i in s.instances], wide=wide)
 
 
-def rollout_line(rollout: Any) -> str:
-    """One line for a canary or blue-green rollout: strategy, versions, phase, share, and why."""
-    share = (
-        "by instance count" if rollout.share is None else f"{rollout.share}% of calls on {rollout.candidate}"
-    )
-    return (
-        f"rollout of {_text(rollout.artifact)} ({rollout.strategy}) {rollout.stable} → {rollout.candidate}:"
-        f" {rollout.phase}, {share}" + (f" — {_text(rollout.reason)}" if rollout.reason else "")
-    )
+def rollout(info: Any) -> None:
+    """One line for a canary or blue-green rollout: strategy, versions, phase, share, and why (as text:
+    every part of it comes from the cluster)."""
+    share = "by instance count" if info.share is None else f"{info.share}% of calls on {info.candidate}"
+    line = f"rollout of {info.artifact} ({info.strategy}) {info.stable} → {info.candidate}: {info.phase}"
+    line += f", {share}"
+    console.print(line + (f" — {info.reason}" if info.reason else ""), markup=False, highlight=False)
 
 
 def cluster_status(status: Any, *, wide: bool = False) -> None:
