@@ -308,3 +308,35 @@ async def test_a_canary_step_is_judged_from_the_nodes_calls_per_version(
         else:
             assert (record.step, record.share) == (1, 50)  # step 2's instances come up at 50 %
         nursery.cancel_scope.cancel()
+
+
+async def test_a_new_leader_carries_on_a_rollout_from_its_record(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    other = kv.replica("n2")
+    await register(kv, "n1")
+    await register(kv, "n2")
+    blue_green = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=30.0)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=blue_green))
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv, "n1")
+        await lead(nursery, other, "n2")
+        await wait_for(lambda: claimed_by(kv, "n1"), "n1's claim")
+        await wait_for(lambda: _eq(_len(instances(kv)), 2), "the first version placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=blue_green))
+        await wait_for(lambda: _eq(_len(instances(kv)), 4), "the new set placed by n1")
+        started = await rollout(kv)
+        assert started is not None and started.phase is RolloutPhase.DEPLOYING
+
+        kv.set_leader("n2")
+        await wait_for(lambda: claimed_by(kv, "n2"), "n2's claim")
+        await set_state(kv, "2.0", SliceState.ACTIVE)
+
+        async def switched() -> bool:
+            found = await rollout(kv)
+            return found is not None and found.phase is RolloutPhase.SWITCHED
+
+        await wait_for(switched, "n2 switches the rollout n1 started")
+        assert len(await instances(kv)) == 4  # neither leader placed a second new set
+        nursery.cancel_scope.cancel()
