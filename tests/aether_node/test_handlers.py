@@ -158,3 +158,25 @@ async def test_promote_and_abort_change_the_rollout_record_and_refuse_what_its_p
         await operations.rollout("org.example:echo", "abort")
     assert refused.value.kind == "conflict"
     assert await kv.get(rollout_key("org.example:echo")) == before
+
+
+async def test_a_store_failure_during_abort_is_unavailable_and_changes_nothing(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    observing = RolloutRecord(
+        artifact_id="org.example:echo",
+        strategy="blue_green",
+        stable="1.0",
+        candidate="2.0",
+        phase=RolloutPhase.SWITCHED,
+        share=100,
+    )
+    await kv.put(rollout_key("org.example:echo"), encode_record(observing))
+    before = await kv.get(rollout_key("org.example:echo"))
+    kv.fail_next(1, operations={"txn"})
+    with pytest.raises(RequestError, match=r"could not abort the rollout of org\.example:echo") as refused:
+        await Operations(handlers).rollout("org.example:echo", "abort")
+    assert refused.value.kind == "unavailable"
+    assert await kv.get(rollout_key("org.example:echo")) == before
+    switched_back = await Operations(handlers).rollout("org.example:echo", "abort")  # the store is back
+    assert (switched_back.phase, switched_back.share) == ("ABORTED", 0)
