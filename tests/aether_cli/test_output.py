@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+import attrs
 import pytest
 
 from aether_cli import _output
@@ -16,6 +17,7 @@ from aether_node.client import (
     ClusterStatus,
     InstanceInfo,
     NodeInfo,
+    RolloutInfo,
     SliceStatus,
     SliceSummary,
 )
@@ -114,3 +116,20 @@ def test_cluster_status_nodes_and_events_print_names_and_messages_verbatim(print
     assert "cluster unhealthy: leader [node-1], quorum yes, term 2, revision 9" in text
     assert "│ [node-1] │ *" in text
     assert f"--:--:-- #9 instance_state {ARTIFACT}: {REASON}" in text
+
+
+def test_a_rollout_prints_its_reason_as_text_in_the_blueprint_status(printed: io.StringIO) -> None:
+    rollout = RolloutInfo(
+        artifact="org.aether:rocket",
+        strategy="canary",
+        stable="1.0.0",
+        candidate="2.0.0",
+        phase="ABORTED",
+        share=0,
+        reason=REASON,
+    )
+    status = SliceStatus(artifact=ARTIFACT, desired=1, active=1, instances=(instance("ACTIVE", ""),))
+    _output.blueprint_status(BlueprintStatus(name="demo", slices=(attrs.evolve(status, rollout=rollout),)))
+    assert (
+        "rollout of org.aether:rocket (canary) 1.0.0 → 2.0.0: ABORTED, 0% of calls on 2.0.0 — " + REASON
+    ) in printed.getvalue()

@@ -12,6 +12,7 @@ from aether_node.core._autoscale_spec import AutoscaleSpec
 from aether_node.core._blueprint import Balancing, Blueprint, Resources, Strategy
 from aether_node.core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
 from aether_node.core._records import decode_record, encode_record
+from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "blueprint.toml"
 SOURCE = "bp.toml"
@@ -27,8 +28,12 @@ AUTOSCALE_KEYS = (
     " p99_ms, up_after_s, up_cooldown_s, up_step"
 )
 SLICE_KEYS = (
-    "artifact, autoscale, balancing, config, instances, max_per_node, min_available, resources, strategy"
+    "artifact, autoscale, balancing, config, instances, max_per_node, min_available, resources, strategy,"
+    " update"
 )
+# ... with instances on line 5 and the [slices.update] header on line 7: the next line is line 8.
+UPDATE = HEAD + "instances = 2\n\n[slices.update]\n"
+UPDATE_KEYS = "grace_s, max_error_rate, max_p99_ratio, step_window_s, steps, strategy"
 
 
 def with_artifact(artifact: str) -> str:
@@ -82,6 +87,17 @@ def test_the_commented_autoscale_example_parses_once_uncommented() -> None:
     )  # every other value written is the default
 
 
+def test_the_commented_update_example_parses_once_uncommented() -> None:
+    text = EXAMPLE.read_text()
+    start = text.index("# [slices.update]")
+    end = text.index("\n\n", start)
+    lines = [line.removeprefix("# ") for line in text[start:end].splitlines()]
+    canary = "\n".join(line for line in lines if not line.startswith("grace_s"))
+    blueprint = parse_blueprint(text[:start] + canary + text[end:], str(EXAMPLE))
+
+    assert blueprint.slices[0].update == UpdateSpec(strategy=UpdateStrategy.CANARY)
+
+
 @pytest.mark.parametrize("instances", [0, 1, MAX_INSTANCES])
 def test_instance_counts_at_the_bounds_are_accepted(instances: int) -> None:
     blueprint = parse_blueprint(HEAD + f"instances = {instances}\n", SOURCE)
@@ -99,6 +115,31 @@ def test_an_autoscale_table_parses_with_its_defaults_and_round_trips_as_a_record
 
 def test_a_slice_without_autoscale_has_none() -> None:
     assert parse_blueprint(HEAD + "instances = 2\n", SOURCE).slices[0].autoscale is None
+
+
+def test_a_canary_update_table_parses_and_round_trips_as_a_record() -> None:
+    text = UPDATE + 'strategy = "canary"\nsteps = [5, 25, 100]\nstep_window_s = 30\nmax_error_rate = 0.05\n'
+    blueprint = parse_blueprint(text + "max_p99_ratio = 2\n", SOURCE)
+
+    assert blueprint.slices[0].update == UpdateSpec(
+        strategy=UpdateStrategy.CANARY,
+        steps=(5, 25, 100),
+        step_window_s=30.0,
+        max_error_rate=0.05,
+        max_p99_ratio=2.0,
+    )
+    assert decode_record("blueprints/demo", encode_record(blueprint), Blueprint) == blueprint
+
+
+def test_a_blue_green_update_table_parses_with_its_defaults() -> None:
+    blueprint = parse_blueprint(UPDATE + 'strategy = "blue_green"\ngrace_s = 0\n', SOURCE)
+    assert blueprint.slices[0].update == UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=0.0)
+    assert parse_blueprint(UPDATE + 'strategy = "canary"\n', SOURCE).slices[0].update.steps == (10, 50, 100)
+
+
+def test_a_slice_without_update_has_none_and_rolling_is_explicit() -> None:
+    assert parse_blueprint(HEAD + "instances = 2\n", SOURCE).slices[0].update is None
+    assert parse_blueprint(UPDATE + 'strategy = "rolling"\n', SOURCE).slices[0].update == UpdateSpec()
 
 
 def test_min_available_equal_to_instances_is_accepted() -> None:
@@ -329,6 +370,93 @@ BAD_BLUEPRINTS = [
         1,
     ),
     (
+        "update-not-a-table",
+        HEAD + "instances = 1\nupdate = 3\n",
+        "bp.toml:6:1: slices[0].update: must be a table: [slices.update] with strategy ="
+        " rolling|canary|blue_green",
+        6,
+        1,
+    ),
+    (
+        "update-unknown-key",
+        UPDATE + "surge = 2\n",
+        f"bp.toml:8:1: slices[0].update.surge: unknown key (expected: {UPDATE_KEYS})",
+        8,
+        1,
+    ),
+    (
+        "update-unknown-strategy",
+        UPDATE + 'strategy = "big_bang"\n',
+        "bp.toml:8:1: slices[0].update.strategy: must be one of rolling, canary, blue_green, got 'big_bang'",
+        8,
+        1,
+    ),
+    (
+        "update-canary-key-for-blue-green",
+        UPDATE + 'strategy = "blue_green"\nsteps = [50, 100]\n',
+        "bp.toml:9:1: slices[0].update.steps: only for strategy = 'canary' (this slice's is 'blue_green')",
+        9,
+        1,
+    ),
+    (
+        "update-grace-for-rolling",
+        UPDATE + "grace_s = 10\n",
+        "bp.toml:8:1: slices[0].update.grace_s: only for strategy = 'blue_green' (this slice's is 'rolling')",
+        8,
+        1,
+    ),
+    (
+        "update-steps-not-a-list",
+        UPDATE + 'strategy = "canary"\nsteps = 10\n',
+        "bp.toml:9:1: slices[0].update.steps: must be a list of 1 to 20 integer percentages, e.g."
+        " [10, 50, 100]; got 10",
+        9,
+        1,
+    ),
+    (
+        "update-steps-out-of-range",
+        UPDATE + 'strategy = "canary"\nsteps = [0, 100]\n',
+        "bp.toml:9:1: slices[0].update.steps: each step must be between 1 and 100 (percent), got [0, 100]",
+        9,
+        1,
+    ),
+    (
+        "update-steps-not-growing",
+        UPDATE + 'strategy = "canary"\nsteps = [50, 50, 100]\n',
+        "bp.toml:9:1: slices[0].update.steps: steps must grow, got [50, 50, 100]",
+        9,
+        1,
+    ),
+    (
+        "update-steps-not-ending-at-100",
+        UPDATE + 'strategy = "canary"\nsteps = [10, 50]\n',
+        "bp.toml:9:1: slices[0].update.steps: the last step must be 100 (all traffic on the new version),"
+        " got [10, 50]",
+        9,
+        1,
+    ),
+    (
+        "update-error-rate-above-one",
+        UPDATE + 'strategy = "canary"\nmax_error_rate = 1.5\n',
+        "bp.toml:9:1: slices[0].update.max_error_rate: must be a number in [0, 1], got 1.5",
+        9,
+        1,
+    ),
+    (
+        "update-p99-ratio-below-one",
+        UPDATE + 'strategy = "canary"\nmax_p99_ratio = 0.5\n',
+        "bp.toml:9:1: slices[0].update.max_p99_ratio: must be a number in [1, 1000], got 0.5",
+        9,
+        1,
+    ),
+    (
+        "update-negative-grace",
+        UPDATE + 'strategy = "blue_green"\ngrace_s = -1\n',
+        "bp.toml:9:1: slices[0].update.grace_s: must be a number in [0, 86400], got -1",
+        9,
+        1,
+    ),
+    (
         "autoscale-not-a-table",
         HEAD + "instances = 1\nautoscale = 3\n",
         "bp.toml:6:1: slices[0].autoscale: must be a table: [slices.autoscale] with min, max and at least one"
@@ -543,10 +671,10 @@ def test_an_error_in_the_example_points_at_its_line() -> None:
 
 def test_an_error_under_a_commented_table_header_keeps_its_line() -> None:
     text = EXAMPLE.read_text().replace("cpu = 0.1 ", "cpu = -1  ")
-    assert "cpu = -1" in text.splitlines()[18]
+    assert "cpu = -1" in text.splitlines()[27]
     error = error_of(text, "examples/blueprint.toml")
     assert error.message == (
-        "examples/blueprint.toml:19:1: slices[1].resources.cpu: must be a number of cores in [0, 1024],"
+        "examples/blueprint.toml:28:1: slices[1].resources.cpu: must be a number of cores in [0, 1024],"
         " got -1"
     )
 

@@ -25,6 +25,7 @@ from aether_node.client import (
     Convergence,
     InstanceInfo,
     NodeInfo,
+    RolloutInfo,
     SliceStatus,
     SliceSummary,
     from_json,
@@ -208,3 +209,27 @@ def test_convergence_runs_out_of_time_naming_the_failures() -> None:
     assert watch.problem(moving, 110.1) == (
         "blueprint 'demo' did not converge within 10 s\n  org.aether:echo:1.0.0#1 on n1: boom"
     )
+
+
+def test_an_aborted_rollout_is_a_failure_that_nothing_will_fix() -> None:
+    instances = (InstanceInfo(node_id="n1", artifact="org.aether:echo:1.0.0", instance=1, state="ACTIVE"),)
+    rollout = RolloutInfo(
+        artifact="org.aether:echo",
+        strategy="canary",
+        stable="1.0.0",
+        candidate="2.0.0",
+        phase="ABORTED",
+        reason="step 1 (10%): error rate 100.0% > stable 0.0% + 1.0%",
+    )
+    wanted = SliceStatus(artifact="org.aether:echo:2.0.0", desired=1, active=0, instances=instances)
+    status = BlueprintStatus(name="demo", slices=(attrs.evolve(wanted, rollout=rollout),))
+    watch = Convergence("demo", timeout=60, now=0, patience=3)
+    assert watch.problem(status, 1) is None
+    assert watch.problem(status, 4.5) == (
+        "blueprint 'demo' cannot converge:\n  org.aether:echo:2.0.0: rollout aborted"
+        " (step 1 (10%): error rate 100.0% > stable 0.0% + 1.0%); 1.0.0 serves"
+    )
+    running = BlueprintStatus(
+        name="demo", slices=(attrs.evolve(wanted, rollout=attrs.evolve(rollout, phase="OBSERVING")),)
+    )
+    assert running.failures == []  # a rollout on its way is no failure

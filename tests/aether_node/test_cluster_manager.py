@@ -5,6 +5,9 @@ once another leader has claimed, and rides out KV faults."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sized
+
+import attrs
 import pytest
 import trio
 from shell_support import apply, instances, register, wait_for
@@ -12,9 +15,18 @@ from trio.testing import MockClock
 
 from aether_kv import MemoryStore, OutcomeUnknownError, UnavailableError
 from aether_node.control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
+from aether_node.control._strategies import command
 from aether_node.core._blueprint import Resources, SliceSpec
-from aether_node.core._records import LeaderClaim, SliceState, decode_record, encode_record
-from aether_node.core._schema import LEADER_KEY, PROBLEMS_PREFIX
+from aether_node.core._records import (
+    LeaderClaim,
+    RolloutPhase,
+    RolloutRecord,
+    SliceState,
+    decode_record,
+    encode_record,
+)
+from aether_node.core._schema import LEADER_KEY, PROBLEMS_PREFIX, rollout_key
+from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 
 ECHO = "org.example:echo:1.0"
 
@@ -139,4 +151,192 @@ async def test_an_unplaceable_slice_is_recorded_as_a_problem_and_cleared_when_it
 
         await wait_for(cleared, "the instance placed on the new node and the problem cleared")
         assert [key.split("/")[1] for key in await instances(kv)] == ["n2"]
+        nursery.cancel_scope.cancel()
+
+
+async def set_state(kv: MemoryStore, version: str, state: SliceState) -> None:
+    """Play the nodes' part: every instance of `version` (as the leader wrote it) reaches `state`."""
+    for key, record in (await instances(kv)).items():
+        if key.split("/")[2].endswith(f":{version}") and record.state is SliceState.ACTIVATE:
+            await kv.put(key, encode_record(attrs.evolve(record, state=state)))
+
+
+async def rollout(kv: MemoryStore) -> RolloutRecord | None:
+    found = await kv.get(rollout_key("org.example:echo"))
+    return None if found is None else decode_record(found.key, found.value, RolloutRecord)
+
+
+async def test_the_leader_runs_a_blue_green_rollout_through_its_record(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    for node_id in ("n1", "n2"):
+        await register(kv, node_id)
+    blue_green = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=30.0)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=blue_green))
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+
+        async def count(version: str, state: SliceState | None = None) -> int:
+            return sum(
+                key.split("/")[2].endswith(f":{version}") and (state is None or r.state is state)
+                for key, r in (await instances(kv)).items()
+            )
+
+        await wait_for(lambda: _eq(count("1.0"), 2), "the first version placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        assert await rollout(kv) is None  # a first deployment is no rollout
+
+        await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=blue_green))
+        await wait_for(lambda: _eq(count("2.0"), 2), "the full new set placed beside the old one")
+        record = await rollout(kv)
+        assert (record.phase, record.share, record.stable, record.candidate) == (
+            RolloutPhase.DEPLOYING,
+            0,
+            "1.0",
+            "2.0",
+        )
+        assert await count("1.0", SliceState.ACTIVE) == 2
+
+        await set_state(kv, "2.0", SliceState.ACTIVE)
+
+        async def switched() -> bool:
+            found = await rollout(kv)
+            return found is not None and found.phase is RolloutPhase.SWITCHED
+
+        await wait_for(switched, "the switch")
+        assert (await rollout(kv)).share == 100
+        assert await count("1.0", SliceState.ACTIVE) == 2  # kept for the grace period
+
+        async def old_removed() -> bool:
+            return await count("1.0", SliceState.UNLOAD) == 2
+
+        await wait_for(old_removed, "the old set removed after the grace period")
+        for key, record in (await instances(kv)).items():
+            if record.state is SliceState.UNLOAD:
+                await kv.delete(key)  # the nodes unload and delete them
+        await wait_for(lambda: _eq(rollout(kv), None), "the record forgotten")
+        nursery.cancel_scope.cancel()
+
+
+async def test_an_operator_abort_is_carried_out_and_the_new_set_goes(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    await register(kv, "n1")
+    canary = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(50, 100))
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=canary))
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await wait_for(lambda: _eq(_len(instances(kv)), 2), "the first version placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=canary))
+        await wait_for(lambda: _eq(_len(instances(kv)), 3), "one canary instance (50 % of 2)")
+        await set_state(kv, "2.0", SliceState.ACTIVE)
+
+        async def observing() -> bool:
+            found = await rollout(kv)
+            return found is not None and found.phase is RolloutPhase.OBSERVING
+
+        await wait_for(observing, "the canary step observed")
+        assert (await rollout(kv)).share == 50
+        found = await kv.get(rollout_key("org.example:echo"))
+        aborted = command(await rollout(kv), "abort", now=trio.current_time(), artifact_id="org.example:echo")
+        await kv.put(found.key, encode_record(aborted))
+
+        async def new_removed() -> bool:
+            return [r.state for k, r in (await instances(kv)).items() if ":2.0/" in k] == [SliceState.UNLOAD]
+
+        await wait_for(new_removed, "the canary instance removed")
+        assert (await rollout(kv)).phase is RolloutPhase.ABORTED
+        nursery.cancel_scope.cancel()
+
+
+async def _eq(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected
+
+
+async def _len(value: Awaitable[Sized]) -> int:
+    return len(await value)
+
+
+def growing_readings(failing: bool) -> Callable[[object], Awaitable[dict[str, object]]]:
+    """A stand-in for the nodes' calls per version (`ClusterInvoker.version_readings`), at the seam the
+    manager takes: counters that grow with the clock, 10 calls/s per version, fast; the candidate fails
+    every other call if `failing`."""
+
+    async def read(nodes: object) -> dict[str, object]:
+        calls = int(trio.current_time() * 10)
+
+        def counts(errors: int) -> dict[str, object]:
+            return {"calls": calls, "errors": errors, "buckets": [[0.01, calls], [1.0, calls]]}
+
+        snapshot = {"1.0": counts(0), "2.0": counts(calls // 2 if failing else 0)}
+        return {"n1": {"org.example:echo": snapshot}}
+
+    return read
+
+
+@pytest.mark.parametrize("failing", [False, True])
+async def test_a_canary_step_is_judged_from_the_nodes_calls_per_version(
+    autojump_clock: MockClock, kv: MemoryStore, failing: bool
+) -> None:
+    await register(kv, "n1")
+    canary = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(50, 100), step_window_s=10.0)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=canary))
+    async with trio.open_nursery() as nursery:
+        leadership = LeadershipMonitor(kv, period=0.1)
+        manager = ClusterDeploymentManager(
+            kv, "n1", interval=1.0, clock=trio.current_time, read_versions=growing_readings(failing)
+        )
+        nursery.start_soon(leadership.run)
+        nursery.start_soon(manager.run, leadership)
+        await wait_for(lambda: _eq(_len(instances(kv)), 2), "the first version placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=canary))
+        await wait_for(lambda: _eq(_len(instances(kv)), 3), "one canary instance")
+        await set_state(kv, "2.0", SliceState.ACTIVE)
+        outcome = RolloutPhase.ABORTED if failing else RolloutPhase.DEPLOYING
+
+        async def judged() -> bool:
+            found = await rollout(kv)
+            return found is not None and found.phase is outcome and (failing or found.step == 1)
+
+        await wait_for(judged, f"the step judged: {outcome.value}")
+        record = await rollout(kv)
+        if failing:
+            assert record.reason.startswith("step 1 (50%): error rate 50.0% > stable 0.0% + 1.0%"), record
+            assert record.share == 0
+        else:
+            assert (record.step, record.share) == (1, 50)  # step 2's instances come up at 50 %
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_new_leader_carries_on_a_rollout_from_its_record(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    other = kv.replica("n2")
+    await register(kv, "n1")
+    await register(kv, "n2")
+    blue_green = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=30.0)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=blue_green))
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv, "n1")
+        await lead(nursery, other, "n2")
+        await wait_for(lambda: claimed_by(kv, "n1"), "n1's claim")
+        await wait_for(lambda: _eq(_len(instances(kv)), 2), "the first version placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=blue_green))
+        await wait_for(lambda: _eq(_len(instances(kv)), 4), "the new set placed by n1")
+        started = await rollout(kv)
+        assert started is not None and started.phase is RolloutPhase.DEPLOYING
+
+        kv.set_leader("n2")
+        await wait_for(lambda: claimed_by(kv, "n2"), "n2's claim")
+        await set_state(kv, "2.0", SliceState.ACTIVE)
+
+        async def switched() -> bool:
+            found = await rollout(kv)
+            return found is not None and found.phase is RolloutPhase.SWITCHED
+
+        await wait_for(switched, "n2 switches the rollout n1 started")
+        assert len(await instances(kv)) == 4  # neither leader placed a second new set
         nursery.cancel_scope.cancel()

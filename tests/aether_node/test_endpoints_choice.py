@@ -1,5 +1,6 @@
 """Choosing one endpoint per call (`_endpoints.choose`): each balancing strategy's behaviour and its
-determinism given `turn` and a seeded rng. Pure: no registry, no KV."""
+determinism given `turn` and a seeded rng; a rollout's split of the calls between two versions
+(`_endpoints.split_by_version`). Pure: no registry, no KV."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 
 from aether_node.core._blueprint import Balancing
 from aether_node.core._coordinates import Coordinates
-from aether_node.routing._endpoints import Endpoint, choose
+from aether_node.routing._endpoints import Endpoint, VersionSplit, choose, split_by_version
 
 PROPERTY = settings(max_examples=200, deadline=None)
 ECHO = Coordinates.parse("org.example:echo:1.0")
@@ -241,3 +242,34 @@ def test_round_robin_visits_every_endpoint_once_per_cycle(
         for t in range(turn, turn + len(endpoints))
     ]
     assert sorted(e.instance for e in cycle) == sorted(e.instance for e in endpoints)
+
+
+# ---------------------------------------------------------------- version split (rollouts)
+
+NEW = Coordinates.parse("org.example:echo:2.0")
+OTHER = Coordinates.parse("org.example:echo:0.9")
+MIXED = [endpoint(1, "a"), endpoint(2, "b"), endpoint(3, "c", NEW), endpoint(4, "a", OTHER)]
+
+
+@PROPERTY
+@given(share=st.integers(0, 100), start=st.integers(0, 10_000))
+def test_any_100_consecutive_calls_send_exactly_the_share_to_the_candidate(share: int, start: int) -> None:
+    split = VersionSplit(stable="1.0", candidate="2.0", share=share)
+    chosen = [split_by_version(MIXED, split, turn) for turn in range(start, start + 100)]
+    to_candidate = sum(all(e.coordinates == NEW for e in group) for group in chosen)
+    assert to_candidate == share
+    assert all(all(e.coordinates == ECHO for e in group) for group in chosen if group[0].coordinates != NEW)
+
+
+def test_the_split_spreads_the_candidate_calls_evenly() -> None:
+    split = VersionSplit(stable="1.0", candidate="2.0", share=25)
+    picks = [split_by_version(MIXED, split, turn)[0].coordinates == NEW for turn in range(8)]
+    assert picks == [False, False, False, True, False, False, False, True]
+
+
+def test_a_version_without_endpoints_gives_way_to_the_other_and_then_to_any() -> None:
+    stable_only = [e for e in MIXED if e.coordinates == ECHO]
+    everything_to_candidate = VersionSplit(stable="1.0", candidate="2.0", share=100)
+    assert split_by_version(stable_only, everything_to_candidate, 0) == stable_only
+    assert split_by_version([MIXED[3]], everything_to_candidate, 0) == [MIXED[3]]
+    assert split_by_version([], everything_to_candidate, 0) == []

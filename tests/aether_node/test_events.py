@@ -8,7 +8,15 @@ import pytest
 from aether_kv import Event, EventKind, KeyValue
 from aether_node.client import EVENT_KINDS, ClusterEvent
 from aether_node.core._blueprint import Blueprint
-from aether_node.core._records import LeaderClaim, NodeRecord, SliceRecord, SliceState, encode_record
+from aether_node.core._records import (
+    LeaderClaim,
+    NodeRecord,
+    RolloutPhase,
+    RolloutRecord,
+    SliceRecord,
+    SliceState,
+    encode_record,
+)
 from aether_node.core._schema import LEADER_KEY
 from aether_node.observe._events import EventFilter, EventFilterError, describe, needs_time
 
@@ -182,3 +190,61 @@ def test_bad_filters_are_refused_with_the_parameter_named(arguments: dict[str, o
     with pytest.raises(EventFilterError) as raised:
         EventFilter.parse(**arguments)  # type: ignore[arg-type]
     assert str(raised.value).startswith(message)
+
+
+# ---------------------------------------------------------------- rollouts
+
+ROLLOUT_KEY = "cluster/rollouts/org.aether:echo"
+STARTED = RolloutRecord(
+    artifact_id="org.aether:echo",
+    strategy="canary",
+    stable="1.0.0",
+    candidate="2.0.0",
+    phase=RolloutPhase.DEPLOYING,
+    since=10.0,
+    reason="step 1 of 2: bringing up 1 new instance(s)",
+)
+
+
+def test_a_rollout_tells_its_start_steps_and_end() -> None:
+    (started,) = describe(put(ROLLOUT_KEY, STARTED, 5))
+    assert (started.kind, started.subject, started.artifact, started.timestamp) == (
+        "rollout_started",
+        "org.aether:echo",
+        "org.aether:echo:2.0.0",
+        10.0,
+    )
+    assert started.message == (
+        "rollout of org.aether:echo (canary) 1.0.0 -> 2.0.0: started"
+        " (step 1 of 2: bringing up 1 new instance(s))"
+    )
+    observing = attrs.evolve(STARTED, phase=RolloutPhase.OBSERVING, share=10, since=20.0, reason="")
+    (step,) = describe(put(ROLLOUT_KEY, observing, 6, prev=STARTED))
+    assert (step.kind, step.state, step.message) == (
+        "rollout_step",
+        "OBSERVING",
+        "rollout of org.aether:echo (canary) 1.0.0 -> 2.0.0: step 1: 10% of calls on 2.0.0",
+    )
+    assert describe(put(ROLLOUT_KEY, attrs.evolve(observing, reason="waiting"), 7, prev=observing)) == []
+    aborted = attrs.evolve(observing, phase=RolloutPhase.ABORTED, share=0, reason="error rate 50.0% > 1.0%")
+    (abort,) = describe(put(ROLLOUT_KEY, aborted, 8, prev=observing))
+    assert (abort.kind, abort.reason) == ("rollout_aborted", "error rate 50.0% > 1.0%")
+    assert abort.message.endswith("every call back on 1.0.0 (error rate 50.0% > 1.0%)")
+    promoted = attrs.evolve(observing, phase=RolloutPhase.PROMOTED)
+    assert needs_time(delete(ROLLOUT_KEY, promoted, 9))
+    (done,) = describe(delete(ROLLOUT_KEY, promoted, 9), at=42.0)
+    assert (done.kind, done.timestamp, done.message) == (
+        "rollout_done",
+        42.0,
+        "rollout of org.aether:echo to 2.0.0 done: the new version runs alone",
+    )
+    assert EventFilter.parse(kinds=["rollout_step"], slice="org.aether:echo").matches(step)
+
+
+def test_a_blue_green_switch_and_promotion_are_events() -> None:
+    deploying = attrs.evolve(STARTED, strategy="blue_green")
+    switched = attrs.evolve(deploying, phase=RolloutPhase.SWITCHED, share=100)
+    assert [e.kind for e in describe(put(ROLLOUT_KEY, switched, 6, prev=deploying))] == ["rollout_switched"]
+    promoted = attrs.evolve(switched, phase=RolloutPhase.PROMOTED)
+    assert [e.kind for e in describe(put(ROLLOUT_KEY, promoted, 7, prev=switched))] == ["rollout_promoted"]
+    assert not needs_time(put(ROLLOUT_KEY, promoted, 7, prev=switched))

@@ -11,11 +11,12 @@ from shell_support import FakeSliceStore, register
 
 from aether_kv import MemoryStore
 from aether_node.api._handlers import Handlers
+from aether_node.api._operations import Operations
 from aether_node.control._membership import member_key
 from aether_node.core._errors import RequestError
 from aether_node.core._kv_cache import KVCache
-from aether_node.core._records import SliceRecord, SliceState, encode_record
-from aether_node.core._schema import BLUEPRINTS, PROBLEMS_PREFIX
+from aether_node.core._records import RolloutPhase, RolloutRecord, SliceRecord, SliceState, encode_record
+from aether_node.core._schema import BLUEPRINTS, PROBLEMS_PREFIX, ROLLOUTS, rollout_key
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peers import PeerClients
@@ -119,3 +120,63 @@ async def test_forget_node_refuses_a_registered_node_and_an_unknown_one(
     assert refused.value.kind == "not_found"
     assert await handlers.forget_node("n3") == {"forgotten": "n3"}
     assert await kv.get(member_key("n3")) is None and await kv.get(member_key("n2")) is not None
+
+
+async def test_promote_and_abort_change_the_rollout_record_and_refuse_what_its_phase_cannot_take(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    operations = Operations(handlers)
+    with pytest.raises(RequestError, match="has no canary or blue-green rollout in progress") as refused:
+        await operations.rollout("org.example:echo", "promote")
+    assert refused.value.kind == "not_found"
+    assert (await kv.range(ROLLOUTS)).kvs == ()
+    with pytest.raises(RequestError, match="no rollout operation 'pause'") as refused:
+        await operations.rollout("org.example:echo", "pause")
+    assert refused.value.kind == "not_found"
+
+    observing = RolloutRecord(
+        artifact_id="org.example:echo",
+        strategy="canary",
+        stable="1.0",
+        candidate="2.0",
+        phase=RolloutPhase.OBSERVING,
+        share=10,
+    )
+    await kv.put(rollout_key("org.example:echo"), encode_record(observing))
+    await handlers.apply_blueprint(DEMO.replace(":1.0", ":2.0"), "demo.toml")
+    aborted = await operations.rollout("org.example:echo:2.0", "abort")
+    assert (aborted.phase, aborted.share, aborted.reason) == (
+        "ABORTED",
+        0,
+        "aborted by an operator in OBSERVING",
+    )
+    status = await handlers.slice_status("org.example:echo")
+    assert status.rollout == aborted
+    assert (await handlers.blueprint_status("demo")).slices[0].rollout == aborted
+    before = await kv.get(rollout_key("org.example:echo"))
+    with pytest.raises(RequestError, match="already ABORTED; to go back, roll the blueprint back") as refused:
+        await operations.rollout("org.example:echo", "abort")
+    assert refused.value.kind == "conflict"
+    assert await kv.get(rollout_key("org.example:echo")) == before
+
+
+async def test_a_store_failure_during_abort_is_unavailable_and_changes_nothing(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    observing = RolloutRecord(
+        artifact_id="org.example:echo",
+        strategy="blue_green",
+        stable="1.0",
+        candidate="2.0",
+        phase=RolloutPhase.SWITCHED,
+        share=100,
+    )
+    await kv.put(rollout_key("org.example:echo"), encode_record(observing))
+    before = await kv.get(rollout_key("org.example:echo"))
+    kv.fail_next(1, operations={"txn"})
+    with pytest.raises(RequestError, match=r"could not abort the rollout of org\.example:echo") as refused:
+        await Operations(handlers).rollout("org.example:echo", "abort")
+    assert refused.value.kind == "unavailable"
+    assert await kv.get(rollout_key("org.example:echo")) == before
+    switched_back = await Operations(handlers).rollout("org.example:echo", "abort")  # the store is back
+    assert (switched_back.phase, switched_back.share) == ("ABORTED", 0)

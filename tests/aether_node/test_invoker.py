@@ -17,8 +17,8 @@ from aether_kv import MemoryStore, Put
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._errors import InvocationError
 from aether_node.core._kv_cache import KVCache
-from aether_node.core._records import EndpointRecord, encode_record
-from aether_node.core._schema import InstanceKey, endpoint_key
+from aether_node.core._records import EndpointRecord, RolloutPhase, RolloutRecord, encode_record
+from aether_node.core._schema import InstanceKey, endpoint_key, rollout_key
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peers import LostInFlightError, NotSentError
@@ -135,3 +135,42 @@ async def test_when_every_endpoint_fails_the_last_reason_is_raised(world: World)
     with pytest.raises(InvocationError) as raised:
         await world.invoker.invoke("org.example:nothing", "echo", None)
     assert raised.value.kind == "no_endpoint"
+
+
+async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_all_back(world: World) -> None:
+    await register(world.kv, "n3")
+    candidate = Coordinates.parse("org.example:echo:2.0")
+    for coordinates, node_id, instance in ((ECHO, "n2", 0), (candidate, "n3", 1)):
+        record = EndpointRecord(node_id=node_id, instance=instance, idempotent=True)
+        await world.kv.put(endpoint_key(coordinates, "echo", instance), encode_record(record))
+    rollout = RolloutRecord(
+        artifact_id="org.example:echo",
+        strategy="canary",
+        stable="1.0",
+        candidate="2.0",
+        phase=RolloutPhase.OBSERVING,
+        share=10,
+    )
+    await world.kv.put(rollout_key("org.example:echo"), encode_record(rollout))
+    await world.cache.caught_up("cluster/rollouts/", world.kv.revision)
+    for _ in range(100):
+        await world.invoker.invoke("org.example:echo", "echo", None, source="slice")
+    assert world.peers.calls.count("n3.invalid:1") == 10  # the canary's share, exactly, over 100 calls
+    assert world.peers.calls.count("n2.invalid:1") == 90
+    counted = world.invoker.version_calls.snapshot()["org.example:echo"]  # for the leader's verdict
+    assert (counted["1.0"]["calls"], counted["2.0"]["calls"], counted["2.0"]["errors"]) == (90, 10, 0)
+
+    world.peers.calls.clear()
+    aborted = attrs.evolve(rollout, phase=RolloutPhase.ABORTED, share=0)
+    await world.kv.put(rollout_key("org.example:echo"), encode_record(aborted))
+    await world.cache.caught_up("cluster/rollouts/", world.kv.revision)
+    for _ in range(20):
+        await world.invoker.invoke("org.example:echo", "echo", None)
+    assert set(world.peers.calls) == {"n2.invalid:1"}
+
+    # The stable version gone (its node's endpoints withdrawn): the split never refuses a call.
+    world.peers.calls.clear()
+    await world.kv.delete(endpoint_key(ECHO, "echo", 0))
+    await world.cache.caught_up("endpoints/", world.kv.revision)
+    await world.invoker.invoke("org.example:echo", "echo", None)
+    assert world.peers.calls == ["n3.invalid:1"]

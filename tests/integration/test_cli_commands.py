@@ -628,7 +628,7 @@ def test_help_lists_every_command(tmp_path: Path) -> None:
             "rollback",
             "diff",
         ],
-        ("slice",): ["list", "status", "invoke", "scale"],
+        ("slice",): ["list", "status", "invoke", "scale", "promote", "abort"],
         ("cluster",): ["status", "nodes", "events"],
         ("node",): ["cordon", "uncordon", "drain", "stop"],
         ("dev",): ["up", "down", "status"],

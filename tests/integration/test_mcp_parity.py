@@ -54,7 +54,7 @@ def cli_commands() -> set[tuple[str, ...]]:
 def test_every_cli_command_has_its_tool_and_back() -> None:
     commands = cli_commands()
     tools = {spec.cli: spec.name for spec in TOOLS}
-    assert len(commands) == 25, sorted(commands)
+    assert len(commands) == 27, sorted(commands)
     assert set(tools) == commands, (
         f"CLI commands without a tool: {sorted(commands - set(tools))}; "
         f"tools without a CLI command: {sorted(set(tools) - commands)}"
@@ -178,6 +178,10 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
             assert cli_refusal("slice", "scale", "org.aether:echo", "--", "-1") == await refusal(
                 "slice_scale", artifact="org.aether:echo", instances=-1
             )
+            for operation in ("promote", "abort"):  # no canary or blue-green rollout of echo runs
+                said = cli_refusal("slice", operation, "org.aether:echo")
+                assert said == await refusal(f"slice_{operation}", artifact="org.aether:echo")
+                assert said == "org.aether:echo has no canary or blue-green rollout in progress"
             bad = tmp_path / "bad.toml"
             bad.write_text('name = "bad"\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = -1\n')
             assert cli_refusal("blueprint", "apply", str(bad)) == await refusal(

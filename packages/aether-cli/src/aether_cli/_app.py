@@ -225,6 +225,8 @@ def slice_status(artifact: str, /, *, watch: Watch = False, common: Common = DEF
             f"{result.artifact}: {result.active}/{result.desired} ACTIVE"
             + (f" — {result.problem}" if result.problem else "")
         )
+        if result.rollout is not None:
+            _output.rollout(result.rollout)
         _output.instances(result.instances, wide=common.wide)
 
     if watch:
@@ -317,7 +319,8 @@ def events(
             negative=(),
             help="Only events of this kind (repeat for several): node_joined, node_left, node_lost,"
             " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
-            " rebalance_move, node_cordoned, node_draining, node_uncordoned, autoscale_decision.",
+            " rebalance_move, node_cordoned, node_draining, node_uncordoned, autoscale_decision, rollout_started,"
+            " rollout_step, rollout_switched, rollout_promoted, rollout_aborted, rollout_done.",
         ),
     ] = (),
     slice: Annotated[
@@ -453,6 +456,8 @@ OPERATIONS = (
     (autoscale_app, "set", "slice_autoscale_set", "Change bounds or targets at run time."),
     (autoscale_app, "pause", "slice_autoscale_pause", "Stop the autoscaler's decisions for a slice."),
     (autoscale_app, "resume", "slice_autoscale_resume", "Let the autoscaler decide for a slice again."),
+    (slice_app, "promote", "slice_promote", "Promote a slice's canary, or end a blue-green grace period."),
+    (slice_app, "abort", "slice_abort", "Abort a slice's canary or blue-green rollout: back to stable."),
     (node_app, "cordon", "node_cordon", "Place no new instance on NODE."),
     (node_app, "uncordon", "node_uncordon", "Put NODE back on duty (ends a cordon or drain)."),
     (node_app, "drain", "node_drain", "Cordon NODE and move its instances off, never below a floor."),

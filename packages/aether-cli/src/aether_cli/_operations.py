@@ -1,6 +1,6 @@
-"""`aether blueprint history|rollback|diff`, `aether slice scale`, `aether slice autoscale
-status|set|pause|resume`, `aether node cordon|uncordon|drain|stop`: revisions of blueprints, scaling and
-operations on nodes, through the management API (each has its MCP tool)."""
+"""`aether blueprint history|rollback|diff`, `aether slice scale|promote|abort`, `aether slice autoscale
+status|set|pause|resume`, `aether node cordon|uncordon|drain|stop`: revisions of blueprints, scaling,
+rollouts and operations on nodes, through the management API (each has its MCP tool)."""
 
 from __future__ import annotations
 
@@ -153,6 +153,29 @@ def _autoscale_lines(statuses: Any) -> None:
             print("  set at run time: " + ", ".join(f"{k} {v:g}" for k, v in status.settings.items()))
         for decision in status.decisions[-5:]:
             print(f"  {_output._age(decision.at)} ago: {_output._text(decision.message)}")
+
+
+def slice_promote(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Promote the canary of slice ARTIFACT (group:artifact) now, or end its blue-green grace period: the
+    new version takes over and the old instances go, never below the floor."""
+    _rollout(artifact, "promote", common)
+
+
+def slice_abort(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Abort the canary or blue-green rollout of slice ARTIFACT (group:artifact): every call goes back to
+    the stable version at once and the new instances go."""
+    _rollout(artifact, "abort", common)
+
+
+def _rollout(artifact: str, operation: str, common: Common) -> None:
+    result = call(common, lambda client: client.rollout_command(artifact, operation))
+
+    def human() -> None:
+        from . import _output
+
+        _output.rollout(result)
+
+    emit(common, result, human)
 
 
 def _revision_line(result: Any) -> str:

@@ -114,7 +114,19 @@ def blueprint_status(status: Any, *, wide: bool = False) -> None:
         ["ARTIFACT", "DESIRED", "ACTIVE", "PROBLEM"],
         ([_text(s.artifact), s.desired, s.active, _text(s.problem)] for s in status.slices),
     )
+    for s in status.slices:
+        if s.rollout is not None:
+            rollout(s.rollout)
     instances([i for s in status.slices for i in s.instances], wide=wide)
+
+
+def rollout(info: Any) -> None:
+    """One line for a canary or blue-green rollout: strategy, versions, phase, share, and why (as text:
+    every part of it comes from the cluster)."""
+    share = "by instance count" if info.share is None else f"{info.share}% of calls on {info.candidate}"
+    line = f"rollout of {info.artifact} ({info.strategy}) {info.stable} → {info.candidate}: {info.phase}"
+    line += f", {share}"
+    console.print(line + (f" — {info.reason}" if info.reason else ""), markup=False, highlight=False)
 
 
 def cluster_status(status: Any, *, wide: bool = False) -> None:

@@ -126,6 +126,18 @@ TOOLS = (
         _changing("Resume a slice's autoscaling", destructive=False, idempotent=True),
     ),
     ToolSpec(
+        "slice_promote",
+        ("slice", "promote"),
+        True,
+        _changing("Promote a slice's rollout", destructive=True, idempotent=False),
+    ),
+    ToolSpec(
+        "slice_abort",
+        ("slice", "abort"),
+        True,
+        _changing("Abort a slice's rollout", destructive=True, idempotent=False),
+    ),
+    ToolSpec(
         "node_cordon",
         ("node", "cordon"),
         True,
@@ -296,7 +308,8 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
             Field(
                 description="Only events of these kinds: node_joined, node_left, node_lost, leader_elected,"
                 " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move,"
-                " node_cordoned, node_draining, node_uncordoned, autoscale_decision."
+                " node_cordoned, node_draining, node_uncordoned, autoscale_decision, rollout_started,"
+                " rollout_step, rollout_switched, rollout_promoted, rollout_aborted, rollout_done."
             ),
         ] = None,
         slice: Annotated[
@@ -394,6 +407,21 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     @tool("slice_autoscale_resume", "Let the autoscaler decide for a slice again.")
     async def slice_autoscale_resume(artifact: Artifact) -> dict[str, Any]:
         return await ask("slice_autoscale_resume", lambda c: c.autoscale_operation(artifact, "resume"))
+
+        "slice_promote",
+        "Promote a slice's canary rollout now (the new version takes over, the old instances go, never "
+        "below the floor), or end a blue-green rollout's grace period. Refused with no rollout in progress.",
+    )
+    async def slice_promote(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_promote", lambda c: c.rollout_command(artifact, "promote"))
+
+    @tool(
+        "slice_abort",
+        "Abort a slice's canary or blue-green rollout: every call goes back to the stable version at once "
+        "and the new instances go. Refused with no rollout in progress.",
+    )
+    async def slice_abort(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_abort", lambda c: c.rollout_command(artifact, "abort"))
 
     @tool("node_cordon", "Place no new instance on a node (what runs there stays).")
     async def node_cordon(node: Node) -> dict[str, Any]:

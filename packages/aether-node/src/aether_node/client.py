@@ -161,12 +161,31 @@ class InstanceInfo:
 
 
 @attrs.frozen(kw_only=True)
+class RolloutInfo:
+    """A canary or blue-green rollout of one slice (`aether slice promote|abort`, slice and blueprint
+    status): from `stable` to `candidate`, its phase (DEPLOYING, OBSERVING, SWITCHED, PROMOTED, ABORTED),
+    the candidate's share of the calls (percent; None: by instance count), what it waits for or why it
+    was aborted."""
+
+    artifact: str  # group:artifact
+    strategy: str  # canary | blue_green
+    stable: str
+    candidate: str
+    phase: str
+    step: int = 0  # canary: the current step, counted from 0
+    share: int | None = 0
+    since: float = 0.0
+    reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
 class SliceStatus:
     artifact: str  # group:artifact:version wanted by the blueprint
     desired: int
     active: int
     instances: tuple[InstanceInfo, ...]
     problem: str = ""
+    rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
 
     @property
     def converged(self) -> bool:
@@ -200,6 +219,11 @@ class BlueprintStatus:
                 for i in status.instances
                 if i.state == "FAILED"
             ]
+        found += [  # an aborted rollout will not reach the version the blueprint asks for by itself
+            f"{s.artifact}: rollout aborted ({s.rollout.reason}); {s.rollout.stable} serves"
+            for s in self.slices
+            if s.rollout is not None and s.rollout.phase == "ABORTED"
+        ]
         return found
 
 
@@ -336,6 +360,12 @@ EVENT_KINDS = (
     "node_draining",  # an operator drains a node: its instances move off
     "node_uncordoned",  # an operator put a node back on duty
     "autoscale_decision",  # the leader's autoscaler scaled a slice up or down, or holds (and why)
+    "rollout_started",  # a canary or blue-green rollout of a slice began (stable -> candidate version)
+    "rollout_step",  # a canary step: new instances come up, or its share of the calls goes to them
+    "rollout_switched",  # blue-green: every call goes to the new set; the old one stays for the grace period
+    "rollout_promoted",  # the new version takes over; the old instances go
+    "rollout_aborted",  # rolled back (a failure, a verdict, an operator): every call on the stable version
+    "rollout_done",  # its record was removed (the new version runs alone, or the blueprint moved on)
 )
 
 
@@ -799,6 +829,13 @@ class ApiClient:
         """`operation`: pause or resume."""
         data = self._request("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}", idempotent=True)
         return from_json(data, AutoscaleStatus)
+
+
+    def rollout_command(self, artifact: str, operation: str) -> RolloutInfo:
+        """`promote` or `abort` the canary or blue-green rollout of a slice. Not resent: a second promote
+        of a rollout that moved on is refused."""
+        data = self._request("POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}")
+        return from_json(data, RolloutInfo)
 
     def node_operation(self, node_id: str, operation: str) -> NodeInfo:
         """`operation`: cordon, uncordon, drain or stop."""

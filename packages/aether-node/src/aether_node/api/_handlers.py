@@ -29,6 +29,7 @@ from ..client import (
     InstanceInfo,
     NodeInfo,
     Overview,
+    RolloutInfo,
     SliceStatus,
     SliceSummary,
     SliceTarget,
@@ -37,6 +38,7 @@ from ..control._event_clock import EventClock
 from ..control._membership import expected_nodes, forget
 from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_state
 from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, store_revision
+from ..control._strategies import decode_rollouts
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
@@ -48,10 +50,20 @@ from ..core._records import (
     NodeOperationRecord,
     NodeRecord,
     RecordError,
+    RolloutRecord,
     SliceRecord,
     decode_record,
 )
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..core._schema import (
+    BLUEPRINTS,
+    LEADER_KEY,
+    NODE_OPS,
+    NODES,
+    PROBLEMS_PREFIX,
+    ROLLOUTS,
+    SLICES,
+    InstanceKey,
+)
 from ..core._text import plural
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
@@ -247,6 +259,7 @@ class Handlers:
             raise RequestError(ErrorKind.NOT_FOUND, f"no blueprint named {name!r}")
         instances = await self._instances()
         problems = await self._problems()
+        rollouts = await self._rollouts()
         statuses = []
         for spec in blueprint.slices:
             artifact_id = spec.artifact.rsplit(":", 1)[0]
@@ -259,9 +272,15 @@ class Handlers:
                     active=active,
                     instances=mine,
                     problem=problems.get(artifact_id, ""),
+                    rollout=rollouts.get(artifact_id),
                 )
             )
         return BlueprintStatus(name=name, slices=tuple(statuses))
+
+    async def _rollouts(self) -> dict[str, RolloutInfo]:
+        """The rollouts of `cluster/rollouts/` by artifact id (a record that does not decode: none)."""
+        records, _ = decode_rollouts(await self._read(ROLLOUTS))
+        return {artifact_id: rollout_info(record) for artifact_id, record in records.items()}
 
     async def _problems(self) -> dict[str, str]:
         return {
@@ -319,6 +338,7 @@ class Handlers:
             active=active,
             instances=mine,
             problem=problem,
+            rollout=(await self._rollouts()).get(artifact_id),
         )
 
     @staticmethod
@@ -593,3 +613,17 @@ class Handlers:
 
     def follow(self, start_revision: int):  # type: ignore[no-untyped-def]
         return self.kv.watch("", start_revision)
+
+
+def rollout_info(record: RolloutRecord) -> RolloutInfo:
+    return RolloutInfo(
+        artifact=record.artifact_id,
+        strategy=record.strategy,
+        stable=record.stable,
+        candidate=record.candidate,
+        phase=record.phase.value,
+        step=record.step,
+        share=record.share,
+        since=record.since,
+        reason=record.reason,
+    )

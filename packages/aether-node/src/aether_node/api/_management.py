@@ -201,6 +201,14 @@ def management_app(
         """pause or resume."""
         return await autoscale.operation(request.path_params["artifact"], request.path_params["operation"])
 
+    @route("/api/v1/slices/{artifact}/promote", "operator", "POST")
+    async def promote(request: Request) -> Any:
+        return await operations.rollout(request.path_params["artifact"], "promote")
+
+    @route("/api/v1/slices/{artifact}/abort", "operator", "POST")
+    async def abort(request: Request) -> Any:
+        return await operations.rollout(request.path_params["artifact"], "abort")
+
     @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST")
     async def node_operation(request: Request) -> Any:
         """cordon, uncordon or drain."""
@@ -385,6 +393,8 @@ def management_app(
         autoscale_status,
         autoscale_set,
         autoscale_operation,
+        promote,
+        abort,
         node_operation,
         blueprint_status,
         list_slices,

@@ -1,5 +1,6 @@
 """Operations on the cluster beyond applying blueprints: blueprint history, rollback and diff, scaling a
-slice (a new revision of its blueprint), and node operations (cordon, uncordon, drain). Protocol-agnostic
+slice (a new revision of its blueprint), promoting or aborting a slice's canary or blue-green rollout,
+and node operations (cordon, uncordon, drain). Protocol-agnostic
 like `_handlers`, whose reads and errors they share: typed request in, typed result out, or a
 RequestError. Bad input is refused before anything is written.
 """
@@ -11,22 +12,26 @@ from typing import Any
 import attrs
 import trio
 
-from ..client import ApplyResult, BlueprintDiff, BlueprintRevision, NodeInfo, SliceSummary
+from aether_kv import Compare, CompareOp, CompareTarget, Put
+
+from ..client import ApplyResult, BlueprintDiff, BlueprintRevision, NodeInfo, RolloutInfo, SliceSummary
 from ..control._cluster_manager import observe_data
 from ..control._diff import diff_blueprint
 from ..control._node_ops import LEAVING, decode_operations, split_operations
 from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
+from ..control._strategies import RolloutCommandError, command, decode_rollouts
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._kv_errors import store_errors
 from ..core._records import NodeOperation, NodeOperationRecord, NodeStopRequest, encode_record
-from ..core._schema import BLUEPRINTS, NODE_OPS, NODES, SLICES, node_op_key, node_stop_key
-from ._handlers import Handlers, applied
+from ..core._schema import BLUEPRINTS, NODE_OPS, NODES, SLICES, node_op_key, node_stop_key, rollout_key
+from ._handlers import Handlers, applied, rollout_info
 
 NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop")
+ROLLOUT_OPERATIONS = ("promote", "abort")
 STOP_WAIT = 5.0  # seconds `node stop` waits for the node to say it is leaving
 
 
@@ -169,6 +174,42 @@ class Operations:
             raise RequestError(ErrorKind.CONFLICT, f"cannot scale {artifact_id}: {error}") from None
         change = f"scaled {artifact_id} from {spec.instances} to {instances}"
         return await self.store(scaled, change, dedupe=True)
+
+    # ------------------------------------------------------------ rollouts
+
+    async def rollout(self, artifact: str, operation: str) -> RolloutInfo:
+        """`promote` or `abort` the canary or blue-green rollout of a slice: its record, changed only if
+        no one (the leader) changed it since it was read; the leader carries it out."""
+        if operation not in ROLLOUT_OPERATIONS:
+            raise RequestError(
+                ErrorKind.NOT_FOUND,
+                f"no rollout operation {operation!r} (known: {', '.join(ROLLOUT_OPERATIONS)})",
+            )
+        artifact_id = Handlers._artifact_id(artifact)
+        key = rollout_key(artifact_id)
+        for _ in range(3):  # the leader may be writing the same record: read again and retry
+            await self.handlers._fresh()
+            with store_errors(f"could not read the rollout of {artifact_id}"):
+                current = await self.kv.get(key)
+            records, _ = decode_rollouts({key: current} if current is not None else {})
+            try:
+                changed = command(
+                    records.get(artifact_id), operation, now=self.clock(), artifact_id=artifact_id
+                )
+            except RolloutCommandError as error:
+                kind = ErrorKind.NOT_FOUND if artifact_id not in records else ErrorKind.CONFLICT
+                raise RequestError(kind, str(error)) from None
+            unchanged = Compare(
+                key=key,
+                target=CompareTarget.MOD_REVISION,
+                op=CompareOp.EQ,
+                operand=current.mod_revision if current is not None else 0,
+            )
+            with store_errors(f"could not {operation} the rollout of {artifact_id}"):
+                result = await self.kv.txn([unchanged], [Put(key=key, value=encode_record(changed))])
+            if result.succeeded:
+                return rollout_info(changed)
+        raise RequestError(ErrorKind.CONFLICT, f"the rollout of {artifact_id} keeps changing; try again")
 
     # ------------------------------------------------------------ node operations
 

@@ -2,16 +2,19 @@
 
 While leading it claims `cluster/leader` (a fencing key: every write it makes is a transaction that
 compares that claim, so a deposed leader cannot write), reconciles from scratch, then again on every
-change under blueprints/, nodes/, slices/ and cluster/node-ops/ and on a timer. Planning is pure
-(`_reconcile.plan`); this module observes, plans, and carries out the actions. It never plans on a
-view older than its own writes.
+change under blueprints/, nodes/, slices/, cluster/node-ops/ and cluster/rollouts/ and on a timer.
+Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_reconcile.plan`
+places); this module observes, plans, and carries out the actions. It never plans on a
+view older than its own writes. For a canary step it reads every node's calls per version
+(`read_versions`) at the step's start and after its window, and passes the verdict to the planner.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import attrs
 import trio
@@ -28,21 +31,34 @@ from aether_kv import (
     Put,
 )
 
-from ..core._blueprint import Blueprint
+from ..core._blueprint import Blueprint, SliceSpec
 from ..core._kv_batch import TxnBatcher
 from ..core._kv_cache import KVCache
 from ..core._records import (
     LeaderClaim,
     NodeRecord,
     RecordError,
+    RolloutPhase,
+    RolloutRecord,
     SliceRecord,
     SliceState,
     decode_record,
     encode_record,
 )
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..core._schema import (
+    BLUEPRINTS,
+    LEADER_KEY,
+    NODE_OPS,
+    NODES,
+    PROBLEMS_PREFIX,
+    ROLLOUTS,
+    SLICES,
+    InstanceKey,
+    rollout_key,
+)
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
+from ._canary_verdict import Verdict, evaluate, version_windows
 from ._node_ops import decode_operations, split_operations
 from ._reconcile import (
     Action,
@@ -54,6 +70,7 @@ from ._reconcile import (
     RemoveInstance,
     plan,
 )
+from ._strategies import decode_rollouts, rollouts, update_of
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -134,8 +151,13 @@ class ClusterDeploymentManager:
         max_surge: int = 1,
         clock: Callable[[], float] = time.time,
         metrics: NodeMetrics | None = None,
+        read_versions: Callable[[Sequence[NodeRecord]], Awaitable[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.kv = kv
+        # Every node's calls per slice version (`ClusterInvoker.version_readings`), for canary verdicts;
+        # None: no verdict, a canary waits for an operator after each window.
+        self.read_versions = read_versions
+        self._baselines: dict[tuple[str, int, float], Mapping[str, Any]] = {}
         self.node_id = node_id
         self.metrics = metrics or NodeMetrics(enabled=False)
         self.interval = interval
@@ -170,7 +192,7 @@ class ClusterDeploymentManager:
         self.problems = tuple(
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
-        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS])
+        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS])
         self._batch = TxnBatcher(self.kv)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._batch.run)
@@ -183,15 +205,24 @@ class ClusterDeploymentManager:
                 blueprints, nodes, instances, stopping = observe(cache)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
                 cordoned, draining = split_operations(decode_operations(cache.data[NODE_OPS]))
+                records, revisions = decode_rollouts(cache.data[ROLLOUTS])
+                now = self.clock()
+                verdicts = await self._verdicts(specs, records, cache, now)
+                steered = rollouts(specs, instances, records, now=now, verdicts=verdicts)
+                if steered.changes:
+                    revision = await self._write_rollouts(steered.changes, revisions, fence)
+                    await cache.caught_up(ROLLOUTS, revision)
+                    continue  # plan on the records as written (or as another writer left them)
                 result = plan(
-                    specs,
+                    steered.specs,
                     nodes,
                     instances,
-                    now=self.clock(),
+                    now=now,
                     max_surge=self.max_surge,
                     stopping=stopping,
                     cordoned=cordoned,
                     draining=draining,
+                    held=steered.held,
                 )
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
@@ -203,6 +234,68 @@ class ClusterDeploymentManager:
                 with trio.move_on_after(self.interval):
                     await changed.wait()
                     await trio.sleep(0.01)  # let a burst of changes land before planning again
+
+    async def _verdicts(
+        self, specs: Sequence[SliceSpec], records: Mapping[str, RolloutRecord], cache: KVCache, now: float
+    ) -> dict[str, Verdict]:
+        """Judge the canary steps whose window is over: the nodes' calls per version since the step began
+        (a reading taken on the first pass that saw it; a new leader takes its own, so its window starts
+        later) against now. Reads the nodes only while a canary step runs."""
+        observing = {a: r for a, r in records.items() if r.phase is RolloutPhase.OBSERVING}
+        running = {(a, r.step, r.since) for a, r in observing.items()}
+        for key in [k for k in self._baselines if k not in running]:
+            del self._baselines[key]
+        if self.read_versions is None or not observing:
+            return {}
+        updates = {spec.artifact.rsplit(":", 1)[0]: update_of(spec) for spec in specs}
+        reading: Mapping[str, Any] | None = None
+        verdicts = {}
+        for artifact_id, record in sorted(observing.items()):
+            update = updates.get(artifact_id)
+            if update is None:
+                continue
+            key = (artifact_id, record.step, record.since)
+            due = key in self._baselines and now - record.since >= update.step_window_s
+            if key in self._baselines and not due:
+                continue
+            if reading is None:
+                reading = await self.read_versions(_node_records(cache))
+            if key not in self._baselines:
+                self._baselines[key] = reading
+                continue
+            windows = version_windows(self._baselines[key], reading, artifact_id)
+            verdicts[artifact_id] = evaluate(
+                update, windows.get(record.stable), windows.get(record.candidate)
+            )
+        return verdicts
+
+    async def _write_rollouts(
+        self, changes: Mapping[str, RolloutRecord | None], revisions: Mapping[str, int], fence: int
+    ) -> int:
+        """Write the rollout records a pass changed, each only if it is still as observed (an operator's
+        promote or abort may have come first: the next pass reads it). Returns the highest revision seen."""
+        fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
+        highest = 0
+        for artifact_id, record in sorted(changes.items()):
+            key = rollout_key(artifact_id)
+            unchanged = Compare(
+                key=key,
+                target=CompareTarget.MOD_REVISION,
+                op=CompareOp.EQ,
+                operand=revisions.get(artifact_id, 0),
+            )
+            operation = Delete(key=key) if record is None else Put(key=key, value=encode_record(record))
+            result = await self.kv.txn([fenced, unchanged], [operation])
+            if result.succeeded:
+                highest = max(highest, result.revision)
+                log.info(
+                    "rollout of %s: %s",
+                    artifact_id,
+                    "done" if record is None else f"{record.phase.value} ({record.reason})",
+                )
+        if highest == 0:
+            await trio.sleep(0.1)  # every write lost a race: the cache brings the winner's record
+        return highest
 
     async def _record_problems(self, problems: tuple[Problem, ...], fence: int) -> None:
         """`cluster/problems/{artifact}`: why an artifact cannot be placed, or why a change of it waits (a
@@ -300,6 +393,16 @@ class ClusterDeploymentManager:
     async def _commit(self, compares: list[Compare], operation: Put | Delete) -> int:
         result = await self._batch.txn(compares, [operation])
         return result.revision if result.succeeded else 0
+
+
+def _node_records(cache: KVCache) -> list[NodeRecord]:
+    found = []
+    for key, kv in sorted(cache.data[NODES].items()):
+        try:
+            found.append(decode_record(key, kv.value, NodeRecord))
+        except RecordError:
+            continue
+    return found
 
 
 def _unchanged(key: str, mod_revision: int) -> Compare:

@@ -18,6 +18,8 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   each replacement goes ACTIVE elsewhere before the instance it replaces is removed, and never below the
   floor (a drain that would break a floor waits and says so); its FAILED and not-yet-ACTIVE instances go
   at once, so it ends with nothing (DRAINED);
+- the old version of a canary or blue-green rollout in progress is held (`held`): its ACTIVE instances
+  stay and do not count against the surge, whatever the new version does (`_strategies.py`);
 - a FAILED instance keeps its node out of the running for that artifact (the work is retried elsewhere)
   for `failed_retry_after` seconds, then its record is removed and the node may be tried again; what
   cannot be placed is reported with the reasons.
@@ -120,9 +122,12 @@ def plan(
     stopping: Collection[str] = frozenset(),
     cordoned: Collection[str] = frozenset(),
     draining: Collection[str] = frozenset(),
+    held: Collection[str] = frozenset(),
 ) -> Plan:
     """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
-    those in `cordoned` take no new instance, those in `draining` take none and are emptied."""
+    those in `cordoned` take no new instance, those in `draining` take none and are emptied. For the
+    artifact ids in `held` (a canary or blue-green rollout in progress, `_strategies.py`) the ACTIVE
+    instances of other versions stay: they are not removed and do not count against the surge."""
     view = _View.of(specs, nodes, instances, now, failed_retry_after, stopping, cordoned, draining)
     live, stopping, draining, cordoned = view.live, view.stopping, view.draining, view.cordoned
     placeable, wanted, by_artifact, excluded = view.placeable, view.wanted, view.by_artifact, view.excluded
@@ -162,6 +167,7 @@ def plan(
         placed = [i for i in mine if i.state is not SliceState.FAILED]
         old = [i for i in alive if i.coordinates != coordinates]
         old_active = [i for i in old if i.state is SliceState.ACTIVE]
+        holding = old_active if artifact_id in held else []
         active = sum(i.state is SliceState.ACTIVE for i in placed) + len(old_active)
         # How many may be placed now (a slice that does not fully fit places what it can; its shortfall
         # is reported below).
@@ -186,7 +192,10 @@ def plan(
             if extra > 0:
                 surplus.extend(_newest_first(here)[:extra])
         candidates = [(i, "scaled down or moved") for i in _newest_first(surplus)]
-        candidates += [(i, f"replaced by version {coordinates.version}") for i in _newest_first(old_active)]
+        if not holding:
+            candidates += [
+                (i, f"replaced by version {coordinates.version}") for i in _newest_first(old_active)
+            ]
         held_by_floor = 0
         held_drains: set[str] = set()
         for instance, why in candidates:
@@ -207,7 +216,7 @@ def plan(
         removing_now = [
             i for i in observed if i.node_id in live and i.node_id not in stopping and i.state in REMOVING
         ]
-        in_place = len(placed) + len(old) + len(removing_now)
+        in_place = len(placed) + len(old) - len(holding) + len(removing_now)
 
         # (Counted from the number to keep: instances the floor holds back do not stall the new ones.)
         budget = max(0, max(wanted_count, keep) + max_surge - in_place)

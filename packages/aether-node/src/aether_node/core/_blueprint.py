@@ -11,6 +11,7 @@ import attrs
 
 from ._autoscale_spec import AutoscaleSpec
 from ._records import SCHEMA_VERSION
+from ._update_spec import UpdateSpec
 
 
 class Strategy(enum.StrEnum):
@@ -45,6 +46,7 @@ class SliceSpec:
     balancing: Balancing = Balancing.ROUND_ROBIN
     config: Mapping[str, Any] = attrs.field(factory=dict)
     autoscale: AutoscaleSpec | None = None  # [slices.autoscale]; None: a fixed number of instances
+    update: UpdateSpec | None = None  # [slices.update]; None: rolling
 
     @property
     def floor(self) -> int:

@@ -12,6 +12,7 @@ from ._autoscale_spec import parse_autoscale
 from ._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
 from ._coordinates import Coordinates
 from ._errors import InvalidCoordinatesError, NodeError
+from ._update_spec import parse_update
 
 MAX_INSTANCES = 10_000
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
@@ -26,6 +27,7 @@ _SLICE_KEYS = {
     "resources",
     "config",
     "autoscale",
+    "update",
 }
 _RESOURCE_KEYS = {"cpu", "memory_mib"}
 
@@ -221,6 +223,15 @@ def _parse_slice(raw: dict[str, Any], index: int, path: str, fail: Any) -> Slice
             min_available=min_available,
             max_instances=MAX_INSTANCES,
         )
+    update = None
+    if "update" in raw:
+
+        def fail_update(at: str, message: str, key: str) -> BlueprintError:
+            if key == "update":  # `update = 3`: a key of the slice, not a table
+                return fail(at, message, key, index)
+            return fail(at, message, key, index, "update")
+
+        update = parse_update(raw["update"], f"{path}.update", fail_update)
     return SliceSpec(
         artifact=artifact,
         instances=instances,
@@ -231,6 +242,7 @@ def _parse_slice(raw: dict[str, Any], index: int, path: str, fail: Any) -> Slice
         balancing=balancing,
         config=config,
         autoscale=autoscale,
+        update=update,
     )
 
 

@@ -167,6 +167,39 @@ class AutoscaleLog:
     last (every up and down; a hold when its reason changes)."""
 
     entries: tuple[AutoscaleEntry, ...] = ()
+
+
+class RolloutPhase(enum.StrEnum):
+    """Where a canary or blue-green rollout stands (`cluster/rollouts/{group:artifact}`)."""
+
+    DEPLOYING = (
+        "DEPLOYING"  # the new instances of this step (canary) or the full new set (blue-green) come up
+    )
+    OBSERVING = (
+        "OBSERVING"  # canary: the step's share of the calls goes to the new version, judged after its window
+    )
+    SWITCHED = (
+        "SWITCHED"  # blue-green: every call goes to the new set; the old one stays for the grace period
+    )
+    PROMOTED = "PROMOTED"  # the new version won: the old instances go, one by one, never below the floor
+    ABORTED = "ABORTED"  # rolled back: every call goes to the stable version; the new instances go
+
+
+@attrs.frozen(kw_only=True)
+class RolloutRecord:
+    """`cluster/rollouts/{group:artifact}`: a canary or blue-green rollout of one slice, from `stable` to
+    `candidate` (versions). Written by the leader as it advances (fenced) and by the management API for
+    `aether slice promote|abort` (compare-and-swap); read by every node's router for `share`."""
+
+    artifact_id: str
+    strategy: str  # canary | blue_green (UpdateStrategy's values)
+    stable: str
+    candidate: str
+    phase: RolloutPhase
+    step: int = 0  # canary: the index of the current step in the slice's `steps`
+    share: int | None = 0  # percent of the calls routed to `candidate`; None: by instance count (unweighted)
+    since: float = 0.0  # when the current phase (or step) began
+    reason: str = ""  # what it waits for, or why it was aborted
     schema_version: int = SCHEMA_VERSION
 
 

@@ -18,6 +18,7 @@ NODE_OPS = "cluster/node-ops/"  # an operator's cordon or drain of a node (NodeO
 NODE_STOPS = "cluster/node-stop/"  # an operator's request that a node stop gracefully (NodeStopRequest)
 AUTOSCALE = "cluster/autoscale/"  # an operator's run-time autoscaling settings of a slice (AutoscaleSettings)
 AUTOSCALE_DECISIONS = "cluster/autoscale-decisions/"  # the leader's last decisions per slice (AutoscaleLog)
+ROLLOUTS = "cluster/rollouts/"  # a canary or blue-green rollout of one slice (RolloutRecord)
 
 
 @attrs.frozen(order=True)
@@ -99,3 +100,8 @@ def autoscale_key(artifact_id: str) -> str:
 def autoscale_decisions_key(artifact_id: str) -> str:
     """`cluster/autoscale-decisions/{group:artifact}`: the leader's last decisions for that slice."""
     return f"{AUTOSCALE_DECISIONS}{artifact_id}"
+
+
+def rollout_key(artifact_id: str) -> str:
+    """`cluster/rollouts/{group:artifact}`."""
+    return f"{ROLLOUTS}{artifact_id}"

@@ -343,7 +343,12 @@ async def serve_node(
                     await start("lease keep-alive", registration.keep_alive)
                     await start("republish", registration.follow, manager.republish)
                     await start("deployment", manager.run, on_restart=republish_current)
-                    peers = functools.partial(serve_peers, stats=metrics.call_stats, usage=usage)
+                    peers = functools.partial(
+                        serve_peers,
+                        stats=metrics.call_stats,
+                        usage=usage,
+                        versions=invoker.version_calls.snapshot,
+                    )
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
                     if config.ingress_server == "fast":
@@ -377,7 +382,9 @@ async def serve_node(
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
                         leadership = LeadershipMonitor(own_replica)
                         await start("leadership monitor", run_forever(leadership.run))
-                        cluster_manager = ClusterDeploymentManager(kv, config.node_id, metrics=metrics)
+                        cluster_manager = ClusterDeploymentManager(
+                            kv, config.node_id, metrics=metrics, read_versions=invoker.version_readings
+                        )
                         autoscaler = Autoscaler(
                             kv,
                             config.node_id,

@@ -1,8 +1,8 @@
 """The typed cluster event log: KV changes → `ClusterEvent`s, and filters over them. Pure: no I/O.
 
 Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader`,
-`cluster/node-ops/`, `cluster/autoscale-decisions/` and `slices/` is one or two events), so every node
-can tell the same story, in revision order. Kinds: `client.EVENT_KINDS`.
+`cluster/node-ops/`, `cluster/autoscale-decisions/`, `cluster/rollouts/` and `slices/` is one or two
+events), so every node can tell the same story, in revision order. Kinds: `client.EVENT_KINDS`.
 
 An event's time is when it was written, the same on every query: the writer's own timestamp where the
 record carries one (instance states, blueprints, leader claims), else — node joins and losses, deletions —
@@ -29,11 +29,22 @@ from ..core._records import (
     NodeOperationRecord,
     NodeRecord,
     RecordError,
+    RolloutPhase,
+    RolloutRecord,
     SliceRecord,
     SliceState,
     decode_record,
 )
-from ..core._schema import AUTOSCALE_DECISIONS, BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, SLICES, InstanceKey
+from ..core._schema import (
+    AUTOSCALE_DECISIONS,
+    BLUEPRINTS,
+    LEADER_KEY,
+    NODE_OPS,
+    NODES,
+    ROLLOUTS,
+    SLICES,
+    InstanceKey,
+)
 
 MAX_NODE_ID = 253
 
@@ -98,7 +109,7 @@ def needs_time(event: Event) -> bool:
         return event.kind == "delete" or _blueprint_time(event) is None
     if key.startswith(SLICES):
         return event.kind == "delete" and InstanceKey.parse(key) is not None
-    if key.startswith(NODE_OPS):
+    if key.startswith(NODE_OPS) or key.startswith(ROLLOUTS):
         return event.kind == "delete"
     return False
 
@@ -138,6 +149,60 @@ def _node_operation_event(event: Event, node_id: str, at: float) -> list[Cluster
     return [_made(event, record.since, "node_draining", node_id, message, node_id=node_id)]
 
 
+def _rollout_record(key: str, value: bytes | None) -> RolloutRecord | None:
+    if not value:
+        return None
+    try:
+        return decode_record(key, value, RolloutRecord)
+    except RecordError:
+        return None
+
+
+def _rollout_event(event: Event, artifact_id: str, at: float) -> list[ClusterEvent]:
+    """A rollout's record started, moved to another phase, or was deleted (its end); a change of its
+    reason alone is no event."""
+    before = _rollout_record(event.kv.key, event.prev.value if event.prev else None)
+    if event.kind == "delete":
+        if before is None:
+            return []
+        outcome = "the new version runs alone" if before.phase is RolloutPhase.PROMOTED else "record removed"
+        message = f"rollout of {artifact_id} to {before.candidate} done: {outcome}"
+        return [
+            _made(
+                event, at, "rollout_done", artifact_id, message, artifact=f"{artifact_id}:{before.candidate}"
+            )
+        ]
+    record = _rollout_record(event.kv.key, event.kv.value)
+    if record is None or (before is not None and before.phase is record.phase and before.step == record.step):
+        return []
+    name = f"rollout of {artifact_id} ({record.strategy}) {record.stable} -> {record.candidate}"
+    if before is None:
+        kind, what = "rollout_started", "started"
+    elif record.phase is RolloutPhase.OBSERVING:
+        kind, what = "rollout_step", f"step {record.step + 1}: {record.share}% of calls on {record.candidate}"
+    elif record.phase is RolloutPhase.DEPLOYING:
+        kind, what = "rollout_step", f"step {record.step + 1}: bringing up new instances"
+    elif record.phase is RolloutPhase.SWITCHED:
+        kind, what = "rollout_switched", f"every call on {record.candidate}"
+    elif record.phase is RolloutPhase.PROMOTED:
+        kind, what = "rollout_promoted", f"{record.candidate} takes over"
+    else:
+        kind, what = "rollout_aborted", f"every call back on {record.stable}"
+    message = f"{name}: {what}" + (f" ({record.reason})" if record.reason else "")
+    return [
+        _made(
+            event,
+            record.since or at,
+            kind,
+            artifact_id,
+            message,
+            state=record.phase.value,
+            reason=record.reason,
+            artifact=f"{artifact_id}:{record.candidate}",
+        )
+    ]
+
+
 def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
     """One KV change → the cluster events it means (none for changes that are not events). `at`: when the
     change happened, for the changes whose records carry no time (`needs_time`)."""
@@ -152,6 +217,8 @@ def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
         return [_made(event, when, f"blueprint_{verb}", name, f"blueprint {name} {verb}{revision}")]
     if key.startswith(NODE_OPS):
         return _node_operation_event(event, key[len(NODE_OPS) :], at)
+    if key.startswith(ROLLOUTS):
+        return _rollout_event(event, key[len(ROLLOUTS) :], at)
     if key == LEADER_KEY and event.kind == "put":
         return _leader_event(event)
     if key.startswith(AUTOSCALE_DECISIONS) and event.kind == "put":

@@ -1,5 +1,7 @@
-"""EndpointRegistry: a passive, watch-fed index of every published endpoint in the cluster, and the
-choice of one endpoint per call (balancing strategies, pure). It never writes to the KV."""
+"""EndpointRegistry: a passive, watch-fed index of every published endpoint in the cluster, the split of
+calls between two versions while a canary or blue-green rollout runs (`cluster/rollouts/`), and the
+choice of one endpoint per call (version split and balancing strategies, pure). It never writes to the
+KV."""
 
 from __future__ import annotations
 
@@ -12,8 +14,8 @@ import attrs
 from ..core._blueprint import Balancing, Blueprint
 from ..core._coordinates import Coordinates
 from ..core._kv_cache import KVCache
-from ..core._records import EndpointRecord, NodeRecord, RecordError, decode_record
-from ..core._schema import BLUEPRINTS, ENDPOINTS, NODES, parse_endpoint_key
+from ..core._records import EndpointRecord, NodeRecord, RecordError, RolloutRecord, decode_record
+from ..core._schema import BLUEPRINTS, ENDPOINTS, NODES, ROLLOUTS, parse_endpoint_key
 
 
 @attrs.frozen(kw_only=True)
@@ -29,6 +31,30 @@ class Endpoint:
     @target.default
     def _target(self) -> tuple[str, int]:
         return (str(self.coordinates), self.instance)
+
+
+@attrs.frozen(kw_only=True)
+class VersionSplit:
+    """A rollout's split of one slice's calls: `share` percent to the `candidate` version, the rest to the
+    `stable` one."""
+
+    stable: str
+    candidate: str
+    share: int
+
+
+def split_by_version(endpoints: Sequence[Endpoint], split: VersionSplit, turn: int) -> Sequence[Endpoint]:
+    """The endpoints call number `turn` may go to: the candidate's when the running share crosses a whole
+    call (so any 100 consecutive calls send exactly `share` to the candidate, spread evenly), else the
+    stable version's. Pure. If the chosen version has no endpoint, the other's; if neither has one, any
+    (a call is never refused for the split)."""
+    to_candidate = (turn + 1) * split.share // 100 > turn * split.share // 100
+    first, second = (split.candidate, split.stable) if to_candidate else (split.stable, split.candidate)
+    for version in (first, second):
+        chosen = [e for e in endpoints if e.coordinates.version == version]
+        if chosen:
+            return chosen
+    return endpoints
 
 
 def choose(
@@ -67,12 +93,14 @@ class EndpointRegistry:
         self._entries: dict[str, set[str]] = {}
         self._nodes: dict[str, NodeRecord] = {}
         self._balancing: dict[str, Balancing] = {}
+        self._splits: dict[str, VersionSplit] = {}
 
-    PREFIXES = (ENDPOINTS, NODES, BLUEPRINTS)
+    PREFIXES = (ENDPOINTS, NODES, BLUEPRINTS, ROLLOUTS)
 
     def _refresh(self) -> None:
         seen = self.cache.seen
-        version = (seen[ENDPOINTS], seen[NODES], seen[BLUEPRINTS])  # self.PREFIXES, unrolled: every call
+        # self.PREFIXES, unrolled: every call
+        version = (seen[ENDPOINTS], seen[NODES], seen[BLUEPRINTS], seen[ROLLOUTS])
         if version == self._built_at:
             return
         endpoints: dict[tuple[str, str], list[Endpoint]] = collections.defaultdict(list)
@@ -114,11 +142,22 @@ class EndpointRegistry:
                 continue
             for spec in blueprint.slices:
                 balancing[spec.artifact.rsplit(":", 1)[0]] = spec.balancing
-        self._endpoints, self._entries, self._nodes, self._balancing = (
+        splits = {}
+        for key, kv in self.cache.data[ROLLOUTS].items():
+            try:
+                rollout = decode_record(key, kv.value, RolloutRecord)
+            except RecordError:
+                continue
+            if rollout.share is not None:
+                splits[rollout.artifact_id] = VersionSplit(
+                    stable=rollout.stable, candidate=rollout.candidate, share=rollout.share
+                )
+        self._endpoints, self._entries, self._nodes, self._balancing, self._splits = (
             routable,
             dict(entries),
             nodes,
             balancing,
+            splits,
         )
         self._built_at = version
 
@@ -138,3 +177,8 @@ class EndpointRegistry:
     def balancing(self, artifact_id: str) -> Balancing:
         self._refresh()
         return self._balancing.get(artifact_id, Balancing.ROUND_ROBIN)
+
+    def split(self, artifact_id: str) -> VersionSplit | None:
+        """The version split of a rollout of `artifact_id` in progress; None: calls go by instance."""
+        self._refresh()
+        return self._splits.get(artifact_id)

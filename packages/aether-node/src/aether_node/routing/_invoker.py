@@ -12,6 +12,7 @@ import collections
 import itertools
 import random
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import trio
@@ -24,9 +25,10 @@ from ..core._errors import InvalidCoordinatesError, InvocationError
 from ..core._records import NodeRecord
 from ..core._schema import InstanceKey
 from ..observe._metrics import NodeMetrics, merge_call_stats
+from ..observe._version_calls import VersionCalls
 from ..runtime._lifecycle import Phase
 from ..runtime._slice_store import SliceStore
-from ._endpoints import Endpoint, EndpointRegistry, choose
+from ._endpoints import Endpoint, EndpointRegistry, choose, split_by_version
 from ._peers import LostInFlightError, NotSentError, PeerClients
 
 STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
@@ -51,6 +53,8 @@ class ClusterInvoker:
         self.rng = rng or random.Random()
         self.in_flight: dict[tuple[str, int], int] = collections.defaultdict(int)
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
+        self._split_turns: dict[str, itertools.count[int]] = {}  # per artifact id: its version split
+        self.version_calls = VersionCalls()  # calls per version while a rollout splits them
 
     def in_flight_by_artifact(self) -> dict[str, int]:
         """Calls this node routed and has not had answered yet, per artifact id (group:artifact)."""
@@ -102,12 +106,18 @@ class ClusterInvoker:
         timeout = timeout or self.store.timeouts.invoke
         deadline = trio.current_time() + timeout
         strategy = balancing or registry.balancing(artifact_id)
+        split = registry.split(artifact_id)
         tried: set[tuple[str, int]] = set()
         last_error: InvocationError | None = None
         while True:
             candidates = [e for e in endpoints if e.target not in tried] if tried else endpoints
             if not candidates:
                 raise last_error or self._no_endpoint(artifact_id, entry)
+            if split is not None:  # a canary or blue-green rollout: its share of the calls per version
+                split_turns = self._split_turns.get(artifact_id)
+                if split_turns is None:
+                    split_turns = self._split_turns[artifact_id] = itertools.count()
+                candidates = split_by_version(candidates, split, next(split_turns))
             turns = self._turns.get((artifact_id, entry))
             if turns is None:
                 turns = self._turns[(artifact_id, entry)] = itertools.count()
@@ -127,6 +137,8 @@ class ClusterInvoker:
             target = endpoint.target
             self.in_flight[target] += 1
             try:
+                if split is not None:
+                    return await self._counted(artifact_id, endpoint, payload, remaining)
                 return await self._call(endpoint, payload, remaining)
             except InvocationError as error:
                 if error.kind == ErrorKind.GONE:
@@ -148,6 +160,29 @@ class ClusterInvoker:
                 self.in_flight[target] -= 1
             tried.add(target)
             endpoints = registry.endpoints(artifact_id, entry)  # it may have changed meanwhile
+
+    async def _counted(self, artifact_id: str, endpoint: Endpoint, payload: Any, timeout: float) -> Any:
+        """`_call`, counted per version (`version_calls`) for a rollout's verdict: a call that never ran
+        (not sent, or the instance was gone) is not counted."""
+        started = time.perf_counter()
+        fault: str | None = None
+        try:
+            return await self._call(endpoint, payload, timeout)
+        except InvocationError as error:
+            if error.kind == ErrorKind.GONE:
+                started = None  # type: ignore[assignment]
+            fault = error.kind
+            raise
+        except LostInFlightError:
+            fault = ErrorKind.UNAVAILABLE
+            raise
+        except NotSentError:
+            started = None  # type: ignore[assignment]
+            raise
+        finally:
+            if started is not None:
+                seconds = time.perf_counter() - started
+                self.version_calls.record(artifact_id, endpoint.coordinates.version, seconds, fault)
 
     def _no_endpoint(self, artifact_id: str, entry: str) -> InvocationError:
         entries = self.registry.entries(artifact_id)
@@ -193,6 +228,28 @@ class ClusterInvoker:
             return await local.host.invoke(entry, payload, timeout)
         finally:
             local.in_flight -= 1
+
+    async def version_readings(self, nodes: Sequence[NodeRecord]) -> dict[str, Any]:
+        """Every node's `VersionCalls.snapshot()` (this one directly, the others over the peer
+        connections, concurrently), by node id; a node that does not answer in time is left out."""
+        readings: dict[str, Any] = {}
+
+        async def ask(node: NodeRecord) -> None:
+            if node.node_id == self.node_id:
+                readings[node.node_id] = self.version_calls.snapshot()
+                return
+            if not node.peer:
+                return
+            try:
+                with trio.fail_after(STATS_TIMEOUT):
+                    readings[node.node_id] = await self.peers.versions(node.peer, STATS_TIMEOUT)
+            except (NotSentError, LostInFlightError, InvocationError, trio.TooSlowError):
+                return
+
+        async with trio.open_nursery() as nursery:
+            for node in nodes:
+                nursery.start_soon(ask, node)
+        return readings
 
     async def cluster_calls(self, nodes: list[NodeRecord], *, now: float) -> ClusterCalls:
         """Call statistics of every node in `nodes` (this one directly, the others over the peer

@@ -2,9 +2,10 @@
 persistent, multiplexed connection to every other node it calls. Connections are authenticated with the
 cluster secret (the same handshake as the KV client protocol).
 
-Operations: `invoke` (the default); `stats`: the node's call statistics, for a dashboard on any node; and
-`usage`: its figures per slice for the leader's autoscaler (`observe/_slice_usage.py`). Metrics go node to
-node, never through consensus. A call's error comes back as the remote raised it
+Operations: `invoke` (the default); `stats`: the node's call statistics, for a dashboard on any node;
+`usage`: its figures per slice for the leader's autoscaler (`observe/_slice_usage.py`); `versions`: its
+calls per slice version during rollouts, for the leader's canary verdict. Metrics go node to node, never
+through consensus. A call's error comes back as the remote raised it
 (`InvocationError.to_wire`/`from_wire`: kind, message, the slice's exception type).
 """
 
@@ -52,6 +53,7 @@ async def serve_peers(
     *,
     stats: LocalStats = list,
     usage: LocalUsage = dict,
+    versions: LocalStats = dict,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     host, _, port = address.rpartition(":")
@@ -63,7 +65,7 @@ async def serve_peers(
         # inside the connection's nursery arrives as an ExceptionGroup: hence except*).
         try:
             try:
-                await _serve_connection(stream, secret, node_id, invoke, stats, usage)
+                await _serve_connection(stream, secret, node_id, invoke, stats, usage, versions)
             except* (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
                 pass  # the peer went away (a reset, a killed node) or does not speak the protocol
         except Exception:
@@ -87,6 +89,7 @@ async def _serve_connection(
     invoke: LocalInvoke,
     stats: LocalStats,
     usage: LocalUsage,
+    versions: LocalStats = dict,
 ) -> None:
     framed = FramedStream(stream, max_frame=MAX_FRAME)
     if not await server_handshake(framed, secret, node_id):
@@ -96,7 +99,7 @@ async def _serve_connection(
             request = await framed.receive()
             if request is None:
                 break
-            nursery.start_soon(_serve_one, framed, request, invoke, stats, usage)
+            nursery.start_soon(_serve_one, framed, request, invoke, stats, usage, versions)
 
 
 def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, float]:
@@ -122,6 +125,7 @@ async def _serve_one(
     invoke: LocalInvoke,
     stats: LocalStats,
     usage: LocalUsage,
+    versions: LocalStats = dict,
 ) -> None:
     reply: dict[str, Any] = {"id": request.get("id")}
     try:
@@ -129,6 +133,8 @@ async def _serve_one(
             reply["ok"] = stats()
         elif request.get("op") == "usage":
             reply["ok"] = usage()
+        elif request.get("op") == "versions":
+            reply["ok"] = versions()
         else:
             reply["ok"] = await invoke(*_invoke_arguments(request))
     except InvocationError as error:
@@ -263,6 +269,12 @@ class PeerClients:
             "timeout": timeout,
         }
         return await connection.call(request, timeout)
+
+    async def versions(self, address: str, timeout: float) -> Any:
+        """The calls per slice version the node at `address` counted during rollouts (`VersionCalls`).
+        Raises like `stats`."""
+        connection = await self._connection(address)
+        return await connection.call({"op": "versions"}, timeout)
 
     async def stats(self, address: str, timeout: float) -> Any:
         """The call statistics of the node at `address`. Raises NotSentError, LostInFlightError or

@@ -1,0 +1,327 @@
+"""Canary and blue-green rollouts. Pure: (a slice's spec, its rollout record, what runs, now, a verdict)
+→ the next rollout record, and what the reconcile planner should aim for meanwhile. No I/O, no clock.
+
+A rollout starts when a slice whose `[slices.update]` strategy is canary or blue_green is asked for a
+new version while another version serves (ACTIVE instances). Until it ends, the planner is given a spec
+for the new version with the count of the current step, and the old version's instances are *held*
+(`_reconcile.plan(..., held=)`): never removed, never counted against the surge. So a failing new
+version never takes the old version's capacity, let alone its floor; its instances simply fail, and the
+rollout aborts.
+
+- canary, `steps` [10, 50, 100]: DEPLOYING step k brings up ceil(instances × steps[k] / 100) new
+  instances (at least 1); once they are ACTIVE, OBSERVING routes steps[k] % of the calls to them for
+  `step_window_s`; then `_canary_verdict.evaluate` judges the window (error rate and p99 per version):
+  a pass moves to step k + 1 (or, after the last step, PROMOTED), a fail aborts. With no verdict (no
+  figures to judge from) it waits and says so: `aether slice promote|abort` decides.
+- blue_green: DEPLOYING brings up the full new set (the old one keeps every call); once every new
+  instance is ACTIVE, SWITCHED routes every call to it in one step and keeps the old set `grace_s`
+  seconds (abort switches back at once); then PROMOTED.
+- PROMOTED: the hold ends and the rolling planner removes the old instances (never below the floor);
+  the record is deleted once no other version has an instance. A new instance that fails meanwhile
+  aborts it while the stable version still runs. ABORTED: the planner is given the stable
+  version instead (the new instances go) until the blueprint asks for something else. A blueprint that
+  goes back to the stable version mid-way (a rollback) aborts the rollout the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping
+
+import attrs
+
+from aether_kv import KeyValue
+
+from ..core._blueprint import SliceSpec
+from ..core._coordinates import Coordinates
+from ..core._errors import InvalidCoordinatesError
+from ..core._records import RecordError, RolloutPhase, RolloutRecord, SliceState, decode_record
+from ..core._schema import ROLLOUTS
+from ..core._update_spec import UpdateSpec, UpdateStrategy
+from ._canary_verdict import Verdict
+from ._reconcile import REMOVING, ObservedInstance
+
+log = logging.getLogger("aether_node.cluster")
+
+IN_PROGRESS = frozenset({RolloutPhase.DEPLOYING, RolloutPhase.OBSERVING, RolloutPhase.SWITCHED})
+
+
+@attrs.frozen(kw_only=True)
+class Running:
+    """What runs of one artifact: ACTIVE instances per version, the versions with any instance record
+    (not being removed), and the new version's failures ("node: reason")."""
+
+    active: Mapping[str, int]
+    present: frozenset[str]
+    failed: tuple[str, ...] = ()
+
+
+class RolloutCommandError(Exception):
+    """`aether slice promote|abort` asked of a rollout in a phase that cannot take it. The operator's
+    input; nothing was changed."""
+
+
+def update_of(spec: SliceSpec) -> UpdateSpec:
+    return spec.update if spec.update is not None else UpdateSpec()
+
+
+def running(instances: Iterable[ObservedInstance], candidate: Coordinates) -> Running:
+    """The observed instances of one artifact → `Running` for the rollout to `candidate`."""
+    active: dict[str, int] = {}
+    present: set[str] = set()
+    failed = []
+    for instance in instances:
+        if instance.state in REMOVING:
+            continue
+        version = instance.coordinates.version
+        present.add(version)
+        if instance.state is SliceState.ACTIVE:
+            active[version] = active.get(version, 0) + 1
+        elif instance.state is SliceState.FAILED and instance.coordinates == candidate:
+            failed.append(f"{instance.node_id}: {instance.reason or 'failed'}")
+    return Running(active=active, present=frozenset(present), failed=tuple(sorted(failed)))
+
+
+def step_count(spec: SliceSpec, step: int) -> int:
+    """New instances a canary step runs: its share of the slice's instances, at least one."""
+    steps = update_of(spec).steps
+    share = steps[min(step, len(steps) - 1)]
+    return min(spec.instances, max(1, math.ceil(spec.instances * share / 100)))
+
+
+def advance(
+    spec: SliceSpec,
+    record: RolloutRecord | None,
+    now_running: Running,
+    *,
+    now: float,
+    verdict: Verdict | None = None,
+) -> RolloutRecord | None:
+    """The rollout record after this pass (None: no rollout). `verdict` judges the current canary step's
+    window (None: nobody could judge it). Returns `record` itself when nothing changes."""
+    coordinates = Coordinates.parse(spec.artifact)
+    version = coordinates.version
+    update = update_of(spec)
+    if record is not None and record.candidate != version:
+        if version == record.stable and record.phase is not RolloutPhase.PROMOTED:
+            # The blueprint went back (a rollback): an abort, until the new instances are gone.
+            if now_running.present <= {version}:
+                return None
+            if record.phase is RolloutPhase.ABORTED:
+                return record
+            return _abort(record, now, f"the blueprint went back to {version}")
+        record = None  # the blueprint moved on: a new rollout (or a rolling update)
+    if record is None:
+        serving = {v: n for v, n in now_running.active.items() if v != version and n > 0}
+        if update.strategy is UpdateStrategy.ROLLING or not serving or spec.instances == 0:
+            return None
+        stable = max(serving, key=lambda v: (serving[v], v))
+        return RolloutRecord(
+            artifact_id=coordinates.artifact_id,
+            strategy=update.strategy.value,
+            stable=stable,
+            candidate=version,
+            phase=RolloutPhase.DEPLOYING,
+            share=0,
+            since=now,
+            reason=_deploying(spec, update, 0),
+        )
+    if record.phase is RolloutPhase.PROMOTED and now_running.present <= {version}:
+        return None
+    if record.phase is RolloutPhase.ABORTED:
+        return record
+    if now_running.failed and (
+        record.phase is not RolloutPhase.PROMOTED or record.stable in now_running.present
+    ):
+        # (once promoted, only while the stable version still runs: then it can take the calls back)
+        return _abort(record, now, f"new instance(s) failed: {'; '.join(now_running.failed)}")
+    if record.phase is RolloutPhase.PROMOTED:
+        return record
+    if record.stable not in now_running.present and record.phase is not RolloutPhase.SWITCHED:
+        # Nothing of the stable version is left (its nodes were lost): no traffic to protect, finish it.
+        return attrs.evolve(
+            record, phase=RolloutPhase.PROMOTED, share=None, since=now, reason="stable version gone"
+        )
+    ready = now_running.active.get(version, 0)
+    elapsed = now - record.since
+    if record.phase is RolloutPhase.DEPLOYING:
+        if record.strategy == UpdateStrategy.BLUE_GREEN.value:
+            if ready < spec.instances:
+                return _note(record, _deploying(spec, update, 0))
+            return attrs.evolve(
+                record,
+                phase=RolloutPhase.SWITCHED,
+                share=100,
+                since=now,
+                reason=f"switched; the old set stays {update.grace_s:g} s",
+            )
+        if ready < step_count(spec, record.step):
+            return _note(record, _deploying(spec, update, record.step))
+        share = update.steps[min(record.step, len(update.steps) - 1)]
+        return attrs.evolve(
+            record,
+            phase=RolloutPhase.OBSERVING,
+            share=share,
+            since=now,
+            reason=f"step {record.step + 1} of {len(update.steps)}: {share}% for {update.step_window_s:g} s",
+        )
+    if record.phase is RolloutPhase.SWITCHED:
+        if elapsed < update.grace_s:
+            return record
+        return attrs.evolve(record, phase=RolloutPhase.PROMOTED, since=now, reason="grace period over")
+    # OBSERVING
+    if elapsed < update.step_window_s:
+        return record
+    where = f"step {record.step + 1} ({record.share}%)"
+    if verdict is None or verdict.passed is None:
+        why = verdict.reason if verdict is not None else "no figures to judge it"
+        return _note(record, f"{where} ran its window; {why}: waiting for `aether slice promote` or `abort`")
+    if not verdict.passed:
+        return _abort(record, now, f"{where}: {verdict.reason}")
+    if record.step + 1 >= len(update.steps):
+        return attrs.evolve(
+            record, phase=RolloutPhase.PROMOTED, share=100, since=now, reason=f"{where}: {verdict.reason}"
+        )
+    return attrs.evolve(
+        record,
+        phase=RolloutPhase.DEPLOYING,
+        step=record.step + 1,
+        since=now,
+        reason=_deploying(spec, update, record.step + 1),
+    )
+
+
+def _deploying(spec: SliceSpec, update: UpdateSpec, step: int) -> str:
+    if update.strategy is UpdateStrategy.BLUE_GREEN:
+        return f"bringing up the new set ({spec.instances} instance(s)) beside the old one"
+    return f"step {step + 1} of {len(update.steps)}: bringing up {step_count(spec, step)} new instance(s)"
+
+
+def _note(record: RolloutRecord, reason: str) -> RolloutRecord:
+    return record if record.reason == reason else attrs.evolve(record, reason=reason)
+
+
+def _abort(record: RolloutRecord, now: float, reason: str) -> RolloutRecord:
+    return attrs.evolve(record, phase=RolloutPhase.ABORTED, share=0, since=now, reason=reason)
+
+
+def command(record: RolloutRecord | None, operation: str, *, now: float, artifact_id: str) -> RolloutRecord:
+    """`aether slice promote|abort`: the record after the operator's command. Promote ends a canary now
+    (the rest of the new instances replace the old ones as in a rolling update; calls split by instance
+    count meanwhile) or a blue-green grace period; abort sends every call back to the stable version and
+    removes the new instances. Raises RolloutCommandError when the phase cannot take it."""
+    if record is None:
+        raise RolloutCommandError(f"{artifact_id} has no canary or blue-green rollout in progress")
+    if record.phase not in IN_PROGRESS:
+        raise RolloutCommandError(
+            f"the rollout of {artifact_id} to {record.candidate} is already {record.phase.value}"
+            + (
+                "; to go back, roll the blueprint back (aether blueprint rollback)"
+                if operation == "abort"
+                else ""
+            )
+        )
+    if operation == "abort":
+        return _abort(record, now, f"aborted by an operator in {record.phase.value}")
+    if operation != "promote":
+        raise RolloutCommandError(f"unknown rollout command {operation!r}: promote or abort")
+    if record.strategy == UpdateStrategy.BLUE_GREEN.value:
+        if record.phase is RolloutPhase.DEPLOYING:
+            raise RolloutCommandError(
+                f"the new set of {artifact_id} is not ACTIVE yet: it switches by itself once it is"
+                " (abort to stop)"
+            )
+        return attrs.evolve(record, phase=RolloutPhase.PROMOTED, since=now, reason="promoted by an operator")
+    return attrs.evolve(
+        record, phase=RolloutPhase.PROMOTED, share=None, since=now, reason="promoted by an operator"
+    )
+
+
+def planned_spec(spec: SliceSpec, record: RolloutRecord | None) -> tuple[SliceSpec, bool]:
+    """What the reconcile planner should aim for while `record` runs: the spec to plan (the new version at
+    the step's count, or the stable version once aborted) and whether the other versions' instances are
+    held (neither removed nor counted against the surge)."""
+    if record is None or record.candidate != Coordinates.parse(spec.artifact).version:
+        return spec, False
+    if record.phase is RolloutPhase.ABORTED:
+        return attrs.evolve(spec, artifact=f"{record.artifact_id}:{record.stable}"), False
+    if record.phase is RolloutPhase.PROMOTED:
+        return spec, False
+    if record.strategy == UpdateStrategy.BLUE_GREEN.value:
+        return spec, True
+    return attrs.evolve(spec, instances=step_count(spec, record.step)), True
+
+
+@attrs.frozen(kw_only=True)
+class RolloutPass:
+    """One leader pass over every slice's rollout: the specs to plan, the artifact ids whose old
+    instances are held, and the records that change (artifact id → the new record, None: delete)."""
+
+    specs: tuple[SliceSpec, ...]
+    held: frozenset[str]
+    changes: Mapping[str, RolloutRecord | None]
+
+
+def rollouts(
+    specs: Iterable[SliceSpec],
+    instances: Iterable[ObservedInstance],
+    records: Mapping[str, RolloutRecord],
+    *,
+    now: float,
+    verdicts: Mapping[str, Verdict] | None = None,
+) -> RolloutPass:
+    """Advance every slice's rollout (`advance`) and say what to plan (`planned_spec`). A record whose
+    slice is in no blueprint is deleted; a spec whose coordinates do not parse is left to the planner
+    (which reports it)."""
+    by_artifact: dict[str, list[ObservedInstance]] = {}
+    for instance in instances:
+        by_artifact.setdefault(instance.coordinates.artifact_id, []).append(instance)
+    planned: list[SliceSpec] = []
+    held: set[str] = set()
+    changes: dict[str, RolloutRecord | None] = {}
+    wanted: set[str] = set()
+    for spec in specs:
+        try:
+            coordinates = Coordinates.parse(spec.artifact)
+        except InvalidCoordinatesError:
+            planned.append(spec)
+            continue
+        artifact_id = coordinates.artifact_id
+        wanted.add(artifact_id)
+        before = records.get(artifact_id)
+        after = advance(
+            spec,
+            before,
+            running(by_artifact.get(artifact_id, ()), coordinates),
+            now=now,
+            verdict=(verdicts or {}).get(artifact_id),
+        )
+        if after != before:
+            changes[artifact_id] = after
+        spec, hold = planned_spec(spec, after)
+        planned.append(spec)
+        if hold:
+            held.add(artifact_id)
+    for artifact_id in records:
+        if artifact_id not in wanted:
+            changes[artifact_id] = None
+    return RolloutPass(specs=tuple(planned), held=frozenset(held), changes=changes)
+
+
+def decode_rollouts(items: Mapping[str, KeyValue]) -> tuple[dict[str, RolloutRecord], dict[str, int]]:
+    """`cluster/rollouts/` keys → (artifact id → record, artifact id → its mod revision). A record that
+    does not decode is logged and skipped (its slice then updates as if no rollout ran)."""
+    records: dict[str, RolloutRecord] = {}
+    revisions: dict[str, int] = {}
+    for key, kv in items.items():
+        if not key.startswith(ROLLOUTS):
+            continue
+        try:
+            record = decode_record(key, kv.value, RolloutRecord)
+        except RecordError as error:
+            log.error("%s", error.message)
+            continue
+        records[key[len(ROLLOUTS) :]] = record
+        revisions[key[len(ROLLOUTS) :]] = kv.mod_revision
+    return records, revisions

@@ -1,0 +1,133 @@
+"""A slice's `[slices.update]` table: how a new version replaces the running one. The record and its
+validation. Pure; the blueprint parser (`_blueprint_toml`) calls `parse_update` with its own error maker,
+so errors name file:line:column.
+
+- rolling (the default): one new instance at a time, an old one removed once the ACTIVE count allows it
+  (`control/_reconcile.py`);
+- canary: new instances take `steps` shares of the traffic (percent, the last 100), each step held for
+  `step_window_s`; the step passes if the new version's error rate exceeds the stable one's by at most
+  `max_error_rate` and its p99 latency is at most `max_p99_ratio` × the stable one's
+  (`control/_strategies.py`);
+- blue_green: the full new set comes up ACTIVE beside the old one, traffic switches in one step, the
+  old set stays `grace_s` seconds (an instant switch back), then goes.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+MAX_SECONDS = 24 * 3600.0  # a limit well above any real rollout, so that typos (1e9) are caught
+MAX_STEPS = 20
+
+
+class UpdateStrategy(enum.StrEnum):
+    ROLLING = "rolling"
+    CANARY = "canary"
+    BLUE_GREEN = "blue_green"
+
+
+CANARY_KEYS = frozenset({"steps", "step_window_s", "max_error_rate", "max_p99_ratio"})
+BLUE_GREEN_KEYS = frozenset({"grace_s"})
+KEYS = frozenset({"strategy"}) | CANARY_KEYS | BLUE_GREEN_KEYS
+
+
+@attrs.frozen(kw_only=True)
+class UpdateSpec:
+    """How a new version of the slice replaces the running one. Fields of another strategy keep their
+    defaults (the parser refuses them)."""
+
+    strategy: UpdateStrategy = UpdateStrategy.ROLLING
+    steps: tuple[int, ...] = (10, 50, 100)  # canary: the new version's share of the calls, in percent
+    step_window_s: float = 60.0  # canary: how long each step runs before it is judged
+    max_error_rate: float = 0.01  # canary: how much its error rate (0..1) may exceed the stable one's
+    max_p99_ratio: float = 1.5  # canary: its p99 at most this × the stable version's
+    grace_s: float = 300.0  # blue_green: how long the old set stays after the switch
+
+
+# (path, message, key) → the error to raise; the blueprint parser's, bound to the slice and its table.
+# Key "update" points at an `update = ...` line of the slice itself.
+Fail = Callable[[str, str, str], Exception]
+
+
+def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
+    """Validate one `[slices.update]` table of the slice at `path` (e.g. slices[0].update). Raises what
+    `fail` makes, naming the key."""
+    if not isinstance(raw, dict):
+        raise fail(
+            path, "must be a table: [slices.update] with strategy = rolling|canary|blue_green", "update"
+        )
+    for key in raw:
+        if key not in KEYS:
+            raise fail(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
+    value = raw.get("strategy", UpdateStrategy.ROLLING.value)
+    try:
+        strategy = UpdateStrategy(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in UpdateStrategy)
+        raise fail(f"{path}.strategy", f"must be one of {choices}, got {value!r}", "strategy") from None
+    allowed = {
+        UpdateStrategy.ROLLING: frozenset(),
+        UpdateStrategy.CANARY: CANARY_KEYS,
+        UpdateStrategy.BLUE_GREEN: BLUE_GREEN_KEYS,
+    }[strategy]
+    for key in sorted(set(raw) - {"strategy"} - allowed):
+        owner = "canary" if key in CANARY_KEYS else "blue_green"
+        raise fail(
+            f"{path}.{key}", f"only for strategy = {owner!r} (this slice's is {strategy.value!r})", key
+        )
+
+    def number(key: str, low: float, high: float, default: float, *, above_low: bool = False) -> float:
+        if key not in raw:
+            return default
+        found = raw[key]
+        if (
+            isinstance(found, bool)
+            or not isinstance(found, int | float)
+            or not math.isfinite(found)
+            or not (low < found if above_low else low <= found)
+            or not found <= high
+        ):
+            interval = ("(" if above_low else "[") + f"{low:g}, {high:g}]"
+            raise fail(f"{path}.{key}", f"must be a number in {interval}, got {found!r}", key)
+        return float(found)
+
+    defaults = UpdateSpec()
+    return UpdateSpec(
+        strategy=strategy,
+        steps=_steps(raw, path, fail) if "steps" in raw else defaults.steps,
+        step_window_s=number("step_window_s", 0.0, MAX_SECONDS, defaults.step_window_s),
+        max_error_rate=number("max_error_rate", 0.0, 1.0, defaults.max_error_rate),
+        max_p99_ratio=number("max_p99_ratio", 1.0, 1000.0, defaults.max_p99_ratio),
+        grace_s=number("grace_s", 0.0, MAX_SECONDS, defaults.grace_s),
+    )
+
+
+def _steps(raw: dict[str, Any], path: str, fail: Fail) -> tuple[int, ...]:
+    steps = raw["steps"]
+    where = f"{path}.steps"
+    if (
+        not isinstance(steps, list)
+        or not steps
+        or len(steps) > MAX_STEPS
+        or any(isinstance(s, bool) or not isinstance(s, int) for s in steps)
+    ):
+        raise fail(
+            where,
+            f"must be a list of 1 to {MAX_STEPS} integer percentages, e.g. [10, 50, 100]; got {steps!r}",
+            "steps",
+        )
+    if any(not 1 <= s <= 100 for s in steps):
+        raise fail(where, f"each step must be between 1 and 100 (percent), got {steps!r}", "steps")
+    if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+        raise fail(where, f"steps must grow, got {steps!r}", "steps")
+    if steps[-1] != 100:
+        raise fail(
+            where, f"the last step must be 100 (all traffic on the new version), got {steps!r}", "steps"
+        )
+    return tuple(steps)

@@ -1,0 +1,399 @@
+"""Canary and blue-green rollouts (`aether_node.control._strategies`, the verdict of
+`_canary_verdict`), with the reconcile planner they steer, over the simulated `slices/` records of
+test_reconcile's `Cluster`. Pure: no processes.
+
+Properties (hypothesis): while a rollout runs or after it aborted, no pass removes an ACTIVE instance of
+the old version, so a failing new version never takes its capacity (and so never its floor); the
+slice's ACTIVE count never goes below min(floor, instances); every schedule of verdicts and operator
+commands reaches a fixed point (no action, the record unchanged) where exactly one version runs, or the
+rollout waits for an operator with both versions serving.
+"""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_reconcile import Cluster, node
+
+from aether_node.control._canary_verdict import Verdict, VersionWindow, evaluate, version_windows
+from aether_node.control._reconcile import CreateInstance, Plan, RemoveInstance, plan
+from aether_node.control._strategies import (
+    RolloutCommandError,
+    Running,
+    advance,
+    command,
+    planned_spec,
+    running,
+    step_count,
+)
+from aether_node.core._blueprint import SliceSpec
+from aether_node.core._coordinates import Coordinates
+from aether_node.core._records import RolloutPhase, RolloutRecord, SliceState
+from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
+from aether_node.observe._version_calls import VersionCalls
+
+ECHO = "org.example:echo"
+OLD, NEW = f"{ECHO}:1.0", f"{ECHO}:2.0"
+PASS = Verdict(passed=True, reason="fine")
+FAIL = Verdict(passed=False, reason="error rate 50.0% > stable 0.0% + 1.0%")
+UNKNOWN = Verdict(passed=None, reason="3 call(s) on the new version in the window, fewer than 20")
+CANARY = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(10, 50, 100), step_window_s=30.0)
+BLUE_GREEN = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=60.0)
+
+
+def slice_spec(artifact: str, instances: int = 4, update: UpdateSpec | None = None, floor: int | None = None):
+    return SliceSpec(artifact=artifact, instances=instances, update=update, min_available=floor)
+
+
+def version_counts(cluster: Cluster, state: SliceState | None = SliceState.ACTIVE) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in cluster.of(ECHO):
+        if state is None or record.state is state:
+            counts[record.coordinates.version] = counts.get(record.coordinates.version, 0) + 1
+    return counts
+
+
+@attrs.define
+class Rollout:
+    """The leader's pass, as `_cluster_manager` runs it: advance the record, plan for it, apply the plan;
+    every instance created starts ACTIVE unless its version is broken."""
+
+    cluster: Cluster
+    spec: SliceSpec
+    record: RolloutRecord | None = None
+    now: float = 1000.0
+
+    def step(self, verdict: Verdict | None = None) -> Plan:
+        candidate = Coordinates.parse(self.spec.artifact)
+        self.record = advance(
+            self.spec, self.record, running(self.cluster.of(ECHO), candidate), now=self.now, verdict=verdict
+        )
+        planned, hold = planned_spec(self.spec, self.record)
+        result = plan(
+            [planned], self.cluster.nodes, self.cluster.view(), now=self.now, held={ECHO} if hold else ()
+        )
+        self.cluster.apply(result)
+        return result
+
+    def settle(self, verdict: Verdict | None = None, rounds: int = 50) -> None:
+        """Passes at the same time until nothing changes."""
+        for _ in range(rounds):
+            before = self.record
+            if not self.step(verdict).actions and self.record == before:
+                return
+        pytest.fail(f"no fixed point within {rounds} passes: {self.record}")
+
+
+def serving(instances: int = 4, nodes: int = 4) -> Cluster:
+    cluster = Cluster(nodes=[node(f"n{i}") for i in range(1, nodes + 1)])
+    cluster.converge([slice_spec(OLD, instances)])
+    assert version_counts(cluster) == {"1.0": instances}
+    return cluster
+
+
+# ---------------------------------------------------------------- the evaluator
+
+
+def test_a_canary_within_its_limits_passes() -> None:
+    verdict = evaluate(
+        CANARY,
+        VersionWindow(calls=900, errors=9, p99_ms=10.0),
+        VersionWindow(calls=100, errors=1, p99_ms=14.0),
+    )
+    assert verdict.passed is True
+
+
+def test_a_canary_with_more_errors_than_allowed_fails_and_says_by_how_much() -> None:
+    verdict = evaluate(CANARY, VersionWindow(calls=900, errors=9), VersionWindow(calls=100, errors=5))
+    assert verdict == Verdict(
+        passed=False, reason="error rate 5.0% > stable 1.0% + 1.0% (5 of 100 calls failed)"
+    )
+
+
+def test_a_slow_canary_fails_on_its_p99() -> None:
+    verdict = evaluate(
+        CANARY,
+        VersionWindow(calls=900, errors=0, p99_ms=10.0),
+        VersionWindow(calls=100, errors=0, p99_ms=16.0),
+    )
+    assert verdict == Verdict(passed=False, reason="p99 16 ms > 1.5 x stable 10 ms")
+
+
+def test_too_few_calls_give_no_verdict() -> None:
+    assert (
+        evaluate(CANARY, VersionWindow(calls=900, errors=0), VersionWindow(calls=19, errors=19)).passed
+        is None
+    )
+    assert evaluate(CANARY, VersionWindow(calls=900, errors=0), None).passed is None
+
+
+def test_without_stable_figures_only_the_error_rate_is_judged_against_zero() -> None:
+    assert evaluate(CANARY, None, VersionWindow(calls=100, errors=1, p99_ms=900.0)).passed is True
+    assert evaluate(CANARY, None, VersionWindow(calls=100, errors=2)).passed is False
+
+
+# ---------------------------------------------------------------- scenarios
+
+
+def test_rolling_and_first_deployments_make_no_rollout() -> None:
+    nothing = Running(active={}, present=frozenset())
+    assert advance(slice_spec(NEW, update=CANARY), None, nothing, now=1.0) is None
+    old = Running(active={"1.0": 4}, present=frozenset({"1.0"}))
+    assert advance(slice_spec(NEW), None, old, now=1.0) is None
+    assert advance(slice_spec(NEW, update=UpdateSpec()), None, old, now=1.0) is None
+
+
+def test_canary_steps_bring_up_their_share_and_promote_on_passing_verdicts() -> None:
+    cluster = serving(instances=4)
+    rollout = Rollout(cluster, slice_spec(NEW, 4, CANARY))
+    rollout.settle()
+    assert rollout.record.phase is RolloutPhase.OBSERVING
+    assert (rollout.record.step, rollout.record.share) == (0, 10)
+    assert version_counts(cluster) == {"1.0": 4, "2.0": 1}  # 10 % of 4, at least one; the old set whole
+
+    rollout.settle(PASS)  # the window has not run: a verdict changes nothing yet
+    assert (rollout.record.phase, rollout.record.step) == (RolloutPhase.OBSERVING, 0)
+
+    rollout.now += 30
+    rollout.settle(PASS)
+    assert (rollout.record.phase, rollout.record.step, rollout.record.share) == (
+        RolloutPhase.OBSERVING,
+        1,
+        50,
+    )
+    assert version_counts(cluster) == {"1.0": 4, "2.0": 2}
+
+    rollout.now += 30
+    rollout.settle(PASS)
+    assert (rollout.record.phase, rollout.record.share) == (RolloutPhase.OBSERVING, 100)
+    assert version_counts(cluster) == {"1.0": 4, "2.0": 4}
+
+    rollout.now += 30
+    rollout.settle(PASS)
+    assert rollout.record is None  # promoted, the old set removed, the record forgotten
+    assert version_counts(cluster, None) == {"2.0": 4}
+
+
+def test_a_failing_canary_step_aborts_and_the_stable_version_keeps_every_instance() -> None:
+    cluster = serving(instances=4)
+    rollout = Rollout(cluster, slice_spec(NEW, 4, CANARY))
+    rollout.settle()
+    rollout.now += 30
+    rollout.settle(FAIL)
+
+    assert rollout.record.phase is RolloutPhase.ABORTED
+    assert rollout.record.share == 0
+    assert rollout.record.reason == f"step 1 (10%): {FAIL.reason}"
+    assert version_counts(cluster, None) == {"1.0": 4}
+    rollout.now += 1000
+    rollout.settle(PASS)  # aborted stays aborted while the blueprint asks for the same version
+    assert rollout.record.phase is RolloutPhase.ABORTED
+
+
+def test_a_canary_without_a_verdict_waits_for_an_operator_and_says_so() -> None:
+    cluster = serving(instances=2)
+    rollout = Rollout(cluster, slice_spec(NEW, 2, CANARY))
+    rollout.settle()
+    rollout.now += 30
+    rollout.settle(UNKNOWN)
+    assert rollout.record.phase is RolloutPhase.OBSERVING
+    assert rollout.record.reason == (
+        f"step 1 (10%) ran its window; {UNKNOWN.reason}: waiting for `aether slice promote` or `abort`"
+    )
+    rollout.record = command(rollout.record, "promote", now=rollout.now, artifact_id=ECHO)
+    assert (rollout.record.phase, rollout.record.share) == (RolloutPhase.PROMOTED, None)
+    for _ in range(10):
+        rollout.settle()
+    assert rollout.record is None
+    assert version_counts(cluster, None) == {"2.0": 2}
+
+
+def test_a_new_version_that_fails_to_start_aborts_with_the_reason() -> None:
+    cluster = serving(instances=3)
+    cluster.broken_versions.add(NEW)
+    rollout = Rollout(cluster, slice_spec(NEW, 3, BLUE_GREEN))
+    rollout.settle()
+    assert rollout.record.phase is RolloutPhase.ABORTED
+    assert rollout.record.reason.startswith("new instance(s) failed: n")
+    assert rollout.record.reason.endswith("start failed: boom")
+    assert version_counts(cluster, None) == {"1.0": 3}
+
+
+def test_blue_green_brings_up_the_full_set_switches_at_once_and_keeps_the_old_set_for_the_grace() -> None:
+    cluster = serving(instances=3)
+    rollout = Rollout(cluster, slice_spec(NEW, 3, BLUE_GREEN))
+    first = rollout.step()
+    assert rollout.record.phase is RolloutPhase.DEPLOYING
+    assert rollout.record.share == 0
+    # the whole new set at once (the held old set does not count against the surge), nothing removed
+    assert len([a for a in first.actions if isinstance(a, CreateInstance)]) == 3
+    assert not [a for a in first.actions if isinstance(a, RemoveInstance)]
+    rollout.settle()
+    assert (rollout.record.phase, rollout.record.share) == (RolloutPhase.SWITCHED, 100)
+    assert version_counts(cluster) == {"1.0": 3, "2.0": 3}
+
+    rollout.now += 59
+    rollout.settle()
+    assert version_counts(cluster) == {"1.0": 3, "2.0": 3}
+    rollout.now += 1
+    rollout.settle()
+    assert rollout.record is None
+    assert version_counts(cluster, None) == {"2.0": 3}
+
+
+def test_blue_green_abort_in_the_grace_switches_back_and_removes_the_new_set() -> None:
+    cluster = serving(instances=3)
+    rollout = Rollout(cluster, slice_spec(NEW, 3, BLUE_GREEN))
+    rollout.settle()
+    rollout.record = command(rollout.record, "abort", now=rollout.now, artifact_id=ECHO)
+    assert (rollout.record.phase, rollout.record.share) == (RolloutPhase.ABORTED, 0)
+    result = rollout.step()
+    assert {a.key.split("/")[2] for a in result.actions if isinstance(a, RemoveInstance)} == {NEW}
+    rollout.settle()
+    assert version_counts(cluster, None) == {"1.0": 3}
+
+
+def test_going_back_to_the_stable_version_ends_the_rollout() -> None:
+    cluster = serving(instances=2)
+    rollout = Rollout(cluster, slice_spec(NEW, 2, BLUE_GREEN))
+    rollout.settle()
+    rollout.spec = slice_spec(OLD, 2, BLUE_GREEN)
+    rollout.step()
+    assert (rollout.record.phase, rollout.record.share) == (RolloutPhase.ABORTED, 0)
+    assert rollout.record.reason == "the blueprint went back to 1.0"
+    rollout.settle()
+    assert rollout.record is None
+    assert version_counts(cluster, None) == {"1.0": 2}
+
+
+def test_commands_refuse_what_the_phase_cannot_take() -> None:
+    with pytest.raises(RolloutCommandError, match="has no canary or blue-green rollout in progress"):
+        command(None, "promote", now=1.0, artifact_id=ECHO)
+    deploying = RolloutRecord(
+        artifact_id=ECHO, strategy="blue_green", stable="1.0", candidate="2.0", phase=RolloutPhase.DEPLOYING
+    )
+    with pytest.raises(RolloutCommandError, match="is not ACTIVE yet"):
+        command(deploying, "promote", now=1.0, artifact_id=ECHO)
+    aborted = attrs.evolve(deploying, phase=RolloutPhase.ABORTED)
+    with pytest.raises(RolloutCommandError, match="already ABORTED"):
+        command(aborted, "abort", now=1.0, artifact_id=ECHO)
+    with pytest.raises(RolloutCommandError, match="already PROMOTED; to go back, roll the blueprint back"):
+        command(attrs.evolve(deploying, phase=RolloutPhase.PROMOTED), "abort", now=1.0, artifact_id=ECHO)
+
+
+def test_canary_step_counts_are_their_share_of_the_instances_at_least_one() -> None:
+    spec = slice_spec(NEW, 10, CANARY)
+    assert [step_count(spec, k) for k in range(3)] == [1, 5, 10]
+    assert step_count(slice_spec(NEW, 1, CANARY), 0) == 1
+
+
+# ---------------------------------------------------------------- properties
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    instances=st.integers(1, 5),
+    nodes=st.integers(1, 4),
+    floor=st.none() | st.integers(0, 5),
+    update=st.sampled_from([CANARY, BLUE_GREEN, UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(100,))]),
+    broken=st.booleans(),
+    verdicts=st.lists(st.sampled_from([PASS, FAIL, UNKNOWN, None]), min_size=1, max_size=12),
+    commands=st.lists(st.sampled_from([None, None, None, "promote", "abort"]), max_size=12),
+)
+def test_the_old_version_keeps_its_capacity_and_every_rollout_converges(
+    instances: int,
+    nodes: int,
+    floor: int | None,
+    update: UpdateSpec,
+    broken: bool,
+    verdicts: list[Verdict | None],
+    commands: list[str | None],
+) -> None:
+    floor = None if floor is None else min(floor, instances)
+    cluster = serving(instances, nodes)
+    if broken:
+        cluster.broken_versions.add(NEW)
+    spec = slice_spec(NEW, instances, update, floor)
+    rollout = Rollout(cluster, spec)
+    lowest = min(spec.floor, instances)
+    for turn in range(30):
+        rollout.now += 20  # windows and grace periods run out as the passes go on
+        operation = commands[turn] if turn < len(commands) else None
+        if operation is not None:
+            try:
+                rollout.record = command(rollout.record, operation, now=rollout.now, artifact_id=ECHO)
+            except RolloutCommandError:
+                pass
+        old_before = version_counts(cluster).get("1.0", 0)
+        active_before = sum(version_counts(cluster).values())
+        rollout.step(verdicts[turn % len(verdicts)])
+        old_after = version_counts(cluster).get("1.0", 0)
+        held = rollout.record is not None and rollout.record.phase is not RolloutPhase.PROMOTED
+        if held or broken:  # running, or aborted: the old version's ACTIVE instances all stay
+            assert old_after >= old_before, rollout.record
+        assert sum(version_counts(cluster).values()) >= min(lowest, active_before)
+
+    # Then, with verdicts that pass and time that runs, it reaches a fixed point.
+    for _ in range(8):
+        rollout.now += 1000
+        rollout.settle(PASS)
+    before = rollout.record
+    assert not rollout.step(PASS).actions
+    assert rollout.record == before
+    versions = version_counts(cluster, None)
+    if rollout.record is None:
+        assert versions == {"2.0": instances}
+        assert not broken
+    else:
+        assert rollout.record.phase is RolloutPhase.ABORTED
+        assert versions == {"1.0": instances}
+
+
+# ---------------------------------------------------------------- windows from the nodes' readings
+
+
+def test_calls_per_version_are_counted_with_cumulative_buckets_and_only_instance_faults() -> None:
+    tally = VersionCalls()
+    tally.record(ECHO, "1.0", 0.003, None)
+    tally.record(ECHO, "1.0", 0.2, "raised")
+    tally.record(ECHO, "1.0", 0.2, "bad_request")  # the caller's fault, not the version's
+    snapshot = tally.snapshot()[ECHO]["1.0"]
+    assert (snapshot["calls"], snapshot["errors"]) == (3, 1)
+    assert dict((bound, n) for bound, n in snapshot["buckets"])[0.005] == 1
+    assert snapshot["buckets"][-1] == [30.0, 3]
+
+
+def reading(**versions: tuple[int, int, float]) -> dict[str, object]:
+    """One node's snapshot: version → (calls, errors, the bound every call fell under)."""
+    return {
+        ECHO: {
+            v[1:].replace("_", "."): {
+                "calls": c,
+                "errors": e,
+                "buckets": [[0.01, c if b <= 0.01 else 0], [1.0, c]],
+            }
+            for v, (c, e, b) in versions.items()
+        }
+    }
+
+
+def test_version_windows_sum_the_nodes_intervals_and_leave_out_a_restarted_node() -> None:
+    start = {
+        "n1": reading(v1_0=(100, 0, 0.01)),
+        "n2": reading(v1_0=(50, 0, 0.01)),
+        "n3": reading(v1_0=(90, 0, 0.01)),
+    }
+    end = {
+        "n1": reading(v1_0=(190, 1, 0.01), v2_0=(10, 5, 1.0)),
+        "n2": reading(v1_0=(60, 0, 0.01)),
+        "n3": reading(v1_0=(5, 0, 0.01)),  # restarted: its counts went back
+        "n4": reading(v1_0=(7, 0, 0.01)),  # not in the first reading
+    }
+    windows = version_windows(start, end, ECHO)
+    assert windows["1.0"].calls == 100 and windows["1.0"].errors == 1
+    assert windows["1.0"].p99_ms is not None and windows["1.0"].p99_ms <= 10.0
+    assert (windows["2.0"].calls, windows["2.0"].errors) == (10, 5)
+    assert windows["2.0"].p99_ms is not None and windows["2.0"].p99_ms > 10.0
+    assert version_windows({"n1": "garbage"}, {"n1": {ECHO: {"1.0": {"calls": "x"}}}}, ECHO) == {}

@@ -1,0 +1,313 @@
+"""Canary and blue-green rollouts on 3 real `aether-node` processes, under calls through every ingress:
+
+- blue-green: the full 1.1.0 set comes up ACTIVE beside 1.0.0, every call switches to it in one step,
+  1.0.0 stays for the grace period and then goes; no idempotent call fails and the ACTIVE count never
+  drops below the slice's instances;
+- blue-green switched back: an abort in the grace period sends every call (through every ingress) back
+  to 1.0.0 and removes 1.1.0, with no failed call;
+- canary to a version whose install fails aborts on its own with the nodes' reason, and 1.0.0 keeps every
+  instance and every call;
+- canary to a version whose entry point raises: the leader judges the step from the nodes' calls per
+  version, aborts, and only the canary's share of the calls failed meanwhile;
+- a canary of a good version that nobody calls (nothing to judge) waits after its window, and `promote`
+  through the management API completes it with no failed call.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import node_support
+import pytest
+import trio
+from cluster_support import (
+    ECHO,
+    ECHO_11,
+    ECHO_ID,
+    Callers,
+    SliceSpec,
+    Watcher,
+    active,
+    background,
+    call,
+    exactly_active,
+    kv_of,
+    put_blueprint,
+    running_cluster,
+    show,
+    wait_for,
+)
+
+from aether_kv import KVClient
+from aether_node import decode_record
+from aether_node.client import ApiClient, RolloutInfo
+from aether_node.core._records import RolloutRecord
+from aether_node.core._schema import rollout_key
+from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
+from aether_node.dev import LocalNodeCluster
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+sample_index = node_support.sample_index  # the session's wheel index (a shared fixture)
+
+BROKEN = "org.aether:echo:9.9.9"  # its wheel needs a distribution the index does not have
+MISSING = "aether-no-such-dependency"
+SETTLE = 60.0  # deadline for instances to become ACTIVE (first installs included, on a busy machine)
+BLUE_GREEN = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=2.0)
+CANARY = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(50, 100), step_window_s=1.0)
+
+
+RAISING = "org.aether:echo:1.2.0"  # its echo raises
+
+
+@pytest.fixture
+def raising_index(sample_index: Path, tmp_path: Path) -> Path:
+    """The sample index plus `org.aether.echo` 1.2.0, whose `echo` raises on every call."""
+    index = tmp_path / "index"
+    shutil.copytree(sample_index, index)
+    source = (
+        "from aether_slice import EntryPoint, hookimpl\n\n\n"
+        "@hookimpl\n"
+        "def aether_entry_points(context):\n"
+        "    def echo(payload):\n"
+        "        raise RuntimeError('1.2.0 is broken')\n\n"
+        "    return [EntryPoint(name='echo', function=echo, idempotent=True)]\n"
+    )
+    node_support.build_wheel(
+        tmp_path / "raising-echo",
+        index,
+        name="org.aether.echo",
+        version="1.2.0",
+        entry_point=ECHO_ID,
+        source=source,
+    )
+    return index
+
+
+@pytest.fixture
+def broken_index(sample_index: Path, tmp_path: Path) -> Path:
+    """The sample index plus `org.aether.echo` 9.9.9, which depends on a distribution that is nowhere."""
+    index = tmp_path / "index"
+    shutil.copytree(sample_index, index)
+    node_support.build_wheel(
+        tmp_path / "broken-echo",
+        index,
+        name="org.aether.echo",
+        version="9.9.9",
+        dependencies=(f"{MISSING}>=1",),
+        entry_point=ECHO_ID,
+    )
+    return index
+
+
+async def rollout_phase(kv: KVClient, phase: str, *, timeout: float = SETTLE) -> RolloutRecord:
+    """Wait until the rollout of echo is in `phase`; its record then."""
+    key = rollout_key(ECHO_ID)
+    seen = None
+    with trio.move_on_after(timeout):
+        while True:
+            found = await kv.get(key)
+            seen = None if found is None else decode_record(key, found.value, RolloutRecord)
+            if seen is not None and seen.phase == phase:
+                return seen
+            await trio.sleep(0.05)
+    raise AssertionError(f"the rollout never reached {phase} within {timeout:g} s; last: {seen}")
+
+
+async def rollout_gone(kv: KVClient, *, timeout: float = SETTLE) -> None:
+    with trio.fail_after(timeout):
+        while await kv.get(rollout_key(ECHO_ID)) is not None:
+            await trio.sleep(0.05)
+
+
+def api(cluster: LocalNodeCluster) -> ApiClient:
+    return ApiClient([f"http://{n.management}" for n in cluster.nodes])
+
+
+async def test_blue_green_switches_in_one_step_with_no_failed_call(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    async with running_cluster(tmp_path / "cluster", sample_index, 3) as cluster, kv_of(cluster) as kv:
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=BLUE_GREEN))
+        await wait_for(
+            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
+        )
+        watcher = Watcher(kv, ECHO_ID)
+        callers = Callers([n.ingress for n in cluster.nodes], concurrency=3)
+        async with background(watcher, callers):
+            await callers.made(20, timeout=30)
+            await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=BLUE_GREEN))
+            switched = await rollout_phase(kv, "SWITCHED")
+            assert (switched.stable, switched.candidate, switched.share) == ("1.0.0", "1.1.0", 100)
+            found = await wait_for(kv, lambda _: True, timeout=10, what="a listing", artifact_id=ECHO_ID)
+            assert len(active(found, ECHO_11)) == 2, show(found)
+            await callers.made(20, timeout=30)
+            await wait_for(
+                kv, exactly_active(2, ECHO_11), timeout=SETTLE, what="only 1.1.0 left", artifact_id=ECHO_ID
+            )
+            await rollout_gone(kv)
+            await callers.made(20, timeout=30)
+        assert callers.failures == [], callers.summary()
+        assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
+        kinds = [e.kind for e in await trio.to_thread.run_sync(lambda: api(cluster).events(limit=200))]
+        assert {"rollout_started", "rollout_switched", "rollout_promoted", "rollout_done"} <= set(kinds)
+
+
+async def versions_answering(http: httpx.AsyncClient, ingresses: list[str], calls: int) -> set[str]:
+    """The versions that answer `calls` calls of echo's `info` through each ingress."""
+    found = set()
+    for ingress in ingresses:
+        for _ in range(calls):
+            response = await call(http, ingress, ECHO_ID, "info")
+            assert response.status_code == 200, response.text
+            found.add(response.json()["version"])
+    return found
+
+
+async def until_only(http: httpx.AsyncClient, ingresses: list[str], version: str) -> float:
+    """Wait until every ingress routes `info` to `version` alone (10 calls each); how long it took."""
+    started = trio.current_time()
+    with trio.fail_after(10):
+        while await versions_answering(http, ingresses, 10) != {version}:
+            await trio.sleep(0.01)
+    return trio.current_time() - started
+
+
+async def test_blue_green_switches_back_on_abort_with_no_failed_call(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    long_grace = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=300.0)
+    async with (
+        running_cluster(tmp_path / "cluster", sample_index, 3) as cluster,
+        kv_of(cluster) as kv,
+        httpx.AsyncClient(timeout=30) as http,
+    ):
+        ingresses = [n.ingress for n in cluster.nodes]
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=long_grace))
+        await wait_for(
+            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
+        )
+        callers = Callers(ingresses, concurrency=2)
+        async with background(callers):
+            await callers.made(20, timeout=30)
+            await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=long_grace))
+            await rollout_phase(kv, "SWITCHED")
+            switch = await until_only(http, ingresses, "1.1.0")
+            assert await versions_answering(http, ingresses, 10) == {"1.1.0"}
+            aborted: RolloutInfo = await trio.to_thread.run_sync(
+                lambda: api(cluster).rollout_command(ECHO_ID, "abort")
+            )
+            assert (aborted.phase, aborted.share) == ("ABORTED", 0)
+            back = await until_only(http, ingresses, "1.0.0")
+            assert await versions_answering(http, ingresses, 10) == {"1.0.0"}
+            await wait_for(
+                kv, exactly_active(2, ECHO), timeout=SETTLE, what="1.1.0 removed", artifact_id=ECHO_ID
+            )
+            await callers.made(20, timeout=30)
+        assert callers.failures == [], callers.summary()
+        print(
+            f"\nevery ingress on 1.1.0 {switch:.3f} s after the switch was seen;"
+            f" back on 1.0.0 {back:.3f} s after abort (upper bounds: each check is 30 calls)"
+        )
+
+
+async def test_a_canary_whose_new_version_fails_aborts_and_the_old_version_keeps_serving(
+    broken_index: Path, tmp_path: Path
+) -> None:
+    async with running_cluster(tmp_path / "cluster", broken_index, 3) as cluster, kv_of(cluster) as kv:
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=CANARY))
+        await wait_for(
+            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
+        )
+        watcher = Watcher(kv, ECHO_ID)
+        callers = Callers([n.ingress for n in cluster.nodes], concurrency=3)
+        async with background(watcher, callers):
+            await callers.made(20, timeout=30)
+            await put_blueprint(kv, "web", SliceSpec(artifact=BROKEN, instances=2, update=CANARY))
+            aborted = await rollout_phase(kv, "ABORTED")
+            assert aborted.reason.startswith("new instance(s) failed: node-"), aborted.reason
+            assert MISSING in aborted.reason, aborted.reason
+            await wait_for(
+                kv,
+                lambda found: (
+                    [i.coordinates for i in found] == [ECHO, ECHO] and len(active(found, ECHO)) == 2
+                ),
+                timeout=SETTLE,
+                what="the failed canary removed, 1.0.0 whole",
+                artifact_id=ECHO_ID,
+            )
+            await callers.made(20, timeout=30)
+        assert callers.failures == [], callers.summary()
+        assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
+
+
+async def test_a_canary_waits_for_an_operator_after_its_window_and_promote_completes_it(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    async with running_cluster(tmp_path / "cluster", sample_index, 3) as cluster, kv_of(cluster) as kv:
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=CANARY))
+        await wait_for(
+            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
+        )
+        # no calls: nothing to judge the step from, so after its window it waits for an operator
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=CANARY))
+        observing = await rollout_phase(kv, "OBSERVING")
+        assert (observing.candidate, observing.share) == ("1.1.0", 50)
+        with trio.fail_after(30):
+            while "waiting for `aether slice promote`" not in observing.reason:
+                await trio.sleep(0.1)
+                observing = await rollout_phase(kv, "OBSERVING")
+        assert "0 call(s) on the new version in the window" in observing.reason, observing.reason
+        watcher = Watcher(kv, ECHO_ID)
+        callers = Callers([n.ingress for n in cluster.nodes], concurrency=3)
+        async with background(watcher, callers):
+            await callers.made(20, timeout=30)
+            promoted: RolloutInfo = await trio.to_thread.run_sync(
+                lambda: api(cluster).rollout_command(ECHO_ID, "promote")
+            )
+            assert (promoted.phase, promoted.share) == ("PROMOTED", None)
+            await wait_for(
+                kv, exactly_active(2, ECHO_11), timeout=SETTLE, what="only 1.1.0 left", artifact_id=ECHO_ID
+            )
+            await rollout_gone(kv)
+            await callers.made(20, timeout=30)
+        assert callers.failures == [], callers.summary()
+        assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
+
+
+async def test_a_canary_that_raises_is_judged_from_the_calls_and_aborted(
+    raising_index: Path, tmp_path: Path
+) -> None:
+    canary = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(10, 100), step_window_s=2.0)
+    async with running_cluster(tmp_path / "cluster", raising_index, 3) as cluster, kv_of(cluster) as kv:
+        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=canary))
+        await wait_for(
+            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
+        )
+        watcher = Watcher(kv, ECHO_ID)
+        callers = Callers([n.ingress for n in cluster.nodes], concurrency=3)
+        async with background(watcher, callers):
+            await callers.made(20, timeout=30)
+            await put_blueprint(kv, "web", SliceSpec(artifact=RAISING, instances=2, update=canary))
+            aborted = await rollout_phase(kv, "ABORTED")
+            assert aborted.reason.startswith("step 1 (10%): error rate 100.0% > stable 0.0% + 1.0%"), aborted
+            await wait_for(
+                kv,
+                lambda found: (
+                    [i.coordinates for i in found] == [ECHO, ECHO] and len(active(found, ECHO)) == 2
+                ),
+                timeout=SETTLE,
+                what="the canary removed, 1.0.0 whole",
+                artifact_id=ECHO_ID,
+            )
+            after = len(callers.results)
+            await callers.made(40, timeout=30)
+        failed = callers.failures
+        assert failed, "the canary got no call"
+        assert all(f.status == 500 and "1.2.0 is broken" in f.detail for f in failed), callers.summary()
+        # the split sends 10 of every 100 calls routed by a node to the canary: 3 nodes route calls
+        assert len(failed) <= len(callers.results[:after]) // 10 + 3, callers.summary()
+        assert not [f for f in callers.results[after:] if not f.ok], callers.summary()
+        assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
