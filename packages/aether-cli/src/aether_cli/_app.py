@@ -319,8 +319,9 @@ def events(
             negative=(),
             help="Only events of this kind (repeat for several): node_joined, node_left, node_lost,"
             " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
-            " rebalance_move, node_cordoned, node_draining, node_uncordoned, autoscale_decision, rollout_started,"
-            " rollout_step, rollout_switched, rollout_promoted, rollout_aborted, rollout_done.",
+            " rebalance_move, node_cordoned, node_draining, node_uncordoned, autoscale_decision,"
+            " rollout_started, rollout_step, rollout_switched, rollout_promoted, rollout_aborted,"
+            " rollout_done.",
         ),
     ] = (),
     slice: Annotated[

@@ -408,6 +408,7 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     async def slice_autoscale_resume(artifact: Artifact) -> dict[str, Any]:
         return await ask("slice_autoscale_resume", lambda c: c.autoscale_operation(artifact, "resume"))
 
+    @tool(
         "slice_promote",
         "Promote a slice's canary rollout now (the new version takes over, the old instances go, never "
         "below the floor), or end a blue-green rollout's grace period. Refused with no rollout in progress.",

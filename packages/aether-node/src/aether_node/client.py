@@ -830,7 +830,6 @@ class ApiClient:
         data = self._request("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}", idempotent=True)
         return from_json(data, AutoscaleStatus)
 
-
     def rollout_command(self, artifact: str, operation: str) -> RolloutInfo:
         """`promote` or `abort` the canary or blue-green rollout of a slice. Not resent: a second promote
         of a rollout that moved on is refused."""
