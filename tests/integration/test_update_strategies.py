@@ -41,11 +41,8 @@ from cluster_support import (
 )
 
 from aether_kv import KVClient
-from aether_node import decode_record
+from aether_node import RolloutRecord, UpdateSpec, UpdateStrategy, decode_record, rollout_key
 from aether_node.client import ApiClient, RolloutInfo
-from aether_node.core._records import RolloutRecord
-from aether_node.core._schema import rollout_key
-from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 from aether_node.dev import LocalNodeCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

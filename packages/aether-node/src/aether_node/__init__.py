@@ -31,6 +31,8 @@ _EXPORTS = {
     "SliceSpec": ".core._blueprint",
     "Resources": ".core._blueprint",
     "AutoscaleSpec": ".core._autoscale_spec",
+    "UpdateSpec": ".core._update_spec",
+    "UpdateStrategy": ".core._update_spec",
     "Strategy": ".core._blueprint",
     "Balancing": ".core._blueprint",
     "parse_blueprint": ".core._blueprint_toml",
@@ -42,6 +44,8 @@ _EXPORTS = {
     "encode_record": ".core._records",
     "decode_record": ".core._records",
     "InstanceKey": ".core._schema",
+    "RolloutRecord": ".core._records",
+    "rollout_key": ".core._schema",
     # errors
     "NodeError": ".core._errors",
     "InvalidCoordinatesError": ".core._errors",
