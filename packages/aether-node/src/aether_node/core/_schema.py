@@ -16,6 +16,8 @@ PROBLEMS_PREFIX = "cluster/problems/"  # the leader's problems, one per artifact
 BLUEPRINT_REVISIONS = "blueprint-revisions/"  # every applied revision of every blueprint (bounded)
 NODE_OPS = "cluster/node-ops/"  # an operator's cordon or drain of a node (NodeOperation)
 NODE_STOPS = "cluster/node-stop/"  # an operator's request that a node stop gracefully (NodeStopRequest)
+API_KEYS = "cluster/api-keys/"  # named API keys, hashed (ApiKeyRecord)
+AUDIT = "cluster/audit/"  # the last change through each node's management API (AuditRecord), one per node
 
 
 @attrs.frozen(order=True)
@@ -87,3 +89,11 @@ def node_op_key(node_id: str) -> str:
 
 def node_stop_key(node_id: str) -> str:
     return f"{NODE_STOPS}{node_id}"
+
+
+def api_key_key(name: str) -> str:
+    return f"{API_KEYS}{name}"
+
+
+def audit_key(node_id: str) -> str:
+    return f"{AUDIT}{node_id}"
