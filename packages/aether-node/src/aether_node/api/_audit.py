@@ -22,6 +22,7 @@ from ..core._schema import audit_key
 
 log = logging.getLogger("aether_node.api")
 WRITE_WITHIN = 2.0
+MAX_TEXT = 200  # a path or target longer than this is cut (a client chose it)
 
 
 class AuditLog:
@@ -34,8 +35,8 @@ class AuditLog:
         record = AuditRecord(
             who=who,
             method=method,
-            route=path,
-            target=target,
+            route=path[:MAX_TEXT],
+            target=target[:MAX_TEXT],
             status=status,
             at=self.clock(),
             node_id=self.node_id,
