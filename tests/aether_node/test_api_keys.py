@@ -61,3 +61,44 @@ def test_open_only_in_dev_mode_without_any_key() -> None:
     assert Authorizer({}, open_access=True, node_id="n1").check(request(None), "admin") == ("node:n1", None)
     _, denied = Authorizer({}, open_access=False, node_id="n1").check(request(None), "viewer")
     assert denied is not None and denied.status_code == 401
+
+
+async def test_named_keys_on_a_store_are_accepted_used_and_revoked_at_once() -> None:
+    import trio
+
+    from aether_kv import MemoryStore
+    from aether_node.api._api_keys import ApiKeys
+    from aether_node.core._kv_cache import KVCache
+    from aether_node.core._schema import API_KEYS
+
+    store = MemoryStore()
+    keys = ApiKeys(store, clock=lambda: 1000.0)
+    cache = KVCache(store, [API_KEYS])
+    authorizer = Authorizer({}, open_access=True, node_id="n1", cache=cache)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cache.run)
+        await nursery.start(authorizer.record_uses, keys)
+        assert authorizer.check(request(None), "admin") == ("node:n1", None)  # no key at all: dev mode
+        created = await keys.create("ci", "operator", by="node:n1")
+        other = await keys.create("other", "viewer", by="ci")
+        await cache.caught_up(API_KEYS, (await store.status()).revision)
+        # the first named key closes the open API; its secret is accepted, as who it is
+        assert authorizer.check(request(None), "viewer")[1] is not None
+        assert authorizer.check(request(created.secret), "operator") == ("ci", None)
+        with trio.fail_after(5):  # its use is written by the node's service
+            while not (await keys.list())[0].last_used:
+                await trio.sleep(0.01)
+        used, unused = await keys.list()
+        assert (used.name, used.role, used.created_by, used.created_at) == ("ci", "operator", "node:n1", 1e3)
+        assert (unused.name, unused.last_used) == ("other", 0.0)
+        await keys.revoke("ci")
+        await cache.caught_up(API_KEYS, (await store.status()).revision)
+        who, denied = authorizer.check(request(created.secret), "viewer")
+        assert who == "" and denied is not None and UNKNOWN_KEY.encode() in denied.body
+        await keys.stamp_use("ci", 2000.0)  # a use written after the revocation brings nothing back
+        assert [k.name for k in await keys.list()] == ["other"]
+        # with the last named key revoked, a dev-mode node's API is open again (no key at all)
+        await keys.revoke("other")
+        await cache.caught_up(API_KEYS, (await store.status()).revision)
+        assert authorizer.check(request(other.secret), "admin") == ("node:n1", None)
+        nursery.cancel_scope.cancel()

@@ -81,6 +81,11 @@ def test_a_created_key_works_on_every_node_and_a_revoked_one_is_refused_by_every
     listed = key_names(secured)["ci"]
     assert (listed["role"], listed["created_by"]) == ("viewer", "config-key")
     assert listed["created_at"] > 0 and "secret" not in listed and "digest" not in listed
+    # its use is recorded (to a minute: one write per key and node per minute at most)
+    used = wait_until(
+        lambda: key_names(secured)["ci"]["last_used"], timeout=5, what="the key's last use recorded"
+    )
+    assert listed["created_at"] <= used
     table = expect(secured.aether("key", "list", api_key=ADMIN)).stdout
     assert "ci" in table and "viewer" in table and secret not in table
 
@@ -101,7 +106,11 @@ def test_a_created_key_works_on_every_node_and_a_revoked_one_is_refused_by_every
 def test_only_the_admin_role_manages_keys(secured: CliCluster) -> None:
     named_operator = create(secured, "deployer", "operator")
     named_admin = create(secured, "root2", "admin")
-    before = key_names(secured)
+
+    def roles() -> dict[str, str]:
+        return {name: key["role"] for name, key in key_names(secured).items()}
+
+    before = roles()
     base = management(secured)[1]
     for key in (OPERATOR, named_operator):
         for method, path, body in (
@@ -115,7 +124,7 @@ def test_only_the_admin_role_manages_keys(secured: CliCluster) -> None:
             assert answer.json()["error"]["message"] == message
     run = secured.aether("key", "create", "sneaky", "--role", "admin", api_key=named_operator)
     assert run.returncode == 1 and "needs the admin role" in run.stderr, str(run)
-    assert key_names(secured) == before, "a refused request changed the keys"
+    assert roles() == before, "a refused request changed the keys"
     # a named admin key creates keys, and is who created them
     create(secured, "made-by-root2", "viewer", key=named_admin)
     assert key_names(secured)["made-by-root2"]["created_by"] == "root2"

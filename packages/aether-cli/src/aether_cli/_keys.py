@@ -31,20 +31,24 @@ def key_create(
 
 
 def key_list(*, common: Common = DEFAULT_COMMON) -> None:
-    """The cluster's named API keys: name, role, when and by whom created (never a secret)."""
+    """The cluster's named API keys: name, role, when and by whom created, how long ago last used (kept
+    to a minute); never a secret."""
     result = call(common, lambda client: client.list_keys())
 
     def human() -> None:
         from . import _output
 
-        _output.table(
-            "API keys",
-            ["NAME", "ROLE", "CREATED", "BY"],
-            (
-                [_output._text(k.name), k.role, _output._when(k.created_at), _output._text(k.created_by)]
-                for k in result
-            ),
+        rows = (
+            [
+                _output._text(k.name),
+                k.role,
+                _output._when(k.created_at),
+                _output._text(k.created_by),
+                f"{_output._age(k.last_used)} ago" if k.last_used else "never",
+            ]
+            for k in result
         )
+        _output.table("API keys", ["NAME", "ROLE", "CREATED", "BY", "LAST USED"], rows)
 
     emit(common, result, human)
 

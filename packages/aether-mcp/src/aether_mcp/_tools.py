@@ -385,7 +385,11 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     ) -> dict[str, Any]:
         return await ask("key_create", lambda c: c.create_key(name, role))
 
-    @tool("key_list", "The cluster's named API keys: name, role, when and by whom created (never a secret).")
+    @tool(
+        "key_list",
+        "The cluster's named API keys: name, role, when and by whom created, when last used (to a minute); "
+        "never a secret.",
+    )
     async def key_list() -> list[dict[str, Any]]:
         return await ask("key_list", lambda c: c.list_keys())
 

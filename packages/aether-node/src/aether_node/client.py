@@ -338,6 +338,7 @@ class ApiKeyInfo:
     role: str  # viewer, operator or admin
     created_at: float
     created_by: str  # who created it (a key's name, `config-key`, `node:ID`)
+    last_used: float = 0.0  # when a node last accepted it, to a minute (0.0: never)
 
 
 @attrs.frozen(kw_only=True)

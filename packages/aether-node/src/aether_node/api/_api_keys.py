@@ -14,6 +14,11 @@ when the key is created.
 Roles: viewer ⊂ operator ⊂ admin. No key → 401 "an API key is required"; a key the cluster does not
 know (mistyped, revoked) → 401 saying so; a known key whose role is too weak → 403 naming the role needed.
 With no key at all (none configured, none in the KV) the API is open only on a node in dev mode.
+
+When a named key was last used is kept to a minute: a node that accepts a key whose `last_used` is older
+than `USE_RESOLUTION` queues its name, and `record_uses` writes the time into the key's record
+(compare-and-swap, so a key revoked meanwhile stays revoked): at most one write per key per node per
+minute, never one per request. A use that cannot be queued or written is dropped.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, Put
+from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, KVError, Put
 
 from ..client import ApiKeyInfo, CreatedApiKey
 from ..core._error_kinds import ErrorKind
@@ -50,6 +56,8 @@ SECRET_PREFIX = "aek_"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 NO_KEY = "an API key is required (Authorization: Bearer KEY)"
 UNKNOWN_KEY = "the API key is not one of this cluster's keys (mistyped, or revoked)"
+USE_RESOLUTION = 60.0  # seconds: how precisely a key's last use is kept
+USES_QUEUED = 256  # names waiting for their use to be written (more are dropped)
 
 
 def digest(secret: str) -> str:
@@ -96,6 +104,7 @@ class _Known:
     digest: str
     who: str
     role: str
+    last_used: float | None = None  # None: a configured key (its use is not recorded)
 
 
 class Authorizer:
@@ -114,7 +123,10 @@ class Authorizer:
         self.dev_mode = open_access
         self.node_id = node_id
         self.cache = cache
+        self.clock = time.time
         self._named: tuple[int, list[_Known]] = (-1, [])
+        self._uses, self._queued_uses = trio.open_memory_channel[str](USES_QUEUED)
+        self._pending: set[str] = set()
 
     def _named_keys(self) -> list[_Known]:
         """The KV's keys, decoded again only after the cache moved."""
@@ -129,7 +141,7 @@ class Authorizer:
                 except RecordError as error:
                     log.warning("%s", error.message)
                     continue
-                known.append(_Known(record.digest, record.name, record.role))
+                known.append(_Known(record.digest, record.name, record.role, record.last_used))
             self._named = (seen, known)
         return self._named[1]
 
@@ -156,16 +168,45 @@ class Authorizer:
         known = self.identify(key)
         if known is None:
             return "", error_response(ErrorKind.UNAUTHENTICATED, UNKNOWN_KEY)
+        self._note_use(known)
         if ROLES.index(known.role) < ROLES.index(needed):
             return known.who, error_response(
                 ErrorKind.FORBIDDEN, f"this operation needs the {needed} role; your key has {known.role}"
             )
         return known.who, None
 
+    def _note_use(self, known: _Known) -> None:
+        if known.last_used is None or known.who in self._pending:
+            return
+        if self.clock() - known.last_used < USE_RESOLUTION:
+            return
+        try:
+            self._uses.send_nowait(known.who)
+        except trio.WouldBlock:
+            return  # a busy minute: this use is dropped, a later one is recorded
+        self._pending.add(known.who)
+
+    async def record_uses(
+        self, keys: ApiKeys, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Write the uses `check` queued, one at a time, until cancelled (a node service)."""
+        task_status.started()
+        async for name in self._queued_uses:
+            try:
+                await keys.stamp_use(name, self.clock())
+            except KVError as error:
+                log.info("last use of key %r not recorded: %s", name, error.message)
+            finally:
+                self._pending.discard(name)
+
 
 def _info(record: ApiKeyRecord) -> ApiKeyInfo:
     return ApiKeyInfo(
-        name=record.name, role=record.role, created_at=record.created_at, created_by=record.created_by
+        name=record.name,
+        role=record.role,
+        created_at=record.created_at,
+        created_by=record.created_by,
+        last_used=record.last_used,
     )
 
 
@@ -204,6 +245,23 @@ class ApiKeys:
             except RecordError as error:
                 log.warning("%s", error.message)
         return sorted(found, key=lambda info: info.name)
+
+    async def stamp_use(self, name: str, at: float) -> None:
+        """Set the key's `last_used` to `at`, unless it is gone or changed meanwhile (then nothing)."""
+        key = api_key_key(name)
+        found = await self.kv.get(key, linearizable=True)
+        if found is None:
+            return
+        try:
+            record = decode_record(key, found.value, ApiKeyRecord)
+        except RecordError:
+            return
+        unchanged = Compare(
+            key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=found.mod_revision
+        )
+        await self.kv.txn(
+            [unchanged], [Put(key=key, value=encode_record(attrs.evolve(record, last_used=at)))]
+        )
 
     async def revoke(self, name: object) -> dict[str, str]:
         """Delete the key: every node refuses it once its cache has the change. Unknown → `not_found`."""

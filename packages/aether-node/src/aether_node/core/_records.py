@@ -142,6 +142,7 @@ class ApiKeyRecord:
     digest: str
     created_at: float = 0.0
     created_by: str = ""  # who created it (an audit identity: a key's name, `config-key`, `node:ID`)
+    last_used: float = 0.0  # when a node last let it through, to a minute (`api/_api_keys.USE_RESOLUTION`)
     schema_version: int = SCHEMA_VERSION
 
 

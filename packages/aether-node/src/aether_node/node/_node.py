@@ -28,7 +28,7 @@ from aether_kv import (
     open_client,
 )
 
-from ..api._api_keys import Authorizer, parse_api_keys
+from ..api._api_keys import ApiKeys, Authorizer, parse_api_keys
 from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
 from ..api._management import management_app
@@ -370,6 +370,7 @@ async def serve_node(
                         authorizer = Authorizer(
                             api_keys, open_access=config.dev_mode, node_id=config.node_id, cache=key_cache
                         )
+                        await start("API key uses", authorizer.record_uses, ApiKeys(kv))
                         app = management_app(
                             handlers,
                             authorizer,
