@@ -248,3 +248,36 @@ def test_a_blue_green_switch_and_promotion_are_events() -> None:
     promoted = attrs.evolve(switched, phase=RolloutPhase.PROMOTED)
     assert [e.kind for e in describe(put(ROLLOUT_KEY, promoted, 7, prev=switched))] == ["rollout_promoted"]
     assert not needs_time(put(ROLLOUT_KEY, promoted, 7, prev=switched))
+
+
+def test_each_audit_record_put_is_an_audit_event_with_who_what_and_status() -> None:
+    from aether_node.core._records import AuditRecord
+
+    record = AuditRecord(
+        who="deployer",
+        method="DELETE",
+        route="/api/v1/blueprints/shop",
+        target="shop",
+        status=403,
+        at=1234.5,
+        node_id="n2",
+    )
+    change = put("cluster/audit/n2", record, 9)
+    assert not needs_time(change)  # the record carries its own time
+    [event] = describe(change)
+    assert (event.kind, event.who, event.status, event.subject, event.node_id, event.timestamp) == (
+        "audit",
+        "deployer",
+        403,
+        "shop",
+        "n2",
+        1234.5,
+    )
+    assert event.message == "deployer: DELETE /api/v1/blueprints/shop (shop) → 403"
+    assert EventFilter.parse(["audit"]).matches(event)
+    assert not EventFilter.parse(["blueprint_deleted"]).matches(event)
+    # the key only ever holds the latest record: a delete means nothing, a bad record is skipped
+    assert describe(delete("cluster/audit/n2", record, 10), at=1.0) == []
+    assert (
+        describe(Event(kind=EventKind.PUT, kv=kv("cluster/audit/n2", b"[", 11), prev=None, revision=11)) == []
+    )

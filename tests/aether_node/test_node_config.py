@@ -30,3 +30,19 @@ def test_blueprint_history_below_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(path, {})
     assert raised.value.message == f"{path}: blueprint_history must be at least 1, got 0"
+
+
+def test_the_deployment_guides_example_config_loads() -> None:
+    """examples/systemd/node.toml (docs/DEPLOY.md) is a valid node configuration."""
+    example = Path(__file__).parents[2] / "examples" / "systemd" / "node.toml"
+    config = load_config(example, {})
+    assert (config.node_id, config.ingress, config.peer, config.management) == (
+        "node-1",
+        "10.0.0.11:8080",
+        "10.0.0.11:7100",
+        "10.0.0.11:9090",
+    )
+    assert config.kv.runs_replica and config.kv.raft == "10.0.0.11:7200"
+    assert config.kv.peers == ("10.0.0.12:7200", "10.0.0.13:7200")
+    assert str(config.kv.secret_file) == "/etc/aether/secret"
+    assert config.capacity.cpu == 4.0 and config.labels == {"zone": "a"}

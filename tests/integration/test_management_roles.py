@@ -41,6 +41,7 @@ WRONG_KEY = "wrong-key-0123456789abcdef"
 SMALL = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 
 UNAUTHENTICATED = "an API key is required (Authorization: Bearer KEY)"
+UNKNOWN_KEY = "the API key is not one of this cluster's keys (mistyped, or revoked)"
 # what the CLI makes of the node's 401: no key sent, or a key sent and refused
 NO_KEY = (
     "no API key given: the cluster (--cluster) needs one; pass --api-key KEY (or AETHER_API_KEY), or add it"
@@ -96,9 +97,10 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
         return http.request(method, path, headers=bearer(key), **kw)
 
     def denied(method: str, path: str, **kw: Any) -> None:
-        """401 without a key or with an unknown one; 403 naming operator for a viewer key."""
+        """401 without a key or with an unknown one (each with its message); 403 naming operator for a
+        viewer key."""
         assert_error(request(method, path, None, **kw), 401, "unauthenticated", UNAUTHENTICATED)
-        assert_error(request(method, path, WRONG_KEY, **kw), 401, "unauthenticated", UNAUTHENTICATED)
+        assert_error(request(method, path, WRONG_KEY, **kw), 401, "unauthenticated", UNKNOWN_KEY)
         assert_error(request(method, path, KEYS["viewer"], **kw), 403, "forbidden", forbidden("viewer"))
 
     # POST /api/v1/blueprints
@@ -142,7 +144,7 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
     ]
     for method, path, kw in reads:
         assert_error(request(method, path, None, **kw), 401, "unauthenticated", UNAUTHENTICATED)
-        assert_error(request(method, path, WRONG_KEY, **kw), 401, "unauthenticated", UNAUTHENTICATED)
+        assert_error(request(method, path, WRONG_KEY, **kw), 401, "unauthenticated", UNKNOWN_KEY)
         for key in KEYS.values():
             answer = request(method, path, key, **kw)
             assert answer.status_code == 200, f"{method} {path}: {answer.text}"

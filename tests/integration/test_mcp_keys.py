@@ -40,6 +40,21 @@ async def test_a_viewer_key_reads_and_is_refused_writes_in_the_clis_words(secure
             assert text(refused) == "this operation needs the operator role; your key has viewer"
 
 
+async def test_an_operator_agent_cannot_make_itself_a_key(secured: CliCluster) -> None:
+    with mcp_service(secured.urls, "--api-key", OPERATOR) as service:
+        async with http_client(service.url, "operator") as client:
+            for name, arguments in (
+                ("key_create", {"name": "agent-admin", "role": "admin"}),
+                ("key_create", {"name": "agent-viewer", "role": "viewer"}),
+                ("key_list", {}),
+                ("key_revoke", {"name": "anything"}),
+                ("cluster_backup", {}),
+            ):
+                refused = await client.call_tool(name, arguments)
+                assert refused.is_error, name
+                assert text(refused) == "this operation needs the admin role; your key has operator"
+
+
 async def test_without_a_key_every_tool_says_a_key_is_needed(secured: CliCluster) -> None:
     with mcp_service(secured.urls) as service:
         async with http_client(service.url, "keyless") as client:

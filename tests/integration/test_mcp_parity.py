@@ -54,7 +54,7 @@ def cli_commands() -> set[tuple[str, ...]]:
 def test_every_cli_command_has_its_tool_and_back() -> None:
     commands = cli_commands()
     tools = {spec.cli: spec.name for spec in TOOLS}
-    assert len(commands) == 27, sorted(commands)
+    assert len(commands) == 30, sorted(commands)
     assert set(tools) == commands, (
         f"CLI commands without a tool: {sorted(commands - set(tools))}; "
         f"tools without a CLI command: {sorted(set(tools) - commands)}"
@@ -104,6 +104,7 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                 (("slice", "list"), ("slice_list", {})),
                 (("slice", "status", "org.aether:echo"), ("slice_status", {"artifact": "org.aether:echo"})),
                 (("cluster", "nodes"), ("cluster_nodes", {})),
+                (("key", "list"), ("key_list", {})),
                 (
                     ("blueprint", "validate", str(EXAMPLE)),
                     ("blueprint_validate", {"toml": EXAMPLE.read_text(), "source": str(EXAMPLE)}),

@@ -41,12 +41,15 @@ app = App(
 )
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
 slice_app = App(name="slice", help="Slice instances: list, status, invoke; new slice projects, publish.")
-cluster_app = App(name="cluster", help="The cluster: status, nodes, events, forget a node.")
+cluster_app = App(
+    name="cluster", help="The cluster: status, nodes, events, forget a node, backup and restore."
+)
 node_app = App(name="node", help="Operate one node: cordon, uncordon, drain, stop.")
+key_app = App(name="key", help="The cluster's named API keys: create, list, revoke (admin role).")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 context_app = App(name="context", help="Named clusters and their API keys, in ~/.config/aether/config.toml.")
 autoscale_app = App(name="autoscale", help="Autoscaled slices: status; set targets, pause, resume.")
-for sub in (blueprint_app, slice_app, cluster_app, node_app, dev_app, context_app):
+for sub in (blueprint_app, slice_app, cluster_app, node_app, key_app, dev_app, context_app):
     app.command(sub)
 slice_app.command(autoscale_app)
 
@@ -321,7 +324,7 @@ def events(
             " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
             " rebalance_move, node_cordoned, node_draining, node_uncordoned, autoscale_decision,"
             " rollout_started, rollout_step, rollout_switched, rollout_promoted, rollout_aborted,"
-            " rollout_done.",
+            " rollout_done, audit (changes made through the management API: who, what, status).",
         ),
     ] = (),
     slice: Annotated[
@@ -330,7 +333,8 @@ def events(
     node: Annotated[str | None, Parameter(help="Only events about this node.")] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
-    """Recent cluster events (nodes, leaders, blueprints, instance states with reasons, rebalance moves)."""
+    """Recent cluster events (nodes, leaders, blueprints, instance states with reasons, rebalance moves,
+    the audit log)."""
     from aether_node.client import to_json
 
     def show(item: Any) -> None:
@@ -466,6 +470,16 @@ OPERATIONS = (
 )
 for group, command, function_name, summary in OPERATIONS:
     group.command(f"aether_cli._operations:{function_name}", name=command, help=summary)
+# Named API keys, backup and restore (`_keys.py`, `_backup.py`): the admin role.
+ADMIN = (
+    (key_app, "create", "_keys:key_create", "Create API key NAME; print its secret once."),
+    (key_app, "list", "_keys:key_list", "The named API keys (never a secret)."),
+    (key_app, "revoke", "_keys:key_revoke", "Revoke API key NAME on every node, no restart."),
+    (cluster_app, "backup", "_backup:cluster_backup", "Save blueprints, revisions and keys to FILE."),
+    (cluster_app, "restore", "_backup:cluster_restore", "Restore a backup into a fresh cluster."),
+)
+for group, command, where, summary in ADMIN:
+    group.command(f"aether_cli.{where}", name=command, help=summary)
 
 
 def _unwrapped_help_when_piped() -> None:

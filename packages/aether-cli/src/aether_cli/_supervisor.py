@@ -8,7 +8,7 @@ to 0.5 s once it has run for a minute), and `supervisor.log` in DIRECTORY says s
 shows those lines. SIGTERM (what `aether dev down` sends) stops the nodes gracefully (SIGTERM, then
 SIGKILL after 40 s) and ends the supervisor.
 
-What systemd's `Restart=on-failure` does for a node in production (README: "Running under systemd"); plain
+What systemd's `Restart=on-failure` does for a node in production (docs/DEPLOY.md, examples/systemd/); plain
 standard library, no trio: it only waits on processes.
 """
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import attrs
@@ -155,6 +155,26 @@ TOOLS = (
     ToolSpec(
         "node_stop", ("node", "stop"), True, _changing("Stop a node", destructive=True, idempotent=True)
     ),
+    ToolSpec(
+        "key_create",
+        ("key", "create"),
+        True,
+        _changing("Create an API key", destructive=False, idempotent=False),
+    ),
+    ToolSpec("key_list", ("key", "list"), False, _reading("List API keys")),
+    ToolSpec(
+        "key_revoke",
+        ("key", "revoke"),
+        True,
+        _changing("Revoke an API key", destructive=True, idempotent=True),
+    ),
+    ToolSpec("cluster_backup", ("cluster", "backup"), False, _reading("Back the cluster's state up")),
+    ToolSpec(
+        "cluster_restore",
+        ("cluster", "restore"),
+        True,
+        _changing("Restore a backup into a fresh cluster", destructive=False, idempotent=False),
+    ),
 )
 SPECS = {spec.name: spec for spec in TOOLS}
 
@@ -163,6 +183,7 @@ Source = Annotated[str, Field(description="A file name for error messages (file:
 Name = Annotated[str, Field(description="The blueprint's name.")]
 Artifact = Annotated[str, Field(description="The slice as group:artifact (or group:artifact:version).")]
 Node = Annotated[str, Field(description="The node's id.")]
+KeyName = Annotated[str, Field(description="The key's name: 1 to 63 characters of a-z, 0-9, - and _.")]
 
 
 def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: bool) -> None:
@@ -309,7 +330,8 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
                 description="Only events of these kinds: node_joined, node_left, node_lost, leader_elected,"
                 " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move,"
                 " node_cordoned, node_draining, node_uncordoned, autoscale_decision, rollout_started,"
-                " rollout_step, rollout_switched, rollout_promoted, rollout_aborted, rollout_done."
+                " rollout_step, rollout_switched, rollout_promoted, rollout_aborted, rollout_done, audit"
+                " (changes made through the management API: who, what, status)."
             ),
         ] = None,
         slice: Annotated[
@@ -447,3 +469,47 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     )
     async def node_stop(node: Node) -> dict[str, Any]:
         return await ask("node_stop", lambda c: c.node_operation(node, "stop"))
+
+    # Named API keys, backup and restore: the cluster refuses them unless this service's own key has the
+    # admin role, so an agent can never make itself a key stronger than the one it was given.
+    @tool(
+        "key_create",
+        "Create a named API key with a role (viewer, operator or admin); answers its secret, the only time "
+        "it is shown. Needs the admin role.",
+    )
+    async def key_create(
+        name: KeyName,
+        role: Annotated[Literal["viewer", "operator", "admin"], Field(description="What the key may do.")],
+    ) -> dict[str, Any]:
+        return await ask("key_create", lambda c: c.create_key(name, role))
+
+    @tool(
+        "key_list",
+        "The cluster's named API keys: name, role, when and by whom created, when last used (to a minute); "
+        "never a secret.",
+    )
+    async def key_list() -> list[dict[str, Any]]:
+        return await ask("key_list", lambda c: c.list_keys())
+
+    @tool("key_revoke", "Revoke a named API key: every node refuses it from then on. Needs the admin role.")
+    async def key_revoke(name: KeyName) -> dict[str, Any]:
+        await ask("key_revoke", lambda c: c.revoke_key(name))
+        return {"revoked": name}
+
+    @tool(
+        "cluster_backup",
+        "The cluster's blueprints, their revisions and its named API keys (hashed), read at one revision: "
+        "what cluster_restore takes. Needs the admin role.",
+    )
+    async def cluster_backup() -> dict[str, Any]:
+        return await ask("cluster_backup", lambda c: c.backup())
+
+    @tool(
+        "cluster_restore",
+        "Write a backup (what cluster_backup answers) into a fresh cluster: one with no blueprint, revision "
+        "or named key yet. Needs the admin role.",
+    )
+    async def cluster_restore(
+        backup: Annotated[dict[str, Any], Field(description="The backup, as cluster_backup answers it.")],
+    ) -> dict[str, Any]:
+        return await ask("cluster_restore", lambda c: c.restore(backup))

@@ -366,6 +366,7 @@ EVENT_KINDS = (
     "rollout_promoted",  # the new version takes over; the old instances go
     "rollout_aborted",  # rolled back (a failure, a verdict, an operator): every call on the stable version
     "rollout_done",  # its record was removed (the new version runs alone, or the blueprint moved on)
+    "audit",  # a change through the management API: who (a key's name), what (method, path, target), status
 )
 
 
@@ -386,6 +387,31 @@ class ClusterEvent:
     artifact: str = ""  # group:artifact:version of instance events
     instance: int = 0  # the instance number of instance events
     from_node_id: str = ""  # rebalance_move: the node the instance moves away from
+    who: str = ""  # audit: a key's name, `config-key` (a key of a node's configuration), `node:ID` (open API)
+    status: int = 0  # audit: the HTTP status the change was answered with (403: refused)
+
+
+@attrs.frozen(kw_only=True)
+class ApiKeyInfo:
+    """A named API key (`aether key list`): never its secret, which is shown once, at creation."""
+
+    name: str
+    role: str  # viewer, operator or admin
+    created_at: float
+    created_by: str  # who created it (a key's name, `config-key`, `node:ID`)
+    last_used: float = 0.0  # when a node last accepted it, to a minute (0.0: never)
+
+
+@attrs.frozen(kw_only=True)
+class CreatedApiKey:
+    """A key just created: `secret` is what a client sends (Authorization: Bearer SECRET); the cluster
+    keeps only its hash, so this is the one time it can be read."""
+
+    name: str
+    role: str
+    created_at: float
+    created_by: str
+    secret: str
 
 
 @attrs.frozen(kw_only=True)
@@ -842,6 +868,29 @@ class ApiClient:
             "POST", f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}", idempotent=True
         )
         return from_json(data, NodeInfo)
+
+    # named API keys (admin only)
+    def create_key(self, name: str, role: str) -> CreatedApiKey:
+        """A new key; its secret is in the answer only. Not resent: a resend after a lost answer would
+        meet the key it created (conflict), its secret lost."""
+        body = {"name": name, "role": role}
+        return from_json(self._request("POST", "/api/v1/keys", json_body=body), CreatedApiKey)
+
+    def list_keys(self) -> list[ApiKeyInfo]:
+        return [from_json(item, ApiKeyInfo) for item in self._request("GET", "/api/v1/keys")]
+
+    def revoke_key(self, name: str) -> None:
+        """Every node refuses the key from the moment its copy of the keys has the change."""
+        self._request("DELETE", f"/api/v1/keys/{_segment(name)}", idempotent=True)
+
+    # backup and restore of the cluster's desired state (admin only)
+    def backup(self) -> dict[str, Any]:
+        """The blueprints, their revisions and the named API keys, read at one revision (JSON)."""
+        return self._request("GET", "/api/v1/cluster/backup")
+
+    def restore(self, backup: dict[str, Any]) -> dict[str, Any]:
+        """Write a backup into a cluster that has no blueprint, revision or named key yet."""
+        return self._request("POST", "/api/v1/cluster/restore", json_body=backup)
 
     # the agent lease (one AI agent at a time; see aether_mcp)
     def agent_lease(self) -> AgentLease | None:

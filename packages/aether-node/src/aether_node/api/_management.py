@@ -1,9 +1,16 @@
-"""The management API (JSON over HTTP): routes over the command handlers, API keys with roles, probes,
-and the event stream. Served by `_http.serve_http` on the node's management address.
+"""The management API (JSON over HTTP): routes over the command handlers, API keys with roles, the audit
+log, probes, and the event stream. Served by `_http.serve_http` on the node's management address.
 
-Roles: viewer ⊂ operator ⊂ admin. Reading needs viewer; changing the cluster or invoking needs operator.
-A missing or unknown key → 401; a key whose role is too weak → 403 naming the role needed. With no keys
-configured the API is open only if the node runs in dev mode.
+Roles (`_api_keys.py`): viewer ⊂ operator ⊂ admin. Reading needs viewer; changing the cluster or invoking
+needs operator; API keys, backup and restore need admin. No key → 401, an unknown key → 401 saying so (two
+messages), a key whose role is too weak → 403 naming the role needed. With no keys at all the API is open
+only if the node runs in dev mode.
+
+Audit (`_audit.py`): every route marked `audit` (the changes: blueprints applied, deleted, rolled back,
+slices scaled, node operations, nodes forgotten, keys created and revoked, restores) records who, what and
+the status it answered, a refusal (403) included; a request nobody could be identified for (401) is not
+recorded (anyone who can reach the port could fill the log). Invocations and the agent lease (renewed
+every few seconds) are not changes of the cluster's state and are not recorded.
 
 Errors: every route answers a RequestError (the handlers', a call's) as `{"error": {"kind", "message"[,
 "type"]}}` with its kind's status (`core/_error_kinds.py`), in one place (`route`).
@@ -16,7 +23,7 @@ files (`/dashboard`: no data in them; the page asks for a key and sends it with 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -34,51 +41,15 @@ from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
 from ..routing._http import error_response
 from ._agent_lease import AgentLeases
+from ._api_keys import ApiKeys, Authorizer
+from ._audit import AuditLog
 from ._autoscale import AutoscaleOperations
+from ._backup import restore_backup, take_backup
 from ._dashboard import dashboard_routes
 from ._handlers import Handlers
 from ._operations import Operations
 
-ROLES = ("viewer", "operator", "admin")
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
-
-
-def parse_api_keys(text: str) -> dict[str, str]:
-    """`role:key` items separated by commas or newlines (a file or an environment variable) → key → role."""
-    keys = {}
-    for number, item in enumerate(part.strip() for part in text.replace("\n", ",").split(",")):
-        if not item or item.startswith("#"):
-            continue
-        role, sep, key = item.partition(":")
-        if not sep or role not in ROLES or len(key) < 16:
-            raise ValueError(
-                f"API key entry {number + 1}: expected role:key with role one of {', '.join(ROLES)}"
-                " and a key of at least 16 characters"
-            )
-        keys[key] = role
-    return keys
-
-
-class Authorizer:
-    def __init__(self, keys: Mapping[str, str], *, open_access: bool) -> None:
-        self.keys = dict(keys)
-        self.open_access = open_access and not keys
-
-    def check(self, request: Request, needed: str) -> Response | None:
-        if self.open_access:
-            return None
-        header = request.headers.get("authorization", "")
-        key = header[7:] if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-        role = self.keys.get(key)
-        if role is None:
-            return error_response(
-                ErrorKind.UNAUTHENTICATED, "an API key is required (Authorization: Bearer KEY)"
-            )
-        if ROLES.index(role) < ROLES.index(needed):
-            return error_response(
-                ErrorKind.FORBIDDEN, f"this operation needs the {needed} role; your key has {role}"
-            )
-        return None
 
 
 Endpoint = Callable[[Request], Awaitable[Any]]
@@ -91,24 +62,36 @@ def management_app(
     *,
     metrics: NodeMetrics | None = None,
     status_kv: KV | None = None,
+    node_id: str = "",
 ) -> Starlette:
     """The API's routes. `metrics` are served at /metrics, with the status of the KV replica `status_kv`
-    (this node's own, if it runs one) read at each scrape."""
+    (this node's own, if it runs one) read at each scrape. `node_id` names this node in the audit log."""
     metrics = metrics or NodeMetrics(enabled=False)
+    audit_log = AuditLog(handlers.kv, node_id)
 
-    def route(path: str, needed: str, method: str = "GET") -> Callable[[Endpoint], Route]:
+    def route(
+        path: str, needed: str, method: str = "GET", *, audit: bool = False
+    ) -> Callable[[Endpoint], Route]:
         def wrap(endpoint: Endpoint) -> Route:
-            async def guarded(request: Request) -> Response:
-                denied = authorizer.check(request, needed)
+            async def answer(request: Request) -> tuple[str, Response]:
+                who, denied = authorizer.check(request, needed)
                 if denied is not None:
-                    return denied
+                    return who, denied
+                request.state.who = who
                 try:
                     result = await endpoint(request)
                 except RequestError as error:  # the handlers' and the calls' errors alike
-                    return error_response(error.kind, error.message, type=error.remote_type)
+                    return who, error_response(error.kind, error.message, type=error.remote_type)
                 if isinstance(result, Response):
-                    return result
-                return JSONResponse(to_json(result))
+                    return who, result
+                return who, JSONResponse(to_json(result))
+
+            async def guarded(request: Request) -> Response:
+                who, response = await answer(request)
+                if audit and who:  # (who is "" for a request nobody could be identified for: 401)
+                    target = getattr(request.state, "target", "") or _target(request)
+                    await audit_log.record(who, method, request.url.path, target, response.status_code)
+                return response
 
             return Route(path, guarded, methods=[method])
 
@@ -121,9 +104,11 @@ def management_app(
             raise RequestError(ErrorKind.BAD_REQUEST, "the blueprint must be UTF-8 TOML text") from None
         return text, request.query_params.get("source", "blueprint.toml")
 
-    @route("/api/v1/blueprints", "operator", "POST")
+    @route("/api/v1/blueprints", "operator", "POST", audit=True)
     async def apply(request: Request) -> Any:
-        return await handlers.apply_blueprint(*(await body_text(request)))
+        result = await handlers.apply_blueprint(*(await body_text(request)))
+        request.state.target = result.name
+        return result
 
     @route("/api/v1/blueprints/validate", "viewer", "POST")
     async def validate(request: Request) -> Any:
@@ -137,7 +122,7 @@ def management_app(
     async def get_blueprint(request: Request) -> Any:
         return await handlers.get_blueprint(request.path_params["name"])
 
-    @route("/api/v1/blueprints/{name}", "operator", "DELETE")
+    @route("/api/v1/blueprints/{name}", "operator", "DELETE", audit=True)
     async def delete_blueprint(request: Request) -> Any:
         await handlers.delete_blueprint(request.path_params["name"])
         return {"deleted": request.path_params["name"]}
@@ -163,7 +148,7 @@ def management_app(
     async def history(request: Request) -> Any:
         return await operations.blueprint_history(request.path_params["name"])
 
-    @route("/api/v1/blueprints/{name}/rollback", "operator", "POST")
+    @route("/api/v1/blueprints/{name}/rollback", "operator", "POST", audit=True)
     async def rollback(request: Request) -> Any:
         """?to=REVISION (default: the revision before the current one)."""
         raw = request.query_params.get("to")
@@ -175,7 +160,7 @@ def management_app(
             ) from None
         return await operations.rollback(request.path_params["name"], to)
 
-    @route("/api/v1/slices/{artifact}/scale", "operator", "POST")
+    @route("/api/v1/slices/{artifact}/scale", "operator", "POST", audit=True)
     async def scale(request: Request) -> Any:
         """Body: {"instances": N}."""
         body = await json_object(request)
@@ -191,25 +176,25 @@ def management_app(
     async def autoscale_status(request: Request) -> Any:
         return await autoscale.status(request.path_params["artifact"])
 
-    @route("/api/v1/autoscale/{artifact}/set", "operator", "POST")
+    @route("/api/v1/autoscale/{artifact}/set", "operator", "POST", audit=True)
     async def autoscale_set(request: Request) -> Any:
         """Body: {"cpu": 0.7, "p99_ms": 200, "min": 1, "max": 5} (any of them)."""
         return await autoscale.set(request.path_params["artifact"], await json_object(request))
 
-    @route("/api/v1/autoscale/{artifact}/{operation}", "operator", "POST")
+    @route("/api/v1/autoscale/{artifact}/{operation}", "operator", "POST", audit=True)
     async def autoscale_operation(request: Request) -> Any:
         """pause or resume."""
         return await autoscale.operation(request.path_params["artifact"], request.path_params["operation"])
 
-    @route("/api/v1/slices/{artifact}/promote", "operator", "POST")
+    @route("/api/v1/slices/{artifact}/promote", "operator", "POST", audit=True)
     async def promote(request: Request) -> Any:
         return await operations.rollout(request.path_params["artifact"], "promote")
 
-    @route("/api/v1/slices/{artifact}/abort", "operator", "POST")
+    @route("/api/v1/slices/{artifact}/abort", "operator", "POST", audit=True)
     async def abort(request: Request) -> Any:
         return await operations.rollout(request.path_params["artifact"], "abort")
 
-    @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST")
+    @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST", audit=True)
     async def node_operation(request: Request) -> Any:
         """cordon, uncordon or drain."""
         return await operations.node_operation(
@@ -268,7 +253,7 @@ def management_app(
     async def nodes(request: Request) -> Any:
         return await handlers.nodes()
 
-    @route("/api/v1/nodes/{node_id}", "operator", "DELETE")
+    @route("/api/v1/nodes/{node_id}", "operator", "DELETE", audit=True)
     async def forget_node(request: Request) -> Any:
         return await handlers.forget_node(request.path_params["node_id"])
 
@@ -356,6 +341,31 @@ def management_app(
         await metrics.refresh_kv(status_kv or handlers.kv)
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
+    keys = ApiKeys(handlers.kv)
+
+    @route("/api/v1/keys", "admin")
+    async def list_keys(request: Request) -> Any:
+        return await keys.list()
+
+    @route("/api/v1/keys", "admin", "POST", audit=True)
+    async def create_key(request: Request) -> Any:
+        """Body: {"name": NAME, "role": ROLE}. The answer holds the secret: the one time it is shown."""
+        body = await json_object(request)
+        request.state.target = body.get("name") if isinstance(body.get("name"), str) else ""
+        return await keys.create(body.get("name"), body.get("role"), by=request.state.who)
+
+    @route("/api/v1/keys/{name}", "admin", "DELETE", audit=True)
+    async def revoke_key(request: Request) -> Any:
+        return await keys.revoke(request.path_params["name"])
+
+    @route("/api/v1/cluster/backup", "admin")
+    async def backup(request: Request) -> Any:
+        return await take_backup(handlers.kv)
+
+    @route("/api/v1/cluster/restore", "admin", "POST", audit=True)
+    async def restore(request: Request) -> Any:
+        return await restore_backup(handlers.kv, await json_object(request))
+
     agents = AgentLeases(handlers.kv)
 
     @route("/api/v1/agent-lease", "viewer")
@@ -411,9 +421,20 @@ def management_app(
         agent_lease,
         acquire_agent_lease,
         release_agent_lease,
+        list_keys,
+        create_key,
+        revoke_key,
+        backup,
+        restore,
         prometheus,
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *dashboard_routes(),
     ]
     return Starlette(routes=routes)
+
+
+def _target(request: Request) -> str:
+    """What a request acts on, from its path: a blueprint, slice, node or key."""
+    params = request.path_params
+    return next((str(params[p]) for p in ("name", "artifact", "node_id") if p in params), "")

@@ -167,6 +167,7 @@ class AutoscaleLog:
     last (every up and down; a hold when its reason changes)."""
 
     entries: tuple[AutoscaleEntry, ...] = ()
+    schema_version: int = SCHEMA_VERSION
 
 
 class RolloutPhase(enum.StrEnum):
@@ -200,6 +201,35 @@ class RolloutRecord:
     share: int | None = 0  # percent of the calls routed to `candidate`; None: by instance count (unweighted)
     since: float = 0.0  # when the current phase (or step) began
     reason: str = ""  # what it waits for, or why it was aborted
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class ApiKeyRecord:
+    """`cluster/api-keys/{name}`: a named API key, kept hashed (`digest`: the SHA-256 of the secret, hex);
+    the secret itself is shown once, when the key is created, and stored nowhere."""
+
+    name: str
+    role: str  # viewer, operator or admin
+    digest: str
+    created_at: float = 0.0
+    created_by: str = ""  # who created it (an audit identity: a key's name, `config-key`, `node:ID`)
+    last_used: float = 0.0  # when a node last let it through, to a minute (`api/_api_keys.USE_RESOLUTION`)
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class AuditRecord:
+    """`cluster/audit/{node-id}`: the last change made through that node's management API. Each put is one
+    `audit` event in the KV's history (the key only holds the latest), so the log costs one key per node."""
+
+    who: str  # a key's name, `config-key` (a key of the node's configuration) or `node:ID` (an open API)
+    method: str
+    route: str  # the route's template, e.g. /api/v1/blueprints/{name}
+    target: str = ""  # what it acted on: a blueprint, slice, node or key name ("" when none)
+    status: int = 0  # the HTTP status answered
+    at: float = 0.0
+    node_id: str = ""  # the node that served it
     schema_version: int = SCHEMA_VERSION
 
 

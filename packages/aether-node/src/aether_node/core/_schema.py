@@ -19,6 +19,8 @@ NODE_STOPS = "cluster/node-stop/"  # an operator's request that a node stop grac
 AUTOSCALE = "cluster/autoscale/"  # an operator's run-time autoscaling settings of a slice (AutoscaleSettings)
 AUTOSCALE_DECISIONS = "cluster/autoscale-decisions/"  # the leader's last decisions per slice (AutoscaleLog)
 ROLLOUTS = "cluster/rollouts/"  # a canary or blue-green rollout of one slice (RolloutRecord)
+API_KEYS = "cluster/api-keys/"  # named API keys, hashed (ApiKeyRecord)
+AUDIT = "cluster/audit/"  # the last change through each node's management API (AuditRecord), one per node
 
 
 @attrs.frozen(order=True)
@@ -105,3 +107,11 @@ def autoscale_decisions_key(artifact_id: str) -> str:
 def rollout_key(artifact_id: str) -> str:
     """`cluster/rollouts/{group:artifact}`."""
     return f"{ROLLOUTS}{artifact_id}"
+
+
+def api_key_key(name: str) -> str:
+    return f"{API_KEYS}{name}"
+
+
+def audit_key(node_id: str) -> str:
+    return f"{AUDIT}{node_id}"

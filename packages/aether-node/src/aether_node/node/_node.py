@@ -28,9 +28,10 @@ from aether_kv import (
     open_client,
 )
 
+from ..api._api_keys import ApiKeys, Authorizer, parse_api_keys
 from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
-from ..api._management import Authorizer, management_app, parse_api_keys
+from ..api._management import management_app
 from ..control._autoscaler import Autoscaler
 from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ..control._event_clock import EventClock
@@ -39,7 +40,7 @@ from ..control._membership import Membership
 from ..core._config import ConfigError, NodeConfig
 from ..core._kv_cache import KVCache
 from ..core._records import NodeRecord, NodeStopRequest, RecordError, decode_record, encode_record
-from ..core._schema import node_key, node_stop_key
+from ..core._schema import API_KEYS, node_key, node_stop_key
 from ..observe._metrics import NodeMetrics
 from ..observe._slice_usage import slice_usage
 from ..routing._endpoints import EndpointRegistry
@@ -371,12 +372,20 @@ async def serve_node(
                         return False
 
                     if config.management:
+                        # named keys: every node follows them, so a new or revoked key counts at once
+                        key_cache = KVCache(kv, [API_KEYS])
+                        await start("API key cache", key_cache.run)
+                        authorizer = Authorizer(
+                            api_keys, open_access=config.dev_mode, node_id=config.node_id, cache=key_cache
+                        )
+                        await start("API key uses", authorizer.record_uses, ApiKeys(kv))
                         app = management_app(
                             handlers,
-                            Authorizer(api_keys, open_access=config.dev_mode),
+                            authorizer,
                             ready,
                             metrics=metrics,
                             status_kv=own_replica,
+                            node_id=config.node_id,
                         )
                         await start("management API", serve_http, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft

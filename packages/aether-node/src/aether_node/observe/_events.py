@@ -1,8 +1,9 @@
 """The typed cluster event log: KV changes → `ClusterEvent`s, and filters over them. Pure: no I/O.
 
 Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader`,
-`cluster/node-ops/`, `cluster/autoscale-decisions/`, `cluster/rollouts/` and `slices/` is one or two
-events), so every node can tell the same story, in revision order. Kinds: `client.EVENT_KINDS`.
+`cluster/node-ops/`, `cluster/autoscale-decisions/`, `cluster/rollouts/`, `cluster/audit/` and `slices/`
+is one or two events), so every node can tell the same story, in revision order. Kinds:
+`client.EVENT_KINDS`.
 
 An event's time is when it was written, the same on every query: the writer's own timestamp where the
 record carries one (instance states, blueprints, leader claims), else — node joins and losses, deletions —
@@ -23,6 +24,7 @@ from ..core._blueprint import Blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._errors import InvalidCoordinatesError
 from ..core._records import (
+    AuditRecord,
     AutoscaleLog,
     LeaderClaim,
     NodeOperation,
@@ -36,6 +38,7 @@ from ..core._records import (
     decode_record,
 )
 from ..core._schema import (
+    AUDIT,
     AUTOSCALE_DECISIONS,
     BLUEPRINTS,
     LEADER_KEY,
@@ -226,7 +229,30 @@ def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
     if key.startswith(SLICES):
         parsed = InstanceKey.parse(key)
         return [] if parsed is None else _instance_events(event, parsed, at)
+    if key.startswith(AUDIT) and event.kind == "put":
+        return _audit_event(event)
     return []
+
+
+def _audit_event(event: Event) -> list[ClusterEvent]:
+    try:
+        record = decode_record(event.kv.key, event.kv.value, AuditRecord)
+    except RecordError:
+        return []
+    on = f" ({record.target})" if record.target else ""
+    message = f"{record.who or 'nobody'}: {record.method} {record.route}{on} → {record.status}"
+    return [
+        _made(
+            event,
+            record.at,
+            "audit",
+            record.target or record.route,
+            message,
+            node_id=record.node_id,
+            who=record.who,
+            status=record.status,
+        )
+    ]
 
 
 def _made(

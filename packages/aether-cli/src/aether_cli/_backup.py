@@ -1,0 +1,53 @@
+"""`aether cluster backup FILE` and `aether cluster restore FILE`: the cluster's desired state (blueprints,
+their revisions, the named API keys) read at one revision into a JSON file, and written back into a fresh
+cluster (admin role; each has its MCP tool)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from cyclopts import Parameter
+
+from ._common import EXIT_BAD_INPUT, Common, call, emit, fail, read_input
+
+DEFAULT_COMMON = Common()
+# a path, or `-` for stdout/stdin
+FileArgument = Annotated[Path, Parameter(allow_leading_hyphen=True)]
+
+
+def cluster_backup(file: FileArgument, /, *, common: Common = DEFAULT_COMMON) -> None:
+    """Write the cluster's blueprints, their revisions and its named API keys (hashed), read at one
+    revision, to FILE (`-`: stdout); the file is made readable by its owner only."""
+    backup = call(common, lambda client: client.backup())
+    text = json.dumps(backup, indent=1, sort_keys=True) + "\n"
+    if str(file) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+            out.write(text)
+    except OSError as error:
+        fail(EXIT_BAD_INPUT, f"{file}: cannot write it ({error.strerror})")
+    summary = {"file": str(file), "revision": backup["revision"], "entries": len(backup["entries"])}
+    emit(
+        common,
+        summary,
+        lambda: print(f"{file}: {len(backup['entries'])} keys at revision {backup['revision']}"),
+    )
+
+
+def cluster_restore(file: FileArgument, /, *, common: Common = DEFAULT_COMMON) -> None:
+    """Write the backup in FILE (`-`: stdin) into this cluster, which must have no blueprint, revision or
+    named key yet; its leader then places the blueprints' instances."""
+    text, source = read_input(file, "a backup is the JSON `aether cluster backup` writes")
+    try:
+        backup = json.loads(text)
+    except json.JSONDecodeError as error:
+        fail(EXIT_BAD_INPUT, f"{source}: not JSON ({error})")
+    result = call(common, lambda client: client.restore(backup))
+    emit(common, result, lambda: print(f"restored {result['restored']} keys from {source}"))

@@ -1,0 +1,79 @@
+"""Backup and restore of the desired state on an in-process store (`MemoryStore`): what a backup holds,
+that a restore gives it back, and that a bad backup or a cluster with state is refused with nothing
+written. End to end through the CLI: tests/integration/test_cluster_backup.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from aether_kv import MemoryStore
+from aether_node.api._backup import check_backup, restore_backup, take_backup
+from aether_node.core._errors import RequestError
+
+STATE = {
+    "blueprints/shop": b'{"name": "shop"}',
+    "blueprint-revisions/shop/00000001": b'{"revision": 1}',
+    "blueprint-revisions/shop/00000002": b'{"revision": 2}',
+    "cluster/api-keys/ci": b'{"name": "ci"}',
+}
+NOT_BACKED_UP = {"nodes/n1": b"{}", "cluster/leader": b"{}", "slices/n1/org.aether:echo:1.0.0/1": b"{}"}
+
+
+async def filled() -> MemoryStore:
+    store = MemoryStore()
+    for key, value in {**STATE, **NOT_BACKED_UP}.items():
+        await store.put(key, value)
+    return store
+
+
+async def test_a_backup_holds_the_desired_state_at_one_revision_and_restores_it() -> None:
+    source = await filled()
+    backup = await take_backup(source, now=100.0)
+    assert backup["revision"] == (await source.status()).revision and backup["taken_at"] == 100.0
+    assert {e["key"]: e["value"].encode() for e in backup["entries"]} == STATE
+    fresh = MemoryStore()
+    answer = await restore_backup(fresh, backup)
+    assert answer["restored"] == 4
+    restored = await fresh.range("", linearizable=True)
+    assert {kv.key: kv.value for kv in restored.kvs} == STATE
+
+
+async def test_a_cluster_with_state_is_refused_and_nothing_is_written() -> None:
+    backup = await take_backup(await filled())
+    target = MemoryStore()
+    await target.put("blueprint-revisions/other/00000001", b"{}")
+    with pytest.raises(RequestError) as caught:
+        await restore_backup(target, backup)
+    assert caught.value.kind == "conflict"
+    assert "already has state under blueprint-revisions/" in caught.value.message
+    assert [kv.key for kv in (await target.range("", linearizable=True)).kvs] == [
+        "blueprint-revisions/other/00000001"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([], "backup: not an Aether backup"),
+        ({"format": "aether-backup", "version": 9, "entries": []}, "backup: version 9 is not understood"),
+        ({"format": "aether-backup", "version": 1}, 'backup: "entries" must be a list'),
+        (
+            {"format": "aether-backup", "version": 1, "entries": [{"key": "nodes/n1", "value": "{}"}]},
+            "backup: entries[0]: key 'nodes/n1' is not under blueprints/",
+        ),
+        (
+            {"format": "aether-backup", "version": 1, "entries": [{"key": "blueprints/a", "value": 3}]},
+            "backup: entries[0] (blueprints/a): value must be text",
+        ),
+    ],
+)
+async def test_a_bad_backup_is_refused_saying_where_and_writes_nothing(data: Any, message: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        check_backup(data)
+    assert caught.value.kind == "bad_request" and caught.value.message.startswith(message)
+    store = MemoryStore()
+    with pytest.raises(RequestError):
+        await restore_backup(store, data)
+    assert (await store.range("", linearizable=True)).kvs == ()
