@@ -54,6 +54,10 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    killed (upstream would wait for it for ever, and the log would never be compacted again); the
    snapshot is then taken again later.
 
+6. `pysyncobj.serializer.gzip` (snapshot compression). Upstream gzips snapshots at level 9: for a state
+   of 16,384 keys and 20,000 history events that took 0.38 s of CPU against 0.01 s at level 1, for a
+   file 1 % smaller. Snapshots are now written at `SNAPSHOT_COMPRESSLEVEL` (reading is unchanged).
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -68,6 +72,7 @@ own term (its no-op), so its commit index covers everything committed before.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import itertools
 import logging
 import os
@@ -79,6 +84,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pysyncobj.pickle as _pickle
+import pysyncobj.serializer as _serializer_module
 from pysyncobj import SyncObj
 from pysyncobj.monotonic import monotonic as _monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
@@ -100,6 +106,7 @@ AUTHENTICATION_DEADLINE = 10.0
 LEADER_CALL_FORGET_AFTER = 60.0  # a leader call unanswered this long is forgotten (its caller gave up)
 IDLE_WAIT = 0.25  # the longest an idle replica sleeps (reconnects, handshake deadlines are checked per tick)
 SNAPSHOT_DEADLINE = 300.0  # a snapshot child still running after this long is killed
+SNAPSHOT_COMPRESSLEVEL = 1
 
 # Every private or name-mangled pysyncobj name this package relies on, by the class or module holding it.
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
@@ -144,6 +151,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "pysyncobj.serializer.Serializer instance": ("_Serializer__pid", "deserialize"),
     "pysyncobj.syncobj._RAFT_STATE": ("FOLLOWER", "CANDIDATE", "LEADER"),
     "pysyncobj.syncobj": ("createJournal",),
+    "pysyncobj.serializer": ("gzip",),
     "pysyncobj.journal.FileJournal instance": ("_FileJournal__journalFile",),
     "pysyncobj.journal.ResizableFile instance": ("_ResizableFile__f",),
     "pysyncobj.tcp_connection.TcpConnection": (
@@ -159,6 +167,22 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     ),
     "pysyncobj.transport.TCPTransport instance": ("_syncObj", "_unknownConnections", "_connections"),
 }
+
+
+# ---------------------------------------------------------------- snapshot compression
+
+
+class _FastGzip:
+    """Stands in for the `gzip` module inside pysyncobj's serializer: level 1 instead of 9 on write."""
+
+    @staticmethod
+    def GzipFile(*args: Any, **kwargs: Any) -> gzip.GzipFile:
+        if "w" in kwargs.get("mode", ""):
+            kwargs.setdefault("compresslevel", SNAPSHOT_COMPRESSLEVEL)
+        return gzip.GzipFile(*args, **kwargs)
+
+
+_serializer_module.gzip = _FastGzip  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------- the replica
