@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 import attrs
@@ -122,6 +122,8 @@ TOOLS = (
     ToolSpec(
         "node_stop", ("node", "stop"), True, _changing("Stop a node", destructive=True, idempotent=True)
     ),
+    ToolSpec("slice_logs", ("slice", "logs"), False, _reading("What slice instances wrote")),
+    ToolSpec("describe", ("describe",), False, _reading("One object with its events")),
 )
 SPECS = {spec.name: spec for spec in TOOLS}
 
@@ -349,3 +351,32 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     )
     async def node_stop(node: Node) -> dict[str, Any]:
         return await ask("node_stop", lambda c: c.node_operation(node, "stop"))
+
+    @tool(
+        "slice_logs",
+        "The last lines each instance of a slice wrote to stdout and stderr (oldest first), fetched from "
+        "the nodes that run them; narrowed to one instance or the instances on one node.",
+    )
+    async def slice_logs(
+        artifact: Artifact,
+        instance: Annotated[int | None, Field(ge=0, description="Only this instance (its number).")] = None,
+        node: Annotated[str | None, Field(description="Only the instances on this node.")] = None,
+        lines: Annotated[
+            int, Field(ge=1, le=10_000, description="How many of the last lines of each.")
+        ] = 100,
+    ) -> list[dict[str, Any]]:
+        return await ask(
+            "slice_logs", lambda c: c.slice_logs(artifact, instance=instance, node=node, lines=lines)
+        )
+
+    @tool(
+        "describe",
+        "One blueprint (its name), slice (group:artifact) or node (its id): its status, as its status tool "
+        "answers it, and its recent events, oldest first.",
+    )
+    async def describe(
+        kind: Annotated[Literal["blueprint", "slice", "node"], Field(description="What NAME names.")],
+        name: Annotated[str, Field(description="The blueprint's name, the slice or the node's id.")],
+        events: Annotated[int, Field(ge=1, le=1000, description="How many recent events.")] = 20,
+    ) -> dict[str, Any]:
+        return await ask("describe", lambda c: c.describe(kind, name, limit=events))

@@ -37,6 +37,7 @@ from ._agent_lease import AgentLeases
 from ._dashboard import dashboard_routes
 from ._handlers import Handlers
 from ._operations import Operations
+from ._slice_logs import LogRequest, Send, SliceLogs
 
 ROLES = ("viewer", "operator", "admin")
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
@@ -83,6 +84,42 @@ class Authorizer:
 Endpoint = Callable[[Request], Awaitable[Any]]
 
 
+class LineStream(Response):
+    """A streamed answer of JSON lines that `produce(send)` writes, until it returns or the caller goes
+    away (then it is cancelled). Its own ASGI call, so that its tasks have a nursery that outlives no
+    request."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, produce: Callable[[Send], Awaitable[None]]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [  # no content-length: the answer lasts as long as the stream
+            (b"content-type", self.media_type.encode()),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.produce = produce
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+
+        async def body(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async with trio.open_nursery() as nursery:
+
+            async def until_disconnected() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_disconnected)
+            await self.produce(body)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
+
+
 def management_app(
     handlers: Handlers,
     authorizer: Authorizer,
@@ -90,9 +127,10 @@ def management_app(
     *,
     metrics: NodeMetrics | None = None,
     status_kv: KV | None = None,
+    logs: SliceLogs | None = None,
 ) -> Starlette:
     """The API's routes. `metrics` are served at /metrics, with the status of the KV replica `status_kv`
-    (this node's own, if it runs one) read at each scrape."""
+    (this node's own, if it runs one) read at each scrape; `logs` serves the slice instances' output."""
     metrics = metrics or NodeMetrics(enabled=False)
 
     def route(path: str, needed: str, method: str = "GET") -> Callable[[Endpoint], Route]:
@@ -202,6 +240,17 @@ def management_app(
     @route("/api/v1/slices/{artifact}/entries", "viewer")
     async def entry_points(request: Request) -> Any:
         return await handlers.entry_points(request.path_params["artifact"])
+
+    @route("/api/v1/slices/{artifact}/logs", "viewer")
+    async def slice_logs(request: Request) -> Any:
+        """?instance=N&node=ID&lines=K: the last K lines of each chosen instance (JSON: InstanceLogs);
+        with &follow=1, JSON lines (LogLine) that go on with each new line until the instances end."""
+        if logs is None:
+            raise RequestError(ErrorKind.NOT_FOUND, "this node serves no slice logs")
+        asked = LogRequest.parse(request.path_params["artifact"], request.query_params)
+        if not asked.follow:
+            return await logs.tail(asked, request.headers)
+        return LineStream(await logs.plan_follow(asked, request.headers))
 
     @route("/api/v1/slices/{artifact}/invoke/{entry}", "operator", "POST")
     async def invoke(request: Request) -> Any:
@@ -365,6 +414,7 @@ def management_app(
         list_slices,
         slice_status,
         entry_points,
+        slice_logs,
         invoke,
         cluster,
         nodes,

@@ -31,6 +31,7 @@ from aether_kv import (
 from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
 from ..api._management import Authorizer, management_app, parse_api_keys
+from ..api._slice_logs import SliceLogs
 from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ..control._event_clock import EventClock
 from ..control._liveness import LivenessWatch
@@ -369,6 +370,7 @@ async def serve_node(
                             ready,
                             metrics=metrics,
                             status_kv=own_replica,
+                            logs=SliceLogs(config.node_id, handlers, store.log_path, store.running),
                         )
                         await start("management API", serve_http, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
