@@ -93,6 +93,11 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                 (("slice", "list"), ("slice_list", {})),
                 (("slice", "status", "org.aether:echo"), ("slice_status", {"artifact": "org.aether:echo"})),
                 (("cluster", "nodes"), ("cluster_nodes", {})),
+                (("slice", "logs", "org.aether:echo"), ("slice_logs", {"artifact": "org.aether:echo"})),
+                (
+                    ("describe", "slice", "org.aether:echo"),
+                    ("describe", {"kind": "slice", "name": "org.aether:echo"}),
+                ),
                 (
                     ("blueprint", "validate", str(EXAMPLE)),
                     ("blueprint_validate", {"toml": EXAMPLE.read_text(), "source": str(EXAMPLE)}),
@@ -151,6 +156,12 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                 "slice_status", artifact="no-colon"
             )
             assert cli_refusal("node", "drain", "node-9") == await refusal("node_drain", node="node-9")
+            assert cli_refusal("slice", "logs", "org.aether:nope") == await refusal(
+                "slice_logs", artifact="org.aether:nope"
+            )
+            assert cli_refusal("describe", "node", "node-9") == await refusal(
+                "describe", kind="node", name="node-9"
+            )
             assert cli_refusal("blueprint", "rollback", "parity", "--to", "7") == await refusal(
                 "blueprint_rollback", name="parity", to=7
             )
