@@ -4,13 +4,15 @@ tests/integration/test_cli_logs_describe.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether_node.api._slice_logs import LogRequest, choose, read_from, read_tail, split_lines
+from aether_node.api._slice_logs import LogRequest, SliceLogs, choose, read_from, read_tail, split_lines
 from aether_node.client import InstanceInfo
 from aether_node.core._errors import RequestError
 
@@ -87,3 +89,43 @@ def test_choose_names_what_exists_when_nothing_matches() -> None:
         choose("g:a", there, LogRequest(artifact="g:a", instance=1, node="node-1"))
     with pytest.raises(RequestError, match=r"^no instance of g:a exists in the cluster"):
         choose("g:a", [], LogRequest(artifact="g:a"))
+
+
+async def test_following_sends_new_lines_and_ends_with_the_instance(tmp_path: Path) -> None:
+    """The local follower over a real file: the tail, then each line as it is completed, then the lines
+    written just before the instance ended, and no more."""
+    path = tmp_path / "x.log"
+    path.write_bytes(b"old 1\nold 2\n")
+    running = True
+    logs = SliceLogs("node-1", handlers=None, log_path=lambda key: path, running=lambda key: running)  # type: ignore[arg-type]
+    sent: list[str] = []
+    grown = trio.Event()
+
+    async def send(chunk: bytes) -> None:
+        sent.append(json.loads(chunk)["line"])
+        grown.set()
+
+    async with trio.open_nursery() as nursery:
+        done = trio.Event()
+
+        async def follow() -> None:
+            await logs._follow_local(instance("node-1", 0), 1, send)
+            done.set()
+
+        nursery.start_soon(follow)
+        with trio.fail_after(10):
+            while sent != ["old 2"]:
+                await grown.wait()
+                grown = trio.Event()
+            with path.open("ab") as file:
+                file.write(b"new ")
+                file.flush()
+                file.write(b"line\nlast\n")
+            while sent != ["old 2", "new line", "last"]:
+                await grown.wait()
+                grown = trio.Event()
+            with path.open("ab") as file:
+                file.write(b"dying words\n")
+            running = False
+            await done.wait()
+    assert sent == ["old 2", "new line", "last", "dying words"]
