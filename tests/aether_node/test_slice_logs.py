@@ -87,6 +87,8 @@ def test_choose_names_what_exists_when_nothing_matches() -> None:
     wanted = r"^g:a has no instance 1 on node node-1; its instances: node-1/0, node-2/1$"
     with pytest.raises(RequestError, match=wanted):
         choose("g:a", there, LogRequest(artifact="g:a", instance=1, node="node-1"))
+    with pytest.raises(RequestError, match=r"^g:a has no instance on node node-3; its instances: "):
+        choose("g:a", there, LogRequest(artifact="g:a", node="node-3"))
     with pytest.raises(RequestError, match=r"^no instance of g:a exists in the cluster"):
         choose("g:a", [], LogRequest(artifact="g:a"))
 

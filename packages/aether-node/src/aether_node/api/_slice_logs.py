@@ -21,7 +21,7 @@ import httpx
 import trio
 
 from ..client import MAX_LOG_LINES as MAX_LINES
-from ..client import InstanceInfo, InstanceLogs, LogLine, NodeInfo, to_json
+from ..client import InstanceInfo, InstanceLogs, LogLine, NodeInfo, from_json, to_json
 from ..core._coordinates import Coordinates
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
@@ -142,14 +142,8 @@ def choose(artifact_id: str, instances: list[InstanceInfo], request: LogRequest)
         and (request.node is None or i.node_id == request.node)
     ]
     if not chosen:
-        wanted = " ".join(
-            part
-            for part in (
-                f"instance {request.instance}" if request.instance is not None else "an instance",
-                f"on node {request.node}" if request.node else "",
-            )
-            if part
-        )
+        wanted = "instance" if request.instance is None else f"instance {request.instance}"
+        wanted += f" on node {request.node}" if request.node else ""
         there = ", ".join(f"{i.node_id}/{i.instance}" for i in instances)
         raise RequestError(ErrorKind.NOT_FOUND, f"{artifact_id} has no {wanted}; its instances: {there}")
     return chosen
@@ -226,7 +220,13 @@ class SliceLogs:
         async with httpx.AsyncClient(timeout=PEER_TIMEOUT) as client:
             for node_id, address in addresses.items():
                 answer = await self._ask(client, node_id, address, request, headers)
-                found += [InstanceLogs(**{**item, "lines": tuple(item["lines"])}) for item in answer.json()]
+                try:
+                    found += [from_json(item, InstanceLogs) for item in answer.json()]
+                except (ValueError, TypeError) as error:  # not this API's answer (JSON, models)
+                    raise RequestError(
+                        ErrorKind.UNAVAILABLE,
+                        f"node {node_id} ({address}) answered what is not logs: {error}",
+                    ) from None
         return found
 
     async def _ask(
