@@ -135,6 +135,7 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
         ("GET", "/api/v1/slices", {}),
         ("GET", f"/api/v1/slices/{ECHO}", {}),
         ("GET", "/api/v1/slices/org.aether:echo/entries", {}),
+        ("GET", "/api/v1/slices/org.aether:echo/logs", {}),  # perhaps from another node, with this key
         ("GET", "/api/v1/cluster", {}),
         ("GET", "/api/v1/nodes", {}),
         ("GET", "/api/v1/events", {}),

@@ -54,7 +54,7 @@ def cli_commands() -> set[tuple[str, ...]]:
 def test_every_cli_command_has_its_tool_and_back() -> None:
     commands = cli_commands()
     tools = {spec.cli: spec.name for spec in TOOLS}
-    assert len(commands) == 30, sorted(commands)
+    assert len(commands) == 32, sorted(commands)
     assert set(tools) == commands, (
         f"CLI commands without a tool: {sorted(commands - set(tools))}; "
         f"tools without a CLI command: {sorted(set(tools) - commands)}"
@@ -105,6 +105,11 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                 (("slice", "status", "org.aether:echo"), ("slice_status", {"artifact": "org.aether:echo"})),
                 (("cluster", "nodes"), ("cluster_nodes", {})),
                 (("key", "list"), ("key_list", {})),
+                (("slice", "logs", "org.aether:echo"), ("slice_logs", {"artifact": "org.aether:echo"})),
+                (
+                    ("describe", "slice", "org.aether:echo"),
+                    ("describe", {"kind": "slice", "name": "org.aether:echo"}),
+                ),
                 (
                     ("blueprint", "validate", str(EXAMPLE)),
                     ("blueprint_validate", {"toml": EXAMPLE.read_text(), "source": str(EXAMPLE)}),
@@ -170,6 +175,12 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                 "slice_autoscale_set", artifact="org.aether:echo"
             )
             assert cli_refusal("node", "drain", "node-9") == await refusal("node_drain", node="node-9")
+            assert cli_refusal("slice", "logs", "org.aether:nope") == await refusal(
+                "slice_logs", artifact="org.aether:nope"
+            )
+            assert cli_refusal("describe", "node", "node-9") == await refusal(
+                "describe", kind="node", name="node-9"
+            )
             assert cli_refusal("blueprint", "rollback", "parity", "--to", "7") == await refusal(
                 "blueprint_rollback", name="parity", to=7
             )

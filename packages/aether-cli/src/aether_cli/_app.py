@@ -40,7 +40,9 @@ app = App(
     version=_version,
 )
 blueprint_app = App(name="blueprint", help="Apply, inspect and delete blueprints (TOML).")
-slice_app = App(name="slice", help="Slice instances: list, status, invoke; new slice projects, publish.")
+slice_app = App(
+    name="slice", help="Slice instances: list, status, invoke, logs; new slice projects, publish."
+)
 cluster_app = App(
     name="cluster", help="The cluster: status, nodes, events, forget a node, backup and restore."
 )
@@ -224,13 +226,7 @@ def slice_status(artifact: str, /, *, watch: Watch = False, common: Common = DEF
     def human(result: Any) -> None:
         from . import _output
 
-        print(
-            f"{result.artifact}: {result.active}/{result.desired} ACTIVE"
-            + (f" — {result.problem}" if result.problem else "")
-        )
-        if result.rollout is not None:
-            _output.rollout(result.rollout)
-        _output.instances(result.instances, wide=common.wide)
+        _output.slice_status(result, wide=common.wide)
 
     if watch:
         _watch(common, lambda client: client.slice_status(artifact), human)
@@ -480,6 +476,14 @@ ADMIN = (
 )
 for group, command, where, summary in ADMIN:
     group.command(f"aether_cli.{where}", name=command, help=summary)
+
+# An instance's output and one object with its events (`_inspect.py`).
+slice_app.command("aether_cli._inspect:slice_logs", name="logs", help="What instances of a slice wrote.")
+app.command(
+    "aether_cli._inspect:describe",
+    name="describe",
+    help="One blueprint, slice or node: its status and recent events.",
+)
 
 
 def _unwrapped_help_when_piped() -> None:

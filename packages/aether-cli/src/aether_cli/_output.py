@@ -106,6 +106,16 @@ def instances(items: Iterable[Any], title: str = "Instances", *, wide: bool = Fa
     )
 
 
+def slice_status(status: Any, *, wide: bool = False) -> None:
+    print(
+        f"{status.artifact}: {status.active}/{status.desired} ACTIVE"
+        + (f" — {status.problem}" if status.problem else "")
+    )
+    if status.rollout is not None:
+        rollout(status.rollout)
+    instances(status.instances, wide=wide)
+
+
 def blueprint_status(status: Any, *, wide: bool = False) -> None:
     verdict = "[green]converged[/green]" if status.converged else "[yellow]converging[/yellow]"
     console.print(f"blueprint [bold]{_text(status.name)}[/bold]: {verdict}")

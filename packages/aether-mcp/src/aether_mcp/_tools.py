@@ -175,6 +175,8 @@ TOOLS = (
         True,
         _changing("Restore a backup into a fresh cluster", destructive=False, idempotent=False),
     ),
+    ToolSpec("slice_logs", ("slice", "logs"), False, _reading("What slice instances wrote")),
+    ToolSpec("describe", ("describe",), False, _reading("One object with its events")),
 )
 SPECS = {spec.name: spec for spec in TOOLS}
 
@@ -513,3 +515,32 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         backup: Annotated[dict[str, Any], Field(description="The backup, as cluster_backup answers it.")],
     ) -> dict[str, Any]:
         return await ask("cluster_restore", lambda c: c.restore(backup))
+
+    @tool(
+        "slice_logs",
+        "The last lines each instance of a slice wrote to stdout and stderr (oldest first), fetched from "
+        "the nodes that run them; narrowed to one instance or the instances on one node.",
+    )
+    async def slice_logs(
+        artifact: Artifact,
+        instance: Annotated[int | None, Field(ge=0, description="Only this instance (its number).")] = None,
+        node: Annotated[str | None, Field(description="Only the instances on this node.")] = None,
+        lines: Annotated[
+            int, Field(ge=1, le=10_000, description="How many of the last lines of each.")
+        ] = 100,
+    ) -> list[dict[str, Any]]:
+        return await ask(
+            "slice_logs", lambda c: c.slice_logs(artifact, instance=instance, node=node, lines=lines)
+        )
+
+    @tool(
+        "describe",
+        "One blueprint (its name), slice (group:artifact) or node (its id): its status, as its status tool "
+        "answers it, and its recent events, oldest first.",
+    )
+    async def describe(
+        kind: Annotated[Literal["blueprint", "slice", "node"], Field(description="What NAME names.")],
+        name: Annotated[str, Field(description="The blueprint's name, the slice or the node's id.")],
+        events: Annotated[int, Field(ge=1, le=1000, description="How many recent events.")] = 20,
+    ) -> dict[str, Any]:
+        return await ask("describe", lambda c: c.describe(kind, name, limit=events))

@@ -43,6 +43,7 @@ T = TypeVar("T")
 
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds a node gives an invoke through the API unless told otherwise
 MAX_CALL_TIMEOUT = 3600.0  # the longest call timeout a node accepts
+MAX_LOG_LINES = 10_000  # the most last lines of an instance's log a node gives at once
 
 
 # ---------------------------------------------------------------- models
@@ -412,6 +413,44 @@ class CreatedApiKey:
     created_at: float
     created_by: str
     secret: str
+
+
+@attrs.frozen(kw_only=True)
+class InstanceLogs:
+    """The last lines an instance wrote (stdout and stderr, complete lines only), oldest first."""
+
+    node_id: str
+    artifact: str  # group:artifact:version
+    instance: int
+    lines: tuple[str, ...]
+
+
+@attrs.frozen(kw_only=True)
+class LogLine:
+    """One line of a followed instance log; with `error` set, the following of that node's instances
+    stopped (the node went away, refused) and `line` is empty."""
+
+    node_id: str
+    artifact: str = ""
+    instance: int = 0
+    line: str = ""
+    error: str = ""
+
+
+DESCRIBE_KINDS = ("blueprint", "slice", "node")
+
+
+@attrs.frozen(kw_only=True)
+class Description:
+    """One object (`kind` one of DESCRIBE_KINDS, `name`): its status as its status command answers it, in
+    the field named by its kind (the others are None), and its recent events, oldest first."""
+
+    kind: str
+    name: str
+    events: tuple[ClusterEvent, ...]
+    blueprint: BlueprintStatus | None = None
+    slice: SliceStatus | None = None
+    node: NodeInfo | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -803,6 +842,52 @@ class ApiClient:
         data = self._request("GET", "/api/v1/events", params=params)
         return [from_json(item, ClusterEvent) for item in data]
 
+    def slice_logs(
+        self, artifact: str, *, instance: int | None = None, node: str | None = None, lines: int = 100
+    ) -> list[InstanceLogs]:
+        """The last `lines` lines of each instance of a slice (group:artifact), or of instance `instance`,
+        or of those on node `node`; fetched by the node asked from the nodes that run them."""
+        params = _log_params(instance, node, lines)
+        data = self._request("GET", f"/api/v1/slices/{_segment(artifact)}/logs", params=params)
+        return [from_json(item, InstanceLogs) for item in data]
+
+    def follow_slice_logs(
+        self, artifact: str, *, instance: int | None = None, node: str | None = None, lines: int = 10
+    ) -> Iterator[LogLine]:
+        """The last `lines` lines of the chosen instances, then each new line as it is written, until
+        every chosen instance has gone away (or the caller stops). Lines of different instances
+        interleave in the order they arrive."""
+        params = {**_log_params(instance, node, lines), "follow": "1"}
+        for raw in self._stream(f"/api/v1/slices/{_segment(artifact)}/logs", params):
+            if raw.strip():
+                yield from_json(json.loads(raw), LogLine)
+
+    def describe(self, kind: str, name: str, *, limit: int = 20) -> Description:
+        """One blueprint, slice (group:artifact) or node with its status and its last `limit` events:
+        composed here from the status and events routes."""
+        if kind not in DESCRIBE_KINDS:
+            raise ValueError(f"kind: expected one of {', '.join(DESCRIBE_KINDS)}, got {kind!r}")
+        status: Any
+        if kind == "blueprint":
+            status = self.blueprint_status(name)
+            mine = self.events(1000, kind=["blueprint_applied", "blueprint_deleted"])
+            own = [e for e in mine if e.subject == name]
+            found = {e.revision: e for e in own[-limit:]}
+            for item in status.slices:
+                found |= {e.revision: e for e in self.events(limit, slice=item.artifact)}
+            events = [found[revision] for revision in sorted(found)][-limit:]
+        elif kind == "slice":
+            status = self.slice_status(name)
+            events = self.events(limit, slice=name)
+        else:
+            nodes = self.nodes()
+            status = next((n for n in nodes if n.node_id == name), None)
+            if status is None:
+                known = ", ".join(n.node_id for n in nodes) or "none"
+                raise ApiError(404, ErrorKind.NOT_FOUND, f"no registered node {name!r} (registered: {known})")
+            events = self.events(limit, node=name)
+        return Description(kind=kind, name=name, events=tuple(events), **{kind: status})
+
     def blueprint_history(self, name: str) -> list[BlueprintRevision]:
         data = self._request("GET", f"/api/v1/blueprints/{_segment(name)}/history")
         return [from_json(item, BlueprintRevision) for item in data]
@@ -923,19 +1008,24 @@ class ApiClient:
         """Recent events, then every new one as it happens (server-sent events); until interrupted.
         Filters as in `events`."""
         params = _event_params(limit, kind, slice, node)
+        for line in self._stream("/api/v1/events/stream", params):
+            if line.startswith("data: "):
+                yield from_json(json.loads(line[6:]), ClusterEvent)
+
+    def _stream(self, path: str, params: dict[str, Any]) -> Iterator[str]:
+        """The lines of a streamed answer (no timeout: it lasts as long as the stream), from the first
+        node that can be reached."""
         errors = []
         for url in self.urls:
             try:
-                request = self._new_request("GET", url + "/api/v1/events/stream", params, None)
+                request = self._new_request("GET", url + path, params, None)
                 response = self._open(request, url, None)
             except _TRANSPORT_ERRORS as error:
                 errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
                 continue
             with response:
                 for raw in response:
-                    line = raw.decode().rstrip("\r\n")
-                    if line.startswith("data: "):
-                        yield from_json(json.loads(line[6:]), ClusterEvent)
+                    yield raw.decode(errors="replace").rstrip("\r\n")
             return
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
 
@@ -948,6 +1038,15 @@ def _event_params(
         params["kind"] = kind if isinstance(kind, str) else ",".join(kind)
     if slice:
         params["slice"] = slice
+    if node:
+        params["node"] = node
+    return params
+
+
+def _log_params(instance: int | None, node: str | None, lines: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"lines": lines}
+    if instance is not None:
+        params["instance"] = instance
     if node:
         params["node"] = node
     return params

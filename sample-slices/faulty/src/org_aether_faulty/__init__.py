@@ -13,6 +13,9 @@ Config key `mode` picks the failure:
 - `slow_work`: entry `work` answers "ok" after `work_delay` seconds (default 2);
 - `ok` or absent: entry `work` returns "ok".
 
+Every call of `work` first prints `faulty: work <payload as JSON>` to the instance's output (its log, as
+`aether slice logs` shows it).
+
 Entry `record` (not idempotent) does what `work` does, after appending one line to the file named by
 config `executions_file` (if set): a test counts how many times a call ran.
 """
@@ -82,6 +85,7 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
     mode = _mode(context)
 
     async def work(payload: Any) -> str:
+        print(f"faulty: work {json.dumps(payload)}", flush=True)
         if mode == "raise":
             raise ValueError("faulty: work failed on purpose")
         if mode == "hang_work":

@@ -316,6 +316,14 @@ class Handlers:
         await self._fresh()
         return await self._instances()
 
+    async def instances_of(self, artifact: str) -> tuple[str, list[InstanceInfo]]:
+        """The group:artifact of `artifact` (checked: a bad one is a bad request) and its instances."""
+        artifact_id = self._artifact_id(artifact)
+        await self._fresh()
+        return artifact_id, [
+            i for i in await self._instances() if i.artifact.rsplit(":", 1)[0] == artifact_id
+        ]
+
     async def slice_status(self, artifact: str) -> SliceStatus:
         await self._fresh()
         artifact_id = self._artifact_id(artifact)

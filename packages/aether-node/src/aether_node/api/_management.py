@@ -48,11 +48,48 @@ from ._backup import restore_backup, take_backup
 from ._dashboard import dashboard_routes
 from ._handlers import Handlers
 from ._operations import Operations
+from ._slice_logs import LogRequest, Send, SliceLogs
 
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
 
 
 Endpoint = Callable[[Request], Awaitable[Any]]
+
+
+class LineStream(Response):
+    """A streamed answer of JSON lines that `produce(send)` writes, until it returns or the caller goes
+    away (then it is cancelled). Its own ASGI call, so that its tasks have a nursery that outlives no
+    request."""
+
+    media_type = "application/x-ndjson"
+
+    def __init__(self, produce: Callable[[Send], Awaitable[None]]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [  # no content-length: the answer lasts as long as the stream
+            (b"content-type", self.media_type.encode()),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self.produce = produce
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+
+        async def body(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+        async with trio.open_nursery() as nursery:
+
+            async def until_disconnected() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(until_disconnected)
+            await self.produce(body)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            nursery.cancel_scope.cancel()
 
 
 def management_app(
@@ -63,9 +100,11 @@ def management_app(
     metrics: NodeMetrics | None = None,
     status_kv: KV | None = None,
     node_id: str = "",
+    logs: SliceLogs | None = None,
 ) -> Starlette:
     """The API's routes. `metrics` are served at /metrics, with the status of the KV replica `status_kv`
-    (this node's own, if it runs one) read at each scrape. `node_id` names this node in the audit log."""
+    (this node's own, if it runs one) read at each scrape. `node_id` names this node in the audit log;
+    `logs` serves the slice instances' output."""
     metrics = metrics or NodeMetrics(enabled=False)
     audit_log = AuditLog(handlers.kv, node_id)
 
@@ -216,6 +255,17 @@ def management_app(
     @route("/api/v1/slices/{artifact}/entries", "viewer")
     async def entry_points(request: Request) -> Any:
         return await handlers.entry_points(request.path_params["artifact"])
+
+    @route("/api/v1/slices/{artifact}/logs", "viewer")
+    async def slice_logs(request: Request) -> Any:
+        """?instance=N&node=ID&lines=K: the last K lines of each chosen instance (JSON: InstanceLogs);
+        with &follow=1, JSON lines (LogLine) that go on with each new line until the instances end."""
+        if logs is None:
+            raise RequestError(ErrorKind.NOT_FOUND, "this node serves no slice logs")
+        asked = LogRequest.parse(request.path_params["artifact"], request.query_params)
+        if not asked.follow:
+            return await logs.tail(asked, request.headers)
+        return LineStream(await logs.plan_follow(asked, request.headers))
 
     @route("/api/v1/slices/{artifact}/invoke/{entry}", "operator", "POST")
     async def invoke(request: Request) -> Any:
@@ -410,6 +460,7 @@ def management_app(
         list_slices,
         slice_status,
         entry_points,
+        slice_logs,
         invoke,
         cluster,
         nodes,

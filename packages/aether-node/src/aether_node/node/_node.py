@@ -32,6 +32,7 @@ from ..api._api_keys import ApiKeys, Authorizer, parse_api_keys
 from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
 from ..api._management import management_app
+from ..api._slice_logs import SliceLogs
 from ..control._autoscaler import Autoscaler
 from ..control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from ..control._event_clock import EventClock
@@ -386,6 +387,7 @@ async def serve_node(
                             metrics=metrics,
                             status_kv=own_replica,
                             node_id=config.node_id,
+                            logs=SliceLogs(config.node_id, handlers, store.log_path, store.running),
                         )
                         await start("management API", serve_http, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft

@@ -82,6 +82,15 @@ class SliceStore:
                 self._templates[coordinates] = template
             return template
 
+    def log_path(self, key: InstanceKey) -> Path:
+        """Where instance `key` writes its stdout and stderr (kept after it ends; appended on restart)."""
+        return self.logs_dir / f"{key.coordinates.distribution}-{key.coordinates.version}-{key.instance}.log"
+
+    def running(self, key: InstanceKey) -> bool:
+        """Instance `key` has a live process on this node (it may still write to its log)."""
+        instance = self.instances.get(key)
+        return instance is not None and instance.alive
+
     def get(self, key: InstanceKey) -> LocalInstance | None:
         return self.instances.get(key)
 
@@ -93,14 +102,13 @@ class SliceStore:
         with trio.fail_after(self.timeouts.install):
             installed = await self.installer.install(key.coordinates)
         template = await self._template(installed)
-        stem = f"{key.coordinates.distribution}-{key.coordinates.version}"
         host = await SliceHost.spawn(
             self._nursery,
             template,
             self.listener,
             label=key.label,
             config=config,
-            log_path=self.logs_dir / f"{stem}-{key.instance}.log",
+            log_path=self.log_path(key),
             on_call=self._on_call,
             timeout=self.timeouts.load,
         )
