@@ -67,7 +67,7 @@ def assert_well_formed(spec: SliceSpec, nodes: Sequence[NodeCapacity], placement
         assert all(placement.counts.get(i, 0) == room_of[i] for i in node_ids)
         assert placement.reason.startswith(f"{placement.unplaced} of {spec.instances} instances of ")
         assert spec.artifact in placement.reason
-        assert f"({len(node_ids)} node(s)" in placement.reason
+        assert f"({len(node_ids)} {'node' if len(node_ids) == 1 else 'nodes'}" in placement.reason
         if spec.strategy is Strategy.SPREAD:
             assert f"at most {spec.max_per_node} per node" in placement.reason
     else:
@@ -175,7 +175,7 @@ def test_no_nodes_leaves_everything_unplaced_with_a_reason() -> None:
     assert placement.unplaced == 3
     assert placement.reason == (
         "3 of 3 instances of org.example:echo:1.0 fit on no live node"
-        " (0 node(s); needs cpu 1, memory 256 MiB each)"
+        " (0 nodes; needs cpu 1, memory 256 MiB each)"
     )
 
 
@@ -186,7 +186,7 @@ def test_spread_caps_each_node_and_reports_the_rest() -> None:
     assert placement.unplaced == 1
     assert placement.reason == (
         "1 of 7 instances of org.example:echo:1.0 fit on no live node"
-        " (3 node(s); needs cpu 0, memory 0 MiB, at most 2 per node each)"
+        " (3 nodes; needs cpu 0, memory 0 MiB, at most 2 per node each)"
     )
 
 

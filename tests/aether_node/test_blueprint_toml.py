@@ -239,7 +239,7 @@ BAD_BLUEPRINTS = [
         "coordinates-missing-version",
         with_artifact("org.aether:echo"),
         "bp.toml:4:1: slices[0].artifact: 'org.aether:echo' is not group:artifact:version"
-        " (e.g. org.example:echo:1.0.0): it has 2 part(s)",
+        " (e.g. org.example:echo:1.0.0): it has 2 parts",
         4,
         1,
     ),
@@ -247,7 +247,7 @@ BAD_BLUEPRINTS = [
         "coordinates-too-many-parts",
         with_artifact("org.aether:echo:1.0.0:extra"),
         "bp.toml:4:1: slices[0].artifact: 'org.aether:echo:1.0.0:extra' is not group:artifact:version"
-        " (e.g. org.example:echo:1.0.0): it has 4 part(s)",
+        " (e.g. org.example:echo:1.0.0): it has 4 parts",
         4,
         1,
     ),
@@ -662,7 +662,7 @@ def test_an_error_in_the_example_points_at_its_line() -> None:
     error = error_of(text, "examples/blueprint.toml")
     assert error.message == (
         "examples/blueprint.toml:6:1: slices[0].artifact: 'org.aether:echo' is not group:artifact:version"
-        " (e.g. org.example:echo:1.0.0): it has 2 part(s)"
+        " (e.g. org.example:echo:1.0.0): it has 2 parts"
     )
 
 

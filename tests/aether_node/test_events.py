@@ -202,7 +202,7 @@ STARTED = RolloutRecord(
     candidate="2.0.0",
     phase=RolloutPhase.DEPLOYING,
     since=10.0,
-    reason="step 1 of 2: bringing up 1 new instance(s)",
+    reason="step 1 of 2: bringing up 1 new instance",
 )
 
 
@@ -216,7 +216,7 @@ def test_a_rollout_tells_its_start_steps_and_end() -> None:
     )
     assert started.message == (
         "rollout of org.aether:echo (canary) 1.0.0 -> 2.0.0: started"
-        " (step 1 of 2: bringing up 1 new instance(s))"
+        " (step 1 of 2: bringing up 1 new instance)"
     )
     observing = attrs.evolve(STARTED, phase=RolloutPhase.OBSERVING, share=10, since=20.0, reason="")
     (step,) = describe(put(ROLLOUT_KEY, observing, 6, prev=STARTED))

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 
+from ..core._text import plural
 from ..core._update_spec import UpdateSpec
 from ._autoscale import quantile
 
@@ -40,7 +41,8 @@ def evaluate(update: UpdateSpec, stable: VersionWindow | None, candidate: Versio
     if candidate is None or candidate.calls < MIN_CALLS:
         calls = 0 if candidate is None else candidate.calls
         return Verdict(
-            passed=None, reason=f"{calls} call(s) on the new version in the window, fewer than {MIN_CALLS}"
+            passed=None,
+            reason=f"{plural(calls, 'call')} on the new version in the window, fewer than {MIN_CALLS}",
         )
     rate = candidate.errors / candidate.calls
     base = stable.errors / stable.calls if stable is not None and stable.calls else 0.0

@@ -38,6 +38,7 @@ from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._records import RecordError, RolloutPhase, RolloutRecord, SliceState, decode_record
 from ..core._schema import ROLLOUTS
+from ..core._text import plural
 from ..core._update_spec import UpdateSpec, UpdateStrategy
 from ._canary_verdict import Verdict
 from ._reconcile import REMOVING, ObservedInstance
@@ -135,7 +136,11 @@ def advance(
         record.phase is not RolloutPhase.PROMOTED or record.stable in now_running.present
     ):
         # (once promoted, only while the stable version still runs: then it can take the calls back)
-        return _abort(record, now, f"new instance(s) failed: {'; '.join(now_running.failed)}")
+        return _abort(
+            record,
+            now,
+            f"{plural(len(now_running.failed), 'new instance')} failed: {'; '.join(now_running.failed)}",
+        )
     if record.phase is RolloutPhase.PROMOTED:
         return record
     if record.stable not in now_running.present and record.phase is not RolloutPhase.SWITCHED:
@@ -194,8 +199,9 @@ def advance(
 
 def _deploying(spec: SliceSpec, update: UpdateSpec, step: int) -> str:
     if update.strategy is UpdateStrategy.BLUE_GREEN:
-        return f"bringing up the new set ({spec.instances} instance(s)) beside the old one"
-    return f"step {step + 1} of {len(update.steps)}: bringing up {step_count(spec, step)} new instance(s)"
+        return f"bringing up the new set ({plural(spec.instances, 'instance')}) beside the old one"
+    coming = plural(step_count(spec, step), "new instance")
+    return f"step {step + 1} of {len(update.steps)}: bringing up {coming}"
 
 
 def _note(record: RolloutRecord, reason: str) -> RolloutRecord:
