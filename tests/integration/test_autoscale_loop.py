@@ -25,7 +25,7 @@ from cluster_support import REPO, exactly_active, kv_of, leader_node_id, running
 
 from aether_node.client import ApiClient, ApiError, AutoscaleStatus, ClusterEvent
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 sample_index = node_support.sample_index
 BUSY_ID = "org.aether:busy"

@@ -125,6 +125,7 @@ def test_history_and_rollback(cluster: CliCluster, api: ApiClient, tmp_path: Pat
     wait_until(lambda: not running(api, "org.aether:echo") or None, timeout=60, what="echo removed")
 
 
+@pytest.mark.long
 def test_history_is_bounded(cluster: CliCluster, api: ApiClient, tmp_path: Path) -> None:
     """Twenty revisions are kept (the node's `blueprint_history`); the oldest go first."""
     for n in range(23):  # a different comment each time: a new revision that asks for the same

@@ -451,6 +451,7 @@ def _follow_a_change(cluster: CliCluster, tmp_path: Path) -> None:
 THOROUGH = {"toml-syntax", "instances-negative", "slice-of-another-blueprint"}  # also --json, --wait
 
 
+@pytest.mark.long
 def test_a_rejected_blueprint_leaves_the_previous_one_in_place(tmp_path: Path, sample_index: Path) -> None:
     with cli_cluster(tmp_path, sample_index) as cluster:
         aether, cwd = cluster.aether, cluster.cwd

@@ -37,6 +37,7 @@ __all__ = ["sample_index"]  # a fixture
 KINDS = ("aether_node", "aether_kv serve", "aether_slice.host")
 
 
+@pytest.mark.long
 def test_dev_up_status_and_down_leave_nothing_behind(tmp_path: Path) -> None:
     work = tmp_path / "work"  # a clean working directory: no .aether-dev/, no sample-slices/
     work.mkdir()
@@ -192,6 +193,7 @@ def test_dev_up_with_bad_slice_options_is_bad_input_and_starts_nothing(
     assert processes_of(tmp_path) == []
 
 
+@pytest.mark.long
 def test_dev_up_runs_against_a_given_wheel_index(tmp_path: Path, sample_index: Path) -> None:
     """`--index DIR`: no index is built; the nodes install from DIR, from any working directory."""
     work, dev = tmp_path / "work", tmp_path / "dev"

@@ -147,6 +147,7 @@ def test_watch_whose_first_question_fails_ends_like_without_it(tmp_path: Path) -
 # ---------------------------------------------------------------- contexts
 
 
+@pytest.mark.long
 def test_contexts_add_use_list_remove(tmp_path: Path) -> None:
     config = tmp_path / CONFIG_DIR / "aether" / "config.toml"
 

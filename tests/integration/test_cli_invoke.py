@@ -16,7 +16,7 @@ from cli_support import cli_cluster, expect, wait_until
 
 from aether_node.client import ApiClient, NoAnswerError
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 sample_index = cli_support.sample_index
 

@@ -73,6 +73,7 @@ async def wait_gone(directory: Path, timeout: float) -> list[int]:
     return processes_under(directory)
 
 
+@pytest.mark.long
 async def test_join_rebalances_then_a_follower_dies(sample_index: Path, tmp_path: Path) -> None:
     async with running_cluster(tmp_path / "cluster", sample_index, 3) as cluster, kv_of(cluster) as kv:
         await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=6))

@@ -17,7 +17,7 @@ from cluster_support import ECHO, SliceSpec, kv_of, logs, put_blueprint, running
 from aether_node.client import ApiClient, ClusterStatus
 from aether_node.dev import LocalNodeCluster
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 sample_index = cli_support.sample_index
 SETTLE = 90.0

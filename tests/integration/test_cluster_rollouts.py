@@ -135,6 +135,7 @@ async def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why(
         assert (await blueprint_status(cluster, "rollout")).slices[0].problem == ""
 
 
+@pytest.mark.long
 async def test_a_cluster_stopped_gracefully_comes_back_without_failed_instances(
     sample_index: Path, tmp_path: Path
 ) -> None:

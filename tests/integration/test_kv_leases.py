@@ -69,6 +69,7 @@ async def test_a_lease_not_kept_alive_expires(kv_cluster: LocalCluster) -> None:
             await client.lease_keepalive(lease.lease)
 
 
+@pytest.mark.long
 async def test_leases_keep_their_meaning_across_a_leader_change(kv_cluster: LocalCluster) -> None:
     async with open_client(kv_cluster.endpoints, kv_cluster.secret) as client:
         kept = await client.lease_grant(5.0)

@@ -67,6 +67,7 @@ async def test_a_killed_node_is_declared_lost_from_its_dropped_connection(
         assert f"node {victim} is gone: its connection dropped" in leader_log, leader_log
 
 
+@pytest.mark.long
 async def test_a_paused_node_is_not_declared_lost(sample_index: Path, tmp_path: Path) -> None:
     async with (
         running_cluster(tmp_path / "cluster", sample_index, 3, node_args=LONG_LEASE) as cluster,

@@ -160,6 +160,7 @@ def test_bad_node_operations_are_refused_and_change_nothing(cluster: CliCluster,
     assert {n.node_id: n.state for n in api.nodes()} == states
 
 
+@pytest.mark.long
 def test_node_stop_stops_the_node_gracefully_and_its_instances_are_replaced(
     cluster: CliCluster, api: ApiClient, tmp_path: Path
 ) -> None:
@@ -197,6 +198,7 @@ def test_node_stop_stops_the_node_gracefully_and_its_instances_are_replaced(
     expect(cluster.aether("blueprint", "delete", "web"))
 
 
+@pytest.mark.long
 def test_a_cordon_outlives_a_change_of_leader(cluster: CliCluster, api: ApiClient, tmp_path: Path) -> None:
     """The operator's intent is in the KV, not in the leader's memory: after the leader stops, the new
     one still places nothing on the cordoned node. (Last: it stops the leading node.)"""

@@ -245,6 +245,7 @@ def matrix(page: Any) -> dict[str, list[tuple[str, int, str]]]:
 
 
 @needs_chromium
+@pytest.mark.long
 def test_the_dashboard_holds_long_texts_charts_history_and_rides_out_api_errors(
     secured: CliCluster, browser: Any
 ) -> None:
@@ -375,6 +376,7 @@ def test_the_dashboard_holds_long_texts_charts_history_and_rides_out_api_errors(
 
 
 @needs_chromium
+@pytest.mark.long
 def test_the_dashboard_shows_autoscaled_slices_and_the_last_decisions(
     secured: CliCluster, browser: Any
 ) -> None:

@@ -100,6 +100,7 @@ def test_a_new_slice_is_tested_built_published_applied_invoked_and_upgraded(tmp_
         assert active == ["org.kit:hello:0.2.0"] * 2, status
 
 
+@pytest.mark.long
 def test_local_cluster_runs_the_project_on_a_dev_cluster(tmp_path: Path) -> None:
     """The project's cluster test, where aether-cli is installed beside it: `aether dev up` builds the
     project into the index, the blueprint is applied, the call answers, and `dev down` leaves nothing."""

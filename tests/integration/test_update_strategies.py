@@ -173,6 +173,7 @@ async def until_only(http: httpx.AsyncClient, ingresses: list[str], version: str
     return trio.current_time() - started
 
 
+@pytest.mark.long
 async def test_blue_green_switches_back_on_abort_with_no_failed_call(
     sample_index: Path, tmp_path: Path
 ) -> None:
@@ -241,6 +242,7 @@ async def test_a_canary_whose_new_version_fails_aborts_and_the_old_version_keeps
         assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
 
 
+@pytest.mark.long
 async def test_a_canary_waits_for_an_operator_after_its_window_and_promote_completes_it(
     sample_index: Path, tmp_path: Path
 ) -> None:
@@ -275,6 +277,7 @@ async def test_a_canary_waits_for_an_operator_after_its_window_and_promote_compl
         assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
 
 
+@pytest.mark.long
 async def test_a_canary_that_raises_is_judged_from_the_calls_and_aborted(
     raising_index: Path, tmp_path: Path
 ) -> None:
