@@ -42,7 +42,8 @@ sample_index = cli_support.sample_index
 SMALL = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 SPARE = 'name = "spare"\n\n[[slices]]\nartifact = "org.aether:pinned:1.0.0"\ninstances = 0\n'
 SLICE_KEYS = (
-    "artifact, autoscale, balancing, config, instances, max_per_node, min_available, resources, strategy"
+    "artifact, autoscale, balancing, config, instances, max_per_node, min_available, resources, strategy,"
+    " update"
 )
 HEAD = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\n'  # the next line is line 5
 
