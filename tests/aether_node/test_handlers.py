@@ -9,14 +9,14 @@ import pytest
 import trio
 from shell_support import FakeSliceStore, register
 
-from aether_kv import MemoryStore
-from aether_node.api._handlers import Handlers
+from aether_kv import MemoryStore, OutcomeUnknownError
+from aether_node.api._handlers import APPLY_ATTEMPTS, Handlers
 from aether_node.api._operations import Operations
 from aether_node.control._membership import member_key
 from aether_node.core._errors import RequestError
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import RolloutPhase, RolloutRecord, SliceRecord, SliceState, encode_record
-from aether_node.core._schema import BLUEPRINTS, PROBLEMS_PREFIX, ROLLOUTS, rollout_key
+from aether_node.core._schema import BLUEPRINT_REVISIONS, BLUEPRINTS, PROBLEMS_PREFIX, ROLLOUTS, rollout_key
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peers import PeerClients
@@ -84,6 +84,23 @@ async def test_an_unavailable_store_is_a_503_and_changes_nothing(kv: MemoryStore
     kv.set_leader(None)
     with pytest.raises(RequestError) as refused:
         await handlers.list_blueprints()
+    assert refused.value.kind == "unavailable"
+
+
+@pytest.mark.parametrize("landed", [True, False])
+async def test_an_apply_whose_outcome_is_unknown_goes_again_and_adds_one_revision(
+    kv: MemoryStore, handlers: Handlers, landed: bool
+) -> None:
+    """A leader change while the write was in flight: applying is idempotent, so the node tries again (a
+    write that landed is found with the same content and adds no second revision)."""
+    kv.fail_next(1, error=OutcomeUnknownError, applied=landed, operations={"txn"})
+    result = await handlers.apply_blueprint(DEMO, "demo.toml")
+    assert result.name == "demo"
+    assert [item.key for item in (await kv.range(BLUEPRINTS)).kvs] == [BLUEPRINTS + "demo"]
+    assert len((await kv.range(BLUEPRINT_REVISIONS)).kvs) == 1
+    kv.fail_next(APPLY_ATTEMPTS, error=OutcomeUnknownError, operations={"txn"})  # it never settles
+    with pytest.raises(RequestError, match="could not store the blueprint") as refused:
+        await handlers.apply_blueprint(DEMO.replace("instances = 2", "instances = 3"), "demo.toml")
     assert refused.value.kind == "unavailable"
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import attrs
 import trio
 
-from aether_kv import KV, CompactedError, Event, Status
+from aether_kv import KV, CompactedError, Event, OutcomeUnknownError, Status
 
 from ..client import (
     ApplyResult,
@@ -44,7 +44,7 @@ from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, RequestError
-from ..core._kv_errors import store_errors
+from ..core._kv_errors import store_error, store_errors
 from ..core._records import (
     LeaderClaim,
     NodeOperationRecord,
@@ -68,6 +68,9 @@ from ..core._text import plural
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
 from ._cluster_view import ClusterView, Snapshot
+
+APPLY_ATTEMPTS = 3  # an apply whose outcome is unknown (a leader change) is tried this often in all
+APPLY_RETRY_WAIT = 0.5
 
 
 def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:
@@ -215,14 +218,22 @@ class Handlers:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
         await self._fresh()
         await self.refuse_claimed(blueprint, source)
-        try:  # a new revision (the same content again keeps its number: a resent apply adds none)
-            with store_errors("could not store the blueprint"):
-                stored = await store_revision(
-                    self.kv, blueprint, change="applied", keep=self.history, dedupe=True
-                )
-        except RevisionConflict as error:
-            raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
-        return applied(stored)
+        for attempt in range(1, APPLY_ATTEMPTS + 1):
+            try:  # a new revision (the same content again keeps its number: a resent apply adds none)
+                with store_errors("could not store the blueprint", passing=(OutcomeUnknownError,)):
+                    stored = await store_revision(
+                        self.kv, blueprint, change="applied", keep=self.history, dedupe=True
+                    )
+                return applied(stored)
+            except RevisionConflict as error:
+                raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
+            except OutcomeUnknownError as error:
+                # The write may or may not have landed (a leader change while it was in flight). Applying
+                # is idempotent, so it goes again: if it landed, the same content adds no revision.
+                if attempt == APPLY_ATTEMPTS:
+                    raise store_error(error, "could not store the blueprint") from None
+                await trio.sleep(APPLY_RETRY_WAIT)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _blueprints(self) -> dict[str, Blueprint]:
         found = {}
