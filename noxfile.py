@@ -1,6 +1,6 @@
 """Developer sessions. `nox` runs lint, the tests (with the nemesis suite's ~1-minute smoke,
 tests/chaos/test_chaos_smoke.py; the long multi-process scenarios, marked `long`, run in `nox -s long`:
-each of their modules keeps a shorter test in the default run) and the release check (`nox -s release`:
+most of their modules keep a shorter test in the default run) and the release check (`nox -s release`:
 every package built, its metadata checked, the wheels installed into a fresh virtualenv outside the
 repository and used there, tests/release/; about a minute); `nox -s chaos` runs the whole nemesis suite
 (as root: it builds network namespaces; `nox -s chaos -- --soak 30` runs the soak instead); `nox -s

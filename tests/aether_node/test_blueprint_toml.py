@@ -613,7 +613,8 @@ BAD_BLUEPRINTS = [
     (
         "empty-file",
         "",
-        "bp.toml: name: required: a string naming the blueprint",
+        "bp.toml: name: required: a string naming the blueprint\n"
+        "bp.toml: slices: at least one [[slices]] table is required",
         None,
         None,
     ),
@@ -646,6 +647,25 @@ def test_a_bad_blueprint_is_rejected_with_its_exact_message(
     assert str(error) == message
     assert (error.line, error.column) == (line, column)
     assert error.source == SOURCE
+
+
+def test_every_problem_of_a_blueprint_is_reported_at_once_in_the_order_of_the_file() -> None:
+    text = (
+        'name = "Demo"\ncolour = "red"\n\n[[slices]]\nartifact = "org.aether:echo"\ninstances = -1\n'
+        'replicas = 2\n\n[[slices]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = 1\n'
+        'strategy = "sideways"\n'
+    )
+    error = error_of(text)
+    assert [(p.line, p.path) for p in error.problems] == [
+        (1, "name"),
+        (2, "colour"),
+        (5, "slices[0].artifact"),
+        (6, "slices[0].instances"),
+        (7, "slices[0].replicas"),
+        (12, "slices[1].strategy"),
+    ]
+    assert error.message.splitlines() == [p.message for p in error.problems]
+    assert (error.line, error.path) == (1, "name")  # the first problem's place is the error's own
 
 
 def test_the_source_name_is_used_as_given() -> None:

@@ -68,6 +68,7 @@ def settled(api: ApiClient, artifact_id: str, versions: dict[str, int]) -> dict[
     )
 
 
+@pytest.mark.long
 def test_history_and_rollback(cluster: CliCluster, api: ApiClient, tmp_path: Path) -> None:
     first = apply(cluster, tmp_path, echo_blueprint("1.0.0", 2))
     assert (first["blueprint_revision"], first["change"], first["created"]) == (1, "applied", True)

@@ -520,6 +520,7 @@ mode = "fail_start"
 """
 
 
+@pytest.mark.long
 def test_apply_wait_says_why_a_blueprint_cannot_converge(tmp_path: Path, sample_index: Path) -> None:
     with cli_cluster(tmp_path, sample_index, nodes=1) as cluster:
         aether = cluster.aether
@@ -548,6 +549,7 @@ def test_apply_wait_says_why_a_blueprint_cannot_converge(tmp_path: Path, sample_
 # ---------------------------------------------------------------- no cluster: unreachable, bad arguments
 
 
+@pytest.mark.long
 def test_an_unreachable_cluster_exits_3_with_a_clear_message(tmp_path: Path) -> None:
     (tmp_path / "small.toml").write_text(SMALL)
     port, other = closed_port(), closed_port()

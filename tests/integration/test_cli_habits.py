@@ -104,6 +104,7 @@ def test_piped_help_is_plain_text_with_whole_lines(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- --watch and Ctrl-C
 
 
+@pytest.mark.long
 def test_watch_shows_each_change_and_ctrl_c_exits_130(tmp_path: Path) -> None:
     with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
         env = {"AETHER_CLUSTER": stub.url}

@@ -12,7 +12,7 @@ import cli_support
 import pytest
 from cli_support import CliCluster, cli_cluster, expect
 
-pytestmark = [pytest.mark.integration]
+pytestmark = [pytest.mark.integration, pytest.mark.long]
 
 sample_index = cli_support.sample_index
 

@@ -246,6 +246,7 @@ def leader_kill(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return trio.run(_leader_kill, tmp_path_factory.mktemp("leader-kill") / "cluster", sample_index)
 
 
+@pytest.mark.long
 def test_leader_was_killed_mid_way(leader_kill: LeaderKill) -> None:
     mid_way = leader_kill.mid_way
     assert any(i.instance > 3 for i in mid_way), f"the leader never started: {show(mid_way)}"

@@ -90,6 +90,7 @@ async def leader_log(cluster: LocalNodeCluster, kv: KVClient) -> str:
 # ---------------------------------------------------------------- strategies
 
 
+@pytest.mark.long
 async def test_round_robin_spreads_evenly(cluster: LocalNodeCluster, kv: KVClient) -> None:
     await put_blueprint(kv, "rr", SliceSpec(artifact=ECHO, instances=6, strategy=Strategy.ROUND_ROBIN))
     found = await wait_for(kv, exactly_active(6, ECHO), timeout=SETTLE, what="6 ACTIVE", cluster=cluster)

@@ -178,6 +178,7 @@ async def test_a_cluster_stopped_gracefully_comes_back_without_failed_instances(
             assert failed == [], f"{failed[:10]}\n{logs(cluster)}"
 
 
+@pytest.mark.long
 async def test_a_failure_from_before_a_restart_is_forgotten_when_the_node_starts(
     broken_index: Path, tmp_path: Path
 ) -> None:

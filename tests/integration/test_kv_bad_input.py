@@ -80,6 +80,7 @@ async def test_a_bad_request_gets_a_specific_error_and_changes_nothing(kv_cluste
     assert await _revision(kv_cluster) == before
 
 
+@pytest.mark.long
 async def test_an_oversized_value_is_refused_by_the_client_api_and_nothing_changes(
     kv_cluster: LocalCluster,
 ) -> None:

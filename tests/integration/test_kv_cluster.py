@@ -85,6 +85,7 @@ async def _true(value: bool) -> bool:
     return value
 
 
+@pytest.mark.long
 async def test_everything_acknowledged_survives_killing_every_replica(kv_cluster: LocalCluster) -> None:
     secret = kv_cluster.secret
     async with open_client(kv_cluster.endpoints, secret) as client:
@@ -220,6 +221,7 @@ async def test_an_expired_lease_removes_its_keys_on_every_replica(kv_cluster: Lo
         await wait_until(lambda: everywhere("nodes/alive", False), timeout=5, what="revoke on all")
 
 
+@pytest.mark.long
 async def test_a_replica_can_be_added_and_removed_while_the_cluster_runs(
     kv_cluster: LocalCluster, tmp_path
 ) -> None:  # type: ignore[no-untyped-def]

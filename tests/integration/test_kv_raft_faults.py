@@ -174,6 +174,7 @@ async def test_a_replica_back_from_a_pause_does_not_disrupt_the_leader(kv_cluste
         assert {leader_id(kv_cluster, status) for status in now.values()} == {leader}
 
 
+@pytest.mark.long
 async def test_an_isolated_replica_does_not_raise_its_term(kv_cluster: LocalCluster) -> None:
     """The other two stop answering (their connections stay open): upstream the lone replica became a
     candidate at a higher term every election timeout; with pre-vote it never gets a majority to try."""

@@ -230,6 +230,7 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
         assert request("GET", "/api/v1/blueprints/demo", KEYS["viewer"]).status_code == 404
 
 
+@pytest.mark.long
 def test_the_cli_passes_the_key_and_reports_a_refusal(secured: CliCluster) -> None:
     aether = secured.aether
     (secured.cwd / "small.toml").write_text(SMALL)

@@ -15,7 +15,7 @@ from cli_support import ECHO, CliCluster, cli_cluster
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_support import blueprint_toml, http_client, mcp_service, structured, text
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 sample_index = cli_support.sample_index
 

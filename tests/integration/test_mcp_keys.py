@@ -28,6 +28,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Ite
         yield running
 
 
+@pytest.mark.long
 async def test_a_viewer_key_reads_and_is_refused_writes_in_the_clis_words(secured: CliCluster) -> None:
     with mcp_service(secured.urls, "--api-key", VIEWER) as service:
         async with http_client(service.url, "viewer") as client:

@@ -70,6 +70,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Ite
 
 
 @pytest.mark.integration
+@pytest.mark.long
 async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_path: Path) -> None:
     blueprint = tmp_path / "parity.toml"
     hanging = 'config = {mode = "hang_work"}\n'  # a faulty instance whose calls never answer

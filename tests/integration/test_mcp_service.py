@@ -300,6 +300,7 @@ async def test_a_second_agent_is_refused_and_told_who_holds_the_cluster(cluster:
                 await call_until_admitted(gamma, timeout=10)
 
 
+@pytest.mark.long
 async def test_the_lease_goes_when_the_agent_disconnects(cluster: CliCluster) -> None:
     server = stdio_server(cluster.urls)
     async with stdio_client(server, "first") as first:
@@ -320,6 +321,7 @@ async def test_the_lease_goes_when_the_agent_goes_quiet(cluster: CliCluster) -> 
             assert refused.is_error and "waker 1.0" in text(refused)
 
 
+@pytest.mark.long
 async def test_the_lease_goes_when_the_service_dies(cluster: CliCluster) -> None:
     with mcp_service(cluster.urls, "--lease-ttl", "2") as doomed:
         async with http_client(doomed.url, "doomed") as agent:

@@ -182,6 +182,7 @@ async def test_killed_slice_host_is_restarted(node: NodeProcess, kv: KVClient, v
     assert sorted(await endpoint_keys(kv, ECHO)) == [f"endpoints/{ECHO}/echo:0", f"endpoints/{ECHO}/info:0"]
 
 
+@pytest.mark.long
 async def test_crash_loop_ends_in_failed(node: NodeProcess, kv: KVClient) -> None:
     crash_delay = 0.3
     policy = RestartPolicy()
@@ -241,6 +242,7 @@ def live_host(node: NodeProcess, coordinates: str, instance: int) -> ProcInfo:
     return host
 
 
+@pytest.mark.long
 async def test_killed_kv_replica_is_restarted_and_the_node_carries_on(
     own_node: NodeProcess, tmp_path: Path
 ) -> None:

@@ -263,6 +263,7 @@ def own_node(sample_index: Path, tmp_path: Path) -> Iterator[NodeProcess]:
         yield started
 
 
+@pytest.mark.long
 async def test_a_node_stopped_past_its_lease_registers_again_and_serves(own_node: NodeProcess) -> None:
     node = own_node
     async with kv_client(node) as client:
@@ -299,6 +300,7 @@ async def test_a_node_stopped_past_its_lease_registers_again_and_serves(own_node
 # ---------------------------------------------------------------- the KV goes away and comes back
 
 
+@pytest.mark.long
 async def test_the_kv_stopped_and_started_again_does_not_end_the_node(
     sample_index: Path, tmp_path: Path
 ) -> None:

@@ -260,6 +260,7 @@ async def test_large_and_concurrent_calls_each_get_their_own_answer(node: NodePr
 # ---------------------------------------------------------------- nodes with other indexes
 
 
+@pytest.mark.long
 async def test_unreachable_index_is_recorded_as_such(sample_index: Path, tmp_path: Path) -> None:
     (closed_port,) = free_ports(1)
     unreachable = f"http://127.0.0.1:{closed_port}/simple/"

@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aether_kv import KVError, open_client
 from support import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 sample_index = node_support.sample_index
 

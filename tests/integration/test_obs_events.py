@@ -32,7 +32,7 @@ from cluster_support import (
 from aether_node import NodeConfig
 from aether_node.client import ApiClient, ClusterEvent
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 sample_index = cli_support.sample_index
 FAULTY = "org.aether:faulty:1.0.0"

@@ -93,6 +93,7 @@ async def scrape_until(
 FAULTY_ID = "org.aether:faulty"
 
 
+@pytest.mark.long
 async def test_metrics_follow_a_rollout_and_calls(tmp_path: Path, sample_index: Path) -> None:
     async with running_cluster(tmp_path / "cluster", sample_index, 3) as cluster, kv_of(cluster) as kv:
         managements = {n.node_id: n.management for n in cluster.nodes}

@@ -58,6 +58,7 @@ def build(project: Path) -> Path:
     return wheel
 
 
+@pytest.mark.long
 def test_a_new_slice_is_tested_built_published_applied_invoked_and_upgraded(tmp_path: Path) -> None:
     project = tmp_path / "hello"
     expect(run_aether("slice", "new", "hello", "--group", "org.kit", "--dir", str(project), cwd=tmp_path))

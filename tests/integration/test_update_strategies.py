@@ -212,6 +212,7 @@ async def test_blue_green_switches_back_on_abort_with_no_failed_call(
         )
 
 
+@pytest.mark.long
 async def test_a_canary_whose_new_version_fails_aborts_and_the_old_version_keeps_serving(
     broken_index: Path, tmp_path: Path
 ) -> None:

@@ -46,6 +46,39 @@ class BlueprintError(NodeError):
         self.column = column
         self.path = path
         self.detail = message
+        self.problems: tuple[BlueprintError, ...] = (self,)
+
+    @classmethod
+    def of(cls, problems: list[BlueprintError]) -> BlueprintError:
+        """One error for every problem found (in the order of the file), one line each; the first one's
+        location and path are the error's own."""
+        problems = sorted(problems, key=lambda problem: (problem.line is None, problem.line or 0))
+        if len(problems) == 1:
+            return problems[0]
+        first = problems[0]
+        combined = cls(first.source, first.detail, line=first.line, column=first.column, path=first.path)
+        combined.message = "\n".join(problem.message for problem in problems)
+        combined.args = (combined.message,)
+        combined.problems = tuple(problems)
+        return combined
+
+
+class _Problems:
+    """The problems found so far; `check` runs one check that stands on its own and keeps its error, so
+    one run reports every problem of a blueprint, not only the first."""
+
+    def __init__(self) -> None:
+        self.found: list[BlueprintError] = []
+
+    def check(self, run: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return run(*args, **kwargs)
+        except BlueprintError as error:
+            self.found.extend(error.problems)
+            return None
+
+    def add(self, error: BlueprintError) -> None:
+        self.found.append(error)
 
 
 class _Locator:
@@ -103,119 +136,88 @@ def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: flo
         line, column = locate.find(key, index, table)
         return BlueprintError(source, message, line=line, column=column, path=path)
 
+    problems = _Problems()
     for key in data:
         if key not in _TOP_KEYS:
-            raise fail(key, f"unknown key (expected: {', '.join(sorted(_TOP_KEYS))})", key)
+            problems.add(fail(key, f"unknown key (expected: {', '.join(sorted(_TOP_KEYS))})", key))
     name = data.get("name")
     if not isinstance(name, str):
-        raise fail("name", "required: a string naming the blueprint", "name")
-    if not _NAME.match(name):
-        raise fail("name", f"{name!r} must be 1–64 lowercase letters, digits, '.', '_' or '-'", "name")
+        problems.add(fail("name", "required: a string naming the blueprint", "name"))
+    elif not _NAME.match(name):
+        problems.add(
+            fail("name", f"{name!r} must be 1–64 lowercase letters, digits, '.', '_' or '-'", "name")
+        )
     raw_slices = data.get("slices")
     if not isinstance(raw_slices, list) or not raw_slices:
-        raise BlueprintError(source, "at least one [[slices]] table is required", path="slices")
+        problems.add(BlueprintError(source, "at least one [[slices]] table is required", path="slices"))
+        raw_slices = []
     specs = []
     seen: dict[str, int] = {}
     for index, raw in enumerate(raw_slices):
         path = f"slices[{index}]"
         if not isinstance(raw, dict):
-            raise BlueprintError(source, "must be a table ([[slices]])", path=path)
-        spec = _parse_slice(raw, index, path, fail)
+            problems.add(BlueprintError(source, "must be a table ([[slices]])", path=path))
+            continue
+        spec = _parse_slice(raw, index, path, fail, problems)
+        if spec is None:
+            continue
         artifact_id = spec.artifact.rsplit(":", 1)[0]
         if artifact_id in seen:
-            raise fail(
-                f"{path}.artifact",
-                f"{artifact_id} is already deployed by slices[{seen[artifact_id]}]: one entry per slice",
-                "artifact",
-                index,
+            problems.add(
+                fail(
+                    f"{path}.artifact",
+                    f"{artifact_id} is already deployed by slices[{seen[artifact_id]}]: one entry per slice",
+                    "artifact",
+                    index,
+                )
             )
         seen[artifact_id] = index
         specs.append(spec)
+    if problems.found:
+        raise BlueprintError.of(problems.found)
+    assert isinstance(name, str)
     return Blueprint(name=name, slices=tuple(specs), timestamp=timestamp, source=text)
 
 
-def _parse_slice(raw: dict[str, Any], index: int, path: str, fail: Any) -> SliceSpec:
+def _parse_slice(
+    raw: dict[str, Any], index: int, path: str, fail: Any, problems: _Problems
+) -> SliceSpec | None:
+    """The slice, or None when it has a problem (each one goes to `problems`; every independent check
+    runs, so all of them are reported together)."""
+    before = len(problems.found)
     for key in raw:
         if key not in _SLICE_KEYS:
-            raise fail(
-                f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(_SLICE_KEYS))})", key, index
+            problems.add(
+                fail(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(_SLICE_KEYS))})", key, index)
             )
-    artifact = raw.get("artifact")
-    if not isinstance(artifact, str):
-        raise fail(
-            f"{path}.artifact",
-            "required: coordinates group:artifact:version (e.g. org.aether:echo:1.0.0)",
-            "artifact",
-            index,
-        )
-    try:
-        Coordinates.parse(artifact)
-    except InvalidCoordinatesError as error:
-        raise fail(f"{path}.artifact", error.message, "artifact", index) from None
-    instances = _integer(raw, "instances", path, index, fail, minimum=0, maximum=MAX_INSTANCES, required=True)
-    strategy = _choice(raw, "strategy", Strategy, Strategy.ROUND_ROBIN, path, index, fail)
-    balancing = _choice(raw, "balancing", Balancing, Balancing.ROUND_ROBIN, path, index, fail)
-    max_per_node = _integer(
-        raw, "max_per_node", path, index, fail, minimum=1, maximum=MAX_INSTANCES, default=1
+    artifact = problems.check(_artifact, raw, index, path, fail)
+    instances = problems.check(
+        _integer, raw, "instances", path, index, fail, minimum=0, maximum=MAX_INSTANCES, required=True
+    )
+    strategy = problems.check(_choice, raw, "strategy", Strategy, Strategy.ROUND_ROBIN, path, index, fail)
+    balancing = problems.check(_choice, raw, "balancing", Balancing, Balancing.ROUND_ROBIN, path, index, fail)
+    max_per_node = problems.check(
+        _integer, raw, "max_per_node", path, index, fail, minimum=1, maximum=MAX_INSTANCES, default=1
     )
     min_available = None
-    if "min_available" in raw:
-        min_available = _integer(raw, "min_available", path, index, fail, minimum=0, maximum=instances)
-    resources = Resources()
-    if "resources" in raw:
-        table = raw["resources"]
-        if not isinstance(table, dict):
-            raise fail(
-                f"{path}.resources",
-                "must be a table: [slices.resources] with cpu and memory_mib",
-                "resources",
-                index,
-            )
-        for key in table:
-            if key not in _RESOURCE_KEYS:
-                raise fail(
-                    f"{path}.resources.{key}",
-                    "unknown key (expected: cpu, memory_mib)",
-                    key,
-                    index,
-                    "resources",
-                )
-        cpu = table.get("cpu", 0.0)
-        if (
-            isinstance(cpu, bool)
-            or not isinstance(cpu, int | float)
-            or not math.isfinite(cpu)
-            or not 0 <= cpu <= 1024
-        ):
-            raise fail(
-                f"{path}.resources.cpu",
-                f"must be a number of cores in [0, 1024], got {cpu!r}",
-                "cpu",
-                index,
-                "resources",
-            )
-        memory = table.get("memory_mib", 0)
-        if isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory <= 4 * 1024 * 1024:
-            raise fail(
-                f"{path}.resources.memory_mib",
-                f"must be an integer number of MiB ≥ 0, got {memory!r}",
-                "memory_mib",
-                index,
-                "resources",
-            )
-        resources = Resources(cpu=float(cpu), memory_mib=memory)
+    if "min_available" in raw and instances is not None:
+        min_available = problems.check(
+            _integer, raw, "min_available", path, index, fail, minimum=0, maximum=instances
+        )
+    resources = problems.check(_resources, raw, index, path, fail)
     config = raw.get("config", {})
     if not isinstance(config, dict):
-        raise fail(f"{path}.config", "must be a table: [slices.config]", "config", index)
+        problems.add(fail(f"{path}.config", "must be a table: [slices.config]", "config", index))
     autoscale = None
-    if "autoscale" in raw:
+    if "autoscale" in raw and instances is not None:
 
         def fail_autoscale(at: str, message: str, key: str) -> BlueprintError:
             if key == "autoscale":  # `autoscale = 3`: a key of the slice, not a table
                 return fail(at, message, key, index)
             return fail(at, message, key, index, "autoscale")
 
-        autoscale = parse_autoscale(
+        autoscale = problems.check(
+            parse_autoscale,
             raw["autoscale"],
             f"{path}.autoscale",
             fail_autoscale,
@@ -231,7 +233,9 @@ def _parse_slice(raw: dict[str, Any], index: int, path: str, fail: Any) -> Slice
                 return fail(at, message, key, index)
             return fail(at, message, key, index, "update")
 
-        update = parse_update(raw["update"], f"{path}.update", fail_update)
+        update = problems.check(parse_update, raw["update"], f"{path}.update", fail_update)
+    if len(problems.found) > before:
+        return None
     return SliceSpec(
         artifact=artifact,
         instances=instances,
@@ -244,6 +248,68 @@ def _parse_slice(raw: dict[str, Any], index: int, path: str, fail: Any) -> Slice
         autoscale=autoscale,
         update=update,
     )
+
+
+def _artifact(raw: dict[str, Any], index: int, path: str, fail: Any) -> str:
+    artifact = raw.get("artifact")
+    if not isinstance(artifact, str):
+        raise fail(
+            f"{path}.artifact",
+            "required: coordinates group:artifact:version (e.g. org.aether:echo:1.0.0)",
+            "artifact",
+            index,
+        )
+    try:
+        Coordinates.parse(artifact)
+    except InvalidCoordinatesError as error:
+        raise fail(f"{path}.artifact", error.message, "artifact", index) from None
+    return artifact
+
+
+def _resources(raw: dict[str, Any], index: int, path: str, fail: Any) -> Resources:
+    if "resources" not in raw:
+        return Resources()
+    table = raw["resources"]
+    if not isinstance(table, dict):
+        raise fail(
+            f"{path}.resources",
+            "must be a table: [slices.resources] with cpu and memory_mib",
+            "resources",
+            index,
+        )
+    for key in table:
+        if key not in _RESOURCE_KEYS:
+            raise fail(
+                f"{path}.resources.{key}",
+                "unknown key (expected: cpu, memory_mib)",
+                key,
+                index,
+                "resources",
+            )
+    cpu = table.get("cpu", 0.0)
+    if (
+        isinstance(cpu, bool)
+        or not isinstance(cpu, int | float)
+        or not math.isfinite(cpu)
+        or not 0 <= cpu <= 1024
+    ):
+        raise fail(
+            f"{path}.resources.cpu",
+            f"must be a number of cores in [0, 1024], got {cpu!r}",
+            "cpu",
+            index,
+            "resources",
+        )
+    memory = table.get("memory_mib", 0)
+    if isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory <= 4 * 1024 * 1024:
+        raise fail(
+            f"{path}.resources.memory_mib",
+            f"must be an integer number of MiB ≥ 0, got {memory!r}",
+            "memory_mib",
+            index,
+            "resources",
+        )
+    return Resources(cpu=float(cpu), memory_mib=memory)
 
 
 def _integer(
