@@ -34,7 +34,9 @@ def _sync(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Unit, property and multi-process integration tests, but the long scenarios (`nox -s long`)."""
     _sync(session)
-    session.run("pytest", *(session.posargs or ["-q", "-m", "not long"]))
+    # Two workers (pytest-xdist), each test module on one worker: the integration tests mostly wait on
+    # processes, and a module's tests share its fixtures (one cluster per module where they can).
+    session.run("pytest", *(session.posargs or ["-q", "-m", "not long", "-n", "2", "--dist", "loadfile"]))
 
 
 @nox.session
