@@ -13,7 +13,7 @@ import trio
 from shell_support import MISSING, FakeSliceStore, instances, register, wait_for
 from trio.testing import MockClock
 
-from aether_kv import MemoryStore, OutcomeUnknownError, UnavailableError
+from aether_kv import LeaseNotFoundError, MemoryStore, OutcomeUnknownError, UnavailableError
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._policies import RestartPolicy
 from aether_node.core._records import SliceRecord, SliceState, decode_record, encode_record
@@ -173,3 +173,18 @@ async def test_a_graceful_stop_stops_every_process_and_forgets_the_records(
     assert await instances(node.kv) == {}
     assert await node.endpoints() == []
     assert node.store.instances == {}
+
+
+async def test_a_republish_on_a_lease_that_is_gone_raises_the_kv_error_itself(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    """The caller (the node's republishing task) retries on `except KVError`: an ExceptionGroup from the
+    concurrent puts would pass it by and end the task (its restart then skipped the latest lease)."""
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    with pytest.raises(LeaseNotFoundError):
+        await node.manager.republish(424242)  # never granted
+    fresh = await node.kv.lease_grant(10.0)
+    await node.manager.republish(fresh.lease)
+    published = await node.kv.get((await node.endpoints())[0])
+    assert published is not None and published.lease == fresh.lease

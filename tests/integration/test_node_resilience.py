@@ -228,7 +228,6 @@ async def wait_endpoints_on_lease(
     await wait_until(published, timeout=timeout, what=f"endpoints {sorted(expected)} on the node's lease")
 
 
-@pytest.mark.long  # fails about 1 run in 8 (its last wait for the endpoints): under investigation
 async def test_a_lease_revoked_again_while_the_node_republishes_does_not_end_the_node(
     node: NodeProcess, kv: KVClient
 ) -> None:

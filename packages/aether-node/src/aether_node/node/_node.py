@@ -157,7 +157,9 @@ class _Registration:
     ) -> None:
         """After every registration but the first: `republish(lease)` (the endpoints went with the old
         lease), retried with backoff until it went through on the latest lease."""
-        done = self.generation
+        # The first registration needs no republish; a restart of this task after a later one republishes
+        # on the current lease at once (harmless if it was done: the same puts again).
+        done = min(self.generation, 1)
         backoff = 0.1
         task_status.started()
         while True:

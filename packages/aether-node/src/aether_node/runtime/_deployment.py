@@ -467,11 +467,24 @@ class NodeDeploymentManager:
 
     async def republish(self, lease: int) -> None:
         """After the node's lease was lost and renewed: endpoints went with the old lease. Raises KVError
-        (LeaseNotFoundError too: the caller retries on the newest lease)."""
+        (LeaseNotFoundError too: the caller retries on the newest lease), as itself: an error of one of
+        the concurrent puts must not reach the caller wrapped in the nursery's ExceptionGroup, which its
+        `except KVError` would not catch (the republishing task then died, and its restart waited for
+        the next registration: the endpoints stayed off the latest lease)."""
         self.lease = lease
+        failures: list[KVError] = []
+
+        async def one(key: InstanceKey, instance: LocalInstance) -> None:
+            try:
+                await self._republish_one(key, instance, lease)
+            except KVError as error:
+                failures.append(error)
+
         async with trio.open_nursery() as nursery:  # concurrently: they go out together (TxnBatcher)
             for key, instance in list(self.store.instances.items()):
-                nursery.start_soon(self._republish_one, key, instance, lease)
+                nursery.start_soon(one, key, instance)
+        if failures:
+            raise failures[0]
 
     async def _republish_one(self, key: InstanceKey, instance: LocalInstance, lease: int) -> None:
         # Checked right before the put is queued (no checkpoint between): a withdrawal that started
