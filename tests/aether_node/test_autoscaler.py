@@ -13,6 +13,7 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
+from shell_support import wait_for
 
 from aether_kv import Event, EventKind, KeyValue, MemoryStore
 from aether_node.control._autoscale import Action, Decision, NodeSample, Reading, decide
@@ -266,12 +267,17 @@ class Cluster:
         found = await self.kv.get(autoscale_decisions_key(BUSY_ID))
         return decode_log(found.key, found.value) if found else None
 
-    async def wait_for(self, check: Any) -> AutoscaleLog:
-        while True:
+    async def wait_for(self, check: Any, what: str = "the autoscaler's decisions") -> AutoscaleLog:
+        """The decision log once `check` holds of it (shell_support's deadline: an assertion if never)."""
+        found: list[AutoscaleLog] = []
+
+        async def holds() -> bool:
             log = await self.log()
-            if log is not None and check(log):
-                return log
-            await trio.sleep(0.5)
+            found[:] = [log] if log is not None and check(log) else []
+            return bool(found)
+
+        await wait_for(holds, what)
+        return found[0]
 
 
 async def test_the_shell_scales_up_as_a_revision_and_records_why(autojump_clock: Any) -> None:
@@ -312,11 +318,9 @@ async def test_the_shell_makes_no_decision_for_a_paused_slice(autojump_clock: An
     await cluster.kv.put(autoscale_key(BUSY_ID), encode_record(AutoscaleSettings(paused=True, min=2)))
     async with trio.open_nursery() as nursery:
         await cluster.start(nursery)
-        with trio.fail_after(60):
-            await trio.sleep(20)  # (virtual time: many passes)
-            log = await cluster.log()
+        log = await cluster.wait_for(lambda log: bool(log.entries), "the paused slice's first record")
         nursery.cancel_scope.cancel()
-    assert log is not None and {e.path for e in log.entries} == {("paused",)}
+    assert {e.path for e in log.entries} == {("paused",)}
     current, _ = await read_current(cluster.kv, "busy")
     assert current is not None and current.slices[0].instances == 1
 
