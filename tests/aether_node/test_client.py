@@ -233,3 +233,18 @@ def test_an_aborted_rollout_is_a_failure_that_nothing_will_fix() -> None:
         name="demo", slices=(attrs.evolve(wanted, rollout=attrs.evolve(rollout, phase="OBSERVING")),)
     )
     assert running.failures == []  # a rollout on its way is no failure
+
+
+def test_autoscale_settings_are_all_named_and_at_least_one_is_given() -> None:
+    assert client.autoscale_settings(cpu=0.7, max=None) == {
+        "min": None,
+        "max": None,
+        "cpu": 0.7,
+        "p99_ms": None,
+        "calls_per_second": None,
+        "in_flight": None,
+    }
+    with pytest.raises(ValueError, match=r"^nothing to set: give --min, --max"):
+        client.autoscale_settings(min=None, cpu=None)
+    with pytest.raises(ValueError, match="not an autoscale setting: p50_ms"):
+        client.autoscale_settings(p50_ms=3.0)

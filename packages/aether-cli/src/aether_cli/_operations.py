@@ -12,7 +12,6 @@ from cyclopts import Parameter
 from ._common import EXIT_BAD_INPUT, Common, call, emit, fail, read_input
 
 DEFAULT_COMMON = Common()
-NOTHING_TO_SET = "nothing to set: give --min, --max, --cpu, --p99-ms, --calls-per-second or --in-flight"
 
 
 def blueprint_history(name: str, *, common: Common = DEFAULT_COMMON) -> None:
@@ -108,19 +107,14 @@ def slice_autoscale_set(
 ) -> None:
     """Change the bounds or targets of autoscaled slice ARTIFACT at run time (over its blueprint's
     [slices.autoscale]; kept across leader changes and blueprint revisions)."""
-    settings = {
-        "min": min,
-        "max": max,
-        "cpu": cpu,
-        "p99_ms": p99_ms,
-        "calls_per_second": calls_per_second,
-        "in_flight": in_flight,
-    }
-    if all(value is None for value in settings.values()):
-        fail(
-            EXIT_BAD_INPUT,
-            "nothing to set: give --min, --max, --cpu, --p99-ms, --calls-per-second or --in-flight",
+    from aether_node.client import autoscale_settings
+
+    try:
+        settings = autoscale_settings(
+            min=min, max=max, cpu=cpu, p99_ms=p99_ms, calls_per_second=calls_per_second, in_flight=in_flight
         )
+    except ValueError as error:
+        fail(EXIT_BAD_INPUT, str(error))
     result = call(common, lambda client: client.autoscale_set(artifact, settings))
     emit(common, result, lambda: _autoscale_lines([result]))
 

@@ -17,7 +17,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from aether_node.client import ApiClient, Convergence, to_json
+from aether_node.client import ApiClient, Convergence, autoscale_settings, to_json
 
 from ._errors import ClusterError
 from ._gateway import ClusterGateway
@@ -410,18 +410,17 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         calls_per_second: Annotated[float | None, Field(description="Target calls/s per instance.")] = None,
         in_flight: Annotated[float | None, Field(description="Target calls in flight per instance.")] = None,
     ) -> dict[str, Any]:
-        settings = {
-            "min": min,
-            "max": max,
-            "cpu": cpu,
-            "p99_ms": p99_ms,
-            "calls_per_second": calls_per_second,
-            "in_flight": in_flight,
-        }
-        if all(value is None for value in settings.values()):  # the CLI's own check, with its sentence
-            raise Refused(
-                "nothing to set: give --min, --max, --cpu, --p99-ms, --calls-per-second or --in-flight"
+        try:  # the CLI's own check, with its sentence
+            settings = autoscale_settings(
+                min=min,
+                max=max,
+                cpu=cpu,
+                p99_ms=p99_ms,
+                calls_per_second=calls_per_second,
+                in_flight=in_flight,
             )
+        except ValueError as error:
+            raise Refused(str(error)) from None
         return await ask("slice_autoscale_set", lambda c: c.autoscale_set(artifact, settings))
 
     @tool("slice_autoscale_pause", "Stop the autoscaler's decisions for a slice (its count stays).")

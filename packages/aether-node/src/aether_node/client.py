@@ -1030,6 +1030,22 @@ class ApiClient:
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
 
 
+AUTOSCALE_SETTINGS = ("min", "max", "cpu", "p99_ms", "calls_per_second", "in_flight")
+
+
+def autoscale_settings(**given: float | int | None) -> dict[str, float | int | None]:
+    """The body of `ApiClient.autoscale_set` from what a caller gave (None: not given). Raises ValueError
+    naming the settings when nothing is given, or when a name is not one of them."""
+    unknown = sorted(set(given) - set(AUTOSCALE_SETTINGS))
+    if unknown:
+        raise ValueError(f"not an autoscale setting: {', '.join(unknown)}")
+    if all(value is None for value in given.values()):
+        raise ValueError(
+            "nothing to set: give --min, --max, --cpu, --p99-ms, --calls-per-second or --in-flight"
+        )
+    return {name: given.get(name) for name in AUTOSCALE_SETTINGS}
+
+
 def _event_params(
     limit: int, kind: str | Sequence[str] | None, slice: str | None, node: str | None
 ) -> dict[str, Any]:
