@@ -18,6 +18,8 @@ EXPECTED_EXPORTS = {
     "FramedStream",
     "client_handshake",
     "server_handshake",
+    "Replies",  # a multiplexed connection's waiting requests (the KV client's, the node's peers')
+    "Reply",
     "open_store",
     "wait_for_leader",
     "RaftConfig",

@@ -49,6 +49,8 @@ from ._records import RevokeResult as RevokeResult
 from ._records import Status as Status
 from ._records import TxnResult as TxnResult
 from ._records import compare_holds as compare_holds
+from ._replies import Replies as Replies
+from ._replies import Reply as Reply
 from ._serve import ServeConfig as ServeConfig
 from ._serve import serve_replica as serve_replica
 from ._store import KVStore as KVStore

@@ -10,7 +10,6 @@ delivered, so every event arrives once.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -41,6 +40,7 @@ from ._records import (
     TxnOp,
     TxnResult,
 )
+from ._replies import Replies, Reply
 from ._wire import (
     FramedStream,
     client_handshake,
@@ -77,12 +77,6 @@ class _Attempt:
     sent: bool = False
 
 
-@attrs.define
-class _Pending:
-    done: trio.Event = attrs.field(factory=trio.Event)
-    reply: dict[str, Any] | None = None
-
-
 _DROPPED = object()
 
 
@@ -91,9 +85,8 @@ class _ClientConnection:
         self.framed = framed
         self.endpoint = endpoint
         self.nursery = nursery  # for cancelling a detached watch on the server
-        self.pending: dict[int, _Pending] = {}
+        self.replies: Replies[Reply] = Replies()
         self.watches: dict[int, trio.MemorySendChannel[Any]] = {}
-        self.ids = itertools.count(1)
         self.closed = False
 
     async def read_loop(self) -> None:
@@ -107,8 +100,7 @@ class _ClientConnection:
             pass
         finally:
             self.closed = True
-            for pending in self.pending.values():
-                pending.done.set()
+            self.replies.end()
             for channel in self.watches.values():
                 try:
                     channel.send_nowait(_DROPPED)
@@ -127,10 +119,7 @@ class _ClientConnection:
             except (trio.WouldBlock, trio.BrokenResourceError):
                 self._detach(request_id)  # type: ignore[arg-type]
             return
-        pending = self.pending.get(request_id)  # type: ignore[arg-type]
-        if pending is not None:
-            pending.reply = message
-            pending.done.set()
+        self.replies.deliver(message)
 
     async def send(self, message: dict[str, Any]) -> None:
         if self.closed:
@@ -146,8 +135,8 @@ class _ClientConnection:
                 self.closed = True
 
     async def request(self, message: dict[str, Any], attempt: _Attempt | None = None) -> Any:
-        request_id = next(self.ids)
-        pending = self.pending[request_id] = _Pending()
+        waiter = Reply()
+        request_id = self.replies.add(waiter)
         attempt = attempt if attempt is not None else _Attempt()
         try:
             attempt.sent = True
@@ -156,14 +145,14 @@ class _ClientConnection:
             except _NotSent:
                 attempt.sent = False  # a partial frame is never applied
                 raise
-            await pending.done.wait()
+            reply = await waiter.wait()
         finally:
-            self.pending.pop(request_id, None)
-        if pending.reply is None:
+            self.replies.discard(request_id)
+        if reply is None:
             raise _Dropped()
-        if "error" in pending.reply:
-            raise error_from_body(pending.reply["error"])
-        return pending.reply.get("ok")
+        if "error" in reply:
+            raise error_from_body(reply["error"])
+        return reply.get("ok")
 
     async def close(self) -> None:
         self.closed = True
@@ -432,7 +421,7 @@ class ClientWatch:
             try:
                 connection = await self._client._connect()
                 send, receive = trio.open_memory_channel[Any](WATCH_BUFFER)
-                self._id = next(connection.ids)
+                self._id = connection.replies.next_id()
                 connection.watches[self._id] = send
                 await connection.send(
                     {

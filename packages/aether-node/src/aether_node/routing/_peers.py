@@ -11,15 +11,21 @@ through consensus. A call's error comes back as the remote raised it
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import attrs
 import trio
 
-from aether_kv import FramedStream, InvalidRequestError, KVError, client_handshake, server_handshake
+from aether_kv import (
+    FramedStream,
+    InvalidRequestError,
+    KVError,
+    Replies,
+    Reply,
+    client_handshake,
+    server_handshake,
+)
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
@@ -150,18 +156,11 @@ async def _serve_one(
         pass
 
 
-@attrs.define
-class _Pending:
-    done: trio.Event = attrs.field(factory=trio.Event)
-    reply: dict[str, Any] | None = None
-
-
 class _PeerConnection:
     def __init__(self, framed: FramedStream, address: str) -> None:
         self.framed = framed
         self.address = address
-        self.pending: dict[int, _Pending] = {}
-        self.ids = itertools.count(1)
+        self.replies: Replies[Reply] = Replies()
         self.closed = False
 
     async def close(self) -> None:
@@ -174,27 +173,22 @@ class _PeerConnection:
                 message = await self.framed.receive()
                 if message is None:
                     break
-                request_id = message.get("id")
-                pending = self.pending.get(request_id) if isinstance(request_id, int) else None
-                if pending is not None:
-                    pending.reply = message
-                    pending.done.set()
+                self.replies.deliver(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
             pass
         except Exception:  # (it runs in the node's nursery: whatever the peer sent, the node stays up)
             log.exception("reading from the peer at %s failed; closing the connection", self.address)
         finally:
             self.closed = True
-            for pending in self.pending.values():
-                pending.done.set()
+            self.replies.end()
             await trio.aclose_forcefully(self.framed.stream)
 
     async def call(self, request: dict[str, Any], timeout: float) -> Any:
         """Send `request` and wait for its reply. The remote enforces `timeout` itself; this side waits
         longer (REPLY_GRACE), so that the caller gets the remote's own answer (its 504 says what timed
         out) rather than a timeout of its own."""
-        request_id = next(self.ids)
-        pending = self.pending[request_id] = _Pending()
+        waiter = Reply()
+        request_id = self.replies.add(waiter)
         try:
             # A frame cut short by a cancellation would corrupt the stream for every other call on this
             # connection: the send is shielded, with a deadline; one that does not finish in time ends
@@ -209,16 +203,17 @@ class _PeerConnection:
                 await self.close()
                 raise NotSentError(f"could not send the call to {self.address} within {timeout:g} s")
             with trio.move_on_after(timeout + REPLY_GRACE):
-                await pending.done.wait()
+                await waiter.wait()
         finally:
-            self.pending.pop(request_id, None)
-        if pending.reply is None:
+            self.replies.discard(request_id)
+        reply = waiter.reply
+        if reply is None:
             if self.closed:
                 raise LostInFlightError(f"connection to {self.address} dropped during the call")
             raise InvocationError(ErrorKind.TIMEOUT, f"no answer from {self.address} within {timeout:.3g} s")
-        if "error" in pending.reply:  # the remote's own error, kind, message and slice exception intact
-            raise InvocationError.from_wire(pending.reply["error"])
-        return pending.reply.get("ok")
+        if "error" in reply:  # the remote's own error, kind, message and slice exception intact
+            raise InvocationError.from_wire(reply["error"])
+        return reply.get("ok")
 
 
 class PeerClients:

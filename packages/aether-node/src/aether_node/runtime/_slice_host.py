@@ -10,7 +10,6 @@ socket closes).
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import os
@@ -25,6 +24,7 @@ from typing import Any
 import attrs
 import trio
 
+from aether_kv import Replies, Reply
 from aether_slice import protocol
 from aether_slice.protocol import Kind, ProtocolError
 
@@ -38,12 +38,6 @@ log = logging.getLogger("aether_node.slice_host")
 CallHandler = Callable[[str, str, Any, float], Awaitable[Any]]
 
 _READ_SIZE = 65536
-
-
-@attrs.define
-class _Pending:
-    done: trio.Event = attrs.field(factory=trio.Event)
-    reply: dict[str, Any] | None = None
 
 
 class _Call:
@@ -295,8 +289,7 @@ class SliceTemplate:
         self.installed = installed
         self.log_path = log_path
         self.process: ChildProcess | None = None
-        self._ids = itertools.count(1)
-        self._pending: dict[int, _Pending] = {}
+        self._replies: Replies[Reply] = Replies()
         self.exits: dict[int, int] = {}
         self.exited = trio.Event()
         self._exit_changed = trio.Event()
@@ -344,11 +337,7 @@ class SliceTemplate:
                     changed, self._exit_changed = self._exit_changed, trio.Event()
                     changed.set()
                     continue
-                request_id = message.get("id")
-                pending = self._pending.get(request_id) if isinstance(request_id, int) else None
-                if pending is not None:
-                    pending.reply = message
-                    pending.done.set()
+                self._replies.deliver(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except ProtocolError as error:
@@ -358,14 +347,13 @@ class SliceTemplate:
         finally:
             self.exited.set()
             self._exit_changed.set()
-            for pending in self._pending.values():
-                pending.done.set()
+            self._replies.end()
             await self.process.stop(1)
 
     async def fork(self, request: dict[str, Any], timeout: float) -> int:
         assert self.process is not None and self.process.stdin is not None
-        request_id = next(self._ids)
-        pending = self._pending[request_id] = _Pending()
+        waiter = Reply()
+        request_id = self._replies.add(waiter)
         try:
             frame = protocol.encode(protocol.request(request_id, Kind.FORK, **request))
             try:
@@ -376,14 +364,14 @@ class SliceTemplate:
                     "template", f"the slice template process died ({self.log_path})"
                 ) from None
             with trio.move_on_after(timeout):
-                await pending.done.wait()
+                await waiter.wait()
         finally:
-            self._pending.pop(request_id, None)
-        if pending.reply is None or "ok" not in pending.reply:
+            self._replies.discard(request_id)
+        if waiter.reply is None or "ok" not in waiter.reply:
             raise SliceHostError(
                 "template", f"the slice template did not fork an instance (see {self.log_path})"
             )
-        return int(pending.reply["ok"]["pid"])
+        return int(waiter.reply["ok"]["pid"])
 
     async def exit_code(self, pid: int, timeout: float) -> int | None:
         """The exit code of a forked child, once the template has reaped it (None if not in time)."""
@@ -411,8 +399,7 @@ class SliceHost:
         self.log_path = log_path
         self.exited = trio.Event()
         self.exit_reason = ""
-        self._pending: dict[int, _Call] = {}
-        self._ids = itertools.count(1)
+        self._replies: Replies[_Call] = Replies()
         # The expiry task sleeps in this scope until the earliest deadline of a pending call (or longer:
         # it is not moved later when calls end), so that a call needs no cancel scope of its own.
         self._timer = trio.CancelScope()
@@ -464,13 +451,10 @@ class SliceHost:
                 message = await self.connection.receive()
                 if message is None:
                     break
-                request_id = message.get("id")
                 if message.get("op") == Kind.CALL:
                     nursery.start_soon(self._serve_call, message, on_call)
                     continue
-                call = self._pending.pop(request_id, None) if isinstance(request_id, int) else None
-                if call is not None:
-                    call.resolve(message)
+                self._replies.deliver(message)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         except ProtocolError as error:  # the slice's nonsense ends that slice's connection only
@@ -485,17 +469,16 @@ class SliceHost:
             self.exit_reason = protocol.describe_exit(code) if code is not None else "its connection closed"
             self.exited.set()
             self._timer.cancel()
-            for call in self._pending.values():
-                call.resolve(None)
+            self._replies.end()
 
     async def _expire_loop(self) -> None:
         """Answers overdue calls with a timeout (their callers raise StepTimeoutError); ends with the host."""
         while not self.exited.is_set():
             now = trio.current_time()
             earliest = math.inf
-            for request_id, call in list(self._pending.items()):
+            for request_id, call in self._replies.pending():
                 if call.deadline <= now:
-                    del self._pending[request_id]
+                    self._replies.discard(request_id)
                     call.expire()
                 else:
                     earliest = min(earliest, call.deadline)
@@ -568,8 +551,8 @@ class SliceHost:
         cannot be framed: nothing was sent)."""
         if self.exited.is_set():
             raise SliceHostError("crashed", f"{self.label}: the slice process is gone ({self.exit_reason})")
-        request_id = next(self._ids)
-        call = self._pending[request_id] = _Call(trio.current_time() + timeout)
+        call = _Call(trio.current_time() + timeout)
+        request_id = self._replies.add(call)
         if call.deadline < self._timer.deadline:
             self._timer.deadline = call.deadline
         try:
@@ -584,7 +567,7 @@ class SliceHost:
             if call.timed_out:
                 raise StepTimeoutError(f"{self.label}: {op} did not finish within {timeout:g} s")
         finally:
-            self._pending.pop(request_id, None)
+            self._replies.discard(request_id)
         if reply is None:
             raise SliceHostError(
                 "crashed", f"{self.label}: the slice process died during {op} ({self.exit_reason})"
