@@ -67,6 +67,7 @@ from typing import Any
 import trio
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # support.py, which the integration helpers import
 sys.path.insert(0, str(REPO / "tests" / "integration"))
 
 from cluster_support import (  # noqa: E402

@@ -17,6 +17,7 @@ import uv
 
 from aether_slice import SliceCallError
 from aether_slice.testing import SliceHostError, SliceInstance
+from support import live_processes
 
 SliceHost = Callable[..., SliceInstance]
 
@@ -28,19 +29,10 @@ def host(slice_host: SliceHost, slice_python: str) -> SliceHost:
 
 def host_processes() -> list[int]:
     """Live `aether_slice.host` processes that this test process started (templates) or that they forked."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            state = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if b"aether_slice.host" in cmdline and state[0] not in ("Z", "X"):
-            parent = int(state[1])
-            if parent == os.getpid() or parent in found:
-                found.append(int(entry.name))
+    found: list[int] = []
+    for process in sorted(live_processes(), key=lambda p: p.pid):
+        if "aether_slice.host" in process.cmdline and (process.ppid == os.getpid() or process.ppid in found):
+            found.append(process.pid)
     return found
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 import attrs
 from chaos_net import Network
 
+import support
+
 INGRESS, PEER, MANAGEMENT, RAFT, KV_CLIENT = 7001, 7002, 7003, 7004, 7005
 
 
@@ -67,31 +69,9 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
 
-def _proc_entries() -> list[tuple[int, tuple[str, ...], str]]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-            if state in ("Z", "X"):
-                continue
-            raw = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        found.append((int(entry.name), tuple(a for a in raw if a), cwd))
-    return found
-
-
 def processes_under(directory: Path) -> list[tuple[int, tuple[str, ...]]]:
     """(pid, cmdline) of the processes that run from `directory` or name a path under it."""
-    root = str(directory.resolve())
-
-    def under(text: str) -> bool:
-        return text == root or text.startswith(root + "/") or f"={root}/" in text
-
-    return [(pid, cmd) for pid, cmd, cwd in _proc_entries() if under(cwd) or any(under(a) for a in cmd)]
+    return [(p.pid, p.cmdline) for p in support.processes_under(directory)]
 
 
 def kill_pid(pid: int, sig: int = signal.SIGKILL) -> bool:

@@ -40,10 +40,13 @@ import attrs
 import pytest
 import trio
 
-from aether_node.dev import LocalNodeCluster, build_sample_index, plan_cluster, wait_until_ready
+from aether_node.dev import LocalNodeCluster, plan_cluster, wait_until_ready
+from support import REPO as REPO  # re-exported for the tests
+from support import SAMPLE_SLICES as SAMPLE_SLICES
+from support import processes_under, wait_until_sync
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_SLICES = REPO / "sample-slices"
+wait_until = wait_until_sync  # the CLI tests wait outside trio
+
 EXAMPLE = REPO / "examples" / "blueprint.toml"
 ECHO = "org.aether:echo:1.0.0"
 GREETER = "org.aether:greeter:1.0.0"
@@ -55,19 +58,6 @@ CONFIG_DIR = ".config"  # XDG_CONFIG_HOME of a CLI run, under its working direct
 
 
 # ---------------------------------------------------------------- the wheel index
-
-
-def build_index(out: Path) -> Path:
-    """The sample slices as a wheel directory (incremental: cheap when up to date)."""
-    build_sample_index(SAMPLE_SLICES, out)
-    return out
-
-
-@pytest.fixture(scope="session")
-def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Built once per session (the same directory as `node_support.sample_index`: up to date when both
-    are used)."""
-    return build_index(tmp_path_factory.getbasetemp() / "sample-index")
 
 
 # ---------------------------------------------------------------- running the CLI
@@ -158,19 +148,6 @@ def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `condition()` until it returns something truthy (which is returned); fail after `timeout`
-    with the last value it returned."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
 
 
 # ---------------------------------------------------------------- a local cluster
@@ -292,26 +269,7 @@ def kill_processes_of(directory: Path, *, timeout: float = 10.0) -> None:
 def processes_of(directory: Path) -> list[tuple[int, str]]:
     """(pid, command line) of every live process (not this one) whose working directory or an argument
     is `directory` or under it."""
-    root = str(directory.resolve())
-
-    def under(text: str) -> bool:
-        return text == root or text.startswith(root + "/") or f"={root}/" in text
-
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-            if state in ("Z", "X"):  # dead, waiting to be reaped
-                continue
-            args = [a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a]
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        if under(cwd) or any(under(a) for a in args):
-            found.append((int(entry.name), " ".join(args)))
-    return found
+    return [(p.pid, " ".join(p.cmdline)) for p in processes_under(directory)]
 
 
 # ---------------------------------------------------------------- long-running commands

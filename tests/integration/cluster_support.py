@@ -33,6 +33,7 @@ import httpx
 import pytest
 import trio
 
+import support
 from aether_kv import KVClient, KVError, open_client
 from aether_node import Balancing as Balancing  # re-exported for the tests
 from aether_node import (
@@ -47,10 +48,10 @@ from aether_node import (
 )
 from aether_node import Resources as Resources
 from aether_node import Strategy as Strategy
-from aether_node.dev import LocalNodeCluster, build_sample_index, plan_cluster, wait_until_ready
+from aether_node.dev import LocalNodeCluster, plan_cluster, wait_until_ready
+from support import REPO as REPO  # re-exported for the tests
+from support import build_index as build_index  # re-exported for the benchmarks
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_SLICES = REPO / "sample-slices"
 ECHO_ID = "org.aether:echo"
 ECHO = "org.aether:echo:1.0.0"
 ECHO_11 = "org.aether:echo:1.1.0"
@@ -58,42 +59,12 @@ GREETER_ID = "org.aether:greeter"
 GREETER = "org.aether:greeter:1.0.0"
 
 
-def build_index(out: Path) -> Path:
-    """The sample slices as a wheel directory (incremental: cheap when up to date)."""
-    build_sample_index(SAMPLE_SLICES, out)
-    return out
-
-
 # ---------------------------------------------------------------- processes
 
 
-def _proc_entries() -> Iterator[tuple[int, tuple[str, ...], str]]:
-    """(pid, cmdline, cwd) of every live, readable process but this one."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-            if state in ("Z", "X"):
-                continue
-            cmdline = tuple(
-                a for a in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0") if a
-            )
-            cwd = os.readlink(entry / "cwd")
-        except OSError:
-            continue
-        yield int(entry.name), cmdline, cwd
-
-
 def processes_under(directory: Path) -> list[int]:
-    """Pids of the processes that run from `directory`: working directory or an argument under it (the
-    nodes and their KV replicas name their data dir; slice hosts run from virtualenvs under it)."""
-    root = str(directory.resolve())
-
-    def under(text: str) -> bool:
-        return text == root or text.startswith(root + "/") or f"={root}/" in text
-
-    return [pid for pid, cmdline, cwd in _proc_entries() if under(cwd) or any(under(a) for a in cmdline)]
+    """Pids of the processes that run from `directory` (`support.processes_under`)."""
+    return [p.pid for p in support.processes_under(directory)]
 
 
 def _kill(pid: int, sig: int = signal.SIGKILL) -> None:

@@ -1,7 +1,7 @@
 """Helpers for integration tests that run real `aether-node` processes on 127.0.0.1.
 
-- `build_index` / the `sample_index` fixture: the sample slices as a wheel directory, built once per
-  session; `build_wheel`: a small distribution of the test's own;
+- `build_wheel`: a small distribution of the test's own (the sample slices' index: the `sample_index`
+  fixture of conftest.py);
 - `NodeProcess`: one node process with free ports, a secret file and a data dir (start, restart, signal,
   kill); `started_node` runs one with its own KV replica (so it is its cluster's leader), `client_node`
   one that is only a client of a KV replica run beside it (`KVReplicaProcess`), for tests that write the
@@ -43,10 +43,8 @@ import uv
 
 from aether_kv import Event, KVClient, open_client
 from aether_node import Coordinates, SliceRecord, SliceState, decode_record, encode_record
-from aether_node.dev import build_sample_index
+from support import ProcInfo, live_processes
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_SLICES = REPO / "sample-slices"
 ECHO = "org.aether:echo:1.0.0"
 COUNTER = "org.aether:counter:1.0.0"
 FAULTY = "org.aether:faulty:1.0.0"
@@ -55,12 +53,6 @@ NODE_START_TIMEOUT = 30.0
 
 
 # ---------------------------------------------------------------- the wheel index
-
-
-def build_index(out: Path) -> Path:
-    """The sample slices as a wheel directory (see `aether_node.dev`)."""
-    build_sample_index(SAMPLE_SLICES, out)
-    return out
 
 
 def build_wheel(
@@ -124,33 +116,6 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-@attrs.frozen
-class ProcInfo:
-    pid: int
-    cmdline: tuple[str, ...]
-    cwd: str
-    stderr: str  # where fd 2 points (a slice host's log file names its instance)
-
-
-def _processes() -> Iterator[ProcInfo]:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
-            if state in ("Z", "X"):  # zombies are dead: they only wait to be reaped
-                continue
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
-            cwd = os.readlink(entry / "cwd")
-            try:
-                stderr = os.readlink(entry / "fd" / "2")
-            except OSError:
-                stderr = ""
-        except OSError:  # gone meanwhile, or not ours to read
-            continue
-        yield ProcInfo(int(entry.name), tuple(a for a in cmdline if a), cwd, stderr)
-
-
 def _under(path: str, directory: Path) -> bool:
     return path == str(directory) or path.startswith(f"{directory}/")
 
@@ -160,7 +125,7 @@ def slice_hosts(data_dir: Path) -> list[ProcInfo]:
     data_dir = data_dir.resolve()
     return [
         p
-        for p in _processes()
+        for p in live_processes()
         if "aether_slice.host" in p.cmdline
         and (_under(p.cwd, data_dir) or (p.cmdline and _under(p.cmdline[0], data_dir)))
     ]
@@ -189,7 +154,7 @@ def kv_replicas(data_dir: Path) -> list[ProcInfo]:
     """Live `aether_kv serve` processes whose data dir is under `data_dir`."""
     data_dir = data_dir.resolve()
     found = []
-    for p in _processes():
+    for p in live_processes():
         if "aether_kv" not in p.cmdline or "serve" not in p.cmdline or "--data-dir" not in p.cmdline:
             continue
         index = p.cmdline.index("--data-dir")
@@ -601,27 +566,17 @@ def describe_events(events: list[Event]) -> list[tuple[str, str]]:
     return [(str(e.kind), e.kv.key) for e in events]
 
 
-# ---------------------------------------------------------------- fixtures (import them into a module)
+# ---------------------------------------------------------------- after a test
 
 
-@pytest.fixture(scope="session")
-def sample_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The sample wheel index. A fixed directory under the session's base temp: when a second module
-    imports this fixture, its build finds every wheel up to date."""
-    return build_index(tmp_path_factory.getbasetemp() / "sample-index")
-
-
-@pytest.fixture
-async def kv(node: NodeProcess) -> AsyncIterator[KVClient]:
-    """A KV client of the module's shared `node`; afterwards every slice record of that node is
-    unloaded, so the next test finds the node empty."""
-    async with kv_client(node) as client:
-        yield client
-        listing = await client.range(f"slices/{node.node_id}/")
-        for item in listing.kvs:
-            await write_command(client, item.key, SliceState.UNLOAD)
-        for item in listing.kvs:
-            await wait_for_deleted(client, item.key, timeout=30)
+async def unload_everything(client: KVClient, node_id: str) -> None:
+    """Unload every slice record of `node_id` and wait until they are gone (the `kv` fixture's cleanup:
+    the next test finds the node empty)."""
+    listing = await client.range(f"slices/{node_id}/")
+    for item in listing.kvs:
+        await write_command(client, item.key, SliceState.UNLOAD)
+    for item in listing.kvs:
+        await wait_for_deleted(client, item.key, timeout=30)
 
 
 # ---------------------------------------------------------------- the ingress

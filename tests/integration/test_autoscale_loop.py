@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import node_support
 import pytest
 import trio
 from cluster_support import REPO, exactly_active, kv_of, leader_node_id, running_cluster, wait_for
@@ -27,7 +26,6 @@ from aether_node.client import ApiClient, ApiError, AutoscaleStatus, ClusterEven
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
-sample_index = node_support.sample_index
 BUSY_ID = "org.aether:busy"
 BUSY = "org.aether:busy:1.0.0"
 

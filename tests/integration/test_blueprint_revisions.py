@@ -13,15 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cli_support
 import pytest
 from cli_support import CliCluster, cli_cluster, expect, wait_until
 
 from aether_node.client import ApiClient
 
 pytestmark = [pytest.mark.integration]
-
-sample_index = cli_support.sample_index
 
 
 def echo_blueprint(version: str, instances: int, *, name: str = "web", comment: str = "") -> str:

@@ -17,7 +17,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import cli_support
 import httpx
 import pytest
 from cli_support import (
@@ -37,7 +36,6 @@ from cli_support import (
 
 pytestmark = [pytest.mark.integration]
 
-sample_index = cli_support.sample_index
 
 SMALL = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 SPARE = 'name = "spare"\n\n[[slices]]\nartifact = "org.aether:pinned:1.0.0"\ninstances = 0\n'

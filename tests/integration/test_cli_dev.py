@@ -25,13 +25,11 @@ from cli_support import (
     kill_processes_of,
     processes_of,
     run_aether,
-    sample_index,
     stub_api,
     wait_until,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-__all__ = ["sample_index"]  # a fixture
 
 # What runs for a dev cluster: nodes, their KV replicas, slice hosts (and their templates).
 KINDS = ("aether_node", "aether_kv serve", "aether_slice.host")

@@ -31,7 +31,6 @@ from cli_support import (
 
 pytestmark = [pytest.mark.integration]
 
-sample_index = cli_support.sample_index
 
 NODE = {
     "node_id": "node-1", "ingress": "127.0.0.1:41001", "management": "127.0.0.1:41002",

@@ -10,7 +10,6 @@ import re
 import signal
 from pathlib import Path
 
-import cli_support
 import pytest
 from cli_support import cli_cluster, expect, wait_until
 
@@ -18,7 +17,6 @@ from aether_node.client import ApiClient, NoAnswerError
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
-sample_index = cli_support.sample_index
 
 BLUEPRINT = """name = "slow"
 

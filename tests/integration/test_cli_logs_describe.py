@@ -15,13 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import cli_support
 import pytest
 from cli_support import CliCluster, CliRun, background_aether, cli_cluster, expect, wait_until
 
 pytestmark = [pytest.mark.integration]
 
-sample_index = cli_support.sample_index
 FAULTY = "org.aether:faulty"
 VIEWER, OPERATOR = "viewer-key-0123456789", "operator-key-0123456789"
 BLUEPRINT = f'name = "logs"\n\n[[slices]]\nartifact = "{FAULTY}:1.0.0"\ninstances = 1\n'

@@ -8,13 +8,11 @@ import json
 import stat
 from pathlib import Path
 
-import cli_support
 import pytest
 from cli_support import CliCluster, cli_cluster, expect
 
 pytestmark = [pytest.mark.integration, pytest.mark.long]
 
-sample_index = cli_support.sample_index
 
 ADMIN = "admin-key-0123456789abcdef"
 KEYS = {"AETHER_API_KEYS": f"admin:{ADMIN}"}

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import attrs
-import node_support
 import pytest
 import trio
 from cluster_support import (
@@ -46,7 +45,6 @@ from aether_node.dev import wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-sample_index = node_support.sample_index  # the session's wheel index (a shared fixture)
 
 SETTLE = 60.0  # deadline for instances to become ACTIVE (first installs included)
 FAILOVER = 20.0  # deadline for replacements after a SIGKILL (budget: lease 1.5 s + election + activation)

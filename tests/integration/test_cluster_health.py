@@ -8,7 +8,6 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-import cli_support
 import pytest
 import trio
 from cli_support import run_aether
@@ -19,7 +18,6 @@ from aether_node.dev import LocalNodeCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
-sample_index = cli_support.sample_index
 SETTLE = 90.0
 
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import attrs
 import httpx
-import node_support
 import pytest
 import trio
 from cluster_support import (
@@ -53,7 +52,6 @@ from aether_node.dev import LocalNodeCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-sample_index = node_support.sample_index  # the session's wheel index (a shared fixture)
 
 NODES = ("node-1", "node-2", "node-3")
 SETTLE = 60.0  # deadline for instances to become ACTIVE (first installs included)

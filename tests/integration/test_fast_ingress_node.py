@@ -9,7 +9,6 @@ import signal
 from pathlib import Path
 
 import httpx
-import node_support
 import pytest
 from node_support import ECHO, NodeProcess, activate, client_node, free_ports, invoke, invoke_raw, kv_client
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,8 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-sample_index = node_support.sample_index
 
 
 def ingress_workers(node: NodeProcess) -> list[int]:

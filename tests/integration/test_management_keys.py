@@ -10,14 +10,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cli_support
 import httpx
 import pytest
 from cli_support import CliCluster, cli_cluster, expect, wait_until
 
 pytestmark = [pytest.mark.integration]
 
-sample_index = cli_support.sample_index
 
 ADMIN = "admin-key-0123456789abcdef"  # the bootstrap keys of the nodes' configuration
 OPERATOR = "operator-key-0123456789abcdef"

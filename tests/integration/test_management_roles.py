@@ -29,7 +29,6 @@ from aether_node.dev import plan_cluster
 
 pytestmark = [pytest.mark.integration]
 
-sample_index = cli_support.sample_index
 
 KEYS = {
     "viewer": "viewer-key-0123456789abcdef",

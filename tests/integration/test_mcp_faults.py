@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cli_support
 import pytest
 import trio
 from cli_support import ECHO, CliCluster, cli_cluster
@@ -16,8 +15,6 @@ from mcp.shared.subscriptions import ResourceUpdated
 from mcp_support import blueprint_toml, http_client, mcp_service, structured, text
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
-
-sample_index = cli_support.sample_index
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import cli_support
 import httpx
 import pytest
 from cli_support import ECHO, CliCluster, cli_cluster
@@ -14,7 +13,6 @@ from mcp_support import blueprint_toml, http_client, mcp_service, structured, te
 
 pytestmark = [pytest.mark.integration]
 
-sample_index = cli_support.sample_index
 
 VIEWER = "viewer-key-0123456789abcdef"
 OPERATOR = "operator-key-0123456789abcdef"

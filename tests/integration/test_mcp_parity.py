@@ -11,15 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cli_support
 import pytest
 from cli_support import ECHO, EXAMPLE, CliCluster, cli_cluster, expect
 from mcp_support import blueprint_toml, http_client, mcp_service, structured, text
 
 from aether_cli._app import app
 from aether_mcp import TOOLS
-
-sample_index = cli_support.sample_index
 
 # Commands that do not operate a cluster have no tool: `aether dev ...` runs a cluster on this machine,
 # `aether context ...` edits the operator's own config file (clusters and keys; an MCP client has its own),

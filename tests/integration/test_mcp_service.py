@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cli_support
 import httpx
 import pytest
 import trio
@@ -33,8 +32,6 @@ from mcp_support import (
 from aether_mcp import TOOLS
 
 pytestmark = [pytest.mark.integration]
-
-sample_index = cli_support.sample_index
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import node_support
 import pytest
 import trio
 from node_support import FAULTY, KVReplicaProcess, NodeProcess, activate, kv_client, started_node
@@ -24,8 +23,6 @@ from node_support import FAULTY, KVReplicaProcess, NodeProcess, activate, kv_cli
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-sample_index = node_support.sample_index
 
 
 @contextlib.contextmanager

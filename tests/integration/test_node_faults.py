@@ -54,8 +54,6 @@ from support import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Fixtures shared by the node test modules (pytest finds them as module attributes).
-sample_index = node_support.sample_index
-kv = node_support.kv
 
 ACTIVATE_TIMEOUT = 2.0
 FAULTS_CONFIG = f"[timeouts]\nactivate = {ACTIVATE_TIMEOUT:g}\n"

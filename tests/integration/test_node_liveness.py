@@ -9,7 +9,6 @@ import os
 import signal
 from pathlib import Path
 
-import node_support
 import pytest
 import trio
 from cluster_support import (
@@ -28,7 +27,6 @@ from aether_node import InstanceKey
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-sample_index = node_support.sample_index  # the session's wheel index (a shared fixture)
 
 LONG_LEASE = ("--lease-ttl", "30")
 DETECTED = 15.0  # half the lease: what is declared lost by then was declared by the watch

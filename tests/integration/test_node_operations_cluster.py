@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import cli_support
 import pytest
 import trio
 from cli_support import CliCluster, cli_cluster, expect, wait_until
@@ -23,7 +22,6 @@ from aether_node.client import ApiClient
 
 pytestmark = [pytest.mark.integration]
 
-sample_index = cli_support.sample_index
 
 ECHO3 = 'name = "web"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 3\n'
 # one greeter per node at most, and all three must stay ACTIVE: a drain cannot move one anywhere

@@ -40,9 +40,6 @@ from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-sample_index = node_support.sample_index
-kv = node_support.kv
-
 
 @pytest.fixture(scope="module")
 def node(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:

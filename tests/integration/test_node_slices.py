@@ -51,8 +51,6 @@ from support import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 # Fixtures shared by the node test modules (pytest finds them as module attributes).
-sample_index = node_support.sample_index
-kv = node_support.kv
 
 NOENTRY = "org.aether:noentry:1.0.0"
 

@@ -13,7 +13,6 @@ import signal
 from pathlib import Path
 
 import httpx
-import node_support
 import pytest
 from cluster_support import (
     ECHO,
@@ -32,7 +31,6 @@ from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
-sample_index = node_support.sample_index
 
 CHANGES = 30
 NEAR_ZERO = 2

@@ -24,7 +24,6 @@ from cli_support import CliCluster, cli_cluster, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-sample_index = cli_support.sample_index
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",

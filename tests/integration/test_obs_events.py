@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import cli_support
 import pytest
 import trio
 from cli_support import run_aether
@@ -34,7 +33,6 @@ from aether_node.client import ApiClient, ClusterEvent
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
-sample_index = cli_support.sample_index
 FAULTY = "org.aether:faulty:1.0.0"
 FAULTY_ID = "org.aether:faulty"
 SETTLE = 90.0

@@ -32,7 +32,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = [pytest.mark.integration]
 
-sample_index = node_support.sample_index
 FAULTY = "org.aether:faulty:1.0.0"
 
 

@@ -48,7 +48,6 @@ from aether_node.dev import LocalNodeCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-sample_index = node_support.sample_index  # the session's wheel index (a shared fixture)
 
 BROKEN = "org.aether:echo:9.9.9"  # its wheel needs a distribution the index does not have
 MISSING = "aether-no-such-dependency"
