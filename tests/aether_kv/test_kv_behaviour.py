@@ -10,6 +10,7 @@ from pathlib import Path
 import attrs
 import pytest
 import trio
+import trio.testing
 
 from aether_kv import (
     KV,
@@ -206,6 +207,36 @@ async def test_without_a_leader_writes_are_unavailable_and_views_agree_on_who_le
     assert status.is_leader and status.term == 3
     await second.put("k", b"x")
     assert (await first.get("k")).value == b"x"  # type: ignore[union-attr]
+
+
+async def test_a_status_wait_answers_at_once_when_the_status_differs_and_after_max_wait_when_not(
+    backend: Backend,
+) -> None:
+    now = await backend.kv.status()
+    differs = await backend.kv.wait_status_change(not now.is_leader, now.term, max_wait=30)
+    assert (differs.is_leader, differs.term) == (now.is_leader, now.term)
+    with trio.fail_after(10):  # nothing changes: it answers after max_wait, as it is
+        same = await backend.kv.wait_status_change(now.is_leader, now.term, max_wait=0.2)
+    assert (same.is_leader, same.term) == (now.is_leader, now.term)
+
+
+async def test_a_status_wait_wakes_when_another_view_takes_the_lead() -> None:
+    first = MemoryStore(address="a")
+    second = first.replica("b")
+    before = await second.status()
+    answers: list[object] = []
+
+    async def wait() -> None:
+        answers.append(await second.wait_status_change(before.is_leader, before.term, max_wait=3600))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(wait)
+            await trio.testing.wait_all_tasks_blocked()
+            assert answers == []
+            first.set_leader("b")
+    [after] = answers
+    assert after.is_leader and after.term == before.term + 1  # type: ignore[attr-defined]
 
 
 async def test_a_fault_hook_names_a_bad_operation_clearly() -> None:

@@ -114,6 +114,28 @@ async def test_garbage_frames_close_only_that_connection(kv_cluster: LocalCluste
         assert (await bystander.get("bystander", linearizable=True)).value == b"1"  # type: ignore[union-attr]
 
 
+async def test_a_malformed_status_wait_is_refused_with_what_is_wrong(kv_cluster: LocalCluster) -> None:
+    framed = await _raw_connection(kv_cluster.endpoints[0], kv_cluster.secret)
+    try:
+        for number, (fields, says) in enumerate(
+            (
+                ({"wait_change": True, "max_wait": 1}, "status.wait_change: must be dict"),
+                ({"wait_change": {"is_leader": 1, "term": 1}, "max_wait": 1}, "is_leader: boolean"),
+                ({"wait_change": {"is_leader": True, "term": "2"}, "max_wait": 1}, "term: integer"),
+                ({"wait_change": {"is_leader": True, "term": 2}}, "status: missing field 'max_wait'"),
+                ({"wait_change": {"is_leader": True, "term": 2}, "max_wait": 61}, "0 to 60 seconds, got 61"),
+                ({"wait_change": {"is_leader": True, "term": 2}, "max_wait": -1}, "0 to 60 seconds, got -1"),
+            ),
+            start=1,
+        ):
+            await framed.send({"id": number, "op": "status", **fields})
+            reply = await framed.receive()
+            assert reply is not None and reply["id"] == number, reply
+            assert reply["error"]["code"] == "invalid_request" and says in reply["error"]["message"], reply
+    finally:
+        await framed.aclose()
+
+
 async def test_a_wrong_secret_is_refused(kv_cluster: LocalCluster) -> None:
     with pytest.raises(AuthenticationError, match="refused the cluster secret"):
         async with open_client(kv_cluster.endpoints[:1], "not-the-secret-at-all!!") as client:

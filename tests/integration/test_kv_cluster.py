@@ -81,6 +81,29 @@ async def test_no_acknowledged_write_is_lost_when_the_leader_is_killed(kv_cluste
     assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {sorted(missing)[:5]}"
 
 
+async def test_a_leader_that_loses_its_majority_says_so_to_a_status_wait(kv_cluster: LocalCluster) -> None:
+    """A status wait on the leader's endpoint answers when it steps down (its followers paused), not at
+    its max_wait: the node's leadership monitor learns of a lost lead this way, without polling."""
+    async with open_client(kv_cluster.endpoints, kv_cluster.secret) as observer:
+        status = await observer.status()
+    leader = leader_id(kv_cluster, status)
+    others = [r.replica_id for r in kv_cluster.replicas if r.replica_id != leader]
+    async with open_client(
+        [kv_cluster.spec(leader).client_address], kv_cluster.secret, request_timeout=240.0
+    ) as client:
+        here = await client.status()
+        assert here.is_leader
+        for replica in others:
+            kv_cluster.processes[replica].send_signal(signal.SIGSTOP)
+        try:
+            with trio.fail_after(30):  # its max_wait is 60 s: only a step-down answers within this
+                after = await client.wait_status_change(True, here.term, max_wait=60)
+        finally:
+            for replica in others:
+                kv_cluster.processes[replica].send_signal(signal.SIGCONT)
+    assert not after.is_leader
+
+
 async def _true(value: bool) -> bool:
     return value
 

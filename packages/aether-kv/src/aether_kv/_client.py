@@ -373,6 +373,17 @@ class KVClient:
     async def status(self) -> Status:
         return decode(await self._call({"op": "status"}, idempotent=True), Status, "status reply")
 
+    async def wait_status_change(self, is_leader: bool, term: int, max_wait: float) -> Status:
+        """The endpoint's status once its leadership or term differs from the given, or after
+        `max_wait` s (kept under a quarter of `request_timeout`, so a quiet wait is never taken for an
+        endpoint that makes no progress)."""
+        request = {
+            "op": "status",
+            "wait_change": {"is_leader": is_leader, "term": term},
+            "max_wait": max(0.0, min(max_wait, self.request_timeout / 4)),
+        }
+        return decode(await self._call(request, idempotent=True), Status, "status reply")
+
     async def add_member(self, raft_address: str) -> None:
         await self._call({"op": "member_add", "raft_address": raft_address}, idempotent=False)
 

@@ -78,6 +78,11 @@ class _Shared:
         self.term = 1
         self.members: list[str] = [leader]
         self.changed = trio.Event()
+        self.role_changed = trio.Event()  # set (and replaced) when the leader or the term changes
+
+    def notify_role(self) -> None:
+        role_changed, self.role_changed = self.role_changed, trio.Event()
+        role_changed.set()
 
     def notify(self) -> None:
         changed, self.changed = self.changed, trio.Event()
@@ -171,7 +176,8 @@ class MemoryStore:
         shared = self._shared
         if address != shared.leader:
             shared.term = term if term is not None else shared.term + 1
-        shared.leader = address
+            shared.leader = address
+            shared.notify_role()
 
     @property
     def leader(self) -> str | None:
@@ -321,6 +327,17 @@ class MemoryStore:
             keys=len(state.data),
             leases=len(state.leases),
         )
+
+    async def wait_status_change(self, is_leader: bool, term: int, max_wait: float) -> Status:
+        """Like `KVStore.wait_status_change`: woken by `set_leader`, else after `max_wait` (trio's clock)."""
+        with trio.move_on_after(max_wait):
+            while True:
+                role_changed = self._shared.role_changed
+                status = await self.status()
+                if (status.is_leader, status.term) != (is_leader, term):
+                    return status
+                await role_changed.wait()
+        return await self.status()
 
     @property
     def revision(self) -> int:

@@ -109,8 +109,24 @@ async def _barrier(store: KVStore, request: dict[str, Any]) -> Any:
     return {"revision": await store.barrier()}
 
 
+MAX_STATUS_WAIT = 60.0  # the longest a status request may wait for a change of leadership or term
+
+
 async def _status(store: KVStore, request: dict[str, Any]) -> Any:
-    return encode(await store.status())
+    """The status now, or with `wait_change` ({is_leader, term}) once it differs from that, or after
+    `max_wait` seconds (at most MAX_STATUS_WAIT)."""
+    if "wait_change" not in request:
+        return encode(await store.status())
+    known = _field(request, "wait_change", dict)
+    is_leader, term = known.get("is_leader"), known.get("term")
+    if not isinstance(is_leader, bool) or not isinstance(term, int) or isinstance(term, bool):
+        raise InvalidRequestError("status.wait_change: must be {is_leader: boolean, term: integer}")
+    max_wait = _field(request, "max_wait", (int, float))
+    if not 0 <= max_wait <= MAX_STATUS_WAIT:
+        raise InvalidRequestError(
+            f"status.max_wait: must be 0 to {MAX_STATUS_WAIT:g} seconds, got {max_wait}"
+        )
+    return encode(await store.wait_status_change(is_leader, term, float(max_wait)))
 
 
 async def _member_add(store: KVStore, request: dict[str, Any]) -> Any:

@@ -83,6 +83,7 @@ class KVStore:
         self._request_timeout = request_timeout
         self._lease_grace = lease_grace
         self._changed = trio.Event()
+        self._role = trio.Event()  # set (and replaced) when this replica gains or loses the lead
         self._batcher = ProposalBatcher(replica.propose)
 
     # ------------------------------------------------------------ bridge (tick thread → trio)
@@ -90,6 +91,10 @@ class KVStore:
     def _notify_applied(self) -> None:
         changed, self._changed = self._changed, trio.Event()
         changed.set()
+
+    def _notify_role(self) -> None:
+        role, self._role = self._role, trio.Event()
+        role.set()
 
     async def _propose(self, command: Command, timeout: float | None = None) -> Result:
         check_command(command)
@@ -168,6 +173,19 @@ class KVStore:
         return self._replica.read(lambda state: state.revision)
 
     async def status(self) -> Status:
+        return self._replica.status()
+
+    async def wait_status_change(self, is_leader: bool, term: int, max_wait: float) -> Status:
+        """The status once this replica's leadership or term differs from `is_leader` and `term`, or
+        after `max_wait` seconds as it is then: a watch on leadership without polling (a gain or loss of
+        the lead wakes it at once; a new term under another leader shows by `max_wait` at the latest)."""
+        with trio.move_on_after(max_wait):
+            while True:
+                role = self._role
+                status = self._replica.status()
+                if (status.is_leader, status.term) != (is_leader, term):
+                    return status
+                await role.wait()
         return self._replica.status()
 
     def status_now(self) -> Status:
@@ -273,6 +291,10 @@ class KVStore:
         in_flight: set[int] = set()
         async with trio.open_nursery() as nursery:
             while True:
+                role = self._role
+                if not self._replica.is_leader:  # a follower expires nothing: it waits to lead
+                    await role.wait()
+                    continue
                 slept_from = time.monotonic()
                 await trio.sleep(period)
                 replica = self._replica
@@ -345,7 +367,13 @@ async def open_store(
         if holder:
             _soon(token, holder[0]._notify_applied)
 
-    replica = await trio.to_thread.run_sync(lambda: RaftReplica(config, on_applied=on_applied))
+    def on_leadership(is_leader: bool) -> None:
+        if holder:
+            _soon(token, holder[0]._notify_role)
+
+    replica = await trio.to_thread.run_sync(
+        lambda: RaftReplica(config, on_applied=on_applied, on_leadership=on_leadership)
+    )
     store = KVStore(replica, request_timeout=request_timeout, lease_grace=lease_grace)
     holder.append(store)
     try:
