@@ -83,3 +83,46 @@ async def test_a_retried_read_is_answered_by_the_next_attempt() -> None:
         open_client([endpoint], SECRET, request_timeout=2.0) as client,
     ):
         assert await client.barrier() == 7
+
+
+def silent(_n: int, _message: dict[str, Any]) -> None:
+    return None
+
+
+def gives_up(_n: int, message: dict[str, Any]) -> dict[str, Any]:
+    """The server's own deadline passed (or its leader changed) before it could answer."""
+    error = OutcomeUnknownError(f"{message['op']} timed out after 5 s: it may or may not have been applied")
+    return {"error": error_body(error)}
+
+
+@pytest.mark.parametrize("script", [silent, gives_up])
+async def test_a_read_without_an_answer_is_unavailable_not_of_unknown_outcome(script: Script) -> None:
+    """A read changes nothing: when no answer comes (the client's deadline, or the server's), it is
+    "unavailable, safe to retry", never "may or may not have been applied"."""
+    async with (
+        scripted_server(script) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=1.0) as client,
+    ):
+        reads = (
+            lambda: client.get("k"),
+            lambda: client.range("p/", linearizable=True),
+            client.barrier,
+            client.status,
+        )
+        for read in reads:
+            with pytest.raises(
+                UnavailableError, match="a read changes nothing, so it is safe to retry"
+            ) as raised:
+                await read()
+            assert "applied" not in raised.value.message
+    assert {m["op"] for m in received} == {"get", "range", "barrier", "status"}
+
+
+async def test_a_write_whose_answer_the_server_gave_up_on_stays_of_unknown_outcome() -> None:
+    """The control: the same answer to a write still says its outcome is unknown."""
+    async with (
+        scripted_server(gives_up) as (endpoint, _received),
+        open_client([endpoint], SECRET, request_timeout=1.0) as client,
+    ):
+        with pytest.raises(OutcomeUnknownError, match="may or may not have been applied"):
+            await client.put("k", b"v")

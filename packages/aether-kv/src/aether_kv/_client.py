@@ -4,8 +4,9 @@ One connection at a time, to the first endpoint that answers; on a connection fa
 endpoint makes no progress (a request unanswered in time, "no leader here", a server-side timeout), it
 moves on to the next endpoint. Reads and requests that certainly did not reach a replica are retried
 within the request deadline; a write whose connection dropped after it was sent raises
-OutcomeUnknownError. Watches resume by themselves after a reconnect from the last revision they
-delivered, so every event arrives once.
+OutcomeUnknownError. A read (get, range, status, barrier) changes nothing, so its outcome is never
+unknown: one that got no answer in time raises UnavailableError (safe to retry). Watches resume by
+themselves after a reconnect from the last revision they delivered, so every event arrives once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ from ._wire import (
 
 DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
+# Requests that change nothing (a barrier goes through the log, but as a no-op): one that times out is
+# "unavailable", never "outcome unknown".
+_READS = frozenset({"get", "range", "status", "barrier"})
 _BACKOFF_START = 0.02
 _BACKOFF_MAX = 0.5
 # Watch messages a watch may hold that its consumer has not taken. A consumer that falls this far behind
@@ -184,6 +188,11 @@ class _ClientConnection:
             pass
 
 
+def _read_unanswered(what: str) -> UnavailableError:
+    """A read that got no answer in time: unavailable (it changed nothing), never "outcome unknown"."""
+    return UnavailableError(f"{what}; a read changes nothing, so it is safe to retry")
+
+
 class KVClient:
     """Client-protocol API with the same operations as `KVStore`. Create with `open_client`."""
 
@@ -268,7 +277,8 @@ class KVClient:
         """Send one request, failing over and retrying what is safe to retry, within request_timeout.
 
         It says "not applied" (UnavailableError, ConnectionLostError) only if no attempt may have reached
-        a server without an answer; otherwise the outcome is unknown (OutcomeUnknownError)."""
+        a server without an answer; otherwise the outcome is unknown (OutcomeUnknownError). A read has no
+        outcome to be unknown: one that timed out is UnavailableError."""
         deadline = trio.current_time() + self.request_timeout
         backoff = _BACKOFF_START
         last_error: KVError | None = None
@@ -279,6 +289,10 @@ class KVClient:
                 if not maybe_applied and isinstance(last_error, UnavailableError | ConnectionLostError):
                     raise last_error
                 earlier = f" (an earlier attempt: {last_error.message})" if last_error else ""
+                if message["op"] in _READS:
+                    raise _read_unanswered(
+                        f"{message['op']} got no answer within {self.request_timeout:g} s{earlier}"
+                    )
                 raise OutcomeUnknownError(
                     f"{message['op']} timed out after {self.request_timeout:g} s:"
                     f" it may or may not have been applied{earlier}"
@@ -303,6 +317,11 @@ class KVClient:
             except OutcomeUnknownError:  # the server's own deadline passed: it is making no progress
                 assert connection is not None
                 self._retire(connection)
+                if message["op"] in _READS:
+                    raise _read_unanswered(
+                        f"{message['op']} got no answer: {connection.endpoint} gave up on it (its own"
+                        " deadline, or a leader change)"
+                    ) from None
                 raise
             except ConnectionLostError as error:
                 last_error = error
