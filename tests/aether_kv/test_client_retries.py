@@ -13,6 +13,7 @@ import trio
 
 from aether_kv import OutcomeUnknownError, UnavailableError, open_client
 from aether_kv._wire import FramedStream, error_body, server_handshake
+from support import wait_until
 
 SECRET = "a-test-secret"
 
@@ -126,3 +127,39 @@ async def test_a_write_whose_answer_the_server_gave_up_on_stays_of_unknown_outco
     ):
         with pytest.raises(OutcomeUnknownError, match="may or may not have been applied"):
             await client.put("k", b"v")
+
+
+async def test_a_watch_cancelled_before_the_server_confirmed_it_leaves_nothing_behind() -> None:
+    """A watch whose owner is cancelled while it subscribes (a cache that ends as its node stops leading)
+    is cancelled on the server too, and what the server still sends for it is dropped: left registered,
+    the client would keep that watch's events for nobody (`watch_backlog` grows with every change)."""
+
+    def script(_n: int, message: dict[str, Any]) -> dict[str, Any] | None:
+        if message["op"] == "cancel":  # a batch already on its way when the cancel arrives
+            return {"id": message["id"], "events": []}
+        if message["op"] == "ping":
+            return {"ok": "pong"}
+        return None  # the subscription is never confirmed
+
+    async with (
+        scripted_server(script) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=1.0) as client,
+    ):
+
+        async def subscribed() -> bool:
+            return any(m["op"] == "watch" for m in received)
+
+        async def cancelled() -> bool:
+            return any(m["op"] == "cancel" and m["id"] == watch_id for m in received)
+
+        watch = client.watch("p/", 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(anext, watch)
+            await wait_until(subscribed, timeout=10, what="the subscription to reach the server")
+            nursery.cancel_scope.cancel()
+        await watch.aclose()
+        (watch_id,) = (m["id"] for m in received if m["op"] == "watch")
+        await wait_until(cancelled, timeout=10, what=f"the server to get a cancel of watch {watch_id}")
+        # the late batch it answered the cancel with came before this reply: it is dropped, not kept
+        await client.raw({"op": "ping"})
+        assert client.watch_backlog() == 0

@@ -173,6 +173,11 @@ class _ClientConnection:
         self.closed = True
         await trio.aclose_forcefully(self.framed.stream)
 
+    def forget_watch(self, request_id: int) -> None:
+        """Stop delivering to a watch and cancel it on the server, if it is still registered here."""
+        if request_id in self.watches:
+            self._detach(request_id)
+
     def _detach(self, request_id: int) -> None:
         """Stop delivering to a watch whose consumer fell behind (its buffer is full) or is gone: it ends
         its channel (the consumer resubscribes from its last revision) and the server stops sending."""
@@ -453,22 +458,13 @@ class ClientWatch:
                 send, receive = trio.open_memory_channel[Any](WATCH_BUFFER)
                 self._id = next(connection.ids)
                 connection.watches[self._id] = send
-                await connection.send(
-                    {
-                        "id": self._id,
-                        "op": "watch",
-                        "prefix": self.prefix,
-                        "start_revision": self.next_revision,
-                    }
-                )
                 try:
-                    first = await receive.receive()
-                except trio.EndOfChannel:
-                    raise _NotSent() from None
-                if first is _DROPPED:
-                    raise _NotSent()
-                if "error" in first:
-                    raise error_from_body(first["error"])
+                    first = await self._confirm(connection, receive)
+                except BaseException:
+                    # Refused, dropped or cancelled before it was confirmed (a cache that ends as its node
+                    # stops leading): not left registered, or its events would pile up for nobody.
+                    connection.forget_watch(self._id)
+                    raise
                 self.next_revision = int(first["watching"]["start_revision"])
                 self._connection, self._receive = connection, receive
                 return
@@ -477,6 +473,23 @@ class ClientWatch:
                     self._client._drop(connection)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _confirm(
+        self, connection: _ClientConnection, receive: trio.MemoryReceiveChannel[Any]
+    ) -> dict[str, Any]:
+        """Send the subscription; the server's confirmation."""
+        await connection.send(
+            {"id": self._id, "op": "watch", "prefix": self.prefix, "start_revision": self.next_revision}
+        )
+        try:
+            first = await receive.receive()
+        except trio.EndOfChannel:
+            raise _NotSent() from None
+        if first is _DROPPED:
+            raise _NotSent()
+        if "error" in first:
+            raise error_from_body(first["error"])
+        return first
 
     async def __anext__(self) -> list[Event]:
         while True:
