@@ -115,16 +115,14 @@ def _decode_blueprints(items: Iterable[KeyValue]) -> dict[str, Blueprint]:
     return found
 
 
-def _apply_failed(doing: str, last: KVError | None, in_doubt: bool) -> RequestError:
-    """The answer to an apply that FAILOVER_TIME did not see through. `last`: the last KV error (None: the
-    store answered nothing in that time); `in_doubt`: a write of the apply went unanswered."""
-    doing = f"{doing} within {FAILOVER_TIME:g} s"
-    reread = "read the blueprint before applying it again"
-    if last is None:
-        message = f"{doing}: the store did not answer (a write on its way may still land: {reread})"
-        return RequestError(ErrorKind.UNAVAILABLE, message)
+def _apply_failed(doing: str, last: KVError, in_doubt: bool) -> RequestError:
+    """The answer to an apply that did not get through in FAILOVER_TIME. `last`: the last attempt's KV
+    error; `in_doubt`: a write of the apply went unanswered."""
+    doing = f"{doing} in {FAILOVER_TIME:g} s of trying"
     if in_doubt and not isinstance(last, WriteInDoubt):
-        doing += f" (an earlier write of it went unanswered and may have landed: {reread})"
+        doing += (
+            " (a write of it went unanswered and may have landed: read the blueprint before applying again)"
+        )
     return store_error(last, doing)
 
 
@@ -255,40 +253,41 @@ class Handlers:
     async def apply_blueprint(self, text: str, source: str) -> ApplyResult:
         """Store the blueprint as a new revision (the same content again keeps its number). A leader change
         on the way (a barrier, read or write that failed, or a write whose answer was lost) is waited out:
-        the apply goes again until FAILOVER_TIME has passed, and a write in doubt is sent again only while
-        nothing else changed the blueprint (`store_revision`'s `in_doubt`): else 409, never an overwrite."""
+        the apply goes again until FAILOVER_TIME has passed (then 503), and a write in doubt is sent again
+        only while nothing else changed the blueprint (`store_revision`'s `in_doubt`): else 409, never an
+        overwrite."""
         try:
             blueprint = parse_blueprint(text, source, timestamp=self.clock())
         except BlueprintError as error:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
         doing = "could not store the blueprint"
         in_doubt: int | None = None  # the mod revision a write whose answer was lost compared against
-        last: KVError | None = None
+        deadline = trio.current_time() + FAILOVER_TIME
         wait = APPLY_RETRY_START
-        with trio.move_on_after(FAILOVER_TIME):
-            while True:
-                try:
-                    with store_errors(doing, passing=RESENDABLE):
-                        await self.kv.barrier()  # the reads below are linearizable
-                        self._refuse_claimed(blueprint, source, await self._blueprints_raw())
-                        stored = await store_revision(
-                            self.kv,
-                            blueprint,
-                            change="applied",
-                            keep=self.history,
-                            dedupe=True,
-                            in_doubt=in_doubt,
-                        )
-                    return applied(stored)
-                except RevisionConflict as error:
-                    raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
-                except WriteInDoubt as error:
-                    in_doubt, last = error.compared, error
-                except RESENDABLE as error:
-                    last = error
-                await trio.sleep(wait)
-                wait = min(wait * 2, APPLY_RETRY_MAX)
-        raise _apply_failed(doing, last, in_doubt is not None)
+        while True:  # (an attempt under way is not cut short: its requests have deadlines of their own)
+            try:
+                with store_errors(doing, passing=RESENDABLE):
+                    await self.kv.barrier()  # the reads below are linearizable
+                    self._refuse_claimed(blueprint, source, await self._blueprints_raw())
+                    stored = await store_revision(
+                        self.kv,
+                        blueprint,
+                        change="applied",
+                        keep=self.history,
+                        dedupe=True,
+                        in_doubt=in_doubt,
+                    )
+                return applied(stored)
+            except RevisionConflict as error:
+                raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
+            except WriteInDoubt as error:
+                in_doubt, last = error.compared, error
+            except RESENDABLE as error:
+                last = error
+            if trio.current_time() >= deadline:
+                raise _apply_failed(doing, last, in_doubt is not None)
+            await trio.sleep(wait)
+            wait = min(wait * 2, APPLY_RETRY_MAX)
 
     async def _blueprints(self) -> dict[str, Blueprint]:
         return _decode_blueprints((await self._read(BLUEPRINTS)).values())

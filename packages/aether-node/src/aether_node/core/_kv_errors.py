@@ -25,7 +25,7 @@ _RAFT = attrs.fields(RaftConfig)
 # How long the store may go without a leader once it has lost one (the node's replicas run aether-kv's
 # default timing): a leader cut off from the others steps down after the leader fallback timeout, then an
 # election, and one more if the first splits the vote. A request that can be resent safely keeps trying
-# for this long before it answers `unavailable` (6 s: within the API client's 10 s).
+# for this long before it answers `unavailable` (6 s).
 FAILOVER_TIME: float = _RAFT.leader_fallback_timeout.default + 2 * _RAFT.election_max.default
 
 
