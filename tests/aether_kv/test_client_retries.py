@@ -13,6 +13,7 @@ import trio
 
 from aether_kv import OutcomeUnknownError, UnavailableError, open_client
 from aether_kv._wire import FramedStream, error_body, server_handshake
+from support import wait_until
 
 SECRET = "a-test-secret"
 
@@ -83,3 +84,82 @@ async def test_a_retried_read_is_answered_by_the_next_attempt() -> None:
         open_client([endpoint], SECRET, request_timeout=2.0) as client,
     ):
         assert await client.barrier() == 7
+
+
+def silent(_n: int, _message: dict[str, Any]) -> None:
+    return None
+
+
+def gives_up(_n: int, message: dict[str, Any]) -> dict[str, Any]:
+    """The server's own deadline passed (or its leader changed) before it could answer."""
+    error = OutcomeUnknownError(f"{message['op']} timed out after 5 s: it may or may not have been applied")
+    return {"error": error_body(error)}
+
+
+@pytest.mark.parametrize("script", [silent, gives_up])
+async def test_a_read_without_an_answer_is_unavailable_not_of_unknown_outcome(script: Script) -> None:
+    """A read changes nothing: when no answer comes (the client's deadline, or the server's), it is
+    "unavailable, safe to retry", never "may or may not have been applied"."""
+    async with (
+        scripted_server(script) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=1.0) as client,
+    ):
+        reads = (
+            lambda: client.get("k"),
+            lambda: client.range("p/", linearizable=True),
+            client.barrier,
+            client.status,
+        )
+        for read in reads:
+            with pytest.raises(
+                UnavailableError, match="a read changes nothing, so it is safe to retry"
+            ) as raised:
+                await read()
+            assert "applied" not in raised.value.message
+    assert {m["op"] for m in received} == {"get", "range", "barrier", "status"}
+
+
+async def test_a_write_whose_answer_the_server_gave_up_on_stays_of_unknown_outcome() -> None:
+    """The control: the same answer to a write still says its outcome is unknown."""
+    async with (
+        scripted_server(gives_up) as (endpoint, _received),
+        open_client([endpoint], SECRET, request_timeout=1.0) as client,
+    ):
+        with pytest.raises(OutcomeUnknownError, match="may or may not have been applied"):
+            await client.put("k", b"v")
+
+
+async def test_a_watch_cancelled_before_the_server_confirmed_it_leaves_nothing_behind() -> None:
+    """A watch whose owner is cancelled while it subscribes (a cache that ends as its node stops leading)
+    is cancelled on the server too, and what the server still sends for it is dropped: left registered,
+    the client would keep that watch's events for nobody (`watch_backlog` grows with every change)."""
+
+    def script(_n: int, message: dict[str, Any]) -> dict[str, Any] | None:
+        if message["op"] == "cancel":  # a batch already on its way when the cancel arrives
+            return {"id": message["id"], "events": []}
+        if message["op"] == "ping":
+            return {"ok": "pong"}
+        return None  # the subscription is never confirmed
+
+    async with (
+        scripted_server(script) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=1.0) as client,
+    ):
+
+        async def subscribed() -> bool:
+            return any(m["op"] == "watch" for m in received)
+
+        async def cancelled() -> bool:
+            return any(m["op"] == "cancel" and m["id"] == watch_id for m in received)
+
+        watch = client.watch("p/", 1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(anext, watch)
+            await wait_until(subscribed, timeout=10, what="the subscription to reach the server")
+            nursery.cancel_scope.cancel()
+        await watch.aclose()
+        (watch_id,) = (m["id"] for m in received if m["op"] == "watch")
+        await wait_until(cancelled, timeout=10, what=f"the server to get a cancel of watch {watch_id}")
+        # the late batch it answered the cancel with came before this reply: it is dropped, not kept
+        await client.raw({"op": "ping"})
+        assert client.watch_backlog() == 0

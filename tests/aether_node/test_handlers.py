@@ -3,19 +3,30 @@ the kind the HTTP layer maps to a status) and that a refused or failed request c
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from shell_support import FakeSliceStore, register
 
 from aether_kv import MemoryStore, OutcomeUnknownError
-from aether_node.api._handlers import APPLY_ATTEMPTS, Handlers
+from aether_node.api._handlers import Handlers
 from aether_node.api._operations import Operations
 from aether_node.control._membership import member_key
+from aether_node.core._blueprint import Blueprint
 from aether_node.core._errors import RequestError
 from aether_node.core._kv_cache import KVCache
-from aether_node.core._records import RolloutPhase, RolloutRecord, SliceRecord, SliceState, encode_record
+from aether_node.core._kv_errors import FAILOVER_TIME
+from aether_node.core._records import (
+    RolloutPhase,
+    RolloutRecord,
+    SliceRecord,
+    SliceState,
+    decode_record,
+    encode_record,
+)
 from aether_node.core._schema import BLUEPRINT_REVISIONS, BLUEPRINTS, PROBLEMS_PREFIX, ROLLOUTS, rollout_key
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
@@ -72,36 +83,117 @@ async def test_a_slice_owned_by_another_blueprint_is_refused(kv: MemoryStore, ha
     assert [item.key for item in (await kv.range(BLUEPRINTS)).kvs] == [BLUEPRINTS + "demo"]
 
 
-async def test_an_unavailable_store_is_a_503_and_changes_nothing(kv: MemoryStore, handlers: Handlers) -> None:
-    kv.fail_next(1, operations={"barrier"})
+async def test_an_unavailable_store_is_a_503_and_changes_nothing(
+    kv: MemoryStore, handlers: Handlers, autojump_clock: trio.testing.MockClock
+) -> None:
+    kv.set_leader(None)  # and for longer than an apply waits for one (FAILOVER_TIME)
     with pytest.raises(RequestError) as refused:
         await handlers.apply_blueprint(DEMO, "demo.toml")
-    assert refused.value.kind == "unavailable" and "not available" in refused.value.message
-    kv.fail_next(1, operations={"put", "txn"})  # the blueprint and its revision go in one transaction
-    with pytest.raises(RequestError, match="could not store the blueprint"):
-        await handlers.apply_blueprint(DEMO, "demo.toml")
-    assert (await kv.range(BLUEPRINTS)).kvs == ()
-    kv.set_leader(None)
+    assert refused.value.kind == "unavailable"
+    assert "could not store the blueprint" in refused.value.message and "no leader" in refused.value.message
     with pytest.raises(RequestError) as refused:
         await handlers.list_blueprints()
-    assert refused.value.kind == "unavailable"
+    assert refused.value.kind == "unavailable" and "not available" in refused.value.message
+    kv.set_leader(kv.address)
+    assert (await kv.range(BLUEPRINTS)).kvs == ()
 
 
 @pytest.mark.parametrize("landed", [True, False])
 async def test_an_apply_whose_outcome_is_unknown_goes_again_and_adds_one_revision(
     kv: MemoryStore, handlers: Handlers, landed: bool
 ) -> None:
-    """A leader change while the write was in flight: applying is idempotent, so the node tries again (a
-    write that landed is found with the same content and adds no second revision)."""
+    """A leader change while the write was in flight: the node tries again (a write that landed is found
+    with the same content and adds no second revision)."""
     kv.fail_next(1, error=OutcomeUnknownError, applied=landed, operations={"txn"})
     result = await handlers.apply_blueprint(DEMO, "demo.toml")
-    assert result.name == "demo"
+    assert (result.name, result.created, result.blueprint_revision) == ("demo", True, 1)
     assert [item.key for item in (await kv.range(BLUEPRINTS)).kvs] == [BLUEPRINTS + "demo"]
     assert len((await kv.range(BLUEPRINT_REVISIONS)).kvs) == 1
-    kv.fail_next(APPLY_ATTEMPTS, error=OutcomeUnknownError, operations={"txn"})  # it never settles
-    with pytest.raises(RequestError, match="could not store the blueprint") as refused:
-        await handlers.apply_blueprint(DEMO.replace("instances = 2", "instances = 3"), "demo.toml")
+
+
+class AnswerLost:
+    """The memory store, but the answer to its first transaction is lost (OutcomeUnknownError, the write
+    applied or not, as a leader change leaves it) and `meanwhile` runs before the error reaches the caller:
+    another writer's turn, between the node's attempt and its retry."""
+
+    def __init__(self, kv: MemoryStore, *, landed: bool, meanwhile: Callable[[], Awaitable[object]]) -> None:
+        self.kv = kv
+        self.landed = landed
+        self.meanwhile: Callable[[], Awaitable[object]] | None = meanwhile
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.kv, name)
+
+    async def txn(self, *args: Any, **kwargs: Any) -> Any:
+        if self.meanwhile is None:
+            return await self.kv.txn(*args, **kwargs)
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if self.landed:
+            await self.kv.txn(*args, **kwargs)
+        await meanwhile()
+        raise OutcomeUnknownError("txn: the leader changed while the request was in flight")
+
+
+async def test_an_apply_outlasts_a_leader_change_and_answers_503_only_past_the_failover_time(
+    kv: MemoryStore, handlers: Handlers, autojump_clock: trio.testing.MockClock
+) -> None:
+    """A barrier or read that fails while a new leader is elected, or a write whose answer is lost, is
+    tried again; a store that stays without a leader for longer than FAILOVER_TIME gets a 503 that says
+    a write may have landed."""
+    kv.fail_next(3, error=OutcomeUnknownError, operations={"barrier"})  # a leader change under the barrier
+    kv.fail_next(2, operations={"get", "range"})  # no leader to confirm the reads
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    assert kv.pending_faults == 0 and len((await kv.range(BLUEPRINT_REVISIONS)).kvs) == 1
+
+    async def leader_lost() -> None:
+        kv.set_leader(None)  # and no new one comes
+
+    lossy = Handlers(AnswerLost(kv, landed=False, meanwhile=leader_lost), handlers.invoker)  # type: ignore[arg-type]
+    start = trio.current_time()
+    with pytest.raises(RequestError) as refused:
+        await lossy.apply_blueprint(DEMO.replace("instances = 2", "instances = 3"), "demo.toml")
+    assert trio.current_time() - start >= FAILOVER_TIME
     assert refused.value.kind == "unavailable"
+    assert refused.value.message.startswith(f"could not store the blueprint in {FAILOVER_TIME:g} s of trying")
+    assert "may have landed: read the blueprint before applying again" in refused.value.message
+    assert "no leader" in refused.value.message
+    kv.set_leader(kv.address)
+    assert (await handlers.get_blueprint("demo")).slices[0].instances == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("landed", [True, False])
+async def test_a_resent_apply_never_overwrites_an_apply_that_came_in_between(
+    kv: MemoryStore, handlers: Handlers, landed: bool
+) -> None:
+    """Apply A's write goes unanswered; apply B (other content) lands before A is sent again. Sending A
+    again would overwrite B (or apply A a second time, after B): A ends 409 and B stands."""
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    a, b = (DEMO.replace("instances = 2", f"instances = {n}") for n in (3, 4))
+    lossy = Handlers(
+        AnswerLost(kv, landed=landed, meanwhile=lambda: handlers.apply_blueprint(b, "b.toml")),  # type: ignore[arg-type]
+        handlers.invoker,
+    )
+    with pytest.raises(RequestError, match="changed by another writer") as refused:
+        await lossy.apply_blueprint(a, "a.toml")
+    assert refused.value.kind == "conflict"
+    assert (await handlers.get_blueprint("demo")).slices[0].instances == 4  # type: ignore[attr-defined]
+    kept = [
+        decode_record(item.key, item.value, Blueprint).slices[0].instances
+        for item in (await kv.range(BLUEPRINT_REVISIONS)).kvs
+    ]
+    assert kept == ([2, 3, 4] if landed else [2, 4])
+
+
+async def test_a_resent_apply_that_landed_is_answered_once_when_nothing_came_in_between(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    """The control: with nobody else writing, the resent apply finds its own write and adds nothing."""
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    a = DEMO.replace("instances = 2", "instances = 3")
+    lossy = Handlers(AnswerLost(kv, landed=True, meanwhile=trio.lowlevel.checkpoint), handlers.invoker)  # type: ignore[arg-type]
+    result = await lossy.apply_blueprint(a, "a.toml")
+    assert (result.created, result.blueprint_revision) == (False, 2)
+    assert len((await kv.range(BLUEPRINT_REVISIONS)).kvs) == 2
 
 
 async def test_deleting_an_unknown_blueprint_is_not_found(handlers: Handlers) -> None:

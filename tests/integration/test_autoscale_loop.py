@@ -8,6 +8,7 @@ slice gets no decision, even one its bounds would force, until it is resumed.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -123,16 +124,26 @@ async def test_a_load_step_scales_up_is_served_and_scales_back_down(
 
         total = json.loads(load_report.read_text().splitlines()[-1])
         assert total["summary"] and total["sent"] == total["ok"] == 600 and total["errors"] == 0, total
-        moves = [d for d in down.decisions if d.action != "hold"]
-        assert [(d.action, d.current, d.target) for d in moves] == [("up", 1, 2), ("down", 2, 1)], moves
+        # Up 1 -> 2 first and down 2 -> 1 last. In between, the load may have seen a down and another up:
+        # p99 is not projected onto fewer instances (`_autoscale.py`), so two instances that bring it
+        # under down_below x 150 ms under a steady load scale down, and up again if it rises; how often
+        # depends on the machine's speed. Every move is one of these two, each undoing the last.
+        moves = [(d.action, d.current, d.target) for d in down.decisions if d.action != "hold"]
+        assert moves and moves[-1] == ("down", 2, 1), down.decisions
+        assert set(moves) <= {("up", 1, 2), ("down", 2, 1)}, moves
+        assert all(a != b for a, b in itertools.pairwise(moves)), moves
         scaled_up = next(d for d in up.decisions if d.action == "up")
+        assert (scaled_up.current, scaled_up.target) == (1, 2), scaled_up
         assert scaled_up.message.startswith("scale org.aether:busy 1 -> 2: p99 "), scaled_up.message
         assert scaled_up.message.endswith("> 150 ms for 3 s") and scaled_up.path[-1] == "scale up"
-        assert moves[1].path[-1] == "scale down" and "p99" in moves[1].message, moves[1]
-        # each move is a revision of the blueprint, as `slice scale` writes one, and an event
+        scaled_down = next(d for d in reversed(down.decisions) if d.action == "down")
+        assert scaled_down.path[-1] == "scale down" and "p99" in scaled_down.message, scaled_down
+        # each move is a revision of the blueprint, as `slice scale` writes one (the decision log keeps
+        # the last 20 decisions; the revisions keep every move here), and an event
         history = await in_thread(client.blueprint_history, "busy")
-        changes = [r.change for r in history]
-        assert changes[-2:] == [f"autoscaled {BUSY_ID} from 1 to 2", f"autoscaled {BUSY_ID} from 2 to 1"]
+        up_change, down_change = (f"autoscaled {BUSY_ID} from {a} to {b}" for a, b in ((1, 2), (2, 1)))
+        changes = [r.change for r in history if r.change.startswith("autoscaled")]
+        assert changes and changes == [up_change, down_change] * (len(changes) // 2), changes
         assert "instances = 1  # the autoscaler rewrites this line" in history[-1].source
         events = await in_thread(decisions, client)
         assert any(e.message == scaled_up.message and "scale up" in e.reason for e in events), events

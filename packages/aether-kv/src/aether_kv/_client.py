@@ -4,8 +4,9 @@ One connection at a time, to the first endpoint that answers; on a connection fa
 endpoint makes no progress (a request unanswered in time, "no leader here", a server-side timeout), it
 moves on to the next endpoint. Reads and requests that certainly did not reach a replica are retried
 within the request deadline; a write whose connection dropped after it was sent raises
-OutcomeUnknownError. Watches resume by themselves after a reconnect from the last revision they
-delivered, so every event arrives once.
+OutcomeUnknownError. A read (get, range, status, barrier) changes nothing, so its outcome is never
+unknown: one that got no answer in time raises UnavailableError (safe to retry). Watches resume by
+themselves after a reconnect from the last revision they delivered, so every event arrives once.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ from ._wire import (
 
 DEFAULT_REQUEST_TIMEOUT = 5.0
 DEFAULT_CONNECT_TIMEOUT = 2.0
+# Requests that change nothing (a barrier goes through the log, but as a no-op): one that times out is
+# "unavailable", never "outcome unknown".
+_READS = frozenset({"get", "range", "status", "barrier"})
 _BACKOFF_START = 0.02
 _BACKOFF_MAX = 0.5
 # Watch messages a watch may hold that its consumer has not taken. A consumer that falls this far behind
@@ -158,6 +162,11 @@ class _ClientConnection:
         self.closed = True
         await trio.aclose_forcefully(self.framed.stream)
 
+    def forget_watch(self, request_id: int) -> None:
+        """Stop delivering to a watch and cancel it on the server, if it is still registered here."""
+        if request_id in self.watches:
+            self._detach(request_id)
+
     def _detach(self, request_id: int) -> None:
         """Stop delivering to a watch whose consumer fell behind (its buffer is full) or is gone: it ends
         its channel (the consumer resubscribes from its last revision) and the server stops sending."""
@@ -171,6 +180,11 @@ class _ClientConnection:
             await self.send({"id": request_id, "op": "cancel"})
         except _NotSent:
             pass
+
+
+def _read_unanswered(what: str) -> UnavailableError:
+    """A read that got no answer in time: unavailable (it changed nothing), never "outcome unknown"."""
+    return UnavailableError(f"{what}; a read changes nothing, so it is safe to retry")
 
 
 class KVClient:
@@ -257,7 +271,8 @@ class KVClient:
         """Send one request, failing over and retrying what is safe to retry, within request_timeout.
 
         It says "not applied" (UnavailableError, ConnectionLostError) only if no attempt may have reached
-        a server without an answer; otherwise the outcome is unknown (OutcomeUnknownError)."""
+        a server without an answer; otherwise the outcome is unknown (OutcomeUnknownError). A read has no
+        outcome to be unknown: one that timed out is UnavailableError."""
         deadline = trio.current_time() + self.request_timeout
         backoff = _BACKOFF_START
         last_error: KVError | None = None
@@ -268,6 +283,10 @@ class KVClient:
                 if not maybe_applied and isinstance(last_error, UnavailableError | ConnectionLostError):
                     raise last_error
                 earlier = f" (an earlier attempt: {last_error.message})" if last_error else ""
+                if message["op"] in _READS:
+                    raise _read_unanswered(
+                        f"{message['op']} got no answer within {self.request_timeout:g} s{earlier}"
+                    )
                 raise OutcomeUnknownError(
                     f"{message['op']} timed out after {self.request_timeout:g} s:"
                     f" it may or may not have been applied{earlier}"
@@ -292,6 +311,11 @@ class KVClient:
             except OutcomeUnknownError:  # the server's own deadline passed: it is making no progress
                 assert connection is not None
                 self._retire(connection)
+                if message["op"] in _READS:
+                    raise _read_unanswered(
+                        f"{message['op']} got no answer: {connection.endpoint} gave up on it (its own"
+                        " deadline, or a leader change)"
+                    ) from None
                 raise
             except ConnectionLostError as error:
                 last_error = error
@@ -434,22 +458,13 @@ class ClientWatch:
                 send, receive = trio.open_memory_channel[Any](WATCH_BUFFER)
                 self._id = connection.replies.next_id()
                 connection.watches[self._id] = send
-                await connection.send(
-                    {
-                        "id": self._id,
-                        "op": "watch",
-                        "prefix": self.prefix,
-                        "start_revision": self.next_revision,
-                    }
-                )
                 try:
-                    first = await receive.receive()
-                except trio.EndOfChannel:
-                    raise _NotSent() from None
-                if first is _DROPPED:
-                    raise _NotSent()
-                if "error" in first:
-                    raise error_from_body(first["error"])
+                    first = await self._confirm(connection, receive)
+                except BaseException:
+                    # Refused, dropped or cancelled before it was confirmed (a cache that ends as its node
+                    # stops leading): not left registered, or its events would pile up for nobody.
+                    connection.forget_watch(self._id)
+                    raise
                 self.next_revision = int(first["watching"]["start_revision"])
                 self._connection, self._receive = connection, receive
                 return
@@ -458,6 +473,23 @@ class ClientWatch:
                     self._client._drop(connection)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _confirm(
+        self, connection: _ClientConnection, receive: trio.MemoryReceiveChannel[Any]
+    ) -> dict[str, Any]:
+        """Send the subscription; the server's confirmation."""
+        await connection.send(
+            {"id": self._id, "op": "watch", "prefix": self.prefix, "start_revision": self.next_revision}
+        )
+        try:
+            first = await receive.receive()
+        except trio.EndOfChannel:
+            raise _NotSent() from None
+        if first is _DROPPED:
+            raise _NotSent()
+        if "error" in first:
+            raise error_from_body(first["error"])
+        return first
 
     async def __anext__(self) -> list[Event]:
         while True:

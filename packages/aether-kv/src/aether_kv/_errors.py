@@ -5,7 +5,8 @@
     ├── AuthenticationError      wrong or missing cluster secret (caller's configuration)
     ├── CompactedError           a watch asked for history older than the store keeps (caller must re-read)
     ├── LeaseNotFoundError       keep-alive/revoke/attach on a lease that does not exist (expired or revoked)
-    ├── UnavailableError         the request was NOT applied: no leader, queue full, rejected; safe to retry
+    ├── UnavailableError         the request was NOT applied: no leader, queue full, rejected, a read
+    │                            unanswered (it changes nothing); safe to retry
     ├── OutcomeUnknownError      the request may or may not have been applied (timeout, leader lost mid-way)
     └── ConnectionLostError      the client could not reach any endpoint (network, all replicas down)
 
@@ -59,7 +60,8 @@ class LeaseNotFoundError(KVError):
 
 class UnavailableError(KVError):
     """Raised when the request was certainly not applied: no leader yet, the proposal queue is full, the
-    entry was discarded by a new leader. Safe to retry."""
+    entry was discarded by a new leader; and by the network client for a read that got no answer in time
+    (a read changes nothing). Safe to retry."""
 
     code = "unavailable"
 

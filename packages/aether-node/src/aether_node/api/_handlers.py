@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 import trio
 
-from aether_kv import KV, CompactedError, Event, OutcomeUnknownError, Status
+from aether_kv import (
+    KV,
+    CompactedError,
+    ConnectionLostError,
+    Event,
+    KeyValue,
+    KVError,
+    OutcomeUnknownError,
+    Status,
+    UnavailableError,
+)
 
 from ..client import (
     ApplyResult,
@@ -37,14 +47,14 @@ from ..client import (
 from ..control._event_clock import EventClock
 from ..control._membership import expected_nodes, forget
 from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_state
-from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, store_revision
+from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, WriteInDoubt, store_revision
 from ..control._strategies import decode_rollouts
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, RequestError
-from ..core._kv_errors import store_error, store_errors
+from ..core._kv_errors import FAILOVER_TIME, store_error, store_errors
 from ..core._records import (
     LeaderClaim,
     NodeOperationRecord,
@@ -69,8 +79,10 @@ from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
 from ._cluster_view import ClusterView, Snapshot
 
-APPLY_ATTEMPTS = 3  # an apply whose outcome is unknown (a leader change) is tried this often in all
-APPLY_RETRY_WAIT = 0.5
+# An apply that a leader change failed goes again (until FAILOVER_TIME), after these waits (doubling).
+APPLY_RETRY_START = 0.05
+APPLY_RETRY_MAX = 0.5
+RESENDABLE = (UnavailableError, OutcomeUnknownError, ConnectionLostError)  # KV errors an apply outlasts
 
 
 def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:
@@ -89,6 +101,29 @@ def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]
                 short.append(f"{spec.artifact} {active}/{spec.instances} ACTIVE{extra}")
         found[name] = "; ".join(short)
     return found
+
+
+def _decode_blueprints(items: Iterable[KeyValue]) -> dict[str, Blueprint]:
+    """The blueprints stored under `blueprints/`, by name (records that do not decode are skipped)."""
+    found = {}
+    for item in items:
+        try:
+            blueprint = decode_record(item.key, item.value, Blueprint)
+        except RecordError:
+            continue
+        found[blueprint.name] = blueprint
+    return found
+
+
+def _apply_failed(doing: str, last: KVError, in_doubt: bool) -> RequestError:
+    """The answer to an apply that did not get through in FAILOVER_TIME. `last`: the last attempt's KV
+    error; `in_doubt`: a write of the apply went unanswered."""
+    doing = f"{doing} in {FAILOVER_TIME:g} s of trying"
+    if in_doubt and not isinstance(last, WriteInDoubt):
+        doing += (
+            " (a write of it went unanswered and may have landed: read the blueprint before applying again)"
+        )
+    return store_error(last, doing)
 
 
 def applied(stored: Stored) -> ApplyResult:
@@ -196,6 +231,11 @@ class Handlers:
     async def refuse_claimed(self, blueprint: Blueprint, source: str) -> dict[str, Blueprint]:
         """Refuse a blueprint with a slice another blueprint deploys; the stored blueprints."""
         stored = await self._blueprints()
+        self._refuse_claimed(blueprint, source, stored)
+        return stored
+
+    @staticmethod
+    def _refuse_claimed(blueprint: Blueprint, source: str, stored: Mapping[str, Blueprint]) -> None:
         claimed = {
             s.artifact.rsplit(":", 1)[0]: b.name
             for b in stored.values()
@@ -209,41 +249,52 @@ class Handlers:
                     ErrorKind.BAD_REQUEST,
                     f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
                 )
-        return stored
 
     async def apply_blueprint(self, text: str, source: str) -> ApplyResult:
+        """Store the blueprint as a new revision (the same content again keeps its number). A leader change
+        on the way (a barrier, read or write that failed, or a write whose answer was lost) is waited out:
+        the apply goes again until FAILOVER_TIME has passed (then 503), and a write in doubt is sent again
+        only while nothing else changed the blueprint (`store_revision`'s `in_doubt`): else 409, never an
+        overwrite."""
         try:
             blueprint = parse_blueprint(text, source, timestamp=self.clock())
         except BlueprintError as error:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
-        await self._fresh()
-        await self.refuse_claimed(blueprint, source)
-        for attempt in range(1, APPLY_ATTEMPTS + 1):
-            try:  # a new revision (the same content again keeps its number: a resent apply adds none)
-                with store_errors("could not store the blueprint", passing=(OutcomeUnknownError,)):
+        doing = "could not store the blueprint"
+        in_doubt: int | None = None  # the mod revision a write whose answer was lost compared against
+        deadline = trio.current_time() + FAILOVER_TIME
+        wait = APPLY_RETRY_START
+        while True:  # (an attempt under way is not cut short: its requests have deadlines of their own)
+            try:
+                with store_errors(doing, passing=RESENDABLE):
+                    await self.kv.barrier()  # the reads below are linearizable
+                    self._refuse_claimed(blueprint, source, await self._blueprints_raw())
                     stored = await store_revision(
-                        self.kv, blueprint, change="applied", keep=self.history, dedupe=True
+                        self.kv,
+                        blueprint,
+                        change="applied",
+                        keep=self.history,
+                        dedupe=True,
+                        in_doubt=in_doubt,
                     )
                 return applied(stored)
             except RevisionConflict as error:
                 raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
-            except OutcomeUnknownError as error:
-                # The write may or may not have landed (a leader change while it was in flight). Applying
-                # is idempotent, so it goes again: if it landed, the same content adds no revision.
-                if attempt == APPLY_ATTEMPTS:
-                    raise store_error(error, "could not store the blueprint") from None
-                await trio.sleep(APPLY_RETRY_WAIT)
-        raise AssertionError("unreachable")  # pragma: no cover
+            except WriteInDoubt as error:
+                in_doubt, last = error.compared, error
+            except RESENDABLE as error:
+                last = error
+            if trio.current_time() >= deadline:
+                raise _apply_failed(doing, last, in_doubt is not None)
+            await trio.sleep(wait)
+            wait = min(wait * 2, APPLY_RETRY_MAX)
 
     async def _blueprints(self) -> dict[str, Blueprint]:
-        found = {}
-        for key, kv in (await self._read(BLUEPRINTS)).items():
-            try:
-                blueprint = decode_record(key, kv.value, Blueprint)
-            except RecordError:
-                continue
-            found[blueprint.name] = blueprint
-        return found
+        return _decode_blueprints((await self._read(BLUEPRINTS)).values())
+
+    async def _blueprints_raw(self) -> dict[str, Blueprint]:
+        """`_blueprints`, with the KV's own errors (for a caller that retries them)."""
+        return _decode_blueprints((await self.kv.range(BLUEPRINTS)).kvs)
 
     async def list_blueprints(self) -> list[BlueprintInfo]:
         await self._fresh()

@@ -6,13 +6,29 @@ numbered revision at `blueprint-revisions/{name}/{revision:08d}` (the blueprint 
 blueprint's mod revision with the one it read, so two writers never take one number and a write never
 lands on a blueprint changed under it (it reads again and retries). Owns no other key; never raises
 anything but `KVError` and `RevisionConflict`.
+
+A transaction whose answer was lost (a leader change while it was in flight) raises `WriteInDoubt`, an
+`OutcomeUnknownError` that carries the mod revision it was conditional on. A caller that sends the same
+change again passes it as `in_doubt`: the change is then written only while the blueprint still has that
+mod revision (so the first attempt certainly did not land), found done if the blueprint holds the same
+content, and refused (`RevisionConflict`) if another writer changed it in between: a resent change never
+overwrites a change that came after the first attempt.
 """
 
 from __future__ import annotations
 
 import attrs
 
-from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, Put
+from aether_kv import (
+    KV,
+    Compare,
+    CompareOp,
+    CompareTarget,
+    ConnectionLostError,
+    Delete,
+    OutcomeUnknownError,
+    Put,
+)
 
 from ..core._blueprint import Blueprint
 from ..core._records import RecordError, decode_record, encode_record
@@ -25,6 +41,16 @@ ATTEMPTS = 5  # tries of the compare-and-swap before a writer gives up (others w
 class RevisionConflict(Exception):
     """The blueprint kept changing under this write (ATTEMPTS times): another writer's fault, or a race;
     nothing was written."""
+
+
+class WriteInDoubt(OutcomeUnknownError):
+    """Raised when the transaction of `store_revision` was sent and no answer says whether it was applied.
+    `compared`: the blueprint's mod revision it was conditional on (0: it was to create the blueprint);
+    pass it as `in_doubt` to send the change again safely. Nobody's fault: a leader change."""
+
+    def __init__(self, message: str, *, compared: int) -> None:
+        super().__init__(message)
+        self.compared = compared
 
 
 @attrs.frozen(kw_only=True)
@@ -77,14 +103,18 @@ async def store_revision(
     keep: int = DEFAULT_KEEP,
     dedupe: bool = False,
     fence: Compare | None = None,
+    in_doubt: int | None = None,
 ) -> Stored:
     """Store `blueprint` as the next revision of its name (`change` says how it came). With `dedupe`, a
     blueprint whose content equals the stored one is stored again with its number (a resent apply makes
     no new revision). Revisions beyond the last `keep` are deleted in the same transaction. `fence` (the
-    leader's claim, for the autoscaler) must hold too; if it does not, RevisionConflict at once."""
+    leader's claim, for the autoscaler) must hold too; if it does not, RevisionConflict at once.
+    `in_doubt`: the `WriteInDoubt.compared` of an earlier attempt of this change (see the module)."""
     key = BLUEPRINTS + blueprint.name
     for _ in range(ATTEMPTS):
         current, mod_revision = await read_current(kv, blueprint.name)
+        if in_doubt is not None and mod_revision != in_doubt:
+            return _settled(blueprint, current, mod_revision, in_doubt)
         listing = await kv.range(revision_prefix(blueprint.name), linearizable=True)
         numbers = sorted(
             n for n in (revision_number(item.key, blueprint.name) for item in listing.kvs) if n is not None
@@ -100,7 +130,12 @@ async def store_revision(
             ops += [Delete(key=revision_key(blueprint.name, n)) for n in numbers if n not in kept]
         ops.insert(0, Put(key=key, value=encode_record(stored)))
         unchanged = Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=mod_revision)
-        result = await kv.txn([unchanged] if fence is None else [unchanged, fence], ops)
+        try:
+            result = await kv.txn([unchanged] if fence is None else [unchanged, fence], ops)
+        except (OutcomeUnknownError, ConnectionLostError) as error:
+            # (a lost connection means "not sent" from the network client; held in doubt all the same:
+            # doubt costs a resend nothing but its refusal to overwrite another writer's change)
+            raise WriteInDoubt(error.message, compared=mod_revision) from None
         if not result.succeeded and fence is not None:
             holds = await kv.txn([fence], [])
             if not holds.succeeded:
@@ -113,3 +148,17 @@ async def store_revision(
                 new_revision=stored.revision != (current.revision if current else 0) or current is None,
             )
     raise RevisionConflict(f"blueprint {blueprint.name!r} kept changing while this change was written")
+
+
+def _settled(blueprint: Blueprint, current: Blueprint | None, mod_revision: int, compared: int) -> Stored:
+    """The blueprint changed since an attempt of this change that went unanswered: it is done if the
+    blueprint now holds this content (that attempt landed, or someone applied the same); otherwise another
+    writer's change came after it, and sending it again would overwrite that change."""
+    if current is not None and same_content(current, blueprint):
+        return Stored(blueprint=current, created=compared == 0, kv_revision=mod_revision, new_revision=True)
+    now = f"now revision {current.revision}" if current is not None else "now removed"
+    raise RevisionConflict(
+        f"blueprint {blueprint.name!r} was changed by another writer ({now}) while this change went"
+        " unanswered, perhaps after it landed: sending it again would overwrite that change, so nothing"
+        " more was written"
+    )

@@ -12,12 +12,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from aether_kv import KVError
+import attrs
+
+from aether_kv import KVError, RaftConfig
 
 from ._error_kinds import ErrorKind
 from ._errors import RequestError
 
 STORE_NOT_AVAILABLE = "the cluster's store is not available"
+
+_RAFT = attrs.fields(RaftConfig)
+# How long the store may go without a leader once it has lost one (the node's replicas run aether-kv's
+# default timing): a leader cut off from the others steps down after the leader fallback timeout, then an
+# election, and one more if the first splits the vote. A request that can be resent safely keeps trying
+# for this long before it answers `unavailable` (6 s).
+FAILOVER_TIME: float = _RAFT.leader_fallback_timeout.default + 2 * _RAFT.election_max.default
 
 
 def store_error(error: KVError, doing: str = STORE_NOT_AVAILABLE) -> RequestError:
