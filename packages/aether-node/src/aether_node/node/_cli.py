@@ -16,7 +16,7 @@ import trio
 from cyclopts import App, Parameter
 
 from ..core._config import ConfigError, load_config
-from ._node import load_api_keys, serve_node
+from ._node import ingress_context, load_api_keys, serve_node
 
 app = App(name="aether-node", help="An Aether node: KV replica, slice runtime, ingress.")
 
@@ -41,6 +41,23 @@ def run(
     dev_mode: Annotated[
         bool | None, Parameter(negative=(), help="Open management API when no keys are set (local use only).")
     ] = None,
+    tls: Annotated[
+        bool | None,
+        Parameter(
+            help="Mutual TLS from the cluster CA on the peer and KV ports, HTTPS on the management API"
+            " (default: on, off with --dev-mode). --no-tls: plain text, for a network you trust."
+        ),
+    ] = None,
+    tls_cert_lifetime: Annotated[
+        float | None, Parameter(help="Seconds a node certificate is valid (renewed with a third left).")
+    ] = None,
+    tls_host: Annotated[
+        tuple[str, ...], Parameter(help="Another name or address for the node certificate; repeat.")
+    ] = (),
+    ingress_cert: Annotated[
+        Path | None, Parameter(help="Certificate (PEM) for HTTPS on the ingress.")
+    ] = None,
+    ingress_key: Annotated[Path | None, Parameter(help="Its private key (PEM).")] = None,
     metrics: Annotated[
         bool | None, Parameter(help="Record Prometheus metrics and serve them at /metrics (default on).")
     ] = None,
@@ -71,6 +88,11 @@ def run(
         "management": management,
         "api_keys_file": api_keys_file,
         "dev_mode": dev_mode,
+        "tls": tls,
+        "tls_cert_lifetime": tls_cert_lifetime,
+        "tls_hosts": list(tls_host) if tls_host else None,
+        "ingress_cert": ingress_cert,
+        "ingress_key": ingress_key,
         "metrics": metrics,
         "lease_ttl": lease_ttl,
         "kv": kv,
@@ -79,6 +101,7 @@ def run(
         node_config = load_config(config, overrides)
         node_config.secret  # noqa: B018 (read it now: a bad secret file is a configuration error)
         load_api_keys(node_config)
+        ingress_context(node_config)
     except ConfigError as error:
         print(f"aether-node: error: {error.message}", file=sys.stderr)
         sys.exit(2)
