@@ -8,8 +8,10 @@ under a steady stream of calls fails none.
 from __future__ import annotations
 
 import datetime
+import os
 import socket
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -101,7 +103,7 @@ async def greeted(address: str, context: ssl.SSLContext | None) -> bool:
                 stream = trio.SSLStream(stream, context, server_hostname=host)
                 await stream.do_handshake()
             else:
-                await stream.send_all(b'\x00\x00\x00\x02{}')
+                await stream.send_all(b"\x00\x00\x00\x02{}")
             data = await stream.receive_some()
             return b"nonce" in data
         return False
@@ -254,3 +256,92 @@ def test_renewal_under_calls_fails_no_call(secured: CliCluster, identities: dict
         line for n in local.nodes for line in local.log_tail(n.node_id, 400).splitlines() if "renewed" in line
     ]
     assert len(renewed) >= 4, renewed
+
+
+# ---------------------------------------------------------------- join tokens (long)
+
+
+def node_script() -> list[str]:
+    return cli_support.console_script("aether-node", "aether_node.node:main")
+
+
+def make_token(cluster: CliCluster, ttl: float = 600) -> str:
+    local = cluster.local
+    args = ["token", "create", "--secret-file", str(local.secret_file), "--ttl", str(ttl)]
+    for endpoint in local.kv_endpoints:
+        args += ["--kv-endpoint", endpoint]
+    made = subprocess.run([*node_script(), *args], capture_output=True, text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+@pytest.mark.long
+def test_a_node_joins_with_a_token_once(secured: CliCluster, tmp_path: Path) -> None:
+    """A third node with no secret file joins through node-1's management API with a token (it gets the
+    secret over TLS checked by the CA fingerprint in the token) and registers; the same token is then
+    refused, over HTTP and to `aether-node run`."""
+    local = secured.local
+    token = make_token(secured)
+    node = local.add_node()
+    secret_file = tmp_path / "joined-secret"
+
+    def joining(secret: Path) -> list[str]:
+        command = local.command(node)
+        command[command.index("--secret-file") + 1] = str(secret)
+        return [*command, "--join", local.nodes[0].management, "--token", token]
+
+    command = joining(secret_file)
+    Path(node.data_dir).mkdir(parents=True)
+    log_path = Path(node.data_dir) / "node.log"
+    with open(log_path, "wb") as log:
+        node_env = {**os.environ, "AETHER_API_KEYS": f"admin:{ADMIN}"}
+        local.processes[node.node_id] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=node_env
+        )
+    env = _trusting(local.ca_file)
+    cli_support.wait_until(
+        lambda: node.node_id in secured.aether("cluster", "status", "--json", env=env).stdout,
+        timeout=60,
+        what=f"{node.node_id} registered; its log:\n{log_path.read_text(errors='replace')[-2000:]}",
+    )
+    assert secret_file.read_text().strip() == local.secret
+    assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+
+    reused = httpx.post(
+        f"https://{local.nodes[1].management}/api/v1/join",
+        json={"token": token},
+        verify=client_context(local.ca_file, None),
+        timeout=10,
+    )
+    assert reused.status_code == 401 and "used already" in reused.json()["error"]["message"], reused.text
+    again = subprocess.run(
+        joining(tmp_path / "second"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 2 and "the cluster refused the token" in again.stderr, again.stderr
+    assert "used already" in again.stderr and not (tmp_path / "second").exists()
+
+
+@pytest.mark.long
+def test_an_expired_or_foreign_token_is_refused(secured: CliCluster, tmp_path: Path) -> None:
+    local = secured.local
+    token = make_token(secured, ttl=10)
+    made = time.time()  # the token expires before made + 10 s
+    url = f"https://{local.nodes[0].management}/api/v1/join"
+    verify = client_context(local.ca_file, None)
+    # another cluster's token (its CA fingerprint is not this one's) is refused before anything is sent
+    foreign = token.rsplit(".", 1)[0] + "." + cluster_ca("another cluster's secret, 32 chars").fingerprint
+    run = subprocess.run(
+        [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "x"), "--index", "i",
+         "--ingress", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--kv-endpoint", local.kv_endpoints[0],
+         "--secret-file", str(tmp_path / "secret"), "--join", local.nodes[0].management, "--token", foreign],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2 and "fingerprint is not the token's" in run.stderr, run.stderr
+    # expired: the token's 10 s run out (waited for on the clock, then asked once)
+    cli_support.wait_until(lambda: time.time() > made + 10.5, timeout=30, what="the token's expiry")
+    answer = httpx.post(url, json={"token": token}, verify=verify, timeout=10)
+    assert answer.status_code == 401 and "expired" in answer.json()["error"]["message"], answer.text

@@ -33,6 +33,7 @@ from aether_kv import (
 from ..api._api_keys import ApiKeys, Authorizer, parse_api_keys
 from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
+from ..api._join_tokens import JoinDesk
 from ..api._management import management_app
 from ..api._slice_logs import SliceLogs
 from ..control._autoscaler import Autoscaler
@@ -90,6 +91,15 @@ def load_api_keys(config: NodeConfig) -> dict[str, str]:
             " configure keys, or run with --dev-mode on a machine of your own"
         )
     return keys
+
+
+def join_desk(kv: KVClient, secret: str, certificates: NodeCertificates | None) -> JoinDesk | None:
+    """What lets new nodes join through this node's management API: with TLS on only (the secret is
+    never handed out in plain text)."""
+    if certificates is None:
+        return None
+    ca = certificates.ca
+    return JoinDesk(kv=kv, secret=secret, ca_pem=ca.pem.decode(), fingerprint=ca.fingerprint)
 
 
 def ingress_context(config: NodeConfig) -> ssl.SSLContext | None:
@@ -431,6 +441,7 @@ async def serve_node(
                                 store.running,
                                 tls=tls.client if tls is not None else None,
                             ),
+                            join=join_desk(kv, secret, certificates),
                         )
                         https = functools.partial(serve_http, ssl_context=tls.https() if tls else None)
                         await start("management API", https, app, config.management)
