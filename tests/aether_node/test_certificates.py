@@ -80,3 +80,14 @@ async def test_the_node_renews_its_certificate_before_it_expires(
     pem = (config.tls_dir / "cert.pem").read_bytes()
     assert x509.load_pem_x509_certificate(pem).subject.rfc4514_string() == "CN=n1"
     assert oct((config.tls_dir / "cert.pem").stat().st_mode & 0o777) == "0o600"
+
+
+def test_an_ingress_certificate_that_does_not_load_is_a_configuration_error(tmp_path: Path) -> None:
+    from aether_node.node._node import ingress_context
+
+    (tmp_path / "c.pem").write_text("not a certificate")
+    extra = f'ingress_cert = "{tmp_path / "c.pem"}"\ningress_key = "{tmp_path / "k.pem"}"\n'
+    config = load_config(config_file(tmp_path, extra), {})
+    with pytest.raises(ConfigError, match=r"ingress_cert .*c\.pem, ingress_key .*k\.pem: cannot load them"):
+        ingress_context(config)
+    assert ingress_context(load_config(config_file(tmp_path), {})) is None

@@ -187,6 +187,22 @@ def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
         assert answer.status_code == 200 and answer.json() == {"n": 1}, answer.text
 
 
+def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    """Bad input stops `aether-node run` with exit 2 and a sentence, and binds nothing."""
+    (tmp_path / "secret").write_text("s" * 32)
+    secret, new = ["--secret-file", str(tmp_path / "secret")], ["--secret-file", str(tmp_path / "new")]
+    base = [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "data"), "--index", "i"]
+    base += ["--ingress", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--kv-endpoint", "127.0.0.1:3"]
+    cases = {
+        "--join and --token go together": [*secret, "--join", "127.0.0.1:4"],
+        "--token: not a join token": [*new, "--join", "127.0.0.1:4", "--token", "x"],
+    }
+    for message, extra in cases.items():
+        run = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 2 and message in run.stderr, (extra, run.stderr)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "data").exists()
+
+
 # ---------------------------------------------------------------- renewal (long)
 
 
