@@ -6,15 +6,19 @@ and KV ports, HTTPS on the management API, and HTTPS on the ingress with a certi
 "operator" CA). Each runs `org.aether:echo` x1. Rounds alternate the order of the two clusters; each
 round measures, on each cluster:
 
-- KV writes/s: `--writers` concurrent `put`s for `--seconds` through `aether_kv.open_client` (mutual TLS
-  with a client certificate of the cluster CA on the TLS cluster);
+- KV writes/s: `--writers` concurrent `put`s for `--seconds` through `aether_kv.open_client` to the Raft
+  leader's replica (found first: a write through a follower takes one more hop, which would differ
+  between the clusters by chance), over mutual TLS with a client certificate of the cluster CA on the
+  TLS cluster;
 - node-to-node call latency: sequential calls through the ingress of the node *without* the instance
   (ingress -> peer link -> the other node -> slice) and through the node *with* it (no peer hop); the
   p50 of each and their difference, the peer hop;
 - ingress req/s: `--connections` concurrent keep-alive clients calling the node with the instance (HTTPS
   on the TLS cluster).
 
-It prints each round's figures and load average, then the medians and the TLS / plain ratios.
+It prints each round's figures and load average, then the medians and the TLS / plain ratios. On a busy
+machine the CPU time per operation says more than the rates: the cluster's processes (read from /proc)
+plus this process (the clients' side of TLS), less what the idle cluster used in the second before.
 
     uv run python benchmarks/tls_bench.py [--rounds 5] [--seconds 3] [--writers 16] [--connections 16]
 """
@@ -30,6 +34,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import trio
@@ -118,9 +123,51 @@ def start(root: Path, index: Path, *, tls: bool, started: list[LocalNodeCluster]
     return setup
 
 
-async def kv_writes(setup: Setup, seconds: float, writers: int) -> float:
+async def leader_endpoint(setup: Setup) -> str:
+    """The client address of the replica that leads Raft now."""
+    for endpoint in setup.cluster.kv_endpoints:
+        async with open_client([endpoint], setup.cluster.secret, tls=setup.kv_tls) as kv:
+            if (await kv.status()).is_leader:
+                return endpoint
+    raise RuntimeError(f"{setup.name}: no replica leads")
+
+
+def _descendants(roots: list[int]) -> list[int]:
+    """`roots` and every process below them (the nodes' replicas, slice templates and instances)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = set(roots), list(roots)
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent and pid not in found:
+                found.add(pid)
+                frontier.append(pid)
+    return sorted(found)
+
+
+def cpu_seconds(setup: Setup) -> float:
+    """CPU time used so far by the cluster's processes and this one."""
+    total = sum(os.times()[:2])
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in _descendants([p.pid for p in setup.cluster.processes.values()]):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+async def kv_writes(setup: Setup, seconds: float, writers: int) -> tuple[float, int]:
     count = 0
-    async with open_client(setup.cluster.kv_endpoints, setup.cluster.secret, tls=setup.kv_tls) as kv:
+    leader = await leader_endpoint(setup)
+    async with open_client([leader], setup.cluster.secret, tls=setup.kv_tls) as kv:
         await kv.put("bench/warm", b"x")
         deadline = trio.current_time() + seconds
 
@@ -134,11 +181,11 @@ async def kv_writes(setup: Setup, seconds: float, writers: int) -> float:
         async with trio.open_nursery() as nursery:
             for number in range(writers):
                 nursery.start_soon(writer, number)
-        return count / (trio.current_time() - began)
+        return count / (trio.current_time() - began), count
 
 
-async def call_p50(setup: Setup, address: str, seconds: float) -> float:
-    """p50 in ms of sequential calls through the ingress at `address`."""
+async def call_p50(setup: Setup, address: str, seconds: float) -> tuple[float, int]:
+    """p50 in ms of sequential calls through the ingress at `address`, and how many were made."""
     url = setup.ingress_url(address)
     times = []
     async with httpx.AsyncClient(verify=setup.verify, timeout=30) as http:
@@ -148,10 +195,10 @@ async def call_p50(setup: Setup, address: str, seconds: float) -> float:
             began = time.perf_counter()
             (await http.post(url, json={"n": 1})).raise_for_status()
             times.append((time.perf_counter() - began) * 1000)
-    return statistics.median(times)
+    return statistics.median(times), len(times)
 
 
-async def ingress_rate(setup: Setup, seconds: float, connections: int) -> float:
+async def ingress_rate(setup: Setup, seconds: float, connections: int) -> tuple[float, int]:
     url = setup.ingress_url(setup.local_ingress)
     count = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
@@ -169,19 +216,41 @@ async def ingress_rate(setup: Setup, seconds: float, connections: int) -> float:
         async with trio.open_nursery() as nursery:
             for _ in range(connections):
                 nursery.start_soon(client)
-        return count / (time.perf_counter() - began)
+        return count / (time.perf_counter() - began), count
 
 
-FIGURES = ("kv writes/s", "remote call p50 ms", "local call p50 ms", "peer hop ms", "ingress req/s")
+FIGURES = (
+    "kv writes/s",
+    "kv CPU us/write",
+    "remote call p50 ms",
+    "remote call CPU us",
+    "local call p50 ms",
+    "local call CPU us",
+    "peer hop ms",
+    "ingress req/s",
+    "ingress CPU us/req",
+)
 
 
 def measure(setup: Setup, opts: argparse.Namespace) -> dict[str, float]:
+    async def timed(work: Any) -> tuple[float, float]:
+        """(the figure, CPU µs per operation) of `work`, which returns (figure, operations). The CPU the
+        idle cluster uses (heartbeats, leases, watches), measured for a second just before, is taken off."""
+        idle_began, idle_before = time.perf_counter(), cpu_seconds(setup)
+        await trio.sleep(1.0)
+        idle_rate = (cpu_seconds(setup) - idle_before) / (time.perf_counter() - idle_began)
+        began, before = time.perf_counter(), cpu_seconds(setup)
+        figure, operations = await work
+        used = cpu_seconds(setup) - before - idle_rate * (time.perf_counter() - began)
+        return figure, used / max(operations, 1) * 1e6
+
     async def run() -> dict[str, float]:
-        writes = await kv_writes(setup, opts.seconds, opts.writers)
-        remote = await call_p50(setup, setup.remote_ingress, opts.seconds)
-        local = await call_p50(setup, setup.local_ingress, opts.seconds)
-        rate = await ingress_rate(setup, opts.seconds, opts.connections)
-        return dict(zip(FIGURES, (writes, remote, local, remote - local, rate), strict=True))
+        writes, writes_cpu = await timed(kv_writes(setup, opts.seconds, opts.writers))
+        remote, remote_cpu = await timed(call_p50(setup, setup.remote_ingress, opts.seconds))
+        local, local_cpu = await timed(call_p50(setup, setup.local_ingress, opts.seconds))
+        rate, rate_cpu = await timed(ingress_rate(setup, opts.seconds, opts.connections))
+        values = (writes, writes_cpu, remote, remote_cpu, local, local_cpu, remote - local, rate, rate_cpu)
+        return dict(zip(FIGURES, values, strict=True))
 
     return trio.run(run)
 
@@ -209,11 +278,11 @@ def main() -> None:
             for setup in order:
                 figures = measure(setup, opts)
                 results[setup.name].append(figures)
-                shown = ", ".join(f"{k} {v:,.2f}" for k, v in figures.items())
+                shown = ", ".join(f"{k} {v:,.1f}" for k, v in figures.items())
                 print(
                     f"round {number + 1} {setup.name:5}: {shown}; load {os.getloadavg()[0]:.2f}", flush=True
                 )
-        print(f"\n{'figure':22} {'plain':>10} {'tls':>10} {'tls/plain':>10}")
+        print(f"\n{'figure (median)':22} {'plain':>10} {'tls':>10} {'tls/plain':>10}")
         for figure in FIGURES:
             plain = statistics.median(r[figure] for r in results["plain"])
             secured = statistics.median(r[figure] for r in results["tls"])
