@@ -187,6 +187,7 @@ def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
         assert answer.status_code == 200 and answer.json() == {"n": 1}, answer.text
 
 
+@pytest.mark.long
 def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
     """Bad input stops `aether-node run` with exit 2 and a sentence, and binds nothing."""
     (tmp_path / "secret").write_text("s" * 32)
