@@ -252,16 +252,20 @@ class Node:
         self.secret_file = root / "secret"
         self.secret_file.write_text(self.secret + "\n")
         self.ingress_port, self.raft_port, self.client_port, peer_port = free_ports(4)
-        self.peer_port = peer_port if self._takes_peer_flag() else 0
+        help_text = self._run_help()
+        self.peer_port = peer_port if re.search(r"(?<![\w-])--peer\b", help_text) else 0
+        # plain text, as this benchmark's own KV client speaks (nodes with TLS on by default need it said)
+        self.no_tls = re.search(r"(?<![\w-])--no-tls\b", help_text) is not None
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     @staticmethod
-    def _takes_peer_flag() -> bool:
-        """Newer nodes need `--peer host:port` (where other nodes call this one); older ones have none."""
+    def _run_help() -> str:
+        """`aether-node run --help` of the node under test: newer nodes need `--peer host:port` (where
+        other nodes call this one), and have TLS on unless `--no-tls`; older ones have neither flag."""
         command = [str(Path(sys.executable).parent / "aether-node"), "run", "--help"]
         result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-        return re.search(r"(?<![\w-])--peer\b", result.stdout) is not None
+        return result.stdout
 
     @property
     def ingress(self) -> str:
@@ -291,6 +295,8 @@ class Node:
             command += ["--peer", f"127.0.0.1:{self.peer_port}"]
         if self.ingress_server:
             command += ["--ingress-server", self.ingress_server]
+        if self.no_tls:
+            command += ["--no-tls"]
         began = time.perf_counter()
         self.process = start_process(command, self.log_path, cwd=self.root)
         ready = f"aether-node {NODE_ID} ready"

@@ -232,3 +232,39 @@ def test_the_default_target_is_the_named_or_current_context_else_the_dev_cluster
     _contexts.save(path, Config(contexts=(prod,)))
     with pytest.raises(_contexts.ConfigError, match="not a dev cluster record"):
         _contexts.default_target(environ, cwd=here)
+
+
+PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAWWgAwIBAgIUQ\n-----END CERTIFICATE-----\n"
+
+
+def test_the_cluster_ca_survives_the_round_trip_and_a_bad_one_is_refused() -> None:
+    config = Config(contexts=(Context(name="prod", cluster=("https://a:1",), ca_cert=PEM),), current="prod")
+    assert _contexts.parse(_contexts.render(config), "config.toml") == config
+    with pytest.raises(ConfigError, match=r"\[contexts.prod\]: ca-cert must be a PEM certificate"):
+        _contexts.parse('[contexts.prod]\ncluster = "https://a:1"\nca-cert = "nope"\n', "config.toml")
+
+
+def test_the_ca_file_flag_wins_over_the_context_and_a_bad_file_stops(tmp_path: Path) -> None:
+    path = _contexts.config_path({"XDG_CONFIG_HOME": str(tmp_path)})
+    other = PEM.replace("MIIB", "MIIC")
+    _contexts.save(
+        path, Config(contexts=(Context(name="p", cluster=("https://a:1",), ca_cert=PEM),), current="p")
+    )
+    environ = {"XDG_CONFIG_HOME": str(tmp_path)}
+    assert target(Common(), environ).ca_cert == PEM
+    (tmp_path / "ca.pem").write_text(other)
+    assert target(Common(ca_file=tmp_path / "ca.pem"), environ).ca_cert == other
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    with pytest.raises(SystemExit) as stopped:
+        target(Common(ca_file=tmp_path / "bad.pem"), environ)
+    assert stopped.value.code == 2
+
+
+def test_an_api_client_refuses_a_ca_that_is_not_a_certificate() -> None:
+    from aether_kv import cluster_ca
+    from aether_node.client import ApiClient, ClusterUnreachableError
+
+    with pytest.raises(ValueError, match="the cluster CA certificate is not a PEM certificate"):
+        ApiClient(["https://127.0.0.1:1"], ca_cert=PEM).list_blueprints()
+    with pytest.raises(ClusterUnreachableError):  # a usable CA: the request goes out (nothing listens)
+        ApiClient(["https://127.0.0.1:1"], ca_cert=cluster_ca("s" * 32).pem.decode()).list_blueprints()

@@ -32,6 +32,19 @@ EXPECTED_EXPORTS = {
     "KVClient",
     "ClientWatch",
     "open_client",
+    # TLS: the cluster CA (derived from the secret), certificates, contexts that re-load a renewed one
+    "CA_FILE",
+    "CERT_FILE",
+    "ClusterCA",
+    "ReloadingTLS",
+    "TLSError",
+    "accept_tls",
+    "client_identity",
+    "cluster_ca",
+    "connect_tls",
+    "issue",
+    "not_valid_after",
+    "write_identity",
     # replica processes
     "ServeConfig",
     "serve_replica",
@@ -127,7 +140,7 @@ def test_limits_are_positive_ints() -> None:
 def test_exported_errors_derive_from_kv_error() -> None:
     errors = exported_errors()
     assert aether_kv.KVError in errors
-    assert len(errors) == 8
+    assert len(errors) == 9
     for cls in errors:
         assert issubclass(cls, aether_kv.KVError), cls
 

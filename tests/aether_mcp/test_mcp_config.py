@@ -76,7 +76,8 @@ def test_without_a_cluster_the_service_takes_the_current_context(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="no cluster given"):
         _default_cluster(None)
-    context = Context(name="prod", cluster=("http://a:1", "http://b:2"), api_key="k")
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    context = Context(name="prod", cluster=("http://a:1", "http://b:2"), api_key="k", ca_cert=pem)
     save(config_path({"XDG_CONFIG_HOME": str(tmp_path)}), Config(contexts=(context,), current="prod"))
-    assert _default_cluster(None) == ("http://a:1,http://b:2", "k")
-    assert _default_cluster("mine") == ("http://a:1,http://b:2", "mine")
+    assert _default_cluster(None) == ("http://a:1,http://b:2", "k", pem)  # the context's CA comes along
+    assert _default_cluster("mine") == ("http://a:1,http://b:2", "mine", pem)

@@ -162,7 +162,8 @@ class CliCluster:
 
     @property
     def urls(self) -> str:
-        return ",".join(f"http://{n.management}" for n in self.local.nodes)
+        scheme = "https" if self.local.tls else "http"
+        return ",".join(f"{scheme}://{n.management}" for n in self.local.nodes)
 
     @property
     def node_ids(self) -> list[str]:
@@ -217,13 +218,19 @@ def cli_cluster(
     dev_mode: bool = True,
     node_env: Mapping[str, str | None] | None = None,
     timeout: float = 60.0,
+    tls: bool = False,
+    node_args: tuple[str, ...] = (),
 ) -> Iterator[CliCluster]:
     """`nodes` started and registered nodes; the CLI runs from `directory/cwd`. With `dev_mode=False` the
-    nodes need API keys: pass AETHER_API_KEYS in `node_env` (the environment they start with)."""
+    nodes need API keys: pass AETHER_API_KEYS in `node_env` (the environment they start with). With
+    `tls`, the nodes speak TLS from the cluster CA (else plain text, `--no-tls` without dev mode);
+    `node_args`: more `aether-node run` flags."""
     cwd = directory / "cwd"
     cwd.mkdir(parents=True, exist_ok=True)
     local = plan_cluster(directory / "cluster", nodes, str(index))
     local.dev_mode = dev_mode
+    local.tls = tls
+    local.node_args = node_args
     # The nodes' Unix sockets go under TMPDIR (short: socket paths are capped at 108 bytes); a SIGKILL
     # leaves them behind, so they get a directory of their own that goes away with the cluster.
     tmp_dir = Path(tempfile.mkdtemp(prefix="aether-cli-"))

@@ -254,6 +254,9 @@ class NodeProcess:
         command += ["--secret-file", str(self.secret_file)]
         if "peer" in _cli_options():  # node-to-node calls, in nodes that have them
             command += ["--peer", f"127.0.0.1:{self.peer_port}"]
+        tls_chosen = {"--tls", "--no-tls", "--dev-mode"} & set(self.extra_args)
+        if "tls" in _cli_options() and not tls_chosen:  # plain text, as these tests' KV clients speak
+            command += ["--no-tls"]
         if self.config_text is not None:
             config = self.root / "node.toml"
             config.write_text(self.config_text)

@@ -51,6 +51,14 @@ class Common:
             help="Use this context (`aether context list`) instead of the current one.",
         ),
     ] = None
+    ca_file: Annotated[
+        Path | None,
+        Parameter(
+            name="--ca-file",
+            env_var="AETHER_CA_FILE",
+            help="The cluster CA certificate (PEM) to check the nodes' HTTPS with. Wins over the context's.",
+        ),
+    ] = None
     output: Annotated[
         Literal["table", "wide", "json"],
         Parameter(
@@ -89,6 +97,20 @@ class Target:
     urls: list[str]
     api_key: str | None
     source: str
+    ca_cert: str | None = None  # PEM of the cluster CA
+
+
+def read_ca_file(path: Path) -> str:
+    """The PEM text of a CA certificate file; a clear error (exit 2) if it is not one."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        fail(
+            EXIT_BAD_INPUT, f"--ca-file {path}: cannot read it ({getattr(error, 'strerror', None) or error})"
+        )
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        fail(EXIT_BAD_INPUT, f"--ca-file {path}: not a PEM certificate (no -----BEGIN CERTIFICATE-----)")
+    return text
 
 
 def target(common: Common, environ: dict[str, str] | os._Environ[str] | None = None) -> Target:
@@ -99,8 +121,9 @@ def target(common: Common, environ: dict[str, str] | os._Environ[str] | None = N
     from aether_node.client import parse_urls
 
     environ = os.environ if environ is None else environ
+    ca_cert = read_ca_file(common.ca_file) if common.ca_file else None
     if common.cluster:
-        return Target(parse_urls(common.cluster), common.api_key, "--cluster")
+        return Target(parse_urls(common.cluster), common.api_key, "--cluster", ca_cert)
     try:
         found = contexts.default_target(environ, context=common.context)
     except contexts.ConfigError as error:
@@ -118,7 +141,7 @@ def target(common: Common, environ: dict[str, str] | os._Environ[str] | None = N
             f" run `chmod 600 {found.config_path}`",
             file=sys.stderr,
         )
-    return Target(list(found.urls), common.api_key or found.api_key, found.source)
+    return Target(list(found.urls), common.api_key or found.api_key, found.source, ca_cert or found.ca_cert)
 
 
 def explain(error: Exception, where: Target) -> tuple[int, str]:
@@ -162,7 +185,7 @@ def call(common: Common, operation: Callable[[Any], T]) -> T:
     from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
 
     where = target(common)
-    with ApiClient(where.urls, api_key=where.api_key) as client:
+    with ApiClient(where.urls, api_key=where.api_key, ca_cert=where.ca_cert) as client:
         try:
             return operation(client)
         except (ClusterUnreachableError, NoAnswerError, ValueError, ApiError) as error:

@@ -58,6 +58,10 @@ def add(
             help="The key to send to this cluster; `-` reads it from stdin.",
         ),
     ] = None,
+    ca_file: Annotated[
+        Path | None,
+        Parameter(help="The cluster CA certificate (a node's data_dir/tls/ca.pem), kept in the context."),
+    ] = None,
     use: Annotated[bool, Parameter(negative=(), help="Make it the current context too.")] = False,
 ) -> None:
     """Add a context NAME for CLUSTER (management URL(s), comma-separated), or replace it."""
@@ -66,8 +70,9 @@ def add(
     from aether_node import contexts as _contexts
     from aether_node.client import check_url, parse_urls
 
-    from ._common import EXIT_BAD_INPUT, fail
+    from ._common import EXIT_BAD_INPUT, fail, read_ca_file
 
+    ca_cert = read_ca_file(ca_file) if ca_file is not None else None
     try:
         _contexts.check_name(name)
         urls = parse_urls(cluster)
@@ -84,7 +89,8 @@ def add(
 
     def change(config: _contexts.Config, path: Path) -> tuple[_contexts.Config, str]:
         verb = "replaced" if config.get(name) else "added"
-        config = config.with_context(_contexts.Context(name=name, cluster=tuple(urls), api_key=api_key))
+        context = _contexts.Context(name=name, cluster=tuple(urls), api_key=api_key, ca_cert=ca_cert)
+        config = config.with_context(context)
         current = use or config.current is None
         if current:
             config = attrs.evolve(config, current=name)

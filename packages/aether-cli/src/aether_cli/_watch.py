@@ -27,7 +27,7 @@ def watch(common: Common, fetch: Callable[[Any], Any], render: Callable[[Any], N
     where = target(common)
     last: Any = None
     first = True
-    with ApiClient(where.urls, api_key=where.api_key) as client:
+    with ApiClient(where.urls, api_key=where.api_key, ca_cert=where.ca_cert) as client:
         while True:
             try:
                 answer = fetch(client)

@@ -16,6 +16,7 @@ from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import KVError as KVError
 from ._errors import LeaseNotFoundError as LeaseNotFoundError
 from ._errors import OutcomeUnknownError as OutcomeUnknownError
+from ._errors import TLSError as TLSError
 from ._errors import UnavailableError as UnavailableError
 from ._interface import KV as KV
 from ._interface import KVWatch as KVWatch
@@ -57,6 +58,17 @@ from ._store import KVStore as KVStore
 from ._store import Watch as Watch
 from ._store import open_store as open_store
 from ._store import wait_for_leader as wait_for_leader
+from ._tls import CA_FILE as CA_FILE
+from ._tls import CERT_FILE as CERT_FILE
+from ._tls import ClusterCA as ClusterCA
+from ._tls import ReloadingTLS as ReloadingTLS
+from ._tls import accept_tls as accept_tls
+from ._tls import client_identity as client_identity
+from ._tls import cluster_ca as cluster_ca
+from ._tls import connect_tls as connect_tls
+from ._tls import issue as issue
+from ._tls import not_valid_after as not_valid_after
+from ._tls import write_identity as write_identity
 from ._wire import FramedStream as FramedStream
 from ._wire import client_handshake as client_handshake
 from ._wire import server_handshake as server_handshake

@@ -18,7 +18,7 @@ import trio
 from cyclopts import App, Parameter
 
 from ._client import KVClient, open_client
-from ._errors import ConnectionLostError, InvalidRequestError, KVError
+from ._errors import ConnectionLostError, InvalidRequestError, KVError, TLSError
 from ._local import CLUSTER_FILE, running_local_cluster
 from ._raft import HEARTBEAT_PERIOD
 from ._records import Event, KeyValue
@@ -50,7 +50,7 @@ class _Exit(Exception):
 
 
 def _exit_code(error: KVError) -> int:
-    if isinstance(error, InvalidRequestError):
+    if isinstance(error, (InvalidRequestError, TLSError)):
         return 2
     if isinstance(error, ConnectionLostError):
         return 3
@@ -66,6 +66,7 @@ def _run(main: Callable[[], Awaitable[int | None]]) -> None:
     except _Exit as error:
         print(f"aether-kv: error: {error.message}", file=sys.stderr)
         sys.exit(error.code)
+
     except KeyboardInterrupt:
         sys.exit(130)
     sys.exit(code)
@@ -125,6 +126,13 @@ def serve(
     log_compaction_entries: Annotated[
         int, Parameter(help="Snapshot the state and restart the journal after this many log entries.")
     ] = ServeConfig.__attrs_attrs__.log_compaction_entries.default,  # type: ignore[attr-defined]
+    tls_dir: Annotated[
+        Path | None,
+        Parameter(
+            help="Serve clients over mutual TLS: the directory holding ca.pem and cert.pem (certificate"
+            " and key; re-loaded when replaced)."
+        ),
+    ] = None,
     log_level: str = "INFO",
     exit_with_parent: Annotated[
         bool, Parameter(negative=(), help="Die when the parent process dies (for a supervising node).")
@@ -153,6 +161,7 @@ def serve(
             election_min=election_min,
             election_max=election_max,
             log_compaction_entries=log_compaction_entries,
+            tls_dir=tls_dir,
         )
         await serve_until_signalled(config)
 

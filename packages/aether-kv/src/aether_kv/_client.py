@@ -42,6 +42,7 @@ from ._records import (
     TxnResult,
 )
 from ._replies import Replies, Reply
+from ._tls import ReloadingTLS, connect_tls
 from ._wire import (
     FramedStream,
     client_handshake,
@@ -198,12 +199,14 @@ class KVClient:
         *,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        tls: ReloadingTLS | None = None,
     ) -> None:
         if not endpoints:
             raise InvalidRequestError("no endpoints given: pass at least one host:port")
         self._nursery = nursery
         self.endpoints = tuple(endpoints)
         self._secret = secret
+        self._tls = tls
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self._next_endpoint = 0
@@ -241,8 +244,8 @@ class KVClient:
         host, _, port = endpoint.rpartition(":")
         with trio.fail_after(self.connect_timeout):
             stream = await trio.open_tcp_stream(host, int(port))
-            framed = FramedStream(stream)
             try:
+                framed = FramedStream(await connect_tls(stream, self._tls, host))
                 await client_handshake(framed, self._secret, endpoint)
             except BaseException:
                 await trio.aclose_forcefully(stream)
@@ -529,8 +532,10 @@ async def open_client(
     *,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    tls: ReloadingTLS | None = None,
 ) -> AsyncIterator[KVClient]:
-    """A connected-on-demand client; its background reader runs in this context's nursery."""
+    """A connected-on-demand client; its background reader runs in this context's nursery. With `tls`
+    it speaks mutual TLS (its certificate from `tls.client()`, the replicas' checked against the CA)."""
     async with open_service_nursery() as nursery:
         client = KVClient(
             nursery,
@@ -538,6 +543,7 @@ async def open_client(
             secret,
             request_timeout=request_timeout,
             connect_timeout=connect_timeout,
+            tls=tls,
         )
         try:
             yield client

@@ -8,7 +8,8 @@
     ├── UnavailableError         the request was NOT applied: no leader, queue full, rejected, a read
     │                            unanswered (it changes nothing); safe to retry
     ├── OutcomeUnknownError      the request may or may not have been applied (timeout, leader lost mid-way)
-    └── ConnectionLostError      the client could not reach any endpoint (network, all replicas down)
+    ├── ConnectionLostError      the client could not reach any endpoint (network, all replicas down)
+    └── TLSError                 a CA certificate, certificate or key that cannot be loaded (operator's)
 
 Every error from a lower layer (pysyncobj, sockets, json) is translated into one of these at the boundary
 where it happens; nothing else escapes the public API.
@@ -80,6 +81,13 @@ class ConnectionLostError(KVError):
     code = "connection_lost"
 
 
+class TLSError(KVError):
+    """Raised when TLS material (the CA certificate, a certificate and its key) cannot be made or loaded:
+    names the file and what is wrong. The operator's to fix; raised at start-up, never mid-connection."""
+
+    code = "tls"
+
+
 ERRORS_BY_CODE: dict[str, type[KVError]] = {
     cls.code: cls
     for cls in (
@@ -91,5 +99,6 @@ ERRORS_BY_CODE: dict[str, type[KVError]] = {
         UnavailableError,
         OutcomeUnknownError,
         ConnectionLostError,
+        TLSError,
     )
 }

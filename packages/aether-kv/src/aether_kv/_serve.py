@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -16,6 +17,7 @@ from ._nursery import open_service_nursery
 from ._raft import HEARTBEAT_PERIOD, RaftConfig
 from ._server import serve_clients
 from ._store import open_store
+from ._tls import ReloadingTLS
 
 log = logging.getLogger("aether_kv.serve")
 
@@ -34,6 +36,7 @@ class ServeConfig:
     election_min: float = 0.5
     election_max: float = 1.5
     log_compaction_entries: int = RaftConfig.__attrs_attrs__.log_compaction_entries.default  # type: ignore[attr-defined]
+    tls_dir: Path | None = None  # clients over mutual TLS: ca.pem and cert.pem here (see _tls.py)
 
     def raft_config(self) -> RaftConfig:
         return RaftConfig(
@@ -84,8 +87,11 @@ async def serve_replica(
 ) -> None:
     """Run the replica until cancelled; reports the client address once both ports are open."""
     host, port = split_address(config.client_address, "--client")
+    tls = ReloadingTLS(config.tls_dir) if config.tls_dir is not None else None
     async with open_store(config.raft_config()) as store, open_service_nursery() as nursery:
-        bound = await nursery.start(serve_clients, store, config.secret, host, port)
+        bound = await nursery.start(
+            functools.partial(serve_clients, tls=tls), store, config.secret, host, port
+        )
         address = f"{bound[0]}:{bound[1]}"
         log.info(
             "replica %s: raft %s, clients %s, data %s",

@@ -1,7 +1,7 @@
-"""The client-protocol server of one replica: authenticates connections with the cluster secret and
-serves requests against the in-process KVStore. Requests on one connection run concurrently; a bad
-request gets an error reply naming what was wrong and changes nothing; the connection (and everyone
-else's) keeps being served.
+"""The client-protocol server of one replica: authenticates connections with the cluster secret (over
+mutual TLS with the cluster CA when it is given `tls`) and serves requests against the in-process
+KVStore. Requests on one connection run concurrently; a bad request gets an error reply naming what was
+wrong and changes nothing; the connection (and everyone else's) keeps being served.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import trio
 from ._errors import InvalidRequestError, KVError
 from ._records import Compare, Event, TxnOp
 from ._store import KVStore
+from ._tls import ReloadingTLS, accept_tls
 from ._wire import (
     FramedStream,
     FrameTooLargeError,
@@ -245,9 +246,14 @@ def watch_chunks(events: list[Event], size: int = WATCH_CHUNK_EVENTS) -> list[li
     return [chunk for chunk in chunks if chunk]
 
 
-async def _handle_connection(store: KVStore, secret: str, stream: trio.SocketStream) -> None:
-    framed = FramedStream(stream)
+async def _handle_connection(
+    store: KVStore, secret: str, tls: ReloadingTLS | None, stream: trio.SocketStream
+) -> None:
     try:
+        secured = await accept_tls(stream, tls, timeout=HANDSHAKE_TIMEOUT)
+        if secured is None:
+            return
+        framed = FramedStream(secured)
         if await server_handshake(framed, secret, store.address, timeout=HANDSHAKE_TIMEOUT):
             await _Connection(store, framed).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
@@ -264,10 +270,12 @@ async def serve_clients(
     host: str,
     port: int,
     *,
+    tls: ReloadingTLS | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the client protocol on host:port until cancelled; reports the bound (host, port)."""
+    """Serve the client protocol on host:port until cancelled; reports the bound (host, port). With
+    `tls`, a client must first complete a TLS handshake with a certificate of the cluster CA."""
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
     task_status.started((bound[0], bound[1]))
-    await trio.serve_listeners(lambda stream: _handle_connection(store, secret, stream), listeners)
+    await trio.serve_listeners(lambda stream: _handle_connection(store, secret, tls, stream), listeners)

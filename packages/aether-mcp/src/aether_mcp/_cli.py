@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import trio
@@ -23,9 +24,9 @@ app = App(
 )
 
 
-def _default_cluster(api_key: str | None) -> tuple[str, str | None]:
-    """(URLs, API key) of the current context (or AETHER_CONTEXT's), else of the dev cluster recorded in
-    ./.aether-dev/; a given API key wins over the context's."""
+def _default_cluster(api_key: str | None) -> tuple[str, str | None, str | None]:
+    """(URLs, API key, CA certificate) of the current context (or AETHER_CONTEXT's), else of the dev
+    cluster recorded in ./.aether-dev/; a given API key wins over the context's."""
     from aether_node import contexts
 
     try:
@@ -37,7 +38,15 @@ def _default_cluster(api_key: str | None) -> tuple[str, str | None]:
             "no cluster given: pass --cluster URL[,URL...] (or AETHER_CLUSTER), make a context current"
             " (`aether context use NAME`), or start it where `aether dev up` ran"
         )
-    return ",".join(found.urls), api_key or found.api_key
+    return ",".join(found.urls), api_key or found.api_key, found.ca_cert
+
+
+def _read_ca_file(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        why = getattr(error, "strerror", None) or error
+        raise ConfigError(f"--ca-file {path}: cannot read it ({why})") from None
 
 
 @app.default
@@ -49,6 +58,13 @@ def main_command(
     ] = None,
     api_key: Annotated[
         str | None, Parameter(env_var="AETHER_API_KEY", help="API key for the cluster (operator, or viewer).")
+    ] = None,
+    ca_file: Annotated[
+        Path | None,
+        Parameter(
+            env_var="AETHER_CA_FILE",
+            help="The cluster CA certificate (PEM) to check the nodes' HTTPS with (else the context's).",
+        ),
     ] = None,
     transport: Annotated[Literal["stdio", "http"], Parameter(help="stdio, or Streamable HTTP.")] = "stdio",
     listen: Annotated[str, Parameter(help="HOST:PORT for --transport http (port 0: any free port).")] = (
@@ -72,11 +88,14 @@ def main_command(
     ] = 15.0,
 ) -> None:
     try:
+        ca_cert = _read_ca_file(ca_file) if ca_file is not None else None
         if not cluster:  # as the `aether` CLI does: the current context, else the dev cluster here
-            cluster, api_key = _default_cluster(api_key)
+            cluster, api_key, context_ca = _default_cluster(api_key)
+            ca_cert = ca_cert or context_ca
         config = make_config(
             cluster=cluster,
             api_key=api_key,
+            ca_cert=ca_cert,
             transport=transport,
             listen=listen,
             read_only=read_only,

@@ -19,6 +19,7 @@ Transport = Literal["stdio", "http"]
 class McpConfig:
     cluster: tuple[str, ...]
     api_key: str | None = None
+    ca_cert: str | None = None  # PEM of the cluster CA: the nodes' HTTPS certificates are checked with it
     transport: Transport = "stdio"
     host: str = "127.0.0.1"
     port: int = 8765
@@ -55,6 +56,7 @@ def make_config(
     token: str | None,
     agent_idle_timeout: float,
     lease_ttl: float,
+    ca_cert: str | None = None,
 ) -> McpConfig:
     if not cluster:
         raise ConfigError("no cluster given: pass --cluster URL[,URL...] (or AETHER_CLUSTER)")
@@ -62,6 +64,8 @@ def make_config(
     for url in urls:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"--cluster {url!r}: expected an http:// or https:// URL")
+    if ca_cert is not None and "-----BEGIN CERTIFICATE-----" not in ca_cert:
+        raise ConfigError("--ca-file: not a PEM certificate (no -----BEGIN CERTIFICATE-----)")
     if transport not in ("stdio", "http"):
         raise ConfigError(f"--transport {transport!r}: expected stdio or http")
     host, port = parse_listen(listen)
@@ -81,6 +85,7 @@ def make_config(
     return McpConfig(
         cluster=tuple(urls),
         api_key=api_key or None,
+        ca_cert=ca_cert,
         transport=transport,  # type: ignore[arg-type]
         host=host,
         port=port,

@@ -17,10 +17,12 @@ T = TypeVar("T")
 
 
 class ClusterGateway:
-    def __init__(self, urls: Sequence[str], *, api_key: str | None, timeout: float = 30.0) -> None:
+    def __init__(
+        self, urls: Sequence[str], *, api_key: str | None, timeout: float = 30.0, ca_cert: str | None = None
+    ) -> None:
         self.urls = list(urls)
         self.api_key = api_key
-        self.client = ApiClient(self.urls, api_key=api_key, timeout=timeout)
+        self.client = ApiClient(self.urls, api_key=api_key, timeout=timeout, ca_cert=ca_cert)
 
     async def call(self, operation: Callable[[ApiClient], T]) -> T:
         """Run `operation(client)` in a worker thread. Cancellation abandons the thread (its request ends

@@ -293,7 +293,7 @@ async def run_service(
     config: McpConfig, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run the service until cancelled (HTTP) or until the stdio peer hangs up."""
-    gateway = ClusterGateway(config.cluster, api_key=config.api_key)
+    gateway = ClusterGateway(config.cluster, api_key=config.api_key, ca_cert=config.ca_cert)
     listen = f"{config.host}:{config.port}" if config.transport == "http" else None
     gate = (
         None

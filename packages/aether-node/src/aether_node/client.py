@@ -25,6 +25,7 @@ import functools
 import http.client
 import ipaddress
 import json
+import ssl
 import types
 import typing
 import urllib.request
@@ -595,10 +596,16 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
 
 @functools.cache
-def _opener() -> urllib.request.OpenerDirector:
+def _opener(ca_cert: str | None = None) -> urllib.request.OpenerDirector:
     """urllib's opener (proxies from the environment, redirects, ...) with connections that tell whether
-    they were made; built on first use, not at import."""
-    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+    they were made, trusting `ca_cert` (PEM) for HTTPS if given; built on first use, not at import."""
+    if ca_cert is None:
+        return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+    try:
+        context = ssl.create_default_context(cadata=ca_cert)
+    except (ssl.SSLError, ValueError) as error:
+        raise ValueError(f"the cluster CA certificate is not a PEM certificate ({error})") from None
+    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler(context=context))
 
 
 def _not_sent(request: Request) -> bool:
@@ -626,11 +633,21 @@ class ApiClient:
     Standard library HTTP (urllib): a command-line tool should start fast, and httpx would import trio
     and h2 where the node's dependencies are installed."""
 
-    def __init__(self, urls: Sequence[str], *, api_key: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        api_key: str | None = None,
+        timeout: float = 10.0,
+        ca_cert: str | None = None,
+    ) -> None:
+        """`ca_cert`: the PEM of the cluster CA, which an HTTPS node's certificate must be issued by
+        (else the system's trusted CAs)."""
         self.urls = [u.rstrip("/") for u in urls]
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
         self._good = 0
+        self._ca_cert = ca_cert
 
     def close(self) -> None:
         """Nothing is kept open between requests."""
@@ -653,7 +670,7 @@ class ApiClient:
 
     def _open(self, request: Request, url: str, timeout: float | None) -> Any:
         try:
-            return _opener().open(request, timeout=timeout)
+            return _opener(self._ca_cert).open(request, timeout=timeout)
         except HTTPError as error:
             raw = error.read()
             try:

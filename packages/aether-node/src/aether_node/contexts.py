@@ -11,6 +11,7 @@ is current. Owns the file's format, where it lives, reading and writing it (mode
     [contexts.prod]
     cluster = ["https://a.example:9090", "https://b.example:9090"]
     api-key = "..."
+    ca-cert = "-----BEGIN CERTIFICATE-----\\n..."   # the cluster CA (a node's data_dir/tls/ca.pem)
 
 Parsing and rendering are pure (text in, records out); `load` and `save` do the file I/O. `default_target`
 is what the `aether` CLI and the `aether-mcp` service both use when no cluster is given on the command
@@ -46,6 +47,7 @@ class Context:
     name: str
     cluster: tuple[str, ...]
     api_key: str | None = None
+    ca_cert: str | None = None  # PEM of the cluster CA: the nodes' HTTPS certificates are checked with it
 
 
 @attrs.frozen(kw_only=True)
@@ -105,7 +107,7 @@ def parse(text: str, source: str) -> Config:
         where = f"{source}: [contexts.{name}]"
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table")
-        _no_unknown(table, {"cluster", "api-key"}, where)
+        _no_unknown(table, {"cluster", "api-key", "ca-cert"}, where)
         cluster = table.get("cluster")
         if isinstance(cluster, str):
             cluster = [cluster]
@@ -114,7 +116,10 @@ def parse(text: str, source: str) -> Config:
         key = table.get("api-key")
         if key is not None and not isinstance(key, str):
             raise ConfigError(f"{where}: api-key must be a string")
-        contexts.append(Context(name=name, cluster=tuple(cluster), api_key=key))
+        ca_cert = table.get("ca-cert")
+        if ca_cert is not None and (not isinstance(ca_cert, str) or "BEGIN CERTIFICATE" not in ca_cert):
+            raise ConfigError(f"{where}: ca-cert must be a PEM certificate (-----BEGIN CERTIFICATE-----)")
+        contexts.append(Context(name=name, cluster=tuple(cluster), api_key=key, ca_cert=ca_cert))
     config = Config(contexts=tuple(contexts), current=current)
     if current is not None and config.get(current) is None:
         raise ConfigError(f"{source}: current-context {current!r} names no [contexts.{current}] table")
@@ -143,6 +148,8 @@ def render(config: Config) -> str:
         lines.append(f"cluster = [{', '.join(_string(u) for u in context.cluster)}]")
         if context.api_key is not None:
             lines.append(f"api-key = {_string(context.api_key)}")
+        if context.ca_cert is not None:
+            lines.append(f"ca-cert = {_string(context.ca_cert)}")
         lines.append("")
     return "\n".join(lines)
 
@@ -214,6 +221,7 @@ class Target:
     api_key: str | None
     source: str
     config_path: Path | None = None  # the config file, when a context of it was used
+    ca_cert: str | None = None  # PEM of the cluster CA, when the context keeps one
 
 
 def default_target(
@@ -230,7 +238,13 @@ def default_target(
         if found is None:
             known = ", ".join(c.name for c in config.contexts) or "none"
             raise ConfigError(f"no context {name!r} in {path} (known: {known}; see `aether context list`)")
-        return Target(urls=found.cluster, api_key=found.api_key, source=f"context {name!r}", config_path=path)
+        return Target(
+            urls=found.cluster,
+            api_key=found.api_key,
+            source=f"context {name!r}",
+            config_path=path,
+            ca_cert=found.ca_cert,
+        )
     state = (cwd or Path.cwd()) / DEV_STATE
     try:
         recorded = json.loads(state.read_text())

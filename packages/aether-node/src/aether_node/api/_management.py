@@ -23,6 +23,8 @@ files (`/dashboard`: no data in them; the page asks for a key and sends it with 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,8 +49,11 @@ from ._autoscale import AutoscaleOperations
 from ._backup import restore_backup, take_backup
 from ._dashboard import dashboard_routes
 from ._handlers import Handlers
+from ._join_tokens import JoinDesk
 from ._operations import Operations
 from ._slice_logs import LogRequest, Send, SliceLogs
+
+log = logging.getLogger("aether_node.management")
 
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
 
@@ -101,10 +106,12 @@ def management_app(
     status_kv: KV | None = None,
     node_id: str = "",
     logs: SliceLogs | None = None,
+    join: JoinDesk | None = None,
 ) -> Starlette:
     """The API's routes. `metrics` are served at /metrics, with the status of the KV replica `status_kv`
     (this node's own, if it runs one) read at each scrape. `node_id` names this node in the audit log;
-    `logs` serves the slice instances' output."""
+    `logs` serves the slice instances' output; `join` (with TLS on only) lets a new node trade a join
+    token for the cluster secret."""
     metrics = metrics or NodeMetrics(enabled=False)
     audit_log = AuditLog(handlers.kv, node_id)
 
@@ -481,8 +488,35 @@ def management_app(
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         *dashboard_routes(),
+        *(join_routes(join) if join is not None else ()),
     ]
     return Starlette(routes=routes)
+
+
+def join_routes(join: JoinDesk) -> list[Route]:
+    """`GET /api/v1/join/ca`: the cluster CA certificate (public: a new node checks it against its
+    token's fingerprint); `POST /api/v1/join` `{"token": T}`: the cluster secret, once per token. No API
+    key: the token is the credential. Served over HTTPS only (the node has TLS on)."""
+
+    async def ca(request: Request) -> Response:
+        return JSONResponse({"ca": join.ca_pem, "fingerprint": join.fingerprint})
+
+    async def redeem(request: Request) -> Response:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        try:
+            secret = await join.redeem(body.get("token") if isinstance(body, dict) else None, now=time.time())
+        except RequestError as error:
+            log.warning(
+                "join refused for %s: %s", request.client.host if request.client else "?", error.message
+            )
+            return error_response(error.kind, error.message)
+        log.info("join token redeemed by %s", request.client.host if request.client else "?")
+        return JSONResponse({"secret": secret, "ca": join.ca_pem})
+
+    return [Route("/api/v1/join/ca", ca), Route("/api/v1/join", redeem, methods=["POST"])]
 
 
 def _target(request: Request) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -167,11 +168,15 @@ class SliceLogs:
         handlers: Handlers,
         log_path: Callable[[InstanceKey], Path],
         running: Callable[[InstanceKey], bool],
+        *,
+        tls: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self.node_id = node_id
         self.handlers = handlers
         self.log_path = log_path
         self.running = running
+        # the cluster's management APIs speak HTTPS from the cluster CA: this node's client context
+        self.tls = tls
 
     async def _plan(self, request: LogRequest) -> tuple[list[InstanceInfo], dict[str, str]]:
         """This node's chosen instances, and the management address of each other node that has some."""
@@ -217,7 +222,7 @@ class SliceLogs:
                     node_id=info.node_id, artifact=info.artifact, instance=info.instance, lines=tuple(lines)
                 )
             )
-        async with httpx.AsyncClient(timeout=PEER_TIMEOUT) as client:
+        async with httpx.AsyncClient(timeout=PEER_TIMEOUT, verify=self._verify()) as client:
             for node_id, address in addresses.items():
                 answer = await self._ask(client, node_id, address, request, headers)
                 try:
@@ -249,9 +254,12 @@ class SliceLogs:
             raise _refusal(node_id, answer.status_code, answer.content)
         return answer
 
-    @staticmethod
-    def _url(address: str, request: LogRequest) -> str:
-        return f"http://{address}/api/v1/slices/{quote(request.artifact, safe='')}/logs"
+    def _verify(self) -> ssl.SSLContext | bool:
+        return self.tls() if self.tls is not None else True
+
+    def _url(self, address: str, request: LogRequest) -> str:
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{address}/api/v1/slices/{quote(request.artifact, safe='')}/logs"
 
     async def plan_follow(
         self, request: LogRequest, headers: Mapping[str, str]
@@ -302,7 +310,7 @@ class SliceLogs:
     ) -> None:
         timeout = httpx.Timeout(PEER_TIMEOUT, read=None)  # a followed log may be quiet for long
         try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
+            async with httpx.AsyncClient(timeout=timeout, verify=self._verify()) as client:
                 url, params = self._url(address, request), request.for_node(node_id)
                 async with client.stream("GET", url, params=params, headers=_forwarded(headers)) as answer:
                     if answer.status_code != 200:

@@ -21,7 +21,15 @@ import logging
 
 import trio
 
-from aether_kv import KV, FramedStream, KVError, LeaseNotFoundError, client_handshake
+from aether_kv import (
+    KV,
+    FramedStream,
+    KVError,
+    LeaseNotFoundError,
+    ReloadingTLS,
+    client_handshake,
+    connect_tls,
+)
 
 from ..core._kv_cache import KVCache
 from ..core._records import NodeRecord, RecordError, decode_record
@@ -69,8 +77,10 @@ class LivenessWatch:
         probe_timeout: float = 0.25,
         retry: float = 0.5,
         connect_timeout: float = 2.0,
+        tls: ReloadingTLS | None = None,
     ) -> None:
         self.kv = kv
+        self.tls = tls
         self.node_id = node_id
         self.secret = secret
         self.probe_timeout = probe_timeout
@@ -147,9 +157,9 @@ class LivenessWatch:
             return Held.FAILED
         stream = trio.SocketStream(sock)
         async with stream:
-            framed = FramedStream(stream)
             try:
                 with trio.fail_after(self.connect_timeout):
+                    framed = FramedStream(await connect_tls(stream, self.tls, host))
                     await client_handshake(framed, self.secret, peer)
             except (OSError, trio.TooSlowError, trio.BrokenResourceError, KVError):
                 return Held.FAILED

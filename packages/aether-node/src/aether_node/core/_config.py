@@ -52,6 +52,13 @@ class NodeConfig:
     ingress_server: Literal["trio", "fast"] = "trio"
     api_keys_file: Path | None = None  # lines or commas of role:key
     dev_mode: bool = False  # with no API keys, the management API is open (for a local dev cluster only)
+    # Mutual TLS from the cluster CA on the peer and KV client ports, HTTPS on the management API. None:
+    # on, unless dev_mode. Off (plain text) only when asked for by name (`--no-tls`) or in dev mode.
+    tls: bool | None = None
+    tls_cert_lifetime: float = 86_400.0  # seconds a node certificate is valid; renewed with a third left
+    tls_hosts: tuple[str, ...] = ()  # more names or addresses for the node certificate (behind NAT, DNS)
+    ingress_cert: Path | None = None  # the operator's certificate (PEM) for HTTPS on the app ingress
+    ingress_key: Path | None = None  # and its key
     metrics: bool = True  # Prometheus metrics at /metrics on the management API (off: nothing recorded)
     lease_ttl: float = 1.5
     capacity: Capacity = attrs.field(factory=Capacity)
@@ -59,6 +66,15 @@ class NodeConfig:
     timeouts: StepTimeouts = attrs.field(factory=StepTimeouts)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
     blueprint_history: int = 20  # revisions kept per blueprint (`aether blueprint history`)
+
+    @property
+    def tls_on(self) -> bool:
+        return self.tls if self.tls is not None else not self.dev_mode
+
+    @property
+    def tls_dir(self) -> Path:
+        """The CA certificate and this node's certificate and key (`aether_kv._tls` file names)."""
+        return self.data_dir / "tls"
 
     @property
     def secret(self) -> str:
@@ -106,6 +122,8 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
             (None, "data_dir"),
             (None, "index"),
             (None, "api_keys_file"),
+            (None, "ingress_cert"),
+            (None, "ingress_key"),
             ("kv", "secret_file"),
         ):
             holder = data.get(section, {}) if section else data
@@ -124,10 +142,26 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
         raise ConfigError(f"{where}: blueprint_history must be at least 1, got {config.blueprint_history}")
     if config.kv.raft is None and not config.kv.endpoints:
         raise ConfigError(f"{where}: a node without its own KV replica (kv.raft) needs kv.endpoints")
+    if config.tls_cert_lifetime < 10:
+        raise ConfigError(
+            f"{where}: tls_cert_lifetime must be at least 10 s, got {config.tls_cert_lifetime:g}"
+        )
+    if (config.ingress_cert is None) != (config.ingress_key is None):
+        raise ConfigError(
+            f"{where}: ingress_cert and ingress_key go together (HTTPS on the ingress needs both)"
+        )
+    if config.ingress_cert is not None and config.ingress_server == "fast":
+        raise ConfigError(f'{where}: HTTPS on the ingress (ingress_cert) needs ingress_server = "trio"')
     # Absolute paths: slice hosts run with their virtualenv as working directory.
     index = config.index if "://" in config.index else str(Path(config.index).resolve())
     kv = attrs.evolve(config.kv, secret_file=config.kv.secret_file.resolve())
     api_keys_file = config.api_keys_file.resolve() if config.api_keys_file else None
     return attrs.evolve(
-        config, data_dir=config.data_dir.resolve(), index=index, kv=kv, api_keys_file=api_keys_file
+        config,
+        data_dir=config.data_dir.resolve(),
+        index=index,
+        kv=kv,
+        api_keys_file=api_keys_file,
+        ingress_cert=config.ingress_cert.resolve() if config.ingress_cert else None,
+        ingress_key=config.ingress_key.resolve() if config.ingress_key else None,
     )

@@ -219,6 +219,20 @@ class ApiKeyRecord:
 
 
 @attrs.frozen(kw_only=True)
+class JoinTokenRecord:
+    """`cluster/join-tokens/{id}`: a join token (`aether-node token create`), kept hashed (`digest`: the
+    SHA-256 of its secret, hex). Redeemed once (`used_at` set by compare-and-swap), refused after
+    `expires_at`; the key goes with its lease a little after that."""
+
+    token_id: str
+    digest: str
+    expires_at: float
+    created_at: float = 0.0
+    used_at: float = 0.0  # 0: not used yet
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
 class AuditRecord:
     """`cluster/audit/{node-id}`: the last change made through that node's management API. Each put is one
     `audit` event in the KV's history (the key only holds the latest), so the log costs one key per node."""

@@ -21,6 +21,7 @@ AUTOSCALE_DECISIONS = "cluster/autoscale-decisions/"  # the leader's last decisi
 ROLLOUTS = "cluster/rollouts/"  # a canary or blue-green rollout of one slice (RolloutRecord)
 API_KEYS = "cluster/api-keys/"  # named API keys, hashed (ApiKeyRecord)
 AUDIT = "cluster/audit/"  # the last change through each node's management API (AuditRecord), one per node
+JOIN_TOKENS = "cluster/join-tokens/"  # short-lived, single-use tokens for a new node (JoinTokenRecord)
 
 
 @attrs.frozen(order=True)
@@ -115,3 +116,7 @@ def api_key_key(name: str) -> str:
 
 def audit_key(node_id: str) -> str:
     return f"{AUDIT}{node_id}"
+
+
+def join_token_key(token_id: str) -> str:
+    return f"{JOIN_TOKENS}{token_id}"

@@ -20,7 +20,7 @@ import attrs
 import httpx
 import trio
 
-from aether_kv import KVError, open_client
+from aether_kv import CA_FILE, KVError, ReloadingTLS, client_identity, open_client
 
 from ..core._schema import NODES
 
@@ -53,6 +53,9 @@ class LocalNodeCluster:
     index: str
     nodes: list[NodePlan]
     dev_mode: bool = True
+    # Mutual TLS from the cluster CA (the nodes' default without dev mode). Off without dev mode means
+    # `--no-tls`, which the nodes are then told by name (the tests of API keys run so).
+    tls: bool = False
     node_args: tuple[str, ...] = ()  # more `aether-node run` flags for every node (e.g. --no-metrics)
     processes: dict[str, subprocess.Popen[bytes]] = attrs.field(factory=dict)
 
@@ -67,6 +70,18 @@ class LocalNodeCluster:
     @property
     def kv_endpoints(self) -> list[str]:
         return [n.kv_client for n in self.nodes if n.kv_client]
+
+    def tls_client(self) -> ReloadingTLS | None:
+        """With TLS on, a client certificate of the cluster CA (made from the secret, in `tls-client/`)
+        for the tools' KV clients; None without TLS."""
+        if not self.tls:
+            return None
+        return client_identity(self.secret, self.directory / "tls-client")
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA certificate, as every node writes it (what a CLI context keeps)."""
+        return Path(self.nodes[0].data_dir) / "tls" / CA_FILE
 
     def plan(self, node_id: str) -> NodePlan:
         return next(n for n in self.nodes if n.node_id == node_id)
@@ -83,6 +98,7 @@ class LocalNodeCluster:
             str(self.secret_file),
         ]
         command += ["--dev-mode"] if self.dev_mode else []
+        command += ["--tls"] if self.tls else [] if self.dev_mode else ["--no-tls"]
         if node.raft and node.kv_client:
             command += ["--kv-raft", node.raft, "--kv-client", node.kv_client]
         for other in self.nodes:
@@ -178,6 +194,7 @@ def plan_cluster(directory: Path, nodes: int, index: str) -> LocalNodeCluster:
 
 async def wait_until_ready(cluster: LocalNodeCluster, *, timeout: float = 60.0) -> None:
     """Until every started node answers on its ingress and is registered in the KV."""
+    tls = cluster.tls_client()
     with trio.fail_after(timeout):
         async with httpx.AsyncClient(timeout=2.0) as http:
             while True:
@@ -190,7 +207,9 @@ async def wait_until_ready(cluster: LocalNodeCluster, *, timeout: float = 60.0) 
                     for node_id in cluster.processes:
                         answer = await http.get(f"http://{cluster.plan(node_id).ingress}/healthz")
                         answer.raise_for_status()
-                    async with open_client(cluster.kv_endpoints, cluster.secret, request_timeout=2.0) as kv:
+                    async with open_client(
+                        cluster.kv_endpoints, cluster.secret, request_timeout=2.0, tls=tls
+                    ) as kv:
                         registered = await kv.range(NODES, linearizable=True)
                     if len(registered.kvs) >= len(cluster.processes):
                         return

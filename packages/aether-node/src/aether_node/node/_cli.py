@@ -15,8 +15,11 @@ from typing import Annotated, Any, Literal
 import trio
 from cyclopts import App, Parameter
 
+from aether_kv import KVError
+
 from ..core._config import ConfigError, load_config
-from ._node import load_api_keys, serve_node
+from ._join import join_cluster
+from ._node import ingress_context, load_api_keys, serve_node
 
 app = App(name="aether-node", help="An Aether node: KV replica, slice runtime, ingress.")
 
@@ -41,6 +44,23 @@ def run(
     dev_mode: Annotated[
         bool | None, Parameter(negative=(), help="Open management API when no keys are set (local use only).")
     ] = None,
+    tls: Annotated[
+        bool | None,
+        Parameter(
+            help="Mutual TLS from the cluster CA on the peer and KV ports, HTTPS on the management API"
+            " (default: on, off with --dev-mode). --no-tls: plain text, for a network you trust."
+        ),
+    ] = None,
+    tls_cert_lifetime: Annotated[
+        float | None, Parameter(help="Seconds a node certificate is valid (renewed with a third left).")
+    ] = None,
+    tls_host: Annotated[
+        tuple[str, ...], Parameter(help="Another name or address for the node certificate; repeat.")
+    ] = (),
+    ingress_cert: Annotated[
+        Path | None, Parameter(help="Certificate (PEM) for HTTPS on the ingress.")
+    ] = None,
+    ingress_key: Annotated[Path | None, Parameter(help="Its private key (PEM).")] = None,
     metrics: Annotated[
         bool | None, Parameter(help="Record Prometheus metrics and serve them at /metrics (default on).")
     ] = None,
@@ -51,6 +71,16 @@ def run(
         tuple[str, ...], Parameter(help="KV client address of another node; repeat.")
     ] = (),
     secret_file: Path | None = None,
+    join: Annotated[
+        str | None,
+        Parameter(
+            help="HOST:PORT of a node's management API: get the cluster secret there with --token (only"
+            " if the secret file does not exist yet)."
+        ),
+    ] = None,
+    token: Annotated[
+        str | None, Parameter(env_var="AETHER_JOIN_TOKEN", help="A join token (`aether-node token create`).")
+    ] = None,
     lease_ttl: float | None = None,
     log_level: str = "INFO",
 ) -> None:
@@ -71,14 +101,24 @@ def run(
         "management": management,
         "api_keys_file": api_keys_file,
         "dev_mode": dev_mode,
+        "tls": tls,
+        "tls_cert_lifetime": tls_cert_lifetime,
+        "tls_hosts": list(tls_host) if tls_host else None,
+        "ingress_cert": ingress_cert,
+        "ingress_key": ingress_key,
         "metrics": metrics,
         "lease_ttl": lease_ttl,
         "kv": kv,
     }
     try:
         node_config = load_config(config, overrides)
+        if (join is None) != (token is None):
+            raise ConfigError("--join and --token go together (a join token is used at one node's address)")
+        if join is not None and token is not None and join_cluster(join, token, node_config.kv.secret_file):
+            print(f"aether-node: joined through {join}: secret in {node_config.kv.secret_file}", flush=True)
         node_config.secret  # noqa: B018 (read it now: a bad secret file is a configuration error)
         load_api_keys(node_config)
+        ingress_context(node_config)
     except ConfigError as error:
         print(f"aether-node: error: {error.message}", file=sys.stderr)
         sys.exit(2)
@@ -145,6 +185,67 @@ def build_index(
         print(f"aether-node: error: {error}", file=sys.stderr)
         sys.exit(1)
     print(f"{len(wheels)} wheels in {out}")
+
+
+token_app = App(name="token", help="Join tokens: how a new node gets the cluster secret.")
+app.command(token_app)
+
+
+@token_app.command(name="create")
+def create_token(
+    *,
+    config: Annotated[
+        Path | None, Parameter(help="This host's node configuration (its secret and KV).")
+    ] = None,
+    secret_file: Annotated[Path | None, Parameter(help="The cluster secret (without --config).")] = None,
+    kv_endpoint: Annotated[
+        tuple[str, ...], Parameter(help="KV client address of a replica (without --config); repeat.")
+    ] = (),
+    tls: Annotated[bool, Parameter(help="Whether the KV speaks TLS (without --config; default on).")] = True,
+    ttl: Annotated[float, Parameter(help="Seconds the token may be used in (once).")] = 600.0,
+) -> None:
+    """Make a join token: a new node started with `--join HOST:PORT --token TOKEN` (HOST:PORT: any node's
+    management API) gets the cluster secret with it, once, within TTL seconds. Prints the token."""
+    from ._token import make_token
+
+    try:
+        if config is not None:
+            node_config = load_config(config, {})
+            secret, tls = node_config.secret, node_config.tls_on
+            endpoints = [
+                *([node_config.kv.client] if node_config.kv.client else []),
+                *node_config.kv.endpoints,
+            ]
+        elif secret_file is not None and kv_endpoint:
+            secret, endpoints = read_secret_file(secret_file), list(kv_endpoint)
+        else:
+            raise ConfigError("give --config, or --secret-file and --kv-endpoint")
+        if not tls:
+            raise ConfigError("join tokens need TLS: the secret is never handed out in plain text")
+        if not 10 <= ttl <= 86_400:
+            raise ConfigError(f"--ttl {ttl:g}: expected 10 to 86400 seconds")
+    except ConfigError as error:
+        print(f"aether-node: error: {error.message}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        text = trio.run(make_token, endpoints, secret, ttl)
+    except KVError as error:
+        print(
+            f"aether-node: error: cannot record the token in the cluster's store: {error.message}",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    print(text)
+
+
+def read_secret_file(path: Path) -> str:
+    try:
+        secret = path.read_text().strip()
+    except OSError as error:
+        raise ConfigError(f"--secret-file {path}: cannot read it ({error.strerror})") from None
+    if len(secret) < 16:
+        raise ConfigError(f"--secret-file {path}: the secret must be at least 16 characters")
+    return secret
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import os
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,12 +26,14 @@ from aether_kv import (
     KVClient,
     KVError,
     LeaseNotFoundError,
+    TLSError,
     open_client,
 )
 
 from ..api._api_keys import ApiKeys, Authorizer, parse_api_keys
 from ..api._cluster_view import ClusterView
 from ..api._handlers import Handlers
+from ..api._join_tokens import JoinDesk
 from ..api._management import management_app
 from ..api._slice_logs import SliceLogs
 from ..control._autoscaler import Autoscaler
@@ -54,6 +57,7 @@ from ..runtime._installer import SliceInstaller
 from ..runtime._kv_replica import run_kv_replica
 from ..runtime._slice_host import HostListener
 from ..runtime._slice_store import SliceStore
+from ._certificates import NodeCertificates
 from ._remote_stop import follow_stop_requests
 from ._supervise import run_forever, supervise
 
@@ -87,6 +91,30 @@ def load_api_keys(config: NodeConfig) -> dict[str, str]:
             " configure keys, or run with --dev-mode on a machine of your own"
         )
     return keys
+
+
+def join_desk(kv: KVClient, secret: str, certificates: NodeCertificates | None) -> JoinDesk | None:
+    """What lets new nodes join through this node's management API: with TLS on only (the secret is
+    never handed out in plain text)."""
+    if certificates is None:
+        return None
+    ca = certificates.ca
+    return JoinDesk(kv=kv, secret=secret, ca_pem=ca.pem.decode(), fingerprint=ca.fingerprint)
+
+
+def ingress_context(config: NodeConfig) -> ssl.SSLContext | None:
+    """The SSL context of HTTPS on the app ingress, from the operator's certificate and key (if given)."""
+    if config.ingress_cert is None or config.ingress_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(config.ingress_cert), str(config.ingress_key))
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(
+            f"ingress_cert {config.ingress_cert}, ingress_key {config.ingress_key}:"
+            f" cannot load them ({error})"
+        ) from None
+    return context
 
 
 async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
@@ -264,18 +292,31 @@ async def serve_node(
     secret = config.secret
     api_keys = load_api_keys(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    ingress_tls = ingress_context(config)
+    try:
+        certificates = NodeCertificates(config, secret) if config.tls_on else None
+    except (OSError, TLSError) as error:
+        raise ConfigError(f"{config.tls_dir}: cannot write or load the node certificate ({error})") from None
+    tls = certificates.tls if certificates is not None else None
+    if tls is None:
+        log.warning("TLS is off: the peer, KV and management ports speak plain text")
     async with trio.open_nursery() as outer:
         own = [config.kv.client] if config.kv.client else []
         if config.kv.runs_replica:
             await outer.start(run_kv_replica, config)
         async with (
-            open_client([*own, *config.kv.endpoints], secret, request_timeout=10.0) as kv,
-            open_client(own or list(config.kv.endpoints), secret, request_timeout=2.0) as own_replica,
+            open_client([*own, *config.kv.endpoints], secret, request_timeout=10.0, tls=tls) as kv,
+            open_client(
+                own or list(config.kv.endpoints), secret, request_timeout=2.0, tls=tls
+            ) as own_replica,
             # The lease's own connection: a keep-alive never queues behind the node's other KV traffic
             # (a republish of hundreds of endpoints, a reconcile pass), and gives up within half a TTL
             # (then the client retires a connection that made no progress).
             open_client(
-                [*own, *config.kv.endpoints], secret, request_timeout=lease_request_timeout(config)
+                [*own, *config.kv.endpoints],
+                secret,
+                request_timeout=lease_request_timeout(config),
+                tls=tls,
             ) as lease_kv,
         ):
             await wait_for_kv(kv)
@@ -325,7 +366,9 @@ async def serve_node(
                 )
                 cache = KVCache(kv, EndpointRegistry.PREFIXES)
                 await start("endpoint cache", cache.run)
-                peer_clients = PeerClients(nursery, secret)
+                if certificates is not None:
+                    await start("certificate renewal", run_forever(certificates.renew_forever))
+                peer_clients = PeerClients(nursery, secret, tls=tls)
                 invoker = ClusterInvoker(
                     config.node_id, store, EndpointRegistry(cache), peer_clients, metrics=metrics
                 )
@@ -352,13 +395,15 @@ async def serve_node(
                         stats=metrics.call_stats,
                         usage=usage,
                         versions=invoker.version_calls.snapshot,
+                        tls=tls,
                     )
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
                     if config.ingress_server == "fast":
                         await start("ingress", serve_fast_ingress, invoker.invoke, config.ingress)
                     else:
-                        await start("ingress", serve_http, ingress_app(invoker.invoke), config.ingress)
+                        ingress = functools.partial(serve_http, ssl_context=ingress_tls)
+                        await start("ingress", ingress, ingress_app(invoker.invoke), config.ingress)
                     view = None
                     if config.management:  # status reads from a watch-fed copy, not the whole KV each time
                         view = ClusterView(kv)
@@ -389,9 +434,17 @@ async def serve_node(
                             metrics=metrics,
                             status_kv=own_replica,
                             node_id=config.node_id,
-                            logs=SliceLogs(config.node_id, handlers, store.log_path, store.running),
+                            logs=SliceLogs(
+                                config.node_id,
+                                handlers,
+                                store.log_path,
+                                store.running,
+                                tls=tls.client if tls is not None else None,
+                            ),
+                            join=join_desk(kv, secret, certificates),
                         )
-                        await start("management API", serve_http, app, config.management)
+                        https = functools.partial(serve_http, ssl_context=tls.https() if tls else None)
+                        await start("management API", https, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
                         leadership = LeadershipMonitor(own_replica)
                         await start("leadership monitor", run_forever(leadership.run))
@@ -409,7 +462,10 @@ async def serve_node(
                             ("cluster manager", cluster_manager.run),
                             ("event clock", EventClock(kv).run),  # event times
                             ("membership", Membership(kv).run),  # expected nodes
-                            ("liveness", LivenessWatch(kv, config.node_id, secret).run),  # dead nodes, fast
+                            (
+                                "liveness",
+                                LivenessWatch(kv, config.node_id, secret, tls=tls).run,
+                            ),  # dead nodes
                             ("autoscaler", autoscaler.run),  # [slices.autoscale]: counts from live usage
                         ):
                             await start(name, run_forever(functools.partial(service, leadership)))

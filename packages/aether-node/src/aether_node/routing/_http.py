@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -169,11 +170,32 @@ async def _serve_invoke(
     await send({"type": "http.response.body", "body": content})
 
 
+class _TLSConfig(HypercornConfig):
+    """hypercorn's configuration with an SSL context of ours: hypercorn builds its context once, so a
+    renewed certificate is loaded into this same context (`aether_kv.ReloadingTLS`)."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__()
+        self._context = context
+
+    @property
+    def ssl_enabled(self) -> bool:
+        return True
+
+    def create_ssl_context(self) -> ssl.SSLContext:
+        return self._context
+
+
 async def serve_http(
-    app: ASGIApp, address: str, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    app: ASGIApp,
+    address: str,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve `app` on host:port until cancelled; reports the bound addresses once listening."""
-    config = HypercornConfig()
+    """Serve `app` on host:port until cancelled, over HTTPS with `ssl_context`; reports the bound
+    addresses once listening."""
+    config = HypercornConfig() if ssl_context is None else _TLSConfig(ssl_context)
     config.bind = [address]
     config.accesslog = None
     config.errorlog = log

@@ -21,9 +21,12 @@ from aether_kv import (
     FramedStream,
     InvalidRequestError,
     KVError,
+    ReloadingTLS,
     Replies,
     Reply,
+    accept_tls,
     client_handshake,
+    connect_tls,
     server_handshake,
 )
 
@@ -36,6 +39,7 @@ MAX_FRAME = 16 * 1024 * 1024
 # How much longer than the call's timeout a caller waits for the remote's answer: the remote's own
 # timeout answer must arrive first, on a busy machine too.
 REPLY_GRACE = 2.0
+HANDSHAKE_TIMEOUT = 5.0  # for the TLS handshake of a new connection (the secret's has its own)
 
 # (coordinates, instance, entry, payload, timeout) → result; raises InvocationError
 LocalInvoke = Callable[[str, int, str, Any, float], Awaitable[Any]]
@@ -60,8 +64,11 @@ async def serve_peers(
     stats: LocalStats = list,
     usage: LocalUsage = dict,
     versions: LocalStats = dict,
+    tls: ReloadingTLS | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
+    """Serve the peer protocol on `address` until cancelled; with `tls`, over mutual TLS (a caller must
+    present a certificate of the cluster CA) before the secret's handshake."""
     host, _, port = address.rpartition(":")
     listeners = await trio.open_tcp_listeners(int(port), host=host)
     task_status.started()
@@ -71,7 +78,9 @@ async def serve_peers(
         # inside the connection's nursery arrives as an ExceptionGroup: hence except*).
         try:
             try:
-                await _serve_connection(stream, secret, node_id, invoke, stats, usage, versions)
+                secured = await accept_tls(stream, tls, timeout=HANDSHAKE_TIMEOUT)
+                if secured is not None:
+                    await _serve_connection(secured, secret, node_id, invoke, stats, usage, versions)
             except* (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
                 pass  # the peer went away (a reset, a killed node) or does not speak the protocol
         except Exception:
@@ -89,7 +98,7 @@ def _remote(stream: trio.SocketStream) -> str:
 
 
 async def _serve_connection(
-    stream: trio.SocketStream,
+    stream: trio.abc.Stream,
     secret: str,
     node_id: str,
     invoke: LocalInvoke,
@@ -219,9 +228,17 @@ class _PeerConnection:
 class PeerClients:
     """One lazily opened connection per peer address; reopened when it breaks."""
 
-    def __init__(self, nursery: trio.Nursery, secret: str, *, connect_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        secret: str,
+        *,
+        connect_timeout: float = 2.0,
+        tls: ReloadingTLS | None = None,
+    ) -> None:
         self._nursery = nursery
         self._secret = secret
+        self._tls = tls
         self._connect_timeout = connect_timeout
         self._connections: dict[str, _PeerConnection] = {}
         self._locks: dict[str, trio.Lock] = {}
@@ -238,8 +255,9 @@ class PeerClients:
             try:
                 with trio.fail_after(self._connect_timeout):
                     stream = await trio.open_tcp_stream(host, int(port))
-                    framed = FramedStream(stream, max_frame=MAX_FRAME)
                     try:
+                        secured = await connect_tls(stream, self._tls, host)
+                        framed = FramedStream(secured, max_frame=MAX_FRAME)
                         await client_handshake(framed, self._secret, address)
                     except BaseException:
                         await trio.aclose_forcefully(stream)

@@ -26,6 +26,8 @@ def replica_command(config: NodeConfig) -> list[str]:
     command += ["--secret-file", str(kv.secret_file)]
     for peer in kv.peers:
         command += ["--peer", peer]
+    if config.tls_on:  # the node writes (and renews) the certificate there; the replica re-loads it
+        command += ["--tls-dir", str(config.tls_dir)]
     return command
 
 

@@ -1,0 +1,363 @@
+"""TLS from the cluster CA on a real 2-node cluster (real processes, sockets on 127.0.0.1): the peer and
+KV client ports take only clients with a valid certificate of the cluster CA, the management API speaks
+HTTPS (a client certificate optional, but one presented must be the CA's and valid), the CLI works
+against it with the CA kept in its context, calls cross the nodes' peer links, and certificate renewal
+under a steady stream of calls fails none.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cli_support
+import httpx
+import pytest
+import trio
+from cli_support import CliCluster, cli_cluster, expect, run_aether
+from cryptography import x509
+
+from aether_kv import (
+    CA_FILE,
+    CERT_FILE,
+    KVError,
+    client_identity,
+    cluster_ca,
+    issue,
+    open_client,
+    write_identity,
+)
+
+pytestmark = [pytest.mark.integration]
+
+ADMIN = "admin-key-0123456789abcdef"
+LIFETIME = 15  # seconds a node certificate lives here: renewed every 10 s
+SMALL = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Iterator[CliCluster]:
+    """Two nodes with TLS on (no dev mode, an admin key), certificates that live 15 s, echo ×1 applied."""
+    directory = tmp_path_factory.mktemp("tls")
+    with cli_cluster(
+        directory,
+        sample_index,
+        nodes=2,
+        dev_mode=False,
+        tls=True,
+        node_env={"AETHER_API_KEYS": f"admin:{ADMIN}"},
+        node_args=("--tls-cert-lifetime", str(LIFETIME)),
+    ) as cluster:
+        ca = cluster.local.ca_file
+        expect(cluster.aether("blueprint", "apply", "-", "--wait", env=_trusting(ca), input=SMALL))
+        yield cluster
+
+
+def _trusting(ca: Path) -> dict[str, str]:
+    return {"AETHER_CA_FILE": str(ca), "AETHER_API_KEY": ADMIN}
+
+
+# ---------------------------------------------------------------- clients of every kind
+
+
+@pytest.fixture(scope="module")
+def identities(secured: CliCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | None]:
+    """Certificate files: `good` (the cluster CA's), `other` (another cluster's CA), `expired` (the
+    cluster CA's, expired a day ago), `none` (no certificate at all)."""
+    root = tmp_path_factory.mktemp("identities")
+    client_identity(secured.local.secret, root / "good")
+    client_identity("another cluster's secret, 32 chars", root / "other")
+    ca = cluster_ca(secured.local.secret)
+    a_day = datetime.timedelta(days=1)
+    past = datetime.datetime.now(datetime.UTC) - 2 * a_day
+    write_identity(root / "expired", ca, issue(ca, name="late", hosts=(), now=past, lifetime=a_day))
+    return {name: root / name / CERT_FILE for name in ("good", "other", "expired")} | {"none": None}
+
+
+def client_context(ca: Path, certificate: Path | None) -> ssl.SSLContext:
+    """Trusts the cluster CA (so only the server's side of the check is tested) and presents
+    `certificate`, if any."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if certificate is not None:
+        context.load_cert_chain(str(certificate))
+    return context
+
+
+async def greeted(address: str, context: ssl.SSLContext | None) -> bool:
+    """Whether the server at `address` sends its first frame (the secret's challenge) to this client: over
+    TLS with `context`, or in plain text with None (which sends a frame of its own first, so a TLS server
+    sees no handshake at once). In TLS 1.3 a refused client certificate shows on the first read, after
+    the client's handshake is done."""
+    host, _, port = address.rpartition(":")
+    stream: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
+    try:
+        with trio.move_on_after(10):
+            if context is not None:
+                stream = trio.SSLStream(stream, context, server_hostname=host)
+                await stream.do_handshake()
+            else:
+                await stream.send_all(b"\x00\x00\x00\x02{}")
+            data = await stream.receive_some()
+            return b"nonce" in data
+        return False
+    except trio.BrokenResourceError:
+        return False
+    finally:
+        await trio.aclose_forcefully(stream)
+
+
+def management_answer(url: str, ca: Path, certificate: Path | None) -> int | str:
+    """The status of GET /api/v1/cluster with the admin key, or the name of the error that ended it."""
+    try:
+        with httpx.Client(verify=client_context(ca, certificate), timeout=10) as http:
+            return http.get(f"{url}/api/v1/cluster", headers={"Authorization": f"Bearer {ADMIN}"}).status_code
+    except httpx.HTTPError as error:
+        return type(error).__name__
+
+
+# ---------------------------------------------------------------- the smoke test (default run)
+
+
+def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
+    secured: CliCluster, identities: dict[str, Path | None], tmp_path: Path
+) -> None:
+    local = secured.local
+    ca = local.ca_file
+    # every node wrote the same CA: the one derived from the cluster secret
+    for node in local.nodes:
+        assert (Path(node.data_dir) / "tls" / CA_FILE).read_bytes() == cluster_ca(local.secret).pem
+
+    async def ports() -> dict[tuple[str, str], bool]:
+        seen = {}
+        for kind, address in (("peer", local.nodes[1].peer), ("kv", local.kv_endpoints[0])):
+            seen[kind, "plain"] = await greeted(address, None)
+            for name, certificate in identities.items():
+                seen[kind, name] = await greeted(address, client_context(ca, certificate))
+        return seen
+
+    seen = trio.run(ports)
+    assert seen == {
+        (kind, name): name == "good"
+        for kind in ("peer", "kv")
+        for name in ("plain", "good", "other", "expired", "none")
+    }
+
+    # the KV client protocol, as aether_kv's own client sees it: refused without a good certificate
+    async def kv_status(tls_dir: Path | None) -> str:
+        tls = client_identity(local.secret, tls_dir) if tls_dir else None
+        try:
+            async with open_client(
+                local.kv_endpoints, local.secret, tls=tls, connect_timeout=1, request_timeout=2
+            ) as kv:
+                return f"leader {(await kv.status()).leader is not None}"
+        except KVError:  # no connection completes: whichever way the client says so
+            return "refused"
+
+    assert trio.run(kv_status, None) == "refused"
+    assert trio.run(kv_status, tmp_path / "kv-client") == "leader True"
+
+    # the management API: HTTPS only; no client certificate is fine (the API key counts), a bad one is not
+    url = f"https://{local.nodes[0].management}"
+    answers = {name: management_answer(url, ca, certificate) for name, certificate in identities.items()}
+    assert answers["good"] == answers["none"] == 200, answers
+    assert isinstance(answers["other"], str) and isinstance(answers["expired"], str), answers
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://{local.nodes[0].management}/api/v1/cluster", timeout=10)
+
+    # the CLI: a context that keeps the CA works; without the CA the node's certificate is not trusted
+    cwd = secured.cwd
+    expect(
+        run_aether("context", "add", "prod", secured.urls, "--ca-file", str(ca), "--api-key", ADMIN, cwd=cwd)
+    )
+    status = expect(run_aether("cluster", "status", "--json", cwd=cwd)).json()
+    assert sorted(n["node_id"] for n in status["nodes"]) == ["node-1", "node-2"]
+    untrusted = run_aether("cluster", "status", "--cluster", secured.urls, "--api-key", ADMIN, cwd=cwd)
+    assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, str(untrusted)
+
+    # one echo instance, two ingresses: one of the two calls crosses the peer link (mutual TLS)
+    for node in local.nodes:
+        answer = httpx.post(f"http://{node.ingress}/invoke/org.aether:echo/echo", json={"n": 1}, timeout=30)
+        assert answer.status_code == 200 and answer.json() == {"n": 1}, answer.text
+
+
+@pytest.mark.long
+def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    """Bad input stops `aether-node run` with exit 2 and a sentence, and binds nothing."""
+    (tmp_path / "secret").write_text("s" * 32)
+    secret, new = ["--secret-file", str(tmp_path / "secret")], ["--secret-file", str(tmp_path / "new")]
+    base = [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "data"), "--index", "i"]
+    base += ["--ingress", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--kv-endpoint", "127.0.0.1:3"]
+    cases = {
+        "--join and --token go together": [*secret, "--join", "127.0.0.1:4"],
+        "--token: not a join token": [*new, "--join", "127.0.0.1:4", "--token", "x"],
+    }
+    for message, extra in cases.items():
+        run = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 2 and message in run.stderr, (extra, run.stderr)
+    assert not (tmp_path / "new").exists() and not (tmp_path / "data").exists()
+
+
+# ---------------------------------------------------------------- renewal (long)
+
+
+def _serial(address: str, ca: Path, certificate: Path) -> int:
+    """The serial number of the certificate the server at `address` presents now."""
+    host, _, port = address.rpartition(":")
+    context = client_context(ca, certificate)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as wrapped,
+    ):
+        der = wrapped.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+@pytest.mark.long
+def test_renewal_under_calls_fails_no_call(secured: CliCluster, identities: dict[str, Path | None]) -> None:
+    """Calls through node-2's ingress (its instance, or node-1's over the peer link) and KV writes go on
+    without a pause while both nodes renew their certificates (every 10 s): none fails, and the peer
+    and KV ports present new certificates afterwards."""
+    local = secured.local
+    ca, good = local.ca_file, identities["good"]
+    assert good is not None
+    addresses = [local.nodes[0].peer, local.nodes[1].peer, local.kv_endpoints[0]]
+    before = {address: _serial(address, ca, good) for address in addresses}
+    failures: list[str] = []
+    calls = writes = 0
+
+    async def main() -> None:
+        nonlocal calls, writes
+        tls = local.tls_client()
+        async with (
+            httpx.AsyncClient(timeout=30) as http,
+            open_client(local.kv_endpoints, local.secret, tls=tls) as kv,
+        ):
+            deadline = trio.current_time() + 2.5 * LIFETIME  # at least two renewals of each node
+
+            async def caller(node: int) -> None:
+                nonlocal calls
+                url = f"http://{local.nodes[node].ingress}/invoke/org.aether:echo/echo"
+                while trio.current_time() < deadline:
+                    answer = await http.post(url, json={"call": calls})
+                    calls += 1
+                    if answer.status_code != 200:
+                        failures.append(f"node {node + 1}: {answer.status_code} {answer.text}")
+
+            async def writer() -> None:
+                nonlocal writes
+                while trio.current_time() < deadline:
+                    await kv.put("tls-test/key", str(writes).encode())
+                    writes += 1
+                    await trio.sleep(0.05)
+
+            async with trio.open_nursery() as nursery:
+                for node in (0, 1, 1):
+                    nursery.start_soon(caller, node)
+                nursery.start_soon(writer)
+
+    began = time.monotonic()
+    trio.run(main)
+    after = {address: _serial(address, ca, good) for address in addresses}
+    assert failures == [], failures[:5]
+    assert calls > 0 and writes > 0
+    assert all(after[a] != before[a] for a in addresses), (before, after, time.monotonic() - began)
+    renewed = [
+        line for n in local.nodes for line in local.log_tail(n.node_id, 400).splitlines() if "renewed" in line
+    ]
+    assert len(renewed) >= 4, renewed
+
+
+# ---------------------------------------------------------------- join tokens (long)
+
+
+def node_script() -> list[str]:
+    return cli_support.console_script("aether-node", "aether_node.node:main")
+
+
+def make_token(cluster: CliCluster, ttl: float = 600) -> str:
+    local = cluster.local
+    args = ["token", "create", "--secret-file", str(local.secret_file), "--ttl", str(ttl)]
+    for endpoint in local.kv_endpoints:
+        args += ["--kv-endpoint", endpoint]
+    made = subprocess.run([*node_script(), *args], capture_output=True, text=True, timeout=60, check=False)
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+@pytest.mark.long
+def test_a_node_joins_with_a_token_once(secured: CliCluster, tmp_path: Path) -> None:
+    """A third node with no secret file joins through node-1's management API with a token (it gets the
+    secret over TLS checked by the CA fingerprint in the token) and registers; the same token is then
+    refused, over HTTP and to `aether-node run`."""
+    local = secured.local
+    token = make_token(secured)
+    node = local.add_node()
+    secret_file = tmp_path / "joined-secret"
+
+    def joining(secret: Path) -> list[str]:
+        command = local.command(node)
+        command[command.index("--secret-file") + 1] = str(secret)
+        return [*command, "--join", local.nodes[0].management, "--token", token]
+
+    command = joining(secret_file)
+    Path(node.data_dir).mkdir(parents=True)
+    log_path = Path(node.data_dir) / "node.log"
+    with open(log_path, "wb") as log:
+        node_env = {**os.environ, "AETHER_API_KEYS": f"admin:{ADMIN}"}
+        local.processes[node.node_id] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=node_env
+        )
+    env = _trusting(local.ca_file)
+    cli_support.wait_until(
+        lambda: node.node_id in secured.aether("cluster", "status", "--json", env=env).stdout,
+        timeout=60,
+        what=f"{node.node_id} registered; its log:\n{log_path.read_text(errors='replace')[-2000:]}",
+    )
+    assert secret_file.read_text().strip() == local.secret
+    assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+
+    reused = httpx.post(
+        f"https://{local.nodes[1].management}/api/v1/join",
+        json={"token": token},
+        verify=client_context(local.ca_file, None),
+        timeout=10,
+    )
+    assert reused.status_code == 401 and "used already" in reused.json()["error"]["message"], reused.text
+    again = subprocess.run(
+        joining(tmp_path / "second"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert again.returncode == 2 and "the cluster refused the token" in again.stderr, again.stderr
+    assert "used already" in again.stderr and not (tmp_path / "second").exists()
+
+
+@pytest.mark.long
+def test_an_expired_or_foreign_token_is_refused(secured: CliCluster, tmp_path: Path) -> None:
+    local = secured.local
+    token = make_token(secured, ttl=10)
+    made = time.time()  # the token expires before made + 10 s
+    url = f"https://{local.nodes[0].management}/api/v1/join"
+    verify = client_context(local.ca_file, None)
+    # another cluster's token (its CA fingerprint is not this one's) is refused before anything is sent
+    foreign = token.rsplit(".", 1)[0] + "." + cluster_ca("another cluster's secret, 32 chars").fingerprint
+    run = subprocess.run(
+        [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "x"), "--index", "i",
+         "--ingress", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--kv-endpoint", local.kv_endpoints[0],
+         "--secret-file", str(tmp_path / "secret"), "--join", local.nodes[0].management, "--token", foreign],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2 and "fingerprint is not the token's" in run.stderr, run.stderr
+    # expired: the token's 10 s run out (waited for on the clock, then asked once)
+    cli_support.wait_until(lambda: time.time() > made + 10.5, timeout=30, what="the token's expiry")
+    answer = httpx.post(url, json={"token": token}, verify=verify, timeout=10)
+    assert answer.status_code == 401 and "expired" in answer.json()["error"]["message"], answer.text
