@@ -9,6 +9,7 @@ of real `aether-node` processes (`aether_node.dev`), blueprints written to the K
 - `instances` reads `slices/` (linearizable); `wait_for` polls it until a condition holds and fails with
   the records it saw last (`poll` returns instead of failing); `Watcher` follows every change through a
   KV watch (e.g. "ACTIVE never dropped below N", "no instance number was used twice");
+- `broken_index` (a fixture: import it into the test module): the sample index plus `BROKEN`;
 - `Callers`: concurrent callers of one entry point over a list of ingresses, counting every failure.
 
 Every wait has a deadline and fails with what it saw last.
@@ -30,6 +31,7 @@ from typing import Any
 
 import attrs
 import httpx
+import node_support
 import pytest
 import trio
 
@@ -56,6 +58,28 @@ ECHO = "org.aether:echo:1.0.0"
 ECHO_11 = "org.aether:echo:1.1.0"
 GREETER_ID = "org.aether:greeter"
 GREETER = "org.aether:greeter:1.0.0"
+# A version of echo whose install fails: its wheel needs a distribution (MISSING) the index does not have
+# (`broken_index`), for the rollout tests.
+BROKEN = "org.aether:echo:9.9.9"
+MISSING = "aether-no-such-dependency"
+SETTLE = 90.0  # deadline for instances to become ACTIVE (first installs included, on a busy machine)
+
+
+@pytest.fixture
+def broken_index(sample_index: Path, tmp_path: Path) -> Path:
+    """The sample index plus `org.aether.echo` 9.9.9 (`BROKEN`), which depends on a distribution that is
+    nowhere (`MISSING`)."""
+    index = tmp_path / "index"
+    shutil.copytree(sample_index, index)
+    node_support.build_wheel(
+        tmp_path / "broken-echo",
+        index,
+        name="org.aether.echo",
+        version="9.9.9",
+        dependencies=(f"{MISSING}>=1",),
+        entry_point=ECHO_ID,
+    )
+    return index
 
 
 def build_index(out: Path) -> Path:
