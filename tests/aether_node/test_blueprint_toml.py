@@ -168,7 +168,7 @@ BAD_BLUEPRINTS = [
     (
         "unknown-top-level-key",
         'name = "demo"\nreplicas = 3\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n',
-        "bp.toml:2:1: replicas: unknown key (expected: name, slices)",
+        "bp.toml:2:1: replicas: unknown key (expected: name, policy, slices)",
         2,
         1,
     ),
