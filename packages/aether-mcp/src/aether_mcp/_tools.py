@@ -138,6 +138,21 @@ TOOLS = (
         _changing("Abort a slice's rollout", destructive=True, idempotent=False),
     ),
     ToolSpec(
+        "cluster_policy_show", ("cluster", "policy", "show"), False, _reading("The reconciliation policy")
+    ),
+    ToolSpec(
+        "cluster_policy_set",
+        ("cluster", "policy", "set"),
+        True,
+        _changing("Change the reconciliation policy", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "cluster_rebalance",
+        ("cluster", "rebalance"),
+        True,
+        _changing("End every rebalance delay now", destructive=True, idempotent=True),
+    ),
+    ToolSpec(
         "node_cordon",
         ("node", "cordon"),
         True,
@@ -447,6 +462,38 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     )
     async def slice_abort(artifact: Artifact) -> dict[str, Any]:
         return await ask("slice_abort", lambda c: c.rollout_command(artifact, "abort"))
+
+    @tool(
+        "cluster_policy_show",
+        "The cluster's reconciliation policy in force (rebalance delay after a node is lost, moves in "
+        "flight at once), what an operator set, the blueprints whose [policy] overrides it, and the lost "
+        "nodes whose instances wait.",
+    )
+    async def cluster_policy_show() -> dict[str, Any]:
+        return await ask("cluster_policy_show", lambda c: c.reconcile_policy())
+
+    @tool(
+        "cluster_policy_set",
+        "Change the cluster's reconciliation policy: preset (aggressive, the default, or conservative), "
+        "rebalance_delay (seconds a lost node's instances wait before they are replaced; the availability "
+        "floor still wins), max_moves (moves in flight at once; 0: no limit). A preset starts afresh.",
+    )
+    async def cluster_policy_set(
+        preset: Annotated[str | None, Field(description="aggressive or conservative.")] = None,
+        rebalance_delay: Annotated[float | None, Field(description="Seconds (0: replace at once).")] = None,
+        max_moves: Annotated[int | None, Field(description="Moves in flight at once (0: no limit).")] = None,
+    ) -> dict[str, Any]:
+        settings = {"preset": preset, "rebalance_delay_s": rebalance_delay, "max_moves": max_moves}
+        if all(value is None for value in settings.values()):  # the CLI's own check, with its sentence
+            raise Refused("nothing to set: give --preset, --rebalance-delay or --max-moves")
+        return await ask("cluster_policy_set", lambda c: c.set_reconcile_policy(settings))
+
+    @tool(
+        "cluster_rebalance",
+        "End every rebalance delay now: the instances of lost nodes are replaced on the leader's next pass.",
+    )
+    async def cluster_rebalance() -> dict[str, Any]:
+        return await ask("cluster_rebalance", lambda c: c.rebalance())
 
     @tool("node_cordon", "Place no new instance on a node (what runs there stays).")
     async def node_cordon(node: Node) -> dict[str, Any]:

@@ -8,10 +8,11 @@ could not be made) goes to the next node. A request that may have been received 
 then no answer came in time, or the connection dropped) is resent only if the operation is idempotent:
 every GET, and the management operations that are idempotent by construction (apply, validate and
 diff a blueprint, delete one, roll one back to a named revision, scale a slice, cordon, drain or
-uncordon a node, take or release the agent lease). An invoke is resent only if the cluster says the
-entry point is idempotent (its slice declares it so); when that is unknown it is not resent, and
-`NoAnswerError` says what happened. An invoke carries its timeout to the node, and the client waits longer
-than that, so the node's own 504 answer (with what it knows) reaches the caller.
+uncordon a node, set the reconciliation policy, rebalance, take or release the agent lease). An invoke is
+resent only if the cluster says the entry point is idempotent (its slice declares it so); when that is
+unknown it is not resent, and `NoAnswerError` says what happened. An invoke carries its timeout to the
+node, and the client waits longer than that, so the node's own 504 answer (with what it knows) reaches
+the caller.
 
 Errors: every error the client raises has a `kind` from `ErrorKind`, the one vocabulary of error kinds
 (re-exported here from the node's core with `HTTP_STATUS`, the status a node answers each with): the
@@ -177,6 +178,41 @@ class RolloutInfo:
     share: int | None = 0
     since: float = 0.0
     reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class LostNodeInfo:
+    """A node the leader saw lost whose instance records wait a rebalance delay for it."""
+
+    node_id: str
+    since: float  # when the leader saw it lost (unix seconds)
+    instances: int  # its instance records then
+    delay_s: float  # the longest rebalance delay of its slices
+    awaited: bool = True  # False: `aether cluster rebalance` ended the wait: its instances are replaced
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintPolicy:
+    """A blueprint's `[policy]` table and what it makes of the cluster's policy for its slices."""
+
+    name: str
+    settings: dict[str, str | float | int]  # what its table sets
+    rebalance_delay_s: float
+    max_moves: int
+
+
+@attrs.frozen(kw_only=True)
+class ReconcilePolicyInfo:
+    """The cluster's reconciliation policy (`aether cluster policy show|set`, `aether cluster
+    rebalance`): the values in force for slices whose blueprint has no `[policy]` (the default preset,
+    `aggressive`, under what an operator set), the blueprints that override them, and the lost nodes
+    whose instances wait."""
+
+    rebalance_delay_s: float
+    max_moves: int  # 0: no limit
+    settings: dict[str, str | float | int]  # what an operator set (preset, rebalance_delay_s, max_moves)
+    blueprints: tuple[BlueprintPolicy, ...] = ()
+    lost: tuple[LostNodeInfo, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -367,6 +403,10 @@ EVENT_KINDS = (
     "rollout_promoted",  # the new version takes over; the old instances go
     "rollout_aborted",  # rolled back (a failure, a verdict, an operator): every call on the stable version
     "rollout_done",  # its record was removed (the new version runs alone, or the blueprint moved on)
+    "reconcile_policy_set",  # an operator changed the cluster's reconciliation policy
+    "rebalance_delayed",  # a lost node's instances wait its rebalance delay before they are replaced
+    "rebalance_delay_ended",  # no longer waiting for a lost node: it came back, or its instances are replaced
+    "rebalance_requested",  # an operator ended every rebalance delay now (`aether cluster rebalance`)
     "audit",  # a change through the management API: who (a key's name), what (method, path, target), status
 )
 
@@ -940,6 +980,21 @@ class ApiClient:
         """`operation`: pause or resume."""
         data = self._request("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}", idempotent=True)
         return from_json(data, AutoscaleStatus)
+
+    def reconcile_policy(self) -> ReconcilePolicyInfo:
+        return from_json(self._request("GET", "/api/v1/cluster/policy"), ReconcilePolicyInfo)
+
+    def set_reconcile_policy(self, settings: dict[str, str | float | int | None]) -> ReconcilePolicyInfo:
+        """Change the cluster's policy: `preset`, `rebalance_delay_s`, `max_moves` (None: unchanged; a
+        preset given drops the values set before that are not given again)."""
+        data = self._request("POST", "/api/v1/cluster/policy", json_body=settings, idempotent=True)
+        return from_json(data, ReconcilePolicyInfo)
+
+    def rebalance(self) -> ReconcilePolicyInfo:
+        """End the rebalance delay of every lost node now: their instances are replaced."""
+        return from_json(
+            self._request("POST", "/api/v1/cluster/rebalance", idempotent=True), ReconcilePolicyInfo
+        )
 
     def rollout_command(self, artifact: str, operation: str) -> RolloutInfo:
         """`promote` or `abort` the canary or blue-green rollout of a slice. Not resent: a second promote

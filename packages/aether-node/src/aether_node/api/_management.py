@@ -48,6 +48,7 @@ from ._backup import restore_backup, take_backup
 from ._dashboard import dashboard_routes
 from ._handlers import Handlers
 from ._operations import Operations
+from ._reconcile import ReconcileOperations
 from ._slice_logs import LogRequest, Send, SliceLogs
 
 KEEPALIVE = 15.0  # seconds between comment lines on an idle event stream
@@ -224,6 +225,21 @@ def management_app(
     async def autoscale_operation(request: Request) -> Any:
         """pause or resume."""
         return await autoscale.operation(request.path_params["artifact"], request.path_params["operation"])
+
+    reconcile = ReconcileOperations(handlers)
+
+    @route("/api/v1/cluster/policy", "viewer")
+    async def policy(request: Request) -> Any:
+        return await reconcile.status()
+
+    @route("/api/v1/cluster/policy", "operator", "POST", audit=True)
+    async def set_policy(request: Request) -> Any:
+        """Body: {"preset": "conservative", "rebalance_delay_s": 30, "max_moves": 2} (any of them)."""
+        return await reconcile.set(await json_object(request))
+
+    @route("/api/v1/cluster/rebalance", "operator", "POST", audit=True)
+    async def rebalance(request: Request) -> Any:
+        return await reconcile.rebalance()
 
     @route("/api/v1/slices/{artifact}/promote", "operator", "POST", audit=True)
     async def promote(request: Request) -> Any:
@@ -453,6 +469,9 @@ def management_app(
         autoscale_status,
         autoscale_set,
         autoscale_operation,
+        policy,
+        set_policy,
+        rebalance,
         promote,
         abort,
         node_operation,
