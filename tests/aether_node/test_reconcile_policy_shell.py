@@ -147,13 +147,13 @@ async def test_after_the_delay_or_a_rebalance_the_instances_are_replaced(
 async def test_the_api_shows_sets_and_refuses_policies(kv: MemoryStore, handlers: Handlers) -> None:
     api = ReconcileOperations(handlers)
     shown = await api.status()
-    assert (shown.rebalance_delay_s, shown.max_moves, shown.settings) == (0.0, 0, {})
+    assert (shown.rebalance_delay_s, shown.max_moves, shown.preset, shown.settings) == (0.0, 0, "", {})
     shown = await api.set({"preset": "conservative"})
-    assert (shown.rebalance_delay_s, shown.max_moves, shown.settings) == (60.0, 2, {"preset": "conservative"})
+    assert (shown.rebalance_delay_s, shown.max_moves, shown.preset) == (60.0, 2, "conservative")
     shown = await api.set({"max_moves": 5, "preset": None})
-    assert (shown.max_moves, shown.settings) == (5, {"preset": "conservative", "max_moves": 5})
+    assert (shown.max_moves, shown.preset, shown.settings) == (5, "conservative", {"max_moves": 5})
     shown = await api.set({"preset": "aggressive"})  # a preset starts afresh
-    assert (shown.rebalance_delay_s, shown.max_moves, shown.settings) == (0.0, 0, {"preset": "aggressive"})
+    assert (shown.rebalance_delay_s, shown.max_moves, shown.settings) == (0.0, 0, {})
     before = await kv.get(RECONCILE_POLICY)
     for body, message in [
         ({"preset": "lazy"}, "policy.preset: must be one of aggressive, conservative, got 'lazy'"),
@@ -187,7 +187,7 @@ async def test_the_api_lists_overriding_blueprints_and_lost_nodes_and_rebalances
     shown = await api.status()
     assert shown.blueprints == (
         BlueprintPolicy(
-            name="careful", settings={"rebalance_delay_s": 9.0}, rebalance_delay_s=9.0, max_moves=0
+            name="careful", preset="", settings={"rebalance_delay_s": 9.0}, rebalance_delay_s=9.0, max_moves=0
         ),
     )
     assert shown.lost == (LostNodeInfo(node_id="n3", since=5.0, instances=2, delay_s=9.0, awaited=True),)

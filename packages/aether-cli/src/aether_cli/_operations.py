@@ -223,8 +223,11 @@ def _policy_lines(result: Any) -> None:
         wait = f"rebalance delay {delay:g} s" if delay else "no rebalance delay"
         return wait + (f", at most {moves} moves at a time" if moves else ", no limit on moves")
 
-    told = ", ".join(f"{k} {v}" for k, v in result.settings.items()) or "nothing: the default, aggressive"
-    print(f"cluster: {values(result.rebalance_delay_s, result.max_moves)} (set: {told})")
+    told = ([f"preset {result.preset}"] if result.preset else []) + [
+        f"{k} {v:g}" for k, v in result.settings.items()
+    ]
+    told_text = ", ".join(told) or "nothing: the default, aggressive"
+    print(f"cluster: {values(result.rebalance_delay_s, result.max_moves)} (set: {told_text})")
     for blueprint in result.blueprints:
         own = values(blueprint.rebalance_delay_s, blueprint.max_moves)
         print(f"  blueprint {_output._text(blueprint.name)}: {own}")

@@ -196,7 +196,8 @@ class BlueprintPolicy:
     """A blueprint's `[policy]` table and what it makes of the cluster's policy for its slices."""
 
     name: str
-    settings: dict[str, str | float | int]  # what its table sets
+    preset: str  # its table's preset ("": none)
+    settings: dict[str, float]  # the values its table sets (rebalance_delay_s, max_moves)
     rebalance_delay_s: float
     max_moves: int
 
@@ -210,7 +211,8 @@ class ReconcilePolicyInfo:
 
     rebalance_delay_s: float
     max_moves: int  # 0: no limit
-    settings: dict[str, str | float | int]  # what an operator set (preset, rebalance_delay_s, max_moves)
+    preset: str  # the preset an operator set ("": none, the default)
+    settings: dict[str, float]  # the values an operator set (rebalance_delay_s, max_moves)
     blueprints: tuple[BlueprintPolicy, ...] = ()
     lost: tuple[LostNodeInfo, ...] = ()
 

@@ -23,15 +23,12 @@ from ..core._schema import REBALANCE_KEY, RECONCILE, RECONCILE_POLICY
 from ._handlers import Handlers
 
 
-def _settings(policy: ReconcilePolicy | None) -> dict[str, str | float | int]:
+def _settings(policy: ReconcilePolicy | None) -> dict[str, float]:
+    """The values a layer sets (its preset apart)."""
     if policy is None:
         return {}
-    values = {
-        "preset": policy.preset,
-        "rebalance_delay_s": policy.rebalance_delay_s,
-        "max_moves": policy.max_moves,
-    }
-    return {k: v for k, v in values.items() if v not in ("", None)}
+    values = {"rebalance_delay_s": policy.rebalance_delay_s, "max_moves": policy.max_moves}
+    return {k: float(v) for k, v in values.items() if v is not None}
 
 
 def _refuse(path: str, message: str, key: str) -> RequestError:
@@ -51,6 +48,7 @@ class ReconcileOperations:
         blueprints = tuple(
             BlueprintPolicy(
                 name=b.name,
+                preset=b.policy.preset,
                 settings=_settings(b.policy),
                 rebalance_delay_s=(mine := resolve(state.policy, b.policy)).rebalance_delay_s,
                 max_moves=mine.max_moves,
@@ -72,6 +70,7 @@ class ReconcileOperations:
         return ReconcilePolicyInfo(
             rebalance_delay_s=resolved.rebalance_delay_s,
             max_moves=resolved.max_moves,
+            preset=state.policy.preset if state.policy else "",
             settings=_settings(state.policy),
             blueprints=blueprints,
             lost=lost,
