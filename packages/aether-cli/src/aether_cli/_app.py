@@ -462,6 +462,8 @@ OPERATIONS = (
     (autoscale_app, "resume", "slice_autoscale_resume", "Let the autoscaler decide for a slice again."),
     (slice_app, "promote", "slice_promote", "Promote a slice's canary, or end a blue-green grace period."),
     (slice_app, "abort", "slice_abort", "Abort a slice's canary or blue-green rollout: back to stable."),
+    (slice_app, "pause", "slice_pause", "Pause a slice's rolling update where it stands."),
+    (slice_app, "resume", "slice_resume", "Resume a slice's paused rolling update."),
     (policy_app, "show", "cluster_policy_show", "The reconciliation policy in force; lost nodes awaited."),
     (policy_app, "set", "cluster_policy_set", "Set the cluster's preset, rebalance delay or max moves."),
     (

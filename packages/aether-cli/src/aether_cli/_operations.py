@@ -1,7 +1,7 @@
-"""`aether blueprint history|rollback|diff`, `aether slice scale|promote|abort`, `aether slice autoscale
-status|set|pause|resume`, `aether cluster policy show|set`, `aether cluster rebalance`, `aether node
-cordon|uncordon|drain|stop`: revisions of blueprints, scaling, rollouts, the reconciliation policy and
-operations on nodes, through the management API (each has its MCP tool)."""
+"""`aether blueprint history|rollback|diff`, `aether slice scale|promote|abort|pause|resume`, `aether
+slice autoscale status|set|pause|resume`, `aether cluster policy show|set`, `aether cluster rebalance`,
+`aether node cordon|uncordon|drain|stop`: revisions of blueprints, scaling, rollouts, the reconciliation
+policy and operations on nodes, through the management API (each has its MCP tool)."""
 
 from __future__ import annotations
 
@@ -166,6 +166,28 @@ def slice_abort(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
     """Abort the canary or blue-green rollout of slice ARTIFACT (group:artifact): every call goes back to
     the stable version at once and the new instances go."""
     _rollout(artifact, "abort", common)
+
+
+def slice_pause(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Pause the rolling update of slice ARTIFACT (group:artifact) where it stands: no new instance of the
+    new version, no old one removed (both keep serving), until `aether slice resume`."""
+    _pause(artifact, "pause", common)
+
+
+def slice_resume(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Resume the paused rolling update of slice ARTIFACT: it goes on, never below the floor."""
+    _pause(artifact, "resume", common)
+
+
+def _pause(artifact: str, operation: str, common: Common) -> None:
+    result = call(common, lambda client: client.pause_operation(artifact, operation))
+
+    def human() -> None:
+        print(f"{result.artifact}: {'paused' if result.paused else 'rolling update resumed'}")
+        if result.status:
+            print(f"  {result.status}")
+
+    emit(common, result, human)
 
 
 def _rollout(artifact: str, operation: str, common: Common) -> None:

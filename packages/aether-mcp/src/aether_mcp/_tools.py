@@ -138,6 +138,18 @@ TOOLS = (
         _changing("Abort a slice's rollout", destructive=True, idempotent=False),
     ),
     ToolSpec(
+        "slice_pause",
+        ("slice", "pause"),
+        True,
+        _changing("Pause a slice's rolling update", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "slice_resume",
+        ("slice", "resume"),
+        True,
+        _changing("Resume a slice's rolling update", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
         "cluster_policy_show", ("cluster", "policy", "show"), False, _reading("The reconciliation policy")
     ),
     ToolSpec(
@@ -462,6 +474,18 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     )
     async def slice_abort(artifact: Artifact) -> dict[str, Any]:
         return await ask("slice_abort", lambda c: c.rollout_command(artifact, "abort"))
+
+    @tool(
+        "slice_pause",
+        "Pause a slice's rolling update where it stands: no new instance of the new version, no old one "
+        "removed (both keep serving) until resumed. Refused for a canary or blue-green slice.",
+    )
+    async def slice_pause(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_pause", lambda c: c.pause_operation(artifact, "pause"))
+
+    @tool("slice_resume", "Resume a slice's paused rolling update (never below its floor).")
+    async def slice_resume(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_resume", lambda c: c.pause_operation(artifact, "resume"))
 
     @tool(
         "cluster_policy_show",

@@ -181,6 +181,16 @@ class RolloutInfo:
 
 
 @attrs.frozen(kw_only=True)
+class PauseInfo:
+    """A slice's rolling update paused or resumed (`aether slice pause|resume`)."""
+
+    artifact: str  # group:artifact
+    paused: bool
+    since: float = 0.0  # when it was paused
+    status: str = ""  # where its update stands while paused
+
+
+@attrs.frozen(kw_only=True)
 class LostNodeInfo:
     """A node the leader saw lost whose instance records wait a rebalance delay for it."""
 
@@ -404,6 +414,8 @@ EVENT_KINDS = (
     "rollout_switched",  # blue-green: every call goes to the new set; the old one stays for the grace period
     "rollout_promoted",  # the new version takes over; the old instances go
     "rollout_aborted",  # rolled back (a failure, a verdict, an operator): every call on the stable version
+    "rollout_paused",  # an operator paused a slice's rolling update: it stays where it is
+    "rollout_resumed",  # an operator resumed it
     "rollout_done",  # its record was removed (the new version runs alone, or the blueprint moved on)
     "reconcile_policy_set",  # an operator changed the cluster's reconciliation policy
     "rebalance_delayed",  # a lost node's instances wait its rebalance delay before they are replaced
@@ -982,6 +994,13 @@ class ApiClient:
         """`operation`: pause or resume."""
         data = self._request("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}", idempotent=True)
         return from_json(data, AutoscaleStatus)
+
+    def pause_operation(self, artifact: str, operation: str) -> PauseInfo:
+        """`pause` or `resume` the rolling update of a slice (idempotent: a second pause changes nothing)."""
+        data = self._request(
+            "POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}", idempotent=True
+        )
+        return from_json(data, PauseInfo)
 
     def reconcile_policy(self) -> ReconcilePolicyInfo:
         return from_json(self._request("GET", "/api/v1/cluster/policy"), ReconcilePolicyInfo)

@@ -249,6 +249,14 @@ def management_app(
     async def abort(request: Request) -> Any:
         return await operations.rollout(request.path_params["artifact"], "abort")
 
+    @route("/api/v1/slices/{artifact}/pause", "operator", "POST", audit=True)
+    async def pause(request: Request) -> Any:
+        return await operations.pause(request.path_params["artifact"], "pause")
+
+    @route("/api/v1/slices/{artifact}/resume", "operator", "POST", audit=True)
+    async def resume(request: Request) -> Any:
+        return await operations.pause(request.path_params["artifact"], "resume")
+
     @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST", audit=True)
     async def node_operation(request: Request) -> Any:
         """cordon, uncordon or drain."""
@@ -474,6 +482,8 @@ def management_app(
         rebalance,
         promote,
         abort,
+        pause,
+        resume,
         node_operation,
         blueprint_status,
         list_slices,

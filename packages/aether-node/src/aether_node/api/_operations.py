@@ -14,10 +14,19 @@ import trio
 
 from aether_kv import Compare, CompareOp, CompareTarget, Put
 
-from ..client import ApplyResult, BlueprintDiff, BlueprintRevision, NodeInfo, RolloutInfo, SliceSummary
+from ..client import (
+    ApplyResult,
+    BlueprintDiff,
+    BlueprintRevision,
+    NodeInfo,
+    PauseInfo,
+    RolloutInfo,
+    SliceSummary,
+)
 from ..control._cluster_manager import observe_data
 from ..control._diff import diff_blueprint
 from ..control._node_ops import LEAVING, decode_operations, split_operations
+from ..control._pause import decode_paused, pause_specs
 from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
 from ..control._strategies import RolloutCommandError, command, decode_rollouts
@@ -26,12 +35,24 @@ from ..core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprin
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._kv_errors import store_errors
-from ..core._records import NodeOperation, NodeOperationRecord, NodeStopRequest, encode_record
-from ..core._schema import BLUEPRINTS, NODE_OPS, NODES, SLICES, node_op_key, node_stop_key, rollout_key
+from ..core._records import NodeOperation, NodeOperationRecord, NodeStopRequest, PausedRollout, encode_record
+from ..core._schema import (
+    BLUEPRINTS,
+    NODE_OPS,
+    NODES,
+    PAUSED,
+    SLICES,
+    node_op_key,
+    node_stop_key,
+    paused_key,
+    rollout_key,
+)
+from ..core._update_spec import UpdateStrategy
 from ._handlers import Handlers, applied, rollout_info
 
 NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop")
 ROLLOUT_OPERATIONS = ("promote", "abort")
+PAUSE_OPERATIONS = ("pause", "resume")
 STOP_WAIT = 5.0  # seconds `node stop` waits for the node to say it is leaving
 
 
@@ -210,6 +231,56 @@ class Operations:
             if result.succeeded:
                 return rollout_info(changed)
         raise RequestError(ErrorKind.CONFLICT, f"the rollout of {artifact_id} keeps changing; try again")
+
+    # ------------------------------------------------------------ pause and resume
+
+    async def pause(self, artifact: str, operation: str) -> PauseInfo:
+        """`pause` or `resume` the rolling update of a slice (`cluster/paused/{artifact}`); refused for a
+        slice no blueprint deploys (404) or one whose update is canary or blue-green (409: promote or
+        abort it)."""
+        if operation not in PAUSE_OPERATIONS:
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no operation {operation!r} (known: {', '.join(PAUSE_OPERATIONS)})"
+            )
+        artifact_id = Handlers._artifact_id(artifact)
+        await self.handlers._fresh()
+        specs = [
+            s
+            for b in (await self.handlers._blueprints()).values()
+            for s in b.slices
+            if s.artifact.rsplit(":", 1)[0] == artifact_id
+        ]
+        if not specs:
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id}: apply one that does first"
+            )
+        spec = specs[0]
+        if spec.update is not None and spec.update.strategy is not UpdateStrategy.ROLLING:
+            raise RequestError(
+                ErrorKind.CONFLICT,
+                f"{artifact_id} updates by {spec.update.strategy.value}, not rolling: promote or abort its"
+                " rollout instead",
+            )
+        key = paused_key(artifact_id)
+        paused = decode_paused(await self.handlers._read(PAUSED))
+        record = paused.get(artifact_id)
+        with store_errors(f"could not {operation} {artifact_id}"):
+            if operation == "resume":
+                if record is not None:
+                    await self.kv.delete(key)
+                return PauseInfo(artifact=artifact_id, paused=False)
+            if record is None:
+                record = PausedRollout(since=self.clock())
+                await self.kv.put(key, encode_record(record))
+        data = {prefix: await self.handlers._read(prefix) for prefix in (BLUEPRINTS, NODES, SLICES)}
+        _, _, instances, _ = observe_data(data)
+        held = pause_specs([spec], instances, {artifact_id: record})
+        status = (
+            held.problems[0].message
+            if held.problems
+            else "no version change in progress: the next one stays where it starts until resumed"
+        )
+        return PauseInfo(artifact=artifact_id, paused=True, since=record.since, status=status)
 
     # ------------------------------------------------------------ node operations
 

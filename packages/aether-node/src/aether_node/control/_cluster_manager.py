@@ -2,14 +2,14 @@
 
 While leading it claims `cluster/leader` (a fencing key: every write it makes is a transaction that
 compares that claim, so a deposed leader cannot write), reconciles from scratch, then again on every
-change under blueprints/, nodes/, slices/, cluster/node-ops/, cluster/rollouts/ and cluster/reconcile/
-and on a timer.
-Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_reconcile.plan`
-places, `_rebalance` applies the reconciliation policy); this module observes, plans, and carries out the
-actions. It keeps `cluster/reconcile/lost/` (the nodes whose instances wait a rebalance delay) before it
-plans on them. It never plans on a
-view older than its own writes. For a canary step it reads every node's calls per version
-(`read_versions`) at the step's start and after its window, and passes the verdict to the planner.
+change under blueprints/, nodes/, slices/, cluster/node-ops/, cluster/rollouts/, cluster/reconcile/ and
+cluster/paused/ and on a timer.
+Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_pause` holds a
+paused rolling update, `_reconcile.plan` places, with `_rebalance` applying the reconciliation policy);
+this module observes, plans, and carries out the actions. It keeps `cluster/reconcile/lost/` (the nodes
+whose instances wait a rebalance delay) before it plans on them. It never plans on a view older than its
+own writes. For a canary step it reads every node's calls per version (`read_versions`) at the step's
+start and after its window, and passes the verdict to the planner.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from ..core._schema import (
     LEADER_KEY,
     NODE_OPS,
     NODES,
+    PAUSED,
     PROBLEMS_PREFIX,
     RECONCILE,
     ROLLOUTS,
@@ -66,6 +67,7 @@ from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
 from ._canary_verdict import Verdict, evaluate, version_windows
 from ._node_ops import decode_operations, split_operations
+from ._pause import decode_paused, merge_problems, pause_specs
 from ._rebalance import decode_reconcile, lost_changes, node_delays, policies_of
 from ._reconcile import (
     Action,
@@ -200,7 +202,7 @@ class ClusterDeploymentManager:
         self.problems = tuple(
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
-        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE])
+        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED])
         self._batch = TxnBatcher(self.kv)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._batch.run)
@@ -230,6 +232,7 @@ class ClusterDeploymentManager:
                     revision = await self._write_lost(lost, reconcile.lost_revisions, fence)
                     await cache.caught_up(RECONCILE, revision)
                     continue  # plan with the lost nodes as recorded
+                paused = pause_specs(steered.specs, instances, decode_paused(cache.data[PAUSED]))
                 result = plan(
                     steered.specs,
                     nodes,
@@ -239,10 +242,12 @@ class ClusterDeploymentManager:
                     stopping=stopping,
                     cordoned=cordoned,
                     draining=draining,
-                    held=steered.held,
+                    held=steered.held | paused.held,
                     lost=reconcile.awaited(),
                     policies=policies,
+                    frozen=paused.held,
                 )
+                result = attrs.evolve(result, problems=merge_problems(result.problems, paused.problems))
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
                 if result.actions:

@@ -6,7 +6,8 @@ Per artifact (`group:artifact`), against the blueprint's spec:
 - a node that is stopping (its registration says `leaving`) gets no new instance and is otherwise left
   alone: it stops and forgets its own instances, and those do not count as available meanwhile;
 - the allocation (`_allocation`) says how many instances of the wanted version each node should run;
-  missing ones are created, within a surge budget (at most `instances + max_surge` placed at once);
+  missing ones are created, within a surge budget (at most `instances + max_surge` placed at once; a
+  rolling `[slices.update]` table's own `max_surge` wins over the leader's);
 - surplus, old-version and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
   recently added — but an ACTIVE one only while the ACTIVE count stays at the number to keep: as many as
   the cluster could hold were no node excluded after failures (a move or a version rollout puts the
@@ -43,6 +44,7 @@ from ..core._errors import InvalidCoordinatesError
 from ..core._reconcile_spec import DEFAULT, ResolvedPolicy
 from ..core._records import REMOVING, SliceState
 from ..core._text import plural
+from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
 from ._rebalance import await_lost
 
@@ -110,6 +112,11 @@ class Plan:
     problems: tuple[Problem, ...]
 
 
+def rolling(spec: SliceSpec) -> bool:
+    """Whether the slice's own `[slices.update]` says rolling (then its `max_surge` counts)."""
+    return spec.update is not None and spec.update.strategy is UpdateStrategy.ROLLING
+
+
 def _newest_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstance]:
     """Removal order: not yet ACTIVE first, then the most recently added (highest instance number)."""
     return sorted(instances, key=lambda i: (i.state is SliceState.ACTIVE, -i.instance))
@@ -129,13 +136,15 @@ def plan(
     held: Collection[str] = frozenset(),
     lost: Mapping[str, float] | None = None,
     policies: Mapping[str, ResolvedPolicy] | None = None,
+    frozen: Collection[str] = frozenset(),
 ) -> Plan:
     """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
     those in `cordoned` take no new instance, those in `draining` take none and are emptied. For the
     artifact ids in `held` (a canary or blue-green rollout in progress, `_strategies.py`) the ACTIVE
     instances of other versions stay: they are not removed and do not count against the surge. `lost`:
     the nodes the leader saw lost and since when; `policies`: the reconciliation policy per artifact id
-    (missing: the default, no delay and no limit)."""
+    (missing: the default, no delay and no limit). For the artifact ids in `frozen` (a paused rolling
+    update, `_pause.py`; they are `held` too) no instance is created."""
     policies = policies or {}
     awaiting = await_lost(specs, instances, {n.node_id for n in nodes}, lost or {}, policies, now=now)
     specs = awaiting.specs
@@ -241,7 +250,8 @@ def plan(
         in_place = len(placed) + len(old) - len(holding) + len(removing_now)
 
         # (Counted from the number to keep: instances the floor holds back do not stall the new ones.)
-        budget = max(0, max(wanted_count, keep) + max_surge - in_place)
+        surge = spec.update.max_surge if rolling(spec) else max_surge
+        budget = 0 if artifact_id in frozen else max(0, max(wanted_count, keep) + surge - in_place)
         # Creations while another node holds a surplus ACTIVE instance of this version are moves: name
         # the node each one moves from (for the event log), oldest surplus first, one per surplus.
         move_sources = [i.node_id for i in reversed(_newest_first(surplus)) if i.state is SliceState.ACTIVE]

@@ -137,6 +137,15 @@ class LostNodeRecord:
 
 
 @attrs.frozen(kw_only=True)
+class PausedRollout:
+    """`cluster/paused/{group:artifact}`: an operator paused the slice's rolling update (`aether slice
+    pause`) at `since`; deleted by `aether slice resume`."""
+
+    since: float
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
 class RebalanceRequest:
     """`cluster/reconcile/rebalance`: `aether cluster rebalance` ends, at `requested_at`, the wait for
     every node lost before it (the leader compares revisions: the record's mod revision against each

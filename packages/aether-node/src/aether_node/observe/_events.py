@@ -1,9 +1,9 @@
 """The typed cluster event log: KV changes → `ClusterEvent`s, and filters over them. Pure: no I/O.
 
 Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader`,
-`cluster/node-ops/`, `cluster/autoscale-decisions/`, `cluster/rollouts/`, `cluster/reconcile/`,
-`cluster/audit/` and `slices/` is one or two events), so every node can tell the same story, in
-revision order. Kinds: `client.EVENT_KINDS`.
+`cluster/node-ops/`, `cluster/autoscale-decisions/`, `cluster/rollouts/`, `cluster/paused/`,
+`cluster/reconcile/`, `cluster/audit/` and `slices/` is one or two events), so every node can tell the
+same story, in revision order. Kinds: `client.EVENT_KINDS`.
 
 An event's time is when it was written, the same on every query: the writer's own timestamp where the
 record carries one (instance states, blueprints, leader claims), else — node joins and losses, deletions —
@@ -33,6 +33,7 @@ from ..core._records import (
     NodeOperation,
     NodeOperationRecord,
     NodeRecord,
+    PausedRollout,
     RebalanceRequest,
     RecordError,
     RolloutPhase,
@@ -49,6 +50,7 @@ from ..core._schema import (
     LOST_NODES,
     NODE_OPS,
     NODES,
+    PAUSED,
     REBALANCE_KEY,
     RECONCILE,
     RECONCILE_POLICY,
@@ -120,7 +122,7 @@ def needs_time(event: Event) -> bool:
         return event.kind == "delete" or _blueprint_time(event) is None
     if key.startswith(SLICES):
         return event.kind == "delete" and InstanceKey.parse(key) is not None
-    if key.startswith(NODE_OPS) or key.startswith(ROLLOUTS) or key.startswith(RECONCILE):
+    if any(key.startswith(p) for p in (NODE_OPS, ROLLOUTS, RECONCILE, PAUSED)):
         return event.kind == "delete"
     return False
 
@@ -232,6 +234,8 @@ def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
         return _rollout_event(event, key[len(ROLLOUTS) :], at)
     if key.startswith(RECONCILE):
         return _reconcile_event(event, at)
+    if key.startswith(PAUSED):
+        return _pause_event(event, key[len(PAUSED) :], at)
     if key == LEADER_KEY and event.kind == "put":
         return _leader_event(event)
     if key.startswith(AUTOSCALE_DECISIONS) and event.kind == "put":
@@ -242,6 +246,21 @@ def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
     if key.startswith(AUDIT) and event.kind == "put":
         return _audit_event(event)
     return []
+
+
+def _pause_event(event: Event, artifact_id: str, at: float) -> list[ClusterEvent]:
+    """A slice's rolling update paused (its record written) or resumed (deleted)."""
+    if event.kind == "delete":
+        message = f"rolling update of {artifact_id} resumed"
+        return [_made(event, at, "rollout_resumed", artifact_id, message, artifact=artifact_id)]
+    if event.prev is not None:
+        return []
+    try:
+        record = decode_record(event.kv.key, event.kv.value, PausedRollout)
+    except RecordError:
+        return []
+    message = f"rolling update of {artifact_id} paused: it stays where it is until resumed"
+    return [_made(event, record.since, "rollout_paused", artifact_id, message, artifact=artifact_id)]
 
 
 def _reconcile_event(event: Event, at: float) -> list[ClusterEvent]:
