@@ -47,7 +47,7 @@ cluster_app = App(
     name="cluster",
     help="The cluster: status, nodes, events, forget a node, backup and restore, its policy, rebalance.",
 )
-node_app = App(name="node", help="Operate one node: cordon, uncordon, drain, stop.")
+node_app = App(name="node", help="Operate one node: cordon, uncordon, drain, stop, restart.")
 key_app = App(name="key", help="The cluster's named API keys: create, list, revoke (admin role).")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 context_app = App(name="context", help="Named clusters and their API keys, in ~/.config/aether/config.toml.")
@@ -476,6 +476,7 @@ OPERATIONS = (
     (node_app, "uncordon", "node_uncordon", "Put NODE back on duty (ends a cordon or drain)."),
     (node_app, "drain", "node_drain", "Cordon NODE and move its instances off, never below a floor."),
     (node_app, "stop", "node_stop", "Stop NODE gracefully (as SIGTERM does): it leaves the cluster."),
+    (node_app, "restart", "node_restart", "Stop NODE gracefully, then start it again: same id and data."),
 )
 for group, command, function_name, summary in OPERATIONS:
     group.command(f"aether_cli._operations:{function_name}", name=command, help=summary)

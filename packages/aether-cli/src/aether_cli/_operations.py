@@ -1,7 +1,7 @@
 """`aether blueprint history|rollback|diff`, `aether slice scale|promote|abort|pause|resume`, `aether
 slice autoscale status|set|pause|resume`, `aether cluster policy show|set`, `aether cluster rebalance`,
-`aether node cordon|uncordon|drain|stop`: revisions of blueprints, scaling, rollouts, the reconciliation
-policy and operations on nodes, through the management API (each has its MCP tool)."""
+`aether node cordon|uncordon|drain|stop|restart`: revisions of blueprints, scaling, rollouts, the
+reconciliation policy and operations on nodes, through the management API (each has its MCP tool)."""
 
 from __future__ import annotations
 
@@ -285,6 +285,13 @@ def node_uncordon(node: str, *, common: Common = DEFAULT_COMMON) -> None:
 def node_drain(node: str, *, common: Common = DEFAULT_COMMON) -> None:
     """Cordon NODE and move its instances off, each replacement ACTIVE first, never below a floor."""
     _node_operation(node, "drain", common)
+
+
+def node_restart(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Restart NODE: the graceful stop of `node stop` (its instances move elsewhere), then the node process
+    starts again in place (the same command line, node id and data directory, the same PID), however it
+    was started. It shows LEAVING, then joins again within seconds (`aether cluster nodes`)."""
+    _node_operation(node, "restart", common)
 
 
 def node_stop(node: str, *, common: Common = DEFAULT_COMMON) -> None:

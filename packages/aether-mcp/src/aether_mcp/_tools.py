@@ -183,6 +183,12 @@ TOOLS = (
         "node_stop", ("node", "stop"), True, _changing("Stop a node", destructive=True, idempotent=True)
     ),
     ToolSpec(
+        "node_restart",
+        ("node", "restart"),
+        True,
+        _changing("Restart a node", destructive=True, idempotent=False),
+    ),
+    ToolSpec(
         "key_create",
         ("key", "create"),
         True,
@@ -542,6 +548,14 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     )
     async def node_stop(node: Node) -> dict[str, Any]:
         return await ask("node_stop", lambda c: c.node_operation(node, "stop"))
+
+    @tool(
+        "node_restart",
+        "Restart a node: the graceful stop of node_stop (its instances move elsewhere), then the node "
+        "process starts again in place, with the same id, configuration and data; it rejoins in seconds.",
+    )
+    async def node_restart(node: Node) -> dict[str, Any]:
+        return await ask("node_restart", lambda c: c.node_operation(node, "restart"))
 
     # Named API keys, backup and restore: the cluster refuses them unless this service's own key has the
     # admin role, so an agent can never make itself a key stronger than the one it was given.

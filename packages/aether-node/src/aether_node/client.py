@@ -1024,7 +1024,7 @@ class ApiClient:
         return from_json(data, RolloutInfo)
 
     def node_operation(self, node_id: str, operation: str) -> NodeInfo:
-        """`operation`: cordon, uncordon, drain or stop."""
+        """`operation`: cordon, uncordon, drain, stop or restart."""
         data = self._request(
             "POST", f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}", idempotent=True
         )

@@ -1,6 +1,6 @@
 """Operations on the cluster beyond applying blueprints: blueprint history, rollback and diff, scaling a
 slice (a new revision of its blueprint), promoting or aborting a slice's canary or blue-green rollout,
-and node operations (cordon, uncordon, drain). Protocol-agnostic
+and node operations (cordon, uncordon, drain, stop, restart). Protocol-agnostic
 like `_handlers`, whose reads and errors they share: typed request in, typed result out, or a
 RequestError. Bad input is refused before anything is written.
 """
@@ -50,7 +50,7 @@ from ..core._schema import (
 from ..core._update_spec import UpdateStrategy
 from ._handlers import Handlers, applied, rollout_info
 
-NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop")
+NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop", "restart")
 ROLLOUT_OPERATIONS = ("promote", "abort")
 PAUSE_OPERATIONS = ("pause", "resume")
 STOP_WAIT = 5.0  # seconds `node stop` waits for the node to say it is leaving
@@ -297,8 +297,8 @@ class Operations:
             raise RequestError(
                 ErrorKind.NOT_FOUND, f"no node {node_id!r} is registered (registered: {known})"
             )
-        if operation == "stop":
-            return await self._stop(node_id)
+        if operation in ("stop", "restart"):
+            return await self._stop(node_id, restart=operation == "restart")
         key = node_op_key(node_id)
         wanted = {"cordon": NodeOperation.CORDONED, "drain": NodeOperation.DRAINING}.get(operation)
         before = operations.get(node_id)
@@ -315,12 +315,13 @@ class Operations:
                 return info
         return _absent(node_id)
 
-    async def _stop(self, node_id: str) -> NodeInfo:
-        """Ask the node (this run of it) to stop gracefully, then wait until it says it is leaving (or is
-        gone) for up to STOP_WAIT seconds; its state then."""
+    async def _stop(self, node_id: str, *, restart: bool = False) -> NodeInfo:
+        """Ask the node (this run of it) to stop gracefully (and, `restart`, to start again as the same
+        process: `node/_cli.py`), then wait until it says it is leaving (or is gone) for up to STOP_WAIT
+        seconds; its state then."""
         record = next(n for n in await self.handlers._nodes() if n.node_id == node_id)
-        request = NodeStopRequest(started_at=record.started_at, requested_at=self.clock())
-        with store_errors(f"could not ask node {node_id} to stop"):
+        request = NodeStopRequest(started_at=record.started_at, requested_at=self.clock(), restart=restart)
+        with store_errors(f"could not ask node {node_id} to {'restart' if restart else 'stop'}"):
             await self.kv.put(node_stop_key(node_id), encode_record(request))
         last = None
         with trio.move_on_after(STOP_WAIT):

@@ -162,6 +162,7 @@ class NodeStopRequest:
 
     started_at: float
     requested_at: float = 0.0
+    restart: bool = False  # `aether node restart`: after the stop the node starts again (same identity, data)
     schema_version: int = SCHEMA_VERSION
 
 
