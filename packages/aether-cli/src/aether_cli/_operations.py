@@ -75,6 +75,10 @@ def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
             for node in change.nodes:
                 if node.before != node.after:
                     print(f"    {node.node_id}: {node.before} → {node.after}")
+            if change.rollout:
+                print(f"    in flight: {change.rollout}")
+            if change.update:
+                print(f"    how: {change.update}")
             if change.problem:
                 print(f"    problem: {change.problem}")
 

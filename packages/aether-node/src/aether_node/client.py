@@ -126,6 +126,10 @@ class SliceChange:
     replaced: int  # running instances replaced by the new version
     nodes: tuple[NodePlacement, ...]
     problem: str = ""  # what would not fit
+    rollout: str = ""  # a canary or blue-green rollout in flight now, or a paused rolling update
+    update: str = (
+        ""  # how the change would go: its strategy's steps, or what it does to the rollout in flight
+    )
 
 
 @attrs.frozen(kw_only=True)

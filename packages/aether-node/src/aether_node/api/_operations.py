@@ -41,6 +41,7 @@ from ..core._schema import (
     NODE_OPS,
     NODES,
     PAUSED,
+    ROLLOUTS,
     SLICES,
     node_op_key,
     node_stop_key,
@@ -138,9 +139,11 @@ class Operations:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
         await self.handlers._fresh()
         await self.handlers.refuse_claimed(blueprint, source)
-        data = {prefix: await self.handlers._read(prefix) for prefix in (BLUEPRINTS, NODES, SLICES, NODE_OPS)}
+        prefixes = (BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, PAUSED)
+        data = {prefix: await self.handlers._read(prefix) for prefix in prefixes}
         stored, nodes, instances, stopping = observe_data(data)
         cordoned, draining = split_operations(decode_operations(data[NODE_OPS]))
+        records, _ = decode_rollouts(data[ROLLOUTS])
         return diff_blueprint(
             blueprint,
             stored,
@@ -150,6 +153,8 @@ class Operations:
             stopping=stopping,
             cordoned=cordoned,
             draining=draining,
+            rollouts=records,
+            paused=frozenset(decode_paused(data[PAUSED])),
         )
 
     # ------------------------------------------------------------ scale
