@@ -33,7 +33,7 @@ SLICE_KEYS = (
 )
 # ... with instances on line 5 and the [slices.update] header on line 7: the next line is line 8.
 UPDATE = HEAD + "instances = 2\n\n[slices.update]\n"
-UPDATE_KEYS = "grace_s, max_error_rate, max_p99_ratio, step_window_s, steps, strategy"
+UPDATE_KEYS = "grace_s, max_error_rate, max_p99_ratio, max_surge, step_window_s, steps, strategy"
 
 
 def with_artifact(artifact: str) -> str:
@@ -140,6 +140,8 @@ def test_a_blue_green_update_table_parses_with_its_defaults() -> None:
 def test_a_slice_without_update_has_none_and_rolling_is_explicit() -> None:
     assert parse_blueprint(HEAD + "instances = 2\n", SOURCE).slices[0].update is None
     assert parse_blueprint(UPDATE + 'strategy = "rolling"\n', SOURCE).slices[0].update == UpdateSpec()
+    surged = parse_blueprint(UPDATE + "max_surge = 3\n", SOURCE).slices[0].update
+    assert surged == UpdateSpec(max_surge=3)
 
 
 def test_min_available_equal_to_instances_is_accepted() -> None:
@@ -168,7 +170,7 @@ BAD_BLUEPRINTS = [
     (
         "unknown-top-level-key",
         'name = "demo"\nreplicas = 3\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n',
-        "bp.toml:2:1: replicas: unknown key (expected: name, slices)",
+        "bp.toml:2:1: replicas: unknown key (expected: name, policy, slices)",
         2,
         1,
     ),
@@ -402,6 +404,20 @@ BAD_BLUEPRINTS = [
         "update-grace-for-rolling",
         UPDATE + "grace_s = 10\n",
         "bp.toml:8:1: slices[0].update.grace_s: only for strategy = 'blue_green' (this slice's is 'rolling')",
+        8,
+        1,
+    ),
+    (
+        "update-surge-for-canary",
+        UPDATE + 'strategy = "canary"\nmax_surge = 2\n',
+        "bp.toml:9:1: slices[0].update.max_surge: only for strategy = 'rolling' (this slice's is 'canary')",
+        9,
+        1,
+    ),
+    (
+        "update-surge-zero",
+        UPDATE + "max_surge = 0\n",
+        "bp.toml:8:1: slices[0].update.max_surge: must be a whole number in [1, 1000], got 0",
         8,
         1,
     ),

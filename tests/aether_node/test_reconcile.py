@@ -137,6 +137,7 @@ class Cluster:
                         reason="start failed: boom" if failing else "",
                         key=key,
                         mod_revision=self.revision,
+                        moved_from=action.moved_from,
                     )
                 case RemoveInstance() | DeleteRecord():
                     record = self.records.pop(action.key)

@@ -57,6 +57,11 @@ ECHO = "org.aether:echo:1.0.0"
 ECHO_11 = "org.aether:echo:1.1.0"
 GREETER_ID = "org.aether:greeter"
 GREETER = "org.aether:greeter:1.0.0"
+# A version of echo whose install fails: its wheel needs a distribution (MISSING) the index does not have
+# (the `broken_index` fixture of conftest.py), for the rollout tests.
+BROKEN = "org.aether:echo:9.9.9"
+MISSING = "aether-no-such-dependency"
+SETTLE = 90.0  # deadline for instances to become ACTIVE (first installs included, on a busy machine)
 
 
 # ---------------------------------------------------------------- processes

@@ -13,18 +13,19 @@ Each test runs its own cluster (the second one restarts it).
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
-import node_support
 import pytest
 import trio
 from cluster_support import (
+    BROKEN,
     ECHO,
     ECHO_11,
     ECHO_ID,
     GREETER,
     GREETER_ID,
+    MISSING,
+    SETTLE,
     Callers,
     SliceSpec,
     Watcher,
@@ -54,27 +55,6 @@ from aether_node.client import ApiClient, BlueprintStatus
 from aether_node.dev import LocalNodeCluster, wait_until_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-BROKEN = "org.aether:echo:9.9.9"  # its wheel needs a distribution the index does not have
-MISSING = "aether-no-such-dependency"
-SETTLE = 90.0  # deadline for instances to become ACTIVE (first installs included, on a busy machine)
-
-
-@pytest.fixture
-def broken_index(sample_index: Path, tmp_path: Path) -> Path:
-    """The sample index plus `org.aether.echo` 9.9.9, which depends on a distribution that is nowhere."""
-    index = tmp_path / "index"
-    shutil.copytree(sample_index, index)
-    node_support.build_wheel(
-        tmp_path / "broken-echo",
-        index,
-        name="org.aether.echo",
-        version="9.9.9",
-        dependencies=(f"{MISSING}>=1",),
-        entry_point=ECHO_ID,
-    )
-    return index
 
 
 async def blueprint_status(cluster: LocalNodeCluster, name: str) -> BlueprintStatus:

@@ -51,7 +51,7 @@ def cli_commands() -> set[tuple[str, ...]]:
 def test_every_cli_command_has_its_tool_and_back() -> None:
     commands = cli_commands()
     tools = {spec.cli: spec.name for spec in TOOLS}
-    assert len(commands) == 34, sorted(commands)
+    assert len(commands) == 40, sorted(commands)
     assert set(tools) == commands, (
         f"CLI commands without a tool: {sorted(commands - set(tools))}; "
         f"tools without a CLI command: {sorted(set(tools) - commands)}"
@@ -122,6 +122,7 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                 (("slice", "autoscale", "status"), ("slice_autoscale_status", {})),
                 (("node", "cordon", "node-3"), ("node_cordon", {"node": "node-3"})),
                 (("node", "uncordon", "node-3"), ("node_uncordon", {"node": "node-3"})),
+                (("cluster", "policy", "show"), ("cluster_policy_show", {})),
             ]
             for args, (name, arguments) in pairs:
                 assert cli(*args) == await tool(name, **arguments), f"aether {' '.join(args)} vs {name}"
@@ -173,6 +174,15 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
                 "slice_autoscale_set", artifact="org.aether:echo"
             )
             assert cli_refusal("node", "drain", "node-9") == await refusal("node_drain", node="node-9")
+            assert cli_refusal("node", "restart", "node-9") == await refusal("node_restart", node="node-9")
+            assert cli_refusal("cluster", "policy", "set") == await refusal("cluster_policy_set")
+            assert cli_refusal("cluster", "policy", "set", "--preset", "lazy") == await refusal(
+                "cluster_policy_set", preset="lazy"
+            )
+            for operation in ("pause", "resume"):  # no blueprint deploys it
+                assert cli_refusal("slice", operation, "org.aether:nope") == await refusal(
+                    f"slice_{operation}", artifact="org.aether:nope"
+                )
             assert cli_refusal("slice", "logs", "org.aether:nope") == await refusal(
                 "slice_logs", artifact="org.aether:nope"
             )

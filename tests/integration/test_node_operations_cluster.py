@@ -197,6 +197,52 @@ def test_node_stop_stops_the_node_gracefully_and_its_instances_are_replaced(
 
 
 @pytest.mark.long
+def test_node_restart_brings_the_same_node_back_as_the_same_process(
+    cluster: CliCluster, api: ApiClient, tmp_path: Path
+) -> None:
+    """node-3 (a KV replica) stops gracefully and replaces itself by the same command line: the same
+    process (PID) runs on, registers again as node-3 with its data (its KV replica rejoins from its own
+    directory, its installed slice environment is still there) and takes instances again."""
+    apply(cluster, tmp_path, ECHO3)
+    process = cluster.local.processes["node-3"]
+    before = node(api, "node-3").started_at
+    installed = Path(cluster.local.plan("node-3").data_dir) / "slices"
+    kept = sorted(p.name for p in installed.iterdir())
+    assert kept, "node-3 installed nothing"
+    refused = expect(cluster.aether("node", "restart", "node-9"), 1)
+    assert "no node 'node-9' is registered" in refused.stderr
+
+    restarted = expect(cluster.aether("node", "restart", "node-3", "--json")).json()
+    assert (restarted["node_id"], restarted["state"]) == ("node-3", "LEAVING")
+    wait_until(
+        lambda: any(n.node_id == "node-3" and n.started_at > before for n in api.nodes()),
+        timeout=90,
+        what="node-3 registered again, a new run",
+    )
+    assert process.poll() is None  # the same process: it replaced itself, nothing ended
+    assert node(api, "node-3").state == "ON_DUTY"
+    assert sorted(p.name for p in installed.iterdir()) == kept  # its data stayed
+    assert "aether-node: restarting" in cluster.local.log_tail("node-3", 400)
+    wait_until(
+        lambda: placement(api, "org.aether:echo") == {"node-1": 1, "node-2": 1, "node-3": 1},
+        timeout=90,
+        what="echo evened out over the three nodes again",
+    )
+    wait_until(lambda: not cluster_status_reasons(api), timeout=60, what="a healthy cluster")
+
+    async def stop_request() -> object:
+        async with kv_of(cluster.local) as kv:
+            return await kv.get("cluster/node-stop/node-3")
+
+    assert trio.run(stop_request) is None  # deleted as it stopped: the new run stays up
+    expect(cluster.aether("blueprint", "delete", "web"))
+
+
+def cluster_status_reasons(api: ApiClient) -> list[str]:
+    return list(api.cluster_status().reasons)
+
+
+@pytest.mark.long
 def test_a_cordon_outlives_a_change_of_leader(cluster: CliCluster, api: ApiClient, tmp_path: Path) -> None:
     """The operator's intent is in the KV, not in the leader's memory: after the leader stops, the new
     one still places nothing on the cordoned node. (Last: it stops the leading node.) Either node left

@@ -24,9 +24,12 @@ import node_support
 import pytest
 import trio
 from cluster_support import (
+    BROKEN,
     ECHO,
     ECHO_11,
     ECHO_ID,
+    MISSING,
+    SETTLE,
     Callers,
     SliceSpec,
     Watcher,
@@ -49,9 +52,6 @@ from aether_node.dev import LocalNodeCluster
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-BROKEN = "org.aether:echo:9.9.9"  # its wheel needs a distribution the index does not have
-MISSING = "aether-no-such-dependency"
-SETTLE = 60.0  # deadline for instances to become ACTIVE (first installs included, on a busy machine)
 BLUE_GREEN = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=2.0)
 CANARY = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(50, 100), step_window_s=1.0)
 
@@ -79,22 +79,6 @@ def raising_index(sample_index: Path, tmp_path: Path) -> Path:
         version="1.2.0",
         entry_point=ECHO_ID,
         source=source,
-    )
-    return index
-
-
-@pytest.fixture
-def broken_index(sample_index: Path, tmp_path: Path) -> Path:
-    """The sample index plus `org.aether.echo` 9.9.9, which depends on a distribution that is nowhere."""
-    index = tmp_path / "index"
-    shutil.copytree(sample_index, index)
-    node_support.build_wheel(
-        tmp_path / "broken-echo",
-        index,
-        name="org.aether.echo",
-        version="9.9.9",
-        dependencies=(f"{MISSING}>=1",),
-        entry_point=ECHO_ID,
     )
     return index
 

@@ -44,9 +44,10 @@ slice_app = App(
     name="slice", help="Slice instances: list, status, invoke, logs; new slice projects, publish."
 )
 cluster_app = App(
-    name="cluster", help="The cluster: status, nodes, events, forget a node, backup and restore."
+    name="cluster",
+    help="The cluster: status, nodes, events, forget a node, backup and restore, its policy, rebalance.",
 )
-node_app = App(name="node", help="Operate one node: cordon, uncordon, drain, stop.")
+node_app = App(name="node", help="Operate one node: cordon, uncordon, drain, stop, restart.")
 key_app = App(name="key", help="The cluster's named API keys: create, list, revoke (admin role).")
 dev_app = App(name="dev", help="A local cluster on this machine, for trying Aether.")
 context_app = App(name="context", help="Named clusters and their API keys, in ~/.config/aether/config.toml.")
@@ -54,6 +55,8 @@ autoscale_app = App(name="autoscale", help="Autoscaled slices: status; set targe
 for sub in (blueprint_app, slice_app, cluster_app, node_app, key_app, dev_app, context_app):
     app.command(sub)
 slice_app.command(autoscale_app)
+policy_app = App(name="policy", help="The reconciliation policy: rebalance delay, moves in flight.")
+cluster_app.command(policy_app)
 
 DEFAULT_COMMON = Common()
 BLUEPRINT_FILE = "a blueprint is UTF-8 TOML"
@@ -459,10 +462,21 @@ OPERATIONS = (
     (autoscale_app, "resume", "slice_autoscale_resume", "Let the autoscaler decide for a slice again."),
     (slice_app, "promote", "slice_promote", "Promote a slice's canary, or end a blue-green grace period."),
     (slice_app, "abort", "slice_abort", "Abort a slice's canary or blue-green rollout: back to stable."),
+    (slice_app, "pause", "slice_pause", "Pause a slice's rolling update where it stands."),
+    (slice_app, "resume", "slice_resume", "Resume a slice's paused rolling update."),
+    (policy_app, "show", "cluster_policy_show", "The reconciliation policy in force; lost nodes awaited."),
+    (policy_app, "set", "cluster_policy_set", "Set the cluster's preset, rebalance delay or max moves."),
+    (
+        cluster_app,
+        "rebalance",
+        "cluster_rebalance",
+        "End every rebalance delay: replace lost nodes' instances.",
+    ),
     (node_app, "cordon", "node_cordon", "Place no new instance on NODE."),
     (node_app, "uncordon", "node_uncordon", "Put NODE back on duty (ends a cordon or drain)."),
     (node_app, "drain", "node_drain", "Cordon NODE and move its instances off, never below a floor."),
     (node_app, "stop", "node_stop", "Stop NODE gracefully (as SIGTERM does): it leaves the cluster."),
+    (node_app, "restart", "node_restart", "Stop NODE gracefully, then start it again: same id and data."),
 )
 for group, command, function_name, summary in OPERATIONS:
     group.command(f"aether_cli._operations:{function_name}", name=command, help=summary)

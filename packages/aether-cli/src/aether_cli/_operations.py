@@ -1,6 +1,7 @@
-"""`aether blueprint history|rollback|diff`, `aether slice scale|promote|abort`, `aether slice autoscale
-status|set|pause|resume`, `aether node cordon|uncordon|drain|stop`: revisions of blueprints, scaling,
-rollouts and operations on nodes, through the management API (each has its MCP tool)."""
+"""`aether blueprint history|rollback|diff`, `aether slice scale|promote|abort|pause|resume`, `aether
+slice autoscale status|set|pause|resume`, `aether cluster policy show|set`, `aether cluster rebalance`,
+`aether node cordon|uncordon|drain|stop|restart`: revisions of blueprints, scaling, rollouts, the
+reconciliation policy and operations on nodes, through the management API (each has its MCP tool)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from ._common import EXIT_BAD_INPUT, Common, call, emit, fail, read_input
+from ._common import EXIT_BAD_INPUT, Common, call, emit, fail, plural, read_input
 
 DEFAULT_COMMON = Common()
 
@@ -73,6 +74,10 @@ def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
             for node in change.nodes:
                 if node.before != node.after:
                     print(f"    {node.node_id}: {node.before} → {node.after}")
+            if change.rollout:
+                print(f"    in flight: {change.rollout}")
+            if change.update:
+                print(f"    how: {change.update}")
             if change.problem:
                 print(f"    problem: {change.problem}")
 
@@ -161,6 +166,28 @@ def slice_abort(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
     _rollout(artifact, "abort", common)
 
 
+def slice_pause(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Pause the rolling update of slice ARTIFACT (group:artifact) where it stands: no new instance of the
+    new version, no old one removed (both keep serving), until `aether slice resume`."""
+    _pause(artifact, "pause", common)
+
+
+def slice_resume(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Resume the paused rolling update of slice ARTIFACT: it goes on, never below the floor."""
+    _pause(artifact, "resume", common)
+
+
+def _pause(artifact: str, operation: str, common: Common) -> None:
+    result = call(common, lambda client: client.pause_operation(artifact, operation))
+
+    def human() -> None:
+        print(f"{result.artifact}: {'paused' if result.paused else 'rolling update resumed'}")
+        if result.status:
+            print(f"  {result.status}")
+
+    emit(common, result, human)
+
+
 def _rollout(artifact: str, operation: str, common: Common) -> None:
     result = call(common, lambda client: client.rollout_command(artifact, operation))
 
@@ -174,6 +201,62 @@ def _rollout(artifact: str, operation: str, common: Common) -> None:
 
 def _revision_line(result: Any) -> str:
     return f"blueprint {result.name!r} at revision {result.blueprint_revision} ({result.change})"
+
+
+def cluster_policy_show(*, common: Common = DEFAULT_COMMON) -> None:
+    """The reconciliation policy in force (rebalance delay, moves in flight), what was set, the
+    blueprints that override it, and the lost nodes whose instances wait."""
+    result = call(common, lambda client: client.reconcile_policy())
+    emit(common, result, lambda: _policy_lines(result))
+
+
+def cluster_policy_set(
+    *,
+    preset: Annotated[str | None, Parameter(help="aggressive (the default) or conservative.")] = None,
+    rebalance_delay: Annotated[
+        float | None, Parameter(help="Seconds a lost node's instances wait for it before they are replaced.")
+    ] = None,
+    max_moves: Annotated[
+        int | None, Parameter(help="Moves in flight at once in the cluster (0: no limit).")
+    ] = None,
+    common: Common = DEFAULT_COMMON,
+) -> None:
+    """Change the cluster's reconciliation policy (a blueprint's [policy] table overrides it for its
+    slices). A preset starts afresh: values set before and not given again go."""
+    settings = {"preset": preset, "rebalance_delay_s": rebalance_delay, "max_moves": max_moves}
+    if all(value is None for value in settings.values()):
+        fail(EXIT_BAD_INPUT, "nothing to set: give --preset, --rebalance-delay or --max-moves")
+    result = call(common, lambda client: client.set_reconcile_policy(settings))
+    emit(common, result, lambda: _policy_lines(result))
+
+
+def cluster_rebalance(*, common: Common = DEFAULT_COMMON) -> None:
+    """End every rebalance delay now: the instances of lost nodes are replaced on the leader's next pass."""
+    result = call(common, lambda client: client.rebalance())
+    emit(common, result, lambda: _policy_lines(result))
+
+
+def _policy_lines(result: Any) -> None:
+    from . import _output
+
+    def values(delay: float, moves: int) -> str:
+        wait = f"rebalance delay {delay:g} s" if delay else "no rebalance delay"
+        return wait + (f", at most {moves} moves at a time" if moves else ", no limit on moves")
+
+    told = ([f"preset {result.preset}"] if result.preset else []) + [
+        f"{k} {v:g}" for k, v in result.settings.items()
+    ]
+    told_text = ", ".join(told) or "nothing: the default, aggressive"
+    print(f"cluster: {values(result.rebalance_delay_s, result.max_moves)} (set: {told_text})")
+    for blueprint in result.blueprints:
+        own = values(blueprint.rebalance_delay_s, blueprint.max_moves)
+        print(f"  blueprint {_output._text(blueprint.name)}: {own}")
+    for lost in result.lost:
+        state = "awaited" if lost.awaited else "no longer awaited (rebalance)"
+        print(
+            f"  node {_output._text(lost.node_id)} lost {_output._age(lost.since)} ago:"
+            f" {plural(lost.instances, 'instance')}, delay {lost.delay_s:g} s, {state}"
+        )
 
 
 def _node_operation(node: str, operation: str, common: Common) -> None:
@@ -200,6 +283,13 @@ def node_uncordon(node: str, *, common: Common = DEFAULT_COMMON) -> None:
 def node_drain(node: str, *, common: Common = DEFAULT_COMMON) -> None:
     """Cordon NODE and move its instances off, each replacement ACTIVE first, never below a floor."""
     _node_operation(node, "drain", common)
+
+
+def node_restart(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+    """Restart NODE: the graceful stop of `node stop` (its instances move elsewhere), then the node process
+    starts again in place (the same command line, node id and data directory, the same PID), however it
+    was started. It shows LEAVING, then joins again within seconds (`aether cluster nodes`)."""
+    _node_operation(node, "restart", common)
 
 
 def node_stop(node: str, *, common: Common = DEFAULT_COMMON) -> None:

@@ -138,6 +138,33 @@ TOOLS = (
         _changing("Abort a slice's rollout", destructive=True, idempotent=False),
     ),
     ToolSpec(
+        "slice_pause",
+        ("slice", "pause"),
+        True,
+        _changing("Pause a slice's rolling update", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "slice_resume",
+        ("slice", "resume"),
+        True,
+        _changing("Resume a slice's rolling update", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "cluster_policy_show", ("cluster", "policy", "show"), False, _reading("The reconciliation policy")
+    ),
+    ToolSpec(
+        "cluster_policy_set",
+        ("cluster", "policy", "set"),
+        True,
+        _changing("Change the reconciliation policy", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
+        "cluster_rebalance",
+        ("cluster", "rebalance"),
+        True,
+        _changing("End every rebalance delay now", destructive=True, idempotent=True),
+    ),
+    ToolSpec(
         "node_cordon",
         ("node", "cordon"),
         True,
@@ -154,6 +181,12 @@ TOOLS = (
     ),
     ToolSpec(
         "node_stop", ("node", "stop"), True, _changing("Stop a node", destructive=True, idempotent=True)
+    ),
+    ToolSpec(
+        "node_restart",
+        ("node", "restart"),
+        True,
+        _changing("Restart a node", destructive=True, idempotent=False),
     ),
     ToolSpec(
         "key_create",
@@ -447,6 +480,50 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     async def slice_abort(artifact: Artifact) -> dict[str, Any]:
         return await ask("slice_abort", lambda c: c.rollout_command(artifact, "abort"))
 
+    @tool(
+        "slice_pause",
+        "Pause a slice's rolling update where it stands: no new instance of the new version, no old one "
+        "removed (both keep serving) until resumed. Refused for a canary or blue-green slice.",
+    )
+    async def slice_pause(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_pause", lambda c: c.pause_operation(artifact, "pause"))
+
+    @tool("slice_resume", "Resume a slice's paused rolling update (never below its floor).")
+    async def slice_resume(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_resume", lambda c: c.pause_operation(artifact, "resume"))
+
+    @tool(
+        "cluster_policy_show",
+        "The cluster's reconciliation policy in force (rebalance delay after a node is lost, moves in "
+        "flight at once), what an operator set, the blueprints whose [policy] overrides it, and the lost "
+        "nodes whose instances wait.",
+    )
+    async def cluster_policy_show() -> dict[str, Any]:
+        return await ask("cluster_policy_show", lambda c: c.reconcile_policy())
+
+    @tool(
+        "cluster_policy_set",
+        "Change the cluster's reconciliation policy: preset (aggressive, the default, or conservative), "
+        "rebalance_delay (seconds a lost node's instances wait before they are replaced; the availability "
+        "floor still wins), max_moves (moves in flight at once; 0: no limit). A preset starts afresh.",
+    )
+    async def cluster_policy_set(
+        preset: Annotated[str | None, Field(description="aggressive or conservative.")] = None,
+        rebalance_delay: Annotated[float | None, Field(description="Seconds (0: replace at once).")] = None,
+        max_moves: Annotated[int | None, Field(description="Moves in flight at once (0: no limit).")] = None,
+    ) -> dict[str, Any]:
+        settings = {"preset": preset, "rebalance_delay_s": rebalance_delay, "max_moves": max_moves}
+        if all(value is None for value in settings.values()):  # the CLI's own check, with its sentence
+            raise Refused("nothing to set: give --preset, --rebalance-delay or --max-moves")
+        return await ask("cluster_policy_set", lambda c: c.set_reconcile_policy(settings))
+
+    @tool(
+        "cluster_rebalance",
+        "End every rebalance delay now: the instances of lost nodes are replaced on the leader's next pass.",
+    )
+    async def cluster_rebalance() -> dict[str, Any]:
+        return await ask("cluster_rebalance", lambda c: c.rebalance())
+
     @tool("node_cordon", "Place no new instance on a node (what runs there stays).")
     async def node_cordon(node: Node) -> dict[str, Any]:
         return await ask("node_cordon", lambda c: c.node_operation(node, "cordon"))
@@ -470,6 +547,14 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     )
     async def node_stop(node: Node) -> dict[str, Any]:
         return await ask("node_stop", lambda c: c.node_operation(node, "stop"))
+
+    @tool(
+        "node_restart",
+        "Restart a node: the graceful stop of node_stop (its instances move elsewhere), then the node "
+        "process starts again in place, with the same id, configuration and data; it rejoins in seconds.",
+    )
+    async def node_restart(node: Node) -> dict[str, Any]:
+        return await ask("node_restart", lambda c: c.node_operation(node, "restart"))
 
     # Named API keys, backup and restore: the cluster refuses them unless this service's own key has the
     # admin role, so an agent can never make itself a key stronger than the one it was given.

@@ -8,10 +8,11 @@ could not be made) goes to the next node. A request that may have been received 
 then no answer came in time, or the connection dropped) is resent only if the operation is idempotent:
 every GET, and the management operations that are idempotent by construction (apply, validate and
 diff a blueprint, delete one, roll one back to a named revision, scale a slice, cordon, drain or
-uncordon a node, take or release the agent lease). An invoke is resent only if the cluster says the
-entry point is idempotent (its slice declares it so); when that is unknown it is not resent, and
-`NoAnswerError` says what happened. An invoke carries its timeout to the node, and the client waits longer
-than that, so the node's own 504 answer (with what it knows) reaches the caller.
+uncordon a node, set the reconciliation policy, rebalance, take or release the agent lease). An invoke is
+resent only if the cluster says the entry point is idempotent (its slice declares it so); when that is
+unknown it is not resent, and `NoAnswerError` says what happened. An invoke carries its timeout to the
+node, and the client waits longer than that, so the node's own 504 answer (with what it knows) reaches
+the caller.
 
 Errors: every error the client raises has a `kind` from `ErrorKind`, the one vocabulary of error kinds
 (re-exported here from the node's core with `HTTP_STATUS`, the status a node answers each with): the
@@ -126,6 +127,10 @@ class SliceChange:
     replaced: int  # running instances replaced by the new version
     nodes: tuple[NodePlacement, ...]
     problem: str = ""  # what would not fit
+    rollout: str = ""  # a canary or blue-green rollout in flight now, or a paused rolling update
+    update: str = (
+        ""  # how the change would go: its strategy's steps, or what it does to the rollout in flight
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -178,6 +183,53 @@ class RolloutInfo:
     share: int | None = 0
     since: float = 0.0
     reason: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class PauseInfo:
+    """A slice's rolling update paused or resumed (`aether slice pause|resume`)."""
+
+    artifact: str  # group:artifact
+    paused: bool
+    since: float = 0.0  # when it was paused
+    status: str = ""  # where its update stands while paused
+
+
+@attrs.frozen(kw_only=True)
+class LostNodeInfo:
+    """A node the leader saw lost whose instance records wait a rebalance delay for it."""
+
+    node_id: str
+    since: float  # when the leader saw it lost (unix seconds)
+    instances: int  # its instance records then
+    delay_s: float  # the longest rebalance delay of its slices
+    awaited: bool = True  # False: `aether cluster rebalance` ended the wait: its instances are replaced
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintPolicy:
+    """A blueprint's `[policy]` table and what it makes of the cluster's policy for its slices."""
+
+    name: str
+    preset: str  # its table's preset ("": none)
+    settings: dict[str, float]  # the values its table sets (rebalance_delay_s, max_moves)
+    rebalance_delay_s: float
+    max_moves: int
+
+
+@attrs.frozen(kw_only=True)
+class ReconcilePolicyInfo:
+    """The cluster's reconciliation policy (`aether cluster policy show|set`, `aether cluster
+    rebalance`): the values in force for slices whose blueprint has no `[policy]` (the default preset,
+    `aggressive`, under what an operator set), the blueprints that override them, and the lost nodes
+    whose instances wait."""
+
+    rebalance_delay_s: float
+    max_moves: int  # 0: no limit
+    preset: str  # the preset an operator set ("": none, the default)
+    settings: dict[str, float]  # the values an operator set (rebalance_delay_s, max_moves)
+    blueprints: tuple[BlueprintPolicy, ...] = ()
+    lost: tuple[LostNodeInfo, ...] = ()
 
 
 @attrs.frozen(kw_only=True)
@@ -367,7 +419,13 @@ EVENT_KINDS = (
     "rollout_switched",  # blue-green: every call goes to the new set; the old one stays for the grace period
     "rollout_promoted",  # the new version takes over; the old instances go
     "rollout_aborted",  # rolled back (a failure, a verdict, an operator): every call on the stable version
+    "rollout_paused",  # an operator paused a slice's rolling update: it stays where it is
+    "rollout_resumed",  # an operator resumed it
     "rollout_done",  # its record was removed (the new version runs alone, or the blueprint moved on)
+    "reconcile_policy_set",  # an operator changed the cluster's reconciliation policy
+    "rebalance_delayed",  # a lost node's instances wait its rebalance delay before they are replaced
+    "rebalance_delay_ended",  # no longer waiting for a lost node: it came back, or its instances are replaced
+    "rebalance_requested",  # an operator ended every rebalance delay now (`aether cluster rebalance`)
     "audit",  # a change through the management API: who (a key's name), what (method, path, target), status
 )
 
@@ -958,6 +1016,28 @@ class ApiClient:
         data = self._request("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}", idempotent=True)
         return from_json(data, AutoscaleStatus)
 
+    def pause_operation(self, artifact: str, operation: str) -> PauseInfo:
+        """`pause` or `resume` the rolling update of a slice (idempotent: a second pause changes nothing)."""
+        data = self._request(
+            "POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}", idempotent=True
+        )
+        return from_json(data, PauseInfo)
+
+    def reconcile_policy(self) -> ReconcilePolicyInfo:
+        return from_json(self._request("GET", "/api/v1/cluster/policy"), ReconcilePolicyInfo)
+
+    def set_reconcile_policy(self, settings: dict[str, str | float | int | None]) -> ReconcilePolicyInfo:
+        """Change the cluster's policy: `preset`, `rebalance_delay_s`, `max_moves` (None: unchanged; a
+        preset given drops the values set before that are not given again)."""
+        data = self._request("POST", "/api/v1/cluster/policy", json_body=settings, idempotent=True)
+        return from_json(data, ReconcilePolicyInfo)
+
+    def rebalance(self) -> ReconcilePolicyInfo:
+        """End the rebalance delay of every lost node now: their instances are replaced."""
+        return from_json(
+            self._request("POST", "/api/v1/cluster/rebalance", idempotent=True), ReconcilePolicyInfo
+        )
+
     def rollout_command(self, artifact: str, operation: str) -> RolloutInfo:
         """`promote` or `abort` the canary or blue-green rollout of a slice. Not resent: a second promote
         of a rollout that moved on is refused."""
@@ -965,7 +1045,7 @@ class ApiClient:
         return from_json(data, RolloutInfo)
 
     def node_operation(self, node_id: str, operation: str) -> NodeInfo:
-        """`operation`: cordon, uncordon, drain or stop."""
+        """`operation`: cordon, uncordon, drain, stop or restart."""
         data = self._request(
             "POST", f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}", idempotent=True
         )

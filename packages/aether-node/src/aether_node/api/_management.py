@@ -51,6 +51,7 @@ from ._dashboard import dashboard_routes
 from ._handlers import Handlers
 from ._join_tokens import JoinDesk
 from ._operations import Operations
+from ._reconcile import ReconcileOperations
 from ._slice_logs import LogRequest, Send, SliceLogs
 
 log = logging.getLogger("aether_node.management")
@@ -232,6 +233,21 @@ def management_app(
         """pause or resume."""
         return await autoscale.operation(request.path_params["artifact"], request.path_params["operation"])
 
+    reconcile = ReconcileOperations(handlers)
+
+    @route("/api/v1/cluster/policy", "viewer")
+    async def policy(request: Request) -> Any:
+        return await reconcile.status()
+
+    @route("/api/v1/cluster/policy", "operator", "POST", audit=True)
+    async def set_policy(request: Request) -> Any:
+        """Body: {"preset": "conservative", "rebalance_delay_s": 30, "max_moves": 2} (any of them)."""
+        return await reconcile.set(await json_object(request))
+
+    @route("/api/v1/cluster/rebalance", "operator", "POST", audit=True)
+    async def rebalance(request: Request) -> Any:
+        return await reconcile.rebalance()
+
     @route("/api/v1/slices/{artifact}/promote", "operator", "POST", audit=True)
     async def promote(request: Request) -> Any:
         return await operations.rollout(request.path_params["artifact"], "promote")
@@ -239,6 +255,14 @@ def management_app(
     @route("/api/v1/slices/{artifact}/abort", "operator", "POST", audit=True)
     async def abort(request: Request) -> Any:
         return await operations.rollout(request.path_params["artifact"], "abort")
+
+    @route("/api/v1/slices/{artifact}/pause", "operator", "POST", audit=True)
+    async def pause(request: Request) -> Any:
+        return await operations.pause(request.path_params["artifact"], "pause")
+
+    @route("/api/v1/slices/{artifact}/resume", "operator", "POST", audit=True)
+    async def resume(request: Request) -> Any:
+        return await operations.pause(request.path_params["artifact"], "resume")
 
     @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST", audit=True)
     async def node_operation(request: Request) -> Any:
@@ -460,8 +484,13 @@ def management_app(
         autoscale_status,
         autoscale_set,
         autoscale_operation,
+        policy,
+        set_policy,
+        rebalance,
         promote,
         abort,
+        pause,
+        resume,
         node_operation,
         blueprint_status,
         list_slices,

@@ -1,6 +1,6 @@
 """Operations on the cluster beyond applying blueprints: blueprint history, rollback and diff, scaling a
 slice (a new revision of its blueprint), promoting or aborting a slice's canary or blue-green rollout,
-and node operations (cordon, uncordon, drain). Protocol-agnostic
+and node operations (cordon, uncordon, drain, stop, restart). Protocol-agnostic
 like `_handlers`, whose reads and errors they share: typed request in, typed result out, or a
 RequestError. Bad input is refused before anything is written.
 """
@@ -14,10 +14,19 @@ import trio
 
 from aether_kv import Compare, CompareOp, CompareTarget, Put
 
-from ..client import ApplyResult, BlueprintDiff, BlueprintRevision, NodeInfo, RolloutInfo, SliceSummary
+from ..client import (
+    ApplyResult,
+    BlueprintDiff,
+    BlueprintRevision,
+    NodeInfo,
+    PauseInfo,
+    RolloutInfo,
+    SliceSummary,
+)
 from ..control._cluster_manager import observe_data
 from ..control._diff import diff_blueprint
 from ..control._node_ops import LEAVING, decode_operations, split_operations
+from ..control._pause import decode_paused, pause_specs
 from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
 from ..control._strategies import RolloutCommandError, command, decode_rollouts
@@ -26,12 +35,25 @@ from ..core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprin
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._kv_errors import store_errors
-from ..core._records import NodeOperation, NodeOperationRecord, NodeStopRequest, encode_record
-from ..core._schema import BLUEPRINTS, NODE_OPS, NODES, SLICES, node_op_key, node_stop_key, rollout_key
+from ..core._records import NodeOperation, NodeOperationRecord, NodeStopRequest, PausedRollout, encode_record
+from ..core._schema import (
+    BLUEPRINTS,
+    NODE_OPS,
+    NODES,
+    PAUSED,
+    ROLLOUTS,
+    SLICES,
+    node_op_key,
+    node_stop_key,
+    paused_key,
+    rollout_key,
+)
+from ..core._update_spec import UpdateStrategy
 from ._handlers import Handlers, applied, rollout_info
 
-NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop")
+NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop", "restart")
 ROLLOUT_OPERATIONS = ("promote", "abort")
+PAUSE_OPERATIONS = ("pause", "resume")
 STOP_WAIT = 5.0  # seconds `node stop` waits for the node to say it is leaving
 
 
@@ -117,9 +139,11 @@ class Operations:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
         await self.handlers._fresh()
         await self.handlers.refuse_claimed(blueprint, source)
-        data = {prefix: await self.handlers._read(prefix) for prefix in (BLUEPRINTS, NODES, SLICES, NODE_OPS)}
+        prefixes = (BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, PAUSED)
+        data = {prefix: await self.handlers._read(prefix) for prefix in prefixes}
         stored, nodes, instances, stopping = observe_data(data)
         cordoned, draining = split_operations(decode_operations(data[NODE_OPS]))
+        records, _ = decode_rollouts(data[ROLLOUTS])
         return diff_blueprint(
             blueprint,
             stored,
@@ -129,6 +153,8 @@ class Operations:
             stopping=stopping,
             cordoned=cordoned,
             draining=draining,
+            rollouts=records,
+            paused=frozenset(decode_paused(data[PAUSED])),
         )
 
     # ------------------------------------------------------------ scale
@@ -211,6 +237,56 @@ class Operations:
                 return rollout_info(changed)
         raise RequestError(ErrorKind.CONFLICT, f"the rollout of {artifact_id} keeps changing; try again")
 
+    # ------------------------------------------------------------ pause and resume
+
+    async def pause(self, artifact: str, operation: str) -> PauseInfo:
+        """`pause` or `resume` the rolling update of a slice (`cluster/paused/{artifact}`); refused for a
+        slice no blueprint deploys (404) or one whose update is canary or blue-green (409: promote or
+        abort it)."""
+        if operation not in PAUSE_OPERATIONS:
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no operation {operation!r} (known: {', '.join(PAUSE_OPERATIONS)})"
+            )
+        artifact_id = Handlers._artifact_id(artifact)
+        await self.handlers._fresh()
+        specs = [
+            s
+            for b in (await self.handlers._blueprints()).values()
+            for s in b.slices
+            if s.artifact.rsplit(":", 1)[0] == artifact_id
+        ]
+        if not specs:
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id}: apply one that does first"
+            )
+        spec = specs[0]
+        if spec.update is not None and spec.update.strategy is not UpdateStrategy.ROLLING:
+            raise RequestError(
+                ErrorKind.CONFLICT,
+                f"{artifact_id} updates by {spec.update.strategy.value}, not rolling: promote or abort its"
+                " rollout instead",
+            )
+        key = paused_key(artifact_id)
+        paused = decode_paused(await self.handlers._read(PAUSED))
+        record = paused.get(artifact_id)
+        with store_errors(f"could not {operation} {artifact_id}"):
+            if operation == "resume":
+                if record is not None:
+                    await self.kv.delete(key)
+                return PauseInfo(artifact=artifact_id, paused=False)
+            if record is None:
+                record = PausedRollout(since=self.clock())
+                await self.kv.put(key, encode_record(record))
+        data = {prefix: await self.handlers._read(prefix) for prefix in (BLUEPRINTS, NODES, SLICES)}
+        _, _, instances, _ = observe_data(data)
+        held = pause_specs([spec], instances, {artifact_id: record})
+        status = (
+            held.problems[0].message
+            if held.problems
+            else "no version change in progress: the next one stays where it starts until resumed"
+        )
+        return PauseInfo(artifact=artifact_id, paused=True, since=record.since, status=status)
+
     # ------------------------------------------------------------ node operations
 
     async def node_operation(self, node_id: str, operation: str) -> NodeInfo:
@@ -226,8 +302,8 @@ class Operations:
             raise RequestError(
                 ErrorKind.NOT_FOUND, f"no node {node_id!r} is registered (registered: {known})"
             )
-        if operation == "stop":
-            return await self._stop(node_id)
+        if operation in ("stop", "restart"):
+            return await self._stop(node_id, restart=operation == "restart")
         key = node_op_key(node_id)
         wanted = {"cordon": NodeOperation.CORDONED, "drain": NodeOperation.DRAINING}.get(operation)
         before = operations.get(node_id)
@@ -244,12 +320,13 @@ class Operations:
                 return info
         return _absent(node_id)
 
-    async def _stop(self, node_id: str) -> NodeInfo:
-        """Ask the node (this run of it) to stop gracefully, then wait until it says it is leaving (or is
-        gone) for up to STOP_WAIT seconds; its state then."""
+    async def _stop(self, node_id: str, *, restart: bool = False) -> NodeInfo:
+        """Ask the node (this run of it) to stop gracefully (and, `restart`, to start again as the same
+        process: `node/_cli.py`), then wait until it says it is leaving (or is gone) for up to STOP_WAIT
+        seconds; its state then."""
         record = next(n for n in await self.handlers._nodes() if n.node_id == node_id)
-        request = NodeStopRequest(started_at=record.started_at, requested_at=self.clock())
-        with store_errors(f"could not ask node {node_id} to stop"):
+        request = NodeStopRequest(started_at=record.started_at, requested_at=self.clock(), restart=restart)
+        with store_errors(f"could not ask node {node_id} to {'restart' if restart else 'stop'}"):
             await self.kv.put(node_stop_key(node_id), encode_record(request))
         last = None
         with trio.move_on_after(STOP_WAIT):

@@ -2,11 +2,14 @@
 
 While leading it claims `cluster/leader` (a fencing key: every write it makes is a transaction that
 compares that claim, so a deposed leader cannot write), reconciles from scratch, then again on every
-change under blueprints/, nodes/, slices/, cluster/node-ops/ and cluster/rollouts/ and on a timer.
-Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_reconcile.plan`
-places); this module observes, plans, and carries out the actions. It never plans on a
-view older than its own writes. For a canary step it reads every node's calls per version
-(`read_versions`) at the step's start and after its window, and passes the verdict to the planner.
+change under blueprints/, nodes/, slices/, cluster/node-ops/, cluster/rollouts/, cluster/reconcile/ and
+cluster/paused/ and on a timer.
+Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_pause` holds a
+paused rolling update, `_reconcile.plan` places, with `_rebalance` applying the reconciliation policy);
+this module observes, plans, and carries out the actions. It keeps `cluster/reconcile/lost/` (the nodes
+whose instances wait a rebalance delay) before it plans on them. It never plans on a view older than its
+own writes. For a canary step it reads every node's calls per version (`read_versions`) at the step's
+start and after its window, and passes the verdict to the planner.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from ..core._kv_batch import TxnBatcher
 from ..core._kv_cache import KVCache
 from ..core._records import (
     LeaderClaim,
+    LostNodeRecord,
     NodeRecord,
     RecordError,
     RolloutPhase,
@@ -50,16 +54,21 @@ from ..core._schema import (
     LEADER_KEY,
     NODE_OPS,
     NODES,
+    PAUSED,
     PROBLEMS_PREFIX,
+    RECONCILE,
     ROLLOUTS,
     SLICES,
     InstanceKey,
+    lost_node_key,
     rollout_key,
 )
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
 from ._canary_verdict import Verdict, evaluate, version_windows
 from ._node_ops import decode_operations, split_operations
+from ._pause import decode_paused, merge_problems, pause_specs
+from ._rebalance import decode_reconcile, lost_changes, node_delays, policies_of
 from ._reconcile import (
     Action,
     ActivateInstance,
@@ -136,6 +145,7 @@ def observe_data(
                 timestamp=record.timestamp,
                 key=key,
                 mod_revision=kv.mod_revision,
+                moved_from=record.moved_from,
             )
         )
     return blueprints, nodes, instances, frozenset(stopping)
@@ -192,7 +202,7 @@ class ClusterDeploymentManager:
         self.problems = tuple(
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
-        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS])
+        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED])
         self._batch = TxnBatcher(self.kv)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._batch.run)
@@ -213,6 +223,16 @@ class ClusterDeploymentManager:
                     revision = await self._write_rollouts(steered.changes, revisions, fence)
                     await cache.caught_up(ROLLOUTS, revision)
                     continue  # plan on the records as written (or as another writer left them)
+                reconcile = decode_reconcile(cache.data[RECONCILE])
+                policies = policies_of(blueprints, reconcile.policy)
+                live = {n.node_id for n in nodes}
+                holders, delays = node_delays(instances, live, policies)
+                lost = lost_changes(reconcile.lost, live, holders, delays, now=now)
+                if lost:
+                    revision = await self._write_lost(lost, reconcile.lost_revisions, fence)
+                    await cache.caught_up(RECONCILE, revision)
+                    continue  # plan with the lost nodes as recorded
+                paused = pause_specs(steered.specs, instances, decode_paused(cache.data[PAUSED]))
                 result = plan(
                     steered.specs,
                     nodes,
@@ -222,8 +242,12 @@ class ClusterDeploymentManager:
                     stopping=stopping,
                     cordoned=cordoned,
                     draining=draining,
-                    held=steered.held,
+                    held=steered.held | paused.held,
+                    lost=reconcile.awaited(),
+                    policies=policies,
+                    frozen=paused.held,
                 )
+                result = attrs.evolve(result, problems=merge_problems(result.problems, paused.problems))
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
                 if result.actions:
@@ -293,6 +317,34 @@ class ClusterDeploymentManager:
                     artifact_id,
                     "done" if record is None else f"{record.phase.value} ({record.reason})",
                 )
+        if highest == 0:
+            await trio.sleep(0.1)  # every write lost a race: the cache brings the winner's record
+        return highest
+
+    async def _write_lost(
+        self, changes: Mapping[str, LostNodeRecord | None], revisions: Mapping[str, int], fence: int
+    ) -> int:
+        """Record a newly lost node (created only if absent, so the first `since` stays) or forget one
+        that is back or holds nothing any more (only if unchanged). Returns the highest revision
+        written."""
+        fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
+        highest = 0
+        for node_id, record in sorted(changes.items()):
+            key = lost_node_key(node_id)
+            unchanged = _unchanged(key, revisions.get(node_id, 0))
+            operation = Delete(key=key) if record is None else Put(key=key, value=encode_record(record))
+            result = await self.kv.txn([fenced, unchanged], [operation])
+            if result.succeeded:
+                highest = max(highest, result.revision)
+                if record is None:
+                    log.info("node %s: no longer awaited (back, or its instances are replaced)", node_id)
+                else:
+                    log.info(
+                        "node %s lost: its %d instance records wait up to %g s for it (rebalance delay)",
+                        node_id,
+                        record.instances,
+                        record.delay_s,
+                    )
         if highest == 0:
             await trio.sleep(0.1)  # every write lost a race: the cache brings the winner's record
         return highest

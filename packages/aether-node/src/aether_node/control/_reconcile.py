@@ -6,7 +6,8 @@ Per artifact (`group:artifact`), against the blueprint's spec:
 - a node that is stopping (its registration says `leaving`) gets no new instance and is otherwise left
   alone: it stops and forgets its own instances, and those do not count as available meanwhile;
 - the allocation (`_allocation`) says how many instances of the wanted version each node should run;
-  missing ones are created, within a surge budget (at most `instances + max_surge` placed at once);
+  missing ones are created, within a surge budget (at most `instances + max_surge` placed at once; a
+  rolling `[slices.update]` table's own `max_surge` wins over the leader's);
 - surplus, old-version and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
   recently added — but an ACTIVE one only while the ACTIVE count stays at the number to keep: as many as
   the cluster could hold were no node excluded after failures (a move or a version rollout puts the
@@ -20,6 +21,9 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   at once, so it ends with nothing (DRAINED);
 - the old version of a canary or blue-green rollout in progress is held (`held`): its ACTIVE instances
   stay and do not count against the surge, whatever the new version does (`_strategies.py`);
+- the reconciliation policy (`_rebalance.py`): the instances of a node lost less than its slice's
+  `rebalance_delay_s` ago keep their records and are replaced only as far as the floor needs; at most
+  `max_moves` moves (replacements with `moved_from`) are in flight in the whole cluster;
 - a FAILED instance keeps its node out of the running for that artifact (the work is retried elsewhere)
   for `failed_retry_after` seconds, then its record is removed and the node may be tried again; what
   cannot be placed is reported with the reasons.
@@ -37,11 +41,12 @@ import attrs
 from ..core._blueprint import SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
-from ..core._records import SliceState
+from ..core._reconcile_spec import DEFAULT, ResolvedPolicy
+from ..core._records import REMOVING, SliceState
 from ..core._text import plural
+from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
-
-REMOVING = frozenset({SliceState.UNLOAD, SliceState.UNLOADING})
+from ._rebalance import await_lost
 
 
 @attrs.frozen(kw_only=True)
@@ -54,6 +59,7 @@ class ObservedInstance:
     timestamp: float = 0.0
     key: str
     mod_revision: int
+    moved_from: str = ""  # a move's replacement: the node of the instance it replaces (until ACTIVE)
 
 
 @attrs.frozen(kw_only=True)
@@ -106,6 +112,11 @@ class Plan:
     problems: tuple[Problem, ...]
 
 
+def rolling(spec: SliceSpec) -> bool:
+    """Whether the slice's own `[slices.update]` says rolling (then its `max_surge` counts)."""
+    return spec.update is not None and spec.update.strategy is UpdateStrategy.ROLLING
+
+
 def _newest_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstance]:
     """Removal order: not yet ACTIVE first, then the most recently added (highest instance number)."""
     return sorted(instances, key=lambda i: (i.state is SliceState.ACTIVE, -i.instance))
@@ -123,11 +134,20 @@ def plan(
     cordoned: Collection[str] = frozenset(),
     draining: Collection[str] = frozenset(),
     held: Collection[str] = frozenset(),
+    lost: Mapping[str, float] | None = None,
+    policies: Mapping[str, ResolvedPolicy] | None = None,
+    frozen: Collection[str] = frozenset(),
 ) -> Plan:
     """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
     those in `cordoned` take no new instance, those in `draining` take none and are emptied. For the
     artifact ids in `held` (a canary or blue-green rollout in progress, `_strategies.py`) the ACTIVE
-    instances of other versions stay: they are not removed and do not count against the surge."""
+    instances of other versions stay: they are not removed and do not count against the surge. `lost`:
+    the nodes the leader saw lost and since when; `policies`: the reconciliation policy per artifact id
+    (missing: the default, no delay and no limit). For the artifact ids in `frozen` (a paused rolling
+    update, `_pause.py`; they are `held` too) no instance is created."""
+    policies = policies or {}
+    awaiting = await_lost(specs, instances, {n.node_id for n in nodes}, lost or {}, policies, now=now)
+    specs = awaiting.specs
     view = _View.of(specs, nodes, instances, now, failed_retry_after, stopping, cordoned, draining)
     live, stopping, draining, cordoned = view.live, view.stopping, view.draining, view.cordoned
     placeable, wanted, by_artifact, excluded = view.placeable, view.wanted, view.by_artifact, view.excluded
@@ -142,11 +162,22 @@ def plan(
     # (Only worth a second pass where exclusions left something unplaced: otherwise it changes nothing.)
     short = any(placements[artifact].unplaced for artifact in excluded)
     room = allocate_all(wanted_specs, placeable, current, cordoned=cordoned) if short else placements
+    # Moves in flight in the whole cluster (a replacement with `moved_from` not yet ACTIVE), for max_moves.
+    moving = sum(
+        1
+        for i in instances
+        if i.moved_from
+        and i.node_id in live
+        and i.state not in REMOVING
+        and i.state not in (SliceState.ACTIVE, SliceState.FAILED)
+    )
 
     for artifact_id in sorted(set(by_artifact) | set(wanted)):
         observed = by_artifact.get(artifact_id, [])
         next_instance = max((i.instance for i in observed), default=0) + 1
         for gone in sorted((i for i in observed if i.node_id not in live), key=lambda i: i.key):
+            if gone.key in awaiting.kept:  # its node may come back within the rebalance delay
+                continue
             actions.append(DeleteRecord(key=gone.key, mod_revision=gone.mod_revision))
         # A stopping node's instances are its own business now: it stops them and forgets their records.
         alive = [
@@ -219,22 +250,30 @@ def plan(
         in_place = len(placed) + len(old) - len(holding) + len(removing_now)
 
         # (Counted from the number to keep: instances the floor holds back do not stall the new ones.)
-        budget = max(0, max(wanted_count, keep) + max_surge - in_place)
+        surge = spec.update.max_surge if rolling(spec) else max_surge
+        budget = 0 if artifact_id in frozen else max(0, max(wanted_count, keep) + surge - in_place)
         # Creations while another node holds a surplus ACTIVE instance of this version are moves: name
         # the node each one moves from (for the event log), oldest surplus first, one per surplus.
         move_sources = [i.node_id for i in reversed(_newest_first(surplus)) if i.state is SliceState.ACTIVE]
+        max_moves = policies.get(artifact_id, DEFAULT).max_moves
+        moves_wait = False
         for node_id in sorted(placement.counts):
             missing = placement.counts[node_id] - len(by_node.get(node_id, ()))
             for _ in range(max(0, missing)):
                 if budget == 0:
                     break
+                if move_sources and max_moves and moving >= max_moves:
+                    moves_wait = True  # a move: it waits until fewer are in flight in the cluster
+                    break
+                moved_from = move_sources.pop(0) if move_sources else ""
+                moving += bool(moved_from)
                 actions.append(
                     CreateInstance(
                         node_id=node_id,
                         coordinates=coordinates,
                         instance=next_instance,
                         config=spec.config,
-                        moved_from=move_sources.pop(0) if move_sources else "",
+                        moved_from=moved_from,
                     )
                 )
                 next_instance += 1
@@ -277,6 +316,12 @@ def plan(
                     if held_drains
                     else ""
                 )
+            )
+        if artifact_id in awaiting.messages:
+            messages.append(awaiting.messages[artifact_id])
+        if moves_wait:
+            messages.append(
+                f"waiting: {plural(moving, 'move')} in flight in the cluster (max_moves {max_moves})"
             )
         if messages:
             problems.append(Problem(artifact=artifact_id, message="; ".join(messages)))

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from ._autoscale_spec import AutoscaleSpec
+from ._reconcile_spec import ReconcilePolicy
 from ._records import SCHEMA_VERSION
 from ._update_spec import UpdateSpec
 
@@ -61,4 +62,5 @@ class Blueprint:
     source: str = ""  # the TOML it was applied from, as the operator wrote it
     revision: int = 0  # its number in the blueprint's history (`blueprint-revisions/`); 0: before history
     change: str = ""  # how this revision came: "applied", "rolled back to revision 2", "scaled ..."
+    policy: ReconcilePolicy | None = None  # [policy]: over the cluster's reconciliation policy; None: as is
     schema_version: int = SCHEMA_VERSION

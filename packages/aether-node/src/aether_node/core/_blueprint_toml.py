@@ -12,11 +12,12 @@ from ._autoscale_spec import parse_autoscale
 from ._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
 from ._coordinates import Coordinates
 from ._errors import InvalidCoordinatesError, NodeError
+from ._reconcile_spec import parse_policy
 from ._update_spec import parse_update
 
 MAX_INSTANCES = 10_000
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
-_TOP_KEYS = {"name", "slices"}
+_TOP_KEYS = {"name", "slices", "policy"}
 _SLICE_KEYS = {
     "artifact",
     "instances",
@@ -96,7 +97,10 @@ class _Locator:
             start = self.slice_starts[slice_index]
             following = [s for s in self.slice_starts if s > start]
             end = following[0] if following else len(self.lines)
-        wanted = f"slices.{table}" if table else ("slices" if slice_index is not None else None)
+        if table:  # a slice's table, or (no slice) a top-level one: [policy]
+            wanted: str | None = f"slices.{table}" if slice_index is not None else table
+        else:
+            wanted = "slices" if slice_index is not None else None
         header = None  # None: the top level
         for number in range(start, end):
             stripped = self.lines[number].strip()
@@ -147,6 +151,15 @@ def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: flo
         problems.add(
             fail("name", f"{name!r} must be 1–64 lowercase letters, digits, '.', '_' or '-'", "name")
         )
+    policy = None
+    if "policy" in data:
+
+        def fail_policy(at: str, message: str, key: str) -> BlueprintError:
+            if key == "policy":  # `policy = 3`: a key of the blueprint, not a table
+                return fail(at, message, key)
+            return fail(at, message, key, None, "policy")
+
+        policy = problems.check(parse_policy, data["policy"], "policy", fail_policy)
     raw_slices = data.get("slices")
     if not isinstance(raw_slices, list) or not raw_slices:
         problems.add(BlueprintError(source, "at least one [[slices]] table is required", path="slices"))
@@ -176,7 +189,7 @@ def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: flo
     if problems.found:
         raise BlueprintError.of(problems.found)
     assert isinstance(name, str)
-    return Blueprint(name=name, slices=tuple(specs), timestamp=timestamp, source=text)
+    return Blueprint(name=name, slices=tuple(specs), timestamp=timestamp, source=text, policy=policy)
 
 
 def _parse_slice(

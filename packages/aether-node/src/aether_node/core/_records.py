@@ -35,6 +35,7 @@ class SliceState(enum.StrEnum):
 
 
 COMMAND_STATES = frozenset({SliceState.LOAD, SliceState.ACTIVATE, SliceState.DEACTIVATE, SliceState.UNLOAD})
+REMOVING = frozenset({SliceState.UNLOAD, SliceState.UNLOADING})  # on its way out: asked or doing it
 WORKING_STATES = frozenset(
     {SliceState.LOADING, SliceState.ACTIVATING, SliceState.DEACTIVATING, SliceState.UNLOADING}
 )
@@ -51,7 +52,8 @@ class SliceRecord:
     # The command being carried out while the state is an -ING state (e.g. ACTIVATE while LOADING), so
     # that an interrupted step resumes toward what was asked, not toward its own intermediate outcome.
     command: SliceState | None = None
-    # On the leader's ACTIVATE of an instance that replaces one on another node (a rebalancing move).
+    # On the leader's ACTIVATE of an instance that replaces one on another node (a rebalancing move);
+    # the node keeps it through its own writes, so the leader can count the moves in flight.
     moved_from: str = ""
     schema_version: int = SCHEMA_VERSION
 
@@ -123,12 +125,44 @@ class NodeOperationRecord:
 
 
 @attrs.frozen(kw_only=True)
+class LostNodeRecord:
+    """`cluster/reconcile/lost/{node-id}`: the leader saw the node lost (its registration gone, its
+    instance records left) at `since`, with `instances` records, and waits a rebalance delay before it
+    replaces them; deleted when the node is back or its records are gone."""
+
+    since: float
+    instances: int = 0
+    delay_s: float = 0.0  # the longest delay of its slices when it was written (for the event's message)
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class PausedRollout:
+    """`cluster/paused/{group:artifact}`: an operator paused the slice's rolling update (`aether slice
+    pause`) at `since`; deleted by `aether slice resume`."""
+
+    since: float
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
+class RebalanceRequest:
+    """`cluster/reconcile/rebalance`: `aether cluster rebalance` ends, at `requested_at`, the wait for
+    every node lost before it (the leader compares revisions: the record's mod revision against each
+    lost node's)."""
+
+    requested_at: float
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
 class NodeStopRequest:
     """`cluster/node-stop/{node-id}`: `aether node stop` asks that run of the node (its `started_at`) to
     stop gracefully; the node deletes it as it stops. A request for an earlier run is ignored."""
 
     started_at: float
     requested_at: float = 0.0
+    restart: bool = False  # `aether node restart`: after the stop the node starts again (same identity, data)
     schema_version: int = SCHEMA_VERSION
 
 

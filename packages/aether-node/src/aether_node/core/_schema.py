@@ -20,6 +20,11 @@ AUTOSCALE = "cluster/autoscale/"  # an operator's run-time autoscaling settings 
 AUTOSCALE_DECISIONS = "cluster/autoscale-decisions/"  # the leader's last decisions per slice (AutoscaleLog)
 ROLLOUTS = "cluster/rollouts/"  # a canary or blue-green rollout of one slice (RolloutRecord)
 API_KEYS = "cluster/api-keys/"  # named API keys, hashed (ApiKeyRecord)
+PAUSED = "cluster/paused/"  # an operator paused a slice's rolling update (PausedRollout)
+RECONCILE = "cluster/reconcile/"  # the reconciliation policy and its state (below)
+RECONCILE_POLICY = "cluster/reconcile/policy"  # the cluster's reconciliation policy (ReconcilePolicy)
+LOST_NODES = "cluster/reconcile/lost/"  # a lost node whose instances wait a rebalance delay (LostNodeRecord)
+REBALANCE_KEY = "cluster/reconcile/rebalance"  # an operator's `cluster rebalance` (RebalanceRequest)
 AUDIT = "cluster/audit/"  # the last change through each node's management API (AuditRecord), one per node
 JOIN_TOKENS = "cluster/join-tokens/"  # short-lived, single-use tokens for a new node (JoinTokenRecord)
 
@@ -89,6 +94,15 @@ def revision_key(name: str, revision: int) -> str:
 
 def node_op_key(node_id: str) -> str:
     return f"{NODE_OPS}{node_id}"
+
+
+def paused_key(artifact_id: str) -> str:
+    """`cluster/paused/{group:artifact}`."""
+    return f"{PAUSED}{artifact_id}"
+
+
+def lost_node_key(node_id: str) -> str:
+    return f"{LOST_NODES}{node_id}"
 
 
 def node_stop_key(node_id: str) -> str:

@@ -2,8 +2,9 @@
 validation. Pure; the blueprint parser (`_blueprint_toml`) calls `parse_update` with its own error maker,
 so errors name file:line:column.
 
-- rolling (the default): one new instance at a time, an old one removed once the ACTIVE count allows it
-  (`control/_reconcile.py`);
+- rolling (the default): `max_surge` new instances at a time (default 1) beyond the count to keep, an
+  old one removed once the ACTIVE count allows it (`control/_reconcile.py`); `aether slice pause|resume`
+  holds it where it is (`control/_pause.py`);
 - canary: new instances take `steps` shares of the traffic (percent, the last 100), each step held for
   `step_window_s`; the step passes if the new version's error rate exceeds the stable one's by at most
   `max_error_rate` and its p99 latency is at most `max_p99_ratio` × the stable one's
@@ -24,6 +25,7 @@ import attrs
 
 MAX_SECONDS = 24 * 3600.0  # a limit well above any real rollout, so that typos (1e9) are caught
 MAX_STEPS = 20
+MAX_SURGE = 1000
 
 
 class UpdateStrategy(enum.StrEnum):
@@ -32,9 +34,10 @@ class UpdateStrategy(enum.StrEnum):
     BLUE_GREEN = "blue_green"
 
 
+ROLLING_KEYS = frozenset({"max_surge"})
 CANARY_KEYS = frozenset({"steps", "step_window_s", "max_error_rate", "max_p99_ratio"})
 BLUE_GREEN_KEYS = frozenset({"grace_s"})
-KEYS = frozenset({"strategy"}) | CANARY_KEYS | BLUE_GREEN_KEYS
+KEYS = frozenset({"strategy"}) | ROLLING_KEYS | CANARY_KEYS | BLUE_GREEN_KEYS
 
 
 @attrs.frozen(kw_only=True)
@@ -43,6 +46,7 @@ class UpdateSpec:
     defaults (the parser refuses them)."""
 
     strategy: UpdateStrategy = UpdateStrategy.ROLLING
+    max_surge: int = 1  # rolling: new instances placed at once beyond the count to keep
     steps: tuple[int, ...] = (10, 50, 100)  # canary: the new version's share of the calls, in percent
     step_window_s: float = 60.0  # canary: how long each step runs before it is judged
     max_error_rate: float = 0.01  # canary: how much its error rate (0..1) may exceed the stable one's
@@ -72,12 +76,12 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
         choices = ", ".join(member.value for member in UpdateStrategy)
         raise fail(f"{path}.strategy", f"must be one of {choices}, got {value!r}", "strategy") from None
     allowed = {
-        UpdateStrategy.ROLLING: frozenset(),
+        UpdateStrategy.ROLLING: ROLLING_KEYS,
         UpdateStrategy.CANARY: CANARY_KEYS,
         UpdateStrategy.BLUE_GREEN: BLUE_GREEN_KEYS,
     }[strategy]
     for key in sorted(set(raw) - {"strategy"} - allowed):
-        owner = "canary" if key in CANARY_KEYS else "blue_green"
+        owner = "canary" if key in CANARY_KEYS else "rolling" if key in ROLLING_KEYS else "blue_green"
         raise fail(
             f"{path}.{key}", f"only for strategy = {owner!r} (this slice's is {strategy.value!r})", key
         )
@@ -98,8 +102,14 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
         return float(found)
 
     defaults = UpdateSpec()
+    surge = raw.get("max_surge", defaults.max_surge)
+    if isinstance(surge, bool) or not isinstance(surge, int) or not 1 <= surge <= MAX_SURGE:
+        raise fail(
+            f"{path}.max_surge", f"must be a whole number in [1, {MAX_SURGE}], got {surge!r:.40}", "max_surge"
+        )
     return UpdateSpec(
         strategy=strategy,
+        max_surge=surge,
         steps=_steps(raw, path, fail) if "steps" in raw else defaults.steps,
         step_window_s=number("step_window_s", 0.0, MAX_SECONDS, defaults.step_window_s),
         max_error_rate=number("max_error_rate", 0.0, 1.0, defaults.max_error_rate),

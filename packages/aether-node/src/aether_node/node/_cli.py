@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -137,7 +138,7 @@ def run(
                         shutdown.set()
 
             async def run_node(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-                await serve_node(node_config, shutdown=shutdown, task_status=task_status)
+                restart[0] = await serve_node(node_config, shutdown=shutdown, task_status=task_status)
                 nursery.cancel_scope.cancel()  # graceful shutdown done
 
             nursery.start_soon(watch_signals)
@@ -145,8 +146,22 @@ def run(
             started = True
             print(f"aether-node {info.node_id} ready: ingress http://{info.ingress}", flush=True)
 
+    restart = [False]  # `aether node restart`: after the graceful stop, start again as this process
     _tune_gc()
     trio.run(main)
+    if restart[0]:
+        _start_again()
+
+
+def _start_again() -> None:
+    """`aether node restart`: replace this process by the same command line (`execv`): the same node id,
+    configuration and data directory, and the same PID, so whatever supervises the node (the dev
+    supervisor, systemd, a container runtime) sees it run on, however it was started. Every child (the
+    KV replica, slice processes) has ended with the graceful stop."""
+    print("aether-node: restarting", flush=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
 def _tune_gc() -> None:

@@ -58,7 +58,7 @@ from ..runtime._kv_replica import run_kv_replica
 from ..runtime._slice_host import HostListener
 from ..runtime._slice_store import SliceStore
 from ._certificates import NodeCertificates
-from ._remote_stop import follow_stop_requests
+from ._remote_stop import StopAsked, follow_stop_requests
 from ._supervise import run_forever, supervise
 
 log = logging.getLogger("aether_node.node")
@@ -286,11 +286,13 @@ async def serve_node(
     *,
     shutdown: trio.Event | None = None,
     task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run the node until `shutdown` is set (then stop gracefully and return) or until cancelled (then
-    end every slice process and stop at once)."""
+) -> bool:
+    """Run the node until `shutdown` is set or a stop is asked through the API (then stop gracefully and
+    return) or until cancelled (then end every slice process and stop at once). Returns whether the stop
+    was `aether node restart`: the caller then starts the node again, with the same configuration."""
     secret = config.secret
     api_keys = load_api_keys(config)
+    restart = False
     config.data_dir.mkdir(parents=True, exist_ok=True)
     ingress_tls = ingress_context(config)
     try:
@@ -475,10 +477,11 @@ async def serve_node(
                             node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client or ""
                         )
                     )
-                    stop_asked = trio.Event()  # `aether node stop`: the same graceful stop as SIGTERM
+                    stop_asked = StopAsked()  # `aether node stop|restart`: the graceful stop of SIGTERM
                     follow = follow_stop_requests
                     await start("stop requests", follow, kv, config.node_id, record.started_at, stop_asked)
-                    await _first_of(stop_asked, shutdown)
+                    await _first_of(stop_asked.event, shutdown)
+                    restart = stop_asked.restart and stop_asked.event.is_set()
                     # Graceful: everything still runs. The KV may be going away too (a whole cluster
                     # stopping), so what needs it is bounded.
                     log.info("node %s stopping: withdrawing endpoints, stopping instances", config.node_id)
@@ -498,3 +501,4 @@ async def serve_node(
                     await store.close_all()  # after a hard cancellation: at least end every process
                     nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
+    return restart

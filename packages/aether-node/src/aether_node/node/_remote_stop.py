@@ -1,6 +1,7 @@
-"""A graceful stop asked through the management API (`aether node stop`): follows this node's
-`cluster/node-stop/{node-id}` key and sets an event when a request for this run (its `started_at`) is
-there; `serve_node` then runs its graceful stop, as on SIGTERM. Only reads; a record that does not
+"""A graceful stop asked through the management API (`aether node stop` or `restart`): follows this
+node's `cluster/node-stop/{node-id}` key and sets an event when a request for this run (its
+`started_at`) is there, saying whether a restart was asked; `serve_node` then runs its graceful stop, as
+on SIGTERM, and (a restart) tells its caller to start the node again. Only reads; a record that does not
 decode, or is for another run, is ignored.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import attrs
 import trio
 
 from aether_kv import KV
@@ -19,15 +21,24 @@ from ..core._schema import node_stop_key
 log = logging.getLogger("aether_node.node")
 
 
+@attrs.define
+class StopAsked:
+    """Set once a stop of this run was asked through the API; `restart`: start again after it."""
+
+    event: trio.Event = attrs.field(factory=trio.Event)
+    restart: bool = False
+
+
 async def follow_stop_requests(
     kv: KV,
     node_id: str,
     started_at: float,
-    requested: trio.Event,
+    requested: StopAsked,
     *,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Set `requested` once a stop request for this run is stored; runs until cancelled (then it ends its
+    """Set `requested` (and whether it is a restart) once a stop request for this run is stored; runs
+    until cancelled (then it ends its
     watch). Ready at once: a KV error while following is the supervisor's to retry, never a start-up
     failure of the node."""
     key = node_stop_key(node_id)
@@ -35,7 +46,7 @@ async def follow_stop_requests(
     task_status.started()
     async with trio.open_nursery() as nursery:
         await nursery.start(cache.run)
-        while not requested.is_set():
+        while not requested.event.is_set():
             changed = cache.changed
             found = cache.data[key].get(key)  # (the prefix also matches longer ids: the exact key only)
             if found is not None:
@@ -45,8 +56,10 @@ async def follow_stop_requests(
                     log.error("%s", error.message)
                 else:
                     if request.started_at == started_at:
-                        log.info("node %s: a graceful stop was asked through the API", node_id)
-                        requested.set()
+                        what = "restart" if request.restart else "graceful stop"
+                        log.info("node %s: a %s was asked through the API", node_id, what)
+                        requested.restart = request.restart
+                        requested.event.set()
                         continue
             await changed.wait()
         await trio.sleep_forever()  # the node stops now and cancels this

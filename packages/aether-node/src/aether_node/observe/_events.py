@@ -1,9 +1,9 @@
 """The typed cluster event log: KV changes → `ClusterEvent`s, and filters over them. Pure: no I/O.
 
 Events are derived from the KV's history (every change of `nodes/`, `blueprints/`, `cluster/leader`,
-`cluster/node-ops/`, `cluster/autoscale-decisions/`, `cluster/rollouts/`, `cluster/audit/` and `slices/`
-is one or two events), so every node can tell the same story, in revision order. Kinds:
-`client.EVENT_KINDS`.
+`cluster/node-ops/`, `cluster/autoscale-decisions/`, `cluster/rollouts/`, `cluster/paused/`,
+`cluster/reconcile/`, `cluster/audit/` and `slices/` is one or two events), so every node can tell the
+same story, in revision order. Kinds: `client.EVENT_KINDS`.
 
 An event's time is when it was written, the same on every query: the writer's own timestamp where the
 record carries one (instance states, blueprints, leader claims), else — node joins and losses, deletions —
@@ -23,13 +23,18 @@ from ..client import EVENT_KINDS, ClusterEvent
 from ..core._blueprint import Blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._errors import InvalidCoordinatesError
+from ..core._reconcile_spec import ReconcilePolicy, resolve
+from ..core._reconcile_spec import describe as describe_policy
 from ..core._records import (
     AuditRecord,
     AutoscaleLog,
     LeaderClaim,
+    LostNodeRecord,
     NodeOperation,
     NodeOperationRecord,
     NodeRecord,
+    PausedRollout,
+    RebalanceRequest,
     RecordError,
     RolloutPhase,
     RolloutRecord,
@@ -42,8 +47,13 @@ from ..core._schema import (
     AUTOSCALE_DECISIONS,
     BLUEPRINTS,
     LEADER_KEY,
+    LOST_NODES,
     NODE_OPS,
     NODES,
+    PAUSED,
+    REBALANCE_KEY,
+    RECONCILE,
+    RECONCILE_POLICY,
     ROLLOUTS,
     SLICES,
     InstanceKey,
@@ -112,7 +122,7 @@ def needs_time(event: Event) -> bool:
         return event.kind == "delete" or _blueprint_time(event) is None
     if key.startswith(SLICES):
         return event.kind == "delete" and InstanceKey.parse(key) is not None
-    if key.startswith(NODE_OPS) or key.startswith(ROLLOUTS):
+    if any(key.startswith(p) for p in (NODE_OPS, ROLLOUTS, RECONCILE, PAUSED)):
         return event.kind == "delete"
     return False
 
@@ -222,6 +232,10 @@ def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
         return _node_operation_event(event, key[len(NODE_OPS) :], at)
     if key.startswith(ROLLOUTS):
         return _rollout_event(event, key[len(ROLLOUTS) :], at)
+    if key.startswith(RECONCILE):
+        return _reconcile_event(event, at)
+    if key.startswith(PAUSED):
+        return _pause_event(event, key[len(PAUSED) :], at)
     if key == LEADER_KEY and event.kind == "put":
         return _leader_event(event)
     if key.startswith(AUTOSCALE_DECISIONS) and event.kind == "put":
@@ -231,6 +245,52 @@ def describe(event: Event, *, at: float = 0.0) -> list[ClusterEvent]:
         return [] if parsed is None else _instance_events(event, parsed, at)
     if key.startswith(AUDIT) and event.kind == "put":
         return _audit_event(event)
+    return []
+
+
+def _pause_event(event: Event, artifact_id: str, at: float) -> list[ClusterEvent]:
+    """A slice's rolling update paused (its record written) or resumed (deleted)."""
+    if event.kind == "delete":
+        message = f"rolling update of {artifact_id} resumed"
+        return [_made(event, at, "rollout_resumed", artifact_id, message, artifact=artifact_id)]
+    if event.prev is not None:
+        return []
+    try:
+        record = decode_record(event.kv.key, event.kv.value, PausedRollout)
+    except RecordError:
+        return []
+    message = f"rolling update of {artifact_id} paused: it stays where it is until resumed"
+    return [_made(event, record.since, "rollout_paused", artifact_id, message, artifact=artifact_id)]
+
+
+def _reconcile_event(event: Event, at: float) -> list[ClusterEvent]:
+    """The cluster's policy set; a lost node awaited (or no longer); an operator's rebalance."""
+    key = event.kv.key
+    try:
+        if key == RECONCILE_POLICY and event.kind == "put":
+            policy = decode_record(key, event.kv.value, ReconcilePolicy)
+            preset = f" (preset {policy.preset})" if policy.preset else ""
+            message = f"reconciliation policy set: {describe_policy(resolve(policy))}{preset}"
+            return [_made(event, policy.updated or at, "reconcile_policy_set", "cluster", message)]
+        if key == REBALANCE_KEY and event.kind == "put":
+            request = decode_record(key, event.kv.value, RebalanceRequest)
+            message = "rebalance now: the instances of every lost node are replaced without waiting"
+            return [_made(event, request.requested_at or at, "rebalance_requested", "cluster", message)]
+        if key.startswith(LOST_NODES):
+            node_id = key[len(LOST_NODES) :]
+            if event.kind == "delete":
+                message = f"node {node_id}: no longer awaited (it came back, or its instances are replaced)"
+                return [_made(event, at, "rebalance_delay_ended", node_id, message, node_id=node_id)]
+            if event.prev is not None:
+                return []
+            record = decode_record(key, event.kv.value, LostNodeRecord)
+            message = (
+                f"node {node_id} lost: its {record.instances} instance records wait up to"
+                f" {record.delay_s:g} s for it to come back (rebalance delay)"
+            )
+            return [_made(event, record.since, "rebalance_delayed", node_id, message, node_id=node_id)]
+    except RecordError:
+        return []
     return []
 
 

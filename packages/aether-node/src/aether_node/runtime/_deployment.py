@@ -351,6 +351,7 @@ class NodeDeploymentManager:
             timestamp=self.clock(),
             config=current.config if current else {},
             command=command,
+            moved_from=current.moved_from if current else "",  # (the leader counts moves in flight)
         )
         expected = slot.revision
         backoff = 0.1
