@@ -28,9 +28,12 @@ Schedules per minute are printed (`-s` shows them); `AETHER_SHELL_SIM_EXAMPLES=2
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import os
 import time
-from collections.abc import Callable
+import types
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -40,7 +43,17 @@ from hypothesis import strategies as st
 from shell_support import FakeSliceStore
 from trio.testing import MockClock
 
-from aether_kv import Event, KVError, LeaseNotFoundError, MemoryStore, OutcomeUnknownError, UnavailableError
+from aether_kv import (
+    Compare,
+    Delete,
+    Event,
+    KVError,
+    MemoryStore,
+    OutcomeUnknownError,
+    Put,
+    TxnResult,
+    UnavailableError,
+)
 from aether_node.control._allocation import NodeCapacity, allocate_all
 from aether_node.control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
 from aether_node.core._blueprint import Blueprint, Resources, SliceSpec
@@ -54,7 +67,17 @@ from aether_node.core._records import (
     decode_record,
     encode_record,
 )
-from aether_node.core._schema import BLUEPRINTS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey, node_key
+from aether_node.core._schema import (
+    BLUEPRINTS,
+    ENDPOINTS,
+    NODES,
+    PROBLEMS_PREFIX,
+    SLICES,
+    InstanceKey,
+    endpoint_key,
+    node_key,
+)
+from aether_node.node._node import _Registration
 from aether_node.runtime._deployment import NodeDeploymentManager
 from aether_node.runtime._lifecycle import Phase
 
@@ -65,34 +88,103 @@ TTL = 4.0
 GRACE = 1.0  # how long the leader may act on a view that has not yet seen a change (virtual seconds)
 SETTLE = 400.0  # virtual seconds the cluster gets to converge once the faults stop
 STORM = 5000  # writes at one instant of virtual time that can only be a loop
+LIMIT = 3000.0  # virtual seconds a schedule may take in all (its steps, the settling): past it, a hang
+SPIN = 20_000  # passes of trio's scheduler at one instant of virtual time that can only be a loop
 POLICY = RestartPolicy(max_restarts=3, window=30.0, initial=0.25, maximum=1.0)
 
 
 # ---------------------------------------------------------------- the simulated cluster
 
 
+FIRED: collections.Counter[str] = collections.Counter()  # faults that went off, over the run (printed)
+
+
+class NodeView:
+    """A node's view of the store (a `MemoryStore` replica: its faults are its own) with a tripwire for
+    the fault "the lease goes during a republish": armed, the `count`-th transaction that puts an
+    endpoint on a lease while the node republishes takes that lease away (expired or revoked) — before
+    the transaction (it fails: LeaseNotFoundError) or just after it (the endpoints go with the lease)."""
+
+    def __init__(self, store: MemoryStore, observer: MemoryStore) -> None:
+        self.store = store
+        self.observer = observer
+        self.republishing = False
+        self.tripwire: tuple[int, bool, bool] | None = None  # (count, after, revoke)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.store, name)
+
+    async def txn(
+        self,
+        compares: Sequence[Compare] = (),
+        success: Sequence[Put | Delete] = (),
+        failure: Sequence[Put | Delete] = (),
+    ) -> TxnResult:
+        lease = 0
+        if self.tripwire is not None and self.republishing:
+            lease = next(
+                (o.lease for o in success if isinstance(o, Put) and o.lease and o.key.startswith(ENDPOINTS)),
+                0,
+            )
+        if not lease:
+            return await self.store.txn(compares, success, failure)
+        assert self.tripwire is not None
+        count, after, revoke = self.tripwire
+        self.tripwire = (count - 1, after, revoke) if count > 1 else None
+        if count > 1:
+            return await self.store.txn(compares, success, failure)
+        if not after:
+            await self._take(lease, revoke)
+            return await self.store.txn(compares, success, failure)
+        result = await self.store.txn(compares, success, failure)
+        await self._take(lease, revoke)
+        return result
+
+    async def _take(self, lease: int, revoke: bool) -> None:
+        FIRED["lease taken during a republish"] += 1
+        with contextlib.suppress(KVError):
+            if revoke:  # as an operator's `lease revoke` would
+                await self.observer.lease_revoke(lease)
+            else:
+                self.observer.expire_lease(lease)
+
+
 @attrs.define(eq=False)
 class SimNode:
     node_id: str
     capacity: tuple[float, int]
-    kv: MemoryStore  # this node's view of the store (its faults are its own)
+    kv: NodeView
     store: FakeSliceStore
     scope: trio.CancelScope
-    lease: int = 0
+    registration: _Registration
     manager: NodeDeploymentManager | None = None
     status: str = "up"  # up | stopping | down
 
-    def record(self, *, leaving: bool = False) -> bytes:
-        cpu, memory = self.capacity
-        return encode_record(
-            NodeRecord(
-                node_id=self.node_id,
-                ingress="127.0.0.1:1",
-                capacity=Capacity(cpu=cpu, memory_mib=memory),
-                lease_ttl=TTL,
-                leaving=leaving,
-            )
-        )
+    @property
+    def lease(self) -> int:
+        return self.registration.lease
+
+
+def _only_kv_errors(error: BaseException) -> bool:
+    if isinstance(error, BaseExceptionGroup):
+        return all(_only_kv_errors(inner) for inner in error.exceptions)
+    return isinstance(error, KVError)
+
+
+def _leaves(error: BaseException) -> str:
+    if isinstance(error, BaseExceptionGroup):
+        return ", ".join(_leaves(inner) for inner in error.exceptions)
+    return repr(error)
+
+
+def _registration(kv: NodeView, node_id: str, capacity: tuple[float, int]) -> _Registration:
+    """The node's own `_Registration` (lease, keep-alive, registering again, republishing)."""
+    cpu, memory = capacity
+    record = NodeRecord(
+        node_id=node_id, ingress="127.0.0.1:1", capacity=Capacity(cpu=cpu, memory_mib=memory), lease_ttl=TTL
+    )
+    config = types.SimpleNamespace(node_id=node_id, lease_ttl=TTL)  # what `_Registration` reads of it
+    return _Registration(kv, config, record)  # type: ignore[arg-type]
 
 
 class Violation(AssertionError):
@@ -111,6 +203,8 @@ class Cluster:
         self.served_before_failing: set[str] = set()  # artifacts ACTIVE when a failing upgrade came
         self.violations: list[str] = []
         self.checker = Checker(self)
+        self.unwritten = False  # `specs` changed since the blueprint was last written
+        self.writing = False
 
     # ------------------------------------------------------------ nodes
 
@@ -121,12 +215,14 @@ class Cluster:
         old = self.nodes.get(node_id)
         if old is not None and old.status != "down":
             return
+        view = NodeView(self.kv.replica(node_id), self.kv)
         node = SimNode(
             node_id=node_id,
             capacity=capacity,
-            kv=self.kv.replica(node_id),
+            kv=view,
             store=FakeSliceStore(broken=self.broken),
             scope=trio.CancelScope(),
+            registration=_registration(view, node_id, capacity),
         )
         self.nodes[node_id] = node
         if self.kv.leader is None:
@@ -140,75 +236,82 @@ class Cluster:
                 if record.state is SliceState.FAILED and item.mod_revision <= before:
                     self.violations.append(f"{item.key}: FAILED from before {node_id} restarted outlived it")
 
-    async def _register(self, node: SimNode) -> None:
-        """`_Registration.register_until_done`: a lease, the registration on it; retried with backoff."""
-        backoff = 0.1
-        while True:
-            try:
-                lease = (await node.kv.lease_grant(TTL)).lease
-                await node.kv.put(node_key(node.node_id), node.record(), lease=lease)
-            except KVError:
-                await trio.sleep(backoff)
-                backoff = min(backoff * 2, TTL / 2)
-                continue
-            node.lease = lease
-            if node.manager is not None:
-                node.manager.lease = lease
-            return
-
-    async def _keep_alive(self, node: SimNode) -> None:
-        """`_Registration.keep_alive` (and `follow`'s republish after a new registration)."""
-        while True:
-            await trio.sleep(TTL / 4)
-            try:
-                await node.kv.lease_keepalive(node.lease)
-            except LeaseNotFoundError:
-                if node.status == "stopping":
-                    await trio.sleep_forever()
-                await self._register(node)
-                assert node.manager is not None
-                while True:
-                    try:
-                        await node.manager.republish(node.lease)
-                        break
-                    except KVError:
-                        await trio.sleep(0.5)
-            except KVError:
-                pass
-
     async def _run_node(
         self, node: SimNode, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
+        """`serve_node`'s order: register, then the services (each one's end is a violation)."""
         with node.scope:
-            await self._register(node)
+            registration = node.registration
+            await registration.register_until_done()
             manager = NodeDeploymentManager(
-                node.kv,
+                node.kv,  # type: ignore[arg-type]
                 node.node_id,
-                node.store,
-                lease=node.lease,
+                node.store,  # type: ignore[arg-type]
+                lease=registration.lease,
                 restart_policy=POLICY,
                 clock=trio.current_time,
             )
             node.manager = manager
+            registration.on_lease = functools.partial(setattr, manager, "lease")
+
+            async def republish(lease: int) -> None:
+                node.kv.republishing = True  # the tripwire's time
+                try:
+                    await manager.republish(lease)
+                finally:
+                    node.kv.republishing = False
+
+            leadership = LeadershipMonitor(node.kv, period=0.25)  # type: ignore[arg-type]
+            leader = ClusterDeploymentManager(node.kv, node.node_id, interval=1.0, clock=trio.current_time)  # type: ignore[arg-type]
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._keep_alive, node)
-                while True:
-                    try:
-                        await nursery.start(manager.run)
-                        break
-                    except KVError:  # `supervise` restarts the service
-                        await trio.sleep(0.5)
+                for name, service in (
+                    ("lease keep-alive", registration.keep_alive),
+                    ("republish", functools.partial(registration.follow, republish)),
+                    ("deployment", manager.run),
+                ):
+                    await nursery.start(self._service, node, name, service)
                 task_status.started()
-                leadership = LeadershipMonitor(node.kv, period=0.25)
-                leader = ClusterDeploymentManager(
-                    node.kv, node.node_id, interval=1.0, clock=trio.current_time
+                nursery.start_soon(self._service, node, "leadership", leadership.run, False)
+                nursery.start_soon(
+                    self._service, node, "cluster manager", functools.partial(leader.run, leadership), False
                 )
-                nursery.start_soon(leadership.run)
-                nursery.start_soon(leader.run, leadership)
         # cancelled: a crash ends every slice process with the node
         for key in list(node.store.instances):
             node.store.crash(key, "the node died")
         node.store.instances.clear()
+
+    async def _service(
+        self,
+        node: SimNode,
+        name: str,
+        service: Callable[..., Awaitable[object]],
+        reports: bool = True,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Run one of the node's services: a KV error before it reports started is tried again (as the
+        node's supervisor would); once started, an end of it — an error or a return — is a violation (no
+        error from the KV may end a node's service; `supervise` would hide it)."""
+        started = False
+        while True:
+            try:
+                async with trio.open_nursery() as nursery:
+                    if reports:
+                        await nursery.start(service)
+                    else:
+                        nursery.start_soon(service)
+                    started = True
+                    task_status.started()
+                ended = "returned"
+            except Exception as error:
+                if not started and _only_kv_errors(error):
+                    await trio.sleep(0.5)
+                    continue
+                ended = f"ended on {_leaves(error)}"
+            if node.status != "up" and ended == "returned":
+                return  # a graceful stop ends the deployment manager (`stop`)
+            self.violations.append(f"t={trio.current_time():.2f}: {node.node_id}'s {name} {ended}")
+            return
 
     def _elect(self, without: str) -> None:
         if self.kv.leader == without:
@@ -232,10 +335,7 @@ class Cluster:
 
     async def _stop(self, node: SimNode, drain: float) -> None:
         with trio.move_on_after(2):
-            try:
-                await node.kv.put(node_key(node.node_id), node.record(leaving=True), lease=node.lease)
-            except KVError:
-                pass
+            await node.registration.mark_leaving()  # first: no new placement here
         await trio.sleep(drain)
         assert node.manager is not None
         node.manager.stop()
@@ -245,26 +345,34 @@ class Cluster:
         with trio.move_on_after(2):
             await node.manager.forget_all()
         with trio.move_on_after(2):
-            try:
-                await node.kv.lease_revoke(node.lease)
-            except KVError:
-                pass
+            await node.registration.revoke()
         node.scope.cancel()
         node.status = "down"
 
     # ------------------------------------------------------------ blueprints
 
     async def write_blueprints(self) -> None:
-        blueprint = Blueprint(name="sim", slices=tuple(self.specs[a] for a in sorted(self.specs)))
-        while True:
+        """The operator's apply: the blueprint as `specs` now says, written by a task of its own that
+        tries again every second while no node is up to take it (the next step does not wait for it)."""
+        self.unwritten = True
+        if not self.writing:
+            self.writing = True
+            self.nursery.start_soon(self._write_blueprints)
+        await trio.lowlevel.checkpoint()
+
+    async def _write_blueprints(self) -> None:
+        while self.unwritten:
+            self.unwritten = False
+            blueprint = Blueprint(name="sim", slices=tuple(self.specs[a] for a in sorted(self.specs)))
             try:
                 if blueprint.slices:
                     await self.kv.put(BLUEPRINTS + "sim", encode_record(blueprint))
                 else:
                     await self.kv.delete(BLUEPRINTS + "sim")
-                return
             except KVError:  # no leader for now (every node down): write it once one is back
+                self.unwritten = True
                 await trio.sleep(1)
+        self.writing = False
 
     def wanted(self, artifact: str) -> Coordinates:
         return Coordinates.parse(self.specs[artifact].artifact)
@@ -399,7 +507,100 @@ class Checker:
         self.fail(f"{key} taken out of service: {artifact} ACTIVE {before} → {after}, floor {floor}")
 
 
+class Spin(trio.abc.Instrument):
+    """Tasks that run without end while no virtual time passes (a loop that reads, or waits on nothing
+    that takes time): after SPIN scheduler passes at one instant, note which tasks kept running (their
+    innermost frame) for a few more passes, then record a violation and cancel the run (else it never
+    ends: the mock clock jumps only once every task waits)."""
+
+    def __init__(self, clock: MockClock, cluster: Cluster, scope: trio.CancelScope) -> None:
+        self.clock, self.cluster, self.scope = clock, cluster, scope
+        self.instant, self.passes = -1.0, 0
+        self.steps: collections.Counter[str] = collections.Counter()
+
+    def before_io_wait(self, timeout: float) -> None:
+        now = self.clock.current_time()
+        if now != self.instant:
+            self.instant, self.passes = now, 0
+            if self.steps:
+                self.steps.clear()
+                trio.lowlevel.remove_instrument(_Steps(self))
+            return
+        self.passes += 1
+        if self.passes == SPIN:
+            trio.lowlevel.add_instrument(_Steps(self))
+        elif self.passes == SPIN + 200:
+            top = ", ".join(f"{where} ×{n}" for where, n in self.steps.most_common(3))
+            self.cluster.violations.append(
+                f"t={now:.2f}: {SPIN} scheduler passes without time passing: {top}"
+            )
+            self.scope.cancel()
+
+
+@attrs.frozen
+class _Steps(trio.abc.Instrument):
+    spin: Spin
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        frame, coro = None, task.coro
+        while coro is not None and getattr(coro, "cr_frame", None) is not None:
+            frame, coro = coro.cr_frame, coro.cr_await
+        where = f"{frame.f_code.co_name}:{frame.f_lineno}" if frame is not None else task.name
+        self.spin.steps[where] += 1
+
+
+async def _watchdog(cluster: Cluster, scope: trio.CancelScope) -> None:
+    await trio.sleep(LIMIT)
+    cluster.violations.append(f"the schedule took more than {LIMIT:g} virtual s; waiting: {_where()}")
+    scope.cancel()
+
+
+def _where() -> str:
+    """Where each task waits (its innermost frame), for a schedule that did not end."""
+    found: collections.Counter[str] = collections.Counter()
+    tasks = [trio.lowlevel.current_root_task()]
+    while tasks:
+        task = tasks.pop()
+        tasks += [child for nursery in task.child_nurseries for child in nursery.child_tasks]
+        frame, coro = None, task.coro
+        while coro is not None and getattr(coro, "cr_frame", None) is not None:
+            frame, coro = coro.cr_frame, coro.cr_await
+        if frame is not None:
+            found[f"{frame.f_code.co_name}:{frame.f_lineno}"] += 1
+    return ", ".join(f"{where} ×{n}" for where, n in found.most_common())
+
+
 # ---------------------------------------------------------------- convergence
+
+
+async def _endpoints_wrong(cluster: Cluster, records: dict[str, SliceRecord]) -> str:
+    """'' if every node is registered on its current lease and its ACTIVE instances' endpoints are
+    published on that lease, and nothing else is published; else what is wrong."""
+    kv = cluster.kv
+    registered = {item.key: item for item in (await kv.range(NODES)).kvs}
+    for node_id in cluster.up():
+        node = cluster.nodes[node_id]
+        found = registered.get(node_key(node_id))
+        if found is None or found.lease != node.lease:
+            return f"{node_id} is not registered on its lease {node.lease}: {found}"
+    wanted = {}
+    for key, record in records.items():
+        parsed = InstanceKey.parse(key)
+        assert parsed is not None
+        if record.state is SliceState.ACTIVE:
+            lease = cluster.nodes[parsed.node_id].lease
+            for entry in cluster.nodes[parsed.node_id].store.entry_points:
+                wanted[endpoint_key(parsed.coordinates, entry, parsed.instance)] = lease
+    listing = (await kv.range(ENDPOINTS)).kvs
+    published = {item.key: item.lease for item in listing}
+    for key, lease in sorted(wanted.items()):
+        if published.get(key) != lease:
+            return f"{key}: published on lease {published.get(key)}, not on its node's lease {lease}"
+    leases = {n.lease: i for i, n in cluster.nodes.items() if n.status == "up"}
+    stale = [f"{i.key} (lease of {leases.get(i.lease, i.lease)})" for i in listing if i.key not in wanted]
+    if stale and STALE_ENDPOINTS:
+        return f"endpoints of no ACTIVE instance: {', '.join(stale)}"
+    return ""
 
 
 async def converged(cluster: Cluster) -> str:
@@ -424,6 +625,9 @@ async def converged(cluster: Cluster) -> str:
             local is None or not local.alive or local.phase is not Phase.ACTIVE
         ):
             return f"{key} is ACTIVE but no process serves it"
+    wrong = await _endpoints_wrong(cluster, records)
+    if wrong:
+        return wrong
     if set(by_artifact) - set(cluster.specs):
         return f"instances of no blueprint: {sorted(set(by_artifact) - set(cluster.specs))}"
     nodes = [
@@ -543,6 +747,25 @@ def _node_op(kind: str, index: int, arg: float = 0.0) -> Callable[[Cluster], obj
     return run
 
 
+def _lease_in_republish(index: int, count: int, after: bool, revoke: bool) -> Callable[[Cluster], object]:
+    """The node's lease lapses now (it registers again and republishes its endpoints), and the lease goes
+    again during that republish (or a later one): at its `count`-th transaction, before it or after."""
+
+    async def run(cluster: Cluster) -> None:
+        node = cluster.nodes.get(NODE_IDS[index])
+        if node is None or node.status != "up":
+            return
+        node.kv.tripwire = (count, after, revoke)
+        with contextlib.suppress(KVError):
+            cluster.kv.expire_lease(node.lease)
+
+    when = "after" if after else "before"
+    run.__qualname__ = (
+        f"lease_in_republish({NODE_IDS[index]}, {'revoked' if revoke else 'expired'} {when} txn {count})"
+    )
+    return run
+
+
 def _kv_fault(index: int, count: int, error: str, operations: frozenset[str]) -> Callable[[Cluster], object]:
     async def run(cluster: Cluster) -> None:
         node = cluster.nodes.get(NODE_IDS[index])
@@ -574,6 +797,7 @@ OPS = st.one_of(
     st.builds(_node_op, st.just("lease_lapses"), node_index),
     st.builds(_node_op, st.just("leads"), node_index),
     st.builds(_node_op, st.just("slice_crash"), node_index, st.integers(0, 7).map(float)),
+    st.builds(_lease_in_republish, node_index, st.integers(1, 3), st.booleans(), st.booleans()),
     st.builds(
         _kv_fault,
         node_index,
@@ -591,40 +815,56 @@ START = st.tuples(
 
 
 async def run_schedule(start: tuple[list[int], int, int | None], steps: list[tuple[Callable, float]]) -> None:
-    capacities, instances, floor = start
     async with trio.open_nursery() as nursery:
         cluster = Cluster(nursery)
+        clock = trio.lowlevel.current_clock()
+        assert isinstance(clock, MockClock)
+        trio.lowlevel.add_instrument(Spin(clock, cluster, nursery.cancel_scope))
         nursery.start_soon(cluster.checker.run)
-        for index, capacity in enumerate(capacities):
-            await cluster.start_node(NODE_IDS[index], CAPACITIES[capacity])
-        await _apply(ARTIFACTS[0], instances, floor)(cluster)
-        await trio.sleep(10)
-        for op, work in steps:
-            await op(cluster)
-            await trio.sleep(work)
-            assert not cluster.violations, cluster.violations
-        # The faults stop: every node up again, no KV faults; the cluster must converge.
-        for node in cluster.nodes.values():
-            node.kv.clear_faults()
-        with trio.fail_after(30):
-            while any(n.status == "stopping" for n in cluster.nodes.values()):
-                await trio.sleep(0.5)
-        for node_id, node in list(cluster.nodes.items()):
-            if node.status == "down":
-                await cluster.start_node(node_id, node.capacity)
-        if cluster.kv.leader is None:
-            cluster.kv.set_leader(cluster.up()[0])
-        deadline = trio.current_time() + SETTLE
-        wrong = await converged(cluster)
-        while wrong and trio.current_time() < deadline:
-            await trio.sleep(1.0)
-            wrong = await converged(cluster)
-        assert not cluster.violations, cluster.violations
-        assert not wrong, f"no convergence within {SETTLE:g} s: {wrong}"
+        nursery.start_soon(_watchdog, cluster, nursery.cancel_scope)
+        await _play(cluster, start, steps)
         nursery.cancel_scope.cancel()
+    assert not cluster.violations, cluster.violations
+
+
+async def _play(
+    cluster: Cluster, start: tuple[list[int], int, int | None], steps: list[tuple[Callable, float]]
+) -> None:
+    """The schedule, then the faults stop and the cluster must converge."""
+    capacities, instances, floor = start
+    for index, capacity in enumerate(capacities):
+        await cluster.start_node(NODE_IDS[index], CAPACITIES[capacity])
+    await _apply(ARTIFACTS[0], instances, floor)(cluster)
+    await trio.sleep(10)
+    for op, work in steps:
+        await op(cluster)
+        await trio.sleep(work)
+        assert not cluster.violations, cluster.violations
+    # The faults stop: every node up again, no KV faults; the cluster must converge.
+    for node in cluster.nodes.values():
+        node.kv.clear_faults()
+        node.kv.tripwire = None
+    with trio.fail_after(30):
+        while any(n.status == "stopping" for n in cluster.nodes.values()):
+            await trio.sleep(0.5)
+    for node_id, node in list(cluster.nodes.items()):
+        if node.status == "down":
+            await cluster.start_node(node_id, node.capacity)
+    if cluster.kv.leader is None:
+        cluster.kv.set_leader(cluster.up()[0])
+    deadline = trio.current_time() + SETTLE
+    wrong = await converged(cluster)
+    while wrong and trio.current_time() < deadline:
+        await trio.sleep(1.0)
+        wrong = await converged(cluster)
+    assert not cluster.violations, cluster.violations
+    assert not wrong, f"no convergence within {SETTLE:g} s: {wrong}"
 
 
 EXAMPLES = int(os.environ.get("AETHER_SHELL_SIM_EXAMPLES", "60"))
+# Endpoints left published for instances that no longer run are an open finding (see the module
+# docstring): checked only with AETHER_SHELL_SIM_STALE_ENDPOINTS=1 until it is fixed.
+STALE_ENDPOINTS = os.environ.get("AETHER_SHELL_SIM_STALE_ENDPOINTS", "0") == "1"
 _ran: list[float] = []
 
 
@@ -654,3 +894,6 @@ def teardown_module() -> None:
     if _ran:
         per_minute = len(_ran) / sum(_ran) * 60
         print(f"\nshell simulation: {len(_ran)} schedules in {sum(_ran):.1f} s ({per_minute:.0f} a minute)")
+        print(
+            "faults that went off:", ", ".join(f"{what} {n}×" for what, n in FIRED.items()) or "none counted"
+        )
