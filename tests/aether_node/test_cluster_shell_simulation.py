@@ -756,6 +756,7 @@ def _lease_in_republish(index: int, count: int, after: bool, revoke: bool) -> Ca
         if node is None or node.status != "up":
             return
         node.kv.tripwire = (count, after, revoke)
+        FIRED["lease fault armed"] += 1
         with contextlib.suppress(KVError):
             cluster.kv.expire_lease(node.lease)
 
@@ -797,7 +798,9 @@ OPS = st.one_of(
     st.builds(_node_op, st.just("lease_lapses"), node_index),
     st.builds(_node_op, st.just("leads"), node_index),
     st.builds(_node_op, st.just("slice_crash"), node_index, st.integers(0, 7).map(float)),
-    st.builds(_lease_in_republish, node_index, st.integers(1, 3), st.booleans(), st.booleans()),
+    # (twice: it goes off only where the node has endpoints to republish)
+    st.builds(_lease_in_republish, node_index, st.integers(1, 2), st.booleans(), st.booleans()),
+    st.builds(_lease_in_republish, node_index, st.integers(1, 2), st.booleans(), st.booleans()),
     st.builds(
         _kv_fault,
         node_index,
