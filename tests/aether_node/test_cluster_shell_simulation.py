@@ -1,28 +1,52 @@
 """The deterministic fast layer of the fault suite (issue 11), over the real shell: the real
-ClusterDeploymentManager, LeadershipMonitor and NodeDeploymentManagers (one per node) run against the
-memory store, with simulated slice processes (`FakeSliceStore`) on trio's virtual clock, under schedules
-hypothesis draws: blueprint changes (apply, scale, upgrade, failing upgrade, delete), node changes and
-faults (join, graceful stop, crash, restart, lease lapse, leader change, slice process crash, KV faults
-on a node's view of the store) and time passing.
+ClusterDeploymentManager, LeadershipMonitor, NodeDeploymentManagers and the node's `_Registration` (one
+per node: its lease, keep-alive, registering again, republishing) run against the memory store, with
+simulated slice processes (`FakeSliceStore`) on trio's virtual clock, under schedules hypothesis draws:
+blueprint changes (apply, scale, upgrade, failing upgrade, delete), node changes and faults (join,
+graceful stop, crash, restart, lease lapse, the lease taken — expired or revoked — while the node
+republishes its endpoints, before or after one of its transactions, leader change, slice process crash,
+KV faults on a node's view of the store) and time passing.
 
 Unlike test_cluster_simulation.py (the planner with modelled nodes), nothing here is a model of aether's
-own code: what is simulated is only what is outside it — the slice processes, Raft's choice of leader,
-and what a node's process does around its managers (`_Registration`'s lease: register, keep alive,
-re-register after a lapse; a graceful stop's order of steps, as in `serve_node`).
+own code: what is simulated is only what is outside it — the slice processes (a load after the store's
+`close_all` fails, and each stop hook takes half a second, as the real store's), Raft's choice of
+leader (a stopping node's replica leads while no node is up), and the order of a graceful stop's steps
+in `serve_node`.
 
 Invariants, checked at every revision the store commits (a watch on everything, one event at a time):
 - a leader's command that takes an ACTIVE instance out of service (UNLOAD, DEACTIVATE) never leaves its
   slice with fewer ACTIVE instances on registered nodes than min(floor, ACTIVE before) — unless an
-  instance of it was lost to a fault (crash, node loss or stop) in the last second;
+  instance of it was lost to a fault (crash, node loss or stop) in the last second; and while the
+  wanted version fails to install, an ACTIVE instance of the old one goes only as surplus (for a slice
+  that needs no resources, which always has room for all its instances);
 - nothing is placed on a node that has been marked leaving, or has been gone, for a second or more;
-- no manager writes without end while no time passes (5,000 writes at one virtual instant);
+- no service of a node (keep-alive, republish, deployment, leadership, cluster manager) ends, by an
+  error or by returning, except the deployment manager in a graceful stop;
+- a clean stop leaves none of the records the node had when it began; no FAILED record outlives its
+  node's restart;
+- no manager writes without end while no time passes (5,000 writes at one virtual instant), no task
+  runs without end at one instant (20,000 scheduler passes), no schedule hangs (3,000 virtual s);
 and once the faults stop (every node up, no KV faults), the cluster converges: every wanted slice has
 the allocation's placement ACTIVE with a live process behind each ACTIVE record, nothing else runs except
 the old version of an upgrade that cannot proceed (its new version fails to install, or the floor holds
-it), which keeps serving; no FAILED record outlives its node's restart.
+it), which keeps serving; every node is registered on its current lease and every ACTIVE instance's
+endpoints are published on that lease (the node recovered from every lease it lost).
 
-Schedules per minute are printed (`-s` shows them); `AETHER_SHELL_SIM_EXAMPLES=2000` runs more;
-`AETHER_SHELL_SIM_SHRINK=0` reports a failing schedule unshrunk.
+Found with each fix undone (the fix reverted in the working tree, the default run of 60 generated
+schedules plus the explicit ones, 5 runs with hypothesis seeds 1-5, `AETHER_SHELL_SIM_SHRINK=0`; in
+brackets: generated schedules only, `AETHER_SHELL_SIM_GENERATE_ONLY=1`):
+RESULTS
+Open finding (checked only with `AETHER_SHELL_SIM_STALE_ENDPOINTS=1`): endpoints stay published, on
+the node's current lease, for instances that no longer run. Found by generation (lease lapses of two
+nodes, KV faults with applied outcomes on a third, then a scale-down): the leader forgot the records
+of the lapsed node as a gone node's while it registered again and republished. By the code: a worker
+whose record was deleted (target GONE) first writes DEACTIVATING compared against the deleted key's
+revision; the compare fails, the pass ends, and the worker waits for a change that never comes, so the
+process keeps running and its endpoints stay (`_deployment._converge`, `_run_step`).
+
+Schedules per minute are printed (`-s` shows them; wall time and CPU time: the first depends on what
+else the machine runs), and how often the lease fault went off; `AETHER_SHELL_SIM_EXAMPLES=2000` runs
+more; `AETHER_SHELL_SIM_SHRINK=0` reports a failing schedule unshrunk.
 """
 
 from __future__ import annotations
@@ -90,6 +114,14 @@ SETTLE = 400.0  # virtual seconds the cluster gets to converge once the faults s
 STORM = 5000  # writes at one instant of virtual time that can only be a loop
 LIMIT = 3000.0  # virtual seconds a schedule may take in all (its steps, the settling): past it, a hang
 SPIN = 20_000  # passes of trio's scheduler at one instant of virtual time that can only be a loop
+# Paces of what is outside the managers (virtual seconds; not waits for a condition): a service whose
+# start failed on a KV error is started again after RESTART_AFTER (as `supervise` would), the operator
+# retries a refused apply every OPERATOR_RETRY, and convergence is checked every CHECK_EVERY once the
+# faults stop.
+RESTART_AFTER = 0.5
+SERVE_FIRST = 10.0  # the first blueprint is served this long before the schedule's steps begin
+OPERATOR_RETRY = 1.0
+CHECK_EVERY = 1.0
 POLICY = RestartPolicy(max_restarts=3, window=30.0, initial=0.25, maximum=1.0)
 
 
@@ -159,6 +191,7 @@ class SimNode:
     registration: _Registration
     manager: NodeDeploymentManager | None = None
     status: str = "up"  # up | stopping | down
+    stopped: trio.Event = attrs.field(factory=trio.Event)  # set when a graceful stop is done
 
     @property
     def lease(self) -> int:
@@ -305,7 +338,7 @@ class Cluster:
                 ended = "returned"
             except Exception as error:
                 if not started and _only_kv_errors(error):
-                    await trio.sleep(0.5)
+                    await trio.sleep(RESTART_AFTER)
                     continue
                 ended = f"ended on {_leaves(error)}"
             if node.status != "up" and ended == "returned":
@@ -367,6 +400,7 @@ class Cluster:
         node.scope.cancel()
         node.status = "down"
         self._elect(node.node_id)
+        node.stopped.set()
 
     # ------------------------------------------------------------ blueprints
 
@@ -390,7 +424,7 @@ class Cluster:
                     await self.kv.delete(BLUEPRINTS + "sim")
             except KVError:  # no leader for now (every node down): write it once one is back
                 self.unwritten = True
-                await trio.sleep(1)
+                await trio.sleep(OPERATOR_RETRY)
         self.writing = False
 
     def wanted(self, artifact: str) -> Coordinates:
@@ -814,7 +848,11 @@ artifacts = st.sampled_from(ARTIFACTS)
 node_index = st.integers(0, len(NODE_IDS) - 1)
 OPS = st.one_of(
     st.builds(
-        _apply, artifacts, st.integers(0, 4), st.none() | st.integers(0, 4), st.sampled_from([0, 512, 1024])
+        _apply,
+        artifacts,
+        st.integers(0, 4),
+        st.none() | st.integers(0, 4),
+        st.sampled_from([0, 512, 1024, 4096]),  # 4096: room for few, so a floor binds (defect 4)
     ),
     st.builds(_upgrade, artifacts, st.booleans()),
     st.builds(_upgrade, artifacts, st.just(True)),  # (a failing upgrade is where defect 3 hides)
@@ -866,7 +904,7 @@ async def _play(
     for index, capacity in enumerate(capacities):
         await cluster.start_node(NODE_IDS[index], CAPACITIES[capacity])
     await _apply(ARTIFACTS[0], instances, floor)(cluster)
-    await trio.sleep(10)
+    await trio.sleep(SERVE_FIRST)
     for op, work in steps:
         await op(cluster)
         await trio.sleep(work)
@@ -875,9 +913,9 @@ async def _play(
     for node in cluster.nodes.values():
         node.kv.clear_faults()
         node.kv.tripwire = None
-    with trio.fail_after(30):
-        while any(n.status == "stopping" for n in cluster.nodes.values()):
-            await trio.sleep(0.5)
+    with trio.fail_after(30):  # (virtual s) every step of a stop is bounded; 30 s is past their sum
+        for node in [n for n in cluster.nodes.values() if n.status == "stopping"]:
+            await node.stopped.wait()
     for node_id, node in list(cluster.nodes.items()):
         if node.status == "down":
             await cluster.start_node(node_id, node.capacity)
@@ -886,7 +924,7 @@ async def _play(
     deadline = trio.current_time() + SETTLE
     wrong = await converged(cluster)
     while wrong and trio.current_time() < deadline:
-        await trio.sleep(1.0)
+        await trio.sleep(CHECK_EVERY)
         wrong = await converged(cluster)
     assert not cluster.violations, cluster.violations
     assert not wrong, f"no convergence within {SETTLE:g} s: {wrong}"
@@ -918,6 +956,10 @@ _cpu: list[float] = []  # CPU time per schedule (the wall time depends on what e
 # a graceful stop of a node that serves, with time to drain (with placement on stopping nodes allowed,
 # the leader places there without end: defect 7)
 @example(start=([0, 0], 2, None), steps=[(_node_op("stop", 0, 5.0), 10.0)])
+# a scale-up while a node drains before it stops (nothing may go to the stopping node: defect 7)
+@example(
+    start=([0, 0], 2, None), steps=[(_node_op("stop", 0, 5.0), 2.0), (_apply(ARTIFACTS[0], 4, None), 10.0)]
+)
 # a serving slice upgraded to a version that fails to install on every node (the old version must keep
 # all its instances: defect 3)
 @example(start=([0, 0], 4, None), steps=[(_upgrade(ARTIFACTS[0], True), 10.0)])
