@@ -9,7 +9,9 @@ of real `aether-node` processes (`aether_node.dev`), blueprints written to the K
 - `instances` reads `slices/` (linearizable); `wait_for` polls it until a condition holds and fails with
   the records it saw last (`poll` returns instead of failing); `Watcher` follows every change through a
   KV watch (e.g. "ACTIVE never dropped below N", "no instance number was used twice");
-- `Callers`: concurrent callers of one entry point over a list of ingresses, counting every failure.
+- `Callers`: concurrent callers of one entry point over a list of ingresses, counting every failure;
+- `wait_for_reconcile_passes`: until the leader has run N more reconcile passes (its metrics), for a
+  check that nothing happens meanwhile.
 
 Every wait has a deadline and fails with what it saw last.
 """
