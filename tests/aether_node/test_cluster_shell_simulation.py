@@ -35,7 +35,18 @@ endpoints are published on that lease (the node recovered from every lease it lo
 Found with each fix undone (the fix reverted in the working tree, the default run of 60 generated
 schedules plus the explicit ones, 5 runs with hypothesis seeds 1-5, `AETHER_SHELL_SIM_SHRINK=0`; in
 brackets: generated schedules only, `AETHER_SHELL_SIM_GENERATE_ONLY=1`):
-RESULTS
+- defect 3, a failed upgrade unloads the old version (`_reconcile.plan`: `retain = wanted_count`, the
+  room computed without failure exclusions undone): 5 of 5 [4 of 5];
+- defect 4, min_available ignored (`_reconcile.plan`: `keep = retain`): 5 of 5 [1 of 5; 0 of 5 before
+  slices of 4096 MiB were drawn];
+- defect 7, placements on a stopping node (the cluster manager passes no `stopping` to the planner):
+  5 of 5 [2 of 5; the default run caught it 2 of 5 before the explicit scale-up during a drain];
+- defect 7, FAILED records outliving a restart (`NodeDeploymentManager._forget_stale_failure` undone):
+  5 of 5 [3 of 5];
+- defect 7, a stop that leaves its records (`NodeDeploymentManager.stop` and `forget_all` undone):
+  5 of 5 [5 of 5].
+(The generated-only counts of defects 3 and 7 were taken before the 4096 MiB slices and the drain
+example were added.)
 Open finding (checked only with `AETHER_SHELL_SIM_STALE_ENDPOINTS=1`): endpoints stay published, on
 the node's current lease, for instances that no longer run. Found by generation (lease lapses of two
 nodes, KV faults with applied outcomes on a third, then a scale-down): the leader forgot the records
