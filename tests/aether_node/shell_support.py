@@ -4,7 +4,8 @@ registrations and blueprints written as the node and the API write them, and a c
 `FakeSliceStore` has SliceStore's methods (the seam the NodeDeploymentManager and the invoker already
 take): load, activate, deactivate, unload, close_all, get, active, instances, timeouts. Its processes are
 `FakeHost`s that a test can crash; a coordinate in `broken` fails to install, one in `failing_start` fails
-its start hook, as a real slice would.
+its start hook, as a real slice would; after `close_all` no load succeeds (the real store's templates
+are stopped then).
 """
 
 from __future__ import annotations
@@ -59,14 +60,17 @@ class FakeSliceStore:
         failing_start: set[str] | None = None,
         entry_points: dict[str, bool] | None = None,
         step_time: float = 0.0,
+        stop_time: float = 0.0,
     ) -> None:
         self.broken = broken if broken is not None else set()
         self.failing_start = failing_start if failing_start is not None else set()
         self.entry_points = entry_points if entry_points is not None else {"echo": True}
         self.step_time = step_time
+        self.stop_time = stop_time  # how long `close_all` takes per instance (a stop hook)
         self.timeouts = StepTimeouts()
         self.instances: dict[InstanceKey, LocalInstance] = {}
         self.loads = 0
+        self.closed = False  # after `close_all`, as the real store's templates are stopped: no load
 
     async def _step(self) -> None:
         if self.step_time > 0:
@@ -82,6 +86,8 @@ class FakeSliceStore:
 
     async def load(self, key: InstanceKey, config: dict[str, Any]) -> LocalInstance:
         await self._step()
+        if self.closed:
+            raise SliceHostError("spawn", "the template did not fork: the slice store is shut down")
         if str(key.coordinates) in self.broken:
             raise ResolutionError("install", f"install failed: {MISSING}")
         self.loads += 1
@@ -108,9 +114,12 @@ class FakeSliceStore:
         await trio.lowlevel.checkpoint()
 
     async def close_all(self) -> None:
+        self.closed = True
         with trio.CancelScope(shield=True):
             for key in list(self.instances):
                 await self.unload(key)
+                if self.stop_time > 0:  # its stop hook, then the next one's
+                    await trio.sleep(self.stop_time)
 
     def crash(self, key: InstanceKey, reason: str = "killed by signal 9") -> None:
         self.instances[key].host.crash(reason)  # type: ignore[attr-defined]

@@ -238,8 +238,10 @@ class Cluster:
         self.instances = 1
         self.silent = False
         self.started = 0.0
+        self.passes = 0  # the autoscaler's passes (each reads this node's usage once)
 
     def local_usage(self) -> Any:
+        self.passes += 1
         elapsed = trio.current_time() - self.started
         seconds = {f"1.0.0/{i}": self.cpu * elapsed for i in range(self.instances)}
         return {BUSY_ID: {"calls": 0, "buckets": [], "in_flight": 0, "cpu_seconds": seconds}}
@@ -330,9 +332,15 @@ async def test_a_deposed_leader_writes_nothing(autojump_clock: Any) -> None:
     cluster.cpu = 0.95
     async with trio.open_nursery() as nursery:
         await cluster.start(nursery)
-        await trio.sleep(0.5)  # (virtual time) it has read the claim
+
+        async def passed(count: int) -> bool:
+            return cluster.passes >= count
+
+        await wait_for(lambda: passed(1), "the first pass (it has read the claim)")
         await cluster.kv.put(LEADER_KEY, encode_record(LeaderClaim(node_id="n2", since=1.0, term=2)))
-        await trio.sleep(20)
+        # passes enough for a leader to have scaled up several times over (up_after_s = 2, 1 s apart)
+        then = cluster.passes
+        await wait_for(lambda: passed(then + 10), "ten more passes")
         nursery.cancel_scope.cancel()
     current, _ = await read_current(cluster.kv, "busy")
     assert current is not None and current.slices[0].instances == 1

@@ -27,6 +27,7 @@ from aether_node.core._records import (
 )
 from aether_node.core._schema import LEADER_KEY, PROBLEMS_PREFIX, rollout_key
 from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
+from aether_node.observe._metrics import NodeMetrics
 
 ECHO = "org.example:echo:1.0"
 
@@ -36,12 +37,19 @@ def kv() -> MemoryStore:
     return MemoryStore(clock=trio.current_time, address="n1")
 
 
-async def lead(nursery: trio.Nursery, kv: MemoryStore, node_id: str = "n1") -> ClusterDeploymentManager:
+async def lead(
+    nursery: trio.Nursery, kv: MemoryStore, node_id: str = "n1", *, metrics: NodeMetrics | None = None
+) -> ClusterDeploymentManager:
     leadership = LeadershipMonitor(kv, period=0.1)
-    manager = ClusterDeploymentManager(kv, node_id, interval=1.0, clock=trio.current_time)
+    manager = ClusterDeploymentManager(kv, node_id, interval=1.0, clock=trio.current_time, metrics=metrics)
     nursery.start_soon(leadership.run)
     nursery.start_soon(manager.run, leadership)
     return manager
+
+
+def passes(metrics: NodeMetrics) -> float:
+    """How many reconcile passes the manager has run (`aether_reconcile_runs_total`)."""
+    return metrics.registry.get_sample_value("aether_reconcile_runs_total") or 0.0
 
 
 async def claimed_by(kv: MemoryStore, node_id: str) -> bool:
@@ -73,15 +81,21 @@ async def test_a_deposed_leader_stops_and_its_fenced_writes_fail(
     autojump_clock: MockClock, kv: MemoryStore
 ) -> None:
     await register(kv, "n1")
+    metrics = NodeMetrics()
     async with trio.open_nursery() as nursery:
-        await lead(nursery, kv)
+        await lead(nursery, kv, metrics=metrics)
         await wait_for(lambda: claimed_by(kv, "n1"), "the leader's claim")
         # Another node claims the cluster while this one still believes it leads (its Raft status lags):
         # every write of the old leader compares the claim's revision, so none goes through.
         other = LeaderClaim(node_id="n9", since=trio.current_time(), term=7)
         await kv.put(LEADER_KEY, encode_record(other))
         await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2))
-        await trio.sleep(10)
+        before = passes(metrics)
+
+        async def planned_on_it() -> bool:  # passes that saw the blueprint (and tried to place it)
+            return passes(metrics) >= before + 5
+
+        await wait_for(planned_on_it, "five reconcile passes after the blueprint")
         assert await instances(kv) == {}
         assert (await kv.range(PROBLEMS_PREFIX)).kvs == ()  # nor any problem: "no room for 2" is fenced
         nursery.cancel_scope.cancel()

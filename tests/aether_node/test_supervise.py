@@ -12,6 +12,8 @@ import trio.testing
 from aether_node.node._supervise import run_forever, supervise
 from aether_node.observe._metrics import NodeMetrics
 
+RUN = 1.0  # (virtual s) how long each failing run of `Flaky` lasts: the restart gaps are this plus backoff
+
 
 class Flaky:
     """A service that reports started, then fails its first `failures` runs with `error`."""
@@ -32,7 +34,7 @@ class Flaky:
         await trio.sleep_forever()
 
     async def _fail(self) -> None:
-        await trio.sleep(1)
+        await trio.sleep(RUN)  # the stimulus: a run that lasts, then fails (virtual time)
         raise self.error
 
 
@@ -61,7 +63,7 @@ async def test_a_service_that_fails_after_starting_is_started_again_with_backoff
     assert first == "run 1"  # started is reported once, by the first run
     assert service.starts == 4
     gaps = [later - earlier for earlier, later in itertools.pairwise(restarts)]
-    assert gaps == [pytest.approx(1.2), pytest.approx(1.4)]  # each run lasts 1 s; backoff 0.1, 0.2, 0.4
+    assert gaps == [pytest.approx(RUN + 0.2), pytest.approx(RUN + 0.4)]  # backoff 0.1, 0.2, 0.4
     restarted = metrics.registry.get_sample_value("aether_node_service_restarts_total", {"service": "flaky"})
     assert restarted == 3
 

@@ -166,6 +166,9 @@ class BridgePartition(_Partition):
         )
 
 
+RESET_EVERY = 1.0  # the nemesis's pace: one node's connections reset per second while it holds
+
+
 class ResetConnections(Nemesis):
     name = "reset-connections"
 
@@ -178,7 +181,7 @@ class ResetConnections(Nemesis):
             while True:
                 node = run.rng.choice(run.cluster.nodes)
                 self.count += run.network.reset_connections(node.index)
-                await trio.sleep(1.0)
+                await trio.sleep(RESET_EVERY)
 
     async def heal(self, run: Run) -> None:
         run.note(f"{self.name}: {self.count} connections reset")

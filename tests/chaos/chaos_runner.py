@@ -51,6 +51,9 @@ from support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SLICES = ("counter", "echo")  # the sample slices the suite deploys
+# How often `wait_converged` checks (a check reads every node's records and calls each ingress): the
+# convergence times in the report are measured to this resolution.
+CONVERGED_CHECK_EVERY = 0.5
 
 
 @attrs.frozen(kw_only=True)
@@ -265,7 +268,7 @@ async def wait_converged(run: Run, bound: float) -> tuple[float, str]:
         with trio.move_on_after(bound):
             while (last := await converged(run, http)) is not None:
                 waited[last[:60]] += 1
-                await trio.sleep(0.5)
+                await trio.sleep(CONVERGED_CHECK_EVERY)
             run.recovering.clear()
             for window in run.lost_windows:
                 window[1] = run.clock() if window[1] is None else window[1]

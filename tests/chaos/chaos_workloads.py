@@ -57,6 +57,12 @@ API_ERRORS = (
 )
 COUNTER = "org.aether:counter"
 ECHO = "org.aether:echo"
+# Pacing of the blueprint churn (not waits for a condition): after a refused change, the next step comes
+# this much later (the cluster is mid-fault: a retry at once would only count the same failure again);
+# while a step converges, its status is read this often (each read is a management API call, and a
+# step's convergence time is recorded to this resolution).
+CHURN_PAUSE_AFTER_ERROR = 1.0
+CHURN_STATUS_EVERY = 0.5
 
 
 class Clock:
@@ -392,7 +398,7 @@ class BlueprintChurn:
                 await self._api(lambda api: api.apply_blueprint(churn_blueprint(version, instances)))
         except API_ERRORS as error:
             self.failed.append(f"t={at:.1f}s {step}: {type(error).__name__}: {error}")
-            await trio.sleep(1)
+            await trio.sleep(CHURN_PAUSE_AFTER_ERROR)
             return
         if version is None:
             self.log.append(f"t={at:.1f}s {step}")
@@ -414,7 +420,7 @@ class BlueprintChurn:
                     return
             except API_ERRORS as error:
                 last = f"{type(error).__name__}: {error}"
-            await trio.sleep(0.5)
+            await trio.sleep(CHURN_STATUS_EVERY)
         if want_converged:
             self.failed.append(
                 f"t={at:.1f}s {step} {version} x{instances}: not converged in {self.step_timeout:g}s ({last})"

@@ -9,7 +9,9 @@ of real `aether-node` processes (`aether_node.dev`), blueprints written to the K
 - `instances` reads `slices/` (linearizable); `wait_for` polls it until a condition holds and fails with
   the records it saw last (`poll` returns instead of failing); `Watcher` follows every change through a
   KV watch (e.g. "ACTIVE never dropped below N", "no instance number was used twice");
-- `Callers`: concurrent callers of one entry point over a list of ingresses, counting every failure.
+- `Callers`: concurrent callers of one entry point over a list of ingresses, counting every failure;
+- `wait_for_reconcile_passes`: until the leader has run N more reconcile passes (its metrics), for a
+  check that nothing happens meanwhile.
 
 Every wait has a deadline and fails with what it saw last.
 """
@@ -203,6 +205,34 @@ async def leader_node_id(cluster: LocalNodeCluster, kv: KVClient, *, timeout: fl
                     return raft_to_node[leader]
             await trio.sleep(0.05)
     pytest.fail(f"no Raft leader among {raft_to_node} after {timeout:g} s (last: {leader!r})")
+
+
+async def reconcile_passes(cluster: LocalNodeCluster, node_id: str) -> float:
+    """How many reconcile passes the node's cluster manager has run (`aether_reconcile_runs_total` on its
+    management API's /metrics)."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        answer = await http.get(f"http://{cluster.plan(node_id).management}/metrics")
+    answer.raise_for_status()
+    for line in answer.text.splitlines():
+        if line.startswith("aether_reconcile_runs_total "):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def wait_for_reconcile_passes(
+    cluster: LocalNodeCluster, kv: KVClient, passes: int, *, timeout: float = 30.0
+) -> None:
+    """Until the leader has run `passes` more reconcile passes than now: a check that nothing happens
+    ("nothing else is placed") counts the leader's work, not seconds."""
+    leader = await leader_node_id(cluster, kv)
+    before = await reconcile_passes(cluster, leader)
+    now = before
+    with trio.move_on_after(timeout):
+        while now < before + passes:
+            await trio.sleep(0.1)
+            now = await reconcile_passes(cluster, leader)
+        return
+    pytest.fail(f"{leader} ran {now - before:g} reconcile passes in {timeout:g} s, not {passes}")
 
 
 # ---------------------------------------------------------------- blueprints

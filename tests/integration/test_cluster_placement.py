@@ -44,6 +44,7 @@ from cluster_support import (
     show,
     started_cluster,
     wait_for,
+    wait_for_reconcile_passes,
 )
 
 from aether_kv import KVClient
@@ -114,7 +115,7 @@ async def test_spread_one_per_node_and_reports_what_does_not_fit(
                 await trio.sleep(0.1)
         log = await leader_log(cluster, kv)
         assert expected in log, f"the leader did not report the unplaced instance:\n{log[-3000:]}"
-        await trio.sleep(2.5)  # a few reconcile intervals (1 s): nothing else must be placed meanwhile
+        await wait_for_reconcile_passes(cluster, kv, 3)  # nothing else must be placed meanwhile
     found = await instances(kv, ECHO_ID)
     assert per_node(found) == dict.fromkeys(NODES, 1) and len(active(found)) == 3, show(found)
     extra = {k for k in watcher.keys_seen if k[1] > 3}

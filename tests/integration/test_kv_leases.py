@@ -22,6 +22,10 @@ from support import known_leader, wait_until
 pytestmark = pytest.mark.integration
 
 TRANSIENT = (OutcomeUnknownError, UnavailableError, ConnectionLostError)
+# A holder's renewal pace (what a node does: several renewals per TTL of 5 s). RENEWALS of them span
+# more than a TTL: a lease that survives them was kept alive by them, not by its own time left.
+RENEW_EVERY = 0.5
+RENEWALS = 12
 
 
 async def _leader_status(cluster: LocalCluster) -> Status:
@@ -50,11 +54,11 @@ async def test_keeping_a_lease_alive_writes_nothing_to_the_log(kv_cluster: Local
         # timed out on a busy machine lands later): from here on, nothing may reach the log.
         await one.barrier()
         before = await _leader_status(kv_cluster)
-        # Six seconds of renewals (over a TTL) through every replica: followers forward them.
-        for round_ in range(12):
+        # Renewals through every replica over more than a TTL (followers forward them): the stimulus.
+        for round_ in range(RENEWALS):
             renewed = await (one, two, three)[round_ % 3].lease_keepalive(lease.lease)
             assert renewed.lease == lease.lease and renewed.ttl == 5.0
-            await trio.sleep(0.5)
+            await trio.sleep(RENEW_EVERY)
         after = await _leader_status(kv_cluster)
     assert await _present_everywhere(kv_cluster, "held", True), "a kept-alive lease lost its key"
     elections = after.term - before.term  # each new leader appends one no-op entry; nothing else may
@@ -89,7 +93,7 @@ async def test_leases_keep_their_meaning_across_a_leader_change(kv_cluster: Loca
                     renewals += 1
                 except TRANSIENT:
                     pass  # the election: the lease has time (a new leader starts it at a full TTL)
-                await trio.sleep(0.5)
+                await trio.sleep(RENEW_EVERY)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_alive)

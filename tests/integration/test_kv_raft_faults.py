@@ -13,8 +13,18 @@ from pathlib import Path
 import pytest
 import trio
 
-from aether_kv import LocalCluster, OutcomeUnknownError, Status, open_client, wait_until_ready
+from aether_kv import LocalCluster, OutcomeUnknownError, RaftConfig, Status, open_client, wait_until_ready
 from support import known_leader, leader_id, wait_until
+
+# The longest election timeout of the local cluster's replicas (their default configuration). A replica
+# stopped for PAUSE has had its election timer run out: the stimulus of the pre-vote tests, which no
+# condition can stand for (the stopped replica cannot be asked). An isolated replica's term is sampled
+# TERM_SAMPLES times TERM_SAMPLE_EVERY apart: a window of several election timeouts, each of which
+# would have raised it upstream.
+ELECTION_MAX = RaftConfig(raft_address="", peers=(), data_dir=Path(), secret="").election_max
+PAUSE = 2 * ELECTION_MAX
+TERM_SAMPLE_EVERY = ELECTION_MAX / 3
+TERM_SAMPLES = 8
 
 pytestmark = pytest.mark.integration
 
@@ -154,7 +164,7 @@ async def test_a_replica_back_from_a_pause_does_not_disrupt_the_leader(kv_cluste
         logged_before = {replica: len(log) for replica, log in _logs(kv_cluster).items()}
         process.send_signal(signal.SIGSTOP)
         try:
-            await trio.sleep(3)  # the stimulus: longer than its election timeout (at most 1.5 s)
+            await trio.sleep(PAUSE)  # the stimulus: longer than its election timeout
             await client.put("during", b"x")
         finally:
             process.send_signal(signal.SIGCONT)
@@ -188,8 +198,8 @@ async def test_an_isolated_replica_does_not_raise_its_term(kv_cluster: LocalClus
         kv_cluster.processes[replica].send_signal(signal.SIGSTOP)
     try:
         terms = []
-        for _ in range(8):  # 4 s: several election timeouts (0.5-1.5 s)
-            await trio.sleep(0.5)
+        for _ in range(TERM_SAMPLES):  # several election timeouts
+            await trio.sleep(TERM_SAMPLE_EVERY)
             terms.append((await _status_of(kv_cluster, lone)).term)
     finally:
         for replica in others:
