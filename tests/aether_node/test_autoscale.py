@@ -23,6 +23,7 @@ from aether_node.control._autoscale import (
     decide,
     quantile,
     reading_for,
+    signals,
     trim,
 )
 from aether_node.core._autoscale_spec import AutoscaleSpec
@@ -368,6 +369,27 @@ def test_trim_keeps_the_longest_span_and_the_reading_before_it() -> None:
     assert [r.at for r in kept] == [float(t) for t in range(30, 100, 5)]
     assert trim([], 0.0, SPEC) == []
     assert [r.at for r in trim(window, 500.0, SPEC)] == []
+
+
+def test_signals_are_the_figures_between_two_readings_of_the_nodes_in_both() -> None:
+    cluster = Cluster(2, nodes=2)
+    cluster.advance(HOT, STEP)
+    before = cluster.reading(STEP, HOT)
+    cluster.advance(HOT, STEP)
+    after = cluster.reading(2 * STEP, HOT)
+
+    found = signals(before, after)
+    assert found is not None
+    assert found["calls_per_second"] == pytest.approx(50.0)  # 100/s over 2 instances
+    assert found["cpu"] == pytest.approx(0.91)
+    assert found["p99_ms"] == pytest.approx(498.0, abs=1)
+    assert found["in_flight"] == 0.0
+    # a node missing from the later reading: measured on the one in both
+    only_one = Reading(at=after.at, nodes={"node-1": after.nodes["node-1"]})
+    assert signals(before, only_one) is not None
+    # a node that restarted (its counter went back): nothing to compare
+    restarted = Reading(at=after.at, nodes={**after.nodes, "node-2": NodeSample(calls=0)})
+    assert signals(before, restarted) is None
 
 
 # ---------------------------------------------------------------- the forecast (forecast_s)

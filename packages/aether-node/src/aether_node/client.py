@@ -87,6 +87,10 @@ class AutoscaleStatus:
     settings: dict[str, float]  # what an operator set at run time (over the blueprint's values)
     paused: bool
     decisions: tuple[AutoscaleDecision, ...] = ()
+    # with ?signals=1: the figures the controller compares with the targets, measured by the node that
+    # answers between its last two readings of every node (1.5 s apart or more), over `signals_s` seconds
+    signals: dict[str, float] = attrs.field(factory=dict)
+    signals_s: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -304,6 +308,7 @@ class SliceTarget:
     desired: int
     active: int
     problem: str = ""
+    rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
 
 
 @attrs.frozen(kw_only=True)

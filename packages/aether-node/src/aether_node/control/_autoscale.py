@@ -297,6 +297,16 @@ def _interval(before: Reading, after: Reading, expected: Collection[str]) -> _In
     return _Interval(before.at, after.at, instances, calls / seconds, figures)
 
 
+def signals(before: Reading, after: Reading) -> dict[str, float] | None:
+    """The figures the controller compares with the targets (cpu, p99_ms, calls_per_second, in_flight;
+    those that can be measured) between two readings of the nodes that answered both, for display (the
+    dashboard's signal charts); None if the readings cannot be compared (a node joined or restarted)."""
+    interval = _interval(before, after, set(before.nodes) & set(after.nodes))
+    if interval is None:
+        return None
+    return {name: value for name, value in interval.figures.items() if value is not None}
+
+
 def _last(intervals: list[_Interval], end: float, seconds: float) -> list[_Interval]:
     """The intervals that reach into the last `seconds` before `end`."""
     return [interval for interval in intervals if interval.end > end - seconds]
