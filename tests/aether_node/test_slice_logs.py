@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from aether_node import client
+from aether_node.api import _management, _slice_logs
 from aether_node.api._slice_logs import LogRequest, SliceLogs, choose, split_lines
 from aether_node.client import InstanceInfo
 from aether_node.core._errors import RequestError
@@ -93,3 +95,8 @@ async def test_following_sends_the_tail_then_each_line_and_ends_with_the_instanc
     assert sent == ["old 2", "new line", "last"]
     assert (tmp_path / "x.log").read_bytes() == b"old 1\nold 2\nnew line\nlast"
     assert not fifo.exists()
+
+
+def test_a_client_waits_three_keep_alives_before_it_calls_a_stream_dead() -> None:
+    assert client.LOG_STREAM_IDLE == 3 * _slice_logs.HEARTBEAT == _slice_logs.PEER_SILENCE
+    assert client.EVENT_STREAM_IDLE == 3 * _management.KEEPALIVE

@@ -5,7 +5,9 @@ without a reload; calls show up with a rate. A second test holds the layout agai
 problem (nothing wider than the window at 1400, 1000 and 700 px), checks that the history charts draw
 lines from real calls, that the nodes × slices view is the cluster's instances, that calls to unknown
 slices are labelled so, and that with a node down and then the store without a quorum the page says what
-the API answered, keeps its data and recovers by itself once the nodes are back. Screenshots go to
+the API answered, keeps its data and recovers by itself once the nodes are back. Two more (long) check
+the Autoscaling table, and the signal charts (each target of an autoscaled slice against its signal)
+with the Rollouts table of a canary in progress, the layout holding at 1400 and 700 px. Screenshots go to
 test-artifacts/ (gitignored); with AETHER_UPDATE_SCREENSHOTS=1 the one of the docs too
 (docs/images/dashboard.png).
 """
