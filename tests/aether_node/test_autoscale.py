@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -22,6 +23,7 @@ from aether_node.control._autoscale import (
     decide,
     quantile,
     reading_for,
+    signals,
     trim,
 )
 from aether_node.core._autoscale_spec import AutoscaleSpec
@@ -90,15 +92,22 @@ class Cluster:
 
 
 def simulate(
-    spec: AutoscaleSpec, load: Load, *, start: int, steps: int, min_available: int | None = None
+    spec: AutoscaleSpec,
+    load: Load | Callable[[float], Load],
+    *,
+    start: int,
+    steps: int,
+    min_available: int | None = None,
 ) -> list[Decision]:
+    """The decisions of a closed loop under `load` (or the load at each time, for a ramp)."""
+    load_at = load if callable(load) else lambda now: load
     cluster = Cluster(start)
     current, window, last_scaled, decisions = start, [], None, []
     for step in range(steps):
         now = step * STEP
         if step:
-            cluster.advance(load, STEP)
-        window = [*window, cluster.reading(now, load)][-14:]  # 65 s: the longest span
+            cluster.advance(load_at(now), STEP)
+        window = [*window, cluster.reading(now, load_at(now))][-14:]  # 65 s: the longest span
         decision = decide(
             spec,
             current=current,
@@ -362,10 +371,119 @@ def test_trim_keeps_the_longest_span_and_the_reading_before_it() -> None:
     assert [r.at for r in trim(window, 500.0, SPEC)] == []
 
 
+def test_signals_are_the_figures_between_two_readings_of_the_nodes_in_both() -> None:
+    cluster = Cluster(2, nodes=2)
+    cluster.advance(HOT, STEP)
+    before = cluster.reading(STEP, HOT)
+    cluster.advance(HOT, STEP)
+    after = cluster.reading(2 * STEP, HOT)
+
+    found = signals(before, after)
+    assert found is not None
+    assert found["calls_per_second"] == pytest.approx(50.0)  # 100/s over 2 instances
+    assert found["cpu"] == pytest.approx(0.91)
+    assert found["p99_ms"] == pytest.approx(498.0, abs=1)
+    assert found["in_flight"] == 0.0
+    # a node missing from the later reading: measured on the one in both
+    only_one = Reading(at=after.at, nodes={"node-1": after.nodes["node-1"]})
+    assert signals(before, only_one) is not None
+    # a node that restarted (its counter went back): nothing to compare
+    restarted = Reading(at=after.at, nodes={**after.nodes, "node-2": NodeSample(calls=0)})
+    assert signals(before, restarted) is None
+
+
+# ---------------------------------------------------------------- the forecast (forecast_s)
+
+FORECAST = AutoscaleSpec(
+    min=1, max=4, calls_per_second=50.0, up_after_s=10.0, down_after_s=30.0, forecast_s=20.0
+)
+
+
+def ramp(start: float, slope: float) -> Callable[[float], Load]:
+    """A call rate that rises by `slope` calls/s every second from `start`."""
+    return lambda now: Load(calls_per_second=round(start + slope * now), latency_s=0.005)
+
+
+def ramp_window(load: Callable[[float], Load], until: float, instances: int = 1) -> list[Reading]:
+    cluster = Cluster(instances)
+    window = [cluster.reading(0.0, load(0.0))]
+    for step in range(1, int(until / STEP) + 1):
+        cluster.advance(load(step * STEP), STEP)
+        window.append(cluster.reading(step * STEP, load(step * STEP)))
+    return window
+
+
+def test_a_rising_rate_scales_up_ahead_of_the_target_with_the_forecast() -> None:
+    window = ramp_window(ramp(10, 1.0), 30.0)  # 40 calls/s now, 60 in 20 s
+    ahead = decide(FORECAST, current=1, window=window, expected=["node-1"], now=30.0)
+    reactive = decide(
+        attrs.evolve(FORECAST, forecast_s=None), current=1, window=window, expected=["node-1"], now=30.0
+    )
+
+    assert (ahead.action, ahead.target) == (Action.UP, 2)
+    assert ahead.message(ARTIFACT) == (
+        "scale org.aether:busy 1 -> 2: forecast: calls 60/s > 50/s in 20 s "
+        "(the slice's rate 40.0/s, rising 1.00/s per s)"
+    )
+    assert ahead.path[-3:] == ("forecast: calls above target ahead", "room", "scale up")
+    assert ahead.figures["forecast_calls_per_second"] == pytest.approx(60.0)
+    assert reactive.action is Action.HOLD  # 40/s is under 50/s: nothing to react to yet
+
+
+def test_the_forecast_holds_on_a_flat_or_falling_rate_and_without_the_whole_span() -> None:
+    for load in (ramp(45, 0.0), ramp(49, -0.5)):
+        decision = decide(FORECAST, current=1, window=ramp_window(load, 30.0), expected=["node-1"], now=30.0)
+        assert decision.action is Action.HOLD
+        assert "forecast: within target" in decision.path
+    short = ramp_window(ramp(10, 1.0), 15.0)  # 15 s of readings: the fit needs 20
+    decision = decide(FORECAST, current=1, window=short, expected=["node-1"], now=15.0)
+    assert decision.action is Action.HOLD
+
+
+def test_a_forecast_breach_honours_the_cooldown_and_max() -> None:
+    window = ramp_window(ramp(10, 1.0), 30.0)
+    cooling = decide(FORECAST, current=1, window=window, expected=["node-1"], now=30.0, last_scaled_at=20.0)
+    assert (cooling.action, cooling.path[-1]) == (Action.HOLD, "cooldown")
+    assert "up allowed in 20 s" in cooling.reason
+    at_max = decide(attrs.evolve(FORECAST, max=1), current=1, window=window, expected=["node-1"], now=30.0)
+    assert (at_max.action, at_max.path[-1]) == (Action.HOLD, "at max")
+
+
+def test_trim_keeps_the_forecast_span() -> None:
+    spec = attrs.evolve(FORECAST, up_after_s=5.0, down_after_s=5.0, forecast_s=40.0)
+    window = ramp_window(ramp(10, 0.0), 100.0)
+    assert trim(window, 100.0, spec)[0].at == 55.0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    start=st.integers(0, 40),
+    slope=st.floats(0.2, 5.0),
+    forecast=st.sampled_from([10.0, 20.0, 40.0]),
+    target=st.sampled_from([20.0, 50.0]),
+)
+def test_on_a_ramp_the_forecast_scales_no_later_than_the_reactive_controller_and_stays_in_bounds(
+    start: int, slope: float, forecast: float, target: float
+) -> None:
+    spec = AutoscaleSpec(
+        min=1, max=5, calls_per_second=target, up_after_s=10.0, down_after_s=30.0, up_cooldown_s=10.0
+    )
+    load = ramp(start, slope)
+    reactive = simulate(spec, load, start=1, steps=40)
+    ahead = simulate(attrs.evolve(spec, forecast_s=forecast), load, start=1, steps=40)
+
+    def first_up(decisions: list[Decision]) -> int:
+        return next((i for i, d in enumerate(decisions) if d.action is Action.UP), len(decisions))
+
+    assert first_up(ahead) <= first_up(reactive)
+    assert all(1 <= d.target <= 5 for d in ahead)
+    assert Action.DOWN not in [d.action for d in ahead]  # a rising load is never scaled down
+
+
 # ---------------------------------------------------------------- properties
 
 specs = st.builds(
-    lambda low, extra, targets, steps, cooldowns, afters, down_below: AutoscaleSpec(
+    lambda low, extra, targets, steps, cooldowns, afters, down_below, forecast: AutoscaleSpec(
         min=low,
         max=low + extra,
         cpu=targets[0],
@@ -379,6 +497,7 @@ specs = st.builds(
         up_after_s=afters[0],
         down_after_s=afters[1],
         down_below=down_below,
+        forecast_s=forecast if targets[2] is not None else None,  # the blueprint's rule
     ),
     st.integers(1, 4),
     st.integers(0, 6),
@@ -392,6 +511,7 @@ specs = st.builds(
     st.tuples(st.sampled_from([0.0, 10.0, 30.0, 60.0]), st.sampled_from([0.0, 10.0, 30.0, 60.0])),
     st.tuples(st.sampled_from([5.0, 15.0, 30.0]), st.sampled_from([5.0, 15.0, 60.0])),
     st.floats(0.1, 0.95),
+    st.none() | st.sampled_from([10.0, 20.0, 60.0]),
 )
 loads = st.builds(
     Load,

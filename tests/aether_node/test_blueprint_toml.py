@@ -24,8 +24,8 @@ HEAD = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\n'
 # next line a case adds is line 10.
 AUTOSCALE = HEAD + "instances = 2\n\n[slices.autoscale]\nmin = 1\nmax = 4\n"
 AUTOSCALE_KEYS = (
-    "calls_per_second, cpu, down_after_s, down_below, down_cooldown_s, down_step, in_flight, max, min,"
-    " p99_ms, up_after_s, up_cooldown_s, up_step"
+    "calls_per_second, cpu, down_after_s, down_below, down_cooldown_s, down_step, forecast_s, in_flight,"
+    " max, min, p99_ms, up_after_s, up_cooldown_s, up_step"
 )
 SLICE_KEYS = (
     "artifact, autoscale, balancing, config, instances, max_per_node, min_available, resources, strategy,"
@@ -83,7 +83,7 @@ def test_the_commented_autoscale_example_parses_once_uncommented() -> None:
     busy = blueprint.slices[-1]
     assert (busy.artifact, busy.instances) == ("org.aether:busy:1.0.0", 2)
     assert busy.autoscale == AutoscaleSpec(
-        min=1, max=6, cpu=0.7, p99_ms=200.0, calls_per_second=50.0, in_flight=4.0
+        min=1, max=6, cpu=0.7, p99_ms=200.0, calls_per_second=50.0, in_flight=4.0, forecast_s=10.0
     )  # every other value written is the default
 
 
@@ -579,6 +579,21 @@ BAD_BLUEPRINTS = [
         "autoscale-down-below-one",
         AUTOSCALE + "cpu = 0.5\ndown_below = 1.0\n",
         "bp.toml:11:1: slices[0].autoscale.down_below: must be a number in (0, 1), got 1.0",
+        11,
+        1,
+    ),
+    (
+        "autoscale-forecast-without-calls-target",
+        AUTOSCALE + "cpu = 0.5\nforecast_s = 10\n",
+        "bp.toml:11:1: slices[0].autoscale.forecast_s: needs a calls_per_second target: the forecast is of"
+        " the call rate, against that target",
+        11,
+        1,
+    ),
+    (
+        "autoscale-forecast-zero",
+        AUTOSCALE + "calls_per_second = 20\nforecast_s = 0\n",
+        "bp.toml:11:1: slices[0].autoscale.forecast_s: must be a number in (0, 3600], got 0",
         11,
         1,
     ),

@@ -1,59 +1,24 @@
-"""The pure parts of slice logs: reading a log's last lines and what follows them, parsing a request, and
-choosing the instances it names (with errors that say what exists). The serving is tested end to end in
-tests/integration/test_cli_logs_describe.py."""
+"""Slice logs in the management API: parsing a request, choosing the instances it names (with errors that
+say what exists), and the local follower over a real instance log fed through its pipe. Reading and
+rotating the files: test_instance_log.py; the serving end to end: tests/integration/
+test_cli_logs_describe.py."""
 
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import given
-from hypothesis import strategies as st
 
-from aether_node.api._slice_logs import LogRequest, SliceLogs, choose, read_from, read_tail, split_lines
+from aether_node import client
+from aether_node.api import _management, _slice_logs
+from aether_node.api._slice_logs import LogRequest, SliceLogs, choose, split_lines
 from aether_node.client import InstanceInfo
 from aether_node.core._errors import RequestError
-
-LINES = st.lists(
-    st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=30),
-    max_size=60,
-)
-
-
-@given(LINES, st.integers(1, 80), st.booleans())
-def test_read_tail_is_the_last_complete_lines(
-    tmp_path_factory: pytest.TempPathFactory, lines: list[str], count: int, partial: bool
-) -> None:
-    path = tmp_path_factory.mktemp("log") / "x.log"
-    complete = "".join(line + "\n" for line in lines).encode()
-    path.write_bytes(complete + (b"half a line" if partial else b""))
-    tail, offset = read_tail(path, count)
-    assert tail == lines[-count:]
-    assert offset == len(complete)  # following starts after the last complete line
-
-
-def test_read_tail_reads_back_over_blocks(tmp_path: Path) -> None:
-    path = tmp_path / "big.log"
-    path.write_bytes(b"".join(b"%06d %s\n" % (n, b"x" * 200) for n in range(2000)))
-    tail, offset = read_tail(path, 500)
-    assert [line[:6] for line in tail] == [f"{n:06d}" for n in range(1500, 2000)]
-    assert offset == path.stat().st_size
-
-
-def test_no_file_yet_is_no_lines(tmp_path: Path) -> None:
-    assert read_tail(tmp_path / "none.log", 10) == ([], 0)
-    assert read_from(tmp_path / "none.log", 5) == (b"", 0)
-
-
-def test_read_from_goes_on_and_starts_over_after_a_cut(tmp_path: Path) -> None:
-    path = tmp_path / "x.log"
-    path.write_bytes(b"one\ntw")
-    data, offset = read_from(path, 4)
-    assert (data, offset) == (b"tw", 6)
-    path.write_bytes(b"new\n")  # cut shorter than where we were
-    assert read_from(path, offset) == (b"new\n", 4)
+from aether_node.runtime._instance_log import InstanceLog, LogLimits
 
 
 def test_split_lines_keeps_the_incomplete_rest() -> None:
@@ -93,13 +58,13 @@ def test_choose_names_what_exists_when_nothing_matches() -> None:
         choose("g:a", [], LogRequest(artifact="g:a"))
 
 
-async def test_following_sends_new_lines_and_ends_with_the_instance(tmp_path: Path) -> None:
-    """The local follower over a real file: the tail, then each line as it is completed, then the lines
-    written just before the instance ended, and no more."""
-    path = tmp_path / "x.log"
-    path.write_bytes(b"old 1\nold 2\n")
-    running = True
-    logs = SliceLogs("node-1", handlers=None, log_path=lambda key: path, running=lambda key: running)  # type: ignore[arg-type]
+async def test_following_sends_the_tail_then_each_line_and_ends_with_the_instance(tmp_path: Path) -> None:
+    """The local follower over a real instance log: the tail from the files, then each line as it is
+    completed (pushed through the log's pipe by a real process), then the last words of the process and
+    its unterminated last line, and the end when the process is gone."""
+    log = InstanceLog(tmp_path / "x.log", LogLimits(max_bytes=1_000_000, keep=2))
+    (tmp_path / "x.log").write_bytes(b"old 1\nold 2\n")
+    logs = SliceLogs("node-1", handlers=None, log_of=lambda key: log)  # type: ignore[arg-type]
     sent: list[str] = []
     grown = trio.Event()
 
@@ -107,7 +72,9 @@ async def test_following_sends_new_lines_and_ends_with_the_instance(tmp_path: Pa
         sent.append(json.loads(chunk)["line"])
         grown.set()
 
+    fifo, read_end, keeper = log.open_pipe()
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.drain, fifo, read_end)
         done = trio.Event()
 
         async def follow() -> None:
@@ -115,19 +82,21 @@ async def test_following_sends_new_lines_and_ends_with_the_instance(tmp_path: Pa
             done.set()
 
         nursery.start_soon(follow)
-        with trio.fail_after(10):
+        with trio.fail_after(20):
             while sent != ["old 2"]:
                 await grown.wait()
                 grown = trio.Event()
-            with path.open("ab") as file:
-                file.write(b"new ")
-                file.flush()
-                file.write(b"line\nlast\n")
-            while sent != ["old 2", "new line", "last"]:
-                await grown.wait()
-                grown = trio.Event()
-            with path.open("ab") as file:
-                file.write(b"dying words\n")
-            running = False
+            script = "print('new', end=' ', flush=True); print('line'); print('last', end='')"
+            with open(fifo, "wb") as own:  # the process's end of the pipe, as aether_slice.host opens it
+                os.close(keeper)
+                process = await trio.run_process([sys.executable, "-c", script], stdout=own, check=True)
+            assert process.returncode == 0
             await done.wait()
-    assert sent == ["old 2", "new line", "last", "dying words"]
+    assert sent == ["old 2", "new line", "last"]
+    assert (tmp_path / "x.log").read_bytes() == b"old 1\nold 2\nnew line\nlast"
+    assert not fifo.exists()
+
+
+def test_a_client_waits_three_keep_alives_before_it_calls_a_stream_dead() -> None:
+    assert client.LOG_STREAM_IDLE == 3 * _slice_logs.HEARTBEAT == _slice_logs.PEER_SILENCE
+    assert client.EVENT_STREAM_IDLE == 3 * _management.KEEPALIVE

@@ -132,9 +132,10 @@ def slice_hosts(data_dir: Path) -> list[ProcInfo]:
 
 
 def host_of(data_dir: Path, coordinates: str, instance: int) -> ProcInfo | None:
-    """The live slice host of one instance (its stderr is the instance's log file)."""
+    """The live slice host of one instance (its stderr is the pipe into the instance's log file, which
+    the node drains)."""
     parsed = Coordinates.parse(coordinates)
-    log_name = f"{parsed.distribution}-{parsed.version}-{instance}.log"
+    log_name = f"{parsed.distribution}-{parsed.version}-{instance}.pipe"
     found = [p for p in slice_hosts(data_dir) if Path(p.stderr).name == log_name]
     assert len(found) <= 1, f"more than one live host for {coordinates}#{instance}: {found}"
     return found[0] if found else None

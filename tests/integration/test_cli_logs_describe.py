@@ -9,7 +9,9 @@ The sample slice `org.aether:faulty` prints `faulty: work <payload>` on each cal
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,3 +123,78 @@ def test_describe_each_kind(running: Running) -> None:
     assert gone.returncode == 1 and "no registered node 'node-9' (registered: node-1, node-2)" in gone.stderr
     kind = aether("describe", "pod", "x")
     assert kind.returncode == 2 and "pod" in kind.stderr, str(kind)
+
+
+# ---------------------------------------------------------------- the followed node goes away
+
+
+@pytest.fixture
+def followed(tmp_path: Path, sample_index: Path) -> Iterator[CliCluster]:
+    """A cluster of its own (this test pauses and kills nodes; three, so the store keeps a quorum)."""
+    with cli_cluster(tmp_path, sample_index, nodes=3) as cluster:
+        blueprint = cluster.cwd / "logs.toml"
+        blueprint.write_text(BLUEPRINT)
+        expect(cluster.aether("blueprint", "apply", str(blueprint), "--wait", timeout=120))
+        yield cluster
+
+
+def placed(cluster: CliCluster, nodes: int) -> Running:
+    """Where the one instance runs once it is ACTIVE and `nodes` nodes are up, and another live node."""
+
+    def settled() -> tuple[list[dict[str, Any]], list[str]]:
+        up = [n["node_id"] for n in expect(cluster.aether("cluster", "nodes", "--json")).json()]
+        found = expect(cluster.aether("slice", "list", "--json")).json()
+        active = [i for i in found if i["state"] == "ACTIVE"]
+        return (active, up) if len(up) == nodes and len(found) == len(active) == 1 else ([], [])
+
+    (instance,), up = wait_until(settled, timeout=120, what=f"one ACTIVE instance and {nodes} nodes up")
+    other = next(n for n in cluster.local.nodes if n.node_id in up and n.node_id != instance["node_id"])
+    return Running(cluster, instance["node_id"], instance["instance"], f"http://{other.management}")
+
+
+def follow_until_it_breaks(running: Running, payload: object, stop: Any) -> tuple[int, str]:
+    """Follow the instance's log through the other node; once a new line came, `stop()` a node; the
+    CLI's exit status and what it printed on stderr (it must end by itself)."""
+    cluster = running.cluster
+    env = {"AETHER_CLUSTER": running.elsewhere}
+    with background_aether("slice", "logs", FAULTY, "--follow", "-n", "1", cwd=cluster.cwd, env=env) as out:
+        work(cluster, payload)
+        out.wait_for(lambda text: json.dumps(payload) in text, timeout=20, what="the followed line")
+        stop()
+        try:
+            status = out.process.wait(timeout=60)  # the silence allowed is 15 s: well within
+        except subprocess.TimeoutExpired:
+            pytest.fail("`aether slice logs --follow` hung after a node it followed through went away")
+        assert out.process.stderr is not None
+        return status, out.process.stderr.read()
+
+
+@pytest.mark.long
+def test_follow_ends_with_a_clear_error_when_a_node_on_the_way_pauses_or_dies(followed: CliCluster) -> None:
+    """Following through a node that does not run the instance: the node that runs it paused (SIGSTOP:
+    no byte, not even the heartbeat), then the node the CLI follows through killed, then the node that
+    runs the instance killed (SIGKILL: the connection closes mid-stream); each time the stream ends by
+    itself, exit 1, naming the node and what happened."""
+    local = followed.local
+    running = placed(followed, 3)
+    pid = local.processes[running.node].pid
+    try:
+        status, errors = follow_until_it_breaks(
+            running, {"n": "paused"}, lambda: os.kill(pid, signal.SIGSTOP)
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert status == 1, errors
+    assert f"aether: error: node {running.node} (" in errors, errors
+    assert "sent nothing for 15 s" in errors and "down, paused or cut off" in errors, errors
+
+    running = placed(followed, 3)  # (the paused node may have been declared lost: the instance moved)
+    via = next(n.node_id for n in local.nodes if f"http://{n.management}" == running.elsewhere)
+    status, errors = follow_until_it_breaks(running, {"n": "via"}, lambda: local.kill(via))
+    assert status == 1, errors
+    assert f"aether: error: {running.elsewhere} broke the stream off" in errors, errors
+
+    running = placed(followed, 2)
+    status, errors = follow_until_it_breaks(running, {"n": "killed"}, lambda: local.kill(running.node))
+    assert status == 1, errors
+    assert f"aether: error: node {running.node} (" in errors and "stopped sending its logs" in errors, errors

@@ -5,7 +5,9 @@ without a reload; calls show up with a rate. A second test holds the layout agai
 problem (nothing wider than the window at 1400, 1000 and 700 px), checks that the history charts draw
 lines from real calls, that the nodes × slices view is the cluster's instances, that calls to unknown
 slices are labelled so, and that with a node down and then the store without a quorum the page says what
-the API answered, keeps its data and recovers by itself once the nodes are back. Screenshots go to
+the API answered, keeps its data and recovers by itself once the nodes are back. Two more (long) check
+the Autoscaling table, and the signal charts (each target of an autoscaled slice against its signal)
+with the Rollouts table of a canary in progress, the layout holding at 1400 and 700 px. Screenshots go to
 test-artifacts/ (gitignored); with AETHER_UPDATE_SCREENSHOTS=1 the one of the docs too
 (docs/images/dashboard.png).
 """
@@ -418,3 +420,127 @@ def test_the_dashboard_shows_autoscaled_slices_and_the_last_decisions(
         assert page.evaluate(DRAWN, [chart, series]) == 1, (chart, series, page.inner_html(f"#{chart}"))
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "dashboard-autoscale.png"), full_page=True)
+
+
+# ---------------------------------------------------------------- signals against targets, rollouts
+
+SIGNALS_AND_ROLLOUT = """name = "web"
+
+[[slices]]
+artifact = "org.aether:echo:{echo}"
+instances = 2
+
+[slices.update]
+strategy = "canary"
+steps = [50, 100]
+step_window_s = 1
+
+[[slices]]
+artifact = "org.aether:busy:1.0.0"
+instances = 1
+min_available = 1
+
+[slices.autoscale]
+min = 1
+max = 2
+cpu = 0.9
+calls_per_second = 400
+in_flight = 20
+"""
+SIGNAL_DRAWN = """([slice, signal, series]) => [...document.querySelectorAll(
+    `#signal-charts figure.signal[data-slice="${slice}"][data-signal="${signal}"] path.series`)]
+    .filter(p => p.dataset.series === series && (p.getAttribute('d').match(/L/g) || []).length >= 2).length"""
+
+
+def call_busy(local: Any, count: int) -> None:
+    with httpx.Client(timeout=30) as http:
+        for _ in range(count):
+            answer = http.post(f"http://{local.nodes[0].ingress}/invoke/org.aether:busy/burn", json={"ms": 2})
+            assert answer.status_code == 200, answer.text
+
+
+@needs_chromium
+@pytest.mark.long
+def test_the_dashboard_charts_each_signal_against_its_target_and_shows_a_rollout(
+    secured: CliCluster, browser: Any
+) -> None:
+    """Per autoscaled slice and target, a small chart of the signal (as the controller measures it)
+    with the target dashed; a canary in progress with its versions, phase, step, share and ACTIVE
+    instances per version; the layout holds at a wide and a narrow width."""
+    local = secured.local
+    with api(secured) as http:
+        first = SIGNALS_AND_ROLLOUT.format(echo="1.0.0")
+        assert http.post("/api/v1/blueprints", content=first.encode()).is_success
+
+        def ready() -> bool:
+            slices = {s["artifact"]: s for s in http.get("/api/v1/overview").json()["slices"]}
+            return slices[ECHO]["active"] == 2 and slices["org.aether:busy:1.0.0"]["active"] == 1
+
+        wait_until(ready, timeout=90, what="2 ACTIVE echo 1.0.0 and 1 ACTIVE busy")
+        # no calls to echo: the canary's first step (50 %) waits for an operator after its window
+        second = SIGNALS_AND_ROLLOUT.format(echo="1.1.0")
+        assert http.post("/api/v1/blueprints", content=second.encode()).is_success
+
+        def waiting() -> dict[str, Any] | None:
+            rollout = next(
+                s["rollout"] for s in http.get("/api/v1/overview").json()["slices"] if "echo" in s["artifact"]
+            )
+            return rollout if rollout and "aether slice promote" in rollout["reason"] else None
+
+        rollout = wait_until(waiting, timeout=90, what="the canary waiting for an operator")
+        assert (rollout["phase"], rollout["share"], rollout["stable"], rollout["candidate"]) == (
+            "OBSERVING",
+            50,
+            "1.0.0",
+            "1.1.0",
+        )
+        # the signals are measured between two readings of the answering node, at least 1.5 s apart
+        assert http.get("/api/v1/autoscale/org.aether:busy?signals=1").json()["signals"] == {}
+
+        def measured() -> float:
+            call_busy(local, 5)
+            answer = http.get("/api/v1/autoscale/org.aether:busy?signals=1").json()
+            return answer["signals"].get("calls_per_second", 0) * (answer["signals_s"] >= 1.5)
+
+        wait_until(measured, timeout=30, what="a calls_per_second signal", interval=0.5)
+        assert http.get("/api/v1/autoscale/org.aether:busy").json()["signals"] == {}  # only when asked
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+    page.set_default_timeout(60_000)
+    page.goto(f"http://{local.nodes[0].management}/dashboard")
+    page.wait_for_selector("#key-form:not([hidden])")
+    page.fill("#key-input", KEYS["viewer"])
+    page.click("#key-form button[type=submit]")
+    row = "#rollouts tr[data-rollout='org.aether:echo']"
+    wait(page, f'!!document.querySelector("{row}")', "the rollout of echo")
+    cells = [cell.strip() for cell in page.inner_text(row).split("\t")]  # (the share bar is a line)
+    assert cells[:6] == [
+        "org.aether:echo",
+        "canary",
+        "1.0.0 → 1.1.0",
+        "OBSERVING · step 1",
+        "50 %",
+        "2 / 1",
+    ], cells
+    assert "aether slice promote" in cells[7], cells
+    assert page.evaluate(f'document.querySelector("{row} .share > span").style.width') == "50%"
+    # calls to busy over several readings: each target's chart draws the signal and the target
+    for _ in range(4):
+        seen = samples(page)
+        call_busy(local, 10)
+        wait(page, f"window.aetherDashboard.samples > {seen}", "one more calls reading")
+    charts = rows(page, "#signal-charts figure.signal", "data-signal")
+    assert charts == ["calls_per_second", "cpu", "in_flight"], charts
+    for signal in ("calls_per_second", "cpu", "in_flight"):
+        for series in ("signal", "target"):
+            drawn = page.evaluate(SIGNAL_DRAWN, ["org.aether:busy", signal, series])
+            assert drawn == 1, (signal, series, page.inner_html("#signal-charts"))
+    # nothing wider than the window, wide or narrow
+    for width in (1400, 700):
+        page.set_viewport_size({"width": width, "height": 1000})
+        wait(page, f"window.innerWidth === {width}", f"a {width}px window")
+        overflowing = page.evaluate(OVERFLOW)
+        assert overflowing == [], (width, overflowing)
+    page.set_viewport_size({"width": 1400, "height": 1000})
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-signals-rollouts.png"), full_page=True)

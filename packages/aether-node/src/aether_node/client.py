@@ -46,6 +46,11 @@ T = TypeVar("T")
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds a node gives an invoke through the API unless told otherwise
 MAX_CALL_TIMEOUT = 3600.0  # the longest call timeout a node accepts
 MAX_LOG_LINES = 10_000  # the most last lines of an instance's log a node gives at once
+# A followed stream with nothing for this long is a node gone (killed, paused, cut off): the node sends an
+# empty line every 5 s on a followed log (`api/_slice_logs.HEARTBEAT`) and a comment every 15 s on an
+# idle event stream (`api/_management.KEEPALIVE`); three of them missed is not a slow moment.
+LOG_STREAM_IDLE = 15.0
+EVENT_STREAM_IDLE = 45.0
 
 
 # ---------------------------------------------------------------- models
@@ -89,6 +94,10 @@ class AutoscaleStatus:
     settings: dict[str, float]  # what an operator set at run time (over the blueprint's values)
     paused: bool
     decisions: tuple[AutoscaleDecision, ...] = ()
+    # with ?signals=1: the figures the controller compares with the targets, measured by the node that
+    # answers between its last two readings of every node (1.5 s apart or more), over `signals_s` seconds
+    signals: dict[str, float] = attrs.field(factory=dict)
+    signals_s: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -357,6 +366,7 @@ class SliceTarget:
     desired: int
     active: int
     problem: str = ""
+    rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
 
 
 @attrs.frozen(kw_only=True)
@@ -933,7 +943,7 @@ class ApiClient:
         every chosen instance has gone away (or the caller stops). Lines of different instances
         interleave in the order they arrive."""
         params = {**_log_params(instance, node, lines), "follow": "1"}
-        for raw in self._stream(f"/api/v1/slices/{_segment(artifact)}/logs", params):
+        for raw in self._stream(f"/api/v1/slices/{_segment(artifact)}/logs", params, idle=LOG_STREAM_IDLE):
             if raw.strip():
                 yield from_json(json.loads(raw), LogLine)
 
@@ -1105,24 +1115,45 @@ class ApiClient:
         """Recent events, then every new one as it happens (server-sent events); until interrupted.
         Filters as in `events`."""
         params = _event_params(limit, kind, slice, node)
-        for line in self._stream("/api/v1/events/stream", params):
+        for line in self._stream("/api/v1/events/stream", params, idle=EVENT_STREAM_IDLE):
             if line.startswith("data: "):
                 yield from_json(json.loads(line[6:]), ClusterEvent)
 
-    def _stream(self, path: str, params: dict[str, Any]) -> Iterator[str]:
-        """The lines of a streamed answer (no timeout: it lasts as long as the stream), from the first
-        node that can be reached."""
+    def _stream(self, path: str, params: dict[str, Any], *, idle: float) -> Iterator[str]:
+        """The lines of a streamed answer (it lasts as long as the stream), from the first node that can
+        be reached. Raises NoAnswerError if that node breaks the stream off (it died: the answer ends
+        mid-way) or sends nothing for `idle` seconds (its keep-alives included)."""
         errors = []
         for url in self.urls:
             try:
                 request = self._new_request("GET", url + path, params, None)
-                response = self._open(request, url, None)
+                response = self._open(request, url, idle)
             except _TRANSPORT_ERRORS as error:
                 errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
                 continue
             with response:
-                for raw in response:
-                    yield raw.decode(errors="replace").rstrip("\r\n")
+                # read1, not line iteration: iterating a chunked answer cut off by a dead node just ends,
+                # as if the stream were over; read1 raises IncompleteRead
+                rest = b""
+                try:
+                    while chunk := response.read1(65536):
+                        *lines, rest = (rest + chunk).split(b"\n")
+                        for raw in lines:
+                            yield raw.decode(errors="replace").rstrip("\r")
+                except _TRANSPORT_ERRORS as error:
+                    if _timed_out(error):
+                        raise NoAnswerError(
+                            f"{url} sent nothing for {idle:g} s, not even its keep-alive: the node is down,"
+                            " paused or cut off; the stream stops here"
+                        ) from None
+                    why = (
+                        "its answer ended mid-way (the node stopped?)"
+                        if isinstance(error, http.client.IncompleteRead)
+                        else _reason(error)
+                    )
+                    raise NoAnswerError(f"{url} broke the stream off: {why}") from None
+                if rest:
+                    yield rest.decode(errors="replace").rstrip("\r")
             return
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
 

@@ -2,6 +2,13 @@
 settings (`cluster/autoscale/{group:artifact}`, `AutoscaleSettings`). Protocol-agnostic like `_handlers`:
 typed request in, typed result out, or a RequestError. Bad input is refused before anything is written;
 the leader's autoscaler (`control/_autoscaler.py`) reads the settings on its next pass.
+
+With `signals`, a status also carries the figures the controller compares with the targets (CPU, p99,
+calls per second and in flight per instance), for the dashboard's charts. Only the leader keeps a
+window, so the node that answers measures them itself: it reads every node's usage (as the leader does,
+over the peer connections) and compares the reading with its own earlier one at least SIGNAL_SPAN
+seconds old (kept in memory, the last SIGNAL_KEEP seconds). The first request, or one after a long
+pause, has no signals yet.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from typing import Any
 import attrs
 
 from ..client import AutoscaleDecision, AutoscaleStatus
+from ..control._autoscale import reading_for
+from ..control._autoscale import signals as signals_between
 from ..control._autoscale_plan import Scaled, artifact_id_of, autoscaled
 from ..control._autoscale_settings import SETTABLE, SettingsError, check, parse_changes
 from ..control._autoscaler import decode_log, decode_settings
@@ -22,6 +31,8 @@ from ..core._schema import AUTOSCALE, AUTOSCALE_DECISIONS, autoscale_decisions_k
 from ._handlers import Handlers
 
 OPERATIONS = ("pause", "resume")
+SIGNAL_SPAN = 1.5  # seconds: the shortest interval signals are measured over (shorter ones are noise)
+SIGNAL_KEEP = 30.0  # seconds of earlier usage readings kept for that
 
 
 class AutoscaleOperations:
@@ -29,6 +40,7 @@ class AutoscaleOperations:
         self.handlers = handlers
         self.kv = handlers.kv
         self.clock = handlers.clock
+        self._usage: list[tuple[float, dict[str, Any]]] = []  # (when, node id → usage answer)
 
     async def _targets(self) -> tuple[dict[str, Scaled], dict[str, AutoscaleSettings]]:
         await self.handlers._fresh()
@@ -54,12 +66,39 @@ class AutoscaleOperations:
             raise RequestError(ErrorKind.NOT_FOUND, f"{artifact_id} is not autoscaled: {why}")
         return target, settings.get(artifact_id)
 
-    async def status(self, artifact: str | None = None) -> list[AutoscaleStatus] | AutoscaleStatus:
+    async def status(
+        self, artifact: str | None = None, *, signals: bool = False
+    ) -> list[AutoscaleStatus] | AutoscaleStatus:
         if artifact is not None:
             target, own = await self._target(artifact)
-            return (await self._statuses([target], {target.artifact_id: own}))[0]
-        targets, settings = await self._targets()
-        return await self._statuses(list(targets.values()), settings)
+            found = await self._statuses([target], {target.artifact_id: own})
+        else:
+            targets, settings = await self._targets()
+            found = await self._statuses(list(targets.values()), settings)
+        if signals and found:
+            found = await self._with_signals(found)
+        return found[0] if artifact is not None else found
+
+    async def _with_signals(self, statuses: list[AutoscaleStatus]) -> list[AutoscaleStatus]:
+        """`statuses` with the signals between this node's usage reading now and its newest reading at
+        least SIGNAL_SPAN seconds older (none if there is no such reading)."""
+        now = self.clock()
+        answers = await self.handlers.invoker.usage_readings(await self.handlers._nodes())
+        self._usage = [(at, old) for at, old in self._usage if now - SIGNAL_KEEP <= at < now]
+        earlier = [(at, old) for at, old in self._usage if at <= now - SIGNAL_SPAN]
+        self._usage.append((now, answers))
+        if not earlier:
+            return statuses
+        at, old = earlier[-1]
+        found = []
+        for status in statuses:
+            figures = signals_between(
+                reading_for(status.artifact, at, old), reading_for(status.artifact, now, answers)
+            )
+            found.append(
+                status if figures is None else attrs.evolve(status, signals=figures, signals_s=now - at)
+            )
+        return found
 
     async def _statuses(
         self, targets: list[Scaled], settings: dict[str, AutoscaleSettings | None]

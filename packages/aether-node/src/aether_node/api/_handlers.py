@@ -579,6 +579,7 @@ class Handlers:
         nodes = await self._node_infos(instances)
         blueprints = await self._blueprints()
         problems = await self._problems()
+        rollouts = await self._rollouts()
         active = collections.Counter(i.artifact for i in instances if i.state == "ACTIVE")
         slices = tuple(
             SliceTarget(
@@ -587,6 +588,7 @@ class Handlers:
                 desired=spec.instances,
                 active=active[spec.artifact],
                 problem=problems.get(spec.artifact.rsplit(":", 1)[0], ""),
+                rollout=rollouts.get(spec.artifact.rsplit(":", 1)[0]),
             )
             for name, blueprint in sorted(blueprints.items())
             for spec in blueprint.slices

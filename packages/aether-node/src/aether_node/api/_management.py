@@ -217,11 +217,12 @@ def management_app(
 
     @route("/api/v1/autoscale", "viewer")
     async def autoscale_list(request: Request) -> Any:
-        return await autoscale.status()
+        """?signals=1: with each slice's signals (see `_autoscale`)."""
+        return await autoscale.status(signals=_flag(request, "signals"))
 
     @route("/api/v1/autoscale/{artifact}", "viewer")
     async def autoscale_status(request: Request) -> Any:
-        return await autoscale.status(request.path_params["artifact"])
+        return await autoscale.status(request.path_params["artifact"], signals=_flag(request, "signals"))
 
     @route("/api/v1/autoscale/{artifact}/set", "operator", "POST", audit=True)
     async def autoscale_set(request: Request) -> Any:
@@ -552,3 +553,8 @@ def _target(request: Request) -> str:
     """What a request acts on, from its path: a blueprint, slice, node or key."""
     params = request.path_params
     return next((str(params[p]) for p in ("name", "artifact", "node_id") if p in params), "")
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A yes/no query parameter: 1, true or yes (any case) is yes; absent or anything else, no."""
+    return request.query_params.get(name, "0").lower() in ("1", "true", "yes")

@@ -1,7 +1,12 @@
 """Slice instance logs for the management API: the last lines of an instance's output (its stdout and
-stderr, in the file `SliceStore.log_path` gives it on its node) and, when followed, each line written
-after them. Any node answers: the instances on another node are fetched from that node's management API
-with the caller's own credentials (so the other node checks them too).
+stderr, which its node writes to rotated files: `runtime/_instance_log.py`) and, when followed, each line
+written after them. Any node answers: the instances on another node are fetched from that node's
+management API with the caller's own credentials (so the other node checks them too).
+
+Following is pushed, not polled: a local follower subscribes to the instance's `InstanceLog`, which hands
+it each chunk as the node writes it; a remote one reads the other node's stream. While it follows, a node
+sends an empty line every HEARTBEAT seconds, so a node that follows another's stream knows within
+PEER_SILENCE that the other is gone (killed, paused, cut off) and says so, instead of waiting forever.
 
 It reads files and sends HTTP; which instances exist is the KV's word (`Handlers.instances_of`). A file
 or a peer that fails is an error of this request only (a RequestError), never of the node.
@@ -10,10 +15,8 @@ or a peer that fails is an error of this request only (a RequestError), never of
 from __future__ import annotations
 
 import json
-import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -27,12 +30,13 @@ from ..core._coordinates import Coordinates
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._schema import InstanceKey
+from ..runtime._instance_log import FOLLOWER_BUFFER, InstanceLog
 from ._handlers import Handlers
 
 DEFAULT_LINES = 100
-POLL = 0.2  # seconds between looks at a followed file that did not grow
 PEER_TIMEOUT = 10.0  # seconds another node has to answer for its instances' last lines
-_BLOCK = 64 * 1024
+HEARTBEAT = 5.0  # seconds between the empty lines a followed stream carries while nothing else comes
+PEER_SILENCE = 3 * HEARTBEAT  # seconds without a byte from another node's stream: it is gone
 FORWARDED = ("authorization", "x-api-key")  # the caller's credentials, sent on to the other node
 
 Send = Callable[[bytes], Awaitable[None]]
@@ -45,39 +49,6 @@ def split_lines(buffer: bytes) -> tuple[list[str], bytes]:
     """The complete lines of `buffer` (decoded, newline dropped) and the incomplete rest."""
     *complete, rest = buffer.split(b"\n")
     return [line.decode(errors="replace").rstrip("\r") for line in complete], rest
-
-
-def read_tail(path: Path, count: int) -> tuple[list[str], int]:
-    """The last `count` complete lines of `path`, and the offset just after them (where following
-    starts). No file yet (the instance wrote nothing): no lines, offset 0."""
-    try:
-        with open(path, "rb") as file:
-            start = file.seek(0, os.SEEK_END)
-            data = b""
-            while start > 0 and data.count(b"\n") <= count:
-                step = min(_BLOCK, start)
-                start -= step
-                file.seek(start)
-                data = file.read(step) + data
-    except FileNotFoundError:
-        return [], 0
-    end = data.rfind(b"\n") + 1
-    lines, _ = split_lines(data[:end])
-    return lines[-count:], start + end
-
-
-def read_from(path: Path, offset: int) -> tuple[bytes, int]:
-    """What `path` holds from `offset` on, and the offset to read from next; a file cut shorter than
-    `offset` (rotated by hand) is read again from its start."""
-    try:
-        with open(path, "rb") as file:
-            if file.seek(0, os.SEEK_END) < offset:
-                offset = 0
-            file.seek(offset)
-            data = file.read(_BLOCK)
-    except FileNotFoundError:
-        return b"", 0
-    return data, offset + len(data)
 
 
 # ---------------------------------------------------------------- the request
@@ -159,22 +130,20 @@ def _line(info: InstanceInfo, line: str) -> bytes:
 
 
 class SliceLogs:
-    """`tail` and `follow` for the management API of node `node_id`, whose instances' files are at
-    `log_path(key)` and which run while `running(key)`."""
+    """`tail` and `follow` for the management API of node `node_id`, whose instances' output is
+    `log_of(key)` (`SliceStore.log_of`)."""
 
     def __init__(
         self,
         node_id: str,
         handlers: Handlers,
-        log_path: Callable[[InstanceKey], Path],
-        running: Callable[[InstanceKey], bool],
+        log_of: Callable[[InstanceKey], InstanceLog],
         *,
         tls: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self.node_id = node_id
         self.handlers = handlers
-        self.log_path = log_path
-        self.running = running
+        self.log_of = log_of
         # the cluster's management APIs speak HTTPS from the cluster CA: this node's client context
         self.tls = tls
 
@@ -199,14 +168,10 @@ class SliceLogs:
         return local, addresses
 
     @staticmethod
-    async def _read(reader: Callable[[Path, int], Any], path: Path, number: int) -> Any:
-        """`reader(path, number)` in a thread; a file that cannot be read is this request's error."""
-        try:
-            return await trio.to_thread.run_sync(reader, path, number)
-        except OSError as error:
-            raise RequestError(
-                ErrorKind.UNAVAILABLE, f"cannot read the log {path}: {error.strerror or error}"
-            ) from None
+    def _unreadable(log: InstanceLog, error: OSError) -> RequestError:
+        return RequestError(
+            ErrorKind.UNAVAILABLE, f"cannot read the log {log.path}: {error.strerror or error}"
+        )
 
     def _key(self, info: InstanceInfo) -> InstanceKey:
         return InstanceKey(info.node_id, Coordinates.parse(info.artifact), info.instance)
@@ -216,7 +181,11 @@ class SliceLogs:
         local, addresses = await self._plan(request)
         found = []
         for info in local:
-            lines, _ = await self._read(read_tail, self.log_path(self._key(info)), request.lines)
+            log = self.log_of(self._key(info))
+            try:
+                lines = await trio.to_thread.run_sync(log.tail, request.lines)
+            except OSError as error:
+                raise self._unreadable(log, error) from None
             found.append(
                 InstanceLogs(
                     node_id=info.node_id, artifact=info.artifact, instance=info.instance, lines=tuple(lines)
@@ -270,45 +239,50 @@ class SliceLogs:
         local, addresses = await self._plan(request)
 
         async def stream(send: Send) -> None:
-            async with trio.open_nursery() as nursery:
-                for info in local:
-                    nursery.start_soon(self._follow_local, info, request.lines, send)
-                for node_id, address in addresses.items():
-                    nursery.start_soon(self._follow_remote, node_id, address, request, headers, send)
+            async with trio.open_nursery() as outer:
+                outer.start_soon(_heartbeat, send)
+                async with trio.open_nursery() as nursery:
+                    for info in local:
+                        nursery.start_soon(self._follow_local, info, request.lines, send)
+                    for node_id, address in addresses.items():
+                        nursery.start_soon(self._follow_remote, node_id, address, request, headers, send)
+                outer.cancel_scope.cancel()
 
         return stream
 
     async def _follow_local(self, info: InstanceInfo, count: int, send: Send) -> None:
-        key = self._key(info)
-        path = self.log_path(key)
+        """The last `count` lines, then each line as the node writes it, until the instance's last
+        process has ended (its lines all sent: a last line without a newline too)."""
+        log = self.log_of(self._key(info))
         try:
-            await self._follow_file(info, key, path, count, send)
-        except RequestError as error:
-            await send(_error(info.node_id, error.message))
-
-    async def _follow_file(
-        self, info: InstanceInfo, key: InstanceKey, path: Path, count: int, send: Send
-    ) -> None:
-        lines, offset = await self._read(read_tail, path, count)
+            subscription = log.subscribe()  # and the tail with no checkpoint between: nothing lost
+            lines = log.tail(count)
+        except OSError as error:
+            await send(_error(info.node_id, self._unreadable(log, error).message))
+            return
         for line in lines:
             await send(_line(info, line))
         rest = b""
-        while True:
-            alive = self.running(key)  # before the read: a line written just before it ended is sent
-            data, offset = await self._read(read_from, path, offset)
-            if data:
-                complete, rest = split_lines(rest + data)
+        async with subscription.channel:
+            async for chunk in subscription.channel:
+                complete, rest = split_lines(rest + chunk)
                 for line in complete:
                     await send(_line(info, line))
-                continue
-            if not alive:
-                return
-            await trio.sleep(POLL)
+        if rest:
+            await send(_line(info, rest.decode(errors="replace")))
+        if subscription.dropped:
+            await send(
+                _error(
+                    info.node_id,
+                    f"this follower of {info.node_id}/{info.instance} fell more than {FOLLOWER_BUFFER}"
+                    " chunks behind the instance's output and was dropped; follow again",
+                )
+            )
 
     async def _follow_remote(
         self, node_id: str, address: str, request: LogRequest, headers: Mapping[str, str], send: Send
     ) -> None:
-        timeout = httpx.Timeout(PEER_TIMEOUT, read=None)  # a followed log may be quiet for long
+        timeout = httpx.Timeout(PEER_TIMEOUT, read=PEER_SILENCE)  # a live stream beats every HEARTBEAT
         try:
             async with httpx.AsyncClient(timeout=timeout, verify=self._verify()) as client:
                 url, params = self._url(address, request), request.for_node(node_id)
@@ -320,6 +294,14 @@ class SliceLogs:
                     async for line in answer.aiter_lines():
                         if line.strip():
                             await send(line.encode() + b"\n")
+        except httpx.ReadTimeout:
+            await send(
+                _error(
+                    node_id,
+                    f"node {node_id} ({address}) sent nothing for {PEER_SILENCE:g} s (not even its"
+                    " heartbeat): it is down, paused or cut off; its logs stop here",
+                )
+            )
         except httpx.HTTPError as error:
             await send(_error(node_id, f"node {node_id} ({address}) stopped sending its logs: {error!r}"))
 
@@ -340,3 +322,10 @@ def _refusal(node_id: str, status: int, body: bytes) -> RequestError:
 
 def _error(node_id: str, message: str) -> bytes:
     return json.dumps(to_json(LogLine(node_id=node_id, error=message))).encode() + b"\n"
+
+
+async def _heartbeat(send: Send) -> None:
+    """An empty line every HEARTBEAT seconds (readers skip them), until cancelled."""
+    while True:
+        await trio.sleep(HEARTBEAT)
+        await send(b"\n")

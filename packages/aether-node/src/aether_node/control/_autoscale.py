@@ -10,6 +10,9 @@ An explicit decision tree; each decision carries the path that led to it and the
     sustained   fewer complete seconds of readings than a branch needs    → that branch is not taken
     up          a target exceeded over the last `up_after_s`
                   cooldown → hold; at max → hold; else up by `up_step` (at most max)
+    forecast    (only with `forecast_s`) the call rate's rising trend over the last `forecast_s`,
+                `forecast_s` ahead, per instance, above the calls_per_second target
+                  cooldown → hold; at max → hold; else up by `up_step` (at most max)
     down        every target, projected onto `down_step` fewer instances, under `down_below` × target
                 over the last `down_after_s`
                   at the lower bound → hold; cooldown → hold; else down (at least the lower bound)
@@ -32,6 +35,7 @@ from typing import Any
 import attrs
 
 from ..core._autoscale_spec import AutoscaleSpec
+from ._autoscale_forecast import Trend, rising
 
 STALE_AFTER = 15.0  # seconds: a reading older than this is no basis for a decision
 UNITS = {"cpu": "", "p99_ms": " ms", "calls_per_second": "/s", "in_flight": ""}
@@ -81,6 +85,7 @@ class _Interval:
     start: float
     end: float
     instances: int  # running at the end
+    rate: float  # calls per second to the whole slice
     figures: Mapping[str, float | None]  # per TARGETS name; None: nothing to measure (no calls, ...)
 
 
@@ -161,6 +166,23 @@ def decide(
     targets = spec.targets()
     cooling = now - last_scaled_at if last_scaled_at is not None else None
 
+    def up(leaf: str, why: str, figures: dict[str, float]) -> Decision:
+        path.append(leaf)
+        if cooling is not None and cooling < spec.up_cooldown_s:
+            wait = spec.up_cooldown_s - cooling
+            return hold("cooldown", f"{why}; but cooling down: up allowed in {wait:.0f} s", **figures)
+        if current >= spec.max:
+            return hold("at max", f"{why}; but already at max {spec.max}", **figures)
+        path.append("room")
+        return Decision(
+            action=Action.UP,
+            current=current,
+            target=min(spec.max, current + spec.up_step),
+            path=(*path, "scale up"),
+            reason=why,
+            figures=figures,
+        )
+
     if covered >= spec.up_after_s:
         span = _last(intervals, latest.at, spec.up_after_s)
         breached = {
@@ -170,27 +192,26 @@ def decide(
             and all(v is not None and v > target for v in values)
         }
         if breached:
-            path.append("up: " + ", ".join(sorted(breached)) + " above target")
             why = (
                 ", ".join(_compare(name, value, ">", targets[name]) for name, value in breached.items())
                 + f" for {spec.up_after_s:g} s"
             )
             figures = {**breached, **{f"{name}_target": targets[name] for name in breached}}
-            if cooling is not None and cooling < spec.up_cooldown_s:
-                wait = spec.up_cooldown_s - cooling
-                return hold("cooldown", f"{why}; but cooling down: up allowed in {wait:.0f} s", **figures)
-            if current >= spec.max:
-                return hold("at max", f"{why}; but already at max {spec.max}", **figures)
-            path.append("room")
-            return Decision(
-                action=Action.UP,
-                current=current,
-                target=min(spec.max, current + spec.up_step),
-                path=(*path, "scale up"),
-                reason=why,
-                figures=figures,
-            )
+            return up("up: " + ", ".join(sorted(breached)) + " above target", why, figures)
         path.append("up: no target exceeded throughout")
+    if spec.forecast_s is not None and spec.calls_per_second is not None:
+        trend = _forecast(intervals, latest.at, spec.forecast_s)
+        ahead = trend.at(spec.forecast_s) if trend is not None else 0.0
+        if trend is not None and ahead / current > spec.calls_per_second:
+            rate = ahead / current
+            why = (
+                f"forecast: {_compare('calls_per_second', rate, '>', spec.calls_per_second)} "
+                f"in {spec.forecast_s:g} s (the slice's rate {trend.rate:.1f}/s, rising "
+                f"{trend.slope:.2f}/s per s)"
+            )
+            figures = {"forecast_calls_per_second": rate, "calls_per_second_target": spec.calls_per_second}
+            return up("forecast: calls above target ahead", why, figures)
+        path.append("forecast: within target")
     if covered >= spec.down_after_s:
         span = _last(intervals, latest.at, spec.down_after_s)
         after = max(lower, current - spec.down_step)
@@ -273,12 +294,31 @@ def _interval(before: Reading, after: Reading, expected: Collection[str]) -> _In
         "calls_per_second": calls / seconds / instances if instances else None,
         "in_flight": in_flight / instances if instances else None,
     }
-    return _Interval(before.at, after.at, instances, figures)
+    return _Interval(before.at, after.at, instances, calls / seconds, figures)
+
+
+def signals(before: Reading, after: Reading) -> dict[str, float] | None:
+    """The figures the controller compares with the targets (cpu, p99_ms, calls_per_second, in_flight;
+    those that can be measured) between two readings of the nodes that answered both, for display (the
+    dashboard's signal charts); None if the readings cannot be compared (a node joined or restarted)."""
+    interval = _interval(before, after, set(before.nodes) & set(after.nodes))
+    if interval is None:
+        return None
+    return {name: value for name, value in interval.figures.items() if value is not None}
 
 
 def _last(intervals: list[_Interval], end: float, seconds: float) -> list[_Interval]:
     """The intervals that reach into the last `seconds` before `end`."""
     return [interval for interval in intervals if interval.end > end - seconds]
+
+
+def _forecast(intervals: list[_Interval], end: float, seconds: float) -> Trend | None:
+    """The rising trend of the slice's call rate over the last `seconds` of intervals (each at its end,
+    the rate it ended with), valued at `end`; None without the whole span or without a rise."""
+    span = _last(intervals, end, seconds)
+    if not span or span[0].start > end - seconds:
+        return None  # the fit needs the whole look-back span
+    return rising([(i.end, i.rate) for i in span])
 
 
 def _headroom(
@@ -350,9 +390,9 @@ def reading_for(artifact_id: str, at: float, answers: Mapping[str, Any]) -> Read
 
 
 def trim(window: Sequence[Reading], now: float, spec: AutoscaleSpec) -> list[Reading]:
-    """The readings `decide` can still use: those of the last max(up_after_s, down_after_s) seconds, and
-    the one just before (the start of the oldest interval)."""
-    keep = max(spec.up_after_s, spec.down_after_s)
+    """The readings `decide` can still use: those of the last max(up_after_s, down_after_s, forecast_s)
+    seconds, and the one just before (the start of the oldest interval)."""
+    keep = max(spec.up_after_s, spec.down_after_s, spec.forecast_s or 0.0)
     inside = [index for index, reading in enumerate(window) if reading.at >= now - keep]
     first = max(0, inside[0] - 1) if inside else len(window)
     return list(window[first:])

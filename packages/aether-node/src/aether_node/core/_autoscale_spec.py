@@ -4,7 +4,9 @@
 Targets are per instance (CPU, calls per second, calls in flight) or per slice (p99 latency of its entry
 points); at least one is required. The controller (`control/_autoscale.py`) scales up when any target
 is exceeded for `up_after_s`, and down when every target would still hold with `down_step` fewer
-instances, with headroom (`down_below` × target), for `down_after_s`.
+instances, with headroom (`down_below` × target), for `down_after_s`. With `forecast_s` (optional, off
+by default) it also scales up ahead of a rising call rate (`control/_autoscale_forecast.py`): when the
+rate's trend, `forecast_s` seconds ahead, exceeds the `calls_per_second` target (which it then needs).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import attrs
 
 # a limit well above any real cluster, so that typos (1e9) are caught
 MAX_SECONDS = 24 * 3600.0
+MAX_FORECAST_S = 3600.0  # a straight trend an hour ahead is already a guess
 TARGETS = ("cpu", "p99_ms", "calls_per_second", "in_flight")
 KEYS = frozenset(
     {
@@ -30,6 +33,7 @@ KEYS = frozenset(
         "up_after_s",
         "down_after_s",
         "down_below",
+        "forecast_s",
     }
 )
 
@@ -51,6 +55,7 @@ class AutoscaleSpec:
     up_after_s: float = 30.0  # a target exceeded this long → up
     down_after_s: float = 60.0  # every target with headroom this long → down
     down_below: float = 0.8  # the headroom: down only if each figure stays below this share of its target
+    forecast_s: float | None = None  # scale up ahead of the call rate's trend this far (None: reactive only)
 
     def targets(self) -> dict[str, float]:
         """The configured targets by name (in TARGETS order)."""
@@ -140,11 +145,18 @@ def parse_autoscale(
         up_after_s=number("up_after_s", 0.0, MAX_SECONDS, 30.0),
         down_after_s=number("down_after_s", 0.0, MAX_SECONDS, 60.0),
         down_below=number("down_below", 0.0, 1.0, 0.8, above_low=True, open_high=True),
+        forecast_s=number("forecast_s", 0.0, MAX_FORECAST_S, None, above_low=True),
     )
     if not spec.targets():
         raise fail(
             path,
             f"[slices.autoscale] needs at least one target: {', '.join(TARGETS)}",
             "",
+        )
+    if spec.forecast_s is not None and spec.calls_per_second is None:
+        raise fail(
+            f"{path}.forecast_s",
+            "needs a calls_per_second target: the forecast is of the call rate, against that target",
+            "forecast_s",
         )
     return spec

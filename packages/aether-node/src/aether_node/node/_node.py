@@ -46,7 +46,6 @@ from ..core._kv_cache import KVCache
 from ..core._records import NodeRecord, NodeStopRequest, RecordError, decode_record, encode_record
 from ..core._schema import API_KEYS, node_key, node_stop_key
 from ..observe._metrics import NodeMetrics
-from ..observe._slice_usage import slice_usage
 from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
 from ..routing._http import ingress_app, serve_http
@@ -375,9 +374,6 @@ async def serve_node(
                     config.node_id, store, EndpointRegistry(cache), peer_clients, metrics=metrics
                 )
 
-                def usage() -> Any:  # this node's figures per slice, for the leader's autoscaler
-                    return slice_usage(metrics, invoker.in_flight_by_artifact())
-
                 invoker_box.append(invoker)
                 manager = NodeDeploymentManager(
                     kv, config.node_id, store, lease=lease, restart_policy=config.restart, metrics=metrics
@@ -395,7 +391,7 @@ async def serve_node(
                     peers = functools.partial(
                         serve_peers,
                         stats=metrics.call_stats,
-                        usage=usage,
+                        usage=invoker.local_usage,
                         versions=invoker.version_calls.snapshot,
                         tls=tls,
                     )
@@ -439,8 +435,7 @@ async def serve_node(
                             logs=SliceLogs(
                                 config.node_id,
                                 handlers,
-                                store.log_path,
-                                store.running,
+                                store.log_of,
                                 tls=tls.client if tls is not None else None,
                             ),
                             join=join_desk(kv, secret, certificates),
@@ -456,7 +451,7 @@ async def serve_node(
                         autoscaler = Autoscaler(
                             kv,
                             config.node_id,
-                            local_usage=usage,
+                            local_usage=invoker.local_usage,
                             ask_peer=peer_clients.usage,
                             keep=config.blueprint_history,
                         )

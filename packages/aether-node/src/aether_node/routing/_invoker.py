@@ -12,7 +12,7 @@ import collections
 import itertools
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
@@ -25,6 +25,7 @@ from ..core._errors import InvalidCoordinatesError, InvocationError
 from ..core._records import NodeRecord
 from ..core._schema import InstanceKey
 from ..observe._metrics import NodeMetrics, merge_call_stats
+from ..observe._slice_usage import slice_usage
 from ..observe._version_calls import VersionCalls
 from ..runtime._lifecycle import Phase
 from ..runtime._slice_store import SliceStore
@@ -232,17 +233,34 @@ class ClusterInvoker:
     async def version_readings(self, nodes: Sequence[NodeRecord]) -> dict[str, Any]:
         """Every node's `VersionCalls.snapshot()` (this one directly, the others over the peer
         connections, concurrently), by node id; a node that does not answer in time is left out."""
+        return await self._readings(nodes, self.version_calls.snapshot, self.peers.versions)
+
+    async def usage_readings(self, nodes: Sequence[NodeRecord]) -> dict[str, Any]:
+        """Every node's `slice_usage` (its figures per slice, as the leader's autoscaler reads them),
+        by node id, like `version_readings`; a node that does not answer in time is left out."""
+        return await self._readings(nodes, self.local_usage, self.peers.usage)
+
+    def local_usage(self) -> Any:
+        """This node's `slice_usage`: its figures per slice (for the autoscaler and its signals)."""
+        return slice_usage(self.metrics, self.in_flight_by_artifact())
+
+    async def _readings(
+        self,
+        nodes: Sequence[NodeRecord],
+        local: Callable[[], Any],
+        remote: Callable[[str, float], Awaitable[Any]],
+    ) -> dict[str, Any]:
         readings: dict[str, Any] = {}
 
         async def ask(node: NodeRecord) -> None:
             if node.node_id == self.node_id:
-                readings[node.node_id] = self.version_calls.snapshot()
+                readings[node.node_id] = local()
                 return
             if not node.peer:
                 return
             try:
                 with trio.fail_after(STATS_TIMEOUT):
-                    readings[node.node_id] = await self.peers.versions(node.peer, STATS_TIMEOUT)
+                    readings[node.node_id] = await remote(node.peer, STATS_TIMEOUT)
             except (NotSentError, LostInFlightError, InvocationError, trio.TooSlowError):
                 return
 

@@ -416,14 +416,23 @@ class SliceHost:
         log_path: Path,
         on_call: CallHandler,
         timeout: float,
+        output: Path | None = None,
     ) -> SliceHost:
+        """Fork an instance from `template` and wait until it has connected back. It writes its stdout
+        and stderr to `output` (the node's pipe into `log_path`; default: `log_path` itself), which it
+        has opened by the time this returns."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         token = secrets.token_hex(16)
         arrivals = listener.expect(token)
         try:
             with trio.move_on_after(timeout) as scope:
                 pid = await template.fork(
-                    {"socket": listener.path, "token": token, "log_path": str(log_path), "config": config},
+                    {
+                        "socket": listener.path,
+                        "token": token,
+                        "log_path": str(output or log_path),
+                        "config": config,
+                    },
                     timeout,
                 )
                 arrival = await arrivals.receive()

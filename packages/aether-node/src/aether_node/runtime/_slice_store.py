@@ -4,6 +4,7 @@ when, and records the outcomes."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from ..core._errors import NodeError, ResolutionError, SliceHostError, StepTimeo
 from ..core._policies import StepTimeouts
 from ..core._schema import InstanceKey
 from ._installer import InstalledSlice, SliceInstaller
+from ._instance_log import InstanceLog, LogLimits
 from ._lifecycle import Phase
 from ._slice_host import CallHandler, HostListener, SliceHost, SliceTemplate
 
@@ -59,10 +61,13 @@ class SliceStore:
         logs_dir: Path,
         on_call: CallHandler,
         timeouts: StepTimeouts = StepTimeouts(),  # noqa: B008 (a frozen value)
+        log_limits: LogLimits = LogLimits(),  # noqa: B008 (a frozen value)
     ) -> None:
         self._nursery = nursery
         self.installer = installer
         self.logs_dir = logs_dir
+        self.log_limits = log_limits
+        self.logs: dict[InstanceKey, InstanceLog] = {}  # every instance that ran here: its output
         self._on_call = on_call
         self.timeouts = timeouts
         self.listener = listener
@@ -83,13 +88,14 @@ class SliceStore:
             return template
 
     def log_path(self, key: InstanceKey) -> Path:
-        """Where instance `key` writes its stdout and stderr (kept after it ends; appended on restart)."""
+        """The file of instance `key`'s stdout and stderr (kept after it ends; appended on restart;
+        rotated by `InstanceLog` to `.1` … `.{keep}`)."""
         return self.logs_dir / f"{key.coordinates.distribution}-{key.coordinates.version}-{key.instance}.log"
 
-    def running(self, key: InstanceKey) -> bool:
-        """Instance `key` has a live process on this node (it may still write to its log)."""
-        instance = self.instances.get(key)
-        return instance is not None and instance.alive
+    def log_of(self, key: InstanceKey) -> InstanceLog:
+        """The output of instance `key`: its `InstanceLog` if it ran in this node process, else one over
+        its files only (one that ran before a restart of the node; nothing will be written to it)."""
+        return self.logs.get(key) or InstanceLog(self.log_path(key), self.log_limits)
 
     def get(self, key: InstanceKey) -> LocalInstance | None:
         return self.instances.get(key)
@@ -102,16 +108,29 @@ class SliceStore:
         with trio.fail_after(self.timeouts.install):
             installed = await self.installer.install(key.coordinates)
         template = await self._template(installed)
-        host = await SliceHost.spawn(
-            self._nursery,
-            template,
-            self.listener,
-            label=key.label,
-            config=config,
-            log_path=self.log_path(key),
-            on_call=self._on_call,
-            timeout=self.timeouts.load,
-        )
+        log = self.logs.get(key)
+        if log is None:
+            log = self.logs[key] = InstanceLog(self.log_path(key), self.log_limits)
+        try:
+            fifo, read_end, keeper = log.open_pipe()
+        except OSError as error:
+            why = f"{key.label}: cannot make the pipe for its output: {error}"
+            raise SliceHostError("log", why) from None
+        self._nursery.start_soon(log.drain, fifo, read_end)
+        try:
+            host = await SliceHost.spawn(
+                self._nursery,
+                template,
+                self.listener,
+                label=key.label,
+                config=config,
+                log_path=self.log_path(key),
+                on_call=self._on_call,
+                timeout=self.timeouts.load,
+                output=fifo,
+            )
+        finally:
+            os.close(keeper)  # the process holds its own end now (or never will): its end is the pipe's
         try:
             reply = await host.request(
                 Kind.LOAD,

@@ -8,7 +8,10 @@
 // Renders are batched to one per animation frame, so bursts of events (500 instances moving) stay cheap.
 // History: each calls reading adds a sample (calls/s, errors/s and p99 per slice, instances per state)
 // to a 5-minute history kept in this tab (charts.js draws it); nothing is stored on the node for it.
-// GET /api/v1/autoscale every 2 s too: each autoscaled slice's count, bounds, targets, last decisions.
+// GET /api/v1/autoscale?signals=1 every 2 s too: each autoscaled slice's count, bounds, targets, last
+// decisions, and its signals (CPU, p99, calls/s and in flight per instance, as the controller compares
+// them with the targets), charted per slice and target. Rollouts (canary, blue-green) come with the
+// overview's slices, re-read on every rollout event.
 // When the API answers an error or cannot be reached, the alert says so and the page keeps the last data
 // it had (with its time) and retries; it recovers by itself.
 "use strict";
@@ -30,7 +33,11 @@
     UNLOADING: "#6e7781",
   };
   const { History, Colours, draw } = window.AetherCharts;
-  const REFRESHING = new Set(["node_joined", "node_left", "node_lost", "leader_elected", "blueprint_applied", "blueprint_deleted"]);
+  const REFRESHING = new Set([
+    "node_joined", "node_left", "node_lost", "leader_elected", "blueprint_applied", "blueprint_deleted",
+    "rollout_started", "rollout_step", "rollout_switched", "rollout_promoted", "rollout_aborted", "rollout_done",
+  ]);
+  const SIGNALS = { cpu: "CPU", p99_ms: "p99", calls_per_second: "calls/s", in_flight: "in flight" };
 
   const state = {
     status: null, // ClusterStatus of the last overview
@@ -222,7 +229,7 @@
   async function pollAutoscale() {
     for (;;) {
       try {
-        state.autoscale = await getJSON("/api/v1/autoscale");
+        state.autoscale = await getJSON("/api/v1/autoscale?signals=1");
         reportError("autoscale", null);
       } catch (error) {
         if (error instanceof Unauthorized) return; // follow() asks for the key
@@ -290,7 +297,16 @@
     }
     const states = new Map();
     for (const i of state.instances.values()) states.set(i.state, (states.get(i.state) ?? 0) + 1);
-    state.history.add({ at: state.calls.at, charts: { calls, p99, states, autoscale } });
+    const charts = { calls, p99, states, autoscale };
+    // each target of each autoscaled slice: its signal (a gap while it cannot be measured) and the target
+    for (const s of state.autoscale) {
+      for (const [name, target] of Object.entries(s.targets)) {
+        const line = new Map([["target", target]]);
+        if (s.signals?.[name] !== undefined) line.set("signal", s.signals[name]);
+        charts[signalChart(s.artifact, name)] = line;
+      }
+    }
+    state.history.add({ at: state.calls.at, charts });
     probe.samples += 1;
   }
 
@@ -313,6 +329,7 @@
     renderNodes(instances);
     renderSlices(instances);
     renderAutoscale();
+    renderRollouts(instances);
     renderInstances(instances);
     renderCalls();
     renderMatrix(instances);
@@ -403,10 +420,68 @@
       return (
         `<tr data-slice="${esc(s.artifact)}">${cell(s.artifact)}${cell(s.paused ? "paused" : "on")}` +
         `<td class="num">${s.instances}</td><td class="num">${s.active}</td><td class="num">${s.min}</td>` +
-        `<td class="num">${s.max}</td>${cell(targets)}<td class="wrap">${last}</td></tr>`
+        `<td class="num">${s.max}</td><td class="targets">${esc(targets)}</td><td class="wrap">${last}</td></tr>`
       );
     });
     $("autoscale").tBodies[0].innerHTML = rows.join("") || `<tr><td colspan="8" class="muted">no slice is autoscaled</td></tr>`;
+  }
+
+  const signalChart = (artifact, name) => `signal ${artifact} ${name}`;
+  const signalFigures = new Map(); // chart name → its <figure> in #signal-charts
+
+  // One small chart per autoscaled slice and target: the signal against the target (dashed).
+  function renderSignals(options) {
+    const wanted = new Map();
+    for (const s of state.autoscale) for (const name of Object.keys(s.targets)) wanted.set(signalChart(s.artifact, name), [s.artifact, name]);
+    const box = $("signal-charts");
+    for (const [chart, figure] of signalFigures) {
+      if (!wanted.has(chart)) {
+        figure.remove();
+        signalFigures.delete(chart);
+      }
+    }
+    $("signals").hidden = !wanted.size;
+    for (const [chart, [artifact, name]] of [...wanted].sort()) {
+      let figure = signalFigures.get(chart);
+      if (!figure) {
+        figure = document.createElement("figure");
+        figure.className = "chart signal";
+        figure.dataset.slice = artifact;
+        figure.dataset.signal = name;
+        figure.innerHTML = `<figcaption><span class="clip" title="${esc(artifact)}">${esc(artifact)}</span> ${esc(SIGNALS[name] ?? name)} <span class="muted">(dashed: target)</span></figcaption>`;
+        box.append(figure);
+        signalFigures.set(chart, figure);
+      }
+      const unit = TARGET_UNITS[name] ?? "";
+      const format = (v) => (v === undefined ? "–" : `${+v.toFixed(name === "p99_ms" ? 0 : 2)}${unit}`);
+      const colours = { of: (line) => (line === "target" ? "#cf222e" : "#0969da") };
+      draw(figure, state.history.series(chart), { ...options, colours, dashed: new Set(["target"]), format, floor: 0.1 });
+    }
+  }
+
+  // Canary and blue-green rollouts (the overview's slices carry them): versions, phase, the candidate's
+  // share of the calls, ACTIVE instances of each version, since when, and why.
+  function renderRollouts(instances) {
+    const rows = state.slices
+      .filter((s) => s.rollout)
+      .map((s) => {
+        const r = s.rollout;
+        const active = (version) => instances.filter((i) => i.artifact === `${r.artifact}:${version}` && i.state === "ACTIVE").length;
+        const share =
+          r.share === null || r.share === undefined
+            ? `<span class="muted">by instance count</span>`
+            : `<span class="share" title="${r.share} % of the calls"><span data-share="${Math.max(0, Math.min(100, r.share))}"></span></span>${r.share} %`;
+        const step = r.strategy === "canary" && r.phase !== "PROMOTED" && r.phase !== "ABORTED" ? ` · step ${r.step + 1}` : "";
+        return (
+          `<tr data-rollout="${esc(r.artifact)}" data-phase="${esc(r.phase)}">${cell(r.artifact)}${cell(r.strategy.replace("_", "-"))}` +
+          `<td class="versions">${esc(r.stable)} → ${esc(r.candidate)}</td><td class="phase">${esc(r.phase)}${step}</td><td class="share-cell">${share}</td>` +
+          `<td class="num">${active(r.stable)} / ${active(r.candidate)}</td><td>${esc(clock(r.since))}</td>${reason(r.reason)}</tr>`
+        );
+      });
+    $("rollouts-section").hidden = !rows.length;
+    $("rollouts").tBodies[0].innerHTML = rows.join("");
+    // widths through the CSSOM: the page's policy allows no inline style attribute
+    for (const bar of $("rollouts").querySelectorAll("[data-share]")) bar.style.width = `${bar.dataset.share}%`;
   }
 
   function renderInstances(instances) {
@@ -512,6 +587,7 @@
     const bounds = new Set([...scaled.keys()].filter((name) => name.endsWith(" max")));
     draw($("chart-autoscale"), scaled, { ...options, colours: sliceColours, dashed: bounds, format: count, floor: 2 });
     draw($("chart-instances"), history.series("states"), { ...options, colours: stateColours, format: count, floor: 4 });
+    renderSignals(options);
   }
 
   function renderAlert() {

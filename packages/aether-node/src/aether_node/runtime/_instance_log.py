@@ -1,0 +1,213 @@
+"""An instance's output on its node: read through a named pipe, written to size-bounded files that rotate,
+and handed to whoever follows it as it comes.
+
+A slice instance writes its stdout and stderr to the path its fork request names (`aether_slice.host`
+opens it with O_APPEND). The node names a FIFO there (`pipe_path`) and drains it (`drain`): every chunk
+goes to the instance's `RotatingFile` (`{stem}.log`; past `LogLimits.max_bytes`, at a line's end, it
+becomes `{stem}.log.1`, the older ones shift up to `{stem}.log.{keep}` and the oldest goes), and to every
+follower's channel (`InstanceLog.subscribe`). Nothing is lost when the instance dies: the node reads the
+pipe to its end (every writer gone) before it lets go. A slow writer of the node only slows the slice
+(the pipe's buffer fills), never the other way round; a follower that falls behind by more than
+FOLLOWER_BUFFER chunks is dropped (told so), never the node.
+
+Writes happen on the trio thread: a chunk is at most the pipe's read size and the file is unbuffered, so
+a follower that reads the files' tail and subscribes without a checkpoint in between misses nothing and
+sees nothing twice. `read_tail` reads across the rotated files.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import attrs
+import trio
+
+MAX_BYTES = 10 * 1024 * 1024  # default: a log file this big rotates
+KEEP = 3  # default: rotated files kept
+FOLLOWER_BUFFER = 1000  # chunks a follower may be behind before it is dropped
+_READ = 64 * 1024
+_BLOCK = 64 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class LogLimits:
+    """How big an instance's log file grows before it rotates, and how many rotated files are kept."""
+
+    max_bytes: int = MAX_BYTES
+    keep: int = KEEP
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_bytes < 1 or self.keep < 0:
+            raise ValueError(f"log limits: max_bytes must be ≥ 1 and keep ≥ 0, got {self}")
+
+
+def rotated(path: Path, keep: int) -> list[Path]:
+    """`path` and its rotated files, newest first: `x.log`, `x.log.1`, …, `x.log.{keep}`."""
+    return [path, *(path.with_name(f"{path.name}.{n}") for n in range(1, keep + 1))]
+
+
+def pipe_path(path: Path) -> Path:
+    """The FIFO an instance whose log is `path` writes to."""
+    return path.with_name(path.name.removesuffix(".log") + ".pipe")
+
+
+class RotatingFile:
+    """Appends to `path`, rotating it once it holds `limits.max_bytes` and a chunk ended a line (or at
+    twice the size, whatever it ends with: one endless line must not grow the file without bound)."""
+
+    def __init__(self, path: Path, limits: LogLimits) -> None:
+        self.path = path
+        self.limits = limits
+        self._file: BinaryIO | None = None
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115 (kept open between writes)
+            self._size = self._file.seek(0, os.SEEK_END)
+        self._file.write(data)
+        self._size += len(data)
+        full = self._size >= self.limits.max_bytes
+        if full and (data.endswith(b"\n") or self._size >= 2 * self.limits.max_bytes):
+            self.rotate()
+
+    def rotate(self) -> None:
+        self.close()
+        files = rotated(self.path, self.limits.keep)
+        if self.limits.keep == 0:
+            self.path.unlink(missing_ok=True)
+            return
+        files[-1].unlink(missing_ok=True)
+        for newer, older in zip(reversed(files[:-1]), reversed(files[1:]), strict=True):
+            if newer.exists():
+                newer.rename(older)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._size = 0
+
+
+def read_tail(path: Path, count: int, keep: int = KEEP) -> list[str]:
+    """The last `count` complete lines of the log `path` and, further back, its rotated files. No file
+    yet (the instance wrote nothing): no lines."""
+    data = b""
+    for file_path in rotated(path, keep):
+        data = _tail_bytes(file_path, count + 1 - data.count(b"\n")) + data
+        if data.count(b"\n") > count:
+            break
+    end = data.rfind(b"\n") + 1
+    lines = [line.decode(errors="replace").rstrip("\r") for line in data[:end].split(b"\n")[:-1]]
+    return lines[-count:]
+
+
+def _tail_bytes(path: Path, newlines: int) -> bytes:
+    """The end of `path` back to at least `newlines` newlines (or all of it); none if it is not there."""
+    try:
+        with open(path, "rb") as file:
+            start = file.seek(0, os.SEEK_END)
+            data = b""
+            while start > 0 and data.count(b"\n") < newlines:
+                step = min(_BLOCK, start)
+                start -= step
+                file.seek(start)
+                data = file.read(step) + data
+            return data
+    except FileNotFoundError:
+        return b""
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """What a follower receives: chunks of output as they come. `dropped` once it fell behind;
+    the channel ends when the instance's last process ended (or the follower was dropped)."""
+
+    channel: trio.MemoryReceiveChannel[bytes]
+    dropped: bool = False
+
+
+class InstanceLog:
+    """One instance's log on this node, across its processes (a restart appends to the same files)."""
+
+    def __init__(self, path: Path, limits: LogLimits = LogLimits()) -> None:
+        self.path = path
+        self.limits = limits
+        self.file = RotatingFile(path, limits)
+        self.draining = 0  # processes whose output is still being read
+        self._followers: dict[trio.MemorySendChannel[bytes], Subscription] = {}
+
+    @property
+    def writing(self) -> bool:
+        """A process of the instance may still write (its pipe is open)."""
+        return self.draining > 0
+
+    def tail(self, count: int) -> list[str]:
+        return read_tail(self.path, count, self.limits.keep)
+
+    def subscribe(self) -> Subscription:
+        """Every chunk written from now on, until the last process ends. Synchronous: call it with
+        `tail` and no checkpoint between, and nothing is missed or seen twice."""
+        send, receive = trio.open_memory_channel[bytes](FOLLOWER_BUFFER)
+        subscription = Subscription(channel=receive)
+        if self.writing:
+            self._followers[send] = subscription
+        else:
+            send.close()  # nothing will come
+        return subscription
+
+    def _write(self, data: bytes) -> None:
+        self.file.write(data)
+        for send, subscription in list(self._followers.items()):
+            try:
+                send.send_nowait(data)
+            except trio.WouldBlock:
+                subscription.dropped = True
+                self._unsubscribe(send)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._unsubscribe(send)  # the follower went away
+
+    def _unsubscribe(self, send: trio.MemorySendChannel[bytes]) -> None:
+        self._followers.pop(send, None)
+        send.close()
+
+    def open_pipe(self) -> tuple[Path, int, int]:
+        """A fresh FIFO for the next process: its path, the node's read end, and a write end the node
+        keeps until the process has opened its own (so the reader does not see the end too early)."""
+        fifo = pipe_path(self.path)
+        fifo.parent.mkdir(parents=True, exist_ok=True)
+        fifo.unlink(missing_ok=True)  # one left by a node that died
+        os.mkfifo(fifo, 0o600)
+        read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        keeper = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        self.draining += 1
+        return fifo, read_end, keeper
+
+    async def drain(self, fifo: Path, read_end: int) -> None:
+        """Copy the pipe to the file and the followers until every writer has closed it; then the
+        pipe is removed. Owns `read_end`. Cancelled: stops reading (what is still in the pipe is lost)."""
+        stream = trio.lowlevel.FdStream(read_end)
+        try:
+            while True:
+                try:
+                    data = await stream.receive_some(_READ)
+                except OSError as error:  # not expected of a pipe; the log must not end the node
+                    if error.errno != errno.EINTR:
+                        self._write(f"[aether: the output pipe failed: {error}]\n".encode())
+                        break
+                    continue
+                if not data:
+                    break
+                self._write(data)
+        finally:
+            await stream.aclose()
+            fifo.unlink(missing_ok=True)
+            self.draining -= 1
+            if not self.writing:
+                self.file.close()
+                for send in list(self._followers):
+                    self._unsubscribe(send)
