@@ -188,3 +188,22 @@ async def test_a_republish_on_a_lease_that_is_gone_raises_the_kv_error_itself(
     await node.manager.republish(fresh.lease)
     published = await node.kv.get((await node.endpoints())[0])
     assert published is not None and published.lease == fresh.lease
+
+
+async def test_an_instance_whose_record_the_leader_deleted_is_stopped_and_withdrawn(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    """The leader forgets the records of a node it takes for gone (its lease lapsed) while the node goes
+    on: the instance must stop and its endpoints go, though there is no record left to write a state to
+    (found by the shell simulation: the worker tried DEACTIVATING against the deleted key, failed its
+    compare and waited forever, the process running and its endpoints published)."""
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    assert await node.endpoints()
+    await node.kv.delete(KEY.key)
+
+    async def stopped() -> bool:
+        return node.store.get(KEY) is None and not await node.endpoints()
+
+    await wait_for(stopped, "the instance stopped and its endpoints withdrawn")
+    assert await node.state() is None  # nothing was written back for the forgotten instance

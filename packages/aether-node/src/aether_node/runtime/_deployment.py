@@ -302,7 +302,11 @@ class NodeDeploymentManager:
         await self.store.unload(key)
 
     async def _run_step(self, key: InstanceKey, slot: _Slot, step: Step, reason: str) -> bool:
-        if step.working is not None and not await self._write(key, slot, step.working, reason):
+        # A deleted record (the leader forgot the instance, e.g. of a node whose lease lapsed) has no
+        # state to write: the process is stopped without one. A working state written against the
+        # deleted key would fail its compare and leave the process running, its endpoints published.
+        recorded = slot.record is not None
+        if step.working is not None and recorded and not await self._write(key, slot, step.working, reason):
             return False
         try:
             match step.kind:
