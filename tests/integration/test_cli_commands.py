@@ -78,7 +78,7 @@ BAD_BLUEPRINTS = [
      "bad.toml:2:9: TOML syntax: Expected ']]' at the end of an array declaration"),
     ("unknown-top-level-key",
      'name = "demo"\nreplicas = 3\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n',
-     "bad.toml:2:1: replicas: unknown key (expected: name, slices)"),
+     "bad.toml:2:1: replicas: unknown key (expected: name, policy, slices)"),
     ("unknown-slice-key", HEAD + "instances = 1\nreplicas = 2\n",
      f"bad.toml:6:1: slices[0].replicas: unknown key (expected: {SLICE_KEYS})"),
     ("instances-wrong-type", HEAD + 'instances = "three"\n',
