@@ -20,6 +20,7 @@ Every wait has a deadline and fails saying what it saw last.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -46,6 +47,9 @@ from support import SAMPLE_SLICES as SAMPLE_SLICES
 from support import processes_under, wait_until_sync
 
 wait_until = wait_until_sync  # the CLI tests wait outside trio
+# A cluster's ports are chosen free (bound to port 0, then released) before its nodes bind them: another
+# test worker may take one in between, so a start that fails on a taken port is tried again.
+PORT_ATTEMPTS = 3
 
 EXAMPLE = REPO / "examples" / "blueprint.toml"
 ECHO = "org.aether:echo:1.0.0"
@@ -227,24 +231,33 @@ def cli_cluster(
     `node_args`: more `aether-node run` flags."""
     cwd = directory / "cwd"
     cwd.mkdir(parents=True, exist_ok=True)
-    local = plan_cluster(directory / "cluster", nodes, str(index))
-    local.dev_mode = dev_mode
-    local.tls = tls
-    local.node_args = node_args
     # The nodes' Unix sockets go under TMPDIR (short: socket paths are capped at 108 bytes); a SIGKILL
     # leaves them behind, so they get a directory of their own that goes away with the cluster.
     tmp_dir = Path(tempfile.mkdtemp(prefix="aether-cli-"))
+    local: LocalNodeCluster | None = None
     try:
-        with _environment({"TMPDIR": str(tmp_dir), **(node_env or {})}):
-            local.start_all()
-        try:
-            trio.run(lambda: wait_until_ready(local, timeout=timeout))
-        except (RuntimeError, trio.TooSlowError) as error:
-            tails = "\n".join(f"--- {n.node_id}\n{local.log_tail(n.node_id)}" for n in local.nodes)
-            pytest.fail(f"the cluster was not ready: {error}\n{tails}")
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            name = "cluster" if attempt == 1 else f"cluster-{attempt}"
+            local = plan_cluster(directory / name, nodes, str(index))
+            local.dev_mode = dev_mode
+            local.tls = tls
+            local.node_args = node_args
+            with _environment({"TMPDIR": str(tmp_dir), **(node_env or {})}):
+                local.start_all()
+            try:
+                trio.run(functools.partial(wait_until_ready, local, timeout=timeout))
+                break
+            except (RuntimeError, trio.TooSlowError) as error:
+                tails = "\n".join(f"--- {n.node_id}\n{local.log_tail(n.node_id)}" for n in local.nodes)
+                if "Address already in use" in tails and attempt < PORT_ATTEMPTS:
+                    end_cluster(local)  # a port chosen free was taken meanwhile (another test worker)
+                    continue
+                pytest.fail(f"the cluster was not ready: {error}\n{tails}")
+        assert local is not None
         yield CliCluster(local, cwd)
     finally:
-        end_cluster(local)
+        if local is not None:
+            end_cluster(local)
         shutil.rmtree(tmp_dir, ignore_errors=True)
 
 

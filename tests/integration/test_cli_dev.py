@@ -20,6 +20,7 @@ from cli_support import (
     EXAMPLE,
     GREETER,
     SAMPLE_SLICES,
+    CliRun,
     closed_port,
     expect,
     kill_processes_of,
@@ -102,8 +103,13 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
         answer = httpx.post(f"{ingress}/invoke/org.aether:greeter/greet", json={"name": "dev"}, timeout=30)
         assert answer.status_code == 200 and answer.json()["greeting"] == "hello dev", answer.text
 
-    # dev status: 3 running nodes and a healthy cluster
-    run = expect(run_aether("dev", "status", "--directory", str(dev), cwd=work))
+    # dev status: 3 running nodes and a healthy cluster (right after start, a follower-to-follower Raft
+    # link may still be connecting: health says so until it is up)
+    def healthy() -> CliRun | None:
+        run = expect(run_aether("dev", "status", "--directory", str(dev), cwd=work))
+        return run if "cluster healthy: leader node-" in run.stdout else None
+
+    run = wait_until(healthy, timeout=30, what="dev status: cluster healthy")
     for node, pid in state["pids"].items():
         assert f"  {node}: pid {pid} running\n" in run.stdout, str(run)
     assert "cluster healthy: leader node-" in run.stdout, str(run)
