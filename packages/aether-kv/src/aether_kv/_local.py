@@ -133,7 +133,12 @@ async def wait_until_ready(
     timeout: float = 30.0,
     progress: Callable[[str], None] = lambda message: None,
 ) -> str:
-    """Wait until a write through the cluster commits; return the leader's raft address."""
+    """Wait until the cluster serves a linearizable read; return the leader's raft address.
+
+    A ReadIndex read succeeds once a leader has committed an entry of its own term and a majority
+    confirms it still leads: the cluster takes writes then. A read writes nothing, so an attempt that
+    times out on a busy machine leaves no entry behind to commit later (a barrier did, and tests that
+    count log entries saw it)."""
     with trio.fail_after(timeout):
         while True:
             for replica_id, process in cluster.processes.items():
@@ -142,7 +147,7 @@ async def wait_until_ready(
                     raise RuntimeError(f"replica {replica_id} exited ({process.returncode}):\n{log}")
             try:
                 async with open_client(cluster.endpoints, cluster.secret, request_timeout=2.0) as client:
-                    await client.barrier()
+                    await client.range("", limit=1, linearizable=True)
                     status = await client.status()
                     if status.leader:
                         return status.leader
