@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,19 +31,13 @@ from typing import Any
 
 import httpx
 import trio
-
-from aether_node.dev import build_sample_index, plan_cluster, wait_until_ready
-
-REPO = Path(__file__).resolve().parents[1]
-BUSY_ID = "org.aether:busy"
+from autoscale_common import BUSY_ID, busy_blueprint, load_command, moves, one_busy_node
 
 
 def blueprint(opts: argparse.Namespace) -> str:
-    return (
-        f'name = "bench"\n\n[[slices]]\nartifact = "{BUSY_ID}:1.0.0"\ninstances = 1\nmin_available = 1\n\n'
-        f"[slices.autoscale]\nmin = 1\nmax = {opts.max}\np99_ms = {opts.p99_ms}\n"
-        f"up_after_s = {opts.up_after}\nup_cooldown_s = 0\ndown_after_s = 30\ndown_cooldown_s = 30\n"
-        "down_below = 0.5\n"
+    return busy_blueprint(
+        "bench",
+        {"max": opts.max, "p99_ms": opts.p99_ms, "up_after_s": opts.up_after, "up_cooldown_s": 0},
     )
 
 
@@ -53,80 +46,63 @@ async def status(http: httpx.AsyncClient, management: str) -> dict[str, Any]:
 
 
 async def run(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
-    index = root / "index"
-    build_sample_index(REPO / "sample-slices", index)
-    cluster = plan_cluster(root / "cluster", 1, str(index))
-    cluster.start_all()
-    try:
-        await wait_until_ready(cluster, timeout=90)
-        node = cluster.nodes[0]
-        async with httpx.AsyncClient(timeout=30) as http:
-            applied = await http.post(
-                f"http://{node.management}/api/v1/blueprints", content=blueprint(opts).encode()
+    async with one_busy_node(root) as node, httpx.AsyncClient(timeout=30) as http:
+        applied = await http.post(
+            f"http://{node.management}/api/v1/blueprints", content=blueprint(opts).encode()
+        )
+        applied.raise_for_status()
+        with trio.fail_after(120):
+            while (await status(http, node.management))["active"] != 1:
+                await trio.sleep(0.2)
+        info = f"http://{node.ingress}/invoke/{BUSY_ID}/info"
+        first = (await http.post(info, json={})).json()["instance"]
+        duration = opts.step + opts.steady
+        command = load_command(node.ingress, opts.ms, ["--rate", str(opts.rate)], duration)
+        result: dict[str, Any] = {}
+        report = root / "load.jsonl"
+        async with trio.open_nursery() as nursery:
+            load_started = time.time()
+            out = report.open("w")
+            process = await nursery.start(
+                lambda task_status: trio.run_process(
+                    command, stdout=out, stderr=subprocess.DEVNULL, task_status=task_status
+                )
             )
-            applied.raise_for_status()
-            with trio.fail_after(120):
-                while (await status(http, node.management))["active"] != 1:
-                    await trio.sleep(0.2)
-            info = f"http://{node.ingress}/invoke/{BUSY_ID}/info"
-            first = (await http.post(info, json={})).json()["instance"]
-            duration = opts.step + opts.steady
-            command = [
-                sys.executable, str(REPO / "benchmarks" / "load_gen.py"), f"http://{node.ingress}", BUSY_ID,
-                "burn", "--data", json.dumps({"ms": opts.ms}), "--rate", str(opts.rate),
-                "--duration", str(duration), "--json", "--timeout", "30",
-            ]  # fmt: skip
-            result: dict[str, Any] = {}
-            report = root / "load.jsonl"
-            async with trio.open_nursery() as nursery:
-                load_started = time.time()
-                out = report.open("w")
-                process = await nursery.start(
-                    lambda task_status: trio.run_process(
-                        command, stdout=out, stderr=subprocess.DEVNULL, task_status=task_status
-                    )
-                )
-                serving = None
-                with trio.move_on_after(opts.step):
-                    while serving is None:
-                        answer = await http.post(info, json={})
-                        if answer.status_code == 200 and answer.json()["instance"] != first:
-                            serving = time.time()
-                        await trio.sleep(0.1)
-                now = await status(http, node.management)
-                ups = [d for d in now["decisions"] if d["action"] == "up"]
-                settled = max((d["at"] for d in now["decisions"] if d["action"] != "hold"), default=None)
-                up_at = ups[0]["at"] if ups else None
-                result.update(
-                    load_to_decision_s=up_at - load_started if up_at else None,
-                    decision_to_serving_s=serving - up_at if up_at and serving else None,
-                    load_to_serving_s=serving - load_started if serving else None,
-                    first_crossing_to_serving_s=(
-                        serving - (up_at - opts.up_after) if up_at and serving else None
-                    ),
-                    first_up=ups[0]["message"] if ups else None,
-                )
-                await process.wait()
-                out.close()
-            final = await status(http, node.management)
-            steady_from = max(settled or load_started, load_started + opts.step)
-            steady_until = load_started + duration
-            moves = [
-                d
-                for d in final["decisions"]
-                if d["action"] != "hold" and steady_from <= d["at"] <= steady_until
-            ]
-            lines = report.read_text().splitlines()
-            summary = json.loads(lines[-1]) if lines else {}
+            serving = None
+            with trio.move_on_after(opts.step):
+                while serving is None:
+                    answer = await http.post(info, json={})
+                    if answer.status_code == 200 and answer.json()["instance"] != first:
+                        serving = time.time()
+                    await trio.sleep(0.1)
+            now = await status(http, node.management)
+            ups = [d for d in now["decisions"] if d["action"] == "up"]
+            settled = max((d["at"] for d in now["decisions"] if d["action"] != "hold"), default=None)
+            up_at = ups[0]["at"] if ups else None
             result.update(
-                steady_s=steady_until - steady_from,
-                steady_moves=[d["message"] for d in moves],
-                instances_at_end=final["instances"],
-                load_summary={k: summary.get(k) for k in ("sent", "ok", "errors", "skipped")},
+                load_to_decision_s=up_at - load_started if up_at else None,
+                decision_to_serving_s=serving - up_at if up_at and serving else None,
+                load_to_serving_s=serving - load_started if serving else None,
+                first_crossing_to_serving_s=(
+                    serving - (up_at - opts.up_after) if up_at and serving else None
+                ),
+                first_up=ups[0]["message"] if ups else None,
             )
-            return result
-    finally:
-        cluster.stop_all()
+            await process.wait()
+            out.close()
+        final = await status(http, node.management)
+        steady_from = max(settled or load_started, load_started + opts.step)
+        steady_until = load_started + duration
+        steady_moves = moves(final["decisions"], steady_from, steady_until)
+        lines = report.read_text().splitlines()
+        summary = json.loads(lines[-1]) if lines else {}
+        result.update(
+            steady_s=steady_until - steady_from,
+            steady_moves=[d["message"] for d in steady_moves],
+            instances_at_end=final["instances"],
+            load_summary={k: summary.get(k) for k in ("sent", "ok", "errors", "skipped")},
+        )
+        return result
 
 
 def main() -> None:

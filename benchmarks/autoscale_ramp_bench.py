@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,39 +38,35 @@ from typing import Any
 
 import httpx
 import trio
+from autoscale_common import BUSY_ID, busy_blueprint, load_command, moves, one_busy_node
 
-from aether_node.dev import build_sample_index, plan_cluster, wait_until_ready
-
-REPO = Path(__file__).resolve().parents[1]
-BUSY_ID = "org.aether:busy"
 PHASES = ("fixed", "reactive", "forecast")
 
 
 def blueprint(opts: argparse.Namespace, phase: str) -> str:
-    text = f'name = "ramp"\n\n[[slices]]\nartifact = "{BUSY_ID}:1.0.0"\ninstances = 1\nmin_available = 1\n'
     if phase == "fixed":
-        return text
-    text += (
-        f"\n[slices.autoscale]\nmin = 1\nmax = {opts.max}\ncalls_per_second = {opts.calls_target}\n"
-        f"up_after_s = {opts.up_after}\nup_cooldown_s = {opts.up_cooldown}\n"
-        "down_after_s = 30\ndown_cooldown_s = 30\ndown_below = 0.5\n"
-    )
+        return busy_blueprint("ramp", None)
+    table: dict[str, float] = {
+        "max": opts.max,
+        "calls_per_second": opts.calls_target,
+        "up_after_s": opts.up_after,
+        "up_cooldown_s": opts.up_cooldown,
+    }
     if opts.p99_ms:
-        text += f"p99_ms = {opts.p99_ms}\n"
-    return text + (f"forecast_s = {opts.forecast}\n" if phase == "forecast" else "")
+        table["p99_ms"] = opts.p99_ms
+    if phase == "forecast":
+        table["forecast_s"] = opts.forecast
+    return busy_blueprint("ramp", table)
 
 
 async def load(
     opts: argparse.Namespace, ingress: str, path: Path, shape: list[str], seconds: float
 ) -> list[dict[str, Any]]:
     """Run the load generator to its end; its JSON lines (each second's, then the summary)."""
-    command = [
-        sys.executable, str(REPO / "benchmarks" / "load_gen.py"), f"http://{ingress}", BUSY_ID, "burn",
-        "--data", json.dumps({"ms": opts.ms}), *shape, "--duration", str(seconds), "--json",
-        "--timeout", "30",
-    ]  # fmt: skip
     with path.open("w") as out:
-        await trio.run_process(command, stdout=out, stderr=subprocess.DEVNULL)
+        await trio.run_process(
+            load_command(ingress, opts.ms, shape, seconds), stdout=out, stderr=subprocess.DEVNULL
+        )
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -98,10 +93,6 @@ async def wait_for_one(http: httpx.AsyncClient, management: str, ingress: str, a
 async def decisions(http: httpx.AsyncClient, management: str) -> list[dict[str, Any]]:
     answer = await http.get(f"http://{management}/api/v1/autoscale/{BUSY_ID}")
     return answer.json()["decisions"] if answer.status_code == 200 else []
-
-
-def moves(found: list[dict[str, Any]], start: float, end: float) -> list[dict[str, Any]]:
-    return [d for d in found if d["action"] != "hold" and start <= d["at"] <= end]
 
 
 async def phase(
@@ -150,27 +141,18 @@ async def phase(
 
 
 async def run(opts: argparse.Namespace, root: Path) -> dict[str, Any]:
-    index = root / "index"
-    build_sample_index(REPO / "sample-slices", index)
-    cluster = plan_cluster(root / "cluster", 1, str(index))
-    cluster.start_all()
-    try:
-        await wait_until_ready(cluster, timeout=90)
-        node = cluster.nodes[0]
+    async with one_busy_node(root) as node, httpx.AsyncClient(timeout=30) as http:
         results: dict[str, Any] = {}
         load_averages = [os.getloadavg()[0]]
-        async with httpx.AsyncClient(timeout=30) as http:
-            for name in ("fixed", *opts.order.split(",")):
-                results[name] = await phase(opts, http, node, root, name)
-                load_averages.append(os.getloadavg()[0])
-        fixed = results["fixed"]["ramp_p99_ms"]
-        for name in PHASES[1:]:
-            mine = results[name]["ramp_p99_ms"]
-            results[name]["fixed_p99_over_this_p99"] = round(fixed / mine, 2) if fixed and mine else None
-        results["load_average_1min"] = {"min": min(load_averages), "max": max(load_averages)}
-        return results
-    finally:
-        cluster.stop_all()
+        for name in ("fixed", *opts.order.split(",")):
+            results[name] = await phase(opts, http, node, root, name)
+            load_averages.append(os.getloadavg()[0])
+    fixed = results["fixed"]["ramp_p99_ms"]
+    for name in PHASES[1:]:
+        mine = results[name]["ramp_p99_ms"]
+        results[name]["fixed_p99_over_this_p99"] = round(fixed / mine, 2) if fixed and mine else None
+    results["load_average_1min"] = {"min": min(load_averages), "max": max(load_averages)}
+    return results
 
 
 def main() -> None:
