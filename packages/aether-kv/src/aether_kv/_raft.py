@@ -60,6 +60,11 @@ class RaftConfig:
     # follower↔follower links then lose the first vote request of an election (failover took two
     # election timeouts). Dead peers are still noticed at once: their sockets close.
     connection_timeout: float = 3600.0
+    # pysyncobj tries a peer it could not reach again only after this long (5 s upstream): a replica
+    # that started before its peer listened, or whose peer came back from a restart or a partition, was
+    # left unlinked for up to 5 s (health said "not connected" right after `dev up`; an election in that
+    # window needed the missing link). One attempt a second per unreachable peer is cheap.
+    connection_retry: float = 1.0
     leader_fallback_timeout: float = 3.0
     history_events: int = 20_000
     durable: bool = True
@@ -310,6 +315,7 @@ class RaftReplica:
             raftMinTimeout=config.election_min,
             raftMaxTimeout=config.election_max,
             connectionTimeout=config.connection_timeout,
+            connectionRetryTime=config.connection_retry,
             leaderFallbackTimeout=config.leader_fallback_timeout,
             journalFile=str(data_dir / "raft.journal"),
             fullDumpFile=str(data_dir / "raft.dump"),
