@@ -191,8 +191,8 @@ class ClusterDeploymentManager:
                 nursery.start_soon(step_down)
                 try:
                     await self._lead(leadership.term)
-                except KVError as error:
-                    log.warning("reconciliation interrupted: %s", error.message)
+                except* KVError as errors:  # a group: from the pass's nursery (its cache or batcher) too
+                    log.warning("reconciliation interrupted: %s", "; ".join(map(str, errors.exceptions)))
                 nursery.cancel_scope.cancel()
 
     async def _lead(self, term: int) -> None:
