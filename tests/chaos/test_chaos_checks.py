@@ -122,6 +122,18 @@ def test_a_process_restarted_late_warms_up_from_its_own_start() -> None:
     assert found is not None and "20.00 per 10 min" in found.message
 
 
+def test_a_process_that_ends_soon_after_its_warm_up_is_not_judged_on_a_short_window() -> None:
+    # the soak of 2026-12-04: a replica killed at minute 12.5, judged on minutes 10-12 (a log-compaction
+    # cycle's peak and the watch history filling): +9.5 MiB per 10 min from a 2 MiB step
+    rss = (47.0, 50.3, 52.7, 54.4, 55.4, 57.4, 58.5, 58.7, 58.9, 59.7, 61.3, 62.9, 63.2)
+    killed = Series(name="rss", points=tuple(enumerate(rss)), limit_per_10min=5)
+    assert trend(killed, warmup_minutes=10) is None
+    # the same growth kept up for 5 minutes past the warm-up is a leak
+    leaking = Series(name="rss", points=tuple((m, 51 + m) for m in range(16)), limit_per_10min=5)
+    found = trend(leaking, warmup_minutes=10)
+    assert found is not None and "10.00 per 10 min" in found.message
+
+
 def test_a_backlog_must_come_back_to_about_zero() -> None:
     assert backlog_drains("n1", [(0, 0), (1, 30), (2, 12), (3, 1), (4, 0)]) is None
     found = backlog_drains("n1", [(0, 0), (1, 10), (2, 24), (3, 24), (4, 25)])
