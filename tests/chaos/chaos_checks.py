@@ -181,6 +181,9 @@ class Series:
 
 
 RESTARTED_AFTER = 1.5  # minutes: a process first sampled later than this was started anew
+# A slope is judged only over this many minutes of samples after the warm-up: over 2 minutes (a process
+# killed soon after its warm-up) one step of a bounded structure reads as 5 times its size per 10 minutes.
+MIN_SPAN = 5.0
 
 
 def after_warmup(points: Sequence[tuple[float, float]], warmup_minutes: float) -> list[tuple[float, float]]:
@@ -194,7 +197,7 @@ def after_warmup(points: Sequence[tuple[float, float]], warmup_minutes: float) -
 
 def trend(series: Series, warmup_minutes: float) -> Violation | None:
     after = after_warmup(series.points, warmup_minutes)
-    if len(after) < 3:
+    if len(after) < 3 or after[-1][0] - after[0][0] < MIN_SPAN:
         return None
     per_10 = slope(after) * 10
     if per_10 <= series.limit_per_10min:

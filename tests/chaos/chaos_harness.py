@@ -50,6 +50,7 @@ def run_once(
         warmup = max(3.0, config.soak_minutes / 3)
         report.violations += state.violations(warmup)
         report.notes += state.table(warmup)
+        (directory / "soak-samples.json").write_text(json.dumps(state.to_json()) + "\n")
     print(report.summary())
     if option(request, "--chaos-dir"):
         line = {

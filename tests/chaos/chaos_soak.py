@@ -1,7 +1,8 @@
 """Soak mode of the nemesis suite (`--soak MINUTES`): the workloads and a fault every few minutes for
 that long, and once a minute a sample of every process's memory and open files, each node's watch
-backlog (`aether_kv_watch_backlog_batches` on /metrics), each replica's Raft commit index and journal
-size, and the cluster's own health answer.
+backlog (`aether_kv_watch_backlog_batches` on /metrics), each replica's Raft commit index, term, leader
+and journal size, and the cluster's own health answer. Every sample is kept (`to_json`, written to
+`soak-samples.json` in the run's directory).
 
 At the end (`soak_violations`): memory, open files and journal size must be flat after the warm-up
 (a least-squares slope per 10 minutes within a limit), every backlog must come back to about 0, and the
@@ -11,6 +12,7 @@ health answer must never say "healthy" while the sampler sees a node down or unr
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import statistics
@@ -67,6 +69,9 @@ class Soak:
     series: dict[tuple[str, int], list[tuple[float, float]]] = attrs.field(factory=dict)
     backlog: dict[str, list[tuple[float, float]]] = attrs.field(factory=dict)
     commit: dict[str, list[tuple[float, float]]] = attrs.field(factory=dict)
+    # node id → [(minute, term, leader's Raft address or "")]: a term that rises while the leader stays
+    # is an election nobody needed (issue 18, item 5)
+    terms: dict[str, list[tuple[float, int, str]]] = attrs.field(factory=dict)
     health: list[str] = attrs.field(factory=list)  # disagreements
     idle_entries_per_minute: float | None = None
     samples: int = 0
@@ -97,6 +102,7 @@ class Soak:
                 async with open_client([node.kv_endpoint], cluster.secret, request_timeout=2) as kv:
                     status = await kv.status()
                 self.commit.setdefault(node.node_id, []).append((minute, float(status.commit_index)))
+                self.terms.setdefault(node.node_id, []).append((minute, status.term, status.leader or ""))
         await self._health(run, minute)
 
     async def _health(self, run: Run, minute: float) -> None:
@@ -150,7 +156,39 @@ class Soak:
             lines.append(f"Raft commit index under load: {statistics.median(rates):.0f} entries/min")
         if self.idle_entries_per_minute is not None:
             lines.append(f"Raft log entries per idle minute: {self.idle_entries_per_minute:.0f}")
+        for node_id, points in sorted(self.terms.items()):
+            rises = term_rises(points)
+            lines.append(f"{node_id} Raft term rises: {'; '.join(rises) if rises else 'none'}")
         return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """Every sample, for the record (the report keeps only slopes and violations)."""
+        return {
+            "minute0": self.minute0,
+            "samples": self.samples,
+            "idle_entries_per_minute": self.idle_entries_per_minute,
+            "series": [
+                {"name": name, "pid": pid, "points": points} for (name, pid), points in self.series.items()
+            ],
+            "backlog": self.backlog,
+            "commit": self.commit,
+            "terms": self.terms,
+            "health_disagreements": self.health,
+        }
+
+
+def term_rises(points: list[tuple[float, int, str]]) -> list[str]:
+    """Each rise of one replica's term between two samples, and whether the leader it saw changed."""
+    found = []
+    for (_, term, leader), (minute, later_term, later_leader) in itertools.pairwise(points):
+        if later_term > term:
+            who = (
+                "same leader"
+                if leader and leader == later_leader
+                else f"leader {leader or '-'} → {later_leader or '-'}"
+            )
+            found.append(f"minute {minute:.1f}: {term} → {later_term} ({who})")
+    return found
 
 
 async def idle_log_rate(run: Run, seconds: float = 60.0) -> float | None:

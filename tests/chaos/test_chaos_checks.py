@@ -4,6 +4,7 @@ schedule, and its namespaces (made and removed, also after a killed run)."""
 from __future__ import annotations
 
 import functools
+import json
 import random
 import subprocess
 from pathlib import Path
@@ -24,6 +25,7 @@ from chaos_checks import (
 )
 from chaos_net import STATE_DIR, Network, missing_tools, sweep_stale
 from chaos_runner import RunConfig, death_cause, schedule
+from chaos_soak import Soak, term_rises
 from chaos_workloads import Clock, KVRegisters
 
 from aether_kv import GetResult
@@ -120,10 +122,37 @@ def test_a_process_restarted_late_warms_up_from_its_own_start() -> None:
     assert found is not None and "20.00 per 10 min" in found.message
 
 
+def test_a_process_that_ends_soon_after_its_warm_up_is_not_judged_on_a_short_window() -> None:
+    # the soak of 2026-12-04: a replica killed at minute 12.5, judged on minutes 10-12 (a log-compaction
+    # cycle's peak and the watch history filling): +9.5 MiB per 10 min from a 2 MiB step
+    rss = (47.0, 50.3, 52.7, 54.4, 55.4, 57.4, 58.5, 58.7, 58.9, 59.7, 61.3, 62.9, 63.2)
+    killed = Series(name="rss", points=tuple(enumerate(rss)), limit_per_10min=5)
+    assert trend(killed, warmup_minutes=10) is None
+    # the same growth kept up for 5 minutes past the warm-up is a leak
+    leaking = Series(name="rss", points=tuple((m, 51 + m) for m in range(16)), limit_per_10min=5)
+    found = trend(leaking, warmup_minutes=10)
+    assert found is not None and "10.00 per 10 min" in found.message
+
+
 def test_a_backlog_must_come_back_to_about_zero() -> None:
     assert backlog_drains("n1", [(0, 0), (1, 30), (2, 12), (3, 1), (4, 0)]) is None
     found = backlog_drains("n1", [(0, 0), (1, 10), (2, 24), (3, 24), (4, 25)])
     assert found is not None and found.invariant == "soak-backlog-drains"
+
+
+def test_a_term_rise_says_whether_the_leader_changed_and_every_sample_is_kept() -> None:
+    points = [(0.0, 1, "a:1"), (1.0, 1, "a:1"), (2.0, 3, "a:1"), (3.0, 4, "b:1"), (4.0, 5, "")]
+    assert term_rises(points) == [
+        "minute 2.0: 1 → 3 (same leader)",
+        "minute 3.0: 3 → 4 (leader a:1 → b:1)",
+        "minute 4.0: 4 → 5 (leader b:1 → -)",
+    ]
+    soak = Soak(terms={"node-1": points})
+    soak.add("node-1 replica rss_mib", 42, 0.0, 50.5)
+    kept = json.loads(json.dumps(soak.to_json()))
+    assert kept["terms"]["node-1"][2] == [2.0, 3, "a:1"]
+    assert kept["series"] == [{"name": "node-1 replica rss_mib", "pid": 42, "points": [[0.0, 50.5]]}]
+    assert "node-1 Raft term rises: minute 2.0: 1 → 3 (same leader)" in soak.table(warmup=3)[-1]
 
 
 def test_the_schedule_is_a_function_of_the_seed() -> None:
