@@ -1,0 +1,413 @@
+"""TLS across hosts: three real `aether-node` processes, each in its own network namespace with its own
+address on one bridge (tests/net_namespaces.py), TLS on (no dev mode), and a fourth namespace for the
+clients. node-1 starts with the cluster secret and runs the KV (one voter); node-2 joins through node-1
+and node-3 through node-2, each by `aether-node token create` run on node-1's host and `--join HOST:PORT
+--token T` from inside its own namespace (no file copied: the secret comes over TLS, pinned by the CA
+fingerprint in the token). From the client namespace: every port (peer, KV client, management API)
+refuses a client without a certificate, with another CA's or with an expired one; the management API
+answers only a key and is trusted only through the cluster CA; the joined nodes serve calls (one echo
+instance: calls cross the peer links, mutual TLS between namespaces); a reused and an expired token
+are refused; a revoked key is refused by every node within a second (measured, printed).
+
+Needs root and `ip` (skipped with the reason otherwise). Everything it makes (namespaces, veths, the
+bridge, processes, temporary directories) is removed when the module ends, also on failure; names carry
+a per-run id (the namespaces' state file records the owner, so a killed run's leftovers are swept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from cli_support import aether_command, cli_env, kill_processes_of
+from net_namespaces import Host, Network, missing_tools
+from tls_support import (
+    client_context,
+    created_token,
+    forge_identities,
+    kv_status,
+    management_answer,
+    node_script,
+    port_greetings,
+    token_command,
+)
+
+from aether_kv import cluster_ca
+from support import wait_until_sync
+
+MISSING = missing_tools()
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.long,
+    pytest.mark.skipif(bool(MISSING), reason=f"network namespaces need {', '.join(MISSING)}"),
+]
+
+ADMIN = "admin-key-0123456789abcdef"
+INGRESS, PEER, MANAGEMENT, RAFT, KV_CLIENT = 7001, 7002, 7003, 7004, 7005
+ECHO = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
+NO_KEY = "an API key is required (Authorization: Bearer KEY)"
+UNKNOWN_KEY = "the API key is not one of this cluster's keys (mistyped, or revoked)"
+
+
+def _die_with_parent() -> None:
+    """The kernel SIGKILLs the node when the test process dies, so nothing outlives a killed run."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+@attrs.define
+class NsNode:
+    node_id: str
+    host: Host
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def at(self, port: int) -> str:
+        return f"{self.host.address}:{port}"
+
+    @property
+    def management_url(self) -> str:
+        return f"https://{self.at(MANAGEMENT)}"
+
+    @property
+    def secret_file(self) -> Path:
+        return self.data_dir.parent / f"{self.node_id}.secret"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir.parent / f"{self.node_id}.log"
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@attrs.define
+class NsCluster:
+    directory: Path
+    network: Network
+    index: Path
+    tmp_dir: Path  # the nodes' TMPDIR (Unix socket paths must stay short)
+    nodes: list[NsNode] = attrs.field(factory=list)
+    tokens: dict[str, str] = attrs.field(factory=dict)  # node id → the token it joined with
+
+    @property
+    def client(self) -> Host:
+        return self.network.hosts[-1]
+
+    @property
+    def kv_endpoint(self) -> str:
+        return self.nodes[0].at(KV_CLIENT)
+
+    @property
+    def secret(self) -> str:
+        return self.nodes[0].secret_file.read_text().strip()
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA as the client's operator keeps it: derived from the secret, not read from a node."""
+        path = self.directory / "client-ca.pem"
+        if not path.exists():
+            path.write_bytes(cluster_ca(self.secret).pem)
+        return path
+
+    def in_client(self, function: Any, *args: Any) -> Any:
+        return self.network.call_in(self.client, function, *args)
+
+    def run_command(self, node: NsNode) -> list[str]:
+        command = [*self.network.exec_prefix(node.host), sys.executable, "-m", "aether_node", "run"]
+        command += ["--node-id", node.node_id, "--data-dir", str(node.data_dir), "--index", str(self.index)]
+        command += [
+            "--ingress",
+            node.at(INGRESS),
+            "--peer",
+            node.at(PEER),
+            "--management",
+            node.at(MANAGEMENT),
+        ]
+        command += ["--secret-file", str(node.secret_file)]
+        if node is self.nodes[0]:
+            return [*command, "--kv-raft", node.at(RAFT), "--kv-client", node.at(KV_CLIENT)]
+        return [*command, "--kv-endpoint", self.kv_endpoint]
+
+    def start(self, node: NsNode, *extra: str) -> None:
+        env = {**os.environ, "TMPDIR": str(self.tmp_dir), "AETHER_API_KEYS": f"admin:{ADMIN}"}
+        with open(node.log_path, "ab") as log:
+            node.process = subprocess.Popen(
+                [*self.run_command(node), *extra],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,
+            )
+
+    def token(self, ttl: float = 600) -> str:
+        """A join token, made on node-1's host (which holds the secret) by `aether-node token create`."""
+        prefix = self.network.exec_prefix(self.nodes[0].host)
+        return created_token([*prefix, *token_command(self.nodes[0].secret_file, [self.kv_endpoint], ttl)])
+
+    def registered(self) -> list[str]:
+        """The node ids node-1's management API lists, asked from the client namespace ([] if it cannot)."""
+
+        def ask() -> list[str]:
+            try:
+                answer = httpx.get(
+                    f"{self.nodes[0].management_url}/api/v1/cluster",
+                    headers={"Authorization": f"Bearer {ADMIN}"},
+                    verify=client_context(self.ca_file, None),
+                    timeout=5,
+                )
+            except httpx.HTTPError:
+                return []
+            return sorted(n["node_id"] for n in answer.json().get("nodes", [])) if answer.is_success else []
+
+        return self.in_client(ask)
+
+    def wait_registered(self, count: int) -> None:
+        for node in self.nodes[:count]:
+            assert node.process is not None and node.process.poll() is None, node.log_tail()
+        wait_until_sync(
+            lambda: len(self.registered()) == count,
+            timeout=90,
+            what=f"{count} nodes registered; logs:\n" + "\n".join(n.log_tail(15) for n in self.nodes[:count]),
+        )
+
+    def aether(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """The CLI, run in the client namespace with the cluster CA and the admin key."""
+        env = cli_env({"AETHER_CA_FILE": str(self.ca_file), "AETHER_API_KEY": ADMIN}, cwd=self.directory)
+        command = [*self.network.exec_prefix(self.client), *aether_command(), *args]
+        return subprocess.run(command, env=env, input=input, capture_output=True, text=True, timeout=180)
+
+    def end(self) -> None:
+        """SIGTERM every node (SIGKILL after 30 s), then whatever still runs from the directory."""
+        running = [n.process for n in self.nodes if n.process is not None and n.process.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        kill_processes_of(self.directory)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Iterator[NsCluster]:
+    """node-1 with the secret; node-2 joined through node-1, node-3 through node-2 (tokens made on node-1's
+    host); every node registered."""
+    directory = tmp_path_factory.mktemp("tls-netns")
+    network = Network.create(4)  # three nodes and the client
+    ns = NsCluster(directory, network, sample_index, Path(tempfile.mkdtemp(prefix="atn-")))
+    try:
+        for i, host in enumerate(network.hosts[:3], start=1):
+            ns.nodes.append(NsNode(f"node-{i}", host, directory / f"node-{i}"))
+        first = ns.nodes[0]
+        first.secret_file.write_text(os.urandom(24).hex() + "\n")
+        first.secret_file.chmod(0o600)
+        ns.start(first)
+        ns.wait_registered(1)
+        for node, through in ((ns.nodes[1], ns.nodes[0]), (ns.nodes[2], ns.nodes[1])):
+            ns.tokens[node.node_id] = ns.token()
+            ns.start(node, "--join", through.at(MANAGEMENT), "--token", ns.tokens[node.node_id])
+            ns.wait_registered(int(node.node_id[-1]))
+        yield ns
+    finally:
+        try:
+            ns.end()
+        finally:
+            network.destroy()
+
+
+def test_joined_nodes_got_the_secret_over_tls_and_their_own_certificates(cluster: NsCluster) -> None:
+    assert cluster.registered() == ["node-1", "node-2", "node-3"]
+    for node in cluster.nodes[1:]:
+        assert node.secret_file.read_text().strip() == cluster.secret
+        assert oct(node.secret_file.stat().st_mode & 0o777) == "0o600"
+        assert f"joined through {cluster.nodes[int(node.node_id[-1]) - 2].at(MANAGEMENT)}" in node.log_tail(
+            400
+        )
+    # each node's certificate names its own namespace address (the client checks it on every connection)
+    identities = forge_identities(cluster.secret, cluster.directory / "identities")
+    for node in cluster.nodes:
+        assert cluster.in_client(
+            trio.run, port_greetings, {"peer": node.at(PEER)}, cluster.ca_file, identities
+        )["peer", "good"], node.node_id
+
+
+def test_every_port_refuses_a_stranger_from_another_namespace(cluster: NsCluster) -> None:
+    identities = forge_identities(cluster.secret, cluster.directory / "identities")
+    ca = cluster.ca_file
+    ports = {f"{n.node_id} peer": n.at(PEER) for n in cluster.nodes} | {"node-1 kv": cluster.kv_endpoint}
+    seen = cluster.in_client(trio.run, port_greetings, ports, ca, identities)
+    assert seen == {(port, name): name == "good" for port in ports for name in ("plain", *identities)}
+
+    # the KV client protocol as aether_kv's client sees it, from the client namespace
+    tls_dir = cluster.directory / "kv-client"
+    assert cluster.in_client(trio.run, kv_status, [cluster.kv_endpoint], cluster.secret, None) == "refused"
+    assert (
+        cluster.in_client(trio.run, kv_status, [cluster.kv_endpoint], cluster.secret, tls_dir)
+        == "leader True"
+    )
+
+    # the management API: the API key authenticates (a client certificate is optional, a bad one refused);
+    # a client that trusts another CA does not trust the node (a stranger in between would be noticed)
+    foreign_ca = cluster.directory / "foreign-ca.pem"
+    foreign_ca.write_bytes(cluster_ca("another cluster's secret, 32 chars").pem)
+    for node in cluster.nodes:
+        url = node.management_url
+
+        def answers(url: str = url) -> dict[str, Any]:
+            found: dict[str, Any] = {
+                name: management_answer(url, client_context(ca, cert), ADMIN)
+                for name, cert in identities.items()
+            }
+            found["no key"] = management_answer(url, client_context(ca, None), None)
+            found["wrong key"] = management_answer(
+                url, client_context(ca, None), "wrong-key-0123456789abcdef"
+            )
+            found["foreign CA"] = management_answer(url, client_context(foreign_ca, None), ADMIN)
+            found["plain http"] = management_answer(
+                url.replace("https", "http"), client_context(ca, None), ADMIN
+            )
+            messages = [
+                httpx.get(
+                    f"{url}/api/v1/cluster", headers=headers, verify=client_context(ca, None), timeout=10
+                ).json()["error"]["message"]
+                for headers in ({}, {"Authorization": "Bearer wrong-key-0123456789abcdef"})
+            ]
+            found["messages"] = messages
+            return found
+
+        found = cluster.in_client(answers)
+        assert found["good"] == found["none"] == 200, (node.node_id, found)
+        assert isinstance(found["other"], str) and isinstance(found["expired"], str), (node.node_id, found)
+        assert found["no key"] == found["wrong key"] == 401, (node.node_id, found)
+        assert found["messages"] == [NO_KEY, UNKNOWN_KEY], (node.node_id, found)
+        assert found["foreign CA"] == "ConnectError", (node.node_id, found)
+        assert isinstance(found["plain http"], str), (node.node_id, found)
+
+
+def test_the_joined_nodes_serve_calls_across_the_peer_links(cluster: NsCluster) -> None:
+    applied = cluster.aether(
+        "blueprint", "apply", "-", "--wait", "--cluster", cluster.nodes[2].management_url, input=ECHO
+    )
+    assert applied.returncode == 0, applied.stderr + "\n".join(n.log_tail(20) for n in cluster.nodes)
+
+    def call_every_ingress() -> list[tuple[int, Any]]:
+        found = []
+        for n, node in enumerate(cluster.nodes):
+            answer = httpx.post(
+                f"http://{node.at(INGRESS)}/invoke/org.aether:echo/echo", json={"n": n}, timeout=30
+            )
+            found.append((answer.status_code, answer.json() if answer.is_success else answer.text))
+        return found
+
+    # one instance, three ingresses: two of the calls cross a peer link between namespaces (mutual TLS)
+    assert cluster.in_client(call_every_ingress) == [(200, {"n": n}) for n in range(3)]
+    status = cluster.aether("cluster", "status", "--json", "--cluster", cluster.nodes[1].management_url)
+    assert status.returncode == 0, status.stderr
+    assert '"node-3"' in status.stdout
+
+
+def test_a_reused_or_expired_token_is_refused(cluster: NsCluster) -> None:
+    verify = client_context(cluster.ca_file, None)
+    url = f"{cluster.nodes[2].management_url}/api/v1/join"
+    expiring = cluster.token(ttl=10)
+    made = time.time()  # the token expires before made + 10 s
+
+    def post(token: str) -> tuple[int, str]:
+        answer = httpx.post(url, json={"token": token}, verify=verify, timeout=10)
+        return answer.status_code, answer.json()["error"]["message"] if answer.is_error else ""
+
+    used = cluster.tokens["node-2"]
+    status, message = cluster.in_client(post, used)
+    assert status == 401 and "used already" in message, message
+    # a fourth node run with the used token in the client namespace: refused, nothing written, nothing bound
+    secret_file = cluster.directory / "fourth.secret"
+    fourth = [*cluster.network.exec_prefix(cluster.client), *node_script(), "run", "--node-id", "node-4"]
+    fourth += ["--data-dir", str(cluster.directory / "node-4"), "--index", str(cluster.index)]
+    fourth += [
+        "--ingress",
+        f"{cluster.client.address}:{INGRESS}",
+        "--peer",
+        f"{cluster.client.address}:{PEER}",
+    ]
+    fourth += ["--kv-endpoint", cluster.kv_endpoint, "--secret-file", str(secret_file)]
+    run = subprocess.run(
+        [*fourth, "--join", cluster.nodes[0].at(MANAGEMENT), "--token", used],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2 and "the cluster refused the token" in run.stderr, run.stderr
+    assert "used already" in run.stderr and not secret_file.exists()
+
+    wait_until_sync(lambda: time.time() > made + 10.5, timeout=30, what="the token's expiry")
+    status, message = cluster.in_client(post, expiring)
+    assert status == 401 and "expired" in message, message
+    run = subprocess.run(
+        [*fourth, "--join", cluster.nodes[1].at(MANAGEMENT), "--token", expiring],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 2 and "expired" in run.stderr and not secret_file.exists(), run.stderr
+
+
+def test_a_revoked_key_is_refused_by_every_node_within_a_second(cluster: NsCluster) -> None:
+    verify = client_context(cluster.ca_file, None)
+    urls = [node.management_url for node in cluster.nodes]
+
+    def status_on(url: str, key: str) -> int:
+        return httpx.get(
+            f"{url}/api/v1/cluster", headers={"Authorization": f"Bearer {key}"}, verify=verify, timeout=5
+        ).status_code
+
+    def create_use_revoke() -> float:
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        made = httpx.post(
+            f"{urls[0]}/api/v1/keys",
+            json={"name": "netns-ci", "role": "viewer"},
+            headers=admin,
+            verify=verify,
+        )
+        assert made.status_code == 200, made.text
+        secret = made.json()["secret"]
+        wait_until_sync(
+            lambda: all(status_on(url, secret) == 200 for url in urls),
+            timeout=5,
+            what="every node takes the key",
+        )
+        revoked = httpx.delete(f"{urls[1]}/api/v1/keys/netns-ci", headers=admin, verify=verify, timeout=10)
+        answered = time.monotonic()
+        assert revoked.status_code == 200, revoked.text
+        wait_until_sync(
+            lambda: all(status_on(url, secret) == 401 for url in urls),
+            timeout=1.0,
+            interval=0.01,
+            what="every node refuses the revoked key",
+        )
+        return time.monotonic() - answered
+
+    took = cluster.in_client(create_use_revoke)
+    print(f"\nrevoked key refused by all 3 nodes (separate namespaces) {took * 1000:.0f} ms after the answer")
