@@ -8,7 +8,6 @@ under a steady stream of calls fails none.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,9 +18,9 @@ import httpx
 import pytest
 import trio
 from cli_support import CliCluster, cli_cluster, expect, run_aether
-from cryptography import x509
 from tls_support import (
     FOREIGN_SECRET,
+    calls_and_writes,
     client_context,
     created_token,
     forge_identities,
@@ -29,10 +28,11 @@ from tls_support import (
     management_answer,
     node_script,
     port_greetings,
+    served_serial,
     token_command,
 )
 
-from aether_kv import CA_FILE, cluster_ca, open_client
+from aether_kv import CA_FILE, cluster_ca
 
 pytestmark = [pytest.mark.integration]
 
@@ -143,19 +143,6 @@ def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- renewal (long)
 
 
-def _serial(address: str, ca: Path, certificate: Path) -> int:
-    """The serial number of the certificate the server at `address` presents now."""
-    host, _, port = address.rpartition(":")
-    context = client_context(ca, certificate)
-    with (
-        socket.create_connection((host, int(port)), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname=host) as wrapped,
-    ):
-        der = wrapped.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
-
-
 @pytest.mark.long
 def test_renewal_under_calls_fails_no_call(secured: CliCluster, identities: dict[str, Path | None]) -> None:
     """Calls through node-2's ingress (its instance, or node-1's over the peer link) and KV writes go on
@@ -165,45 +152,15 @@ def test_renewal_under_calls_fails_no_call(secured: CliCluster, identities: dict
     ca, good = local.ca_file, identities["good"]
     assert good is not None
     addresses = [local.nodes[0].peer, local.nodes[1].peer, local.kv_endpoints[0]]
-    before = {address: _serial(address, ca, good) for address in addresses}
-    failures: list[str] = []
-    calls = writes = 0
-
-    async def main() -> None:
-        nonlocal calls, writes
-        tls = local.tls_client()
-        async with (
-            httpx.AsyncClient(timeout=30) as http,
-            open_client(local.kv_endpoints, local.secret, tls=tls) as kv,
-        ):
-            deadline = trio.current_time() + 2.5 * LIFETIME  # at least two renewals of each node
-
-            async def caller(node: int) -> None:
-                nonlocal calls
-                url = f"http://{local.nodes[node].ingress}/invoke/org.aether:echo/echo"
-                while trio.current_time() < deadline:
-                    answer = await http.post(url, json={"call": calls})
-                    calls += 1
-                    if answer.status_code != 200:
-                        failures.append(f"node {node + 1}: {answer.status_code} {answer.text}")
-
-            async def writer() -> None:
-                nonlocal writes
-                while trio.current_time() < deadline:
-                    await kv.put("tls-test/key", str(writes).encode())
-                    writes += 1
-                    await trio.sleep(0.05)
-
-            async with trio.open_nursery() as nursery:
-                for node in (0, 1, 1):
-                    nursery.start_soon(caller, node)
-                nursery.start_soon(writer)
-
-    began = time.monotonic()
-    trio.run(main)
-    after = {address: _serial(address, ca, good) for address in addresses}
-    assert failures == [], failures[:5]
-    assert calls > 0 and writes > 0
+    before = {address: served_serial(address, ca, good) for address in addresses}
+    began = time.monotonic()  # the load runs 2.5 lifetimes: at least two renewals of each node
+    ingresses = [f"http://{node.ingress}" for node in (local.nodes[0], local.nodes[1], local.nodes[1])]
+    load = trio.run(
+        calls_and_writes, ingresses, local.kv_endpoints, local.tls_client(), local.secret, 2.5 * LIFETIME
+    )
+    after = {address: served_serial(address, ca, good) for address in addresses}
+    assert load.failures == [], load.failures[:5]
+    assert load.calls > 0 and load.writes > 0
     assert all(after[a] != before[a] for a in addresses), (before, after, time.monotonic() - began)
     renewed = [
         line for n in local.nodes for line in local.log_tail(n.node_id, 400).splitlines() if "renewed" in line

@@ -6,8 +6,9 @@ and node-3 through node-2, each by `aether-node token create` run on node-1's ho
 fingerprint in the token). From the client namespace: every port (peer, KV client, management API)
 refuses a client without a certificate, with another CA's or with an expired one; the management API
 answers only a key and is trusted only through the cluster CA; the joined nodes serve calls (one echo
-instance: calls cross the peer links, mutual TLS between namespaces); a reused and an expired token
-are refused; a revoked key is refused by every node within a second (measured, printed).
+instance: calls cross the peer links, mutual TLS between namespaces); certificates that live 15 s are
+renewed under calls and KV writes and fail none; a reused and an expired token are refused; a revoked
+key is refused by every node within a second (measured, printed).
 
 Needs root and `ip` (skipped with the reason otherwise). Everything it makes (namespaces, veths, the
 bridge, processes, temporary directories) is removed when the module ends, also on failure; names carry
@@ -17,6 +18,7 @@ a per-run id (the namespaces' state file records the owner, so a killed run's le
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -35,6 +37,7 @@ import trio
 from cli_support import aether_command, cli_env, kill_processes_of
 from net_namespaces import Host, Network, missing_tools
 from tls_support import (
+    calls_and_writes,
     client_context,
     created_token,
     forge_identities,
@@ -42,10 +45,11 @@ from tls_support import (
     management_answer,
     node_script,
     port_greetings,
+    served_serial,
     token_command,
 )
 
-from aether_kv import cluster_ca
+from aether_kv import client_identity, cluster_ca
 from support import wait_until_sync
 
 MISSING = missing_tools()
@@ -56,6 +60,7 @@ pytestmark = [
 ]
 
 ADMIN = "admin-key-0123456789abcdef"
+LIFETIME = 15  # seconds a node certificate lives here: every node renews every 10 s, all along
 INGRESS, PEER, MANAGEMENT, RAFT, KV_CLIENT = 7001, 7002, 7003, 7004, 7005
 ECHO = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 NO_KEY = "an API key is required (Authorization: Bearer KEY)"
@@ -140,7 +145,7 @@ class NsCluster:
             "--management",
             node.at(MANAGEMENT),
         ]
-        command += ["--secret-file", str(node.secret_file)]
+        command += ["--secret-file", str(node.secret_file), "--tls-cert-lifetime", str(LIFETIME)]
         if node is self.nodes[0]:
             return [*command, "--kv-raft", node.at(RAFT), "--kv-client", node.at(KV_CLIENT)]
         return [*command, "--kv-endpoint", self.kv_endpoint]
@@ -212,7 +217,7 @@ class NsCluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Iterator[NsCluster]:
     """node-1 with the secret; node-2 joined through node-1, node-3 through node-2 (tokens made on node-1's
-    host); every node registered."""
+    host); every node registered; one echo instance applied by the CLI in the client namespace."""
     directory = tmp_path_factory.mktemp("tls-netns")
     network = Network.create(4)  # three nodes and the client
     ns = NsCluster(directory, network, sample_index, Path(tempfile.mkdtemp(prefix="atn-")))
@@ -228,6 +233,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Ite
             ns.tokens[node.node_id] = ns.token()
             ns.start(node, "--join", through.at(MANAGEMENT), "--token", ns.tokens[node.node_id])
             ns.wait_registered(int(node.node_id[-1]))
+        applied = ns.aether(
+            "blueprint", "apply", "-", "--wait", "--cluster", ns.nodes[2].management_url, input=ECHO
+        )
+        assert applied.returncode == 0, applied.stderr + "\n".join(n.log_tail(20) for n in ns.nodes)
         yield ns
     finally:
         try:
@@ -236,7 +245,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Ite
             network.destroy()
 
 
-def test_joined_nodes_got_the_secret_over_tls_and_their_own_certificates(cluster: NsCluster) -> None:
+@pytest.fixture(scope="module")
+def identities(cluster: NsCluster) -> dict[str, Path | None]:
+    return forge_identities(cluster.secret, cluster.directory / "identities")
+
+
+def test_joined_nodes_got_the_secret_over_tls_and_their_own_certificates(
+    cluster: NsCluster, identities: dict[str, Path | None]
+) -> None:
     assert cluster.registered() == ["node-1", "node-2", "node-3"]
     for node in cluster.nodes[1:]:
         assert node.secret_file.read_text().strip() == cluster.secret
@@ -245,15 +261,15 @@ def test_joined_nodes_got_the_secret_over_tls_and_their_own_certificates(cluster
             400
         )
     # each node's certificate names its own namespace address (the client checks it on every connection)
-    identities = forge_identities(cluster.secret, cluster.directory / "identities")
     for node in cluster.nodes:
         assert cluster.in_client(
             trio.run, port_greetings, {"peer": node.at(PEER)}, cluster.ca_file, identities
         )["peer", "good"], node.node_id
 
 
-def test_every_port_refuses_a_stranger_from_another_namespace(cluster: NsCluster) -> None:
-    identities = forge_identities(cluster.secret, cluster.directory / "identities")
+def test_every_port_refuses_a_stranger_from_another_namespace(
+    cluster: NsCluster, identities: dict[str, Path | None]
+) -> None:
     ca = cluster.ca_file
     ports = {f"{n.node_id} peer": n.at(PEER) for n in cluster.nodes} | {"node-1 kv": cluster.kv_endpoint}
     seen = cluster.in_client(trio.run, port_greetings, ports, ca, identities)
@@ -306,11 +322,6 @@ def test_every_port_refuses_a_stranger_from_another_namespace(cluster: NsCluster
 
 
 def test_the_joined_nodes_serve_calls_across_the_peer_links(cluster: NsCluster) -> None:
-    applied = cluster.aether(
-        "blueprint", "apply", "-", "--wait", "--cluster", cluster.nodes[2].management_url, input=ECHO
-    )
-    assert applied.returncode == 0, applied.stderr + "\n".join(n.log_tail(20) for n in cluster.nodes)
-
     def call_every_ingress() -> list[tuple[int, Any]]:
         found = []
         for n, node in enumerate(cluster.nodes):
@@ -324,7 +335,39 @@ def test_the_joined_nodes_serve_calls_across_the_peer_links(cluster: NsCluster) 
     assert cluster.in_client(call_every_ingress) == [(200, {"n": n}) for n in range(3)]
     status = cluster.aether("cluster", "status", "--json", "--cluster", cluster.nodes[1].management_url)
     assert status.returncode == 0, status.stderr
-    assert '"node-3"' in status.stdout
+    # every node tells the others its own namespace address (what they dial, and its certificate names)
+    advertised = {
+        n["node_id"]: (n["ingress"], n["peer"], n["management"]) for n in json.loads(status.stdout)["nodes"]
+    }
+    assert advertised == {
+        node.node_id: (node.at(INGRESS), node.at(PEER), node.at(MANAGEMENT)) for node in cluster.nodes
+    }
+
+
+def test_renewal_under_calls_across_namespaces_fails_no_call(
+    cluster: NsCluster, identities: dict[str, Path | None]
+) -> None:
+    """Calls through every ingress (two of three cross a peer link) and KV writes from the client namespace
+    go on for 2.5 certificate lifetimes, so every node renews at least twice: none fails, and every peer
+    and KV port presents a new certificate afterwards."""
+    good = identities["good"]
+    assert good is not None
+    ports = [*(node.at(PEER) for node in cluster.nodes), cluster.kv_endpoint]
+
+    def serials() -> dict[str, int]:
+        return {port: served_serial(port, cluster.ca_file, good) for port in ports}
+
+    before = cluster.in_client(serials)
+    ingresses = [f"http://{node.at(INGRESS)}" for node in cluster.nodes]
+    tls = client_identity(cluster.secret, cluster.directory / "load-client")
+    load = cluster.in_client(
+        trio.run, calls_and_writes, ingresses, [cluster.kv_endpoint], tls, cluster.secret, 2.5 * LIFETIME
+    )
+    after = cluster.in_client(serials)
+    print(f"\nunder renewal: {load.calls} calls, {load.writes} KV writes, {len(load.failures)} failed")
+    assert load.failures == [], load.failures[:5]
+    assert load.calls > 0 and load.writes > 0
+    assert all(after[port] != before[port] for port in ports), (before, after)
 
 
 def test_a_reused_or_expired_token_is_refused(cluster: NsCluster) -> None:

@@ -1,22 +1,35 @@
 """Clients of every kind for the TLS tests (test_tls_cluster.py on 127.0.0.1, test_tls_netns.py across
 network namespaces): certificate files a client may present (the cluster CA's, another cluster's, an
 expired one, none), the probes that say whether a port serves such a client (the peer and KV ports'
-first frame, the KV client's own view, the management API's answer), and `aether-node token create`.
+first frame, the KV client's own view, the management API's answer, the serial of the certificate a port
+presents), a steady load of calls and KV writes (renewal must fail none), and `aether-node token create`.
 """
 
 from __future__ import annotations
 
 import datetime
+import socket
 import ssl
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+import attrs
 import cli_support
 import httpx
 import trio
+from cryptography import x509
 
-from aether_kv import CERT_FILE, KVError, client_identity, cluster_ca, issue, open_client, write_identity
+from aether_kv import (
+    CERT_FILE,
+    KVError,
+    ReloadingTLS,
+    client_identity,
+    cluster_ca,
+    issue,
+    open_client,
+    write_identity,
+)
 
 FOREIGN_SECRET = "another cluster's secret, 32 chars"  # its CA is not the cluster's
 IDENTITIES = ("good", "other", "expired", "none")
@@ -100,6 +113,59 @@ def management_answer(
             return http.get(f"{url}{path}", headers=headers).status_code
     except httpx.HTTPError as error:
         return type(error).__name__
+
+
+def served_serial(address: str, ca: Path, certificate: Path) -> int:
+    """The serial number of the certificate the server at `address` presents now."""
+    host, _, port = address.rpartition(":")
+    context = client_context(ca, certificate)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as wrapped,
+    ):
+        der = wrapped.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+@attrs.define
+class Load:
+    calls: int = 0
+    writes: int = 0
+    failures: list[str] = attrs.field(factory=list)
+
+
+async def calls_and_writes(
+    ingresses: Sequence[str],
+    kv_endpoints: Sequence[str],
+    tls: ReloadingTLS | None,
+    secret: str,
+    seconds: float,
+) -> Load:
+    """For `seconds`: one caller per ingress URL (repeat one for more) invoking echo back to back, and one
+    KV writer (a put every 50 ms); what did not answer 200 is a failure (a KV error ends the run)."""
+    load = Load()
+    async with httpx.AsyncClient(timeout=30) as http, open_client(list(kv_endpoints), secret, tls=tls) as kv:
+        deadline = trio.current_time() + seconds
+
+        async def caller(ingress: str) -> None:
+            while trio.current_time() < deadline:
+                answer = await http.post(f"{ingress}/invoke/org.aether:echo/echo", json={"call": load.calls})
+                load.calls += 1
+                if answer.status_code != 200:
+                    load.failures.append(f"{ingress}: {answer.status_code} {answer.text}")
+
+        async def writer() -> None:
+            while trio.current_time() < deadline:
+                await kv.put("tls-test/key", str(load.writes).encode())
+                load.writes += 1
+                await trio.sleep(0.05)
+
+        async with trio.open_nursery() as nursery:
+            for ingress in ingresses:
+                nursery.start_soon(caller, ingress)
+            nursery.start_soon(writer)
+    return load
 
 
 def node_script() -> list[str]:
