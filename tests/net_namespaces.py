@@ -22,6 +22,7 @@ import fcntl
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -143,6 +144,13 @@ class Network:
             run(["ip", "link", "del", self.bridge], check=False)
         with contextlib.suppress(OSError):
             (STATE_DIR / self.run_id).unlink()
+
+
+def die_with_parent() -> None:
+    """For `preexec_fn`: the kernel SIGKILLs the child when the test process dies, so no node started in
+    a namespace outlives a killed run (the namespaces themselves are swept by the next run)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _claim() -> tuple[str, int]:

@@ -1,6 +1,6 @@
 """TLS across hosts: three real `aether-node` processes, each in its own network namespace with its own
-address on one bridge (tests/net_namespaces.py), TLS on (no dev mode), and a fourth namespace for the
-clients. node-1 starts with the cluster secret and runs the KV (one voter); node-2 joins through node-1
+address on one bridge (tests/net_namespaces.py), TLS on (no dev mode), and a fifth namespace for the
+clients (the fourth holds a fresh one-node cluster, started for the restore). node-1 starts with the cluster secret and runs the KV (one voter); node-2 joins through node-1
 and node-3 through node-2, each by `aether-node token create` run on node-1's host and `--join HOST:PORT
 --token T` from inside its own namespace (no file copied: the secret comes over TLS, pinned by the CA
 fingerprint in the token). From the client namespace: every port (peer, KV client, management API)
@@ -8,7 +8,9 @@ refuses a client without a certificate, with another CA's or with an expired one
 answers only a key and is trusted only through the cluster CA; the joined nodes serve calls (one echo
 instance: calls cross the peer links, mutual TLS between namespaces); certificates that live 15 s are
 renewed under calls and KV writes and fail none; a reused and an expired token are refused; a revoked
-key is refused by every node within a second (measured, printed).
+key is refused by every node within a second (measured, printed); a backup taken through a joined node
+and restored into the fresh cluster (its own secret, so its own CA) gives back the same blueprints and
+histories.
 
 Needs root and `ip` (skipped with the reason otherwise). Everything it makes (namespaces, veths, the
 bridge, processes, temporary directories) is removed when the module ends, also on failure; names carry
@@ -17,7 +19,6 @@ a per-run id (the namespaces' state file records the owner, so a killed run's le
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -35,7 +36,7 @@ import httpx
 import pytest
 import trio
 from cli_support import aether_command, cli_env, kill_processes_of
-from net_namespaces import Host, Network, missing_tools
+from net_namespaces import Host, Network, die_with_parent, missing_tools
 from tls_support import (
     calls_and_writes,
     client_context,
@@ -67,19 +68,12 @@ NO_KEY = "an API key is required (Authorization: Bearer KEY)"
 UNKNOWN_KEY = "the API key is not one of this cluster's keys (mistyped, or revoked)"
 
 
-def _die_with_parent() -> None:
-    """The kernel SIGKILLs the node when the test process dies, so nothing outlives a killed run."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 @attrs.define
 class NsNode:
     node_id: str
     host: Host
     data_dir: Path
+    voter: bool = False  # runs the KV replica (node-1; the fresh cluster's node): else a client of node-1's
     process: subprocess.Popen[bytes] | None = None
 
     def at(self, port: int) -> str:
@@ -109,6 +103,7 @@ class NsCluster:
     index: Path
     tmp_dir: Path  # the nodes' TMPDIR (Unix socket paths must stay short)
     nodes: list[NsNode] = attrs.field(factory=list)
+    fresh: NsNode | None = None  # a one-node cluster of its own secret (the restore's target), once started
     tokens: dict[str, str] = attrs.field(factory=dict)  # node id → the token it joined with
 
     @property
@@ -146,7 +141,7 @@ class NsCluster:
             node.at(MANAGEMENT),
         ]
         command += ["--secret-file", str(node.secret_file), "--tls-cert-lifetime", str(LIFETIME)]
-        if node is self.nodes[0]:
+        if node.voter:
             return [*command, "--kv-raft", node.at(RAFT), "--kv-client", node.at(KV_CLIENT)]
         return [*command, "--kv-endpoint", self.kv_endpoint]
 
@@ -159,7 +154,7 @@ class NsCluster:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def token(self, ttl: float = 600) -> str:
@@ -193,15 +188,19 @@ class NsCluster:
             what=f"{count} nodes registered; logs:\n" + "\n".join(n.log_tail(15) for n in self.nodes[:count]),
         )
 
-    def aether(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """The CLI, run in the client namespace with the cluster CA and the admin key."""
-        env = cli_env({"AETHER_CA_FILE": str(self.ca_file), "AETHER_API_KEY": ADMIN}, cwd=self.directory)
+    def aether(
+        self, *args: str, input: str | None = None, ca_file: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """The CLI, run in the client namespace with the cluster CA (or `ca_file`) and the admin key."""
+        ca = str(ca_file or self.ca_file)
+        env = cli_env({"AETHER_CA_FILE": ca, "AETHER_API_KEY": ADMIN}, cwd=self.directory)
         command = [*self.network.exec_prefix(self.client), *aether_command(), *args]
         return subprocess.run(command, env=env, input=input, capture_output=True, text=True, timeout=180)
 
     def end(self) -> None:
         """SIGTERM every node (SIGKILL after 30 s), then whatever still runs from the directory."""
-        running = [n.process for n in self.nodes if n.process is not None and n.process.poll() is None]
+        every = [*self.nodes, *([self.fresh] if self.fresh else [])]
+        running = [n.process for n in every if n.process is not None and n.process.poll() is None]
         for process in running:
             process.send_signal(signal.SIGTERM)
         for process in running:
@@ -214,19 +213,24 @@ class NsCluster:
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
+def write_secret(node: NsNode) -> None:
+    """What an operator does for the first node of a cluster: a new secret, readable by its owner only."""
+    node.secret_file.write_text(os.urandom(24).hex() + "\n")
+    node.secret_file.chmod(0o600)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Iterator[NsCluster]:
     """node-1 with the secret; node-2 joined through node-1, node-3 through node-2 (tokens made on node-1's
     host); every node registered; one echo instance applied by the CLI in the client namespace."""
     directory = tmp_path_factory.mktemp("tls-netns")
-    network = Network.create(4)  # three nodes and the client
+    network = Network.create(5)  # three nodes, the fresh cluster's node and the client
     ns = NsCluster(directory, network, sample_index, Path(tempfile.mkdtemp(prefix="atn-")))
     try:
         for i, host in enumerate(network.hosts[:3], start=1):
-            ns.nodes.append(NsNode(f"node-{i}", host, directory / f"node-{i}"))
+            ns.nodes.append(NsNode(f"node-{i}", host, directory / f"node-{i}", voter=i == 1))
         first = ns.nodes[0]
-        first.secret_file.write_text(os.urandom(24).hex() + "\n")
-        first.secret_file.chmod(0o600)
+        write_secret(first)
         ns.start(first)
         ns.wait_registered(1)
         for node, through in ((ns.nodes[1], ns.nodes[0]), (ns.nodes[2], ns.nodes[1])):
@@ -454,3 +458,57 @@ def test_a_revoked_key_is_refused_by_every_node_within_a_second(cluster: NsClust
 
     took = cluster.in_client(create_use_revoke)
     print(f"\nrevoked key refused by all 3 nodes (separate namespaces) {took * 1000:.0f} ms after the answer")
+
+
+KEPT = [  # two revisions of a blueprint that runs nothing
+    f'name = "kept"\n\n[[slices]]\nartifact = "{artifact}"\ninstances = 0\n' + extra
+    for artifact, extra in (
+        ("org.aether:greeter:1.0.0", ""),
+        ("org.aether:greeter:1.0.0", '\n[[slices]]\nartifact = "org.aether:counter:1.0.0"\ninstances = 0\n'),
+    )
+]
+
+
+def test_backup_then_restore_on_a_fresh_cluster_in_another_namespace(cluster: NsCluster) -> None:
+    """`aether cluster backup` through a joined node, then `aether cluster restore` into a one-node cluster of
+    another secret (another CA) in its own namespace: the same blueprints and the same histories."""
+    source = cluster.nodes[1].management_url
+    for text in KEPT:
+        applied = cluster.aether("blueprint", "apply", "-", "--cluster", source, input=text)
+        assert applied.returncode == 0, applied.stderr
+
+    def state(url: str, ca_file: Path | None) -> dict[str, Any]:
+        def read(*args: str) -> Any:
+            run = cluster.aether(*args, "--json", "--cluster", url, ca_file=ca_file)
+            assert run.returncode == 0, run.stderr
+            return json.loads(run.stdout)
+
+        names = sorted(b["name"] for b in read("blueprint", "list"))
+        return {"names": names} | {name: read("blueprint", "history", name) for name in names}
+
+    before = state(source, None)
+    assert before["names"] == ["demo", "kept"] and len(before["kept"]) == 2, before
+    backup = cluster.directory / "backup.json"
+    made = cluster.aether("cluster", "backup", str(backup), "--cluster", source)
+    assert made.returncode == 0, made.stderr
+
+    fresh = NsNode("fresh-1", cluster.network.hosts[3], cluster.directory / "fresh-1", voter=True)
+    write_secret(fresh)
+    cluster.fresh = fresh
+    cluster.start(fresh)
+    fresh_ca = cluster.directory / "fresh-ca.pem"
+    fresh_ca.write_bytes(cluster_ca(fresh.secret_file.read_text().strip()).pem)
+    target = fresh.management_url
+
+    def empty() -> bool:
+        assert fresh.process is not None and fresh.process.poll() is None, fresh.log_tail()
+        run = cluster.aether("blueprint", "list", "--json", "--cluster", target, ca_file=fresh_ca)
+        return run.returncode == 0 and json.loads(run.stdout) == []
+
+    wait_until_sync(empty, timeout=90, what=f"the fresh cluster answers, empty; its log:\n{fresh.log_tail()}")
+    # the fresh cluster's CA is not the first one's: a client trusting only that one refuses it
+    wrong = cluster.aether("blueprint", "list", "--cluster", target)
+    assert wrong.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in wrong.stderr, wrong.stderr
+    restored = cluster.aether("cluster", "restore", str(backup), "--cluster", target, ca_file=fresh_ca)
+    assert restored.returncode == 0, restored.stderr
+    assert state(target, fresh_ca) == before
