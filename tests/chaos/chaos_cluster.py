@@ -21,18 +21,11 @@ from pathlib import Path
 
 import attrs
 from chaos_net import Network
+from net_namespaces import die_with_parent
 
 import support
 
 INGRESS, PEER, MANAGEMENT, RAFT, KV_CLIENT = 7001, 7002, 7003, 7004, 7005
-
-
-def _die_with_parent() -> None:
-    """The kernel SIGKILLs the node when the test process dies, so nothing outlives a killed run."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @attrs.define
@@ -162,7 +155,7 @@ class NetCluster:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
 
     def start_all(self) -> None:

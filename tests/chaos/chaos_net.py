@@ -1,11 +1,6 @@
-"""Network namespaces for the nemesis suite: one namespace per node, joined by a Linux bridge, and the
+"""Network namespaces for the nemesis suite: one namespace per node, joined by a Linux bridge
+(tests/net_namespaces.py makes and removes them; shared with the TLS tests across namespaces), and the
 network faults (partitions, loss, slow links, connection resets) applied inside them.
-
-Everything stays on this machine: the bridge and the namespaces live in the private subnet 10.231.X.0/24
-(X chosen per run), the bridge itself holds .254 so the test process (in the root namespace) reaches
-every node, and no route leads anywhere else. `Network.create` makes the namespaces; `Network.destroy`
-removes them (the owner calls it in a `finally`); `sweep_stale` removes what a killed run left behind
-(its owner pid is gone).
 
 Faults need these tools (`missing_tools` says which are absent, so a caller can skip with a reason):
 `ip` (iproute2) always; `nft` for partitions, loss and link-level drops; `ss` for connection resets;
@@ -14,115 +9,33 @@ Faults need these tools (`missing_tools` says which are absent, so a caller can 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import attrs
+from net_namespaces import PREFIX, STATE_DIR, Host, NetError, sweep_stale
+from net_namespaces import Network as Namespaces
+from net_namespaces import missing_tools as _missing
+from net_namespaces import run as _run
 
-PREFIX = "ach"  # every interface and namespace of the suite starts with it (ip link names ≤ 15 chars)
-STATE_DIR = Path("/tmp/aether-chaos-nets")  # one file per live run: its owner pid
-
-
-class NetError(RuntimeError):
-    """A network command failed: names the command and quotes its output."""
+__all__ = ["PREFIX", "STATE_DIR", "Host", "NetError", "Network", "have_nft", "missing_tools", "sweep_stale"]
 
 
 def missing_tools() -> list[str]:
-    """What the suite needs and this machine lacks (empty: namespaces can be made)."""
-    missing = [tool for tool in ("ip", "tc", "ss") if shutil.which(tool) is None]
-    if os.geteuid() != 0:
-        missing.append("root (namespaces and bridges need CAP_NET_ADMIN)")
-    return missing
+    """What the suite needs and this machine lacks (empty: namespaces can be made and faults applied)."""
+    return _missing(("ip", "tc", "ss"))
 
 
 def have_nft() -> bool:
     return shutil.which("nft") is not None
 
 
-def _run(command: Sequence[str], *, check: bool = True, stdin: str | None = None) -> str:
-    result = subprocess.run(list(command), capture_output=True, text=True, input=stdin, check=False)
-    if check and result.returncode != 0:
-        raise NetError(f"{' '.join(command)}: exit {result.returncode}: {result.stderr.strip()}")
-    return result.stdout
-
-
 @attrs.define
-class Host:
-    name: str  # namespace name
-    address: str  # 10.231.X.i
-    host_veth: str  # the bridge port (root namespace)
-    ns_veth: str  # inside the namespace
+class Network(Namespaces):
+    """The run's namespaces (`Network.create(count)`, `destroy()`) with the nemeses' network faults."""
 
-
-@attrs.define
-class Network:
-    run_id: str
-    subnet: int  # X of 10.231.X.0/24
-    hosts: list[Host] = attrs.field(factory=list)
-    bridge: str = ""
     netem: bool | None = None  # learnt on first use
-
-    @classmethod
-    def create(cls, count: int) -> Network:
-        """`count` namespaces on one new bridge. On failure, removes what it made and raises NetError."""
-        sweep_stale()
-        run_id = secrets.token_hex(2)
-        used = {int(p.read_text().split()[1]) for p in STATE_DIR.glob("*") if p.read_text().count(" ") >= 1}
-        subnet = next(x for x in range(10 + os.getpid() % 200, 255) if x not in used)
-        network = cls(run_id=run_id, subnet=subnet, bridge=f"{PREFIX}{run_id}br")
-        STATE_DIR.mkdir(exist_ok=True)
-        (STATE_DIR / run_id).write_text(f"{os.getpid()} {subnet}\n")
-        try:
-            _run(["ip", "link", "add", network.bridge, "type", "bridge"])
-            _run(["ip", "addr", "add", f"{network.gateway}/24", "dev", network.bridge])
-            _run(["ip", "link", "set", network.bridge, "up"])
-            for i in range(1, count + 1):
-                host = Host(
-                    name=f"{PREFIX}{run_id}n{i}",
-                    address=f"10.231.{subnet}.{i}",
-                    host_veth=f"{PREFIX}{run_id}h{i}",
-                    ns_veth=f"{PREFIX}{run_id}p{i}",
-                )
-                network.hosts.append(host)
-                _run(["ip", "netns", "add", host.name])
-                _run(["ip", "link", "add", host.host_veth, "type", "veth", "peer", "name", host.ns_veth])
-                _run(["ip", "link", "set", host.ns_veth, "netns", host.name])
-                _run(["ip", "link", "set", host.host_veth, "master", network.bridge, "up"])
-                _run(["ip", "-n", host.name, "addr", "add", f"{host.address}/24", "dev", host.ns_veth])
-                _run(["ip", "-n", host.name, "link", "set", host.ns_veth, "up"])
-                _run(["ip", "-n", host.name, "link", "set", "lo", "up"])
-        except BaseException:
-            network.destroy()
-            raise
-        return network
-
-    @property
-    def gateway(self) -> str:
-        """The bridge's own address: the test process talks to the nodes from it."""
-        return f"10.231.{self.subnet}.254"
-
-    def host(self, index: int) -> Host:
-        return self.hosts[index]
-
-    def exec_prefix(self, host: Host) -> list[str]:
-        return ["ip", "netns", "exec", host.name]
-
-    def destroy(self) -> None:
-        """Remove every namespace, veth and the bridge of this run (idempotent; never raises)."""
-        for host in self.hosts:
-            _run(["ip", "netns", "del", host.name], check=False)
-            _run(["ip", "link", "del", host.host_veth], check=False)
-        if self.bridge:
-            _run(["ip", "link", "del", self.bridge], check=False)
-        with contextlib.suppress(OSError):
-            (STATE_DIR / self.run_id).unlink()
-
-    # ------------------------------------------------------------ faults
 
     def _nft(self, host: Host, script: str) -> None:
         _run(["ip", "netns", "exec", host.name, "nft", "-f", "-"], stdin=script)
@@ -231,34 +144,3 @@ class Network:
         self.heal_partition()
         self.heal_loss()
         self.heal_slow()
-
-
-def sweep_stale() -> list[str]:
-    """Remove the namespaces and links of runs whose owner process is gone; returns their run ids."""
-    removed = []
-    if not STATE_DIR.exists():
-        return removed
-    for state in STATE_DIR.iterdir():
-        try:
-            pid = int(state.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pid = 0
-        if pid and Path(f"/proc/{pid}").exists():
-            continue
-        run_id = state.name
-        for name in _run(["ip", "netns", "list"], check=False).split("\n"):
-            if name.startswith(f"{PREFIX}{run_id}"):
-                _run(["ip", "netns", "del", name.split()[0]], check=False)
-        for line in _run(["ip", "-o", "link", "show"], check=False).splitlines():
-            parts = line.split(":")
-            if len(parts) > 1 and parts[1].strip().split("@")[0].startswith(f"{PREFIX}{run_id}"):
-                _run(["ip", "link", "del", parts[1].strip().split("@")[0]], check=False)
-        with contextlib.suppress(OSError):
-            for line in Path("/proc/mounts").read_text().splitlines():
-                source, target = line.split()[:2]
-                if source == f"aether-chaos-{run_id}":  # the full-disk nemesis's tmpfs
-                    _run(["umount", "-l", target], check=False)
-        with contextlib.suppress(OSError):
-            state.unlink()
-        removed.append(run_id)
-    return removed

@@ -7,10 +7,7 @@ under a steady stream of calls fails none.
 
 from __future__ import annotations
 
-import datetime
 import os
-import socket
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -21,18 +18,21 @@ import httpx
 import pytest
 import trio
 from cli_support import CliCluster, cli_cluster, expect, run_aether
-from cryptography import x509
-
-from aether_kv import (
-    CA_FILE,
-    CERT_FILE,
-    KVError,
-    client_identity,
-    cluster_ca,
-    issue,
-    open_client,
-    write_identity,
+from tls_support import (
+    FOREIGN_SECRET,
+    calls_and_writes,
+    client_context,
+    created_token,
+    forge_identities,
+    kv_status,
+    management_answer,
+    node_script,
+    port_greetings,
+    served_serial,
+    token_command,
 )
+
+from aether_kv import CA_FILE, cluster_ca
 
 pytestmark = [pytest.mark.integration]
 
@@ -68,57 +68,8 @@ def _trusting(ca: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def identities(secured: CliCluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path | None]:
-    """Certificate files: `good` (the cluster CA's), `other` (another cluster's CA), `expired` (the
-    cluster CA's, expired a day ago), `none` (no certificate at all)."""
-    root = tmp_path_factory.mktemp("identities")
-    client_identity(secured.local.secret, root / "good")
-    client_identity("another cluster's secret, 32 chars", root / "other")
-    ca = cluster_ca(secured.local.secret)
-    a_day = datetime.timedelta(days=1)
-    past = datetime.datetime.now(datetime.UTC) - 2 * a_day
-    write_identity(root / "expired", ca, issue(ca, name="late", hosts=(), now=past, lifetime=a_day))
-    return {name: root / name / CERT_FILE for name in ("good", "other", "expired")} | {"none": None}
-
-
-def client_context(ca: Path, certificate: Path | None) -> ssl.SSLContext:
-    """Trusts the cluster CA (so only the server's side of the check is tested) and presents
-    `certificate`, if any."""
-    context = ssl.create_default_context(cafile=str(ca))
-    if certificate is not None:
-        context.load_cert_chain(str(certificate))
-    return context
-
-
-async def greeted(address: str, context: ssl.SSLContext | None) -> bool:
-    """Whether the server at `address` sends its first frame (the secret's challenge) to this client: over
-    TLS with `context`, or in plain text with None (which sends a frame of its own first, so a TLS server
-    sees no handshake at once). In TLS 1.3 a refused client certificate shows on the first read, after
-    the client's handshake is done."""
-    host, _, port = address.rpartition(":")
-    stream: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
-    try:
-        with trio.move_on_after(10):
-            if context is not None:
-                stream = trio.SSLStream(stream, context, server_hostname=host)
-                await stream.do_handshake()
-            else:
-                await stream.send_all(b"\x00\x00\x00\x02{}")
-            data = await stream.receive_some()
-            return b"nonce" in data
-        return False
-    except trio.BrokenResourceError:
-        return False
-    finally:
-        await trio.aclose_forcefully(stream)
-
-
-def management_answer(url: str, ca: Path, certificate: Path | None) -> int | str:
-    """The status of GET /api/v1/cluster with the admin key, or the name of the error that ended it."""
-    try:
-        with httpx.Client(verify=client_context(ca, certificate), timeout=10) as http:
-            return http.get(f"{url}/api/v1/cluster", headers={"Authorization": f"Bearer {ADMIN}"}).status_code
-    except httpx.HTTPError as error:
-        return type(error).__name__
+    """Certificate files of every kind (tls_support.forge_identities)."""
+    return forge_identities(secured.local.secret, tmp_path_factory.mktemp("identities"))
 
 
 # ---------------------------------------------------------------- the smoke test (default run)
@@ -133,15 +84,9 @@ def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
     for node in local.nodes:
         assert (Path(node.data_dir) / "tls" / CA_FILE).read_bytes() == cluster_ca(local.secret).pem
 
-    async def ports() -> dict[tuple[str, str], bool]:
-        seen = {}
-        for kind, address in (("peer", local.nodes[1].peer), ("kv", local.kv_endpoints[0])):
-            seen[kind, "plain"] = await greeted(address, None)
-            for name, certificate in identities.items():
-                seen[kind, name] = await greeted(address, client_context(ca, certificate))
-        return seen
-
-    seen = trio.run(ports)
+    seen = trio.run(
+        port_greetings, {"peer": local.nodes[1].peer, "kv": local.kv_endpoints[0]}, ca, identities
+    )
     assert seen == {
         (kind, name): name == "good"
         for kind in ("peer", "kv")
@@ -149,22 +94,14 @@ def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
     }
 
     # the KV client protocol, as aether_kv's own client sees it: refused without a good certificate
-    async def kv_status(tls_dir: Path | None) -> str:
-        tls = client_identity(local.secret, tls_dir) if tls_dir else None
-        try:
-            async with open_client(
-                local.kv_endpoints, local.secret, tls=tls, connect_timeout=1, request_timeout=2
-            ) as kv:
-                return f"leader {(await kv.status()).leader is not None}"
-        except KVError:  # no connection completes: whichever way the client says so
-            return "refused"
-
-    assert trio.run(kv_status, None) == "refused"
-    assert trio.run(kv_status, tmp_path / "kv-client") == "leader True"
+    assert trio.run(kv_status, local.kv_endpoints, local.secret, None) == "refused"
+    assert trio.run(kv_status, local.kv_endpoints, local.secret, tmp_path / "kv-client") == "leader True"
 
     # the management API: HTTPS only; no client certificate is fine (the API key counts), a bad one is not
     url = f"https://{local.nodes[0].management}"
-    answers = {name: management_answer(url, ca, certificate) for name, certificate in identities.items()}
+    answers = {
+        name: management_answer(url, client_context(ca, cert), ADMIN) for name, cert in identities.items()
+    }
     assert answers["good"] == answers["none"] == 200, answers
     assert isinstance(answers["other"], str) and isinstance(answers["expired"], str), answers
     with pytest.raises(httpx.HTTPError):
@@ -206,19 +143,6 @@ def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- renewal (long)
 
 
-def _serial(address: str, ca: Path, certificate: Path) -> int:
-    """The serial number of the certificate the server at `address` presents now."""
-    host, _, port = address.rpartition(":")
-    context = client_context(ca, certificate)
-    with (
-        socket.create_connection((host, int(port)), timeout=10) as raw,
-        context.wrap_socket(raw, server_hostname=host) as wrapped,
-    ):
-        der = wrapped.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der).serial_number
-
-
 @pytest.mark.long
 def test_renewal_under_calls_fails_no_call(secured: CliCluster, identities: dict[str, Path | None]) -> None:
     """Calls through node-2's ingress (its instance, or node-1's over the peer link) and KV writes go on
@@ -228,45 +152,15 @@ def test_renewal_under_calls_fails_no_call(secured: CliCluster, identities: dict
     ca, good = local.ca_file, identities["good"]
     assert good is not None
     addresses = [local.nodes[0].peer, local.nodes[1].peer, local.kv_endpoints[0]]
-    before = {address: _serial(address, ca, good) for address in addresses}
-    failures: list[str] = []
-    calls = writes = 0
-
-    async def main() -> None:
-        nonlocal calls, writes
-        tls = local.tls_client()
-        async with (
-            httpx.AsyncClient(timeout=30) as http,
-            open_client(local.kv_endpoints, local.secret, tls=tls) as kv,
-        ):
-            deadline = trio.current_time() + 2.5 * LIFETIME  # at least two renewals of each node
-
-            async def caller(node: int) -> None:
-                nonlocal calls
-                url = f"http://{local.nodes[node].ingress}/invoke/org.aether:echo/echo"
-                while trio.current_time() < deadline:
-                    answer = await http.post(url, json={"call": calls})
-                    calls += 1
-                    if answer.status_code != 200:
-                        failures.append(f"node {node + 1}: {answer.status_code} {answer.text}")
-
-            async def writer() -> None:
-                nonlocal writes
-                while trio.current_time() < deadline:
-                    await kv.put("tls-test/key", str(writes).encode())
-                    writes += 1
-                    await trio.sleep(0.05)
-
-            async with trio.open_nursery() as nursery:
-                for node in (0, 1, 1):
-                    nursery.start_soon(caller, node)
-                nursery.start_soon(writer)
-
-    began = time.monotonic()
-    trio.run(main)
-    after = {address: _serial(address, ca, good) for address in addresses}
-    assert failures == [], failures[:5]
-    assert calls > 0 and writes > 0
+    before = {address: served_serial(address, ca, good) for address in addresses}
+    began = time.monotonic()  # the load runs 2.5 lifetimes: at least two renewals of each node
+    ingresses = [f"http://{node.ingress}" for node in (local.nodes[0], local.nodes[1], local.nodes[1])]
+    load = trio.run(
+        calls_and_writes, ingresses, local.kv_endpoints, local.tls_client(), local.secret, 2.5 * LIFETIME
+    )
+    after = {address: served_serial(address, ca, good) for address in addresses}
+    assert load.failures == [], load.failures[:5]
+    assert load.calls > 0 and load.writes > 0
     assert all(after[a] != before[a] for a in addresses), (before, after, time.monotonic() - began)
     renewed = [
         line for n in local.nodes for line in local.log_tail(n.node_id, 400).splitlines() if "renewed" in line
@@ -277,18 +171,8 @@ def test_renewal_under_calls_fails_no_call(secured: CliCluster, identities: dict
 # ---------------------------------------------------------------- join tokens (long)
 
 
-def node_script() -> list[str]:
-    return cli_support.console_script("aether-node", "aether_node.node:main")
-
-
 def make_token(cluster: CliCluster, ttl: float = 600) -> str:
-    local = cluster.local
-    args = ["token", "create", "--secret-file", str(local.secret_file), "--ttl", str(ttl)]
-    for endpoint in local.kv_endpoints:
-        args += ["--kv-endpoint", endpoint]
-    made = subprocess.run([*node_script(), *args], capture_output=True, text=True, timeout=60, check=False)
-    assert made.returncode == 0, made.stderr
-    return made.stdout.strip()
+    return created_token(token_command(cluster.local.secret_file, cluster.local.kv_endpoints, ttl))
 
 
 @pytest.mark.long
@@ -349,7 +233,7 @@ def test_an_expired_or_foreign_token_is_refused(secured: CliCluster, tmp_path: P
     url = f"https://{local.nodes[0].management}/api/v1/join"
     verify = client_context(local.ca_file, None)
     # another cluster's token (its CA fingerprint is not this one's) is refused before anything is sent
-    foreign = token.rsplit(".", 1)[0] + "." + cluster_ca("another cluster's secret, 32 chars").fingerprint
+    foreign = token.rsplit(".", 1)[0] + "." + cluster_ca(FOREIGN_SECRET).fingerprint
     run = subprocess.run(
         [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "x"), "--index", "i",
          "--ingress", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--kv-endpoint", local.kv_endpoints[0],

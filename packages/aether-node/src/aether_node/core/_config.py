@@ -105,6 +105,12 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _is_wildcard(address: str) -> bool:
+    """Whether `address` (host:port) binds every interface: no host, 0.0.0.0 or ::."""
+    host = address.rpartition(":")[0].strip("[]")
+    return host in ("", "0.0.0.0", "::")
+
+
 def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     """Read `path` (if any), apply `overrides` (from flags; None means "not given"), validate."""
     data: dict[str, Any] = {}
@@ -138,6 +144,17 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
         raise ConfigError(f"{where}: {details}") from None
     if (config.kv.raft is None) != (config.kv.client is None):
         raise ConfigError(f"{where}: kv.raft and kv.client go together (a replica needs both)")
+    for key, address in (
+        ("peer", config.peer),
+        ("management", config.management),
+        ("kv.raft", config.kv.raft),
+        ("kv.client", config.kv.client),
+    ):
+        if address is not None and _is_wildcard(address):
+            raise ConfigError(
+                f"{where}: {key} {address}: a wildcard address cannot be told to the other nodes (they would"
+                " call themselves); give this host's own address, which the node also binds"
+            )
     if config.blueprint_history < 1:
         raise ConfigError(f"{where}: blueprint_history must be at least 1, got {config.blueprint_history}")
     if config.kv.raft is None and not config.kv.endpoints:

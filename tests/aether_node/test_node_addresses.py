@@ -1,0 +1,47 @@
+"""The node's addresses: every one but the ingress is also what the node tells the others to call (its
+registration, the replicas' Raft group), so a wildcard there is refused at start-up: the other hosts would
+call 0.0.0.0, that is themselves, and with the wildcard in every certificate's names TLS would not stop
+it. docs/DEPLOY.md said "never 0.0.0.0"; the node now says so too."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aether_node.core._config import ConfigError, load_config
+
+
+def config_file(tmp_path: Path) -> Path:
+    (tmp_path / "secret").write_text("s" * 32)
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'node_id = "n1"\ndata_dir = "data"\nindex = "index"\ningress = "10.0.0.1:1"\npeer = "10.0.0.1:2"\n'
+        '[kv]\nendpoints = ["10.0.0.2:3"]\nsecret_file = "secret"\n'
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flag", "address"),
+    [("peer", "0.0.0.0:7002"), ("management", "[::]:7003"), ("peer", ":7002")],
+)
+def test_a_wildcard_address_the_other_nodes_would_call_is_refused(
+    tmp_path: Path, flag: str, address: str
+) -> None:
+    """Other nodes would call the wildcard address: that is themselves."""
+    path = config_file(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {flag: address})
+    assert raised.value.message == (
+        f"{path}: {flag} {address}: a wildcard address cannot be told to the other nodes (they would call"
+        " themselves); give this host's own address, which the node also binds"
+    )
+
+
+def test_a_wildcard_kv_address_is_refused_and_the_ingress_may_bind_every_interface(tmp_path: Path) -> None:
+    path = config_file(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {"kv": {"raft": "0.0.0.0:7004", "client": "10.0.0.1:7005"}})
+    assert raised.value.message.startswith(f"{path}: kv.raft 0.0.0.0:7004: a wildcard address")
+    assert load_config(path, {"ingress": "0.0.0.0:8080"}).ingress == "0.0.0.0:8080"
