@@ -36,6 +36,7 @@ import trio
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "tests"))  # (cluster_support imports support)
 
 from cluster_support import (  # noqa: E402
     ECHO,
