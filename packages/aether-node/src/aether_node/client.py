@@ -256,6 +256,8 @@ class SliceStatus:
     instances: tuple[InstanceInfo, ...]
     problem: str = ""
     rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
+    update: str = "rolling"  # how a version change goes: rolling, canary or blue_green
+    paused: bool = False  # its rolling update is paused (`aether slice pause`)
 
     @property
     def converged(self) -> bool:
@@ -374,6 +376,8 @@ class SliceTarget:
     active: int
     problem: str = ""
     rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
+    update: str = "rolling"  # how a version change goes: rolling, canary or blue_green
+    paused: bool = False  # its rolling update is paused (`aether slice pause`)
 
 
 @attrs.frozen(kw_only=True)
