@@ -505,8 +505,8 @@
         return (
           `<tr data-rollout="${esc(r.artifact)}" data-phase="${esc(r.phase)}">${cell(r.artifact)}${cell(r.strategy.replace("_", "-"))}` +
           `<td class="versions">${esc(r.stable)} → ${esc(r.candidate)}</td><td class="phase">${esc(r.phase)}${step}</td><td class="share-cell">${share}</td>` +
-          `<td class="num">${active(r.stable)} / ${active(r.candidate)}</td><td>${esc(clock(r.since))}</td>${reason(r.reason)}` +
-          `<td class="operations">${rolloutButtons(r)}</td></tr>`
+          `<td class="num">${active(r.stable)} / ${active(r.candidate)}</td><td>${esc(clock(r.since))}</td>` +
+          `<td class="reason"><span class="clamp" title="${esc(r.reason)}">${esc(r.reason)}</span>${rolloutButtons(r)}</td></tr>`
         );
       });
     $("rollouts-section").hidden = !rows.length;
@@ -515,14 +515,17 @@
     for (const bar of $("rollouts").querySelectorAll("[data-share]")) bar.style.width = `${bar.dataset.share}%`;
   }
 
-  // promote and abort while a rollout is in progress (the API says why when its phase cannot take one)
+  // promote and abort while a rollout is in progress, under its "why" (the API says why when its phase
+  // cannot take one)
   function rolloutButtons(r) {
     if (r.phase === "PROMOTED" || r.phase === "ABORTED") return "";
     const slice = encodeURIComponent(r.artifact);
     return (
+      `<div class="operations">` +
       ops.button("promote", `POST /api/v1/slices/${slice}/promote`, `promote ${r.artifact}`, "promote it?") +
       " " +
-      ops.button("abort", `POST /api/v1/slices/${slice}/abort`, `abort ${r.artifact}`, "abort it?")
+      ops.button("abort", `POST /api/v1/slices/${slice}/abort`, `abort ${r.artifact}`, "abort it?") +
+      "</div>"
     );
   }
 
