@@ -9,7 +9,8 @@ endpoint the CLI calls, and the cluster (read back through the API, not the page
 - nodes: the state column, cordon and uncordon, drain (two clicks) to DRAINED;
 - blueprints: the history with the scale's revision, a rollback to the first revision (two clicks), a
   pasted blueprint's diff (a TOML error refused with its file and line) and its apply;
-- a canary waiting for an operator: aborted from the Rollouts table;
+- a canary waiting for an operator: aborted from the Rollouts table; a node restarted (it comes back as
+  itself, a new run) and stopped (it leaves) from the Nodes table;
 - a viewer key: every operation refused with the API's reason, nothing changed.
 Screenshots go to test-artifacts/ (gitignored).
 """
@@ -279,3 +280,29 @@ def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(
         assert echo_slice(http)["rollout"]["phase"] == "ABORTED"
         wait(page, f"document.querySelector(\"{row}\")?.dataset.phase === 'ABORTED'", "ABORTED on the page")
         assert page.query_selector(f"{row} button") is None  # nothing more to promote or abort
+
+        # a node restarted from the page comes back as itself; one stopped from it leaves
+        target = cluster.local.nodes[-1].node_id  # (the page's node is the first)
+        started = next(n["started_at"] for n in http.get("/api/v1/nodes").json() if n["node_id"] == target)
+        node_row = f"#nodes tr[data-node-id='{target}']"
+        confirmed(page, f"{node_row} button[data-op$='/restart']")
+        assert outcome(page, f"restart {target}") == f"restart {target}: node {target} is LEAVING"
+
+        def back() -> bool:
+            nodes = {n["node_id"]: n for n in http.get("/api/v1/nodes").json()}
+            return (
+                target in nodes
+                and nodes[target]["started_at"] > started
+                and nodes[target]["state"] == "ON_DUTY"
+            )
+
+        wait_until(back, timeout=90, what=f"{target} registered again, a new run")
+        wait(page, f"document.querySelector(\"{node_row}\")?.dataset.state === 'ON_DUTY'", f"{target} back")
+        confirmed(page, f"{node_row} button[data-op$='/stop']")
+        assert outcome(page, f"stop {target}") == f"stop {target}: node {target} is LEAVING"
+        wait_until(
+            lambda: target not in {n["node_id"] for n in http.get("/api/v1/nodes").json()},
+            timeout=60,
+            what=f"{target} gone",
+        )
+        wait(page, f"document.querySelector(\"{node_row}\")?.dataset.health === 'left'", f"{target} left")
