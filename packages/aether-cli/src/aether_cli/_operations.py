@@ -72,8 +72,16 @@ def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
                 f" {change.replaced} replaced"
             )
             for node in change.nodes:
-                if node.before != node.after:
-                    print(f"    {node.node_id}: {node.before} → {node.after}")
+                later = (
+                    ""
+                    if node.later is None or node.later == node.after
+                    else f", {node.later} after the delay"
+                )
+                if node.before != node.after or node.awaited or later:
+                    awaited = " (lost, awaited: kept in place)" if node.awaited else ""
+                    print(f"    {node.node_id}: {node.before} → {node.after}{awaited}{later}")
+            if change.awaiting:
+                print(f"    {change.awaiting}")
             if change.rollout:
                 print(f"    in flight: {change.rollout}")
             if change.update:

@@ -117,7 +117,13 @@ class BlueprintRevision:
 class NodePlacement:
     node_id: str
     before: int  # instances of the slice there now (any version; not those being removed or FAILED)
-    after: int  # instances the cluster will run there
+    after: int  # instances the cluster will run there (while lost nodes are awaited: with them kept)
+    # A lost node awaited within its rebalance delay: its instances are kept in place (`after`) until
+    # it is back or the delay is over.
+    awaited: bool = False
+    # While a node the slice runs on is awaited: the instances there once the delay is over and the node
+    # has not come back (its records deleted, replaced on the live nodes); None when nothing is awaited.
+    later: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +146,7 @@ class SliceChange:
     update: str = (
         ""  # how the change would go: its strategy's steps, or what it does to the rollout in flight
     )
+    awaiting: str = ""  # instances kept in place on lost nodes within the rebalance delay, and what after
 
 
 @attrs.frozen(kw_only=True)
@@ -249,6 +256,8 @@ class SliceStatus:
     instances: tuple[InstanceInfo, ...]
     problem: str = ""
     rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
+    update: str = "rolling"  # how a version change goes: rolling, canary or blue_green
+    paused: bool = False  # its rolling update is paused (`aether slice pause`)
 
     @property
     def converged(self) -> bool:
@@ -367,6 +376,8 @@ class SliceTarget:
     active: int
     problem: str = ""
     rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
+    update: str = "rolling"  # how a version change goes: rolling, canary or blue_green
+    paused: bool = False  # its rolling update is paused (`aether slice pause`)
 
 
 @attrs.frozen(kw_only=True)

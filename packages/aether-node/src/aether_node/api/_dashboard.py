@@ -1,6 +1,7 @@
 """The web dashboard's static files (`dashboard/`: HTML, JS, CSS; no build step, no library: the charts are
-plain SVG drawn by `charts.js`), served by every node's management API at `/dashboard` (and `/` redirects
-there). The page works offline: it loads nothing from anywhere but this node.
+plain SVG drawn by `charts.js`, the operations' controls are `ops.js`), served by every node's management
+API at `/dashboard` (and `/` redirects there). The page works offline: it loads nothing from anywhere but
+this node.
 
 The files hold no cluster data, so they need no key: the page reads everything from `/api/v1/...` with the
 key the operator types into it (kept in the tab's sessionStorage, sent as `Authorization: Bearer`). Only
@@ -22,6 +23,7 @@ FILES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
     "charts.js": "text/javascript; charset=utf-8",
+    "ops.js": "text/javascript; charset=utf-8",
     "app.css": "text/css; charset=utf-8",
 }
 # The page only talks to its own origin; nothing inline, nothing from elsewhere.

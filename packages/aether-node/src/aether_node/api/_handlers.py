@@ -47,8 +47,9 @@ from ..client import (
 from ..control._event_clock import EventClock
 from ..control._membership import expected_nodes, forget
 from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_state
+from ..control._pause import decode_paused
 from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, WriteInDoubt, store_revision
-from ..control._strategies import decode_rollouts
+from ..control._strategies import decode_rollouts, update_of
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
@@ -69,6 +70,7 @@ from ..core._schema import (
     LEADER_KEY,
     NODE_OPS,
     NODES,
+    PAUSED,
     PROBLEMS_PREFIX,
     ROLLOUTS,
     SLICES,
@@ -580,6 +582,7 @@ class Handlers:
         blueprints = await self._blueprints()
         problems = await self._problems()
         rollouts = await self._rollouts()
+        paused = decode_paused(await self._read(PAUSED))
         active = collections.Counter(i.artifact for i in instances if i.state == "ACTIVE")
         slices = tuple(
             SliceTarget(
@@ -589,6 +592,8 @@ class Handlers:
                 active=active[spec.artifact],
                 problem=problems.get(spec.artifact.rsplit(":", 1)[0], ""),
                 rollout=rollouts.get(spec.artifact.rsplit(":", 1)[0]),
+                update=update_of(spec).strategy.value,
+                paused=spec.artifact.rsplit(":", 1)[0] in paused,
             )
             for name, blueprint in sorted(blueprints.items())
             for spec in blueprint.slices

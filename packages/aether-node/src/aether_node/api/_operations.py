@@ -27,6 +27,7 @@ from ..control._cluster_manager import observe_data
 from ..control._diff import diff_blueprint
 from ..control._node_ops import LEAVING, decode_operations, split_operations
 from ..control._pause import decode_paused, pause_specs
+from ..control._rebalance import decode_reconcile
 from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
 from ..control._strategies import RolloutCommandError, command, decode_rollouts
@@ -41,6 +42,7 @@ from ..core._schema import (
     NODE_OPS,
     NODES,
     PAUSED,
+    RECONCILE,
     ROLLOUTS,
     SLICES,
     node_op_key,
@@ -139,11 +141,12 @@ class Operations:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
         await self.handlers._fresh()
         await self.handlers.refuse_claimed(blueprint, source)
-        prefixes = (BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, PAUSED)
+        prefixes = (BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, PAUSED, RECONCILE)
         data = {prefix: await self.handlers._read(prefix) for prefix in prefixes}
         stored, nodes, instances, stopping = observe_data(data)
         cordoned, draining = split_operations(decode_operations(data[NODE_OPS]))
         records, _ = decode_rollouts(data[ROLLOUTS])
+        reconcile = decode_reconcile(data[RECONCILE])
         return diff_blueprint(
             blueprint,
             stored,
@@ -155,6 +158,8 @@ class Operations:
             draining=draining,
             rollouts=records,
             paused=frozenset(decode_paused(data[PAUSED])),
+            lost=reconcile.awaited(),
+            policy=reconcile.policy,
         )
 
     # ------------------------------------------------------------ scale

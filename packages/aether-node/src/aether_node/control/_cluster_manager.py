@@ -140,7 +140,7 @@ def observe_data(
                 node_id=parsed.node_id,
                 coordinates=parsed.coordinates,
                 instance=parsed.instance,
-                state=record.state,
+                state=planned_state(record),
                 reason=record.reason,
                 timestamp=record.timestamp,
                 key=key,
@@ -149,6 +149,17 @@ def observe_data(
             )
         )
     return blueprints, nodes, instances, frozenset(stopping)
+
+
+def planned_state(record: SliceRecord) -> SliceState:
+    """The state the planner sees: the record's, except that an instance deactivating on its way out (the
+    node works on the leader's UNLOAD: DEACTIVATING, then UNLOADING) is already being removed. Seen as
+    DEACTIVATING it was a surplus instance not yet removed, and the next pass wrote UNLOAD over the
+    node's DEACTIVATING: a write for nothing, and the node's next write failed its compare and waited a
+    pass (every instance of a drain went through that)."""
+    if record.state is SliceState.DEACTIVATING and record.intent is SliceState.UNLOAD:
+        return SliceState.UNLOAD
+    return record.state
 
 
 class ClusterDeploymentManager:

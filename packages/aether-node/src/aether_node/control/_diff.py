@@ -3,7 +3,9 @@ planner's own target placement (`_reconcile.target_placements`) on the current v
 blueprint in place of the stored one, against what runs now; and how the change would go: the rollout in
 flight (a canary or blue-green record, a paused rolling update) and what the new spec does with it
 (`_strategies.advance`, the leader's own rule: a canary or blue-green rollout starts, goes on, is aborted
-or replaced; a rolling update's surge and floor). No I/O, no writes.
+or replaced; a rolling update's surge and floor); and, for a slice with instances on a lost node awaited
+within its rebalance delay, the leader's rule for that too (`_rebalance.await_lost`: kept in place while
+awaited, replaced on the live nodes after). No I/O, no writes.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from collections.abc import Collection, Mapping, Sequence
 from ..client import BlueprintDiff, NodePlacement, SliceChange
 from ..core._blueprint import Blueprint, SliceSpec
 from ..core._coordinates import Coordinates
+from ..core._reconcile_spec import ReconcilePolicy
 from ..core._records import RolloutRecord, SliceState
 from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity
+from ._rebalance import await_lost, awaited_nodes, delays_of, policies_of
 from ._reconcile import REMOVING, ObservedInstance, target_placements
 from ._strategies import advance, update_of
 from ._strategies import running as running_of
@@ -35,29 +39,39 @@ def diff_blueprint(
     draining: Collection[str] = frozenset(),
     rollouts: Mapping[str, RolloutRecord] | None = None,
     paused: Collection[str] = frozenset(),
+    lost: Mapping[str, float] | None = None,
+    policy: ReconcilePolicy | None = None,
 ) -> BlueprintDiff:
     """`stored`: every blueprint the cluster holds now (the one named like `new` is replaced by it);
     `rollouts`: the rollout records in flight (artifact id → record); `paused`: the artifact ids whose
-    rolling update is paused."""
+    rolling update is paused; `lost`: the lost nodes the leader awaits (node → since:
+    `ReconcileState.awaited()`); `policy`: the cluster's reconciliation policy (each blueprint's `[policy]`
+    over it, `new`'s for its own slices). A slice with instances on a node awaited within its rebalance
+    delay is planned as the leader plans it (`_rebalance.await_lost`): those instances stay in place
+    (`after` on that node), the live nodes get only what the floor needs; `later` says where they go once
+    the delay is over without the node back."""
     rollouts = rollouts or {}
+    lost = lost or {}
     old = next((b for b in stored if b.name == new.name), None)
-    specs = [s for b in stored if b.name != new.name for s in b.slices] + list(new.slices)
-    targets = target_placements(
-        specs, nodes, instances, now=now, stopping=stopping, cordoned=cordoned, draining=draining
-    )
+    blueprints = [b for b in stored if b.name != new.name] + [new]
+    specs = [s for b in blueprints for s in b.slices]
     live = {n.node_id for n in nodes}
+    policies = policies_of(blueprints, policy)
+    awaiting = await_lost(specs, instances, live, lost, policies, now=now)
+    waiting = awaited_nodes(lost, live, delays_of(policies), now=now)
+    views = {"nodes": nodes, "instances": instances, "now": now}
+    operations = {"stopping": stopping, "cordoned": cordoned, "draining": draining}
+    targets = target_placements(awaiting.specs, **views, **operations)
+    later_targets = target_placements(specs, **views, **operations) if awaiting.messages else targets
     running: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
     every: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
     for instance in instances:
+        artifact_id = instance.coordinates.artifact_id
         if instance.node_id in live:
-            every[instance.coordinates.artifact_id].append(instance)
-    for instance in instances:
-        if (
-            instance.node_id in live
-            and instance.state not in REMOVING
-            and instance.state is not SliceState.FAILED
-        ):
-            running[instance.coordinates.artifact_id].append(instance)
+            every[artifact_id].append(instance)
+        there = instance.node_id in live or instance.node_id in waiting.get(artifact_id, ())
+        if there and instance.state not in REMOVING and instance.state is not SliceState.FAILED:
+            running[artifact_id].append(instance)
 
     before_specs = {_artifact_id(s): s for s in (old.slices if old else ())}
     after_specs = {_artifact_id(s): s for s in new.slices}
@@ -68,8 +82,14 @@ def diff_blueprint(
         before = collections.Counter(i.node_id for i in here)
         placement = targets.get(spec.artifact) if spec else None
         after = dict(placement.counts) if placement else {}
-        grown = sum(max(0, after.get(n, 0) - before.get(n, 0)) for n in before.keys() | after.keys())
-        shrunk = sum(max(0, before.get(n, 0) - after.get(n, 0)) for n in before.keys() | after.keys())
+        awaited_here = waiting.get(artifact_id, frozenset()) if spec else frozenset()
+        for instance in here:  # kept in place on an awaited node: the wanted version only
+            if instance.node_id in awaited_here and str(instance.coordinates) == spec.artifact:
+                after[instance.node_id] = after.get(instance.node_id, 0) + 1
+        later = dict(later_targets[spec.artifact].counts) if artifact_id in awaiting.messages else None
+        shown = before.keys() | after.keys() | (later or {}).keys()
+        grown = sum(max(0, after.get(n, 0) - before.get(n, 0)) for n in shown)
+        shrunk = sum(max(0, before.get(n, 0) - after.get(n, 0)) for n in shown)
         moved = min(grown, shrunk)
         version = str(Coordinates.parse(spec.artifact).version) if spec else ""
         replaced = sum(1 for i in here if spec and str(i.coordinates.version) != version)
@@ -96,8 +116,14 @@ def diff_blueprint(
                 removed=shrunk - moved,
                 replaced=replaced,
                 nodes=tuple(
-                    NodePlacement(node_id=n, before=before.get(n, 0), after=after.get(n, 0))
-                    for n in sorted(before.keys() | after.keys())
+                    NodePlacement(
+                        node_id=n,
+                        before=before.get(n, 0),
+                        after=after.get(n, 0),
+                        awaited=n in awaited_here,
+                        later=None if later is None else later.get(n, 0),
+                    )
+                    for n in sorted(shown)
                 ),
                 problem=placement.reason if placement else "",
                 rollout=_in_flight(rollouts.get(artifact_id), artifact_id in paused and bool(replaced)),
@@ -106,6 +132,7 @@ def diff_blueprint(
                 )
                 if spec is not None and (replaced or artifact_id in rollouts)
                 else "",
+                awaiting=_awaiting(awaiting.messages.get(artifact_id, ""), after, later, awaited_here),
             )
         )
     return BlueprintDiff(
@@ -115,6 +142,21 @@ def diff_blueprint(
         changed=old is None or any(c.change != "unchanged" for c in changes),
         slices=tuple(changes),
     )
+
+
+def _awaiting(
+    message: str, after: Mapping[str, int], later: Mapping[str, int] | None, awaited: Collection[str]
+) -> str:
+    """The leader's own words for a slice that waits for lost nodes, and what changes once it stops."""
+    if not message or later is None:
+        return ""
+    moves = ", ".join(
+        f"{n} {after.get(n, 0)} -> {later.get(n, 0)}"
+        for n in sorted(after.keys() | later.keys())
+        if after.get(n, 0) != later.get(n, 0)
+    )
+    nodes = ", ".join(sorted(awaited))
+    return f"{message}; once the delay is over without {nodes} back: {moves or 'no change'}"
 
 
 def _in_flight(record: RolloutRecord | None, paused: bool) -> str:

@@ -56,6 +56,11 @@ class Awaiting:
     messages: Mapping[str, str]  # artifact id → what it waits for
 
 
+def delays_of(policies: Mapping[str, ResolvedPolicy]) -> dict[str, float]:
+    """Artifact id → its rebalance delay, for the slices that have one."""
+    return {a: p.rebalance_delay_s for a, p in policies.items() if p.rebalance_delay_s > 0}
+
+
 def awaited_nodes(
     lost: Mapping[str, float],
     live: Collection[str],
@@ -86,8 +91,7 @@ def await_lost(
     records to keep, and a message per slice that waits. `instances`: the planner's ObservedInstances."""
     if not lost:
         return Awaiting(specs=tuple(specs), kept=frozenset(), messages={})
-    delays = {a: p.rebalance_delay_s for a, p in policies.items() if p.rebalance_delay_s > 0}
-    waiting = awaited_nodes(lost, live, delays, now=now)
+    waiting = awaited_nodes(lost, live, delays_of(policies), now=now)
     if not waiting:
         return Awaiting(specs=tuple(specs), kept=frozenset(), messages={})
     by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)

@@ -11,7 +11,9 @@
 // GET /api/v1/autoscale?signals=1 every 2 s too: each autoscaled slice's count, bounds, targets, last
 // decisions, and its signals (CPU, p99, calls/s and in flight per instance, as the controller compares
 // them with the targets), charted per slice and target. Rollouts (canary, blue-green) come with the
-// overview's slices, re-read on every rollout event.
+// overview's slices, re-read on every rollout event. Operations (ops.js): each node's state and the
+// operations it takes, a rolling update's pause or resume, a rollout's promote or abort, all through the
+// management API with the page's key.
 // When the API answers an error or cannot be reached, the alert says so and the page keeps the last data
 // it had (with its time) and retries; it recovers by itself.
 "use strict";
@@ -33,10 +35,21 @@
     UNLOADING: "#6e7781",
   };
   const { History, Colours, draw } = window.AetherCharts;
+  const ops = window.AetherOps; // ops.js: the operations' buttons and forms
   const REFRESHING = new Set([
     "node_joined", "node_left", "node_lost", "leader_elected", "blueprint_applied", "blueprint_deleted",
     "rollout_started", "rollout_step", "rollout_switched", "rollout_promoted", "rollout_aborted", "rollout_done",
+    "rollout_paused", "rollout_resumed", "node_cordoned", "node_uncordoned", "node_draining",
   ]);
+  // The operations each node state takes (`aether node ...`); those that take capacity away ask first.
+  const NODE_OPERATIONS = {
+    ON_DUTY: ["cordon", "drain", "stop", "restart"],
+    CORDONED: ["uncordon", "drain", "stop", "restart"],
+    DRAINING: ["uncordon", "stop", "restart"],
+    DRAINED: ["uncordon", "stop", "restart"],
+    LEAVING: [],
+  };
+  const CONFIRM = { drain: "drain it?", stop: "stop it?", restart: "restart it?" };
   const SIGNALS = { cpu: "CPU", p99_ms: "p99", calls_per_second: "calls/s", in_flight: "in flight" };
 
   const state = {
@@ -119,6 +132,7 @@
     state.slices = overview.slices;
     state.instances = new Map(overview.instances.map((i) => [instanceKey(i.node_id, i.artifact, i.instance), i]));
     for (const node of overview.status.nodes) state.lost.delete(node.node_id);
+    ops.slicesRead(overview.slices);
     reportError("overview", null);
   }
 
@@ -162,6 +176,7 @@
     // health (expected nodes, convergence, failures) is the server's verdict: re-read it when it may change
     const outcome = event.kind === "instance_state" && (event.state === "ACTIVE" || event.state === "FAILED");
     if (REFRESHING.has(event.kind) || outcome || event.kind === "instance_removed") refreshSoon();
+    document.dispatchEvent(new CustomEvent("aether:event", { detail: event }));
     schedule();
   }
 
@@ -372,9 +387,14 @@
     const rows = state.status.nodes.map((n) => {
       const counts = perNode.get(n.node_id) ?? { all: 0, active: 0 };
       const role = n.leader ? `<span class="leader">leader</span>` : esc(n.role);
+      const operations = (NODE_OPERATIONS[n.state] ?? [])
+        .map((op) => ops.button(op, `POST /api/v1/nodes/${encodeURIComponent(n.node_id)}/${op}`, `${op} ${n.node_id}`, CONFIRM[op]))
+        .join(" ");
       return (
-        `<tr data-node-id="${esc(n.node_id)}" data-health="up">${cell(n.node_id)}<td class="health-up">up</td>` +
-        `<td>${role}</td><td class="num">${counts.all}</td><td class="num">${counts.active}</td>${cell(n.management)}${cell(n.ingress)}</tr>`
+        `<tr data-node-id="${esc(n.node_id)}" data-health="up" data-state="${esc(n.state)}">${cell(n.node_id)}<td class="health-up">up</td>` +
+        `<td>${role}</td><td class="num">${counts.all}</td><td class="num">${counts.active}</td>${cell(n.management)}${cell(n.ingress)}` +
+        `<td class="node-state node-${esc(n.state)}" title="${esc(n.waiting)}">${esc(n.state)}${n.waiting ? ` <span class="muted">(waiting)</span>` : ""}</td>` +
+        `<td class="operations">${operations}</td></tr>`
       );
     });
     for (const [nodeId, event] of state.lost) {
@@ -383,26 +403,36 @@
       rows.push(
         `<tr class="lost" data-node-id="${esc(nodeId)}" data-health="${health}">${cell(nodeId)}` +
           `<td class="health-lost" title="${esc(event.reason)}">${health} ${esc(clock(event.timestamp))}</td>` +
-          reason(event.reason, 5) +
+          reason(event.reason, 7) +
           "</tr>",
       );
     }
-    $("nodes").tBodies[0].innerHTML = rows.join("");
+    setRows($("nodes"), rows.join(""));
     $("nodes-count").textContent = `(${state.status.nodes.length} up)`;
   }
 
   function renderSlices(instances) {
     const active = new Map();
     for (const i of instances) if (i.state === "ACTIVE") active.set(i.artifact, (active.get(i.artifact) ?? 0) + 1);
-    $("slices").tBodies[0].innerHTML = state.slices
+    const html = state.slices
       .map((s) => {
         const actual = active.get(s.artifact) ?? 0;
+        const id = s.artifact.split(":").slice(0, 2).join(":");
+        const slice = encodeURIComponent(id);
+        const update =
+          s.update !== "rolling"
+            ? esc(s.update.replace("_", "-"))
+            : s.paused
+              ? `rolling, <b class="paused">paused</b> ${ops.button("resume", `POST /api/v1/slices/${slice}/resume`, `resume ${id}`)}`
+              : `rolling ${ops.button("pause", `POST /api/v1/slices/${slice}/pause`, `pause ${id}`)}`;
         return (
-          `<tr data-slice="${esc(s.artifact)}" class="${actual < s.desired ? "short" : ""}">${cell(s.blueprint)}` +
-          `${cell(s.artifact)}<td class="num">${s.desired}</td><td class="num">${actual}</td>${reason(s.problem)}</tr>`
+          `<tr data-slice="${esc(s.artifact)}" data-paused="${s.paused}" class="${actual < s.desired ? "short" : ""}">${cell(s.blueprint)}` +
+          `${cell(s.artifact)}<td class="num">${s.desired}</td><td class="num">${actual}</td>${reason(s.problem)}` +
+          `<td class="update">${update}</td></tr>`
         );
       })
       .join("");
+    setRows($("slices"), html);
   }
 
   const TARGET_UNITS = { cpu: " cores", p99_ms: " ms", calls_per_second: "/s", in_flight: " in flight" };
@@ -475,13 +505,37 @@
         return (
           `<tr data-rollout="${esc(r.artifact)}" data-phase="${esc(r.phase)}">${cell(r.artifact)}${cell(r.strategy.replace("_", "-"))}` +
           `<td class="versions">${esc(r.stable)} → ${esc(r.candidate)}</td><td class="phase">${esc(r.phase)}${step}</td><td class="share-cell">${share}</td>` +
-          `<td class="num">${active(r.stable)} / ${active(r.candidate)}</td><td>${esc(clock(r.since))}</td>${reason(r.reason)}</tr>`
+          `<td class="num">${active(r.stable)} / ${active(r.candidate)}</td><td>${esc(clock(r.since))}</td>` +
+          `<td class="reason"><span class="clamp" title="${esc(r.reason)}">${esc(r.reason)}</span>${rolloutButtons(r)}</td></tr>`
         );
       });
     $("rollouts-section").hidden = !rows.length;
-    $("rollouts").tBodies[0].innerHTML = rows.join("");
+    setRows($("rollouts"), rows.join(""));
     // widths through the CSSOM: the page's policy allows no inline style attribute
     for (const bar of $("rollouts").querySelectorAll("[data-share]")) bar.style.width = `${bar.dataset.share}%`;
+  }
+
+  // promote and abort while a rollout is in progress, under its "why" (the API says why when its phase
+  // cannot take one)
+  function rolloutButtons(r) {
+    if (r.phase === "PROMOTED" || r.phase === "ABORTED") return "";
+    const slice = encodeURIComponent(r.artifact);
+    return (
+      `<div class="operations">` +
+      ops.button("promote", `POST /api/v1/slices/${slice}/promote`, `promote ${r.artifact}`, "promote it?") +
+      " " +
+      ops.button("abort", `POST /api/v1/slices/${slice}/abort`, `abort ${r.artifact}`, "abort it?") +
+      "</div>"
+    );
+  }
+
+  // A table body drawn again only when it changes: a button under the pointer stays the same element.
+  const drawn = new WeakMap(); // tbody → the HTML it was last given
+  function setRows(table, html) {
+    const body = table.tBodies[0];
+    if (drawn.get(body) === html) return;
+    drawn.set(body, html);
+    body.innerHTML = html;
   }
 
   function renderInstances(instances) {
@@ -629,6 +683,7 @@
 
   function start() {
     $("forget-key").hidden = !sessionStorage.getItem(KEY);
+    ops.loadPolicy();
     follow();
     pollCalls();
     pollAutoscale();
@@ -646,6 +701,7 @@
       sessionStorage.removeItem(KEY);
       location.reload();
     });
+    document.addEventListener("aether:changed", refreshSoon); // an operation went through: re-read now
     $("instance-filter").addEventListener("input", (event) => {
       state.filter = event.target.value;
       schedule();

@@ -1,0 +1,308 @@
+"""The dashboard's operations (`api/dashboard/ops.js`) in a real headless browser (Debian's chromium,
+driven by playwright) against a live 3-node cluster with API keys: each control calls the management API
+endpoint the CLI calls, and the cluster (read back through the API, not the page) does what was asked.
+
+- the reconciliation policy: shown as in force; a bad value is refused with the API's words naming the
+  field, the field is marked and nothing changes; a preset and a delay are set; `rebalance now` (two
+  clicks) is recorded in the event log;
+- a slice: scaled (a bad count refused, nothing changed), its rolling update paused and resumed;
+- nodes: the state column, cordon and uncordon, drain (two clicks) to DRAINED;
+- blueprints: the history with the scale's revision, a rollback to the first revision (two clicks), a
+  pasted blueprint's diff (a TOML error refused with its file and line) and its apply;
+- a canary waiting for an operator: aborted from the Rollouts table; a node restarted (it comes back as
+  itself, a new run) and stopped (it leaves) from the Nodes table;
+- a viewer key: every operation refused with the API's reason, nothing changed.
+Screenshots go to test-artifacts/ (gitignored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cli_support import CliCluster, cli_cluster, wait_until
+from test_obs_dashboard import (
+    ARTIFACTS,
+    BLUEPRINT,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ECHO,
+    KEYS,
+    OVERFLOW,
+    api,
+    needs_chromium,
+    wait,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ECHO_ID = "org.aether:echo"
+CANARY = """name = "web"
+
+[[slices]]
+artifact = "org.aether:echo:{version}"
+instances = 2
+
+[slices.update]
+strategy = "canary"
+steps = [50, 100]
+step_window_s = 1
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, sample_index: Path) -> Iterator[CliCluster]:
+    """3 nodes that need API keys: a viewer's and an operator's."""
+    keys = ",".join(f"{role}:{key}" for role, key in KEYS.items())
+    with cli_cluster(tmp_path, sample_index, dev_mode=False, node_env={"AETHER_API_KEYS": keys}) as found:
+        yield found
+
+
+@pytest.fixture
+def chromium() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        found = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield found
+        finally:
+            found.close()
+
+
+def open_page(chromium: Any, cluster: CliCluster, key: str) -> Any:
+    page = chromium.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+    page.set_default_timeout(60_000)
+    page.goto(f"http://{cluster.local.nodes[0].management}/dashboard")
+    page.wait_for_selector("#key-form:not([hidden])")
+    page.fill("#key-input", key)
+    page.click("#key-form button[type=submit]")
+    page.wait_for_selector("#connection[data-state=live]")
+    return page
+
+
+def outcome(page: Any, what: str) -> str:
+    """Wait for the answer to the operation `what` (shown in #action) and return its text."""
+    wait(
+        page,
+        f"(() => {{ const a = document.getElementById('action');"
+        f" return !a.hidden && a.dataset.what === {what!r} && a.dataset.outcome !== 'running'; }})()",
+        f"the answer to {what!r}",
+    )
+    return page.inner_text("#action")
+
+
+def confirmed(page: Any, selector: str) -> None:
+    """An operation that asks first: the first click arms it (the button asks), the second runs it."""
+    page.click(selector)
+    page.wait_for_selector(f"{selector}[data-armed=true]")
+    page.click(selector)
+
+
+def echo_slice(http: httpx.Client) -> dict[str, Any]:
+    return next(s for s in http.get("/api/v1/overview").json()["slices"] if s["artifact"].startswith(ECHO_ID))
+
+
+def current_revision(http: httpx.Client) -> int:
+    return next(r["revision"] for r in http.get("/api/v1/blueprints/demo/history").json() if r["current"])
+
+
+def node_state(http: httpx.Client, node_id: str) -> str:
+    return next(n["state"] for n in http.get("/api/v1/nodes").json() if n["node_id"] == node_id)
+
+
+@needs_chromium
+@pytest.mark.long
+def test_the_dashboard_operates_the_policy_slices_nodes_and_blueprints(
+    cluster: CliCluster, chromium: Any
+) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    with api(cluster) as http:
+        assert http.post("/api/v1/blueprints", content=BLUEPRINT.encode()).is_success
+        wait_until(lambda: echo_slice(http)["active"] == 4, timeout=90, what="4 ACTIVE echo instances")
+        page = open_page(chromium, cluster, KEYS["operator"])
+        active = "document.querySelectorAll('#instances tbody tr[data-state=ACTIVE]').length === 4"
+        wait(page, active, "4 ACTIVE")
+
+        # ------------------------------------------------------------ the reconciliation policy
+        wait(page, "!!document.getElementById('policy-words')", "the policy in force")
+        assert page.inner_text("#policy-words") == "no rebalance delay, no limit on moves"
+        before = http.get("/api/v1/cluster/policy").json()
+        page.fill("#policy-delay", "30")
+        page.fill("#policy-moves", "lots")
+        page.click("#policy-set")
+        refused = outcome(page, "set the reconciliation policy")
+        assert refused.startswith("set the reconciliation policy refused: policy.max_moves: must be a whole")
+        assert "'lots'" in refused, refused
+        assert page.get_attribute("#policy-moves", "aria-invalid") == "true"
+        assert page.get_attribute("#policy-delay", "aria-invalid") == "false"
+        assert http.get("/api/v1/cluster/policy").json() == before  # nothing changed, the delay neither
+        page.select_option("#policy-preset", "conservative")
+        page.fill("#policy-delay", "30")
+        page.fill("#policy-moves", "")
+        page.click("#policy-set")
+        assert outcome(page, "set the reconciliation policy").endswith(
+            "in force: rebalance delay 30 s, at most 2 moves at a time"
+        )
+        policy = http.get("/api/v1/cluster/policy").json()
+        assert (policy["preset"], policy["rebalance_delay_s"], policy["max_moves"]) == ("conservative", 30, 2)
+        wait(page, "document.getElementById('policy-words').dataset.delay === '30'", "the new policy")
+        confirmed(page, "#rebalance")
+        assert outcome(page, "rebalance now").startswith("rebalance now: in force:")
+        event = "!!document.querySelector('#events li[data-kind=rebalance_requested]')"
+        wait(page, event, "the rebalance event")
+
+        # ------------------------------------------------------------ scale, pause and resume
+        page.select_option("#scale-artifact", ECHO_ID)
+        page.fill("#scale-instances", "-1")
+        page.click("#scale-run")
+        refused = outcome(page, f"scale {ECHO_ID}")
+        assert refused == f"scale {ECHO_ID} refused: instances: must be between 0 and 10000, got -1", refused
+        assert page.get_attribute("#scale-instances", "aria-invalid") == "true"
+        assert echo_slice(http)["desired"] == 4
+        page.fill("#scale-instances", "2")
+        page.click("#scale-run")
+        assert outcome(page, f"scale {ECHO_ID}") == (
+            f"scale {ECHO_ID}: blueprint demo is at revision 2 (scaled {ECHO_ID} from 4 to 2)"
+        )
+        wait_until(lambda: echo_slice(http)["active"] == 2, timeout=90, what="echo scaled to 2")
+        row = f"#slices tr[data-slice='{ECHO}']"
+        wait(page, f"document.querySelector(\"{row}\").children[2].textContent === '2'", "desired 2")
+        page.click(f"{row} button[data-op$='/pause']")
+        assert outcome(page, f"pause {ECHO_ID}").startswith(f"pause {ECHO_ID}: {ECHO_ID} paused")
+        assert echo_slice(http)["paused"] is True
+        wait(page, f"document.querySelector(\"{row}\").dataset.paused === 'true'", "echo paused")
+        page.click(f"{row} button[data-op$='/resume']")
+        assert outcome(page, f"resume {ECHO_ID}") == f"resume {ECHO_ID}: {ECHO_ID} resumed"
+        assert echo_slice(http)["paused"] is False
+
+        # ------------------------------------------------------------ nodes
+        nodes = http.get("/api/v1/nodes").json()
+        assert {n["state"] for n in nodes} == {"ON_DUTY"}
+        target = sorted(n["node_id"] for n in nodes)[-1]
+        node_row = f"#nodes tr[data-node-id='{target}']"
+        assert page.get_attribute(node_row, "data-state") == "ON_DUTY"
+        page.click(f"{node_row} button[data-op$='/cordon']")
+        assert outcome(page, f"cordon {target}") == f"cordon {target}: node {target} is CORDONED"
+        assert node_state(http, target) == "CORDONED"
+        wait(page, f"document.querySelector(\"{node_row}\").dataset.state === 'CORDONED'", "CORDONED")
+        page.click(f"{node_row} button[data-op$='/uncordon']")
+        outcome(page, f"uncordon {target}")
+        assert node_state(http, target) == "ON_DUTY"
+        wait(page, f"document.querySelector(\"{node_row}\").dataset.state === 'ON_DUTY'", "ON_DUTY again")
+        confirmed(page, f"{node_row} button[data-op$='/drain']")
+        assert outcome(page, f"drain {target}").startswith(f"drain {target}: node {target} is DRAIN")
+        wait(page, f"document.querySelector(\"{node_row}\").dataset.state === 'DRAINED'", f"{target} DRAINED")
+        assert node_state(http, target) == "DRAINED"
+        page.click(f"{node_row} button[data-op$='/uncordon']")
+        outcome(page, f"uncordon {target}")
+        assert node_state(http, target) == "ON_DUTY"
+
+        # ------------------------------------------------------------ history, rollback, diff, apply
+        page.select_option("#history-blueprint", "demo")
+        page.click("#history-show")
+        wait(page, "document.querySelectorAll('#history tbody tr').length === 2", "2 revisions of demo")
+        assert page.get_attribute("#history tr[data-revision='2']", "data-current") == "true"
+        assert "scaled org.aether:echo from 4 to 2" in page.inner_text("#history tr[data-revision='2']")
+        confirmed(page, "#history tr[data-revision='1'] button")
+        assert outcome(page, "roll demo back to revision 1") == (
+            "roll demo back to revision 1: blueprint demo is at revision 3 (rolled back to revision 1)"
+        )
+        current = "document.querySelector('#history tr[data-revision=\"3\"]')?.dataset.current === 'true'"
+        wait(page, current, "revision 3 current")
+        wait_until(lambda: echo_slice(http)["active"] == 4, timeout=90, what="echo back at 4")
+
+        page.fill("#diff-text", BLUEPRINT.replace("instances = 4", 'instances = "three"'))
+        page.click("#diff-run")
+        refused = outcome(page, "diff")
+        assert refused.startswith("diff refused: dashboard.toml:5:"), refused
+        assert page.get_attribute("#diff-text", "aria-invalid") == "true"
+        three = BLUEPRINT.replace("instances = 4", "instances = 3")
+        page.fill("#diff-text", three)
+        page.click("#diff-run")
+        assert outcome(page, "diff of demo") == "diff of demo: see the changes below"
+        diff_row = f"#diff-slices tr[data-artifact='{ECHO_ID}']"
+        assert page.get_attribute(diff_row, "data-change") == "changed"
+        assert "4 → 3" in page.inner_text(diff_row)
+        assert current_revision(http) == 3  # a diff changes nothing
+        page.click("#diff-apply")
+        assert (
+            outcome(page, "apply the blueprint")
+            == "apply the blueprint: blueprint demo is at revision 4 (applied)"
+        )
+        assert echo_slice(http)["desired"] == 3 and current_revision(http) == 4
+
+        for width in (1400, 700):  # the controls fit a wide and a narrow window
+            page.set_viewport_size({"width": width, "height": 1000})
+            wait(page, f"window.innerWidth === {width}", f"a {width}px window")
+            overflowing = page.evaluate(OVERFLOW)
+            assert overflowing == [], (width, overflowing)
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        page.screenshot(path=str(ARTIFACTS / "dashboard-operations.png"), full_page=True)
+
+
+@needs_chromium
+@pytest.mark.long
+def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(
+    cluster: CliCluster, chromium: Any
+) -> None:
+    with api(cluster) as http:
+        assert http.post("/api/v1/blueprints", content=CANARY.format(version="1.0.0").encode()).is_success
+        wait_until(lambda: echo_slice(http)["active"] == 2, timeout=90, what="2 ACTIVE echo 1.0.0")
+        assert http.post("/api/v1/blueprints", content=CANARY.format(version="1.1.0").encode()).is_success
+
+        def waiting() -> bool:
+            rollout = echo_slice(http)["rollout"]
+            return bool(rollout) and "aether slice promote" in rollout["reason"]
+
+        # no calls to echo: the canary's first step waits for an operator after its window
+        wait_until(waiting, timeout=90, what="the canary waiting for an operator")
+
+        viewer = open_page(chromium, cluster, KEYS["viewer"])
+        row = f"#rollouts tr[data-rollout='{ECHO_ID}']"
+        wait(viewer, f'!!document.querySelector("{row} button")', "the rollout's buttons")
+        confirmed(viewer, f"{row} button[data-op$='/abort']")
+        refused = outcome(viewer, f"abort {ECHO_ID}")
+        assert refused.startswith(f"abort {ECHO_ID} refused: ") and "operator" in refused, refused
+        assert echo_slice(http)["rollout"]["phase"] == "OBSERVING"
+        node_id = http.get("/api/v1/nodes").json()[0]["node_id"]
+        viewer.click(f"#nodes tr[data-node-id='{node_id}'] button[data-op$='/cordon']")
+        assert "refused: " in outcome(viewer, f"cordon {node_id}")
+        assert node_state(http, node_id) == "ON_DUTY"
+
+        page = open_page(chromium, cluster, KEYS["operator"])
+        wait(page, f'!!document.querySelector("{row} button")', "the rollout's buttons")
+        confirmed(page, f"{row} button[data-op$='/abort']")
+        assert outcome(page, f"abort {ECHO_ID}").startswith(f"abort {ECHO_ID}: {ECHO_ID}: ABORTED")
+        assert echo_slice(http)["rollout"]["phase"] == "ABORTED"
+        wait(page, f"document.querySelector(\"{row}\")?.dataset.phase === 'ABORTED'", "ABORTED on the page")
+        assert page.query_selector(f"{row} button") is None  # nothing more to promote or abort
+
+        # a node restarted from the page comes back as itself; one stopped from it leaves
+        target = cluster.local.nodes[-1].node_id  # (the page's node is the first)
+        started = next(n["started_at"] for n in http.get("/api/v1/nodes").json() if n["node_id"] == target)
+        node_row = f"#nodes tr[data-node-id='{target}']"
+        confirmed(page, f"{node_row} button[data-op$='/restart']")
+        assert outcome(page, f"restart {target}") == f"restart {target}: node {target} is LEAVING"
+
+        def back() -> bool:
+            nodes = {n["node_id"]: n for n in http.get("/api/v1/nodes").json()}
+            return (
+                target in nodes
+                and nodes[target]["started_at"] > started
+                and nodes[target]["state"] == "ON_DUTY"
+            )
+
+        wait_until(back, timeout=90, what=f"{target} registered again, a new run")
+        wait(page, f"document.querySelector(\"{node_row}\")?.dataset.state === 'ON_DUTY'", f"{target} back")
+        confirmed(page, f"{node_row} button[data-op$='/stop']")
+        assert outcome(page, f"stop {target}") == f"stop {target}: node {target} is LEAVING"
+        wait_until(
+            lambda: target not in {n["node_id"] for n in http.get("/api/v1/nodes").json()},
+            timeout=60,
+            what=f"{target} gone",
+        )
+        wait(page, f"document.querySelector(\"{node_row}\")?.dataset.health === 'left'", f"{target} left")
