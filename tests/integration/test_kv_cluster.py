@@ -246,6 +246,9 @@ async def _at_least(client, round_: int) -> bool:  # type: ignore[no-untyped-def
 
 async def test_an_expired_lease_removes_its_keys_on_every_replica(kv_cluster: LocalCluster) -> None:
     secret = kv_cluster.secret
+    for endpoint in kv_cluster.endpoints:  # every replica caught up (a follower may still be connecting)
+        async with open_client([endpoint], secret) as one:
+            await one.get("nodes/plain", linearizable=True)
     async with open_client(kv_cluster.endpoints, secret) as client:
         # TTLs long enough that the key is seen on every replica before it expires, even on a busy machine
         short = await client.lease_grant(3.0)
