@@ -308,11 +308,13 @@ class KVStore:
                 replica = self._replica
                 delay = self._expiry_delay(period, longest)
                 slept_from = time.monotonic()
-                with trio.move_on_after(delay) as slept:
+                with trio.move_on_after(delay):
                     await moved.wait()
+                # past the time it meant to wake (whatever woke it): this loop was held up, and so were
+                # the keep-alives of this replica's clients: no client is to blame
                 late = time.monotonic() - slept_from - delay
-                if slept.cancelled_caught and late > replica.lease_clock.stall:
-                    replica.lease_clock.postpone(late)  # this loop was held up: no client is to blame
+                if late > replica.lease_clock.stall:
+                    replica.lease_clock.postpone(late)
                 if not replica.is_leader:
                     continue
                 if time.time() < replica.leader_since + self._lease_grace:
