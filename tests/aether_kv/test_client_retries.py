@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import trio
 
-from aether_kv import OutcomeUnknownError, UnavailableError, open_client
-from aether_kv._wire import FramedStream, error_body, server_handshake
+from aether_kv import ConnectionLostError, OutcomeUnknownError, Status, UnavailableError, open_client
+from aether_kv._local import free_port
+from aether_kv._wire import FramedStream, encode, error_body, server_handshake
 from support import wait_until
 
 SECRET = "a-test-secret"
@@ -22,7 +23,10 @@ Script = Callable[[int, dict[str, Any]], dict[str, Any] | None]  # the reply, or
 
 
 @asynccontextmanager
-async def scripted_server(script: Script) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+async def scripted_server(
+    script: Script, *, hold: Callable[[dict[str, Any]], float] = lambda message: 0.0
+) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """`hold(message)`: how long the server takes before it answers (a status wait holds its request)."""
     received: list[dict[str, Any]] = []
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -32,6 +36,7 @@ async def scripted_server(script: Script) -> AsyncIterator[tuple[str, list[dict[
         while (message := await framed.receive()) is not None:
             received.append(message)
             reply = script(len(received), message)
+            await trio.sleep(hold(message))
             if reply is not None:
                 await framed.send({"id": message["id"], **reply})
 
@@ -163,3 +168,42 @@ async def test_a_watch_cancelled_before_the_server_confirmed_it_leaves_nothing_b
         # the late batch it answered the cancel with came before this reply: it is dropped, not kept
         await client.raw({"op": "ping"})
         assert client.watch_backlog() == 0
+
+
+STATUS = Status(
+    self_address="scripted",
+    leader="scripted",
+    is_leader=False,
+    term=3,
+    commit_index=1,
+    last_applied=1,
+    revision=1,
+    compact_revision=0,
+    has_quorum=True,
+    members=(),
+    keys=0,
+    leases=0,
+)
+
+
+async def test_a_status_wait_may_outlast_the_request_timeout_and_the_server_is_told_how_long() -> None:
+    """The server holds a status wait up to its max_wait; the client's request timeout counts from the
+    end of that wait, so a quiet wait longer than the timeout is not taken for a dead endpoint."""
+    async with (
+        scripted_server(lambda n, m: {"ok": encode(STATUS)}, hold=lambda m: m.get("max_wait", 0.0)) as (
+            endpoint,
+            received,
+        ),
+        open_client([endpoint], SECRET, request_timeout=0.3) as client,
+    ):
+        status = await client.wait_status_change(False, 3, max_wait=1.0)
+    assert status == STATUS
+    assert [(m["op"], m["max_wait"]) for m in received] == [("status", 1.0)]
+
+
+async def test_a_status_wait_on_a_dead_endpoint_gives_up_within_the_request_timeout() -> None:
+    """Nothing listens: no server holds the wait, so the client gives it back and says so in about its
+    request timeout, not after the 60 s it asked to wait."""
+    async with open_client([f"127.0.0.1:{free_port()}"], SECRET, request_timeout=0.3) as client:
+        with trio.fail_after(30), pytest.raises(ConnectionLostError):
+            await client.wait_status_change(False, 3, max_wait=60.0)

@@ -90,3 +90,14 @@ def test_a_keepalive_heard_first_after_a_stall_finds_its_lease_postponed() -> No
     assert clock.due(epoch=1.0, now=4.4, ttls=ttls) == []
     clock.tick(4.5)
     assert clock.due(epoch=1.0, now=4.5, ttls=ttls) == [1]
+
+
+def test_the_next_deadline_is_the_earliest_and_follows_renewals_and_grants() -> None:
+    """What the expiry loop sleeps until: the earliest deadline; none without leases."""
+    clock = LeaseClock(takeover_margin=3.0)
+    assert clock.next_deadline(epoch=1.0, now=0.0, ttls={}) is None
+    assert clock.next_deadline(epoch=1.0, now=0.0, ttls={1: 5.0, 2: 10.0}) == 5.0  # granted now: no margin
+    assert clock.renew(1, epoch=1.0, now=4.0, ttls={1: 5.0, 2: 10.0})  # 1 now due at 9
+    assert clock.next_deadline(epoch=1.0, now=4.0, ttls={1: 5.0, 2: 10.0}) == 9.0
+    assert clock.next_deadline(epoch=1.0, now=4.5, ttls={1: 5.0, 2: 10.0, 3: 1.0}) == 5.5  # a short grant
+    assert clock.next_deadline(epoch=2.0, now=6.0, ttls={2: 10.0}) == 19.0  # a new leadership: TTL + margin

@@ -15,6 +15,7 @@ import pytest
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.version import VERSION
 
+import aether_kv._pysyncobj_patches as patches
 from aether_kv import RaftConfig
 from aether_kv._local import free_port
 from aether_kv._pysyncobj_patches import PRIVATE_NAMES, PYSYNCOBJ_VERSION, PatchedSyncObj
@@ -190,3 +191,63 @@ def test_a_stale_leader_changes_nothing(follower_classes: list[SyncObj]) -> None
     _append(follower, term=3, prev=(1, 0), entries=[(2, 3), (3, 3)], commit=2)
     _append(follower, term=2, prev=(1, 0), entries=[(2, 2)], commit=2)
     assert _applied(follower) == ([(1, 0), (2, 3), (3, 3)], 2, 2)
+
+
+# ---------------------------------------------------------------- acknowledgements of heartbeats
+
+
+def _record_sends(follower: SyncObj, sent: list[dict[str, Any]]) -> None:
+    """Messages go to `sent`; the fake leader, never reached, does not count as a link that dropped."""
+    transport = follower._SyncObj__transport
+    transport.send = lambda node, message: sent.append(message) or True
+    transport.setOnNodeDisconnectedCallback(lambda node: None)
+
+
+def test_a_follower_repeats_an_unchanged_acknowledgement_only_every_ack_repeat(
+    follower_classes: list[SyncObj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Heartbeats that change nothing are answered once per ACK_REPEAT (the leader's check-quorum still
+    hears from the follower); progress, a failure and a new term are answered at once."""
+    now = [1000.0]
+    monkeypatch.setattr(patches, "_monotonic", lambda: now[0])
+    follower = _follower(PatchedSyncObj, follower_classes)
+    sent: list[dict[str, Any]] = []
+    _record_sends(follower, sent)
+
+    def answers() -> list[tuple[int, bool, bool]]:
+        found = [(m["next_node_idx"], m["success"], m["reset"]) for m in sent if m["type"] == "next_node_idx"]
+        sent.clear()
+        return found
+
+    _append(follower, term=1, prev=(1, 0), entries=[(2, 1)], commit=1)
+    assert answers() == [(3, True, False)]
+    for _ in range(5):  # idle heartbeats within ACK_REPEAT: the leader knows all this already
+        now[0] += patches.ACK_REPEAT / 10
+        _append(follower, term=1, prev=(2, 1), entries=[], commit=2)
+    assert answers() == []
+    now[0] += patches.ACK_REPEAT
+    _append(follower, term=1, prev=(2, 1), entries=[], commit=2)
+    assert answers() == [(3, True, False)]  # the repeat check-quorum needs
+    _append(follower, term=1, prev=(2, 1), entries=[(3, 1)], commit=2)
+    assert answers() == [(4, True, False)]  # progress: at once
+    _append(follower, term=1, prev=(9, 1), entries=[], commit=2)
+    assert answers() == [(4, False, True)]  # a gap: the failure at once
+    _append(follower, term=1, prev=(3, 1), entries=[], commit=3)
+    assert answers() == [(4, True, False)]  # after a failure, the success again at once
+    _append(follower, term=2, prev=(3, 1), entries=[], commit=3)
+    assert answers() == [(4, True, False)]  # a new term (maybe a new leader): at once
+
+
+def test_the_first_acknowledgement_after_the_link_dropped_is_sent_again(
+    follower_classes: list[SyncObj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(patches, "_monotonic", lambda: 1000.0)  # the clock stands still: no repeat is due
+    follower = _follower(PatchedSyncObj, follower_classes)
+    sent: list[dict[str, Any]] = []
+    _record_sends(follower, sent)
+    _append(follower, term=1, prev=(1, 0), entries=[(2, 1)], commit=1)
+    _append(follower, term=1, prev=(2, 1), entries=[], commit=2)
+    assert len([m for m in sent if m["type"] == "next_node_idx"]) == 1
+    follower._SyncObj__onNodeDisconnected(_leader(follower))  # the answer may have been lost with the link
+    _append(follower, term=1, prev=(2, 1), entries=[], commit=2)
+    assert len([m for m in sent if m["type"] == "next_node_idx"]) == 2

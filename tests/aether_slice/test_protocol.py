@@ -29,6 +29,7 @@ from aether_slice import EntryPoint, protocol
 from aether_slice.host import Host
 from aether_slice.protocol import HEADER, MAX_FRAME, FrameDecoder, Kind, ProtocolError
 from aether_slice.testing import SliceHostError
+from support import wait_until_sync
 
 json_values = st.recursive(
     st.none()
@@ -343,3 +344,36 @@ def test_the_fixture_refuses_a_payload_over_the_limit_and_its_instance_serves_on
     assert refused.value.kind == "protocol"
     assert f"over the limit of {MAX_FRAME}" in refused.value.message
     assert echo.invoke("echo", {"small": json.dumps([1])}) == {"small": "[1]"}
+
+
+# x86_64's select and pselect6, aarch64's pselect6: their fifth argument is the timeout (a pointer)
+_SELECT_CALLS = {"x86_64": {23, 270}, "aarch64": {72}}
+
+
+def _waiting_in_select(pid: int) -> list[str] | None:
+    """The blocked system call of `pid` (/proc/PID/syscall: number, six arguments, sp, pc) if it is a
+    select; None while it runs or does anything else."""
+    fields = Path(f"/proc/{pid}/syscall").read_text().split()
+    calls = _SELECT_CALLS.get(os.uname().machine, set())
+    if len(fields) >= 6 and fields[0].isdigit() and int(fields[0]) in calls:
+        return fields
+    return None
+
+
+def test_an_idle_template_waits_without_a_timer_and_still_reports_a_killed_instance(runner: _Runner) -> None:
+    """The template waits for the node or a child's end (SIGCHLD), not on a timer: blocked in select
+    with no timeout. An instance killed meanwhile is reported (its SIGCHLD wakes the template), and the
+    instance itself was not left the template's SIGCHLD handler."""
+    if os.uname().machine not in _SELECT_CALLS:
+        pytest.skip(f"which system call is select on {os.uname().machine} is not known here")
+    assert runner.receive() is not None  # its hello: the instance runs
+    waiting = wait_until_sync(
+        lambda: _waiting_in_select(runner.template.pid), timeout=10, what="the template to wait in select"
+    )
+    assert int(waiting[5], 16) == 0, f"the template's select has a timeout: {waiting}"
+    caught = int(Path(f"/proc/{runner.pid}/status").read_text().split("SigCgt:")[1].split()[0], 16)
+    assert not caught & (1 << (signal.SIGCHLD - 1)), "the instance inherited the template's SIGCHLD handler"
+    os.kill(runner.pid, signal.SIGKILL)
+    event = runner.from_template()
+    assert protocol.kind_of(event) is Kind.EXIT and event["pid"] == runner.pid
+    assert event["code"] == -signal.SIGKILL

@@ -14,6 +14,7 @@ from aether_kv import (
     LocalCluster,
     OutcomeUnknownError,
     Put,
+    Status,
     UnavailableError,
     open_client,
     wait_until_ready,
@@ -102,6 +103,36 @@ async def test_a_leader_that_loses_its_majority_says_so_to_a_status_wait(kv_clus
             for replica in others:
                 kv_cluster.processes[replica].send_signal(signal.SIGCONT)
     assert not after.is_leader
+
+
+async def test_a_follower_whose_term_moves_says_so_to_a_status_wait(kv_cluster: LocalCluster) -> None:
+    """With the leader paused, both followers' status waits answer with the new term, not at their
+    max_wait: at most one of them wins the election, so the other answers for the term change alone."""
+    async with open_client(kv_cluster.endpoints, kv_cluster.secret) as observer:
+        status = await observer.status()
+    leader = leader_id(kv_cluster, status)
+    followers = [r.replica_id for r in kv_cluster.replicas if r.replica_id != leader]
+    before: dict[str, Status] = {}
+    for replica in followers:
+        async with open_client([kv_cluster.spec(replica).client_address], kv_cluster.secret) as client:
+            before[replica] = await client.status()
+            assert not before[replica].is_leader
+    answers: dict[str, Status] = {}
+
+    async def wait_on(replica: str) -> None:
+        async with open_client([kv_cluster.spec(replica).client_address], kv_cluster.secret) as client:
+            answers[replica] = await client.wait_status_change(False, before[replica].term, max_wait=60)
+
+    kv_cluster.processes[leader].send_signal(signal.SIGSTOP)
+    try:
+        with trio.fail_after(30):  # their max_wait is 60 s: only a term change answers within this
+            async with trio.open_nursery() as nursery:
+                for replica in followers:
+                    nursery.start_soon(wait_on, replica)
+    finally:
+        kv_cluster.processes[leader].send_signal(signal.SIGCONT)
+    assert sorted(answers) == sorted(followers)
+    assert all(answers[r].term > before[r].term for r in followers), answers
 
 
 async def _true(value: bool) -> bool:
@@ -215,6 +246,9 @@ async def _at_least(client, round_: int) -> bool:  # type: ignore[no-untyped-def
 
 async def test_an_expired_lease_removes_its_keys_on_every_replica(kv_cluster: LocalCluster) -> None:
     secret = kv_cluster.secret
+    for endpoint in kv_cluster.endpoints:  # every replica caught up (a follower may still be connecting)
+        async with open_client([endpoint], secret) as one:
+            await one.get("nodes/plain", linearizable=True)
     async with open_client(kv_cluster.endpoints, secret) as client:
         # TTLs long enough that the key is seen on every replica before it expires, even on a busy machine
         short = await client.lease_grant(3.0)

@@ -44,6 +44,7 @@ from ._records import (
 from ._replies import Replies, Reply
 from ._tls import ReloadingTLS, connect_tls
 from ._wire import (
+    MAX_STATUS_WAIT,
     FramedStream,
     client_handshake,
     decode,
@@ -270,17 +271,26 @@ class KVClient:
         await trio.sleep(self.request_timeout)
         await connection.close()
 
-    async def _call(self, message: dict[str, Any], *, idempotent: bool) -> Any:
+    async def _call(self, message: dict[str, Any], *, idempotent: bool, wait: float = 0.0) -> Any:
         """Send one request, failing over and retrying what is safe to retry, within request_timeout.
 
         It says "not applied" (UnavailableError, ConnectionLostError) only if no attempt may have reached
         a server without an answer; otherwise the outcome is unknown (OutcomeUnknownError). A read has no
-        outcome to be unknown: one that timed out is UnavailableError."""
-        deadline = trio.current_time() + self.request_timeout
+        outcome to be unknown: one that timed out is UnavailableError.
+
+        `wait`: the server may hold the request that long before it answers (a status wait; sent as
+        `max_wait`). It comes on top of the request timeout, so an answer is still due within the request
+        timeout of the wait's end."""
+        deadline = trio.current_time() + self.request_timeout + wait
         backoff = _BACKOFF_START
         last_error: KVError | None = None
         maybe_applied = False  # an attempt reached a server (maybe) and no answer came back
+        held, attempt_started, first = 0.0, 0.0, True
         while True:
+            # Only the first attempt asks the server to hold the request; if it failed before the wait
+            # was over (a refused connection, a dropped one), the rest of the wait is given back: a dead
+            # endpoint is given up within request_timeout, and a retry asks for the status as it is.
+            deadline -= max(0.0, held - (trio.current_time() - attempt_started))
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 if not maybe_applied and isinstance(last_error, UnavailableError | ConnectionLostError):
@@ -296,13 +306,17 @@ class KVClient:
                 )
             attempt = _Attempt()
             connection: _ClientConnection | None = None
+            held, first = (min(wait, remaining) if first else 0.0), False  # the server's part of the time
+            attempt_started = trio.current_time()
+            answering = remaining - held
             # A request that may be resent gets half the time left (at least 2 s) per endpoint, so an
             # endpoint that stopped answering leaves time to ask another one.
-            attempt_timeout = max(remaining / 2, min(remaining, 2.0)) if idempotent else remaining
+            attempt_timeout = held + (max(answering / 2, min(answering, 2.0)) if idempotent else answering)
+            request = {**message, "max_wait": held} if wait else message
             try:
                 with trio.fail_after(attempt_timeout):
                     connection = await self._connect()
-                    return await connection.request(message, attempt)
+                    return await connection.request(request, attempt)
             except trio.TooSlowError:
                 maybe_applied = maybe_applied or attempt.sent
                 if connection is not None:
@@ -402,14 +416,12 @@ class KVClient:
 
     async def wait_status_change(self, is_leader: bool, term: int, max_wait: float) -> Status:
         """The endpoint's status once its leadership or term differs from the given, or after
-        `max_wait` s (kept under a quarter of `request_timeout`, so a quiet wait is never taken for an
-        endpoint that makes no progress)."""
-        request = {
-            "op": "status",
-            "wait_change": {"is_leader": is_leader, "term": term},
-            "max_wait": max(0.0, min(max_wait, self.request_timeout / 4)),
-        }
-        return decode(await self._call(request, idempotent=True), Status, "status reply")
+        `max_wait` s (at most MAX_STATUS_WAIT). The wait is not counted against
+        `request_timeout`: an endpoint that makes no progress is noticed within `request_timeout` of
+        its end."""
+        request = {"op": "status", "wait_change": {"is_leader": is_leader, "term": term}}
+        wait = max(0.0, min(max_wait, MAX_STATUS_WAIT))
+        return decode(await self._call(request, idempotent=True, wait=wait), Status, "status reply")
 
     async def add_member(self, raft_address: str) -> None:
         await self._call({"op": "member_add", "raft_address": raft_address}, idempotent=False)

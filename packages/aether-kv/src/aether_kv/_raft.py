@@ -132,6 +132,12 @@ class _DurableJournal:
         _fsync_path(self._meta_path)
         _fsync_path(self._dir)
 
+    def setRaftCommitIndex(self, index: int) -> None:
+        # A follower sets it on every heartbeat; upstream then rewrites the meta file once a second even
+        # when the index did not move (an idle replica's only disk write).
+        if index != self._inner.getRaftCommitIndex():
+            self._inner.setRaftCommitIndex(index)
+
     def _destroy(self) -> None:  # pysyncobj closes its journal on its tick thread when destroyed
         with self._lock:
             self._sync_locked()
@@ -282,6 +288,13 @@ class LeaseClock:
                 return []
             return [lease_id for lease_id, deadline in self._deadlines.items() if deadline <= now]
 
+    def next_deadline(self, epoch: float, now: float, ttls: dict[int, float]) -> float | None:
+        """The earliest deadline (on the monotonic clock), None without leases: the expiry loop sleeps
+        until then instead of looking on a short timer."""
+        with self._lock:
+            self._sync(epoch, now, ttls)
+            return min(self._deadlines.values(), default=None)
+
 
 def _lease_ttls(state: KVState) -> dict[int, float]:
     return {lease_id: lease.ttl for lease_id, lease in state.leases.items()}
@@ -290,8 +303,11 @@ def _lease_ttls(state: KVState) -> dict[int, float]:
 class RaftReplica:
     """One replica. Construct on a worker thread (it binds sockets); all callbacks run on the tick thread.
 
-    `on_applied()` fires at the end of every tick in which the revision moved (coalesced), and
-    `on_leadership(is_leader)` whenever this replica gains or loses leadership.
+    `on_applied()` fires at the end of every tick in which the revision moved (coalesced),
+    `on_lease_granted()` at the end of every tick in which a lease was granted (a grant moves no revision,
+    but the leader's expiry loop sleeps until the next deadline it knows), and `on_leadership(is_leader)`
+    whenever this replica gains or loses leadership or its term changes (a follower that moves to a new
+    leader's term: a status waiter learns it at once).
     """
 
     def __init__(
@@ -300,11 +316,15 @@ class RaftReplica:
         *,
         on_applied: Callable[[], None] = lambda: None,
         on_leadership: Callable[[bool], None] = lambda is_leader: None,
+        on_lease_granted: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self._on_applied = on_applied
+        self._on_lease_granted = on_lease_granted
         self._on_leadership = on_leadership
         self._notified_revision = -1
+        self._notified_leases = -1
+        self._notified_term = -1
         self.leader_since = 0.0
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -365,10 +385,17 @@ class RaftReplica:
 
     def _after_tick(self) -> None:
         self.lease_clock.tick(time.monotonic())
-        revision = self._consumer.state.revision
-        if revision != self._notified_revision:
-            self._notified_revision = revision
+        state = self._consumer.state
+        if state.revision != self._notified_revision:
+            self._notified_revision = state.revision
             self._on_applied()
+        if state.next_lease_id != self._notified_leases:
+            self._notified_leases = state.next_lease_id
+            self._on_lease_granted()
+        term = self._obj._SyncObj__raftCurrentTerm
+        if term != self._notified_term:
+            self._notified_term = term
+            self._on_leadership(self.is_leader)
 
     # ------------------------------------------------------------ any thread
 
@@ -428,6 +455,10 @@ class RaftReplica:
     def due_leases(self) -> list[int]:
         """On the leader: the leases whose deadline has passed (see LeaseClock)."""
         return self.lease_clock.due(self.leader_since, time.monotonic(), self.read(_lease_ttls))
+
+    def next_lease_deadline(self) -> float | None:
+        """On the leader: when the next lease falls due if nothing renews it (`time.monotonic()`)."""
+        return self.lease_clock.next_deadline(self.leader_since, time.monotonic(), self.read(_lease_ttls))
 
     def read(self, reader: Callable[[KVState], T]) -> T:
         """Run `reader` on the local state under the apply lock (a serializable read)."""

@@ -17,6 +17,7 @@ from ._records import Compare, Event, TxnOp
 from ._store import KVStore
 from ._tls import ReloadingTLS, accept_tls
 from ._wire import (
+    MAX_STATUS_WAIT,
     FramedStream,
     FrameTooLargeError,
     decode,
@@ -108,9 +109,6 @@ async def _lease_revoke(store: KVStore, request: dict[str, Any]) -> Any:
 
 async def _barrier(store: KVStore, request: dict[str, Any]) -> Any:
     return {"revision": await store.barrier()}
-
-
-MAX_STATUS_WAIT = 60.0  # the longest a status request may wait for a change of leadership or term
 
 
 async def _status(store: KVStore, request: dict[str, Any]) -> Any:

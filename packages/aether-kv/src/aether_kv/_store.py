@@ -83,7 +83,8 @@ class KVStore:
         self._request_timeout = request_timeout
         self._lease_grace = lease_grace
         self._changed = trio.Event()
-        self._role = trio.Event()  # set (and replaced) when this replica gains or loses the lead
+        self._role = trio.Event()  # set (and replaced) when the lead is gained or lost, or the term moves
+        self._leases_moved = trio.Event()  # set (and replaced) on a grant or a role change
         self._batcher = ProposalBatcher(replica.propose)
 
     # ------------------------------------------------------------ bridge (tick thread → trio)
@@ -95,6 +96,11 @@ class KVStore:
     def _notify_role(self) -> None:
         role, self._role = self._role, trio.Event()
         role.set()
+        self._notify_lease_granted()
+
+    def _notify_lease_granted(self) -> None:
+        moved, self._leases_moved = self._leases_moved, trio.Event()
+        moved.set()
 
     async def _propose(self, command: Command, timeout: float | None = None) -> Result:
         check_command(command)
@@ -178,7 +184,7 @@ class KVStore:
     async def wait_status_change(self, is_leader: bool, term: int, max_wait: float) -> Status:
         """The status once this replica's leadership or term differs from `is_leader` and `term`, or
         after `max_wait` seconds as it is then: a watch on leadership without polling (a gain or loss of
-        the lead wakes it at once; a new term under another leader shows by `max_wait` at the latest)."""
+        the lead, or a new term under another leader, wakes it at once)."""
         with trio.move_on_after(max_wait):
             while True:
                 role = self._role
@@ -287,19 +293,27 @@ class KVStore:
 
     # ------------------------------------------------------------ leases (leader only)
 
-    async def _expire_leases(self, *, period: float = 0.1) -> None:
+    async def _expire_leases(self, *, period: float = 0.1, longest: float = 5.0) -> None:
+        """On the leader: commit the expiry of every lease whose deadline passed. It sleeps until the next
+        deadline (a grant or a change of role wakes it earlier), at least `period` (a deadline that passed
+        while its expiry is in flight, or while the tick thread is stalled, is looked at again then) and at
+        most `longest`: nothing wakes an idle leader on a short timer."""
         in_flight: set[int] = set()
         async with trio.open_nursery() as nursery:
             while True:
-                role = self._role
+                role, moved = self._role, self._leases_moved
                 if not self._replica.is_leader:  # a follower expires nothing: it waits to lead
                     await role.wait()
                     continue
-                slept_from = time.monotonic()
-                await trio.sleep(period)
                 replica = self._replica
-                late = time.monotonic() - slept_from - period
-                if late > replica.lease_clock.stall:  # this loop was held up: no client is to blame
+                delay = self._expiry_delay(period, longest)
+                slept_from = time.monotonic()
+                with trio.move_on_after(delay):
+                    await moved.wait()
+                # past the time it meant to wake (whatever woke it): this loop was held up, and so were
+                # the keep-alives of this replica's clients: no client is to blame
+                late = time.monotonic() - slept_from - delay
+                if late > replica.lease_clock.stall:
                     replica.lease_clock.postpone(late)
                 if not replica.is_leader:
                     continue
@@ -309,6 +323,15 @@ class KVStore:
                     if lease_id not in in_flight:
                         in_flight.add(lease_id)
                         nursery.start_soon(self._expire_one, lease_id, in_flight)
+
+    def _expiry_delay(self, period: float, longest: float) -> float:
+        """How long the expiry loop may sleep: until the next lease deadline and the end of a new
+        leader's grace, within [period, longest]."""
+        replica = self._replica
+        deadline = replica.next_lease_deadline()
+        delay = longest if deadline is None else deadline - time.monotonic()
+        delay = max(delay, replica.leader_since + self._lease_grace - time.time())
+        return min(max(delay, period), longest)
 
     async def _expire_one(self, lease_id: int, in_flight: set[int]) -> None:
         # The replicated expiry time is the grant's (keep-alives no longer write it): the leader's
@@ -371,8 +394,14 @@ async def open_store(
         if holder:
             _soon(token, holder[0]._notify_role)
 
+    def on_lease_granted() -> None:
+        if holder:
+            _soon(token, holder[0]._notify_lease_granted)
+
     replica = await trio.to_thread.run_sync(
-        lambda: RaftReplica(config, on_applied=on_applied, on_leadership=on_leadership)
+        lambda: RaftReplica(
+            config, on_applied=on_applied, on_leadership=on_leadership, on_lease_granted=on_lease_granted
+        )
     )
     store = KVStore(replica, request_timeout=request_timeout, lease_grace=lease_grace)
     holder.append(store)

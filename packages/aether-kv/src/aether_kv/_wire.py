@@ -44,6 +44,7 @@ from ._records import (
 T = TypeVar("T")
 PROTOCOL = "aether-kv/1"
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+MAX_STATUS_WAIT = 60.0  # the longest a status request may wait for a change of leadership or term
 _HEADER = struct.Struct(">I")
 
 

@@ -15,6 +15,7 @@ Host → node: call (id "c<n>"), for a slice calling another slice through the c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import importlib.metadata
 import inspect
@@ -304,6 +305,32 @@ class Template:
     def __init__(self) -> None:
         self.children: set[int] = set()
         self.frames = protocol.FrameDecoder()
+        self._wake_read = self._wake_write = -1
+
+    def _wake_on_child_exit(self) -> None:
+        """A child's end wakes the loop: SIGCHLD writes a byte to a pipe it waits on (so it never looks
+        on a timer). A SIGCHLD between a reap and the next wait leaves its byte there: none is missed."""
+        self._wake_read, self._wake_write = os.pipe()
+        for fd in (self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+
+    def _forget_wakeups(self) -> None:
+        """In a child just forked: the template's SIGCHLD pipe is not the instance's business."""
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        for fd in (self._wake_read, self._wake_write):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def write(self, message: dict[str, Any]) -> None:
         data = memoryview(protocol.encode(message))
@@ -311,9 +338,12 @@ class Template:
             data = data[os.write(1, data) :]
 
     def run(self) -> None:
+        self._wake_on_child_exit()
         while True:
-            readable, _, _ = select.select([0], [], [], 0.2)
-            if readable:
+            readable, _, _ = select.select([0, self._wake_read], [], [])  # no timeout: events only
+            if self._wake_read in readable:
+                self._drain_wakeups()
+            if 0 in readable:
                 chunk = os.read(0, _READ_SIZE)
                 if not chunk:
                     break  # the node is gone
@@ -343,6 +373,7 @@ class Template:
             return
         pid = os.fork()
         if pid == 0:
+            self._forget_wakeups()
             _child(request)
         self.children.add(pid)
         self.write(protocol.reply(request.get("id"), {"pid": pid}))

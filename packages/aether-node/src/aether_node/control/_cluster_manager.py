@@ -476,9 +476,11 @@ class LeadershipMonitor:
     """Whether this node's own KV replica is the Raft leader. It asks the replica to answer when its
     leadership or term changes (`KV.wait_status_change`, at most `max_wait` later when nothing does), so
     an idle node sends one request per `max_wait` instead of polling; after an error, or an answer that
-    changed nothing, it waits `period` before it asks again."""
+    changed nothing, it waits `period` before it asks again. A replica that stops answering (paused,
+    hung) counts as not leading once `max_wait` and the client's request timeout have passed; one that
+    dies closes the connection, which counts at once."""
 
-    def __init__(self, own_replica: KV, *, period: float = 0.1, max_wait: float = 2.0) -> None:
+    def __init__(self, own_replica: KV, *, period: float = 0.1, max_wait: float = 5.0) -> None:
         self.own_replica = own_replica
         self.period = period
         self.max_wait = max_wait
