@@ -68,7 +68,8 @@ class InstanceLink(asyncio.Protocol):
         self.router = router
         self.frames = protocol.FrameDecoder()
         self.transport: asyncio.Transport | None = None
-        self.target: tuple[str, int] | None = None
+        self.token: str | None = None
+        self.target: tuple[str, int] | None = None  # once the table names its token
         self.calls: dict[int, tuple[_DirectCall, asyncio.TimerHandle]] = {}
         self.ids = itertools.count(1)
         self.out: list[bytes] = []
@@ -80,7 +81,7 @@ class InstanceLink(asyncio.Protocol):
         self.frames.feed(data)
         try:
             while (message := self.frames.next()) is not None:
-                if self.target is None:
+                if self.token is None:
                     self._hello(message)
                     continue
                 found = self.calls.pop(message.get("id"), None)  # type: ignore[arg-type]
@@ -92,15 +93,12 @@ class InstanceLink(asyncio.Protocol):
 
     def _hello(self, message: dict[str, Any]) -> None:
         try:
-            target = self.router.tokens.get(protocol.token_of(message))
+            token = protocol.token_of(message)
             protocol.check_version(message)
         except ProtocolError:
-            target = None
-        if target is None:
             self.close()
             return
-        self.target = target
-        self.router.connected(self)
+        self.router.hello(self, token)
 
     def send(self, frame: bytes) -> None:
         if not self.out:  # one write per loop pass
@@ -136,6 +134,7 @@ class DirectRouter:
         self.routes: dict[tuple[str, str], _Route] = {}
         self.tokens: dict[str, tuple[str, int]] = {}
         self.links: dict[tuple[str, int], InstanceLink] = {}
+        self.waiting: dict[str, InstanceLink] = {}  # connected with a token no table has named yet
         self.in_flight: dict[tuple[str, int], int] = collections.defaultdict(int)
         self.turns: dict[tuple[str, str], itertools.count[int]] = {}
         self.rng = random.Random()
@@ -171,15 +170,29 @@ class DirectRouter:
         }
         self.node = str(table.get("node"))
         self.timeout = float(table.get("timeout") or 30.0)
+        for token in [token for token in self.waiting if token in self.tokens]:
+            self.connected(self.waiting.pop(token), self.tokens[token])
 
-    def connected(self, link: InstanceLink) -> None:
-        assert link.target is not None
+    def hello(self, link: InstanceLink, token: str) -> None:
+        """An instance connected with `token`; the table naming it may come a moment later (the node
+        sends it before it asks the instance to attach, on another connection)."""
+        link.token = token
+        target = self.tokens.get(token)
+        if target is None:
+            self.waiting[token] = link
+        else:
+            self.connected(link, target)
+
+    def connected(self, link: InstanceLink, target: tuple[str, int]) -> None:
+        link.target = target
         old = self.links.get(link.target)
         self.links[link.target] = link
         if old is not None and old is not link:
             old.close()
 
     def disconnected(self, link: InstanceLink) -> None:
+        if link.token is not None and self.waiting.get(link.token) is link:
+            del self.waiting[link.token]
         if link.target is not None and self.links.get(link.target) is link:
             del self.links[link.target]
 
