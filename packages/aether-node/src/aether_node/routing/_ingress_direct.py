@@ -27,7 +27,7 @@ from aether_slice.protocol import HostErrorKind, Kind, ProtocolError
 from ..core._blueprint import Balancing
 from ..core._coordinates import Coordinates
 from ..core._error_kinds import ErrorKind, http_status
-from ..core._errors import InvocationError
+from ..core._errors import InvalidCoordinatesError, InvocationError
 from ..runtime._slice_host import _call_error
 from ._endpoints import Endpoint, choose, may_retry
 
@@ -161,7 +161,7 @@ class DirectRouter:
                     endpoints.append(endpoint)
                     labels[endpoint.target] = str(label)
                 routes[(artifact_id, entry)] = _Route(Balancing(strategy), tuple(endpoints), labels)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, InvalidCoordinatesError):
                 continue
         self.routes = routes
         self.tokens = {
