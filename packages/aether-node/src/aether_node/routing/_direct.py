@@ -43,6 +43,7 @@ from ._invoker import ClusterInvoker
 log = logging.getLogger("aether_node.fast_ingress")
 
 ATTACH_TIMEOUT = 5.0
+COALESCE = 0.05  # seconds a table waits after a change for the changes that come with it
 
 
 class DirectRoutes:
@@ -68,6 +69,7 @@ class DirectRoutes:
                 for target, host, token in self.push():
                     nursery.start_soon(self._attach, target, host, token)
                 await self._poke.wait()
+                await trio.sleep(COALESCE)  # a burst of changes (a blueprint converging): one table
 
     async def _follow_cache(self) -> None:
         cache = self.invoker.registry.cache
