@@ -249,3 +249,27 @@ async def test_an_instance_that_dies_mid_call_retries_idempotent_calls_only(
         assert "died during invoke" in error["message"], error
         assert executions(record, request_id) == [where], record.read_text()
         assert node.returncode() is None, node.log_tail()
+
+
+async def test_a_direct_call_that_outlives_its_timeout_is_answered_504_by_the_worker(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    config = "[timeouts]\ninvoke = 1.5\n"
+    with client_node(tmp_path, sample_index, extra_args=ARGS, config_text=config) as node:
+        async with kv_client(node) as kv:
+            await activate(kv, node, FAULTY, 1, {"mode": "hang_work"})
+
+        async def answered_504_while_paused() -> bool:  # the node's invoker cannot answer while paused
+            with paused(node):
+                try:
+                    response = await post(node, "org.aether:faulty", "work", None, timeout=PAUSE)
+                except httpx.TransportError:
+                    return False
+            if response.status_code != 504:
+                return False
+            error = response.json()["error"]
+            assert error["kind"] == "timeout", error
+            assert error["message"].endswith("work did not answer within 1.5 s"), error
+            return True
+
+        await wait_until(answered_504_while_paused, timeout=60, what="the worker to time a direct call out")
