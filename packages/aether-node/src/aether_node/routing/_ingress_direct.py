@@ -70,7 +70,7 @@ class InstanceLink(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.token: str | None = None
         self.target: tuple[str, int] | None = None  # once the table names its token
-        self.calls: dict[int, tuple[_DirectCall, asyncio.TimerHandle]] = {}
+        self.calls: dict[int, _DirectCall] = {}
         self.ids = itertools.count(1)
         self.out: list[bytes] = []
 
@@ -84,10 +84,9 @@ class InstanceLink(asyncio.Protocol):
                 if self.token is None:
                     self._hello(message)
                     continue
-                found = self.calls.pop(message.get("id"), None)  # type: ignore[arg-type]
-                if found is not None:
-                    found[1].cancel()
-                    self.router.finish(found[0], message)
+                call = self.calls.pop(message.get("id"), None)  # type: ignore[arg-type]
+                if call is not None:
+                    self.router.finish(call, message)
         except ProtocolError:  # the instance's nonsense ends this connection (its calls: as if it died)
             self.close()
 
@@ -118,8 +117,7 @@ class InstanceLink(asyncio.Protocol):
         self.transport = None
         self.router.disconnected(self)
         calls, self.calls = self.calls, {}
-        for call, timer in calls.values():
-            timer.cancel()
+        for call in calls.values():
             self.router.lost(call)
 
 
@@ -140,6 +138,10 @@ class DirectRouter:
         self.rng = random.Random()
         self.records: list[list[Any]] = []
         self._report: asyncio.Handle | None = None
+        # (deadline, link, request id) of the calls sent, in the order sent: with one timeout for every
+        # direct call that is deadline order, so one timer (at the first deadline) serves them all
+        self.deadlines: collections.deque[tuple[float, InstanceLink, int]] = collections.deque()
+        self._sweep: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------ the table
 
@@ -229,8 +231,13 @@ class DirectRouter:
             return True
         loop = asyncio.get_running_loop()
         call.deadline = loop.time() + self.timeout
-        timer = loop.call_at(call.deadline, self._expire, link, request_id)
-        link.calls[request_id] = (call, timer)
+        deadlines = self.deadlines
+        while deadlines and deadlines[0][2] not in deadlines[0][1].calls:  # answered already
+            deadlines.popleft()
+        deadlines.append((call.deadline, link, request_id))
+        if self._sweep is None:
+            self._sweep = loop.call_at(call.deadline, self._expire_due)
+        link.calls[request_id] = call
         self.in_flight[endpoint.target] += 1
         link.send(frame)
         return True
@@ -247,11 +254,22 @@ class DirectRouter:
             return
         self._answer(call, _call_error(failure))
 
-    def _expire(self, link: InstanceLink, request_id: int) -> None:
-        found = link.calls.pop(request_id, None)
-        if found is None:
-            return
-        call = found[0]
+    def _expire_due(self) -> None:
+        """Time out the calls whose deadline passed; the timer then waits for the next one."""
+        self._sweep = None
+        loop = asyncio.get_running_loop()
+        now, deadlines = loop.time(), self.deadlines
+        while deadlines:
+            deadline, link, request_id = deadlines[0]
+            if request_id in link.calls and deadline > now:
+                self._sweep = loop.call_at(deadline, self._expire_due)
+                return
+            deadlines.popleft()
+            call = link.calls.pop(request_id, None)
+            if call is not None:
+                self._expire(call)
+
+    def _expire(self, call: _DirectCall) -> None:
         self._done(call)
         message = f"{call.label}: {call.entry} did not answer within {self.timeout:.3g} s"
         self._answer(call, InvocationError(ErrorKind.TIMEOUT, message))
@@ -292,8 +310,7 @@ class DirectRouter:
         """The worker is stopping: answer every call in flight with `data`."""
         for link in list(self.links.values()):
             calls, link.calls = link.calls, {}
-            for call, timer in calls.values():
-                timer.cancel()
+            for call in calls.values():
                 call.conn.answer(call.slot, data)
 
     # ------------------------------------------------------------ metrics for the node
