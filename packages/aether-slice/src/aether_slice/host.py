@@ -8,8 +8,10 @@ host protocol there (`aether_slice.protocol`: its frames, messages and version).
 goes to its instance log. A child exits when its socket closes; children and template ask the kernel to
 kill them when their parent dies, so nothing outlives the node.
 
-Node → host: load, start, stop, invoke, health (each with an integer "id"; one reply each).
+Node → host: load, start, stop, invoke, health, attach (each with an integer "id"; one reply each).
 Host → node: call (id "c<n>"), for a slice calling another slice through the cluster.
+An attach opens a second connection (to the node's ingress worker), which serves invokes only
+(`Attached`); the instance ends with its node's connection, not with an attached one.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ class Host:
         self.pending_calls: dict[str, asyncio.Future[Any]] = {}
         self.call_ids = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.stopped = False  # the aether_stop hook ran: attached connections refuse invokes
 
     # ------------------------------------------------------------ frames
 
@@ -137,10 +140,15 @@ class Host:
         if kind is Kind.LOAD:
             return self.load(message)
         if kind is Kind.START:
+            self.stopped = False
             await self.run_hook("aether_start")
             return {}
         if kind is Kind.STOP:
+            self.stopped = True
             await self.run_hook("aether_stop")
+            return {}
+        if kind is Kind.ATTACH:
+            await self.attach(str(message.get("socket")), str(message.get("token")))
             return {}
         if kind is Kind.HEALTH:
             usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -209,6 +217,18 @@ class Host:
             result = await result
         return result
 
+    async def attach(self, path: str, token: str) -> None:
+        """Connect to `path`, say hello with `token` there, and serve invokes on that connection too."""
+        try:
+            reader, writer = await asyncio.open_unix_connection(path)
+        except OSError as error:
+            raise HostError(protocol.HostErrorKind.PROTOCOL, f"cannot attach to {path}: {error}") from None
+        attached = Attached(self, reader, writer.write)
+        attached.send(protocol.hello(token, os.getpid()))
+        task = asyncio.create_task(attached.run())
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
     # ------------------------------------------------------------ calls to other slices
 
     async def call(self, artifact: str, entry: str, payload: Any, timeout: float) -> Any:
@@ -233,6 +253,23 @@ class Host:
             failure = protocol.failure_of(reply, default_kind="unavailable")
             raise SliceCallError(failure.kind, failure.message, failure.type)
         return reply.get("ok")
+
+
+class Attached(Host):
+    """A second connection of an instance (from ATTACH): the same slice, invokes only. After STOP it
+    answers them with "stopped" (not run), so a caller with a stale view routes them again."""
+
+    def __init__(self, main: Host, reader: asyncio.StreamReader, write: Callable[[bytes], object]) -> None:
+        super().__init__(reader, write)
+        self.main = main
+        self.entries = main.entries
+
+    async def dispatch(self, message: dict[str, Any]) -> Any:
+        if message.get("op") != Kind.INVOKE:
+            raise HostError(protocol.HostErrorKind.PROTOCOL, "an attached connection serves invokes only")
+        if self.main.stopped:
+            raise HostError(protocol.HostErrorKind.STOPPED, "the instance is stopping")
+        return await self.main.invoke(message.get("entry"), message.get("payload"))
 
 
 def _as_entry_points(declared: Any) -> list[EntryPoint]:

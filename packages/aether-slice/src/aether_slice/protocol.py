@@ -20,6 +20,11 @@ Messages (`Kind` names each; `kind_of` tells which one a message is, or raises P
                                        "timeout"}: a slice calling another slice through the cluster
     FORK     node → template          {"id", "op": "fork", "socket", "token", "log_path", "config"}
                                        → REPLY {"pid"}
+    ATTACH   node → instance          {"id", "op": "attach", "socket", "token"}: open a second connection
+                                       to that Unix socket (the node's ingress worker), say HELLO there
+                                       with the token, and serve INVOKE on it too → REPLY {} once sent.
+                                       After STOP an attached connection answers INVOKE with the ERROR
+                                       kind "stopped" (the call did not run: its caller routes it again).
     REPLY    the side asked           {"id", "ok": result}
     ERROR    the side asked           {"id", "error": {"kind", "message"[, "detail"][, "type"]}}
     EXIT     template → node          {"event": "exit", "pid", "code"} (code < 0: killed by that signal)
@@ -67,12 +72,15 @@ class Kind(enum.StrEnum):
     HEALTH = "health"
     CALL = "call"
     FORK = "fork"
+    ATTACH = "attach"
     REPLY = "reply"
     ERROR = "error"
     EXIT = "exit"
 
 
-REQUESTS = frozenset({Kind.LOAD, Kind.START, Kind.STOP, Kind.INVOKE, Kind.HEALTH, Kind.CALL, Kind.FORK})
+REQUESTS = frozenset(
+    {Kind.LOAD, Kind.START, Kind.STOP, Kind.INVOKE, Kind.HEALTH, Kind.CALL, Kind.FORK, Kind.ATTACH}
+)
 _OPS = {str(kind): kind for kind in REQUESTS}
 
 
@@ -85,6 +93,7 @@ class HostErrorKind(enum.StrEnum):
     ENTRY_POINT = "entry_point"  # the slice is not installed, or aether_entry_points is wrong
     IMPORT = "import"  # importing the slice failed
     PROTOCOL = "protocol"  # a request this runner does not understand
+    STOPPED = "stopped"  # an invoke on an attached connection after STOP: it did not run
 
 
 # ------------------------------------------------------------------ frames

@@ -398,7 +398,8 @@ async def serve_node(
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
                     if config.ingress_server == "fast":
-                        await start("ingress", serve_fast_ingress, invoker.invoke, config.ingress)
+                        fast = functools.partial(serve_fast_ingress, direct=invoker)
+                        await start("ingress", fast, invoker.invoke, config.ingress)
                     else:
                         ingress = functools.partial(serve_http, ssl_context=ingress_tls)
                         await start("ingress", ingress, ingress_app(invoker.invoke), config.ingress)

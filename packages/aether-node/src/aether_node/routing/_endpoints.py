@@ -57,6 +57,13 @@ def split_by_version(endpoints: Sequence[Endpoint], split: VersionSplit, turn: i
     return endpoints
 
 
+def may_retry(*, reached: bool, idempotent: bool) -> bool:
+    """Whether a failed attempt of a call may go to another endpoint: one that never reached an instance
+    (not sent, or the instance was gone) always; one that may have run (its process or node died mid-call)
+    only if the entry point is idempotent. Pure: the invoker and the fast ingress's worker both ask it."""
+    return not reached or idempotent
+
+
 def choose(
     endpoints: Sequence[Endpoint],
     strategy: Balancing,
@@ -165,6 +172,11 @@ class EndpointRegistry:
         """The endpoints of registered nodes, sorted by (node, coordinates, instance)."""
         self._refresh()
         return self._endpoints.get((artifact_id, entry), ())
+
+    def routes(self) -> list[tuple[tuple[str, str], tuple[Endpoint, ...]]]:
+        """Every (artifact id, entry) with its endpoints, as `endpoints` gives them."""
+        self._refresh()
+        return list(self._endpoints.items())
 
     def entries(self, artifact_id: str) -> set[str]:
         self._refresh()

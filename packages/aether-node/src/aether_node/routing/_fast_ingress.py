@@ -8,6 +8,9 @@ the same `invoke` as the trio ingress (ClusterInvoker.invoke: balancing, the ret
 timeout, metrics), with the same option checks and error kinds. So the URL surface, statuses and JSON
 errors are the trio ingress's; what moves out of the node's loop is HTTP itself.
 
+Given the invoker (`direct`), the node also keeps the worker's routing table current (`_direct`) so that
+the worker sends calls to this node's own instances straight to them, and counts the calls it reports.
+
 The service reports ready once the worker serves; if the worker dies, the service fails (its supervisor
 starts it again, with a new worker). On cancellation the link closes: the worker answers calls still in
 flight with 503 and exits; it is SIGKILLed if it lingers over 1 s.
@@ -15,10 +18,14 @@ flight with 503 and exits; it is SIGKILLed if it lingers over 1 s.
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import shutil
 import socket
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import trio
 from starlette.datastructures import QueryParams
@@ -30,8 +37,12 @@ from ..core._error_kinds import http_status
 from ..core._errors import InvocationError
 from ..runtime._processes import ChildProcess, spawn
 from ..runtime._slice_host import _Connection
+from ._direct import DirectRoutes, record_direct
 from ._http import Invoke, call_options
 from ._ingress_worker import MAX_LINK_FRAME
+
+if TYPE_CHECKING:
+    from ._invoker import ClusterInvoker
 
 log = logging.getLogger("aether_node.fast_ingress")
 
@@ -63,10 +74,16 @@ def _url(sock: socket.socket) -> str:
 
 
 async def serve_fast_ingress(
-    invoke: Invoke, address: str, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    invoke: Invoke,
+    address: str,
+    *,
+    direct: ClusterInvoker | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the app ingress on host:port through a worker process until cancelled; reports the bound
-    address once the worker serves. Raises IngressWorkerError if the worker does not start or exits."""
+    address once the worker serves. With `direct` (the node's invoker), the worker calls this node's
+    instances itself where the table allows. Raises IngressWorkerError if the worker does not start or
+    exits."""
     listener = _listen(address)
     url = _url(listener)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -80,14 +97,19 @@ async def serve_fast_ingress(
         listener.close()  # the worker holds them now
         theirs.close()
     connection = _Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+    hello: dict[str, Any] | None = None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(connection.write_loop)
             with trio.move_on_after(READY_TIMEOUT):
                 hello = await _receive(connection)
             if hello and "ready" in hello:
+                link = _Link(connection, invoke)
+                if direct is not None and isinstance(hello.get("socket"), str):
+                    link.on_report = functools.partial(record_direct, direct)
+                    nursery.start_soon(DirectRoutes(direct, hello["socket"], link.push).run)
                 task_status.started([url])
-                await _Link(connection, invoke).serve(nursery)
+                await link.serve(nursery)
             nursery.cancel_scope.cancel()
         with trio.move_on_after(1.0):
             await process.wait()
@@ -96,6 +118,8 @@ async def serve_fast_ingress(
     finally:
         connection.close()  # the worker answers what is in flight with 503, then exits
         await process.stop(1.0)
+        if hello and isinstance(hello.get("socket"), str):  # (the worker removes it, unless killed)
+            shutil.rmtree(os.path.dirname(hello["socket"]), ignore_errors=True)
 
 
 def _exited(process: ChildProcess) -> str:
@@ -120,6 +144,16 @@ class _Link:
         self.calls: dict[int, trio.CancelScope] = {}
         self._frames: list[bytes] = []
         self._wake = trio.Event()
+        self.on_report: Callable[[dict[str, Any]], None] | None = None  # the worker's call records
+
+    def push(self, message: dict[str, Any]) -> None:
+        """Send a message of the node's own (a routing table) with the next replies."""
+        self._queue(protocol.encode(message, max_frame=MAX_LINK_FRAME))
+
+    def _queue(self, frame: bytes) -> None:
+        if not self._frames:
+            self._wake.set()
+        self._frames.append(frame)
 
     async def serve(self, nursery: trio.Nursery) -> None:
         """Until the worker closes the link (or sends what is not a frame)."""
@@ -136,6 +170,8 @@ class _Link:
                 cancelled = self.calls.pop(message["c"], None)
                 if cancelled is not None:
                     cancelled.cancel()
+            elif "m" in message and self.on_report is not None:
+                self.on_report(message)
 
     async def _call(self, call_id: int, scope: trio.CancelScope, message: dict[str, Any]) -> None:
         try:
@@ -150,9 +186,7 @@ class _Link:
             frame = protocol.encode(reply, max_frame=MAX_LINK_FRAME)
         except ProtocolError:  # a result that cannot be framed (not JSON, too large): a plain 500
             frame = protocol.encode({"i": call_id, "s": 500})
-        if not self._frames:
-            self._wake.set()
-        self._frames.append(frame)
+        self._queue(frame)
 
     async def _flush_loop(self) -> None:
         while True:

@@ -4,8 +4,12 @@ It owns the HTTP side of the app ingress: parsing, keep-alive, the JSON body, an
 routing (/healthz, 404, 405, 400 for a body that is not JSON). Each invoke goes over one link to its node
 (frames of a 4-byte length and a JSON object, many in flight at once) and the node routes it exactly as
 the trio ingress does (`_fast_ingress`: the same option checks, balancing, retries, timeouts, metrics);
-the worker renders the node's answer as the trio ingress would. It never routes, retries or times out a
-call itself.
+the worker renders the node's answer as the trio ingress would.
+
+The direct path (`_ingress_direct`, fed by the node's `_direct`): a call the node's table lets the worker
+decide (every endpoint an attached local instance, no rollout split, no per-call option) goes straight
+to an instance over the worker's own connection to it, balanced, retried and timed out by the invoker's
+rules, and counted in the node's metrics (reported in batches). Everything else goes to the node.
 
 `python -m aether_node.routing._ingress_worker`, spawned by its node with fd 0 = the listening TCP socket
 (bound by the node) and fd 1 = the link (a connected Unix socket). Ends when the link closes (its node
@@ -16,7 +20,8 @@ Link frames (`aether_slice.protocol`'s), worker → node: {"i": id, "a": artifac
 "q": query string (if any)}; {"c": id} when the client went away first (the node cancels that call).
 Node → worker: {"i": id, "s": status, "r": result} or {"i", "s", "x": error object}, or {"i", "s": 500}
 alone for an unexpected failure (a plain 500, as starlette answers one); {"ready": pid} from the worker
-once it serves.
+once it serves, with "socket": the Unix socket path local instances attach to. Direct path: {"t": table}
+node → worker, {"m": call records, "f": in flight} worker → node (see `_direct`).
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ import collections
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 from typing import Any
 from urllib.parse import unquote
 
@@ -37,6 +44,7 @@ from aether_slice.protocol import ProtocolError
 
 from ..core._error_kinds import http_status
 from ._http import INVOKE_PATH, parse_payload
+from ._ingress_direct import DirectRouter, InstanceLink
 
 # node → worker: a reply carries a result of at most the slice frame limit (16 MiB), JSON-escaped again;
 # worker → node: the slice frame limit, which the node reads its link with
@@ -213,6 +221,7 @@ class Worker:
         self.next_id = 0
         self.out: list[bytes] = []
         self.done = asyncio.Event()
+        self.direct = DirectRouter(self, render_reply)
 
     # ------------------------------------------------------------ requests
 
@@ -251,6 +260,21 @@ class Worker:
         if self.link_transport is None:
             conn.answer(slot, _error("unavailable", "the node's ingress is stopping"))
             return
+        if not query and self.direct.try_call(conn, slot, artifact, entry, payload):
+            return
+        self.forward_payload(conn, slot, artifact, entry, payload, query)
+
+    def forward_payload(
+        self, conn: HttpConnection, slot: _Slot, artifact: str, entry: str, payload: Any, query: bytes
+    ) -> None:
+        """Send the call to the node, which routes it (after the records of the calls made directly)."""
+        if self.direct.records:
+            self.direct.report()
+        if self.link_transport is None:
+            conn.answer(
+                slot, _error("unavailable", "the node's ingress stopped before the call was answered")
+            )
+            return
         self.next_id += 1
         message: dict[str, Any] = {"i": self.next_id, "a": artifact, "e": entry, "p": payload}
         if query:
@@ -271,6 +295,10 @@ class Worker:
 
     # ------------------------------------------------------------ the link
 
+    def send_message(self, message: dict[str, Any]) -> None:
+        if self.link_transport is not None:
+            self._send(protocol.encode(message, max_frame=MAX_LINK_FRAME))
+
     def _send(self, frame: bytes) -> None:
         if not self.out:  # one write per loop pass, however many frames it brought
             asyncio.get_running_loop().call_soon(self._flush_link)
@@ -282,6 +310,9 @@ class Worker:
             self.link_transport.write(b"".join(out))
 
     def reply(self, message: dict[str, Any]) -> None:
+        if "t" in message:
+            self.direct.update(message["t"])
+            return
         found = self.calls.pop(message.get("i"), None)  # type: ignore[arg-type]
         if found is not None:
             conn, slot = found
@@ -291,10 +322,10 @@ class Worker:
         """The node is gone or stopping: answer every call in flight with 503, close, end."""
         self.link_transport = None
         calls, self.calls = self.calls, {}
+        stopped = _error("unavailable", "the node's ingress stopped before the call was answered")
         for conn, slot in calls.values():
-            conn.answer(
-                slot, _error("unavailable", "the node's ingress stopped before the call was answered")
-            )
+            conn.answer(slot, stopped)
+        self.direct.fail_all(stopped)
         for conn in list(self.connections):
             if conn.transport is not None and not conn.queue:
                 conn.transport.close()
@@ -339,10 +370,17 @@ async def serve(listener: socket.socket, link: socket.socket) -> None:
     worker = Worker(link)
     await loop.create_unix_connection(lambda: LinkProtocol(worker), sock=link)
     server = await loop.create_server(lambda: HttpConnection(worker), sock=listener, backlog=1024)
+    directory = tempfile.mkdtemp(prefix="aether-ingress-")  # (mode 0700: this user's instances only)
+    path = os.path.join(directory, "attach.sock")
+    attach = await loop.create_unix_server(lambda: InstanceLink(worker.direct), path, backlog=256)
     loop.add_signal_handler(signal.SIGTERM, worker.link_closed)
     loop.add_signal_handler(signal.SIGINT, lambda: None)  # Ctrl-C in the node's terminal is the node's
-    worker._send(protocol.encode({"ready": os.getpid()}))
-    await worker.done.wait()
+    worker._send(protocol.encode({"ready": os.getpid(), "socket": path}))
+    try:
+        await worker.done.wait()
+    finally:
+        attach.close()
+        shutil.rmtree(directory, ignore_errors=True)
     server.close()
     # let the answers just written (503s among them) go out, briefly
     for _ in range(100):

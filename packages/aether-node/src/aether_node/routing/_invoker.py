@@ -29,7 +29,7 @@ from ..observe._slice_usage import slice_usage
 from ..observe._version_calls import VersionCalls
 from ..runtime._lifecycle import Phase
 from ..runtime._slice_store import SliceStore
-from ._endpoints import Endpoint, EndpointRegistry, choose, split_by_version
+from ._endpoints import Endpoint, EndpointRegistry, choose, may_retry, split_by_version
 from ._peers import LostInFlightError, NotSentError, PeerClients
 
 STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
@@ -56,6 +56,9 @@ class ClusterInvoker:
         self._turns: dict[tuple[str, str], itertools.count[int]] = {}
         self._split_turns: dict[str, itertools.count[int]] = {}  # per artifact id: its version split
         self.version_calls = VersionCalls()  # calls per version while a rollout splits them
+        # calls the fast ingress's worker sent straight to local instances, in flight, per artifact id
+        # (as it last reported them)
+        self.direct_in_flight: dict[str, int] = {}
 
     def in_flight_by_artifact(self) -> dict[str, int]:
         """Calls this node routed and has not had answered yet, per artifact id (group:artifact)."""
@@ -64,6 +67,8 @@ class ClusterInvoker:
             if count:
                 artifact_id = coordinates.rsplit(":", 1)[0]
                 found[artifact_id] = found.get(artifact_id, 0) + count
+        for artifact_id, count in self.direct_in_flight.items():
+            found[artifact_id] = found.get(artifact_id, 0) + count
         return found
 
     async def invoke(
@@ -144,14 +149,16 @@ class ClusterInvoker:
             except InvocationError as error:
                 if error.kind == ErrorKind.GONE:
                     last_error = InvocationError(ErrorKind.UNAVAILABLE, error.message)
-                elif error.kind == ErrorKind.UNAVAILABLE and endpoint.idempotent:
+                elif error.kind == ErrorKind.UNAVAILABLE and may_retry(
+                    reached=True, idempotent=endpoint.idempotent
+                ):
                     last_error = error  # the process died mid-call: safe to repeat an idempotent call
                 else:
                     raise
             except NotSentError as error:
                 last_error = InvocationError(ErrorKind.UNAVAILABLE, str(error))
             except LostInFlightError as error:
-                if not endpoint.idempotent:
+                if not may_retry(reached=True, idempotent=endpoint.idempotent):
                     raise InvocationError(
                         ErrorKind.UNAVAILABLE,
                         f"{error}; {artifact_id}/{entry} is not idempotent, so it was not retried",
