@@ -163,7 +163,10 @@ def test_each_message_has_its_kind() -> None:
 @pytest.mark.parametrize(
     ("message", "error"),
     [
-        ({"id": 1, "op": "frobnicate"}, r"unknown operation 'frobnicate' \(known: attach, call, fork, health,"),
+        (
+            {"id": 1, "op": "frobnicate"},
+            r"unknown operation 'frobnicate' \(known: attach, call, fork, health,",
+        ),
         ({"id": 1, "op": 3}, "unknown operation 3"),
         ({"id": 1, "op": "reply"}, "unknown operation 'reply'"),  # a kind, but no operation
         ({"id": 1, "answer": 42}, r"a message of no known kind \(its keys: answer, id\)"),
