@@ -12,6 +12,7 @@ Benchmarks that import the integration support modules put this directory on sys
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import signal
 import time
@@ -34,7 +35,7 @@ _NOTHING: Any = object()  # no answer yet: the deadline passed during the first 
 
 
 async def wait_until(
-    probe: Callable[[], Awaitable[T]],
+    probe: Callable[[], Awaitable[T] | T],
     *,
     timeout: float,
     what: str,
@@ -42,14 +43,16 @@ async def wait_until(
     interval: float = 0.05,
     describe: Callable[[T], object] = repr,
 ) -> T:
-    """Await `probe()` every `interval` s until `until(value)` holds (by default: the value is truthy)
-    and return that value; after `timeout` s fail naming `what` and the last value, shown by `describe`
-    (add a cluster's log tails there). A probe may itself fail at once (an unexpected state) or catch
-    errors it expects and return them, so that they show as the last value."""
+    """Call `probe()` (awaiting what it returns, if awaitable) every `interval` s until `until(value)`
+    holds (by default: the value is truthy) and return that value; after `timeout` s fail naming `what`
+    and the last value, shown by `describe` (add a cluster's log tails there). A probe may itself fail at
+    once (an unexpected state), or catch the errors it expects and return them, so that they show as the
+    last value."""
     last: Any = _NOTHING
     with trio.move_on_after(timeout):
         while True:
-            last = await probe()
+            value = probe()
+            last = await value if inspect.isawaitable(value) else value
             if until(last):
                 return last
             await trio.sleep(interval)

@@ -547,12 +547,8 @@ class Callers:
     async def made(self, calls: int, *, timeout: float = 30.0) -> None:
         """Wait until `calls` more calls have completed (load phases are counted in calls, not seconds)."""
         target = len(self.results) + calls
-
-        async def made() -> int:
-            return len(self.results)
-
         await wait_until(
-            made,
+            lambda: len(self.results),
             until=lambda count: count >= target,
             timeout=timeout,
             interval=0.01,

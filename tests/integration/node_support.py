@@ -328,11 +328,8 @@ class NodeProcess:
     async def wait_exit(self, timeout: float) -> int:
         """The exit code, once the process has exited; fails if it still runs after `timeout` s."""
 
-        async def code() -> int | None:
-            return self.returncode()
-
         return await wait_until(
-            code,
+            self.returncode,
             until=lambda found: found is not None,
             timeout=timeout,
             what=f"{self.node_id} to exit",
