@@ -247,7 +247,7 @@ async def _rollout(cluster: LocalNodeCluster) -> Rollout:
         callers = Callers([n.ingress for n in cluster.nodes], ECHO_ID, "echo", concurrency=4)
         watcher = Watcher(kv, ECHO_ID)
         async with background(watcher, callers):
-            await trio.sleep(0.3)
+            await callers.made(20)  # calls going before the rollout starts
             await put_blueprint(kv, "roll", SliceSpec(artifact=ECHO_11, instances=3))
             found = await wait_for(
                 kv, exactly_active(3, ECHO_11), timeout=SETTLE, what="3 ACTIVE of 1.1.0 only", cluster=cluster
