@@ -68,8 +68,8 @@ def wait_until_sync(
     interval: float = 0.2,
     describe: Callable[[T], object] = repr,
 ) -> T:
-    """`wait_until` for code outside trio (a plain thread; the CLI tests, whose probes often run a
-    command, import it from cli_support as `wait_until`)."""
+    """`wait_until` for code outside trio (a plain thread; the CLI tests import it from cli_support as
+    `wait_until`). Its default interval is longer: a probe here often runs a command."""
     deadline = time.monotonic() + timeout
     while True:
         last = probe()
