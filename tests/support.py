@@ -1,17 +1,24 @@
 """Helpers for every test: waiting on a condition with a deadline (`wait_until` in trio, `wait_until_sync`
 in a plain thread), the sample slices as a wheel index (`build_index`; the `sample_index` fixture of
 tests/integration/conftest.py), the processes of a directory (`live_processes`, `processes_under`, from
-/proc), naming KV replicas and their leader.
+/proc; `kill_processes_under` ends them), naming KV replicas and their leader.
+
+A test never sleeps in the hope that something has happened: it waits on the condition with
+`wait_until`, which also returns what it found and names the last value seen when it times out. A sleep
+is right only where time itself is the subject: pacing a load, or a window in which nothing may happen.
 
 Benchmarks that import the integration support modules put this directory on sys.path too."""
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import pytest
@@ -23,29 +30,60 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_SLICES = REPO / "sample-slices"
 
 
+T = TypeVar("T")
+_NOTHING: Any = object()  # no answer yet: the deadline passed during the first probe
+
+
 async def wait_until(
-    condition: Callable[[], Awaitable[bool]], *, timeout: float, what: str, interval: float = 0.05
-) -> None:
-    """Poll `condition` until it holds; fail with `what` after `timeout` seconds."""
+    probe: Callable[[], Awaitable[T] | T],
+    *,
+    timeout: float,
+    what: str,
+    until: Callable[[T], object] = bool,
+    interval: float = 0.05,
+    describe: Callable[[T], object] = repr,
+) -> T:
+    """Call `probe()` (awaiting what it returns, if awaitable) every `interval` s until `until(value)`
+    holds (by default: the value is truthy) and return that value; after `timeout` s fail naming `what`
+    and the last value, shown by `describe` (add a cluster's log tails there). A probe may itself fail at
+    once (an unexpected state), or catch the errors it expects and return them, so that they show as the
+    last value."""
+    last: Any = _NOTHING
     with trio.move_on_after(timeout):
         while True:
-            if await condition():
-                return
+            value = probe()
+            last = await value if inspect.isawaitable(value) else value
+            if until(last):
+                return last
             await trio.sleep(interval)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+    pytest.fail(_timed_out(timeout, what, last, describe))
 
 
-def wait_until_sync(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll `condition()` until it returns something truthy (which is returned); fail after `timeout`
-    with the last value it returned. For code outside trio (the CLI tests drive subprocesses)."""
+def wait_until_sync(
+    probe: Callable[[], T],
+    *,
+    timeout: float,
+    what: str,
+    until: Callable[[T], object] = bool,
+    interval: float = 0.2,
+    describe: Callable[[T], object] = repr,
+) -> T:
+    """`wait_until` for code outside trio (a plain thread; the CLI tests import it from cli_support as
+    `wait_until`). Its default interval is longer: a probe here often runs a command."""
     deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
+    while True:
+        last = probe()
+        if until(last):
             return last
+        if time.monotonic() >= deadline:
+            break
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last: {last!r}")
+    pytest.fail(_timed_out(timeout, what, last, describe))
+
+
+def _timed_out(timeout: float, what: str, last: Any, describe: Callable[[Any], object]) -> str:
+    seen = "no answer yet" if last is _NOTHING else f"last seen: {describe(last)}"
+    return f"timed out after {timeout:g} s waiting for {what}; {seen}"
 
 
 # ---------------------------------------------------------------- the sample wheel index
@@ -100,6 +138,26 @@ def processes_under(directory: Path) -> list[ProcInfo]:
         return text == root or text.startswith(root + "/") or f"={root}/" in text
 
     return [p for p in live_processes() if under(p.cwd) or any(under(a) for a in p.cmdline)]
+
+
+def kill_processes_under(directory: Path, *, timeout: float = 10.0) -> None:
+    """SIGKILL every process of `directory` (`processes_under`) until none is left (replicas die with
+    their node, slice hosts with their socket, but not necessarily at once)."""
+
+    def kill_the_rest() -> list[ProcInfo]:
+        left = processes_under(directory)
+        for process in left:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(process.pid, signal.SIGKILL)
+        return left
+
+    wait_until_sync(
+        kill_the_rest,
+        until=lambda left: not left,
+        timeout=timeout,
+        interval=0.05,
+        what=f"no process of {directory}",
+    )
 
 
 # ---------------------------------------------------------------- KV replicas

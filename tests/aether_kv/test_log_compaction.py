@@ -15,6 +15,7 @@ from aether_kv._local import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
 from aether_kv._state import KVState
+from support import wait_until_sync
 
 WRITES = 300
 
@@ -33,10 +34,7 @@ def _replica(tmp_path: Path, address: str, entries: int) -> RaftReplica:
 
 def _put_all(replica: RaftReplica, prefix: str = "k", writes: int = WRITES) -> None:
     """`writes` puts, all proposed at once (each its own log entry), then every outcome awaited."""
-    deadline = time.monotonic() + 30
-    while not replica.is_leader:
-        assert time.monotonic() < deadline, "the single replica did not become leader"
-        time.sleep(0.02)
+    wait_until_sync(lambda: replica.is_leader, timeout=30, interval=0.02, what="the single replica to lead")
     outcomes: list[object] = []
     done = threading.Event()
 
@@ -56,19 +54,13 @@ def test_the_log_is_compacted_once_it_holds_more_entries_than_the_limit(tmp_path
     replica = _replica(tmp_path, address, entries=50)
     try:
         _put_all(replica)
-        deadline = time.monotonic() + 30
-        while replica._obj._getRaftLogSize() > 60:  # compaction runs on the tick thread, soon after
-            assert time.monotonic() < deadline, f"log still {replica._obj._getRaftLogSize()} entries"
-            time.sleep(0.05)
+        _log_at_most(replica, 60)  # compaction runs on the tick thread, soon after
         assert (tmp_path / "raft.dump").exists()
     finally:
         replica.close()
     again = _replica(tmp_path, address, entries=50)  # snapshot + the journal after it: nothing lost
     try:
-        deadline = time.monotonic() + 30
-        while again.read(lambda state: len(state.data)) < WRITES:
-            assert time.monotonic() < deadline, again.read(lambda state: len(state.data))
-            time.sleep(0.05)
+        _keys_at_least(again, WRITES)
         assert again.read(lambda state: state.get(f"k/{WRITES - 1}").kv.value) == b"x" * 100
     finally:
         again.close()
@@ -96,11 +88,31 @@ def _pickling_waits_for(gate: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = KVState.__getstate__
 
     def waiting(state: KVState) -> dict[str, object]:
-        while not gate.exists():
+        while not gate.exists():  # a gate the test opens, not a wait with a deadline (it runs in the child)
             time.sleep(0.01)
         return original(state)
 
     monkeypatch.setattr(KVState, "__getstate__", waiting)
+
+
+def _log_at_most(replica: RaftReplica, entries: int) -> None:
+    wait_until_sync(
+        replica._obj._getRaftLogSize,
+        until=lambda size: size <= entries,
+        timeout=30,
+        interval=0.05,
+        what=f"the log compacted to at most {entries} entries",
+    )
+
+
+def _keys_at_least(replica: RaftReplica, keys: int) -> None:
+    wait_until_sync(
+        lambda: replica.read(lambda state: len(state.data)),
+        until=lambda found: found >= keys,
+        timeout=30,
+        interval=0.05,
+        what=f"{keys} keys back",
+    )
 
 
 def _snapshot_child(replica: RaftReplica) -> int:
@@ -120,10 +132,7 @@ def test_a_snapshot_is_taken_in_a_child_process_while_writes_go_on(
         _put_all(replica, prefix="more")  # the replica goes on meanwhile
         assert _snapshot_child(replica) > 0 and not (tmp_path / "data" / "raft.dump").exists()
         gate.touch()
-        deadline = time.monotonic() + 30
-        while replica._obj._getRaftLogSize() > 2 * WRITES:
-            assert time.monotonic() < deadline, f"log still {replica._obj._getRaftLogSize()} entries"
-            time.sleep(0.05)
+        _log_at_most(replica, 2 * WRITES)
         assert (tmp_path / "data" / "raft.dump").exists()
     finally:
         gate.touch()
@@ -153,10 +162,7 @@ def test_a_snapshot_finished_after_its_replica_stopped_loses_no_later_entry(
     monkeypatch.undo()
     again = _replica(tmp_path / "data", address, entries=50)
     try:
-        deadline = time.monotonic() + 30
-        while again.read(lambda state: len(state.data)) < 2 * WRITES + 40:
-            assert time.monotonic() < deadline, again.read(lambda state: len(state.data))
-            time.sleep(0.05)
+        _keys_at_least(again, 2 * WRITES + 40)
         assert again.read(lambda state: state.get(f"more/{WRITES - 1}").kv.value) == b"x" * 100
     finally:
         again.close()
@@ -173,14 +179,15 @@ def test_a_snapshot_child_that_never_finishes_is_killed_and_the_snapshot_taken_a
         _put_all(replica)
         stuck = _snapshot_child(replica)
         assert stuck > 0, "no snapshot child is running"
-        deadline = time.monotonic() + 30
-        while _snapshot_child(replica) == stuck:  # killed after the deadline, reaped, then another
-            assert time.monotonic() < deadline, "the stuck snapshot child was never replaced"
-            time.sleep(0.05)
+        wait_until_sync(  # killed after the deadline, reaped, then another
+            lambda: _snapshot_child(replica),
+            until=lambda child: child != stuck,
+            timeout=30,
+            interval=0.05,
+            what="the stuck snapshot child to be replaced",
+        )
         gate.touch()  # the next one may finish
-        while replica._obj._getRaftLogSize() > 60:
-            assert time.monotonic() < deadline, f"log still {replica._obj._getRaftLogSize()} entries"
-            time.sleep(0.05)
+        _log_at_most(replica, 60)
         assert (tmp_path / "data" / "raft.dump").exists()
     finally:
         gate.touch()
@@ -192,10 +199,7 @@ def test_snapshots_are_compressed_at_the_fast_level(tmp_path: Path) -> None:
     replica = _replica(tmp_path, f"127.0.0.1:{free_port()}", entries=50)
     try:
         _put_all(replica)
-        deadline = time.monotonic() + 30
-        while not (tmp_path / "raft.dump").exists():
-            assert time.monotonic() < deadline, "no snapshot written"
-            time.sleep(0.05)
+        wait_until_sync((tmp_path / "raft.dump").exists, timeout=30, interval=0.05, what="a snapshot written")
     finally:
         replica.close()
     header = (tmp_path / "raft.dump").read_bytes()[:10]

@@ -16,6 +16,7 @@ from aether_kv._local import free_port
 from aether_kv._pysyncobj_patches import IDLE_WAIT
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
+from support import wait_until_sync
 
 HEARTBEAT = 1.0  # long: anything that waited for the period would take a second per step
 
@@ -53,13 +54,14 @@ def default_replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
 
 
 def _leader(replicas: list[RaftReplica]) -> RaftReplica:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def leader() -> RaftReplica | None:
         leaders = [r for r in replicas if r.is_leader]
-        if leaders and all(r.status().leader is not None for r in replicas):
-            return leaders[0]
-        time.sleep(0.05)
-    pytest.fail("no leader elected within 30 s")
+        return leaders[0] if leaders and all(r.status().leader is not None for r in replicas) else None
+
+    found = wait_until_sync(leader, timeout=30, interval=0.05, what="a leader every replica knows")
+    assert found is not None
+    return found
 
 
 def _wait(start, what: str, within: float):  # type: ignore[no-untyped-def]

@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from aether_kv import KVError, LocalCluster, open_client
 from support import known_leader, wait_until
@@ -139,7 +140,7 @@ async def test_a_deposed_leader_never_answers_with_the_old_value(kv_cluster: Loc
 
             for _ in range(5):
                 nursery.start_soon(read)
-            await trio.sleep(0.05)  # the reads are queued on the stopped replica's socket
+            await trio.testing.wait_all_tasks_blocked()  # every read waits on the stopped replica's socket
             process.send_signal(signal.SIGCONT)
     finally:
         process.send_signal(signal.SIGCONT)

@@ -11,7 +11,7 @@ are stopped then).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,13 +152,3 @@ async def instances(kv: KV) -> dict[str, SliceRecord]:
     """Every instance record: key → record."""
     listing = await kv.range(SLICES)
     return {item.key: decode_record(item.key, item.value, SliceRecord) for item in listing.kvs}
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, *, timeout: float = 60.0) -> None:
-    """Check `condition` after every change of trio's (usually virtual) clock until it holds."""
-    with trio.move_on_after(timeout):
-        while True:
-            if await condition():
-                return
-            await trio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")

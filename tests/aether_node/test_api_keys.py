@@ -16,6 +16,7 @@ from aether_node.api._api_keys import (
     digest,
 )
 from aether_node.core._errors import RequestError
+from support import wait_until
 
 
 def request(key: str | None) -> Request:
@@ -85,9 +86,10 @@ async def test_named_keys_on_a_store_are_accepted_used_and_revoked_at_once() -> 
         # the first named key closes the open API; its secret is accepted, as who it is
         assert authorizer.check(request(None), "viewer")[1] is not None
         assert authorizer.check(request(created.secret), "operator") == ("ci", None)
-        with trio.fail_after(5):  # its use is written by the node's service
-            while not (await keys.list())[0].last_used:
-                await trio.sleep(0.01)
+        # its use is written by the node's service
+        await wait_until(
+            keys.list, until=lambda found: found[0].last_used, timeout=5, interval=0.01, what="the use"
+        )
         used, unused = await keys.list()
         assert (used.name, used.role, used.created_by, used.created_at) == ("ci", "operator", "node:n1", 1e3)
         assert (unused.name, unused.last_used) == ("other", 0.0)

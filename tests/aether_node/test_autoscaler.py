@@ -13,7 +13,6 @@ import pytest
 import trio
 from hypothesis import given
 from hypothesis import strategies as st
-from shell_support import wait_for
 
 from aether_kv import Event, EventKind, KeyValue, MemoryStore
 from aether_node.control._autoscale import Action, Decision, NodeSample, Reading, decide
@@ -45,6 +44,7 @@ from aether_node.core._records import (
 )
 from aether_node.core._schema import LEADER_KEY, autoscale_decisions_key, autoscale_key, node_key
 from aether_node.observe._events import EventFilter, describe
+from support import wait_until
 
 BUSY_ID = "org.aether:busy"
 SPEC = AutoscaleSpec(min=1, max=4, cpu=0.7, up_after_s=2.0, down_after_s=4.0, up_cooldown_s=0.0)
@@ -270,16 +270,12 @@ class Cluster:
         return decode_log(found.key, found.value) if found else None
 
     async def wait_for(self, check: Any, what: str = "the autoscaler's decisions") -> AutoscaleLog:
-        """The decision log once `check` holds of it (shell_support's deadline: an assertion if never)."""
-        found: list[AutoscaleLog] = []
-
-        async def holds() -> bool:
-            log = await self.log()
-            found[:] = [log] if log is not None and check(log) else []
-            return bool(found)
-
-        await wait_for(holds, what)
-        return found[0]
+        """The decision log once `check` holds of it (fails after 60 virtual s with the last log)."""
+        log = await wait_until(
+            self.log, until=lambda log: log is not None and check(log), timeout=60, what=what
+        )
+        assert log is not None
+        return log
 
 
 async def test_the_shell_scales_up_as_a_revision_and_records_why(autojump_clock: Any) -> None:
@@ -336,11 +332,11 @@ async def test_a_deposed_leader_writes_nothing(autojump_clock: Any) -> None:
         async def passed(count: int) -> bool:
             return cluster.passes >= count
 
-        await wait_for(lambda: passed(1), "the first pass (it has read the claim)")
+        await wait_until(lambda: passed(1), timeout=60, what="the first pass (it has read the claim)")
         await cluster.kv.put(LEADER_KEY, encode_record(LeaderClaim(node_id="n2", since=1.0, term=2)))
         # passes enough for a leader to have scaled up several times over (up_after_s = 2, 1 s apart)
         then = cluster.passes
-        await wait_for(lambda: passed(then + 10), "ten more passes")
+        await wait_until(lambda: passed(then + 10), timeout=60, what="ten more passes")
         nursery.cancel_scope.cancel()
     current, _ = await read_current(cluster.kv, "busy")
     assert current is not None and current.slices[0].instances == 1

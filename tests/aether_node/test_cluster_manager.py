@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sized
 import attrs
 import pytest
 import trio
-from shell_support import apply, instances, register, wait_for
+from shell_support import apply, instances, register
 from trio.testing import MockClock
 
 from aether_kv import MemoryStore, OutcomeUnknownError, UnavailableError
@@ -28,6 +28,7 @@ from aether_node.core._records import (
 from aether_node.core._schema import LEADER_KEY, PROBLEMS_PREFIX, rollout_key
 from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 from aether_node.observe._metrics import NodeMetrics
+from support import wait_until
 
 ECHO = "org.example:echo:1.0"
 
@@ -65,12 +66,12 @@ async def test_the_leader_claims_and_places_what_the_blueprint_asks(
     await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=3))
     async with trio.open_nursery() as nursery:
         await lead(nursery, kv)
-        await wait_for(lambda: claimed_by(kv, "n1"), "the leader's claim")
+        await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="the leader's claim")
 
         async def placed() -> bool:
             return len(await instances(kv)) == 3
 
-        await wait_for(placed, "three instances placed")
+        await wait_until(placed, timeout=60, what="three instances placed")
         records = await instances(kv)
         assert {key.split("/")[1] for key in records} == {"n1", "n2", "n3"}  # round robin: one per node
         assert {r.state for r in records.values()} == {SliceState.ACTIVATE}
@@ -84,7 +85,7 @@ async def test_a_deposed_leader_stops_and_its_fenced_writes_fail(
     metrics = NodeMetrics()
     async with trio.open_nursery() as nursery:
         await lead(nursery, kv, metrics=metrics)
-        await wait_for(lambda: claimed_by(kv, "n1"), "the leader's claim")
+        await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="the leader's claim")
         # Another node claims the cluster while this one still believes it leads (its Raft status lags):
         # every write of the old leader compares the claim's revision, so none goes through.
         other = LeaderClaim(node_id="n9", since=trio.current_time(), term=7)
@@ -95,7 +96,7 @@ async def test_a_deposed_leader_stops_and_its_fenced_writes_fail(
         async def planned_on_it() -> bool:  # passes that saw the blueprint (and tried to place it)
             return passes(metrics) >= before + 5
 
-        await wait_for(planned_on_it, "five reconcile passes after the blueprint")
+        await wait_until(planned_on_it, timeout=60, what="five reconcile passes after the blueprint")
         assert await instances(kv) == {}
         assert (await kv.range(PROBLEMS_PREFIX)).kvs == ()  # nor any problem: "no room for 2" is fenced
         nursery.cancel_scope.cancel()
@@ -110,15 +111,15 @@ async def test_a_leader_that_steps_down_stops_reconciling_and_the_next_one_takes
     async with trio.open_nursery() as nursery:
         await lead(nursery, kv, "n1")
         await lead(nursery, other, "n2")
-        await wait_for(lambda: claimed_by(kv, "n1"), "n1's claim")
+        await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="n1's claim")
         kv.set_leader("n2")
-        await wait_for(lambda: claimed_by(kv, "n2"), "n2's claim")
+        await wait_until(lambda: claimed_by(kv, "n2"), timeout=60, what="n2's claim")
         await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2))
 
         async def placed() -> bool:
             return len(await instances(kv)) == 2
 
-        await wait_for(placed, "the new leader places the instances")
+        await wait_until(placed, timeout=60, what="the new leader places the instances")
         nursery.cancel_scope.cancel()
 
 
@@ -137,7 +138,7 @@ async def test_kv_faults_delay_reconciliation_but_never_end_it(
         async def placed() -> bool:
             return len(await instances(kv)) == 2
 
-        await wait_for(placed, "the instances placed once the faults pass")
+        await wait_until(placed, timeout=60, what="the instances placed once the faults pass")
         nursery.cancel_scope.cancel()
 
 
@@ -157,13 +158,15 @@ async def test_an_unplaceable_slice_is_recorded_as_a_problem_and_cleared_when_it
         async def has_problem() -> bool:
             return bool(await problem())
 
-        await wait_for(has_problem, "the problem recorded")
+        await wait_until(has_problem, timeout=60, what="the problem recorded")
         await register(kv, "n2", memory_mib=2048)
 
         async def cleared() -> bool:
             return not await problem() and len(await instances(kv)) == 1
 
-        await wait_for(cleared, "the instance placed on the new node and the problem cleared")
+        await wait_until(
+            cleared, timeout=60, what="the instance placed on the new node and the problem cleared"
+        )
         assert [key.split("/")[1] for key in await instances(kv)] == ["n2"]
         nursery.cancel_scope.cancel()
 
@@ -196,12 +199,14 @@ async def test_the_leader_runs_a_blue_green_rollout_through_its_record(
                 for key, r in (await instances(kv)).items()
             )
 
-        await wait_for(lambda: _eq(count("1.0"), 2), "the first version placed")
+        await wait_until(lambda: _eq(count("1.0"), 2), timeout=60, what="the first version placed")
         await set_state(kv, "1.0", SliceState.ACTIVE)
         assert await rollout(kv) is None  # a first deployment is no rollout
 
         await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=blue_green))
-        await wait_for(lambda: _eq(count("2.0"), 2), "the full new set placed beside the old one")
+        await wait_until(
+            lambda: _eq(count("2.0"), 2), timeout=60, what="the full new set placed beside the old one"
+        )
         record = await rollout(kv)
         assert (record.phase, record.share, record.stable, record.candidate) == (
             RolloutPhase.DEPLOYING,
@@ -217,18 +222,18 @@ async def test_the_leader_runs_a_blue_green_rollout_through_its_record(
             found = await rollout(kv)
             return found is not None and found.phase is RolloutPhase.SWITCHED
 
-        await wait_for(switched, "the switch")
+        await wait_until(switched, timeout=60, what="the switch")
         assert (await rollout(kv)).share == 100
         assert await count("1.0", SliceState.ACTIVE) == 2  # kept for the grace period
 
         async def old_removed() -> bool:
             return await count("1.0", SliceState.UNLOAD) == 2
 
-        await wait_for(old_removed, "the old set removed after the grace period")
+        await wait_until(old_removed, timeout=60, what="the old set removed after the grace period")
         for key, record in (await instances(kv)).items():
             if record.state is SliceState.UNLOAD:
                 await kv.delete(key)  # the nodes unload and delete them
-        await wait_for(lambda: _eq(rollout(kv), None), "the record forgotten")
+        await wait_until(lambda: _eq(rollout(kv), None), timeout=60, what="the record forgotten")
         nursery.cancel_scope.cancel()
 
 
@@ -240,17 +245,19 @@ async def test_an_operator_abort_is_carried_out_and_the_new_set_goes(
     await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=canary))
     async with trio.open_nursery() as nursery:
         await lead(nursery, kv)
-        await wait_for(lambda: _eq(_len(instances(kv)), 2), "the first version placed")
+        await wait_until(lambda: _eq(_len(instances(kv)), 2), timeout=60, what="the first version placed")
         await set_state(kv, "1.0", SliceState.ACTIVE)
         await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=canary))
-        await wait_for(lambda: _eq(_len(instances(kv)), 3), "one canary instance (50 % of 2)")
+        await wait_until(
+            lambda: _eq(_len(instances(kv)), 3), timeout=60, what="one canary instance (50 % of 2)"
+        )
         await set_state(kv, "2.0", SliceState.ACTIVE)
 
         async def observing() -> bool:
             found = await rollout(kv)
             return found is not None and found.phase is RolloutPhase.OBSERVING
 
-        await wait_for(observing, "the canary step observed")
+        await wait_until(observing, timeout=60, what="the canary step observed")
         assert (await rollout(kv)).share == 50
         found = await kv.get(rollout_key("org.example:echo"))
         aborted = command(await rollout(kv), "abort", now=trio.current_time(), artifact_id="org.example:echo")
@@ -259,7 +266,7 @@ async def test_an_operator_abort_is_carried_out_and_the_new_set_goes(
         async def new_removed() -> bool:
             return [r.state for k, r in (await instances(kv)).items() if ":2.0/" in k] == [SliceState.UNLOAD]
 
-        await wait_for(new_removed, "the canary instance removed")
+        await wait_until(new_removed, timeout=60, what="the canary instance removed")
         assert (await rollout(kv)).phase is RolloutPhase.ABORTED
         nursery.cancel_scope.cancel()
 
@@ -303,10 +310,10 @@ async def test_a_canary_step_is_judged_from_the_nodes_calls_per_version(
         )
         nursery.start_soon(leadership.run)
         nursery.start_soon(manager.run, leadership)
-        await wait_for(lambda: _eq(_len(instances(kv)), 2), "the first version placed")
+        await wait_until(lambda: _eq(_len(instances(kv)), 2), timeout=60, what="the first version placed")
         await set_state(kv, "1.0", SliceState.ACTIVE)
         await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=canary))
-        await wait_for(lambda: _eq(_len(instances(kv)), 3), "one canary instance")
+        await wait_until(lambda: _eq(_len(instances(kv)), 3), timeout=60, what="one canary instance")
         await set_state(kv, "2.0", SliceState.ACTIVE)
         outcome = RolloutPhase.ABORTED if failing else RolloutPhase.DEPLOYING
 
@@ -314,7 +321,7 @@ async def test_a_canary_step_is_judged_from_the_nodes_calls_per_version(
             found = await rollout(kv)
             return found is not None and found.phase is outcome and (failing or found.step == 1)
 
-        await wait_for(judged, f"the step judged: {outcome.value}")
+        await wait_until(judged, timeout=60, what=f"the step judged: {outcome.value}")
         record = await rollout(kv)
         if failing:
             assert record.reason.startswith("step 1 (50%): error rate 50.0% > stable 0.0% + 1.0%"), record
@@ -335,22 +342,22 @@ async def test_a_new_leader_carries_on_a_rollout_from_its_record(
     async with trio.open_nursery() as nursery:
         await lead(nursery, kv, "n1")
         await lead(nursery, other, "n2")
-        await wait_for(lambda: claimed_by(kv, "n1"), "n1's claim")
-        await wait_for(lambda: _eq(_len(instances(kv)), 2), "the first version placed")
+        await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="n1's claim")
+        await wait_until(lambda: _eq(_len(instances(kv)), 2), timeout=60, what="the first version placed")
         await set_state(kv, "1.0", SliceState.ACTIVE)
         await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=blue_green))
-        await wait_for(lambda: _eq(_len(instances(kv)), 4), "the new set placed by n1")
+        await wait_until(lambda: _eq(_len(instances(kv)), 4), timeout=60, what="the new set placed by n1")
         started = await rollout(kv)
         assert started is not None and started.phase is RolloutPhase.DEPLOYING
 
         kv.set_leader("n2")
-        await wait_for(lambda: claimed_by(kv, "n2"), "n2's claim")
+        await wait_until(lambda: claimed_by(kv, "n2"), timeout=60, what="n2's claim")
         await set_state(kv, "2.0", SliceState.ACTIVE)
 
         async def switched() -> bool:
             found = await rollout(kv)
             return found is not None and found.phase is RolloutPhase.SWITCHED
 
-        await wait_for(switched, "n2 switches the rollout n1 started")
+        await wait_until(switched, timeout=60, what="n2 switches the rollout n1 started")
         assert len(await instances(kv)) == 4  # neither leader placed a second new set
         nursery.cancel_scope.cancel()

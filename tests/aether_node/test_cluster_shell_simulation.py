@@ -933,6 +933,8 @@ async def _play(
             await cluster.start_node(node_id, node.capacity)
     if cluster.kv.leader is None:
         cluster.kv.set_leader(cluster.up()[0])
+    # (not support.wait_until: its pytest failure would reach hypothesis inside a BaseExceptionGroup,
+    # which it does not shrink; an AssertionError does)
     deadline = trio.current_time() + SETTLE
     wrong = await converged(cluster)
     while wrong and trio.current_time() < deadline:

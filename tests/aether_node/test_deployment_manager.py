@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import attrs
 import pytest
 import trio
-from shell_support import MISSING, FakeSliceStore, instances, register, wait_for
+from shell_support import MISSING, FakeSliceStore, instances, register
 from trio.testing import MockClock
 
 from aether_kv import LeaseNotFoundError, MemoryStore, OutcomeUnknownError, UnavailableError
@@ -19,6 +19,7 @@ from aether_node.core._policies import RestartPolicy
 from aether_node.core._records import SliceRecord, SliceState, decode_record, encode_record
 from aether_node.core._schema import ENDPOINTS, InstanceKey, endpoint_key
 from aether_node.runtime._deployment import NodeDeploymentManager
+from support import wait_until
 
 KEY = InstanceKey("n1", Coordinates.parse("org.example:echo:1.0"), 0)
 POLICY = RestartPolicy(max_restarts=3, window=60.0, initial=0.25, maximum=1.0)
@@ -44,7 +45,7 @@ class Node:
         async def there() -> bool:
             return await self.state(key) is state
 
-        await wait_for(there, f"{key.label} {state}")
+        await wait_until(there, timeout=60, what=f"{key.label} {state}")
 
     async def endpoints(self) -> list[str]:
         return [item.key for item in (await self.kv.range(ENDPOINTS)).kvs]
@@ -104,10 +105,10 @@ async def test_a_crashed_process_is_restarted_and_a_crash_loop_ends_failed(
         instance = node.store.get(KEY)
         return instance is not None and instance.alive and await node.state() is SliceState.ACTIVE
 
-    await wait_for(restarted, "the instance restarted")
+    await wait_until(restarted, timeout=60, what="the instance restarted")
     assert node.store.loads == 2
     for _ in range(POLICY.max_restarts - 1):  # the max_restarts-th death within the window ends it
-        await wait_for(restarted, "the instance running again")
+        await wait_until(restarted, timeout=60, what="the instance running again")
         node.store.crash(KEY)
     await node.reaches(SliceState.FAILED)
     record = (await instances(node.kv))[KEY.key]
@@ -156,7 +157,9 @@ async def test_after_a_restart_a_failure_of_the_run_before_is_forgotten_and_the_
             instance = node.store.get(other)
             return instance is not None and instance.alive and await node.state(other) is SliceState.ACTIVE
 
-        await wait_for(running_again, f"{other.label} running again")  # nothing ran after the restart
+        await wait_until(
+            running_again, timeout=60, what=f"{other.label} running again"
+        )  # nothing ran after the restart
         assert node.store.loads == 1  # only `other` ran: the FAILED one waits for the leader
         nursery.cancel_scope.cancel()
 
@@ -205,5 +208,5 @@ async def test_an_instance_whose_record_the_leader_deleted_is_stopped_and_withdr
     async def stopped() -> bool:
         return node.store.get(KEY) is None and not await node.endpoints()
 
-    await wait_for(stopped, "the instance stopped and its endpoints withdrawn")
+    await wait_until(stopped, timeout=60, what="the instance stopped and its endpoints withdrawn")
     assert await node.state() is None  # nothing was written back for the forgotten instance

@@ -25,6 +25,7 @@ from aether_node.runtime._instance_log import (
     read_tail,
     rotated,
 )
+from support import wait_until
 
 LINES = st.lists(
     st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"), max_size=30),
@@ -119,9 +120,13 @@ async def write_through(log: InstanceLog, script: str, *, kill_after: str | None
             command = [sys.executable, "-u", "-c", script]  # unbuffered: a write per print, as slices run
             process = await trio.lowlevel.open_process(command, stdout=own, stderr=own)
         if kill_after is not None:
-            with trio.fail_after(20):
-                while log.tail(1) != [kill_after]:
-                    await trio.sleep(0.01)
+            await wait_until(
+                lambda: log.tail(1),
+                until=lambda tail: tail == [kill_after],
+                timeout=20,
+                interval=0.01,
+                what=kill_after,
+            )
             process.send_signal(signal.SIGKILL)
         await process.wait()
     assert not fifo.exists()

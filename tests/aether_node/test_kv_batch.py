@@ -7,6 +7,7 @@ import trio
 
 from aether_kv import Compare, CompareOp, CompareTarget, Delete, KeyValue, LocalCluster, Put, open_client
 from aether_node.core._kv_batch import TxnBatcher, _Request, holds, pack
+from support import wait_until
 
 
 def _unchanged(key: str, revision: int) -> Compare:
@@ -100,9 +101,7 @@ async def test_a_stopped_batcher_fails_what_it_never_sent_and_then_lets_requests
 
             outer.start_soon(one)  # queued from outside the batcher's scope
             inner.cancel_scope.cancel()  # stopped before it could send anything
-        with trio.fail_after(5):
-            while not outcome:
-                await trio.sleep(0.01)
+        await wait_until(lambda: outcome, timeout=5, interval=0.01, what="the queued request's outcome")
     assert len(outcome) == 1 and (isinstance(outcome[0], UnavailableError) or (await kv.get("a")) is not None)
     with trio.fail_after(5):
         result = await batcher.txn([], [Put(key="b", value=b"2")])  # alone, now

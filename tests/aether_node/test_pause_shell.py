@@ -8,7 +8,7 @@ import attrs
 import pytest
 import test_handlers
 import trio
-from shell_support import apply, instances, register, wait_for
+from shell_support import apply, instances, register
 from trio.testing import MockClock
 
 from aether_kv import Event, EventKind, KeyValue, MemoryStore
@@ -21,6 +21,7 @@ from aether_node.core._records import PausedRollout, SliceState, encode_record
 from aether_node.core._schema import paused_key
 from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 from aether_node.observe._events import describe, needs_time
+from support import wait_until
 
 ECHO_ID = "org.example:echo"
 OLD, NEW = f"{ECHO_ID}:1.0", f"{ECHO_ID}:2.0"
@@ -90,7 +91,7 @@ async def test_the_leader_holds_a_paused_update_where_it_stands(
         async def two_old() -> bool:
             return await count(version=OLD) == 2
 
-        await wait_for(two_old, "two 1.0 instances")
+        await wait_until(two_old, timeout=60, what="two 1.0 instances")
         for key, record in (await instances(kv)).items():
             await kv.put(key, encode_record(attrs.evolve(record, state=SliceState.ACTIVE)))
         await kv.put(paused_key(ECHO_ID), encode_record(PausedRollout(since=trio.current_time())))
@@ -104,7 +105,7 @@ async def test_the_leader_holds_a_paused_update_where_it_stands(
         async def started() -> bool:
             return await count(version=NEW) >= 1
 
-        await wait_for(started, "the update going on")
+        await wait_until(started, timeout=60, what="the update going on")
         nursery.cancel_scope.cancel()
 
 

@@ -12,7 +12,7 @@ import attrs
 import pytest
 import test_handlers
 import trio
-from shell_support import apply, instances, register, wait_for
+from shell_support import apply, instances, register
 from trio.testing import MockClock
 
 from aether_kv import Event, EventKind, KeyValue, MemoryStore
@@ -39,6 +39,7 @@ from aether_node.core._schema import (
     lost_node_key,
 )
 from aether_node.observe._events import describe, needs_time
+from support import wait_until
 
 ECHO = "org.example:echo:1.0"
 
@@ -84,7 +85,7 @@ async def settled(kv: MemoryStore) -> AsyncIterator[tuple[MemoryStore, trio.Nurs
         async def placed() -> bool:
             return len(await instances(kv)) == 3
 
-        await wait_for(placed, "three instances")
+        await wait_until(placed, timeout=60, what="three instances")
         await running(kv)
         yield kv, nursery, leases
         nursery.cancel_scope.cancel()
@@ -100,7 +101,7 @@ async def test_a_lost_node_is_recorded_its_records_kept_and_forgotten_when_it_is
     async def recorded() -> bool:
         return await kv.get(lost_node_key("n3")) is not None
 
-    await wait_for(recorded, "the lost node's record")
+    await wait_until(recorded, timeout=60, what="the lost node's record")
     found = await kv.get(lost_node_key("n3"))
     assert found is not None
     record = decode_record(found.key, found.value, LostNodeRecord)
@@ -113,7 +114,7 @@ async def test_a_lost_node_is_recorded_its_records_kept_and_forgotten_when_it_is
     async def forgotten() -> bool:
         return await kv.get(lost_node_key("n3")) is None
 
-    await wait_for(forgotten, "the lost node's record deleted")
+    await wait_until(forgotten, timeout=60, what="the lost node's record deleted")
     await trio.sleep(60)  # past the delay: it is live, so nothing is replaced
     assert await on(kv, "n3") == kept and len(await instances(kv)) == 3
 
@@ -127,18 +128,18 @@ async def test_after_the_delay_or_a_rebalance_the_instances_are_replaced(
     async def recorded() -> bool:
         return await kv.get(lost_node_key("n3")) is not None
 
-    await wait_for(recorded, "the lost node's record")
+    await wait_until(recorded, timeout=60, what="the lost node's record")
     await kv.put(REBALANCE_KEY, encode_record(RebalanceRequest(requested_at=trio.current_time())))
 
     async def replaced() -> bool:
         return not await on(kv, "n3") and len(await instances(kv)) == 3
 
-    await wait_for(replaced, "n3's instance replaced on n1 or n2", timeout=10)  # far within the delay
+    await wait_until(replaced, timeout=10, what="n3's instance replaced on n1 or n2")  # far within the delay
 
     async def forgotten() -> bool:
         return await kv.get(lost_node_key("n3")) is None
 
-    await wait_for(forgotten, "the lost node's record deleted")
+    await wait_until(forgotten, timeout=60, what="the lost node's record deleted")
 
 
 # ---------------------------------------------------------------------------- the management API

@@ -44,9 +44,10 @@ import trio
 from aether_node.dev import LocalNodeCluster, plan_cluster, wait_until_ready
 from support import REPO as REPO  # re-exported for the tests
 from support import SAMPLE_SLICES as SAMPLE_SLICES
-from support import processes_under, wait_until_sync
+from support import kill_processes_under, processes_under, wait_until_sync
 
 wait_until = wait_until_sync  # the CLI tests wait outside trio
+kill_processes_of = kill_processes_under  # SIGKILL every process of a directory, until none is left
 # A cluster's ports are chosen free (bound to port 0, then released) before its nodes bind them: another
 # test worker may take one in between, so a start that fails on a taken port is tried again.
 PORT_ATTEMPTS = 3
@@ -273,17 +274,6 @@ def end_cluster(local: LocalNodeCluster) -> None:
         process.wait()
     local.processes.clear()
     kill_processes_of(local.directory)
-
-
-def kill_processes_of(directory: Path, *, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (leftovers := processes_of(directory)) and time.monotonic() < deadline:
-        for pid, _ in leftovers:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
-    if leftovers:
-        raise RuntimeError(f"processes of {directory} survived SIGKILL: {leftovers}")
 
 
 def processes_of(directory: Path) -> list[tuple[int, str]]:

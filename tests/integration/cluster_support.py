@@ -53,6 +53,7 @@ from aether_node import Strategy as Strategy
 from aether_node.dev import LocalNodeCluster, plan_cluster, wait_until_ready
 from support import REPO as REPO  # re-exported for the tests
 from support import build_index as build_index  # re-exported for the benchmarks
+from support import wait_until
 
 ECHO_ID = "org.aether:echo"
 ECHO = "org.aether:echo:1.0.0"
@@ -90,13 +91,7 @@ def end_cluster(cluster: LocalNodeCluster) -> None:
     for process in cluster.processes.values():
         process.wait()
     cluster.processes.clear()
-    deadline = time.monotonic() + 10
-    while (leftovers := processes_under(cluster.directory)) and time.monotonic() < deadline:
-        for pid in leftovers:
-            _kill(pid)
-        time.sleep(0.05)
-    if leftovers:
-        raise RuntimeError(f"processes of {cluster.directory} survived SIGKILL: {leftovers}")
+    support.kill_processes_under(cluster.directory)
 
 
 _TMP_DIRS: dict[Path, Path] = {}  # cluster directory → TMPDIR of its nodes
@@ -196,15 +191,21 @@ async def kv_of(cluster: LocalNodeCluster, request_timeout: float = 10.0) -> Asy
 async def leader_node_id(cluster: LocalNodeCluster, kv: KVClient, *, timeout: float = 10.0) -> str:
     """The node whose KV replica is the Raft leader (it runs the ClusterDeploymentManager)."""
     raft_to_node = {n.raft: n.node_id for n in cluster.nodes if n.raft}
-    leader = None
-    with trio.move_on_after(timeout):
-        while True:
-            with contextlib.suppress(KVError):
-                leader = (await kv.status()).leader
-                if leader in raft_to_node:
-                    return raft_to_node[leader]
-            await trio.sleep(0.05)
-    pytest.fail(f"no Raft leader among {raft_to_node} after {timeout:g} s (last: {leader!r})")
+
+    async def leader() -> str | KVError | None:
+        try:
+            return (await kv.status()).leader
+        except KVError as error:
+            return error
+
+    found = await wait_until(
+        leader,
+        until=lambda seen: seen in raft_to_node,
+        timeout=timeout,
+        what=f"a Raft leader among {raft_to_node}",
+    )
+    assert isinstance(found, str)
+    return raft_to_node[found]
 
 
 async def reconcile_passes(cluster: LocalNodeCluster, node_id: str) -> float:
@@ -226,13 +227,14 @@ async def wait_for_reconcile_passes(
     ("nothing else is placed") counts the leader's work, not seconds."""
     leader = await leader_node_id(cluster, kv)
     before = await reconcile_passes(cluster, leader)
-    now = before
-    with trio.move_on_after(timeout):
-        while now < before + passes:
-            await trio.sleep(0.1)
-            now = await reconcile_passes(cluster, leader)
-        return
-    pytest.fail(f"{leader} ran {now - before:g} reconcile passes in {timeout:g} s, not {passes}")
+    await wait_until(
+        lambda: reconcile_passes(cluster, leader),
+        until=lambda now: now >= before + passes,
+        timeout=timeout,
+        interval=0.1,
+        what=f"{leader} to run {passes} reconcile passes",
+        describe=lambda now: f"{now - before:g} passes",
+    )
 
 
 # ---------------------------------------------------------------- blueprints
@@ -306,19 +308,36 @@ async def poll(
 ) -> tuple[bool, list[Instance], str]:
     """Poll the slice records until `condition(records)` holds or `timeout` s passed: (held, the records
     seen last, the last KV error if any)."""
-    last: list[Instance] = []
-    error = ""
-    with trio.move_on_after(timeout):
-        while True:
-            try:
-                last = await instances(kv, artifact_id)
-            except KVError as e:  # mid-failover: try again
-                error = e.message
-            else:
-                if condition(last):
-                    return True, last, error
-            await trio.sleep(interval)
-    return False, last, error
+    probe = _RecordsProbe(kv, artifact_id)
+    try:
+        await wait_until(
+            probe,
+            until=lambda found: found is not None and condition(found),
+            timeout=timeout,
+            interval=interval,
+            what="the records",
+        )
+    except pytest.fail.Exception:  # the caller judges a timeout
+        return False, probe.last, probe.error
+    return True, probe.last, probe.error
+
+
+@attrs.define
+class _RecordsProbe:
+    """The slice records (None on a KV error: mid-failover, try again), keeping the last of each."""
+
+    kv: KVClient
+    artifact_id: str | None
+    last: list[Instance] = attrs.field(factory=list)
+    error: str = ""
+
+    async def __call__(self) -> list[Instance] | None:
+        try:
+            self.last = await instances(self.kv, self.artifact_id)
+        except KVError as e:
+            self.error = e.message
+            return None
+        return self.last
 
 
 async def wait_for(
@@ -528,9 +547,14 @@ class Callers:
     async def made(self, calls: int, *, timeout: float = 30.0) -> None:
         """Wait until `calls` more calls have completed (load phases are counted in calls, not seconds)."""
         target = len(self.results) + calls
-        with trio.fail_after(timeout):
-            while len(self.results) < target:
-                await trio.sleep(0.01)
+        await wait_until(
+            lambda: len(self.results),
+            until=lambda count: count >= target,
+            timeout=timeout,
+            interval=0.01,
+            what=f"{calls} more calls",
+            describe=lambda count: f"{count - target + calls} made; {self.summary()}",
+        )
 
     @property
     def failures(self) -> list[CallResult]:

@@ -43,7 +43,7 @@ import uv
 
 from aether_kv import Event, KVClient, open_client
 from aether_node import Coordinates, SliceRecord, SliceState, decode_record, encode_record
-from support import ProcInfo, live_processes
+from support import ProcInfo, kill_processes_under, live_processes, wait_until, wait_until_sync
 
 ECHO = "org.aether:echo:1.0.0"
 COUNTER = "org.aether:counter:1.0.0"
@@ -287,13 +287,21 @@ class NodeProcess:
         """Start the node and wait until it says it is ready (its ingress is then listening)."""
         self.spawn()
         ready = f"aether-node {self.node_id} ready"
-        deadline = time.monotonic() + timeout
-        while ready not in self.log():
-            if self.process is not None and self.process.poll() is not None:
-                pytest.fail(f"aether-node exited with {self.process.returncode} at start:\n{self.log_tail()}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"aether-node not ready after {timeout:g} s:\n{self.log_tail()}")
-            time.sleep(0.05)
+
+        def is_ready() -> bool:
+            if ready in self.log():
+                return True
+            if (code := self.returncode()) is not None:
+                pytest.fail(f"aether-node exited with {code} at start:\n{self.log_tail()}")
+            return False
+
+        wait_until_sync(
+            is_ready,
+            timeout=timeout,
+            interval=0.05,
+            what=ready,
+            describe=lambda _: f"its log:\n{self.log_tail()}",
+        )
         return self
 
     def log(self) -> str:
@@ -317,12 +325,16 @@ class NodeProcess:
     def returncode(self) -> int | None:
         return None if self.process is None else self.process.poll()
 
-    async def wait_exit(self, timeout: float) -> int | None:
-        """The exit code, or None if the process still runs after `timeout` s."""
-        with trio.move_on_after(timeout):
-            while self.returncode() is None:
-                await trio.sleep(0.05)
-        return self.returncode()
+    async def wait_exit(self, timeout: float) -> int:
+        """The exit code, once the process has exited; fails if it still runs after `timeout` s."""
+
+        return await wait_until(
+            self.returncode,
+            until=lambda found: found is not None,
+            timeout=timeout,
+            what=f"{self.node_id} to exit",
+            describe=lambda _: f"still running; its log:\n{self.log_tail()}",
+        )
 
     def kill(self) -> None:
         """SIGKILL the node and reap it (its children die with it; see `cleanup` for stragglers)."""
@@ -334,13 +346,7 @@ class NodeProcess:
     def cleanup(self) -> None:
         """End the node and every process of its data dir, whatever state they are in."""
         self.kill()
-        for _ in range(50):
-            leftovers = slice_hosts(self.data_dir) + kv_replicas(self.data_dir)
-            if not leftovers:
-                break
-            for process in leftovers:
-                kill_pid(process.pid)
-            time.sleep(0.05)
+        kill_processes_under(self.data_dir)
         if self.tmp_dir is not None:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
@@ -377,11 +383,21 @@ class KVReplicaProcess:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, preexec_fn=die_with_parent
             )
-        deadline = time.monotonic() + timeout
-        while "ready" not in self.log_path.read_text(errors="replace"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"aether-kv serve did not start:\n{self.log_path.read_text(errors='replace')}")
-            time.sleep(0.05)
+        process = self.process
+
+        def is_ready() -> bool:
+            log = self.log_path.read_text(errors="replace")
+            if "ready" not in log and process.poll() is not None:
+                pytest.fail(f"aether-kv serve exited with {process.returncode} at start:\n{log}")
+            return "ready" in log
+
+        wait_until_sync(
+            is_ready,
+            timeout=timeout,
+            interval=0.05,
+            what="aether-kv serve ready",
+            describe=lambda _: f"its log:\n{self.log_path.read_text(errors='replace')}",
+        )
         return self
 
     def stop(self) -> None:
@@ -464,31 +480,30 @@ async def wait_for_state(
     """Poll `key` until its record is in `state` (written after revision `since`); fail at the deadline,
     or at once on an `unexpected` state, with the last record seen."""
     wanted = SliceState(state)
-    last: SliceRecord | None = None
-    with trio.move_on_after(timeout):
-        while True:
-            found = await kv.get(key)
-            if found is not None and found.mod_revision <= since:
-                await trio.sleep(0.05)
-                continue
-            last = None if found is None else decode_record(key, found.value, SliceRecord)
-            if last is not None and last.state is wanted:
-                return last
-            if last is not None and last.state in unexpected and wanted not in unexpected:
-                pytest.fail(f"{key}: reached {last.state} while waiting for {wanted}: {last.reason!r}")
-            await trio.sleep(0.05)
-    pytest.fail(f"{key}: not {wanted} after {timeout:g} s; last seen: {last!r}")
+
+    async def record() -> SliceRecord | None:
+        found = await kv.get(key)
+        if found is None or found.mod_revision <= since:
+            return None
+        seen = decode_record(key, found.value, SliceRecord)
+        if seen.state in unexpected and wanted not in unexpected:
+            pytest.fail(f"{key}: reached {seen.state} while waiting for {wanted}: {seen.reason!r}")
+        return seen
+
+    found = await wait_until(
+        record,
+        until=lambda seen: seen is not None and seen.state is wanted,
+        timeout=timeout,
+        what=f"{key} {wanted}",
+    )
+    assert found is not None
+    return found
 
 
 async def wait_for_deleted(kv: KVClient, key: str, timeout: float) -> None:
-    last: SliceRecord | None = None
-    with trio.move_on_after(timeout):
-        while True:
-            last = await read_record(kv, key)
-            if last is None:
-                return
-            await trio.sleep(0.05)
-    pytest.fail(f"{key}: still there after {timeout:g} s; last seen: {last!r}")
+    await wait_until(
+        lambda: read_record(kv, key), until=lambda seen: seen is None, timeout=timeout, what=f"{key} deleted"
+    )
 
 
 async def activate(
@@ -526,15 +541,23 @@ async def wait_for_active_instance(
 ) -> int:
     """The instance number of an ACTIVE instance of `coordinates` on `node_id` (ACTIVE written after
     revision `since`); fails at the deadline with the node's slice records."""
-    with trio.move_on_after(timeout):
-        while True:
-            found = await active_instances(kv, node_id, coordinates, since=since)
-            if found:
-                return found[0]
-            await trio.sleep(0.05)
-    listing = await kv.range(f"slices/{node_id}/")
-    seen = {item.key: item.value.decode(errors="replace") for item in listing.kvs}
-    pytest.fail(f"no ACTIVE instance of {coordinates} on {node_id} after {timeout:g} s; records: {seen}")
+
+    async def records() -> dict[str, str]:  # the node's, which the failure shows
+        listing = await kv.range(f"slices/{node_id}/")
+        return {item.key: item.value.decode(errors="replace") for item in listing.kvs}
+
+    async def found() -> list[int] | dict[str, str]:
+        return await active_instances(kv, node_id, coordinates, since=since) or await records()
+
+    first = await wait_until(
+        found,
+        until=lambda seen: isinstance(seen, list),
+        timeout=timeout,
+        what=f"an ACTIVE instance of {coordinates} on {node_id}",
+        describe=lambda seen: f"records: {seen}",
+    )
+    assert isinstance(first, list)
+    return first[0]
 
 
 async def endpoint_keys(kv: KVClient, coordinates: str) -> list[str]:

@@ -8,6 +8,7 @@ slice gets no decision, even one its bounds would force, until it is resumed.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -24,6 +25,7 @@ import trio
 from cluster_support import REPO, exactly_active, kv_of, leader_node_id, running_cluster, wait_for
 
 from aether_node.client import ApiClient, ApiError, AutoscaleStatus, ClusterEvent
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
@@ -53,29 +55,40 @@ async def until(
     client: ApiClient, check: Callable[[AutoscaleStatus], bool], *, timeout: float, what: str
 ) -> AutoscaleStatus:
     """The slice's autoscale status once `check` holds (fails after `timeout` with the last status)."""
-    status = None
-    with trio.move_on_after(timeout):
-        while True:
-            (status,) = await in_thread(client.autoscale_status, BUSY_ID)
-            if check(status):
-                return status
-            await trio.sleep(0.3)
-    messages = [d.message for d in status.decisions] if status else []
-    pytest.fail(f"{what}: not within {timeout:g} s; last decisions: {messages}")
+
+    async def status() -> AutoscaleStatus:
+        (found,) = await in_thread(client.autoscale_status, BUSY_ID)
+        return found
+
+    return await wait_until(
+        status,
+        until=check,
+        timeout=timeout,
+        interval=0.3,
+        what=what,
+        describe=lambda found: f"decisions {[d.message for d in found.decisions]}",
+    )
 
 
 async def serving_api(cluster: Any, *, timeout: float = 30.0) -> None:
     """Until every node's management API answers (a node registers before its API listens)."""
     async with httpx.AsyncClient(timeout=5) as http:
+
+        async def health(url: str) -> int | httpx.TransportError:
+            try:
+                return (await http.get(url)).status_code
+            except httpx.TransportError as error:
+                return error
+
         for node in cluster.nodes:
-            with trio.fail_after(timeout):
-                while True:
-                    try:
-                        if (await http.get(f"http://{node.management}/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await trio.sleep(0.1)
+            url = f"http://{node.management}/healthz"
+            await wait_until(
+                functools.partial(health, url),
+                until=lambda answer: answer == 200,
+                timeout=timeout,
+                interval=0.1,
+                what=url,
+            )
 
 
 def decisions(client: ApiClient) -> list[ClusterEvent]:

@@ -42,6 +42,7 @@ from cluster_support import (
 
 from aether_node import EndpointRecord, SliceState
 from aether_node.dev import wait_until_ready
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,14 +62,6 @@ def on_nodes(node_ids: set[str], count: int) -> object:
         )
 
     return check
-
-
-async def wait_gone(directory: Path, timeout: float) -> list[int]:
-    """Until no process runs from `directory` (a killed node's replica and slice hosts); the survivors."""
-    with trio.move_on_after(timeout):
-        while processes_under(directory):
-            await trio.sleep(0.05)
-    return processes_under(directory)
 
 
 @pytest.mark.long
@@ -133,8 +126,12 @@ async def test_join_rebalances_then_a_follower_dies(sample_index: Path, tmp_path
             f"{callers.summary()}; failures at +" + ", ".join(f"{r.at - killed_at:.2f}s" for r in failed[:20])
         )
         print(report)
-        left = await wait_gone(Path(cluster.plan(victim).data_dir), 5)
-        assert not left, f"processes of the killed node {victim} outlived it: {left}"
+        await wait_until(  # its replica and slice hosts
+            lambda: processes_under(Path(cluster.plan(victim).data_dir)),
+            until=lambda left: not left,
+            timeout=5,
+            what=f"the processes of the killed node {victim} to end with it",
+        )
         published = await all_endpoints(kv, ECHO_ID)
         assert {e.node_id for e in published.values()} <= survivors, sorted(published)
         assert len(published) == 6 * 2, sorted(published)
@@ -201,9 +198,12 @@ async def _leader_kill(directory: Path, index: Path) -> LeaderKill:
             await callers.made(50)
             await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=6))
             # Kill the leader as soon as its first new record shows: it is in the middle of the work.
-            with trio.move_on_after(10):
-                while not any(n > 3 for _, n, _ in watcher.keys_seen):
-                    await trio.sleep(0.002)
+            await wait_until(
+                lambda: any(n > 3 for _, n, _ in watcher.keys_seen),
+                timeout=10,
+                interval=0.002,
+                what="the leader's first new record",
+            )
             mid_way = sorted(watcher.records.values())
             killed_at = time.monotonic()
             cluster.kill(leader, signal.SIGKILL)

@@ -15,6 +15,7 @@ from cluster_support import ECHO, SliceSpec, kv_of, logs, put_blueprint, running
 
 from aether_node.client import ApiClient, ClusterStatus
 from aether_node.dev import LocalNodeCluster
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
@@ -24,23 +25,30 @@ SETTLE = 90.0
 async def status_until(
     api: ApiClient, holds: Callable[[ClusterStatus], bool], what: str, cluster: object
 ) -> ClusterStatus:
-    last = None
-    with trio.move_on_after(SETTLE):
-        while True:
-            try:
-                last = await trio.to_thread.run_sync(api.cluster_status)
-            except Exception as error:  # a node on its way down or up
-                last = error
-            if isinstance(last, ClusterStatus) and holds(last):
-                return last
-            await trio.sleep(0.2)
-    try:
-        events = [e.message for e in api.events(40, kind=["node_joined", "node_left", "node_lost"])]
-    except Exception as error:
-        events = [repr(error)]
-    pytest.fail(  # type: ignore[arg-type]
-        f"{what}: not after {SETTLE:g} s; last status: {last}\nnode events: {events}\n{logs(cluster)}"  # type: ignore[arg-type]
+
+    async def status() -> ClusterStatus | Exception:
+        try:
+            return await trio.to_thread.run_sync(api.cluster_status)
+        except Exception as error:  # a node on its way down or up
+            return error
+
+    def describe(last: ClusterStatus | Exception) -> str:
+        try:
+            events = [e.message for e in api.events(40, kind=["node_joined", "node_left", "node_lost"])]
+        except Exception as error:
+            events = [repr(error)]
+        return f"{last}\nnode events: {events}\n{logs(cluster)}"  # type: ignore[arg-type]
+
+    found = await wait_until(
+        status,
+        until=lambda last: isinstance(last, ClusterStatus) and holds(last),
+        timeout=SETTLE,
+        interval=0.2,
+        what=what,
+        describe=describe,
     )
+    assert isinstance(found, ClusterStatus)
+    return found
 
 
 async def restart(cluster: LocalNodeCluster, node_id: str) -> None:
@@ -50,11 +58,13 @@ async def restart(cluster: LocalNodeCluster, node_id: str) -> None:
     ready = f"node {node_id} ready"
     before = log.read_text().count(ready)
     start_node(cluster, node_id)
-    with trio.move_on_after(SETTLE):
-        while log.read_text().count(ready) == before:
-            await trio.sleep(0.1)
-        return
-    pytest.fail(f"{node_id} did not start again within {SETTLE:g} s:\n{cluster.log_tail(node_id)}")
+    await wait_until(
+        lambda: log.read_text().count(ready) > before,
+        timeout=SETTLE,
+        interval=0.1,
+        what=f"{node_id} to start again",
+        describe=lambda _: f"its log:\n{cluster.log_tail(node_id)}",
+    )
 
 
 async def test_health_names_a_missing_node_until_it_is_back(tmp_path: Path, sample_index: Path) -> None:

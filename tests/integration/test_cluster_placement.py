@@ -50,6 +50,7 @@ from cluster_support import (
 from aether_kv import KVClient
 from aether_node import SliceRecord, SliceState, encode_record
 from aether_node.dev import LocalNodeCluster
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,9 +73,13 @@ async def kv(cluster: LocalNodeCluster) -> AsyncIterator[KVClient]:
         for item in (await client.range("blueprints/")).kvs:
             await client.delete(item.key)
         await wait_for(client, lambda found: not found, timeout=30, what="no slice record left")
-        with trio.fail_after(10):
-            while (await client.range("endpoints/", linearizable=True)).kvs:
-                await trio.sleep(0.05)
+        await wait_until(
+            lambda: client.range("endpoints/", linearizable=True),
+            until=lambda listing: not listing.kvs,
+            timeout=10,
+            what="no endpoint left",
+            describe=lambda listing: [item.key for item in listing.kvs],
+        )
 
 
 def numbers(found: list) -> list[int]:
@@ -110,10 +115,14 @@ async def test_spread_one_per_node_and_reports_what_does_not_fit(
     async with background(watcher):
         await put_blueprint(kv, "spread", SliceSpec(**{**_fields(spec), "instances": 4}))
         expected = "1 of 4 instances of org.aether:echo:1.0.0 fit on no live node"
-        with trio.move_on_after(15):
-            while expected not in await leader_log(cluster, kv):
-                await trio.sleep(0.1)
-        log = await leader_log(cluster, kv)
+        log = await wait_until(
+            lambda: leader_log(cluster, kv),
+            until=lambda log: expected in log,
+            timeout=15,
+            interval=0.1,
+            what="the leader to report the unplaced instance",
+            describe=lambda log: log[-3000:],
+        )
         assert expected in log, f"the leader did not report the unplaced instance:\n{log[-3000:]}"
         await wait_for_reconcile_passes(cluster, kv, 3)  # nothing else must be placed meanwhile
     found = await instances(kv, ECHO_ID)
@@ -238,7 +247,7 @@ async def _rollout(cluster: LocalNodeCluster) -> Rollout:
         callers = Callers([n.ingress for n in cluster.nodes], ECHO_ID, "echo", concurrency=4)
         watcher = Watcher(kv, ECHO_ID)
         async with background(watcher, callers):
-            await trio.sleep(0.3)
+            await callers.made(20)  # calls going before the rollout starts
             await put_blueprint(kv, "roll", SliceSpec(artifact=ECHO_11, instances=3))
             found = await wait_for(
                 kv, exactly_active(3, ECHO_11), timeout=SETTLE, what="3 ACTIVE of 1.1.0 only", cluster=cluster
@@ -345,10 +354,13 @@ async def test_deleted_blueprint_unloads_everything(cluster: LocalNodeCluster, k
 
     await delete_blueprint(kv, "doomed")
     await wait_for(kv, lambda found: not found, timeout=30, what="every record gone", cluster=cluster)
-    with trio.move_on_after(10):
-        while await all_endpoints(kv, ECHO_ID):
-            await trio.sleep(0.05)
-    left = await all_endpoints(kv, ECHO_ID)
+    left = await wait_until(
+        lambda: all_endpoints(kv, ECHO_ID),
+        until=lambda left: not left,
+        timeout=10,
+        what="no endpoint left after the blueprint was deleted",
+        describe=sorted,
+    )
     assert not left, f"endpoints left after the blueprint was deleted: {sorted(left)}"
     async with httpx.AsyncClient(timeout=10) as http:
         for node in cluster.nodes:

@@ -53,6 +53,7 @@ from node_support import (
 from aether_node import SliceState
 from aether_node.client import ApiClient, BlueprintStatus
 from aether_node.dev import LocalNodeCluster, wait_until_ready
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,12 +85,18 @@ async def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why(
                 artifact_id=ECHO_ID,
                 cluster=cluster,
             )
-            problem = ""
-            with trio.move_on_after(30):
-                while "fit on no live node" not in problem:
-                    (status,) = (await blueprint_status(cluster, "rollout")).slices
-                    problem = status.problem
-                    await trio.sleep(0.1)
+
+            async def problem_now() -> str:
+                (status,) = (await blueprint_status(cluster, "rollout")).slices
+                return status.problem
+
+            problem = await wait_until(
+                problem_now,
+                until=lambda problem: "fit on no live node" in problem,
+                timeout=30,
+                interval=0.1,
+                what="the stuck upgrade's problem",
+            )
             # the leader has planned on that view (before the fix: UNLOAD of both 1.0.0, "replaced by
             # version 9.9.9"); calls keep being answered by the old version
             await callers.made(50, timeout=60)
@@ -108,9 +115,13 @@ async def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why(
             await callers.made(20, timeout=60)
         assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
         assert callers.failures == [], callers.summary()
-        with trio.move_on_after(30):
-            while (await blueprint_status(cluster, "rollout")).slices[0].problem:
-                await trio.sleep(0.1)
+        await wait_until(
+            lambda: blueprint_status(cluster, "rollout"),
+            until=lambda status: not status.slices[0].problem,
+            timeout=30,
+            interval=0.1,
+            what="the problem cleared",
+        )
         assert (await blueprint_status(cluster, "rollout")).slices[0].problem == ""
 
 

@@ -25,7 +25,7 @@ from aether_kv import (
     wait_until_ready,
 )
 from linearizability import Operation, check_linearizable
-from support import leader_id
+from support import leader_id, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +77,13 @@ async def _client_loop(
 
 async def _completed(history: list[Operation], count: int, timeout: float = 60.0) -> None:
     """Phases are counted in recorded calls, not seconds."""
-    with trio.fail_after(timeout):
-        while len(history) < count:
-            await trio.sleep(0.01)
+    await wait_until(
+        lambda: len(history),
+        until=lambda done: done >= count,
+        timeout=timeout,
+        interval=0.01,
+        what=f"{count} calls",
+    )
 
 
 def _op(client, kind, key, value, expected, invoked, returned, result, unknown) -> Operation:  # type: ignore[no-untyped-def]

@@ -115,11 +115,15 @@ async def test_a_stranger_on_the_raft_port_cannot_starve_a_replica(kv_cluster: L
                 dropped = dropped or _blast(hostile, junk)
                 await client.put(f"through-{target}/{writes}", b"x")  # each write must succeed
                 writes += 1
-            # The silent one outlives nothing but the authentication deadline (10 s); writes go on.
-            while not _is_dropped(silent):
-                await client.put(f"through-{target}/{writes}", b"x")
-                writes += 1
-                await trio.sleep(0.05)
+
+        async def write_then_dropped() -> bool:
+            nonlocal writes
+            await client.put(f"through-{target}/{writes}", b"x")
+            writes += 1
+            return _is_dropped(silent)
+
+        # The silent one outlives nothing but the authentication deadline (10 s); writes go on.
+        await wait_until(write_then_dropped, timeout=60, what="the silent connection dropped")
         assert len((await client.range(f"through-{target}/", linearizable=True)).kvs) == writes
     hostile.close()
     silent.close()

@@ -14,6 +14,8 @@ from cli_support import ECHO, CliCluster, cli_cluster
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_support import blueprint_toml, http_client, mcp_service, structured, text
 
+from support import wait_until
+
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
 
@@ -33,12 +35,13 @@ async def test_a_dead_node_is_failed_over_and_notifications_go_on(cluster: CliCl
                 cluster.local.kill(first, signal.SIGKILL)
 
                 # the next call goes to another node; the cluster still has a quorum (2 of 3)
-                with trio.fail_after(60):
-                    while True:
-                        result = await client.call_tool("cluster_status", {})
-                        if not result.is_error and structured(result)["has_quorum"]:
-                            break
-                        await trio.sleep(0.25)
+                await wait_until(
+                    lambda: client.call_tool("cluster_status", {}),
+                    until=lambda result: not result.is_error and structured(result)["has_quorum"],
+                    timeout=60,
+                    interval=0.25,
+                    what="a quorum, through another node",
+                )
 
                 toml = blueprint_toml("mcp-fault", (ECHO, 1))
                 applied = await client.call_tool("blueprint_apply", {"toml": toml})
@@ -48,13 +51,10 @@ async def test_a_dead_node_is_failed_over_and_notifications_go_on(cluster: CliCl
                         if isinstance(event, ResourceUpdated) and event.uri == uri:
                             break
             # and the blueprint lands on the nodes that live
-            status: dict[str, Any] = {}
-            with trio.move_on_after(90):
-                while True:
-                    status = structured(await client.call_tool("blueprint_status", {"name": "mcp-fault"}))
-                    active = [i for i in status["slices"][0]["instances"] if i["state"] == "ACTIVE"]
-                    if active:
-                        assert first not in {i["node_id"] for i in active}, status
-                        return
-                    await trio.sleep(0.25)
-            pytest.fail(f"mcp-fault never became ACTIVE: {status}")
+
+            async def active() -> list[dict[str, Any]]:
+                status = structured(await client.call_tool("blueprint_status", {"name": "mcp-fault"}))
+                return [i for i in status["slices"][0]["instances"] if i["state"] == "ACTIVE"]
+
+            found = await wait_until(active, timeout=90, interval=0.25, what="mcp-fault ACTIVE")
+            assert first not in {i["node_id"] for i in found}, found

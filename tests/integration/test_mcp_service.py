@@ -30,6 +30,7 @@ from mcp_support import (
 )
 
 from aether_mcp import TOOLS
+from support import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -42,14 +43,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, sample_index: Path) -> Ite
 
 async def converge(client: Client, name: str, *, timeout: float = 90.0) -> dict[str, Any]:
     """Follow a blueprint to ACTIVE through the `blueprint_status` tool, as an agent would."""
-    last: Any = None
-    with trio.move_on_after(timeout):
-        while True:
-            last = structured(await client.call_tool("blueprint_status", {"name": name}))
-            if all(s["active"] == s["desired"] for s in last["slices"]):
-                return last
-            await trio.sleep(0.25)
-    pytest.fail(f"blueprint {name} did not converge within {timeout:g} s; last status: {last}")
+
+    async def status() -> dict[str, Any]:
+        return structured(await client.call_tool("blueprint_status", {"name": name}))
+
+    return await wait_until(
+        status,
+        until=lambda last: all(s["active"] == s["desired"] for s in last["slices"]),
+        timeout=timeout,
+        interval=0.25,
+        what=f"blueprint {name} to converge",
+    )
 
 
 async def apply(client: Client, name: str, *slices: tuple[str, int]) -> dict[str, Any]:
@@ -63,15 +67,15 @@ async def delete_quietly(client: Client, name: str) -> None:
 
 async def call_until_admitted(client: Client, *, timeout: float) -> Any:
     """Call `cluster_status` until the service lets this agent in; the last refusal on timeout."""
-    last = None
-    with trio.move_on_after(timeout):
-        while True:
-            result = await client.call_tool("cluster_status", {})
-            if not result.is_error:
-                return structured(result)
-            last = text(result)
-            await trio.sleep(0.2)
-    pytest.fail(f"still refused after {timeout:g} s: {last}")
+    result = await wait_until(
+        lambda: client.call_tool("cluster_status", {}),
+        until=lambda result: not result.is_error,
+        timeout=timeout,
+        interval=0.2,
+        what="the service to let this agent in",
+        describe=text,
+    )
+    return structured(result)
 
 
 # ---------------------------------------------------------------- what an agent sees
@@ -232,9 +236,7 @@ async def test_an_agent_of_the_older_protocol_subscribes_per_resource(cluster: C
             toml = blueprint_toml("mcp-legacy", (ECHO, 1))
             try:
                 assert not (await client.call_tool("blueprint_apply", {"toml": toml})).is_error
-                with trio.fail_after(30):
-                    while uri not in seen:
-                        await trio.sleep(0.05)
+                await wait_until(lambda: uri in seen, timeout=30, what=f"an update of {uri}")
             finally:
                 await delete_quietly(client, "mcp-legacy")
         async with stdio_client(stdio_server(cluster.urls), "next") as following:

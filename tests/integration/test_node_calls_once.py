@@ -68,13 +68,19 @@ async def wait_known(node: NodeProcess, instances: int) -> None:
         return "record" in response.text
 
     await wait_until(known, timeout=30, what=f"{node.node_id} to learn faulty's endpoints")
-    with trio.fail_after(30):  # the table holds whole KV revisions: all of them, once one is there
-        while True:
-            async with kv_client(node) as client:
-                listing = await client.range(f"endpoints/{FAULTY}/record:")
-            if len(listing.kvs) == instances:
-                return
-            await trio.sleep(0.1)
+
+    async def records() -> int:
+        async with kv_client(node) as client:
+            return len((await client.range(f"endpoints/{FAULTY}/record:")).kvs)
+
+    # the table holds whole KV revisions: all of them, once one is there
+    await wait_until(
+        records,
+        until=lambda found: found == instances,
+        timeout=30,
+        interval=0.1,
+        what=f"{instances} endpoints",
+    )
 
 
 async def test_a_remote_call_that_times_out_runs_once_and_answers_the_remotes_504(

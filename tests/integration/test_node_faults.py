@@ -386,7 +386,8 @@ async def _sigterm_run(node: NodeProcess, state_file: Path) -> SigtermRun:
             started = trio.current_time()
             node.signal(signal.SIGTERM)
             # Until the exit; past the deadline (plus a little, so that a slow stop is told apart from
-            # one that never runs the stop hook) the node is killed.
+            # one that never runs the stop hook) the node is killed. (Neither wait fails here: the
+            # tests below judge what the run recorded, each its own promise.)
             with trio.move_on_after(SIGTERM_DEADLINE):
                 while node.returncode() is None:
                     await trio.sleep(0.05)

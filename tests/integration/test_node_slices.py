@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,7 +45,7 @@ from node_support import (
 
 from aether_kv import KVClient
 from aether_node import EndpointRecord, SliceState, decode_record
-from support import wait_until
+from support import wait_until, wait_until_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -294,14 +293,19 @@ def index_server(sample_index: Path, tmp_path: Path) -> Iterator[IndexServer]:
             preexec_fn=node_support.die_with_parent,
         )
     try:
-        for _ in range(300):
+
+        def listening() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"pypiserver exited with {process.returncode}:\n{log.read_text()}")
-            if port_open(port):
-                break
-            time.sleep(0.05)
-        else:
-            pytest.fail(f"pypiserver is not listening on {port} after 15 s:\n{log.read_text()}")
+            return port_open(port)
+
+        wait_until_sync(
+            listening,
+            timeout=15,
+            interval=0.05,
+            what=f"pypiserver listening on {port}",
+            describe=lambda _: f"its log:\n{log.read_text()}",
+        )
         yield IndexServer(f"http://127.0.0.1:{port}/simple/", process, log)
     finally:
         process.kill()

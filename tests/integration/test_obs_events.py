@@ -30,6 +30,7 @@ from cluster_support import (
 
 from aether_node import NodeConfig
 from aether_node.client import ApiClient, ClusterEvent
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]
 
@@ -58,14 +59,15 @@ class Followed:
             pass
 
     async def wait_for(self, what: str, predicate: Any, timeout: float) -> ClusterEvent:
-        with trio.move_on_after(timeout):
-            while True:
-                for event in list(self.events):
-                    if predicate(event):
-                        return event
-                await trio.sleep(0.05)
-        shown = [f"#{e.revision} {e.kind} {e.message}" for e in self.events]
-        pytest.fail(f"no event for {what} after {timeout:g} s; followed: {shown}")
+        """The first event followed for which `predicate` holds; fails with every event followed."""
+        found = await wait_until(
+            lambda: next((event for event in list(self.events) if predicate(event)), None),
+            timeout=timeout,
+            what=f"an event for {what}",
+            describe=lambda _: [f"#{e.revision} {e.kind} {e.message}" for e in self.events],
+        )
+        assert found is not None
+        return found
 
 
 def first(events: list[ClusterEvent], what: str, **fields: Any) -> ClusterEvent:

@@ -12,7 +12,6 @@ from pathlib import Path
 import httpx
 import node_support
 import pytest
-import trio
 from cluster_support import (
     ECHO,
     ECHO_ID,
@@ -29,6 +28,8 @@ from cluster_support import (
 )
 from node_support import started_node
 from prometheus_client.parser import text_string_to_metric_families
+
+from support import wait_until
 
 pytestmark = [pytest.mark.integration]
 
@@ -75,18 +76,20 @@ async def scrape_until(
 ) -> dict[str, Scrape]:
     """Scrape every node until `condition(scrapes)` holds (a node records a state just after the KV has
     it); fail after 30 s with the relevant part of the last scrapes."""
-    last: dict[str, Scrape] = {}
-    with trio.move_on_after(30):
-        while True:
-            last = {node: await scrape(http, address) for node, address in managements.items()}
-            if condition(last):
-                return last
-            await trio.sleep(0.1)
-    shown = {
-        node: [line for line in s.text.splitlines() if line.startswith(("aether_slice", "aether_invocation"))]
-        for node, s in last.items()
-    }
-    pytest.fail(f"metrics never showed {what}; last scrapes: {shown}")
+
+    async def scrapes() -> dict[str, Scrape]:
+        return {node: await scrape(http, address) for node, address in managements.items()}
+
+    def relevant(last: dict[str, Scrape]) -> dict[str, list[str]]:
+        prefixes = ("aether_slice", "aether_invocation")
+        return {
+            node: [line for line in s.text.splitlines() if line.startswith(prefixes)]
+            for node, s in last.items()
+        }
+
+    return await wait_until(
+        scrapes, until=condition, timeout=30, interval=0.1, what=f"metrics showing {what}", describe=relevant
+    )
 
 
 FAULTY_ID = "org.aether:faulty"

@@ -7,6 +7,7 @@ the event log says the node was awaited and then no longer. Killed again, `aethe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from cluster_support import (
 
 from aether_node.client import ApiClient, ReconcilePolicyInfo
 from aether_node.dev import LocalNodeCluster
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,18 +44,22 @@ def api(cluster: LocalNodeCluster) -> ApiClient:
 
 
 async def policy_until(
-    cluster: LocalNodeCluster, condition: object, what: str, *, timeout: float = SETTLE
+    cluster: LocalNodeCluster,
+    condition: Callable[[ReconcilePolicyInfo], bool],
+    what: str,
+    *,
+    timeout: float = SETTLE,
 ) -> ReconcilePolicyInfo:
     """Ask `cluster policy show` until `condition(answer)` holds; fail with the last answer."""
     client = api(cluster)
-    last = None
-    with trio.move_on_after(timeout):
-        while True:
-            last = await trio.to_thread.run_sync(client.reconcile_policy)
-            if condition(last):  # type: ignore[operator]
-                return last
-            await trio.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:g} s waiting for {what}; last policy: {last}\n{logs(cluster)}")
+    return await wait_until(
+        lambda: trio.to_thread.run_sync(client.reconcile_policy),
+        until=condition,
+        timeout=timeout,
+        interval=0.2,
+        what=what,
+        describe=lambda last: f"{last}\n{logs(cluster)}",
+    )
 
 
 async def test_a_node_back_within_the_delay_keeps_its_instances_and_a_rebalance_ends_the_wait(

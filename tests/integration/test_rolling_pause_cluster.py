@@ -29,6 +29,7 @@ from cluster_support import (
 
 from aether_node import UpdateSpec
 from aether_node.client import ApiClient
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -48,13 +49,16 @@ async def test_a_paused_rolling_update_holds_then_resumes_without_failed_calls(
         callers = Callers([n.ingress for n in cluster.nodes])
         async with background(callers):
             await put_blueprint(kv, "paused", SliceSpec(artifact=ECHO_11, instances=3, update=surge))
-            status = None
-            with trio.move_on_after(SETTLE):
-                while True:  # the leader's pass on the new spec says it holds
-                    status = await trio.to_thread.run_sync(api.slice_status, ECHO_ID)
-                    if "paused: the update to 1.1.0 stays where it is" in (status.problem or ""):
-                        break
-                    await trio.sleep(0.2)
+            status = await wait_until(  # the leader's pass on the new spec says it holds
+                lambda: trio.to_thread.run_sync(api.slice_status, ECHO_ID),
+                until=lambda status: (
+                    "paused: the update to 1.1.0 stays where it is" in (status.problem or "")
+                ),
+                timeout=SETTLE,
+                interval=0.2,
+                what="the pause held",
+                describe=lambda status: f"{status}\n{logs(cluster)}",
+            )
             assert status is not None and "paused" in (status.problem or ""), f"{status}\n{logs(cluster)}"
             found = await instances(kv, ECHO_ID)
             assert exactly_active(3, ECHO)(found), found  # nothing of 1.1.0 placed, nothing of 1.0.0 gone

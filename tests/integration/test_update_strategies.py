@@ -48,6 +48,7 @@ from aether_kv import KVClient
 from aether_node import RolloutRecord, UpdateSpec, UpdateStrategy, decode_record, rollout_key
 from aether_node.client import ApiClient, RolloutInfo
 from aether_node.dev import LocalNodeCluster
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -86,21 +87,28 @@ def raising_index(sample_index: Path, tmp_path: Path) -> Path:
 async def rollout_phase(kv: KVClient, phase: str, *, timeout: float = SETTLE) -> RolloutRecord:
     """Wait until the rollout of echo is in `phase`; its record then."""
     key = rollout_key(ECHO_ID)
-    seen = None
-    with trio.move_on_after(timeout):
-        while True:
-            found = await kv.get(key)
-            seen = None if found is None else decode_record(key, found.value, RolloutRecord)
-            if seen is not None and seen.phase == phase:
-                return seen
-            await trio.sleep(0.05)
-    raise AssertionError(f"the rollout never reached {phase} within {timeout:g} s; last: {seen}")
+
+    async def record() -> RolloutRecord | None:
+        found = await kv.get(key)
+        return None if found is None else decode_record(key, found.value, RolloutRecord)
+
+    seen = await wait_until(
+        record,
+        until=lambda seen: seen is not None and seen.phase == phase,
+        timeout=timeout,
+        what=f"the rollout {phase}",
+    )
+    assert seen is not None
+    return seen
 
 
 async def rollout_gone(kv: KVClient, *, timeout: float = SETTLE) -> None:
-    with trio.fail_after(timeout):
-        while await kv.get(rollout_key(ECHO_ID)) is not None:
-            await trio.sleep(0.05)
+    await wait_until(
+        lambda: kv.get(rollout_key(ECHO_ID)),
+        until=lambda found: found is None,
+        timeout=timeout,
+        what="no rollout",
+    )
 
 
 def api(cluster: LocalNodeCluster) -> ApiClient:
@@ -150,9 +158,13 @@ async def versions_answering(http: httpx.AsyncClient, ingresses: list[str], call
 async def until_only(http: httpx.AsyncClient, ingresses: list[str], version: str) -> float:
     """Wait until every ingress routes `info` to `version` alone (10 calls each); how long it took."""
     started = trio.current_time()
-    with trio.fail_after(10):
-        while await versions_answering(http, ingresses, 10) != {version}:
-            await trio.sleep(0.01)
+    await wait_until(
+        lambda: versions_answering(http, ingresses, 10),
+        until=lambda versions: versions == {version},
+        timeout=10,
+        interval=0.01,
+        what=f"only {version} answering",
+    )
     return trio.current_time() - started
 
 
@@ -239,10 +251,14 @@ async def test_a_canary_waits_for_an_operator_after_its_window_and_promote_compl
         await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=CANARY))
         observing = await rollout_phase(kv, "OBSERVING")
         assert (observing.candidate, observing.share) == ("1.1.0", 50)
-        with trio.fail_after(30):
-            while "waiting for `aether slice promote`" not in observing.reason:
-                await trio.sleep(0.1)
-                observing = await rollout_phase(kv, "OBSERVING")
+        observing = await wait_until(
+            lambda: rollout_phase(kv, "OBSERVING"),
+            until=lambda observing: "waiting for `aether slice promote`" in observing.reason,
+            timeout=30,
+            interval=0.1,
+            what="the canary waiting for an operator",
+            describe=lambda observing: observing.reason,
+        )
         assert "0 calls on the new version in the window" in observing.reason, observing.reason
         watcher = Watcher(kv, ECHO_ID)
         callers = Callers([n.ingress for n in cluster.nodes], concurrency=3)
