@@ -32,7 +32,7 @@ from node_support import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
-from aether_node.core._records import SliceState
+from aether_node import SliceState
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
