@@ -626,3 +626,15 @@ async def invoke_raw(ingress: str, artifact: str, entry: str, body: bytes) -> ht
 def copy_index(index: Path, out: Path) -> Path:
     shutil.copytree(index, out)
     return out
+
+
+def executions(path: Path, request_id: str) -> list[str]:
+    """The instances (as numbers) that ran the `record` call with payload {"id": request_id}."""
+    if not path.exists():
+        return []
+    found = []
+    for line in path.read_text().splitlines():
+        instance, _, payload = line.partition(" ")
+        if json.loads(payload).get("id") == request_id:
+            found.append(instance)
+    return found

@@ -46,9 +46,14 @@ def apply(cluster: CliCluster, tmp_path: Path, text: str) -> dict[str, Any]:
     return expect(cluster.aether("blueprint", "apply", str(path), "--json")).json()
 
 
+def instances_of(api: ApiClient, artifact_id: str) -> list[Any]:
+    """Every instance of the slice, whatever its version and state."""
+    return [i for i in api.list_slices() if i.artifact.rsplit(":", 1)[0] == artifact_id]
+
+
 def running(api: ApiClient, artifact_id: str) -> dict[str, Any]:
     """{coordinates: ACTIVE count} and per-node counts, once nothing of the slice is in transition."""
-    mine = [i for i in api.list_slices() if i.artifact.rsplit(":", 1)[0] == artifact_id]
+    mine = instances_of(api, artifact_id)
     if any(i.state != "ACTIVE" for i in mine):
         return {}
     return {
@@ -120,7 +125,7 @@ def test_history_and_rollback(cluster: CliCluster, api: ApiClient, tmp_path: Pat
     assert (back.blueprint_revision, back.created) == (5, True)
     settled(api, "org.aether:echo", {"org.aether:echo:1.0.0": 2})
     expect(cluster.aether("blueprint", "delete", "web"))
-    wait_until(lambda: not running(api, "org.aether:echo") or None, timeout=60, what="echo removed")
+    wait_until(lambda: not instances_of(api, "org.aether:echo"), timeout=60, what="echo removed")
 
 
 @pytest.mark.long
@@ -195,4 +200,4 @@ def test_scale_and_diff_agree_with_what_happens(cluster: CliCluster, api: ApiCli
             assert run.stderr.strip() == f"aether: error: {message}", str(run)
     assert [r.revision for r in api.blueprint_history("scaled")] == [1, 2]
     expect(cluster.aether("blueprint", "delete", "scaled"))
-    wait_until(lambda: not running(api, "org.aether:echo") or None, timeout=60, what="echo removed")
+    wait_until(lambda: not instances_of(api, "org.aether:echo"), timeout=60, what="echo removed")

@@ -7,7 +7,6 @@ is routed again (through the node) and answered, a non-idempotent one is answere
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from node_support import (
     NodeProcess,
     activate,
     client_node,
+    executions,
     free_ports,
     host_of,
     kv_client,
@@ -166,18 +166,6 @@ async def test_calls_go_straight_to_local_instances_and_are_still_counted(
         os.kill(ingress_worker(node), signal.SIGKILL)
         await wait_direct(node, "org.aether:echo", "echo", ["again"])
         assert node.returncode() is None, node.log_tail()
-
-
-def executions(path: Path, request_id: str) -> list[str]:
-    """The instances (as numbers) that ran the `record` call with payload {"id": request_id}."""
-    if not path.exists():
-        return []
-    found = []
-    for line in path.read_text().splitlines():
-        instance, _, payload = line.partition(" ")
-        if json.loads(payload).get("id") == request_id:
-            found.append(instance)
-    return found
 
 
 async def test_an_instance_that_dies_mid_call_retries_idempotent_calls_only(

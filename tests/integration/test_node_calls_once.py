@@ -10,7 +10,6 @@ n1's own 504; when n1 dies during the call, the caller gets a 503 that says it w
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from node_support import FAULTY, KVReplicaProcess, NodeProcess, activate, kv_client, started_node
+from node_support import FAULTY, KVReplicaProcess, NodeProcess, activate, executions, kv_client, started_node
 
 from support import wait_until
 
@@ -38,18 +37,6 @@ def two_nodes(root: Path, index: Path) -> Iterator[tuple[NodeProcess, NodeProces
             yield n1, n2
     finally:
         replica.stop()
-
-
-def executions(path: Path, request_id: str) -> list[str]:
-    """The instances (as numbers) that ran the `record` call with payload {"id": request_id}."""
-    if not path.exists():
-        return []
-    found = []
-    for line in path.read_text().splitlines():
-        instance, _, payload = line.partition(" ")
-        if json.loads(payload).get("id") == request_id:
-            found.append(instance)
-    return found
 
 
 async def call(node: NodeProcess, entry: str, payload: Any, timeout: float) -> httpx.Response:

@@ -193,7 +193,8 @@ def plan_cluster(directory: Path, nodes: int, index: str) -> LocalNodeCluster:
 
 
 async def wait_until_ready(cluster: LocalNodeCluster, *, timeout: float = 60.0) -> None:
-    """Until every started node answers on its ingress and is registered in the KV."""
+    """Until every started node answers on its ingress, takes connections on its management port (it
+    may start listening after the ingress answers) and is registered in the KV."""
     tls = cluster.tls_client()
     with trio.fail_after(timeout):
         async with httpx.AsyncClient(timeout=2.0) as http:
@@ -207,12 +208,14 @@ async def wait_until_ready(cluster: LocalNodeCluster, *, timeout: float = 60.0) 
                     for node_id in cluster.processes:
                         answer = await http.get(f"http://{cluster.plan(node_id).ingress}/healthz")
                         answer.raise_for_status()
+                        host, port = cluster.plan(node_id).management.rsplit(":", 1)
+                        await (await trio.open_tcp_stream(host, int(port))).aclose()
                     async with open_client(
                         cluster.kv_endpoints, cluster.secret, request_timeout=2.0, tls=tls
                     ) as kv:
                         registered = await kv.range(NODES, linearizable=True)
                     if len(registered.kvs) >= len(cluster.processes):
                         return
-                except (httpx.HTTPError, KVError):
+                except (httpx.HTTPError, KVError, OSError):
                     pass
                 await trio.sleep(0.2)
