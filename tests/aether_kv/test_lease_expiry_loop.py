@@ -66,4 +66,3 @@ async def test_a_kept_alive_lease_stays_and_a_lapsed_one_goes(tmp_path: Path) ->
             await wait_until(lambda: renewals >= goal, timeout=30, what="8 more renewals")
             assert await store.get("kept") is not None, "a lease kept alive was expired"
             nursery.cancel_scope.cancel()
-
