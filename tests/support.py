@@ -33,6 +33,11 @@ SAMPLE_SLICES = REPO / "sample-slices"
 T = TypeVar("T")
 _NOTHING: Any = object()  # no answer yet: the deadline passed during the first probe
 
+TimedOut = pytest.fail.Exception
+"""What `wait_until` and `wait_until_sync` raise when the deadline passes (pytest's `Failed`, a
+BaseException). Code that records a timeout as a finding instead of failing (the chaos harness, whose
+violations are data) catches it; its message names what was awaited and the last value seen."""
+
 
 async def wait_until(
     probe: Callable[[], Awaitable[T] | T],

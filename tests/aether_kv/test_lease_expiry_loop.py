@@ -30,9 +30,12 @@ async def test_a_short_lease_granted_while_the_loop_sleeps_long_expires_on_time(
         short = (await store.lease_grant(0.3)).lease
         await store.put("short", b"v", lease=short)
         # well before the loop's own timer could fire again: only the grant's wake-up gets it there
-        with trio.fail_after(LONGEST - 1.0):
-            while await store.get("short") is not None:
-                await trio.sleep(0.05)
+        await wait_until(
+            lambda: store.get("short"),
+            until=lambda kv: kv is None,
+            timeout=LONGEST - 1.0,
+            what="the short lease's key to go",
+        )
         with pytest.raises(LeaseNotFoundError):
             await store.lease_keepalive(short)
 
@@ -60,10 +63,6 @@ async def test_a_kept_alive_lease_stays_and_a_lapsed_one_goes(tmp_path: Path) ->
             nursery.start_soon(keep_alive)
             await wait_until(gone, timeout=20, what="the lapsed lease to expire")
             goal = renewals + 8  # two seconds of renewals (two TTLs) after that
-            await wait_until(lambda: _true(renewals >= goal), timeout=30, what="8 more renewals")
+            await wait_until(lambda: renewals >= goal, timeout=30, what="8 more renewals")
             assert await store.get("kept") is not None, "a lease kept alive was expired"
             nursery.cancel_scope.cancel()
-
-
-async def _true(value: bool) -> bool:
-    return value

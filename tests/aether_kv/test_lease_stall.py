@@ -12,6 +12,7 @@ import trio
 
 from aether_kv import LeaseNotFoundError, RaftConfig, open_store, wait_for_leader
 from aether_kv._local import free_port
+from support import wait_until
 
 STALL = 2.5  # longer than the TTL below
 
@@ -43,21 +44,20 @@ async def test_keepalives_unheard_during_a_leader_stall_do_not_cost_the_lease(tm
 
         async def renewed(times: int) -> None:
             goal = renewals + times
-            with trio.fail_after(30):
-                while renewals < goal:
-                    await trio.sleep(0.05)
+            await wait_until(lambda: renewals >= goal, timeout=30, what=f"{times} more renewals")
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_alive)
             await renewed(2)  # renewals heard before the stall
             store._replica._obj.addOnTickCallback(stall_once)
-            with trio.fail_after(10):
-                while not stalled.is_set():
-                    await trio.sleep(0.05)
+            await wait_until(stalled.is_set, timeout=10, what="the tick thread to stall")
             # the abandoned lease expires once the leader hears again and its (postponed) TTL passes
-            with trio.fail_after(10):
-                while await store.get("abandoned") is not None:
-                    await trio.sleep(0.05)
+            await wait_until(
+                lambda: store.get("abandoned"),
+                until=lambda kv: kv is None,
+                timeout=10,
+                what="the abandoned lease's key to go",
+            )
             assert await store.get("kept") is not None, "a lease kept alive through the stall was expired"
             await renewed(8)  # more than a TTL of normal running after the stall (one per 0.2 s)
             assert await store.get("kept") is not None

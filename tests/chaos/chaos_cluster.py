@@ -193,7 +193,7 @@ class NetCluster:
             if node.alive():
                 kill_pid(node.process.pid, signal.SIGCONT)  # type: ignore[union-attr]
                 kill_pid(node.process.pid, signal.SIGTERM)  # type: ignore[union-attr]
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout  # one budget for the blocking waits below (no polling)
         for node in self.nodes:
             if node.process is None:
                 continue
@@ -213,12 +213,19 @@ class NetCluster:
                 node.process.kill()
                 node.process.wait()
         leftovers = processes_under(self.directory)
-        deadline = time.monotonic() + 10
-        while (rest := processes_under(self.directory)) and time.monotonic() < deadline:
+
+        def kill_the_rest() -> list[tuple[int, tuple[str, ...]]]:
+            rest = processes_under(self.directory)
             for pid, _ in rest:
                 kill_pid(pid, signal.SIGCONT)
                 kill_pid(pid)
-            time.sleep(0.05)
+            return rest
+
+        # the cleanup goes on whatever is left after 10 s (the namespaces' removal ends the rest)
+        with contextlib.suppress(support.TimedOut):
+            support.wait_until_sync(
+                kill_the_rest, until=lambda rest: not rest, timeout=10, interval=0.05, what="no process left"
+            )
         if self.tmpfs is not None:
             subprocess.run(["umount", "-l", str(self.tmpfs)], check=False, capture_output=True)
             self.tmpfs = None

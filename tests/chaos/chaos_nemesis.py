@@ -177,7 +177,7 @@ class ResetConnections(Nemesis):
         return "RST every established TCP connection of a random node, once a second"
 
     async def during(self, run: Run, hold: float) -> None:
-        with trio.move_on_after(hold):
+        with trio.move_on_after(hold):  # the fault's duration: one reset a second meanwhile
             while True:
                 node = run.rng.choice(run.cluster.nodes)
                 self.count += run.network.reset_connections(node.index)

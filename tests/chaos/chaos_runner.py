@@ -47,7 +47,7 @@ from chaos_workloads import (
 from aether_kv import KVError, open_client
 from aether_node.client import ApiClient
 from aether_node.dev import build_sample_index
-from support import wait_until
+from support import TimedOut, wait_until, wait_until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 SLICES = ("counter", "echo")  # the sample slices the suite deploys
@@ -166,11 +166,7 @@ class Run:
 
     async def restart(self, node: Node) -> None:
         """Start a node the nemesis killed, after checking that nothing of it outlived it (10 s)."""
-        leftovers: list[tuple[int, tuple[str, ...]]] = []
-        with trio.move_on_after(10):
-            while leftovers := run_orphans(self.cluster, node):
-                await trio.sleep(0.1)
-        if leftovers:
+        if leftovers := await outlived(self.cluster, [node], 10.0):
             self.violation(
                 "no-orphan",
                 f"{len(leftovers)} processes of {node.node_id} outlived it by 10 s",
@@ -193,6 +189,21 @@ def run_orphans(cluster: NetCluster, node: Node) -> list[tuple[int, tuple[str, .
     found = cluster.orphans_of(node)
     # the tmpfs filler and the journal are files, not processes; a mount helper is not the node's
     return [(pid, cmd) for pid, cmd in found if cmd and "mount" not in cmd[0]]
+
+
+async def outlived(
+    cluster: NetCluster, nodes: list[Node], timeout: float
+) -> list[tuple[int, tuple[str, ...]]]:
+    """The processes of `nodes` (ended ones) still running `timeout` s on: none as soon as all are gone."""
+
+    def left() -> list[tuple[int, tuple[str, ...]]]:
+        return [p for n in nodes for p in run_orphans(cluster, n)]
+
+    try:
+        await wait_until(left, until=lambda found: not found, timeout=timeout, interval=0.1, what="no orphan")
+    except TimedOut:  # a finding (a violation of the caller's), not a failure of the run
+        return left()
+    return []
 
 
 # ---------------------------------------------------------------- convergence
@@ -265,17 +276,29 @@ async def wait_converged(run: Run, bound: float) -> tuple[float, str]:
     last: str | None = "not checked"
     waited: collections.Counter[str] = collections.Counter()
     async with httpx.AsyncClient() as http:
-        with trio.move_on_after(bound):
-            while (last := await converged(run, http)) is not None:
+
+        async def missing() -> str | None:
+            nonlocal last
+            if (last := await converged(run, http)) is not None:
                 waited[last[:60]] += 1
-                await trio.sleep(CONVERGED_CHECK_EVERY)
-            run.recovering.clear()
-            for window in run.lost_windows:
-                window[1] = run.clock() if window[1] is None else window[1]
-            return run.clock() - started, waited.most_common(1)[0][0] if waited else ""
-    tails = "\n".join(f"--- {n.node_id}\n{run.cluster.log_tail(n, 12)}" for n in run.cluster.nodes)
-    run.violation("converges", f"not converged {bound:g} s after the heal: {last}", tails)
-    return -1.0, last or ""
+            return last
+
+        try:
+            await wait_until(
+                missing,
+                until=lambda problem: problem is None,
+                timeout=bound,
+                interval=CONVERGED_CHECK_EVERY,
+                what="the cluster to converge",
+            )
+        except TimedOut:  # a violation, recorded below: the run goes on
+            tails = "\n".join(f"--- {n.node_id}\n{run.cluster.log_tail(n, 12)}" for n in run.cluster.nodes)
+            run.violation("converges", f"not converged {bound:g} s after the heal: {last}", tails)
+            return -1.0, last or ""
+    run.recovering.clear()
+    for window in run.lost_windows:
+        window[1] = run.clock() if window[1] is None else window[1]
+    return run.clock() - started, waited.most_common(1)[0][0] if waited else ""
 
 
 # ---------------------------------------------------------------- the death watch
@@ -308,7 +331,7 @@ async def death_watch(run: Run) -> None:
                 run.lost_windows.append([run.clock(), None])
                 run.expect_down(node)
                 await run.restart(node)
-        await trio.sleep(0.2)
+        await trio.sleep(0.2)  # a watch for the whole run, not a wait for one thing
 
 
 # ---------------------------------------------------------------- one run
@@ -330,38 +353,45 @@ def build_index(directory: Path) -> Path:
 
 
 async def wait_ready(run: Run, timeout: float) -> None:
-    with trio.fail_after(timeout):
-        async with httpx.AsyncClient() as http:
-            while True:
-                problem = None
+    async with httpx.AsyncClient() as http:
+
+        async def problem() -> str | None:
+            for node in run.cluster.nodes:
+                if not node.alive():
+                    raise RuntimeError(f"{node.node_id} exited at start:\n{run.cluster.log_tail(node)}")
+            try:
+                async with open_client(
+                    run.cluster.kv_endpoints, run.cluster.secret, request_timeout=2.0
+                ) as kv:
+                    registered = (await kv.range("nodes/", linearizable=True)).kvs
                 for node in run.cluster.nodes:
-                    if not node.alive():
-                        raise RuntimeError(f"{node.node_id} exited at start:\n{run.cluster.log_tail(node)}")
-                try:
-                    async with open_client(
-                        run.cluster.kv_endpoints, run.cluster.secret, request_timeout=2.0
-                    ) as kv:
-                        registered = (await kv.range("nodes/", linearizable=True)).kvs
-                    for node in run.cluster.nodes:
-                        (await http.get(f"http://{node.ingress}/healthz", timeout=2)).raise_for_status()
-                    if len(registered) < len(run.cluster.nodes):
-                        problem = "not all registered"
-                except (KVError, httpx.HTTPError) as error:
-                    problem = str(error)
-                if problem is None:
-                    return
-                await trio.sleep(0.3)
+                    (await http.get(f"http://{node.ingress}/healthz", timeout=2)).raise_for_status()
+            except (KVError, httpx.HTTPError) as error:
+                return str(error)
+            if len(registered) < len(run.cluster.nodes):
+                return f"{len(registered)} of {len(run.cluster.nodes)} nodes registered"
+            return None
+
+        await wait_until(
+            problem,
+            until=lambda found: found is None,
+            timeout=timeout,
+            interval=0.3,
+            what="every node registered and its ingress healthy",
+        )
 
 
 async def apply_and_wait(cluster: NetCluster, toml_text: str, name: str, timeout: float) -> None:
     def work() -> None:
         api = ApiClient(cluster.management_urls, timeout=10)
         api.apply_blueprint(toml_text)
-        deadline = time.monotonic() + timeout
-        while not api.blueprint_status(name).converged:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not converge in {timeout:g} s: {api.blueprint_status(name)}")
-            time.sleep(0.3)
+        wait_until_sync(
+            lambda: api.blueprint_status(name),
+            until=lambda status: status.converged,
+            timeout=timeout,
+            interval=0.3,
+            what=f"{name} to converge",
+        )
 
     await trio.to_thread.run_sync(work)
 
@@ -559,11 +589,7 @@ async def _run_chaos(config: RunConfig, soak: Callable[..., Any] | None) -> Repo
         report.notes += churn.failed[:10] + churn.log[-6:]
         # a clean stop: every node ends, and nothing of them is left behind
         await trio.to_thread.run_sync(cluster.stop_all)
-        with trio.move_on_after(10):
-            while any(run_orphans(cluster, n) for n in cluster.nodes):
-                await trio.sleep(0.1)
-        leftovers = [p for n in cluster.nodes for p in run_orphans(cluster, n)]
-        if leftovers:
+        if leftovers := await outlived(cluster, cluster.nodes, 10.0):
             run.violation(
                 "no-orphan",
                 f"{len(leftovers)} processes outlived a clean stop by 10 s",

@@ -42,6 +42,7 @@ from aether_kv import (
 from aether_node import InstanceKey, SliceRecord, SliceState, decode_record
 from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
 from linearizability import Operation
+from support import TimedOut, wait_until
 
 UNKNOWN = (OutcomeUnknownError, ConnectionLostError)
 # What a management API call can raise: its own errors, and what leaks from urllib/http.client (a
@@ -377,14 +378,33 @@ class BlueprintChurn:
     async def _until_gone(self) -> None:
         """After a delete: until no node runs an instance of the churn's slice any more (or the step's
         time is up, recorded as a failure), so the next apply starts from nothing."""
-        deadline = trio.current_time() + self.step_timeout
-        while trio.current_time() < deadline:
+
+        async def instances_left() -> bool | None:  # None: the API did not answer
             with contextlib.suppress(*API_ERRORS):
                 slices = await self._api(lambda api: api.list_slices())
-                if not any(s.artifact.startswith(ECHO + ":") for s in slices):
-                    return
-            await trio.sleep(0.2)
-        self.failed.append(f"t={self.clock():.1f}s delete: instances left after {self.step_timeout:g}s")
+                return any(s.artifact.startswith(ECHO + ":") for s in slices)
+            return None
+
+        try:
+            await wait_until(
+                instances_left,
+                until=lambda left: left is False,
+                timeout=self.step_timeout,
+                interval=0.2,
+                what="no instance of the churn's slice",
+            )
+        except TimedOut:  # a failed step, counted in the report; the churn goes on
+            self.failed.append(f"t={self.clock():.1f}s delete: instances left after {self.step_timeout:g}s")
+
+    async def _status(self) -> tuple[bool, str]:
+        """(converged, the churn blueprint's status in a line) as the management API answers now."""
+        try:
+            status = await self._api(lambda api: api.blueprint_status("chaos-churn"))
+        except API_ERRORS as error:
+            return False, f"{type(error).__name__}: {error}"
+        return status.converged, "; ".join(
+            f"{s.artifact} {s.active}/{s.desired} {s.problem}" for s in status.slices
+        )
 
     async def _step(self, step: str, version: str | None, instances: int) -> None:
         self.operations += 1
@@ -404,29 +424,25 @@ class BlueprintChurn:
             self.log.append(f"t={at:.1f}s {step}")
             await self._until_gone()
             return
-        want_converged = version != "9.9.9"
-        deadline = trio.current_time() + (self.step_timeout if want_converged else 8.0)
-        last = ""
-        while trio.current_time() < deadline:
-            try:
-                status = await self._api(lambda api: api.blueprint_status("chaos-churn"))
-                last = "; ".join(f"{s.artifact} {s.active}/{s.desired} {s.problem}" for s in status.slices)
-                if want_converged and status.converged:
-                    if not self.floor_windows or self.floor_windows[-1][1] is not None:
-                        self.floor_windows.append([self.clock(), None])
-                    self.log.append(
-                        f"t={at:.1f}s {step} {version} x{instances}: converged in {self.clock() - at:.1f}s"
-                    )
-                    return
-            except API_ERRORS as error:
-                last = f"{type(error).__name__}: {error}"
-            await trio.sleep(CHURN_STATUS_EVERY)
-        if want_converged:
-            self.failed.append(
-                f"t={at:.1f}s {step} {version} x{instances}: not converged in {self.step_timeout:g}s ({last})"
+        if version == "9.9.9":
+            # a version no index has never converges: the step only notes what its status says after 8 s
+            await trio.sleep(8.0)
+            self.log.append(f"t={at:.1f}s {step} {version}: status after 8s: {(await self._status())[1]}")
+            return
+        try:
+            await wait_until(
+                self._status,
+                until=lambda seen: seen[0],
+                timeout=self.step_timeout,
+                interval=CHURN_STATUS_EVERY,
+                what=f"chaos-churn {version} x{instances} to converge",
             )
-        else:
-            self.log.append(f"t={at:.1f}s {step} {version}: status after 8s: {last}")
+        except TimedOut as error:  # a failed step, counted in the report; the churn goes on
+            self.failed.append(f"t={at:.1f}s {step} {version} x{instances}: not converged ({error})")
+            return
+        if not self.floor_windows or self.floor_windows[-1][1] is not None:
+            self.floor_windows.append([self.clock(), None])
+        self.log.append(f"t={at:.1f}s {step} {version} x{instances}: converged in {self.clock() - at:.1f}s")
 
 
 # ---------------------------------------------------------------- the floor

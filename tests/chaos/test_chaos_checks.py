@@ -31,6 +31,7 @@ from chaos_workloads import Clock, KVRegisters
 from aether_kv import GetResult
 from aether_kv._wire import FramedStream, encode, server_handshake
 from linearizability import Operation
+from support import wait_until
 
 
 def _call(request_id: str, outcome: str = "ok", *, idempotent: bool = False) -> CallRecord:
@@ -247,9 +248,7 @@ async def test_a_kv_write_in_flight_when_the_workload_stops_is_recorded_as_unkno
         kv = KVRegisters(endpoints=[endpoint], secret=secret, clock=Clock(), seed=1, clients=1)
         async with trio.open_nursery() as workload:
             await workload.start(kv.run)
-            with trio.fail_after(30):
-                while not writes:
-                    await trio.sleep(0.01)
+            await wait_until(lambda: writes, timeout=30, interval=0.01, what="a write sent to the server")
             workload.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from chaos_cluster import processes_under
 from chaos_harness import assert_no_violations, require_namespaces, run_once
 from chaos_net import PREFIX, STATE_DIR, have_nft
+
+from support import wait_until_sync
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,15 +51,15 @@ def test_sigterm_ends_a_run_and_removes_everything_it_made(tmp_path: Path) -> No
         " nemeses=('kill-node',), rounds=100))\n"
     )
     runner = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE, text=True)
+
+    def running_run() -> str | None:
+        """The run's id once it has made its namespaces and started its cluster's processes."""
+        assert runner.poll() is None, runner.stderr.read() if runner.stderr else ""
+        owned = [p.name for p in STATE_DIR.glob("*") if p.read_text().split()[0] == str(runner.pid)]
+        return owned[0] if owned and processes_under(tmp_path / "run" / "cluster") else None
+
     try:
-        deadline = time.monotonic() + 180
-        run_id = None
-        while time.monotonic() < deadline and not (run_id and processes_under(tmp_path / "run" / "cluster")):
-            assert runner.poll() is None, runner.stderr.read() if runner.stderr else ""
-            owned = [p.name for p in STATE_DIR.glob("*") if p.read_text().split()[0] == str(runner.pid)]
-            run_id = owned[0] if owned else None
-            time.sleep(0.2)
-        assert run_id, "the run made no namespaces within 180 s"
+        run_id = wait_until_sync(running_run, timeout=180, what="the run's namespaces and cluster processes")
         runner.send_signal(signal.SIGTERM)
         _, stderr = runner.communicate(timeout=90)
     finally:

@@ -144,9 +144,14 @@ class NsCluster:
         for node in self.nodes[:count]:
             assert node.process is not None and node.process.poll() is None, node.log_tail()
         wait_until_sync(
-            lambda: len(self.registered()) == count,
+            self.registered,
+            until=lambda registered: len(registered) == count,
             timeout=90,
-            what=f"{count} nodes registered; logs:\n" + "\n".join(n.log_tail(15) for n in self.nodes[:count]),
+            what=f"{count} nodes registered",
+            # the logs as they are when it times out, not as they were when the wait began
+            describe=lambda registered: (
+                f"{registered}; logs:\n" + "\n".join(n.log_tail(15) for n in self.nodes[:count])
+            ),
         )
 
     def aether(

@@ -146,7 +146,7 @@ async def calls_and_writes(
     KV writer (a put every 50 ms); what did not answer 200 is a failure (a KV error ends the run)."""
     load = Load()
     async with httpx.AsyncClient(timeout=30) as http, open_client(list(kv_endpoints), secret, tls=tls) as kv:
-        deadline = trio.current_time() + seconds
+        deadline = trio.current_time() + seconds  # the load's length: a duration, not a wait
 
         async def caller(ingress: str) -> None:
             while trio.current_time() < deadline:
