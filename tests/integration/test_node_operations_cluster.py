@@ -18,7 +18,7 @@ import trio
 from cli_support import CliCluster, cli_cluster, expect, wait_until
 from cluster_support import Callers, kv_of, leader_node_id
 
-from aether_node.client import ApiClient
+from aether_node.client import ApiClient, ApiError
 
 pytestmark = [pytest.mark.integration]
 
@@ -50,8 +50,15 @@ def apply(cluster: CliCluster, tmp_path: Path, text: str) -> None:
 
 
 def placement(api: ApiClient, artifact_id: str) -> dict[str, int]:
-    """ACTIVE instances per node, once every instance of the slice is ACTIVE ({} before)."""
-    mine = [i for i in api.list_slices() if i.artifact.rsplit(":", 1)[0] == artifact_id]
+    """ACTIVE instances per node, once every instance of the slice is ACTIVE ({} before, and while the
+    store answers `unavailable`: a node whose replica leads stopping means an election, and a read then
+    gets a 503 to retry)."""
+    try:
+        mine = [i for i in api.list_slices() if i.artifact.rsplit(":", 1)[0] == artifact_id]
+    except ApiError as error:
+        if error.kind != "unavailable":
+            raise
+        return {}
     if not mine or any(i.state != "ACTIVE" for i in mine):
         return {}
     return dict(collections.Counter(i.node_id for i in mine))
