@@ -425,9 +425,19 @@ class BlueprintChurn:
             await self._until_gone()
             return
         if version == "9.9.9":
-            # a version no index has never converges: the step only notes what its status says after 8 s
-            await trio.sleep(8.0)
-            self.log.append(f"t={at:.1f}s {step} {version}: status after 8s: {(await self._status())[1]}")
+            # a version no index has never converges: the step notes the problem its status reports (the
+            # failed install), or what the status says when none was reported within 30 s
+            try:
+                seen = await wait_until(
+                    self._status,
+                    until=lambda seen: "9.9.9" in seen[1] and "install" in seen[1],
+                    timeout=30,
+                    interval=CHURN_STATUS_EVERY,
+                    what="chaos-churn 9.9.9's failed install in its status",
+                )
+                self.log.append(f"t={at:.1f}s {step} {version}: {seen[1]}")
+            except TimedOut as error:
+                self.log.append(f"t={at:.1f}s {step} {version}: no problem reported ({error})")
             return
         try:
             await wait_until(
