@@ -17,25 +17,13 @@ Screenshots go to test-artifacts/ (gitignored).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from cli_support import CliCluster, cli_cluster, wait_until
-from test_obs_dashboard import (
-    ARTIFACTS,
-    BLUEPRINT,
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    ECHO,
-    KEYS,
-    OVERFLOW,
-    api,
-    needs_chromium,
-    wait,
-)
+from cli_support import CliCluster, wait_until
+from dashboard_support import ARTIFACTS, KEYS, api, needs_chromium, new_page, wait
+from test_obs_dashboard import BLUEPRINT, ECHO, OVERFLOW
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,29 +41,8 @@ step_window_s = 1
 """
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, sample_index: Path) -> Iterator[CliCluster]:
-    """3 nodes that need API keys: a viewer's and an operator's."""
-    keys = ",".join(f"{role}:{key}" for role, key in KEYS.items())
-    with cli_cluster(tmp_path, sample_index, dev_mode=False, node_env={"AETHER_API_KEYS": keys}) as found:
-        yield found
-
-
-@pytest.fixture
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        found = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield found
-        finally:
-            found.close()
-
-
-def open_page(chromium: Any, cluster: CliCluster, key: str) -> Any:
-    page = chromium.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-    page.set_default_timeout(60_000)
+def open_page(browser: Any, cluster: CliCluster, key: str) -> Any:
+    page = new_page(browser)
     page.goto(f"http://{cluster.local.nodes[0].management}/dashboard")
     page.wait_for_selector("#key-form:not([hidden])")
     page.fill("#key-input", key)
@@ -117,13 +84,13 @@ def node_state(http: httpx.Client, node_id: str) -> str:
 @needs_chromium
 @pytest.mark.long
 def test_the_dashboard_operates_the_policy_slices_nodes_and_blueprints(
-    cluster: CliCluster, chromium: Any
+    secured: CliCluster, browser: Any
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    with api(cluster) as http:
+    with api(secured) as http:
         assert http.post("/api/v1/blueprints", content=BLUEPRINT.encode()).is_success
         wait_until(lambda: echo_slice(http)["active"] == 4, timeout=90, what="4 ACTIVE echo instances")
-        page = open_page(chromium, cluster, KEYS["operator"])
+        page = open_page(browser, secured, KEYS["operator"])
         active = "document.querySelectorAll('#instances tbody tr[data-state=ACTIVE]').length === 4"
         wait(page, active, "4 ACTIVE")
 
@@ -246,10 +213,8 @@ def test_the_dashboard_operates_the_policy_slices_nodes_and_blueprints(
 
 @needs_chromium
 @pytest.mark.long
-def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(
-    cluster: CliCluster, chromium: Any
-) -> None:
-    with api(cluster) as http:
+def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(secured: CliCluster, browser: Any) -> None:
+    with api(secured) as http:
         assert http.post("/api/v1/blueprints", content=CANARY.format(version="1.0.0").encode()).is_success
         wait_until(lambda: echo_slice(http)["active"] == 2, timeout=90, what="2 ACTIVE echo 1.0.0")
         assert http.post("/api/v1/blueprints", content=CANARY.format(version="1.1.0").encode()).is_success
@@ -261,7 +226,7 @@ def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(
         # no calls to echo: the canary's first step waits for an operator after its window
         wait_until(waiting, timeout=90, what="the canary waiting for an operator")
 
-        viewer = open_page(chromium, cluster, KEYS["viewer"])
+        viewer = open_page(browser, secured, KEYS["viewer"])
         row = f"#rollouts tr[data-rollout='{ECHO_ID}']"
         wait(viewer, f'!!document.querySelector("{row} button")', "the rollout's buttons")
         confirmed(viewer, f"{row} button[data-op$='/abort']")
@@ -273,7 +238,7 @@ def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(
         assert "refused: " in outcome(viewer, f"cordon {node_id}")
         assert node_state(http, node_id) == "ON_DUTY"
 
-        page = open_page(chromium, cluster, KEYS["operator"])
+        page = open_page(browser, secured, KEYS["operator"])
         wait(page, f'!!document.querySelector("{row} button")', "the rollout's buttons")
         confirmed(page, f"{row} button[data-op$='/abort']")
         assert outcome(page, f"abort {ECHO_ID}").startswith(f"abort {ECHO_ID}: {ECHO_ID}: ABORTED")
@@ -282,7 +247,7 @@ def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(
         assert page.query_selector(f"{row} button") is None  # nothing more to promote or abort
 
         # a node restarted from the page comes back as itself; one stopped from it leaves
-        target = cluster.local.nodes[-1].node_id  # (the page's node is the first)
+        target = secured.local.nodes[-1].node_id  # (the page's node is the first)
         started = next(n["started_at"] for n in http.get("/api/v1/nodes").json() if n["node_id"] == target)
         node_row = f"#nodes tr[data-node-id='{target}']"
         confirmed(page, f"{node_row} button[data-op$='/restart']")

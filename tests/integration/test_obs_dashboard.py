@@ -15,75 +15,19 @@ test-artifacts/ (gitignored); with AETHER_UPDATE_SCREENSHOTS=1 the one of the do
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import cli_support
 import httpx
 import pytest
-from cli_support import CliCluster, cli_cluster, wait_until
+from cli_support import CliCluster, wait_until
+from dashboard_support import ARTIFACTS, KEYS, api, needs_chromium, new_page, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-KEYS = {"viewer": "viewer-key-0123456789abcdef", "operator": "operator-key-0123456789abcdef"}
 BLUEPRINT = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 4\n'
 ECHO = "org.aether:echo:1.0.0"
-
-needs_chromium = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (Debian package `chromium`)"
-)
-
-
-@pytest.fixture
-def secured(tmp_path: Path, sample_index: Path) -> Iterator[CliCluster]:
-    keys = ",".join(f"{role}:{key}" for role, key in KEYS.items())
-    with cli_cluster(tmp_path, sample_index, dev_mode=False, node_env={"AETHER_API_KEYS": keys}) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def api(cluster: CliCluster, node: int = 0) -> httpx.Client:
-    return httpx.Client(
-        base_url=f"http://{cluster.local.nodes[node].management}",
-        headers={"Authorization": f"Bearer {KEYS['operator']}"},
-        timeout=30,
-    )
-
-
-def wait(page: Any, condition: str, what: str) -> None:
-    """Wait for a JS condition on the page; on timeout fail with what the page shows (and a screenshot)."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    try:
-        page.wait_for_function(condition)
-    except PlaywrightTimeout:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"), full_page=True)
-        shown = {part: page.inner_text(part) for part in ("#summary", "#nodes", "#instances", "#events")}
-        pytest.fail(f"the dashboard never showed {what}; it shows: {shown}")
 
 
 def rows(page: Any, selector: str, attribute: str) -> list[str]:
@@ -107,9 +51,7 @@ def test_the_dashboard_shows_the_cluster_and_follows_a_killed_node(secured: CliC
     # the page is served by a node that will survive: not the victim
     victim = next(n.node_id for n in local.nodes if n.node_id != leader and n.node_id in placed)
     host = next(n for n in local.nodes if n.node_id != victim)
-    # bypass_csp: playwright evaluates its wait conditions as strings, which the page's CSP forbids
-    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-    page.set_default_timeout(60_000)
+    page = new_page(browser)
     page.goto(f"http://{host.management}/dashboard")
 
     # the files need no key; the data does: the page asks for one
@@ -266,8 +208,7 @@ def test_the_dashboard_holds_long_texts_charts_history_and_rides_out_api_errors(
 
     host = next(n for n in local.nodes if n.node_id == leader)  # the page's node stays up throughout
     others = [n.node_id for n in local.nodes if n.node_id != leader]
-    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-    page.set_default_timeout(60_000)
+    page = new_page(browser)
     page.goto(f"http://{host.management}/dashboard")
     page.wait_for_selector("#key-form:not([hidden])")
     page.fill("#key-input", KEYS["viewer"])
@@ -396,8 +337,7 @@ def test_the_dashboard_shows_autoscaled_slices_and_the_last_decisions(
         )
         assert http.post("/api/v1/autoscale/org.aether:busy/set", json={"max": 4}).is_success
         assert http.post("/api/v1/autoscale/org.aether:busy/pause").is_success
-    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-    page.set_default_timeout(60_000)
+    page = new_page(browser)
     page.goto(f"http://{secured.local.nodes[0].management}/dashboard")
     page.wait_for_selector("#key-form:not([hidden])")
     page.fill("#key-input", KEYS["viewer"])
@@ -505,8 +445,7 @@ def test_the_dashboard_charts_each_signal_against_its_target_and_shows_a_rollout
         wait_until(measured, timeout=30, what="a calls_per_second signal", interval=0.5)
         assert http.get("/api/v1/autoscale/org.aether:busy").json()["signals"] == {}  # only when asked
 
-    page = browser.new_page(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-    page.set_default_timeout(60_000)
+    page = new_page(browser)
     page.goto(f"http://{local.nodes[0].management}/dashboard")
     page.wait_for_selector("#key-form:not([hidden])")
     page.fill("#key-input", KEYS["viewer"])
