@@ -24,7 +24,26 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+BLUEPRINT = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 4\n'
+ECHO = "org.aether:echo:1.0.0"
 KEYS = {"viewer": "viewer-key-0123456789abcdef", "operator": "operator-key-0123456789abcdef"}
+
+# What overflows: the page wider than the window, an element past its right edge, a section that scrolls
+# sideways (its content cut), each named with its box.
+OVERFLOW = """(() => {
+    const width = window.innerWidth, found = [];
+    const page = document.documentElement.scrollWidth;
+    if (page > width) found.push(`page ${page} > ${width}`);
+    for (const e of document.querySelectorAll('body *')) {
+        const box = e.getBoundingClientRect();
+        if (box.width && box.right > width + 0.5 && !e.closest('[hidden]'))
+            found.push(`${e.tagName}#${e.id}.${e.className.baseVal ?? e.className} right ${box.right}`);
+    }
+    for (const s of document.querySelectorAll('section'))
+        if (s.scrollWidth > s.clientWidth + 1)
+            found.push(`${s.id} scrolls: ${s.scrollWidth} > ${s.clientWidth}`);
+    return found;
+})()"""
 
 needs_chromium = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (Debian package `chromium`)"

@@ -22,8 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from cli_support import CliCluster, wait_until
-from dashboard_support import ARTIFACTS, KEYS, api, needs_chromium, new_page, wait
-from test_obs_dashboard import BLUEPRINT, ECHO, OVERFLOW
+from dashboard_support import ARTIFACTS, BLUEPRINT, ECHO, KEYS, OVERFLOW, api, needs_chromium, new_page, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

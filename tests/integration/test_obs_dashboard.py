@@ -22,12 +22,9 @@ import cli_support
 import httpx
 import pytest
 from cli_support import CliCluster, wait_until
-from dashboard_support import ARTIFACTS, KEYS, api, needs_chromium, new_page, wait
+from dashboard_support import ARTIFACTS, BLUEPRINT, ECHO, KEYS, OVERFLOW, api, needs_chromium, new_page, wait
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-BLUEPRINT = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 4\n'
-ECHO = "org.aether:echo:1.0.0"
 
 
 def rows(page: Any, selector: str, attribute: str) -> list[str]:
@@ -145,22 +142,6 @@ BROKEN_SLICE = "org.aether:echo-with-a-rather-long-name-for-the-layout:9.9.9"
 BROKEN = f'name = "broken"\n\n[[slices]]\nartifact = "{BROKEN_SLICE}"\ninstances = 4\n'
 LONG = 300
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-# What overflows: the page wider than the window, an element past its right edge, a section that scrolls
-# sideways (its content cut), each named with its box.
-OVERFLOW = """(() => {
-    const width = window.innerWidth, found = [];
-    const page = document.documentElement.scrollWidth;
-    if (page > width) found.push(`page ${page} > ${width}`);
-    for (const e of document.querySelectorAll('body *')) {
-        const box = e.getBoundingClientRect();
-        if (box.width && box.right > width + 0.5 && !e.closest('[hidden]'))
-            found.push(`${e.tagName}#${e.id}.${e.className.baseVal ?? e.className} right ${box.right}`);
-    }
-    for (const s of document.querySelectorAll('section'))
-        if (s.scrollWidth > s.clientWidth + 1)
-            found.push(`${s.id} scrolls: ${s.scrollWidth} > ${s.clientWidth}`);
-    return found;
-})()"""
 DRAWN = """([name, series]) => [...document.querySelectorAll(`#${name} path.series`)]
     .filter(p => p.dataset.series === series && (p.getAttribute('d').match(/L/g) || []).length >= 2).length"""
 
