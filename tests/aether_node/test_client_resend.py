@@ -1,7 +1,9 @@
 """The API client's resend rules, against real sockets on 127.0.0.1: a request that reached no node goes
 to the next; one that a node received and did not answer goes to the next only if it is idempotent (every
 GET; an invoke only if the cluster says its entry point is idempotent), else NoAnswerError says what
-happened. An invoke carries its timeout to the node and the client waits longer than that."""
+happened. An invoke carries its timeout to the node and the client waits longer than that. A read that
+a node answers `unavailable` (its store between leaders) goes to the next node and round again, for a
+while; nothing else is sent again on that answer."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
+from aether_node.client import READ_PATIENCE, ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
+from aether_node.core._kv_errors import FAILOVER_TIME
 
 
 def closed_port() -> int:
@@ -54,11 +57,15 @@ class Silent:
 
 
 class Answering:
-    """A node that answers: records every request; `entries` is what /entries says."""
+    """A node that answers: records every request; `entries` is what /entries says. The first
+    `unavailable` requests (but /entries) get 503 `unavailable`, as a node whose store has no leader."""
 
-    def __init__(self, entries: list[dict[str, Any]], status: int = 200, answer: Any = "ok") -> None:
+    def __init__(
+        self, entries: list[dict[str, Any]], status: int = 200, answer: Any = "ok", unavailable: int = 0
+    ) -> None:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         outer = self
+        unanswered = [unavailable]
 
         class Handler(BaseHTTPRequestHandler):
             def _serve(self) -> None:
@@ -68,6 +75,9 @@ class Answering:
                 outer.requests.append((self.command, parts.path, parse_qs(parts.query)))
                 if parts.path.endswith("/entries"):
                     code, body = 200, entries
+                elif unanswered[0] > 0:
+                    unanswered[0] -= 1
+                    code, body = 503, {"error": {"kind": "unavailable", "message": "no leader: an election"}}
                 elif status == 200:
                     code, body = 200, answer
                 else:
@@ -178,3 +188,31 @@ def test_the_default_call_timeout_is_sent_and_bad_ones_are_refused() -> None:
     for bad in (0, -1, 3601):
         with pytest.raises(ValueError, match="timeout: must be in"):
             ApiClient(["http://127.0.0.1:1"]).invoke("org.aether:faulty", "work", timeout=bad)
+
+
+def test_a_read_answered_unavailable_goes_to_the_next_node_and_round_again() -> None:
+    with nodes(Answering(WORK, unavailable=3, answer=[]), Answering(WORK, unavailable=2, answer=[])) as (
+        first,
+        second,
+    ):
+        client = ApiClient([first.url, second.url], read_patience=30)
+        assert client.list_blueprints() == []
+        # first, second, first, second, first (its 3rd unavailable), second answers
+        assert (len(first.requests), len(second.requests)) == (3, 3)
+
+
+def test_a_read_unavailable_for_longer_than_the_patience_says_so_and_a_write_is_not_sent_again() -> None:
+    with nodes(Answering(WORK, unavailable=1000)) as (down,):
+        client = ApiClient([down.url], read_patience=0.5)
+        with pytest.raises(ApiError) as caught:
+            client.list_blueprints()
+        assert (caught.value.status, caught.value.kind) == (503, "unavailable")
+        assert 2 <= len(down.requests) < 10, down.requests  # went round again, with pauses
+        sent = len(down.requests)
+        with pytest.raises(ApiError, match="no leader"):
+            client.scale_slice("org.aether:faulty", 3)
+        assert len(down.requests) == sent + 1  # the node retries a write itself; the client does not
+
+
+def test_a_read_is_patient_as_long_as_a_node_retries_a_write() -> None:
+    assert READ_PATIENCE == FAILOVER_TIME

@@ -12,7 +12,8 @@ uncordon a node, set the reconciliation policy, rebalance, take or release the a
 resent only if the cluster says the entry point is idempotent (its slice declares it so); when that is
 unknown it is not resent, and `NoAnswerError` says what happened. An invoke carries its timeout to the
 node, and the client waits longer than that, so the node's own 504 answer (with what it knows) reaches
-the caller.
+the caller. A read (GET) that a node answers `unavailable` (its store is between leaders) goes to the
+next node and round again for up to READ_PATIENCE, as long as a node retries a write itself.
 
 Errors: every error the client raises has a `kind` from `ErrorKind`, the one vocabulary of error kinds
 (re-exported here from the node's core with `HTTP_STATUS`, the status a node answers each with): the
@@ -27,6 +28,7 @@ import http.client
 import ipaddress
 import json
 import ssl
+import time
 import types
 import typing
 import urllib.request
@@ -45,6 +47,9 @@ T = TypeVar("T")
 
 DEFAULT_CALL_TIMEOUT = 30.0  # seconds a node gives an invoke through the API unless told otherwise
 MAX_CALL_TIMEOUT = 3600.0  # the longest call timeout a node accepts
+# How long a read answered `unavailable` is tried again: a node's own FAILOVER_TIME (its store's leader
+# fallback and two elections), for which it retries a write itself.
+READ_PATIENCE = 6.0
 MAX_LOG_LINES = 10_000  # the most last lines of an instance's log a node gives at once
 # A followed stream with nothing for this long is a node gone (killed, paused, cut off): the node sends an
 # empty line every 5 s on a followed log (`api/_slice_logs.HEARTBEAT`) and a comment every 15 s on an
@@ -719,12 +724,15 @@ class ApiClient:
         api_key: str | None = None,
         timeout: float = 10.0,
         ca_cert: str | None = None,
+        read_patience: float = READ_PATIENCE,
     ) -> None:
         """`ca_cert`: the PEM of the cluster CA, which an HTTPS node's certificate must be issued by
-        (else the system's trusted CAs)."""
+        (else the system's trusted CAs). `read_patience`: how long a read (GET) answered `unavailable`
+        (the cluster's store has no leader: an election) keeps going to the nodes again."""
         self.urls = [u.rstrip("/") for u in urls]
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
+        self._read_patience = read_patience
         self._good = 0
         self._ca_cert = ca_cert
 
@@ -786,6 +794,39 @@ class ApiClient:
         if idempotent is None:
             idempotent = method == "GET"
         timeout = timeout or self._timeout
+        if method != "GET":
+            return self._send(method, path, params, body, idempotent, timeout, what)
+        # A read that a node answers `unavailable` (its store is between leaders) goes to the next node,
+        # and round again after a pause, for up to read_patience: the node retries a write itself for as
+        # long (its FAILOVER_TIME), so an election reaches neither a read nor a write as an error.
+        give_up = time.monotonic() + self._read_patience
+        pause = 0.1
+        while True:
+            unavailable = None
+            for _ in range(max(1, len(self.urls))):
+                try:
+                    return self._send(method, path, params, body, idempotent, timeout, what)
+                except ApiError as error:
+                    if error.kind != ErrorKind.UNAVAILABLE:
+                        raise
+                    unavailable = error
+                    self._good = (self._good + 1) % len(self.urls)
+            if unavailable is not None and time.monotonic() + pause > give_up:
+                raise unavailable
+            time.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: bytes | None,
+        idempotent: bool | Callable[[], str | None],
+        timeout: float,
+        what: str,
+    ) -> Any:
+        """One round over the nodes, from the last that answered (see `_request`)."""
         errors = []
         answered_none = False
         order = self.urls[self._good :] + self.urls[: self._good]
@@ -797,6 +838,7 @@ class ApiClient:
             except ApiError as error:
                 if answered_none and method == "DELETE" and error.status == 404:
                     return None  # gone: perhaps by the attempt that got no answer
+                self._good = self.urls.index(url)
                 raise
             except _TRANSPORT_ERRORS as error:
                 if _not_sent(request):
