@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..core._blueprint import Balancing
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
+from ._unread_body import read_unread_body
 
 log = logging.getLogger("aether_node.http")
 
@@ -194,11 +195,12 @@ async def serve_http(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on host:port until cancelled, over HTTPS with `ssl_context`; reports the bound
-    addresses once listening."""
+    addresses once listening. A request the app answers before reading its whole body has the rest read
+    first (`_unread_body`), so its keep-alive connection stays usable."""
     config = HypercornConfig() if ssl_context is None else _TLSConfig(ssl_context)
     config.bind = [address]
     config.accesslog = None
     config.errorlog = log
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 75.0
-    await serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+    await serve(read_unread_body(app), config, task_status=task_status)  # type: ignore[arg-type]
