@@ -49,6 +49,7 @@ EXPECTED_EXPORTS = {
     "ServeConfig",
     "serve_replica",
     "LocalCluster",
+    "free_port",
     "plan_local_cluster",
     "running_local_cluster",
     "wait_until_ready",

@@ -41,7 +41,7 @@ import pytest
 import trio
 import uv
 
-from aether_kv import Event, KVClient, open_client
+from aether_kv import Event, KVClient, free_port, open_client
 from aether_node import Coordinates, SliceRecord, SliceState, decode_record, encode_record
 from support import ProcInfo, kill_processes_under, live_processes, wait_until, wait_until_sync
 
@@ -97,17 +97,11 @@ def build_wheel(
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct ports that were free on 127.0.0.1 a moment ago."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
+    """`count` distinct ports that were free on 127.0.0.1 a moment ago (`aether_kv.free_port`)."""
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

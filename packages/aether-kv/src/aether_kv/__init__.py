@@ -21,6 +21,7 @@ from ._errors import UnavailableError as UnavailableError
 from ._interface import KV as KV
 from ._interface import KVWatch as KVWatch
 from ._local import LocalCluster as LocalCluster
+from ._local import free_port as free_port
 from ._local import plan_local_cluster as plan_local_cluster
 from ._local import running_local_cluster as running_local_cluster
 from ._local import wait_until_ready as wait_until_ready

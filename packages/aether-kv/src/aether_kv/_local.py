@@ -24,9 +24,34 @@ from ._errors import KVError
 CLUSTER_FILE = "cluster.json"
 
 
-def free_port() -> int:
+# Ports for local clusters come from below the kernel's ephemeral range (where bind(0) and every outgoing
+# connection take theirs): a port that bind(0) found and gave back could be taken by a connection before
+# its server binds it ("Address already in use", seen with parallel test runs). Chosen at random here and
+# checked free, two planners rarely meet either.
+_LOWEST_PORT = 10_000
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` a moment ago, below the ephemeral range where the system has one."""
+    start = _ephemeral_start()
+    if start - _LOWEST_PORT >= 1_000:
+        for _ in range(200):
+            port = secrets.randbelow(start - _LOWEST_PORT) + _LOWEST_PORT
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +19,11 @@ import attrs
 import httpx
 import trio
 
-from aether_kv import CA_FILE, KVError, ReloadingTLS, client_identity, open_client
+from aether_kv import CA_FILE, KVError, ReloadingTLS, client_identity, free_port, open_client
 
 from ..core._schema import NODES
 
 VOTERS = 3
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 PLAN_FILE = "plan.json"
