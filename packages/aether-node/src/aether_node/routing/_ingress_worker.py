@@ -104,6 +104,19 @@ def render_reply(reply: dict[str, Any]) -> bytes:
     return _plain(500)
 
 
+def render_result(result: bytes) -> bytes:
+    """The HTTP 200 for a result's JSON bytes that are already what `render_reply` would write."""
+    return _response(200, result, b"application/json")
+
+
+def _verbatim(body: bytes, payload: Any) -> bytes | None:
+    """The body to pass on as the payload's JSON as it is: UTF-8 (JSON may come in UTF-16 or 32, or
+    with a BOM) and not empty (that is null); None: encode the payload."""
+    if payload is None:
+        return b"null"
+    return body if json.detect_encoding(body) == "utf-8" else None
+
+
 class _Slot:
     """One request's place in its connection's answer order (HTTP/1.1 answers pipelined requests in order)."""
 
@@ -221,7 +234,7 @@ class Worker:
         self.next_id = 0
         self.out: list[bytes] = []
         self.done = asyncio.Event()
-        self.direct = DirectRouter(self, render_reply)
+        self.direct = DirectRouter(self, render_reply, render_result)
 
     # ------------------------------------------------------------ requests
 
@@ -260,7 +273,7 @@ class Worker:
         if self.link_transport is None:
             conn.answer(slot, _error("unavailable", "the node's ingress is stopping"))
             return
-        if not query and self.direct.try_call(conn, slot, artifact, entry, payload):
+        if not query and self.direct.try_call(conn, slot, artifact, entry, payload, _verbatim(body, payload)):
             return
         self.forward_payload(conn, slot, artifact, entry, payload, query)
 
