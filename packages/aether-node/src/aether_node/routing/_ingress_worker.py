@@ -36,6 +36,7 @@ import signal
 import socket
 import sys
 import tempfile
+import traceback
 from typing import Any
 from urllib.parse import unquote
 
@@ -199,7 +200,12 @@ class HttpConnection(asyncio.Protocol):
         if len(self.queue) >= MAX_QUEUED and self.transport is not None:
             self.transport.pause_reading()
             self.paused = True
-        self.worker.route(self, slot, self.parser.get_method(), self.url, self.body, self.too_large)
+        try:
+            self.worker.route(self, slot, self.parser.get_method(), self.url, self.body, self.too_large)
+        except Exception:  # a bug costs this request a plain 500 (as starlette answers one), not its answer
+            traceback.print_exc()
+            if slot.data is None:
+                self.answer(slot, _plain(500))
 
     # ------------------------------------------------------------ answers
 
@@ -326,10 +332,16 @@ class Worker:
         if "t" in message:
             self.direct.update(message["t"])
             return
-        found = self.calls.pop(message.get("i"), None)  # type: ignore[arg-type]
+        call_id = message.get("i")
+        found = self.calls.pop(call_id, None) if isinstance(call_id, int) else None
         if found is not None:
             conn, slot = found
-            conn.answer(slot, render_reply(message))
+            try:
+                data = render_reply(message)
+            except Exception:  # an answer of a shape not foreseen: a plain 500 for that call, not the link
+                traceback.print_exc()
+                data = _plain(500)
+            conn.answer(slot, data)
 
     def link_closed(self) -> None:
         """The node is gone or stopping: answer every call in flight with 503, close, end."""
