@@ -145,7 +145,10 @@ class InstanceLink(asyncio.Protocol):
                         self.router.finish_verbatim(call, verbatim[1])
                     continue
                 message = protocol.decode(payload)
-                call = self.calls.pop(message.get("id"), None)  # type: ignore[arg-type]
+                request_id = message.get("id")
+                if not isinstance(request_id, int):
+                    raise ProtocolError(f"a reply with the request id {request_id!r}")
+                call = self.calls.pop(request_id, None)
                 if call is not None:
                     self.router.finish(call, message)
         except ProtocolError:  # the instance's nonsense ends this connection (its calls: as if it died)
