@@ -1013,7 +1013,8 @@ async def profile(node: Node, root: Path, opts: argparse.Namespace, wrk_run: Any
     seconds = max(opts.seconds, 5.0)
     tree = node.tree()
     targets = {"node": node.pid}
-    targets.update({"ingress worker": pid for pid in tree["ingress"][:1]})
+    if tree["ingress"]:
+        targets["ingress worker"] = tree["ingress"][0]
     targets.update({f"slice instance {n}": pid for n, pid in enumerate(tree["instances"], 1)})
     spies = {}
     for name, pid in targets.items():
@@ -1302,7 +1303,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--ingress-rounds", type=int, default=0, help="rounds of wrk runs per server (default 3, quick 2)"
     )
-    parser.add_argument("--profile", action="store_true", help="also run py-spy on the node, its ingress worker and the slices")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run py-spy on the node, its ingress worker and the slices",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
         "--quiet-wait",

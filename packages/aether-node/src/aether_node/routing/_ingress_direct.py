@@ -75,7 +75,8 @@ def split_result(payload: bytes) -> tuple[int, bytes] | None:
 def split_frames(buffer: bytearray, max_frame: int) -> list[bytes]:
     """The whole frames' payloads at the start of `buffer`, removed from it. Raises ProtocolError for a
     frame over `max_frame` (the stream cannot be read on)."""
-    frames, start, size = [], 0, len(buffer)
+    frames: list[bytes] = []
+    start, size = 0, len(buffer)
     while size - start >= 4:
         (length,) = _HEAD.unpack_from(buffer, start)
         if length > max_frame:
