@@ -2,7 +2,7 @@
 
     uv run python benchmarks/slice_bench.py            # full run (~4-8 minutes on 2 cores)
     uv run python benchmarks/slice_bench.py --quick    # shorter wrk runs, fewer rounds (~1.5 minutes)
-    uv run --with py-spy python benchmarks/slice_bench.py --profile   # also: where the node's time goes
+    uv run --with py-spy python benchmarks/slice_bench.py --profile   # also: where the time goes
     uv run python benchmarks/slice_bench.py --only ingress,memory      # some phases (load, ingress, memory)
     uv run python benchmarks/slice_bench.py --only ingress --ingress-server trio   # the node's trio ingress
     uv run --with 'ray[serve]' python benchmarks/slice_bench.py --only ingress --ray-serve   # + Ray Serve
@@ -1004,14 +1004,18 @@ def summarize_profile(raw: Path, top: int = 12) -> dict[str, Any]:
 
 
 async def profile(node: Node, root: Path, opts: argparse.Namespace, wrk_run: Any) -> dict[str, Any]:
-    """py-spy on the node and on one slice instance while wrk loads aether (2 instances)."""
+    """py-spy on the node, its ingress worker (if any) and each slice instance while wrk loads aether (2
+    instances)."""
     py_spy = find_py_spy()
     if py_spy is None:
         log("--profile: py-spy not found (run with `uv run --with py-spy ...`); skipped")
         return {"skipped": "py-spy not found"}
     seconds = max(opts.seconds, 5.0)
     tree = node.tree()
-    targets = {"node": node.pid, "slice instance": tree["instances"][0]}
+    targets = {"node": node.pid}
+    if tree["ingress"]:
+        targets["ingress worker"] = tree["ingress"][0]
+    targets.update({f"slice instance {n}": pid for n, pid in enumerate(tree["instances"], 1)})
     spies = {}
     for name, pid in targets.items():
         raw = root / f"profile-{name.replace(' ', '-')}.txt"
@@ -1299,7 +1303,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--ingress-rounds", type=int, default=0, help="rounds of wrk runs per server (default 3, quick 2)"
     )
-    parser.add_argument("--profile", action="store_true", help="also run py-spy on the node and a slice")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also run py-spy on the node, its ingress worker and the slices",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
         "--quiet-wait",

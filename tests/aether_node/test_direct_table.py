@@ -1,11 +1,23 @@
-"""The fast ingress's direct path, pure parts: the retry rule the invoker and the worker share, and the
-worker's reading of the node's routing table (a bad entry is left out: its calls go to the node)."""
+"""The fast ingress's direct path, pure parts: the retry rule the invoker and the worker share, the
+worker's reading of the node's routing table (a bad entry is left out: its calls go to the node), and the
+bytes it passes through (an INVOKE frame around the request's body, a reply's result answered as it is)."""
 
 from __future__ import annotations
 
+import json
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from aether_node.core._blueprint import Balancing
 from aether_node.routing._endpoints import may_retry
-from aether_node.routing._ingress_direct import DirectRouter
+from aether_node.routing._ingress_direct import DirectRouter, split_frames, split_result
+from aether_node.routing._ingress_worker import render_reply, render_result
+from aether_slice import protocol
+from aether_slice.protocol import Kind, ProtocolError
 
 
 def test_a_call_that_never_ran_may_always_go_elsewhere_one_that_may_have_run_only_if_idempotent() -> None:
@@ -16,7 +28,7 @@ def test_a_call_that_never_ran_may_always_go_elsewhere_one_that_may_have_run_onl
 
 
 def router() -> DirectRouter:
-    return DirectRouter(None, lambda reply: b"")  # type: ignore[arg-type]
+    return DirectRouter(None, lambda reply: b"", lambda result: b"")  # type: ignore[arg-type]
 
 
 def test_the_worker_reads_the_nodes_table() -> None:
@@ -61,3 +73,64 @@ def test_a_bad_route_in_the_table_is_left_out_and_the_others_kept() -> None:
     assert list(direct.routes) == [("org.aether:echo", "echo")]
     assert direct.tokens == {}
     assert direct.timeout == 30.0
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(result=JSON, request_id=st.integers(min_value=1, max_value=2**53))
+def test_a_result_passed_through_is_answered_exactly_as_the_decoded_reply_would_be(
+    result: Any, request_id: int
+) -> None:
+    payload = protocol.encode(protocol.reply(request_id, result))[4:]
+    verbatim = split_result(payload)
+    expected = render_reply({"s": 200, "r": protocol.decode(payload)["ok"]})
+    if verbatim is None:  # the long way: what the node would not render as written (NaN, a surrogate...)
+        return
+    assert verbatim[0] == request_id
+    assert render_result(verbatim[1]) == expected
+
+
+def test_a_plain_result_is_passed_through() -> None:
+    payload = protocol.encode(protocol.reply(7, {"a": [1, "é", None]}))[4:]
+    assert split_result(payload) == (7, '{"a":[1,"é",null]}'.encode())
+
+
+@pytest.mark.parametrize("result", [math.nan, [math.inf], {"x": -math.inf}, "\ud800", "text NaN"])
+def test_a_result_the_node_would_not_render_as_written_takes_the_long_way(result: Any) -> None:
+    assert split_result(protocol.encode(protocol.reply(3, result))[4:]) is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [protocol.error_reply(3, "raised", "boom"), {"ok": 1, "id": 3}, {"id": "c1", "ok": 1}, {"id": 3}],
+)
+def test_frames_of_other_shapes_are_decoded(message: dict[str, Any]) -> None:
+    assert split_result(protocol.encode(message)[4:]) is None
+
+
+@given(payload=JSON, entry=st.text(min_size=1), request_id=st.integers(min_value=1, max_value=2**53))
+def test_an_invoke_frame_around_the_body_is_the_frame_the_payload_would_encode_to(
+    payload: Any, entry: str, request_id: int
+) -> None:
+    direct = router()
+    direct.update({"node": "n1", "routes": [["a:b", entry, "round_robin", [["a:b:1", 1, True, "b#1"]]]]})
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    spliced = direct.routes[("a:b", entry)].invoke_head % request_id + body + b"}"
+    assert (
+        spliced
+        == protocol.encode(protocol.request(request_id, Kind.INVOKE, entry=entry, payload=payload))[4:]
+    )
+
+
+def test_frames_are_split_off_the_buffer_and_a_partial_one_is_kept() -> None:
+    frames = [protocol.encode({"id": n, "ok": n}) for n in range(3)]
+    buffer = bytearray(b"".join(frames) + frames[0][:5])
+    assert split_frames(buffer, protocol.MAX_FRAME) == [f[4:] for f in frames]
+    assert buffer == frames[0][:5]
+    with pytest.raises(ProtocolError, match="over the limit"):
+        split_frames(bytearray(b"\xff\xff\xff\xff"), protocol.MAX_FRAME)

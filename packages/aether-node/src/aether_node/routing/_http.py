@@ -89,6 +89,8 @@ def parse_payload(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"the request body is not valid JSON: {error}") from None
+    except RecursionError:  # (the parser's own limit, about a thousand levels)
+        raise ValueError("the request body is not valid JSON: nested too deeply") from None
 
 
 async def _answer(

@@ -5,10 +5,14 @@ balancing strategy, the tokens of the instances that will connect); local instan
 worker's Unix socket (the host protocol's ATTACH) and serve invokes on that connection. A call whose route
 is in the table and whose instances are all connected is balanced here (the invoker's `choose`, with this
 worker's own turns and in-flight counts), sent as an INVOKE frame, timed out as the node would, and
-counted for the node's metrics (`record`, sent in batches). Anything else returns False from `try_call`:
-the worker sends it to the node. A call that never ran (the instance answered "stopped"), or that may
-have run on an instance that died if its entry point is idempotent (`may_retry`, the invoker's rule), is
-handed to the node with what is left of its timeout; a non-idempotent one is answered 503, never resent.
+counted for the node's metrics (`record`, sent in batches). The bytes pass through: the INVOKE frame is
+built around the request's JSON body as it came (once it parsed), and a result is answered with the JSON
+bytes of the instance's reply frame (`split_result`), neither decoded nor encoded again when they are
+what the node would render (strict JSON: no NaN, no lone surrogate). Anything else returns False from
+`try_call`: the worker sends it to the node. A call that never ran (the instance answered "stopped"), or
+that may have run on an instance that died if its entry point is idempotent (`may_retry`, the invoker's
+rule), is handed to the node with what is left of its timeout; a non-idempotent one is answered 503,
+never resent.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import itertools
+import json
 import random
 import time
 from collections.abc import Callable
@@ -40,14 +45,64 @@ if TYPE_CHECKING:
 METRICS_EVERY = 0.1
 METRICS_BATCH = 512
 
+_HEAD = protocol.HEADER
+_REPLY_START = b'{"id":'  # a reply as the host encodes it: {"id":N,"ok":RESULT} (compact, in this order)
+_REPLY_OK = b',"ok":'
+# what the node would not render as the instance wrote it (not strict JSON; a lone surrogate's UTF-8 lead
+# byte, which no other character starts with but Hangul and a few others: those take the long way too)
+_NOT_VERBATIM = (b"NaN", b"Infinity", b"\xed")
+
+
+def split_result(payload: bytes) -> tuple[int, bytes] | None:
+    """(request id, the result's JSON bytes) of a successful reply frame that can be answered verbatim;
+    None for any other frame (an error, another shape, a result the node would render otherwise)."""
+    if not payload.startswith(_REPLY_START) or payload[-1:] != b"}":
+        return None
+    mark = payload.find(_REPLY_OK, 6, 32)
+    if mark < 0:
+        return None
+    try:
+        request_id = int(payload[6:mark])
+    except ValueError:
+        return None
+    result = payload[mark + 6 : -1]
+    for text in _NOT_VERBATIM:
+        if text in result:
+            return None
+    return request_id, result
+
+
+def split_frames(buffer: bytearray, max_frame: int) -> list[bytes]:
+    """The whole frames' payloads at the start of `buffer`, removed from it. Raises ProtocolError for a
+    frame over `max_frame` (the stream cannot be read on)."""
+    frames: list[bytes] = []
+    start, size = 0, len(buffer)
+    while size - start >= 4:
+        (length,) = _HEAD.unpack_from(buffer, start)
+        if length > max_frame:
+            raise ProtocolError(f"a frame of {length} bytes is over the limit of {max_frame}")
+        end = start + 4 + length
+        if end > size:
+            break
+        frames.append(bytes(buffer[start + 4 : end]))
+        start = end
+    del buffer[:start]
+    return frames
+
 
 class _Route:
-    __slots__ = ("endpoints", "labels", "strategy")
+    __slots__ = ("endpoints", "invoke_head", "labels", "strategy")
 
-    def __init__(self, strategy: Balancing, endpoints: tuple[Endpoint, ...], labels: dict[Any, str]) -> None:
+    def __init__(
+        self, entry: str, strategy: Balancing, endpoints: tuple[Endpoint, ...], labels: dict[Any, str]
+    ) -> None:
         self.strategy = strategy
         self.endpoints = endpoints
         self.labels = labels
+        # an INVOKE frame's JSON up to its payload, with %d for the request id (as protocol.encode writes
+        # protocol.request(id, Kind.INVOKE, entry=entry, payload=...))
+        entry_json = json.dumps(entry, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        self.invoke_head = b'{"id":%%d,"op":"invoke","entry":%s,"payload":' % entry_json.replace(b"%", b"%%")
 
 
 class _DirectCall:
@@ -66,7 +121,7 @@ class InstanceLink(asyncio.Protocol):
 
     def __init__(self, router: DirectRouter) -> None:
         self.router = router
-        self.frames = protocol.FrameDecoder()
+        self.buffer = bytearray()
         self.transport: asyncio.Transport | None = None
         self.token: str | None = None
         self.target: tuple[str, int] | None = None  # once the table names its token
@@ -78,13 +133,23 @@ class InstanceLink(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.frames.feed(data)
+        self.buffer += data
         try:
-            while (message := self.frames.next()) is not None:
+            for payload in split_frames(self.buffer, protocol.MAX_FRAME):
                 if self.token is None:
-                    self._hello(message)
+                    self._hello(protocol.decode(payload))
                     continue
-                call = self.calls.pop(message.get("id"), None)  # type: ignore[arg-type]
+                verbatim = split_result(payload)
+                if verbatim is not None:
+                    call = self.calls.pop(verbatim[0], None)
+                    if call is not None:
+                        self.router.finish_verbatim(call, verbatim[1])
+                    continue
+                message = protocol.decode(payload)
+                request_id = message.get("id")
+                if not isinstance(request_id, int):
+                    raise ProtocolError(f"a reply with the request id {request_id!r}")
+                call = self.calls.pop(request_id, None)
                 if call is not None:
                     self.router.finish(call, message)
         except ProtocolError:  # the instance's nonsense ends this connection (its calls: as if it died)
@@ -124,9 +189,15 @@ class InstanceLink(asyncio.Protocol):
 class DirectRouter:
     """The worker's table and the calls it sent straight to instances."""
 
-    def __init__(self, worker: Worker, render: Callable[[dict[str, Any]], bytes]) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        render: Callable[[dict[str, Any]], bytes],
+        render_result: Callable[[bytes], bytes],
+    ) -> None:
         self.worker = worker
         self.render = render  # a reply as the node sends it ({"s", "r"} or {"s", "x"}) → HTTP
+        self.render_result = render_result  # a result's JSON bytes → the HTTP 200 with them as its body
         self.node = ""
         self.timeout = 30.0
         self.routes: dict[tuple[str, str], _Route] = {}
@@ -162,7 +233,8 @@ class DirectRouter:
                     )
                     endpoints.append(endpoint)
                     labels[endpoint.target] = str(label)
-                routes[(artifact_id, entry)] = _Route(Balancing(strategy), tuple(endpoints), labels)
+                route = _Route(str(entry), Balancing(strategy), tuple(endpoints), labels)
+                routes[(artifact_id, entry)] = route
             except (TypeError, ValueError, InvalidCoordinatesError):
                 continue
         self.routes = routes
@@ -200,8 +272,11 @@ class DirectRouter:
 
     # ------------------------------------------------------------ calls
 
-    def try_call(self, conn: HttpConnection, slot: _Slot, artifact: str, entry: str, payload: Any) -> bool:
-        """Send the call straight to an instance if the table allows; False: the node must route it."""
+    def try_call(
+        self, conn: HttpConnection, slot: _Slot, artifact: str, entry: str, payload: Any, body: bytes | None
+    ) -> bool:
+        """Send the call straight to an instance if the table allows; False: the node must route it.
+        `body`: the payload's JSON as UTF-8 bytes, passed on as it is (None: encode `payload`)."""
         route = self.routes.get((artifact, entry))
         if route is None:
             return False
@@ -224,11 +299,19 @@ class DirectRouter:
         call.endpoint, call.label = endpoint, route.labels[endpoint.target]
         link = links[endpoint.target]
         request_id = next(link.ids)
-        try:
-            frame = protocol.encode(protocol.request(request_id, Kind.INVOKE, entry=entry, payload=payload))
-        except ProtocolError as error:  # as the node's SliceHost.invoke says it
-            self._answer(call, InvocationError(ErrorKind.BAD_REQUEST, f"{call.label}: the payload: {error}"))
-            return True
+        frame = None
+        if body is not None:
+            data = route.invoke_head % request_id + body + b"}"
+            if len(data) <= protocol.MAX_FRAME:
+                frame = _HEAD.pack(len(data)) + data
+        if frame is None:
+            request = protocol.request(request_id, Kind.INVOKE, entry=entry, payload=payload)
+            try:
+                frame = protocol.encode(request)
+            except ProtocolError as error:  # as the node's SliceHost.invoke says it
+                message = f"{call.label}: the payload: {error}"
+                self._answer(call, InvocationError(ErrorKind.BAD_REQUEST, message))
+                return True
         loop = asyncio.get_running_loop()
         call.deadline = loop.time() + self.timeout
         deadlines = self.deadlines
@@ -241,6 +324,12 @@ class DirectRouter:
         self.in_flight[endpoint.target] += 1
         link.send(frame)
         return True
+
+    def finish_verbatim(self, call: _DirectCall, result: bytes) -> None:
+        """The instance answered `result` (its JSON bytes, as the node would render them)."""
+        self._done(call)
+        self._record(call, None)
+        call.conn.answer(call.slot, self.render_result(result))
 
     def finish(self, call: _DirectCall, reply: dict[str, Any]) -> None:
         self._done(call)

@@ -36,6 +36,7 @@ import signal
 import socket
 import sys
 import tempfile
+import traceback
 from typing import Any
 from urllib.parse import unquote
 
@@ -102,6 +103,19 @@ def render_reply(reply: dict[str, Any]) -> bytes:
     if "x" in reply:
         return _json_response(status, {"error": reply["x"]})
     return _plain(500)
+
+
+def render_result(result: bytes) -> bytes:
+    """The HTTP 200 for a result's JSON bytes that are already what `render_reply` would write."""
+    return _response(200, result, b"application/json")
+
+
+def _verbatim(body: bytes, payload: Any) -> bytes | None:
+    """The body to pass on as the payload's JSON as it is: UTF-8 (JSON may come in UTF-16 or 32, or
+    with a BOM) and not empty (that is null); None: encode the payload."""
+    if payload is None:
+        return b"null"
+    return body if json.detect_encoding(body) == "utf-8" else None
 
 
 class _Slot:
@@ -186,7 +200,12 @@ class HttpConnection(asyncio.Protocol):
         if len(self.queue) >= MAX_QUEUED and self.transport is not None:
             self.transport.pause_reading()
             self.paused = True
-        self.worker.route(self, slot, self.parser.get_method(), self.url, self.body, self.too_large)
+        try:
+            self.worker.route(self, slot, self.parser.get_method(), self.url, self.body, self.too_large)
+        except Exception:  # a bug costs this request a plain 500 (as starlette answers one), not its answer
+            traceback.print_exc()
+            if slot.data is None:
+                self.answer(slot, _plain(500))
 
     # ------------------------------------------------------------ answers
 
@@ -221,7 +240,7 @@ class Worker:
         self.next_id = 0
         self.out: list[bytes] = []
         self.done = asyncio.Event()
-        self.direct = DirectRouter(self, render_reply)
+        self.direct = DirectRouter(self, render_reply, render_result)
 
     # ------------------------------------------------------------ requests
 
@@ -260,7 +279,7 @@ class Worker:
         if self.link_transport is None:
             conn.answer(slot, _error("unavailable", "the node's ingress is stopping"))
             return
-        if not query and self.direct.try_call(conn, slot, artifact, entry, payload):
+        if not query and self.direct.try_call(conn, slot, artifact, entry, payload, _verbatim(body, payload)):
             return
         self.forward_payload(conn, slot, artifact, entry, payload, query)
 
@@ -313,10 +332,16 @@ class Worker:
         if "t" in message:
             self.direct.update(message["t"])
             return
-        found = self.calls.pop(message.get("i"), None)  # type: ignore[arg-type]
+        call_id = message.get("i")
+        found = self.calls.pop(call_id, None) if isinstance(call_id, int) else None
         if found is not None:
             conn, slot = found
-            conn.answer(slot, render_reply(message))
+            try:
+                data = render_reply(message)
+            except Exception:  # an answer of a shape not foreseen: a plain 500 for that call, not the link
+                traceback.print_exc()
+                data = _plain(500)
+            conn.answer(slot, data)
 
     def link_closed(self) -> None:
         """The node is gone or stopping: answer every call in flight with 503, close, end."""
