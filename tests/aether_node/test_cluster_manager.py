@@ -13,14 +13,22 @@ import trio
 from shell_support import apply, instances, register
 from trio.testing import MockClock
 
-from aether_kv import MemoryStore, OutcomeUnknownError, UnavailableError
-from aether_node.control._cluster_manager import ClusterDeploymentManager, LeadershipMonitor
+from aether_kv import KeyValue, MemoryStore, OutcomeUnknownError, UnavailableError
+from aether_node.control._cluster_manager import (
+    ClusterDeploymentManager,
+    InstanceDecoder,
+    LeadershipMonitor,
+    placements,
+)
+from aether_node.control._reconcile import CreateInstance
 from aether_node.control._strategies import command
 from aether_node.core._blueprint import Resources, SliceSpec
+from aether_node.core._coordinates import Coordinates
 from aether_node.core._records import (
     LeaderClaim,
     RolloutPhase,
     RolloutRecord,
+    SliceRecord,
     SliceState,
     decode_record,
     encode_record,
@@ -361,3 +369,47 @@ async def test_a_new_leader_carries_on_a_rollout_from_its_record(
         await wait_until(switched, timeout=60, what="n2 switches the rollout n1 started")
         assert len(await instances(kv)) == 4  # neither leader placed a second new set
         nursery.cancel_scope.cancel()
+
+
+def test_the_instance_decoder_decodes_a_record_once_per_change_and_forgets_deleted_ones() -> None:
+    def stored(key: str, state: SliceState, revision: int) -> KeyValue:
+        value = encode_record(SliceRecord(state=state))
+        return KeyValue(key=key, value=value, create_revision=1, mod_revision=revision, version=1, lease=0)
+
+    one, two = f"slices/n1/{ECHO}/1", f"slices/n1/{ECHO}/2"
+    decoder = InstanceDecoder()
+    first = decoder.instances(
+        {one: stored(one, SliceState.ACTIVATE, 5), two: stored(two, SliceState.ACTIVE, 6)}
+    )
+    assert [(i.instance, i.state) for i in first] == [(1, SliceState.ACTIVATE), (2, SliceState.ACTIVE)]
+    again = decoder.instances(
+        {one: stored(one, SliceState.ACTIVE, 7), two: stored(two, SliceState.FAILED, 6)}
+    )
+    assert again[0].state is SliceState.ACTIVE and again[0].mod_revision == 7  # changed: decoded again
+    assert again[1] is first[1]  # unchanged revision: the same observation, not decoded again
+    garbled = KeyValue(key=two, value=b"{", create_revision=1, mod_revision=8, version=2, lease=0)
+    assert [
+        i.instance for i in decoder.instances({one: stored(one, SliceState.ACTIVE, 7), two: garbled})
+    ] == [1]
+    assert (
+        decoder.instances({}) == []
+        and decoder.instances({one: stored(one, SliceState.ACTIVE, 7)})[0] is not again[0]
+    )
+
+
+def test_a_pass_s_new_instances_are_described_per_slice_version_and_node() -> None:
+    def create(node: str, coordinates: str, number: int) -> CreateInstance:
+        return CreateInstance(
+            node_id=node, coordinates=Coordinates.parse(coordinates), instance=number, config={}
+        )
+
+    placed = [
+        create("n2", ECHO, 1),
+        create("n1", ECHO, 2),
+        create("n2", ECHO, 3),
+        create("n1", "org.example:b:2", 1),
+    ]
+    assert (
+        placements(placed)
+        == "1 instance of org.example:b:2 (n1 1); 3 instances of org.example:echo:1.0 (n1 1, n2 2)"
+    )

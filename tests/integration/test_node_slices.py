@@ -23,6 +23,7 @@ import trio
 from node_support import (
     COUNTER,
     ECHO,
+    FAULTY,
     PINNED,
     NodeProcess,
     activate,
@@ -153,6 +154,28 @@ async def test_counter_holds_state_and_its_stop_hook_runs(
     await write_command(kv, key, SliceState.DEACTIVATE)
     await wait_for_state(kv, key, SliceState.LOADED, timeout=30)
     assert state_file.read_text() == "stopped", "aether_stop did not run on DEACTIVATE"
+
+
+async def test_instances_of_two_configs_are_forked_from_templates_that_imported_the_slice_with_each(
+    node: NodeProcess, kv: KVClient
+) -> None:
+    configs = {0: {"tag": "a"}, 1: {"tag": "b"}}
+    for number, config in configs.items():
+        await activate(kv, node, FAULTY, number, config)  # (one template for both: the second fails)
+    seen: dict[int, dict[str, Any]] = {}
+
+    async def both_seen() -> bool:
+        response = await invoke(node.ingress, "org.aether:faulty", "imported")
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        seen[answer["instance"]] = answer
+        return len(seen) == 2
+
+    await wait_until(both_seen, timeout=30, what="an answer from each faulty instance")
+    for number, answer in seen.items():
+        assert answer["config"] == answer["instance_config"] == configs[number]  # imported with its own
+        assert answer["pid"] != answer["pid_now"]  # by its template, once
+    assert seen[0]["pid"] != seen[1]["pid"]
 
 
 async def test_pinned_slice_sees_its_own_attrs(node: NodeProcess, kv: KVClient) -> None:

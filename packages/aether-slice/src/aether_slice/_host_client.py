@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import secrets
 import select
@@ -178,7 +179,8 @@ class SliceInstance:
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(path)
         self._listener.listen(1)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # As a node runs it: the template imports the slice once, with the instance's config.
+        env = dict(os.environ, PYTHONUNBUFFERED="1", AETHER_SLICE_CONFIG=json.dumps(self.config))
         token = secrets.token_hex(16)
         request = {"socket": path, "token": token, "log_path": str(self.log_path), "config": self.config}
         deadline = time.monotonic() + self.timeout
@@ -186,7 +188,7 @@ class SliceInstance:
         try:
             with open(template_log, "ab") as log:
                 self._template = subprocess.Popen(
-                    [self.python, "-m", "aether_slice.host"],
+                    [self.python, "-m", "aether_slice.host", "--preload", self.artifact],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     stderr=log,

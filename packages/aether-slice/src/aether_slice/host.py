@@ -1,12 +1,18 @@
 """The slice host runner. Standard library + pluggy only (asyncio, not trio, so that it imposes nothing on
 the slice's dependencies).
 
-`python -m aether_slice.host` runs a *template* in the slice's own virtualenv: it imports the runtime once
-and forks one child per slice instance when the node asks (a fork costs ~2 ms; a fresh interpreter
-~100 ms). Each child connects to the node's Unix socket, says hello with its token, and then speaks the
-host protocol there (`aether_slice.protocol`: its frames, messages and version). Anything a slice prints
-goes to its instance log. A child exits when its socket closes; children and template ask the kernel to
-kill them when their parent dies, so nothing outlives the node.
+`python -m aether_slice.host [--preload NAME]` runs a *template* in the slice's own virtualenv: it
+imports the runtime once and forks one child per slice instance when the node asks (a fork costs ~1 ms; a
+fresh interpreter ~100 ms). Whatever does not depend on the instance is done once, in the template, so
+that each child inherits it instead of doing it again: the entry points scanned, logging set up, the
+parent-death call looked up, and with `--preload` the slice itself imported and registered with pluggy
+(with the config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that
+config only; a slice whose import fails or starts threads is not kept: the template starts again
+without it, and each instance imports the slice itself, as without `--preload`). Each child connects to
+the node's Unix socket, says hello with its token, and then speaks the host protocol there
+(`aether_slice.protocol`: its frames, messages and version). Anything a slice prints goes to its
+instance log. A child exits when its socket closes; children and template ask the kernel to kill them
+when their parent dies, so nothing outlives the node.
 
 Node → host: load, start, stop, invoke, health, attach (each with an integer "id"; one reply each).
 Host → node: call (id "c<n>"), for a slice calling another slice through the cluster.
@@ -27,7 +33,9 @@ import os
 import resource
 import select
 import signal
+import socket
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -50,14 +58,25 @@ class HostError(Exception):
         self.detail = detail
 
 
+_prctl: Callable[[int, int], int] | None = None
+
+
 def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):  # not Linux: stdin EOF still ends us
-        pass
+    """Ask the kernel for SIGKILL when the parent dies. libc's prctl is looked up once, in the template:
+    its children call it without loading anything."""
+    global _prctl
+    if _prctl is None:
+        try:
+            _prctl = ctypes.CDLL(None, use_errno=True).prctl
+        except (OSError, AttributeError):  # not Linux: stdin EOF still ends us
+            _prctl = _no_prctl
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() == 1:  # the node died before we could ask
         os._exit(1)
+
+
+def _no_prctl(option: int, value: int) -> int:
+    return 0
 
 
 class Host:
@@ -164,20 +183,7 @@ class Host:
     def load(self, message: dict[str, Any]) -> dict[str, Any]:
         name = message["entry_point"]
         group, artifact, version = message["coordinates"].split(":")
-        found = [ep for ep in _slice_entry_points() if ep.name == name]
-        if not found:
-            raise HostError("entry_point", f"no entry point {name!r} in group {ENTRY_POINT_GROUP!r}")
-        try:
-            plugin = found[0].load()
-        except Exception as error:
-            raise HostError(
-                "import",
-                f"importing {found[0].value} failed: {type(error).__name__}: {error}",
-                _short_traceback(),
-            ) from None
-        manager = pluggy.PluginManager(hookspecs.PROJECT)
-        manager.add_hookspecs(hookspecs)
-        manager.register(plugin)
+        manager = _preloaded[name] if name in _preloaded else _plugin_manager(name)
         logger = logging.getLogger(f"slice.{group}.{artifact}")
         self.context = SliceContext(
             group=group,
@@ -282,6 +288,71 @@ def _as_entry_points(declared: Any) -> list[EntryPoint]:
     return entries
 
 
+def _plugin_manager(name: str) -> pluggy.PluginManager:
+    """Import the slice of entry point `name` and register it with a new plugin manager. Raises
+    HostError."""
+    found = [ep for ep in _slice_entry_points() if ep.name == name]
+    if not found:
+        raise HostError("entry_point", f"no entry point {name!r} in group {ENTRY_POINT_GROUP!r}")
+    try:
+        plugin = found[0].load()
+    except Exception as error:
+        raise HostError(
+            "import",
+            f"importing {found[0].value} failed: {type(error).__name__}: {error}",
+            _short_traceback(),
+        ) from None
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(plugin)
+    return manager
+
+
+_preloaded: dict[str, pluggy.PluginManager] = {}  # entry point name → its manager, built in the template
+_preloaded_config: Any = None  # the AETHER_SLICE_CONFIG it was imported with
+
+
+def _preload(name: str) -> bool:
+    """In the template, before any fork: import the slice and build its plugin manager, for every child
+    to inherit. False (say why on stderr) if the import failed, or if it left the process with more
+    threads than its own (forking a threaded process is unsafe, and a child would lack the thread) or
+    with files or sockets open (every instance would share them)."""
+    global _preloaded_config
+    fds = _open_fds()
+    try:
+        _preloaded_config = json.loads(os.environ.get("AETHER_SLICE_CONFIG") or "{}")
+        _preloaded[name] = _plugin_manager(name)
+    except ValueError as error:
+        print(f"aether_slice.host: not preloading {name}: AETHER_SLICE_CONFIG is not JSON: {error}")
+        return False
+    except HostError as error:
+        print(f"aether_slice.host: not preloading {name}: {error.message} (each instance imports it)")
+        return False
+    threads = _thread_count()
+    opened = _open_fds() - fds
+    if threads > 1 or opened:
+        left = f"started {threads - 1} thread(s)" if threads > 1 else f"left {len(opened)} file(s) open"
+        print(f"aether_slice.host: not preloading {name}: importing it {left} (each instance imports it)")
+        return False
+    return True
+
+
+def _thread_count() -> int:
+    try:
+        return len(os.listdir("/proc/self/task"))  # native threads too, not only Python's
+    except OSError:
+        return threading.active_count()
+
+
+def _open_fds() -> set[str]:
+    """The open file descriptors (with the listing's own, the lowest free one: the same in two listings
+    when nothing was opened between them)."""
+    try:
+        return set(os.listdir("/proc/self/fd"))
+    except OSError:
+        return set()
+
+
 _ENTRY_POINTS: list[importlib.metadata.EntryPoint] | None = None
 
 
@@ -315,16 +386,9 @@ def _child(request: dict[str, Any]) -> None:
         os.dup2(log, 1)
         os.dup2(log, 2)
         os.close(devnull)
-        os.close(log)
-        sys.stdout = sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+        os.close(log)  # (sys.stdout and sys.stderr are the template's stream on fd 2: now the log)
         os.environ["AETHER_SLICE_CONFIG"] = json.dumps(request.get("config") or {})
         _die_with_parent()  # the template; it dies with the node
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(name)s %(levelname)s %(message)s",
-            force=True,
-        )
         asyncio.run(_serve_socket(request["socket"], request["token"]))
     except BaseException:
         traceback.print_exc()
@@ -408,6 +472,17 @@ class Template:
                 )
             )
             return
+        if _preloaded and (request.get("config") or {}) != _preloaded_config:
+            self.write(
+                protocol.error_reply(
+                    request.get("id"),
+                    protocol.HostErrorKind.PROTOCOL,
+                    "this template imported the slice with another config (its AETHER_SLICE_CONFIG):"
+                    " an instance of this config needs a template of its own",
+                )
+            )
+            return
+        sys.stderr.flush()  # nothing buffered may be written twice
         pid = os.fork()
         if pid == 0:
             self._forget_wakeups()
@@ -428,16 +503,46 @@ class Template:
             self.write(protocol.exit_event(pid, code))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the node's terminal is the node's business
-    sys.stdout = sys.stderr  # fd 1 is the protocol: nothing else may write to it
+    # fd 1 is the protocol: nothing else may write to it. A child's fd 2 is its log, so this stream and
+    # the logging handler on it, set up here once, write there in every child.
+    sys.stdout = sys.stderr
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        force=True,
+    )
     try:
         _slice_entry_points()  # once, inherited by every instance forked from here
     except Exception:  # an instance scans again and reports what is wrong
         traceback.print_exc()
+    if len(args) == 2 and args[0] == "--preload" and not _preload(args[1]):
+        # What the failed or threaded import left behind must not reach the instances: start afresh.
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "aether_slice.host"])
+    try:
+        asyncio.run(_warm_up())
+    except Exception:  # only a loss of speed
+        traceback.print_exc()
     Template().run()
     os._exit(0)
+
+
+async def _warm_up() -> None:
+    """What every instance does first (an event loop, a Unix stream connection, a Host answering a
+    request), done once in the template: what it builds lazily is then inherited, not built again (and
+    its pages copied) in each child."""
+    mine, theirs = socket.socketpair()
+    with theirs:
+        reader, writer = await asyncio.open_unix_connection(sock=mine)
+        theirs.sendall(protocol.encode(protocol.request(1, Kind.HEALTH)))
+        theirs.shutdown(socket.SHUT_WR)
+        await Host(reader, writer.write).run()
+        writer.close()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ Messages (`Kind` names each; `kind_of` tells which one a message is, or raises P
     CALL     instance → node          {"id": "c<n>", "op": "call", "artifact", "entry", "payload",
                                        "timeout"}: a slice calling another slice through the cluster
     FORK     node → template          {"id", "op": "fork", "socket", "token", "log_path", "config"}
-                                       → REPLY {"pid"}
+                                       → REPLY {"pid"}; a template that imported the slice (--preload)
+                                       refuses (ERROR "protocol") an instance of another config
     ATTACH   node → instance          {"id", "op": "attach", "socket", "token"}: open a second connection
                                        to that Unix socket (the node's ingress worker), say HELLO there
                                        with the token, and serve INVOKE on it too → REPLY {} once sent.

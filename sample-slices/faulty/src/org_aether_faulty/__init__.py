@@ -4,6 +4,8 @@ Config key `mode` picks the failure:
 
 - `fail_import`: raises at import time (read from the AETHER_SLICE_CONFIG environment variable, which
   the host sets to the instance config's JSON before importing the slice);
+- `thread_at_import`: starts a thread at import time (it sleeps until the process ends);
+- `open_at_import`: opens a file at import time and keeps it open;
 - `fail_start`: `aether_start` raises RuntimeError("faulty: start failed on purpose");
 - `hang_start`: `aether_start` never returns;
 - `crash_after_start`: `aether_start` starts a thread that kills the process (exit code 3) after
@@ -18,6 +20,11 @@ Every call of `work` first prints `faulty: work <payload as JSON>` to the instan
 
 Entry `record` (not idempotent) does what `work` does, after appending one line to the file named by
 config `executions_file` (if set): a test counts how many times a call ran.
+
+Entry `imported` says where and how the module was imported: {"pid": the importing process, "config":
+the AETHER_SLICE_CONFIG it saw, "instance", "instance_config": the instance's own, "pid_now": this
+process, "threads": its threads now}; a test tells a slice imported by its node's template from one
+imported by the instance itself.
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ MODES = (
     "raise",
     "hang_work",
     "slow_work",
+    "thread_at_import",
+    "open_at_import",
 )
 
 
@@ -52,8 +61,14 @@ def _import_time_config() -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-if _import_time_config().get("mode") == "fail_import":
+IMPORTED = {"pid": os.getpid(), "config": _import_time_config()}
+
+if IMPORTED["config"].get("mode") == "fail_import":
     raise RuntimeError("faulty: import failed on purpose")
+if IMPORTED["config"].get("mode") == "thread_at_import":
+    threading.Thread(target=threading.Event().wait, name="faulty-import", daemon=True).start()
+if IMPORTED["config"].get("mode") == "open_at_import":
+    KEPT_OPEN = open(os.devnull, "rb")  # noqa: SIM115 (kept open on purpose)
 
 
 def _mode(context: SliceContext) -> str:
@@ -101,7 +116,17 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
                 file.write(f"{context.instance} {json.dumps(payload)}\n")
         return await work(payload)
 
+    def imported(payload: Any) -> dict[str, Any]:
+        return {
+            **IMPORTED,
+            "instance": context.instance,
+            "instance_config": dict(context.config),
+            "pid_now": os.getpid(),
+            "threads": threading.active_count(),
+        }
+
     return [
         EntryPoint(name="work", function=work, idempotent=True),
         EntryPoint(name="record", function=record, idempotent=False),
+        EntryPoint(name="imported", function=imported, idempotent=True),
     ]

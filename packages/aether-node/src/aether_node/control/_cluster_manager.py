@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -83,6 +84,8 @@ from ._strategies import decode_rollouts, rollouts, update_of
 
 log = logging.getLogger("aether_node.cluster")
 
+PACE = 2.0  # after a pass that changed nothing, wait this many times its planning time (≥ 10 ms)
+
 ACTION_NAMES = {
     CreateInstance: "create",
     RemoveInstance: "remove",
@@ -91,19 +94,42 @@ ACTION_NAMES = {
 }
 
 
+class InstanceDecoder:
+    """The `slices/` records as the planner's `ObservedInstance`s, each decoded once per change of the
+    record (its mod revision), not on every pass: a pass over N instances then costs N look-ups, and a
+    deploy's passes (one per burst of changes) no longer decode every record again each time."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[int, ObservedInstance | None]] = {}
+
+    def instances(self, raw: Mapping[str, KeyValue]) -> list[ObservedInstance]:
+        known = self._known
+        found = []
+        for key, kv in raw.items():
+            entry = known.get(key)
+            if entry is None or entry[0] != kv.mod_revision:
+                entry = known[key] = (kv.mod_revision, observed_instance(key, kv))
+            if entry[1] is not None:
+                found.append(entry[1])
+        if len(known) > len(raw):  # records deleted since
+            for key in [k for k in known if k not in raw]:
+                del known[key]
+        return found
+
+
 def observe(
-    cache: KVCache,
+    cache: KVCache, decoder: InstanceDecoder
 ) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance], frozenset[str]]:
-    """The cached KV → the planner's inputs (`observe_data`)."""
-    return observe_data(cache.data)
+    """The cached KV → the planner's inputs (`observe_data`), the instances through `decoder`."""
+    return observe_data(cache.data, decoder)
 
 
 def observe_data(
-    data: Mapping[str, Mapping[str, KeyValue]],
+    data: Mapping[str, Mapping[str, KeyValue]], decoder: InstanceDecoder | None = None
 ) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance], frozenset[str]]:
     """KV records by prefix (blueprints/, nodes/, slices/) → the planner's inputs: blueprints, live
-    nodes, instances, and the live nodes that are stopping (their registration says `leaving`). Records
-    that do not decode are skipped (and logged)."""
+    nodes, instances (decoded by `decoder`, or all of them now), and the live nodes that are stopping
+    (their registration says `leaving`). Records that do not decode are skipped (and logged)."""
     blueprints = []
     for key, kv in sorted(data[BLUEPRINTS].items()):
         try:
@@ -125,30 +151,34 @@ def observe_data(
                 node_id=record.node_id, cpu=record.capacity.cpu, memory_mib=record.capacity.memory_mib
             )
         )
-    instances = []
-    for key, kv in data[SLICES].items():
-        parsed = InstanceKey.parse(key)
-        if parsed is None:
-            continue
-        try:
-            record = decode_record(key, kv.value, SliceRecord)
-        except RecordError as error:
-            log.error("%s", error.message)
-            continue
-        instances.append(
-            ObservedInstance(
-                node_id=parsed.node_id,
-                coordinates=parsed.coordinates,
-                instance=parsed.instance,
-                state=planned_state(record),
-                reason=record.reason,
-                timestamp=record.timestamp,
-                key=key,
-                mod_revision=kv.mod_revision,
-                moved_from=record.moved_from,
-            )
-        )
+    if decoder is None:
+        instances = [i for key, kv in data[SLICES].items() if (i := observed_instance(key, kv)) is not None]
+    else:
+        instances = decoder.instances(data[SLICES])
     return blueprints, nodes, instances, frozenset(stopping)
+
+
+def observed_instance(key: str, kv: KeyValue) -> ObservedInstance | None:
+    """One `slices/` record as the planner sees it; None (logged) if it does not decode."""
+    parsed = InstanceKey.parse(key)
+    if parsed is None:
+        return None
+    try:
+        record = decode_record(key, kv.value, SliceRecord)
+    except RecordError as error:
+        log.error("%s", error.message)
+        return None
+    return ObservedInstance(
+        node_id=parsed.node_id,
+        coordinates=parsed.coordinates,
+        instance=parsed.instance,
+        state=planned_state(record),
+        reason=record.reason,
+        timestamp=record.timestamp,
+        key=key,
+        mod_revision=kv.mod_revision,
+        moved_from=record.moved_from,
+    )
 
 
 def planned_state(record: SliceRecord) -> SliceState:
@@ -214,6 +244,7 @@ class ClusterDeploymentManager:
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
         cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED])
+        decoder = InstanceDecoder()
         self._batch = TxnBatcher(self.kv)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._batch.run)
@@ -223,7 +254,7 @@ class ClusterDeploymentManager:
                 await cache.caught_up(SLICES, written)
                 changed = cache.changed
                 started = time.perf_counter()
-                blueprints, nodes, instances, stopping = observe(cache)
+                blueprints, nodes, instances, stopping = observe(cache, decoder)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
                 cordoned, draining = split_operations(decode_operations(cache.data[NODE_OPS]))
                 records, revisions = decode_rollouts(cache.data[ROLLOUTS])
@@ -259,6 +290,7 @@ class ClusterDeploymentManager:
                     frozen=paused.held,
                 )
                 result = attrs.evolve(result, problems=merge_problems(result.problems, paused.problems))
+                planning = time.perf_counter() - started
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
                 if result.actions:
@@ -268,7 +300,10 @@ class ClusterDeploymentManager:
                     continue
                 with trio.move_on_after(self.interval):
                     await changed.wait()
-                    await trio.sleep(0.01)  # let a burst of changes land before planning again
+                    # Let a burst of changes land before planning again, and plan at most a third of
+                    # the time: while thousands of instances converge, a pass over all of them (tens of
+                    # ms) after every few changes would cost more than the changes themselves.
+                    await trio.sleep(max(0.01, PACE * planning))
 
     async def _verdicts(
         self, specs: Sequence[SliceSpec], records: Mapping[str, RolloutRecord], cache: KVCache, now: float
@@ -383,6 +418,7 @@ class ClusterDeploymentManager:
         fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
         highest = 0
         limiter = trio.CapacityLimiter(512)
+        placed: list[CreateInstance] = []
 
         async def one(action: Action) -> None:
             nonlocal highest
@@ -396,10 +432,14 @@ class ClusterDeploymentManager:
                     return
                 self.metrics.reconcile_action(name, "done" if revision else "lost_race")
                 highest = max(highest, revision)
+                if revision and isinstance(action, CreateInstance) and not action.moved_from:
+                    placed.append(action)
 
         async with trio.open_nursery() as nursery:
             for action in actions:
                 nursery.start_soon(one, action)
+        if placed:  # one line for a pass's new instances, not one per instance
+            log.info("placed %s", placements(placed))
         if highest == 0:
             await trio.sleep(0.1)  # nothing went through (lost races): do not spin
         return highest
@@ -420,7 +460,8 @@ class ClusterDeploymentManager:
                 )
                 absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)
                 revision = await self._commit([fenced, absent], Put(key=key, value=encode_record(record)))
-                message = f"placed {action.coordinates} on {action.node_id}"
+                # (a pass's new instances are logged together, by `_execute`)
+                message = f"placed {action.coordinates} on {action.node_id}" if action.moved_from else ""
             case RemoveInstance():
                 revision = await self._command(
                     action.key, action.mod_revision, fenced, SliceState.UNLOAD, action.why
@@ -436,7 +477,7 @@ class ClusterDeploymentManager:
                     [fenced, _unchanged(action.key, action.mod_revision)], Delete(key=action.key)
                 )
                 message = f"forgot {action.key} (its node is gone)"
-        if revision:
+        if revision and message:
             log.info("%s", message)
         return revision
 
@@ -456,6 +497,20 @@ class ClusterDeploymentManager:
     async def _commit(self, compares: list[Compare], operation: Put | Delete) -> int:
         result = await self._batch.txn(compares, [operation])
         return result.revision if result.succeeded else 0
+
+
+def placements(placed: Sequence[CreateInstance]) -> str:
+    """New instances in words, per slice version and node: "3 instances of org.example:echo:1.0 (n1 2,
+    n2 1)"."""
+    by_slice: dict[str, Counter[str]] = {}
+    for action in placed:
+        by_slice.setdefault(str(action.coordinates), Counter())[action.node_id] += 1
+    return "; ".join(
+        f"{sum(nodes.values())} instance{'s' if sum(nodes.values()) != 1 else ''} of {coordinates} ("
+        + ", ".join(f"{node} {count}" for node, count in sorted(nodes.items()))
+        + ")"
+        for coordinates, nodes in sorted(by_slice.items())
+    )
 
 
 def _node_records(cache: KVCache) -> list[NodeRecord]:

@@ -151,6 +151,9 @@ class NodeDeploymentManager:
         if instance_key is None or instance_key.node_id != self.node_id:
             log.warning("ignoring %s: not a slices/{node}/{group:artifact:version}/{n} key of this node", key)
             return
+        slot = self._slots.get(instance_key)
+        if slot is not None and value is not None and revision <= slot.revision:
+            return  # known already: this node's own write (taken in when its transaction answered)
         record: SliceRecord | None = None
         if value is not None:
             try:
@@ -158,14 +161,13 @@ class NodeDeploymentManager:
             except RecordError as error:
                 log.error("%s", error.message)
                 return
-        slot = self._slots.get(instance_key)
         if slot is None:
             if record is None:
                 return
             slot = self._slots[instance_key] = _Slot(record=record, revision=revision)
             assert self._nursery is not None
             self._nursery.start_soon(self._worker, instance_key, slot)
-        elif revision >= slot.revision or record is None:
+        else:
             slot.update(record, revision)
 
     async def _forget_stale_failure(self, key: str, value: bytes, revision: int) -> bool:
@@ -389,7 +391,9 @@ class NodeDeploymentManager:
         if slot.revision <= revision:
             slot.record, slot.revision = record, revision
         self.metrics.transition(key.coordinates, str(state))
-        log.info("%s: %s%s", key.label, state, f" ({reason})" if reason else "")
+        # Outcomes at INFO; the working states on the way (two or three per instance) at DEBUG only.
+        level = logging.DEBUG if state in WORKING_STATES else logging.INFO
+        log.log(level, "%s: %s%s", key.label, state, f" ({reason})" if reason else "")
         return True
 
     async def _delete_record(self, key: InstanceKey, slot: _Slot) -> None:

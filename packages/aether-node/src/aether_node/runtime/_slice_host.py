@@ -10,6 +10,7 @@ socket closes).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -17,7 +18,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -283,11 +284,13 @@ class HostListener:
 
 
 class SliceTemplate:
-    """The fork server of one installed slice version."""
+    """The fork server of one installed slice version and one config: it imports the slice once, with that
+    config in `AETHER_SLICE_CONFIG` (as an instance would), and forks instances of that config only."""
 
-    def __init__(self, installed: InstalledSlice, log_path: Path) -> None:
+    def __init__(self, installed: InstalledSlice, log_path: Path, config: Mapping[str, Any]) -> None:
         self.installed = installed
         self.log_path = log_path
+        self.config = dict(config)
         self.process: ChildProcess | None = None
         self._replies: Replies[Reply] = Replies()
         self.exits: dict[int, int] = {}
@@ -306,10 +309,13 @@ class SliceTemplate:
             for k, v in os.environ.items()
             if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"))
         }
-        env.update(PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        env.update(
+            PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", AETHER_SLICE_CONFIG=json.dumps(self.config)
+        )
+        preload = self.installed.coordinates.artifact_id
         with open(self.log_path, "ab") as log_file:
             self.process = spawn(
-                [str(self.installed.python), "-m", "aether_slice.host"],
+                [str(self.installed.python), "-m", "aether_slice.host", "--preload", preload],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_file,
@@ -367,6 +373,9 @@ class SliceTemplate:
                 await waiter.wait()
         finally:
             self._replies.discard(request_id)
+        if waiter.reply is not None and "error" in waiter.reply:
+            failure = protocol.failure_of(waiter.reply)
+            raise SliceHostError("template", f"the slice template refused to fork: {failure.text}")
         if waiter.reply is None or "ok" not in waiter.reply:
             raise SliceHostError(
                 "template", f"the slice template did not fork an instance (see {self.log_path})"

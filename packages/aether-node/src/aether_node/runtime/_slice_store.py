@@ -4,6 +4,7 @@ when, and records the outcomes."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -72,19 +73,22 @@ class SliceStore:
         self.timeouts = timeouts
         self.listener = listener
         self.instances: dict[InstanceKey, LocalInstance] = {}
-        self._templates: dict[Coordinates, SliceTemplate] = {}
-        self._template_locks: dict[Coordinates, trio.Lock] = {}
+        self._templates: dict[tuple[Coordinates, str], SliceTemplate] = {}
+        self._template_locks: dict[tuple[Coordinates, str], trio.Lock] = {}
 
-    async def _template(self, installed: InstalledSlice) -> SliceTemplate:
-        """The running fork server of this slice version, started on first use (or after it died)."""
+    async def _template(self, installed: InstalledSlice, config: dict[str, Any]) -> SliceTemplate:
+        """The running fork server of this slice version and config, started on first use (or after it
+        died). One per config: the template imports the slice with it (a blueprint gives all the
+        instances of a slice one config, so a version has one template)."""
         coordinates = installed.coordinates
-        async with self._template_locks.setdefault(coordinates, trio.Lock()):
-            template = self._templates.get(coordinates)
+        key = (coordinates, json.dumps(config, sort_keys=True))
+        async with self._template_locks.setdefault(key, trio.Lock()):
+            template = self._templates.get(key)
             if template is None or not template.alive:
                 stem = f"{coordinates.distribution}-{coordinates.version}"
-                template = SliceTemplate(installed, self.logs_dir / f"{stem}-template.log")
+                template = SliceTemplate(installed, self.logs_dir / f"{stem}-template.log", config)
                 await template.start(self._nursery)
-                self._templates[coordinates] = template
+                self._templates[key] = template
             return template
 
     def log_path(self, key: InstanceKey) -> Path:
@@ -107,7 +111,7 @@ class SliceStore:
         """Install (if needed), spawn the host and import the slice. Raises NodeError subclasses."""
         with trio.fail_after(self.timeouts.install):
             installed = await self.installer.install(key.coordinates)
-        template = await self._template(installed)
+        template = await self._template(installed, config)
         log = self.logs.get(key)
         if log is None:
             log = self.logs[key] = InstanceLog(self.log_path(key), self.log_limits)
