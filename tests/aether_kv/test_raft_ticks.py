@@ -110,3 +110,29 @@ def test_an_idle_replica_sleeps_between_its_deadlines(default_replicas: list[Raf
     period = RaftConfig(raft_address="", peers=(), data_dir=Path(), secret="").append_entries_period
     ceiling = IDLE_WINDOW * (1.0 / IDLE_WAIT + 3 / period) + 5
     assert max(counts) <= ceiling < 100, counts
+
+
+def test_the_leader_sends_a_new_commit_index_before_it_applies_the_entry(replicas: list[RaftReplica]) -> None:
+    """Item 8: followers learn that an entry committed (and a watcher on a follower sees it) from the
+    append-entries the leader sends as soon as its commit index moves, before it applies the entry and
+    answers its own client (upstream's order made that message wait for the leader's apply and reply)."""
+    leader = _leader(replicas)
+    _wait(lambda cb: leader.propose(Put(key="warm", value=b"x"), cb), "the first write", 10)
+    obj = leader._obj
+    transport = obj._SyncObj__transport
+    sent: list[tuple[int, int]] = []  # (commit index carried, last applied on the leader then)
+    original_send = transport.send
+
+    def send(node: object, message: object) -> bool:
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            sent.append((message["commit_index"], obj._SyncObj__raftLastApplied))
+        return original_send(node, message)
+
+    transport.send = send
+    try:
+        entry = obj._SyncObj__raftLastApplied + 1
+        _wait(lambda cb: leader.propose(Put(key="k", value=b"v"), cb), "the write", 10)
+    finally:
+        transport.send = original_send
+    assert obj._SyncObj__raftLastApplied >= entry
+    assert any(commit >= entry > applied for commit, applied in sent), sent

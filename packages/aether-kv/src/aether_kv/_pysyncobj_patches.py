@@ -68,6 +68,14 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    Failures, resets, progress (a new next index) and a new term are always answered at once, and so is
    the first answer after the link to the leader dropped (an answer may have been lost with it).
 
+8. `PatchedSyncObj._SyncObj__applyLogEntries` (the commit index reaches the followers first). Upstream,
+   a leader whose commit index moved applies the entries (running its clients' callbacks, which wake
+   the thread that answers them) and only then, later in the tick, sends the new index; on a 2-core
+   machine that message waited for the leader's own reply, and a watcher on a follower heard of a write
+   ~0.5 ms after the writer did (a follower applies an entry only once it learns it committed). Now the
+   leader sends append-entries with the new commit index (and any proposals queued meanwhile) before it
+   applies, as etcd's leader broadcasts its commit index before applying.
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -131,6 +139,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__setCurrentTerm",
         "_SyncObj__setState",
         "_SyncObj__sendAppendEntries",
+        "_SyncObj__applyLogEntries",
         "_SyncObj__onNodeDisconnected",
         "_isLeader",
         "_onTick",
@@ -263,6 +272,16 @@ class PatchedSyncObj(SyncObj):
         ):
             self._SyncObj__sendAppendEntries()
         self._reads.tick()
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        """A leader whose commit index moved tells the followers before it applies the entries itself
+        (item 8); new proposals go in the same message."""
+        if (
+            self._SyncObj__raftState == _RAFT_STATE.LEADER
+            and self._SyncObj__raftCommitIndex != self._sent_commit_index
+        ):
+            self._checkCommandsToApply()
+        return super()._SyncObj__applyLogEntries()
 
     def _SyncObj__sendAppendEntries(self) -> None:
         self._sent_log_index = self._SyncObj__getCurrentLogIndex()
