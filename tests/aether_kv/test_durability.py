@@ -8,12 +8,14 @@ replica module calls it (wrapped to record which journal file it synced, then ca
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 import trio
+from pysyncobj.journal import FileJournal, ResizableFile
 
 import aether_kv._raft as raft_module
 from aether_kv import RaftConfig, open_store, wait_for_leader
@@ -79,3 +81,36 @@ async def test_without_durability_nothing_is_fsynced(tmp_path: Path, fsync_log: 
         for i in range(5):
             await store.put(f"k{i}", b"v")
         assert not [path for path in fsync_log if path.endswith("raft.journal")]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="msync is skipped on Linux only")
+def test_a_journal_sync_is_one_fsync_of_the_journal_without_msync(
+    tmp_path: Path, fsync_log: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Linux the mapped journal is the file's page cache: fsync writes the mapped pages back, and an
+    msync before it only added a second device flush to every sync (`_raft.MSYNC_BEFORE_FSYNC`)."""
+    msyncs: list[int] = []
+    real_flush = ResizableFile.flush
+
+    def recording_flush(self: ResizableFile) -> None:
+        msyncs.append(1)
+        real_flush(self)
+
+    monkeypatch.setattr(ResizableFile, "flush", recording_flush)
+    path = str(tmp_path / "raft.journal")
+    journal = raft_module._DurableJournal(path)
+    try:
+        fsync_log.clear()
+        journal.add(b"an entry", 1, 1)
+        journal.sync()
+        assert [p for p in fsync_log if p.endswith("raft.journal")] == [path]
+        assert msyncs == []
+        journal.sync()  # nothing new: nothing to sync
+        assert len(fsync_log) == 1
+    finally:
+        journal._destroy()
+    reopened = FileJournal(path)
+    try:
+        assert reopened[len(reopened) - 1] == (b"an entry", 1, 1)
+    finally:
+        reopened._destroy()

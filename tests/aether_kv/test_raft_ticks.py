@@ -110,3 +110,73 @@ def test_an_idle_replica_sleeps_between_its_deadlines(default_replicas: list[Raf
     period = RaftConfig(raft_address="", peers=(), data_dir=Path(), secret="").append_entries_period
     ceiling = IDLE_WINDOW * (1.0 / IDLE_WAIT + 3 / period) + 5
     assert max(counts) <= ceiling < 100, counts
+
+
+def test_the_leader_sends_a_new_commit_index_before_it_applies_the_entry(replicas: list[RaftReplica]) -> None:
+    """Item 8: followers learn that an entry committed (and a watcher on a follower sees it) from the
+    append-entries the leader sends as soon as its commit index moves, before it applies the entry and
+    answers its own client (upstream's order made that message wait for the leader's apply and reply)."""
+    leader = _leader(replicas)
+    _wait(lambda cb: leader.propose(Put(key="warm", value=b"x"), cb), "the first write", 10)
+    obj = leader._obj
+    transport = obj._SyncObj__transport
+    sent: list[tuple[int, int]] = []  # (commit index carried, last applied on the leader then)
+    original_send = transport.send
+
+    def send(node: object, message: object) -> bool:
+        if isinstance(message, dict) and message.get("type") == "append_entries":
+            sent.append((message["commit_index"], obj._SyncObj__raftLastApplied))
+        return original_send(node, message)
+
+    transport.send = send
+    try:
+        entry = obj._SyncObj__raftLastApplied + 1
+        _wait(lambda cb: leader.propose(Put(key="k", value=b"v"), cb), "the write", 10)
+    finally:
+        transport.send = original_send
+    assert obj._SyncObj__raftLastApplied >= entry
+    assert any(commit >= entry > applied for commit, applied in sent), sent
+
+
+def test_proposals_queued_while_the_leader_applies_go_out_in_the_next_tick(
+    replicas: list[RaftReplica],
+) -> None:
+    """Item 8 sends append-entries before the apply; a proposal queued during the apply (a client that
+    writes again as soon as it is answered) goes in the next tick's message, which runs at once, not in
+    a second message of the same tick (one message per tick under load, as before item 8)."""
+    leader = _leader(replicas)
+    _wait(lambda cb: leader.propose(Put(key="warm", value=b"x"), cb), "the first write", 10)
+    obj = leader._obj
+    transport = obj._SyncObj__transport
+    follower_node = next(iter(obj._SyncObj__otherNodes))
+    in_tick = [0]
+    per_tick: list[int] = []  # append-entries sent to one follower, per tick
+    original_send = transport.send
+
+    def send(node: object, message: object) -> bool:
+        if node == follower_node and isinstance(message, dict) and message.get("type") == "append_entries":
+            in_tick[0] += 1
+        return original_send(node, message)
+
+    def tick_ended() -> None:
+        per_tick.append(in_tick[0])
+        in_tick[0] = 0
+
+    second = threading.Event()
+
+    def first_applied(callback):  # type: ignore[no-untyped-def]
+        def done(result: object, error: object) -> None:  # on the tick thread, in the leader's apply
+            leader.propose(Put(key="second", value=b"y"), lambda result, error: second.set())
+            callback(result, error)
+
+        return done
+
+    transport.send = send
+    obj.addOnTickCallback(tick_ended)
+    try:
+        _wait(lambda cb: leader.propose(Put(key="first", value=b"x"), first_applied(cb)), "the write", 10)
+        assert second.wait(HEARTBEAT), "the write queued during the apply waited for the heartbeat"
+    finally:
+        obj.removeOnTickCallback(tick_ended)
+        transport.send = original_send
+    assert per_tick and max(per_tick) == 1, per_tick

@@ -68,6 +68,15 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    Failures, resets, progress (a new next index) and a new term are always answered at once, and so is
    the first answer after the link to the leader dropped (an answer may have been lost with it).
 
+8. `PatchedSyncObj._SyncObj__applyLogEntries` (the commit index reaches the followers first). Upstream,
+   a leader whose commit index moved applies the entries (running its clients' callbacks, which wake
+   the thread that answers them) and only then, later in the tick, sends the new index; on a 2-core
+   machine that message waited for the leader's own reply, and a watcher on a follower heard of a write
+   ~0.5 ms after the writer did (a follower applies an entry only once it learns it committed). Now the
+   leader sends append-entries with the new commit index (and any proposals queued meanwhile) before it
+   applies, as etcd's leader broadcasts its commit index before applying. Proposals queued during that
+   apply go out in the next tick, at once (one append-entries per tick, as before, not two).
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -131,6 +140,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__setCurrentTerm",
         "_SyncObj__setState",
         "_SyncObj__sendAppendEntries",
+        "_SyncObj__applyLogEntries",
         "_SyncObj__onNodeDisconnected",
         "_isLeader",
         "_onTick",
@@ -222,6 +232,7 @@ class PatchedSyncObj(SyncObj):
         self._tick_thread_id: int | None = None
         self._sent_log_index = 0  # log and commit index as of the last append-entries sent
         self._sent_commit_index = 0
+        self._sent_before_apply = False  # this tick's append-entries went out before the apply (item 8)
         self._reads = _ReadIndex(self)
         # called at the start of every tick, before upstream counts the leader itself toward a commit
         self.before_commit_check: Callable[[], None] = lambda: None
@@ -258,11 +269,27 @@ class PatchedSyncObj(SyncObj):
         if _monotonic() - started >= self._SyncObj__conf.appendEntriesPeriod:
             self.wake()  # upstream stopped at its time budget with commands left: another tick at once
         if self._SyncObj__raftState == _RAFT_STATE.LEADER and (
-            self._SyncObj__getCurrentLogIndex() != self._sent_log_index
-            or self._SyncObj__raftCommitIndex != self._sent_commit_index
+            self._SyncObj__raftCommitIndex != self._sent_commit_index
+            or (
+                self._SyncObj__getCurrentLogIndex() != self._sent_log_index
+                # proposals queued during the apply go in the next tick's message, which `_tick_wait`
+                # runs at once (one append-entries per tick, as before item 8, not two)
+                and not self._sent_before_apply
+            )
         ):
             self._SyncObj__sendAppendEntries()
         self._reads.tick()
+
+    def _SyncObj__applyLogEntries(self) -> bool:
+        """A leader whose commit index moved tells the followers before it applies the entries itself
+        (item 8); new proposals go in the same message."""
+        if (
+            self._SyncObj__raftState == _RAFT_STATE.LEADER
+            and self._SyncObj__raftCommitIndex != self._sent_commit_index
+        ):
+            self._checkCommandsToApply()
+            self._sent_before_apply = True
+        return super()._SyncObj__applyLogEntries()
 
     def _SyncObj__sendAppendEntries(self) -> None:
         self._sent_log_index = self._SyncObj__getCurrentLogIndex()
@@ -297,6 +324,8 @@ class PatchedSyncObj(SyncObj):
             return requested  # ticked by hand (tests): as asked
         now = _monotonic()
         if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            if self._SyncObj__getCurrentLogIndex() != self._sent_log_index:
+                return 0.0  # entries not sent yet (queued during this tick's apply): the next tick sends
             deadline = self._SyncObj__newAppendEntriesTime
         else:
             deadline = self._SyncObj__raftElectionDeadline
@@ -392,6 +421,7 @@ class PatchedSyncObj(SyncObj):
             self._tick_thread_id = threading.get_ident()
             self._poller.subscribe(self._wake_read, self._drain_wake_pipe, POLL_EVENT_TYPE.READ)
             self._wake_subscribed = True
+        self._sent_before_apply = False
         self._watch_snapshot_child()
         self._maybe_pre_vote()
         self._send_leader_calls()
