@@ -262,3 +262,32 @@ async def test_expire_lease_and_compact_hooks() -> None:
     kv.compact()
     with pytest.raises(CompactedError):
         await kv.watch("", 1).__anext__()
+
+
+async def test_a_memory_watch_wakes_only_for_its_prefix_and_for_a_compaction() -> None:
+    kv = MemoryStore()
+    watch = kv.watch("w/")
+    woken: list[float] = []  # task steps of the watching task, counted by an instrument
+
+    class Steps(trio.abc.Instrument):
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            if task is watcher:
+                woken.append(trio.current_time())
+
+    async def follow(task_status: trio.TaskStatus[trio.lowlevel.Task]) -> None:
+        task_status.started(trio.lowlevel.current_task())
+        with pytest.raises(CompactedError):
+            async for _ in watch:
+                pass
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            watcher = await nursery.start(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            trio.lowlevel.add_instrument(Steps())
+            for i in range(50):  # changes elsewhere: the watch sleeps on
+                await kv.put(f"elsewhere/{i}", b"x")
+            await trio.testing.wait_all_tasks_blocked()
+            assert woken == []
+            kv.compact()  # it must look: its next revision is gone
+    assert woken

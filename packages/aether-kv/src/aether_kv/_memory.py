@@ -69,7 +69,8 @@ _READS = frozenset({"get", "range", "barrier", "status"})
 
 
 class _Shared:
-    """What the views of one memory cluster share: the state, the leader, and the change signal."""
+    """What the views of one memory cluster share: the state, the leader, and the watches waiting for a
+    change."""
 
     def __init__(self, clock: Callable[[], float], history_events: int, leader: str) -> None:
         self.state = KVState(history_events=history_events)
@@ -77,23 +78,44 @@ class _Shared:
         self.leader: str | None = leader
         self.term = 1
         self.members: list[str] = [leader]
-        self.changed = trio.Event()
+        self.waiting: dict[trio.Event, str] = {}  # a waiting watch's wake-up → its prefix
         self.role_changed = trio.Event()  # set (and replaced) when the leader or the term changes
 
     def notify_role(self) -> None:
         role_changed, self.role_changed = self.role_changed, trio.Event()
         role_changed.set()
 
-    def notify(self) -> None:
-        changed, self.changed = self.changed, trio.Event()
-        changed.set()
+    async def wait_for_change(self, prefix: str) -> None:
+        """Wait for a change of a key under `prefix` (or a compaction, or a closed watch)."""
+        woken = trio.Event()
+        self.waiting[woken] = prefix
+        try:
+            await woken.wait()
+        finally:
+            del self.waiting[woken]
+
+    def notify(self, keys: Collection[str] | None = None) -> None:
+        """Wake the watches of a prefix of one of `keys` (None: every watch)."""
+        for woken, prefix in self.waiting.items():
+            if keys is None or any(key.startswith(prefix) for key in keys):
+                woken.set()
 
     def apply(self, command: Command) -> Result:
         revision = self.state.revision
         result = self.state.apply(command)
         if self.state.revision != revision:
-            self.notify()
+            self.notify(self._keys_since(revision))
         return result
+
+    def _keys_since(self, revision: int) -> set[str] | None:
+        """The keys of the events after `revision`; None if the history may not hold all of them (it
+        was trimmed past `revision`): then every watch must look."""
+        keys = set()
+        for event in reversed(self.state.history):
+            if event.revision <= revision:
+                return keys
+            keys.add(event.kv.key)
+        return keys if self.state.compact_revision <= revision else None
 
     def expire_due(self) -> int:
         """Expire every lease past its deadline now (what the real leader's expiry loop does)."""
@@ -367,13 +389,13 @@ class MemoryWatch:
             if self._closed:
                 raise StopAsyncIteration
             shared = self._shared
-            changed = shared.changed  # capture before reading so no change is missed
             events = shared.state.events_since(self.prefix, self.next_revision)
             if events:
                 self.next_revision = events[-1].revision + 1
                 return events
             self.next_revision = max(self.next_revision, shared.state.revision + 1)
-            await changed.wait()
+            # (no checkpoint between the read and the wait: no change can come in between)
+            await shared.wait_for_change(self.prefix)
 
     async def aclose(self) -> None:
         self._closed = True
