@@ -280,11 +280,11 @@ def _allocate_pass(
         """What of the current placement the slice can keep: a slice scaling down (or placed beyond a
         node's capacity) frees the rest."""
         left, result = spec.instances, {}
+        plain = attrs.evolve(spec, strategy=Strategy.ROUND_ROBIN) if counts else spec
         for node_id in sorted(counts):
             if node_id not in capacity:
                 continue
             taken = usage.get(node_id, Resources())
-            plain = attrs.evolve(spec, strategy=Strategy.ROUND_ROBIN)
             room = _room(plain, capacity[node_id], _Usage(taken.cpu, taken.memory_mib))
             take = min(counts[node_id], left, room)
             if take > 0:
