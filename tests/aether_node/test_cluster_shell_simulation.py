@@ -46,7 +46,8 @@ brackets: generated schedules only, `AETHER_SHELL_SIM_GENERATE_ONLY=1`):
 - defect 7, a stop that leaves its records (`NodeDeploymentManager.stop` and `forget_all` undone):
   5 of 5 [5 of 5].
 (The generated-only counts of defects 3 and 7 were taken before the 4096 MiB slices and the drain
-example were added.)
+example were added. Defects 3 and 4 rechecked on 2026-12-04 after the speed-up below, same way: 5 of 5
+[4 of 5] and 5 of 5 [1 of 5].)
 A finding, now fixed and checked in every run: endpoints stayed published, on the node's current
 lease, for instances that no longer ran. Found by generation (lease lapses of two
 nodes, KV faults with applied outcomes on a third, then a scale-down): the leader forgot the records
@@ -59,6 +60,26 @@ record is gone stops the process without writing a state.
 Schedules per minute are printed (`-s` shows them; wall time and CPU time: the first depends on what
 else the machine runs), and how often the lease fault went off; `AETHER_SHELL_SIM_EXAMPLES=2000` runs
 more; `AETHER_SHELL_SIM_SHRINK=0` reports a failing schedule unshrunk.
+
+Speed (issue 11 asks for thousands of schedules a minute). A schedule's CPU time is mostly the real
+managers' work and trio's own (about half of it: task steps, cancel scopes, the exception that ends each
+sleep). What it spent for nothing, and no longer does: full garbage collections walking pytest's,
+hypothesis' and the imports' objects (a tenth; the schedules now run under the node's own `_tune_gc`),
+every memory-store watch woken by every write under any prefix (now only its own), a set of prometheus
+metrics built for each manager at each node start (now one disabled set), and the checker parsing every
+instance key on every event (the leader's decoding of every instance record on every pass went with
+`InstanceDecoder`). Measured on 2026-12-04, 2-core machine shared with other work, CPU time as printed:
+`AETHER_SHELL_SIM_EXAMPLES=N AETHER_SHELL_SIM_GENERATE_ONLY=1 AETHER_SHELL_SIM_SHRINK=0 uv run pytest
+tests/aether_node/test_cluster_shell_simulation.py -q -s -p no:cacheprovider --hypothesis-seed=S`,
+before and after run at the same time (the same load for both), the same seeds:
+- against main at 7bd372d (with `InstanceDecoder`), N=300, load average 3-5 besides: seeds 2, 4:
+  1,410 → 1,693, 1,413 → 1,761 a CPU-minute (1.20-1.25 times as many);
+- against main at d5a76c2 (before it; a memo of decoded records of the leader's in its place), N=500,
+  load average 7-11 besides: seeds 2, 3, 4, 5: 1,257 → 1,560, 921 → 1,146, 1,051 → 1,292,
+  1,064 → 1,345 (1.23-1.26); run one after the other at load average 7-11 instead, seeds 2, 3, 4:
+  2,175 → 2,394, 1,627 → 3,089, 2,319 → 3,116.
+CPU time itself grows with the load (the same code: 1,146 to 3,116), so only figures taken together
+compare; at a load the machine can carry, it is past 2,000 a CPU-minute; on a saturated one, not.
 """
 
 from __future__ import annotations
@@ -66,12 +87,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import gc
 import os
 import time
 import types
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 
 import attrs
+import pytest
 import trio
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import Phase as Stage
@@ -113,7 +136,9 @@ from aether_node.core._schema import (
     endpoint_key,
     node_key,
 )
+from aether_node.node._cli import _tune_gc
 from aether_node.node._node import _Registration
+from aether_node.observe._metrics import NodeMetrics
 from aether_node.runtime._deployment import NodeDeploymentManager
 from aether_node.runtime._lifecycle import Phase
 
@@ -135,6 +160,9 @@ SERVE_FIRST = 10.0  # the first blueprint is served this long before the schedul
 OPERATOR_RETRY = 1.0
 CHECK_EVERY = 1.0
 POLICY = RestartPolicy(max_restarts=3, window=30.0, initial=0.25, maximum=1.0)
+# One disabled set of metrics for every manager, as a node shares its own among its parts (a set for
+# each manager, built at each node start, was a twentieth of a schedule's CPU time).
+METRICS = NodeMetrics(enabled=False)
 
 
 # ---------------------------------------------------------------- the simulated cluster
@@ -295,6 +323,7 @@ class Cluster:
                 lease=registration.lease,
                 restart_policy=POLICY,
                 clock=trio.current_time,
+                metrics=METRICS,
             )
             node.manager = manager
             registration.on_lease = functools.partial(setattr, manager, "lease")
@@ -307,7 +336,13 @@ class Cluster:
                     node.kv.republishing = False
 
             leadership = LeadershipMonitor(node.kv, period=1.0)  # type: ignore[arg-type]
-            leader = ClusterDeploymentManager(node.kv, node.node_id, interval=5.0, clock=trio.current_time)  # type: ignore[arg-type]
+            leader = ClusterDeploymentManager(
+                node.kv,  # type: ignore[arg-type]
+                node.node_id,
+                interval=5.0,
+                clock=trio.current_time,
+                metrics=METRICS,
+            )
             async with trio.open_nursery() as nursery:
                 for name, service in (
                     ("lease keep-alive", registration.keep_alive),
@@ -451,7 +486,7 @@ class Checker:
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
-        self.records: dict[str, SliceRecord] = {}
+        self.records: dict[str, tuple[InstanceKey, SliceRecord]] = {}  # key → its parse, its record
         self.registered: dict[str, NodeRecord] = {}
         self.leaving_since: dict[str, float] = {}
         self.gone_since: dict[str, float] = {}
@@ -461,9 +496,8 @@ class Checker:
     def active(self, artifact: str) -> int:
         return sum(
             1
-            for key, record in self.records.items()
+            for parsed, record in self.records.values()
             if record.state is SliceState.ACTIVE
-            and (parsed := InstanceKey.parse(key)) is not None
             and parsed.coordinates.artifact_id == artifact
             and parsed.node_id in self.registered
         )
@@ -471,10 +505,8 @@ class Checker:
     def _artifacts_on(self, node_id: str) -> set[str]:
         return {
             parsed.coordinates.artifact_id
-            for key, record in self.records.items()
-            if record.state is SliceState.ACTIVE
-            and (parsed := InstanceKey.parse(key)) is not None
-            and parsed.node_id == node_id
+            for parsed, record in self.records.values()
+            if record.state is SliceState.ACTIVE and parsed.node_id == node_id
         }
 
     def lost(self, artifact: str, now: float, *, node: bool = True) -> None:
@@ -531,10 +563,10 @@ class Checker:
             assert parsed is not None, key
             artifact = parsed.coordinates.artifact_id
             before = self.active(artifact)
-            prev = self.records.get(key)
+            _, prev = self.records.get(key, (parsed, None))
             if event.kind == "put":
                 record = decode_record(key, event.kv.value, SliceRecord)
-                self.records[key] = record
+                self.records[key] = (parsed, record)
             else:
                 record = None
                 self.records.pop(key, None)
@@ -942,6 +974,19 @@ async def _play(
         wrong = await converged(cluster)
     assert not cluster.violations, cluster.violations
     assert not wrong, f"no convergence within {SETTLE:g} s: {wrong}"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _node_gc() -> Iterator[None]:
+    """The schedules run under the node's own garbage collection settings (`_tune_gc`: what the imports
+    made is frozen out of the collector's way, young collections every 10,000 allocations), restored
+    after. With CPython's defaults a tenth of a schedule's CPU time went to full collections walking
+    pytest's, hypothesis' and the imports' objects."""
+    threshold = gc.get_threshold()
+    _tune_gc()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 EXAMPLES = int(os.environ.get("AETHER_SHELL_SIM_EXAMPLES", "60"))
