@@ -29,8 +29,9 @@ Invariants, checked at every revision the store commits (a watch on everything, 
 and once the faults stop (every node up, no KV faults), the cluster converges: every wanted slice has
 the allocation's placement ACTIVE with a live process behind each ACTIVE record, nothing else runs except
 the old version of an upgrade that cannot proceed (its new version fails to install, or the floor holds
-it), which keeps serving; every node is registered on its current lease and every ACTIVE instance's
-endpoints are published on that lease (the node recovered from every lease it lost).
+it), which keeps serving (a slice that takes resources may give its room to another slice down to its
+floor, as the per-revision check allows); every node is registered on its current lease and every ACTIVE
+instance's endpoints are published on that lease (the node recovered from every lease it lost).
 
 Found with each fix undone (the fix reverted in the working tree, the default run of 60 generated
 schedules plus the explicit ones, 5 runs with hypothesis seeds 1-5, `AETHER_SHELL_SIM_SHRINK=0`; in
@@ -760,7 +761,15 @@ async def converged(cluster: Cluster) -> str:
         if spec.artifact in cluster.broken:
             if any(r.state is SliceState.ACTIVE for _, r in new):
                 return f"{artifact}: a broken version is ACTIVE"
-            if artifact in cluster.served_before_failing and spec.instances > 0 and not old:
+            # as `_check_floor`: a slice that takes resources may give its room to another slice (its
+            # floor still holds); one that takes none always has room, so its old version stays
+            needs_room = spec.resources != Resources()
+            if (
+                artifact in cluster.served_before_failing
+                and spec.instances > 0
+                and not old
+                and not needs_room
+            ):
                 return f"{artifact}: the failed upgrade took the old version offline"
             continue
         if any(r.state is not SliceState.ACTIVE for _, r in new):
