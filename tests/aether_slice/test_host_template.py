@@ -208,3 +208,24 @@ def test_a_preloading_template_refuses_an_instance_of_another_config(
     pid, connection = preloading.instance({"mode": "ok"})  # it still forks instances of its own
     assert "ok" in load(connection, {"mode": "ok"})
     assert imported(connection)["pid_now"] == pid
+
+
+def test_the_template_and_its_instances_run_on_uvloop_when_the_environment_has_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dev environment has uvloop (a dependency of aether-node); a slice's has it if the slice does.
+    The warm-up and the instances run on the loop chosen once, in the template."""
+    import asyncio
+
+    from aether_slice import host
+
+    uvloop = pytest.importorskip("uvloop")
+    monkeypatch.setattr(host, "_loop_factory", None)
+    host._choose_loop()
+    loops: list[type] = []
+
+    async def record() -> None:
+        loops.append(type(asyncio.get_running_loop()))
+
+    host._run(record())
+    assert loops == [uvloop.Loop]
