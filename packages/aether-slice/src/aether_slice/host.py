@@ -10,7 +10,8 @@ parent-death call looked up, and with `--preload` the slice itself imported and 
 config only; a slice whose import fails or starts threads is not kept: the template starts again
 without it, and each instance imports the slice itself, as without `--preload`). Each child connects to
 the node's Unix socket, says hello with its token, and then speaks the host protocol there
-(`aether_slice.protocol`: its frames, messages and version). Anything a slice prints goes to its
+(`aether_slice.protocol`: its frames, messages and version), on uvloop if the slice's environment has
+it (the runtime itself needs only the standard library). Anything a slice prints goes to its
 instance log. A child exits when its socket closes; children and template ask the kernel to kill them
 when their parent dies, so nothing outlives the node.
 
