@@ -210,22 +210,13 @@ def test_a_preloading_template_refuses_an_instance_of_another_config(
     assert imported(connection)["pid_now"] == pid
 
 
-def test_the_template_and_its_instances_run_on_uvloop_when_the_environment_has_it(
-    monkeypatch: pytest.MonkeyPatch,
+def test_an_instance_runs_on_uvloop_when_its_slice_environment_has_it(
+    slice_host: Callable[..., Any], slice_python: str, slice_python_with_uvloop: str
 ) -> None:
-    """The dev environment has uvloop (a dependency of aether-node); a slice's has it if the slice does.
-    The warm-up and the instances run on the loop chosen once, in the template."""
-    import asyncio
-
-    from aether_slice import host
-
-    uvloop = pytest.importorskip("uvloop")
-    monkeypatch.setattr(host, "_loop_factory", None)
-    host._choose_loop()
-    loops: list[type] = []
-
-    async def record() -> None:
-        loops.append(type(asyncio.get_running_loop()))
-
-    host._run(record())
-    assert loops == [uvloop.Loop]
+    """uvloop is not the runtime's dependency: an instance runs on it when the slice's environment has it
+    (the template warms up on the same loop before it forks), on asyncio's own loop otherwise."""
+    for python, on_uvloop in ((slice_python_with_uvloop, True), (slice_python, False)):
+        echo = slice_host("org.aether:echo", python=python)
+        assert [echo.invoke("echo", n) for n in range(3)] == [0, 1, 2]
+        mapped = Path(f"/proc/{echo.pid}/maps").read_text()
+        assert ("uvloop" in mapped) is on_uvloop, python
