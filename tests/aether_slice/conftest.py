@@ -19,7 +19,17 @@ SAMPLES = ("echo", "faulty", "greeter", "counter", "busy")
 def slice_python(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The python of a virtualenv holding aether-slice and the sample slices (not in the dev environment:
     they are workspace members that `uv sync` does not install)."""
-    venv = tmp_path_factory.mktemp("slice-venv") / "venv"
+    return _slice_venv(tmp_path_factory.mktemp("slice-venv"), [])
+
+
+@pytest.fixture(scope="session")
+def slice_python_with_uvloop(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The same, with uvloop installed too (as a slice that depends on it would have it)."""
+    return _slice_venv(tmp_path_factory.mktemp("slice-venv-uvloop"), ["uvloop"])
+
+
+def _slice_venv(directory: Path, extra: list[str]) -> str:
+    venv = directory / "venv"
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
     uv_bin = uv.find_uv_bin()
     python = venv / "bin" / "python"
@@ -34,7 +44,8 @@ def slice_python(tmp_path_factory: pytest.TempPathFactory) -> str:
             str(python),
             str(REPO / "packages" / "aether-slice"),
         ]
-        + [str(REPO / "sample-slices" / name) for name in SAMPLES],
+        + [str(REPO / "sample-slices" / name) for name in SAMPLES]
+        + extra,
     ):
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"

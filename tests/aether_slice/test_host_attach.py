@@ -123,3 +123,33 @@ def test_attaching_to_a_socket_nobody_listens_on_is_an_error_that_changes_nothin
     assert "nobody.sock" in str(raised.value)
     assert echo.invoke("echo", 1) == 1
     Path(missing).parent.rmdir()
+
+
+def test_requests_sent_in_one_write_are_each_answered_sync_async_and_failing_alike(
+    host: SliceHost, listener: tuple[socket.socket, str]
+) -> None:
+    """A sync entry point is called as the requests are read and its answer joins the others of that
+    read in one write; an async one is answered when it is done; every call gets its own answer."""
+    busy = host("org.aether:busy")
+    attached = attach(busy, listener, "token-batch")
+    requests = {
+        1: protocol.request(1, Kind.INVOKE, entry="nap", payload={"ms": 20}),  # async
+        2: protocol.request(2, Kind.INVOKE, entry="burn", payload={"ms": 1}),  # sync
+        3: protocol.request(3, Kind.INVOKE, entry="burn", payload={"ms": -1}),  # sync, raises
+        4: protocol.request(4, Kind.INVOKE, entry="shout", payload=None),
+        5: protocol.request(5, Kind.HEALTH),  # not on an attached connection
+        6: protocol.request(6, Kind.INVOKE, entry="info", payload=None),
+    }
+    attached.sock.sendall(b"".join(protocol.encode(request) for request in requests.values()))
+    replies = {}
+    while len(replies) < len(requests):
+        reply = attached.receive()
+        assert reply["id"] not in replies
+        replies[reply["id"]] = reply
+    assert replies[1]["ok"]["napped_ms"] == 20.0
+    assert replies[2]["ok"]["burned_ms"] == 1.0
+    assert (replies[3]["error"]["kind"], replies[3]["error"]["type"]) == ("raised", "ValueError")
+    assert replies[4]["error"]["kind"] == "no_entry"
+    assert replies[5]["error"]["kind"] == protocol.HostErrorKind.PROTOCOL
+    assert replies[6]["ok"]["pid"] == busy.pid
+    assert attached.request(Kind.INVOKE, entry="burn", payload={"ms": 1})["ok"]["burned_ms"] == 1.0

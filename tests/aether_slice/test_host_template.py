@@ -208,3 +208,15 @@ def test_a_preloading_template_refuses_an_instance_of_another_config(
     pid, connection = preloading.instance({"mode": "ok"})  # it still forks instances of its own
     assert "ok" in load(connection, {"mode": "ok"})
     assert imported(connection)["pid_now"] == pid
+
+
+def test_an_instance_runs_on_uvloop_when_its_slice_environment_has_it(
+    slice_host: Callable[..., Any], slice_python: str, slice_python_with_uvloop: str
+) -> None:
+    """uvloop is not the runtime's dependency: an instance runs on it when the slice's environment has it
+    (the template warms up on the same loop before it forks), on asyncio's own loop otherwise."""
+    for python, on_uvloop in ((slice_python_with_uvloop, True), (slice_python, False)):
+        echo = slice_host("org.aether:echo", python=python)
+        assert [echo.invoke("echo", n) for n in range(3)] == [0, 1, 2]
+        mapped = Path(f"/proc/{echo.pid}/maps").read_text()
+        assert ("uvloop" in mapped) is on_uvloop, python
