@@ -509,11 +509,18 @@ class NodeDeploymentManager:
 
     async def forget_all(self) -> None:
         """Delete this node's instance records (after `stop` and the store's shutdown): nothing runs here
-        any more, and nothing stale is left for the leader or for this node's next start."""
-        try:
-            await self.kv.delete_prefix(node_slices_prefix(self.node_id))
-        except KVError as error:  # the records stay; this node's next start or the leader clears them
-            log.warning("could not forget this node's instance records: %s", error.message)
+        any more, and nothing stale is left for the leader or for this node's next start. A KV error is
+        tried again (the delete is idempotent) until it goes through or the caller's deadline ends it;
+        records left then are cleared by this node's next start or by the leader."""
+        pause = 0.1
+        while True:
+            try:
+                await self.kv.delete_prefix(node_slices_prefix(self.node_id))
+                return
+            except KVError as error:
+                log.warning("could not forget this node's instance records (trying again): %s", error.message)
+            await trio.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
     async def withdraw_all(self) -> None:
         for key, instance in list(self.store.instances.items()):
