@@ -152,3 +152,14 @@ async def instances(kv: KV) -> dict[str, SliceRecord]:
     """Every instance record: key → record."""
     listing = await kv.range(SLICES)
     return {item.key: decode_record(item.key, item.value, SliceRecord) for item in listing.kvs}
+
+
+async def hold(seconds: float) -> None:
+    """Let `seconds` of virtual time pass, for a test that asserts that nothing happens meanwhile (the
+    managers make many passes): an absence has no condition to wait on. Only on trio's MockClock, where
+    this costs no real time; refused on a real clock, so it can never become a real long sleep."""
+    from trio.testing import MockClock
+
+    clock = trio.lowlevel.current_clock()
+    assert isinstance(clock, MockClock), f"hold() runs on trio's MockClock only, not {clock!r}"
+    await trio.sleep(seconds)

@@ -367,7 +367,11 @@ async def test_a_scale_by_an_operator_starts_a_cooldown_too(autojump_clock: Any)
     cluster.cpu = 0.95
     async with trio.open_nursery() as nursery:
         await cluster.start(nursery)
-        await trio.sleep(1.0)
+
+        async def stored() -> bool:
+            return (await read_current(cluster.kv, "busy"))[0] is not None
+
+        await wait_until(stored, timeout=30, what="the blueprint's current revision")
         current, _ = await read_current(cluster.kv, "busy")
         assert current is not None
         operator_at = trio.current_time()

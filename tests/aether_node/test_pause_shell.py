@@ -8,7 +8,7 @@ import attrs
 import pytest
 import test_handlers
 import trio
-from shell_support import apply, instances, register
+from shell_support import apply, hold, instances, register
 from trio.testing import MockClock
 
 from aether_kv import Event, EventKind, KeyValue, MemoryStore
@@ -96,7 +96,7 @@ async def test_the_leader_holds_a_paused_update_where_it_stands(
             await kv.put(key, encode_record(attrs.evolve(record, state=SliceState.ACTIVE)))
         await kv.put(paused_key(ECHO_ID), encode_record(PausedRollout(since=trio.current_time())))
         await apply(kv, "web", SliceSpec(artifact=NEW, instances=2))
-        await trio.sleep(30)  # many passes: nothing of 2.0 is placed, both 1.0 instances stay
+        await hold(30)  # many passes: nothing of 2.0 is placed, both 1.0 instances stay
         assert (await count(version=NEW), await count(SliceState.ACTIVE, OLD)) == (0, 2)
         problem = await kv.get(f"cluster/problems/{ECHO_ID}")
         assert problem is not None and problem.value.decode().startswith("paused: the update to 2.0 stays")

@@ -12,7 +12,7 @@ import attrs
 import pytest
 import test_handlers
 import trio
-from shell_support import apply, instances, register
+from shell_support import apply, hold, instances, register
 from trio.testing import MockClock
 
 from aether_kv import Event, EventKind, KeyValue, MemoryStore
@@ -106,7 +106,7 @@ async def test_a_lost_node_is_recorded_its_records_kept_and_forgotten_when_it_is
     assert found is not None
     record = decode_record(found.key, found.value, LostNodeRecord)
     assert (record.instances, record.delay_s) == (1, 60.0)
-    await trio.sleep(30)  # within the delay: nothing moves
+    await hold(30)  # within the delay: nothing moves
     assert await on(kv, "n3") == kept
     assert len(await instances(kv)) == 3
     await register(kv, "n3")  # back, with its records
@@ -115,7 +115,7 @@ async def test_a_lost_node_is_recorded_its_records_kept_and_forgotten_when_it_is
         return await kv.get(lost_node_key("n3")) is None
 
     await wait_until(forgotten, timeout=60, what="the lost node's record deleted")
-    await trio.sleep(60)  # past the delay: it is live, so nothing is replaced
+    await hold(60)  # past the delay: it is live, so nothing is replaced
     assert await on(kv, "n3") == kept and len(await instances(kv)) == 3
 
 
