@@ -1,5 +1,5 @@
-"""TLS from the cluster CA on a real 2-node cluster (real processes, sockets on 127.0.0.1): the peer and
-KV client ports take only clients with a valid certificate of the cluster CA, the management API speaks
+"""TLS from the cluster CA on a real 2-node cluster (real processes, sockets on 127.0.0.1): the peer, Raft
+and KV client ports take only clients with a valid certificate of the cluster CA, the management API speaks
 HTTPS (a client certificate optional, but one presented must be the CA's and valid), the CLI works
 against it with the CA kept in its context, calls cross the nodes' peer links, and certificate renewal
 under a steady stream of calls fails none.
@@ -84,14 +84,10 @@ def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
     for node in local.nodes:
         assert (Path(node.data_dir) / "tls" / CA_FILE).read_bytes() == cluster_ca(local.secret).pem
 
-    seen = trio.run(
-        port_greetings, {"peer": local.nodes[1].peer, "kv": local.kv_endpoints[0]}, ca, identities
-    )
-    assert seen == {
-        (kind, name): name == "good"
-        for kind in ("peer", "kv")
-        for name in ("plain", "good", "other", "expired", "none")
-    }
+    ports = {"peer": local.nodes[1].peer, "kv": local.kv_endpoints[0], "raft": local.nodes[0].raft}
+    seen = trio.run(port_greetings, ports, ca, identities)
+    clients = ("plain", "good", "other", "expired", "none")
+    assert seen == {(kind, name): name == "good" for kind in ports for name in clients}
 
     # the KV client protocol, as aether_kv's own client sees it: refused without a good certificate
     assert trio.run(kv_status, local.kv_endpoints, local.secret, None) == "refused"

@@ -33,7 +33,7 @@ import httpx
 import pytest
 import trio
 from net_namespaces import Network, missing_tools
-from netns_support import ADMIN, INGRESS, LIFETIME, MANAGEMENT, PEER, NsCluster, NsNode, write_secret
+from netns_support import ADMIN, INGRESS, LIFETIME, MANAGEMENT, PEER, RAFT, NsCluster, NsNode, write_secret
 from tls_support import (
     calls_and_writes,
     client_context,
@@ -116,7 +116,10 @@ def test_every_port_refuses_a_stranger_from_another_namespace(
     cluster: NsCluster, identities: dict[str, Path | None]
 ) -> None:
     ca = cluster.ca_file
-    ports = {f"{n.node_id} peer": n.at(PEER) for n in cluster.nodes} | {"node-1 kv": cluster.kv_endpoint}
+    ports = {f"{n.node_id} peer": n.at(PEER) for n in cluster.nodes} | {
+        "node-1 kv": cluster.kv_endpoint,
+        "node-1 raft": cluster.nodes[0].at(RAFT),
+    }
     seen = cluster.in_client(trio.run, port_greetings, ports, ca, identities)
     assert seen == {(port, name): name == "good" for port in ports for name in ("plain", *identities)}
 

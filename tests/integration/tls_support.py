@@ -1,8 +1,9 @@
 """Clients of every kind for the TLS tests (test_tls_cluster.py on 127.0.0.1, test_tls_netns.py across
 network namespaces): certificate files a client may present (the cluster CA's, another cluster's, an
 expired one, none), the probes that say whether a port serves such a client (the peer and KV ports'
-first frame, the KV client's own view, the management API's answer, the serial of the certificate a port
-presents), a steady load of calls and KV writes (renewal must fail none), and `aether-node token create`.
+first frame, the Raft port's answer to a status request, the KV client's own view, the management API's
+answer, the serial of the certificate a port presents), a steady load of calls and KV writes (renewal
+must fail none), and `aether-node token create`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import cli_support
 import httpx
 import trio
 from cryptography import x509
+from raft_probe import raft_answer, raft_frame
 
 from aether_kv import (
     CERT_FILE,
@@ -79,15 +81,23 @@ async def greeted(address: str, context: ssl.SSLContext | None) -> bool:
         await trio.aclose_forcefully(stream)
 
 
+async def raft_greeted(address: str, context: ssl.SSLContext | None) -> bool:
+    """Whether the Raft port at `address` answers pysyncobj's `status` request from this client."""
+    answer = await trio.to_thread.run_sync(raft_answer, address, context, raft_frame(["status"]))
+    return isinstance(answer, dict)
+
+
 async def port_greetings(
     addresses: dict[str, str], ca: Path, identities: dict[str, Path | None]
 ) -> dict[tuple[str, str], bool]:
-    """(port name, client) → whether the port greeted that client: in plain text and with each identity."""
+    """(port name, client) → whether the port greeted that client: in plain text and with each identity.
+    A port whose name ends in "raft" is a Raft port (`raft_greeted`); the others speak the KV's frames."""
     seen = {}
     for kind, address in addresses.items():
-        seen[kind, "plain"] = await greeted(address, None)
+        probe = raft_greeted if kind.endswith("raft") else greeted
+        seen[kind, "plain"] = await probe(address, None)
         for name, certificate in identities.items():
-            seen[kind, name] = await greeted(address, client_context(ca, certificate))
+            seen[kind, name] = await probe(address, client_context(ca, certificate))
     return seen
 
 

@@ -129,8 +129,8 @@ def serve(
     tls_dir: Annotated[
         Path | None,
         Parameter(
-            help="Serve clients over mutual TLS: the directory holding ca.pem and cert.pem (certificate"
-            " and key; re-loaded when replaced)."
+            help="Speak mutual TLS to clients and Raft peers: the directory holding ca.pem and cert.pem"
+            " (certificate and key, naming the hosts of --raft and --client; re-loaded when replaced)."
         ),
     ] = None,
     log_level: str = "INFO",

@@ -15,13 +15,12 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    before upstream's handler runs, so upstream truncates only from a real conflict; when everything
    matches, it keeps the log as it is and answers for the last entry the leader sent (the commit index
    never moves past that entry: entries after it are not known to be the leader's).
-2. `GuardedTransport` / `_GuardedConnection` (the Raft port). Upstream buffers whatever a connection
-   sends, before authentication, until a whole frame has arrived: a peer without the secret announcing
-   a 2 GB frame and trickling junk made the tick thread copy an ever-growing buffer (replica starved,
-   elections, memory up). Now a frame larger than `MAX_FRAME_BYTES` (`MAX_UNAUTHENTICATED_FRAME_BYTES`
-   before the peer has proved the secret) drops the connection as soon as its 4-byte header arrives,
-   and a connection that has not identified itself as a cluster member within
-   `AUTHENTICATION_DEADLINE` seconds is dropped (checked on every read and every tick).
+2. The Raft port (`_raft_port.py`, pysyncobj's TCP transport and connection subclassed there, its
+   private names listed here). Upstream buffers whatever a connection sends, before authentication,
+   until a whole frame has arrived; a peer announcing a 2 GB frame and trickling junk starved the
+   replica. Now frames are limited in size and a peer has a deadline to identify itself; and with the
+   cluster's TLS the port speaks mutual TLS from the cluster CA instead of upstream's password
+   encryption. See that module's docstring.
 3. `PatchedSyncObj._onTick` / pre-vote (Raft thesis 9.6). Upstream, a follower whose election timer
    runs out becomes a candidate at once and raises its term: an isolated replica raised its term again
    and again and, on rejoining, its higher term made the leader step down (a needless election). Now it
@@ -77,6 +76,13 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    applies, as etcd's leader broadcasts its commit index before applying. Proposals queued during that
    apply go out in the next tick, at once (one append-entries per tick, as before, not two).
 
+9. `PatchedSyncObj._keep_matching_entries` (an entry sent in chunks). A leader sends an entry larger than
+   a batch (64 KiB) in chunks marked start, process and finish, but upstream marks a chunk "finish" once
+   it reaches the *command's* length, not the pickled entry's (a few bytes longer): for a command just
+   under a multiple of 64 KiB two chunks said "finish", the follower failed to unpickle the first every
+   time the leader resent it, and that entry, with every write after it, never committed. The follower
+   now keeps buffering when the assembled chunks do not load yet (a prefix of a pickle never loads).
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -97,7 +103,6 @@ import logging
 import os
 import queue
 import signal
-import struct
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -108,20 +113,11 @@ from pysyncobj import SyncObj
 from pysyncobj.monotonic import monotonic as _monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
-from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
-from pysyncobj.transport import TCPTransport
 
 log = logging.getLogger("aether_kv.raft")
 
 PYSYNCOBJ_VERSION = "0.3.17"
 
-# A Raft frame holds an append-entries batch (64 KiB plus at most one entry, itself under the client
-# protocol's 4 MiB frame), a snapshot chunk or a forwarded command; compressed, then encrypted (4/3).
-MAX_FRAME_BYTES = 64 * 1024 * 1024
-# Before the secret is proved a peer sends only handshake frames (a random key, its address), a few
-# hundred bytes each.
-MAX_UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
-AUTHENTICATION_DEADLINE = 10.0
 LEADER_CALL_FORGET_AFTER = 60.0  # a leader call unanswered this long is forgotten (its caller gave up)
 IDLE_WAIT = 0.25  # the longest an idle replica sleeps (reconnects, handshake deadlines are checked per tick)
 SNAPSHOT_DEADLINE = 300.0  # a snapshot child still running after this long is killed
@@ -176,14 +172,26 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "pysyncobj.serializer": ("gzip",),
     "pysyncobj.journal.FileJournal instance": ("_FileJournal__journalFile",),
     "pysyncobj.journal.ResizableFile instance": ("_ResizableFile__f",),
+    # the Raft port (`_raft_port.py`)
     "pysyncobj.tcp_connection.TcpConnection": (
         "_TcpConnection__processRead",
+        "_TcpConnection__processSend",
         "_TcpConnection__processParseMessage",
+        "_TcpConnection__processConnection",
+        "_TcpConnection__trySendBuffer",
     ),
-    "pysyncobj.tcp_connection.TcpConnection instance": ("_TcpConnection__readBuffer",),
+    "pysyncobj.tcp_connection.TcpConnection instance": (
+        "_TcpConnection__readBuffer",
+        "_TcpConnection__writeBuffer",
+        "_TcpConnection__socket",
+        "_TcpConnection__poller",
+        "_TcpConnection__recvBufferSize",
+    ),
     "pysyncobj.transport.TCPTransport": (
         "_onNewIncomingConnection",
         "_onIncomingMessageReceived",
+        "_onOutgoingConnected",
+        "_connToNode",
         "_onTick",
         "addNode",
     ),
@@ -213,7 +221,8 @@ _serializer_module.gzip = _FastGzip  # type: ignore[assignment]
 class PatchedSyncObj(SyncObj):
     """SyncObj with the fixes listed in the module docstring. Runs on pysyncobj's tick thread."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, raft_tls: Any = None, **kwargs: Any) -> None:
+        self.raft_tls = raft_tls  # a ReloadingTLS: the Raft port speaks mutual TLS (`_raft_port.py`)
         self._leader_heard_at = -1e9  # monotonic time of the last append-entries from a current leader
         self._pre_vote_term = 0  # the term a pre-vote round in progress asks about (0: none)
         self._pre_votes: set[Any] = set()
@@ -598,9 +607,20 @@ class PatchedSyncObj(SyncObj):
             if not isinstance(buffered, bytes):
                 return None  # no start seen (upstream would fail on str + bytes); the leader resends
             data = buffered + message["data"]
+            try:
+                entry = _pickle.loads(data)
+            except Exception:  # EOFError, UnpicklingError, struct.error: whatever a prefix raises
+                # Upstream's leader marks a chunk "finish" once it reaches the *command's* length, not
+                # the pickled entry's (a few bytes longer): when that crosses a chunk boundary it sends
+                # two "finish" chunks, and upstream's follower failed on the first, every time the
+                # leader resent it, so the entry (and every write after it) never committed. A prefix
+                # of a pickle never loads: keep buffering, as for "process".
+                self._SyncObj__recvTransmission = data
+                self._SyncObj__sendNextNodeIdx(node, success=False, reset=False)
+                return None
             self._SyncObj__recvTransmission = ""
             message = {k: v for k, v in message.items() if k not in ("transmission", "data")}
-            message["entries"] = [_pickle.loads(data)]
+            message["entries"] = [entry]
         elif transmission is not None:
             return message  # upstream raises on an unknown kind
 
@@ -819,90 +839,3 @@ class _ReadIndex:
                 self._release()
             else:
                 waiting[1](None)
-
-
-# ---------------------------------------------------------------- the Raft port
-
-
-class _GuardedConnection(TcpConnection):
-    """A TcpConnection that refuses oversized frames and, until authenticated, slow handshakes.
-
-    Instances are upstream connections whose class is switched right after construction (upstream builds
-    them in places this package cannot reach: the TCP server's accept handler), then `_guard` is called."""
-
-    max_frame: int = MAX_FRAME_BYTES
-    deadline: float | None = None
-
-    def _guard(self, *, authenticated: bool) -> None:
-        if authenticated:
-            self.max_frame, self.deadline = MAX_FRAME_BYTES, None
-        else:
-            self.max_frame = MAX_UNAUTHENTICATED_FRAME_BYTES
-            self.deadline = _monotonic() + AUTHENTICATION_DEADLINE
-
-    def expired(self) -> bool:
-        return self.deadline is not None and _monotonic() > self.deadline
-
-    def _refuse(self, why: str) -> None:
-        log.warning("dropping a Raft connection: %s", why)
-        self.disconnect()
-
-    def _frame_ok(self) -> bool:
-        buffer = self._TcpConnection__readBuffer
-        if len(buffer) < 4:
-            return True
-        (size,) = struct.unpack("i", buffer[:4])
-        if not 0 <= size <= self.max_frame:
-            state = "an unauthenticated" if self.deadline is not None else "a"
-            self._refuse(f"{state} peer announced a frame of {size} bytes (limit {self.max_frame})")
-            return False
-        return True
-
-    def _TcpConnection__processRead(self) -> bool:
-        if self.expired():
-            self._refuse(f"the peer did not authenticate within {AUTHENTICATION_DEADLINE:g} s")
-            return False
-        more = super()._TcpConnection__processRead()
-        if self.state == CONNECTION_STATE.DISCONNECTED or not self._frame_ok():
-            return False
-        if self.deadline is not None and len(self._TcpConnection__readBuffer) > self.max_frame + 4:
-            return False  # let the handshake frames be parsed before reading more
-        return more
-
-    def _TcpConnection__processParseMessage(self) -> Any:
-        if not self._frame_ok():
-            return None
-        return super()._TcpConnection__processParseMessage()
-
-
-def _guard(connection: TcpConnection, *, authenticated: bool) -> None:
-    if type(connection) is TcpConnection:
-        connection.__class__ = _GuardedConnection
-    if isinstance(connection, _GuardedConnection):
-        connection._guard(authenticated=authenticated)
-
-
-class GuardedTransport(TCPTransport):
-    """TCPTransport whose connections are `_GuardedConnection`s; see the module docstring."""
-
-    def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
-        _guard(conn, authenticated=False)
-        super()._onNewIncomingConnection(conn)
-
-    def _onIncomingMessageReceived(self, conn: TcpConnection, message: Any) -> None:
-        super()._onIncomingMessageReceived(conn, message)
-        if conn not in self._unknownConnections and conn.state != CONNECTION_STATE.DISCONNECTED:
-            _guard(conn, authenticated=True)  # it proved the secret and named a cluster member
-
-    def addNode(self, node: Any) -> None:
-        super().addNode(node)
-        conn = self._connections.get(node)
-        if conn is not None:
-            _guard(conn, authenticated=True)  # outgoing, to a configured peer: only the frame limit
-
-    def _onTick(self) -> None:
-        for conn in list(self._unknownConnections):
-            if isinstance(conn, _GuardedConnection) and conn.expired():
-                conn._refuse(f"the peer did not authenticate within {AUTHENTICATION_DEADLINE:g} s")
-                self._unknownConnections.discard(conn)
-        super()._onTick()

@@ -33,9 +33,11 @@ from pysyncobj.journal import FileJournal
 from pysyncobj.syncobj import _RAFT_STATE
 
 from ._errors import KVError, LeaseNotFoundError, OutcomeUnknownError, UnavailableError
-from ._pysyncobj_patches import GuardedTransport, PatchedSyncObj
+from ._pysyncobj_patches import PatchedSyncObj
+from ._raft_port import GuardedTransport
 from ._records import BarrierResult, Batch, Command, ErrorResult, LeaseResult, Member, Result, Status
 from ._state import KVState
+from ._tls import ReloadingTLS
 
 log = logging.getLogger("aether_kv.raft")
 T = TypeVar("T")
@@ -82,6 +84,9 @@ class RaftConfig:
     # stall caused elections under load: benchmarks/README.md, aether-kv).
     log_compaction_entries: int = attrs.field(default=10_000, validator=attrs.validators.ge(2))
     log_compaction_seconds: float = attrs.field(default=600.0, validator=attrs.validators.gt(0))
+    # The Raft port speaks mutual TLS with the certificate and CA in this directory (`_tls.py`) instead
+    # of pysyncobj's password encryption (see `_raft_port.py`); None: encrypted with `secret`.
+    tls_dir: Path | None = None
 
 
 def translate_fail_reason(reason: int) -> KVError:
@@ -338,7 +343,7 @@ class RaftReplica:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._consumer = _KVConsumer(config.history_events)
         conf = SyncObjConf(
-            password=config.secret,
+            password=None if config.tls_dir is not None else config.secret,  # TLS: see _raft_port.py
             appendEntriesPeriod=config.append_entries_period,
             raftMinTimeout=config.election_min,
             raftMaxTimeout=config.election_max,
@@ -364,6 +369,7 @@ class RaftReplica:
                 conf,
                 consumers=[self._consumer],
                 transportClass=_SyncBeforeSendTransport,
+                raft_tls=ReloadingTLS(config.tls_dir) if config.tls_dir is not None else None,
             )
         # pysyncobj's tick thread stops when the thread that built it ends; we build it on a trio worker
         # thread (it binds sockets), which trio retires when idle. Tie the tick thread to the process.

@@ -36,7 +36,7 @@ class ServeConfig:
     election_min: float = 0.5
     election_max: float = 1.5
     log_compaction_entries: int = RaftConfig.__attrs_attrs__.log_compaction_entries.default  # type: ignore[attr-defined]
-    tls_dir: Path | None = None  # clients over mutual TLS: ca.pem and cert.pem here (see _tls.py)
+    tls_dir: Path | None = None  # clients and Raft peers over mutual TLS: ca.pem and cert.pem here (_tls.py)
 
     def raft_config(self) -> RaftConfig:
         return RaftConfig(
@@ -48,6 +48,7 @@ class ServeConfig:
             election_min=self.election_min,
             election_max=self.election_max,
             log_compaction_entries=self.log_compaction_entries,
+            tls_dir=self.tls_dir,
         )
 
 

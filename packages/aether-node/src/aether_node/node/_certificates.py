@@ -2,7 +2,7 @@
 
 The CA is derived from the cluster secret (`aether_kv.cluster_ca`), so a node that has the secret and its
 data dir issues its own certificate, without asking another node: its subject is the node id, its
-subject alternative names the hosts of its advertised addresses (peer, KV client, management, ingress)
+subject alternative names the hosts of its advertised addresses (peer, Raft, KV client, management, ingress)
 and `tls_hosts`. The files live in `data_dir/tls/` (`ca.pem`; `cert.pem`, certificate and key, 0600);
 the node's KV replica reads the same directory. Renewal writes a new `cert.pem` once a third of the
 certificate's life is left; every context of the node is re-loaded in place (new connections get the
@@ -32,7 +32,7 @@ def _utc_now() -> datetime.datetime:
 
 def certificate_hosts(config: NodeConfig) -> tuple[str, ...]:
     """The hosts a node's certificate names: of each address it advertises, then `tls_hosts`."""
-    addresses = (config.peer, config.kv.client, config.management, config.ingress)
+    addresses = (config.peer, config.kv.raft, config.kv.client, config.management, config.ingress)
     hosts = [address.rpartition(":")[0].strip("[]") for address in addresses if address]
     return tuple(dict.fromkeys([*hosts, *config.tls_hosts]))
 

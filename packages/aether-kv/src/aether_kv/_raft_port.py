@@ -1,0 +1,269 @@
+"""The Raft port: pysyncobj's TCP transport and connections, guarded, and over mutual TLS when the
+replica has the cluster's TLS. Only `_raft.py` imports this module; the pysyncobj private names it uses
+are listed in `_pysyncobj_patches.PRIVATE_NAMES` (pysyncobj is pinned).
+
+Guards (every connection). Upstream buffers whatever a connection sends, before authentication, until a
+whole frame has arrived: a peer without the secret announcing a 2 GB frame and trickling junk made the
+tick thread copy an ever-growing buffer (replica starved, elections, memory up). Now a frame larger than
+`MAX_FRAME_BYTES` (`MAX_UNAUTHENTICATED_FRAME_BYTES` before the peer has identified itself as a cluster
+member) drops the connection as soon as its 4-byte header arrives, and a connection that has not
+identified itself within `AUTHENTICATION_DEADLINE` seconds is dropped (checked on every read and every
+tick).
+
+Mutual TLS (when `PatchedSyncObj.raft_tls` is set: the replica runs with `--tls-dir`). Upstream can only
+encrypt with a password (Fernet: AES and an HMAC per frame, keys from the cluster secret). With TLS, each
+connection is wrapped in TLS 1.3 from the cluster CA as soon as TCP connects (the dialling replica checks
+that the peer's certificate is the CA's and names the host of the peer's Raft address; the accepting
+replica requires a valid certificate of the CA), and upstream's password encryption is off: the TLS
+session authenticates and encrypts, and only a holder of the secret can get a certificate of the CA. A
+stranger's handshake fails before a byte of a frame is read (so nothing it sends is unpickled); a
+handshake that does not finish within `AUTHENTICATION_DEADLINE` drops the connection, on either side.
+A renewed certificate is used by the next connection (`ReloadingTLS`); open ones keep theirs.
+
+The TLS layer sits under upstream's non-blocking loop (`TcpConnection`): the handshake is driven from the
+connection's read and write steps; frames queued before it ends are held apart, so upstream does not
+poll for writability while the handshake waits to read; a read drains the TLS records until the socket
+would block (a record's data already decrypted would get no new poll event); a write that would block is
+retried with the same buffer from its start, as OpenSSL requires.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import struct
+from typing import Any
+
+from pysyncobj.monotonic import monotonic as _monotonic
+from pysyncobj.poller import POLL_EVENT_TYPE
+from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+from pysyncobj.transport import TCPTransport
+
+from ._tls import ReloadingTLS
+
+log = logging.getLogger("aether_kv.raft")
+
+# A Raft frame holds an append-entries batch (64 KiB plus at most one entry, itself under the client
+# protocol's 4 MiB frame), a snapshot chunk or a forwarded command; compressed (and without TLS, encrypted:
+# 4/3).
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+# Before it has identified itself a peer sends only handshake frames (a random key, its address), a few
+# hundred bytes each.
+MAX_UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
+AUTHENTICATION_DEADLINE = 10.0
+TLS_WRITE_CHUNK = 256 * 1024  # bytes handed to one TLS write
+
+
+class GuardedConnection(TcpConnection):
+    """A TcpConnection that refuses oversized frames and, until authenticated, slow handshakes; with
+    `start_tls`, one that speaks TLS.
+
+    Instances are upstream connections whose class is switched right after construction (upstream builds
+    them in places this package cannot reach: the TCP server's accept handler), then `guard` is called."""
+
+    max_frame: int = MAX_FRAME_BYTES
+    deadline: float | None = None  # to identify itself (incoming) or to finish the TLS handshake
+    identified: bool = True
+    tls_pending: bool = False  # a TLS handshake has started and not finished
+    tls: bool = False
+    held: bytes = b""  # frames queued while the TLS handshake runs
+
+    def guard(self, *, authenticated: bool) -> None:
+        self.identified = authenticated
+        if authenticated:
+            self.max_frame = MAX_FRAME_BYTES
+            self.deadline = _monotonic() + AUTHENTICATION_DEADLINE if self.tls_pending else None
+        else:
+            self.max_frame = MAX_UNAUTHENTICATED_FRAME_BYTES
+            self.deadline = _monotonic() + AUTHENTICATION_DEADLINE
+
+    def expired(self) -> bool:
+        return self.deadline is not None and _monotonic() > self.deadline
+
+    def refuse(self, why: str) -> None:
+        log.warning("dropping a Raft connection: %s", why)
+        self.disconnect()
+
+    def _why_expired(self) -> str:
+        if self.tls_pending:
+            return f"the TLS handshake did not finish within {AUTHENTICATION_DEADLINE:g} s"
+        return f"the peer did not authenticate within {AUTHENTICATION_DEADLINE:g} s"
+
+    # ------------------------------------------------------------ TLS
+
+    def start_tls(self, context: ssl.SSLContext, *, server_side: bool, hostname: str | None = None) -> None:
+        """Wrap the connected socket in TLS; the handshake runs from the next read or write step."""
+        raw = self._TcpConnection__socket
+        self._TcpConnection__socket = context.wrap_socket(
+            raw, server_side=server_side, server_hostname=hostname, do_handshake_on_connect=False
+        )
+        self.tls = self.tls_pending = True
+        self.held = b""
+        if self.deadline is None:
+            self.deadline = _monotonic() + AUTHENTICATION_DEADLINE
+
+    def disconnect(self) -> None:
+        self.tls = self.tls_pending = False
+        self.held = b""
+        self.deadline = None  # nothing left to wait for (an outgoing link is dialled again later)
+        super().disconnect()
+
+    def _handshake(self) -> bool:
+        """One step of the TLS handshake; whether it is done (False also when it failed: disconnected)."""
+        try:
+            self._TcpConnection__socket.do_handshake()
+        except ssl.SSLWantReadError:
+            return False
+        except ssl.SSLWantWriteError:
+            self._poll_for_writes()
+            return False
+        except (ssl.SSLError, OSError) as error:
+            self.refuse(f"TLS handshake failed ({error})")
+            return False
+        self.tls_pending = False
+        if self.identified:
+            self.deadline = None
+        self._TcpConnection__writeBuffer = self.held + self._TcpConnection__writeBuffer
+        self.held = b""
+        if self._TcpConnection__writeBuffer:
+            self._TcpConnection__trySendBuffer()
+            if self.state != CONNECTION_STATE.DISCONNECTED and self._TcpConnection__writeBuffer:
+                self._poll_for_writes()
+        return self.state != CONNECTION_STATE.DISCONNECTED
+
+    def _poll_for_writes(self) -> None:
+        fileno = self.fileno()
+        if fileno is not None:
+            events = POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR
+            self._TcpConnection__poller.subscribe(fileno, self._TcpConnection__processConnection, events)
+
+    def _tls_send(self) -> bool:
+        buffer = self._TcpConnection__writeBuffer
+        if not buffer:
+            return False
+        try:
+            sent = self._TcpConnection__socket.send(buffer[:TLS_WRITE_CHUNK])
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return False
+        except (ssl.SSLError, OSError) as error:
+            self.refuse(f"TLS write failed ({error})")
+            return False
+        self._TcpConnection__writeBuffer = buffer[sent:]
+        return sent > 0
+
+    def _tls_receive(self) -> bool:
+        try:
+            incoming = self._TcpConnection__socket.recv(self._TcpConnection__recvBufferSize)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return False
+        except (ssl.SSLError, OSError) as error:
+            self.refuse(f"TLS read failed ({error})")
+            return False
+        if not incoming:
+            self.disconnect()
+            return False
+        self._TcpConnection__readBuffer += incoming
+        return True
+
+    # ------------------------------------------------------------ upstream's steps
+
+    def _TcpConnection__processSend(self) -> bool:
+        if not self.tls:
+            return super()._TcpConnection__processSend()
+        if self.tls_pending:
+            self.held += self._TcpConnection__writeBuffer  # not polled for until the handshake ends
+            self._TcpConnection__writeBuffer = b""
+            if not self._handshake():
+                return False
+        return self._tls_send()
+
+    def _frame_ok(self) -> bool:
+        buffer = self._TcpConnection__readBuffer
+        if len(buffer) < 4:
+            return True
+        (size,) = struct.unpack("i", buffer[:4])
+        if not 0 <= size <= self.max_frame:
+            state = "a" if self.identified else "an unauthenticated"
+            self.refuse(f"{state} peer announced a frame of {size} bytes (limit {self.max_frame})")
+            return False
+        return True
+
+    def _TcpConnection__processRead(self) -> bool:
+        if self.expired():
+            self.refuse(self._why_expired())
+            return False
+        if self.tls_pending and not self._handshake():
+            return False
+        more = self._tls_receive() if self.tls else super()._TcpConnection__processRead()
+        if self.state == CONNECTION_STATE.DISCONNECTED or not self._frame_ok():
+            return False
+        if not self.identified and len(self._TcpConnection__readBuffer) > self.max_frame + 4:
+            return False  # let the handshake frames be parsed before reading more
+        return more
+
+    def _TcpConnection__processParseMessage(self) -> Any:
+        if not self._frame_ok():
+            return None
+        return super()._TcpConnection__processParseMessage()
+
+
+def _guarded(connection: TcpConnection) -> GuardedConnection | None:
+    if type(connection) is TcpConnection:
+        connection.__class__ = GuardedConnection
+    return connection if isinstance(connection, GuardedConnection) else None
+
+
+class GuardedTransport(TCPTransport):
+    """TCPTransport whose connections are `GuardedConnection`s, over TLS when the replica has it
+    (`raft_tls` on the SyncObj, set before upstream builds this transport); see the module docstring."""
+
+    @property
+    def _tls(self) -> ReloadingTLS | None:
+        return getattr(self._syncObj, "raft_tls", None)
+
+    def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
+        guarded = _guarded(conn)
+        if guarded is not None:
+            guarded.guard(authenticated=False)
+            tls = self._tls
+            if tls is not None:
+                try:
+                    guarded.start_tls(tls.server(), server_side=True)
+                except (ssl.SSLError, OSError) as error:
+                    guarded.refuse(f"cannot start TLS ({error})")
+                    return
+        super()._onNewIncomingConnection(conn)
+
+    def _onIncomingMessageReceived(self, conn: TcpConnection, message: Any) -> None:
+        super()._onIncomingMessageReceived(conn, message)
+        if conn not in self._unknownConnections and conn.state != CONNECTION_STATE.DISCONNECTED:
+            guarded = _guarded(conn)
+            if guarded is not None:
+                guarded.guard(authenticated=True)  # it proved the secret and named a cluster member
+
+    def _onOutgoingConnected(self, conn: TcpConnection) -> None:
+        tls = self._tls
+        guarded = _guarded(conn)
+        if tls is not None and guarded is not None:
+            node = self._connToNode(conn)
+            host = node.host.strip("[]") if node is not None else None
+            try:
+                guarded.start_tls(tls.client(), server_side=False, hostname=host)
+            except (ssl.SSLError, OSError) as error:
+                guarded.refuse(f"cannot start TLS to {host} ({error})")
+                return
+        super()._onOutgoingConnected(conn)
+
+    def addNode(self, node: Any) -> None:
+        super().addNode(node)
+        conn = self._connections.get(node)
+        guarded = _guarded(conn) if conn is not None else None
+        if guarded is not None:
+            guarded.guard(authenticated=True)  # outgoing, to a configured peer: only the frame limit
+
+    def _onTick(self) -> None:
+        for conn in [*self._unknownConnections, *self._connections.values()]:
+            if isinstance(conn, GuardedConnection) and conn.expired():
+                conn.refuse(conn._why_expired())
+                self._unknownConnections.discard(conn)
+        super()._onTick()
