@@ -123,3 +123,24 @@ def test_a_replica_whose_peer_has_another_cas_certificate_does_not_link_to_it(tm
     finally:
         for replica in built:
             replica.close()
+
+
+def test_a_restarted_replica_links_again_over_tls_and_catches_up(
+    replicas: list[RaftReplica], tmp_path: Path
+) -> None:
+    """Both ends dial again after a replica goes away (the higher address dials): the restarted replica
+    shakes hands anew with each peer and applies what was written while it was down."""
+    leader = leader_of(replicas)
+    follower = next(r for r in replicas if r is not leader)
+    config = follower.config
+    follower.close()
+    propose(leader, Put(key="while-down", value=b"written"))
+    restarted = RaftReplica(config)
+    replicas[replicas.index(follower)] = restarted  # the fixture closes it
+
+    def caught_up() -> bool:
+        kv = restarted.read(lambda state: state.get("while-down").kv)
+        return kv is not None and kv.value == b"written"
+
+    wait_until_sync(caught_up, timeout=30, what="the restarted replica to apply the write made meanwhile")
+    assert restarted.status().leader is not None
