@@ -220,7 +220,7 @@ async def test_an_endpoint_that_accepts_but_never_answers_is_passed_over_within_
     paused.listen(16)  # never accepted
     try:
         async with (
-            scripted_server(lambda n, m: {"ok": encode(STATUS)}) as (endpoint, received),
+            scripted_server(lambda n, m: {"ok": encode(STATUS)}) as (endpoint, _received),
             open_client(
                 [f"127.0.0.1:{paused.getsockname()[1]}", endpoint], SECRET, request_timeout=0.75
             ) as client,
