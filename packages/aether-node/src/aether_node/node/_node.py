@@ -461,7 +461,8 @@ async def serve_node(
                             ("autoscaler", autoscaler.run),  # [slices.autoscale]: counts from live usage
                         ):
                             await start(name, run_forever(functools.partial(service, leadership)))
-                    log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
+                    scheme = "https" if ingress_tls else "http"
+                    log.info("node %s ready: ingress %s://%s", config.node_id, scheme, config.ingress)
                     task_status.started(
                         NodeInfo(
                             node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client or ""
