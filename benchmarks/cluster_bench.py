@@ -55,6 +55,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import statistics
@@ -354,8 +355,9 @@ async def deploy_round(
     settle = 0.0 if count <= 100 else 0.01  # above 100, check every 10 ms, not on every watch batch
     started = time.monotonic()
     await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=count))
+    timeout = STEP_TIMEOUT + count * 0.05  # 3,000 instances: 210 s
     done = await view.until(
-        lambda: view.all_active_and_routable(count, ECHO), STEP_TIMEOUT, f"{count} ACTIVE", settle=settle
+        lambda: view.all_active_and_routable(count, ECHO), timeout, f"{count} ACTIVE", settle=settle
     )
     deploy = done - started
     if between is not None:
@@ -364,7 +366,7 @@ async def deploy_round(
     await delete_blueprint(kv, "bench")
     gone = await view.until(
         lambda: not view.records(ECHO_ID) and not view.endpoints.data,
-        STEP_TIMEOUT,
+        timeout,
         "every record gone",
         settle=settle,
     )
@@ -390,8 +392,9 @@ async def phase_deploy(kv: KVClient, view: ClusterView, opts: argparse.Namespace
 
 # ====================================================================== 1b. convergence at scale
 
-INSTANCE_MIB = 7  # an idle echo instance is ~6 MiB PSS; what a deploy of N may take, with a margin
-MEMORY_MARGIN_MIB = 4096  # left free for everything else on the machine
+INSTANCE_MIB = 7  # what a deploy of N may take per instance before one N has been measured (see below)
+MEMORY_MARGIN_MIB = 4096  # left free for everything else on the machine, by the estimate
+MEMORY_FLOOR_MIB = 2048  # while a deploy runs: MemAvailable below this aborts the run
 
 
 def available_mib() -> int:
@@ -400,6 +403,71 @@ def available_mib() -> int:
             if line.startswith("MemAvailable:"):
                 return int(line.split()[1]) // 1024
     return 0
+
+
+def memory_kib(pids: list[int]) -> dict[int, tuple[int, int]]:
+    """(RSS, PSS) in KiB of each live process of `pids` (/proc/PID/smaps_rollup). An instance forked from
+    its template shares most of its pages with it: RSS counts them in every instance, PSS divides each
+    shared page among its sharers, so the sum of PSS is what the processes take together."""
+    found = {}
+    for pid in pids:
+        try:
+            fields = dict(
+                line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+            )
+            found[pid] = (int(fields["Rss"].split()[0]), int(fields["Pss"].split()[0]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return found
+
+
+def open_files(pid: int) -> int:
+    """How many file descriptors `pid` holds (0 if it is gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def memory_figures(pids: list[int], kinds: dict[int, str]) -> dict[str, Any]:
+    """Summed RSS and PSS (MiB) and the count of processes by kind, and the most file descriptors a node
+    process holds."""
+    figures: dict[str, Any] = {}
+    for pid, (rss, pss) in memory_kib(pids).items():
+        kind = kinds.get(pid, "node")
+        figures[f"rss_{kind}_mib"] = figures.get(f"rss_{kind}_mib", 0.0) + rss / 1024
+        figures[f"pss_{kind}_mib"] = figures.get(f"pss_{kind}_mib", 0.0) + pss / 1024
+        figures[f"count_{kind}"] = figures.get(f"count_{kind}", 0) + 1
+    figures["node_fds_max"] = max((open_files(p) for p, k in kinds.items() if k == "node"), default=0)
+    return figures
+
+
+def instance_estimate_mib(points: list[dict[str, Any]]) -> float:
+    """What one more instance takes, by the last N measured: the larger of the drop of MemAvailable per
+    instance and the processes' summed PSS per instance (all kinds), 25 % added; INSTANCE_MIB before any
+    N was measured."""
+    if not points:
+        return INSTANCE_MIB
+    last = points[-1]
+    pss = sum(v for k, v in last.items() if k.startswith("pss_"))
+    return 1.25 * max(last["available_drop_mib"], pss) / last["instances"]
+
+
+async def guard_memory(
+    seen: dict[str, Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Raise BenchError as soon as MemAvailable falls under MEMORY_FLOOR_MIB (checked every 0.2 s): the
+    run then ends and every process of the cluster with it, before the machine runs out of memory. The
+    lowest MemAvailable seen goes to `seen["available_min_mib"]`."""
+    task_status.started()
+    while True:
+        free = available_mib()
+        seen["available_min_mib"] = min(free, seen.get("available_min_mib", free))
+        if free < MEMORY_FLOOR_MIB:
+            raise BenchError(
+                f"aborted: MemAvailable {free:,} MiB < {MEMORY_FLOOR_MIB:,} MiB during the deploy"
+            )
+        await trio.sleep(0.2)
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
@@ -489,15 +557,22 @@ async def phase_curve(
     skipped: list[str] = []
     for count in opts.curve:
         free = available_mib()
-        needed = count * INSTANCE_MIB + MEMORY_MARGIN_MIB
+        per_instance = instance_estimate_mib(points)
+        needed = int(count * per_instance) + MEMORY_MARGIN_MIB
         if needed > free:
-            skipped.append(f"{count} (needs ~{needed:,} MiB with the margin, {free:,} MiB available)")
+            skipped.append(
+                f"{count} (needs ~{needed:,} MiB: {per_instance:.1f} MiB per instance and the margin;"
+                f" {free:,} MiB available)"
+            )
             log(f"curve: skipping N={count}: {skipped[-1]}")
             continue
-        reads: dict[str, float] = {}
+        log(f"curve: N={count}: ~{needed:,} MiB needed with the margin, {free:,} MiB available")
+        reads: dict[str, float] = {"available_before_mib": free}
         before = cpu_seconds(processes_under(cluster.directory))
 
-        async def measure_reads(reads: dict[str, float] = reads, before: dict[int, float] = before) -> None:
+        async def measure_reads(
+            reads: dict[str, float] = reads, before: dict[int, float] = before, count: int = count
+        ) -> None:
             pids = processes_under(cluster.directory)
             after, kinds = cpu_seconds(pids), process_kinds(pids)
             reads["cpu_s"] = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
@@ -505,12 +580,18 @@ async def phase_curve(
                 key = f"cpu_{kinds.get(pid, 'node')}_s"
                 reads[key] = reads.get(key, 0.0) + cpu - before.get(pid, 0.0)
             await trio.sleep(1.0)  # let the nodes' caches and the leader settle
+            reads.update(memory_figures(pids, kinds))
+            reads["available_drop_mib"] = reads["available_before_mib"] - available_mib()
+            log(f"curve: N={count}: memory {memory_split(reads, count)}")
             median, fastest = await trio.to_thread.run_sync(management_get, management, "/api/v1/cluster", 20)
             reads["cluster_get_ms"], reads["cluster_get_min_ms"] = median * 1000, fastest * 1000
             reads["cli_status_s"] = await trio.to_thread.run_sync(cli_status, urls, 5)
 
         load = os.getloadavg()[0]
-        deploy, unload = await deploy_round(kv, view, count, between=measure_reads)
+        async with trio.open_nursery() as guarded:
+            await guarded.start(guard_memory, reads)
+            deploy, unload = await deploy_round(kv, view, count, between=measure_reads)
+            guarded.cancel_scope.cancel()
         point = {"instances": count, "deploy_s": deploy, "unload_s": unload, "load": load, **reads}
         point["per_s"] = count / deploy
         points.append(point)
@@ -522,6 +603,31 @@ async def phase_curve(
             f"{reads['cli_status_s']:.2f} s; unloaded in {unload:.2f} s (load average {load:.1f})"
         )
     return {"points": points, "skipped": skipped}
+
+
+def memory_split(figures: dict[str, Any], count: int) -> str:
+    """Memory per instance and by kind: "instance PSS 2.1 / RSS 9.8 MiB each; PSS of all 1.9 GiB
+    (node 3 × 80 MiB, ...); MemAvailable fell by 2.3 GiB; node fds ≤ 2,104"."""
+    instances = figures.get("count_instance", 0)
+    each = max(instances, 1)
+    drop = figures["available_drop_mib"]
+    parts = []
+    for kind in ("node", "kv", "template"):
+        n = figures.get(f"count_{kind}", 0)
+        if n:
+            parts.append(
+                f"{kind} {n} × {figures[f'pss_{kind}_mib'] / n:.0f} MiB PSS"
+                f" ({figures[f'rss_{kind}_mib'] / n:.0f} RSS)"
+            )
+    pss = sum(v for k, v in figures.items() if k.startswith("pss_"))
+    return (
+        f"instance PSS {figures.get('pss_instance_mib', 0.0) / each:.2f} MiB / RSS"
+        f" {figures.get('rss_instance_mib', 0.0) / each:.2f} MiB each ({instances} instances);"
+        f" PSS of every process {pss / 1024:.2f} GiB = {pss / count:.2f} MiB per instance"
+        f" ({', '.join(parts)}); MemAvailable fell by {drop / 1024:.2f} GiB = {drop / count:.2f} MiB"
+        f" per instance (lowest MemAvailable {figures.get('available_min_mib', 0) / 1024:.1f} GiB);"
+        f" node fds ≤ {figures['node_fds_max']:,}"
+    )
 
 
 def cpu_split(figures: dict[str, Any], count: int) -> str:
@@ -873,6 +979,8 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
                 "≤ 5 ms / ≤ 0.3 s",
                 point["cluster_get_ms"] <= 5 and point["cli_status_s"] <= 0.3,
             )
+            if "available_drop_mib" in point:
+                row(f"  memory with {n:,} instances", memory_split(point, n), "", None)
         for skipped in c["skipped"]:
             row(f"  skipped N={skipped}", "", "", None)
     a = results.get("allocation")
@@ -944,9 +1052,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return opts
 
 
+def raise_open_files_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard limit, for this process and the cluster it starts (the nodes
+    inherit it): a node holds a few descriptors per instance it runs (1,000 at N=3,000)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        log(f"open files limit raised from {soft:,} to {hard:,}")
+
+
 def main(argv: list[str]) -> int:
     opts = parse_args(argv)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM → KeyboardInterrupt → cleanup
+    raise_open_files_limit()
     if opts.dir is not None:
         opts.dir.mkdir(parents=True, exist_ok=True)
         root = Path(tempfile.mkdtemp(prefix="run-", dir=opts.dir))
