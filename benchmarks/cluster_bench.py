@@ -14,11 +14,20 @@ What it measures (figures and notes: benchmarks/README.md, "Cluster orchestratio
 1b. Curve (--only curve; --curve N,N,...: default 150,300,1000,3000): blueprint `bench` with N echo
    instances → all ACTIVE and routable, after the same warm-up; then, with the N running, the median of
    20 `GET /api/v1/cluster` on the leader's node (one keep-alive connection) and of 5 `aether cluster
-   status` runs (a new process each); then the blueprint deleted → nothing left. An N whose instances
-   would not fit in the memory available (~7 MiB each, 4 GiB left free) is skipped and said so. Targets:
-   300 in ≤ 0.6 s, linear cost; the reads ≤ 5 ms and ≤ 0.3 s. Also printed: the CPU time every process
-   of the cluster spent on the deploy (nodes, KV replicas, templates, instances; from the scheduler's
-   nanosecond count), per instance and split by kind of process.
+   status` runs (a new process each, with bytecode cached in a private PYTHONPYCACHEPREFIX as an
+   installed CLI has it; and 5 more in this shell's environment, for information: with
+   PYTHONDONTWRITEBYTECODE=1 every run compiles its dependencies again); then the blueprint deleted →
+   nothing left. Targets: 300 in ≤ 0.6 s, linear cost; the reads ≤ 5 ms and ≤ 0.3 s. Also printed: the
+   CPU time every process of the cluster spent on the deploy (nodes, KV replicas, templates, instances;
+   from the scheduler's nanosecond count), per instance and split by kind of process, and the kernel's
+   kdamond apart if it runs; with the N running, the cluster's idle CPU over 5 s, its memory (PSS and
+   RSS by kind of process from /proc/PID/smaps_rollup, and how far MemAvailable fell) and the most file
+   descriptors a node holds.
+   Memory: an N is skipped (and said so) if its estimate does not fit in MemAvailable with 4 GiB to
+   spare: 7 MiB per instance until one N was measured, then 1.25 × the larger of the last N's summed
+   PSS and MemAvailable drop per instance (~3.3 MiB: an instance forked from the template shares most of
+   its 18 MiB RSS). While an N deploys, MemAvailable under 2 GiB aborts the run (every process of the
+   cluster ended). The soft limit of open files is raised to the hard one for the cluster.
 2. Failover: with the 30 instances ACTIVE, SIGKILL a node that hosts some and is not the Raft leader →
    every record on the survivors ACTIVE again (30, none left on the dead node) and every ACTIVE instance's
    endpoint published (routable: the endpoint registry every router reads). Detection (the leader's
