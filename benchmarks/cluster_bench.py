@@ -24,10 +24,10 @@ What it measures (figures and notes: benchmarks/README.md, "Cluster orchestratio
    RSS by kind of process from /proc/PID/smaps_rollup, and how far MemAvailable fell) and the most file
    descriptors a node holds.
    Memory: an N is skipped (and said so) if its estimate does not fit in MemAvailable with 4 GiB to
-   spare: 4.5 MiB per instance until one N was measured, then 1.25 × the larger of the last N's summed
-   PSS and MemAvailable drop per instance (~3.3 MiB: an instance forked from the template shares most of
-   its 18 MiB RSS). While an N deploys, MemAvailable under 2 GiB aborts the run (every process of the
-   cluster ended). The soft limit of open files is raised to the hard one for the cluster.
+   spare: 4.5 MiB per instance until one N was measured, then 1.25 × the larger of the last N's
+   MemAvailable drop and its instances' summed PSS, per instance (~3.1–3.3 MiB: an instance forked from
+   the template shares most of its 18 MiB RSS). While an N deploys, MemAvailable under 2 GiB aborts the
+   run (every process of the cluster ended). The soft limit of open files is raised to the hard one.
 2. Failover: with the 30 instances ACTIVE, SIGKILL a node that hosts some and is not the Raft leader →
    every record on the survivors ACTIVE again (30, none left on the dead node) and every ACTIVE instance's
    endpoint published (routable: the endpoint registry every router reads). Detection (the leader's
@@ -454,14 +454,15 @@ def memory_figures(pids: list[int], kinds: dict[int, str]) -> dict[str, Any]:
 
 
 def instance_estimate_mib(points: list[dict[str, Any]]) -> float:
-    """What one more instance takes, by the last N measured: the larger of the drop of MemAvailable per
-    instance and the processes' summed PSS per instance (all kinds), 25 % added; INSTANCE_MIB before any
-    N was measured."""
+    """What one more instance takes, by the last N measured: the larger of the drop of MemAvailable (what
+    the N added to the machine, the nodes' and replicas' growth included) and the instances' summed PSS,
+    per instance, 25 % added; INSTANCE_MIB before any N was measured. (Not RSS: an instance's 18 MiB RSS
+    is mostly pages it shares with its template; not every process's PSS either: at a small N the nodes'
+    fixed ~250 MiB would count per instance.)"""
     if not points:
         return INSTANCE_MIB
     last = points[-1]
-    pss = sum(v for k, v in last.items() if k.startswith("pss_"))
-    return 1.25 * max(last["available_drop_mib"], pss) / last["instances"]
+    return 1.25 * max(last["available_drop_mib"], last.get("pss_instance_mib", 0.0)) / last["instances"]
 
 
 async def guard_memory(
