@@ -1181,7 +1181,7 @@ def main(argv: list[str]) -> int:
         if not opts.keep:
             shutil.rmtree(root, ignore_errors=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    command = "uv run python benchmarks/cluster_bench.py" + (" --quick" if opts.quick else "")
+    command = " ".join(["uv run python benchmarks/cluster_bench.py", *argv])
     after = os.getloadavg()
     print(
         f"\n{command}  ({stamp}; {machine()}; "
