@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime as dt
 import http.client
 import json
@@ -72,7 +73,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -465,21 +466,29 @@ def instance_estimate_mib(points: list[dict[str, Any]]) -> float:
     return 1.25 * max(last["available_drop_mib"], last.get("pss_instance_mib", 0.0)) / last["instances"]
 
 
-async def guard_memory(
-    seen: dict[str, Any], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-) -> None:
-    """Raise BenchError as soon as MemAvailable falls under MEMORY_FLOOR_MIB (checked every 0.2 s): the
-    run then ends and every process of the cluster with it, before the machine runs out of memory. The
-    lowest MemAvailable seen goes to `seen["available_min_mib"]`."""
-    task_status.started()
-    while True:
-        free = available_mib()
-        seen["available_min_mib"] = min(free, seen.get("available_min_mib", free))
-        if free < MEMORY_FLOOR_MIB:
-            raise BenchError(
-                f"aborted: MemAvailable {free:,} MiB < {MEMORY_FLOOR_MIB:,} MiB during the deploy"
-            )
-        await trio.sleep(0.2)
+@contextlib.asynccontextmanager
+async def memory_guarded(seen: dict[str, Any]) -> AsyncIterator[None]:
+    """Run the body while MemAvailable is checked every 0.2 s; should it fall under MEMORY_FLOOR_MIB,
+    the body is cancelled and BenchError raised (the run then ends, and every process of the cluster
+    with it, before the machine runs out of memory). The lowest MemAvailable seen goes to
+    `seen["available_min_mib"]`."""
+
+    async def watch(scope: trio.CancelScope) -> None:
+        while True:
+            free = available_mib()
+            seen["available_min_mib"] = min(free, seen.get("available_min_mib", free))
+            if free < MEMORY_FLOOR_MIB:
+                seen["aborted"] = f"MemAvailable {free:,} MiB < {MEMORY_FLOOR_MIB:,} MiB"
+                scope.cancel()
+                return
+            await trio.sleep(0.2)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch, nursery.cancel_scope)
+        yield
+        nursery.cancel_scope.cancel()
+    if "aborted" in seen:  # a plain BenchError, not a group: main() reports it and ends the cluster
+        raise BenchError(f"aborted: {seen['aborted']}")
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
@@ -612,12 +621,12 @@ async def phase_curve(
             log(f"curve: skipping N={count}: {skipped[-1]}")
             continue
         log(f"curve: N={count}: ~{needed:,} MiB needed with the margin, {free:,} MiB available")
-        reads: dict[str, float] = {"available_before_mib": free}
+        reads: dict[str, Any] = {"available_before_mib": free}
         before = cpu_seconds(processes_under(cluster.directory))
         monitors_before = sum(cpu_seconds(monitors).values())
 
         async def measure_reads(
-            reads: dict[str, float] = reads,
+            reads: dict[str, Any] = reads,
             before: dict[int, float] = before,
             monitors_before: float = monitors_before,
             count: int = count,
@@ -645,10 +654,8 @@ async def phase_curve(
             reads["cli_status_as_is_s"], reads["cli_status_as_is_cpu_s"] = cli
 
         load = os.getloadavg()[0]
-        async with trio.open_nursery() as guarded:
-            await guarded.start(guard_memory, reads)
+        async with memory_guarded(reads):
             deploy, unload = await deploy_round(kv, view, count, between=measure_reads)
-            guarded.cancel_scope.cancel()
         point = {"instances": count, "deploy_s": deploy, "unload_s": unload, "load": load, **reads}
         point["per_s"] = count / deploy
         points.append(point)
