@@ -1,0 +1,102 @@
+"""A follower whose link to its leader closes dials the leader's port (`_pysyncobj_patches`, item 10):
+refused, the leader's process is gone and an election follows at once; answered, nothing changes. Real
+replicas with real sockets in this process (a SIGKILL of a replica process and a paused leader:
+tests/integration/test_kv_raft_faults.py)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from raft_support import leader_of, propose, raft_group
+
+from aether_kv._raft import RaftReplica
+from aether_kv._records import Put
+from support import wait_until_sync
+
+GONE = "is gone (its link closed and its Raft port refused a connection)"
+ANSWERED = "its Raft port: answered"
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
+    built = raft_group(tmp_path)
+    yield built
+    for replica in built:
+        replica.close()
+
+
+@pytest.fixture
+def raft_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.DEBUG, logger="aether_kv.raft")
+    return caplog
+
+
+def _messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in list(caplog.records)]
+
+
+def test_a_follower_whose_leader_closed_starts_an_election_without_waiting_for_its_timer(
+    replicas: list[RaftReplica], raft_log: pytest.LogCaptureFixture
+) -> None:
+    """The closed leader's port refuses: a follower learns the leader is gone before any election, and
+    the other follower grants its pre-vote (upstream and before item 10, both waited for an election
+    timeout of silence: the first thing logged was the election)."""
+    leader = leader_of(replicas)
+    survivors = [r for r in replicas if r is not leader]
+    raft_log.clear()
+    leader.close()  # its sockets close at once, its listening one too: as when its process dies
+    replicas.remove(leader)
+    new_leader = leader_of(survivors)
+    messages = _messages(raft_log)
+    gone = [i for i, m in enumerate(messages) if GONE in m and leader.config.raft_address in m]
+    elections = [i for i, m in enumerate(messages) if "now a candidate" in m]
+    assert gone, messages
+    assert elections, messages
+    assert gone[0] < elections[0], messages
+    propose(new_leader, Put(key="after", value=b"x"))
+
+
+def _reset_links(replica: RaftReplica) -> int:
+    """Shut down every Raft connection of `replica` (both ends see it close); the process lives on."""
+    count = 0
+    for conn in list(replica._obj._SyncObj__transport._connections.values()):
+        sock = conn._TcpConnection__socket
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                count += 1
+            except OSError:
+                pass
+    return count
+
+
+def test_a_dropped_link_to_a_live_leader_starts_no_election(
+    replicas: list[RaftReplica], raft_log: pytest.LogCaptureFixture
+) -> None:
+    """Every link of the leader drops (a reset, as the chaos suite's nemesis does) but its process lives:
+    both followers' dials are answered, so neither says yes to a pre-vote sooner than before: the term
+    stays."""
+    leader = leader_of(replicas)
+    propose(leader, Put(key="before", value=b"x"))
+    term = leader.status().term
+    raft_log.clear()
+    assert _reset_links(leader) == 2
+    wait_until_sync(
+        lambda: sum(ANSWERED in m for m in _messages(raft_log)) >= 2,
+        timeout=30,
+        what="both followers to dial the leader's port and be answered",
+    )
+    wait_until_sync(
+        lambda: all(m.connected for m in leader.status().members),
+        timeout=30,
+        what="the leader's links to be back",
+    )
+    propose(leader, Put(key="after", value=b"x"))
+    messages = _messages(raft_log)
+    assert not any(GONE in m for m in messages), messages
+    assert [r.status().term for r in replicas] == [term] * 3, messages
+    assert leader.is_leader
