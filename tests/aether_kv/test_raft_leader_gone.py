@@ -97,6 +97,6 @@ def test_a_dropped_link_to_a_live_leader_starts_no_election(
     )
     propose(leader, Put(key="after", value=b"x"))
     messages = _messages(raft_log)
-    assert not any(GONE in m for m in messages), messages
     assert [r.status().term for r in replicas] == [term] * 3, messages
+    assert not any(GONE in m for m in messages), messages
     assert leader.is_leader
