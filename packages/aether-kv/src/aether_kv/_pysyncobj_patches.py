@@ -26,8 +26,8 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    and again and, on rejoining, its higher term made the leader step down (a needless election). Now it
    first asks the others whether they would vote for it at the next term ("pre_vote", answered by
    "pre_vote_response"); a replica says yes only if it has neither heard from a leader nor granted its
-   vote for an election timeout and the asker's log is at least as up to date as its own, and it
-   changes nothing when asked.
+   vote for an election timeout (or its leader's port refused since: item 10) and the asker's log is at
+   least as up to date as its own, and it changes nothing when asked.
    Only with a majority of yeses does upstream's election run. A "no" carries the answering replica's
    term, so a replica that fell behind in term catches up without an election. Check-quorum on the
    leader's side is upstream's `leaderFallbackTimeout` (a leader that hears from no majority for that
