@@ -92,10 +92,13 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    leader dialled would otherwise never try). If the dial is refused (the host is up and nothing
    listens: the replica process is gone) the follower stops counting the leader as recently heard (it
    says yes to a pre-vote) and brings its election deadline forward to a random time within
-   `LEADER_GONE_ELECTION` (random, so the two followers do not split the vote). A dial that is
-   answered (a reset link, a restarted peer) changes nothing, nor does one without an answer (a host
-   gone: the election timeout as before); a paused leader keeps its links open and is not probed. A
-   follower that still hears from a live leader never says yes: that leader's port does not refuse.
+   `LEADER_GONE_ELECTION` (random, so the two followers do not split the vote; and a replica that says
+   yes to a pre-vote puts its own election off by an election timeout, as a vote granted does). A
+   connection the port accepts and resets at once also counts as refused (a killed process's links can
+   close before its listening socket does). A dial that is answered (a reset link, a restarted peer)
+   changes nothing, nor does one without an answer (a host gone: the election timeout as before); a
+   paused leader keeps its links open and is not probed. A follower that still hears from a live
+   leader never says yes: that leader's port does not refuse.
 
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
@@ -574,6 +577,13 @@ class PatchedSyncObj(SyncObj):
             and not heard_recently
             and (message.get("last_log_term", -1), message.get("last_log_index", -1)) >= my_log
         )
+        if granted and not self._pre_vote_won:
+            # As a vote granted does: the asker is likely to hold an election now; an election of this
+            # replica's own at about the same time would split the vote (two followers whose leader's
+            # port refused set their deadlines within 50-200 ms of each other: item 10).
+            self._SyncObj__raftElectionDeadline = max(
+                self._SyncObj__raftElectionDeadline, _monotonic() + self._SyncObj__generateRaftTimeout()
+            )
         self._SyncObj__transport.send(
             node,
             {

@@ -29,9 +29,10 @@ retried with the same buffer from its start, as OpenSSL requires.
 Probes (`GuardedTransport.probe`). A replica whose link to its leader closed asks whether the leader's
 process is gone: one TCP dial to the leader's Raft port, apart from the link (only the higher address
 dials a link, so the replica the leader dialled would otherwise never try). "refused" means the host
-is up and nothing listens on the port; "answered" that a replica listens (a reset link, a restarted
-peer); "unanswered" that nothing came back in time (a host gone, a partition). The dial is closed as
-soon as it ends and nothing is sent on it (with TLS the peer logs a handshake that failed). What the
+is up and nothing listens on the port (or the connection was reset as soon as it was accepted: the
+listener closing); "answered" that a replica listens (a reset link, a restarted peer); "unanswered"
+that nothing came back in time (a host gone, a partition). Nothing is sent on the dial, and it is closed
+once it has its outcome (with TLS the peer logs a handshake that failed). What the
 replica does with the outcome is `_pysyncobj_patches`' item 10.
 """
 
@@ -66,6 +67,7 @@ TLS_WRITE_CHUNK = 256 * 1024  # bytes handed to one TLS write
 # A probe's dial unanswered this long has no verdict: a host that vanished or is partitioned away (no
 # refusal comes back) keeps the election timeout.
 PROBE_DEADLINE = 0.5
+PROBE_HOLD = 0.1  # an accepted probe is held this long before it counts as answered (see `_Probe`)
 
 ProbeCallback = Callable[[str], None]  # "refused", "answered" or "unanswered"
 
@@ -230,18 +232,46 @@ def _guarded(connection: TcpConnection) -> GuardedConnection | None:
 
 
 class _Probe:
-    """One dial to a peer's Raft port, on the tick thread's poller; ends once, with an outcome."""
+    """One dial to a peer's Raft port, on the tick thread's poller; ends once, with an outcome.
 
-    def __init__(self, sock: socket.socket, poller: Any, deadline: float, callback: ProbeCallback) -> None:
+    A connection the port accepts is held open for `PROBE_HOLD` before it counts as answered: a replica
+    process being killed closes its links before its listening socket at times (a SIGKILLed process's
+    descriptors close one by one), so a dial right after its link closed can still be accepted, and the
+    listener's close then resets it. A live replica sends nothing first and keeps it open."""
+
+    def __init__(self, sock: socket.socket, poller: Any, ended: ProbeCallback) -> None:
         self.sock = sock
         self.poller = poller
-        self.deadline = deadline
-        self.callbacks = [callback]
+        self.deadline = _monotonic() + PROBE_DEADLINE
+        self.callbacks = [ended]
+        self.accepted = False
         self.done = False
+        poller.subscribe(sock.fileno(), self.on_event, POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR)
 
-    def on_event(self, _descr: int, _event: int) -> None:
-        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        self.finish("answered" if code == 0 else _outcome(code))
+    def on_event(self, _descr: int, event: int) -> None:
+        if not self.accepted:
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code != 0:
+                self.finish(_outcome(code))
+                return
+            self.accepted = True
+            self.deadline = _monotonic() + PROBE_HOLD
+            self.poller.subscribe(
+                self.sock.fileno(), self.on_event, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR
+            )
+            return
+        try:
+            data = self.sock.recv(1)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self.finish("answered" if data else "refused")  # closed or reset at once: the listener went
+
+    def expire(self, now: float | None) -> None:
+        """Past its deadline (or `now` None: the transport closes): a dial unanswered, a hold over."""
+        if now is None or now > self.deadline:
+            self.finish("answered" if self.accepted else "unanswered")
 
     def finish(self, outcome: str) -> None:
         if self.done:
@@ -285,22 +315,15 @@ class GuardedTransport(TCPTransport):
             sock.close()
             callback(_outcome(code))
             return
-        poller = self._syncObj._poller
-        probe = _Probe(sock, poller, _monotonic() + PROBE_DEADLINE, callback)
-        self._probes[node] = probe
-
-        def ended(descr: int, event: int) -> None:
-            self._probes.pop(node, None)
-            probe.on_event(descr, event)
-
-        poller.subscribe(sock.fileno(), ended, POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR)
+        self._probes[node] = _Probe(
+            sock, self._syncObj._poller, lambda _outcome: self._probes.pop(node, None)
+        )
+        self._probes[node].callbacks.append(callback)
 
     def _end_probes(self, *, now: float | None) -> None:
-        """End the probes past their deadline (all of them when `now` is None) as unanswered."""
-        for node, probe in list(self._probes.items()):
-            if now is None or now > probe.deadline:
-                del self._probes[node]
-                probe.finish("unanswered")
+        """End the probes past their deadline (all of them when `now` is None)."""
+        for probe in list(self._probes.values()):
+            probe.expire(now)
 
     def destroy(self) -> None:
         self._end_probes(now=None)
