@@ -182,6 +182,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__transferInProgress",
         "_SyncObj__conf",
         "_SyncObj__raftCommitIndex",
+        "_SyncObj__raftMatchIndex",
         "_SyncObj__raftLastApplied",
         "_SyncObj__newAppendEntriesTime",
         "_SyncObj__serializer",
@@ -267,6 +268,9 @@ class PatchedSyncObj(SyncObj):
         self._reads = _ReadIndex(self)
         # called at the start of every tick, before upstream counts the leader itself toward a commit
         self.before_commit_check: Callable[[], None] = lambda: None
+        # the last log index on this replica's disk (item 11); None: the leader counts its whole log
+        self.durable_index: Callable[[], int] | None = None
+        self._commit_limit: int | None = None  # set for upstream's commit count only (item 11)
         self._snapshot_child: tuple[int, float] | None = None  # (pid, when first seen) of a snapshot child
         self._acks_sent: dict[Any, tuple[tuple[int, int], float]] = {}  # leader → ((term, next), when)
         super().__init__(*args, **kwargs)
@@ -314,6 +318,7 @@ class PatchedSyncObj(SyncObj):
     def _SyncObj__applyLogEntries(self) -> bool:
         """A leader whose commit index moved tells the followers before it applies the entries itself
         (item 8); new proposals go in the same message."""
+        self._commit_limit = None  # upstream's commit count (just before) is over: the real log again
         if (
             self._SyncObj__raftState == _RAFT_STATE.LEADER
             and self._SyncObj__raftCommitIndex != self._sent_commit_index
@@ -485,6 +490,7 @@ class PatchedSyncObj(SyncObj):
         self._maybe_pre_vote()
         self._send_leader_calls()
         self.before_commit_check()
+        self._commit_limit = self._durable_commit_limit()
         # Upstream polls at the end of its tick with the time given; the wait is decided then (after
         # this tick's sends and deadlines moved), by `_tick_wait`, through the poller wrapper.
         poller = self._poller
@@ -493,6 +499,24 @@ class PatchedSyncObj(SyncObj):
             super()._onTick(timeToWait)
         finally:
             self._poller = poller
+            self._commit_limit = None
+
+    # ------------------------------------------------------------ commits on durable copies (item 11)
+
+    def _durable_commit_limit(self) -> int | None:
+        """On a leader whose journal syncs apart: the highest index a majority holds durably, counting
+        the leader only up to its synced index. Upstream's commit count (which counts the leader's whole
+        log) runs in this tick with the log seen to end there."""
+        if self.durable_index is None or self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            return None
+        match = self._SyncObj__raftMatchIndex
+        return majority_index(
+            [self.durable_index(), *(match.get(node, 0) for node in self._SyncObj__otherNodes)]
+        )
+
+    def _SyncObj__getCurrentLogIndex(self) -> int:
+        last = super()._SyncObj__getCurrentLogIndex()
+        return last if self._commit_limit is None else min(last, self._commit_limit)
 
     # ------------------------------------------------------------ snapshots in a child process
 
@@ -712,6 +736,13 @@ class PatchedSyncObj(SyncObj):
         self._SyncObj__leaderCommitIndex = message["commit_index"]
         self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=last_sent + 1, success=True)
         return None
+
+
+def majority_index(durable: list[int]) -> int:
+    """The highest log index that a majority of the voters holds, given each voter's last durable index
+    (one entry per voter, the leader's included). Pure."""
+    ranked = sorted(durable, reverse=True)
+    return ranked[len(ranked) // 2]
 
 
 class _DeferredWaitPoller:
