@@ -127,6 +127,7 @@ def test_a_leader_counts_its_own_entry_toward_a_commit_only_once_it_is_synced(
     goes on reading acknowledgements. With one follower down, the other's acknowledgement and the
     leader's own copy make the majority: while the leader's sync is held up, the entry must not commit."""
     replicas = raft_group(tmp_path)
+    release, held = threading.Event(), threading.Event()
     try:
         leader = leader_of(replicas)
         propose(leader, Put(key="warm", value=b"x"))
@@ -136,7 +137,6 @@ def test_a_leader_counts_its_own_entry_toward_a_commit_only_once_it_is_synced(
         follower = next(r for r in replicas if r is not leader)
         follower_node = next(n for n in leader._obj.otherNodes if n.address == follower.config.raft_address)
 
-        release, held = threading.Event(), threading.Event()
         real_fsync = os.fsync
 
         def held_fsync(fd: int) -> None:
@@ -166,5 +166,6 @@ def test_a_leader_counts_its_own_entry_toward_a_commit_only_once_it_is_synced(
         release.set()
         assert done.wait(30), "the entry did not commit once the leader's copy was synced"
     finally:
+        release.set()
         for replica in replicas:
             replica.close()
