@@ -100,6 +100,16 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    paused leader keeps its links open and is not probed. A follower that still hears from a live
    leader never says yes: that leader's port does not refuse.
 
+11. `PatchedSyncObj._SyncObj__getCurrentLogIndex` while the leader counts a commit (a leader's own copy
+   counts once durable). Upstream's leader counts itself toward every entry of its log. `_raft.py`
+   syncs a leader's journal on a thread of its own, so the tick thread goes on reading the followers'
+   acknowledgements while it syncs; an entry may then be in the leader's log and not yet on its disk.
+   Now, with `durable_index` set, the leader computes the highest index a majority holds durably
+   (`majority_index` over its synced index and the followers' match indexes, followers acknowledging
+   only what they synced) and upstream's commit count sees the log end there for that count only
+   (upstream then applies its own rule, the entry of the current term, below it). So an entry commits
+   on the leader's synced copy and one follower's, or on two followers' before the leader's own sync.
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,

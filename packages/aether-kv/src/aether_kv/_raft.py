@@ -4,14 +4,16 @@ It owns the pysyncobj object, its tick thread, the durable journal and the trans
 failure codes. It knows nothing of trio: callers get plain callbacks that run on the tick thread and must
 not block (see `_store.py`, which bridges them into trio in one place).
 
-Durability (pysyncobj issue 84: its journal is an mmap that is never synced): every journal append only
-marks the journal dirty; the journal is fsynced (`MSYNC_BEFORE_FSYNC`: no msync on Linux) before this
-replica sends any Raft message but a leader's append-entries (so an acknowledgement, a vote, a forwarded
-command always follows a durable write), at the end of every tick and at the start of every tick, before
-upstream counts the leader itself toward a commit (so a leader never commits on its own unsynced entry).
-A leader thus sends new entries first and syncs its journal while the followers sync theirs (Raft thesis
-10.2.1: in parallel, as etcd does). One sync covers a whole batch: group commit. Term and vote are
-fsynced when they change.
+Durability (pysyncobj issue 84: its journal is an mmap that is never synced): a journal append is only
+written to the mapped file; the journal is fsynced (`MSYNC_BEFORE_FSYNC`: no msync on Linux) by a
+follower or a candidate before it sends any Raft message (so an acknowledgement, a vote, a forwarded
+command always follows a durable write) and at the start and end of each of its ticks. A leader syncs on
+its journal's own thread (`_DurableJournal.sync_soon`, asked at the start and end of each tick), so its
+tick thread sends new entries and reads acknowledgements while the sync runs (Raft thesis 10.2.1: in
+parallel, as etcd does), and it counts itself toward a commit only up to the index that thread has
+synced (`_pysyncobj_patches`, item 11): an entry commits once a majority holds it durably, the leader
+included only if synced. One sync covers a whole batch: group commit. Term and vote are fsynced when
+they change.
 """
 
 from __future__ import annotations
