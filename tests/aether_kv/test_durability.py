@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
 from collections import Counter
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -17,13 +16,10 @@ from pathlib import Path
 import pytest
 import trio
 from pysyncobj.journal import FileJournal, ResizableFile
-from raft_support import leader_of, propose, raft_group
 
 import aether_kv._raft as raft_module
 from aether_kv import RaftConfig, open_store, wait_for_leader
 from aether_kv._local import free_port
-from aether_kv._records import Put
-from support import wait_until_sync
 
 
 @pytest.fixture
@@ -118,54 +114,3 @@ def test_a_journal_sync_is_one_fsync_of_the_journal_without_msync(
         assert reopened[len(reopened) - 1] == (b"an entry", 1, 1)
     finally:
         reopened._destroy()
-
-
-def test_a_leader_counts_its_own_entry_toward_a_commit_only_once_it_is_synced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The leader syncs its journal on a thread of its own (`_raft._DurableJournal.sync_soon`) while it
-    goes on reading acknowledgements. With one follower down, the other's acknowledgement and the
-    leader's own copy make the majority: while the leader's sync is held up, the entry must not commit."""
-    replicas = raft_group(tmp_path)
-    release, held = threading.Event(), threading.Event()
-    try:
-        leader = leader_of(replicas)
-        propose(leader, Put(key="warm", value=b"x"))
-        down = next(r for r in replicas if r is not leader)
-        down.close()
-        replicas.remove(down)
-        follower = next(r for r in replicas if r is not leader)
-        follower_node = next(n for n in leader._obj.otherNodes if n.address == follower.config.raft_address)
-
-        real_fsync = os.fsync
-
-        def held_fsync(fd: int) -> None:
-            if threading.current_thread().name == "aether-kv journal sync" and not release.is_set():
-                held.set()
-                release.wait(60)
-            real_fsync(fd)
-
-        monkeypatch.setattr(raft_module.os, "fsync", held_fsync)
-        ticks: list[tuple[int, int]] = []  # (the follower's match index, the commit index) per leader tick
-        leader._obj.addOnTickCallback(
-            lambda: ticks.append(
-                (leader._obj._SyncObj__raftMatchIndex.get(follower_node, 0), leader.status().commit_index)
-            )
-        )
-        done = threading.Event()
-        leader.propose(Put(key="x", value=b"y"), lambda result, error: done.set())
-        wait_until_sync(held.is_set, timeout=30, what="the leader's sync of the entry to start")
-        index = leader._obj._SyncObj__raftLog[-1][1]
-        acknowledged = wait_until_sync(
-            lambda: next(((m, c) for m, c in list(ticks) if m >= index), None),
-            timeout=30,
-            what="a leader tick after the follower acknowledged the entry",
-        )
-        assert acknowledged[1] < index, "committed on the follower's copy and the leader's unsynced one"
-        assert not done.is_set()
-        release.set()
-        assert done.wait(30), "the entry did not commit once the leader's copy was synced"
-    finally:
-        release.set()
-        for replica in replicas:
-            replica.close()

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from pysyncobj import SyncObj, SyncObjConf
 from pysyncobj.version import VERSION
 
@@ -253,12 +251,3 @@ def test_the_first_acknowledgement_after_the_link_dropped_is_sent_again(
     follower._SyncObj__onNodeDisconnected(_leader(follower))  # the answer may have been lost with the link
     _append(follower, term=1, prev=(2, 1), entries=[], commit=2)
     assert len([m for m in sent if m["type"] == "next_node_idx"]) == 2
-
-
-@given(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=7))
-def test_the_commit_limit_is_the_highest_index_a_majority_holds(durable: list[int]) -> None:
-    """`majority_index` (item 11): held by a majority of the voters, and nothing higher is."""
-    limit = patches.majority_index(durable)
-    majority = len(durable) // 2 + 1
-    assert sum(index >= limit for index in durable) >= majority
-    assert sum(index >= limit + 1 for index in durable) < majority

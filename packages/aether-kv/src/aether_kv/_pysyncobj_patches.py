@@ -100,16 +100,6 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    paused leader keeps its links open and is not probed. A follower that still hears from a live
    leader never says yes: that leader's port does not refuse.
 
-11. `PatchedSyncObj._SyncObj__getCurrentLogIndex` while the leader counts a commit (a leader's own copy
-   counts once durable). Upstream's leader counts itself toward every entry of its log. `_raft.py`
-   syncs a leader's journal on a thread of its own, so the tick thread goes on reading the followers'
-   acknowledgements while it syncs; an entry may then be in the leader's log and not yet on its disk.
-   Now, with `durable_index` set, the leader computes the highest index a majority holds durably
-   (`majority_index` over its synced index and the followers' match indexes, followers acknowledging
-   only what they synced) and upstream's commit count sees the log end there for that count only
-   (upstream then applies its own rule, the entry of the current term, below it). So an entry commits
-   on the leader's synced copy and one follower's, or on two followers' before the leader's own sync.
-
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -192,7 +182,6 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__transferInProgress",
         "_SyncObj__conf",
         "_SyncObj__raftCommitIndex",
-        "_SyncObj__raftMatchIndex",
         "_SyncObj__raftLastApplied",
         "_SyncObj__newAppendEntriesTime",
         "_SyncObj__serializer",
@@ -278,9 +267,6 @@ class PatchedSyncObj(SyncObj):
         self._reads = _ReadIndex(self)
         # called at the start of every tick, before upstream counts the leader itself toward a commit
         self.before_commit_check: Callable[[], None] = lambda: None
-        # the last log index on this replica's disk (item 11); None: the leader counts its whole log
-        self.durable_index: Callable[[], int] | None = None
-        self._commit_limit: int | None = None  # set for upstream's commit count only (item 11)
         self._snapshot_child: tuple[int, float] | None = None  # (pid, when first seen) of a snapshot child
         self._acks_sent: dict[Any, tuple[tuple[int, int], float]] = {}  # leader → ((term, next), when)
         super().__init__(*args, **kwargs)
@@ -328,7 +314,6 @@ class PatchedSyncObj(SyncObj):
     def _SyncObj__applyLogEntries(self) -> bool:
         """A leader whose commit index moved tells the followers before it applies the entries itself
         (item 8); new proposals go in the same message."""
-        self._commit_limit = None  # upstream's commit count (just before) is over: the real log again
         if (
             self._SyncObj__raftState == _RAFT_STATE.LEADER
             and self._SyncObj__raftCommitIndex != self._sent_commit_index
@@ -500,7 +485,6 @@ class PatchedSyncObj(SyncObj):
         self._maybe_pre_vote()
         self._send_leader_calls()
         self.before_commit_check()
-        self._commit_limit = self._durable_commit_limit()
         # Upstream polls at the end of its tick with the time given; the wait is decided then (after
         # this tick's sends and deadlines moved), by `_tick_wait`, through the poller wrapper.
         poller = self._poller
@@ -509,24 +493,6 @@ class PatchedSyncObj(SyncObj):
             super()._onTick(timeToWait)
         finally:
             self._poller = poller
-            self._commit_limit = None
-
-    # ------------------------------------------------------------ commits on durable copies (item 11)
-
-    def _durable_commit_limit(self) -> int | None:
-        """On a leader whose journal syncs apart: the highest index a majority holds durably, counting
-        the leader only up to its synced index. Upstream's commit count (which counts the leader's whole
-        log) runs in this tick with the log seen to end there."""
-        if self.durable_index is None or self._SyncObj__raftState != _RAFT_STATE.LEADER:
-            return None
-        match = self._SyncObj__raftMatchIndex
-        return majority_index(
-            [self.durable_index(), *(match.get(node, 0) for node in self._SyncObj__otherNodes)]
-        )
-
-    def _SyncObj__getCurrentLogIndex(self) -> int:
-        last = super()._SyncObj__getCurrentLogIndex()
-        return last if self._commit_limit is None else min(last, self._commit_limit)
 
     # ------------------------------------------------------------ snapshots in a child process
 
@@ -746,13 +712,6 @@ class PatchedSyncObj(SyncObj):
         self._SyncObj__leaderCommitIndex = message["commit_index"]
         self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=last_sent + 1, success=True)
         return None
-
-
-def majority_index(durable: list[int]) -> int:
-    """The highest log index that a majority of the voters holds, given each voter's last durable index
-    (one entry per voter, the leader's included). Pure."""
-    ranked = sorted(durable, reverse=True)
-    return ranked[len(ranked) // 2]
 
 
 class _DeferredWaitPoller:

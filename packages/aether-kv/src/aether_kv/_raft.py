@@ -4,16 +4,14 @@ It owns the pysyncobj object, its tick thread, the durable journal and the trans
 failure codes. It knows nothing of trio: callers get plain callbacks that run on the tick thread and must
 not block (see `_store.py`, which bridges them into trio in one place).
 
-Durability (pysyncobj issue 84: its journal is an mmap that is never synced): a journal append is only
-written to the mapped file; the journal is fsynced (`MSYNC_BEFORE_FSYNC`: no msync on Linux) by a
-follower or a candidate before it sends any Raft message (so an acknowledgement, a vote, a forwarded
-command always follows a durable write) and at the start and end of each of its ticks. A leader syncs on
-its journal's own thread (`_DurableJournal.sync_soon`, asked at the start and end of each tick), so its
-tick thread sends new entries and reads acknowledgements while the sync runs (Raft thesis 10.2.1: in
-parallel, as etcd does), and it counts itself toward a commit only up to the index that thread has
-synced (`_pysyncobj_patches`, item 11): an entry commits once a majority holds it durably, the leader
-included only if synced. One sync covers a whole batch: group commit. Term and vote are fsynced when
-they change.
+Durability (pysyncobj issue 84: its journal is an mmap that is never synced): every journal append only
+marks the journal dirty; the journal is fsynced (`MSYNC_BEFORE_FSYNC`: no msync on Linux) before this
+replica sends any Raft message but a leader's append-entries (so an acknowledgement, a vote, a forwarded
+command always follows a durable write), at the end of every tick and at the start of every tick, before
+upstream counts the leader itself toward a commit (so a leader never commits on its own unsynced entry).
+A leader thus sends new entries first and syncs its journal while the followers sync theirs (Raft thesis
+10.2.1: in parallel, as etcd does). One sync covers a whole batch: group commit. Term and vote are
+fsynced when they change.
 """
 
 from __future__ import annotations
@@ -114,57 +112,31 @@ _REASON_TEXT = {
 
 
 class _DurableJournal:
-    """Wraps pysyncobj's FileJournal: changes are written to its mapped file at once and made durable by
-    `sync()` (now, on the calling thread) or `sync_soon()` (on this journal's sync thread, which calls
-    `on_synced` after each sync). `durable_index()` is the last log index known to be on disk.
+    """Wraps pysyncobj's FileJournal: appends mark it dirty, `sync()` makes them durable."""
 
-    A count of changes tells what a sync covered: a sync covers every change made before it started.
-    Removing entries (a conflict's truncation, compaction, a snapshot's clear) lowers the durable index
-    and starts a new epoch, so a sync begun before the removal does not vouch for the entries after it."""
-
-    def __init__(self, path: str, *, on_synced: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, path: str) -> None:
         self._inner = FileJournal(path)
         self._meta_path = path + ".meta"
         self._dir = os.path.dirname(path) or "."
-        # fsync through a descriptor of our own: pysyncobj reopens its file when a resize fails, and the
-        # sync thread must not fsync a descriptor closed (or reused) under it
-        self._fd = os.open(path, os.O_RDONLY)
-        self._on_synced = on_synced
-        self._changes = 0  # changes made (on the tick thread)
-        self._synced = 0  # `_changes` as of the start of the last completed sync
-        self._epoch = 0
-        self._durable = self._last_index()  # what was loaded is on disk
+        self._dirty = False
         self._closed = False
-        self._lock = threading.Lock()  # held by a sync
-        self._wanted: tuple[int, int] | None = None  # (last index, epoch) for the sync thread
-        self._stopping = False
-        self._wake = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def _last_index(self) -> int:
-        return self._inner[-1][1] if len(self._inner) else 0
+        self._lock = threading.Lock()
 
     def add(self, command: bytes, idx: int, term: int) -> None:
         self._inner.add(command, idx, term)
-        self._changes += 1
+        self._dirty = True
 
     def clear(self) -> None:
         self._inner.clear()
-        self._removed(0)
+        self._dirty = True
 
     def deleteEntriesFrom(self, entry_from: int) -> None:
         self._inner.deleteEntriesFrom(entry_from)
-        self._removed(self._last_index())
+        self._dirty = True
 
     def deleteEntriesTo(self, entry_to: int) -> None:
-        self._inner.deleteEntriesTo(entry_to)  # rewrites the journal's file from its start
-        self._removed(0)
-
-    def _removed(self, durable_at_most: int) -> None:
-        with self._lock:
-            self._changes += 1
-            self._epoch += 1
-            self._durable = min(self._durable, durable_at_most)
+        self._inner.deleteEntriesTo(entry_to)
+        self._dirty = True
 
     def setCurrentTerm(self, term: int, voted_for: Any) -> None:
         self.sync()
@@ -178,68 +150,25 @@ class _DurableJournal:
         if index != self._inner.getRaftCommitIndex():
             self._inner.setRaftCommitIndex(index)
 
-    def durable_index(self) -> int:
-        return self._durable
-
     def _destroy(self) -> None:  # pysyncobj closes its journal on its tick thread when destroyed
-        with self._wake:
-            self._stopping = True
-            self._wake.notify()
         with self._lock:
-            self._sync_locked((self._last_index(), self._epoch))
+            self._sync_locked()
             self._closed = True
             self._inner._destroy()
-            os.close(self._fd)
 
     def sync(self) -> None:
-        """Make every change so far durable before returning."""
-        wanted = (self._last_index(), self._epoch)
-        if self._synced == self._changes:
-            self._vouch(wanted)
+        if not self._dirty:
             return
         with self._lock:
-            self._sync_locked(wanted)
+            self._sync_locked()
 
-    def sync_soon(self) -> None:
-        """Have the sync thread make every change so far durable (started on first use)."""
-        wanted = (self._last_index(), self._epoch)
-        if self._synced == self._changes:
-            self._vouch(wanted)
-            return
-        with self._wake:
-            self._wanted = wanted
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="aether-kv journal sync", daemon=True)
-                self._thread.start()
-            self._wake.notify()
-
-    def _vouch(self, wanted: tuple[int, int]) -> None:
-        """Nothing is left to sync: the entries up to `wanted`'s index are durable (same epoch)."""
-        with self._lock:
-            if wanted[1] == self._epoch:
-                self._durable = max(self._durable, wanted[0])
-
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while self._wanted is None and not self._stopping:
-                    self._wake.wait()
-                if self._stopping:
-                    return
-                wanted, self._wanted = self._wanted, None
-            with self._lock:
-                self._sync_locked(wanted)
-            self._on_synced()
-
-    def _sync_locked(self, wanted: tuple[int, int]) -> None:
-        changes = self._changes
-        if not self._closed and self._synced != changes:
+    def _sync_locked(self) -> None:
+        if self._dirty and not self._closed:
+            self._dirty = False
+            file = self._inner._FileJournal__journalFile
             if MSYNC_BEFORE_FSYNC:
-                self._inner._FileJournal__journalFile.flush()  # msync of the mapped journal
-            os.fsync(self._fd)
-            self._synced = max(self._synced, changes)
-        if wanted[1] == self._epoch:
-            self._durable = max(self._durable, wanted[0])
+                file.flush()  # msync of the mapped journal
+            os.fsync(file._ResizableFile__f.fileno())
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -261,16 +190,22 @@ def _fsync_path(path: str) -> None:
 
 
 class _SyncBeforeSendTransport(GuardedTransport):
-    """A follower's or a candidate's messages (acknowledgements, votes, forwarded commands) leave only
-    after its journal is durable. A leader's claim nothing about its own journal (append-entries, read
-    probes, answers): it syncs on its journal's sync thread and counts itself toward a commit only up to
-    what is synced (`RaftReplica._sync_journal`)."""
+    """Every message but a leader's append-entries leaves only after the journal is durable (a leader's
+    own entries are synced before it counts them: `RaftReplica` hooks `before_commit_check`)."""
 
     def send(self, node: Any, message: Any) -> bool:
         journal = self._syncObj._SyncObj__raftLog
-        if isinstance(journal, _DurableJournal) and self._syncObj._SyncObj__raftState != _RAFT_STATE.LEADER:
+        if isinstance(journal, _DurableJournal) and not _leader_append_entries(self._syncObj, message):
             journal.sync()
         return super().send(node, message)
+
+
+def _leader_append_entries(obj: Any, message: Any) -> bool:
+    return (
+        isinstance(message, dict)
+        and message.get("type") == "append_entries"
+        and obj._SyncObj__raftState == _RAFT_STATE.LEADER
+    )
 
 
 class _KVConsumer(SyncObjConsumer):
@@ -441,23 +376,11 @@ class RaftReplica:
         self._obj._SyncObj__mainThread = threading.main_thread()
         journal = self._obj._SyncObj__raftLog
         if isinstance(journal, _DurableJournal):
-            journal._on_synced = self._obj.wake  # a leader counts itself once synced: tick again
-            self._obj.addOnTickCallback(self._sync_journal)
-            self._obj.before_commit_check = self._sync_journal
-            self._obj.durable_index = journal.durable_index
+            self._obj.addOnTickCallback(journal.sync)
+            self._obj.before_commit_check = journal.sync
         self._obj.addOnTickCallback(self._after_tick)
         self.lease_clock = LeaseClock(takeover_margin=config.leader_fallback_timeout)
         self._obj.leader_call_handler = self._on_leader_call
-
-    def _sync_journal(self) -> None:
-        """At the start and the end of every tick: a follower syncs now (it acknowledges only what is on
-        its disk); a leader on its journal's sync thread, and counts itself toward a commit only up to
-        what that has synced (`PatchedSyncObj.durable_index`)."""
-        journal = self._obj._SyncObj__raftLog
-        if self._obj._isLeader():
-            journal.sync_soon()
-        else:
-            journal.sync()
 
     @staticmethod
     def _durable_journal(path: str | None) -> Any:
