@@ -14,13 +14,21 @@ round measures, on each cluster:
   (ingress -> peer link -> the other node -> slice) and through the node *with* it (no peer hop); the
   p50 of each and their difference, the peer hop;
 - ingress req/s: `--connections` concurrent keep-alive clients calling the node with the instance (HTTPS
-  on the TLS cluster).
+  on the TLS cluster);
+- ingress req/s by wrk (if `wrk` is installed; Debian package `wrk`): `--wrk-connections` keep-alive
+  connections, 1 thread, the same calls. The Python clients above cannot keep the fast ingress busy (and
+  their own TLS costs more than the server's); wrk's C client can.
+
+`--ingress-server fast` runs both clusters with the fast ingress (a uvloop worker process; HTTPS in that
+worker) instead of the default trio one (hypercorn in the node); `--only ingress` measures the ingress
+figures only.
 
 It prints each round's figures and load average, then the medians and the TLS / plain ratios. On a busy
 machine the CPU time per operation says more than the rates: the cluster's processes (read from /proc)
 plus this process (the clients' side of TLS), less what the idle cluster used in the second before.
 
     uv run python benchmarks/tls_bench.py [--rounds 5] [--seconds 3] [--writers 16] [--connections 16]
+        [--wrk-connections 32] [--ingress-server trio|fast] [--only ingress]
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import re
 import shutil
 import ssl
 import statistics
@@ -47,6 +56,11 @@ REPO = Path(__file__).resolve().parents[1]
 ADMIN = "admin-key-for-the-tls-benchmark-0123"
 BLUEPRINT = 'name = "bench"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 ECHO = "org.aether:echo"
+WRK = shutil.which("wrk")
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.body = '{"n": 1}'
+wrk.headers["Content-Type"] = "application/json"
+"""
 
 
 class Setup:
@@ -71,10 +85,13 @@ class Setup:
         return f"{'https' if self.tls else 'http'}://{address}/invoke/{ECHO}/echo"
 
 
-def start(root: Path, index: Path, *, tls: bool, started: list[LocalNodeCluster]) -> Setup:
+def start(
+    root: Path, index: Path, *, tls: bool, ingress_server: str, started: list[LocalNodeCluster]
+) -> Setup:
     """Start one cluster (added to `started` first, so it is stopped whatever happens) and apply echo."""
     cluster = plan_cluster(root / ("tls" if tls else "plain"), 2, str(index))
     started.append(cluster)
+    cluster.node_args = ("--ingress-server", ingress_server)
     ingress_ca = None
     if tls:
         cluster.dev_mode, cluster.tls = False, True
@@ -86,7 +103,7 @@ def start(root: Path, index: Path, *, tls: bool, started: list[LocalNodeCluster]
         (root / "ingress.pem").write_bytes(pem)
         ingress_ca = root / "ingress-ca.pem"
         ingress_ca.write_bytes(operator.pem)
-        cluster.node_args = (
+        cluster.node_args += (
             "--ingress-cert",
             str(root / "ingress.pem"),
             "--ingress-key",
@@ -152,8 +169,8 @@ def _descendants(roots: list[int]) -> list[int]:
 
 
 def cpu_seconds(setup: Setup) -> float:
-    """CPU time used so far by the cluster's processes and this one."""
-    total = sum(os.times()[:2])
+    """CPU time used so far by the cluster's processes, this one and its children reaped (wrk)."""
+    total = sum(os.times()[:4])
     ticks = os.sysconf("SC_CLK_TCK")
     for pid in _descendants([p.pid for p in setup.cluster.processes.values()]):
         try:
@@ -219,17 +236,18 @@ async def ingress_rate(setup: Setup, seconds: float, connections: int) -> tuple[
         return count / (time.perf_counter() - began), count
 
 
-FIGURES = (
-    "kv writes/s",
-    "kv CPU us/write",
-    "remote call p50 ms",
-    "remote call CPU us",
-    "local call p50 ms",
-    "local call CPU us",
-    "peer hop ms",
-    "ingress req/s",
-    "ingress CPU us/req",
-)
+async def wrk_rate(setup: Setup, seconds: float, connections: int, script: Path) -> tuple[float, int]:
+    """Requests/s of wrk (1 thread, `connections` keep-alive connections) on the node with the instance."""
+    assert WRK is not None
+    url = setup.ingress_url(setup.local_ingress)
+    command = [WRK, "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--timeout", "5s"]
+    done = await trio.run_process([*command, "-s", str(script), url], capture_stdout=True, check=False)
+    out = done.stdout.decode()
+    total = re.search(r"(\d+) requests in", out)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if done.returncode or total is None or rate is None or "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"{setup.name}: wrk failed ({done.returncode}):\n{out}")
+    return float(rate[1]), int(total[1])
 
 
 def measure(setup: Setup, opts: argparse.Namespace) -> dict[str, float]:
@@ -245,12 +263,26 @@ def measure(setup: Setup, opts: argparse.Namespace) -> dict[str, float]:
         return figure, used / max(operations, 1) * 1e6
 
     async def run() -> dict[str, float]:
-        writes, writes_cpu = await timed(kv_writes(setup, opts.seconds, opts.writers))
-        remote, remote_cpu = await timed(call_p50(setup, setup.remote_ingress, opts.seconds))
-        local, local_cpu = await timed(call_p50(setup, setup.local_ingress, opts.seconds))
+        figures = {}
+        if opts.only != "ingress":
+            writes, writes_cpu = await timed(kv_writes(setup, opts.seconds, opts.writers))
+            remote, remote_cpu = await timed(call_p50(setup, setup.remote_ingress, opts.seconds))
+            local, local_cpu = await timed(call_p50(setup, setup.local_ingress, opts.seconds))
+            figures |= {
+                "kv writes/s": writes,
+                "kv CPU us/write": writes_cpu,
+                "remote call p50 ms": remote,
+                "remote call CPU us": remote_cpu,
+                "local call p50 ms": local,
+                "local call CPU us": local_cpu,
+                "peer hop ms": remote - local,
+            }
         rate, rate_cpu = await timed(ingress_rate(setup, opts.seconds, opts.connections))
-        values = (writes, writes_cpu, remote, remote_cpu, local, local_cpu, remote - local, rate, rate_cpu)
-        return dict(zip(FIGURES, values, strict=True))
+        figures |= {"ingress req/s": rate, "ingress CPU us/req": rate_cpu}
+        if WRK is not None:
+            wrk = await timed(wrk_rate(setup, opts.seconds, opts.wrk_connections, opts.wrk_script))
+            figures |= {"wrk ingress req/s": wrk[0], "wrk ingress CPU us/req": wrk[1]}
+        return figures
 
     return trio.run(run)
 
@@ -263,16 +295,28 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per figure and round")
     parser.add_argument("--writers", type=int, default=16)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--wrk-connections", type=int, default=32)
+    parser.add_argument("--ingress-server", choices=("trio", "fast"), default="trio")
+    parser.add_argument("--only", choices=("all", "ingress"), default="all")
     opts = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="aether-tls-bench-"))
     index = root / "index"
+    opts.wrk_script = root / "post.lua"
+    opts.wrk_script.write_text(WRK_SCRIPT)
     build_sample_index(REPO / "sample-slices", index)
     started: list[LocalNodeCluster] = []
     try:
-        setups = [start(root, index, tls=tls, started=started) for tls in (False, True)]
+        setups = [
+            start(root, index, tls=tls, ingress_server=opts.ingress_server, started=started)
+            for tls in (False, True)
+        ]
         results: dict[str, list[dict[str, float]]] = {s.name: [] for s in setups}
         when = datetime.datetime.now(datetime.UTC)
-        print(f"{when:%Y-%m-%d %H:%M} UTC, {opts.rounds} rounds of {opts.seconds:g} s per figure")
+        print(
+            f"{when:%Y-%m-%d %H:%M} UTC, {opts.rounds} rounds of {opts.seconds:g} s per figure,"
+            f" --ingress-server {opts.ingress_server}{'' if WRK else ' (no wrk installed: no wrk figures)'};"
+            f" load average {', '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         for number in range(opts.rounds):
             order = setups if number % 2 == 0 else setups[::-1]
             for setup in order:
@@ -283,7 +327,7 @@ def main() -> None:
                     f"round {number + 1} {setup.name:5}: {shown}; load {os.getloadavg()[0]:.2f}", flush=True
                 )
         print(f"\n{'figure (median)':22} {'plain':>10} {'tls':>10} {'tls/plain':>10}")
-        for figure in FIGURES:
+        for figure in results["plain"][0]:
             plain = statistics.median(r[figure] for r in results["plain"])
             secured = statistics.median(r[figure] for r in results["tls"])
             ratio = secured / plain if plain else float("nan")

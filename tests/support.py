@@ -1,7 +1,8 @@
 """Helpers for every test: waiting on a condition with a deadline (`wait_until` in trio, `wait_until_sync`
 in a plain thread), the sample slices as a wheel index (`build_index`; the `sample_index` fixture of
 tests/integration/conftest.py), the processes of a directory (`live_processes`, `processes_under`, from
-/proc; `kill_processes_under` ends them), naming KV replicas and their leader.
+/proc; `kill_processes_under` ends them), naming KV replicas and their leader, an operator's certificate
+for HTTPS on the ingress (`operator_certificate`).
 
 A test never sleeps in the hope that something has happened: it waits on the condition with
 `wait_until`, which also returns what it found and names the last value seen when it times out. A sleep
@@ -12,6 +13,7 @@ Benchmarks that import the integration support modules put this directory on sys
 from __future__ import annotations
 
 import contextlib
+import datetime
 import inspect
 import os
 import signal
@@ -24,7 +26,7 @@ import attrs
 import pytest
 import trio
 
-from aether_kv import LocalCluster, Status, open_client
+from aether_kv import LocalCluster, Status, cluster_ca, issue, open_client
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_SLICES = REPO / "sample-slices"
@@ -190,3 +192,16 @@ async def known_leader(cluster: LocalCluster) -> str:
 
     await wait_until(known, timeout=30, what="a known leader")
     return found[0]
+
+
+def operator_certificate(directory: Path) -> tuple[Path, Path, Path]:
+    """An operator's certificate for 127.0.0.1 from a CA of its own (not a cluster's), as PEM files in
+    `directory`: (the CA's certificate, to verify the server against; the certificate; its key)."""
+    ca = cluster_ca(f"the operator's own CA in {directory}")
+    now = datetime.datetime.now(datetime.UTC)
+    pem = issue(ca, name="ingress", hosts=("127.0.0.1",), now=now, lifetime=datetime.timedelta(days=1))
+    end = pem.index(b"-----END CERTIFICATE-----\n") + len(b"-----END CERTIFICATE-----\n")
+    files = directory / "operator-ca.pem", directory / "ingress.pem", directory / "ingress.key"
+    for path, content in zip(files, (ca.pem, pem[:end], pem[end:]), strict=True):
+        path.write_bytes(content)
+    return files

@@ -4,6 +4,8 @@ every replica knows it, and a proposal waited for."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,17 @@ def raft_group(tmp_path: Path, size: int = 3, **options: Any) -> list[RaftReplic
         )
         for i, address in enumerate(addresses)
     ]
+
+
+@contextmanager
+def running_group(tmp_path: Path, size: int = 3, **options: Any) -> Iterator[list[RaftReplica]]:
+    """`raft_group(...)`, closed on the way out."""
+    built = raft_group(tmp_path, size, **options)
+    try:
+        yield built
+    finally:
+        for replica in built:
+            replica.close()
 
 
 def leader_of(replicas: list[RaftReplica]) -> RaftReplica:

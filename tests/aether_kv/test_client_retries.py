@@ -207,3 +207,26 @@ async def test_a_status_wait_on_a_dead_endpoint_gives_up_within_the_request_time
     async with open_client([f"127.0.0.1:{free_port()}"], SECRET, request_timeout=0.3) as client:
         with trio.fail_after(30), pytest.raises(ConnectionLostError):
             await client.wait_status_change(False, 3, max_wait=60.0)
+
+
+async def test_an_endpoint_that_accepts_but_never_answers_is_passed_over_within_one_request() -> None:
+    """A paused replica (SIGSTOP): its kernel completes TCP handshakes, but nothing answers the protocol's.
+    With a request timeout shorter than the connect timeout (a node's lease client: 0.75 s), every
+    request used to spend its whole time connecting there and the client never moved on, so the node's
+    lease lapsed while two other replicas served (chaos soak, 2026-12-04). Each request must be answered
+    by the next endpoint instead."""
+    paused = trio.socket.socket()
+    await paused.bind(("127.0.0.1", 0))
+    paused.listen(16)  # never accepted
+    try:
+        async with (
+            scripted_server(lambda n, m: {"ok": encode(STATUS)}) as (endpoint, _received),
+            open_client(
+                [f"127.0.0.1:{paused.getsockname()[1]}", endpoint], SECRET, request_timeout=0.75
+            ) as client,
+        ):
+            for _ in range(3):
+                assert await client.status() == STATUS
+            assert client.endpoint == endpoint
+    finally:
+        paused.close()

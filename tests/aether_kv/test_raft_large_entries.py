@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from raft_support import leader_of, propose, raft_group
+from raft_support import leader_of, propose, running_group
 
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
@@ -19,10 +19,8 @@ BATCH = 2**16  # pysyncobj's appendEntriesBatchSizeBytes (its default, which the
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
-    built = raft_group(tmp_path)
-    yield built
-    for replica in built:
-        replica.close()
+    with running_group(tmp_path) as built:
+        yield built
 
 
 def _last_command_size(replica: RaftReplica) -> int:

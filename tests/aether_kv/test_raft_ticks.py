@@ -10,58 +10,28 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from raft_support import leader_of, running_group
 
 from aether_kv import RaftConfig
-from aether_kv._local import free_port
 from aether_kv._pysyncobj_patches import IDLE_WAIT
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
-from support import wait_until_sync
 
 HEARTBEAT = 1.0  # long: anything that waited for the period would take a second per step
 
 
-def _cluster(tmp_path: Path, **timing: float) -> list[RaftReplica]:
-    addresses = tuple(f"127.0.0.1:{free_port()}" for _ in range(3))
-    return [
-        RaftReplica(
-            RaftConfig(
-                raft_address=address,
-                peers=addresses,
-                data_dir=tmp_path / str(i),
-                secret="a-test-secret-of-16+",
-                **timing,  # type: ignore[arg-type]
-            )
-        )
-        for i, address in enumerate(addresses)
-    ]
-
-
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
-    built = _cluster(tmp_path, append_entries_period=HEARTBEAT, election_min=3.5, election_max=4.0)
-    yield built
-    for replica in built:
-        replica.close()
+    with running_group(
+        tmp_path, append_entries_period=HEARTBEAT, election_min=3.5, election_max=4.0
+    ) as built:
+        yield built
 
 
 @pytest.fixture
 def default_replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
-    built = _cluster(tmp_path)
-    yield built
-    for replica in built:
-        replica.close()
-
-
-def _leader(replicas: list[RaftReplica]) -> RaftReplica:
-
-    def leader() -> RaftReplica | None:
-        leaders = [r for r in replicas if r.is_leader]
-        return leaders[0] if leaders and all(r.status().leader is not None for r in replicas) else None
-
-    found = wait_until_sync(leader, timeout=30, interval=0.05, what="a leader every replica knows")
-    assert found is not None
-    return found
+    with running_group(tmp_path) as built:
+        yield built
 
 
 def _wait(start, what: str, within: float):  # type: ignore[no-untyped-def]
@@ -82,7 +52,7 @@ def _wait(start, what: str, within: float):  # type: ignore[no-untyped-def]
 def test_writes_and_reads_do_not_wait_for_the_heartbeat(replicas: list[RaftReplica]) -> None:
     """Each step needs a round trip to a follower; with a 1 s heartbeat, a replica that only sent on its
     timer would need at least a second for each. Here every one completes within the period."""
-    leader = _leader(replicas)
+    leader = leader_of(replicas)
     _wait(lambda cb: leader.propose(Put(key="warm", value=b"x"), cb), "the first write", 10)
     follower = next(r for r in replicas if r is not leader)
     for i in range(5):
@@ -102,7 +72,7 @@ def test_an_idle_replica_sleeps_between_its_deadlines(default_replicas: list[Raf
     """Upstream ticked every `autoTickPeriod` (it was 5 ms: 200 wake-ups a second). Idle now, a replica
     wakes for its own deadlines (the leader's heartbeat, a follower's election timeout, at most
     IDLE_WAIT apart) and for the messages it receives (a heartbeat or an answer per peer)."""
-    _leader(default_replicas)
+    leader_of(default_replicas)
     counts = [0] * len(default_replicas)
     for index, replica in enumerate(default_replicas):
         replica._obj.addOnTickCallback(lambda index=index: counts.__setitem__(index, counts[index] + 1))
@@ -116,7 +86,7 @@ def test_the_leader_sends_a_new_commit_index_before_it_applies_the_entry(replica
     """Item 8: followers learn that an entry committed (and a watcher on a follower sees it) from the
     append-entries the leader sends as soon as its commit index moves, before it applies the entry and
     answers its own client (upstream's order made that message wait for the leader's apply and reply)."""
-    leader = _leader(replicas)
+    leader = leader_of(replicas)
     _wait(lambda cb: leader.propose(Put(key="warm", value=b"x"), cb), "the first write", 10)
     obj = leader._obj
     transport = obj._SyncObj__transport
@@ -144,7 +114,7 @@ def test_proposals_queued_while_the_leader_applies_go_out_in_the_next_tick(
     """Item 8 sends append-entries before the apply; a proposal queued during the apply (a client that
     writes again as soon as it is answered) goes in the next tick's message, which runs at once, not in
     a second message of the same tick (one message per tick under load, as before item 8)."""
-    leader = _leader(replicas)
+    leader = leader_of(replicas)
     _wait(lambda cb: leader.propose(Put(key="warm", value=b"x"), cb), "the first write", 10)
     obj = leader._obj
     transport = obj._SyncObj__transport

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from raft_probe import raft_answer, raft_frame
-from raft_support import leader_of, propose, raft_group
+from raft_support import leader_of, propose, running_group
 
 from aether_kv import cluster_ca, issue, write_identity
 from aether_kv._raft import RaftReplica
@@ -39,10 +39,8 @@ def _identity(directory: Path, secret: str, *, hosts: tuple[str, ...], expired: 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
     tls = lambda i: _identity(tmp_path / f"tls-{i}", SECRET, hosts=("127.0.0.1",))  # noqa: E731
-    built = raft_group(tmp_path, tls_dir=tls)
-    yield built
-    for replica in built:
-        replica.close()
+    with running_group(tmp_path, tls_dir=tls) as built:
+        yield built
 
 
 def test_replicas_elect_and_replicate_over_mutual_tls(replicas: list[RaftReplica]) -> None:
@@ -114,12 +112,29 @@ def test_a_replica_whose_peer_has_another_cas_certificate_does_not_link_to_it(tm
     two elect and commit; the third never learns a leader (no handshake of it completes)."""
     secrets = (SECRET, SECRET, FOREIGN)
     tls = lambda i: _identity(tmp_path / f"tls-{i}", secrets[i], hosts=("127.0.0.1",))  # noqa: E731
-    built = raft_group(tmp_path, tls_dir=tls)
-    try:
+    with running_group(tmp_path, tls_dir=tls) as built:
         leader = leader_of(built[:2])
         propose(leader, Put(key="k", value=b"v"))
         assert built[2].status().leader is None
         assert built[2].read(lambda state: state.get("k").kv) is None
-    finally:
-        for replica in built:
-            replica.close()
+
+
+def test_a_restarted_replica_links_again_over_tls_and_catches_up(
+    replicas: list[RaftReplica], tmp_path: Path
+) -> None:
+    """Both ends dial again after a replica goes away (the higher address dials): the restarted replica
+    shakes hands anew with each peer and applies what was written while it was down."""
+    leader = leader_of(replicas)
+    follower = next(r for r in replicas if r is not leader)
+    config = follower.config
+    follower.close()
+    propose(leader, Put(key="while-down", value=b"written"))
+    restarted = RaftReplica(config)
+    replicas[replicas.index(follower)] = restarted  # the fixture closes it
+
+    def caught_up() -> bool:
+        kv = restarted.read(lambda state: state.get("while-down").kv)
+        return kv is not None and kv.value == b"written"
+
+    wait_until_sync(caught_up, timeout=30, what="the restarted replica to apply the write made meanwhile")
+    assert restarted.status().leader is not None

@@ -13,6 +13,7 @@ from cryptography import x509
 
 from aether_node.core._config import ConfigError, load_config
 from aether_node.node._certificates import NodeCertificates, certificate_hosts, renew_at
+from support import operator_certificate
 
 BASE = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
 
@@ -41,10 +42,6 @@ def test_tls_is_on_unless_dev_mode_or_asked_off_by_name(tmp_path: Path) -> None:
     [
         ("tls_cert_lifetime = 5.0\n", "tls_cert_lifetime must be at least 10 s, got 5"),
         ('ingress_cert = "c.pem"\n', "ingress_cert and ingress_key go together"),
-        (
-            'ingress_cert = "c.pem"\ningress_key = "k.pem"\ningress_server = "fast"\n',
-            'HTTPS on the ingress (ingress_cert) needs ingress_server = "trio"',
-        ),
     ],
 )
 def test_bad_tls_settings_are_refused(tmp_path: Path, extra: str, message: str) -> None:
@@ -82,12 +79,44 @@ async def test_the_node_renews_its_certificate_before_it_expires(
     assert oct((config.tls_dir / "cert.pem").stat().st_mode & 0o777) == "0o600"
 
 
-def test_an_ingress_certificate_that_does_not_load_is_a_configuration_error(tmp_path: Path) -> None:
+def test_either_ingress_server_takes_an_ingress_certificate(tmp_path: Path) -> None:
     from aether_node.node._node import ingress_context
 
-    (tmp_path / "c.pem").write_text("not a certificate")
-    extra = f'ingress_cert = "{tmp_path / "c.pem"}"\ningress_key = "{tmp_path / "k.pem"}"\n'
+    _, cert, key = operator_certificate(tmp_path)
+    for server in ("trio", "fast"):
+        extra = f'ingress_cert = "{cert}"\ningress_key = "{key}"\ningress_server = "{server}"\n'
+        config = load_config(config_file(tmp_path, extra), {})
+        assert (config.ingress_server, config.ingress_cert, config.ingress_key) == (server, cert, key)
+        assert ingress_context(config) is not None
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "message"),
+    [
+        ("c.pem", "nosuch.pem", r"ingress_key .*nosuch\.pem: cannot read it \(No such file or directory\)"),
+        ("bad.pem", "k.pem", r"ingress_cert .*bad\.pem: no PEM certificate in it"),
+        ("c.pem", "bad.pem", r"ingress_key .*bad\.pem: no PEM private key in it"),
+        (
+            "c.pem",
+            "other.key",
+            r"ingress_cert .*c\.pem, ingress_key .*other\.key: cannot load them \(.*MISMATCH",
+        ),
+    ],
+)
+def test_an_ingress_certificate_that_does_not_load_is_a_configuration_error(
+    tmp_path: Path, cert: str, key: str, message: str
+) -> None:
+    """Said at start (`aether-node run` checks it before anything starts), naming the file and why."""
+    from aether_node.node._node import ingress_context
+
+    operator_certificate(tmp_path)
+    (tmp_path / "c.pem").write_bytes((tmp_path / "ingress.pem").read_bytes())
+    (tmp_path / "k.pem").write_bytes((tmp_path / "ingress.key").read_bytes())
+    (tmp_path / "bad.pem").write_text("not a certificate")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other.key").write_bytes(operator_certificate(tmp_path / "other")[2].read_bytes())
+    extra = f'ingress_cert = "{tmp_path / cert}"\ningress_key = "{tmp_path / key}"\ningress_server = "fast"\n'
     config = load_config(config_file(tmp_path, extra), {})
-    with pytest.raises(ConfigError, match=r"ingress_cert .*c\.pem, ingress_key .*k\.pem: cannot load them"):
+    with pytest.raises(ConfigError, match=message):
         ingress_context(config)
     assert ingress_context(load_config(config_file(tmp_path), {})) is None

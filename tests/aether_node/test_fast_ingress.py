@@ -1,14 +1,16 @@
 """The fast ingress (`--ingress-server fast`) beyond the surface it shares with the trio one (test_http.py
 runs that on both): a real worker process on 127.0.0.1, linked to this trio loop, with an invoke that the
 test controls. Pipelined requests, a client that goes away, a stop with calls in flight, a worker that
-dies, a port that is taken."""
+dies, a port that is taken, HTTPS (a plain request to it, a certificate that does not load)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ import trio
 
 from aether_node.core._config import ConfigError, load_config
 from aether_node.routing._fast_ingress import IngressWorkerError, serve_fast_ingress
-from support import wait_until
+from support import operator_certificate, wait_until
 
 
 async def until(condition: Any, what: str) -> None:
@@ -199,6 +201,46 @@ async def test_head_has_no_body_and_the_connection_goes_on(served: tuple[trio.Nu
             assert (answer.status_code, answer.json()) == (200, {"ok": True})
         answer = await http.post("/invoke/a:b/fast", content=b"[]", headers={"expect": "100-continue"})
         assert (answer.status_code, answer.json()) == (200, [])
+
+
+async def test_https_refuses_plain_http_and_serves_on(tmp_path: Path) -> None:
+    """With the operator's certificate the worker speaks HTTPS (HTTP/1.1 by ALPN), verified against that
+    certificate's CA; a request in plain HTTP gets no HTTP answer and never reaches the node, and the
+    port serves HTTPS on."""
+    ca, cert, key = operator_certificate(tmp_path)
+    verify = ssl.create_default_context(cafile=str(ca))
+    gate = Gate()
+    gate.release.set()
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(serve_fast_ingress, cert=cert, key=key)
+        (url,) = await nursery.start(serve, gate, "127.0.0.1:0")
+        assert url.startswith("https://127.0.0.1:")
+        async with httpx.AsyncClient(verify=verify, timeout=10) as http:
+            answer = await http.post(f"{url}/invoke/a:b/echo", content=b"[1]")
+            assert (answer.status_code, answer.json()) == (200, [1])
+            with pytest.raises(httpx.TransportError):
+                await http.post(f"{url.replace('https', 'http')}/invoke/a:b/echo", content=b"[2]")
+            answer = await http.post(f"{url}/invoke/a:b/echo", content=b"[3]")
+            assert (answer.status_code, answer.json()) == (200, [3])
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        verify.set_alpn_protocols(["h2", "http/1.1"])
+        stream = trio.SSLStream(await trio.open_tcp_stream(host, int(port)), verify, server_hostname=host)
+        await stream.do_handshake()
+        assert stream.selected_alpn_protocol() == "http/1.1"
+        await stream.send_all(request("/invoke/a:b/echo", b"[4]"))
+        assert await read_responses(stream, 1) == [b"[4]"]
+        await stream.aclose()
+        nursery.cancel_scope.cancel()
+    assert gate.started == [[1], [3], [4]]
+
+
+async def test_a_certificate_that_does_not_load_fails_the_start_saying_which(tmp_path: Path) -> None:
+    """The worker says which file and why; the node's supervisor logs it and tries again later."""
+    _, cert, key = operator_certificate(tmp_path)
+    cert.write_text("not a certificate")
+    with pytest.raises(IngressWorkerError, match=rf"did not start: ingress_cert {cert}: no PEM certificate"):
+        await serve_fast_ingress(Gate(), "127.0.0.1:0", cert=cert, key=key)
+    assert worker_pids() == []
 
 
 def test_the_node_config_chooses_the_ingress_server(tmp_path: Path) -> None:

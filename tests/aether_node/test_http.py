@@ -1,11 +1,14 @@
 """The app ingress over real HTTP on 127.0.0.1 (an ephemeral port), from both servers (hypercorn on trio, and
 the fast ingress's worker process), with a recording invoke in place of the cluster: statuses, JSON
-bodies, per-call options, and the routes around the invoke route."""
+bodies, per-call options, and the routes around the invoke route; in HTTP and in HTTPS."""
 
 from __future__ import annotations
 
+import functools
 import json
+import ssl
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,7 +18,8 @@ import trio
 from aether_node.core._blueprint import Balancing
 from aether_node.core._errors import InvocationError
 from aether_node.routing._fast_ingress import serve_fast_ingress
-from aether_node.routing._http import ingress_app, serve_http
+from aether_node.routing._http import ingress_app, ingress_ssl_context, serve_http
+from support import operator_certificate
 
 
 class Recorder:
@@ -37,17 +41,29 @@ def recorder() -> Recorder:
     return Recorder()
 
 
-@pytest.fixture(params=["trio", "fast"])
-async def client(request: pytest.FixtureRequest, recorder: Recorder) -> AsyncIterator[httpx.AsyncClient]:
+@pytest.fixture(params=["trio", "fast", "trio-https", "fast-https"])
+async def client(
+    request: pytest.FixtureRequest, recorder: Recorder, tmp_path: Path
+) -> AsyncIterator[httpx.AsyncClient]:
     """The same surface from both ingress servers: hypercorn on trio, and the fast one (an HTTP worker
-    process linked to this trio loop)."""
+    process linked to this trio loop); in HTTP, and in HTTPS with an operator's certificate."""
+    server, _, https = request.param.partition("-")
+    verify: ssl.SSLContext | bool = False
+    cert = key = None
+    if https:
+        ca, cert, key = operator_certificate(tmp_path)
+        verify = ssl.create_default_context(cafile=str(ca))
     async with trio.open_nursery() as nursery:
-        if request.param == "trio":
-            bound = await nursery.start(serve_http, ingress_app(recorder), "127.0.0.1:0")
+        if server == "trio":
+            context = ingress_ssl_context(cert, key) if cert and key else None
+            serve = functools.partial(serve_http, ssl_context=context)
+            bound = await nursery.start(serve, ingress_app(recorder), "127.0.0.1:0")
         else:
-            bound = await nursery.start(serve_fast_ingress, recorder, "127.0.0.1:0")
+            serve = functools.partial(serve_fast_ingress, cert=cert, key=key)
+            bound = await nursery.start(serve, recorder, "127.0.0.1:0")
         base = bound[0].replace("0.0.0.0", "127.0.0.1")
-        async with httpx.AsyncClient(base_url=base, timeout=30.0) as http:  # a loaded machine
+        assert base.startswith(f"{'https' if https else 'http'}://127.0.0.1:")
+        async with httpx.AsyncClient(base_url=base, verify=verify, timeout=30.0) as http:  # a loaded machine
             yield http
         nursery.cancel_scope.cancel()
 

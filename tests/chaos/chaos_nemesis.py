@@ -212,6 +212,9 @@ class LossyLink(Nemesis):
         run.network.heal_loss()
 
 
+FILLER = "chaos-filler"  # the disk-full nemesis's file, beside the replica's own (the soak leaves it out)
+
+
 class DiskFull(Nemesis):
     name = "disk-full"
 
@@ -220,7 +223,7 @@ class DiskFull(Nemesis):
         if tmpfs is None:
             self.filler = None
             return "no tmpfs under a replica's data dir"
-        self.filler = tmpfs / "chaos-filler"
+        self.filler = tmpfs / FILLER
         written = 0
         with open(self.filler, "wb") as file:
             chunk = b"\0" * (1 << 20)

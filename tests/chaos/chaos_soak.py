@@ -23,6 +23,7 @@ import attrs
 import httpx
 import trio
 from chaos_checks import Series, Violation, after_warmup, backlog_drains, slope, trend
+from chaos_nemesis import FILLER
 from chaos_workloads import API_ERRORS
 
 from aether_kv import KVError, open_client
@@ -53,10 +54,14 @@ def _fds(pid: int) -> int | None:
         return None
 
 
-def _size_mib(directory: Path) -> float:
+def kv_files_mib(directory: Path) -> float:
+    """The size of a replica's files under `directory` (journal, snapshot), without the disk-full
+    nemesis's filler beside them (a 124 MiB sample read as a leak: soak, 2026-12-04)."""
     total = 0
     for root, _, files in os.walk(directory):
         for name in files:
+            if name == FILLER:
+                continue
             with contextlib.suppress(OSError):
                 total += os.stat(os.path.join(root, name)).st_size
     return total / (1 << 20)
@@ -93,7 +98,7 @@ class Soak:
                 self.add(f"{node.node_id} {role} fds", pid, minute, _fds(pid))
             kv_dir = node.data_dir / "kv"
             if kv_dir.exists() and node.alive():
-                self.add(f"{node.node_id} journal_mib", node.starts, minute, _size_mib(kv_dir))
+                self.add(f"{node.node_id} journal_mib", node.starts, minute, kv_files_mib(kv_dir))
             with contextlib.suppress(httpx.HTTPError):
                 text = (await http.get(f"http://{node.management}/metrics", timeout=5)).text
                 if found := _BACKLOG.search(text):

@@ -23,9 +23,10 @@ from chaos_checks import (
     lost_writes,
     trend,
 )
+from chaos_nemesis import FILLER
 from chaos_net import STATE_DIR, Network, missing_tools, sweep_stale
 from chaos_runner import RunConfig, death_cause, schedule
-from chaos_soak import Soak, term_rises
+from chaos_soak import Soak, kv_files_mib, term_rises
 from chaos_workloads import Clock, KVRegisters
 
 from aether_kv import GetResult
@@ -255,3 +256,9 @@ async def test_a_kv_write_in_flight_when_the_workload_stops_is_recorded_as_unkno
     kinds = {"put": "put", "txn": "cas"}
     unknown_writes = [op.kind for op in kv.history if op.unknown]
     assert unknown_writes == [kinds[m["op"]] for m in writes]
+
+
+def test_the_soak_sizes_a_replicas_files_without_the_disk_full_nemesiss_filler(tmp_path: Path) -> None:
+    (tmp_path / "raft.journal").write_bytes(b"j" * (1 << 20))
+    (tmp_path / FILLER).write_bytes(b"\0" * (3 << 20))
+    assert kv_files_mib(tmp_path) == 1.0

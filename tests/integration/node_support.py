@@ -434,6 +434,23 @@ def started_node(root: Path, index: str | Path, **kwargs: Any) -> Iterator[NodeP
         yield node
 
 
+def ingress_workers(node: NodeProcess) -> list[int]:
+    """The node's ingress worker processes (`--ingress-server fast`: its children running
+    `_ingress_worker`)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if ppid == node.pid and b"_ingress_worker" in command:
+            found.append(int(entry.name))
+    return found
+
+
 # ---------------------------------------------------------------- the KV
 
 

@@ -10,28 +10,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-from node_support import ECHO, NodeProcess, activate, client_node, free_ports, invoke, invoke_raw, kv_client
+from node_support import (
+    ECHO,
+    activate,
+    client_node,
+    free_ports,
+    ingress_workers,
+    invoke,
+    invoke_raw,
+    kv_client,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def ingress_workers(node: NodeProcess) -> list[int]:
-    """The node's ingress worker processes (its children running `_ingress_worker`)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            command = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if ppid == node.pid and b"_ingress_worker" in command:
-            found.append(int(entry.name))
-    return found
 
 
 async def calls_counted(management: str, entry: str, source: str = "ingress") -> float:

@@ -241,9 +241,17 @@ class KVClient:
                 return connection
             raise ConnectionLostError("cannot reach any aether-kv endpoint: " + "; ".join(errors))
 
+    @property
+    def endpoint_connect_timeout(self) -> float:
+        """How long one endpoint may take to connect (TCP, TLS, the secret's handshake): at most half the
+        request timeout, so a request still has time for the next endpoint. A paused replica's kernel
+        accepts the connection and nothing answers: with a request timeout under the connect timeout,
+        every request would spend all its time there and the client would never move on."""
+        return min(self.connect_timeout, self.request_timeout / 2)
+
     async def _open(self, endpoint: str) -> _ClientConnection:
         host, _, port = endpoint.rpartition(":")
-        with trio.fail_after(self.connect_timeout):
+        with trio.fail_after(self.endpoint_connect_timeout):
             stream = await trio.open_tcp_stream(host, int(port))
             try:
                 framed = FramedStream(await connect_tls(stream, self._tls, host))

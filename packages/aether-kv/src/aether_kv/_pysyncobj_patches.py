@@ -78,10 +78,13 @@ so a version bump shows at once what to re-check. The changes against upstream 0
 
 9. `PatchedSyncObj._keep_matching_entries` (an entry sent in chunks). A leader sends an entry larger than
    a batch (64 KiB) in chunks marked start, process and finish, but upstream marks a chunk "finish" once
-   it reaches the *command's* length, not the pickled entry's (a few bytes longer): for a command just
-   under a multiple of 64 KiB two chunks said "finish", the follower failed to unpickle the first every
-   time the leader resent it, and that entry, with every write after it, never committed. The follower
-   now keeps buffering when the assembled chunks do not load yet (a prefix of a pickle never loads).
+   it reaches the *command's* length, not the pickled entry's, which is longer (a few bytes; up to 1.5x
+   for binary values, which pysyncobj's pickle protocol 2 writes as latin-1 text), so two or more chunks
+   say "finish". Upstream's follower raised on each early one (after trying pysyncobj's pure-Python
+   unpickler too, ~0.3 s for a 1 MiB entry) and loaded the last; patch 1's handler reset its buffer
+   before loading, lost the chunks, and the entry, with every write after it, never committed. Now the
+   follower tries the C unpickler only and keeps buffering while the chunks do not load yet (a prefix
+   of a pickle never loads).
 
 10. `PatchedSyncObj._SyncObj__onNodeDisconnected` (a leader whose process died is replaced at once).
    Upstream, a follower learns that its leader is gone only from the silence: its election timer (0.5-
@@ -119,6 +122,7 @@ import gzip
 import itertools
 import logging
 import os
+import pickle as _stdlib_pickle
 import queue
 import random
 import signal
@@ -126,7 +130,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import pysyncobj.pickle as _pickle
 import pysyncobj.serializer as _serializer_module
 from pysyncobj import SyncObj
 from pysyncobj.monotonic import monotonic as _monotonic
@@ -665,13 +668,14 @@ class PatchedSyncObj(SyncObj):
                 return None  # no start seen (upstream would fail on str + bytes); the leader resends
             data = buffered + message["data"]
             try:
-                entry = _pickle.loads(data)
-            except Exception:  # EOFError, UnpicklingError, struct.error: whatever a prefix raises
+                # the C unpickler only: pysyncobj's `loads` retries a failure with the pure-Python one
+                # (for Python 2 peers), ~0.3 s per attempt on a 1 MiB entry
+                entry = _stdlib_pickle.loads(data)
+            except Exception:  # EOFError, UnpicklingError, ...: whatever a prefix raises
                 # Upstream's leader marks a chunk "finish" once it reaches the *command's* length, not
-                # the pickled entry's (a few bytes longer): when that crosses a chunk boundary it sends
-                # two "finish" chunks, and upstream's follower failed on the first, every time the
-                # leader resent it, so the entry (and every write after it) never committed. A prefix
-                # of a pickle never loads: keep buffering, as for "process".
+                # the pickled entry's, which is longer (protocol 2 writes bytes as latin-1 text: up to
+                # 1.5x), so several chunks say "finish". A prefix of a pickle never loads: keep
+                # buffering, as for "process".
                 self._SyncObj__recvTransmission = data
                 self._SyncObj__sendNextNodeIdx(node, success=False, reset=False)
                 return None

@@ -62,7 +62,14 @@ class FramedStream:
         self._send_lock = trio.Lock()
 
     async def send(self, message: dict[str, Any]) -> None:
+        """Send one object. Raises FrameTooLargeError, sending nothing, if it is over the frame limit
+        (the other end would drop the connection at its header, and the request would look unanswered)."""
         payload = json.dumps(message, separators=(",", ":")).encode()
+        if len(payload) > self.max_frame:
+            raise FrameTooLargeError(
+                f"the message is {len(payload)} bytes, over the frame limit of {self.max_frame} bytes"
+                " (a range that large: ask for fewer keys with a narrower prefix or a limit)"
+            )
         async with self._send_lock:
             await self.stream.send_all(_HEADER.pack(len(payload)) + payload)
 

@@ -167,8 +167,6 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
         raise ConfigError(
             f"{where}: ingress_cert and ingress_key go together (HTTPS on the ingress needs both)"
         )
-    if config.ingress_cert is not None and config.ingress_server == "fast":
-        raise ConfigError(f'{where}: HTTPS on the ingress (ingress_cert) needs ingress_server = "trio"')
     # Absolute paths: slice hosts run with their virtualenv as working directory.
     index = config.index if "://" in config.index else str(Path(config.index).resolve())
     kv = attrs.evolve(config.kv, secret_file=config.kv.secret_file.resolve())

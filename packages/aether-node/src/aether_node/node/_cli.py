@@ -144,7 +144,8 @@ def run(
             nursery.start_soon(watch_signals)
             info = await nursery.start(run_node)
             started = True
-            print(f"aether-node {info.node_id} ready: ingress http://{info.ingress}", flush=True)
+            scheme = "https" if node_config.ingress_cert else "http"
+            print(f"aether-node {info.node_id} ready: ingress {scheme}://{info.ingress}", flush=True)
 
     restart = [False]  # `aether node restart`: after the graceful stop, start again as this process
     _tune_gc()

@@ -48,7 +48,7 @@ from ..core._schema import API_KEYS, node_key, node_stop_key
 from ..observe._metrics import NodeMetrics
 from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
-from ..routing._http import ingress_app, serve_http
+from ..routing._http import ingress_app, ingress_ssl_context, serve_http
 from ..routing._invoker import ClusterInvoker
 from ..routing._peers import PeerClients, serve_peers
 from ..runtime._deployment import NodeDeploymentManager
@@ -102,18 +102,11 @@ def join_desk(kv: KVClient, secret: str, certificates: NodeCertificates | None) 
 
 
 def ingress_context(config: NodeConfig) -> ssl.SSLContext | None:
-    """The SSL context of HTTPS on the app ingress, from the operator's certificate and key (if given)."""
+    """The SSL context of HTTPS on the app ingress, from the operator's certificate and key (if given);
+    ConfigError if they do not load. (The fast ingress's worker loads the same files the same way.)"""
     if config.ingress_cert is None or config.ingress_key is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(str(config.ingress_cert), str(config.ingress_key))
-    except (OSError, ssl.SSLError) as error:
-        raise ConfigError(
-            f"ingress_cert {config.ingress_cert}, ingress_key {config.ingress_key}:"
-            f" cannot load them ({error})"
-        ) from None
-    return context
+    return ingress_ssl_context(config.ingress_cert, config.ingress_key)
 
 
 async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
@@ -397,8 +390,9 @@ async def serve_node(
                     )
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
-                    if config.ingress_server == "fast":
-                        fast = functools.partial(serve_fast_ingress, direct=invoker)
+                    if config.ingress_server == "fast":  # (its worker loads the certificate itself)
+                        cert, key = config.ingress_cert, config.ingress_key
+                        fast = functools.partial(serve_fast_ingress, direct=invoker, cert=cert, key=key)
                         await start("ingress", fast, invoker.invoke, config.ingress)
                     else:
                         ingress = functools.partial(serve_http, ssl_context=ingress_tls)
@@ -467,7 +461,8 @@ async def serve_node(
                             ("autoscaler", autoscaler.run),  # [slices.autoscale]: counts from live usage
                         ):
                             await start(name, run_forever(functools.partial(service, leadership)))
-                    log.info("node %s ready: ingress http://%s", config.node_id, config.ingress)
+                    scheme = "https" if ingress_tls else "http"
+                    log.info("node %s ready: ingress %s://%s", config.node_id, scheme, config.ingress)
                     task_status.started(
                         NodeInfo(
                             node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client or ""

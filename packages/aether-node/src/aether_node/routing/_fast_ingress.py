@@ -1,19 +1,21 @@
 """The fast app ingress (`--ingress-server fast`): HTTP in a worker process, routing in the node.
 
 The node binds the ingress port and hands it to one worker process (`_ingress_worker`: asyncio + uvloop +
-httptools), which parses HTTP and sends each invoke over a Unix socket pair (the link: the slice host
-protocol's frames, `aether_slice.protocol`, with messages of its own; many calls in flight, several per
-read). This module serves that link in the node's trio loop: each call goes to
-the same `invoke` as the trio ingress (ClusterInvoker.invoke: balancing, the retry rule, the per-call
-timeout, metrics), with the same option checks and error kinds. So the URL surface, statuses and JSON
-errors are the trio ingress's; what moves out of the node's loop is HTTP itself.
+httptools), which parses HTTP (HTTPS with the operator's certificate, which it loads itself) and sends
+each invoke over a Unix socket pair (the link: the slice host protocol's frames, `aether_slice.protocol`,
+with messages of its own; many calls in flight, several per read). This module serves that link in the
+node's trio loop: each call goes to the same `invoke` as the trio ingress (ClusterInvoker.invoke:
+balancing, the retry rule, the per-call timeout, metrics), with the same option checks and error kinds.
+So the URL surface, statuses and JSON errors are the trio ingress's; what moves out of the node's loop
+is HTTP itself.
 
 Given the invoker (`direct`), the node also keeps the worker's routing table current (`_direct`) so that
 the worker sends calls to this node's own instances straight to them, and counts the calls it reports.
 
-The service reports ready once the worker serves; if the worker dies, the service fails (its supervisor
-starts it again, with a new worker). On cancellation the link closes: the worker answers calls still in
-flight with 503 and exits; it is SIGKILLed if it lingers over 1 s.
+The service reports ready once the worker serves; if the worker dies, or does not start (a certificate
+that no longer loads: it says which file and why), the service fails (its supervisor starts it again,
+with a new worker). On cancellation the link closes: the worker answers calls still in flight with 503
+and exits; it is SIGKILLed if it lingers over 1 s.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import shutil
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -68,9 +71,9 @@ def _listen(address: str) -> socket.socket:
     return sock
 
 
-def _url(sock: socket.socket) -> str:
+def _url(sock: socket.socket, scheme: str) -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 async def serve_fast_ingress(
@@ -78,18 +81,23 @@ async def serve_fast_ingress(
     address: str,
     *,
     direct: ClusterInvoker | None = None,
+    cert: Path | None = None,
+    key: Path | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the app ingress on host:port through a worker process until cancelled; reports the bound
     address once the worker serves. With `direct` (the node's invoker), the worker calls this node's
-    instances itself where the table allows. Raises IngressWorkerError if the worker does not start or
-    exits."""
+    instances itself where the table allows. With `cert` and `key` (PEM files), it serves HTTPS. Raises
+    IngressWorkerError if the worker does not start (saying why, if the worker could) or exits."""
+    command = [sys.executable, "-m", "aether_node.routing._ingress_worker"]
+    if cert is not None and key is not None:
+        command += ["--cert", str(cert), "--key", str(key)]
     listener = _listen(address)
-    url = _url(listener)
+    url = _url(listener, "https" if cert is not None and key is not None else "http")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         process = spawn(
-            [sys.executable, "-m", "aether_node.routing._ingress_worker"],
+            command,
             stdin=listener.fileno(),
             stdout=theirs.fileno(),
         )
@@ -113,6 +121,8 @@ async def serve_fast_ingress(
             nursery.cancel_scope.cancel()
         with trio.move_on_after(1.0):
             await process.wait()
+        if hello and isinstance(hello.get("error"), str):
+            raise IngressWorkerError(f"the ingress worker did not start: {hello['error']}")
         what = "exited unexpectedly" if hello and "ready" in hello else "did not start"
         raise IngressWorkerError(f"the ingress worker {what} ({_exited(process)})")
     finally:

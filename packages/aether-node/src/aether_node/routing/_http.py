@@ -8,6 +8,9 @@ The invoke route is the node's data path, so it is served by a raw ASGI callable
 middleware, Request and Response objects cost more per call than the rest of the ingress's own work);
 every other request (other paths and methods: 404, 405, /healthz) goes to a starlette app, which also
 keeps their answers exactly what starlette gives.
+
+HTTPS on the app ingress, with the operator's certificate and key: `ingress_ssl_context`, which both
+ingress servers use (hypercorn here, the fast ingress's worker process in `_ingress_worker`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -30,6 +34,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..core._blueprint import Balancing
+from ..core._config import ConfigError
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
 from ._unread_body import read_unread_body
@@ -171,6 +176,29 @@ async def _serve_invoke(
     headers = [(b"content-length", str(len(content)).encode()), _JSON_HEADERS]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
+
+
+def ingress_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The server context of HTTPS on the app ingress (HTTP/1.1 by ALPN), from the operator's certificate
+    and key (PEM files). Raises ConfigError naming the file that does not load, and why."""
+    texts = {}
+    for name, path in (("ingress_cert", cert), ("ingress_key", key)):
+        try:
+            texts[name] = path.read_bytes()
+        except OSError as error:
+            raise ConfigError(f"{name} {path}: cannot read it ({error.strerror})") from None
+    # (OpenSSL's "PEM lib" says neither which file nor what is wrong with it)
+    if b"-----BEGIN CERTIFICATE-----" not in texts["ingress_cert"]:
+        raise ConfigError(f"ingress_cert {cert}: no PEM certificate in it")
+    if b"PRIVATE KEY-----" not in texts["ingress_key"]:
+        raise ConfigError(f"ingress_key {key}: no PEM private key in it")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as error:
+        raise ConfigError(f"ingress_cert {cert}, ingress_key {key}: cannot load them ({error})") from None
+    return context
 
 
 class _TLSConfig(HypercornConfig):

@@ -11,8 +11,10 @@ decide (every endpoint an attached local instance, no rollout split, no per-call
 to an instance over the worker's own connection to it, balanced, retried and timed out by the invoker's
 rules, and counted in the node's metrics (reported in batches). Everything else goes to the node.
 
-`python -m aether_node.routing._ingress_worker`, spawned by its node with fd 0 = the listening TCP socket
-(bound by the node) and fd 1 = the link (a connected Unix socket). Ends when the link closes (its node
+`python -m aether_node.routing._ingress_worker [--cert PEM --key PEM]`, spawned by its node with fd 0 =
+the listening TCP socket (bound by the node) and fd 1 = the link (a connected Unix socket). With a
+certificate and key (the operator's `ingress_cert`, `ingress_key`), it serves HTTPS (HTTP/1.1) instead of
+HTTP; only that listener: the direct path's Unix socket stays as it is. Ends when the link closes (its node
 stopped or died: calls in flight then get 503) or on SIGTERM (the same); dies with its node
 (PR_SET_PDEATHSIG).
 
@@ -20,12 +22,15 @@ Link frames (`aether_slice.protocol`'s), worker → node: {"i": id, "a": artifac
 "q": query string (if any)}; {"c": id} when the client went away first (the node cancels that call).
 Node → worker: {"i": id, "s": status, "r": result} or {"i", "s", "x": error object}, or {"i", "s": 500}
 alone for an unexpected failure (a plain 500, as starlette answers one); {"ready": pid} from the worker
-once it serves, with "socket": the Unix socket path local instances attach to. Direct path: {"t": table}
-node → worker, {"m": call records, "f": in flight} worker → node (see `_direct`).
+once it serves, with "socket": the Unix socket path local instances attach to, or {"error": message}
+instead if it cannot serve (a certificate that does not load: which file, and why), and it exits.
+Direct path: {"t": table} node → worker, {"m": call records, "f": in flight} worker → node (see
+`_direct`).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import collections
 import ctypes
@@ -34,17 +39,20 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import sys
 import tempfile
 import traceback
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
 from aether_slice import protocol
 from aether_slice.protocol import ProtocolError
 
+from ..core._config import ConfigError
 from ..core._error_kinds import http_status
-from ._http import INVOKE_PATH, parse_payload
+from ._http import INVOKE_PATH, ingress_ssl_context, parse_payload
 from ._ingress_direct import DirectRouter, InstanceLink
 
 # node → worker: a reply carries a result of at most the slice frame limit (16 MiB), JSON-escaped again;
@@ -390,11 +398,11 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-async def serve(listener: socket.socket, link: socket.socket) -> None:
+async def serve(listener: socket.socket, link: socket.socket, tls: ssl.SSLContext | None = None) -> None:
     loop = asyncio.get_running_loop()
     worker = Worker(link)
     await loop.create_unix_connection(lambda: LinkProtocol(worker), sock=link)
-    server = await loop.create_server(lambda: HttpConnection(worker), sock=listener, backlog=1024)
+    server = await loop.create_server(lambda: HttpConnection(worker), sock=listener, backlog=1024, ssl=tls)
     directory = tempfile.mkdtemp(prefix="aether-ingress-")  # (mode 0700: this user's instances only)
     path = os.path.join(directory, "attach.sock")
     attach = await loop.create_unix_server(lambda: InstanceLink(worker.direct), path, backlog=256)
@@ -414,10 +422,25 @@ async def serve(listener: socket.socket, link: socket.socket) -> None:
         await asyncio.sleep(0.01)
 
 
+def _options() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m aether_node.routing._ingress_worker")
+    parser.add_argument("--cert", type=Path, help="the certificate (PEM) for HTTPS on the ingress")
+    parser.add_argument("--key", type=Path, help="its private key (PEM)")
+    return parser.parse_args()
+
+
 def main() -> None:
     _die_with_parent()
+    options = _options()
     listener = socket.socket(fileno=os.dup(0))
     link = socket.socket(fileno=os.dup(1))
+    tls = None
+    if options.cert is not None and options.key is not None:
+        try:
+            tls = ingress_ssl_context(options.cert, options.key)
+        except ConfigError as error:  # the node logs it and starts a worker again later
+            link.sendall(protocol.encode({"error": error.message}))
+            os._exit(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
@@ -426,7 +449,7 @@ def main() -> None:
     try:
         import uvloop
 
-        uvloop.run(serve(listener, link))
+        uvloop.run(serve(listener, link, tls))
     except KeyboardInterrupt:
         pass
     os._exit(0)
