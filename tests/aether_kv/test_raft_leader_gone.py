@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from raft_support import leader_of, propose, raft_group
+from raft_support import leader_of, propose, running_group
 
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
@@ -23,10 +23,8 @@ ANSWERED = "its Raft port: answered"
 
 @pytest.fixture
 def replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
-    built = raft_group(tmp_path)
-    yield built
-    for replica in built:
-        replica.close()
+    with running_group(tmp_path) as built:
+        yield built
 
 
 @pytest.fixture
