@@ -1,7 +1,7 @@
 """A follower whose link to its leader closes dials the leader's port (`_pysyncobj_patches`, item 10):
 refused, the leader's process is gone and an election follows at once; answered, nothing changes. Real
-replicas with real sockets in this process (a SIGKILL of a replica process and a paused leader:
-tests/integration/test_kv_raft_faults.py)."""
+replicas with real sockets in this process, and the probe itself on real sockets (a SIGKILL of a
+replica process and a paused leader: tests/integration/test_kv_raft_faults.py)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pysyncobj.monotonic import monotonic
+from pysyncobj.poller import createPoller
 from raft_support import leader_of, propose, running_group
 
+from aether_kv._local import free_port
 from aether_kv._raft import RaftReplica
+from aether_kv._raft_port import _Probe
 from aether_kv._records import Put
 from support import wait_until_sync
 
@@ -98,3 +103,40 @@ def test_a_dropped_link_to_a_live_leader_starts_no_election(
     assert [r.status().term for r in replicas] == [term] * 3, messages
     assert not any(GONE in m for m in messages), messages
     assert leader.is_leader
+
+
+def _dial(port: int) -> tuple[_Probe, Any, list[str]]:
+    """A probe of 127.0.0.1:`port` on a poller of its own (driven by `_outcome_of`)."""
+    poller = createPoller("auto")
+    sock = socket.socket()
+    sock.setblocking(False)
+    sock.connect_ex(("127.0.0.1", port))
+    outcomes: list[str] = []
+    return _Probe(sock, poller, outcomes.append), poller, outcomes
+
+
+def _outcome_of(probe: _Probe, poller: Any, outcomes: list[str], between: Any = None) -> str:
+    def step() -> list[str]:
+        poller.poll(0.02)
+        if between is not None and probe.accepted:
+            between()
+        probe.expire(monotonic())
+        return outcomes
+
+    return wait_until_sync(step, timeout=10, interval=0, what="the probe's outcome")[0]
+
+
+def test_a_probe_tells_a_closed_port_from_a_listening_one() -> None:
+    closed = free_port()
+    assert _outcome_of(*_dial(closed)) == "refused"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        assert _outcome_of(*_dial(listener.getsockname()[1])) == "answered"
+
+
+def test_a_probe_accepted_by_a_listener_that_then_closes_counts_as_refused() -> None:
+    """A SIGKILLed replica's links can close before its listening socket: a dial in between is accepted
+    (into the backlog), then reset when the listener closes. Counted as answered, the follower the dead
+    leader had dialled waited for its election timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    probe, poller, outcomes = _dial(listener.getsockname()[1])
+    assert _outcome_of(probe, poller, outcomes, between=listener.close) == "refused"
