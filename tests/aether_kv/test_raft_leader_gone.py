@@ -77,12 +77,22 @@ def _reset_links(replica: RaftReplica) -> int:
     return count
 
 
+@pytest.fixture
+def relinking_replicas(tmp_path: Path) -> Iterator[list[RaftReplica]]:
+    """Links dialled again at once and long election timeouts: an election here can only come from a
+    follower that took its live leader for gone (upstream waits up to `connection_retry` before dialling
+    a peer again, and a heartbeat missed meanwhile could run a short election timer out)."""
+    with running_group(tmp_path, connection_retry=0.05, election_min=3.0, election_max=4.0) as built:
+        yield built
+
+
 def test_a_dropped_link_to_a_live_leader_starts_no_election(
-    replicas: list[RaftReplica], raft_log: pytest.LogCaptureFixture
+    relinking_replicas: list[RaftReplica], raft_log: pytest.LogCaptureFixture
 ) -> None:
     """Every link of the leader drops (a reset, as the chaos suite's nemesis does) but its process lives:
     both followers' dials are answered, so neither says yes to a pre-vote sooner than before: the term
     stays."""
+    replicas = relinking_replicas
     leader = leader_of(replicas)
     propose(leader, Put(key="before", value=b"x"))
     term = leader.status().term
