@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from aether_kv import LocalCluster, OutcomeUnknownError, RaftConfig, Status, open_client, wait_until_ready
+from aether_kv import (
+    KVError,
+    LocalCluster,
+    OutcomeUnknownError,
+    RaftConfig,
+    Status,
+    open_client,
+    wait_until_ready,
+)
 from support import known_leader, leader_id, wait_until
 
 # The longest election timeout of the local cluster's replicas (their default configuration). A replica
@@ -238,3 +246,56 @@ async def test_a_client_whose_endpoint_stops_answering_moves_to_another(kv_clust
                     done += 1
         finally:
             process.send_signal(signal.SIGCONT)
+
+
+# ---------------------------------------------------------------- a leader gone (patches item 10)
+
+GONE = "is gone (its link closed and its Raft port refused a connection)"
+
+
+async def _new_leader(cluster: LocalCluster, old: str) -> str:
+    """The replica other than `old` that both survivors name as their leader."""
+    survivors = [r.replica_id for r in cluster.replicas if r.replica_id != old]
+
+    async def agreed() -> str | None:
+        try:
+            named = {leader_id(cluster, await _status_of(cluster, r)) for r in survivors}
+        except (KVError, AssertionError):
+            return None
+        return named.pop() if len(named) == 1 and old not in named else None
+
+    return await wait_until(agreed, timeout=30, what="a new leader both survivors know")
+
+
+async def test_a_killed_leader_is_replaced_without_waiting_for_an_election_timeout(
+    kv_cluster: LocalCluster,
+) -> None:
+    """Its sockets close with its process and its port refuses: the follower that becomes the next
+    leader learnt that before its election (upstream it waited for an election timeout of silence)."""
+    leader = await known_leader(kv_cluster)
+    logged_before = {replica: len(log) for replica, log in _logs(kv_cluster).items()}
+    await trio.to_thread.run_sync(kv_cluster.kill, leader)
+    new = await _new_leader(kv_cluster, leader)
+    since = _logs(kv_cluster)[new][logged_before[new] :]
+    assert GONE in since, since
+    assert "now a candidate" in since, since
+    assert since.index(GONE) < since.index("now a candidate"), since
+    kv_cluster.start(leader)
+    await wait_until_ready(kv_cluster, timeout=30)
+
+
+async def test_a_paused_leader_costs_a_normal_election(kv_cluster: LocalCluster) -> None:
+    """A stopped process keeps its links and its port open: nothing is refused, the followers wait for
+    their election timeout as before and elect another leader."""
+    leader = await known_leader(kv_cluster)
+    logged_before = {replica: len(log) for replica, log in _logs(kv_cluster).items()}
+    process = kv_cluster.processes[leader]
+    process.send_signal(signal.SIGSTOP)
+    try:
+        new = await _new_leader(kv_cluster, leader)
+    finally:
+        process.send_signal(signal.SIGCONT)
+    since = {replica: log[logged_before[replica] :] for replica, log in _logs(kv_cluster).items()}
+    assert "now a candidate" in since[new], since[new]
+    assert not any(GONE in log for log in since.values()), since
+    await wait_until_ready(kv_cluster, timeout=30)

@@ -26,8 +26,8 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    and again and, on rejoining, its higher term made the leader step down (a needless election). Now it
    first asks the others whether they would vote for it at the next term ("pre_vote", answered by
    "pre_vote_response"); a replica says yes only if it has neither heard from a leader nor granted its
-   vote for an election timeout and the asker's log is at least as up to date as its own, and it
-   changes nothing when asked.
+   vote for an election timeout (or its leader's port refused since: item 10) and the asker's log is at
+   least as up to date as its own, and it changes nothing when asked.
    Only with a majority of yeses does upstream's election run. A "no" carries the answering replica's
    term, so a replica that fell behind in term catches up without an election. Check-quorum on the
    leader's side is upstream's `leaderFallbackTimeout` (a leader that hears from no majority for that
@@ -86,6 +86,23 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    follower tries the C unpickler only and keeps buffering while the chunks do not load yet (a prefix
    of a pickle never loads).
 
+10. `PatchedSyncObj._SyncObj__onNodeDisconnected` (a leader whose process died is replaced at once).
+   Upstream, a follower learns that its leader is gone only from the silence: its election timer (0.5-
+   1.5 s) runs out, and with pre-vote (item 3) the other follower must also have heard nothing for an
+   election timeout before it says yes. But a leader whose process died closed its sockets at once.
+   Now a follower whose link to its leader closes dials the leader's Raft port once, apart from the link
+   (`_raft_port.GuardedTransport.probe`: only the higher address dials a link, so the follower the
+   leader dialled would otherwise never try). If the dial is refused (the host is up and nothing
+   listens: the replica process is gone) the follower stops counting the leader as recently heard (it
+   says yes to a pre-vote) and brings its election deadline forward to a random time within
+   `LEADER_GONE_ELECTION` (random, so the two followers do not split the vote; and a replica that says
+   yes to a pre-vote puts its own election off by an election timeout, as a vote granted does). A
+   connection the port accepts and resets at once also counts as refused (a killed process's links can
+   close before its listening socket does). A dial that is answered (a reset link, a restarted peer)
+   changes nothing, nor does one without an answer (a host gone: the election timeout as before); a
+   paused leader keeps its links open and is not probed. A follower that still hears from a live
+   leader never says yes: that leader's port does not refuse.
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -100,12 +117,14 @@ own term (its no-op), so its commit index covers everything committed before.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import itertools
 import logging
 import os
 import pickle as _stdlib_pickle
 import queue
+import random
 import signal
 import threading
 from collections.abc import Callable
@@ -126,6 +145,8 @@ IDLE_WAIT = 0.25  # the longest an idle replica sleeps (reconnects, handshake de
 SNAPSHOT_DEADLINE = 300.0  # a snapshot child still running after this long is killed
 SNAPSHOT_COMPRESSLEVEL = 1
 ACK_REPEAT = 0.5  # a follower repeats an unchanged acknowledgement this often (check-quorum: 3 s)
+LEADER_GONE_ELECTION = (0.05, 0.2)  # the election window of a follower whose leader's port refused (s)
+NEVER = -1e9  # a monotonic time long past
 
 # Every private or name-mangled pysyncobj name this package relies on, by the class or module holding it.
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
@@ -199,6 +220,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "addNode",
     ),
     "pysyncobj.transport.TCPTransport instance": ("_syncObj", "_unknownConnections", "_connections"),
+    "pysyncobj.tcp_connection": ("_getAddrType",),
 }
 
 
@@ -226,7 +248,7 @@ class PatchedSyncObj(SyncObj):
 
     def __init__(self, *args: Any, raft_tls: Any = None, **kwargs: Any) -> None:
         self.raft_tls = raft_tls  # a ReloadingTLS: the Raft port speaks mutual TLS (`_raft_port.py`)
-        self._leader_heard_at = -1e9  # monotonic time of the last append-entries from a current leader
+        self._leader_heard_at = NEVER  # monotonic time of the last append-entries from a current leader
         self._pre_vote_term = 0  # the term a pre-vote round in progress asks about (0: none)
         self._pre_votes: set[Any] = set()
         self._pre_vote_won = False
@@ -328,6 +350,34 @@ class PatchedSyncObj(SyncObj):
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
         self._acks_sent.pop(node, None)  # what it was last told may have been lost with the link
         super()._SyncObj__onNodeDisconnected(node)
+        probe = getattr(self._SyncObj__transport, "probe", None)
+        if (
+            probe is not None
+            and self._SyncObj__raftState == _RAFT_STATE.FOLLOWER
+            and node == self._SyncObj__raftLeader
+            and self._leader_heard_at != NEVER  # not already found gone
+        ):
+            probe(node, functools.partial(self._leader_probed, node))  # item 10
+
+    def _leader_probed(self, node: Any, outcome: str) -> None:
+        """The dial to the leader's port after its link closed ended (item 10): refused, the leader's
+        process is gone: stop counting it as heard and hold an election soon."""
+        if (
+            outcome != "refused"
+            or self._SyncObj__raftState != _RAFT_STATE.FOLLOWER
+            or node != self._SyncObj__raftLeader
+        ):
+            log.debug("the link to the leader %s closed; its Raft port: %s", node, outcome)
+            return
+        self._leader_heard_at = NEVER
+        soon = _monotonic() + random.uniform(*LEADER_GONE_ELECTION)
+        self._SyncObj__raftElectionDeadline = min(self._SyncObj__raftElectionDeadline, soon)
+        log.info(
+            "the leader %s is gone (its link closed and its Raft port refused a connection): an"
+            " election within %.0f ms unless a leader is heard",
+            node.address,
+            1000 * max(self._SyncObj__raftElectionDeadline - _monotonic(), 0.0),
+        )
 
     def _tick_wait(self, requested: float) -> float:
         """How long the poll at the end of a tick may sleep: until the next thing this replica must do
@@ -530,6 +580,13 @@ class PatchedSyncObj(SyncObj):
             and not heard_recently
             and (message.get("last_log_term", -1), message.get("last_log_index", -1)) >= my_log
         )
+        if granted and not self._pre_vote_won:
+            # As a vote granted does: the asker is likely to hold an election now; an election of this
+            # replica's own at about the same time would split the vote (two followers whose leader's
+            # port refused set their deadlines within 50-200 ms of each other: item 10).
+            self._SyncObj__raftElectionDeadline = max(
+                self._SyncObj__raftElectionDeadline, _monotonic() + self._SyncObj__generateRaftTimeout()
+            )
         self._SyncObj__transport.send(
             node,
             {

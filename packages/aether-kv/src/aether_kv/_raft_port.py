@@ -25,18 +25,30 @@ connection's read and write steps; frames queued before it ends are held apart, 
 poll for writability while the handshake waits to read; a read drains the TLS records until the socket
 would block (a record's data already decrypted would get no new poll event); a write that would block is
 retried with the same buffer from its start, as OpenSSL requires.
+
+Probes (`GuardedTransport.probe`). A replica whose link to its leader closed asks whether the leader's
+process is gone: one TCP dial to the leader's Raft port, apart from the link (only the higher address
+dials a link, so the replica the leader dialled would otherwise never try). "refused" means the host
+is up and nothing listens on the port (or the connection was reset as soon as it was accepted: the
+listener closing); "answered" that a replica listens (a reset link, a restarted peer); "unanswered"
+that nothing came back in time (a host gone, a partition). Nothing is sent on the dial, and it is closed
+once it has its outcome (with TLS the peer logs a handshake that failed). What the
+replica does with the outcome is `_pysyncobj_patches`' item 10.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 import ssl
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from pysyncobj.monotonic import monotonic as _monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
-from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection
+from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection, _getAddrType
 from pysyncobj.transport import TCPTransport
 
 from ._tls import ReloadingTLS
@@ -52,6 +64,12 @@ MAX_FRAME_BYTES = 64 * 1024 * 1024
 MAX_UNAUTHENTICATED_FRAME_BYTES = 64 * 1024
 AUTHENTICATION_DEADLINE = 10.0
 TLS_WRITE_CHUNK = 256 * 1024  # bytes handed to one TLS write
+# A probe's dial unanswered this long has no verdict: a host that vanished or is partitioned away (no
+# refusal comes back) keeps the election timeout.
+PROBE_DEADLINE = 0.5
+PROBE_HOLD = 0.1  # an accepted probe is held this long before it counts as answered (see `_Probe`)
+
+ProbeCallback = Callable[[str], None]  # "refused", "answered" or "unanswered"
 
 
 class GuardedConnection(TcpConnection):
@@ -213,9 +231,103 @@ def _guarded(connection: TcpConnection) -> GuardedConnection | None:
     return connection if isinstance(connection, GuardedConnection) else None
 
 
+class _Probe:
+    """One dial to a peer's Raft port, on the tick thread's poller; ends once, with an outcome.
+
+    A connection the port accepts is held open for `PROBE_HOLD` before it counts as answered: a replica
+    process being killed closes its links before its listening socket at times (a SIGKILLed process's
+    descriptors close one by one), so a dial right after its link closed can still be accepted, and the
+    listener's close then resets it. A live replica sends nothing first and keeps it open."""
+
+    def __init__(self, sock: socket.socket, poller: Any, ended: ProbeCallback) -> None:
+        self.sock = sock
+        self.poller = poller
+        self.deadline = _monotonic() + PROBE_DEADLINE
+        self.callbacks = [ended]
+        self.accepted = False
+        self.done = False
+        poller.subscribe(sock.fileno(), self.on_event, POLL_EVENT_TYPE.WRITE | POLL_EVENT_TYPE.ERROR)
+
+    def on_event(self, _descr: int, event: int) -> None:
+        if not self.accepted:
+            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code != 0:
+                self.finish(_outcome(code))
+                return
+            self.accepted = True
+            self.deadline = _monotonic() + PROBE_HOLD
+            self.poller.subscribe(
+                self.sock.fileno(), self.on_event, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR
+            )
+            return
+        try:
+            data = self.sock.recv(1)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        self.finish("answered" if data else "refused")  # closed or reset at once: the listener went
+
+    def expire(self, now: float | None) -> None:
+        """Past its deadline (or `now` None: the transport closes): a dial unanswered, a hold over."""
+        if now is None or now > self.deadline:
+            self.finish("answered" if self.accepted else "unanswered")
+
+    def finish(self, outcome: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.poller.unsubscribe(self.sock.fileno())
+        self.sock.close()
+        for callback in self.callbacks:
+            callback(outcome)
+
+
+def _outcome(code: int) -> str:
+    return "refused" if code == errno.ECONNREFUSED else "unanswered"
+
+
 class GuardedTransport(TCPTransport):
     """TCPTransport whose connections are `GuardedConnection`s, over TLS when the replica has it
-    (`raft_tls` on the SyncObj, set before upstream builds this transport); see the module docstring."""
+    (`raft_tls` on the SyncObj, set before upstream builds this transport), and which can probe a
+    peer's port; see the module docstring."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._probes: dict[Any, _Probe] = {}  # by node: dials in progress
+        super().__init__(*args, **kwargs)
+
+    def probe(self, node: Any, callback: ProbeCallback) -> None:
+        """Dial `node`'s Raft port once; `callback(outcome)` runs on the tick thread when the dial ends
+        (see the module docstring). A probe of a node already being probed shares that dial."""
+        waiting = self._probes.get(node)
+        if waiting is not None:
+            waiting.callbacks.append(callback)
+            return
+        try:
+            ip = node.ip
+            sock = socket.socket(_getAddrType(ip), socket.SOCK_STREAM)
+        except (OSError, AttributeError):  # unresolvable, or not a TCP node
+            callback("unanswered")
+            return
+        sock.setblocking(False)
+        code = sock.connect_ex((ip, node.port))
+        if code not in (0, errno.EINPROGRESS):
+            sock.close()
+            callback(_outcome(code))
+            return
+        self._probes[node] = _Probe(
+            sock, self._syncObj._poller, lambda _outcome: self._probes.pop(node, None)
+        )
+        self._probes[node].callbacks.append(callback)
+
+    def _end_probes(self, *, now: float | None) -> None:
+        """End the probes past their deadline (all of them when `now` is None)."""
+        for probe in list(self._probes.values()):
+            probe.expire(now)
+
+    def destroy(self) -> None:
+        self._end_probes(now=None)
+        super().destroy()
 
     @property
     def _tls(self) -> ReloadingTLS | None:
@@ -266,4 +378,5 @@ class GuardedTransport(TCPTransport):
             if isinstance(conn, GuardedConnection) and conn.expired():
                 conn.refuse(conn._why_expired())
                 self._unknownConnections.discard(conn)
+        self._end_probes(now=_monotonic())
         super()._onTick()
