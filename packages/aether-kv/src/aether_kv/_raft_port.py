@@ -32,7 +32,7 @@ dials a link, so the replica the leader dialled would otherwise never try). "ref
 is up and nothing listens on the port (or the connection was reset as soon as it was accepted: the
 listener closing); "answered" that a replica listens (a reset link, a restarted peer); "unanswered"
 that nothing came back in time (a host gone, a partition). Nothing is sent on the dial, and it is closed
-once it has its outcome (with TLS the peer logs a handshake that failed). What the
+once it has its outcome (with TLS the peer logs, at INFO, a connection closed during its handshake). What the
 replica does with the outcome is `_pysyncobj_patches`' item 10.
 """
 
@@ -98,8 +98,8 @@ class GuardedConnection(TcpConnection):
     def expired(self) -> bool:
         return self.deadline is not None and _monotonic() > self.deadline
 
-    def refuse(self, why: str) -> None:
-        log.warning("dropping a Raft connection: %s", why)
+    def refuse(self, why: str, *, level: int = logging.WARNING) -> None:
+        log.log(level, "dropping a Raft connection: %s", why)
         self.disconnect()
 
     def _why_expired(self) -> str:
@@ -134,6 +134,10 @@ class GuardedConnection(TcpConnection):
             return False
         except ssl.SSLWantWriteError:
             self._poll_for_writes()
+            return False
+        except (ssl.SSLEOFError, ConnectionResetError) as error:
+            # closed before the handshake: a peer's probe (`_Probe`) or a peer going away, not a stranger
+            self.refuse(f"closed during the TLS handshake ({error})", level=logging.INFO)
             return False
         except (ssl.SSLError, OSError) as error:
             self.refuse(f"TLS handshake failed ({error})")
