@@ -326,6 +326,14 @@ class LineReader:
         pytest.fail(f"timed out after {timeout:g} s waiting for {what}; lines:\n" + "\n".join(self.lines))
 
 
+def _as_in_a_terminal() -> None:
+    """In the child before it runs: Ctrl-C (SIGINT) does what it does to a command in a terminal. A test
+    run started in the background by a script (`cmd &`, nohup) ignores SIGINT, every process it starts
+    inherits that, and a command that ignores SIGINT cannot show how it ends on Ctrl-C (a CI run of the
+    `--follow` tests hung so)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def background_aether(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> Iterator[LineReader]:
     """`aether ARGS` running in the background for the block; terminated afterwards (SIGTERM, then
@@ -338,6 +346,7 @@ def background_aether(*args: str, cwd: Path, env: Mapping[str, str] | None = Non
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        preexec_fn=_as_in_a_terminal,
     )
     try:
         yield LineReader(process)
