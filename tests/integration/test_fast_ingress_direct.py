@@ -25,6 +25,7 @@ from node_support import (
     executions,
     free_ports,
     host_of,
+    ingress_workers,
     kv_client,
     slice_key,
     wait_for_state,
@@ -91,16 +92,9 @@ async def calls_counted(management: str, entry: str) -> float:
 
 
 def ingress_worker(node: NodeProcess) -> int:
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if ppid == node.pid and b"_ingress_worker" in command:
-                return int(entry.name)
-    raise AssertionError("the node has no ingress worker")
+    workers = ingress_workers(node)
+    assert workers, "the node has no ingress worker"
+    return workers[0]
 
 
 async def test_calls_go_straight_to_local_instances_and_are_still_counted(
