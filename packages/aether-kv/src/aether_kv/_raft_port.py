@@ -362,7 +362,10 @@ class GuardedTransport(TCPTransport):
         guarded = _guarded(conn)
         if tls is not None and guarded is not None:
             node = self._connToNode(conn)
-            host = node.host.strip("[]") if node is not None else None
+            if node is None:  # (upstream dials only the nodes it holds a connection for)
+                guarded.refuse("an outgoing Raft connection to no known node")
+                return
+            host = node.host.strip("[]")
             try:
                 guarded.start_tls(tls.client(), server_side=False, hostname=host)
             except (ssl.SSLError, OSError) as error:
