@@ -635,14 +635,17 @@ def test_authentication_error_is_what_a_bad_proof_is_reported_as() -> None:
     assert isinstance(error_from_body(body), AuthenticationError)
 
 
+def _event(revision: int, n: int, value: bytes = b"v") -> Event:
+    kv = KeyValue(
+        key=f"k{revision}-{n}", value=value, create_revision=revision, mod_revision=revision, version=1
+    )
+    return Event(kind=EventKind.PUT, kv=kv, prev=None, revision=revision)
+
+
 def test_a_long_watch_batch_is_split_between_revisions_only() -> None:
     from aether_kv._server import watch_chunks
 
-    def event(revision: int, n: int) -> Event:
-        kv = KeyValue(
-            key=f"k{revision}-{n}", value=b"v", create_revision=revision, mod_revision=revision, version=1
-        )
-        return Event(kind=EventKind.PUT, kv=kv, prev=None, revision=revision)
+    event = _event
 
     # revisions 1..5 of one change each, revision 6 a transaction of 4 changes, then 7 and 8
     events = [event(r, 0) for r in range(1, 6)] + [event(6, n) for n in range(4)] + [event(7, 0), event(8, 0)]
@@ -650,3 +653,78 @@ def test_a_long_watch_batch_is_split_between_revisions_only() -> None:
     assert [e for chunk in chunks for e in chunk] == events
     assert [[e.revision for e in chunk] for chunk in chunks] == [[1, 2, 3], [4, 5, 6, 6, 6, 6], [7, 8]]
     assert watch_chunks([], size=3) == []
+
+
+def test_a_watch_batch_of_large_values_is_split_by_bytes_between_revisions() -> None:
+    from aether_kv._server import watch_chunks
+
+    big = b"x" * 300_000  # ~400 KB on the wire each
+    # revisions 1..4 of one large change each, revision 5 a transaction of three large changes, then 6
+    events = [_event(r, 0, big) for r in range(1, 5)] + [_event(5, n, big) for n in range(3)] + [_event(6, 0)]
+    chunks = watch_chunks(events, size=256, max_bytes=1_000_000)
+    assert [e for chunk in chunks for e in chunk] == events
+    # a chunk closes once it holds a million bytes, never inside a revision
+    assert [[e.revision for e in chunk] for chunk in chunks] == [[1, 2, 3], [4, 5, 5, 5], [6]]
+
+
+# ------------------------------------------------------------------------ messages over one frame
+
+
+async def test_a_message_over_a_frame_goes_as_several_frames_and_arrives_whole() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    sender = FramedStream(left, max_frame=1000, max_send=20_000)
+    receiver = FramedStream(right, max_frame=1000, max_receive=20_000)
+    message = {"id": 7, "big": "é" * 2_400}  # ~14 KB (JSON escapes), cut anywhere, inside escapes too
+    await sender.send(message)
+    await sender.send({"id": 8})
+    assert await receiver.receive() == message
+    assert await receiver.receive() == {"id": 8}
+
+
+async def test_a_message_in_pieces_sets_the_high_bit_on_every_frame_but_the_last() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    await FramedStream(left, max_frame=10, max_send=100).send({"a": "0123456789"})  # 18 bytes
+    await left.aclose()
+    raw = b""
+    while chunk := await right.receive_some():
+        raw += chunk
+    assert raw == struct.pack(">I", 0x8000_0000 | 10) + b'{"a":"0123' + struct.pack(">I", 8) + b'456789"}'
+
+
+async def test_a_message_over_the_send_limit_is_refused_by_name_and_nothing_is_sent() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    sender = FramedStream(left, max_frame=100, max_send=1000)
+    with pytest.raises(FrameTooLargeError, match="over the limit of 1000 bytes"):
+        await sender.send({"big": "x" * 2000})
+    await sender.send({"small": 1})  # the connection is still in step
+    assert await FramedStream(right, max_frame=100).receive() == {"small": 1}
+
+
+async def test_a_message_in_pieces_over_the_receive_limit_is_refused_before_it_is_all_read() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    piece = b"x" * 100
+    # three announced pieces of 100 bytes against a limit of 250: refused at the third header
+    await left.send_all(
+        struct.pack(">I", 0x8000_0000 | 100) + piece + struct.pack(">I", 0x8000_0000 | 100) + piece
+    )
+    await left.send_all(struct.pack(">I", 100))
+    with pytest.raises(FrameTooLargeError, match="more than 250 bytes"):
+        await FramedStream(right, max_frame=100, max_receive=250).receive()
+
+
+async def test_by_default_a_stream_takes_no_message_over_one_frame() -> None:
+    """The peer link and other users of FramedStream keep one frame per message unless they ask."""
+    left, right = trio.testing.memory_stream_pair()
+    with pytest.raises(FrameTooLargeError):
+        await FramedStream(left, max_frame=100).send({"big": "x" * 200})
+    await left.send_all(struct.pack(">I", 0x8000_0000 | 80) + b"x" * 80 + struct.pack(">I", 80))
+    with pytest.raises(FrameTooLargeError):
+        await FramedStream(right, max_frame=100).receive()
+
+
+async def test_eof_between_the_pieces_of_a_message_is_an_invalid_request() -> None:
+    left, right = trio.testing.memory_stream_pair()
+    await left.send_all(struct.pack(">I", 0x8000_0000 | 3) + b'{"a')
+    await left.aclose()
+    with pytest.raises(InvalidRequestError, match="middle of a message"):
+        await FramedStream(right, max_frame=100, max_receive=1000).receive()

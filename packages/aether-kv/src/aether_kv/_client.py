@@ -44,6 +44,7 @@ from ._records import (
 from ._replies import Replies, Reply
 from ._tls import ReloadingTLS, connect_tls
 from ._wire import (
+    MAX_MESSAGE_BYTES,
     MAX_STATUS_WAIT,
     FramedStream,
     client_handshake,
@@ -254,7 +255,9 @@ class KVClient:
         with trio.fail_after(self.endpoint_connect_timeout):
             stream = await trio.open_tcp_stream(host, int(port))
             try:
-                framed = FramedStream(await connect_tls(stream, self._tls, host))
+                framed = FramedStream(
+                    await connect_tls(stream, self._tls, host), max_receive=MAX_MESSAGE_BYTES
+                )
                 await client_handshake(framed, self._secret, endpoint)
             except BaseException:
                 await trio.aclose_forcefully(stream)

@@ -17,6 +17,7 @@ from ._records import Compare, Event, TxnOp
 from ._store import KVStore
 from ._tls import ReloadingTLS, accept_tls
 from ._wire import (
+    MAX_MESSAGE_BYTES,
     MAX_STATUS_WAIT,
     FramedStream,
     FrameTooLargeError,
@@ -230,18 +231,34 @@ class _Connection:
 
 
 WATCH_CHUNK_EVENTS = 256
+WATCH_CHUNK_BYTES = 1024 * 1024
 
 
-def watch_chunks(events: list[Event], size: int = WATCH_CHUNK_EVENTS) -> list[list[Event]]:
-    """A watch batch in frames of about `size` events (a long history would not fit one frame), split
-    only between revisions: the changes of one transaction always arrive together."""
+def watch_chunks(
+    events: list[Event], size: int = WATCH_CHUNK_EVENTS, max_bytes: int = WATCH_CHUNK_BYTES
+) -> list[list[Event]]:
+    """A watch batch in messages of about `size` events or `max_bytes` of keys and values (a long
+    history, or a few large values, would not fit one message), split only between revisions: the
+    changes of one transaction always arrive together, in one message however large."""
     chunks: list[list[Event]] = [[]]
+    weight = 0
     for event in events:
         current = chunks[-1]
-        if len(current) >= size and current[-1].revision != event.revision:
+        full = len(current) >= size or weight >= max_bytes
+        if full and current[-1].revision != event.revision:
             chunks.append(current := [])
+            weight = 0
         current.append(event)
+        weight += _event_bytes(event)
     return [chunk for chunk in chunks if chunk]
+
+
+def _event_bytes(event: Event) -> int:
+    """About what an event's keys and values weigh on the wire (base64 makes bytes 4/3 longer)."""
+    raw = len(event.kv.key) + len(event.kv.value)
+    if event.prev is not None:
+        raw += len(event.prev.key) + len(event.prev.value)
+    return raw * 4 // 3
 
 
 async def _handle_connection(
@@ -251,7 +268,7 @@ async def _handle_connection(
         secured = await accept_tls(stream, tls, timeout=HANDSHAKE_TIMEOUT)
         if secured is None:
             return
-        framed = FramedStream(secured)
+        framed = FramedStream(secured, max_send=MAX_MESSAGE_BYTES)
         if await server_handshake(framed, secret, store.address, timeout=HANDSHAKE_TIMEOUT):
             await _Connection(store, framed).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):

@@ -3,7 +3,9 @@ between records and JSON (one cattrs converter). No sockets are opened here; `Fr
 trio stream.
 
 Frame: 4-byte big-endian length, then that many bytes of UTF-8 JSON (an object). Bytes (values) travel as
-base64 strings.
+base64 strings. A message longer than one frame (a range over many keys, a watch batch of large values)
+goes as several frames: the high bit of the length says "more of this message follows", and the
+receiver joins the pieces before decoding, up to its own limit for a whole message.
 """
 
 from __future__ import annotations
@@ -44,46 +46,63 @@ from ._records import (
 T = TypeVar("T")
 PROTOCOL = "aether-kv/1"
 MAX_FRAME_BYTES = 4 * 1024 * 1024
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # an answer of the KV, in frames of at most MAX_FRAME_BYTES
 MAX_STATUS_WAIT = 60.0  # the longest a status request may wait for a change of leadership or term
 _HEADER = struct.Struct(">I")
+_MORE = 0x8000_0000  # in a frame's length: the message goes on in the next frame
 
 
 class FrameTooLargeError(InvalidRequestError):
-    """A frame announced more bytes than MAX_FRAME_BYTES; the connection cannot be resynchronised."""
+    """A frame or a message over its limit; the connection cannot be resynchronised."""
 
 
 class FramedStream:
-    """JSON objects over a trio stream. `send` is safe to call from several tasks at once."""
+    """JSON objects over a trio stream. `send` is safe to call from several tasks at once.
 
-    def __init__(self, stream: trio.abc.Stream, *, max_frame: int = MAX_FRAME_BYTES) -> None:
+    A frame holds at most `max_frame` bytes; a message over that goes as several frames. `max_send` and
+    `max_receive` bound a whole message each way (both `max_frame` unless said: one frame, as before
+    messages could span frames). The KV server sends answers up to MAX_MESSAGE_BYTES and its client
+    receives them; requests stay within one frame."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        *,
+        max_frame: int = MAX_FRAME_BYTES,
+        max_send: int | None = None,
+        max_receive: int | None = None,
+    ) -> None:
         self.stream = stream
         self.max_frame = max_frame
+        self.max_send = max_frame if max_send is None else max_send
+        self.max_receive = max_frame if max_receive is None else max_receive
         self._buffer = bytearray()
         self._send_lock = trio.Lock()
 
     async def send(self, message: dict[str, Any]) -> None:
-        """Send one object. Raises FrameTooLargeError, sending nothing, if it is over the frame limit
-        (the other end would drop the connection at its header, and the request would look unanswered)."""
+        """Send one object. Raises FrameTooLargeError, sending nothing, if it is over `max_send` (the
+        other end would drop the connection, and the request would look unanswered)."""
         payload = json.dumps(message, separators=(",", ":")).encode()
-        if len(payload) > self.max_frame:
+        if len(payload) > self.max_send:
             raise FrameTooLargeError(
-                f"the message is {len(payload)} bytes, over the frame limit of {self.max_frame} bytes"
+                f"the message is {len(payload)} bytes, over the limit of {self.max_send} bytes"
                 " (a range that large: ask for fewer keys with a narrower prefix or a limit)"
             )
         async with self._send_lock:
-            await self.stream.send_all(_HEADER.pack(len(payload)) + payload)
+            if len(payload) <= self.max_frame:
+                await self.stream.send_all(_HEADER.pack(len(payload)) + payload)
+                return
+            view = memoryview(payload)
+            for start in range(0, len(payload), self.max_frame):
+                piece = view[start : start + self.max_frame]
+                more = _MORE if start + self.max_frame < len(payload) else 0
+                await self.stream.send_all(_HEADER.pack(len(piece) | more) + piece)
 
     async def receive(self) -> dict[str, Any] | None:
         """The next object, or None at a clean end of stream. Raises InvalidRequestError on garbage."""
-        header = await self._read_exactly(_HEADER.size)
-        if header is None:
-            return None
-        (size,) = _HEADER.unpack(header)
-        if size > self.max_frame:
-            raise FrameTooLargeError(f"frame of {size} bytes is over the limit of {self.max_frame} bytes")
-        payload = await self._read_exactly(size)
+        payload = await self._read_message()
         if payload is None:
-            raise InvalidRequestError("connection closed in the middle of a frame")
+            return None
         try:
             message = json.loads(payload.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -93,6 +112,32 @@ class FramedStream:
         if not isinstance(message, dict):
             raise InvalidRequestError(f"frame must be a JSON object, got {type(message).__name__}")
         return message
+
+    async def _read_message(self) -> bytes | None:
+        """The payload of the next message, its frames joined; None at a clean end of stream."""
+        pieces: list[bytes] = []
+        total = 0
+        while True:
+            header = await self._read_exactly(_HEADER.size)
+            if header is None:
+                if pieces:
+                    raise InvalidRequestError("connection closed in the middle of a message")
+                return None
+            (word,) = _HEADER.unpack(header)
+            size, more = word & ~_MORE, bool(word & _MORE)
+            if size > self.max_frame:
+                raise FrameTooLargeError(f"frame of {size} bytes is over the limit of {self.max_frame} bytes")
+            total += size
+            if total > self.max_receive:
+                raise FrameTooLargeError(
+                    f"a message of more than {self.max_receive} bytes (the limit) is arriving"
+                )
+            payload = await self._read_exactly(size)
+            if payload is None:
+                raise InvalidRequestError("connection closed in the middle of a frame")
+            if not more:
+                return payload if not pieces else b"".join([*pieces, payload])
+            pieces.append(payload)
 
     async def _read_exactly(self, size: int) -> bytes | None:
         while len(self._buffer) < size:

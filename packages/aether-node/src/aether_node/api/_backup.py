@@ -9,8 +9,8 @@ blueprints' instances on its own nodes. The event history lives in the store's b
 not in keys, and is not part of a backup.
 
 A backup is JSON: `{"format": "aether-backup", "version": 1, "revision", "taken_at", "entries": [{"key",
-"value"}]}`, values as UTF-8 text (every record is JSON). It is answered in one frame of the store's
-client protocol (≤ 4 MiB): a cluster whose desired state is larger needs a store-level copy instead.
+"value"}]}`, values as UTF-8 text (every record is JSON). It is answered in one message of the store's
+client protocol (≤ 64 MiB): a cluster whose desired state is larger needs a store-level copy instead.
 """
 
 from __future__ import annotations
