@@ -251,3 +251,42 @@ def test_the_first_acknowledgement_after_the_link_dropped_is_sent_again(
     follower._SyncObj__onNodeDisconnected(_leader(follower))  # the answer may have been lost with the link
     _append(follower, term=1, prev=(2, 1), entries=[], commit=2)
     assert len([m for m in sent if m["type"] == "next_node_idx"]) == 2
+
+
+# ---------------------------------------------------------------- pre-vote
+
+
+def _pre_vote(follower: SyncObj, term: int) -> None:
+    follower._SyncObj__onMessageReceived(
+        _leader(follower),
+        {"type": "pre_vote", "term": term, "last_log_index": 99, "last_log_term": 99},
+    )
+
+
+def test_granting_a_pre_vote_puts_the_replicas_own_election_off_and_a_refusal_does_not(
+    follower_classes: list[SyncObj], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 3 (and 10): a replica that says yes to a pre-vote expects the asker's election and moves its
+    own election deadline to at least an election timeout ahead, as a vote granted does; one that says
+    no (it heard from a leader lately) leaves its deadline as it was."""
+    now = [1000.0]
+    monkeypatch.setattr(patches, "_monotonic", lambda: now[0])
+    follower = _follower(PatchedSyncObj, follower_classes)  # election timeout 60-61 s
+    sent: list[dict[str, Any]] = []
+    _record_sends(follower, sent)
+    term = follower._SyncObj__raftCurrentTerm
+
+    follower._SyncObj__raftElectionDeadline = now[0] + 0.1  # its own election is due in 0.1 s
+    _pre_vote(follower, term + 1)
+    assert [(m["type"], m["granted"]) for m in sent] == [("pre_vote_response", True)]
+    assert follower._SyncObj__raftElectionDeadline >= now[0] + 60  # put off by an election timeout
+
+    sent.clear()
+    _append(follower, term=term + 1, prev=(1, 0), entries=[], commit=0)  # a leader is heard from
+    follower._SyncObj__raftElectionDeadline = deadline = now[0] + 0.1
+    now[0] += 1  # within an election timeout of that leader
+    _pre_vote(follower, term + 2)
+    assert [(m["type"], m["granted"]) for m in sent if m["type"] == "pre_vote_response"] == [
+        ("pre_vote_response", False)
+    ]
+    assert follower._SyncObj__raftElectionDeadline == deadline
