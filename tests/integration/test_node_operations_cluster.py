@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import trio
-from cli_support import CliCluster, cli_cluster, expect, wait_until
+from cli_support import CliCluster, background_aether, cli_cluster, expect, wait_until
 from cluster_support import Callers, kv_of, leader_node_id
 
 from aether_node.client import ApiClient, ApiError
@@ -80,15 +80,13 @@ def test_drain_moves_instances_without_failed_calls_then_uncordon_places_again(
         async with trio.open_nursery() as nursery:
             await nursery.start(callers.run)
             await callers.made(30)
-            said = await trio.to_thread.run_sync(lambda: cluster.aether("node", "drain", "node-3", "--json"))
-            assert expect(said).json()["state"] in ("DRAINING", "DRAINED")
-            await trio.to_thread.run_sync(
-                lambda: wait_until(
-                    lambda: node(api, "node-3").state == "DRAINED",
-                    timeout=60,
-                    what="node-3 DRAINED",
-                )
+            said = await trio.to_thread.run_sync(
+                lambda: cluster.aether("node", "drain", "node-3", "--wait", "--timeout", "60", timeout=90)
             )
+            lines = expect(said).stdout.splitlines()
+            assert lines[-1] == "node node-3: DRAINED"  # --wait returned once nothing was left there
+            assert "instance left on node-3" in said.stdout or "drain of node-3 waits" in said.stdout
+            assert node(api, "node-3").state == "DRAINED"
             await callers.made(30)
             nursery.cancel_scope.cancel()
         return callers
@@ -149,7 +147,23 @@ def test_a_drain_the_floor_holds_back_waits_and_says_why(
     human = expect(cluster.aether("cluster", "nodes")).stdout
     assert "drain of node-2 waits" in human
 
-    expect(cluster.aether("node", "uncordon", "node-2"))
+    # --wait gives up after its timeout, says what the drain waits for, and leaves the drain on
+    waited = cluster.aether("node", "drain", "node-2", "--wait", "--timeout", "1")
+    assert waited.returncode == 1, waited
+    assert "node-2 is not DRAINED after 1 s (drain of node-2 waits for 1 instance" in waited.stderr
+    assert "the drain goes on" in waited.stderr and node(api, "node-2").state == "DRAINING"
+
+    # an uncordon while --wait waits: it says the drain ended and fails
+    with background_aether(
+        "node", "drain", "node-2", "--wait", cwd=cluster.cwd, env={"AETHER_CLUSTER": cluster.urls}
+    ) as waiting_drain:
+        waiting_drain.wait_for(lambda line: "drain of node-2 waits" in line, timeout=30, what="progress")
+        expect(cluster.aether("node", "uncordon", "node-2"))
+        assert waiting_drain.process.wait(timeout=30) == 1
+        assert waiting_drain.process.stderr is not None
+        assert "the drain of node-2 ended before it was DRAINED: the node is ON_DUTY" in (
+            waiting_drain.process.stderr.read()
+        )
     wait_until(lambda: not api.blueprint_status("greet").slices[0].problem, timeout=30, what="no problem")
     assert node(api, "node-2").state == "ON_DUTY" and node(api, "node-2").waiting == ""
     expect(cluster.aether("blueprint", "delete", "greet"))

@@ -5,12 +5,13 @@ reconciliation policy and operations on nodes, through the management API (each 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from ._common import EXIT_BAD_INPUT, Common, call, emit, fail, plural, read_input
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail, plural, read_input
 
 DEFAULT_COMMON = Common()
 
@@ -288,9 +289,54 @@ def node_uncordon(node: str, *, common: Common = DEFAULT_COMMON) -> None:
     _node_operation(node, "uncordon", common)
 
 
-def node_drain(node: str, *, common: Common = DEFAULT_COMMON) -> None:
-    """Cordon NODE and move its instances off, each replacement ACTIVE first, never below a floor."""
-    _node_operation(node, "drain", common)
+def node_drain(
+    node: str,
+    *,
+    wait: Annotated[
+        bool, Parameter(negative=(), help="Show progress until NODE is DRAINED (nothing left on it).")
+    ] = False,
+    timeout: Annotated[float, Parameter(help="With --wait: give up after this many seconds.")] = 600.0,
+    common: Common = DEFAULT_COMMON,
+) -> None:
+    """Cordon NODE and move its instances off, each replacement ACTIVE first, never below a floor.
+    With --wait, stay until nothing is left on it (the drain goes on after a timeout or Ctrl-C)."""
+    if not wait:
+        _node_operation(node, "drain", common)
+        return
+    started = call(common, lambda client: client.node_operation(node, "drain"))
+    drained = _wait_drained(common, started, timeout)
+    emit(common, drained, lambda: print(f"node {drained.node_id}: {drained.state}"))
+
+
+def _wait_drained(common: Common, started: Any, timeout: float) -> Any:
+    """Poll the node until it is DRAINED; print what the drain waits for whenever that changes. Fails
+    (exit 1) if the drain ends otherwise (uncordoned, the node gone) or after `timeout` seconds."""
+    node_id = started.node_id
+    deadline = time.monotonic() + timeout
+    shown = ""
+    current = started
+    while True:
+        if current.state == "DRAINED":
+            return current
+        if current.state != "DRAINING":
+            ended = f"the drain of {node_id} ended before it was DRAINED: the node is {current.state}"
+            fail(EXIT_FAILED, ended)
+        progress = current.waiting or f"{plural(current.instances, 'instance')} left on {node_id}"
+        if progress != shown and not common.json:
+            print(progress, flush=True)
+            shown = progress
+        if time.monotonic() >= deadline:
+            fail(
+                EXIT_FAILED,
+                f"{node_id} is not DRAINED after {timeout:g} s ({progress}); the drain goes on:"
+                f" `aether node uncordon {node_id}` ends it",
+            )
+        time.sleep(0.25)
+        nodes = call(common, lambda client: client.nodes())
+        found = next((n for n in nodes if n.node_id == node_id), None)
+        if found is None:
+            fail(EXIT_FAILED, f"{node_id} left the cluster before it was DRAINED")
+        current = found
 
 
 def node_restart(node: str, *, common: Common = DEFAULT_COMMON) -> None:
