@@ -632,18 +632,19 @@ while True:
 INGRESS_ONLY = r'''
 """The node's own ingress app (aether_node.routing on hypercorn, the same settings) with an invoke
 that answers the payload itself: the node's HTTP layer without the invoker and the slice round trip."""
+import functools
 import sys
 
 import trio
 
-from aether_node.routing import ingress_app, serve_http
+from aether_node.routing import MAX_BODY, ingress_app, serve_http
 
 
 async def invoke(artifact, entry, payload, *args, **options):
     return payload
 
 
-trio.run(serve_http, ingress_app(invoke), sys.argv[1])
+trio.run(functools.partial(serve_http, max_body=MAX_BODY), ingress_app(invoke), sys.argv[1])
 '''
 
 WRK_SCRIPT = r"""

@@ -18,7 +18,7 @@ import trio
 from aether_node.core._blueprint import Balancing
 from aether_node.core._errors import InvocationError
 from aether_node.routing._fast_ingress import serve_fast_ingress
-from aether_node.routing._http import ingress_app, ingress_ssl_context, serve_http
+from aether_node.routing._http import MAX_BODY, ingress_app, ingress_ssl_context, serve_http
 from support import operator_certificate
 
 
@@ -56,7 +56,7 @@ async def client(
     async with trio.open_nursery() as nursery:
         if server == "trio":
             context = ingress_ssl_context(cert, key) if cert and key else None
-            serve = functools.partial(serve_http, ssl_context=context)
+            serve = functools.partial(serve_http, max_body=MAX_BODY, ssl_context=context)
             bound = await nursery.start(serve, ingress_app(recorder), "127.0.0.1:0")
         else:
             serve = functools.partial(serve_fast_ingress, cert=cert, key=key)

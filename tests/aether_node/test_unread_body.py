@@ -7,6 +7,7 @@ over MAX_UNREAD is not read: the answer says `Connection: close` and the connect
 
 from __future__ import annotations
 
+import functools
 import socket
 import threading
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from aether_node.routing._http import serve_http
+from aether_node.routing._http import MAX_BODY, serve_http
 from aether_node.routing._unread_body import MAX_UNREAD
 
 refused = threading.Event()  # set when the app has answered a request without a key
@@ -37,7 +38,7 @@ async def address() -> AsyncIterator[tuple[str, int]]:
     refused.clear()
     app = Starlette(routes=[Route("/guarded", guarded, methods=["POST"])])
     async with trio.open_nursery() as nursery:
-        (bound,) = await nursery.start(serve_http, app, "127.0.0.1:0")
+        (bound,) = await nursery.start(functools.partial(serve_http, max_body=MAX_BODY), app, "127.0.0.1:0")
         host, port = bound.removeprefix("http://").rsplit(":", 1)
         yield host, int(port)
         nursery.cancel_scope.cancel()

@@ -48,7 +48,7 @@ from ..core._schema import API_KEYS, node_key, node_stop_key
 from ..observe._metrics import NodeMetrics
 from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
-from ..routing._http import ingress_app, ingress_ssl_context, serve_http
+from ..routing._http import MAX_BODY, MAX_MANAGEMENT_BODY, ingress_app, ingress_ssl_context, serve_http
 from ..routing._invoker import ClusterInvoker
 from ..routing._peers import PeerClients, serve_peers
 from ..runtime._deployment import NodeDeploymentManager
@@ -395,7 +395,7 @@ async def serve_node(
                         fast = functools.partial(serve_fast_ingress, direct=invoker, cert=cert, key=key)
                         await start("ingress", fast, invoker.invoke, config.ingress)
                     else:
-                        ingress = functools.partial(serve_http, ssl_context=ingress_tls)
+                        ingress = functools.partial(serve_http, max_body=MAX_BODY, ssl_context=ingress_tls)
                         await start("ingress", ingress, ingress_app(invoker.invoke), config.ingress)
                     view = None
                     if config.management:  # status reads from a watch-fed copy, not the whole KV each time
@@ -435,7 +435,9 @@ async def serve_node(
                             ),
                             join=join_desk(kv, secret, certificates),
                         )
-                        https = functools.partial(serve_http, ssl_context=tls.https() if tls else None)
+                        https = functools.partial(
+                            serve_http, max_body=MAX_MANAGEMENT_BODY, ssl_context=tls.https() if tls else None
+                        )
                         await start("management API", https, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
                         leadership = LeadershipMonitor(own_replica)

@@ -33,15 +33,21 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from aether_slice import protocol
+
 from ..core._blueprint import Balancing
 from ..core._config import ConfigError
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
+from ._body_limit import limit_body
 from ._unread_body import read_unread_body
 
 log = logging.getLogger("aether_node.http")
 
 Invoke = Callable[..., Awaitable[Any]]  # (artifact, entry, payload, *, timeout=, balancing=) → result
+
+MAX_BODY = protocol.MAX_FRAME - 4096  # a call's body must fit in one frame to the node and on to the slice
+MAX_MANAGEMENT_BODY = 64 * 1024 * 1024  # a blueprint is at most 1 MiB (a KV value); a backup at most 64 MiB
 
 # starlette's own pattern for the route "/invoke/{artifact}/{entry}"
 INVOKE_PATH = re.compile(r"^/invoke/(?P<artifact>[^/]+)/(?P<entry>[^/]+)$")
@@ -221,16 +227,18 @@ async def serve_http(
     app: ASGIApp,
     address: str,
     *,
+    max_body: int,
     ssl_context: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on host:port until cancelled, over HTTPS with `ssl_context`; reports the bound
-    addresses once listening. A request the app answers before reading its whole body has the rest read
-    first (`_unread_body`), so its keep-alive connection stays usable."""
+    addresses once listening. A request body over `max_body` bytes is refused unread (`_body_limit`); a
+    request the app answers before reading its whole body has the rest read first (`_unread_body`), so
+    its keep-alive connection stays usable."""
     config = HypercornConfig() if ssl_context is None else _TLSConfig(ssl_context)
     config.bind = [address]
     config.accesslog = None
     config.errorlog = log
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 75.0
-    await serve(read_unread_body(app), config, task_status=task_status)  # type: ignore[arg-type]
+    await serve(read_unread_body(limit_body(app, max_body)), config, task_status=task_status)  # type: ignore[arg-type]

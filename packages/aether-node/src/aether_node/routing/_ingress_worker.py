@@ -52,13 +52,13 @@ from aether_slice.protocol import ProtocolError
 
 from ..core._config import ConfigError
 from ..core._error_kinds import http_status
-from ._http import INVOKE_PATH, ingress_ssl_context, parse_payload
+from ._body_limit import body_too_large
+from ._http import INVOKE_PATH, MAX_BODY, ingress_ssl_context, parse_payload
 from ._ingress_direct import DirectRouter, InstanceLink
 
 # node → worker: a reply carries a result of at most the slice frame limit (16 MiB), JSON-escaped again;
 # worker → node: the slice frame limit, which the node reads its link with
 MAX_LINK_FRAME = 64 * 1024 * 1024
-MAX_BODY = protocol.MAX_FRAME - 4096  # a request body must fit in one frame to the node and on to the slice
 MAX_QUEUED = 64  # pipelined requests of one connection in flight before it stops reading
 
 # JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is an error)
@@ -264,7 +264,7 @@ class Worker:
             if method != b"POST":
                 conn.answer(slot, _plain(405, b"allow: POST\r\n"))
             elif too_large:
-                conn.answer(slot, _error("bad_request", f"the request body is over {MAX_BODY} bytes"))
+                conn.answer(slot, _error("bad_request", body_too_large(MAX_BODY)))
             else:
                 self._forward(conn, slot, match["artifact"], match["entry"], b"".join(body), query)
         elif text == "/healthz":

@@ -1,0 +1,81 @@
+"""A request body over the server's limit (`_body_limit`, in `serve_http`: the management API and the trio
+ingress), over real HTTP on 127.0.0.1 with hypercorn: declared too long, it is refused before the app
+runs; sent in chunks past the limit, the app sees a client that went away and the answer is the same
+refusal; at the limit, the app reads it as before. Without it, the app held any body whole in memory."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from aether_node.routing._http import serve_http
+
+LIMIT = 1000
+calls: list[str] = []  # what the app saw: "read N" or "gone"
+
+
+async def size(request: Request) -> JSONResponse:
+    """Reads the whole body, as the management API's handlers do."""
+    try:
+        body = await request.body()
+    except Exception:  # starlette's ClientDisconnect
+        calls.append("gone")
+        raise
+    calls.append(f"read {len(body)}")
+    return JSONResponse({"size": len(body)})
+
+
+@pytest.fixture
+async def url() -> AsyncIterator[str]:
+    calls.clear()
+    app = Starlette(routes=[Route("/size", size, methods=["POST"])])
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(serve_http, max_body=LIMIT)
+        (bound,) = await nursery.start(serve, app, "127.0.0.1:0")
+        yield f"{bound}/size"
+        nursery.cancel_scope.cancel()
+
+
+def _refusal(answer: httpx.Response) -> None:
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {
+        "error": {"kind": "bad_request", "message": f"the request body is over {LIMIT} bytes"}
+    }
+
+
+async def test_a_body_at_the_limit_reaches_the_app(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(url, content=b"x" * LIMIT)
+    assert (answer.status_code, answer.json()) == (200, {"size": LIMIT})
+    assert calls == [f"read {LIMIT}"]
+
+
+async def test_a_body_declared_over_the_limit_is_refused_before_the_app_runs(url: str) -> None:
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(url, content=b"x" * (LIMIT + 1))
+        _refusal(answer)
+        assert answer.headers["connection"] == "close"
+        assert calls == []
+        after = await http.post(url, content=b"{}")  # the server serves on (a new connection)
+    assert after.json() == {"size": 2}
+
+
+async def test_a_chunked_body_that_grows_past_the_limit_is_refused_and_the_app_sees_it_end(url: str) -> None:
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: chunked transfer encoding
+        for _ in range(50):
+            yield b"y" * 100
+
+    async with httpx.AsyncClient() as http:
+        answer = await http.post(url, content=chunks())
+        _refusal(answer)
+        assert calls == ["gone"]  # the app's read ended; what it would have answered was not sent
+        after = await http.post(url, content=b"[]")
+    assert after.json() == {"size": 2}
