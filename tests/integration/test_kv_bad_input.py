@@ -111,6 +111,16 @@ async def test_garbage_frames_close_only_that_connection(kv_cluster: LocalCluste
         stream = await trio.open_tcp_stream(host, int(port))  # no handshake at all
         await stream.send_all(b"GET / HTTP/1.1\r\n\r\n")
         await stream.aclose()
+        # before the handshake, a frame over a few KiB is refused before its payload is read: a stranger
+        # cannot make the replica hold megabytes per connection
+        stranger = FramedStream(await trio.open_tcp_stream(host, int(port)))
+        assert "nonce" in (await stranger.receive() or {})
+        await stranger.stream.send_all(struct.pack(">I", 1024 * 1024) + b"x")  # announces 1 MiB
+        with trio.fail_after(10):
+            refused = await stranger.receive()
+        assert refused is not None and refused["error"]["code"] == "invalid_request", refused
+        assert await stranger.receive() is None
+        await stranger.aclose()
         assert (await bystander.get("bystander", linearizable=True)).value == b"1"  # type: ignore[union-attr]
 
 

@@ -31,6 +31,7 @@ from ._wire import (
 log = logging.getLogger("aether_kv.server")
 
 HANDSHAKE_TIMEOUT = 5.0
+MAX_HANDSHAKE_BYTES = 4096  # the largest message before a client has proved the secret (its proof: ~90 B)
 MAX_IN_FLIGHT_PER_CONNECTION = 1024
 
 Handler = Callable[[KVStore, dict[str, Any]], Awaitable[Any]]
@@ -268,8 +269,10 @@ async def _handle_connection(
         secured = await accept_tls(stream, tls, timeout=HANDSHAKE_TIMEOUT)
         if secured is None:
             return
-        framed = FramedStream(secured, max_send=MAX_MESSAGE_BYTES)
+        # Before the secret is proved, a frame of a few KiB at most: a stranger holds no megabytes here.
+        framed = FramedStream(secured, max_send=MAX_MESSAGE_BYTES, max_receive=MAX_HANDSHAKE_BYTES)
         if await server_handshake(framed, secret, store.address, timeout=HANDSHAKE_TIMEOUT):
+            framed.max_receive = framed.max_frame
             await _Connection(store, framed).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
         pass

@@ -179,7 +179,11 @@ async def server_handshake(
     await framed.send({"hello": PROTOCOL, "nonce": nonce})
     answer = None
     with trio.move_on_after(timeout):
-        answer = await framed.receive()
+        try:
+            answer = await framed.receive()
+        except FrameTooLargeError as error:  # before the proof, only small frames
+            await framed.send({"id": None, "error": error_body(error)})
+            return False
     if answer is None:
         return False
     if not proof_ok(secret, nonce, answer.get("auth")):
