@@ -23,23 +23,19 @@ node's own kind for an `ApiError`, `unreachable` and `no_answer` for the client'
 from __future__ import annotations
 
 import enum
-import functools
-import http.client
 import ipaddress
 import json
-import ssl
+import sys
 import time
 import types
 import typing
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
-from urllib.request import Request
 
 import attrs
 
+from .core import _plain_http
 from .core._error_kinds import HTTP_STATUS as HTTP_STATUS
 from .core._error_kinds import ErrorKind as ErrorKind
 
@@ -641,63 +637,23 @@ class NoAnswerError(Exception):
     kind = ErrorKind.NO_ANSWER
 
 
-_NOT_SENT = "aether_not_sent"  # set on a Request while its connection was never made
+class _Attempt:
+    """One request to one node: whether its connection was made (until then, it certainly reached no
+    node)."""
+
+    def __init__(self) -> None:
+        self.connected = False
+
+    def __call__(self) -> None:
+        self.connected = True
 
 
-class _MarksReceived:
-    """Mixed into an HTTP(S) connection: marks its request as possibly received once the connection is
-    made (before anything is sent)."""
-
-    def __init__(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._request = request
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        setattr(self._request, _NOT_SENT, False)
-
-
-class _TrackedHTTPConnection(_MarksReceived, http.client.HTTPConnection):
-    pass
-
-
-class _TrackedHTTPSConnection(_MarksReceived, http.client.HTTPSConnection):
-    pass
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req: Request) -> Any:
-        return self.do_open(functools.partial(_TrackedHTTPConnection, req), req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req: Request) -> Any:
-        return self.do_open(
-            functools.partial(_TrackedHTTPSConnection, req),
-            req,
-            context=self._context,  # type: ignore[attr-defined]
-        )
-
-
-@functools.cache
-def _opener(ca_cert: str | None = None) -> urllib.request.OpenerDirector:
-    """urllib's opener (proxies from the environment, redirects, ...) with connections that tell whether
-    they were made, trusting `ca_cert` (PEM) for HTTPS if given; built on first use, not at import."""
-    if ca_cert is None:
-        return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
-    try:
-        context = ssl.create_default_context(cadata=ca_cert)
-    except (ssl.SSLError, ValueError) as error:
-        raise ValueError(f"the cluster CA certificate is not a PEM certificate ({error})") from None
-    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler(context=context))
-
-
-def _not_sent(request: Request) -> bool:
-    """True if the request certainly reached no server (its connection was never made)."""
-    return bool(getattr(request, _NOT_SENT, True))
-
-
-_TRANSPORT_ERRORS = (URLError, OSError, http.client.HTTPException)
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a request that got no answer raises: OSError (urllib's URLError is one) and, once http.client
+    is loaded (by urllib, or for one of its errors on a malformed answer), its HTTPException. A function so
+    that catching them imports nothing."""
+    http_client = sys.modules.get("http.client")
+    return (OSError,) if http_client is None else (OSError, http_client.HTTPException)
 
 
 def _reason(error: BaseException) -> str:
@@ -706,6 +662,16 @@ def _reason(error: BaseException) -> str:
 
 def _timed_out(error: BaseException) -> bool:
     return isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
+
+
+def _api_error(status: int, reason: str, raw: bytes) -> ApiError:
+    """The error a node answered: the API's JSON error (kind, message), else its text or HTTP reason."""
+    try:
+        detail = json.loads(raw)["error"]
+        kind, message = str(detail.get("kind", ErrorKind.ERROR)), str(detail.get("message", raw))
+    except (ValueError, KeyError, TypeError):
+        kind, message = ErrorKind.ERROR, raw.decode(errors="replace") or str(reason)
+    return ApiError(status, kind, message)
 
 
 # ---------------------------------------------------------------- the client
@@ -745,29 +711,53 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _new_request(
-        self, method: str, url: str, params: dict[str, Any] | None, body: bytes | None
-    ) -> Request:
+    def _prepared(
+        self, url: str, params: dict[str, Any] | None, body: bytes | None
+    ) -> tuple[str, dict[str, str]]:
+        """The full URL (a malformed one is a ValueError before any I/O) and the headers of a request."""
         check_url(url)
         full = url + (("?" + urlencode(params)) if params else "")
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/octet-stream"
-        return Request(full, data=body, method=method, headers=headers)
+        return full, headers
 
-    def _open(self, request: Request, url: str, timeout: float | None) -> Any:
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: bytes | None,
+        timeout: float,
+        attempt: _Attempt,
+    ) -> bytes:
+        """The body of node `url`'s answer; ApiError for a status that is not 2xx (after redirects).
+        Plain `http://` goes over a socket of its own (`_plain_http`); HTTPS, a proxy and a redirect
+        through urllib, imported only then."""
+        full, headers = self._prepared(url + path, params, body)
+        parts = urlsplit(full)
+        answer = None
+        if _plain_http.usable(parts, headers):
+            answer = _plain_http.exchange(method, parts, headers, body, timeout, attempt)
+        if answer is None or answer[0] in _plain_http.REDIRECTS:  # urllib follows redirects
+            from .core import _urllib_http
+
+            answer = _urllib_http.exchange(method, full, headers, body, timeout, self._ca_cert, attempt, url)
+        status, reason, data = answer
+        if not 200 <= status < 300:
+            raise _api_error(status, reason, data)
+        return data
+
+    def _open_stream(self, url: str, path: str, params: dict[str, Any], idle: float) -> Any:
+        """A streamed answer of node `url`, to read as it comes (through urllib)."""
+        from .core import _urllib_http
+
+        full, headers = self._prepared(url + path, params, None)
         try:
-            return _opener(self._ca_cert).open(request, timeout=timeout)
-        except HTTPError as error:
-            raw = error.read()
-            try:
-                detail = json.loads(raw)["error"]
-                kind, message = str(detail.get("kind", ErrorKind.ERROR)), str(detail.get("message", raw))
-            except (ValueError, KeyError, TypeError):
-                kind, message = ErrorKind.ERROR, raw.decode(errors="replace") or str(error.reason)
-            raise ApiError(error.code, kind, message) from None
-        except (ValueError, http.client.InvalidURL) as error:
-            raise ValueError(f"{url}: not a usable cluster URL ({error})") from None
+            return _urllib_http.open_url("GET", full, headers, None, idle, self._ca_cert, _Attempt(), url)
+        except _urllib_http.HTTPError as error:
+            raise _api_error(error.code, str(error.reason), error.read()) from None
 
     def _request(
         self,
@@ -831,17 +821,16 @@ class ApiClient:
         answered_none = False
         order = self.urls[self._good :] + self.urls[: self._good]
         for url in order:
-            request = self._new_request(method, url + path, params, body)
+            attempt = _Attempt()
             try:
-                with self._open(request, url, timeout) as response:
-                    data = response.read()
+                data = self._exchange(method, url, path, params, body, timeout, attempt)
             except ApiError as error:
                 if answered_none and method == "DELETE" and error.status == 404:
                     return None  # gone: perhaps by the attempt that got no answer
                 self._good = self.urls.index(url)
                 raise
-            except _TRANSPORT_ERRORS as error:
-                if _not_sent(request):
+            except _transport_errors() as error:
+                if not attempt.connected:
                     errors.append(f"{url}: {_reason(error)}")
                     continue
                 # later requests (e.g. the question whether to resend) go to the next node first
@@ -1176,12 +1165,13 @@ class ApiClient:
         """The lines of a streamed answer (it lasts as long as the stream), from the first node that can
         be reached. Raises NoAnswerError if that node breaks the stream off (it died: the answer ends
         mid-way) or sends nothing for `idle` seconds (its keep-alives included)."""
+        import http.client  # a stream goes through urllib, which has loaded it
+
         errors = []
         for url in self.urls:
             try:
-                request = self._new_request("GET", url + path, params, None)
-                response = self._open(request, url, idle)
-            except _TRANSPORT_ERRORS as error:
+                response = self._open_stream(url, path, params, idle)
+            except _transport_errors() as error:
                 errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
                 continue
             with response:
@@ -1193,7 +1183,7 @@ class ApiClient:
                         *lines, rest = (rest + chunk).split(b"\n")
                         for raw in lines:
                             yield raw.decode(errors="replace").rstrip("\r")
-                except _TRANSPORT_ERRORS as error:
+                except _transport_errors() as error:
                     if _timed_out(error):
                         raise NoAnswerError(
                             f"{url} sent nothing for {idle:g} s, not even its keep-alive: the node is down,"
