@@ -23,7 +23,6 @@ node's own kind for an `ApiError`, `unreachable` and `no_answer` for the client'
 from __future__ import annotations
 
 import enum
-import importlib
 import ipaddress
 import json
 import sys
@@ -57,17 +56,16 @@ EVENT_STREAM_IDLE = 45.0
 
 # ---------------------------------------------------------------- models
 
-# The models are defined in four private modules (`core/_models_*.py`, by subject), each imported when one
+# The models are defined in six private modules (`core/_models_*.py`, by subject), each imported when one
 # of its names is first asked for (`client.ClusterStatus`, `from aether_node.client import NodeInfo`): a
 # command builds only the attrs classes it reads. Building all 31 at import cost every `aether` command
 # ~20 ms of CPU (benchmarks/README.md, "CLI"). The client's own code reads them as `_models.NAME`.
 _MODEL_MODULES = {
     name: module
     for module, names in (
-        (
-            "_models_cluster",
-            "NodeInfo ClusterStatus EVENT_KINDS ClusterEvent ApiKeyInfo CreatedApiKey AgentLease",
-        ),
+        ("_models_cluster", "NodeInfo ClusterStatus"),
+        ("_models_events", "EVENT_KINDS ClusterEvent"),
+        ("_models_access", "ApiKeyInfo CreatedApiKey AgentLease"),
         (
             "_models_slices",
             "InstanceInfo RolloutInfo PauseInfo SliceStatus SliceTarget EntryInfo CallStats ClusterCalls"
@@ -84,6 +82,9 @@ _MODEL_MODULES = {
 }
 
 if typing.TYPE_CHECKING:  # the same names, for type checkers and editors
+    from .core._models_access import AgentLease as AgentLease
+    from .core._models_access import ApiKeyInfo as ApiKeyInfo
+    from .core._models_access import CreatedApiKey as CreatedApiKey
     from .core._models_blueprints import ApplyResult as ApplyResult
     from .core._models_blueprints import BlueprintDiff as BlueprintDiff
     from .core._models_blueprints import BlueprintInfo as BlueprintInfo
@@ -95,13 +96,10 @@ if typing.TYPE_CHECKING:  # the same names, for type checkers and editors
     from .core._models_blueprints import ReconcilePolicyInfo as ReconcilePolicyInfo
     from .core._models_blueprints import SliceChange as SliceChange
     from .core._models_blueprints import SliceSummary as SliceSummary
-    from .core._models_cluster import EVENT_KINDS as EVENT_KINDS
-    from .core._models_cluster import AgentLease as AgentLease
-    from .core._models_cluster import ApiKeyInfo as ApiKeyInfo
-    from .core._models_cluster import ClusterEvent as ClusterEvent
     from .core._models_cluster import ClusterStatus as ClusterStatus
-    from .core._models_cluster import CreatedApiKey as CreatedApiKey
     from .core._models_cluster import NodeInfo as NodeInfo
+    from .core._models_events import EVENT_KINDS as EVENT_KINDS
+    from .core._models_events import ClusterEvent as ClusterEvent
     from .core._models_slices import AutoscaleDecision as AutoscaleDecision
     from .core._models_slices import AutoscaleStatus as AutoscaleStatus
     from .core._models_slices import CallStats as CallStats
@@ -121,7 +119,9 @@ if typing.TYPE_CHECKING:  # the same names, for type checkers and editors
 def _model(name: str) -> Any:
     """Model (or constant) `name` from its module, imported now if it was not; kept as a global of this
     module from then on."""
-    module = importlib.import_module(f"{__package__}.core.{_MODEL_MODULES[name]}")
+    # __import__, not importlib.import_module: only the import statement's machinery reports to
+    # `python -X importtime`, which benchmarks/cli_bench.py and the start-up tests read
+    module = __import__(f"{__package__}.core.{_MODEL_MODULES[name]}", fromlist=[name])
     value = globals()[name] = getattr(module, name)
     return value
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import attrs
 
 from ._models_blueprints import BlueprintStatus
-from ._models_cluster import ClusterEvent, ClusterStatus, NodeInfo
+from ._models_cluster import ClusterStatus, NodeInfo
+from ._models_events import ClusterEvent
 from ._models_slices import InstanceInfo, SliceStatus, SliceTarget
 
 
