@@ -29,11 +29,15 @@ _PLAIN = re.compile(r"[\x21-\x7e]*")  # visible ASCII: nothing urllib or http.cl
 
 def usable(parts: SplitResult, headers: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> bool:
     """True if urllib would send this request straight to the node as `exchange` does: `http://`, no
-    `http_proxy` in the environment (in any case: urllib reads them all), no user in the URL, and the URL
-    and the header values in visible ASCII (else urllib and http.client check or encode them)."""
+    `http_proxy` in the environment (in any case: urllib reads them all), no user in the URL, a host name
+    the idna codec takes as it is, and the URL and the header values in visible ASCII (else urllib and
+    http.client check or encode them, and say so in their own words)."""
     if parts.scheme != "http" or "@" in parts.netloc:
         return False
     if any(name.lower() == "http_proxy" and value for name, value in environ.items()):
+        return False
+    labels = (parts.hostname or "").split(".")  # as the idna codec checks a host name (urllib's path)
+    if not all(0 < len(label) < 64 for label in labels[:-1]) or len(labels[-1]) >= 64:
         return False
     return all(_PLAIN.fullmatch(text) for text in (parts.netloc, parts.path, parts.query)) and all(
         _PLAIN.fullmatch(value.replace(" ", "")) for value in headers.values()
@@ -57,7 +61,9 @@ def exchange(
     if body is not None:
         lines.append(f"Content-Length: {len(body)}")
     lines += [f"User-Agent: {USER_AGENT}", "Connection: close", "", ""]
-    with socket.create_connection((parts.hostname or "", parts.port or 80), timeout) as sock:
+    # the host as ASCII bytes: a str would be encoded with the idna codec (and its tables imported)
+    host = (parts.hostname or "").encode("ascii")
+    with socket.create_connection((host, parts.port or 80), timeout) as sock:  # type: ignore[arg-type]
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as http.client does
         connected()
         sock.sendall("\r\n".join(lines).encode("ascii") + (body or b""))

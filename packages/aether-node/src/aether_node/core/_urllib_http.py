@@ -37,15 +37,25 @@ class _TrackedHTTPSConnection(_MarksConnected, http.client.HTTPSConnection):
     pass
 
 
+def _connected(req: Request) -> Callable[[], None]:
+    """What to call when `req`'s connection is made; nothing for a request urllib made to follow a
+    redirect (the connection of the first was made)."""
+    return getattr(req, "connected", _nothing)
+
+
+def _nothing() -> None:
+    pass
+
+
 class _HTTPHandler(urllib.request.HTTPHandler):
     def http_open(self, req: Request) -> Any:
-        return self.do_open(functools.partial(_TrackedHTTPConnection, req.connected), req)  # type: ignore[attr-defined]
+        return self.do_open(functools.partial(_TrackedHTTPConnection, _connected(req)), req)
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
     def https_open(self, req: Request) -> Any:
         return self.do_open(
-            functools.partial(_TrackedHTTPSConnection, req.connected),  # type: ignore[attr-defined]
+            functools.partial(_TrackedHTTPSConnection, _connected(req)),
             req,
             context=self._context,  # type: ignore[attr-defined]
         )
