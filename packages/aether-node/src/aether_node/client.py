@@ -1,7 +1,8 @@
 """The management API's client and its typed models: what the `aether` CLI and the MCP service import.
 
 Imports nothing server-side (no trio, no KV, no slice runtime): the standard library and attrs only, so
-the CLI starts fast and runs anywhere. `ApiClient` fails over across several node URLs.
+the CLI starts fast and runs anywhere; and at import, neither urllib.request nor http.client nor a model
+(each group of models is built when first asked for). `ApiClient` fails over across several node URLs.
 
 Resending (docs/ARCHITECTURE.md): a request that certainly never reached a node (the connection
 could not be made) goes to the next node. A request that may have been received (the connection was made,
@@ -308,8 +309,11 @@ def _api_error(status: int, reason: str, raw: bytes) -> ApiError:
 class ApiClient:
     """Synchronous client of the management API, failing over across `urls` in order.
 
-    Standard library HTTP (urllib): a command-line tool should start fast, and httpx would import trio
-    and h2 where the node's dependencies are installed."""
+    Standard library HTTP: a command-line tool should start fast, and httpx would import trio and h2
+    where the node's dependencies are installed. A plain `http://` request goes over a socket of its own
+    (`core/_plain_http.py`: what urllib would send, read as http.client reads it); HTTPS, a proxy from the
+    environment, a redirect and a followed stream go through urllib (`core/_urllib_http.py`), imported
+    only then: urllib.request, http.client and its email parser cost ~25 ms of CPU at import."""
 
     def __init__(
         self,
