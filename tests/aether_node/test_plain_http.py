@@ -180,6 +180,8 @@ def test_the_client_words_errors_as_before() -> None:
         ("http://a..b:9090/api", {}, {}, False),
         ("http://127.0.0.1:9090/api", {"Authorization": "Bearer k\u00e9y"}, {}, False),
         ("http://127.0.0.1:9090/a\u00e9", {}, {}, False),
+        ("http://127.0.0.1:9090/a b", {}, {}, False),
+        ("http://127.0.0.1:9090/api", {"Authorization": "Bearer k\tx"}, {}, False),
     ],
 )
 def test_only_what_urllib_would_send_straight_takes_the_plain_path(

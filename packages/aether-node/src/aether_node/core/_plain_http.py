@@ -13,7 +13,6 @@ client uses urllib. No TLS here, nothing kept open.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import sys
 from collections.abc import Callable, Mapping
@@ -24,7 +23,6 @@ USER_AGENT = f"Python-urllib/{sys.version_info[0]}.{sys.version_info[1]}"  # as 
 REDIRECTS = frozenset((301, 302, 303, 307, 308))  # urllib follows these: an answer for its path
 _MAX_LINE = 65536  # http.client's limits
 _MAX_HEADERS = 100
-_PLAIN = re.compile(r"[\x21-\x7e]*")  # visible ASCII: nothing urllib or http.client would reject or encode
 
 
 def usable(parts: SplitResult, headers: Mapping[str, str], environ: Mapping[str, str] = os.environ) -> bool:
@@ -39,9 +37,14 @@ def usable(parts: SplitResult, headers: Mapping[str, str], environ: Mapping[str,
     labels = (parts.hostname or "").split(".")  # as the idna codec checks a host name (urllib's path)
     if not all(0 < len(label) < 64 for label in labels[:-1]) or len(labels[-1]) >= 64:
         return False
-    return all(_PLAIN.fullmatch(text) for text in (parts.netloc, parts.path, parts.query)) and all(
-        _PLAIN.fullmatch(value.replace(" ", "")) for value in headers.values()
+    return all(_visible(text) for text in (parts.netloc, parts.path, parts.query)) and all(
+        _visible(value.replace(" ", "")) for value in headers.values()
     )
+
+
+def _visible(text: str) -> bool:
+    """Visible ASCII only (0x21-0x7e): nothing urllib or http.client would refuse or encode."""
+    return text.isascii() and text.isprintable() and " " not in text
 
 
 def exchange(
