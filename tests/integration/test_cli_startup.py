@@ -6,9 +6,7 @@
 - a command reaches the cluster through the standard-library client: nothing server-side (trio, httpx and
   its HTTP/2 stack, the KV, starlette) and no cattrs;
 - `--json` output needs no rich at all, and tables never load rich's emoji table;
-- a request to an `http://` node needs neither urllib.request, http.client with its email parser, nor ssl
-  (the client's own HTTP/1.1 path; urllib only for HTTPS, proxies, redirects and streams), and a command
-  given `--cluster` reads no contexts file, so no TOML parser.
+- a command given `--cluster` reads no contexts file, so no TOML parser.
 """
 
 from __future__ import annotations
@@ -23,7 +21,6 @@ from cli_support import aether_command, cli_env, stub_api
 pytestmark = [pytest.mark.integration]
 
 MARKDOWN = {"rich.markdown", "markdown_it", "pygments"}
-HTTP_STACK = {"urllib.request", "http.client", "email", "ssl", "tomllib"}
 SERVER_SIDE = {"trio", "anyio", "httpx", "httpcore", "h2", "hpack", "aether_kv", "pysyncobj", "starlette"}
 CLUSTER = {
     "leader": "node-1", "term": 1, "revision": 9, "has_quorum": True, "healthy": True, "nodes": [],
@@ -76,11 +73,10 @@ def test_cluster_status_imports_nothing_server_side_and_no_cattrs(tmp_path: Path
     assert not tops(json_names) & (SERVER_SIDE | {"cattrs", "rich"})
 
 
-def test_cluster_status_over_http_needs_no_urllib_email_tls_or_toml(tmp_path: Path) -> None:
+def test_cluster_status_given_the_cluster_reads_no_contexts_file(tmp_path: Path) -> None:
     with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
         names, stdout = imported("cluster", "status", "--cluster", stub.url, cwd=tmp_path)
         json_names, json_stdout = imported("cluster", "status", "-j", "--cluster", stub.url, cwd=tmp_path)
     assert "leader node-1" in stdout and '"revision": 9' in json_stdout
-    assert "socket" in names  # it did talk to the stub
-    assert not tops(names) & HTTP_STACK
-    assert not tops(json_names) & HTTP_STACK
+    assert "urllib.request" in names  # it did talk to the stub
+    assert "tomllib" not in tops(names) | tops(json_names)

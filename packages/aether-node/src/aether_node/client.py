@@ -36,7 +36,6 @@ from urllib.parse import quote, urlencode, urlsplit
 
 import attrs
 
-from .core import _plain_http
 from .core._error_kinds import HTTP_STATUS as HTTP_STATUS
 from .core._error_kinds import ErrorKind as ErrorKind
 
@@ -310,10 +309,8 @@ class ApiClient:
     """Synchronous client of the management API, failing over across `urls` in order.
 
     Standard library HTTP: a command-line tool should start fast, and httpx would import trio and h2
-    where the node's dependencies are installed. A plain `http://` request goes over a socket of its own
-    (`core/_plain_http.py`: what urllib would send, read as http.client reads it); HTTPS, a proxy from the
-    environment, a redirect and a followed stream go through urllib (`core/_urllib_http.py`), imported
-    only then: urllib.request, http.client and its email parser cost ~25 ms of CPU at import."""
+    where the node's dependencies are installed. Requests and followed streams go through urllib
+    (`core/_urllib_http.py`), imported on the first request."""
 
     def __init__(
         self,
@@ -364,18 +361,11 @@ class ApiClient:
         timeout: float,
         attempt: _Attempt,
     ) -> bytes:
-        """The body of node `url`'s answer; ApiError for a status that is not 2xx (after redirects).
-        Plain `http://` goes over a socket of its own (`_plain_http`); HTTPS, a proxy and a redirect
-        through urllib, imported only then."""
-        full, headers = self._prepared(url + path, params, body)
-        parts = urlsplit(full)
-        answer = None
-        if _plain_http.usable(parts, headers):
-            answer = _plain_http.exchange(method, parts, headers, body, timeout, attempt)
-        if answer is None or answer[0] in _plain_http.REDIRECTS:  # urllib follows redirects
-            from .core import _urllib_http
+        """The body of node `url`'s answer; ApiError for a status that is not 2xx (after redirects)."""
+        from .core import _urllib_http
 
-            answer = _urllib_http.exchange(method, full, headers, body, timeout, self._ca_cert, attempt, url)
+        full, headers = self._prepared(url + path, params, body)
+        answer = _urllib_http.exchange(method, full, headers, body, timeout, self._ca_cert, attempt, url)
         status, reason, data = answer
         if not 200 <= status < 300:
             raise _api_error(status, reason, data)

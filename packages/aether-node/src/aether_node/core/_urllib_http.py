@@ -1,7 +1,6 @@
-"""urllib's opener for the API client, with connections that tell whether they were made: its path for
-what `_plain_http` does not do (HTTPS with the cluster CA, a proxy from the environment, redirects) and
-for followed streams. Imported on first use only: urllib.request, http.client, email and ssl cost every
-`aether` command ~25 ms of CPU at import (benchmarks/README.md, "CLI").
+"""urllib's opener for the API client, with connections that tell whether they were made: every request
+(plain HTTP and HTTPS with the cluster CA, a proxy from the environment, redirects) and followed streams.
+Imported on the first request, not with the client: `aether --help` and bad input need none of it.
 """
 
 from __future__ import annotations
@@ -105,7 +104,7 @@ def exchange(
     connected: Callable[[], None],
     node: str,
 ) -> tuple[int, str, bytes]:
-    """The answer to the request as (status, reason, body), as `_plain_http.exchange` gives it."""
+    """The answer to the request as (status, reason, body), whatever its status."""
     try:
         response = open_url(method, url, headers, body, timeout, ca_cert, connected, node)
     except HTTPError as error:
