@@ -284,6 +284,14 @@ def main() -> None:
                     f"{name:60} {median:8.3f} {min(samples):8.3f} {max(samples):8.3f}"
                     f" {median / baseline:6.1f}x"
                 )
+            compared = [n for n in names if f"{n} [compare]" in times]
+            if compared:
+                print("\nthis build / the compared build, same rounds (median wall; median CPU):")
+            for name in compared:
+                other = f"{name} [compare]"
+                wall_ratio = statistics.median(times[name]) / statistics.median(times[other])
+                cpu_ratio = statistics.median(cpu[name]) / statistics.median(cpu[other])
+                print(f"  {name:58} {wall_ratio:6.2f}x {cpu_ratio:6.2f}x")
             print(f"\nload average now {os.getloadavg()[0]:.2f}; targets (≤ {TARGET} s, bytecode cached):")
             over = []
             for name in ("aether --help", "aether cluster status"):

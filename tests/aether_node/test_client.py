@@ -4,6 +4,7 @@ The client converts without cattrs so that `aether` does not import it (start-up
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -32,12 +33,17 @@ from aether_node.client import (
     to_json,
 )
 
-# Every model of the client module, found rather than listed, so a model added later is checked too.
+# Every model of the client module: the attrs classes of the modules it takes its models from (imported on
+# first use), found rather than listed, so a model added later is checked too.
+MODEL_MODULES = sorted(
+    {importlib.import_module(f"aether_node.core.{m}") for m in client._MODEL_MODULES.values()}, key=str
+)
 MODELS = sorted(
     (
         v
-        for v in vars(client).values()
-        if isinstance(v, type) and attrs.has(v) and v.__module__ == client.__name__
+        for module in MODEL_MODULES
+        for v in vars(module).values()
+        if isinstance(v, type) and attrs.has(v) and v.__module__ == module.__name__
     ),
     key=lambda model: model.__name__,
 )
@@ -47,6 +53,26 @@ REFERENCE = cattrs.Converter()
 def test_the_models_are_found() -> None:
     names = {model.__name__ for model in MODELS}
     assert {"ApplyResult", "BlueprintStatus", "ClusterStatus", "ClusterEvent", "ClusterCalls"} <= names
+
+
+def test_every_model_is_a_name_of_the_client_module() -> None:
+    assert {model.__name__ for model in MODELS} <= set(client._MODEL_MODULES)
+    for name, module in client._MODEL_MODULES.items():
+        assert getattr(client, name) is getattr(importlib.import_module(f"aether_node.core.{module}"), name)
+    assert set(client._MODEL_MODULES) <= set(dir(client))
+
+
+def test_a_command_builds_only_the_models_it_reads() -> None:
+    """Importing the client defines no model; reading the cluster's status builds its subject's only."""
+    code = (
+        "import sys\n"
+        "from aether_node.client import ApiClient\n"
+        "before = sorted(m for m in sys.modules if '._models_' in m)\n"
+        "from aether_node.client import ClusterStatus\n"
+        "print(before, sorted(m for m in sys.modules if '._models_' in m))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["[]", "['aether_node.core._models_cluster']"]
 
 
 def dumped(data: Any) -> str:

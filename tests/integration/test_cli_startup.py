@@ -5,7 +5,8 @@
 - help is plain text: no Markdown renderer (rich.markdown, markdown_it, pygments);
 - a command reaches the cluster through the standard-library client: nothing server-side (trio, httpx and
   its HTTP/2 stack, the KV, starlette) and no cattrs;
-- `--json` output needs no rich at all, and tables never load rich's emoji table.
+- `--json` output needs no rich at all, and tables never load rich's emoji table;
+- a command given `--cluster` reads no contexts file, so no TOML parser.
 """
 
 from __future__ import annotations
@@ -70,3 +71,12 @@ def test_cluster_status_imports_nothing_server_side_and_no_cattrs(tmp_path: Path
     assert "rich.table" in names
     assert not tops(names) & (MARKDOWN | SERVER_SIDE | {"cattrs", "rich._emoji_codes"})
     assert not tops(json_names) & (SERVER_SIDE | {"cattrs", "rich"})
+
+
+def test_cluster_status_given_the_cluster_reads_no_contexts_file(tmp_path: Path) -> None:
+    with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
+        names, stdout = imported("cluster", "status", "--cluster", stub.url, cwd=tmp_path)
+        json_names, json_stdout = imported("cluster", "status", "-j", "--cluster", stub.url, cwd=tmp_path)
+    assert "leader node-1" in stdout and '"revision": 9' in json_stdout
+    assert "urllib.request" in names  # it did talk to the stub
+    assert "tomllib" not in tops(names) | tops(json_names)

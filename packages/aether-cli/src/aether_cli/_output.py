@@ -18,7 +18,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from ._common import plural
 
@@ -66,6 +65,8 @@ def _when(timestamp: float) -> str:
 
 def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
     """Print a table; cells are markup (pass values from the cluster through `_text`)."""
+    from rich.table import Table  # here: event lines and `--watch` headers need no table
+
     grid = Table(title=title, title_justify="left", header_style="bold")
     for column in columns:
         grid.add_column(column, no_wrap=column in ("NODE", "INGRESS", "MANAGEMENT", "PEER", "ARTIFACT"))

@@ -1,7 +1,8 @@
 """The management API's client and its typed models: what the `aether` CLI and the MCP service import.
 
 Imports nothing server-side (no trio, no KV, no slice runtime): the standard library and attrs only, so
-the CLI starts fast and runs anywhere. `ApiClient` fails over across several node URLs.
+the CLI starts fast and runs anywhere; and at import, neither urllib.request nor http.client nor a model
+(each group of models is built when first asked for). `ApiClient` fails over across several node URLs.
 
 Resending (docs/ARCHITECTURE.md): a request that certainly never reached a node (the connection
 could not be made) goes to the next node. A request that may have been received (the connection was made,
@@ -23,20 +24,15 @@ node's own kind for an `ApiError`, `unreachable` and `no_answer` for the client'
 from __future__ import annotations
 
 import enum
-import functools
-import http.client
 import ipaddress
 import json
-import ssl
+import sys
 import time
 import types
 import typing
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
-from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
-from urllib.request import Request
 
 import attrs
 
@@ -60,248 +56,85 @@ EVENT_STREAM_IDLE = 45.0
 
 # ---------------------------------------------------------------- models
 
-
-@attrs.frozen(kw_only=True)
-class ApplyResult:
-    name: str
-    created: bool
-    revision: int  # the KV revision of the write
-    slices: int
-    blueprint_revision: int = 0  # its number in the blueprint's history (`aether blueprint history`)
-    change: str = ""  # how that revision came: applied, rolled back to revision N, scaled ...
-
-
-@attrs.frozen(kw_only=True)
-class AutoscaleDecision:
-    """One recorded decision of the leader's autoscaler (newest last in `AutoscaleStatus.decisions`)."""
-
-    at: float
-    action: str  # up, down or hold
-    current: int
-    target: int
-    path: tuple[str, ...]  # the decision tree's nodes, root to leaf
-    message: str  # `scale org.aether:busy 1 -> 2: p99 312 ms > 150 ms for 3 s`
-
-
-@attrs.frozen(kw_only=True)
-class AutoscaleStatus:
-    """One autoscaled slice (`aether slice autoscale status`): its count, the bounds and targets in force
-    (the blueprint's `[slices.autoscale]` with the operator's run-time settings over it), and the last
-    decisions."""
-
-    artifact: str  # group:artifact
-    blueprint: str
-    instances: int  # the count its blueprint asks for now
-    active: int  # ACTIVE instances of its version
-    min: int
-    max: int
-    targets: dict[str, float]  # cpu, p99_ms, calls_per_second, in_flight: those in force
-    settings: dict[str, float]  # what an operator set at run time (over the blueprint's values)
-    paused: bool
-    decisions: tuple[AutoscaleDecision, ...] = ()
-    # with ?signals=1: the figures the controller compares with the targets, measured by the node that
-    # answers between its last two readings of every node (1.5 s apart or more), over `signals_s` seconds
-    signals: dict[str, float] = attrs.field(factory=dict)
-    signals_s: float = 0.0
-
-
-@attrs.frozen(kw_only=True)
-class BlueprintRevision:
-    """One kept revision of a blueprint (`aether blueprint history`)."""
-
-    name: str
-    revision: int
-    timestamp: float
-    change: str
-    current: bool  # the revision the blueprint is at now
-    slices: tuple[SliceSummary, ...]
-    source: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class NodePlacement:
-    node_id: str
-    before: int  # instances of the slice there now (any version; not those being removed or FAILED)
-    after: int  # instances the cluster will run there (while lost nodes are awaited: with them kept)
-    # A lost node awaited within its rebalance delay: its instances are kept in place (`after`) until
-    # it is back or the delay is over.
-    awaited: bool = False
-    # While a node the slice runs on is awaited: the instances there once the delay is over and the node
-    # has not come back (its records deleted, replaced on the live nodes); None when nothing is awaited.
-    later: int | None = None
-
-
-@attrs.frozen(kw_only=True)
-class SliceChange:
-    """What applying a blueprint would do to one slice (`aether blueprint diff`)."""
-
-    artifact: str  # group:artifact
-    change: str  # added | removed | changed | unchanged
-    versions_before: tuple[str, ...]  # the versions running now
-    version_after: str  # "" if removed
-    instances_before: int
-    instances_after: int
-    added: int  # new placements (beyond moves)
-    moved: int  # placements that move from one node to another
-    removed: int  # placements that go (beyond moves)
-    replaced: int  # running instances replaced by the new version
-    nodes: tuple[NodePlacement, ...]
-    problem: str = ""  # what would not fit
-    rollout: str = ""  # a canary or blue-green rollout in flight now, or a paused rolling update
-    update: str = (
-        ""  # how the change would go: its strategy's steps, or what it does to the rollout in flight
+# The models are defined in six private modules (`core/_models_*.py`, by subject), each imported when one
+# of its names is first asked for (`client.ClusterStatus`, `from aether_node.client import NodeInfo`): a
+# command builds only the attrs classes it reads. Building all 31 at import cost every `aether` command
+# ~20 ms of CPU (benchmarks/README.md, "CLI"). The client's own code reads them as `_models.NAME`.
+_MODEL_MODULES = {
+    name: module
+    for module, names in (
+        ("_models_cluster", "NodeInfo ClusterStatus"),
+        ("_models_events", "EVENT_KINDS ClusterEvent"),
+        ("_models_access", "ApiKeyInfo CreatedApiKey AgentLease"),
+        (
+            "_models_slices",
+            "InstanceInfo RolloutInfo PauseInfo SliceStatus SliceTarget EntryInfo CallStats ClusterCalls"
+            " InstanceLogs LogLine AutoscaleDecision AutoscaleStatus",
+        ),
+        (
+            "_models_blueprints",
+            "ApplyResult SliceSummary BlueprintInfo BlueprintRevision NodePlacement SliceChange BlueprintDiff"
+            " BlueprintStatus LostNodeInfo BlueprintPolicy ReconcilePolicyInfo",
+        ),
+        ("_models_views", "Overview Description"),
     )
-    awaiting: str = ""  # instances kept in place on lost nodes within the rebalance delay, and what after
+    for name in names.split()
+}
+
+if typing.TYPE_CHECKING:  # the same names, for type checkers and editors
+    from .core._models_access import AgentLease as AgentLease
+    from .core._models_access import ApiKeyInfo as ApiKeyInfo
+    from .core._models_access import CreatedApiKey as CreatedApiKey
+    from .core._models_blueprints import ApplyResult as ApplyResult
+    from .core._models_blueprints import BlueprintDiff as BlueprintDiff
+    from .core._models_blueprints import BlueprintInfo as BlueprintInfo
+    from .core._models_blueprints import BlueprintPolicy as BlueprintPolicy
+    from .core._models_blueprints import BlueprintRevision as BlueprintRevision
+    from .core._models_blueprints import BlueprintStatus as BlueprintStatus
+    from .core._models_blueprints import LostNodeInfo as LostNodeInfo
+    from .core._models_blueprints import NodePlacement as NodePlacement
+    from .core._models_blueprints import ReconcilePolicyInfo as ReconcilePolicyInfo
+    from .core._models_blueprints import SliceChange as SliceChange
+    from .core._models_blueprints import SliceSummary as SliceSummary
+    from .core._models_cluster import ClusterStatus as ClusterStatus
+    from .core._models_cluster import NodeInfo as NodeInfo
+    from .core._models_events import EVENT_KINDS as EVENT_KINDS
+    from .core._models_events import ClusterEvent as ClusterEvent
+    from .core._models_slices import AutoscaleDecision as AutoscaleDecision
+    from .core._models_slices import AutoscaleStatus as AutoscaleStatus
+    from .core._models_slices import CallStats as CallStats
+    from .core._models_slices import ClusterCalls as ClusterCalls
+    from .core._models_slices import EntryInfo as EntryInfo
+    from .core._models_slices import InstanceInfo as InstanceInfo
+    from .core._models_slices import InstanceLogs as InstanceLogs
+    from .core._models_slices import LogLine as LogLine
+    from .core._models_slices import PauseInfo as PauseInfo
+    from .core._models_slices import RolloutInfo as RolloutInfo
+    from .core._models_slices import SliceStatus as SliceStatus
+    from .core._models_slices import SliceTarget as SliceTarget
+    from .core._models_views import Description as Description
+    from .core._models_views import Overview as Overview
 
 
-@attrs.frozen(kw_only=True)
-class BlueprintDiff:
-    name: str
-    exists: bool
-    revision: int  # the blueprint's current revision (0 if none)
-    changed: bool  # whether applying it would change anything
-    slices: tuple[SliceChange, ...]
+def _model(name: str) -> Any:
+    """Model (or constant) `name` from its module, imported now if it was not; kept as a global of this
+    module from then on."""
+    # __import__, not importlib.import_module: only the import statement's machinery reports to
+    # `python -X importtime`, which benchmarks/cli_bench.py and the start-up tests read
+    module = __import__(f"{__package__}.core.{_MODEL_MODULES[name]}", fromlist=[name])
+    value = globals()[name] = getattr(module, name)
+    return value
 
 
-@attrs.frozen(kw_only=True)
-class SliceSummary:
-    artifact: str
-    instances: int
-    strategy: str
+class _Models:
+    """`_models.NAME`: a model for this module's own code (a module's `__getattr__` serves other modules
+    only, not its own global names)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return _model(name)
 
 
-@attrs.frozen(kw_only=True)
-class BlueprintInfo:
-    name: str
-    slices: tuple[SliceSummary, ...]
-    timestamp: float
-    source: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class InstanceInfo:
-    node_id: str
-    artifact: str
-    instance: int
-    state: str
-    reason: str = ""
-    timestamp: float = 0.0
-
-
-@attrs.frozen(kw_only=True)
-class RolloutInfo:
-    """A canary or blue-green rollout of one slice (`aether slice promote|abort`, slice and blueprint
-    status): from `stable` to `candidate`, its phase (DEPLOYING, OBSERVING, SWITCHED, PROMOTED, ABORTED),
-    the candidate's share of the calls (percent; None: by instance count), what it waits for or why it
-    was aborted."""
-
-    artifact: str  # group:artifact
-    strategy: str  # canary | blue_green
-    stable: str
-    candidate: str
-    phase: str
-    step: int = 0  # canary: the current step, counted from 0
-    share: int | None = 0
-    since: float = 0.0
-    reason: str = ""
-
-
-@attrs.frozen(kw_only=True)
-class PauseInfo:
-    """A slice's rolling update paused or resumed (`aether slice pause|resume`)."""
-
-    artifact: str  # group:artifact
-    paused: bool
-    since: float = 0.0  # when it was paused
-    status: str = ""  # where its update stands while paused
-
-
-@attrs.frozen(kw_only=True)
-class LostNodeInfo:
-    """A node the leader saw lost whose instance records wait a rebalance delay for it."""
-
-    node_id: str
-    since: float  # when the leader saw it lost (unix seconds)
-    instances: int  # its instance records then
-    delay_s: float  # the longest rebalance delay of its slices
-    awaited: bool = True  # False: `aether cluster rebalance` ended the wait: its instances are replaced
-
-
-@attrs.frozen(kw_only=True)
-class BlueprintPolicy:
-    """A blueprint's `[policy]` table and what it makes of the cluster's policy for its slices."""
-
-    name: str
-    preset: str  # its table's preset ("": none)
-    settings: dict[str, float]  # the values its table sets (rebalance_delay_s, max_moves)
-    rebalance_delay_s: float
-    max_moves: int
-
-
-@attrs.frozen(kw_only=True)
-class ReconcilePolicyInfo:
-    """The cluster's reconciliation policy (`aether cluster policy show|set`, `aether cluster
-    rebalance`): the values in force for slices whose blueprint has no `[policy]` (the default preset,
-    `aggressive`, under what an operator set), the blueprints that override them, and the lost nodes
-    whose instances wait."""
-
-    rebalance_delay_s: float
-    max_moves: int  # 0: no limit
-    preset: str  # the preset an operator set ("": none, the default)
-    settings: dict[str, float]  # the values an operator set (rebalance_delay_s, max_moves)
-    blueprints: tuple[BlueprintPolicy, ...] = ()
-    lost: tuple[LostNodeInfo, ...] = ()
-
-
-@attrs.frozen(kw_only=True)
-class SliceStatus:
-    artifact: str  # group:artifact:version wanted by the blueprint
-    desired: int
-    active: int
-    instances: tuple[InstanceInfo, ...]
-    problem: str = ""
-    rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
-    update: str = "rolling"  # how a version change goes: rolling, canary or blue_green
-    paused: bool = False  # its rolling update is paused (`aether slice pause`)
-
-    @property
-    def converged(self) -> bool:
-        return self.active == self.desired and all(
-            i.artifact == self.artifact for i in self.instances if i.state == "ACTIVE"
-        )
-
-
-@attrs.frozen(kw_only=True)
-class BlueprintStatus:
-    name: str
-    slices: tuple[SliceStatus, ...]
-
-    @property
-    def converged(self) -> bool:
-        return all(s.converged for s in self.slices)
-
-    @property
-    def stuck_failures(self) -> list[str]:
-        """The failures, once nothing is in transition any more (so it will not converge by itself);
-        empty while instances are still on their way."""
-        transitional = any(i.state not in ("ACTIVE", "FAILED") for s in self.slices for i in s.instances)
-        return [] if transitional else self.failures
-
-    @property
-    def failures(self) -> list[str]:
-        found = [f"{s.artifact}: {s.problem}" for s in self.slices if s.problem]
-        for status in self.slices:
-            found += [
-                f"{i.artifact}#{i.instance} on {i.node_id}: {i.reason}"
-                for i in status.instances
-                if i.state == "FAILED"
-            ]
-        found += [  # an aborted rollout will not reach the version the blueprint asks for by itself
-            f"{s.artifact}: rollout aborted ({s.rollout.reason}); {s.rollout.stable} serves"
-            for s in self.slices
-            if s.rollout is not None and s.rollout.phase == "ABORTED"
-        ]
-        return found
+_models = _Models()
 
 
 class Convergence:
@@ -329,222 +162,7 @@ class Convergence:
         return None
 
 
-@attrs.frozen(kw_only=True)
-class NodeInfo:
-    node_id: str
-    ingress: str
-    management: str
-    peer: str
-    cpu: float
-    memory_mib: int
-    role: str
-    started_at: float
-    instances: int
-    active: int
-    leader: bool
-    # ON_DUTY, CORDONED (no new instances), DRAINING (instances moving off), DRAINED, LEAVING (stopping)
-    state: str = "ON_DUTY"
-    waiting: str = ""  # a draining node: what its drain waits for
-
-
-@attrs.frozen(kw_only=True)
-class ClusterStatus:
-    """The cluster at a glance. `healthy` means `reasons` is empty: the store has a quorum and a leader,
-    every expected node is registered, every blueprint has converged, no instance is FAILED, and the KV
-    replica that answered is connected to every other replica. Fields after `failed` were added later."""
-
-    leader: str | None  # node id whose KV replica leads Raft
-    term: int
-    revision: int
-    has_quorum: bool
-    healthy: bool
-    nodes: tuple[NodeInfo, ...]  # the registered nodes
-    blueprints: int
-    instances: int
-    active: int
-    failed: int
-    # nodes that registered once and have not left gracefully (nor been forgotten): lost ones stay here
-    expected_nodes: tuple[str, ...] = ()
-    missing_nodes: tuple[str, ...] = ()  # expected but not registered now
-    unconverged: tuple[str, ...] = ()  # blueprints whose slices do not all have their ACTIVE instances
-    disconnected_replicas: tuple[str, ...] = ()  # KV replicas (raft addresses) the answering one cannot reach
-    reasons: tuple[str, ...] = ()  # why not healthy, one sentence each
-
-
-@attrs.frozen(kw_only=True)
-class SliceTarget:
-    """One slice of a blueprint: what it asks for, how many instances of that version are ACTIVE."""
-
-    blueprint: str
-    artifact: str
-    desired: int
-    active: int
-    problem: str = ""
-    rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
-    update: str = "rolling"  # how a version change goes: rolling, canary or blue_green
-    paused: bool = False  # its rolling update is paused (`aether slice pause`)
-
-
-@attrs.frozen(kw_only=True)
-class Overview:
-    """Everything a dashboard shows at once, read at one point of the cluster's history (`revision`:
-    instance events after it are news)."""
-
-    status: ClusterStatus
-    slices: tuple[SliceTarget, ...]
-    instances: tuple[InstanceInfo, ...]
-    revision: int
-
-
-@attrs.frozen(kw_only=True)
-class EntryInfo:
-    """An entry point of a slice as the cluster routes it: `idempotent` if every ACTIVE instance's slice
-    declares it so (only then may a call that may have run be sent again)."""
-
-    name: str
-    idempotent: bool
-
-
-@attrs.frozen(kw_only=True)
-class CallStats:
-    """Calls of one entry point, summed over the nodes that answered: counters since each node started
-    (a rate is the difference of two readings); `buckets` are cumulative [upper bound s, calls]."""
-
-    artifact: str
-    entry: str
-    calls: int
-    errors: int
-    seconds: float
-    buckets: tuple[tuple[float, int], ...]
-
-
-@attrs.frozen(kw_only=True)
-class ClusterCalls:
-    at: float  # the reading's time (unix seconds)
-    nodes: dict[str, str]  # node id → "ok", or why its figures are missing
-    slices: tuple[CallStats, ...]
-
-
-# The kinds of cluster events (ClusterEvent.kind), for filters and help texts.
-EVENT_KINDS = (
-    "node_joined",  # a node registered
-    "node_left",  # a node shut down gracefully
-    "node_lost",  # a node's lease expired (killed, hung or cut off): its instances are placed elsewhere
-    "leader_elected",  # a node's KV replica became the Raft leader and took over the cluster manager
-    "blueprint_applied",
-    "blueprint_deleted",
-    "instance_state",  # an instance's record changed state (state, reason)
-    "instance_removed",  # an instance's record was deleted
-    "rebalance_move",  # the leader moves an instance from one node (from_node_id) to another (node_id)
-    "node_cordoned",  # an operator cordoned a node: no new instance goes there
-    "node_draining",  # an operator drains a node: its instances move off
-    "node_uncordoned",  # an operator put a node back on duty
-    "autoscale_decision",  # the leader's autoscaler scaled a slice up or down, or holds (and why)
-    "rollout_started",  # a canary or blue-green rollout of a slice began (stable -> candidate version)
-    "rollout_step",  # a canary step: new instances come up, or its share of the calls goes to them
-    "rollout_switched",  # blue-green: every call goes to the new set; the old one stays for the grace period
-    "rollout_promoted",  # the new version takes over; the old instances go
-    "rollout_aborted",  # rolled back (a failure, a verdict, an operator): every call on the stable version
-    "rollout_paused",  # an operator paused a slice's rolling update: it stays where it is
-    "rollout_resumed",  # an operator resumed it
-    "rollout_done",  # its record was removed (the new version runs alone, or the blueprint moved on)
-    "reconcile_policy_set",  # an operator changed the cluster's reconciliation policy
-    "rebalance_delayed",  # a lost node's instances wait its rebalance delay before they are replaced
-    "rebalance_delay_ended",  # no longer waiting for a lost node: it came back, or its instances are replaced
-    "rebalance_requested",  # an operator ended every rebalance delay now (`aether cluster rebalance`)
-    "audit",  # a change through the management API: who (a key's name), what (method, path, target), status
-)
-
-
-@attrs.frozen(kw_only=True)
-class ClusterEvent:
-    """One thing that happened in the cluster, derived from the KV's history (`revision` orders them).
-    Fields after `reason` were added later; every field but the first five may be empty."""
-
-    revision: int
-    # when it was written: the same on every query (0.0: not known yet, the store could not stamp it)
-    timestamp: float
-    kind: str  # one of EVENT_KINDS
-    subject: str  # what it is about: a node id, a blueprint name, `group:artifact:version#instance`
-    message: str  # one line for a person
-    node_id: str = ""
-    state: str = ""
-    reason: str = ""  # why: a FAILED instance's cause, how a node was lost, what a leader replaced
-    artifact: str = ""  # group:artifact:version of instance events
-    instance: int = 0  # the instance number of instance events
-    from_node_id: str = ""  # rebalance_move: the node the instance moves away from
-    who: str = ""  # audit: a key's name, `config-key` (a key of a node's configuration), `node:ID` (open API)
-    status: int = 0  # audit: the HTTP status the change was answered with (403: refused)
-
-
-@attrs.frozen(kw_only=True)
-class ApiKeyInfo:
-    """A named API key (`aether key list`): never its secret, which is shown once, at creation."""
-
-    name: str
-    role: str  # viewer, operator or admin
-    created_at: float
-    created_by: str  # who created it (a key's name, `config-key`, `node:ID`)
-    last_used: float = 0.0  # when a node last accepted it, to a minute (0.0: never)
-
-
-@attrs.frozen(kw_only=True)
-class CreatedApiKey:
-    """A key just created: `secret` is what a client sends (Authorization: Bearer SECRET); the cluster
-    keeps only its hash, so this is the one time it can be read."""
-
-    name: str
-    role: str
-    created_at: float
-    created_by: str
-    secret: str
-
-
-@attrs.frozen(kw_only=True)
-class InstanceLogs:
-    """The last lines an instance wrote (stdout and stderr, complete lines only), oldest first."""
-
-    node_id: str
-    artifact: str  # group:artifact:version
-    instance: int
-    lines: tuple[str, ...]
-
-
-@attrs.frozen(kw_only=True)
-class LogLine:
-    """One line of a followed instance log; with `error` set, the following of that node's instances
-    stopped (the node went away, refused) and `line` is empty."""
-
-    node_id: str
-    artifact: str = ""
-    instance: int = 0
-    line: str = ""
-    error: str = ""
-
-
 DESCRIBE_KINDS = ("blueprint", "slice", "node")
-
-
-@attrs.frozen(kw_only=True)
-class Description:
-    """One object (`kind` one of DESCRIBE_KINDS, `name`): its status as its status command answers it, in
-    the field named by its kind (the others are None), and its recent events, oldest first."""
-
-    kind: str
-    name: str
-    events: tuple[ClusterEvent, ...]
-    blueprint: BlueprintStatus | None = None
-    slice: SliceStatus | None = None
-    node: NodeInfo | None = None
-
-
-@attrs.frozen(kw_only=True)
-class AgentLease:
-    """Who operates the cluster as its one agent (the MCP service takes this lease for its agent)."""
-
-    holder: str
-    since: float
-    ttl: float
 
 
 # The models hold only str, int, float, bool, `X | None`, tuples (`tuple[X, ...]` or fixed), lists, dicts
@@ -605,12 +223,18 @@ def _structure(data: Any, hint: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:
+    if name in _MODEL_MODULES:
+        return _model(name)
     if name == "converter":  # the cattrs converter this module once used; built only if asked for
         import cattrs
 
         globals()["converter"] = converter = cattrs.Converter()
         return converter
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODEL_MODULES})
 
 
 # ---------------------------------------------------------------- errors
@@ -641,63 +265,23 @@ class NoAnswerError(Exception):
     kind = ErrorKind.NO_ANSWER
 
 
-_NOT_SENT = "aether_not_sent"  # set on a Request while its connection was never made
+class _Attempt:
+    """One request to one node: whether its connection was made (until then, it certainly reached no
+    node)."""
+
+    def __init__(self) -> None:
+        self.connected = False
+
+    def __call__(self) -> None:
+        self.connected = True
 
 
-class _MarksReceived:
-    """Mixed into an HTTP(S) connection: marks its request as possibly received once the connection is
-    made (before anything is sent)."""
-
-    def __init__(self, request: Request, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._request = request
-
-    def connect(self) -> None:
-        super().connect()  # type: ignore[misc]
-        setattr(self._request, _NOT_SENT, False)
-
-
-class _TrackedHTTPConnection(_MarksReceived, http.client.HTTPConnection):
-    pass
-
-
-class _TrackedHTTPSConnection(_MarksReceived, http.client.HTTPSConnection):
-    pass
-
-
-class _HTTPHandler(urllib.request.HTTPHandler):
-    def http_open(self, req: Request) -> Any:
-        return self.do_open(functools.partial(_TrackedHTTPConnection, req), req)
-
-
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def https_open(self, req: Request) -> Any:
-        return self.do_open(
-            functools.partial(_TrackedHTTPSConnection, req),
-            req,
-            context=self._context,  # type: ignore[attr-defined]
-        )
-
-
-@functools.cache
-def _opener(ca_cert: str | None = None) -> urllib.request.OpenerDirector:
-    """urllib's opener (proxies from the environment, redirects, ...) with connections that tell whether
-    they were made, trusting `ca_cert` (PEM) for HTTPS if given; built on first use, not at import."""
-    if ca_cert is None:
-        return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
-    try:
-        context = ssl.create_default_context(cadata=ca_cert)
-    except (ssl.SSLError, ValueError) as error:
-        raise ValueError(f"the cluster CA certificate is not a PEM certificate ({error})") from None
-    return urllib.request.build_opener(_HTTPHandler, _HTTPSHandler(context=context))
-
-
-def _not_sent(request: Request) -> bool:
-    """True if the request certainly reached no server (its connection was never made)."""
-    return bool(getattr(request, _NOT_SENT, True))
-
-
-_TRANSPORT_ERRORS = (URLError, OSError, http.client.HTTPException)
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What a request that got no answer raises: OSError (urllib's URLError is one) and, once http.client
+    is loaded (by urllib, or for one of its errors on a malformed answer), its HTTPException. A function so
+    that catching them imports nothing."""
+    http_client = sys.modules.get("http.client")
+    return (OSError,) if http_client is None else (OSError, http_client.HTTPException)
 
 
 def _reason(error: BaseException) -> str:
@@ -708,14 +292,25 @@ def _timed_out(error: BaseException) -> bool:
     return isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
 
 
+def _api_error(status: int, reason: str, raw: bytes) -> ApiError:
+    """The error a node answered: the API's JSON error (kind, message), else its text or HTTP reason."""
+    try:
+        detail = json.loads(raw)["error"]
+        kind, message = str(detail.get("kind", ErrorKind.ERROR)), str(detail.get("message", raw))
+    except (ValueError, KeyError, TypeError):
+        kind, message = ErrorKind.ERROR, raw.decode(errors="replace") or str(reason)
+    return ApiError(status, kind, message)
+
+
 # ---------------------------------------------------------------- the client
 
 
 class ApiClient:
     """Synchronous client of the management API, failing over across `urls` in order.
 
-    Standard library HTTP (urllib): a command-line tool should start fast, and httpx would import trio
-    and h2 where the node's dependencies are installed."""
+    Standard library HTTP: a command-line tool should start fast, and httpx would import trio and h2
+    where the node's dependencies are installed. Requests and followed streams go through urllib
+    (`core/_urllib_http.py`), imported on the first request."""
 
     def __init__(
         self,
@@ -745,29 +340,46 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _new_request(
-        self, method: str, url: str, params: dict[str, Any] | None, body: bytes | None
-    ) -> Request:
+    def _prepared(
+        self, url: str, params: dict[str, Any] | None, body: bytes | None
+    ) -> tuple[str, dict[str, str]]:
+        """The full URL (a malformed one is a ValueError before any I/O) and the headers of a request."""
         check_url(url)
         full = url + (("?" + urlencode(params)) if params else "")
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/octet-stream"
-        return Request(full, data=body, method=method, headers=headers)
+        return full, headers
 
-    def _open(self, request: Request, url: str, timeout: float | None) -> Any:
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        path: str,
+        params: dict[str, Any] | None,
+        body: bytes | None,
+        timeout: float,
+        attempt: _Attempt,
+    ) -> bytes:
+        """The body of node `url`'s answer; ApiError for a status that is not 2xx (after redirects)."""
+        from .core import _urllib_http
+
+        full, headers = self._prepared(url + path, params, body)
+        answer = _urllib_http.exchange(method, full, headers, body, timeout, self._ca_cert, attempt, url)
+        status, reason, data = answer
+        if not 200 <= status < 300:
+            raise _api_error(status, reason, data)
+        return data
+
+    def _open_stream(self, url: str, path: str, params: dict[str, Any], idle: float) -> Any:
+        """A streamed answer of node `url`, to read as it comes (through urllib)."""
+        from .core import _urllib_http
+
+        full, headers = self._prepared(url + path, params, None)
         try:
-            return _opener(self._ca_cert).open(request, timeout=timeout)
-        except HTTPError as error:
-            raw = error.read()
-            try:
-                detail = json.loads(raw)["error"]
-                kind, message = str(detail.get("kind", ErrorKind.ERROR)), str(detail.get("message", raw))
-            except (ValueError, KeyError, TypeError):
-                kind, message = ErrorKind.ERROR, raw.decode(errors="replace") or str(error.reason)
-            raise ApiError(error.code, kind, message) from None
-        except (ValueError, http.client.InvalidURL) as error:
-            raise ValueError(f"{url}: not a usable cluster URL ({error})") from None
+            return _urllib_http.open_url("GET", full, headers, None, idle, self._ca_cert, _Attempt(), url)
+        except _urllib_http.HTTPError as error:
+            raise _api_error(error.code, str(error.reason), error.read()) from None
 
     def _request(
         self,
@@ -831,17 +443,16 @@ class ApiClient:
         answered_none = False
         order = self.urls[self._good :] + self.urls[: self._good]
         for url in order:
-            request = self._new_request(method, url + path, params, body)
+            attempt = _Attempt()
             try:
-                with self._open(request, url, timeout) as response:
-                    data = response.read()
+                data = self._exchange(method, url, path, params, body, timeout, attempt)
             except ApiError as error:
                 if answered_none and method == "DELETE" and error.status == 404:
                     return None  # gone: perhaps by the attempt that got no answer
                 self._good = self.urls.index(url)
                 raise
-            except _TRANSPORT_ERRORS as error:
-                if _not_sent(request):
+            except _transport_errors() as error:
+                if not attempt.connected:
                     errors.append(f"{url}: {_reason(error)}")
                     continue
                 # later requests (e.g. the question whether to resend) go to the next node first
@@ -881,7 +492,7 @@ class ApiClient:
             params={"source": source},
             idempotent=True,
         )
-        return from_json(data, ApplyResult)
+        return from_json(data, _models.ApplyResult)
 
     def validate_blueprint(self, toml_text: str, source: str = "blueprint.toml") -> BlueprintInfo:
         data = self._request(
@@ -891,32 +502,34 @@ class ApiClient:
             params={"source": source},
             idempotent=True,  # changes nothing
         )
-        return from_json(data, BlueprintInfo)
+        return from_json(data, _models.BlueprintInfo)
 
     def list_blueprints(self) -> list[BlueprintInfo]:
-        return [from_json(item, BlueprintInfo) for item in self._request("GET", "/api/v1/blueprints")]
+        return [from_json(item, _models.BlueprintInfo) for item in self._request("GET", "/api/v1/blueprints")]
 
     def get_blueprint(self, name: str) -> BlueprintInfo:
-        return from_json(self._request("GET", f"/api/v1/blueprints/{_segment(name)}"), BlueprintInfo)
+        return from_json(self._request("GET", f"/api/v1/blueprints/{_segment(name)}"), _models.BlueprintInfo)
 
     def delete_blueprint(self, name: str) -> None:
         self._request("DELETE", f"/api/v1/blueprints/{_segment(name)}", idempotent=True)
 
     def blueprint_status(self, name: str) -> BlueprintStatus:
-        return from_json(self._request("GET", f"/api/v1/blueprints/{_segment(name)}/status"), BlueprintStatus)
+        return from_json(
+            self._request("GET", f"/api/v1/blueprints/{_segment(name)}/status"), _models.BlueprintStatus
+        )
 
     # slices
     def list_slices(self) -> list[InstanceInfo]:
-        return [from_json(item, InstanceInfo) for item in self._request("GET", "/api/v1/slices")]
+        return [from_json(item, _models.InstanceInfo) for item in self._request("GET", "/api/v1/slices")]
 
     def slice_status(self, artifact: str) -> SliceStatus:
-        return from_json(self._request("GET", f"/api/v1/slices/{_segment(artifact)}"), SliceStatus)
+        return from_json(self._request("GET", f"/api/v1/slices/{_segment(artifact)}"), _models.SliceStatus)
 
     def entry_points(self, artifact: str) -> list[EntryInfo]:
         """The entry points of a slice (group:artifact) that ACTIVE instances serve, and which are
         idempotent."""
         data = self._request("GET", f"/api/v1/slices/{_segment(artifact)}/entries")
-        return [from_json(item, EntryInfo) for item in data]
+        return [from_json(item, _models.EntryInfo) for item in data]
 
     def invoke(self, artifact: str, entry: str, payload: Any = None, *, timeout: float | None = None) -> Any:
         """Call `entry` of a slice with `payload` (JSON-able); its JSON result. The node gives the call
@@ -949,10 +562,10 @@ class ApiClient:
 
     # cluster
     def cluster_status(self) -> ClusterStatus:
-        return from_json(self._request("GET", "/api/v1/cluster"), ClusterStatus)
+        return from_json(self._request("GET", "/api/v1/cluster"), _models.ClusterStatus)
 
     def nodes(self) -> list[NodeInfo]:
-        return [from_json(item, NodeInfo) for item in self._request("GET", "/api/v1/nodes")]
+        return [from_json(item, _models.NodeInfo) for item in self._request("GET", "/api/v1/nodes")]
 
     def forget_node(self, node_id: str) -> None:
         """Stop expecting a node that is gone for good (its absence no longer makes the cluster unhealthy);
@@ -960,10 +573,10 @@ class ApiClient:
         self._request("DELETE", f"/api/v1/nodes/{_segment(node_id)}", idempotent=True)
 
     def overview(self) -> Overview:
-        return from_json(self._request("GET", "/api/v1/overview"), Overview)
+        return from_json(self._request("GET", "/api/v1/overview"), _models.Overview)
 
     def calls(self) -> ClusterCalls:
-        return from_json(self._request("GET", "/api/v1/calls"), ClusterCalls)
+        return from_json(self._request("GET", "/api/v1/calls"), _models.ClusterCalls)
 
     def events(
         self,
@@ -978,7 +591,7 @@ class ApiClient:
         about that node, including moves away from it)."""
         params = _event_params(limit, kind, slice, node)
         data = self._request("GET", "/api/v1/events", params=params)
-        return [from_json(item, ClusterEvent) for item in data]
+        return [from_json(item, _models.ClusterEvent) for item in data]
 
     def slice_logs(
         self, artifact: str, *, instance: int | None = None, node: str | None = None, lines: int = 100
@@ -987,7 +600,7 @@ class ApiClient:
         or of those on node `node`; fetched by the node asked from the nodes that run them."""
         params = _log_params(instance, node, lines)
         data = self._request("GET", f"/api/v1/slices/{_segment(artifact)}/logs", params=params)
-        return [from_json(item, InstanceLogs) for item in data]
+        return [from_json(item, _models.InstanceLogs) for item in data]
 
     def follow_slice_logs(
         self, artifact: str, *, instance: int | None = None, node: str | None = None, lines: int = 10
@@ -998,7 +611,7 @@ class ApiClient:
         params = {**_log_params(instance, node, lines), "follow": "1"}
         for raw in self._stream(f"/api/v1/slices/{_segment(artifact)}/logs", params, idle=LOG_STREAM_IDLE):
             if raw.strip():
-                yield from_json(json.loads(raw), LogLine)
+                yield from_json(json.loads(raw), _models.LogLine)
 
     def describe(self, kind: str, name: str, *, limit: int = 20) -> Description:
         """One blueprint, slice (group:artifact) or node with its status and its last `limit` events:
@@ -1024,11 +637,11 @@ class ApiClient:
                 known = ", ".join(n.node_id for n in nodes) or "none"
                 raise ApiError(404, ErrorKind.NOT_FOUND, f"no registered node {name!r} (registered: {known})")
             events = self.events(limit, node=name)
-        return Description(kind=kind, name=name, events=tuple(events), **{kind: status})
+        return _models.Description(kind=kind, name=name, events=tuple(events), **{kind: status})
 
     def blueprint_history(self, name: str) -> list[BlueprintRevision]:
         data = self._request("GET", f"/api/v1/blueprints/{_segment(name)}/history")
-        return [from_json(item, BlueprintRevision) for item in data]
+        return [from_json(item, _models.BlueprintRevision) for item in data]
 
     def rollback_blueprint(self, name: str, to: int | None = None) -> ApplyResult:
         """Apply an earlier revision again, as a new revision (the previous one if `to` is None). Resent
@@ -1039,7 +652,7 @@ class ApiClient:
             params=None if to is None else {"to": str(to)},
             idempotent=to is not None,
         )
-        return from_json(data, ApplyResult)
+        return from_json(data, _models.ApplyResult)
 
     def diff_blueprint(self, toml_text: str, source: str = "blueprint.toml") -> BlueprintDiff:
         data = self._request(
@@ -1049,7 +662,7 @@ class ApiClient:
             params={"source": source},
             idempotent=True,  # changes nothing
         )
-        return from_json(data, BlueprintDiff)
+        return from_json(data, _models.BlueprintDiff)
 
     def scale_slice(self, artifact: str, instances: int) -> ApplyResult:
         """A new revision of the blueprint that holds the slice, with `instances` instances of it."""
@@ -1059,41 +672,41 @@ class ApiClient:
             json_body={"instances": instances},
             idempotent=True,  # the same count again makes no new revision
         )
-        return from_json(data, ApplyResult)
+        return from_json(data, _models.ApplyResult)
 
     def autoscale_status(self, artifact: str | None = None) -> list[AutoscaleStatus]:
         """Every autoscaled slice, or the one named (group:artifact)."""
         path = "/api/v1/autoscale" + (f"/{_segment(artifact)}" if artifact else "")
         data = self._request("GET", path)
-        return [from_json(item, AutoscaleStatus) for item in (data if artifact is None else [data])]
+        return [from_json(item, _models.AutoscaleStatus) for item in (data if artifact is None else [data])]
 
     def autoscale_set(self, artifact: str, settings: dict[str, float | int | None]) -> AutoscaleStatus:
         """Change a slice's bounds or targets at run time (`min`, `max`, `cpu`, `p99_ms`, ...)."""
         data = self._request(
             "POST", f"/api/v1/autoscale/{_segment(artifact)}/set", json_body=settings, idempotent=True
         )
-        return from_json(data, AutoscaleStatus)
+        return from_json(data, _models.AutoscaleStatus)
 
     def autoscale_operation(self, artifact: str, operation: str) -> AutoscaleStatus:
         """`operation`: pause or resume."""
         data = self._request("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}", idempotent=True)
-        return from_json(data, AutoscaleStatus)
+        return from_json(data, _models.AutoscaleStatus)
 
     def pause_operation(self, artifact: str, operation: str) -> PauseInfo:
         """`pause` or `resume` the rolling update of a slice (idempotent: a second pause changes nothing)."""
         data = self._request(
             "POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}", idempotent=True
         )
-        return from_json(data, PauseInfo)
+        return from_json(data, _models.PauseInfo)
 
     def reconcile_policy(self) -> ReconcilePolicyInfo:
-        return from_json(self._request("GET", "/api/v1/cluster/policy"), ReconcilePolicyInfo)
+        return from_json(self._request("GET", "/api/v1/cluster/policy"), _models.ReconcilePolicyInfo)
 
     def set_reconcile_policy(self, settings: dict[str, str | float | int | None]) -> ReconcilePolicyInfo:
         """Change the cluster's policy: `preset`, `rebalance_delay_s`, `max_moves` (None: unchanged; a
         preset given drops the values set before that are not given again)."""
         data = self._request("POST", "/api/v1/cluster/policy", json_body=settings, idempotent=True)
-        return from_json(data, ReconcilePolicyInfo)
+        return from_json(data, _models.ReconcilePolicyInfo)
 
     def rebalance(self) -> ReconcilePolicyInfo:
         """End the rebalance delay of every lost node now: their instances are replaced."""
@@ -1105,24 +718,24 @@ class ApiClient:
         """`promote` or `abort` the canary or blue-green rollout of a slice. Not resent: a second promote
         of a rollout that moved on is refused."""
         data = self._request("POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}")
-        return from_json(data, RolloutInfo)
+        return from_json(data, _models.RolloutInfo)
 
     def node_operation(self, node_id: str, operation: str) -> NodeInfo:
         """`operation`: cordon, uncordon, drain, stop or restart."""
         data = self._request(
             "POST", f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}", idempotent=True
         )
-        return from_json(data, NodeInfo)
+        return from_json(data, _models.NodeInfo)
 
     # named API keys (admin only)
     def create_key(self, name: str, role: str) -> CreatedApiKey:
         """A new key; its secret is in the answer only. Not resent: a resend after a lost answer would
         meet the key it created (conflict), its secret lost."""
         body = {"name": name, "role": role}
-        return from_json(self._request("POST", "/api/v1/keys", json_body=body), CreatedApiKey)
+        return from_json(self._request("POST", "/api/v1/keys", json_body=body), _models.CreatedApiKey)
 
     def list_keys(self) -> list[ApiKeyInfo]:
-        return [from_json(item, ApiKeyInfo) for item in self._request("GET", "/api/v1/keys")]
+        return [from_json(item, _models.ApiKeyInfo) for item in self._request("GET", "/api/v1/keys")]
 
     def revoke_key(self, name: str) -> None:
         """Every node refuses the key from the moment its copy of the keys has the change."""
@@ -1140,7 +753,7 @@ class ApiClient:
     # the agent lease (one AI agent at a time; see aether_mcp)
     def agent_lease(self) -> AgentLease | None:
         data = self._request("GET", "/api/v1/agent-lease")
-        return None if data is None else from_json(data, AgentLease)
+        return None if data is None else from_json(data, _models.AgentLease)
 
     def acquire_agent_lease(self, holder: str, token: str, ttl: float) -> AgentLease:
         data = self._request(  # idempotent: the same token takes or renews the same lease
@@ -1149,7 +762,7 @@ class ApiClient:
             json_body={"holder": holder, "token": token, "ttl": ttl},
             idempotent=True,
         )
-        return from_json(data, AgentLease)
+        return from_json(data, _models.AgentLease)
 
     def release_agent_lease(self, token: str) -> bool:
         data = self._request(
@@ -1170,18 +783,19 @@ class ApiClient:
         params = _event_params(limit, kind, slice, node)
         for line in self._stream("/api/v1/events/stream", params, idle=EVENT_STREAM_IDLE):
             if line.startswith("data: "):
-                yield from_json(json.loads(line[6:]), ClusterEvent)
+                yield from_json(json.loads(line[6:]), _models.ClusterEvent)
 
     def _stream(self, path: str, params: dict[str, Any], *, idle: float) -> Iterator[str]:
         """The lines of a streamed answer (it lasts as long as the stream), from the first node that can
         be reached. Raises NoAnswerError if that node breaks the stream off (it died: the answer ends
         mid-way) or sends nothing for `idle` seconds (its keep-alives included)."""
+        import http.client  # a stream goes through urllib, which has loaded it
+
         errors = []
         for url in self.urls:
             try:
-                request = self._new_request("GET", url + path, params, None)
-                response = self._open(request, url, idle)
-            except _TRANSPORT_ERRORS as error:
+                response = self._open_stream(url, path, params, idle)
+            except _transport_errors() as error:
                 errors.append(f"{url}: {getattr(error, 'reason', None) or error}")
                 continue
             with response:
@@ -1193,7 +807,7 @@ class ApiClient:
                         *lines, rest = (rest + chunk).split(b"\n")
                         for raw in lines:
                             yield raw.decode(errors="replace").rstrip("\r")
-                except _TRANSPORT_ERRORS as error:
+                except _transport_errors() as error:
                     if _timed_out(error):
                         raise NoAnswerError(
                             f"{url} sent nothing for {idle:g} s, not even its keep-alive: the node is down,"

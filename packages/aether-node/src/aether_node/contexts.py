@@ -25,8 +25,6 @@ import json
 import os
 import re
 import stat
-import tempfile
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -91,6 +89,8 @@ def check_name(name: str) -> str:
 
 
 def parse(text: str, source: str) -> Config:
+    import tomllib  # here: only a command that reads a config file pays for the parser
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
@@ -181,6 +181,8 @@ def loose_mode(path: Path) -> int | None:
 
 def save(path: Path, config: Config) -> None:
     """Write `config` to `path` atomically, readable by its owner only (0600; the directory 0700)."""
+    import tempfile
+
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".tmp")  # mode 0600

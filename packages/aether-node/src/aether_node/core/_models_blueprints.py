@@ -1,0 +1,162 @@
+"""The API's models of blueprints: apply results, the blueprints and their revisions, what applying one
+would change, a blueprint's status, the reconciliation policy. Records only: no I/O; public through
+`aether_node.client`."""
+
+from __future__ import annotations
+
+import attrs
+
+from ._models_slices import SliceStatus
+
+
+@attrs.frozen(kw_only=True)
+class ApplyResult:
+    name: str
+    created: bool
+    revision: int  # the KV revision of the write
+    slices: int
+    blueprint_revision: int = 0  # its number in the blueprint's history (`aether blueprint history`)
+    change: str = ""  # how that revision came: applied, rolled back to revision N, scaled ...
+
+
+@attrs.frozen(kw_only=True)
+class SliceSummary:
+    artifact: str
+    instances: int
+    strategy: str
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintInfo:
+    name: str
+    slices: tuple[SliceSummary, ...]
+    timestamp: float
+    source: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintRevision:
+    """One kept revision of a blueprint (`aether blueprint history`)."""
+
+    name: str
+    revision: int
+    timestamp: float
+    change: str
+    current: bool  # the revision the blueprint is at now
+    slices: tuple[SliceSummary, ...]
+    source: str = ""
+
+
+@attrs.frozen(kw_only=True)
+class NodePlacement:
+    node_id: str
+    before: int  # instances of the slice there now (any version; not those being removed or FAILED)
+    after: int  # instances the cluster will run there (while lost nodes are awaited: with them kept)
+    # A lost node awaited within its rebalance delay: its instances are kept in place (`after`) until
+    # it is back or the delay is over.
+    awaited: bool = False
+    # While a node the slice runs on is awaited: the instances there once the delay is over and the node
+    # has not come back (its records deleted, replaced on the live nodes); None when nothing is awaited.
+    later: int | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SliceChange:
+    """What applying a blueprint would do to one slice (`aether blueprint diff`)."""
+
+    artifact: str  # group:artifact
+    change: str  # added | removed | changed | unchanged
+    versions_before: tuple[str, ...]  # the versions running now
+    version_after: str  # "" if removed
+    instances_before: int
+    instances_after: int
+    added: int  # new placements (beyond moves)
+    moved: int  # placements that move from one node to another
+    removed: int  # placements that go (beyond moves)
+    replaced: int  # running instances replaced by the new version
+    nodes: tuple[NodePlacement, ...]
+    problem: str = ""  # what would not fit
+    rollout: str = ""  # a canary or blue-green rollout in flight now, or a paused rolling update
+    update: str = (
+        ""  # how the change would go: its strategy's steps, or what it does to the rollout in flight
+    )
+    awaiting: str = ""  # instances kept in place on lost nodes within the rebalance delay, and what after
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintDiff:
+    name: str
+    exists: bool
+    revision: int  # the blueprint's current revision (0 if none)
+    changed: bool  # whether applying it would change anything
+    slices: tuple[SliceChange, ...]
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintStatus:
+    name: str
+    slices: tuple[SliceStatus, ...]
+
+    @property
+    def converged(self) -> bool:
+        return all(s.converged for s in self.slices)
+
+    @property
+    def stuck_failures(self) -> list[str]:
+        """The failures, once nothing is in transition any more (so it will not converge by itself);
+        empty while instances are still on their way."""
+        transitional = any(i.state not in ("ACTIVE", "FAILED") for s in self.slices for i in s.instances)
+        return [] if transitional else self.failures
+
+    @property
+    def failures(self) -> list[str]:
+        found = [f"{s.artifact}: {s.problem}" for s in self.slices if s.problem]
+        for status in self.slices:
+            found += [
+                f"{i.artifact}#{i.instance} on {i.node_id}: {i.reason}"
+                for i in status.instances
+                if i.state == "FAILED"
+            ]
+        found += [  # an aborted rollout will not reach the version the blueprint asks for by itself
+            f"{s.artifact}: rollout aborted ({s.rollout.reason}); {s.rollout.stable} serves"
+            for s in self.slices
+            if s.rollout is not None and s.rollout.phase == "ABORTED"
+        ]
+        return found
+
+
+@attrs.frozen(kw_only=True)
+class LostNodeInfo:
+    """A node the leader saw lost whose instance records wait a rebalance delay for it."""
+
+    node_id: str
+    since: float  # when the leader saw it lost (unix seconds)
+    instances: int  # its instance records then
+    delay_s: float  # the longest rebalance delay of its slices
+    awaited: bool = True  # False: `aether cluster rebalance` ended the wait: its instances are replaced
+
+
+@attrs.frozen(kw_only=True)
+class BlueprintPolicy:
+    """A blueprint's `[policy]` table and what it makes of the cluster's policy for its slices."""
+
+    name: str
+    preset: str  # its table's preset ("": none)
+    settings: dict[str, float]  # the values its table sets (rebalance_delay_s, max_moves)
+    rebalance_delay_s: float
+    max_moves: int
+
+
+@attrs.frozen(kw_only=True)
+class ReconcilePolicyInfo:
+    """The cluster's reconciliation policy (`aether cluster policy show|set`, `aether cluster
+    rebalance`): the values in force for slices whose blueprint has no `[policy]` (the default preset,
+    `aggressive`, under what an operator set), the blueprints that override them, and the lost nodes
+    whose instances wait."""
+
+    rebalance_delay_s: float
+    max_moves: int  # 0: no limit
+    preset: str  # the preset an operator set ("": none, the default)
+    settings: dict[str, float]  # the values an operator set (rebalance_delay_s, max_moves)
+    blueprints: tuple[BlueprintPolicy, ...] = ()
+    lost: tuple[LostNodeInfo, ...] = ()
