@@ -36,8 +36,8 @@ from typing import Any
 
 import trio
 
+import aether_kv
 from aether_kv import ReloadingTLS, cluster_ca, free_port, issue, write_identity
-from aether_node.routing import _peers
 
 SECRET = "the peer TLS benchmark's cluster secret"
 MODES = ("plain", "tls", "sslstream")
@@ -51,24 +51,35 @@ def identity(directory: Path, name: str) -> ReloadingTLS:
     return ReloadingTLS(directory)
 
 
-def use_sslstream() -> None:
-    """Make the peer protocol wrap its connections in trio's SSLStream, as before `_tls_stream`."""
+class Links:
+    """Which TLS the peer protocol's new connections get: `old` True, trio's SSLStream (as before
+    `_tls_stream`); False, aether_kv's own. Installed into aether_kv before aether_node is imported, so
+    the peer protocol takes these two functions for its TLS ends."""
 
-    async def accept(stream: Any, tls: ReloadingTLS | None, *, timeout: float) -> Any:
-        assert tls is not None
+    old = False
+    accept_tls, connect_tls = aether_kv.accept_tls, aether_kv.connect_tls
+
+    @classmethod
+    async def accept(cls, stream: Any, tls: ReloadingTLS | None, *, timeout: float) -> Any:
+        if not cls.old or tls is None:
+            return await cls.accept_tls(stream, tls, timeout=timeout)
         wrapped = trio.SSLStream(stream, tls.server(), server_side=True)
         with trio.move_on_after(timeout):
             await wrapped.do_handshake()
             return wrapped
         return None
 
-    async def connect(stream: Any, tls: ReloadingTLS | None, host: str) -> Any:
-        assert tls is not None
+    @classmethod
+    async def connect(cls, stream: Any, tls: ReloadingTLS | None, host: str) -> Any:
+        if not cls.old or tls is None:
+            return await cls.connect_tls(stream, tls, host)
         wrapped = trio.SSLStream(stream, tls.client(), server_hostname=host)
         await wrapped.do_handshake()
         return wrapped
 
-    _peers.accept_tls, _peers.connect_tls = accept, connect  # type: ignore[assignment]
+
+aether_kv.accept_tls, aether_kv.connect_tls = Links.accept, Links.connect  # type: ignore[assignment]
+from aether_node.routing import NotSentError, PeerClients, serve_peers  # noqa: E402
 
 
 async def echo(coordinates: str, instance: int, entry: str, payload: Any, timeout: float) -> Any:
@@ -77,16 +88,15 @@ async def echo(coordinates: str, instance: int, entry: str, payload: Any, timeou
 
 def serve(mode: str, port: int, directory: Path) -> None:
     tls = None if mode == "plain" else identity(directory, "server")
-    if mode == "sslstream":
-        use_sslstream()
+    Links.old = mode == "sslstream"
     trio.run(
         functools.partial(
-            _peers.serve_peers, SECRET, f"127.0.0.1:{port}", "server", echo, tls=tls, stats=time.process_time
+            serve_peers, SECRET, f"127.0.0.1:{port}", "server", echo, tls=tls, stats=time.process_time
         )
     )
 
 
-async def calls(peers: _peers.PeerClients, address: str, count: int) -> dict[str, float]:
+async def calls(peers: PeerClients, address: str, count: int) -> dict[str, float]:
     payload = {"n": 1, "text": "a call's payload"}
     for _ in range(50):  # warm: the connection made, the handshakes past
         await peers.invoke(address, "org.aether:echo:1.0.0", 0, "echo", payload, 30)
@@ -135,19 +145,18 @@ def main() -> None:
         async with trio.open_nursery() as nursery:
             links = {}
             for mode in MODES:
-                links[mode] = _peers.PeerClients(nursery, SECRET, tls=None if mode == "plain" else client_tls)
+                links[mode] = PeerClients(nursery, SECRET, tls=None if mode == "plain" else client_tls)
             for mode in MODES:  # each server up (its process starts in a second or so)
                 with trio.fail_after(60):
                     while True:
+                        Links.old = mode == "sslstream"  # (the link's one connection is made now)
                         try:
-                            if mode == "sslstream":
-                                use_sslstream()
                             await links[mode].stats(f"127.0.0.1:{ports[mode]}", 5)
                             break
-                        except _peers.NotSentError:
+                        except NotSentError:
                             await trio.sleep(0.2)
                         finally:
-                            _peers.accept_tls, _peers.connect_tls = accept_tls, connect_tls
+                            Links.old = False
             for number in range(opts.rounds):
                 order = MODES[number % len(MODES) :] + MODES[: number % len(MODES)]
                 for mode in order:
@@ -157,7 +166,6 @@ def main() -> None:
                     print(f"round {number + 1} {mode:9}: {shown}; load {os.getloadavg()[0]:.2f}", flush=True)
             nursery.cancel_scope.cancel()
 
-    accept_tls, connect_tls = _peers.accept_tls, _peers.connect_tls
     when = datetime.datetime.now(datetime.UTC)
     print(
         f"{when:%Y-%m-%d %H:%M} UTC, {opts.rounds} rounds of {opts.calls} calls per link;"
