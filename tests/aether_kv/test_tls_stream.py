@@ -18,6 +18,7 @@ import trio.testing
 
 from aether_kv import ReloadingTLS, accept_tls, cluster_ca, connect_tls, issue, write_identity
 from aether_kv._tls_stream import TLSSocketStream
+from support import wait_until
 
 SECRET = "a cluster secret of 32 characters"
 
@@ -115,7 +116,7 @@ async def test_the_contexts_checks_hold_a_stranger_is_refused_at_both_ends(tmp_p
     async with _server(server_tls, _echo, outcomes) as port:
         with pytest.raises(trio.BrokenResourceError):  # the server's certificate is not its CA's
             await _connect(port, stranger)
-        await trio.testing.wait_all_tasks_blocked()
+        await wait_until(lambda: outcomes, timeout=10, what="the server's end of the failed handshake")
         assert len(outcomes) == 1 and isinstance(outcomes[0], trio.BrokenResourceError)
         plain = await trio.open_tcp_stream("127.0.0.1", port)  # no TLS at all: the server hangs up
         await plain.send_all(b"GET / HTTP/1.0\r\n\r\n")
