@@ -23,6 +23,7 @@ from aether_kv import (
     not_valid_after,
     write_identity,
 )
+from aether_kv._tls_stream import TLSSocketStream
 
 SECRET = "a cluster secret of 32 characters"
 NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
@@ -66,7 +67,7 @@ def _identity(directory: Path, name: str) -> None:
     write_identity(directory, ca, issue(ca, name=name, hosts=("127.0.0.1",), now=now, lifetime=HOUR))
 
 
-def _subject(stream: trio.SSLStream[trio.SocketStream]) -> str:
+def _subject(stream: TLSSocketStream) -> str:
     der = stream.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).subject.rfc4514_string()
@@ -83,9 +84,9 @@ async def test_a_replaced_certificate_serves_new_connections_and_open_ones_go_on
         while data := await secured.receive_some():
             await secured.send_all(data)
 
-    async def connect(port: int) -> trio.SSLStream[trio.SocketStream]:
+    async def connect(port: int) -> TLSSocketStream:
         secured = await connect_tls(await trio.open_tcp_stream("127.0.0.1", port), client, "127.0.0.1")
-        assert isinstance(secured, trio.SSLStream)
+        assert isinstance(secured, TLSSocketStream)
         return secured
 
     async with trio.open_nursery() as nursery:

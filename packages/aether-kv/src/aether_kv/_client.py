@@ -253,11 +253,10 @@ class KVClient:
     async def _open(self, endpoint: str) -> _ClientConnection:
         host, _, port = endpoint.rpartition(":")
         with trio.fail_after(self.endpoint_connect_timeout):
-            stream = await trio.open_tcp_stream(host, int(port))
+            stream: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
             try:
-                framed = FramedStream(
-                    await connect_tls(stream, self._tls, host), max_receive=MAX_MESSAGE_BYTES
-                )
+                stream = await connect_tls(stream, self._tls, host)  # (TLS owns the connection)
+                framed = FramedStream(stream, max_receive=MAX_MESSAGE_BYTES)
                 await client_handshake(framed, self._secret, endpoint)
             except BaseException:
                 await trio.aclose_forcefully(stream)

@@ -265,6 +265,7 @@ def _event_bytes(event: Event) -> int:
 async def _handle_connection(
     store: KVStore, secret: str, tls: ReloadingTLS | None, stream: trio.SocketStream
 ) -> None:
+    secured: trio.abc.Stream | None = stream
     try:
         secured = await accept_tls(stream, tls, timeout=HANDSHAKE_TIMEOUT)
         if secured is None:
@@ -278,8 +279,9 @@ async def _handle_connection(
         pass
     except Exception:  # a bug here must not take the server down for everyone else
         log.exception("client connection failed")
-    finally:
-        await trio.aclose_forcefully(stream)
+    finally:  # (with TLS, the TLS stream owns the connection; none: the handshake closed it)
+        if secured is not None:
+            await trio.aclose_forcefully(secured)
 
 
 async def serve_clients(

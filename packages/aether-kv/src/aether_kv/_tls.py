@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ._errors import TLSError
+from ._tls_stream import TLSSocketStream
 
 log = logging.getLogger("aether_kv.tls")
 
@@ -257,26 +258,25 @@ def client_identity(secret: str, directory: Path, *, name: str = "aether-tool") 
 
 
 async def accept_tls(
-    stream: trio.abc.Stream, tls: ReloadingTLS | None, *, timeout: float
+    stream: trio.SocketStream, tls: ReloadingTLS | None, *, timeout: float
 ) -> trio.abc.Stream | None:
     """The server's end of a new connection: `stream` itself without TLS, else the TLS stream once the
-    handshake (the client's certificate checked) is done within `timeout`; None if it was not. Raises
-    trio.BrokenResourceError for a client that failed the handshake (no certificate, another CA's, an
-    expired one, or plain text)."""
+    handshake (the client's certificate checked) is done within `timeout`; None if it was not (the
+    connection closed). Raises trio.BrokenResourceError for a client that failed the handshake (no
+    certificate, another CA's, an expired one, or plain text; the connection closed). The TLS stream
+    (`TLSSocketStream`) owns the connection: close it, not `stream`."""
     if tls is None:
         return stream
-    wrapped = trio.SSLStream(stream, tls.server(), server_side=True)
     with trio.move_on_after(timeout):
-        await wrapped.do_handshake()
-        return wrapped
+        return await TLSSocketStream.wrap(stream, tls.server(), server_side=True)
     return None
 
 
-async def connect_tls(stream: trio.abc.Stream, tls: ReloadingTLS | None, host: str) -> trio.abc.Stream:
+async def connect_tls(stream: trio.SocketStream, tls: ReloadingTLS | None, host: str) -> trio.abc.Stream:
     """The client's end: `stream` itself without TLS, else the TLS stream to `host` (whose certificate
-    must name it) once the handshake is done. Raises trio.BrokenResourceError if it fails."""
+    must name it) once the handshake is done. Raises trio.BrokenResourceError if it fails (the
+    connection closed). The TLS stream (`TLSSocketStream`) owns the connection: close it, not
+    `stream`."""
     if tls is None:
         return stream
-    wrapped = trio.SSLStream(stream, tls.client(), server_hostname=host.strip("[]"))
-    await wrapped.do_handshake()
-    return wrapped
+    return await TLSSocketStream.wrap(stream, tls.client(), server_hostname=host.strip("[]"))

@@ -155,11 +155,12 @@ class LivenessWatch:
         except (OSError, trio.TooSlowError):
             sock.close()
             return Held.FAILED
-        stream = trio.SocketStream(sock)
-        async with stream:
+        stream: trio.abc.Stream = trio.SocketStream(sock)
+        try:
             try:
                 with trio.fail_after(self.connect_timeout):
-                    framed = FramedStream(await connect_tls(stream, self.tls, host))
+                    stream = await connect_tls(stream, self.tls, host)  # (TLS owns the connection)
+                    framed = FramedStream(stream)
                     await client_handshake(framed, self.secret, peer)
             except (OSError, trio.TooSlowError, trio.BrokenResourceError, KVError):
                 return Held.FAILED
@@ -168,6 +169,8 @@ class LivenessWatch:
                     pass  # the peer sends nothing unasked; anything it does send is ignored
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError, KVError):
                 pass
+        finally:
+            await stream.aclose()
         return Held.DROPPED
 
     async def _declare_lost(self, node_id: str, lease: int, peer: str) -> None:

@@ -6,10 +6,14 @@ node's end of the link to it (`_fast_ingress`).
 May import: core, observe, the slice runtime (a local call goes straight to the SliceStore); `aether_kv`
 (frames, handshake: the peer protocol), `aether_slice.protocol` (the fast ingress's link), hypercorn,
 starlette; uvloop and httptools (the worker only). Never the control plane or the APIs. Exports the
-ingress app, which the benchmarks serve on its own, and the request body limits.
+ingress app and the peer protocol's two ends, which the benchmarks run on their own, and the request
+body limits.
 """
 
 from ._http import MAX_BODY as MAX_BODY
 from ._http import MAX_MANAGEMENT_BODY as MAX_MANAGEMENT_BODY
 from ._http import ingress_app as ingress_app
 from ._http import serve_http as serve_http
+from ._peers import NotSentError as NotSentError
+from ._peers import PeerClients as PeerClients
+from ._peers import serve_peers as serve_peers

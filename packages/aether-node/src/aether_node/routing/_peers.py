@@ -80,7 +80,8 @@ async def serve_peers(
             try:
                 secured = await accept_tls(stream, tls, timeout=HANDSHAKE_TIMEOUT)
                 if secured is not None:
-                    await _serve_connection(secured, secret, node_id, invoke, stats, usage, versions)
+                    async with secured:  # (TLS owns the connection: closing `stream` would not)
+                        await _serve_connection(secured, secret, node_id, invoke, stats, usage, versions)
             except* (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError, OSError):
                 pass  # the peer went away (a reset, a killed node) or does not speak the protocol
         except Exception:
@@ -254,13 +255,13 @@ class PeerClients:
             host, _, port = address.rpartition(":")
             try:
                 with trio.fail_after(self._connect_timeout):
-                    stream = await trio.open_tcp_stream(host, int(port))
+                    secured: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
                     try:
-                        secured = await connect_tls(stream, self._tls, host)
+                        secured = await connect_tls(secured, self._tls, host)
                         framed = FramedStream(secured, max_frame=MAX_FRAME)
                         await client_handshake(framed, self._secret, address)
                     except BaseException:
-                        await trio.aclose_forcefully(stream)
+                        await trio.aclose_forcefully(secured)
                         raise
             except (OSError, trio.TooSlowError, KVError, trio.BrokenResourceError) as error:
                 raise NotSentError(f"cannot reach node at {address}: {error}") from None

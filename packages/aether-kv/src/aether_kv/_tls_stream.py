@@ -1,0 +1,167 @@
+"""A TLS connection as a trio stream, with OpenSSL's record layer on the socket itself (a non-blocking
+`ssl.SSLSocket`) instead of trio's `SSLStream` (the record layer driven from Python through memory
+BIOs). Owns the I/O of one wrapped connection; must not choose certificates or check them beyond what
+its SSL context says (that is `_tls.py`'s job).
+
+Why: on the peer and KV client links every frame is one `send_all` and one `receive_some` at each end,
+and `SSLStream` spends tens of µs of Python per operation around OpenSSL (its locks, the copies in and
+out of its BIOs, one more pass of its loop per record). Here a send is one `SSL_write` to the socket
+and a receive one `SSL_read` from it, as a plain `trio.SocketStream` does with `send` and `recv`; trio
+only waits for the socket to be readable or writable.
+
+As with `SSLStream`: one task may send while another receives (the peer and KV links do: one reader,
+senders under a lock); two concurrent sends, or two concurrent receives, raise trio.BusyResourceError.
+TLS 1.3 can make a read write (the answer to a key update): each wait for the socket is taken under a
+lock per direction, so such a rare wait queues behind the other task's instead of clashing with it. A
+TLS error or an end of the connection without TLS's close (`close_notify`) raises
+trio.BrokenResourceError; a TLS close reads as the end of the stream (b"").
+"""
+
+from __future__ import annotations
+
+import socket as stdlib_socket
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+RECEIVE_SIZE = 65536  # what `receive_some()` asks for without a size (a TLS record is at most 16 KiB)
+_SEND_SIZE = 256 * 1024  # at most this much per SSL_write: one send never holds the loop for long
+
+
+class TLSSocketStream(trio.abc.Stream):
+    """TLS over a socket, the record layer in OpenSSL. Made by `wrap`, which does the handshake."""
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._sock = sock
+        self._readable = trio.Lock()
+        self._writable = trio.Lock()
+        self._sending = self._receiving = False
+
+    @classmethod
+    async def wrap(
+        cls,
+        stream: trio.SocketStream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+    ) -> TLSSocketStream:
+        """TLS on `stream`'s connection, once the handshake is done (its certificate checks are the
+        context's). The returned stream owns the connection from the start: `stream` is left without
+        a socket (closing it does nothing). Raises trio.BrokenResourceError if the handshake fails;
+        then, or cancelled, it closes the connection first."""
+        raw = stream.socket
+        plain = stdlib_socket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
+        plain.setblocking(False)
+        try:
+            sock = context.wrap_socket(
+                plain,
+                server_side=server_side,
+                server_hostname=server_hostname,
+                do_handshake_on_connect=False,
+                suppress_ragged_eofs=False,  # a cut connection is an error, as with trio's SSLStream
+            )
+        except BaseException:
+            plain.close()
+            raise
+        self = cls(sock)
+        try:
+            await self._io(sock.do_handshake)
+        except BaseException:
+            self._close()
+            raise
+        return self
+
+    async def _io(self, operation: Callable[..., T], *args: Any) -> T:
+        """Run a non-blocking TLS operation until it completes, waiting for the socket as OpenSSL asks.
+        OpenSSL's and the socket's errors become trio.BrokenResourceError."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        waited = False
+        while True:
+            if self._sock.fileno() == -1:
+                raise trio.ClosedResourceError("the TLS stream was closed")
+            try:
+                result = operation(*args)
+            except ssl.SSLWantReadError:
+                waited = True
+                await self._wait(self._readable, trio.lowlevel.wait_readable)
+            except ssl.SSLWantWriteError:
+                waited = True
+                await self._wait(self._writable, trio.lowlevel.wait_writable)
+            except (ssl.SSLError, OSError) as error:
+                if self._sock.fileno() == -1:
+                    raise trio.ClosedResourceError("the TLS stream was closed") from None
+                raise trio.BrokenResourceError(f"TLS connection failed: {error}") from error
+            else:
+                if not waited:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                return result
+
+    async def _wait(self, lock: trio.Lock, wait: Callable[[ssl.SSLSocket], Awaitable[None]]) -> None:
+        # The lock is taken without a checkpoint when it is free (nearly always), so the usual wait
+        # costs what a plain socket's does.
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            await wait(self._sock)
+        finally:
+            lock.release()
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            with memoryview(data) as view, view.cast("B") as octets:
+                if not octets:
+                    await trio.lowlevel.checkpoint()
+                    return
+                sent = 0
+                while sent < len(octets):
+                    sent += await self._io(self._sock.send, octets[sent : sent + _SEND_SIZE])
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self._wait(self._writable, trio.lowlevel.wait_writable)
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        size = RECEIVE_SIZE if max_bytes is None else max_bytes
+        if size < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            return await self._io(self._sock.recv, size)
+        finally:
+            self._receiving = False
+
+    async def aclose(self) -> None:
+        """Send TLS's close (if the socket takes it now; never waits) and close the connection."""
+        self._close()
+        await trio.lowlevel.checkpoint()
+
+    def _close(self) -> None:
+        if self._sock.fileno() == -1:
+            return
+        try:
+            self._sock.unwrap()  # sends close_notify; does not wait for the other end's
+        except (ssl.SSLError, OSError, ValueError):
+            pass  # not handshaken, the other end gone, or (nearly always) its close not here yet
+        trio.lowlevel.notify_closing(self._sock)
+        self._sock.close()
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        """The other end's certificate, as `ssl.SSLSocket.getpeercert` gives it."""
+        return self._sock.getpeercert(binary_form)
+
+    def version(self) -> str | None:
+        """The TLS version agreed (`TLSv1.3`)."""
+        return self._sock.version()
