@@ -6,7 +6,8 @@ change under blueprints/, nodes/, slices/, cluster/node-ops/, cluster/rollouts/,
 cluster/paused/ and on a timer.
 Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_pause` holds a
 paused rolling update, `_reconcile.plan` places, with `_rebalance` applying the reconciliation policy);
-this module observes, plans, and carries out the actions. It keeps `cluster/reconcile/lost/` (the nodes
+this module observes (the instance records into an `InstanceIndex`, record by record as the watch
+touches them), plans, and carries out the actions. It keeps `cluster/reconcile/lost/` (the nodes
 whose instances wait a rebalance delay) before it plans on them. It never plans on a view older than its
 own writes. For a canary step it reads every node's calls per version (`read_versions`) at the step's
 start and after its window, and passes the verdict to the planner.
@@ -327,8 +328,8 @@ class ClusterDeploymentManager:
                 with trio.move_on_after(self.interval):
                     await changed.wait()
                     # Let a burst of changes land before planning again, and plan at most a third of
-                    # the time: while thousands of instances converge, a pass over all of them (tens of
-                    # ms) after every few changes would cost more than the changes themselves.
+                    # the time (a pass costs per node and action, `InstanceIndex`, but its fixed part,
+                    # the allocation and the other prefixes' records, is paid once per burst).
                     await trio.sleep(max(0.01, PACE * planning))
 
     async def _verdicts(
