@@ -146,5 +146,6 @@ class InstanceIndex:
 
 
 def as_index(instances: Iterable[ObservedInstance] | InstanceIndex) -> InstanceIndex:
-    """The index itself, or one built from a list of records."""
+    """The index itself, or one built from a list of records (one per key, as in the KV: a later record
+    with the same key replaces an earlier one)."""
     return instances if isinstance(instances, InstanceIndex) else InstanceIndex.of(instances)
