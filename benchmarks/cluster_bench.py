@@ -638,6 +638,11 @@ async def phase_curve(
             for pid, cpu in after.items():
                 key = f"cpu_{kinds.get(pid, 'node')}_s"
                 reads[key] = reads.get(key, 0.0) + cpu - before.get(pid, 0.0)
+            # The busiest node: the Raft leader's, which plans for the cluster besides its own instances.
+            reads["cpu_node_max_s"] = max(
+                (cpu - before.get(pid, 0.0) for pid, cpu in after.items() if kinds.get(pid) == "node"),
+                default=0.0,
+            )
             reads["cpu_kdamond_s"] = sum(cpu_seconds(monitors).values()) - monitors_before
             await trio.sleep(1.0)  # let the nodes' caches and the leader settle
             await idle_cpu(pids + monitors, {**kinds, **dict.fromkeys(monitors, "kdamond")}, reads)
@@ -732,9 +737,12 @@ def memory_split(figures: dict[str, Any], count: int) -> str:
 
 
 def cpu_split(figures: dict[str, Any], count: int) -> str:
-    """The CPU per instance by kind of process: "instance 4.0, node 3.3, template 1.4, kv 1.1 ms"."""
+    """The CPU per instance by kind of process: "instance 4.0, node 3.3 (busiest 1.5), template 1.4, kv
+    1.1 ms"."""
     kinds = ("instance", "node", "template", "kv")
     parts = [f"{kind} {figures.get(f'cpu_{kind}_s', 0.0) / count * 1000:.1f}" for kind in kinds]
+    if "cpu_node_max_s" in figures:
+        parts[1] += f" (busiest {figures['cpu_node_max_s'] / count * 1000:.1f})"
     if figures.get("cpu_kdamond_s"):
         parts.append(f"and apart, the kernel's kdamond {figures['cpu_kdamond_s'] / count * 1000:.1f}")
     return ", ".join(parts) + " ms"

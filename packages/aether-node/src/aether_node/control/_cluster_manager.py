@@ -6,7 +6,8 @@ change under blueprints/, nodes/, slices/, cluster/node-ops/, cluster/rollouts/,
 cluster/paused/ and on a timer.
 Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_pause` holds a
 paused rolling update, `_reconcile.plan` places, with `_rebalance` applying the reconciliation policy);
-this module observes, plans, and carries out the actions. It keeps `cluster/reconcile/lost/` (the nodes
+this module observes (the instance records into an `InstanceIndex`, record by record as the watch
+touches them), plans, and carries out the actions. It keeps `cluster/reconcile/lost/` (the nodes
 whose instances wait a rebalance delay) before it plans on them. It never plans on a view older than its
 own writes. For a canary step it reads every node's calls per version (`read_versions`) at the step's
 start and after its window, and passes the verdict to the planner.
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -67,6 +68,7 @@ from ..core._schema import (
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
 from ._canary_verdict import Verdict, evaluate, version_windows
+from ._instance_index import InstanceIndex
 from ._node_ops import decode_operations, split_operations
 from ._pause import decode_paused, merge_problems, pause_specs
 from ._rebalance import decode_reconcile, lost_changes, node_delays, policies_of
@@ -95,33 +97,50 @@ ACTION_NAMES = {
 
 
 class InstanceDecoder:
-    """The `slices/` records as the planner's `ObservedInstance`s, each decoded once per change of the
-    record (its mod revision), not on every pass: a pass over N instances then costs N look-ups, and a
-    deploy's passes (one per burst of changes) no longer decode every record again each time."""
+    """The `slices/` records as the planner's `ObservedInstance`s, kept in an `InstanceIndex` (`index`):
+    each record decoded once per change of it (its mod revision), not on every pass; and a pass visits
+    only the keys the watch touched since the one before (`update`), so that neither decoding nor the
+    index costs per instance while thousands of instances converge."""
 
     def __init__(self) -> None:
         self._known: dict[str, tuple[int, ObservedInstance | None]] = {}
+        self.index = InstanceIndex()
+
+    def update(self, raw: Mapping[str, KeyValue], touched: Iterable[str] | None) -> InstanceIndex:
+        """Bring the index up to date with `raw` (every record of `slices/`), looking only at the keys in
+        `touched` (`KVCache.touched`; None: at every key)."""
+        for key in raw.keys() | self._known.keys() if touched is None else touched:
+            self._observe(key, raw.get(key))
+        return self.index
 
     def instances(self, raw: Mapping[str, KeyValue]) -> list[ObservedInstance]:
-        known = self._known
-        found = []
-        for key, kv in raw.items():
-            entry = known.get(key)
-            if entry is None or entry[0] != kv.mod_revision:
-                entry = known[key] = (kv.mod_revision, observed_instance(key, kv))
-            if entry[1] is not None:
-                found.append(entry[1])
-        if len(known) > len(raw):  # records deleted since
-            for key in [k for k in known if k not in raw]:
-                del known[key]
-        return found
+        """Every record of `raw`, looking at every key (`update`)."""
+        self.update(raw, None)
+        return [instance for key in raw if (instance := self._known[key][1]) is not None]
+
+    def _observe(self, key: str, kv: KeyValue | None) -> None:
+        if kv is None:  # deleted
+            if self._known.pop(key, None) is not None:
+                self.index.remove(key)
+            return
+        entry = self._known.get(key)
+        if entry is not None and entry[0] == kv.mod_revision:
+            return
+        instance = observed_instance(key, kv)
+        self._known[key] = (kv.mod_revision, instance)
+        if instance is None:
+            self.index.remove(key)
+        else:
+            self.index.put(instance)
 
 
 def observe(
     cache: KVCache, decoder: InstanceDecoder
-) -> tuple[list[Blueprint], list[NodeCapacity], list[ObservedInstance], frozenset[str]]:
-    """The cached KV → the planner's inputs (`observe_data`), the instances through `decoder`."""
-    return observe_data(cache.data, decoder)
+) -> tuple[list[Blueprint], list[NodeCapacity], InstanceIndex, frozenset[str]]:
+    """The cached KV → the planner's inputs (`observe_data`), the instances as `decoder`'s index, brought
+    up to date with the records the watch touched since the last pass."""
+    blueprints, nodes, stopping = _desired_and_nodes(cache.data)
+    return blueprints, nodes, decoder.update(cache.data[SLICES], cache.touched(SLICES)), stopping
 
 
 def observe_data(
@@ -130,6 +149,18 @@ def observe_data(
     """KV records by prefix (blueprints/, nodes/, slices/) → the planner's inputs: blueprints, live
     nodes, instances (decoded by `decoder`, or all of them now), and the live nodes that are stopping
     (their registration says `leaving`). Records that do not decode are skipped (and logged)."""
+    blueprints, nodes, stopping = _desired_and_nodes(data)
+    if decoder is None:
+        instances = [i for key, kv in data[SLICES].items() if (i := observed_instance(key, kv)) is not None]
+    else:
+        instances = decoder.instances(data[SLICES])
+    return blueprints, nodes, instances, stopping
+
+
+def _desired_and_nodes(
+    data: Mapping[str, Mapping[str, KeyValue]],
+) -> tuple[list[Blueprint], list[NodeCapacity], frozenset[str]]:
+    """The blueprints, the live nodes and those of them that are stopping."""
     blueprints = []
     for key, kv in sorted(data[BLUEPRINTS].items()):
         try:
@@ -151,11 +182,7 @@ def observe_data(
                 node_id=record.node_id, cpu=record.capacity.cpu, memory_mib=record.capacity.memory_mib
             )
         )
-    if decoder is None:
-        instances = [i for key, kv in data[SLICES].items() if (i := observed_instance(key, kv)) is not None]
-    else:
-        instances = decoder.instances(data[SLICES])
-    return blueprints, nodes, instances, frozenset(stopping)
+    return blueprints, nodes, frozenset(stopping)
 
 
 def observed_instance(key: str, kv: KeyValue) -> ObservedInstance | None:
@@ -301,8 +328,8 @@ class ClusterDeploymentManager:
                 with trio.move_on_after(self.interval):
                     await changed.wait()
                     # Let a burst of changes land before planning again, and plan at most a third of
-                    # the time: while thousands of instances converge, a pass over all of them (tens of
-                    # ms) after every few changes would cost more than the changes themselves.
+                    # the time (a pass costs per node and action, `InstanceIndex`, but its fixed part,
+                    # the allocation and the other prefixes' records, is paid once per burst).
                     await trio.sleep(max(0.01, PACE * planning))
 
     async def _verdicts(

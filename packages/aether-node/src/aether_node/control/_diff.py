@@ -11,7 +11,7 @@ awaited, replaced on the live nodes after). No I/O, no writes.
 from __future__ import annotations
 
 import collections
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from ..client import BlueprintDiff, NodePlacement, SliceChange
 from ..core._blueprint import Blueprint, SliceSpec
@@ -21,6 +21,7 @@ from ..core._records import RolloutRecord, SliceState
 from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity
+from ._instance_index import InstanceIndex, as_index
 from ._rebalance import await_lost, awaited_nodes, delays_of, policies_of
 from ._reconcile import REMOVING, ObservedInstance, target_placements
 from ._strategies import advance, update_of
@@ -31,7 +32,7 @@ def diff_blueprint(
     new: Blueprint,
     stored: Sequence[Blueprint],
     nodes: Sequence[NodeCapacity],
-    instances: Sequence[ObservedInstance],
+    instances: Iterable[ObservedInstance] | InstanceIndex,
     *,
     now: float,
     stopping: Collection[str] = frozenset(),
@@ -57,6 +58,7 @@ def diff_blueprint(
     specs = [s for b in blueprints for s in b.slices]
     live = {n.node_id for n in nodes}
     policies = policies_of(blueprints, policy)
+    instances = as_index(instances)  # once, for the planners below (each would index a list again)
     awaiting = await_lost(specs, instances, live, lost, policies, now=now)
     waiting = awaited_nodes(lost, live, delays_of(policies), now=now)
     views = {"nodes": nodes, "instances": instances, "now": now}

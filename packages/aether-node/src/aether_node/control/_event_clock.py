@@ -4,8 +4,10 @@ A node's join, a lease expiry (node lost), a deletion: the KV change that is the
 the KV does not record when it committed. So the first one to observe such a change writes the time it saw
 it under `cluster/event-times/{revision}` (create-only: the first stamp stays), and every query and stream
 reads that stamp: an event has one time, on every node and every query. The leader's `EventClock.run`
-observes the history as it is committed (so the stamp is within moments of the change); a query or stream
-that finds a change not stamped yet (no leader at the time, a leader change) stamps it itself.
+observes the history as it is committed (so the stamp is within moments of the change), one watch per
+prefix where a change may need a stamp (`_events.timed_prefixes`; not every key: the endpoints, the
+stamps themselves and the rest change often and never need one); a query or stream that finds a change
+not stamped yet (no leader at the time, a leader change) stamps it itself.
 
 Stamps are pruned once the KV's history no longer holds their revision (nothing can show those events).
 Which changes need one is the pure `_events.needs_time`. This module must not change anything but stamps.
@@ -30,7 +32,7 @@ from aether_kv import (
 )
 
 from ..core._records import RecordError, decode_record, encode_record
-from ..observe._events import needs_time
+from ..observe._events import needs_time, timed_prefixes
 from ._cluster_manager import LeadershipMonitor, follow_while_leading
 
 log = logging.getLogger("aether_node.events")
@@ -69,6 +71,7 @@ class EventClock:
     def __init__(self, kv: KV, *, clock: Callable[[], float] = time.time) -> None:
         self.kv = kv
         self.clock = clock
+        self._stamped = 0  # by the leader's stamper, for pruning
 
     async def stamp(self, revision: int) -> float:
         """The stamp of `revision`; written now (with the current time) if there is none yet."""
@@ -131,8 +134,19 @@ class EventClock:
         status = await self.kv.status()
         await self._prune(status.compact_revision)
         start = max(status.compact_revision + 1, status.revision - LOOKBACK + 1, 1)
-        stamped = 0
-        watch = self.kv.watch("", start)
+        self._stamped = 0
+        try:
+            async with trio.open_nursery() as nursery:
+                for prefix in timed_prefixes():  # not every key: what may need a stamp only
+                    nursery.start_soon(self._stamp_changes, prefix, start)
+        except* KVError as errors:  # one watch failed: start over (`follow_while_leading`)
+            error: BaseException = errors
+            while isinstance(error, BaseExceptionGroup):
+                error = error.exceptions[0]
+            raise error from None
+
+    async def _stamp_changes(self, prefix: str, start: int) -> None:
+        watch = self.kv.watch(prefix, start)
         try:
             last = 0
             while True:
@@ -141,8 +155,8 @@ class EventClock:
                     if raw.revision != last and needs_time(raw):
                         last = raw.revision
                         await self.stamp(raw.revision)
-                        stamped += 1
-                        if stamped % PRUNE_EVERY == 0:
+                        self._stamped += 1
+                        if self._stamped % PRUNE_EVERY == 0:
                             await self._prune((await self.kv.status()).compact_revision)
         finally:
             with trio.CancelScope(shield=True):

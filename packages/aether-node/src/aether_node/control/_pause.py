@@ -21,9 +21,10 @@ from aether_kv import KeyValue
 from ..core._blueprint import SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
-from ..core._records import REMOVING, PausedRollout, RecordError, SliceState, decode_record
+from ..core._records import PausedRollout, RecordError, SliceState, decode_record
 from ..core._schema import PAUSED
 from ..core._text import plural
+from ._instance_index import InstanceIndex, as_index
 from ._reconcile import ObservedInstance, Problem
 
 log = logging.getLogger("aether_node.cluster")
@@ -36,15 +37,15 @@ class Paused:
 
 
 def pause_specs(
-    specs: Sequence[SliceSpec], instances: Iterable[ObservedInstance], paused: Mapping[str, PausedRollout]
+    specs: Sequence[SliceSpec],
+    instances: Iterable[ObservedInstance] | InstanceIndex,
+    paused: Mapping[str, PausedRollout],
 ) -> Paused:
-    """The paused slices that are mid-change, to hold where they are (see the module), and what to say."""
+    """The paused slices that are mid-change, to hold where they are (see the module), and what to say.
+    `instances`: a list, or an `InstanceIndex`."""
     if not paused:
         return Paused(held=frozenset(), problems=())
-    by_artifact: dict[str, list[ObservedInstance]] = {}
-    for instance in instances:
-        if instance.state not in REMOVING:
-            by_artifact.setdefault(instance.coordinates.artifact_id, []).append(instance)
+    index = as_index(instances)
     held: set[str] = set()
     problems: list[Problem] = []
     for spec in specs:
@@ -53,21 +54,28 @@ def pause_specs(
         except InvalidCoordinatesError:
             continue
         artifact_id = coordinates.artifact_id
-        mine = by_artifact.get(artifact_id, [])
-        old_active = [i for i in mine if i.coordinates != coordinates and i.state is SliceState.ACTIVE]
-        if artifact_id not in paused or not old_active:
+        if artifact_id not in paused:
             continue
-        placed = [i for i in mine if i.coordinates == coordinates and i.state is not SliceState.FAILED]
+        versions: set[str] = set()
+        old_active = new_active = 0
+        for states in index.artifact(artifact_id).nodes.values():
+            for version, by_state in states.items():
+                count = len(by_state.get(SliceState.ACTIVE, ()))
+                if version == coordinates:
+                    new_active += count
+                elif count:
+                    old_active += count
+                    versions.add(str(version.version))
+        if not old_active:
+            continue
         held.add(artifact_id)
-        versions = sorted({str(i.coordinates.version) for i in old_active})
-        new_active = sum(1 for i in placed if i.state is SliceState.ACTIVE)
         problems.append(
             Problem(
                 artifact=artifact_id,
                 message=(
                     f"paused: the update to {coordinates.version} stays where it is"
                     f" ({new_active} of {spec.instances} ACTIVE on {coordinates.version};"
-                    f" {', '.join(versions)} keeps {plural(len(old_active), 'ACTIVE instance')});"
+                    f" {', '.join(sorted(versions))} keeps {plural(old_active, 'ACTIVE instance')});"
                     f" `aether slice resume {artifact_id}` goes on"
                 ),
             )

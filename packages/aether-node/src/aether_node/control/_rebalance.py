@@ -12,9 +12,8 @@ usual rule); once the delay is over the records are deleted and the rest replace
 
 from __future__ import annotations
 
-import collections
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -28,6 +27,7 @@ from ..core._reconcile_spec import DEFAULT, ReconcilePolicy, ResolvedPolicy, res
 from ..core._records import REMOVING, LostNodeRecord, RecordError, SliceState, decode_record
 from ..core._schema import LOST_NODES, REBALANCE_KEY, RECONCILE_POLICY
 from ..core._text import plural
+from ._instance_index import InstanceIndex, as_index
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -80,7 +80,7 @@ def awaited_nodes(
 
 def await_lost(
     specs: Sequence[SliceSpec],
-    instances: Sequence[ObservedInstance],
+    instances: Iterable[ObservedInstance] | InstanceIndex,
     live: Collection[str],
     lost: Mapping[str, float],
     policies: Mapping[str, ResolvedPolicy],
@@ -88,15 +88,14 @@ def await_lost(
     now: float,
 ) -> Awaiting:
     """The specs lowered by the instances awaited on lost nodes (never below min(floor, instances)), the
-    records to keep, and a message per slice that waits. `instances`: the planner's ObservedInstances."""
+    records to keep, and a message per slice that waits. `instances`: the planner's ObservedInstances (a
+    list or an `InstanceIndex`)."""
     if not lost:
         return Awaiting(specs=tuple(specs), kept=frozenset(), messages={})
     waiting = awaited_nodes(lost, live, delays_of(policies), now=now)
     if not waiting:
         return Awaiting(specs=tuple(specs), kept=frozenset(), messages={})
-    by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
-    for instance in instances:
-        by_artifact[instance.coordinates.artifact_id].append(instance)
+    index = as_index(instances)
     lowered: list[SliceSpec] = []
     kept: set[str] = set()
     messages: dict[str, str] = {}
@@ -107,7 +106,8 @@ def await_lost(
             lowered.append(spec)  # the planner reports it
             continue
         nodes = waiting.get(coordinates.artifact_id, frozenset())
-        mine = [i for i in by_artifact.get(coordinates.artifact_id, ()) if i.node_id in nodes]
+        group = index.artifact(coordinates.artifact_id)
+        mine = [i for node_id in sorted(nodes) for i in group.on(node_id)]
         kept.update(i.key for i in mine)
         awaited = sum(
             1
@@ -159,20 +159,21 @@ def lost_changes(
 
 
 def node_delays(
-    instances: Sequence[ObservedInstance], live: Collection[str], policies: Mapping[str, ResolvedPolicy]
+    instances: Iterable[ObservedInstance] | InstanceIndex,
+    live: Collection[str],
+    policies: Mapping[str, ResolvedPolicy],
 ) -> tuple[dict[str, int], dict[str, float]]:
     """For the nodes that are not live but hold instance records: (node → records, node → the longest
     rebalance delay among its slices)."""
-    holders: dict[str, int] = collections.Counter()
+    holders: dict[str, int] = {}
     delays: dict[str, float] = {}
-    for instance in instances:
-        node_id = instance.node_id
+    for node_id, artifacts in as_index(instances).per_node():
         if node_id in live:
             continue
-        holders[node_id] += 1
-        delay = policies.get(instance.coordinates.artifact_id, DEFAULT).rebalance_delay_s
+        holders[node_id] = sum(artifacts.values())
+        delay = max(policies.get(a, DEFAULT).rebalance_delay_s for a in artifacts)
         delays[node_id] = max(delays.get(node_id, 0.0), delay)
-    return dict(holders), {n: d for n, d in delays.items() if d > 0}
+    return holders, {n: d for n, d in delays.items() if d > 0}
 
 
 @attrs.frozen(kw_only=True)

@@ -34,7 +34,7 @@ none: it is idempotent, and safe to restart after a leader change.
 from __future__ import annotations
 
 import collections
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -46,6 +46,7 @@ from ..core._records import REMOVING, SliceState
 from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
+from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, as_index
 from ._rebalance import await_lost
 
 
@@ -118,14 +119,15 @@ def rolling(spec: SliceSpec) -> bool:
 
 
 def _newest_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstance]:
-    """Removal order: not yet ACTIVE first, then the most recently added (highest instance number)."""
-    return sorted(instances, key=lambda i: (i.state is SliceState.ACTIVE, -i.instance))
+    """Removal order: not yet ACTIVE first, then the most recently added (highest instance number); the
+    key decides between equal numbers."""
+    return sorted(instances, key=lambda i: (i.state is SliceState.ACTIVE, -i.instance, i.key))
 
 
 def plan(
     specs: Sequence[SliceSpec],
     nodes: Sequence[NodeCapacity],
-    instances: Sequence[ObservedInstance],
+    instances: Iterable[ObservedInstance] | InstanceIndex,
     *,
     now: float = 0.0,
     max_surge: int = 1,
@@ -144,13 +146,16 @@ def plan(
     instances of other versions stay: they are not removed and do not count against the surge. `lost`:
     the nodes the leader saw lost and since when; `policies`: the reconciliation policy per artifact id
     (missing: the default, no delay and no limit). For the artifact ids in `frozen` (a paused rolling
-    update, `_pause.py`; they are `held` too) no instance is created."""
+    update, `_pause.py`; they are `held` too) no instance is created. `instances`: the observed records,
+    as a list or as an `InstanceIndex` (the leader's, kept up to date from its watch: then a pass costs
+    per node and state of each slice, and per action, not per instance)."""
     policies = policies or {}
-    awaiting = await_lost(specs, instances, {n.node_id for n in nodes}, lost or {}, policies, now=now)
+    index = as_index(instances)
+    awaiting = await_lost(specs, index, {n.node_id for n in nodes}, lost or {}, policies, now=now)
     specs = awaiting.specs
-    view = _View.of(specs, nodes, instances, now, failed_retry_after, stopping, cordoned, draining)
+    view = _View.of(specs, nodes, index, now, failed_retry_after, stopping, cordoned, draining)
     live, stopping, draining, cordoned = view.live, view.stopping, view.draining, view.cordoned
-    placeable, wanted, by_artifact, excluded = view.placeable, view.wanted, view.by_artifact, view.excluded
+    placeable, wanted, excluded = view.placeable, view.wanted, view.excluded
     problems = list(view.problems)
     actions: list[Action] = []
     wanted_specs = [s for s, _ in wanted.values()]
@@ -165,26 +170,24 @@ def plan(
     # Moves in flight in the whole cluster (a replacement with `moved_from` not yet ACTIVE), for max_moves.
     moving = sum(
         1
-        for i in instances
-        if i.moved_from
-        and i.node_id in live
+        for i in index.moves.values()
+        if i.node_id in live
         and i.state not in REMOVING
         and i.state not in (SliceState.ACTIVE, SliceState.FAILED)
     )
 
-    for artifact_id in sorted(set(by_artifact) | set(wanted)):
-        observed = by_artifact.get(artifact_id, [])
-        next_instance = max((i.instance for i in observed), default=0) + 1
-        for gone in sorted((i for i in observed if i.node_id not in live), key=lambda i: i.key):
-            if gone.key in awaiting.kept:  # its node may come back within the rebalance delay
+    for artifact_id in sorted(set(index.artifact_ids()) | set(wanted)):
+        group = index.artifact(artifact_id)
+        next_instance = group.highest() + 1
+        gone = [i for node_id in group.nodes if node_id not in live for i in group.on(node_id)]
+        for instance in sorted(gone, key=lambda i: i.key):
+            if instance.key in awaiting.kept:  # its node may come back within the rebalance delay
                 continue
-            actions.append(DeleteRecord(key=gone.key, mod_revision=gone.mod_revision))
-        # A stopping node's instances are its own business now: it stops them and forgets their records.
-        alive = [
-            i for i in observed if i.node_id in live and i.node_id not in stopping and i.state not in REMOVING
-        ]
+            actions.append(DeleteRecord(key=instance.key, mod_revision=instance.mod_revision))
         if artifact_id not in wanted:
-            for instance in sorted(alive, key=lambda i: i.key):
+            # A stopping node's instances are its own business now: it stops them and forgets them.
+            alive = _Alive.of(group, live, stopping, None)
+            for instance in sorted(alive.every(), key=lambda i: i.key):
                 actions.append(
                     RemoveInstance(
                         key=instance.key, mod_revision=instance.mod_revision, why="not in any blueprint"
@@ -192,14 +195,11 @@ def plan(
                 )
             continue
         spec, coordinates = wanted[artifact_id]
+        alive = _Alive.of(group, live, stopping, coordinates)
         placement = placements[spec.artifact]
-        mine = [i for i in alive if i.coordinates == coordinates]
-        failed = [i for i in mine if i.state is SliceState.FAILED]
-        placed = [i for i in mine if i.state is not SliceState.FAILED]
-        old = [i for i in alive if i.coordinates != coordinates]
-        old_active = [i for i in old if i.state is SliceState.ACTIVE]
-        holding = old_active if artifact_id in held else []
-        active = sum(i.state is SliceState.ACTIVE for i in placed) + len(old_active)
+        failed = alive.failed
+        holding = artifact_id in held
+        active = alive.active + alive.old_active
         # How many may be placed now (a slice that does not fully fit places what it can; its shortfall
         # is reported below).
         wanted_count = spec.instances - placement.unplaced
@@ -210,44 +210,31 @@ def plan(
         floor = min(spec.floor, spec.instances)
         keep = max(retain, floor)
 
-        removals: list[tuple[ObservedInstance, str]] = []
-        for instance in old:
-            if instance.state is not SliceState.ACTIVE:
-                removals.append((instance, f"replaced by version {coordinates.version}"))
-        by_node: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
-        for instance in placed:
-            by_node[instance.node_id].append(instance)
+        removals: list[tuple[ObservedInstance, str]] = [
+            (i, f"replaced by version {coordinates.version}") for i in alive.old_inactive()
+        ]
         surplus: list[ObservedInstance] = []
-        for node_id, here in by_node.items():
-            extra = len(here) - placement.counts.get(node_id, 0)
+        for node_id, count in alive.placed.items():
+            extra = count - placement.counts.get(node_id, 0)
             if extra > 0:
-                surplus.extend(_newest_first(here)[:extra])
-        candidates = [(i, "scaled down or moved") for i in _newest_first(surplus)]
-        if not holding:
-            candidates += [
-                (i, f"replaced by version {coordinates.version}") for i in _newest_first(old_active)
-            ]
-        held_by_floor = 0
-        held_drains: set[str] = set()
-        for instance, why in candidates:
-            if instance.node_id in draining and why == "scaled down or moved":
-                why = f"node {instance.node_id} is draining"
-            if instance.state is SliceState.ACTIVE:
-                if active - 1 < keep:
-                    by_floor = active - 1 >= retain  # the floor, not a missing replacement, holds it
-                    held_by_floor += by_floor
-                    if by_floor and instance.node_id in draining:
-                        held_drains.add(instance.node_id)
-                    continue
-                active -= 1
-            removals.append((instance, why))
+                surplus.extend(_newest_first(alive.placed_on(node_id))[:extra])
+        floor_rule = _FloorRule(active=active, keep=keep, retain=retain, draining=draining)
+        for instance in _newest_first(surplus):
+            floor_rule.consider(instance, "scaled down or moved", removals)
+        if not holding and alive.old_active:
+            if floor_rule.active - 1 < keep:  # every one is held, and the ACTIVE count stays: count them
+                floor_rule.hold_all(alive.old_active, alive.old_active_nodes())
+            else:
+                replaced = f"replaced by version {coordinates.version}"
+                for instance in _newest_first(alive.old_active_instances()):
+                    floor_rule.consider(instance, replaced, removals)
+        active, held_by_floor, held_drains = floor_rule.active, floor_rule.held, floor_rule.held_drains
 
         # Everything still running counts against the surge — also what is being removed right now (its
         # UNLOAD has not taken effect yet): a new instance is created only once the old one is gone.
-        removing_now = [
-            i for i in observed if i.node_id in live and i.node_id not in stopping and i.state in REMOVING
-        ]
-        in_place = len(placed) + len(old) - len(holding) + len(removing_now)
+        in_place = (
+            sum(alive.placed.values()) + alive.old - (alive.old_active if holding else 0) + alive.removing
+        )
 
         # (Counted from the number to keep: instances the floor holds back do not stall the new ones.)
         surge = spec.update.max_surge if rolling(spec) else max_surge
@@ -258,7 +245,7 @@ def plan(
         max_moves = policies.get(artifact_id, DEFAULT).max_moves
         moves_wait = False
         for node_id in sorted(placement.counts):
-            missing = placement.counts[node_id] - len(by_node.get(node_id, ()))
+            missing = placement.counts[node_id] - alive.placed.get(node_id, 0)
             for _ in range(max(0, missing)):
                 if budget == 0:
                     break
@@ -290,22 +277,24 @@ def plan(
             if i.node_id in draining or now - i.timestamp >= failed_retry_after
         ]
         removal_keys = {i.key for i, _ in removals}
-        for instance in sorted(placed, key=lambda i: i.key):
-            if instance.state is SliceState.LOADED and instance.key not in removal_keys:
+        for instance in sorted(alive.loaded, key=lambda i: i.key):
+            if instance.key not in removal_keys:
                 actions.append(ActivateInstance(key=instance.key, mod_revision=instance.mod_revision))
         for instance, why in sorted(removals, key=lambda r: r[0].key):
             actions.append(RemoveInstance(key=instance.key, mod_revision=instance.mod_revision, why=why))
 
         messages = []
-        reasons = "; ".join(f"{i.node_id}: {i.reason}" for i in sorted(failed, key=lambda i: i.node_id))
+        reasons = "; ".join(
+            f"{i.node_id}: {i.reason}" for i in sorted(failed, key=lambda i: (i.node_id, i.key))
+        )
         if placement.unplaced:
             messages.append(placement.reason + (f"; failed on {reasons}" if reasons else ""))
-        serving = sorted({str(i.coordinates.version) for i in old_active})
+        serving = sorted(alive.old_active_versions())
         if failed and serving:
             messages.append(
                 f"upgrade to {coordinates.version} is stuck: {plural(len(failed), 'new instance')} failed"
                 + ("" if placement.unplaced else f" ({reasons})")
-                + f"; {', '.join(serving)} keeps serving ({len(old_active)} ACTIVE)"
+                + f"; {', '.join(serving)} keeps serving ({alive.old_active} ACTIVE)"
             )
         if held_by_floor:
             messages.append(
@@ -328,11 +317,119 @@ def plan(
     return Plan(actions=tuple(actions), problems=tuple(problems))
 
 
+@attrs.define(kw_only=True)
+class _FloorRule:
+    """Which removal candidates go: an ACTIVE one only while the ACTIVE count stays at `keep` without it.
+    Counts what it holds back, and how many of those the floor (not a missing replacement) holds."""
+
+    active: int
+    keep: int
+    retain: int
+    draining: frozenset[str]
+    held: int = 0  # held back by the floor
+    held_drains: set[str] = attrs.field(factory=set)  # draining nodes whose instances the floor holds
+
+    def consider(
+        self, instance: ObservedInstance, why: str, removals: list[tuple[ObservedInstance, str]]
+    ) -> None:
+        if instance.node_id in self.draining and why == "scaled down or moved":
+            why = f"node {instance.node_id} is draining"
+        if instance.state is SliceState.ACTIVE:
+            if self.active - 1 < self.keep:
+                self.hold_all(1, {instance.node_id})
+                return
+            self.active -= 1
+        removals.append((instance, why))
+
+    def hold_all(self, count: int, nodes: Collection[str]) -> None:
+        """Hold `count` ACTIVE candidates on `nodes` (the count to keep is reached: the count stays)."""
+        if self.active - 1 >= self.retain:  # the floor, not a missing replacement, holds them
+            self.held += count
+            self.held_drains.update(n for n in nodes if n in self.draining)
+
+
+@attrs.define
+class _Alive:
+    """One artifact's records on the live nodes that are not stopping and not being removed, against the
+    wanted version (`coordinates`; None: no version is wanted, every record is old): counts per bucket,
+    and the buckets themselves where the plan acts on their records."""
+
+    group: ArtifactInstances
+    nodes: list[str]  # the live, not stopping nodes that hold records
+    coordinates: Coordinates | None
+    placed: dict[str, int]  # node → records of the wanted version, neither FAILED nor being removed
+    active: int  # ACTIVE ones among them
+    loaded: list[ObservedInstance]  # LOADED ones among them
+    failed: list[ObservedInstance]  # FAILED records of the wanted version
+    old: int  # records of other versions
+    old_active: int  # ACTIVE ones among them
+    removing: int  # records being removed (any version)
+
+    @classmethod
+    def of(
+        cls,
+        group: ArtifactInstances,
+        live: Collection[str],
+        stopping: Collection[str],
+        coordinates: Coordinates | None,
+    ) -> _Alive:
+        alive = cls(group, [], coordinates, {}, 0, [], [], 0, 0, 0)
+        for node_id, versions in group.nodes.items():
+            if node_id not in live or node_id in stopping:
+                continue
+            alive.nodes.append(node_id)
+            for version, states in versions.items():
+                for state, bucket in states.items():
+                    if state in REMOVING:
+                        alive.removing += len(bucket)
+                    elif version != coordinates:
+                        alive.old += len(bucket)
+                        alive.old_active += len(bucket) if state is SliceState.ACTIVE else 0
+                    elif state is SliceState.FAILED:
+                        alive.failed.extend(bucket.values())
+                    else:
+                        alive.placed[node_id] = alive.placed.get(node_id, 0) + len(bucket)
+                        if state is SliceState.ACTIVE:
+                            alive.active += len(bucket)
+                        elif state is SliceState.LOADED:
+                            alive.loaded.extend(bucket.values())
+        return alive
+
+    def _old(self, active: bool) -> Iterator[tuple[str, Coordinates, Bucket]]:
+        """(node, version, bucket) of the other versions' records, ACTIVE or not."""
+        for node_id in self.nodes:
+            for version, states in self.group.nodes[node_id].items():
+                if version != self.coordinates:
+                    for state, bucket in states.items():
+                        if state not in REMOVING and (state is SliceState.ACTIVE) == active:
+                            yield node_id, version, bucket
+
+    def old_inactive(self) -> list[ObservedInstance]:
+        return [i for _, _, bucket in self._old(False) for i in bucket.values()]
+
+    def old_active_instances(self) -> list[ObservedInstance]:
+        return [i for _, _, bucket in self._old(True) for i in bucket.values()]
+
+    def old_active_nodes(self) -> set[str]:
+        return {node_id for node_id, _, _ in self._old(True)}
+
+    def old_active_versions(self) -> set[str]:
+        return {str(version.version) for _, version, _ in self._old(True)}
+
+    def placed_on(self, node_id: str) -> list[ObservedInstance]:
+        """The records of the wanted version on the node, neither FAILED nor being removed."""
+        assert self.coordinates is not None
+        return _placed(self.group, node_id, self.coordinates)
+
+    def every(self) -> list[ObservedInstance]:
+        """Every record counted here but those being removed (when no version is wanted)."""
+        return self.old_inactive() + self.old_active_instances()
+
+
 @attrs.frozen(kw_only=True)
 class _View:
     """What the plan sees: live, stopping, draining and cordoned nodes, the wanted specs by artifact id,
-    the observed instances by artifact id, the current placement the allocation keeps, and the nodes a
-    recent failure keeps out per slice."""
+    the current placement the allocation keeps, and the nodes a recent failure keeps out per slice."""
 
     live: frozenset[str]
     stopping: frozenset[str]
@@ -340,7 +437,6 @@ class _View:
     cordoned: frozenset[str]
     placeable: tuple[NodeCapacity, ...]
     wanted: Mapping[str, tuple[SliceSpec, Coordinates]]
-    by_artifact: Mapping[str, list[ObservedInstance]]
     current: Mapping[str, Mapping[str, int]]
     excluded: Mapping[str, frozenset[str]]
     problems: tuple[Problem, ...]
@@ -354,7 +450,7 @@ class _View:
         cls,
         specs: Sequence[SliceSpec],
         nodes: Sequence[NodeCapacity],
-        instances: Sequence[ObservedInstance],
+        index: InstanceIndex,
         now: float,
         failed_retry_after: float,
         stopping: Collection[str],
@@ -375,32 +471,29 @@ class _View:
                 problems.append(Problem(artifact=spec.artifact, message=f"not deployed: {error.message}"))
                 continue
             wanted.setdefault(coordinates.artifact_id, (spec, coordinates))
-        by_artifact: dict[str, list[ObservedInstance]] = collections.defaultdict(list)
-        for observed in instances:
-            by_artifact[observed.coordinates.artifact_id].append(observed)
 
         current: dict[str, dict[str, int]] = {}
         excluded: dict[str, frozenset[str]] = {}
         for artifact_id, (spec, coordinates) in wanted.items():
-            placed = [
-                i
-                for i in by_artifact.get(artifact_id, ())
-                if i.node_id in live
-                and i.coordinates == coordinates
-                and i.state not in REMOVING
-                and i.state is not SliceState.FAILED
-            ]
-            # Scaling down keeps the oldest instances: the allocation only sees those.
-            kept = sorted(placed, key=lambda i: i.instance)[: spec.instances]
-            current[spec.artifact] = dict(collections.Counter(i.node_id for i in kept))
-            failed_on = {
-                i.node_id
-                for i in by_artifact.get(artifact_id, ())
-                if i.coordinates == coordinates
-                and i.state is SliceState.FAILED
-                and i.node_id in live
-                and now - i.timestamp < failed_retry_after
-            }
+            group = index.artifact(artifact_id)
+            counts: dict[str, int] = {}
+            failed_on = set()
+            for node_id, versions in group.nodes.items():
+                states = versions.get(coordinates)
+                if node_id not in live or not states:
+                    continue
+                for state, bucket in states.items():
+                    if state is SliceState.FAILED:
+                        if any(now - i.timestamp < failed_retry_after for i in bucket.values()):
+                            failed_on.add(node_id)
+                    elif state not in REMOVING:
+                        counts[node_id] = counts.get(node_id, 0) + len(bucket)
+            if sum(counts.values()) > spec.instances:
+                # Scaling down keeps the oldest instances: the allocation only sees those.
+                placed = [i for node_id in counts for i in _placed(group, node_id, coordinates)]
+                kept = sorted(placed, key=lambda i: (i.instance, i.key))[: spec.instances]
+                counts = dict(collections.Counter(i.node_id for i in kept))
+            current[spec.artifact] = counts
             if failed_on:
                 excluded[spec.artifact] = frozenset(failed_on)
         return cls(
@@ -410,17 +503,27 @@ class _View:
             cordoned=cordoned,
             placeable=tuple(placeable),
             wanted=wanted,
-            by_artifact=by_artifact,
             current=current,
             excluded=excluded,
             problems=tuple(problems),
         )
 
 
+def _placed(group: ArtifactInstances, node_id: str, coordinates: Coordinates) -> list[ObservedInstance]:
+    """The records of `coordinates` on the node, neither FAILED nor being removed."""
+    states = group.nodes.get(node_id, {}).get(coordinates, {})
+    return [
+        i
+        for state, bucket in states.items()
+        if state is not SliceState.FAILED and state not in REMOVING
+        for i in bucket.values()
+    ]
+
+
 def target_placements(
     specs: Sequence[SliceSpec],
     nodes: Sequence[NodeCapacity],
-    instances: Sequence[ObservedInstance],
+    instances: Iterable[ObservedInstance] | InstanceIndex,
     *,
     now: float = 0.0,
     failed_retry_after: float = 60.0,
@@ -430,5 +533,5 @@ def target_placements(
 ) -> dict[str, Placement]:
     """Where `plan` will put each slice's instances (keyed by `spec.artifact`) on this view, once it has
     converged: what `aether blueprint diff` shows. Same arguments as `plan`."""
-    view = _View.of(specs, nodes, instances, now, failed_retry_after, stopping, cordoned, draining)
+    view = _View.of(specs, nodes, as_index(instances), now, failed_retry_after, stopping, cordoned, draining)
     return view.targets()

@@ -41,6 +41,7 @@ from ..core._schema import ROLLOUTS
 from ..core._text import plural
 from ..core._update_spec import UpdateSpec, UpdateStrategy
 from ._canary_verdict import Verdict
+from ._instance_index import ArtifactInstances, InstanceIndex, as_index
 from ._reconcile import REMOVING, ObservedInstance
 
 log = logging.getLogger("aether_node.cluster")
@@ -67,20 +68,27 @@ def update_of(spec: SliceSpec) -> UpdateSpec:
     return spec.update if spec.update is not None else UpdateSpec()
 
 
-def running(instances: Iterable[ObservedInstance], candidate: Coordinates) -> Running:
-    """The observed instances of one artifact → `Running` for the rollout to `candidate`."""
+def running(
+    instances: Iterable[ObservedInstance] | InstanceIndex | ArtifactInstances, candidate: Coordinates
+) -> Running:
+    """The observed instances of `candidate`'s artifact (a list, an `InstanceIndex`, or its records of
+    that artifact) → `Running` for the rollout to `candidate`."""
+    if not isinstance(instances, ArtifactInstances):
+        instances = as_index(instances).artifact(candidate.artifact_id)
     active: dict[str, int] = {}
     present: set[str] = set()
     failed = []
-    for instance in instances:
-        if instance.state in REMOVING:
-            continue
-        version = instance.coordinates.version
-        present.add(version)
-        if instance.state is SliceState.ACTIVE:
-            active[version] = active.get(version, 0) + 1
-        elif instance.state is SliceState.FAILED and instance.coordinates == candidate:
-            failed.append(f"{instance.node_id}: {instance.reason or 'failed'}")
+    for node_id, versions in instances.nodes.items():
+        for coordinates, states in versions.items():
+            version = coordinates.version
+            for state, bucket in states.items():
+                if state in REMOVING:
+                    continue
+                present.add(version)
+                if state is SliceState.ACTIVE:
+                    active[version] = active.get(version, 0) + len(bucket)
+                elif state is SliceState.FAILED and coordinates == candidate:
+                    failed += [f"{node_id}: {i.reason or 'failed'}" for i in bucket.values()]
     return Running(active=active, present=frozenset(present), failed=tuple(sorted(failed)))
 
 
@@ -271,7 +279,7 @@ class RolloutPass:
 
 def rollouts(
     specs: Iterable[SliceSpec],
-    instances: Iterable[ObservedInstance],
+    instances: Iterable[ObservedInstance] | InstanceIndex,
     records: Mapping[str, RolloutRecord],
     *,
     now: float,
@@ -280,9 +288,7 @@ def rollouts(
     """Advance every slice's rollout (`advance`) and say what to plan (`planned_spec`). A record whose
     slice is in no blueprint is deleted; a spec whose coordinates do not parse is left to the planner
     (which reports it)."""
-    by_artifact: dict[str, list[ObservedInstance]] = {}
-    for instance in instances:
-        by_artifact.setdefault(instance.coordinates.artifact_id, []).append(instance)
+    index = as_index(instances)
     planned: list[SliceSpec] = []
     held: set[str] = set()
     changes: dict[str, RolloutRecord | None] = {}
@@ -299,7 +305,7 @@ def rollouts(
         after = advance(
             spec,
             before,
-            running(by_artifact.get(artifact_id, ()), coordinates),
+            running(index.artifact(artifact_id), coordinates),
             now=now,
             verdict=(verdicts or {}).get(artifact_id),
         )

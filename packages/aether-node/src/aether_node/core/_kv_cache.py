@@ -1,7 +1,9 @@
 """A local, watch-fed copy of some KV prefixes (list, then watch from the listed revision).
 
 Passive: it never writes. Readers get the current dict per prefix and can wait for the next change or
-for the copy to have caught up with a revision (e.g. one of their own writes).
+for the copy to have caught up with a revision (e.g. one of their own writes). A reader that keeps
+something derived per key (the leader's instance index) asks which keys changed since it last asked
+(`touched`) instead of going over every key.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ class KVCache:
         self.prefixes = tuple(prefixes)
         self.data: dict[str, dict[str, KeyValue]] = {p: {} for p in self.prefixes}
         self.seen: dict[str, int] = {p: 0 for p in self.prefixes}
+        # Keys put or deleted since `touched` was last asked, per prefix; None: the prefix was listed
+        # (again) since, every key may have changed.
+        self._touched: dict[str, set[str] | None] = {p: None for p in self.prefixes}
         self._changed = trio.Event()
 
     def _notify(self) -> None:
@@ -43,6 +48,7 @@ class KVCache:
     ) -> None:
         listing = await self.kv.range(prefix, linearizable=True)
         self.data[prefix] = {kv.key: kv for kv in listing.kvs}
+        self._touched[prefix] = None
         self.seen[prefix] = listing.revision
         self._notify()
         task_status.started()
@@ -50,11 +56,14 @@ class KVCache:
         try:
             async for events in watch:
                 entries = self.data[prefix]
+                touched = self._touched[prefix]
                 for event in events:
                     if event.kind == "put":
                         entries[event.kv.key] = event.kv
                     else:
                         entries.pop(event.kv.key, None)
+                    if touched is not None:
+                        touched.add(event.kv.key)
                 self.seen[prefix] = max(self.seen[prefix], events[-1].revision)
                 self._notify()
         finally:
@@ -62,6 +71,13 @@ class KVCache:
             # nobody (a cluster manager's cache, each time its node stops leading).
             with trio.CancelScope(shield=True), trio.move_on_after(1.0):
                 await watch.aclose()
+
+    def touched(self, prefix: str) -> set[str] | None:
+        """The keys of `prefix` put or deleted since the last call (look them up in `data`: a key no
+        longer there was deleted); None the first time, and after the prefix was listed again: every
+        key may have changed. Meant for one reader per cache."""
+        touched, self._touched[prefix] = self._touched[prefix], set()
+        return touched
 
     async def caught_up(self, prefix: str, revision: int) -> None:
         """Wait until the copy of `prefix` includes every change up to `revision`."""

@@ -113,6 +113,12 @@ class EventFilter:
 ALL_EVENTS = EventFilter()
 
 
+def timed_prefixes() -> tuple[str, ...]:
+    """The key prefixes where a change may need a time stamp (`needs_time`): nothing else is watched for
+    it (endpoints, stamps, problems and the rest change often and never need one)."""
+    return (NODES, BLUEPRINTS, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED)
+
+
 def needs_time(event: Event) -> bool:
     """Whether the events of this KV change carry no time of their own (then `describe` takes `at`)."""
     key = event.kv.key
@@ -122,7 +128,7 @@ def needs_time(event: Event) -> bool:
         return event.kind == "delete" or _blueprint_time(event) is None
     if key.startswith(SLICES):
         return event.kind == "delete" and InstanceKey.parse(key) is not None
-    if any(key.startswith(p) for p in (NODE_OPS, ROLLOUTS, RECONCILE, PAUSED)):
+    if any(key.startswith(p) for p in timed_prefixes()):
         return event.kind == "delete"
     return False
 

@@ -10,7 +10,9 @@ in the query, an instance it is not connected to, a call that must be routed aga
 to the node's invoker as before.
 
 The table is pushed whenever the KV cache the EndpointRegistry reads moves (endpoints are published
-after activation and withdrawn before deactivation), and again when an attachment ends or fails. A table
+after activation and withdrawn before deactivation), and again when an attachment ends or fails. A
+route's row is worked out again only when its endpoints, split or balancing changed (the registry keeps
+the tuple of an untouched route), or after an attachment changed; the table is sent whole. A table
 that is stale for a moment is safe: an instance that died closes the worker's connection (its calls are
 routed again if idempotent, by the rule the invoker uses), and one that was stopped answers "stopped"
 (the call did not run: the worker hands it to the node).
@@ -38,6 +40,7 @@ from ..core._schema import InstanceKey
 from ..runtime._lifecycle import Phase
 from ..runtime._slice_host import SliceHost
 from ..runtime._slice_store import LocalInstance
+from ._endpoints import Endpoint
 from ._invoker import ClusterInvoker
 
 log = logging.getLogger("aether_node.fast_ingress")
@@ -55,9 +58,14 @@ class DirectRoutes:
         self.send = send
         # (coordinates, instance) → the host attached (or being) and its token; None: it cannot attach
         self.attached: dict[tuple[str, int], tuple[SliceHost, str | None]] = {}
+        # route → (its endpoints, its split and balancing, its row or None) as of the last push
+        self._rows: dict[tuple[str, str], tuple[tuple[Endpoint, ...], object, list[Any] | None]] = {}
+        self._recheck = True
         self._poke = trio.Event()
 
     def poke(self) -> None:
+        """An attachment ended or failed: push again, checking every route."""
+        self._recheck = True
         self._poke.set()
 
     async def run(self) -> None:
@@ -75,38 +83,62 @@ class DirectRoutes:
         cache = self.invoker.registry.cache
         while True:
             await cache.changed.wait()
-            self.poke()
+            self._poke.set()  # (the routes whose endpoints changed are checked again)
 
     def push(self) -> list[tuple[tuple[str, int], SliceHost, str]]:
-        """Send the current table; returns the instances to attach now."""
+        """Send the current table; returns the instances to attach now. A route whose endpoints (the
+        registry's tuple, the same object while none of them changed), split and balancing are as at the
+        last push keeps its row, unless an attachment changed since (`poke`): then every route is
+        checked again."""
         invoker = self.invoker
         registry, store, node_id = invoker.registry, invoker.store, invoker.node_id
+        recheck, self._recheck = self._recheck, False
         for target, (host, _) in list(self.attached.items()):
             if host.exited.is_set():
                 del self.attached[target]
+                recheck = True
         to_attach: list[tuple[tuple[str, int], SliceHost, str]] = []
-        routes = []
-        for (artifact_id, entry), endpoints in registry.routes():
-            if not endpoints or registry.split(artifact_id) is not None:
+        rows: dict[tuple[str, str], tuple[tuple[Endpoint, ...], object, list[Any] | None]] = {}
+        for route, endpoints in registry.routes():
+            artifact_id, entry = route
+            how = (registry.split(artifact_id) is None, registry.balancing(artifact_id).value)
+            known = self._rows.get(route)
+            if not recheck and known is not None and known[0] is endpoints and known[1] == how:
+                rows[route] = known
                 continue
-            found = []
-            for endpoint in endpoints:
-                if endpoint.node_id != node_id:
-                    break
-                local = store.get(InstanceKey(node_id, endpoint.coordinates, endpoint.instance))
-                if not _serves(local, entry):
-                    break
-                assert local is not None
-                if self._token(endpoint.target, local.host, to_attach) is None:
-                    break
-                found.append([*endpoint.target, endpoint.idempotent, local.host.label])
-            else:
-                routes.append([artifact_id, entry, registry.balancing(artifact_id).value, found])
+            row = None
+            if endpoints and how[0]:
+                found = self._direct(endpoints, entry, to_attach)
+                if found is not None:
+                    row = [artifact_id, entry, how[1], found]
+            rows[route] = (endpoints, how, row)
+        self._rows = rows
+        routes = [row for _, _, row in rows.values() if row is not None]
         tokens = {token: list(target) for target, (_, token) in self.attached.items() if token}
         self.send(
             {"t": {"node": node_id, "timeout": store.timeouts.invoke, "routes": routes, "tokens": tokens}}
         )
         return to_attach
+
+    def _direct(
+        self, endpoints: tuple[Endpoint, ...], entry: str, to_attach: list[Any]
+    ) -> list[list[Any]] | None:
+        """The table's instances of a route whose every endpoint is a local instance that serves it and
+        is attached (or being); None otherwise (its calls go via the node)."""
+        invoker = self.invoker
+        store, node_id = invoker.store, invoker.node_id
+        found = []
+        for endpoint in endpoints:
+            if endpoint.node_id != node_id:
+                return None
+            local = store.get(InstanceKey(node_id, endpoint.coordinates, endpoint.instance))
+            if not _serves(local, entry):
+                return None
+            assert local is not None
+            if self._token(endpoint.target, local.host, to_attach) is None:
+                return None
+            found.append([*endpoint.target, endpoint.idempotent, local.host.label])
+        return found
 
     def _token(self, target: tuple[str, int], host: SliceHost, to_attach: list[Any]) -> str | None:
         known = self.attached.get(target)

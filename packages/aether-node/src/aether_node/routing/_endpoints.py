@@ -89,8 +89,31 @@ def _order(endpoint: Endpoint) -> tuple[str, str, int]:
     return (endpoint.node_id, *endpoint.target)
 
 
+def _endpoint(key: str, value: bytes) -> Endpoint | None:
+    """An `endpoints/` record as an Endpoint; None if its key or value does not parse."""
+    parsed = parse_endpoint_key(key)
+    if parsed is None:
+        return None
+    coordinates, entry, instance = parsed
+    try:
+        record = decode_record(key, value, EndpointRecord)
+    except RecordError:
+        return None
+    return Endpoint(
+        coordinates=coordinates,
+        entry=entry,
+        instance=instance,
+        node_id=record.node_id,
+        idempotent=record.idempotent,
+    )
+
+
 class EndpointRegistry:
-    """Endpoints by (artifact, entry), node addresses, per-slice balancing; rebuilt when the cache moves."""
+    """Endpoints by (artifact, entry), node addresses, per-slice balancing; brought up to date when the
+    cache moves: an endpoint record is decoded once per change of it (the keys the cache says were
+    touched), and only the routes it belongs to are sorted again (a route not touched keeps its tuple,
+    the same object); a change of `nodes/` filters every route again, one of `blueprints/` or
+    `cluster/rollouts/` decodes those (few) records again."""
 
     def __init__(self, cache: KVCache) -> None:
         self.cache = cache
@@ -101,6 +124,9 @@ class EndpointRegistry:
         self._nodes: dict[str, NodeRecord] = {}
         self._balancing: dict[str, Balancing] = {}
         self._splits: dict[str, VersionSplit] = {}
+        # every decoded endpoint record, of any node: by key, and by route
+        self._decoded: dict[str, Endpoint] = {}
+        self._found: dict[tuple[str, str], dict[str, Endpoint]] = {}
 
     PREFIXES = (ENDPOINTS, NODES, BLUEPRINTS, ROLLOUTS)
 
@@ -110,26 +136,56 @@ class EndpointRegistry:
         version = (seen[ENDPOINTS], seen[NODES], seen[BLUEPRINTS], seen[ROLLOUTS])
         if version == self._built_at:
             return
-        endpoints: dict[tuple[str, str], list[Endpoint]] = collections.defaultdict(list)
-        entries: dict[str, set[str]] = collections.defaultdict(set)
-        for key, kv in self.cache.data[ENDPOINTS].items():
-            parsed = parse_endpoint_key(key)
-            if parsed is None:
-                continue
-            coordinates, entry, instance = parsed
-            try:
-                record = decode_record(key, kv.value, EndpointRecord)
-            except RecordError:
-                continue
-            endpoint = Endpoint(
-                coordinates=coordinates,
-                entry=entry,
-                instance=instance,
-                node_id=record.node_id,
-                idempotent=record.idempotent,
-            )
-            endpoints[(coordinates.artifact_id, entry)].append(endpoint)
-            entries[coordinates.artifact_id].add(entry)
+        before = self._built_at or (-1, -1, -1, -1)
+        self._built_at = version
+        routes = self._found.keys() if version[1] != before[1] else set()
+        if version[1] != before[1]:
+            self._nodes = self._decode_nodes()
+        dirty = self._update_endpoints(self.cache.touched(ENDPOINTS))
+        for route in dirty | routes:
+            found = self._found.get(route)
+            if found is None:
+                self._endpoints.pop(route, None)
+            else:
+                nodes = self._nodes
+                self._endpoints[route] = tuple(
+                    sorted((e for e in found.values() if e.node_id in nodes), key=_order)
+                )
+        if dirty:
+            entries: dict[str, set[str]] = collections.defaultdict(set)
+            for artifact_id, entry in self._found:
+                entries[artifact_id].add(entry)
+            self._entries = dict(entries)
+        if version[2] != before[2]:
+            self._balancing = self._decode_balancing()
+        if version[3] != before[3]:
+            self._splits = self._decode_splits()
+
+    def _update_endpoints(self, touched: set[str] | None) -> set[tuple[str, str]]:
+        """Decode the endpoint records touched since the last time (None: every one); returns the
+        routes whose endpoints changed."""
+        data = self.cache.data[ENDPOINTS]
+        keys = data.keys() | self._decoded.keys() if touched is None else touched
+        dirty = set()
+        for key in keys:
+            old = self._decoded.pop(key, None)
+            if old is not None:
+                route = (old.coordinates.artifact_id, old.entry)
+                found = self._found[route]
+                del found[key]
+                if not found:
+                    del self._found[route]
+                dirty.add(route)
+            kv = data.get(key)
+            endpoint = None if kv is None else _endpoint(key, kv.value)
+            if endpoint is not None:
+                route = (endpoint.coordinates.artifact_id, endpoint.entry)
+                self._decoded[key] = endpoint
+                self._found.setdefault(route, {})[key] = endpoint
+                dirty.add(route)
+        return dirty
+
+    def _decode_nodes(self) -> dict[str, NodeRecord]:
         nodes = {}
         for key, kv in self.cache.data[NODES].items():
             try:
@@ -137,10 +193,9 @@ class EndpointRegistry:
             except RecordError:
                 continue
             nodes[record.node_id] = record
-        routable = {
-            route: tuple(sorted((e for e in found if e.node_id in nodes), key=_order))
-            for route, found in endpoints.items()
-        }
+        return nodes
+
+    def _decode_balancing(self) -> dict[str, Balancing]:
         balancing = {}
         for key, kv in self.cache.data[BLUEPRINTS].items():
             try:
@@ -149,6 +204,9 @@ class EndpointRegistry:
                 continue
             for spec in blueprint.slices:
                 balancing[spec.artifact.rsplit(":", 1)[0]] = spec.balancing
+        return balancing
+
+    def _decode_splits(self) -> dict[str, VersionSplit]:
         splits = {}
         for key, kv in self.cache.data[ROLLOUTS].items():
             try:
@@ -159,14 +217,7 @@ class EndpointRegistry:
                 splits[rollout.artifact_id] = VersionSplit(
                     stable=rollout.stable, candidate=rollout.candidate, share=rollout.share
                 )
-        self._endpoints, self._entries, self._nodes, self._balancing, self._splits = (
-            routable,
-            dict(entries),
-            nodes,
-            balancing,
-            splits,
-        )
-        self._built_at = version
+        return splits
 
     def endpoints(self, artifact_id: str, entry: str) -> tuple[Endpoint, ...]:
         """The endpoints of registered nodes, sorted by (node, coordinates, instance)."""

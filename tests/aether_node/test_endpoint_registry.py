@@ -1,0 +1,110 @@
+"""The EndpointRegistry kept up to date from the keys its cache says were touched, against one built
+afresh over the same records, through random sequences of endpoint, node, blueprint and rollout changes
+on an in-memory KV; and a route no change touched keeps its tuple (the fast ingress's table keeps that
+route's row then)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import trio
+
+from aether_kv import MemoryStore
+from aether_node.core._blueprint import Balancing, Blueprint, SliceSpec
+from aether_node.core._coordinates import Coordinates
+from aether_node.core._kv_cache import KVCache
+from aether_node.core._records import EndpointRecord, NodeRecord, RolloutPhase, RolloutRecord, encode_record
+from aether_node.core._schema import BLUEPRINTS, ENDPOINTS, NODES, ROLLOUTS, endpoint_key
+from aether_node.routing._endpoints import EndpointRegistry
+
+VERSIONS = [Coordinates.parse(c) for c in ("org.example:echo:1.0", "org.example:echo:2.0", "org.example:b:1")]
+
+
+def view(registry: EndpointRegistry) -> object:
+    routes = dict(registry.routes())
+    artifacts = {artifact_id for artifact_id, _ in routes} | {"org.example:echo", "org.example:b"}
+    return (
+        routes,
+        {a: registry.entries(a) for a in artifacts},
+        {a: (registry.balancing(a), registry.split(a)) for a in artifacts},
+        {n: registry.node(n) for n in ("n1", "n2", "n3")},
+    )
+
+
+async def change(kv: MemoryStore, rng: random.Random) -> tuple[str, int]:
+    """One random change; returns its prefix and revision."""
+    kind = rng.choice(["endpoint"] * 6 + ["garbled", "node", "blueprint", "rollout"])
+    if kind in ("endpoint", "garbled"):
+        coordinates = rng.choice(VERSIONS)
+        key = endpoint_key(coordinates, rng.choice(["run", "ping"]), rng.randint(1, 6))
+        if rng.random() < 0.3 and await kv.get(key) is not None:  # (deleting nothing makes no event)
+            return ENDPOINTS, (await kv.delete(key)).revision
+        record = EndpointRecord(
+            node_id=rng.choice(["n1", "n2", "n3"]), instance=1, idempotent=rng.random() < 0.5
+        )
+        return ENDPOINTS, (await kv.put(key, b"{" if kind == "garbled" else encode_record(record))).revision
+    if kind == "node":
+        node_id = rng.choice(["n1", "n2", "n3"])
+        if rng.random() < 0.4 and await kv.get(NODES + node_id) is not None:
+            return NODES, (await kv.delete(NODES + node_id)).revision
+        return NODES, (
+            await kv.put(NODES + node_id, encode_record(NodeRecord(node_id=node_id, ingress="x:1")))
+        ).revision
+    if kind == "blueprint":
+        spec = SliceSpec(artifact="org.example:echo:1.0", instances=1, balancing=rng.choice(list(Balancing)))
+        blueprint = encode_record(Blueprint(name="bp", slices=(spec,)))
+        return BLUEPRINTS, (await kv.put(BLUEPRINTS + "bp", blueprint)).revision
+    record = RolloutRecord(
+        artifact_id="org.example:echo",
+        strategy="canary",
+        stable="1.0",
+        candidate="2.0",
+        phase=RolloutPhase.OBSERVING,
+        share=rng.choice([None, 10, 50]),
+    )
+    return ROLLOUTS, (await kv.put(ROLLOUTS + "org.example:echo", encode_record(record))).revision
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_the_registry_kept_from_touched_keys_equals_one_built_afresh(seed: int) -> None:
+    rng = random.Random(seed)
+    kv = MemoryStore()
+    for _ in range(10):
+        await change(kv, rng)
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        kept = EndpointRegistry(cache)
+        for _ in range(40):
+            for _ in range(rng.randint(1, 4)):
+                prefix, revision = await change(kv, rng)
+                await cache.caught_up(prefix, revision)
+            fresh_cache = KVCache(kv, EndpointRegistry.PREFIXES)
+            async with trio.open_nursery() as inner:
+                await inner.start(fresh_cache.run)
+                assert view(kept) == view(EndpointRegistry(fresh_cache))
+                inner.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_route_no_change_touched_keeps_its_tuple() -> None:
+    kv = MemoryStore()
+    await kv.put(NODES + "n1", encode_record(NodeRecord(node_id="n1", ingress="x:1")))
+    echo, other = VERSIONS[0], VERSIONS[2]
+    for coordinates in (echo, other):
+        await kv.put(
+            endpoint_key(coordinates, "run", 1), encode_record(EndpointRecord(node_id="n1", instance=1))
+        )
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        registry = EndpointRegistry(cache)
+        first = registry.endpoints("org.example:b", "run")
+        written = await kv.put(
+            endpoint_key(echo, "run", 2), encode_record(EndpointRecord(node_id="n1", instance=2))
+        )
+        await cache.caught_up("endpoints/", written.revision)
+        assert len(registry.endpoints("org.example:echo", "run")) == 2
+        assert registry.endpoints("org.example:b", "run") is first
+        nursery.cancel_scope.cancel()
