@@ -147,7 +147,9 @@ async def test_the_drain_writes_everything_and_a_killed_process_loses_nothing_it
     lines = read_tail(log.path, 10_000, 5)
     assert lines[-2:] == ["to stderr", "last words"]
     assert lines[0] == f"line {2000 - len(lines) + 2}"  # the oldest rotated away, the rest in order
-    assert 2 <= len([p for p in rotated(log.path, 10) if p.exists()]) <= 6  # (how often: how it was read)
+    # rotated at least once, never more files than kept (how often: how the pipe was read; a busy machine
+    # may read the whole output in one chunk)
+    assert 1 <= len([p for p in rotated(log.path, 10) if p.exists()]) <= 6
     # a restart of the instance appends to the same files
     await write_through(log, "print('again')")
     assert read_tail(log.path, 2, 5) == ["last words", "again"]
