@@ -186,7 +186,7 @@ def test_spread_caps_each_node_and_reports_the_rest() -> None:
     assert placement.unplaced == 1
     assert placement.reason == (
         "1 of 7 instances of org.example:echo:1.0 fit on no live node"
-        " (3 nodes; needs cpu 0, memory 0 MiB, at most 2 per node each)"
+        " (3 nodes; at most 2 per node)"
     )
 
 

@@ -413,10 +413,26 @@ def test_every_node_failed_reports_a_problem_with_the_reasons() -> None:
         Problem(
             artifact=ECHO,
             message="2 of 2 instances of org.example:echo:1.0 fit on no live node"
-            " (2 nodes, 2 of them excluded after failures; needs cpu 0, memory 0 MiB each);"
+            " (2 nodes, 2 of them excluded after failures);"
             " failed on a: start: boom; b: start: ImportError: no module named x",
         ),
     )
+
+
+def test_the_same_failure_on_every_node_reads_once_with_its_nodes() -> None:
+    """A slice that cannot be installed anywhere fails the same way on each node (and again on a retry):
+    the problem names each reason once, with the nodes it happened on."""
+    missing = "load: cannot resolve the slice (not_found): no distribution in the index"
+    view = [
+        observed("c", f"{ECHO}:1.0", 3, SliceState.FAILED, reason=missing),
+        observed("a", f"{ECHO}:1.0", 1, SliceState.FAILED, reason=missing),
+        observed("b", f"{ECHO}:1.0", 2, SliceState.FAILED, reason=missing),
+        observed("c", f"{ECHO}:1.0", 4, SliceState.FAILED, reason=missing),
+        observed("b", f"{ECHO}:1.0", 5, SliceState.FAILED, reason="start: boom"),
+    ]
+    p = plan([spec(instances=2)], [node("a"), node("b"), node("c")], view)
+    (problem,) = p.problems
+    assert problem.message.endswith(f"; failed on a, b, c: {missing}; b: start: boom")
 
 
 def test_a_full_cluster_reports_a_problem_and_places_what_fits() -> None:
@@ -426,7 +442,7 @@ def test_a_full_cluster_reports_a_problem_and_places_what_fits() -> None:
         Problem(
             artifact=ECHO,
             message="2 of 5 instances of org.example:echo:1.0 fit on no live node"
-            " (2 nodes; needs cpu 1, memory 0 MiB each)",
+            " (2 nodes; needs cpu 1 each)",
         ),
     )
 
@@ -802,7 +818,7 @@ def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why() -> None:
     )
     (problem,) = cluster.plan(new).problems
     assert "upgrade to 1.2.0 is stuck: 3 new instances failed" in problem.message
-    assert "a: start failed: boom" in problem.message
+    assert "failed on a, b, c: start failed: boom" in problem.message  # the same failure, once
     assert "1.1.0 keeps serving (2 ACTIVE)" in problem.message
 
 

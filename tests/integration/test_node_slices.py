@@ -46,6 +46,7 @@ from node_support import (
 
 from aether_kv import KVClient
 from aether_node import EndpointRecord, SliceState, decode_record
+from aether_node.routing import MAX_BODY
 from support import wait_until, wait_until_sync
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -248,10 +249,17 @@ async def test_ingress_errors(node: NodeProcess, kv: KVClient) -> None:
 
     # A payload over the slice host protocol's frame limit: refused as the caller's (it used to be
     # sent, and the instance, reading a frame over its limit, ended), and the instance is left alone.
-    too_large = await invoke(node.ingress, "org.aether:echo", "echo", "x" * (16 * 1024 * 1024))
+    # The body is under the ingress's limit (6 MB); its numbers grow as the frame writes them again
+    # ("1e9" -> "1000000000.0": ~19.5 MB).
+    growing = ("[" + ",".join(["1e9"] * 1_500_000) + "]").encode()
+    too_large = await invoke_raw(node.ingress, "org.aether:echo", "echo", growing)
     assert too_large.status_code == 400, too_large.text
     assert too_large.json()["error"]["kind"] == "bad_request"
     assert "over the limit of 16777216" in too_large.json()["error"]["message"]
+    # a body over the ingress's own limit is refused before it is held whole
+    over_body = await invoke(node.ingress, "org.aether:echo", "echo", "x" * (16 * 1024 * 1024))
+    assert over_body.status_code == 400, over_body.text
+    assert over_body.json()["error"]["message"] == f"the request body is over {MAX_BODY} bytes"
 
     # The failed calls changed nothing: the instance still serves.
     ok = await invoke(node.ingress, "org.aether:echo", "echo", [1])

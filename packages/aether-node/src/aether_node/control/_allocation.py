@@ -199,11 +199,21 @@ def allocate(
                 else ""
             )
             + (f", {len(cordoned & by_id.keys())} of them cordoned" if cordoned & by_id.keys() else "")
-            + f"; needs cpu {spec.resources.cpu:g}, memory {spec.resources.memory_mib} MiB"
-            + (f", at most {spec.max_per_node} per node" if spec.strategy is Strategy.SPREAD else "")
-            + " each)"
+            + _limits(spec)
+            + ")"
         )
     return Placement(counts={i: c for i, c in target.items() if c}, unplaced=unplaced, reason=reason)
+
+
+def _limits(spec: SliceSpec) -> str:
+    """What bounds an instance's placement, for a reason: its resources (those it asks for) and a
+    spread's cap per node; nothing when neither applies."""
+    needs = [f"cpu {spec.resources.cpu:g}"] if spec.resources.cpu else []
+    needs += [f"memory {spec.resources.memory_mib} MiB"] if spec.resources.memory_mib else []
+    parts = [f"needs {', '.join(needs)} each"] if needs else []
+    if spec.strategy is Strategy.SPREAD:
+        parts.append(f"at most {spec.max_per_node} per node")
+    return "".join(f"; {part}" for part in parts)
 
 
 def allocate_all(

@@ -284,9 +284,7 @@ def plan(
             actions.append(RemoveInstance(key=instance.key, mod_revision=instance.mod_revision, why=why))
 
         messages = []
-        reasons = "; ".join(
-            f"{i.node_id}: {i.reason}" for i in sorted(failed, key=lambda i: (i.node_id, i.key))
-        )
+        reasons = failure_reasons(failed)
         if placement.unplaced:
             messages.append(placement.reason + (f"; failed on {reasons}" if reasons else ""))
         serving = sorted(alive.old_active_versions())
@@ -535,3 +533,14 @@ def target_placements(
     converged: what `aether blueprint diff` shows. Same arguments as `plan`."""
     view = _View.of(specs, nodes, as_index(instances), now, failed_retry_after, stopping, cordoned, draining)
     return view.targets()
+
+
+def failure_reasons(failed: Iterable[ObservedInstance]) -> str:
+    """The FAILED instances' reasons, each once with the nodes it happened on (`a, b: start: boom; c:
+    load: ...`), in node order: the same failure on every node reads once, not once per instance."""
+    nodes_by_reason: dict[str, list[str]] = {}
+    for instance in sorted(failed, key=lambda i: (i.node_id, i.key)):
+        nodes = nodes_by_reason.setdefault(instance.reason, [])
+        if instance.node_id not in nodes:
+            nodes.append(instance.node_id)
+    return "; ".join(f"{', '.join(nodes)}: {reason}" for reason, nodes in nodes_by_reason.items())
