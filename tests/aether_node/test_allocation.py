@@ -185,8 +185,7 @@ def test_spread_caps_each_node_and_reports_the_rest() -> None:
     assert placement.counts == {"a": 2, "b": 2, "c": 2}
     assert placement.unplaced == 1
     assert placement.reason == (
-        "1 of 7 instances of org.example:echo:1.0 fit on no live node"
-        " (3 nodes; at most 2 per node)"
+        "1 of 7 instances of org.example:echo:1.0 fit on no live node (3 nodes; at most 2 per node)"
     )
 
 
