@@ -6,15 +6,18 @@ import made for another."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from template_support import Connection, TemplateProcess
+from template_support import TIMEOUT, Connection, TemplateProcess
 
+from aether_slice import host
 from aether_slice.protocol import Kind
 
 FAULTY = "org.aether:faulty"
@@ -168,3 +171,42 @@ def test_an_instance_takes_the_process_name_its_fork_request_gives_it(
     assert (
         Path(f"/proc/{unnamed}/comm").read_text() == Path(f"/proc/{preloading.process.pid}/comm").read_text()
     )
+
+
+def test_an_instance_loop_ends_as_asyncio_runner_ends_without_waiting_for_executor_threads() -> None:
+    """At an instance's end (its connection closed) the tasks a slice left are cancelled, their
+    `finally` blocks run, and its async generators are closed, as `asyncio.Runner` does; but the end
+    does not wait for a thread of the loop's default executor (the Runner's would, for ever, here): the
+    instance then ends with `os._exit`, which ends it."""
+    seen: list[str] = []
+    blocker = threading.Event()
+
+    async def instance() -> None:
+        async def background() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                seen.append("task cancelled")
+
+        async def numbers() -> AsyncIterator[int]:
+            try:
+                yield 1
+                yield 2
+            finally:
+                seen.append("generator closed")
+
+        left = asyncio.create_task(background())
+        started = numbers()
+        assert await anext(started) == 1
+        asyncio.get_running_loop().run_in_executor(None, blocker.wait)
+        await asyncio.sleep(0)
+        assert not left.done()
+
+    runner = threading.Thread(target=host._run, args=(instance(),), daemon=True)
+    try:
+        runner.start()
+        runner.join(TIMEOUT)
+        assert not runner.is_alive(), "the loop's end waited for the executor's thread"
+    finally:
+        blocker.set()
+    assert sorted(seen) == ["generator closed", "task cancelled"]

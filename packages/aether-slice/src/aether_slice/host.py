@@ -214,7 +214,7 @@ class Host:
         name = message["entry_point"]
         group, artifact, version = message["coordinates"].split(":")
         manager = _preloaded[name] if name in _preloaded else _plugin_manager(name)
-        logger = logging.getLogger(f"slice.{group}.{artifact}")
+        logger = logging.getLogger(_logger_name(name))
         self.context = SliceContext(
             group=group,
             artifact=artifact,
@@ -315,6 +315,11 @@ def _as_entry_points(declared: Any) -> list[EntryPoint]:
     return entries
 
 
+def _logger_name(name: str) -> str:
+    """The logger of the slice of entry point `name` ("group:artifact"): `slice.{group}.{artifact}`."""
+    return "slice." + name.replace(":", ".")
+
+
 def _plugin_manager(name: str) -> pluggy.PluginManager:
     """Import the slice of entry point `name` and register it with a new plugin manager. Raises
     HostError."""
@@ -349,6 +354,7 @@ def _preload(name: str) -> bool:
     try:
         _preloaded_config = json.loads(os.environ.get("AETHER_SLICE_CONFIG") or "{}")
         _preloaded[name] = _plugin_manager(name)
+        logging.getLogger(_logger_name(name))  # made once: each instance's load finds it
     except ValueError as error:
         print(f"aether_slice.host: not preloading {name}: AETHER_SLICE_CONFIG is not JSON: {error}")
         return False
@@ -441,7 +447,8 @@ def _child(connection: int, output: int, request: dict[str, Any]) -> None:
         os.dup2(output, 2)
         os.close(devnull)
         os.close(output)  # (sys.stdout and sys.stderr are the template's stream on fd 2: now the log)
-        os.environ["AETHER_SLICE_CONFIG"] = json.dumps(request.get("config") or {})
+        if not _preloaded:  # (a preloading template forks only instances of its own environment's config)
+            os.environ["AETHER_SLICE_CONFIG"] = json.dumps(request.get("config") or {})
         _die_with_parent()  # the template; it dies with the node
         if isinstance(request.get("name"), str):
             _name_process(request["name"])
@@ -640,9 +647,25 @@ def _choose_loop() -> None:
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` on the loop the template chose (the warm-up builds the same loop the instances run)."""
-    with asyncio.Runner(loop_factory=_loop_factory) as runner:
-        runner.run(main)
+    """Run `main` on a new loop of the kind the template chose (the warm-up runs the same code the
+    instances run), then end as `asyncio.Runner` ends: the tasks left are cancelled (their `finally`
+    blocks run) and the async generators closed. Unlike the Runner, it neither installs a SIGINT
+    handler (SIGINT is ignored here: the node's business) nor waits for the threads of the loop's
+    default executor (an instance ends with `os._exit`, which ends them as it ends any thread a slice
+    started), and an instance spends less on it (each object the Runner touches copies a page)."""
+    loop = (_loop_factory or asyncio.new_event_loop)()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:  # (a gather of nothing would belong to no running loop)
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 async def _warm_up() -> None:
