@@ -113,7 +113,8 @@ class ProcInfo:
     ppid: int
     cmdline: tuple[str, ...]
     cwd: str
-    stderr: str  # where fd 2 points ("" if unreadable): a slice host's log file names its instance
+    stderr: str  # where fd 2 points ("" if unreadable): a slice template's log file names its version
+    name: str = ""  # the process name (/proc/PID/comm): a slice instance's is `{artifact}#{instance}`
 
 
 def live_processes() -> Iterator[ProcInfo]:
@@ -122,7 +123,9 @@ def live_processes() -> Iterator[ProcInfo]:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            stat = (entry / "stat").read_text()
+            name = stat[stat.find("(") + 1 : stat.rfind(")")]
+            fields = stat.rpartition(")")[2].split()
             if fields[0] in ("Z", "X"):
                 continue
             cmdline = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
@@ -133,7 +136,7 @@ def live_processes() -> Iterator[ProcInfo]:
                 stderr = ""
         except (OSError, IndexError):  # gone meanwhile, or not ours to read
             continue
-        yield ProcInfo(int(entry.name), int(fields[1]), tuple(a for a in cmdline if a), cwd, stderr)
+        yield ProcInfo(int(entry.name), int(fields[1]), tuple(a for a in cmdline if a), cwd, stderr, name)
 
 
 def processes_under(directory: Path) -> list[ProcInfo]:

@@ -142,6 +142,61 @@ async def test_a_state_write_that_fails_is_checked_and_retried(
         nursery.cancel_scope.cancel()
 
 
+async def history(kv: MemoryStore, key: InstanceKey = KEY) -> list[SliceRecord]:
+    """The records put at `key` so far, oldest first (from the store's history)."""
+    found: list[SliceRecord] = []
+    last = (await kv.get(key.key)).mod_revision  # type: ignore[union-attr]
+    async for events in kv.watch(key.key, 1):
+        for event in events:
+            if event.kind == "put":
+                found.append(decode_record(key.key, event.kv.value, SliceRecord))
+        if events and events[-1].kv.mod_revision >= last:
+            return found
+    raise AssertionError("the watch ended")
+
+
+async def test_an_activation_right_after_the_load_writes_no_activating_and_a_later_one_does(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    """LOADING keeps the command ACTIVATE and goes straight to ACTIVE: one write fewer per instance
+    placed. An activation of a loaded instance (after DEACTIVATE) still says ACTIVATING first."""
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    placed = await history(node.kv)
+    assert [r.state for r in placed] == [SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVE]
+    assert placed[1].command is SliceState.ACTIVATE
+    await node.command(SliceState.DEACTIVATE)
+    await node.reaches(SliceState.LOADED)
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    assert [r.state for r in (await history(node.kv))[3:]] == [
+        SliceState.DEACTIVATE,
+        SliceState.DEACTIVATING,
+        SliceState.LOADED,
+        SliceState.ACTIVATE,
+        SliceState.ACTIVATING,
+        SliceState.ACTIVE,
+    ]
+
+
+@pytest.mark.parametrize("error", [UnavailableError, OutcomeUnknownError])
+async def test_endpoints_that_fail_to_publish_for_a_moment_are_put_again(
+    autojump_clock: MockClock, error: type[UnavailableError]
+) -> None:
+    """The puts are idempotent: a KV error on the way (an unknown outcome too) is tried again, and the
+    instance becomes ACTIVE and routable instead of FAILED."""
+    kv = MemoryStore(clock=trio.current_time)
+    own = kv.replica(kv.address)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, own, FakeSliceStore(step_time=1.0))
+        await node.command(SliceState.ACTIVATE)
+        await attrs.evolve(node, kv=kv).reaches(SliceState.LOADING)
+        own.fail_next(2, error=error, applied=error is OutcomeUnknownError, operations={"txn"})
+        await attrs.evolve(node, kv=kv).reaches(SliceState.ACTIVE)
+        assert await node.endpoints() == [endpoint_key(KEY.coordinates, "echo", 0)]
+        nursery.cancel_scope.cancel()
+
+
 async def test_after_a_restart_a_failure_of_the_run_before_is_forgotten_and_the_rest_resumes(
     autojump_clock: MockClock,
 ) -> None:

@@ -1,6 +1,6 @@
 """An instance's log on its node (`aether_node.runtime._instance_log`): the rotating file (rotated at its
 size limit at a line's end, N files kept), the tail read across the rotated files, and the drain of a
-real named pipe written by real processes: every byte reaches the file and the followers, a process
+real pipe written by real processes: every byte reaches the file and the followers, a process
 killed mid-output loses nothing it wrote, a follower that falls behind is dropped and told so, and a
 restart appends to the same files."""
 
@@ -21,7 +21,6 @@ from aether_node.runtime._instance_log import (
     InstanceLog,
     LogLimits,
     RotatingFile,
-    pipe_path,
     read_tail,
     rotated,
 )
@@ -112,13 +111,14 @@ def test_bad_limits_are_refused() -> None:
 async def write_through(log: InstanceLog, script: str, *, kill_after: str | None = None) -> None:
     """Run `script` with its stdout and stderr on the log's pipe, as a slice instance has them; with
     `kill_after`, SIGKILL it once that is the log's last line."""
-    fifo, read_end, keeper = log.open_pipe()
+    read_end, write_end = log.open_pipe()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(log.drain, fifo, read_end)
-        with open(fifo, "wb") as own:
-            os.close(keeper)
+        nursery.start_soon(log.drain, read_end)
+        try:
             command = [sys.executable, "-u", "-c", script]  # unbuffered: a write per print, as slices run
-            process = await trio.lowlevel.open_process(command, stdout=own, stderr=own)
+            process = await trio.lowlevel.open_process(command, stdout=write_end, stderr=write_end)
+        finally:
+            os.close(write_end)  # the process holds its own copy, as an instance does
         if kill_after is not None:
             await wait_until(
                 lambda: log.tail(1),
@@ -129,7 +129,6 @@ async def write_through(log: InstanceLog, script: str, *, kill_after: str | None
             )
             process.send_signal(signal.SIGKILL)
         await process.wait()
-    assert not fifo.exists()
 
 
 async def test_the_drain_writes_everything_and_a_killed_process_loses_nothing_it_wrote(
@@ -160,11 +159,11 @@ async def test_followers_get_each_chunk_until_the_end_and_a_slow_one_is_dropped(
 ) -> None:
     monkeypatch.setattr(_instance_log, "FOLLOWER_BUFFER", 2)
     log = InstanceLog(tmp_path / "x.log")
-    fifo, read_end, keeper = log.open_pipe()
+    read_end, write_end = log.open_pipe()
     fast, slow = log.subscribe(), log.subscribe()
     received = b""
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(log.drain, fifo, read_end)
+        nursery.start_soon(log.drain, read_end)
 
         async def read_fast() -> None:
             nonlocal received
@@ -172,8 +171,7 @@ async def test_followers_get_each_chunk_until_the_end_and_a_slow_one_is_dropped(
                 received += chunk
 
         nursery.start_soon(read_fast)
-        with open(fifo, "wb", buffering=0) as own:
-            os.close(keeper)
+        with open(write_end, "wb", buffering=0) as own:
             for n in range(20):
                 own.write(b"chunk %d\n" % n)
                 await trio.sleep(0.02)  # a chunk at a time through the pipe; `slow` reads none
@@ -189,7 +187,3 @@ async def test_a_follower_of_a_log_nobody_writes_ends_at_once(tmp_path: Path) ->
     subscription = log.subscribe()
     assert [chunk async for chunk in subscription.channel] == []
     assert log.tail(5) == ["from an earlier run"]
-
-
-def test_the_pipe_sits_beside_the_log() -> None:
-    assert pipe_path(Path("/d/org.aether.echo-1.0.0-3.log")) == Path("/d/org.aether.echo-1.0.0-3.pipe")

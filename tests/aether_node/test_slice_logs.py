@@ -72,9 +72,9 @@ async def test_following_sends_the_tail_then_each_line_and_ends_with_the_instanc
         sent.append(json.loads(chunk)["line"])
         grown.set()
 
-    fifo, read_end, keeper = log.open_pipe()
+    read_end, write_end = log.open_pipe()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(log.drain, fifo, read_end)
+        nursery.start_soon(log.drain, read_end)
         done = trio.Event()
 
         async def follow() -> None:
@@ -87,14 +87,14 @@ async def test_following_sends_the_tail_then_each_line_and_ends_with_the_instanc
                 await grown.wait()
                 grown = trio.Event()
             script = "print('new', end=' ', flush=True); print('line'); print('last', end='')"
-            with open(fifo, "wb") as own:  # the process's end of the pipe, as aether_slice.host opens it
-                os.close(keeper)
-                process = await trio.run_process([sys.executable, "-c", script], stdout=own, check=True)
+            try:  # the process's end of the pipe, as an instance has it
+                process = await trio.run_process([sys.executable, "-c", script], stdout=write_end, check=True)
+            finally:
+                os.close(write_end)
             assert process.returncode == 0
             await done.wait()
     assert sent == ["old 2", "new line", "last"]
     assert (tmp_path / "x.log").read_bytes() == b"old 1\nold 2\nnew line\nlast"
-    assert not fifo.exists()
 
 
 def test_a_client_waits_three_keep_alives_before_it_calls_a_stream_dead() -> None:

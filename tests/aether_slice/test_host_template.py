@@ -6,119 +6,53 @@ import made for another."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
-import select
-import socket
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from template_support import TIMEOUT, Connection, TemplateProcess
 
-from aether_slice import protocol
+from aether_slice import host
 from aether_slice.protocol import Kind
 
 FAULTY = "org.aether:faulty"
-TIMEOUT = 10.0
-
-
-class Connection:
-    """The host protocol's frames over a file descriptor (a socket, or the template's stdin/stdout
-    pipes), each read bounded by TIMEOUT."""
-
-    def __init__(self, read_fd: int, write_fd: int | None = None) -> None:
-        self.read_fd = read_fd
-        self.write_fd = read_fd if write_fd is None else write_fd
-        self.frames = protocol.FrameDecoder()
-        self.ids = 0
-
-    def receive(self) -> dict[str, Any]:
-        while (message := self.frames.next()) is None:
-            assert select.select([self.read_fd], [], [], TIMEOUT)[0], "no answer in time"
-            chunk = os.read(self.read_fd, 65536)
-            assert chunk, "the other side closed the connection"
-            self.frames.feed(chunk)
-        return message
-
-    def send(self, message: dict[str, Any]) -> None:
-        data = memoryview(protocol.encode(message))
-        while data:
-            data = data[os.write(self.write_fd, data) :]
-
-    def request(self, op: Kind, **fields: Any) -> dict[str, Any]:
-        self.ids += 1
-        self.send(protocol.request(self.ids, op, **fields))
-        reply = self.receive()
-        assert reply["id"] == self.ids
-        return reply
 
 
 class Template:
-    """A template process and the Unix socket its instances connect to."""
+    """A template process (`template_support.TemplateProcess`) whose instances log to files of a
+    directory."""
 
     def __init__(self, python: str, directory: Path, config: dict[str, Any], preload: str | None) -> None:
         self.directory = directory
-        self.path = str(directory / "h.sock")
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(self.path)
-        self.listener.listen(8)
-        self.listener.settimeout(TIMEOUT)
         env = dict(os.environ, PYTHONUNBUFFERED="1", AETHER_SLICE_CONFIG=json.dumps(config))
         self.log = directory / "template.log"
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [python, "-m", "aether_slice.host", *(["--preload", preload] if preload else [])],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                env=env,
-            )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.pipe = Connection(self.process.stdout.fileno(), self.process.stdin.fileno())
-        self.sockets: list[socket.socket] = []
-        self.forks = 0
+        self.template = TemplateProcess(python, self.log, env=env, preload=preload)
+        self.process = self.template.process
 
-    def fork(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The template's answer to a FORK of an instance of `config`."""
-        self.forks += 1
-        log_path = str(self.directory / f"{self.forks}.log")
-        token = f"t{self.forks}"
-        self.pipe.send(
-            protocol.request(
-                self.forks, Kind.FORK, socket=self.path, token=token, log_path=log_path, config=config
-            )
-        )
-        while "event" in (reply := self.pipe.receive()):
-            pass
-        return reply
+    def fork(self, config: dict[str, Any], **fields: Any) -> tuple[dict[str, Any], Connection]:
+        """The template's answer to a FORK of an instance of `config`, and the instance's connection."""
+        with open(self.directory / f"{self.template.forks + 1}.log", "ab") as output:
+            return self.template.fork(config, output.fileno(), **fields)
 
-    def instance(self, config: dict[str, Any]) -> tuple[int, Connection]:
-        """Fork an instance of `config` and take its connection (after its hello)."""
-        reply = self.fork(config)
+    def instance(self, config: dict[str, Any], **fields: Any) -> tuple[int, Connection]:
+        """Fork an instance of `config` and take its connection."""
+        reply, connection = self.fork(config, **fields)
         assert "ok" in reply, reply
-        sock, _ = self.listener.accept()
-        self.sockets.append(sock)
-        connection = Connection(sock.fileno())
-        assert protocol.token_of(connection.receive()) == f"t{self.forks}"
         return reply["ok"]["pid"], connection
 
     def close(self) -> None:
-        assert self.process.stdin is not None and self.process.stdout is not None
-        for sock in self.sockets:
-            sock.close()
-        self.process.stdin.close()  # the template kills its children and exits
-        self.process.wait(TIMEOUT)
-        self.process.stdout.close()
-        self.listener.close()
+        self.template.close()
 
 
 @pytest.fixture
-def template(slice_python: str) -> Iterator[Callable[..., Template]]:
+def template(slice_python: str, tmp_path: Path) -> Iterator[Callable[..., Template]]:
     started: list[Template] = []
-    directory = Path(tempfile.mkdtemp(prefix="tpl-"))  # (short: a socket path is at most 108 bytes)
+    directory = tmp_path
 
     def start(config: dict[str, Any], preload: str | None = FAULTY) -> Template:
         place = directory / str(len(started))
@@ -202,7 +136,7 @@ def test_a_preloading_template_refuses_an_instance_of_another_config(
     template: Callable[..., Template],
 ) -> None:
     preloading = template({"mode": "ok"})
-    refused = preloading.fork({"mode": "raise"})
+    refused, _ = preloading.fork({"mode": "raise"})
     assert refused["error"]["kind"] == "protocol", refused
     assert "another config" in refused["error"]["message"]
     pid, connection = preloading.instance({"mode": "ok"})  # it still forks instances of its own
@@ -220,3 +154,59 @@ def test_an_instance_runs_on_uvloop_when_its_slice_environment_has_it(
         assert [echo.invoke("echo", n) for n in range(3)] == [0, 1, 2]
         mapped = Path(f"/proc/{echo.pid}/maps").read_text()
         assert ("uvloop" in mapped) is on_uvloop, python
+
+
+def test_an_instance_takes_the_process_name_its_fork_request_gives_it(
+    template: Callable[..., Template],
+) -> None:
+    """The node names each instance `{artifact}#{instance}`: what `ps` and `top` show of it (Linux keeps
+    15 bytes of a name)."""
+    config = {"mode": "ok"}
+    preloading = template(config)
+    for name, shown in (("faulty#3", "faulty#3"), ("a-long-artifact#12", "a-long-artifact")):
+        pid, connection = preloading.instance(config, name=name)
+        assert "ok" in load(connection, config)
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == shown
+    unnamed, _ = preloading.instance(config)
+    assert (
+        Path(f"/proc/{unnamed}/comm").read_text() == Path(f"/proc/{preloading.process.pid}/comm").read_text()
+    )
+
+
+def test_an_instance_loop_ends_as_asyncio_runner_ends_without_waiting_for_executor_threads() -> None:
+    """At an instance's end (its connection closed) the tasks a slice left are cancelled, their
+    `finally` blocks run, and its async generators are closed, as `asyncio.Runner` does; but the end
+    does not wait for a thread of the loop's default executor (the Runner's would, for ever, here): the
+    instance then ends with `os._exit`, which ends it."""
+    seen: list[str] = []
+    blocker = threading.Event()
+
+    async def instance() -> None:
+        async def background() -> None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                seen.append("task cancelled")
+
+        async def numbers() -> AsyncIterator[int]:
+            try:
+                yield 1
+                yield 2
+            finally:
+                seen.append("generator closed")
+
+        left = asyncio.create_task(background())
+        started = numbers()
+        assert await anext(started) == 1
+        asyncio.get_running_loop().run_in_executor(None, blocker.wait)
+        await asyncio.sleep(0)
+        assert not left.done()
+
+    runner = threading.Thread(target=host._run, args=(instance(),), daemon=True)
+    try:
+        runner.start()
+        runner.join(TIMEOUT)
+        assert not runner.is_alive(), "the loop's end waited for the executor's thread"
+    finally:
+        blocker.set()
+    assert sorted(seen) == ["generator closed", "task cancelled"]

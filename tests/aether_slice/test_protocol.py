@@ -11,12 +11,8 @@ import asyncio
 import itertools
 import json
 import os
-import select
 import signal
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +20,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from template_support import TemplateProcess
 
 from aether_slice import EntryPoint, protocol
 from aether_slice.host import Host
@@ -178,14 +175,21 @@ def test_a_message_of_no_known_kind_is_refused(message: dict[str, Any], error: s
         protocol.kind_of(message)
 
 
-def test_a_hello_of_another_version_is_refused_and_one_without_a_version_is_version_1() -> None:
+def test_a_hello_or_fork_answer_of_another_version_is_refused_and_one_without_a_version_is_version_1() -> (
+    None
+):
     hello = protocol.hello("secret", 12)
     assert hello["version"] == protocol.VERSION
     assert protocol.token_of(hello) == "secret"
     protocol.check_version(hello)
-    protocol.check_version({"hello": "secret", "pid": 12})  # what runners sent before versions
-    with pytest.raises(ProtocolError, match="speaks host protocol version 2 and this side version 1"):
-        protocol.check_version({**hello, "version": 2})
+    forked = protocol.forked(3, 12)
+    assert forked == {"id": 3, "ok": {"pid": 12, "version": protocol.VERSION}}
+    protocol.check_version(forked["ok"])
+    assert protocol.VERSION == 2  # version 1 named a socket, a token and a log path in FORK
+    for old, version in (({"hello": "secret", "pid": 12}, 1), ({"pid": 12}, 1), ({"version": 3}, 3)):
+        said = f"speaks host protocol version {version} and this side version {protocol.VERSION}"
+        with pytest.raises(ProtocolError, match=said):
+            protocol.check_version(old)
     for not_a_hello in (None, {"id": 1, "op": "start"}, {"hello": 5}):
         with pytest.raises(ProtocolError, match="first message must be its hello"):
             protocol.token_of(not_a_hello)
@@ -236,69 +240,31 @@ def test_the_runner_answers_a_result_it_cannot_send_with_bad_result() -> None:
 
 
 class _Runner:
-    """A real template (`python -m aether_slice.host`) and one instance it forked, connected to a Unix
-    socket of this test: the node's part, spoken frame by frame."""
+    """A real template (`python -m aether_slice.host`) and one instance it forked, connected to this
+    test as to a node: the node's part, spoken frame by frame."""
 
     def __init__(self, directory: Path) -> None:
         self.log_path = directory / "i.log"
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(directory / "h.sock"))
-        self.listener.listen(1)
-        self.template = subprocess.Popen(
-            [sys.executable, "-m", "aether_slice.host"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            start_new_session=True,
-        )
-        self.template_frames = FrameDecoder()
-        self.frames = FrameDecoder()
-        fork = {"socket": str(directory / "h.sock"), "token": "t0k", "log_path": str(self.log_path)}
-        self._to_template(protocol.request(1, Kind.FORK, **fork))
-        self.pid = self.from_template()["ok"]["pid"]
-        self.listener.settimeout(10)
-        self.connection, _ = self.listener.accept()
-
-    def _to_template(self, message: dict[str, Any]) -> None:
-        assert self.template.stdin is not None
-        self.template.stdin.write(protocol.encode(message))
-        self.template.stdin.flush()
+        self.template = TemplateProcess(sys.executable, directory / "template.log")
+        with open(self.log_path, "ab") as output:
+            reply, self.connection = self.template.fork({}, output.fileno())
+        self.pid = reply["ok"]["pid"]
+        self.forked = reply["ok"]
 
     def from_template(self) -> dict[str, Any]:
-        assert self.template.stdout is not None
-        return self._receive(self.template.stdout.fileno(), self.template_frames)
+        message = self.template.events.receive()
+        assert message is not None, "the template closed its socket"
+        return message
 
     def send(self, data: bytes) -> None:
-        self.connection.sendall(data)
+        self.connection.send(data)
 
     def receive(self) -> dict[str, Any] | None:
         """The instance's next message; None once it closed the connection."""
-        return self._receive(self.connection.fileno(), self.frames)
-
-    @staticmethod
-    def _receive(fd: int, frames: FrameDecoder) -> Any:
-        deadline = time.monotonic() + 10
-        while (message := frames.next()) is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                pytest.fail("the slice host did not answer within 10 s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                frames.end()
-                return None
-            frames.feed(chunk)
-        return message
+        return self.connection.receive()
 
     def close(self) -> None:
-        self.connection.close()
-        self.listener.close()
-        assert self.template.stdin is not None and self.template.stdout is not None
-        self.template.stdin.close()  # the template kills its children and exits
-        try:
-            self.template.wait(5)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.template.pid, signal.SIGKILL)
-            self.template.wait()
-        self.template.stdout.close()
+        self.template.close()
 
 
 @pytest.fixture
@@ -310,9 +276,10 @@ def runner(tmp_path: Path) -> Iterator[_Runner]:
         started.close()
 
 
-def test_the_runner_says_hello_in_its_version_and_refuses_an_unknown_operation(runner: _Runner) -> None:
-    hello = runner.receive()
-    assert hello == {"hello": "t0k", "pid": runner.pid, "version": protocol.VERSION}
+def test_the_template_answers_a_fork_in_its_version_and_the_instance_refuses_an_unknown_operation(
+    runner: _Runner,
+) -> None:
+    assert runner.forked == {"pid": runner.pid, "version": protocol.VERSION}
     runner.send(protocol.encode({"id": 1, "op": "frobnicate"}))
     answer = runner.receive()
     assert answer is not None and answer["id"] == 1
@@ -327,7 +294,6 @@ def test_the_runner_says_hello_in_its_version_and_refuses_an_unknown_operation(r
 
 
 def test_the_runner_ends_its_connection_on_a_broken_frame(runner: _Runner) -> None:
-    assert runner.receive() is not None  # its hello
     runner.send(frame_of(b"{nope"))
     assert runner.receive() is None  # it closed the connection: to its node, it is gone
     event = runner.from_template()
@@ -369,9 +335,11 @@ def test_an_idle_template_waits_without_a_timer_and_still_reports_a_killed_insta
     instance itself was not left the template's SIGCHLD handler."""
     if os.uname().machine not in _SELECT_CALLS:
         pytest.skip(f"which system call is select on {os.uname().machine} is not known here")
-    assert runner.receive() is not None  # its hello: the instance runs
+    assert runner.connection.request(Kind.HEALTH)["ok"]["pid"] == runner.pid  # the instance runs
     waiting = wait_until_sync(
-        lambda: _waiting_in_select(runner.template.pid), timeout=10, what="the template to wait in select"
+        lambda: _waiting_in_select(runner.template.process.pid),
+        timeout=10,
+        what="the template to wait in select",
     )
     assert int(waiting[5], 16) == 0, f"the template's select has a timeout: {waiting}"
     caught = int(Path(f"/proc/{runner.pid}/status").read_text().split("SigCgt:")[1].split()[0], 16)

@@ -126,11 +126,13 @@ def slice_hosts(data_dir: Path) -> list[ProcInfo]:
 
 
 def host_of(data_dir: Path, coordinates: str, instance: int) -> ProcInfo | None:
-    """The live slice host of one instance (its stderr is the pipe into the instance's log file, which
-    the node drains)."""
+    """The live slice host of one instance: a child of a template of its version (`templates_of`)
+    whose process name is `{artifact}#{instance}` (cut to 15 bytes, as Linux keeps it)."""
     parsed = Coordinates.parse(coordinates)
-    log_name = f"{parsed.distribution}-{parsed.version}-{instance}.pipe"
-    found = [p for p in slice_hosts(data_dir) if Path(p.stderr).name == log_name]
+    hosts = slice_hosts(data_dir)
+    templates = {p.pid for p in _templates(hosts, parsed)}
+    name = f"{parsed.artifact}#{instance}".encode()[:15].decode(errors="ignore")
+    found = [p for p in hosts if p.ppid in templates and p.name == name]
     assert len(found) <= 1, f"more than one live host for {coordinates}#{instance}: {found}"
     return found[0] if found else None
 
@@ -138,11 +140,14 @@ def host_of(data_dir: Path, coordinates: str, instance: int) -> ProcInfo | None:
 def template_of(data_dir: Path, coordinates: str) -> ProcInfo | None:
     """The live fork server ("template") of one slice version, if the node runs slices that way: a
     slice host process whose stderr is `{distribution}-{version}-template.log`."""
-    parsed = Coordinates.parse(coordinates)
-    log_name = f"{parsed.distribution}-{parsed.version}-template.log"
-    found = [p for p in slice_hosts(data_dir) if Path(p.stderr).name == log_name]
+    found = _templates(slice_hosts(data_dir), Coordinates.parse(coordinates))
     assert len(found) <= 1, f"more than one live template for {coordinates}: {found}"
     return found[0] if found else None
+
+
+def _templates(hosts: list[ProcInfo], parsed: Coordinates) -> list[ProcInfo]:
+    log_name = f"{parsed.distribution}-{parsed.version}-template.log"
+    return [p for p in hosts if Path(p.stderr).name == log_name]
 
 
 def kv_replicas(data_dir: Path) -> list[ProcInfo]:

@@ -4,9 +4,9 @@ nothing else (no cluster, no KV, no installs: the slice and aether-slice must be
 interpreter it runs them with, this one by default).
 
 It runs the very runner a node runs (`python -m aether_slice.host`): a template process, asked over its
-stdin/stdout to fork one instance, which connects to a Unix socket of ours with a one-time token and
-then speaks the host protocol (`aether_slice.protocol`, which the node's side, `aether_node`'s
-`_slice_host.py`, speaks too).
+stdin/stdout (a Unix socket) to fork one instance, handing it the end of a socket pair and its log file;
+the instance then speaks the host protocol on that connection (`aether_slice.protocol`, which the
+node's side, `aether_node`'s `_slice_host.py`, speaks too).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import contextlib
 import importlib.metadata
 import json
 import os
-import secrets
 import select
 import shutil
 import socket
@@ -158,8 +157,8 @@ class SliceInstance:
         self._template_log = self.directory / f"{stem}-template.log"
         self.pid: int | None = None
         self._template: subprocess.Popen[bytes] | None = None
-        self._listener: socket.socket | None = None
-        self._socket: socket.socket | None = None
+        self._control: socket.socket | None = None  # our end of the template's stdin and stdout
+        self._socket: socket.socket | None = None  # our end of the instance's connection
         try:
             self._spawn()
             reply = self._load()
@@ -173,62 +172,44 @@ class SliceInstance:
     # ------------------------------------------------------------ processes
 
     def _spawn(self) -> None:
-        # A socket path holds at most 108 bytes: the listener gets a short directory of its own.
-        self._socket_dir = tempfile.mkdtemp(prefix="aether-")
-        path = os.path.join(self._socket_dir, "host.sock")
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(path)
-        self._listener.listen(1)
         # As a node runs it: the template imports the slice once, with the instance's config.
         env = dict(os.environ, PYTHONUNBUFFERED="1", AETHER_SLICE_CONFIG=json.dumps(self.config))
-        token = secrets.token_hex(16)
-        request = {"socket": path, "token": token, "log_path": str(self.log_path), "config": self.config}
         deadline = time.monotonic() + self.timeout
         template_log = self._template_log
+        control, theirs = socket.socketpair()
+        ours, instance_end = socket.socketpair()
+        self._control, self._socket = control, ours
         try:
-            with open(template_log, "ab") as log:
+            with theirs, instance_end, open(template_log, "ab") as log, open(self.log_path, "ab") as output:
                 self._template = subprocess.Popen(
                     [self.python, "-m", "aether_slice.host", "--preload", self.artifact],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
+                    stdin=theirs,
+                    stdout=theirs,
                     stderr=log,
                     env=env,
                     start_new_session=True,  # a Ctrl-C in the terminal is pytest's, not the slice's
                 )
-            assert self._template.stdin is not None and self._template.stdout is not None
-            self._template_frames = _Frames(self._template.stdout.fileno(), "the slice template process")
-            self._template.stdin.write(_frame(protocol.request(1, Kind.FORK, **request)))
-            self._template.stdin.flush()
-            reply = self._template_frames.receive(deadline)
+                self._template_frames = _Frames(control.fileno(), "the slice template process")
+                request = _frame(protocol.request(1, Kind.FORK, config=self.config))
+                socket.send_fds(control, [request], [instance_end.fileno(), output.fileno()])
+                reply = self._template_frames.receive(deadline)
         except (OSError, SliceHostError) as error:
-            output = template_log.read_text(errors="replace").strip().splitlines()[-10:]
+            output_lines = template_log.read_text(errors="replace").strip().splitlines()[-10:]
             raise SliceHostError(
                 "crashed",
                 f"the slice host `{self.python} -m aether_slice.host` did not start ({error}); its output:\n"
-                + ("\n".join(output) or "(none)"),
+                + ("\n".join(output_lines) or "(none)"),
             ) from None
         while "event" in reply:  # an exit event cannot come before the fork's reply; skip to be safe
             reply = self._template_frames.receive(deadline)
         if "ok" not in reply:
             raise SliceHostError("protocol", f"the slice template did not fork: {reply}")
-        self.pid = int(reply["ok"]["pid"])
-        self._listener.settimeout(max(0.0, deadline - time.monotonic()))
         try:
-            connection, _ = self._listener.accept()
-        except TimeoutError:
-            raise SliceHostError(
-                "timeout", f"the instance did not connect within {self.timeout:g} s ({self._log_tail()})"
-            ) from None
-        connection.settimeout(None)
-        self._socket = connection
-        self._frames = _Frames(connection.fileno(), f"{self.coordinates}#{self.instance}")
-        hello = self._frames.receive(deadline)
-        try:
-            if protocol.token_of(hello) != token:
-                raise ProtocolError("the instance did not present its token")
-            protocol.check_version(hello)
+            protocol.check_version(reply["ok"])
         except ProtocolError as error:
             raise SliceHostError("protocol", str(error)) from None
+        self.pid = int(reply["ok"]["pid"])
+        self._frames = _Frames(ours.fileno(), f"{self.coordinates}#{self.instance}")
 
     def _log_tail(self, lines: int = 20) -> str:
         text = self.log
@@ -376,23 +357,18 @@ class SliceInstance:
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
-        # The template SIGKILLs its children when its stdin closes; were it killed, they would die with it
-        # (they ask the kernel for that), so nothing is left either way.
+        # The template SIGKILLs its children when its socket closes; were it killed, they would die with
+        # it (they ask the kernel for that), so nothing is left either way.
+        if self._control is not None:
+            self._control.close()  # the template kills its children and exits
+            self._control = None
         template, self._template = self._template, None
         if template is not None:
-            assert template.stdin is not None and template.stdout is not None
-            with contextlib.suppress(OSError):
-                template.stdin.close()  # the template kills its children and exits
             try:
                 template.wait(3.0)
             except subprocess.TimeoutExpired:
                 template.kill()
                 template.wait()
-            template.stdout.close()
         if self._owned_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -8,12 +8,14 @@ that each child inherits it instead of doing it again: the entry points scanned,
 parent-death call looked up, and with `--preload` the slice itself imported and registered with pluggy
 (with the config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that
 config only; a slice whose import fails or starts threads is not kept: the template starts again
-without it, and each instance imports the slice itself, as without `--preload`). Each child connects to
-the node's Unix socket, says hello with its token, and then speaks the host protocol there
-(`aether_slice.protocol`: its frames, messages and version), on uvloop if the slice's environment has
-it (the runtime itself needs only the standard library). Anything a slice prints goes to its
-instance log. A child exits when its socket closes; children and template ask the kernel to kill them
-when their parent dies, so nothing outlives the node.
+without it, and each instance imports the slice itself, as without `--preload`). The template's stdin
+and stdout are one Unix stream socket to the node: each FORK request comes with two descriptors, the
+child's connection to the node (a socket pair's end: nothing to connect to, no token to show) and its
+stdout and stderr (the node's pipe into the instance's log). The child speaks the host protocol on its
+connection (`aether_slice.protocol`: its frames, messages and version), on uvloop if the slice's
+environment has it (the runtime itself needs only the standard library). A child exits when its
+connection closes; children and template ask the kernel to kill them when their parent dies, so nothing
+outlives the node.
 
 Node → host: load, start, stop, invoke, health, attach (each with an integer "id"; one reply each).
 Host → node: call (id "c<n>"), for a slice calling another slice through the cluster.
@@ -23,7 +25,9 @@ An attach opens a second connection (to the node's ingress worker), which serves
 
 from __future__ import annotations
 
+import array
 import asyncio
+import collections
 import contextlib
 import contextvars
 import ctypes
@@ -48,9 +52,11 @@ from . import ENTRY_POINT_GROUP, hookspecs, protocol
 from ._context import EntryPoint, SliceCallError, SliceContext
 from .protocol import Kind, ProtocolError
 
+PR_SET_NAME = 15
 PR_SET_PDEATHSIG = 1
 _READ_SIZE = 65536
 _MAX_MESSAGE = 65536  # of an exception's message in an error reply: its frame must stay under the limit
+_MAX_FDS = 8  # descriptors one read of the template's socket takes: a FORK's (the kernel ends a read there)
 
 
 class HostError(Exception):
@@ -61,7 +67,7 @@ class HostError(Exception):
         self.detail = detail
 
 
-_prctl: Callable[[int, int], int] | None = None
+_prctl: Callable[[int, Any], int] | None = None
 
 
 def _die_with_parent() -> None:
@@ -78,8 +84,14 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-def _no_prctl(option: int, value: int) -> int:
+def _no_prctl(option: int, value: Any) -> int:
     return 0
+
+
+def _name_process(name: str) -> None:
+    """Name this process as `ps` and `top` show it (Linux keeps 15 bytes; after `_die_with_parent`)."""
+    if _prctl is not None:
+        _prctl(PR_SET_NAME, name.encode()[:15])
 
 
 class Host:
@@ -202,7 +214,7 @@ class Host:
         name = message["entry_point"]
         group, artifact, version = message["coordinates"].split(":")
         manager = _preloaded[name] if name in _preloaded else _plugin_manager(name)
-        logger = logging.getLogger(f"slice.{group}.{artifact}")
+        logger = logging.getLogger(_logger_name(name))
         self.context = SliceContext(
             group=group,
             artifact=artifact,
@@ -303,6 +315,11 @@ def _as_entry_points(declared: Any) -> list[EntryPoint]:
     return entries
 
 
+def _logger_name(name: str) -> str:
+    """The logger of the slice of entry point `name` ("group:artifact"): `slice.{group}.{artifact}`."""
+    return "slice." + name.replace(":", ".")
+
+
 def _plugin_manager(name: str) -> pluggy.PluginManager:
     """Import the slice of entry point `name` and register it with a new plugin manager. Raises
     HostError."""
@@ -337,6 +354,7 @@ def _preload(name: str) -> bool:
     try:
         _preloaded_config = json.loads(os.environ.get("AETHER_SLICE_CONFIG") or "{}")
         _preloaded[name] = _plugin_manager(name)
+        logging.getLogger(_logger_name(name))  # made once: each instance's load finds it
     except ValueError as error:
         print(f"aether_slice.host: not preloading {name}: AETHER_SLICE_CONFIG is not JSON: {error}")
         return False
@@ -409,43 +427,70 @@ def _short_traceback(limit: int = 12) -> str:
     return "".join(traceback.format_exc(limit=-limit))[-4000:]
 
 
-async def _serve_socket(path: str, token: str) -> None:
-    reader, writer = await asyncio.open_unix_connection(path)
-    host = Host(reader, writer.write)
-    host.send(protocol.hello(token, os.getpid()))
-    await host.run()
+async def _serve(connection: int) -> None:
+    """Serve the node on `connection` (the descriptor of a connected Unix stream socket) until it
+    closes."""
+    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=connection))
+    await Host(reader, writer.write).run()
+    writer.close()
 
 
-def _child(request: dict[str, Any]) -> None:
-    """In a process just forked from the template: become one slice instance. Never returns."""
+def _child(connection: int, output: int, request: dict[str, Any]) -> None:
+    """In a process just forked from the template: become one slice instance, serving the node on
+    `connection`, with `output` as its stdout and stderr, named as `request` says. Never returns."""
     try:
         os.setsid()
         devnull = os.open(os.devnull, os.O_RDONLY)
-        log = os.open(request["log_path"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(devnull, 0)  # let go of the template's pipes: their EOF must mean "template gone"
-        os.dup2(log, 1)
-        os.dup2(log, 2)
+        # Let go of the template's control socket (fds 0 and 1): its end must mean "template gone".
+        os.dup2(devnull, 0)
+        os.dup2(output, 1)
+        os.dup2(output, 2)
         os.close(devnull)
-        os.close(log)  # (sys.stdout and sys.stderr are the template's stream on fd 2: now the log)
-        os.environ["AETHER_SLICE_CONFIG"] = json.dumps(request.get("config") or {})
+        os.close(output)  # (sys.stdout and sys.stderr are the template's stream on fd 2: now the log)
+        if not _preloaded:  # (a preloading template forks only instances of its own environment's config)
+            os.environ["AETHER_SLICE_CONFIG"] = json.dumps(request.get("config") or {})
         _die_with_parent()  # the template; it dies with the node
-        _run(_serve_socket(request["socket"], request["token"]))
+        if isinstance(request.get("name"), str):
+            _name_process(request["name"])
+        _run(_serve(connection))
     except BaseException:
         traceback.print_exc()
         os._exit(70)
     os._exit(0)  # do not wait for threads a slice may have left running
 
 
+def _receive_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """What one read of `sock` brings, and the descriptors that came with it (close-on-exec). Raises
+    ProtocolError if the kernel had to drop some (more than a FORK carries came at once)."""
+    space = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+    data, ancillary, flags, _ = sock.recvmsg(_READ_SIZE, space, socket.MSG_CMSG_CLOEXEC)
+    fds = array.array("i")
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        raise ProtocolError(f"more than {_MAX_FDS} descriptors came with one message")
+    return data, list(fds)
+
+
 class Template:
     """The fork server: imports the runtime once, then forks one child per instance on request.
 
-    Protocol on stdin/stdout (`aether_slice.protocol` frames): FORK → a REPLY {"pid"}; and an EXIT event
-    when a child ends. Single-threaded on purpose: forking a threaded process is unsafe.
+    Protocol on stdin/stdout, one Unix stream socket (`aether_slice.protocol` frames): FORK, with the
+    child's two descriptors → a REPLY {"pid", "version"}; and an EXIT event when a child ends.
+    Single-threaded on purpose: forking a threaded process is unsafe.
     """
 
     def __init__(self) -> None:
         self.children: set[int] = set()
         self.frames = protocol.FrameDecoder()
+        # Descriptors received and not yet given to a child, in the order their FORKs came (the kernel
+        # hands them over with the first bytes of their message, so by the time a FORK's frame is whole
+        # its descriptors are here, after those of the FORKs before it).
+        self.fds: collections.deque[int] = collections.deque()
+        self.control: socket.socket | None = None
         self._wake_read = self._wake_write = -1
 
     def _wake_on_child_exit(self) -> None:
@@ -457,14 +502,19 @@ class Template:
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
 
-    def _forget_wakeups(self) -> None:
-        """In a child just forked: the template's SIGCHLD pipe is not the instance's business."""
+    def _forget_template(self) -> None:
+        """In a child just forked: the template's SIGCHLD pipe, its control socket (fds 0 and 1, which
+        `_child` replaces) and the descriptors of other instances' FORKs are not the instance's
+        business (another instance's connection held open here would hide that instance's end)."""
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        for fd in (self._wake_read, self._wake_write):
+        if self.control is not None:
+            self.control.detach()
+        for fd in (self._wake_read, self._wake_write, *self.fds):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+        self.fds.clear()
 
     def _drain_wakeups(self) -> None:
         try:
@@ -479,17 +529,23 @@ class Template:
             data = data[os.write(1, data) :]
 
     def run(self) -> None:
+        try:
+            self.control = socket.socket(fileno=0)
+        except OSError as error:
+            print(f"aether_slice.host: a template's stdin must be a Unix stream socket: {error}")
+            return
         self._wake_on_child_exit()
         while True:
             readable, _, _ = select.select([0, self._wake_read], [], [])  # no timeout: events only
             if self._wake_read in readable:
                 self._drain_wakeups()
             if 0 in readable:
-                chunk = os.read(0, _READ_SIZE)
-                if not chunk:
-                    break  # the node is gone
-                self.frames.feed(chunk)
                 try:
+                    chunk, fds = _receive_with_fds(self.control)
+                    self.fds.extend(fds)
+                    if not chunk:
+                        break  # the node is gone
+                    self.frames.feed(chunk)
                     while (request := self.frames.next()) is not None:
                         self.handle(request)
                 except ProtocolError as error:  # the stream cannot be trusted further
@@ -504,31 +560,33 @@ class Template:
 
     def handle(self, request: dict[str, Any]) -> None:
         if request.get("op") != Kind.FORK:
-            self.write(
-                protocol.error_reply(
-                    request.get("id"),
-                    protocol.HostErrorKind.PROTOCOL,
-                    f"a template answers only {Kind.FORK}, not {request.get('op')!r}",
-                )
-            )
+            self.refuse(request, f"a template answers only {Kind.FORK}, not {request.get('op')!r}")
             return
-        if _preloaded and (request.get("config") or {}) != _preloaded_config:
-            self.write(
-                protocol.error_reply(
-                    request.get("id"),
-                    protocol.HostErrorKind.PROTOCOL,
+        if len(self.fds) < protocol.FORK_FDS:
+            self.refuse(request, f"a fork request must come with {protocol.FORK_FDS} descriptors")
+            return
+        connection, output = self.fds.popleft(), self.fds.popleft()
+        try:
+            if _preloaded and (request.get("config") or {}) != _preloaded_config:
+                self.refuse(
+                    request,
                     "this template imported the slice with another config (its AETHER_SLICE_CONFIG):"
                     " an instance of this config needs a template of its own",
                 )
-            )
-            return
-        sys.stderr.flush()  # nothing buffered may be written twice
-        pid = os.fork()
-        if pid == 0:
-            self._forget_wakeups()
-            _child(request)
+                return
+            sys.stderr.flush()  # nothing buffered may be written twice
+            pid = os.fork()
+            if pid == 0:
+                self._forget_template()
+                _child(connection, output, request)
+        finally:  # (the child never gets here: `_child` does not return)
+            os.close(connection)
+            os.close(output)
         self.children.add(pid)
-        self.write(protocol.reply(request.get("id"), {"pid": pid}))
+        self.write(protocol.forked(request.get("id"), pid))
+
+    def refuse(self, request: dict[str, Any], why: str) -> None:
+        self.write(protocol.error_reply(request.get("id"), protocol.HostErrorKind.PROTOCOL, why))
 
     def reap(self) -> None:
         while self.children:
@@ -589,22 +647,36 @@ def _choose_loop() -> None:
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
-    """Run `main` on the loop the template chose (the warm-up builds the same loop the instances run)."""
-    with asyncio.Runner(loop_factory=_loop_factory) as runner:
-        runner.run(main)
+    """Run `main` on a new loop of the kind the template chose (the warm-up runs the same code the
+    instances run), then end as `asyncio.Runner` ends: the tasks left are cancelled (their `finally`
+    blocks run) and the async generators closed. Unlike the Runner, it neither installs a SIGINT
+    handler (SIGINT is ignored here: the node's business) nor waits for the threads of the loop's
+    default executor (an instance ends with `os._exit`, which ends them as it ends any thread a slice
+    started), and an instance spends less on it (each object the Runner touches copies a page)."""
+    loop = (_loop_factory or asyncio.new_event_loop)()
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            left = asyncio.all_tasks(loop)
+            for task in left:
+                task.cancel()
+            if left:  # (a gather of nothing would belong to no running loop)
+                loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
 
 async def _warm_up() -> None:
-    """What every instance does first (an event loop, a Unix stream connection, a Host answering a
-    request), done once in the template: what it builds lazily is then inherited, not built again (and
-    its pages copied) in each child."""
+    """What every instance does first (an event loop, a connection on a socket pair's end, a Host
+    answering a request: `_serve`), done once in the template: what it builds lazily is then inherited,
+    not built again (and its pages copied) in each child."""
     mine, theirs = socket.socketpair()
     with theirs:
-        reader, writer = await asyncio.open_unix_connection(sock=mine)
         theirs.sendall(protocol.encode(protocol.request(1, Kind.HEALTH)))
         theirs.shutdown(socket.SHUT_WR)
-        await Host(reader, writer.write).run()
-        writer.close()
+        await _serve(mine.detach())
 
 
 if __name__ == "__main__":

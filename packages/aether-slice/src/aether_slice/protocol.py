@@ -9,7 +9,7 @@ both with `ProtocolError`; so does every malformed frame (cut short, not JSON, n
 
 Messages (`Kind` names each; `kind_of` tells which one a message is, or raises ProtocolError):
 
-    HELLO    instance → node, first   {"hello": token, "pid", "version"}
+    HELLO    instance → ingress worker, first on an attached connection {"hello": token, "pid", "version"}
     LOAD     node → instance          {"id": int, "op": "load", "entry_point", "coordinates", "instance",
                                        "config"} → REPLY {"entry_points": [{"name", "idempotent"}]}
     START    node → instance          {"id", "op": "start"}: the aether_start hook → REPLY {}
@@ -18,9 +18,13 @@ Messages (`Kind` names each; `kind_of` tells which one a message is, or raises P
     HEALTH   node → instance          {"id", "op": "health"} → REPLY {"pid", "max_rss_kib", "cpu_s"}
     CALL     instance → node          {"id": "c<n>", "op": "call", "artifact", "entry", "payload",
                                        "timeout"}: a slice calling another slice through the cluster
-    FORK     node → template          {"id", "op": "fork", "socket", "token", "log_path", "config"}
-                                       → REPLY {"pid"}; a template that imported the slice (--preload)
-                                       refuses (ERROR "protocol") an instance of another config
+    FORK     node → template          {"id", "op": "fork", "config"[, "name"]}, sent with two descriptors
+                                       (SCM_RIGHTS, `FORK_FDS`): the instance's end of its connection to
+                                       the node (a connected Unix stream socket: no HELLO on it) and its
+                                       stdout and stderr (the node's pipe into the instance's log); the
+                                       child takes `name` as its process name (Linux: 15 bytes)
+                                       → REPLY {"pid", "version"}; a template that imported the slice
+                                       (--preload) refuses (ERROR "protocol") an instance of another config
     ATTACH   node → instance          {"id", "op": "attach", "socket", "token"}: open a second connection
                                        to that Unix socket (the node's ingress worker), say HELLO there
                                        with the token, and serve INVOKE on it too → REPLY {} once sent.
@@ -33,8 +37,10 @@ Messages (`Kind` names each; `kind_of` tells which one a message is, or raises P
 Every request gets exactly one REPLY or ERROR with its id. The error kinds a slice process answers with
 are `HostErrorKind`; the node answers a CALL with the kinds of its own error vocabulary.
 
-`VERSION` is the protocol's version, carried by HELLO; a peer speaking another version is refused. A
-HELLO without one is version 1: the runners before versions were named spoke it.
+`VERSION` is the protocol's version, carried by HELLO and by the template's answer to FORK; a peer
+speaking another version is refused. A message without one is version 1: the runners before versions
+were named spoke it. Version 2: FORK passes the instance its connection and its output as descriptors
+(version 1 named a socket path, a token and a log path, and the instance connected and said HELLO).
 """
 
 from __future__ import annotations
@@ -46,7 +52,8 @@ import signal
 import struct
 from typing import Any
 
-VERSION = 1
+VERSION = 2
+FORK_FDS = 2  # the descriptors a FORK carries: the instance's connection, then its output
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 
@@ -258,13 +265,19 @@ def token_of(message: dict[str, Any] | None) -> str:
 
 
 def check_version(message: dict[str, Any]) -> None:
-    """Raises ProtocolError if a HELLO is of another version of the protocol than this side's."""
+    """Raises ProtocolError if a HELLO, or a template's answer to FORK, is of another version of the
+    protocol than this side's."""
     version = message.get("version", 1)
     if version != VERSION:
         raise ProtocolError(
-            f"the instance speaks host protocol version {version!r} and this side version {VERSION}: "
-            "run the slice with the aether-slice of its node"
+            f"the slice process speaks host protocol version {version!r} and this side version {VERSION}:"
+            " run the slice with the aether-slice of its node"
         )
+
+
+def forked(request_id: Any, pid: int) -> dict[str, Any]:
+    """A template's answer to FORK: the child's pid, and the version the child speaks (the template's)."""
+    return reply(request_id, {"pid": pid, "version": VERSION})
 
 
 def exit_event(pid: int, code: int) -> dict[str, Any]:

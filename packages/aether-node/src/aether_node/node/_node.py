@@ -54,7 +54,6 @@ from ..routing._peers import PeerClients, serve_peers
 from ..runtime._deployment import NodeDeploymentManager
 from ..runtime._installer import SliceInstaller
 from ..runtime._kv_replica import run_kv_replica
-from ..runtime._slice_host import HostListener
 from ..runtime._slice_store import SliceStore
 from ._certificates import NodeCertificates
 from ._remote_stop import StopAsked, follow_stop_requests
@@ -348,12 +347,9 @@ async def serve_node(
                         )
                     )
 
-                listener = HostListener(config.data_dir / "run")
-                await start("slice host listener", listener.serve)
                 store = SliceStore(
                     nursery,
                     installer,
-                    listener,
                     config.data_dir / "logs",
                     on_call=on_call,
                     timeouts=config.timeouts,

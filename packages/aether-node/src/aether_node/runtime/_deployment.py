@@ -56,6 +56,7 @@ from ._slice_store import LocalInstance, SliceStore, describe_failure
 log = logging.getLogger("aether_node.deployment")
 
 WITHDRAW_ATTEMPTS = 4  # a withdrawal that still fails is left to the node's lease
+PUBLISH_ATTEMPTS = 4  # a publication that still fails fails the activation
 
 
 @attrs.define(eq=False)
@@ -419,9 +420,12 @@ class NodeDeploymentManager:
     async def _publish(self, key: InstanceKey, instance: LocalInstance) -> None:
         """Put the instance's endpoints on the node's lease. If that lease has lapsed, on the new one if
         the node has registered again meanwhile; else the republish that follows the new registration
-        puts them (the instance is ACTIVE in the store by then), and this is not the instance's failure."""
+        puts them (the instance is ACTIVE in the store by then), and this is not the instance's failure.
+        A put that fails otherwise (the KV unavailable for a moment, an outcome unknown: the puts are
+        idempotent) is tried again, PUBLISH_ATTEMPTS times in all; then the error is the step's."""
         instance.withdrawn = False
-        while True:
+        failures = 0
+        while not instance.withdrawn:  # (a withdrawal that started meanwhile wins)
             lease = self.lease
             try:
                 await self._put_endpoints(key, instance, lease)
@@ -430,6 +434,12 @@ class NodeDeploymentManager:
                 if self.lease == lease:
                     log.warning("%s: the node's lease lapsed; endpoints follow its new lease", key.label)
                     return
+            except KVError as error:
+                failures += 1
+                if failures == PUBLISH_ATTEMPTS:
+                    raise
+                log.info("%s: publishing endpoints: %s; trying again", key.label, error.message)
+                await trio.sleep(0.1 * 2 ** (failures - 1))
 
     async def _put_endpoints(self, key: InstanceKey, instance: LocalInstance, lease: int) -> None:
         await self._put_all(self._endpoint_puts(key, instance, lease))

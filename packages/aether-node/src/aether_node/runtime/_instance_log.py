@@ -1,14 +1,14 @@
-"""An instance's output on its node: read through a named pipe, written to size-bounded files that rotate,
-and handed to whoever follows it as it comes.
+"""An instance's output on its node: read through a pipe, written to size-bounded files that rotate, and
+handed to whoever follows it as it comes.
 
-A slice instance writes its stdout and stderr to the path its fork request names (`aether_slice.host`
-opens it with O_APPEND). The node names a FIFO there (`pipe_path`) and drains it (`drain`): every chunk
-goes to the instance's `RotatingFile` (`{stem}.log`; past `LogLimits.max_bytes`, at a line's end, it
-becomes `{stem}.log.1`, the older ones shift up to `{stem}.log.{keep}` and the oldest goes), and to every
-follower's channel (`InstanceLog.subscribe`). Nothing is lost when the instance dies: the node reads the
-pipe to its end (every writer gone) before it lets go. A slow writer of the node only slows the slice
-(the pipe's buffer fills), never the other way round; a follower that falls behind by more than
-FOLLOWER_BUFFER chunks is dropped (told so), never the node.
+A slice instance's stdout and stderr are the write end of a pipe (`open_pipe`) that its fork request
+hands it; the node drains the read end (`drain`): every chunk goes to the instance's `RotatingFile`
+(`{stem}.log`; past `LogLimits.max_bytes`, at a line's end, it becomes `{stem}.log.1`, the older ones
+shift up to `{stem}.log.{keep}` and the oldest goes), and to every follower's channel
+(`InstanceLog.subscribe`). Nothing is lost when the instance dies: the node reads the pipe to its end
+(every writer gone) before it lets go. A slow writer of the node only slows the slice (the pipe's buffer
+fills), never the other way round; a follower that falls behind by more than FOLLOWER_BUFFER chunks is
+dropped (told so), never the node.
 
 Writes happen on the trio thread: a chunk is at most the pipe's read size and the file is unbuffered, so
 a follower that reads the files' tail and subscribes without a checkpoint in between misses nothing and
@@ -47,11 +47,6 @@ class LogLimits:
 def rotated(path: Path, keep: int) -> list[Path]:
     """`path` and its rotated files, newest first: `x.log`, `x.log.1`, …, `x.log.{keep}`."""
     return [path, *(path.with_name(f"{path.name}.{n}") for n in range(1, keep + 1))]
-
-
-def pipe_path(path: Path) -> Path:
-    """The FIFO an instance whose log is `path` writes to."""
-    return path.with_name(path.name.removesuffix(".log") + ".pipe")
 
 
 class RotatingFile:
@@ -175,21 +170,17 @@ class InstanceLog:
         self._followers.pop(send, None)
         send.close()
 
-    def open_pipe(self) -> tuple[Path, int, int]:
-        """A fresh FIFO for the next process: its path, the node's read end, and a write end the node
-        keeps until the process has opened its own (so the reader does not see the end too early)."""
-        fifo = pipe_path(self.path)
-        fifo.parent.mkdir(parents=True, exist_ok=True)
-        fifo.unlink(missing_ok=True)  # one left by a node that died
-        os.mkfifo(fifo, 0o600)
-        read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
-        keeper = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+    def open_pipe(self) -> tuple[int, int]:
+        """A fresh pipe for the next process: the node's read end (for `drain`) and the write end, for
+        the process; the node closes its copy of that once the process holds its own (or never will:
+        the drain then ends)."""
+        read_end, write_end = os.pipe()
         self.draining += 1
-        return fifo, read_end, keeper
+        return read_end, write_end
 
-    async def drain(self, fifo: Path, read_end: int) -> None:
-        """Copy the pipe to the file and the followers until every writer has closed it; then the
-        pipe is removed. Owns `read_end`. Cancelled: stops reading (what is still in the pipe is lost)."""
+    async def drain(self, read_end: int) -> None:
+        """Copy the pipe to the file and the followers until every writer has closed it. Owns
+        `read_end`. Cancelled: stops reading (what is still in the pipe is lost)."""
         stream = trio.lowlevel.FdStream(read_end)
         try:
             while True:
@@ -205,7 +196,6 @@ class InstanceLog:
                 self._write(data)
         finally:
             await stream.aclose()
-            fifo.unlink(missing_ok=True)
             self.draining -= 1
             if not self.writing:
                 self.file.close()

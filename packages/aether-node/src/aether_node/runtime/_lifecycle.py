@@ -1,8 +1,11 @@
 """Slice lifecycle planning. Pure: (recorded state, what runs locally) → the steps to take.
 
 A recorded state (command, -ING or outcome) names a target phase; the local phase is what this node
-really runs. The plan walks from one to the other; each step names the -ING state written before it and
-the outcome written after the last step.
+really runs. The plan walks from one to the other; each step names the -ING state written before it (or
+none) and the outcome written after the last step. An activation that directly follows the load in the
+same plan writes no ACTIVATING: the LOADING before it keeps the command (ACTIVATE), so a node that
+restarts mid-way still knows where it was going, and the next write is the outcome, ACTIVE (one KV
+write, and every watch delivery of it, fewer per instance placed).
 """
 
 from __future__ import annotations
@@ -65,7 +68,8 @@ def target_phase(state: SliceState | None) -> Phase | None:
 
 
 def plan(target: Phase, local: Phase) -> tuple[Step, ...]:
-    """Steps from `local` to `target`. Deactivation always precedes unloading; activation needs a load."""
+    """Steps from `local` to `target`. Deactivation always precedes unloading; activation needs a load,
+    and one right after the load writes no working state of its own."""
     kinds: list[StepKind] = []
     if target is Phase.ACTIVE:
         if local is Phase.NONE:
@@ -81,7 +85,10 @@ def plan(target: Phase, local: Phase) -> tuple[Step, ...]:
         if local is Phase.ACTIVE:
             kinds.append(StepKind.DEACTIVATE)
         kinds.append(StepKind.UNLOAD)
-    return tuple(Step(kind, STEP_WORKING[kind]) for kind in kinds)
+    steps = [Step(kind, STEP_WORKING[kind]) for kind in kinds]
+    if kinds == [StepKind.LOAD, StepKind.ACTIVATE]:
+        steps[1] = Step(StepKind.ACTIVATE, None)  # the LOADING before it (command ACTIVATE) says it all
+    return tuple(steps)
 
 
 def outcome_to_record(target: Phase, recorded: SliceState | None) -> SliceState | None:

@@ -1,28 +1,28 @@
 """Slice host processes: the one module that talks to them.
 
-Per installed slice version, a *template* process (`python -m aether_slice.host` in the slice's
-virtualenv) has imported the runtime once; each instance is a child forked from it on request, which
-connects back to this node's Unix socket (`HostListener`) with a one-time token and then speaks the host
-protocol there (`aether_slice.protocol`: frames, messages, version). This module spawns templates, forks
-instances, serves the calls slices make to other slices, and notices an instance's death at once (its
-socket closes).
+Per installed slice version and config, a *template* process (`python -m aether_slice.host` in the
+slice's virtualenv) has imported the slice once; each instance is a child forked from it on request. The
+node talks to a template over one Unix stream socket (its stdin and stdout) and hands it, with each FORK,
+the two descriptors the child keeps: its end of a socket pair whose other end is the node's connection
+to the instance, and its stdout and stderr (the write end of the instance log's pipe). The instance
+then speaks the host protocol on that connection (`aether_slice.protocol`: frames, messages, version).
+This module spawns templates, forks instances, serves the calls slices make to other slices, and
+notices an instance's death at once (its connection closes).
 """
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import math
 import os
-import secrets
 import signal
-import subprocess
-import tempfile
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import attrs
 import trio
 
 from aether_kv import Replies, Reply
@@ -201,88 +201,6 @@ class _Connection:
             return bool(chunk)
 
 
-@attrs.frozen
-class _Arrival:
-    """An instance that reported in: its connection, the event that lets the listener let go of it, and
-    its hello."""
-
-    connection: _Connection
-    released: trio.Event
-    hello: dict[str, Any]
-
-
-class HostListener:
-    """The node's Unix socket where forked instances report in with their token."""
-
-    def __init__(self, directory: Path | None = None) -> None:
-        # Socket paths are capped at 108 bytes: use the node's own directory when its path is short enough.
-        if directory is not None and len(str(directory / "hosts.sock")) < 100:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._directory, self._owned = str(directory), False
-        else:
-            self._directory, self._owned = tempfile.mkdtemp(prefix="aether-"), True
-        self.path = os.path.join(self._directory, "hosts.sock")
-        self._waiting: dict[str, trio.MemorySendChannel[_Arrival]] = {}
-
-    async def serve(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
-        if os.path.exists(self.path):  # left by a node that was killed
-            os.unlink(self.path)
-        await sock.bind(self.path)
-        sock.listen(256)
-        try:
-            task_status.started()
-            await trio.serve_listeners(self._handle, [trio.SocketListener(sock)])
-        finally:
-            for name in (self.path,):
-                try:
-                    os.unlink(name)
-                except OSError:
-                    pass
-            if self._owned:
-                try:
-                    os.rmdir(self._directory)
-                except OSError:
-                    pass
-
-    async def _handle(self, stream: trio.SocketStream) -> None:
-        try:
-            await self._take(stream)
-        except Exception:  # one connection's failure never ends the listener (nor the node)
-            log.exception("a connection to the slice host socket failed")
-
-    async def _take(self, stream: trio.SocketStream) -> None:
-        connection = _Connection(stream)
-        try:
-            with trio.fail_after(10):
-                hello = await connection.receive()
-            channel = self._waiting.pop(protocol.token_of(hello), None)
-        except (trio.TooSlowError, ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
-            connection.close()
-            return
-        if channel is None:
-            connection.close()
-            return
-        assert hello is not None
-        released = trio.Event()
-        try:
-            channel.send_nowait(_Arrival(connection, released, hello))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            connection.close()  # its spawner gave up waiting for it
-            return
-        # The stream now belongs to its SliceHost; trio closes a handler's stream when the handler returns,
-        # so stay until the host is done with it.
-        await released.wait()
-
-    def expect(self, token: str) -> trio.MemoryReceiveChannel[_Arrival]:
-        send, receive = trio.open_memory_channel[_Arrival](1)
-        self._waiting[token] = send
-        return receive
-
-    def forget(self, token: str) -> None:
-        self._waiting.pop(token, None)
-
-
 class SliceTemplate:
     """The fork server of one installed slice version and one config: it imports the slice once, with that
     config in `AETHER_SLICE_CONFIG` (as an instance would), and forks instances of that config only."""
@@ -292,6 +210,7 @@ class SliceTemplate:
         self.log_path = log_path
         self.config = dict(config)
         self.process: ChildProcess | None = None
+        self.control: trio.socket.SocketType | None = None  # the template's stdin and stdout
         self._replies: Replies[Reply] = Replies()
         self.exits: dict[int, int] = {}
         self.exited = trio.Event()
@@ -313,27 +232,32 @@ class SliceTemplate:
             PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", AETHER_SLICE_CONFIG=json.dumps(self.config)
         )
         preload = self.installed.coordinates.artifact_id
-        with open(self.log_path, "ab") as log_file:
-            self.process = spawn(
-                [str(self.installed.python), "-m", "aether_slice.host", "--preload", preload],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log_file,
-                env=env,
-                cwd=self.installed.venv,
-                new_session=True,  # the node's Ctrl-C is not the slice's
-            )
-        assert self.process.stdin is not None and self.process.stdout is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with theirs, open(self.log_path, "ab") as log_file:
+                self.process = spawn(
+                    [str(self.installed.python), "-m", "aether_slice.host", "--preload", preload],
+                    stdin=theirs.fileno(),
+                    stdout=theirs.fileno(),
+                    stderr=log_file,
+                    env=env,
+                    cwd=self.installed.venv,
+                    new_session=True,  # the node's Ctrl-C is not the slice's
+                )
+        except BaseException:
+            ours.close()
+            raise
+        self.control = trio.socket.from_stdlib_socket(ours)
         nursery.start_soon(self._read_loop)
 
     async def _read_loop(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
+        assert self.process is not None and self.control is not None
         frames = protocol.FrameDecoder()
         try:
             while True:
                 message = frames.next()
                 if message is None:
-                    chunk = await self.process.stdout.receive_some(_READ_SIZE)
+                    chunk = await self.control.recv(_READ_SIZE)
                     if not chunk:
                         break
                     frames.feed(chunk)
@@ -344,7 +268,7 @@ class SliceTemplate:
                     changed.set()
                     continue
                 self._replies.deliver(message)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except (OSError, trio.ClosedResourceError):
             pass
         except ProtocolError as error:
             log.error("the slice template of %s broke the host protocol: %s", self.log_path, error)
@@ -354,33 +278,52 @@ class SliceTemplate:
             self.exited.set()
             self._exit_changed.set()
             self._replies.end()
+            self.control.close()  # (a template still running exits when its socket closes)
             await self.process.stop(1)
 
-    async def fork(self, request: dict[str, Any], timeout: float) -> int:
-        assert self.process is not None and self.process.stdin is not None
+    async def fork(self, config: Mapping[str, Any], name: str, fds: tuple[int, int], timeout: float) -> int:
+        """Fork an instance of `config`, named `name` (its process name), that keeps `fds` (its
+        connection, its output: the template takes copies of them). Its pid; raises SliceHostError (the
+        template died, refused, or answered in another protocol version) or StepTimeoutError."""
+        assert self.control is not None
         waiter = Reply()
         request_id = self._replies.add(waiter)
         try:
-            frame = protocol.encode(protocol.request(request_id, Kind.FORK, **request))
+            fork = protocol.request(request_id, Kind.FORK, config=dict(config), name=name)
+            frame = protocol.encode(fork)
             try:
-                async with self._lock:  # one frame at a time on the pipe
-                    await self.process.stdin.send_all(frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                async with self._lock:  # one frame at a time on the socket
+                    await self._send(frame, fds)
+            except (OSError, trio.ClosedResourceError):
                 raise SliceHostError(
                     "template", f"the slice template process died ({self.log_path})"
                 ) from None
-            with trio.move_on_after(timeout):
+            with trio.move_on_after(timeout) as waiting:
                 await waiter.wait()
+            if waiting.cancelled_caught:
+                raise StepTimeoutError(f"the slice template did not fork within {timeout:g} s")
         finally:
             self._replies.discard(request_id)
         if waiter.reply is not None and "error" in waiter.reply:
             failure = protocol.failure_of(waiter.reply)
             raise SliceHostError("template", f"the slice template refused to fork: {failure.text}")
-        if waiter.reply is None or "ok" not in waiter.reply:
+        if waiter.reply is None or not isinstance(waiter.reply.get("ok"), dict):
             raise SliceHostError(
                 "template", f"the slice template did not fork an instance (see {self.log_path})"
             )
+        try:
+            protocol.check_version(waiter.reply["ok"])
+        except ProtocolError as error:  # (the child it forked exits: its connection is closed on us)
+            raise SliceHostError(protocol.HostErrorKind.PROTOCOL, str(error)) from None
         return int(waiter.reply["ok"]["pid"])
+
+    async def _send(self, frame: bytes, fds: tuple[int, int]) -> None:
+        """`frame` with `fds` attached to its first bytes (the rest, if the socket took only part)."""
+        assert self.control is not None
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        sent = await self.control.sendmsg([frame], ancillary)
+        while sent < len(frame):
+            sent += await self.control.send(memoryview(frame)[sent:])
 
     async def exit_code(self, pid: int, timeout: float) -> int | None:
         """The exit code of a forked child, once the template has reaped it (None if not in time)."""
@@ -398,11 +341,10 @@ class SliceHost:
     """One instance: a child of its template, connected through the node's Unix socket."""
 
     def __init__(
-        self, template: SliceTemplate, arrival: _Arrival, pid: int, label: str, log_path: Path
+        self, template: SliceTemplate, connection: _Connection, pid: int, label: str, log_path: Path
     ) -> None:
         self.template = template
-        self.connection = arrival.connection
-        self._released = arrival.released
+        self.connection = connection
         self.pid = pid
         self.label = label
         self.log_path = log_path
@@ -418,46 +360,34 @@ class SliceHost:
         cls,
         nursery: trio.Nursery,
         template: SliceTemplate,
-        listener: HostListener,
         *,
         label: str,
+        name: str,
         config: dict[str, Any],
+        output: int,
         log_path: Path,
         on_call: CallHandler,
         timeout: float,
-        output: Path | None = None,
     ) -> SliceHost:
-        """Fork an instance from `template` and wait until it has connected back. It writes its stdout
-        and stderr to `output` (the node's pipe into `log_path`; default: `log_path` itself), which it
-        has opened by the time this returns."""
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        token = secrets.token_hex(16)
-        arrivals = listener.expect(token)
+        """Fork an instance from `template`, connected to this node by a socket pair, with `output` (the
+        write end of the pipe into its log, `log_path`) as its stdout and stderr and `name` as its
+        process name. The caller keeps its own `output` and closes it."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            with trio.move_on_after(timeout) as scope:
-                pid = await template.fork(
-                    {
-                        "socket": listener.path,
-                        "token": token,
-                        "log_path": str(output or log_path),
-                        "config": config,
-                    },
-                    timeout,
-                )
-                arrival = await arrivals.receive()
-            if scope.cancelled_caught:
-                raise StepTimeoutError(f"{label}: the instance process did not start within {timeout:g} s")
-        finally:
-            listener.forget(token)
-        try:
-            protocol.check_version(arrival.hello)
-        except ProtocolError as error:
-            arrival.connection.close()  # the instance exits
-            arrival.released.set()
-            raise SliceHostError(protocol.HostErrorKind.PROTOCOL, f"{label}: {error}") from None
-        host = cls(template, arrival, pid, label, log_path)
+            with theirs:
+                pid = await template.fork(config, name, (theirs.fileno(), output), timeout)
+        except StepTimeoutError:
+            ours.close()
+            raise StepTimeoutError(
+                f"{label}: the instance process did not start within {timeout:g} s"
+            ) from None
+        except BaseException:
+            ours.close()
+            raise
+        connection = _Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        host = cls(template, connection, pid, label, log_path)
         nursery.start_soon(host._read_loop, nursery, on_call)
-        nursery.start_soon(arrival.connection.write_loop)
+        nursery.start_soon(connection.write_loop)
         nursery.start_soon(host._expire_loop)
         return host
 
@@ -482,7 +412,6 @@ class SliceHost:
         finally:
             self.connection.close()
             with trio.CancelScope(shield=True):
-                self._released.set()
                 code = await self.template.exit_code(self.pid, timeout=2.0)
             self.exit_reason = protocol.describe_exit(code) if code is not None else "its connection closed"
             self.exited.set()

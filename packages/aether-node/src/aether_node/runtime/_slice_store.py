@@ -22,7 +22,7 @@ from ..core._schema import InstanceKey
 from ._installer import InstalledSlice, SliceInstaller
 from ._instance_log import InstanceLog, LogLimits
 from ._lifecycle import Phase
-from ._slice_host import CallHandler, HostListener, SliceHost, SliceTemplate
+from ._slice_host import CallHandler, SliceHost, SliceTemplate
 
 
 @attrs.define(eq=False)
@@ -58,7 +58,6 @@ class SliceStore:
         self,
         nursery: trio.Nursery,
         installer: SliceInstaller,
-        listener: HostListener,
         logs_dir: Path,
         on_call: CallHandler,
         timeouts: StepTimeouts = StepTimeouts(),  # noqa: B008 (a frozen value)
@@ -71,7 +70,6 @@ class SliceStore:
         self.logs: dict[InstanceKey, InstanceLog] = {}  # every instance that ran here: its output
         self._on_call = on_call
         self.timeouts = timeouts
-        self.listener = listener
         self.instances: dict[InstanceKey, LocalInstance] = {}
         self._templates: dict[tuple[Coordinates, str], SliceTemplate] = {}
         self._template_locks: dict[tuple[Coordinates, str], trio.Lock] = {}
@@ -116,25 +114,25 @@ class SliceStore:
         if log is None:
             log = self.logs[key] = InstanceLog(self.log_path(key), self.log_limits)
         try:
-            fifo, read_end, keeper = log.open_pipe()
+            read_end, write_end = log.open_pipe()
         except OSError as error:
             why = f"{key.label}: cannot make the pipe for its output: {error}"
             raise SliceHostError("log", why) from None
-        self._nursery.start_soon(log.drain, fifo, read_end)
+        self._nursery.start_soon(log.drain, read_end)
         try:
             host = await SliceHost.spawn(
                 self._nursery,
                 template,
-                self.listener,
                 label=key.label,
+                name=f"{key.coordinates.artifact}#{key.instance}",
                 config=config,
+                output=write_end,
                 log_path=self.log_path(key),
                 on_call=self._on_call,
                 timeout=self.timeouts.load,
-                output=fifo,
             )
         finally:
-            os.close(keeper)  # the process holds its own end now (or never will): its end is the pipe's
+            os.close(write_end)  # the process holds its own copy now (or never will): the pipe is its
         try:
             reply = await host.request(
                 Kind.LOAD,
