@@ -18,6 +18,7 @@ EXPECTED_EXPORTS = {
     "FramedStream",
     "client_handshake",
     "server_handshake",
+    "MAX_HANDSHAKE_BYTES",  # before the secret is proved, the largest message (the node's peer port too)
     "Replies",  # a multiplexed connection's waiting requests (the KV client's, the node's peers')
     "Reply",
     "open_store",

@@ -157,6 +157,27 @@ async def test_garbage_from_an_authenticated_peer_costs_only_its_connection(
     await echo_serves(node)
 
 
+async def test_a_stranger_announcing_a_large_frame_before_the_handshake_is_refused_unread(
+    node: NodeProcess,
+) -> None:
+    """Before the secret is proved the peer port takes a few KiB per message: a stranger announcing 1 MiB
+    is answered with an error and dropped without the node reading (or holding) the megabyte."""
+    stream = await trio.open_tcp_stream("127.0.0.1", node.peer_port)
+    stranger = FramedStream(stream)
+    try:
+        with trio.fail_after(10):
+            assert "nonce" in (await stranger.receive() or {})
+            await stream.send_all(struct.pack(">I", 1024 * 1024) + b"x")  # announces 1 MiB, sends 1 byte
+            refused = await stranger.receive()
+            assert refused is not None and refused["error"]["code"] == "invalid_request", refused
+            assert await stranger.receive() is None
+    finally:
+        with contextlib.suppress(OSError):
+            stream.socket.close()
+    await peer_serves(node)
+    assert_running(node)
+
+
 # ---------------------------------------------------------------- clients that go away
 
 

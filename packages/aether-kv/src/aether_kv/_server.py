@@ -17,6 +17,7 @@ from ._records import Compare, Event, TxnOp
 from ._store import KVStore
 from ._tls import ReloadingTLS, accept_tls
 from ._wire import (
+    MAX_HANDSHAKE_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_STATUS_WAIT,
     FramedStream,
@@ -31,7 +32,6 @@ from ._wire import (
 log = logging.getLogger("aether_kv.server")
 
 HANDSHAKE_TIMEOUT = 5.0
-MAX_HANDSHAKE_BYTES = 4096  # the largest message before a client has proved the secret (its proof: ~90 B)
 MAX_IN_FLIGHT_PER_CONNECTION = 1024
 
 Handler = Callable[[KVStore, dict[str, Any]], Awaitable[Any]]

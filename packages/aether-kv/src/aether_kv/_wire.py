@@ -47,6 +47,7 @@ T = TypeVar("T")
 PROTOCOL = "aether-kv/1"
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # an answer of the KV, in frames of at most MAX_FRAME_BYTES
+MAX_HANDSHAKE_BYTES = 4096  # the largest message before the other end has proved the secret (a proof: ~90 B)
 MAX_STATUS_WAIT = 60.0  # the longest a status request may wait for a change of leadership or term
 _HEADER = struct.Struct(">I")
 _MORE = 0x8000_0000  # in a frame's length: the message goes on in the next frame

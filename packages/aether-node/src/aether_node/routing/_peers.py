@@ -18,6 +18,7 @@ from typing import Any
 import trio
 
 from aether_kv import (
+    MAX_HANDSHAKE_BYTES,
     FramedStream,
     InvalidRequestError,
     KVError,
@@ -107,9 +108,11 @@ async def _serve_connection(
     usage: LocalUsage,
     versions: LocalStats = dict,
 ) -> None:
-    framed = FramedStream(stream, max_frame=MAX_FRAME)
+    # before the secret is proved, a few KiB at most: a stranger holds no megabytes of this node's memory
+    framed = FramedStream(stream, max_frame=MAX_FRAME, max_receive=MAX_HANDSHAKE_BYTES)
     if not await server_handshake(framed, secret, node_id):
         return
+    framed.max_receive = MAX_FRAME
     async with trio.open_nursery() as nursery:
         while True:
             request = await framed.receive()
