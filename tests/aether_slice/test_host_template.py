@@ -173,6 +173,18 @@ def test_an_instance_takes_the_process_name_its_fork_request_gives_it(
     )
 
 
+def test_an_instance_comes_before_the_node_for_the_oom_killer(template: Callable[..., Template]) -> None:
+    """A host out of memory: the kernel kills a slice instance (the cluster replaces it), not the node
+    that started the template (this test's process stands for it) nor its KV replica."""
+    config = {"mode": "ok"}
+    preloading = template(config)
+    pid, connection = preloading.instance(config)
+    assert "ok" in load(connection, config)
+    for process in (pid, preloading.process.pid):
+        assert int(Path(f"/proc/{process}/oom_score_adj").read_text()) == host.OOM_SCORE_ADJ
+    assert int(Path("/proc/self/oom_score_adj").read_text()) < host.OOM_SCORE_ADJ
+
+
 def test_an_instance_loop_ends_as_asyncio_runner_ends_without_waiting_for_executor_threads() -> None:
     """At an instance's end (its connection closed) the tasks a slice left are cancelled, their
     `finally` blocks run, and its async generators are closed, as `asyncio.Runner` does; but the end

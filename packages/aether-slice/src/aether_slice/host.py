@@ -601,9 +601,21 @@ class Template:
             self.write(protocol.exit_event(pid, code))
 
 
+OOM_SCORE_ADJ = 500  # the kernel's OOM killer ends a slice instance before a node or a KV replica (0)
+
+
+def _first_for_the_oom_killer() -> None:
+    """Raise the template's OOM score, inherited by every instance forked from it: on a host out of
+    memory the kernel kills a slice instance (which the cluster replaces) rather than the node or its KV
+    replica. Raising it needs no privilege; where /proc is not writable it stays as it was."""
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as adjust:
+        adjust.write(str(OOM_SCORE_ADJ))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _die_with_parent()
+    _first_for_the_oom_killer()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in the node's terminal is the node's business
     # fd 1 is the protocol: nothing else may write to it. A child's fd 2 is its log, so this stream and
     # the logging handler on it, set up here once, write there in every child.
