@@ -78,6 +78,19 @@ def test_plurals_are_right_for_one(tmp_path: Path) -> None:
     assert run.stdout == "one.toml: valid blueprint 'demo' with 1 slice\n"
 
 
+def test_logs_of_instances_that_wrote_nothing_say_so_on_stderr(tmp_path: Path) -> None:
+    quiet = [
+        {"node_id": f"node-{n}", "artifact": "org.aether:echo:1.0.0", "instance": n, "lines": []}
+        for n in (1, 2)
+    ]
+    with stub_api({("GET", "/api/v1/slices/org.aether%3Aecho/logs"): (200, quiet)}) as stub:
+        run = expect(run_aether("slice", "logs", "org.aether:echo", "-c", stub.url, cwd=tmp_path))
+        as_json = expect(run_aether("slice", "logs", "org.aether:echo", "-j", "-c", stub.url, cwd=tmp_path))
+    assert run.stdout == ""  # stdout holds log lines only
+    assert run.stderr == "org.aether:echo: no output yet (2 instances; nothing written to stdout or stderr)\n"
+    assert as_json.stderr == "" and [item["lines"] for item in as_json.json()] == [[], []]
+
+
 def test_piped_output_keeps_each_line_whole(tmp_path: Path) -> None:
     message = "instance moved " + "x" * 300 + " END"
     event = {"revision": 7, "timestamp": 0.0, "kind": "rebalance_move", "subject": "s", "message": message}

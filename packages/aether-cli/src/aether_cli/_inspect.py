@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from cyclopts import Parameter
 
-from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail, plural
 
 DEFAULT_COMMON = Common()
 
@@ -58,6 +58,11 @@ def slice_logs(
             prefix = f"{logs.node_id}/{logs.instance} " if several else ""
             for line in logs.lines:
                 print(prefix + line)
+        if not any(logs.lines for logs in result):  # (on stderr: stdout stays the lines only)
+            which = plural(len(result), "instance")
+            print(
+                f"{artifact}: no output yet ({which}; nothing written to stdout or stderr)", file=sys.stderr
+            )
 
     emit(common, result, human)
 
