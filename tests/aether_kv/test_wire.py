@@ -728,3 +728,11 @@ async def test_eof_between_the_pieces_of_a_message_is_an_invalid_request() -> No
     await left.aclose()
     with pytest.raises(InvalidRequestError, match="middle of a message"):
         await FramedStream(right, max_frame=100, max_receive=1000).receive()
+
+
+async def test_an_empty_piece_of_a_message_is_an_invalid_request() -> None:
+    """A sender never cuts an empty piece; a peer sending endless ones must not grow the receiver's list."""
+    left, right = trio.testing.memory_stream_pair()
+    await left.send_all(struct.pack(">I", 0x8000_0000) * 3)
+    with trio.fail_after(5), pytest.raises(InvalidRequestError, match="empty piece"):
+        await FramedStream(right, max_frame=100, max_receive=1000).receive()

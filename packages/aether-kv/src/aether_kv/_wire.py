@@ -126,6 +126,8 @@ class FramedStream:
                 return None
             (word,) = _HEADER.unpack(header)
             size, more = word & ~_MORE, bool(word & _MORE)
+            if more and size == 0:  # no sender cuts an empty piece; endless ones would only grow `pieces`
+                raise InvalidRequestError("an empty piece of a message in frames")
             if size > self.max_frame:
                 raise FrameTooLargeError(f"frame of {size} bytes is over the limit of {self.max_frame} bytes")
             total += size

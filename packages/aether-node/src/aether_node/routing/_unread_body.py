@@ -43,8 +43,9 @@ def read_unread_body(app: Any) -> Any:
                 with trio.move_on_after(UNREAD_TIMEOUT):
                     while not ended and left >= 0:
                         left -= len((await tracked()).get("body", b""))
-                if not ended:
-                    message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+                headers = list(message.get("headers", ()))
+                if not ended and not any(name.lower() == b"connection" for name, _ in headers):
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
         await app(scope, tracked, answer)
