@@ -37,18 +37,14 @@ from typing import Any
 import trio
 
 import aether_kv
-from aether_kv import ReloadingTLS, cluster_ca, free_port, issue, write_identity
+from aether_kv import ReloadingTLS, client_identity, free_port
 
 SECRET = "the peer TLS benchmark's cluster secret"
 MODES = ("plain", "tls", "sslstream")
 
 
 def identity(directory: Path, name: str) -> ReloadingTLS:
-    ca = cluster_ca(SECRET)
-    now = datetime.datetime.now(datetime.UTC)
-    pem = issue(ca, name=name, hosts=("127.0.0.1",), now=now, lifetime=datetime.timedelta(hours=2))
-    write_identity(directory, ca, pem)
-    return ReloadingTLS(directory)
+    return client_identity(SECRET, directory, name=name, hosts=("127.0.0.1",))
 
 
 class Links:

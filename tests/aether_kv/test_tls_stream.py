@@ -5,7 +5,6 @@ connection, a cancelled handshake, a closed stream). Real sockets on 127.0.0.1, 
 
 from __future__ import annotations
 
-import datetime
 import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,7 +15,7 @@ import pytest
 import trio
 import trio.testing
 
-from aether_kv import ReloadingTLS, accept_tls, cluster_ca, connect_tls, issue, write_identity
+from aether_kv import ReloadingTLS, accept_tls, client_identity, connect_tls
 from aether_kv._tls_stream import TLSSocketStream
 from support import wait_until
 
@@ -24,11 +23,7 @@ SECRET = "a cluster secret of 32 characters"
 
 
 def _identity(directory: Path, name: str, secret: str = SECRET) -> ReloadingTLS:
-    ca = cluster_ca(secret)
-    now = datetime.datetime.now(datetime.UTC)
-    pem = issue(ca, name=name, hosts=("127.0.0.1",), now=now, lifetime=datetime.timedelta(hours=1))
-    write_identity(directory, ca, pem)
-    return ReloadingTLS(directory)
+    return client_identity(secret, directory, name=name, hosts=("127.0.0.1",))
 
 
 Handler = Callable[[trio.abc.Stream], Awaitable[None]]

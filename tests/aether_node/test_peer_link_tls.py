@@ -5,14 +5,13 @@ in this process."""
 
 from __future__ import annotations
 
-import datetime
 import functools
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from aether_kv import ReloadingTLS, cluster_ca, free_port, issue, write_identity
+from aether_kv import ReloadingTLS, client_identity, free_port
 from aether_node.routing._peers import PeerClients, serve_peers
 
 SECRET = "a cluster secret of 32 characters"
@@ -20,11 +19,7 @@ APPLICATION_DATA = 23  # TLS 1.3 sends every record after the hello under this o
 
 
 def _identity(directory: Path, name: str) -> ReloadingTLS:
-    ca = cluster_ca(SECRET)
-    now = datetime.datetime.now(datetime.UTC)
-    pem = issue(ca, name=name, hosts=("127.0.0.1",), now=now, lifetime=datetime.timedelta(hours=1))
-    write_identity(directory, ca, pem)
-    return ReloadingTLS(directory)
+    return client_identity(SECRET, directory, name=name, hosts=("127.0.0.1",))
 
 
 class _RecordRelay:

@@ -246,13 +246,16 @@ def write_identity(directory: Path, ca: ClusterCA, identity: bytes) -> None:
     write_atomically(directory / CERT_FILE, identity)
 
 
-def client_identity(secret: str, directory: Path, *, name: str = "aether-tool") -> ReloadingTLS:
-    """For a tool that holds the secret (tests, `aether dev`, the KV command line): a client certificate
-    of the cluster CA in `directory`, made now (valid a day), and its contexts."""
+def client_identity(
+    secret: str, directory: Path, *, name: str = "aether-tool", hosts: tuple[str, ...] = ()
+) -> ReloadingTLS:
+    """For a tool that holds the secret (tests, benchmarks, `aether dev`, the KV command line): a
+    certificate of the cluster CA in `directory`, made now (valid a day), naming `hosts` if it is to
+    serve too, and its contexts."""
     ca = cluster_ca(secret)
     now = datetime.datetime.now(datetime.UTC)
     write_identity(
-        directory, ca, issue(ca, name=name, hosts=(), now=now, lifetime=datetime.timedelta(days=1))
+        directory, ca, issue(ca, name=name, hosts=hosts, now=now, lifetime=datetime.timedelta(days=1))
     )
     return ReloadingTLS(directory)
 
