@@ -190,8 +190,8 @@ async def test_plain_http_on_the_https_port_ends_that_connection_only(
         assert answer["client"] == seen["address"]
 
 
-@pytest.mark.parametrize("when", ["in its ClientHello", "after the ServerHello"])
-async def test_a_reset_mid_handshake_ends_that_connection_only(
+@pytest.mark.parametrize("when", ["at once", "in its ClientHello", "after the ServerHello"])
+async def test_a_reset_before_or_mid_handshake_ends_that_connection_only(
     operator: tuple[ssl.SSLContext, ssl.SSLContext], when: str
 ) -> None:
     server, verify = operator
@@ -199,7 +199,9 @@ async def test_a_reset_mid_handshake_ends_that_connection_only(
     async with _https(server) as (port, _):
         for _ in range(3):
             client = await _raw_connection(port)
-            if when == "in its ClientHello":
+            if when == "at once":  # (gone before the server wraps it, most likely: the listener skips it)
+                pass
+            elif when == "in its ClientHello":
                 await client.send(hello[: len(hello) // 2])
             else:
                 await client.send(hello)
