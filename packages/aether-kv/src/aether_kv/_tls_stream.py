@@ -7,7 +7,8 @@ Why: on the peer and KV client links every frame is one `send_all` and one `rece
 and `SSLStream` spends tens of µs of Python per operation around OpenSSL (its locks, the copies in and
 out of its BIOs, one more pass of its loop per record). Here a send is one `SSL_write` to the socket
 and a receive one `SSL_read` from it, as a plain `trio.SocketStream` does with `send` and `recv`; trio
-only waits for the socket to be readable or writable.
+only waits for the socket to be readable or writable. The node's HTTPS (hypercorn, on the ingress and
+the management API) runs on it too, for the same reason.
 
 As with `SSLStream`: one task may send while another receives (the peer and KV links do: one reader,
 senders under a lock); two concurrent sends, or two concurrent receives, raise trio.BusyResourceError.
