@@ -50,7 +50,7 @@ class _HypercornTLSStream(TLSSocketStream):
         return _Transport(self.socket)
 
 
-class TLSListener(trio.abc.Listener[TLSSocketStream]):
+class _TLSListener(trio.abc.Listener[TLSSocketStream]):
     """TCP connections as TLS streams whose handshake is not begun: the connection's own task does it
     (`do_handshake`), so a slow or silent client holds up only its own connection. Each connection is
     made with `context` as it is then (a renewed certificate loaded into it serves new connections)."""
@@ -98,7 +98,7 @@ async def serve_https(
             for sock in config.create_sockets().insecure_sockets:
                 sock.listen(config.backlog)
                 listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-                listeners.append(TLSListener(listener, context))
+                listeners.append(_TLSListener(listener, context))
                 binds.append(f"https://{repr_socket_addr(sock.family, sock.getsockname())}")
                 await config.log.info(f"Running on {binds[-1]}")
             state = ConnectionState(lifespan_state.copy())
