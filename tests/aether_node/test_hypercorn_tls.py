@@ -11,6 +11,8 @@ import json
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,7 +29,7 @@ from starlette.routing import Route
 from aether_kv import CA_FILE, client_identity
 from aether_node.routing._http import MAX_BODY, http_config, ingress_ssl_context, serve_http
 from aether_node.routing._hypercorn_tls import serve_https
-from support import operator_certificate
+from support import operator_certificate, wait_until
 
 
 async def _whoami(request: Request) -> JSONResponse:
@@ -210,3 +212,63 @@ async def test_a_reset_before_or_mid_handshake_ends_that_connection_only(
             _reset(client)
         answer, seen = await _get_whoami(port, verify)
         assert answer["client"] == seen["address"]
+
+
+_OUT_OF_FDS = r"""
+import functools, logging, os, resource, sys
+from pathlib import Path
+
+import trio
+
+from aether_node.routing._http import MAX_BODY, ingress_app, ingress_ssl_context, serve_http
+
+
+async def echo(artifact, entry, payload, **options):
+    return payload
+
+
+async def main():
+    context = ingress_ssl_context(Path(sys.argv[1]), Path(sys.argv[2]))
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(serve_http, max_body=MAX_BODY, ssl_context=context)
+        (bound,) = await nursery.start(serve, ingress_app(echo), "127.0.0.1:0")
+        limit = len(os.listdir("/proc/self/fd")) + 4  # room for about four connections
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+        print(bound, flush=True)
+
+
+logging.basicConfig(level=logging.ERROR)
+trio.run(main)
+"""
+
+
+async def test_out_of_file_descriptors_the_listener_waits_then_serves_again(tmp_path: Path) -> None:
+    """accept's EMFILE reaches trio's `serve_listeners` (which logs it and tries again a little later):
+    the server goes on, and serves once connections are given up. In a process of its own, whose file
+    descriptors are limited."""
+    ca, cert, key = operator_certificate(tmp_path)
+    errors = tmp_path / "stderr"
+    with errors.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-c", _OUT_OF_FDS, str(cert), str(key)], stdout=subprocess.PIPE, stderr=stderr
+        )
+    try:
+        assert process.stdout is not None
+        line = b""
+        with trio.fail_after(60):
+            while not line.endswith(b"\n"):
+                line += await process.stdout.receive_some(1)
+        port = int(line.decode().strip().rpartition(":")[2])
+        held = [await _raw_connection(port) for _ in range(12)]
+        await wait_until(lambda: b"EMFILE" in errors.read_bytes(), timeout=30, what="accept's EMFILE")
+        for sock in held:
+            sock.close()
+        verify = ssl.create_default_context(cafile=str(ca))
+        async with httpx.AsyncClient(verify=verify, timeout=30) as client:
+            response = await client.get(f"https://127.0.0.1:{port}/healthz")
+        assert (response.status_code, response.json()) == (200, {"ok": True})
+        assert process.poll() is None, errors.read_text()
+    finally:
+        process.kill()
+        await process.wait()
+        await process.stdout.aclose()
