@@ -46,6 +46,8 @@ EXPECTED_EXPORTS = {
     "issue",
     "not_valid_after",
     "write_identity",
+    # a TLS connection as a trio stream, OpenSSL's record layer on the socket (also the node's HTTPS)
+    "TLSSocketStream",
     # replica processes
     "ServeConfig",
     "serve_replica",

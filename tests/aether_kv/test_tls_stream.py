@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -162,3 +164,57 @@ async def test_a_handshake_that_does_not_finish_in_time_closes_the_connection(tm
         assert outcomes == [None]
         await silent.aclose()
         nursery.cancel_scope.cancel()
+
+
+async def test_wrapped_then_handshaken_the_ends_agree_alpn_and_each_sees_the_others_address(
+    tmp_path: Path,
+) -> None:
+    """The server's two steps (`wrap_unhandshaken` where it accepts, `do_handshake` in the connection's
+    own task): the socket's addresses are readable before and after; ALPN as the contexts agree it."""
+    server_tls, client_tls = _identity(tmp_path / "s", "server"), _identity(tmp_path / "c", "client")
+    server_context, client_context = server_tls.server(), client_tls.client()
+    server_context.set_alpn_protocols(["http/1.1"])
+    client_context.set_alpn_protocols(["h2", "http/1.1"])
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listener:
+        plain = await trio.open_tcp_stream("127.0.0.1", listener.socket.getsockname()[1])
+        client_address = plain.socket.getsockname()
+        server = TLSSocketStream.wrap_unhandshaken(await listener.accept(), server_context, server_side=True)
+        assert server.socket.getpeername() == client_address
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.do_handshake)
+            client = await TLSSocketStream.wrap(plain, client_context, server_hostname="127.0.0.1")
+        async with client, server:
+            assert server.selected_alpn_protocol() == client.selected_alpn_protocol() == "http/1.1"
+            assert server.socket.getpeername() == client.socket.getsockname() == client_address
+            assert server.socket.getsockname() == client.socket.getpeername()
+            await client.send_all(b"hello")
+            assert await server.receive_some() == b"hello"
+
+
+@pytest.mark.parametrize("sent", [b"", b"GET / HTTP/1.0\r\n\r\n"], ids=["nothing", "plain text"])
+async def test_a_connection_reset_before_its_handshake_is_a_broken_resource(
+    tmp_path: Path, sent: bytes
+) -> None:
+    """A client gone (a TCP reset) before the server wraps its connection: trio.BrokenResourceError, as
+    for a handshake that fails, not the socket's or OpenSSL's own error."""
+    server_tls = _identity(tmp_path / "s", "server")
+    (listener,) = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with listener:
+        client = trio.socket.socket()
+        await client.connect(listener.socket.getsockname())
+        await client.send(sent)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        client.close()  # a reset
+        stream = await listener.accept()
+        await wait_until(lambda: _reset_seen(stream.socket), timeout=10, what="the reset at the server")
+        with pytest.raises(trio.BrokenResourceError):
+            await accept_tls(stream, server_tls, timeout=5)
+
+
+def _reset_seen(sock: trio.socket.SocketType) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:
+        return True
+    return False

@@ -142,12 +142,12 @@ def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
 @pytest.mark.long
 def test_renewal_under_calls_fails_no_call(secured: CliCluster, identities: dict[str, Path | None]) -> None:
     """Calls through node-2's ingress (its instance, or node-1's over the peer link) and KV writes go on
-    without a pause while both nodes renew their certificates (every 10 s): none fails, and the peer
-    and KV ports present new certificates afterwards."""
+    without a pause while both nodes renew their certificates (every 10 s): none fails, and the peer,
+    KV and management API (HTTPS) ports present new certificates afterwards."""
     local = secured.local
     ca, good = local.ca_file, identities["good"]
     assert good is not None
-    addresses = [local.nodes[0].peer, local.nodes[1].peer, local.kv_endpoints[0]]
+    addresses = [local.nodes[0].peer, local.nodes[1].peer, local.kv_endpoints[0], local.nodes[1].management]
     before = {address: served_serial(address, ca, good) for address in addresses}
     began = time.monotonic()  # the load runs 2.5 lifetimes: at least two renewals of each node
     ingresses = [f"http://{node.ingress}" for node in (local.nodes[0], local.nodes[1], local.nodes[1])]

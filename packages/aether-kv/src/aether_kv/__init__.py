@@ -70,6 +70,7 @@ from ._tls import connect_tls as connect_tls
 from ._tls import issue as issue
 from ._tls import not_valid_after as not_valid_after
 from ._tls import write_identity as write_identity
+from ._tls_stream import TLSSocketStream as TLSSocketStream
 from ._wire import MAX_HANDSHAKE_BYTES as MAX_HANDSHAKE_BYTES
 from ._wire import FramedStream as FramedStream
 from ._wire import client_handshake as client_handshake

@@ -7,7 +7,8 @@ Why: on the peer and KV client links every frame is one `send_all` and one `rece
 and `SSLStream` spends tens of µs of Python per operation around OpenSSL (its locks, the copies in and
 out of its BIOs, one more pass of its loop per record). Here a send is one `SSL_write` to the socket
 and a receive one `SSL_read` from it, as a plain `trio.SocketStream` does with `send` and `recv`; trio
-only waits for the socket to be readable or writable.
+only waits for the socket to be readable or writable. The node's HTTPS (hypercorn, on the ingress and
+the management API) runs on it too, for the same reason.
 
 As with `SSLStream`: one task may send while another receives (the peer and KV links do: one reader,
 senders under a lock); two concurrent sends, or two concurrent receives, raise trio.BusyResourceError.
@@ -33,7 +34,9 @@ _SEND_SIZE = 256 * 1024  # at most this much per SSL_write: one send never holds
 
 
 class TLSSocketStream(trio.abc.Stream):
-    """TLS over a socket, the record layer in OpenSSL. Made by `wrap`, which does the handshake."""
+    """TLS over a socket, the record layer in OpenSSL. Made by `wrap`, which does the handshake, or by
+    `wrap_unhandshaken` then `do_handshake` (a server that accepts in one task and shakes hands in the
+    connection's own)."""
 
     def __init__(self, sock: ssl.SSLSocket) -> None:
         self._sock = sock
@@ -54,6 +57,25 @@ class TLSSocketStream(trio.abc.Stream):
         context's). The returned stream owns the connection from the start: `stream` is left without
         a socket (closing it does nothing). Raises trio.BrokenResourceError if the handshake fails;
         then, or cancelled, it closes the connection first."""
+        self = cls.wrap_unhandshaken(
+            stream, context, server_side=server_side, server_hostname=server_hostname
+        )
+        await self.do_handshake()
+        return self
+
+    @classmethod
+    def wrap_unhandshaken(
+        cls,
+        stream: trio.SocketStream,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool = False,
+        server_hostname: str | None = None,
+    ) -> TLSSocketStream:
+        """TLS on `stream`'s connection, the handshake not begun: `do_handshake` does it (a send or a
+        receive would too, unchecked for time). Owns the connection from the start, as `wrap`'s does.
+        Does no I/O but a look at the socket; raises trio.BrokenResourceError (the connection closed)
+        if the connection is already gone."""
         raw = stream.socket
         plain = stdlib_socket.socket(raw.family, raw.type, raw.proto, fileno=raw.detach())
         plain.setblocking(False)
@@ -65,16 +87,22 @@ class TLSSocketStream(trio.abc.Stream):
                 do_handshake_on_connect=False,
                 suppress_ragged_eofs=False,  # a cut connection is an error, as with trio's SSLStream
             )
+        except (ssl.SSLError, OSError) as error:  # (it asks for the peer's address: reset by now)
+            plain.close()
+            raise trio.BrokenResourceError(f"TLS connection failed: {error}") from error
         except BaseException:
             plain.close()
             raise
-        self = cls(sock)
+        return cls(sock)
+
+    async def do_handshake(self) -> None:
+        """TLS's handshake (the context's certificate checks). Raises trio.BrokenResourceError if it
+        fails; then, or cancelled (a caller's deadline), it closes the connection first."""
         try:
-            await self._io(sock.do_handshake)
+            await self._io(self._sock.do_handshake)
         except BaseException:
             self._close()
             raise
-        return self
 
     async def _io(self, operation: Callable[..., T], *args: Any) -> T:
         """Run a non-blocking TLS operation until it completes, waiting for the socket as OpenSSL asks.
@@ -165,3 +193,13 @@ class TLSSocketStream(trio.abc.Stream):
     def version(self) -> str | None:
         """The TLS version agreed (`TLSv1.3`)."""
         return self._sock.version()
+
+    def selected_alpn_protocol(self) -> str | None:
+        """The protocol agreed by ALPN during the handshake (`http/1.1`), or None."""
+        return self._sock.selected_alpn_protocol()
+
+    @property
+    def socket(self) -> ssl.SSLSocket:
+        """The connection's socket, for its addresses (`getpeername`, `getsockname`) and options; a read
+        or a write on it directly would break the stream."""
+        return self._sock

@@ -4,10 +4,10 @@ its retry rule, and the one module that serves HTTP in the node (the app ingress
 node's end of the link to it (`_fast_ingress`).
 
 May import: core, observe, the slice runtime (a local call goes straight to the SliceStore); `aether_kv`
-(frames, handshake: the peer protocol), `aether_slice.protocol` (the fast ingress's link), hypercorn,
-starlette; uvloop and httptools (the worker only). Never the control plane or the APIs. Exports the
-ingress app and the peer protocol's two ends, which the benchmarks run on their own, and the request
-body limits.
+(frames, handshake: the peer protocol; `TLSSocketStream`: HTTPS), `aether_slice.protocol` (the fast
+ingress's link), hypercorn, starlette; uvloop and httptools (the worker only). Never the control plane
+or the APIs. Exports the ingress app and the peer protocol's two ends, which the benchmarks run on their
+own, and the request body limits.
 """
 
 from ._http import MAX_BODY as MAX_BODY

@@ -10,7 +10,8 @@ every other request (other paths and methods: 404, 405, /healthz) goes to a star
 keeps their answers exactly what starlette gives.
 
 HTTPS on the app ingress, with the operator's certificate and key: `ingress_ssl_context`, which both
-ingress servers use (hypercorn here, the fast ingress's worker process in `_ingress_worker`).
+ingress servers use (hypercorn here, the fast ingress's worker process in `_ingress_worker`). hypercorn
+serves HTTPS here with TLS on the socket (`_hypercorn_tls`), plain HTTP with its own `serve`.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..core._config import ConfigError
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
 from ._body_limit import limit_body
+from ._hypercorn_tls import serve_https
 from ._unread_body import read_unread_body
 
 log = logging.getLogger("aether_node.http")
@@ -207,22 +209,6 @@ def ingress_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-class _TLSConfig(HypercornConfig):
-    """hypercorn's configuration with an SSL context of ours: hypercorn builds its context once, so a
-    renewed certificate is loaded into this same context (`aether_kv.ReloadingTLS`)."""
-
-    def __init__(self, context: ssl.SSLContext) -> None:
-        super().__init__()
-        self._context = context
-
-    @property
-    def ssl_enabled(self) -> bool:
-        return True
-
-    def create_ssl_context(self) -> ssl.SSLContext:
-        return self._context
-
-
 async def serve_http(
     app: ASGIApp,
     address: str,
@@ -235,10 +221,19 @@ async def serve_http(
     addresses once listening. A request body over `max_body` bytes is refused unread (`_body_limit`); a
     request the app answers before reading its whole body has the rest read first (`_unread_body`), so
     its keep-alive connection stays usable."""
-    config = HypercornConfig() if ssl_context is None else _TLSConfig(ssl_context)
+    served = read_unread_body(limit_body(app, max_body))
+    if ssl_context is None:
+        await serve(served, http_config(address), task_status=task_status)  # type: ignore[arg-type]
+    else:  # TLS on the socket, not trio's SSLStream (the context stays the one renewal reloads)
+        await serve_https(served, http_config(address), ssl_context, task_status=task_status)
+
+
+def http_config(address: str) -> HypercornConfig:
+    """hypercorn's configuration of the node's HTTP servers, bound to host:port."""
+    config = HypercornConfig()
     config.bind = [address]
     config.accesslog = None
     config.errorlog = log
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = 75.0
-    await serve(read_unread_body(limit_body(app, max_body)), config, task_status=task_status)  # type: ignore[arg-type]
+    return config
