@@ -98,6 +98,28 @@ class LineStream(Response):
             nursery.cancel_scope.cancel()
 
 
+class _NotJsonConstant(ValueError):
+    """NaN, Infinity or -Infinity in a request body: Python's parser takes them, JSON has no such value."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotJsonConstant(f"{name} is not a JSON value")
+
+
+def parse_json_body(body: bytes) -> Any:
+    """A request body's JSON, strictly: no NaN or Infinity (no answer could carry them back: the call
+    would run and then fail with 500), no nesting past the parser's limit. Anything else is a
+    `bad_request` error saying why, before anything is done."""
+    try:
+        return json.loads(body, parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, _NotJsonConstant) as error:
+        raise RequestError(ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}") from None
+    except RecursionError:  # (the parser's own limit, about a thousand levels)
+        raise RequestError(
+            ErrorKind.BAD_REQUEST, "the request body is not valid JSON: nested too deeply"
+        ) from None
+
+
 def management_app(
     handlers: Handlers,
     authorizer: Authorizer,
@@ -175,12 +197,7 @@ def management_app(
         return {"deleted": request.path_params["name"]}
 
     async def json_object(request: Request) -> dict[str, Any]:
-        try:
-            data = json.loads(await request.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RequestError(
-                ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}"
-            ) from None
+        data = parse_json_body(await request.body())
         if not isinstance(data, dict):
             raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
         return data
@@ -303,12 +320,7 @@ def management_app(
     async def invoke(request: Request) -> Any:
         """?timeout=SECONDS: how long the call may take (default: the node's invoke timeout); then 504."""
         body = await request.body()
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RequestError(
-                ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}"
-            ) from None
+        payload = parse_json_body(body) if body.strip() else None
         raw = request.query_params.get("timeout")
         try:
             timeout = None if raw is None else float(raw)
@@ -533,8 +545,8 @@ def join_routes(join: JoinDesk) -> list[Route]:
 
     async def redeem(request: Request) -> Response:
         try:
-            body = json.loads(await request.body())
-        except ValueError:
+            body = parse_json_body(await request.body())
+        except RequestError:
             body = None
         try:
             secret = await join.redeem(body.get("token") if isinstance(body, dict) else None, now=time.time())

@@ -1,0 +1,81 @@
+"""The management API's JSON request bodies on a real node (one node, dev mode, no key): what Python's
+parser takes but JSON has not (NaN, Infinity) and what nests past the parser's limit are refused with 400
+and a message saying why, before anything runs; never a 500."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from cli_support import CliCluster, cli_cluster
+
+pytestmark = [pytest.mark.integration]
+
+TOO_DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.fixture(scope="module")
+def open_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:
+    """One dev-mode node without keys (the API is open) and an empty index: nothing here installs."""
+    directory = tmp_path_factory.mktemp("bodies")
+    index = directory / "index"
+    index.mkdir()
+    with cli_cluster(directory, index, nodes=1, dev_mode=True, node_env={"AETHER_API_KEYS": None}) as running:
+        yield running
+
+
+def base(cluster: CliCluster) -> str:
+    return f"http://{cluster.local.nodes[0].management}"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "message"),
+    [
+        pytest.param(
+            "/api/v1/slices/org.aether:echo/invoke/echo",
+            b"NaN",
+            "the request body is not valid JSON: NaN is not a JSON value",
+            id="invoke-nan",
+        ),
+        pytest.param(
+            "/api/v1/slices/org.aether:echo/invoke/echo",
+            b'{"x": [1, -Infinity]}',
+            "the request body is not valid JSON: -Infinity is not a JSON value",
+            id="invoke-infinity-inside",
+        ),
+        pytest.param(
+            "/api/v1/slices/org.aether:echo/invoke/echo",
+            TOO_DEEP,
+            "the request body is not valid JSON: nested too deeply",
+            id="invoke-too-deep",
+        ),
+        pytest.param(
+            "/api/v1/cluster/restore",
+            TOO_DEEP,
+            "the request body is not valid JSON: nested too deeply",
+            id="restore-too-deep",
+        ),
+        pytest.param(
+            "/api/v1/cluster/policy",
+            b'{"rebalance_delay_s": Infinity}',
+            "the request body is not valid JSON: Infinity is not a JSON value",
+            id="policy-infinity",
+        ),
+    ],
+)
+def test_a_body_json_cannot_carry_is_a_bad_request(
+    open_node: CliCluster, path: str, body: bytes, message: str
+) -> None:
+    answer = httpx.post(base(open_node) + path, content=body, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"error": {"kind": "bad_request", "message": message}}
+
+
+def test_the_node_serves_on_after_refusing_them(open_node: CliCluster) -> None:
+    for _ in range(3):
+        answer = httpx.post(
+            base(open_node) + "/api/v1/slices/org.aether:echo/invoke/echo", content=TOO_DEEP, timeout=30
+        )
+        assert answer.status_code == 400, answer.text
+    assert httpx.get(base(open_node) + "/api/v1/cluster", timeout=10).status_code == 200
