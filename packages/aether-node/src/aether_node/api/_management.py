@@ -446,6 +446,14 @@ def management_app(
         """Body: {"name": NAME, "role": ROLE}. The answer holds the secret: the one time it is shown."""
         body = await json_object(request)
         request.state.target = body.get("name") if isinstance(body.get("name"), str) else ""
+        if authorizer.open_access and body.get("role") != "admin":
+            # The first key closes the open API: were it not an admin's, no one could create or revoke a
+            # key again (nor take a backup) without restarting the nodes with a configured key.
+            raise RequestError(
+                ErrorKind.BAD_REQUEST,
+                f"the API is open (no key yet) and the first key closes it: make it an admin key"
+                f" (--role admin), or no one could manage keys afterwards; got role {body.get('role')!r}",
+            )
         return await keys.create(body.get("name"), body.get("role"), by=request.state.who)
 
     @route("/api/v1/keys/{name}", "admin", "DELETE", audit=True)
