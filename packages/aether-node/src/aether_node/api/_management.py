@@ -30,7 +30,7 @@ from typing import Any
 
 import trio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -156,7 +156,12 @@ def management_app(
                 return who, JSONResponse(to_json(result))
 
             async def guarded(request: Request) -> Response:
-                who, response = await answer(request)
+                try:
+                    who, response = await answer(request)
+                except ClientDisconnect:
+                    # The client went away before its body was read: nothing ran, no one reads an answer,
+                    # and a traceback per such client would let any client fill the node's log.
+                    return Response(status_code=400)
                 if audit and who:  # (who is "" for a request nobody could be identified for: 401)
                     target = getattr(request.state, "target", "") or _target(request)
                     await audit_log.record(who, method, request.url.path, target, response.status_code)
