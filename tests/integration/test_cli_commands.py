@@ -607,6 +607,18 @@ def test_an_unreachable_cluster_exits_3_with_a_clear_message(tmp_path: Path) -> 
         (("dev", "up", "--nodes", "three"), 'unable to convert "three" into int'),
         (("slice", "invoke", "org.aether:echo", "echo", "--data", "{"), "--data is not valid JSON"),
         (("dev", "up", "--nodes", "0"), "--nodes must be at least 1, got 0"),
+        (
+            ("blueprint", "apply", "x.toml", "--wait", "--timeout", "-1"),
+            "--timeout must be a number of seconds > 0, got -1",
+        ),
+        (
+            ("node", "drain", "node-1", "--wait", "--timeout", "0"),
+            "--timeout must be a number of seconds > 0, got 0",
+        ),
+        (
+            ("node", "drain", "node-1", "--wait", "--timeout", "nan"),
+            "--timeout must be a number of seconds > 0, got nan",
+        ),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

@@ -20,6 +20,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     Common,
     call,
+    check_wait_timeout,
     emit,
     fail,
     plural,
@@ -111,6 +112,8 @@ def apply(
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Apply a blueprint (FILE, or `-` for stdin): the cluster makes reality match it."""
+    if wait:
+        check_wait_timeout(timeout)
     text, source = read_input(file, BLUEPRINT_FILE)
     result = call(common, lambda client: client.apply_blueprint(text, source))
     if not wait:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -83,6 +84,13 @@ class Common:
 def fail(code: int, message: str) -> NoReturn:
     print(f"aether: error: {message}", file=sys.stderr)
     sys.exit(code)
+
+
+def check_wait_timeout(timeout: float) -> None:
+    """Refuse (exit 2) a --timeout a wait cannot have: checked before anything is sent, so that a bad
+    one changes nothing on the cluster."""
+    if not (timeout > 0 and math.isfinite(timeout)):
+        fail(EXIT_BAD_INPUT, f"--timeout must be a number of seconds > 0, got {timeout:g}")
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:

@@ -11,7 +11,17 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail, plural, read_input
+from ._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    Common,
+    call,
+    check_wait_timeout,
+    emit,
+    fail,
+    plural,
+    read_input,
+)
 
 DEFAULT_COMMON = Common()
 
@@ -303,6 +313,7 @@ def node_drain(
     if not wait:
         _node_operation(node, "drain", common)
         return
+    check_wait_timeout(timeout)
     started = call(common, lambda client: client.node_operation(node, "drain"))
     drained = _wait_drained(common, started, timeout)
     emit(common, drained, lambda: print(f"node {drained.node_id}: {drained.state}"))
