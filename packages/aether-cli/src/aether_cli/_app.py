@@ -154,6 +154,9 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
         transient=True,
     ) as progress:
         tasks: dict[str, Any] = {}
+        # Not a terminal (a pipe, a CI log): no bar is drawn, so each change is a line of its own.
+        lines = not common.json and not progress.console.is_terminal
+        shown = ""
         while True:
             status = call(common, lambda client: client.blueprint_status(name))
             for item in status.slices:
@@ -162,6 +165,10 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
                 progress.update(tasks[item.artifact], completed=item.active, total=max(item.desired, 1))
             if status.converged:
                 return status
+            line = ", ".join(f"{item.artifact} {item.active}/{item.desired} ACTIVE" for item in status.slices)
+            if lines and line != shown:
+                print(f"converging: {line}", flush=True)
+                shown = line
             problem = convergence.problem(status, time.monotonic())
             if problem:
                 progress.stop()
