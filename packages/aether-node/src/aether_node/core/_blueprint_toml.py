@@ -279,21 +279,24 @@ def _artifact(raw: dict[str, Any], index: int, path: str, fail: Any) -> str:
 
 
 def _config(raw: dict[str, Any], index: int, path: str, fail: Any) -> dict[str, Any]:
-    """The slice's config table. It reaches the slice as JSON, so a TOML date or time (which JSON has
-    no type for) is refused here, each one naming its key, rather than failing the apply later."""
+    """The slice's config table. It reaches the slice as JSON, so what JSON has no value for (a TOML
+    date or time; nan and inf, which also never compare equal, so that every apply of the same file
+    would be a new revision) is refused here, each one naming its key, rather than failing later."""
     config = raw.get("config", {})
     if not isinstance(config, dict):
         raise fail(f"{path}.config", "must be a table: [slices.config]", "config", index)
     found = []
-    for where, top, value in _dates(config, "", ""):
-        text = value.isoformat()
+    for where, top, value in _not_json(config, "", ""):
+        if isinstance(value, float):
+            text, what = (
+                str(value),
+                f"{value} is not a JSON number, and the config travels to the slice as JSON",
+            )
+        else:
+            text = value.isoformat()
+            what = f"a TOML date or time ({text}) cannot be handed to a slice, whose config travels as JSON"
         error = fail(
-            f"{path}.config{where}",
-            f"a TOML date or time ({text}) cannot be handed to a slice, whose config travels as JSON:"
-            f' write it as a string ("{text}")',
-            top,
-            index,
-            "config",
+            f"{path}.config{where}", f'{what}: write it as a string ("{text}")', top, index, "config"
         )
         if error.line is None:  # an inline table (config = {...}): point at the config key itself
             error = fail(f"{path}.config{where}", error.detail, "config", index)
@@ -303,14 +306,18 @@ def _config(raw: dict[str, Any], index: int, path: str, fail: Any) -> dict[str, 
     return config
 
 
-def _dates(value: Any, where: str, top: str) -> list[tuple[str, str, Any]]:
-    """(key path, top-level key, value) of every date or time inside a config value."""
-    if isinstance(value, datetime.date | datetime.time):
+def _not_json(value: Any, where: str, top: str) -> list[tuple[str, str, Any]]:
+    """(key path, top-level key, value) of every value inside a config that JSON cannot carry."""
+    if isinstance(value, datetime.date | datetime.time) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
         return [(where, top, value)]
     if isinstance(value, dict):
-        return [found for key, item in value.items() for found in _dates(item, f"{where}.{key}", top or key)]
+        return [
+            found for key, item in value.items() for found in _not_json(item, f"{where}.{key}", top or key)
+        ]
     if isinstance(value, list):
-        return [found for i, item in enumerate(value) for found in _dates(item, f"{where}[{i}]", top)]
+        return [found for i, item in enumerate(value) for found in _not_json(item, f"{where}[{i}]", top)]
     return []
 
 
