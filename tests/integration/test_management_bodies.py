@@ -95,3 +95,19 @@ def test_a_client_gone_in_the_middle_of_its_body_leaves_no_traceback(open_node: 
     log = (Path(node.data_dir) / "node.log").read_text()
     assert "ClientDisconnect" not in log and "Traceback" not in log, log[-3000:]
     assert httpx.get(base(open_node) + "/api/v1/cluster", timeout=10).status_code == 200
+
+
+def test_a_blueprint_too_large_for_the_store_is_a_bad_request_not_unavailable(open_node: CliCluster) -> None:
+    # valid TOML within the API's body limit, but its record (stored with its revision) is over the
+    # store's limit for one write: no retry can help, so not a 503 that says "try again"
+    text = (
+        'name = "big"\n# '
+        + "x" * 2_000_000
+        + '\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 0\n'
+    )
+    answer = httpx.post(base(open_node) + "/api/v1/blueprints", content=text.encode(), timeout=60)
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["kind"] == "bad_request"
+    assert error["message"].startswith("could not store the blueprint: the store refuses it: "), error
+    assert httpx.get(base(open_node) + "/api/v1/blueprints", timeout=10).json() == []
