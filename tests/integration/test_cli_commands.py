@@ -14,6 +14,7 @@ import concurrent.futures
 import json
 import re
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from cli_support import (
     EXAMPLE,
     GREETER,
     CliCluster,
+    aether_command,
     background_aether,
     cli_cluster,
+    cli_env,
     closed_port,
     expect,
     run_aether,
@@ -626,6 +629,34 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: st
     assert message in run.stderr, str(run)
     assert "Traceback" not in run.stderr
     assert not (tmp_path / ".aether-dev").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("blueprint", "validate", "-"),
+        ("blueprint", "apply", "-"),
+        ("slice", "invoke", "org.aether:echo", "e", "-d", "-"),
+    ],
+    ids=["validate", "apply", "invoke"],
+)
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_bytes_on_stdin_that_are_not_utf8_exit_2_saying_so(
+    tmp_path: Path, args: tuple[str, ...], locale: str
+) -> None:
+    # (in a C locale, stdin's own decoding passes bad bytes on as surrogates: they must not get further)
+    result = subprocess.run(
+        [*aether_command(), *args, "--cluster", f"http://127.0.0.1:{closed_port()}"],
+        cwd=tmp_path,
+        env=cli_env({"LC_ALL": locale}, cwd=tmp_path),
+        input=b'name = "x\xff\xfe"\n',
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert stderr.startswith("aether: error: <stdin>: not UTF-8 text (byte 9): "), stderr
 
 
 def test_help_lists_every_command(tmp_path: Path) -> None:

@@ -214,8 +214,8 @@ def emit(common: Common, data: Any, human: Callable[[], None]) -> None:
 def read_input(path: Path, what: str) -> tuple[str, str]:
     """The text of `path`, or of stdin for `-`, and a name for it in messages; bad input exits 2."""
     if str(path) == "-":
-        try:
-            return sys.stdin.read(), "<stdin>"
+        try:  # bytes, decoded here: stdin's own decoding may let bad bytes through as surrogates (C locale)
+            return sys.stdin.buffer.read().decode("utf-8"), "<stdin>"
         except UnicodeDecodeError as error:
             fail(EXIT_BAD_INPUT, f"<stdin>: not UTF-8 text (byte {error.start}): {what}")
     try:
