@@ -762,3 +762,14 @@ def test_cluster_nodes_shows_node_ids_and_addresses_in_a_wide_terminal(tmp_path:
     for node in NODES:
         for field in ("node_id", "ingress", "management"):
             assert node[field] in run.stdout, f"{node[field]} not shown:\n{run}"
+
+
+def test_control_characters_in_an_error_never_reach_the_terminal(tmp_path: Path) -> None:
+    # a slice's exception message travels in the API's error: ESC sequences (clear the screen, retitle the
+    # terminal) and a CR (overwrite the line) are shown as escapes; newlines stay lines
+    message = "RuntimeError: bad \x1b[2J\x1b]0;PWNED\x07 \r\nforged: line"
+    routes = {("GET", "/api/v1/cluster"): (500, {"error": {"kind": "raised", "message": message}})}
+    with stub_api(routes) as stub:
+        run = expect(run_aether("cluster", "status", "--cluster", stub.url, cwd=tmp_path), 1)
+    assert "\x1b" not in run.stderr and "\x07" not in run.stderr and "\r" not in run.stderr, repr(run.stderr)
+    assert "bad \\x1b[2J\\x1b]0;PWNED\\x07 \\r\nforged: line" in run.stderr, repr(run.stderr)

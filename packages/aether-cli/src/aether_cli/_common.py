@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -81,8 +82,18 @@ class Common:
         return self.output == "wide"
 
 
+# Control characters but newline and tab: what a slice's exception message (or any remote text) could use
+# to drive the operator's terminal (ESC sequences: clear it, retitle it) or to overwrite a line (CR).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """`text` with its control characters written as escapes (`\\x1b`, `\\r`), newlines and tabs kept."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def fail(code: int, message: str) -> NoReturn:
-    print(f"aether: error: {message}", file=sys.stderr)
+    print(f"aether: error: {visible(message)}", file=sys.stderr)
     sys.exit(code)
 
 
