@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -99,11 +100,19 @@ class LineStream(Response):
 
 
 class _NotJsonConstant(ValueError):
-    """NaN, Infinity or -Infinity in a request body: Python's parser takes them, JSON has no such value."""
+    """NaN, Infinity or -Infinity in a request body: Python's parser takes them, JSON has no such value;
+    nor a number too large for a float (1e400), which Python's parser makes infinite."""
 
 
 def _refuse_constant(name: str) -> float:
     raise _NotJsonConstant(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _NotJsonConstant(f"{text} is too large for a number")
+    return number
 
 
 def parse_json_body(body: bytes) -> Any:
@@ -111,8 +120,8 @@ def parse_json_body(body: bytes) -> Any:
     would run and then fail with 500), no nesting past the parser's limit. Anything else is a
     `bad_request` error saying why, before anything is done."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, _NotJsonConstant) as error:
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
+    except ValueError as error:  # not UTF-8, not JSON, not a JSON value, an integer of > 4300 digits
         raise RequestError(ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}") from None
     except RecursionError:  # (the parser's own limit, about a thousand levels)
         raise RequestError(
