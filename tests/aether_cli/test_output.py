@@ -133,3 +133,28 @@ def test_a_rollout_prints_its_reason_as_text_in_the_blueprint_status(printed: io
     assert (
         "rollout of org.aether:rocket (canary) 1.0.0 → 2.0.0: ABORTED, 0% of calls on 2.0.0 — " + REASON
     ) in printed.getvalue()
+
+
+CONTROL = "start \x1b]0;PWNED\x07\x1b[31mRED\x1b[0m \rfailed"  # a slice's exception message
+SHOWN = "start \\x1b]0;PWNED\\x07\\x1b[31mRED\\x1b[0m \\rfailed"
+
+
+def test_control_characters_from_the_cluster_print_as_escapes_never_raw(
+    printed: io.StringIO, capsys: pytest.CaptureFixture[str]
+) -> None:
+    failed = instance(reason=CONTROL)
+    _output.blueprint_status(
+        BlueprintStatus(
+            name="demo",
+            slices=(
+                SliceStatus(artifact=ARTIFACT, desired=1, active=0, instances=(failed,), problem=CONTROL),
+            ),
+        )
+    )
+    _output.event(
+        ClusterEvent(revision=9, timestamp=0.0, kind="instance_state", subject=ARTIFACT, message=CONTROL)
+    )
+    _output.slice_status(SliceStatus(artifact=ARTIFACT, desired=1, active=0, instances=(), problem=CONTROL))
+    text = printed.getvalue() + capsys.readouterr().out
+    assert "\x1b" not in text and "\r" not in text, repr(text)
+    assert text.count(SHOWN) == 4, text

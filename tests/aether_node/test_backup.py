@@ -10,13 +10,21 @@ import pytest
 
 from aether_kv import MemoryStore
 from aether_node.api._backup import check_backup, restore_backup, take_backup
+from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._errors import RequestError
+from aether_node.core._records import ApiKeyRecord, encode_record
+
+
+def shop(revision: int) -> bytes:
+    spec = SliceSpec(artifact="org.aether:echo:1.0.0", instances=revision)
+    return encode_record(Blueprint(name="shop", slices=(spec,), revision=revision))
+
 
 STATE = {
-    "blueprints/shop": b'{"name": "shop"}',
-    "blueprint-revisions/shop/00000001": b'{"revision": 1}',
-    "blueprint-revisions/shop/00000002": b'{"revision": 2}',
-    "cluster/api-keys/ci": b'{"name": "ci"}',
+    "blueprints/shop": shop(2),
+    "blueprint-revisions/shop/00000001": shop(1),
+    "blueprint-revisions/shop/00000002": shop(2),
+    "cluster/api-keys/ci": encode_record(ApiKeyRecord(name="ci", role="operator", digest="ab" * 32)),
 }
 NOT_BACKED_UP = {"nodes/n1": b"{}", "cluster/leader": b"{}", "slices/n1/org.aether:echo:1.0.0/1": b"{}"}
 
@@ -66,6 +74,35 @@ async def test_a_cluster_with_state_is_refused_and_nothing_is_written() -> None:
         (
             {"format": "aether-backup", "version": 1, "entries": [{"key": "blueprints/a", "value": 3}]},
             "backup: entries[0] (blueprints/a): value must be text",
+        ),
+        (
+            {
+                "format": "aether-backup",
+                "version": 1,
+                "entries": [
+                    {"key": "blueprints/shop", "value": shop(1).decode()},
+                    {"key": "blueprints/a", "value": "garbage{"},
+                ],
+            },
+            "backup: entries[1]: blueprints/a: not a valid Blueprint record: Expecting value",
+        ),
+        (
+            {
+                "format": "aether-backup",
+                "version": 1,
+                "entries": [{"key": "blueprint-revisions/a/00000001", "value": '{"name": "a"}'}],
+            },
+            "backup: entries[0]: blueprint-revisions/a/00000001: not a valid Blueprint record: required field"
+            " missing @ $.slices",
+        ),
+        (
+            {
+                "format": "aether-backup",
+                "version": 1,
+                "entries": [{"key": "cluster/api-keys/ci", "value": '{"name": "ci", "role": "admin"}'}],
+            },
+            "backup: entries[0]: cluster/api-keys/ci: not a valid ApiKeyRecord record: required field missing"
+            " @ $.digest",
         ),
     ],
 )

@@ -365,6 +365,31 @@ BAD_BLUEPRINTS = [
         1,
     ),
     (
+        "config-date-time",
+        HEAD + "instances = 1\n\n[slices.config]\nstarted = 1979-05-27T07:32:00Z\n",
+        "bp.toml:8:1: slices[0].config.started: a TOML date or time (1979-05-27T07:32:00+00:00) cannot"
+        " be handed to a slice, whose config travels as JSON: write it as a string"
+        ' ("1979-05-27T07:32:00+00:00")',
+        8,
+        1,
+    ),
+    (
+        "config-inline-date",
+        HEAD + "instances = 1\nconfig = { day = 1979-05-27 }\n",
+        "bp.toml:6:1: slices[0].config.day: a TOML date or time (1979-05-27) cannot be handed to a slice,"
+        ' whose config travels as JSON: write it as a string ("1979-05-27")',
+        6,
+        1,
+    ),
+    (
+        "config-nan",
+        HEAD + "instances = 1\n\n[slices.config]\nratio = nan\n",
+        "bp.toml:8:1: slices[0].config.ratio: nan is not a JSON number, and the config travels to the slice"
+        ' as JSON: write it as a string ("nan")',
+        8,
+        1,
+    ),
+    (
         "error-in-the-second-slice",
         HEAD + 'instances = 1\n\n[[slices]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = "two"\n',
         "bp.toml:9:1: slices[1].instances: must be an integer, got str 'two'",
@@ -739,3 +764,17 @@ def test_a_spaced_slices_header_does_not_misplace_the_error() -> None:
     text = HEAD + 'instances = 1\n\n[[ slices ]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = "two"\n'
     # today: "bp.toml:5:1: ..." — line 5 is `instances = 1` of slices[0]
     assert error_of(text).message == "bp.toml:9:1: slices[1].instances: must be an integer, got str 'two'"
+
+
+def test_every_value_json_cannot_carry_inside_a_config_is_named_by_its_key_path() -> None:
+    text = (
+        HEAD
+        + "instances = 1\n\n[slices.config]\nfine = 1\nnested = { at = 07:32:00, days = [1, 1979-05-27] }\n"
+        + "limits = [1.5, -inf]\n"
+    )
+    error = error_of(text)
+    assert [(p.line, p.path) for p in error.problems] == [
+        (9, "slices[0].config.nested.at"),
+        (9, "slices[0].config.nested.days[1]"),
+        (10, "slices[0].config.limits[1]"),
+    ]

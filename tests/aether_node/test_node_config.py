@@ -46,3 +46,61 @@ def test_the_deployment_guides_example_config_loads() -> None:
     assert config.kv.peers == ("10.0.0.12:7200", "10.0.0.13:7200")
     assert str(config.kv.secret_file) == "/etc/aether/secret"
     assert config.capacity.cpu == 4.0 and config.labels == {"zone": "a"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"node_id": "bad id!"},
+            "node_id 'bad id!': use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or"
+            " digit",
+        ),
+        (
+            {"node_id": ""},
+            "node_id '': use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ),
+        (
+            {"node_id": "a/b"},
+            "node_id 'a/b': use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ),
+        (
+            {"ingress": "127.0.0.1:99999"},
+            "ingress '127.0.0.1:99999': expected host:port with a port from 0 to 65535",
+        ),
+        ({"peer": "garbage"}, "peer 'garbage': expected host:port with a port from 0 to 65535"),
+        (
+            {"management": "127.0.0.1:-1"},
+            "management '127.0.0.1:-1': expected host:port with a port from 0 to 65535",
+        ),
+        (
+            {"kv": {"endpoints": ["127.0.0.1:3", "a host:4"]}},
+            "kv.endpoints 'a host:4': expected host:port with a port from 0 to 65535",
+        ),
+        ({"lease_ttl": -1.0}, "lease_ttl must be a number of seconds in (0, 86400], got -1"),
+        ({"lease_ttl": float("nan")}, "lease_ttl must be a number of seconds in (0, 86400], got nan"),
+        (
+            {"capacity": {"cpu": -2.0}},
+            "capacity must be cpu >= 0 cores and memory_mib >= 0, got cpu -2, memory_mib 1024",
+        ),
+    ],
+    ids=[
+        "node-id-space",
+        "node-id-empty",
+        "node-id-slash",
+        "port-too-big",
+        "no-port",
+        "negative-port",
+        "endpoint-space",
+        "negative-ttl",
+        "nan-ttl",
+        "negative-cpu",
+    ],
+)
+def test_a_value_that_would_fail_only_once_running_is_refused_at_start(
+    tmp_path: Path, overrides: dict[str, object], message: str
+) -> None:
+    path = config_file(tmp_path, "")
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, overrides)
+    assert raised.value.message == f"{path}: {message}"

@@ -14,6 +14,7 @@ import concurrent.futures
 import json
 import re
 import signal
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from cli_support import (
     EXAMPLE,
     GREETER,
     CliCluster,
+    aether_command,
     background_aether,
     cli_cluster,
+    cli_env,
     closed_port,
     expect,
     run_aether,
@@ -607,6 +610,18 @@ def test_an_unreachable_cluster_exits_3_with_a_clear_message(tmp_path: Path) -> 
         (("dev", "up", "--nodes", "three"), 'unable to convert "three" into int'),
         (("slice", "invoke", "org.aether:echo", "echo", "--data", "{"), "--data is not valid JSON"),
         (("dev", "up", "--nodes", "0"), "--nodes must be at least 1, got 0"),
+        (
+            ("blueprint", "apply", "x.toml", "--wait", "--timeout", "-1"),
+            "--timeout must be a number of seconds > 0, got -1",
+        ),
+        (
+            ("node", "drain", "node-1", "--wait", "--timeout", "0"),
+            "--timeout must be a number of seconds > 0, got 0",
+        ),
+        (
+            ("node", "drain", "node-1", "--wait", "--timeout", "nan"),
+            "--timeout must be a number of seconds > 0, got nan",
+        ),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
@@ -614,6 +629,34 @@ def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: st
     assert message in run.stderr, str(run)
     assert "Traceback" not in run.stderr
     assert not (tmp_path / ".aether-dev").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("blueprint", "validate", "-"),
+        ("blueprint", "apply", "-"),
+        ("slice", "invoke", "org.aether:echo", "e", "-d", "-"),
+    ],
+    ids=["validate", "apply", "invoke"],
+)
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_bytes_on_stdin_that_are_not_utf8_exit_2_saying_so(
+    tmp_path: Path, args: tuple[str, ...], locale: str
+) -> None:
+    # (in a C locale, stdin's own decoding passes bad bytes on as surrogates: they must not get further)
+    result = subprocess.run(
+        [*aether_command(), *args, "--cluster", f"http://127.0.0.1:{closed_port()}"],
+        cwd=tmp_path,
+        env=cli_env({"LC_ALL": locale}, cwd=tmp_path),
+        input=b'name = "x\xff\xfe"\n',
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    stderr = result.stderr.decode()
+    assert result.returncode == 2, stderr
+    assert stderr.startswith("aether: error: <stdin>: not UTF-8 text (byte 9): "), stderr
 
 
 def test_help_lists_every_command(tmp_path: Path) -> None:
@@ -719,3 +762,14 @@ def test_cluster_nodes_shows_node_ids_and_addresses_in_a_wide_terminal(tmp_path:
     for node in NODES:
         for field in ("node_id", "ingress", "management"):
             assert node[field] in run.stdout, f"{node[field]} not shown:\n{run}"
+
+
+def test_control_characters_in_an_error_never_reach_the_terminal(tmp_path: Path) -> None:
+    # a slice's exception message travels in the API's error: ESC sequences (clear the screen, retitle the
+    # terminal) and a CR (overwrite the line) are shown as escapes; newlines stay lines
+    message = "RuntimeError: bad \x1b[2J\x1b]0;PWNED\x07 \r\nforged: line"
+    routes = {("GET", "/api/v1/cluster"): (500, {"error": {"kind": "raised", "message": message}})}
+    with stub_api(routes) as stub:
+        run = expect(run_aether("cluster", "status", "--cluster", stub.url, cwd=tmp_path), 1)
+    assert "\x1b" not in run.stderr and "\x07" not in run.stderr and "\r" not in run.stderr, repr(run.stderr)
+    assert "bad \\x1b[2J\\x1b]0;PWNED\\x07 \\r\nforged: line" in run.stderr, repr(run.stderr)

@@ -20,6 +20,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     Common,
     call,
+    check_wait_timeout,
     emit,
     fail,
     plural,
@@ -111,6 +112,8 @@ def apply(
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Apply a blueprint (FILE, or `-` for stdin): the cluster makes reality match it."""
+    if wait:
+        check_wait_timeout(timeout)
     text, source = read_input(file, BLUEPRINT_FILE)
     result = call(common, lambda client: client.apply_blueprint(text, source))
     if not wait:
@@ -151,6 +154,9 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
         transient=True,
     ) as progress:
         tasks: dict[str, Any] = {}
+        # Not a terminal (a pipe, a CI log): no bar is drawn, so each change is a line of its own.
+        lines = not common.json and not progress.console.is_terminal
+        shown = ""
         while True:
             status = call(common, lambda client: client.blueprint_status(name))
             for item in status.slices:
@@ -159,6 +165,10 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
                 progress.update(tasks[item.artifact], completed=item.active, total=max(item.desired, 1))
             if status.converged:
                 return status
+            line = ", ".join(f"{item.artifact} {item.active}/{item.desired} ACTIVE" for item in status.slices)
+            if lines and line != shown:
+                print(f"converging: {line}", flush=True)
+                shown = line
             problem = convergence.problem(status, time.monotonic())
             if problem:
                 progress.stop()

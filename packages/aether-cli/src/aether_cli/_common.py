@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -80,9 +82,26 @@ class Common:
         return self.output == "wide"
 
 
+# Control characters but newline and tab: what a slice's exception message (or any remote text) could use
+# to drive the operator's terminal (ESC sequences: clear it, retitle it) or to overwrite a line (CR).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def visible(text: str) -> str:
+    """`text` with its control characters written as escapes (`\\x1b`, `\\r`), newlines and tabs kept."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def fail(code: int, message: str) -> NoReturn:
-    print(f"aether: error: {message}", file=sys.stderr)
+    print(f"aether: error: {visible(message)}", file=sys.stderr)
     sys.exit(code)
+
+
+def check_wait_timeout(timeout: float) -> None:
+    """Refuse (exit 2) a --timeout a wait cannot have: checked before anything is sent, so that a bad
+    one changes nothing on the cluster."""
+    if not (timeout > 0 and math.isfinite(timeout)):
+        fail(EXIT_BAD_INPUT, f"--timeout must be a number of seconds > 0, got {timeout:g}")
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -206,8 +225,8 @@ def emit(common: Common, data: Any, human: Callable[[], None]) -> None:
 def read_input(path: Path, what: str) -> tuple[str, str]:
     """The text of `path`, or of stdin for `-`, and a name for it in messages; bad input exits 2."""
     if str(path) == "-":
-        try:
-            return sys.stdin.read(), "<stdin>"
+        try:  # bytes, decoded here: stdin's own decoding may let bad bytes through as surrogates (C locale)
+            return sys.stdin.buffer.read().decode("utf-8"), "<stdin>"
         except UnicodeDecodeError as error:
             fail(EXIT_BAD_INPUT, f"<stdin>: not UTF-8 text (byte {error.start}): {what}")
     try:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from cyclopts import Parameter
 
-from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail, plural
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail, plural, visible
 
 DEFAULT_COMMON = Common()
 
@@ -76,7 +76,7 @@ def _follow(common: Common, artifact: str, instance: int | None, node: str | Non
         for item in client.follow_slice_logs(artifact, instance=instance, node=node, lines=lines):
             if item.error:
                 errors.append(item.error)
-                print(f"aether: error: {item.error}", file=sys.stderr, flush=True)
+                print(f"aether: error: {visible(item.error)}", file=sys.stderr, flush=True)
             elif common.json:
                 print(json.dumps(to_json(item)), flush=True)
             else:

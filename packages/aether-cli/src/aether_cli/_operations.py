@@ -11,7 +11,18 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 
-from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail, plural, read_input
+from ._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    Common,
+    call,
+    check_wait_timeout,
+    emit,
+    fail,
+    plural,
+    read_input,
+    visible,
+)
 
 DEFAULT_COMMON = Common()
 
@@ -88,7 +99,7 @@ def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
             if change.update:
                 print(f"    how: {change.update}")
             if change.problem:
-                print(f"    problem: {change.problem}")
+                print(visible(f"    problem: {change.problem}"))
 
     emit(common, result, human)
 
@@ -274,7 +285,7 @@ def _node_operation(node: str, operation: str, common: Common) -> None:
     def human() -> None:
         print(f"node {result.node_id}: {result.state}")
         if result.waiting:
-            print(result.waiting)
+            print(visible(result.waiting))
 
     emit(common, result, human)
 
@@ -303,6 +314,7 @@ def node_drain(
     if not wait:
         _node_operation(node, "drain", common)
         return
+    check_wait_timeout(timeout)
     started = call(common, lambda client: client.node_operation(node, "drain"))
     drained = _wait_drained(common, started, timeout)
     emit(common, drained, lambda: print(f"node {drained.node_id}: {drained.state}"))
@@ -323,7 +335,7 @@ def _wait_drained(common: Common, started: Any, timeout: float) -> Any:
             fail(EXIT_FAILED, ended)
         progress = current.waiting or f"{plural(current.instances, 'instance')} left on {node_id}"
         if progress != shown and not common.json:
-            print(progress, flush=True)
+            print(visible(progress), flush=True)
             shown = progress
         if time.monotonic() >= deadline:
             fail(

@@ -2,7 +2,8 @@
 
 Text from the cluster (names, artifacts, reasons, messages) is data, never rich markup or emoji codes: it
 goes through `_text`, and the console has emoji replacement off, so `org.aether:rocket:1.0.0` prints as
-itself and a failure reason holding `[/tmp/x]` neither vanishes nor breaks the table.
+itself and a failure reason holding `[/tmp/x]` neither vanishes nor breaks the table. Nor is it terminal
+control: its control characters (a slice's exception message may hold ESC sequences) print as escapes.
 
 Output that goes to a pipe or a file (not a terminal, and no COLUMNS set) is never wrapped: one event, one
 line, whatever its length, so `aether ... | grep` sees whole lines. `wide=True` adds columns (`-o wide`).
@@ -19,7 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from ._common import plural
+from ._common import plural, visible
 
 UNWRAPPED = 1 << 20  # columns: wider than any line the CLI prints
 
@@ -40,8 +41,8 @@ STATE_STYLE = {"ACTIVE": "green", "FAILED": "bold red", "LOADED": "cyan"}
 
 
 def _text(value: object) -> str:
-    """A value from the cluster as markup that prints exactly that value."""
-    return escape(str(value))
+    """A value from the cluster as markup that prints exactly that value (control characters escaped)."""
+    return escape(visible(str(value)))
 
 
 def _state(state: str) -> str:
@@ -109,8 +110,10 @@ def instances(items: Iterable[Any], title: str = "Instances", *, wide: bool = Fa
 
 def slice_status(status: Any, *, wide: bool = False) -> None:
     print(
-        f"{status.artifact}: {status.active}/{status.desired} ACTIVE"
-        + (f" — {status.problem}" if status.problem else "")
+        visible(
+            f"{status.artifact}: {status.active}/{status.desired} ACTIVE"
+            + (f" — {status.problem}" if status.problem else "")
+        )
     )
     if status.rollout is not None:
         rollout(status.rollout)
@@ -137,7 +140,7 @@ def rollout(info: Any) -> None:
     share = "by instance count" if info.share is None else f"{info.share}% of calls on {info.candidate}"
     line = f"rollout of {info.artifact} ({info.strategy}) {info.stable} → {info.candidate}: {info.phase}"
     line += f", {share}"
-    console.print(line + (f" — {info.reason}" if info.reason else ""), markup=False, highlight=False)
+    console.print(visible(line + (f" — {info.reason}" if info.reason else "")), markup=False, highlight=False)
 
 
 def cluster_status(status: Any, *, wide: bool = False) -> None:
@@ -197,7 +200,7 @@ def nodes(items: Iterable[Any], *, wide: bool = False) -> None:
     )
     for n in items:
         if n.waiting:
-            print(n.waiting)  # plain text: not markup
+            print(visible(n.waiting))  # plain text: not markup
 
 
 def event(item: Any) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import json
+import re
 import sys
 import time
 import types
@@ -873,8 +874,10 @@ def check_url(url: str) -> None:
         host = parts.hostname or ""
         if not host:
             raise ValueError("no host")
-        if host.replace(".", "").isdigit():
+        if ":" in host or host.replace(".", "").isdigit():  # an IPv6 or IPv4 address
             ipaddress.ip_address(host)
+        elif not re.fullmatch(r"[\w.-]+", host):  # a name: "not a url" would otherwise pass as one
+            raise ValueError(f"the host {host!r} is not a host name")
     except ValueError as error:
         raise ValueError(f"{url}: not a usable cluster URL ({error})") from None
 

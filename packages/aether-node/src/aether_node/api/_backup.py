@@ -20,14 +20,17 @@ from typing import Any
 
 from aether_kv import KV, Compare, CompareOp, CompareTarget, Put, Range
 
+from ..core._blueprint import Blueprint
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._kv_errors import store_errors
+from ..core._records import ApiKeyRecord, RecordError, decode_record
 from ..core._schema import API_KEYS, BLUEPRINT_REVISIONS, BLUEPRINTS
 
 FORMAT = "aether-backup"
 VERSION = 1
 BACKED_UP = (BLUEPRINTS, BLUEPRINT_REVISIONS, API_KEYS)
+RECORDS: dict[str, type] = {BLUEPRINTS: Blueprint, BLUEPRINT_REVISIONS: Blueprint, API_KEYS: ApiKeyRecord}
 PER_WRITE = 64  # keys per transaction of a restore (each transaction stays well below a frame)
 
 
@@ -51,7 +54,8 @@ async def take_backup(kv: KV, *, now: float | None = None) -> dict[str, Any]:
 
 
 def check_backup(data: object) -> list[tuple[str, bytes]]:
-    """The (key, value) pairs of a backup, or a `bad_request` error naming what is wrong (and where)."""
+    """The (key, value) pairs of a backup, or a `bad_request` error naming what is wrong (and where): each
+    value must decode as the record its key holds."""
 
     def bad(message: str) -> RequestError:
         return RequestError(ErrorKind.BAD_REQUEST, f"backup: {message}")
@@ -72,6 +76,12 @@ def check_backup(data: object) -> list[tuple[str, bytes]]:
             raise bad(f"entries[{number}]: key {key!r} is not under {', '.join(BACKED_UP)}")
         if not isinstance(value, str):
             raise bad(f"entries[{number}] ({key}): value must be text")
+        # A record no node can read would be written and then fail the leader on every pass: refuse it.
+        kind = next(RECORDS[prefix] for prefix in BACKED_UP if key.startswith(prefix))
+        try:
+            decode_record(key, value.encode(), kind)
+        except RecordError as error:
+            raise bad(f"entries[{number}]: {error.message}") from None
         pairs.append((key, value.encode()))
     return pairs
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -98,6 +99,36 @@ class LineStream(Response):
             nursery.cancel_scope.cancel()
 
 
+class _NotJsonConstant(ValueError):
+    """NaN, Infinity or -Infinity in a request body: Python's parser takes them, JSON has no such value;
+    nor a number too large for a float (1e400), which Python's parser makes infinite."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotJsonConstant(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _NotJsonConstant(f"{text} is too large for a number")
+    return number
+
+
+def parse_json_body(body: bytes) -> Any:
+    """A request body's JSON, strictly: no NaN or Infinity (no answer could carry them back: the call
+    would run and then fail with 500), no nesting past the parser's limit. Anything else is a
+    `bad_request` error saying why, before anything is done."""
+    try:
+        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
+    except ValueError as error:  # not UTF-8, not JSON, not a JSON value, an integer of > 4300 digits
+        raise RequestError(ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}") from None
+    except RecursionError:  # (the parser's own limit, about a thousand levels)
+        raise RequestError(
+            ErrorKind.BAD_REQUEST, "the request body is not valid JSON: nested too deeply"
+        ) from None
+
+
 def management_app(
     handlers: Handlers,
     authorizer: Authorizer,
@@ -134,7 +165,12 @@ def management_app(
                 return who, JSONResponse(to_json(result))
 
             async def guarded(request: Request) -> Response:
-                who, response = await answer(request)
+                try:
+                    who, response = await answer(request)
+                except ClientDisconnect:
+                    # The client went away before its body was read: nothing ran, no one reads an answer,
+                    # and a traceback per such client would let any client fill the node's log.
+                    return Response(status_code=400)
                 if audit and who:  # (who is "" for a request nobody could be identified for: 401)
                     target = getattr(request.state, "target", "") or _target(request)
                     await audit_log.record(who, method, request.url.path, target, response.status_code)
@@ -175,12 +211,7 @@ def management_app(
         return {"deleted": request.path_params["name"]}
 
     async def json_object(request: Request) -> dict[str, Any]:
-        try:
-            data = json.loads(await request.body())
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RequestError(
-                ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}"
-            ) from None
+        data = parse_json_body(await request.body())
         if not isinstance(data, dict):
             raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
         return data
@@ -303,12 +334,7 @@ def management_app(
     async def invoke(request: Request) -> Any:
         """?timeout=SECONDS: how long the call may take (default: the node's invoke timeout); then 504."""
         body = await request.body()
-        try:
-            payload = json.loads(body) if body.strip() else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RequestError(
-                ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}"
-            ) from None
+        payload = parse_json_body(body) if body.strip() else None
         raw = request.query_params.get("timeout")
         try:
             timeout = None if raw is None else float(raw)
@@ -434,6 +460,14 @@ def management_app(
         """Body: {"name": NAME, "role": ROLE}. The answer holds the secret: the one time it is shown."""
         body = await json_object(request)
         request.state.target = body.get("name") if isinstance(body.get("name"), str) else ""
+        if authorizer.open_access and body.get("role") != "admin":
+            # The first key closes the open API: were it not an admin's, no one could create or revoke a
+            # key again (nor take a backup) without restarting the nodes with a configured key.
+            raise RequestError(
+                ErrorKind.BAD_REQUEST,
+                f"the API is open (no key yet) and the first key closes it: make it an admin key"
+                f" (--role admin), or no one could manage keys afterwards; got role {body.get('role')!r}",
+            )
         return await keys.create(body.get("name"), body.get("role"), by=request.state.who)
 
     @route("/api/v1/keys/{name}", "admin", "DELETE", audit=True)
@@ -533,8 +567,8 @@ def join_routes(join: JoinDesk) -> list[Route]:
 
     async def redeem(request: Request) -> Response:
         try:
-            body = json.loads(await request.body())
-        except ValueError:
+            body = parse_json_body(await request.body())
+        except RequestError:
             body = None
         try:
             secret = await join.redeem(body.get("token") if isinstance(body, dict) else None, now=time.time())

@@ -3,6 +3,7 @@ without anything server-side (the CLI validates without a cluster)."""
 
 from __future__ import annotations
 
+import datetime
 import math
 import re
 import tomllib
@@ -218,9 +219,7 @@ def _parse_slice(
             _integer, raw, "min_available", path, index, fail, minimum=0, maximum=instances
         )
     resources = problems.check(_resources, raw, index, path, fail)
-    config = raw.get("config", {})
-    if not isinstance(config, dict):
-        problems.add(fail(f"{path}.config", "must be a table: [slices.config]", "config", index))
+    config = problems.check(_config, raw, index, path, fail)
     autoscale = None
     if "autoscale" in raw and instances is not None:
 
@@ -277,6 +276,49 @@ def _artifact(raw: dict[str, Any], index: int, path: str, fail: Any) -> str:
     except InvalidCoordinatesError as error:
         raise fail(f"{path}.artifact", error.message, "artifact", index) from None
     return artifact
+
+
+def _config(raw: dict[str, Any], index: int, path: str, fail: Any) -> dict[str, Any]:
+    """The slice's config table. It reaches the slice as JSON, so what JSON has no value for (a TOML
+    date or time; nan and inf, which also never compare equal, so that every apply of the same file
+    would be a new revision) is refused here, each one naming its key, rather than failing later."""
+    config = raw.get("config", {})
+    if not isinstance(config, dict):
+        raise fail(f"{path}.config", "must be a table: [slices.config]", "config", index)
+    found = []
+    for where, top, value in _not_json(config, "", ""):
+        if isinstance(value, float):
+            text, what = (
+                str(value),
+                f"{value} is not a JSON number, and the config travels to the slice as JSON",
+            )
+        else:
+            text = value.isoformat()
+            what = f"a TOML date or time ({text}) cannot be handed to a slice, whose config travels as JSON"
+        error = fail(
+            f"{path}.config{where}", f'{what}: write it as a string ("{text}")', top, index, "config"
+        )
+        if error.line is None:  # an inline table (config = {...}): point at the config key itself
+            error = fail(f"{path}.config{where}", error.detail, "config", index)
+        found.append(error)
+    if found:
+        raise BlueprintError.of(found)
+    return config
+
+
+def _not_json(value: Any, where: str, top: str) -> list[tuple[str, str, Any]]:
+    """(key path, top-level key, value) of every value inside a config that JSON cannot carry."""
+    if isinstance(value, datetime.date | datetime.time) or (
+        isinstance(value, float) and not math.isfinite(value)
+    ):
+        return [(where, top, value)]
+    if isinstance(value, dict):
+        return [
+            found for key, item in value.items() for found in _not_json(item, f"{where}.{key}", top or key)
+        ]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in _not_json(item, f"{where}[{i}]", top)]
+    return []
 
 
 def _resources(raw: dict[str, Any], index: int, path: str, fail: Any) -> Resources:

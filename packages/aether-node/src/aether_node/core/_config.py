@@ -6,6 +6,8 @@ are relative to the file's directory.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -111,6 +113,51 @@ def _is_wildcard(address: str) -> bool:
     return host in ("", "0.0.0.0", "::")
 
 
+_NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+MAX_LEASE_TTL = 86_400.0  # the KV's own bound on a lease
+
+
+def _check_values(config: NodeConfig, where: str) -> None:
+    """What the types alone let through and would fail only later, with the node running: an id that
+    cannot be a KV key segment or URL path segment, an address without a usable port (the bind fails
+    deep in the start), a lease TTL the KV refuses (registration retried forever), a negative capacity."""
+    if not _NODE_ID.fullmatch(config.node_id):
+        raise ConfigError(
+            f"{where}: node_id {config.node_id!r}: use 1 to 63 letters, digits, '.', '_' or '-', starting"
+            " with a letter or digit"
+        )
+    addresses = [
+        ("ingress", config.ingress),
+        ("peer", config.peer),
+        ("management", config.management),
+        ("kv.raft", config.kv.raft),
+        ("kv.client", config.kv.client),
+        *(("kv.peers", address) for address in config.kv.peers),
+        *(("kv.endpoints", address) for address in config.kv.endpoints),
+    ]
+    for key, address in addresses:
+        if address is None:
+            continue
+        host, colon, port = address.rpartition(":")
+        if (
+            not colon
+            or not (port.isascii() and port.isdigit() and int(port) <= 65535)
+            or any(character.isspace() for character in host)
+        ):
+            raise ConfigError(f"{where}: {key} {address!r}: expected host:port with a port from 0 to 65535")
+    if not (math.isfinite(config.lease_ttl) and 0 < config.lease_ttl <= MAX_LEASE_TTL):
+        raise ConfigError(
+            f"{where}: lease_ttl must be a number of seconds in (0, {MAX_LEASE_TTL:g}],"
+            f" got {config.lease_ttl:g}"
+        )
+    cpu, memory = config.capacity.cpu, config.capacity.memory_mib
+    if not (math.isfinite(cpu) and cpu >= 0) or memory < 0:
+        raise ConfigError(
+            f"{where}: capacity must be cpu >= 0 cores and memory_mib >= 0,"
+            f" got cpu {cpu:g}, memory_mib {memory}"
+        )
+
+
 def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     """Read `path` (if any), apply `overrides` (from flags; None means "not given"), validate."""
     data: dict[str, Any] = {}
@@ -142,6 +189,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     except cattrs.BaseValidationError as error:
         details = "; ".join(cattrs.transform_error(error, path="config"))
         raise ConfigError(f"{where}: {details}") from None
+    _check_values(config, where)
     if (config.kv.raft is None) != (config.kv.client is None):
         raise ConfigError(f"{where}: kv.raft and kv.client go together (a replica needs both)")
     for key, address in (

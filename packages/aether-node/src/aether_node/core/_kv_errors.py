@@ -3,8 +3,10 @@ OutcomeUnknownError, ConnectionLostError, LeaseNotFoundError, ...) into the node
 code that answers requests (the command handlers, the agent lease).
 
 Every KV error there means the same to the caller: the cluster's store cannot serve the request now
-(503 `unavailable`; retry later, re-reading first if it was a write). Services that retry on their own
-(the deployment manager, the registration) handle KV errors themselves and never answer a request.
+(503 `unavailable`; retry later, re-reading first if it was a write), but one: a request the store
+refuses as malformed or too large (`InvalidRequestError`) is the caller's (400 `bad_request`).
+Services that retry on their own (the deployment manager, the registration) handle KV errors themselves
+and never answer a request.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 
 import attrs
 
-from aether_kv import KVError, RaftConfig
+from aether_kv import InvalidRequestError, KVError, RaftConfig
 
 from ._error_kinds import ErrorKind
 from ._errors import RequestError
@@ -30,7 +32,10 @@ FAILOVER_TIME: float = _RAFT.leader_fallback_timeout.default + 2 * _RAFT.electio
 
 
 def store_error(error: KVError, doing: str = STORE_NOT_AVAILABLE) -> RequestError:
-    """The request's error for a KV failure: `unavailable`, saying what could not be done and why."""
+    """The request's error for a KV failure: `unavailable`, saying what could not be done and why; but
+    `bad_request` for a request the store refuses as such (over its size limits): no retry can help."""
+    if isinstance(error, InvalidRequestError):
+        return RequestError(ErrorKind.BAD_REQUEST, f"{doing}: the store refuses it: {error.message}")
     return RequestError(ErrorKind.UNAVAILABLE, f"{doing}: {error.message}")
 
 

@@ -149,9 +149,25 @@ def run(
 
     restart = [False]  # `aether node restart`: after the graceful stop, start again as this process
     _tune_gc()
-    trio.run(main)
+    refused: list[ConfigError] = []
+    try:
+        trio.run(main)
+    except* ConfigError as group:  # found only once the cluster could be asked (a twin's node id)
+        refused.extend(_leaves(group))
+    if refused:
+        print(f"aether-node: error: {refused[0].message}", file=sys.stderr)
+        sys.exit(2)
     if restart[0]:
         _start_again()
+
+
+def _leaves(group: BaseExceptionGroup[ConfigError]) -> list[ConfigError]:
+    """The errors inside a (nested) exception group."""
+    return [
+        leaf
+        for item in group.exceptions
+        for leaf in (_leaves(item) if isinstance(item, BaseExceptionGroup) else [item])
+    ]
 
 
 def _start_again() -> None:

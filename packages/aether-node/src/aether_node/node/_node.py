@@ -108,6 +108,29 @@ def ingress_context(config: NodeConfig) -> ssl.SSLContext | None:
     return ingress_ssl_context(config.ingress_cert, config.ingress_key)
 
 
+async def refuse_a_twin(kv: KVClient, record: NodeRecord) -> None:
+    """Before the first registration: a live registration of this node id by a node at other addresses
+    is another node (a copied configuration), not this node's last run (a restart keeps its addresses).
+    Overwriting it would take that node's place: its instances, and with its leaving, its registration
+    and the leader's claim. Raises ConfigError then; KVError if the store cannot be read."""
+    found = await kv.get(node_key(record.node_id), linearizable=True)
+    if found is None:
+        return
+    try:
+        other = decode_record(found.key, found.value, NodeRecord)
+    except RecordError:
+        return  # not a registration anyone could be using: take the id
+    if (other.ingress, other.peer, other.management) == (record.ingress, record.peer, record.management):
+        return
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(other.started_at))
+    raise ConfigError(
+        f"node id {record.node_id!r} is registered by another running node (ingress {other.ingress}, peer"
+        f" {other.peer}, started {since}): every node needs its own node_id. If that node is gone for"
+        f" good, its registration lapses within {other.lease_ttl or record.lease_ttl:g} s: start this one"
+        " again then"
+    )
+
+
 async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
     """Until the cluster has a leader and this node's client can commit a barrier."""
     with trio.fail_after(timeout):
@@ -323,6 +346,7 @@ async def serve_node(
                 started_at=time.time(),
                 lease_ttl=config.lease_ttl,
             )
+            await refuse_a_twin(kv, record)
             registration = _Registration(lease_kv, config, record)
             lease = await registration.register_until_done(timeout=60)
             metrics = NodeMetrics(enabled=config.metrics)

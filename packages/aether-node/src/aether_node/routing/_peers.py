@@ -212,6 +212,12 @@ class _PeerConnection:
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     self.closed = True
                     raise NotSentError(f"connection to {self.address} is closed") from None
+                except InvalidRequestError:  # over the frame limit: nothing was sent, the link serves on
+                    raise InvocationError(
+                        ErrorKind.BAD_REQUEST,
+                        f"the call is over the {MAX_FRAME} bytes a call between nodes may take"
+                        f" (to {self.address}): send a smaller payload",
+                    ) from None
             if sending.cancelled_caught:
                 await self.close()
                 raise NotSentError(f"could not send the call to {self.address} within {timeout:g} s")
