@@ -27,11 +27,18 @@ class Template:
     """A template process (`template_support.TemplateProcess`) whose instances log to files of a
     directory."""
 
-    def __init__(self, python: str, directory: Path, config: dict[str, Any], preload: str | None) -> None:
+    def __init__(
+        self,
+        python: str,
+        directory: Path,
+        config: dict[str, Any],
+        preload: str | None,
+        reference: str | None = None,
+    ) -> None:
         self.directory = directory
         env = dict(os.environ, PYTHONUNBUFFERED="1", AETHER_SLICE_CONFIG=json.dumps(config))
         self.log = directory / "template.log"
-        self.template = TemplateProcess(python, self.log, env=env, preload=preload)
+        self.template = TemplateProcess(python, self.log, env=env, preload=preload, reference=reference)
         self.process = self.template.process
 
     def fork(self, config: dict[str, Any], **fields: Any) -> tuple[dict[str, Any], Connection]:
@@ -54,10 +61,12 @@ def template(slice_python: str, tmp_path: Path) -> Iterator[Callable[..., Templa
     started: list[Template] = []
     directory = tmp_path
 
-    def start(config: dict[str, Any], preload: str | None = FAULTY) -> Template:
+    def start(
+        config: dict[str, Any], preload: str | None = FAULTY, reference: str | None = None
+    ) -> Template:
         place = directory / str(len(started))
         place.mkdir()
-        started.append(Template(slice_python, place, config, preload))
+        started.append(Template(slice_python, place, config, preload, reference))
         return started[-1]
 
     yield start
@@ -100,6 +109,38 @@ def test_a_preloading_template_imports_the_slice_once_with_its_config_for_every_
     seen = imported(connection)
     assert seen["pid"] == seen["pid_now"] == pid
     assert seen["config"] == config
+
+
+def test_a_template_given_the_entry_point_reference_imports_the_slice_without_reading_metadata(
+    template: Callable[..., Template],
+) -> None:
+    """`--object module:attr` (the node read it from the slice's metadata): the template imports the
+    slice from it and never imports `importlib.metadata` (~3 MiB whose page tables each fork copies)."""
+    config = {"mode": "ok"}
+    given = template(config, reference="org_aether_faulty")
+    pid, connection = given.instance(config)
+    assert "ok" in load(connection, config)
+    seen = imported(connection)
+    assert seen["pid"] == given.process.pid != pid  # imported once, by the template
+    assert seen["metadata_read"] is False
+    scanning = template(config)  # without it, the template scans the environment's entry points
+    _, connection = scanning.instance(config)
+    assert "ok" in load(connection, config)
+    assert imported(connection)["metadata_read"] is True
+
+
+def test_a_template_given_a_reference_that_does_not_import_falls_back_to_the_metadata(
+    template: Callable[..., Template],
+) -> None:
+    """A reference that names nothing importable is not kept: the template starts again without a
+    preload, and each instance finds the slice in the environment's metadata and imports it itself."""
+    config = {"mode": "ok"}
+    given = template(config, reference="no_such_module_here:plugin")
+    pid, connection = given.instance(config)
+    assert "ok" in load(connection, config)
+    seen = imported(connection)
+    assert seen["pid"] == seen["pid_now"] == pid
+    assert "importing no_such_module_here:plugin failed" in given.log.read_text()
 
 
 @pytest.mark.parametrize(

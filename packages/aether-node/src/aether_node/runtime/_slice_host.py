@@ -31,7 +31,7 @@ from aether_slice.protocol import Kind, ProtocolError
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
-from ._installer import InstalledSlice
+from ._installer import InstalledSlice, entry_point_reference
 from ._processes import ChildProcess, spawn
 
 log = logging.getLogger("aether_node.slice_host")
@@ -231,12 +231,15 @@ class SliceTemplate:
         env.update(
             PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", AETHER_SLICE_CONFIG=json.dumps(self.config)
         )
-        preload = self.installed.coordinates.artifact_id
+        preload = ["--preload", self.installed.coordinates.artifact_id]
+        reference = await trio.to_thread.run_sync(entry_point_reference, self.installed)
+        if reference is not None:  # the template need not read the environment's metadata for it
+            preload += ["--object", reference]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with theirs, open(self.log_path, "ab") as log_file:
                 self.process = spawn(
-                    [str(self.installed.python), "-m", "aether_slice.host", "--preload", preload],
+                    [str(self.installed.python), "-m", "aether_slice.host", *preload],
                     stdin=theirs.fileno(),
                     stdout=theirs.fileno(),
                     stderr=log_file,
