@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from template_support import TIMEOUT, Connection, TemplateProcess
 
-from aether_slice import host
+from aether_slice import host, protocol
 from aether_slice.protocol import Kind
 
 FAULTY = "org.aether:faulty"
@@ -61,9 +61,7 @@ def template(slice_python: str, tmp_path: Path) -> Iterator[Callable[..., Templa
     started: list[Template] = []
     directory = tmp_path
 
-    def start(
-        config: dict[str, Any], preload: str | None = FAULTY, reference: str | None = None
-    ) -> Template:
+    def start(config: dict[str, Any], preload: str | None = FAULTY, reference: str | None = None) -> Template:
         place = directory / str(len(started))
         place.mkdir()
         started.append(Template(slice_python, place, config, preload, reference))
@@ -109,6 +107,42 @@ def test_a_preloading_template_imports_the_slice_once_with_its_config_for_every_
     seen = imported(connection)
     assert seen["pid"] == seen["pid_now"] == pid
     assert seen["config"] == config
+
+
+def load_and_start(connection: Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """LOAD and START in one write, as a node sends an activation right after the load: both answers."""
+    coordinates = f"{FAULTY}:1.0.0"
+    frames = protocol.encode(
+        protocol.request(1, Kind.LOAD, entry_point=FAULTY, coordinates=coordinates, instance=0, config=config)
+    ) + protocol.encode(protocol.request(2, Kind.START))
+    connection.send(frames)
+    answers = [connection.receive(), connection.receive()]
+    assert None not in answers, answers
+    return sorted(answers, key=lambda answer: answer["id"])  # type: ignore[arg-type,return-value]
+
+
+def test_a_start_right_behind_the_load_runs_the_start_hook_of_the_loaded_slice(
+    template: Callable[..., Template],
+) -> None:
+    config = {"mode": "fail_start"}  # (its start hook raises: the answer shows that it ran)
+    _, connection = template(config).instance(config)
+    loaded, started = load_and_start(connection, config)
+    assert "ok" in loaded, loaded
+    assert started["error"]["kind"] == "raised", started
+    assert "faulty: start failed on purpose" in started["error"]["message"]
+
+
+def test_a_start_right_behind_a_load_that_failed_runs_no_start_hook(
+    template: Callable[..., Template],
+) -> None:
+    """The slice's aether_entry_points raised: the load failed, and the START sent with it must not run
+    the slice's start hook (its stop hook would never run): it is refused, the slice is not loaded."""
+    config = {"mode": "no such mode"}  # (both hooks raise ValueError on it)
+    _, connection = template(config).instance(config)
+    loaded, started = load_and_start(connection, config)
+    assert loaded["error"]["kind"] == "raised" and "unknown mode" in loaded["error"]["message"], loaded
+    assert started["error"]["kind"] == "protocol", started
+    assert "not loaded" in started["error"]["message"]
 
 
 def test_a_template_given_the_entry_point_reference_imports_the_slice_without_reading_metadata(

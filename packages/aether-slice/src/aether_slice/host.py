@@ -179,15 +179,20 @@ class Host(asyncio.Protocol):
     def serve(self, message: dict[str, Any], replies: list[bytes]) -> None:
         """Take one message. An invoke's entry point is called here, on the loop, as a task would call
         it: a sync one runs to its end (it held the loop in a task too), and its answer joins `replies`;
-        what returns an awaitable (an async one) is awaited in a task of its own, as is every other
-        request."""
+        what returns an awaitable (an async one) is awaited in a task of its own. So are LOAD, START and
+        STOP (`lifecycle`): in order, each done before the next message is looked at, so that a node
+        may send START right behind LOAD. Every other request is served by a task of its own."""
         request_id = message.get("id")
         if isinstance(request_id, str):  # a reply to one of our calls
             future = self.pending_calls.pop(request_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
             return
-        if message.get("op") != Kind.INVOKE:
+        op = message.get("op")
+        if op == Kind.LOAD or op == Kind.START or op == Kind.STOP:
+            self.lifecycle(op, message, replies)
+            return
+        if op != Kind.INVOKE:
             self.spawn(self.handle(message))
             return
         try:
@@ -226,21 +231,31 @@ class Host(asyncio.Protocol):
     def refuse_invoke(self) -> None:
         """Raise HostError if this connection may not invoke now (the node's connection always may)."""
 
+    def lifecycle(self, op: str, message: dict[str, Any], replies: list[bytes]) -> None:
+        """LOAD, START or STOP, called here as a task would call it (in a copy of the context); what the
+        start or stop hooks return to await is awaited in a task of its own, which answers."""
+        request_id = message.get("id")
+        try:
+            if op == Kind.LOAD:
+                replies.append(_reply_frame(request_id, contextvars.copy_context().run(self.load, message)))
+                return
+            self.stopped = op == Kind.STOP  # (from now on attached connections refuse invokes)
+            hook = "aether_stop" if self.stopped else "aether_start"
+            results = contextvars.copy_context().run(self.call_hook, hook)
+        except Exception as error:
+            replies.append(_error_frame(request_id, error))
+            return
+        awaitables = [result for result in results if inspect.isawaitable(result)]
+        if awaitables:
+            self.spawn(self.finish(request_id, _done_after(awaitables)))
+        else:
+            replies.append(_reply_frame(request_id, {}))
+
     async def dispatch(self, message: dict[str, Any]) -> Any:
         try:
             kind = protocol.kind_of(message)
         except ProtocolError as error:
             raise HostError(protocol.HostErrorKind.PROTOCOL, str(error)) from None
-        if kind is Kind.LOAD:
-            return self.load(message)
-        if kind is Kind.START:
-            self.stopped = False
-            await self.run_hook("aether_start")
-            return {}
-        if kind is Kind.STOP:
-            self.stopped = True
-            await self.run_hook("aether_stop")
-            return {}
         if kind is Kind.ATTACH:
             await self.attach(str(message.get("socket")), str(message.get("token")))
             return {}
@@ -269,7 +284,6 @@ class Host(asyncio.Protocol):
             logger=logger,
             caller=self.call,
         )
-        self.plugins = manager
         entries: dict[str, EntryPoint] = {}
         for declared in manager.hook.aether_entry_points(context=self.context):
             for entry in _as_entry_points(declared):
@@ -279,14 +293,14 @@ class Host(asyncio.Protocol):
         if not entries:
             raise HostError("entry_point", "the slice declares no entry points (hook aether_entry_points)")
         self.entries = entries
+        self.plugins = manager  # loaded: only now may START run its start hook (a node sends it right behind)
         return {"entry_points": [{"name": e.name, "idempotent": e.idempotent} for e in entries.values()]}
 
-    async def run_hook(self, name: str) -> None:
+    def call_hook(self, name: str) -> list[Any]:
+        """Call hook `name` of the loaded slice; what its implementations returned."""
         if self.plugins is None:
             raise HostError("protocol", "the slice is not loaded")
-        for result in getattr(self.plugins.hook, name)(context=self.context):
-            if inspect.isawaitable(result):
-                await result
+        return list(getattr(self.plugins.hook, name)(context=self.context))
 
     def entry(self, name: Any) -> EntryPoint:
         entry = self.entries.get(name)  # type: ignore[arg-type]
@@ -338,6 +352,10 @@ class Attached(Host):
         super().__init__()
         self.main = main
         self.entries = main.entries
+
+    def lifecycle(self, op: str, message: dict[str, Any], replies: list[bytes]) -> None:
+        failure = HostError(protocol.HostErrorKind.PROTOCOL, "an attached connection serves invokes only")
+        replies.append(_error_frame(message.get("id"), failure))
 
     def refuse_invoke(self) -> None:
         if self.main.stopped:
@@ -465,6 +483,13 @@ def _slice_entry_points() -> list[Any]:
 
         _ENTRY_POINTS = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     return _ENTRY_POINTS
+
+
+async def _done_after(awaitables: list[Awaitable[Any]]) -> dict[str, Any]:
+    """Await each in turn (what a start or stop hook returned); the answer of the request: {}."""
+    for awaitable in awaitables:
+        await awaitable
+    return {}
 
 
 def _unconnected(data: bytes) -> None:
