@@ -1,14 +1,17 @@
 """The slice host runner. Standard library + pluggy only (asyncio, not trio, so that it imposes nothing on
 the slice's dependencies).
 
-`python -m aether_slice.host [--preload NAME]` runs a *template* in the slice's own virtualenv: it
-imports the runtime once and forks one child per slice instance when the node asks (a fork costs ~1 ms; a
-fresh interpreter ~100 ms). Whatever does not depend on the instance is done once, in the template, so
-that each child inherits it instead of doing it again: the entry points scanned, logging set up, the
-parent-death call looked up, and with `--preload` the slice itself imported and registered with pluggy
-(with the config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that
-config only; a slice whose import fails or starts threads is not kept: the template starts again
-without it, and each instance imports the slice itself, as without `--preload`). The template's stdin
+`python -m aether_slice.host [--preload NAME [--object MODULE:ATTR]]` runs a *template* in the slice's
+own virtualenv: it imports the runtime once and forks one child per slice instance when the node asks (a
+fork costs ~1 ms; a fresh interpreter ~100 ms). Whatever does not depend on the instance is done once, in
+the template, so that each child inherits it instead of doing it again: logging set up, the parent-death
+call looked up, and with `--preload` the slice itself imported and registered with pluggy (with the
+config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that config only; a
+slice whose import fails or starts threads is not kept: the template starts again without it, and each
+instance imports the slice itself, as without `--preload`). With `--object` (the entry point's object
+reference, which the node read from the slice's metadata) the slice is imported from it; otherwise the
+environment's entry points are scanned, once (`importlib.metadata`: ~3 MiB more in the template, whose
+page tables every fork copies). The template's stdin
 and stdout are one Unix stream socket to the node: each FORK request comes with two descriptors, the
 child's connection to the node (a socket pair's end: nothing to connect to, no token to show) and its
 stdout and stderr (the node's pipe into the instance's log). The child speaks the host protocol on its
@@ -17,7 +20,8 @@ environment has it (the runtime itself needs only the standard library). A child
 connection closes; children and template ask the kernel to kill them when their parent dies, so nothing
 outlives the node.
 
-Node → host: load, start, stop, invoke, health, attach (each with an integer "id"; one reply each).
+Node → host: load, start, stop, invoke, health, attach (each with an integer "id"; one reply each;
+load, start and stop served in order, each before the next message: see `Host.serve`).
 Host → node: call (id "c<n>"), for a slice calling another slice through the cluster.
 An attach opens a second connection (to the node's ingress worker), which serves invokes only
 (`Attached`); the instance ends with its node's connection, not with an attached one.
