@@ -109,8 +109,8 @@ class SliceStore:
     async def load(self, key: InstanceKey, config: dict[str, Any], *, start: bool = False) -> LocalInstance:
         """Install (if needed), spawn the host and import the slice. With `start`, the START of the
         activation that follows is sent right behind the LOAD (one exchange with the process, not two;
-        the host serves them in order): `activate` then awaits its answer, and must follow. Raises
-        NodeError subclasses."""
+        the host serves them in order): `activate` then awaits its answer, and must follow at once (the
+        deployment manager calls it with no checkpoint in between). Raises NodeError subclasses."""
         with trio.fail_after(self.timeouts.install):
             installed = await self.installer.install(key.coordinates)
         template = await self._template(installed, config)
@@ -183,11 +183,6 @@ class SliceStore:
                 await template.stop()
 
     async def _stop_and_unload(self, key: InstanceKey, instance: LocalInstance) -> None:
-        if instance.starting is not None and instance.alive:  # a START sent with its LOAD: it ran
-            try:
-                await self.activate(instance)
-            except NodeError:
-                pass
         if instance.phase is Phase.ACTIVE and instance.alive:
             try:
                 await self.deactivate(instance)
