@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -297,3 +299,21 @@ def test_an_instance_loop_ends_as_asyncio_runner_ends_without_waiting_for_execut
     finally:
         blocker.set()
     assert sorted(seen) == ["generator closed", "task cancelled"]
+
+
+def test_a_node_gone_without_reading_the_exit_events_ends_the_template_cleanly(
+    template: Callable[..., Template],
+) -> None:
+    """The node closes its end of the template's socket with an exit event unread (it stopped midway):
+    the template's next read fails (ECONNRESET), which means the node is gone: it ends its instances
+    and exits, as at an orderly end of stream (it used to die of the exception, a traceback in its
+    log)."""
+    config = {"mode": "ok"}
+    started = template(config)
+    pid, _ = started.instance(config)
+    os.kill(pid, signal.SIGKILL)
+    control = started.template.control
+    assert select.select([control], [], [], TIMEOUT)[0], "no exit event from the template"
+    control.close()  # (the event unread)
+    assert started.process.wait(TIMEOUT) == 0
+    assert "Traceback" not in started.log.read_text()

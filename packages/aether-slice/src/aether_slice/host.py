@@ -640,27 +640,38 @@ class Template:
             return
         self._wake_on_child_exit()
         while True:
-            readable, _, _ = select.select([0, self._wake_read], [], [])  # no timeout: events only
-            if self._wake_read in readable:
-                self._drain_wakeups()
-            if 0 in readable:
-                try:
-                    chunk, fds = _receive_with_fds(self.control)
-                    self.fds.extend(fds)
-                    if not chunk:
-                        break  # the node is gone
-                    self.frames.feed(chunk)
-                    while (request := self.frames.next()) is not None:
-                        self.handle(request)
-                except ProtocolError as error:  # the stream cannot be trusted further
-                    print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
+            try:
+                if not self.serve_once():
                     break
-            self.reap()
+            except (BrokenPipeError, ConnectionResetError):  # the node is gone without reading it all
+                break
         for pid in self.children:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def serve_once(self) -> bool:
+        """Wait for the node or a child's end and serve what came; False once the node is gone (or sent
+        what the protocol does not allow: the stream cannot be trusted further)."""
+        readable, _, _ = select.select([0, self._wake_read], [], [])  # no timeout: events only
+        if self._wake_read in readable:
+            self._drain_wakeups()
+        if 0 in readable:
+            assert self.control is not None
+            try:
+                chunk, fds = _receive_with_fds(self.control)
+                self.fds.extend(fds)
+                if not chunk:
+                    return False  # the node is gone
+                self.frames.feed(chunk)
+                while (request := self.frames.next()) is not None:
+                    self.handle(request)
+            except ProtocolError as error:
+                print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
+                return False
+        self.reap()
+        return True
 
     def handle(self, request: dict[str, Any]) -> None:
         if request.get("op") != Kind.FORK:
