@@ -736,3 +736,69 @@ async def test_an_empty_piece_of_a_message_is_an_invalid_request() -> None:
     await left.send_all(struct.pack(">I", 0x8000_0000) * 3)
     with trio.fail_after(5), pytest.raises(InvalidRequestError, match="empty piece"):
         await FramedStream(right, max_frame=100, max_receive=1000).receive()
+
+
+def _converter_answer(data: object) -> object:
+    """What the converter makes of `data` as events: the events, or its error's message."""
+    try:
+        return decode(data, list[Event], "events")
+    except InvalidRequestError as error:
+        return error.message
+
+
+_key_values = st.builds(
+    KeyValue,
+    key=keys,
+    value=st.binary(max_size=32),
+    create_revision=st.integers(0, 2**40),
+    mod_revision=st.integers(0, 2**40),
+    version=st.integers(0, 2**40),
+    lease=st.integers(0, 2**40),
+)
+_odd_values = st.sampled_from([None, True, "7", 7, 7.0, "not base64!", "eA==", [], {}, "put"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            Event,
+            kind=st.sampled_from(list(EventKind)),
+            kv=_key_values,
+            prev=st.none() | _key_values,
+            revision=st.integers(0, 2**40),
+        ),
+        max_size=3,
+    ),
+    st.none()
+    | st.tuples(
+        st.sampled_from(["kind", "revision", "prev", "kv", "kv.key", "kv.value", "kv.lease", "kv.version"]),
+        st.sampled_from(["set", "drop"]),
+        _odd_values,
+    ),
+)
+def test_watch_events_decode_as_the_converter_decodes_them(
+    events: list[Event], change: tuple[str, str, object] | None
+) -> None:
+    """`decode_events` builds well-formed events itself (the watch path of every node): it must decode
+    exactly what the converter decodes, and refuse what it refuses with the same message."""
+    data: Any = json.loads(json.dumps(encode_events(events)))
+    if change is not None and data:
+        field, how, value = change
+        target = data[0]
+        *path, name = field.split(".")
+        for part in path:
+            target = target[part]
+        if how == "drop":
+            target.pop(name, None)
+        else:
+            target[name] = value
+    expected = _converter_answer(data)
+    if isinstance(expected, str):
+        with pytest.raises(InvalidRequestError) as info:
+            decode_events(data)
+        assert info.value.message == expected
+    else:
+        assert decode_events(data) == expected
+    if change is None:
+        assert decode_events(data) == events

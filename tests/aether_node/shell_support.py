@@ -70,6 +70,9 @@ class FakeSliceStore:
         self.timeouts = StepTimeouts()
         self.instances: dict[InstanceKey, LocalInstance] = {}
         self.loads = 0
+        self.started_with_load = 0
+        self.started: set[InstanceKey] = set()  # whose start hook ran and stop hook did not
+        self.unloaded_started: list[InstanceKey] = []  # unloaded after a start hook without a stop hook
         self.closed = False  # after `close_all`, as the real store's templates are stopped: no load
 
     async def _step(self) -> None:
@@ -84,14 +87,18 @@ class FakeSliceStore:
     def active(self) -> Iterator[LocalInstance]:
         return (i for i in self.instances.values() if i.phase is Phase.ACTIVE and i.alive)
 
-    async def load(self, key: InstanceKey, config: dict[str, Any]) -> LocalInstance:
+    async def load(self, key: InstanceKey, config: dict[str, Any], *, start: bool = False) -> LocalInstance:
+        """As the real store's: with `start` the activation must follow (counted in `started_with_load`)."""
         await self._step()
         if self.closed:
             raise SliceHostError("spawn", "the template did not fork: the slice store is shut down")
         if str(key.coordinates) in self.broken:
             raise ResolutionError("install", f"install failed: {MISSING}")
         self.loads += 1
+        self.started_with_load += start
         instance = LocalInstance(key=key, host=FakeHost(key.label), entry_points=dict(self.entry_points))  # type: ignore[arg-type]
+        if start and str(key.coordinates) not in self.failing_start:  # the host runs START right behind
+            self.started.add(key)
         self.instances[key] = instance
         return instance
 
@@ -101,13 +108,18 @@ class FakeSliceStore:
             raise SliceHostError("raised", "start() raised RuntimeError: no database")
         if not instance.alive:
             raise SliceHostError("died", f"the slice process died ({instance.host.exit_reason})")
+        self.started.add(instance.key)
         instance.phase = Phase.ACTIVE
 
     async def deactivate(self, instance: LocalInstance) -> None:
         instance.phase = Phase.LOADED
+        self.started.discard(instance.key)
         await self._step()
 
     async def unload(self, key: InstanceKey) -> None:
+        if key in self.started:
+            self.started.discard(key)
+            self.unloaded_started.append(key)
         instance = self.instances.pop(key, None)
         if instance is not None and instance.alive:
             instance.host.crash("stopped")  # type: ignore[attr-defined]

@@ -128,6 +128,25 @@ async def test_a_newer_command_wins_over_the_step_in_progress(autojump_clock: Mo
         nursery.cancel_scope.cancel()
 
 
+async def test_a_load_sends_start_with_it_and_a_command_mid_load_still_gets_the_start_hook_stopped(
+    autojump_clock: MockClock,
+) -> None:
+    """An activation right after the load sends START with LOAD (one exchange with the slice process):
+    the activation then always follows, so that a command arriving meanwhile (UNLOAD) finds an ACTIVE
+    instance and stops it (its stop hook) before unloading it, never one whose start hook ran alone."""
+    kv = MemoryStore(clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, kv, FakeSliceStore(step_time=1.0))
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.LOADING)
+        await node.command(SliceState.UNLOAD)
+        await node.reaches(None)
+        assert node.store.started_with_load == 1
+        assert node.store.unloaded_started == []
+        assert await node.endpoints() == []
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize(("error", "applied"), [(UnavailableError, False), (OutcomeUnknownError, True)])
 async def test_a_state_write_that_fails_is_checked_and_retried(
     autojump_clock: MockClock, error: type[UnavailableError], applied: bool

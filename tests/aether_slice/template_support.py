@@ -53,12 +53,23 @@ class TemplateProcess:
     """The template process and the test's end of its socket. `log` receives the template's stderr."""
 
     def __init__(
-        self, python: str, log: Path, *, env: dict[str, str] | None = None, preload: str | None = None
+        self,
+        python: str,
+        log: Path,
+        *,
+        env: dict[str, str] | None = None,
+        preload: str | None = None,
+        reference: str | None = None,
     ) -> None:
+        """`preload`: the entry point the template imports before forking (`--preload`), from its object
+        reference `reference` if given (`--object`), else found in the environment's metadata."""
+        arguments = ["--preload", preload] if preload else []
+        if preload and reference:
+            arguments += ["--object", reference]
         self.control, theirs = socket.socketpair()
         with theirs, open(log, "ab") as stderr:
             self.process = subprocess.Popen(
-                [python, "-m", "aether_slice.host", *(["--preload", preload] if preload else [])],
+                [python, "-m", "aether_slice.host", *arguments],
                 stdin=theirs,
                 stdout=theirs,
                 stderr=stderr,

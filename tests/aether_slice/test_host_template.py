@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
+import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 import pytest
 from template_support import TIMEOUT, Connection, TemplateProcess
 
-from aether_slice import host
+from aether_slice import host, protocol
 from aether_slice.protocol import Kind
 
 FAULTY = "org.aether:faulty"
@@ -27,11 +29,18 @@ class Template:
     """A template process (`template_support.TemplateProcess`) whose instances log to files of a
     directory."""
 
-    def __init__(self, python: str, directory: Path, config: dict[str, Any], preload: str | None) -> None:
+    def __init__(
+        self,
+        python: str,
+        directory: Path,
+        config: dict[str, Any],
+        preload: str | None,
+        reference: str | None = None,
+    ) -> None:
         self.directory = directory
         env = dict(os.environ, PYTHONUNBUFFERED="1", AETHER_SLICE_CONFIG=json.dumps(config))
         self.log = directory / "template.log"
-        self.template = TemplateProcess(python, self.log, env=env, preload=preload)
+        self.template = TemplateProcess(python, self.log, env=env, preload=preload, reference=reference)
         self.process = self.template.process
 
     def fork(self, config: dict[str, Any], **fields: Any) -> tuple[dict[str, Any], Connection]:
@@ -54,10 +63,10 @@ def template(slice_python: str, tmp_path: Path) -> Iterator[Callable[..., Templa
     started: list[Template] = []
     directory = tmp_path
 
-    def start(config: dict[str, Any], preload: str | None = FAULTY) -> Template:
+    def start(config: dict[str, Any], preload: str | None = FAULTY, reference: str | None = None) -> Template:
         place = directory / str(len(started))
         place.mkdir()
-        started.append(Template(slice_python, place, config, preload))
+        started.append(Template(slice_python, place, config, preload, reference))
         return started[-1]
 
     yield start
@@ -100,6 +109,74 @@ def test_a_preloading_template_imports_the_slice_once_with_its_config_for_every_
     seen = imported(connection)
     assert seen["pid"] == seen["pid_now"] == pid
     assert seen["config"] == config
+
+
+def load_and_start(connection: Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """LOAD and START in one write, as a node sends an activation right after the load: both answers."""
+    coordinates = f"{FAULTY}:1.0.0"
+    frames = protocol.encode(
+        protocol.request(1, Kind.LOAD, entry_point=FAULTY, coordinates=coordinates, instance=0, config=config)
+    ) + protocol.encode(protocol.request(2, Kind.START))
+    connection.send(frames)
+    answers = [connection.receive(), connection.receive()]
+    assert None not in answers, answers
+    return sorted(answers, key=lambda answer: answer["id"])  # type: ignore[arg-type,return-value]
+
+
+def test_a_start_right_behind_the_load_runs_the_start_hook_of_the_loaded_slice(
+    template: Callable[..., Template],
+) -> None:
+    config = {"mode": "fail_start"}  # (its start hook raises: the answer shows that it ran)
+    _, connection = template(config).instance(config)
+    loaded, started = load_and_start(connection, config)
+    assert "ok" in loaded, loaded
+    assert started["error"]["kind"] == "raised", started
+    assert "faulty: start failed on purpose" in started["error"]["message"]
+
+
+def test_a_start_right_behind_a_load_that_failed_runs_no_start_hook(
+    template: Callable[..., Template],
+) -> None:
+    """The slice's aether_entry_points raised: the load failed, and the START sent with it must not run
+    the slice's start hook (its stop hook would never run): it is refused, the slice is not loaded."""
+    config = {"mode": "no such mode"}  # (both hooks raise ValueError on it)
+    _, connection = template(config).instance(config)
+    loaded, started = load_and_start(connection, config)
+    assert loaded["error"]["kind"] == "raised" and "unknown mode" in loaded["error"]["message"], loaded
+    assert started["error"]["kind"] == "protocol", started
+    assert "not loaded" in started["error"]["message"]
+
+
+def test_a_template_given_the_entry_point_reference_imports_the_slice_without_reading_metadata(
+    template: Callable[..., Template],
+) -> None:
+    """`--object module:attr` (the node read it from the slice's metadata): the template imports the
+    slice from it and never imports `importlib.metadata` (~3 MiB whose page tables each fork copies)."""
+    config = {"mode": "ok"}
+    given = template(config, reference="org_aether_faulty")
+    pid, connection = given.instance(config)
+    assert "ok" in load(connection, config)
+    seen = imported(connection)
+    assert seen["pid"] == given.process.pid != pid  # imported once, by the template
+    assert seen["metadata_read"] is False
+    scanning = template(config)  # without it, the template scans the environment's entry points
+    _, connection = scanning.instance(config)
+    assert "ok" in load(connection, config)
+    assert imported(connection)["metadata_read"] is True
+
+
+def test_a_template_given_a_reference_that_does_not_import_falls_back_to_the_metadata(
+    template: Callable[..., Template],
+) -> None:
+    """A reference that names nothing importable is not kept: the template starts again without a
+    preload, and each instance finds the slice in the environment's metadata and imports it itself."""
+    config = {"mode": "ok"}
+    given = template(config, reference="no_such_module_here:plugin")
+    pid, connection = given.instance(config)
+    assert "ok" in load(connection, config)
+    seen = imported(connection)
+    assert seen["pid"] == seen["pid_now"] == pid
+    assert "importing no_such_module_here:plugin failed" in given.log.read_text()
 
 
 @pytest.mark.parametrize(
@@ -222,3 +299,21 @@ def test_an_instance_loop_ends_as_asyncio_runner_ends_without_waiting_for_execut
     finally:
         blocker.set()
     assert sorted(seen) == ["generator closed", "task cancelled"]
+
+
+def test_a_node_gone_without_reading_the_exit_events_ends_the_template_cleanly(
+    template: Callable[..., Template],
+) -> None:
+    """The node closes its end of the template's socket with an exit event unread (it stopped midway):
+    the template's next read fails (ECONNRESET), which means the node is gone: it ends its instances
+    and exits, as at an orderly end of stream (it used to die of the exception, a traceback in its
+    log)."""
+    config = {"mode": "ok"}
+    started = template(config)
+    pid, _ = started.instance(config)
+    os.kill(pid, signal.SIGKILL)
+    control = started.template.control
+    assert select.select([control], [], [], TIMEOUT)[0], "no exit event from the template"
+    control.close()  # (the event unread)
+    assert started.process.wait(TIMEOUT) == 0
+    assert "Traceback" not in started.log.read_text()

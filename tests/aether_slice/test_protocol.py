@@ -217,18 +217,15 @@ def test_the_runner_answers_a_result_it_cannot_send_with_bad_result() -> None:
     instance goes on (it used to send the frame, and the node closed the instance's connection)."""
 
     async def exchange() -> list[dict[str, Any]]:
-        reader = asyncio.StreamReader()
         written = FrameDecoder()
-        host = Host(reader, written.feed)
+        host = Host(written.feed)
         host.entries = {
             "big": EntryPoint(name="big", function=lambda _: "x" * MAX_FRAME),
             "odd": EntryPoint(name="odd", function=lambda _: {1, 2}),
             "fine": EntryPoint(name="fine", function=lambda payload: payload),
         }
         for number, entry in enumerate(("big", "odd", "fine"), 1):
-            reader.feed_data(protocol.encode(protocol.request(number, Kind.INVOKE, entry=entry, payload=1)))
-        reader.feed_eof()
-        await host.run()
+            assert host.take(protocol.encode(protocol.request(number, Kind.INVOKE, entry=entry, payload=1)))
         await asyncio.gather(*host.tasks)
         return sorted(iter(written.next, None), key=lambda message: message["id"])
 

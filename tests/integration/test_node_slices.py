@@ -176,6 +176,7 @@ async def test_instances_of_two_configs_are_forked_from_templates_that_imported_
     for number, answer in seen.items():
         assert answer["config"] == answer["instance_config"] == configs[number]  # imported with its own
         assert answer["pid"] != answer["pid_now"]  # by its template, once
+        assert answer["metadata_read"] is False  # from the reference the node read: no metadata scan
     assert seen[0]["pid"] != seen[1]["pid"]
 
 

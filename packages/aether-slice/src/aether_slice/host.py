@@ -1,14 +1,17 @@
 """The slice host runner. Standard library + pluggy only (asyncio, not trio, so that it imposes nothing on
 the slice's dependencies).
 
-`python -m aether_slice.host [--preload NAME]` runs a *template* in the slice's own virtualenv: it
-imports the runtime once and forks one child per slice instance when the node asks (a fork costs ~1 ms; a
-fresh interpreter ~100 ms). Whatever does not depend on the instance is done once, in the template, so
-that each child inherits it instead of doing it again: the entry points scanned, logging set up, the
-parent-death call looked up, and with `--preload` the slice itself imported and registered with pluggy
-(with the config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that
-config only; a slice whose import fails or starts threads is not kept: the template starts again
-without it, and each instance imports the slice itself, as without `--preload`). The template's stdin
+`python -m aether_slice.host [--preload NAME [--object MODULE:ATTR]]` runs a *template* in the slice's
+own virtualenv: it imports the runtime once and forks one child per slice instance when the node asks (a
+fork costs ~1 ms; a fresh interpreter ~100 ms). Whatever does not depend on the instance is done once, in
+the template, so that each child inherits it instead of doing it again: logging set up, the parent-death
+call looked up, and with `--preload` the slice itself imported and registered with pluggy (with the
+config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that config only; a
+slice whose import fails or starts threads is not kept: the template starts again without it, and each
+instance imports the slice itself, as without `--preload`). With `--object` (the entry point's object
+reference, which the node read from the slice's metadata) the slice is imported from it; otherwise the
+environment's entry points are scanned, once (`importlib.metadata`: ~3 MiB more in the template, whose
+page tables every fork copies). The template's stdin
 and stdout are one Unix stream socket to the node: each FORK request comes with two descriptors, the
 child's connection to the node (a socket pair's end: nothing to connect to, no token to show) and its
 stdout and stderr (the node's pipe into the instance's log). The child speaks the host protocol on its
@@ -17,7 +20,8 @@ environment has it (the runtime itself needs only the standard library). A child
 connection closes; children and template ask the kernel to kill them when their parent dies, so nothing
 outlives the node.
 
-Node → host: load, start, stop, invoke, health, attach (each with an integer "id"; one reply each).
+Node → host: load, start, stop, invoke, health, attach (each with an integer "id"; one reply each;
+load, start and stop served in order, each before the next message: see `Host.serve`).
 Host → node: call (id "c<n>"), for a slice calling another slice through the cluster.
 An attach opens a second connection (to the node's ingress worker), which serves invokes only
 (`Attached`); the instance ends with its node's connection, not with an attached one.
@@ -25,13 +29,14 @@ An attach opens a second connection (to the node's ingress worker), which serves
 
 from __future__ import annotations
 
+import _signal
 import array
 import asyncio
 import collections
 import contextlib
 import contextvars
 import ctypes
-import importlib.metadata
+import importlib
 import inspect
 import json
 import logging
@@ -94,11 +99,15 @@ def _name_process(name: str) -> None:
         _prctl(PR_SET_NAME, name.encode()[:15])
 
 
-class Host:
-    def __init__(self, reader: asyncio.StreamReader, write: Callable[[bytes], object]) -> None:
-        self.reader = reader
-        self._write = write
+class Host(asyncio.Protocol):
+    """The slice's side of one connection, as the asyncio protocol of its transport: what one read
+    brings is served as it arrives (`data_received`), with no task woken per read."""
+
+    def __init__(self, write: Callable[[bytes], object] | None = None) -> None:
+        self._write: Callable[[bytes], object] = write or _unconnected
         self._frames = protocol.FrameDecoder()
+        self._ended: asyncio.Future[None] | None = None
+        self._transport: asyncio.BaseTransport | None = None
         self.plugins: pluggy.PluginManager | None = None
         self.context: SliceContext | None = None
         self.entries: dict[str, EntryPoint] = {}
@@ -107,42 +116,87 @@ class Host:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopped = False  # the aether_stop hook ran: attached connections refuse invokes
 
+    # ------------------------------------------------------------ the connection
+
+    async def serve_on(self, sock: socket.socket) -> None:
+        """Serve the connection on `sock` (connected) until it closes: the other side closed it or died,
+        or sent what the protocol does not allow. Raises what serving it raised unexpectedly."""
+        loop = asyncio.get_running_loop()
+        self._ended = loop.create_future()
+        transport, _ = await loop.connect_accepted_socket(lambda: self, sock=sock)
+        try:
+            await self._ended
+        finally:
+            transport.close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+        self._write = transport.write  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.take(data):
+                return
+        except Exception as error:  # a bug of ours: the instance ends with it (its traceback in the log)
+            self._end(error)
+        else:
+            self._end(None)
+        assert self._transport is not None
+        self._transport.close()
+
+    def eof_received(self) -> None:
+        """The node closed the connection (or died): stop now (a frame cut short too). The transport
+        closes (returning None)."""
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(None)
+
+    def _end(self, error: Exception | None) -> None:
+        if self._ended is not None and not self._ended.done():
+            if error is None:
+                self._ended.set_result(None)
+            else:
+                self._ended.set_exception(error)
+
     # ------------------------------------------------------------ frames
 
     def send(self, message: dict[str, Any]) -> None:
         self._write(protocol.encode(message))
 
-    async def run(self) -> None:
-        """Serve the connection until it closes. What one read brings is answered in one write, as far
-        as it can be answered at once (see `serve`); the rest is answered by its own task when done."""
-        while True:
-            chunk = await self.reader.read(_READ_SIZE)
-            if not chunk:
-                return  # the node closed our stdin (or died): stop now (a frame cut short too)
+    def take(self, chunk: bytes) -> bool:
+        """Serve what one read brought: what can be answered at once is answered in one write (see
+        `serve`); the rest is answered by its own task when done. False if the stream cannot be trusted
+        further (it broke the protocol: said on stderr): the connection must end."""
+        replies: list[bytes] = []
+        try:
             self._frames.feed(chunk)
-            replies: list[bytes] = []
-            try:
-                while (message := self._frames.next()) is not None:
-                    self.serve(message, replies)
-            except ProtocolError as error:  # the stream cannot be trusted further: end this instance
-                print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
-                return
-            finally:
-                if replies:
-                    self._write(b"".join(replies))
+            while (message := self._frames.next()) is not None:
+                self.serve(message, replies)
+        except ProtocolError as error:
+            print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
+            return False
+        finally:
+            if replies:
+                self._write(b"".join(replies))
+        return True
 
     def serve(self, message: dict[str, Any], replies: list[bytes]) -> None:
         """Take one message. An invoke's entry point is called here, on the loop, as a task would call
         it: a sync one runs to its end (it held the loop in a task too), and its answer joins `replies`;
-        what returns an awaitable (an async one) is awaited in a task of its own, as is every other
-        request."""
+        what returns an awaitable (an async one) is awaited in a task of its own. So are LOAD, START and
+        STOP (`lifecycle`): in order, each done before the next message is looked at, so that a node
+        may send START right behind LOAD. Every other request is served by a task of its own."""
         request_id = message.get("id")
         if isinstance(request_id, str):  # a reply to one of our calls
             future = self.pending_calls.pop(request_id, None)
             if future is not None and not future.done():
                 future.set_result(message)
             return
-        if message.get("op") != Kind.INVOKE:
+        op = message.get("op")
+        if op == Kind.LOAD or op == Kind.START or op == Kind.STOP:
+            self.lifecycle(op, message, replies)
+            return
+        if op != Kind.INVOKE:
             self.spawn(self.handle(message))
             return
         try:
@@ -181,21 +235,31 @@ class Host:
     def refuse_invoke(self) -> None:
         """Raise HostError if this connection may not invoke now (the node's connection always may)."""
 
+    def lifecycle(self, op: str, message: dict[str, Any], replies: list[bytes]) -> None:
+        """LOAD, START or STOP, called here as a task would call it (in a copy of the context); what the
+        start or stop hooks return to await is awaited in a task of its own, which answers."""
+        request_id = message.get("id")
+        try:
+            if op == Kind.LOAD:
+                replies.append(_reply_frame(request_id, contextvars.copy_context().run(self.load, message)))
+                return
+            self.stopped = op == Kind.STOP  # (from now on attached connections refuse invokes)
+            hook = "aether_stop" if self.stopped else "aether_start"
+            results = contextvars.copy_context().run(self.call_hook, hook)
+        except Exception as error:
+            replies.append(_error_frame(request_id, error))
+            return
+        awaitables = [result for result in results if inspect.isawaitable(result)]
+        if awaitables:
+            self.spawn(self.finish(request_id, _done_after(awaitables)))
+        else:
+            replies.append(_reply_frame(request_id, {}))
+
     async def dispatch(self, message: dict[str, Any]) -> Any:
         try:
             kind = protocol.kind_of(message)
         except ProtocolError as error:
             raise HostError(protocol.HostErrorKind.PROTOCOL, str(error)) from None
-        if kind is Kind.LOAD:
-            return self.load(message)
-        if kind is Kind.START:
-            self.stopped = False
-            await self.run_hook("aether_start")
-            return {}
-        if kind is Kind.STOP:
-            self.stopped = True
-            await self.run_hook("aether_stop")
-            return {}
         if kind is Kind.ATTACH:
             await self.attach(str(message.get("socket")), str(message.get("token")))
             return {}
@@ -224,7 +288,6 @@ class Host:
             logger=logger,
             caller=self.call,
         )
-        self.plugins = manager
         entries: dict[str, EntryPoint] = {}
         for declared in manager.hook.aether_entry_points(context=self.context):
             for entry in _as_entry_points(declared):
@@ -234,14 +297,14 @@ class Host:
         if not entries:
             raise HostError("entry_point", "the slice declares no entry points (hook aether_entry_points)")
         self.entries = entries
+        self.plugins = manager  # loaded: only now may START run its start hook (a node sends it right behind)
         return {"entry_points": [{"name": e.name, "idempotent": e.idempotent} for e in entries.values()]}
 
-    async def run_hook(self, name: str) -> None:
+    def call_hook(self, name: str) -> list[Any]:
+        """Call hook `name` of the loaded slice; what its implementations returned."""
         if self.plugins is None:
             raise HostError("protocol", "the slice is not loaded")
-        for result in getattr(self.plugins.hook, name)(context=self.context):
-            if inspect.isawaitable(result):
-                await result
+        return list(getattr(self.plugins.hook, name)(context=self.context))
 
     def entry(self, name: Any) -> EntryPoint:
         entry = self.entries.get(name)  # type: ignore[arg-type]
@@ -252,15 +315,12 @@ class Host:
 
     async def attach(self, path: str, token: str) -> None:
         """Connect to `path`, say hello with `token` there, and serve invokes on that connection too."""
+        attached = Attached(self)
         try:
-            reader, writer = await asyncio.open_unix_connection(path)
+            await asyncio.get_running_loop().create_unix_connection(lambda: attached, path)
         except OSError as error:
             raise HostError(protocol.HostErrorKind.PROTOCOL, f"cannot attach to {path}: {error}") from None
-        attached = Attached(self, reader, writer.write)
         attached.send(protocol.hello(token, os.getpid()))
-        task = asyncio.create_task(attached.run())
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
 
     # ------------------------------------------------------------ calls to other slices
 
@@ -292,10 +352,14 @@ class Attached(Host):
     """A second connection of an instance (from ATTACH): the same slice, invokes only. After STOP it
     answers them with "stopped" (not run), so a caller with a stale view routes them again."""
 
-    def __init__(self, main: Host, reader: asyncio.StreamReader, write: Callable[[bytes], object]) -> None:
-        super().__init__(reader, write)
+    def __init__(self, main: Host) -> None:
+        super().__init__()
         self.main = main
         self.entries = main.entries
+
+    def lifecycle(self, op: str, message: dict[str, Any], replies: list[bytes]) -> None:
+        failure = HostError(protocol.HostErrorKind.PROTOCOL, "an attached connection serves invokes only")
+        replies.append(_error_frame(message.get("id"), failure))
 
     def refuse_invoke(self) -> None:
         if self.main.stopped:
@@ -320,18 +384,21 @@ def _logger_name(name: str) -> str:
     return "slice." + name.replace(":", ".")
 
 
-def _plugin_manager(name: str) -> pluggy.PluginManager:
-    """Import the slice of entry point `name` and register it with a new plugin manager. Raises
-    HostError."""
-    found = [ep for ep in _slice_entry_points() if ep.name == name]
-    if not found:
-        raise HostError("entry_point", f"no entry point {name!r} in group {ENTRY_POINT_GROUP!r}")
+def _plugin_manager(name: str, reference: str | None = None) -> pluggy.PluginManager:
+    """Import the slice of entry point `name` and register it with a new plugin manager. `reference` is
+    the entry point's object reference (`module:attr`) if the caller knows it (the node read it from the
+    slice's metadata): then the environment's metadata is not scanned. Raises HostError."""
+    if reference is None:
+        found = [ep for ep in _slice_entry_points() if ep.name == name]
+        if not found:
+            raise HostError("entry_point", f"no entry point {name!r} in group {ENTRY_POINT_GROUP!r}")
+        reference = found[0].value
     try:
-        plugin = found[0].load()
+        plugin = _load_reference(reference)
     except Exception as error:
         raise HostError(
             "import",
-            f"importing {found[0].value} failed: {type(error).__name__}: {error}",
+            f"importing {reference} failed: {type(error).__name__}: {error}",
             _short_traceback(),
         ) from None
     manager = pluggy.PluginManager(hookspecs.PROJECT)
@@ -340,20 +407,42 @@ def _plugin_manager(name: str) -> pluggy.PluginManager:
     return manager
 
 
+def _load_reference(reference: str) -> Any:
+    """The object an entry point's reference names, loaded as `importlib.metadata.EntryPoint.load`
+    loads it: `module` or `module:attr.attr` (extras in brackets are ignored)."""
+    module, _, attrs = reference.partition("[")[0].partition(":")
+    loaded = importlib.import_module(module.strip())
+    for attribute in filter(None, attrs.strip().split(".")):
+        loaded = getattr(loaded, attribute)
+    return loaded
+
+
 _preloaded: dict[str, pluggy.PluginManager] = {}  # entry point name → its manager, built in the template
 _preloaded_config: Any = None  # the AETHER_SLICE_CONFIG it was imported with
 
 
-def _preload(name: str) -> bool:
-    """In the template, before any fork: import the slice and build its plugin manager, for every child
-    to inherit. False (say why on stderr) if the import failed, or if it left the process with more
-    threads than its own (forking a threaded process is unsafe, and a child would lack the thread) or
-    with files or sockets open (every instance would share them)."""
+def _preload_arguments(args: list[str]) -> tuple[str, str | None] | None:
+    """The entry point to preload from the command line, `--preload NAME [--object MODULE:ATTR]`, and its
+    object reference if given (None: none to preload)."""
+    if len(args) == 2 and args[0] == "--preload":
+        return args[1], None
+    if len(args) == 4 and args[0] == "--preload" and args[2] == "--object":
+        return args[1], args[3]
+    return None
+
+
+def _preload(name: str, reference: str | None = None) -> bool:
+    """In the template, before any fork: import the slice (from `reference`, its entry point's object
+    reference, if given: the environment's metadata is then not read, and `importlib.metadata`, ~3 MiB
+    whose page tables every fork would copy, is not imported) and build its plugin manager, for every
+    child to inherit. False (say why on stderr) if the import failed, or if it left the process with
+    more threads than its own (forking a threaded process is unsafe, and a child would lack the thread)
+    or with files or sockets open (every instance would share them)."""
     global _preloaded_config
     fds = _open_fds()
     try:
         _preloaded_config = json.loads(os.environ.get("AETHER_SLICE_CONFIG") or "{}")
-        _preloaded[name] = _plugin_manager(name)
+        _preloaded[name] = _plugin_manager(name, reference)
         logging.getLogger(_logger_name(name))  # made once: each instance's load finds it
     except ValueError as error:
         print(f"aether_slice.host: not preloading {name}: AETHER_SLICE_CONFIG is not JSON: {error}")
@@ -386,16 +475,29 @@ def _open_fds() -> set[str]:
         return set()
 
 
-_ENTRY_POINTS: list[importlib.metadata.EntryPoint] | None = None
+_ENTRY_POINTS: list[Any] | None = None
 
 
-def _slice_entry_points() -> list[importlib.metadata.EntryPoint]:
+def _slice_entry_points() -> list[Any]:
     """The environment's slice entry points, scanned once: the template scans them before it forks, so
     an instance does not read every distribution's metadata again (tens of ms each, per instance)."""
     global _ENTRY_POINTS
     if _ENTRY_POINTS is None:
+        import importlib.metadata
+
         _ENTRY_POINTS = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
     return _ENTRY_POINTS
+
+
+async def _done_after(awaitables: list[Awaitable[Any]]) -> dict[str, Any]:
+    """Await each in turn (what a start or stop hook returned); the answer of the request: {}."""
+    for awaitable in awaitables:
+        await awaitable
+    return {}
+
+
+def _unconnected(data: bytes) -> None:
+    raise ConnectionError("the host is not connected yet")
 
 
 def _reply_frame(request_id: Any, result: Any) -> bytes:
@@ -430,9 +532,7 @@ def _short_traceback(limit: int = 12) -> str:
 async def _serve(connection: int) -> None:
     """Serve the node on `connection` (the descriptor of a connected Unix stream socket) until it
     closes."""
-    reader, writer = await asyncio.open_unix_connection(sock=socket.socket(fileno=connection))
-    await Host(reader, writer.write).run()
-    writer.close()
+    await Host().serve_on(socket.socket(fileno=connection))
 
 
 def _child(connection: int, output: int, request: dict[str, Any]) -> None:
@@ -507,13 +607,17 @@ class Template:
         `_child` replaces) and the descriptors of other instances' FORKs are not the instance's
         business (another instance's connection held open here would hide that instance's end)."""
         signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        # `_signal.signal`, not `signal.signal`: the latter turns the old handler into an enum member if
+        # it can (an Enum lookup, an exception): ~45 page copies in a child that never uses the result.
+        _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
         if self.control is not None:
             self.control.detach()
         for fd in (self._wake_read, self._wake_write, *self.fds):
             if fd >= 0:
-                with contextlib.suppress(OSError):
+                try:
                     os.close(fd)
+                except OSError:
+                    pass
         self.fds.clear()
 
     def _drain_wakeups(self) -> None:
@@ -536,27 +640,38 @@ class Template:
             return
         self._wake_on_child_exit()
         while True:
-            readable, _, _ = select.select([0, self._wake_read], [], [])  # no timeout: events only
-            if self._wake_read in readable:
-                self._drain_wakeups()
-            if 0 in readable:
-                try:
-                    chunk, fds = _receive_with_fds(self.control)
-                    self.fds.extend(fds)
-                    if not chunk:
-                        break  # the node is gone
-                    self.frames.feed(chunk)
-                    while (request := self.frames.next()) is not None:
-                        self.handle(request)
-                except ProtocolError as error:  # the stream cannot be trusted further
-                    print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
+            try:
+                if not self.serve_once():
                     break
-            self.reap()
+            except (BrokenPipeError, ConnectionResetError):  # the node is gone without reading it all
+                break
         for pid in self.children:
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def serve_once(self) -> bool:
+        """Wait for the node or a child's end and serve what came; False once the node is gone (or sent
+        what the protocol does not allow: the stream cannot be trusted further)."""
+        readable, _, _ = select.select([0, self._wake_read], [], [])  # no timeout: events only
+        if self._wake_read in readable:
+            self._drain_wakeups()
+        if 0 in readable:
+            assert self.control is not None
+            try:
+                chunk, fds = _receive_with_fds(self.control)
+                self.fds.extend(fds)
+                if not chunk:
+                    return False  # the node is gone
+                self.frames.feed(chunk)
+                while (request := self.frames.next()) is not None:
+                    self.handle(request)
+            except ProtocolError as error:
+                print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
+                return False
+        self.reap()
+        return True
 
     def handle(self, request: dict[str, Any]) -> None:
         if request.get("op") != Kind.FORK:
@@ -626,11 +741,13 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,
     )
-    try:
-        _slice_entry_points()  # once, inherited by every instance forked from here
-    except Exception:  # an instance scans again and reports what is wrong
-        traceback.print_exc()
-    if len(args) == 2 and args[0] == "--preload" and not _preload(args[1]):
+    preload = _preload_arguments(args)
+    if preload is None or preload[1] is None:
+        try:
+            _slice_entry_points()  # once, inherited by every instance forked from here
+        except Exception:  # an instance scans again and reports what is wrong
+            traceback.print_exc()
+    if preload is not None and not _preload(*preload):
         # What the failed or threaded import left behind must not reach the instances: start afresh.
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "aether_slice.host"])

@@ -23,8 +23,9 @@ config `executions_file` (if set): a test counts how many times a call ran.
 
 Entry `imported` says where and how the module was imported: {"pid": the importing process, "config":
 the AETHER_SLICE_CONFIG it saw, "instance", "instance_config": the instance's own, "pid_now": this
-process, "threads": its threads now}; a test tells a slice imported by its node's template from one
-imported by the instance itself.
+process, "threads": its threads now, "metadata_read": whether `importlib.metadata` is imported in the
+process (a template that scanned the environment's entry points imported it)}; a test tells a slice
+imported by its node's template from one imported by the instance itself.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
 from typing import Any
@@ -123,6 +125,7 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
             "instance_config": dict(context.config),
             "pid_now": os.getpid(),
             "threads": threading.active_count(),
+            "metadata_read": "importlib.metadata" in sys.modules,
         }
 
     return [

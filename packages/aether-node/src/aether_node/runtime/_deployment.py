@@ -77,6 +77,12 @@ class _Slot:
         changed.set()
 
 
+def _start_sent_with_load(step: Step, following: Step) -> bool:
+    """Whether `following` is the activation whose START goes with `step`'s LOAD (one exchange with the
+    slice process): an activation right after the load, with no working state written in between."""
+    return step.kind is StepKind.LOAD and following.kind is StepKind.ACTIVATE and following.working is None
+
+
 def _superseded(slot: _Slot, decided: int) -> bool:
     """Whether the leader wrote a command (or deleted the record) since revision `decided`: only the
     leader writes command states; this node writes the -ING states and the outcomes."""
@@ -268,9 +274,17 @@ class NodeDeploymentManager:
                 return  # a new command arrived during the backoff; the next pass acts on it
         # A command that arrives during a step ends this pass before the next write: that write would
         # compare the command's own revision, win, and overwrite it. The next pass acts on the command.
+        # A load followed by its activation sends START with LOAD: the activation then always follows
+        # (it writes nothing before it), so that the slice a start hook ran in is ACTIVE here and the
+        # next pass stops it as any other.
         decided = slot.revision
-        for step in plan(target, self._local_phase(key)):
-            if _superseded(slot, decided) or not await self._run_step(key, slot, step, reason):
+        steps = plan(target, self._local_phase(key))
+        for index, step in enumerate(steps):
+            started = index > 0 and _start_sent_with_load(steps[index - 1], step)
+            if not started and _superseded(slot, decided):
+                return
+            following = steps[index + 1] if index + 1 < len(steps) else None
+            if not await self._run_step(key, slot, step, reason, following):
                 return
         outcome = outcome_to_record(target, slot.record.state if slot.record else None)
         if outcome is not None and not _superseded(slot, decided):
@@ -304,7 +318,9 @@ class NodeDeploymentManager:
         await self._withdraw(key, instance)
         await self.store.unload(key)
 
-    async def _run_step(self, key: InstanceKey, slot: _Slot, step: Step, reason: str) -> bool:
+    async def _run_step(
+        self, key: InstanceKey, slot: _Slot, step: Step, reason: str, following: Step | None = None
+    ) -> bool:
         # A deleted record (the leader forgot the instance, e.g. of a node whose lease lapsed) has no
         # state to write: the process is stopped without one. A working state written against the
         # deleted key would fail its compare and leave the process running, its endpoints published.
@@ -315,7 +331,8 @@ class NodeDeploymentManager:
             match step.kind:
                 case StepKind.LOAD:
                     config = dict(slot.record.config) if slot.record else {}
-                    await self.store.load(key, config)
+                    start = following is not None and _start_sent_with_load(step, following)
+                    await self.store.load(key, config, start=start)
                 case StepKind.ACTIVATE:
                     instance = self.store.get(key)
                     assert instance is not None

@@ -88,8 +88,9 @@ def _tail(output: str, lines: int = 6) -> str:
     return " | ".join(line.strip() for line in output.strip().splitlines()[-lines:] if line.strip())
 
 
-def declared_entry_points(site_packages: Path, distribution: str, version: str) -> list[str]:
-    """Names in group `aether.slices` declared by the installed distribution (dist-info metadata)."""
+def declared_entry_points(site_packages: Path, distribution: str, version: str) -> dict[str, str]:
+    """The entry points in group `aether.slices` declared by the installed distribution (dist-info
+    metadata): name → object reference (`module:attr`)."""
     wanted = canonicalize_name(distribution)
     for info in site_packages.glob("*.dist-info"):
         name, _, dist_version = info.name[: -len(".dist-info")].rpartition("-")
@@ -100,10 +101,23 @@ def declared_entry_points(site_packages: Path, distribution: str, version: str) 
         entry_points = info / "entry_points.txt"
         if entry_points.exists():
             parser.read(entry_points)
-        return list(parser[ENTRY_POINT_GROUP]) if parser.has_section(ENTRY_POINT_GROUP) else []
+        return dict(parser[ENTRY_POINT_GROUP]) if parser.has_section(ENTRY_POINT_GROUP) else {}
     raise ResolutionError(
         "install_failed", f"{distribution} {version} is not in the virtualenv after installing it"
     )
+
+
+def entry_point_reference(installed: InstalledSlice) -> str | None:
+    """The object reference (`module:attr`) of the installed slice's own entry point, read from its
+    metadata (None if it cannot be read: the slice's template then finds it itself). Blocking I/O."""
+    coordinates = installed.coordinates
+    try:
+        declared = declared_entry_points(
+            _site_packages(installed.venv), coordinates.distribution, coordinates.version
+        )
+    except (ResolutionError, OSError, configparser.Error):
+        return None
+    return declared.get(coordinates.artifact_id)
 
 
 def _site_packages(venv: Path) -> Path:

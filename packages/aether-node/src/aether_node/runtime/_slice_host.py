@@ -31,7 +31,7 @@ from aether_slice.protocol import Kind, ProtocolError
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
-from ._installer import InstalledSlice
+from ._installer import InstalledSlice, entry_point_reference
 from ._processes import ChildProcess, spawn
 
 log = logging.getLogger("aether_node.slice_host")
@@ -231,12 +231,15 @@ class SliceTemplate:
         env.update(
             PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1", AETHER_SLICE_CONFIG=json.dumps(self.config)
         )
-        preload = self.installed.coordinates.artifact_id
+        preload = ["--preload", self.installed.coordinates.artifact_id]
+        reference = await trio.to_thread.run_sync(entry_point_reference, self.installed)
+        if reference is not None:  # the template need not read the environment's metadata for it
+            preload += ["--object", reference]
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with theirs, open(self.log_path, "ab") as log_file:
                 self.process = spawn(
-                    [str(self.installed.python), "-m", "aether_slice.host", "--preload", preload],
+                    [str(self.installed.python), "-m", "aether_slice.host", *preload],
                     stdin=theirs.fileno(),
                     stdout=theirs.fileno(),
                     stderr=log_file,
@@ -470,10 +473,35 @@ class SliceHost:
             reply = await self._exchange(op, timeout, fields)
         except ProtocolError as error:
             raise SliceHostError(protocol.HostErrorKind.PROTOCOL, f"{self.label}: {op}: {error}") from None
-        if "error" in reply:
-            failure = protocol.failure_of(reply)
-            raise SliceHostError(failure.kind, failure.text, failure.detail, failure.type)
-        return reply.get("ok")
+        return _result(reply)
+
+    def send_ahead(self, op: Kind, **fields: Any) -> Ahead:
+        """Send a request now, whose reply `result_of` awaits later: requests sent one behind another
+        are on their way together (the host serves them in order). Its deadline starts when its result
+        is awaited. Raises SliceHostError if it cannot be framed; a process that is gone (or goes before
+        it answers) is the result's error."""
+        call = _Call(math.inf)
+        request_id = self._replies.add(call)  # (answered None at once if the process is gone)
+        try:
+            self.connection.send(protocol.request(request_id, op, **fields))
+        except ProtocolError as error:
+            self._replies.discard(request_id)
+            raise SliceHostError(protocol.HostErrorKind.PROTOCOL, f"{self.label}: {op}: {error}") from None
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._replies.discard(request_id)
+            call.resolve(None)  # (the reader sees the end and says why)
+        return Ahead(op, request_id, call)
+
+    async def result_of(self, ahead: Ahead, timeout: float) -> Any:
+        """The result of a request sent ahead, waiting at most `timeout` from now; raises as `request`."""
+        call = ahead.call
+        call.deadline = trio.current_time() + timeout
+        if call.deadline < self._timer.deadline:
+            self._timer.deadline = call.deadline
+        try:
+            return _result(await self._wait(ahead.op, timeout, call))
+        finally:
+            self._replies.discard(ahead.request_id)
 
     async def invoke(self, entry: str, payload: Any, timeout: float) -> Any:
         """Call an entry point; errors are InvocationErrors: the slice's own (`_call_error`), timeout, or
@@ -510,12 +538,18 @@ class SliceHost:
                 raise SliceHostError(
                     "crashed", f"{self.label}: the slice process died ({self.exit_reason})"
                 ) from None
-            reply = await call.wait()
-            if call.timed_out:
-                raise StepTimeoutError(f"{self.label}: {op} did not finish within {timeout:g} s")
+            return await self._wait(op, timeout, call)
         finally:
             self._replies.discard(request_id)
+
+    async def _wait(self, op: Kind, timeout: float, call: _Call) -> dict[str, Any]:
+        """The reply `call` waits for; raises StepTimeoutError, or SliceHostError (crashed) if the process
+        ended first."""
+        reply = await call.wait()
+        if call.timed_out:
+            raise StepTimeoutError(f"{self.label}: {op} did not finish within {timeout:g} s")
         if reply is None:
+            await self.exited.wait()  # (its reason, once the reader has seen the end)
             raise SliceHostError(
                 "crashed", f"{self.label}: the slice process died during {op} ({self.exit_reason})"
             )
@@ -538,6 +572,25 @@ class SliceHost:
             os.killpg(self.pid, signal.SIGKILL)  # the child leads its own session
         except ProcessLookupError:
             pass
+
+
+class Ahead:
+    """A request sent ahead of the wait for its reply (`SliceHost.send_ahead`)."""
+
+    __slots__ = ("call", "op", "request_id")
+
+    def __init__(self, op: Kind, request_id: int, call: _Call) -> None:
+        self.op = op
+        self.request_id = request_id
+        self.call = call
+
+
+def _result(reply: dict[str, Any]) -> Any:
+    """A host's reply to a request: its result, or SliceHostError with the host's error."""
+    if "error" in reply:
+        failure = protocol.failure_of(reply)
+        raise SliceHostError(failure.kind, failure.text, failure.detail, failure.type)
+    return reply.get("ok")
 
 
 def _call_error(failure: protocol.Failure) -> InvocationError:

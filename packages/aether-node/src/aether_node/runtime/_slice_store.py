@@ -22,7 +22,7 @@ from ..core._schema import InstanceKey
 from ._installer import InstalledSlice, SliceInstaller
 from ._instance_log import InstanceLog, LogLimits
 from ._lifecycle import Phase
-from ._slice_host import CallHandler, SliceHost, SliceTemplate
+from ._slice_host import Ahead, CallHandler, SliceHost, SliceTemplate
 
 
 @attrs.define(eq=False)
@@ -33,6 +33,7 @@ class LocalInstance:
     phase: Phase = Phase.LOADED
     in_flight: int = 0
     withdrawn: bool = True  # its endpoints are withdrawn (or being): nothing may publish them again
+    starting: Ahead | None = None  # its START, sent right behind its LOAD (`SliceStore.load(start=True)`)
 
     @property
     def alive(self) -> bool:
@@ -105,8 +106,11 @@ class SliceStore:
     def active(self) -> Iterator[LocalInstance]:
         return (i for i in self.instances.values() if i.phase is Phase.ACTIVE and i.alive)
 
-    async def load(self, key: InstanceKey, config: dict[str, Any]) -> LocalInstance:
-        """Install (if needed), spawn the host and import the slice. Raises NodeError subclasses."""
+    async def load(self, key: InstanceKey, config: dict[str, Any], *, start: bool = False) -> LocalInstance:
+        """Install (if needed), spawn the host and import the slice. With `start`, the START of the
+        activation that follows is sent right behind the LOAD (one exchange with the process, not two;
+        the host serves them in order): `activate` then awaits its answer, and must follow at once (the
+        deployment manager calls it with no checkpoint in between). Raises NodeError subclasses."""
         with trio.fail_after(self.timeouts.install):
             installed = await self.installer.install(key.coordinates)
         template = await self._template(installed, config)
@@ -134,24 +138,30 @@ class SliceStore:
         finally:
             os.close(write_end)  # the process holds its own copy now (or never will): the pipe is its
         try:
-            reply = await host.request(
+            loading = host.send_ahead(
                 Kind.LOAD,
-                self.timeouts.load,
                 entry_point=key.coordinates.artifact_id,
                 coordinates=str(key.coordinates),
                 instance=key.instance,
                 config=config,
             )
+            starting = host.send_ahead(Kind.START) if start else None
+            reply = await host.result_of(loading, self.timeouts.load)
         except BaseException:
-            await host.close(grace=0)
+            await host.close(grace=0)  # (a START sent ahead is answered None: nobody waits for it)
             raise
         entries = {str(e["name"]): bool(e.get("idempotent")) for e in reply.get("entry_points", [])}
-        instance = LocalInstance(key=key, host=host, entry_points=entries)
+        instance = LocalInstance(key=key, host=host, entry_points=entries, starting=starting)
         self.instances[key] = instance
         return instance
 
     async def activate(self, instance: LocalInstance) -> None:
-        await instance.host.request(Kind.START, self.timeouts.activate)
+        """Run the slice's start hook (the answer to the START sent with the load, if it was)."""
+        starting, instance.starting = instance.starting, None
+        if starting is not None:
+            await instance.host.result_of(starting, self.timeouts.activate)
+        else:
+            await instance.host.request(Kind.START, self.timeouts.activate)
         instance.phase = Phase.ACTIVE
 
     async def deactivate(self, instance: LocalInstance) -> None:
