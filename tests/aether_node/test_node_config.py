@@ -83,6 +83,16 @@ def test_the_deployment_guides_example_config_loads() -> None:
             {"capacity": {"cpu": -2.0}},
             "capacity must be cpu >= 0 cores and memory_mib >= 0, got cpu -2, memory_mib 1024",
         ),
+        (
+            {"health": {"interval": 0.0}},
+            "health must be interval > 0 and timeout > 0 seconds and failures >= 1,"
+            " got interval 0, timeout 5, failures 3",
+        ),
+        (
+            {"health": {"failures": 0}},
+            "health must be interval > 0 and timeout > 0 seconds and failures >= 1,"
+            " got interval 10, timeout 5, failures 0",
+        ),
     ],
     ids=[
         "node-id-space",
@@ -95,6 +105,8 @@ def test_the_deployment_guides_example_config_loads() -> None:
         "negative-ttl",
         "nan-ttl",
         "negative-cpu",
+        "health-no-interval",
+        "health-no-failures",
     ],
 )
 def test_a_value_that_would_fail_only_once_running_is_refused_at_start(

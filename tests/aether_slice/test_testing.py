@@ -83,7 +83,7 @@ def test_a_slice_that_raises_reports_the_kind_type_and_traceback(host: SliceHost
     with pytest.raises(SliceHostError) as missing:
         faulty.invoke("nope")
     assert missing.value.kind == "no_entry"
-    assert "(it has: imported, record, work)" in missing.value.message
+    assert "(it has: imported, record, spawn, work)" in missing.value.message
 
 
 def test_start_and_stop_hooks_run(host: SliceHost, tmp_path: Path) -> None:

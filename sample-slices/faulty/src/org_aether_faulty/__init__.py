@@ -21,6 +21,9 @@ Every call of `work` first prints `faulty: work <payload as JSON>` to the instan
 Entry `record` (not idempotent) does what `work` does, after appending one line to the file named by
 config `executions_file` (if set): a test counts how many times a call ran.
 
+Entry `spawn` (not idempotent) starts a process of the slice's own (`sleep 600`) and answers its pid: a
+test checks that it ends with the instance.
+
 Entry `imported` says where and how the module was imported: {"pid": the importing process, "config":
 the AETHER_SLICE_CONFIG it saw, "instance", "instance_config": the instance's own, "pid_now": this
 process, "threads": its threads now, "metadata_read": whether `importlib.metadata` is imported in the
@@ -33,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -128,8 +132,13 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
             "metadata_read": "importlib.metadata" in sys.modules,
         }
 
+    def spawn(payload: Any) -> int:
+        child = subprocess.Popen(["sleep", "600"])
+        return child.pid
+
     return [
         EntryPoint(name="work", function=work, idempotent=True),
         EntryPoint(name="record", function=record, idempotent=False),
         EntryPoint(name="imported", function=imported, idempotent=True),
+        EntryPoint(name="spawn", function=spawn, idempotent=False),
     ]

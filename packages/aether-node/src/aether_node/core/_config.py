@@ -16,7 +16,7 @@ import attrs
 import cattrs
 
 from ._errors import NodeError
-from ._policies import RestartPolicy, StepTimeouts
+from ._policies import HealthChecks, RestartPolicy, StepTimeouts
 from ._records import Capacity
 
 
@@ -67,6 +67,7 @@ class NodeConfig:
     labels: dict[str, str] = attrs.field(factory=dict)
     timeouts: StepTimeouts = attrs.field(factory=StepTimeouts)
     restart: RestartPolicy = attrs.field(factory=RestartPolicy)
+    health: HealthChecks = attrs.field(factory=HealthChecks)
     blueprint_history: int = 20  # revisions kept per blueprint (`aether blueprint history`)
 
     @property
@@ -149,6 +150,12 @@ def _check_values(config: NodeConfig, where: str) -> None:
         raise ConfigError(
             f"{where}: lease_ttl must be a number of seconds in (0, {MAX_LEASE_TTL:g}],"
             f" got {config.lease_ttl:g}"
+        )
+    health = config.health
+    if not all(math.isfinite(s) and s > 0 for s in (health.interval, health.timeout)) or health.failures < 1:
+        raise ConfigError(
+            f"{where}: health must be interval > 0 and timeout > 0 seconds and failures >= 1,"
+            f" got interval {health.interval:g}, timeout {health.timeout:g}, failures {health.failures}"
         )
     cpu, memory = config.capacity.cpu, config.capacity.memory_mib
     if not (math.isfinite(cpu) and cpu >= 0) or memory < 0:

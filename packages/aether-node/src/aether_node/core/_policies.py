@@ -21,6 +21,17 @@ class RestartPolicy:
 
 
 @attrs.frozen(kw_only=True)
+class HealthChecks:
+    """An ACTIVE instance that has sent nothing for `interval` s is asked `health`; one that leaves
+    `failures` checks in a row unanswered for `timeout` s each is hung (stopped, or its event loop
+    blocked): the node kills it and restarts it as it restarts one that died (configurable per node)."""
+
+    interval: float = 10.0
+    timeout: float = 5.0
+    failures: int = 3
+
+
+@attrs.frozen(kw_only=True)
 class StepTimeouts:
     """Per-step deadlines in seconds (configurable per node)."""
 

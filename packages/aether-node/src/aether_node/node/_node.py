@@ -52,6 +52,7 @@ from ..routing._http import MAX_BODY, MAX_MANAGEMENT_BODY, ingress_app, ingress_
 from ..routing._invoker import ClusterInvoker
 from ..routing._peers import PeerClients, serve_peers
 from ..runtime._deployment import NodeDeploymentManager
+from ..runtime._health_checks import check_forever
 from ..runtime._installer import SliceInstaller
 from ..runtime._kv_replica import run_kv_replica
 from ..runtime._slice_store import SliceStore
@@ -377,6 +378,10 @@ async def serve_node(
                     config.data_dir / "logs",
                     on_call=on_call,
                     timeouts=config.timeouts,
+                )
+                await start(
+                    "instance health checks",
+                    run_forever(functools.partial(check_forever, store, config.health)),
                 )
                 cache = KVCache(kv, EndpointRegistry.PREFIXES)
                 await start("endpoint cache", cache.run)

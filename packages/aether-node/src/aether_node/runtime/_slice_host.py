@@ -353,6 +353,8 @@ class SliceHost:
         self.log_path = log_path
         self.exited = trio.Event()
         self.exit_reason = ""
+        self.last_heard = trio.current_time()  # when the instance last sent anything (health checks)
+        self._killed_because = ""  # why the node killed it (a failed health check), for exit_reason
         self._replies: Replies[_Call] = Replies()
         # The expiry task sleeps in this scope until the earliest deadline of a pending call (or longer:
         # it is not moved later when calls end), so that a call needs no cancel scope of its own.
@@ -402,6 +404,7 @@ class SliceHost:
                 message = await self.connection.receive()
                 if message is None:
                     break
+                self.last_heard = trio.current_time()
                 if message.get("op") == Kind.CALL:
                     nursery.start_soon(self._serve_call, message, on_call)
                     continue
@@ -416,7 +419,8 @@ class SliceHost:
             self.connection.close()
             with trio.CancelScope(shield=True):
                 code = await self.template.exit_code(self.pid, timeout=2.0)
-            self.exit_reason = protocol.describe_exit(code) if code is not None else "its connection closed"
+            reason = protocol.describe_exit(code) if code is not None else "its connection closed"
+            self.exit_reason = f"{self._killed_because}; {reason}" if self._killed_because else reason
             self.exited.set()
             self._timer.cancel()
             self._replies.end()
@@ -558,19 +562,25 @@ class SliceHost:
     # ------------------------------------------------------------ ending
 
     async def close(self, grace: float = 3.0) -> None:
-        """Close the instance's socket (it exits at once), then SIGKILL it if it lingers. Shielded."""
+        """Close the instance's socket (it exits at once), give it `grace` s, then SIGKILL its process
+        group: the instance if it lingers (stopped or hung: it never reads the closed socket; its
+        connection's end alone does not mean the process ended) and whatever it started that is still
+        running (a slice's own subprocesses end with its instance). Shielded."""
         with trio.CancelScope(shield=True):
             self.connection.close()
             with trio.move_on_after(grace):
                 await self.exited.wait()
-            if not self.exited.is_set():
-                self.kill()
-                await self.exited.wait()
+            self.kill()
+            await self.exited.wait()
 
-    def kill(self) -> None:
+    def kill(self, because: str = "") -> None:
+        """SIGKILL the instance's process group (it leads its own session, and its children are in it);
+        `because` goes before the exit's description in `exit_reason`."""
+        if because and not self._killed_because:
+            self._killed_because = because
         try:
-            os.killpg(self.pid, signal.SIGKILL)  # the child leads its own session
-        except ProcessLookupError:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):  # (the group is gone: nothing of it is left)
             pass
 
 

@@ -1,0 +1,130 @@
+"""Instances that neither answer nor die, with a real `aether-node` process: a process stopped (SIGSTOP)
+while ACTIVE is found by the node's health checks, killed and restarted; one stopped when it is
+unloaded is killed, not left behind; and what an instance started of its own ends with it.
+
+Each test starts a node that is a client of a KV replica run beside it, and writes the command states
+as a cluster leader would (`node_support`).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import trio
+from node_support import (
+    ECHO,
+    FAULTY,
+    NodeProcess,
+    activate,
+    client_node,
+    collect_events,
+    host_of,
+    invoke,
+    slice_key,
+    wait_for_deleted,
+    wait_for_state,
+    write_command,
+)
+
+from aether_kv import Event, KVClient
+from aether_node import SliceRecord, SliceState, decode_record
+from support import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+QUICK_CHECKS = "[health]\ninterval = 0.5\ntimeout = 0.5\nfailures = 2\n"
+# health checks that cannot find anything within a test; a stop hook that gives up after 1 s
+NO_CHECKS = "[health]\ninterval = 600\n[timeouts]\ndeactivate = 1\n"
+
+
+@pytest.fixture
+def node(request: pytest.FixtureRequest, sample_index: Path, tmp_path: Path) -> Iterator[NodeProcess]:
+    """A node with the config text the test's `node` parameter gives (QUICK_CHECKS or NO_CHECKS)."""
+    with client_node(tmp_path, sample_index, config_text=request.param) as started:
+        yield started
+
+
+checked = pytest.mark.parametrize("node", [QUICK_CHECKS], indirect=True, ids=["quick-checks"])
+unchecked = pytest.mark.parametrize("node", [NO_CHECKS], indirect=True, ids=["no-checks"])
+
+
+def gone(pid: int) -> bool:
+    """Whether process `pid` has ended (no such process, or a zombie waiting to be reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@checked
+async def test_a_stopped_instance_is_killed_and_restarted(node: NodeProcess, kv: KVClient) -> None:
+    await activate(kv, node, ECHO, 0)
+    old = host_of(node.data_dir, ECHO, 0)
+    assert old is not None
+    key = slice_key(node.node_id, ECHO, 0)
+    before = (await kv.get_with_revision(key)).revision
+
+    os.kill(old.pid, signal.SIGSTOP)
+
+    def active_again(events: list[Event]) -> bool:
+        return any(b'"state":"ACTIVE"' in e.kv.value for e in events)
+
+    events = await collect_events(kv, key, before + 1, until=active_again, timeout=30)
+    reasons = [decode_record(key, e.kv.value, SliceRecord).reason for e in events if e.kv.value]
+    assert any("hung: 2 health checks in a row unanswered" in r for r in reasons), reasons
+    await wait_until(lambda: gone(old.pid), timeout=10, what=f"the stopped instance {old.pid} to end")
+    new = host_of(node.data_dir, ECHO, 0)
+    assert new is not None and new.pid != old.pid
+    response = await invoke(node.ingress, "org.aether:echo", "echo", {"after": "restart"})
+    assert (response.status_code, response.json()) == (200, {"after": "restart"}), response.text
+
+
+@checked
+async def test_an_idle_instance_that_answers_is_left_alone(node: NodeProcess, kv: KVClient) -> None:
+    """Checked every half second for longer than two misses would take, it stays the same process."""
+    await activate(kv, node, ECHO, 1)
+    first = host_of(node.data_dir, ECHO, 1)
+    assert first is not None
+    key = slice_key(node.node_id, ECHO, 1)
+    before = await kv.get(key)
+    await trio.sleep(3)  # (time is the subject: six checks' worth, in which nothing may happen)
+    after = await kv.get(key)
+    assert after is not None and before is not None and after.mod_revision == before.mod_revision
+    now = host_of(node.data_dir, ECHO, 1)
+    assert now is not None and now.pid == first.pid
+
+
+@unchecked
+async def test_an_instance_stopped_when_unloaded_is_killed(node: NodeProcess, kv: KVClient) -> None:
+    await activate(kv, node, ECHO, 0)
+    host = host_of(node.data_dir, ECHO, 0)
+    assert host is not None
+    os.kill(host.pid, signal.SIGSTOP)
+    key = slice_key(node.node_id, ECHO, 0)
+
+    await write_command(kv, key, SliceState.UNLOAD)
+
+    # its stop hook times out (FAILED, as a leader then removes); the process must not outlive it
+    record = await wait_for_state(kv, key, SliceState.FAILED, timeout=30)
+    assert "stop did not finish within 1 s" in record.reason, record
+    await wait_until(lambda: gone(host.pid), timeout=10, what=f"the stopped instance {host.pid} to end")
+
+
+@unchecked
+async def test_what_an_instance_started_ends_with_it(node: NodeProcess, kv: KVClient) -> None:
+    await activate(kv, node, FAULTY, 0)
+    response = await invoke(node.ingress, "org.aether:faulty", "spawn")
+    assert response.status_code == 200, response.text
+    child = int(response.json())
+    assert not gone(child)
+    key = slice_key(node.node_id, FAULTY, 0)
+
+    await write_command(kv, key, SliceState.UNLOAD)
+
+    await wait_for_deleted(kv, key, timeout=30)
+    await wait_until(lambda: gone(child), timeout=10, what=f"the instance's own process {child} to end")
