@@ -1,6 +1,7 @@
 """Instances that neither answer nor die, with a real `aether-node` process: a process stopped (SIGSTOP)
 while ACTIVE is found by the node's health checks, killed and restarted; one stopped when it is
-unloaded is killed, not left behind; and what an instance started of its own ends with it.
+unloaded is killed, not left behind; what an instance started of its own ends with it; and a slice
+template left without instances is stopped, and started again for the next one.
 
 Each test starts a node that is a client of a KV replica run beside it, and writes the command states
 as a cluster leader would (`node_support`).
@@ -25,6 +26,7 @@ from node_support import (
     host_of,
     invoke,
     slice_key,
+    template_of,
     wait_for_deleted,
     wait_for_state,
     write_command,
@@ -37,8 +39,9 @@ from support import wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 QUICK_CHECKS = "[health]\ninterval = 0.5\ntimeout = 0.5\nfailures = 2\n"
-# health checks that cannot find anything within a test; a stop hook that gives up after 1 s
-NO_CHECKS = "[health]\ninterval = 600\n[timeouts]\ndeactivate = 1\n"
+# health checks that cannot find anything within a test; a stop hook that gives up after 1 s; a slice
+# template left without instances stopped after 1 s
+NO_CHECKS = "[health]\ninterval = 600\n[timeouts]\ndeactivate = 1\ntemplate_idle = 1\n"
 
 
 @pytest.fixture
@@ -128,3 +131,31 @@ async def test_what_an_instance_started_ends_with_it(node: NodeProcess, kv: KVCl
 
     await wait_for_deleted(kv, key, timeout=30)
     await wait_until(lambda: gone(child), timeout=10, what=f"the instance's own process {child} to end")
+
+
+@unchecked
+async def test_a_template_without_instances_is_stopped_and_started_again(
+    node: NodeProcess, kv: KVClient
+) -> None:
+    await activate(kv, node, ECHO, 0)
+    await activate(kv, node, FAULTY, 0)
+    echo_template, faulty_template = template_of(node.data_dir, ECHO), template_of(node.data_dir, FAULTY)
+    assert echo_template is not None and faulty_template is not None
+    key = slice_key(node.node_id, FAULTY, 0)
+
+    await write_command(kv, key, SliceState.UNLOAD)
+
+    await wait_for_deleted(kv, key, timeout=30)
+    await wait_until(
+        lambda: template_of(node.data_dir, FAULTY),
+        until=lambda found: found is None,
+        timeout=10,
+        what="faulty's template, without instances, to stop",
+    )
+    still = template_of(node.data_dir, ECHO)  # (echo has its instance: its template stays)
+    assert still is not None and still.pid == echo_template.pid
+    await activate(kv, node, FAULTY, 1)
+    again = template_of(node.data_dir, FAULTY)
+    assert again is not None and again.pid != faulty_template.pid
+    response = await invoke(node.ingress, "org.aether:faulty", "work", "again")
+    assert response.status_code == 200, response.text

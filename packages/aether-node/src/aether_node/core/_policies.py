@@ -40,3 +40,4 @@ class StepTimeouts:
     activate: float = 30.0
     deactivate: float = 15.0
     invoke: float = 30.0
+    template_idle: float = 60.0  # a slice template with no instance left is stopped after this long

@@ -379,6 +379,7 @@ async def serve_node(
                     on_call=on_call,
                     timeouts=config.timeouts,
                 )
+                await start("idle slice templates", run_forever(store.retire_idle_templates))
                 await start(
                     "instance health checks",
                     run_forever(functools.partial(check_forever, store, config.health)),

@@ -216,6 +216,8 @@ class SliceTemplate:
         self.exited = trio.Event()
         self._exit_changed = trio.Event()
         self._lock = trio.Lock()
+        self.users = 0  # instances of the node's forked (or being forked) from it (SliceStore counts)
+        self.idle_since = trio.current_time()  # when `users` last fell to 0
 
     @property
     def alive(self) -> bool:

@@ -88,7 +88,31 @@ class SliceStore:
                 template = SliceTemplate(installed, self.logs_dir / f"{stem}-template.log", config)
                 await template.start(self._nursery)
                 self._templates[key] = template
+            template.users += 1  # (the caller releases it: `_release`)
             return template
+
+    @staticmethod
+    def _release(template: SliceTemplate) -> None:
+        """An instance of `template` ended (or was never made): the template is idle when none is left."""
+        template.users -= 1
+        if template.users == 0:
+            template.idle_since = trio.current_time()
+
+    async def retire_idle_templates(self) -> None:
+        """Stop every template that has had no instance for `timeouts.template_idle` s, until cancelled:
+        one per slice version and config ran for the node's lifetime, a process (~15 MiB) left behind by
+        every upgrade. The next instance of its version and config starts it again."""
+        idle = self.timeouts.template_idle
+        while True:
+            await trio.sleep(idle / 2)
+            now = trio.current_time()
+            for key, template in list(self._templates.items()):
+                if template.users or now - template.idle_since < idle:
+                    continue
+                async with self._template_locks[key]:
+                    if self._templates.get(key) is template and not template.users:
+                        del self._templates[key]
+                        await template.stop()
 
     def log_path(self, key: InstanceKey) -> Path:
         """The file of instance `key`'s stdout and stderr (kept after it ends; appended on restart;
@@ -114,6 +138,17 @@ class SliceStore:
         with trio.fail_after(self.timeouts.install):
             installed = await self.installer.install(key.coordinates)
         template = await self._template(installed, config)
+        try:
+            instance = await self._fork_and_load(key, template, config, start)
+        except BaseException:
+            self._release(template)
+            raise
+        self.instances[key] = instance
+        return instance
+
+    async def _fork_and_load(
+        self, key: InstanceKey, template: SliceTemplate, config: dict[str, Any], start: bool
+    ) -> LocalInstance:
         log = self.logs.get(key)
         if log is None:
             log = self.logs[key] = InstanceLog(self.log_path(key), self.log_limits)
@@ -151,9 +186,7 @@ class SliceStore:
             await host.close(grace=0)  # (a START sent ahead is answered None: nobody waits for it)
             raise
         entries = {str(e["name"]): bool(e.get("idempotent")) for e in reply.get("entry_points", [])}
-        instance = LocalInstance(key=key, host=host, entry_points=entries, starting=starting)
-        self.instances[key] = instance
-        return instance
+        return LocalInstance(key=key, host=host, entry_points=entries, starting=starting)
 
     async def activate(self, instance: LocalInstance) -> None:
         """Run the slice's start hook (the answer to the START sent with the load, if it was)."""
@@ -171,7 +204,10 @@ class SliceStore:
     async def unload(self, key: InstanceKey) -> None:
         instance = self.instances.pop(key, None)
         if instance is not None:
-            await instance.host.close()
+            try:
+                await instance.host.close()
+            finally:
+                self._release(instance.host.template)
 
     async def close_all(self) -> None:
         """Stop every instance: stop hooks for active ones (bounded), then end every process."""
