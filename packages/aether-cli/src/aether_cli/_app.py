@@ -120,7 +120,7 @@ def apply(
         emit(
             common,
             result,
-            lambda: print(f"blueprint {result.name!r} {_verb(result)} (revision {result.revision})"),
+            lambda: print(f"blueprint {result.name!r} {_verb(result)} (revision {result.blueprint_revision})"),
         )
         return
     if not common.json:
