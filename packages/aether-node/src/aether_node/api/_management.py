@@ -164,6 +164,11 @@ def management_app(
                     return who, result
                 return who, JSONResponse(to_json(result))
 
+            async def audited(request: Request, who: str, status: int) -> None:
+                if audit and who:  # (who is "" for a request nobody could be identified for: 401)
+                    target = getattr(request.state, "target", "") or _target(request)
+                    await audit_log.record(who, method, request.url.path, target, status)
+
             async def guarded(request: Request) -> Response:
                 try:
                     who, response = await answer(request)
@@ -171,9 +176,10 @@ def management_app(
                     # The client went away before its body was read: nothing ran, no one reads an answer,
                     # and a traceback per such client would let any client fill the node's log.
                     return Response(status_code=400)
-                if audit and who:  # (who is "" for a request nobody could be identified for: 401)
-                    target = getattr(request.state, "target", "") or _target(request)
-                    await audit_log.record(who, method, request.url.path, target, response.status_code)
+                except Exception:  # a bug: the server answers 500 (and logs it); the attempt is audited
+                    await audited(request, getattr(request.state, "who", ""), 500)
+                    raise
+                await audited(request, who, response.status_code)
                 return response
 
             return Route(path, guarded, methods=[method])
