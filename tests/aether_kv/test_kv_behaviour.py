@@ -127,6 +127,10 @@ async def test_bad_input_is_refused_and_changes_nothing(backend: Backend) -> Non
         await kv.lease_grant(-1)
     with pytest.raises(LeaseNotFoundError):
         await kv.put("k", b"x", lease=999)
+    for start in (-5, 10**30):
+        with pytest.raises(InvalidRequestError, match=r"start_revision: must be a revision from 0"):
+            async with kv.watch("k", start) as watch:
+                await watch.__anext__()
     assert (await kv.status()).revision == before
 
 

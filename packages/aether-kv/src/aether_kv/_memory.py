@@ -47,7 +47,7 @@ from ._records import (
 )
 from ._state import DEFAULT_HISTORY_EVENTS, KVState
 from ._store import raise_for
-from ._validation import check_key, check_limit, check_prefix
+from ._validation import check_key, check_limit, check_prefix, check_start_revision
 
 #: The operations a fault can be aimed at (`MemoryStore.fail_next(operations=...)`).
 OPERATIONS = frozenset(
@@ -368,6 +368,7 @@ class MemoryStore:
     def watch(self, prefix: str, start_revision: int = 0) -> MemoryWatch:
         """Like `KVStore.watch`: events under `prefix` from `start_revision` (0: the next change)."""
         check_prefix(prefix)
+        check_start_revision(start_revision)
         return MemoryWatch(self._shared, prefix, start_revision)
 
 

@@ -47,7 +47,7 @@ from ._records import (
     TxnResult,
 )
 from ._state import KVState
-from ._validation import check_command, check_key, check_limit, check_prefix
+from ._validation import check_command, check_key, check_limit, check_prefix, check_start_revision
 
 log = logging.getLogger("aether_kv.store")
 
@@ -283,6 +283,7 @@ class KVStore:
         once, in revision order, in batches. Raises CompactedError (from iteration) if the history no
         longer reaches back to `start_revision`."""
         check_prefix(prefix)
+        check_start_revision(start_revision)
         return Watch(self, prefix, start_revision)
 
     def _events_since(self, prefix: str, revision: int) -> tuple[list[Event], int]:

@@ -83,6 +83,19 @@ def check_limit(limit: object, where: str = "limit") -> int:
     return limit
 
 
+MAX_REVISION = 2**63 - 1  # revisions are int64, as etcd's
+
+
+def check_start_revision(start: object, where: str = "start_revision") -> int:
+    """A watch's first revision: 0 (the next change) up to the largest revision there can be (a later
+    one is waited for, as etcd does)."""
+    if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= MAX_REVISION:
+        raise InvalidRequestError(
+            f"{where}: must be a revision from 0 (the next change) to 2**63-1, got {start!r}"
+        )
+    return start
+
+
 def check_compare(compare: object, where: str) -> None:
     if not isinstance(compare, Compare):
         raise InvalidRequestError(f"{where}: must be a compare, got {type(compare).__name__}")
