@@ -620,6 +620,8 @@ def test_an_unreachable_cluster_exits_3_with_a_clear_message(tmp_path: Path) -> 
             ("node", "drain", "node-1", "--wait", "--timeout", "nan"),
             "--timeout must be a number of seconds > 0, got nan",
         ),
+        (("node", "drain", "node-1", "--timeout", "5"), "--timeout goes with --wait"),
+        (("blueprint", "apply", "x.toml", "--timeout", "5"), "--timeout goes with --wait"),
     ],
 )
 def test_bad_arguments_exit_2(tmp_path: Path, args: tuple[str, ...], message: str) -> None:

@@ -108,24 +108,27 @@ def apply(
     wait: Annotated[
         bool, Parameter(negative=(), help="Show progress until every instance is ACTIVE.")
     ] = False,
-    timeout: float = 120.0,
+    timeout: Annotated[
+        float | None, Parameter(help="With --wait: give up after this many seconds (default 120).")
+    ] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Apply a blueprint (FILE, or `-` for stdin): the cluster makes reality match it."""
-    if wait:
-        check_wait_timeout(timeout)
+    seconds = check_wait_timeout(timeout, wait, default=120.0)
     text, source = read_input(file, BLUEPRINT_FILE)
     result = call(common, lambda client: client.apply_blueprint(text, source))
     if not wait:
         emit(
             common,
             result,
-            lambda: print(f"blueprint {result.name!r} {_verb(result)} (revision {result.blueprint_revision})"),
+            lambda: print(
+                f"blueprint {result.name!r} {_verb(result)} (revision {result.blueprint_revision})"
+            ),
         )
         return
     if not common.json:
         print(f"blueprint {result.name!r} {_verb(result)}; waiting for it to converge...")
-    status = _wait_for(common, result.name, timeout)
+    status = _wait_for(common, result.name, seconds)
     emit(
         common,
         status,

@@ -97,11 +97,17 @@ def fail(code: int, message: str) -> NoReturn:
     sys.exit(code)
 
 
-def check_wait_timeout(timeout: float) -> None:
-    """Refuse (exit 2) a --timeout a wait cannot have: checked before anything is sent, so that a bad
-    one changes nothing on the cluster."""
+def check_wait_timeout(timeout: float | None, wait: bool, *, default: float) -> float:
+    """The seconds a --wait may take: `default` unless --timeout says. Refuses (exit 2) a --timeout a
+    wait cannot have, or one given without --wait (it would do nothing): checked before anything is
+    sent, so that a bad one changes nothing on the cluster."""
+    if timeout is None:
+        return default
+    if not wait:
+        fail(EXIT_BAD_INPUT, "--timeout goes with --wait (without it, nothing is waited for)")
     if not (timeout > 0 and math.isfinite(timeout)):
         fail(EXIT_BAD_INPUT, f"--timeout must be a number of seconds > 0, got {timeout:g}")
+    return timeout
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:

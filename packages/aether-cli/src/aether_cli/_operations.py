@@ -306,17 +306,19 @@ def node_drain(
     wait: Annotated[
         bool, Parameter(negative=(), help="Show progress until NODE is DRAINED (nothing left on it).")
     ] = False,
-    timeout: Annotated[float, Parameter(help="With --wait: give up after this many seconds.")] = 600.0,
+    timeout: Annotated[
+        float | None, Parameter(help="With --wait: give up after this many seconds (default 600).")
+    ] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Cordon NODE and move its instances off, each replacement ACTIVE first, never below a floor.
     With --wait, stay until nothing is left on it (the drain goes on after a timeout or Ctrl-C)."""
+    seconds = check_wait_timeout(timeout, wait, default=600.0)
     if not wait:
         _node_operation(node, "drain", common)
         return
-    check_wait_timeout(timeout)
     started = call(common, lambda client: client.node_operation(node, "drain"))
-    drained = _wait_drained(common, started, timeout)
+    drained = _wait_drained(common, started, seconds)
     emit(common, drained, lambda: print(f"node {drained.node_id}: {drained.state}"))
 
 
