@@ -286,6 +286,22 @@ BAD_BLUEPRINTS = [
         None,
     ),
     (
+        "coordinates-not-a-string",
+        'name = "demo"\n\n[[slices]]\nartifact = 5\ninstances = 1\n',
+        "bp.toml:4:1: slices[0].artifact: must be a string, got int: coordinates group:artifact:version"
+        " (e.g. org.aether:echo:1.0.0)",
+        4,
+        1,
+    ),
+    (
+        "min-available-beside-a-bad-count",
+        HEAD + 'instances = -1\nmin_available = "two"\n',
+        "bp.toml:5:1: slices[0].instances: must be between 0 and 10000, got -1\n"
+        "bp.toml:6:1: slices[0].min_available: must be an integer, got str 'two'",
+        5,
+        1,
+    ),
+    (
         "unknown-strategy",
         HEAD + 'instances = 1\nstrategy = "fastest"\n',
         "bp.toml:6:1: slices[0].strategy: must be one of round_robin, spread, bin_pack, got 'fastest'",

@@ -214,9 +214,10 @@ def _parse_slice(
         _integer, raw, "max_per_node", path, index, fail, minimum=1, maximum=MAX_INSTANCES, default=1
     )
     min_available = None
-    if "min_available" in raw and instances is not None:
+    if "min_available" in raw:  # (at most `instances`; checked alone if that is wrong itself)
+        most = MAX_INSTANCES if instances is None else instances
         min_available = problems.check(
-            _integer, raw, "min_available", path, index, fail, minimum=0, maximum=instances
+            _integer, raw, "min_available", path, index, fail, minimum=0, maximum=most
         )
     resources = problems.check(_resources, raw, index, path, fail)
     config = problems.check(_config, raw, index, path, fail)
@@ -265,9 +266,10 @@ def _parse_slice(
 def _artifact(raw: dict[str, Any], index: int, path: str, fail: Any) -> str:
     artifact = raw.get("artifact")
     if not isinstance(artifact, str):
+        what = "required" if artifact is None else f"must be a string, got {type(artifact).__name__}"
         raise fail(
             f"{path}.artifact",
-            "required: coordinates group:artifact:version (e.g. org.aether:echo:1.0.0)",
+            f"{what}: coordinates group:artifact:version (e.g. org.aether:echo:1.0.0)",
             "artifact",
             index,
         )
