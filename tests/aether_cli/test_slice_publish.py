@@ -58,8 +58,11 @@ def test_a_wheel_that_is_no_slice_is_refused_saying_why(
 
 
 def test_what_is_not_a_wheel_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "hello.tar.gz").write_text("")
     with pytest.raises(PublishError, match="not a wheel file name"):
         check_wheel(tmp_path / "hello.tar.gz")
+    with pytest.raises(PublishError, match="hello.whl: no such file"):  # (missing says so first)
+        check_wheel(tmp_path / "hello.whl")
     with pytest.raises(PublishError, match="no such file"):
         check_wheel(tmp_path / "org_example_hello-0.1.0-py3-none-any.whl")
     (tmp_path / "junk-1.0-py3-none-any.whl").write_text("not a zip")
@@ -70,6 +73,10 @@ def test_what_is_not_a_wheel_is_refused(tmp_path: Path) -> None:
 def test_published_once_then_the_same_wheel_again_is_a_no_op(tmp_path: Path) -> None:
     built = check_wheel(wheel(tmp_path))
     index = tmp_path / "index" / "deeper"
+    with pytest.raises(PublishError, match=r"index does not exist \(a typo\?\)"):  # made only in one that is
+        publish_to_directory(built, index)
+    assert not (tmp_path / "index").exists()
+    (tmp_path / "index").mkdir()
     assert publish_to_directory(built, index) is True
     assert (index / built.path.name).read_bytes() == built.path.read_bytes()
     assert publish_to_directory(built, index) is False

@@ -50,6 +50,8 @@ def _canonical(name: str) -> str:
 
 def check_wheel(path: Path) -> SliceWheel:
     """What the wheel at `path` publishes; PublishError saying what is wrong with it otherwise."""
+    if not path.exists():
+        raise PublishError(f"{path}: no such file")
     parts = path.name.removesuffix(".whl").split("-")
     if not path.name.endswith(".whl") or len(parts) not in (5, 6):
         raise PublishError(f"{path}: not a wheel file name (name-version-python-abi-platform.whl)")
@@ -86,11 +88,14 @@ def check_wheel(path: Path) -> SliceWheel:
 
 
 def publish_to_directory(wheel: SliceWheel, directory: Path) -> bool:
-    """Copy the wheel into `directory` (created if needed); False if that very file was there already.
+    """Copy the wheel into `directory` (created if needed, in a directory that exists: a mistyped path
+    is refused, not made); False if that very file was there already.
     A different wheel of the same name is refused: nodes install each version once and keep it. The copy
     appears atomically (written beside, then renamed), so a node never reads half a wheel."""
     if directory.exists() and not directory.is_dir():
         raise PublishError(f"--index {directory}: not a directory")
+    if not directory.exists() and not directory.absolute().parent.is_dir():
+        raise PublishError(f"--index {directory}: {directory.absolute().parent} does not exist (a typo?)")
     target = directory / wheel.path.name
     if target.exists():
         if filecmp.cmp(target, wheel.path, shallow=False):
@@ -100,7 +105,7 @@ def publish_to_directory(wheel: SliceWheel, directory: Path) -> bool:
             "publish the change as a new version (nodes keep each version they installed)"
         )
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(exist_ok=True)
         descriptor, staging = tempfile.mkstemp(prefix=f".{wheel.path.name}.", dir=directory)
         try:
             with os.fdopen(descriptor, "wb") as out, open(wheel.path, "rb") as source:
@@ -147,8 +152,8 @@ def slice_publish(
     index: Annotated[
         str,
         Parameter(
-            help="A wheel directory (what nodes read with --index DIR; created if needed) or the upload"
-            " URL of an index server (pypiserver: http://host:port/)."
+            help="A wheel directory (what nodes read with --index DIR; created if its parent exists) or"
+            " the upload URL of an index server (pypiserver: http://host:port/)."
         ),
     ],
 ) -> None:
