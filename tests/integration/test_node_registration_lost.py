@@ -11,10 +11,13 @@ from cluster_support import kv_of, leader_node_id, logs, running_cluster
 
 from aether_kv import KVClient, KVError
 from aether_node.client import ApiClient
-from aether_node.core._schema import node_key
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def node_key(node_id: str) -> str:
+    return f"nodes/{node_id}"  # a node's registration (bound to its lease)
 
 
 async def registered(kv: KVClient, node_id: str) -> bool | KVError:
