@@ -156,7 +156,7 @@ class _Registration:
     Keeping the lease alive is one task that never waits for anything else the node does (it has its own
     KV client, see `serve_node`): republishing the endpoints after a new registration is another task,
     told by `generation`. A lost lease is a state to recover from: register again, republish, retry both
-    with backoff, never give up.
+    with backoff, never give up. A registration deleted under a live lease is put back (`guard`).
     """
 
     def __init__(self, kv: KVClient, config: NodeConfig, record: NodeRecord) -> None:
