@@ -34,9 +34,11 @@ from aether_node.core._blueprint import Blueprint, SliceSpec, Strategy
 from aether_node.core._blueprint_toml import parse_blueprint
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._records import NodeOperation, NodeOperationRecord, SliceState, encode_record
+from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 from aether_node.observe._events import describe, needs_time
 
 ECHO = "org.example:echo:1.0"
+ECHO_11 = "org.example:echo:1.1"
 
 
 def node(node_id: str) -> NodeCapacity:
@@ -121,6 +123,31 @@ def test_a_drain_the_floor_holds_back_waits_and_says_why() -> None:
     (problem,) = p.problems
     assert "below its floor of 3 ACTIVE" in problem.message
     assert "the drain of c waits for room elsewhere" in problem.message
+
+
+def test_a_drain_a_rollout_holds_back_says_what_ends_it() -> None:
+    # a canary of 1.1 at its first step: one new instance, the three of 1.0 held until promote or abort
+    nodes = [node("a"), node("b"), node("c")]
+    running = [observed("a", 1), observed("b", 2), observed("c", 3), observed("a", 4, artifact=ECHO_11)]
+    canary = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(10, 50, 100))
+    spec = attrs.evolve(spread(1), artifact=ECHO_11, update=canary)
+    p = plan([spec], nodes, running, draining={"c"}, held={"org.example:echo"})
+    assert running[2].key not in {r.key for r in removes(p)}  # the stable set stays whole
+    (problem,) = p.problems
+    assert problem.message == (
+        "the canary rollout of org.example:echo holds the old version's instances until it ends: promote"
+        " or abort it (`aether slice promote|abort org.example:echo`); the drain of c waits for that"
+    )
+    said = drain_waits("c", ["org.example:echo:1.0#3"], {problem.artifact: problem.message})
+    assert "its replacement is not ACTIVE yet" not in said and "promote or abort it" in said
+    # paused: the update waits for a resume
+    rolling = attrs.evolve(spread(2), artifact=ECHO_11)
+    held = {"org.example:echo"}
+    p = plan([rolling], nodes, running[:3], draining={"c"}, held=held, frozen=held)
+    assert [x.message for x in p.problems] == [
+        "the paused update of org.example:echo holds its instances where they are:"
+        " `aether slice resume org.example:echo` lets it go on; the drain of c waits for that"
+    ]
 
 
 def test_a_drain_takes_a_slice_down_to_its_floor_when_nothing_else_fits() -> None:

@@ -1,13 +1,17 @@
 """The cluster's expected nodes: `cluster/members/{node-id}`, kept by the leader.
 
 A node is expected from the moment it first registers until it leaves gracefully (it marks itself as
-leaving, then revokes its lease) or an operator forgets it (`Handlers.forget_node`). A node that is lost —
-killed, hung, cut off: its lease expired without it leaving — stays expected, so the cluster's health says
-it is missing until it is back. That is the difference between `nodes/` (who is registered now, bound to
-leases) and this set (who should be).
+leaving, then revokes its lease) or an operator forgets it (`Handlers.forget_node`). Forgetting leaves a
+marker, `cluster/forgotten/{node-id}`, in the same transaction: a new leader's replay skips the
+registrations older than it (without it, a leader change re-added a forgotten node from history); a
+registration newer than it (the node came back by itself) makes the node expected again and deletes it.
+A node that is lost — killed, hung, cut off: its lease expired without it leaving — stays expected, so the
+cluster's health says it is missing until it is back. That is the difference between `nodes/` (who is
+registered now, bound to leases) and this set (who should be).
 
 `Membership.run` follows `nodes/` while this node leads (replaying a window of history on taking over, so
-joins and departures during a leader change are not missed); it writes nothing but member records.
+joins and departures during a leader change are not missed); it writes nothing but member records and
+deletes nothing but them and the forgotten markers.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from aether_kv import KV, Compare, CompareTarget, Put
+from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, Put
 
 from ..core._records import NodeRecord, RecordError, decode_record, encode_record
 from ..core._schema import NODES
@@ -28,6 +32,7 @@ from ._cluster_manager import LeadershipMonitor, follow_while_leading
 log = logging.getLogger("aether_node.membership")
 
 MEMBERS = "cluster/members/"
+FORGOTTEN = "cluster/forgotten/"  # an operator forgot the node: older registrations do not count
 LOOKBACK = 1000  # revisions of history a new leader replays
 
 
@@ -42,6 +47,10 @@ class MemberRecord:
 
 def member_key(node_id: str) -> str:
     return MEMBERS + node_id
+
+
+def forgotten_key(node_id: str) -> str:
+    return FORGOTTEN + node_id
 
 
 def _left(value: bytes | None, key: str) -> bool:
@@ -76,8 +85,10 @@ class Membership:
                 for event in await watch.__anext__():
                     node_id = event.kv.key[len(NODES) :]
                     if event.kind == "put":
-                        if event.revision > registered.revision or event.prev is None:
+                        if event.revision > registered.revision:
                             await self._add(node_id)
+                        elif event.prev is None:  # replayed history: a first registration
+                            await self._add(node_id, registered_at=event.revision)
                     elif _left(event.prev.value if event.prev else None, event.kv.key):
                         # replayed history: only if it has not registered again since
                         current = await self.kv.get(event.kv.key)
@@ -87,15 +98,29 @@ class Membership:
             with trio.CancelScope(shield=True):
                 await watch.aclose()
 
-    async def _add(self, node_id: str) -> None:
+    async def _add(self, node_id: str, *, registered_at: int | None = None) -> None:
+        """Expect `node_id` (if it is not yet). `registered_at`: the revision of a replayed registration,
+        which counts only if the node was not forgotten after it; None: the node is registered now."""
         key = member_key(node_id)
         if await self.kv.get(key) is not None:
             return
+        marker = await self.kv.get(forgotten_key(node_id))
+        if marker is not None and registered_at is not None and registered_at < marker.mod_revision:
+            return  # forgotten after this registration: it stays forgotten
         record = MemberRecord(node_id=node_id, since=self.clock())
-        await self.kv.txn(
-            compares=[Compare(key=key, target=CompareTarget.EXISTS, operand=False)],
-            success=[Put(key=key, value=encode_record(record))],
-        )
+        compares = [Compare(key=key, target=CompareTarget.EXISTS, operand=False)]
+        success: list[Put | Delete] = [Put(key=key, value=encode_record(record))]
+        if marker is not None:  # registered since it was forgotten: the marker has done its job
+            compares.append(
+                Compare(
+                    key=marker.key,
+                    target=CompareTarget.MOD_REVISION,
+                    op=CompareOp.EQ,
+                    operand=marker.mod_revision,
+                )
+            )
+            success.append(Delete(key=marker.key))
+        await self.kv.txn(compares=compares, success=success)
 
 
 async def expected_nodes(kv: KV) -> list[str]:
@@ -104,5 +129,11 @@ async def expected_nodes(kv: KV) -> list[str]:
 
 
 async def forget(kv: KV, node_id: str) -> bool:
-    """Stop expecting `node_id` (gone for good); False if it was not expected. Raises KVError."""
-    return (await kv.delete(member_key(node_id))).deleted > 0
+    """Stop expecting `node_id` (gone for good), leaving the marker that keeps a new leader from
+    expecting it again out of history; False if it was not expected. Raises KVError."""
+    key = member_key(node_id)
+    result = await kv.txn(
+        compares=[Compare(key=key, target=CompareTarget.EXISTS, operand=True)],
+        success=[Delete(key=key), Put(key=forgotten_key(node_id), value=b"")],
+    )
+    return result.succeeded

@@ -20,7 +20,8 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   floor (a drain that would break a floor waits and says so); its FAILED and not-yet-ACTIVE instances go
   at once, so it ends with nothing (DRAINED);
 - the old version of a canary or blue-green rollout in progress is held (`held`): its ACTIVE instances
-  stay and do not count against the surge, whatever the new version does (`_strategies.py`);
+  stay and do not count against the surge, whatever the new version does (`_strategies.py`); they stay
+  on a draining node too (the drain waits for the rollout to be promoted or aborted, and says so);
 - the reconciliation policy (`_rebalance.py`): the instances of a node lost less than its slice's
   `rebalance_delay_s` ago keep their records and are replaced only as far as the floor needs; at most
   `max_moves` moves (replacements with `moved_from`) are in flight in the whole cluster;
@@ -304,6 +305,11 @@ def plan(
                     else ""
                 )
             )
+        held_drains_by_rollout = sorted(alive.old_active_nodes() & draining) if holding else []
+        if held_drains_by_rollout:
+            messages.append(
+                _drain_held(artifact_id, spec, held_drains_by_rollout, paused=artifact_id in frozen)
+            )
         if artifact_id in awaiting.messages:
             messages.append(awaiting.messages[artifact_id])
         if moves_wait:
@@ -313,6 +319,26 @@ def plan(
         if messages:
             problems.append(Problem(artifact=artifact_id, message="; ".join(messages)))
     return Plan(actions=tuple(actions), problems=tuple(problems))
+
+
+def _drain_held(artifact_id: str, spec: SliceSpec, nodes: Sequence[str], *, paused: bool) -> str:
+    """Why a drain waits on a slice whose old version's ACTIVE instances are held: a rollout in progress
+    keeps them until it ends (they are the stable set it compares with and falls back to), and a paused
+    rolling update keeps both versions as they stand."""
+    drain = f"the drain of {', '.join(nodes)} waits for that"
+    if paused:
+        return (
+            f"the paused update of {artifact_id} holds its instances where they are:"
+            f" `aether slice resume {artifact_id}` lets it go on; {drain}"
+        )
+    if spec.update is not None and spec.update.strategy is UpdateStrategy.BLUE_GREEN:
+        name, ends = "blue-green", "it ends after its grace period, or promote or abort it now"
+    else:
+        name, ends = "canary", "promote or abort it"
+    return (
+        f"the {name} rollout of {artifact_id} holds the old version's instances until it ends: {ends}"
+        f" (`aether slice promote|abort {artifact_id}`); {drain}"
+    )
 
 
 @attrs.define(kw_only=True)

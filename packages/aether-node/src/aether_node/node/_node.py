@@ -19,6 +19,7 @@ import attrs
 import trio
 
 from aether_kv import (
+    KV,
     Compare,
     CompareOp,
     CompareTarget,
@@ -156,7 +157,7 @@ class _Registration:
     Keeping the lease alive is one task that never waits for anything else the node does (it has its own
     KV client, see `serve_node`): republishing the endpoints after a new registration is another task,
     told by `generation`. A lost lease is a state to recover from: register again, republish, retry both
-    with backoff, never give up.
+    with backoff, never give up. A registration deleted under a live lease is put back (`guard`).
     """
 
     def __init__(self, kv: KVClient, config: NodeConfig, record: NodeRecord) -> None:
@@ -238,16 +239,61 @@ class _Registration:
             with trio.move_on_after(self.config.lease_ttl):  # the client's own deadline comes first
                 await self.kv.lease_keepalive(lease)
         except LeaseNotFoundError:
-            if self.record.leaving or lease != self.lease or self._reregistering:
-                return  # left on purpose, or already registered again (or being registered again)
-            self._reregistering = True
-            try:
-                log.error("the node's lease expired (was the node cut off?); registering again")
-                await self.register_until_done()
-            finally:
-                self._reregistering = False
+            if lease == self.lease:  # else: already registered again
+                await self._register_again("the node's lease expired (was the node cut off?)")
         except KVError as error:
             log.warning("lease keep-alive failed: %s", error.message)
+
+    async def _register_again(self, why: str) -> None:
+        """A new lease and registration, unless the node is leaving or one is being made already."""
+        if self.record.leaving or self._reregistering:
+            return
+        self._reregistering = True
+        try:
+            log.error("%s; registering again", why)
+            await self.register_until_done()
+        finally:
+            self._reregistering = False
+
+    async def guard(self, kv: KV) -> None:
+        """Put the registration back whenever it is deleted while the node runs and is not leaving (an
+        operator deleted the key, a twin that had taken it stopped): on the lease it has, or, if that is
+        gone too, on a new one. Without this the node ran on unregistered: the leader placed nothing
+        on it and the cluster's status, which names the leader among the registered nodes, said that no
+        node led. `kv` is the node's main client (a watch, not the lease's). Runs until cancelled; KV
+        errors are logged and it starts over, reading the key afresh."""
+        key = node_key(self.config.node_id)
+        backoff = 0.1
+        while True:
+            try:
+                found = await kv.get_with_revision(key)
+                if found.kv is None:
+                    await self._restore(key)
+                watch = kv.watch(key, found.revision + 1)
+                try:
+                    async for events in watch:
+                        # (the prefix also matches longer node ids: only this key counts)
+                        if any(e.kind == "delete" and e.kv.key == key for e in events):
+                            await self._restore(key)
+                        backoff = 0.1
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await watch.aclose()
+            except KVError as error:
+                log.warning(
+                    "following the node's registration failed: %s; again in %.1f s", error.message, backoff
+                )
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _restore(self, key: str) -> None:
+        if self.record.leaving or self._reregistering:
+            return  # left on purpose, or being registered again (which puts it back)
+        log.error("the node's registration was deleted while it runs; putting it back")
+        try:
+            await self.kv.put(key, encode_record(self.record), lease=self.lease)
+        except LeaseNotFoundError:
+            await self._register_again("the node's lease is gone too")
 
     async def mark_leaving(self) -> None:
         """Mark the registration as leaving: the leader places nothing here any more, and the event log
@@ -405,6 +451,7 @@ async def serve_node(
 
                 try:
                     await start("lease keep-alive", registration.keep_alive)
+                    await start("registration guard", run_forever(functools.partial(registration.guard, kv)))
                     await start("republish", registration.follow, manager.republish)
                     await start("deployment", manager.run, on_restart=republish_current)
                     peers = functools.partial(
