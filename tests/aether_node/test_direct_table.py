@@ -75,18 +75,30 @@ def test_a_bad_route_in_the_table_is_left_out_and_the_others_kept() -> None:
     assert direct.timeout == 30.0
 
 
-JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-    max_leaves=12,
-)
+def _json(floats: st.SearchStrategy[float]) -> st.SearchStrategy[Any]:
+    return st.recursive(
+        st.none() | st.booleans() | st.integers() | floats | st.text(),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+        max_leaves=12,
+    )
 
 
-@given(result=JSON, request_id=st.integers(min_value=1, max_value=2**53))
+JSON = _json(st.floats(allow_nan=False, allow_infinity=False))
+PYTHON_JSON = _json(st.floats())  # with NaN and Infinity, which Python's json writes and reads
+
+
+def loose_reply(request_id: int, result: Any) -> bytes:
+    """A reply frame's payload as a host that does not refuse NaN and Infinity would write it (this
+    version's answers `bad_result` instead; another version's may not)."""
+    reply = json.dumps(protocol.reply(request_id, result), ensure_ascii=False, separators=(",", ":"))
+    return reply.encode("utf-8", "surrogatepass")
+
+
+@given(result=PYTHON_JSON, request_id=st.integers(min_value=1, max_value=2**53))
 def test_a_result_passed_through_is_answered_exactly_as_the_decoded_reply_would_be(
     result: Any, request_id: int
 ) -> None:
-    payload = protocol.encode(protocol.reply(request_id, result))[4:]
+    payload = loose_reply(request_id, result)
     verbatim = split_result(payload)
     expected = render_reply({"s": 200, "r": protocol.decode(payload)["ok"]})
     if verbatim is None:  # the long way: what the node would not render as written (NaN, a surrogate...)
@@ -102,7 +114,21 @@ def test_a_plain_result_is_passed_through() -> None:
 
 @pytest.mark.parametrize("result", [math.nan, [math.inf], {"x": -math.inf}, "\ud800", "text NaN"])
 def test_a_result_the_node_would_not_render_as_written_takes_the_long_way(result: Any) -> None:
-    assert split_result(protocol.encode(protocol.reply(3, result))[4:]) is None
+    assert split_result(loose_reply(3, result)) is None
+
+
+@pytest.mark.parametrize("result", [math.nan, [math.inf], {"x": -math.inf}])
+def test_a_result_with_nan_or_infinity_is_answered_as_a_bad_result_not_a_bare_500(result: Any) -> None:
+    """What the long way renders for such a reply of a host of another version."""
+    answer = render_reply({"s": 200, "r": protocol.decode(loose_reply(3, result))["ok"]})
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert json.loads(body) == {
+        "error": {
+            "kind": "bad_result",
+            "message": "the result cannot be answered: Out of range float values are not JSON compliant",
+        }
+    }
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,27 @@ async def test_a_body_that_is_not_json_is_a_bad_request(
     assert recorder.calls == []
 
 
+@pytest.mark.parametrize(
+    ("body", "why"),
+    [
+        pytest.param(b"NaN", "NaN is not a JSON value", id="nan"),
+        pytest.param(b'{"x": [1, -Infinity]}', "-Infinity is not a JSON value", id="infinity-inside"),
+        pytest.param(b'{"x": 1e400}', "1e400 is too large for a number", id="overflow"),
+    ],
+)
+async def test_a_body_with_what_json_has_not_is_a_bad_request_saying_why(
+    client: httpx.AsyncClient, recorder: Recorder, body: bytes, why: str
+) -> None:
+    """Python's parser takes NaN and Infinity (and makes 1e400 infinite): the call used to run, with a
+    payload no answer or slice could carry. Refused as the management API refuses them."""
+    response = await client.post("/invoke/org.aether:echo/echo", content=body)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": {"kind": "bad_request", "message": f"the request body is not valid JSON: {why}"}
+    }
+    assert recorder.calls == []
+
+
 async def test_per_call_options_come_from_the_query_string(
     client: httpx.AsyncClient, recorder: Recorder
 ) -> None:
@@ -139,6 +160,7 @@ async def test_bad_options_are_bad_requests(
         ("bad_request", 400),
         ("no_endpoint", 404),
         ("raised", 500),
+        ("bad_result", 502),
         ("unavailable", 503),
         ("timeout", 504),
         ("something_new", 500),
@@ -167,10 +189,19 @@ async def test_an_unexpected_failure_is_a_plain_500(client: httpx.AsyncClient, r
     recorder.answer = RuntimeError("a bug in the node")
     response = await client.post("/invoke/org.aether:echo/echo", content=b"{}")
     assert (response.status_code, response.text) == (500, "Internal Server Error")
-    # a result that is not strict JSON cannot be answered either
+
+
+async def test_a_result_that_is_not_strict_json_is_a_bad_result_not_a_bare_500(
+    client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    """A slice process of this version refuses to send NaN (`bad_result`); one of another version, or
+    a peer passing its answer on, may not: the ingress answers it as the same kind."""
     recorder.answer = {"x": float("nan")}
     response = await client.post("/invoke/org.aether:echo/echo", content=b"{}")
-    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    assert response.status_code == 502, response.text
+    error = response.json()["error"]
+    assert error["kind"] == "bad_result"
+    assert error["message"].startswith("org.aether:echo/echo: the result cannot be answered: ")
 
 
 async def test_the_path_is_percent_decoded(client: httpx.AsyncClient, recorder: Recorder) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import signal
 import sys
@@ -22,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from template_support import TemplateProcess
 
-from aether_slice import EntryPoint, protocol
+from aether_slice import EntryPoint, SliceCallError, protocol
 from aether_slice.host import Host
 from aether_slice.protocol import HEADER, MAX_FRAME, FrameDecoder, Kind, ProtocolError
 from aether_slice.testing import SliceHostError
@@ -32,7 +33,7 @@ json_values = st.recursive(
     st.none()
     | st.booleans()
     | st.integers()
-    | st.floats(allow_nan=False)  # (NaN is not equal to itself; it does travel)
+    | st.floats(allow_nan=False, allow_infinity=False)  # (JSON has neither: encode refuses them)
     | st.text(),  # lone surrogates included
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5),
     max_leaves=20,
@@ -122,6 +123,17 @@ def test_a_message_over_the_limit_or_not_json_is_not_encoded() -> None:
         protocol.encode({"payload": object()})
     with pytest.raises(ProtocolError, match="not JSON"):
         protocol.encode({"payload": {1j: 1}})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_nan_and_infinity_are_not_encoded(value: float) -> None:
+    """JSON has no NaN or Infinity (Python's encoder would write them as NaN and Infinity, which no
+    other reader and no HTTP answer of the node takes): refused like anything else that is not JSON."""
+    with pytest.raises(ProtocolError) as refused:
+        protocol.encode({"id": 1, "ok": {"x": [1.5, value]}})
+    assert (
+        str(refused.value) == "the message is not JSON: it holds NaN or Infinity, which JSON has no value for"
+    )
 
 
 @pytest.mark.parametrize(
@@ -234,6 +246,51 @@ def test_the_runner_answers_a_result_it_cannot_send_with_bad_result() -> None:
     assert f"over the limit of {MAX_FRAME}" in big["error"]["message"]
     assert "not JSON" in odd["error"]["message"] and "set" in odd["error"]["message"]
     assert fine == {"id": 3, "ok": 1}
+
+
+def test_a_result_holding_nan_or_infinity_is_a_bad_result_naming_its_entry_point() -> None:
+    """It used to be sent as `NaN`: the node then answered a plain 500 and the fixture returned nan."""
+
+    async def later(value: float) -> Any:
+        await asyncio.sleep(0)
+        return {"values": [value]}
+
+    async def exchange() -> list[dict[str, Any]]:
+        written = FrameDecoder()
+        host = Host(written.feed)
+        host.entries = {
+            "nan": EntryPoint(name="nan", function=lambda _: math.nan),  # answered at once
+            "inf": EntryPoint(name="inf", function=lambda _: later(-math.inf)),  # by a task
+        }
+        for number, entry in enumerate(("nan", "inf"), 1):
+            assert host.take(protocol.encode(protocol.request(number, Kind.INVOKE, entry=entry, payload=1)))
+        await asyncio.gather(*host.tasks)
+        return sorted(iter(written.next, None), key=lambda message: message["id"])
+
+    nan, inf = asyncio.run(exchange())
+    why = "cannot be sent: the message is not JSON: it holds NaN or Infinity, which JSON has no value for"
+    assert nan["error"] == {"kind": "bad_result", "message": f"the result of entry point 'nan' {why}"}
+    assert inf["error"] == {"kind": "bad_result", "message": f"the result of entry point 'inf' {why}"}
+
+
+def test_a_call_to_another_slice_with_a_payload_json_cannot_carry_is_refused_before_it_is_sent() -> None:
+    """As the node refuses such a payload (`bad_request`): a SliceCallError for the slice to handle, not
+    a ProtocolError out of `context.call`."""
+
+    async def exchange() -> tuple[SliceCallError, bytes]:
+        written = bytearray()
+        host = Host(written.extend)
+        with pytest.raises(SliceCallError) as refused:
+            await host.call("org.aether:echo", "echo", {"x": math.nan}, 1.0)
+        return refused.value, bytes(written)
+
+    error, written = asyncio.run(exchange())
+    assert (error.kind, error.message) == (
+        "bad_request",
+        "call to org.aether:echo/echo: the payload: the message is not JSON: it holds NaN or Infinity,"
+        " which JSON has no value for",
+    )
+    assert written == b""  # nothing sent
 
 
 class _Runner:

@@ -5,6 +5,7 @@ The slices run from a virtualenv of their own (`slice_python`), given to the fix
 from __future__ import annotations
 
 import functools
+import math
 import os
 import signal
 import subprocess
@@ -83,7 +84,46 @@ def test_a_slice_that_raises_reports_the_kind_type_and_traceback(host: SliceHost
     with pytest.raises(SliceHostError) as missing:
         faulty.invoke("nope")
     assert missing.value.kind == "no_entry"
-    assert "(it has: imported, record, spawn, work)" in missing.value.message
+    assert "(it has: imported, odd_result, record, spawn, work)" in missing.value.message
+
+
+NOT_JSON = "the message is not JSON"
+NOT_FINITE = f"{NOT_JSON}: it holds NaN or Infinity, which JSON has no value for"
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        pytest.param("nan", NOT_FINITE, id="nan"),
+        pytest.param("infinity", NOT_FINITE, id="infinity"),
+        pytest.param("set", f"{NOT_JSON}: Object of type set is not JSON serializable", id="set"),
+        pytest.param("huge", "bytes is over the limit of 16777216", id="over-the-frame-limit"),
+    ],
+)
+def test_a_result_json_cannot_carry_is_a_bad_result_naming_the_entry_point(
+    host: SliceHost, payload: str, why: str
+) -> None:
+    """NaN and Infinity used to come back as nan and inf, though no node can answer them (JSON has no
+    such value); the cluster now says `bad_result` with the same message (tests/integration)."""
+    faulty = host("org.aether:faulty")
+    with pytest.raises(SliceHostError) as refused:
+        faulty.invoke("odd_result", payload)
+    assert refused.value.kind == "bad_result"
+    assert refused.value.message.startswith("the result of entry point 'odd_result' cannot be sent: ")
+    assert why in refused.value.message
+    assert faulty.invoke("odd_result", [1.5]) == [1.5]  # the instance serves on
+
+
+def test_a_handler_answering_what_json_cannot_carry_is_a_bad_result_in_the_slice(host: SliceHost) -> None:
+    """As the cluster answers a call whose slice returned NaN: the calling slice gets a `bad_result`
+    SliceCallError (here greeter lets it out: raised), not the fixture a protocol error of its own."""
+    greeter = host("org.aether:greeter", calls={"org.aether:echo/echo": lambda payload: math.nan})
+    with pytest.raises(SliceHostError) as raised:
+        greeter.invoke("greet", {"name": "you"})
+    assert (raised.value.kind, raised.value.remote_type) == ("raised", "SliceCallError")
+    assert raised.value.message == (
+        f"the result of the handler of org.aether:echo/echo cannot be sent: {NOT_FINITE}"
+    )
 
 
 def test_start_and_stop_hooks_run(host: SliceHost, tmp_path: Path) -> None:

@@ -21,8 +21,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 T = TypeVar("T")
 # The exit code of each error kind (`aether_node.client.ErrorKind`; a test checks every kind is here).
 EXIT_CODE_BY_KIND = {"bad_request": EXIT_BAD_INPUT, "unreachable": EXIT_UNREACHABLE} | dict.fromkeys((
-    "unauthenticated", "forbidden", "not_found", "no_endpoint", "conflict", "raised", "internal",
-    "unavailable", "gone", "timeout", "no_answer", "error",
+    "unauthenticated", "forbidden", "not_found", "no_endpoint", "conflict", "raised", "bad_result",
+    "internal", "unavailable", "gone", "timeout", "no_answer", "error",
 ), EXIT_FAILED)  # fmt: skip
 
 

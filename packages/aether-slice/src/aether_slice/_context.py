@@ -15,7 +15,9 @@ from typing import Any
 
 class SliceCallError(Exception):
     """A call to another slice failed. `kind` says how: "no_endpoint", "timeout", "raised" (the other
-    slice raised; `remote_type` names its exception) or "unavailable"."""
+    slice raised; `remote_type` names its exception), "bad_result" (the other slice returned what JSON
+    cannot carry: NaN, a set, over 16 MiB), "bad_request" (the payload is not JSON or too large: not
+    sent) or "unavailable"."""
 
     def __init__(self, kind: str, message: str, remote_type: str | None = None) -> None:
         super().__init__(message)

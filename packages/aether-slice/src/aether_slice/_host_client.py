@@ -37,8 +37,9 @@ class SliceHostError(Exception):
     """The slice instance answered a request with an error, or could not answer it. `kind` says which:
 
     - from the slice: "raised" (an entry point or hook raised; `remote_type` names the exception, `detail`
-      holds the traceback's tail), "no_entry" (no such entry point), "bad_result" (not JSON-serialisable),
-      "entry_point" (not installed, or `aether_entry_points` is wrong), "import" (importing it failed);
+      holds the traceback's tail), "no_entry" (no such entry point), "bad_result" (the result is not JSON:
+      NaN or Infinity, a set, ...; or over 16 MiB), "entry_point" (not installed, or `aether_entry_points`
+      is wrong), "import" (importing it failed);
     - from this runner: "crashed" (the process died), "timeout" (no answer in time), "protocol".
     """
 
@@ -248,7 +249,7 @@ class SliceInstance:
             while True:
                 message = self._frames.receive(deadline)
                 if message.get("op") == Kind.CALL:
-                    self._socket.sendall(_frame(self._answer_call(message)))
+                    self._socket.sendall(self._answer_call(message))
                 elif message.get("id") == request_id:
                     break
         except (SliceHostError, OSError) as error:
@@ -274,7 +275,18 @@ class SliceInstance:
             raise SliceHostError(failure.kind, failure.message, failure.detail, failure.type)
         return message.get("ok")
 
-    def _answer_call(self, message: dict[str, Any]) -> dict[str, Any]:
+    def _answer_call(self, message: dict[str, Any]) -> bytes:
+        """The frame answering the slice's call: the handler's result, or its error; a result JSON cannot
+        carry (NaN, a set, over 16 MiB) is "bad_result", as the cluster answers one of a slice's."""
+        answer = self._call_answer(message)
+        try:
+            return protocol.encode(answer)
+        except ProtocolError as error:
+            artifact, entry = message.get("artifact"), message.get("entry")
+            why = f"the result of the handler of {artifact}/{entry} cannot be sent: {error}"
+            return _frame(protocol.error_reply(answer["id"], protocol.HostErrorKind.BAD_RESULT, why))
+
+    def _call_answer(self, message: dict[str, Any]) -> dict[str, Any]:
         artifact, entry, payload = (
             str(message.get("artifact")),
             str(message.get("entry")),

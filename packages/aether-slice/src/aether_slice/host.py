@@ -207,10 +207,11 @@ class Host(asyncio.Protocol):
         except Exception as error:
             replies.append(_error_frame(request_id, error))
             return
+        what = f"entry point {entry.name!r}"
         if inspect.isawaitable(result):
-            self.spawn(self.finish(request_id, result))
+            self.spawn(self.finish(request_id, result, what))
         else:
-            replies.append(_reply_frame(request_id, result))
+            replies.append(_reply_frame(request_id, result, what))
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coroutine)
@@ -219,15 +220,15 @@ class Host(asyncio.Protocol):
 
     async def handle(self, message: dict[str, Any]) -> None:
         try:
-            frame = _reply_frame(message.get("id"), await self.dispatch(message))
+            frame = _reply_frame(message.get("id"), await self.dispatch(message), str(message.get("op")))
         except Exception as error:
             frame = _error_frame(message.get("id"), error)
         self._write(frame)
 
-    async def finish(self, request_id: Any, result: Awaitable[Any]) -> None:
-        """Await what an entry point returned and answer it."""
+    async def finish(self, request_id: Any, result: Awaitable[Any], what: str) -> None:
+        """Await what an entry point returned (`what`: which one, for an error) and answer it."""
         try:
-            frame = _reply_frame(request_id, await result)
+            frame = _reply_frame(request_id, await result, what)
         except Exception as error:
             frame = _error_frame(request_id, error)
         self._write(frame)
@@ -241,7 +242,8 @@ class Host(asyncio.Protocol):
         request_id = message.get("id")
         try:
             if op == Kind.LOAD:
-                replies.append(_reply_frame(request_id, contextvars.copy_context().run(self.load, message)))
+                loaded = contextvars.copy_context().run(self.load, message)
+                replies.append(_reply_frame(request_id, loaded, Kind.LOAD))
                 return
             self.stopped = op == Kind.STOP  # (from now on attached connections refuse invokes)
             hook = "aether_stop" if self.stopped else "aether_start"
@@ -251,9 +253,9 @@ class Host(asyncio.Protocol):
             return
         awaitables = [result for result in results if inspect.isawaitable(result)]
         if awaitables:
-            self.spawn(self.finish(request_id, _done_after(awaitables)))
+            self.spawn(self.finish(request_id, _done_after(awaitables), hook))
         else:
-            replies.append(_reply_frame(request_id, {}))
+            replies.append(_reply_frame(request_id, {}, hook))
 
     async def dispatch(self, message: dict[str, Any]) -> Any:
         try:
@@ -327,13 +329,16 @@ class Host(asyncio.Protocol):
     async def call(self, artifact: str, entry: str, payload: Any, timeout: float) -> Any:
         self.call_ids += 1
         call_id = f"c{self.call_ids}"
+        request = protocol.request(
+            call_id, Kind.CALL, artifact=artifact, entry=entry, payload=payload, timeout=timeout
+        )
+        try:
+            frame = protocol.encode(request)
+        except ProtocolError as error:  # as the node refuses such a payload: the caller's (nothing sent)
+            raise SliceCallError("bad_request", f"call to {artifact}/{entry}: the payload: {error}") from None
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.pending_calls[call_id] = future
-        self.send(
-            protocol.request(
-                call_id, Kind.CALL, artifact=artifact, entry=entry, payload=payload, timeout=timeout
-            )
-        )
+        self._write(frame)
         try:
             reply = await asyncio.wait_for(future, timeout + 1.0)
         except TimeoutError:
@@ -500,13 +505,14 @@ def _unconnected(data: bytes) -> None:
     raise ConnectionError("the host is not connected yet")
 
 
-def _reply_frame(request_id: Any, result: Any) -> bytes:
-    """The frame answering `request_id` with `result`, or with bad_result if it cannot be sent."""
+def _reply_frame(request_id: Any, result: Any, what: str) -> bytes:
+    """The frame answering `request_id` with `result`, or with bad_result if it cannot be sent (the
+    message names `what` returned it: "entry point 'name'")."""
     try:
         return protocol.encode(protocol.reply(request_id, result))
-    except ProtocolError as error:  # not JSON, or too large to send
-        failure = HostError(protocol.HostErrorKind.BAD_RESULT, f"the result cannot be sent: {error}")
-        return _error_frame(request_id, failure)
+    except ProtocolError as error:  # not JSON (NaN and Infinity included), or too large to send
+        why = f"the result of {what} cannot be sent: {error}"
+        return _error_frame(request_id, HostError(protocol.HostErrorKind.BAD_RESULT, why))
 
 
 def _error_frame(request_id: Any, error: Exception) -> bytes:

@@ -4,8 +4,9 @@ processes, no event loop. Standard library only: it runs inside every slice's vi
 
 Frame: a 4-byte big-endian length, then that many bytes of UTF-8 JSON holding one object; at most
 `MAX_FRAME` (16 MiB) unless a link says otherwise (the fast ingress's link, which reuses these frames,
-allows more). `encode` refuses to build a frame over the limit and `FrameDecoder` refuses to read one,
-both with `ProtocolError`; so does every malformed frame (cut short, not JSON, not an object).
+allows more). `encode` refuses to build a frame over the limit, or of what is not JSON (NaN and the
+infinities included), and `FrameDecoder` refuses to read one over the limit, both with `ProtocolError`;
+so does every malformed frame (cut short, not JSON, not an object).
 
 Messages (`Kind` names each; `kind_of` tells which one a message is, or raises ProtocolError):
 
@@ -59,8 +60,11 @@ MAX_FRAME = 16 * 1024 * 1024
 
 # one encoder for every frame (json.dumps would build an encoder per call). Text goes as UTF-8, not
 # escaped (a frame of non-ASCII text stays a third of the size); a lone surrogate, which JSON text may
-# carry, is passed through ("surrogatepass", as json.loads reads bytes)
-_encode_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# carry, is passed through ("surrogatepass", as json.loads reads bytes). Strict: NaN and the infinities
+# are not JSON (Python would write them as NaN and Infinity, which no other JSON reader, and no HTTP
+# answer of the node, takes), so a message holding one is refused like any other that is not JSON.
+_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_NOT_FINITE = "Out of range float values are not JSON compliant"  # what the encoder says of them
 
 
 class ProtocolError(Exception):
@@ -97,7 +101,7 @@ class HostErrorKind(enum.StrEnum):
 
     RAISED = "raised"  # an entry point or hook raised; "type" names the exception, "detail" the traceback
     NO_ENTRY = "no_entry"  # no such entry point
-    BAD_RESULT = "bad_result"  # the result is not JSON, or over the frame limit
+    BAD_RESULT = "bad_result"  # the result is not JSON (NaN, Infinity are not), or over the frame limit
     ENTRY_POINT = "entry_point"  # the slice is not installed, or aether_entry_points is wrong
     IMPORT = "import"  # importing the slice failed
     PROTOCOL = "protocol"  # a request this runner does not understand
@@ -108,11 +112,15 @@ class HostErrorKind(enum.StrEnum):
 
 
 def encode(message: dict[str, Any], *, max_frame: int = MAX_FRAME) -> bytes:
-    """One frame holding `message`. Raises ProtocolError if it is not JSON or over `max_frame` bytes."""
+    """One frame holding `message`. Raises ProtocolError if it is not JSON (NaN and the infinities are
+    not) or over `max_frame` bytes."""
     try:
         payload = _encode_json(message).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError) as error:
-        raise ProtocolError(f"the message is not JSON: {error}") from None
+        why = str(error)
+        if why.startswith(_NOT_FINITE):
+            why = "it holds NaN or Infinity, which JSON has no value for"
+        raise ProtocolError(f"the message is not JSON: {why}") from None
     if len(payload) > max_frame:
         raise ProtocolError(f"a frame of {len(payload)} bytes is over the limit of {max_frame}")
     return HEADER.pack(len(payload)) + payload

@@ -29,6 +29,10 @@ the AETHER_SLICE_CONFIG it saw, "instance", "instance_config": the instance's ow
 process, "threads": its threads now, "metadata_read": whether `importlib.metadata` is imported in the
 process (a template that scanned the environment's entry points imported it)}; a test tells a slice
 imported by its node's template from one imported by the instance itself.
+
+Entry `odd_result` returns what JSON cannot carry, as its payload names it: "nan" (float NaN), "infinity"
+(float infinity), "set" (a Python set), "huge" (a string of 16 MiB, over the host protocol's frame limit);
+the caller gets a `bad_result` error naming the entry point. Any other payload is returned as it came.
 """
 
 from __future__ import annotations
@@ -56,6 +60,15 @@ MODES = (
     "thread_at_import",
     "open_at_import",
 )
+
+
+# what entry `odd_result` returns for each payload it knows (made when asked: 16 MiB is not kept)
+ODD_RESULTS = {
+    "nan": lambda: float("nan"),
+    "infinity": lambda: float("inf"),
+    "set": lambda: {1, 2},
+    "huge": lambda: "x" * (16 * 1024 * 1024),
+}
 
 
 def _import_time_config() -> dict[str, Any]:
@@ -136,9 +149,13 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         child = subprocess.Popen(["sleep", "600"])
         return child.pid
 
+    def odd_result(payload: Any) -> Any:
+        return ODD_RESULTS[payload]() if isinstance(payload, str) and payload in ODD_RESULTS else payload
+
     return [
         EntryPoint(name="work", function=work, idempotent=True),
         EntryPoint(name="record", function=record, idempotent=False),
         EntryPoint(name="imported", function=imported, idempotent=True),
         EntryPoint(name="spawn", function=spawn, idempotent=False),
+        EntryPoint(name="odd_result", function=odd_result, idempotent=True),
     ]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,7 +41,7 @@ from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
-from ..routing._http import error_response
+from ..routing._http import error_response, parse_json
 from ._agent_lease import AgentLeases
 from ._api_keys import ApiKeys, Authorizer
 from ._audit import AuditLog
@@ -99,34 +98,14 @@ class LineStream(Response):
             nursery.cancel_scope.cancel()
 
 
-class _NotJsonConstant(ValueError):
-    """NaN, Infinity or -Infinity in a request body: Python's parser takes them, JSON has no such value;
-    nor a number too large for a float (1e400), which Python's parser makes infinite."""
-
-
-def _refuse_constant(name: str) -> float:
-    raise _NotJsonConstant(f"{name} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise _NotJsonConstant(f"{text} is too large for a number")
-    return number
-
-
 def parse_json_body(body: bytes) -> Any:
-    """A request body's JSON, strictly: no NaN or Infinity (no answer could carry them back: the call
-    would run and then fail with 500), no nesting past the parser's limit. Anything else is a
-    `bad_request` error saying why, before anything is done."""
+    """A request body's JSON, strictly (`_http.parse_json`, as the ingress reads a call's: no NaN or
+    Infinity, no nesting past the parser's limit). Anything else is a `bad_request` error saying why,
+    before anything is done."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant, parse_float=_finite)
-    except ValueError as error:  # not UTF-8, not JSON, not a JSON value, an integer of > 4300 digits
-        raise RequestError(ErrorKind.BAD_REQUEST, f"the request body is not valid JSON: {error}") from None
-    except RecursionError:  # (the parser's own limit, about a thousand levels)
-        raise RequestError(
-            ErrorKind.BAD_REQUEST, "the request body is not valid JSON: nested too deeply"
-        ) from None
+        return parse_json(body)
+    except ValueError as error:
+        raise RequestError(ErrorKind.BAD_REQUEST, str(error)) from None
 
 
 def management_app(

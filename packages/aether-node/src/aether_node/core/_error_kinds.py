@@ -23,6 +23,7 @@ class ErrorKind(enum.StrEnum):
     NO_ENDPOINT = "no_endpoint"  # no ACTIVE instance of the slice, or no such entry point
     CONFLICT = "conflict"  # the operation contradicts the cluster's state (a registered node, a held lease)
     RAISED = "raised"  # the slice raised (its exception type travels as `type`)
+    BAD_RESULT = "bad_result"  # the slice returned what JSON cannot carry (NaN, a set, over 16 MiB)
     INTERNAL = "internal"  # the node failed to serve a call (a bug): the call is lost, the node serves on
     UNAVAILABLE = "unavailable"  # the store, an instance or its node is not available now; may be retried
     GONE = "gone"  # peer protocol: the instance is not (or no longer) ACTIVE there, the call never ran
@@ -42,6 +43,7 @@ HTTP_STATUS: dict[ErrorKind, int | None] = {
     ErrorKind.NO_ENDPOINT: 404,
     ErrorKind.CONFLICT: 409,
     ErrorKind.RAISED: 500,
+    ErrorKind.BAD_RESULT: 502,  # the node is the slice's gateway, and the slice's answer is not one
     ErrorKind.INTERNAL: 500,
     ErrorKind.UNAVAILABLE: 503,
     ErrorKind.GONE: 503,  # (the invoker answers it as unavailable once no other instance is left)

@@ -12,7 +12,7 @@ from typing import Any
 from ._metrics import LATENCY_BUCKETS
 
 # Errors that say something about the version that answered (not about the caller or the routing).
-VERSION_FAULTS = frozenset({"raised", "internal", "timeout", "unavailable"})
+VERSION_FAULTS = frozenset({"raised", "bad_result", "internal", "timeout", "unavailable"})
 
 
 class VersionCalls:

@@ -41,7 +41,7 @@ from ..core._errors import InvocationError
 from ..runtime._processes import ChildProcess, spawn
 from ..runtime._slice_host import _Connection
 from ._direct import DirectRoutes, record_direct
-from ._http import Invoke, call_options
+from ._http import Invoke, call_options, unanswerable
 from ._ingress_worker import MAX_LINK_FRAME
 
 if TYPE_CHECKING:
@@ -194,8 +194,10 @@ class _Link:
         reply["i"] = call_id
         try:
             frame = protocol.encode(reply, max_frame=MAX_LINK_FRAME)
-        except ProtocolError:  # a result that cannot be framed (not JSON, too large): a plain 500
-            frame = protocol.encode({"i": call_id, "s": 500})
+        except ProtocolError as why:  # a result that cannot be framed (not JSON: NaN; too large)
+            error = unanswerable(str(message.get("a")), str(message.get("e")), why)
+            failure = error.to_wire()
+            frame = protocol.encode({"i": call_id, "s": http_status(error.kind), "x": failure})
         self._queue(frame)
 
     async def _flush_loop(self) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -74,6 +75,14 @@ def _error(error: InvocationError) -> tuple[int, bytes]:
     return http_status(error.kind), _render({"error": error.to_wire()})
 
 
+def unanswerable(artifact: str, entry: str, error: Exception) -> InvocationError:
+    """The error answering a result the node cannot render: not strict JSON (NaN, Infinity). A slice
+    process of this version refuses to send one (`bad_result`); one of another version may, and a peer
+    pass it on: `bad_result` here too, with its status, never a bare 500."""
+    message = f"{artifact}/{entry}: the result cannot be answered: {error}"
+    return InvocationError(ErrorKind.BAD_RESULT, message)
+
+
 def call_options(query: Mapping[str, str]) -> dict[str, Any]:
     """Per-call options from the query string: ?timeout=SECONDS&balancing=STRATEGY."""
     options: dict[str, Any] = {}
@@ -94,16 +103,44 @@ def call_options(query: Mapping[str, str]) -> dict[str, Any]:
     return options
 
 
-def parse_payload(body: bytes) -> Any:
-    """The call's payload: the JSON body (an empty one is null). Raises ValueError with the 400's message."""
-    if not body.strip():
-        return None
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+class _NotJsonConstant(ValueError):
+    """NaN, Infinity or -Infinity in a request body: Python's parser takes them, JSON has no such value;
+    nor a number too large for a float (1e400), which Python's parser makes infinite."""
+
+
+def _refuse_constant(name: str) -> float:
+    raise _NotJsonConstant(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise _NotJsonConstant(f"{text} is too large for a number")
+    return number
+
+
+_strict_decode = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite).decode
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body's JSON, strictly: no NaN or Infinity (no answer could carry them back, nor a slice
+    take them: the call would run and then fail), no nesting past the parser's limit. Raises ValueError
+    with the 400's message, saying why. The one parser of request bodies: the ingresses' (both servers)
+    and the management API's (`api/_management.parse_json_body`)."""
+    try:  # (what json.loads does with bytes, on one decoder: json.loads with options builds one per call)
+        return _strict_decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    except ValueError as error:  # not UTF-8, not JSON, not a JSON value, an integer of > 4300 digits
         raise ValueError(f"the request body is not valid JSON: {error}") from None
     except RecursionError:  # (the parser's own limit, about a thousand levels)
         raise ValueError("the request body is not valid JSON: nested too deeply") from None
+
+
+def parse_payload(body: bytes) -> Any:
+    """The call's payload: the JSON body, strictly (`parse_json`; an empty one is null). Raises ValueError
+    with the 400's message."""
+    if not body.strip():
+        return None
+    return parse_json(body)
 
 
 async def _answer(
@@ -122,7 +159,10 @@ async def _answer(
         result = await invoke(artifact, entry, payload, **options)
     except InvocationError as error:
         return _error(error)
-    return 200, _render(result)
+    try:
+        return 200, _render(result)
+    except ValueError as error:  # (not strict JSON)
+        return _error(unanswerable(artifact, entry, error))
 
 
 async def _read_body(receive: Receive) -> bytes | None:

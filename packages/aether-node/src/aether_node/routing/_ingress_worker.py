@@ -51,7 +51,7 @@ from aether_slice import protocol
 from aether_slice.protocol import ProtocolError
 
 from ..core._config import ConfigError
-from ..core._error_kinds import http_status
+from ..core._error_kinds import ErrorKind, http_status
 from ._body_limit import body_too_large
 from ._http import INVOKE_PATH, MAX_BODY, ingress_ssl_context, parse_payload
 from ._ingress_direct import DirectRouter, InstanceLink
@@ -71,6 +71,7 @@ _REASONS = {
     405: b"Method Not Allowed",
     413: b"Content Too Large",
     500: b"Internal Server Error",
+    502: b"Bad Gateway",
     503: b"Service Unavailable",
     504: b"Gateway Timeout",
 }
@@ -106,8 +107,8 @@ def render_reply(reply: dict[str, Any]) -> bytes:
     if "r" in reply:
         try:
             return _json_response(status, reply["r"])
-        except ValueError:  # not strict JSON (NaN): what starlette's JSONResponse fails on too
-            return _plain(500)
+        except ValueError as why:  # not strict JSON (NaN): as the node answers one (`unanswerable`)
+            return _error(ErrorKind.BAD_RESULT, f"the result cannot be answered: {why}")
     if "x" in reply:
         return _json_response(status, {"error": reply["x"]})
     return _plain(500)

@@ -607,12 +607,13 @@ def _result(reply: dict[str, Any]) -> Any:
 
 def _call_error(failure: protocol.Failure) -> InvocationError:
     """A slice host's error reply to a call, as the call's error: what the slice raised (its exception
-    type as `remote_type`), a result that is not JSON (as if it raised TypeError), no such entry point;
-    anything else the host says (a protocol error) leaves the call unavailable."""
+    type as `remote_type`), a result that cannot be sent (not JSON, NaN included, or over the frame
+    limit: `bad_result`, as the `slice_host` fixture says), no such entry point; anything else the host
+    says (a protocol error) leaves the call unavailable."""
     if failure.kind == protocol.HostErrorKind.RAISED:
         return InvocationError(ErrorKind.RAISED, failure.text, remote_type=failure.type)
     if failure.kind == protocol.HostErrorKind.BAD_RESULT:
-        return InvocationError(ErrorKind.RAISED, failure.text, remote_type="TypeError")
+        return InvocationError(ErrorKind.BAD_RESULT, failure.text)
     if failure.kind == protocol.HostErrorKind.NO_ENTRY:
         return InvocationError(ErrorKind.NO_ENDPOINT, failure.text)
     return InvocationError(ErrorKind.UNAVAILABLE, failure.text)
