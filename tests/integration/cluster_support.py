@@ -42,11 +42,14 @@ from aether_node import (
     Blueprint,
     EndpointRecord,
     InstanceKey,
+    RolloutRecord,
     SliceRecord,
     SliceSpec,
     SliceState,
+    UpdateSpec,
     decode_record,
     encode_record,
+    rollout_key,
 )
 from aether_node import Resources as Resources
 from aether_node import Strategy as Strategy
@@ -579,3 +582,31 @@ async def background(*runners: Any) -> AsyncIterator[None]:
             await nursery.start(runner.run)
         yield
         nursery.cancel_scope.cancel()
+
+
+async def rollout_phase(kv: KVClient, phase: str, *, timeout: float = SETTLE) -> RolloutRecord:
+    """Wait until the rollout of echo is in `phase`; its record then."""
+    key = rollout_key(ECHO_ID)
+
+    async def record() -> RolloutRecord | None:
+        found = await kv.get(key)
+        return None if found is None else decode_record(key, found.value, RolloutRecord)
+
+    seen = await wait_until(
+        record,
+        until=lambda seen: seen is not None and seen.phase == phase,
+        timeout=timeout,
+        what=f"the rollout {phase}",
+    )
+    assert seen is not None
+    return seen
+
+
+async def canary_waiting_for_an_operator(kv: KVClient, update: UpdateSpec) -> RolloutRecord:
+    """Blueprint `web`: echo 1.0.0 x2 ACTIVE under `update` (a canary), then 1.1.0 applied; returns the
+    rollout once it observes. Nobody calls, so there is nothing to judge its step from: after its window
+    it waits for an operator (promote or abort)."""
+    await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=update))
+    await wait_for(kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID)
+    await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=update))
+    return await rollout_phase(kv, "OBSERVING")

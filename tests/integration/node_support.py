@@ -654,3 +654,13 @@ def executions(path: Path, request_id: str) -> list[str]:
         if json.loads(payload).get("id") == request_id:
             found.append(instance)
     return found
+
+
+@contextlib.contextmanager
+def paused(node: NodeProcess) -> Iterator[None]:
+    """The node process stopped (SIGSTOP): only its ingress worker and its instances run."""
+    node.signal(signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        node.signal(signal.SIGCONT)

@@ -12,19 +12,13 @@ import trio
 from cli_support import CliRun, run_aether
 from cluster_support import (
     ECHO,
-    ECHO_11,
     ECHO_ID,
-    SETTLE,
-    SliceSpec,
     active,
-    exactly_active,
+    canary_waiting_for_an_operator,
     instances,
     kv_of,
-    put_blueprint,
     running_cluster,
-    wait_for,
 )
-from test_update_strategies import rollout_phase
 
 from aether_node import UpdateSpec, UpdateStrategy
 
@@ -37,12 +31,7 @@ async def test_a_drain_during_a_canary_waits_for_the_rollout_and_says_so(
     sample_index: Path, tmp_path: Path
 ) -> None:
     async with running_cluster(tmp_path / "cluster", sample_index, 3) as cluster, kv_of(cluster) as kv:
-        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=CANARY))
-        await wait_for(
-            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
-        )
-        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=CANARY))
-        await rollout_phase(kv, "OBSERVING")  # (nobody calls: it waits for an operator after its window)
+        await canary_waiting_for_an_operator(kv, CANARY)
         stable = sorted(i.node_id for i in active(await instances(kv, ECHO_ID), ECHO))
         node = stable[0]
         env = {"AETHER_CLUSTER": ",".join(f"http://{n.management}" for n in cluster.nodes)}

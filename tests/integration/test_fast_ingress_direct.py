@@ -6,10 +6,8 @@ is routed again (through the node) and answered, a non-idempotent one is answere
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ from node_support import (
     host_of,
     ingress_workers,
     kv_client,
+    paused,
     slice_key,
     wait_for_state,
     write_command,
@@ -41,16 +40,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 PAUSE = 3.0  # seconds a call waits for its answer while the node is paused
 # a lease that outlives the pauses (with the default, a paused node is rightly taken for dead)
 ARGS = ("--ingress-server", "fast", "--dev-mode", "--lease-ttl", "60")
-
-
-@contextlib.contextmanager
-def paused(node: NodeProcess) -> Iterator[None]:
-    """The node process stopped (SIGSTOP): only its ingress worker and its instances run."""
-    node.signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        node.signal(signal.SIGCONT)
 
 
 async def post(

@@ -8,13 +8,12 @@ Error", and the others as `raised` with type TypeError (500), even a result over
 from __future__ import annotations
 
 import contextlib
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from node_support import FAULTY, NodeProcess, activate, client_node, free_ports, kv_client
+from node_support import FAULTY, NodeProcess, activate, client_node, free_ports, kv_client, paused
 
 from support import wait_until
 
@@ -44,16 +43,6 @@ def assert_bad_result(answer: httpx.Response, why: str) -> None:
     assert error["kind"] == "bad_result", error
     assert error["message"].startswith("the result of entry point 'odd_result' cannot be sent: "), error
     assert why in error["message"], error
-
-
-@contextlib.contextmanager
-def paused(node: NodeProcess) -> Iterator[None]:
-    """The node process stopped (SIGSTOP): only its ingress worker and its instances run."""
-    node.signal(signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        node.signal(signal.SIGCONT)
 
 
 async def answered_directly(http: httpx.AsyncClient, node: NodeProcess, body: bytes) -> httpx.Response | None:

@@ -36,16 +36,18 @@ from cluster_support import (
     active,
     background,
     call,
+    canary_waiting_for_an_operator,
     exactly_active,
     kv_of,
     put_blueprint,
+    rollout_phase,
     running_cluster,
     show,
     wait_for,
 )
 
 from aether_kv import KVClient
-from aether_node import RolloutRecord, UpdateSpec, UpdateStrategy, decode_record, rollout_key
+from aether_node import UpdateSpec, UpdateStrategy, rollout_key
 from aether_node.client import ApiClient, RolloutInfo
 from aether_node.dev import LocalNodeCluster
 from support import wait_until
@@ -82,24 +84,6 @@ def raising_index(sample_index: Path, tmp_path: Path) -> Path:
         source=source,
     )
     return index
-
-
-async def rollout_phase(kv: KVClient, phase: str, *, timeout: float = SETTLE) -> RolloutRecord:
-    """Wait until the rollout of echo is in `phase`; its record then."""
-    key = rollout_key(ECHO_ID)
-
-    async def record() -> RolloutRecord | None:
-        found = await kv.get(key)
-        return None if found is None else decode_record(key, found.value, RolloutRecord)
-
-    seen = await wait_until(
-        record,
-        until=lambda seen: seen is not None and seen.phase == phase,
-        timeout=timeout,
-        what=f"the rollout {phase}",
-    )
-    assert seen is not None
-    return seen
 
 
 async def rollout_gone(kv: KVClient, *, timeout: float = SETTLE) -> None:
@@ -243,13 +227,7 @@ async def test_a_canary_waits_for_an_operator_after_its_window_and_promote_compl
     sample_index: Path, tmp_path: Path
 ) -> None:
     async with running_cluster(tmp_path / "cluster", sample_index, 3) as cluster, kv_of(cluster) as kv:
-        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO, instances=2, update=CANARY))
-        await wait_for(
-            kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE 1.0.0", artifact_id=ECHO_ID
-        )
-        # no calls: nothing to judge the step from, so after its window it waits for an operator
-        await put_blueprint(kv, "web", SliceSpec(artifact=ECHO_11, instances=2, update=CANARY))
-        observing = await rollout_phase(kv, "OBSERVING")
+        observing = await canary_waiting_for_an_operator(kv, CANARY)
         assert (observing.candidate, observing.share) == ("1.1.0", 50)
         observing = await wait_until(
             lambda: rollout_phase(kv, "OBSERVING"),
