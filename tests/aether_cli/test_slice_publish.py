@@ -61,7 +61,7 @@ def test_what_is_not_a_wheel_is_refused(tmp_path: Path) -> None:
     (tmp_path / "hello.tar.gz").write_text("")
     with pytest.raises(PublishError, match="not a wheel file name"):
         check_wheel(tmp_path / "hello.tar.gz")
-    with pytest.raises(PublishError, match="hello.whl: no such file"):  # (missing says so first)
+    with pytest.raises(PublishError, match=r"hello\.whl: no such file"):  # (missing says so first)
         check_wheel(tmp_path / "hello.whl")
     with pytest.raises(PublishError, match="no such file"):
         check_wheel(tmp_path / "org_example_hello-0.1.0-py3-none-any.whl")

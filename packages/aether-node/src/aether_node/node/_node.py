@@ -289,11 +289,12 @@ class _Registration:
     async def _restore(self, key: str) -> None:
         if self.record.leaving or self._reregistering:
             return  # left on purpose, or being registered again (which puts it back)
-        log.error("the node's registration was deleted while it runs; putting it back")
         try:
             await self.kv.put(key, encode_record(self.record), lease=self.lease)
-        except LeaseNotFoundError:
-            await self._register_again("the node's lease is gone too")
+        except LeaseNotFoundError:  # (the usual cause: the lease lapsed, which deletes the key with it)
+            await self._register_again("the node's lease expired (was the node cut off?)")
+            return
+        log.error("the node's registration was deleted while the node ran; put it back")
 
     async def mark_leaving(self) -> None:
         """Mark the registration as leaving: the leader places nothing here any more, and the event log
