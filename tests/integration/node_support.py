@@ -200,6 +200,9 @@ class NodeProcess:
     raft_port: int = 0
     client_port: int = 0
     peer_port: int = 0
+    # a management API on `management` (127.0.0.1:management_port), with --management
+    with_management: bool = False
+    management_port: int = 0
     secret: str = attrs.field(factory=lambda: secrets.token_hex(16))
     # Client addresses of an outside KV cluster: then the node runs no replica of its own (and so is
     # never the cluster's leader: nothing but the test writes command states for it).
@@ -211,8 +214,13 @@ class NodeProcess:
     def __attrs_post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.ingress_port and self.raft_port and self.client_port and self.peer_port):
-            self.ingress_port, self.raft_port, self.client_port, self.peer_port = free_ports(4)
+            self._choose_ports()
         self.secret_file.write_text(self.secret + "\n")
+
+    def _choose_ports(self) -> None:
+        """Ports free a moment ago, distinct from each other (one call: two calls could pick one twice)."""
+        ports = free_ports(5)
+        self.ingress_port, self.raft_port, self.client_port, self.peer_port, self.management_port = ports
 
     @property
     def data_dir(self) -> Path:
@@ -229,6 +237,11 @@ class NodeProcess:
     @property
     def ingress(self) -> str:
         return f"127.0.0.1:{self.ingress_port}"
+
+    @property
+    def management(self) -> str:
+        assert self.with_management, "the node was started without a management API (with_management)"
+        return f"127.0.0.1:{self.management_port}"
 
     @property
     def own_replica(self) -> bool:
@@ -252,6 +265,8 @@ class NodeProcess:
         for endpoint in self.kv_endpoints:
             command += ["--kv-endpoint", endpoint]
         command += ["--secret-file", str(self.secret_file)]
+        if self.with_management:
+            command += ["--management", self.management]
         if "peer" in _cli_options():  # node-to-node calls, in nodes that have them
             command += ["--peer", f"127.0.0.1:{self.peer_port}"]
         tls_chosen = {"--tls", "--no-tls", "--dev-mode"} & set(self.extra_args)
@@ -283,14 +298,30 @@ class NodeProcess:
             )
 
     def start(self, timeout: float = NODE_START_TIMEOUT) -> NodeProcess:
-        """Start the node and wait until it says it is ready (its ingress is then listening)."""
+        """Start the node and wait until it says it is ready (its ingress is then listening). A first
+        start that finds a port taken (they were free a moment ago: another test's process may have
+        taken one since) starts afresh on new ports, at most twice; the registration the failed start
+        left in the KV is waited out (its lease lapses: the node refuses to start beside it)."""
+        first = self.starts == 0
         self.spawn()
         ready = f"aether-node {self.node_id} ready"
+        port_races = 0
 
         def is_ready() -> bool:
-            if ready in self.log():
+            nonlocal port_races
+            log = self.log()
+            if ready in log:
                 return True
             if (code := self.returncode()) is not None:
+                if first and port_races < 2 and "Address already in use" in log:
+                    port_races += 1
+                    shutil.rmtree(self.data_dir, ignore_errors=True)
+                    self._choose_ports()
+                    self.spawn()
+                    return False
+                if port_races and "is registered by another running node" in log:
+                    self.spawn()  # (the failed start's registration, until its lease lapses)
+                    return False
                 pytest.fail(f"aether-node exited with {code} at start:\n{self.log_tail()}")
             return False
 

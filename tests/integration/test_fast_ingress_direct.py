@@ -21,7 +21,6 @@ from node_support import (
     activate,
     client_node,
     executions,
-    free_ports,
     host_of,
     ingress_workers,
     kv_client,
@@ -89,9 +88,8 @@ def ingress_worker(node: NodeProcess) -> int:
 async def test_calls_go_straight_to_local_instances_and_are_still_counted(
     sample_index: Path, tmp_path: Path
 ) -> None:
-    management = f"127.0.0.1:{free_ports(1)[0]}"
-    args = (*ARGS, "--management", management)
-    with client_node(tmp_path, sample_index, extra_args=args) as node:
+    with client_node(tmp_path, sample_index, extra_args=ARGS, with_management=True) as node:
+        management = node.management
         async with kv_client(node) as kv:
             for number in (1, 2):
                 await activate(kv, node, ECHO, number)

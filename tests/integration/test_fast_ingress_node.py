@@ -14,7 +14,6 @@ from node_support import (
     ECHO,
     activate,
     client_node,
-    free_ports,
     ingress_workers,
     invoke,
     invoke_raw,
@@ -46,9 +45,9 @@ async def calls_counted(management: str, entry: str, source: str = "ingress") ->
 
 
 async def test_a_node_with_the_fast_ingress(sample_index: Path, tmp_path: Path) -> None:
-    management = f"127.0.0.1:{free_ports(1)[0]}"
-    args = ("--ingress-server", "fast", "--management", management, "--dev-mode")
-    with client_node(tmp_path, sample_index, extra_args=args) as node:
+    args = ("--ingress-server", "fast", "--dev-mode")
+    with client_node(tmp_path, sample_index, extra_args=args, with_management=True) as node:
+        management = node.management
         (first_worker,) = ingress_workers(node)
         async with kv_client(node) as kv:
             await activate(kv, node, ECHO, 1)

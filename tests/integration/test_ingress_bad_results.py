@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from node_support import FAULTY, NodeProcess, activate, client_node, free_ports, kv_client, paused
+from node_support import FAULTY, NodeProcess, activate, client_node, kv_client, paused
 
 from support import wait_until
 
@@ -59,10 +59,10 @@ async def answered_directly(http: httpx.AsyncClient, node: NodeProcess, body: by
 async def test_a_result_json_cannot_carry_is_a_bad_result_and_such_a_payload_a_bad_request(
     server: str, sample_index: Path, tmp_path: Path
 ) -> None:
-    management = f"127.0.0.1:{free_ports(1)[0]}"
     # (a lease that outlives the pauses of the direct path's check)
-    args = ("--ingress-server", server, "--management", management, "--dev-mode", "--lease-ttl", "60")
-    with client_node(tmp_path, sample_index, extra_args=args) as node:
+    args = ("--ingress-server", server, "--dev-mode", "--lease-ttl", "60")
+    with client_node(tmp_path, sample_index, extra_args=args, with_management=True) as node:
+        management = node.management
         async with kv_client(node) as kv:
             await activate(kv, node, FAULTY, 1)
         ingress = f"http://{node.ingress}{ODD_RESULT}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from node_support import ECHO, activate, client_node, free_ports, invoke, kv_client
+from node_support import ECHO, activate, client_node, invoke, kv_client
 
 from aether_node.routing import MAX_BODY, MAX_MANAGEMENT_BODY
 
@@ -38,9 +38,9 @@ def _refused(answer: httpx.Response, limit: int) -> None:
 async def test_a_call_body_over_the_limit_is_refused_by_either_ingress(
     server: str, sample_index: Path, tmp_path: Path
 ) -> None:
-    management = f"127.0.0.1:{free_ports(1)[0]}"
-    args = ("--ingress-server", server, "--management", management, "--dev-mode")
-    with client_node(tmp_path, sample_index, extra_args=args) as node:
+    args = ("--ingress-server", server, "--dev-mode")
+    with client_node(tmp_path, sample_index, extra_args=args, with_management=True) as node:
+        management = node.management
         async with kv_client(node) as kv:
             await activate(kv, node, ECHO, 1)
         url = f"http://{node.ingress}/invoke/org.aether:echo/echo"

@@ -406,10 +406,9 @@ async def test_a_slice_call_with_a_malformed_timeout_does_not_end_the_node(
 
 
 async def test_management_clients_that_reset_do_not_end_the_node(sample_index: Path, tmp_path: Path) -> None:
-    (management_port,) = node_support.free_ports(1)
-    extra = ("--management", f"127.0.0.1:{management_port}", "--dev-mode")
-    with started_node(tmp_path / "node", sample_index, extra_args=extra) as node:
-        base = f"http://127.0.0.1:{management_port}"
+    extra = ("--dev-mode",)
+    with started_node(tmp_path / "node", sample_index, extra_args=extra, with_management=True) as node:
+        base = f"http://{node.management}"
         async with httpx.AsyncClient(timeout=10) as http:
             assert (await http.get(f"{base}/healthz")).status_code == 200
         for head in (
@@ -418,7 +417,7 @@ async def test_management_clients_that_reset_do_not_end_the_node(sample_index: P
             # half a request body, then a reset
             b'POST /api/v1/blueprints HTTP/1.1\r\nhost: x\r\ncontent-length: 500\r\n\r\n{"name"',
         ):
-            sock = socket.create_connection(("127.0.0.1", management_port))
+            sock = socket.create_connection(("127.0.0.1", node.management_port))
             sock.sendall(head)
             if head.startswith(b"GET"):
                 sock.settimeout(10)

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import node_support
 import pytest
 from cluster_support import (
     ECHO,
@@ -248,11 +247,10 @@ async def test_metrics_follow_a_rollout_and_calls(tmp_path: Path, sample_index: 
 
 
 async def test_a_node_with_metrics_off_serves_none(tmp_path: Path, sample_index: Path) -> None:
-    management = f"127.0.0.1:{node_support.free_ports(1)[0]}"
-    args = ("--management", management, "--dev-mode", "--no-metrics")
-    with started_node(tmp_path / "node", sample_index, extra_args=args):
+    args = ("--dev-mode", "--no-metrics")
+    with started_node(tmp_path / "node", sample_index, extra_args=args, with_management=True) as node:
         async with httpx.AsyncClient(timeout=10) as http:
-            answer = await http.get(f"http://{management}/metrics")
+            answer = await http.get(f"http://{node.management}/metrics")
     assert answer.status_code == 404
     assert answer.json() == {
         "error": {
