@@ -139,6 +139,15 @@ def live_processes() -> Iterator[ProcInfo]:
         yield ProcInfo(int(entry.name), int(fields[1]), tuple(a for a in cmdline if a), cwd, stderr, name)
 
 
+def process_ended(pid: int) -> bool:
+    """Whether process `pid` has ended: no such process, or a zombie only waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
 def processes_under(directory: Path) -> list[ProcInfo]:
     """The processes that run from `directory`: working directory or an argument under it (nodes and
     KV replicas name their data dir; slice hosts run from virtualenvs under it)."""

@@ -84,6 +84,11 @@ def test_the_deployment_guides_example_config_loads() -> None:
             "capacity must be cpu >= 0 cores and memory_mib >= 0, got cpu -2, memory_mib 1024",
         ),
         (
+            {"timeouts": {"template_idle": 0.0}},
+            "timeouts.template_idle must be a number of seconds > 0, got 0",
+        ),
+        ({"timeouts": {"load": -1.0}}, "timeouts.load must be a number of seconds > 0, got -1"),
+        (
             {"health": {"interval": 0.0}},
             "health must be interval > 0 and timeout > 0 seconds and failures >= 1,"
             " got interval 0, timeout 5, failures 3",
@@ -105,6 +110,8 @@ def test_the_deployment_guides_example_config_loads() -> None:
         "negative-ttl",
         "nan-ttl",
         "negative-cpu",
+        "timeouts-template-idle-zero",
+        "timeouts-negative-load",
         "health-no-interval",
         "health-no-failures",
     ],

@@ -34,7 +34,7 @@ from node_support import (
 
 from aether_kv import Event, KVClient
 from aether_node import SliceRecord, SliceState, decode_record
-from support import wait_until
+from support import process_ended, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -55,15 +55,6 @@ checked = pytest.mark.parametrize("node", [QUICK_CHECKS], indirect=True, ids=["q
 unchecked = pytest.mark.parametrize("node", [NO_CHECKS], indirect=True, ids=["no-checks"])
 
 
-def gone(pid: int) -> bool:
-    """Whether process `pid` has ended (no such process, or a zombie waiting to be reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            return stat.read().rpartition(")")[2].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 @checked
 async def test_a_stopped_instance_is_killed_and_restarted(node: NodeProcess, kv: KVClient) -> None:
     await activate(kv, node, ECHO, 0)
@@ -80,7 +71,9 @@ async def test_a_stopped_instance_is_killed_and_restarted(node: NodeProcess, kv:
     events = await collect_events(kv, key, before + 1, until=active_again, timeout=30)
     reasons = [decode_record(key, e.kv.value, SliceRecord).reason for e in events if e.kv.value]
     assert any("hung: 2 health checks in a row unanswered" in r for r in reasons), reasons
-    await wait_until(lambda: gone(old.pid), timeout=10, what=f"the stopped instance {old.pid} to end")
+    await wait_until(
+        lambda: process_ended(old.pid), timeout=10, what=f"the stopped instance {old.pid} to end"
+    )
     new = host_of(node.data_dir, ECHO, 0)
     assert new is not None and new.pid != old.pid
     response = await invoke(node.ingress, "org.aether:echo", "echo", {"after": "restart"})
@@ -115,7 +108,9 @@ async def test_an_instance_stopped_when_unloaded_is_killed(node: NodeProcess, kv
     # its stop hook times out (FAILED, as a leader then removes); the process must not outlive it
     record = await wait_for_state(kv, key, SliceState.FAILED, timeout=30)
     assert "stop did not finish within 1 s" in record.reason, record
-    await wait_until(lambda: gone(host.pid), timeout=10, what=f"the stopped instance {host.pid} to end")
+    await wait_until(
+        lambda: process_ended(host.pid), timeout=10, what=f"the stopped instance {host.pid} to end"
+    )
 
 
 @unchecked
@@ -124,13 +119,15 @@ async def test_what_an_instance_started_ends_with_it(node: NodeProcess, kv: KVCl
     response = await invoke(node.ingress, "org.aether:faulty", "spawn")
     assert response.status_code == 200, response.text
     child = int(response.json())
-    assert not gone(child)
+    assert not process_ended(child)
     key = slice_key(node.node_id, FAULTY, 0)
 
     await write_command(kv, key, SliceState.UNLOAD)
 
     await wait_for_deleted(kv, key, timeout=30)
-    await wait_until(lambda: gone(child), timeout=10, what=f"the instance's own process {child} to end")
+    await wait_until(
+        lambda: process_ended(child), timeout=10, what=f"the instance's own process {child} to end"
+    )
 
 
 @unchecked

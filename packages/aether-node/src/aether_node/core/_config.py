@@ -151,6 +151,9 @@ def _check_values(config: NodeConfig, where: str) -> None:
             f"{where}: lease_ttl must be a number of seconds in (0, {MAX_LEASE_TTL:g}],"
             f" got {config.lease_ttl:g}"
         )
+    for name, seconds in attrs.asdict(config.timeouts).items():
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"{where}: timeouts.{name} must be a number of seconds > 0, got {seconds:g}")
     health = config.health
     if not all(math.isfinite(s) and s > 0 for s in (health.interval, health.timeout)) or health.failures < 1:
         raise ConfigError(
