@@ -4,6 +4,7 @@ the tests; stops every replica it started on exit."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import secrets
@@ -29,6 +30,11 @@ CLUSTER_FILE = "cluster.json"
 # its server binds it ("Address already in use", seen with parallel test runs). Chosen at random here and
 # checked free, two planners rarely meet either.
 _LOWEST_PORT = 10_000
+# The ports this process handed out lately: a planner asks for several before any is bound (a 3-node
+# cluster: 15), and at random they met once in ~200 plans (the birthday problem), one node then failing
+# to bind. Not handed out again while among the last _RECENT.
+_RECENT = 4_096
+_handed_out: collections.deque[int] = collections.deque(maxlen=_RECENT)
 
 
 def _ephemeral_start() -> int:
@@ -39,17 +45,21 @@ def _ephemeral_start() -> int:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` a moment ago, below the ephemeral range where the system has one."""
+    """A TCP port free on `host` a moment ago, below the ephemeral range where the system has one, and
+    not one this process handed out lately (it may not be bound yet)."""
     start = _ephemeral_start()
     if start - _LOWEST_PORT >= 1_000:
         for _ in range(200):
             port = secrets.randbelow(start - _LOWEST_PORT) + _LOWEST_PORT
+            if port in _handed_out:
+                continue
             with socket.socket() as sock:
                 try:
                     sock.bind((host, port))
                 except OSError:
                     continue
-                return port
+            _handed_out.append(port)
+            return port
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
