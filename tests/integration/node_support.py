@@ -300,8 +300,8 @@ class NodeProcess:
     def start(self, timeout: float = NODE_START_TIMEOUT) -> NodeProcess:
         """Start the node and wait until it says it is ready (its ingress is then listening). A first
         start that finds a port taken (they were free a moment ago: another test's process may have
-        taken one since) starts afresh on new ports, at most twice; the registration the failed start
-        left in the KV is waited out (its lease lapses: the node refuses to start beside it)."""
+        taken one since) starts afresh on new ports, at most twice (the node checks
+        its ports before it registers: a failed start leaves nothing in the KV)."""
         first = self.starts == 0
         self.spawn()
         ready = f"aether-node {self.node_id} ready"
@@ -318,9 +318,6 @@ class NodeProcess:
                     shutil.rmtree(self.data_dir, ignore_errors=True)
                     self._choose_ports()
                     self.spawn()
-                    return False
-                if port_races and "is registered by another running node" in log:
-                    self.spawn()  # (the failed start's registration, until its lease lapses)
                     return False
                 pytest.fail(f"aether-node exited with {code} at start:\n{self.log_tail()}")
             return False

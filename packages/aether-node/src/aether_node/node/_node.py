@@ -51,6 +51,7 @@ from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
 from ..routing._http import MAX_BODY, MAX_MANAGEMENT_BODY, ingress_app, ingress_ssl_context, serve_http
 from ..routing._invoker import ClusterInvoker
+from ..routing._listen import check_free
 from ..routing._peers import PeerClients, serve_peers
 from ..runtime._deployment import NodeDeploymentManager
 from ..runtime._health_checks import check_forever
@@ -343,6 +344,14 @@ async def _forget_stop_request(kv: KVClient, node_id: str, started_at: float) ->
         log.warning("could not delete the stop request: %s", error.message)
 
 
+def listening_ports(config: NodeConfig) -> dict[str, str | None]:
+    """What the node (and its KV replica) will listen on, by the name of its setting."""
+    ports = {"ingress": config.ingress, "peer": config.peer, "management": config.management}
+    if config.kv.runs_replica:
+        ports |= {"kv.raft": config.kv.raft, "kv.client": config.kv.client}
+    return ports
+
+
 async def serve_node(
     config: NodeConfig,
     *,
@@ -357,6 +366,7 @@ async def serve_node(
     restart = False
     config.data_dir.mkdir(parents=True, exist_ok=True)
     ingress_tls = ingress_context(config)
+    check_free(listening_ports(config))  # before the cluster hears of this node: see `_listen`
     try:
         certificates = NodeCertificates(config, secret) if config.tls_on else None
     except (OSError, TLSError) as error:

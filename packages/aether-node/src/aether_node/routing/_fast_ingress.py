@@ -43,6 +43,7 @@ from ..runtime._slice_host import _Connection
 from ._direct import DirectRoutes, record_direct
 from ._http import Invoke, call_options, unanswerable
 from ._ingress_worker import MAX_LINK_FRAME
+from ._listen import listen_socket
 
 if TYPE_CHECKING:
     from ._invoker import ClusterInvoker
@@ -54,21 +55,6 @@ READY_TIMEOUT = 30.0  # the worker imports uvloop and httptools, then says it se
 
 class IngressWorkerError(Exception):
     """The ingress worker process failed to start or exited (the supervisor restarts the service)."""
-
-
-def _listen(address: str) -> socket.socket:
-    host, _, port = address.rpartition(":")
-    host = host.strip("[]") or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, int(port)))
-        sock.listen(1024)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def _url(sock: socket.socket, scheme: str) -> str:
@@ -92,7 +78,7 @@ async def serve_fast_ingress(
     command = [sys.executable, "-m", "aether_node.routing._ingress_worker"]
     if cert is not None and key is not None:
         command += ["--cert", str(cert), "--key", str(key)]
-    listener = _listen(address)
+    listener = listen_socket(address)
     url = _url(listener, "https" if cert is not None and key is not None else "http")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
