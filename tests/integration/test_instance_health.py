@@ -1,6 +1,7 @@
 """Instances that neither answer nor die, with a real `aether-node` process: a process stopped (SIGSTOP)
 while ACTIVE is found by the node's health checks, killed and restarted; one stopped when it is
-unloaded is killed, not left behind; what an instance started of its own ends with it; and a slice
+unloaded is killed, not left behind; one whose event loop computes for seconds (a sync entry point)
+is left alone; what an instance started of its own ends with it; and a slice
 template left without instances is stopped, and started again for the next one.
 
 Each test starts a node that is a client of a KV replica run beside it, and writes the command states
@@ -14,6 +15,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from node_support import (
@@ -92,6 +94,29 @@ async def test_an_idle_instance_that_answers_is_left_alone(node: NodeProcess, kv
     after = await kv.get(key)
     assert after is not None and before is not None and after.mod_revision == before.mod_revision
     now = host_of(node.data_dir, ECHO, 1)
+    assert now is not None and now.pid == first.pid
+
+
+@checked
+async def test_an_instance_computing_in_its_event_loop_is_not_taken_for_hung(
+    node: NodeProcess, kv: KVClient
+) -> None:
+    """A sync entry point busy for 4 s leaves eight checks unanswered, its loop using CPU all along."""
+    await activate(kv, node, FAULTY, 0)
+    first = host_of(node.data_dir, FAULTY, 0)
+    assert first is not None
+    key = slice_key(node.node_id, FAULTY, 0)
+    before = await kv.get(key)
+
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        response = await client.post(
+            f"http://{node.ingress}/invoke/org.aether:faulty/compute?timeout=30", json=4
+        )
+
+    assert response.status_code == 200 and response.json() >= 4, response.text
+    after = await kv.get(key)
+    assert after is not None and before is not None and after.mod_revision == before.mod_revision
+    now = host_of(node.data_dir, FAULTY, 0)
     assert now is not None and now.pid == first.pid
 
 

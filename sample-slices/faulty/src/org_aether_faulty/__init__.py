@@ -30,6 +30,9 @@ process, "threads": its threads now, "metadata_read": whether `importlib.metadat
 process (a template that scanned the environment's entry points imported it)}; a test tells a slice
 imported by its node's template from one imported by the instance itself.
 
+Entry `compute` (sync, idempotent) keeps the CPU busy in the instance's event loop for `payload` seconds
+and answers how long it ran: the instance answers nothing else meanwhile, health checks included.
+
 Entry `odd_result` returns what JSON cannot carry, as its payload names it: "nan" (float NaN), "infinity"
 (float infinity), "set" (a Python set), "huge" (a string of 16 MiB, over the host protocol's frame limit);
 the caller gets a `bad_result` error naming the entry point. Any other payload is returned as it came.
@@ -149,6 +152,12 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         child = subprocess.Popen(["sleep", "600"])
         return child.pid
 
+    def compute(payload: Any) -> float:
+        started = time.monotonic()
+        while time.monotonic() - started < float(payload):
+            sum(range(1000))
+        return time.monotonic() - started
+
     def odd_result(payload: Any) -> Any:
         return ODD_RESULTS[payload]() if isinstance(payload, str) and payload in ODD_RESULTS else payload
 
@@ -158,4 +167,5 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         EntryPoint(name="imported", function=imported, idempotent=True),
         EntryPoint(name="spawn", function=spawn, idempotent=False),
         EntryPoint(name="odd_result", function=odd_result, idempotent=True),
+        EntryPoint(name="compute", function=compute, idempotent=True),
     ]

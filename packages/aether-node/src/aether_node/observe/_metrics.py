@@ -57,10 +57,15 @@ class ProcessUsage:
 def parse_proc_usage(stat: str, statm: str) -> ProcessUsage:
     """`/proc/PID/stat` and `/proc/PID/statm` text → CPU time (user + system) and resident memory.
     Pure. The command name in `stat` may contain spaces and parentheses: fields count from the last ')'."""
+    resident_pages = int(statm.split()[1])
+    return ProcessUsage(parse_cpu_seconds(stat), resident_pages * _PAGE_SIZE)
+
+
+def parse_cpu_seconds(stat: str) -> float:
+    """`/proc/PID/stat` (or `/proc/PID/task/TID/stat`) text → CPU time, user + system. Pure."""
     fields = stat.rpartition(")")[2].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    resident_pages = int(statm.split()[1])
-    return ProcessUsage((utime + stime) / _CLOCK_TICKS, resident_pages * _PAGE_SIZE)
+    return (utime + stime) / _CLOCK_TICKS
 
 
 def read_process_usage(pid: int) -> ProcessUsage | None:
@@ -68,6 +73,16 @@ def read_process_usage(pid: int) -> ProcessUsage | None:
     try:
         with open(f"/proc/{pid}/stat") as stat, open(f"/proc/{pid}/statm") as statm:
             return parse_proc_usage(stat.read(), statm.read())
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def read_main_thread_cpu(pid: int) -> float | None:
+    """The CPU time of a live process's main thread (where a slice's event loop runs), or None if it is
+    gone (or not readable)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/stat") as stat:
+            return parse_cpu_seconds(stat.read())
     except (OSError, ValueError, IndexError):
         return None
 
