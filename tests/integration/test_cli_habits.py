@@ -19,6 +19,7 @@ import cli_support
 import pytest
 from cli_support import (
     CONFIG_DIR,
+    COUNTER,
     ECHO,
     CliCluster,
     background_aether,
@@ -285,6 +286,25 @@ def test_apply_and_invoke_read_stdin_for_dash(cluster: CliCluster) -> None:
     assert expect(run).json() == {"a": [1]}
     run = expect(cluster.aether("slice", "invoke", "org.aether:echo", "echo", "-d", "-", input="{"), 2)
     assert run.stderr.startswith("aether: error: --data - (stdin) is not valid JSON: "), str(run)
+
+
+def test_a_change_of_config_alone_is_applied_with_a_note_that_running_instances_keep_theirs(
+    cluster: CliCluster,
+) -> None:
+    """An instance gets its config when it is created: the operator is told, not left to wonder."""
+    first = f'name = "configured"\n\n[[slices]]\nartifact = "{COUNTER}"\ninstances = 1\n'
+    expect(cluster.aether("blueprint", "apply", "-", input=first))
+    again = expect(cluster.aether("blueprint", "apply", "-", input=first))
+    assert "note:" not in again.stderr, str(again)
+    changed = first + '\n[slices.config]\nstate_file = "elsewhere.txt"\n'
+    run = expect(cluster.aether("blueprint", "apply", "-", input=changed))
+    assert run.stderr == (
+        f"note: {COUNTER}: its config changed, but the running instances keep the config they were created"
+        " with; only new instances get the new one (deploy a new version to replace them all)\n"
+    ), str(run)
+    as_json = expect(cluster.aether("blueprint", "apply", "-", "--json", input=first))
+    assert as_json.json()["notes"] == [as_json.stderr.removeprefix("note: ").rstrip("\n")], str(as_json)
+    expect(cluster.aether("blueprint", "delete", "configured"))
 
 
 def test_the_ingress_port_is_named_as_not_a_management_api(cluster: CliCluster) -> None:

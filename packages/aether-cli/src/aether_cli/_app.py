@@ -117,6 +117,8 @@ def apply(
     seconds = check_wait_timeout(timeout, wait, default=120.0)
     text, source = read_input(file, BLUEPRINT_FILE)
     result = call(common, lambda client: client.apply_blueprint(text, source))
+    for note in result.notes:  # (stderr: a JSON answer on stdout stays whole)
+        print(f"note: {note}", file=sys.stderr)
     if not wait:
         emit(
             common,

@@ -128,7 +128,7 @@ def _apply_failed(doing: str, last: KVError, in_doubt: bool) -> RequestError:
     return store_error(last, doing)
 
 
-def applied(stored: Stored) -> ApplyResult:
+def applied(stored: Stored, *, notes: tuple[str, ...] = ()) -> ApplyResult:
     return ApplyResult(
         name=stored.blueprint.name,
         created=stored.created,
@@ -136,6 +136,19 @@ def applied(stored: Stored) -> ApplyResult:
         slices=len(stored.blueprint.slices),
         blueprint_revision=stored.blueprint.revision,
         change=stored.blueprint.change,
+        notes=notes,
+    )
+
+
+def config_notes(before: Blueprint | None, after: Blueprint) -> tuple[str, ...]:
+    """What an operator must know of a change of `[slices.config]` alone (the same version): an instance
+    gets its config when it is created, so the running ones keep theirs. Pure."""
+    previous = {spec.artifact: spec.config for spec in before.slices} if before is not None else {}
+    return tuple(
+        f"{spec.artifact}: its config changed, but the running instances keep the config they were"
+        " created with; only new instances get the new one (deploy a new version to replace them all)"
+        for spec in after.slices
+        if spec.artifact in previous and dict(previous[spec.artifact]) != dict(spec.config)
     )
 
 
@@ -270,7 +283,8 @@ class Handlers:
             try:
                 with store_errors(doing, passing=RESENDABLE):
                     await self.kv.barrier()  # the reads below are linearizable
-                    self._refuse_claimed(blueprint, source, await self._blueprints_raw())
+                    current = await self._blueprints_raw()
+                    self._refuse_claimed(blueprint, source, current)
                     stored = await store_revision(
                         self.kv,
                         blueprint,
@@ -279,7 +293,7 @@ class Handlers:
                         dedupe=True,
                         in_doubt=in_doubt,
                     )
-                return applied(stored)
+                return applied(stored, notes=config_notes(current.get(blueprint.name), blueprint))
             except RevisionConflict as error:
                 raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
             except WriteInDoubt as error:

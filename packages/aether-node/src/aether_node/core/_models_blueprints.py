@@ -17,6 +17,7 @@ class ApplyResult:
     slices: int
     blueprint_revision: int = 0  # its number in the blueprint's history (`aether blueprint history`)
     change: str = ""  # how that revision came: applied, rolled back to revision N, scaled ...
+    notes: tuple[str, ...] = ()  # what the operator should know of the change
 
 
 @attrs.frozen(kw_only=True)
