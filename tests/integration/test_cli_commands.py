@@ -188,6 +188,7 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
         "slices": 3,
         "blueprint_revision": 2,  # the same content again: no new revision of the blueprint
         "change": "applied",
+        "notes": [],
     }
     status = expect(aether("blueprint", "apply", "demo.toml", "--wait", "--json")).json()
     _check_converged(status, {ECHO: 3, GREETER: 2, COUNTER: 1}, node_ids)

@@ -118,6 +118,7 @@ async def test_an_agent_applies_follows_and_invokes_over_http(cluster: CliCluste
                 "slices": 1,
                 "blueprint_revision": 1,
                 "change": "applied",
+                "notes": [],
             }
             try:
                 status = await converge(client, "mcp-http")
