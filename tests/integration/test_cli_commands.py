@@ -506,6 +506,28 @@ def test_a_rejected_blueprint_leaves_the_previous_one_in_place(tmp_path: Path, s
         assert [e for e in events if e["revision"] > start and e["kind"].startswith("blueprint_")] == []
 
 
+def test_a_rollout_command_on_a_slice_not_deployed_says_so(tmp_path: Path, sample_index: Path) -> None:
+    with cli_cluster(tmp_path, sample_index, nodes=1) as cluster:
+        aether, cwd = cluster.aether, cluster.cwd
+        (cwd / "small.toml").write_text(SMALL)
+        expect(aether("blueprint", "apply", "small.toml"))
+        management = f"http://{cluster.local.nodes[0].management}/api/v1/slices"
+        for operation in ("abort", "promote", "pause", "resume"):
+            run = expect(aether("slice", operation, "org.aether:greeter"), 1)
+            assert run.stderr == (
+                "aether: error: no blueprint deploys org.aether:greeter: apply one that does first\n"
+            ), run
+            assert httpx.post(f"{management}/org.aether:greeter/{operation}").status_code == 404
+        for operation in ("abort", "promote"):  # deployed, but nothing to abort or promote: a conflict
+            run = expect(aether("slice", operation, "org.aether:echo"), 1)
+            assert (
+                run.stderr
+                == "aether: error: org.aether:echo has no canary or blue-green rollout in progress\n"
+            )
+            answer = httpx.post(f"{management}/org.aether:echo/{operation}")
+            assert answer.status_code == 409, answer.text
+
+
 # ---------------------------------------------------------------- a valid blueprint that cannot run
 
 FAULTY = """name = "broken"
