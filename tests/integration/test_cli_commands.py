@@ -757,6 +757,36 @@ def test_a_blueprint_name_is_sent_as_one_path_segment(tmp_path: Path, name: str)
     assert touched == [], f"requests for another resource than {name!r}: {touched}"
 
 
+@pytest.mark.parametrize(
+    ("data", "stdin", "message"),
+    [
+        ("NaN", None, "--data is not valid JSON: NaN is not a JSON value (JSON has no NaN or Infinity)"),
+        (
+            '{"a": [1, -Infinity]}',
+            None,
+            "--data is not valid JSON: -Infinity is not a JSON value (JSON has no NaN or Infinity)",
+        ),
+        ('{"a": 1e400}', None, "--data is not valid JSON: 1e400 is too large for a JSON number"),
+        (
+            "-",
+            '{"a": Infinity}',
+            "--data - (stdin) is not valid JSON: Infinity is not a JSON value (JSON has no NaN or Infinity)",
+        ),
+        ('{"a": }', None, "--data is not valid JSON: Expecting value: line 1 column 7 (char 6)"),
+    ],
+)
+def test_a_payload_json_cannot_carry_is_refused_before_it_is_sent(
+    tmp_path: Path, data: str, stdin: str | None, message: str
+) -> None:
+    with stub_api({}) as stub:
+        run = run_aether(
+            "slice", "invoke", "org.aether:echo", "echo", "--data", data, "--cluster", stub.url,
+            cwd=tmp_path, input=stdin,
+        )  # fmt: skip
+    assert (run.returncode, run.stdout, run.stderr) == (2, "", f"aether: error: {message}\n"), run
+    assert stub.requests == []
+
+
 NODES = [
     {
         "node_id": f"node-{i}", "ingress": f"127.0.0.1:4{i}001", "management": f"127.0.0.1:4{i}002",
