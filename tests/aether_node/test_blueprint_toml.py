@@ -531,9 +531,9 @@ BAD_BLUEPRINTS = [
     ),
     (
         "autoscale-unknown-key",
-        AUTOSCALE + "rps = 10\n",
-        f"bp.toml:10:1: slices[0].autoscale.rps: unknown key (expected: {AUTOSCALE_KEYS})",
-        10,
+        AUTOSCALE + "cpu = 0.5\nrps = 10\n",
+        f"bp.toml:11:1: slices[0].autoscale.rps: unknown key (expected: {AUTOSCALE_KEYS})",
+        11,
         1,
     ),
     (
@@ -738,6 +738,50 @@ def test_every_problem_of_a_blueprint_is_reported_at_once_in_the_order_of_the_fi
     ]
     assert error.message.splitlines() == [p.message for p in error.problems]
     assert (error.line, error.path) == (1, "name")  # the first problem's place is the error's own
+
+
+def test_every_problem_of_every_sub_table_is_reported_at_once_each_at_its_line() -> None:
+    text = (
+        'name = "demo"\n\n[policy]\npreset = "eager"\nmax_moves = -1\nrebalance_delay_s = 1e9\n'  # 3-6
+        '\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 2\n'  # 8-10
+        "\n[slices.resources]\ncpu = -1\nmemory_mib = 1.5\ndisk = 3\n"  # 12-15
+        "\n[slices.autoscale]\nmin = 0\nmax = 99999\ncpu = -2\nup_step = 0\nforecast_s = 5\n"  # 17-22
+        '\n[slices.update]\nstrategy = "canary"\nsteps = [50, 10]\nmax_error_rate = 2\nmax_surge = 2\n'
+        "surge = 1\n"  # 24-29
+    )
+    error = error_of(text)
+    assert [(p.line, p.path) for p in error.problems] == [
+        (4, "policy.preset"),
+        (5, "policy.max_moves"),
+        (6, "policy.rebalance_delay_s"),
+        (13, "slices[0].resources.cpu"),
+        (14, "slices[0].resources.memory_mib"),
+        (15, "slices[0].resources.disk"),
+        (18, "slices[0].autoscale.min"),
+        (19, "slices[0].autoscale.max"),
+        (20, "slices[0].autoscale.cpu"),
+        (21, "slices[0].autoscale.up_step"),
+        (22, "slices[0].autoscale.forecast_s"),
+        (26, "slices[0].update.steps"),
+        (27, "slices[0].update.max_error_rate"),
+        (28, "slices[0].update.max_surge"),
+        (29, "slices[0].update.surge"),
+    ]
+    assert error.message.splitlines() == [p.message for p in error.problems]
+    assert error.problems[-2].message == (
+        "bp.toml:28:1: slices[0].update.max_surge: only for strategy = 'rolling' (this slice's is 'canary')"
+    )
+
+
+def test_a_sub_table_whose_problems_hide_its_bounds_reports_the_rest() -> None:
+    # min and max both wrong: the check of instances against them cannot run, every other one does
+    text = AUTOSCALE.replace("min = 1", 'min = "one"').replace("max = 4", "max = 0") + "rps = 1\n"
+    assert [(p.line, p.path) for p in error_of(text).problems] == [
+        (7, "slices[0].autoscale"),
+        (8, "slices[0].autoscale.min"),
+        (9, "slices[0].autoscale.max"),
+        (10, "slices[0].autoscale.rps"),
+    ]
 
 
 def test_the_source_name_is_used_as_given() -> None:

@@ -235,9 +235,13 @@ async def test_promote_and_abort_change_the_rollout_record_and_refuse_what_its_p
     kv: MemoryStore, handlers: Handlers
 ) -> None:
     operations = Operations(handlers)
+    with pytest.raises(RequestError, match=r"no blueprint deploys org\.example:echo") as refused:
+        await operations.rollout("org.example:echo", "abort")
+    assert refused.value.kind == "not_found"
+    await handlers.apply_blueprint(DEMO, "demo.toml")
     with pytest.raises(RequestError, match="has no canary or blue-green rollout in progress") as refused:
         await operations.rollout("org.example:echo", "promote")
-    assert refused.value.kind == "not_found"
+    assert refused.value.kind == "conflict"
     assert (await kv.range(ROLLOUTS)).kvs == ()
     with pytest.raises(RequestError, match="no rollout operation 'pause'") as refused:
         await operations.rollout("org.example:echo", "pause")
@@ -281,6 +285,7 @@ async def test_a_store_failure_during_abort_is_unavailable_and_changes_nothing(
         share=100,
     )
     await kv.put(rollout_key("org.example:echo"), encode_record(observing))
+    await handlers.apply_blueprint(DEMO.replace(":1.0", ":2.0"), "demo.toml")
     before = await kv.get(rollout_key("org.example:echo"))
     kv.fail_next(1, operations={"txn"})
     with pytest.raises(RequestError, match=r"could not abort the rollout of org\.example:echo") as refused:

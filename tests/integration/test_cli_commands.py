@@ -507,6 +507,28 @@ def test_a_rejected_blueprint_leaves_the_previous_one_in_place(tmp_path: Path, s
         assert [e for e in events if e["revision"] > start and e["kind"].startswith("blueprint_")] == []
 
 
+def test_a_rollout_command_on_a_slice_not_deployed_says_so(tmp_path: Path, sample_index: Path) -> None:
+    with cli_cluster(tmp_path, sample_index, nodes=1) as cluster:
+        aether, cwd = cluster.aether, cluster.cwd
+        (cwd / "small.toml").write_text(SMALL)
+        expect(aether("blueprint", "apply", "small.toml"))
+        management = f"http://{cluster.local.nodes[0].management}/api/v1/slices"
+        for operation in ("abort", "promote", "pause", "resume"):
+            run = expect(aether("slice", operation, "org.aether:greeter"), 1)
+            assert run.stderr == (
+                "aether: error: no blueprint deploys org.aether:greeter: apply one that does first\n"
+            ), run
+            assert httpx.post(f"{management}/org.aether:greeter/{operation}").status_code == 404
+        for operation in ("abort", "promote"):  # deployed, but nothing to abort or promote: a conflict
+            run = expect(aether("slice", operation, "org.aether:echo"), 1)
+            assert (
+                run.stderr
+                == "aether: error: org.aether:echo has no canary or blue-green rollout in progress\n"
+            )
+            answer = httpx.post(f"{management}/org.aether:echo/{operation}")
+            assert answer.status_code == 409, answer.text
+
+
 # ---------------------------------------------------------------- a valid blueprint that cannot run
 
 FAULTY = """name = "broken"
@@ -734,6 +756,36 @@ def test_a_blueprint_name_is_sent_as_one_path_segment(tmp_path: Path, name: str)
     touched = [(method, path) for method, path in stub.requests if path.split("?")[0].split("#")[0] in
                ("/api/v1/blueprints/demo", "/api/v1/blueprints/demo/status", "/api/v1/cluster")]  # fmt: skip
     assert touched == [], f"requests for another resource than {name!r}: {touched}"
+
+
+@pytest.mark.parametrize(
+    ("data", "stdin", "message"),
+    [
+        ("NaN", None, "--data is not valid JSON: NaN is not a JSON value (JSON has no NaN or Infinity)"),
+        (
+            '{"a": [1, -Infinity]}',
+            None,
+            "--data is not valid JSON: -Infinity is not a JSON value (JSON has no NaN or Infinity)",
+        ),
+        ('{"a": 1e400}', None, "--data is not valid JSON: 1e400 is too large for a JSON number"),
+        (
+            "-",
+            '{"a": Infinity}',
+            "--data - (stdin) is not valid JSON: Infinity is not a JSON value (JSON has no NaN or Infinity)",
+        ),
+        ('{"a": }', None, "--data is not valid JSON: Expecting value: line 1 column 7 (char 6)"),
+    ],
+)
+def test_a_payload_json_cannot_carry_is_refused_before_it_is_sent(
+    tmp_path: Path, data: str, stdin: str | None, message: str
+) -> None:
+    with stub_api({}) as stub:
+        run = run_aether(
+            "slice", "invoke", "org.aether:echo", "echo", "--data", data, "--cluster", stub.url,
+            cwd=tmp_path, input=stdin,
+        )  # fmt: skip
+    assert (run.returncode, run.stdout, run.stderr) == (2, "", f"aether: error: {message}\n"), run
+    assert stub.requests == []
 
 
 NODES = [

@@ -121,3 +121,43 @@ async def test_health_names_a_missing_node_until_it_is_back(tmp_path: Path, samp
         )
         run = run_aether("cluster", "forget", "node-4", cwd=tmp_path, env=env)
         assert run.returncode == 1 and "node node-4 is not expected" in run.stderr, run
+
+
+async def test_a_record_that_does_not_decode_is_named_by_the_health_and_logged_once_per_change(
+    tmp_path: Path, sample_index: Path
+) -> None:
+    async with running_cluster(tmp_path / "cluster", sample_index, 1) as cluster, kv_of(cluster) as kv:
+        api = ApiClient([f"http://{n.management}" for n in cluster.nodes])
+        await status_until(api, lambda s: s.healthy, "healthy", cluster)
+        log = Path(cluster.plan("node-1").data_dir) / "node.log"
+        said = "nodes/bogus: not a valid NodeRecord record"
+
+        # a registration written by hand, that no node could have written
+        await kv.put("nodes/bogus", b"not json")
+        bad = await status_until(api, lambda s: not s.healthy, "unhealthy for nodes/bogus", cluster)
+        assert bad.reasons == (
+            "1 KV record that does not decode, skipped (fix or delete it): nodes/bogus: not a valid"
+            " NodeRecord record: Expecting value: line 1 column 1 (char 0)",
+        ), bad.reasons
+        run = run_aether("cluster", "status", cwd=tmp_path, env={"AETHER_CLUSTER": api.urls[0]})
+        assert run.returncode == 0 and "cluster unhealthy" in run.stdout and "nodes/bogus" in run.stdout, run
+        # the leader plans on, over many passes (each reads nodes/), and says it once
+        await put_blueprint(kv, "demo", SliceSpec(artifact=ECHO, instances=1))
+        converged = await status_until(
+            api, lambda s: s.active == 1 and not s.unconverged, "echo ACTIVE beside the bad record", cluster
+        )
+        assert converged.reasons == bad.reasons, converged.reasons
+        assert log.read_text().count(said) == 1, log.read_text()
+
+        # changed (still bad): said once more, with its new reason
+        await kv.put("nodes/bogus", b'{"node_id": 7}')
+        await status_until(
+            api, lambda s: any("missing" in r for r in s.reasons), "the health naming the new reason", cluster
+        )
+        await wait_until(lambda: log.read_text().count(said) == 2, timeout=SETTLE, what="the change logged")
+
+        # deleted: healthy again
+        await kv.delete("nodes/bogus")
+        healthy = await status_until(api, lambda s: s.healthy, "healthy once the record is gone", cluster)
+        assert healthy.active == 1 and healthy.reasons == (), healthy
+        assert log.read_text().count(said) == 2

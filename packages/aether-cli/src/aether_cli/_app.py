@@ -5,6 +5,7 @@ are imported inside the commands, so `aether --help` stays fast."""
 from __future__ import annotations
 
 import json
+import math
 import signal
 import sys
 import time
@@ -276,14 +277,33 @@ def invoke(
     where = "--data"
     if data == "-":
         data, where = read_input(Path("-"), "a payload is UTF-8 JSON")[0], "--data - (stdin)"
-    try:
-        payload = json.loads(data)
-    except json.JSONDecodeError as error:
-        fail(EXIT_BAD_INPUT, f"{where} is not valid JSON: {error}")
+    payload = _payload(data, where)
     if not 0 < timeout <= 3600:
         fail(EXIT_BAD_INPUT, f"--timeout must be in (0, 3600] seconds, got {timeout:g}")
     result = call(common, lambda client: client.invoke(artifact, entry, payload, timeout=timeout))
     print(json.dumps(result, indent=None if common.json else 2))
+
+
+def _not_json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return number
+
+
+def _payload(text: str, where: str) -> Any:
+    """The payload's JSON, as strictly as the node reads a call's body (Python's parser takes NaN,
+    Infinity and 1e400, which JSON has not): refused here, naming `where`, before anything is sent."""
+    try:
+        return json.loads(text, parse_constant=_not_json_constant, parse_float=_finite)
+    except ValueError as error:  # not JSON (JSONDecodeError), a constant, a number too large
+        fail(EXIT_BAD_INPUT, f"{where} is not valid JSON: {error}")
+    except RecursionError:  # (the parser's own limit, about a thousand levels)
+        fail(EXIT_BAD_INPUT, f"{where} is not valid JSON: nested too deeply")
 
 
 # ---------------------------------------------------------------- cluster

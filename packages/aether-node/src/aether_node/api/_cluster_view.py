@@ -1,11 +1,12 @@
 """ClusterView: the cluster as `cluster status` shows it, from a watch-fed copy of the KV on this node.
 
 It follows `nodes/`, `blueprints/`, `slices/`, `cluster/members/`, `cluster/leader`, the node operations
-(`cluster/node-ops/`) and the leader's problems (a `KVCache`), decodes
-a record only when it changed, and keeps the last result until the next change, so a status read costs
-the same with 30 instances as with 3,000 (plus the KV status request, of fixed size). The view is as
-fresh as this node's watches (they follow the KV within milliseconds), not linearizable: status decides
-nothing. Reads only.
+(`cluster/node-ops/`), the leader's problems and the other records the leader plans from (paused updates,
+rollouts, autoscaling settings, the reconciliation policy: only to name those that do not decode,
+`core/_bad_records.py`) through a `KVCache`, decodes a record only when it changed, and keeps the last
+result until the next change, so a status read costs the same with 30 instances as with 3,000 (plus the KV
+status request, of fixed size). The view is as fresh as this node's watches (they follow the KV within
+milliseconds), not linearizable: status decides nothing. Reads only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from aether_kv import KV, KeyValue
 from ..client import InstanceInfo
 from ..control._membership import MEMBERS
 from ..control._node_ops import decode_operations
+from ..core._bad_records import Undecodable
 from ..core._blueprint import Blueprint
 from ..core._kv_cache import KVCache
 from ..core._records import (
@@ -29,18 +31,33 @@ from ..core._records import (
     SliceRecord,
     decode_record,
 )
-from ..core._schema import BLUEPRINTS, LEADER_KEY, NODE_OPS, NODES, PROBLEMS_PREFIX, SLICES, InstanceKey
+from ..core._schema import (
+    AUTOSCALE,
+    BLUEPRINTS,
+    LEADER_KEY,
+    NODE_OPS,
+    NODES,
+    PAUSED,
+    PROBLEMS_PREFIX,
+    RECONCILE,
+    ROLLOUTS,
+    SLICES,
+    InstanceKey,
+)
 
 T = TypeVar("T")
 
 
 class ClusterView:
     PREFIXES = (NODES, BLUEPRINTS, SLICES, MEMBERS, LEADER_KEY, NODE_OPS, PROBLEMS_PREFIX)
+    CHECKED = (PAUSED, ROLLOUTS, AUTOSCALE, RECONCILE)  # followed only to name what does not decode
 
     def __init__(self, kv: KV) -> None:
-        self.cache = KVCache(kv, self.PREFIXES)
+        self.cache = KVCache(kv, self.PREFIXES + self.CHECKED)
         self.ready = False
-        self._instances: dict[str, tuple[int, InstanceInfo | None]] = {}  # key → (mod revision, decoded)
+        # key → (mod revision, decoded, or why it does not decode)
+        self._instances: dict[str, tuple[int, InstanceInfo | str | None]] = {}
+        self._undecodable = Undecodable()
         self._snapshot: tuple[int, Snapshot] | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -58,10 +75,13 @@ class ClusterView:
         version = sum(self.cache.seen.values())
         if self._snapshot is not None and self._snapshot[0] == version:
             return self._snapshot[1]
+        data = self.cache.data
+        instances, bad_instances = self._decoded_instances(data[SLICES])
+        undecodable = self._undecodable.update(data[p] for p in self.PREFIXES + self.CHECKED if p != SLICES)
         snapshot = Snapshot(
             nodes=_decode_all(self.cache.data[NODES], NodeRecord),
             blueprints={b.name: b for b in _decode_all(self.cache.data[BLUEPRINTS], Blueprint)},
-            instances=self._decoded_instances(self.cache.data[SLICES]),
+            instances=instances,
             expected=sorted(key[len(MEMBERS) :] for key in self.cache.data[MEMBERS]),
             leader=_leader(self.cache.data[LEADER_KEY].get(LEADER_KEY)),
             operations=decode_operations(self.cache.data[NODE_OPS]),
@@ -69,23 +89,28 @@ class ClusterView:
                 key[len(PROBLEMS_PREFIX) :]: kv.value.decode()
                 for key, kv in self.cache.data[PROBLEMS_PREFIX].items()
             },
+            undecodable=dict(sorted((undecodable | bad_instances).items())),
         )
         self._snapshot = (version, snapshot)
         return snapshot
 
-    def _decoded_instances(self, raw: dict[str, KeyValue]) -> list[InstanceInfo]:
+    def _decoded_instances(self, raw: dict[str, KeyValue]) -> tuple[list[InstanceInfo], dict[str, str]]:
+        """The instances, and the instance records that do not decode → why."""
         known = self._instances
         for key in [k for k in known if k not in raw]:
             del known[key]
         found = []
+        bad = {}
         for key in sorted(raw):
             kv = raw[key]
             entry = known.get(key)
             if entry is None or entry[0] != kv.mod_revision:
                 entry = known[key] = (kv.mod_revision, _instance(key, kv))
-            if entry[1] is not None:
+            if isinstance(entry[1], InstanceInfo):
                 found.append(entry[1])
-        return found
+            elif entry[1] is not None:
+                bad[key] = entry[1]
+        return found, bad
 
 
 class Snapshot:
@@ -101,6 +126,7 @@ class Snapshot:
         leader: str | None,
         operations: dict[str, NodeOperationRecord],
         problems: dict[str, str],
+        undecodable: dict[str, str],
     ) -> None:
         self.nodes = nodes
         self.blueprints = blueprints
@@ -109,6 +135,7 @@ class Snapshot:
         self.leader = leader
         self.operations = operations  # node id → its cordon or drain
         self.problems = problems  # group:artifact → the leader's problem text
+        self.undecodable = undecodable  # key → why its record does not decode (it is skipped)
         self.derived: dict[object, object] = {}  # what callers derived from it, kept with it
 
 
@@ -122,14 +149,15 @@ def _decode_all(raw: dict[str, KeyValue], kind: type[T]) -> list[T]:
     return found
 
 
-def _instance(key: str, kv: KeyValue) -> InstanceInfo | None:
+def _instance(key: str, kv: KeyValue) -> InstanceInfo | str | None:
+    """The instance; why its record does not decode; None for a key that names no instance."""
     parsed = InstanceKey.parse(key)
     if parsed is None:
         return None
     try:
         record = decode_record(key, kv.value, SliceRecord)
-    except RecordError:
-        return None
+    except RecordError as error:
+        return error.message
     return InstanceInfo(
         node_id=parsed.node_id,
         artifact=str(parsed.coordinates),

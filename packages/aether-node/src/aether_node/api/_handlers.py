@@ -512,7 +512,14 @@ class Handlers:
             nodes = _node_infos(
                 snapshot.nodes, snapshot.instances, snapshot.leader, snapshot.operations, snapshot.problems
             )
-            found = self._summary(status, nodes, snapshot.instances, snapshot.blueprints, snapshot.expected)
+            found = self._summary(
+                status,
+                nodes,
+                snapshot.instances,
+                snapshot.blueprints,
+                snapshot.expected,
+                undecodable=snapshot.undecodable,
+            )
             snapshot.derived[key] = found
         return found
 
@@ -540,7 +547,11 @@ class Handlers:
         instances: list[InstanceInfo],
         blueprints: dict[str, Blueprint],
         expected: list[str],
+        *,
+        undecodable: Mapping[str, str] | None = None,
     ) -> ClusterStatus:
+        """The status; `undecodable`: the records the cluster skips because they do not decode (key →
+        why; from the watch-fed view only)."""
         failed = [i for i in instances if i.state == "FAILED"]
         leader = next((n.node_id for n in nodes if n.leader), None)
         registered = {n.node_id for n in nodes}
@@ -568,6 +579,14 @@ class Handlers:
             reasons.append(f"{plural(len(failed), 'instance')} FAILED: {shown}{more}")
         if disconnected:
             reasons.append(f"KV replica {status.self_address} is not connected to {', '.join(disconnected)}")
+        if undecodable:
+            shown = "; ".join(list(undecodable.values())[:3])
+            more = f" (and {len(undecodable) - 3} more)" if len(undecodable) > 3 else ""
+            one = len(undecodable) == 1
+            reasons.append(
+                f"{plural(len(undecodable), 'KV record')} that {'does' if one else 'do'} not decode, skipped"
+                f" (fix or delete {'it' if one else 'them'}): {shown}{more}"
+            )
         return ClusterStatus(
             leader=leader,
             term=status.term,

@@ -162,6 +162,22 @@ class Operations:
             policy=reconcile.policy,
         )
 
+    async def _deployed(self, artifact_id: str) -> list[tuple[Blueprint, int]]:
+        """(blueprint, index of the slice) of each blueprint that deploys `artifact_id` (read after a
+        barrier); refused (404) when none does, so that a command on a slice that is not deployed says
+        so rather than what the slice lacks."""
+        holders = [
+            (b, i)
+            for b in (await self.handlers._blueprints()).values()
+            for i, s in enumerate(b.slices)
+            if s.artifact.rsplit(":", 1)[0] == artifact_id
+        ]
+        if not holders:
+            raise RequestError(
+                ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id}: apply one that does first"
+            )
+        return holders
+
     # ------------------------------------------------------------ scale
 
     async def scale(self, artifact: str, instances: Any) -> ApplyResult:
@@ -175,16 +191,7 @@ class Operations:
             )
         artifact_id = Handlers._artifact_id(artifact)
         await self.handlers._fresh()
-        holders = [
-            (b, i)
-            for b in (await self.handlers._blueprints()).values()
-            for i, s in enumerate(b.slices)
-            if s.artifact.rsplit(":", 1)[0] == artifact_id
-        ]
-        if not holders:
-            raise RequestError(
-                ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id}: apply one that does first"
-            )
+        holders = await self._deployed(artifact_id)
         if len(holders) > 1:
             names = ", ".join(sorted(repr(b.name) for b, _ in holders))
             raise RequestError(
@@ -210,7 +217,8 @@ class Operations:
 
     async def rollout(self, artifact: str, operation: str) -> RolloutInfo:
         """`promote` or `abort` the canary or blue-green rollout of a slice: its record, changed only if
-        no one (the leader) changed it since it was read; the leader carries it out."""
+        no one (the leader) changed it since it was read; the leader carries it out. Refused for a slice
+        no blueprint deploys (404) and for one with no rollout its phase lets it take (409)."""
         if operation not in ROLLOUT_OPERATIONS:
             raise RequestError(
                 ErrorKind.NOT_FOUND,
@@ -220,6 +228,7 @@ class Operations:
         key = rollout_key(artifact_id)
         for _ in range(3):  # the leader may be writing the same record: read again and retry
             await self.handlers._fresh()
+            await self._deployed(artifact_id)
             with store_errors(f"could not read the rollout of {artifact_id}"):
                 current = await self.kv.get(key)
             records, _ = decode_rollouts({key: current} if current is not None else {})
@@ -228,8 +237,7 @@ class Operations:
                     records.get(artifact_id), operation, now=self.clock(), artifact_id=artifact_id
                 )
             except RolloutCommandError as error:
-                kind = ErrorKind.NOT_FOUND if artifact_id not in records else ErrorKind.CONFLICT
-                raise RequestError(kind, str(error)) from None
+                raise RequestError(ErrorKind.CONFLICT, str(error)) from None
             unchanged = Compare(
                 key=key,
                 target=CompareTarget.MOD_REVISION,
@@ -254,17 +262,8 @@ class Operations:
             )
         artifact_id = Handlers._artifact_id(artifact)
         await self.handlers._fresh()
-        specs = [
-            s
-            for b in (await self.handlers._blueprints()).values()
-            for s in b.slices
-            if s.artifact.rsplit(":", 1)[0] == artifact_id
-        ]
-        if not specs:
-            raise RequestError(
-                ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id}: apply one that does first"
-            )
-        spec = specs[0]
+        blueprint, index = (await self._deployed(artifact_id))[0]
+        spec = blueprint.slices[index]
         if spec.update is not None and spec.update.strategy is not UpdateStrategy.ROLLING:
             raise RequestError(
                 ErrorKind.CONFLICT,

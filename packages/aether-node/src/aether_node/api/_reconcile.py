@@ -8,6 +8,7 @@ or a RequestError. Bad input is refused before anything is written; the leader
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -20,6 +21,7 @@ from ..core._kv_errors import store_errors
 from ..core._reconcile_spec import KEYS, ReconcilePolicy, parse_policy, resolve
 from ..core._records import RebalanceRequest, encode_record
 from ..core._schema import REBALANCE_KEY, RECONCILE, RECONCILE_POLICY
+from ..core._table_problems import Problem
 from ._handlers import Handlers
 
 
@@ -31,8 +33,8 @@ def _settings(policy: ReconcilePolicy | None) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def _refuse(path: str, message: str, key: str) -> RequestError:
-    return RequestError(ErrorKind.BAD_REQUEST, f"{path}: {message}")
+def _refuse(found: Sequence[Problem]) -> RequestError:
+    return RequestError(ErrorKind.BAD_REQUEST, "; ".join(f"{p.path}: {p.message}" for p in found))
 
 
 class ReconcileOperations:

@@ -26,6 +26,7 @@ import trio
 
 from aether_kv import KV, Compare, CompareOp, CompareTarget, Put
 
+from ..core._bad_records import log_once
 from ..core._blueprint import Blueprint
 from ..core._kv_cache import KVCache
 from ..core._records import (
@@ -75,7 +76,7 @@ def decode_settings(data: Mapping[str, Any]) -> dict[str, AutoscaleSettings]:
         try:
             found[key[len(AUTOSCALE) :]] = decode_record(key, item.value, AutoscaleSettings)
         except RecordError as error:
-            log.error("%s", error.message)
+            log_once(log, error, key, item.mod_revision)
     return found
 
 

@@ -36,6 +36,7 @@ from aether_kv import (
     Put,
 )
 
+from ..core._bad_records import log_once
 from ..core._blueprint import Blueprint, SliceSpec
 from ..core._kv_batch import TxnBatcher
 from ..core._kv_cache import KVCache
@@ -166,14 +167,14 @@ def _desired_and_nodes(
         try:
             blueprints.append(decode_record(key, kv.value, Blueprint))
         except RecordError as error:
-            log.error("%s", error.message)
+            log_once(log, error, key, kv.mod_revision)
     nodes = []
     stopping = set()
     for key, kv in sorted(data[NODES].items()):
         try:
             record = decode_record(key, kv.value, NodeRecord)
         except RecordError as error:
-            log.error("%s", error.message)
+            log_once(log, error, key, kv.mod_revision)
             continue
         if record.leaving:
             stopping.add(record.node_id)
@@ -193,7 +194,7 @@ def observed_instance(key: str, kv: KeyValue) -> ObservedInstance | None:
     try:
         record = decode_record(key, kv.value, SliceRecord)
     except RecordError as error:
-        log.error("%s", error.message)
+        log_once(log, error, key, kv.mod_revision)
         return None
     return ObservedInstance(
         node_id=parsed.node_id,

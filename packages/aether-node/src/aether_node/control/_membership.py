@@ -53,6 +53,17 @@ def forgotten_key(node_id: str) -> str:
     return FORGOTTEN + node_id
 
 
+def _registers(key: str, value: bytes) -> bool:
+    """Whether a record under `nodes/` is a node's registration: one that does not decode (written by
+    hand, or damaged) makes no node expected (`cluster status` names it as a record that does not
+    decode, `core/_bad_records.py`)."""
+    try:
+        decode_record(key, value, NodeRecord)
+    except RecordError:
+        return False
+    return True
+
+
 def _left(value: bytes | None, key: str) -> bool:
     """Whether a deleted registration had marked its node as leaving (a graceful stop)."""
     if not value:
@@ -77,7 +88,8 @@ class Membership:
         status = await self.kv.status()
         registered = await self.kv.range(NODES)
         for kv in registered.kvs:
-            await self._add(kv.key[len(NODES) :])
+            if _registers(kv.key, kv.value):
+                await self._add(kv.key[len(NODES) :])
         start = max(status.compact_revision + 1, status.revision - LOOKBACK + 1, 1)
         watch = self.kv.watch(NODES, start)
         try:
@@ -85,6 +97,8 @@ class Membership:
                 for event in await watch.__anext__():
                     node_id = event.kv.key[len(NODES) :]
                     if event.kind == "put":
+                        if not _registers(event.kv.key, event.kv.value):
+                            continue
                         if event.revision > registered.revision:
                             await self._add(node_id)
                         elif event.prev is None:  # replayed history: a first registration

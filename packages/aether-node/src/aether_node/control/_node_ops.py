@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 
 from aether_kv import KeyValue
 
+from ..core._bad_records import log_once
 from ..core._records import NodeOperation, NodeOperationRecord, RecordError, decode_record
 from ..core._schema import NODE_OPS
 from ..core._text import plural
@@ -38,7 +39,7 @@ def decode_operations(items: Mapping[str, KeyValue]) -> dict[str, NodeOperationR
         try:
             found[key[len(NODE_OPS) :]] = decode_record(key, kv.value, NodeOperationRecord)
         except RecordError as error:
-            log.error("%s", error.message)
+            log_once(log, error, key, kv.mod_revision)
     return found
 
 

@@ -18,6 +18,7 @@ import attrs
 
 from aether_kv import KeyValue
 
+from ..core._bad_records import log_once
 from ..core._blueprint import SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
@@ -102,5 +103,5 @@ def decode_paused(items: Mapping[str, KeyValue]) -> dict[str, PausedRollout]:
         try:
             found[key[len(PAUSED) :]] = decode_record(key, kv.value, PausedRollout)
         except RecordError as error:
-            log.error("%s", error.message)
+            log_once(log, error, key, kv.mod_revision)
     return found

@@ -20,6 +20,7 @@ import attrs
 
 from aether_kv import KeyValue
 
+from ..core._bad_records import log_once
 from ..core._blueprint import Blueprint, SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
@@ -209,5 +210,5 @@ def decode_reconcile(items: Mapping[str, KeyValue]) -> ReconcileState:
             elif key == REBALANCE_KEY:
                 rebalanced_at = kv.mod_revision
         except RecordError as error:
-            log.error("%s", error.message)
+            log_once(log, error, key, kv.mod_revision)
     return ReconcileState(policy=policy, lost=lost, lost_revisions=revisions, rebalanced_at=rebalanced_at)

@@ -33,6 +33,7 @@ import attrs
 
 from aether_kv import KeyValue
 
+from ..core._bad_records import log_once
 from ..core._blueprint import SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
@@ -332,7 +333,7 @@ def decode_rollouts(items: Mapping[str, KeyValue]) -> tuple[dict[str, RolloutRec
         try:
             record = decode_record(key, kv.value, RolloutRecord)
         except RecordError as error:
-            log.error("%s", error.message)
+            log_once(log, error, key, kv.mod_revision)
             continue
         records[key[len(ROLLOUTS) :]] = record
         revisions[key[len(ROLLOUTS) :]] = kv.mod_revision

@@ -12,10 +12,11 @@ rate's trend, `forecast_s` seconds ahead, exceeds the `calls_per_second` target 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import attrs
+
+from ._table_problems import Fail, Problems
 
 # a limit well above any real cluster, so that typos (1e9) are caught
 MAX_SECONDS = 24 * 3600.0
@@ -62,34 +63,34 @@ class AutoscaleSpec:
         return {name: value for name in TARGETS if (value := getattr(self, name)) is not None}
 
 
-# (path, message, key) → the error to raise; the blueprint parser's, bound to the slice and its table.
-# Key "" points at the table's header; key "autoscale" at an `autoscale = ...` line of the slice itself.
-Fail = Callable[[str, str, str], Exception]
-
-
 def parse_autoscale(
     raw: Any, path: str, fail: Fail, *, instances: int, min_available: int | None, max_instances: int
 ) -> AutoscaleSpec:
     """Validate one `[slices.autoscale]` table of the slice at `path` (e.g. slices[0]) whose `instances`
-    and `min_available` are already valid. Raises what `fail` makes, naming the key."""
+    and `min_available` are already valid. Raises what `fail` makes of every problem found (key "" points
+    at the table's header; key "autoscale" at an `autoscale = ...` line of the slice itself)."""
+    problems = Problems()
     if not isinstance(raw, dict):
-        raise fail(
+        problems.add(
             path, "must be a table: [slices.autoscale] with min, max and at least one target", "autoscale"
         )
+        problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            raise fail(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
+            problems.add(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
 
-    def integer(key: str, low: int, high: int, default: int | None = None) -> int:
+    def integer(key: str, low: int, high: int, default: int | None = None) -> int | None:
         if key not in raw:
             if default is None:
-                raise fail(f"{path}.{key}", "required: an integer", key)
+                problems.add(f"{path}.{key}", "required: an integer", key)
             return default
         value = raw[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            raise fail(f"{path}.{key}", f"must be an integer, got {type(value).__name__} {value!r}", key)
+            problems.add(f"{path}.{key}", f"must be an integer, got {type(value).__name__} {value!r}", key)
+            return default
         if not low <= value <= high:
-            raise fail(f"{path}.{key}", f"must be between {low} and {high}, got {value}", key)
+            problems.add(f"{path}.{key}", f"must be between {low} and {high}, got {value}", key)
+            return default
         return value
 
     def number(
@@ -112,51 +113,52 @@ def parse_autoscale(
             or not (value < high if open_high else value <= high)
         ):
             interval = ("(" if above_low else "[") + f"{low:g}, {high:g}" + (")" if open_high else "]")
-            raise fail(f"{path}.{key}", f"must be a number in {interval}, got {value!r}", key)
+            problems.add(f"{path}.{key}", f"must be a number in {interval}, got {value!r}", key)
+            return default
         return float(value)
 
     low = integer("min", 1, max_instances)  # 0 instances measure nothing: no way back up
     high = integer("max", 1, max_instances)
-    if high < low:
-        raise fail(f"{path}.max", f"must be ≥ min ({low}), got {high}", "max")
-    if not low <= instances <= high:
-        raise fail(
-            f"{path}.min" if instances < low else f"{path}.max",
-            f"instances ({instances}) must lie within min..max ({low}..{high}): the controller starts there",
-            "min" if instances < low else "max",
-        )
-    if min_available is not None and low < min_available:
-        raise fail(
+    if low is not None and high is not None:
+        if high < low:
+            problems.add(f"{path}.max", f"must be ≥ min ({low}), got {high}", "max")
+        elif not low <= instances <= high:
+            problems.add(
+                f"{path}.min" if instances < low else f"{path}.max",
+                f"instances ({instances}) must lie within min..max ({low}..{high}): the controller starts"
+                " there",
+                "min" if instances < low else "max",
+            )
+    if low is not None and min_available is not None and low < min_available:
+        problems.add(
             f"{path}.min",
             f"must be ≥ min_available ({min_available}): the controller never scales below the floor",
             "min",
         )
-    spec = AutoscaleSpec(
-        min=low,
-        max=high,
-        cpu=number("cpu", 0.0, 1024.0, None, above_low=True),
-        p99_ms=number("p99_ms", 0.0, MAX_SECONDS * 1000, None, above_low=True),
-        calls_per_second=number("calls_per_second", 0.0, 1e9, None, above_low=True),
-        in_flight=number("in_flight", 0.0, 1e9, None, above_low=True),
-        up_step=integer("up_step", 1, max_instances, 1),
-        down_step=integer("down_step", 1, max_instances, 1),
-        up_cooldown_s=number("up_cooldown_s", 0.0, MAX_SECONDS, 30.0),
-        down_cooldown_s=number("down_cooldown_s", 0.0, MAX_SECONDS, 120.0),
-        up_after_s=number("up_after_s", 0.0, MAX_SECONDS, 30.0),
-        down_after_s=number("down_after_s", 0.0, MAX_SECONDS, 60.0),
-        down_below=number("down_below", 0.0, 1.0, 0.8, above_low=True, open_high=True),
-        forecast_s=number("forecast_s", 0.0, MAX_FORECAST_S, None, above_low=True),
-    )
-    if not spec.targets():
-        raise fail(
-            path,
-            f"[slices.autoscale] needs at least one target: {', '.join(TARGETS)}",
-            "",
-        )
-    if spec.forecast_s is not None and spec.calls_per_second is None:
-        raise fail(
+    targets = {
+        "cpu": number("cpu", 0.0, 1024.0, None, above_low=True),
+        "p99_ms": number("p99_ms", 0.0, MAX_SECONDS * 1000, None, above_low=True),
+        "calls_per_second": number("calls_per_second", 0.0, 1e9, None, above_low=True),
+        "in_flight": number("in_flight", 0.0, 1e9, None, above_low=True),
+    }
+    settings = {
+        "up_step": integer("up_step", 1, max_instances, 1),
+        "down_step": integer("down_step", 1, max_instances, 1),
+        "up_cooldown_s": number("up_cooldown_s", 0.0, MAX_SECONDS, 30.0),
+        "down_cooldown_s": number("down_cooldown_s", 0.0, MAX_SECONDS, 120.0),
+        "up_after_s": number("up_after_s", 0.0, MAX_SECONDS, 30.0),
+        "down_after_s": number("down_after_s", 0.0, MAX_SECONDS, 60.0),
+        "down_below": number("down_below", 0.0, 1.0, 0.8, above_low=True, open_high=True),
+        "forecast_s": number("forecast_s", 0.0, MAX_FORECAST_S, None, above_low=True),
+    }
+    if not set(TARGETS) & set(raw):  # (a target given but not valid has a problem of its own)
+        problems.add(path, f"[slices.autoscale] needs at least one target: {', '.join(TARGETS)}", "")
+    if "forecast_s" in raw and "calls_per_second" not in raw:
+        problems.add(
             f"{path}.forecast_s",
             "needs a calls_per_second target: the forecast is of the call rate, against that target",
             "forecast_s",
         )
-    return spec
+    problems.raise_any(fail)
+    assert low is not None and high is not None
+    return AutoscaleSpec(min=low, max=high, **targets, **settings)

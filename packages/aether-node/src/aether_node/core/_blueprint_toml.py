@@ -7,6 +7,7 @@ import datetime
 import math
 import re
 import tomllib
+from collections.abc import Sequence
 from typing import Any
 
 from ._autoscale_spec import parse_autoscale
@@ -14,6 +15,7 @@ from ._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
 from ._coordinates import Coordinates
 from ._errors import InvalidCoordinatesError, NodeError
 from ._reconcile_spec import parse_policy
+from ._table_problems import Fail, Problem
 from ._update_spec import parse_update
 
 MAX_INSTANCES = 10_000
@@ -154,12 +156,7 @@ def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: flo
         )
     policy = None
     if "policy" in data:
-
-        def fail_policy(at: str, message: str, key: str) -> BlueprintError:
-            if key == "policy":  # `policy = 3`: a key of the blueprint, not a table
-                return fail(at, message, key)
-            return fail(at, message, key, None, "policy")
-
+        fail_policy = _table_fail(fail, "policy", None)
         policy = problems.check(parse_policy, data["policy"], "policy", fail_policy)
     raw_slices = data.get("slices")
     if not isinstance(raw_slices, list) or not raw_slices:
@@ -223,12 +220,7 @@ def _parse_slice(
     config = problems.check(_config, raw, index, path, fail)
     autoscale = None
     if "autoscale" in raw and instances is not None:
-
-        def fail_autoscale(at: str, message: str, key: str) -> BlueprintError:
-            if key == "autoscale":  # `autoscale = 3`: a key of the slice, not a table
-                return fail(at, message, key, index)
-            return fail(at, message, key, index, "autoscale")
-
+        fail_autoscale = _table_fail(fail, "autoscale", index)
         autoscale = problems.check(
             parse_autoscale,
             raw["autoscale"],
@@ -240,12 +232,7 @@ def _parse_slice(
         )
     update = None
     if "update" in raw:
-
-        def fail_update(at: str, message: str, key: str) -> BlueprintError:
-            if key == "update":  # `update = 3`: a key of the slice, not a table
-                return fail(at, message, key, index)
-            return fail(at, message, key, index, "update")
-
+        fail_update = _table_fail(fail, "update", index)
         update = problems.check(parse_update, raw["update"], f"{path}.update", fail_update)
     if len(problems.found) > before:
         return None
@@ -261,6 +248,24 @@ def _parse_slice(
         autoscale=autoscale,
         update=update,
     )
+
+
+def _table_fail(fail: Any, table: str, index: int | None) -> Fail:
+    """The error maker a table's parser raises with: one BlueprintError of all its problems, each at its
+    key's line inside the table (key `table`: the `table = ...` line of the slice or the blueprint itself;
+    key "": the table's header)."""
+
+    def fail_table(found: Sequence[Problem]) -> BlueprintError:
+        return BlueprintError.of(
+            [
+                fail(p.path, p.message, p.key, index)
+                if p.key == table
+                else fail(p.path, p.message, p.key, index, table)
+                for p in found
+            ]
+        )
+
+    return fail_table
 
 
 def _artifact(raw: dict[str, Any], index: int, path: str, fail: Any) -> str:
@@ -334,15 +339,11 @@ def _resources(raw: dict[str, Any], index: int, path: str, fail: Any) -> Resourc
             "resources",
             index,
         )
-    for key in table:
-        if key not in _RESOURCE_KEYS:
-            raise fail(
-                f"{path}.resources.{key}",
-                "unknown key (expected: cpu, memory_mib)",
-                key,
-                index,
-                "resources",
-            )
+    found = [
+        fail(f"{path}.resources.{key}", "unknown key (expected: cpu, memory_mib)", key, index, "resources")
+        for key in table
+        if key not in _RESOURCE_KEYS
+    ]
     cpu = table.get("cpu", 0.0)
     if (
         isinstance(cpu, bool)
@@ -350,22 +351,28 @@ def _resources(raw: dict[str, Any], index: int, path: str, fail: Any) -> Resourc
         or not math.isfinite(cpu)
         or not 0 <= cpu <= 1024
     ):
-        raise fail(
-            f"{path}.resources.cpu",
-            f"must be a number of cores in [0, 1024], got {cpu!r}",
-            "cpu",
-            index,
-            "resources",
+        found.append(
+            fail(
+                f"{path}.resources.cpu",
+                f"must be a number of cores in [0, 1024], got {cpu!r}",
+                "cpu",
+                index,
+                "resources",
+            )
         )
     memory = table.get("memory_mib", 0)
     if isinstance(memory, bool) or not isinstance(memory, int) or not 0 <= memory <= 4 * 1024 * 1024:
-        raise fail(
-            f"{path}.resources.memory_mib",
-            f"must be an integer number of MiB ≥ 0, got {memory!r}",
-            "memory_mib",
-            index,
-            "resources",
+        found.append(
+            fail(
+                f"{path}.resources.memory_mib",
+                f"must be an integer number of MiB ≥ 0, got {memory!r}",
+                "memory_mib",
+                index,
+                "resources",
+            )
         )
+    if found:
+        raise BlueprintError.of(found)
     return Resources(cpu=float(cpu), memory_mib=memory)
 
 

@@ -28,8 +28,9 @@ class NodeInfo:
 @attrs.frozen(kw_only=True)
 class ClusterStatus:
     """The cluster at a glance. `healthy` means `reasons` is empty: the store has a quorum and a leader,
-    every expected node is registered, every blueprint has converged, no instance is FAILED, and the KV
-    replica that answered is connected to every other replica. Fields after `failed` were added later."""
+    every expected node is registered, every blueprint has converged, no instance is FAILED, the KV
+    replica that answered is connected to every other replica, and every record the leader plans from
+    decodes. Fields after `failed` were added later."""
 
     leader: str | None  # node id whose KV replica leads Raft
     term: int

@@ -18,12 +18,13 @@ for a lost node, at most 2 moves at a time).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from ._records import SCHEMA_VERSION
+from ._table_problems import Fail, Problems
 
 MAX_DELAY_S = 24 * 3600.0  # well above any real wait, so that typos (1e9) are caught
 MAX_MOVES = 10_000
@@ -75,21 +76,19 @@ def resolve(*layers: ReconcilePolicy | None) -> ResolvedPolicy:
     return resolved
 
 
-# (path, message, key) → the error to raise: the blueprint parser's (file:line:column) or the API's.
-Fail = Callable[[str, str, str], Exception]
-
-
 def parse_policy(raw: Any, path: str, fail: Fail) -> ReconcilePolicy:
-    """Validate a `[policy]` table (or the API's body of `cluster policy set`). Raises what `fail` makes,
-    naming the key."""
+    """Validate a `[policy]` table (or the API's body of `cluster policy set`). Raises what `fail` makes
+    of every problem found (key "policy" points at a `policy = ...` line of the blueprint)."""
+    problems = Problems()
     if not isinstance(raw, dict):
-        raise fail(path, "must be a table: [policy] with preset, rebalance_delay_s, max_moves", "policy")
+        problems.add(path, "must be a table: [policy] with preset, rebalance_delay_s, max_moves", "policy")
+        problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            raise fail(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
+            problems.add(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
     preset = raw.get("preset", "")
     if preset != "" and preset not in PRESETS:
-        raise fail(
+        problems.add(
             f"{path}.preset", f"must be one of {', '.join(sorted(PRESETS))}, got {preset!r:.40}", "preset"
         )
     delay = raw.get("rebalance_delay_s")
@@ -99,7 +98,7 @@ def parse_policy(raw: Any, path: str, fail: Fail) -> ReconcilePolicy:
         or not math.isfinite(delay)
         or not 0 <= delay <= MAX_DELAY_S
     ):
-        raise fail(
+        problems.add(
             f"{path}.rebalance_delay_s",
             f"must be a number of seconds in [0, {MAX_DELAY_S:g}], got {delay!r:.40}",
             "rebalance_delay_s",
@@ -108,11 +107,12 @@ def parse_policy(raw: Any, path: str, fail: Fail) -> ReconcilePolicy:
     if moves is not None and (
         isinstance(moves, bool) or not isinstance(moves, int) or not 0 <= moves <= MAX_MOVES
     ):
-        raise fail(
+        problems.add(
             f"{path}.max_moves",
             f"must be a whole number in [0, {MAX_MOVES}] (0: no limit), got {moves!r:.40}",
             "max_moves",
         )
+    problems.raise_any(fail)
     return ReconcilePolicy(
         preset=preset,
         rebalance_delay_s=None if delay is None else float(delay),

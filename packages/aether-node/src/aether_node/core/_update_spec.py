@@ -18,10 +18,11 @@ from __future__ import annotations
 import enum
 import itertools
 import math
-from collections.abc import Callable
 from typing import Any
 
 import attrs
+
+from ._table_problems import Fail, Problems
 
 MAX_SECONDS = 24 * 3600.0  # a limit well above any real rollout, so that typos (1e9) are caught
 MAX_STEPS = 20
@@ -54,39 +55,38 @@ class UpdateSpec:
     grace_s: float = 300.0  # blue_green: how long the old set stays after the switch
 
 
-# (path, message, key) → the error to raise; the blueprint parser's, bound to the slice and its table.
-# Key "update" points at an `update = ...` line of the slice itself.
-Fail = Callable[[str, str, str], Exception]
-
-
 def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
     """Validate one `[slices.update]` table of the slice at `path` (e.g. slices[0].update). Raises what
-    `fail` makes, naming the key."""
+    `fail` makes of every problem found (key "update" points at an `update = ...` line of the slice)."""
+    problems = Problems()
     if not isinstance(raw, dict):
-        raise fail(
+        problems.add(
             path, "must be a table: [slices.update] with strategy = rolling|canary|blue_green", "update"
         )
+        problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            raise fail(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
+            problems.add(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
     value = raw.get("strategy", UpdateStrategy.ROLLING.value)
+    strategy = None
     try:
         strategy = UpdateStrategy(value)
     except ValueError:
         choices = ", ".join(member.value for member in UpdateStrategy)
-        raise fail(f"{path}.strategy", f"must be one of {choices}, got {value!r}", "strategy") from None
-    allowed = {
-        UpdateStrategy.ROLLING: ROLLING_KEYS,
-        UpdateStrategy.CANARY: CANARY_KEYS,
-        UpdateStrategy.BLUE_GREEN: BLUE_GREEN_KEYS,
-    }[strategy]
-    for key in sorted(set(raw) - {"strategy"} - allowed):
-        owner = "canary" if key in CANARY_KEYS else "rolling" if key in ROLLING_KEYS else "blue_green"
-        raise fail(
-            f"{path}.{key}", f"only for strategy = {owner!r} (this slice's is {strategy.value!r})", key
-        )
+        problems.add(f"{path}.strategy", f"must be one of {choices}, got {value!r}", "strategy")
+    if strategy is not None:
+        allowed = {
+            UpdateStrategy.ROLLING: ROLLING_KEYS,
+            UpdateStrategy.CANARY: CANARY_KEYS,
+            UpdateStrategy.BLUE_GREEN: BLUE_GREEN_KEYS,
+        }[strategy]
+        for key in sorted((set(raw) & KEYS) - {"strategy"} - allowed):
+            owner = "canary" if key in CANARY_KEYS else "rolling" if key in ROLLING_KEYS else "blue_green"
+            problems.add(
+                f"{path}.{key}", f"only for strategy = {owner!r} (this slice's is {strategy.value!r})", key
+            )
 
-    def number(key: str, low: float, high: float, default: float, *, above_low: bool = False) -> float:
+    def number(key: str, low: float, high: float, default: float) -> float:
         if key not in raw:
             return default
         found = raw[key]
@@ -94,50 +94,47 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
             isinstance(found, bool)
             or not isinstance(found, int | float)
             or not math.isfinite(found)
-            or not (low < found if above_low else low <= found)
-            or not found <= high
+            or not low <= found <= high
         ):
-            interval = ("(" if above_low else "[") + f"{low:g}, {high:g}]"
-            raise fail(f"{path}.{key}", f"must be a number in {interval}, got {found!r}", key)
+            problems.add(f"{path}.{key}", f"must be a number in [{low:g}, {high:g}], got {found!r}", key)
+            return default
         return float(found)
 
     defaults = UpdateSpec()
     surge = raw.get("max_surge", defaults.max_surge)
     if isinstance(surge, bool) or not isinstance(surge, int) or not 1 <= surge <= MAX_SURGE:
-        raise fail(
+        problems.add(
             f"{path}.max_surge", f"must be a whole number in [1, {MAX_SURGE}], got {surge!r:.40}", "max_surge"
         )
-    return UpdateSpec(
-        strategy=strategy,
+    spec = UpdateSpec(
+        strategy=strategy or UpdateStrategy.ROLLING,
         max_surge=surge,
-        steps=_steps(raw, path, fail) if "steps" in raw else defaults.steps,
+        steps=_steps(raw["steps"], f"{path}.steps", problems) if "steps" in raw else defaults.steps,
         step_window_s=number("step_window_s", 0.0, MAX_SECONDS, defaults.step_window_s),
         max_error_rate=number("max_error_rate", 0.0, 1.0, defaults.max_error_rate),
         max_p99_ratio=number("max_p99_ratio", 1.0, 1000.0, defaults.max_p99_ratio),
         grace_s=number("grace_s", 0.0, MAX_SECONDS, defaults.grace_s),
     )
+    problems.raise_any(fail)
+    return spec
 
 
-def _steps(raw: dict[str, Any], path: str, fail: Fail) -> tuple[int, ...]:
-    steps = raw["steps"]
-    where = f"{path}.steps"
+def _steps(steps: Any, where: str, problems: Problems) -> tuple[int, ...]:
+    """The canary's steps; the defaults (with a problem added) when they are not valid."""
     if (
         not isinstance(steps, list)
         or not steps
         or len(steps) > MAX_STEPS
         or any(isinstance(s, bool) or not isinstance(s, int) for s in steps)
     ):
-        raise fail(
-            where,
-            f"must be a list of 1 to {MAX_STEPS} integer percentages, e.g. [10, 50, 100]; got {steps!r}",
-            "steps",
-        )
-    if any(not 1 <= s <= 100 for s in steps):
-        raise fail(where, f"each step must be between 1 and 100 (percent), got {steps!r}", "steps")
-    if any(later <= earlier for earlier, later in itertools.pairwise(steps)):
-        raise fail(where, f"steps must grow, got {steps!r}", "steps")
-    if steps[-1] != 100:
-        raise fail(
-            where, f"the last step must be 100 (all traffic on the new version), got {steps!r}", "steps"
-        )
-    return tuple(steps)
+        problem = f"must be a list of 1 to {MAX_STEPS} integer percentages, e.g. [10, 50, 100]; got {steps!r}"
+    elif any(not 1 <= s <= 100 for s in steps):
+        problem = f"each step must be between 1 and 100 (percent), got {steps!r}"
+    elif any(later <= earlier for earlier, later in itertools.pairwise(steps)):
+        problem = f"steps must grow, got {steps!r}"
+    elif steps[-1] != 100:
+        problem = f"the last step must be 100 (all traffic on the new version), got {steps!r}"
+    else:
+        return tuple(steps)
+    problems.add(where, problem, "steps")
+    return UpdateSpec().steps

@@ -49,7 +49,14 @@ from ..core._schema import API_KEYS, node_key, node_stop_key
 from ..observe._metrics import NodeMetrics
 from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
-from ..routing._http import MAX_BODY, MAX_MANAGEMENT_BODY, ingress_app, ingress_ssl_context, serve_http
+from ..routing._http import (
+    MANAGEMENT_KEEP_ALIVE,
+    MAX_BODY,
+    MAX_MANAGEMENT_BODY,
+    ingress_app,
+    ingress_ssl_context,
+    serve_http,
+)
 from ..routing._invoker import ClusterInvoker
 from ..routing._listen import check_free
 from ..routing._peers import PeerClients, serve_peers
@@ -520,7 +527,10 @@ async def serve_node(
                             join=join_desk(kv, secret, certificates),
                         )
                         https = functools.partial(
-                            serve_http, max_body=MAX_MANAGEMENT_BODY, ssl_context=tls.https() if tls else None
+                            serve_http,
+                            max_body=MAX_MANAGEMENT_BODY,
+                            ssl_context=tls.https() if tls else None,
+                            keep_alive=MANAGEMENT_KEEP_ALIVE,
                         )
                         await start("management API", https, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft

@@ -11,7 +11,9 @@ keeps their answers exactly what starlette gives.
 
 HTTPS on the app ingress, with the operator's certificate and key: `ingress_ssl_context`, which both
 ingress servers use (hypercorn here, the fast ingress's worker process in `_ingress_worker`). hypercorn
-serves HTTPS here with TLS on the socket (`_hypercorn_tls`), plain HTTP with its own `serve`.
+serves HTTPS here with TLS on the socket (`_hypercorn_tls`), plain HTTP with `_hypercorn_serve.serve_plain`;
+both with hypercorn's connection handler made to close a connection once its client has closed its side
+(`_hypercorn_serve`). An idle keep-alive connection is closed after `keep_alive` seconds.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from typing import Any
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -42,6 +43,7 @@ from ..core._config import ConfigError
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
 from ._body_limit import limit_body
+from ._hypercorn_serve import serve_plain
 from ._hypercorn_tls import serve_https
 from ._unread_body import read_unread_body
 
@@ -51,6 +53,8 @@ Invoke = Callable[..., Awaitable[Any]]  # (artifact, entry, payload, *, timeout=
 
 MAX_BODY = protocol.MAX_FRAME - 4096  # a call's body must fit in one frame to the node and on to the slice
 MAX_MANAGEMENT_BODY = 64 * 1024 * 1024  # a blueprint is at most 1 MiB (a KV value); a backup at most 64 MiB
+INGRESS_KEEP_ALIVE = 75.0  # seconds an idle keep-alive connection is kept: the ingress's (load balancers')
+MANAGEMENT_KEEP_ALIVE = 10.0  # ... the management API's: its clients (the CLI) open one per request
 
 # starlette's own pattern for the route "/invoke/{artifact}/{entry}"
 INVOKE_PATH = re.compile(r"^/invoke/(?P<artifact>[^/]+)/(?P<entry>[^/]+)$")
@@ -255,25 +259,27 @@ async def serve_http(
     *,
     max_body: int,
     ssl_context: ssl.SSLContext | None = None,
+    keep_alive: float = INGRESS_KEEP_ALIVE,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on host:port until cancelled, over HTTPS with `ssl_context`; reports the bound
-    addresses once listening. A request body over `max_body` bytes is refused unread (`_body_limit`); a
-    request the app answers before reading its whole body has the rest read first (`_unread_body`), so
-    its keep-alive connection stays usable."""
+    addresses once listening. An idle keep-alive connection is closed after `keep_alive` seconds, one
+    whose client closed its side once any request in flight is answered. A request body over `max_body`
+    bytes is refused unread (`_body_limit`); a request the app answers before reading its whole body has
+    the rest read first (`_unread_body`), so its keep-alive connection stays usable."""
     served = read_unread_body(limit_body(app, max_body))
     if ssl_context is None:
-        await serve(served, http_config(address), task_status=task_status)  # type: ignore[arg-type]
+        await serve_plain(served, http_config(address, keep_alive), task_status=task_status)
     else:  # TLS on the socket, not trio's SSLStream (the context stays the one renewal reloads)
-        await serve_https(served, http_config(address), ssl_context, task_status=task_status)
+        await serve_https(served, http_config(address, keep_alive), ssl_context, task_status=task_status)
 
 
-def http_config(address: str) -> HypercornConfig:
+def http_config(address: str, keep_alive: float = INGRESS_KEEP_ALIVE) -> HypercornConfig:
     """hypercorn's configuration of the node's HTTP servers, bound to host:port."""
     config = HypercornConfig()
     config.bind = [address]
     config.accesslog = None
     config.errorlog = log
     config.graceful_timeout = 1.0
-    config.keep_alive_timeout = 75.0
+    config.keep_alive_timeout = keep_alive
     return config

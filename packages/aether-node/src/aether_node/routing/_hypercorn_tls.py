@@ -1,40 +1,37 @@
 """HTTPS on hypercorn's trio worker with TLS on the socket (`aether_kv.TLSSocketStream`: OpenSSL's record
 layer on a non-blocking `ssl.SSLSocket`) instead of trio's `SSLStream` (the record layer driven from
 Python through memory BIOs: tens of µs of Python per read and write, ~200 µs of CPU per request on the
-ingress by wrk). Used by `_http.serve_http` for HTTPS only; plain HTTP is hypercorn's own `serve`.
+ingress by wrk). Used by `_http.serve_http` for HTTPS only; plain HTTP is `_hypercorn_serve.serve_plain`.
 Must not choose certificates: the SSL context comes in, and stays the one object every connection is
 made with (a renewed certificate is loaded into it, `aether_kv.ReloadingTLS`).
 
-Why a serve function of ours: hypercorn's `worker_serve` builds its listeners itself (trio's
-`SSLListener`). `serve_https` is `worker_serve` (hypercorn 0.18, pinned in uv.lock) with listeners of
-ours and without what the node does not use (QUIC, `max_requests`, a shutdown trigger: it is stopped
-by cancellation). It relies on these hypercorn internals:
+Why listeners of ours: hypercorn's `worker_serve` builds its listeners itself (trio's `SSLListener`);
+`serve_https` serves with `_hypercorn_serve.serve_listeners` (`worker_serve` with listeners of ours and
+its connection handler, hypercorn's `TCPServer` made to close once the client has). It relies on these
+hypercorn internals:
 
-- `hypercorn.trio.tcp_server.TCPServer(app, config, context, state, stream).run()` serves one
-  connection and takes a TLS stream duck-typed as trio's `SSLStream`: it calls `do_handshake()` under
-  `config.ssl_handshake_timeout` (trio.BrokenResourceError or trio.TooSlowError: it gives up the
-  connection), `selected_alpn_protocol()`, and reads the addresses from `transport_stream.socket`
-  (`family`, `getpeername()`, `getsockname()`); it closes with `send_eof()` (an AttributeError is
-  taken as a TLS stream) and `aclose()`;
-- `WorkerContext`, `Lifespan` (the ASGI lifespan protocol), `ConnectionState`, `wrap_app`,
-  `repr_socket_addr`, and `Config.create_sockets` for the bound sockets.
+- `TCPServer(app, config, context, state, stream).run()` serves one connection and takes a TLS stream
+  duck-typed as trio's `SSLStream`: it calls `do_handshake()` under `config.ssl_handshake_timeout`
+  (trio.BrokenResourceError or trio.TooSlowError: it gives up the connection),
+  `selected_alpn_protocol()`, and reads the addresses from `transport_stream.socket` (`family`,
+  `getpeername()`, `getsockname()`); it closes with `send_eof()` (an AttributeError is taken as a TLS
+  stream) and `aclose()`;
+- `repr_socket_addr`.
 """
 
 from __future__ import annotations
 
 import ssl
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import trio
 from hypercorn.config import Config
-from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
-from hypercorn.trio.worker_context import WorkerContext
-from hypercorn.typing import ConnectionState, LifespanState
-from hypercorn.utils import repr_socket_addr, wrap_app
+from hypercorn.utils import repr_socket_addr
 from starlette.types import ASGIApp
 
 from aether_kv import TLSSocketStream
+
+from ._hypercorn_serve import bound_sockets, serve_listeners
 
 
 class _Transport(NamedTuple):
@@ -81,36 +78,14 @@ async def serve_https(
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI `app` over HTTPS with `context` on `config.bind` until cancelled, as hypercorn's
-    `serve` would (lifespan, keep-alive, timeouts, h2 if ALPN says so); reports the bound addresses
-    (`https://host:port`) once listening. A connection's failure (a failed or timed-out handshake, a
-    reset, plain text on the port) ends that connection only. Cancelled: the connections are given up
-    at once and the app's lifespan shutdown runs, as with hypercorn's `serve`."""
-    asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
-    lifespan_state: LifespanState = {}
-    lifespan = Lifespan(asgi, config, lifespan_state)
-    worker = WorkerContext(None)
-    async with trio.open_nursery() as lifespan_nursery:
-        await lifespan_nursery.start(lifespan.handle_lifespan)
-        await lifespan.wait_for_startup()
-        async with trio.open_nursery() as server_nursery:
-            listeners, binds = [], []
-            # (the config knows no TLS: its binds come back as its "insecure" sockets)
-            for sock in config.create_sockets().insecure_sockets:
-                sock.listen(config.backlog)
-                listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-                listeners.append(_TLSListener(listener, context))
-                binds.append(f"https://{repr_socket_addr(sock.family, sock.getsockname())}")
-                await config.log.info(f"Running on {binds[-1]}")
-            state = ConnectionState(lifespan_state.copy())
-
-            async def connection(stream: Any) -> None:
-                await TCPServer(asgi, config, worker, state, stream).run()
-
-            task_status.started(binds)
-            try:
-                await trio.serve_listeners(connection, listeners, handler_nursery=server_nursery)
-            finally:
-                await worker.terminated.set()
-                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
-        await lifespan.wait_for_shutdown()
-        lifespan_nursery.cancel_scope.cancel()
+    `serve` would (lifespan, keep-alive, timeouts, h2 if ALPN says so; `_hypercorn_serve.serve_listeners`,
+    whose connections close once their client has); reports the bound addresses (`https://host:port`)
+    once listening. A connection's failure (a failed or timed-out handshake, a reset, plain text on the
+    port) ends that connection only. Cancelled: the connections are given up and the app's lifespan
+    shutdown runs, as with hypercorn's `serve`."""
+    sockets = bound_sockets(config)
+    listeners = [
+        _TLSListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), context) for sock in sockets
+    ]
+    binds = [f"https://{repr_socket_addr(sock.family, sock.getsockname())}" for sock in sockets]
+    await serve_listeners(app, config, listeners, binds, task_status=task_status)

@@ -1,0 +1,37 @@
+"""The problems of one table an operator wrote (a blueprint's `[slices.update]`, `[slices.autoscale]`,
+`[policy]`; the API's body of `cluster policy set`): each one's key path, what is wrong and the key whose
+line it is on. A table's parser runs every check that stands on its own and hands all the problems to its
+caller's error maker at once, so one run reports them all. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Problem:
+    path: str  # the key path, e.g. slices[0].update.steps
+    message: str  # what is wrong, e.g. "must be a number in [0, 1], got 2"
+    key: str  # the key whose line it is: "" the table's header, the table's own name its `x = ...` line
+
+
+# Every problem of a table (at least one) → the error to raise: the blueprint parser's (one line each,
+# file:line:column) or the API's.
+Fail = Callable[[Sequence[Problem]], Exception]
+
+
+class Problems:
+    """The problems found so far in one table."""
+
+    def __init__(self) -> None:
+        self.found: list[Problem] = []
+
+    def add(self, path: str, message: str, key: str) -> None:
+        self.found.append(Problem(path=path, message=message, key=key))
+
+    def raise_any(self, fail: Fail) -> None:
+        """Raise what `fail` makes of every problem found, if there is any."""
+        if self.found:
+            raise fail(tuple(self.found))

@@ -1,0 +1,100 @@
+"""hypercorn's trio worker with listeners of ours and a connection handler that lets go of a connection
+once its client has: the node's HTTP servers (`_http.serve_http`) run on it, plain (`serve_plain`) and
+HTTPS (`_hypercorn_tls.serve_https`, whose listeners make TLS streams). Must not choose addresses or
+certificates: the configuration and the listeners come in.
+
+Why a connection handler of ours: hypercorn's (`TCPServer`), at the client's end of file (it shut down
+its write side: a half-close) with no request in flight, did not close the connection: its keep-alive
+timer held it until it ran out, the socket in CLOSE-WAIT all that time (hundreds of half-closed
+connections held as many sockets and descriptors). `_Connection` stops that timer once nothing more can
+come, so the connection closes at once, or, with a request in flight, once it is answered (hypercorn
+still sends that answer, then closes: the client's side is closed, so the connection is not kept).
+
+`serve_listeners` is hypercorn 0.18's `worker_serve` (pinned in uv.lock) with listeners of ours and
+without what the node does not use (QUIC, `max_requests`, a shutdown trigger: it is stopped by
+cancellation). It relies on these hypercorn internals: `TCPServer(app, config, context, state,
+stream).run()` serves one connection, reads it in `_read_data` (which returns at the client's end of
+file or a failed read) and closes it once its tasks end; its `idle_task` is the keep-alive timer;
+`WorkerContext`, `Lifespan`, `ConnectionState`, `wrap_app`, `repr_socket_addr`, `Config.create_sockets`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.worker_context import WorkerContext
+from hypercorn.typing import ConnectionState, LifespanState
+from hypercorn.utils import repr_socket_addr, wrap_app
+from starlette.types import ASGIApp
+
+
+class _Connection(TCPServer):
+    """hypercorn's connection handler, closing once the client has closed its side (above)."""
+
+    async def _read_data(self) -> None:
+        await super()._read_data()
+        # End of file (or the connection failed): nothing more can come, so the keep-alive timer must
+        # not hold the connection; it ends with its tasks (a request in flight: once it is answered).
+        await self.idle_task.stop()
+
+
+async def serve_listeners(
+    app: ASGIApp,
+    config: Config,
+    listeners: Sequence[trio.abc.Listener[Any]],
+    binds: list[str],
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI `app` on `listeners` until cancelled, as hypercorn's `serve` would (lifespan,
+    keep-alive, timeouts); reports `binds` (their URLs) once listening. A connection's failure ends that
+    connection only. Cancelled: the connections are given `config.graceful_timeout`, then given up, and
+    the app's lifespan shutdown runs, as with hypercorn's `serve`."""
+    asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
+    lifespan_state: LifespanState = {}
+    lifespan = Lifespan(asgi, config, lifespan_state)
+    worker = WorkerContext(None)
+    async with trio.open_nursery() as lifespan_nursery:
+        await lifespan_nursery.start(lifespan.handle_lifespan)
+        await lifespan.wait_for_startup()
+        async with trio.open_nursery() as server_nursery:
+            for bind in binds:
+                await config.log.info(f"Running on {bind}")
+            state = ConnectionState(lifespan_state.copy())
+
+            async def connection(stream: Any) -> None:
+                await _Connection(asgi, config, worker, state, stream).run()
+
+            task_status.started(binds)
+            try:
+                await trio.serve_listeners(connection, listeners, handler_nursery=server_nursery)
+            finally:
+                await worker.terminated.set()
+                server_nursery.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+        await lifespan.wait_for_shutdown()
+        lifespan_nursery.cancel_scope.cancel()
+
+
+def bound_sockets(config: Config) -> list[Any]:
+    """The listening sockets of `config.bind` (the config knows no TLS: its binds are its "insecure"
+    sockets, whatever the listeners then speak)."""
+    sockets = config.create_sockets().insecure_sockets
+    for sock in sockets:
+        sock.listen(config.backlog)
+    return sockets
+
+
+async def serve_plain(
+    app: ASGIApp, config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the ASGI `app` over plain HTTP on `config.bind` until cancelled (`serve_listeners`);
+    reports the bound addresses (`http://host:port`) once listening."""
+    sockets = bound_sockets(config)
+    listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
+    binds = [f"http://{repr_socket_addr(sock.family, sock.getsockname())}" for sock in sockets]
+    await serve_listeners(app, config, listeners, binds, task_status=task_status)
