@@ -5,7 +5,6 @@ are imported inside the commands, so `aether --help` stays fast."""
 from __future__ import annotations
 
 import json
-import math
 import signal
 import sys
 import time
@@ -284,26 +283,15 @@ def invoke(
     print(json.dumps(result, indent=None if common.json else 2))
 
 
-def _not_json_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a JSON value (JSON has no NaN or Infinity)")
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise ValueError(f"{text} is too large for a JSON number")
-    return number
-
-
 def _payload(text: str, where: str) -> Any:
     """The payload's JSON, as strictly as the node reads a call's body (Python's parser takes NaN,
     Infinity and 1e400, which JSON has not): refused here, naming `where`, before anything is sent."""
+    from aether_node.client import parse_strict_json
+
     try:
-        return json.loads(text, parse_constant=_not_json_constant, parse_float=_finite)
-    except ValueError as error:  # not JSON (JSONDecodeError), a constant, a number too large
+        return parse_strict_json(text)
+    except ValueError as error:  # not JSON (JSONDecodeError), a constant, a number too large, too deep
         fail(EXIT_BAD_INPUT, f"{where} is not valid JSON: {error}")
-    except RecursionError:  # (the parser's own limit, about a thousand levels)
-        fail(EXIT_BAD_INPUT, f"{where} is not valid JSON: nested too deeply")
 
 
 # ---------------------------------------------------------------- cluster

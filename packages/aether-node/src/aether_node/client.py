@@ -39,6 +39,7 @@ import attrs
 
 from .core._error_kinds import HTTP_STATUS as HTTP_STATUS
 from .core._error_kinds import ErrorKind as ErrorKind
+from .core._strict_json import parse_strict_json as parse_strict_json
 
 T = TypeVar("T")
 

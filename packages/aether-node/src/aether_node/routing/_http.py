@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -42,6 +41,7 @@ from ..core._blueprint import Balancing
 from ..core._config import ConfigError
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
+from ..core._strict_json import parse_strict_json
 from ._body_limit import limit_body
 from ._hypercorn_serve import serve_plain
 from ._hypercorn_tls import serve_https
@@ -107,36 +107,15 @@ def call_options(query: Mapping[str, str]) -> dict[str, Any]:
     return options
 
 
-class _NotJsonConstant(ValueError):
-    """NaN, Infinity or -Infinity in a request body: Python's parser takes them, JSON has no such value;
-    nor a number too large for a float (1e400), which Python's parser makes infinite."""
-
-
-def _refuse_constant(name: str) -> float:
-    raise _NotJsonConstant(f"{name} is not a JSON value")
-
-
-def _finite(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):
-        raise _NotJsonConstant(f"{text} is too large for a number")
-    return number
-
-
-_strict_decode = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite).decode
-
-
 def parse_json(body: bytes) -> Any:
     """A request body's JSON, strictly: no NaN or Infinity (no answer could carry them back, nor a slice
     take them: the call would run and then fail), no nesting past the parser's limit. Raises ValueError
     with the 400's message, saying why. The one parser of request bodies: the ingresses' (both servers)
     and the management API's (`api/_management.parse_json_body`)."""
     try:  # (what json.loads does with bytes, on one decoder: json.loads with options builds one per call)
-        return _strict_decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+        return parse_strict_json(body.decode(json.detect_encoding(body), "surrogatepass"))
     except ValueError as error:  # not UTF-8, not JSON, not a JSON value, an integer of > 4300 digits
         raise ValueError(f"the request body is not valid JSON: {error}") from None
-    except RecursionError:  # (the parser's own limit, about a thousand levels)
-        raise ValueError("the request body is not valid JSON: nested too deeply") from None
 
 
 def parse_payload(body: bytes) -> Any:
