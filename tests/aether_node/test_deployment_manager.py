@@ -74,7 +74,7 @@ async def test_activate_runs_the_instance_publishes_it_and_unload_removes_everyt
     await node.reaches(SliceState.ACTIVE)
     assert node.store.get(KEY).phase.value == "active"  # type: ignore[union-attr]
     endpoints = await node.endpoints()
-    assert endpoints == [endpoint_key(KEY.coordinates, "echo", 0)]  # the one entry point of the slice
+    assert endpoints == [endpoint_key(KEY.coordinates, 0)]  # one record for the instance
     published = await node.kv.get(endpoints[0])
     assert published is not None and published.lease == node.manager.lease  # they go with the node
     await node.command(SliceState.UNLOAD)
@@ -212,7 +212,7 @@ async def test_endpoints_that_fail_to_publish_for_a_moment_are_put_again(
         await attrs.evolve(node, kv=kv).reaches(SliceState.LOADING)
         own.fail_next(2, error=error, applied=error is OutcomeUnknownError, operations={"txn"})
         await attrs.evolve(node, kv=kv).reaches(SliceState.ACTIVE)
-        assert await node.endpoints() == [endpoint_key(KEY.coordinates, "echo", 0)]
+        assert await node.endpoints() == [endpoint_key(KEY.coordinates, 0)]
         nursery.cancel_scope.cancel()
 
 

@@ -459,37 +459,35 @@ class NodeDeploymentManager:
                 await trio.sleep(0.1 * 2 ** (failures - 1))
 
     async def _put_endpoints(self, key: InstanceKey, instance: LocalInstance, lease: int) -> None:
-        await self._put_all(self._endpoint_puts(key, instance, lease))
+        puts = self._endpoint_puts(key, instance, lease)
+        if puts:
+            await self._txn([], puts)
 
     def _endpoint_puts(self, key: InstanceKey, instance: LocalInstance, lease: int) -> list[Put]:
-        now = self.clock()
+        """The instance's endpoint record (one for all its entry points); none if it has no entry point."""
+        if not instance.entry_points:
+            return []
+        entries = tuple(sorted(instance.entry_points))
+        record = EndpointRecord(
+            node_id=self.node_id,
+            instance=key.instance,
+            entries=entries,
+            idempotent=tuple(entry for entry in entries if instance.entry_points[entry]),
+            timestamp=self.clock(),
+        )
         return [
-            Put(
-                key=endpoint_key(key.coordinates, entry, key.instance),
-                value=encode_record(
-                    EndpointRecord(
-                        node_id=self.node_id, instance=key.instance, idempotent=idempotent, timestamp=now
-                    )
-                ),
-                lease=lease,
-            )
-            for entry, idempotent in sorted(instance.entry_points.items())
+            Put(key=endpoint_key(key.coordinates, key.instance), value=encode_record(record), lease=lease)
         ]
-
-    async def _put_all(self, puts: list[Put]) -> None:
-        for start in range(0, len(puts), 100):
-            await self._txn([], list(puts[start : start + 100]))
 
     async def _withdraw(self, key: InstanceKey, instance: LocalInstance) -> None:
         instance.withdrawn = True  # first: a republish must not put them back
-        deletes = [
-            Delete(key=endpoint_key(key.coordinates, entry, key.instance)) for entry in instance.entry_points
-        ]
+        deletes = [Delete(key=endpoint_key(key.coordinates, key.instance))] if instance.entry_points else []
+        if not deletes:
+            return
         backoff = 0.1
         for attempt in range(WITHDRAW_ATTEMPTS):
             try:
-                for start in range(0, len(deletes), 100):
-                    await self._txn([], list(deletes[start : start + 100]))
+                await self._txn([], deletes)
                 return
             except KVError as error:  # deletes are idempotent: try again (a batch may have timed out)
                 if attempt == WITHDRAW_ATTEMPTS - 1:  # the lease takes them with the node if it goes
