@@ -210,6 +210,12 @@ class ClusterView:
         return found
 
     def routable(self, coordinates: str, entry: str, instance: int, node_id: str) -> bool:
+        value = self.endpoints.data.get(f"endpoints/{coordinates}/{instance}")
+        if value is not None:
+            record = decode_record("endpoint", value, EndpointRecord)
+            return record.node_id == node_id and entry in record.entries
+        # the layout before one record per instance (a record per entry point), so that this script
+        # measures a checkout from before that change too, alternated with this one
         value = self.endpoints.data.get(f"endpoints/{coordinates}/{entry}:{instance}")
         return value is not None and decode_record("endpoint", value, EndpointRecord).node_id == node_id
 

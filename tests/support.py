@@ -17,14 +17,17 @@ import datetime
 import inspect
 import os
 import signal
+import subprocess
+import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import attrs
 import pytest
 import trio
+import uv
 
 from aether_kv import LocalCluster, Status, cluster_ca, issue, open_client
 
@@ -217,3 +220,23 @@ def operator_certificate(directory: Path) -> tuple[Path, Path, Path]:
     for path, content in zip(files, (ca.pem, pem[:end], pem[end:]), strict=True):
         path.write_bytes(content)
     return files
+
+
+def slice_venv(directory: Path, samples: Sequence[str], extra: Sequence[str] = ()) -> str:
+    """The python of a new virtualenv in `directory` holding aether-slice, the sample slices `samples`
+    and the packages `extra` (the sample slices are workspace members that `uv sync` does not install
+    in the dev environment)."""
+    venv = directory / "venv"
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    uv_bin = uv.find_uv_bin()
+    python = venv / "bin" / "python"
+    for command in (
+        [uv_bin, "venv", "--quiet", "--python", sys.executable, str(venv)],
+        [uv_bin, "pip", "install", "--quiet", "--python", str(python)]
+        + [str(REPO / "packages" / "aether-slice")]
+        + [str(REPO / "sample-slices" / name) for name in samples]
+        + list(extra),
+    ):
+        result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
+    return str(python)

@@ -699,10 +699,9 @@ async def _endpoints_wrong(cluster: Cluster, records: dict[str, SliceRecord]) ->
     for key, record in records.items():
         parsed = InstanceKey.parse(key)
         assert parsed is not None
-        if record.state is SliceState.ACTIVE:
-            lease = cluster.nodes[parsed.node_id].lease
-            for entry in cluster.nodes[parsed.node_id].store.entry_points:
-                wanted[endpoint_key(parsed.coordinates, entry, parsed.instance)] = lease
+        node = cluster.nodes[parsed.node_id]
+        if record.state is SliceState.ACTIVE and node.store.entry_points:
+            wanted[endpoint_key(parsed.coordinates, parsed.instance)] = node.lease
     listing = (await kv.range(ENDPOINTS)).kvs
     published = {item.key: item.lease for item in listing}
     for key, lease in sorted(wanted.items()):

@@ -18,11 +18,12 @@ from aether_node.core._coordinates import Coordinates
 from aether_node.core._policies import RestartPolicy
 from aether_node.core._records import SliceRecord, SliceState, decode_record, encode_record
 from aether_node.core._schema import ENDPOINTS, InstanceKey, endpoint_key
-from aether_node.runtime._deployment import NodeDeploymentManager
+from aether_node.runtime._deployment import LOADING_DELAY, NodeDeploymentManager
 from support import wait_until
 
 KEY = InstanceKey("n1", Coordinates.parse("org.example:echo:1.0"), 0)
 POLICY = RestartPolicy(max_restarts=3, window=60.0, initial=0.25, maximum=1.0)
+SLOW = 2 * LOADING_DELAY  # a step that takes longer than a load may before it writes LOADING
 
 
 @attrs.define
@@ -74,7 +75,7 @@ async def test_activate_runs_the_instance_publishes_it_and_unload_removes_everyt
     await node.reaches(SliceState.ACTIVE)
     assert node.store.get(KEY).phase.value == "active"  # type: ignore[union-attr]
     endpoints = await node.endpoints()
-    assert endpoints == [endpoint_key(KEY.coordinates, "echo", 0)]  # the one entry point of the slice
+    assert endpoints == [endpoint_key(KEY.coordinates, 0)]  # one record for the instance
     published = await node.kv.get(endpoints[0])
     assert published is not None and published.lease == node.manager.lease  # they go with the node
     await node.command(SliceState.UNLOAD)
@@ -119,7 +120,7 @@ async def test_a_crashed_process_is_restarted_and_a_crash_loop_ends_failed(
 async def test_a_newer_command_wins_over_the_step_in_progress(autojump_clock: MockClock) -> None:
     kv = MemoryStore(clock=trio.current_time)
     async with trio.open_nursery() as nursery:
-        node = await start_node(nursery, kv, FakeSliceStore(step_time=1.0))
+        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
         await node.command(SliceState.ACTIVATE)
         await node.reaches(SliceState.LOADING)
         await node.command(SliceState.UNLOAD)  # the leader changed its mind mid-load
@@ -136,7 +137,7 @@ async def test_a_load_sends_start_with_it_and_a_command_mid_load_still_gets_the_
     instance and stops it (its stop hook) before unloading it, never one whose start hook ran alone."""
     kv = MemoryStore(clock=trio.current_time)
     async with trio.open_nursery() as nursery:
-        node = await start_node(nursery, kv, FakeSliceStore(step_time=1.0))
+        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
         await node.command(SliceState.ACTIVATE)
         await node.reaches(SliceState.LOADING)
         await node.command(SliceState.UNLOAD)
@@ -177,18 +178,18 @@ async def history(kv: MemoryStore, key: InstanceKey = KEY) -> list[SliceRecord]:
 async def test_an_activation_right_after_the_load_writes_no_activating_and_a_later_one_does(
     autojump_clock: MockClock, node: Node
 ) -> None:
-    """LOADING keeps the command ACTIVATE and goes straight to ACTIVE: one write fewer per instance
-    placed. An activation of a loaded instance (after DEACTIVATE) still says ACTIVATING first."""
+    """A quick load writes no LOADING (the record says ACTIVATE, the leader's command, until ACTIVE: two
+    writes fewer per instance placed than LOADING, ACTIVATING, ACTIVE). An activation of a loaded
+    instance (after DEACTIVATE) still says ACTIVATING first."""
     await node.command(SliceState.ACTIVATE)
     await node.reaches(SliceState.ACTIVE)
     placed = await history(node.kv)
-    assert [r.state for r in placed] == [SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVE]
-    assert placed[1].command is SliceState.ACTIVATE
+    assert [r.state for r in placed] == [SliceState.ACTIVATE, SliceState.ACTIVE]
     await node.command(SliceState.DEACTIVATE)
     await node.reaches(SliceState.LOADED)
     await node.command(SliceState.ACTIVATE)
     await node.reaches(SliceState.ACTIVE)
-    assert [r.state for r in (await history(node.kv))[3:]] == [
+    assert [r.state for r in (await history(node.kv))[2:]] == [
         SliceState.DEACTIVATE,
         SliceState.DEACTIVATING,
         SliceState.LOADED,
@@ -196,6 +197,63 @@ async def test_an_activation_right_after_the_load_writes_no_activating_and_a_lat
         SliceState.ACTIVATING,
         SliceState.ACTIVE,
     ]
+
+
+async def test_a_load_that_takes_a_while_says_loading_once_it_has_taken_the_delay(
+    autojump_clock: MockClock,
+) -> None:
+    """LOADING (keeping the command ACTIVATE) is written once the load has run LOADING_DELAY, not
+    before; then straight to ACTIVE."""
+    kv = MemoryStore(clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
+        await node.command(SliceState.ACTIVATE)
+        asked = trio.current_time()
+        await node.reaches(SliceState.LOADING)
+        assert trio.current_time() - asked >= LOADING_DELAY
+        await node.reaches(SliceState.ACTIVE)
+        placed = await history(kv)
+        assert [r.state for r in placed] == [SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVE]
+        assert placed[1].command is SliceState.ACTIVATE
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_slow_load_that_fails_says_loading_then_failed(autojump_clock: MockClock) -> None:
+    """The LOADING written during a slow load that then fails does not stop FAILED from being written
+    (it compares on the revision LOADING got); a quick failure goes from the command straight to FAILED."""
+    kv = MemoryStore(clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW, broken={str(KEY.coordinates)}))
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.FAILED)
+        assert [r.state for r in await history(kv)] == [
+            SliceState.ACTIVATE,
+            SliceState.LOADING,
+            SliceState.FAILED,
+        ]
+        nursery.cancel_scope.cancel()
+    kv = MemoryStore(clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, kv, FakeSliceStore(broken={str(KEY.coordinates)}))
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.FAILED)
+        assert [r.state for r in await history(kv)] == [SliceState.ACTIVATE, SliceState.FAILED]
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_restart_says_loading_with_its_reason_at_once_however_quick(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    """The record said ACTIVE when the process died: during the restart's load that would be false, and
+    the restart's reason must show, so LOADING goes first, before the load."""
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    node.store.crash(KEY)
+    await wait_until(lambda: node.store.loads == 2, what="the restart's load", timeout=60)
+    await node.reaches(SliceState.ACTIVE)
+    restarted = (await history(node.kv))[2:]
+    assert [r.state for r in restarted] == [SliceState.LOADING, SliceState.ACTIVE]
+    assert "restart 1 of 2 after the slice process died" in restarted[0].reason
 
 
 @pytest.mark.parametrize("error", [UnavailableError, OutcomeUnknownError])
@@ -207,12 +265,12 @@ async def test_endpoints_that_fail_to_publish_for_a_moment_are_put_again(
     kv = MemoryStore(clock=trio.current_time)
     own = kv.replica(kv.address)
     async with trio.open_nursery() as nursery:
-        node = await start_node(nursery, own, FakeSliceStore(step_time=1.0))
+        node = await start_node(nursery, own, FakeSliceStore(step_time=SLOW))
         await node.command(SliceState.ACTIVATE)
         await attrs.evolve(node, kv=kv).reaches(SliceState.LOADING)
         own.fail_next(2, error=error, applied=error is OutcomeUnknownError, operations={"txn"})
         await attrs.evolve(node, kv=kv).reaches(SliceState.ACTIVE)
-        assert await node.endpoints() == [endpoint_key(KEY.coordinates, "echo", 0)]
+        assert await node.endpoints() == [endpoint_key(KEY.coordinates, 0)]
         nursery.cancel_scope.cancel()
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 
+import attrs
 import pytest
 import trio
 
@@ -37,11 +38,15 @@ async def change(kv: MemoryStore, rng: random.Random) -> tuple[str, int]:
     kind = rng.choice(["endpoint"] * 6 + ["garbled", "node", "blueprint", "rollout"])
     if kind in ("endpoint", "garbled"):
         coordinates = rng.choice(VERSIONS)
-        key = endpoint_key(coordinates, rng.choice(["run", "ping"]), rng.randint(1, 6))
+        key = endpoint_key(coordinates, rng.randint(1, 6))
         if rng.random() < 0.3 and await kv.get(key) is not None:  # (deleting nothing makes no event)
             return ENDPOINTS, (await kv.delete(key)).revision
+        entries = tuple(e for e in ("ping", "run") if rng.random() < 0.6)
         record = EndpointRecord(
-            node_id=rng.choice(["n1", "n2", "n3"]), instance=1, idempotent=rng.random() < 0.5
+            node_id=rng.choice(["n1", "n2", "n3"]),
+            instance=1,
+            entries=entries,
+            idempotent=tuple(e for e in entries if rng.random() < 0.5),
         )
         return ENDPOINTS, (await kv.put(key, b"{" if kind == "garbled" else encode_record(record))).revision
     if kind == "node":
@@ -88,22 +93,52 @@ async def test_the_registry_kept_from_touched_keys_equals_one_built_afresh(seed:
         nursery.cancel_scope.cancel()
 
 
+RUN1 = EndpointRecord(node_id="n1", instance=1, entries=("run",))
+
+
+async def test_one_record_per_instance_gives_a_route_per_entry_point_it_lists() -> None:
+    kv = MemoryStore()
+    await kv.put(NODES + "n1", encode_record(NodeRecord(node_id="n1", ingress="x:1")))
+    echo = VERSIONS[0]
+    record = EndpointRecord(node_id="n1", instance=3, entries=("ping", "run"), idempotent=("ping",))
+    await kv.put(endpoint_key(echo, 3), encode_record(record))
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        registry = EndpointRegistry(cache)
+        assert registry.entries("org.example:echo") == {"ping", "run"}
+        (ping,) = registry.endpoints("org.example:echo", "ping")
+        (run,) = registry.endpoints("org.example:echo", "run")
+        assert (ping.instance, ping.node_id, ping.idempotent, ping.coordinates) == (3, "n1", True, echo)
+        assert (run.instance, run.idempotent) == (3, False)
+
+        # The instance's record lists one entry point fewer: that route goes, the other stays.
+        written = await kv.put(endpoint_key(echo, 3), encode_record(attrs.evolve(record, entries=("run",))))
+        await cache.caught_up("endpoints/", written.revision)
+        assert registry.entries("org.example:echo") == {"run"}
+        assert registry.endpoints("org.example:echo", "ping") == ()
+        assert len(registry.endpoints("org.example:echo", "run")) == 1
+
+        # Withdrawn: one delete takes every route of the instance.
+        await kv.put(endpoint_key(echo, 3), encode_record(record))
+        deleted = await kv.delete(endpoint_key(echo, 3))
+        await cache.caught_up("endpoints/", deleted.revision)
+        assert registry.routes() == [] and registry.entries("org.example:echo") == set()
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_route_no_change_touched_keeps_its_tuple() -> None:
     kv = MemoryStore()
     await kv.put(NODES + "n1", encode_record(NodeRecord(node_id="n1", ingress="x:1")))
     echo, other = VERSIONS[0], VERSIONS[2]
     for coordinates in (echo, other):
-        await kv.put(
-            endpoint_key(coordinates, "run", 1), encode_record(EndpointRecord(node_id="n1", instance=1))
-        )
+        await kv.put(endpoint_key(coordinates, 1), encode_record(RUN1))
     async with trio.open_nursery() as nursery:
         cache = KVCache(kv, EndpointRegistry.PREFIXES)
         await nursery.start(cache.run)
         registry = EndpointRegistry(cache)
         first = registry.endpoints("org.example:b", "run")
-        written = await kv.put(
-            endpoint_key(echo, "run", 2), encode_record(EndpointRecord(node_id="n1", instance=2))
-        )
+        written = await kv.put(endpoint_key(echo, 2), encode_record(attrs.evolve(RUN1, instance=2)))
         await cache.caught_up("endpoints/", written.revision)
         assert len(registry.endpoints("org.example:echo", "run")) == 2
         assert registry.endpoints("org.example:b", "run") is first

@@ -53,10 +53,10 @@ class World:
     cache: KVCache
 
     async def publish(self, node_id: str, instance: int, *, idempotent: bool) -> None:
-        record = EndpointRecord(node_id=node_id, instance=instance, idempotent=idempotent)
-        await self.kv.txn(
-            success=[Put(key=endpoint_key(ECHO, "echo", instance), value=encode_record(record))]
+        record = EndpointRecord(
+            node_id=node_id, instance=instance, entries=("echo",), idempotent=("echo",) if idempotent else ()
         )
+        await self.kv.txn(success=[Put(key=endpoint_key(ECHO, instance), value=encode_record(record))])
         await self.cache.caught_up("endpoints/", self.kv.revision)
 
     async def local(self, instance: int, *, idempotent: bool) -> InstanceKey:
@@ -141,8 +141,8 @@ async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_a
     await register(world.kv, "n3")
     candidate = Coordinates.parse("org.example:echo:2.0")
     for coordinates, node_id, instance in ((ECHO, "n2", 0), (candidate, "n3", 1)):
-        record = EndpointRecord(node_id=node_id, instance=instance, idempotent=True)
-        await world.kv.put(endpoint_key(coordinates, "echo", instance), encode_record(record))
+        record = EndpointRecord(node_id=node_id, instance=instance, entries=("echo",), idempotent=("echo",))
+        await world.kv.put(endpoint_key(coordinates, instance), encode_record(record))
     rollout = RolloutRecord(
         artifact_id="org.example:echo",
         strategy="canary",
@@ -170,7 +170,7 @@ async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_a
 
     # The stable version gone (its node's endpoints withdrawn): the split never refuses a call.
     world.peers.calls.clear()
-    await world.kv.delete(endpoint_key(ECHO, "echo", 0))
+    await world.kv.delete(endpoint_key(ECHO, 0))
     await world.cache.caught_up("endpoints/", world.kv.revision)
     await world.invoker.invoke("org.example:echo", "echo", None)
     assert world.peers.calls == ["n3.invalid:1"]

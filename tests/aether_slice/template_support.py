@@ -80,20 +80,26 @@ class TemplateProcess:
         self.connections: list[socket.socket] = []
         self.forks = 0
 
-    def fork(self, config: dict[str, Any], output: int, **fields: Any) -> tuple[dict[str, Any], Connection]:
-        """Ask for an instance of `config` (and `fields`: its name) writing to `output`: the template's
-        answer (exit events on the way are skipped) and the test's end of the instance's connection."""
+    def fork(self, config: dict[str, Any], output: int, **fields: Any) -> Connection:
+        """Ask for an instance of `config` (and `fields`: its name, or another `version`) writing to
+        `output`: the test's end of the instance's connection. The template answers only a FORK it
+        refuses (`refusal`); the instance's pid comes with its answer to LOAD (or HEALTH)."""
         self.forks += 1
         ours, theirs = socket.socketpair()
         self.connections.append(ours)
         with theirs:
+            fields = {k: v for k, v in {"version": protocol.VERSION, **fields}.items() if v is not None}
             frame = protocol.encode(protocol.request(self.forks, Kind.FORK, config=config, **fields))
             socket.send_fds(self.control, [frame], [theirs.fileno(), output])
+        return Connection(ours)
+
+    def refusal(self) -> dict[str, Any]:
+        """The template's next message but exit events: its answer to a FORK it refused."""
         while True:
-            reply = self.events.receive()
-            assert reply is not None, "the template closed its socket"
-            if "event" not in reply:
-                return reply, Connection(ours)
+            message = self.events.receive()
+            assert message is not None, "the template closed its socket"
+            if "event" not in message:
+                return message
 
     def close(self) -> None:
         for sock in self.connections:

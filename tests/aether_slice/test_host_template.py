@@ -43,16 +43,18 @@ class Template:
         self.template = TemplateProcess(python, self.log, env=env, preload=preload, reference=reference)
         self.process = self.template.process
 
-    def fork(self, config: dict[str, Any], **fields: Any) -> tuple[dict[str, Any], Connection]:
-        """The template's answer to a FORK of an instance of `config`, and the instance's connection."""
+    def fork(self, config: dict[str, Any], **fields: Any) -> Connection:
+        """Ask for an instance of `config`: its connection (the template answers only if it refuses)."""
         with open(self.directory / f"{self.template.forks + 1}.log", "ab") as output:
             return self.template.fork(config, output.fileno(), **fields)
 
     def instance(self, config: dict[str, Any], **fields: Any) -> tuple[int, Connection]:
-        """Fork an instance of `config` and take its connection."""
-        reply, connection = self.fork(config, **fields)
-        assert "ok" in reply, reply
-        return reply["ok"]["pid"], connection
+        """Fork an instance of `config` and take its connection, and its pid (it answers HEALTH before
+        any LOAD)."""
+        connection = self.fork(config, **fields)
+        health = connection.request(Kind.HEALTH)
+        assert "ok" in health, health
+        return health["ok"]["pid"], connection
 
     def close(self) -> None:
         self.template.close()
@@ -213,9 +215,11 @@ def test_a_preloading_template_refuses_an_instance_of_another_config(
     template: Callable[..., Template],
 ) -> None:
     preloading = template({"mode": "ok"})
-    refused, _ = preloading.fork({"mode": "raise"})
-    assert refused["error"]["kind"] == "protocol", refused
+    connection = preloading.fork({"mode": "raise"})
+    refused = preloading.template.refusal()
+    assert (refused["id"], refused["error"]["kind"]) == (1, "protocol"), refused
     assert "another config" in refused["error"]["message"]
+    assert connection.receive() is None  # no instance: the template let its connection go
     pid, connection = preloading.instance({"mode": "ok"})  # it still forks instances of its own
     assert "ok" in load(connection, {"mode": "ok"})
     assert imported(connection)["pid_now"] == pid
@@ -231,6 +235,55 @@ def test_an_instance_runs_on_uvloop_when_its_slice_environment_has_it(
         assert [echo.invoke("echo", n) for n in range(3)] == [0, 1, 2]
         mapped = Path(f"/proc/{echo.pid}/maps").read_text()
         assert ("uvloop" in mapped) is on_uvloop, python
+
+
+def test_a_fork_carried_out_is_not_answered_load_brings_the_pid_and_exit_names_the_fork(
+    template: Callable[..., Template],
+) -> None:
+    """Host protocol version 3: a FORK carried out is not answered (one message fewer per instance);
+    the instance's answer to LOAD brings its pid and the version it speaks; its EXIT names its FORK."""
+    config = {"mode": "ok"}
+    preloading = template(config)
+    connection = preloading.fork(config)
+    loaded = load(connection, config)["ok"]
+    assert (loaded["version"], protocol.VERSION) == (3, 3), loaded
+    assert imported(connection)["pid_now"] == loaded["pid"]
+    os.kill(loaded["pid"], signal.SIGKILL)
+    event = preloading.template.events.receive()
+    assert event == {"event": "exit", "pid": loaded["pid"], "code": -signal.SIGKILL, "fork": 1}, event
+
+
+def test_the_template_refuses_a_fork_of_another_protocol_version_saying_both(
+    template: Callable[..., Template],
+) -> None:
+    """A node of another version (or of version 2, which named none in its FORK) is refused with both
+    versions named, and no instance is forked."""
+    config = {"mode": "ok"}
+    preloading = template(config)
+    for number, version in ((1, 2), (2, None)):
+        connection = preloading.fork(config, version=version)
+        refused = preloading.template.refusal()
+        assert (refused["id"], refused["error"]["kind"]) == (number, "protocol"), refused
+        said = "2" if version == 2 else "2 or older (it names none)"
+        assert (
+            f"the node speaks host protocol version {said} and this slice's aether-slice version 3"
+            in (refused["error"]["message"])
+        )
+        assert connection.receive() is None
+    pid, connection = preloading.instance(config)  # one of its own version: forked
+    assert load(connection, config)["ok"]["pid"] == pid
+
+
+def test_the_template_kills_a_child_by_its_fork(template: Callable[..., Template]) -> None:
+    """KILL names the FORK (the node does not know a child's pid before its answer to LOAD): the child's
+    process group is killed, and its EXIT names the FORK."""
+    config = {"mode": "ok"}
+    preloading = template(config)
+    pid, connection = preloading.instance(config)
+    preloading.template.control.sendall(protocol.encode(protocol.request(0, Kind.KILL, fork=1)))
+    event = preloading.template.events.receive()
+    assert event == {"event": "exit", "pid": pid, "code": -signal.SIGKILL, "fork": 1}, event
+    assert connection.receive() is None
 
 
 def test_an_instance_takes_the_process_name_its_fork_request_gives_it(

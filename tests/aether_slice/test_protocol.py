@@ -163,7 +163,7 @@ def test_a_frame_that_is_not_a_json_object_is_refused_and_the_stream_goes_on(
 
 def test_each_message_has_its_kind() -> None:
     assert protocol.kind_of(protocol.hello("t", 1)) is Kind.HELLO
-    assert protocol.kind_of(protocol.exit_event(5, -9)) is Kind.EXIT
+    assert protocol.kind_of(protocol.exit_event(5, -9, 1)) is Kind.EXIT
     assert protocol.kind_of(protocol.reply(1, None)) is Kind.REPLY
     assert protocol.kind_of(protocol.error_reply(1, "no_entry", "none")) is Kind.ERROR
     assert protocol.kind_of({"id": 1, "op": "invoke", "entry": "echo"}) is Kind.INVOKE
@@ -174,7 +174,7 @@ def test_each_message_has_its_kind() -> None:
     [
         (
             {"id": 1, "op": "frobnicate"},
-            r"unknown operation 'frobnicate' \(known: attach, call, fork, health,",
+            r"unknown operation 'frobnicate' \(known: attach, call, fork, health, invoke, kill,",
         ),
         ({"id": 1, "op": 3}, "unknown operation 3"),
         ({"id": 1, "op": "reply"}, "unknown operation 'reply'"),  # a kind, but no operation
@@ -187,21 +187,28 @@ def test_a_message_of_no_known_kind_is_refused(message: dict[str, Any], error: s
         protocol.kind_of(message)
 
 
-def test_a_hello_or_fork_answer_of_another_version_is_refused_and_one_without_a_version_is_version_1() -> (
-    None
-):
+def test_a_hello_or_load_answer_of_another_version_is_refused_and_one_without_a_version_is_older() -> None:
     hello = protocol.hello("secret", 12)
     assert hello["version"] == protocol.VERSION
     assert protocol.token_of(hello) == "secret"
     protocol.check_version(hello)
-    forked = protocol.forked(3, 12)
-    assert forked == {"id": 3, "ok": {"pid": 12, "version": protocol.VERSION}}
-    protocol.check_version(forked["ok"])
-    assert protocol.VERSION == 2  # version 1 named a socket, a token and a log path in FORK
-    for old, version in (({"hello": "secret", "pid": 12}, 1), ({"pid": 12}, 1), ({"version": 3}, 3)):
+    loaded = protocol.loaded([{"name": "echo", "idempotent": True}], 12)
+    assert loaded == {"entry_points": [{"name": "echo", "idempotent": True}], "pid": 12, "version": 3}
+    protocol.check_version(loaded)
+    fork = protocol.fork(3, {"a": 1}, "echo#3")
+    assert fork == {"id": 3, "op": "fork", "config": {"a": 1}, "version": 3, "name": "echo#3"}
+    assert protocol.refuse_fork_of_another_version(fork) is None
+    # version 1 named a socket, a token and a log path in FORK; version 2's template answered FORK
+    assert protocol.VERSION == 3
+    for old, unnamed, version in (
+        ({"hello": "secret", "pid": 12}, 1, 1),
+        ({"pid": 12}, 1, 1),
+        ({"version": 2}, 1, 2),
+        ({"entry_points": [], "pid": 12}, 2, 2),  # a version 2 instance's answer to LOAD
+    ):
         said = f"speaks host protocol version {version} and this side version {protocol.VERSION}"
         with pytest.raises(ProtocolError, match=said):
-            protocol.check_version(old)
+            protocol.check_version(old, unnamed=unnamed)
     for not_a_hello in (None, {"id": 1, "op": "start"}, {"hello": 5}):
         with pytest.raises(ProtocolError, match="first message must be its hello"):
             protocol.token_of(not_a_hello)
@@ -301,9 +308,8 @@ class _Runner:
         self.log_path = directory / "i.log"
         self.template = TemplateProcess(sys.executable, directory / "template.log")
         with open(self.log_path, "ab") as output:
-            reply, self.connection = self.template.fork({}, output.fileno())
-        self.pid = reply["ok"]["pid"]
-        self.forked = reply["ok"]
+            self.connection = self.template.fork({}, output.fileno())
+        self.pid = self.connection.request(Kind.HEALTH)["ok"]["pid"]
 
     def from_template(self) -> dict[str, Any]:
         message = self.template.events.receive()
@@ -330,10 +336,7 @@ def runner(tmp_path: Path) -> Iterator[_Runner]:
         started.close()
 
 
-def test_the_template_answers_a_fork_in_its_version_and_the_instance_refuses_an_unknown_operation(
-    runner: _Runner,
-) -> None:
-    assert runner.forked == {"pid": runner.pid, "version": protocol.VERSION}
+def test_the_instance_refuses_an_unknown_operation(runner: _Runner) -> None:
     runner.send(protocol.encode({"id": 1, "op": "frobnicate"}))
     answer = runner.receive()
     assert answer is not None and answer["id"] == 1

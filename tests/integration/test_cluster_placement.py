@@ -349,7 +349,8 @@ async def test_deleted_blueprint_unloads_everything(cluster: LocalNodeCluster, k
     await put_blueprint(kv, "doomed", SliceSpec(artifact=ECHO, instances=3))
     found = await wait_for(kv, exactly_active(3, ECHO), timeout=SETTLE, what="3 ACTIVE", cluster=cluster)
     published = await endpoints(kv, ECHO)
-    assert len(published) == 3 * 2, sorted(published)  # echo and info per instance
+    assert len(published) == 3, sorted(published)  # one record per instance, listing echo and info
+    assert {e.entries for e in published.values()} == {("echo", "info")}, published
     assert {e.node_id for e in published.values()} == {i.node_id for i in found}
 
     await delete_blueprint(kv, "doomed")

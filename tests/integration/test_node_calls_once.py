@@ -19,6 +19,7 @@ import pytest
 import trio
 from node_support import FAULTY, KVReplicaProcess, NodeProcess, activate, executions, kv_client, started_node
 
+from aether_node import EndpointRecord, decode_record
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -58,7 +59,8 @@ async def wait_known(node: NodeProcess, instances: int) -> None:
 
     async def records() -> int:
         async with kv_client(node) as client:
-            return len((await client.range(f"endpoints/{FAULTY}/record:")).kvs)
+            listing = await client.range(f"endpoints/{FAULTY}/")
+            return sum("record" in decode_record(i.key, i.value, EndpointRecord).entries for i in listing.kvs)
 
     # the table holds whole KV revisions: all of them, once one is there
     await wait_until(

@@ -177,7 +177,7 @@ async def test_killed_slice_host_is_restarted(node: NodeProcess, kv: KVClient, v
     new = host_of(node.data_dir, ECHO, 0)
     assert new is not None and new.pid != old.pid, (old, new)
     assert await echo_answers(node) == new.pid
-    assert sorted(await endpoint_keys(kv, ECHO)) == [f"endpoints/{ECHO}/echo:0", f"endpoints/{ECHO}/info:0"]
+    assert await endpoint_keys(kv, ECHO) == [f"endpoints/{ECHO}/0"]
 
 
 @pytest.mark.long
@@ -259,8 +259,7 @@ async def test_killed_kv_replica_is_restarted_and_the_node_carries_on(
         assert await echo_answers(node) == live_host(node, ECHO, echo).pid
         registration = await client.get(f"nodes/{node.node_id}", linearizable=True)
         assert registration is not None, "the node's registration is gone after its replica restarted"
-        endpoints = sorted(await endpoint_keys(client, ECHO))
-        assert endpoints == [f"endpoints/{ECHO}/echo:{echo}", f"endpoints/{ECHO}/info:{echo}"]
+        assert await endpoint_keys(client, ECHO) == [f"endpoints/{ECHO}/{echo}"]
         # The node still follows the KV: a changed blueprint is carried out.
         state_file = tmp_path / "counter.txt"
         counter_spec = {"artifact": COUNTER, "instances": 1, "config": {"state_file": str(state_file)}}
@@ -279,7 +278,7 @@ async def test_node_sigkill_leaves_no_process_and_a_restart_reconciles(
         old_pids = {live_host(node, c, n).pid for c, n in numbers.items()}
         assert (await invoke(node.ingress, "org.aether:counter", "increment")).json() == 1
         old_endpoints = {e.key: e for e in (await client.range("endpoints/")).kvs}
-        assert len(old_endpoints) == 6, old_endpoints  # echo: echo, info; counter: four entries
+        assert len(old_endpoints) == 2, old_endpoints  # one record per instance: echo's, counter's
         before = (await client.range("endpoints/")).revision
     assert kv_replicas(node.data_dir), "no KV replica found for the node's data dir"
     assert slice_hosts(node.data_dir)
@@ -421,6 +420,6 @@ def test_sigterm_exits_0_within_the_deadline(sigterm_run: SigtermRun) -> None:
 
 
 def test_sigterm_withdraws_endpoints_and_the_registration(sigterm_run: SigtermRun) -> None:
-    assert len(sigterm_run.endpoint_keys) == 4, sigterm_run.endpoint_keys  # the counter's four entries
+    assert len(sigterm_run.endpoint_keys) == 1, sigterm_run.endpoint_keys  # the counter's one instance
     missing = {*sigterm_run.endpoint_keys, "nodes/n1"} - set(sigterm_run.deleted)
     assert not missing, f"not deleted before the KV replica stopped: {sorted(missing)}; {sigterm_run.log}"

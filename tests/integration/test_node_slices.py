@@ -109,11 +109,11 @@ async def test_echo_walks_the_whole_lifecycle(node: NodeProcess, kv: KVClient) -
     await write_command(kv, key, SliceState.ACTIVATE)
     await wait_for_state(kv, key, SliceState.ACTIVE, timeout=30)
     endpoints = (await kv.range(f"endpoints/{ECHO}/")).kvs
-    assert [e.key for e in endpoints] == [f"endpoints/{ECHO}/echo:0", f"endpoints/{ECHO}/info:0"]
-    for endpoint in endpoints:
-        record = decode_record(endpoint.key, endpoint.value, EndpointRecord)
-        assert (record.node_id, record.instance, record.idempotent) == (node.node_id, 0, True)
-        assert endpoint.lease != 0, "an endpoint must be bound to the node's lease"
+    assert [e.key for e in endpoints] == [f"endpoints/{ECHO}/0"], "one record per instance"
+    record = decode_record(endpoints[0].key, endpoints[0].value, EndpointRecord)
+    assert (record.node_id, record.instance) == (node.node_id, 0)
+    assert (record.entries, record.idempotent) == (("echo", "info"), ("echo", "info"))
+    assert endpoints[0].lease != 0, "an endpoint must be bound to the node's lease"
     payload = {"hello": ["wörld", 1, 2.5, None, True], "nested": {"a": []}}
     response = await invoke(node.ingress, "org.aether:echo", "echo", payload)
     assert (response.status_code, response.json()) == (200, payload)

@@ -166,12 +166,14 @@ async def test_metrics_follow_a_rollout_and_calls(tmp_path: Path, sample_index: 
             rolled = await scrape_until(http, managements, instances_shown, "the ACTIVE echo instances")
             for node, found in rolled.items():
                 count = echo_per_node.get(node, 0)
-                # placed, an instance goes LOADING → ACTIVE (no ACTIVATING right after its load)
-                for state, times in (("LOADING", count), ("ACTIVATING", 0), ("ACTIVE", count)):
-                    transitions = found.value(
-                        "aether_slice_transitions_total", artifact=ECHO_ID, version="1.0.0", state=state
-                    )
-                    assert transitions == times, (node, state, transitions, times)
+
+                # placed, an instance goes (LOADING, only if its load is slow) → ACTIVE (no ACTIVATING
+                # right after its load)
+                loading, activating, active = (
+                    found.value("aether_slice_transitions_total", artifact=ECHO_ID, version="1.0.0", state=s)
+                    for s in ("LOADING", "ACTIVATING", "ACTIVE")
+                )
+                assert loading <= count and (activating, active) == (0, count), (node, loading, active, count)
                 memory = found.matching("aether_slice_process_resident_memory_bytes", artifact=ECHO_ID)
                 cpu = found.matching("aether_slice_process_cpu_seconds_total", artifact=ECHO_ID)
                 assert len(memory) == len(cpu) == count, (node, memory, cpu)

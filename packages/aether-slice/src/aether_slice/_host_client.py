@@ -53,6 +53,10 @@ class SliceHostError(Exception):
         self.remote_type = remote_type
 
 
+_FORK_ID = 1  # the id of the one FORK the fixture sends each template
+_NO_WORD = "its connection closed"  # what an instance's end is when its template said nothing of it
+
+
 class _Frames:
     """The protocol's frames read from a file descriptor against a deadline."""
 
@@ -72,7 +76,10 @@ class _Frames:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
                 raise SliceHostError("timeout", f"{self.what} did not answer in time")
-            chunk = os.read(self.fd, 65536)
+            try:
+                chunk = os.read(self.fd, 65536)
+            except ConnectionResetError:  # (it ended with what we sent unread)
+                chunk = b""
             if not chunk:
                 raise SliceHostError("crashed", f"{self.what} closed its end")
             self.decoder.feed(chunk)
@@ -173,15 +180,19 @@ class SliceInstance:
     # ------------------------------------------------------------ processes
 
     def _spawn(self) -> None:
-        # As a node runs it: the template imports the slice once, with the instance's config.
+        # As a node runs it: the template imports the slice once, with the instance's config. It does not
+        # answer the FORK (unless it refuses it): the instance's pid comes with its answer to LOAD.
         env = dict(os.environ, PYTHONUNBUFFERED="1", AETHER_SLICE_CONFIG=json.dumps(self.config))
-        deadline = time.monotonic() + self.timeout
-        template_log = self._template_log
         control, theirs = socket.socketpair()
         ours, instance_end = socket.socketpair()
         self._control, self._socket = control, ours
         try:
-            with theirs, instance_end, open(template_log, "ab") as log, open(self.log_path, "ab") as output:
+            with (
+                theirs,
+                instance_end,
+                open(self._template_log, "ab") as log,
+                open(self.log_path, "ab") as output,
+            ):
                 self._template = subprocess.Popen(
                     [self.python, "-m", "aether_slice.host", "--preload", self.artifact],
                     stdin=theirs,
@@ -191,26 +202,19 @@ class SliceInstance:
                     start_new_session=True,  # a Ctrl-C in the terminal is pytest's, not the slice's
                 )
                 self._template_frames = _Frames(control.fileno(), "the slice template process")
-                request = _frame(protocol.request(1, Kind.FORK, config=self.config))
+                request = _frame(protocol.fork(_FORK_ID, self.config))
                 socket.send_fds(control, [request], [instance_end.fileno(), output.fileno()])
-                reply = self._template_frames.receive(deadline)
-        except (OSError, SliceHostError) as error:
-            output_lines = template_log.read_text(errors="replace").strip().splitlines()[-10:]
-            raise SliceHostError(
-                "crashed",
-                f"the slice host `{self.python} -m aether_slice.host` did not start ({error}); its output:\n"
-                + ("\n".join(output_lines) or "(none)"),
-            ) from None
-        while "event" in reply:  # an exit event cannot come before the fork's reply; skip to be safe
-            reply = self._template_frames.receive(deadline)
-        if "ok" not in reply:
-            raise SliceHostError("protocol", f"the slice template did not fork: {reply}")
-        try:
-            protocol.check_version(reply["ok"])
-        except ProtocolError as error:
-            raise SliceHostError("protocol", str(error)) from None
-        self.pid = int(reply["ok"]["pid"])
+        except OSError as error:
+            raise self._not_started(str(error)) from None
         self._frames = _Frames(ours.fileno(), f"{self.coordinates}#{self.instance}")
+
+    def _not_started(self, why: str) -> SliceHostError:
+        output_lines = self._template_log.read_text(errors="replace").strip().splitlines()[-10:]
+        return SliceHostError(
+            "crashed",
+            f"the slice host `{self.python} -m aether_slice.host` did not start ({why}); its output:\n"
+            + ("\n".join(output_lines) or "(none)"),
+        )
 
     def _log_tail(self, lines: int = 20) -> str:
         text = self.log
@@ -230,9 +234,11 @@ class SliceInstance:
         with contextlib.suppress(SliceHostError):
             while True:
                 event = self._template_frames.receive(deadline)
-                if event.get("event") == Kind.EXIT and event.get("pid") == self.pid:
+                if event.get("event") == Kind.EXIT and event.get("fork") == _FORK_ID:
                     return protocol.describe_exit(int(event["code"]))
-        return "its connection closed"
+                if "error" in event and event.get("id") == _FORK_ID:
+                    return f"the slice template refused to fork: {protocol.failure_of(event).text}"
+        return _NO_WORD
 
     # ------------------------------------------------------------ protocol
 
@@ -312,17 +318,26 @@ class SliceInstance:
             )
 
     def _load(self) -> dict[str, Any]:
+        """LOAD, and the instance's pid and protocol version from its answer."""
         try:
-            return dict(
-                self._request(
-                    Kind.LOAD,
-                    entry_point=self.artifact,
-                    coordinates=self.coordinates,
-                    instance=self.instance,
-                    config=self.config,
-                )
+            reply = self._request(
+                Kind.LOAD,
+                entry_point=self.artifact,
+                coordinates=self.coordinates,
+                instance=self.instance,
+                config=self.config,
             )
+            try:
+                protocol.check_version(reply, unnamed=2)
+            except ProtocolError as error:
+                raise SliceHostError("protocol", str(error)) from None
+            self.pid = int(reply["pid"])
+            return dict(reply)
         except SliceHostError as error:
+            template = self._template
+            if error.kind == "crashed" and self.exit_reason == _NO_WORD and template is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):  # the template itself is gone?
+                    raise self._not_started(f"it exited with code {template.wait(2.0)}") from None
             if error.kind != protocol.HostErrorKind.ENTRY_POINT or not error.message.startswith(
                 "no entry point"
             ):

@@ -300,7 +300,8 @@ class Host(asyncio.Protocol):
             raise HostError("entry_point", "the slice declares no entry points (hook aether_entry_points)")
         self.entries = entries
         self.plugins = manager  # loaded: only now may START run its start hook (a node sends it right behind)
-        return {"entry_points": [{"name": e.name, "idempotent": e.idempotent} for e in entries.values()]}
+        declared = [{"name": e.name, "idempotent": e.idempotent} for e in entries.values()]
+        return protocol.loaded(declared, os.getpid())  # (the template does not answer FORK: the pid is here)
 
     def call_hook(self, name: str) -> list[Any]:
         """Call hook `name` of the loaded slice; what its implementations returned."""
@@ -585,12 +586,14 @@ class Template:
     """The fork server: imports the runtime once, then forks one child per instance on request.
 
     Protocol on stdin/stdout, one Unix stream socket (`aether_slice.protocol` frames): FORK, with the
-    child's two descriptors → a REPLY {"pid", "version"}; and an EXIT event when a child ends.
+    child's two descriptors → no answer (an ERROR if refused: the child's pid comes with its answer to
+    LOAD, one message the template does not write per fork); KILL → the child of that FORK killed; and
+    an EXIT event naming the FORK when a child ends.
     Single-threaded on purpose: forking a threaded process is unsafe.
     """
 
     def __init__(self) -> None:
-        self.children: set[int] = set()
+        self.children: dict[int, Any] = {}  # pid → the id of the FORK it came of
         self.frames = protocol.FrameDecoder()
         # Descriptors received and not yet given to a child, in the order their FORKs came (the kernel
         # hands them over with the first bytes of their message, so by the time a FORK's frame is whole
@@ -680,20 +683,27 @@ class Template:
         return True
 
     def handle(self, request: dict[str, Any]) -> None:
+        if request.get("op") == Kind.KILL:
+            self.kill(request.get("fork"))
+            return
         if request.get("op") != Kind.FORK:
-            self.refuse(request, f"a template answers only {Kind.FORK}, not {request.get('op')!r}")
+            self.refuse(
+                request, f"a template answers only {Kind.FORK} and {Kind.KILL}, not {request.get('op')!r}"
+            )
             return
         if len(self.fds) < protocol.FORK_FDS:
             self.refuse(request, f"a fork request must come with {protocol.FORK_FDS} descriptors")
             return
         connection, output = self.fds.popleft(), self.fds.popleft()
         try:
-            if _preloaded and (request.get("config") or {}) != _preloaded_config:
-                self.refuse(
-                    request,
+            why = protocol.refuse_fork_of_another_version(request)
+            if why is None and _preloaded and (request.get("config") or {}) != _preloaded_config:
+                why = (
                     "this template imported the slice with another config (its AETHER_SLICE_CONFIG):"
-                    " an instance of this config needs a template of its own",
+                    " an instance of this config needs a template of its own"
                 )
+            if why is not None:  # (the node's end of the connection then ends: its LOAD gets no answer)
+                self.refuse(request, why)
                 return
             sys.stderr.flush()  # nothing buffered may be written twice
             pid = os.fork()
@@ -703,8 +713,21 @@ class Template:
         finally:  # (the child never gets here: `_child` does not return)
             os.close(connection)
             os.close(output)
-        self.children.add(pid)
-        self.write(protocol.forked(request.get("id"), pid))
+        self.children[pid] = request.get("id")
+
+    def kill(self, fork_id: Any) -> None:
+        """SIGKILL the process group of the child of FORK `fork_id` (the child leads its own session), or
+        the child alone if it has not made its session yet; nothing if it is gone already."""
+        pid = next((pid for pid, forked_by in self.children.items() if forked_by == fork_id), None)
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:  # (no group of its own yet)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def refuse(self, request: dict[str, Any], why: str) -> None:
         self.write(protocol.error_reply(request.get("id"), protocol.HostErrorKind.PROTOCOL, why))
@@ -717,9 +740,9 @@ class Template:
                 return
             if pid == 0:
                 return
-            self.children.discard(pid)
+            fork_id = self.children.pop(pid, None)
             code = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
-            self.write(protocol.exit_event(pid, code))
+            self.write(protocol.exit_event(pid, code, fork_id))
 
 
 OOM_SCORE_ADJ = 500  # the kernel's OOM killer ends a slice instance before a node or a KV replica (0)

@@ -12,20 +12,27 @@ Messages (`Kind` names each; `kind_of` tells which one a message is, or raises P
 
     HELLO    instance → ingress worker, first on an attached connection {"hello": token, "pid", "version"}
     LOAD     node → instance          {"id": int, "op": "load", "entry_point", "coordinates", "instance",
-                                       "config"} → REPLY {"entry_points": [{"name", "idempotent"}]}
+                                       "config"} → REPLY {"entry_points": [{"name", "idempotent"}], "pid",
+                                       "version"}: the instance's pid and the version it speaks come
+                                       with its first answer (the template does not answer a FORK)
     START    node → instance          {"id", "op": "start"}: the aether_start hook → REPLY {}
     STOP     node → instance          {"id", "op": "stop"}: the aether_stop hook → REPLY {}
     INVOKE   node → instance          {"id", "op": "invoke", "entry", "payload"} → REPLY the result
     HEALTH   node → instance          {"id", "op": "health"} → REPLY {"pid", "max_rss_kib", "cpu_s"}
     CALL     instance → node          {"id": "c<n>", "op": "call", "artifact", "entry", "payload",
                                        "timeout"}: a slice calling another slice through the cluster
-    FORK     node → template          {"id", "op": "fork", "config"[, "name"]}, sent with two descriptors
+    FORK     node → template          {"id", "op": "fork", "config", "version"[, "name"]}, sent with two
+                                       descriptors
                                        (SCM_RIGHTS, `FORK_FDS`): the instance's end of its connection to
                                        the node (a connected Unix stream socket: no HELLO on it) and its
                                        stdout and stderr (the node's pipe into the instance's log); the
                                        child takes `name` as its process name (Linux: 15 bytes)
-                                       → REPLY {"pid", "version"}; a template that imported the slice
-                                       (--preload) refuses (ERROR "protocol") an instance of another config
+                                       → no answer if it forked; ERROR "protocol" if it refused: a FORK
+                                       of another version, or (a template that imported the slice,
+                                       --preload) an instance of another config
+    KILL     node → template          {"id", "op": "kill", "fork": the FORK's id}: SIGKILL that child's
+                                       process group (one whose pid the node does not know yet: its LOAD
+                                       unanswered) → no answer (its EXIT follows)
     ATTACH   node → instance          {"id", "op": "attach", "socket", "token"}: open a second connection
                                        to that Unix socket (the node's ingress worker), say HELLO there
                                        with the token, and serve INVOKE on it too → REPLY {} once sent.
@@ -33,15 +40,21 @@ Messages (`Kind` names each; `kind_of` tells which one a message is, or raises P
                                        kind "stopped" (the call did not run: its caller routes it again).
     REPLY    the side asked           {"id", "ok": result}
     ERROR    the side asked           {"id", "error": {"kind", "message"[, "detail"][, "type"]}}
-    EXIT     template → node          {"event": "exit", "pid", "code"} (code < 0: killed by that signal)
+    EXIT     template → node          {"event": "exit", "pid", "code", "fork": the FORK's id} (code < 0:
+                                       killed by that signal)
 
-Every request gets exactly one REPLY or ERROR with its id. The error kinds a slice process answers with
+Every request but FORK and KILL gets exactly one REPLY or ERROR with its id (a FORK only an ERROR, if
+refused). The error kinds a slice process answers with
 are `HostErrorKind`; the node answers a CALL with the kinds of its own error vocabulary.
 
-`VERSION` is the protocol's version, carried by HELLO and by the template's answer to FORK; a peer
-speaking another version is refused. A message without one is version 1: the runners before versions
-were named spoke it. Version 2: FORK passes the instance its connection and its output as descriptors
+`VERSION` is the protocol's version, carried by HELLO, by FORK and by an instance's answer to LOAD; a
+peer speaking another version is refused (the template refuses a FORK of another version, the node an
+answer to LOAD of another). A message without one is version 1: the runners before versions were
+named spoke it. Version 2: FORK passes the instance its connection and its output as descriptors
 (version 1 named a socket path, a token and a log path, and the instance connected and said HELLO).
+Version 3: the template answers FORK only to refuse it; the instance's pid and version come with its
+answer to LOAD, EXIT names the FORK, and KILL ends a child by its FORK (a version 2 template answered
+FORK with the pid and the version, and its instances answered LOAD without them).
 """
 
 from __future__ import annotations
@@ -53,7 +66,7 @@ import signal
 import struct
 from typing import Any
 
-VERSION = 2
+VERSION = 3
 FORK_FDS = 2  # the descriptors a FORK carries: the instance's connection, then its output
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
@@ -84,6 +97,7 @@ class Kind(enum.StrEnum):
     HEALTH = "health"
     CALL = "call"
     FORK = "fork"
+    KILL = "kill"
     ATTACH = "attach"
     REPLY = "reply"
     ERROR = "error"
@@ -91,7 +105,7 @@ class Kind(enum.StrEnum):
 
 
 REQUESTS = frozenset(
-    {Kind.LOAD, Kind.START, Kind.STOP, Kind.INVOKE, Kind.HEALTH, Kind.CALL, Kind.FORK, Kind.ATTACH}
+    {Kind.LOAD, Kind.START, Kind.STOP, Kind.INVOKE, Kind.HEALTH, Kind.CALL, Kind.FORK, Kind.KILL, Kind.ATTACH}
 )
 _OPS = {str(kind): kind for kind in REQUESTS}
 
@@ -272,10 +286,11 @@ def token_of(message: dict[str, Any] | None) -> str:
     return message["hello"]
 
 
-def check_version(message: dict[str, Any]) -> None:
-    """Raises ProtocolError if a HELLO, or a template's answer to FORK, is of another version of the
-    protocol than this side's."""
-    version = message.get("version", 1)
+def check_version(message: dict[str, Any], *, unnamed: int = 1) -> None:
+    """Raises ProtocolError if a HELLO, an instance's answer to LOAD, or a FORK is of another version of
+    the protocol than this side's; `unnamed` is the version of a message that names none (a HELLO
+    without one is version 1; an answer to LOAD without one, version 2)."""
+    version = message.get("version", unnamed)
     if version != VERSION:
         raise ProtocolError(
             f"the slice process speaks host protocol version {version!r} and this side version {VERSION}:"
@@ -283,14 +298,36 @@ def check_version(message: dict[str, Any]) -> None:
         )
 
 
-def forked(request_id: Any, pid: int) -> dict[str, Any]:
-    """A template's answer to FORK: the child's pid, and the version the child speaks (the template's)."""
-    return reply(request_id, {"pid": pid, "version": VERSION})
+def fork(request_id: int, config: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The node's FORK (sent with the child's two descriptors), naming the version the node speaks."""
+    fields: dict[str, Any] = {"config": config, "version": VERSION}
+    if name is not None:
+        fields["name"] = name
+    return request(request_id, Kind.FORK, **fields)
 
 
-def exit_event(pid: int, code: int) -> dict[str, Any]:
-    """The template's word that a child it forked ended (code < 0: killed by that signal)."""
-    return {"event": "exit", "pid": pid, "code": code}
+def refuse_fork_of_another_version(request: dict[str, Any]) -> str | None:
+    """Why a template refuses `request` (a FORK) for its version, or None if it speaks this one."""
+    version = request.get("version")
+    if version == VERSION:
+        return None
+    if version is None:
+        version = "2 or older (it names none)"
+    return (
+        f"the node speaks host protocol version {version} and this slice's aether-slice version {VERSION}:"
+        " run the slice with the aether-slice of its node"
+    )
+
+
+def loaded(entry_points: list[dict[str, Any]], pid: int) -> dict[str, Any]:
+    """An instance's answer to LOAD: its entry points, its pid and the version it speaks."""
+    return {"entry_points": entry_points, "pid": pid, "version": VERSION}
+
+
+def exit_event(pid: int, code: int, fork_id: Any = None) -> dict[str, Any]:
+    """The template's word that a child it forked (for FORK `fork_id`) ended (code < 0: killed by that
+    signal)."""
+    return {"event": "exit", "pid": pid, "code": code, "fork": fork_id}
 
 
 def describe_exit(code: int) -> str:

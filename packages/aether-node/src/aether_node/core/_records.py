@@ -65,12 +65,15 @@ class SliceRecord:
 
 @attrs.frozen(kw_only=True)
 class EndpointRecord:
-    """`endpoints/{artifact}/{entry}:{instance}`: written by the owning node, bound to its lease."""
+    """`endpoints/{group:artifact:version}/{instance}`: an ACTIVE instance's entry points, one record per
+    instance (not per entry point: one KV write and one watch event per instance); written by the owning
+    node, bound to its lease."""
 
     node_id: str
     instance: int
+    entries: tuple[str, ...] = ()  # the entry points a call may name, sorted
+    idempotent: tuple[str, ...] = ()  # those of `entries` whose failed calls may be retried elsewhere
     state: str = "ACTIVE"
-    idempotent: bool = False
     timestamp: float = 0.0
     schema_version: int = SCHEMA_VERSION
 

@@ -65,19 +65,18 @@ def node_key(node_id: str) -> str:
     return f"{NODES}{node_id}"
 
 
-def endpoint_key(coordinates: Coordinates, entry: str, instance: int) -> str:
-    return f"{ENDPOINTS}{coordinates}/{entry}:{instance}"
+def endpoint_key(coordinates: Coordinates, instance: int) -> str:
+    """`endpoints/{group:artifact:version}/{instance}`: one record per ACTIVE instance, listing its entry
+    points."""
+    return f"{ENDPOINTS}{coordinates}/{instance}"
 
 
-def parse_endpoint_key(key: str) -> tuple[Coordinates, str, int] | None:
+def parse_endpoint_key(key: str) -> tuple[Coordinates, int] | None:
     parts = key.split("/")
-    if len(parts) != 3 or parts[0] + "/" != ENDPOINTS:
-        return None
-    entry, _, instance = parts[2].rpartition(":")
-    if not entry or not instance.isdigit():
+    if len(parts) != 3 or parts[0] + "/" != ENDPOINTS or not parts[2].isdigit():
         return None
     try:
-        return Coordinates.parse(parts[1]), entry, int(instance)
+        return Coordinates.parse(parts[1]), int(parts[2])
     except Exception:
         return None
 

@@ -89,28 +89,34 @@ def _order(endpoint: Endpoint) -> tuple[str, str, int]:
     return (endpoint.node_id, *endpoint.target)
 
 
-def _endpoint(key: str, value: bytes) -> Endpoint | None:
-    """An `endpoints/` record as an Endpoint; None if its key or value does not parse."""
+def _endpoints(key: str, value: bytes) -> tuple[Endpoint, ...]:
+    """An `endpoints/` record as one Endpoint per entry point it lists; none if its key or value does
+    not parse."""
     parsed = parse_endpoint_key(key)
     if parsed is None:
-        return None
-    coordinates, entry, instance = parsed
+        return ()
+    coordinates, instance = parsed
     try:
         record = decode_record(key, value, EndpointRecord)
     except RecordError:
-        return None
-    return Endpoint(
-        coordinates=coordinates,
-        entry=entry,
-        instance=instance,
-        node_id=record.node_id,
-        idempotent=record.idempotent,
+        return ()
+    idempotent = set(record.idempotent)
+    return tuple(
+        Endpoint(
+            coordinates=coordinates,
+            entry=entry,
+            instance=instance,
+            node_id=record.node_id,
+            idempotent=entry in idempotent,
+        )
+        for entry in record.entries
     )
 
 
 class EndpointRegistry:
     """Endpoints by (artifact, entry), node addresses, per-slice balancing; brought up to date when the
-    cache moves: an endpoint record is decoded once per change of it (the keys the cache says were
+    cache moves: an endpoint record (an instance's, listing its entry points) is decoded once per change
+    of it (the keys the cache says were
     touched), and only the routes it belongs to are sorted again (a route not touched keeps its tuple,
     the same object); a change of `nodes/` filters every route again, one of `blueprints/` or
     `cluster/rollouts/` decodes those (few) records again."""
@@ -124,8 +130,9 @@ class EndpointRegistry:
         self._nodes: dict[str, NodeRecord] = {}
         self._balancing: dict[str, Balancing] = {}
         self._splits: dict[str, VersionSplit] = {}
-        # every decoded endpoint record, of any node: by key, and by route
-        self._decoded: dict[str, Endpoint] = {}
+        # every decoded endpoint record, of any node: its endpoints (one per entry point) by key, and
+        # each endpoint by route and key
+        self._decoded: dict[str, tuple[Endpoint, ...]] = {}
         self._found: dict[tuple[str, str], dict[str, Endpoint]] = {}
 
     PREFIXES = (ENDPOINTS, NODES, BLUEPRINTS, ROLLOUTS)
@@ -163,13 +170,12 @@ class EndpointRegistry:
 
     def _update_endpoints(self, touched: set[str] | None) -> set[tuple[str, str]]:
         """Decode the endpoint records touched since the last time (None: every one); returns the
-        routes whose endpoints changed."""
+        routes whose endpoints changed (a record is an instance's: a route per entry point it lists)."""
         data = self.cache.data[ENDPOINTS]
         keys = data.keys() | self._decoded.keys() if touched is None else touched
         dirty = set()
         for key in keys:
-            old = self._decoded.pop(key, None)
-            if old is not None:
+            for old in self._decoded.pop(key, ()):
                 route = (old.coordinates.artifact_id, old.entry)
                 found = self._found[route]
                 del found[key]
@@ -177,10 +183,11 @@ class EndpointRegistry:
                     del self._found[route]
                 dirty.add(route)
             kv = data.get(key)
-            endpoint = None if kv is None else _endpoint(key, kv.value)
-            if endpoint is not None:
+            endpoints = () if kv is None else _endpoints(key, kv.value)
+            if endpoints:
+                self._decoded[key] = endpoints
+            for endpoint in endpoints:
                 route = (endpoint.coordinates.artifact_id, endpoint.entry)
-                self._decoded[key] = endpoint
                 self._found.setdefault(route, {})[key] = endpoint
                 dirty.add(route)
         return dirty

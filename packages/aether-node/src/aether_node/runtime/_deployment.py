@@ -19,6 +19,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import attrs
 import trio
@@ -56,6 +57,9 @@ from ._slice_store import LocalInstance, SliceStore, describe_failure
 log = logging.getLogger("aether_node.deployment")
 
 WITHDRAW_ATTEMPTS = 4  # a withdrawal that still fails is left to the node's lease
+# A load the leader just asked for writes LOADING only if it has not finished within this (seconds):
+# most finish sooner, and their record goes from the command straight to the outcome.
+LOADING_DELAY = 1.0
 PUBLISH_ATTEMPTS = 4  # a publication that still fails fails the activation
 
 
@@ -83,6 +87,19 @@ def _start_sent_with_load(step: Step, following: Step) -> bool:
     return step.kind is StepKind.LOAD and following.kind is StepKind.ACTIVATE and following.working is None
 
 
+def _loading_deferred(step: Step, record: SliceRecord | None, reason: str) -> bool:
+    """Whether the LOADING before `step` may wait for the load to take a while: only where the record
+    still says the leader's command (LOAD or ACTIVATE: asked, not there yet, which is true while it
+    loads) and there is no reason to show (a restart's). A record that says LOADED or ACTIVE (a restart
+    after the process died, or after the node's) would be false during the load: LOADING goes first."""
+    return (
+        step.kind is StepKind.LOAD
+        and record is not None
+        and record.state in (SliceState.LOAD, SliceState.ACTIVATE)
+        and not reason
+    )
+
+
 def _superseded(slot: _Slot, decided: int) -> bool:
     """Whether the leader wrote a command (or deleted the record) since revision `decided`: only the
     leader writes command states; this node writes the -ING states and the outcomes."""
@@ -101,6 +118,7 @@ class NodeDeploymentManager:
         restart_policy: RestartPolicy = RestartPolicy(),  # noqa: B008 (a frozen value)
         clock: Callable[[], float] = time.time,
         metrics: NodeMetrics | None = None,
+        loading_delay: float = LOADING_DELAY,
     ) -> None:
         self.kv = kv
         self.node_id = node_id
@@ -109,6 +127,7 @@ class NodeDeploymentManager:
         self.lease = lease
         self.restart_policy = restart_policy
         self.clock = clock
+        self.loading_delay = loading_delay
         self._slots: dict[InstanceKey, _Slot] = {}
         self._nursery: trio.Nursery | None = None
         self._batch = TxnBatcher(kv)  # the workers' writes, a few transactions per pass, not one each
@@ -284,7 +303,7 @@ class NodeDeploymentManager:
             if not started and _superseded(slot, decided):
                 return
             following = steps[index + 1] if index + 1 < len(steps) else None
-            if not await self._run_step(key, slot, step, reason, following):
+            if not await self._run_step(key, slot, step, reason, following, decided):
                 return
         outcome = outcome_to_record(target, slot.record.state if slot.record else None)
         if outcome is not None and not _superseded(slot, decided):
@@ -319,20 +338,24 @@ class NodeDeploymentManager:
         await self.store.unload(key)
 
     async def _run_step(
-        self, key: InstanceKey, slot: _Slot, step: Step, reason: str, following: Step | None = None
+        self, key: InstanceKey, slot: _Slot, step: Step, reason: str, following: Step | None, decided: int
     ) -> bool:
         # A deleted record (the leader forgot the instance, e.g. of a node whose lease lapsed) has no
         # state to write: the process is stopped without one. A working state written against the
         # deleted key would fail its compare and leave the process running, its endpoints published.
-        recorded = slot.record is not None
-        if step.working is not None and recorded and not await self._write(key, slot, step.working, reason):
+        deferred = _loading_deferred(step, slot.record, reason)
+        working = None if slot.record is None or deferred else step.working
+        if working is not None and not await self._write(key, slot, working, reason):
             return False
         try:
             match step.kind:
                 case StepKind.LOAD:
                     config = dict(slot.record.config) if slot.record else {}
                     start = following is not None and _start_sent_with_load(step, following)
-                    await self.store.load(key, config, start=start)
+                    if deferred:
+                        await self._load_saying_so_if_late(key, slot, decided, config, start)
+                    else:
+                        await self.store.load(key, config, start=start)
                 case StepKind.ACTIVATE:
                     instance = self.store.get(key)
                     assert instance is not None
@@ -359,6 +382,34 @@ class NodeDeploymentManager:
             await self._write(key, slot, SliceState.FAILED, describe_failure(step.kind.value, error))
             return False
         return True
+
+    async def _load_saying_so_if_late(
+        self, key: InstanceKey, slot: _Slot, decided: int, config: dict[str, Any], start: bool
+    ) -> None:
+        """Load, and write LOADING only once the load has taken `loading_delay` (unless a newer command
+        came: then the record is the leader's). A LOADING write that started is finished before this
+        returns or raises (a FAILED after it compares on the revision it wrote), never cancelled by the
+        load's end; a hung load is shown LOADING until its deadline fails it. Cancelled with the worker,
+        both end."""
+        loaded = trio.Event()
+
+        async def say_loading() -> None:
+            with trio.move_on_after(self.loading_delay):
+                await loaded.wait()
+            if not loaded.is_set() and not _superseded(slot, decided):
+                await self._write(key, slot, SliceState.LOADING, "")
+
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(say_loading)
+            try:
+                await self.store.load(key, config, start=start)
+            except Exception as error:  # raised once the LOADING write, if it started, is done
+                failure = error
+            finally:
+                loaded.set()
+        if failure is not None:
+            raise failure
 
     # ------------------------------------------------------------ KV writes
 
@@ -459,37 +510,35 @@ class NodeDeploymentManager:
                 await trio.sleep(0.1 * 2 ** (failures - 1))
 
     async def _put_endpoints(self, key: InstanceKey, instance: LocalInstance, lease: int) -> None:
-        await self._put_all(self._endpoint_puts(key, instance, lease))
+        puts = self._endpoint_puts(key, instance, lease)
+        if puts:
+            await self._txn([], puts)
 
     def _endpoint_puts(self, key: InstanceKey, instance: LocalInstance, lease: int) -> list[Put]:
-        now = self.clock()
+        """The instance's endpoint record (one for all its entry points); none if it has no entry point."""
+        if not instance.entry_points:
+            return []
+        entries = tuple(sorted(instance.entry_points))
+        record = EndpointRecord(
+            node_id=self.node_id,
+            instance=key.instance,
+            entries=entries,
+            idempotent=tuple(entry for entry in entries if instance.entry_points[entry]),
+            timestamp=self.clock(),
+        )
         return [
-            Put(
-                key=endpoint_key(key.coordinates, entry, key.instance),
-                value=encode_record(
-                    EndpointRecord(
-                        node_id=self.node_id, instance=key.instance, idempotent=idempotent, timestamp=now
-                    )
-                ),
-                lease=lease,
-            )
-            for entry, idempotent in sorted(instance.entry_points.items())
+            Put(key=endpoint_key(key.coordinates, key.instance), value=encode_record(record), lease=lease)
         ]
-
-    async def _put_all(self, puts: list[Put]) -> None:
-        for start in range(0, len(puts), 100):
-            await self._txn([], list(puts[start : start + 100]))
 
     async def _withdraw(self, key: InstanceKey, instance: LocalInstance) -> None:
         instance.withdrawn = True  # first: a republish must not put them back
-        deletes = [
-            Delete(key=endpoint_key(key.coordinates, entry, key.instance)) for entry in instance.entry_points
-        ]
+        deletes = [Delete(key=endpoint_key(key.coordinates, key.instance))] if instance.entry_points else []
+        if not deletes:
+            return
         backoff = 0.1
         for attempt in range(WITHDRAW_ATTEMPTS):
             try:
-                for start in range(0, len(deletes), 100):
-                    await self._txn([], list(deletes[start : start + 100]))
+                await self._txn([], deletes)
                 return
             except KVError as error:  # deletes are idempotent: try again (a batch may have timed out)
                 if attempt == WITHDRAW_ATTEMPTS - 1:  # the lease takes them with the node if it goes

@@ -5,7 +5,8 @@ really runs. The plan walks from one to the other; each step names the -ING stat
 none) and the outcome written after the last step. An activation that directly follows the load in the
 same plan writes no ACTIVATING: the LOADING before it keeps the command (ACTIVATE), so a node that
 restarts mid-way still knows where it was going, and the next write is the outcome, ACTIVE (one KV
-write, and every watch delivery of it, fewer per instance placed).
+write, and every watch delivery of it, fewer per instance placed). Whether the LOADING is written at
+once or only if the load is slow is the shell's choice (`_deployment._loading_deferred`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ node talks to a template over one Unix stream socket (its stdin and stdout) and 
 the two descriptors the child keeps: its end of a socket pair whose other end is the node's connection
 to the instance, and its stdout and stderr (the write end of the instance log's pipe). The instance
 then speaks the host protocol on that connection (`aether_slice.protocol`: frames, messages, version).
+The template answers a FORK only to refuse it: the instance's pid and protocol version come with its
+answer to LOAD (one message fewer per instance for the template to write and the node to read); until
+then the node names the child by its FORK's id (the template's EXIT events and KILL do too).
 This module spawns templates, forks instances, serves the calls slices make to other slices, and
 notices an instance's death at once (its connection closes).
 """
@@ -13,6 +16,7 @@ notices an instance's death at once (its connection closes).
 from __future__ import annotations
 
 import array
+import itertools
 import json
 import logging
 import math
@@ -25,7 +29,7 @@ from typing import Any
 
 import trio
 
-from aether_kv import Replies, Reply
+from aether_kv import Replies
 from aether_slice import protocol
 from aether_slice.protocol import Kind, ProtocolError
 
@@ -211,11 +215,12 @@ class SliceTemplate:
         self.config = dict(config)
         self.process: ChildProcess | None = None
         self.control: trio.socket.SocketType | None = None  # the template's stdin and stdout
-        self._replies: Replies[Reply] = Replies()
-        self.exits: dict[int, int] = {}
+        self.ends: dict[int, str] = {}  # FORK id → how its child ended, or why there was none
         self.exited = trio.Event()
-        self._exit_changed = trio.Event()
+        self._ends_changed = trio.Event()
         self._lock = trio.Lock()
+        self._fork_ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
         self.users = 0  # instances of the node's forked (or being forked) from it (SliceStore counts)
         self.idle_since = trio.current_time()  # when `users` last fell to 0
 
@@ -253,6 +258,7 @@ class SliceTemplate:
             ours.close()
             raise
         self.control = trio.socket.from_stdlib_socket(ours)
+        self._nursery = nursery
         nursery.start_soon(self._read_loop)
 
     async def _read_loop(self) -> None:
@@ -268,11 +274,12 @@ class SliceTemplate:
                     frames.feed(chunk)
                     continue
                 if message.get("event") == Kind.EXIT:
-                    self.exits[int(message["pid"])] = int(message["code"])
-                    changed, self._exit_changed = self._exit_changed, trio.Event()
-                    changed.set()
-                    continue
-                self._replies.deliver(message)
+                    self._ended(message.get("fork"), protocol.describe_exit(int(message["code"])))
+                elif "error" in message:  # a FORK refused
+                    why = f"the slice template refused to fork: {protocol.failure_of(message).text}"
+                    self._ended(message.get("id"), why)
+                # (an answer that says it forked is a version 2 template's: its child's answer to LOAD,
+                # which names no version, is refused)
         except (OSError, trio.ClosedResourceError):
             pass
         except ProtocolError as error:
@@ -281,61 +288,60 @@ class SliceTemplate:
             log.exception("the slice template of %s sent what it must not", self.log_path)
         finally:
             self.exited.set()
-            self._exit_changed.set()
-            self._replies.end()
+            self._ends_changed.set()
             self.control.close()  # (a template still running exits when its socket closes)
             await self.process.stop(1)
 
-    async def fork(self, config: Mapping[str, Any], name: str, fds: tuple[int, int], timeout: float) -> int:
-        """Fork an instance of `config`, named `name` (its process name), that keeps `fds` (its
-        connection, its output: the template takes copies of them). Its pid; raises SliceHostError (the
-        template died, refused, or answered in another protocol version) or StepTimeoutError."""
-        assert self.control is not None
-        waiter = Reply()
-        request_id = self._replies.add(waiter)
-        try:
-            fork = protocol.request(request_id, Kind.FORK, config=dict(config), name=name)
-            frame = protocol.encode(fork)
-            try:
-                async with self._lock:  # one frame at a time on the socket
-                    await self._send(frame, fds)
-            except (OSError, trio.ClosedResourceError):
-                raise SliceHostError(
-                    "template", f"the slice template process died ({self.log_path})"
-                ) from None
-            with trio.move_on_after(timeout) as waiting:
-                await waiter.wait()
-            if waiting.cancelled_caught:
-                raise StepTimeoutError(f"the slice template did not fork within {timeout:g} s")
-        finally:
-            self._replies.discard(request_id)
-        if waiter.reply is not None and "error" in waiter.reply:
-            failure = protocol.failure_of(waiter.reply)
-            raise SliceHostError("template", f"the slice template refused to fork: {failure.text}")
-        if waiter.reply is None or not isinstance(waiter.reply.get("ok"), dict):
-            raise SliceHostError(
-                "template", f"the slice template did not fork an instance (see {self.log_path})"
-            )
-        try:
-            protocol.check_version(waiter.reply["ok"])
-        except ProtocolError as error:  # (the child it forked exits: its connection is closed on us)
-            raise SliceHostError(protocol.HostErrorKind.PROTOCOL, str(error)) from None
-        return int(waiter.reply["ok"]["pid"])
+    def _ended(self, fork_id: Any, reason: str) -> None:
+        if isinstance(fork_id, int):
+            self.ends[fork_id] = reason
+            changed, self._ends_changed = self._ends_changed, trio.Event()
+            changed.set()
 
-    async def _send(self, frame: bytes, fds: tuple[int, int]) -> None:
+    async def fork(self, config: Mapping[str, Any], name: str, fds: tuple[int, int]) -> int:
+        """Ask for an instance of `config`, named `name` (its process name), that keeps `fds` (its
+        connection, its output: the template takes copies of them); the FORK's id, which names the child
+        until its answer to LOAD gives its pid. No answer is awaited: a refusal is how the child "ended"
+        (`exit_reason`), and its connection then closes. Raises SliceHostError if the template is gone."""
+        assert self.control is not None
+        fork_id = next(self._fork_ids)
+        frame = protocol.encode(protocol.fork(fork_id, dict(config), name))
+        try:
+            async with self._lock:  # one frame at a time on the socket
+                await self._send(frame, fds)
+        except (OSError, trio.ClosedResourceError):
+            raise SliceHostError("template", f"the slice template process died ({self.log_path})") from None
+        return fork_id
+
+    def kill(self, fork_id: int) -> None:
+        """SIGKILL the child of FORK `fork_id` through the template (for a child whose pid the node does
+        not know yet); its EXIT follows. Nothing if the template is gone (its children went with it)."""
+        if self._nursery is not None and self.alive:
+            self._nursery.start_soon(self._send_kill, fork_id)
+
+    async def _send_kill(self, fork_id: int) -> None:
+        frame = protocol.encode(protocol.request(0, Kind.KILL, fork=fork_id))
+        try:
+            async with self._lock:
+                await self._send(frame, ())
+        except (OSError, trio.ClosedResourceError):
+            pass
+
+    async def _send(self, frame: bytes, fds: tuple[int, ...]) -> None:
         """`frame` with `fds` attached to its first bytes (the rest, if the socket took only part)."""
         assert self.control is not None
-        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
         sent = await self.control.sendmsg([frame], ancillary)
         while sent < len(frame):
             sent += await self.control.send(memoryview(frame)[sent:])
 
-    async def exit_code(self, pid: int, timeout: float) -> int | None:
-        """The exit code of a forked child, once the template has reaped it (None if not in time)."""
+    async def exit_reason(self, fork_id: int, timeout: float) -> str | None:
+        """How the child of FORK `fork_id` ended ("exit code 3", "killed by SIGKILL", or the template's
+        refusal to fork it), once the template has said (None if not in time)."""
         with trio.move_on_after(timeout):
-            while pid not in self.exits and not self.exited.is_set():
-                await self._exit_changed.wait()
-        return self.exits.pop(pid, None)
+            while fork_id not in self.ends and not self.exited.is_set():
+                await self._ends_changed.wait()
+        return self.ends.pop(fork_id, None)
 
     async def stop(self) -> None:
         if self.process is not None:
@@ -346,11 +352,12 @@ class SliceHost:
     """One instance: a child of its template, connected through the node's Unix socket."""
 
     def __init__(
-        self, template: SliceTemplate, connection: _Connection, pid: int, label: str, log_path: Path
+        self, template: SliceTemplate, connection: _Connection, fork_id: int, label: str, log_path: Path
     ) -> None:
         self.template = template
         self.connection = connection
-        self.pid = pid
+        self.fork_id = fork_id
+        self.pid: int | None = None  # from its answer to LOAD (`loaded`)
         self.label = label
         self.log_path = log_path
         self.exited = trio.Event()
@@ -374,25 +381,20 @@ class SliceHost:
         output: int,
         log_path: Path,
         on_call: CallHandler,
-        timeout: float,
     ) -> SliceHost:
         """Fork an instance from `template`, connected to this node by a socket pair, with `output` (the
         write end of the pipe into its log, `log_path`) as its stdout and stderr and `name` as its
-        process name. The caller keeps its own `output` and closes it."""
+        process name. The caller keeps its own `output` and closes it. Requests may be sent at once (the
+        instance reads them once it runs); its first, LOAD, is answered with its pid (`loaded`)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with theirs:
-                pid = await template.fork(config, name, (theirs.fileno(), output), timeout)
-        except StepTimeoutError:
-            ours.close()
-            raise StepTimeoutError(
-                f"{label}: the instance process did not start within {timeout:g} s"
-            ) from None
+                fork_id = await template.fork(config, name, (theirs.fileno(), output))
         except BaseException:
             ours.close()
             raise
         connection = _Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
-        host = cls(template, connection, pid, label, log_path)
+        host = cls(template, connection, fork_id, label, log_path)
         nursery.start_soon(host._read_loop, nursery, on_call)
         nursery.start_soon(connection.write_loop)
         nursery.start_soon(host._expire_loop)
@@ -420,8 +422,8 @@ class SliceHost:
         finally:
             self.connection.close()
             with trio.CancelScope(shield=True):
-                code = await self.template.exit_code(self.pid, timeout=2.0)
-            reason = protocol.describe_exit(code) if code is not None else "its connection closed"
+                ended = await self.template.exit_reason(self.fork_id, timeout=2.0)
+            reason = ended or "its connection closed"
             self.exit_reason = f"{self._killed_because}; {reason}" if self._killed_because else reason
             self.exited.set()
             self._timer.cancel()
@@ -561,6 +563,20 @@ class SliceHost:
             )
         return reply
 
+    def loaded(self, result: Any) -> None:
+        """Take the pid from the instance's answer to LOAD, checking the protocol version it speaks;
+        raises SliceHostError (protocol) if it speaks another (an answer without one is version 2's)."""
+        try:
+            if not isinstance(result, dict):
+                raise ProtocolError(f"an answer to {Kind.LOAD} must be an object, got {result!r}")
+            protocol.check_version(result, unnamed=2)
+            pid = result.get("pid")
+            if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+                raise ProtocolError(f"an answer to {Kind.LOAD} must name the instance's pid, got {pid!r}")
+        except ProtocolError as error:
+            raise SliceHostError(protocol.HostErrorKind.PROTOCOL, f"{self.label}: {error}") from None
+        self.pid = pid
+
     # ------------------------------------------------------------ ending
 
     async def close(self, grace: float = 3.0) -> None:
@@ -580,6 +596,9 @@ class SliceHost:
         `because` goes before the exit's description in `exit_reason`."""
         if because and not self._killed_because:
             self._killed_because = because
+        if self.pid is None:  # (its LOAD unanswered: the template knows its pid)
+            self.template.kill(self.fork_id)
+            return
         try:
             os.killpg(self.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):  # (the group is gone: nothing of it is left)

@@ -168,7 +168,6 @@ class SliceStore:
                 output=write_end,
                 log_path=self.log_path(key),
                 on_call=self._on_call,
-                timeout=self.timeouts.load,
             )
         finally:
             os.close(write_end)  # the process holds its own copy now (or never will): the pipe is its
@@ -181,7 +180,8 @@ class SliceStore:
                 config=config,
             )
             starting = host.send_ahead(Kind.START) if start else None
-            reply = await host.result_of(loading, self.timeouts.load)
+            reply = await host.result_of(loading, self.timeouts.load)  # (the fork's time included)
+            host.loaded(reply)
         except BaseException:
             await host.close(grace=0)  # (a START sent ahead is answered None: nobody waits for it)
             raise
