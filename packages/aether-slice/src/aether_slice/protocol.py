@@ -174,6 +174,12 @@ class FrameDecoder:
 
     def next(self) -> dict[str, Any] | None:
         """The next whole frame's message, or None until more bytes are fed. Raises ProtocolError."""
+        payload = self.next_payload()
+        return None if payload is None else decode(payload)
+
+    def next_payload(self) -> bytearray | None:
+        """The next whole frame's payload, not decoded (`decode` it: a reader may do so in another
+        thread), or None until more bytes are fed. Raises ProtocolError for a frame over the limit."""
         buffer, start = self._buffer, self._start
         if len(buffer) - start < HEADER.size:
             return None
@@ -184,7 +190,7 @@ class FrameDecoder:
         if len(buffer) < end:
             return None
         self._start = end
-        return decode(buffer[start + HEADER.size : end])
+        return buffer[start + HEADER.size : end]
 
     @property
     def buffered(self) -> int:

@@ -9,6 +9,7 @@ Reads that decide anything are linearizable; writes go through Raft like every K
 from __future__ import annotations
 
 import collections
+import functools
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -56,6 +57,7 @@ from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, RequestError
 from ..core._kv_errors import FAILOVER_TIME, store_error, store_errors
+from ..core._off_loop import run_sized
 from ..core._records import (
     LeaderClaim,
     NodeOperationRecord,
@@ -126,6 +128,17 @@ def _apply_failed(doing: str, last: KVError, in_doubt: bool) -> RequestError:
             " (a write of it went unanswered and may have landed: read the blueprint before applying again)"
         )
     return store_error(last, doing)
+
+
+async def read_blueprint(text: str, source: str, *, timestamp: float = 0.0) -> Blueprint:
+    """The blueprint `text` holds (a big one parsed off the event loop); a `bad_request` error naming
+    every problem if it is not one."""
+    try:
+        return await run_sized(
+            len(text), functools.partial(parse_blueprint, timestamp=timestamp), text, source
+        )
+    except BlueprintError as error:
+        raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
 
 
 def applied(stored: Stored, *, notes: tuple[str, ...] = ()) -> ApplyResult:
@@ -238,10 +251,7 @@ class Handlers:
     # ------------------------------------------------------------ blueprints
 
     async def validate_blueprint(self, text: str, source: str) -> BlueprintInfo:
-        try:
-            return _info(parse_blueprint(text, source))
-        except BlueprintError as error:
-            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
+        return _info(await read_blueprint(text, source))
 
     async def refuse_claimed(self, blueprint: Blueprint, source: str) -> dict[str, Blueprint]:
         """Refuse a blueprint with a slice another blueprint deploys; the stored blueprints."""
@@ -271,10 +281,7 @@ class Handlers:
         the apply goes again until FAILOVER_TIME has passed (then 503), and a write in doubt is sent again
         only while nothing else changed the blueprint (`store_revision`'s `in_doubt`): else 409, never an
         overwrite."""
-        try:
-            blueprint = parse_blueprint(text, source, timestamp=self.clock())
-        except BlueprintError as error:
-            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
+        blueprint = await read_blueprint(text, source, timestamp=self.clock())
         doing = "could not store the blueprint"
         in_doubt: int | None = None  # the mod revision a write whose answer was lost compared against
         deadline = trio.current_time() + FAILOVER_TIME

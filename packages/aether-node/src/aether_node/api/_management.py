@@ -39,6 +39,7 @@ from aether_kv import KV
 from ..client import MAX_CALL_TIMEOUT, to_json
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
+from ..core._off_loop import run_sized
 from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
 from ..routing._http import error_response, parse_json
@@ -98,12 +99,12 @@ class LineStream(Response):
             nursery.cancel_scope.cancel()
 
 
-def parse_json_body(body: bytes) -> Any:
+async def parse_json_body(body: bytes) -> Any:
     """A request body's JSON, strictly (`_http.parse_json`, as the ingress reads a call's: no NaN or
-    Infinity, no nesting past the parser's limit). Anything else is a `bad_request` error saying why,
-    before anything is done."""
+    Infinity, no nesting past the parser's limit; a big one off the event loop). Anything else is a
+    `bad_request` error saying why, before anything is done."""
     try:
-        return parse_json(body)
+        return await run_sized(len(body), parse_json, body)
     except ValueError as error:
         raise RequestError(ErrorKind.BAD_REQUEST, str(error)) from None
 
@@ -196,7 +197,7 @@ def management_app(
         return {"deleted": request.path_params["name"]}
 
     async def json_object(request: Request) -> dict[str, Any]:
-        data = parse_json_body(await request.body())
+        data = await parse_json_body(await request.body())
         if not isinstance(data, dict):
             raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
         return data
@@ -319,7 +320,7 @@ def management_app(
     async def invoke(request: Request) -> Any:
         """?timeout=SECONDS: how long the call may take (default: the node's invoke timeout); then 504."""
         body = await request.body()
-        payload = parse_json_body(body) if body.strip() else None
+        payload = await parse_json_body(body) if body.strip() else None
         raw = request.query_params.get("timeout")
         try:
             timeout = None if raw is None else float(raw)
@@ -552,7 +553,7 @@ def join_routes(join: JoinDesk) -> list[Route]:
 
     async def redeem(request: Request) -> Response:
         try:
-            body = parse_json_body(await request.body())
+            body = await parse_json_body(await request.body())
         except RequestError:
             body = None
         try:

@@ -32,7 +32,7 @@ from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
 from ..control._strategies import RolloutCommandError, command, decode_rollouts
 from ..core._blueprint import Blueprint
-from ..core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
+from ..core._blueprint_toml import MAX_INSTANCES
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._kv_errors import store_errors
@@ -51,7 +51,7 @@ from ..core._schema import (
     rollout_key,
 )
 from ..core._update_spec import UpdateStrategy
-from ._handlers import Handlers, applied, rollout_info
+from ._handlers import Handlers, applied, read_blueprint, rollout_info
 
 NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop", "restart")
 ROLLOUT_OPERATIONS = ("promote", "abort")
@@ -135,10 +135,7 @@ class Operations:
     # ------------------------------------------------------------ diff
 
     async def diff(self, text: str, source: str) -> BlueprintDiff:
-        try:
-            blueprint = parse_blueprint(text, source, timestamp=self.clock())
-        except BlueprintError as error:
-            raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
+        blueprint = await read_blueprint(text, source, timestamp=self.clock())
         await self.handlers._fresh()
         await self.handlers.refuse_claimed(blueprint, source)
         prefixes = (BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, PAUSED, RECONCILE)

@@ -41,6 +41,7 @@ from ..core._blueprint import Balancing
 from ..core._config import ConfigError
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
+from ..core._off_loop import json_size_at_least, run_sized
 from ..core._strict_json import parse_strict_json
 from ._body_limit import limit_body
 from ._hypercorn_serve import serve_plain
@@ -131,7 +132,7 @@ async def _answer(
 ) -> tuple[int, bytes]:
     """One call: (status, JSON body). Other exceptions than InvocationError propagate."""
     try:
-        payload = parse_payload(body)
+        payload = await run_sized(len(body), parse_payload, body)
     except ValueError as error:
         return _error(InvocationError(ErrorKind.BAD_REQUEST, str(error)))
     try:
@@ -143,7 +144,7 @@ async def _answer(
     except InvocationError as error:
         return _error(error)
     try:
-        return 200, _render(result)
+        return 200, await run_sized(json_size_at_least(result), _render, result)
     except ValueError as error:  # (not strict JSON)
         return _error(unanswerable(artifact, entry, error))
 

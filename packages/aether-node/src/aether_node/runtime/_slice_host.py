@@ -16,6 +16,7 @@ notices an instance's death at once (its connection closes).
 from __future__ import annotations
 
 import array
+import functools
 import itertools
 import json
 import logging
@@ -35,6 +36,7 @@ from aether_slice.protocol import Kind, ProtocolError
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
+from ..core._off_loop import json_size_at_least, run_sized
 from ._installer import InstalledSlice, entry_point_reference
 from ._processes import ChildProcess, spawn
 
@@ -128,6 +130,12 @@ class _Connection:
         the connection is gone."""
         self.write(protocol.encode(message, max_frame=self.max_frame))
 
+    async def send_sized(self, message: dict[str, Any], size: int) -> None:
+        """`send` of a message of about `size` bytes: a big one is encoded off the event loop."""
+        self.write(
+            await run_sized(size, functools.partial(protocol.encode, max_frame=self.max_frame), message)
+        )
+
     def write(self, data: bytes) -> None:
         if self._closed:
             raise trio.ClosedResourceError("the connection to the instance is closed")
@@ -178,11 +186,11 @@ class _Connection:
         """The next frame, or None at a clean end of stream. Raises ProtocolError on garbage,
         trio.ClosedResourceError once closed, trio.BrokenResourceError if the socket failed."""
         frames = self._in
-        while (message := frames.next()) is None:
+        while (payload := frames.next_payload()) is None:
             if not await self._read():
                 frames.end()
                 return None
-        return message
+        return await run_sized(len(payload), protocol.decode, payload)  # (a big one off the event loop)
 
     async def _read(self) -> bool:
         """Read what the socket has (waiting for it if needed); False at end of stream."""
@@ -534,13 +542,14 @@ class SliceHost:
         cannot be framed: nothing was sent)."""
         if self.exited.is_set():
             raise SliceHostError("crashed", f"{self.label}: the slice process is gone ({self.exit_reason})")
+        size = json_size_at_least(fields["payload"]) if "payload" in fields else 0
         call = _Call(trio.current_time() + timeout)
         request_id = self._replies.add(call)
         if call.deadline < self._timer.deadline:
             self._timer.deadline = call.deadline
         try:
             try:
-                self.connection.send(protocol.request(request_id, op, **fields))
+                await self.connection.send_sized(protocol.request(request_id, op, **fields), size)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 await self.exited.wait()
                 raise SliceHostError(
