@@ -222,6 +222,34 @@ def test_a_node_joins_with_a_token_once(secured: CliCluster, tmp_path: Path) -> 
 
 
 @pytest.mark.long
+def test_a_secret_file_that_cannot_be_written_does_not_spend_the_token(
+    secured: CliCluster, tmp_path: Path
+) -> None:
+    """As under systemd's ProtectSystem=strict with the secret file in /etc: the node cannot write it. It
+    says so (exit 2, naming the file) before it asks the cluster anything, so the token is still good."""
+    local = secured.local
+    token = make_token(secured)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")  # the secret file's "directory" is a file: even root cannot write there
+    run = subprocess.run(
+        [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "x"), "--index", "i",
+         "--ingress", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--kv-endpoint", local.kv_endpoints[0],
+         "--secret-file", str(blocker / "secret"), "--join", local.nodes[0].management, "--token", token],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert f"kv.secret_file {blocker / 'secret'}: cannot write it" in run.stderr, run.stderr
+    assert "the token is still good" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    answer = httpx.post(
+        f"https://{local.nodes[0].management}/api/v1/join",
+        json={"token": token},
+        verify=client_context(local.ca_file, None),
+        timeout=10,
+    )
+    assert answer.status_code == 200 and answer.json()["secret"] == local.secret, answer.text
+
+
+@pytest.mark.long
 def test_an_expired_or_foreign_token_is_refused(secured: CliCluster, tmp_path: Path) -> None:
     local = secured.local
     token = make_token(secured, ttl=10)
