@@ -136,6 +136,32 @@ def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists() and not (tmp_path / "data").exists()
 
 
+def test_a_cli_trusting_another_ca_says_which_node_and_what_to_do(
+    secured: CliCluster, tmp_path: Path
+) -> None:
+    """The operator's context holds the wrong ca.pem (another cluster's): the CLI names each node it tried
+    and says where the right CA comes from, not only OpenSSL's words."""
+    wrong = tmp_path / "other-ca.pem"
+    wrong.write_bytes(cluster_ca(FOREIGN_SECRET).pem)
+    run = run_aether(
+        "cluster",
+        "status",
+        "--cluster",
+        secured.urls,
+        "--ca-file",
+        str(wrong),
+        "--api-key",
+        ADMIN,
+        cwd=secured.cwd,
+    )
+    assert run.returncode == 3, str(run)
+    for node in secured.local.nodes:
+        assert (
+            f"https://{node.management}: its certificate is not from the CA this client trusts" in run.stderr
+        )
+    assert "CERTIFICATE_VERIFY_FAILED" in run.stderr and "ca.pem from any node's data_dir/tls/" in run.stderr
+
+
 # ---------------------------------------------------------------- renewal (long)
 
 
