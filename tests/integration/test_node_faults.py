@@ -420,6 +420,14 @@ def test_sigterm_exits_0_within_the_deadline(sigterm_run: SigtermRun) -> None:
     assert sigterm_run.exit_code == 0, (sigterm_run.exit_code, sigterm_run.seconds, sigterm_run.log)
 
 
+def test_sigterm_restarts_no_service_of_the_node(sigterm_run: SigtermRun) -> None:
+    """The stop ends the deployment manager on purpose: its supervisor must not take that for a failure
+    (an ERROR in the journal at every stop and upgrade, `aether_node_service_restarts_total` counted, and
+    the manager started again mid-stop, republishing the endpoints it had just withdrawn)."""
+    assert "ended on its own" not in sigterm_run.log, sigterm_run.log
+    assert "starting service" not in sigterm_run.log, sigterm_run.log
+
+
 def test_sigterm_withdraws_endpoints_and_the_registration(sigterm_run: SigtermRun) -> None:
     assert len(sigterm_run.endpoint_keys) == 4, sigterm_run.endpoint_keys  # the counter's four entries
     missing = {*sigterm_run.endpoint_keys, "nodes/n1"} - set(sigterm_run.deleted)
