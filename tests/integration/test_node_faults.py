@@ -348,6 +348,29 @@ async def test_sigterm_during_start_up_stops_the_node(sample_index: Path, tmp_pa
         await wait_until(replica_gone, timeout=10, what="the KV replica to stop with the node")
 
 
+@pytest.mark.long
+async def test_a_replica_without_a_quorum_for_a_minute_ends_with_a_sentence(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    """A replica host started alone (the others not yet up): after the node's minute of waiting it ends
+    with status 1 (so systemd starts it again) and one line naming the store's addresses, not a traceback
+    of trio.TooSlowError in the journal."""
+    (absent_peer,) = free_ports(1)
+    node = NodeProcess(
+        tmp_path / "node", index=str(sample_index), extra_args=("--kv-peer", f"127.0.0.1:{absent_peer}")
+    )
+    with node_support.node_cleanup(node):
+        node.spawn()
+        code = await node.wait_exit(120)
+        log = node.log()
+        assert code == 1, log[-3000:]
+        assert (
+            f"aether-node: error: the KV store (127.0.0.1:{node.client_port}) had no leader within 60 s"
+            in log
+        )
+        assert "Traceback" not in log and "TooSlowError" not in log, log[-3000:]
+
+
 # ---------------------------------------------------------------- SIGTERM: a graceful stop
 
 
