@@ -449,6 +449,8 @@ def test_sigterm_restarts_no_service_of_the_node(sigterm_run: SigtermRun) -> Non
     the manager started again mid-stop, republishing the endpoints it had just withdrawn)."""
     assert "ended on its own" not in sigterm_run.log, sigterm_run.log
     assert "starting service" not in sigterm_run.log, sigterm_run.log
+    # and the withdrawals after the stop go out alone, not into the batcher that is stopping with it
+    assert "batcher stopped" not in sigterm_run.log, sigterm_run.log
 
 
 def test_sigterm_withdraws_endpoints_and_the_registration(sigterm_run: SigtermRun) -> None:

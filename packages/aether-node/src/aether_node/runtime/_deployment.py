@@ -157,7 +157,10 @@ class NodeDeploymentManager:
 
     async def _txn(self, compares: list[Compare], operations: list[Put | Delete]) -> TxnResult:
         """A transaction, committed with the other workers' (group commit) while the manager runs; alone
-        once it has stopped (the graceful stop withdraws endpoints after that)."""
+        once it has stopped (the graceful stop withdraws endpoints after that: the batcher, cancelled with
+        the manager, may not have noticed yet, and would fail what it is handed as never sent)."""
+        if self._stopped:
+            return await self.kv.txn(compares, list(operations))
         return await self._batch.txn(compares, operations)
 
     def _observe(self, key: str, value: bytes | None, revision: int) -> None:
