@@ -45,3 +45,25 @@ def test_a_wildcard_kv_address_is_refused_and_the_ingress_may_bind_every_interfa
         load_config(path, {"kv": {"raft": "0.0.0.0:7004", "client": "10.0.0.1:7005"}})
     assert raised.value.message.startswith(f"{path}: kv.raft 0.0.0.0:7004: a wildcard address")
     assert load_config(path, {"ingress": "0.0.0.0:8080"}).ingress == "0.0.0.0:8080"
+
+
+@pytest.mark.parametrize(("key", "address"), [("peer", "127.0.0.1:7002"), ("peer", "localhost:7002")])
+def test_a_loopback_address_beside_other_hosts_is_refused(tmp_path: Path, key: str, address: str) -> None:
+    """A host's node.toml with 127.0.0.1 (a copy of a one-machine setup): it started, and every other node
+    dialled its own loopback to reach it."""
+    path = config_file(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {key: address})
+    assert raised.value.message == (
+        f"{path}: {key} {address}: a loopback address, but the other hosts (as 10.0.0.2:3) would call it,"
+        " that is themselves; give this host's own address, which the node also binds"
+    )
+    with pytest.raises(ConfigError, match=r"kv.client 127.0.0.5:7005: a loopback address"):
+        load_config(path, {"kv": {"raft": "10.0.0.1:7004", "client": "127.0.0.5:7005"}})
+
+
+def test_loopback_everywhere_is_one_machine_and_fine(tmp_path: Path) -> None:
+    path = config_file(tmp_path)
+    config = load_config(path, {"peer": "127.0.0.1:2", "kv": {"endpoints": ["127.0.0.1:3"]}})
+    assert config.peer == "127.0.0.1:2"
+    assert load_config(path, {"management": "127.0.0.1:9090"}).management == "127.0.0.1:9090"

@@ -347,6 +347,29 @@ async def test_sigterm_during_start_up_stops_the_node(sample_index: Path, tmp_pa
         await wait_until(replica_gone, timeout=10, what="the KV replica to stop with the node")
 
 
+@pytest.mark.long
+async def test_a_replica_without_a_quorum_for_a_minute_ends_with_a_sentence(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    """A replica host started alone (the others not yet up): after the node's minute of waiting it ends
+    with status 1 (so systemd starts it again) and one line naming the store's addresses, not a traceback
+    of trio.TooSlowError in the journal."""
+    (absent_peer,) = free_ports(1)
+    node = NodeProcess(
+        tmp_path / "node", index=str(sample_index), extra_args=("--kv-peer", f"127.0.0.1:{absent_peer}")
+    )
+    with node_support.node_cleanup(node):
+        node.spawn()
+        code = await node.wait_exit(120)
+        log = node.log()
+        assert code == 1, log[-3000:]
+        assert (
+            f"aether-node: error: the KV store (127.0.0.1:{node.client_port}) had no leader within 60 s"
+            in log
+        )
+        assert "Traceback" not in log and "TooSlowError" not in log, log[-3000:]
+
+
 # ---------------------------------------------------------------- SIGTERM: a graceful stop
 
 
@@ -417,6 +440,16 @@ def test_sigterm_runs_the_stop_hooks(sigterm_run: SigtermRun) -> None:
 def test_sigterm_exits_0_within_the_deadline(sigterm_run: SigtermRun) -> None:
     # the harness waits for the exit with SIGTERM_DEADLINE and kills the node after it: a late exit is not 0
     assert sigterm_run.exit_code == 0, (sigterm_run.exit_code, sigterm_run.seconds, sigterm_run.log)
+
+
+def test_sigterm_restarts_no_service_of_the_node(sigterm_run: SigtermRun) -> None:
+    """The stop ends the deployment manager on purpose: its supervisor must not take that for a failure
+    (an ERROR in the journal at every stop and upgrade, `aether_node_service_restarts_total` counted, and
+    the manager started again mid-stop, republishing the endpoints it had just withdrawn)."""
+    assert "ended on its own" not in sigterm_run.log, sigterm_run.log
+    assert "starting service" not in sigterm_run.log, sigterm_run.log
+    # and the withdrawals after the stop go out alone, not into the batcher that is stopping with it
+    assert "batcher stopped" not in sigterm_run.log, sigterm_run.log
 
 
 def test_sigterm_withdraws_endpoints_and_the_registration(sigterm_run: SigtermRun) -> None:

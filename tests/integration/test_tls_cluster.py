@@ -136,6 +136,32 @@ def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
     assert not (tmp_path / "new").exists() and not (tmp_path / "data").exists()
 
 
+def test_a_cli_trusting_another_ca_says_which_node_and_what_to_do(
+    secured: CliCluster, tmp_path: Path
+) -> None:
+    """The operator's context holds the wrong ca.pem (another cluster's): the CLI names each node it tried
+    and says where the right CA comes from, not only OpenSSL's words."""
+    wrong = tmp_path / "other-ca.pem"
+    wrong.write_bytes(cluster_ca(FOREIGN_SECRET).pem)
+    run = run_aether(
+        "cluster",
+        "status",
+        "--cluster",
+        secured.urls,
+        "--ca-file",
+        str(wrong),
+        "--api-key",
+        ADMIN,
+        cwd=secured.cwd,
+    )
+    assert run.returncode == 3, str(run)
+    for node in secured.local.nodes:
+        assert (
+            f"https://{node.management}: its certificate is not from the CA this client trusts" in run.stderr
+        )
+    assert "CERTIFICATE_VERIFY_FAILED" in run.stderr and "ca.pem from any node's data_dir/tls/" in run.stderr
+
+
 # ---------------------------------------------------------------- renewal (long)
 
 
@@ -219,6 +245,34 @@ def test_a_node_joins_with_a_token_once(secured: CliCluster, tmp_path: Path) -> 
     )
     assert again.returncode == 2 and "the cluster refused the token" in again.stderr, again.stderr
     assert "used already" in again.stderr and not (tmp_path / "second").exists()
+
+
+@pytest.mark.long
+def test_a_secret_file_that_cannot_be_written_does_not_spend_the_token(
+    secured: CliCluster, tmp_path: Path
+) -> None:
+    """As under systemd's ProtectSystem=strict with the secret file in /etc: the node cannot write it. It
+    says so (exit 2, naming the file) before it asks the cluster anything, so the token is still good."""
+    local = secured.local
+    token = make_token(secured)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")  # the secret file's "directory" is a file: even root cannot write there
+    run = subprocess.run(
+        [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "x"), "--index", "i",
+         "--ingress", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--kv-endpoint", local.kv_endpoints[0],
+         "--secret-file", str(blocker / "secret"), "--join", local.nodes[0].management, "--token", token],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    assert f"kv.secret_file {blocker / 'secret'}: cannot write it" in run.stderr, run.stderr
+    assert "the token is still good" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    answer = httpx.post(
+        f"https://{local.nodes[0].management}/api/v1/join",
+        json={"token": token},
+        verify=client_context(local.ca_file, None),
+        timeout=10,
+    )
+    assert answer.status_code == 200 and answer.json()["secret"] == local.secret, answer.text
 
 
 @pytest.mark.long

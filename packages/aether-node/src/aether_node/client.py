@@ -287,7 +287,32 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 def _reason(error: BaseException) -> str:
-    return str(getattr(error, "reason", None) or error or type(error).__name__)
+    reason = getattr(error, "reason", None) or error
+    ssl = sys.modules.get("ssl")  # loaded if the error is one of its: nothing imported here
+    if ssl is not None and isinstance(reason, ssl.SSLCertVerificationError):
+        return _untrusted(reason.verify_code, reason.verify_message)
+    return str(reason or type(error).__name__)
+
+
+_NOT_THE_CA = {18, 19, 20, 21}  # OpenSSL: self-signed, in the chain, unknown or unverifiable issuer
+_HOSTNAME_MISMATCH = 62
+
+
+def _untrusted(code: int, message: str) -> str:
+    """A node certificate the client refused, and what to do (OpenSSL says only what it found)."""
+    found = f"CERTIFICATE_VERIFY_FAILED: {message}"
+    if code in _NOT_THE_CA:
+        return (
+            f"its certificate is not from the CA this client trusts ({found}): give the cluster's CA"
+            " certificate (ca.pem from any node's data_dir/tls/) with --ca-file, AETHER_CA_FILE or the"
+            " context (`aether context add NAME URL --ca-file ca.pem`)"
+        )
+    if code == _HOSTNAME_MISMATCH:
+        return (
+            f"its certificate does not name the address dialled ({found}): dial an address of the node's"
+            " configuration, or add this one to the node's tls_hosts"
+        )
+    return f"its certificate is not trusted ({found})"
 
 
 def _timed_out(error: BaseException) -> bool:

@@ -6,6 +6,7 @@ are relative to the file's directory.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import tomllib
@@ -114,6 +115,17 @@ def _is_wildcard(address: str) -> bool:
     return host in ("", "0.0.0.0", "::")
 
 
+def _is_loopback(address: str) -> bool:
+    """Whether `address` (host:port) is this machine's loopback: 127.0.0.0/8, ::1 or localhost."""
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name
+        return False
+
+
 _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 MAX_LEASE_TTL = 86_400.0  # the KV's own bound on a lease
 
@@ -212,6 +224,15 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
             raise ConfigError(
                 f"{where}: {key} {address}: a wildcard address cannot be told to the other nodes (they would"
                 " call themselves); give this host's own address, which the node also binds"
+            )
+    # One machine's cluster (`aether dev up`) is loopback everywhere; a loopback address beside another
+    # host's is one the other hosts would dial on themselves.
+    elsewhere = next((a for a in (*config.kv.peers, *config.kv.endpoints) if not _is_loopback(a)), None)
+    for key, address in (("peer", config.peer), ("kv.raft", config.kv.raft), ("kv.client", config.kv.client)):
+        if elsewhere is not None and address is not None and _is_loopback(address):
+            raise ConfigError(
+                f"{where}: {key} {address}: a loopback address, but the other hosts (as {elsewhere}) would"
+                " call it, that is themselves; give this host's own address, which the node also binds"
             )
     if config.blueprint_history < 1:
         raise ConfigError(f"{where}: blueprint_history must be at least 1, got {config.blueprint_history}")

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import trio
 from cyclopts import App, Parameter
 
-from aether_kv import KVError
+from aether_kv import KVError, UnavailableError
 
 from ..core._config import ConfigError, load_config
 from ._join import join_cluster
@@ -150,18 +150,24 @@ def run(
     restart = [False]  # `aether node restart`: after the graceful stop, start again as this process
     _tune_gc()
     refused: list[ConfigError] = []
+    unavailable: list[KVError] = []
     try:
         trio.run(main)
     except* ConfigError as group:  # found only once the cluster could be asked (a twin's node id)
         refused.extend(_leaves(group))
+    except* UnavailableError as group:  # no KV quorum at start: status 1, so a service manager retries
+        unavailable.extend(_leaves(group))
     if refused:
         print(f"aether-node: error: {refused[0].message}", file=sys.stderr)
         sys.exit(2)
+    if unavailable:
+        print(f"aether-node: error: {unavailable[0].message}", file=sys.stderr)
+        sys.exit(1)
     if restart[0]:
         _start_again()
 
 
-def _leaves(group: BaseExceptionGroup[ConfigError]) -> list[ConfigError]:
+def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
     """The errors inside a (nested) exception group."""
     return [
         leaf

@@ -5,7 +5,8 @@
    offer a CA of its own.
 2. POST the token to `/api/v1/join` over TLS checked against that CA (and HOST named by the node's
    certificate): the cluster secret comes back, once per token.
-3. Check that the secret derives that same CA, then write it to the secret file (0600).
+3. Check that the secret derives that same CA, then write it to the secret file (0600), whole or not at
+   all. The file is opened before step 1: one that cannot be written fails before the token is spent.
 
 A node whose secret file exists already does not join again (a restart must not need a new token).
 Runs before the node starts (blocking httpx); every failure is a `ConfigError` that says what to do.
@@ -40,6 +41,28 @@ def join_cluster(address: str, token_text: str, secret_file: Path) -> bool:
         token = JoinToken.parse(token_text)
     except RequestError as error:
         raise ConfigError(f"--token: {error.message}") from None
+    # the file is made before the token is spent: a secret file that cannot be written (a read-only
+    # /etc under systemd's ProtectSystem, a directory of another owner) must not use the token up
+    try:
+        secret_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=secret_file.parent, prefix=f".{secret_file.name}.")  # 0600
+    except OSError as error:
+        raise ConfigError(
+            f"kv.secret_file {secret_file}: cannot write it ({error.strerror or error}); nothing was"
+            " sent, the token is still good: make the file's directory writable by this user"
+        ) from None
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(_fetch_secret(address, token) + "\n")
+        os.replace(temporary, secret_file)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return True
+
+
+def _fetch_secret(address: str, token: JoinToken) -> str:
+    """The cluster secret, from the node at `address`, for `token` (used up once this returns)."""
     base = f"https://{address}/api/v1/join"
     try:
         with httpx.Client(verify=False, timeout=TIMEOUT) as untrusted:  # checked against the token below
@@ -67,18 +90,4 @@ def join_cluster(address: str, token_text: str, secret_file: Path) -> bool:
     secret = str(body.get("secret", "")) if isinstance(body, dict) else ""
     if len(secret) < 16 or cluster_ca(secret).fingerprint != token.fingerprint:
         raise ConfigError(f"--join {address}: the secret received does not make the token's CA")
-    _write_secret(secret_file, secret)
-    return True
-
-
-def _write_secret(path: Path, secret: str) -> None:
-    """Write the secret readable by its owner only (0600), whole or not at all."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(secret + "\n")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    return secret

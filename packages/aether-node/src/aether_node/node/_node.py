@@ -28,6 +28,7 @@ from aether_kv import (
     KVError,
     LeaseNotFoundError,
     TLSError,
+    UnavailableError,
     open_client,
 )
 
@@ -141,16 +142,25 @@ async def refuse_a_twin(kv: KVClient, record: NodeRecord) -> None:
     )
 
 
-async def wait_for_kv(kv: KVClient, *, timeout: float = 60.0) -> None:
-    """Until the cluster has a leader and this node's client can commit a barrier."""
-    with trio.fail_after(timeout):
+async def wait_for_kv(kv: KVClient, endpoints: list[str], *, timeout: float = 60.0) -> None:
+    """Until the cluster has a leader and this node's client can commit a barrier. Raises UnavailableError
+    after `timeout` s, naming `endpoints` and the last error (the node then ends with status 1, and its
+    service manager starts it again: a replica host started long before the others)."""
+    last = "no answer"
+    with trio.move_on_after(timeout):
         while True:
             try:
                 await kv.barrier()
                 return
             except KVError as error:
+                last = error.message
                 log.info("waiting for the KV cluster: %s", error.message)
                 await trio.sleep(0.2)
+    raise UnavailableError(
+        f"the KV store ({', '.join(endpoints)}) had no leader within {timeout:g} s (last: {last}): a majority"
+        " of the replicas must be up and reach each other (kv.raft, kv.peers); start the others, check"
+        " the addresses and the firewall"
+    )
 
 
 def lease_request_timeout(config: NodeConfig) -> float:
@@ -400,7 +410,7 @@ async def serve_node(
                 tls=tls,
             ) as lease_kv,
         ):
-            await wait_for_kv(kv)
+            await wait_for_kv(kv, [*own, *config.kv.endpoints])
             record = NodeRecord(
                 node_id=config.node_id,
                 ingress=config.ingress,

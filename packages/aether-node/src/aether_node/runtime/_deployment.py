@@ -130,6 +130,7 @@ class NodeDeploymentManager:
         self.loading_delay = loading_delay
         self._slots: dict[InstanceKey, _Slot] = {}
         self._nursery: trio.Nursery | None = None
+        self._stopped = False  # `stop` was called: `run` then waits for its cancellation, never returns
         self._batch = TxnBatcher(kv)  # the workers' writes, a few transactions per pass, not one each
 
     def instance_samples(self) -> list[InstanceSample]:
@@ -150,7 +151,8 @@ class NodeDeploymentManager:
     # ------------------------------------------------------------ observing the KV
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Watch and act until cancelled. Reports started once the existing records are taken in."""
+        """Watch and act until cancelled. Reports started once the existing records are taken in. After
+        `stop` it acts no more, and waits for its cancellation."""
         prefix = node_slices_prefix(self.node_id)
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -166,10 +168,18 @@ class NodeDeploymentManager:
                 for event in events:
                     value = event.kv.value if event.kind == "put" else None
                     self._observe(event.kv.key, value, event.kv.mod_revision)
+        if self._stopped:
+            # `stop` ended the watch: a graceful stop, not a failure. Returning would tell the node's
+            # supervisor the manager ended on its own, and it would start it again (and republish the
+            # endpoints just withdrawn) in the middle of the stop.
+            await trio.sleep_forever()
 
     async def _txn(self, compares: list[Compare], operations: list[Put | Delete]) -> TxnResult:
         """A transaction, committed with the other workers' (group commit) while the manager runs; alone
-        once it has stopped (the graceful stop withdraws endpoints after that)."""
+        once it has stopped (the graceful stop withdraws endpoints after that: the batcher, cancelled with
+        the manager, may not have noticed yet, and would fail what it is handed as never sent)."""
+        if self._stopped:
+            return await self.kv.txn(compares, list(operations))
         return await self._batch.txn(compares, operations)
 
     def _observe(self, key: str, value: bytes | None, revision: int) -> None:
@@ -580,6 +590,7 @@ class NodeDeploymentManager:
     def stop(self) -> None:
         """Stop watching and end every worker (a graceful stop: the store then shuts the processes down
         without a worker restarting them or recording them FAILED)."""
+        self._stopped = True
         if self._nursery is not None:
             self._nursery.cancel_scope.cancel()
 
