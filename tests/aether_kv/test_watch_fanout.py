@@ -315,3 +315,35 @@ def test_the_fan_out_keeps_a_bounded_number_of_events_and_bytes() -> None:
     kept = fanout.bodies("b/", big[:1])
     fanout.bodies("b/", big[1:2])
     assert fanout.bodies("b/", big[:1]) is not kept
+
+
+async def test_watches_on_one_prefix_at_one_point_share_one_read_of_the_history(tmp_path: Path) -> None:
+    """Between two applied changes, the watches that ask alike (prefix, next revision) read the replica's
+    history once (under its apply lock); each still gets a list of its own."""
+    address = f"127.0.0.1:{free_port()}"
+    config = RaftConfig(
+        raft_address=address, peers=(address,), data_dir=tmp_path / "r", secret=SECRET, durable=False
+    )
+    async with open_store(config) as store:
+        await wait_for_leader(store)
+        start = (await store.put("s/0", b"x")).revision
+        replica = store._replica
+        reads = [0]
+        read = replica.read
+
+        def counting(reader: Callable[[Any], Any]) -> Any:
+            reads[0] += 1
+            return read(reader)
+
+        replica.read = counting  # type: ignore[method-assign]
+        watches = [store.watch("s/", start) for _ in range(5)]
+        with trio.fail_after(10):
+            batches = [await watch.__anext__() for watch in watches]
+        assert reads == [1]
+        assert all(batch == batches[0] for batch in batches) and [e.kv.key for e in batches[0]] == ["s/0"]
+        batches[0].clear()
+        assert batches[1] and batches[1] is not batches[2]
+        await store.put("s/1", b"y")  # a change applied: the next reads see it
+        with trio.fail_after(10):
+            assert [e.kv.key for e in await watches[0].__anext__()] == ["s/1"]
+        assert reads[0] >= 2
