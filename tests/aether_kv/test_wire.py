@@ -65,10 +65,12 @@ from aether_kv._wire import (
     decode,
     decode_events,
     encode,
+    encode_event,
     encode_events,
     encode_txn_op,
     error_body,
     error_from_body,
+    events_message,
     new_nonce,
     proof,
     proof_ok,
@@ -642,26 +644,29 @@ def _event(revision: int, n: int, value: bytes = b"v") -> Event:
     return Event(kind=EventKind.PUT, kv=kv, prev=None, revision=revision)
 
 
-def test_a_long_watch_batch_is_split_between_revisions_only() -> None:
-    from aether_kv._server import watch_chunks
+def _chunked(events: list[Event], **limits: int) -> list[list[Event]]:
+    from aether_kv._fanout import watch_chunks
 
+    weights = [len(encode_event(event)) for event in events]
+    return [events[chunk] for chunk in watch_chunks(events, weights, **limits)]
+
+
+def test_a_long_watch_batch_is_split_between_revisions_only() -> None:
     event = _event
 
     # revisions 1..5 of one change each, revision 6 a transaction of 4 changes, then 7 and 8
     events = [event(r, 0) for r in range(1, 6)] + [event(6, n) for n in range(4)] + [event(7, 0), event(8, 0)]
-    chunks = watch_chunks(events, size=3)
+    chunks = _chunked(events, size=3)
     assert [e for chunk in chunks for e in chunk] == events
     assert [[e.revision for e in chunk] for chunk in chunks] == [[1, 2, 3], [4, 5, 6, 6, 6, 6], [7, 8]]
-    assert watch_chunks([], size=3) == []
+    assert _chunked([], size=3) == []
 
 
 def test_a_watch_batch_of_large_values_is_split_by_bytes_between_revisions() -> None:
-    from aether_kv._server import watch_chunks
-
     big = b"x" * 300_000  # ~400 KB on the wire each
     # revisions 1..4 of one large change each, revision 5 a transaction of three large changes, then 6
     events = [_event(r, 0, big) for r in range(1, 5)] + [_event(5, n, big) for n in range(3)] + [_event(6, 0)]
-    chunks = watch_chunks(events, size=256, max_bytes=1_000_000)
+    chunks = _chunked(events, size=256, max_bytes=1_000_000)
     assert [e for chunk in chunks for e in chunk] == events
     # a chunk closes once it holds a million bytes, never inside a revision
     assert [[e.revision for e in chunk] for chunk in chunks] == [[1, 2, 3], [4, 5, 5, 5], [6]]
@@ -802,3 +807,28 @@ def test_watch_events_decode_as_the_converter_decodes_them(
         assert decode_events(data) == expected
     if change is None:
         assert decode_events(data) == events
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            Event,
+            kind=st.sampled_from(list(EventKind)),
+            kv=_key_values,
+            prev=st.none() | _key_values,
+            revision=st.integers(0, 2**40),
+        ),
+        max_size=3,
+    ),
+    st.integers(0, 2**53),
+)
+def test_a_watch_message_spliced_from_encoded_events_is_the_converters_json(
+    events: list[Event], request_id: int
+) -> None:
+    """A replica encodes each event once (`encode_event`) and splices the bytes into every watch's
+    message: the message must be the JSON the converter makes of it, and decode to the same events."""
+    message = events_message(request_id, b",".join(encode_event(event) for event in events))
+    expected = json.loads(json.dumps({"id": request_id, "events": encode_events(events)}))
+    assert json.loads(message) == expected
+    assert decode_events(json.loads(message)["events"]) == events

@@ -13,7 +13,8 @@ from typing import Any
 import trio
 
 from ._errors import InvalidRequestError, KVError
-from ._records import Compare, Event, TxnOp
+from ._fanout import WatchFanout
+from ._records import Compare, TxnOp
 from ._store import KVStore
 from ._tls import ReloadingTLS, accept_tls
 from ._wire import (
@@ -24,8 +25,8 @@ from ._wire import (
     FrameTooLargeError,
     decode,
     encode,
-    encode_events,
     error_body,
+    events_message,
     server_handshake,
 )
 
@@ -159,9 +160,10 @@ STREAMING_OPS = ("watch", "cancel")
 
 
 class _Connection:
-    def __init__(self, store: KVStore, framed: FramedStream) -> None:
+    def __init__(self, store: KVStore, framed: FramedStream, fanout: WatchFanout) -> None:
         self.store = store
         self.framed = framed
+        self.fanout = fanout
         self.watches: dict[int, trio.CancelScope] = {}
         self.limiter = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_CONNECTION)
 
@@ -225,45 +227,14 @@ class _Connection:
             self.watches[request_id] = scope
             try:
                 async for events in watch:
-                    for chunk in watch_chunks(events):
-                        await self.framed.send({"id": request_id, "events": encode_events(chunk)})
+                    for body in self.fanout.bodies(prefix, events):
+                        await self.framed.send_payload(events_message(request_id, body))
             finally:
                 self.watches.pop(request_id, None)
 
 
-WATCH_CHUNK_EVENTS = 256
-WATCH_CHUNK_BYTES = 1024 * 1024
-
-
-def watch_chunks(
-    events: list[Event], size: int = WATCH_CHUNK_EVENTS, max_bytes: int = WATCH_CHUNK_BYTES
-) -> list[list[Event]]:
-    """A watch batch in messages of about `size` events or `max_bytes` of keys and values (a long
-    history, or a few large values, would not fit one message), split only between revisions: the
-    changes of one transaction always arrive together, in one message however large."""
-    chunks: list[list[Event]] = [[]]
-    weight = 0
-    for event in events:
-        current = chunks[-1]
-        full = len(current) >= size or weight >= max_bytes
-        if full and current[-1].revision != event.revision:
-            chunks.append(current := [])
-            weight = 0
-        current.append(event)
-        weight += _event_bytes(event)
-    return [chunk for chunk in chunks if chunk]
-
-
-def _event_bytes(event: Event) -> int:
-    """About what an event's keys and values weigh on the wire (base64 makes bytes 4/3 longer)."""
-    raw = len(event.kv.key) + len(event.kv.value)
-    if event.prev is not None:
-        raw += len(event.prev.key) + len(event.prev.value)
-    return raw * 4 // 3
-
-
 async def _handle_connection(
-    store: KVStore, secret: str, tls: ReloadingTLS | None, stream: trio.SocketStream
+    store: KVStore, secret: str, tls: ReloadingTLS | None, fanout: WatchFanout, stream: trio.SocketStream
 ) -> None:
     secured: trio.abc.Stream | None = stream
     try:
@@ -274,7 +245,7 @@ async def _handle_connection(
         framed = FramedStream(secured, max_send=MAX_MESSAGE_BYTES, max_receive=MAX_HANDSHAKE_BYTES)
         if await server_handshake(framed, secret, store.address, timeout=HANDSHAKE_TIMEOUT):
             framed.max_receive = framed.max_frame
-            await _Connection(store, framed).serve()
+            await _Connection(store, framed, fanout).serve()
     except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
         pass
     except Exception:  # a bug here must not take the server down for everyone else
@@ -298,4 +269,7 @@ async def serve_clients(
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()
     task_status.started((bound[0], bound[1]))
-    await trio.serve_listeners(lambda stream: _handle_connection(store, secret, tls, stream), listeners)
+    fanout = WatchFanout()  # the watches of every connection share their events' encodings
+    await trio.serve_listeners(
+        lambda stream: _handle_connection(store, secret, tls, fanout, stream), listeners
+    )

@@ -52,6 +52,7 @@ from ._validation import check_command, check_key, check_limit, check_prefix, ch
 log = logging.getLogger("aether_kv.store")
 
 DEFAULT_REQUEST_TIMEOUT = 5.0
+MAX_SHARED_SCANS = 4096  # watch reads kept between two applied changes (see KVStore._scans)
 
 
 def raise_for(result: Result) -> Result:
@@ -86,10 +87,15 @@ class KVStore:
         self._role = trio.Event()  # set (and replaced) when the lead is gained or lost, or the term moves
         self._leases_moved = trio.Event()  # set (and replaced) on a grant or a role change
         self._batcher = ProposalBatcher(replica.propose)
+        # The watches' reads of the history since the last applied change, by (prefix, start revision):
+        # watches on one prefix that are at the same point (every node's cache of one prefix) share one
+        # read. Valid until the next change is applied: `_notify_applied` clears it as it wakes them.
+        self._scans: dict[tuple[str, int], tuple[list[Event], int]] = {}
 
     # ------------------------------------------------------------ bridge (tick thread → trio)
 
     def _notify_applied(self) -> None:
+        self._scans.clear()
         changed, self._changed = self._changed, trio.Event()
         changed.set()
 
@@ -287,10 +293,20 @@ class KVStore:
         return Watch(self, prefix, start_revision)
 
     def _events_since(self, prefix: str, revision: int) -> tuple[list[Event], int]:
+        """The events on `prefix` from `revision` on and the revision they reach, read once per applied
+        change for all the watches that ask alike (each gets its own list)."""
+
         def read(state: KVState) -> tuple[list[Event], int]:
             return state.events_since(prefix, revision), state.revision
 
-        return self._replica.read(read)
+        found = self._scans.get((prefix, revision))
+        if found is None:
+            found = self._replica.read(read)
+            if len(self._scans) >= MAX_SHARED_SCANS:  # (watches that came and went with no change since)
+                self._scans.clear()
+            self._scans[(prefix, revision)] = found
+        events, reached = found
+        return list(events), reached
 
     # ------------------------------------------------------------ leases (leader only)
 

@@ -1,0 +1,349 @@
+"""A replica's watch fan-out (`_fanout.py`, `_server.py`): every event a watch sends is encoded once and
+its bytes shared by all the watches that send it, and watching keeps its semantics: each watch gets the
+events of its prefix once, in order, whatever the other watches on the replica do (overlapping prefixes,
+a watch cancelled in the middle of a batch, a watcher that stops reading), and a start revision the
+history no longer reaches is refused. Real replica, real sockets (plain and mutual TLS), in this process.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import functools
+import json
+import random
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import aether_kv._fanout
+from aether_kv import (
+    CompactedError,
+    Event,
+    EventKind,
+    KeyValue,
+    KVClient,
+    KVStore,
+    Put,
+    RaftConfig,
+    ReloadingTLS,
+    open_client,
+    open_store,
+    wait_for_leader,
+)
+from aether_kv._fanout import WatchFanout
+from aether_kv._local import free_port
+from aether_kv._server import serve_clients
+from aether_kv._tls import client_identity, connect_tls
+from aether_kv._wire import (
+    MAX_MESSAGE_BYTES,
+    FramedStream,
+    client_handshake,
+    decode_events,
+    encode_events,
+    events_message,
+)
+
+SECRET = "the watch fan-out test secret, 32+"
+HISTORY = 800
+
+
+@attrs.frozen
+class Served:
+    store: KVStore
+    endpoint: str
+    tls: ReloadingTLS | None  # the client's identity, with TLS
+
+    def client(self) -> Any:
+        return open_client([self.endpoint], SECRET, request_timeout=10.0, tls=self.tls)
+
+
+@pytest.fixture(params=["plain", "tls"])
+async def served(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Served]:
+    address = f"127.0.0.1:{free_port()}"
+    config = RaftConfig(
+        raft_address=address,
+        peers=(address,),
+        data_dir=tmp_path / "replica",
+        secret=SECRET,
+        history_events=HISTORY,
+        durable=False,
+    )
+    tls = request.param == "tls"
+    server_tls = client_identity(SECRET, tmp_path / "server", hosts=("127.0.0.1",)) if tls else None
+    client_tls = client_identity(SECRET, tmp_path / "client") if tls else None
+    async with open_store(config) as store, trio.open_nursery() as nursery:
+        await wait_for_leader(store)
+        serve = functools.partial(serve_clients, tls=server_tls)
+        host, port = await nursery.start(serve, store, SECRET, "127.0.0.1", 0)
+        yield Served(store=store, endpoint=f"{host}:{port}", tls=client_tls)
+        nursery.cancel_scope.cancel()
+
+
+Seen = tuple[int, str, str, bytes]  # revision, kind, key, value
+
+
+async def _collect(client: KVClient, prefix: str, start: int, until: int | str) -> list[Seen]:
+    """The events of a watch on `prefix` from `start` until one reaches revision `until` (or, given a
+    string, until one on a key ending with it)."""
+    seen: list[Seen] = []
+    async with contextlib.aclosing(client.watch(prefix, start)) as watch:
+        async for events in watch:
+            seen += [(e.revision, str(e.kind), e.kv.key, e.kv.value) for e in events]
+            if isinstance(until, str) and any(e.kv.key.endswith(until) for e in events):
+                return seen
+            if isinstance(until, int) and seen[-1][0] >= until:
+                return seen
+    return seen
+
+
+async def _put_all(client: KVClient, keys: list[str], value: Callable[[str], bytes], writers: int = 8) -> int:
+    """Put every key (`writers` at a time, so the replica commits them in batches); the last revision."""
+    pending = list(keys)
+    revisions: list[int] = []
+
+    async def writer() -> None:
+        while pending:
+            key = pending.pop(0)
+            revisions.append((await client.put(key, value(key))).revision)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(writers):
+            nursery.start_soon(writer)
+    return max(revisions)
+
+
+PREFIXES = ("", "a/", "a/b/", "a/b/c", "a/c/", "z/")
+
+
+async def test_watches_on_overlapping_prefixes_each_get_their_events_once_in_order(served: Served) -> None:
+    """24 watches on six nested and disjoint prefixes over three connections, some live while the
+    writes happen, some from the history, while three writers commit transactions of several puts."""
+    async with served.client() as writer, served.client() as one, served.client() as two:
+        start = (await writer.put("start", b"")).revision + 1
+        expected: list[tuple[int, int, str, str, bytes]] = []  # revision, order in it, kind, key, value
+        keys = [f"{p}k{n}" for p in ("a/", "a/b/", "a/b/c", "a/b/cd/", "a/c/", "z/", "y/") for n in range(6)]
+
+        async def write(seed: int) -> None:
+            chooser = random.Random(seed)
+            for n in range(20):
+                chosen = chooser.sample(keys, chooser.randint(1, 4))
+                ops = [Put(key=key, value=f"{seed}-{n}".encode()) for key in chosen]
+                revision = (await writer.txn([], ops)).revision
+                expected.extend((revision, i, "put", op.key, op.value) for i, op in enumerate(ops))
+
+        results: dict[int, list[Seen]] = {}
+        clients = (writer, one, two)
+        written = trio.Event()
+
+        async def watch(index: int, prefix: str) -> None:
+            if index % 2:  # half of them only start once everything is written (from the history)
+                await written.wait()
+            results[index] = await _collect(clients[index % 3], prefix, start, until="end")
+
+        watches = list(enumerate(PREFIXES * 4))
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for index, prefix in watches:
+                    nursery.start_soon(watch, index, prefix)
+                async with trio.open_nursery() as writers:
+                    for seed in range(3):
+                        writers.start_soon(write, seed)
+                deleted = await writer.delete_prefix("a/b/")  # many deletes in one revision
+                expected.extend(
+                    (deleted.revision, i, "delete", kv.key, b"") for i, kv in enumerate(deleted.prev)
+                )
+                ends = [Put(key=key, value=b"") for key in ("a/b/cend", "a/c/end", "z/end")]  # every prefix
+                ended = (await writer.txn([], ends)).revision
+                expected.extend((ended, i, "put", op.key, b"") for i, op in enumerate(ends))
+                written.set()
+        expected.sort()
+        for index, prefix in watches:
+            wanted = [(r, kind, key, value) for r, _, kind, key, value in expected if key.startswith(prefix)]
+            assert results[index] == wanted, f"watch {index} on {prefix!r}"
+
+
+async def test_each_event_is_encoded_once_however_many_watches_send_it(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    encoded: collections.Counter[tuple[int, str]] = collections.Counter()
+    encode = aether_kv._fanout.encode_event
+
+    def counting(event: Any) -> bytes:
+        encoded[(event.revision, event.kv.key)] += 1
+        return encode(event)
+
+    monkeypatch.setattr(aether_kv._fanout, "encode_event", counting)
+    async with served.client() as writer, served.client() as reader:
+        start = (await writer.put("start", b"")).revision + 1
+        keys = [f"k/{'ab'[n % 2]}/{n}" for n in range(60)]
+        prefixes = ("", "k/", "k/", "k/a/", "k/b/", "k/a/", "", "k/")
+        results: list[list[Seen]] = []
+        written = trio.Event()
+
+        async def watch(n: int, prefix: str) -> None:
+            if n % 2:  # half of them live, half from the history
+                await written.wait()
+            results.append(await _collect((writer, reader)[n % 2], prefix, start, until="end"))
+
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                for n, prefix in enumerate(prefixes):
+                    nursery.start_soon(watch, n, prefix)
+                await _put_all(writer, keys, lambda key: key.encode())
+                await writer.txn([], [Put(key="k/a/end", value=b""), Put(key="k/b/end", value=b"")])
+                written.set()
+    assert sorted(len(seen) for seen in results) == [31] * 3 + [62] * 5
+    assert set(encoded) == {(r, key) for seen in results for r, _, key, _ in seen}
+    assert set(encoded.values()) == {1}, "an event was encoded more than once"
+
+
+async def test_a_watch_cancelled_in_the_middle_of_a_batch_leaves_the_others_whole(served: Served) -> None:
+    """A batch of 700 events goes as three messages (256 events each at most); a watch cancelled after
+    the first leaves its connection, and the watch sharing its messages there, unharmed."""
+    async with served.client() as writer, served.client() as reader:
+        start = (await writer.put("m/start", b"")).revision
+        last = await _put_all(writer, [f"m/{n:04}" for n in range(699)], lambda key: key.encode())
+        with trio.fail_after(30):
+            async with contextlib.aclosing(reader.watch("m/", start)) as cancelled:
+                first = await cancelled.__anext__()
+            assert len(first) == 256 and first[0].revision == start
+            whole = await _collect(reader, "m/", start, until=last)
+            assert (await reader.get("m/0001")) is not None  # the connection still serves
+            again = await _collect(reader, "m/", start, until=last)
+        assert [seen[0] for seen in whole] == list(range(start, last + 1))
+        assert again == whole
+
+
+async def test_a_watcher_that_stops_reading_holds_up_only_itself(served: Served) -> None:
+    """A connection whose watcher reads nothing fills its socket; the server's other watches go on.
+    Read again, it gets its events from its start, once, in order: all of them, or those up to where the
+    history was cut under it and then the compaction error (the limit of today)."""
+    host, port = served.endpoint.rsplit(":", 1)
+    socket = await trio.open_tcp_stream(host, int(port))
+    slow = FramedStream(await connect_tls(socket, served.tls, host), max_receive=MAX_MESSAGE_BYTES)
+    try:
+        await client_handshake(slow, SECRET, served.endpoint)
+        async with served.client() as writer:
+            start = (await writer.put("s/start", b"")).revision
+            await slow.send({"id": 1, "op": "watch", "prefix": "s/", "start_revision": start})
+            keys = [f"s/{n:04}" for n in range(900)]
+            with trio.fail_after(60):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_put_all, writer, keys, lambda key: key.encode() * 2000)
+                    last = start + len(keys)
+                    fast = await _collect(writer, "s/", start, until=last)
+                assert [seen[0] for seen in fast] == list(range(start, last + 1))
+                revisions: list[int] = []
+                error: dict[str, Any] | None = None
+                while not revisions or revisions[-1] < last:
+                    message = await slow.receive()
+                    assert message is not None and message["id"] == 1
+                    if "error" in message:
+                        error = message["error"]
+                        break
+                    if "events" in message:
+                        revisions += [e.revision for e in decode_events(message["events"])]
+        assert revisions == list(range(start, start + len(revisions)))
+        if error is not None:
+            assert error["code"] == "compacted" and error["compact_revision"] >= revisions[-1]
+        else:
+            assert revisions[-1] == last
+    finally:
+        await trio.aclose_forcefully(slow.stream)
+
+
+async def test_a_start_revision_the_history_no_longer_reaches_is_refused_to_every_watch(
+    served: Served,
+) -> None:
+    async with served.client() as writer, served.client() as reader:
+        first = (await writer.put("c/first", b"")).revision
+        last = await _put_all(writer, [f"c/{n:04}" for n in range(HISTORY + 50)], lambda key: b"x")
+        compacted = (await writer.status()).compact_revision
+        assert compacted >= first
+        with trio.fail_after(30):
+            for client in (writer, reader, reader):  # the same refusal however many ask alike
+                with pytest.raises(CompactedError) as info:
+                    async with contextlib.aclosing(client.watch("c/", first)) as watch:
+                        await watch.__anext__()
+                assert info.value.compact_revision == compacted
+            rest = await _collect(reader, "c/", compacted + 1, until=last)
+        assert [seen[0] for seen in rest] == list(range(compacted + 1, last + 1))
+
+
+# ------------------------------------------------------------------------ the fan-out's bookkeeping (pure)
+
+
+def _events(prefix: str, revisions: range, value: bytes = b"v") -> list[Event]:
+    return [
+        Event(
+            kind=EventKind.PUT,
+            kv=KeyValue(key=f"{prefix}{r}", value=value, create_revision=r, mod_revision=r, version=1),
+            prev=None,
+            revision=r,
+        )
+        for r in revisions
+    ]
+
+
+def test_a_batch_is_encoded_once_for_every_watch_that_takes_it() -> None:
+    fanout = WatchFanout()
+    batch = _events("p/", range(1, 6))
+    bodies = fanout.bodies("p/", batch)
+    assert fanout.bodies("p/", list(batch)) is bodies  # another watch's list of the very same events
+    assert json.loads(events_message(3, bodies[0])) == {"id": 3, "events": encode_events(batch)}
+    assert fanout.encoded(batch[2]) is fanout.encoded(batch[2])
+    # the same prefix and revisions, but other event objects (a state restored from a snapshot): built anew
+    rebuilt = _events("p/", range(1, 6))
+    assert fanout.bodies("p/", rebuilt) is not bodies and fanout.bodies("p/", rebuilt) == bodies
+    assert fanout.bodies("p/", []) == []
+
+
+def test_the_fan_out_keeps_a_bounded_number_of_events_and_bytes() -> None:
+    fanout = WatchFanout(keep_events=3, keep_batches=2, keep_bytes=10_000)
+    events = _events("p/", range(1, 6))
+    first = fanout.encoded(events[0])
+    for event in events[1:]:
+        fanout.encoded(event)
+    assert fanout.encoded(events[0]) is not first  # the oldest was let go, and is encoded again
+    assert fanout.encoded(events[0]) == first
+    big = _events("b/", range(1, 4), value=b"x" * 6000)  # ~8 KB each: only one fits in 10,000 bytes
+    kept = fanout.bodies("b/", big[:1])
+    fanout.bodies("b/", big[1:2])
+    assert fanout.bodies("b/", big[:1]) is not kept
+
+
+async def test_watches_on_one_prefix_at_one_point_share_one_read_of_the_history(tmp_path: Path) -> None:
+    """Between two applied changes, the watches that ask alike (prefix, next revision) read the replica's
+    history once (under its apply lock); each still gets a list of its own."""
+    address = f"127.0.0.1:{free_port()}"
+    config = RaftConfig(
+        raft_address=address, peers=(address,), data_dir=tmp_path / "r", secret=SECRET, durable=False
+    )
+    async with open_store(config) as store:
+        await wait_for_leader(store)
+        start = (await store.put("s/0", b"x")).revision
+        replica = store._replica
+        reads = [0]
+        read = replica.read
+
+        def counting(reader: Callable[[Any], Any]) -> Any:
+            reads[0] += 1
+            return read(reader)
+
+        replica.read = counting  # type: ignore[method-assign]
+        watches = [store.watch("s/", start) for _ in range(5)]
+        with trio.fail_after(10):
+            batches = [await watch.__anext__() for watch in watches]
+        assert reads == [1]
+        assert all(batch == batches[0] for batch in batches) and [e.kv.key for e in batches[0]] == ["s/0"]
+        batches[0].clear()
+        assert batches[1] and batches[1] is not batches[2]
+        await store.put("s/1", b"y")  # a change applied: the next reads see it
+        with trio.fail_after(10):
+            assert [e.kv.key for e in await watches[0].__anext__()] == ["s/1"]
+        assert reads[0] >= 2
