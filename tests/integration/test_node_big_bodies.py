@@ -9,30 +9,81 @@ from pathlib import Path
 
 import pytest
 import trio
-from node_support import ECHO, activate, client_node, invoke, invoke_raw, kv_client
+from node_support import (
+    ECHO,
+    KVReplicaProcess,
+    NodeProcess,
+    activate,
+    client_node,
+    invoke,
+    invoke_raw,
+    kv_client,
+    started_node,
+)
+
+from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+# ~10 MB under the ingress's 16 MiB limit; its numbers grow as the frame to the instance writes them again,
+# over the frame limit: each call does all the work, then is refused as the caller's (400)
+BODY = ("[" + ",".join(["1e9"] * 2_500_000) + "]").encode()
+
+
+async def large_calls_then_a_small_one(ingress: str) -> list[int]:
+    """Twice: four large calls at once to `ingress`, then a small one, which must be answered."""
+    answers: list[int] = []
+
+    async def large() -> None:
+        answers.append((await invoke_raw(ingress, "org.aether:echo", "echo", BODY)).status_code)
+
+    for _ in range(2):
+        async with trio.open_nursery() as nursery:
+            for _ in range(4):
+                nursery.start_soon(large)
+        small = await invoke(ingress, "org.aether:echo", "echo", [1])
+        assert (small.status_code, small.json()) == (200, [1]), small.text
+    return answers
+
+
+def assert_kept_its_lease(node: NodeProcess) -> None:
+    log = node.log()
+    assert "lease expired" not in log and "registering again" not in log, node.log_tail()
 
 
 async def test_large_bodies_at_once_leave_the_node_its_lease_and_its_endpoints(
     sample_index: Path, tmp_path: Path
 ) -> None:
-    # ~10 MB under the ingress's 16 MiB limit; its numbers grow as the frame writes them again, over the
-    # frame limit: each call does all the work, then is refused as the caller's (400)
-    body = ("[" + ",".join(["1e9"] * 2_500_000) + "]").encode()
     with client_node(tmp_path, sample_index) as node:
         async with kv_client(node) as kv:
             await activate(kv, node, ECHO, 1)
-            answers: list[int] = []
+            assert await large_calls_then_a_small_one(node.ingress) == [400] * 8
+    assert_kept_its_lease(node)
 
-            async def large() -> None:
-                answers.append((await invoke_raw(node.ingress, "org.aether:echo", "echo", body)).status_code)
 
-            for _ in range(2):
-                async with trio.open_nursery() as nursery:
-                    for _ in range(4):
-                        nursery.start_soon(large)
-                small = await invoke(node.ingress, "org.aether:echo", "echo", [1])
-                assert (small.status_code, small.json()) == (200, [1]), small.text
-    assert answers == [400] * 8
-    assert "lease expired" not in node.log() and "registering again" not in node.log(), node.log_tail()
+async def test_large_calls_to_another_nodes_instance_leave_both_nodes_their_leases(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    """n2 holds no instance: it sends each call to n1 over the peer link (encoded and decoded there too)."""
+    replica = KVReplicaProcess(tmp_path / "kv")
+    try:
+        replica.start()
+        shared = {"secret": replica.secret, "kv_endpoints": (replica.endpoint,)}
+        with (
+            started_node(tmp_path / "n1", sample_index, node_id="n1", **shared) as n1,
+            started_node(tmp_path / "n2", sample_index, node_id="n2", **shared) as n2,
+        ):
+            async with kv_client(n1) as kv:
+                await activate(kv, n1, ECHO, 1)
+
+            async def routed() -> int:
+                return (await invoke(n2.ingress, "org.aether:echo", "echo", [0])).status_code
+
+            await wait_until(routed, until=lambda status: status == 200, timeout=30, what="n2 to route to n1")
+            answers = await large_calls_then_a_small_one(n2.ingress)
+            assert answers == [400] * 8
+            assert_kept_its_lease(n1)
+            assert_kept_its_lease(n2)
+    finally:
+        replica.stop()

@@ -59,6 +59,26 @@ class FrameTooLargeError(InvalidRequestError):
     """A frame or a message over its limit; the connection cannot be resynchronised."""
 
 
+DECODE_IN_THREAD = 256 * 1024  # a message of this many bytes or more is decoded in a worker thread
+
+
+def _encode_message(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def _decode_message(payload: bytes) -> dict[str, Any]:
+    """The object in one message's payload. Raises InvalidRequestError."""
+    try:
+        message = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InvalidRequestError(f"frame is not valid JSON (UTF-8): {error}") from None
+    except RecursionError:
+        raise InvalidRequestError("frame is nested too deeply") from None
+    if not isinstance(message, dict):
+        raise InvalidRequestError(f"frame must be a JSON object, got {type(message).__name__}")
+    return message
+
+
 class FramedStream:
     """JSON objects over a trio stream. `send` is safe to call from several tasks at once.
 
@@ -82,10 +102,16 @@ class FramedStream:
         self._buffer = bytearray()
         self._send_lock = trio.Lock()
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], *, big: bool = False) -> None:
         """Send one object. Raises FrameTooLargeError, sending nothing, if it is over `max_send` (the
-        other end would drop the connection, and the request would look unanswered)."""
-        await self.send_payload(json.dumps(message, separators=(",", ":")).encode())
+        other end would drop the connection, and the request would look unanswered). A `big` one (the
+        caller knows its size: a node-to-node call's payload) is encoded in a worker thread, so that the
+        event loop keeps serving meanwhile."""
+        if big:
+            payload = await trio.to_thread.run_sync(_encode_message, message)
+        else:
+            payload = _encode_message(message)
+        await self.send_payload(payload)
 
     async def send_payload(self, payload: bytes) -> None:
         """Send one object already encoded as JSON (UTF-8): `send` without the encoding, for a message
@@ -110,15 +136,9 @@ class FramedStream:
         payload = await self._read_message()
         if payload is None:
             return None
-        try:
-            message = json.loads(payload.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidRequestError(f"frame is not valid JSON (UTF-8): {error}") from None
-        except RecursionError:
-            raise InvalidRequestError("frame is nested too deeply") from None
-        if not isinstance(message, dict):
-            raise InvalidRequestError(f"frame must be a JSON object, got {type(message).__name__}")
-        return message
+        if len(payload) >= DECODE_IN_THREAD:  # (~10 ms of parsing and more: the loop keeps serving)
+            return await trio.to_thread.run_sync(_decode_message, payload)
+        return _decode_message(payload)
 
     async def _read_message(self) -> bytes | None:
         """The payload of the next message, its frames joined; None at a clean end of stream."""

@@ -33,6 +33,7 @@ from aether_kv import (
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
+from ..core._off_loop import BIG, json_size_at_least
 
 log = logging.getLogger("aether_node.peers")
 
@@ -164,7 +165,7 @@ async def _serve_one(
             ErrorKind.INTERNAL, f"the node failed to serve the call: {error!r}"
         ).to_wire()
     try:
-        await framed.send(reply)
+        await framed.send(reply, big=json_size_at_least(reply.get("ok")) >= BIG)
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
 
@@ -208,7 +209,8 @@ class _PeerConnection:
             # the connection (the frame never arrived whole, so the call did not run).
             with trio.CancelScope(shield=True), trio.move_on_after(timeout) as sending:
                 try:
-                    await self.framed.send({"id": request_id, **request})
+                    big = json_size_at_least(request.get("payload")) >= BIG
+                    await self.framed.send({"id": request_id, **request}, big=big)
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     self.closed = True
                     raise NotSentError(f"connection to {self.address} is closed") from None
