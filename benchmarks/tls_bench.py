@@ -13,6 +13,13 @@ and KV ports, HTTPS on the management API, and HTTPS on the ingress with a certi
   `aether_kv.TLSSocketStream`), so that the latency is the cluster's rather than the client's own
   Python TLS; the same calls by httpx (TLS in Python around memory BIOs, as the earlier runs measured)
   follow, interleaved the same way;
+- ingress req/s: `--connections` concurrent keep-alive httpx clients per cluster calling the node with
+  the instance (HTTPS on the TLS cluster), every connection made (its handshake done) before the clock
+  starts, the new connections made while measuring counted (0 expected); the clusters take turns in
+  slices of 0.5 s (the order swapped every pair), `--seconds` each in all. These clients' own TLS runs
+  in this process on the same cores and takes more CPU per request than the server's: their req/s is
+  the client's figure as much as the server's. The server's CPU per request, printed beside it, is what
+  TLS costs the node;
 
 and then, on each cluster in turn (the order of the two swapped every round):
 
@@ -20,10 +27,6 @@ and then, on each cluster in turn (the order of the two swapped every round):
   leader's replica (found first: a write through a follower takes one more hop, which would differ
   between the clusters by chance), over mutual TLS with a client certificate of the cluster CA on the
   TLS cluster;
-- ingress req/s: `--connections` concurrent keep-alive httpx clients calling the node with the instance
-  (HTTPS on the TLS cluster), every connection made (and its handshake done) before the clock starts;
-  the new connections made during the measure are counted (0 expected). These clients' own TLS runs in
-  this process on the same cores: see their CPU per request beside the server's;
 - ingress req/s by wrk (if `wrk` is installed; Debian package `wrk`): `--wrk-connections` keep-alive
   connections, 1 thread, the same calls. The Python clients above cannot keep the fast ingress busy (and
   their own TLS costs more than the server's); wrk's C client can.
@@ -68,6 +71,7 @@ ADMIN = "admin-key-for-the-tls-benchmark-0123"
 BLUEPRINT = 'name = "bench"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 ECHO = "org.aether:echo"
 CALL_BODY = b'{"n": 1}'
+SLICE = 0.5  # s: the Python clients' turns on each cluster
 WRK = shutil.which("wrk")
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"n": 1}'
@@ -365,38 +369,78 @@ async def kv_writes(setup: Setup, seconds: float, writers: int) -> tuple[float, 
         return count / (trio.current_time() - began), count, {}
 
 
-async def ingress_rate(setup: Setup, seconds: float, connections: int) -> tuple[float, int, dict[str, float]]:
-    url = setup.ingress_url(setup.local_ingress)
-    count = made = 0
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+class PythonClients:
+    """`connections` keep-alive httpx clients on the ingress of the node with the instance, their
+    connections made (and their handshakes done) by `warm`; each request counts the new connections it
+    had to make (none, once warm)."""
 
-    async def trace(event: str, info: Any) -> None:
-        nonlocal made
+    def __init__(self, setup: Setup, connections: int) -> None:
+        self.url = setup.ingress_url(setup.local_ingress)
+        self.connections = connections
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        self.http = httpx.AsyncClient(verify=setup.verify, timeout=30, limits=limits)
+        self.made = 0
+
+    async def _trace(self, event: str, info: Any) -> None:
         if event == "connection.connect_tcp.complete":
-            made += 1
+            self.made += 1
 
-    async with httpx.AsyncClient(verify=setup.verify, timeout=30, limits=limits) as http:
+    async def warm(self) -> None:
+        async def one() -> None:
+            (await self.http.post(self.url, json={"n": 0})).raise_for_status()
 
-        async def warm() -> None:
-            (await http.post(url, json={"n": 0})).raise_for_status()
+        async with trio.open_nursery() as nursery:
+            for _ in range(self.connections):
+                nursery.start_soon(one)
+        self.made = 0
 
-        async with trio.open_nursery() as nursery:  # every connection made, its handshake done, first
-            for _ in range(connections):
-                nursery.start_soon(warm)
-        made = 0
+    async def burst(self, seconds: float) -> int:
+        """Requests answered by all the clients at once for `seconds`."""
+        count = 0
         deadline = time.perf_counter() + seconds
 
         async def client() -> None:
             nonlocal count
             while time.perf_counter() < deadline:
-                (await http.post(url, json={"n": 1}, extensions={"trace": trace})).raise_for_status()
+                answer = await self.http.post(self.url, json={"n": 1}, extensions={"trace": self._trace})
+                answer.raise_for_status()
                 count += 1
 
-        began = time.perf_counter()
         async with trio.open_nursery() as nursery:
-            for _ in range(connections):
+            for _ in range(self.connections):
                 nursery.start_soon(client)
-        return count / (time.perf_counter() - began), count, {"ingress new connections": made}
+        return count
+
+
+async def ingress_rates(setups: list[Setup], seconds: float, connections: int) -> dict[str, dict[str, float]]:
+    """The Python clients' req/s on each cluster, the clusters taking turns in slices of SLICE s (the
+    order swapped every pair, so both see the same load), `seconds` each in all; with the server's and
+    the clients' CPU µs per request."""
+    names = [setup.name for setup in setups]
+    clients = {setup.name: PythonClients(setup, connections) for setup in setups}
+    count, busy, client = dict.fromkeys(names, 0), dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+    try:
+        for python in clients.values():
+            await python.warm()
+        meters = await server_meters(setups)
+        for number in range(max(1, round(seconds / SLICE))):
+            for name in names if number % 2 == 0 else names[::-1]:
+                began, before = time.perf_counter(), time.process_time()
+                count[name] += await clients[name].burst(SLICE)
+                busy[name] += time.perf_counter() - began
+                client[name] += time.process_time() - before
+    finally:
+        for python in clients.values():
+            await python.http.aclose()
+    return {
+        setup.name: {
+            "ingress req/s": count[setup.name] / busy[setup.name],
+            "ingress req/s server CPU us": meter.used() / count[setup.name] * 1e6,
+            "ingress req/s client CPU us": client[setup.name] / count[setup.name] * 1e6,
+            "ingress new connections": clients[setup.name].made,
+        }
+        for setup, meter in zip(setups, meters, strict=True)
+    }
 
 
 async def wrk_rate(
@@ -416,7 +460,7 @@ async def wrk_rate(
 
 
 def measure(setup: Setup, opts: argparse.Namespace) -> dict[str, float]:
-    """The figures measured on one cluster alone: KV writes and ingress rates."""
+    """The figures measured on one cluster alone: KV writes and wrk's rate."""
 
     async def timed(name: str, work: Any) -> dict[str, float]:
         """`work` (it returns its figure, its operations and figures of its own) with the server's and
@@ -436,7 +480,6 @@ def measure(setup: Setup, opts: argparse.Namespace) -> dict[str, float]:
         figures = {}
         if opts.only != "ingress":
             figures |= await timed("kv writes/s", kv_writes(setup, opts.seconds, opts.writers))
-        figures |= await timed("ingress req/s", ingress_rate(setup, opts.seconds, opts.connections))
         if WRK is not None:
             work = wrk_rate(setup, opts.seconds, opts.wrk_connections, opts.wrk_script)
             figures |= await timed("wrk ingress req/s", work)
@@ -484,8 +527,9 @@ def main() -> None:
                     round_figures[name] |= found
                 ratio = calls["tls"]["remote call p50 ms"] / calls["plain"]["remote call p50 ms"]
                 print(f"round {number + 1} calls: remote call p50 tls/plain {ratio:.2f}x", flush=True)
+            rates = trio.run(ingress_rates, setups, opts.seconds, opts.connections)
             for setup in setups if number % 2 == 0 else setups[::-1]:
-                round_figures[setup.name] |= measure(setup, opts)
+                round_figures[setup.name] |= rates[setup.name] | measure(setup, opts)
             for setup in setups:
                 results[setup.name].append(round_figures[setup.name])
                 shown = ", ".join(f"{k} {v:,.1f}" for k, v in round_figures[setup.name].items())
