@@ -38,7 +38,8 @@ figures only.
 CPU per operation, as on a busy machine it says more than the rates: `server CPU` is the cluster's
 processes (nodes, KV replicas, slice processes; read from /proc) less what the idle cluster used in the
 second before; `client CPU` is this process's (and wrk's): the clients' side, TLS included. It prints
-each round's figures and load average, then the medians over the rounds and the TLS / plain ratios.
+each round's figures and load average, then the medians over the rounds, their TLS / plain ratios, and
+the median of the rounds' own ratios.
 
     uv run python benchmarks/tls_bench.py [--rounds 5] [--seconds 3] [--calls 1000] [--writers 16]
         [--connections 16] [--wrk-connections 32] [--ingress-server trio|fast] [--only ingress]
@@ -542,12 +543,15 @@ def main() -> None:
                 print(
                     f"round {number + 1} {setup.name:5}: {shown}; load {os.getloadavg()[0]:.2f}", flush=True
                 )
-        print(f"\n{'figure (median)':36} {'plain':>10} {'tls':>10} {'tls/plain':>10}")
+        print(f"\n{'figure (median)':36} {'plain':>10} {'tls':>10} {'tls/plain':>10} {'of rounds':>10}")
         for figure in results["plain"][0]:
             plain = statistics.median(r[figure] for r in results["plain"])
             secured = statistics.median(r[figure] for r in results["tls"])
+            pairs = [(t[figure], p[figure]) for t, p in zip(results["tls"], results["plain"], strict=True)]
             ratio = f"{secured / plain:9.2f}x" if plain else "         -"
-            print(f"{figure:36} {plain:10,.2f} {secured:10,.2f} {ratio}")
+            # the median of each round's own ratio: the pair measured in the same window
+            rounds = f"{statistics.median(t / p for t, p in pairs):9.2f}x" if all(p for _, p in pairs) else ""
+            print(f"{figure:36} {plain:10,.2f} {secured:10,.2f} {ratio} {rounds}")
         print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         for cluster in started:
