@@ -9,8 +9,8 @@ out of its BIOs, one more pass of its loop per record). Here a send is one `SSL_
 and a receive one `SSL_read` from it, as a plain `trio.SocketStream` does with `send` and `recv`; trio
 only waits for the socket to be readable or writable. An `SSL_read` gives one record (16 KiB at
 most): a receive whose record was full also takes the records that have arrived behind it, so a large
-message costs a pass through trio per receive, not per record. The node's HTTPS (hypercorn, on the ingress and
-the management API) runs on it too, for the same reason.
+message costs a pass through trio per receive, not per record. The node's HTTPS (hypercorn, on the
+ingress and the management API) runs on it too, for the same reason.
 
 As with `SSLStream`: one task may send while another receives (the peer and KV links do: one reader,
 senders under a lock); two concurrent sends, or two concurrent receives, raise trio.BusyResourceError.
