@@ -5,10 +5,12 @@ connection, a cancelled handshake, a closed stream). Real sockets on 127.0.0.1, 
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import socket
 import struct
+import termios
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -92,6 +94,38 @@ async def test_megabytes_cross_both_ways_at_once_intact(tmp_path: Path) -> None:
             while len(received) < len(payload):
                 received += await client.receive_some(100_000)
         assert bytes(received) == payload
+
+
+async def test_a_receive_takes_the_full_records_that_have_arrived_not_one_record_each(
+    tmp_path: Path,
+) -> None:
+    """An SSL_read gives one record (16 KiB of plain text at most): a receive also takes the full
+    records that have arrived behind the first, up to its size, so a large message costs one pass
+    through trio per receive rather than per record; a record short of full ends the receive."""
+    server_tls, client_tls = _identity(tmp_path / "s", "server"), _identity(tmp_path / "c", "client")
+    message = os.urandom(4 * 16384 + 100)  # four full records and a short one
+
+    async def send_and_hold(stream: trio.abc.Stream) -> None:
+        await stream.send_all(message)
+        await trio.sleep_forever()
+
+    async with _server(server_tls, send_and_hold, []) as port:
+        for size, expected in ((65536, [message[:65536], message[65536:]]), (100_000, [message])):
+            client = await _connect(port, client_tls)
+            async with client:
+                assert isinstance(client, TLSSocketStream)
+                at_least = len(message) + 5 * 22  # each record's header, content type and tag
+                await wait_until(
+                    lambda: _queued(client.socket) >= at_least,  # noqa: B023 (awaited here)
+                    timeout=10,
+                    what="the five records at the client's socket",
+                )
+                assert [await client.receive_some(size) for _ in expected] == expected
+
+
+def _queued(sock: socket.socket) -> int:
+    """Bytes that have arrived at `sock` and are not read yet."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, struct.pack("i", 0)))[0]
 
 
 async def test_two_receivers_at_once_are_a_busy_resource(tmp_path: Path) -> None:

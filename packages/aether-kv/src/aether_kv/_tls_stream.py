@@ -7,8 +7,10 @@ Why: on the peer and KV client links every frame is one `send_all` and one `rece
 and `SSLStream` spends tens of µs of Python per operation around OpenSSL (its locks, the copies in and
 out of its BIOs, one more pass of its loop per record). Here a send is one `SSL_write` to the socket
 and a receive one `SSL_read` from it, as a plain `trio.SocketStream` does with `send` and `recv`; trio
-only waits for the socket to be readable or writable. The node's HTTPS (hypercorn, on the ingress and
-the management API) runs on it too, for the same reason.
+only waits for the socket to be readable or writable. An `SSL_read` gives one record (16 KiB at
+most): a receive whose record was full also takes the records that have arrived behind it, so a large
+message costs a pass through trio per receive, not per record. The node's HTTPS (hypercorn, on the
+ingress and the management API) runs on it too, for the same reason.
 
 As with `SSLStream`: one task may send while another receives (the peer and KV links do: one reader,
 senders under a lock); two concurrent sends, or two concurrent receives, raise trio.BusyResourceError.
@@ -31,6 +33,7 @@ T = TypeVar("T")
 
 RECEIVE_SIZE = 65536  # what `receive_some()` asks for without a size (a TLS record is at most 16 KiB)
 _SEND_SIZE = 256 * 1024  # at most this much per SSL_write: one send never holds the loop for long
+_MAX_RECORD = 16384  # the most plain text one TLS record carries, so one SSL_read gives
 
 
 class TLSSocketStream(trio.abc.Stream):
@@ -167,9 +170,31 @@ class TLSSocketStream(trio.abc.Stream):
             raise trio.BusyResourceError("another task is already receiving on this stream")
         self._receiving = True
         try:
-            return await self._io(self._sock.recv, size)
+            data = await self._io(self._sock.recv, size)
+            if len(data) == _MAX_RECORD < size:
+                return self._more_records(data, size)
+            return data
         finally:
             self._receiving = False
+
+    def _more_records(self, data: bytes, size: int) -> bytes:
+        """`data` (a full record) and the records that have arrived behind it, up to `size` bytes: an
+        SSL_read gives one record (16 KiB), so a large message would otherwise take one pass through trio
+        per record. A record short of full ends the message (or what has come of it): no read after it,
+        so a small message costs no extra read. Errors are left to the next receive."""
+        pieces, total = [data], len(data)
+        while total < size:
+            try:
+                more = self._sock.recv(size - total)
+            except (ssl.SSLError, OSError):  # (SSLWantReadError: no more yet)
+                break
+            if not more:
+                break
+            pieces.append(more)
+            total += len(more)
+            if len(more) < _MAX_RECORD:
+                break
+        return b"".join(pieces)
 
     async def aclose(self) -> None:
         """Send TLS's close (if the socket takes it now; never waits) and close the connection."""
