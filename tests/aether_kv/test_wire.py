@@ -6,9 +6,9 @@ No sockets and no sleeps: `trio.testing` memory streams stand in for TCP.
 
 from __future__ import annotations
 
-import functools
 import json
 import struct
+import threading
 from typing import Any
 
 import pytest
@@ -454,26 +454,28 @@ async def test_framed_round_trip_several_messages() -> None:
     assert await receiver.receive() is None
 
 
-async def test_big_messages_are_encoded_and_decoded_in_a_worker_thread_alike() -> None:
-    """`send(big=True)` and a received message over DECODE_IN_THREAD take a worker thread (the event
-    loop serves meanwhile); the bytes on the wire and the objects are the same as inline."""
-    big = {"id": 3, "payload": [1.5] * 100_000, "text": "é" * (DECODE_IN_THREAD // 2)}
+async def test_a_big_message_is_decoded_in_a_worker_thread_by_loads_big() -> None:
+    """A message of DECODE_IN_THREAD bytes or more is read by `loads_big` in a worker thread (the event
+    loop serves meanwhile); a smaller one by json.loads, here."""
+    readers: list[str] = []
+
+    def loads_big(text: str) -> Any:
+        readers.append(threading.current_thread().name)
+        return json.loads(text)
+
+    big = {"id": 3, "text": "é" * DECODE_IN_THREAD}
     left, right = trio.testing.memory_stream_pair()
+    limit = 8 * DECODE_IN_THREAD
     sender, receiver = (
-        FramedStream(left, max_frame=8 * DECODE_IN_THREAD),
-        FramedStream(right, max_frame=8 * DECODE_IN_THREAD),
+        FramedStream(left, max_frame=limit),
+        FramedStream(right, max_frame=limit, loads_big=loads_big),
     )
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sender.send, big)  # (the memory stream holds nothing: the receiver must read)
         assert await receiver.receive() == big
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(functools.partial(sender.send, big, big=True))
-        assert await receiver.receive() == big
-    inline, threaded = trio.testing.memory_stream_pair(), trio.testing.memory_stream_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(FramedStream(inline[0], max_frame=8 * DECODE_IN_THREAD).send, {"a": [1] * 10})
-        nursery.start_soon(functools.partial(FramedStream(threaded[0]).send, {"a": [1] * 10}, big=True))
-        assert await inline[1].receive_some() == await threaded[1].receive_some()
+        nursery.start_soon(sender.send, {"id": 4})
+        assert await receiver.receive() == {"id": 4}
+    assert len(readers) == 1 and readers[0] != threading.current_thread().name
 
 
 async def test_framed_send_writes_a_big_endian_length_prefix() -> None:

@@ -11,14 +11,13 @@ import pytest
 import trio
 from node_support import (
     ECHO,
-    KVReplicaProcess,
     NodeProcess,
     activate,
     client_node,
     invoke,
     invoke_raw,
     kv_client,
-    started_node,
+    two_nodes,
 )
 
 from support import wait_until
@@ -66,24 +65,15 @@ async def test_large_calls_to_another_nodes_instance_leave_both_nodes_their_leas
     sample_index: Path, tmp_path: Path
 ) -> None:
     """n2 holds no instance: it sends each call to n1 over the peer link (encoded and decoded there too)."""
-    replica = KVReplicaProcess(tmp_path / "kv")
-    try:
-        replica.start()
-        shared = {"secret": replica.secret, "kv_endpoints": (replica.endpoint,)}
-        with (
-            started_node(tmp_path / "n1", sample_index, node_id="n1", **shared) as n1,
-            started_node(tmp_path / "n2", sample_index, node_id="n2", **shared) as n2,
-        ):
-            async with kv_client(n1) as kv:
-                await activate(kv, n1, ECHO, 1)
+    with two_nodes(tmp_path, sample_index) as (n1, n2):
+        async with kv_client(n1) as kv:
+            await activate(kv, n1, ECHO, 1)
 
-            async def routed() -> int:
-                return (await invoke(n2.ingress, "org.aether:echo", "echo", [0])).status_code
+        async def routed() -> int:
+            return (await invoke(n2.ingress, "org.aether:echo", "echo", [0])).status_code
 
-            await wait_until(routed, until=lambda status: status == 200, timeout=30, what="n2 to route to n1")
-            answers = await large_calls_then_a_small_one(n2.ingress)
-            assert answers == [400] * 8
-            assert_kept_its_lease(n1)
-            assert_kept_its_lease(n2)
-    finally:
-        replica.stop()
+        await wait_until(routed, until=lambda status: status == 200, timeout=30, what="n2 to route to n1")
+        answers = await large_calls_then_a_small_one(n2.ingress)
+        assert answers == [400] * 8
+        assert_kept_its_lease(n1)
+        assert_kept_its_lease(n2)

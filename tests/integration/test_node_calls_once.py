@@ -9,35 +9,18 @@ n1's own 504; when n1 dies during the call, the caller gets a 503 that says it w
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import trio
-from node_support import FAULTY, KVReplicaProcess, NodeProcess, activate, executions, kv_client, started_node
+from node_support import FAULTY, NodeProcess, activate, executions, kv_client, two_nodes
 
 from aether_node import EndpointRecord, decode_record
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@contextlib.contextmanager
-def two_nodes(root: Path, index: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
-    replica = KVReplicaProcess(root / "kv")
-    try:
-        replica.start()
-        shared = {"secret": replica.secret, "kv_endpoints": (replica.endpoint,)}
-        with (
-            started_node(root / "n1", index, node_id="n1", **shared) as n1,
-            started_node(root / "n2", index, node_id="n2", **shared) as n2,
-        ):
-            yield n1, n2
-    finally:
-        replica.stop()
 
 
 async def call(node: NodeProcess, entry: str, payload: Any, timeout: float) -> httpx.Response:

@@ -18,6 +18,7 @@ import hmac
 import json
 import secrets
 import struct
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import cattrs
@@ -62,14 +63,17 @@ class FrameTooLargeError(InvalidRequestError):
 DECODE_IN_THREAD = 256 * 1024  # a message of this many bytes or more is decoded in a worker thread
 
 
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode  # (one encoder: json.dumps makes one per call)
+
+
 def _encode_message(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
+    return _encode_json(message).encode()
 
 
-def _decode_message(payload: bytes) -> dict[str, Any]:
+def _decode_message(payload: bytes, loads: Callable[[str], Any] = json.loads) -> dict[str, Any]:
     """The object in one message's payload. Raises InvalidRequestError."""
     try:
-        message = json.loads(payload.decode("utf-8"))
+        message = loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidRequestError(f"frame is not valid JSON (UTF-8): {error}") from None
     except RecursionError:
@@ -94,7 +98,12 @@ class FramedStream:
         max_frame: int = MAX_FRAME_BYTES,
         max_send: int | None = None,
         max_receive: int | None = None,
+        loads_big: Callable[[str], Any] = json.loads,
     ) -> None:
+        """`loads_big` reads a message of DECODE_IN_THREAD bytes or more, in a worker thread: one that
+        gives `json.loads`'s values while letting the event loop's thread run (one call of the json
+        module's C parser holds the GIL to its end)."""
+        self.loads_big = loads_big
         self.stream = stream
         self.max_frame = max_frame
         self.max_send = max_frame if max_send is None else max_send
@@ -102,16 +111,10 @@ class FramedStream:
         self._buffer = bytearray()
         self._send_lock = trio.Lock()
 
-    async def send(self, message: dict[str, Any], *, big: bool = False) -> None:
+    async def send(self, message: dict[str, Any]) -> None:
         """Send one object. Raises FrameTooLargeError, sending nothing, if it is over `max_send` (the
-        other end would drop the connection, and the request would look unanswered). A `big` one (the
-        caller knows its size: a node-to-node call's payload) is encoded in a worker thread, so that the
-        event loop keeps serving meanwhile."""
-        if big:
-            payload = await trio.to_thread.run_sync(_encode_message, message)
-        else:
-            payload = _encode_message(message)
-        await self.send_payload(payload)
+        other end would drop the connection, and the request would look unanswered)."""
+        await self.send_payload(_encode_message(message))
 
     async def send_payload(self, payload: bytes) -> None:
         """Send one object already encoded as JSON (UTF-8): `send` without the encoding, for a message
@@ -137,7 +140,7 @@ class FramedStream:
         if payload is None:
             return None
         if len(payload) >= DECODE_IN_THREAD:  # (~10 ms of parsing and more: the loop keeps serving)
-            return await trio.to_thread.run_sync(_decode_message, payload)
+            return await trio.to_thread.run_sync(_decode_message, payload, self.loads_big)
         return _decode_message(payload)
 
     async def _read_message(self) -> bytes | None:

@@ -64,6 +64,7 @@ import enum
 import json
 import signal
 import struct
+from collections.abc import Callable
 from typing import Any
 
 VERSION = 3
@@ -76,7 +77,7 @@ MAX_FRAME = 16 * 1024 * 1024
 # carry, is passed through ("surrogatepass", as json.loads reads bytes). Strict: NaN and the infinities
 # are not JSON (Python would write them as NaN and Infinity, which no other JSON reader, and no HTTP
 # answer of the node, takes), so a message holding one is refused like any other that is not JSON.
-_encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+encode_json = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
 _NOT_FINITE = "Out of range float values are not JSON compliant"  # what the encoder says of them
 
 
@@ -125,11 +126,14 @@ class HostErrorKind(enum.StrEnum):
 # ------------------------------------------------------------------ frames
 
 
-def encode(message: dict[str, Any], *, max_frame: int = MAX_FRAME) -> bytes:
+def encode(
+    message: dict[str, Any], *, max_frame: int = MAX_FRAME, json_text: Callable[[Any], str] = encode_json
+) -> bytes:
     """One frame holding `message`. Raises ProtocolError if it is not JSON (NaN and the infinities are
-    not) or over `max_frame` bytes."""
+    not) or over `max_frame` bytes. `json_text`: what writes the JSON, `encode_json` or one that writes
+    the same text (a node writes a big message in pieces, to let other threads run meanwhile)."""
     try:
-        payload = _encode_json(message).encode("utf-8", "surrogatepass")
+        payload = json_text(message).encode("utf-8", "surrogatepass")
     except (TypeError, ValueError) as error:
         why = str(error)
         if why.startswith(_NOT_FINITE):
@@ -140,10 +144,11 @@ def encode(message: dict[str, Any], *, max_frame: int = MAX_FRAME) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-def decode(payload: bytes | bytearray) -> dict[str, Any]:
-    """The message in one frame's payload (without its length). Raises ProtocolError."""
+def decode(payload: bytes | bytearray, *, json_value: Callable[[str], Any] = json.loads) -> dict[str, Any]:
+    """The message in one frame's payload (without its length). Raises ProtocolError. `json_value`: what
+    reads the JSON, `json.loads` or one that gives the same values."""
     try:
-        message = json.loads(payload.decode("utf-8", "surrogatepass"))
+        message = json_value(payload.decode("utf-8", "surrogatepass"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:  # (too deeply nested)
         raise ProtocolError(f"a frame is not valid JSON (UTF-8): {error}") from None
     if not isinstance(message, dict):

@@ -9,6 +9,8 @@ import json
 import math
 from typing import Any
 
+from ._json_hooks import integer, json_object
+
 
 class _NotJsonConstant(ValueError):
     """NaN, Infinity or -Infinity (Python's parser takes them, JSON has no such value), or a number too
@@ -26,7 +28,11 @@ def _finite(text: str) -> float:
     return number
 
 
-_decode = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite).decode
+# (numbers and objects made by functions in Python: a worker thread parsing a big body lets the event
+# loop's thread run between them, where one call of the C parser would hold the GIL to its end)
+_decode = json.JSONDecoder(
+    parse_constant=_refuse_constant, parse_float=_finite, parse_int=integer, object_pairs_hook=json_object
+).decode
 
 
 def parse_strict_json(text: str) -> Any:

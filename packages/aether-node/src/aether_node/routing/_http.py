@@ -41,7 +41,7 @@ from ..core._blueprint import Balancing
 from ..core._config import ConfigError
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
-from ..core._off_loop import json_size_at_least, run_sized
+from ..core._off_loop import BIG, in_pieces, json_size_at_least, run_sized
 from ..core._strict_json import parse_strict_json
 from ._body_limit import limit_body
 from ._hypercorn_serve import serve_plain
@@ -70,10 +70,16 @@ def error_response(kind: str, message: str, **extra: Any) -> JSONResponse:
 # JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is a ValueError); one encoder
 # for all calls (json.dumps with these options would build one per call)
 _encode = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")).encode
+_ENCODE_IN_PIECES = in_pieces(_encode)
 
 
 def _render(content: Any) -> bytes:
     return _encode(content).encode("utf-8")
+
+
+def _render_big(content: Any) -> bytes:
+    """`_render`, in pieces (`in_pieces`: in a worker thread, the event loop's thread runs meanwhile)."""
+    return _ENCODE_IN_PIECES(content).encode("utf-8")
 
 
 def _error(error: InvocationError) -> tuple[int, bytes]:
@@ -144,7 +150,9 @@ async def _answer(
     except InvocationError as error:
         return _error(error)
     try:
-        return 200, await run_sized(json_size_at_least(result), _render, result)
+        if json_size_at_least(result) < BIG:
+            return 200, _render(result)
+        return 200, await trio.to_thread.run_sync(_render_big, result)
     except ValueError as error:  # (not strict JSON)
         return _error(unanswerable(artifact, entry, error))
 

@@ -11,6 +11,7 @@ through consensus. A call's error comes back as the remote raised it
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,7 +34,7 @@ from aether_kv import (
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
-from ..core._off_loop import BIG, json_size_at_least
+from ..core._off_loop import BIG, in_pieces, json_size_at_least, loads_yielding
 
 log = logging.getLogger("aether_node.peers")
 
@@ -110,7 +111,9 @@ async def _serve_connection(
     versions: LocalStats = dict,
 ) -> None:
     # before the secret is proved, a few KiB at most: a stranger holds no megabytes of this node's memory
-    framed = FramedStream(stream, max_frame=MAX_FRAME, max_receive=MAX_HANDSHAKE_BYTES)
+    framed = FramedStream(
+        stream, max_frame=MAX_FRAME, max_receive=MAX_HANDSHAKE_BYTES, loads_big=loads_yielding
+    )
     if not await server_handshake(framed, secret, node_id):
         return
     framed.max_receive = MAX_FRAME
@@ -165,9 +168,26 @@ async def _serve_one(
             ErrorKind.INTERNAL, f"the node failed to serve the call: {error!r}"
         ).to_wire()
     try:
-        await framed.send(reply, big=json_size_at_least(reply.get("ok")) >= BIG)
+        await _send(framed, reply, reply.get("ok"))
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
+
+
+# (any JSON reads alike at the other end: the peer link's own encoder's text need not be matched)
+_ENCODE_IN_PIECES = in_pieces(json.JSONEncoder(separators=(",", ":")).encode)
+
+
+def _encode_big(message: dict[str, Any]) -> bytes:
+    return _ENCODE_IN_PIECES(message).encode()
+
+
+async def _send(framed: FramedStream, message: dict[str, Any], payload: Any) -> None:
+    """Send `message`; if `payload` (its part that may be big) is, written in a worker thread, in pieces
+    (`in_pieces`), so that the event loop keeps serving meanwhile."""
+    if json_size_at_least(payload) < BIG:
+        await framed.send(message)
+    else:
+        await framed.send_payload(await trio.to_thread.run_sync(_encode_big, message))
 
 
 class _PeerConnection:
@@ -209,8 +229,7 @@ class _PeerConnection:
             # the connection (the frame never arrived whole, so the call did not run).
             with trio.CancelScope(shield=True), trio.move_on_after(timeout) as sending:
                 try:
-                    big = json_size_at_least(request.get("payload")) >= BIG
-                    await self.framed.send({"id": request_id, **request}, big=big)
+                    await _send(self.framed, {"id": request_id, **request}, request.get("payload"))
                 except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                     self.closed = True
                     raise NotSentError(f"connection to {self.address} is closed") from None
@@ -269,7 +288,7 @@ class PeerClients:
                     secured: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
                     try:
                         secured = await connect_tls(secured, self._tls, host)
-                        framed = FramedStream(secured, max_frame=MAX_FRAME)
+                        framed = FramedStream(secured, max_frame=MAX_FRAME, loads_big=loads_yielding)
                         await client_handshake(framed, self._secret, address)
                     except BaseException:
                         await trio.aclose_forcefully(secured)

@@ -36,7 +36,7 @@ from aether_slice.protocol import Kind, ProtocolError
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
-from ..core._off_loop import json_size_at_least, run_sized
+from ..core._off_loop import BIG, in_pieces, json_size_at_least, loads_yielding
 from ._installer import InstalledSlice, entry_point_reference
 from ._processes import ChildProcess, spawn
 
@@ -45,6 +45,10 @@ log = logging.getLogger("aether_node.slice_host")
 CallHandler = Callable[[str, str, Any, float], Awaitable[Any]]
 
 _READ_SIZE = 65536
+
+
+_ENCODE_IN_PIECES = in_pieces(protocol.encode_json)
+_decode_yielding = functools.partial(protocol.decode, json_value=loads_yielding)
 
 
 class _Call:
@@ -132,9 +136,11 @@ class _Connection:
 
     async def send_sized(self, message: dict[str, Any], size: int) -> None:
         """`send` of a message of about `size` bytes: a big one is encoded off the event loop."""
-        self.write(
-            await run_sized(size, functools.partial(protocol.encode, max_frame=self.max_frame), message)
-        )
+        if size < BIG:
+            self.send(message)
+            return
+        encode = functools.partial(protocol.encode, max_frame=self.max_frame, json_text=_ENCODE_IN_PIECES)
+        self.write(await trio.to_thread.run_sync(encode, message))
 
     def write(self, data: bytes) -> None:
         if self._closed:
@@ -190,7 +196,9 @@ class _Connection:
             if not await self._read():
                 frames.end()
                 return None
-        return await run_sized(len(payload), protocol.decode, payload)  # (a big one off the event loop)
+        if len(payload) < BIG:
+            return protocol.decode(payload)
+        return await trio.to_thread.run_sync(_decode_yielding, payload)  # (off the event loop)
 
     async def _read(self) -> bool:
         """Read what the socket has (waiting for it if needed); False at end of stream."""
