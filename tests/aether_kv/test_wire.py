@@ -786,21 +786,22 @@ _key_values = st.builds(
     version=st.integers(0, 2**40),
     lease=st.integers(0, 2**40),
 )
+_event_lists = st.lists(
+    st.builds(
+        Event,
+        kind=st.sampled_from(list(EventKind)),
+        kv=_key_values,
+        prev=st.none() | _key_values,
+        revision=st.integers(0, 2**40),
+    ),
+    max_size=3,
+)
 _odd_values = st.sampled_from([None, True, "7", 7, 7.0, "not base64!", "eA==", [], {}, "put"])
 
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(
-        st.builds(
-            Event,
-            kind=st.sampled_from(list(EventKind)),
-            kv=_key_values,
-            prev=st.none() | _key_values,
-            revision=st.integers(0, 2**40),
-        ),
-        max_size=3,
-    ),
+    _event_lists,
     st.none()
     | st.tuples(
         st.sampled_from(["kind", "revision", "prev", "kv", "kv.key", "kv.value", "kv.lease", "kv.version"]),
@@ -837,16 +838,7 @@ def test_watch_events_decode_as_the_converter_decodes_them(
 
 @settings(max_examples=300, deadline=None)
 @given(
-    st.lists(
-        st.builds(
-            Event,
-            kind=st.sampled_from(list(EventKind)),
-            kv=_key_values,
-            prev=st.none() | _key_values,
-            revision=st.integers(0, 2**40),
-        ),
-        max_size=3,
-    ),
+    _event_lists,
     st.integers(0, 2**53),
 )
 def test_a_watch_message_spliced_from_encoded_events_is_the_converters_json(
