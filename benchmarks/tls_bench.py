@@ -21,7 +21,8 @@ and KV ports, HTTPS on the management API, and HTTPS on the ingress with a certi
   the client's figure as much as the server's. The server's CPU per request, printed beside it, is what
   TLS costs the node;
 
-and then, on each cluster in turn (the order of the two swapped every round):
+and then, the two clusters taking turns in the same way (KV writers in turns of 0.5 s, wrk in turns of
+2 s: the load of the machine falls on both alike):
 
 - KV writes/s: `--writers` concurrent `put`s for `--seconds` through `aether_kv.open_client` to the Raft
   leader's replica (found first: a write through a follower takes one more hop, which would differ
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import os
 import re
 import shutil
@@ -56,6 +58,7 @@ import ssl
 import statistics
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +76,8 @@ BLUEPRINT = 'name = "bench"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ni
 ECHO = "org.aether:echo"
 CALL_BODY = b'{"n": 1}'
 SLICE = 0.5  # s: the Python clients' turns on each cluster
+KV_TURN = 0.5  # s: the KV writers' turns on each cluster
+WRK_TURN = 2.0  # s: wrk's turns on each cluster (whole seconds, wrk's unit; it connects anew each turn)
 WRK = shutil.which("wrk")
 WRK_SCRIPT = """wrk.method = "POST"
 wrk.body = '{"n": 1}'
@@ -466,30 +471,50 @@ async def wrk_rate(
     return float(rate[1]), int(total[1]), {}
 
 
-def measure(setup: Setup, opts: argparse.Namespace) -> dict[str, float]:
-    """The figures measured on one cluster alone: KV writes and wrk's rate."""
+Work = Callable[[Setup, float], Awaitable[tuple[float, int, dict[str, float]]]]
 
-    async def timed(name: str, work: Any) -> dict[str, float]:
-        """`work` (it returns its figure, its operations and figures of its own) with the server's and
-        the client's CPU µs per operation."""
-        (meter,) = await server_meters([setup])
-        client_before = client_cpu()
-        figure, operations, extra = await work
-        per = 1e6 / max(operations, 1)
-        return {
-            name: figure,
-            f"{name} server CPU us": meter.used() * per,
-            f"{name} client CPU us": (client_cpu() - client_before) * per,
-            **extra,
+
+async def in_turns(
+    setups: list[Setup], name: str, work: Work, seconds: float, turn: float
+) -> dict[str, dict[str, float]]:
+    """`work` (on one cluster for a given time: its rate, its operations, figures of its own) on each
+    cluster in turns of `turn` s (the order swapped every pair, so both see the same load), `seconds`
+    each in all: the rate over the turns, with the server's and the client's CPU µs per operation."""
+    names = [setup.name for setup in setups]
+    operations, busy, client = dict.fromkeys(names, 0), dict.fromkeys(names, 0.0), dict.fromkeys(names, 0.0)
+    meters = await server_meters(setups)
+    by_name = {setup.name: setup for setup in setups}
+    for number in range(max(1, round(seconds / turn))):
+        for each in names if number % 2 == 0 else names[::-1]:
+            before = client_cpu()
+            rate, done, _ = await work(by_name[each], turn)
+            operations[each] += done
+            busy[each] += done / rate if rate else turn
+            client[each] += client_cpu() - before
+    return {
+        setup.name: {
+            name: operations[setup.name] / busy[setup.name],
+            f"{name} server CPU us": meter.used() / max(operations[setup.name], 1) * 1e6,
+            f"{name} client CPU us": client[setup.name] / max(operations[setup.name], 1) * 1e6,
         }
+        for setup, meter in zip(setups, meters, strict=True)
+    }
 
-    async def run() -> dict[str, float]:
-        figures = {}
+
+def measure(setups: list[Setup], opts: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """KV writes and wrk's rate, on the two clusters in turns (KV_TURN and WRK_TURN s)."""
+
+    async def run() -> dict[str, dict[str, float]]:
+        figures: dict[str, dict[str, float]] = {setup.name: {} for setup in setups}
         if opts.only != "ingress":
-            figures |= await timed("kv writes/s", kv_writes(setup, opts.seconds, opts.writers))
+            writes = functools.partial(kv_writes, writers=opts.writers)
+            for name, found in (await in_turns(setups, "kv writes/s", writes, opts.seconds, KV_TURN)).items():
+                figures[name] |= found
         if WRK is not None:
-            work = wrk_rate(setup, opts.seconds, opts.wrk_connections, opts.wrk_script)
-            figures |= await timed("wrk ingress req/s", work)
+            wrk = functools.partial(wrk_rate, connections=opts.wrk_connections, script=opts.wrk_script)
+            found_all = await in_turns(setups, "wrk ingress req/s", wrk, opts.seconds, WRK_TURN)
+            for name, found in found_all.items():
+                figures[name] |= found
         return figures
 
     return trio.run(run)
@@ -535,8 +560,9 @@ def main() -> None:
                 ratio = calls["tls"]["remote call p50 ms"] / calls["plain"]["remote call p50 ms"]
                 print(f"round {number + 1} calls: remote call p50 tls/plain {ratio:.2f}x", flush=True)
             rates = trio.run(ingress_rates, setups, opts.seconds, opts.connections)
-            for setup in setups if number % 2 == 0 else setups[::-1]:
-                round_figures[setup.name] |= rates[setup.name] | measure(setup, opts)
+            alone = measure(setups, opts)
+            for setup in setups:
+                round_figures[setup.name] |= rates[setup.name] | alone[setup.name]
             for setup in setups:
                 results[setup.name].append(round_figures[setup.name])
                 shown = ", ".join(f"{k} {v:,.1f}" for k, v in round_figures[setup.name].items())
