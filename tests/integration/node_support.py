@@ -450,13 +450,13 @@ def client_node(root: Path, index: str | Path, **kwargs: Any) -> Iterator[NodePr
 
 
 @contextlib.contextmanager
-def two_nodes(root: Path, index: str | Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
-    """Two started nodes n1 and n2, clients of one KV replica run beside them (no leader: the test writes
-    the command states), all ended afterwards."""
+def two_nodes(root: Path, index: str | Path, **kwargs: Any) -> Iterator[tuple[NodeProcess, NodeProcess]]:
+    """Two started nodes n1 and n2 (`kwargs`: more of `NodeProcess` for both), clients of one KV replica
+    run beside them (no leader: the test writes the command states), all ended afterwards."""
     replica = KVReplicaProcess(root / "kv")
     try:
         replica.start()
-        shared = {"secret": replica.secret, "kv_endpoints": (replica.endpoint,)}
+        shared = {"secret": replica.secret, "kv_endpoints": (replica.endpoint,), **kwargs}
         with (
             started_node(root / "n1", index, node_id="n1", **shared) as n1,
             started_node(root / "n2", index, node_id="n2", **shared) as n2,

@@ -77,3 +77,23 @@ async def test_large_calls_to_another_nodes_instance_leave_both_nodes_their_leas
         assert answers == [400] * 8
         assert_kept_its_lease(n1)
         assert_kept_its_lease(n2)
+
+
+async def test_a_big_result_through_the_fast_ingress_from_another_node_comes_back_whole(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    """n2's fast ingress sends the call over its link to the node, on to n1; the ~3 MB result comes back
+    over the peer link and the ingress link, each written in pieces in a worker thread."""
+    with two_nodes(tmp_path, sample_index, extra_args=("--ingress-server", "fast")) as (n1, n2):
+        async with kv_client(n1) as kv:
+            await activate(kv, n1, ECHO, 1)
+
+        async def routed() -> int:
+            return (await invoke(n2.ingress, "org.aether:echo", "echo", [0])).status_code
+
+        await wait_until(routed, until=lambda status: status == 200, timeout=30, what="n2 to route to n1")
+        payload = {"rows": [{"n": number, "text": f"row {number} é"} for number in range(100_000)]}
+        answer = await invoke(n2.ingress, "org.aether:echo", "echo", payload)
+        assert answer.status_code == 200 and answer.json() == payload, answer.text[:300]
+        assert_kept_its_lease(n1)
+        assert_kept_its_lease(n2)

@@ -27,11 +27,14 @@ PIECE = 2048  # items of a list or an object one call of the C encoder writes at
 T = TypeVar("T")
 
 
-async def run_sized(size: int, function: Callable[..., T], *args: Any) -> T:
-    """`function(*args)`, in a worker thread if it handles `size` >= BIG bytes, else here."""
+async def run_sized(
+    size: int, function: Callable[..., T], *args: Any, big: Callable[..., T] | None = None
+) -> T:
+    """`function(*args)` here if it handles fewer than BIG bytes (`size`); else in a worker thread, as
+    `big(*args)` if given (the same work done so as to give the GIL back: `in_pieces`)."""
     if size < BIG:
         return function(*args)
-    return await trio.to_thread.run_sync(function, *args)
+    return await trio.to_thread.run_sync(big or function, *args)
 
 
 def json_size_at_least(value: Any, limit: int = BIG) -> int:

@@ -38,8 +38,9 @@ from aether_slice.protocol import ProtocolError
 
 from ..core._error_kinds import http_status
 from ..core._errors import InvocationError
+from ..core._off_loop import json_size_at_least
 from ..runtime._processes import ChildProcess, spawn
-from ..runtime._slice_host import _Connection
+from ..runtime._slice_host import _Connection, encode_frame
 from ._direct import DirectRoutes, record_direct
 from ._http import Invoke, call_options, unanswerable
 from ._ingress_worker import MAX_LINK_FRAME
@@ -178,8 +179,8 @@ class _Link:
         if scope.cancelled_caught:
             return  # the client went away: nobody waits for the answer
         reply["i"] = call_id
-        try:
-            frame = protocol.encode(reply, max_frame=MAX_LINK_FRAME)
+        try:  # (a big result is written off the event loop)
+            frame = await encode_frame(reply, json_size_at_least(reply.get("r")), max_frame=MAX_LINK_FRAME)
         except ProtocolError as why:  # a result that cannot be framed (not JSON: NaN; too large)
             error = unanswerable(str(message.get("a")), str(message.get("e")), why)
             failure = error.to_wire()

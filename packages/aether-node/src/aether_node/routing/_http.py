@@ -41,7 +41,7 @@ from ..core._blueprint import Balancing
 from ..core._config import ConfigError
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvocationError
-from ..core._off_loop import BIG, in_pieces, json_size_at_least, run_sized
+from ..core._off_loop import in_pieces, json_size_at_least, run_sized
 from ..core._strict_json import parse_strict_json
 from ._body_limit import limit_body
 from ._hypercorn_serve import serve_plain
@@ -150,9 +150,7 @@ async def _answer(
     except InvocationError as error:
         return _error(error)
     try:
-        if json_size_at_least(result) < BIG:
-            return 200, _render(result)
-        return 200, await trio.to_thread.run_sync(_render_big, result)
+        return 200, await run_sized(json_size_at_least(result), _render, result, big=_render_big)
     except ValueError as error:  # (not strict JSON)
         return _error(unanswerable(artifact, entry, error))
 

@@ -34,7 +34,7 @@ from aether_kv import (
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
-from ..core._off_loop import BIG, in_pieces, json_size_at_least, loads_yielding
+from ..core._off_loop import in_pieces, json_size_at_least, loads_yielding, run_sized
 
 log = logging.getLogger("aether_node.peers")
 
@@ -174,20 +174,23 @@ async def _serve_one(
 
 
 # (any JSON reads alike at the other end: the peer link's own encoder's text need not be matched)
-_ENCODE_IN_PIECES = in_pieces(json.JSONEncoder(separators=(",", ":")).encode)
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+_ENCODE_IN_PIECES = in_pieces(_ENCODE)
 
 
 def _encode_big(message: dict[str, Any]) -> bytes:
     return _ENCODE_IN_PIECES(message).encode()
 
 
+def _encode(message: dict[str, Any]) -> bytes:
+    return _ENCODE(message).encode()
+
+
 async def _send(framed: FramedStream, message: dict[str, Any], payload: Any) -> None:
     """Send `message`; if `payload` (its part that may be big) is, written in a worker thread, in pieces
     (`in_pieces`), so that the event loop keeps serving meanwhile."""
-    if json_size_at_least(payload) < BIG:
-        await framed.send(message)
-    else:
-        await framed.send_payload(await trio.to_thread.run_sync(_encode_big, message))
+    encoded = await run_sized(json_size_at_least(payload), _encode, message, big=_encode_big)
+    await framed.send_payload(encoded)
 
 
 class _PeerConnection:

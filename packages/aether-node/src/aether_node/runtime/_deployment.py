@@ -542,9 +542,9 @@ class NodeDeploymentManager:
 
     async def _withdraw(self, key: InstanceKey, instance: LocalInstance) -> None:
         instance.withdrawn = True  # first: a republish must not put them back
-        deletes = [Delete(key=endpoint_key(key.coordinates, key.instance))] if instance.entry_points else []
-        if not deletes:
+        if not instance.entry_points:  # (it published no record)
             return
+        deletes = [Delete(key=endpoint_key(key.coordinates, key.instance))]
         backoff = 0.1
         for attempt in range(WITHDRAW_ATTEMPTS):
             try:

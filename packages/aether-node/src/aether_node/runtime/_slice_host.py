@@ -36,7 +36,7 @@ from aether_slice.protocol import Kind, ProtocolError
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
-from ..core._off_loop import BIG, in_pieces, json_size_at_least, loads_yielding
+from ..core._off_loop import in_pieces, json_size_at_least, loads_yielding, run_sized
 from ._installer import InstalledSlice, entry_point_reference
 from ._processes import ChildProcess, spawn
 
@@ -48,6 +48,16 @@ _READ_SIZE = 65536
 
 
 _ENCODE_IN_PIECES = in_pieces(protocol.encode_json)
+
+
+async def encode_frame(message: dict[str, Any], size: int, *, max_frame: int = protocol.MAX_FRAME) -> bytes:
+    """`protocol.encode(message)`; one whose big part (a payload, a result) is about `size` bytes, BIG or
+    more, is written in a worker thread, in pieces, so that the event loop keeps serving meanwhile. Raises
+    as `protocol.encode`."""
+    encode = functools.partial(protocol.encode, max_frame=max_frame)
+    return await run_sized(size, encode, message, big=functools.partial(encode, json_text=_ENCODE_IN_PIECES))
+
+
 _decode_yielding = functools.partial(protocol.decode, json_value=loads_yielding)
 
 
@@ -135,12 +145,8 @@ class _Connection:
         self.write(protocol.encode(message, max_frame=self.max_frame))
 
     async def send_sized(self, message: dict[str, Any], size: int) -> None:
-        """`send` of a message of about `size` bytes: a big one is encoded off the event loop."""
-        if size < BIG:
-            self.send(message)
-            return
-        encode = functools.partial(protocol.encode, max_frame=self.max_frame, json_text=_ENCODE_IN_PIECES)
-        self.write(await trio.to_thread.run_sync(encode, message))
+        """`send` of a message whose big part is about `size` bytes (`encode_frame`)."""
+        self.write(await encode_frame(message, size, max_frame=self.max_frame))
 
     def write(self, data: bytes) -> None:
         if self._closed:
@@ -196,9 +202,7 @@ class _Connection:
             if not await self._read():
                 frames.end()
                 return None
-        if len(payload) < BIG:
-            return protocol.decode(payload)
-        return await trio.to_thread.run_sync(_decode_yielding, payload)  # (off the event loop)
+        return await run_sized(len(payload), protocol.decode, payload, big=_decode_yielding)
 
     async def _read(self) -> bool:
         """Read what the socket has (waiting for it if needed); False at end of stream."""
@@ -482,7 +486,7 @@ class SliceHost:
             )
         try:
             try:
-                self.connection.send(reply)
+                await self.connection.send_sized(reply, json_size_at_least(reply.get("ok")))
             except ProtocolError as error:  # a result the slice cannot be sent
                 self.connection.send(
                     _error_reply(call_id, InvocationError(ErrorKind.INTERNAL, f"the result: {error}"))
