@@ -25,7 +25,7 @@ from aether_kv import (
     wait_until_ready,
 )
 from linearizability import Operation, check_linearizable
-from support import leader_id, wait_until
+from support import known_leader, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -103,8 +103,7 @@ def _op(client, kind, key, value, expected, invoked, returned, result, unknown) 
 async def test_history_is_linearizable_across_a_leader_kill_and_restart(kv_cluster: LocalCluster) -> None:
     history: list[Operation] = []
     stop = trio.Event()
-    async with open_client(kv_cluster.endpoints, kv_cluster.secret) as observer:
-        leader = leader_id(kv_cluster, await observer.status())
+    leader = await known_leader(kv_cluster)  # (the replica asked may not have heard of it yet)
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             for number in range(6):
