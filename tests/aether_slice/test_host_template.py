@@ -113,6 +113,21 @@ def test_a_preloading_template_imports_the_slice_once_with_its_config_for_every_
     assert seen["config"] == config
 
 
+def test_the_warm_up_leaves_no_instance_its_stand_in_slice(template: Callable[..., Template]) -> None:
+    """The template rehearses an instance's life before it forks (a stand-in slice loaded, started,
+    invoked, stopped): no instance can load the stand-in, and the slice preloaded for real still loads."""
+    config = {"mode": "ok"}
+    preloading = template(config)
+    _, connection = preloading.instance(config)
+    stand_in = connection.request(
+        Kind.LOAD, entry_point=host._REHEARSAL, coordinates="aether:warm-up:0", instance=0, config={}
+    )
+    assert stand_in["error"]["kind"] == "entry_point", stand_in
+    _, connection = preloading.instance(config)
+    assert "ok" in load(connection, config)
+    assert imported(connection)["pid"] == preloading.process.pid  # (the real slice was preloaded)
+
+
 def load_and_start(connection: Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
     """LOAD and START in one write, as a node sends an activation right after the load: both answers."""
     coordinates = f"{FAULTY}:1.0.0"

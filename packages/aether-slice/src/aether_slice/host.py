@@ -782,7 +782,7 @@ def main(argv: list[str] | None = None) -> None:
         os.execv(sys.executable, [sys.executable, "-m", "aether_slice.host"])
     _choose_loop()
     try:
-        _run(_warm_up())
+        _warm_up_rounds(WARM_UP_ROUNDS)
     except Exception:  # only a loss of speed
         traceback.print_exc()
     Template().run()
@@ -826,13 +826,61 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
             loop.close()
 
 
+WARM_UP_ROUNDS = 10
+_REHEARSAL = "(warm-up)"  # the stand-in slice's entry point name (no slice's: not group:artifact)
+
+
+class _Rehearsal:
+    """The stand-in slice of the warm-up: an instance's lifecycle, run in the template, without the
+    slice's own code (whose start hook may open connections or start threads: never in the template)."""
+
+    @hookspecs.hookimpl
+    def aether_entry_points(self, context: SliceContext) -> Any:
+        return [EntryPoint(name="echo", function=lambda payload: payload, idempotent=True)]
+
+    @hookspecs.hookimpl
+    def aether_start(self, context: SliceContext) -> None:
+        return None
+
+    @hookspecs.hookimpl
+    def aether_stop(self, context: SliceContext) -> None:
+        return None
+
+
+def _warm_up_rounds(rounds: int) -> None:
+    """Rehearse an instance's life `rounds` times in the template (`_warm_up`), with the stand-in slice
+    registered as if preloaded, then forget it."""
+    manager = pluggy.PluginManager(hookspecs.PROJECT)
+    manager.add_hookspecs(hookspecs)
+    manager.register(_Rehearsal())
+    _preloaded[_REHEARSAL] = manager
+    try:
+        for _ in range(rounds):
+            _run(_warm_up())
+    finally:
+        del _preloaded[_REHEARSAL]
+        logging.Logger.manager.loggerDict.pop(_logger_name(_REHEARSAL), None)
+
+
 async def _warm_up() -> None:
-    """What every instance does first (an event loop, a connection on a socket pair's end, a Host
-    answering a request: `_serve`), done once in the template: what it builds lazily is then inherited,
-    not built again (and its pages copied) in each child."""
+    """What an instance does (an event loop, a connection on a socket pair's end, a Host answering LOAD,
+    START, INVOKE, HEALTH and STOP: `_serve`), done in the template with the stand-in slice, and more
+    than once: what it builds lazily is then inherited, not built again (and its pages copied) in each
+    child, and so is what the interpreter learns of the code it runs: Python 3.11 rewrites a function's
+    bytecode for speed after its eighth call, and counts the calls and misses before it in the code
+    object, each write of which would copy a page in every child."""
     mine, theirs = socket.socketpair()
     with theirs:
-        theirs.sendall(protocol.encode(protocol.request(1, Kind.HEALTH)))
+        requests = [
+            protocol.request(
+                1, Kind.LOAD, entry_point=_REHEARSAL, coordinates="aether:warm-up:0", instance=0, config={}
+            ),
+            protocol.request(2, Kind.START),
+            protocol.request(3, Kind.INVOKE, entry="echo", payload={"warm": "up"}),
+            protocol.request(4, Kind.HEALTH),
+            protocol.request(5, Kind.STOP),
+        ]
+        theirs.sendall(b"".join(protocol.encode(request) for request in requests))
         theirs.shutdown(socket.SHUT_WR)
         await _serve(mine.detach())
 
