@@ -289,6 +289,32 @@ def test_the_template_refuses_a_fork_of_another_protocol_version_saying_both(
     assert load(connection, config)["ok"]["pid"] == pid
 
 
+def test_forks_sent_together_become_each_the_instance_of_its_own_connection_and_output(
+    template: Callable[..., Template],
+) -> None:
+    """The template reads all that the node has sent before it serves any of it (one read per FORK: a
+    read ends where the next FORK's descriptors begin): FORKs sent together, with a refused one and a
+    KILL among them, each become the instance of their own connection, writing to their own output."""
+    config = {"mode": "ok"}
+    preloading = template(config)
+    connections = {number: preloading.fork(config) for number in range(1, 9)}
+    refused = preloading.fork(config, version=2)  # FORK 9
+    killed = preloading.fork(config)  # FORK 10
+    preloading.template.control.sendall(protocol.encode(protocol.request(0, Kind.KILL, fork=10)))
+    connections.update({number: preloading.fork(config) for number in range(11, 15)})
+    assert preloading.template.refusal()["id"] == 9
+    assert refused.receive() is None
+    assert killed.receive() is None
+    pids = set()
+    for number, connection in connections.items():
+        pids.add(load(connection, config, number)["ok"]["pid"])
+        assert connection.request(Kind.INVOKE, entry="work", payload=number)["ok"] == "ok"
+        assert imported(connection)["instance"] == number
+    assert len(pids) == len(connections)
+    for number in connections:
+        assert f"faulty: work {number}\n" in (preloading.directory / f"{number}.log").read_text()
+
+
 def test_the_template_kills_a_child_by_its_fork(template: Callable[..., Template]) -> None:
     """KILL names the FORK (the node does not know a child's pid before its answer to LOAD): the child's
     process group is killed, and its EXIT names the FORK."""

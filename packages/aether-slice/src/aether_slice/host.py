@@ -62,6 +62,7 @@ PR_SET_PDEATHSIG = 1
 _READ_SIZE = 65536
 _MAX_MESSAGE = 65536  # of an exception's message in an error reply: its frame must stay under the limit
 _MAX_FDS = 8  # descriptors one read of the template's socket takes: a FORK's (the kernel ends a read there)
+_MAX_READS = 64  # reads of the node's socket served together by the template (64 FORKs at most)
 
 
 class HostError(Exception):
@@ -566,11 +567,12 @@ def _child(connection: int, output: int, request: dict[str, Any]) -> None:
     os._exit(0)  # do not wait for threads a slice may have left running
 
 
-def _receive_with_fds(sock: socket.socket) -> tuple[bytes, list[int]]:
-    """What one read of `sock` brings, and the descriptors that came with it (close-on-exec). Raises
-    ProtocolError if the kernel had to drop some (more than a FORK carries came at once)."""
+def _receive_with_fds(sock: socket.socket, flags: int = 0) -> tuple[bytes, list[int]]:
+    """What one read of `sock` (with `flags` besides) brings, and the descriptors that came with it
+    (close-on-exec). Raises ProtocolError if the kernel had to drop some (more than a FORK carries came
+    at once)."""
     space = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
-    data, ancillary, flags, _ = sock.recvmsg(_READ_SIZE, space, socket.MSG_CMSG_CLOEXEC)
+    data, ancillary, flags, _ = sock.recvmsg(_READ_SIZE, space, socket.MSG_CMSG_CLOEXEC | flags)
     fds = array.array("i")
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -667,19 +669,38 @@ class Template:
         if self._wake_read in readable:
             self._drain_wakeups()
         if 0 in readable:
-            assert self.control is not None
             try:
-                chunk, fds = _receive_with_fds(self.control)
-                self.fds.extend(fds)
-                if not chunk:
+                # What the node has sent by now, read before any of it is served (a read ends where the
+                # next FORK's descriptors begin: one read per FORK), then served, decoded first: between
+                # two forks the template touches little, and each page it touches after a fork is a
+                # copy (its children share its pages).
+                came = self.receive(0)
+                reads = 1
+                while came and reads < _MAX_READS:
+                    came = self.receive(socket.MSG_DONTWAIT)
+                    reads += 1
+                if came is False:
                     return False  # the node is gone
-                self.frames.feed(chunk)
-                while (request := self.frames.next()) is not None:
+                for request in list(iter(self.frames.next, None)):
                     self.handle(request)
             except ProtocolError as error:
                 print(f"aether_slice.host: the node sent what the protocol does not allow: {error}")
                 return False
         self.reap()
+        return True
+
+    def receive(self, flags: int) -> bool | None:
+        """Read the node's socket once (with `flags`): True if something came, False if the node closed
+        it, None if nothing was waiting (MSG_DONTWAIT)."""
+        assert self.control is not None
+        try:
+            chunk, fds = _receive_with_fds(self.control, flags)
+        except BlockingIOError:
+            return None
+        self.fds.extend(fds)
+        if not chunk:
+            return False
+        self.frames.feed(chunk)
         return True
 
     def handle(self, request: dict[str, Any]) -> None:
