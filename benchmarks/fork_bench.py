@@ -6,7 +6,8 @@ blueprint's convergence).
 
 No node: a real template (`python -m aether_slice.host --preload org.aether:echo`, in a virtualenv of
 aether-slice and the echo sample) is driven as a node drives it (tests/aether_slice/template_support.py):
-each instance is forked, loaded and started, one after another. Per instance, from /proc: its CPU to
+the FORKs of a round are sent together, as a node sends those of a blueprint's instances, then each
+instance is loaded and started. Per instance, from /proc: its CPU to
 the nanosecond (schedstat), its minor page faults (nearly all copies of pages it shares with the
 template: CPython writes a reference count or a counter into every object it touches) and its PSS once
 started; per fork, the template's own CPU and faults. The baseline, in the same round: a fresh
@@ -31,7 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # support.py
 sys.path.insert(0, str(REPO / "tests" / "aether_slice"))  # template_support.py
 
-from template_support import TemplateProcess  # noqa: E402
+from template_support import Connection, TemplateProcess  # noqa: E402
 
 from aether_slice.protocol import Kind  # noqa: E402
 from support import slice_venv  # noqa: E402
@@ -57,16 +58,18 @@ def pss_kib(pid: int) -> int:
 
 
 def template_round(python: str, directory: Path, count: int) -> dict[str, float]:
-    """Fork, load and start `count` echo instances from one template; medians per instance."""
+    """Fork `count` echo instances from one template, the FORKs sent together as a node sends those of
+    a blueprint's instances, then load and start each; medians per instance."""
     env = dict(os.environ, AETHER_SLICE_CONFIG="{}")
     log = directory / "template.log"
     template = TemplateProcess(python, log, env=env, preload=ECHO, reference=ECHO_OBJECT)
     output = os.open(directory / "instances.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        start_instance(template, output, 0)  # the template is ready once it has forked one
+        start(template.fork({}, output, name="echo#0"), 0)  # the template is ready once it forked one
         parent = template.process.pid
         cpu_before, faults_before = cpu_ms(parent), minor_faults(parent)
-        pids = [start_instance(template, output, number) for number in range(1, count + 1)]
+        connections = [template.fork({}, output, name=f"echo#{number}") for number in range(1, count + 1)]
+        pids = [start(connection, number) for number, connection in enumerate(connections, 1)]
         template_cpu, template_faults = cpu_ms(parent) - cpu_before, minor_faults(parent) - faults_before
         return {
             "cpu_ms": statistics.median(cpu_ms(pid) for pid in pids),
@@ -80,9 +83,8 @@ def template_round(python: str, directory: Path, count: int) -> dict[str, float]
         template.close()
 
 
-def start_instance(template: TemplateProcess, output: int, number: int) -> int:
-    """FORK, LOAD and START one instance, as a node does; its pid."""
-    connection = template.fork({}, output, name=f"echo#{number}")
+def start(connection: Connection, number: int) -> int:
+    """LOAD and START instance `number` on its connection, as a node does; its pid."""
     loaded = connection.request(
         Kind.LOAD, entry_point=ECHO, coordinates=f"{ECHO}:1.0.0", instance=number, config={}
     )
