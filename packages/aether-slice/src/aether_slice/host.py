@@ -5,8 +5,10 @@ the slice's dependencies).
 own virtualenv: it imports the runtime once and forks one child per slice instance when the node asks (a
 fork costs ~1 ms; a fresh interpreter ~100 ms). Whatever does not depend on the instance is done once, in
 the template, so that each child inherits it instead of doing it again: logging set up, the parent-death
-call looked up, and with `--preload` the slice itself imported and registered with pluggy (with the
-config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that config only; a
+call looked up, an instance's life rehearsed with a stand-in slice (`_warm_up`: what an instance runs,
+quickened and built once), and with `--preload` the slice itself imported and registered with pluggy
+(with the config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that
+config only; a
 slice whose import fails or starts threads is not kept: the template starts again without it, and each
 instance imports the slice itself, as without `--preload`). With `--object` (the entry point's object
 reference, which the node read from the slice's metadata) the slice is imported from it; otherwise the
