@@ -6,6 +6,7 @@ table's problems at once, and nothing is applied. Pure: no processes."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,7 @@ from aether_node.core._health_spec import HealthSpec, checks_of, describe
 from aether_node.core._policies import HealthChecks
 from aether_node.core._records import decode_record, encode_record
 
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "blueprint.toml"
 SOURCE = "bp.toml"
 # name on line 1, [[slices]] on 3, artifact on 4, instances on 5, the [slices.health] header on 7: the
 # next line a case adds is line 8.
@@ -67,6 +69,24 @@ def test_enabled_false_turns_the_checks_off() -> None:
     assert spec == HealthSpec(enabled=False)
     assert checks_of(spec, NODE) is None
     assert describe(spec) == "off"
+
+
+def test_the_commented_example_parses_once_uncommented() -> None:
+    text = EXAMPLE.read_text()
+    start = text.index("# [slices.health]")
+    end = text.index("\n\n", start)
+    lines = [line.removeprefix("# ") for line in text[start:end].splitlines()]
+    settings = "\n".join(line for line in lines if not line.startswith("enabled"))
+    off = "\n".join(line for line in lines if line.startswith(("[", "enabled")))
+
+    counter = parse_blueprint(text[:start] + settings + text[end:], str(EXAMPLE)).slices[2]
+    assert (counter.artifact, counter.health) == (
+        "org.aether:counter:1.0.0",
+        HealthSpec(interval=30.0, timeout=60.0, failures=3),
+    )
+    assert parse_blueprint(text[:start] + off + text[end:], str(EXAMPLE)).slices[2].health == HealthSpec(
+        enabled=False
+    )
 
 
 def test_an_older_record_without_the_field_still_reads() -> None:

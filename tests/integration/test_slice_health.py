@@ -170,6 +170,8 @@ async def test_a_change_of_only_the_health_table_restarts_nothing_and_applies_to
             assert faulty.health == "off -> interval 0.5 s, timeout 0.5 s, failures 2", faulty
             await trio.to_thread.run_sync(api.apply_blueprint, change)
             await wait_for_active_instance(kv, node.node_id, ECHO, timeout=60)
+            shown = await trio.to_thread.run_sync(api.get_blueprint, "health")
+            assert shown.slices[0].health == "interval 0.5 s, timeout 0.5 s, failures 2", shown
 
             after = await kv.get_with_revision(key)
             assert before is not None and after.kv is not None

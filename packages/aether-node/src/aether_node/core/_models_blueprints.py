@@ -25,6 +25,7 @@ class SliceSummary:
     artifact: str
     instances: int
     strategy: str
+    health: str = ""  # its [slices.health] in words ("off", "interval 30 s, ..."); "": it has none
 
 
 @attrs.frozen(kw_only=True)
