@@ -50,6 +50,7 @@ async def check_forever(store: SliceStore, settings: SliceHealth) -> None:
     instance process, from the time it becomes ACTIVE until it leaves ACTIVE or ends."""
     watched: set[SliceHost] = set()
     async with trio.open_nursery() as nursery:
+        nursery.start_soon(settings.follow)
         while True:
             activated = store.activated
             for instance in store.active():

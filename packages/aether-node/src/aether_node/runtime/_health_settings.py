@@ -3,7 +3,8 @@ blueprints over the node's own `[health]` (`core/_health_spec.checks_of`).
 
 It reads the node's watch-fed copy of `blueprints/` (the `KVCache` the router also reads), so a change of
 a slice's table reaches the running instances' checks without any restart, and decodes the blueprints
-again only when they changed. Passive: it never writes, and needs no task of its own.
+again only when they changed. It never writes; `follow` (run by the health checks) notices a change of
+the blueprints and tells the checks waiting only when a slice's settings changed.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ log = logging.getLogger("aether_node.health_checks")
 
 class SliceHealth:
     """`of(artifact_id)`: the checks of that slice here (None: off); `changed`: an event set at the next
-    change of the blueprints (capture it before reading). Without a cache: the node's own for every
-    slice."""
+    change of any slice's settings (capture it before reading), once `follow` runs. Without a cache: the
+    node's own for every slice."""
 
     def __init__(self, node: HealthChecks, cache: KVCache | None = None) -> None:
         if cache is not None and BLUEPRINTS not in cache.prefixes:
@@ -34,17 +35,37 @@ class SliceHealth:
         self.cache = cache
         self._read_at = -1  # the cache's revision of `blueprints/` when `_specs` was decoded
         self._specs: dict[str, HealthSpec | None] = {}
-        self._never = trio.Event()
+        self._changed = trio.Event()
 
     def of(self, artifact_id: str) -> HealthChecks | None:
-        if self.cache is not None and self.cache.seen[BLUEPRINTS] != self._read_at:
-            self._read_at = self.cache.seen[BLUEPRINTS]
-            self._specs = self._decode(self.cache)
+        self.refresh()
         return checks_of(self._specs.get(artifact_id), self.node)
 
     @property
     def changed(self) -> trio.Event:
-        return self.cache.changed if self.cache is not None else self._never
+        return self._changed
+
+    def refresh(self) -> None:
+        """Take in a change of the blueprints, if the cache has one: decode them again, and set `changed`
+        if any slice's settings changed (a blueprint change of something else wakes no check)."""
+        if self.cache is None or self.cache.seen[BLUEPRINTS] == self._read_at:
+            return
+        self._read_at = self.cache.seen[BLUEPRINTS]
+        specs = self._decode(self.cache)
+        if specs != self._specs:
+            self._specs = specs
+            changed, self._changed = self._changed, trio.Event()
+            changed.set()
+
+    async def follow(self) -> None:
+        """`refresh` at every change of the cache, until cancelled (one task wakes for the cache's
+        changes, of endpoints too; the checks of each instance only for a change of their settings)."""
+        if self.cache is None:
+            await trio.sleep_forever()
+        while True:
+            changed = self.cache.changed
+            self.refresh()
+            await changed.wait()
 
     @staticmethod
     def _decode(cache: KVCache) -> dict[str, HealthSpec | None]:
