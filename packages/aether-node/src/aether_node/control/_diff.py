@@ -5,7 +5,8 @@ flight (a canary or blue-green record, a paused rolling update) and what the new
 (`_strategies.advance`, the leader's own rule: a canary or blue-green rollout starts, goes on, is aborted
 or replaced; a rolling update's surge and floor); and, for a slice with instances on a lost node awaited
 within its rebalance delay, the leader's rule for that too (`_rebalance.await_lost`: kept in place while
-awaited, replaced on the live nodes after). No I/O, no writes.
+awaited, replaced on the live nodes after); and a change of its health checks (`[slices.health]`, which
+the nodes apply to the running instances: no restart). No I/O, no writes.
 """
 
 from __future__ import annotations
