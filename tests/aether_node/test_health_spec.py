@@ -1,7 +1,8 @@
 """A slice's `[slices.health]` table (`aether_node.core._health_spec`, through the blueprint parser): good
 tables parse, each setting left out is the node's own, the record round-trips and an older record without
 the field still reads; every bad value is refused with its exact message at file:line:column, all the
-table's problems at once, and nothing is applied. Pure: no processes."""
+table's problems at once, and nothing is applied; `aether blueprint diff` names a change of the table
+and replaces no instance for it. Pure: no processes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_node_operations import node, observed
 
-from aether_node.core._blueprint import Blueprint
+from aether_node.control._diff import diff_blueprint
+from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._blueprint_toml import BlueprintError, parse_blueprint
 from aether_node.core._health_spec import HealthSpec, checks_of, describe
 from aether_node.core._policies import HealthChecks
@@ -166,3 +169,26 @@ def test_an_inline_table_points_at_its_line() -> None:
     text = HEALTH.removesuffix("\n[slices.health]\n") + "health = { interval = 0 }\n"
 
     assert str(error_of(text)).startswith("bp.toml:6:1: slices[0].health.interval: must be a number")
+
+
+def test_blueprint_diff_names_a_change_of_the_health_checks_and_replaces_nothing() -> None:
+    artifact = "org.example:echo:1.0"
+    running = [observed("a", 1), observed("b", 2)]
+
+    def change(before: HealthSpec | None, after: HealthSpec | None) -> tuple[str, int, str]:
+        stored = Blueprint(name="web", slices=(SliceSpec(artifact=artifact, instances=2, health=before),))
+        new = Blueprint(name="web", slices=(SliceSpec(artifact=artifact, instances=2, health=after),))
+        (found,) = diff_blueprint(new, [stored], [node("a"), node("b")], running, now=0.0).slices
+        return found.change, found.replaced + found.added + found.moved + found.removed, found.health
+
+    assert change(None, HealthSpec(timeout=60.0)) == (
+        "changed",
+        0,
+        "each node's own -> interval: the node's, timeout 60 s, failures: the node's",
+    )
+    assert change(HealthSpec(timeout=60.0), HealthSpec(enabled=False)) == (
+        "changed",
+        0,
+        "interval: the node's, timeout 60 s, failures: the node's -> off",
+    )
+    assert change(HealthSpec(enabled=False), HealthSpec(enabled=False)) == ("unchanged", 0, "")
