@@ -39,9 +39,8 @@ from node_support import (
 )
 
 from aether_kv import Event, KVClient, open_client
-from aether_node import SliceRecord, decode_record
+from aether_node import HealthSpec, SliceRecord, decode_record
 from aether_node.client import ApiClient
-from aether_node.core._health_spec import HealthSpec
 from support import process_ended, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
