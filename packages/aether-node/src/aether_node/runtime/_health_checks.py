@@ -63,8 +63,8 @@ async def check_forever(store: SliceStore, settings: SliceHealth) -> None:
 async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[SliceHost]) -> None:
     """Check one instance once it has been quiet for `interval` s, and at most every `interval` s, until
     it is no longer ACTIVE, ends, or is killed as hung. Its slice's settings are read again before each
-    check, and a change of them ends the wait at once: a shorter interval, or checks turned on, count
-    from the last check."""
+    check, and a change of any slice's settings ends the wait at once (to read them again): a shorter
+    interval, or checks turned on, count from the last check."""
     host = instance.host
     artifact_id = instance.key.coordinates.artifact_id
     misses = 0
