@@ -89,6 +89,17 @@ def test_blueprint_status_and_list_print_names_and_problems_verbatim(printed: io
     assert f"{ARTIFACT} x2" in text
 
 
+def test_a_wide_blueprint_list_shows_each_slices_own_health_checks(printed: io.StringIO) -> None:
+    slices = (
+        SliceSummary(artifact=ARTIFACT, instances=2, strategy="spread", health="off"),
+        SliceSummary(artifact="org.aether:echo:1.0.0", instances=1, strategy="round_robin"),
+    )
+    _output.blueprints([BlueprintInfo(name="demo", slices=slices, timestamp=0.0)], wide=True)
+    text = printed.getvalue()
+    assert f"{ARTIFACT} x2 (spread; health checks off)" in text
+    assert "org.aether:echo:1.0.0 x1 (round_robin)" in text
+
+
 def test_cluster_status_nodes_and_events_print_names_and_messages_verbatim(printed: io.StringIO) -> None:
     status = ClusterStatus(
         leader="[node-1]",

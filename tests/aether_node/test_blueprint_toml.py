@@ -28,8 +28,8 @@ AUTOSCALE_KEYS = (
     " max, min, p99_ms, up_after_s, up_cooldown_s, up_step"
 )
 SLICE_KEYS = (
-    "artifact, autoscale, balancing, config, instances, max_per_node, min_available, resources, strategy,"
-    " update"
+    "artifact, autoscale, balancing, config, health, instances, max_per_node, min_available, resources,"
+    " strategy, update"
 )
 # ... with instances on line 5 and the [slices.update] header on line 7: the next line is line 8.
 UPDATE = HEAD + "instances = 2\n\n[slices.update]\n"

@@ -152,7 +152,7 @@ def test_fixed_tuples_and_dicts_keep_their_item_types() -> None:
 def test_plain_json_data_and_lists_of_models_pass_through() -> None:
     summary = SliceSummary(artifact="org.aether:echo:1.0.0", instances=2, strategy="round-robin")
     assert to_json([summary, {"k": (1, 2.5, None, "x")}]) == [
-        {"artifact": "org.aether:echo:1.0.0", "instances": 2, "strategy": "round-robin"},
+        {"artifact": "org.aether:echo:1.0.0", "instances": 2, "strategy": "round-robin", "health": ""},
         {"k": [1, 2.5, None, "x"]},
     ]
 

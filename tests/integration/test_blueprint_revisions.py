@@ -87,7 +87,7 @@ def test_history_and_rollback(cluster: CliCluster, api: ApiClient, tmp_path: Pat
         (2, "applied", True),
     ]
     assert history[0]["slices"] == [
-        {"artifact": "org.aether:echo:1.0.0", "instances": 2, "strategy": "round_robin"}
+        {"artifact": "org.aether:echo:1.0.0", "instances": 2, "strategy": "round_robin", "health": ""}
     ]
     human = expect(cluster.aether("blueprint", "history", "web")).stdout
     assert "REVISION" in human and "applied" in human

@@ -43,8 +43,8 @@ pytestmark = [pytest.mark.integration]
 SMALL = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 SPARE = 'name = "spare"\n\n[[slices]]\nartifact = "org.aether:pinned:1.0.0"\ninstances = 0\n'
 SLICE_KEYS = (
-    "artifact, autoscale, balancing, config, instances, max_per_node, min_available, resources, strategy,"
-    " update"
+    "artifact, autoscale, balancing, config, health, instances, max_per_node, min_available, resources,"
+    " strategy, update"
 )
 HEAD = 'name = "demo"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\n'  # the next line is line 5
 
@@ -201,9 +201,9 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert data["source"] == demo
     assert data["timestamp"] > 0
     assert data["slices"] == [
-        {"artifact": ECHO, "instances": 3, "strategy": "round_robin"},
-        {"artifact": GREETER, "instances": 2, "strategy": "spread"},
-        {"artifact": COUNTER, "instances": 1, "strategy": "round_robin"},
+        {"artifact": ECHO, "instances": 3, "strategy": "round_robin", "health": ""},
+        {"artifact": GREETER, "instances": 2, "strategy": "spread", "health": ""},
+        {"artifact": COUNTER, "instances": 1, "strategy": "round_robin", "health": ""},
     ]
 
     # blueprint list

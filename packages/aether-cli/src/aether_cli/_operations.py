@@ -98,6 +98,8 @@ def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
                 print(f"    in flight: {change.rollout}")
             if change.update:
                 print(f"    how: {change.update}")
+            if change.health:
+                print(f"    health checks: {change.health} (on the running instances: none is restarted)")
             if change.problem:
                 print(visible(f"    problem: {change.problem}"))
 

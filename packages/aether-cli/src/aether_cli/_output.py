@@ -79,7 +79,9 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> 
 def blueprints(items: Iterable[Any], *, wide: bool = False) -> None:
     def slices(b: Any) -> str:
         return ", ".join(
-            f"{s.artifact} x{s.instances}" + (f" ({s.strategy})" if wide else "") for s in b.slices
+            f"{s.artifact} x{s.instances}"
+            + (f" ({s.strategy}{f'; health checks {s.health}' if s.health else ''})" if wide else "")
+            for s in b.slices
         )
 
     table(

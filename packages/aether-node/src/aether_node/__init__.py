@@ -23,6 +23,7 @@ _EXPORTS = {
     "load_config": ".core._config",
     "RestartPolicy": ".core._policies",
     "StepTimeouts": ".core._policies",
+    "HealthChecks": ".core._policies",
     "NodeInfo": ".node._node",
     "serve_node": ".node._node",
     # coordinates, blueprints, records
@@ -33,6 +34,7 @@ _EXPORTS = {
     "AutoscaleSpec": ".core._autoscale_spec",
     "UpdateSpec": ".core._update_spec",
     "UpdateStrategy": ".core._update_spec",
+    "HealthSpec": ".core._health_spec",
     "Strategy": ".core._blueprint",
     "Balancing": ".core._blueprint",
     "parse_blueprint": ".core._blueprint_toml",

@@ -33,6 +33,10 @@ imported by its node's template from one imported by the instance itself.
 Entry `compute` (sync, idempotent) keeps the CPU busy in the instance's event loop for `payload` seconds
 and answers how long it ran: the instance answers nothing else meanwhile, health checks included.
 
+Entry `block` (sync, not idempotent) blocks the instance's event loop for `payload` seconds without
+using CPU (as a sync call waiting on I/O would) and answers how long it blocked: the instance answers
+nothing else meanwhile, health checks included, and looks hung to them.
+
 Entry `odd_result` returns what JSON cannot carry, as its payload names it: "nan" (float NaN), "infinity"
 (float infinity), "set" (a Python set), "huge" (a string of 16 MiB, over the host protocol's frame limit);
 the caller gets a `bad_result` error naming the entry point. Any other payload is returned as it came.
@@ -158,6 +162,11 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
             sum(range(1000))
         return time.monotonic() - started
 
+    def block(payload: Any) -> float:
+        started = time.monotonic()
+        time.sleep(float(payload))
+        return time.monotonic() - started
+
     def odd_result(payload: Any) -> Any:
         return ODD_RESULTS[payload]() if isinstance(payload, str) and payload in ODD_RESULTS else payload
 
@@ -168,4 +177,5 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         EntryPoint(name="spawn", function=spawn, idempotent=False),
         EntryPoint(name="odd_result", function=odd_result, idempotent=True),
         EntryPoint(name="compute", function=compute, idempotent=True),
+        EntryPoint(name="block", function=block, idempotent=False),
     ]

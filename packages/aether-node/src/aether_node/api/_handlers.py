@@ -56,6 +56,7 @@ from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, RequestError
+from ..core._health_spec import describe as describe_health
 from ..core._kv_errors import FAILOVER_TIME, store_error, store_errors
 from ..core._off_loop import run_sized
 from ..core._records import (
@@ -204,13 +205,23 @@ def _node_infos(
     ]
 
 
+def summaries(blueprint: Blueprint) -> tuple[SliceSummary, ...]:
+    """Its slices in short (`aether blueprint list`, `history`)."""
+    return tuple(
+        SliceSummary(
+            artifact=s.artifact,
+            instances=s.instances,
+            strategy=str(s.strategy),
+            health=describe_health(s.health) if s.health is not None else "",
+        )
+        for s in blueprint.slices
+    )
+
+
 def _info(blueprint: Blueprint) -> BlueprintInfo:
     return BlueprintInfo(
         name=blueprint.name,
-        slices=tuple(
-            SliceSummary(artifact=s.artifact, instances=s.instances, strategy=str(s.strategy))
-            for s in blueprint.slices
-        ),
+        slices=summaries(blueprint),
         timestamp=blueprint.timestamp,
         source=blueprint.source,
     )

@@ -21,7 +21,6 @@ from ..client import (
     NodeInfo,
     PauseInfo,
     RolloutInfo,
-    SliceSummary,
 )
 from ..control._cluster_manager import observe_data
 from ..control._diff import diff_blueprint
@@ -51,7 +50,7 @@ from ..core._schema import (
     rollout_key,
 )
 from ..core._update_spec import UpdateStrategy
-from ._handlers import Handlers, applied, read_blueprint, rollout_info
+from ._handlers import Handlers, applied, read_blueprint, rollout_info, summaries
 
 NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop", "restart")
 ROLLOUT_OPERATIONS = ("promote", "abort")
@@ -97,10 +96,7 @@ class Operations:
                 timestamp=b.timestamp,
                 change=b.change,
                 current=b.revision == at,
-                slices=tuple(
-                    SliceSummary(artifact=s.artifact, instances=s.instances, strategy=str(s.strategy))
-                    for s in b.slices
-                ),
+                slices=summaries(b),
                 source=b.source,
             )
             for b in kept

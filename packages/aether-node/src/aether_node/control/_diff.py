@@ -5,7 +5,8 @@ flight (a canary or blue-green record, a paused rolling update) and what the new
 (`_strategies.advance`, the leader's own rule: a canary or blue-green rollout starts, goes on, is aborted
 or replaced; a rolling update's surge and floor); and, for a slice with instances on a lost node awaited
 within its rebalance delay, the leader's rule for that too (`_rebalance.await_lost`: kept in place while
-awaited, replaced on the live nodes after). No I/O, no writes.
+awaited, replaced on the live nodes after); and a change of its health checks (`[slices.health]`, which
+the nodes apply to the running instances: no restart). No I/O, no writes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from ..client import BlueprintDiff, NodePlacement, SliceChange
 from ..core._blueprint import Blueprint, SliceSpec
 from ..core._coordinates import Coordinates
+from ..core._health_spec import describe as describe_health
 from ..core._reconcile_spec import ReconcilePolicy
 from ..core._records import RolloutRecord, SliceState
 from ..core._text import plural
@@ -135,6 +137,7 @@ def diff_blueprint(
                 if spec is not None and (replaced or artifact_id in rollouts)
                 else "",
                 awaiting=_awaiting(awaiting.messages.get(artifact_id, ""), after, later, awaited_here),
+                health=_health(before_specs.get(artifact_id), spec),
             )
         )
     return BlueprintDiff(
@@ -159,6 +162,17 @@ def _awaiting(
     )
     nodes = ", ".join(sorted(awaited))
     return f"{message}; once the delay is over without {nodes} back: {moves or 'no change'}"
+
+
+def _health(before: SliceSpec | None, after: SliceSpec | None) -> str:
+    """A change of the slice's health checks in words ("" for none, or for a slice removed)."""
+    if after is None or (before.health if before else None) == after.health:
+        return ""
+    return (
+        describe_health(after.health)
+        if before is None
+        else f"{describe_health(before.health)} -> {describe_health(after.health)}"
+    )
 
 
 def _in_flight(record: RolloutRecord | None, paused: bool) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 
 from ._autoscale_spec import AutoscaleSpec
+from ._health_spec import HealthSpec
 from ._reconcile_spec import ReconcilePolicy
 from ._records import SCHEMA_VERSION
 from ._update_spec import UpdateSpec
@@ -48,6 +49,7 @@ class SliceSpec:
     config: Mapping[str, Any] = attrs.field(factory=dict)
     autoscale: AutoscaleSpec | None = None  # [slices.autoscale]; None: a fixed number of instances
     update: UpdateSpec | None = None  # [slices.update]; None: rolling
+    health: HealthSpec | None = None  # [slices.health]; None: each node's own [health] settings
 
     @property
     def floor(self) -> int:

@@ -14,6 +14,7 @@ from ._autoscale_spec import parse_autoscale
 from ._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
 from ._coordinates import Coordinates
 from ._errors import InvalidCoordinatesError, NodeError
+from ._health_spec import parse_health
 from ._reconcile_spec import parse_policy
 from ._table_problems import Fail, Problem
 from ._update_spec import parse_update
@@ -32,6 +33,7 @@ _SLICE_KEYS = {
     "config",
     "autoscale",
     "update",
+    "health",
 }
 _RESOURCE_KEYS = {"cpu", "memory_mib"}
 
@@ -234,6 +236,10 @@ def _parse_slice(
     if "update" in raw:
         fail_update = _table_fail(fail, "update", index)
         update = problems.check(parse_update, raw["update"], f"{path}.update", fail_update)
+    health = None
+    if "health" in raw:
+        fail_health = _table_fail(fail, "health", index)
+        health = problems.check(parse_health, raw["health"], f"{path}.health", fail_health)
     if len(problems.found) > before:
         return None
     return SliceSpec(
@@ -247,23 +253,24 @@ def _parse_slice(
         config=config,
         autoscale=autoscale,
         update=update,
+        health=health,
     )
 
 
 def _table_fail(fail: Any, table: str, index: int | None) -> Fail:
     """The error maker a table's parser raises with: one BlueprintError of all its problems, each at its
     key's line inside the table (key `table`: the `table = ...` line of the slice or the blueprint itself;
-    key "": the table's header)."""
+    key "": the table's header; a key of an inline table, `table = {...}`: that line)."""
+
+    def at(problem: Problem) -> BlueprintError:
+        if problem.key != table:
+            error = fail(problem.path, problem.message, problem.key, index, table)
+            if error.line is not None:
+                return error
+        return fail(problem.path, problem.message, table, index)
 
     def fail_table(found: Sequence[Problem]) -> BlueprintError:
-        return BlueprintError.of(
-            [
-                fail(p.path, p.message, p.key, index)
-                if p.key == table
-                else fail(p.path, p.message, p.key, index, table)
-                for p in found
-            ]
-        )
+        return BlueprintError.of([at(p) for p in found])
 
     return fail_table
 

@@ -25,6 +25,7 @@ class SliceSummary:
     artifact: str
     instances: int
     strategy: str
+    health: str = ""  # its [slices.health] in words ("off", "interval 30 s, ..."); "": it has none
 
 
 @attrs.frozen(kw_only=True)
@@ -82,6 +83,9 @@ class SliceChange:
         ""  # how the change would go: its strategy's steps, or what it does to the rollout in flight
     )
     awaiting: str = ""  # instances kept in place on lost nodes within the rebalance delay, and what after
+    # its [slices.health] changed: "before -> after" in words ("" when unchanged); the nodes apply it to
+    # the running instances, none is restarted for it
+    health: str = ""
 
 
 @attrs.frozen(kw_only=True)

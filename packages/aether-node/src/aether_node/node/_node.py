@@ -63,6 +63,7 @@ from ..routing._listen import check_free
 from ..routing._peers import PeerClients, serve_peers
 from ..runtime._deployment import NodeDeploymentManager
 from ..runtime._health_checks import check_forever
+from ..runtime._health_settings import SliceHealth
 from ..runtime._installer import SliceInstaller
 from ..runtime._kv_replica import run_kv_replica
 from ..runtime._slice_store import SliceStore
@@ -454,12 +455,12 @@ async def serve_node(
                     timeouts=config.timeouts,
                 )
                 await start("idle slice templates", run_forever(store.retire_idle_templates))
-                await start(
-                    "instance health checks",
-                    run_forever(functools.partial(check_forever, store, config.health)),
-                )
                 cache = KVCache(kv, EndpointRegistry.PREFIXES)
                 await start("endpoint cache", cache.run)
+                await start(
+                    "instance health checks",
+                    run_forever(functools.partial(check_forever, store, SliceHealth(config.health, cache))),
+                )
                 if certificates is not None:
                     await start("certificate renewal", run_forever(certificates.renew_forever))
                 peer_clients = PeerClients(nursery, secret, tls=tls)

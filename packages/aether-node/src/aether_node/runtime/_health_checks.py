@@ -3,6 +3,10 @@ blocked for good), which answer no call and never die by themselves, and kills t
 deployment manager restarts them as it restarts any instance that died (its restart policy, its
 reason). Does not restart anything itself, nor touch the KV.
 
+Each instance is checked by its slice's settings (`SliceHealth`: the blueprint's `[slices.health]` over
+the node's `[health]`), read again before every check: a change of them applies to the running
+instances, none is restarted for it; a slice may turn the checks off.
+
 An instance that sent anything (a reply, a call of its own) within the last `interval` s is not asked:
 a busy instance costs no check, an idle one a `health` request per interval. `failures` checks in a row
 unanswered within `timeout` s each make it hung; one answer forgives the misses before it, and so does
@@ -14,6 +18,7 @@ lock or a sleep, uses none.
 from __future__ import annotations
 
 import logging
+import math
 
 import trio
 
@@ -22,8 +27,10 @@ from aether_slice.protocol import Kind
 from ..core._errors import NodeError, StepTimeoutError
 from ..core._policies import HealthChecks
 from ..observe._metrics import read_main_thread_cpu
+from ._health_settings import SliceHealth
+from ._lifecycle import Phase
 from ._slice_host import SliceHost
-from ._slice_store import SliceStore
+from ._slice_store import LocalInstance, SliceStore
 
 log = logging.getLogger("aether_node.health_checks")
 
@@ -38,35 +45,79 @@ def is_working(cpu_before: float | None, cpu_after: float | None) -> bool:
     return cpu_before is not None and cpu_after is not None and cpu_after > cpu_before
 
 
-async def check_forever(store: SliceStore, checks: HealthChecks) -> None:
-    """Check the store's ACTIVE instances every `checks.interval` s until cancelled."""
-    misses: dict[SliceHost, int] = {}
-    while True:
-        await trio.sleep(checks.interval)
-        now = trio.current_time()
-        due = [i.host for i in store.active() if is_quiet(i.host, now, checks)]
-        cpu_before = {host: read_main_thread_cpu(host.pid) for host in due}
-        answered: set[SliceHost] = set()
-        async with trio.open_nursery() as nursery:
-            for host in due:
-                nursery.start_soon(_check, host, checks.timeout, answered)
-        unanswered = [h for h in due if h not in answered and not h.exited.is_set()]
-        working = {h for h in unanswered if is_working(cpu_before[h], read_main_thread_cpu(h.pid))}
-        for host in working:
-            log.debug("%s: no answer to a health check, but its event loop is computing", host.label)
-        misses = {h: misses.get(h, 0) + 1 for h in unanswered if h not in working}
-        for host, count in misses.items():
-            if count >= checks.failures:
-                why = f"hung: {count} health checks in a row unanswered within {checks.timeout:g} s each"
+async def check_forever(store: SliceStore, settings: SliceHealth) -> None:
+    """Check each of the store's ACTIVE instances by its slice's settings until cancelled: a task per
+    instance process, from the time it becomes ACTIVE until it leaves ACTIVE or ends."""
+    watched: set[SliceHost] = set()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(settings.follow)
+        while True:
+            activated = store.activated
+            for instance in store.active():
+                if instance.host not in watched:
+                    watched.add(instance.host)
+                    nursery.start_soon(_watch, instance, settings, watched)
+            await activated.wait()
+
+
+async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[SliceHost]) -> None:
+    """Check one instance once it has been quiet for `interval` s, and at most every `interval` s, until
+    it is no longer ACTIVE, ends, or is killed as hung. Its slice's settings are read again before each
+    check, and a change of any slice's settings ends the wait at once (to read them again): a shorter
+    interval, or checks turned on, count from the last check."""
+    host = instance.host
+    artifact_id = instance.key.coordinates.artifact_id
+    misses = 0
+    rested_since = trio.current_time()
+    try:
+        while instance.phase is Phase.ACTIVE and instance.alive:
+            checks = settings.of(artifact_id)
+            due = math.inf if checks is None else max(rested_since, host.last_heard) + checks.interval
+            if checks is None or trio.current_time() < due:
+                await _until(due, settings.changed, host.exited)
+                continue
+            if not is_quiet(host, trio.current_time(), checks) or await _passes(host, checks.timeout):
+                misses = 0
+            else:
+                misses += 1
+            if misses >= checks.failures:
+                why = f"hung: {misses} health checks in a row unanswered within {checks.timeout:g} s each"
                 log.warning("%s: %s; killing it", host.label, why)
                 host.kill(because=why)
+                return
+            rested_since = trio.current_time()
+    finally:
+        watched.discard(host)
 
 
-async def _check(host: SliceHost, timeout: float, answered: set[SliceHost]) -> None:
+async def _passes(host: SliceHost, timeout: float) -> bool:
+    """One check: whether `host` passed it: it answered `health` within `timeout` s, died meanwhile (its
+    death is the deployment manager's to handle), or kept its event loop computing all along (working,
+    not hung)."""
+    cpu_before = read_main_thread_cpu(host.pid)
     try:
         await host.request(Kind.HEALTH, timeout)
+        return True
     except StepTimeoutError:
-        return
-    except NodeError:  # it died meanwhile (its death is the deployment manager's to handle)
-        return
-    answered.add(host)
+        pass
+    except NodeError:
+        return True
+    if host.exited.is_set():
+        return True
+    if is_working(cpu_before, read_main_thread_cpu(host.pid)):
+        log.debug("%s: no answer to a health check, but its event loop is computing", host.label)
+        return True
+    return False
+
+
+async def _until(deadline: float, *events: trio.Event) -> None:
+    """Wait until `deadline` (trio's clock) or until any of `events` is set."""
+    with trio.move_on_at(deadline):
+        async with trio.open_nursery() as nursery:
+
+            async def wait(event: trio.Event) -> None:
+                await event.wait()
+                nursery.cancel_scope.cancel()
+
+            for event in events:
+                nursery.start_soon(wait, event)

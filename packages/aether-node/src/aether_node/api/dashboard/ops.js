@@ -310,6 +310,7 @@
           c.awaiting && `waiting: ${c.awaiting.replace(/^waiting: /, "")}`,
           c.rollout && `in flight: ${c.rollout}`,
           c.update && `how: ${c.update}`,
+          c.health && `health checks: ${c.health} (none restarted)`,
           c.problem && `problem: ${c.problem}`,
         ].filter(Boolean);
         return (
