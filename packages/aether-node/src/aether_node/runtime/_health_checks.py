@@ -47,17 +47,24 @@ def is_working(cpu_before: float | None, cpu_after: float | None) -> bool:
 
 async def check_forever(store: SliceStore, settings: SliceHealth) -> None:
     """Check each of the store's ACTIVE instances by its slice's settings until cancelled: a task per
-    instance process, from the time it becomes ACTIVE until it leaves ACTIVE or ends."""
+    instance process, from the time it becomes ACTIVE (the store calls `watch`) until it leaves ACTIVE or
+    ends."""
     watched: set[SliceHost] = set()
     async with trio.open_nursery() as nursery:
         nursery.start_soon(settings.follow)
-        while True:
-            activated = store.activated
-            for instance in store.active():
-                if instance.host not in watched:
-                    watched.add(instance.host)
-                    nursery.start_soon(_watch, instance, settings, watched)
-            await activated.wait()
+
+        def watch(instance: LocalInstance) -> None:
+            if instance.host not in watched:
+                watched.add(instance.host)
+                nursery.start_soon(_watch, instance, settings, watched)
+
+        for instance in store.active():
+            watch(instance)
+        store.activation_listeners.add(watch)
+        try:
+            await trio.sleep_forever()
+        finally:
+            store.activation_listeners.discard(watch)
 
 
 async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[SliceHost]) -> None:

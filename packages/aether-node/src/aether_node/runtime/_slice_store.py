@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,8 @@ class SliceStore:
         self.instances: dict[InstanceKey, LocalInstance] = {}
         self._templates: dict[tuple[Coordinates, str], SliceTemplate] = {}
         self._template_locks: dict[tuple[Coordinates, str], trio.Lock] = {}
-        self._activated = trio.Event()  # set, and replaced, each time an instance becomes ACTIVE
+        # called with each instance as it becomes ACTIVE (the health checks start watching it)
+        self.activation_listeners: set[Callable[[LocalInstance], None]] = set()
 
     async def _template(self, installed: InstalledSlice, config: dict[str, Any]) -> SliceTemplate:
         """The running fork server of this slice version and config, started on first use (or after it
@@ -130,11 +131,6 @@ class SliceStore:
 
     def active(self) -> Iterator[LocalInstance]:
         return (i for i in self.instances.values() if i.phase is Phase.ACTIVE and i.alive)
-
-    @property
-    def activated(self) -> trio.Event:
-        """An event set when an instance next becomes ACTIVE (capture it before reading `active`)."""
-        return self._activated
 
     async def load(self, key: InstanceKey, config: dict[str, Any], *, start: bool = False) -> LocalInstance:
         """Install (if needed), spawn the host and import the slice. With `start`, the START of the
@@ -202,8 +198,8 @@ class SliceStore:
         else:
             await instance.host.request(Kind.START, self.timeouts.activate)
         instance.phase = Phase.ACTIVE
-        activated, self._activated = self._activated, trio.Event()
-        activated.set()
+        for listener in list(self.activation_listeners):
+            listener(instance)
 
     async def deactivate(self, instance: LocalInstance) -> None:
         instance.phase = Phase.LOADED
