@@ -17,7 +17,7 @@ import cli_support
 import httpx
 import pytest
 import trio
-from cli_support import CliCluster, cli_cluster, expect, run_aether
+from cli_support import ANSWERED, CliCluster, cli_cluster, expect, run_aether
 from tls_support import (
     FOREIGN_SECRET,
     calls_and_writes,
@@ -108,7 +108,7 @@ def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
     expect(
         run_aether("context", "add", "prod", secured.urls, "--ca-file", str(ca), "--api-key", ADMIN, cwd=cwd)
     )
-    status = expect(run_aether("cluster", "status", "--json", cwd=cwd)).json()
+    status = expect(run_aether("cluster", "status", "--json", cwd=cwd), ANSWERED).json()
     assert sorted(n["node_id"] for n in status["nodes"]) == ["node-1", "node-2"]
     untrusted = run_aether("cluster", "status", "--cluster", secured.urls, "--api-key", ADMIN, cwd=cwd)
     assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, str(untrusted)

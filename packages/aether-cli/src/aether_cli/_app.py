@@ -1,5 +1,6 @@
 """`aether`: operate an Aether cluster. Exit codes: 0 ok, 1 failed, 2 bad arguments or input, 3 cannot
-reach the cluster, 130 interrupted (Ctrl-C); every command, flag and code is in docs/CLI.md. Heavy modules
+reach the cluster, 4 a status command's answer is not well (unhealthy, not converged), 130 interrupted
+(Ctrl-C); every command, flag and code is in docs/CLI.md. Heavy modules
 are imported inside the commands, so `aether --help` stays fast."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_UNHEALTHY,
     Common,
     call,
     check_wait_timeout,
@@ -221,6 +223,7 @@ def blueprint_status(name: str, /, *, watch: Watch = False, common: Common = DEF
         _watch(common, lambda client: client.blueprint_status(name), human)
     result = call(common, lambda client: client.blueprint_status(name))
     emit(common, result, lambda: human(result))
+    _verdict(result.converged)
 
 
 # ---------------------------------------------------------------- slice
@@ -250,6 +253,7 @@ def slice_status(artifact: str, /, *, watch: Watch = False, common: Common = DEF
         _watch(common, lambda client: client.slice_status(artifact), human)
     result = call(common, lambda client: client.slice_status(artifact))
     emit(common, result, lambda: human(result))
+    _verdict(result.converged)
 
 
 def invoke(
@@ -309,6 +313,15 @@ def cluster_status(*, watch: Watch = False, common: Common = DEFAULT_COMMON) -> 
         _watch(common, lambda client: client.cluster_status(), human)
     result = call(common, lambda client: client.cluster_status())
     emit(common, result, lambda: human(result))
+    _verdict(result.healthy)
+
+
+def _verdict(well: bool) -> None:
+    """A status command's exit code, once its answer is printed: 0 if what it shows is well (a healthy
+    cluster, a converged blueprint or slice), else EXIT_UNHEALTHY, for scripts and monitoring."""
+    if not well:
+        sys.stdout.flush()
+        sys.exit(EXIT_UNHEALTHY)
 
 
 def nodes(*, common: Common = DEFAULT_COMMON) -> None:

@@ -17,6 +17,9 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from cyclopts import Parameter
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+# A status command answered and what it shows is not well: the cluster unhealthy, a blueprint or slice
+# not converged. Apart from 1 so that a script tells "not well" from "could not ask" (1, 2, 3).
+EXIT_UNHEALTHY = 4
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 T = TypeVar("T")
 # The exit code of each error kind (`aether_node.client.ErrorKind`; a test checks every kind is here).
