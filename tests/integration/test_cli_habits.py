@@ -198,7 +198,7 @@ def test_contexts_add_use_list_remove(tmp_path: Path) -> None:
         assert f"cannot reach the cluster: {refused}: " in run.stderr
         expect(aether("cluster", "status", "--cluster", stub.url))
     count = len(stub.requests)
-    assert count == 2, stub.requests
+    assert count == 3, stub.requests  # `context add stub`'s look at the cluster, then two commands
 
     run = expect(aether("context", "remove", "down"))
     assert run.stdout == "context 'down' removed; no context is current now (`aether context use NAME`)\n"

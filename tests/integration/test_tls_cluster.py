@@ -162,6 +162,60 @@ def test_a_cli_trusting_another_ca_says_which_node_and_what_to_do(
     assert "CERTIFICATE_VERIFY_FAILED" in run.stderr and "ca.pem from any node's data_dir/tls/" in run.stderr
 
 
+def test_context_add_checks_the_ca_file_and_the_cluster_before_saving(
+    secured: CliCluster, tmp_path: Path
+) -> None:
+    """`aether context add` refuses a CA file that is no certificate, and one that did not sign the
+    nodes' certificates (asked once, nothing saved); it saves, warning, a context it could not check."""
+    config = tmp_path / cli_support.CONFIG_DIR / "aether" / "config.toml"
+    local = secured.local
+
+    def add(*args: str) -> cli_support.CliRun:
+        return run_aether("context", "add", *args, cwd=tmp_path, timeout=60)
+
+    mangled, marker_only = tmp_path / "mangled.pem", tmp_path / "notes.txt"
+    mangled.write_text(local.ca_file.read_text()[:200])  # cut short: a copy that went wrong
+    marker_only.write_text("ca: see the wiki\n")
+    foreign = tmp_path / "other-ca.pem"
+    foreign.write_bytes(cluster_ca(FOREIGN_SECRET).pem)
+    for path, says in (
+        (mangled, "its -----BEGIN CERTIFICATE----- block does not parse as a certificate"),
+        (marker_only, "not a PEM certificate"),
+        (tmp_path / "missing.pem", "cannot read it"),
+    ):
+        run = expect(add("prod", secured.urls, "--ca-file", str(path), "--api-key", ADMIN), 2)
+        assert run.stderr.startswith(f"aether: error: --ca-file {path}: {says}"), str(run)
+    assert not config.exists()
+
+    # another cluster's CA: each node's certificate is refused, saying so; nothing saved
+    run = expect(add("prod", secured.urls, "--ca-file", str(foreign), "--api-key", ADMIN), 2)
+    assert run.stderr.startswith(
+        f"aether: error: context 'prod' not saved: checked with the CA in --ca-file {foreign}: "
+    )
+    for node in local.nodes:
+        assert (
+            f"https://{node.management}: its certificate is not from the CA this client trusts" in run.stderr
+        )
+    assert "--no-verify-now saves it unchecked" in run.stderr and not config.exists(), str(run)
+    # ... unless told: then nothing is asked
+    expect(add("later", secured.urls, "--ca-file", str(foreign), "--no-verify-now"))
+    assert '[contexts."later"]' in config.read_text()
+
+    # the right CA: saved, quietly; a wrong key is saved with a warning
+    run = expect(add("prod", secured.urls, "--ca-file", str(local.ca_file), "--api-key", ADMIN))
+    assert run.stderr == "" and run.stdout == f"context 'prod' added in {config}\n", str(run)
+    run = expect(
+        add("typo", secured.urls, "--ca-file", str(local.ca_file), "--api-key", "wrong-key-0123456789")
+    )
+    assert f"aether: warning: https://{local.nodes[0].management} refused the API key" in run.stderr, str(run)
+
+    # a cluster that cannot be reached now: saved, saying it was not checked
+    down = f"https://127.0.0.1:{cli_support.closed_port()}"
+    run = expect(add("down", down, "--ca-file", str(local.ca_file)))
+    assert run.stderr.startswith(f"aether: warning: could not check {down} now: "), str(run)
+    assert '[contexts."down"]' in config.read_text()
+
+
 # ---------------------------------------------------------------- renewal (long)
 
 

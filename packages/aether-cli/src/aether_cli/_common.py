@@ -129,7 +129,10 @@ class Target:
 
 
 def read_ca_file(path: Path) -> str:
-    """The PEM text of a CA certificate file; a clear error (exit 2) if it is not one."""
+    """The PEM text of a CA certificate file; a clear error (exit 2) if it is not one: unreadable, no
+    certificate block, or a block that does not parse as a certificate (a cut or mangled copy)."""
+    import ssl
+
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -138,6 +141,14 @@ def read_ca_file(path: Path) -> str:
         )
     if "-----BEGIN CERTIFICATE-----" not in text:
         fail(EXIT_BAD_INPUT, f"--ca-file {path}: not a PEM certificate (no -----BEGIN CERTIFICATE-----)")
+    try:  # as the client will load it: what passes here, every request can use
+        ssl.create_default_context(cadata=text)
+    except (ssl.SSLError, ValueError):  # (OpenSSL's words add nothing: "no start line", "bad base64")
+        fail(
+            EXIT_BAD_INPUT,
+            f"--ca-file {path}: its -----BEGIN CERTIFICATE----- block does not parse as a certificate"
+            " (cut or mangled?): copy the whole ca.pem from a node's data_dir/tls/",
+        )
     return text
 
 
