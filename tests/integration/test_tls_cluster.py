@@ -129,6 +129,7 @@ def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
     cases = {
         "--join and --token go together": [*secret, "--join", "127.0.0.1:4"],
         "--token: not a join token": [*new, "--join", "127.0.0.1:4", "--token", "x"],
+        "--join-only goes with --join": [*secret, "--join-only"],
     }
     for message, extra in cases.items():
         run = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60, check=False)
@@ -299,6 +300,62 @@ def test_a_node_joins_with_a_token_once(secured: CliCluster, tmp_path: Path) -> 
     )
     assert again.returncode == 2 and "the cluster refused the token" in again.stderr, again.stderr
     assert "used already" in again.stderr and not (tmp_path / "second").exists()
+
+
+@pytest.mark.long
+def test_a_join_only_run_leaves_what_a_start_needs_and_serves_nothing(
+    secured: CliCluster, tmp_path: Path
+) -> None:
+    """`--join-only` (what DEPLOY.md runs before starting the unit): the secret and the node's certificate
+    written, exit 0, nothing served; again on the same host: nothing sent, exit 0; the used token on
+    another host: refused, nothing written; then a plain start with what it left registers."""
+    local = secured.local
+    token = make_token(secured)
+    node = local.add_node()
+    secret_file = tmp_path / "joined-secret"
+    node_env = {**os.environ, "AETHER_API_KEYS": f"admin:{ADMIN}"}
+    env = _trusting(local.ca_file)
+
+    def join_only(secret: Path) -> subprocess.CompletedProcess[str]:
+        command = local.command(node)
+        command[command.index("--secret-file") + 1] = str(secret)
+        command += ["--join", local.nodes[0].management, "--token", token, "--join-only"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=node_env)
+
+    run = join_only(secret_file)
+    assert run.returncode == 0, run.stderr
+    assert f"joined through {local.nodes[0].management}: secret in {secret_file}" in run.stdout, run.stdout
+    assert "not serving" in run.stdout and "Traceback" not in run.stderr, run
+    assert secret_file.read_text().strip() == local.secret
+    assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    tls_dir = Path(node.data_dir) / "tls"
+    assert (tls_dir / CA_FILE).read_bytes() == cluster_ca(local.secret).pem
+    assert (tls_dir / "cert.pem").exists()
+    nodes = expect(secured.aether("cluster", "status", "--json", env=env), ANSWERED).json()["nodes"]
+    assert node.node_id not in [n["node_id"] for n in nodes], "a join-only run serves nothing"
+
+    again = join_only(secret_file)
+    assert again.returncode == 0 and "has joined already; nothing sent" in again.stdout, again
+    assert secret_file.read_text().strip() == local.secret
+
+    elsewhere = tmp_path / "elsewhere" / "secret"
+    used = join_only(elsewhere)
+    assert used.returncode == 2 and "the cluster refused the token" in used.stderr, used
+    assert "used already" in used.stderr and "Traceback" not in used.stderr, used.stderr
+    assert list(elsewhere.parent.iterdir()) == []  # no secret, no temporary file left
+
+    command = local.command(node)
+    command[command.index("--secret-file") + 1] = str(secret_file)
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log:
+        local.processes[node.node_id] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=node_env
+        )
+    cli_support.wait_until(
+        lambda: node.node_id in secured.aether("cluster", "status", "--json", env=env).stdout,
+        timeout=60,
+        what=f"{node.node_id} registered; its log:\n{log_path.read_text(errors='replace')[-2000:]}",
+    )
 
 
 @pytest.mark.long
