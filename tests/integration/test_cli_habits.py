@@ -225,6 +225,24 @@ def test_contexts_add_use_list_remove(tmp_path: Path) -> None:
     assert config.read_text() == "current-context = [\n"
 
 
+def test_a_bad_cluster_url_is_named_as_given_and_https_to_plain_http_is_said(tmp_path: Path) -> None:
+    run = expect(run_aether("cluster", "status", "-c", "http://127.0.0.1:99999", cwd=tmp_path), 2)
+    assert run.stderr == (
+        "aether: error: --cluster (or AETHER_CLUSTER): http://127.0.0.1:99999: not a usable cluster URL"
+        " (Port out of range 0-65535)\n"
+    ), str(run)
+    with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
+        https = stub.url.replace("http://", "https://")
+        run = expect(run_aether("cluster", "status", "-c", https, cwd=tmp_path), 3)
+        assert f"{https}: it answers in plain HTTP, not HTTPS" in run.stderr, str(run)
+        assert "give its URL as http://" in run.stderr, str(run)
+        # a context that could never work is not saved
+        run = expect(run_aether("context", "add", "plain", https, cwd=tmp_path), 2)
+        assert run.stderr.startswith("aether: error: context 'plain' not saved: "), str(run)
+        assert "it answers in plain HTTP, not HTTPS" in run.stderr, str(run)
+    assert not (tmp_path / CONFIG_DIR / "aether" / "config.toml").exists()
+
+
 # ---------------------------------------------------------------- completion, arguments
 
 

@@ -156,12 +156,18 @@ def target(common: Common, environ: dict[str, str] | os._Environ[str] | None = N
     """--cluster/AETHER_CLUSTER (with only --api-key/AETHER_API_KEY: a context's key is never sent to
     another cluster), else the context named by --context/AETHER_CONTEXT or the current one (its key unless
     --api-key/AETHER_API_KEY), else the dev cluster recorded in ./.aether-dev/."""
-    from aether_node.client import parse_urls
+    from aether_node.client import check_url, parse_urls
 
     environ = os.environ if environ is None else environ
     ca_cert = read_ca_file(common.ca_file) if common.ca_file else None
     if common.cluster:
-        return Target(parse_urls(common.cluster), common.api_key, "--cluster", ca_cert)
+        urls = parse_urls(common.cluster)
+        try:  # as given, before a request's path is added to it
+            for url in urls:
+                check_url(url)
+        except ValueError as error:
+            fail(EXIT_BAD_INPUT, f"--cluster (or AETHER_CLUSTER): {error}")
+        return Target(urls, common.api_key, "--cluster", ca_cert)
     from aether_node import contexts  # here: a command given its cluster reads no config file
 
     try:

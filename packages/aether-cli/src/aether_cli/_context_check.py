@@ -2,8 +2,8 @@
 of each of its URLs with the CA certificate and the key the context will hold, so that a wrong CA is
 found now, by the command that brought it, and not at the next command as a TLS error.
 
-A node whose certificate does not verify is a `problem` (the context is not saved, unless the operator
-says so); anything else that is not right is a `warning` and the context is saved: a node that cannot be
+A node whose certificate does not verify, or an https:// URL that answers in plain HTTP, is a `problem`
+(the context is not saved, unless the operator says so); anything else that is not right is a `warning` and the context is saved: a node that cannot be
 reached now (the check could not be made), a key the cluster refuses, an answer that is not the
 management API's. Any answer of the API, an error included, means the TLS handshake verified.
 """
@@ -27,7 +27,7 @@ class Findings:
 
 def check_cluster(urls: Sequence[str], *, api_key: str | None, ca_cert: str | None) -> Findings:
     """Ask each of `urls` once; what was found, one sentence per URL that was not right."""
-    from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
+    from aether_node.client import PLAIN_HTTP, ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
 
     problems: list[str] = []
     warnings: list[str] = []
@@ -37,7 +37,7 @@ def check_cluster(urls: Sequence[str], *, api_key: str | None, ca_cert: str | No
             client.cluster_status()
         except ClusterUnreachableError as error:
             reason = str(error).removeprefix("cannot reach the cluster: ")
-            if UNTRUSTED in reason:
+            if UNTRUSTED in reason or PLAIN_HTTP in reason:  # it answered: this context cannot work
                 problems.append(reason)
             else:
                 warnings.append(f"could not check {url} now: {reason.removeprefix(url + ': ')}")
