@@ -3,9 +3,10 @@ of each of its URLs with the CA certificate and the key the context will hold, s
 found now, by the command that brought it, and not at the next command as a TLS error.
 
 A node whose certificate does not verify, or an https:// URL that answers in plain HTTP, is a `problem`
-(the context is not saved, unless the operator says so); anything else that is not right is a `warning` and the context is saved: a node that cannot be
-reached now (the check could not be made), a key the cluster refuses, an answer that is not the
-management API's. Any answer of the API, an error included, means the TLS handshake verified.
+(the context is not saved, unless the operator says so); anything else that is not right is a `warning`
+and the context is saved: a node that cannot be reached now (the check could not be made), a key the
+cluster refuses, an answer that is not the management API's. Any answer of the API, an error included,
+means the TLS handshake verified.
 """
 
 from __future__ import annotations
