@@ -265,6 +265,13 @@ def test_completion_scripts(tmp_path: Path) -> None:
         (("slice", "invoke"), "ARTIFACT"),
         (("cluster", "forget"), "NODE"),
         (("context", "add", "prod"), "CLUSTER"),
+        (("node", "cordon"), "NODE"),  # (these were named --node, --artifact, --name: not as in --help)
+        (("node", "drain"), "NODE"),
+        (("slice", "scale"), "ARTIFACT"),
+        (("slice", "scale", "org.aether:echo"), "INSTANCES"),
+        (("slice", "promote"), "ARTIFACT"),
+        (("blueprint", "history"), "NAME"),
+        (("blueprint", "diff"), "FILE"),
     ],
 )
 def test_a_missing_positional_is_named_as_the_help_shows_it(
