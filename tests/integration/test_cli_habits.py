@@ -284,6 +284,23 @@ def test_a_missing_positional_is_named_as_the_help_shows_it(
     )
 
 
+def test_an_extra_argument_is_named_with_its_command(tmp_path: Path) -> None:
+    for args, extra in ((("cluster", "status", "extra"), "argument extra"),
+                        (("slice", "scale", ECHO, "2", "3"), "argument 3"),
+                        (("blueprint", "list", "a", "b"), "arguments a b")):  # fmt: skip
+        run = expect(run_aether(*args, cwd=tmp_path), 2)
+        command = "aether " + " ".join(args[:2])
+        assert run.stderr == (
+            f"aether: error: {command}: unexpected {extra} (`{command} --help` says what it takes)\n"
+        ), str(run)
+
+
+def test_diff_reads_stdin_for_dash(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    run = expect(run_aether("blueprint", "diff", "-", "-c", url, cwd=tmp_path, input=SMALL), 3)
+    assert run.stderr.startswith(f"aether: error: cannot reach the cluster: {url}: "), str(run)
+
+
 def test_validate_reads_stdin_for_dash(tmp_path: Path) -> None:
     run = expect(run_aether("blueprint", "validate", "-", cwd=tmp_path, input=SMALL))
     assert run.stdout == "<stdin>: valid blueprint 'demo' with 1 slice\n"

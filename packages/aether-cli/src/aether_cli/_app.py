@@ -21,6 +21,7 @@ from ._common import (
     EXIT_INTERRUPTED,
     EXIT_UNHEALTHY,
     Common,
+    InputFile,
     call,
     check_wait_timeout,
     emit,
@@ -63,8 +64,6 @@ cluster_app.command(policy_app)
 
 DEFAULT_COMMON = Common()
 BLUEPRINT_FILE = "a blueprint is UTF-8 TOML"
-# a path, or `-` for stdin (cyclopts takes a lone `-` for an option unless told)
-InputFile = Annotated[Path, Parameter(allow_leading_hyphen=True)]
 Watch = Annotated[
     bool,
     Parameter(
@@ -548,12 +547,20 @@ def _unwrapped_help_when_piped() -> None:
 
 
 def main() -> None:
-    from cyclopts.exceptions import CycloptsError
+    from cyclopts.exceptions import CycloptsError, UnusedCliTokensError
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `aether ... | head` ends quietly
     _unwrapped_help_when_piped()
     try:
         app(exit_on_error=False, print_error=False)
+    except UnusedCliTokensError as error:  # cyclopts says "Unused Tokens: ['3']."
+        command = " ".join(["aether", *(error.command_chain or ())])
+        unused = error.unused_tokens or []
+        fail(
+            EXIT_BAD_INPUT,
+            f"{command}: unexpected {'argument' if len(unused) == 1 else 'arguments'} {' '.join(unused)}"
+            f" (`{command} --help` says what it takes)",
+        )
     except CycloptsError as error:  # one plain line, like every other error, never wrapped in a box
         fail(EXIT_BAD_INPUT, " ".join(str(error).split()))
     except KeyboardInterrupt:

@@ -22,6 +22,8 @@ EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
 EXIT_UNHEALTHY = 4
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 T = TypeVar("T")
+# a path, or `-` for stdin (stdout for `cluster backup`; cyclopts takes a lone `-` for an option unless told)
+InputFile = Annotated[Path, Parameter(allow_leading_hyphen=True)]
 # The exit code of each error kind (`aether_node.client.ErrorKind`; a test checks every kind is here).
 EXIT_CODE_BY_KIND = {"bad_request": EXIT_BAD_INPUT, "unreachable": EXIT_UNREACHABLE} | dict.fromkeys((
     "unauthenticated", "forbidden", "not_found", "no_endpoint", "conflict", "raised", "bad_result",

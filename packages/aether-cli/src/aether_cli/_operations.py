@@ -6,7 +6,6 @@ reconciliation policy and operations on nodes, through the management API (each 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 from cyclopts import Parameter
@@ -15,6 +14,7 @@ from ._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     Common,
+    InputFile,
     call,
     check_wait_timeout,
     emit,
@@ -66,8 +66,8 @@ def blueprint_rollback(
     emit(common, result, lambda: print(_revision_line(result)))
 
 
-def blueprint_diff(file: Path, /, *, common: Common = DEFAULT_COMMON) -> None:
-    """What applying FILE would change, per slice and node, without applying it."""
+def blueprint_diff(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> None:
+    """What applying FILE (`-`: stdin) would change, per slice and node, without applying it."""
     from ._app import BLUEPRINT_FILE
 
     text, source = read_input(file, BLUEPRINT_FILE)
