@@ -270,6 +270,11 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert info["version"] == "1.0.0" and info["instance"] in (1, 2, 3)
     run = expect(aether("slice", "invoke", "org.aether:echo", "nope"), 1)
     assert run.stderr == "aether: error: org.aether:echo has no entry point 'nope' (it has: echo, info)\n"
+    run = expect(aether("slice", "invoke", "org.aether:ecoh", "echo"), 1)  # a typo: not "all down"
+    assert run.stderr == (
+        "aether: error: no blueprint deploys org.aether:ecoh and no instance of it runs"
+        " (`aether blueprint list`)\n"
+    ), str(run)
     run = expect(aether("slice", "invoke", "org.aether:echo", "echo", "--data", "{nope"), 2)
     assert run.stderr.startswith("aether: error: --data is not valid JSON: "), str(run)
     run = expect(aether("slice", "invoke", "org.aether:greeter", "greet", "--data", "42"), 1)
