@@ -32,5 +32,5 @@ def test_every_exit_code_is_documented() -> None:
     codes = {
         value for name, value in vars(_common).items() if name.startswith("EXIT_") and isinstance(value, int)
     }
-    assert codes == {0, 1, 2, 3, 130}
+    assert codes == {0, 1, 2, 3, 4, 130}
     assert all(f"\n| {code} |" in text for code in codes)

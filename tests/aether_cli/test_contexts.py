@@ -246,7 +246,9 @@ def test_the_cluster_ca_survives_the_round_trip_and_a_bad_one_is_refused() -> No
 
 def test_the_ca_file_flag_wins_over_the_context_and_a_bad_file_stops(tmp_path: Path) -> None:
     path = _contexts.config_path({"XDG_CONFIG_HOME": str(tmp_path)})
-    other = PEM.replace("MIIB", "MIIC")
+    from aether_kv import cluster_ca
+
+    other = cluster_ca("s" * 32).pem.decode()  # a file given must parse: a real certificate
     _contexts.save(
         path, Config(contexts=(Context(name="p", cluster=("https://a:1",), ca_cert=PEM),), current="p")
     )
@@ -255,9 +257,11 @@ def test_the_ca_file_flag_wins_over_the_context_and_a_bad_file_stops(tmp_path: P
     (tmp_path / "ca.pem").write_text(other)
     assert target(Common(ca_file=tmp_path / "ca.pem"), environ).ca_cert == other
     (tmp_path / "bad.pem").write_text("not a certificate")
-    with pytest.raises(SystemExit) as stopped:
-        target(Common(ca_file=tmp_path / "bad.pem"), environ)
-    assert stopped.value.code == 2
+    (tmp_path / "cut.pem").write_text(other[:100])  # the marker, then a certificate cut short
+    for bad in ("bad.pem", "cut.pem"):
+        with pytest.raises(SystemExit) as stopped:
+            target(Common(ca_file=tmp_path / bad), environ)
+        assert stopped.value.code == 2
 
 
 def test_an_api_client_refuses_a_ca_that_is_not_a_certificate() -> None:

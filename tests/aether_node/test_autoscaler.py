@@ -27,7 +27,14 @@ from aether_node.control._autoscale_plan import (
     scale_change,
     worth_recording,
 )
-from aether_node.control._autoscale_settings import SettingsError, check, effective, parse_changes
+from aether_node.control._autoscale_settings import (
+    SettingsError,
+    bound_problems,
+    check,
+    effective,
+    parse_changes,
+    read_changes,
+)
 from aether_node.control._autoscaler import Autoscaler, decode_log
 from aether_node.control._revisions import history, read_current, store_revision
 from aether_node.core._autoscale_spec import AutoscaleSpec
@@ -191,6 +198,32 @@ def test_settings_must_keep_min_and_max_together_and_above_the_floor() -> None:
         "p99_ms": 200.0,
     }
     assert effective(SPEC, None) is SPEC
+
+
+def test_every_bad_setting_is_named_at_once() -> None:
+    raw = {"min": 0, "max": 2.5, "cpu": -1, "p99_ms": 100, "steps": 2, "later": 1}
+    changes, problems = read_changes(raw)
+    assert changes == {"p99_ms": 100.0}  # the good one is read
+    assert problems == (
+        "later: not a setting (settable: min, max, cpu, p99_ms, calls_per_second, in_flight)",
+        "steps: not a setting (settable: min, max, cpu, p99_ms, calls_per_second, in_flight)",
+        "min: expected a whole number in 1..10000, got 0",
+        "max: expected a whole number in 1..10000, got 2.5",
+        "cpu: expected a number in (0, 1024], got -1",
+    )
+    with pytest.raises(SettingsError) as caught:
+        parse_changes(raw)
+    assert caught.value.problems == problems and str(caught.value) == "; ".join(problems)
+    # min above max and below the floor at once: both said
+    assert bound_problems(SPEC, AutoscaleSettings(min=1, max=0), min_available=2) == (
+        "max: must be ≥ min (1), got 0",
+        "min: must be ≥ the slice's min_available (2), got 1",
+    )
+    with pytest.raises(SettingsError, match=r"^max: must be ≥ min \(1\), got 0; min: must be ≥"):
+        check(SPEC, AutoscaleSettings(min=1, max=0), min_available=2)
+    # a setting refused for its value is not judged again by its old value
+    assert bound_problems(SPEC, AutoscaleSettings(min=5), min_available=None, bad={"max"}) == ()
+    assert bound_problems(SPEC, AutoscaleSettings(min=1), min_available=2, bad={"min"}) == ()
 
 
 @given(

@@ -197,11 +197,17 @@ async def test_a_silent_node_holds_partial_and_a_paused_slice_gets_no_decision(
         events = await in_thread(decisions, client)
         assert any("partial" in e.message and e.reason.endswith("complete: partial") for e in events)
 
-        # bad settings are refused, naming what is wrong, and change nothing
+        # bad settings are refused, naming what is wrong (all of it at once), and change nothing
         for bad, message in (
-            ({"max": 0}, "max: expected a whole number in 1..10000, got 0"),
+            ({"max": 0}, f"{BUSY_ID}: max: expected a whole number in 1..10000, got 0"),
             ({"min": 5}, f"{BUSY_ID}: max: must be ≥ min (5), got 3"),
-            ({"cpu": 0.5, "steps": 2}, "steps: not a setting"),
+            ({"cpu": 0.5, "steps": 2}, f"{BUSY_ID}: steps: not a setting"),
+            (
+                {"max": 0, "cpu": -1, "p99_ms": 0},
+                f"{BUSY_ID}: max: expected a whole number in 1..10000, got 0;"
+                " cpu: expected a number in (0, 1024], got -1; p99_ms: expected a number in (0, 8.64e+07],"
+                " got 0",
+            ),
         ):
             with pytest.raises(ApiError) as refused:
                 await in_thread(client.autoscale_set, BUSY_ID, bad)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from cli_support import (
+    ANSWERED,
     COUNTER,
     ECHO,
     EXAMPLE,
@@ -269,6 +270,11 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert info["version"] == "1.0.0" and info["instance"] in (1, 2, 3)
     run = expect(aether("slice", "invoke", "org.aether:echo", "nope"), 1)
     assert run.stderr == "aether: error: org.aether:echo has no entry point 'nope' (it has: echo, info)\n"
+    run = expect(aether("slice", "invoke", "org.aether:ecoh", "echo"), 1)  # a typo: not "all down"
+    assert run.stderr == (
+        "aether: error: no blueprint deploys org.aether:ecoh and no instance of it runs"
+        " (`aether blueprint list`)\n"
+    ), str(run)
     run = expect(aether("slice", "invoke", "org.aether:echo", "echo", "--data", "{nope"), 2)
     assert run.stderr.startswith("aether: error: --data is not valid JSON: "), str(run)
     run = expect(aether("slice", "invoke", "org.aether:greeter", "greet", "--data", "42"), 1)
@@ -361,7 +367,7 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
         timeout=30,
         what="every instance of the deleted blueprint to be unloaded",
     )
-    data = expect(aether("cluster", "status", "--json")).json()
+    data = expect(aether("cluster", "status", "--json"), ANSWERED).json()
     assert (data["blueprints"], data["instances"]) == (0, 0)
     run = expect(aether("slice", "status", "org.aether:echo"), 1)
     assert "no blueprint deploys org.aether:echo" in run.stderr
@@ -551,18 +557,18 @@ def test_apply_wait_says_why_a_blueprint_cannot_converge(tmp_path: Path, sample_
         assert run.stderr.startswith("aether: error: blueprint 'broken' cannot converge:\n  "), str(run)
         assert "faulty: start failed on purpose" in run.stderr, str(run)
 
-        status = expect(aether("blueprint", "status", "broken", "--json")).json()
+        status = expect(aether("blueprint", "status", "broken", "--json"), 4).json()
         (item,) = status["slices"]
         assert (item["desired"], item["active"]) == (1, 0)
         assert [i["state"] for i in item["instances"]] == ["FAILED"]
         assert "faulty: start failed on purpose" in item["instances"][0]["reason"]
-        run = expect(aether("blueprint", "status", "broken"))
+        run = expect(aether("blueprint", "status", "broken"), 4)  # answered, not converged
         assert "blueprint broken: converging" in run.stdout and "FAILED" in run.stdout, str(run)
         assert "start failed on purpose" in run.stdout, str(run)
 
-        data = expect(aether("cluster", "status", "--json")).json()
+        data = expect(aether("cluster", "status", "--json"), 4).json()
         assert (data["healthy"], data["failed"], data["active"]) == (False, 1, 0)
-        assert "cluster unhealthy: leader node-1, quorum yes" in expect(aether("cluster", "status")).stdout
+        assert "cluster unhealthy: leader node-1, quorum yes" in expect(aether("cluster", "status"), 4).stdout
         events = expect(aether("cluster", "events", "--json")).json_lines()
         failed = [e for e in events if e["kind"] == "instance_state" and e["state"] == "FAILED"]
         assert failed and "start failed on purpose" in failed[-1]["reason"], events

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cli_support import (
+    ANSWERED,
     CONFIG_DIR,
     COUNTER,
     ECHO,
@@ -81,7 +82,7 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     ]
     # so `aether` finds the cluster from anywhere (no .aether-dev/ here), unless told otherwise
     elsewhere = {"XDG_CONFIG_HOME": str(work / CONFIG_DIR)}
-    status = expect(run_aether("cluster", "status", "--json", cwd=dev.parent, env=elsewhere))
+    status = expect(run_aether("cluster", "status", "--json", cwd=dev.parent, env=elsewhere), ANSWERED)
     assert status.json()["has_quorum"] is True
     refused = f"http://127.0.0.1:{closed_port()}"
     status = expect(run_aether("cluster", "status", "--cluster", refused, cwd=dev.parent, env=elsewhere), 3)
@@ -106,8 +107,8 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     # dev status: 3 running nodes and a healthy cluster (right after start, a follower-to-follower Raft
     # link may still be connecting: health says so until it is up)
     def healthy() -> CliRun | None:
-        run = expect(run_aether("dev", "status", "--directory", str(dev), cwd=work))
-        return run if "cluster healthy: leader node-" in run.stdout else None
+        run = expect(run_aether("dev", "status", "--directory", str(dev), cwd=work), ANSWERED)
+        return run if run.returncode == 0 and "cluster healthy: leader node-" in run.stdout else None
 
     run = wait_until(healthy, timeout=30, what="dev status: cluster healthy")
     for node, pid in state["pids"].items():

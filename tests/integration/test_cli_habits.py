@@ -198,7 +198,7 @@ def test_contexts_add_use_list_remove(tmp_path: Path) -> None:
         assert f"cannot reach the cluster: {refused}: " in run.stderr
         expect(aether("cluster", "status", "--cluster", stub.url))
     count = len(stub.requests)
-    assert count == 2, stub.requests
+    assert count == 3, stub.requests  # `context add stub`'s look at the cluster, then two commands
 
     run = expect(aether("context", "remove", "down"))
     assert run.stdout == "context 'down' removed; no context is current now (`aether context use NAME`)\n"
@@ -225,6 +225,24 @@ def test_contexts_add_use_list_remove(tmp_path: Path) -> None:
     assert config.read_text() == "current-context = [\n"
 
 
+def test_a_bad_cluster_url_is_named_as_given_and_https_to_plain_http_is_said(tmp_path: Path) -> None:
+    run = expect(run_aether("cluster", "status", "-c", "http://127.0.0.1:99999", cwd=tmp_path), 2)
+    assert run.stderr == (
+        "aether: error: --cluster (or AETHER_CLUSTER): http://127.0.0.1:99999: not a usable cluster URL"
+        " (Port out of range 0-65535)\n"
+    ), str(run)
+    with stub_api({("GET", "/api/v1/cluster"): (200, CLUSTER)}) as stub:
+        https = stub.url.replace("http://", "https://")
+        run = expect(run_aether("cluster", "status", "-c", https, cwd=tmp_path), 3)
+        assert f"{https}: it answers in plain HTTP, not HTTPS" in run.stderr, str(run)
+        assert "give its URL as http://" in run.stderr, str(run)
+        # a context that could never work is not saved
+        run = expect(run_aether("context", "add", "plain", https, cwd=tmp_path), 2)
+        assert run.stderr.startswith("aether: error: context 'plain' not saved: "), str(run)
+        assert "it answers in plain HTTP, not HTTPS" in run.stderr, str(run)
+    assert not (tmp_path / CONFIG_DIR / "aether" / "config.toml").exists()
+
+
 # ---------------------------------------------------------------- completion, arguments
 
 
@@ -247,6 +265,13 @@ def test_completion_scripts(tmp_path: Path) -> None:
         (("slice", "invoke"), "ARTIFACT"),
         (("cluster", "forget"), "NODE"),
         (("context", "add", "prod"), "CLUSTER"),
+        (("node", "cordon"), "NODE"),  # (these were named --node, --artifact, --name: not as in --help)
+        (("node", "drain"), "NODE"),
+        (("slice", "scale"), "ARTIFACT"),
+        (("slice", "scale", "org.aether:echo"), "INSTANCES"),
+        (("slice", "promote"), "ARTIFACT"),
+        (("blueprint", "history"), "NAME"),
+        (("blueprint", "diff"), "FILE"),
     ],
 )
 def test_a_missing_positional_is_named_as_the_help_shows_it(
@@ -257,6 +282,23 @@ def test_a_missing_positional_is_named_as_the_help_shows_it(
         run.stderr
         == f'aether: error: Command "{" ".join(args[:2])}" parameter {name} requires an argument.\n'
     )
+
+
+def test_an_extra_argument_is_named_with_its_command(tmp_path: Path) -> None:
+    for args, extra in ((("cluster", "status", "extra"), "argument extra"),
+                        (("slice", "scale", ECHO, "2", "3"), "argument 3"),
+                        (("blueprint", "list", "a", "b"), "arguments a b")):  # fmt: skip
+        run = expect(run_aether(*args, cwd=tmp_path), 2)
+        command = "aether " + " ".join(args[:2])
+        assert run.stderr == (
+            f"aether: error: {command}: unexpected {extra} (`{command} --help` says what it takes)\n"
+        ), str(run)
+
+
+def test_diff_reads_stdin_for_dash(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    run = expect(run_aether("blueprint", "diff", "-", "-c", url, cwd=tmp_path, input=SMALL), 3)
+    assert run.stderr.startswith(f"aether: error: cannot reach the cluster: {url}: "), str(run)
 
 
 def test_validate_reads_stdin_for_dash(tmp_path: Path) -> None:

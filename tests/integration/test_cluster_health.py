@@ -86,7 +86,7 @@ async def test_health_names_a_missing_node_until_it_is_back(tmp_path: Path, samp
         assert "3 of 4 expected nodes are registered; missing: node-4" in lost.reasons, lost.reasons
         env = {"AETHER_CLUSTER": ",".join(api.urls)}
         run = run_aether("cluster", "status", cwd=tmp_path, env=env)
-        assert run.returncode == 0, run
+        assert run.returncode == 4, run  # answered: unhealthy
         assert "cluster unhealthy" in run.stdout and "expected nodes registered" in run.stdout, run
         assert "missing: node-4" in run.stdout, run
         # (a while later, still: the blueprint converges on the other nodes, the node stays missing)
@@ -140,7 +140,7 @@ async def test_a_record_that_does_not_decode_is_named_by_the_health_and_logged_o
             " NodeRecord record: Expecting value: line 1 column 1 (char 0)",
         ), bad.reasons
         run = run_aether("cluster", "status", cwd=tmp_path, env={"AETHER_CLUSTER": api.urls[0]})
-        assert run.returncode == 0 and "cluster unhealthy" in run.stdout and "nodes/bogus" in run.stdout, run
+        assert run.returncode == 4 and "cluster unhealthy" in run.stdout and "nodes/bogus" in run.stdout, run
         # the leader plans on, over many passes (each reads nodes/), and says it once
         await put_blueprint(kv, "demo", SliceSpec(artifact=ECHO, instances=1))
         converged = await status_until(

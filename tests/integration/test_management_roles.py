@@ -15,6 +15,7 @@ import cli_support
 import httpx
 import pytest
 from cli_support import (
+    ANSWERED,
     ECHO,
     CliCluster,
     cli_cluster,
@@ -248,7 +249,8 @@ def test_the_cli_passes_the_key_and_reports_a_refusal(secured: CliCluster) -> No
         refused(aether(*command), NO_KEY)
         refused(aether(*command, "--api-key", WRONG_KEY), key_refused())
     assert expect(aether("blueprint", "list", "--json", "--api-key", KEYS["viewer"])).json() == []
-    assert expect(aether("cluster", "status", "--json", api_key=KEYS["viewer"])).json()["has_quorum"] is True
+    status = expect(aether("cluster", "status", "--json", api_key=KEYS["viewer"]), ANSWERED)
+    assert status.json()["has_quorum"] is True
     # validate is local: no key needed
     expect(aether("blueprint", "validate", "small.toml"))
 

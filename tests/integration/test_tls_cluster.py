@@ -17,7 +17,7 @@ import cli_support
 import httpx
 import pytest
 import trio
-from cli_support import CliCluster, cli_cluster, expect, run_aether
+from cli_support import ANSWERED, CliCluster, cli_cluster, expect, run_aether
 from tls_support import (
     FOREIGN_SECRET,
     calls_and_writes,
@@ -108,7 +108,7 @@ def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
     expect(
         run_aether("context", "add", "prod", secured.urls, "--ca-file", str(ca), "--api-key", ADMIN, cwd=cwd)
     )
-    status = expect(run_aether("cluster", "status", "--json", cwd=cwd)).json()
+    status = expect(run_aether("cluster", "status", "--json", cwd=cwd), ANSWERED).json()
     assert sorted(n["node_id"] for n in status["nodes"]) == ["node-1", "node-2"]
     untrusted = run_aether("cluster", "status", "--cluster", secured.urls, "--api-key", ADMIN, cwd=cwd)
     assert untrusted.returncode != 0 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr, str(untrusted)
@@ -129,6 +129,7 @@ def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
     cases = {
         "--join and --token go together": [*secret, "--join", "127.0.0.1:4"],
         "--token: not a join token": [*new, "--join", "127.0.0.1:4", "--token", "x"],
+        "--join-only goes with --join": [*secret, "--join-only"],
     }
     for message, extra in cases.items():
         run = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60, check=False)
@@ -160,6 +161,60 @@ def test_a_cli_trusting_another_ca_says_which_node_and_what_to_do(
             f"https://{node.management}: its certificate is not from the CA this client trusts" in run.stderr
         )
     assert "CERTIFICATE_VERIFY_FAILED" in run.stderr and "ca.pem from any node's data_dir/tls/" in run.stderr
+
+
+def test_context_add_checks_the_ca_file_and_the_cluster_before_saving(
+    secured: CliCluster, tmp_path: Path
+) -> None:
+    """`aether context add` refuses a CA file that is no certificate, and one that did not sign the
+    nodes' certificates (asked once, nothing saved); it saves, warning, a context it could not check."""
+    config = tmp_path / cli_support.CONFIG_DIR / "aether" / "config.toml"
+    local = secured.local
+
+    def add(*args: str) -> cli_support.CliRun:
+        return run_aether("context", "add", *args, cwd=tmp_path, timeout=60)
+
+    mangled, marker_only = tmp_path / "mangled.pem", tmp_path / "notes.txt"
+    mangled.write_text(local.ca_file.read_text()[:200])  # cut short: a copy that went wrong
+    marker_only.write_text("ca: see the wiki\n")
+    foreign = tmp_path / "other-ca.pem"
+    foreign.write_bytes(cluster_ca(FOREIGN_SECRET).pem)
+    for path, says in (
+        (mangled, "its -----BEGIN CERTIFICATE----- block does not parse as a certificate"),
+        (marker_only, "not a PEM certificate"),
+        (tmp_path / "missing.pem", "cannot read it"),
+    ):
+        run = expect(add("prod", secured.urls, "--ca-file", str(path), "--api-key", ADMIN), 2)
+        assert run.stderr.startswith(f"aether: error: --ca-file {path}: {says}"), str(run)
+    assert not config.exists()
+
+    # another cluster's CA: each node's certificate is refused, saying so; nothing saved
+    run = expect(add("prod", secured.urls, "--ca-file", str(foreign), "--api-key", ADMIN), 2)
+    assert run.stderr.startswith(
+        f"aether: error: context 'prod' not saved: checked with the CA in --ca-file {foreign}: "
+    )
+    for node in local.nodes:
+        assert (
+            f"https://{node.management}: its certificate is not from the CA this client trusts" in run.stderr
+        )
+    assert "--no-verify-now saves it unchecked" in run.stderr and not config.exists(), str(run)
+    # ... unless told: then nothing is asked
+    expect(add("later", secured.urls, "--ca-file", str(foreign), "--no-verify-now"))
+    assert '[contexts."later"]' in config.read_text()
+
+    # the right CA: saved, quietly; a wrong key is saved with a warning
+    run = expect(add("prod", secured.urls, "--ca-file", str(local.ca_file), "--api-key", ADMIN))
+    assert run.stderr == "" and run.stdout == f"context 'prod' added in {config}\n", str(run)
+    run = expect(
+        add("typo", secured.urls, "--ca-file", str(local.ca_file), "--api-key", "wrong-key-0123456789")
+    )
+    assert f"aether: warning: https://{local.nodes[0].management} refused the API key" in run.stderr, str(run)
+
+    # a cluster that cannot be reached now: saved, saying it was not checked
+    down = f"https://127.0.0.1:{cli_support.closed_port()}"
+    run = expect(add("down", down, "--ca-file", str(local.ca_file)))
+    assert run.stderr.startswith(f"aether: warning: could not check {down} now: "), str(run)
+    assert '[contexts."down"]' in config.read_text()
 
 
 # ---------------------------------------------------------------- renewal (long)
@@ -245,6 +300,62 @@ def test_a_node_joins_with_a_token_once(secured: CliCluster, tmp_path: Path) -> 
     )
     assert again.returncode == 2 and "the cluster refused the token" in again.stderr, again.stderr
     assert "used already" in again.stderr and not (tmp_path / "second").exists()
+
+
+@pytest.mark.long
+def test_a_join_only_run_leaves_what_a_start_needs_and_serves_nothing(
+    secured: CliCluster, tmp_path: Path
+) -> None:
+    """`--join-only` (what DEPLOY.md runs before starting the unit): the secret and the node's certificate
+    written, exit 0, nothing served; again on the same host: nothing sent, exit 0; the used token on
+    another host: refused, nothing written; then a plain start with what it left registers."""
+    local = secured.local
+    token = make_token(secured)
+    node = local.add_node()
+    secret_file = tmp_path / "joined-secret"
+    node_env = {**os.environ, "AETHER_API_KEYS": f"admin:{ADMIN}"}
+    env = _trusting(local.ca_file)
+
+    def join_only(secret: Path) -> subprocess.CompletedProcess[str]:
+        command = local.command(node)
+        command[command.index("--secret-file") + 1] = str(secret)
+        command += ["--join", local.nodes[0].management, "--token", token, "--join-only"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False, env=node_env)
+
+    run = join_only(secret_file)
+    assert run.returncode == 0, run.stderr
+    assert f"joined through {local.nodes[0].management}: secret in {secret_file}" in run.stdout, run.stdout
+    assert "not serving" in run.stdout and "Traceback" not in run.stderr, run
+    assert secret_file.read_text().strip() == local.secret
+    assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
+    tls_dir = Path(node.data_dir) / "tls"
+    assert (tls_dir / CA_FILE).read_bytes() == cluster_ca(local.secret).pem
+    assert (tls_dir / "cert.pem").exists()
+    nodes = expect(secured.aether("cluster", "status", "--json", env=env), ANSWERED).json()["nodes"]
+    assert node.node_id not in [n["node_id"] for n in nodes], "a join-only run serves nothing"
+
+    again = join_only(secret_file)
+    assert again.returncode == 0 and "has joined already; nothing sent" in again.stdout, again
+    assert secret_file.read_text().strip() == local.secret
+
+    elsewhere = tmp_path / "elsewhere" / "secret"
+    used = join_only(elsewhere)
+    assert used.returncode == 2 and "the cluster refused the token" in used.stderr, used
+    assert "used already" in used.stderr and "Traceback" not in used.stderr, used.stderr
+    assert list(elsewhere.parent.iterdir()) == []  # no secret, no temporary file left
+
+    command = local.command(node)
+    command[command.index("--secret-file") + 1] = str(secret_file)
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log:
+        local.processes[node.node_id] = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=node_env
+        )
+    cli_support.wait_until(
+        lambda: node.node_id in secured.aether("cluster", "status", "--json", env=env).stdout,
+        timeout=60,
+        what=f"{node.node_id} registered; its log:\n{log_path.read_text(errors='replace')[-2000:]}",
+    )
 
 
 @pytest.mark.long

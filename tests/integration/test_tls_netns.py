@@ -182,7 +182,7 @@ def test_the_joined_nodes_serve_calls_across_the_peer_links(cluster: NsCluster) 
     # one instance, three ingresses: two of the calls cross a peer link between namespaces (mutual TLS)
     assert cluster.in_client(call_every_ingress) == [(200, {"n": n}) for n in range(3)]
     status = cluster.aether("cluster", "status", "--json", "--cluster", cluster.nodes[1].management_url)
-    assert status.returncode == 0, status.stderr
+    assert status.returncode in (0, 4), status.stderr  # (4: answered, not healthy yet)
     # every node tells the others its own namespace address (what they dial, and its certificate names)
     advertised = {
         n["node_id"]: (n["ingress"], n["peer"], n["management"]) for n in json.loads(status.stdout)["nodes"]

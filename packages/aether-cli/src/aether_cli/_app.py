@@ -1,5 +1,6 @@
 """`aether`: operate an Aether cluster. Exit codes: 0 ok, 1 failed, 2 bad arguments or input, 3 cannot
-reach the cluster, 130 interrupted (Ctrl-C); every command, flag and code is in docs/CLI.md. Heavy modules
+reach the cluster, 4 a status command's answer is not well (unhealthy, not converged), 130 interrupted
+(Ctrl-C); every command, flag and code is in docs/CLI.md. Heavy modules
 are imported inside the commands, so `aether --help` stays fast."""
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from ._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
+    EXIT_UNHEALTHY,
     Common,
+    InputFile,
     call,
     check_wait_timeout,
     emit,
@@ -61,8 +64,6 @@ cluster_app.command(policy_app)
 
 DEFAULT_COMMON = Common()
 BLUEPRINT_FILE = "a blueprint is UTF-8 TOML"
-# a path, or `-` for stdin (cyclopts takes a lone `-` for an option unless told)
-InputFile = Annotated[Path, Parameter(allow_leading_hyphen=True)]
 Watch = Annotated[
     bool,
     Parameter(
@@ -221,6 +222,7 @@ def blueprint_status(name: str, /, *, watch: Watch = False, common: Common = DEF
         _watch(common, lambda client: client.blueprint_status(name), human)
     result = call(common, lambda client: client.blueprint_status(name))
     emit(common, result, lambda: human(result))
+    _verdict(result.converged)
 
 
 # ---------------------------------------------------------------- slice
@@ -250,6 +252,7 @@ def slice_status(artifact: str, /, *, watch: Watch = False, common: Common = DEF
         _watch(common, lambda client: client.slice_status(artifact), human)
     result = call(common, lambda client: client.slice_status(artifact))
     emit(common, result, lambda: human(result))
+    _verdict(result.converged)
 
 
 def invoke(
@@ -309,6 +312,15 @@ def cluster_status(*, watch: Watch = False, common: Common = DEFAULT_COMMON) -> 
         _watch(common, lambda client: client.cluster_status(), human)
     result = call(common, lambda client: client.cluster_status())
     emit(common, result, lambda: human(result))
+    _verdict(result.healthy)
+
+
+def _verdict(well: bool) -> None:
+    """A status command's exit code, once its answer is printed: 0 if what it shows is well (a healthy
+    cluster, a converged blueprint or slice), else EXIT_UNHEALTHY, for scripts and monitoring."""
+    if not well:
+        sys.stdout.flush()
+        sys.exit(EXIT_UNHEALTHY)
 
 
 def nodes(*, common: Common = DEFAULT_COMMON) -> None:
@@ -535,12 +547,20 @@ def _unwrapped_help_when_piped() -> None:
 
 
 def main() -> None:
-    from cyclopts.exceptions import CycloptsError
+    from cyclopts.exceptions import CycloptsError, UnusedCliTokensError
 
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `aether ... | head` ends quietly
     _unwrapped_help_when_piped()
     try:
         app(exit_on_error=False, print_error=False)
+    except UnusedCliTokensError as error:  # cyclopts says "Unused Tokens: ['3']."
+        command = " ".join(["aether", *(error.command_chain or ())])
+        unused = error.unused_tokens or []
+        fail(
+            EXIT_BAD_INPUT,
+            f"{command}: unexpected {'argument' if len(unused) == 1 else 'arguments'} {' '.join(unused)}"
+            f" (`{command} --help` says what it takes)",
+        )
     except CycloptsError as error:  # one plain line, like every other error, never wrapped in a box
         fail(EXIT_BAD_INPUT, " ".join(str(error).split()))
     except KeyboardInterrupt:

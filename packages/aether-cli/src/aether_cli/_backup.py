@@ -7,19 +7,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
-from typing import Annotated
 
-from cyclopts import Parameter
-
-from ._common import EXIT_BAD_INPUT, Common, call, emit, fail, read_input
+from ._common import EXIT_BAD_INPUT, Common, InputFile, call, emit, fail, read_input
 
 DEFAULT_COMMON = Common()
-# a path, or `-` for stdout/stdin
-FileArgument = Annotated[Path, Parameter(allow_leading_hyphen=True)]
 
 
-def cluster_backup(file: FileArgument, /, *, common: Common = DEFAULT_COMMON) -> None:
+def cluster_backup(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Write the cluster's blueprints, their revisions and its named API keys (hashed), read at one
     revision, to FILE (`-`: stdout); the file is made readable by its owner only."""
     backup = call(common, lambda client: client.backup())
@@ -41,7 +35,7 @@ def cluster_backup(file: FileArgument, /, *, common: Common = DEFAULT_COMMON) ->
     )
 
 
-def cluster_restore(file: FileArgument, /, *, common: Common = DEFAULT_COMMON) -> None:
+def cluster_restore(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Write the backup in FILE (`-`: stdin) into this cluster, which must have no blueprint, revision or
     named key yet; its leader then places the blueprints' instances."""
     text, source = read_input(file, "a backup is the JSON `aether cluster backup` writes")

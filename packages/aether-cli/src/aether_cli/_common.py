@@ -17,8 +17,13 @@ from typing import Annotated, Any, Literal, NoReturn, TypeVar
 from cyclopts import Parameter
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_UNREACHABLE = 0, 1, 2, 3
+# A status command answered and what it shows is not well: the cluster unhealthy, a blueprint or slice
+# not converged. Apart from 1 so that a script tells "not well" from "could not ask" (1, 2, 3).
+EXIT_UNHEALTHY = 4
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 T = TypeVar("T")
+# a path, or `-` for stdin (stdout for `cluster backup`; cyclopts takes a lone `-` for an option unless told)
+InputFile = Annotated[Path, Parameter(allow_leading_hyphen=True)]
 # The exit code of each error kind (`aether_node.client.ErrorKind`; a test checks every kind is here).
 EXIT_CODE_BY_KIND = {"bad_request": EXIT_BAD_INPUT, "unreachable": EXIT_UNREACHABLE} | dict.fromkeys((
     "unauthenticated", "forbidden", "not_found", "no_endpoint", "conflict", "raised", "bad_result",
@@ -126,7 +131,10 @@ class Target:
 
 
 def read_ca_file(path: Path) -> str:
-    """The PEM text of a CA certificate file; a clear error (exit 2) if it is not one."""
+    """The PEM text of a CA certificate file; a clear error (exit 2) if it is not one: unreadable, no
+    certificate block, or a block that does not parse as a certificate (a cut or mangled copy)."""
+    import ssl
+
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
@@ -135,6 +143,14 @@ def read_ca_file(path: Path) -> str:
         )
     if "-----BEGIN CERTIFICATE-----" not in text:
         fail(EXIT_BAD_INPUT, f"--ca-file {path}: not a PEM certificate (no -----BEGIN CERTIFICATE-----)")
+    try:  # as the client will load it: what passes here, every request can use
+        ssl.create_default_context(cadata=text)
+    except (ssl.SSLError, ValueError):  # (OpenSSL's words add nothing: "no start line", "bad base64")
+        fail(
+            EXIT_BAD_INPUT,
+            f"--ca-file {path}: its -----BEGIN CERTIFICATE----- block does not parse as a certificate"
+            " (cut or mangled?): copy the whole ca.pem from a node's data_dir/tls/",
+        )
     return text
 
 
@@ -142,12 +158,18 @@ def target(common: Common, environ: dict[str, str] | os._Environ[str] | None = N
     """--cluster/AETHER_CLUSTER (with only --api-key/AETHER_API_KEY: a context's key is never sent to
     another cluster), else the context named by --context/AETHER_CONTEXT or the current one (its key unless
     --api-key/AETHER_API_KEY), else the dev cluster recorded in ./.aether-dev/."""
-    from aether_node.client import parse_urls
+    from aether_node.client import check_url, parse_urls
 
     environ = os.environ if environ is None else environ
     ca_cert = read_ca_file(common.ca_file) if common.ca_file else None
     if common.cluster:
-        return Target(parse_urls(common.cluster), common.api_key, "--cluster", ca_cert)
+        urls = parse_urls(common.cluster)
+        try:  # as given, before a request's path is added to it
+            for url in urls:
+                check_url(url)
+        except ValueError as error:
+            fail(EXIT_BAD_INPUT, f"--cluster (or AETHER_CLUSTER): {error}")
+        return Target(urls, common.api_key, "--cluster", ca_cert)
     from aether_node import contexts  # here: a command given its cluster reads no config file
 
     try:

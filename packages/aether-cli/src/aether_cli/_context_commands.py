@@ -63,8 +63,18 @@ def add(
         Parameter(help="The cluster CA certificate (a node's data_dir/tls/ca.pem), kept in the context."),
     ] = None,
     use: Annotated[bool, Parameter(negative=(), help="Make it the current context too.")] = False,
+    verify_now: Annotated[
+        bool,
+        Parameter(
+            negative="--no-verify-now",
+            help="Ask each URL once, with the CA and key given, before saving: a certificate that does not"
+            " verify stops the command (nothing saved); an unreachable cluster is saved with a warning."
+            " --no-verify-now: save without asking.",
+        ),
+    ] = True,
 ) -> None:
-    """Add a context NAME for CLUSTER (management URL(s), comma-separated), or replace it."""
+    """Add a context NAME for CLUSTER (management URL(s), comma-separated), or replace it. Unless
+    --no-verify-now, each URL is asked once first with the CA and key given."""
     import attrs
 
     from aether_node import contexts as _contexts
@@ -86,6 +96,16 @@ def add(
         api_key = sys.stdin.readline().strip()
         if not api_key:
             fail(EXIT_BAD_INPUT, "--api-key -: stdin held no key")
+    if ca_file is not None and not any(url.startswith("https://") for url in urls):
+        print(
+            f"aether: warning: --ca-file {ca_file} is kept, but used only for https:// URLs", file=sys.stderr
+        )
+    if verify_now:
+        try:  # a malformed config file is said before the cluster is asked anything
+            _contexts.load(_contexts.config_path(os.environ))
+        except _contexts.ConfigError as error:
+            fail(EXIT_BAD_INPUT, str(error))
+        _verify(name, urls, api_key, ca_cert, ca_file)
 
     def change(config: _contexts.Config, path: Path) -> tuple[_contexts.Config, str]:
         verb = "replaced" if config.get(name) else "added"
@@ -97,6 +117,26 @@ def add(
         return config, f"context {name!r} {verb} in {path}" + (" (current)" if current else "")
 
     _edit(change)
+
+
+def _verify(
+    name: str, urls: list[str], api_key: str | None, ca_cert: str | None, ca_file: Path | None
+) -> None:
+    """Ask the cluster once (`_context_check`): stop, saving nothing, if a node's certificate does not
+    verify with the CA given; warn on stderr about the rest."""
+    from ._common import EXIT_BAD_INPUT, fail
+    from ._context_check import check_cluster
+
+    found = check_cluster(urls, api_key=api_key, ca_cert=ca_cert)
+    for warning in found.warnings:
+        print(f"aether: warning: {warning}", file=sys.stderr)
+    if found.problems:
+        trusted = f"the CA in --ca-file {ca_file}" if ca_file else "the system's CAs (no --ca-file given)"
+        fail(
+            EXIT_BAD_INPUT,
+            f"context {name!r} not saved: checked with {trusted}: {'; '.join(found.problems)}"
+            " (--no-verify-now saves it unchecked)",
+        )
 
 
 def use(name: str, /) -> None:

@@ -6,7 +6,6 @@ reconciliation policy and operations on nodes, through the management API (each 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 from cyclopts import Parameter
@@ -15,6 +14,7 @@ from ._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     Common,
+    InputFile,
     call,
     check_wait_timeout,
     emit,
@@ -27,7 +27,7 @@ from ._common import (
 DEFAULT_COMMON = Common()
 
 
-def blueprint_history(name: str, *, common: Common = DEFAULT_COMMON) -> None:
+def blueprint_history(name: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """The kept revisions of blueprint NAME (oldest first), which one is current, and how each came."""
     result = call(common, lambda client: client.blueprint_history(name))
 
@@ -54,6 +54,7 @@ def blueprint_history(name: str, *, common: Common = DEFAULT_COMMON) -> None:
 
 def blueprint_rollback(
     name: str,
+    /,
     *,
     to: Annotated[
         int | None, Parameter(help="The revision to go back to (default: the one before the current).")
@@ -65,8 +66,8 @@ def blueprint_rollback(
     emit(common, result, lambda: print(_revision_line(result)))
 
 
-def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
-    """What applying FILE would change, per slice and node, without applying it."""
+def blueprint_diff(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> None:
+    """What applying FILE (`-`: stdin) would change, per slice and node, without applying it."""
     from ._app import BLUEPRINT_FILE
 
     text, source = read_input(file, BLUEPRINT_FILE)
@@ -106,7 +107,7 @@ def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
     emit(common, result, human)
 
 
-def slice_scale(artifact: str, instances: int, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_scale(artifact: str, instances: int, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Run INSTANCES instances of slice ARTIFACT (group:artifact): a new revision of its blueprint."""
     if instances < 0:
         fail(EXIT_BAD_INPUT, f"instances: must be ≥ 0, got {instances}")
@@ -114,7 +115,7 @@ def slice_scale(artifact: str, instances: int, *, common: Common = DEFAULT_COMMO
     emit(common, result, lambda: print(_revision_line(result)))
 
 
-def slice_autoscale_status(artifact: str | None = None, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_autoscale_status(artifact: str | None = None, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Autoscaled slice ARTIFACT (group:artifact; default: every autoscaled slice): its count, bounds and
     targets in force, whether it is paused, and the autoscaler's last decisions (JSON: a list)."""
     result = call(common, lambda client: client.autoscale_status(artifact))
@@ -123,6 +124,7 @@ def slice_autoscale_status(artifact: str | None = None, *, common: Common = DEFA
 
 def slice_autoscale_set(
     artifact: str,
+    /,
     *,
     min: Annotated[int | None, Parameter(help="The fewest instances it scales down to.")] = None,
     max: Annotated[int | None, Parameter(help="The most instances it scales up to.")] = None,
@@ -146,13 +148,13 @@ def slice_autoscale_set(
     emit(common, result, lambda: _autoscale_lines([result]))
 
 
-def slice_autoscale_pause(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_autoscale_pause(artifact: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Stop the autoscaler's decisions for slice ARTIFACT (its count stays as it is)."""
     result = call(common, lambda client: client.autoscale_operation(artifact, "pause"))
     emit(common, result, lambda: _autoscale_lines([result]))
 
 
-def slice_autoscale_resume(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_autoscale_resume(artifact: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Let the autoscaler decide for slice ARTIFACT again."""
     result = call(common, lambda client: client.autoscale_operation(artifact, "resume"))
     emit(common, result, lambda: _autoscale_lines([result]))
@@ -176,25 +178,25 @@ def _autoscale_lines(statuses: Any) -> None:
             print(f"  {_output._age(decision.at)} ago: {_output._text(decision.message)}")
 
 
-def slice_promote(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_promote(artifact: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Promote the canary of slice ARTIFACT (group:artifact) now, or end its blue-green grace period: the
     new version takes over and the old instances go, never below the floor."""
     _rollout(artifact, "promote", common)
 
 
-def slice_abort(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_abort(artifact: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Abort the canary or blue-green rollout of slice ARTIFACT (group:artifact): every call goes back to
     the stable version at once and the new instances go."""
     _rollout(artifact, "abort", common)
 
 
-def slice_pause(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_pause(artifact: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Pause the rolling update of slice ARTIFACT (group:artifact) where it stands: no new instance of the
     new version, no old one removed (both keep serving), until `aether slice resume`."""
     _pause(artifact, "pause", common)
 
 
-def slice_resume(artifact: str, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_resume(artifact: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Resume the paused rolling update of slice ARTIFACT: it goes on, never below the floor."""
     _pause(artifact, "resume", common)
 
@@ -292,18 +294,19 @@ def _node_operation(node: str, operation: str, common: Common) -> None:
     emit(common, result, human)
 
 
-def node_cordon(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+def node_cordon(node: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Place no new instance on NODE (what runs there stays)."""
     _node_operation(node, "cordon", common)
 
 
-def node_uncordon(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+def node_uncordon(node: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Put NODE back on duty: instances may be placed there again (ends a cordon or a drain)."""
     _node_operation(node, "uncordon", common)
 
 
 def node_drain(
     node: str,
+    /,
     *,
     wait: Annotated[
         bool, Parameter(negative=(), help="Show progress until NODE is DRAINED (nothing left on it).")
@@ -355,14 +358,14 @@ def _wait_drained(common: Common, started: Any, timeout: float) -> Any:
         current = found
 
 
-def node_restart(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+def node_restart(node: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Restart NODE: the graceful stop of `node stop` (its instances move elsewhere), then the node process
     starts again in place (the same command line, node id and data directory, the same PID), however it
     was started. It shows LEAVING, then joins again within seconds (`aether cluster nodes`)."""
     _node_operation(node, "restart", common)
 
 
-def node_stop(node: str, *, common: Common = DEFAULT_COMMON) -> None:
+def node_stop(node: str, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Stop NODE gracefully (as SIGTERM does): it takes no new work, stops its instances (the cluster
     replaces them elsewhere) and leaves. Its process ends; nothing starts it again here."""
     _node_operation(node, "stop", common)

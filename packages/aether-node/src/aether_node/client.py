@@ -291,7 +291,13 @@ def _reason(error: BaseException) -> str:
     ssl = sys.modules.get("ssl")  # loaded if the error is one of its: nothing imported here
     if ssl is not None and isinstance(reason, ssl.SSLCertVerificationError):
         return _untrusted(reason.verify_code, reason.verify_message)
+    if ssl is not None and isinstance(reason, ssl.SSLError) and reason.reason == "WRONG_VERSION_NUMBER":
+        return f"{PLAIN_HTTP} (SSL: WRONG_VERSION_NUMBER): give its URL as http://"
     return str(reason or type(error).__name__)
+
+
+# What an https:// URL to a plain-HTTP port (a `--dev-mode` or `--no-tls` node) is told
+PLAIN_HTTP = "it answers in plain HTTP, not HTTPS"
 
 
 _NOT_THE_CA = {18, 19, 20, 21}  # OpenSSL: self-signed, in the chain, unknown or unverifiable issuer

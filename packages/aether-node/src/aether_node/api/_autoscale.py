@@ -21,7 +21,7 @@ from ..client import AutoscaleDecision, AutoscaleStatus
 from ..control._autoscale import reading_for
 from ..control._autoscale import signals as signals_between
 from ..control._autoscale_plan import Scaled, artifact_id_of, autoscaled
-from ..control._autoscale_settings import SETTABLE, SettingsError, check, parse_changes
+from ..control._autoscale_settings import SETTABLE, bound_problems, read_changes
 from ..control._autoscaler import decode_log, decode_settings
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
@@ -137,19 +137,20 @@ class AutoscaleOperations:
 
     async def set(self, artifact: str, raw: Any) -> AutoscaleStatus:
         """Lay `raw` (name → value; a None value changes nothing) over the slice's table and its earlier
-        settings; refused if a value is bad, or min and max do not fit together or go below the floor."""
+        settings; refused, changing nothing, if a value is bad, or min and max do not fit together or go
+        below the floor: the refusal names every bad setting at once (an unknown slice is refused first:
+        nothing can be checked against it)."""
         if not isinstance(raw, dict):
             raise RequestError(ErrorKind.BAD_REQUEST, "the settings must be a JSON object")
-        try:
-            changes = parse_changes(raw)
-        except SettingsError as error:
-            raise RequestError(ErrorKind.BAD_REQUEST, str(error)) from None
+        changes, problems = read_changes(raw)
         target, own = await self._target(artifact)
         updated = attrs.evolve(own or AutoscaleSettings(), **changes, updated=self.clock())
-        try:
-            check(target.slice.autoscale or target.spec, updated, min_available=target.slice.min_available)
-        except SettingsError as error:
-            raise RequestError(ErrorKind.BAD_REQUEST, f"{target.artifact_id}: {error}") from None
+        bad = {name for name in SETTABLE if raw.get(name) is not None and name not in changes}
+        problems += bound_problems(
+            target.slice.autoscale or target.spec, updated, min_available=target.slice.min_available, bad=bad
+        )
+        if problems:
+            raise RequestError(ErrorKind.BAD_REQUEST, f"{target.artifact_id}: {'; '.join(problems)}")
         return await self._write(target, updated)
 
     async def operation(self, artifact: str, operation: str) -> AutoscaleStatus:

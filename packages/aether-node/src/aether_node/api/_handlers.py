@@ -55,7 +55,7 @@ from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
-from ..core._errors import InvalidCoordinatesError, RequestError
+from ..core._errors import InvalidCoordinatesError, InvocationError, RequestError
 from ..core._health_spec import describe as describe_health
 from ..core._kv_errors import FAILOVER_TIME, store_error, store_errors
 from ..core._off_loop import run_sized
@@ -455,8 +455,23 @@ class Handlers:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
 
     async def invoke(self, artifact: str, entry: str, payload: Any, *, timeout: float | None = None) -> Any:
-        """The call, given `timeout` seconds (the node's configured invoke timeout if None)."""
-        return await self.invoker.invoke(self._artifact_id(artifact), entry, payload, timeout, source="api")
+        """The call, given `timeout` seconds (the node's configured invoke timeout if None). A slice
+        nothing serves and no blueprint deploys is said so (a typo in its name, most often), not as one
+        whose instances are all down."""
+        artifact_id = self._artifact_id(artifact)
+        try:
+            return await self.invoker.invoke(artifact_id, entry, payload, timeout, source="api")
+        except InvocationError as error:
+            if error.kind != ErrorKind.NO_ENDPOINT or self.invoker.registry.entries(artifact_id):
+                raise
+            deployed = (spec.artifact.rsplit(":", 1)[0] for b in (await self._blueprints()).values()
+                        for spec in b.slices)  # fmt: skip
+            if artifact_id in deployed:
+                raise
+            raise InvocationError(
+                ErrorKind.NO_ENDPOINT,
+                f"no blueprint deploys {artifact_id} and no instance of it runs (`aether blueprint list`)",
+            ) from None
 
     async def entry_points(self, artifact: str) -> list[EntryInfo]:
         """The entry points ACTIVE instances of `artifact` serve (from this node's endpoint table); one is

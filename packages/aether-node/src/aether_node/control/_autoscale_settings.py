@@ -1,12 +1,13 @@
 """An operator's run-time autoscaling settings (`cluster/autoscale/{group:artifact}`, `AutoscaleSettings`)
 over a slice's `[slices.autoscale]`: what the leader actually uses, and the checks a change must pass.
-Pure: no I/O. The management API checks a change with `check`; the leader's autoscaler uses `effective`.
+Pure: no I/O. The management API checks a change with `read_changes` and `bound_problems` (every problem
+at once, as a blueprint's tables are checked); the leader's autoscaler uses `effective`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -23,7 +24,12 @@ HIGHEST = {"cpu": 1024.0, "p99_ms": MAX_SECONDS * 1000, "calls_per_second": 1e9,
 
 
 class SettingsError(ValueError):
-    """A run-time setting is not valid (the operator's fault); the message names the setting."""
+    """Run-time settings that are not valid (the operator's fault); the message names each bad setting
+    and what is wrong with it, `; ` between them."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = tuple(problems)
 
 
 def effective(spec: AutoscaleSpec, settings: AutoscaleSettings | None) -> AutoscaleSpec:
@@ -34,12 +40,12 @@ def effective(spec: AutoscaleSpec, settings: AutoscaleSettings | None) -> Autosc
     return attrs.evolve(spec, **changed) if changed else spec
 
 
-def parse_changes(raw: Mapping[str, Any]) -> dict[str, int | float]:
-    """The settings a request asks for (name → value; others None or absent). Raises SettingsError for an
-    unknown name or a value of the wrong kind or range."""
-    unknown = sorted(set(raw) - set(SETTABLE))
-    if unknown:
-        raise SettingsError(f"{unknown[0]}: not a setting (settable: {', '.join(SETTABLE)})")
+def read_changes(raw: Mapping[str, Any]) -> tuple[dict[str, int | float], tuple[str, ...]]:
+    """The good settings a request asks for (name → value; others None or absent) and a sentence for each
+    bad one (an unknown name, a value of the wrong kind or range), all of them: one answer names them all.
+    Nothing asked for at all is a problem too."""
+    settable = ", ".join(SETTABLE)
+    problems = [f"{name}: not a setting (settable: {settable})" for name in sorted(set(raw) - set(SETTABLE))]
     changes: dict[str, int | float] = {}
     for name in SETTABLE:
         value = raw.get(name)
@@ -47,28 +53,50 @@ def parse_changes(raw: Mapping[str, Any]) -> dict[str, int | float]:
             continue
         if name in COUNTS:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INSTANCES:
-                raise SettingsError(
-                    f"{name}: expected a whole number in 1..{MAX_INSTANCES}, got {value!r:.40}"
-                )
+                problems.append(f"{name}: expected a whole number in 1..{MAX_INSTANCES}, got {value!r:.40}")
+                continue
         elif (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
             or not 0 < value <= HIGHEST[name]
         ):
-            raise SettingsError(f"{name}: expected a number in (0, {HIGHEST[name]:g}], got {value!r:.40}")
+            problems.append(f"{name}: expected a number in (0, {HIGHEST[name]:g}], got {value!r:.40}")
+            continue
         changes[name] = value if name in COUNTS else float(value)
-    if not changes:
-        raise SettingsError(f"nothing to set: give at least one of {', '.join(SETTABLE)}")
+    if not changes and not problems:
+        problems.append(f"nothing to set: give at least one of {', '.join(SETTABLE)}")
+    return changes, tuple(problems)
+
+
+def parse_changes(raw: Mapping[str, Any]) -> dict[str, int | float]:
+    """`read_changes`, raising SettingsError with every problem if there is any."""
+    changes, problems = read_changes(raw)
+    if problems:
+        raise SettingsError(problems)
     return changes
 
 
-def check(spec: AutoscaleSpec, settings: AutoscaleSettings, *, min_available: int | None) -> AutoscaleSpec:
-    """The effective table under `settings`; raises SettingsError if min and max do not fit together or
-    min goes below the slice's `min_available` (the floor the controller never crosses)."""
+def bound_problems(
+    spec: AutoscaleSpec, settings: AutoscaleSettings, *, min_available: int | None, bad: Collection[str] = ()
+) -> tuple[str, ...]:
+    """What is wrong with the effective table under `settings`: min and max that do not fit together, a
+    min below the slice's `min_available` (the floor the controller never crosses). `bad`: settings
+    already refused for their value, about which nothing more is said (their old value stands in
+    `settings`, and a sentence about it would mislead)."""
     merged = effective(spec, settings)
-    if merged.max < merged.min:
-        raise SettingsError(f"max: must be ≥ min ({merged.min}), got {merged.max}")
-    if min_available is not None and merged.min < min_available:
-        raise SettingsError(f"min: must be ≥ the slice's min_available ({min_available}), got {merged.min}")
-    return merged
+    problems = []
+    if merged.max < merged.min and not {"min", "max"} & set(bad):
+        problems.append(f"max: must be ≥ min ({merged.min}), got {merged.max}")
+    if min_available is not None and merged.min < min_available and "min" not in bad:
+        problems.append(f"min: must be ≥ the slice's min_available ({min_available}), got {merged.min}")
+    return tuple(problems)
+
+
+def check(spec: AutoscaleSpec, settings: AutoscaleSettings, *, min_available: int | None) -> AutoscaleSpec:
+    """The effective table under `settings`; raises SettingsError naming every problem `bound_problems`
+    finds."""
+    problems = bound_problems(spec, settings, min_available=min_available)
+    if problems:
+        raise SettingsError(problems)
+    return effective(spec, settings)

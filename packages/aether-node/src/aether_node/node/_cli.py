@@ -11,14 +11,14 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import trio
 from cyclopts import App, Parameter
 
 from aether_kv import KVError, UnavailableError
 
-from ..core._config import ConfigError, load_config
+from ..core._config import ConfigError, NodeConfig, load_config
 from ._join import join_cluster
 from ._node import ingress_context, load_api_keys, serve_node
 
@@ -82,10 +82,19 @@ def run(
     token: Annotated[
         str | None, Parameter(env_var="AETHER_JOIN_TOKEN", help="A join token (`aether-node token create`).")
     ] = None,
+    join_only: Annotated[
+        bool,
+        Parameter(
+            negative=(),
+            help="With --join and --token: write the secret file and the node's certificate, check the"
+            " configuration, and exit 0 without serving; then start the node as usual (its systemd unit)."
+            " A host whose secret file exists has joined already: nothing is sent, exit 0.",
+        ),
+    ] = False,
     lease_ttl: float | None = None,
     log_level: str = "INFO",
 ) -> None:
-    """Run a node until SIGTERM/SIGINT, then shut down gracefully."""
+    """Run a node until SIGTERM/SIGINT, then shut down gracefully (with --join-only: join, then exit)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     kv: dict[str, Any] = {"raft": kv_raft, "client": kv_client, "secret_file": secret_file}
     if kv_peer:
@@ -115,11 +124,18 @@ def run(
         node_config = load_config(config, overrides)
         if (join is None) != (token is None):
             raise ConfigError("--join and --token go together (a join token is used at one node's address)")
-        if join is not None and token is not None and join_cluster(join, token, node_config.kv.secret_file):
+        if join_only and join is None:
+            raise ConfigError("--join-only goes with --join HOST:PORT and --token (AETHER_JOIN_TOKEN)")
+        joined = (
+            join is not None and token is not None and join_cluster(join, token, node_config.kv.secret_file)
+        )
+        if joined:
             print(f"aether-node: joined through {join}: secret in {node_config.kv.secret_file}", flush=True)
         node_config.secret  # noqa: B018 (read it now: a bad secret file is a configuration error)
         load_api_keys(node_config)
         ingress_context(node_config)
+        if join_only:
+            _joined_only(node_config, joined)
     except ConfigError as error:
         print(f"aether-node: error: {error.message}", file=sys.stderr)
         sys.exit(2)
@@ -165,6 +181,27 @@ def run(
         sys.exit(1)
     if restart[0]:
         _start_again()
+
+
+def _joined_only(config: NodeConfig, joined: bool) -> NoReturn:
+    """`run --join-only`, once the secret is there and the configuration checked: the node's certificate
+    (and `ca.pem`, the CA an operator's CLI needs) in `data_dir/tls/`, as a start would write them, then
+    exit 0 without serving."""
+    from ._certificates import NodeCertificates
+
+    if config.tls_on:
+        try:
+            NodeCertificates(config, config.secret)
+        except OSError as error:
+            raise ConfigError(
+                f"data_dir {config.data_dir}: cannot write the node certificate in {config.tls_dir}"
+                f" ({error.strerror or error})"
+            ) from None
+        print(f"aether-node: certificate of {config.node_id} in {config.tls_dir}", flush=True)
+    if not joined:
+        print(f"aether-node: {config.kv.secret_file} exists: this host has joined already; nothing sent")
+    print("aether-node: ready to start (e.g. `systemctl enable --now aether-node`); not serving", flush=True)
+    sys.exit(0)
 
 
 def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
