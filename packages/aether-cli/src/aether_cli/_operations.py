@@ -92,6 +92,8 @@ def blueprint_diff(file: Path, *, common: Common = DEFAULT_COMMON) -> None:
                 if node.before != node.after or node.awaited or later:
                     awaited = " (lost, awaited: kept in place)" if node.awaited else ""
                     print(f"    {node.node_id}: {node.before} → {node.after}{awaited}{later}")
+            if change.config:
+                print(f"    config: {change.config}")
             if change.awaiting:
                 print(f"    {change.awaiting}")
             if change.rollout:

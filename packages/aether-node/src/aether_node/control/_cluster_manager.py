@@ -68,7 +68,7 @@ from ..core._schema import (
 )
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
-from ._canary_verdict import Verdict, evaluate, version_windows
+from ._canary_verdict import CONFIG_ONLY_VERDICT, Verdict, evaluate, version_windows
 from ._instance_index import InstanceIndex
 from ._node_ops import decode_operations, split_operations
 from ._pause import decode_paused, merge_problems, pause_specs
@@ -206,6 +206,7 @@ def observed_instance(key: str, kv: KeyValue) -> ObservedInstance | None:
         key=key,
         mod_revision=kv.mod_revision,
         moved_from=record.moved_from,
+        config=record.config,
     )
 
 
@@ -351,6 +352,9 @@ class ClusterDeploymentManager:
         for artifact_id, record in sorted(observing.items()):
             update = updates.get(artifact_id)
             if update is None:
+                continue
+            if record.stable == record.candidate:  # a config change alone: one version's figures
+                verdicts[artifact_id] = CONFIG_ONLY_VERDICT
                 continue
             key = (artifact_id, record.step, record.since)
             due = key in self._baselines and now - record.since >= update.step_window_s

@@ -15,16 +15,17 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from ..client import BlueprintDiff, NodePlacement, SliceChange
 from ..core._blueprint import Blueprint, SliceSpec
+from ..core._config_digest import config_change
 from ..core._coordinates import Coordinates
 from ..core._reconcile_spec import ReconcilePolicy
 from ..core._records import RolloutRecord, SliceState
 from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity
-from ._instance_index import InstanceIndex, as_index
+from ._instance_index import InstanceIndex, Variant, as_index
 from ._rebalance import await_lost, awaited_nodes, delays_of, policies_of
 from ._reconcile import REMOVING, ObservedInstance, target_placements
-from ._strategies import advance, update_of
+from ._strategies import advance, is_candidate, is_stable, update_of
 from ._strategies import running as running_of
 
 
@@ -94,7 +95,11 @@ def diff_blueprint(
         shrunk = sum(max(0, before.get(n, 0) - after.get(n, 0)) for n in shown)
         moved = min(grown, shrunk)
         version = str(Coordinates.parse(spec.artifact).version) if spec else ""
-        replaced = sum(1 for i in here if spec and str(i.coordinates.version) != version)
+        wanted = Variant.of(Coordinates.parse(spec.artifact), spec.config) if spec else None
+        # Stale: another version, or the same with another config (replaced by the update strategy).
+        replaced = sum(1 for i in here if wanted and i.variant != wanted)
+        stale_configs = sum(1 for i in here if wanted and i.config_digest != wanted.config)
+        previous = before_specs.get(artifact_id)
         if spec is None:
             kind = "removed"
         elif artifact_id not in before_specs:
@@ -135,6 +140,7 @@ def diff_blueprint(
                 if spec is not None and (replaced or artifact_id in rollouts)
                 else "",
                 awaiting=_awaiting(awaiting.messages.get(artifact_id, ""), after, later, awaited_here),
+                config=_config(previous, spec, stale_configs),
             )
         )
     return BlueprintDiff(
@@ -161,6 +167,17 @@ def _awaiting(
     return f"{message}; once the delay is over without {nodes} back: {moves or 'no change'}"
 
 
+def _config(before: SliceSpec | None, after: SliceSpec | None, stale: int) -> str:
+    """A change of the slice's config, in words: which keys, and the running instances it replaces."""
+    if after is None:
+        return ""
+    keys = config_change(before.config, after.config) if before is not None else ""
+    if not keys and not stale:
+        return ""
+    running = f"{plural(stale, 'running instance')} with another config replaced" if stale else ""
+    return "; ".join(p for p in (keys, running) if p)
+
+
 def _in_flight(record: RolloutRecord | None, paused: bool) -> str:
     """The rollout running now, in words ("" for none)."""
     if record is None:
@@ -182,16 +199,17 @@ def _update(
     coordinates = Coordinates.parse(spec.artifact)
     version = str(coordinates.version)
     update = update_of(spec)
+    digest = Variant.of(coordinates, spec.config).config
     lead = ""
-    if record is not None and record.candidate != version:
-        if version == record.stable:
+    if record is not None and not is_candidate(record, version, digest):
+        if is_stable(record, version, digest):
             return (
                 f"undoes the rollout to {record.candidate} in flight: every call back on {record.stable},"
                 f" the {record.candidate} instances go"
             )
         lead = f"replaces the rollout to {record.candidate} in flight; "
-    after = advance(spec, record, running_of(instances, coordinates), now=now)
-    if after is not None and record is not None and after.candidate == record.candidate:
+    after = advance(spec, record, running_of(instances, coordinates, spec.config), now=now)
+    if after is not None and record is not None and is_candidate(record, version, digest):
         return f"the rollout to {after.candidate} in flight goes on ({after.phase.value})"
     if after is not None and after.strategy == UpdateStrategy.CANARY.value:
         steps = ", ".join(f"{s}%" for s in update.steps)

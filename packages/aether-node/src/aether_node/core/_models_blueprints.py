@@ -74,7 +74,7 @@ class SliceChange:
     added: int  # new placements (beyond moves)
     moved: int  # placements that move from one node to another
     removed: int  # placements that go (beyond moves)
-    replaced: int  # running instances replaced by the new version
+    replaced: int  # running instances replaced (another version, or another config)
     nodes: tuple[NodePlacement, ...]
     problem: str = ""  # what would not fit
     rollout: str = ""  # a canary or blue-green rollout in flight now, or a paused rolling update
@@ -82,6 +82,7 @@ class SliceChange:
         ""  # how the change would go: its strategy's steps, or what it does to the rollout in flight
     )
     awaiting: str = ""  # instances kept in place on lost nodes within the rebalance delay, and what after
+    config: str = ""  # a change of its `[slices.config]`: the keys, and the running instances it replaces
 
 
 @attrs.frozen(kw_only=True)
