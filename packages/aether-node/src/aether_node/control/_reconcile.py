@@ -8,7 +8,9 @@ Per artifact (`group:artifact`), against the blueprint's spec:
 - the allocation (`_allocation`) says how many instances of the wanted version each node should run;
   missing ones are created, within a surge budget (at most `instances + max_surge` placed at once; a
   rolling `[slices.update]` table's own `max_surge` wins over the leader's);
-- surplus, old-version and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
+- an instance is stale when it runs another variant than the spec (`Variant`: another version, or the
+  same version created with another config, compared by value): it is replaced like an old version's;
+- surplus, stale and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
   recently added — but an ACTIVE one only while the ACTIVE count stays at the number to keep: as many as
   the cluster could hold were no node excluded after failures (a move or a version rollout puts the
   replacement ACTIVE before the old instance goes; a rollout whose new version fails keeps the old one
