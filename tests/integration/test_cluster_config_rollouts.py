@@ -42,11 +42,18 @@ from cluster_support import (
 from node_support import FAULTY
 
 from aether_kv import KVClient, KVError
-from aether_node import SliceState, UpdateSpec, UpdateStrategy, rollout_key
+from aether_node import (
+    InstanceKey,
+    RolloutRecord,
+    SliceRecord,
+    SliceState,
+    UpdateSpec,
+    UpdateStrategy,
+    config_digest,
+    decode_record,
+    rollout_key,
+)
 from aether_node.client import ApiClient, BlueprintStatus
-from aether_node.core._config_digest import canonical_config
-from aether_node.core._records import RolloutRecord, SliceRecord, decode_record
-from aether_node.core._schema import InstanceKey
 from aether_node.dev import LocalNodeCluster
 from support import wait_until
 
@@ -90,11 +97,11 @@ async def records(kv: KVClient) -> list[Record] | None:
 
 def exactly(count: int, config: Mapping[str, Any]):
     """`count` ACTIVE records of `config` (by value) and no other record."""
-    wanted = canonical_config(config)
+    wanted = config_digest(config)
     return lambda found: (
         found is not None
         and len(found) == count
-        and all(r.state is SliceState.ACTIVE and canonical_config(r.config) == wanted for r in found)
+        and all(r.state is SliceState.ACTIVE and config_digest(r.config) == wanted for r in found)
     )
 
 
@@ -228,8 +235,8 @@ async def test_a_node_killed_during_a_config_rollout_and_a_canary_abort(
         await put_blueprint(kv, "configured", spec(A, instances=3, update=canary))
         observing: RolloutRecord = await rollout_phase_of(kv, "OBSERVING")
         assert (observing.stable, observing.candidate) == ("1.0.0", "1.0.0")
-        assert observing.stable_config is not None and canonical_config(observing.stable_config) == (
-            canonical_config(C)
+        assert observing.stable_config is not None and config_digest(observing.stable_config) == (
+            config_digest(C)
         )
         found = await records(kv)
         assert found is not None
