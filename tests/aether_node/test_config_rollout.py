@@ -17,6 +17,7 @@ import random
 import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_events import put
 from test_reconcile import Cluster, creates, node, removes
 from test_strategies import BLUE_GREEN, CANARY, ECHO, PASS, Rollout
 
@@ -26,8 +27,10 @@ from aether_node.control._diff import diff_blueprint
 from aether_node.control._strategies import command, planned_spec
 from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._config_digest import canonical_config, config_change, config_digest
-from aether_node.core._records import RolloutPhase, SliceState
+from aether_node.core._records import RolloutPhase, RolloutRecord, SliceState
+from aether_node.core._schema import rollout_key
 from aether_node.core._update_spec import UpdateSpec
+from aether_node.observe._events import describe
 
 PROPERTY = settings(max_examples=60, deadline=None)
 OLD_VERSION, NEW_VERSION = f"{ECHO}:1.0", f"{ECHO}:2.0"
@@ -296,3 +299,44 @@ def test_apply_says_a_config_change_is_rolled_out() -> None:
         " (rolling update)",
     )
     assert config_notes(before, Blueprint(name="web", slices=(slice_spec(dict(reversed(HI.items()))),))) == ()
+
+
+def test_a_canary_of_a_config_change_says_how_it_goes_in_the_diff() -> None:
+    cluster = Cluster(NODES)
+    cluster.converge([slice_spec(HI, update=CANARY)])
+    stored = Blueprint(name="web", slices=(slice_spec(HI, update=CANARY),), revision=1)
+    new = Blueprint(name="web", slices=(slice_spec(HELLO, update=CANARY),))
+    (found,) = diff_blueprint(new, [stored], NODES, cluster.view(), now=0.0).slices
+    assert found.update.startswith(
+        "canary 1.0 -> 1.0 (config changed): steps 10%, 50%, 100% of the instances, the calls split by"
+        " instance count; each step waits for `aether slice promote` or `abort`"
+    ), found.update
+
+
+# ---------------------------------------------------------------------------- what it says
+
+
+def test_new_instances_say_what_rolls_out_and_old_ones_why_they_go() -> None:
+    cluster = Cluster(NODES)
+    cluster.converge([slice_spec(HI)])
+    assert {c.why for c in creates(cluster.plan([slice_spec(HELLO)]))} == {"rolling out: config changed"}
+    both = creates(cluster.plan([slice_spec(HELLO, artifact=NEW_VERSION)]))
+    assert {c.why for c in both} == {"rolling out version 2.0 (config changed)"}
+    version_only = creates(cluster.plan([slice_spec(HI, artifact=NEW_VERSION)]))
+    assert {c.why for c in version_only} == {"rolling out version 2.0"}
+    assert {c.why for c in creates(cluster.plan([slice_spec(HI, instances=4)]))} == {""}  # a scale-up
+
+
+def test_a_rollout_event_says_the_config_changed() -> None:
+    record = RolloutRecord(
+        artifact_id=ECHO,
+        strategy="canary",
+        stable="1.0",
+        candidate="1.0",
+        phase=RolloutPhase.DEPLOYING,
+        since=10.0,
+        candidate_config=config_digest(HELLO),
+        stable_config=HI,
+    )
+    (started,) = describe(put(rollout_key(ECHO), record, 5))
+    assert started.message.startswith(f"rollout of {ECHO} (canary) 1.0 -> 1.0 (config changed): started")

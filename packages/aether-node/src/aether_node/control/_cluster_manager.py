@@ -487,7 +487,7 @@ class ClusterDeploymentManager:
                     config=dict(action.config),
                     reason=f"rebalance: moving an instance from {action.moved_from}"
                     if action.moved_from
-                    else "",
+                    else action.why,
                     moved_from=action.moved_from,
                 )
                 absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)

@@ -185,7 +185,14 @@ def _in_flight(record: RolloutRecord | None, paused: bool) -> str:
     share = "" if record.share is None else f", {record.share}% of calls on {record.candidate}"
     why = f" ({record.reason})" if record.reason else ""
     kind = record.strategy.replace("_", "-")
-    return f"{kind} {record.stable} -> {record.candidate}: {record.phase.value}{share}{why}"
+    return f"{kind} {_arrow(record)}: {record.phase.value}{share}{why}"
+
+
+def _arrow(record: RolloutRecord) -> str:
+    """`1.0 -> 2.0`, with `(config changed)` when the config changes too (or alone)."""
+    return f"{record.stable} -> {record.candidate}" + (
+        " (config changed)" if record.stable_config is not None else ""
+    )
 
 
 def _update(
@@ -213,14 +220,21 @@ def _update(
         return f"the rollout to {after.candidate} in flight goes on ({after.phase.value})"
     if after is not None and after.strategy == UpdateStrategy.CANARY.value:
         steps = ", ".join(f"{s}%" for s in update.steps)
+        if after.stable == after.candidate:  # calls are counted per version: nothing to judge a step by
+            return lead + (
+                f"canary {_arrow(after)}: steps {steps} of the instances, the calls split by instance"
+                " count; each step waits for `aether slice promote` or `abort` (a config change keeps the"
+                " version, whose calls are counted together); the old config keeps its instances until"
+                " promoted; a failing new instance aborts"
+            )
         return lead + (
-            f"canary {after.stable} -> {after.candidate}: steps {steps} of the calls, each judged over"
+            f"canary {_arrow(after)}: steps {steps} of the calls, each judged over"
             f" {update.step_window_s:g} s (error rate, p99); {after.stable} keeps its instances until"
             " promoted; a failing step aborts"
         )
     if after is not None:
         return lead + (
-            f"blue-green {after.stable} -> {after.candidate}: {plural(spec.instances, 'new instance')}"
+            f"blue-green {_arrow(after)}: {plural(spec.instances, 'new instance')}"
             f" beside the old set, then every call at once; the old set stays {update.grace_s:g} s"
         )
     if update.strategy is not UpdateStrategy.ROLLING:

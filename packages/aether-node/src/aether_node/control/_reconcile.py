@@ -84,6 +84,8 @@ class CreateInstance:
     config: Mapping[str, object]
     # A rebalancing move: this instance replaces a surplus one on `moved_from` (removed once it is ACTIVE).
     moved_from: str = ""
+    # Why it is created, when it replaces stale instances (`rolling out: config changed`); "" otherwise.
+    why: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -255,6 +257,7 @@ def plan(
         # Creations while another node holds a surplus ACTIVE instance of this version are moves: name
         # the node each one moves from (for the event log), oldest surplus first, one per surplus.
         move_sources = [i.node_id for i in reversed(_newest_first(surplus)) if i.state is SliceState.ACTIVE]
+        rolling_out = _rolling_out(alive, variant)
         max_moves = policies.get(artifact_id, DEFAULT).max_moves
         moves_wait = False
         for node_id in sorted(placement.counts):
@@ -274,6 +277,7 @@ def plan(
                         instance=next_instance,
                         config=spec.config,
                         moved_from=moved_from,
+                        why="" if moved_from else rolling_out,
                     )
                 )
                 next_instance += 1
@@ -339,6 +343,17 @@ def replaced_why(old: Variant, wanted: Variant) -> str:
         return "replaced: config changed"
     changed = " (config changed)" if old.config != wanted.config else ""
     return f"replaced by version {wanted.version}{changed}"
+
+
+def _rolling_out(alive: _Alive, wanted: Variant) -> str:
+    """Why new instances are created while stale ones run: what rolls out ("" when none is stale)."""
+    stale = alive.old_variants() if alive.old else set()
+    if not stale:
+        return ""
+    if all(v.version == wanted.version for v in stale):
+        return "rolling out: config changed"
+    changed = " (config changed)" if any(v.config != wanted.config for v in stale) else ""
+    return f"rolling out version {wanted.version}{changed}"
 
 
 def _change_to(alive: _Alive, wanted: Variant) -> str:
@@ -467,6 +482,16 @@ class _Alive:
 
     def old_active_variants(self) -> set[Variant]:
         return {variant for _, variant, _ in self._old(True)}
+
+    def old_variants(self) -> set[Variant]:
+        """The other variants with a record that runs or is on its way (neither FAILED nor removed)."""
+        return {
+            variant
+            for node_id in self.nodes
+            for variant, states in self.group.nodes[node_id].items()
+            if variant != self.wanted
+            and any(s not in REMOVING and s is not SliceState.FAILED for s in states)
+        }
 
     def old_active_versions(self) -> set[str]:
         """The versions of the stale ACTIVE instances (`1.0 (old config)` for the wanted version's)."""
