@@ -311,6 +311,27 @@ def test_a_change_of_config_is_rolled_out_and_apply_says_so(cluster: CliCluster)
     expect(cluster.aether("blueprint", "delete", "configured"))
 
 
+def test_a_config_the_slice_refuses_stops_apply_wait_and_the_old_config_keeps_serving(
+    cluster: CliCluster,
+) -> None:
+    """A refused config is reported like a failed upgrade: `--wait` gives up saying why, the instance
+    with the old config keeps serving."""
+    good = (
+        'name = "refused"\n\n[[slices]]\nartifact = "org.aether:faulty:1.0.0"\ninstances = 1\n\n'
+        '[slices.config]\nmode = "ok"\n'
+    )
+    expect(cluster.aether("blueprint", "apply", "-", "--wait", input=good, timeout=180))
+    bad = good.replace('"ok"', '"fail_start"')
+    run = expect(cluster.aether("blueprint", "apply", "-", "--wait", input=bad, timeout=180), 1)
+    assert "blueprint 'refused' cannot converge" in run.stderr, str(run)
+    assert "config change of 1.0.0 is stuck" in run.stderr, str(run)
+    assert "faulty: start failed on purpose" in run.stderr, str(run)
+    (status,) = expect(cluster.aether("blueprint", "status", "refused", "--json")).json()["slices"]
+    serving = [i for i in status["instances"] if i["state"] == "ACTIVE"]
+    assert len(serving) == 1 and serving[0]["config_digest"] != status["config_digest"], status
+    expect(cluster.aether("blueprint", "delete", "refused"))
+
+
 def test_the_ingress_port_is_named_as_not_a_management_api(cluster: CliCluster) -> None:
     ingress = f"http://{cluster.local.nodes[0].ingress}"
     for command in (("cluster", "status"), ("blueprint", "list"), ("cluster", "status", "--watch")):
