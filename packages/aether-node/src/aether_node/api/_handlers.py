@@ -758,4 +758,5 @@ def rollout_info(record: RolloutRecord) -> RolloutInfo:
         since=record.since,
         reason=record.reason,
         config_changed=record.stable_config is not None,
+        candidate_config=record.candidate_config,
     )

@@ -6,8 +6,8 @@ new version, or a new config, while another version or config serves (ACTIVE ins
 are told apart by variant (version and config digest): in `Running` the candidate's config goes by its
 version (`1.0`), any other config by its version and digest (`1.0 (config 1a2b3c4d)`). The record keeps
 the versions (what the router splits and the verdict judges by) and the stable config when it differs
-(what an abort goes back to). Until it ends, the planner is given a spec
-for the new version with the count of the current step, and the old version's instances are *held*
+(what an abort goes back to). Until it ends, the planner is given a spec for the new version with the
+count of the current step, and the old version's instances are *held*
 (`_reconcile.plan(..., held=)`): never removed, never counted against the surge. So a failing new
 version never takes the old version's capacity, let alone its floor; its instances simply fail, and the
 rollout aborts.

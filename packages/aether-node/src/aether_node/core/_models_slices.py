@@ -34,6 +34,7 @@ class RolloutInfo:
     since: float = 0.0
     reason: str = ""
     config_changed: bool = False  # the config changes too (alone, if `stable == candidate`)
+    candidate_config: str = ""  # the candidate's config digest (`InstanceInfo.config_digest`; "": unknown)
 
 
 @attrs.frozen(kw_only=True)
