@@ -31,12 +31,16 @@ def canonical_config(config: Mapping[str, Any]) -> str:
     return json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def config_digest(config: Mapping[str, Any]) -> str:
-    """A short digest of the canonical JSON: equal for equal configs, whatever their key order."""
+def _digest(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_config(config).encode()).hexdigest()[:DIGEST_CHARS]
 
 
-EMPTY_DIGEST = config_digest({})
+_EMPTY = _digest({})  # most slices have no config: their records' digests cost nothing
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """A short digest of the canonical JSON: equal for equal configs, whatever their key order."""
+    return _digest(config) if config else _EMPTY
 
 
 def config_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
