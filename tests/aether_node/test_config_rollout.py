@@ -136,6 +136,18 @@ def test_a_config_change_replaces_every_running_instance_new_one_active_first() 
     assert cluster.plan([slice_spec(HELLO)]).actions == ()
 
 
+@PROPERTY
+@given(configs, configs, st.integers(1, 4), st.integers(1, 3))
+def test_a_rolling_config_change_keeps_every_instance_serving_and_ends_on_the_new_config(
+    old: dict, new: dict, instances: int, max_surge: int
+) -> None:
+    cluster = Cluster([*NODES, node("d")])
+    update = UpdateSpec(max_surge=max_surge)
+    cluster.converge([slice_spec(old, instances=instances, update=update)])
+    roll(cluster, [slice_spec(new, instances=instances, update=update)], keep=instances)
+    assert configs_running(cluster, None) == [canonical_config(new)] * instances
+
+
 def test_a_version_and_a_config_change_together_are_one_rollout() -> None:
     cluster = Cluster(NODES)
     cluster.converge([slice_spec(HI)])
