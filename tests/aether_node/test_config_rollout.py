@@ -24,10 +24,14 @@ from test_strategies import BLUE_GREEN, CANARY, ECHO, PASS, Rollout
 from aether_node.api._handlers import config_notes
 from aether_node.control._canary_verdict import CONFIG_ONLY_VERDICT
 from aether_node.control._diff import diff_blueprint
+from aether_node.control._pause import pause_specs
+from aether_node.control._rebalance import await_lost
+from aether_node.control._reconcile import plan
 from aether_node.control._strategies import command, planned_spec
 from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._config_digest import canonical_config, config_change, config_digest
-from aether_node.core._records import RolloutPhase, RolloutRecord, SliceState
+from aether_node.core._reconcile_spec import ResolvedPolicy
+from aether_node.core._records import PausedRollout, RolloutPhase, RolloutRecord, SliceState
 from aether_node.core._schema import rollout_key
 from aether_node.core._update_spec import UpdateSpec
 from aether_node.observe._events import describe
@@ -352,3 +356,30 @@ def test_a_rollout_event_says_the_config_changed() -> None:
     )
     (started,) = describe(put(rollout_key(ECHO), record, 5))
     assert started.message.startswith(f"rollout of {ECHO} (canary) 1.0 -> 1.0 (config changed): started")
+
+
+def test_a_paused_config_change_holds_both_configs_and_says_so() -> None:
+    cluster = Cluster(NODES)
+    cluster.converge([slice_spec(HI)])
+    cluster.apply(cluster.plan([slice_spec(HELLO)]))  # one instance of the new config, ACTIVE
+    paused = pause_specs([slice_spec(HELLO)], cluster.view(), {ECHO: PausedRollout(since=1.0)})
+    assert paused.held == {ECHO}
+    (problem,) = paused.problems
+    assert problem.message.startswith(
+        "paused: the update to 1.0 stays where it is (1 of 3 ACTIVE on 1.0; 1.0 (old config) keeps 3 ACTIVE"
+    ), problem.message
+    held = plan([slice_spec(HELLO)], NODES, cluster.view(), held=paused.held, frozen=paused.held)
+    assert held.actions == ()
+
+
+def test_instances_of_the_old_config_on_a_lost_node_are_not_awaited() -> None:
+    """A lost node's instances keep their place within the rebalance delay only if they run what the
+    blueprint asks: stale ones would be replaced anyway."""
+    cluster = Cluster(NODES)
+    cluster.converge([slice_spec(HI)])
+    policies = {ECHO: ResolvedPolicy(rebalance_delay_s=60.0, max_moves=0)}
+    live = {"b", "c"}
+    same = await_lost([slice_spec(HI)], cluster.view(), live, {"a": 0.0}, policies, now=1.0)
+    assert same.specs[0].instances == 2 and ECHO in same.messages
+    changed = await_lost([slice_spec(HELLO)], cluster.view(), live, {"a": 0.0}, policies, now=1.0)
+    assert changed.specs[0].instances == 3 and ECHO not in changed.messages
