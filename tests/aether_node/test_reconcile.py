@@ -28,6 +28,7 @@ from aether_node.control._reconcile import (
     plan,
 )
 from aether_node.core._blueprint import Resources, SliceSpec, Strategy
+from aether_node.core._config_digest import config_digest
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._records import SliceState
 
@@ -110,6 +111,7 @@ class Cluster:
     revision: int = 0
     broken: set[tuple[str, str]] = attrs.field(factory=set)  # (node, artifact id): every start fails there
     broken_versions: set[str] = attrs.field(factory=set)  # coordinates whose install fails everywhere
+    broken_configs: set[str] = attrs.field(factory=set)  # config digests every start refuses
 
     def view(self) -> list[ObservedInstance]:
         return list(self.records.values())
@@ -126,8 +128,10 @@ class Cluster:
                     key = key_of(action.node_id, action.coordinates, action.instance)
                     assert key not in self.records, f"create of an existing record {key}"
                     assert action.node_id in live, f"create on a node that is gone: {action}"
-                    failing = (action.node_id, action.coordinates.artifact_id) in self.broken or (
-                        str(action.coordinates) in self.broken_versions
+                    failing = (
+                        (action.node_id, action.coordinates.artifact_id) in self.broken
+                        or str(action.coordinates) in self.broken_versions
+                        or config_digest(action.config) in self.broken_configs
                     )
                     self.records[key] = ObservedInstance(
                         node_id=action.node_id,
@@ -138,6 +142,7 @@ class Cluster:
                         key=key,
                         mod_revision=self.revision,
                         moved_from=action.moved_from,
+                        config=action.config,
                     )
                 case RemoveInstance() | DeleteRecord():
                     record = self.records.pop(action.key)

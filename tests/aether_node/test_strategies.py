@@ -70,7 +70,11 @@ class Rollout:
     def step(self, verdict: Verdict | None = None) -> Plan:
         candidate = Coordinates.parse(self.spec.artifact)
         self.record = advance(
-            self.spec, self.record, running(self.cluster.of(ECHO), candidate), now=self.now, verdict=verdict
+            self.spec,
+            self.record,
+            running(self.cluster.of(ECHO), candidate, self.spec.config),
+            now=self.now,
+            verdict=verdict,
         )
         planned, hold = planned_spec(self.spec, self.record)
         result = plan(

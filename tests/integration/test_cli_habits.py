@@ -330,23 +330,54 @@ def test_apply_and_invoke_read_stdin_for_dash(cluster: CliCluster) -> None:
     assert run.stderr.startswith("aether: error: --data - (stdin) is not valid JSON: "), str(run)
 
 
-def test_a_change_of_config_alone_is_applied_with_a_note_that_running_instances_keep_theirs(
-    cluster: CliCluster,
-) -> None:
-    """An instance gets its config when it is created: the operator is told, not left to wonder."""
+def test_a_change_of_config_is_rolled_out_and_apply_says_so(cluster: CliCluster) -> None:
+    """A config change replaces the running instances (as a new version does): apply names the keys that
+    changed, and `--wait` returns once every instance runs the new config."""
+    counter_id = COUNTER.rsplit(":", 1)[0]
     first = f'name = "configured"\n\n[[slices]]\nartifact = "{COUNTER}"\ninstances = 1\n'
-    expect(cluster.aether("blueprint", "apply", "-", input=first))
+    expect(cluster.aether("blueprint", "apply", "-", "--wait", input=first))
     again = expect(cluster.aether("blueprint", "apply", "-", input=first))
     assert "note:" not in again.stderr, str(again)
     changed = first + '\n[slices.config]\nstate_file = "elsewhere.txt"\n'
-    run = expect(cluster.aether("blueprint", "apply", "-", input=changed))
-    assert run.stderr == (
-        f"note: {COUNTER}: its config changed, but the running instances keep the config they were created"
-        " with; only new instances get the new one (deploy a new version to replace them all)\n"
+    (cluster.cwd / "configured.toml").write_text(changed)
+    diff = expect(cluster.aether("blueprint", "diff", "configured.toml"))
+    assert "    config: state_file added; 1 running instance with another config replaced\n" in diff.stdout, (
+        str(diff)
+    )
+    run = expect(cluster.aether("blueprint", "apply", "-", "--wait", input=changed))
+    assert run.stderr.startswith(
+        f"note: {counter_id}: config changed (state_file added): the running instances are replaced with"
+        " it (rolling update)\n"
     ), str(run)
+    assert f"converged: {COUNTER} 1/1" in run.stdout, str(run)
+    (status,) = expect(cluster.aether("blueprint", "status", "configured", "--json")).json()["slices"]
+    serving = [i["config_digest"] for i in status["instances"] if i["state"] == "ACTIVE"]
+    assert serving == [status["config_digest"]], status  # (the old one may still be on its way out)
     as_json = expect(cluster.aether("blueprint", "apply", "-", "--json", input=first))
     assert as_json.json()["notes"] == [as_json.stderr.removeprefix("note: ").rstrip("\n")], str(as_json)
+    assert "state_file removed" in as_json.stderr, str(as_json)
     expect(cluster.aether("blueprint", "delete", "configured"))
+
+
+def test_a_config_the_slice_refuses_stops_apply_wait_and_the_old_config_keeps_serving(
+    cluster: CliCluster,
+) -> None:
+    """A refused config is reported like a failed upgrade: `--wait` gives up saying why, the instance
+    with the old config keeps serving."""
+    good = (
+        'name = "refused"\n\n[[slices]]\nartifact = "org.aether:faulty:1.0.0"\ninstances = 1\n\n'
+        '[slices.config]\nmode = "ok"\n'
+    )
+    expect(cluster.aether("blueprint", "apply", "-", "--wait", input=good, timeout=180))
+    bad = good.replace('"ok"', '"fail_start"')
+    run = expect(cluster.aether("blueprint", "apply", "-", "--wait", input=bad, timeout=180), 1)
+    assert "blueprint 'refused' cannot converge" in run.stderr, str(run)
+    assert "config change of 1.0.0 is stuck" in run.stderr, str(run)
+    assert "faulty: start failed on purpose" in run.stderr, str(run)
+    (status,) = expect(cluster.aether("blueprint", "status", "refused", "--json")).json()["slices"]
+    serving = [i for i in status["instances"] if i["state"] == "ACTIVE"]
+    assert len(serving) == 1 and serving[0]["config_digest"] != status["config_digest"], status
+    expect(cluster.aether("blueprint", "delete", "refused"))
 
 
 def test_the_ingress_port_is_named_as_not_a_management_api(cluster: CliCluster) -> None:

@@ -93,6 +93,8 @@ def blueprint_diff(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> No
                 if node.before != node.after or node.awaited or later:
                     awaited = " (lost, awaited: kept in place)" if node.awaited else ""
                     print(f"    {node.node_id}: {node.before} → {node.after}{awaited}{later}")
+            if change.config:
+                print(f"    config: {change.config}")
             if change.awaiting:
                 print(f"    {change.awaiting}")
             if change.rollout:

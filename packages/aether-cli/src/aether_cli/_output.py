@@ -140,7 +140,9 @@ def rollout(info: Any) -> None:
     """One line for a canary or blue-green rollout: strategy, versions, phase, share, and why (as text:
     every part of it comes from the cluster)."""
     share = "by instance count" if info.share is None else f"{info.share}% of calls on {info.candidate}"
-    line = f"rollout of {info.artifact} ({info.strategy}) {info.stable} → {info.candidate}: {info.phase}"
+    config = " (config changed)" if getattr(info, "config_changed", False) else ""
+    versions = f"{info.stable} → {info.candidate}{config}"
+    line = f"rollout of {info.artifact} ({info.strategy}) {versions}: {info.phase}"
     line += f", {share}"
     console.print(visible(line + (f" — {info.reason}" if info.reason else "")), markup=False, highlight=False)
 

@@ -400,7 +400,8 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     @tool(
         "blueprint_diff",
         "What applying a blueprint would change, per slice and node (placements added, moved, removed; "
-        "versions; a change of its health checks, which restarts nothing), computed by the cluster's planner"
+        "versions; a change of its config, which replaces the running instances; a change of its health"
+        " checks, which restarts nothing), computed by the cluster's planner"
         " without applying anything.",
     )
     async def blueprint_diff(toml: Toml, source: Source = "blueprint.toml") -> dict[str, Any]:

@@ -48,6 +48,7 @@ _EXPORTS = {
     "InstanceKey": ".core._schema",
     "RolloutRecord": ".core._records",
     "rollout_key": ".core._schema",
+    "config_digest": ".core._config_digest",
     # errors
     "NodeError": ".core._errors",
     "InvalidCoordinatesError": ".core._errors",

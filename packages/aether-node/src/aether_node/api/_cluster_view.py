@@ -22,6 +22,7 @@ from ..control._membership import MEMBERS
 from ..control._node_ops import decode_operations
 from ..core._bad_records import Undecodable
 from ..core._blueprint import Blueprint
+from ..core._config_digest import config_digest
 from ..core._kv_cache import KVCache
 from ..core._records import (
     LeaderClaim,
@@ -105,7 +106,7 @@ class ClusterView:
             kv = raw[key]
             entry = known.get(key)
             if entry is None or entry[0] != kv.mod_revision:
-                entry = known[key] = (kv.mod_revision, _instance(key, kv))
+                entry = known[key] = (kv.mod_revision, instance_info(key, kv))
             if isinstance(entry[1], InstanceInfo):
                 found.append(entry[1])
             elif entry[1] is not None:
@@ -149,7 +150,7 @@ def _decode_all(raw: dict[str, KeyValue], kind: type[T]) -> list[T]:
     return found
 
 
-def _instance(key: str, kv: KeyValue) -> InstanceInfo | str | None:
+def instance_info(key: str, kv: KeyValue) -> InstanceInfo | str | None:
     """The instance; why its record does not decode; None for a key that names no instance."""
     parsed = InstanceKey.parse(key)
     if parsed is None:
@@ -165,6 +166,7 @@ def _instance(key: str, kv: KeyValue) -> InstanceInfo | str | None:
         state=str(record.state),
         reason=record.reason,
         timestamp=record.timestamp,
+        config_digest=config_digest(record.config),
     )
 
 

@@ -51,8 +51,9 @@ from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_s
 from ..control._pause import decode_paused
 from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, WriteInDoubt, store_revision
 from ..control._strategies import decode_rollouts, update_of
-from ..core._blueprint import Blueprint
+from ..core._blueprint import Blueprint, SliceSpec
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
+from ..core._config_digest import config_change, config_digest
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, InvocationError, RequestError
@@ -65,7 +66,6 @@ from ..core._records import (
     NodeRecord,
     RecordError,
     RolloutRecord,
-    SliceRecord,
     decode_record,
 )
 from ..core._schema import (
@@ -77,12 +77,11 @@ from ..core._schema import (
     PROBLEMS_PREFIX,
     ROLLOUTS,
     SLICES,
-    InstanceKey,
 )
 from ..core._text import plural
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
-from ._cluster_view import ClusterView, Snapshot
+from ._cluster_view import ClusterView, Snapshot, instance_info
 
 # An apply that a leader change failed goes again (until FAILOVER_TIME), after these waits (doubling).
 APPLY_RETRY_START = 0.05
@@ -90,19 +89,30 @@ APPLY_RETRY_MAX = 0.5
 RESENDABLE = (UnavailableError, OutcomeUnknownError, ConnectionLostError)  # KV errors an apply outlasts
 
 
+def _current(instance: InstanceInfo, artifact: str, digest: str) -> bool:
+    """Whether the instance runs what the blueprint asks of its slice: the version (`artifact`) and the
+    config (`digest`)."""
+    return instance.artifact == artifact and instance.config_digest == digest
+
+
 def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:
     """Per blueprint: why it has not converged (its slices short of ACTIVE instances of the wanted
-    version, or with others left over), or "" if it has."""
+    version and config, or with others left over), or "" if it has."""
     found = {}
     for name, blueprint in blueprints.items():
         short = []
         for spec in blueprint.slices:
             artifact_id = spec.artifact.rsplit(":", 1)[0]
-            mine = [i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id]
-            active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == spec.artifact)
-            others = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact != spec.artifact)
-            if active != spec.instances or others:
+            digest = config_digest(spec.config)
+            serving = [
+                i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id and i.state == "ACTIVE"
+            ]
+            active = sum(1 for i in serving if _current(i, spec.artifact, digest))
+            others = sum(1 for i in serving if i.artifact != spec.artifact)
+            configs = len(serving) - active - others
+            if active != spec.instances or others or configs:
                 extra = f", {others} of another version" if others else ""
+                extra += f", {configs} with another config" if configs else ""
                 short.append(f"{spec.artifact} {active}/{spec.instances} ACTIVE{extra}")
         found[name] = "; ".join(short)
     return found
@@ -155,15 +165,25 @@ def applied(stored: Stored, *, notes: tuple[str, ...] = ()) -> ApplyResult:
 
 
 def config_notes(before: Blueprint | None, after: Blueprint) -> tuple[str, ...]:
-    """What an operator must know of a change of `[slices.config]` alone (the same version): an instance
-    gets its config when it is created, so the running ones keep theirs. Pure."""
-    previous = {spec.artifact: spec.config for spec in before.slices} if before is not None else {}
-    return tuple(
-        f"{spec.artifact}: its config changed, but the running instances keep the config they were"
-        " created with; only new instances get the new one (deploy a new version to replace them all)"
-        for spec in after.slices
-        if spec.artifact in previous and dict(previous[spec.artifact]) != dict(spec.config)
-    )
+    """What an operator should know of a change of a slice's `[slices.config]`: which keys changed, and
+    that the running instances are replaced with it by the slice's update strategy (as for a new
+    version; `aether blueprint status` follows it). Configs compare by value. Pure."""
+    previous = {_slice_id(s): s.config for s in before.slices} if before is not None else {}
+    notes = []
+    for spec in after.slices:
+        artifact_id = _slice_id(spec)
+        keys = config_change(previous[artifact_id], spec.config) if artifact_id in previous else ""
+        if keys:
+            strategy = update_of(spec).strategy.value.replace("_", "-")
+            notes.append(
+                f"{artifact_id}: config changed ({keys}): the running instances are replaced with it"
+                f" ({strategy} update)"
+            )
+    return tuple(notes)
+
+
+def _slice_id(spec: SliceSpec) -> str:
+    return spec.artifact.rsplit(":", 1)[0]
 
 
 def _node_infos(
@@ -360,7 +380,8 @@ class Handlers:
         for spec in blueprint.slices:
             artifact_id = spec.artifact.rsplit(":", 1)[0]
             mine = tuple(i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id)
-            active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == spec.artifact)
+            digest = config_digest(spec.config)
+            active = sum(1 for i in mine if i.state == "ACTIVE" and _current(i, spec.artifact, digest))
             statuses.append(
                 SliceStatus(
                     artifact=spec.artifact,
@@ -369,6 +390,7 @@ class Handlers:
                     instances=mine,
                     problem=problems.get(artifact_id, ""),
                     rollout=rollouts.get(artifact_id),
+                    config_digest=digest,
                 )
             )
         return BlueprintStatus(name=name, slices=tuple(statuses))
@@ -389,23 +411,9 @@ class Handlers:
     async def _instances(self, raw: dict[str, Any] | None = None) -> list[InstanceInfo]:
         found = []
         for key, kv in sorted((raw if raw is not None else await self._read(SLICES)).items()):
-            parsed = InstanceKey.parse(key)
-            if parsed is None:
-                continue
-            try:
-                record = decode_record(key, kv.value, SliceRecord)
-            except RecordError:
-                continue
-            found.append(
-                InstanceInfo(
-                    node_id=parsed.node_id,
-                    artifact=str(parsed.coordinates),
-                    instance=parsed.instance,
-                    state=str(record.state),
-                    reason=record.reason,
-                    timestamp=record.timestamp,
-                )
-            )
+            info = instance_info(key, kv)  # (a record that does not decode is skipped)
+            if isinstance(info, InstanceInfo):
+                found.append(info)
         return found
 
     async def list_slices(self) -> list[InstanceInfo]:
@@ -434,7 +442,12 @@ class Handlers:
                 ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id} and no instance of it exists"
             )
         coordinates = wanted.artifact if wanted else mine[0].artifact
-        active = sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == coordinates)
+        digest = config_digest(wanted.config) if wanted else None
+        active = sum(
+            1
+            for i in mine
+            if i.state == "ACTIVE" and i.artifact == coordinates and digest in (None, i.config_digest)
+        )
         problem = (await self._problems()).get(artifact_id, "")
         return SliceStatus(
             artifact=coordinates,
@@ -443,6 +456,7 @@ class Handlers:
             instances=mine,
             problem=problem,
             rollout=(await self._rollouts()).get(artifact_id),
+            config_digest=digest or "",
         )
 
     @staticmethod
@@ -649,13 +663,13 @@ class Handlers:
         problems = await self._problems()
         rollouts = await self._rollouts()
         paused = decode_paused(await self._read(PAUSED))
-        active = collections.Counter(i.artifact for i in instances if i.state == "ACTIVE")
+        active = collections.Counter((i.artifact, i.config_digest) for i in instances if i.state == "ACTIVE")
         slices = tuple(
             SliceTarget(
                 blueprint=name,
                 artifact=spec.artifact,
                 desired=spec.instances,
-                active=active[spec.artifact],
+                active=active[spec.artifact, config_digest(spec.config)],
                 problem=problems.get(spec.artifact.rsplit(":", 1)[0], ""),
                 rollout=rollouts.get(spec.artifact.rsplit(":", 1)[0]),
                 update=update_of(spec).strategy.value,
@@ -769,4 +783,6 @@ def rollout_info(record: RolloutRecord) -> RolloutInfo:
         share=record.share,
         since=record.since,
         reason=record.reason,
+        config_changed=record.stable_config is not None,
+        candidate_config=record.candidate_config,
     )

@@ -33,6 +33,12 @@ class Verdict:
     reason: str
 
 
+# Calls are counted per version: a canary of a config change alone has no figures of its own to judge.
+CONFIG_ONLY_VERDICT = Verdict(
+    passed=None, reason="calls are counted per version, and a config change keeps the version"
+)
+
+
 def evaluate(update: UpdateSpec, stable: VersionWindow | None, candidate: VersionWindow | None) -> Verdict:
     """Judge a canary step's window: the candidate fails if its error rate exceeds the stable version's by
     more than `max_error_rate`, or its p99 is above `max_p99_ratio` × the stable one's. Too few calls on

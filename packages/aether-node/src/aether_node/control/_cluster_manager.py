@@ -68,7 +68,7 @@ from ..core._schema import (
 )
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
-from ._canary_verdict import Verdict, evaluate, version_windows
+from ._canary_verdict import CONFIG_ONLY_VERDICT, Verdict, evaluate, version_windows
 from ._instance_index import InstanceIndex
 from ._node_ops import decode_operations, split_operations
 from ._pause import decode_paused, merge_problems, pause_specs
@@ -206,6 +206,7 @@ def observed_instance(key: str, kv: KeyValue) -> ObservedInstance | None:
         key=key,
         mod_revision=kv.mod_revision,
         moved_from=record.moved_from,
+        config=record.config,
     )
 
 
@@ -352,6 +353,9 @@ class ClusterDeploymentManager:
             update = updates.get(artifact_id)
             if update is None:
                 continue
+            if record.stable == record.candidate:  # a config change alone: one version's figures
+                verdicts[artifact_id] = CONFIG_ONLY_VERDICT
+                continue
             key = (artifact_id, record.step, record.since)
             due = key in self._baselines and now - record.since >= update.step_window_s
             if key in self._baselines and not due:
@@ -483,7 +487,7 @@ class ClusterDeploymentManager:
                     config=dict(action.config),
                     reason=f"rebalance: moving an instance from {action.moved_from}"
                     if action.moved_from
-                    else "",
+                    else action.why,
                     moved_from=action.moved_from,
                 )
                 absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)

@@ -16,6 +16,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from ..client import BlueprintDiff, NodePlacement, SliceChange
 from ..core._blueprint import Blueprint, SliceSpec
+from ..core._config_digest import config_change
 from ..core._coordinates import Coordinates
 from ..core._health_spec import describe as describe_health
 from ..core._reconcile_spec import ReconcilePolicy
@@ -23,10 +24,10 @@ from ..core._records import RolloutRecord, SliceState
 from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity
-from ._instance_index import InstanceIndex, as_index
+from ._instance_index import InstanceIndex, Variant, as_index
 from ._rebalance import await_lost, awaited_nodes, delays_of, policies_of
 from ._reconcile import REMOVING, ObservedInstance, target_placements
-from ._strategies import advance, update_of
+from ._strategies import advance, is_candidate, is_stable, update_of
 from ._strategies import running as running_of
 
 
@@ -96,7 +97,11 @@ def diff_blueprint(
         shrunk = sum(max(0, before.get(n, 0) - after.get(n, 0)) for n in shown)
         moved = min(grown, shrunk)
         version = str(Coordinates.parse(spec.artifact).version) if spec else ""
-        replaced = sum(1 for i in here if spec and str(i.coordinates.version) != version)
+        wanted = Variant.of(Coordinates.parse(spec.artifact), spec.config) if spec else None
+        # Stale: another version, or the same with another config (replaced by the update strategy).
+        replaced = sum(1 for i in here if wanted and i.variant != wanted)
+        stale_configs = sum(1 for i in here if wanted and i.config_digest != wanted.config)
+        previous = before_specs.get(artifact_id)
         if spec is None:
             kind = "removed"
         elif artifact_id not in before_specs:
@@ -138,6 +143,7 @@ def diff_blueprint(
                 else "",
                 awaiting=_awaiting(awaiting.messages.get(artifact_id, ""), after, later, awaited_here),
                 health=_health(before_specs.get(artifact_id), spec),
+                config=_config(previous, spec, stale_configs),
             )
         )
     return BlueprintDiff(
@@ -175,6 +181,17 @@ def _health(before: SliceSpec | None, after: SliceSpec | None) -> str:
     )
 
 
+def _config(before: SliceSpec | None, after: SliceSpec | None, stale: int) -> str:
+    """A change of the slice's config, in words: which keys, and the running instances it replaces."""
+    if after is None:
+        return ""
+    keys = config_change(before.config, after.config) if before is not None else ""
+    if not keys and not stale:
+        return ""
+    running = f"{plural(stale, 'running instance')} with another config replaced" if stale else ""
+    return "; ".join(p for p in (keys, running) if p)
+
+
 def _in_flight(record: RolloutRecord | None, paused: bool) -> str:
     """The rollout running now, in words ("" for none)."""
     if record is None:
@@ -182,7 +199,14 @@ def _in_flight(record: RolloutRecord | None, paused: bool) -> str:
     share = "" if record.share is None else f", {record.share}% of calls on {record.candidate}"
     why = f" ({record.reason})" if record.reason else ""
     kind = record.strategy.replace("_", "-")
-    return f"{kind} {record.stable} -> {record.candidate}: {record.phase.value}{share}{why}"
+    return f"{kind} {_arrow(record)}: {record.phase.value}{share}{why}"
+
+
+def _arrow(record: RolloutRecord) -> str:
+    """`1.0 -> 2.0`, with `(config changed)` when the config changes too (or alone)."""
+    return f"{record.stable} -> {record.candidate}" + (
+        " (config changed)" if record.stable_config is not None else ""
+    )
 
 
 def _update(
@@ -196,27 +220,35 @@ def _update(
     coordinates = Coordinates.parse(spec.artifact)
     version = str(coordinates.version)
     update = update_of(spec)
+    digest = Variant.of(coordinates, spec.config).config
     lead = ""
-    if record is not None and record.candidate != version:
-        if version == record.stable:
+    if record is not None and not is_candidate(record, version, digest):
+        if is_stable(record, version, digest):
             return (
                 f"undoes the rollout to {record.candidate} in flight: every call back on {record.stable},"
                 f" the {record.candidate} instances go"
             )
         lead = f"replaces the rollout to {record.candidate} in flight; "
-    after = advance(spec, record, running_of(instances, coordinates), now=now)
-    if after is not None and record is not None and after.candidate == record.candidate:
+    after = advance(spec, record, running_of(instances, coordinates, spec.config), now=now)
+    if after is not None and record is not None and is_candidate(record, version, digest):
         return f"the rollout to {after.candidate} in flight goes on ({after.phase.value})"
     if after is not None and after.strategy == UpdateStrategy.CANARY.value:
         steps = ", ".join(f"{s}%" for s in update.steps)
+        if after.stable == after.candidate:  # calls are counted per version: nothing to judge a step by
+            return lead + (
+                f"canary {_arrow(after)}: steps {steps} of the instances, the calls split by instance"
+                " count; each step waits for `aether slice promote` or `abort` (a config change keeps the"
+                " version, whose calls are counted together); the old config keeps its instances until"
+                " promoted; a failing new instance aborts"
+            )
         return lead + (
-            f"canary {after.stable} -> {after.candidate}: steps {steps} of the calls, each judged over"
+            f"canary {_arrow(after)}: steps {steps} of the calls, each judged over"
             f" {update.step_window_s:g} s (error rate, p99); {after.stable} keeps its instances until"
             " promoted; a failing step aborts"
         )
     if after is not None:
         return lead + (
-            f"blue-green {after.stable} -> {after.candidate}: {plural(spec.instances, 'new instance')}"
+            f"blue-green {_arrow(after)}: {plural(spec.instances, 'new instance')}"
             f" beside the old set, then every call at once; the old set stays {update.grace_s:g} s"
         )
     if update.strategy is not UpdateStrategy.ROLLING:

@@ -1,39 +1,66 @@
-"""The observed instances, indexed for the planners: per artifact id, node, version (coordinates) and
-state. Pure data, no I/O: kept up to date one record at a time (`put`, `remove`) by the leader as its
-watch brings changes, or built at once from a list (`InstanceIndex.of`, what the planners do when given
-one). The planners (`_reconcile`, `_strategies`, `_rebalance`, `_pause`) read counts per bucket and
-enumerate only the buckets they act on, so a pass over a converging slice costs per node and state, not
-per instance.
+"""The observed instances, indexed for the planners: per artifact id, node, variant (coordinates and
+config digest: `Variant`) and state. Pure data, no I/O: kept up to date one record at a time (`put`,
+`remove`) by the leader as its watch brings changes, or built at once from a list (`InstanceIndex.of`,
+what the planners do when given one). The planners (`_reconcile`, `_strategies`, `_rebalance`,
+`_pause`) read counts per bucket and enumerate only the buckets they act on, so a pass over a converging
+slice costs per node and state, not per instance.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
+import attrs
+
+from ..core._config_digest import config_digest
 from ..core._coordinates import Coordinates
 from ..core._records import SliceState
 
 if TYPE_CHECKING:  # (the planner that defines ObservedInstance imports this module)
     from ._reconcile import ObservedInstance
 
-Bucket = dict[str, "ObservedInstance"]  # key → instance, of one node, version and state
+Bucket = dict[str, "ObservedInstance"]  # key → instance, of one node, variant and state
+
+
+@attrs.frozen
+class Variant:
+    """What an instance runs: its coordinates and its config (`config_digest`). An instance whose
+    variant is not the one the blueprint asks for is stale, whether its version or its config differs."""
+
+    coordinates: Coordinates
+    config: str  # the config's digest
+
+    @classmethod
+    def of(cls, coordinates: Coordinates, config: Mapping[str, Any]) -> Variant:
+        return cls(coordinates, config_digest(config))
+
+    @property
+    def version(self) -> str:
+        return self.coordinates.version
+
+    @property
+    def artifact_id(self) -> str:
+        return self.coordinates.artifact_id
+
+    def __str__(self) -> str:
+        return str(self.coordinates)
 
 
 class ArtifactInstances:
-    """The records of one artifact id: node → coordinates → state → bucket."""
+    """The records of one artifact id: node → variant → state → bucket."""
 
     def __init__(self) -> None:
-        self.nodes: dict[str, dict[Coordinates, dict[SliceState, Bucket]]] = {}
+        self.nodes: dict[str, dict[Variant, dict[SliceState, Bucket]]] = {}
         self.count = 0
         self._numbers: Counter[int] = Counter()  # instance number → records with it
         self._heap: list[int] = []  # negated numbers; stale entries are skipped
 
     def _add(self, instance: ObservedInstance) -> None:
         versions = self.nodes.setdefault(instance.node_id, {})
-        versions.setdefault(instance.coordinates, {}).setdefault(instance.state, {})[instance.key] = instance
+        versions.setdefault(instance.variant, {}).setdefault(instance.state, {})[instance.key] = instance
         self.count += 1
         if not self._numbers[instance.instance]:
             heapq.heappush(self._heap, -instance.instance)
@@ -41,13 +68,13 @@ class ArtifactInstances:
 
     def _remove(self, instance: ObservedInstance) -> None:
         versions = self.nodes[instance.node_id]
-        states = versions[instance.coordinates]
+        states = versions[instance.variant]
         bucket = states[instance.state]
         del bucket[instance.key]
         if not bucket:
             del states[instance.state]
             if not states:
-                del versions[instance.coordinates]
+                del versions[instance.variant]
                 if not versions:
                     del self.nodes[instance.node_id]
         self.count -= 1

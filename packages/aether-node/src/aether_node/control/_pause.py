@@ -25,7 +25,7 @@ from ..core._errors import InvalidCoordinatesError
 from ..core._records import PausedRollout, RecordError, SliceState, decode_record
 from ..core._schema import PAUSED
 from ..core._text import plural
-from ._instance_index import InstanceIndex, as_index
+from ._instance_index import InstanceIndex, Variant, as_index
 from ._reconcile import ObservedInstance, Problem
 
 log = logging.getLogger("aether_node.cluster")
@@ -59,14 +59,16 @@ def pause_specs(
             continue
         versions: set[str] = set()
         old_active = new_active = 0
+        wanted = Variant.of(coordinates, spec.config)
         for states in index.artifact(artifact_id).nodes.values():
-            for version, by_state in states.items():
+            for variant, by_state in states.items():
                 count = len(by_state.get(SliceState.ACTIVE, ()))
-                if version == coordinates:
+                if variant == wanted:
                     new_active += count
                 elif count:
                     old_active += count
-                    versions.add(str(version.version))
+                    same = variant.version == wanted.version
+                    versions.add(f"{variant.version} (old config)" if same else variant.version)
         if not old_active:
             continue
         held.add(artifact_id)

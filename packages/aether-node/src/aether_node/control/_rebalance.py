@@ -28,7 +28,7 @@ from ..core._reconcile_spec import DEFAULT, ReconcilePolicy, ResolvedPolicy, res
 from ..core._records import REMOVING, LostNodeRecord, RecordError, SliceState, decode_record
 from ..core._schema import LOST_NODES, REBALANCE_KEY, RECONCILE_POLICY
 from ..core._text import plural
-from ._instance_index import InstanceIndex, as_index
+from ._instance_index import InstanceIndex, Variant, as_index
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -110,10 +110,11 @@ def await_lost(
         group = index.artifact(coordinates.artifact_id)
         mine = [i for node_id in sorted(nodes) for i in group.on(node_id)]
         kept.update(i.key for i in mine)
+        wanted = Variant.of(coordinates, spec.config)
         awaited = sum(
             1
             for i in mine
-            if i.coordinates == coordinates and i.state is not SliceState.FAILED and i.state not in REMOVING
+            if i.variant == wanted and i.state is not SliceState.FAILED and i.state not in REMOVING
         )
         if not awaited:
             lowered.append(spec)

@@ -8,7 +8,9 @@ Per artifact (`group:artifact`), against the blueprint's spec:
 - the allocation (`_allocation`) says how many instances of the wanted version each node should run;
   missing ones are created, within a surge budget (at most `instances + max_surge` placed at once; a
   rolling `[slices.update]` table's own `max_surge` wins over the leader's);
-- surplus, old-version and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
+- an instance is stale when it runs another variant than the spec (`Variant`: another version, or the
+  same version created with another config, compared by value): it is replaced like an old version's;
+- surplus, stale and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
   recently added — but an ACTIVE one only while the ACTIVE count stays at the number to keep: as many as
   the cluster could hold were no node excluded after failures (a move or a version rollout puts the
   replacement ACTIVE before the old instance goes; a rollout whose new version fails keeps the old one
@@ -40,6 +42,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 import attrs
 
 from ..core._blueprint import SliceSpec
+from ..core._config_digest import config_digest
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._reconcile_spec import DEFAULT, ResolvedPolicy
@@ -47,7 +50,7 @@ from ..core._records import REMOVING, SliceState
 from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
-from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, as_index
+from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, Variant, as_index
 from ._rebalance import await_lost
 
 
@@ -62,6 +65,15 @@ class ObservedInstance:
     key: str
     mod_revision: int
     moved_from: str = ""  # a move's replacement: the node of the instance it replaces (until ACTIVE)
+    config: Mapping[str, object] = attrs.field(factory=dict)  # the config it was created with
+    config_digest: str = attrs.field(
+        default=attrs.Factory(lambda self: config_digest(self.config), takes_self=True)
+    )
+
+    @property
+    def variant(self) -> Variant:
+        """What it runs (version and config): stale when not the blueprint's."""
+        return Variant(self.coordinates, self.config_digest)
 
 
 @attrs.frozen(kw_only=True)
@@ -72,6 +84,8 @@ class CreateInstance:
     config: Mapping[str, object]
     # A rebalancing move: this instance replaces a surplus one on `moved_from` (removed once it is ACTIVE).
     moved_from: str = ""
+    # Why it is created, when it replaces stale instances (`rolling out: config changed`); "" otherwise.
+    why: str = ""
 
 
 @attrs.frozen(kw_only=True)
@@ -196,7 +210,8 @@ def plan(
                 )
             continue
         spec, coordinates = wanted[artifact_id]
-        alive = _Alive.of(group, live, stopping, coordinates)
+        variant = view.variants[artifact_id]
+        alive = _Alive.of(group, live, stopping, variant)
         placement = placements[spec.artifact]
         failed = alive.failed
         holding = artifact_id in held
@@ -212,7 +227,7 @@ def plan(
         keep = max(retain, floor)
 
         removals: list[tuple[ObservedInstance, str]] = [
-            (i, f"replaced by version {coordinates.version}") for i in alive.old_inactive()
+            (i, replaced_why(i.variant, variant)) for i in alive.old_inactive()
         ]
         surplus: list[ObservedInstance] = []
         for node_id, count in alive.placed.items():
@@ -226,9 +241,8 @@ def plan(
             if floor_rule.active - 1 < keep:  # every one is held, and the ACTIVE count stays: count them
                 floor_rule.hold_all(alive.old_active, alive.old_active_nodes())
             else:
-                replaced = f"replaced by version {coordinates.version}"
                 for instance in _newest_first(alive.old_active_instances()):
-                    floor_rule.consider(instance, replaced, removals)
+                    floor_rule.consider(instance, replaced_why(instance.variant, variant), removals)
         active, held_by_floor, held_drains = floor_rule.active, floor_rule.held, floor_rule.held_drains
 
         # Everything still running counts against the surge — also what is being removed right now (its
@@ -243,6 +257,7 @@ def plan(
         # Creations while another node holds a surplus ACTIVE instance of this version are moves: name
         # the node each one moves from (for the event log), oldest surplus first, one per surplus.
         move_sources = [i.node_id for i in reversed(_newest_first(surplus)) if i.state is SliceState.ACTIVE]
+        rolling_out = _rolling_out(alive, variant)
         max_moves = policies.get(artifact_id, DEFAULT).max_moves
         moves_wait = False
         for node_id in sorted(placement.counts):
@@ -262,6 +277,7 @@ def plan(
                         instance=next_instance,
                         config=spec.config,
                         moved_from=moved_from,
+                        why="" if moved_from else rolling_out,
                     )
                 )
                 next_instance += 1
@@ -291,7 +307,7 @@ def plan(
         serving = sorted(alive.old_active_versions())
         if failed and serving:
             messages.append(
-                f"upgrade to {coordinates.version} is stuck: {plural(len(failed), 'new instance')} failed"
+                f"{_change_to(alive, variant)} is stuck: {plural(len(failed), 'new instance')} failed"
                 + ("" if placement.unplaced else f" ({reasons})")
                 + f"; {', '.join(serving)} keeps serving ({alive.old_active} ACTIVE)"
             )
@@ -319,6 +335,32 @@ def plan(
         if messages:
             problems.append(Problem(artifact=artifact_id, message="; ".join(messages)))
     return Plan(actions=tuple(actions), problems=tuple(problems))
+
+
+def replaced_why(old: Variant, wanted: Variant) -> str:
+    """Why a stale instance goes: the version the blueprint asks for, and whether its config changed."""
+    if old.version == wanted.version:
+        return "replaced: config changed"
+    changed = " (config changed)" if old.config != wanted.config else ""
+    return f"replaced by version {wanted.version}{changed}"
+
+
+def _rolling_out(alive: _Alive, wanted: Variant) -> str:
+    """Why new instances are created while stale ones run: what rolls out ("" when none is stale)."""
+    stale = alive.old_variants() if alive.old else set()
+    if not stale:
+        return ""
+    if all(v.version == wanted.version for v in stale):
+        return "rolling out: config changed"
+    changed = " (config changed)" if any(v.config != wanted.config for v in stale) else ""
+    return f"rolling out version {wanted.version}{changed}"
+
+
+def _change_to(alive: _Alive, wanted: Variant) -> str:
+    """The change under way, in words: an upgrade to a version, a config change, or both."""
+    if all(v.version == wanted.version for v in alive.old_active_variants()):
+        return f"config change of {wanted.version}"
+    return f"upgrade to {wanted.version}"
 
 
 def _drain_held(artifact_id: str, spec: SliceSpec, nodes: Sequence[str], *, paused: bool) -> str:
@@ -375,17 +417,18 @@ class _FloorRule:
 @attrs.define
 class _Alive:
     """One artifact's records on the live nodes that are not stopping and not being removed, against the
-    wanted version (`coordinates`; None: no version is wanted, every record is old): counts per bucket,
-    and the buckets themselves where the plan acts on their records."""
+    wanted variant (version and config; None: nothing is wanted, every record is old): counts per
+    bucket, and the buckets themselves where the plan acts on their records. A record of another
+    variant — another version, or the same version with another config — is old (stale)."""
 
     group: ArtifactInstances
     nodes: list[str]  # the live, not stopping nodes that hold records
-    coordinates: Coordinates | None
-    placed: dict[str, int]  # node → records of the wanted version, neither FAILED nor being removed
+    wanted: Variant | None
+    placed: dict[str, int]  # node → records of the wanted variant, neither FAILED nor being removed
     active: int  # ACTIVE ones among them
     loaded: list[ObservedInstance]  # LOADED ones among them
-    failed: list[ObservedInstance]  # FAILED records of the wanted version
-    old: int  # records of other versions
+    failed: list[ObservedInstance]  # FAILED records of the wanted variant
+    old: int  # records of other variants
     old_active: int  # ACTIVE ones among them
     removing: int  # records being removed (any version)
 
@@ -395,9 +438,9 @@ class _Alive:
         group: ArtifactInstances,
         live: Collection[str],
         stopping: Collection[str],
-        coordinates: Coordinates | None,
+        wanted: Variant | None,
     ) -> _Alive:
-        alive = cls(group, [], coordinates, {}, 0, [], [], 0, 0, 0)
+        alive = cls(group, [], wanted, {}, 0, [], [], 0, 0, 0)
         for node_id, versions in group.nodes.items():
             if node_id not in live or node_id in stopping:
                 continue
@@ -406,7 +449,7 @@ class _Alive:
                 for state, bucket in states.items():
                     if state in REMOVING:
                         alive.removing += len(bucket)
-                    elif version != coordinates:
+                    elif version != wanted:
                         alive.old += len(bucket)
                         alive.old_active += len(bucket) if state is SliceState.ACTIVE else 0
                     elif state is SliceState.FAILED:
@@ -419,11 +462,11 @@ class _Alive:
                             alive.loaded.extend(bucket.values())
         return alive
 
-    def _old(self, active: bool) -> Iterator[tuple[str, Coordinates, Bucket]]:
-        """(node, version, bucket) of the other versions' records, ACTIVE or not."""
+    def _old(self, active: bool) -> Iterator[tuple[str, Variant, Bucket]]:
+        """(node, variant, bucket) of the other variants' records, ACTIVE or not."""
         for node_id in self.nodes:
             for version, states in self.group.nodes[node_id].items():
-                if version != self.coordinates:
+                if version != self.wanted:
                     for state, bucket in states.items():
                         if state not in REMOVING and (state is SliceState.ACTIVE) == active:
                             yield node_id, version, bucket
@@ -437,13 +480,31 @@ class _Alive:
     def old_active_nodes(self) -> set[str]:
         return {node_id for node_id, _, _ in self._old(True)}
 
+    def old_active_variants(self) -> set[Variant]:
+        return {variant for _, variant, _ in self._old(True)}
+
+    def old_variants(self) -> set[Variant]:
+        """The other variants with a record that runs or is on its way (neither FAILED nor removed)."""
+        return {
+            variant
+            for node_id in self.nodes
+            for variant, states in self.group.nodes[node_id].items()
+            if variant != self.wanted
+            and any(s not in REMOVING and s is not SliceState.FAILED for s in states)
+        }
+
     def old_active_versions(self) -> set[str]:
-        return {str(version.version) for _, version, _ in self._old(True)}
+        """The versions of the stale ACTIVE instances (`1.0 (old config)` for the wanted version's)."""
+        assert self.wanted is not None
+        return {
+            f"{v.version} (old config)" if v.version == self.wanted.version else v.version
+            for v in self.old_active_variants()
+        }
 
     def placed_on(self, node_id: str) -> list[ObservedInstance]:
-        """The records of the wanted version on the node, neither FAILED nor being removed."""
-        assert self.coordinates is not None
-        return _placed(self.group, node_id, self.coordinates)
+        """The records of the wanted variant on the node, neither FAILED nor being removed."""
+        assert self.wanted is not None
+        return _placed(self.group, node_id, self.wanted)
 
     def every(self) -> list[ObservedInstance]:
         """Every record counted here but those being removed (when no version is wanted)."""
@@ -461,6 +522,7 @@ class _View:
     cordoned: frozenset[str]
     placeable: tuple[NodeCapacity, ...]
     wanted: Mapping[str, tuple[SliceSpec, Coordinates]]
+    variants: Mapping[str, Variant]  # artifact id → the wanted variant (version and config)
     current: Mapping[str, Mapping[str, int]]
     excluded: Mapping[str, frozenset[str]]
     problems: tuple[Problem, ...]
@@ -498,12 +560,14 @@ class _View:
 
         current: dict[str, dict[str, int]] = {}
         excluded: dict[str, frozenset[str]] = {}
-        for artifact_id, (spec, coordinates) in wanted.items():
+        variants = {a: Variant.of(coordinates, spec.config) for a, (spec, coordinates) in wanted.items()}
+        for artifact_id, (spec, _) in wanted.items():
+            variant = variants[artifact_id]
             group = index.artifact(artifact_id)
             counts: dict[str, int] = {}
             failed_on = set()
             for node_id, versions in group.nodes.items():
-                states = versions.get(coordinates)
+                states = versions.get(variant)
                 if node_id not in live or not states:
                     continue
                 for state, bucket in states.items():
@@ -514,7 +578,7 @@ class _View:
                         counts[node_id] = counts.get(node_id, 0) + len(bucket)
             if sum(counts.values()) > spec.instances:
                 # Scaling down keeps the oldest instances: the allocation only sees those.
-                placed = [i for node_id in counts for i in _placed(group, node_id, coordinates)]
+                placed = [i for node_id in counts for i in _placed(group, node_id, variant)]
                 kept = sorted(placed, key=lambda i: (i.instance, i.key))[: spec.instances]
                 counts = dict(collections.Counter(i.node_id for i in kept))
             current[spec.artifact] = counts
@@ -527,15 +591,16 @@ class _View:
             cordoned=cordoned,
             placeable=tuple(placeable),
             wanted=wanted,
+            variants=variants,
             current=current,
             excluded=excluded,
             problems=tuple(problems),
         )
 
 
-def _placed(group: ArtifactInstances, node_id: str, coordinates: Coordinates) -> list[ObservedInstance]:
-    """The records of `coordinates` on the node, neither FAILED nor being removed."""
-    states = group.nodes.get(node_id, {}).get(coordinates, {})
+def _placed(group: ArtifactInstances, node_id: str, variant: Variant) -> list[ObservedInstance]:
+    """The records of `variant` on the node, neither FAILED nor being removed."""
+    states = group.nodes.get(node_id, {}).get(variant, {})
     return [
         i
         for state, bucket in states.items()

@@ -2,8 +2,12 @@
 → the next rollout record, and what the reconcile planner should aim for meanwhile. No I/O, no clock.
 
 A rollout starts when a slice whose `[slices.update]` strategy is canary or blue_green is asked for a
-new version while another version serves (ACTIVE instances). Until it ends, the planner is given a spec
-for the new version with the count of the current step, and the old version's instances are *held*
+new version, or a new config, while another version or config serves (ACTIVE instances). The instances
+are told apart by variant (version and config digest): in `Running` the candidate's config goes by its
+version (`1.0`), any other config by its version and digest (`1.0 (config 1a2b3c4d)`). The record keeps
+the versions (what the router splits and the verdict judges by) and the stable config when it differs
+(what an abort goes back to). Until it ends, the planner is given a spec for the new version with the
+count of the current step, and the old version's instances are *held*
 (`_reconcile.plan(..., held=)`): never removed, never counted against the surge. So a failing new
 version never takes the old version's capacity, let alone its floor; its instances simply fail, and the
 rollout aborts.
@@ -28,6 +32,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
@@ -35,6 +40,7 @@ from aether_kv import KeyValue
 
 from ..core._bad_records import log_once
 from ..core._blueprint import SliceSpec
+from ..core._config_digest import config_digest
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._records import RecordError, RolloutPhase, RolloutRecord, SliceState, decode_record
@@ -42,7 +48,7 @@ from ..core._schema import ROLLOUTS
 from ..core._text import plural
 from ..core._update_spec import UpdateSpec, UpdateStrategy
 from ._canary_verdict import Verdict
-from ._instance_index import ArtifactInstances, InstanceIndex, as_index
+from ._instance_index import ArtifactInstances, InstanceIndex, Variant, as_index
 from ._reconcile import REMOVING, ObservedInstance
 
 log = logging.getLogger("aether_node.cluster")
@@ -53,11 +59,43 @@ IN_PROGRESS = frozenset({RolloutPhase.DEPLOYING, RolloutPhase.OBSERVING, Rollout
 @attrs.frozen(kw_only=True)
 class Running:
     """What runs of one artifact: ACTIVE instances per version, the versions with any instance record
-    (not being removed), and the new version's failures ("node: reason")."""
+    (not being removed), and the new version's failures ("node: reason"). A version with a config other
+    than the candidate's is labelled with its config (`label`); `configs` maps such a label to its
+    version and config."""
 
     active: Mapping[str, int]
     present: frozenset[str]
     failed: tuple[str, ...] = ()
+    configs: Mapping[str, tuple[str, Mapping[str, Any]]] = attrs.field(factory=dict)
+
+    def split(self, label: str) -> tuple[str, Mapping[str, Any] | None]:
+        """A label's version, and its config if it is not the candidate's (None)."""
+        return self.configs.get(label, (label, None))
+
+
+def label(version: str, digest: str, candidate_digest: str) -> str:
+    """How `Running` names a variant: its version, with its config's digest if not the candidate's."""
+    return version if digest == candidate_digest else f"{version} (config {digest[:8]})"
+
+
+def _stable_label(record: RolloutRecord) -> str:
+    if record.stable_config is None:
+        return record.stable
+    return label(record.stable, config_digest(record.stable_config), record.candidate_config)
+
+
+def is_candidate(record: RolloutRecord, version: str, digest: str) -> bool:
+    """Whether the blueprint asks for the record's candidate (version and config)."""
+    return record.candidate == version and record.candidate_config in ("", digest)
+
+
+def is_stable(record: RolloutRecord, version: str, digest: str) -> bool:
+    """Whether the blueprint went back to what the record's stable instances run."""
+    if record.stable != version:
+        return False
+    if record.stable_config is not None:
+        return config_digest(record.stable_config) == digest
+    return record.candidate_config in ("", digest)
 
 
 class RolloutCommandError(Exception):
@@ -70,27 +108,33 @@ def update_of(spec: SliceSpec) -> UpdateSpec:
 
 
 def running(
-    instances: Iterable[ObservedInstance] | InstanceIndex | ArtifactInstances, candidate: Coordinates
+    instances: Iterable[ObservedInstance] | InstanceIndex | ArtifactInstances,
+    candidate: Coordinates,
+    config: Mapping[str, Any] | None = None,
 ) -> Running:
     """The observed instances of `candidate`'s artifact (a list, an `InstanceIndex`, or its records of
-    that artifact) → `Running` for the rollout to `candidate`."""
+    that artifact) → `Running` for the rollout to `candidate` with `config` (None: an empty one)."""
     if not isinstance(instances, ArtifactInstances):
         instances = as_index(instances).artifact(candidate.artifact_id)
+    wanted = Variant.of(candidate, config or {})
     active: dict[str, int] = {}
     present: set[str] = set()
+    configs: dict[str, tuple[str, Mapping[str, Any]]] = {}
     failed = []
     for node_id, versions in instances.nodes.items():
-        for coordinates, states in versions.items():
-            version = coordinates.version
+        for variant, states in versions.items():
+            version = label(variant.version, variant.config, wanted.config)
             for state, bucket in states.items():
                 if state in REMOVING:
                     continue
                 present.add(version)
+                if version != variant.version and version not in configs:
+                    configs[version] = (variant.version, next(iter(bucket.values())).config)
                 if state is SliceState.ACTIVE:
                     active[version] = active.get(version, 0) + len(bucket)
-                elif state is SliceState.FAILED and coordinates == candidate:
+                elif state is SliceState.FAILED and variant == wanted:
                     failed += [f"{node_id}: {i.reason or 'failed'}" for i in bucket.values()]
-    return Running(active=active, present=frozenset(present), failed=tuple(sorted(failed)))
+    return Running(active=active, present=frozenset(present), failed=tuple(sorted(failed)), configs=configs)
 
 
 def step_count(spec: SliceSpec, step: int) -> int:
@@ -112,21 +156,23 @@ def advance(
     window (None: nobody could judge it). Returns `record` itself when nothing changes."""
     coordinates = Coordinates.parse(spec.artifact)
     version = coordinates.version
+    digest = config_digest(spec.config)
     update = update_of(spec)
-    if record is not None and record.candidate != version:
-        if version == record.stable and record.phase is not RolloutPhase.PROMOTED:
+    if record is not None and not is_candidate(record, version, digest):
+        if is_stable(record, version, digest) and record.phase is not RolloutPhase.PROMOTED:
             # The blueprint went back (a rollback): an abort, until the new instances are gone.
             if now_running.present <= {version}:
                 return None
             if record.phase is RolloutPhase.ABORTED:
                 return record
-            return _abort(record, now, f"the blueprint went back to {version}")
+            went_back = version if record.stable != record.candidate else f"the config {version} ran with"
+            return _abort(record, now, f"the blueprint went back to {went_back}")
         record = None  # the blueprint moved on: a new rollout (or a rolling update)
     if record is None:
         serving = {v: n for v, n in now_running.active.items() if v != version and n > 0}
         if update.strategy is UpdateStrategy.ROLLING or not serving or spec.instances == 0:
             return None
-        stable = max(serving, key=lambda v: (serving[v], v))
+        stable, stable_config = now_running.split(max(serving, key=lambda v: (serving[v], v)))
         return RolloutRecord(
             artifact_id=coordinates.artifact_id,
             strategy=update.strategy.value,
@@ -136,6 +182,8 @@ def advance(
             share=0,
             since=now,
             reason=_deploying(spec, update, 0),
+            candidate_config=digest,
+            stable_config=None if stable_config is None else dict(stable_config),
         )
     if record.phase is RolloutPhase.PROMOTED and now_running.present <= {version}:
         return None
@@ -152,7 +200,7 @@ def advance(
         )
     if record.phase is RolloutPhase.PROMOTED:
         return record
-    if record.stable not in now_running.present and record.phase is not RolloutPhase.SWITCHED:
+    if _stable_label(record) not in now_running.present and record.phase is not RolloutPhase.SWITCHED:
         # Nothing of the stable version is left (its nodes were lost): no traffic to protect, finish it.
         return attrs.evolve(
             record, phase=RolloutPhase.PROMOTED, share=None, since=now, reason="stable version gone"
@@ -257,10 +305,13 @@ def planned_spec(spec: SliceSpec, record: RolloutRecord | None) -> tuple[SliceSp
     """What the reconcile planner should aim for while `record` runs: the spec to plan (the new version at
     the step's count, or the stable version once aborted) and whether the other versions' instances are
     held (neither removed nor counted against the surge)."""
-    if record is None or record.candidate != Coordinates.parse(spec.artifact).version:
+    if record is None or not is_candidate(
+        record, Coordinates.parse(spec.artifact).version, config_digest(spec.config)
+    ):
         return spec, False
-    if record.phase is RolloutPhase.ABORTED:
-        return attrs.evolve(spec, artifact=f"{record.artifact_id}:{record.stable}"), False
+    if record.phase is RolloutPhase.ABORTED:  # back to the stable version, with its config
+        config = spec.config if record.stable_config is None else record.stable_config
+        return attrs.evolve(spec, artifact=f"{record.artifact_id}:{record.stable}", config=config), False
     if record.phase is RolloutPhase.PROMOTED:
         return spec, False
     if record.strategy == UpdateStrategy.BLUE_GREEN.value:
@@ -306,7 +357,7 @@ def rollouts(
         after = advance(
             spec,
             before,
-            running(index.artifact(artifact_id), coordinates),
+            running(index.artifact(artifact_id), coordinates, spec.config),
             now=now,
             verdict=(verdicts or {}).get(artifact_id),
         )

@@ -75,7 +75,7 @@ class SliceChange:
     added: int  # new placements (beyond moves)
     moved: int  # placements that move from one node to another
     removed: int  # placements that go (beyond moves)
-    replaced: int  # running instances replaced by the new version
+    replaced: int  # running instances replaced (another version, or another config)
     nodes: tuple[NodePlacement, ...]
     problem: str = ""  # what would not fit
     rollout: str = ""  # a canary or blue-green rollout in flight now, or a paused rolling update
@@ -86,6 +86,7 @@ class SliceChange:
     # its [slices.health] changed: "before -> after" in words ("" when unchanged); the nodes apply it to
     # the running instances, none is restarted for it
     health: str = ""
+    config: str = ""  # a change of its `[slices.config]`: the keys, and the running instances it replaces
 
 
 @attrs.frozen(kw_only=True)

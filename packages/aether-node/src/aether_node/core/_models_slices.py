@@ -14,6 +14,7 @@ class InstanceInfo:
     state: str
     reason: str = ""
     timestamp: float = 0.0
+    config_digest: str = ""  # the digest of the config it runs (`SliceStatus.config_digest`)
 
 
 @attrs.frozen(kw_only=True)
@@ -32,6 +33,8 @@ class RolloutInfo:
     share: int | None = 0
     since: float = 0.0
     reason: str = ""
+    config_changed: bool = False  # the config changes too (alone, if `stable == candidate`)
+    candidate_config: str = ""  # the candidate's config digest (`InstanceInfo.config_digest`; "": unknown)
 
 
 @attrs.frozen(kw_only=True)
@@ -54,11 +57,16 @@ class SliceStatus:
     rollout: RolloutInfo | None = None  # a canary or blue-green rollout in progress (or aborted)
     update: str = "rolling"  # how a version change goes: rolling, canary or blue_green
     paused: bool = False  # its rolling update is paused (`aether slice pause`)
+    # The digest of the blueprint's config for it: `active` counts the instances that run it, and an
+    # ACTIVE instance with another config (being replaced) keeps it from converging. "": not known.
+    config_digest: str = ""
 
     @property
     def converged(self) -> bool:
         return self.active == self.desired and all(
-            i.artifact == self.artifact for i in self.instances if i.state == "ACTIVE"
+            i.artifact == self.artifact and self.config_digest in ("", i.config_digest)
+            for i in self.instances
+            if i.state == "ACTIVE"
         )
 
 

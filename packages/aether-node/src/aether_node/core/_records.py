@@ -226,8 +226,9 @@ class RolloutPhase(enum.StrEnum):
 @attrs.frozen(kw_only=True)
 class RolloutRecord:
     """`cluster/rollouts/{group:artifact}`: a canary or blue-green rollout of one slice, from `stable` to
-    `candidate` (versions). Written by the leader as it advances (fenced) and by the management API for
-    `aether slice promote|abort` (compare-and-swap); read by every node's router for `share`."""
+    `candidate` (versions; with `stable_config`, a change of config too, or of config alone). Written by
+    the leader as it advances (fenced) and by the management API for `aether slice promote|abort`
+    (compare-and-swap); read by every node's router for `share`."""
 
     artifact_id: str
     strategy: str  # canary | blue_green (UpdateStrategy's values)
@@ -238,6 +239,11 @@ class RolloutRecord:
     share: int | None = 0  # percent of the calls routed to `candidate`; None: by instance count (unweighted)
     since: float = 0.0  # when the current phase (or step) began
     reason: str = ""  # what it waits for, or why it was aborted
+    # The candidate's config digest (`_config_digest`; "": a record from before configs rolled out, the
+    # version alone names the candidate), and the stable instances' config when it is not the
+    # candidate's (None: the same config). A config change alone has `stable == candidate`.
+    candidate_config: str = ""
+    stable_config: Mapping[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
 

@@ -195,6 +195,8 @@ def _rollout_event(event: Event, artifact_id: str, at: float) -> list[ClusterEve
     if record is None or (before is not None and before.phase is record.phase and before.step == record.step):
         return []
     name = f"rollout of {artifact_id} ({record.strategy}) {record.stable} -> {record.candidate}"
+    if record.stable_config is not None:
+        name += " (config changed)"
     if before is None:
         kind, what = "rollout_started", "started"
     elif record.phase is RolloutPhase.OBSERVING:

@@ -496,7 +496,10 @@
       .filter((s) => s.rollout)
       .map((s) => {
         const r = s.rollout;
-        const active = (version) => instances.filter((i) => i.artifact === `${r.artifact}:${version}` && i.state === "ACTIVE").length;
+        // (a config change: the candidate's instances are those with its config, the stable's the others)
+        const config = (i, candidate) => !r.config_changed || !r.candidate_config || (i.config_digest === r.candidate_config) === candidate;
+        const active = (version, candidate) =>
+          instances.filter((i) => i.artifact === `${r.artifact}:${version}` && i.state === "ACTIVE" && config(i, candidate)).length;
         const share =
           r.share === null || r.share === undefined
             ? `<span class="muted">by instance count</span>`
@@ -504,8 +507,8 @@
         const step = r.strategy === "canary" && r.phase !== "PROMOTED" && r.phase !== "ABORTED" ? ` · step ${r.step + 1}` : "";
         return (
           `<tr data-rollout="${esc(r.artifact)}" data-phase="${esc(r.phase)}">${cell(r.artifact)}${cell(r.strategy.replace("_", "-"))}` +
-          `<td class="versions">${esc(r.stable)} → ${esc(r.candidate)}</td><td class="phase">${esc(r.phase)}${step}</td><td class="share-cell">${share}</td>` +
-          `<td class="num">${active(r.stable)} / ${active(r.candidate)}</td><td>${esc(clock(r.since))}</td>` +
+          `<td class="versions">${esc(r.stable)} → ${esc(r.candidate)}${r.config_changed ? " (config changed)" : ""}</td><td class="phase">${esc(r.phase)}${step}</td><td class="share-cell">${share}</td>` +
+          `<td class="num">${active(r.stable, false)} / ${active(r.candidate, true)}</td><td>${esc(clock(r.since))}</td>` +
           `<td class="reason"><span class="clamp" title="${esc(r.reason)}">${esc(r.reason)}</span>${rolloutButtons(r)}</td></tr>`
         );
       });

@@ -307,6 +307,7 @@
           })
           .join("<br>");
         const notes = [
+          c.config && `config: ${c.config}`,
           c.awaiting && `waiting: ${c.awaiting.replace(/^waiting: /, "")}`,
           c.rollout && `in flight: ${c.rollout}`,
           c.update && `how: ${c.update}`,
