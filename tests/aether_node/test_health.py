@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from aether_kv import Member, Status
 from aether_node.api._handlers import Handlers
+from aether_node import config_digest
 from aether_node.client import InstanceInfo, NodeInfo
 from aether_node.core._blueprint import Blueprint, SliceSpec
 
@@ -47,7 +48,14 @@ def node(node_id: str, leader: bool = False) -> NodeInfo:
 
 
 def instance(node_id: str, number: int, state: str = "ACTIVE", artifact: str = ECHO) -> InstanceInfo:
-    return InstanceInfo(node_id=node_id, artifact=artifact, instance=number, state=state, reason="why")
+    return InstanceInfo(
+        node_id=node_id,
+        artifact=artifact,
+        instance=number,
+        state=state,
+        reason="why",
+        config_digest=config_digest({}),  # the config it was created with: the blueprint's
+    )
 
 
 BLUEPRINTS = {"demo": Blueprint(name="demo", slices=(SliceSpec(artifact=ECHO, instances=2),))}
