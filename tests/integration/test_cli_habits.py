@@ -374,7 +374,7 @@ def test_a_config_the_slice_refuses_stops_apply_wait_and_the_old_config_keeps_se
     assert "blueprint 'refused' cannot converge" in run.stderr, str(run)
     assert "config change of 1.0.0 is stuck" in run.stderr, str(run)
     assert "faulty: start failed on purpose" in run.stderr, str(run)
-    (status,) = expect(cluster.aether("blueprint", "status", "refused", "--json")).json()["slices"]
+    (status,) = expect(cluster.aether("blueprint", "status", "refused", "--json"), 4).json()["slices"]
     serving = [i for i in status["instances"] if i["state"] == "ACTIVE"]
     assert len(serving) == 1 and serving[0]["config_digest"] != status["config_digest"], status
     expect(cluster.aether("blueprint", "delete", "refused"))
