@@ -68,6 +68,7 @@ EXPECTED_EXPORTS = {
     # records
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
+    "MAX_TXN_OPS",
     "KeyValue",
     "Event",
     "EventKind",

@@ -5,8 +5,8 @@ reason a person can act on."""
 from __future__ import annotations
 
 from aether_kv import Member, Status
-from aether_node.api._handlers import Handlers
 from aether_node import config_digest
+from aether_node.api._handlers import Handlers
 from aether_node.client import InstanceInfo, NodeInfo
 from aether_node.core._blueprint import Blueprint, SliceSpec
 

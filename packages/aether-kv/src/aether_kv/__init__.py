@@ -29,6 +29,7 @@ from ._memory import MemoryStore as MemoryStore
 from ._memory import MemoryWatch as MemoryWatch
 from ._raft import RaftConfig as RaftConfig
 from ._records import MAX_KEY_BYTES as MAX_KEY_BYTES
+from ._records import MAX_TXN_OPS as MAX_TXN_OPS
 from ._records import MAX_VALUE_BYTES as MAX_VALUE_BYTES
 from ._records import Compare as Compare
 from ._records import CompareOp as CompareOp

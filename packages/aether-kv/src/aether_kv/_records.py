@@ -13,7 +13,7 @@ import attrs
 #: Limits checked at every boundary (client protocol, trio API, state machine).
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1024 * 1024
-MAX_TXN_OPS = 128
+MAX_TXN_OPS = 1024  # of one txn (compares, operations, reads): 300 new instances are one txn
 MAX_LEASE_TTL = 24 * 3600.0
 
 

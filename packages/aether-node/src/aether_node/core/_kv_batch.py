@@ -20,6 +20,7 @@ import trio
 
 from aether_kv import (
     KV,
+    MAX_TXN_OPS,
     Compare,
     Delete,
     Get,
@@ -35,7 +36,6 @@ from aether_kv import (
 )
 
 Operation = Put | Delete
-MAX_TXN_OPS = 128  # aether-kv's limit of compares + operations in one transaction
 
 
 @attrs.define(eq=False)
