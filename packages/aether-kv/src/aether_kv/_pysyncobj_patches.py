@@ -309,6 +309,9 @@ class PatchedSyncObj(SyncObj):
         self.journal_room: Callable[[int], bool] = lambda nbytes: True
         self.disk_full: Callable[[], bool] = lambda: False
         self._snapshot_retry_at = NEVER
+        # set below, named here: upstream's __init__ keeps every attribute named after it out of the
+        # snapshots, and pickles the rest (a queue does not pickle)
+        self._commands: _TrackedQueue = None  # type: ignore[assignment]
         # replicas' problems (item 13): this one's own, its followers' (leader) or its leader's report
         self.own_problems: Callable[[], tuple[str, ...]] = lambda: ()
         self._follower_problems: dict[Any, tuple[str, ...]] = {}
@@ -317,8 +320,8 @@ class PatchedSyncObj(SyncObj):
         self._leader_report: tuple[str, ...] = ()
         super().__init__(*args, **kwargs)
         # (wrapped, not replaced: the tick thread runs already and may hold the queue)
-        self._commands = _TrackedQueue(self._SyncObj__commandsQueue)
-        self._SyncObj__commandsQueue = self._commands
+        self._commands = commands = _TrackedQueue(self._SyncObj__commandsQueue)
+        self._SyncObj__commandsQueue = commands
         serializer = self._SyncObj__serializer
         serializer.checkSerializing = functools.partial(self._check_snapshot, serializer.checkSerializing)
 

@@ -141,7 +141,7 @@ class _DurableJournal:
     """Wraps pysyncobj's FileJournal: appends mark it dirty, `sync()` makes them durable; an append goes
     only into blocks reserved beforehand (`room`), so a full disk is an error, never a SIGBUS."""
 
-    def __init__(self, path: str, disk: DiskState) -> None:
+    def __init__(self, path: str, disk: DiskState | None = None) -> None:
         self._inner = FileJournal(path)
         self._path = path
         self._meta_path = path + ".meta"
@@ -150,7 +150,7 @@ class _DurableJournal:
         self._closed = False
         self._lock = threading.Lock()
         self._sync_failed: OSError | None = None
-        self.disk = disk
+        self.disk = disk if disk is not None else DiskState()
         self._reserved = 0  # bytes from the file's start known to be allocated (0: not checked yet)
         self._refused = 0  # the size of the last append that found no room (room again must fit it)
         self._probed_at = 0.0

@@ -1,0 +1,106 @@
+"""The pure parts of a replica's disk-space handling (`aether_kv._disk`): what counts as a full disk, how
+much journal to reserve, when a leader refuses for want of space, and the disk state logged once per
+change."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pysyncobj.journal import FileJournal
+
+from aether_kv._disk import (
+    RECORD_OVERHEAD,
+    DiskProblem,
+    DiskState,
+    is_disk_full,
+    record_bytes,
+    refuse_for_disk,
+    reservation_target,
+)
+
+
+def test_only_no_space_and_no_quota_are_a_full_disk() -> None:
+    assert is_disk_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert is_disk_full(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert not is_disk_full(OSError(errno.EIO, "Input/output error"))
+    assert not is_disk_full(ValueError("no space"))
+
+
+def test_record_bytes_is_what_the_journal_grows_by(tmp_path: Path) -> None:
+    journal = FileJournal(str(tmp_path / "journal"))
+    commands = [b"", b"x", b"y" * 1000, bytes(range(256))]
+    before = journal._FileJournal__currentOffset
+    for index, command in enumerate(commands, start=1):
+        journal.add(command, index, 1)
+    assert journal._FileJournal__currentOffset - before == record_bytes(commands)
+    assert record_bytes([b"abc"]) == 3 + RECORD_OVERHEAD
+    journal._destroy()
+
+
+@given(
+    reserved=st.integers(min_value=0, max_value=1 << 30),
+    needed=st.integers(min_value=0, max_value=1 << 30),
+    chunk=st.sampled_from([1, 4096, 1 << 20]),
+)
+def test_the_reservation_covers_the_write_and_grows_by_whole_chunks(
+    reserved: int, needed: int, chunk: int
+) -> None:
+    target = reservation_target(reserved, needed, chunk)
+    if needed <= reserved:
+        assert target == reserved  # nothing to reserve: no system call
+    else:
+        assert needed <= target < needed + chunk
+        assert target % chunk == 0
+
+
+@pytest.mark.parametrize(
+    ("leader_has_room", "replicas", "without_room", "refused"),
+    [
+        (True, 1, 0, False),
+        (False, 1, 1, True),
+        (False, 3, 1, True),  # the leader itself cannot journal it
+        (True, 3, 1, False),  # one follower full: the leader and the other follower commit
+        (True, 3, 2, True),  # both followers full: it would never commit
+        (True, 5, 2, False),
+        (True, 5, 3, True),
+        (True, 4, 2, True),  # 2 of 4 is no majority
+    ],
+)
+def test_a_leader_refuses_when_it_or_a_majority_has_no_room(
+    leader_has_room: bool, replicas: int, without_room: int, refused: bool
+) -> None:
+    assert (
+        refuse_for_disk(leader_has_room=leader_has_room, replicas=replicas, without_room=without_room)
+        is refused
+    )
+
+
+def test_the_problem_names_the_replica_the_disk_and_the_directory() -> None:
+    problem = DiskProblem(what="the Raft journal", path="/data/kv1/raft.journal")
+    text = problem.describe("127.0.0.1:4001")
+    assert text.startswith("KV replica 127.0.0.1:4001: disk full: the Raft journal")
+    assert "/data/kv1" in text
+
+
+def test_the_disk_state_is_logged_once_per_change(caplog: pytest.LogCaptureFixture) -> None:
+    state = DiskState()
+    with caplog.at_level(logging.INFO, logger="aether_kv.raft"):
+        for _ in range(3):
+            state.full("the Raft journal", "/d/raft.journal")
+        state.full("the Raft term and vote", "/d/raft.journal.meta")  # still full: no new line
+        assert state.problem == DiskProblem(what="the Raft term and vote", path="/d/raft.journal.meta")
+        for _ in range(3):
+            state.room_again()
+        state.full("the Raft journal", "/d/raft.journal")
+    assert state.problem is not None
+    lines = [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records]
+    assert lines == [
+        ("ERROR", "disk full"),
+        ("WARNING", "the disk has room again (/d/raft.journal.meta)"),
+        ("ERROR", "disk full"),
+    ]
