@@ -112,6 +112,34 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    replicas of the old and the new code can run side by side during an upgrade, and old journals and
    snapshots load.
 
+12. A full disk (`_DurableJournal` in `_raft.py` reserves the journal's blocks; the rest is here).
+   Upstream's journal is an mmap grown with ftruncate, which allocates nothing: on a full disk a store
+   into a new page killed the replica with SIGBUS. Now the journal reserves its blocks first
+   (`posix_fallocate`, a MiB at a time, which fails cleanly with ENOSPC) and an append that finds no room
+   raises before it writes anything. A leader refuses what is queued (`DISK_FULL`, with the addresses of
+   the replicas without room: the client's `DiskFullError`) when it cannot journal it itself or when the
+   followers whose last answer said their disk is full leave no majority that could (`_disk.
+   refuse_for_disk`); a proposal queued after that check whose append fails is refused the same way. A
+   follower checks the room for a batch of entries before upstream's handler touches its log: without
+   room it stores nothing and answers for what it holds up to `prevLogIdx` (the leader's check-quorum
+   still hears from it; nothing it could not store is acknowledged). A follower whose disk is full
+   refuses proposals at once (`FOLLOWER_DISK_FULL`: it answers a forwarded proposal only once it has
+   applied the entry, which it cannot store; the client asks another replica) and fails ReadIndex reads.
+   Term and vote are written before they change in memory (`_SyncObj__setCurrentTerm`; upstream changed
+   them first and went on with a term it had not stored); a message or tick whose write fails for want
+   of room is dropped whole (a leader that could not journal its new term's no-op steps down), and a
+   replica whose disk is full does not stand for election. Snapshots are fsynced before they replace
+   the previous one, and the directory after (upstream renamed without an fsync: a crash after the
+   journal was compacted could leave neither); a failed snapshot's temporary file is removed (it held
+   the space a full disk lacks) and the next try waits `SNAPSHOT_RETRY` (upstream forked a new child on
+   every tick). The disk state clears by itself once a probe finds room (`_DurableJournal.recheck`):
+   writes resume without a restart.
+
+13. Replicas' problems travel with Raft messages (`problems`, `with_problems`). A follower's
+   acknowledgements carry its own problems (and `disk_full`), a leader's append-entries everyone's it
+   knows, so every replica's `Status.problems` names a replica whose disk is full, whichever one a
+   client asks; nothing is added to the messages while there is none (upstream ignores the keys).
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,

@@ -12,6 +12,11 @@ upstream counts the leader itself toward a commit (so a leader never commits on 
 A leader thus sends new entries first and syncs its journal while the followers sync theirs (Raft thesis
 10.2.1: in parallel, as etcd does). One sync covers a whole batch: group commit. Term and vote are
 fsynced when they change.
+
+Disk space (`_disk.py`): the journal writes only into blocks reserved beforehand with posix_fallocate (a
+mapped page the disk cannot back was a SIGBUS), so a full disk is an ENOSPC that the replica meets as an
+error: it refuses what it cannot store and says so in its status (`_pysyncobj_patches`, item 12). A
+failed fsync is sticky: nothing is acknowledged after it until the replica is restarted.
 """
 
 from __future__ import annotations
