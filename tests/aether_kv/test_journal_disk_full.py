@@ -1,7 +1,8 @@
 """The journal, the term and vote and the snapshots of one replica on a small file system that fills up
 (`disk_support`: a tmpfs, mounted as root; skipped otherwise). pysyncobj's journal is a memory-mapped
-file: a store into a page the file system cannot back is a SIGBUS, so the append itself runs in a child
-process here (the control shows upstream's journal dying of it)."""
+file: a store into a page the file system cannot back is a SIGBUS, so everything that writes to it runs
+in a child process here (the control shows upstream's journal dying of it): were the fix to regress, the
+child would die, not the test run, which must unmount what it mounted."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -83,7 +85,33 @@ def test_control_upstreams_journal_dies_of_sigbus_there(small_disk: Path) -> Non
     assert done.returncode == -7, f"exit {done.returncode}: {done.stdout} {done.stderr[-500:]}"  # SIGBUS
 
 
+def in_child(body: Callable[[], None]) -> None:
+    """Run `body` in a forked child process; fail with its traceback, or the signal that ended it."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        os.close(read)
+        code = 0
+        try:
+            body()
+        except BaseException:
+            os.write(write, traceback.format_exc().encode())
+            code = 1
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        output = pipe.read().decode(errors="replace")
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        pytest.fail(f"the child died of signal {os.WTERMSIG(status)}\n{output}")
+    assert os.WEXITSTATUS(status) == 0, output
+
+
 def test_appends_and_the_term_resume_once_space_is_freed(small_disk: Path) -> None:
+    in_child(lambda: _appends_and_the_term_resume(small_disk))
+
+
+def _appends_and_the_term_resume(small_disk: Path) -> None:
     path = str(small_disk / "raft.journal")
     journal = _DurableJournal(path)
     try:
@@ -139,7 +167,7 @@ def _put(replica: RaftReplica, key: str, value: bytes) -> None:
 
 def test_a_snapshot_that_does_not_fit_keeps_the_previous_one_and_frees_its_space(tmp_path: Path) -> None:
     with small_filesystem(tmp_path / "disk", mib=8) as disk:
-        _snapshot_on_a_full_disk(disk)
+        in_child(lambda: _snapshot_on_a_full_disk(disk))
 
 
 def _snapshot_on_a_full_disk(small_disk: Path) -> None:
