@@ -153,7 +153,8 @@ def _appends_and_the_term_resume(small_disk: Path) -> None:
         reopened._destroy()
 
 
-def _put(replica: RaftReplica, key: str, value: bytes) -> None:
+def _put(replica: RaftReplica, key: str, value: bytes) -> object:
+    """The put's error (None: applied)."""
     done = threading.Event()
     errors: list[object] = []
 
@@ -162,7 +163,8 @@ def _put(replica: RaftReplica, key: str, value: bytes) -> None:
         done.set()
 
     replica.propose(Put(key=key, value=value), callback)
-    assert done.wait(30) and errors == [None], errors
+    assert done.wait(30), f"{key}: no answer"
+    return errors[0]
 
 
 def test_a_snapshot_that_does_not_fit_keeps_the_previous_one_and_frees_its_space(tmp_path: Path) -> None:
@@ -184,7 +186,7 @@ def _snapshot_on_a_full_disk(small_disk: Path) -> None:
     try:
         wait_until_sync(lambda: replica.is_leader, timeout=30, interval=0.02, what="the replica to lead")
         for i in range(6):  # > 4 entries: the first snapshot, with 600 KiB of random values (twice:
-            _put(replica, f"big/{i}", os.urandom(100 << 10))  # the keys and their history)
+            assert _put(replica, f"big/{i}", os.urandom(100 << 10)) is None  # the keys and their history)
         wait_until_sync(dump.exists, timeout=30, what="the first snapshot")
         wait_until_sync(lambda: not temporary.exists(), timeout=30, what="the first snapshot to finish")
         first = dump.read_bytes()
@@ -194,7 +196,14 @@ def _snapshot_on_a_full_disk(small_disk: Path) -> None:
         with open(filler, "r+b") as file:
             file.truncate(filler.stat().st_size - spare)
         for i in range(5):  # small entries, in the journal's reserve: the next snapshot is due
-            _put(replica, f"small/{i}", b"x")
+            # (it may start before the last one, fill the spare room, and a write meanwhile finds the
+            # disk full: refused, not applied, and taken once the failed snapshot's file is gone)
+            wait_until_sync(
+                lambda i=i: _put(replica, f"small/{i}", b"x"),
+                until=lambda error: error is None,
+                timeout=30,
+                what=f"small/{i} to be written",
+            )
 
         def failed_and_cleaned() -> bool:
             return replica._obj._snapshot_retry_at > 0 and not temporary.exists()
