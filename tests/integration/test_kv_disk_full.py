@@ -24,6 +24,7 @@ from aether_kv import (
     LocalCluster,
     OutcomeUnknownError,
     Status,
+    UnavailableError,
     open_client,
     plan_local_cluster,
     wait_until_ready,
@@ -243,5 +244,56 @@ async def test_a_follower_with_a_full_disk_acknowledges_nothing_it_cannot_store(
             async with open_client([follower.client_address], cluster.secret, request_timeout=10.0) as local:
                 found = await local.range("k")  # serializable: this replica's own state
             assert {kv.key for kv in found.kvs} >= set(acknowledged)
+            await assert_everything_acknowledged_is_there(cluster, acknowledged)
+            assert_all_alive(cluster)
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
+async def test_a_leader_whose_disk_fills_hands_over_to_a_replica_with_room(tmp_path: Path, kind: str) -> None:
+    """The leader's disk alone fills: it hands its leadership to a follower with room and steps down;
+    writes go on there (a few refused or of unknown outcome meanwhile), and it catches up once space is
+    freed."""
+    acknowledged: dict[str, bytes] = {}
+    with trio.fail_after(180):
+        async with (
+            cluster_on_small_disks(tmp_path, kind) as cluster,
+            open_client(cluster.endpoints, cluster.secret, request_timeout=10.0) as client,
+        ):
+            old = (await client.status()).leader
+            full = next(s for s in cluster.replicas if s.raft_address == old)
+            filler = fill(full.data_dir)
+            errors: list[KVError] = []
+            for _ in range(2 * 1024 // 16):  # 2 MiB: more than the journal reserve it may hold
+                error = await write_once(client, acknowledged)
+                if error is not None:
+                    assert isinstance(error, DiskFullError | OutcomeUnknownError | UnavailableError), error
+                    errors.append(error)
+            assert len(errors) <= 5, f"{errors}\n{log_tails(cluster)}"
+            assert_all_alive(cluster)
+            now = await client.status()
+            assert now.leader not in (None, old), f"{old} still leads\n{log_tails(cluster)}"
+            for spec in cluster.replicas:
+                await wait_until(
+                    lambda spec=spec: status_of(cluster, spec.replica_id),
+                    timeout=10,
+                    what=f"{spec.replica_id}'s status to name {full.replica_id}'s full disk",
+                    until=lambda status: disk_full_named(status, [old]),
+                )
+            filler.unlink()
+            ahead = await status_of(
+                cluster, next(s.replica_id for s in cluster.replicas if s.raft_address == now.leader)
+            )
+            assert isinstance(ahead, Status)
+            await wait_until(
+                lambda: status_of(cluster, full.replica_id),
+                timeout=30,
+                what=f"{full.replica_id} to catch up and its problem to clear",
+                until=lambda status: (
+                    isinstance(status, Status)
+                    and not status.problems
+                    and status.last_applied >= ahead.last_applied
+                ),
+            )
             await assert_everything_acknowledged_is_there(cluster, acknowledged)
             assert_all_alive(cluster)

@@ -51,6 +51,13 @@ def refuse_for_disk(*, leader_has_room: bool, replicas: int, without_room: int) 
     return not leader_has_room or replicas - without_room <= replicas // 2
 
 
+def can_hand_over(*, replicas: int, followers_with_room: int) -> bool:
+    """Whether a leader whose own disk is full should hand its leadership over: the followers with room
+    are a majority of the replicas by themselves (the new leader's entries need no room here), so a
+    leader among them can take writes; otherwise it keeps leading (reads go on) and refuses writes."""
+    return followers_with_room > replicas // 2
+
+
 class JournalFullError(OSError):
     """The journal has no room for an append: nothing was written (raised before the write)."""
 

@@ -169,13 +169,20 @@ from typing import Any
 
 import pysyncobj.pickle as _pickle_module
 import pysyncobj.serializer as _serializer_module
-from pysyncobj import SyncObj
+from pysyncobj import FAIL_REASON, SyncObj
 from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.monotonic import monotonic as _monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
 
-from ._disk import JournalFullError, durable_replace, is_disk_full, record_bytes, refuse_for_disk
+from ._disk import (
+    JournalFullError,
+    can_hand_over,
+    durable_replace,
+    is_disk_full,
+    record_bytes,
+    refuse_for_disk,
+)
 
 log = logging.getLogger("aether_kv.raft")
 
@@ -238,6 +245,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__newAppendEntriesTime",
         "_SyncObj__serializer",
         "_SyncObj__votedForNodeId",
+        "_SyncObj__raftMatchIndex",
         "_SyncObj__commandsQueue",
         "_poller",
     ),
@@ -344,6 +352,8 @@ class PatchedSyncObj(SyncObj):
         self.own_problems: Callable[[], tuple[str, ...]] = lambda: ()
         self._follower_problems: dict[Any, tuple[str, ...]] = {}
         self._full_followers: set[Any] = set()  # followers whose last answer said their disk is full
+        self._handing_over_until = NEVER  # a follower was asked to take over; proposals go elsewhere
+        self._problems_told: dict[Any, float] = {}  # leader → when a message it sent was answered so
         self._followers_report: tuple[str, ...] = ()
         self._leader_report: tuple[str, ...] = ()
         super().__init__(*args, **kwargs)
@@ -378,6 +388,8 @@ class PatchedSyncObj(SyncObj):
         """Upstream queues new entries here (after applying what committed); then send append-entries
         at once if the log or the commit index moved, and serve the reads that can be served."""
         started = _monotonic()
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER and self.disk_full():
+            self._hand_over_leadership()
         if self._SyncObj__raftState == _RAFT_STATE.LEADER:
             self._refuse_without_room()
         elif self.disk_full():
@@ -409,10 +421,39 @@ class PatchedSyncObj(SyncObj):
 
     # ------------------------------------------------------------ a full disk (item 12)
 
+    def _hand_over_leadership(self) -> None:
+        """A leader whose disk is full asks a caught-up follower with room to take over (Raft's
+        TimeoutNow) when the followers with room are a majority by themselves; writes go on there. It
+        keeps leading until it hears of the new leader (reads go on; a follower whose disk turns out to
+        be full too cannot store its new term and is not elected), sends proposals to another replica
+        meanwhile, and asks again at most every election timeout. It does not stand for election while
+        its disk is full (`_maybe_pre_vote`)."""
+        now = _monotonic()
+        if now < self._handing_over_until:
+            return
+        followers = self._SyncObj__otherNodes
+        with_room = [node for node in followers if node not in self._full_followers]
+        if not can_hand_over(replicas=len(followers) + 1, followers_with_room=len(with_room)):
+            return
+        last = self._SyncObj__getCurrentLogIndex()
+        matched = self._SyncObj__raftMatchIndex
+        ready = [n for n in with_room if self.isNodeConnected(n) and matched.get(n, 0) == last]
+        if not ready:
+            return  # they catch up (this leader's log does not grow): tried again next tick
+        target = min(ready, key=lambda node: node.address)
+        outcome: list[int] = []
+        self.transferLeadership(target, callback=lambda _result, reason: outcome.append(reason))
+        if outcome == [FAIL_REASON.SUCCESS]:
+            log.warning("disk full: asked %s, which has room, to take over the leadership", target.address)
+            self._handing_over_until = now + self._SyncObj__conf.raftMaxTimeout
+
     def _refuse_without_room(self) -> None:
         """On the leader: refuse what is queued if it or a majority lacks the room to journal it."""
         waiting = self._commands.pending_bytes()
         if not waiting:
+            return
+        if _monotonic() < self._handing_over_until:  # another replica is taking over: ask it
+            self._refuse_queued((FOLLOWER_DISK_FULL, (self._SyncObj__selfNode.address,)))
             return
         has_room = not self.disk_full() and self.journal_room(waiting)
         full = [] if has_room else [self._SyncObj__selfNode.address]
@@ -462,14 +503,15 @@ class PatchedSyncObj(SyncObj):
         self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=prev_idx + 1, success=True)
         return False
 
-    def _disk_full_during(self, what: str) -> None:
+    def _disk_full_during(self, what: str, *, newer_term: bool = False) -> None:
         """A write failed for want of room while handling `what` (the disk state says where and was
-        logged): a leader that could not journal the no-op of its new term steps down (it could commit
-        nothing), and the rest is retried when the message comes again."""
+        logged): a leader that could not journal the no-op of its new term, or that heard of a newer
+        term it could not store (a replica it handed over to, say), steps down (a step down changes
+        nothing stored); the rest is retried when the message comes again."""
         if self._SyncObj__raftState == _RAFT_STATE.LEADER and (
-            self._SyncObj__getCurrentLogTerm() != self._SyncObj__raftCurrentTerm
+            newer_term or self._SyncObj__getCurrentLogTerm() != self._SyncObj__raftCurrentTerm
         ):
-            log.warning("no room to journal the new term's first entry: not leading")
+            log.warning("disk full: not leading any more (%s could not be stored)", what)
             self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
             self._SyncObj__raftLeader = None
         log.debug("%s: not stored, the disk is full", what)
@@ -599,9 +641,12 @@ class PatchedSyncObj(SyncObj):
         except OSError as error:
             if not is_disk_full(error):
                 raise
-            self._disk_full_during(
-                f"a {message.get('type')!r} message" if isinstance(message, dict) else "a message"
-            )
+            kind = message.get("type") if isinstance(message, dict) else None
+            term = message.get("term", -1) if isinstance(message, dict) else -1
+            newer = isinstance(term, int) and term > self._SyncObj__raftCurrentTerm
+            self._disk_full_during(f"a {kind!r} message", newer_term=newer)
+            if kind == "append_entries":
+                self._tell_problems(node)
 
     # ------------------------------------------------------------ replicas' problems (item 13)
 
@@ -631,6 +676,21 @@ class PatchedSyncObj(SyncObj):
         else:
             return message
         return {**message, "problems": list(problems)} if problems else message
+
+    def _tell_problems(self, node: Any) -> None:
+        """To a leader whose message this replica had to drop (its new term could not be stored: it does
+        not follow, nor acknowledge anything): its problems, in a message of their own (every
+        ACK_REPEAT at most), so that the cluster still knows why."""
+        now = _monotonic()
+        if now - self._problems_told.get(node, NEVER) < ACK_REPEAT:
+            return
+        self._problems_told[node] = now
+        report = {
+            "type": "replica_problems",
+            "problems": list(self.own_problems()),
+            "disk_full": self.disk_full(),
+        }
+        self._SyncObj__transport.send(node, report)
 
     def _heard_problems(self, node: Any, message: dict[str, Any]) -> None:
         raw = message.get("problems")
@@ -869,8 +929,10 @@ class PatchedSyncObj(SyncObj):
     def _on_message(self, node: Any, message: Any) -> None:
         if isinstance(message, dict):
             kind = message.get("type")
-            if kind in ("next_node_idx", "append_entries"):
+            if kind in ("next_node_idx", "append_entries", "replica_problems"):
                 self._heard_problems(node, message)
+                if kind == "replica_problems":
+                    return
             if kind == "pre_vote":
                 self._answer_pre_vote(node, message)
                 return

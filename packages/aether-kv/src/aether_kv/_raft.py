@@ -111,8 +111,8 @@ def translate_fail_reason(reason: Any) -> KVError:
     if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == FOLLOWER_DISK_FULL:
         replica = ", ".join(str(address) for address in reason[1])
         return UnavailableError(
-            f"not applied: the disk of KV replica {replica} is full, so it cannot follow writes; another"
-            " replica can take it: safe to retry"
+            f"not applied: the disk of KV replica {replica} is full; another replica can take it: safe"
+            " to retry"
         )
     if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == DISK_FULL:
         replicas = tuple(str(address) for address in reason[1])
