@@ -120,6 +120,10 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    the replicas without room: the client's `DiskFullError`) when it cannot journal it itself or when the
    followers whose last answer said their disk is full leave no majority that could (`_disk.
    refuse_for_disk`); a proposal queued after that check whose append fails is refused the same way. A
+   leader whose own disk is full, when the followers with room are a majority by themselves, asks a
+   caught-up one of them to take over (Raft's TimeoutNow, upstream's `transferLeadership`) and sends
+   proposals elsewhere for an election timeout; it keeps leading (and serving reads) until it hears of
+   a newer term, which it cannot store: then it steps down (a step down stores nothing). A
    follower checks the room for a batch of entries before upstream's handler touches its log: without
    room it stores nothing and answers for what it holds up to `prevLogIdx` (the leader's check-quorum
    still hears from it; nothing it could not store is acknowledged). A follower whose disk is full
@@ -127,8 +131,9 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    applied the entry, which it cannot store; the client asks another replica) and fails ReadIndex reads.
    Term and vote are written before they change in memory (`_SyncObj__setCurrentTerm`; upstream changed
    them first and went on with a term it had not stored); a message or tick whose write fails for want
-   of room is dropped whole (a leader that could not journal its new term's no-op steps down), and a
-   replica whose disk is full does not stand for election. Snapshots are fsynced before they replace
+   of room is dropped whole (a leader that could not journal its new term's no-op steps down), a
+   replica that drops a leader's message so tells it its problems ("replica_problems"), and a replica
+   whose disk is full does not stand for election. Snapshots are fsynced before they replace
    the previous one, and the directory after (upstream renamed without an fsync: a crash after the
    journal was compacted could leave neither); a failed snapshot's temporary file is removed (it held
    the space a full disk lacks) and the next try waits `SNAPSHOT_RETRY` (upstream forked a new child on
