@@ -6,17 +6,22 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 from pathlib import Path
 
+import pysyncobj.serializer
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pysyncobj.journal import FileJournal
 
+import aether_kv._disk as disk_module
 from aether_kv._disk import (
     RECORD_OVERHEAD,
     DiskProblem,
     DiskState,
+    can_hand_over,
+    durable_replace,
     is_disk_full,
     record_bytes,
     refuse_for_disk,
@@ -78,6 +83,44 @@ def test_a_leader_refuses_when_it_or_a_majority_has_no_room(
         refuse_for_disk(leader_has_room=leader_has_room, replicas=replicas, without_room=without_room)
         is refused
     )
+
+
+@pytest.mark.parametrize(
+    ("replicas", "followers_with_room", "hands_over"),
+    [(1, 0, False), (3, 2, True), (3, 1, False), (5, 3, True), (5, 2, False), (4, 2, False), (4, 3, True)],
+)
+def test_a_full_leader_hands_over_only_to_a_majority_of_followers_with_room(
+    replicas: int, followers_with_room: int, hands_over: bool
+) -> None:
+    assert can_hand_over(replicas=replicas, followers_with_room=followers_with_room) is hands_over
+
+
+def test_a_snapshot_is_on_disk_before_it_replaces_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(source: str, target: str) -> None:
+        calls.append(("rename", str(target)))
+        real_replace(source, target)
+
+    monkeypatch.setattr(disk_module.os, "fsync", fsync)
+    monkeypatch.setattr(disk_module.os, "replace", replace)
+    (tmp_path / "raft.dump").write_bytes(b"old")
+    (tmp_path / "raft.dump.tmp").write_bytes(b"new")
+    assert pysyncobj.serializer.atomicReplace is durable_replace  # what pysyncobj's snapshots use
+    durable_replace(str(tmp_path / "raft.dump.tmp"), str(tmp_path / "raft.dump"))
+    assert calls == [
+        ("fsync", str(tmp_path / "raft.dump.tmp")),
+        ("rename", str(tmp_path / "raft.dump")),
+        ("fsync", str(tmp_path)),
+    ]
+    assert (tmp_path / "raft.dump").read_bytes() == b"new"
 
 
 def test_the_problem_names_the_replica_the_disk_and_the_directory() -> None:
