@@ -20,6 +20,7 @@ from aether_kv._disk import (
     RECORD_OVERHEAD,
     DiskProblem,
     DiskState,
+    allocate,
     can_hand_over,
     durable_replace,
     is_disk_full,
@@ -147,3 +148,22 @@ def test_the_disk_state_is_logged_once_per_change(caplog: pytest.LogCaptureFixtu
         ("WARNING", "the disk has room again (/d/raft.journal.meta)"),
         ("ERROR", "disk full"),
     ]
+
+
+@pytest.mark.parametrize("posix_fallocate", [True, False])
+def test_allocate_backs_the_range_with_blocks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, posix_fallocate: bool
+) -> None:
+    """With posix_fallocate (Linux) or without it (zeros written), the range is allocated, not a hole."""
+    if not posix_fallocate:
+        monkeypatch.delattr(disk_module.os, "posix_fallocate", raising=False)
+    path = tmp_path / "file"
+    path.write_bytes(b"head")
+    fd = os.open(path, os.O_RDWR)
+    try:
+        allocate(fd, 4096, 3 << 20)
+        assert os.fstat(fd).st_size == 4096 + (3 << 20)
+        assert os.fstat(fd).st_blocks * 512 >= 3 << 20  # allocated, not sparse
+    finally:
+        os.close(fd)
+    assert path.read_bytes()[:4] == b"head"

@@ -216,3 +216,28 @@ def _snapshot_on_a_full_disk(small_disk: Path) -> None:
         wait_until_sync(lambda: dump.read_bytes() != first, timeout=30, what="a snapshot once there is room")
     finally:
         replica.close()
+
+
+@pytest.mark.parametrize("posix_fallocate", [True, False])
+def test_a_reopened_journal_reserves_without_touching_what_it_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, posix_fallocate: bool
+) -> None:
+    """A journal reopened knows nothing of what was reserved before: its first reservation covers the
+    entries it holds, and must leave them as they are (without posix_fallocate it writes zeros)."""
+    if not posix_fallocate:
+        monkeypatch.delattr(os, "posix_fallocate", raising=False)
+    path = str(tmp_path / "raft.journal")
+    entries = [(os.urandom(3000), index, 1) for index in range(1, 400)]  # > 1 MiB: past the first chunk
+    for batch in (entries[:200], entries[200:]):
+        journal = _DurableJournal(path)
+        try:
+            for entry in batch:
+                journal.add(*entry)
+            journal.sync()
+        finally:
+            journal._destroy()
+    reopened = FileJournal(path)
+    try:
+        assert list(reopened) == entries
+    finally:
+        reopened._destroy()

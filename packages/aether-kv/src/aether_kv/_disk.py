@@ -58,6 +58,19 @@ def can_hand_over(*, replicas: int, followers_with_room: int) -> bool:
     return followers_with_room > replicas // 2
 
 
+def allocate(fd: int, offset: int, length: int) -> None:
+    """Make the file system back `length` bytes of `fd` from `offset` (the file grows to reach them);
+    OSError (ENOSPC) when it cannot. posix_fallocate where the platform has it (Linux), else zeros
+    written there: either way no page of the range is a hole when it returns."""
+    if hasattr(os, "posix_fallocate"):
+        os.posix_fallocate(fd, offset, length)
+        return
+    zeros = bytes(min(length, 1 << 20))
+    end = offset + length
+    while offset < end:
+        offset += os.pwrite(fd, zeros[: end - offset], offset)
+
+
 class JournalFullError(OSError):
     """The journal has no room for an append: nothing was written (raised before the write)."""
 

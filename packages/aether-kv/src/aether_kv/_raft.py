@@ -42,6 +42,7 @@ from ._disk import (
     PROBE_PERIOD,
     DiskState,
     JournalFullError,
+    allocate,
     fsync_path,
     is_disk_full,
     record_bytes,
@@ -186,8 +187,10 @@ class _DurableJournal:
     def _reserve(self, end: int) -> None:
         resizable = self._inner._FileJournal__journalFile
         fd = resizable._ResizableFile__f.fileno()
-        start = min(self._reserved, end)
-        os.posix_fallocate(fd, start, end - start)  # extends the file: upstream never resizes it again
+        # what lies below the journal's end was written, so allocated (and must not be overwritten)
+        start = max(min(self._reserved, end), self._inner._FileJournal__currentOffset)
+        if end > start:
+            allocate(fd, start, end - start)  # extends the file: upstream never resizes it again
         self._reserved = end
         mapped = resizable._ResizableFile__mm
         size = os.fstat(fd).st_size
