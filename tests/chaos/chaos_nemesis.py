@@ -11,13 +11,13 @@ so the availability floor is not judged then.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 from typing import TYPE_CHECKING, ClassVar
 
 import trio
 from chaos_net import have_nft
+from disk_support import fill
 
 from aether_kv import KVError, open_client
 
@@ -234,19 +234,9 @@ class DiskFull(Nemesis):
             return "no tmpfs under a replica's data dir"
         self.node = run.cluster.nodes[0]
         self.log_from = self.node.log_path.stat().st_size if self.node.log_path.exists() else 0
-        self.filler = tmpfs / FILLER
-        written = 0
-        with open(self.filler, "wb") as file:
-            chunk = b"\0" * (1 << 20)
-            while True:
-                try:
-                    file.write(chunk)
-                    file.flush()
-                    written += len(chunk)
-                except OSError as error:
-                    if error.errno != errno.ENOSPC:
-                        raise
-                    break
+        # (unbuffered: a buffered file that met ENOSPC raised it again when closed)
+        self.filler = fill(tmpfs, FILLER)
+        written = self.filler.stat().st_size
         return f"filled the tmpfs under {tmpfs} ({written >> 20} MiB, the replica of node-1)"
 
     async def during(self, run: Run, hold: float) -> None:
