@@ -63,6 +63,7 @@ EXPECTED_EXPORTS = {
     "CompactedError",
     "LeaseNotFoundError",
     "UnavailableError",
+    "DiskFullError",
     "OutcomeUnknownError",
     "ConnectionLostError",
     # records
@@ -145,7 +146,7 @@ def test_limits_are_positive_ints() -> None:
 def test_exported_errors_derive_from_kv_error() -> None:
     errors = exported_errors()
     assert aether_kv.KVError in errors
-    assert len(errors) == 9
+    assert len(errors) == 10
     for cls in errors:
         assert issubclass(cls, aether_kv.KVError), cls
 

@@ -11,13 +11,15 @@ so the availability floor is not judged then.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 from typing import TYPE_CHECKING, ClassVar
 
 import trio
 from chaos_net import have_nft
+from disk_support import fill
+
+from aether_kv import KVError, open_client
 
 if TYPE_CHECKING:
     from chaos_cluster import Node
@@ -215,7 +217,14 @@ class LossyLink(Nemesis):
 FILLER = "chaos-filler"  # the disk-full nemesis's file, beside the replica's own (the soak leaves it out)
 
 
+REPLICA_EXITED = "KV replica exited with"  # what a node logs when its replica process ends unasked
+
+
 class DiskFull(Nemesis):
+    """Fills node 1's KV data directory. The replica must meet it as an error: stay up (a store into its
+    mapped journal once ended it with SIGBUS, and the node restarted it) and say "disk full" in its status
+    while it lasts (noted: it says so only once it had to write)."""
+
     name = "disk-full"
 
     async def inject(self, run: Run) -> str:
@@ -223,25 +232,45 @@ class DiskFull(Nemesis):
         if tmpfs is None:
             self.filler = None
             return "no tmpfs under a replica's data dir"
-        self.filler = tmpfs / FILLER
-        written = 0
-        with open(self.filler, "wb") as file:
-            chunk = b"\0" * (1 << 20)
-            while True:
-                try:
-                    file.write(chunk)
-                    file.flush()
-                    written += len(chunk)
-                except OSError as error:
-                    if error.errno != errno.ENOSPC:
-                        raise
-                    break
+        self.node = run.cluster.nodes[0]
+        self.log_from = self.node.log_path.stat().st_size if self.node.log_path.exists() else 0
+        # (unbuffered: a buffered file that met ENOSPC raised it again when closed)
+        self.filler = fill(tmpfs, FILLER)
+        written = self.filler.stat().st_size
         return f"filled the tmpfs under {tmpfs} ({written >> 20} MiB, the replica of node-1)"
 
+    async def during(self, run: Run, hold: float) -> None:
+        self.reported: float | None = None
+        with trio.move_on_after(hold):
+            while self.filler is not None:
+                if self.reported is None and await self._says_disk_full(run):
+                    self.reported = run.clock()
+                await trio.sleep(0.25)
+
+    async def _says_disk_full(self, run: Run) -> bool:
+        with contextlib.suppress(KVError), trio.move_on_after(2):
+            async with open_client([self.node.kv_endpoint], run.cluster.secret, request_timeout=1.5) as kv:
+                return any("disk full" in problem for problem in (await kv.status()).problems)
+        return False
+
     async def heal(self, run: Run) -> None:
-        if self.filler is not None:
-            with contextlib.suppress(OSError):
-                self.filler.unlink()
+        if self.filler is None:
+            return
+        with contextlib.suppress(OSError):
+            self.filler.unlink()
+        with open(self.node.log_path, "rb") as log:
+            log.seek(self.log_from)
+            exits = [
+                line for line in log.read().decode(errors="replace").splitlines() if REPLICA_EXITED in line
+            ]
+        if exits:
+            run.violation(
+                "disk-full-handled",
+                f"{self.node.node_id}'s KV replica ended while its disk was full",
+                "\n".join(exits[:5]),
+            )
+        said = f"at t={self.reported:.1f}s" if self.reported is not None else "not while the fault lasted"
+        run.note(f"{self.name}: {self.node.node_id}'s replica reported 'disk full' {said}")
 
 
 class KillAll(Nemesis):

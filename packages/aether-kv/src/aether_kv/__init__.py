@@ -12,6 +12,7 @@ from ._client import open_client as open_client
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import CompactedError as CompactedError
 from ._errors import ConnectionLostError as ConnectionLostError
+from ._errors import DiskFullError as DiskFullError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import KVError as KVError
 from ._errors import LeaseNotFoundError as LeaseNotFoundError

@@ -21,6 +21,7 @@ import trio
 from ._errors import (
     AuthenticationError,
     ConnectionLostError,
+    DiskFullError,
     InvalidRequestError,
     KVError,
     OutcomeUnknownError,
@@ -360,6 +361,8 @@ class KVClient:
                         " it may or may not have been applied"
                     ) from None
                 last_error = ConnectionLostError(f"connection to {connection.endpoint} dropped")
+            except DiskFullError:  # every endpoint forwards to the same full leader: say so at once
+                raise
             except UnavailableError as error:  # e.g. no leader known there: ask another endpoint
                 assert connection is not None
                 last_error = error

@@ -6,7 +6,9 @@
     ├── CompactedError           a watch asked for history older than the store keeps (caller must re-read)
     ├── LeaseNotFoundError       keep-alive/revoke/attach on a lease that does not exist (expired or revoked)
     ├── UnavailableError         the request was NOT applied: no leader, queue full, rejected, a read
-    │                            unanswered (it changes nothing); safe to retry
+    │   │                        unanswered (it changes nothing); safe to retry
+    │   └── DiskFullError        ... for want of disk space on the leader or a majority (retry once
+    │                            space is freed there)
     ├── OutcomeUnknownError      the request may or may not have been applied (timeout, leader lost mid-way)
     ├── ConnectionLostError      the client could not reach any endpoint (network, all replicas down)
     └── TLSError                 a CA certificate, certificate or key that cannot be loaded (operator's)
@@ -67,6 +69,19 @@ class UnavailableError(KVError):
     code = "unavailable"
 
 
+class DiskFullError(UnavailableError):
+    """Raised when a write could not be journaled for want of disk space, on the leader or on so many
+    followers that no majority could store it: it was certainly not applied. `replicas` names (by Raft
+    address) the replicas whose disks are full. The operator's to fix (free space in their data
+    directories); writes succeed again without a restart. Safe to retry then."""
+
+    code = "disk_full"
+
+    def __init__(self, message: str, *, replicas: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.replicas = replicas
+
+
 class OutcomeUnknownError(KVError):
     """Raised when the request timed out or lost its leader after it was proposed: it may or may not have
     been applied. Re-read before retrying anything that is not idempotent."""
@@ -97,6 +112,7 @@ ERRORS_BY_CODE: dict[str, type[KVError]] = {
         CompactedError,
         LeaseNotFoundError,
         UnavailableError,
+        DiskFullError,
         OutcomeUnknownError,
         ConnectionLostError,
         TLSError,

@@ -112,6 +112,39 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    replicas of the old and the new code can run side by side during an upgrade, and old journals and
    snapshots load.
 
+12. A full disk (`_DurableJournal` in `_raft.py` reserves the journal's blocks; the rest is here).
+   Upstream's journal is an mmap grown with ftruncate, which allocates nothing: on a full disk a store
+   into a new page killed the replica with SIGBUS. Now the journal reserves its blocks first
+   (`posix_fallocate`, a MiB at a time, which fails cleanly with ENOSPC) and an append that finds no room
+   raises before it writes anything. A leader refuses what is queued (`DISK_FULL`, with the addresses of
+   the replicas without room: the client's `DiskFullError`) when it cannot journal it itself or when the
+   followers whose last answer said their disk is full leave no majority that could (`_disk.
+   refuse_for_disk`); a proposal queued after that check whose append fails is refused the same way. A
+   leader whose own disk is full, when the followers with room are a majority by themselves, asks a
+   caught-up one of them to take over (Raft's TimeoutNow, upstream's `transferLeadership`) and sends
+   proposals elsewhere for an election timeout; it keeps leading (and serving reads) until it hears of
+   a newer term, which it cannot store: then it steps down (a step down stores nothing). A
+   follower checks the room for a batch of entries before upstream's handler touches its log: without
+   room it stores nothing and answers for what it holds up to `prevLogIdx` (the leader's check-quorum
+   still hears from it; nothing it could not store is acknowledged). A follower whose disk is full
+   refuses proposals at once (`FOLLOWER_DISK_FULL`: it answers a forwarded proposal only once it has
+   applied the entry, which it cannot store; the client asks another replica) and fails ReadIndex reads.
+   Term and vote are written before they change in memory (`_SyncObj__setCurrentTerm`; upstream changed
+   them first and went on with a term it had not stored); a message or tick whose write fails for want
+   of room is dropped whole (a leader that could not journal its new term's no-op steps down), a
+   replica that drops a leader's message so tells it its problems ("replica_problems"), and a replica
+   whose disk is full does not stand for election. Snapshots are fsynced before they replace
+   the previous one, and the directory after (upstream renamed without an fsync: a crash after the
+   journal was compacted could leave neither); a failed snapshot's temporary file is removed (it held
+   the space a full disk lacks) and the next try waits `SNAPSHOT_RETRY` (upstream forked a new child on
+   every tick). The disk state clears by itself once a probe finds room (`_DurableJournal.recheck`):
+   writes resume without a restart.
+
+13. Replicas' problems travel with Raft messages (`problems`, `with_problems`). A follower's
+   acknowledgements carry its own problems (and `disk_full`), a leader's append-entries everyone's it
+   knows, so every replica's `Status.problems` names a replica whose disk is full, whichever one a
+   client asks; nothing is added to the messages while there is none (upstream ignores the keys).
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -141,10 +174,20 @@ from typing import Any
 
 import pysyncobj.pickle as _pickle_module
 import pysyncobj.serializer as _serializer_module
-from pysyncobj import SyncObj
+from pysyncobj import FAIL_REASON, SyncObj
+from pysyncobj.config import SERIALIZER_STATE
 from pysyncobj.monotonic import monotonic as _monotonic
 from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.syncobj import _RAFT_STATE
+
+from ._disk import (
+    JournalFullError,
+    can_hand_over,
+    durable_replace,
+    is_disk_full,
+    record_bytes,
+    refuse_for_disk,
+)
 
 log = logging.getLogger("aether_kv.raft")
 
@@ -158,6 +201,12 @@ PICKLE_PROTOCOL = 4  # bytes as bytes (protocol 2, upstream's, writes them as la
 ACK_REPEAT = 0.5  # a follower repeats an unchanged acknowledgement this often (check-quorum: 3 s)
 LEADER_GONE_ELECTION = (0.05, 0.2)  # the election window of a follower whose leader's port refused (s)
 NEVER = -1e9  # a monotonic time long past
+# our failure codes beside FAIL_REASON, given as (code, raft addresses of the replicas with full disks):
+DISK_FULL = 100  # the leader, or a majority, has no room: not applied
+FOLLOWER_DISK_FULL = 101  # this follower has no room to follow: not forwarded (another replica can take it)
+SNAPSHOT_RETRY = 10.0  # after a snapshot failed (a full disk, most likely), the next try waits this long
+MAX_HEARD_PROBLEMS = 16  # problems a replica takes from one message of a peer (each cut to PROBLEM_CHARS)
+PROBLEM_CHARS = 500
 
 # Every private or name-mangled pysyncobj name this package relies on, by the class or module holding it.
 PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
@@ -179,6 +228,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_checkCommandsToApply",
         "_doDestroy",
         "_SyncObj__loadDumpFile",
+        "_SyncObj__tryLogCompaction",
     ),
     "pysyncobj.syncobj.SyncObj instance": (
         "_SyncObj__raftCurrentTerm",
@@ -199,15 +249,23 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__raftLastApplied",
         "_SyncObj__newAppendEntriesTime",
         "_SyncObj__serializer",
+        "_SyncObj__votedForNodeId",
+        "_SyncObj__raftMatchIndex",
+        "_SyncObj__commandsQueue",
         "_poller",
     ),
-    "pysyncobj.serializer.Serializer instance": ("_Serializer__pid", "deserialize"),
+    "pysyncobj.serializer.Serializer instance": ("_Serializer__pid", "deserialize", "checkSerializing"),
+    "pysyncobj.serializer": ("gzip", "atomicReplace"),
+    "pysyncobj.fast_queue.FastQueue instance": ("_FastQueue__queue", "_FastQueue__lock", "get_nowait"),
     "pysyncobj.syncobj._RAFT_STATE": ("FOLLOWER", "CANDIDATE", "LEADER"),
     "pysyncobj.syncobj": ("createJournal",),
-    "pysyncobj.serializer": ("gzip",),
     "pysyncobj.pickle": ("__protocol",),
-    "pysyncobj.journal.FileJournal instance": ("_FileJournal__journalFile",),
-    "pysyncobj.journal.ResizableFile instance": ("_ResizableFile__f",),
+    "pysyncobj.journal.FileJournal instance": (
+        "_FileJournal__journalFile",
+        "_FileJournal__currentOffset",
+        "_FileJournal__meta",
+    ),
+    "pysyncobj.journal.ResizableFile instance": ("_ResizableFile__f", "_ResizableFile__mm"),
     # the Raft port (`_raft_port.py`)
     "pysyncobj.tcp_connection.TcpConnection": (
         "_TcpConnection__processRead",
@@ -250,6 +308,7 @@ class _FastGzip:
 
 
 _serializer_module.gzip = _FastGzip  # type: ignore[assignment]
+_serializer_module.atomicReplace = durable_replace  # item 12: a snapshot is on disk before it replaces one
 
 setattr(_pickle_module, "__protocol", PICKLE_PROTOCOL)
 
@@ -286,7 +345,28 @@ class PatchedSyncObj(SyncObj):
         self.before_commit_check: Callable[[], None] = lambda: None
         self._snapshot_child: tuple[int, float] | None = None  # (pid, when first seen) of a snapshot child
         self._acks_sent: dict[Any, tuple[tuple[int, int], float]] = {}  # leader → ((term, next), when)
+        # a full disk (item 12): whether `nbytes` more fit in the journal (reserving them), and whether
+        # the disk is known to be full; set by the owner of the journal
+        self.journal_room: Callable[[int], bool] = lambda nbytes: True
+        self.disk_full: Callable[[], bool] = lambda: False
+        self._snapshot_retry_at = NEVER
+        # set below, named here: upstream's __init__ keeps every attribute named after it out of the
+        # snapshots, and pickles the rest (a queue does not pickle)
+        self._commands: _TrackedQueue = None  # type: ignore[assignment]
+        # replicas' problems (item 13): this one's own, its followers' (leader) or its leader's report
+        self.own_problems: Callable[[], tuple[str, ...]] = lambda: ()
+        self._follower_problems: dict[Any, tuple[str, ...]] = {}
+        self._full_followers: set[Any] = set()  # followers whose last answer said their disk is full
+        self._handing_over_until = NEVER  # a follower was asked to take over; proposals go elsewhere
+        self._problems_told: dict[Any, float] = {}  # leader → when a message it sent was answered so
+        self._followers_report: tuple[str, ...] = ()
+        self._leader_report: tuple[str, ...] = ()
         super().__init__(*args, **kwargs)
+        # (wrapped, not replaced: the tick thread runs already and may hold the queue)
+        self._commands = commands = _TrackedQueue(self._SyncObj__commandsQueue)
+        self._SyncObj__commandsQueue = commands
+        serializer = self._SyncObj__serializer
+        serializer.checkSerializing = functools.partial(self._check_snapshot, serializer.checkSerializing)
 
     # ------------------------------------------------------------ event-driven ticks
 
@@ -313,7 +393,23 @@ class PatchedSyncObj(SyncObj):
         """Upstream queues new entries here (after applying what committed); then send append-entries
         at once if the log or the commit index moved, and serve the reads that can be served."""
         started = _monotonic()
-        super()._checkCommandsToApply()
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER and self.disk_full():
+            self._hand_over_leadership()
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            self._refuse_without_room()
+        elif self.disk_full():
+            # A follower answers a proposal it forwarded once it has applied the entry itself, which it
+            # cannot store now (nor take a new leader's term): the client would wait in vain. Refused at
+            # once, the client asks another replica.
+            self._refuse_queued((FOLLOWER_DISK_FULL, (self._SyncObj__selfNode.address,)))
+        try:
+            super()._checkCommandsToApply()
+        except JournalFullError:
+            # queued after the room check (other threads queue at any time): refused, as it was not
+            # journaled, and so is everything still queued
+            reason = (DISK_FULL, (self._SyncObj__selfNode.address,))
+            self._refuse(self._commands.taken, reason)
+            self._refuse_queued(reason)
         if _monotonic() - started >= self._SyncObj__conf.appendEntriesPeriod:
             self.wake()  # upstream stopped at its time budget with commands left: another tick at once
         if self._SyncObj__raftState == _RAFT_STATE.LEADER and (
@@ -327,6 +423,122 @@ class PatchedSyncObj(SyncObj):
         ):
             self._SyncObj__sendAppendEntries()
         self._reads.tick()
+
+    # ------------------------------------------------------------ a full disk (item 12)
+
+    def _hand_over_leadership(self) -> None:
+        """A leader whose disk is full asks a caught-up follower with room to take over (Raft's
+        TimeoutNow) when the followers with room are a majority by themselves; writes go on there. It
+        keeps leading until it hears of the new leader (reads go on; a follower whose disk turns out to
+        be full too cannot store its new term and is not elected), sends proposals to another replica
+        meanwhile, and asks again at most every election timeout. It does not stand for election while
+        its disk is full (`_maybe_pre_vote`)."""
+        now = _monotonic()
+        if now < self._handing_over_until:
+            return
+        followers = self._SyncObj__otherNodes
+        with_room = [node for node in followers if node not in self._full_followers]
+        if not can_hand_over(replicas=len(followers) + 1, followers_with_room=len(with_room)):
+            return
+        last = self._SyncObj__getCurrentLogIndex()
+        matched = self._SyncObj__raftMatchIndex
+        ready = [n for n in with_room if self.isNodeConnected(n) and matched.get(n, 0) == last]
+        if not ready:
+            return  # they catch up (this leader's log does not grow): tried again next tick
+        target = min(ready, key=lambda node: node.address)
+        outcome: list[int] = []
+        self.transferLeadership(target, callback=lambda _result, reason: outcome.append(reason))
+        if outcome == [FAIL_REASON.SUCCESS]:
+            log.warning("disk full: asked %s, which has room, to take over the leadership", target.address)
+            self._handing_over_until = now + self._SyncObj__conf.raftMaxTimeout
+
+    def _refuse_without_room(self) -> None:
+        """On the leader: refuse what is queued if it or a majority lacks the room to journal it."""
+        waiting = self._commands.pending_bytes()
+        if not waiting:
+            return
+        if _monotonic() < self._handing_over_until:  # another replica is taking over: ask it
+            self._refuse_queued((FOLLOWER_DISK_FULL, (self._SyncObj__selfNode.address,)))
+            return
+        has_room = not self.disk_full() and self.journal_room(waiting)
+        full = [] if has_room else [self._SyncObj__selfNode.address]
+        full += sorted(node.address for node in self._full_followers if node in self._SyncObj__otherNodes)
+        replicas = len(self._SyncObj__otherNodes) + 1
+        if refuse_for_disk(leader_has_room=has_room, replicas=replicas, without_room=len(full)):
+            self._refuse_queued((DISK_FULL, tuple(full)))
+
+    def _refuse(self, callback: Any, reason: Any) -> None:
+        """Answer a proposal that was not journaled (safe to retry)."""
+        if isinstance(callback, tuple):  # forwarded by a follower: (node, request id)
+            node, request_id = callback
+            answer = {"type": "apply_command_response", "request_id": request_id, "error": reason}
+            self._SyncObj__transport.send(node, answer)
+        elif callback is not None:
+            callback(None, reason)
+
+    def _refuse_queued(self, reason: Any) -> None:
+        for _command, callback in self._commands.drain():
+            self._refuse(callback, reason)
+
+    def _SyncObj__setCurrentTerm(self, term: int, votedForNodeId: Any) -> None:
+        """The journal first: on a full disk it raises and the term and vote stay as they were, here as
+        on disk (upstream changed them in memory first, and went on with a term it had not stored)."""
+        self._SyncObj__raftLog.setCurrentTerm(term, votedForNodeId)
+        self._SyncObj__raftCurrentTerm = term
+        self._SyncObj__votedForNodeId = votedForNodeId
+
+    def _room_for_entries(self, node: Any, message: dict[str, Any]) -> bool:
+        """A follower about to append entries: True if they fit in its journal. If not, it answers for
+        what it holds up to `prevLogIdx` only (it must not acknowledge what it cannot store; the answer
+        keeps the leader's check-quorum content) and takes the term, leader and commit index from the
+        message as far as they concern entries it holds."""
+        entries = message.get("entries") or []
+        if not entries or self.journal_room(record_bytes([entry[0] for entry in entries])):
+            return True
+        prev_idx = message["prevLogIdx"]
+        local = self._SyncObj__getEntries(prev_idx, 1)
+        if not local or local[0][2] != message["prevLogTerm"]:
+            # a gap or a mismatch: upstream answers so (it truncates nothing then) and stores nothing
+            super()._SyncObj__onMessageReceived(node, {**message, "entries": []})
+            return False
+        header = {k: v for k, v in message.items() if k not in ("prevLogIdx", "prevLogTerm", "entries")}
+        header["commit_index"] = min(message["commit_index"], prev_idx)
+        super()._SyncObj__onMessageReceived(node, header)  # term, leader, election timer, commit index
+        self._SyncObj__leaderCommitIndex = message["commit_index"]
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=prev_idx + 1, success=True)
+        return False
+
+    def _disk_full_during(self, what: str, *, newer_term: bool = False) -> None:
+        """A write failed for want of room while handling `what` (the disk state says where and was
+        logged): a leader that could not journal the no-op of its new term, or that heard of a newer
+        term it could not store (a replica it handed over to, say), steps down (a step down changes
+        nothing stored); the rest is retried when the message comes again."""
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER and (
+            newer_term or self._SyncObj__getCurrentLogTerm() != self._SyncObj__raftCurrentTerm
+        ):
+            log.warning("disk full: not leading any more (%s could not be stored)", what)
+            self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
+            self._SyncObj__raftLeader = None
+        log.debug("%s: not stored, the disk is full", what)
+
+    def _check_snapshot(self, check: Callable[[], tuple[int, Any]]) -> tuple[int, Any]:
+        """Upstream's `checkSerializing`; after a failed snapshot, remove what the child left of its
+        temporary file (it holds the space a full disk lacks) and wait SNAPSHOT_RETRY before the next try
+        (upstream tried again at once, forking a child per tick)."""
+        state, ident = check()
+        if state == SERIALIZER_STATE.FAILED:
+            dump = self._SyncObj__conf.fullDumpFile
+            if dump is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(dump + ".tmp")
+            self._snapshot_retry_at = _monotonic() + SNAPSHOT_RETRY
+            log.warning("a snapshot failed (the previous one is kept): next try in %g s", SNAPSHOT_RETRY)
+        return state, ident
+
+    def _SyncObj__tryLogCompaction(self) -> None:
+        if _monotonic() < self._snapshot_retry_at:
+            return
+        super()._SyncObj__tryLogCompaction()
 
     def _SyncObj__applyLogEntries(self) -> bool:
         """A leader whose commit index moved tells the followers before it applies the entries itself
@@ -363,6 +575,9 @@ class PatchedSyncObj(SyncObj):
 
     def _SyncObj__onNodeDisconnected(self, node: Any) -> None:
         self._acks_sent.pop(node, None)  # what it was last told may have been lost with the link
+        self._full_followers.discard(node)
+        if self._follower_problems.pop(node, None) is not None:
+            self._followers_report = _merged(self._follower_problems.values())
         super()._SyncObj__onNodeDisconnected(node)
         probe = getattr(self._SyncObj__transport, "probe", None)
         if (
@@ -426,7 +641,81 @@ class PatchedSyncObj(SyncObj):
         if isinstance(message, dict) and message.get("type", "").startswith("read_index_"):
             self._reads.on_message(node, message)
             return
-        self._on_message(node, message)
+        try:
+            self._on_message(node, message)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            kind = message.get("type") if isinstance(message, dict) else None
+            term = message.get("term", -1) if isinstance(message, dict) else -1
+            newer = isinstance(term, int) and term > self._SyncObj__raftCurrentTerm
+            self._disk_full_during(f"a {kind!r} message", newer_term=newer)
+            if kind == "append_entries":
+                self._tell_problems(node)
+
+    # ------------------------------------------------------------ replicas' problems (item 13)
+
+    def problems(self) -> tuple[str, ...]:
+        """What is wrong with the replicas, as far as this one knows: its own problems, and its
+        followers' (on the leader) or what its leader reported lately (on a follower). Any thread."""
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            heard = self._followers_report
+        elif _monotonic() - self._leader_heard_at < self._SyncObj__conf.raftMaxTimeout:
+            heard = self._leader_report
+        else:
+            heard = ()
+        return _merged((self.own_problems(), heard))
+
+    def with_problems(self, message: Any) -> Any:
+        """`message` as the transport sends it: an acknowledgement carries this replica's own problems,
+        a leader's append-entries everyone's it knows (nothing is added when there are none)."""
+        if not isinstance(message, dict):
+            return message
+        kind = message.get("type")
+        if kind == "next_node_idx":
+            if self.disk_full():
+                return {**message, "problems": list(self.own_problems()), "disk_full": True}
+            problems = self.own_problems()
+        elif kind == "append_entries" and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            problems = self.problems()
+        else:
+            return message
+        return {**message, "problems": list(problems)} if problems else message
+
+    def _tell_problems(self, node: Any) -> None:
+        """To a leader whose message this replica had to drop (its new term could not be stored: it does
+        not follow, nor acknowledge anything): its problems, in a message of their own (every
+        ACK_REPEAT at most), so that the cluster still knows why."""
+        now = _monotonic()
+        if now - self._problems_told.get(node, NEVER) < ACK_REPEAT:
+            return
+        self._problems_told[node] = now
+        report = {
+            "type": "replica_problems",
+            "problems": list(self.own_problems()),
+            "disk_full": self.disk_full(),
+        }
+        self._SyncObj__transport.send(node, report)
+
+    def _heard_problems(self, node: Any, message: dict[str, Any]) -> None:
+        raw = message.get("problems")
+        problems = (
+            tuple(str(p)[:PROBLEM_CHARS] for p in raw[:MAX_HEARD_PROBLEMS]) if isinstance(raw, list) else ()
+        )
+        if message.get("type") == "append_entries":
+            if message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
+                self._leader_report = problems
+            return
+        if message.get("disk_full") is True:
+            self._full_followers.add(node)
+        else:
+            self._full_followers.discard(node)
+        if self._follower_problems.get(node, ()) != problems:
+            if problems:
+                self._follower_problems[node] = problems
+            else:
+                self._follower_problems.pop(node, None)
+            self._followers_report = _merged(self._follower_problems.values())
 
     # ------------------------------------------------------------ linearizable reads (ReadIndex)
 
@@ -508,6 +797,10 @@ class PatchedSyncObj(SyncObj):
         self._poller = _DeferredWaitPoller(poller, self._tick_wait)
         try:
             super()._onTick(timeToWait)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            self._disk_full_during("a tick")  # an election that could not store its term, say
         finally:
             self._poller = poller
 
@@ -568,6 +861,11 @@ class PatchedSyncObj(SyncObj):
             return  # the leader asked this replica to take over: a real election at once
         now = _monotonic()
         if self._SyncObj__raftElectionDeadline >= now:
+            return
+        if self.disk_full():
+            # it could not store its new term, nor lead: it does not stand (it still votes when it can)
+            self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+            self._pre_vote_won = False
             return
         if self._pre_vote_won:
             self._pre_vote_won = False
@@ -636,6 +934,10 @@ class PatchedSyncObj(SyncObj):
     def _on_message(self, node: Any, message: Any) -> None:
         if isinstance(message, dict):
             kind = message.get("type")
+            if kind in ("next_node_idx", "append_entries", "replica_problems"):
+                self._heard_problems(node, message)
+                if kind == "replica_problems":
+                    return
             if kind == "pre_vote":
                 self._answer_pre_vote(node, message)
                 return
@@ -666,7 +968,7 @@ class PatchedSyncObj(SyncObj):
             and message.get("term", -1) >= self._SyncObj__raftCurrentTerm
         ):
             message = self._keep_matching_entries(node, message)
-            if message is None:
+            if message is None or not self._room_for_entries(node, message):
                 return
         super()._SyncObj__onMessageReceived(node, message)
 
@@ -732,6 +1034,39 @@ class PatchedSyncObj(SyncObj):
         return None
 
 
+def _merged(groups: Any) -> tuple[str, ...]:
+    """The problems of several replicas in one tuple, each once, in order."""
+    return tuple(dict.fromkeys(problem for group in groups for problem in group))
+
+
+class _TrackedQueue:
+    """Upstream's proposal queue (a FastQueue), which also says what it holds in journal bytes and which
+    item the tick thread took last (the one a failed journal append belongs to)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.taken: Any = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._inner.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        self.taken = None
+        item = self._inner.get_nowait()
+        self.taken = item[1]
+        return item
+
+    def pending_bytes(self) -> int:
+        with self._inner._FastQueue__lock:
+            return record_bytes([command for command, _callback in self._inner._FastQueue__queue])
+
+    def drain(self) -> list[Any]:
+        with self._inner._FastQueue__lock:
+            items = list(self._inner._FastQueue__queue)
+            self._inner._FastQueue__queue.clear()
+        return items
+
+
 class _DeferredWaitPoller:
     """Upstream's poller, whose `poll(timeout)` waits as long as `wait(timeout)` says at call time."""
 
@@ -778,7 +1113,7 @@ class _ReadIndex:
             leader = obj._SyncObj__raftLeader
             if is_leader:
                 self.pending.append((callback, None))
-            elif leader is None:
+            elif leader is None or obj.disk_full():  # a full follower may never apply the index (item 12)
                 callback(None)
             else:
                 request_id = next(self.ids)

@@ -12,6 +12,11 @@ upstream counts the leader itself toward a commit (so a leader never commits on 
 A leader thus sends new entries first and syncs its journal while the followers sync theirs (Raft thesis
 10.2.1: in parallel, as etcd does). One sync covers a whole batch: group commit. Term and vote are
 fsynced when they change.
+
+Disk space (`_disk.py`): the journal writes only into blocks reserved beforehand with posix_fallocate (a
+mapped page the disk cannot back was a SIGBUS), so a full disk is an ENOSPC that the replica meets as an
+error: it refuses what it cannot store and says so in its status (`_pysyncobj_patches`, item 12). A
+failed fsync is sticky: nothing is acknowledged after it until the replica is restarted.
 """
 
 from __future__ import annotations
@@ -32,8 +37,19 @@ from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.journal import FileJournal
 from pysyncobj.syncobj import _RAFT_STATE
 
-from ._errors import KVError, LeaseNotFoundError, OutcomeUnknownError, UnavailableError
-from ._pysyncobj_patches import PatchedSyncObj
+from ._disk import (
+    PROBE_BYTES,
+    PROBE_PERIOD,
+    DiskState,
+    JournalFullError,
+    allocate,
+    fsync_path,
+    is_disk_full,
+    record_bytes,
+    reservation_target,
+)
+from ._errors import DiskFullError, KVError, LeaseNotFoundError, OutcomeUnknownError, UnavailableError
+from ._pysyncobj_patches import DISK_FULL, FOLLOWER_DISK_FULL, PatchedSyncObj
 from ._raft_port import GuardedTransport
 from ._records import BarrierResult, Batch, Command, ErrorResult, LeaseResult, Member, Result, Status
 from ._state import KVState
@@ -89,8 +105,24 @@ class RaftConfig:
     tls_dir: Path | None = None
 
 
-def translate_fail_reason(reason: int) -> KVError:
-    """pysyncobj failure code → this package's error (the only place that knows the codes)."""
+def translate_fail_reason(reason: Any) -> KVError:
+    """pysyncobj failure code → this package's error (the only place that knows the codes). A disk-full
+    refusal is `(DISK_FULL or FOLLOWER_DISK_FULL, raft addresses of the replicas without room)`
+    (`_pysyncobj_patches`, item 12)."""
+    if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == FOLLOWER_DISK_FULL:
+        replica = ", ".join(str(address) for address in reason[1])
+        return UnavailableError(
+            f"not applied: the disk of KV replica {replica} is full; another replica can take it: safe"
+            " to retry"
+        )
+    if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == DISK_FULL:
+        replicas = tuple(str(address) for address in reason[1])
+        return DiskFullError(
+            f"not applied: the disk of KV replica {' and '.join(replicas) or '?'} is full, so the cluster"
+            " cannot journal the request on its leader and a majority; free space in the data directory"
+            " there, then retry",
+            replicas=replicas,
+        )
     if reason in (FAIL_REASON.QUEUE_FULL, FAIL_REASON.MISSING_LEADER, FAIL_REASON.REQUEST_DENIED):
         return UnavailableError(f"not applied: {_REASON_TEXT.get(reason, reason)}; safe to retry")
     if reason in (FAIL_REASON.DISCARDED, FAIL_REASON.NOT_LEADER):
@@ -112,17 +144,83 @@ _REASON_TEXT = {
 
 
 class _DurableJournal:
-    """Wraps pysyncobj's FileJournal: appends mark it dirty, `sync()` makes them durable."""
+    """Wraps pysyncobj's FileJournal: appends mark it dirty, `sync()` makes them durable; an append goes
+    only into blocks reserved beforehand (`room`), so a full disk is an error, never a SIGBUS."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, disk: DiskState | None = None) -> None:
         self._inner = FileJournal(path)
+        self._path = path
         self._meta_path = path + ".meta"
         self._dir = os.path.dirname(path) or "."
         self._dirty = False
         self._closed = False
         self._lock = threading.Lock()
+        self._sync_failed: OSError | None = None
+        self.disk = disk if disk is not None else DiskState()
+        self._reserved = 0  # bytes from the file's start known to be allocated (0: not checked yet)
+        self._refused = 0  # the size of the last append that found no room (room again must fit it)
+        self._probed_at = 0.0
+
+    # ------------------------------------------------------------ space
+
+    def room(self, nbytes: int) -> bool:
+        """Whether `nbytes` more journal bytes fit, reserving them (and up to a chunk more) if needed.
+        False, with the disk marked full, when the file system has no room."""
+        end = self._inner._FileJournal__currentOffset + nbytes
+        if end <= self._reserved:
+            return True
+        try:
+            self._reserve(reservation_target(self._reserved, end))
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            try:
+                self._reserve(end)  # the chunk did not fit: maybe this append still does
+            except OSError as again:
+                if not is_disk_full(again):
+                    raise
+                self._refused = nbytes
+                self.disk.full("the Raft journal", self._path)
+                return False
+        return True
+
+    def _reserve(self, end: int) -> None:
+        resizable = self._inner._FileJournal__journalFile
+        fd = resizable._ResizableFile__f.fileno()
+        # what lies below the journal's end was written, so allocated (and must not be overwritten)
+        start = max(min(self._reserved, end), self._inner._FileJournal__currentOffset)
+        if end > start:
+            allocate(fd, start, end - start)  # extends the file: upstream never resizes it again
+        self._reserved = end
+        mapped = resizable._ResizableFile__mm
+        size = os.fstat(fd).st_size
+        if len(mapped) < size:
+            mapped.resize(size)  # map what was reserved (upstream writes through the map)
+
+    def recheck(self) -> None:
+        """On the tick thread: while the disk is full, see (at most every PROBE_PERIOD) whether fresh
+        space is there again, enough for the append that was refused."""
+        if self.disk.problem is None:
+            return
+        now = time.monotonic()
+        if now - self._probed_at < PROBE_PERIOD:
+            return
+        self._probed_at = now
+        wanted = max(self._inner._FileJournal__currentOffset + self._refused, self._reserved + PROBE_BYTES)
+        try:
+            self._reserve(wanted)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return
+        self.disk.room_again()
+
+    # ------------------------------------------------------------ upstream's journal interface
 
     def add(self, command: bytes, idx: int, term: int) -> None:
+        needed = record_bytes([command])
+        if not self.room(needed):
+            raise JournalFullError(self._path, needed)
         self._inner.add(command, idx, term)
         self._dirty = True
 
@@ -135,14 +233,25 @@ class _DurableJournal:
         self._dirty = True
 
     def deleteEntriesTo(self, entry_to: int) -> None:
-        self._inner.deleteEntriesTo(entry_to)
+        self._inner.deleteEntriesTo(entry_to)  # rewrites a prefix of what is written: no new space
         self._dirty = True
 
     def setCurrentTerm(self, term: int, voted_for: Any) -> None:
+        """Durable before it returns; on a full disk it raises with the term and vote unchanged, on disk
+        and in this journal's copy (upstream updates its copy before it writes the file)."""
         self.sync()
-        self._inner.setCurrentTerm(term, voted_for)
-        _fsync_path(self._meta_path)
-        _fsync_path(self._dir)
+        meta = self._inner._FileJournal__meta
+        before = dict(meta)
+        try:
+            self._inner.setCurrentTerm(term, voted_for)
+        except OSError as error:
+            meta.clear()
+            meta.update(before)
+            if is_disk_full(error):
+                self.disk.full("the Raft term and vote", self._meta_path)
+            raise
+        fsync_path(self._meta_path)
+        fsync_path(self._dir)
 
     def setRaftCommitIndex(self, index: int) -> None:
         # A follower sets it on every heartbeat; upstream then rewrites the meta file once a second even
@@ -150,25 +259,47 @@ class _DurableJournal:
         if index != self._inner.getRaftCommitIndex():
             self._inner.setRaftCommitIndex(index)
 
+    def onOneSecondTimer(self) -> None:
+        # The stored commit index is a hint for the start (Raft learns it again from the leader): on a
+        # full disk it waits for room; it is no reason to stop the tick.
+        try:
+            self._inner.onOneSecondTimer()
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            self.disk.full("the Raft commit index", self._meta_path)
+
     def _destroy(self) -> None:  # pysyncobj closes its journal on its tick thread when destroyed
         with self._lock:
-            self._sync_locked()
+            with contextlib.suppress(OSError):  # a failed sync was logged when it happened
+                self._sync_locked()
             self._closed = True
             self._inner._destroy()
 
     def sync(self) -> None:
-        if not self._dirty:
+        if not self._dirty and self._sync_failed is None:
             return
         with self._lock:
             self._sync_locked()
 
     def _sync_locked(self) -> None:
+        if self._sync_failed is not None:
+            # After a failed fsync Linux may drop the dirty pages, and the next fsync succeeds without
+            # them: nothing may be acknowledged any more. Restarting re-reads the journal from disk.
+            raise self._sync_failed
         if self._dirty and not self._closed:
-            self._dirty = False
+            self._dirty = False  # before the fsync: an append meanwhile makes it dirty again
             file = self._inner._FileJournal__journalFile
-            if MSYNC_BEFORE_FSYNC:
-                file.flush()  # msync of the mapped journal
-            os.fsync(file._ResizableFile__f.fileno())
+            try:
+                if MSYNC_BEFORE_FSYNC:
+                    file.flush()  # msync of the mapped journal
+                os.fsync(file._ResizableFile__f.fileno())
+            except OSError as error:
+                log.critical(
+                    "fsync of the Raft journal %s failed (%s): restart this replica", self._path, error
+                )
+                self._sync_failed = error
+                raise
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -180,15 +311,6 @@ class _DurableJournal:
         return len(self._inner)
 
 
-def _fsync_path(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 class _SyncBeforeSendTransport(GuardedTransport):
     """Every message but a leader's append-entries leaves only after the journal is durable (a leader's
     own entries are synced before it counts them: `RaftReplica` hooks `before_commit_check`)."""
@@ -197,7 +319,7 @@ class _SyncBeforeSendTransport(GuardedTransport):
         journal = self._syncObj._SyncObj__raftLog
         if isinstance(journal, _DurableJournal) and not _leader_append_entries(self._syncObj, message):
             journal.sync()
-        return super().send(node, message)
+        return super().send(node, self._syncObj.with_problems(message))
 
 
 def _leader_append_entries(obj: Any, message: Any) -> bool:
@@ -339,6 +461,7 @@ class RaftReplica:
         self._notified_leases = -1
         self._notified_term = -1
         self.leader_since = 0.0
+        self.disk = DiskState()
         data_dir = config.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self._consumer = _KVConsumer(config.history_events)
@@ -377,15 +500,18 @@ class RaftReplica:
         journal = self._obj._SyncObj__raftLog
         if isinstance(journal, _DurableJournal):
             self._obj.addOnTickCallback(journal.sync)
+            self._obj.addOnTickCallback(journal.recheck)
             self._obj.before_commit_check = journal.sync
+            self._obj.journal_room = journal.room
+            self._obj.disk_full = lambda: self.disk.problem is not None
+        self._obj.own_problems = self._own_problems
         self._obj.addOnTickCallback(self._after_tick)
         self.lease_clock = LeaseClock(takeover_margin=config.leader_fallback_timeout)
         self._obj.leader_call_handler = self._on_leader_call
 
-    @staticmethod
-    def _durable_journal(path: str | None) -> Any:
+    def _durable_journal(self, path: str | None) -> Any:
         assert path is not None
-        return _DurableJournal(path)
+        return _DurableJournal(path, self.disk)
 
     # ------------------------------------------------------------ tick-thread callbacks
 
@@ -418,7 +544,7 @@ class RaftReplica:
         runs on the tick thread once it is applied here, or fails. It may never run at all (pysyncobj
         drops some callbacks under leader churn): every caller needs its own deadline."""
 
-        def done(result: Result | None, reason: int) -> None:
+        def done(result: Result | None, reason: Any) -> None:
             if reason == FAIL_REASON.SUCCESS:
                 callback(result, None)
             else:
@@ -522,7 +648,13 @@ class RaftReplica:
             members=tuple(members),
             keys=keys,
             leases=leases,
+            problems=self._obj.problems(),
         )
+
+    def _own_problems(self) -> tuple[str, ...]:
+        """What is wrong with this replica itself, one line each naming it (a full disk)."""
+        problem = self.disk.problem
+        return (problem.describe(self.config.raft_address),) if problem is not None else ()
 
     def close(self) -> None:
         """Stop the tick thread and close sockets and files. Blocks; call from a worker thread."""
@@ -538,8 +670,8 @@ class RaftReplica:
 _STATE_NAMES = {0: "a follower", 1: "a candidate", 2: "the leader"}  # pysyncobj's _RAFT_STATE
 
 
-def _membership_done(callback: Callable[[KVError | None], None]) -> Callable[[Any, int], None]:
-    def done(_result: Any, reason: int) -> None:
+def _membership_done(callback: Callable[[KVError | None], None]) -> Callable[[Any, Any], None]:
+    def done(_result: Any, reason: Any) -> None:
         callback(None if reason == FAIL_REASON.SUCCESS else translate_fail_reason(reason))
 
     return done

@@ -272,6 +272,9 @@ class Status:
     members: tuple[Member, ...]
     keys: int
     leases: int
+    # what is wrong with the replicas as far as this one knows (its own, and its followers' or what its
+    # leader reported), one line each naming the replica ("KV replica …: disk full: …")
+    problems: tuple[str, ...] = ()
 
 
 def compare_holds(compare: Compare, kv: KeyValue | None) -> bool:

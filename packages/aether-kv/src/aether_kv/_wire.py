@@ -25,7 +25,14 @@ import cattrs
 import trio
 from cattrs.strategies import configure_tagged_union
 
-from ._errors import ERRORS_BY_CODE, AuthenticationError, CompactedError, InvalidRequestError, KVError
+from ._errors import (
+    ERRORS_BY_CODE,
+    AuthenticationError,
+    CompactedError,
+    DiskFullError,
+    InvalidRequestError,
+    KVError,
+)
 from ._records import (
     Compare,
     CompareOp,
@@ -469,6 +476,9 @@ def error_body(error: KVError) -> dict[str, Any]:
     compact_revision = getattr(error, "compact_revision", None)
     if compact_revision is not None:
         body["compact_revision"] = compact_revision
+    replicas = getattr(error, "replicas", None)
+    if replicas:
+        body["replicas"] = list(replicas)
     return body
 
 
@@ -480,4 +490,9 @@ def error_from_body(body: object) -> KVError:
     if cls is CompactedError:
         revision = body.get("compact_revision")
         return CompactedError(message, compact_revision=revision if isinstance(revision, int) else 0)
+    if cls is DiskFullError:
+        replicas = body.get("replicas")
+        return DiskFullError(
+            message, replicas=tuple(map(str, replicas)) if isinstance(replicas, list) else ()
+        )
     return cls(message)

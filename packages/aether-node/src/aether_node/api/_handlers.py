@@ -552,6 +552,7 @@ class Handlers:
             status.revision,
             status.self_address,
             tuple((m.raft_address, m.connected) for m in status.members),
+            status.problems,
         )
         found = snapshot.derived.get(key)
         if not isinstance(found, ClusterStatus):
@@ -626,6 +627,7 @@ class Handlers:
             reasons.append(f"{plural(len(failed), 'instance')} FAILED: {shown}{more}")
         if disconnected:
             reasons.append(f"KV replica {status.self_address} is not connected to {', '.join(disconnected)}")
+        reasons += status.problems  # each names its replica ("KV replica …: disk full: …")
         if undecodable:
             shown = "; ".join(list(undecodable.values())[:3])
             more = f" (and {len(undecodable) - 3} more)" if len(undecodable) > 3 else ""

@@ -1,0 +1,57 @@
+"""A KV replica's own problems (a full disk) reach the cluster's health verdict, named as the replica
+reported them, and leave it when they clear."""
+
+from __future__ import annotations
+
+from aether_kv import Member, Status
+from aether_node.api._handlers import Handlers
+from aether_node.client import NodeInfo
+
+PROBLEM = (
+    "KV replica b:1: disk full: the Raft journal could not be written in /data/kv;"
+    " it refuses writes it cannot store until space is freed there"
+)
+
+
+def status(problems: tuple[str, ...]) -> Status:
+    return Status(
+        self_address="a:1",
+        leader="a:1",
+        is_leader=True,
+        term=3,
+        commit_index=10,
+        last_applied=10,
+        revision=40,
+        compact_revision=0,
+        has_quorum=True,
+        members=(Member(raft_address="a:1", connected=True), Member(raft_address="b:1", connected=True)),
+        keys=5,
+        leases=0,
+        problems=problems,
+    )
+
+
+NODE = NodeInfo(
+    node_id="n1",
+    ingress="",
+    management="",
+    peer="",
+    cpu=1.0,
+    memory_mib=1024,
+    role="worker",
+    started_at=0.0,
+    instances=0,
+    active=0,
+    leader=True,
+)
+
+
+def test_a_replica_whose_disk_is_full_makes_the_cluster_unhealthy_and_is_named() -> None:
+    summary = Handlers._summary(status((PROBLEM,)), [NODE], [], {}, ["n1"])
+    assert not summary.healthy
+    assert summary.reasons == (PROBLEM,)
+
+
+def test_the_reason_goes_when_the_replica_has_room_again() -> None:
+    summary = Handlers._summary(status(()), [NODE], [], {}, ["n1"])
+    assert summary.healthy and summary.reasons == ()
