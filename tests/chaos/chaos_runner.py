@@ -364,8 +364,9 @@ async def wait_ready(run: Run, timeout: float) -> None:
                     run.cluster.kv_endpoints, run.cluster.secret, request_timeout=2.0
                 ) as kv:
                     registered = (await kv.range("nodes/", linearizable=True)).kvs
-                for node in run.cluster.nodes:
+                for node in run.cluster.nodes:  # the ingress and the management API (which starts later)
                     (await http.get(f"http://{node.ingress}/healthz", timeout=2)).raise_for_status()
+                    (await http.get(f"http://{node.management}/healthz", timeout=2)).raise_for_status()
             except (KVError, httpx.HTTPError) as error:
                 return str(error)
             if len(registered) < len(run.cluster.nodes):
@@ -377,7 +378,7 @@ async def wait_ready(run: Run, timeout: float) -> None:
             until=lambda found: found is None,
             timeout=timeout,
             interval=0.3,
-            what="every node registered and its ingress healthy",
+            what="every node registered, its ingress and management API healthy",
         )
 
 
