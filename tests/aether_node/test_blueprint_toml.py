@@ -175,6 +175,14 @@ BAD_BLUEPRINTS = [
         1,
     ),
     (
+        "a-typo-of-a-slice-key",
+        HEAD + "instance = 1\n",
+        f"bp.toml:5:1: slices[0].instance: unknown key (did you mean 'instances'? expected: {SLICE_KEYS})"
+        "\nbp.toml: slices[0].instances: required: an integer",
+        5,
+        1,
+    ),
+    (
         "unknown-slice-key",
         HEAD + "instances = 1\nreplicas = 2\n",
         f"bp.toml:6:1: slices[0].replicas: unknown key (expected: {SLICE_KEYS})",
@@ -423,7 +431,8 @@ BAD_BLUEPRINTS = [
     (
         "update-unknown-key",
         UPDATE + "surge = 2\n",
-        f"bp.toml:8:1: slices[0].update.surge: unknown key (expected: {UPDATE_KEYS})",
+        "bp.toml:8:1: slices[0].update.surge: unknown key (did you mean 'max_surge'?"
+        f" expected: {UPDATE_KEYS})",
         8,
         1,
     ),

@@ -67,7 +67,8 @@ def test_a_blueprint_without_a_policy_table_has_none() -> None:
         ),
         (
             "moves = 2",
-            "bp.toml:4:1: policy.moves: unknown key (expected: max_moves, preset, rebalance_delay_s)",
+            "bp.toml:4:1: policy.moves: unknown key (did you mean 'max_moves'? expected: max_moves, preset,"
+            " rebalance_delay_s)",
         ),
     ],
 )

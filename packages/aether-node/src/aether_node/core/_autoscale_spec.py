@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ._table_problems import Fail, Problems
+from ._table_problems import Fail, Problems, unknown_key
 
 # a limit well above any real cluster, so that typos (1e9) are caught
 MAX_SECONDS = 24 * 3600.0
@@ -77,7 +77,7 @@ def parse_autoscale(
         problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            problems.add(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
+            problems.add(f"{path}.{key}", unknown_key(key, KEYS), key)
 
     def integer(key: str, low: int, high: int, default: int | None = None) -> int | None:
         if key not in raw:

@@ -16,7 +16,7 @@ from ._coordinates import Coordinates
 from ._errors import InvalidCoordinatesError, NodeError
 from ._health_spec import parse_health
 from ._reconcile_spec import parse_policy
-from ._table_problems import Fail, Problem
+from ._table_problems import Fail, Problem, unknown_key
 from ._update_spec import parse_update
 
 MAX_INSTANCES = 10_000
@@ -148,7 +148,7 @@ def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: flo
     problems = _Problems()
     for key in data:
         if key not in _TOP_KEYS:
-            problems.add(fail(key, f"unknown key (expected: {', '.join(sorted(_TOP_KEYS))})", key))
+            problems.add(fail(key, unknown_key(key, _TOP_KEYS), key))
     name = data.get("name")
     if not isinstance(name, str):
         problems.add(fail("name", "required: a string naming the blueprint", "name"))
@@ -200,9 +200,7 @@ def _parse_slice(
     before = len(problems.found)
     for key in raw:
         if key not in _SLICE_KEYS:
-            problems.add(
-                fail(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(_SLICE_KEYS))})", key, index)
-            )
+            problems.add(fail(f"{path}.{key}", unknown_key(key, _SLICE_KEYS), key, index))
     artifact = problems.check(_artifact, raw, index, path, fail)
     instances = problems.check(
         _integer, raw, "instances", path, index, fail, minimum=0, maximum=MAX_INSTANCES, required=True
@@ -347,7 +345,7 @@ def _resources(raw: dict[str, Any], index: int, path: str, fail: Any) -> Resourc
             index,
         )
     found = [
-        fail(f"{path}.resources.{key}", "unknown key (expected: cpu, memory_mib)", key, index, "resources")
+        fail(f"{path}.resources.{key}", unknown_key(key, ("cpu", "memory_mib")), key, index, "resources")
         for key in table
         if key not in _RESOURCE_KEYS
     ]

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ._policies import HealthChecks
-from ._table_problems import Fail, Problems
+from ._table_problems import Fail, Problems, unknown_key
 
 MIN_SECONDS = 0.1  # checks more often than this would keep the node busy asking
 MAX_SECONDS = 24 * 3600.0  # a limit well above any real probe, so that typos (1e9) are caught
@@ -79,7 +79,7 @@ def parse_health(raw: Any, path: str, fail: Fail) -> HealthSpec:
         problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            problems.add(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
+            problems.add(f"{path}.{key}", unknown_key(key, KEYS), key)
 
     def seconds(key: str) -> float | None:
         if key not in raw:

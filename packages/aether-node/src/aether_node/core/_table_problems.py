@@ -5,7 +5,8 @@ caller's error maker at once, so one run reports them all. Pure."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import difflib
+from collections.abc import Callable, Iterable, Sequence
 
 import attrs
 
@@ -20,6 +21,15 @@ class Problem:
 # Every problem of a table (at least one) → the error to raise: the blueprint parser's (one line each,
 # file:line:column) or the API's.
 Fail = Callable[[Sequence[Problem]], Exception]
+
+
+def unknown_key(key: str, known: Iterable[str]) -> str:
+    """What is wrong with `key`, not one of `known`: "unknown key (expected: a, b)", with "did you mean
+    'x'?" first when one of them is close to it (a typo: `instance` for `instances`)."""
+    names = sorted(known)
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.7)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return f"unknown key ({hint}expected: {', '.join(names)})"
 
 
 class Problems:

@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from ._table_problems import Fail, Problems
+from ._table_problems import Fail, Problems, unknown_key
 
 MAX_SECONDS = 24 * 3600.0  # a limit well above any real rollout, so that typos (1e9) are caught
 MAX_STEPS = 20
@@ -66,7 +66,7 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
         problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            problems.add(f"{path}.{key}", f"unknown key (expected: {', '.join(sorted(KEYS))})", key)
+            problems.add(f"{path}.{key}", unknown_key(key, KEYS), key)
     value = raw.get("strategy", UpdateStrategy.ROLLING.value)
     strategy = None
     try:
