@@ -177,9 +177,17 @@ BAD_BLUEPRINTS = [
     (
         "a-typo-of-a-slice-key",
         HEAD + "instance = 1\n",
-        f"bp.toml:5:1: slices[0].instance: unknown key (did you mean 'instances'? expected: {SLICE_KEYS})"
-        "\nbp.toml: slices[0].instances: required: an integer",
-        5,
+        "bp.toml:3:1: slices[0].instances: required: an integer\nbp.toml:5:1: slices[0].instance:"
+        f" unknown key (did you mean 'instances'? expected: {SLICE_KEYS})",
+        3,
+        1,
+    ),
+    (
+        "a-typo-of-slices",
+        'name = "demo"\n\n[[slice]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n',
+        "bp.toml:3:1: slice: unknown key (did you mean 'slices'? expected: name, policy, slices)"
+        "\nbp.toml: slices: at least one [[slices]] table is required",
+        3,
         1,
     ),
     (
@@ -234,9 +242,9 @@ BAD_BLUEPRINTS = [
     (
         "instances-missing",
         HEAD,
-        "bp.toml: slices[0].instances: required: an integer",
-        None,
-        None,
+        "bp.toml:3:1: slices[0].instances: required: an integer",  # the line of its [[slices]]
+        3,
+        1,
     ),
     (
         "instances-indented",
@@ -288,10 +296,10 @@ BAD_BLUEPRINTS = [
     (
         "coordinates-missing",
         'name = "demo"\n\n[[slices]]\ninstances = 1\n',
-        "bp.toml: slices[0].artifact: required: coordinates group:artifact:version"
+        "bp.toml:3:1: slices[0].artifact: required: coordinates group:artifact:version"
         " (e.g. org.aether:echo:1.0.0)",
-        None,
-        None,
+        3,
+        1,
     ),
     (
         "coordinates-not-a-string",
@@ -548,9 +556,9 @@ BAD_BLUEPRINTS = [
     (
         "autoscale-min-missing",
         HEAD + "instances = 2\n\n[slices.autoscale]\nmax = 4\ncpu = 0.5\n",
-        "bp.toml: slices[0].autoscale.min: required: an integer",
-        None,
-        None,
+        "bp.toml:7:1: slices[0].autoscale.min: required: an integer",  # its [slices.autoscale]
+        7,
+        1,
     ),
     (
         "autoscale-min-zero",

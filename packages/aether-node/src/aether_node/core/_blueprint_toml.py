@@ -107,15 +107,22 @@ class _Locator:
         else:
             wanted = "slices" if slice_index is not None else None
         header = None  # None: the top level
+        table_line = None  # the wanted table's header: where a key it lacks is reported
         for number in range(start, end):
             stripped = self.lines[number].strip()
             if stripped.startswith("["):
                 header = _header(stripped).strip("[]").strip()
-                if not key and header == wanted:  # no key: the table's header itself
+                if header == wanted:
+                    if not key:  # no key: the table's header itself
+                        return number + 1, self.lines[number].index("[") + 1
+                    table_line = table_line or number + 1
+                elif wanted is None and key and header.split(".")[0] == key:  # `[[slice]]`: a table
                     return number + 1, self.lines[number].index("[") + 1
                 continue
             if header == wanted and re.match(rf"^{re.escape(key)}\s*=", stripped):
                 return number + 1, self.lines[number].index(key) + 1
+        if table_line is not None:  # a key the table lacks (a required one): its header
+            return table_line, 1
         return None, None
 
 
