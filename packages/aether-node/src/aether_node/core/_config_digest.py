@@ -26,9 +26,14 @@ def _canonical(value: Any) -> Any:
     return value
 
 
+def _json(value: Any) -> str:
+    """`value` (canonical already) as JSON with sorted keys, compactly."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical_config(config: Mapping[str, Any]) -> str:
     """The config as canonical JSON (see the module)."""
-    return json.dumps(_canonical(config), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _json(_canonical(config))
 
 
 def _digest(config: Mapping[str, Any]) -> str:
@@ -47,7 +52,7 @@ def config_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
     """The top-level keys a config change touches, in words (`greeting changed; level added`); "" when
     the two are the same by value."""
     old, new = _canonical(before), _canonical(after)
-    if old == new and canonical_config(before) == canonical_config(after):
+    if _json(old) == _json(new):  # (not `old == new`: Python's 1 == True, JSON's 1 != true)
         return ""
     parts = []
     for verb, keys in (
@@ -58,7 +63,3 @@ def config_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
         if keys:
             parts.append(f"{', '.join(keys)} {verb}")
     return "; ".join(parts)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
