@@ -8,19 +8,17 @@ the template, so that each child inherits it instead of doing it again: logging 
 call looked up, an instance's life rehearsed with a stand-in slice (`_warm_up`: what an instance runs,
 quickened and built once), and with `--preload` the slice itself imported and registered with pluggy
 (with the config of the environment's `AETHER_SLICE_CONFIG`, so a template serves instances of that
-config only; a
-slice whose import fails or starts threads is not kept: the template starts again without it, and each
-instance imports the slice itself, as without `--preload`). With `--object` (the entry point's object
-reference, which the node read from the slice's metadata) the slice is imported from it; otherwise the
-environment's entry points are scanned, once (`importlib.metadata`: ~3 MiB more in the template, whose
-page tables every fork copies). The template's stdin
-and stdout are one Unix stream socket to the node: each FORK request comes with two descriptors, the
-child's connection to the node (a socket pair's end: nothing to connect to, no token to show) and its
-stdout and stderr (the node's pipe into the instance's log). The child speaks the host protocol on its
-connection (`aether_slice.protocol`: its frames, messages and version), on uvloop if the slice's
-environment has it (the runtime itself needs only the standard library). A child exits when its
-connection closes; children and template ask the kernel to kill them when their parent dies, so nothing
-outlives the node.
+config only; a slice whose import fails or starts threads is not kept: the template starts again without
+it, and each instance imports the slice itself, as without `--preload`). With `--object` (the entry
+point's object reference, which the node read from the slice's metadata) the slice is imported from it;
+otherwise the environment's entry points are scanned, once (`importlib.metadata`: ~3 MiB more in the
+template, whose page tables every fork copies). The template's stdin and stdout are one Unix stream
+socket to the node: each FORK request comes with two descriptors, the child's connection to the node (a
+socket pair's end: nothing to connect to, no token to show) and its stdout and stderr (the node's pipe
+into the instance's log). The child speaks the host protocol on its connection (`aether_slice.protocol`:
+its frames, messages and version), on uvloop if the slice's environment has it (the runtime itself needs
+only the standard library). A child exits when its connection closes; children and template ask the
+kernel to kill them when their parent dies, so nothing outlives the node.
 
 Node → host: load, start, stop, invoke, health, attach (each with an integer "id"; one reply each;
 load, start and stop served in order, each before the next message: see `Host.serve`).
@@ -410,6 +408,11 @@ def _plugin_manager(name: str, reference: str | None = None) -> pluggy.PluginMan
             f"importing {reference} failed: {type(error).__name__}: {error}",
             _short_traceback(),
         ) from None
+    return _manager_of(plugin)
+
+
+def _manager_of(plugin: Any) -> pluggy.PluginManager:
+    """A new plugin manager of the project's hooks with `plugin` registered."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     manager.register(plugin)
@@ -569,12 +572,12 @@ def _child(connection: int, output: int, request: dict[str, Any]) -> None:
     os._exit(0)  # do not wait for threads a slice may have left running
 
 
-def _receive_with_fds(sock: socket.socket, flags: int = 0) -> tuple[bytes, list[int]]:
-    """What one read of `sock` (with `flags` besides) brings, and the descriptors that came with it
+def _receive_with_fds(sock: socket.socket, read_flags: int = 0) -> tuple[bytes, list[int]]:
+    """What one read of `sock` (with `read_flags` besides) brings, and the descriptors that came with it
     (close-on-exec). Raises ProtocolError if the kernel had to drop some (more than a FORK carries came
     at once)."""
     space = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
-    data, ancillary, flags, _ = sock.recvmsg(_READ_SIZE, space, socket.MSG_CMSG_CLOEXEC | flags)
+    data, ancillary, flags, _ = sock.recvmsg(_READ_SIZE, space, socket.MSG_CMSG_CLOEXEC | read_flags)
     fds = array.array("i")
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -873,10 +876,7 @@ class _Rehearsal:
 def _warm_up_rounds(rounds: int) -> None:
     """Rehearse an instance's life `rounds` times in the template (`_warm_up`), with the stand-in slice
     registered as if preloaded, then forget it."""
-    manager = pluggy.PluginManager(hookspecs.PROJECT)
-    manager.add_hookspecs(hookspecs)
-    manager.register(_Rehearsal())
-    _preloaded[_REHEARSAL] = manager
+    _preloaded[_REHEARSAL] = _manager_of(_Rehearsal())
     try:
         for _ in range(rounds):
             _run(_warm_up())
