@@ -229,12 +229,21 @@ class ClusterView:
         )
 
     async def until(
-        self, condition: Callable[[], bool], timeout: float, what: str, *, settle: float = 0.0
+        self,
+        condition: Callable[[], bool],
+        timeout: float,
+        what: str,
+        *,
+        settle: float = 0.0,
+        timeline: Timeline | None = None,
     ) -> float:
         """The monotonic time at which `condition()` first held (checked on every change; with `settle`,
-        at most once per `settle` seconds: a check over thousands of records costs CPU the cluster needs)."""
+        at most once per `settle` seconds: a check over thousands of records costs CPU the cluster needs).
+        With `timeline`, the view's counts and the machine's busy cores are sampled at every check."""
         with trio.move_on_after(timeout):
             while not condition():
+                if timeline is not None:
+                    timeline.sample(self)
                 if settle:
                     await trio.sleep(settle)
                     continue
@@ -255,6 +264,41 @@ class ClusterView:
             f"not within {timeout:g} s: {what}; {len(records)} records: {dict(states)};"
             f" {len(self.endpoints.data)} endpoints, e.g. {left}"
         )
+
+
+class Timeline:
+    """What a deploy looked like as it went: at each check of the view, the records by state, the
+    endpoints, and how many of the machine's cores were busy since the check before (/proc/stat)."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.rows: list[tuple[float, int, int, int, float]] = []
+        self._cpu = self._busy_idle()
+
+    @staticmethod
+    def _busy_idle() -> tuple[float, float]:
+        with open("/proc/stat") as stat:
+            fields = [float(x) for x in stat.readline().split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, idle
+
+    def sample(self, view: ClusterView) -> None:
+        busy, idle = self._busy_idle()
+        ticks = (busy - self._cpu[0]) + (idle - self._cpu[1])
+        cores = (busy - self._cpu[0]) / ticks * (os.cpu_count() or 1) if ticks else 0.0
+        self._cpu = (busy, idle)
+        records = view.records(ECHO_ID)
+        active = sum(1 for *_, state in records if state is SliceState.ACTIVE)
+        at = time.monotonic() - self.started
+        self.rows.append((at, len(records), active, len(view.endpoints.data), cores))
+
+    def render(self, every: float = 0.05) -> str:
+        lines, next_at = ["    t(s)  records  active  endpoints  busy cores"], 0.0
+        for at, records, active, endpoints, cores in self.rows:
+            if at >= next_at:
+                lines.append(f"    {at:5.3f}  {records:7d}  {active:6d}  {endpoints:9d}  {cores:4.2f}")
+                next_at = at + every
+        return "\n".join(lines)
 
 
 # ====================================================================== 5. allocation (pure)
@@ -364,16 +408,27 @@ def phase_allocation(opts: argparse.Namespace) -> dict[str, Any]:
 
 
 async def deploy_round(
-    kv: KVClient, view: ClusterView, count: int, *, between: Callable[[], Any] | None = None
+    kv: KVClient,
+    view: ClusterView,
+    count: int,
+    *,
+    between: Callable[[], Any] | None = None,
+    timeline: Timeline | None = None,
 ) -> tuple[float, float]:
     """Blueprint with `count` echo instances → all ACTIVE and routable; then deleted → no record left.
     Returns (deploy s, unload s). `between` (if given) is awaited while the instances run."""
     settle = 0.0 if count <= 100 else 0.01  # above 100, check every 10 ms, not on every watch batch
     started = time.monotonic()
+    if timeline is not None:
+        timeline.__init__()
     await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=count))
     timeout = STEP_TIMEOUT + count * 0.05  # 3,000 instances: 210 s
     done = await view.until(
-        lambda: view.all_active_and_routable(count, ECHO), timeout, f"{count} ACTIVE", settle=settle
+        lambda: view.all_active_and_routable(count, ECHO),
+        timeout,
+        f"{count} ACTIVE",
+        settle=settle,
+        timeline=timeline,
     )
     deploy = done - started
     if between is not None:
@@ -498,14 +553,26 @@ async def memory_guarded(seen: dict[str, Any]) -> AsyncIterator[None]:
         raise BenchError(f"aborted: {seen['aborted']}")
 
 
+def machine_busy_s() -> float:
+    """The CPU time all the machine's cores have been busy since boot (/proc/stat: not idle, not iowait)."""
+    with open("/proc/stat") as stat:
+        ticks = [int(x) for x in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
     """User + system CPU seconds of each live process of `pids`, to the nanosecond (the scheduler's own
-    count, /proc/PID/schedstat). /proc/PID/stat counts in clock ticks (10 ms) and truncates: an
-    instance that used 5 ms showed 0, so the instances' own CPU was missing from the sum before."""
+    count, summed over the process's threads: /proc/PID/task/TID/schedstat; /proc/PID/schedstat is the
+    main thread's alone, and left out a KV replica's Raft thread, ~0.5 ms per instance deployed).
+    /proc/PID/stat counts in clock ticks (10 ms) and truncates: an instance that used 5 ms showed 0."""
     found = {}
     for pid in pids:
         try:
-            found[pid] = int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+            threads = os.listdir(f"/proc/{pid}/task")  # each thread's own count: schedstat is per thread
+            found[pid] = (
+                sum(int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0]) for t in threads)
+                / 1e9
+            )
         except (OSError, ValueError, IndexError):
             continue
     return found
@@ -631,11 +698,14 @@ async def phase_curve(
         reads: dict[str, Any] = {"available_before_mib": free}
         before = cpu_seconds(processes_under(cluster.directory))
         monitors_before = sum(cpu_seconds(monitors).values())
+        machine_before, own_before = machine_busy_s(), time.process_time()
 
         async def measure_reads(
             reads: dict[str, Any] = reads,
             before: dict[int, float] = before,
             monitors_before: float = monitors_before,
+            machine_before: float = machine_before,
+            own_before: float = own_before,
             count: int = count,
         ) -> None:
             pids = processes_under(cluster.directory)
@@ -650,6 +720,8 @@ async def phase_curve(
                 default=0.0,
             )
             reads["cpu_kdamond_s"] = sum(cpu_seconds(monitors).values()) - monitors_before
+            reads["cpu_machine_s"] = machine_busy_s() - machine_before
+            reads["cpu_bench_s"] = time.process_time() - own_before
             await trio.sleep(1.0)  # let the nodes' caches and the leader settle
             await idle_cpu(pids + monitors, {**kinds, **dict.fromkeys(monitors, "kdamond")}, reads)
             reads.update(memory_figures(pids, kinds))
@@ -666,15 +738,20 @@ async def phase_curve(
             reads["cli_status_as_is_s"], reads["cli_status_as_is_cpu_s"] = cli
 
         load = os.getloadavg()[0]
+        timeline = Timeline() if opts.timeline else None
         async with memory_guarded(reads):
-            deploy, unload = await deploy_round(kv, view, count, between=measure_reads)
+            deploy, unload = await deploy_round(kv, view, count, between=measure_reads, timeline=timeline)
+        if timeline is not None:
+            log(f"curve: N={count}: the deploy as it went\n{timeline.render()}")
         point = {"instances": count, "deploy_s": deploy, "unload_s": unload, "load": load, **reads}
         point["per_s"] = count / deploy
         points.append(point)
         log(
             f"curve: N={count}: ACTIVE + routable in {deploy:.2f} s ({count / deploy:.0f}/s; "
             f"CPU of the cluster's processes {reads['cpu_s']:.1f} s, "
-            f"{reads['cpu_s'] / count * 1000:.1f} ms per instance: {cpu_split(reads, count)}); "
+            f"{reads['cpu_s'] / count * 1000:.1f} ms per instance: {cpu_split(reads, count)}; "
+            f"the machine's busy CPU {reads['cpu_machine_s']:.2f} s, this benchmark's "
+            f"{reads['cpu_bench_s']:.2f} s); "
             f"GET /api/v1/cluster {reads['cluster_get_ms']:.1f} ms; `aether cluster status` "
             f"{cli_figures(reads)}; unloaded in {unload:.2f} s (load average {load:.1f})"
         )
@@ -1158,6 +1235,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--curve",
         default="150,300,1000,3000",
         help="instance counts of the convergence curve (a count that does not fit in memory is skipped)",
+    )
+    parser.add_argument(
+        "--timeline", action="store_true", help="print each deploy of the curve as it went (counts, cores)"
     )
     parser.add_argument("--time-limit", type=float, default=900.0, help="deadline for the run, seconds")
     opts = parser.parse_args(argv)
