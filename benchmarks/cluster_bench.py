@@ -711,6 +711,7 @@ async def phase_curve(
         before = cpu_seconds(processes_under(cluster.directory))
         monitors_before = sum(cpu_seconds(monitors).values())
         machine_before, own_before = machine_busy_s(), time.process_time()
+        kv_before = await kv.status()
 
         async def measure_reads(
             reads: dict[str, Any] = reads,
@@ -718,11 +719,15 @@ async def phase_curve(
             monitors_before: float = monitors_before,
             machine_before: float = machine_before,
             own_before: float = own_before,
+            kv_before: Any = kv_before,
             count: int = count,
         ) -> None:
             # (first: what follows reads /proc for every process, on this machine's CPU)
             reads["cpu_machine_s"] = machine_busy_s() - machine_before
             reads["cpu_bench_s"] = time.process_time() - own_before
+            kv_after = await kv.status()
+            reads["kv_revisions"] = kv_after.revision - kv_before.revision
+            reads["kv_entries"] = kv_after.commit_index - kv_before.commit_index
             pids = processes_under(cluster.directory)
             after, kinds = cpu_seconds(pids), process_kinds(pids)
             reads["cpu_s"] = sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
@@ -764,7 +769,8 @@ async def phase_curve(
             f"CPU of the cluster's processes {reads['cpu_s']:.1f} s, "
             f"{reads['cpu_s'] / count * 1000:.1f} ms per instance: {cpu_split(reads, count)}; "
             f"the machine's busy CPU {reads['cpu_machine_s']:.2f} s, this benchmark's "
-            f"{reads['cpu_bench_s']:.2f} s); "
+            f"{reads['cpu_bench_s']:.2f} s; KV transactions {reads['kv_revisions']}, Raft entries "
+            f"{reads['kv_entries']}); "
             f"GET /api/v1/cluster {reads['cluster_get_ms']:.1f} ms; `aether cluster status` "
             f"{cli_figures(reads)}; unloaded in {unload:.2f} s (load average {load:.1f})"
         )
