@@ -342,3 +342,55 @@ async def test_an_instance_whose_record_the_leader_deleted_is_stopped_and_withdr
 
     await wait_until(stopped, timeout=60, what="the instance stopped and its endpoints withdrawn")
     assert await node.state() is None  # nothing was written back for the forgotten instance
+
+
+async def test_the_active_record_and_the_endpoints_are_one_commit(
+    autojump_clock: MockClock, node: Node
+) -> None:
+    """An instance becomes ACTIVE and routable at once: the endpoint record goes in the transaction that
+    writes ACTIVE (they were two commits in turn, a batch's round trip apart under load)."""
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    record = await node.kv.get(KEY.key)
+    endpoint = await node.kv.get(endpoint_key(KEY.coordinates, 0))
+    assert record is not None and endpoint is not None
+    assert endpoint.mod_revision == record.mod_revision
+    assert endpoint.lease == node.manager.lease
+
+
+async def test_an_activation_whose_lease_lapsed_is_active_and_its_endpoints_follow_the_new_lease(
+    autojump_clock: MockClock,
+) -> None:
+    """The node's lease lapses during a load: the transaction of ACTIVE and the endpoints fails as a
+    whole (nothing of it applied), the record is written alone, and the endpoints go on the lease the
+    node registers next (its republish), never on the lapsed one."""
+    kv = MemoryStore(clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.LOADING)
+        await kv.lease_revoke(node.manager.lease)
+        await node.reaches(SliceState.ACTIVE)
+        assert await node.endpoints() == []
+        fresh = await kv.lease_grant(10.0)
+        await node.manager.republish(fresh.lease)
+        published = await kv.get(endpoint_key(KEY.coordinates, 0))
+        assert published is not None and published.lease == fresh.lease
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_command_during_the_activation_leaves_the_instance_routable_once_active(
+    autojump_clock: MockClock,
+) -> None:
+    """The leader writes its command again while the instance loads: the pass's ACTIVE (with the
+    endpoints) is not written over it, so the endpoints go on their own, and the next pass writes ACTIVE:
+    the instance must end ACTIVE and routable, not ACTIVE with no endpoint."""
+    kv = MemoryStore(clock=trio.current_time)
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.LOADING)
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.ACTIVE)
+        assert await node.endpoints() == [endpoint_key(KEY.coordinates, 0)]
+        nursery.cancel_scope.cancel()

@@ -315,9 +315,13 @@ class NodeDeploymentManager:
             following = steps[index + 1] if index + 1 < len(steps) else None
             if not await self._run_step(key, slot, step, reason, following, decided):
                 return
+        # An activation that ends the pass leaves its endpoints to go with the outcome (`_write`).
+        unpublished = self.store.get(key) if steps and steps[-1].kind is StepKind.ACTIVATE else None
         outcome = outcome_to_record(target, slot.record.state if slot.record else None)
         if outcome is not None and not _superseded(slot, decided):
-            await self._write(key, slot, outcome, "")
+            await self._write(key, slot, outcome, "", publish=unpublished)
+        else:
+            await self._publish_alone(key, slot, unpublished)
 
     def _restart_reason(self, slot: _Slot) -> tuple[str, float] | None:
         policy = self.restart_policy
@@ -370,7 +374,8 @@ class NodeDeploymentManager:
                     instance = self.store.get(key)
                     assert instance is not None
                     await self.store.activate(instance)
-                    await self._publish(key, instance)
+                    if following is not None:  # (never today: the last step publishes with the outcome)
+                        await self._publish(key, instance)
                 case StepKind.DEACTIVATE:
                     instance = self.store.get(key)
                     assert instance is not None
@@ -380,18 +385,23 @@ class NodeDeploymentManager:
                     await self.store.unload(key)
                     await self._delete_record(key, slot)
         except Exception as error:  # a slice's failure, or a bug: FAILED with a reason, never a dead node
-            if isinstance(error, NodeError):
-                log.warning("%s: %s failed: %s", key.label, step.kind.value, error.message)
-            else:
-                log.exception("%s: %s failed unexpectedly", key.label, step.kind.value)
-            instance = self.store.get(key)
-            if instance is not None:
-                await self._withdraw(key, instance)
-                await self.store.unload(key)
-            self.metrics.failure(key.coordinates, step.kind.value)
-            await self._write(key, slot, SliceState.FAILED, describe_failure(step.kind.value, error))
+            await self._step_failed(key, slot, step.kind, error)
             return False
         return True
+
+    async def _step_failed(self, key: InstanceKey, slot: _Slot, kind: StepKind, error: Exception) -> None:
+        """Step `kind` failed with `error`: the instance is stopped (its endpoints withdrawn first) and
+        its record says FAILED, with why."""
+        if isinstance(error, NodeError):
+            log.warning("%s: %s failed: %s", key.label, kind.value, error.message)
+        else:
+            log.exception("%s: %s failed unexpectedly", key.label, kind.value)
+        instance = self.store.get(key)
+        if instance is not None:
+            await self._withdraw(key, instance)
+            await self.store.unload(key)
+        self.metrics.failure(key.coordinates, kind.value)
+        await self._write(key, slot, SliceState.FAILED, describe_failure(kind.value, error))
 
     async def _load_saying_so_if_late(
         self, key: InstanceKey, slot: _Slot, decided: int, config: dict[str, Any], start: bool
@@ -423,9 +433,22 @@ class NodeDeploymentManager:
 
     # ------------------------------------------------------------ KV writes
 
-    async def _write(self, key: InstanceKey, slot: _Slot, state: SliceState, reason: str) -> bool:
+    async def _write(
+        self,
+        key: InstanceKey,
+        slot: _Slot,
+        state: SliceState,
+        reason: str,
+        *,
+        publish: LocalInstance | None = None,
+    ) -> bool:
         """Record `state` unless the key changed since we last saw it (then the newer record wins and this
-        returns False). A write whose outcome is unknown (the leader changed) is checked and retried."""
+        returns False). A write whose outcome is unknown (the leader changed) is checked and retried.
+        With `publish` (an instance just activated, its state ACTIVE), its endpoints go in the same
+        transaction: callers see the instance ACTIVE and routable at once, one commit sooner than
+        after a write of their own. Where they cannot go with it (the node's lease lapsed: the record is
+        written alone; or the record changed meanwhile) they are published on their own after it
+        (`_publish`), as an activation publishes them."""
         current = slot.record
         command = None
         if current is not None and state in WORKING_STATES:
@@ -439,22 +462,26 @@ class NodeDeploymentManager:
             moved_from=current.moved_from if current else "",  # (the leader counts moves in flight)
         )
         expected = slot.revision
+        unchanged = Compare(key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=expected)
+        publish_after: LocalInstance | None = None
+        if publish is not None:
+            publish.withdrawn = False  # (as `_publish`: a withdrawal that starts meanwhile wins)
         backoff = 0.1
         while True:
+            put = Put(key=key.key, value=encode_record(record))
+            endpoints = self._endpoint_puts(key, publish, self.lease) if publish is not None else []
             try:
-                result = await self._txn(
-                    [
-                        Compare(
-                            key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=expected
-                        )
-                    ],
-                    [Put(key=key.key, value=encode_record(record))],
-                )
+                result = await self._txn([unchanged], [put, *endpoints])
                 if not result.succeeded:
+                    await self._publish_alone(key, slot, publish)
                     return False
                 revision = result.revision
                 break
             except KVError as error:
+                if endpoints and isinstance(error, LeaseNotFoundError):
+                    # Nothing of it applied: the record alone again, the endpoints after it.
+                    publish_after, publish = publish, None
+                    continue
                 log.warning("%s: recording %s: %s; checking and retrying", key.label, state, error.message)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
@@ -466,9 +493,11 @@ class NodeDeploymentManager:
                     revision = stored.mod_revision  # it did go through
                     break
                 if stored is None or stored.mod_revision != expected:
+                    await self._publish_alone(key, slot, publish)
                     return False  # someone else wrote since: their record wins
         if slot.revision <= revision:
             slot.record, slot.revision = record, revision
+        await self._publish_alone(key, slot, publish_after)
         self.metrics.transition(key.coordinates, str(state))
         # Outcomes at INFO; the working states on the way (two or three per instance) at DEBUG only.
         level = logging.DEBUG if state in WORKING_STATES else logging.INFO
@@ -494,6 +523,16 @@ class NodeDeploymentManager:
                     return
         if result.succeeded:
             slot.record = None
+
+    async def _publish_alone(self, key: InstanceKey, slot: _Slot, instance: LocalInstance | None) -> None:
+        """Publish the endpoints of `instance` (if any: None, nothing to do) that could not go with its
+        ACTIVE record; if that fails, so has the activation (as when an activation publishes them)."""
+        if instance is None:
+            return
+        try:
+            await self._publish(key, instance)
+        except KVError as error:
+            await self._step_failed(key, slot, StepKind.ACTIVATE, error)
 
     async def _publish(self, key: InstanceKey, instance: LocalInstance) -> None:
         """Put the instance's endpoints on the node's lease. If that lease has lapsed, on the new one if
