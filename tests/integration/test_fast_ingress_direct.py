@@ -58,6 +58,30 @@ async def answered_while_paused(node: NodeProcess, artifact: str, entry: str, pa
     return response.status_code == 200
 
 
+async def wait_every_instance_direct(
+    node: NodeProcess, artifact: str, entry: str, instances: set[int]
+) -> None:
+    """Wait until calls the worker decides alone (the node paused) have reached each of `instances` (`entry`
+    answers which instance it is): the worker's table then routes to all of them. An instance is ACTIVE
+    and routable in one commit, but the table follows the node's cache of it a moment later: one pushed
+    before the last instance's endpoint reached that cache routes to the others only."""
+    seen: set[int] = set()
+
+    async def reached_all() -> bool:
+        with paused(node):
+            try:
+                response = await post(node, artifact, entry, {}, timeout=PAUSE)
+            except httpx.TransportError:  # no answer in time (or no worker listening yet)
+                return False
+        if response.status_code == 200:
+            seen.add(response.json()["instance"])
+        return seen >= instances
+
+    await wait_until(
+        reached_all, timeout=60, what=f"the worker to call {artifact} {sorted(instances)} directly"
+    )
+
+
 async def wait_direct(node: NodeProcess, artifact: str, entry: str, payload: Any) -> None:
     async def direct() -> bool:
         return await answered_while_paused(node, artifact, entry, payload)
@@ -93,7 +117,7 @@ async def test_calls_go_straight_to_local_instances_and_are_still_counted(
         async with kv_client(node) as kv:
             for number in (1, 2):
                 await activate(kv, node, ECHO, number)
-        await wait_direct(node, "org.aether:echo", "echo", [0])
+        await wait_every_instance_direct(node, "org.aether:echo", "info", {1, 2})
 
         # with the node paused, both instances answer (round-robin, decided by the worker)
         with paused(node):
@@ -159,10 +183,7 @@ async def test_an_instance_that_dies_mid_call_retries_idempotent_calls_only(
             await activate(kv, node, FAULTY, 1, hangs)
             await activate(kv, node, FAULTY, 2, {"mode": "ok", "executions_file": str(record)})
 
-        async def probe() -> bool:  # (a probe that goes to instance 1 hangs there: not answered)
-            return await answered_while_paused(node, "org.aether:faulty", "work", "probe")
-
-        await wait_until(probe, timeout=60, what="the worker to call faulty directly")
+        await wait_every_instance_direct(node, "org.aether:faulty", "imported", {1, 2})  # (it never hangs)
         outcome: dict[str, httpx.Response] = {}
 
         async def send(entry: str, request_id: str) -> None:
@@ -192,7 +213,7 @@ async def test_an_instance_that_dies_mid_call_retries_idempotent_calls_only(
         # node paused; that instance is killed mid-call and the worker answers 503 itself, not resending it.
         async with kv_client(node) as kv:
             await activate(kv, node, FAULTY, 3, hangs)
-        await wait_until(probe, timeout=60, what="the worker to call faulty's 3 instances directly")
+        await wait_every_instance_direct(node, "org.aether:faulty", "imported", {3})
         with paused(node):
             async with trio.open_nursery() as nursery:
                 for attempt in range(6):
