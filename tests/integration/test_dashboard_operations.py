@@ -76,6 +76,13 @@ def current_revision(http: httpx.Client) -> int:
     return next(r["revision"] for r in http.get("/api/v1/blueprints/demo/history").json() if r["current"])
 
 
+def listed_nodes(http: httpx.Client) -> dict[str, Any] | None:
+    """The nodes the management API lists, by id; None while it answers an error (a node restarting or
+    stopping may take the KV's leader with it: a 503 for a moment)."""
+    answer = http.get("/api/v1/nodes")
+    return {n["node_id"]: n for n in answer.json()} if answer.status_code == 200 else None
+
+
 def node_state(http: httpx.Client, node_id: str) -> str:
     return next(n["state"] for n in http.get("/api/v1/nodes").json() if n["node_id"] == node_id)
 
@@ -253,9 +260,10 @@ def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(secured: CliC
         assert outcome(page, f"restart {target}") == f"restart {target}: node {target} is LEAVING"
 
         def back() -> bool:
-            nodes = {n["node_id"]: n for n in http.get("/api/v1/nodes").json()}
+            nodes = listed_nodes(http)
             return (
-                target in nodes
+                nodes is not None
+                and target in nodes
                 and nodes[target]["started_at"] > started
                 and nodes[target]["state"] == "ON_DUTY"
             )
@@ -265,7 +273,7 @@ def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(secured: CliC
         confirmed(page, f"{node_row} button[data-op$='/stop']")
         assert outcome(page, f"stop {target}") == f"stop {target}: node {target} is LEAVING"
         wait_until(
-            lambda: target not in {n["node_id"] for n in http.get("/api/v1/nodes").json()},
+            lambda: (nodes := listed_nodes(http)) is not None and target not in nodes,
             timeout=60,
             what=f"{target} gone",
         )
