@@ -124,6 +124,22 @@ async def test_a_read_without_an_answer_is_unavailable_not_of_unknown_outcome(sc
     assert {m["op"] for m in received} == {"get", "range", "barrier", "status"}
 
 
+async def test_a_read_the_server_gave_up_on_is_asked_again_within_the_deadline() -> None:
+    """A leader change fails the reads in flight at once (the server's "outcome unknown"); a read changes
+    nothing, so the client asks again, and the new leader answers: the caller never sees the change (a
+    node's management operation used to fail "the store is not available" on it)."""
+
+    def gives_up_once(n: int, message: dict[str, Any]) -> dict[str, Any]:
+        return gives_up(n, message) if n == 1 else {"ok": {"revision": 7}}
+
+    async with (
+        scripted_server(gives_up_once) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=2.0) as client,
+    ):
+        assert await client.barrier() == 7
+    assert [m["op"] for m in received] == ["barrier", "barrier"]
+
+
 async def test_a_write_whose_answer_the_server_gave_up_on_stays_of_unknown_outcome() -> None:
     """The control: the same answer to a write still says its outcome is unknown."""
     async with (

@@ -336,15 +336,17 @@ class KVClient:
                     elif attempt.sent:
                         self._retire(connection)
                 continue  # retried, or the deadline check above raises
-            except OutcomeUnknownError:  # the server's own deadline passed: it is making no progress
+            except OutcomeUnknownError:  # the server's own deadline passed, or its leader changed
                 assert connection is not None
                 self._retire(connection)
-                if message["op"] in _READS:
-                    raise _read_unanswered(
-                        f"{message['op']} got no answer: {connection.endpoint} gave up on it (its own"
-                        " deadline, or a leader change)"
-                    ) from None
-                raise
+                if message["op"] not in _READS:
+                    raise
+                # A read changes nothing: asked again (here or elsewhere) while the deadline allows. A
+                # leader change fails the reads in flight at once; the next attempt finds the new leader.
+                last_error = _read_unanswered(
+                    f"{message['op']} got no answer: {connection.endpoint} gave up on it (its own"
+                    " deadline, or a leader change)"
+                )
             except ConnectionLostError as error:
                 last_error = error
             except _NotSent:
