@@ -295,6 +295,27 @@ def test_an_extra_argument_is_named_with_its_command(tmp_path: Path) -> None:
         ), str(run)
 
 
+@pytest.mark.parametrize(
+    ("args", "flag", "value"),
+    [
+        (("cluster", "events", "--limit", "0"), "--limit", 0),
+        (("cluster", "events", "-n", "-3"), "--limit", -3),
+        (("cluster", "events", "--follow", "--limit", "0"), "--limit", 0),
+        (("cluster", "events", "--limit", "1001"), "--limit", 1001),
+        (("describe", "slice", ECHO, "--events", "0"), "--events", 0),
+    ],
+)
+def test_an_event_count_out_of_range_is_bad_usage_before_any_cluster_is_asked(
+    tmp_path: Path, args: tuple[str, ...], flag: str, value: int
+) -> None:
+    """Like `slice logs --lines`: the flag by its name and its range, exit 2, with no cluster there (the
+    check is the CLI's, not a node's answer)."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    run = expect(run_aether(*args, "-c", url, cwd=tmp_path, timeout=30), 2)
+    assert run.stderr == f"aether: error: {flag} must be between 1 and 1000, got {value}\n", str(run)
+    assert "1 to 1000" in expect(run_aether(*args[:2], "--help", cwd=tmp_path)).stdout
+
+
 def test_diff_reads_stdin_for_dash(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     run = expect(run_aether("blueprint", "diff", "-", "-c", url, cwd=tmp_path, input=SMALL), 3)

@@ -49,6 +49,7 @@ MAX_CALL_TIMEOUT = 3600.0  # the longest call timeout a node accepts
 # fallback and two elections), for which it retries a write itself.
 READ_PATIENCE = 6.0
 MAX_LOG_LINES = 10_000  # the most last lines of an instance's log a node gives at once
+MAX_EVENTS = 1000  # the most recent events a node gives at once (`limit` of the event routes)
 # A followed stream with nothing for this long is a node gone (killed, paused, cut off): the node sends an
 # empty line every 5 s on a followed log (`api/_slice_logs.HEARTBEAT`) and a comment every 15 s on an
 # idle event stream (`api/_management.KEEPALIVE`); three of them missed is not a slow moment.
