@@ -409,3 +409,24 @@ def test_the_ingress_port_is_named_as_not_a_management_api(cluster: CliCluster) 
             f"aether: error: {ingress} (--cluster) answers (HTTP 404 'Not Found') but is not an Aether"
             " management API (is it the ingress port?)\n"
         ), str(run)
+
+
+def test_diff_of_a_slice_no_node_can_hold_says_added_and_why_it_cannot_be_placed(cluster: CliCluster) -> None:
+    huge = (
+        'name = "huge"\n\n[[slices]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = 2\n\n'
+        "[slices.resources]\ncpu = 64\n"
+    )
+    run = expect(cluster.aether("blueprint", "diff", "-", input=huge))
+    lines = run.stdout.splitlines()
+    assert lines[:2] == [
+        "blueprint 'huge' (a new blueprint): changes",
+        "  org.aether:greeter: added, 2 cannot be placed; instances 0 → 0; version - → 1.0.0; +0 added,"
+        " 0 moved, -0 removed, 0 replaced",
+    ], str(run)
+    largest = max(n["cpu"] for n in expect(cluster.aether("cluster", "nodes", "--json")).json())
+    assert lines[2] == (
+        "    problem: 2 of 2 instances of org.aether:greeter:1.0.0 fit on no live node (1 node; needs cpu 64"
+        f" each; the largest node has cpu {largest:g})"
+    ), str(run)
+    (change,) = expect(cluster.aether("blueprint", "diff", "-", "--json", input=huge)).json()["slices"]
+    assert (change["change"], change["unplaced"], change["kept"]) == ("added", 2, 0)
