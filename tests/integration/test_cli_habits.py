@@ -18,6 +18,7 @@ from pathlib import Path
 import cli_support
 import pytest
 from cli_support import (
+    ANSWERED,
     CONFIG_DIR,
     COUNTER,
     ECHO,
@@ -430,3 +431,30 @@ def test_diff_of_a_slice_no_node_can_hold_says_added_and_why_it_cannot_be_placed
     ), str(run)
     (change,) = expect(cluster.aether("blueprint", "diff", "-", "--json", input=huge)).json()["slices"]
     assert (change["change"], change["unplaced"], change["kept"]) == ("added", 2, 0)
+
+
+def test_a_key_sent_to_a_cluster_that_checks_none_is_warned_of_and_the_command_still_works(
+    cluster: CliCluster, tmp_path: Path
+) -> None:
+    """A dev cluster without keys is open: a key sent to it is not checked. The command works (the key
+    weakens nothing and is refused nowhere), and stderr says the key went unchecked, once, naming where
+    the key came from; a run without a key is not warned. (A cluster with keys says nothing: it checks
+    them, `test_cli_logs_describe`.)"""
+    (url,) = cluster.urls.split(",")
+    unchecked = f"aether: warning: {url} checks no API keys (open: a dev-mode cluster with none made);"
+    run = expect(cluster.aether("cluster", "status", "--json", "--api-key", "mistyped-key-0123"), ANSWERED)
+    assert run.json()["leader"] == "node-1"  # stdout stays the answer
+    assert run.stderr == (
+        f"{unchecked} the key given with --api-key (or AETHER_API_KEY) was not checked (mistyped, or meant"
+        " for another cluster?)\n"
+    ), str(run)
+    assert expect(cluster.aether("cluster", "status"), ANSWERED).stderr == ""
+
+    # a context that holds a key: `context add` says so once, then each command naming the context
+    added = expect(run_aether("context", "add", "keyed", url, "--api-key", "-", cwd=tmp_path, input="k" * 20))
+    assert "checks no API keys (open: a dev-mode cluster with none made): the key is saved" in added.stderr
+    listed = expect(run_aether("blueprint", "list", "--context", "keyed", cwd=tmp_path))
+    assert (
+        listed.stderr.startswith(unchecked) and "the key of context 'keyed' was not checked" in listed.stderr
+    )
+    assert listed.stderr.count("\n") == 1, str(listed)
