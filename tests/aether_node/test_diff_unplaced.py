@@ -97,6 +97,10 @@ def test_property_the_diff_of_a_change_that_may_not_fit_is_where_the_planner_con
     cluster.converge([running])
     new = spec(f"{ECHO}:{version}", instances=instances, min_available=min_available, cpu=cpu)
     change = diff(new, stored=running, cluster=cluster)
+    stale_before = sum(1 for r in cluster.view() if str(r.coordinates) != new.artifact)
     cluster.converge([new])
     assert placed(change) == dict(collections.Counter(r.node_id for r in cluster.view()))
     assert change.instances_after == len(cluster.view())
+    # what the floor keeps of the old version is not replaced: the diff counts only those that go
+    stale_after = sum(1 for r in cluster.view() if str(r.coordinates) != new.artifact)
+    assert change.replaced == stale_before - stale_after

@@ -94,22 +94,25 @@ def diff_blueprint(
             if instance.node_id in awaited_here and str(instance.coordinates) == spec.artifact:
                 after[instance.node_id] = after.get(instance.node_id, 0) + 1
         wanted = Variant.of(Coordinates.parse(spec.artifact), spec.config) if spec else None
-        kept = collections.Counter[str]()
+        kept: list[ObservedInstance] = []  # running, with no room in the new spec, held by the floor
         if spec is not None and placement is not None and placement.unplaced:
             held = artifact_id in rollouts or artifact_id in paused  # the old version's ACTIVE ones stay
             candidates = [i for i in here if i.node_id not in stopping]
             kept = _kept_by_floor(spec, placement.unplaced, candidates, after, wanted, held=held)
-            for node_id, count in kept.items():
-                after[node_id] = after.get(node_id, 0) + count
+            for instance in kept:
+                after[instance.node_id] = after.get(instance.node_id, 0) + 1
         later = dict(later_targets[spec.artifact].counts) if artifact_id in awaiting.messages else None
         shown = before.keys() | after.keys() | (later or {}).keys()
         grown = sum(max(0, after.get(n, 0) - before.get(n, 0)) for n in shown)
         shrunk = sum(max(0, before.get(n, 0) - after.get(n, 0)) for n in shown)
         moved = min(grown, shrunk)
         version = str(Coordinates.parse(spec.artifact).version) if spec else ""
-        # Stale: another version, or the same with another config (replaced by the update strategy).
-        replaced = sum(1 for i in here if wanted and i.variant != wanted)
-        stale_configs = sum(1 for i in here if wanted and i.config_digest != wanted.config)
+        # Stale: another version, or the same with another config (replaced by the update strategy),
+        # but those the floor keeps (nothing of the new spec can take their place).
+        staying = {i.key for i in kept}
+        going = [i for i in here if i.key not in staying]
+        replaced = sum(1 for i in going if wanted and i.variant != wanted)
+        stale_configs = sum(1 for i in going if wanted and i.config_digest != wanted.config)
         previous = before_specs.get(artifact_id)
         if spec is None:
             kind = "removed"
@@ -143,7 +146,7 @@ def diff_blueprint(
                     )
                     for n in sorted(shown)
                 ),
-                problem=_problem(artifact_id, spec, placement.reason, sum(kept.values()))
+                problem=_problem(artifact_id, spec, placement.reason, len(kept))
                 if placement and spec
                 else "",
                 rollout=_in_flight(rollouts.get(artifact_id), artifact_id in paused and bool(replaced)),
@@ -156,7 +159,7 @@ def diff_blueprint(
                 health=_health(before_specs.get(artifact_id), spec),
                 config=_config(previous, spec, stale_configs),
                 unplaced=placement.unplaced if placement else 0,
-                kept=sum(kept.values()),
+                kept=len(kept),
             )
         )
     return BlueprintDiff(
@@ -176,15 +179,15 @@ def _kept_by_floor(
     wanted: Variant | None,
     *,
     held: bool,
-) -> collections.Counter[str]:
-    """Where the running ACTIVE instances are that the leader keeps beyond `after` when `spec` does not
-    fit (per node). Its rule (`_reconcile.plan`): an ACTIVE instance goes only while the ACTIVE count
-    stays at the number to keep, what fits but never below the floor; the wanted variant's surplus goes
-    first, newest first, then other variants' (unless a rollout holds them), newest first."""
+) -> list[ObservedInstance]:
+    """The running ACTIVE instances the leader keeps beyond `after` when `spec` does not fit. Its rule
+    (`_reconcile.plan`): an ACTIVE instance goes only while the ACTIVE count stays at the number to keep,
+    what fits but never below the floor; the wanted variant's surplus goes first, newest first, then
+    other variants' (unless a rollout holds them), newest first."""
     keep = max(spec.instances - unplaced, min(spec.floor, spec.instances))
     short = keep - sum(after.values())
     if short <= 0:
-        return collections.Counter()
+        return []
     on_node: collections.Counter[str] = collections.Counter()
     surplus, others = [], []
     for instance in sorted(here, key=lambda i: (i.state is not SliceState.ACTIVE, i.instance, i.key)):
@@ -196,7 +199,7 @@ def _kept_by_floor(
             others.append(instance)
     # Removal order: the surplus newest first, then the others newest first; what stays is its end.
     order = [i for group in (surplus, others) for i in reversed(group) if i.state is SliceState.ACTIVE]
-    return collections.Counter(i.node_id for i in order[max(0, len(order) - short) :])
+    return order[max(0, len(order) - short) :]
 
 
 def _problem(artifact_id: str, spec: SliceSpec, reason: str, kept: int) -> str:
