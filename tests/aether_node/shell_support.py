@@ -1,5 +1,6 @@
 """Support for the I/O shell's in-process tests: slice processes simulated at the SliceStore seam, node
-registrations and blueprints written as the node and the API write them, and a condition wait.
+registrations and blueprints written as the node and the API write them, a registered node as the API
+shows it (`node_info`), and a condition wait.
 
 `FakeSliceStore` has SliceStore's methods (the seam the NodeDeploymentManager and the invoker already
 take): load, activate, deactivate, unload, close_all, get, active, instances, timeouts. Its processes are
@@ -18,6 +19,7 @@ from typing import Any
 import trio
 
 from aether_kv import KV
+from aether_node.client import NodeInfo
 from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._errors import InvocationError, ResolutionError, SliceHostError
 from aether_node.core._policies import StepTimeouts
@@ -154,6 +156,23 @@ async def register(
     )
     await kv.put(node_key(node_id), encode_record(record), lease=lease)
     return lease
+
+
+def node_info(node_id: str, *, leader: bool = False, instances: int = 1, active: int = 1) -> NodeInfo:
+    """A registered node as the management API shows it (a worker with 1 CPU and 1 GiB, no addresses)."""
+    return NodeInfo(
+        node_id=node_id,
+        ingress="",
+        management="",
+        peer="",
+        cpu=1.0,
+        memory_mib=1024,
+        role="worker",
+        started_at=0.0,
+        instances=instances,
+        active=active,
+        leader=leader,
+    )
 
 
 async def apply(kv: KV, name: str, *specs: SliceSpec) -> None:

@@ -4,10 +4,12 @@ reason a person can act on."""
 
 from __future__ import annotations
 
+from shell_support import node_info
+
 from aether_kv import Member, Status
 from aether_node import config_digest
 from aether_node.api._handlers import Handlers
-from aether_node.client import InstanceInfo, NodeInfo
+from aether_node.client import InstanceInfo
 from aether_node.core._blueprint import Blueprint, SliceSpec
 
 ECHO = "org.aether:echo:1.0.0"
@@ -31,22 +33,6 @@ def status(*, quorum: bool = True, connected: bool = True) -> Status:
     )
 
 
-def node(node_id: str, leader: bool = False) -> NodeInfo:
-    return NodeInfo(
-        node_id=node_id,
-        ingress="",
-        management="",
-        peer="",
-        cpu=1.0,
-        memory_mib=1024,
-        role="worker",
-        started_at=0.0,
-        instances=1,
-        active=1,
-        leader=leader,
-    )
-
-
 def instance(node_id: str, number: int, state: str = "ACTIVE", artifact: str = ECHO) -> InstanceInfo:
     return InstanceInfo(
         node_id=node_id,
@@ -59,7 +45,7 @@ def instance(node_id: str, number: int, state: str = "ACTIVE", artifact: str = E
 
 
 BLUEPRINTS = {"demo": Blueprint(name="demo", slices=(SliceSpec(artifact=ECHO, instances=2),))}
-NODES = [node("n1", leader=True), node("n2")]
+NODES = [node_info("n1", leader=True), node_info("n2")]
 RUNNING = [instance("n1", 1), instance("n2", 2)]
 
 
@@ -78,7 +64,8 @@ def test_a_missing_node_is_a_reason_even_when_the_blueprint_converged_without_it
 
 def test_every_other_gap_is_named() -> None:
     failed = [instance("n1", 1), instance("n2", 2, "FAILED")]
-    summary = Handlers._summary(status(connected=False), [node("n1"), node("n2")], failed, BLUEPRINTS, [])
+    nodes = [node_info("n1"), node_info("n2")]
+    summary = Handlers._summary(status(connected=False), nodes, failed, BLUEPRINTS, [])
     assert summary.reasons == (
         "no node leads the cluster (a leader is being elected)",
         f"blueprint demo has not converged: {ECHO} 1/2 ACTIVE",

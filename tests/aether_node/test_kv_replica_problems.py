@@ -3,9 +3,10 @@ reported them, and leave it when they clear."""
 
 from __future__ import annotations
 
+from shell_support import node_info
+
 from aether_kv import Member, Status
 from aether_node.api._handlers import Handlers
-from aether_node.client import NodeInfo
 
 PROBLEM = (
     "KV replica b:1: disk full: the Raft journal could not be written in /data/kv;"
@@ -31,19 +32,7 @@ def status(problems: tuple[str, ...]) -> Status:
     )
 
 
-NODE = NodeInfo(
-    node_id="n1",
-    ingress="",
-    management="",
-    peer="",
-    cpu=1.0,
-    memory_mib=1024,
-    role="worker",
-    started_at=0.0,
-    instances=0,
-    active=0,
-    leader=True,
-)
+NODE = node_info("n1", leader=True, instances=0, active=0)
 
 
 def test_a_replica_whose_disk_is_full_makes_the_cluster_unhealthy_and_is_named() -> None:

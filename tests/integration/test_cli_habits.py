@@ -18,6 +18,7 @@ from pathlib import Path
 import cli_support
 import pytest
 from cli_support import (
+    ANSWERED,
     CONFIG_DIR,
     COUNTER,
     ECHO,
@@ -295,6 +296,27 @@ def test_an_extra_argument_is_named_with_its_command(tmp_path: Path) -> None:
         ), str(run)
 
 
+@pytest.mark.parametrize(
+    ("args", "flag", "value"),
+    [
+        (("cluster", "events", "--limit", "0"), "--limit", 0),
+        (("cluster", "events", "-n", "-3"), "--limit", -3),
+        (("cluster", "events", "--follow", "--limit", "0"), "--limit", 0),
+        (("cluster", "events", "--limit", "1001"), "--limit", 1001),
+        (("describe", "slice", ECHO, "--events", "0"), "--events", 0),
+    ],
+)
+def test_an_event_count_out_of_range_is_bad_usage_before_any_cluster_is_asked(
+    tmp_path: Path, args: tuple[str, ...], flag: str, value: int
+) -> None:
+    """Like `slice logs --lines`: the flag by its name and its range, exit 2, with no cluster there (the
+    check is the CLI's, not a node's answer)."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    run = expect(run_aether(*args, "-c", url, cwd=tmp_path, timeout=30), 2)
+    assert run.stderr == f"aether: error: {flag} must be between 1 and 1000, got {value}\n", str(run)
+    assert "1 to 1000" in expect(run_aether(*args[:2], "--help", cwd=tmp_path)).stdout
+
+
 def test_diff_reads_stdin_for_dash(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{closed_port()}"
     run = expect(run_aether("blueprint", "diff", "-", "-c", url, cwd=tmp_path, input=SMALL), 3)
@@ -388,3 +410,51 @@ def test_the_ingress_port_is_named_as_not_a_management_api(cluster: CliCluster) 
             f"aether: error: {ingress} (--cluster) answers (HTTP 404 'Not Found') but is not an Aether"
             " management API (is it the ingress port?)\n"
         ), str(run)
+
+
+def test_diff_of_a_slice_no_node_can_hold_says_added_and_why_it_cannot_be_placed(cluster: CliCluster) -> None:
+    huge = (
+        'name = "huge"\n\n[[slices]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = 2\n\n'
+        "[slices.resources]\ncpu = 64\n"
+    )
+    run = expect(cluster.aether("blueprint", "diff", "-", input=huge))
+    lines = run.stdout.splitlines()
+    assert lines[:2] == [
+        "blueprint 'huge' (a new blueprint): changes",
+        "  org.aether:greeter: added, 2 cannot be placed; instances 0 → 0; version - → 1.0.0; +0 added,"
+        " 0 moved, -0 removed, 0 replaced",
+    ], str(run)
+    largest = max(n["cpu"] for n in expect(cluster.aether("cluster", "nodes", "--json")).json())
+    assert lines[2] == (
+        "    problem: 2 of 2 instances of org.aether:greeter:1.0.0 fit on no live node (1 node; needs cpu 64"
+        f" each; the largest node has cpu {largest:g})"
+    ), str(run)
+    (change,) = expect(cluster.aether("blueprint", "diff", "-", "--json", input=huge)).json()["slices"]
+    assert (change["change"], change["unplaced"], change["kept"]) == ("added", 2, 0)
+
+
+def test_a_key_sent_to_a_cluster_that_checks_none_is_warned_of_and_the_command_still_works(
+    cluster: CliCluster, tmp_path: Path
+) -> None:
+    """A dev cluster without keys is open: a key sent to it is not checked. The command works (the key
+    weakens nothing and is refused nowhere), and stderr says the key went unchecked, once, naming where
+    the key came from; a run without a key is not warned. (A cluster with keys says nothing: it checks
+    them, `test_cli_logs_describe`.)"""
+    (url,) = cluster.urls.split(",")
+    unchecked = f"aether: warning: {url} checks no API keys (open: a dev-mode cluster with none made);"
+    run = expect(cluster.aether("cluster", "status", "--json", "--api-key", "mistyped-key-0123"), ANSWERED)
+    assert run.json()["leader"] == "node-1"  # stdout stays the answer
+    assert run.stderr == (
+        f"{unchecked} the key given with --api-key (or AETHER_API_KEY) was not checked (mistyped, or meant"
+        " for another cluster?)\n"
+    ), str(run)
+    assert expect(cluster.aether("cluster", "status"), ANSWERED).stderr == ""
+
+    # a context that holds a key: `context add` says so once, then each command naming the context
+    added = expect(run_aether("context", "add", "keyed", url, "--api-key", "-", cwd=tmp_path, input="k" * 20))
+    assert "checks no API keys (open: a dev-mode cluster with none made): the key is saved" in added.stderr
+    listed = expect(run_aether("blueprint", "list", "--context", "keyed", cwd=tmp_path))
+    assert (
+        listed.stderr.startswith(unchecked) and "the key of context 'keyed' was not checked" in listed.stderr
+    )
+    assert listed.stderr.count("\n") == 1, str(listed)

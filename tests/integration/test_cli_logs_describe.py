@@ -112,8 +112,10 @@ def test_describe_each_kind(running: Running) -> None:
     described = expect(aether("describe", "slice", FAULTY, "--json")).json()
     assert described["slice"]["active"] == 1
     assert described["events"] and {e["artifact"] for e in described["events"]} == {f"{FAULTY}:1.0.0"}
-    human = expect(aether("describe", "slice", FAULTY)).stdout
+    run = expect(aether("describe", "slice", FAULTY))
+    human = run.stdout
     assert f"{FAULTY}:1.0.0: 1/1 ACTIVE" in human and "Events (" in human and "instance_state" in human
+    assert run.stderr == ""  # the key was checked: no word of an unchecked key (an open cluster's warning)
 
     about = expect(aether("describe", "node", node, "--json")).json()
     assert about["node"]["node_id"] == node and about["node"]["instances"] == 1

@@ -349,7 +349,13 @@ def events(
     follow: Annotated[
         bool, Parameter(name=("--follow", "-f"), negative=(), help="Keep streaming new events until Ctrl-C.")
     ] = False,
-    limit: Annotated[int, Parameter(name=("--limit", "-n"), help="How many recent events.")] = 50,
+    limit: Annotated[
+        int,
+        Parameter(
+            name=("--limit", "-n"),
+            help="How many recent events, 1 to 1000 (with --follow: shown before the new ones).",
+        ),
+    ] = 50,
     kind: Annotated[
         tuple[str, ...],
         Parameter(
@@ -369,7 +375,10 @@ def events(
 ) -> None:
     """Recent cluster events (nodes, leaders, blueprints, instance states with reasons, rebalance moves,
     the audit log)."""
-    from aether_node.client import to_json
+    from aether_node.client import MAX_EVENTS, to_json
+
+    if not 1 <= limit <= MAX_EVENTS:  # (checked here too: bad usage, said before any cluster is asked)
+        fail(EXIT_BAD_INPUT, f"--limit must be between 1 and {MAX_EVENTS}, got {limit}")
 
     def show(item: Any) -> None:
         if common.json:

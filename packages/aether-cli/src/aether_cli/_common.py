@@ -228,12 +228,31 @@ def explain(error: Exception, where: Target) -> tuple[int, str]:
     raise error
 
 
+def client_for(common: Common, where: Target) -> Any:
+    """The API client of `where`, which warns on stderr (once) if a node says it checks no API keys
+    while a key is sent: a mistyped key, or a keyed context pointed at an open dev cluster, would work
+    and go unnoticed until the cluster it was meant for refused it."""
+    from aether_node.client import ApiClient
+
+    given = "given with --api-key (or AETHER_API_KEY)" if common.api_key else f"of {where.source}"
+
+    def unchecked(url: str) -> None:
+        print(
+            f"aether: warning: {url} checks no API keys (open: a dev-mode cluster with none made);"
+            f" the key {given} was not checked (mistyped, or meant for another cluster?)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    return ApiClient(where.urls, api_key=where.api_key, ca_cert=where.ca_cert, on_unchecked_key=unchecked)
+
+
 def call(common: Common, operation: Callable[[Any], T]) -> T:
     """Run `operation(client)`; turn API errors into messages and exit codes."""
-    from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
+    from aether_node.client import ApiError, ClusterUnreachableError, NoAnswerError
 
     where = target(common)
-    with ApiClient(where.urls, api_key=where.api_key, ca_cert=where.ca_cert) as client:
+    with client_for(common, where) as client:
         try:
             return operation(client)
         except (ClusterUnreachableError, NoAnswerError, ValueError, ApiError) as error:

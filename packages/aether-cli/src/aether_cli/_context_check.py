@@ -5,8 +5,8 @@ found now, by the command that brought it, and not at the next command as a TLS 
 A node whose certificate does not verify, or an https:// URL that answers in plain HTTP, is a `problem`
 (the context is not saved, unless the operator says so); anything else that is not right is a `warning`
 and the context is saved: a node that cannot be reached now (the check could not be made), a key the
-cluster refuses, an answer that is not the management API's. Any answer of the API, an error included,
-means the TLS handshake verified.
+cluster refuses, a key sent to a cluster that checks none (open: dev mode), an answer that is not the
+management API's. Any answer of the API, an error included, means the TLS handshake verified.
 """
 
 from __future__ import annotations
@@ -33,7 +33,17 @@ def check_cluster(urls: Sequence[str], *, api_key: str | None, ca_cert: str | No
     problems: list[str] = []
     warnings: list[str] = []
     for url in urls:
-        client = ApiClient([url], api_key=api_key, ca_cert=ca_cert, timeout=TIMEOUT, read_patience=0)
+        client = ApiClient(
+            [url],
+            api_key=api_key,
+            ca_cert=ca_cert,
+            timeout=TIMEOUT,
+            read_patience=0,
+            on_unchecked_key=lambda url: warnings.append(
+                f"{url} checks no API keys (open: a dev-mode cluster with none made): the key is saved,"
+                " but nothing checks it there"
+            ),
+        )
         try:
             client.cluster_status()
         except ClusterUnreachableError as error:

@@ -93,12 +93,16 @@ def describe(
     name: str,
     /,
     *,
-    events: Annotated[int, Parameter(name=("--events", "-n"), help="How many recent events to show.")] = 20,
+    events: Annotated[
+        int, Parameter(name=("--events", "-n"), help="How many recent events to show, 1 to 1000.")
+    ] = 20,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """One blueprint (NAME), slice (group:artifact) or node (its id): its status and its recent events."""
-    if not 1 <= events <= 1000:
-        fail(EXIT_BAD_INPUT, f"--events must be between 1 and 1000, got {events}")
+    from aether_node.client import MAX_EVENTS
+
+    if not 1 <= events <= MAX_EVENTS:
+        fail(EXIT_BAD_INPUT, f"--events must be between 1 and {MAX_EVENTS}, got {events}")
     result = call(common, lambda client: client.describe(kind, name, limit=events))
 
     def human() -> None:

@@ -78,8 +78,9 @@ def blueprint_diff(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> No
         print(f"blueprint {result.name!r} ({where}): " + ("changes" if result.changed else "no change"))
         for change in result.slices:
             before = ", ".join(change.versions_before) or "-"
+            unplaced = f", {change.unplaced} cannot be placed" if change.unplaced else ""
             print(
-                f"  {change.artifact}: {change.change}; instances {change.instances_before} →"
+                f"  {change.artifact}: {change.change}{unplaced}; instances {change.instances_before} →"
                 f" {change.instances_after}; version {before} → {change.version_after or '-'};"
                 f" +{change.added} added, {change.moved} moved, -{change.removed} removed,"
                 f" {change.replaced} replaced"

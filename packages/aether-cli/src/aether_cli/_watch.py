@@ -15,19 +15,19 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from ._common import Common, explain, fail, target
+from ._common import Common, client_for, explain, fail, target
 
 INTERVAL = 2.0  # seconds between questions: a modest load on the node that answers
 
 
 def watch(common: Common, fetch: Callable[[Any], Any], render: Callable[[Any], None]) -> NoReturn:
     """Show `render(fetch(client))` and again each time the answer changes."""
-    from aether_node.client import ApiClient, ApiError, ClusterUnreachableError, NoAnswerError, to_json
+    from aether_node.client import ApiError, ClusterUnreachableError, NoAnswerError, to_json
 
     where = target(common)
     last: Any = None
     first = True
-    with ApiClient(where.urls, api_key=where.api_key, ca_cert=where.ca_cert) as client:
+    with client_for(common, where) as client:
         while True:
             try:
                 answer = fetch(client)

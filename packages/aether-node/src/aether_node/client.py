@@ -31,7 +31,7 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -49,6 +49,10 @@ MAX_CALL_TIMEOUT = 3600.0  # the longest call timeout a node accepts
 # fallback and two elections), for which it retries a write itself.
 READ_PATIENCE = 6.0
 MAX_LOG_LINES = 10_000  # the most last lines of an instance's log a node gives at once
+MAX_EVENTS = 1000  # the most recent events a node gives at once (`limit` of the event routes)
+# A node whose management API checks no API keys (open: dev mode, no key configured or created) says so
+# on every answer with this header; a client that sent a key learns that nothing checked it.
+ACCESS_HEADER, OPEN_ACCESS = "Aether-Access", "open"
 # A followed stream with nothing for this long is a node gone (killed, paused, cut off): the node sends an
 # empty line every 5 s on a followed log (`api/_slice_logs.HEARTBEAT`) and a comment every 15 s on an
 # idle event stream (`api/_management.KEEPALIVE`); three of them missed is not a slow moment.
@@ -353,12 +357,17 @@ class ApiClient:
         timeout: float = 10.0,
         ca_cert: str | None = None,
         read_patience: float = READ_PATIENCE,
+        on_unchecked_key: Callable[[str], None] | None = None,
     ) -> None:
         """`ca_cert`: the PEM of the cluster CA, which an HTTPS node's certificate must be issued by
         (else the system's trusted CAs). `read_patience`: how long a read (GET) answered `unavailable`
-        (the cluster's store has no leader: an election) keeps going to the nodes again."""
+        (the cluster's store has no leader: an election) keeps going to the nodes again.
+        `on_unchecked_key(url)`: called once, the first time a node answers that it checks no API keys
+        (`ACCESS_HEADER`) while this client sends one (a mistyped key, or a keyed context pointed at an
+        open dev cluster, would otherwise go unnoticed)."""
         self.urls = [u.rstrip("/") for u in urls]
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._on_unchecked_key = on_unchecked_key if api_key else None
         self._timeout = timeout
         self._read_patience = read_patience
         self._good = 0
@@ -399,7 +408,8 @@ class ApiClient:
 
         full, headers = self._prepared(url + path, params, body)
         answer = _urllib_http.exchange(method, full, headers, body, timeout, self._ca_cert, attempt, url)
-        status, reason, data = answer
+        status, reason, data, answer_headers = answer
+        self._note_access(url, answer_headers)
         if not 200 <= status < 300:
             raise _api_error(status, reason, data)
         return data
@@ -410,9 +420,18 @@ class ApiClient:
 
         full, headers = self._prepared(url + path, params, None)
         try:
-            return _urllib_http.open_url("GET", full, headers, None, idle, self._ca_cert, _Attempt(), url)
+            response = _urllib_http.open_url("GET", full, headers, None, idle, self._ca_cert, _Attempt(), url)
         except _urllib_http.HTTPError as error:
+            self._note_access(url, error.headers)
             raise _api_error(error.code, str(error.reason), error.read()) from None
+        self._note_access(url, response.headers)
+        return response
+
+    def _note_access(self, url: str, headers: Mapping[str, str]) -> None:
+        """Tell `on_unchecked_key`, once, that node `url` checks no API keys though this client sends one."""
+        if self._on_unchecked_key is not None and headers.get(ACCESS_HEADER) == OPEN_ACCESS:
+            told, self._on_unchecked_key = self._on_unchecked_key, None
+            told(url)
 
     def _request(
         self,

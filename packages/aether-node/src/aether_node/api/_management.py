@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from aether_kv import KV
 
-from ..client import MAX_CALL_TIMEOUT, to_json
+from ..client import ACCESS_HEADER, MAX_CALL_TIMEOUT, MAX_EVENTS, OPEN_ACCESS, to_json
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._off_loop import run_sized
@@ -160,6 +160,8 @@ def management_app(
                     await audited(request, getattr(request.state, "who", ""), 500)
                     raise
                 await audited(request, who, response.status_code)
+                if authorizer.open_access:  # so that a client which sent a key learns nothing checked it
+                    response.headers[ACCESS_HEADER] = OPEN_ACCESS
                 return response
 
             return Route(path, guarded, methods=[method])
@@ -364,8 +366,10 @@ def management_app(
             limit = int(request.query_params.get("limit", "50"))
         except ValueError:
             raise RequestError(ErrorKind.BAD_REQUEST, "limit: expected an integer") from None
-        if not 1 <= limit <= 1000:
-            raise RequestError(ErrorKind.BAD_REQUEST, f"limit: must be between 1 and 1000, got {limit}")
+        if not 1 <= limit <= MAX_EVENTS:
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"limit: must be between 1 and {MAX_EVENTS}, got {limit}"
+            )
         return limit
 
     def _selection(request: Request) -> EventFilter:

@@ -199,18 +199,25 @@ def allocate(
                 else ""
             )
             + (f", {len(cordoned & by_id.keys())} of them cordoned" if cordoned & by_id.keys() else "")
-            + _limits(spec)
+            + _limits(spec, nodes)
             + ")"
         )
     return Placement(counts={i: c for i, c in target.items() if c}, unplaced=unplaced, reason=reason)
 
 
-def _limits(spec: SliceSpec) -> str:
-    """What bounds an instance's placement, for a reason: its resources (those it asks for) and a
-    spread's cap per node; nothing when neither applies."""
+def _limits(spec: SliceSpec, nodes: Sequence[NodeCapacity]) -> str:
+    """What bounds an instance's placement, for a reason: its resources (those it asks for, and what the
+    largest node has where no node could hold one even empty) and a spread's cap per node; nothing when
+    neither applies."""
     needs = [f"cpu {spec.resources.cpu:g}"] if spec.resources.cpu else []
     needs += [f"memory {spec.resources.memory_mib} MiB"] if spec.resources.memory_mib else []
     parts = [f"needs {', '.join(needs)} each"] if needs else []
+    most_cpu = max((n.cpu for n in nodes), default=0.0)
+    most_memory = max((n.memory_mib for n in nodes), default=0)
+    short = [f"cpu {most_cpu:g}"] if spec.resources.cpu > most_cpu + 1e-9 else []
+    short += [f"memory {most_memory} MiB"] if spec.resources.memory_mib > most_memory else []
+    if nodes and short:
+        parts.append(f"the largest node has {' and '.join(short)}")
     if spec.strategy is Strategy.SPREAD:
         parts.append(f"at most {spec.max_per_node} per node")
     return "".join(f"; {part}" for part in parts)

@@ -5,8 +5,10 @@ flight (a canary or blue-green record, a paused rolling update) and what the new
 (`_strategies.advance`, the leader's own rule: a canary or blue-green rollout starts, goes on, is aborted
 or replaced; a rolling update's surge and floor); and, for a slice with instances on a lost node awaited
 within its rebalance delay, the leader's rule for that too (`_rebalance.await_lost`: kept in place while
-awaited, replaced on the live nodes after); and a change of its health checks (`[slices.health]`, which
-the nodes apply to the running instances: no restart). No I/O, no writes.
+awaited, replaced on the live nodes after); for a slice that does not fit, what cannot be placed and the
+running instances its floor keeps (the leader removes no ACTIVE one below it); and a change of its health
+checks (`[slices.health]`, which the nodes apply to the running instances: no restart). No I/O, no
+writes.
 """
 
 from __future__ import annotations
@@ -91,16 +93,26 @@ def diff_blueprint(
         for instance in here:  # kept in place on an awaited node: the wanted version only
             if instance.node_id in awaited_here and str(instance.coordinates) == spec.artifact:
                 after[instance.node_id] = after.get(instance.node_id, 0) + 1
+        wanted = Variant.of(Coordinates.parse(spec.artifact), spec.config) if spec else None
+        kept: list[ObservedInstance] = []  # running, with no room in the new spec, held by the floor
+        if spec is not None and placement is not None and placement.unplaced:
+            held = artifact_id in rollouts or artifact_id in paused  # the old version's ACTIVE ones stay
+            candidates = [i for i in here if i.node_id not in stopping]
+            kept = _kept_by_floor(spec, placement.unplaced, candidates, after, wanted, held=held)
+            for instance in kept:
+                after[instance.node_id] = after.get(instance.node_id, 0) + 1
         later = dict(later_targets[spec.artifact].counts) if artifact_id in awaiting.messages else None
         shown = before.keys() | after.keys() | (later or {}).keys()
         grown = sum(max(0, after.get(n, 0) - before.get(n, 0)) for n in shown)
         shrunk = sum(max(0, before.get(n, 0) - after.get(n, 0)) for n in shown)
         moved = min(grown, shrunk)
         version = str(Coordinates.parse(spec.artifact).version) if spec else ""
-        wanted = Variant.of(Coordinates.parse(spec.artifact), spec.config) if spec else None
-        # Stale: another version, or the same with another config (replaced by the update strategy).
-        replaced = sum(1 for i in here if wanted and i.variant != wanted)
-        stale_configs = sum(1 for i in here if wanted and i.config_digest != wanted.config)
+        # Stale: another version, or the same with another config (replaced by the update strategy),
+        # but those the floor keeps (nothing of the new spec can take their place).
+        staying = {i.key for i in kept}
+        going = [i for i in here if i.key not in staying]
+        replaced = sum(1 for i in going if wanted and i.variant != wanted)
+        stale_configs = sum(1 for i in going if wanted and i.config_digest != wanted.config)
         previous = before_specs.get(artifact_id)
         if spec is None:
             kind = "removed"
@@ -134,7 +146,9 @@ def diff_blueprint(
                     )
                     for n in sorted(shown)
                 ),
-                problem=placement.reason if placement else "",
+                problem=_problem(artifact_id, spec, placement.reason, len(kept))
+                if placement and spec
+                else "",
                 rollout=_in_flight(rollouts.get(artifact_id), artifact_id in paused and bool(replaced)),
                 update=_update(
                     spec, every.get(artifact_id, []), rollouts.get(artifact_id), artifact_id in paused, now
@@ -144,6 +158,8 @@ def diff_blueprint(
                 awaiting=_awaiting(awaiting.messages.get(artifact_id, ""), after, later, awaited_here),
                 health=_health(before_specs.get(artifact_id), spec),
                 config=_config(previous, spec, stale_configs),
+                unplaced=placement.unplaced if placement else 0,
+                kept=len(kept),
             )
         )
     return BlueprintDiff(
@@ -152,6 +168,48 @@ def diff_blueprint(
         revision=old.revision if old else 0,
         changed=old is None or any(c.change != "unchanged" for c in changes),
         slices=tuple(changes),
+    )
+
+
+def _kept_by_floor(
+    spec: SliceSpec,
+    unplaced: int,
+    here: Sequence[ObservedInstance],
+    after: Mapping[str, int],
+    wanted: Variant | None,
+    *,
+    held: bool,
+) -> list[ObservedInstance]:
+    """The running ACTIVE instances the leader keeps beyond `after` when `spec` does not fit. Its rule
+    (`_reconcile.plan`): an ACTIVE instance goes only while the ACTIVE count stays at the number to keep,
+    what fits but never below the floor; the wanted variant's surplus goes first, newest first, then
+    other variants' (unless a rollout holds them), newest first."""
+    keep = max(spec.instances - unplaced, min(spec.floor, spec.instances))
+    short = keep - sum(after.values())
+    if short <= 0:
+        return []
+    on_node: collections.Counter[str] = collections.Counter()
+    surplus, others = [], []
+    for instance in sorted(here, key=lambda i: (i.state is not SliceState.ACTIVE, i.instance, i.key)):
+        if instance.variant == wanted:
+            on_node[instance.node_id] += 1  # the oldest on a node are the ones its placement keeps
+            if on_node[instance.node_id] > after.get(instance.node_id, 0):
+                surplus.append(instance)
+        elif not held:
+            others.append(instance)
+    # Removal order: the surplus newest first, then the others newest first; what stays is its end.
+    order = [i for group in (surplus, others) for i in reversed(group) if i.state is SliceState.ACTIVE]
+    return order[max(0, len(order) - short) :]
+
+
+def _problem(artifact_id: str, spec: SliceSpec, reason: str, kept: int) -> str:
+    """What would not fit (the allocator's reason) and the running instances the floor keeps anyway."""
+    if not kept:
+        return reason
+    stay = "stays" if kept == 1 else "stay"
+    return (
+        f"{reason}; {plural(kept, 'running instance')} {stay}: removing one would take {artifact_id}"
+        f" below its floor of {min(spec.floor, spec.instances)} ACTIVE (min_available)"
     )
 
 

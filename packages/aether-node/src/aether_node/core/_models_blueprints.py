@@ -87,6 +87,10 @@ class SliceChange:
     # the running instances, none is restarted for it
     health: str = ""
     config: str = ""  # a change of its `[slices.config]`: the keys, and the running instances it replaces
+    # of the instances the blueprint asks for, how many fit on no node (`problem` says why): not placed
+    unplaced: int = 0
+    # running instances the new spec has no room for that stay: the floor (min_available) holds them
+    kept: int = 0
 
 
 @attrs.frozen(kw_only=True)

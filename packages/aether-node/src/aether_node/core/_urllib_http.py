@@ -103,11 +103,11 @@ def exchange(
     ca_cert: str | None,
     connected: Callable[[], None],
     node: str,
-) -> tuple[int, str, bytes]:
-    """The answer to the request as (status, reason, body), whatever its status."""
+) -> tuple[int, str, bytes, Mapping[str, str]]:
+    """The answer to the request as (status, reason, body, headers), whatever its status."""
     try:
         response = open_url(method, url, headers, body, timeout, ca_cert, connected, node)
     except HTTPError as error:
-        return error.code, str(error.reason), error.read()
+        return error.code, str(error.reason), error.read(), error.headers
     with response:
-        return response.status, response.reason, response.read()
+        return response.status, response.reason, response.read(), response.headers

@@ -315,7 +315,7 @@
           c.problem && `problem: ${c.problem}`,
         ].filter(Boolean);
         return (
-          `<tr data-artifact="${esc(c.artifact)}" data-change="${esc(c.change)}"><td>${esc(c.artifact)}</td><td>${esc(c.change)}</td>` +
+          `<tr data-artifact="${esc(c.artifact)}" data-change="${esc(c.change)}"><td>${esc(c.artifact)}</td><td>${esc(c.change)}${c.unplaced ? `, ${c.unplaced} cannot be placed` : ""}</td>` +
           `<td class="num">${c.instances_before} → ${c.instances_after}</td>` +
           `<td>${esc(c.versions_before.join(", ") || "-")} → ${esc(c.version_after || "-")}</td>` +
           `<td>+${c.added} / ${c.moved} moved / -${c.removed} / ${c.replaced} replaced</td>` +
