@@ -4,6 +4,7 @@ the same text the `aether` CLI prints. Imports nothing server-side."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
@@ -15,6 +16,8 @@ from ._errors import ClusterError
 
 T = TypeVar("T")
 
+log = logging.getLogger("aether_mcp.gateway")
+
 
 class ClusterGateway:
     def __init__(
@@ -22,7 +25,9 @@ class ClusterGateway:
     ) -> None:
         self.urls = list(urls)
         self.api_key = api_key
-        self.client = ApiClient(self.urls, api_key=api_key, timeout=timeout, ca_cert=ca_cert)
+        self.client = ApiClient(
+            self.urls, api_key=api_key, timeout=timeout, ca_cert=ca_cert, on_unchecked_key=_unchecked_key
+        )
 
     async def call(self, operation: Callable[[ApiClient], T]) -> T:
         """Run `operation(client)` in a worker thread. Cancellation abandons the thread (its request ends
@@ -38,3 +43,13 @@ class ClusterGateway:
             raise ClusterError(error.message, kind=error.kind) from None
         except ValueError as error:  # a malformed name or URL: the caller's input
             raise ClusterError(str(error), kind=ErrorKind.BAD_REQUEST) from None
+
+
+def _unchecked_key(url: str) -> None:
+    """The service was given an API key and a node says it checks none (an open dev cluster): said once
+    on the service's log (stderr), as the CLI says it, since a mistyped key would otherwise go unnoticed."""
+    log.warning(
+        "%s checks no API keys (open: a dev-mode cluster with none made); the key this service was given"
+        " was not checked (mistyped, or meant for another cluster?)",
+        url,
+    )
