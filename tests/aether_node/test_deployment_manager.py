@@ -68,6 +68,14 @@ async def node() -> AsyncIterator[Node]:
         nursery.cancel_scope.cancel()
 
 
+@pytest.fixture
+async def slow_node() -> AsyncIterator[Node]:
+    """A node whose every step takes SLOW (a load says LOADING before it ends)."""
+    async with trio.open_nursery() as nursery:
+        yield await start_node(nursery, MemoryStore(clock=trio.current_time), FakeSliceStore(step_time=SLOW))
+        nursery.cancel_scope.cancel()
+
+
 async def test_activate_runs_the_instance_publishes_it_and_unload_removes_everything(
     autojump_clock: MockClock, node: Node
 ) -> None:
@@ -117,35 +125,31 @@ async def test_a_crashed_process_is_restarted_and_a_crash_loop_ends_failed(
     assert node.store.get(KEY) is None
 
 
-async def test_a_newer_command_wins_over_the_step_in_progress(autojump_clock: MockClock) -> None:
-    kv = MemoryStore(clock=trio.current_time)
-    async with trio.open_nursery() as nursery:
-        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
-        await node.command(SliceState.ACTIVATE)
-        await node.reaches(SliceState.LOADING)
-        await node.command(SliceState.UNLOAD)  # the leader changed its mind mid-load
-        await node.reaches(None)
-        assert node.store.get(KEY) is None
-        nursery.cancel_scope.cancel()
+async def test_a_newer_command_wins_over_the_step_in_progress(
+    autojump_clock: MockClock, slow_node: Node
+) -> None:
+    node = slow_node
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.LOADING)
+    await node.command(SliceState.UNLOAD)  # the leader changed its mind mid-load
+    await node.reaches(None)
+    assert node.store.get(KEY) is None
 
 
 async def test_a_load_sends_start_with_it_and_a_command_mid_load_still_gets_the_start_hook_stopped(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, slow_node: Node
 ) -> None:
     """An activation right after the load sends START with LOAD (one exchange with the slice process):
     the activation then always follows, so that a command arriving meanwhile (UNLOAD) finds an ACTIVE
     instance and stops it (its stop hook) before unloading it, never one whose start hook ran alone."""
-    kv = MemoryStore(clock=trio.current_time)
-    async with trio.open_nursery() as nursery:
-        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
-        await node.command(SliceState.ACTIVATE)
-        await node.reaches(SliceState.LOADING)
-        await node.command(SliceState.UNLOAD)
-        await node.reaches(None)
-        assert node.store.started_with_load == 1
-        assert node.store.unloaded_started == []
-        assert await node.endpoints() == []
-        nursery.cancel_scope.cancel()
+    node = slow_node
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.LOADING)
+    await node.command(SliceState.UNLOAD)
+    await node.reaches(None)
+    assert node.store.started_with_load == 1
+    assert node.store.unloaded_started == []
+    assert await node.endpoints() == []
 
 
 @pytest.mark.parametrize(("error", "applied"), [(UnavailableError, False), (OutcomeUnknownError, True)])
@@ -200,25 +204,24 @@ async def test_an_activation_right_after_the_load_writes_no_activating_and_a_lat
 
 
 async def test_a_load_that_takes_a_while_says_loading_once_it_has_taken_the_delay(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, slow_node: Node
 ) -> None:
     """LOADING (keeping the command ACTIVATE) is written once the load has run LOADING_DELAY, not
     before; then straight to ACTIVE."""
-    kv = MemoryStore(clock=trio.current_time)
-    async with trio.open_nursery() as nursery:
-        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
-        await node.command(SliceState.ACTIVATE)
-        asked = trio.current_time()
-        await node.reaches(SliceState.LOADING)
-        assert trio.current_time() - asked >= LOADING_DELAY
-        await node.reaches(SliceState.ACTIVE)
-        placed = await history(kv)
-        assert [r.state for r in placed] == [SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVE]
-        assert placed[1].command is SliceState.ACTIVATE
-        nursery.cancel_scope.cancel()
+    node = slow_node
+    await node.command(SliceState.ACTIVATE)
+    asked = trio.current_time()
+    await node.reaches(SliceState.LOADING)
+    assert trio.current_time() - asked >= LOADING_DELAY
+    await node.reaches(SliceState.ACTIVE)
+    placed = await history(node.kv)
+    assert [r.state for r in placed] == [SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVE]
+    assert placed[1].command is SliceState.ACTIVATE
 
 
-async def test_a_slow_load_that_fails_says_loading_then_failed(autojump_clock: MockClock) -> None:
+async def test_a_slow_load_that_fails_says_loading_then_failed(
+    autojump_clock: MockClock, slow_node: Node
+) -> None:
     """The LOADING written during a slow load that then fails does not stop FAILED from being written
     (it compares on the revision LOADING got); a quick failure goes from the command straight to FAILED."""
     kv = MemoryStore(clock=trio.current_time)
@@ -359,38 +362,32 @@ async def test_the_active_record_and_the_endpoints_are_one_commit(
 
 
 async def test_an_activation_whose_lease_lapsed_is_active_and_its_endpoints_follow_the_new_lease(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, slow_node: Node
 ) -> None:
     """The node's lease lapses during a load: the transaction of ACTIVE and the endpoints fails as a
     whole (nothing of it applied), the record is written alone, and the endpoints go on the lease the
     node registers next (its republish), never on the lapsed one."""
-    kv = MemoryStore(clock=trio.current_time)
-    async with trio.open_nursery() as nursery:
-        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
-        await node.command(SliceState.ACTIVATE)
-        await node.reaches(SliceState.LOADING)
-        await kv.lease_revoke(node.manager.lease)
-        await node.reaches(SliceState.ACTIVE)
-        assert await node.endpoints() == []
-        fresh = await kv.lease_grant(10.0)
-        await node.manager.republish(fresh.lease)
-        published = await kv.get(endpoint_key(KEY.coordinates, 0))
-        assert published is not None and published.lease == fresh.lease
-        nursery.cancel_scope.cancel()
+    node = slow_node
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.LOADING)
+    await node.kv.lease_revoke(node.manager.lease)
+    await node.reaches(SliceState.ACTIVE)
+    assert await node.endpoints() == []
+    fresh = await node.kv.lease_grant(10.0)
+    await node.manager.republish(fresh.lease)
+    published = await node.kv.get(endpoint_key(KEY.coordinates, 0))
+    assert published is not None and published.lease == fresh.lease
 
 
 async def test_a_command_during_the_activation_leaves_the_instance_routable_once_active(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, slow_node: Node
 ) -> None:
     """The leader writes its command again while the instance loads: the pass's ACTIVE (with the
     endpoints) is not written over it, so the endpoints go on their own, and the next pass writes ACTIVE:
     the instance must end ACTIVE and routable, not ACTIVE with no endpoint."""
-    kv = MemoryStore(clock=trio.current_time)
-    async with trio.open_nursery() as nursery:
-        node = await start_node(nursery, kv, FakeSliceStore(step_time=SLOW))
-        await node.command(SliceState.ACTIVATE)
-        await node.reaches(SliceState.LOADING)
-        await node.command(SliceState.ACTIVATE)
-        await node.reaches(SliceState.ACTIVE)
-        assert await node.endpoints() == [endpoint_key(KEY.coordinates, 0)]
-        nursery.cancel_scope.cancel()
+    node = slow_node
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.LOADING)
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    assert await node.endpoints() == [endpoint_key(KEY.coordinates, 0)]
