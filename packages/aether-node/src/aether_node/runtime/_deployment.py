@@ -4,13 +4,13 @@ It watches `slices/{node-id}/` (list, then watch from the listed revision), keep
 instance key, and each worker walks the instance through the lifecycle (`_lifecycle.plan`) with the
 SliceStore, writing every state back. Writes are compare-and-swap on the key's mod revision, so a newer
 command from the leader is never overwritten: the worker re-reads and acts on it instead. Endpoints are
-published (bound to the node's lease) after activation and withdrawn before deactivation. A process that
-dies is restarted with exponential backoff; a crash loop ends in FAILED. After a node restart, workers
-start from "nothing runs here" and bring reality back to what the KV records; a FAILED record left from
-before the restart is removed (the failure belonged to the previous run; the leader places the work
-again). A graceful stop first stops the workers (`stop`: nothing is restarted or recorded FAILED while the
-node shuts its processes down), then forgets the node's records (`forget_all`): a clean stop leaves a
-clean state.
+published (bound to the node's lease) in the transaction that records ACTIVE, and withdrawn before
+deactivation. A process that dies is restarted with exponential backoff; a crash loop ends in FAILED.
+After a node restart, workers start from "nothing runs here" and bring reality back to what the KV
+records; a FAILED record left from before the restart is removed (the failure belonged to the previous
+run; the leader places the work again). A graceful stop first stops the workers (`stop`: nothing is
+restarted or recorded FAILED while the node shuts its processes down), then forgets the node's records
+(`forget_all`): a clean stop leaves a clean state.
 """
 
 from __future__ import annotations
