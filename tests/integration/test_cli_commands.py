@@ -343,7 +343,7 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert re.search(line, run.stdout), str(run)
     assert re.search(rf"#\d+ instance_state {re.escape(ECHO)}#1 on node-\d: ACTIVE\n", run.stdout), str(run)
     run = expect(aether("cluster", "events", "--limit", "0"), 2)
-    assert run.stderr == "aether: error: limit: must be between 1 and 1000, got 0\n"
+    assert run.stderr == "aether: error: --limit must be between 1 and 1000, got 0\n"
 
     # cluster events --follow, both modes at once: a change shows up in each while it happens
     _follow_a_change(cluster, tmp_path)
