@@ -76,6 +76,11 @@ def current_revision(http: httpx.Client) -> int:
     return next(r["revision"] for r in http.get("/api/v1/blueprints/demo/history").json() if r["current"])
 
 
+GREETER_TOO_BIG = (
+    '\n[[slices]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = 2\n\n[slices.resources]\ncpu = 64\n'
+)
+
+
 def listed_nodes(http: httpx.Client) -> dict[str, Any] | None:
     """The nodes the management API lists, by id; None while it answers an error (a node restarting or
     stopping may take the KV's leader with it: a 503 for a moment)."""
@@ -193,12 +198,20 @@ def test_the_dashboard_operates_the_policy_slices_nodes_and_blueprints(
         refused = outcome(page, "diff")
         assert refused.startswith("diff refused: dashboard.toml:5:"), refused
         assert page.get_attribute("#diff-text", "aria-invalid") == "true"
+        too_big = BLUEPRINT + GREETER_TOO_BIG  # a slice no node can hold: added, but not placed, and why
+        page.fill("#diff-text", too_big)
+        page.click("#diff-run")
+        assert outcome(page, "diff of demo") == "diff of demo: see the changes below"
+        greeter_row = "#diff-slices tr[data-artifact='org.aether:greeter']"
+        assert page.get_attribute(greeter_row, "data-change") == "added"
+        assert "added, 2 cannot be placed" in page.inner_text(greeter_row)
+        assert "needs cpu 64 each" in page.inner_text(greeter_row), page.inner_text(greeter_row)
         three = BLUEPRINT.replace("instances = 4", "instances = 3")
         page.fill("#diff-text", three)
         page.click("#diff-run")
         assert outcome(page, "diff of demo") == "diff of demo: see the changes below"
-        diff_row = f"#diff-slices tr[data-artifact='{ECHO_ID}']"
-        assert page.get_attribute(diff_row, "data-change") == "changed"
+        diff_row = f"#diff-slices tr[data-artifact='{ECHO_ID}']"  # (the diff before had it unchanged)
+        wait(page, f'document.querySelector("{diff_row}")?.dataset.change === "changed"', "the new diff")
         assert "4 → 3" in page.inner_text(diff_row)
         assert current_revision(http) == 3  # a diff changes nothing
         page.click("#diff-apply")
