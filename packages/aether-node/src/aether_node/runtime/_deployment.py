@@ -315,8 +315,9 @@ class NodeDeploymentManager:
             following = steps[index + 1] if index + 1 < len(steps) else None
             if not await self._run_step(key, slot, step, reason, following, decided):
                 return
-        # An activation that ends the pass leaves its endpoints to go with the outcome (`_write`).
-        unpublished = self.store.get(key) if steps and steps[-1].kind is StepKind.ACTIVATE else None
+        # An activation leaves its endpoints to go with the outcome (`_write`): it is the pass's last step.
+        activated = any(step.kind is StepKind.ACTIVATE for step in steps)
+        unpublished = self.store.get(key) if activated else None
         outcome = outcome_to_record(target, slot.record.state if slot.record else None)
         if outcome is not None and not _superseded(slot, decided):
             await self._write(key, slot, outcome, "", publish=unpublished)
@@ -373,9 +374,7 @@ class NodeDeploymentManager:
                 case StepKind.ACTIVATE:
                     instance = self.store.get(key)
                     assert instance is not None
-                    await self.store.activate(instance)
-                    if following is not None:  # (never today: the last step publishes with the outcome)
-                        await self._publish(key, instance)
+                    await self.store.activate(instance)  # (its endpoints: with the outcome, `_converge`)
                 case StepKind.DEACTIVATE:
                     instance = self.store.get(key)
                     assert instance is not None
