@@ -283,22 +283,19 @@ class Timeline:
     endpoints, and how many of the machine's cores were busy since the check before (/proc/stat)."""
 
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Start again from now (a deploy's start)."""
         self.started = time.monotonic()
         self.rows: list[tuple[float, int, int, int, float]] = []
-        self._cpu = self._busy_idle()
-
-    @staticmethod
-    def _busy_idle() -> tuple[float, float]:
-        with open("/proc/stat") as stat:
-            fields = [float(x) for x in stat.readline().split()[1:]]
-        idle = fields[3] + fields[4]
-        return sum(fields) - idle, idle
+        self._cpu = machine_ticks()
 
     def sample(self, view: ClusterView) -> None:
-        busy, idle = self._busy_idle()
-        ticks = (busy - self._cpu[0]) + (idle - self._cpu[1])
+        busy, total = machine_ticks()
+        ticks = total - self._cpu[1]
         cores = (busy - self._cpu[0]) / ticks * (os.cpu_count() or 1) if ticks else 0.0
-        self._cpu = (busy, idle)
+        self._cpu = (busy, total)
         records = view.records(ECHO_ID)
         active = sum(1 for *_, state in records if state is SliceState.ACTIVE)
         at = time.monotonic() - self.started
@@ -432,7 +429,7 @@ async def deploy_round(
     settle = 0.0 if count <= 100 else 0.01  # above 100, check every 10 ms, not on every watch batch
     started = time.monotonic()
     if timeline is not None:
-        timeline.__init__()
+        timeline.reset()
     await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=count))
     timeout = STEP_TIMEOUT + count * 0.05  # 3,000 instances: 210 s
     done = await view.until(
@@ -565,11 +562,17 @@ async def memory_guarded(seen: dict[str, Any]) -> AsyncIterator[None]:
         raise BenchError(f"aborted: {seen['aborted']}")
 
 
-def machine_busy_s() -> float:
-    """The CPU time all the machine's cores have been busy since boot (/proc/stat: not idle, not iowait)."""
+def machine_ticks() -> tuple[int, int]:
+    """(busy, all) clock ticks of all the machine's cores since boot (/proc/stat; busy: not idle, not
+    iowait)."""
     with open("/proc/stat") as stat:
         ticks = [int(x) for x in stat.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+def machine_busy_s() -> float:
+    """The CPU time all the machine's cores have been busy since boot."""
+    return machine_ticks()[0] / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
