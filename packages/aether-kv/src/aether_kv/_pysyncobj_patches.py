@@ -501,11 +501,7 @@ class PatchedSyncObj(SyncObj):
             # a gap or a mismatch: upstream answers so (it truncates nothing then) and stores nothing
             super()._SyncObj__onMessageReceived(node, {**message, "entries": []})
             return False
-        header = {k: v for k, v in message.items() if k not in ("prevLogIdx", "prevLogTerm", "entries")}
-        header["commit_index"] = min(message["commit_index"], prev_idx)
-        super()._SyncObj__onMessageReceived(node, header)  # term, leader, election timer, commit index
-        self._SyncObj__leaderCommitIndex = message["commit_index"]
-        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=prev_idx + 1, success=True)
+        self._acknowledge_up_to(node, message, prev_idx)
         return False
 
     def _disk_full_during(self, what: str, *, newer_term: bool = False) -> None:
@@ -1025,13 +1021,18 @@ class PatchedSyncObj(SyncObj):
 
         # Every entry sent is already here with the same term: keep the log (entries past the last one
         # sent are not known to be the leader's, so the commit index stops at that one).
-        last_sent = prev_idx + len(entries)
+        self._acknowledge_up_to(node, message, prev_idx + len(entries))
+        return None
+
+    def _acknowledge_up_to(self, node: Any, message: dict[str, Any], last: int) -> None:
+        """Answer an append-entries `message` for the log up to index `last` only, storing none of its
+        entries: its term, leader, election timer and commit index (capped at `last`: past it this log is
+        not known to be the leader's) are taken as upstream takes them from a heartbeat."""
         header = {k: v for k, v in message.items() if k not in ("prevLogIdx", "prevLogTerm", "entries")}
-        header["commit_index"] = min(message["commit_index"], last_sent)
+        header["commit_index"] = min(message["commit_index"], last)
         super()._SyncObj__onMessageReceived(node, header)  # term, leader, election timer, commit index
         self._SyncObj__leaderCommitIndex = message["commit_index"]
-        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=last_sent + 1, success=True)
-        return None
+        self._SyncObj__sendNextNodeIdx(node, nextNodeIdx=last + 1, success=True)
 
 
 def _merged(groups: Any) -> tuple[str, ...]:
