@@ -18,7 +18,7 @@ from typing import Any
 
 import trio
 
-from aether_kv import KV
+from aether_kv import KV, Member, Status
 from aether_node.client import NodeInfo
 from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._errors import InvocationError, ResolutionError, SliceHostError
@@ -172,6 +172,26 @@ def node_info(node_id: str, *, leader: bool = False, instances: int = 1, active:
         instances=instances,
         active=active,
         leader=leader,
+    )
+
+
+def kv_status(*, quorum: bool = True, connected: bool = True, problems: tuple[str, ...] = ()) -> Status:
+    """A KV replica's status as the leader's node reads it: replica a:1 leads (with `quorum`), b:1 is
+    `connected` or not, and the replicas' `problems`."""
+    return Status(
+        self_address="a:1",
+        leader="a:1" if quorum else None,
+        is_leader=True,
+        term=3,
+        commit_index=10,
+        last_applied=10,
+        revision=40,
+        compact_revision=0,
+        has_quorum=quorum,
+        members=(Member(raft_address="a:1", connected=True), Member(raft_address="b:1", connected=connected)),
+        keys=5,
+        leases=2,
+        problems=problems,
     )
 
 

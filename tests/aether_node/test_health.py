@@ -4,33 +4,14 @@ reason a person can act on."""
 
 from __future__ import annotations
 
-from shell_support import node_info
+from shell_support import kv_status, node_info
 
-from aether_kv import Member, Status
 from aether_node import config_digest
 from aether_node.api._handlers import Handlers
 from aether_node.client import InstanceInfo
 from aether_node.core._blueprint import Blueprint, SliceSpec
 
 ECHO = "org.aether:echo:1.0.0"
-
-
-def status(*, quorum: bool = True, connected: bool = True) -> Status:
-    members = (Member(raft_address="a:1", connected=True), Member(raft_address="b:1", connected=connected))
-    return Status(
-        self_address="a:1",
-        leader="a:1" if quorum else None,
-        is_leader=True,
-        term=3,
-        commit_index=10,
-        last_applied=10,
-        revision=40,
-        compact_revision=0,
-        has_quorum=quorum,
-        members=members,
-        keys=5,
-        leases=2,
-    )
 
 
 def instance(node_id: str, number: int, state: str = "ACTIVE", artifact: str = ECHO) -> InstanceInfo:
@@ -50,13 +31,13 @@ RUNNING = [instance("n1", 1), instance("n2", 2)]
 
 
 def test_healthy_when_everything_is_there() -> None:
-    summary = Handlers._summary(status(), NODES, RUNNING, BLUEPRINTS, ["n1", "n2"])
+    summary = Handlers._summary(kv_status(), NODES, RUNNING, BLUEPRINTS, ["n1", "n2"])
     assert summary.healthy and summary.reasons == ()
     assert (summary.expected_nodes, summary.missing_nodes, summary.unconverged) == (("n1", "n2"), (), ())
 
 
 def test_a_missing_node_is_a_reason_even_when_the_blueprint_converged_without_it() -> None:
-    summary = Handlers._summary(status(), NODES, RUNNING, BLUEPRINTS, ["n1", "n2", "n3"])
+    summary = Handlers._summary(kv_status(), NODES, RUNNING, BLUEPRINTS, ["n1", "n2", "n3"])
     assert not summary.healthy
     assert summary.missing_nodes == ("n3",)
     assert summary.reasons == ("2 of 3 expected nodes are registered; missing: n3",)
@@ -65,7 +46,7 @@ def test_a_missing_node_is_a_reason_even_when_the_blueprint_converged_without_it
 def test_every_other_gap_is_named() -> None:
     failed = [instance("n1", 1), instance("n2", 2, "FAILED")]
     nodes = [node_info("n1"), node_info("n2")]
-    summary = Handlers._summary(status(connected=False), nodes, failed, BLUEPRINTS, [])
+    summary = Handlers._summary(kv_status(connected=False), nodes, failed, BLUEPRINTS, [])
     assert summary.reasons == (
         "no node leads the cluster (a leader is being elected)",
         f"blueprint demo has not converged: {ECHO} 1/2 ACTIVE",
@@ -74,7 +55,7 @@ def test_every_other_gap_is_named() -> None:
     )
     assert summary.unconverged == ("demo",) and summary.disconnected_replicas == ("b:1",)
     old = [instance("n1", 1), instance("n2", 2, artifact="org.aether:echo:0.9.0")]
-    summary = Handlers._summary(status(quorum=False), NODES, old, BLUEPRINTS, ["n1", "n2"])
+    summary = Handlers._summary(kv_status(quorum=False), NODES, old, BLUEPRINTS, ["n1", "n2"])
     assert summary.reasons == (
         "the KV store has no quorum: it cannot commit anything",
         f"blueprint demo has not converged: {ECHO} 1/2 ACTIVE, 1 of another version",

@@ -3,9 +3,8 @@ reported them, and leave it when they clear."""
 
 from __future__ import annotations
 
-from shell_support import node_info
+from shell_support import kv_status, node_info
 
-from aether_kv import Member, Status
 from aether_node.api._handlers import Handlers
 
 PROBLEM = (
@@ -14,33 +13,15 @@ PROBLEM = (
 )
 
 
-def status(problems: tuple[str, ...]) -> Status:
-    return Status(
-        self_address="a:1",
-        leader="a:1",
-        is_leader=True,
-        term=3,
-        commit_index=10,
-        last_applied=10,
-        revision=40,
-        compact_revision=0,
-        has_quorum=True,
-        members=(Member(raft_address="a:1", connected=True), Member(raft_address="b:1", connected=True)),
-        keys=5,
-        leases=0,
-        problems=problems,
-    )
-
-
 NODE = node_info("n1", leader=True, instances=0, active=0)
 
 
 def test_a_replica_whose_disk_is_full_makes_the_cluster_unhealthy_and_is_named() -> None:
-    summary = Handlers._summary(status((PROBLEM,)), [NODE], [], {}, ["n1"])
+    summary = Handlers._summary(kv_status(problems=(PROBLEM,)), [NODE], [], {}, ["n1"])
     assert not summary.healthy
     assert summary.reasons == (PROBLEM,)
 
 
 def test_the_reason_goes_when_the_replica_has_room_again() -> None:
-    summary = Handlers._summary(status(()), [NODE], [], {}, ["n1"])
+    summary = Handlers._summary(kv_status(), [NODE], [], {}, ["n1"])
     assert summary.healthy and summary.reasons == ()

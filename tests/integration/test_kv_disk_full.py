@@ -119,6 +119,19 @@ async def write_until_refused(
     pytest.fail(f"{limit} writes of {len(VALUE)} bytes all succeeded on full disks\n{log_tails(cluster)}")
 
 
+async def caught_up_and_clear(cluster: LocalCluster, replica_id: str, ahead: Status) -> None:
+    """Wait until replica `replica_id` has applied what `ahead` had and reports no problem (its disk has
+    room again)."""
+    await wait_until(
+        lambda: status_of(cluster, replica_id),
+        timeout=30,
+        what=f"{replica_id} to catch up and its problem to clear",
+        until=lambda status: (
+            isinstance(status, Status) and not status.problems and status.last_applied >= ahead.last_applied
+        ),
+    )
+
+
 async def assert_everything_acknowledged_is_there(
     cluster: LocalCluster, acknowledged: dict[str, bytes]
 ) -> None:
@@ -231,16 +244,7 @@ async def test_a_follower_with_a_full_disk_acknowledges_nothing_it_cannot_store(
                 "the full follower stored what it had no room for"
             )
             filler.unlink()
-            await wait_until(
-                lambda: status_of(cluster, follower.replica_id),
-                timeout=30,
-                what=f"{follower.replica_id} to catch up and its problem to clear",
-                until=lambda status: (
-                    isinstance(status, Status)
-                    and not status.problems
-                    and status.last_applied >= ahead.last_applied
-                ),
-            )
+            await caught_up_and_clear(cluster, follower.replica_id, ahead)
             async with open_client([follower.client_address], cluster.secret, request_timeout=10.0) as local:
                 found = await local.range("k")  # serializable: this replica's own state
             assert {kv.key for kv in found.kvs} >= set(acknowledged)
@@ -285,15 +289,6 @@ async def test_a_leader_whose_disk_fills_hands_over_to_a_replica_with_room(tmp_p
                 cluster, next(s.replica_id for s in cluster.replicas if s.raft_address == now.leader)
             )
             assert isinstance(ahead, Status)
-            await wait_until(
-                lambda: status_of(cluster, full.replica_id),
-                timeout=30,
-                what=f"{full.replica_id} to catch up and its problem to clear",
-                until=lambda status: (
-                    isinstance(status, Status)
-                    and not status.problems
-                    and status.last_applied >= ahead.last_applied
-                ),
-            )
+            await caught_up_and_clear(cluster, full.replica_id, ahead)
             await assert_everything_acknowledged_is_there(cluster, acknowledged)
             assert_all_alive(cluster)
