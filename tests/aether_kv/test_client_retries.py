@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 import trio
 
-from aether_kv import ConnectionLostError, OutcomeUnknownError, Status, UnavailableError, open_client
+from aether_kv import (
+    ConnectionLostError,
+    DiskFullError,
+    OutcomeUnknownError,
+    Status,
+    UnavailableError,
+    open_client,
+)
 from aether_kv._local import free_port
 from aether_kv._wire import FramedStream, encode, error_body, server_handshake
 from support import wait_until
@@ -76,6 +83,47 @@ async def test_a_write_refused_on_every_attempt_was_not_applied() -> None:
         with pytest.raises(UnavailableError):
             await client.put("k", b"v")
     assert len(received) >= 2
+
+
+def follower_full(address: str) -> Script:
+    """A follower whose disk is full: it refuses every write, naming itself."""
+
+    def refuse(_n: int, _message: dict[str, Any]) -> dict[str, Any]:
+        error = UnavailableError(
+            f"not applied: the disk of KV replica {address} is full; another replica can take it",
+            replicas=(address,),
+        )
+        return {"error": error_body(error)}
+
+    return refuse
+
+
+async def test_a_write_every_replica_refuses_for_want_of_room_is_refused_as_disk_full_at_once() -> None:
+    """Each full follower says "another replica can take it", true of none when every endpoint says so:
+    the client says what stops the write (DiskFullError naming them all), without waiting for its
+    deadline."""
+    async with (
+        scripted_server(follower_full("10.0.0.1:4100")) as (first, _),
+        scripted_server(follower_full("10.0.0.2:4100")) as (second, _),
+        open_client([first, second], SECRET, request_timeout=30.0) as client,
+    ):
+        with trio.fail_after(10), pytest.raises(DiskFullError) as raised:
+            await client.put("k", b"v")
+    assert raised.value.replicas == ("10.0.0.1:4100", "10.0.0.2:4100")
+    assert "10.0.0.1:4100 and 10.0.0.2:4100 is full" in raised.value.message
+
+
+async def test_a_write_one_replica_refuses_for_another_reason_stays_unavailable() -> None:
+    """One endpoint full, the other without a leader (but with room: it may yet take the write): not a
+    disk-full error, only "unavailable", as before."""
+    async with (
+        scripted_server(follower_full("10.0.0.1:4100")) as (first, _),
+        scripted_server(unavailable) as (second, _),
+        open_client([first, second], SECRET, request_timeout=1.0) as client,
+    ):
+        with pytest.raises(UnavailableError) as raised:
+            await client.put("k", b"v")
+    assert not isinstance(raised.value, DiskFullError)
 
 
 async def test_a_retried_read_is_answered_by_the_next_attempt() -> None:

@@ -21,8 +21,10 @@ from aether_kv._errors import (
     ERRORS_BY_CODE,
     AuthenticationError,
     CompactedError,
+    DiskFullError,
     InvalidRequestError,
     KVError,
+    UnavailableError,
 )
 from aether_kv._records import (
     Barrier,
@@ -427,6 +429,15 @@ def test_compacted_error_body_keeps_the_compact_revision() -> None:
     error = error_from_body(body)
     assert isinstance(error, CompactedError)
     assert error.compact_revision == 41
+
+
+@pytest.mark.parametrize("cls", [UnavailableError, DiskFullError])
+def test_a_refusal_for_want_of_disk_space_keeps_the_replicas_it_names(cls: type[UnavailableError]) -> None:
+    body = json.loads(json.dumps(error_body(cls("full", replicas=("10.0.0.1:4100", "10.0.0.2:4100")))))
+    assert body == {"code": cls.code, "message": "full", "replicas": ["10.0.0.1:4100", "10.0.0.2:4100"]}
+    error = error_from_body(body)
+    assert type(error) is cls
+    assert error.replicas == ("10.0.0.1:4100", "10.0.0.2:4100")
 
 
 @pytest.mark.parametrize("body", [None, "boom", [1], {"code": "no_such_code", "message": "m"}, {}], ids=repr)

@@ -201,6 +201,54 @@ async def full_round(
         )
 
 
+async def test_with_every_disk_full_and_no_leader_a_write_is_refused_as_disk_full(tmp_path: Path) -> None:
+    """Every disk full, then the leader gone: the two left are full followers, which do not stand for
+    election and refuse a write ("my disk is full; another replica can take it"), true of neither. The
+    client, having heard that from every replica that answered, says what stops the write: DiskFullError
+    naming them (it was "unavailable" until its deadline). Once space is freed and the replica is back,
+    writes resume and nothing acknowledged is lost."""
+    acknowledged: dict[str, bytes] = {}
+    with trio.fail_after(150):
+        async with cluster_on_small_disks(tmp_path, "tmpfs") as cluster:
+            fillers = [fill(spec.data_dir) for spec in cluster.replicas]
+            async with open_client(cluster.endpoints, cluster.secret, request_timeout=10.0) as client:
+                refused = await write_until_refused(cluster, client, acknowledged, limit=FS_MIB * 1024 // 16)
+                assert isinstance(refused, DiskFullError), f"{refused!r}\n{log_tails(cluster)}"
+                leader = (await client.status()).leader
+            gone = next(spec for spec in cluster.replicas if spec.raft_address == leader)
+            cluster.kill(gone.replica_id)
+            left = [spec for spec in cluster.replicas if spec is not gone]
+            for spec in left:
+                await wait_until(
+                    lambda spec=spec: status_of(cluster, spec.replica_id),
+                    timeout=20,
+                    what=f"{spec.replica_id} to know its disk is full, with no leader",
+                    until=lambda status, spec=spec: (
+                        disk_full_named(status, [spec.raft_address])
+                        and isinstance(status, Status)
+                        and status.leader in (None, leader)
+                    ),
+                )
+            async with open_client(cluster.endpoints, cluster.secret, request_timeout=4.0) as client:
+                error = await write_once(client, acknowledged)
+            assert isinstance(error, DiskFullError), f"{error!r}\n{log_tails(cluster)}"
+            assert set(error.replicas) >= {spec.raft_address for spec in left}, error
+            assert all(spec.raft_address in error.message for spec in left), error.message
+
+            for filler in fillers:
+                filler.unlink()
+            cluster.start(gone.replica_id)
+            async with open_client(cluster.endpoints, cluster.secret, request_timeout=10.0) as client:
+                await wait_until(
+                    lambda: write_once(client, acknowledged),
+                    timeout=30,
+                    what="a write to succeed once space is freed and the replica is back",
+                    until=lambda error: error is None,
+                )
+            await assert_everything_acknowledged_is_there(cluster, acknowledged)
+            assert_all_alive(cluster)
+
+
 @pytest.mark.long
 @pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
 async def test_a_follower_with_a_full_disk_acknowledges_nothing_it_cannot_store(

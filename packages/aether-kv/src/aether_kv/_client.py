@@ -191,6 +191,43 @@ def _read_unanswered(what: str) -> UnavailableError:
     return UnavailableError(f"{what}; a read changes nothing, so it is safe to retry")
 
 
+class _DiskRefusals:
+    """What the endpoints answered one request that they could not take: each endpoint's last refusal,
+    and the replicas it named as full if that was why. A follower whose disk is full refuses a write
+    ("another replica can take it"), which is true unless every replica is full: when every endpoint
+    that answered refused for want of room, no replica can take the write until space is freed, and
+    the client says so (DiskFullError) instead of "unavailable"."""
+
+    def __init__(self) -> None:
+        self._full: dict[str, tuple[str, ...]] = {}  # endpoint → the replicas it said are full
+        self._other: set[str] = set()  # endpoints whose last refusal was for another reason
+
+    def answered(self, endpoint: str, error: UnavailableError) -> None:
+        if error.replicas:
+            self._full[endpoint] = error.replicas
+            self._other.discard(endpoint)
+        else:
+            self._other.add(endpoint)
+            self._full.pop(endpoint, None)
+
+    def endpoints(self) -> set[str]:
+        """The endpoints whose last refusal said a disk is full."""
+        return set(self._full)
+
+    def all_full(self) -> DiskFullError | None:
+        """DiskFullError naming the full replicas if every refusal so far said a disk is full (and at
+        least one did); None otherwise."""
+        if not self._full or self._other:
+            return None
+        replicas = tuple(sorted({replica for named in self._full.values() for replica in named}))
+        return DiskFullError(
+            f"not applied: the disk of KV replica {' and '.join(replicas)} is full, and every replica"
+            " that answered has no room to take the request; free space in the data directory there,"
+            " then retry",
+            replicas=replicas,
+        )
+
+
 class KVClient:
     """Client-protocol API with the same operations as `KVStore`. Create with `open_client`."""
 
@@ -296,6 +333,7 @@ class KVClient:
         backoff = _BACKOFF_START
         last_error: KVError | None = None
         maybe_applied = False  # an attempt reached a server (maybe) and no answer came back
+        refusals = _DiskRefusals()
         held, attempt_started, first = 0.0, 0.0, True
         while True:
             # Only the first attempt asks the server to hold the request; if it failed before the wait
@@ -305,7 +343,7 @@ class KVClient:
             remaining = deadline - trio.current_time()
             if remaining <= 0:
                 if not maybe_applied and isinstance(last_error, UnavailableError | ConnectionLostError):
-                    raise last_error
+                    raise refusals.all_full() or last_error
                 earlier = f" (an earlier attempt: {last_error.message})" if last_error else ""
                 if message["op"] in _READS:
                     raise _read_unanswered(
@@ -368,6 +406,9 @@ class KVClient:
             except UnavailableError as error:  # e.g. no leader known there: ask another endpoint
                 assert connection is not None
                 last_error = error
+                refusals.answered(connection.endpoint, error)
+                if refusals.endpoints() >= set(self.endpoints):
+                    raise refusals.all_full() or error from None
                 self._retire(connection)
             await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
             backoff = min(backoff * 2, _BACKOFF_MAX)

@@ -6,9 +6,10 @@
     ├── CompactedError           a watch asked for history older than the store keeps (caller must re-read)
     ├── LeaseNotFoundError       keep-alive/revoke/attach on a lease that does not exist (expired or revoked)
     ├── UnavailableError         the request was NOT applied: no leader, queue full, rejected, a read
-    │   │                        unanswered (it changes nothing); safe to retry
-    │   └── DiskFullError        ... for want of disk space on the leader or a majority (retry once
-    │                            space is freed there)
+    │   │                        unanswered (it changes nothing), a full follower's refusal (naming it);
+    │   │                        safe to retry
+    │   └── DiskFullError        ... for want of disk space on the leader or a majority, or on every
+    │                            replica that answered (retry once space is freed there)
     ├── OutcomeUnknownError      the request may or may not have been applied (timeout, leader lost mid-way)
     ├── ConnectionLostError      the client could not reach any endpoint (network, all replicas down)
     └── TLSError                 a CA certificate, certificate or key that cannot be loaded (operator's)
@@ -64,9 +65,15 @@ class LeaseNotFoundError(KVError):
 class UnavailableError(KVError):
     """Raised when the request was certainly not applied: no leader yet, the proposal queue is full, the
     entry was discarded by a new leader; and by the network client for a read that got no answer in time
-    (a read changes nothing). Safe to retry."""
+    (a read changes nothing). Safe to retry. `replicas` names (by Raft address) the replicas whose disks
+    are full where that is why (a follower without room refuses to take a write: another replica may
+    have room); empty otherwise."""
 
     code = "unavailable"
+
+    def __init__(self, message: str, *, replicas: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.replicas = replicas
 
 
 class DiskFullError(UnavailableError):
@@ -76,10 +83,6 @@ class DiskFullError(UnavailableError):
     directories); writes succeed again without a restart. Safe to retry then."""
 
     code = "disk_full"
-
-    def __init__(self, message: str, *, replicas: tuple[str, ...] = ()) -> None:
-        super().__init__(message)
-        self.replicas = replicas
 
 
 class OutcomeUnknownError(KVError):

@@ -110,10 +110,11 @@ def translate_fail_reason(reason: Any) -> KVError:
     refusal is `(DISK_FULL or FOLLOWER_DISK_FULL, raft addresses of the replicas without room)`
     (`_pysyncobj_patches`, item 12)."""
     if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == FOLLOWER_DISK_FULL:
-        replica = ", ".join(str(address) for address in reason[1])
+        replicas = tuple(str(address) for address in reason[1])
         return UnavailableError(
-            f"not applied: the disk of KV replica {replica} is full; another replica can take it: safe"
-            " to retry"
+            f"not applied: the disk of KV replica {', '.join(replicas)} is full; another replica can take"
+            " it: safe to retry",
+            replicas=replicas,
         )
     if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == DISK_FULL:
         replicas = tuple(str(address) for address in reason[1])

@@ -29,9 +29,9 @@ from ._errors import (
     ERRORS_BY_CODE,
     AuthenticationError,
     CompactedError,
-    DiskFullError,
     InvalidRequestError,
     KVError,
+    UnavailableError,
 )
 from ._records import (
     Compare,
@@ -490,9 +490,7 @@ def error_from_body(body: object) -> KVError:
     if cls is CompactedError:
         revision = body.get("compact_revision")
         return CompactedError(message, compact_revision=revision if isinstance(revision, int) else 0)
-    if cls is DiskFullError:
+    if issubclass(cls, UnavailableError):  # DiskFullError too
         replicas = body.get("replicas")
-        return DiskFullError(
-            message, replicas=tuple(map(str, replicas)) if isinstance(replicas, list) else ()
-        )
+        return cls(message, replicas=tuple(map(str, replicas)) if isinstance(replicas, list) else ())
     return cls(message)
