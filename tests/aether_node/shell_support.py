@@ -25,6 +25,7 @@ from aether_node.core._errors import InvocationError, ResolutionError, SliceHost
 from aether_node.core._policies import StepTimeouts
 from aether_node.core._records import Capacity, NodeRecord, SliceRecord, decode_record, encode_record
 from aether_node.core._schema import BLUEPRINTS, SLICES, InstanceKey, node_key
+from aether_node.runtime._broadcast import Broadcast
 from aether_node.runtime._lifecycle import Phase
 from aether_node.runtime._slice_store import LocalInstance
 
@@ -38,7 +39,7 @@ class FakeHost:
     def __init__(self, label: str) -> None:
         self.pid = next(_pids)
         self.log_path = Path(f"/nonexistent/{label}.log")
-        self.exited = trio.Event()
+        self.exited = Broadcast()
         self.exit_reason = ""
         self.calls = 0
 

@@ -51,6 +51,7 @@ from ..core._records import (
 )
 from ..core._schema import ENDPOINTS, InstanceKey, endpoint_key, node_slices_prefix
 from ..observe._metrics import InstanceSample, NodeMetrics
+from ._broadcast import Broadcast, wait_any
 from ._lifecycle import Phase, Step, StepKind, outcome_to_record, plan, target_phase
 from ._slice_store import LocalInstance, SliceStore, describe_failure
 
@@ -70,14 +71,14 @@ class _Slot:
     record: SliceRecord | None
     revision: int
     version: int = 0
-    changed: trio.Event = attrs.field(factory=trio.Event)
+    changed: Broadcast = attrs.field(factory=Broadcast)
     deaths: collections.deque[float] = attrs.field(factory=collections.deque)
     last_death: str = ""
 
     def update(self, record: SliceRecord | None, revision: int) -> None:
         self.record, self.revision = record, revision
         self.version += 1
-        changed, self.changed = self.changed, trio.Event()
+        changed, self.changed = self.changed, Broadcast()
         changed.set()
 
 
@@ -260,15 +261,10 @@ class NodeDeploymentManager:
         if slot.version != seen:
             return
         instance = self.store.get(key)
-        async with trio.open_nursery() as nursery:
-
-            async def wake_on(event: trio.Event) -> None:
-                await event.wait()
-                nursery.cancel_scope.cancel()
-
-            nursery.start_soon(wake_on, slot.changed)
-            if instance is not None:
-                nursery.start_soon(wake_on, instance.host.exited)
+        if instance is None:
+            await slot.changed.wait()
+        else:
+            await wait_any(slot.changed, instance.host.exited)
 
     def _local_phase(self, key: InstanceKey) -> Phase:
         instance = self.store.get(key)

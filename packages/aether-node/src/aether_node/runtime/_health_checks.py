@@ -27,6 +27,7 @@ from aether_slice.protocol import Kind
 from ..core._errors import NodeError, StepTimeoutError
 from ..core._policies import HealthChecks
 from ..observe._metrics import read_main_thread_cpu
+from ._broadcast import Broadcast, wait_any
 from ._health_settings import SliceHealth
 from ._lifecycle import Phase
 from ._slice_host import SliceHost
@@ -117,14 +118,7 @@ async def _passes(host: SliceHost, timeout: float) -> bool:
     return False
 
 
-async def _until(deadline: float, *events: trio.Event) -> None:
+async def _until(deadline: float, *events: Broadcast) -> None:
     """Wait until `deadline` (trio's clock) or until any of `events` is set."""
     with trio.move_on_at(deadline):
-        async with trio.open_nursery() as nursery:
-
-            async def wait(event: trio.Event) -> None:
-                await event.wait()
-                nursery.cancel_scope.cancel()
-
-            for event in events:
-                nursery.start_soon(wait, event)
+        await wait_any(*events)

@@ -19,6 +19,7 @@ from ..core._kv_cache import KVCache
 from ..core._policies import HealthChecks
 from ..core._records import RecordError, decode_record
 from ..core._schema import BLUEPRINTS
+from ._broadcast import Broadcast
 
 log = logging.getLogger("aether_node.health_checks")
 
@@ -35,14 +36,14 @@ class SliceHealth:
         self.cache = cache
         self._read_at = -1  # the cache's revision of `blueprints/` when `_specs` was decoded
         self._specs: dict[str, HealthSpec | None] = {}
-        self._changed = trio.Event()
+        self._changed = Broadcast()
 
     def of(self, artifact_id: str) -> HealthChecks | None:
         self.refresh()
         return checks_of(self._specs.get(artifact_id), self.node)
 
     @property
-    def changed(self) -> trio.Event:
+    def changed(self) -> Broadcast:
         return self._changed
 
     def refresh(self) -> None:
@@ -54,7 +55,7 @@ class SliceHealth:
         specs = self._decode(self.cache)
         if specs != self._specs:
             self._specs = specs
-            changed, self._changed = self._changed, trio.Event()
+            changed, self._changed = self._changed, Broadcast()
             changed.set()
 
     async def follow(self) -> None:

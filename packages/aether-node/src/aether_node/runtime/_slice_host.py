@@ -37,6 +37,7 @@ from aether_slice.protocol import Kind, ProtocolError
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
 from ..core._off_loop import in_pieces, json_size_at_least, loads_yielding, run_sized
+from ._broadcast import Broadcast
 from ._installer import InstalledSlice, entry_point_reference
 from ._processes import ChildProcess, spawn
 
@@ -380,7 +381,7 @@ class SliceHost:
         self.pid: int | None = None  # from its answer to LOAD (`loaded`)
         self.label = label
         self.log_path = log_path
-        self.exited = trio.Event()
+        self.exited = Broadcast()
         self.exit_reason = ""
         self.last_heard = trio.current_time()  # when the instance last sent anything (health checks)
         self._killed_because = ""  # why the node killed it (a failed health check), for exit_reason
