@@ -82,6 +82,18 @@ class _Slot:
         changed.set()
 
 
+@attrs.define(eq=False)
+class _Load:
+    """A load under way, which says LOADING if it is still going at `due` (see `_say_loading_when_late`)."""
+
+    key: InstanceKey
+    slot: _Slot
+    decided: int  # the record's revision when the worker decided to load
+    due: float  # trio's clock
+    done: bool = False
+    saying: trio.Event | None = None  # once LOADING is being written: set when the write has ended
+
+
 def _start_sent_with_load(step: Step, following: Step) -> bool:
     """Whether `following` is the activation whose START goes with `step`'s LOAD (one exchange with the
     slice process): an activation right after the load, with no working state written in between."""
@@ -133,6 +145,10 @@ class NodeDeploymentManager:
         self._nursery: trio.Nursery | None = None
         self._stopped = False  # `stop` was called: `run` then waits for its cancellation, never returns
         self._batch = TxnBatcher(kv)  # the workers' writes, a few transactions per pass, not one each
+        # Loads under way, in the order they began (so in the order they fall due: one delay for all),
+        # and an event set when one is added: one timer task for the node's loads, not a task per load.
+        self._loads: collections.deque[_Load] = collections.deque()
+        self._load_added = trio.Event()
 
     def instance_samples(self) -> list[InstanceSample]:
         """This node's instances as their records say, with the pid of each running process (metrics)."""
@@ -158,6 +174,7 @@ class NodeDeploymentManager:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             await nursery.start(self._batch.run)
+            nursery.start_soon(self._say_loading_when_late)
             snapshot = await self.kv.range(prefix, linearizable=True)
             await self._withdraw_stale_endpoints()
             for kv in snapshot.kvs:
@@ -404,27 +421,48 @@ class NodeDeploymentManager:
         """Load, and write LOADING only once the load has taken `loading_delay` (unless a newer command
         came: then the record is the leader's). A LOADING write that started is finished before this
         returns or raises (a FAILED after it compares on the revision it wrote), never cancelled by the
-        load's end; a hung load is shown LOADING until its deadline fails it. Cancelled with the worker,
-        both end."""
-        loaded = trio.Event()
+        load's end; a hung load is shown LOADING until its deadline fails it. The node's timer task writes
+        it (`_say_loading_when_late`); cancelled, the worker waits for no write (the manager stops)."""
+        load = _Load(key, slot, decided, due=trio.current_time() + self.loading_delay)
+        self._loads.append(load)
+        self._load_added.set()
+        try:
+            await self.store.load(key, config, start=start)
+        finally:  # (raised once the LOADING write, if it started, is done)
+            load.done = True
+            if load.saying is not None:
+                await load.saying.wait()
 
-        async def say_loading() -> None:
-            with trio.move_on_after(self.loading_delay):
-                await loaded.wait()
-            if not loaded.is_set() and not _superseded(slot, decided):
-                await self._write(key, slot, SliceState.LOADING, "")
+    async def _say_loading_when_late(self) -> None:
+        """The node's timer of loads: each still under way `loading_delay` after it began writes LOADING,
+        in a task of its own (a slow load is rare). Runs until the manager is cancelled."""
+        assert self._nursery is not None
+        while True:
+            while self._loads and self._loads[0].done:
+                self._loads.popleft()
+            if not self._loads:
+                self._load_added = trio.Event()
+                await self._load_added.wait()
+                continue
+            load = self._loads[0]
+            await trio.sleep_until(load.due)
+            self._loads.popleft()
+            if not load.done and not _superseded(load.slot, load.decided):
+                load.saying = trio.Event()
+                self._nursery.start_soon(self._say_loading, load)
 
-        failure: Exception | None = None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(say_loading)
-            try:
-                await self.store.load(key, config, start=start)
-            except Exception as error:  # raised once the LOADING write, if it started, is done
-                failure = error
-            finally:
-                loaded.set()
-        if failure is not None:
-            raise failure
+    async def _say_loading(self, load: _Load) -> None:
+        """Write LOADING for `load` (in the manager's nursery: what fails here is logged, and the load goes
+        on; its outcome is written as it would be)."""
+        assert load.saying is not None
+        try:
+            await self._write(load.key, load.slot, SliceState.LOADING, "")
+        except KVError as error:
+            log.warning("%s: could not record LOADING: %s", load.key.label, error.message)
+        except Exception:  # a bug: never the manager's end
+            log.exception("%s: recording LOADING failed unexpectedly", load.key.label)
+        finally:
+            load.saying.set()
 
     # ------------------------------------------------------------ KV writes
 
