@@ -6,6 +6,7 @@ Each test takes `autojump_clock` (trio's virtual time)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import attrs
 import pytest
@@ -249,6 +250,30 @@ async def test_loads_begun_together_or_apart_each_say_loading_once_when_late_and
         for key in quick:
             assert [r.state for r in await history(kv, key)] == [SliceState.ACTIVATE, SliceState.ACTIVE]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_command_taken_in_as_the_timer_decides_to_say_loading_is_not_overwritten(
+    autojump_clock: MockClock, slow_node: Node
+) -> None:
+    """The leader's UNLOAD comes in after the node's timer decided a slow load should say LOADING and
+    before its write began: LOADING is not written over the command (it compared on the command's
+    revision and won, and the instance ran on, the UNLOAD lost), and the UNLOAD is carried out."""
+    node = slow_node
+    say_loading = node.manager._say_loading
+
+    async def command_in_between(load: Any) -> None:
+        await node.command(SliceState.UNLOAD)
+        await wait_until(
+            lambda: load.slot.record is not None and load.slot.record.state is SliceState.UNLOAD,
+            timeout=60,
+            what="the worker's slot to take in the UNLOAD",
+        )
+        await say_loading(load)
+
+    node.manager._say_loading = command_in_between  # type: ignore[method-assign]
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(None)
+    assert node.store.get(KEY) is None
 
 
 async def test_a_slow_load_that_fails_says_loading_then_failed(

@@ -456,7 +456,10 @@ class NodeDeploymentManager:
         on; its outcome is written as it would be)."""
         assert load.saying is not None
         try:
-            await self._write(load.key, load.slot, SliceState.LOADING, "")
+            # Checked again here, in the step that reads the record's revision to compare on (`_write`):
+            # a newer command taken in since the timer decided must not be overwritten by LOADING.
+            if not load.done and not _superseded(load.slot, load.decided):
+                await self._write(load.key, load.slot, SliceState.LOADING, "")
         except KVError as error:
             log.warning("%s: could not record LOADING: %s", load.key.label, error.message)
         except Exception:  # a bug: never the manager's end
