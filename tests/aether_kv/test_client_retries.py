@@ -20,6 +20,8 @@ from aether_kv import (
     open_client,
 )
 from aether_kv._local import free_port
+from aether_kv._pysyncobj_patches import DISK_FULL, FOLLOWER_DISK_FULL
+from aether_kv._raft import translate_fail_reason
 from aether_kv._wire import FramedStream, encode, error_body, server_handshake
 from support import wait_until
 
@@ -124,6 +126,35 @@ async def test_a_write_one_replica_refuses_for_another_reason_stays_unavailable(
         with pytest.raises(UnavailableError) as raised:
             await client.put("k", b"v")
     assert not isinstance(raised.value, DiskFullError)
+
+
+async def test_a_request_an_earlier_attempt_may_have_applied_is_never_said_refused_for_want_of_room() -> None:
+    """The first attempt of an idempotent write is sent and never answered (it may have been applied);
+    every later one is refused for want of room: not DiskFullError ("not applied"), but outcome unknown."""
+
+    def silent_then_full(n: int, message: dict[str, Any]) -> dict[str, Any] | None:
+        return None if n == 1 else follower_full("10.0.0.1:4100")(n, message)
+
+    async with (
+        scripted_server(silent_then_full) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=6.0) as client,
+    ):
+        with pytest.raises(OutcomeUnknownError):
+            await client.lease_keepalive(7)
+    assert len(received) >= 2
+
+
+def test_a_follower_names_a_full_disk_as_its_own_only_when_it_is() -> None:
+    """A full follower's refusal carries the replica (the client counts that endpoint as full); one it
+    passes on from the leader (a full leader handing over) does not: it says nothing of its own room."""
+    reason = (FOLLOWER_DISK_FULL, ("10.0.0.1:4100",))
+    own = translate_fail_reason(reason, "10.0.0.1:4100")
+    passed_on = translate_fail_reason(reason, "10.0.0.2:4100")
+    assert isinstance(own, UnavailableError) and own.replicas == ("10.0.0.1:4100",)
+    assert isinstance(passed_on, UnavailableError) and passed_on.replicas == ()
+    assert "10.0.0.1:4100 is full" in passed_on.message
+    full = translate_fail_reason((DISK_FULL, ("10.0.0.1:4100",)), "10.0.0.2:4100")
+    assert isinstance(full, DiskFullError) and full.replicas == ("10.0.0.1:4100",)
 
 
 async def test_a_retried_read_is_answered_by_the_next_attempt() -> None:

@@ -193,10 +193,12 @@ def _read_unanswered(what: str) -> UnavailableError:
 
 class _DiskRefusals:
     """What the endpoints answered one request that they could not take: each endpoint's last refusal,
-    and the replicas it named as full if that was why. A follower whose disk is full refuses a write
-    ("another replica can take it"), which is true unless every replica is full: when every endpoint
-    that answered refused for want of room, no replica can take the write until space is freed, and
-    the client says so (DiskFullError) instead of "unavailable"."""
+    and the replicas it named as full if that was why (a replica names only its own disk: `_raft.
+    translate_fail_reason`). A follower whose disk is full refuses a write ("another replica can take
+    it"), which is true unless every replica is full: when every endpoint that answered refused for want
+    of its own room, no replica can take the write until space is freed, and the client says so
+    (DiskFullError) instead of "unavailable" (never for a request an earlier attempt may have applied:
+    that stays "outcome unknown")."""
 
     def __init__(self) -> None:
         self._full: dict[str, tuple[str, ...]] = {}  # endpoint → the replicas it said are full
@@ -407,7 +409,7 @@ class KVClient:
                 assert connection is not None
                 last_error = error
                 refusals.answered(connection.endpoint, error)
-                if refusals.endpoints() >= set(self.endpoints):
+                if not maybe_applied and refusals.endpoints() >= set(self.endpoints):
                     raise refusals.all_full() or error from None
                 self._retire(connection)
             await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))

@@ -105,16 +105,20 @@ class RaftConfig:
     tls_dir: Path | None = None
 
 
-def translate_fail_reason(reason: Any) -> KVError:
+def translate_fail_reason(reason: Any, own_address: str | None = None) -> KVError:
     """pysyncobj failure code → this package's error (the only place that knows the codes). A disk-full
     refusal is `(DISK_FULL or FOLLOWER_DISK_FULL, raft addresses of the replicas without room)`
-    (`_pysyncobj_patches`, item 12)."""
+    (`_pysyncobj_patches`, item 12). A follower's refusal names the replicas in `replicas` only if it is
+    about this replica's own disk (`own_address`): one passed on from the leader (a full leader handing
+    over refuses what followers with room forwarded to it) says nothing of this replica's room, and the
+    client counts an endpoint as full only by its own word (`_client._DiskRefusals`)."""
     if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == FOLLOWER_DISK_FULL:
         replicas = tuple(str(address) for address in reason[1])
+        own = own_address is not None and replicas == (own_address,)
         return UnavailableError(
             f"not applied: the disk of KV replica {', '.join(replicas)} is full; another replica can take"
             " it: safe to retry",
-            replicas=replicas,
+            replicas=replicas if own else (),
         )
     if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == DISK_FULL:
         replicas = tuple(str(address) for address in reason[1])
@@ -549,7 +553,7 @@ class RaftReplica:
             if reason == FAIL_REASON.SUCCESS:
                 callback(result, None)
             else:
-                callback(None, translate_fail_reason(reason))
+                callback(None, translate_fail_reason(reason, self.config.raft_address))
 
         self._consumer.apply(command, callback=done)
 
