@@ -221,35 +221,31 @@ async def test_a_load_that_takes_a_while_says_loading_once_it_has_taken_the_dela
 
 
 async def test_loads_begun_together_or_apart_each_say_loading_once_when_late_and_quick_ones_never(
-    autojump_clock: MockClock,
+    autojump_clock: MockClock, slow_node: Node
 ) -> None:
     """The node's one timer of loads: of slow loads begun together and later ones, each says LOADING once
     it has taken the delay; the quick loads between them, never (the timer skips a load that ended)."""
-    kv = MemoryStore(clock=trio.current_time)
+    node = slow_node
     slow = [InstanceKey("n1", KEY.coordinates, n) for n in range(4)]
     quick = [InstanceKey("n1", Coordinates.parse("org.example:quick:1.0"), n) for n in range(3)]
-    async with trio.open_nursery() as nursery:
-        store = FakeSliceStore(step_time=SLOW)
-        node = await start_node(nursery, kv, store)
-        for key in slow[:2]:
-            await node.command(SliceState.ACTIVATE, key)
-        await trio.sleep(LOADING_DELAY / 2)
-        store.step_time = 0.0
-        for key in quick:
-            await node.command(SliceState.ACTIVATE, key)
-        for key in quick:
-            await node.reaches(SliceState.ACTIVE, key)
-        store.step_time = SLOW
-        for key in slow[2:]:
-            await node.command(SliceState.ACTIVATE, key)
-        for key in slow:
-            await node.reaches(SliceState.ACTIVE, key)
-        for key in slow:
-            states = [r.state for r in await history(kv, key)]
-            assert states == [SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVE], key.label
-        for key in quick:
-            assert [r.state for r in await history(kv, key)] == [SliceState.ACTIVATE, SliceState.ACTIVE]
-        nursery.cancel_scope.cancel()
+    for key in slow[:2]:
+        await node.command(SliceState.ACTIVATE, key)
+    await trio.sleep(LOADING_DELAY / 2)
+    node.store.step_time = 0.0
+    for key in quick:
+        await node.command(SliceState.ACTIVATE, key)
+    for key in quick:
+        await node.reaches(SliceState.ACTIVE, key)
+    node.store.step_time = SLOW
+    for key in slow[2:]:
+        await node.command(SliceState.ACTIVATE, key)
+    for key in slow:
+        await node.reaches(SliceState.ACTIVE, key)
+    for key in slow:
+        states = [r.state for r in await history(node.kv, key)]
+        assert states == [SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVE], key.label
+    for key in quick:
+        assert [r.state for r in await history(node.kv, key)] == [SliceState.ACTIVATE, SliceState.ACTIVE]
 
 
 async def test_a_command_taken_in_as_the_timer_decides_to_say_loading_is_not_overwritten(

@@ -201,27 +201,19 @@ class _DiskRefusals:
     that stays "outcome unknown")."""
 
     def __init__(self) -> None:
-        self._full: dict[str, tuple[str, ...]] = {}  # endpoint → the replicas it said are full
-        self._other: set[str] = set()  # endpoints whose last refusal was for another reason
+        # endpoint → the full replicas its last refusal named (empty: it refused for another reason)
+        self._named: dict[str, tuple[str, ...]] = {}
 
     def answered(self, endpoint: str, error: UnavailableError) -> None:
-        if error.replicas:
-            self._full[endpoint] = error.replicas
-            self._other.discard(endpoint)
-        else:
-            self._other.add(endpoint)
-            self._full.pop(endpoint, None)
+        self._named[endpoint] = error.replicas
 
-    def endpoints(self) -> set[str]:
-        """The endpoints whose last refusal said a disk is full."""
-        return set(self._full)
-
-    def all_full(self) -> DiskFullError | None:
-        """DiskFullError naming the full replicas if every refusal so far said a disk is full (and at
-        least one did); None otherwise."""
-        if not self._full or self._other:
+    def all_full(self, endpoints: Sequence[str] = ()) -> DiskFullError | None:
+        """DiskFullError naming the full replicas if every endpoint that answered (at least one, and each
+        of `endpoints`) last refused for want of room; None otherwise."""
+        named = self._named
+        if not named or not all(named.values()) or not set(endpoints) <= named.keys():
             return None
-        replicas = tuple(sorted({replica for named in self._full.values() for replica in named}))
+        replicas = tuple(sorted({replica for full in named.values() for replica in full}))
         return DiskFullError(
             f"not applied: the disk of KV replica {' and '.join(replicas)} is full, and every replica"
             " that answered has no room to take the request; free space in the data directory there,"
@@ -409,8 +401,9 @@ class KVClient:
                 assert connection is not None
                 last_error = error
                 refusals.answered(connection.endpoint, error)
-                if not maybe_applied and refusals.endpoints() >= set(self.endpoints):
-                    raise refusals.all_full() or error from None
+                full = None if maybe_applied else refusals.all_full(self.endpoints)
+                if full is not None:  # every endpoint said so: no need to wait for the deadline
+                    raise full from None
                 self._retire(connection)
             await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
             backoff = min(backoff * 2, _BACKOFF_MAX)

@@ -447,17 +447,17 @@ class NodeDeploymentManager:
             load = self._loads[0]
             await trio.sleep_until(load.due)
             self._loads.popleft()
-            if not load.done and not _superseded(load.slot, load.decided):
+            if not load.done:  # (from here the worker waits for `saying` once its load ends)
                 load.saying = trio.Event()
                 self._nursery.start_soon(self._say_loading, load)
 
     async def _say_loading(self, load: _Load) -> None:
-        """Write LOADING for `load` (in the manager's nursery: what fails here is logged, and the load goes
-        on; its outcome is written as it would be)."""
+        """Write LOADING for `load` unless its load ended or a newer command came (in the manager's
+        nursery: what fails here is logged, and the load goes on; its outcome is written as it would be)."""
         assert load.saying is not None
         try:
-            # Checked again here, in the step that reads the record's revision to compare on (`_write`):
-            # a newer command taken in since the timer decided must not be overwritten by LOADING.
+            # Checked here, in the step that reads the record's revision to compare on (`_write`): a newer
+            # command taken in since the timer woke must not be overwritten by LOADING.
             if not load.done and not _superseded(load.slot, load.decided):
                 await self._write(load.key, load.slot, SliceState.LOADING, "")
         except KVError as error:
