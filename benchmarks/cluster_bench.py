@@ -17,7 +17,9 @@ What it measures (figures and notes: benchmarks/README.md, "Cluster orchestratio
    status` runs (a new process each, with bytecode cached in a private PYTHONPYCACHEPREFIX as an
    installed CLI has it; and 5 more in this shell's environment, for information: with
    PYTHONDONTWRITEBYTECODE=1 every run compiles its dependencies again); then the blueprint deleted →
-   nothing left. Targets: 300 in ≤ 0.6 s, linear cost; the reads ≤ 5 ms and ≤ 0.3 s. Also printed: the
+   nothing left. Targets: 300 in ≤ 0.6 s, linear cost; the reads ≤ 5 ms and ≤ 0.3 s. Also printed: what
+   this machine charges for the copy of a page shared after fork (page_fault_bench.py; an instance's
+   start copies ~650, whatever this project's Python does: the figure moved 2-3x between hosts); the
    CPU time every process of the cluster spent on the deploy (nodes, KV replicas, templates, instances;
    from the scheduler's nanosecond count), per instance and split by kind of process, and the kernel's
    kdamond apart if it runs; with the N running, the cluster's idle CPU over 5 s, its memory (PSS and
@@ -100,6 +102,7 @@ from cluster_support import (  # noqa: E402
     show,
     start_node,
 )
+from page_fault_bench import one_round as page_costs  # noqa: E402
 
 from aether_kv import KVClient  # noqa: E402
 from aether_node import (  # noqa: E402
@@ -692,6 +695,11 @@ async def phase_curve(
     would not fit in the memory available (with a margin) is skipped, and said so."""
     warm, _ = await deploy_round(kv, view, 3)
     log(f"curve: warm-up (install on 3 nodes) {warm:.2f} s")
+    page_copy_us = statistics.median(page_costs(PAGE_PROBE_BYTES)["copy"] for _ in range(3))
+    log(
+        f"curve: this machine's copy of a page shared after fork (page_fault_bench.py): {page_copy_us:.2f} µs"
+        f" (~650 per instance: {650 * page_copy_us / 1000:.2f} ms)"
+    )
     leader = await leader_node_id(cluster, kv)
     management = cluster.plan(leader).management
     urls = ",".join(f"http://{cluster.plan(n.node_id).management}" for n in cluster.nodes)
@@ -777,9 +785,10 @@ async def phase_curve(
             f"GET /api/v1/cluster {reads['cluster_get_ms']:.1f} ms; `aether cluster status` "
             f"{cli_figures(reads)}; unloaded in {unload:.2f} s (load average {load:.1f})"
         )
-    return {"points": points, "skipped": skipped}
+    return {"points": points, "skipped": skipped, "page_copy_us": page_copy_us}
 
 
+PAGE_PROBE_BYTES = 32 * 2**20
 IDLE_SECONDS = 5.0
 
 
@@ -1199,6 +1208,12 @@ def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
             row(f"  CPU of the idle cluster with {n:,} instances", idle_split(point), "", None)
         for skipped in c["skipped"]:
             row(f"  skipped N={skipped}", "", "", None)
+        row(
+            "  the machine's copy of a page shared after fork (an instance's start copies ~650)",
+            f"{c['page_copy_us']:.2f} µs (~650: {650 * c['page_copy_us'] / 1000:.2f} ms)",
+            "",
+            None,
+        )
     a = results.get("allocation")
     if a:
         row(
