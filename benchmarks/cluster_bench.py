@@ -84,6 +84,7 @@ import trio
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # support.py, which the integration helpers import
 sys.path.insert(0, str(REPO / "tests" / "integration"))
+sys.path.insert(0, str(REPO / "benchmarks"))  # page_fault_bench.py (also when imported, as a test does)
 
 from cluster_support import (  # noqa: E402
     ECHO,
