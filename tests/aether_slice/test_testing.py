@@ -84,7 +84,23 @@ def test_a_slice_that_raises_reports_the_kind_type_and_traceback(host: SliceHost
     with pytest.raises(SliceHostError) as missing:
         faulty.invoke("nope")
     assert missing.value.kind == "no_entry"
-    assert "(it has: block, compute, imported, odd_result, record, spawn, work)" in missing.value.message
+    assert "(it has: block, compute, impersonate, imported, odd_result, record, spawn, work)" in (
+        missing.value.message
+    )
+
+
+@pytest.mark.parametrize("kind", ["stopped", "no_entry", "protocol"])
+def test_a_slice_that_raises_the_runtimes_own_error_is_said_to_have_raised_it(
+    host: SliceHost, kind: str
+) -> None:
+    """A `HostError` raised by the slice's code (the runtime's own class: the host's `__main__` module's)
+    does not speak for the runtime: "stopped" would tell the caller the call did not run, and a router
+    would send it again (a call run twice)."""
+    faulty = host("org.aether:faulty")
+    with pytest.raises(SliceHostError) as raised:
+        faulty.invoke("impersonate", kind)
+    assert (raised.value.kind, raised.value.remote_type) == ("raised", "HostError")
+    assert raised.value.message == "faulty: raised with the runtime's own error class"
 
 
 NOT_JSON = "the message is not JSON"

@@ -203,10 +203,14 @@ class Host(asyncio.Protocol):
         try:
             self.refuse_invoke()
             entry = self.entry(message.get("entry"))
+        except Exception as error:
+            replies.append(_error_frame(request_id, error))
+            return
+        try:
             # In a copy of the context, as a task would be: what the call sets is not seen by the next.
             result = contextvars.copy_context().run(entry.function, message.get("payload"))
         except Exception as error:
-            replies.append(_error_frame(request_id, error))
+            replies.append(_error_frame(request_id, error, by_slice=True))
             return
         what = f"entry point {entry.name!r}"
         if inspect.isawaitable(result):
@@ -227,11 +231,11 @@ class Host(asyncio.Protocol):
         self._write(frame)
 
     async def finish(self, request_id: Any, result: Awaitable[Any], what: str) -> None:
-        """Await what an entry point returned (`what`: which one, for an error) and answer it."""
+        """Await what an entry point or a hook returned (`what`: which one, for an error) and answer it."""
         try:
             frame = _reply_frame(request_id, await result, what)
         except Exception as error:
-            frame = _error_frame(request_id, error)
+            frame = _error_frame(request_id, error, by_slice=True)
         self._write(frame)
 
     def refuse_invoke(self) -> None:
@@ -522,10 +526,12 @@ def _reply_frame(request_id: Any, result: Any, what: str) -> bytes:
         return _error_frame(request_id, HostError(protocol.HostErrorKind.BAD_RESULT, why))
 
 
-def _error_frame(request_id: Any, error: Exception) -> bytes:
+def _error_frame(request_id: Any, error: Exception, *, by_slice: bool = False) -> bytes:
     """The frame answering `request_id` with `error`: the host's own, or one the slice raised (call
-    this in its `except` block: its traceback goes with it)."""
-    if isinstance(error, HostError):
+    this in its `except` block: its traceback goes with it). What the slice's code raised (`by_slice`) is
+    "raised" whatever its class: a slice that raises a `HostError` does not speak for the runtime (a
+    "stopped" would tell its caller the call did not run, and a call that did would be sent again)."""
+    if isinstance(error, HostError) and not by_slice:
         answer = protocol.error_reply(request_id, error.kind, error.message, detail=error.detail)
     else:
         answer = protocol.error_reply(

@@ -40,6 +40,10 @@ nothing else meanwhile, health checks included, and looks hung to them.
 Entry `odd_result` returns what JSON cannot carry, as its payload names it: "nan" (float NaN), "infinity"
 (float infinity), "set" (a Python set), "huge" (a string of 16 MiB, over the host protocol's frame limit);
 the caller gets a `bad_result` error naming the entry point. Any other payload is returned as it came.
+
+Entry `impersonate` (sync, not idempotent) raises the slice runtime's own `HostError` with the kind its
+payload names (say "stopped", what the runtime answers for a call that did not run) after printing
+`faulty: impersonate` like `work`: the slice's exception must reach the caller as one it raised.
 """
 
 from __future__ import annotations
@@ -167,6 +171,14 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         time.sleep(float(payload))
         return time.monotonic() - started
 
+    def impersonate(payload: Any) -> None:
+        # The runtime's class as the runtime has it: the host runs as `__main__` (`python -m`).
+        import aether_slice.host
+
+        HostError = getattr(sys.modules["__main__"], "HostError", aether_slice.host.HostError)
+        print("faulty: impersonate", flush=True)
+        raise HostError(str(payload), "faulty: raised with the runtime's own error class")
+
     def odd_result(payload: Any) -> Any:
         return ODD_RESULTS[payload]() if isinstance(payload, str) and payload in ODD_RESULTS else payload
 
@@ -178,4 +190,5 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         EntryPoint(name="odd_result", function=odd_result, idempotent=True),
         EntryPoint(name="compute", function=compute, idempotent=True),
         EntryPoint(name="block", function=block, idempotent=False),
+        EntryPoint(name="impersonate", function=impersonate, idempotent=False),
     ]
