@@ -47,7 +47,7 @@ class FakeHost:
         self.exit_reason = reason
         self.exited.set()
 
-    async def invoke(self, entry: str, payload: Any, timeout: float) -> Any:
+    async def invoke(self, entry: str, payload: Any, timeout: float, depth: int = 0) -> Any:
         await trio.lowlevel.checkpoint()
         if self.exited.is_set():
             raise InvocationError("unavailable", f"the slice process {self.pid} died during the call")

@@ -35,7 +35,14 @@ class Peers:
         self.calls: list[str] = []
 
     async def invoke(
-        self, address: str, coordinates: str, instance: int, entry: str, payload: Any, timeout: float
+        self,
+        address: str,
+        coordinates: str,
+        instance: int,
+        entry: str,
+        payload: Any,
+        timeout: float,
+        depth: int = 0,
     ) -> Any:
         await trio.lowlevel.checkpoint()
         self.calls.append(address)

@@ -20,7 +20,9 @@ SECRET = "a cluster secret of 32 characters"
 async def test_a_payload_over_the_frame_limit_is_a_bad_request_and_the_link_serves_on() -> None:
     served: list[Any] = []
 
-    async def echo(coordinates: str, instance: int, entry: str, payload: Any, timeout: float) -> Any:
+    async def echo(
+        coordinates: str, instance: int, entry: str, payload: Any, timeout: float, depth: int
+    ) -> Any:
         served.append(payload)
         return payload
 

@@ -55,7 +55,9 @@ class _RecordRelay:
 
 
 async def test_a_call_is_one_tls_record_each_way_on_the_one_connection(tmp_path: Path) -> None:
-    async def echo(coordinates: str, instance: int, entry: str, payload: Any, timeout: float) -> Any:
+    async def echo(
+        coordinates: str, instance: int, entry: str, payload: Any, timeout: float, depth: int
+    ) -> Any:
         return {"entry": entry, "payload": payload}
 
     port = free_port()

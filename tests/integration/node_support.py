@@ -41,7 +41,7 @@ import pytest
 import trio
 import uv
 
-from aether_kv import Event, KVClient, free_port, open_client
+from aether_kv import Event, FramedStream, KVClient, client_handshake, free_port, open_client
 from aether_node import Coordinates, SliceRecord, SliceState, decode_record, encode_record
 from support import ProcInfo, kill_processes_under, live_processes, wait_until, wait_until_sync
 
@@ -709,3 +709,25 @@ def paused(node: NodeProcess) -> Iterator[None]:
         yield
     finally:
         node.signal(signal.SIGCONT)
+
+
+@contextlib.asynccontextmanager
+async def peer_connection(node: NodeProcess) -> AsyncIterator[tuple[trio.SocketStream, FramedStream]]:
+    """An authenticated node-to-node connection to `node`'s peer port (as another node opens it)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", node.peer_port)
+    framed = FramedStream(stream)
+    try:
+        with trio.fail_after(10):
+            await client_handshake(framed, node.secret, f"127.0.0.1:{node.peer_port}")
+        yield stream, framed
+    finally:
+        with contextlib.suppress(OSError):
+            stream.socket.close()
+
+
+async def peer_request(framed: FramedStream, request: dict[str, Any]) -> dict[str, Any]:
+    await framed.send(request)
+    with trio.fail_after(30):
+        reply = await framed.receive()
+    assert reply is not None, "the peer closed the connection instead of answering"
+    return reply

@@ -11,7 +11,7 @@ import contextlib
 import signal
 import socket
 import struct
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +29,14 @@ from node_support import (
     endpoint_keys,
     invoke,
     kv_client,
+    peer_connection,
+    peer_request,
     slice_key,
     started_node,
     wait_for_active_instance,
 )
 
-from aether_kv import FramedStream, KVClient, client_handshake
+from aether_kv import FramedStream, KVClient
 from aether_node import SliceState
 from support import wait_until
 
@@ -62,28 +64,6 @@ def reset(sock: socket.socket) -> None:
     """Close with RST instead of FIN (SO_LINGER on, timeout 0): what a killed peer's kernel sends."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
-
-
-@contextlib.asynccontextmanager
-async def peer_connection(node: NodeProcess) -> AsyncIterator[tuple[trio.SocketStream, FramedStream]]:
-    """An authenticated node-to-node connection to `node`'s peer port (as another node opens it)."""
-    stream = await trio.open_tcp_stream("127.0.0.1", node.peer_port)
-    framed = FramedStream(stream)
-    try:
-        with trio.fail_after(10):
-            await client_handshake(framed, node.secret, f"127.0.0.1:{node.peer_port}")
-        yield stream, framed
-    finally:
-        with contextlib.suppress(OSError):
-            stream.socket.close()
-
-
-async def peer_request(framed: FramedStream, request: dict[str, Any]) -> dict[str, Any]:
-    await framed.send(request)
-    with trio.fail_after(30):
-        reply = await framed.receive()
-    assert reply is not None, "the peer closed the connection instead of answering"
-    return reply
 
 
 async def peer_serves(node: NodeProcess) -> None:

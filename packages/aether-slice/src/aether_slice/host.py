@@ -203,18 +203,22 @@ class Host(asyncio.Protocol):
         try:
             self.refuse_invoke()
             entry = self.entry(message.get("entry"))
+            serving = _serving_of(message)
         except Exception as error:
             replies.append(_error_frame(request_id, error))
             return
+        # In a copy of the context, as a task would be: what the call sets is not seen by the next.
+        context = contextvars.copy_context()
+        if serving is not None:
+            context.run(_serving.set, serving)
         try:
-            # In a copy of the context, as a task would be: what the call sets is not seen by the next.
-            result = contextvars.copy_context().run(entry.function, message.get("payload"))
+            result = context.run(entry.function, message.get("payload"))
         except Exception as error:
             replies.append(_error_frame(request_id, error, by_slice=True))
             return
         what = f"entry point {entry.name!r}"
         if inspect.isawaitable(result):
-            self.spawn(self.finish(request_id, result, what))
+            self.spawn(self.finish(request_id, result, what, serving))
         else:
             replies.append(_reply_frame(request_id, result, what))
 
@@ -230,8 +234,18 @@ class Host(asyncio.Protocol):
             frame = _error_frame(message.get("id"), error)
         self._write(frame)
 
-    async def finish(self, request_id: Any, result: Awaitable[Any], what: str) -> None:
-        """Await what an entry point or a hook returned (`what`: which one, for an error) and answer it."""
+    async def finish(
+        self,
+        request_id: Any,
+        result: Awaitable[Any],
+        what: str,
+        serving: tuple[int, float | None] | None = None,
+    ) -> None:
+        """Await what an entry point or a hook returned (`what`: which one, for an error) and answer it;
+        `serving`: what the call it serves allows the calls it makes (`_serving`), set in this task's
+        context, which the awaited code runs in."""
+        if serving is not None:
+            _serving.set(serving)
         try:
             frame = _reply_frame(request_id, await result, what)
         except Exception as error:
@@ -333,10 +347,24 @@ class Host(asyncio.Protocol):
     # ------------------------------------------------------------ calls to other slices
 
     async def call(self, artifact: str, entry: str, payload: Any, timeout: float) -> Any:
+        """Call another slice through the node: one step deeper in the chain of calls than the call this
+        one serves (refused past `protocol.MAX_CALL_DEPTH`), and given no more time than it has left."""
+        depth, deadline = _serving.get()
+        depth += 1
+        why = protocol.too_deep(depth, artifact, entry)
+        if why is not None:
+            raise SliceCallError("bad_request", why)
+        if deadline is not None:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise SliceCallError(
+                    "timeout", f"call to {artifact}/{entry}: the call it would serve has no time left"
+                )
+            timeout = min(timeout, left)
         self.call_ids += 1
         call_id = f"c{self.call_ids}"
         request = protocol.request(
-            call_id, Kind.CALL, artifact=artifact, entry=entry, payload=payload, timeout=timeout
+            call_id, Kind.CALL, artifact=artifact, entry=entry, payload=payload, timeout=timeout, depth=depth
         )
         try:
             frame = protocol.encode(request)
@@ -510,6 +538,26 @@ async def _done_after(awaitables: list[Awaitable[Any]]) -> dict[str, Any]:
     for awaitable in awaitables:
         await awaitable
     return {}
+
+
+# What the call an entry point serves allows the calls the entry point makes to other slices: how deep that
+# call is in a chain of slice-to-slice calls, and the loop time its caller stops waiting (None: not said).
+_serving: contextvars.ContextVar[tuple[int, float | None]] = contextvars.ContextVar(
+    "aether_serving", default=(0, None)
+)
+
+
+def _serving_of(message: dict[str, Any]) -> tuple[int, float | None] | None:
+    """What INVOKE `message` allows the calls it leads to (None: nothing said, a call from outside with no
+    timeout: the defaults). Raises HostError (protocol) for a depth that is not a count."""
+    try:
+        depth = protocol.call_depth_of(message)
+    except ProtocolError as error:
+        raise HostError(protocol.HostErrorKind.PROTOCOL, str(error)) from None
+    timeout = message.get("timeout")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        return (depth, None) if depth else None
+    return depth, asyncio.get_running_loop().time() + timeout
 
 
 def _unconnected(data: bytes) -> None:

@@ -17,10 +17,18 @@ Messages (`Kind` names each; `kind_of` tells which one a message is, or raises P
                                        with its first answer (the template does not answer a FORK)
     START    node → instance          {"id", "op": "start"}: the aether_start hook → REPLY {}
     STOP     node → instance          {"id", "op": "stop"}: the aether_stop hook → REPLY {}
-    INVOKE   node → instance          {"id", "op": "invoke", "entry", "payload"} → REPLY the result
+    INVOKE   node → instance          {"id", "op": "invoke", "entry", "payload"[, "timeout"][, "depth"]}
+                                       → REPLY the result. `timeout`: the seconds the caller waits (a
+                                       call the entry point makes to another slice gets no more than
+                                       what is left of them); `depth`: how many slice-to-slice calls
+                                       led to this one (absent: 0, a call from outside)
     HEALTH   node → instance          {"id", "op": "health"} → REPLY {"pid", "max_rss_kib", "cpu_s"}
     CALL     instance → node          {"id": "c<n>", "op": "call", "artifact", "entry", "payload",
-                                       "timeout"}: a slice calling another slice through the cluster
+                                       "timeout"[, "depth"]}: a slice calling another slice through the
+                                       cluster; `depth` is the INVOKE's it serves + 1 (absent: 1). A
+                                       call deeper than `MAX_CALL_DEPTH` is refused, by the instance
+                                       and by the node: a slice calling itself, directly or through
+                                       others, would otherwise call on until every node ran short
     FORK     node → template          {"id", "op": "fork", "config", "version"[, "name"]}, sent with two
                                        descriptors
                                        (SCM_RIGHTS, `FORK_FDS`): the instance's end of its connection to
@@ -71,6 +79,8 @@ VERSION = 3
 FORK_FDS = 2  # the descriptors a FORK carries: the instance's connection, then its output
 HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
+#: The most slice-to-slice calls one call from outside may lead to, one behind the other (see CALL).
+MAX_CALL_DEPTH = 32
 
 # one encoder for every frame (json.dumps would build an encoder per call). Text goes as UTF-8, not
 # escaped (a frame of non-ASCII text stays a third of the size); a lone surrogate, which JSON text may
@@ -282,6 +292,25 @@ def failure_of(message: dict[str, Any], *, default_kind: str = HostErrorKind.RAI
         message=str(body.get("message", "failed")),
         detail=None if detail is None else str(detail),
         type=None if remote_type is None else str(remote_type),
+    )
+
+
+def call_depth_of(message: dict[str, Any], *, absent: int = 0) -> int:
+    """The `depth` of an INVOKE or a CALL (`absent` if it has none); raises ProtocolError if it is not a
+    count."""
+    depth = message.get("depth", absent)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
+        raise ProtocolError(f"depth: expected a count of calls, got {depth!r}")
+    return depth
+
+
+def too_deep(depth: int, artifact: str, entry: str) -> str | None:
+    """Why a call of `entry` of `artifact` at `depth` is refused (None: it is not too deep)."""
+    if depth <= MAX_CALL_DEPTH:
+        return None
+    return (
+        f"call to {artifact}/{entry} refused: it would be call {depth} in a chain of slice-to-slice calls"
+        f" (at most {MAX_CALL_DEPTH}); does a slice call itself, directly or through others?"
     )
 
 

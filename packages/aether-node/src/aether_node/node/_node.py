@@ -431,8 +431,10 @@ async def serve_node(
                 installer = SliceInstaller(config.index, config.data_dir, timeout=config.timeouts.install)
                 invoker_box: list[ClusterInvoker] = []
 
-                async def on_call(artifact: str, entry: str, payload: Any, timeout: float) -> Any:
-                    return await invoker_box[0].invoke(artifact, entry, payload, timeout, source="slice")
+                async def on_call(artifact: str, entry: str, payload: Any, timeout: float, depth: int) -> Any:
+                    return await invoker_box[0].invoke(
+                        artifact, entry, payload, timeout, source="slice", depth=depth
+                    )
 
                 # Every long-running service runs under `supervise`: an error nobody expected restarts
                 # that service, never ends the node.

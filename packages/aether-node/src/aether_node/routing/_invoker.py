@@ -80,12 +80,14 @@ class ClusterInvoker:
         balancing: Balancing | None = None,
         *,
         source: str = "ingress",
+        depth: int = 0,
     ) -> Any:
         """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError.
-        `source` (ingress, slice, api) labels the call in the metrics."""
+        `source` (ingress, slice, api) labels the call in the metrics; `depth`: how many slice-to-slice
+        calls led to this one (0: a call from outside), which the instance is told."""
         started = time.perf_counter()
         try:
-            result = await self._route(artifact_id, entry, payload, timeout, balancing)
+            result = await self._route(artifact_id, entry, payload, timeout, balancing, depth)
         except InvocationError as error:
             self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, error.kind)
             raise
@@ -99,6 +101,7 @@ class ClusterInvoker:
         payload: Any,
         timeout: float | None,
         balancing: Balancing | None,
+        depth: int = 0,
     ) -> Any:
         """Call `entry` of `artifact_id` (group:artifact) on some live instance. Raises InvocationError."""
         # This runs for every call: look-ups only, no parsing or formatting on the way to the instance.
@@ -144,8 +147,8 @@ class ClusterInvoker:
             self.in_flight[target] += 1
             try:
                 if split is not None:
-                    return await self._counted(artifact_id, endpoint, payload, remaining)
-                return await self._call(endpoint, payload, remaining)
+                    return await self._counted(artifact_id, endpoint, payload, remaining, depth)
+                return await self._call(endpoint, payload, remaining, depth)
             except InvocationError as error:
                 if error.kind == ErrorKind.GONE:
                     last_error = InvocationError(ErrorKind.UNAVAILABLE, error.message)
@@ -169,13 +172,15 @@ class ClusterInvoker:
             tried.add(target)
             endpoints = registry.endpoints(artifact_id, entry)  # it may have changed meanwhile
 
-    async def _counted(self, artifact_id: str, endpoint: Endpoint, payload: Any, timeout: float) -> Any:
+    async def _counted(
+        self, artifact_id: str, endpoint: Endpoint, payload: Any, timeout: float, depth: int
+    ) -> Any:
         """`_call`, counted per version (`version_calls`) for a rollout's verdict: a call that never ran
         (not sent, or the instance was gone) is not counted."""
         started = time.perf_counter()
         fault: str | None = None
         try:
-            return await self._call(endpoint, payload, timeout)
+            return await self._call(endpoint, payload, timeout, depth)
         except InvocationError as error:
             if error.kind == ErrorKind.GONE:
                 started = None  # type: ignore[assignment]
@@ -201,28 +206,30 @@ class ClusterInvoker:
             )
         return InvocationError(ErrorKind.NO_ENDPOINT, f"no ACTIVE instance of {artifact_id} is available")
 
-    async def _call(self, endpoint: Endpoint, payload: Any, timeout: float) -> Any:
+    async def _call(self, endpoint: Endpoint, payload: Any, timeout: float, depth: int = 0) -> Any:
         if endpoint.node_id == self.node_id:
             key = InstanceKey(self.node_id, endpoint.coordinates, endpoint.instance)
-            return await self._invoke_instance(key, endpoint.entry, payload, timeout)
+            return await self._invoke_instance(key, endpoint.entry, payload, timeout, depth)
         node = self.registry.node(endpoint.node_id)
         if node is None or not node.peer:
             raise NotSentError(f"node {endpoint.node_id} has no peer address")
         return await self.peers.invoke(
-            node.peer, str(endpoint.coordinates), endpoint.instance, endpoint.entry, payload, timeout
+            node.peer, str(endpoint.coordinates), endpoint.instance, endpoint.entry, payload, timeout, depth
         )
 
     async def invoke_local(
-        self, coordinates: str, instance: int, entry: str, payload: Any, timeout: float
+        self, coordinates: str, instance: int, entry: str, payload: Any, timeout: float, depth: int = 0
     ) -> Any:
         """Call an instance of this node (for local routing and for peers)."""
         try:
             key = InstanceKey(self.node_id, Coordinates.parse(coordinates), instance)
         except InvalidCoordinatesError as error:
             raise InvocationError(ErrorKind.BAD_REQUEST, error.message) from None
-        return await self._invoke_instance(key, entry, payload, timeout)
+        return await self._invoke_instance(key, entry, payload, timeout, depth)
 
-    async def _invoke_instance(self, key: InstanceKey, entry: str, payload: Any, timeout: float) -> Any:
+    async def _invoke_instance(
+        self, key: InstanceKey, entry: str, payload: Any, timeout: float, depth: int = 0
+    ) -> Any:
         local = self.store.get(key)
         if local is None or local.phase is not Phase.ACTIVE or not local.alive:
             raise InvocationError(ErrorKind.GONE, f"{key.label} is not ACTIVE on {self.node_id}")
@@ -233,7 +240,7 @@ class ClusterInvoker:
             )
         local.in_flight += 1
         try:
-            return await local.host.invoke(entry, payload, timeout)
+            return await local.host.invoke(entry, payload, timeout, depth)
         finally:
             local.in_flight -= 1
 

@@ -31,6 +31,8 @@ from aether_kv import (
     connect_tls,
     server_handshake,
 )
+from aether_slice import protocol
+from aether_slice.protocol import ProtocolError
 
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
@@ -45,7 +47,8 @@ REPLY_GRACE = 2.0
 HANDSHAKE_TIMEOUT = 5.0  # for the TLS handshake of a new connection (the secret's has its own)
 
 # (coordinates, instance, entry, payload, timeout) → result; raises InvocationError
-LocalInvoke = Callable[[str, int, str, Any, float], Awaitable[Any]]
+# (coordinates, instance, entry, payload, timeout, depth in its chain of slice-to-slice calls) → result
+LocalInvoke = Callable[[str, int, str, Any, float, int], Awaitable[Any]]
 LocalStats = Callable[[], Any]  # → JSON-able call statistics of this node
 LocalUsage = Callable[[], Any]  # → JSON-able per-slice usage of this node (for the autoscaler)
 
@@ -125,9 +128,10 @@ async def _serve_connection(
             nursery.start_soon(_serve_one, framed, request, invoke, stats, usage, versions)
 
 
-def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, float]:
+def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, float, int]:
     """The arguments of an invoke request; raises InvocationError (bad_request) if they are malformed."""
     try:
+        depth = protocol.call_depth_of(request)
         instance = request.get("instance", 0)
         timeout = request.get("timeout") or 30.0
         if isinstance(instance, bool) or not isinstance(instance, int):
@@ -137,9 +141,9 @@ def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, floa
         coordinates, entry = request.get("coordinates"), request.get("entry")
         if not isinstance(coordinates, str) or not isinstance(entry, str):
             raise ValueError("coordinates and entry must be strings")
-    except ValueError as error:
+    except (ValueError, ProtocolError) as error:
         raise InvocationError(ErrorKind.BAD_REQUEST, f"malformed invoke request: {error}") from None
-    return coordinates, instance, entry, request.get("payload"), float(timeout)
+    return coordinates, instance, entry, request.get("payload"), float(timeout), depth
 
 
 async def _serve_one(
@@ -304,8 +308,17 @@ class PeerClients:
             return connection
 
     async def invoke(
-        self, address: str, coordinates: str, instance: int, entry: str, payload: Any, timeout: float
+        self,
+        address: str,
+        coordinates: str,
+        instance: int,
+        entry: str,
+        payload: Any,
+        timeout: float,
+        depth: int = 0,
     ) -> Any:
+        """Call an instance on the node at `address`; `depth`: how many slice-to-slice calls led to this
+        one (sent when not 0; a node of before depths ignores it)."""
         connection = await self._connection(address)
         request = {
             "op": "invoke",
@@ -315,6 +328,8 @@ class PeerClients:
             "payload": payload,
             "timeout": timeout,
         }
+        if depth:
+            request["depth"] = depth
         return await connection.call(request, timeout)
 
     async def versions(self, address: str, timeout: float) -> Any:

@@ -43,7 +43,8 @@ from ._processes import ChildProcess, spawn
 
 log = logging.getLogger("aether_node.slice_host")
 
-CallHandler = Callable[[str, str, Any, float], Awaitable[Any]]
+# A slice's call of another: (artifact id, entry, payload, timeout, depth in its chain of calls) → result.
+CallHandler = Callable[[str, str, Any, float, int], Awaitable[Any]]
 
 _READ_SIZE = 65536
 
@@ -474,8 +475,15 @@ class SliceHost:
                     ErrorKind.BAD_REQUEST, f"timeout: expected seconds in (0, 3600]: {timeout!r}"
                 )
             artifact, entry = str(message.get("artifact")), str(message.get("entry"))
+            try:
+                depth = protocol.call_depth_of(message, absent=1)  # (an instance of before depths: 1)
+            except ProtocolError as error:
+                raise InvocationError(ErrorKind.BAD_REQUEST, str(error)) from None
+            too_deep = protocol.too_deep(depth, artifact, entry)
+            if too_deep is not None:  # (an instance refuses it itself: this one did not)
+                raise InvocationError(ErrorKind.BAD_REQUEST, too_deep)
             reply = protocol.reply(
-                call_id, await on_call(artifact, entry, message.get("payload"), float(timeout))
+                call_id, await on_call(artifact, entry, message.get("payload"), float(timeout), depth)
             )
         except InvocationError as error:  # kind, message and the other slice's exception type, intact
             reply = _error_reply(call_id, error)
@@ -532,11 +540,16 @@ class SliceHost:
         finally:
             self._replies.discard(ahead.request_id)
 
-    async def invoke(self, entry: str, payload: Any, timeout: float) -> Any:
+    async def invoke(self, entry: str, payload: Any, timeout: float, depth: int = 0) -> Any:
         """Call an entry point; errors are InvocationErrors: the slice's own (`_call_error`), timeout, or
-        unavailable (the process died)."""
+        unavailable (the process died). `depth`: how many slice-to-slice calls led to this one (the
+        instance passes it on, one deeper, with the calls the entry point makes; and the time left of
+        `timeout`)."""
+        fields = {"entry": entry, "payload": payload, "timeout": timeout}
+        if depth:
+            fields["depth"] = depth
         try:
-            reply = await self._exchange(Kind.INVOKE, timeout, {"entry": entry, "payload": payload})
+            reply = await self._exchange(Kind.INVOKE, timeout, fields)
         except ProtocolError as error:  # a payload that cannot be framed: the caller's
             raise InvocationError(ErrorKind.BAD_REQUEST, f"{self.label}: the payload: {error}") from None
         except StepTimeoutError:
