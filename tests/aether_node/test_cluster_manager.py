@@ -413,3 +413,26 @@ def test_a_pass_s_new_instances_are_described_per_slice_version_and_node() -> No
         placements(placed)
         == "1 instance of org.example:b:2 (n1 1); 3 instances of org.example:echo:1.0 (n1 1, n2 2)"
     )
+
+
+async def test_a_replica_that_says_it_leads_in_an_old_term_does_not_take_a_newer_leaders_claim(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    """A replica paused past an election says it leads, in its old term, until it hears of the new one:
+    its node must not overwrite the new leader's claim (whose fenced writes would then all fail, and
+    nothing be reconciled while it led). A claim of an older term it does replace."""
+    await register(kv, "n1")
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=1))
+    term = (await kv.status()).term
+    newer = encode_record(LeaderClaim(node_id="n2", since=0.0, term=term + 1))
+    await kv.put(LEADER_KEY, newer)
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await trio.sleep(30)
+        found = await kv.get(LEADER_KEY)
+        assert found is not None and found.value == newer  # untouched
+        assert not await instances(kv)  # and nothing written without the claim
+        await kv.put(LEADER_KEY, encode_record(LeaderClaim(node_id="n2", since=0.0, term=term - 1)))
+        await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="the claim over an older term's")
+        await wait_until(lambda: _eq(_len(instances(kv)), 1), timeout=60, what="the blueprint placed")
+        nursery.cancel_scope.cancel()

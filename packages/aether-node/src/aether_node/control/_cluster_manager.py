@@ -259,15 +259,52 @@ class ClusterDeploymentManager:
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(step_down)
-                try:
-                    await self._lead(leadership.term)
-                except* KVError as errors:  # a group: from the pass's nursery (its cache or batcher) too
-                    log.warning("reconciliation interrupted: %s", "; ".join(map(str, errors.exceptions)))
+                fence = await self._claimed(leadership.term)
+                if fence is not None:
+                    try:
+                        await self._lead(fence)
+                    except* KVError as errors:  # a group: from the pass's nursery (its cache or batcher) too
+                        log.warning("reconciliation interrupted: %s", "; ".join(map(str, errors.exceptions)))
                 nursery.cancel_scope.cancel()
 
-    async def _lead(self, term: int) -> None:
+    async def _claimed(self, term: int) -> int | None:
+        """`_claim(term)`, or None (said why) if it failed: another node holds the claim (then after
+        CLAIM_RETRY s, for the monitor to hear of the newer term), or the KV failed."""
+        try:
+            return await self._claim(term)
+        except ClaimHeld as held:
+            log.info("node %s does not lead the cluster: %s", self.node_id, held)
+            await trio.sleep(CLAIM_RETRY)
+        except KVError as error:
+            log.warning("reconciliation interrupted: %s", error)
+        return None
+
+    async def _claim(self, term: int) -> int:
+        """Write this node's claim to lead in `term`, over a claim of an older term (or its own) only, and
+        return its revision (the fence of every write of the leader's pass). Raises ClaimHeld if another
+        node holds the claim for `term` or a newer one: this node's replica said it leads in an old term
+        (a replica paused past an election says so until it hears of the next term), and an unconditional
+        claim would take the fence from the real leader, whose writes would then all fail."""
         claim = encode_record(LeaderClaim(node_id=self.node_id, since=self.clock(), term=term))
-        fence = (await self.kv.put(LEADER_KEY, claim)).revision
+        while True:
+            found = await self.kv.get(LEADER_KEY, linearizable=True)
+            if found is not None:
+                try:
+                    held = decode_record(LEADER_KEY, found.value, LeaderClaim)
+                except RecordError:
+                    held = None  # (unreadable: any leader may replace it)
+                if held is not None and (
+                    held.term > term or (held.term == term and held.node_id != self.node_id)
+                ):
+                    raise ClaimHeld(
+                        f"node {held.node_id} holds the claim for term {held.term} (this replica's: {term})"
+                    )
+            unchanged = _unchanged(LEADER_KEY, found.mod_revision if found is not None else 0)
+            result = await self.kv.txn([unchanged], [Put(key=LEADER_KEY, value=claim)])
+            if result.succeeded:
+                return result.revision
+
+    async def _lead(self, fence: int) -> None:
         stale = await self.kv.range(PROBLEMS_PREFIX)  # the previous leader's view; recomputed below
         self.problems = tuple(
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
@@ -557,6 +594,13 @@ def _node_records(cache: KVCache) -> list[NodeRecord]:
 
 def _unchanged(key: str, mod_revision: int) -> Compare:
     return Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=mod_revision)
+
+
+CLAIM_RETRY = 0.5  # s before a node whose replica says it leads tries again to claim a claim held by another
+
+
+class ClaimHeld(Exception):
+    """Another node holds the leader's claim for this node's term or a newer one."""
 
 
 class LeadershipMonitor:
