@@ -10,7 +10,7 @@ import pytest
 
 from aether_node.core._autoscale_spec import AutoscaleSpec
 from aether_node.core._blueprint import Balancing, Blueprint, Resources, Strategy
-from aether_node.core._blueprint_toml import MAX_INSTANCES, BlueprintError, parse_blueprint
+from aether_node.core._blueprint_toml import MAX_CONFIG_DEPTH, MAX_INSTANCES, BlueprintError, parse_blueprint
 from aether_node.core._records import decode_record, encode_record
 from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 
@@ -855,3 +855,29 @@ def test_every_value_json_cannot_carry_inside_a_config_is_named_by_its_key_path(
         (9, "slices[0].config.nested.days[1]"),
         (10, "slices[0].config.limits[1]"),
     ]
+
+
+def nested_config(levels: int) -> str:
+    """HEAD with a config whose value `x` is `levels` arrays deep (the config table itself is one more)."""
+    return HEAD + "instances = 1\n\n[slices.config]\nx = " + "[" * levels + "1" + "]" * levels + "\n"
+
+
+def test_a_config_nested_to_the_limit_is_accepted_and_round_trips_as_a_record() -> None:
+    blueprint = parse_blueprint(nested_config(MAX_CONFIG_DEPTH - 1), SOURCE)
+    assert decode_record("k", encode_record(blueprint), Blueprint) == blueprint
+
+
+@pytest.mark.parametrize("levels", [MAX_CONFIG_DEPTH, 450, 5000])
+def test_a_config_nested_past_the_limit_is_a_clear_error_not_a_crash(levels: int) -> None:
+    """Past the limit the records' encoder (and, deeper, the TOML parser itself) would exceed Python's
+    recursion limit: the blueprint was said valid, then its apply failed with an internal error."""
+    error = error_of(nested_config(levels))
+    assert error.source == SOURCE
+    if levels < 900:
+        assert (error.path, error.line) == ("slices[0].config.x", 8), error
+        assert (
+            f"nested {levels + 1} levels deep" in error.detail
+            and f"at most {MAX_CONFIG_DEPTH}" in error.detail
+        )
+    else:
+        assert "nested too deeply to read" in error.detail, error

@@ -135,6 +135,10 @@ def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: flo
     """Parse and validate; raise BlueprintError naming file, line, column and key path."""
     try:
         data = tomllib.loads(text)
+    except RecursionError:  # (the parser's own limit: about a thousand tables or arrays within each other)
+        raise BlueprintError(
+            source, f"TOML: nested too deeply to read (a slice's config may nest {MAX_CONFIG_DEPTH} levels)"
+        ) from None
     except tomllib.TOMLDecodeError as error:
         message = str(error)
         found = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -304,6 +308,17 @@ def _config(raw: dict[str, Any], index: int, path: str, fail: Any) -> dict[str, 
     config = raw.get("config", {})
     if not isinstance(config, dict):
         raise fail(f"{path}.config", "must be a table: [slices.config]", "config", index)
+    depths = {key: 1 + _depth(value) for key, value in config.items()}  # (the config table is one level)
+    deepest = max(depths, key=depths.__getitem__, default=None)
+    if deepest is not None and depths[deepest] > MAX_CONFIG_DEPTH:
+        raise fail(
+            f"{path}.config.{deepest}",
+            f"nested {depths[deepest]} levels deep, with the config table (tables and arrays within each"
+            f" other): at most {MAX_CONFIG_DEPTH}",
+            deepest,
+            index,
+            "config",
+        )
     found = []
     for where, top, value in _not_json(config, "", ""):
         if isinstance(value, float):
@@ -323,6 +338,22 @@ def _config(raw: dict[str, Any], index: int, path: str, fail: Any) -> dict[str, 
     if found:
         raise BlueprintError.of(found)
     return config
+
+
+#: How deeply tables and arrays may nest in a slice's config: far past any config's need, and far below
+#: the recursion limit of what handles it after (the records' encoder, JSON on every wire).
+MAX_CONFIG_DEPTH = 64
+
+
+def _depth(value: Any) -> int:
+    """How many tables and arrays deep `value` nests (0: a scalar), without recursion."""
+    deepest, level = 0, [(value, 0)]
+    while level:
+        item, depth = level.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            level.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _not_json(value: Any, where: str, top: str) -> list[tuple[str, str, Any]]:
