@@ -144,13 +144,13 @@ def test_an_invoke_frame_around_the_body_is_the_frame_the_payload_would_encode_t
     payload: Any, entry: str, request_id: int
 ) -> None:
     direct = router()
-    direct.update({"node": "n1", "routes": [["a:b", entry, "round_robin", [["a:b:1", 1, True, "b#1"]]]]})
+    route = ["a:b", entry, "round_robin", [["a:b:1", 1, True, "b#1"]]]
+    direct.update({"node": "n1", "routes": [route], "timeout": 12.5})
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass")
-    spliced = direct.routes[("a:b", entry)].invoke_head % request_id + body + b"}"
-    assert (
-        spliced
-        == protocol.encode(protocol.request(request_id, Kind.INVOKE, entry=entry, payload=payload))[4:]
-    )
+    spliced = direct.routes[("a:b", entry)].invoke_head % (request_id, direct.timeout_json) + body + b"}"
+    # (the timeout travels with it: the instance caps the calls the entry point makes by it)
+    expected = protocol.request(request_id, Kind.INVOKE, entry=entry, timeout=12.5, payload=payload)
+    assert spliced == protocol.encode(expected)[4:]
 
 
 def test_frames_are_split_off_the_buffer_and_a_partial_one_is_kept() -> None:

@@ -38,14 +38,19 @@ def invoke(host: host_module.Host, entry: str, **fields: Any) -> list[bytes]:
 def test_an_invoke_tells_a_sync_entry_point_its_depth_and_deadline() -> None:
     async def scenario() -> None:
         frames: list[bytes] = []
-        host = make_host(frames, seen=lambda payload: host_module._serving.get())
+
+        def seen(payload: Any) -> list[Any]:
+            serving = host_module._serving.get()
+            return [0, None] if serving is None else [serving.depth, serving.deadline]
+
+        host = make_host(frames, seen=seen)
         now = asyncio.get_running_loop().time()
         (answer,) = decoded(invoke(host, "seen", depth=5, timeout=2.0))
         depth, deadline = answer["ok"]
         assert depth == 5 and now + 1.5 < deadline <= asyncio.get_running_loop().time() + 2.0
         (outside,) = decoded(invoke(host, "seen"))  # a call from outside, no timeout said
         assert outside["ok"] == [0, None]
-        assert host_module._serving.get() == (0, None)  # the call's, not the host's
+        assert host_module._serving.get() is None  # the call's, not the host's
 
     asyncio.run(scenario())
 
@@ -113,3 +118,45 @@ def test_too_deep_says_which_call_and_the_limit() -> None:
     assert protocol.too_deep(MAX_CALL_DEPTH, "org.example:a", "go") is None
     why = protocol.too_deep(MAX_CALL_DEPTH + 1, "org.example:a", "go")
     assert why is not None and "org.example:a/go" in why and f"call {MAX_CALL_DEPTH + 1}" in why
+
+
+def test_a_task_started_by_an_answered_call_calls_on_with_its_depth_but_no_deadline() -> None:
+    """A worker an entry point starts (a batcher, a flusher) outlives the call: its later calls are not
+    refused for the call's spent time, but stay one deeper than it (a loop through tasks stays bounded)."""
+
+    async def scenario() -> None:
+        frames: list[bytes] = []
+        outcomes: list[Any] = []
+
+        async def later() -> None:
+            await asyncio.sleep(0.2)  # past the 0.1 s of the call that started it
+            outcomes.append(await host.call("org.example:next", "go", None, 5.0))
+
+        def start_worker(payload: Any) -> str:
+            asyncio.get_running_loop().create_task(later())
+            return "started"
+
+        host = make_host(frames, start=start_worker)
+        (answer,) = decoded(invoke(host, "start", depth=7, timeout=0.1))
+        assert answer["ok"] == "started"
+        await asyncio.sleep(0.3)
+        (call,) = decoded(frames)
+        assert (call["depth"], call["timeout"]) == (8, 5.0)
+        host.serve(protocol.reply(call["id"], "done"), [])
+        await asyncio.sleep(0.01)
+        assert outcomes == ["done"]
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("timeout", [0, -1.0, True, float("nan"), 7200])
+def test_a_call_with_a_timeout_that_is_not_seconds_is_refused_and_sends_nothing(timeout: Any) -> None:
+    async def scenario() -> None:
+        frames: list[bytes] = []
+        host = make_host(frames)
+        with pytest.raises(SliceCallError) as refused:
+            await host.call("org.example:next", "go", None, timeout)
+        assert refused.value.kind == "bad_request" and "timeout" in refused.value.message
+        assert frames == []
+
+    asyncio.run(scenario())

@@ -215,11 +215,15 @@ class Host(asyncio.Protocol):
             result = context.run(entry.function, message.get("payload"))
         except Exception as error:
             replies.append(_error_frame(request_id, error, by_slice=True))
+            if serving is not None:
+                serving.answered = True
             return
         what = f"entry point {entry.name!r}"
         if inspect.isawaitable(result):
             self.spawn(self.finish(request_id, result, what, serving))
         else:
+            if serving is not None:
+                serving.answered = True  # (a task it started calls on with no deadline but this one's depth)
             replies.append(_reply_frame(request_id, result, what))
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -239,7 +243,7 @@ class Host(asyncio.Protocol):
         request_id: Any,
         result: Awaitable[Any],
         what: str,
-        serving: tuple[int, float | None] | None = None,
+        serving: _Serving | None = None,
     ) -> None:
         """Await what an entry point or a hook returned (`what`: which one, for an error) and answer it;
         `serving`: what the call it serves allows the calls it makes (`_serving`), set in this task's
@@ -250,6 +254,8 @@ class Host(asyncio.Protocol):
             frame = _reply_frame(request_id, await result, what)
         except Exception as error:
             frame = _error_frame(request_id, error, by_slice=True)
+        if serving is not None:
+            serving.answered = True
         self._write(frame)
 
     def refuse_invoke(self) -> None:
@@ -349,11 +355,15 @@ class Host(asyncio.Protocol):
     async def call(self, artifact: str, entry: str, payload: Any, timeout: float) -> Any:
         """Call another slice through the node: one step deeper in the chain of calls than the call this
         one serves (refused past `protocol.MAX_CALL_DEPTH`), and given no more time than it has left."""
-        depth, deadline = _serving.get()
-        depth += 1
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
+            why = f"call to {artifact}/{entry}: timeout: expected seconds in (0, 3600], got {timeout!r}"
+            raise SliceCallError("bad_request", why)
+        serving = _serving.get() or _FROM_OUTSIDE
+        depth = serving.depth + 1
         why = protocol.too_deep(depth, artifact, entry)
         if why is not None:
             raise SliceCallError("bad_request", why)
+        deadline = None if serving.answered else serving.deadline
         if deadline is not None:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
@@ -540,14 +550,23 @@ async def _done_after(awaitables: list[Awaitable[Any]]) -> dict[str, Any]:
     return {}
 
 
-# What the call an entry point serves allows the calls the entry point makes to other slices: how deep that
-# call is in a chain of slice-to-slice calls, and the loop time its caller stops waiting (None: not said).
-_serving: contextvars.ContextVar[tuple[int, float | None]] = contextvars.ContextVar(
-    "aether_serving", default=(0, None)
-)
+class _Serving:
+    """What the call an entry point serves allows the calls the entry point makes to other slices: how
+    deep that call is in a chain of slice-to-slice calls, and the loop time its caller stops waiting (None:
+    not said), which binds only until it is answered (a task the entry point started, which calls on
+    after, keeps the depth: a loop of calls through background tasks is still bounded)."""
+
+    __slots__ = ("answered", "deadline", "depth")
+
+    def __init__(self, depth: int, deadline: float | None) -> None:
+        self.depth, self.deadline, self.answered = depth, deadline, False
 
 
-def _serving_of(message: dict[str, Any]) -> tuple[int, float | None] | None:
+_serving: contextvars.ContextVar[_Serving | None] = contextvars.ContextVar("aether_serving", default=None)
+_FROM_OUTSIDE = _Serving(0, None)  # (what no call says: never marked answered)
+
+
+def _serving_of(message: dict[str, Any]) -> _Serving | None:
     """What INVOKE `message` allows the calls it leads to (None: nothing said, a call from outside with no
     timeout: the defaults). Raises HostError (protocol) for a depth that is not a count."""
     try:
@@ -556,8 +575,8 @@ def _serving_of(message: dict[str, Any]) -> tuple[int, float | None] | None:
         raise HostError(protocol.HostErrorKind.PROTOCOL, str(error)) from None
     timeout = message.get("timeout")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        return (depth, None) if depth else None
-    return depth, asyncio.get_running_loop().time() + timeout
+        return _Serving(depth, None) if depth else None
+    return _Serving(depth, asyncio.get_running_loop().time() + timeout)
 
 
 def _unconnected(data: bytes) -> None:

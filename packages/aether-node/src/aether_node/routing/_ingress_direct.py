@@ -99,10 +99,13 @@ class _Route:
         self.strategy = strategy
         self.endpoints = endpoints
         self.labels = labels
-        # an INVOKE frame's JSON up to its payload, with %d for the request id (as protocol.encode writes
-        # protocol.request(id, Kind.INVOKE, entry=entry, payload=...))
+        # an INVOKE frame's JSON up to its payload, with %d for the request id and %s for the timeout (the
+        # instance caps the calls the entry point makes by it) (as protocol.encode writes
+        # protocol.request(id, Kind.INVOKE, entry=entry, timeout=..., payload=...))
         entry_json = json.dumps(entry, ensure_ascii=False).encode("utf-8", "surrogatepass")
-        self.invoke_head = b'{"id":%%d,"op":"invoke","entry":%s,"payload":' % entry_json.replace(b"%", b"%%")
+        self.invoke_head = (
+            b'{"id":%%d,"op":"invoke","entry":%s,"timeout":%%s,"payload":' % entry_json.replace(b"%", b"%%")
+        )
 
 
 class _DirectCall:
@@ -200,6 +203,7 @@ class DirectRouter:
         self.render_result = render_result  # a result's JSON bytes → the HTTP 200 with them as its body
         self.node = ""
         self.timeout = 30.0
+        self.timeout_json = b"30.0"
         self.routes: dict[tuple[str, str], _Route] = {}
         self.tokens: dict[str, tuple[str, int]] = {}
         self.links: dict[tuple[str, int], InstanceLink] = {}
@@ -244,6 +248,7 @@ class DirectRouter:
         }
         self.node = str(table.get("node"))
         self.timeout = float(table.get("timeout") or 30.0)
+        self.timeout_json = json.dumps(self.timeout).encode()
         for token in [token for token in self.waiting if token in self.tokens]:
             self.connected(self.waiting.pop(token), self.tokens[token])
 
@@ -301,11 +306,13 @@ class DirectRouter:
         request_id = next(link.ids)
         frame = None
         if body is not None:
-            data = route.invoke_head % request_id + body + b"}"
+            data = route.invoke_head % (request_id, self.timeout_json) + body + b"}"
             if len(data) <= protocol.MAX_FRAME:
                 frame = _HEAD.pack(len(data)) + data
         if frame is None:
-            request = protocol.request(request_id, Kind.INVOKE, entry=entry, payload=payload)
+            request = protocol.request(
+                request_id, Kind.INVOKE, entry=entry, timeout=self.timeout, payload=payload
+            )
             try:
                 frame = protocol.encode(request)
             except ProtocolError as error:  # as the node's SliceHost.invoke says it

@@ -46,8 +46,8 @@ MAX_FRAME = 16 * 1024 * 1024
 REPLY_GRACE = 2.0
 HANDSHAKE_TIMEOUT = 5.0  # for the TLS handshake of a new connection (the secret's has its own)
 
-# (coordinates, instance, entry, payload, timeout) → result; raises InvocationError
-# (coordinates, instance, entry, payload, timeout, depth in its chain of slice-to-slice calls) → result
+# (coordinates, instance, entry, payload, timeout, depth in its chain of slice-to-slice calls) → result;
+# raises InvocationError
 LocalInvoke = Callable[[str, int, str, Any, float, int], Awaitable[Any]]
 LocalStats = Callable[[], Any]  # → JSON-able call statistics of this node
 LocalUsage = Callable[[], Any]  # → JSON-able per-slice usage of this node (for the autoscaler)

@@ -476,7 +476,8 @@ class SliceHost:
                 )
             artifact, entry = str(message.get("artifact")), str(message.get("entry"))
             try:
-                depth = protocol.call_depth_of(message, absent=1)  # (an instance of before depths: 1)
+                # (an instance of before depths sends none: 1; a call is never less deep than 1)
+                depth = max(1, protocol.call_depth_of(message, absent=1))
             except ProtocolError as error:
                 raise InvocationError(ErrorKind.BAD_REQUEST, str(error)) from None
             too_deep = protocol.too_deep(depth, artifact, entry)
