@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import signal
 from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
-from aether_kv import KVError, LocalCluster, open_client
+from aether_kv import KVClient, KVError, LocalCluster, open_client
 from support import known_leader, wait_until
 
 pytestmark = pytest.mark.integration
@@ -20,6 +21,16 @@ pytestmark = pytest.mark.integration
 async def _status(cluster: LocalCluster, replica_id: str):  # type: ignore[no-untyped-def]
     async with open_client([cluster.spec(replica_id).client_address], cluster.secret) as client:
         return await client.status()
+
+
+async def _states(cluster: LocalCluster, client: KVClient, asked: str, stopped: list[str]) -> str:
+    """The status of the replica asked and the process state of the stopped ones (T: stopped)."""
+    status = await client.status()
+    states = []
+    for replica in stopped:
+        stat = Path(f"/proc/{cluster.processes[replica].pid}/stat").read_text()
+        states.append(f"{replica}: {stat[stat.rfind(')') + 2]}")
+    return f"{asked} (the one asked): {status}; {', '.join(states)}"
 
 
 async def test_linearizable_reads_write_nothing_to_the_log(kv_cluster: LocalCluster) -> None:
@@ -82,8 +93,13 @@ async def test_a_leader_cut_off_from_its_majority_serves_no_linearizable_read(
         for replica in others:
             kv_cluster.processes[replica].send_signal(signal.SIGSTOP)
         try:
-            with pytest.raises(KVError):
+            try:
                 await client.get("k", linearizable=True)
+            except KVError:
+                pass
+            else:  # (seen once, on a busy CI machine: what each replica was then, to find out why)
+                states = await _states(kv_cluster, client, leader, others)
+                raise AssertionError(f"a linearizable read answered with both others stopped: {states}")
             assert (await client.get("k")).value == b"v"
         finally:
             for replica in others:
