@@ -84,7 +84,7 @@ def test_a_slice_that_raises_reports_the_kind_type_and_traceback(host: SliceHost
     with pytest.raises(SliceHostError) as missing:
         faulty.invoke("nope")
     assert missing.value.kind == "no_entry"
-    assert "(it has: block, compute, impersonate, imported, odd_result, record, spawn, work)" in (
+    assert "(it has: block, compute, impersonate, imported, odd_result, orphan, record, spawn, work)" in (
         missing.value.message
     )
 

@@ -1,8 +1,9 @@
 """Instances that neither answer nor die, with a real `aether-node` process: a process stopped (SIGSTOP)
 while ACTIVE is found by the node's health checks, killed and restarted; one stopped when it is
 unloaded is killed, not left behind; one whose event loop computes for seconds (a sync entry point)
-is left alone; what an instance started of its own ends with it; and a slice
-template left without instances is stopped, and started again for the next one.
+is left alone; what an instance started of its own ends with it; one that ended while a process it
+forked holds its connection open is over at once (the template's word); and a slice template left
+without instances is stopped, and started again for the next one.
 
 Each test starts a node that is a client of a KV replica run beside it, and writes the command states
 as a cluster leader would (`node_support`).
@@ -181,3 +182,25 @@ async def test_a_template_without_instances_is_stopped_and_started_again(
     assert again is not None and again.pid != faulty_template.pid
     response = await invoke(node.ingress, "org.aether:faulty", "work", "again")
     assert response.status_code == 200, response.text
+
+
+@unchecked
+async def test_an_instance_that_ended_while_a_process_it_forked_holds_its_connection_ends_at_once(
+    node: NodeProcess, kv: KVClient
+) -> None:
+    """The forked child keeps the instance's socket to the node open: the end is the template's word,
+    then what is left of the instance's process group is killed and the instance restarted, long before
+    any health check (none runs here) or call timeout would have found it."""
+    await activate(kv, node, FAULTY, 0)
+    before = (await invoke(node.ingress, "org.aether:faulty", "imported")).json()["pid_now"]
+    response = await invoke(node.ingress, "org.aether:faulty", "orphan")
+    assert response.status_code == 200, response.text
+    child = int(response.json())
+    await wait_until(lambda: process_ended(child), timeout=10, what=f"the forked child {child} killed")
+
+    async def restarted() -> bool:
+        answer = await invoke(node.ingress, "org.aether:faulty", "imported")
+        return answer.status_code == 200 and answer.json()["pid_now"] != before
+
+    await wait_until(restarted, timeout=30, what="the instance restarted")
+    assert "holds its connection open: killing them" in node.log_tail(200)

@@ -41,6 +41,10 @@ Entry `odd_result` returns what JSON cannot carry, as its payload names it: "nan
 (float infinity), "set" (a Python set), "huge" (a string of 16 MiB, over the host protocol's frame limit);
 the caller gets a `bad_result` error naming the entry point. Any other payload is returned as it came.
 
+Entry `orphan` (sync, not idempotent) forks a child that keeps every descriptor of the instance (its
+connection to the node too) and sleeps for 600 s, answers the child's pid, and ends the instance 0.1 s
+later (exit code 3): a test checks that the node sees the end at once and kills the child.
+
 Entry `impersonate` (sync, not idempotent) raises the slice runtime's own `HostError` with the kind its
 payload names (say "stopped", what the runtime answers for a call that did not run) after printing
 `faulty: impersonate` like `work`: the slice's exception must reach the caller as one it raised.
@@ -171,6 +175,14 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         time.sleep(float(payload))
         return time.monotonic() - started
 
+    def orphan(payload: Any) -> int:
+        child = os.fork()
+        if child == 0:
+            time.sleep(600)
+            os._exit(0)
+        asyncio.get_running_loop().call_later(0.1, os._exit, 3)
+        return child
+
     def impersonate(payload: Any) -> None:
         # The runtime's class as the runtime has it: the host runs as `__main__` (`python -m`).
         import aether_slice.host
@@ -191,4 +203,5 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         EntryPoint(name="compute", function=compute, idempotent=True),
         EntryPoint(name="block", function=block, idempotent=False),
         EntryPoint(name="impersonate", function=impersonate, idempotent=False),
+        EntryPoint(name="orphan", function=orphan, idempotent=False),
     ]

@@ -16,6 +16,7 @@ notices an instance's death at once (its connection closes).
 from __future__ import annotations
 
 import array
+import contextlib
 import functools
 import itertools
 import json
@@ -45,6 +46,7 @@ log = logging.getLogger("aether_node.slice_host")
 
 # A slice's call of another: (artifact id, entry, payload, timeout, depth in its chain of calls) → result.
 CallHandler = Callable[[str, str, Any, float, int], Awaitable[Any]]
+HELD_OPEN_GRACE = 0.5  # s an ended instance's connection may stay open before the node closes it
 
 _READ_SIZE = 65536
 
@@ -243,6 +245,7 @@ class SliceTemplate:
         self._lock = trio.Lock()
         self._fork_ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        self._on_end: dict[int, Callable[[], None]] = {}  # fork id → its host's word that it ended
         self.users = 0  # instances of the node's forked (or being forked) from it (SliceStore counts)
         self.idle_since = trio.current_time()  # when `users` last fell to 0
 
@@ -319,6 +322,18 @@ class SliceTemplate:
             self.ends[fork_id] = reason
             changed, self._ends_changed = self._ends_changed, trio.Event()
             changed.set()
+            tell = self._on_end.pop(fork_id, None)
+            if tell is not None:
+                tell()
+
+    def on_end(self, fork_id: int, tell: Callable[[], None] | None) -> None:
+        """Call `tell()` when the child of FORK `fork_id` ends (at once if it has); None: no longer."""
+        if tell is None:
+            self._on_end.pop(fork_id, None)
+        elif fork_id in self.ends:
+            tell()
+        else:
+            self._on_end[fork_id] = tell
 
     async def fork(self, config: Mapping[str, Any], name: str, fds: tuple[int, int]) -> int:
         """Ask for an instance of `config`, named `name` (its process name), that keeps `fds` (its
@@ -420,7 +435,27 @@ class SliceHost:
         nursery.start_soon(host._read_loop, nursery, on_call)
         nursery.start_soon(connection.write_loop)
         nursery.start_soon(host._expire_loop)
+        template.on_end(fork_id, lambda: nursery.start_soon(host._end_if_held_open))
         return host
+
+    async def _end_if_held_open(self) -> None:
+        """The template says the instance's process ended. Its connection closes with it, unless a process
+        it started (`os.fork`, multiprocessing) holds the socket: then calls to it would wait for their
+        timeouts and health checks (tens of seconds) for an instance that is gone. After a moment for the
+        replies already sent to be read, what is left of its process group is killed and the connection
+        closed: the instance ended as any that died."""
+        with trio.move_on_after(HELD_OPEN_GRACE):
+            await self.exited.wait()
+        if self.exited.is_set():
+            return
+        log.warning(
+            "%s: the slice process ended, but a process it started holds its connection open: killing them",
+            self.label,
+        )
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)  # (the group outlives its leader while a member lives)
+        self.connection.close()
 
     # ------------------------------------------------------------ protocol
 
@@ -445,6 +480,7 @@ class SliceHost:
             self.connection.close()
             with trio.CancelScope(shield=True):
                 ended = await self.template.exit_reason(self.fork_id, timeout=2.0)
+            self.template.on_end(self.fork_id, None)
             reason = ended or "its connection closed"
             self.exit_reason = f"{self._killed_because}; {reason}" if self._killed_because else reason
             self.exited.set()
