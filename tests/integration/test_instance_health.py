@@ -204,3 +204,29 @@ async def test_an_instance_that_ended_while_a_process_it_forked_holds_its_connec
 
     await wait_until(restarted, timeout=30, what="the instance restarted")
     assert "holds its connection open: killing them" in node.log_tail(200)
+
+
+@checked
+async def test_an_instance_computing_for_a_call_that_timed_out_is_taken_for_hung(
+    node: NodeProcess, kv: KVClient
+) -> None:
+    """A sync entry point that computes on after its caller gave up (an endless loop, say) answers
+    nothing and never will: its CPU use no longer excuses the checks it leaves unanswered, and it is
+    killed and restarted (every call routed to it would have timed out, and a scale-down could have kept
+    it over a healthy one)."""
+    await activate(kv, node, FAULTY, 0)
+    first = host_of(node.data_dir, FAULTY, 0)
+    assert first is not None
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        response = await client.post(
+            f"http://{node.ingress}/invoke/org.aether:faulty/compute?timeout=1", json=600
+        )
+    assert response.status_code == 504, response.text
+
+    def replaced() -> bool:
+        now = host_of(node.data_dir, FAULTY, 0)
+        return now is not None and now.pid != first.pid
+
+    await wait_until(replaced, timeout=30, what="the instance killed as hung and started again")
+    assert process_ended(first.pid)
+    assert "computing since a request to it timed out" in node.log_tail(400)

@@ -12,7 +12,9 @@ a busy instance costs no check, an idle one a `health` request per interval. `fa
 unanswered within `timeout` s each make it hung; one answer forgives the misses before it, and so does
 a check during which the instance's main thread (its event loop) used CPU: a sync entry point computing
 for a minute answers nothing meanwhile but is working, while a stopped process, or a loop blocked on a
-lock or a sleep, uses none.
+lock or a sleep, uses none. Not once a request to it has timed out with nothing heard from it since: it
+computes for a caller that gave up (a sync entry point in an endless loop), and every call routed to it
+would time out too.
 """
 
 from __future__ import annotations
@@ -113,6 +115,9 @@ async def _passes(host: SliceHost, timeout: float) -> bool:
     if host.exited.is_set():
         return True
     if is_working(cpu_before, read_main_thread_cpu(host.pid)):
+        if host.given_up_on():
+            log.info("%s: no answer to a health check, computing since a request to it timed out", host.label)
+            return False
         log.debug("%s: no answer to a health check, but its event loop is computing", host.label)
         return True
     return False

@@ -69,10 +69,11 @@ class _Call:
     """One request waiting for its reply: the caller parks until the reader hands the reply over (None if
     the instance died first, or if the expiry task found it overdue: then `timed_out`)."""
 
-    __slots__ = ("deadline", "done", "reply", "task", "timed_out")
+    __slots__ = ("deadline", "done", "probe", "reply", "task", "timed_out")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, *, probe: bool = False) -> None:
         self.deadline = deadline
+        self.probe = probe  # a health check's: its timing out is no caller giving up on work
         self.done = False
         self.timed_out = False
         self.reply: dict[str, Any] | None = None
@@ -400,6 +401,7 @@ class SliceHost:
         self.exited = Broadcast()
         self.exit_reason = ""
         self.last_heard = trio.current_time()  # when the instance last sent anything (health checks)
+        self.gave_up_at: float | None = None  # when a request to it last timed out (health checks)
         self._killed_because = ""  # why the node killed it (a failed health check), for exit_reason
         self._replies: Replies[_Call] = Replies()
         # The expiry task sleeps in this scope until the earliest deadline of a pending call (or longer:
@@ -496,6 +498,8 @@ class SliceHost:
                 if call.deadline <= now:
                     self._replies.discard(request_id)
                     call.expire()
+                    if not call.probe:
+                        self.gave_up_at = now
                 else:
                     earliest = min(earliest, call.deadline)
             self._timer = trio.CancelScope(deadline=earliest)
@@ -606,7 +610,7 @@ class SliceHost:
         if self.exited.is_set():
             raise SliceHostError("crashed", f"{self.label}: the slice process is gone ({self.exit_reason})")
         size = json_size_at_least(fields["payload"]) if "payload" in fields else 0
-        call = _Call(trio.current_time() + timeout)
+        call = _Call(trio.current_time() + timeout, probe=op is Kind.HEALTH)
         request_id = self._replies.add(call)
         if call.deadline < self._timer.deadline:
             self._timer.deadline = call.deadline
@@ -662,6 +666,11 @@ class SliceHost:
                 await self.exited.wait()
             self.kill()
             await self.exited.wait()
+
+    def given_up_on(self) -> bool:
+        """Whether a request to the instance timed out and it has sent nothing since: whatever it computes
+        now, nobody waits for it (health checks no longer take its CPU use for work)."""
+        return self.gave_up_at is not None and self.gave_up_at >= self.last_heard
 
     def kill(self, because: str = "") -> None:
         """SIGKILL the instance's process group (it leads its own session, and its children are in it);
