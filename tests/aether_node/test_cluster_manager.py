@@ -436,3 +436,23 @@ async def test_a_replica_that_says_it_leads_in_an_old_term_does_not_take_a_newer
         await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="the claim over an older term's")
         await wait_until(lambda: _eq(_len(instances(kv)), 1), timeout=60, what="the blueprint placed")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_leader_elected_again_in_a_new_term_between_two_looks_claims_again(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    """Deposed and elected again between two answers of its replica, a node never saw itself not lead:
+    another node may have claimed in between, taking the fence. A new term ends the pass: it claims
+    again, over the other's older term, and reconciles."""
+    await register(kv, "n1")
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="the first claim")
+        term = (await kv.status()).term
+        await kv.put(LEADER_KEY, encode_record(LeaderClaim(node_id="n2", since=0.0, term=term + 1)))
+        kv.set_leader(None)  # (no checkpoint in between: its monitor sees only the new term)
+        kv.set_leader("n1", term=term + 2)
+        await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="the claim taken back")
+        await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=1))
+        await wait_until(lambda: _eq(_len(instances(kv)), 1), timeout=60, what="the blueprint placed")
+        nursery.cancel_scope.cancel()

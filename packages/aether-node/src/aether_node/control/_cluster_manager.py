@@ -250,16 +250,22 @@ class ClusterDeploymentManager:
         """Forever: wait to lead, lead until leadership is lost (then stop at once), repeat."""
         while True:
             await leadership.wait_for(True)
+            term = leadership.term
             log.info("node %s leads the cluster: reconciling", self.node_id)
             async with trio.open_nursery() as nursery:
 
-                async def step_down() -> None:
-                    await leadership.wait_for(False)
-                    log.info("node %s is no longer the leader: stopping reconciliation", self.node_id)
+                async def step_down(term: int = term) -> None:
+                    # (a new term while leading: another node may have claimed in between; claim again)
+                    await leadership.wait_deposed(term)
+                    log.info(
+                        "node %s is no longer the leader of term %d: stopping reconciliation",
+                        self.node_id,
+                        term,
+                    )
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(step_down)
-                fence = await self._claimed(leadership.term)
+                fence = await self._claimed(term)
                 if fence is not None:
                     try:
                         await self._lead(fence)
@@ -627,9 +633,8 @@ class LeadershipMonitor:
             except KVError:
                 leading, term = False, self.term
             moved = (leading, term) != (self.is_leader, self.term)
-            self.term = term
-            if leading != self.is_leader:
-                self.is_leader = leading
+            self.term, self.is_leader = term, leading
+            if moved:
                 changed, self._changed = self._changed, trio.Event()
                 changed.set()
             if not moved:
@@ -637,6 +642,12 @@ class LeadershipMonitor:
 
     async def wait_for(self, leading: bool) -> None:
         while self.is_leader != leading:
+            await self._changed.wait()
+
+    async def wait_deposed(self, term: int) -> None:
+        """Until this replica no longer leads in `term`: it follows, or it leads in another term (it was
+        deposed and elected again between two answers, and another node may have led in between)."""
+        while self.is_leader and self.term == term:
             await self._changed.wait()
 
 
