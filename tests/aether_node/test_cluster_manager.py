@@ -416,7 +416,7 @@ def test_a_pass_s_new_instances_are_described_per_slice_version_and_node() -> No
 
 
 async def test_a_replica_that_says_it_leads_in_an_old_term_does_not_take_a_newer_leaders_claim(
-    autojump_clock: MockClock, kv: MemoryStore
+    autojump_clock: MockClock, kv: MemoryStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A replica paused past an election says it leads, in its old term, until it hears of the new one:
     its node must not overwrite the new leader's claim (whose fenced writes would then all fail, and
@@ -428,9 +428,10 @@ async def test_a_replica_that_says_it_leads_in_an_old_term_does_not_take_a_newer
     await kv.put(LEADER_KEY, newer)
     async with trio.open_nursery() as nursery:
         await lead(nursery, kv)
-        await trio.sleep(30)
+        await trio.sleep(35)
         found = await kv.get(LEADER_KEY)
         assert found is not None and found.value == newer  # untouched
+        assert f"delete the key {LEADER_KEY}" in caplog.text  # (its replica still says it leads: warned)
         assert not await instances(kv)  # and nothing written without the claim
         await kv.put(LEADER_KEY, encode_record(LeaderClaim(node_id="n2", since=0.0, term=term - 1)))
         await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="the claim over an older term's")

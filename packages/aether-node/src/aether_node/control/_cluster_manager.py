@@ -245,6 +245,7 @@ class ClusterDeploymentManager:
         self.clock = clock
         self.problems: tuple[Problem, ...] = ()
         self._batch = TxnBatcher(kv)  # fenced writes of a pass, many per transaction
+        self._held_since: float | None = None  # since when another node's claim kept this one out
 
     async def run(self, leadership: LeadershipMonitor) -> None:
         """Forever: wait to lead, lead until leadership is lost (then stop at once), repeat."""
@@ -277,9 +278,25 @@ class ClusterDeploymentManager:
         """`_claim(term)`, or None (said why) if it failed: another node holds the claim (then after
         CLAIM_RETRY s, for the monitor to hear of the newer term), or the KV failed."""
         try:
-            return await self._claim(term)
+            fence = await self._claim(term)
+            self._held_since = None
+            return fence
         except ClaimHeld as held:
-            log.info("node %s does not lead the cluster: %s", self.node_id, held)
+            now = trio.current_time()
+            if self._held_since is None:
+                self._held_since = now
+            if now - self._held_since >= CLAIM_HELD_WARNING:  # (its replica goes on saying it leads)
+                log.warning(
+                    "node %s has led by its replica's word for %.0f s, but %s: if no node leads in that term,"
+                    " the claim is not true (copied from another cluster?): delete the key %s",
+                    self.node_id,
+                    now - self._held_since,
+                    held,
+                    LEADER_KEY,
+                )
+                self._held_since = now
+            else:
+                log.info("node %s does not lead the cluster: %s", self.node_id, held)
             await trio.sleep(CLAIM_RETRY)
         except KVError as error:
             log.warning("reconciliation interrupted: %s", error)
@@ -603,6 +620,7 @@ def _unchanged(key: str, mod_revision: int) -> Compare:
 
 
 CLAIM_RETRY = 0.5  # s before a node whose replica says it leads tries again to claim a claim held by another
+CLAIM_HELD_WARNING = 30.0  # s of that before it warns: its replica is sure, and the claim may be false
 
 
 class ClaimHeld(Exception):
