@@ -5,6 +5,7 @@ URLs it prints, and stopped without leaving a process behind.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -239,3 +240,15 @@ def test_dev_status_json_is_json(tmp_path: Path) -> None:
         )
         run = expect(run_aether("dev", "status", "--directory", "dev", "--json", cwd=tmp_path))
     json.loads(run.stdout)
+
+
+def test_a_second_dev_up_while_one_starts_is_refused_and_starts_nothing(tmp_path: Path) -> None:
+    """Two at once in one directory would start nodes on the same ports and data: both failed."""
+    (tmp_path / "dev").mkdir()
+    with open(tmp_path / "dev" / "starting.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # (what a `dev up` starting there holds)
+        run = expect(run_aether("dev", "up", "--directory", "dev", cwd=tmp_path), 1)
+    expected = "aether: error: another `aether dev up` is starting a cluster from dev/ now\n"
+    assert run.stderr == expected, str(run)
+    assert processes_of(tmp_path) == []
+    assert not (tmp_path / "dev" / "cluster.json").exists()

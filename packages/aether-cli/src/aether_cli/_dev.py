@@ -1,6 +1,7 @@
 """`aether dev`: a local cluster of real nodes on this machine (127.0.0.1), in the background.
 
-`up` builds the slice index (or takes the `--index` given; `_slice_source` says which), starts a
+`up` (one at a time per directory: `starting.lock`) builds the slice index (or takes the `--index`
+given; `_slice_source` says which), starts a
 supervisor detached (it outlives this command; see `_supervisor`): it runs the nodes and restarts one
 that dies unasked, with backoff, saying so in `supervisor.log`. `up` waits until the nodes are ready;
 their pids and addresses are in `cluster.json`. `down` stops the supervisor, which stops the nodes with
@@ -10,18 +11,23 @@ reports, with the supervisor's recent restarts.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, fail, plural
 from ._slice_source import SliceSourceError, choose, example_blueprint
 
 STATE_FILE = "cluster.json"
+START_LOCK = "starting.lock"  # held by the `dev up` starting a cluster in the directory
 SUPERVISOR_LOG = "supervisor.log"
 
 
@@ -87,10 +93,6 @@ def dev_up(
     ready; return the options that reach the new cluster, its first ingress and the blueprint to apply
     (`--apply` or `--example`), for the command to apply and for `next_steps`: this module does not import
     the commands."""
-    import trio
-
-    from aether_node.dev import build_sample_index, plan_cluster, wait_until_ready
-
     if nodes < 1:
         fail(2, f"--nodes must be at least 1, got {nodes}")
     try:
@@ -103,6 +105,32 @@ def dev_up(
         apply_file = example_blueprint(Path.cwd())
         if apply_file is None:
             fail(EXIT_BAD_INPUT, "--example: no example blueprint here and none bundled with aether-cli")
+    directory.mkdir(parents=True, exist_ok=True)
+    with _starting(directory):
+        return _up(directory, nodes, slices, apply_file, common)
+
+
+@contextlib.contextmanager
+def _starting(directory: Path) -> Iterator[None]:
+    """Hold `directory`'s start lock while a cluster starts there: a second `dev up` at the same time
+    would start nodes on the same ports and data (both failed, leaving nothing running). Released by
+    the system if this process dies."""
+    with open(directory / START_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fail(EXIT_FAILED, f"another `aether dev up` is starting a cluster from {directory}/ now")
+        yield
+
+
+def _up(
+    directory: Path, nodes: int, slices: Any, apply_file: Path | None, common: Common
+) -> tuple[Common, str, Path | None]:
+    import trio
+
+    from aether_node.dev import build_sample_index, plan_cluster, wait_until_ready
+
+    index: str | None
     state = directory / STATE_FILE
     recorded = json.loads(state.read_text()) if state.exists() else {}
     if any(_alive(pid) for pid in [recorded.get("supervisor"), *recorded.get("pids", {}).values()] if pid):
