@@ -144,14 +144,20 @@ class FakeSliceStore:
 
 
 async def register(
-    kv: KV, node_id: str, *, cpu: float = 4.0, memory_mib: int = 4096, ttl: float = 3600.0
+    kv: KV,
+    node_id: str,
+    *,
+    cpu: float = 4.0,
+    memory_mib: int = 4096,
+    ttl: float = 3600.0,
+    peer: str | None = None,
 ) -> int:
     """A node's registration on a fresh lease (what `_Registration.register` writes); returns the lease."""
     lease = (await kv.lease_grant(ttl)).lease
     record = NodeRecord(
         node_id=node_id,
         ingress=f"127.0.0.1:{8000 + len(node_id)}",
-        peer=f"{node_id}.invalid:1",
+        peer=peer or f"{node_id}.invalid:1",
         capacity=Capacity(cpu=cpu, memory_mib=memory_mib),
         lease_ttl=ttl,
     )

@@ -244,6 +244,11 @@ class EndpointRegistry:
         self._refresh()
         return self._nodes.get(node_id)
 
+    def peer_addresses(self) -> set[str]:
+        """The peer addresses of the registered nodes."""
+        self._refresh()
+        return {node.peer for node in self._nodes.values() if node.peer}
+
     def balancing(self, artifact_id: str) -> Balancing:
         self._refresh()
         return self._balancing.get(artifact_id, Balancing.ROUND_ROBIN)

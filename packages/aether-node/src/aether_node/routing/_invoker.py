@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,6 +32,8 @@ from ..runtime._lifecycle import Phase
 from ..runtime._slice_store import SliceStore
 from ._endpoints import Endpoint, EndpointRegistry, choose, may_retry, split_by_version
 from ._peers import LostInFlightError, NotSentError, PeerClients
+
+log = logging.getLogger("aether_node.invoker")
 
 STATS_TIMEOUT = 2.0  # a node that does not give its call statistics in time is left out of the sum
 
@@ -216,6 +219,18 @@ class ClusterInvoker:
         return await self.peers.invoke(
             node.peer, str(endpoint.coordinates), endpoint.instance, endpoint.entry, payload, timeout, depth
         )
+
+    async def drop_lost_peers(self) -> None:
+        """Until cancelled: whenever the registered nodes change, close the connections to peers no longer
+        among them (a node declared lost: its lease expired), so that the calls in flight to it end at
+        once (tried elsewhere if idempotent) rather than at their timeout."""
+        cache = self.registry.cache
+        while True:
+            changed = cache.changed
+            dropped = await self.peers.drop_all_but(self.registry.peer_addresses())
+            for address in dropped:
+                log.info("the node at %s is no longer registered: its connection closed", address)
+            await changed.wait()
 
     async def invoke_local(
         self, coordinates: str, instance: int, entry: str, payload: Any, timeout: float, depth: int = 0

@@ -206,6 +206,7 @@ class _PeerConnection:
 
     async def close(self) -> None:
         self.closed = True
+        self.replies.end()  # (the calls waiting: lost in flight, now)
         await trio.aclose_forcefully(self.framed.stream)
 
     async def read_loop(self) -> None:
@@ -280,6 +281,17 @@ class PeerClients:
         self._connect_timeout = connect_timeout
         self._connections: dict[str, _PeerConnection] = {}
         self._locks: dict[str, trio.Lock] = {}
+
+    async def drop_all_but(self, addresses: set[str]) -> list[str]:
+        """Close the connections to peers not at `addresses` (nodes no longer registered: lost, or gone):
+        their calls in flight end at once as lost in flight (an idempotent one is then tried elsewhere),
+        instead of waiting out their timeout for a node declared lost. Returns the addresses dropped."""
+        dropped = [address for address in self._connections if address not in addresses]
+        for address in dropped:
+            connection = self._connections.pop(address)
+            if not connection.closed:
+                await connection.close()
+        return dropped
 
     async def _connection(self, address: str) -> _PeerConnection:
         connection = self._connections.get(address)
