@@ -224,6 +224,10 @@ async def test_forget_node_refuses_a_registered_node_and_an_unknown_one(
     with pytest.raises(RequestError) as refused:
         await handlers.forget_node("n2")
     assert refused.value.kind == "conflict"
+    assert refused.value.message == (  # (it ended on "before", cut short)
+        "node n2 is registered: a running node is not forgotten; stop it (`aether node stop n2`) and it"
+        " leaves by itself"
+    )
     with pytest.raises(RequestError) as refused:
         await handlers.forget_node("n9")
     assert refused.value.kind == "not_found"

@@ -580,7 +580,9 @@ class Handlers:
         await self._fresh()
         if node_id in {n.node_id for n in await self._nodes()}:
             raise RequestError(
-                ErrorKind.CONFLICT, f"node {node_id} is registered: stop it (it then leaves by itself) before"
+                ErrorKind.CONFLICT,
+                f"node {node_id} is registered: a running node is not forgotten; stop it"
+                f" (`aether node stop {node_id}`) and it leaves by itself",
             )
         with store_errors("could not forget the node"):
             forgotten = await forget(self.kv, node_id)
