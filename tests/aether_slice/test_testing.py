@@ -250,3 +250,11 @@ def test_the_busy_slice_burns_cpu_naps_and_refuses_bad_durations(host: SliceHost
     with pytest.raises(SliceHostError, match=r"the config's 'burn_ms' must be a number of milliseconds"):
         bad_config.invoke("burn")
     assert busy.invoke("info")["instance"] == busy.invoke("nap", {"ms": 0})["instance"]
+
+
+def test_an_entry_point_no_url_could_call_fails_the_load_naming_it(host: SliceHost) -> None:
+    """The ingress calls `/invoke/{artifact}/{entry}`: a name with "/" was loaded and never callable."""
+    with pytest.raises(SliceHostError) as refused:
+        host("org.aether:faulty", config={"mode": "bad_entry_name"})
+    assert refused.value.kind == "entry_point"
+    assert "entry point 'a/b': a name cannot hold \"/\"" in refused.value.message, refused.value.message

@@ -420,12 +420,31 @@ class Attached(Host):
 
 def _as_entry_points(declared: Any) -> list[EntryPoint]:
     if isinstance(declared, Mapping):
-        return [EntryPoint(name=str(name), function=fn) for name, fn in declared.items()]
-    entries = list(declared or ())
+        entries = [EntryPoint(name=str(name), function=fn) for name, fn in declared.items()]
+    else:
+        entries = list(declared or ())
     for entry in entries:
         if not isinstance(entry, EntryPoint):
             raise HostError("entry_point", f"aether_entry_points returned {entry!r}, not an EntryPoint")
+        why = _unroutable(entry.name)
+        if why is not None:
+            raise HostError("entry_point", f"entry point {entry.name[:80]!r}: {why}")
     return entries
+
+
+MAX_ENTRY_NAME = 200  # characters of an entry point's name (it is a segment of the ingress's URL)
+
+
+def _unroutable(name: Any) -> str | None:
+    """Why no call could reach an entry point named `name` (None: one can): the ingress's URL carries it
+    as one path segment (`/invoke/{artifact}/{entry}`), so it is a non-empty string without "/"."""
+    if not isinstance(name, str) or not name:
+        return "a name must be a non-empty string"
+    if "/" in name:
+        return 'a name cannot hold "/": it is one segment of the URL that calls it'
+    if len(name) > MAX_ENTRY_NAME:
+        return f"a name of {len(name)} characters is over the {MAX_ENTRY_NAME} a URL segment may take here"
+    return None
 
 
 def _logger_name(name: str) -> str:

@@ -13,6 +13,7 @@ Config key `mode` picks the failure:
 - `raise`: entry `work` raises ValueError("faulty: work failed on purpose");
 - `hang_work`: entry `work` never returns (for callers' timeouts);
 - `slow_work`: entry `work` answers "ok" after `work_delay` seconds (default 2);
+- `bad_entry_name`: declares one more entry point, named "a/b" (no URL could call it);
 - `ok` or absent: entry `work` returns "ok".
 
 Every call of `work` first prints `faulty: work <payload as JSON>` to the instance's output (its log, as
@@ -74,6 +75,7 @@ MODES = (
     "slow_work",
     "thread_at_import",
     "open_at_import",
+    "bad_entry_name",
 )
 
 
@@ -204,4 +206,4 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         EntryPoint(name="block", function=block, idempotent=False),
         EntryPoint(name="impersonate", function=impersonate, idempotent=False),
         EntryPoint(name="orphan", function=orphan, idempotent=False),
-    ]
+    ] + ([EntryPoint(name="a/b", function=odd_result)] if mode == "bad_entry_name" else [])
