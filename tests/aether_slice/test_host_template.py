@@ -411,3 +411,17 @@ def test_a_node_gone_without_reading_the_exit_events_ends_the_template_cleanly(
     control.close()  # (the event unread)
     assert started.process.wait(TIMEOUT) == 0
     assert "Traceback" not in started.log.read_text()
+
+
+def test_an_instance_whose_slice_calls_sys_exit_ends_with_the_slices_code(
+    template: Callable[..., Template],
+) -> None:
+    """`sys.exit(7)` in the start hook: the instance exits 7 (it exited 70, the runtime's code for an error
+    of its own: the node said "died during start (exit code 70)")."""
+    config = {"mode": "exit_start"}
+    preloading = template(config)
+    connection = preloading.fork(config)
+    loaded = load(connection, config)["ok"]
+    connection.send(protocol.encode(protocol.request(2, Kind.START)))
+    event = preloading.template.events.receive()
+    assert event == {"event": "exit", "pid": loaded["pid"], "code": 7, "fork": 1}, event

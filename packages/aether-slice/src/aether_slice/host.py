@@ -658,6 +658,10 @@ def _child(connection: int, output: int, request: dict[str, Any]) -> None:
         if isinstance(request.get("name"), str):
             _name_process(request["name"])
         _run(_serve(connection))
+    except SystemExit as called:  # the slice's own `sys.exit(code)`: its code, said
+        code = called.code if isinstance(called.code, int) else (0 if called.code is None else 1)
+        print(f"aether_slice.host: the slice called sys.exit({called.code!r})", file=sys.stderr, flush=True)
+        os._exit(code)
     except BaseException:
         traceback.print_exc()
         os._exit(70)

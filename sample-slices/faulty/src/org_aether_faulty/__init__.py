@@ -13,6 +13,7 @@ Config key `mode` picks the failure:
 - `raise`: entry `work` raises ValueError("faulty: work failed on purpose");
 - `hang_work`: entry `work` never returns (for callers' timeouts);
 - `slow_work`: entry `work` answers "ok" after `work_delay` seconds (default 2);
+- `exit_start`: `aether_start` calls `sys.exit(7)`;
 - `bad_entry_name`: declares one more entry point, named "a/b" (no URL could call it);
 - `ok` or absent: entry `work` returns "ok".
 
@@ -76,6 +77,7 @@ MODES = (
     "thread_at_import",
     "open_at_import",
     "bad_entry_name",
+    "exit_start",
 )
 
 
@@ -121,6 +123,8 @@ async def aether_start(context: SliceContext) -> None:
         raise RuntimeError("faulty: start failed on purpose")
     if mode == "hang_start":
         await asyncio.Event().wait()
+    if mode == "exit_start":
+        sys.exit(7)
     if mode == "crash_after_start":
         delay = float(context.config.get("crash_delay", 0.5))
 
