@@ -881,3 +881,16 @@ def test_a_config_nested_past_the_limit_is_a_clear_error_not_a_crash(levels: int
         )
     else:
         assert "nested too deeply to read" in error.detail, error
+
+
+def test_max_per_node_without_spread_is_an_error_not_ignored() -> None:
+    """It caps only the `spread` strategy: given with another, it was accepted and placed nothing
+    differently (5 instances with max_per_node = 1 went 2 to a node)."""
+    error = error_of(HEAD + "instances = 5\nmax_per_node = 1\n")
+    assert (error.path, error.line) == ("slices[0].max_per_node", 6), error
+    assert error.detail == (
+        'applies to strategy = "spread" only (this slice\'s: "round_robin"): add strategy = "spread", or'
+        " remove it"
+    )
+    spread = parse_blueprint(HEAD + 'instances = 5\nstrategy = "spread"\nmax_per_node = 2\n', SOURCE)
+    assert spread.slices[0].max_per_node == 2

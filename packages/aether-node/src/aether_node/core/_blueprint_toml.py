@@ -221,6 +221,16 @@ def _parse_slice(
     max_per_node = problems.check(
         _integer, raw, "max_per_node", path, index, fail, minimum=1, maximum=MAX_INSTANCES, default=1
     )
+    if "max_per_node" in raw and max_per_node is not None and strategy not in (None, Strategy.SPREAD):
+        problems.add(  # (it was taken and ignored: the placement did not cap anything)
+            fail(
+                f"{path}.max_per_node",
+                f'applies to strategy = "spread" only (this slice\'s: "{strategy.value}"): add strategy ='
+                ' "spread", or remove it',
+                "max_per_node",
+                index,
+            )
+        )
     min_available = None
     if "min_available" in raw:  # (at most `instances`; checked alone if that is wrong itself)
         most = MAX_INSTANCES if instances is None else instances
