@@ -24,7 +24,7 @@ from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvalidCoordinatesError, InvocationError
 from ..core._records import NodeRecord
-from ..core._schema import InstanceKey
+from ..core._schema import NODES, InstanceKey
 from ..observe._metrics import NodeMetrics, merge_call_stats
 from ..observe._slice_usage import slice_usage
 from ..observe._version_calls import VersionCalls
@@ -225,11 +225,14 @@ class ClusterInvoker:
         among them (a node declared lost: its lease expired), so that the calls in flight to it end at
         once (tried elsewhere if idempotent) rather than at their timeout."""
         cache = self.registry.cache
+        looked_at = -1
         while True:
             changed = cache.changed
-            dropped = await self.peers.drop_all_but(self.registry.peer_addresses())
-            for address in dropped:
-                log.info("the node at %s is no longer registered: its connection closed", address)
+            if cache.seen[NODES] != looked_at:  # (not for every other change: a deploy makes thousands)
+                looked_at = cache.seen[NODES]
+                dropped = await self.peers.drop_all_but(self.registry.peer_addresses())
+                for address in dropped:
+                    log.info("the node at %s is no longer registered: its connection closed", address)
             await changed.wait()
 
     async def invoke_local(
