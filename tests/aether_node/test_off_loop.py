@@ -118,9 +118,11 @@ async def turns_while(write: Callable[[object], str], value: object) -> int:
 async def test_the_loop_runs_while_a_thread_writes_a_big_value_in_pieces() -> None:
     """One C call holds the GIL to its end, and the loop's task waits (it may run at the call's edges,
     where the thread can let go of the GIL); in pieces it runs all along (counted, not timed: 1 against
-    ~55 on an idle machine)."""
+    ~55 on an idle machine). On a busy one the loop's thread may also be descheduled in the middle of a
+    run at an edge, which splits it in two (a CI run counted 4 for the one call): a few more are allowed,
+    far from what the pieces give."""
     value = [[1.5] * PIECE for _ in range(400)]
     in_one_call = await turns_while(protocol.encode_json, value)
     in_pieces_runs = await turns_while(in_pieces(protocol.encode_json), value)
-    assert in_one_call <= 3
-    assert in_pieces_runs > 10
+    assert in_one_call <= 6
+    assert in_pieces_runs > max(10, 2 * in_one_call)
