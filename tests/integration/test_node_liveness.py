@@ -48,6 +48,13 @@ async def test_a_killed_node_is_declared_lost_from_its_dropped_connection(
         await wait_for(kv, exactly_active(6, ECHO), timeout=60, what="6 echo ACTIVE")
         leader = await leader_node_id(cluster, kv)
         victim = next(n.node_id for n in cluster.nodes if n.node_id != leader)
+        # (a node killed before the watch first held its connection is the lease's to find: by design, a
+        # node still starting is never probed; on a busy machine the handshake can take a second)
+        await wait_until(
+            lambda: f"node {victim}: watching its connection" in cluster.log_tail(leader, 400),
+            timeout=30,
+            what=f"the leader's watch on {victim}",
+        )
         cluster.kill(victim, signal.SIGKILL)
 
         async def gone() -> bool:

@@ -128,7 +128,7 @@ class LivenessWatch:
         with scope:
             was_up = False  # connected once on this registration: a node still starting is never probed
             while True:
-                held = await self._hold(peer)
+                held = await self._hold(node_id, peer)
                 was_up = was_up or held is Held.DROPPED
                 if was_up and held is not Held.FAILED:
                     verdict = await probe(peer, self.probe_timeout)
@@ -141,8 +141,8 @@ class LivenessWatch:
                     continue
                 await trio.sleep(self.retry)
 
-    async def _hold(self, peer: str) -> Held:
-        """Connect and authenticate to the peer port, then wait until the connection ends."""
+    async def _hold(self, node_id: str, peer: str) -> Held:
+        """Connect and authenticate to node `node_id`'s peer port, then wait until the connection ends."""
         host, _, port = peer.rpartition(":")
         family = trio.socket.AF_INET6 if ":" in host else trio.socket.AF_INET
         sock = trio.socket.socket(family, trio.socket.SOCK_STREAM)
@@ -164,6 +164,7 @@ class LivenessWatch:
                     await client_handshake(framed, self.secret, peer)
             except (OSError, trio.TooSlowError, trio.BrokenResourceError, KVError):
                 return Held.FAILED
+            log.info("node %s: watching its connection (%s)", node_id, peer)  # (from now on, a death is seen)
             try:
                 while await framed.receive() is not None:
                     pass  # the peer sends nothing unasked; anything it does send is ignored
