@@ -21,6 +21,7 @@ from aether_node.core._schema import endpoint_key, node_key
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peers import LostInFlightError, PeerClients, serve_peers
+from support import wait_until
 
 SECRET = "a cluster secret of 32 characters"
 ECHO = Coordinates.parse("org.example:echo:1.0")
@@ -44,7 +45,8 @@ async def serve_slowly(nursery: trio.Nursery, name: str, started: list[str], del
 
 async def test_a_call_waiting_on_a_dropped_peer_is_lost_in_flight_at_once() -> None:
     async with trio.open_nursery() as nursery:
-        address = await serve_slowly(nursery, "node-2", [], 10.0)
+        started: list[str] = []
+        address = await serve_slowly(nursery, "node-2", started, 10.0)
         peers = PeerClients(nursery, SECRET)
         outcome: list[BaseException] = []
 
@@ -55,11 +57,10 @@ async def test_a_call_waiting_on_a_dropped_peer_is_lost_in_flight_at_once() -> N
                 outcome.append(error)
 
         nursery.start_soon(call)
-        await trio.sleep(0.5)  # (in flight)
+        await wait_until(lambda: started, timeout=10, what="the call in flight")
         assert await peers.drop_all_but({"127.0.0.1:1"}) == [address]
-        with trio.fail_after(5):  # (the peer would answer at 10 s, the call time out at 30)
-            while not outcome:
-                await trio.sleep(0.01)
+        # (the peer would answer at 10 s, the call time out at 30)
+        await wait_until(lambda: outcome, timeout=5, what="the call lost in flight")
         assert "dropped during the call" in str(outcome[0])
         nursery.cancel_scope.cancel()
 
@@ -90,12 +91,10 @@ async def test_an_idempotent_call_to_a_node_that_leaves_is_answered_by_another(i
                 outcome.append(error)
 
         nursery.start_soon(call)
-        await trio.sleep(0.5)
+        await wait_until(lambda: started, timeout=10, what="the call in flight")
         (first,) = started
         await kv.delete(node_key(first))  # (its lease expired: declared lost; its endpoints go with it)
-        with trio.fail_after(30):
-            while not outcome:
-                await trio.sleep(0.01)
+        await wait_until(lambda: outcome, timeout=30, what="the call's outcome")
         other = "n3" if first == "n2" else "n2"
         if idempotent:  # (before, the lost node's own answer after 2 s)
             assert outcome == [other], outcome

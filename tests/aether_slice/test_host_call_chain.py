@@ -29,6 +29,15 @@ def make_host(frames: list[bytes], **entries: Any) -> host_module.Host:
     return host
 
 
+async def until(condition: Any, what: str, timeout: float = 10.0) -> None:
+    """Wait, on the running loop, until `condition()` holds (AssertionError naming `what` at the deadline)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out after {timeout:g} s waiting for {what}"
+        await asyncio.sleep(0.001)
+
+
 def invoke(host: host_module.Host, entry: str, **fields: Any) -> list[bytes]:
     replies: list[bytes] = []
     host.serve(protocol.request(1, Kind.INVOKE, entry=entry, payload=None, **fields), replies)
@@ -64,12 +73,12 @@ def test_a_call_is_one_deeper_and_gets_no_more_than_the_time_left() -> None:
 
         host = make_host(frames, forward=forward)
         assert invoke(host, "forward", depth=3, timeout=2.0) == []  # async: answered later
-        await asyncio.sleep(0.01)
+        await until(lambda: frames, "the call to the next slice")
         (call,) = decoded(frames)
         assert (call["op"], call["artifact"], call["depth"]) == ("call", "org.example:next", 4)
         assert 0 < call["timeout"] <= 2.0
         host.serve(protocol.reply(call["id"], "done"), [])
-        await asyncio.sleep(0.01)
+        await until(lambda: len(frames) == 2, "the answer to the invoke")
         assert decoded(frames[1:]) == [{"id": 1, "ok": "done"}]
 
     asyncio.run(scenario())
@@ -97,7 +106,7 @@ def test_a_call_too_deep_or_with_no_time_left_fails_at_once_and_sends_nothing(
 
         host = make_host(frames, forward=forward)
         invoke(host, "forward", **fields)
-        await asyncio.sleep(0.1)
+        await until(lambda: frames, "the answer to the invoke")
         (answer,) = decoded(frames)  # the answer only: no CALL went out
         assert answer["ok"]["kind"] == kind and words in answer["ok"]["message"], answer
 
@@ -139,11 +148,11 @@ def test_a_task_started_by_an_answered_call_calls_on_with_its_depth_but_no_deadl
         host = make_host(frames, start=start_worker)
         (answer,) = decoded(invoke(host, "start", depth=7, timeout=0.1))
         assert answer["ok"] == "started"
-        await asyncio.sleep(0.3)
+        await until(lambda: frames, "the worker's call")
         (call,) = decoded(frames)
         assert (call["depth"], call["timeout"]) == (8, 5.0)
         host.serve(protocol.reply(call["id"], "done"), [])
-        await asyncio.sleep(0.01)
+        await until(lambda: outcomes, "the worker's call answered")
         assert outcomes == ["done"]
 
     asyncio.run(scenario())

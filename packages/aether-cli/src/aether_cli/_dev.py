@@ -21,10 +21,9 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, fail, plural
-from ._slice_source import SliceSourceError, choose, example_blueprint
+from ._slice_source import SliceSource, SliceSourceError, choose, example_blueprint
 
 STATE_FILE = "cluster.json"
 START_LOCK = "starting.lock"  # held by the `dev up` starting a cluster in the directory
@@ -124,7 +123,7 @@ def _starting(directory: Path) -> Iterator[None]:
 
 
 def _up(
-    directory: Path, nodes: int, slices: Any, apply_file: Path | None, common: Common
+    directory: Path, nodes: int, slices: SliceSource, apply_file: Path | None, common: Common
 ) -> tuple[Common, str, Path | None]:
     import trio
 
