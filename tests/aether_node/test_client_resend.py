@@ -18,7 +18,14 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from aether_node.client import READ_PATIENCE, ApiClient, ApiError, ClusterUnreachableError, NoAnswerError
+from aether_node.client import (
+    READ_PATIENCE,
+    SINCE_HEADER,
+    ApiClient,
+    ApiError,
+    ClusterUnreachableError,
+    NoAnswerError,
+)
 from aether_node.core._kv_errors import FAILOVER_TIME
 
 
@@ -58,12 +65,20 @@ class Silent:
 
 class Answering:
     """A node that answers: records every request; `entries` is what /entries says. The first
-    `unavailable` requests (but /entries) get 503 `unavailable`, as a node whose store has no leader."""
+    `unavailable` requests (but /entries and /revision) get 503 `unavailable`, as a node whose store has
+    no leader. With `hang_changes`, a request that is not a GET is received and never answered."""
 
     def __init__(
-        self, entries: list[dict[str, Any]], status: int = 200, answer: Any = "ok", unavailable: int = 0
+        self,
+        entries: list[dict[str, Any]],
+        status: int = 200,
+        answer: Any = "ok",
+        unavailable: int = 0,
+        hang_changes: bool = False,
     ) -> None:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
+        self.since: list[str | None] = []  # the SINCE_HEADER of each request
+        self.closing = threading.Event()
         outer = self
         unanswered = [unavailable]
 
@@ -73,8 +88,14 @@ class Answering:
                 self.rfile.read(length)
                 parts = urlsplit(self.path)
                 outer.requests.append((self.command, parts.path, parse_qs(parts.query)))
+                outer.since.append(self.headers.get(SINCE_HEADER))
+                if hang_changes and self.command != "GET":
+                    outer.closing.wait()  # received, never answered: a node frozen with it unread
+                    return
                 if parts.path.endswith("/entries"):
                     code, body = 200, entries
+                elif parts.path == "/api/v1/revision" and status == 200:
+                    code, body = 200, {"revision": 7}
                 elif unanswered[0] > 0:
                     unanswered[0] -= 1
                     code, body = 503, {"error": {"kind": "unavailable", "message": "no leader: an election"}}
@@ -101,7 +122,14 @@ class Answering:
     def invokes(self) -> list[tuple[str, str, dict[str, list[str]]]]:
         return [r for r in self.requests if "/invoke/" in r[1]]
 
+    def changes(self) -> list[tuple[str, str, str | None]]:
+        """Each request that is not a GET, with its SINCE_HEADER."""
+        return [
+            (r[0], r[1], since) for r, since in zip(self.requests, self.since, strict=True) if r[0] != "GET"
+        ]
+
     def close(self) -> None:
+        self.closing.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -190,6 +218,26 @@ def test_the_default_call_timeout_is_sent_and_bad_ones_are_refused() -> None:
             ApiClient(["http://127.0.0.1:1"]).invoke("org.aether:faulty", "work", timeout=bad)
 
 
+def test_a_change_goes_as_of_the_revision_read_before_it_and_is_resent_with_that_revision() -> None:
+    # the node makes a change with a revision safe to run late (`control/_write_guard.py`): so the
+    # client resends it to the next node when the first got it and did not answer
+    with nodes(Answering(WORK, hang_changes=True), Answering(WORK, answer=None)) as (hung, good):
+        client = ApiClient([hung.url, good.url], timeout=0.5)
+        client.delete_blueprint("demo")
+        assert hung.changes() == [("DELETE", "/api/v1/blueprints/demo", "7")]
+        assert good.changes() == [("DELETE", "/api/v1/blueprints/demo", "7")]
+        assert ("GET", "/api/v1/revision", {}) in hung.requests  # read from the first node, before
+
+
+def test_a_node_that_cannot_say_its_revision_gets_the_change_without_one() -> None:
+    with nodes(Answering(WORK, status=404)) as (old,):  # a node from before the revision route: 404
+        client = ApiClient([old.url])
+        with pytest.raises(ApiError) as caught:
+            client.delete_blueprint("demo")
+        assert caught.value.status == 404
+        assert old.changes() == [("DELETE", "/api/v1/blueprints/demo", None)]
+
+
 def test_a_read_answered_unavailable_goes_to_the_next_node_and_round_again() -> None:
     with nodes(Answering(WORK, unavailable=3, answer=[]), Answering(WORK, unavailable=2, answer=[])) as (
         first,
@@ -208,10 +256,10 @@ def test_a_read_unavailable_for_longer_than_the_patience_says_so_and_a_write_is_
             client.list_blueprints()
         assert (caught.value.status, caught.value.kind) == (503, "unavailable")
         assert 2 <= len(down.requests) < 10, down.requests  # went round again, with pauses
-        sent = len(down.requests)
         with pytest.raises(ApiError, match="no leader"):
             client.scale_slice("org.aether:faulty", 3)
-        assert len(down.requests) == sent + 1  # the node retries a write itself; the client does not
+        writes = [r for r in down.requests if r[0] == "POST"]
+        assert len(writes) == 1  # the node retries a write itself; the client does not
 
 
 def test_a_read_is_patient_as_long_as_a_node_retries_a_write() -> None:

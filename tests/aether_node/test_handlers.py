@@ -27,7 +27,14 @@ from aether_node.core._records import (
     decode_record,
     encode_record,
 )
-from aether_node.core._schema import BLUEPRINT_REVISIONS, BLUEPRINTS, PROBLEMS_PREFIX, ROLLOUTS, rollout_key
+from aether_node.core._schema import (
+    BLUEPRINT_REVISIONS,
+    BLUEPRINTS,
+    PROBLEMS_PREFIX,
+    ROLLOUTS,
+    TOMBSTONES,
+    rollout_key,
+)
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peers import PeerClients
@@ -194,6 +201,107 @@ async def test_a_resent_apply_that_landed_is_answered_once_when_nothing_came_in_
     result = await lossy.apply_blueprint(a, "a.toml")
     assert (result.created, result.blueprint_revision) == (False, 2)
     assert len((await kv.range(BLUEPRINT_REVISIONS)).kvs) == 2
+
+
+# A change sent "as of" a revision (`since`, control/_write_guard.py): the client resent it to another
+# node, which ran it, and the operator went on; the first node, frozen with it unread, runs it later.
+
+
+def instances(blueprint: Any) -> int:
+    return blueprint.slices[0].instances  # type: ignore[no-any-return]
+
+
+async def test_a_late_apply_does_not_undo_the_apply_that_came_after_it(handlers: Handlers) -> None:
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    read = await handlers.current_revision()
+    b, c = (DEMO.replace("instances = 2", f"instances = {n}") for n in (3, 4))
+    landed = await handlers.apply_blueprint(b, "b.toml", since=read)  # the resend, elsewhere
+    again = await handlers.apply_blueprint(b, "b.toml", since=read)  # the first copy, nothing since
+    assert (again.blueprint_revision, again.revision) == (landed.blueprint_revision, landed.revision)
+    await handlers.apply_blueprint(c, "c.toml", since=await handlers.current_revision())
+    with pytest.raises(RequestError) as refused:
+        await handlers.apply_blueprint(b, "b.toml", since=read)  # the first copy, after C
+    assert refused.value.kind == "conflict"
+    assert refused.value.message.startswith("blueprint 'demo' was changed at revision ")
+    assert f"after revision {read} that this request was made from" in refused.value.message
+    assert instances(await handlers.get_blueprint("demo")) == 4
+
+
+async def test_a_late_apply_does_not_bring_back_a_blueprint_deleted_after_it(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    read = await handlers.current_revision()
+    await handlers.delete_blueprint("demo", since=await handlers.current_revision())
+    with pytest.raises(RequestError, match="blueprint 'demo' was deleted, after revision") as refused:
+        await handlers.apply_blueprint(DEMO.replace("instances = 2", "instances = 3"), "b.toml", since=read)
+    assert refused.value.kind == "conflict" and await kv.get(BLUEPRINTS + "demo") is None
+    # applied again by the operator (a fresh read): the tombstone goes with the new blueprint
+    await handlers.apply_blueprint(DEMO, "demo.toml", since=await handlers.current_revision())
+    assert (await kv.range(TOMBSTONES)).kvs == ()
+
+
+async def test_a_late_delete_does_not_remove_a_blueprint_made_again_after_it(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    read = await handlers.current_revision()
+    await handlers.delete_blueprint("demo", since=read)  # the resend
+    with pytest.raises(RequestError) as gone:
+        await handlers.delete_blueprint("demo", since=read)  # the first copy, nothing since: done
+    assert gone.value.kind == "not_found"  # (what a client that resent the delete takes as done)
+    await handlers.apply_blueprint(DEMO, "demo.toml", since=await handlers.current_revision())
+    with pytest.raises(RequestError, match="changed at revision") as refused:
+        await handlers.delete_blueprint("demo", since=read)  # the first copy, after the new one
+    assert refused.value.kind == "conflict" and await kv.get(BLUEPRINTS + "demo") is not None
+
+
+async def test_a_late_scale_does_not_undo_the_scale_that_came_after_it(handlers: Handlers) -> None:
+    operations = Operations(handlers)
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    read = await handlers.current_revision()
+    await operations.scale("org.example:echo", 3, since=read)
+    done = await operations.scale("org.example:echo", 3, since=read)  # nothing since: done, no new one
+    assert done.blueprint_revision == 2
+    await operations.scale("org.example:echo", 5, since=await handlers.current_revision())
+    with pytest.raises(RequestError, match="was changed at revision") as refused:
+        await operations.scale("org.example:echo", 3, since=read)
+    assert refused.value.kind == "conflict"
+    assert instances(await handlers.get_blueprint("demo")) == 5
+
+
+async def test_a_late_cordon_does_not_undo_the_uncordon_that_came_after_it(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    operations = Operations(handlers)
+    await register(kv, "n2")
+    read = await handlers.current_revision()
+    assert (await operations.node_operation("n2", "cordon", since=read)).state == "CORDONED"
+    assert (await operations.node_operation("n2", "cordon", since=read)).state == "CORDONED"  # done
+    await operations.node_operation("n2", "uncordon", since=await handlers.current_revision())
+    with pytest.raises(RequestError, match="the operation on node n2 was deleted, after") as refused:
+        await operations.node_operation("n2", "cordon", since=read)
+    assert refused.value.kind == "conflict"
+    assert (await operations.node_operation("n2", "uncordon", since=read)).state == "ON_DUTY"  # holds
+    # and the other way round: a late uncordon after a drain that came after it
+    read = await handlers.current_revision()
+    await operations.node_operation("n2", "cordon", since=read)
+    await operations.node_operation("n2", "drain", since=await handlers.current_revision())
+    with pytest.raises(RequestError, match="the operation on node n2 was changed at revision"):
+        await operations.node_operation("n2", "uncordon", since=read)
+    assert (await operations.node_operation("n2", "drain")).state in ("DRAINING", "DRAINED")
+
+
+async def test_a_late_pause_does_not_undo_the_resume_that_came_after_it(handlers: Handlers) -> None:
+    operations = Operations(handlers)
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    read = await handlers.current_revision()
+    assert (await operations.pause("org.example:echo", "pause", since=read)).paused
+    await operations.pause("org.example:echo", "resume", since=await handlers.current_revision())
+    with pytest.raises(RequestError, match=r"the pause of org\.example:echo was deleted") as refused:
+        await operations.pause("org.example:echo", "pause", since=read)
+    assert refused.value.kind == "conflict"
+    assert not (await operations.pause("org.example:echo", "resume")).paused
 
 
 async def test_deleting_an_unknown_blueprint_is_not_found(handlers: Handlers) -> None:

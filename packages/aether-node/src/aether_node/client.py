@@ -9,7 +9,9 @@ could not be made) goes to the next node. A request that may have been received 
 then no answer came in time, or the connection dropped) is resent only if the operation is idempotent:
 every GET, and the management operations that are idempotent by construction (apply, validate and
 diff a blueprint, delete one, roll one back to a named revision, scale a slice, cordon, drain or
-uncordon a node, set the reconciliation policy, rebalance, take or release the agent lease). An invoke is
+uncordon a node, set the reconciliation policy, rebalance, take or release the agent lease; the changes
+among them are sent "as of" the revision read just before, `_guarded`, so that a late copy run by a node
+that was frozen never lands over a later change). An invoke is
 resent only if the cluster says the entry point is idempotent (its slice declares it so); when that is
 unknown it is not resent, and `NoAnswerError` says what happened. An invoke carries its timeout to the
 node, and the client waits longer than that, so the node's own 504 answer (with what it knows) reaches
@@ -53,6 +55,8 @@ MAX_EVENTS = 1000  # the most recent events a node gives at once (`limit` of the
 # A node whose management API checks no API keys (open: dev mode, no key configured or created) says so
 # on every answer with this header; a client that sent a key learns that nothing checked it.
 ACCESS_HEADER, OPEN_ACCESS = "Aether-Access", "open"
+# The KV revision a client read just before it sent a change: the change does not land over a later one.
+SINCE_HEADER = "Aether-Since-Revision"
 # A followed stream with nothing for this long is a node gone (killed, paused, cut off): the node sends an
 # empty line every 5 s on a followed log (`api/_slice_logs.HEARTBEAT`) and a comment every 15 s on an
 # idle event stream (`api/_management.KEEPALIVE`); three of them missed is not a slow moment.
@@ -383,12 +387,16 @@ class ApiClient:
         self.close()
 
     def _prepared(
-        self, url: str, params: dict[str, Any] | None, body: bytes | None
+        self,
+        url: str,
+        params: dict[str, Any] | None,
+        body: bytes | None,
+        extra: Mapping[str, str] | None = None,
     ) -> tuple[str, dict[str, str]]:
         """The full URL (a malformed one is a ValueError before any I/O) and the headers of a request."""
         check_url(url)
         full = url + (("?" + urlencode(params)) if params else "")
-        headers = dict(self._headers)
+        headers = {**self._headers, **(extra or {})}
         if body is not None:
             headers["Content-Type"] = "application/octet-stream"
         return full, headers
@@ -402,11 +410,12 @@ class ApiClient:
         body: bytes | None,
         timeout: float,
         attempt: _Attempt,
+        extra: Mapping[str, str],
     ) -> bytes:
         """The body of node `url`'s answer; ApiError for a status that is not 2xx (after redirects)."""
         from .core import _urllib_http
 
-        full, headers = self._prepared(url + path, params, body)
+        full, headers = self._prepared(url + path, params, body, extra)
         answer = _urllib_http.exchange(method, full, headers, body, timeout, self._ca_cert, attempt, url)
         status, reason, data, answer_headers = answer
         self._note_access(url, answer_headers)
@@ -444,10 +453,13 @@ class ApiClient:
         idempotent: bool | Callable[[], str | None] | None = None,
         timeout: float | None = None,
         what: str = "",
+        since: int | None = None,
     ) -> Any:
         """Send to the nodes in turn until one answers. A request that reached no node goes to the next;
         one that may have been received goes to the next only if `idempotent` (default: for GET only)
-        says so: True, or a function that answers None (resend) or why not (a phrase)."""
+        says so: True, or a function that answers None (resend) or why not (a phrase). `since`: sent as
+        SINCE_HEADER."""
+        extra = {SINCE_HEADER: str(since)} if since is not None else {}
         body = (
             content
             if content is not None
@@ -459,7 +471,7 @@ class ApiClient:
             idempotent = method == "GET"
         timeout = timeout or self._timeout
         if method != "GET":
-            return self._send(method, path, params, body, idempotent, timeout, what)
+            return self._send(method, path, params, body, idempotent, timeout, what, extra)
         # A read that a node answers `unavailable` (its store is between leaders) goes to the next node,
         # and round again after a pause, for up to read_patience: the node retries a write itself for as
         # long (its FAILOVER_TIME), so an election reaches neither a read nor a write as an error.
@@ -469,7 +481,7 @@ class ApiClient:
             unavailable = None
             for _ in range(max(1, len(self.urls))):
                 try:
-                    return self._send(method, path, params, body, idempotent, timeout, what)
+                    return self._send(method, path, params, body, idempotent, timeout, what, extra)
                 except ApiError as error:
                     if error.kind != ErrorKind.UNAVAILABLE:
                         raise
@@ -489,6 +501,7 @@ class ApiClient:
         idempotent: bool | Callable[[], str | None],
         timeout: float,
         what: str,
+        extra: Mapping[str, str],
     ) -> Any:
         """One round over the nodes, from the last that answered (see `_request`)."""
         errors = []
@@ -497,7 +510,7 @@ class ApiClient:
         for url in order:
             attempt = _Attempt()
             try:
-                data = self._exchange(method, url, path, params, body, timeout, attempt)
+                data = self._exchange(method, url, path, params, body, timeout, attempt, extra)
             except ApiError as error:
                 if answered_none and method == "DELETE" and error.status == 404:
                     return None  # gone: perhaps by the attempt that got no answer
@@ -534,15 +547,28 @@ class ApiClient:
             raise NoAnswerError("no node answered: " + "; ".join(errors))
         raise ClusterUnreachableError("cannot reach the cluster: " + "; ".join(errors))
 
+    def current_revision(self) -> int:
+        """The cluster's KV revision now (linearizable): what a change is sent "as of" (SINCE_HEADER)."""
+        return int(self._request("GET", "/api/v1/revision")["revision"])
+
+    def _guarded(self, method: str, path: str, **request: Any) -> Any:
+        """`_request` of a change "as of" the KV revision read just before it (SINCE_HEADER), resent if it
+        goes unanswered: a copy of it that a frozen node runs later finds its target changed after that
+        revision and is refused, or found done; it never lands over a later change. A node too old to
+        say its revision gets the change without one (resent as before)."""
+        try:
+            since = self.current_revision()
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            since = None
+        return self._request(method, path, idempotent=True, since=since, **request)
+
     # blueprints
     def apply_blueprint(self, toml_text: str, source: str = "blueprint.toml") -> ApplyResult:
-        # idempotent by construction: the same text makes the same blueprint (a new revision of it)
-        data = self._request(
-            "POST",
-            "/api/v1/blueprints",
-            content=toml_text.encode(),
-            params={"source": source},
-            idempotent=True,
+        # resent: the same text makes the same blueprint, and never lands over a later change
+        data = self._guarded(
+            "POST", "/api/v1/blueprints", content=toml_text.encode(), params={"source": source}
         )
         return from_json(data, _models.ApplyResult)
 
@@ -563,7 +589,7 @@ class ApiClient:
         return from_json(self._request("GET", f"/api/v1/blueprints/{_segment(name)}"), _models.BlueprintInfo)
 
     def delete_blueprint(self, name: str) -> None:
-        self._request("DELETE", f"/api/v1/blueprints/{_segment(name)}", idempotent=True)
+        self._guarded("DELETE", f"/api/v1/blueprints/{_segment(name)}")
 
     def blueprint_status(self, name: str) -> BlueprintStatus:
         return from_json(
@@ -698,12 +724,11 @@ class ApiClient:
     def rollback_blueprint(self, name: str, to: int | None = None) -> ApplyResult:
         """Apply an earlier revision again, as a new revision (the previous one if `to` is None). Resent
         only with `to` (rolling back twice to "the previous" would go back two revisions)."""
-        data = self._request(
-            "POST",
-            f"/api/v1/blueprints/{_segment(name)}/rollback",
-            params=None if to is None else {"to": str(to)},
-            idempotent=to is not None,
-        )
+        path = f"/api/v1/blueprints/{_segment(name)}/rollback"
+        if to is None:
+            data = self._request("POST", path)
+        else:
+            data = self._guarded("POST", path, params={"to": str(to)})
         return from_json(data, _models.ApplyResult)
 
     def diff_blueprint(self, toml_text: str, source: str = "blueprint.toml") -> BlueprintDiff:
@@ -718,11 +743,9 @@ class ApiClient:
 
     def scale_slice(self, artifact: str, instances: int) -> ApplyResult:
         """A new revision of the blueprint that holds the slice, with `instances` instances of it."""
-        data = self._request(
-            "POST",
-            f"/api/v1/slices/{_segment(artifact)}/scale",
-            json_body={"instances": instances},
-            idempotent=True,  # the same count again makes no new revision
+        # resent: the same count again makes no new revision, and never lands over a later change
+        data = self._guarded(
+            "POST", f"/api/v1/slices/{_segment(artifact)}/scale", json_body={"instances": instances}
         )
         return from_json(data, _models.ApplyResult)
 
@@ -745,10 +768,9 @@ class ApiClient:
         return from_json(data, _models.AutoscaleStatus)
 
     def pause_operation(self, artifact: str, operation: str) -> PauseInfo:
-        """`pause` or `resume` the rolling update of a slice (idempotent: a second pause changes nothing)."""
-        data = self._request(
-            "POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}", idempotent=True
-        )
+        """`pause` or `resume` the rolling update of a slice (resent: a second pause changes nothing, and
+        neither lands over a later change)."""
+        data = self._guarded("POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}")
         return from_json(data, _models.PauseInfo)
 
     def reconcile_policy(self) -> ReconcilePolicyInfo:
@@ -773,10 +795,9 @@ class ApiClient:
         return from_json(data, _models.RolloutInfo)
 
     def node_operation(self, node_id: str, operation: str) -> NodeInfo:
-        """`operation`: cordon, uncordon, drain, stop or restart."""
-        data = self._request(
-            "POST", f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}", idempotent=True
-        )
+        """`operation`: cordon, uncordon, drain, stop or restart (resent: none lands over a later change;
+        a stop asks for the node's run it was sent to)."""
+        data = self._guarded("POST", f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}")
         return from_json(data, _models.NodeInfo)
 
     # named API keys (admin only)

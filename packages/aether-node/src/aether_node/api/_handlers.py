@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import functools
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -51,6 +51,15 @@ from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_s
 from ..control._pause import decode_paused
 from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, WriteInDoubt, store_revision
 from ..control._strategies import decode_rollouts, update_of
+from ..control._write_guard import (
+    Superseded,
+    changed_after,
+    guarded_delete,
+    guarded_put,
+    read_guarded,
+    superseded_message,
+    unchanged_since,
+)
 from ..core._blueprint import Blueprint, SliceSpec
 from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._config_digest import config_change, config_digest
@@ -306,12 +315,20 @@ class Handlers:
                     f"{source}: {spec.artifact}: this slice is already deployed by blueprint {owner!r}",
                 )
 
-    async def apply_blueprint(self, text: str, source: str) -> ApplyResult:
+    async def current_revision(self) -> int:
+        """The KV's revision now (after a barrier): what an operator's client sends its next change
+        with (`since`, `control/_write_guard.py`)."""
+        await self._fresh()
+        with store_errors():
+            return (await self.kv.get_with_revision(LEADER_KEY)).revision
+
+    async def apply_blueprint(self, text: str, source: str, *, since: int | None = None) -> ApplyResult:
         """Store the blueprint as a new revision (the same content again keeps its number). A leader change
         on the way (a barrier, read or write that failed, or a write whose answer was lost) is waited out:
         the apply goes again until FAILOVER_TIME has passed (then 503), and a write in doubt is sent again
         only while nothing else changed the blueprint (`store_revision`'s `in_doubt`): else 409, never an
-        overwrite."""
+        overwrite. `since`: the revision the client read; a blueprint changed after it is not written
+        over (409, unless it holds this content already)."""
         blueprint = await read_blueprint(text, source, timestamp=self.clock())
         doing = "could not store the blueprint"
         in_doubt: int | None = None  # the mod revision a write whose answer was lost compared against
@@ -330,10 +347,13 @@ class Handlers:
                         keep=self.history,
                         dedupe=True,
                         in_doubt=in_doubt,
+                        since=since,
                     )
                 return applied(stored, notes=config_notes(current.get(blueprint.name), blueprint))
             except RevisionConflict as error:
                 raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
+            except Superseded as error:
+                raise RequestError(ErrorKind.CONFLICT, str(error)) from None
             except WriteInDoubt as error:
                 in_doubt, last = error.compared, error
             except RESENDABLE as error:
@@ -361,12 +381,38 @@ class Handlers:
             raise RequestError(ErrorKind.NOT_FOUND, f"no blueprint named {name!r}")
         return _info(blueprint)
 
-    async def delete_blueprint(self, name: str) -> None:
-        key = BLUEPRINTS + name
-        with store_errors("could not delete the blueprint"):
-            deleted = await self.kv.delete(key)
-        if deleted.deleted == 0:
+    async def delete_blueprint(self, name: str, *, since: int | None = None) -> None:
+        """Delete blueprint `name` (its revisions stay: rollback brings it back), leaving a tombstone;
+        refused (409) if it changed after `since`, the revision the client read."""
+        what = f"blueprint {name!r}"
+        if not await self.set_guarded(
+            BLUEPRINTS + name, None, holds=lambda found: found is None, since=since, what=what
+        ):
             raise RequestError(ErrorKind.NOT_FOUND, f"no blueprint named {name!r}")
+
+    async def set_guarded(
+        self,
+        key: str,
+        value: bytes | None,
+        *,
+        holds: Callable[[KeyValue | None], bool],
+        since: int | None,
+        what: str,
+    ) -> bool:
+        """Make `key` hold `value` (None: no key) unless what it holds already `holds` (is what was asked);
+        refused (409) if the key changed after `since` (`control/_write_guard.py`). Whether it wrote."""
+        for _ in range(3):  # (another writer's change between the read and the write: read again)
+            await self._fresh()
+            with store_errors(f"could not change {what}"):
+                found, tombstone = await read_guarded(self.kv, key)
+                if holds(found):
+                    return False
+                if changed_after(since, found, tombstone):
+                    raise RequestError(ErrorKind.CONFLICT, superseded_message(since or 0, found, what))
+                ops = guarded_put(key, value) if value is not None else guarded_delete(key)
+                if (await self.kv.txn(unchanged_since(key, found, tombstone), ops)).succeeded:
+                    return True
+        raise RequestError(ErrorKind.CONFLICT, f"{what} kept changing; try again")
 
     async def blueprint_status(self, name: str) -> BlueprintStatus:
         await self._fresh()

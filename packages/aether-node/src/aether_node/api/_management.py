@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from aether_kv import KV
 
-from ..client import ACCESS_HEADER, MAX_CALL_TIMEOUT, MAX_EVENTS, OPEN_ACCESS, to_json
+from ..client import ACCESS_HEADER, MAX_CALL_TIMEOUT, MAX_EVENTS, OPEN_ACCESS, SINCE_HEADER, to_json
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._off_loop import run_sized
@@ -177,13 +177,18 @@ def management_app(
 
     @route("/api/v1/blueprints", "operator", "POST", audit=True)
     async def apply(request: Request) -> Any:
-        result = await handlers.apply_blueprint(*(await body_text(request)))
+        result = await handlers.apply_blueprint(*(await body_text(request)), since=_since(request))
         request.state.target = result.name
         return result
 
     @route("/api/v1/blueprints/validate", "viewer", "POST")
     async def validate(request: Request) -> Any:
         return await handlers.validate_blueprint(*(await body_text(request)))
+
+    @route("/api/v1/revision", "viewer")
+    async def revision(request: Request) -> Any:
+        """The KV's revision now: what a client sends its next change with (`SINCE_HEADER`)."""
+        return {"revision": await handlers.current_revision()}
 
     @route("/api/v1/blueprints", "viewer")
     async def list_blueprints(request: Request) -> Any:
@@ -195,7 +200,7 @@ def management_app(
 
     @route("/api/v1/blueprints/{name}", "operator", "DELETE", audit=True)
     async def delete_blueprint(request: Request) -> Any:
-        await handlers.delete_blueprint(request.path_params["name"])
+        await handlers.delete_blueprint(request.path_params["name"], since=_since(request))
         return {"deleted": request.path_params["name"]}
 
     async def json_object(request: Request) -> dict[str, Any]:
@@ -224,13 +229,15 @@ def management_app(
             raise RequestError(
                 ErrorKind.BAD_REQUEST, f"to: expected a revision number, got {raw[:40]!r}"
             ) from None
-        return await operations.rollback(request.path_params["name"], to)
+        return await operations.rollback(request.path_params["name"], to, since=_since(request))
 
     @route("/api/v1/slices/{artifact}/scale", "operator", "POST", audit=True)
     async def scale(request: Request) -> Any:
         """Body: {"instances": N}."""
         body = await json_object(request)
-        return await operations.scale(request.path_params["artifact"], body.get("instances"))
+        return await operations.scale(
+            request.path_params["artifact"], body.get("instances"), since=_since(request)
+        )
 
     autoscale = AutoscaleOperations(handlers)
 
@@ -278,17 +285,17 @@ def management_app(
 
     @route("/api/v1/slices/{artifact}/pause", "operator", "POST", audit=True)
     async def pause(request: Request) -> Any:
-        return await operations.pause(request.path_params["artifact"], "pause")
+        return await operations.pause(request.path_params["artifact"], "pause", since=_since(request))
 
     @route("/api/v1/slices/{artifact}/resume", "operator", "POST", audit=True)
     async def resume(request: Request) -> Any:
-        return await operations.pause(request.path_params["artifact"], "resume")
+        return await operations.pause(request.path_params["artifact"], "resume", since=_since(request))
 
     @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST", audit=True)
     async def node_operation(request: Request) -> Any:
         """cordon, uncordon or drain."""
         return await operations.node_operation(
-            request.path_params["node_id"], request.path_params["operation"]
+            request.path_params["node_id"], request.path_params["operation"], since=_since(request)
         )
 
     @route("/api/v1/blueprints/{name}/status", "viewer")
@@ -498,6 +505,7 @@ def management_app(
     routes = [
         apply,
         validate,
+        revision,
         list_blueprints,
         get_blueprint,
         delete_blueprint,
@@ -577,6 +585,19 @@ def _target(request: Request) -> str:
     """What a request acts on, from its path: a blueprint, slice, node or key."""
     params = request.path_params
     return next((str(params[p]) for p in ("name", "artifact", "node_id") if p in params), "")
+
+
+def _since(request: Request) -> int | None:
+    """The KV revision the client read before it sent this change (`SINCE_HEADER`), if it says one: the
+    change then does not land over a change made after it (`control/_write_guard.py`)."""
+    raw = request.headers.get(SINCE_HEADER)
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
+        raise RequestError(
+            ErrorKind.BAD_REQUEST, f"{SINCE_HEADER}: expected a revision (a whole number), got {raw[:40]!r}"
+        )
+    return int(raw)
 
 
 def _flag(request: Request, name: str) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import attrs
 import trio
 
-from aether_kv import Compare, CompareOp, CompareTarget, Put
+from aether_kv import Compare, CompareOp, CompareTarget, KeyValue, Put
 
 from ..client import (
     ApplyResult,
@@ -30,6 +30,7 @@ from ..control._rebalance import decode_reconcile
 from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
 from ..control._strategies import RolloutCommandError, command, decode_rollouts
+from ..control._write_guard import Superseded
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import MAX_INSTANCES
 from ..core._error_kinds import ErrorKind
@@ -65,14 +66,18 @@ class Operations:
         self.keep = handlers.history
         self.clock = handlers.clock
 
-    async def store(self, blueprint: Blueprint, change: str, *, dedupe: bool = False) -> ApplyResult:
+    async def store(
+        self, blueprint: Blueprint, change: str, *, dedupe: bool = False, since: int | None = None
+    ) -> ApplyResult:
         try:
             with store_errors("could not store the blueprint"):
                 stored = await store_revision(
-                    self.kv, blueprint, change=change, keep=self.keep, dedupe=dedupe
+                    self.kv, blueprint, change=change, keep=self.keep, dedupe=dedupe, since=since
                 )
         except RevisionConflict as error:
             raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
+        except Superseded as error:
+            raise RequestError(ErrorKind.CONFLICT, str(error)) from None
         return applied(stored)
 
     # ------------------------------------------------------------ blueprint history
@@ -102,8 +107,9 @@ class Operations:
             for b in kept
         ]
 
-    async def rollback(self, name: str, to: int | None) -> ApplyResult:
-        """Apply revision `to` (default: the one before the current) again, as a new revision."""
+    async def rollback(self, name: str, to: int | None, *, since: int | None = None) -> ApplyResult:
+        """Apply revision `to` (default: the one before the current) again, as a new revision (not over a
+        blueprint changed after `since`, the revision the client read, unless it holds that content)."""
         kept, current = await self._history(name)
         numbers = [b.revision for b in kept]
         if to is None:
@@ -126,7 +132,7 @@ class Operations:
                 )
         await self.handlers.refuse_claimed(target, f"revision {target.revision}")
         blueprint = attrs.evolve(target, timestamp=self.clock())
-        return await self.store(blueprint, f"rolled back to revision {target.revision}")
+        return await self.store(blueprint, f"rolled back to revision {target.revision}", since=since)
 
     # ------------------------------------------------------------ diff
 
@@ -173,7 +179,9 @@ class Operations:
 
     # ------------------------------------------------------------ scale
 
-    async def scale(self, artifact: str, instances: Any) -> ApplyResult:
+    async def scale(self, artifact: str, instances: Any, *, since: int | None = None) -> ApplyResult:
+        """A new revision of the blueprint that deploys `artifact`, with `instances` of it (not over a
+        blueprint changed after `since`, the revision the client read, unless it has that count)."""
         if isinstance(instances, bool) or not isinstance(instances, int):
             raise RequestError(
                 ErrorKind.BAD_REQUEST, f"instances: expected a whole number, got {instances!r:.40}"
@@ -204,7 +212,7 @@ class Operations:
         except RescaleError as error:  # the stored source could not be rewritten as expected
             raise RequestError(ErrorKind.CONFLICT, f"cannot scale {artifact_id}: {error}") from None
         change = f"scaled {artifact_id} from {spec.instances} to {instances}"
-        return await self.store(scaled, change, dedupe=True)
+        return await self.store(scaled, change, dedupe=True, since=since)
 
     # ------------------------------------------------------------ rollouts
 
@@ -245,10 +253,10 @@ class Operations:
 
     # ------------------------------------------------------------ pause and resume
 
-    async def pause(self, artifact: str, operation: str) -> PauseInfo:
+    async def pause(self, artifact: str, operation: str, *, since: int | None = None) -> PauseInfo:
         """`pause` or `resume` the rolling update of a slice (`cluster/paused/{artifact}`); refused for a
         slice no blueprint deploys (404) or one whose update is canary or blue-green (409: promote or
-        abort it)."""
+        abort it), and if its pause changed after `since` (the revision the client read) to the other."""
         if operation not in PAUSE_OPERATIONS:
             raise RequestError(
                 ErrorKind.NOT_FOUND, f"no operation {operation!r} (known: {', '.join(PAUSE_OPERATIONS)})"
@@ -264,16 +272,18 @@ class Operations:
                 " rollout instead",
             )
         key = paused_key(artifact_id)
-        paused = decode_paused(await self.handlers._read(PAUSED))
-        record = paused.get(artifact_id)
-        with store_errors(f"could not {operation} {artifact_id}"):
-            if operation == "resume":
-                if record is not None:
-                    await self.kv.delete(key)
-                return PauseInfo(artifact=artifact_id, paused=False)
-            if record is None:
-                record = PausedRollout(since=self.clock())
-                await self.kv.put(key, encode_record(record))
+        record = PausedRollout(since=self.clock())
+        resume = operation == "resume"
+        await self.handlers.set_guarded(
+            key,
+            None if resume else encode_record(record),
+            holds=lambda found: (found is None) == resume,
+            since=since,
+            what=f"the pause of {artifact_id}",
+        )
+        if resume:
+            return PauseInfo(artifact=artifact_id, paused=False)
+        record = decode_paused(await self.handlers._read(PAUSED)).get(artifact_id, record)
         data = {prefix: await self.handlers._read(prefix) for prefix in (BLUEPRINTS, NODES, SLICES)}
         _, _, instances, _ = observe_data(data)
         held = pause_specs([spec], instances, {artifact_id: record})
@@ -286,7 +296,9 @@ class Operations:
 
     # ------------------------------------------------------------ node operations
 
-    async def node_operation(self, node_id: str, operation: str) -> NodeInfo:
+    async def node_operation(self, node_id: str, operation: str, *, since: int | None = None) -> NodeInfo:
+        """cordon, uncordon, drain (not over a node operation changed after `since`, the revision the
+        client read, to another one), stop or restart."""
         if operation not in NODE_OPERATIONS:
             raise RequestError(
                 ErrorKind.NOT_FOUND, f"no node operation {operation!r} (known: {', '.join(NODE_OPERATIONS)})"
@@ -303,14 +315,19 @@ class Operations:
             return await self._stop(node_id, restart=operation == "restart")
         key = node_op_key(node_id)
         wanted = {"cordon": NodeOperation.CORDONED, "drain": NodeOperation.DRAINING}.get(operation)
-        before = operations.get(node_id)
-        with store_errors(f"could not {operation} node {node_id}"):
-            if wanted is None:
-                if before is not None:
-                    await self.kv.delete(key)
-            elif before is None or before.operation is not wanted:
-                record = NodeOperationRecord(operation=wanted, since=self.clock())
-                await self.kv.put(key, encode_record(record))
+
+        def holds(found: KeyValue | None) -> bool:
+            now = decode_operations({key: found}).get(node_id) if found is not None else None
+            return wanted is None if now is None else now.operation is wanted
+
+        record = NodeOperationRecord(operation=wanted, since=self.clock()) if wanted is not None else None
+        await self.handlers.set_guarded(
+            key,
+            encode_record(record) if record is not None else None,
+            holds=holds,
+            since=since,
+            what=f"the operation on node {node_id}",
+        )
         await self.handlers._fresh()
         for info in await self.handlers._node_infos(await self.handlers._instances()):
             if info.node_id == node_id:

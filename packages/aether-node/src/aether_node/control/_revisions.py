@@ -4,8 +4,8 @@ numbered revision at `blueprint-revisions/{name}/{revision:08d}` (the blueprint 
 
 `store_revision` writes `blueprints/{name}` and its new revision in one transaction that compares the
 blueprint's mod revision with the one it read, so two writers never take one number and a write never
-lands on a blueprint changed under it (it reads again and retries). Owns no other key; never raises
-anything but `KVError` and `RevisionConflict`.
+lands on a blueprint changed under it (it reads again and retries). Owns no other key but the
+blueprint's tombstone; never raises anything but `KVError`, `RevisionConflict` and `Superseded`.
 
 A transaction whose answer was lost (a leader change while it was in flight) raises `WriteInDoubt`, an
 `OutcomeUnknownError` that carries the mod revision it was conditional on. A caller that sends the same
@@ -13,6 +13,9 @@ change again passes it as `in_doubt`: the change is then written only while the 
 mod revision (so the first attempt certainly did not land), found done if the blueprint holds the same
 content, and refused (`RevisionConflict`) if another writer changed it in between: a resent change never
 overwrites a change that came after the first attempt.
+
+`since`: the KV revision an operator's client read before it sent the change (`control/_write_guard.py`):
+the change is found done, or refused (`Superseded`), if the blueprint changed or was deleted after it.
 """
 
 from __future__ import annotations
@@ -22,10 +25,9 @@ import attrs
 from aether_kv import (
     KV,
     Compare,
-    CompareOp,
-    CompareTarget,
     ConnectionLostError,
     Delete,
+    KeyValue,
     OutcomeUnknownError,
     Put,
 )
@@ -33,6 +35,7 @@ from aether_kv import (
 from ..core._blueprint import Blueprint
 from ..core._records import RecordError, decode_record, encode_record
 from ..core._schema import BLUEPRINTS, revision_key, revision_prefix
+from ._write_guard import Superseded, guarded_put, superseded_message, tombstone_key, unchanged_since
 
 DEFAULT_KEEP = 20  # revisions kept per blueprint (`blueprint_history` in the node's configuration)
 ATTEMPTS = 5  # tries of the compare-and-swap before a writer gives up (others write the same blueprint)
@@ -74,7 +77,10 @@ def revision_number(key: str, name: str) -> int | None:
 async def read_current(kv: KV, name: str) -> tuple[Blueprint | None, int]:
     """The stored blueprint `name` (None if there is none or it does not decode) and its mod revision
     (0: no key)."""
-    found = await kv.get(BLUEPRINTS + name, linearizable=True)
+    return _decoded(await kv.get(BLUEPRINTS + name, linearizable=True))
+
+
+def _decoded(found: KeyValue | None) -> tuple[Blueprint | None, int]:
     if found is None:
         return None, 0
     try:
@@ -104,17 +110,25 @@ async def store_revision(
     dedupe: bool = False,
     fence: Compare | None = None,
     in_doubt: int | None = None,
+    since: int | None = None,
 ) -> Stored:
     """Store `blueprint` as the next revision of its name (`change` says how it came). With `dedupe`, a
     blueprint whose content equals the stored one is stored again with its number (a resent apply makes
     no new revision). Revisions beyond the last `keep` are deleted in the same transaction. `fence` (the
     leader's claim, for the autoscaler) must hold too; if it does not, RevisionConflict at once.
-    `in_doubt`: the `WriteInDoubt.compared` of an earlier attempt of this change (see the module)."""
+    `in_doubt`: the `WriteInDoubt.compared` of an earlier attempt of this change; `since`: the revision
+    the operator's client read (see the module)."""
     key = BLUEPRINTS + blueprint.name
     for _ in range(ATTEMPTS):
-        current, mod_revision = await read_current(kv, blueprint.name)
+        found = await kv.get(key, linearizable=True)
+        current, mod_revision = _decoded(found)
+        tombstone = await kv.get(tombstone_key(key), linearizable=True)
         if in_doubt is not None and mod_revision != in_doubt:
             return _settled(blueprint, current, mod_revision, in_doubt)
+        if since is not None and max(mod_revision, tombstone.mod_revision if tombstone else 0) > since:
+            if current is not None and same_content(current, blueprint):
+                return Stored(blueprint=current, created=False, kv_revision=mod_revision, new_revision=False)
+            raise Superseded(superseded_message(since, found, f"blueprint {blueprint.name!r}"))
         listing = await kv.range(revision_prefix(blueprint.name), linearizable=True)
         numbers = sorted(
             n for n in (revision_number(item.key, blueprint.name) for item in listing.kvs) if n is not None
@@ -128,10 +142,10 @@ async def store_revision(
             ops.append(Put(key=revision_key(blueprint.name, stored.revision), value=encode_record(stored)))
             kept = [*numbers, stored.revision][-keep:]
             ops += [Delete(key=revision_key(blueprint.name, n)) for n in numbers if n not in kept]
-        ops.insert(0, Put(key=key, value=encode_record(stored)))
-        unchanged = Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=mod_revision)
+        ops[:0] = guarded_put(key, encode_record(stored))
+        unchanged = unchanged_since(key, found, tombstone)
         try:
-            result = await kv.txn([unchanged] if fence is None else [unchanged, fence], ops)
+            result = await kv.txn(unchanged if fence is None else [*unchanged, fence], ops)
         except (OutcomeUnknownError, ConnectionLostError) as error:
             # (a lost connection means "not sent" from the network client; held in doubt all the same:
             # doubt costs a resend nothing but its refusal to overwrite another writer's change)

@@ -27,6 +27,7 @@ LOST_NODES = "cluster/reconcile/lost/"  # a lost node whose instances wait a reb
 REBALANCE_KEY = "cluster/reconcile/rebalance"  # an operator's `cluster rebalance` (RebalanceRequest)
 AUDIT = "cluster/audit/"  # the last change through each node's management API (AuditRecord), one per node
 JOIN_TOKENS = "cluster/join-tokens/"  # short-lived, single-use tokens for a new node (JoinTokenRecord)
+TOMBSTONES = "cluster/tombstones/"  # when an operator's write last deleted a key (control/_write_guard.py)
 
 
 @attrs.frozen(order=True)
