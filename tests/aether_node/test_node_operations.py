@@ -14,7 +14,7 @@ import attrs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether_kv import Event, EventKind, KeyValue
+from aether_kv import Event, EventKind, KeyValue, Member, Status
 from aether_node.control._allocation import NodeCapacity
 from aether_node.control._diff import diff_blueprint
 from aether_node.control._node_ops import (
@@ -26,6 +26,7 @@ from aether_node.control._node_ops import (
     decode_operations,
     drain_waits,
     node_state,
+    quorum_lost_by_stopping,
     split_operations,
 )
 from aether_node.control._reconcile import CreateInstance, ObservedInstance, Plan, RemoveInstance, plan
@@ -262,6 +263,44 @@ def test_operations_decode_and_a_bad_record_counts_as_on_duty() -> None:
         "cluster/node-ops/c": item("cluster/node-ops/c", b'{"operation": "SLEEPING"}'),
     }
     assert split_operations(decode_operations(records)) == (frozenset({"a"}), frozenset({"b"}))
+
+
+def kv_status(up: set[str], replicas: tuple[str, ...] = ("r1", "r2", "r3", "r4", "r5")) -> Status:
+    """What replica r1 says: itself and the members it is connected to are up."""
+    members = tuple(Member(raft_address=r, connected=r in up) for r in replicas)
+    return Status(
+        self_address="r1",
+        leader="r1",
+        is_leader=True,
+        term=1,
+        commit_index=1,
+        last_applied=1,
+        revision=1,
+        compact_revision=0,
+        has_quorum=True,
+        members=members,
+        keys=0,
+        leases=0,
+    )
+
+
+def test_a_stop_that_takes_the_kv_majority_away_says_so_and_one_that_does_not_passes() -> None:
+    five_up = kv_status({"r2", "r3", "r4", "r5"})
+    assert quorum_lost_by_stopping(five_up, "r3") is None  # 4 of 5 left
+    assert quorum_lost_by_stopping(five_up, "") is None  # a node without a replica
+    assert quorum_lost_by_stopping(five_up, "r9") is None  # not a replica of this store
+    three_up = kv_status({"r2", "r3"})
+    assert quorum_lost_by_stopping(three_up, "r4") is None  # down already: stopping it changes nothing
+    assert quorum_lost_by_stopping(three_up, "r3") == (
+        "leave 2 of the KV store's 5 replicas up, fewer than the 3 it needs to commit anything: every"
+        " change in the cluster would stop until enough are back (not up now: r4, r5)"
+    )
+    assert quorum_lost_by_stopping(three_up, "r1") is not None  # the replica that answers counts too
+    alone = kv_status(set(), replicas=("r1",))
+    assert quorum_lost_by_stopping(alone, "r1") == (
+        "leave 0 of the KV store's 1 replica up, fewer than the 1 it needs to commit anything: every"
+        " change in the cluster would stop until enough are back"
+    )
 
 
 def test_what_a_drain_waits_for() -> None:

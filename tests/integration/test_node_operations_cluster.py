@@ -207,6 +207,18 @@ def test_node_stop_stops_the_node_gracefully_and_its_instances_are_replaced(
             return await kv.get("cluster/node-stop/node-3")
 
     assert trio.run(stop_request) is None  # the node deleted it as it stopped: a restart stays up
+
+    # with node-3's replica gone, node-2's is one of the two the KV store needs: its stop is refused
+    wait_until(
+        lambda: cluster.local.plan("node-3").raft in api.cluster_status().disconnected_replicas,
+        timeout=30,
+        what="node-3's KV replica seen as down",
+    )
+    refused = expect(cluster.aether("node", "stop", "node-2"), 1)
+    assert "would leave 1 of the KV store's 3 replicas up, fewer than the 2 it needs" in refused.stderr
+    assert "or stop it with --force" in refused.stderr, refused.stderr
+    assert cluster.local.processes["node-2"].poll() is None
+    assert node(api, "node-2").state == "ON_DUTY"
     cluster.local.processes.pop("node-3")
     cluster.local.start("node-3")
     wait_until(

@@ -286,8 +286,8 @@ def _policy_lines(result: Any) -> None:
         )
 
 
-def _node_operation(node: str, operation: str, common: Common) -> None:
-    result = call(common, lambda client: client.node_operation(node, operation))
+def _node_operation(node: str, operation: str, common: Common, *, force: bool = False) -> None:
+    result = call(common, lambda client: client.node_operation(node, operation, force=force))
 
     def human() -> None:
         print(f"node {result.node_id}: {result.state}")
@@ -361,14 +361,28 @@ def _wait_drained(common: Common, started: Any, timeout: float) -> Any:
         current = found
 
 
-def node_restart(node: str, /, *, common: Common = DEFAULT_COMMON) -> None:
+def node_restart(node: str, /, *, force: bool = False, common: Common = DEFAULT_COMMON) -> None:
     """Restart NODE: the graceful stop of `node stop` (its instances move elsewhere), then the node process
     starts again in place (the same command line, node id and data directory, the same PID), however it
-    was started. It shows LEAVING, then joins again within seconds (`aether cluster nodes`)."""
-    _node_operation(node, "restart", common)
+    was started. It shows LEAVING, then joins again within seconds (`aether cluster nodes`). Refused if
+    the node's KV replica is needed for the store's majority, unless --force.
+
+    Parameters
+    ----------
+    force
+        Restart it even if the KV store loses its majority of replicas meanwhile (every change waits).
+    """
+    _node_operation(node, "restart", common, force=force)
 
 
-def node_stop(node: str, /, *, common: Common = DEFAULT_COMMON) -> None:
+def node_stop(node: str, /, *, force: bool = False, common: Common = DEFAULT_COMMON) -> None:
     """Stop NODE gracefully (as SIGTERM does): it takes no new work, stops its instances (the cluster
-    replaces them elsewhere) and leaves. Its process ends; nothing starts it again here."""
-    _node_operation(node, "stop", common)
+    replaces them elsewhere) and leaves. Its process ends; nothing starts it again here. Refused if the
+    node's KV replica is needed for the store's majority of replicas up, unless --force.
+
+    Parameters
+    ----------
+    force
+        Stop it even if the KV store is left without a majority of its replicas (every change stops).
+    """
+    _node_operation(node, "stop", common, force=force)

@@ -218,6 +218,10 @@ Source = Annotated[str, Field(description="A file name for error messages (file:
 Name = Annotated[str, Field(description="The blueprint's name.")]
 Artifact = Annotated[str, Field(description="The slice as group:artifact (or group:artifact:version).")]
 Node = Annotated[str, Field(description="The node's id.")]
+Force = Annotated[
+    bool,
+    Field(description="Stop or restart it even if the KV store is left without a majority of its replicas."),
+]
 KeyName = Annotated[str, Field(description="The key's name: 1 to 63 characters of a-z, 0-9, - and _.")]
 
 
@@ -545,18 +549,20 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     @tool(
         "node_stop",
         "Stop a node gracefully (as SIGTERM does): it takes no new work, stops its instances (the cluster "
-        "replaces them elsewhere) and leaves the cluster; its process ends.",
+        "replaces them elsewhere) and leaves the cluster; its process ends. Refused if the KV store would be "
+        "left without a majority of its replicas up, unless force.",
     )
-    async def node_stop(node: Node) -> dict[str, Any]:
-        return await ask("node_stop", lambda c: c.node_operation(node, "stop"))
+    async def node_stop(node: Node, force: Force = False) -> dict[str, Any]:
+        return await ask("node_stop", lambda c: c.node_operation(node, "stop", force=force))
 
     @tool(
         "node_restart",
         "Restart a node: the graceful stop of node_stop (its instances move elsewhere), then the node "
-        "process starts again in place, with the same id, configuration and data; it rejoins in seconds.",
+        "process starts again in place, with the same id, configuration and data; it rejoins in seconds. "
+        "Refused if the KV store would be left without a majority of its replicas meanwhile, unless force.",
     )
-    async def node_restart(node: Node) -> dict[str, Any]:
-        return await ask("node_restart", lambda c: c.node_operation(node, "restart"))
+    async def node_restart(node: Node, force: Force = False) -> dict[str, Any]:
+        return await ask("node_restart", lambda c: c.node_operation(node, "restart", force=force))
 
     # Named API keys, backup and restore: the cluster refuses them unless this service's own key has the
     # admin role, so an agent can never make itself a key stronger than the one it was given.

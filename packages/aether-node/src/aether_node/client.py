@@ -794,10 +794,15 @@ class ApiClient:
         data = self._request("POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}")
         return from_json(data, _models.RolloutInfo)
 
-    def node_operation(self, node_id: str, operation: str) -> NodeInfo:
+    def node_operation(self, node_id: str, operation: str, *, force: bool = False) -> NodeInfo:
         """`operation`: cordon, uncordon, drain, stop or restart (resent: none lands over a later change;
-        a stop asks for the node's run it was sent to)."""
-        data = self._guarded("POST", f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}")
+        a stop asks for the node's run it was sent to). A stop or restart that would leave the KV store
+        without a majority of its replicas up is refused (ApiError conflict) unless `force`."""
+        data = self._guarded(
+            "POST",
+            f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}",
+            params={"force": "1"} if force else None,
+        )
         return from_json(data, _models.NodeInfo)
 
     # named API keys (admin only)

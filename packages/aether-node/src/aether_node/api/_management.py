@@ -293,9 +293,12 @@ def management_app(
 
     @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST", audit=True)
     async def node_operation(request: Request) -> Any:
-        """cordon, uncordon or drain."""
+        """cordon, uncordon, drain, stop or restart (?force=1: a stop even if the KV loses its quorum)."""
         return await operations.node_operation(
-            request.path_params["node_id"], request.path_params["operation"], since=_since(request)
+            request.path_params["node_id"],
+            request.path_params["operation"],
+            since=_since(request),
+            force=_flag(request, "force"),
         )
 
     @route("/api/v1/blueprints/{name}/status", "viewer")

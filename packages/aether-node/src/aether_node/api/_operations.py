@@ -24,7 +24,7 @@ from ..client import (
 )
 from ..control._cluster_manager import observe_data
 from ..control._diff import diff_blueprint
-from ..control._node_ops import LEAVING, decode_operations, split_operations
+from ..control._node_ops import LEAVING, decode_operations, quorum_lost_by_stopping, split_operations
 from ..control._pause import decode_paused, pause_specs
 from ..control._rebalance import decode_reconcile
 from ..control._rescale import RescaleError, scaled_blueprint
@@ -296,9 +296,12 @@ class Operations:
 
     # ------------------------------------------------------------ node operations
 
-    async def node_operation(self, node_id: str, operation: str, *, since: int | None = None) -> NodeInfo:
+    async def node_operation(
+        self, node_id: str, operation: str, *, since: int | None = None, force: bool = False
+    ) -> NodeInfo:
         """cordon, uncordon, drain (not over a node operation changed after `since`, the revision the
-        client read, to another one), stop or restart."""
+        client read, to another one), stop or restart (refused if that would leave the KV store without
+        a majority of its replicas up, unless `force`)."""
         if operation not in NODE_OPERATIONS:
             raise RequestError(
                 ErrorKind.NOT_FOUND, f"no node operation {operation!r} (known: {', '.join(NODE_OPERATIONS)})"
@@ -312,7 +315,7 @@ class Operations:
                 ErrorKind.NOT_FOUND, f"no node {node_id!r} is registered (registered: {known})"
             )
         if operation in ("stop", "restart"):
-            return await self._stop(node_id, restart=operation == "restart")
+            return await self._stop(node_id, restart=operation == "restart", force=force)
         key = node_op_key(node_id)
         wanted = {"cordon": NodeOperation.CORDONED, "drain": NodeOperation.DRAINING}.get(operation)
 
@@ -334,11 +337,24 @@ class Operations:
                 return info
         return _absent(node_id)
 
-    async def _stop(self, node_id: str, *, restart: bool = False) -> NodeInfo:
+    async def _stop(self, node_id: str, *, restart: bool = False, force: bool = False) -> NodeInfo:
         """Ask the node (this run of it) to stop gracefully (and, `restart`, to start again as the same
         process: `node/_cli.py`), then wait until it says it is leaving (or is gone) for up to STOP_WAIT
-        seconds; its state then."""
+        seconds; its state then. Refused (409) if its KV replica's stop would take the store's majority
+        away (unless `force`)."""
         record = next(n for n in await self.handlers._nodes() if n.node_id == node_id)
+        doing = "restart" if restart else "stop"
+        if not force:
+            with store_errors(f"could not check the KV store's replicas before the {doing} of {node_id}"):
+                status = await self.kv.status()
+            why = quorum_lost_by_stopping(status, record.raft)
+            if why is not None:
+                raise RequestError(
+                    ErrorKind.CONFLICT,
+                    f"a {doing} of node {node_id} (KV replica {record.raft}) would {why}; bring the"
+                    f" replicas that are down back first (`aether cluster status`), or {doing} it with"
+                    " --force",
+                )
         request = NodeStopRequest(started_at=record.started_at, requested_at=self.clock(), restart=restart)
         with store_errors(f"could not ask node {node_id} to {'restart' if restart else 'stop'}"):
             await self.kv.put(node_stop_key(node_id), encode_record(request))

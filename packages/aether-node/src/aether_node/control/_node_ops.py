@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 
-from aether_kv import KeyValue
+from aether_kv import KeyValue, Status
 
 from ..core._bad_records import log_once
 from ..core._records import NodeOperation, NodeOperationRecord, RecordError, decode_record
@@ -72,3 +72,23 @@ def drain_waits(node_id: str, remaining: Iterable[str], problems: Mapping[str, s
     if not parts:
         return ""
     return f"drain of {node_id} waits for {plural(len(parts), 'instance')} to move: " + "; ".join(parts)
+
+
+def quorum_lost_by_stopping(status: Status, raft: str) -> str | None:
+    """Why stopping the KV replica at Raft address `raft` (a node's `NodeRecord.raft`; "" if it runs
+    none) would leave the store without a majority of its replicas up, as the replica whose `status`
+    this is sees them (itself and the members it is connected to); None if it would not. Pure."""
+    replicas = {m.raft_address for m in status.members} | {status.self_address}
+    if raft not in replicas:
+        return None
+    up = {m.raft_address for m in status.members if m.connected} | {status.self_address}
+    needed = len(replicas) // 2 + 1
+    left = len(up - {raft})
+    if left >= needed:
+        return None
+    down = sorted(replicas - up)
+    return (
+        f"leave {left} of the KV store's {plural(len(replicas), 'replica')} up, fewer than the {needed} it"
+        " needs to commit anything: every change in the cluster would stop until enough are back"
+        + (f" (not up now: {', '.join(down)})" if down else "")
+    )

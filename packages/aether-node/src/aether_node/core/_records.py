@@ -107,6 +107,7 @@ class NodeRecord:
     started_at: float = 0.0
     lease_ttl: float = 0.0  # its lease's TTL: how long the cluster waits before it counts the node lost
     leaving: bool = False  # written just before a graceful shutdown revokes the lease (left, not lost)
+    raft: str = ""  # its KV replica's Raft address ("": it runs none): a stop is checked against the quorum
     schema_version: int = SCHEMA_VERSION
 
 

@@ -421,6 +421,7 @@ async def serve_node(
                 labels=config.labels,
                 started_at=time.time(),
                 lease_ttl=config.lease_ttl,
+                raft=config.kv.raft or "",
             )
             await refuse_a_twin(kv, record)
             registration = _Registration(lease_kv, config, record)
