@@ -237,6 +237,35 @@ def test_convergence_runs_out_of_time_naming_the_failures() -> None:
     )
 
 
+def test_convergence_runs_out_of_time_naming_what_it_waits_for_when_nothing_failed() -> None:
+    watch = Convergence("demo", timeout=10, now=100)
+    instances = (
+        InstanceInfo(node_id="n1", artifact="org.aether:echo:1.0.0", instance=1, state="ACTIVE"),
+        InstanceInfo(node_id="n2", artifact="org.aether:echo:1.1.0", instance=2, state="ACTIVE"),
+        InstanceInfo(node_id="n2", artifact="org.aether:echo:1.1.0", instance=3, state="LOADING"),
+    )
+    rollout = RolloutInfo(
+        artifact="org.aether:echo",
+        strategy="canary",
+        stable="1.0.0",
+        candidate="1.1.0",
+        phase="OBSERVING",
+        reason="step 1 of 2 waits for an operator: promote or abort",
+    )
+    waiting = BlueprintStatus(
+        name="demo",
+        slices=(
+            SliceStatus(
+                artifact="org.aether:echo:1.1.0", desired=2, active=1, instances=instances, rollout=rollout
+            ),
+        ),
+    )
+    assert watch.problem(waiting, 110.1) == (
+        "blueprint 'demo' did not converge within 10 s\n  org.aether:echo:1.1.0: 1/2 ACTIVE; 1 LOADING;"
+        " canary rollout OBSERVING: step 1 of 2 waits for an operator: promote or abort"
+    )
+
+
 def test_an_aborted_rollout_is_a_failure_that_nothing_will_fix() -> None:
     instances = (InstanceInfo(node_id="n1", artifact="org.aether:echo:1.0.0", instance=1, state="ACTIVE"),)
     rollout = RolloutInfo(

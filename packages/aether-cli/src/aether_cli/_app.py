@@ -24,10 +24,12 @@ from ._common import (
     InputFile,
     call,
     check_wait_timeout,
+    client_for,
     emit,
     fail,
     plural,
     read_input,
+    target,
 )
 
 
@@ -178,8 +180,21 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
             problem = convergence.problem(status, time.monotonic())
             if problem:
                 progress.stop()
-                fail(EXIT_FAILED, problem)
+                fail(EXIT_FAILED, problem + _cluster_reasons(common))
             time.sleep(0.25)
+
+
+def _cluster_reasons(common: Common) -> str:
+    """Why the cluster is not well, as more lines of a wait's failure (a hung leader reconciles nothing,
+    and a blueprint's status does not say so); "" if it is well or cannot say."""
+    from aether_node.client import ApiError, ClusterUnreachableError, NoAnswerError
+
+    try:
+        with client_for(common, target(common)) as client:
+            reasons = client.cluster_status().reasons
+    except (ApiError, ClusterUnreachableError, NoAnswerError):  # (a hint only: the wait's answer stands)
+        return ""
+    return "".join(f"\n  the cluster: {reason}" for reason in reasons)
 
 
 def get_blueprint(name: str, /, *, common: Common = DEFAULT_COMMON) -> None:

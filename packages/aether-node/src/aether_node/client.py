@@ -166,8 +166,8 @@ class Convergence:
         if self._stuck_since is not None and now - self._stuck_since > self.patience:
             return f"blueprint {self.name!r} cannot converge:\n  " + "\n  ".join(stuck)
         if now > self.deadline:
-            failures = status.failures
-            detail = ("\n  " + "\n  ".join(failures)) if failures else ""
+            lines = status.failures or status.waiting
+            detail = ("\n  " + "\n  ".join(lines)) if lines else ""
             return f"blueprint {self.name!r} did not converge within {self.timeout:g} s{detail}"
         return None
 

@@ -4,6 +4,8 @@ would change, a blueprint's status, the reconciliation policy. Records only: no 
 
 from __future__ import annotations
 
+import collections
+
 import attrs
 
 from ._models_slices import SliceStatus
@@ -132,6 +134,28 @@ class BlueprintStatus:
             for s in self.slices
             if s.rollout is not None and s.rollout.phase == "ABORTED"
         ]
+        return found
+
+    @property
+    def waiting(self) -> list[str]:
+        """What each slice that has not converged still waits for: its ACTIVE count, its instances on
+        their way (by state), a rollout in flight (its phase and what it waits for) and its problem."""
+        found = []
+        for status in self.slices:
+            if status.converged:
+                continue
+            on_the_way = collections.Counter(i.state for i in status.instances if i.state != "ACTIVE")
+            parts = [f"{status.active}/{status.desired} ACTIVE"]
+            parts += [f"{count} {state}" for state, count in sorted(on_the_way.items())]
+            rollout = status.rollout
+            if rollout is not None and rollout.phase not in ("PROMOTED", "ABORTED"):
+                parts.append(
+                    f"{rollout.strategy.replace('_', '-')} rollout {rollout.phase}"
+                    + (f": {rollout.reason}" if rollout.reason else "")
+                )
+            if status.problem:
+                parts.append(status.problem)
+            found.append(f"{status.artifact}: " + "; ".join(parts))
         return found
 
 
