@@ -128,13 +128,18 @@ def test_the_warm_up_leaves_no_instance_its_stand_in_slice(template: Callable[..
     assert imported(connection)["pid"] == preloading.process.pid  # (the real slice was preloaded)
 
 
-def load_and_start(connection: Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
-    """LOAD and START in one write, as a node sends an activation right after the load: both answers."""
+def send_load_and_start(connection: Connection, config: dict[str, Any]) -> None:
+    """LOAD and START in one write, as a node sends an activation right after the load."""
     coordinates = f"{FAULTY}:1.0.0"
     frames = protocol.encode(
         protocol.request(1, Kind.LOAD, entry_point=FAULTY, coordinates=coordinates, instance=0, config=config)
     ) + protocol.encode(protocol.request(2, Kind.START))
     connection.send(frames)
+
+
+def load_and_start(connection: Connection, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """`send_load_and_start`: both answers."""
+    send_load_and_start(connection, config)
     answers = [connection.receive(), connection.receive()]
     assert None not in answers, answers
     return sorted(answers, key=lambda answer: answer["id"])  # type: ignore[arg-type,return-value]
@@ -425,3 +430,15 @@ def test_an_instance_whose_slice_calls_sys_exit_ends_with_the_slices_code(
     connection.send(protocol.encode(protocol.request(2, Kind.START)))
     event = preloading.template.events.receive()
     assert event == {"event": "exit", "pid": loaded["pid"], "code": 7, "fork": 1}, event
+
+
+def test_a_sync_start_hook_that_never_returns_holds_back_no_answer_to_the_load_before_it(
+    template: Callable[..., Template],
+) -> None:
+    """LOAD and START in one write; the start hook blocks the loop in its own call: the LOAD's answer
+    has gone out before it (the node then times the START out, not the load it already has)."""
+    config = {"mode": "hang_start_sync"}
+    _, connection = template(config).instance(config)
+    send_load_and_start(connection, config)
+    loaded = connection.receive()
+    assert loaded is not None and loaded["id"] == 1 and "ok" in loaded, loaded

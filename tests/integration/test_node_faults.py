@@ -84,6 +84,8 @@ async def echo_answers(node: NodeProcess) -> int:
         ("fail_import", ["load:", "(import)", "faulty: import failed on purpose"]),
         ("fail_start", ["activate:", "faulty: start failed on purpose"]),
         ("hang_start", ["activate:", "timed out", f"within {ACTIVATE_TIMEOUT:g} s"]),
+        # a sync hook that holds the loop: its START times out, not the LOAD answered before it
+        ("hang_start_sync", ["activate:", "timed out", f"within {ACTIVATE_TIMEOUT:g} s"]),
     ],
 )
 async def test_faulty_mode_ends_in_failed_with_its_reason_while_echo_keeps_serving(

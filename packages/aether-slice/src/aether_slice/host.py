@@ -272,6 +272,9 @@ class Host(asyncio.Protocol):
                 return
             self.stopped = op == Kind.STOP  # (from now on attached connections refuse invokes)
             hook = "aether_stop" if self.stopped else "aether_start"
+            if replies:  # (the LOAD answered with it goes before a sync hook that may take long)
+                self._write(b"".join(replies))
+                replies.clear()
             results = contextvars.copy_context().run(self.call_hook, hook)
         except Exception as error:
             replies.append(_error_frame(request_id, error))

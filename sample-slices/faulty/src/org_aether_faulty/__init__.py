@@ -8,6 +8,8 @@ Config key `mode` picks the failure:
 - `open_at_import`: opens a file at import time and keeps it open;
 - `fail_start`: `aether_start` raises RuntimeError("faulty: start failed on purpose");
 - `hang_start`: `aether_start` never returns;
+- `hang_start_sync`: `aether_start` blocks in its own call (not in what it returns to await): the event
+  loop is held, as by a sync start hook that never returns;
 - `crash_after_start`: `aether_start` starts a thread that kills the process (exit code 3) after
   `crash_delay` seconds (default 0.5);
 - `raise`: entry `work` raises ValueError("faulty: work failed on purpose");
@@ -61,6 +63,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from aether_slice import EntryPoint, SliceContext, hookimpl
@@ -70,6 +73,7 @@ MODES = (
     "fail_import",
     "fail_start",
     "hang_start",
+    "hang_start_sync",
     "crash_after_start",
     "raise",
     "hang_work",
@@ -117,8 +121,17 @@ def _mode(context: SliceContext) -> str:
 
 
 @hookimpl
-async def aether_start(context: SliceContext) -> None:
+def aether_start(context: SliceContext) -> Coroutine[Any, Any, None]:
+    """Sync, then async: `hang_start_sync` blocks the event loop in the hook's own call (as a sync hook
+    that never returns would); every other mode runs in the coroutine it returns, awaited as an async
+    hook is."""
     mode = _mode(context)
+    if mode == "hang_start_sync":
+        time.sleep(3600)
+    return _start(context, mode)
+
+
+async def _start(context: SliceContext, mode: str) -> None:
     if mode == "fail_start":
         raise RuntimeError("faulty: start failed on purpose")
     if mode == "hang_start":
