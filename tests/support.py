@@ -151,6 +151,17 @@ def process_ended(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
+def process_stopped(pid: int) -> bool:
+    """Whether every thread of process `pid` is stopped (state T) already: a SIGSTOP is delivered
+    asynchronously, and a thread running on another CPU may go on for a moment after `kill` returns."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        states = [(task / "stat").read_text().rpartition(")")[2].split()[0] for task in tasks]
+    except FileNotFoundError:
+        return False
+    return bool(states) and all(state in ("T", "t") for state in states)
+
+
 def processes_under(directory: Path) -> list[ProcInfo]:
     """The processes that run from `directory`: working directory or an argument under it (nodes and
     KV replicas name their data dir; slice hosts run from virtualenvs under it)."""

@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from aether_kv import KVClient, KVError, LocalCluster, open_client
-from support import known_leader, wait_until
+from support import known_leader, process_stopped, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +93,9 @@ async def test_a_leader_cut_off_from_its_majority_serves_no_linearizable_read(
         for replica in others:
             kv_cluster.processes[replica].send_signal(signal.SIGSTOP)
         try:
+            pids = [kv_cluster.processes[replica].pid for replica in others]
+            # (a stop lands asynchronously: a follower still running could confirm the read's round)
+            await wait_until(lambda: all(map(process_stopped, pids)), timeout=10, what="both others stopped")
             try:
                 await client.get("k", linearizable=True)
             except KVError:
