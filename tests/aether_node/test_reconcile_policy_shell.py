@@ -173,6 +173,18 @@ async def test_the_api_shows_sets_and_refuses_policies(kv: MemoryStore, handlers
     assert await kv.get(RECONCILE_POLICY) == before  # a refusal writes nothing
 
 
+async def test_a_late_policy_change_does_not_undo_the_one_that_came_after_it(handlers: Handlers) -> None:
+    api = ReconcileOperations(handlers)
+    read = await handlers.current_revision()
+    await api.set({"max_moves": 3}, since=read)  # the resend, elsewhere
+    assert (await api.set({"max_moves": 3}, since=read)).max_moves == 3  # the first copy: done
+    await api.set({"max_moves": 7}, since=await handlers.current_revision())
+    with pytest.raises(RequestError, match="the reconciliation policy was changed at revision") as refused:
+        await api.set({"max_moves": 3}, since=read)  # the first copy, after the operator went on
+    assert refused.value.kind.value == "conflict"
+    assert (await api.status()).max_moves == 7
+
+
 async def test_the_api_lists_overriding_blueprints_and_lost_nodes_and_rebalances(
     kv: MemoryStore,
     handlers: Handlers,

@@ -757,14 +757,12 @@ class ApiClient:
 
     def autoscale_set(self, artifact: str, settings: dict[str, float | int | None]) -> AutoscaleStatus:
         """Change a slice's bounds or targets at run time (`min`, `max`, `cpu`, `p99_ms`, ...)."""
-        data = self._request(
-            "POST", f"/api/v1/autoscale/{_segment(artifact)}/set", json_body=settings, idempotent=True
-        )
+        data = self._guarded("POST", f"/api/v1/autoscale/{_segment(artifact)}/set", json_body=settings)
         return from_json(data, _models.AutoscaleStatus)
 
     def autoscale_operation(self, artifact: str, operation: str) -> AutoscaleStatus:
         """`operation`: pause or resume."""
-        data = self._request("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}", idempotent=True)
+        data = self._guarded("POST", f"/api/v1/autoscale/{_segment(artifact)}/{operation}")
         return from_json(data, _models.AutoscaleStatus)
 
     def pause_operation(self, artifact: str, operation: str) -> PauseInfo:
@@ -779,7 +777,7 @@ class ApiClient:
     def set_reconcile_policy(self, settings: dict[str, str | float | int | None]) -> ReconcilePolicyInfo:
         """Change the cluster's policy: `preset`, `rebalance_delay_s`, `max_moves` (None: unchanged; a
         preset given drops the values set before that are not given again)."""
-        data = self._request("POST", "/api/v1/cluster/policy", json_body=settings, idempotent=True)
+        data = self._guarded("POST", "/api/v1/cluster/policy", json_body=settings)
         return from_json(data, _models.ReconcilePolicyInfo)
 
     def rebalance(self) -> ReconcilePolicyInfo:

@@ -23,9 +23,9 @@ from ..control._autoscale import signals as signals_between
 from ..control._autoscale_plan import Scaled, artifact_id_of, autoscaled
 from ..control._autoscale_settings import SETTABLE, bound_problems, read_changes
 from ..control._autoscaler import decode_log, decode_settings
+from ..control._write_guard import holds_setting
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
-from ..core._kv_errors import store_errors
 from ..core._records import AutoscaleSettings, encode_record
 from ..core._schema import AUTOSCALE, AUTOSCALE_DECISIONS, autoscale_decisions_key, autoscale_key
 from ._handlers import Handlers
@@ -135,11 +135,12 @@ class AutoscaleOperations:
             )
         return found
 
-    async def set(self, artifact: str, raw: Any) -> AutoscaleStatus:
+    async def set(self, artifact: str, raw: Any, *, since: int | None = None) -> AutoscaleStatus:
         """Lay `raw` (name → value; a None value changes nothing) over the slice's table and its earlier
         settings; refused, changing nothing, if a value is bad, or min and max do not fit together or go
         below the floor: the refusal names every bad setting at once (an unknown slice is refused first:
-        nothing can be checked against it)."""
+        nothing can be checked against it). Not over settings changed after `since` (the revision the
+        client read) to others."""
         if not isinstance(raw, dict):
             raise RequestError(ErrorKind.BAD_REQUEST, "the settings must be a JSON object")
         changes, problems = read_changes(raw)
@@ -151,9 +152,9 @@ class AutoscaleOperations:
         )
         if problems:
             raise RequestError(ErrorKind.BAD_REQUEST, f"{target.artifact_id}: {'; '.join(problems)}")
-        return await self._write(target, updated)
+        return await self._write(target, updated, since)
 
-    async def operation(self, artifact: str, operation: str) -> AutoscaleStatus:
+    async def operation(self, artifact: str, operation: str, *, since: int | None = None) -> AutoscaleStatus:
         if operation not in OPERATIONS:
             raise RequestError(
                 ErrorKind.NOT_FOUND,
@@ -161,11 +162,16 @@ class AutoscaleOperations:
             )
         target, own = await self._target(artifact)
         updated = attrs.evolve(own or AutoscaleSettings(), paused=operation == "pause", updated=self.clock())
-        return await self._write(target, updated)
+        return await self._write(target, updated, since)
 
-    async def _write(self, target: Scaled, settings: AutoscaleSettings) -> AutoscaleStatus:
-        with store_errors(f"could not change the autoscaling of {target.artifact_id}"):
-            await self.kv.put(autoscale_key(target.artifact_id), encode_record(settings))
+    async def _write(self, target: Scaled, settings: AutoscaleSettings, since: int | None) -> AutoscaleStatus:
+        await self.handlers.set_guarded(
+            autoscale_key(target.artifact_id),
+            encode_record(settings),
+            holds=holds_setting(settings),
+            since=since,
+            what=f"the autoscaling settings of {target.artifact_id}",
+        )
         result = await self.status(target.artifact_id)
         assert isinstance(result, AutoscaleStatus)
         return result

@@ -253,12 +253,16 @@ def management_app(
     @route("/api/v1/autoscale/{artifact}/set", "operator", "POST", audit=True)
     async def autoscale_set(request: Request) -> Any:
         """Body: {"cpu": 0.7, "p99_ms": 200, "min": 1, "max": 5} (any of them)."""
-        return await autoscale.set(request.path_params["artifact"], await json_object(request))
+        return await autoscale.set(
+            request.path_params["artifact"], await json_object(request), since=_since(request)
+        )
 
     @route("/api/v1/autoscale/{artifact}/{operation}", "operator", "POST", audit=True)
     async def autoscale_operation(request: Request) -> Any:
         """pause or resume."""
-        return await autoscale.operation(request.path_params["artifact"], request.path_params["operation"])
+        return await autoscale.operation(
+            request.path_params["artifact"], request.path_params["operation"], since=_since(request)
+        )
 
     reconcile = ReconcileOperations(handlers)
 
@@ -269,7 +273,7 @@ def management_app(
     @route("/api/v1/cluster/policy", "operator", "POST", audit=True)
     async def set_policy(request: Request) -> Any:
         """Body: {"preset": "conservative", "rebalance_delay_s": 30, "max_moves": 2} (any of them)."""
-        return await reconcile.set(await json_object(request))
+        return await reconcile.set(await json_object(request), since=_since(request))
 
     @route("/api/v1/cluster/rebalance", "operator", "POST", audit=True)
     async def rebalance(request: Request) -> Any:

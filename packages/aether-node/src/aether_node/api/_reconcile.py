@@ -15,6 +15,7 @@ import attrs
 
 from ..client import BlueprintPolicy, LostNodeInfo, ReconcilePolicyInfo
 from ..control._rebalance import decode_reconcile
+from ..control._write_guard import holds_setting
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._kv_errors import store_errors
@@ -78,10 +79,11 @@ class ReconcileOperations:
             lost=lost,
         )
 
-    async def set(self, raw: Any) -> ReconcilePolicyInfo:
+    async def set(self, raw: Any, *, since: int | None = None) -> ReconcilePolicyInfo:
         """Lay `raw` (preset, rebalance_delay_s, max_moves; a None value changes nothing) over the
         cluster's policy. A preset given drops the values set before that are not given again: `set
-        --preset conservative` gives exactly the preset."""
+        --preset conservative` gives exactly the preset. Not over a policy changed after `since` (the
+        revision the client read) to another one."""
         if not isinstance(raw, dict):
             raise RequestError(ErrorKind.BAD_REQUEST, "the policy must be a JSON object")
         given = {k: v for k, v in raw.items() if v is not None}
@@ -102,8 +104,13 @@ class ReconcileOperations:
             max_moves=base.max_moves if changes.max_moves is None else changes.max_moves,
             updated=self.clock(),
         )
-        with store_errors("could not change the reconciliation policy"):
-            await self.kv.put(RECONCILE_POLICY, encode_record(updated))
+        await self.handlers.set_guarded(
+            RECONCILE_POLICY,
+            encode_record(updated),
+            holds=holds_setting(updated),
+            since=since,
+            what="the reconciliation policy",
+        )
         return await self.status()
 
     async def rebalance(self) -> ReconcilePolicyInfo:

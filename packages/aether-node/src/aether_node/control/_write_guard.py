@@ -20,8 +20,14 @@ Pure but for `read_guarded` (two reads): builds compares and operations; the cal
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
 from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, KeyValue, Put
 
+from ..core._records import RecordError, decode_record
 from ..core._schema import TOMBSTONES
 
 
@@ -70,6 +76,22 @@ def guarded_put(key: str, value: bytes) -> list[Put | Delete]:
 def guarded_delete(key: str) -> list[Put | Delete]:
     """Delete `key` and leave a tombstone whose mod revision says when."""
     return [Delete(key=key), Put(key=tombstone_key(key), value=b"")]
+
+
+def holds_setting(wanted: Any) -> Callable[[KeyValue | None], bool]:
+    """Whether a key holds the settings record `wanted` already, but for its `updated` time (the same
+    change made again, or by a resend that landed)."""
+
+    def holds(found: KeyValue | None) -> bool:
+        if found is None:
+            return False
+        try:
+            now = decode_record(found.key, found.value, type(wanted))
+        except RecordError:
+            return False
+        return bool(attrs.evolve(now, updated=wanted.updated) == wanted)
+
+    return holds
 
 
 def superseded_message(since: int, found: KeyValue | None, what: str) -> str:
