@@ -225,6 +225,22 @@ def test_a_canary_of_a_config_change_holds_the_old_config_and_abort_goes_back_to
     assert configs_running(cluster, None) == [canonical_config(HI)] * 4
 
 
+def test_a_node_lost_in_a_config_canary_has_its_old_config_instances_replaced_with_the_old_config() -> None:
+    cluster = Cluster(NODES)
+    cluster.converge([slice_spec(HI, instances=4, update=CANARY)])
+    rollout = Rollout(cluster, slice_spec(HELLO, instances=4, update=CANARY))
+    for _ in range(5):
+        rollout.step()
+    assert rollout.record.phase is RolloutPhase.OBSERVING
+    cluster.nodes = [n for n in cluster.nodes if n.node_id != "c"]  # c dies, with its old-config instances
+    for _ in range(5):
+        rollout.step()
+    assert rollout.record.phase is RolloutPhase.OBSERVING
+    running = configs_running(cluster)
+    assert (running.count(canonical_config(HI)), running.count(canonical_config(HELLO))) == (4, 1)
+    assert {r.node_id for r in cluster.of(ECHO)} <= {"a", "b"}
+
+
 def test_a_canary_of_a_config_change_is_promoted_to_the_new_config() -> None:
     cluster = Cluster(NODES)
     cluster.converge([slice_spec(HI, instances=4, update=CANARY)])

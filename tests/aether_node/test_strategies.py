@@ -28,6 +28,7 @@ from aether_node.control._strategies import (
     command,
     planned_spec,
     running,
+    stable_spec,
     step_count,
 )
 from aether_node.core._blueprint import SliceSpec
@@ -77,8 +78,14 @@ class Rollout:
             verdict=verdict,
         )
         planned, hold = planned_spec(self.spec, self.record)
+        stable = stable_spec(self.spec, self.record)
         result = plan(
-            [planned], self.cluster.nodes, self.cluster.view(), now=self.now, held={ECHO} if hold else ()
+            [planned],
+            self.cluster.nodes,
+            self.cluster.view(),
+            now=self.now,
+            held={ECHO} if hold else (),
+            stable={ECHO: stable} if hold and stable is not None else None,
         )
         self.cluster.apply(result)
         return result
@@ -403,3 +410,123 @@ def test_version_windows_sum_the_nodes_intervals_and_leave_out_a_restarted_node(
     assert (windows["2.0"].calls, windows["2.0"].errors) == (10, 5)
     assert windows["2.0"].p99_ms is not None and windows["2.0"].p99_ms > 10.0
     assert version_windows({"n1": "garbage"}, {"n1": {ECHO: {"1.0": {"calls": "x"}}}}, ECHO) == {}
+
+
+# ---------------------------------------------------------------- node failures during a rollout
+
+
+def lose(cluster: Cluster, *node_ids: str) -> None:
+    """The nodes are gone (SIGKILL): no longer live; their records stay until the planner deletes them."""
+    cluster.nodes = [n for n in cluster.nodes if n.node_id not in node_ids]
+
+
+def holders(cluster: Cluster, version: str) -> set[str]:
+    return {r.node_id for r in cluster.of(ECHO) if r.coordinates.version == version}
+
+
+def test_a_node_lost_in_a_canary_has_its_stable_instances_replaced_and_the_canary_holds_its_step() -> None:
+    cluster = serving(instances=4, nodes=4)
+    rollout = Rollout(cluster, slice_spec(NEW, 4, CANARY, floor=4))
+    rollout.settle()
+    assert (rollout.record.phase, version_counts(cluster)) == (RolloutPhase.OBSERVING, {"1.0": 4, "2.0": 1})
+    lost = sorted(holders(cluster, "1.0") - holders(cluster, "2.0"))[0]
+
+    lose(cluster, lost)
+    rollout.settle(UNKNOWN)
+
+    record = rollout.record
+    assert (record.phase, record.step, record.share) == (RolloutPhase.OBSERVING, 0, 10)
+    assert version_counts(cluster) == {"1.0": 4, "2.0": 1}  # the stable set whole again, on the survivors
+    assert lost not in holders(cluster, "1.0")
+
+
+def test_a_canary_whose_every_stable_instance_is_lost_is_not_promoted_but_restores_the_stable_set() -> None:
+    cluster = serving(instances=2, nodes=2)
+    cluster.nodes.insert(0, node("n0"))  # the candidate goes to the emptiest node, which runs no 1.0
+    rollout = Rollout(cluster, slice_spec(NEW, 2, CANARY))
+    rollout.settle()
+    assert holders(cluster, "2.0") == {"n0"} and holders(cluster, "1.0") == {"n1", "n2"}
+
+    lose(cluster, "n1", "n2")
+    rollout.settle(UNKNOWN)
+
+    assert rollout.record.phase is RolloutPhase.OBSERVING, rollout.record
+    assert version_counts(cluster) == {"1.0": 2, "2.0": 1}
+    # ... and only its verdict (or an operator) moves it on from there
+    rollout.now += 30
+    rollout.settle(PASS)
+    assert (rollout.record.phase, rollout.record.step) == (RolloutPhase.OBSERVING, 1)
+
+
+def test_blue_green_restores_the_old_set_lost_in_its_grace_period_so_an_abort_can_switch_back() -> None:
+    cluster = serving(instances=3, nodes=4)
+    rollout = Rollout(cluster, slice_spec(NEW, 3, BLUE_GREEN))
+    rollout.settle()
+    assert (rollout.record.phase, version_counts(cluster)) == (RolloutPhase.SWITCHED, {"1.0": 3, "2.0": 3})
+
+    lose(cluster, *sorted(holders(cluster, "1.0"))[:2])
+    rollout.now += 10
+    rollout.settle()
+
+    assert rollout.record.phase is RolloutPhase.SWITCHED
+    assert version_counts(cluster) == {"1.0": 3, "2.0": 3}  # both colours whole again
+    rollout.record = command(rollout.record, "abort", now=rollout.now, artifact_id=ECHO)
+    rollout.settle()
+    assert version_counts(cluster, None) == {"1.0": 3}
+
+
+@pytest.mark.parametrize(
+    ("update", "phase"),
+    [
+        (CANARY, RolloutPhase.DEPLOYING),
+        (CANARY, RolloutPhase.OBSERVING),
+        (BLUE_GREEN, RolloutPhase.DEPLOYING),
+        (BLUE_GREEN, RolloutPhase.SWITCHED),
+    ],
+)
+def test_a_rollout_whose_stable_instances_are_all_gone_stays_in_its_phase(
+    update: UpdateSpec, phase: RolloutPhase
+) -> None:
+    record = RolloutRecord(
+        artifact_id=ECHO,
+        strategy=update.strategy.value,
+        stable="1.0",
+        candidate="2.0",
+        phase=phase,
+        share=10,
+        since=1000.0,
+    )
+    ready = 0 if phase is RolloutPhase.DEPLOYING else 1  # (deploying: the candidate is not up yet)
+    only_the_candidate = Running(active={"2.0": ready}, present=frozenset({"2.0"}))
+    after = advance(slice_spec(NEW, 4, update), record, only_the_candidate, now=1001.0, verdict=UNKNOWN)
+    assert after is not None and after.phase is phase, after
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    instances=st.integers(1, 5),
+    nodes=st.integers(2, 5),
+    floor=st.none() | st.integers(0, 5),
+    update=st.sampled_from([CANARY, attrs.evolve(BLUE_GREEN, grace_s=1e9)]),
+    lost_turn=st.integers(0, 6),
+    lost=st.integers(1, 4),
+)
+def test_node_losses_during_a_rollout_never_promote_it_and_the_stable_count_comes_back(
+    instances: int, nodes: int, floor: int | None, update: UpdateSpec, lost_turn: int, lost: int
+) -> None:
+    cluster = serving(instances, nodes)
+    floor = None if floor is None else min(floor, instances)
+    rollout = Rollout(cluster, slice_spec(NEW, instances, update, floor))
+    for turn in range(8):
+        if turn == lost_turn:
+            lose(cluster, *[f"n{i}" for i in range(1, min(lost, nodes - 1) + 1)])
+        rollout.now += 20
+        rollout.step(UNKNOWN)
+        assert rollout.record is not None and rollout.record.phase in (
+            RolloutPhase.DEPLOYING,
+            RolloutPhase.OBSERVING,
+            RolloutPhase.SWITCHED,
+        ), rollout.record
+    rollout.settle(UNKNOWN)
+    assert rollout.record.phase is not RolloutPhase.PROMOTED
+    assert version_counts(cluster)["1.0"] == instances, version_counts(cluster, None)

@@ -377,6 +377,7 @@ class ClusterDeploymentManager:
                     lost=reconcile.awaited(),
                     policies=policies,
                     frozen=paused.held,
+                    stable=steered.stable,
                 )
                 result = attrs.evolve(result, problems=merge_problems(result.problems, paused.problems))
                 planning = time.perf_counter() - started

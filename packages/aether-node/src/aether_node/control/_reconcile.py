@@ -23,7 +23,9 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   at once, so it ends with nothing (DRAINED);
 - the old version of a canary or blue-green rollout in progress is held (`held`): its ACTIVE instances
   stay and do not count against the surge, whatever the new version does (`_strategies.py`); they stay
-  on a draining node too (the drain waits for the rollout to be promoted or aborted, and says so);
+  on a draining node too (the drain waits for the rollout to be promoted or aborted, and says so); and
+  the stable version is kept at its count (`stable`, `_stable_set.py`): what a lost or stopping node
+  took is replaced on the others, so a node failure never leaves the rollout below its floor;
 - the reconciliation policy (`_rebalance.py`): the instances of a node lost less than its slice's
   `rebalance_delay_s` ago keep their records and are replaced only as far as the floor needs; at most
   `max_moves` moves (replacements with `moved_from`) are in flight in the whole cluster;
@@ -52,6 +54,7 @@ from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
 from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, Variant, as_index
 from ._rebalance import await_lost
+from ._stable_set import StableSet, restore, usage_of
 
 
 @attrs.frozen(kw_only=True)
@@ -154,6 +157,7 @@ def plan(
     lost: Mapping[str, float] | None = None,
     policies: Mapping[str, ResolvedPolicy] | None = None,
     frozen: Collection[str] = frozenset(),
+    stable: Mapping[str, SliceSpec] | None = None,
 ) -> Plan:
     """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
     those in `cordoned` take no new instance, those in `draining` take none and are emptied. For the
@@ -161,10 +165,13 @@ def plan(
     instances of other versions stay: they are not removed and do not count against the surge. `lost`:
     the nodes the leader saw lost and since when; `policies`: the reconciliation policy per artifact id
     (missing: the default, no delay and no limit). For the artifact ids in `frozen` (a paused rolling
-    update, `_pause.py`; they are `held` too) no instance is created. `instances`: the observed records,
+    update, `_pause.py`; they are `held` too) no instance is created. `stable`: for artifact ids in
+    `held` by a rollout, the stable version's spec (`_strategies.stable_spec`): its lost instances are
+    replaced (`_stable_set.py`). `instances`: the observed records,
     as a list or as an `InstanceIndex` (the leader's, kept up to date from its watch: then a pass costs
     per node and state of each slice, and per action, not per instance)."""
     policies = policies or {}
+    stable = stable or {}
     index = as_index(instances)
     awaiting = await_lost(specs, index, {n.node_id for n in nodes}, lost or {}, policies, now=now)
     specs = awaiting.specs
@@ -183,6 +190,7 @@ def plan(
     short = any(placements[artifact].unplaced for artifact in excluded)
     room = allocate_all(wanted_specs, placeable, current, cordoned=cordoned) if short else placements
     # Moves in flight in the whole cluster (a replacement with `moved_from` not yet ACTIVE), for max_moves.
+    usage = None  # what the placements take per node: only counted for a stable set to restore
     moving = sum(
         1
         for i in index.moves.values()
@@ -226,9 +234,24 @@ def plan(
         floor = min(spec.floor, spec.instances)
         keep = max(retain, floor)
 
-        removals: list[tuple[ObservedInstance, str]] = [
-            (i, replaced_why(i.variant, variant)) for i in alive.old_inactive()
-        ]
+        kept_stable: StableSet | None = None
+        if holding and artifact_id in stable:
+            if usage is None:
+                usage = usage_of(wanted_specs, {a: p.counts for a, p in placements.items()})
+            kept_stable = restore(
+                stable[artifact_id],
+                group,
+                variant,
+                live=live,
+                stopping=stopping,
+                placeable=view.placeable,
+                cordoned=cordoned,
+                awaited=awaiting.kept,
+                usage=usage,
+                now=now,
+                failed_retry_after=failed_retry_after,
+            )
+        removals = _stale_inactive(alive, variant, kept_stable, now)
         surplus: list[ObservedInstance] = []
         for node_id, count in alive.placed.items():
             extra = count - placement.counts.get(node_id, 0)
@@ -248,7 +271,11 @@ def plan(
         # Everything still running counts against the surge — also what is being removed right now (its
         # UNLOAD has not taken effect yet): a new instance is created only once the old one is gone.
         in_place = (
-            sum(alive.placed.values()) + alive.old - (alive.old_active if holding else 0) + alive.removing
+            sum(alive.placed.values())
+            + alive.old
+            - (alive.old_active if holding else 0)
+            - (len(kept_stable.on_their_way) if kept_stable else 0)
+            + alive.removing
         )
 
         # (Counted from the number to keep: instances the floor holds back do not stall the new ones.)
@@ -283,13 +310,24 @@ def plan(
                 next_instance += 1
                 budget -= 1
 
+        if kept_stable is not None:  # lost capacity of the version that serves: replaced at once
+            for node_id in kept_stable.create_on:
+                actions.append(
+                    CreateInstance(
+                        node_id=node_id,
+                        coordinates=kept_stable.coordinates,
+                        instance=next_instance,
+                        config=kept_stable.spec.config,
+                        why=f"replacing a lost instance of the stable version {kept_stable.variant.version}",
+                    )
+                )
+                next_instance += 1
+
         # A FAILED record keeps its node out of the running for this artifact; after a while it is
         # removed, so that node may be tried again — at most once per `failed_retry_after`.
         # (On a draining node it goes at once: nothing is retried there.)
         removals += [
-            (i, f"node {i.node_id} is draining")
-            if i.node_id in draining
-            else (i, f"retrying: failed {now - i.timestamp:.0f} s ago")
+            (i, f"node {i.node_id} is draining") if i.node_id in draining else (i, _retrying(i, now))
             for i in failed
             if i.node_id in draining or now - i.timestamp >= failed_retry_after
         ]
@@ -326,6 +364,8 @@ def plan(
             messages.append(
                 _drain_held(artifact_id, spec, held_drains_by_rollout, paused=artifact_id in frozen)
             )
+        if kept_stable is not None and kept_stable.problem:
+            messages.append(kept_stable.problem)
         if artifact_id in awaiting.messages:
             messages.append(awaiting.messages[artifact_id])
         if moves_wait:
@@ -335,6 +375,25 @@ def plan(
         if messages:
             problems.append(Problem(artifact=artifact_id, message="; ".join(messages)))
     return Plan(actions=tuple(actions), problems=tuple(problems))
+
+
+def _stale_inactive(
+    alive: _Alive, wanted: Variant, kept_stable: StableSet | None, now: float
+) -> list[tuple[ObservedInstance, str]]:
+    """The other variants' records that are not ACTIVE, to remove, and why — but a rollout's stable
+    replacements on their way (and those FAILED less than the retry ago) stay."""
+    if kept_stable is None:
+        return [(i, replaced_why(i.variant, wanted)) for i in alive.old_inactive()]
+    retry = {i.key for i in kept_stable.retry}
+    return [
+        (i, _retrying(i, now) if i.key in retry else replaced_why(i.variant, wanted))
+        for i in alive.old_inactive()
+        if i.key not in kept_stable.on_their_way
+    ]
+
+
+def _retrying(failed: ObservedInstance, now: float) -> str:
+    return f"retrying: failed {now - failed.timestamp:.0f} s ago"
 
 
 def replaced_why(old: Variant, wanted: Variant) -> str:

@@ -10,7 +10,9 @@ the versions (what the router splits and the verdict judges by) and the stable c
 count of the current step, and the old version's instances are *held*
 (`_reconcile.plan(..., held=)`): never removed, never counted against the surge. So a failing new
 version never takes the old version's capacity, let alone its floor; its instances simply fail, and the
-rollout aborts.
+rollout aborts. Nor does a node failure: the stable version is kept at the slice's count meanwhile
+(`stable_spec`, `_stable_set.py`), its lost instances replaced on the other nodes, and the rollout stays
+in its phase (losing the stable instances is no reason to promote the candidate).
 
 - canary, `steps` [10, 50, 100]: DEPLOYING step k brings up ceil(instances × steps[k] / 100) new
   instances (at least 1); once they are ACTIVE, OBSERVING routes steps[k] % of the calls to them for
@@ -76,12 +78,6 @@ class Running:
 def label(version: str, digest: str, candidate_digest: str) -> str:
     """How `Running` names a variant: its version, with its config's digest if not the candidate's."""
     return version if digest == candidate_digest else f"{version} (config {digest[:8]})"
-
-
-def _stable_label(record: RolloutRecord) -> str:
-    if record.stable_config is None:
-        return record.stable
-    return label(record.stable, config_digest(record.stable_config), record.candidate_config)
 
 
 def is_candidate(record: RolloutRecord, version: str, digest: str) -> bool:
@@ -200,11 +196,8 @@ def advance(
         )
     if record.phase is RolloutPhase.PROMOTED:
         return record
-    if _stable_label(record) not in now_running.present and record.phase is not RolloutPhase.SWITCHED:
-        # Nothing of the stable version is left (its nodes were lost): no traffic to protect, finish it.
-        return attrs.evolve(
-            record, phase=RolloutPhase.PROMOTED, share=None, since=now, reason="stable version gone"
-        )
+    # (Stable instances lost with their nodes change nothing here: the planner replaces them, `stable_spec`;
+    # only a verdict, the grace period or an operator ends a rollout.)
     ready = now_running.active.get(version, 0)
     elapsed = now - record.since
     if record.phase is RolloutPhase.DEPLOYING:
@@ -319,14 +312,29 @@ def planned_spec(spec: SliceSpec, record: RolloutRecord | None) -> tuple[SliceSp
     return attrs.evolve(spec, instances=step_count(spec, record.step)), True
 
 
+def stable_spec(spec: SliceSpec, record: RolloutRecord | None) -> SliceSpec | None:
+    """The stable version the planner keeps whole while `record` runs (None: no rollout in progress): the
+    slice's count of the stable version, with its config. Its instances lost with their nodes are replaced
+    (`_reconcile.plan(..., stable=)`), so a node failure neither takes the slice below its floor nor
+    leaves the canary without the set it is judged against and falls back to."""
+    if record is None or record.phase not in IN_PROGRESS:
+        return None
+    if not is_candidate(record, Coordinates.parse(spec.artifact).version, config_digest(spec.config)):
+        return None
+    config = spec.config if record.stable_config is None else record.stable_config
+    return attrs.evolve(spec, artifact=f"{record.artifact_id}:{record.stable}", config=config)
+
+
 @attrs.frozen(kw_only=True)
 class RolloutPass:
     """One leader pass over every slice's rollout: the specs to plan, the artifact ids whose old
-    instances are held, and the records that change (artifact id → the new record, None: delete)."""
+    instances are held, the stable version each held one keeps whole (artifact id → its spec), and the
+    records that change (artifact id → the new record, None: delete)."""
 
     specs: tuple[SliceSpec, ...]
     held: frozenset[str]
     changes: Mapping[str, RolloutRecord | None]
+    stable: Mapping[str, SliceSpec] = attrs.field(factory=dict)
 
 
 def rollouts(
@@ -344,6 +352,7 @@ def rollouts(
     planned: list[SliceSpec] = []
     held: set[str] = set()
     changes: dict[str, RolloutRecord | None] = {}
+    stable: dict[str, SliceSpec] = {}
     wanted: set[str] = set()
     for spec in specs:
         try:
@@ -363,14 +372,17 @@ def rollouts(
         )
         if after != before:
             changes[artifact_id] = after
+        kept = stable_spec(spec, after)
         spec, hold = planned_spec(spec, after)
         planned.append(spec)
         if hold:
             held.add(artifact_id)
+            if kept is not None:
+                stable[artifact_id] = kept
     for artifact_id in records:
         if artifact_id not in wanted:
             changes[artifact_id] = None
-    return RolloutPass(specs=tuple(planned), held=frozenset(held), changes=changes)
+    return RolloutPass(specs=tuple(planned), held=frozenset(held), changes=changes, stable=stable)
 
 
 def decode_rollouts(items: Mapping[str, KeyValue]) -> tuple[dict[str, RolloutRecord], dict[str, int]]:
