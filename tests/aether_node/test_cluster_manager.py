@@ -279,6 +279,50 @@ async def test_an_operator_abort_is_carried_out_and_the_new_set_goes(
         nursery.cancel_scope.cancel()
 
 
+async def test_a_node_lost_mid_canary_has_its_stable_instance_replaced_and_the_canary_holds_its_step(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    leases = {node_id: await register(kv, node_id) for node_id in ("n1", "n2", "n3")}
+    canary = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(50, 100), step_window_s=3600.0)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=canary))
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await wait_until(lambda: _eq(_len(instances(kv)), 2), timeout=60, what="the first version placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=canary))
+        await wait_until(lambda: _eq(_len(instances(kv)), 3), timeout=60, what="one canary instance")
+        await set_state(kv, "2.0", SliceState.ACTIVE)
+
+        async def phase() -> RolloutPhase | None:
+            found = await rollout(kv)
+            return None if found is None else found.phase
+
+        await wait_until(lambda: _eq(phase(), RolloutPhase.OBSERVING), timeout=60, what="the step observed")
+        keys = [key.split("/") for key in await instances(kv)]
+        stable_only = {k[1] for k in keys if k[2].endswith(":1.0")} - {
+            k[1] for k in keys if k[2].endswith(":2.0")
+        }
+        lost = min(stable_only)
+        await kv.lease_revoke(leases[lost])  # its registration goes with its lease: the node is lost
+
+        async def stable_replaced() -> list[str]:
+            return sorted(
+                key.split("/")[1]
+                for key, record in (await instances(kv)).items()
+                if key.split("/")[2].endswith(":1.0") and record.state is not SliceState.UNLOAD
+            )
+
+        on = await wait_until(
+            stable_replaced,
+            until=lambda nodes: len(nodes) == 2 and lost not in nodes,
+            timeout=60,
+            what=f"the stable instance lost with {lost} replaced on a survivor",
+        )
+        assert set(on) <= {"n1", "n2", "n3"} - {lost}
+        assert await phase() is RolloutPhase.OBSERVING  # not promoted: the canary holds its step
+        nursery.cancel_scope.cancel()
+
+
 async def _eq(value: Awaitable[object], expected: object) -> bool:
     return await value == expected
 
