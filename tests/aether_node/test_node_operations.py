@@ -132,8 +132,10 @@ def test_a_drain_a_rollout_holds_back_says_what_ends_it() -> None:
     running = [observed("a", 1), observed("b", 2), observed("c", 3), observed("a", 4, artifact=ECHO_11)]
     canary = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(10, 50, 100))
     spec = attrs.evolve(spread(1), artifact=ECHO_11, update=canary)
-    p = plan([spec], nodes, running, draining={"c"}, held={"org.example:echo"})
+    stable = {"org.example:echo": attrs.evolve(spread(3), update=canary)}  # what the leader keeps whole
+    p = plan([spec], nodes, running, draining={"c"}, held={"org.example:echo"}, stable=stable)
     assert running[2].key not in {r.key for r in removes(p)}  # the stable set stays whole
+    assert not creates(p)  # ... where it is: a drain is no loss, nothing of 1.0 is placed elsewhere
     (problem,) = p.problems
     assert problem.message == (
         "the canary rollout of org.example:echo holds the old version's instances until it ends: promote"
