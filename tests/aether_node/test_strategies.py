@@ -475,6 +475,16 @@ def test_blue_green_restores_the_old_set_lost_in_its_grace_period_so_an_abort_ca
     assert version_counts(cluster, None) == {"1.0": 3}
 
 
+def test_a_count_changed_mid_canary_changes_the_stable_sets_count_too_as_it_takes_most_calls() -> None:
+    cluster = serving(instances=2, nodes=3)
+    rollout = Rollout(cluster, slice_spec(NEW, 3, CANARY))
+    rollout.settle()
+    assert (rollout.record.phase, version_counts(cluster)) == (RolloutPhase.OBSERVING, {"1.0": 3, "2.0": 1})
+    rollout.spec = slice_spec(NEW, 1, CANARY)  # scaled down: the held stable set is not removed
+    rollout.settle()
+    assert (rollout.record.phase, version_counts(cluster)) == (RolloutPhase.OBSERVING, {"1.0": 3, "2.0": 1})
+
+
 @pytest.mark.parametrize(
     ("update", "phase"),
     [

@@ -43,7 +43,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
-from ..core._blueprint import SliceSpec
+from ..core._blueprint import Resources, SliceSpec
 from ..core._config_digest import config_digest
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
@@ -190,7 +190,14 @@ def plan(
     short = any(placements[artifact].unplaced for artifact in excluded)
     room = allocate_all(wanted_specs, placeable, current, cordoned=cordoned) if short else placements
     # Moves in flight in the whole cluster (a replacement with `moved_from` not yet ACTIVE), for max_moves.
-    usage = None  # what the placements take per node: only counted for a stable set to restore
+    usage: dict[str, Resources] | None = None  # what the placements take per node, once asked for
+
+    def placed_usage() -> dict[str, Resources]:
+        nonlocal usage
+        if usage is None:
+            usage = usage_of(wanted_specs, {a: p.counts for a, p in placements.items()})
+        return usage
+
     moving = sum(
         1
         for i in index.moves.values()
@@ -236,8 +243,6 @@ def plan(
 
         kept_stable: StableSet | None = None
         if holding and artifact_id in stable:
-            if usage is None:
-                usage = usage_of(wanted_specs, {a: p.counts for a, p in placements.items()})
             kept_stable = restore(
                 stable[artifact_id],
                 group,
@@ -247,7 +252,7 @@ def plan(
                 placeable=view.placeable,
                 cordoned=cordoned,
                 awaited=awaiting.kept,
-                usage=usage,
+                usage=placed_usage,
                 now=now,
                 failed_retry_after=failed_retry_after,
             )

@@ -16,7 +16,7 @@ replaced meanwhile; and a node where a stable replacement FAILED takes none for 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -56,13 +56,14 @@ def restore(
     placeable: Sequence[NodeCapacity],
     cordoned: frozenset[str],
     awaited: Collection[str],
-    usage: Mapping[str, Resources],
+    usage: Callable[[], Mapping[str, Resources]],
     now: float,
     failed_retry_after: float,
 ) -> StableSet:
     """The replacements to place for the stable version `spec` of a held slice whose wanted variant (the
     candidate) is `wanted`. `awaited`: the keys of records kept on lost nodes the slice still waits for
-    (the rebalance delay); `usage`: what the other slices' placements take per node."""
+    (the rebalance delay); `usage`: what the slices' placements take per node (asked only when something
+    is missing)."""
     coordinates = Coordinates.parse(spec.artifact)
     variant = Variant.of(coordinates, spec.config)
     current: dict[str, int] = {}  # node → held instances and stable ones on their way
@@ -111,7 +112,7 @@ def restore(
             attrs.evolve(spec, instances=count - elsewhere),
             placeable,
             here_now,
-            usage,
+            usage(),
             no_growth=frozenset(failed_on),
             cordoned=cordoned,
         )
