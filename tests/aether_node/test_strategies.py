@@ -540,3 +540,17 @@ def test_node_losses_during_a_rollout_never_promote_it_and_the_stable_count_come
     rollout.settle(UNKNOWN)
     assert rollout.record.phase is not RolloutPhase.PROMOTED
     assert version_counts(cluster)["1.0"] == instances, version_counts(cluster, None)
+
+
+def test_a_record_whose_stable_version_does_not_parse_restores_nothing() -> None:
+    record = RolloutRecord(
+        artifact_id=ECHO,
+        strategy="canary",
+        stable="not a version",
+        candidate="2.0",
+        phase=RolloutPhase.OBSERVING,
+    )
+    assert stable_spec(slice_spec(NEW, 4, CANARY), record) is None
+    assert stable_spec(slice_spec(NEW, 4, CANARY), attrs.evolve(record, stable="1.0")) == slice_spec(
+        OLD, 4, CANARY
+    )

@@ -189,7 +189,6 @@ def plan(
     # (Only worth a second pass where exclusions left something unplaced: otherwise it changes nothing.)
     short = any(placements[artifact].unplaced for artifact in excluded)
     room = allocate_all(wanted_specs, placeable, current, cordoned=cordoned) if short else placements
-    # Moves in flight in the whole cluster (a replacement with `moved_from` not yet ACTIVE), for max_moves.
     usage: dict[str, Resources] | None = None  # what the placements take per node, once asked for
 
     def placed_usage() -> dict[str, Resources]:
@@ -198,6 +197,7 @@ def plan(
             usage = usage_of(wanted_specs, {a: p.counts for a, p in placements.items()})
         return usage
 
+    # Moves in flight in the whole cluster (a replacement with `moved_from` not yet ACTIVE), for max_moves.
     moving = sum(
         1
         for i in index.moves.values()

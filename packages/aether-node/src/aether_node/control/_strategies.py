@@ -322,7 +322,12 @@ def stable_spec(spec: SliceSpec, record: RolloutRecord | None) -> SliceSpec | No
     if not is_candidate(record, Coordinates.parse(spec.artifact).version, config_digest(spec.config)):
         return None
     config = spec.config if record.stable_config is None else record.stable_config
-    return attrs.evolve(spec, artifact=f"{record.artifact_id}:{record.stable}", config=config)
+    stable = attrs.evolve(spec, artifact=f"{record.artifact_id}:{record.stable}", config=config)
+    try:
+        Coordinates.parse(stable.artifact)
+    except InvalidCoordinatesError:  # a record no leader wrote: nothing to restore it from
+        return None
+    return stable
 
 
 @attrs.frozen(kw_only=True)
