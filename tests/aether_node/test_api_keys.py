@@ -104,3 +104,23 @@ async def test_named_keys_on_a_store_are_accepted_used_and_revoked_at_once() -> 
         await cache.caught_up(API_KEYS, (await store.status()).revision)
         assert authorizer.check(request(other.secret), "admin") == ("node:n1", None)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_late_revoke_does_not_revoke_the_key_made_again_after_it() -> None:
+    from aether_kv import MemoryStore
+    from aether_node.api._api_keys import ApiKeys
+
+    store = MemoryStore()
+    keys = ApiKeys(store, clock=lambda: 1000.0)
+    await keys.create("ci", "operator", by="admin")
+    read = (await store.status()).revision
+    assert await keys.revoke("ci", since=read) == {"revoked": "ci"}  # the resend, elsewhere
+    with pytest.raises(RequestError) as gone:
+        await keys.revoke("ci", since=read)  # the first copy, nothing since: gone (done, to a resender)
+    assert gone.value.kind == "not_found"
+    await keys.create("ci", "viewer", by="admin")  # the admin makes it again
+    with pytest.raises(RequestError) as refused:
+        await keys.revoke("ci", since=read)  # the first copy, after that
+    assert refused.value.kind == "conflict"
+    assert refused.value.message.startswith("key 'ci' was made again at revision "), refused.value.message
+    assert [(k.name, k.role) for k in await keys.list()] == [("ci", "viewer")]

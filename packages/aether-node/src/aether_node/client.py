@@ -814,8 +814,9 @@ class ApiClient:
         return [from_json(item, _models.ApiKeyInfo) for item in self._request("GET", "/api/v1/keys")]
 
     def revoke_key(self, name: str) -> None:
-        """Every node refuses the key from the moment its copy of the keys has the change."""
-        self._request("DELETE", f"/api/v1/keys/{_segment(name)}", idempotent=True)
+        """Every node refuses the key from the moment its copy of the keys has the change (resent: a late
+        copy never revokes a key of the same name made after it)."""
+        self._guarded("DELETE", f"/api/v1/keys/{_segment(name)}")
 
     # backup and restore of the cluster's desired state (admin only)
     def backup(self) -> dict[str, Any]:

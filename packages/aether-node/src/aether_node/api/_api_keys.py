@@ -263,13 +263,26 @@ class ApiKeys:
             [unchanged], [Put(key=key, value=encode_record(attrs.evolve(record, last_used=at)))]
         )
 
-    async def revoke(self, name: object) -> dict[str, str]:
-        """Delete the key: every node refuses it once its cache has the change. Unknown → `not_found`."""
+    async def revoke(self, name: object, *, since: int | None = None) -> dict[str, str]:
+        """Delete the key: every node refuses it once its cache has the change. Unknown → `not_found`.
+        `since`: the revision the client read: a key of that name made after it is not revoked (a late
+        copy of the request must not revoke the key made again after it), `conflict`."""
         name = check_name(name)
         key = api_key_key(name)
-        present = Compare(key=key, target=CompareTarget.CREATE_REVISION, op=CompareOp.GT, operand=0)
+        compares = [Compare(key=key, target=CompareTarget.CREATE_REVISION, op=CompareOp.GT, operand=0)]
+        if since is not None:
+            compares.append(
+                Compare(key=key, target=CompareTarget.CREATE_REVISION, op=CompareOp.LT, operand=since + 1)
+            )
         with store_errors(f"could not revoke key {name!r}"):
-            result = await self.kv.txn([present], [Delete(key=key)])
+            result = await self.kv.txn(compares, [Delete(key=key)])
+            found = None if result.succeeded else await self.kv.get(key)
+        if found is not None:
+            raise RequestError(
+                ErrorKind.CONFLICT,
+                f"key {name!r} was made again at revision {found.create_revision}, after revision {since}"
+                " that this request was made from: it was not revoked; read the keys again and decide",
+            )
         if not result.succeeded:
             raise RequestError(ErrorKind.NOT_FOUND, f"no key named {name!r} (`aether key list` shows them)")
         return {"revoked": name}

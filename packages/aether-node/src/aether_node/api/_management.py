@@ -476,7 +476,7 @@ def management_app(
 
     @route("/api/v1/keys/{name}", "admin", "DELETE", audit=True)
     async def revoke_key(request: Request) -> Any:
-        return await keys.revoke(request.path_params["name"])
+        return await keys.revoke(request.path_params["name"], since=_since(request))
 
     @route("/api/v1/cluster/backup", "admin")
     async def backup(request: Request) -> Any:
