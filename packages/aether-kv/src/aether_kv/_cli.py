@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -150,6 +151,13 @@ def serve(
     exit_with_parent: Annotated[
         bool, Parameter(negative=(), help="Die when the parent process dies (for a supervising node).")
     ] = False,
+    parent_silence: Annotated[
+        float | None,
+        Parameter(
+            help="Lead only while the parent process writes to this replica's stdin at least this often"
+            " (seconds; a supervising node's heartbeat). Unset: lead regardless."
+        ),
+    ] = None,
 ) -> None:
     """Run one replica until SIGTERM or SIGINT."""
     if exit_with_parent:
@@ -164,6 +172,8 @@ def serve(
             split_address(address, "--peer")
         if log_compaction_entries < 2:
             raise InvalidRequestError(f"--log-compaction-entries: at least 2, got {log_compaction_entries}")
+        if parent_silence is not None and not (math.isfinite(parent_silence) and parent_silence > 0):
+            raise InvalidRequestError(f"--parent-silence: a number of seconds > 0, got {parent_silence:g}")
         config = ServeConfig(
             replica_id=id,
             data_dir=data_dir,
@@ -176,6 +186,7 @@ def serve(
             election_max=election_max,
             log_compaction_entries=log_compaction_entries,
             tls_dir=tls_dir,
+            parent_silence=parent_silence,
         )
         await serve_until_signalled(config)
 

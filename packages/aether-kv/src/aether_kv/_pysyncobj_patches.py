@@ -145,6 +145,20 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    knows, so every replica's `Status.problems` names a replica whose disk is full, whichever one a
    client asks; nothing is added to the messages while there is none (upstream ignores the keys).
 
+14. `PatchedSyncObj.stand_aside` (a replica whose owner is silent does not lead). Upstream, a replica
+   leads for as long as Raft lets it, whatever happens around it; a node runs its replica as a child
+   process and leads the cluster while its replica leads, so a node that hung (its process stopped, its
+   event loop blocked) kept the cluster's leadership through its healthy replica, and nothing was
+   reconciled until it came back. Now the owner tells the replica, on every tick, whether it must stand
+   aside (`stand_aside()`: why, or None; `_serve.ParentHeartbeat` says so once the parent stopped
+   writing to the replica's stdin for a while). A leader standing aside asks a caught-up follower to
+   take over (TimeoutNow), steps down to follower at once (as check-quorum does: its term stays, so
+   Raft's safety is untouched) and says so; a replica standing aside neither holds pre-votes nor
+   elections, nor takes over when a leader asks it to (it drops "timeout_now"), but still votes,
+   follows, forwards and serves reads, so the others elect a leader among themselves (two of three
+   suffice). Once its owner is back it may stand again, through pre-vote: it does not unseat a working
+   leader. A one-replica cluster never stands aside (no other replica could lead).
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -361,6 +375,9 @@ class PatchedSyncObj(SyncObj):
         self._problems_told: dict[Any, float] = {}  # leader → when a message it sent was answered so
         self._followers_report: tuple[str, ...] = ()
         self._leader_report: tuple[str, ...] = ()
+        # item 14: why this replica must not lead now (None: it may); set by the owner, called per tick
+        self.stand_aside: Callable[[], str | None] = lambda: None
+        self._standing_aside: str | None = None
         super().__init__(*args, **kwargs)
         # (wrapped, not replaced: the tick thread runs already and may hold the queue)
         self._commands = commands = _TrackedQueue(self._SyncObj__commandsQueue)
@@ -784,6 +801,7 @@ class PatchedSyncObj(SyncObj):
             self._wake_subscribed = True
         self._sent_before_apply = False
         self._watch_snapshot_child()
+        self._check_stand_aside()
         self._maybe_pre_vote()
         self._send_leader_calls()
         self.before_commit_check()
@@ -799,6 +817,45 @@ class PatchedSyncObj(SyncObj):
             self._disk_full_during("a tick")  # an election that could not store its term, say
         finally:
             self._poller = poller
+
+    # ------------------------------------------------------------ standing aside (item 14)
+
+    def _check_stand_aside(self) -> None:
+        """Ask the owner whether this replica must stand aside (said once per change), and step down if it
+        leads meanwhile."""
+        why = self.stand_aside() if self._SyncObj__otherNodes else None
+        if (why is None) != (self._standing_aside is None):
+            if why is None:
+                log.warning("this replica may lead again (it stood aside: %s)", self._standing_aside)
+            else:
+                log.warning("this replica stands aside: %s; it does not lead until that ends", why)
+        self._standing_aside = why
+        if why is not None and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            self._step_down(why)
+
+    def _step_down(self, why: str) -> None:
+        """Hand the leadership to a caught-up follower (TimeoutNow: it holds an election at once), if
+        one is connected, and become a follower in the same term at once (check-quorum's step down)."""
+        last = self._SyncObj__getCurrentLogIndex()
+        matched = self._SyncObj__raftMatchIndex
+        ready = [
+            node
+            for node in self._SyncObj__otherNodes
+            if node not in self._full_followers
+            and self.isNodeConnected(node)
+            and matched.get(node, 0) == last
+        ]
+        target = min(ready, key=lambda node: node.address) if ready else None
+        if target is not None:
+            self.transferLeadership(target, callback=lambda _result, _reason: None)
+        self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
+        self._SyncObj__raftLeader = None
+        self._SyncObj__raftElectionDeadline = _monotonic() + self._SyncObj__generateRaftTimeout()
+        log.warning(
+            "the leader steps down (%s)%s",
+            why,
+            f"; asked {target.address} to take over" if target is not None else "",
+        )
 
     # ------------------------------------------------------------ snapshots in a child process
 
@@ -853,9 +910,16 @@ class PatchedSyncObj(SyncObj):
             return
         if self._SyncObj__selfNode is None or not self._SyncObj__otherNodes:
             return
+        now = _monotonic()
+        if self._standing_aside is not None:
+            # its owner is silent (item 14): no election, not even one a leader asked for
+            self._SyncObj__transferInProgress = False
+            self._pre_vote_won = False
+            if self._SyncObj__raftElectionDeadline < now:
+                self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+            return
         if self._SyncObj__transferInProgress:
             return  # the leader asked this replica to take over: a real election at once
-        now = _monotonic()
         if self._SyncObj__raftElectionDeadline >= now:
             return
         if self.disk_full():
@@ -940,6 +1004,8 @@ class PatchedSyncObj(SyncObj):
             if kind == "pre_vote_response":
                 self._count_pre_vote(node, message)
                 return
+            if kind == "timeout_now" and self._standing_aside is not None:
+                return  # it must not lead (item 14): the leader's transfer fails, and it asks again
             if kind == "leader_call":
                 self._answer_leader_call(node, message)
                 return

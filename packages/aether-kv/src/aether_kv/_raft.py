@@ -443,6 +443,10 @@ def _lease_ttls(state: KVState) -> dict[int, float]:
 class RaftReplica:
     """One replica. Construct on a worker thread (it binds sockets); all callbacks run on the tick thread.
 
+    `stand_aside()` runs on the tick thread every tick: a reason why this replica must not lead now (its
+    owner is silent: `_serve.ParentHeartbeat`), or None; while it gives one, the replica steps down if
+    it leads and does not stand for election (`_pysyncobj_patches`, item 14).
+
     `on_applied()` fires at the end of every tick in which the revision moved (coalesced),
     `on_lease_granted()` at the end of every tick in which a lease was granted (a grant moves no revision,
     but the leader's expiry loop sleeps until the next deadline it knows), and `on_leadership(is_leader)`
@@ -457,6 +461,7 @@ class RaftReplica:
         on_applied: Callable[[], None] = lambda: None,
         on_leadership: Callable[[bool], None] = lambda is_leader: None,
         on_lease_granted: Callable[[], None] = lambda: None,
+        stand_aside: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.config = config
         self._on_applied = on_applied
@@ -510,6 +515,7 @@ class RaftReplica:
             self._obj.journal_room = journal.room
             self._obj.disk_full = lambda: self.disk.problem is not None
         self._obj.own_problems = self._own_problems
+        self._obj.stand_aside = stand_aside
         self._obj.addOnTickCallback(self._after_tick)
         self.lease_clock = LeaseClock(takeover_margin=config.leader_fallback_timeout)
         self._obj.leader_call_handler = self._on_leader_call

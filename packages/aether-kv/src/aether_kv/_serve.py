@@ -1,4 +1,10 @@
-"""One replica process: the Raft replica plus its client-protocol server, until cancelled or signalled."""
+"""One replica process: the Raft replica plus its client-protocol server, until cancelled or signalled.
+
+With `parent_silence` (`--parent-silence`), the replica leads only while its parent process (a node)
+writes to its stdin: the parent's heartbeat (`ParentHeartbeat`). A parent silent for longer than that
+(stopped, hung) makes the replica stand aside (`_pysyncobj_patches`, item 14), so that a replica that
+is well does not keep the lead for an owner that does no work.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,8 @@ import functools
 import logging
 import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -37,6 +45,8 @@ class ServeConfig:
     election_max: float = 1.5
     log_compaction_entries: int = RaftConfig.__attrs_attrs__.log_compaction_entries.default  # type: ignore[attr-defined]
     tls_dir: Path | None = None  # clients and Raft peers over mutual TLS: ca.pem and cert.pem here (_tls.py)
+    # lead only while the parent writes to stdin at least this often (s); None: lead regardless
+    parent_silence: float | None = None
 
     def raft_config(self) -> RaftConfig:
         return RaftConfig(
@@ -50,6 +60,46 @@ class ServeConfig:
             log_compaction_entries=self.log_compaction_entries,
             tls_dir=self.tls_dir,
         )
+
+
+class ParentHeartbeat:
+    """The parent's heartbeat: any bytes it writes to this replica's stdin (`follow_parent`). Once it
+    has been silent for more than `silence` seconds, or has closed its end of the pipe, `why_silent`
+    says so, and the replica stands aside until the next beat. The time of the last beat is one float,
+    written on the trio thread and read on the tick thread."""
+
+    def __init__(self, silence: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.silence = silence
+        self._clock = clock
+        self._heard = clock()  # a new replica gives its parent one silence to start beating
+        self._closed = False
+
+    def beat(self) -> None:
+        self._heard = self._clock()
+
+    def close(self) -> None:
+        self._closed = True
+
+    def why_silent(self) -> str | None:
+        """Why the replica must not lead now (its parent is silent), or None."""
+        if self._closed:
+            return "its parent closed the heartbeat pipe"
+        quiet = self._clock() - self._heard
+        if quiet > self.silence:
+            return f"its parent has not written to its stdin for {quiet:.1f} s (limit {self.silence:g} s)"
+        return None
+
+
+async def follow_parent(heartbeat: ParentHeartbeat, stream: trio.abc.ReceiveStream) -> None:
+    """Count every read from `stream` (stdin) as a beat, until it ends (then the heartbeat is closed)
+    or this is cancelled; closes `stream` either way."""
+    async with stream:
+        try:
+            while await stream.receive_some(4096):
+                heartbeat.beat()
+        except (trio.BrokenResourceError, OSError) as error:
+            log.warning("the parent's heartbeat pipe failed: %s", error)
+        heartbeat.close()
 
 
 def exit_with_parent() -> None:
@@ -89,7 +139,14 @@ async def serve_replica(
     """Run the replica until cancelled; reports the client address once both ports are open."""
     host, port = split_address(config.client_address, "--client")
     tls = ReloadingTLS(config.tls_dir) if config.tls_dir is not None else None
-    async with open_store(config.raft_config()) as store, open_service_nursery() as nursery:
+    heartbeat = ParentHeartbeat(config.parent_silence) if config.parent_silence is not None else None
+    stand_aside = heartbeat.why_silent if heartbeat is not None else lambda: None
+    async with (
+        open_store(config.raft_config(), stand_aside=stand_aside) as store,
+        open_service_nursery() as nursery,
+    ):
+        if heartbeat is not None:
+            nursery.start_soon(follow_parent, heartbeat, trio.lowlevel.FdStream(os.dup(0)))
         bound = await nursery.start(
             functools.partial(serve_clients, tls=tls), store, config.secret, host, port
         )

@@ -397,9 +397,11 @@ async def open_store(
     *,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     lease_grace: float = 1.0,
+    stand_aside: Callable[[], str | None] = lambda: None,
 ) -> AsyncIterator[KVStore]:
     """Start a replica in this process and yield its trio API; on exit, stop the replica (its data stays
-    on disk). Cancellation of the body stops the replica too."""
+    on disk). Cancellation of the body stops the replica too. `stand_aside` (called on the tick thread)
+    says why the replica must not lead now, or None (see `RaftReplica`)."""
     token = trio.lowlevel.current_trio_token()
     holder: list[KVStore] = []
 
@@ -417,7 +419,11 @@ async def open_store(
 
     replica = await trio.to_thread.run_sync(
         lambda: RaftReplica(
-            config, on_applied=on_applied, on_leadership=on_leadership, on_lease_granted=on_lease_granted
+            config,
+            on_applied=on_applied,
+            on_leadership=on_leadership,
+            on_lease_granted=on_lease_granted,
+            stand_aside=stand_aside,
         )
     )
     store = KVStore(replica, request_timeout=request_timeout, lease_grace=lease_grace)
