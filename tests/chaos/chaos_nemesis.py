@@ -65,15 +65,25 @@ class KillLeader(KillNode):
 class PauseNode(Nemesis):
     name = "pause-node"
     loses_nodes = True
+    leader_only: ClassVar[bool] = False
 
     async def inject(self, run: Run) -> str:
-        self.victim = run.rng.choice(run.cluster.nodes)
+        leader = await run.leader() if self.leader_only else None
+        self.victim = leader or run.rng.choice(run.cluster.nodes)
         run.recovering.add(self.victim.node_id)  # its own ingress cannot answer: not counted as failures
         run.cluster.signal(self.victim, signal.SIGSTOP)
         return f"SIGSTOP {self.victim.node_id} (node process only)"
 
     async def heal(self, run: Run) -> None:
         run.cluster.signal(self.victim, signal.SIGCONT)
+
+
+class PauseLeaderNode(PauseNode):
+    """The Raft leader's node stopped, its replica left running: the replica must hand the lead over
+    (its node's heartbeat falls silent) and another node lead the cluster."""
+
+    name = "pause-leader-node"
+    leader_only = True
 
 
 class _ProcessSignal(Nemesis):
@@ -294,6 +304,7 @@ NEMESES: dict[str, type[Nemesis]] = {
         KillNode,
         KillLeader,
         PauseNode,
+        PauseLeaderNode,
         KillReplica,
         PauseReplica,
         KillSlice,
