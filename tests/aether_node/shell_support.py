@@ -151,8 +151,11 @@ async def register(
     memory_mib: int = 4096,
     ttl: float = 3600.0,
     peer: str | None = None,
+    raft: str = "",
+    leaving: bool = False,
 ) -> int:
-    """A node's registration on a fresh lease (what `_Registration.register` writes); returns the lease."""
+    """A node's registration on a fresh lease (what `_Registration.register` writes); returns the lease.
+    `raft`: its KV replica's address; `leaving`: as written when it stops gracefully."""
     lease = (await kv.lease_grant(ttl)).lease
     record = NodeRecord(
         node_id=node_id,
@@ -160,6 +163,8 @@ async def register(
         peer=peer or f"{node_id}.invalid:1",
         capacity=Capacity(cpu=cpu, memory_mib=memory_mib),
         lease_ttl=ttl,
+        raft=raft,
+        leaving=leaving,
     )
     await kv.put(node_key(node_id), encode_record(record), lease=lease)
     return lease

@@ -304,6 +304,47 @@ async def test_a_late_pause_does_not_undo_the_resume_that_came_after_it(handlers
     assert not (await operations.pause("org.example:echo", "resume")).paused
 
 
+async def three_replicas(kv: MemoryStore) -> None:
+    """memory-1 (the replica the handlers ask), memory-2 and memory-3, of nodes n1, n2 and n3."""
+    for n in (2, 3):
+        kv.replica(f"memory-{n}")
+    for n in (1, 2, 3):
+        await register(kv, f"n{n}", raft=f"memory-{n}")
+
+
+async def test_a_stop_is_refused_when_another_node_is_leaving_or_asked_to_stop_already(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    """Two stops at once: the second counts the first's replica as gone (it would leave 1 of 3)."""
+    operations = Operations(handlers)
+    await three_replicas(kv)
+    await kv.put("cluster/node-stop/n2", b"{}")  # (asked already: only its key's presence counts)
+    with pytest.raises(RequestError, match="would leave 1 of the KV store's 3 replicas up") as refused:
+        await operations.node_operation("n3", "stop")
+    assert refused.value.kind == "conflict" and await kv.get("cluster/node-stop/n3") is None
+    await kv.delete("cluster/node-stop/n2")
+    await register(kv, "n2", raft="memory-2", leaving=True)  # stopping gracefully
+    with pytest.raises(RequestError, match="would leave 1 of the KV store's 3 replicas up"):
+        await operations.node_operation("n3", "restart")
+    assert await kv.get("cluster/node-stop/n3") is None
+
+
+async def test_a_late_stop_leaves_the_run_started_after_it_alone_and_one_leaving_is_done(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    operations = Operations(handlers)
+    await three_replicas(kv)
+    read = await handlers.current_revision()
+    await kv.delete("nodes/n2")  # restarted (by the resend): its lease revoked, then a new registration
+    await register(kv, "n2", raft="memory-2")
+    with pytest.raises(RequestError, match="node n2 registered again at revision") as refused:
+        await operations.node_operation("n2", "restart", since=read)  # the first copy, late
+    assert refused.value.kind == "conflict" and await kv.get("cluster/node-stop/n2") is None
+    await register(kv, "n3", raft="memory-3", leaving=True)
+    done = await operations.node_operation("n3", "stop", since=await handlers.current_revision())
+    assert done.state == "LEAVING" and await kv.get("cluster/node-stop/n3") is None
+
+
 async def test_deleting_an_unknown_blueprint_is_not_found(handlers: Handlers) -> None:
     with pytest.raises(RequestError) as refused:
         await handlers.delete_blueprint("nope")

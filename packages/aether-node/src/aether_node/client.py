@@ -794,8 +794,9 @@ class ApiClient:
 
     def node_operation(self, node_id: str, operation: str, *, force: bool = False) -> NodeInfo:
         """`operation`: cordon, uncordon, drain, stop or restart (resent: none lands over a later change;
-        a stop asks for the node's run it was sent to). A stop or restart that would leave the KV store
-        without a majority of its replicas up is refused (ApiError conflict) unless `force`."""
+        a stop or restart is refused once the node registered again after the revision read before it).
+        A stop or restart that would leave the KV store without a majority of its replicas up (counting
+        nodes leaving or asked to stop already as gone) is refused (ApiError conflict) unless `force`."""
         data = self._guarded(
             "POST",
             f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}",

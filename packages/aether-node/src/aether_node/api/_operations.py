@@ -7,6 +7,7 @@ RequestError. Bad input is refused before anything is written.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -36,10 +37,20 @@ from ..core._blueprint_toml import MAX_INSTANCES
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._kv_errors import store_errors
-from ..core._records import NodeOperation, NodeOperationRecord, NodeStopRequest, PausedRollout, encode_record
+from ..core._records import (
+    NodeOperation,
+    NodeOperationRecord,
+    NodeRecord,
+    NodeStopRequest,
+    PausedRollout,
+    RecordError,
+    decode_record,
+    encode_record,
+)
 from ..core._schema import (
     BLUEPRINTS,
     NODE_OPS,
+    NODE_STOPS,
     NODES,
     PAUSED,
     RECONCILE,
@@ -315,7 +326,7 @@ class Operations:
                 ErrorKind.NOT_FOUND, f"no node {node_id!r} is registered (registered: {known})"
             )
         if operation in ("stop", "restart"):
-            return await self._stop(node_id, restart=operation == "restart", force=force)
+            return await self._stop(node_id, restart=operation == "restart", force=force, since=since)
         key = node_op_key(node_id)
         wanted = {"cordon": NodeOperation.CORDONED, "drain": NodeOperation.DRAINING}.get(operation)
 
@@ -337,28 +348,56 @@ class Operations:
                 return info
         return _absent(node_id)
 
-    async def _stop(self, node_id: str, *, restart: bool = False, force: bool = False) -> NodeInfo:
+    async def _stop(
+        self, node_id: str, *, restart: bool = False, force: bool = False, since: int | None = None
+    ) -> NodeInfo:
         """Ask the node (this run of it) to stop gracefully (and, `restart`, to start again as the same
         process: `node/_cli.py`), then wait until it says it is leaving (or is gone) for up to STOP_WAIT
         seconds; its state then. Refused (409) if its KV replica's stop would take the store's majority
-        away (unless `force`)."""
-        record = next(n for n in await self.handlers._nodes() if n.node_id == node_id)
+        away, counting the replicas of nodes leaving or asked to stop already as gone (unless `force`),
+        and if the node registered again after `since` (the revision the client read: a late copy of
+        the request is for the run before). Done at once if that run is leaving already."""
         doing = "restart" if restart else "stop"
-        if not force:
-            with store_errors(f"could not check the KV store's replicas before the {doing} of {node_id}"):
-                status = await self.kv.status()
-            why = quorum_lost_by_stopping(status, record.raft)
-            if why is not None:
+        for _ in range(3):  # (another stop request written between the read and the write: again)
+            await self.handlers._fresh()
+            with store_errors(f"could not read the nodes before the {doing} of {node_id}"):
+                registered = await self.kv.range(NODES)
+                asked = await self.handlers._read(NODE_STOPS)
+            nodes = _node_records(registered.kvs)
+            if node_id not in nodes:
+                return attrs.evolve(_absent(node_id), state=LEAVING)  # gone already: it has left
+            record, registration = nodes[node_id]
+            if since is not None and registration.create_revision > since:
                 raise RequestError(
                     ErrorKind.CONFLICT,
-                    f"a {doing} of node {node_id} (KV replica {record.raft}) would {why}; bring the"
-                    f" replicas that are down back first (`aether cluster status`), or {doing} it with"
-                    " --force",
+                    f"node {node_id} registered again at revision {registration.create_revision}, after"
+                    f" revision {since} that this request was made from (started again, by an earlier"
+                    f" copy of this request or by another): this {doing} was for the run before, and"
+                    " nothing was sent; read the nodes again and decide",
                 )
-        request = NodeStopRequest(started_at=record.started_at, requested_at=self.clock(), restart=restart)
-        with store_errors(f"could not ask node {node_id} to {'restart' if restart else 'stop'}"):
-            await self.kv.put(node_stop_key(node_id), encode_record(request))
-        last = None
+            if record.leaving:
+                return await self._node_state(node_id)
+            if not force:
+                await self._refuse_losing_quorum(node_id, record, nodes, asked, doing)
+            request = NodeStopRequest(
+                started_at=record.started_at, requested_at=self.clock(), restart=restart
+            )
+            # No other stop lands in between: two stops checked at once would each pass alone.
+            others = [
+                Compare(
+                    key=key,
+                    target=CompareTarget.MOD_REVISION,
+                    op=CompareOp.EQ,
+                    operand=asked[key].mod_revision if key in asked else 0,
+                )
+                for key in (node_stop_key(n) for n in nodes if n != node_id)
+            ]
+            with store_errors(f"could not ask node {node_id} to {doing}"):
+                put = Put(key=node_stop_key(node_id), value=encode_record(request))
+                if (await self.kv.txn(others, [put])).succeeded:
+                    break
+        else:
+            raise RequestError(ErrorKind.CONFLICT, f"other nodes kept being stopped; {doing} {node_id} again")
         with trio.move_on_after(STOP_WAIT):
             while True:
                 await self.handlers._fresh()
@@ -366,10 +405,52 @@ class Operations:
                 if last is None or last.leaving:
                     break
                 await trio.sleep(0.1)
+        return await self._node_state(node_id)
+
+    async def _refuse_losing_quorum(
+        self,
+        node_id: str,
+        record: NodeRecord,
+        nodes: Mapping[str, tuple[NodeRecord, KeyValue]],
+        asked: Mapping[str, KeyValue],
+        doing: str,
+    ) -> None:
+        """Refuse (409) a stop of `node_id` that would leave the KV store fewer replicas up than its
+        majority: those its replica's peers are connected to, less the replicas of nodes that are
+        leaving or have a stop request already."""
+        with store_errors(f"could not check the KV store's replicas before the {doing} of {node_id}"):
+            status = await self.kv.status()
+        stopping = {
+            other.raft
+            for other_id, (other, _) in nodes.items()
+            if other_id != node_id and other.raft and (other.leaving or node_stop_key(other_id) in asked)
+        }
+        why = quorum_lost_by_stopping(status, record.raft, stopping=stopping)
+        if why is not None:
+            raise RequestError(
+                ErrorKind.CONFLICT,
+                f"a {doing} of node {node_id} (KV replica {record.raft}) would {why}; bring the replicas"
+                f" that are down back first (`aether cluster status`), or {doing} it with --force",
+            )
+
+    async def _node_state(self, node_id: str) -> NodeInfo:
         for info in await self.handlers._node_infos(await self.handlers._instances()):
             if info.node_id == node_id:
                 return info
         return attrs.evolve(_absent(node_id), state=LEAVING)  # gone already: it has left
+
+
+def _node_records(items: Iterable[KeyValue]) -> dict[str, tuple[NodeRecord, KeyValue]]:
+    """The registered nodes by id, each with its record's key-value (its create revision tells its run);
+    a record that does not decode is left out."""
+    found = {}
+    for item in items:
+        try:
+            record = decode_record(item.key, item.value, NodeRecord)
+        except RecordError:
+            continue
+        found[record.node_id] = (record, item)
+    return found
 
 
 def _absent(node_id: str) -> NodeInfo:

@@ -10,7 +10,7 @@ nothing left on it), LEAVING (the node is stopping gracefully: its registration 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from aether_kv import KeyValue, Status
 
@@ -74,14 +74,15 @@ def drain_waits(node_id: str, remaining: Iterable[str], problems: Mapping[str, s
     return f"drain of {node_id} waits for {plural(len(parts), 'instance')} to move: " + "; ".join(parts)
 
 
-def quorum_lost_by_stopping(status: Status, raft: str) -> str | None:
+def quorum_lost_by_stopping(status: Status, raft: str, *, stopping: Collection[str] = ()) -> str | None:
     """Why stopping the KV replica at Raft address `raft` (a node's `NodeRecord.raft`; "" if it runs
     none) would leave the store without a majority of its replicas up, as the replica whose `status`
-    this is sees them (itself and the members it is connected to); None if it would not. Pure."""
+    this is sees them (itself and the members it is connected to, but those in `stopping`: the replicas
+    of nodes leaving or asked to stop already); None if it would not. Pure."""
     replicas = {m.raft_address for m in status.members} | {status.self_address}
     if raft not in replicas:
         return None
-    up = {m.raft_address for m in status.members if m.connected} | {status.self_address}
+    up = ({m.raft_address for m in status.members if m.connected} | {status.self_address}) - set(stopping)
     needed = len(replicas) // 2 + 1
     left = len(up - {raft})
     if left >= needed:
