@@ -265,6 +265,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_SyncObj__serializer",
         "_SyncObj__votedForNodeId",
         "_SyncObj__raftMatchIndex",
+        "_SyncObj__lastResponseTime",
         "_SyncObj__commandsQueue",
         "_poller",
     ),

@@ -253,6 +253,7 @@ Result = (
 @attrs.frozen(kw_only=True)
 class Member:
     raft_address: str
+    # linked to the replica that says so; on the leader, also heard from within the leader fallback time
     connected: bool
 
 
