@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
@@ -424,6 +425,33 @@ async def test_promote_and_abort_change_the_rollout_record_and_refuse_what_its_p
         await operations.rollout("org.example:echo", "abort")
     assert refused.value.kind == "conflict"
     assert await kv.get(rollout_key("org.example:echo")) == before
+
+
+async def test_a_late_promote_does_not_promote_the_rollout_that_came_after_it(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    operations = Operations(handlers)
+    key = rollout_key("org.example:echo")
+    observing = RolloutRecord(
+        artifact_id="org.example:echo",
+        strategy="canary",
+        stable="1.0",
+        candidate="2.0",
+        phase=RolloutPhase.OBSERVING,
+        share=10,
+    )
+    await handlers.apply_blueprint(DEMO.replace(":1.0", ":2.0"), "demo.toml")
+    await kv.put(key, encode_record(observing))
+    read = await handlers.current_revision()
+    assert (await operations.rollout("org.example:echo", "promote", since=read)).phase == "PROMOTED"
+    # the first copy, nothing since but its own resend: done
+    assert (await operations.rollout("org.example:echo", "promote", since=read)).phase == "PROMOTED"
+    # the next rollout (to 3.0) starts; the first copy of the promote, late, must not promote it
+    await kv.put(key, encode_record(attrs.evolve(observing, stable="2.0", candidate="3.0")))
+    with pytest.raises(RequestError, match=r"the rollout of org\.example:echo was changed at") as refused:
+        await operations.rollout("org.example:echo", "promote", since=read)
+    assert refused.value.kind == "conflict"
+    assert decode_record(key, (await kv.get(key)).value, RolloutRecord).phase is RolloutPhase.OBSERVING
 
 
 async def test_a_store_failure_during_abort_is_unavailable_and_changes_nothing(

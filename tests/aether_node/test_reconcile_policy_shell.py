@@ -209,6 +209,21 @@ async def test_the_api_lists_overriding_blueprints_and_lost_nodes_and_rebalances
     assert await kv.get(REBALANCE_KEY) is not None
 
 
+async def test_a_late_rebalance_ends_no_wait_of_a_node_lost_after_it_was_asked(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    api = ReconcileOperations(handlers)
+    lost = encode_record(LostNodeRecord(since=5.0, instances=2, delay_s=9.0))
+    await kv.put(lost_node_key("n2"), lost)
+    read = await handlers.current_revision()
+    await kv.put(lost_node_key("n3"), lost)  # lost after the operator's client read the revision
+    shown = await api.rebalance(since=read)  # (a late copy, or the resend: the same reach)
+    assert {n.node_id: n.awaited for n in shown.lost} == {"n2": False, "n3": True}
+    assert (await api.rebalance()).lost[1].awaited is False  # a rebalance asked now reaches n3
+    shown = await api.rebalance(since=read)  # a late copy after it: the mark never goes back
+    assert {n.node_id: n.awaited for n in shown.lost} == {"n2": False, "n3": False}
+
+
 # ---------------------------------------------------------------------------- events
 
 

@@ -551,18 +551,18 @@ class ApiClient:
         """The cluster's KV revision now (linearizable): what a change is sent "as of" (SINCE_HEADER)."""
         return int(self._request("GET", "/api/v1/revision")["revision"])
 
-    def _guarded(self, method: str, path: str, **request: Any) -> Any:
+    def _guarded(self, method: str, path: str, *, resend: bool = True, **request: Any) -> Any:
         """`_request` of a change "as of" the KV revision read just before it (SINCE_HEADER), resent if it
-        goes unanswered: a copy of it that a frozen node runs later finds its target changed after that
-        revision and is refused, or found done; it never lands over a later change. A node too old to
-        say its revision gets the change without one (resent as before)."""
+        goes unanswered (unless not `resend`): a copy of it that a frozen node runs later finds its target
+        changed after that revision and is refused, or found done; it never lands over a later change.
+        A node too old to say its revision gets the change without one (resent as before)."""
         try:
             since = self.current_revision()
         except ApiError as error:
             if error.status != 404:
                 raise
             since = None
-        return self._request(method, path, idempotent=True, since=since, **request)
+        return self._request(method, path, idempotent=resend, since=since, **request)
 
     # blueprints
     def apply_blueprint(self, toml_text: str, source: str = "blueprint.toml") -> ApplyResult:
@@ -726,7 +726,7 @@ class ApiClient:
         only with `to` (rolling back twice to "the previous" would go back two revisions)."""
         path = f"/api/v1/blueprints/{_segment(name)}/rollback"
         if to is None:
-            data = self._request("POST", path)
+            data = self._guarded("POST", path, resend=False)
         else:
             data = self._guarded("POST", path, params={"to": str(to)})
         return from_json(data, _models.ApplyResult)
@@ -782,14 +782,15 @@ class ApiClient:
 
     def rebalance(self) -> ReconcilePolicyInfo:
         """End the rebalance delay of every lost node now: their instances are replaced."""
-        return from_json(
-            self._request("POST", "/api/v1/cluster/rebalance", idempotent=True), ReconcilePolicyInfo
-        )
+        return from_json(self._guarded("POST", "/api/v1/cluster/rebalance"), ReconcilePolicyInfo)
 
     def rollout_command(self, artifact: str, operation: str) -> RolloutInfo:
-        """`promote` or `abort` the canary or blue-green rollout of a slice. Not resent: a second promote
-        of a rollout that moved on is refused."""
-        data = self._request("POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}")
+        """`promote` or `abort` the canary or blue-green rollout of a slice. Not resent (a second promote
+        of a rollout that moved on is refused); sent "as of" the revision read before it all the same, so
+        that a late copy never commands the rollout that came after it."""
+        data = self._guarded(
+            "POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}", resend=False
+        )
         return from_json(data, _models.RolloutInfo)
 
     def node_operation(self, node_id: str, operation: str, *, force: bool = False) -> NodeInfo:

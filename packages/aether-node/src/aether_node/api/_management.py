@@ -277,15 +277,15 @@ def management_app(
 
     @route("/api/v1/cluster/rebalance", "operator", "POST", audit=True)
     async def rebalance(request: Request) -> Any:
-        return await reconcile.rebalance()
+        return await reconcile.rebalance(since=_since(request))
 
     @route("/api/v1/slices/{artifact}/promote", "operator", "POST", audit=True)
     async def promote(request: Request) -> Any:
-        return await operations.rollout(request.path_params["artifact"], "promote")
+        return await operations.rollout(request.path_params["artifact"], "promote", since=_since(request))
 
     @route("/api/v1/slices/{artifact}/abort", "operator", "POST", audit=True)
     async def abort(request: Request) -> Any:
-        return await operations.rollout(request.path_params["artifact"], "abort")
+        return await operations.rollout(request.path_params["artifact"], "abort", since=_since(request))
 
     @route("/api/v1/slices/{artifact}/pause", "operator", "POST", audit=True)
     async def pause(request: Request) -> Any:

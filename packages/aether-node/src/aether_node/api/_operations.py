@@ -31,7 +31,7 @@ from ..control._rebalance import decode_reconcile
 from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
 from ..control._strategies import RolloutCommandError, command, decode_rollouts
-from ..control._write_guard import Superseded
+from ..control._write_guard import Superseded, superseded_message
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import MAX_INSTANCES
 from ..core._error_kinds import ErrorKind
@@ -44,6 +44,8 @@ from ..core._records import (
     NodeStopRequest,
     PausedRollout,
     RecordError,
+    RolloutPhase,
+    RolloutRecord,
     decode_record,
     encode_record,
 )
@@ -227,10 +229,12 @@ class Operations:
 
     # ------------------------------------------------------------ rollouts
 
-    async def rollout(self, artifact: str, operation: str) -> RolloutInfo:
+    async def rollout(self, artifact: str, operation: str, *, since: int | None = None) -> RolloutInfo:
         """`promote` or `abort` the canary or blue-green rollout of a slice: its record, changed only if
         no one (the leader) changed it since it was read; the leader carries it out. Refused for a slice
-        no blueprint deploys (404) and for one with no rollout its phase lets it take (409)."""
+        no blueprint deploys (404) and for one with no rollout its phase lets it take (409). `since`: the
+        revision the client read; a rollout changed after it is not commanded (a late promote must not
+        promote the next rollout), unless it ended as the command would end it (done)."""
         if operation not in ROLLOUT_OPERATIONS:
             raise RequestError(
                 ErrorKind.NOT_FOUND,
@@ -244,6 +248,8 @@ class Operations:
             with store_errors(f"could not read the rollout of {artifact_id}"):
                 current = await self.kv.get(key)
             records, _ = decode_rollouts({key: current} if current is not None else {})
+            if since is not None and current is not None and current.mod_revision > since:
+                return _commanded_already(records.get(artifact_id), operation, since, current, artifact_id)
             try:
                 changed = command(
                     records.get(artifact_id), operation, now=self.clock(), artifact_id=artifact_id
@@ -438,6 +444,18 @@ class Operations:
             if info.node_id == node_id:
                 return info
         return attrs.evolve(_absent(node_id), state=LEAVING)  # gone already: it has left
+
+
+def _commanded_already(
+    record: RolloutRecord | None, operation: str, since: int, current: KeyValue, artifact_id: str
+) -> RolloutInfo:
+    """A late `promote` or `abort`: done if the rollout ended as it asks, else refused (409)."""
+    ended = RolloutPhase.PROMOTED if operation == "promote" else RolloutPhase.ABORTED
+    if record is not None and record.phase is ended:
+        return rollout_info(record)
+    raise RequestError(
+        ErrorKind.CONFLICT, superseded_message(since, current, f"the rollout of {artifact_id}")
+    )
 
 
 def _node_records(items: Iterable[KeyValue]) -> dict[str, tuple[NodeRecord, KeyValue]]:

@@ -113,9 +113,16 @@ class ReconcileOperations:
         )
         return await self.status()
 
-    async def rebalance(self) -> ReconcilePolicyInfo:
-        """End the wait of every node lost until now (the leader compares revisions, so nothing lost
-        later is touched); the leader replaces their instances on its next pass."""
+    async def rebalance(self, *, since: int | None = None) -> ReconcilePolicyInfo:
+        """End the wait of every node lost until now, or until `since` (the revision the client read:
+        a late copy ends no wait of a node lost after it); the leader compares revisions, so nothing
+        lost later is touched, and replaces their instances on its next pass. Never moves the mark
+        back (a late copy after a later rebalance changes nothing)."""
+        covers = 0
+        if since is not None:
+            await self.handlers._fresh()
+            covers = max(since, decode_reconcile(await self.handlers._read(RECONCILE)).rebalanced_at)
+        request = RebalanceRequest(requested_at=self.clock(), covers=covers)
         with store_errors("could not ask for a rebalance"):
-            await self.kv.put(REBALANCE_KEY, encode_record(RebalanceRequest(requested_at=self.clock())))
+            await self.kv.put(REBALANCE_KEY, encode_record(request))
         return await self.status()

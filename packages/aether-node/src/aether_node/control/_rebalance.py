@@ -25,7 +25,14 @@ from ..core._blueprint import Blueprint, SliceSpec
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._reconcile_spec import DEFAULT, ReconcilePolicy, ResolvedPolicy, resolve
-from ..core._records import REMOVING, LostNodeRecord, RecordError, SliceState, decode_record
+from ..core._records import (
+    REMOVING,
+    LostNodeRecord,
+    RebalanceRequest,
+    RecordError,
+    SliceState,
+    decode_record,
+)
 from ..core._schema import LOST_NODES, REBALANCE_KEY, RECONCILE_POLICY
 from ..core._text import plural
 from ._instance_index import InstanceIndex, Variant, as_index
@@ -209,7 +216,9 @@ def decode_reconcile(items: Mapping[str, KeyValue]) -> ReconcileState:
                 lost[key[len(LOST_NODES) :]] = decode_record(key, kv.value, LostNodeRecord)
                 revisions[key[len(LOST_NODES) :]] = kv.mod_revision
             elif key == REBALANCE_KEY:
-                rebalanced_at = kv.mod_revision
+                rebalanced_at = kv.mod_revision  # (what it covers, if it says: a late copy's own reach)
+                covers = decode_record(key, kv.value, RebalanceRequest).covers
+                rebalanced_at = min(covers, kv.mod_revision) if covers else kv.mod_revision
         except RecordError as error:
             log_once(log, error, key, kv.mod_revision)
     return ReconcileState(policy=policy, lost=lost, lost_revisions=revisions, rebalanced_at=rebalanced_at)

@@ -153,9 +153,11 @@ class PausedRollout:
 class RebalanceRequest:
     """`cluster/reconcile/rebalance`: `aether cluster rebalance` ends, at `requested_at`, the wait for
     every node lost before it (the leader compares revisions: the record's mod revision against each
-    lost node's)."""
+    lost node's), or before `covers` if not 0: the revision the operator's client read before it sent
+    the request, so that a late copy of it ends no wait of a node lost after that."""
 
     requested_at: float
+    covers: int = 0
     schema_version: int = SCHEMA_VERSION
 
 
