@@ -14,11 +14,12 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether_kv import Event, EventKind, KeyValue, MemoryStore
+from aether_kv import Compare, CompareTarget, Event, EventKind, KeyValue, MemoryStore
 from aether_node.control._autoscale import Action, Decision, NodeSample, Reading, decide
 from aether_node.control._autoscale_plan import (
     HOLD_EVERY,
     KEEP,
+    Scaled,
     appended,
     autoscaled,
     entry_of,
@@ -40,6 +41,7 @@ from aether_node.control._revisions import history, read_current, store_revision
 from aether_node.core._autoscale_spec import AutoscaleSpec
 from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._blueprint_toml import parse_blueprint
+from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import (
     AutoscaleEntry,
     AutoscaleLog,
@@ -49,7 +51,7 @@ from aether_node.core._records import (
     NodeRecord,
     encode_record,
 )
-from aether_node.core._schema import LEADER_KEY, autoscale_decisions_key, autoscale_key, node_key
+from aether_node.core._schema import BLUEPRINTS, LEADER_KEY, autoscale_decisions_key, autoscale_key, node_key
 from aether_node.observe._events import EventFilter, describe
 from support import wait_until
 
@@ -416,3 +418,31 @@ async def test_a_scale_by_an_operator_starts_a_cooldown_too(autojump_clock: Any)
         nursery.cancel_scope.cancel()
     up = next(e for e in log.entries if e.action == "up")
     assert (up.current, up.target) == (2, 3) and up.at - operator_at >= 30 - 1, up
+
+
+async def test_a_scale_decided_on_a_blueprint_an_operator_changed_meanwhile_is_not_written(
+    autojump_clock: Any,
+) -> None:
+    """The decision is made on the leader's copy; an apply lands before it is written: it must not
+    write the copy's other content over the apply (it decides again on its next pass)."""
+    kv = MemoryStore(clock=trio.current_time, address="n1")
+    applied = parse_blueprint(TOML, timestamp=0.0)
+    await store_revision(kv, applied, change="applied")
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, [BLUEPRINTS])
+        await nursery.start(cache.run)
+        await cache.caught_up(BLUEPRINTS, (await kv.status()).revision)
+        nursery.cancel_scope.cancel()  # (the copy stays as it was: the apply below lands unseen)
+    operator = parse_blueprint(TOML.replace(":1.0.0", ":1.1.0"), timestamp=1.0)
+    await store_revision(kv, operator, change="applied", dedupe=True)
+    scaler = Autoscaler(kv, "n1", local_usage=dict, ask_peer=None, clock=trio.current_time)  # type: ignore[arg-type]
+    target = Scaled(
+        artifact_id=BUSY_ID, blueprint="busy", index=0, slice=applied.slices[0], spec=SPEC, paused=False
+    )
+    decision = Decision(action=Action.UP, current=1, target=2, path=("up",), reason="busy")
+    fence = Compare(key=BLUEPRINTS + "busy", target=CompareTarget.EXISTS, operand=True)
+    with trio.fail_after(10):  # (a write would wait for the stopped copy to see it)
+        assert await scaler._scale(cache, target, decision, fence) is False
+    current, _ = await read_current(kv, "busy")
+    assert current is not None and current.slices[0].artifact == f"{BUSY_ID}:1.1.0"
+    assert current.slices[0].instances == 1

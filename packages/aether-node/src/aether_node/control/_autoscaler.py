@@ -60,6 +60,7 @@ from ._autoscale_plan import (
 from ._cluster_manager import LeadershipMonitor, follow_while_leading
 from ._rescale import RescaleError, scaled_blueprint
 from ._revisions import DEFAULT_KEEP, RevisionConflict, history, store_revision
+from ._write_guard import Superseded
 
 log = logging.getLogger("aether_node.autoscaler")
 
@@ -208,10 +209,18 @@ class Autoscaler:
             log.warning("cannot autoscale %s: %s", target.artifact_id, error)
             return False
         change = scale_change(target.artifact_id, decision.current, decision.target)
-        try:
-            stored = await store_revision(self.kv, scaled, change=change, keep=self.keep, fence=fence)
+        try:  # (as of the copy it scaled: an operator's apply or delete since is not written over)
+            stored = await store_revision(
+                self.kv, scaled, change=change, keep=self.keep, fence=fence, since=current.mod_revision
+            )
         except RevisionConflict as error:
             log.warning("autoscaling %s: %s", target.artifact_id, error)
+            return False
+        except Superseded:
+            log.info(
+                "autoscaling %s: its blueprint changed since this pass read it; decided again next",
+                target.artifact_id,
+            )
             return False
         log.info("%s", decision.message(target.artifact_id))
         await cache.caught_up(BLUEPRINTS, stored.kv_revision)  # the next pass sees the new count
