@@ -280,7 +280,8 @@ async def test_a_late_cordon_does_not_undo_the_uncordon_that_came_after_it(
     assert (await operations.node_operation("n2", "cordon", since=read)).state == "CORDONED"
     assert (await operations.node_operation("n2", "cordon", since=read)).state == "CORDONED"  # done
     await operations.node_operation("n2", "uncordon", since=await handlers.current_revision())
-    with pytest.raises(RequestError, match="the operation on node n2 was deleted, after") as refused:
+    ended = r"node n2's cordon or drain was ended \(uncordoned\), after"
+    with pytest.raises(RequestError, match=ended) as refused:
         await operations.node_operation("n2", "cordon", since=read)
     assert refused.value.kind == "conflict"
     assert (await operations.node_operation("n2", "uncordon", since=read)).state == "ON_DUTY"  # holds
@@ -288,7 +289,7 @@ async def test_a_late_cordon_does_not_undo_the_uncordon_that_came_after_it(
     read = await handlers.current_revision()
     await operations.node_operation("n2", "cordon", since=read)
     await operations.node_operation("n2", "drain", since=await handlers.current_revision())
-    with pytest.raises(RequestError, match="the operation on node n2 was changed at revision"):
+    with pytest.raises(RequestError, match="node n2's cordon or drain was changed at revision"):
         await operations.node_operation("n2", "uncordon", since=read)
     assert (await operations.node_operation("n2", "drain")).state in ("DRAINING", "DRAINED")
 
@@ -299,7 +300,8 @@ async def test_a_late_pause_does_not_undo_the_resume_that_came_after_it(handlers
     read = await handlers.current_revision()
     assert (await operations.pause("org.example:echo", "pause", since=read)).paused
     await operations.pause("org.example:echo", "resume", since=await handlers.current_revision())
-    with pytest.raises(RequestError, match=r"the pause of org\.example:echo was deleted") as refused:
+    ended = r"the pause of org\.example:echo's update was ended \(resumed\)"
+    with pytest.raises(RequestError, match=ended) as refused:
         await operations.pause("org.example:echo", "pause", since=read)
     assert refused.value.kind == "conflict"
     assert not (await operations.pause("org.example:echo", "resume")).paused

@@ -276,7 +276,8 @@ class ApiKeys:
             )
         with store_errors(f"could not revoke key {name!r}"):
             result = await self.kv.txn(compares, [Delete(key=key)])
-            found = None if result.succeeded else await self.kv.get(key)
+            late = since is not None and not result.succeeded  # (absent, or made after `since`?)
+            found = await self.kv.get(key, linearizable=True) if late else None
         if found is not None:
             raise RequestError(
                 ErrorKind.CONFLICT,

@@ -398,9 +398,11 @@ class Handlers:
         holds: Callable[[KeyValue | None], bool],
         since: int | None,
         what: str,
+        gone: str = "deleted",
     ) -> bool:
         """Make `key` hold `value` (None: no key) unless what it holds already `holds` (is what was asked);
-        refused (409) if the key changed after `since` (`control/_write_guard.py`). Whether it wrote."""
+        refused (409) if the key changed after `since` (`control/_write_guard.py`; `gone`: what the key's
+        absence means, for the refusal). Whether it wrote."""
         for _ in range(3):  # (another writer's change between the read and the write: read again)
             await self._fresh()
             with store_errors(f"could not change {what}"):
@@ -408,7 +410,8 @@ class Handlers:
                 if holds(found):
                     return False
                 if changed_after(since, found, tombstone):
-                    raise RequestError(ErrorKind.CONFLICT, superseded_message(since or 0, found, what))
+                    message = superseded_message(since or 0, found, what, gone=gone)
+                    raise RequestError(ErrorKind.CONFLICT, message)
                 ops = guarded_put(key, value) if value is not None else guarded_delete(key)
                 if (await self.kv.txn(unchanged_since(key, found, tombstone), ops)).succeeded:
                     return True

@@ -296,7 +296,8 @@ class Operations:
             None if resume else encode_record(record),
             holds=lambda found: (found is None) == resume,
             since=since,
-            what=f"the pause of {artifact_id}",
+            what=f"the pause of {artifact_id}'s update",
+            gone="ended (resumed)",
         )
         if resume:
             return PauseInfo(artifact=artifact_id, paused=False)
@@ -346,7 +347,8 @@ class Operations:
             encode_record(record) if record is not None else None,
             holds=holds,
             since=since,
-            what=f"the operation on node {node_id}",
+            what=f"node {node_id}'s cordon or drain",
+            gone="ended (uncordoned)",
         )
         await self.handlers._fresh()
         for info in await self.handlers._node_infos(await self.handlers._instances()):

@@ -94,11 +94,11 @@ def holds_setting(wanted: Any) -> Callable[[KeyValue | None], bool]:
     return holds
 
 
-def superseded_message(since: int, found: KeyValue | None, what: str) -> str:
-    """The message of a `Superseded` write of `what`."""
-    now = f"changed at revision {found.mod_revision}" if found is not None else "deleted"
+def superseded_message(since: int, found: KeyValue | None, what: str, *, gone: str = "deleted") -> str:
+    """The message of a `Superseded` write of `what` (`gone`: what its key's absence means)."""
+    now = f"changed at revision {found.mod_revision}" if found is not None else gone
     return (
         f"{what} was {now}, after revision {since} that this request was made from: another change came"
-        " after it (or this request was delayed past it), so it was not written; read the state again and"
-        " decide"
+        " after it (or this request was delayed past it), and this request changed nothing; read the"
+        " state again and decide"
     )
