@@ -192,6 +192,20 @@ async def test_a_resent_apply_never_overwrites_an_apply_that_came_in_between(
     assert kept == ([2, 3, 4] if landed else [2, 4])
 
 
+async def test_a_resent_create_does_not_bring_back_a_blueprint_deleted_in_between(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    """The first blueprint of its name: the create lands, its answer is lost, and it is deleted before
+    the node tries again. The key is absent again, as before the create: only its tombstone tells."""
+    lossy = Handlers(
+        AnswerLost(kv, landed=True, meanwhile=lambda: handlers.delete_blueprint("demo")),  # type: ignore[arg-type]
+        handlers.invoker,
+    )
+    with pytest.raises(RequestError, match="now removed") as refused:
+        await lossy.apply_blueprint(DEMO, "demo.toml")
+    assert refused.value.kind == "conflict" and await kv.get(BLUEPRINTS + "demo") is None
+
+
 async def test_a_resent_apply_that_landed_is_answered_once_when_nothing_came_in_between(
     kv: MemoryStore, handlers: Handlers
 ) -> None:

@@ -48,8 +48,9 @@ class RevisionConflict(Exception):
 
 class WriteInDoubt(OutcomeUnknownError):
     """Raised when the transaction of `store_revision` was sent and no answer says whether it was applied.
-    `compared`: the blueprint's mod revision it was conditional on (0: it was to create the blueprint);
-    pass it as `in_doubt` to send the change again safely. Nobody's fault: a leader change."""
+    `compared`: the revision the blueprint's key (or its tombstone: a delete) last changed at, which it
+    was conditional on (0: it was to create a blueprint never deleted); pass it as `in_doubt` to send the
+    change again safely. Nobody's fault: a leader change."""
 
     def __init__(self, message: str, *, compared: int) -> None:
         super().__init__(message)
@@ -123,9 +124,10 @@ async def store_revision(
         found = await kv.get(key, linearizable=True)
         current, mod_revision = _decoded(found)
         tombstone = await kv.get(tombstone_key(key), linearizable=True)
-        if in_doubt is not None and mod_revision != in_doubt:
+        last_changed = max(mod_revision, tombstone.mod_revision if tombstone else 0)  # (a delete too)
+        if in_doubt is not None and last_changed != in_doubt:
             return _settled(blueprint, current, mod_revision, in_doubt)
-        if since is not None and max(mod_revision, tombstone.mod_revision if tombstone else 0) > since:
+        if since is not None and last_changed > since:
             if current is not None and same_content(current, blueprint):
                 return Stored(blueprint=current, created=False, kv_revision=mod_revision, new_revision=False)
             raise Superseded(superseded_message(since, found, f"blueprint {blueprint.name!r}"))
@@ -149,7 +151,7 @@ async def store_revision(
         except (OutcomeUnknownError, ConnectionLostError) as error:
             # (a lost connection means "not sent" from the network client; held in doubt all the same:
             # doubt costs a resend nothing but its refusal to overwrite another writer's change)
-            raise WriteInDoubt(error.message, compared=mod_revision) from None
+            raise WriteInDoubt(error.message, compared=last_changed) from None
         if not result.succeeded and fence is not None:
             holds = await kv.txn([fence], [])
             if not holds.succeeded:
