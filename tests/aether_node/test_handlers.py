@@ -49,6 +49,17 @@ instances = 2
 """
 
 
+# a canary rollout of echo from 1.0 to 2.0, its first step observed
+OBSERVING = RolloutRecord(
+    artifact_id="org.example:echo",
+    strategy="canary",
+    stable="1.0",
+    candidate="2.0",
+    phase=RolloutPhase.OBSERVING,
+    share=10,
+)
+
+
 @pytest.fixture
 async def kv() -> MemoryStore:
     return MemoryStore()
@@ -417,15 +428,7 @@ async def test_promote_and_abort_change_the_rollout_record_and_refuse_what_its_p
         await operations.rollout("org.example:echo", "pause")
     assert refused.value.kind == "not_found"
 
-    observing = RolloutRecord(
-        artifact_id="org.example:echo",
-        strategy="canary",
-        stable="1.0",
-        candidate="2.0",
-        phase=RolloutPhase.OBSERVING,
-        share=10,
-    )
-    await kv.put(rollout_key("org.example:echo"), encode_record(observing))
+    await kv.put(rollout_key("org.example:echo"), encode_record(OBSERVING))
     await handlers.apply_blueprint(DEMO.replace(":1.0", ":2.0"), "demo.toml")
     aborted = await operations.rollout("org.example:echo:2.0", "abort")
     assert (aborted.phase, aborted.share, aborted.reason) == (
@@ -448,22 +451,14 @@ async def test_a_late_promote_does_not_promote_the_rollout_that_came_after_it(
 ) -> None:
     operations = Operations(handlers)
     key = rollout_key("org.example:echo")
-    observing = RolloutRecord(
-        artifact_id="org.example:echo",
-        strategy="canary",
-        stable="1.0",
-        candidate="2.0",
-        phase=RolloutPhase.OBSERVING,
-        share=10,
-    )
     await handlers.apply_blueprint(DEMO.replace(":1.0", ":2.0"), "demo.toml")
-    await kv.put(key, encode_record(observing))
+    await kv.put(key, encode_record(OBSERVING))
     read = await handlers.current_revision()
     assert (await operations.rollout("org.example:echo", "promote", since=read)).phase == "PROMOTED"
     # the first copy, nothing since but its own resend: done
     assert (await operations.rollout("org.example:echo", "promote", since=read)).phase == "PROMOTED"
     # the next rollout (to 3.0) starts; the first copy of the promote, late, must not promote it
-    await kv.put(key, encode_record(attrs.evolve(observing, stable="2.0", candidate="3.0")))
+    await kv.put(key, encode_record(attrs.evolve(OBSERVING, stable="2.0", candidate="3.0")))
     with pytest.raises(RequestError, match=r"the rollout of org\.example:echo was changed at") as refused:
         await operations.rollout("org.example:echo", "promote", since=read)
     assert refused.value.kind == "conflict"
@@ -473,15 +468,8 @@ async def test_a_late_promote_does_not_promote_the_rollout_that_came_after_it(
 async def test_a_store_failure_during_abort_is_unavailable_and_changes_nothing(
     kv: MemoryStore, handlers: Handlers
 ) -> None:
-    observing = RolloutRecord(
-        artifact_id="org.example:echo",
-        strategy="blue_green",
-        stable="1.0",
-        candidate="2.0",
-        phase=RolloutPhase.SWITCHED,
-        share=100,
-    )
-    await kv.put(rollout_key("org.example:echo"), encode_record(observing))
+    switched = attrs.evolve(OBSERVING, strategy="blue_green", phase=RolloutPhase.SWITCHED, share=100)
+    await kv.put(rollout_key("org.example:echo"), encode_record(switched))
     await handlers.apply_blueprint(DEMO.replace(":1.0", ":2.0"), "demo.toml")
     before = await kv.get(rollout_key("org.example:echo"))
     kv.fail_next(1, operations={"txn"})
