@@ -135,6 +135,29 @@ async def _ready(cluster: LocalNodeCluster, timeout: float) -> None:
         pytest.fail(f"the cluster was not ready after {timeout:g} s:\n{logs(cluster)}")
 
 
+PORT_TAKEN = "Address already in use"
+START_ATTEMPTS = 3
+
+
+async def _started(
+    directory: Path, index: Path | str, nodes: int, node_args: tuple[str, ...], timeout: float
+) -> LocalNodeCluster:
+    """`_begin`, then `_ready`. The ports are picked free, then bound by the nodes: another process (a
+    test beside this one) may take one in between, and the node that cannot bind it exits; then the
+    cluster starts again from nothing on new ports (up to START_ATTEMPTS times)."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        cluster = _begin(directory, index, nodes, node_args)
+        try:
+            await _ready(cluster, timeout)
+            return cluster
+        except RuntimeError as error:
+            _end(cluster)
+            if PORT_TAKEN not in str(error) or attempt == START_ATTEMPTS:
+                raise
+            shutil.rmtree(directory, ignore_errors=True)
+    raise AssertionError("unreachable")
+
+
 def _end(cluster: LocalNodeCluster) -> None:
     try:
         end_cluster(cluster)
@@ -156,14 +179,11 @@ async def running_cluster(
     """N started and registered nodes (node-1..node-N; the first 3 run the KV replicas), each with
     `node_args` as more `aether-node run` flags. Afterwards every process of the cluster is ended,
     whatever happened. Start nodes added later with `start_node`."""
-    cluster = None
+    cluster = await _started(directory, index, nodes, node_args, timeout)
     try:
-        cluster = _begin(directory, index, nodes, node_args)
-        await _ready(cluster, timeout)
         yield cluster
     finally:
-        if cluster is not None:
-            _end(cluster)
+        _end(cluster)
 
 
 @contextlib.contextmanager
@@ -171,14 +191,11 @@ def started_cluster(
     directory: Path, index: Path | str, nodes: int = 3, *, timeout: float = 60.0
 ) -> Iterator[LocalNodeCluster]:
     """`running_cluster` for synchronous (e.g. module-scoped) fixtures: not from inside a trio run."""
-    cluster = None
+    cluster = trio.run(_started, directory, index, nodes, (), timeout)
     try:
-        cluster = _begin(directory, index, nodes)
-        trio.run(_ready, cluster, timeout)
         yield cluster
     finally:
-        if cluster is not None:
-            _end(cluster)
+        _end(cluster)
 
 
 def logs(cluster: LocalNodeCluster, lines: int = 25) -> str:
