@@ -33,7 +33,7 @@ SLICE_KEYS = (
 )
 # ... with instances on line 5 and the [slices.update] header on line 7: the next line is line 8.
 UPDATE = HEAD + "instances = 2\n\n[slices.update]\n"
-UPDATE_KEYS = "grace_s, max_error_rate, max_p99_ratio, max_surge, step_window_s, steps, strategy"
+UPDATE_KEYS = "grace_s, max_error_rate, max_p99_ratio, max_surge, min_ready_s, step_window_s, steps, strategy"
 
 
 def with_artifact(artifact: str) -> str:
@@ -142,6 +142,19 @@ def test_a_slice_without_update_has_none_and_rolling_is_explicit() -> None:
     assert parse_blueprint(UPDATE + 'strategy = "rolling"\n', SOURCE).slices[0].update == UpdateSpec()
     surged = parse_blueprint(UPDATE + "max_surge = 3\n", SOURCE).slices[0].update
     assert surged == UpdateSpec(max_surge=3)
+
+
+def test_min_ready_s_parses_for_every_strategy_and_defaults_to_two_seconds() -> None:
+    assert UpdateSpec().min_ready_s == 2.0
+    assert parse_blueprint(UPDATE + "min_ready_s = 0\n", SOURCE).slices[0].update == UpdateSpec(
+        min_ready_s=0.0
+    )
+    canary = parse_blueprint(UPDATE + 'strategy = "canary"\nmin_ready_s = 7.5\n', SOURCE).slices[0].update
+    assert canary == UpdateSpec(strategy=UpdateStrategy.CANARY, min_ready_s=7.5)
+    blue_green = (
+        parse_blueprint(UPDATE + 'strategy = "blue_green"\nmin_ready_s = 1\n', SOURCE).slices[0].update
+    )
+    assert blue_green is not None and blue_green.min_ready_s == 1.0
 
 
 def test_min_available_equal_to_instances_is_accepted() -> None:
@@ -476,6 +489,27 @@ BAD_BLUEPRINTS = [
         "update-surge-zero",
         UPDATE + "max_surge = 0\n",
         "bp.toml:8:1: slices[0].update.max_surge: must be a whole number in [1, 1000], got 0",
+        8,
+        1,
+    ),
+    (
+        "update-min-ready-negative",
+        UPDATE + "min_ready_s = -1\n",
+        "bp.toml:8:1: slices[0].update.min_ready_s: must be a number in [0, 3600], got -1",
+        8,
+        1,
+    ),
+    (
+        "update-min-ready-not-a-number",
+        UPDATE + 'strategy = "canary"\nmin_ready_s = "2s"\n',
+        "bp.toml:9:1: slices[0].update.min_ready_s: must be a number in [0, 3600], got '2s'",
+        9,
+        1,
+    ),
+    (
+        "update-min-ready-too-long",
+        UPDATE + "min_ready_s = 1e9\n",
+        "bp.toml:8:1: slices[0].update.min_ready_s: must be a number in [0, 3600], got 1000000000.0",
         8,
         1,
     ),

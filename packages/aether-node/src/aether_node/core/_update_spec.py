@@ -11,6 +11,12 @@ so errors name file:line:column.
   (`control/_strategies.py`);
 - blue_green: the full new set comes up ACTIVE beside the old one, traffic switches in one step, the
   old set stays `grace_s` seconds (an instant switch back), then goes.
+
+Every strategy: `min_ready_s` (default 2 s; 0: off), how long a new instance must have stayed ACTIVE
+before it counts as available where an ACTIVE instance would be removed for it (the floor rule of
+`control/_reconcile.py`: a rolling update's old instances, those a canary or blue-green rollout lets go
+once promoted, a move's or a drain's): a new version that crashes soon after it starts never replaces
+the instances that serve (like Kubernetes' minReadySeconds).
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ from ._table_problems import Fail, Problems, unknown_key
 MAX_SECONDS = 24 * 3600.0  # a limit well above any real rollout, so that typos (1e9) are caught
 MAX_STEPS = 20
 MAX_SURGE = 1000
+# A new instance counts as available for removals once ACTIVE this long: longer than the first lives of a
+# process that dies at start (the node restarts it after 0.25 s, 0.5 s, ...), short enough not to slow a
+# rollout of many instances much.
+DEFAULT_MIN_READY_S = 2.0
+MAX_MIN_READY_S = 3600.0
 
 
 class UpdateStrategy(enum.StrEnum):
@@ -38,7 +49,8 @@ class UpdateStrategy(enum.StrEnum):
 ROLLING_KEYS = frozenset({"max_surge"})
 CANARY_KEYS = frozenset({"steps", "step_window_s", "max_error_rate", "max_p99_ratio"})
 BLUE_GREEN_KEYS = frozenset({"grace_s"})
-KEYS = frozenset({"strategy"}) | ROLLING_KEYS | CANARY_KEYS | BLUE_GREEN_KEYS
+COMMON_KEYS = frozenset({"strategy", "min_ready_s"})  # for every strategy
+KEYS = COMMON_KEYS | ROLLING_KEYS | CANARY_KEYS | BLUE_GREEN_KEYS
 
 
 @attrs.frozen(kw_only=True)
@@ -53,6 +65,9 @@ class UpdateSpec:
     max_error_rate: float = 0.01  # canary: how much its error rate (0..1) may exceed the stable one's
     max_p99_ratio: float = 1.5  # canary: its p99 at most this × the stable version's
     grace_s: float = 300.0  # blue_green: how long the old set stays after the switch
+    # Every strategy: how long a new instance must have stayed ACTIVE before an ACTIVE instance is removed
+    # on the strength of it (0: at once).
+    min_ready_s: float = DEFAULT_MIN_READY_S
 
 
 def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
@@ -80,7 +95,7 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
             UpdateStrategy.CANARY: CANARY_KEYS,
             UpdateStrategy.BLUE_GREEN: BLUE_GREEN_KEYS,
         }[strategy]
-        for key in sorted((set(raw) & KEYS) - {"strategy"} - allowed):
+        for key in sorted((set(raw) & KEYS) - COMMON_KEYS - allowed):
             owner = "canary" if key in CANARY_KEYS else "rolling" if key in ROLLING_KEYS else "blue_green"
             problems.add(
                 f"{path}.{key}", f"only for strategy = {owner!r} (this slice's is {strategy.value!r})", key
@@ -114,6 +129,7 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
         max_error_rate=number("max_error_rate", 0.0, 1.0, defaults.max_error_rate),
         max_p99_ratio=number("max_p99_ratio", 1.0, 1000.0, defaults.max_p99_ratio),
         grace_s=number("grace_s", 0.0, MAX_SECONDS, defaults.grace_s),
+        min_ready_s=number("min_ready_s", 0.0, MAX_MIN_READY_S, defaults.min_ready_s),
     )
     problems.raise_any(fail)
     return spec
