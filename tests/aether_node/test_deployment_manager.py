@@ -312,6 +312,37 @@ async def test_a_restart_says_loading_with_its_reason_at_once_however_quick(
     assert "restart 1 of 2 after the slice process died" in restarted[0].reason
 
 
+async def test_a_dead_process_s_record_leaves_active_before_the_restart_s_backoff(
+    autojump_clock: MockClock,
+) -> None:
+    """No process runs during the backoff before a restart (up to seconds): the record says LOADING, with
+    the restart's reason, from the death on — never ACTIVE, which the leader would count as serving and
+    as staying up (`[slices.update] min_ready_s`). It still works toward ACTIVE (its command), and the
+    load writes no second LOADING."""
+    kv = MemoryStore(clock=trio.current_time)
+    slow_restarts = RestartPolicy(max_restarts=3, window=600.0, initial=100.0, maximum=100.0)
+    async with trio.open_nursery() as nursery:
+        lease = await register(kv, "n1")
+        manager = NodeDeploymentManager(
+            kv, "n1", FakeSliceStore(), lease=lease, restart_policy=slow_restarts, clock=trio.current_time
+        )
+        await nursery.start(manager.run)
+        node = Node(kv, manager.store, manager, nursery)  # type: ignore[arg-type]
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.ACTIVE)
+        died = trio.current_time()
+        node.store.crash(KEY)
+        await node.reaches(SliceState.LOADING)
+        assert trio.current_time() - died < 100.0 and node.store.loads == 1  # within the backoff, no load
+        record = (await instances(kv))[KEY.key]
+        assert "restart 1 of 2 after the slice process died" in record.reason
+        assert record.intent is SliceState.ACTIVATE
+        await wait_until(lambda: node.store.loads == 2, what="the restart's load", timeout=600)
+        await node.reaches(SliceState.ACTIVE)
+        assert [r.state for r in (await history(kv))[2:]] == [SliceState.LOADING, SliceState.ACTIVE]
+        nursery.cancel_scope.cancel()
+
+
 @pytest.mark.parametrize("error", [UnavailableError, OutcomeUnknownError])
 async def test_endpoints_that_fail_to_publish_for_a_moment_are_put_again(
     autojump_clock: MockClock, error: type[UnavailableError]

@@ -62,6 +62,9 @@ WITHDRAW_ATTEMPTS = 4  # a withdrawal that still fails is left to the node's lea
 # most finish sooner, and their record goes from the command straight to the outcome.
 LOADING_DELAY = 1.0
 PUBLISH_ATTEMPTS = 4  # a publication that still fails fails the activation
+# The command a working state written over an outcome carries (a restart after the process died, or after
+# the node's): what brings the outcome back, so that an interrupted restart resumes toward it.
+_RESUMING = {SliceState.ACTIVE: SliceState.ACTIVATE, SliceState.LOADED: SliceState.LOAD}
 
 
 @attrs.define(eq=False)
@@ -308,6 +311,11 @@ class NodeDeploymentManager:
                 await self._write(key, slot, SliceState.FAILED, self._crash_loop_reason(slot))
                 return
             reason, delay = restart
+            # No process runs: the record must not go on saying ACTIVE (or LOADED) through the backoff
+            # (up to seconds), or the leader counts a dead instance as serving and as staying up (its
+            # min_ready_s). LOADING with the restart's reason goes now; the load writes no other.
+            if not await self._write(key, slot, SliceState.LOADING, reason):
+                return  # a newer command came: the next pass acts on it
             with trio.move_on_after(delay):
                 seen = slot.version
                 while slot.version == seen:
@@ -373,6 +381,9 @@ class NodeDeploymentManager:
         # deleted key would fail its compare and leave the process running, its endpoints published.
         deferred = _loading_deferred(step, slot.record, reason)
         working = None if slot.record is None or deferred else step.working
+        record = slot.record
+        if reason and record is not None and (record.state, record.reason) == (working, reason):
+            working = None  # a restart's LOADING, written when its process died
         if working is not None and not await self._write(key, slot, working, reason):
             return False
         try:
@@ -489,6 +500,8 @@ class NodeDeploymentManager:
         command = None
         if current is not None and state in WORKING_STATES:
             command = current.state if current.state in COMMAND_STATES else current.command
+            if command is None:  # (an outcome's record: a restart works toward the same outcome again)
+                command = _RESUMING.get(current.state)
         record = SliceRecord(
             state=state,
             reason=reason,
