@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sized
 import attrs
 import pytest
 import trio
-from shell_support import apply, instances, register
+from shell_support import apply, hold, instances, register
 from trio.testing import MockClock
 
 from aether_kv import KeyValue, MemoryStore, OutcomeUnknownError, UnavailableError
@@ -189,6 +189,50 @@ async def set_state(kv: MemoryStore, version: str, state: SliceState) -> None:
 async def rollout(kv: MemoryStore) -> RolloutRecord | None:
     found = await kv.get(rollout_key("org.example:echo"))
     return None if found is None else decode_record(found.key, found.value, RolloutRecord)
+
+
+async def test_the_leader_removes_an_old_instance_once_the_new_one_has_stayed_active_for_min_ready_s(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    """The leader times each new instance from when it saw it ACTIVE, by its own clock; a new instance
+    whose process died (LOADING) and came back starts again. Until then the old instances all stay and
+    the slice's problem says why."""
+    for node_id in ("n1", "n2", "n3"):
+        await register(kv, node_id)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=3))
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await wait_until(lambda: _eq(_len(instances(kv)), 3), timeout=60, what="the old set placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        new = SliceSpec(artifact="org.example:echo:2.0", instances=3, update=UpdateSpec(min_ready_s=5.0))
+        await apply(kv, "demo", new)
+        await wait_until(lambda: _eq(_len(instances(kv)), 4), timeout=60, what="the first new instance")
+        (fresh,) = [k for k in await instances(kv) if ":2.0/" in k]
+
+        async def removing() -> list[str]:
+            return sorted(k for k, r in (await instances(kv)).items() if r.state is SliceState.UNLOAD)
+
+        async def put(state: SliceState) -> None:
+            record = (await instances(kv))[fresh]
+            await kv.put(fresh, encode_record(attrs.evolve(record, state=state)))
+
+        await put(SliceState.ACTIVE)
+        await hold(4.0)
+        assert await removing() == []
+        problem = await kv.get(PROBLEMS_PREFIX + "org.example:echo")
+        assert problem is not None and problem.value.decode() == (
+            "waiting for 1 new instance to stay ACTIVE for 5 s (min_ready_s) before an ACTIVE instance is"
+            " removed for it"
+        )
+        await put(SliceState.LOADING)  # its process died: the node restarts it
+        await hold(0.5)
+        await put(SliceState.ACTIVE)
+        await hold(4.0)  # 8.5 s after it first was ACTIVE, 4 s after it came back
+        assert await removing() == []
+        await wait_until(removing, timeout=60, what="an old instance removed once the new one settled")
+        (old,) = await removing()
+        assert ":1.0/" in old
+        nursery.cancel_scope.cancel()
 
 
 async def test_the_leader_runs_a_blue_green_rollout_through_its_record(

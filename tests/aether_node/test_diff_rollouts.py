@@ -33,9 +33,11 @@ def test_a_rolling_change_says_its_surge_and_floor() -> None:
     assert found.rollout == ""
     assert found.update == (
         "rolling to 2.0: up to 2 new instances at a time beyond the count to keep; an old one goes once the"
-        " ACTIVE count allows, never below the floor of 2"
+        " ACTIVE count allows, never below the floor of 2 (a new instance counts once it has stayed ACTIVE"
+        " 2 s)"
     )
     assert change(NEW, None).update.startswith("rolling to 2.0: up to 1 new instance at a time")
+    assert change(NEW, UpdateSpec(min_ready_s=0)).update.endswith("never below the floor of 2")
 
 
 def test_a_paused_rolling_change_says_it_holds() -> None:

@@ -101,17 +101,26 @@ class InstanceDecoder:
     """The `slices/` records as the planner's `ObservedInstance`s, kept in an `InstanceIndex` (`index`):
     each record decoded once per change of it (its mod revision), not on every pass; and a pass visits
     only the keys the watch touched since the one before (`update`), so that neither decoding nor the
-    index costs per instance while thousands of instances converge."""
+    index costs per instance while thousands of instances converge.
+
+    It also keeps `active_since`: key → when (the `now` of `update`, this leader's clock) it first saw
+    the record ACTIVE as it stands. Any write of the record starts it again (a node writes ACTIVE only
+    when it has activated the instance: a restart after its process died goes through LOADING; a new
+    ACTIVE at another revision is a new activation), and a record that is not ACTIVE has none. A new
+    leader's decoder starts every window afresh: it cannot know what its predecessor saw."""
 
     def __init__(self) -> None:
         self._known: dict[str, tuple[int, ObservedInstance | None]] = {}
         self.index = InstanceIndex()
+        self.active_since: dict[str, float] = {}
 
-    def update(self, raw: Mapping[str, KeyValue], touched: Iterable[str] | None) -> InstanceIndex:
+    def update(
+        self, raw: Mapping[str, KeyValue], touched: Iterable[str] | None, *, now: float = 0.0
+    ) -> InstanceIndex:
         """Bring the index up to date with `raw` (every record of `slices/`), looking only at the keys in
-        `touched` (`KVCache.touched`; None: at every key)."""
+        `touched` (`KVCache.touched`; None: at every key); a record newly seen ACTIVE is so since `now`."""
         for key in raw.keys() | self._known.keys() if touched is None else touched:
-            self._observe(key, raw.get(key))
+            self._observe(key, raw.get(key), now)
         return self.index
 
     def instances(self, raw: Mapping[str, KeyValue]) -> list[ObservedInstance]:
@@ -119,8 +128,9 @@ class InstanceDecoder:
         self.update(raw, None)
         return [instance for key in raw if (instance := self._known[key][1]) is not None]
 
-    def _observe(self, key: str, kv: KeyValue | None) -> None:
+    def _observe(self, key: str, kv: KeyValue | None, now: float) -> None:
         if kv is None:  # deleted
+            self.active_since.pop(key, None)
             if self._known.pop(key, None) is not None:
                 self.index.remove(key)
             return
@@ -129,6 +139,10 @@ class InstanceDecoder:
             return
         instance = observed_instance(key, kv)
         self._known[key] = (kv.mod_revision, instance)
+        if instance is not None and instance.state is SliceState.ACTIVE:
+            self.active_since[key] = now
+        else:
+            self.active_since.pop(key, None)
         if instance is None:
             self.index.remove(key)
         else:
@@ -136,12 +150,13 @@ class InstanceDecoder:
 
 
 def observe(
-    cache: KVCache, decoder: InstanceDecoder
+    cache: KVCache, decoder: InstanceDecoder, *, now: float = 0.0
 ) -> tuple[list[Blueprint], list[NodeCapacity], InstanceIndex, frozenset[str]]:
     """The cached KV → the planner's inputs (`observe_data`), the instances as `decoder`'s index, brought
-    up to date with the records the watch touched since the last pass."""
+    up to date with the records the watch touched since the last pass (seen at `now`)."""
     blueprints, nodes, stopping = _desired_and_nodes(cache.data)
-    return blueprints, nodes, decoder.update(cache.data[SLICES], cache.touched(SLICES)), stopping
+    instances = decoder.update(cache.data[SLICES], cache.touched(SLICES), now=now)
+    return blueprints, nodes, instances, stopping
 
 
 def observe_data(
@@ -343,11 +358,11 @@ class ClusterDeploymentManager:
                 await cache.caught_up(SLICES, written)
                 changed = cache.changed
                 started = time.perf_counter()
-                blueprints, nodes, instances, stopping = observe(cache, decoder)
+                now = self.clock()
+                blueprints, nodes, instances, stopping = observe(cache, decoder, now=now)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
                 cordoned, draining = split_operations(decode_operations(cache.data[NODE_OPS]))
                 records, revisions = decode_rollouts(cache.data[ROLLOUTS])
-                now = self.clock()
                 verdicts = await self._verdicts(specs, records, cache, now)
                 steered = rollouts(specs, instances, records, now=now, verdicts=verdicts)
                 if steered.changes:
@@ -378,6 +393,7 @@ class ClusterDeploymentManager:
                     policies=policies,
                     frozen=paused.held,
                     stable=steered.stable,
+                    active_since=decoder.active_since,  # (a window's end needs no wake-up: `interval`)
                 )
                 result = attrs.evolve(result, problems=merge_problems(result.problems, paused.problems))
                 planning = time.perf_counter() - started

@@ -316,6 +316,11 @@ def _update(
     rolling = (
         f"rolling to {version}: up to {plural(update.max_surge, 'new instance')} at a time beyond the"
         f" count to keep; an old one goes once the ACTIVE count allows, never below the floor of {floor}"
+        + (
+            f" (a new instance counts once it has stayed ACTIVE {update.min_ready_s:g} s)"
+            if update.min_ready_s
+            else ""
+        )
     )
     return lead + rolling + ("; paused: it holds until `aether slice resume`" if paused else "")
 

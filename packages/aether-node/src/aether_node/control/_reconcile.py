@@ -16,6 +16,10 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   replacement ACTIVE before the old instance goes; a rollout whose new version fails keeps the old one
   serving), and never fewer than the slice's floor (`min_available`). Only the loss of a node takes the
   ACTIVE count below the floor; a change the floor holds back waits and says why (a `Problem`);
+- a new instance (of the wanted variant) counts as ACTIVE for that rule only once it has stayed ACTIVE
+  for its slice's `min_ready_s` (`[slices.update]`), by the leader's own clock (`active_since`: when the
+  leader first saw each ACTIVE record): a new version that dies soon after it starts never replaces the
+  instances that serve. Creations never wait for it (an initial deployment is not slowed);
 - a cordoned node (an operator's `aether node cordon`) gets no new instance and keeps what it runs; a
   draining node (`aether node drain`) gets none either and its instances are moved off like any surplus:
   each replacement goes ACTIVE elsewhere before the instance it replaces is removed, and never below the
@@ -50,7 +54,7 @@ from ..core._errors import InvalidCoordinatesError
 from ..core._reconcile_spec import DEFAULT, ResolvedPolicy
 from ..core._records import REMOVING, SliceState
 from ..core._text import plural
-from ..core._update_spec import UpdateStrategy
+from ..core._update_spec import DEFAULT_MIN_READY_S, UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
 from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, Variant, as_index
 from ._rebalance import await_lost
@@ -136,6 +140,11 @@ def rolling(spec: SliceSpec) -> bool:
     return spec.update is not None and spec.update.strategy is UpdateStrategy.ROLLING
 
 
+def min_ready_s(spec: SliceSpec) -> float:
+    """How long a new instance of the slice must stay ACTIVE before it counts for removals."""
+    return spec.update.min_ready_s if spec.update is not None else DEFAULT_MIN_READY_S
+
+
 def _newest_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstance]:
     """Removal order: not yet ACTIVE first, then the most recently added (highest instance number); the
     key decides between equal numbers."""
@@ -158,6 +167,7 @@ def plan(
     policies: Mapping[str, ResolvedPolicy] | None = None,
     frozen: Collection[str] = frozenset(),
     stable: Mapping[str, SliceSpec] | None = None,
+    active_since: Mapping[str, float] | None = None,
 ) -> Plan:
     """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
     those in `cordoned` take no new instance, those in `draining` take none and are emptied. For the
@@ -167,7 +177,11 @@ def plan(
     (missing: the default, no delay and no limit). For the artifact ids in `frozen` (a paused rolling
     update, `_pause.py`; they are `held` too) no instance is created. `stable`: for artifact ids in
     `held` by a rollout, the stable version's spec (`_strategies.stable_spec`): its lost instances are
-    replaced (`_stable_set.py`). `instances`: the observed records,
+    replaced (`_stable_set.py`). `active_since`: instance key → when (on `now`'s clock) the planner's
+    caller first saw that record ACTIVE (the leader's own observation, so no two machines' clocks are
+    compared); an ACTIVE instance of the wanted variant seen less than its slice's `min_ready_s` ago does
+    not count as ACTIVE where an ACTIVE instance would be removed for it. A key missing (or None, e.g.
+    `blueprint diff`): no window known, it counts at once. `instances`: the observed records,
     as a list or as an `InstanceIndex` (the leader's, kept up to date from its watch: then a pass costs
     per node and state of each slice, and per action, not per instance)."""
     policies = policies or {}
@@ -262,7 +276,13 @@ def plan(
             extra = count - placement.counts.get(node_id, 0)
             if extra > 0:
                 surplus.extend(_newest_first(alive.placed_on(node_id))[:extra])
-        floor_rule = _FloorRule(active=active, keep=keep, retain=retain, draining=draining)
+        # New instances ACTIVE for less than min_ready_s do not count yet (looked up only when an ACTIVE
+        # instance may be removed: a converged slice costs nothing here).
+        ready_after = min_ready_s(spec)
+        settling = _settling(alive, active_since, now, ready_after) if surplus or alive.old_active else set()
+        floor_rule = _FloorRule(
+            active=active - len(settling), keep=keep, retain=retain, draining=draining, settling=settling
+        )
         for instance in _newest_first(surplus):
             floor_rule.consider(instance, "scaled down or moved", removals)
         if not holding and alive.old_active:
@@ -272,6 +292,7 @@ def plan(
                 for instance in _newest_first(alive.old_active_instances()):
                     floor_rule.consider(instance, replaced_why(instance.variant, variant), removals)
         active, held_by_floor, held_drains = floor_rule.active, floor_rule.held, floor_rule.held_drains
+        settling_now = len(floor_rule.settling)  # (those not removed as surplus themselves)
 
         # Everything still running counts against the surge — also what is being removed right now (its
         # UNLOAD has not taken effect yet): a new instance is created only once the old one is gone.
@@ -354,10 +375,15 @@ def plan(
                 + ("" if placement.unplaced else f" ({reasons})")
                 + f"; {', '.join(serving)} keeps serving ({alive.old_active} ACTIVE)"
             )
+        if settling_now and floor_rule.waited:
+            messages.append(
+                f"waiting for {plural(settling_now, 'new instance')} to stay ACTIVE for {ready_after:g} s"
+                " (min_ready_s) before an ACTIVE instance is removed for it"
+            )
         if held_by_floor:
             messages.append(
                 f"waiting: removing an ACTIVE instance would take {artifact_id} below its floor of"
-                f" {floor} ACTIVE (min_available; {active} ACTIVE now)"
+                f" {floor} ACTIVE (min_available; {active + settling_now} ACTIVE now)"
                 + (
                     f"; the drain of {', '.join(sorted(held_drains))} waits for room elsewhere"
                     if held_drains
@@ -395,6 +421,19 @@ def _stale_inactive(
         for i in alive.old_inactive()
         if i.key not in kept_stable.on_their_way
     ]
+
+
+def _settling(
+    alive: _Alive, active_since: Mapping[str, float] | None, now: float, ready_after: float
+) -> set[str]:
+    """The keys of the wanted variant's ACTIVE instances seen ACTIVE less than `ready_after` s ago."""
+    if not active_since or ready_after <= 0:
+        return set()
+    return {
+        i.key
+        for i in alive.active_instances()
+        if (since := active_since.get(i.key)) is not None and now - since < ready_after
+    }
 
 
 def _retrying(failed: ObservedInstance, now: float) -> str:
@@ -450,21 +489,27 @@ def _drain_held(artifact_id: str, spec: SliceSpec, nodes: Sequence[str], *, paus
 @attrs.define(kw_only=True)
 class _FloorRule:
     """Which removal candidates go: an ACTIVE one only while the ACTIVE count stays at `keep` without it.
-    Counts what it holds back, and how many of those the floor (not a missing replacement) holds."""
+    Counts what it holds back, and how many of those the floor (not a missing replacement) holds. The
+    instances in `settling` (ACTIVE for less than `min_ready_s`) are not in `active`: removing one of
+    them (a surplus) takes nothing from the count."""
 
     active: int
     keep: int
     retain: int
     draining: frozenset[str]
+    settling: set[str] = attrs.field(factory=set)  # keys of ACTIVE instances that do not count yet
     held: int = 0  # held back by the floor
     held_drains: set[str] = attrs.field(factory=set)  # draining nodes whose instances the floor holds
+    waited: bool = False  # an ACTIVE candidate was held back (by the floor or a missing replacement)
 
     def consider(
         self, instance: ObservedInstance, why: str, removals: list[tuple[ObservedInstance, str]]
     ) -> None:
         if instance.node_id in self.draining and why == "scaled down or moved":
             why = f"node {instance.node_id} is draining"
-        if instance.state is SliceState.ACTIVE:
+        if instance.state is SliceState.ACTIVE and instance.key in self.settling:
+            self.settling.discard(instance.key)
+        elif instance.state is SliceState.ACTIVE:
             if self.active - 1 < self.keep:
                 self.hold_all(1, {instance.node_id})
                 return
@@ -473,6 +518,7 @@ class _FloorRule:
 
     def hold_all(self, count: int, nodes: Collection[str]) -> None:
         """Hold `count` ACTIVE candidates on `nodes` (the count to keep is reached: the count stays)."""
+        self.waited = True
         if self.active - 1 >= self.retain:  # the floor, not a missing replacement, holds them
             self.held += count
             self.held_drains.update(n for n in nodes if n in self.draining)
@@ -534,6 +580,13 @@ class _Alive:
                     for state, bucket in states.items():
                         if state not in REMOVING and (state is SliceState.ACTIVE) == active:
                             yield node_id, version, bucket
+
+    def active_instances(self) -> Iterator[ObservedInstance]:
+        """The wanted variant's ACTIVE records."""
+        assert self.wanted is not None
+        for node_id in self.nodes:
+            states = self.group.nodes[node_id].get(self.wanted, {})
+            yield from states.get(SliceState.ACTIVE, {}).values()
 
     def old_inactive(self) -> list[ObservedInstance]:
         return [i for _, _, bucket in self._old(False) for i in bucket.values()]
