@@ -24,7 +24,7 @@ from aether_node.control._reconcile import (
     RemoveInstance,
     plan,
 )
-from aether_node.core._blueprint import SliceSpec
+from aether_node.core._blueprint import SliceSpec, Strategy
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._records import SliceRecord, SliceState, encode_record
 from aether_node.core._update_spec import DEFAULT_MIN_READY_S, UpdateSpec
@@ -112,6 +112,19 @@ def test_a_scale_down_removes_a_settling_surplus_instance_without_counting_it() 
     seen = {settled[0].key: 0.0, settled[1].key: 0.0, fresh.key: 10.0}
     p = plan([spec(instances=2, min_ready_s=5.0)], NODES, [*settled, fresh], now=10.0, active_since=seen)
     assert removed(p) == [fresh.key] and p.problems == ()
+
+
+def test_a_drain_right_after_a_deploy_removes_no_instance_the_floor_needs() -> None:
+    """Found on real nodes: right after a deploy every instance is settling, so none counts; the drained
+    node's instance (a surplus, with nowhere to go) must still stay, as the floor needs it."""
+    running = [observed("a", NEW, 1), observed("b", NEW, 2), observed("c", NEW, 3)]
+    seen = {i.key: 10.0 for i in running}
+    pinned = spec(min_ready_s=2.0, min_available=3, strategy=Strategy.SPREAD)  # 1 per node: nowhere to go
+    for now in (10.0, 30.0):  # settling, then settled: the floor holds it either way
+        p = plan([pinned], NODES, running, now=now, active_since=seen, draining={"b"})
+        assert removed(p) == [] and created(p) == [], now
+    (problem,) = plan([pinned], NODES, running, now=30.0, active_since=seen, draining={"b"}).problems
+    assert "below its floor of 3 ACTIVE" in problem.message and "the drain of b waits" in problem.message
 
 
 def test_a_drained_node_keeps_its_instance_until_the_replacement_has_settled() -> None:
@@ -287,3 +300,42 @@ def test_a_new_version_that_stays_up_replaces_the_old_one_after_its_windows(
         cluster.apply(p)
         assert cluster.active(OLD) + cluster.active(NEW) >= instances  # never below the count to keep
     assert cluster.active(OLD) == 0 and cluster.active(NEW) == instances
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.sampled_from([OLD, NEW]),
+            st.sampled_from([SliceState.ACTIVE, SliceState.ACTIVE, SliceState.LOADING, SliceState.FAILED]),
+            st.floats(0.0, 10.0),
+        ),
+        max_size=8,
+    ),
+    instances=st.integers(0, 4),
+    min_available=st.integers(0, 4),
+    min_ready_s=st.floats(0.0, 5.0),
+    draining=st.sets(st.sampled_from(["a", "b", "c"]), max_size=1),
+)
+def test_the_window_only_ever_holds_a_removal_back(
+    records: list[tuple[str, str, SliceState, float]],
+    instances: int,
+    min_available: int,
+    min_ready_s: float,
+    draining: set[str],
+) -> None:
+    """Whatever the view and the times seen ACTIVE: every ACTIVE instance removed with the windows is
+    removed without them too, and what is created is the same (only removals wait)."""
+    view = [
+        observed(node_id, coordinates, n, state)
+        for n, (node_id, coordinates, state, _) in enumerate(records, 1)
+    ]
+    since = {i.key: seen for i, (*_, seen) in zip(view, records, strict=True) if i.state is SliceState.ACTIVE}
+    target = spec(instances=instances, min_ready_s=min_ready_s, min_available=min(min_available, instances))
+    states = {i.key: i.state for i in view}
+    with_windows = plan([target], NODES, view, now=10.0, active_since=since, draining=draining)
+    without = plan([target], NODES, view, now=10.0, draining=draining)
+    active_removed = {k for k in removed(with_windows) if states[k] is SliceState.ACTIVE}
+    assert active_removed <= set(removed(without))
+    assert created(with_windows) == created(without)

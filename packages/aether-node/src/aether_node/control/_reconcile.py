@@ -490,8 +490,8 @@ def _drain_held(artifact_id: str, spec: SliceSpec, nodes: Sequence[str], *, paus
 class _FloorRule:
     """Which removal candidates go: an ACTIVE one only while the ACTIVE count stays at `keep` without it.
     Counts what it holds back, and how many of those the floor (not a missing replacement) holds. The
-    instances in `settling` (ACTIVE for less than `min_ready_s`) are not in `active`: removing one of
-    them (a surplus) takes nothing from the count."""
+    instances in `settling` (ACTIVE for less than `min_ready_s`) are not in `active`: one of them (a
+    surplus) goes while the count stays at `keep`, and takes nothing from it."""
 
     active: int
     keep: int
@@ -507,13 +507,17 @@ class _FloorRule:
     ) -> None:
         if instance.node_id in self.draining and why == "scaled down or moved":
             why = f"node {instance.node_id} is draining"
-        if instance.state is SliceState.ACTIVE and instance.key in self.settling:
-            self.settling.discard(instance.key)
-        elif instance.state is SliceState.ACTIVE:
-            if self.active - 1 < self.keep:
+        if instance.state is SliceState.ACTIVE:
+            # (A settling candidate is not in `active`; it still goes only while the count is kept: it
+            # is serving, and those that count may be too few without it, as right after a deploy.)
+            settling = instance.key in self.settling
+            if self.active - (0 if settling else 1) < self.keep:
                 self.hold_all(1, {instance.node_id})
                 return
-            self.active -= 1
+            if settling:
+                self.settling.discard(instance.key)
+            else:
+                self.active -= 1
         removals.append((instance, why))
 
     def hold_all(self, count: int, nodes: Collection[str]) -> None:
