@@ -25,7 +25,7 @@ from ._processes import spawn
 log = logging.getLogger("aether_node.kv_replica")
 
 BEAT_PERIOD = 1.0  # s between two beats of the node's heartbeat on its replica's stdin
-MIN_SILENCE = 2 * BEAT_PERIOD  # a replica tolerates at least this much silence, however short the lease
+MIN_SILENCE = 3 * BEAT_PERIOD  # a replica tolerates at least this much silence, however short the lease
 
 
 def parent_silence(config: NodeConfig) -> float:
