@@ -1,9 +1,12 @@
 """Rolling updates: a slice's own `max_surge` (`[slices.update]`) and `aether slice pause|resume`
 (`control/_pause.py`) over the planner, on the simulated cluster of `test_reconcile`. Properties: while
-paused no pass creates an instance or removes an old ACTIVE one; no pass takes a slice below
-min(floor, instances); after the resume the update converges to the new version alone. Pure."""
+paused no pass removes an old ACTIVE one, nor creates an instance unless a loss took the slice below its
+floor; no pass takes a slice below min(floor, instances); after the resume the update converges to the
+new version alone. Pure."""
 
 from __future__ import annotations
+
+import collections
 
 import pytest
 from hypothesis import given, settings
@@ -64,6 +67,28 @@ def test_a_paused_update_stays_where_it_is_and_says_so() -> None:
         cluster.apply(p)
     assert cluster.counts(NEW) and not cluster.counts(OLD)
     assert sum(cluster.counts(NEW).values()) == 4
+
+
+def test_a_paused_update_that_loses_a_node_is_made_up_to_its_floor_with_the_new_version() -> None:
+    """Nodes a, b, c; 1.0 ×6 (floor 5), paused with one 2.0 up and one 1.0 gone. A node with two is lost:
+    what is left is below the floor, and the pause makes it up to the floor, with 2.0 (nothing else
+    moves)."""
+    cluster = Cluster(nodes=[node("a"), node("b"), node("c")])
+    cluster.converge([rolling(OLD, 6, floor=5)])
+    new = rolling(NEW, 6, floor=5)
+    cluster.apply(step(cluster, new, paused=False))  # one 2.0 instance, ACTIVE at once here
+    cluster.apply(step(cluster, new, paused=False))  # an old one goes
+    assert step(cluster, new, paused=True).actions == ()  # paused, at the floor or above: nothing
+    per_node = collections.Counter(r.node_id for r in cluster.view())
+    lost = max(per_node, key=lambda n: (per_node[n], n))  # the node with the most (2 of 6)
+    cluster.nodes = [n for n in cluster.nodes if n.node_id != lost]
+    left = [r for r in cluster.view() if r.node_id != lost]
+    serving = sum(1 for r in left if r.state is SliceState.ACTIVE)
+    assert serving < 5, serving  # the loss took it below its floor
+    p = step(cluster, new, paused=True)
+    made = creates(p)
+    assert len(made) == 5 - serving and all(str(c.coordinates) == NEW for c in made)
+    assert lost not in {c.node_id for c in made} and removes(p) == []
 
 
 def test_a_pause_before_the_change_holds_it_at_its_start_and_changes_nothing_else() -> None:

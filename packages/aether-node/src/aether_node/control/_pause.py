@@ -2,7 +2,8 @@
 the planner should aim for while a slice's version change is paused. No I/O, no clock.
 
 While paused, the rolling update of a slice stays where it is: the planner creates no instance of it
-(`_reconcile.plan(..., frozen=)`) and holds the old version's ACTIVE instances (`held`: never removed,
+(`_reconcile.plan(..., frozen=)`; but what lost nodes took is made up to the floor, with the version
+asked for) and holds the old version's ACTIVE instances (`held`: never removed,
 not counted against the surge), so both versions keep serving what they serve. Pausing removes nothing, so
 it never takes a slice below its floor (`min_available`); resuming hands the slice back to the rolling
 rule, floor included. A pause of a slice with no version change in progress changes nothing (scaling

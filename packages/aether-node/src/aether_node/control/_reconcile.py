@@ -306,7 +306,12 @@ def plan(
 
         # (Counted from the number to keep: instances the floor holds back do not stall the new ones.)
         surge = spec.update.max_surge if rolling(spec) else max_surge
-        budget = 0 if artifact_id in frozen else max(0, max(wanted_count, keep) + surge - in_place)
+        if artifact_id in frozen:
+            # A pause holds the update where it is, but not below the floor: what lost nodes took is
+            # made up to the floor with the version asked for (the old instances are held meanwhile).
+            budget = max(0, floor - alive.old_active - sum(alive.placed.values()))
+        else:
+            budget = max(0, max(wanted_count, keep) + surge - in_place)
         # Creations while another node holds a surplus ACTIVE instance of this version are moves: name
         # the node each one moves from (for the event log), oldest surplus first, one per surplus.
         move_sources = [i.node_id for i in reversed(_newest_first(surplus)) if i.state is SliceState.ACTIVE]
