@@ -127,6 +127,19 @@ def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]
     return found
 
 
+def node_records(items: Mapping[str, KeyValue]) -> dict[str, tuple[NodeRecord, KeyValue]]:
+    """The registered nodes (`nodes/` keys) by id in key order, each with its key-value (its create
+    revision tells its run); a record that does not decode is left out."""
+    found = {}
+    for key, kv in sorted(items.items()):
+        try:
+            record = decode_record(key, kv.value, NodeRecord)
+        except RecordError:
+            continue
+        found[record.node_id] = (record, kv)
+    return found
+
+
 def _decode_blueprints(items: Iterable[KeyValue]) -> dict[str, Blueprint]:
     """The blueprints stored under `blueprints/`, by name (records that do not decode are skipped)."""
     found = {}
@@ -551,13 +564,7 @@ class Handlers:
     # ------------------------------------------------------------ cluster
 
     async def _nodes(self) -> list[NodeRecord]:
-        found = []
-        for key, kv in sorted((await self._read(NODES)).items()):
-            try:
-                found.append(decode_record(key, kv.value, NodeRecord))
-            except RecordError:
-                continue
-        return found
+        return [record for record, _ in node_records(await self._read(NODES)).values()]
 
     async def _leader_node(self) -> str | None:
         with store_errors():

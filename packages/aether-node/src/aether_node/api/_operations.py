@@ -7,7 +7,7 @@ RequestError. Bad input is refused before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
@@ -43,10 +43,8 @@ from ..core._records import (
     NodeRecord,
     NodeStopRequest,
     PausedRollout,
-    RecordError,
     RolloutPhase,
     RolloutRecord,
-    decode_record,
     encode_record,
 )
 from ..core._schema import (
@@ -64,7 +62,7 @@ from ..core._schema import (
     rollout_key,
 )
 from ..core._update_spec import UpdateStrategy
-from ._handlers import Handlers, applied, read_blueprint, rollout_info, summaries
+from ._handlers import Handlers, applied, node_records, read_blueprint, rollout_info, summaries
 
 NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop", "restart")
 ROLLOUT_OPERATIONS = ("promote", "abort")
@@ -368,10 +366,8 @@ class Operations:
         doing = "restart" if restart else "stop"
         for _ in range(3):  # (another stop request written between the read and the write: again)
             await self.handlers._fresh()
-            with store_errors(f"could not read the nodes before the {doing} of {node_id}"):
-                registered = await self.kv.range(NODES)
-                asked = await self.handlers._read(NODE_STOPS)
-            nodes = _node_records(registered.kvs)
+            nodes = node_records(await self.handlers._read(NODES))
+            asked = await self.handlers._read(NODE_STOPS)
             if node_id not in nodes:
                 return attrs.evolve(_absent(node_id), state=LEAVING)  # gone already: it has left
             record, registration = nodes[node_id]
@@ -458,19 +454,6 @@ def _commanded_already(
     raise RequestError(
         ErrorKind.CONFLICT, superseded_message(since, current, f"the rollout of {artifact_id}")
     )
-
-
-def _node_records(items: Iterable[KeyValue]) -> dict[str, tuple[NodeRecord, KeyValue]]:
-    """The registered nodes by id, each with its record's key-value (its create revision tells its run);
-    a record that does not decode is left out."""
-    found = {}
-    for item in items:
-        try:
-            record = decode_record(item.key, item.value, NodeRecord)
-        except RecordError:
-            continue
-        found[record.node_id] = (record, item)
-    return found
 
 
 def _absent(node_id: str) -> NodeInfo:

@@ -35,7 +35,14 @@ from aether_kv import (
 from ..core._blueprint import Blueprint
 from ..core._records import RecordError, decode_record, encode_record
 from ..core._schema import BLUEPRINTS, revision_key, revision_prefix
-from ._write_guard import Superseded, guarded_put, superseded_message, tombstone_key, unchanged_since
+from ._write_guard import (
+    Superseded,
+    changed_after,
+    guarded_put,
+    superseded_message,
+    tombstone_key,
+    unchanged_since,
+)
 
 DEFAULT_KEEP = 20  # revisions kept per blueprint (`blueprint_history` in the node's configuration)
 ATTEMPTS = 5  # tries of the compare-and-swap before a writer gives up (others write the same blueprint)
@@ -127,7 +134,7 @@ async def store_revision(
         last_changed = max(mod_revision, tombstone.mod_revision if tombstone else 0)  # (a delete too)
         if in_doubt is not None and last_changed != in_doubt:
             return _settled(blueprint, current, mod_revision, in_doubt)
-        if since is not None and last_changed > since:
+        if changed_after(since, found, tombstone):
             if current is not None and same_content(current, blueprint):
                 return Stored(blueprint=current, created=False, kv_revision=mod_revision, new_revision=False)
             raise Superseded(superseded_message(since, found, f"blueprint {blueprint.name!r}"))
