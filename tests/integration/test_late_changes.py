@@ -101,3 +101,27 @@ def test_a_bad_revision_is_refused_and_changes_nothing(cluster: CliCluster) -> N
             message = response.json()["error"]["message"]
             assert message.startswith(f"{SINCE_HEADER}: expected a revision (a whole number), got "), message
         assert {b.name: b.slices for b in api.list_blueprints()} == before
+
+
+def test_a_revision_the_cluster_has_not_reached_is_refused_and_changes_nothing(cluster: CliCluster) -> None:
+    """A revision ahead of the KV's cannot have been read from it, and would turn the guard off: 400."""
+    url = cluster.urls.split(",")[1]
+    with ApiClient([url]) as api:
+        before = {b.name: b.slices for b in api.list_blueprints()}
+        now = api.current_revision()
+        ahead = now + 1_000_000
+        for method, path, content in (
+            ("POST", "/api/v1/blueprints", blueprint(5).encode()),
+            ("DELETE", "/api/v1/blueprints/late", None),
+        ):
+            response = httpx.request(
+                method, f"{url}{path}", content=content, headers={SINCE_HEADER: str(ahead)}
+            )
+            assert response.status_code == 400, response.text
+            message = response.json()["error"]["message"]
+            assert message.startswith(
+                f"{SINCE_HEADER}: revision {ahead} is ahead of the cluster's revision "
+            ), message
+        assert {b.name: b.slices for b in api.list_blueprints()} == before
+        # the revision the cluster is at (or any before it) is accepted as before
+        assert api.apply_blueprint(blueprint(3)).name == "late"

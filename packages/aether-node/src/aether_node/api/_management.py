@@ -168,6 +168,21 @@ def management_app(
 
         return wrap
 
+    async def as_of(request: Request) -> int | None:
+        """The revision the client read before this change (`_since`), checked against the KV's now: a
+        revision the cluster has not reached cannot have been read from it, and it would turn the guard
+        off for this change (nothing changes after it)."""
+        since = _since(request)
+        if since is not None:
+            now = await handlers.current_revision()
+            if since > now:
+                raise RequestError(
+                    ErrorKind.BAD_REQUEST,
+                    f"{SINCE_HEADER}: revision {since} is ahead of the cluster's revision {now}: send the"
+                    " revision that GET /api/v1/revision answered before this change",
+                )
+        return since
+
     async def body_text(request: Request) -> tuple[str, str]:
         try:
             text = (await request.body()).decode("utf-8")
@@ -177,7 +192,7 @@ def management_app(
 
     @route("/api/v1/blueprints", "operator", "POST", audit=True)
     async def apply(request: Request) -> Any:
-        result = await handlers.apply_blueprint(*(await body_text(request)), since=_since(request))
+        result = await handlers.apply_blueprint(*(await body_text(request)), since=await as_of(request))
         request.state.target = result.name
         return result
 
@@ -200,7 +215,7 @@ def management_app(
 
     @route("/api/v1/blueprints/{name}", "operator", "DELETE", audit=True)
     async def delete_blueprint(request: Request) -> Any:
-        await handlers.delete_blueprint(request.path_params["name"], since=_since(request))
+        await handlers.delete_blueprint(request.path_params["name"], since=await as_of(request))
         return {"deleted": request.path_params["name"]}
 
     async def json_object(request: Request) -> dict[str, Any]:
@@ -229,14 +244,14 @@ def management_app(
             raise RequestError(
                 ErrorKind.BAD_REQUEST, f"to: expected a revision number, got {raw[:40]!r}"
             ) from None
-        return await operations.rollback(request.path_params["name"], to, since=_since(request))
+        return await operations.rollback(request.path_params["name"], to, since=await as_of(request))
 
     @route("/api/v1/slices/{artifact}/scale", "operator", "POST", audit=True)
     async def scale(request: Request) -> Any:
         """Body: {"instances": N}."""
         body = await json_object(request)
         return await operations.scale(
-            request.path_params["artifact"], body.get("instances"), since=_since(request)
+            request.path_params["artifact"], body.get("instances"), since=await as_of(request)
         )
 
     autoscale = AutoscaleOperations(handlers)
@@ -254,14 +269,14 @@ def management_app(
     async def autoscale_set(request: Request) -> Any:
         """Body: {"cpu": 0.7, "p99_ms": 200, "min": 1, "max": 5} (any of them)."""
         return await autoscale.set(
-            request.path_params["artifact"], await json_object(request), since=_since(request)
+            request.path_params["artifact"], await json_object(request), since=await as_of(request)
         )
 
     @route("/api/v1/autoscale/{artifact}/{operation}", "operator", "POST", audit=True)
     async def autoscale_operation(request: Request) -> Any:
         """pause or resume."""
         return await autoscale.operation(
-            request.path_params["artifact"], request.path_params["operation"], since=_since(request)
+            request.path_params["artifact"], request.path_params["operation"], since=await as_of(request)
         )
 
     reconcile = ReconcileOperations(handlers)
@@ -273,27 +288,29 @@ def management_app(
     @route("/api/v1/cluster/policy", "operator", "POST", audit=True)
     async def set_policy(request: Request) -> Any:
         """Body: {"preset": "conservative", "rebalance_delay_s": 30, "max_moves": 2} (any of them)."""
-        return await reconcile.set(await json_object(request), since=_since(request))
+        return await reconcile.set(await json_object(request), since=await as_of(request))
 
     @route("/api/v1/cluster/rebalance", "operator", "POST", audit=True)
     async def rebalance(request: Request) -> Any:
-        return await reconcile.rebalance(since=_since(request))
+        return await reconcile.rebalance(since=await as_of(request))
 
     @route("/api/v1/slices/{artifact}/promote", "operator", "POST", audit=True)
     async def promote(request: Request) -> Any:
-        return await operations.rollout(request.path_params["artifact"], "promote", since=_since(request))
+        return await operations.rollout(
+            request.path_params["artifact"], "promote", since=await as_of(request)
+        )
 
     @route("/api/v1/slices/{artifact}/abort", "operator", "POST", audit=True)
     async def abort(request: Request) -> Any:
-        return await operations.rollout(request.path_params["artifact"], "abort", since=_since(request))
+        return await operations.rollout(request.path_params["artifact"], "abort", since=await as_of(request))
 
     @route("/api/v1/slices/{artifact}/pause", "operator", "POST", audit=True)
     async def pause(request: Request) -> Any:
-        return await operations.pause(request.path_params["artifact"], "pause", since=_since(request))
+        return await operations.pause(request.path_params["artifact"], "pause", since=await as_of(request))
 
     @route("/api/v1/slices/{artifact}/resume", "operator", "POST", audit=True)
     async def resume(request: Request) -> Any:
-        return await operations.pause(request.path_params["artifact"], "resume", since=_since(request))
+        return await operations.pause(request.path_params["artifact"], "resume", since=await as_of(request))
 
     @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST", audit=True)
     async def node_operation(request: Request) -> Any:
@@ -301,7 +318,7 @@ def management_app(
         return await operations.node_operation(
             request.path_params["node_id"],
             request.path_params["operation"],
-            since=_since(request),
+            since=await as_of(request),
             force=_flag(request, "force"),
         )
 
@@ -476,7 +493,7 @@ def management_app(
 
     @route("/api/v1/keys/{name}", "admin", "DELETE", audit=True)
     async def revoke_key(request: Request) -> Any:
-        return await keys.revoke(request.path_params["name"], since=_since(request))
+        return await keys.revoke(request.path_params["name"], since=await as_of(request))
 
     @route("/api/v1/cluster/backup", "admin")
     async def backup(request: Request) -> Any:
