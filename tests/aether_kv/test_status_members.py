@@ -1,7 +1,8 @@
 """What a replica's status says of the others (`Status.members`): on the leader, a follower that stopped
 answering is not counted as connected although its link stays open (a SIGSTOPped replica's socket is
 not closed, and the connection timeout is an hour), so that `aether node stop` does not count it among
-the replicas that are up. Three real `aether-kv serve` replicas in subprocesses."""
+the replicas that are up; on the other follower likewise, as the leader reports it (a follower hears
+nothing from the other followers to tell). Three real `aether-kv serve` replicas in subprocesses."""
 
 from __future__ import annotations
 
@@ -15,17 +16,19 @@ from support import known_leader, process_stopped, wait_until
 pytestmark = pytest.mark.integration
 
 
-async def test_the_leader_counts_a_stopped_follower_as_not_connected_until_it_answers_again(
-    kv_cluster: LocalCluster,
+@pytest.mark.parametrize("asked", ["leader", "the other follower"])
+async def test_a_stopped_follower_counts_as_not_connected_until_it_answers_again(
+    kv_cluster: LocalCluster, asked: str
 ) -> None:
     leader = await known_leader(kv_cluster)
-    follower = next(r.replica_id for r in kv_cluster.replicas if r.replica_id != leader)
+    follower, other = (r.replica_id for r in kv_cluster.replicas if r.replica_id != leader)
     address = kv_cluster.spec(follower).raft_address
-    async with open_client([kv_cluster.spec(leader).client_address], kv_cluster.secret) as client:
+    asking = leader if asked == "leader" else other
+    async with open_client([kv_cluster.spec(asking).client_address], kv_cluster.secret) as client:
 
         async def connected() -> dict[str, bool]:
             status = await client.status()
-            if not status.is_leader:  # (leadership moved meanwhile: ask again once it settles)
+            if status.is_leader != (asking == leader):  # (leadership moved meanwhile: ask again)
                 return {}
             return {m.raft_address: m.connected for m in status.members}
 
@@ -38,7 +41,7 @@ async def test_the_leader_counts_a_stopped_follower_as_not_connected_until_it_an
                 connected,
                 until=lambda found: found.get(address) is False,
                 timeout=30,
-                what=f"the leader to count the stopped {follower} as not connected",
+                what=f"{asked} to count the stopped {follower} as not connected",
             )
         finally:
             process.send_signal(signal.SIGCONT)
@@ -46,5 +49,5 @@ async def test_the_leader_counts_a_stopped_follower_as_not_connected_until_it_an
             connected,
             until=lambda found: found.get(address) is True,
             timeout=30,
-            what=f"the leader to count {follower} as connected again",
+            what=f"{asked} to count {follower} as connected again",
         )

@@ -143,7 +143,11 @@ so a version bump shows at once what to re-check. The changes against upstream 0
 13. Replicas' problems travel with Raft messages (`problems`, `with_problems`). A follower's
    acknowledgements carry its own problems (and `disk_full`), a leader's append-entries everyone's it
    knows, so every replica's `Status.problems` names a replica whose disk is full, whichever one a
-   client asks; nothing is added to the messages while there is none (upstream ignores the keys).
+   client asks; nothing is added to the messages while there is none (upstream ignores the keys). A
+   leader's append-entries also name the followers it has not heard from within the leader fallback
+   timeout (`silent`, `silent_replicas`): a follower's `Status.members` then counts them as not connected,
+   as the leader's does (a stopped replica's TCP link stays open, and a follower hears nothing from the
+   other followers to tell).
 
 14. `PatchedSyncObj.stand_aside` (a replica whose owner is silent does not lead). Upstream, a replica
    leads for as long as Raft lets it, whatever happens around it; a node runs its replica as a child
@@ -376,6 +380,7 @@ class PatchedSyncObj(SyncObj):
         self._problems_told: dict[Any, float] = {}  # leader → when a message it sent was answered so
         self._followers_report: tuple[str, ...] = ()
         self._leader_report: tuple[str, ...] = ()
+        self._leader_silent: frozenset[str] = frozenset()  # the replicas the leader said it does not hear
         # item 14: why this replica must not lead now (None: it may); set by the owner, called per tick
         self.stand_aside: Callable[[], str | None] = lambda: None
         self._standing_aside: str | None = None
@@ -692,9 +697,36 @@ class PatchedSyncObj(SyncObj):
             problems = self.own_problems()
         elif kind == "append_entries" and self._SyncObj__raftState == _RAFT_STATE.LEADER:
             problems = self.problems()
+            silent = self.silent_followers()
+            if silent:  # (every follower then counts the replicas that are up as the leader does)
+                return {**message, "problems": list(problems), "silent": silent}
         else:
             return message
         return {**message, "problems": list(problems)} if problems else message
+
+    def silent_followers(self) -> list[str]:
+        """On the leader: the addresses of the replicas it has not heard from within the leader fallback
+        timeout (a stopped or hung replica keeps its TCP link open for an hour); none elsewhere."""
+        if self._SyncObj__raftState != _RAFT_STATE.LEADER:
+            return []
+        since = _monotonic() - self._SyncObj__conf.leaderFallbackTimeout
+        return sorted(
+            node.address for node, heard in self._SyncObj__lastResponseTime.items() if heard <= since
+        )
+
+    def silent_replicas(self) -> frozenset[str]:
+        """The replicas not heard from lately, as far as this one knows: on the leader its own silent
+        followers; on a follower what its leader reported lately, and the leader itself if it was not
+        heard from within the leader fallback timeout. Any thread (may raise RuntimeError if the tick
+        thread changes a dict meanwhile: read again)."""
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            return frozenset(self.silent_followers())
+        quiet = _monotonic() - self._leader_heard_at
+        silent = self._leader_silent if quiet < self._SyncObj__conf.raftMaxTimeout else frozenset()
+        leader = self._SyncObj__raftLeader
+        if leader is not None and quiet >= self._SyncObj__conf.leaderFallbackTimeout:
+            silent |= {leader.address}  # (the leader itself, by the leader's own rule)
+        return silent
 
     def _tell_problems(self, node: Any) -> None:
         """To a leader whose message this replica had to drop (its new term could not be stored: it does
@@ -719,6 +751,12 @@ class PatchedSyncObj(SyncObj):
         if message.get("type") == "append_entries":
             if message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
                 self._leader_report = problems
+                silent = message.get("silent")
+                self._leader_silent = (
+                    frozenset(str(a)[:PROBLEM_CHARS] for a in silent[:MAX_HEARD_PROBLEMS])
+                    if isinstance(silent, list)
+                    else frozenset()
+                )
             return
         if message.get("disk_full") is True:
             self._full_followers.add(node)

@@ -632,23 +632,22 @@ class RaftReplica:
             try:
                 raw = self._obj.getStatus()
                 others = list(self._obj.otherNodes)
+                silent = self._obj.silent_replicas()
                 break
             except RuntimeError:  # a dict changed size on the tick thread; read again
                 continue
         else:  # pragma: no cover
             raise UnavailableError("could not read a consistent status, try again")
         leader = raw.get("leader")
-        # On the leader a follower counts as connected only if it answered within the leader fallback
-        # timeout too: a stopped or hung replica keeps its TCP link open (for up to the connection
-        # timeout, an hour), and `aether node stop` must not count it among the replicas that are up.
-        heard = self._obj._SyncObj__lastResponseTime if raw["state"] == 2 else {}
-        now = time.monotonic()
-        silent_since = now - self.config.leader_fallback_timeout
+        # A replica counts as connected only if the leader heard from it within the leader fallback
+        # timeout too (`silent_replicas`; on a follower, as its leader reported lately): a stopped or hung
+        # replica keeps its TCP link open (for up to the connection timeout, an hour), and `aether node
+        # stop` must not count it among the replicas that are up.
         members = [Member(raft_address=self.config.raft_address, connected=True)]
         members += [
             Member(
                 raft_address=node.address,
-                connected=self._obj.isNodeConnected(node) and heard.get(node, now) > silent_since,
+                connected=self._obj.isNodeConnected(node) and node.address not in silent,
             )
             for node in sorted(others, key=lambda n: n.address)
         ]
