@@ -289,6 +289,51 @@ async def test_the_leader_runs_a_blue_green_rollout_through_its_record(
         nursery.cancel_scope.cancel()
 
 
+async def test_the_leader_switches_a_blue_green_set_only_once_it_has_stayed_active_for_min_ready_s(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    """The leader times the new set by its own clock as for removals: a new instance whose process died
+    (LOADING) and came back starts again; until every one has stayed ACTIVE 5 s the old set keeps every
+    call, and the record says why."""
+    for node_id in ("n1", "n2"):
+        await register(kv, node_id)
+    blue_green = UpdateSpec(strategy=UpdateStrategy.BLUE_GREEN, grace_s=30.0, min_ready_s=5.0)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2, update=blue_green))
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await wait_until(lambda: _eq(_len(instances(kv)), 2), timeout=60, what="the first version placed")
+        await set_state(kv, "1.0", SliceState.ACTIVE)
+        await apply(kv, "demo", SliceSpec(artifact="org.example:echo:2.0", instances=2, update=blue_green))
+        await wait_until(lambda: _eq(_len(instances(kv)), 4), timeout=60, what="the new set placed")
+        await set_state(kv, "2.0", SliceState.ACTIVE)
+        await hold(4.0)
+        waiting = await rollout(kv)
+        assert (waiting.phase, waiting.share) == (RolloutPhase.DEPLOYING, 0)
+        assert waiting.reason == (
+            "bringing up the new set (2 instances) beside the old one; waiting for 2 new instances to stay"
+            " ACTIVE for 5 s (min_ready_s) before the switch"
+        )
+        restarted = sorted(k for k in await instances(kv) if ":2.0/" in k)[0]
+
+        async def put(state: SliceState) -> None:
+            record = (await instances(kv))[restarted]
+            await kv.put(restarted, encode_record(attrs.evolve(record, state=state)))
+
+        await put(SliceState.LOADING)  # its process died: the node restarts it
+        await hold(0.5)
+        await put(SliceState.ACTIVE)
+        await hold(4.0)  # 8.5 s after the set was ACTIVE, 4 s after the restarted one came back
+        assert (await rollout(kv)).phase is RolloutPhase.DEPLOYING
+
+        async def switched() -> bool:
+            found = await rollout(kv)
+            return found is not None and found.phase is RolloutPhase.SWITCHED
+
+        await wait_until(switched, timeout=60, what="the switch once the restarted instance settled")
+        assert (await rollout(kv)).share == 100
+        nursery.cancel_scope.cancel()
+
+
 async def test_an_operator_abort_is_carried_out_and_the_new_set_goes(
     autojump_clock: MockClock, kv: MemoryStore
 ) -> None:

@@ -6,7 +6,10 @@ Properties (hypothesis): while a rollout runs or after it aborted, no pass remov
 the old version, so a failing new version never takes its capacity (and so never its floor); the
 slice's ACTIVE count never goes below min(floor, instances); every schedule of verdicts and operator
 commands reaches a fixed point (no action, the record unchanged) where exactly one version runs, or the
-rollout waits for an operator with both versions serving.
+rollout waits for an operator with both versions serving. With `min_ready_s` (the leader's ACTIVE-since
+times): the switch and each canary step's share go only to new instances that have stayed ACTIVE that
+long, so a version whose instances crash sooner never gets a call and its rollout aborts on the crash
+loop, the old version whole.
 """
 
 from __future__ import annotations
@@ -18,15 +21,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_reconcile import Cluster, node
+from test_rolling_min_ready import NODES as LIFETIME_NODES
+from test_rolling_min_ready import Rollout as Lifetimes
+from test_rolling_min_ready import observed
 
 from aether_node.control._canary_verdict import Verdict, VersionWindow, evaluate, version_windows
-from aether_node.control._reconcile import CreateInstance, Plan, RemoveInstance, plan
+from aether_node.control._reconcile import CreateInstance, ObservedInstance, Plan, RemoveInstance, plan
 from aether_node.control._strategies import (
     RolloutCommandError,
     Running,
     advance,
     command,
     planned_spec,
+    rollouts,
     running,
     stable_spec,
     step_count,
@@ -554,3 +561,187 @@ def test_a_record_whose_stable_version_does_not_parse_restores_nothing() -> None
     assert stable_spec(slice_spec(NEW, 4, CANARY), attrs.evolve(record, stable="1.0")) == slice_spec(
         OLD, 4, CANARY
     )
+
+
+# ---------------------------------------------------------------- min_ready_s: only settled instances count
+
+
+def deploying(update: UpdateSpec) -> RolloutRecord:
+    return RolloutRecord(
+        artifact_id=ECHO,
+        strategy=update.strategy.value,
+        stable="1.0",
+        candidate="2.0",
+        phase=RolloutPhase.DEPLOYING,
+        share=0,
+        since=0.0,
+    )
+
+
+def rollout_at(
+    update: UpdateSpec, view: list[ObservedInstance], seen: dict[str, float] | None, now: float
+) -> RolloutRecord | None:
+    """The leader's rollout pass over `view` (`rollouts`), from a DEPLOYING record, at `now`."""
+    record = deploying(update)
+    steered = rollouts([slice_spec(NEW, 3, update)], view, {ECHO: record}, now=now, active_since=seen)
+    return steered.changes.get(ECHO, record)
+
+
+OLD_SET = [observed(n, OLD, i) for i, n in enumerate(("a", "b", "c"), 1)]
+NEW_SET = [observed(n, NEW, i) for i, n in enumerate(("a", "b", "c"), 4)]
+SEEN = {NEW_SET[0].key: 10.0, NEW_SET[1].key: 10.0, NEW_SET[2].key: 11.0}  # ACTIVE since, by the leader
+
+
+def test_blue_green_switches_only_once_every_new_instance_has_stayed_active_for_min_ready_s() -> None:
+    update = attrs.evolve(BLUE_GREEN, min_ready_s=2.0)
+    for now in (11.0, 12.0, 12.99):
+        waiting = rollout_at(update, [*OLD_SET, *NEW_SET], SEEN, now)
+        assert (waiting.phase, waiting.share) == (RolloutPhase.DEPLOYING, 0), now
+    assert waiting.reason == (
+        "bringing up the new set (3 instances) beside the old one; waiting for 1 new instance to stay"
+        " ACTIVE for 2 s (min_ready_s) before the switch"
+    )
+    switched = rollout_at(update, [*OLD_SET, *NEW_SET], SEEN, 13.0)
+    assert (switched.phase, switched.share, switched.since) == (RolloutPhase.SWITCHED, 100, 13.0)
+
+
+def test_a_blue_green_set_not_all_active_names_no_settling_instance() -> None:
+    """While the set is still coming up the reason stays as it was (a reason is a write of the record)."""
+    loading = [*NEW_SET[:2], attrs.evolve(NEW_SET[2], state=SliceState.LOADING)]
+    record = rollout_at(attrs.evolve(BLUE_GREEN, min_ready_s=2.0), [*OLD_SET, *loading], SEEN, 11.0)
+    assert record.reason == "bringing up the new set (3 instances) beside the old one"
+
+
+def test_a_canary_step_and_its_window_start_once_its_instances_have_stayed_active_for_min_ready_s() -> None:
+    update = attrs.evolve(CANARY, min_ready_s=5.0)  # step 1: 10 % of 3, one instance
+    view = [*OLD_SET, NEW_SET[0]]
+    waiting = rollout_at(update, view, SEEN, 14.0)
+    assert (waiting.phase, waiting.share) == (RolloutPhase.DEPLOYING, 0)
+    assert waiting.reason == (
+        "step 1 of 3: bringing up 1 new instance; waiting for 1 new instance to stay ACTIVE for 5 s"
+        " (min_ready_s) before 10% of the calls go to the new version"
+    )
+    observing = rollout_at(update, view, SEEN, 15.0)
+    # the window starts now, on an instance that has stayed up
+    assert (observing.phase, observing.share, observing.since) == (RolloutPhase.OBSERVING, 10, 15.0)
+
+
+def test_the_next_canary_step_waits_for_its_new_instances_to_settle_too() -> None:
+    update = attrs.evolve(CANARY, min_ready_s=2.0)
+    step_2 = attrs.evolve(deploying(update), step=1, share=10)  # 50 % of 3: two instances
+    view = [*OLD_SET, *NEW_SET[:2]]
+    seen = {NEW_SET[0].key: 0.0, NEW_SET[1].key: 10.0}  # the first step's long settled, a new one
+    spec = slice_spec(NEW, 3, update)
+    early = advance(
+        spec,
+        step_2,
+        running(view, Coordinates.parse(NEW), None, active_since=seen, now=11.0, min_ready_s=2.0),
+        now=11.0,
+    )
+    assert (early.phase, early.share) == (RolloutPhase.DEPLOYING, 10)
+    assert early.reason.endswith("before 50% of the calls go to the new version")
+    settled = running(view, Coordinates.parse(NEW), None, active_since=seen, now=12.0, min_ready_s=2.0)
+    assert (advance(spec, step_2, settled, now=12.0).phase, settled.settling) == (RolloutPhase.OBSERVING, 0)
+
+
+def test_without_a_window_the_new_instances_count_at_once() -> None:
+    """min_ready_s 0, or no ACTIVE-since times (`blueprint diff`): as soon as they are ACTIVE."""
+    view = [*OLD_SET, *NEW_SET]
+    assert (
+        rollout_at(attrs.evolve(BLUE_GREEN, min_ready_s=0.0), view, SEEN, 10.0).phase is RolloutPhase.SWITCHED
+    )
+    assert rollout_at(BLUE_GREEN, view, None, 10.0).phase is RolloutPhase.SWITCHED
+    # (only a key the leader has a time for waits: one seen ACTIVE just now, as by a new leader)
+    assert rollout_at(BLUE_GREEN, view, {NEW_SET[0].key: 10.0}, 10.0).phase is RolloutPhase.DEPLOYING
+
+
+def test_an_operator_is_told_a_blue_green_set_switches_once_settled() -> None:
+    with pytest.raises(
+        RolloutCommandError, match="once every new instance has stayed ACTIVE for min_ready_s"
+    ):
+        command(deploying(BLUE_GREEN), "promote", now=1.0, artifact_id=ECHO)
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    update=st.sampled_from(
+        [
+            attrs.evolve(BLUE_GREEN, grace_s=5.0),
+            attrs.evolve(CANARY, step_window_s=5.0),
+            UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(100,), step_window_s=5.0),
+        ]
+    ),
+    instances=st.integers(1, 3),
+    min_ready_s=st.floats(0.5, 5.0),
+    life_share=st.none() | st.floats(0.0, 0.99),
+    deaths=st.integers(1, 6),
+    tick=st.floats(0.1, 1.0),
+)
+def test_only_settled_new_instances_get_calls_and_a_crash_looping_version_never_does(
+    update: UpdateSpec,
+    instances: int,
+    min_ready_s: float,
+    life_share: float | None,
+    deaths: int,
+    tick: float,
+) -> None:
+    """The leader's passes (`rollouts`, then `plan`) over instances that live `life` s once ACTIVE (None:
+    for good), then die (LOADING, ACTIVE again a tick later, FAILED at the `deaths`-th death): the
+    switch and each step's share go only to new instances ACTIVE for min_ready_s; a version whose
+    instances never stay up that long never gets a call, the old version keeps every instance ACTIVE,
+    and the rollout aborts on the crash loop; one that stays up is promoted and replaces the old one."""
+    life = float("inf") if life_share is None else min_ready_s * life_share
+    cluster = Lifetimes(life=life, deaths=deaths)
+    for n, node_id in enumerate(["a", "b", "c"][:instances], 1):
+        cluster.put(observed(node_id, OLD, n))
+    cluster.now = 100.0
+    spec = slice_spec(NEW, instances, attrs.evolve(update, min_ready_s=min_ready_s))
+    records: dict[str, RolloutRecord] = {}
+    while cluster.now < 300.0:  # (a canary of 3 steps and its removals take some 40 s)
+        cluster.tick(tick)
+        view = list(cluster.records.values())
+        steered = rollouts(
+            [spec], view, records, now=cluster.now, verdicts={ECHO: PASS}, active_since=cluster.since
+        )
+        before = records.get(ECHO)
+        after = steered.changes.get(ECHO, before)
+        records = {} if after is None else {ECHO: after}
+        if after is not None and after.share and (before is None or after.share != before.share):
+            # more calls for the candidate: only while as many as needed have stayed up
+            needed = (
+                spec.instances
+                if update.strategy is UpdateStrategy.BLUE_GREEN
+                else step_count(spec, after.step)
+            )
+            settled = [
+                i
+                for i in view
+                if str(i.coordinates) == NEW
+                and i.state is SliceState.ACTIVE
+                and cluster.now - cluster.since[i.key] >= min_ready_s
+            ]
+            assert len(settled) >= needed, (after, view)
+            assert life == float("inf"), after
+        p = plan(
+            steered.specs,
+            LIFETIME_NODES,
+            view,
+            now=cluster.now,
+            held=steered.held,
+            stable=steered.stable,
+            active_since=cluster.since,
+        )
+        if life != float("inf"):
+            assert not [a for a in p.actions if isinstance(a, RemoveInstance) and OLD in a.key], p
+        cluster.apply(p)
+        if life != float("inf"):
+            assert cluster.active(OLD) == instances
+        if not p.actions and not steered.changes and (after is None or after.phase is RolloutPhase.ABORTED):
+            break
+    final = records.get(ECHO)
+    if life == float("inf"):
+        assert final is None and cluster.active(NEW) == instances and cluster.active(OLD) == 0, final
+    else:
+        assert final is not None and final.phase is RolloutPhase.ABORTED, final
+        assert re.match(r"\d+ new instances? failed: ", final.reason), final.reason
+        assert cluster.active(OLD) == instances

@@ -364,7 +364,9 @@ class ClusterDeploymentManager:
                 cordoned, draining = split_operations(decode_operations(cache.data[NODE_OPS]))
                 records, revisions = decode_rollouts(cache.data[ROLLOUTS])
                 verdicts = await self._verdicts(specs, records, cache, now)
-                steered = rollouts(specs, instances, records, now=now, verdicts=verdicts)
+                steered = rollouts(
+                    specs, instances, records, now=now, verdicts=verdicts, active_since=decoder.active_since
+                )
                 if steered.changes:
                     revision = await self._write_rollouts(steered.changes, revisions, fence)
                     await cache.caught_up(ROLLOUTS, revision)

@@ -434,11 +434,16 @@ def _settling(
     """The keys of the wanted variant's ACTIVE instances seen ACTIVE less than `ready_after` s ago."""
     if not active_since or ready_after <= 0:
         return set()
-    return {
-        i.key
-        for i in alive.active_instances()
-        if (since := active_since.get(i.key)) is not None and now - since < ready_after
-    }
+    return {i.key for i in alive.active_instances() if is_settling(i.key, active_since, now, ready_after)}
+
+
+def is_settling(key: str, active_since: Mapping[str, float] | None, now: float, ready_after: float) -> bool:
+    """Whether the ACTIVE record at `key` was first seen ACTIVE less than `ready_after` s before `now`
+    (`active_since`: key → when; a key missing, or no map: no window known, it counts at once)."""
+    if not active_since or ready_after <= 0:
+        return False
+    since = active_since.get(key)
+    return since is not None and now - since < ready_after
 
 
 def _retrying(failed: ObservedInstance, now: float) -> str:

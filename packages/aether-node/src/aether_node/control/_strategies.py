@@ -15,18 +15,28 @@ rollout aborts. Nor does a node failure: the stable version is kept at the slice
 in its phase (losing the stable instances is no reason to promote the candidate).
 
 - canary, `steps` [10, 50, 100]: DEPLOYING step k brings up ceil(instances × steps[k] / 100) new
-  instances (at least 1); once they are ACTIVE, OBSERVING routes steps[k] % of the calls to them for
-  `step_window_s`; then `_canary_verdict.evaluate` judges the window (error rate and p99 per version):
-  a pass moves to step k + 1 (or, after the last step, PROMOTED), a fail aborts. With no verdict (no
-  figures to judge from) it waits and says so: `aether slice promote|abort` decides.
+  instances (at least 1); once they are settled (below), OBSERVING routes steps[k] % of the calls to
+  them for `step_window_s`; then `_canary_verdict.evaluate` judges the window (error rate and p99 per
+  version): a pass moves to step k + 1 (or, after the last step, PROMOTED), a fail aborts. With no
+  verdict (no figures to judge from) it waits and says so: `aether slice promote|abort` decides.
 - blue_green: DEPLOYING brings up the full new set (the old one keeps every call); once every new
-  instance is ACTIVE, SWITCHED routes every call to it in one step and keeps the old set `grace_s`
+  instance is settled, SWITCHED routes every call to it in one step and keeps the old set `grace_s`
   seconds (abort switches back at once); then PROMOTED.
 - PROMOTED: the hold ends and the rolling planner removes the old instances (never below the floor);
   the record is deleted once no other version has an instance. A new instance that fails meanwhile
   aborts it while the stable version still runs. ABORTED: the planner is given the stable
   version instead (the new instances go) until the blueprint asks for something else. A blueprint that
   goes back to the stable version mid-way (a rollback) aborts the rollout the same way.
+
+Settled: a new instance counts for a step or the switch only once it has stayed ACTIVE for the slice's
+`min_ready_s` (`[slices.update]`), by the leader's own clock (`active_since`, as for the planner's
+removals): a new version whose instances crash soon after they start never gets the switch or a step's
+share; its crash loop ends in FAILED, which aborts the rollout. Only the two transitions that give the
+candidate more calls wait for it: DEPLOYING → OBSERVING and DEPLOYING → SWITCHED. The step's window
+starts then, so it runs on instances that have stayed up (though longer than `min_ready_s`, a window
+begun on instances about to die would be judged mostly on the stable version's calls). The end of a
+window needs no count of its own: a pass moves to DEPLOYING step k + 1, which counts again, or to
+PROMOTED, where the planner's floor rule counts each new instance the same way before an old one goes.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ from ..core._text import plural
 from ..core._update_spec import UpdateSpec, UpdateStrategy
 from ._canary_verdict import Verdict
 from ._instance_index import ArtifactInstances, InstanceIndex, Variant, as_index
-from ._reconcile import REMOVING, ObservedInstance
+from ._reconcile import REMOVING, ObservedInstance, is_settling
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -63,12 +73,14 @@ class Running:
     """What runs of one artifact: ACTIVE instances per version, the versions with any instance record
     (not being removed), and the new version's failures ("node: reason"). A version with a config other
     than the candidate's is labelled with its config (`label`); `configs` maps such a label to its
-    version and config."""
+    version and config. `settling`: the candidate's ACTIVE instances (counted in `active` too) seen ACTIVE
+    for less than the slice's `min_ready_s`, which do not count yet."""
 
     active: Mapping[str, int]
     present: frozenset[str]
     failed: tuple[str, ...] = ()
     configs: Mapping[str, tuple[str, Mapping[str, Any]]] = attrs.field(factory=dict)
+    settling: int = 0
 
     def split(self, label: str) -> tuple[str, Mapping[str, Any] | None]:
         """A label's version, and its config if it is not the candidate's (None)."""
@@ -107,9 +119,15 @@ def running(
     instances: Iterable[ObservedInstance] | InstanceIndex | ArtifactInstances,
     candidate: Coordinates,
     config: Mapping[str, Any] | None = None,
+    *,
+    active_since: Mapping[str, float] | None = None,
+    now: float = 0.0,
+    min_ready_s: float = 0.0,
 ) -> Running:
     """The observed instances of `candidate`'s artifact (a list, an `InstanceIndex`, or its records of
-    that artifact) → `Running` for the rollout to `candidate` with `config` (None: an empty one)."""
+    that artifact) → `Running` for the rollout to `candidate` with `config` (None: an empty one).
+    `active_since` (instance key → when the leader first saw it ACTIVE, on `now`'s clock; None: no window
+    known) says which of the candidate's ACTIVE instances are still settling (`Running.settling`)."""
     if not isinstance(instances, ArtifactInstances):
         instances = as_index(instances).artifact(candidate.artifact_id)
     wanted = Variant.of(candidate, config or {})
@@ -117,6 +135,7 @@ def running(
     present: set[str] = set()
     configs: dict[str, tuple[str, Mapping[str, Any]]] = {}
     failed = []
+    settling = 0
     for node_id, versions in instances.nodes.items():
         for variant, states in versions.items():
             version = label(variant.version, variant.config, wanted.config)
@@ -128,9 +147,17 @@ def running(
                     configs[version] = (variant.version, next(iter(bucket.values())).config)
                 if state is SliceState.ACTIVE:
                     active[version] = active.get(version, 0) + len(bucket)
+                    if variant == wanted and active_since and min_ready_s > 0:
+                        settling += sum(is_settling(k, active_since, now, min_ready_s) for k in bucket)
                 elif state is SliceState.FAILED and variant == wanted:
                     failed += [f"{node_id}: {i.reason or 'failed'}" for i in bucket.values()]
-    return Running(active=active, present=frozenset(present), failed=tuple(sorted(failed)), configs=configs)
+    return Running(
+        active=active,
+        present=frozenset(present),
+        failed=tuple(sorted(failed)),
+        configs=configs,
+        settling=settling,
+    )
 
 
 def step_count(spec: SliceSpec, step: int) -> int:
@@ -198,12 +225,18 @@ def advance(
         return record
     # (Stable instances lost with their nodes change nothing here: the planner replaces them, `stable_spec`;
     # only a verdict, the grace period or an operator ends a rollout.)
-    ready = now_running.active.get(version, 0)
+    active = now_running.active.get(version, 0)
+    ready = active - now_running.settling  # those that stayed ACTIVE min_ready_s
     elapsed = now - record.since
     if record.phase is RolloutPhase.DEPLOYING:
-        if record.strategy == UpdateStrategy.BLUE_GREEN.value:
-            if ready < spec.instances:
-                return _note(record, _deploying(spec, update, 0))
+        blue_green = record.strategy == UpdateStrategy.BLUE_GREEN.value
+        needed = spec.instances if blue_green else step_count(spec, record.step)
+        if ready < needed:
+            # (The settling ones are named once as many as needed are ACTIVE: the reason, a write of the
+            # record, does not change with each new instance that comes up.)
+            waiting = now_running.settling if active >= needed else 0
+            return _note(record, _deploying(spec, update, record.step, waiting))
+        if blue_green:
             return attrs.evolve(
                 record,
                 phase=RolloutPhase.SWITCHED,
@@ -211,8 +244,6 @@ def advance(
                 since=now,
                 reason=f"switched; the old set stays {update.grace_s:g} s",
             )
-        if ready < step_count(spec, record.step):
-            return _note(record, _deploying(spec, update, record.step))
         share = update.steps[min(record.step, len(update.steps) - 1)]
         return attrs.evolve(
             record,
@@ -247,11 +278,21 @@ def advance(
     )
 
 
-def _deploying(spec: SliceSpec, update: UpdateSpec, step: int) -> str:
+def _deploying(spec: SliceSpec, update: UpdateSpec, step: int, settling: int = 0) -> str:
+    """A DEPLOYING record's reason; `settling`: the new instances ACTIVE but not yet for min_ready_s."""
     if update.strategy is UpdateStrategy.BLUE_GREEN:
-        return f"bringing up the new set ({plural(spec.instances, 'instance')}) beside the old one"
-    coming = plural(step_count(spec, step), "new instance")
-    return f"step {step + 1} of {len(update.steps)}: bringing up {coming}"
+        doing = f"bringing up the new set ({plural(spec.instances, 'instance')}) beside the old one"
+        then = "the switch"
+    else:
+        coming = plural(step_count(spec, step), "new instance")
+        doing = f"step {step + 1} of {len(update.steps)}: bringing up {coming}"
+        then = f"{update.steps[min(step, len(update.steps) - 1)]}% of the calls go to the new version"
+    if not settling:
+        return doing
+    return (
+        f"{doing}; waiting for {plural(settling, 'new instance')} to stay ACTIVE for"
+        f" {update.min_ready_s:g} s (min_ready_s) before {then}"
+    )
 
 
 def _note(record: RolloutRecord, reason: str) -> RolloutRecord:
@@ -285,8 +326,8 @@ def command(record: RolloutRecord | None, operation: str, *, now: float, artifac
     if record.strategy == UpdateStrategy.BLUE_GREEN.value:
         if record.phase is RolloutPhase.DEPLOYING:
             raise RolloutCommandError(
-                f"the new set of {artifact_id} is not ACTIVE yet: it switches by itself once it is"
-                " (abort to stop)"
+                f"the new set of {artifact_id} is not ACTIVE yet: it switches by itself once every new"
+                " instance has stayed ACTIVE for min_ready_s (abort to stop)"
             )
         return attrs.evolve(record, phase=RolloutPhase.PROMOTED, since=now, reason="promoted by an operator")
     return attrs.evolve(
@@ -349,10 +390,13 @@ def rollouts(
     *,
     now: float,
     verdicts: Mapping[str, Verdict] | None = None,
+    active_since: Mapping[str, float] | None = None,
 ) -> RolloutPass:
     """Advance every slice's rollout (`advance`) and say what to plan (`planned_spec`). A record whose
     slice is in no blueprint is deleted; a spec whose coordinates do not parse is left to the planner
-    (which reports it)."""
+    (which reports it). `active_since`: instance key → when the leader first saw it ACTIVE (on `now`'s
+    clock), what says whether a DEPLOYING rollout's new instances have settled (None: they count at
+    once)."""
     index = as_index(instances)
     planned: list[SliceSpec] = []
     held: set[str] = set()
@@ -368,10 +412,20 @@ def rollouts(
         artifact_id = coordinates.artifact_id
         wanted.add(artifact_id)
         before = records.get(artifact_id)
+        # (Only a DEPLOYING rollout looks at its instances one by one; every other pass costs per bucket.)
+        deploying = before is not None and before.phase is RolloutPhase.DEPLOYING
+        now_running = running(
+            index.artifact(artifact_id),
+            coordinates,
+            spec.config,
+            active_since=active_since if deploying else None,
+            now=now,
+            min_ready_s=update_of(spec).min_ready_s,
+        )
         after = advance(
             spec,
             before,
-            running(index.artifact(artifact_id), coordinates, spec.config),
+            now_running,
             now=now,
             verdict=(verdicts or {}).get(artifact_id),
         )
