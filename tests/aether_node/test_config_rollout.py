@@ -341,7 +341,8 @@ def test_a_canary_of_a_config_change_says_how_it_goes_in_the_diff() -> None:
     (found,) = diff_blueprint(new, [stored], NODES, cluster.view(), now=0.0).slices
     assert found.update.startswith(
         "canary 1.0 -> 1.0 (config changed): steps 10%, 50%, 100% of the instances, the calls split by"
-        " instance count; each step waits for `aether slice promote` or `abort`"
+        " instance count (a new instance counts once it has stayed ACTIVE 2 s); each step waits for"
+        " `aether slice promote` or `abort`"
     ), found.update
 
 

@@ -3,6 +3,7 @@ go by the slice's update strategy, by the leader's own rule (`_strategies.advanc
 
 from __future__ import annotations
 
+import attrs
 from test_node_operations import node, observed
 
 from aether_node.client import SliceChange
@@ -47,10 +48,15 @@ def test_a_paused_rolling_change_says_it_holds() -> None:
 
 def test_a_canary_and_a_blue_green_change_say_their_steps() -> None:
     assert change(NEW, CANARY).update == (
-        "canary 1.0 -> 2.0: steps 25%, 100% of the calls, each judged over 30 s (error rate, p99); 1.0 keeps"
-        " its instances until promoted; a failing step aborts"
+        "canary 1.0 -> 2.0: steps 25%, 100% of the calls (a new instance counts once it has stayed ACTIVE"
+        " 2 s), each judged over 30 s (error rate, p99); 1.0 keeps its instances until promoted; a failing"
+        " step aborts"
     )
     assert change(NEW, BLUE_GREEN).update == (
+        "blue-green 1.0 -> 2.0: 3 new instances beside the old set, then every call at once (a new"
+        " instance counts once it has stayed ACTIVE 2 s); the old set stays 120 s"
+    )
+    assert change(NEW, attrs.evolve(BLUE_GREEN, min_ready_s=0)).update == (
         "blue-green 1.0 -> 2.0: 3 new instances beside the old set, then every call at once; the old set"
         " stays 120 s"
     )

@@ -24,7 +24,7 @@ from ..core._health_spec import describe as describe_health
 from ..core._reconcile_spec import ReconcilePolicy
 from ..core._records import RolloutRecord, SliceState
 from ..core._text import plural
-from ..core._update_spec import UpdateStrategy
+from ..core._update_spec import UpdateSpec, UpdateStrategy
 from ._allocation import NodeCapacity
 from ._instance_index import InstanceIndex, Variant, as_index
 from ._rebalance import await_lost, awaited_nodes, delays_of, policies_of
@@ -295,19 +295,20 @@ def _update(
         if after.stable == after.candidate:  # calls are counted per version: nothing to judge a step by
             return lead + (
                 f"canary {_arrow(after)}: steps {steps} of the instances, the calls split by instance"
-                " count; each step waits for `aether slice promote` or `abort` (a config change keeps the"
-                " version, whose calls are counted together); the old config keeps its instances until"
-                " promoted; a failing new instance aborts"
+                f" count{_settled(update)}; each step waits for `aether slice promote` or `abort` (a"
+                " config change keeps the version, whose calls are counted together); the old config"
+                " keeps its instances until promoted; a failing new instance aborts"
             )
         return lead + (
-            f"canary {_arrow(after)}: steps {steps} of the calls, each judged over"
+            f"canary {_arrow(after)}: steps {steps} of the calls{_settled(update)}, each judged over"
             f" {update.step_window_s:g} s (error rate, p99); {after.stable} keeps its instances until"
             " promoted; a failing step aborts"
         )
     if after is not None:
         return lead + (
             f"blue-green {_arrow(after)}: {plural(spec.instances, 'new instance')}"
-            f" beside the old set, then every call at once; the old set stays {update.grace_s:g} s"
+            f" beside the old set, then every call at once{_settled(update)}; the old set stays"
+            f" {update.grace_s:g} s"
         )
     if update.strategy is not UpdateStrategy.ROLLING:
         kind = update.strategy.value.replace("_", "-")
@@ -316,13 +317,16 @@ def _update(
     rolling = (
         f"rolling to {version}: up to {plural(update.max_surge, 'new instance')} at a time beyond the"
         f" count to keep; an old one goes once the ACTIVE count allows, never below the floor of {floor}"
-        + (
-            f" (a new instance counts once it has stayed ACTIVE {update.min_ready_s:g} s)"
-            if update.min_ready_s
-            else ""
-        )
+        + _settled(update)
     )
     return lead + rolling + ("; paused: it holds until `aether slice resume`" if paused else "")
+
+
+def _settled(update: UpdateSpec) -> str:
+    """When a new instance counts (`min_ready_s`), for every strategy's description ("" when at once)."""
+    if not update.min_ready_s:
+        return ""
+    return f" (a new instance counts once it has stayed ACTIVE {update.min_ready_s:g} s)"
 
 
 def _artifact_id(spec: SliceSpec) -> str:
