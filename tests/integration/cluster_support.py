@@ -481,6 +481,41 @@ class Watcher:
         return {n: u for n, u in users.items() if len(u) > 1}
 
 
+class RolloutWatcher:
+    """Every revision of one artifact's rollout record (`cluster/rollouts/{artifact_id}`), from a read on,
+    through a KV watch: `history` holds (revision, record; None: none or deleted), nothing between two
+    samples missed. Start it with `nursery.start(watcher.run)` (or `background`)."""
+
+    def __init__(self, kv: KVClient, artifact_id: str) -> None:
+        self.kv = kv
+        self.key = rollout_key(artifact_id)
+        self.history: list[tuple[int, RolloutRecord | None]] = []
+
+    def _apply(self, revision: int, value: bytes | None) -> None:
+        self.history.append(
+            (revision, None if value is None else decode_record(self.key, value, RolloutRecord))
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        listing = await self.kv.range(self.key, linearizable=True)
+        found = [item for item in listing.kvs if item.key == self.key]
+        self._apply(listing.revision, found[0].value if found else None)
+        task_status.started()
+        watch = self.kv.watch(self.key, listing.revision + 1)
+        try:
+            async for events in watch:
+                for event in events:
+                    if event.kv.key == self.key:
+                        self._apply(event.revision, event.kv.value if event.kind == "put" else None)
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await watch.aclose()
+
+    @property
+    def latest(self) -> RolloutRecord | None:
+        return self.history[-1][1] if self.history else None
+
+
 # ---------------------------------------------------------------- calling slices
 
 
