@@ -15,8 +15,9 @@ so errors name file:line:column.
 Every strategy: `min_ready_s` (default 2 s; 0: off), how long a new instance must have stayed ACTIVE
 before it counts as available where an ACTIVE instance would be removed for it (the floor rule of
 `control/_reconcile.py`: a rolling update's old instances, those a canary or blue-green rollout lets go
-once promoted, a move's or a drain's): a new version that crashes soon after it starts never replaces
-the instances that serve (like Kubernetes' minReadySeconds).
+once promoted, a move's or a drain's), and for canary and blue-green before a step's share of the calls
+or the switch goes to it (`control/_strategies.py`): a new version that crashes soon after it starts
+never replaces the instances that serve, nor gets their calls (like Kubernetes' minReadySeconds).
 """
 
 from __future__ import annotations
