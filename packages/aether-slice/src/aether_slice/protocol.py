@@ -81,6 +81,9 @@ HEADER = struct.Struct(">I")
 MAX_FRAME = 16 * 1024 * 1024
 #: The most slice-to-slice calls one call from outside may lead to, one behind the other (see CALL).
 MAX_CALL_DEPTH = 32
+#: The most calls to other slices one instance may have in flight through its node (CALLs not answered
+#: yet); one more is answered at once with an `unavailable` error, never sent.
+MAX_CALLS_IN_FLIGHT = 1000
 
 # one encoder for every frame (json.dumps would build an encoder per call). Text goes as UTF-8, not
 # escaped (a frame of non-ASCII text stays a third of the size); a lone surrogate, which JSON text may

@@ -47,6 +47,14 @@ log = logging.getLogger("aether_node.slice_host")
 # A slice's call of another: (artifact id, entry, payload, timeout, depth in its chain of calls) → result.
 CallHandler = Callable[[str, str, Any, float, int], Awaitable[Any]]
 HELD_OPEN_GRACE = 0.5  # s an ended instance's connection may stay open before the node closes it
+# Calls to other slices one instance may have in flight through its node (`protocol.MAX_CALLS_IN_FLIGHT`);
+# one more is refused at once (`unavailable`). Each is a task on the node: a slice firing calls without
+# waiting for their answers (a gather of thousands, a loop of background tasks: the call depth does not
+# bound those) would otherwise grow the node's memory and fill its loop until its lease lapses.
+MAX_CALLS_IN_FLIGHT = protocol.MAX_CALLS_IN_FLIGHT
+# Refusals of such calls queued for an instance that does not read them: past this, its connection ends
+# (the slice's nonsense ends that slice, never the node's memory).
+MAX_UNREAD_REFUSALS = 4 << 20
 
 _READ_SIZE = 65536
 
@@ -142,6 +150,11 @@ class _Connection:
             self.stream.socket.close()
 
     # ------------------------------------------------------------ out
+
+    @property
+    def unwritten(self) -> int:
+        """Bytes queued for the instance that its socket did not take yet (it is not reading them)."""
+        return len(self._out) - self._out_start
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue one frame, writing as much as the socket takes now. Raises ProtocolError if the message
@@ -404,6 +417,7 @@ class SliceHost:
         self.gave_up_at: float | None = None  # when a request to it last timed out (health checks)
         self._killed_because = ""  # why the node killed it (a failed health check), for exit_reason
         self._replies: Replies[_Call] = Replies()
+        self.calls_in_flight = 0  # calls of this instance to other slices the node serves now
         # The expiry task sleeps in this scope until the earliest deadline of a pending call (or longer:
         # it is not moved later when calls end), so that a call needs no cancel scope of its own.
         self._timer = trio.CancelScope()
@@ -469,6 +483,10 @@ class SliceHost:
                     break
                 self.last_heard = trio.current_time()
                 if message.get("op") == Kind.CALL:
+                    if self.calls_in_flight >= MAX_CALLS_IN_FLIGHT:
+                        self._refuse_call(message)
+                        continue
+                    self.calls_in_flight += 1
                     nursery.start_soon(self._serve_call, message, on_call)
                     continue
                 self._replies.deliver(message)
@@ -506,7 +524,31 @@ class SliceHost:
             with self._timer:
                 await trio.sleep_forever()
 
+    def _refuse_call(self, message: dict[str, Any]) -> None:
+        """Answer a call past MAX_CALLS_IN_FLIGHT at once, unsent (the slice's `context.call` raises it).
+        Raises ProtocolError (its connection ends) if the instance does not read what it is answered."""
+        if self.connection.unwritten > MAX_UNREAD_REFUSALS:
+            raise ProtocolError(
+                f"it sent calls past the {MAX_CALLS_IN_FLIGHT} in flight an instance may have and did not"
+                f" read the refusals ({self.connection.unwritten} bytes unread)"
+            )
+        why = (
+            f"call to {str(message.get('artifact'))[:200]}/{str(message.get('entry'))[:200]} not sent:"
+            f" {self.label} has {MAX_CALLS_IN_FLIGHT} calls to other slices in flight already, the most an"
+            " instance may; wait for some of them to answer"
+        )
+        try:
+            self.connection.send(_error_reply(message.get("id"), InvocationError(ErrorKind.UNAVAILABLE, why)))
+        except ProtocolError:  # (an id that does not encode: the slice's own nonsense, left unanswered)
+            pass
+
     async def _serve_call(self, message: dict[str, Any], on_call: CallHandler) -> None:
+        try:
+            await self._serve_call_counted(message, on_call)
+        finally:
+            self.calls_in_flight -= 1
+
+    async def _serve_call_counted(self, message: dict[str, Any], on_call: CallHandler) -> None:
         call_id = message.get("id")
         try:
             timeout = message.get("timeout") or 10.0
