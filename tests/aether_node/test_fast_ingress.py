@@ -145,6 +145,7 @@ async def test_a_stop_answers_the_calls_in_flight_with_503() -> None:
         nursery.cancel_scope.cancel()
     assert [a.status_code for a in answers] == [503]
     assert answers[0].json()["error"]["kind"] == "unavailable"
+    assert answers[0].headers["retry-after"] == "1"
     assert worker_pids() == []
 
 

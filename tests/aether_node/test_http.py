@@ -174,6 +174,8 @@ async def test_invocation_errors_become_statuses_with_a_json_body(
     assert response.status_code == status
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {"error": {"kind": kind, "message": f"it went {kind}"}}
+    # a 503 (a slice restarting, a node stopping) says when to try again; no other answer does
+    assert response.headers.get("retry-after") == ("1" if status == 503 else None)
 
 
 async def test_a_raised_error_names_the_slice_exception(

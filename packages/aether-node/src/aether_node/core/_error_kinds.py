@@ -1,6 +1,6 @@
 """The error vocabulary: every kind of error an answer can carry, on every wire (the ingress and the
 management API's JSON `{"error": {"kind", "message", "type"}}`, the peer protocol, a slice's `call`
-replies), and the HTTP status a node answers each with.
+replies), and the HTTP status a node answers each with (a 503 with `Retry-After`).
 
 Standard library only: `aether_node.client` re-exports these for the CLI and the MCP service, which map
 each kind to an exit code (`aether_cli/_common.py`) and to an MCP answer (`aether_mcp/_errors.py`); a test
@@ -52,6 +52,11 @@ HTTP_STATUS: dict[ErrorKind, int | None] = {
     ErrorKind.NO_ANSWER: None,
     ErrorKind.ERROR: None,
 }
+
+
+# Every 503 answer (`unavailable`: a slice with no ACTIVE instance now, the store between leaders, a node
+# stopping) carries `Retry-After: RETRY_AFTER` (seconds): it is worth trying again, soon.
+RETRY_AFTER = 1
 
 
 def http_status(kind: str) -> int:

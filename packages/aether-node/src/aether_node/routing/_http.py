@@ -2,7 +2,7 @@
 
 App ingress: `POST /invoke/{group}:{artifact}/{entry}` with a JSON body → the entry point's JSON result.
 Errors are JSON `{"error": {"kind", "message", ...}}` with the status of their kind (`http_status`,
-`core/_error_kinds.py`), for the ingress and the management API alike.
+`core/_error_kinds.py`), for the ingress and the management API alike; a 503 says `Retry-After`.
 
 The invoke route is the node's data path, so it is served by a raw ASGI callable (starlette's routing,
 middleware, Request and Response objects cost more per call than the rest of the ingress's own work);
@@ -39,7 +39,7 @@ from aether_slice import protocol
 
 from ..core._blueprint import Balancing
 from ..core._config import ConfigError
-from ..core._error_kinds import ErrorKind, http_status
+from ..core._error_kinds import RETRY_AFTER, ErrorKind, http_status
 from ..core._errors import InvocationError
 from ..core._off_loop import in_pieces, json_size_at_least, run_sized
 from ..core._strict_json import parse_strict_json
@@ -60,11 +60,17 @@ MANAGEMENT_KEEP_ALIVE = 10.0  # ... the management API's: its clients (the CLI) 
 # starlette's own pattern for the route "/invoke/{artifact}/{entry}"
 INVOKE_PATH = re.compile(r"^/invoke/(?P<artifact>[^/]+)/(?P<entry>[^/]+)$")
 _JSON_HEADERS = (b"content-type", b"application/json")
+_RETRY_AFTER = (b"retry-after", str(RETRY_AFTER).encode())  # on every 503
 
 
 def error_response(kind: str, message: str, **extra: Any) -> JSONResponse:
     body = {"error": {"kind": kind, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
-    return JSONResponse(body, status_code=http_status(kind))
+    status = http_status(kind)
+    return JSONResponse(body, status_code=status, headers=_retry_after(status))
+
+
+def _retry_after(status: int) -> dict[str, str] | None:
+    return {"retry-after": str(RETRY_AFTER)} if status == 503 else None
 
 
 # JSON as starlette's JSONResponse renders it (compact, UTF-8, strict: NaN is a ValueError); one encoder
@@ -176,7 +182,7 @@ def ingress_app(invoke: Invoke) -> ASGIApp:
             await request.body(),
             request.scope["query_string"],
         )
-        return Response(body, status, media_type="application/json")
+        return Response(body, status, headers=_retry_after(status), media_type="application/json")
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -212,6 +218,8 @@ async def _serve_invoke(
         await PlainTextResponse("Internal Server Error", status_code=500)(scope, receive, send)
         raise
     headers = [(b"content-length", str(len(content)).encode()), _JSON_HEADERS]
+    if status == 503:
+        headers.append(_RETRY_AFTER)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": content})
 

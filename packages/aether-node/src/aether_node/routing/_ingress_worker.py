@@ -51,7 +51,7 @@ from aether_slice import protocol
 from aether_slice.protocol import ProtocolError
 
 from ..core._config import ConfigError
-from ..core._error_kinds import ErrorKind, http_status
+from ..core._error_kinds import RETRY_AFTER, ErrorKind, http_status
 from ._body_limit import body_too_large
 from ._http import INVOKE_PATH, MAX_BODY, ingress_ssl_context, parse_payload
 from ._ingress_direct import DirectRouter, InstanceLink
@@ -77,8 +77,13 @@ _REASONS = {
 }
 
 
+_RETRY_AFTER = b"retry-after: %d\r\n" % RETRY_AFTER  # on every 503, as the trio ingress says it
+
+
 def _response(status: int, body: bytes, content_type: bytes, extra: bytes = b"") -> bytes:
     reason = _REASONS.get(status, b"Unknown")
+    if status == 503:
+        extra += _RETRY_AFTER
     return b"HTTP/1.1 %d %s\r\ncontent-length: %d\r\ncontent-type: %s\r\n%s\r\n%s" % (
         status,
         reason,
