@@ -1,7 +1,7 @@
 """The EndpointRegistry kept up to date from the keys its cache says were touched, against one built
-afresh over the same records, through random sequences of endpoint, node, blueprint and rollout changes
-on an in-memory KV; and a route no change touched keeps its tuple (the fast ingress's table keeps that
-route's row then)."""
+afresh over the same records (routes, entry points, balancing, splits, what the blueprints deploy),
+through random sequences of endpoint, node, blueprint and rollout changes on an in-memory KV; and a
+route no change touched keeps its tuple (the fast ingress's table keeps that route's row then)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def view(registry: EndpointRegistry) -> object:
     return (
         routes,
         {a: registry.entries(a) for a in artifacts},
-        {a: (registry.balancing(a), registry.split(a)) for a in artifacts},
+        {a: (registry.balancing(a), registry.split(a), registry.deployed(a)) for a in artifacts},
         {n: registry.node(n) for n in ("n1", "n2", "n3")},
     )
 
@@ -57,9 +57,17 @@ async def change(kv: MemoryStore, rng: random.Random) -> tuple[str, int]:
             await kv.put(NODES + node_id, encode_record(NodeRecord(node_id=node_id, ingress="x:1")))
         ).revision
     if kind == "blueprint":
-        spec = SliceSpec(artifact="org.example:echo:1.0", instances=1, balancing=rng.choice(list(Balancing)))
-        blueprint = encode_record(Blueprint(name="bp", slices=(spec,)))
-        return BLUEPRINTS, (await kv.put(BLUEPRINTS + "bp", blueprint)).revision
+        # (a slice is deployed by one blueprint at most: an apply refuses a second)
+        name, artifact = rng.choice([("bp", "org.example:echo"), ("other", "org.example:b")])
+        if rng.random() < 0.3 and await kv.get(BLUEPRINTS + name) is not None:
+            return BLUEPRINTS, (await kv.delete(BLUEPRINTS + name)).revision
+        spec = SliceSpec(
+            artifact=f"{artifact}:1.0",
+            instances=rng.randint(0, 3),
+            balancing=rng.choice(list(Balancing)),
+        )
+        blueprint = encode_record(Blueprint(name=name, slices=(spec,)))
+        return BLUEPRINTS, (await kv.put(BLUEPRINTS + name, blueprint)).revision
     record = RolloutRecord(
         artifact_id="org.example:echo",
         strategy="canary",

@@ -479,3 +479,31 @@ async def test_a_store_failure_during_abort_is_unavailable_and_changes_nothing(
     assert await kv.get(rollout_key("org.example:echo")) == before
     switched_back = await Operations(handlers).rollout("org.example:echo", "abort")  # the store is back
     assert (switched_back.phase, switched_back.share) == ("ABORTED", 0)
+
+
+async def test_invoke_tells_a_typo_from_a_deployed_slice_even_before_this_nodes_copy_has_the_deploy(
+    kv: MemoryStore,
+) -> None:
+    """A call that found no endpoint: 404 for a slice nothing deploys, 503 for a deployed one, also while
+    the node's copy of the store (its EndpointRegistry's) has not seen the deploy yet (here: never)."""
+    async with trio.open_nursery() as nursery:
+        behind = KVCache(kv, EndpointRegistry.PREFIXES)  # never filled: a copy that lags
+        invoker = ClusterInvoker(
+            "n1", FakeSliceStore(), EndpointRegistry(behind), PeerClients(nursery, "s" * 32)
+        )  # type: ignore[arg-type]
+        handlers = Handlers(kv, invoker)
+        with pytest.raises(RequestError) as refused:
+            await handlers.invoke("org.example:echo", "echo", None)
+        assert (refused.value.kind, refused.value.message) == (
+            "no_endpoint",
+            "no blueprint deploys org.example:echo and no instance of it runs (`aether blueprint list`)",
+        )
+        await handlers.apply_blueprint(DEMO, "demo.toml")
+        with pytest.raises(RequestError) as refused:
+            await handlers.invoke("org.example:echo", "echo", None)
+        assert refused.value.kind == "unavailable"
+        assert "blueprint demo asks for 2 instances, starting or restarting" in refused.value.message
+        with pytest.raises(RequestError) as refused:
+            await handlers.invoke("org.example:greeter", "greet", None)
+        assert refused.value.kind == "no_endpoint"
+        nursery.cancel_scope.cancel()

@@ -14,11 +14,13 @@ import trio
 from shell_support import FakeSliceStore, register
 
 from aether_kv import MemoryStore, Put
+from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._coordinates import Coordinates
-from aether_node.core._errors import InvocationError
+from aether_node.core._errors import InvocationError, NoEndpointError
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import EndpointRecord, RolloutPhase, RolloutRecord, encode_record
-from aether_node.core._schema import InstanceKey, endpoint_key, rollout_key
+from aether_node.core._schema import BLUEPRINTS, InstanceKey, endpoint_key, rollout_key
+from aether_node.observe._metrics import UNKNOWN, NodeMetrics
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peers import LostInFlightError, NotSentError
@@ -65,6 +67,17 @@ class World:
         )
         await self.kv.txn(success=[Put(key=endpoint_key(ECHO, instance), value=encode_record(record))])
         await self.cache.caught_up("endpoints/", self.kv.revision)
+
+    async def deploy(self, instances: int) -> None:
+        """A blueprint `demo` that asks for `instances` of echo."""
+        blueprint = Blueprint(name="demo", slices=(SliceSpec(artifact=str(ECHO), instances=instances),))
+        revision = (await self.kv.put(BLUEPRINTS + "demo", encode_record(blueprint))).revision
+        await self.cache.caught_up(BLUEPRINTS, revision)
+
+    async def withdraw(self, instance: int) -> None:
+        """The instance's endpoint record deleted, as when it leaves ACTIVE."""
+        revision = (await self.kv.delete(endpoint_key(ECHO, instance))).revision
+        await self.cache.caught_up("endpoints/", revision)
 
     async def local(self, instance: int, *, idempotent: bool) -> InstanceKey:
         key = InstanceKey("n1", ECHO, instance)
@@ -142,6 +155,76 @@ async def test_when_every_endpoint_fails_the_last_reason_is_raised(world: World)
     with pytest.raises(InvocationError) as raised:
         await world.invoker.invoke("org.example:nothing", "echo", None)
     assert raised.value.kind == "no_endpoint"
+
+
+async def no_endpoint(invoker: ClusterInvoker, entry: str = "echo") -> NoEndpointError:
+    with pytest.raises(NoEndpointError) as raised:
+        await invoker.invoke("org.example:echo", entry, None)
+    return raised.value
+
+
+async def test_a_deployed_slice_with_no_active_instance_is_unavailable_not_unknown(world: World) -> None:
+    assert (await no_endpoint(world.invoker)).kind == "no_endpoint"  # nothing deploys it: a typo
+    await world.deploy(2)
+    unavailable = await no_endpoint(world.invoker)
+    assert unavailable.kind == "unavailable"
+    assert unavailable.message == (
+        "no ACTIVE instance of org.example:echo now: blueprint demo asks for 2 instances, starting or"
+        " restarting (`aether slice status org.example:echo`); try again shortly"
+    )
+    # an instance is ACTIVE: it answers; a wrong entry point is known to be one while it publishes
+    await world.local(0, idempotent=False)
+    assert "pid" in await world.invoker.invoke("org.example:echo", "echo", None)
+    typo = await no_endpoint(world.invoker, "ehco")
+    assert (typo.kind, typo.message) == (
+        "no_endpoint",
+        "org.example:echo has no entry point 'ehco' (it has: echo)",
+    )
+    # every instance gone (restarting): unavailable again; any entry point then (none publishes its own)
+    await world.withdraw(0)
+    assert (await no_endpoint(world.invoker)).kind == "unavailable"
+    assert (await no_endpoint(world.invoker, "ehco")).kind == "unavailable"
+    # the blueprint gone too: a slice nothing knows
+    await world.cache.caught_up(BLUEPRINTS, (await world.kv.delete(BLUEPRINTS + "demo")).revision)
+    assert (await no_endpoint(world.invoker)).kind == "no_endpoint"
+    assert world.peers.calls == [], "a call that found no endpoint is sent nowhere"
+
+
+async def test_a_deployed_slice_whose_instances_nodes_are_not_registered_is_unavailable(world: World) -> None:
+    await world.publish("n9", 0, idempotent=True)  # n9 never registered (its lease lapsed)
+    error = await no_endpoint(world.invoker)
+    assert error.kind == "unavailable" and "on a registered node" in error.message
+    assert (await no_endpoint(world.invoker, "ehco")).kind == "no_endpoint"
+    assert world.peers.calls == []
+
+
+async def test_an_unavailable_call_that_was_routed_is_no_no_endpoint_error(world: World) -> None:
+    await world.deploy(1)
+    await world.publish("n2", 0, idempotent=True)
+    world.peers.failures["n2.invalid:1"] = NotSentError("could not connect to n2")
+    with pytest.raises(InvocationError, match="could not connect to n2") as raised:
+        await world.invoker.invoke("org.example:echo", "echo", None)
+    assert raised.value.kind == "unavailable" and not isinstance(raised.value, NoEndpointError)
+
+
+async def test_what_a_call_that_found_no_endpoint_named_becomes_no_label(world: World) -> None:
+    metrics = NodeMetrics()
+    invoker = ClusterInvoker("n1", world.store, world.invoker.registry, world.peers, metrics=metrics)  # type: ignore[arg-type]
+    await world.deploy(1)
+    for entry in ("echo", "ehco"):  # (no instance publishes: the entry point cannot be checked)
+        assert (await no_endpoint(invoker, entry)).kind == "unavailable"
+    await world.local(0, idempotent=False)
+    await invoker.invoke("org.example:echo", "echo", None)
+    await world.withdraw(0)
+    assert (await no_endpoint(invoker)).kind == "unavailable"  # a known pair now: its own label
+    errors = {
+        (labels["artifact"], labels["entry"]): sample.value
+        for family in metrics.registry.collect()
+        for sample in family.samples
+        if sample.name == "aether_invocation_errors_total"
+        and (labels := sample.labels)["kind"] == "unavailable"
+    }
+    assert errors == {(UNKNOWN, UNKNOWN): 2, ("org.example:echo", "echo"): 1}
 
 
 async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_all_back(world: World) -> None:

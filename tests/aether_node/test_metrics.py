@@ -67,6 +67,21 @@ def test_unrouted_errors_do_not_become_labels_until_the_pair_is_known() -> None:
     assert not any("org.typo:x" in dict(labels).values() for _, labels in found)
 
 
+def test_any_error_of_a_call_that_found_no_endpoint_makes_no_label_until_the_pair_is_known() -> None:
+    metrics = NodeMetrics()
+    # a deployed slice with no ACTIVE instance: `unavailable`, whatever entry point the caller named
+    metrics.invocation("org.aether:echo", "ehco", "ingress", 0.001, "unavailable", routed=False)
+    metrics.invocation("org.aether:echo", "echo", "ingress", 0.002, "unavailable")  # routed: a known pair
+    metrics.invocation("org.aether:echo", "echo", "ingress", 0.001, "unavailable", routed=False)
+    found = samples(metrics)
+    unknown = {"artifact": UNKNOWN, "entry": UNKNOWN, "source": "ingress"}
+    echo = {"artifact": "org.aether:echo", "entry": "echo", "source": "ingress"}
+    errors = "aether_invocation_errors_total"
+    assert found[(errors, frozenset({**unknown, "kind": "unavailable"}.items()))] == 1
+    assert found[(errors, frozenset({**echo, "kind": "unavailable"}.items()))] == 2
+    assert not any("ehco" in dict(labels).values() for _, labels in found)
+
+
 def test_call_stats_sum_sources_and_keep_finite_buckets() -> None:
     metrics = NodeMetrics()
     metrics.invocation("org.aether:echo", "echo", "ingress", 0.002, None)

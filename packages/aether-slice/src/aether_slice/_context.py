@@ -14,10 +14,12 @@ from typing import Any
 
 
 class SliceCallError(Exception):
-    """A call to another slice failed. `kind` says how: "no_endpoint", "timeout", "raised" (the other
-    slice raised; `remote_type` names its exception), "bad_result" (the other slice returned what JSON
-    cannot carry: NaN, a set, over 16 MiB), "bad_request" (the payload is not JSON or too large: not
-    sent) or "unavailable"."""
+    """A call to another slice failed. `kind` says how: "no_endpoint" (no blueprint deploys that slice
+    and no instance of it runs, or it has no such entry point), "timeout", "raised" (the other slice
+    raised; `remote_type` names its exception), "bad_result" (the other slice returned what JSON cannot
+    carry: NaN, a set, over 16 MiB), "bad_request" (the payload is not JSON or too large: not sent) or
+    "unavailable" (the slice is deployed but no instance of it is ACTIVE now: not sent, worth trying
+    again shortly; or its instance went away mid-call)."""
 
     def __init__(self, kind: str, message: str, remote_type: str | None = None) -> None:
         super().__init__(message)

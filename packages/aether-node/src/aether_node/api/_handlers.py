@@ -65,7 +65,7 @@ from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._config_digest import config_change, config_digest
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
-from ..core._errors import InvalidCoordinatesError, InvocationError, RequestError
+from ..core._errors import InvalidCoordinatesError, NoEndpointError, RequestError
 from ..core._health_spec import describe as describe_health
 from ..core._kv_errors import FAILOVER_TIME, store_error, store_errors
 from ..core._off_loop import run_sized
@@ -90,6 +90,7 @@ from ..core._schema import (
 from ..core._text import plural
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
+from ..routing._no_endpoint import deployments, no_endpoint_error
 from ._cluster_view import ClusterView, Snapshot, instance_info
 
 # An apply that a leader change failed goes again (until FAILOVER_TIME), after these waits (doubling).
@@ -531,23 +532,21 @@ class Handlers:
             raise RequestError(ErrorKind.BAD_REQUEST, error.message) from None
 
     async def invoke(self, artifact: str, entry: str, payload: Any, *, timeout: float | None = None) -> Any:
-        """The call, given `timeout` seconds (the node's configured invoke timeout if None). A slice
-        nothing serves and no blueprint deploys is said so (a typo in its name, most often), not as one
-        whose instances are all down."""
+        """The call, given `timeout` seconds (the node's configured invoke timeout if None). A call that
+        finds no endpoint is told as the invoker tells it (`routing/_no_endpoint.py`): a slice nothing
+        serves and no blueprint deploys (a typo in its name, most often) is a 404 `no_endpoint`, a deployed
+        one whose instances are all down a 503 `unavailable`; the blueprints are read from the store for a
+        404, so a deploy this node's copy has not seen yet is not taken for a typo."""
         artifact_id = self._artifact_id(artifact)
         try:
             return await self.invoker.invoke(artifact_id, entry, payload, timeout, source="api")
-        except InvocationError as error:
+        except NoEndpointError as error:
             if error.kind != ErrorKind.NO_ENDPOINT or self.invoker.registry.entries(artifact_id):
                 raise
-            deployed = (spec.artifact.rsplit(":", 1)[0] for b in (await self._blueprints()).values()
-                        for spec in b.slices)  # fmt: skip
-            if artifact_id in deployed:
+            deployed = deployments((await self._blueprints()).values()).get(artifact_id)
+            if not deployed:
                 raise
-            raise InvocationError(
-                ErrorKind.NO_ENDPOINT,
-                f"no blueprint deploys {artifact_id} and no instance of it runs (`aether blueprint list`)",
-            ) from None
+            raise no_endpoint_error(artifact_id, entry, entries=set(), deployed=deployed) from None
 
     async def entry_points(self, artifact: str) -> list[EntryInfo]:
         """The entry points ACTIVE instances of `artifact` serve (from this node's endpoint table); one is

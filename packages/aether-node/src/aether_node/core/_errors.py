@@ -12,8 +12,11 @@
         │                        (an ErrorKind, `_error_kinds.py`) picks the answer: HTTP status, CLI
         │                        exit code, MCP error
         └── InvocationError      a call to a slice could not be served: no_endpoint, timeout, raised,
-                                 bad_request, unavailable, ... — kind, message and the slice's exception
-                                 type reach the caller intact, across nodes (`to_wire`, `from_wire`)
+            │                    bad_request, unavailable, ... — kind, message and the slice's exception
+            │                    type reach the caller intact, across nodes (`to_wire`, `from_wire`)
+            └── NoEndpointError  the call found no endpoint to go to: no_endpoint (a slice nothing
+                                 knows, an entry point it lacks) or unavailable (a deployed slice with no
+                                 ACTIVE instance now); it reached no instance
 
 Errors from lower layers (uv's output, subprocesses, pipes) are translated into these at the module that
 talks to them; the KV client's, for requests, in one place (`_kv_errors.py`).
@@ -96,3 +99,10 @@ class RequestError(NodeError):
 
 class InvocationError(RequestError):
     """Raised when a call to a slice cannot be served (any node may raise it, for a call to any node)."""
+
+
+class NoEndpointError(InvocationError):
+    """Raised by the invoker for a call that found no endpoint to go to, before any attempt: kind
+    `no_endpoint` (a slice nothing knows, an entry point its instances lack: the caller's fault) or
+    `unavailable` (a deployed slice with no ACTIVE instance now: nobody's, it passes). Its artifact id and
+    entry point are what the caller named, which may be anything (the metrics make no labels of them)."""

@@ -39,7 +39,9 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 UNKNOWN = "_unknown"
 # Ingress p50 is about 1 ms on loopback; slices may take seconds.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-# Errors that can happen before any endpoint was found: their artifact/entry may be anything a caller typed.
+# Errors that can happen before any endpoint was found: their artifact/entry may be anything a caller typed
+# (and any error of a call that found no endpoint: `routed=False`, e.g. `unavailable` for a deployed slice
+# with no ACTIVE instance, whose entry point nothing could check).
 _UNROUTED = frozenset({ErrorKind.NO_ENDPOINT, ErrorKind.BAD_REQUEST})
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -265,13 +267,22 @@ class NodeMetrics:
     # ------------------------------------------------------------ recording (hot paths)
 
     def invocation(
-        self, artifact_id: str, entry: str, source: str, seconds: float, error: str | None
+        self,
+        artifact_id: str,
+        entry: str,
+        source: str,
+        seconds: float,
+        error: str | None,
+        *,
+        routed: bool = True,
     ) -> None:
-        """One call routed by this node ended, in `seconds`, with `error` (an InvocationError kind) or not."""
+        """One call routed by this node ended, in `seconds`, with `error` (an InvocationError kind) or not.
+        `routed`: False for a call that found no endpoint (its artifact and entry are not labels until a
+        call that found one made them known)."""
         if not self.enabled:
             return
         pair = (artifact_id, entry)
-        if error is None or error not in _UNROUTED:
+        if error is None or (routed and error not in _UNROUTED):
             self._known_calls.add(pair)
         elif pair not in self._known_calls:
             pair = (UNKNOWN, UNKNOWN)

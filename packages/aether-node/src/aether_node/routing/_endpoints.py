@@ -1,7 +1,8 @@
 """EndpointRegistry: a passive, watch-fed index of every published endpoint in the cluster, the split of
-calls between two versions while a canary or blue-green rollout runs (`cluster/rollouts/`), and the
-choice of one endpoint per call (version split and balancing strategies, pure). It never writes to the
-KV."""
+calls between two versions while a canary or blue-green rollout runs (`cluster/rollouts/`), what the
+blueprints deploy (each slice's balancing; for a call that finds no endpoint, whether its slice is
+deployed: `_no_endpoint`), and the choice of one endpoint per call (version split and balancing
+strategies, pure). It never writes to the KV."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ..core._coordinates import Coordinates
 from ..core._kv_cache import KVCache
 from ..core._records import EndpointRecord, NodeRecord, RecordError, RolloutRecord, decode_record
 from ..core._schema import BLUEPRINTS, ENDPOINTS, NODES, ROLLOUTS, parse_endpoint_key
+from ._no_endpoint import Deployment, deployments
 
 
 @attrs.frozen(kw_only=True)
@@ -114,7 +116,8 @@ def _endpoints(key: str, value: bytes) -> tuple[Endpoint, ...]:
 
 
 class EndpointRegistry:
-    """Endpoints by (artifact, entry), node addresses, per-slice balancing; brought up to date when the
+    """Endpoints by (artifact, entry), node addresses, per-slice balancing and deployments (the
+    blueprints that ask for the slice, with their numbers of instances); brought up to date when the
     cache moves: an endpoint record (an instance's, listing its entry points) is decoded once per change
     of it (the keys the cache says were
     touched), and only the routes it belongs to are sorted again (a route not touched keeps its tuple,
@@ -129,6 +132,7 @@ class EndpointRegistry:
         self._entries: dict[str, set[str]] = {}
         self._nodes: dict[str, NodeRecord] = {}
         self._balancing: dict[str, Balancing] = {}
+        self._deployed: dict[str, tuple[Deployment, ...]] = {}
         self._splits: dict[str, VersionSplit] = {}
         # every decoded endpoint record, of any node: its endpoints (one per entry point) by key, and
         # each endpoint by route and key
@@ -164,7 +168,7 @@ class EndpointRegistry:
                 entries[artifact_id].add(entry)
             self._entries = dict(entries)
         if version[2] != before[2]:
-            self._balancing = self._decode_balancing()
+            self._balancing, self._deployed = self._decode_blueprints()
         if version[3] != before[3]:
             self._splits = self._decode_splits()
 
@@ -202,16 +206,16 @@ class EndpointRegistry:
             nodes[record.node_id] = record
         return nodes
 
-    def _decode_balancing(self) -> dict[str, Balancing]:
-        balancing = {}
+    def _decode_blueprints(self) -> tuple[dict[str, Balancing], dict[str, tuple[Deployment, ...]]]:
+        """Each deployed slice's balancing strategy, and what its blueprints ask for, by artifact id."""
+        blueprints = []
         for key, kv in self.cache.data[BLUEPRINTS].items():
             try:
-                blueprint = decode_record(key, kv.value, Blueprint)
+                blueprints.append(decode_record(key, kv.value, Blueprint))
             except RecordError:
                 continue
-            for spec in blueprint.slices:
-                balancing[spec.artifact.rsplit(":", 1)[0]] = spec.balancing
-        return balancing
+        balancing = {spec.artifact.rsplit(":", 1)[0]: spec.balancing for b in blueprints for spec in b.slices}
+        return balancing, deployments(blueprints)
 
     def _decode_splits(self) -> dict[str, VersionSplit]:
         splits = {}
@@ -252,6 +256,12 @@ class EndpointRegistry:
     def balancing(self, artifact_id: str) -> Balancing:
         self._refresh()
         return self._balancing.get(artifact_id, Balancing.ROUND_ROBIN)
+
+    def deployed(self, artifact_id: str) -> tuple[Deployment, ...]:
+        """The blueprints that deploy `artifact_id`, each with the number of instances it asks for
+        (by blueprint name); none: no blueprint deploys it."""
+        self._refresh()
+        return self._deployed.get(artifact_id, ())
 
     def split(self, artifact_id: str) -> VersionSplit | None:
         """The version split of a rollout of `artifact_id` in progress; None: calls go by instance."""

@@ -3,7 +3,10 @@
 The EndpointRegistry names the candidates; a balancing strategy picks one; local instances are called
 directly, remote ones over the peer connections. A call that never reached an instance is tried on
 another endpoint; one that may have run (its node or process died mid-call) only if the entry point is
-idempotent. "no endpoint", "timed out" and "the slice raised" stay distinct `InvocationError` kinds.
+idempotent. "no endpoint", "timed out" and "the slice raised" stay distinct `InvocationError` kinds; a
+call that finds no endpoint is told apart (`_no_endpoint`) only then: a slice nothing knows or an entry
+point its instances lack (404 `no_endpoint`) from a deployed slice with no ACTIVE instance now (503
+`unavailable`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..client import ClusterCalls
 from ..core._blueprint import Balancing
 from ..core._coordinates import Coordinates, parse_artifact_id
 from ..core._error_kinds import ErrorKind
-from ..core._errors import InvalidCoordinatesError, InvocationError
+from ..core._errors import InvalidCoordinatesError, InvocationError, NoEndpointError
 from ..core._records import NodeRecord
 from ..core._schema import NODES, InstanceKey
 from ..observe._metrics import NodeMetrics, merge_call_stats
@@ -31,6 +34,7 @@ from ..observe._version_calls import VersionCalls
 from ..runtime._lifecycle import Phase
 from ..runtime._slice_store import SliceStore
 from ._endpoints import Endpoint, EndpointRegistry, choose, may_retry, split_by_version
+from ._no_endpoint import no_endpoint_error
 from ._peers import LostInFlightError, NotSentError, PeerClients
 
 log = logging.getLogger("aether_node.invoker")
@@ -92,7 +96,9 @@ class ClusterInvoker:
         try:
             result = await self._route(artifact_id, entry, payload, timeout, balancing, depth)
         except InvocationError as error:
-            self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, error.kind)
+            routed = not isinstance(error, NoEndpointError)
+            seconds = time.perf_counter() - started
+            self.metrics.invocation(artifact_id, entry, source, seconds, error.kind, routed=routed)
             raise
         self.metrics.invocation(artifact_id, entry, source, time.perf_counter() - started, None)
         return result
@@ -200,14 +206,11 @@ class ClusterInvoker:
                 seconds = time.perf_counter() - started
                 self.version_calls.record(artifact_id, endpoint.coordinates.version, seconds, fault)
 
-    def _no_endpoint(self, artifact_id: str, entry: str) -> InvocationError:
-        entries = self.registry.entries(artifact_id)
-        if entries and entry not in entries:
-            known = ", ".join(sorted(entries))
-            return InvocationError(
-                ErrorKind.NO_ENDPOINT, f"{artifact_id} has no entry point {entry!r} (it has: {known})"
-            )
-        return InvocationError(ErrorKind.NO_ENDPOINT, f"no ACTIVE instance of {artifact_id} is available")
+    def _no_endpoint(self, artifact_id: str, entry: str) -> NoEndpointError:
+        registry = self.registry
+        return no_endpoint_error(
+            artifact_id, entry, entries=registry.entries(artifact_id), deployed=registry.deployed(artifact_id)
+        )
 
     async def _call(self, endpoint: Endpoint, payload: Any, timeout: float, depth: int = 0) -> Any:
         if endpoint.node_id == self.node_id:
