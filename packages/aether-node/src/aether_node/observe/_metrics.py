@@ -89,6 +89,25 @@ def read_main_thread_cpu(pid: int) -> float | None:
         return None
 
 
+def read_pss_bytes(pid: int) -> int | None:
+    """A live process's proportional set size in bytes (its private memory, and its share of what it
+    shares with others, as a template's forked children share its pages), or None if it is gone (or not
+    readable)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            return parse_pss(rollup.read())
+    except (OSError, ValueError):
+        return None
+
+
+def parse_pss(smaps_rollup: str) -> int:
+    """The `Pss:` of a /proc/PID/smaps_rollup text, in bytes. Raises ValueError if it has none. Pure."""
+    for line in smaps_rollup.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    raise ValueError("no Pss line")
+
+
 # ---------------------------------------------------------------- the KV replica's status
 
 KV_GAUGES: tuple[tuple[str, str, Callable[[Status], float]], ...] = (

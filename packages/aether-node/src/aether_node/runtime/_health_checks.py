@@ -28,10 +28,11 @@ from aether_slice.protocol import Kind
 
 from ..core._errors import NodeError, StepTimeoutError
 from ..core._policies import HealthChecks
-from ..observe._metrics import read_main_thread_cpu
+from ..observe._metrics import read_main_thread_cpu, read_pss_bytes
 from ._broadcast import Broadcast, wait_any
 from ._health_settings import SliceHealth
 from ._lifecycle import Phase
+from ._memory_limit import CHECK_EVERY, over_limit
 from ._slice_host import SliceHost
 from ._slice_store import LocalInstance, SliceStore
 
@@ -72,19 +73,29 @@ async def check_forever(store: SliceStore, settings: SliceHealth) -> None:
 
 async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[SliceHost]) -> None:
     """Check one instance once it has been quiet for `interval` s, and at most every `interval` s, until
-    it is no longer ACTIVE, ends, or is killed as hung. Its slice's settings are read again before each
-    check, and a change of any slice's settings ends the wait at once (to read them again): a shorter
-    interval, or checks turned on, count from the last check."""
+    it is no longer ACTIVE, ends, or is killed as hung; and, if its slice declares `memory_mib`, its
+    memory every `_memory_limit.CHECK_EVERY` s (killed over it). Its slice's settings are read again
+    before each check, and a change of any slice's settings ends the wait at once (to read them again): a
+    shorter interval, or checks turned on, count from the last check."""
     host = instance.host
     artifact_id = instance.key.coordinates.artifact_id
     misses = 0
     rested_since = trio.current_time()
+    memory_due = rested_since
     try:
         while instance.phase is Phase.ACTIVE and instance.alive:
             checks = settings.of(artifact_id)
+            limit = settings.memory_mib(artifact_id)
+            if limit and trio.current_time() >= memory_due:
+                why = over_limit(read_pss_bytes(host.pid) if host.pid is not None else None, limit)
+                if why is not None:
+                    log.warning("%s: %s; killing it", host.label, why)
+                    host.kill(because=why)
+                    return
+                memory_due = trio.current_time() + CHECK_EVERY
             due = math.inf if checks is None else max(rested_since, host.last_heard) + checks.interval
             if checks is None or trio.current_time() < due:
-                await _until(due, settings.changed, host.exited)
+                await _until(min(due, memory_due) if limit else due, settings.changed, host.exited)
                 continue
             if not is_quiet(host, trio.current_time(), checks) or await _passes(host, checks.timeout):
                 misses = 0

@@ -1,5 +1,6 @@
 """The health checks in force for each slice on this node: the slice's `[slices.health]` from the
-blueprints over the node's own `[health]` (`core/_health_spec.checks_of`).
+blueprints over the node's own `[health]` (`core/_health_spec.checks_of`); and the memory each of its
+instances may use (`[slices.resources] memory_mib`, `_memory_limit.py`).
 
 It reads the node's watch-fed copy of `blueprints/` (the `KVCache` the router also reads), so a change of
 a slice's table reaches the running instances' checks without any restart, and decodes the blueprints
@@ -25,9 +26,10 @@ log = logging.getLogger("aether_node.health_checks")
 
 
 class SliceHealth:
-    """`of(artifact_id)`: the checks of that slice here (None: off); `changed`: an event set at the next
-    change of any slice's settings (capture it before reading), once `follow` runs. Without a cache: the
-    node's own for every slice."""
+    """`of(artifact_id)`: the checks of that slice here (None: off); `memory_mib(artifact_id)`: the memory
+    an instance of it may use (0: no limit); `changed`: an event set at the next change of any slice's
+    settings (capture it before reading), once `follow` runs. Without a cache: the node's own checks for
+    every slice, and no memory limit."""
 
     def __init__(self, node: HealthChecks, cache: KVCache | None = None) -> None:
         if cache is not None and BLUEPRINTS not in cache.prefixes:
@@ -35,12 +37,18 @@ class SliceHealth:
         self.node = node
         self.cache = cache
         self._read_at = -1  # the cache's revision of `blueprints/` when `_specs` was decoded
-        self._specs: dict[str, HealthSpec | None] = {}
+        self._specs: dict[str, tuple[HealthSpec | None, int]] = {}  # artifact id → (health, memory_mib)
         self._changed = Broadcast()
 
     def of(self, artifact_id: str) -> HealthChecks | None:
         self.refresh()
-        return checks_of(self._specs.get(artifact_id), self.node)
+        found = self._specs.get(artifact_id)
+        return checks_of(found[0] if found is not None else None, self.node)
+
+    def memory_mib(self, artifact_id: str) -> int:
+        self.refresh()
+        found = self._specs.get(artifact_id)
+        return found[1] if found is not None else 0
 
     @property
     def changed(self) -> Broadcast:
@@ -69,9 +77,10 @@ class SliceHealth:
             await changed.wait()
 
     @staticmethod
-    def _decode(cache: KVCache) -> dict[str, HealthSpec | None]:
-        """Each deployed slice's table by artifact id (one the blueprints cannot tell: the node's own)."""
-        specs: dict[str, HealthSpec | None] = {}
+    def _decode(cache: KVCache) -> dict[str, tuple[HealthSpec | None, int]]:
+        """Each deployed slice's health table and memory_mib by artifact id (one the blueprints cannot
+        tell: the node's own checks, no memory limit)."""
+        specs: dict[str, tuple[HealthSpec | None, int]] = {}
         for key, kv in cache.data[BLUEPRINTS].items():
             try:
                 blueprint = decode_record(key, kv.value, Blueprint)
@@ -79,5 +88,5 @@ class SliceHealth:
                 log.warning("%s: its slices are checked with this node's settings", error.message)
                 continue
             for spec in blueprint.slices:
-                specs[spec.artifact.rsplit(":", 1)[0]] = spec.health
+                specs[spec.artifact.rsplit(":", 1)[0]] = (spec.health, spec.resources.memory_mib)
         return specs
