@@ -11,7 +11,13 @@ endpoint the CLI calls, and the cluster (read back through the API, not the page
   pasted blueprint's diff (a TOML error refused with its file and line) and its apply;
 - a canary waiting for an operator: aborted from the Rollouts table; a node restarted (it comes back as
   itself, a new run) and stopped (it leaves) from the Nodes table;
-- a viewer key: every operation refused with the API's reason, nothing changed.
+- a viewer key: every operation refused with the API's reason, nothing changed;
+- every change goes "as of" the revision the page shows: from a page whose event stream is held (its
+  revision stays its first overview's), a scale over a later one made through the API is refused with the
+  API's words naming that revision, nothing changes, and the page reads the cluster again, so the same
+  scale from it then lands; with the stream let go, a scale, a cordon and a policy set made through the API
+  reach the page (its history, its Nodes table, its policy and its revision), and its uncordon and policy
+  set then land; a page that has not read the cluster yet sends no change.
 Screenshots go to test-artifacts/ (gitignored).
 """
 
@@ -40,14 +46,27 @@ step_window_s = 1
 """
 
 
-def open_page(browser: Any, cluster: CliCluster, key: str) -> Any:
+def open_page(browser: Any, cluster: CliCluster, key: str, *, held: list[Any] | None = None) -> Any:
+    """The dashboard of the first node with `key`, once live; with `held`, the requests for its event stream
+    are held (never answered; their routes appended to `held`, `route.continue_()` lets one go) and the page
+    is returned once it shows its first overview: it learns of no change but those it reads again itself."""
     page = new_page(browser)
+    if held is not None:
+        page.route("**/api/v1/events/stream*", lambda route: held.append(route))
     page.goto(f"http://{cluster.local.nodes[0].management}/dashboard")
     page.wait_for_selector("#key-form:not([hidden])")
     page.fill("#key-input", key)
     page.click("#key-form button[type=submit]")
-    page.wait_for_selector("#connection[data-state=live]")
+    page.wait_for_selector("#connection[data-state=live]" if held is None else "body[data-ready=true]")
     return page
+
+
+SHOWN = "+document.getElementById('revision').dataset.revision"  # (in a wait's condition)
+
+
+def shown_revision(page: Any) -> int:
+    """The revision the page shows (in its header), which its changes are made as of."""
+    return int(page.get_attribute("#revision", "data-revision"))
 
 
 def outcome(page: Any, what: str) -> str:
@@ -291,3 +310,102 @@ def test_the_dashboard_aborts_a_canary_and_a_viewer_key_is_refused(secured: CliC
             what=f"{target} gone",
         )
         wait(page, f"document.querySelector(\"{node_row}\")?.dataset.health === 'left'", f"{target} left")
+
+
+@needs_chromium
+@pytest.mark.long
+def test_the_dashboards_changes_go_as_of_the_revision_it_shows(secured: CliCluster, browser: Any) -> None:
+    with api(secured) as http:
+        assert http.post("/api/v1/blueprints", content=BLUEPRINT.encode()).is_success
+        held: list[Any] = []
+        page = open_page(browser, secured, KEYS["operator"], held=held)
+        wait(page, f"document.getElementById('scale-artifact').value === {ECHO_ID!r}", "echo to scale")
+        shown = shown_revision(page)
+        assert held and page.get_attribute("#connection", "data-state") != "live"  # no event comes
+
+        # a later change of the same key, through the API: the page does not learn of it
+        later = http.post(f"/api/v1/slices/{ECHO_ID}/scale", json={"instances": 2})
+        assert later.is_success, later.text
+        changed_at = later.json()["revision"]
+        assert changed_at > shown and shown_revision(page) == shown
+
+        page.fill("#scale-instances", "3")
+        page.click("#scale-run")
+        refused = outcome(page, f"scale {ECHO_ID}")
+        # (the revision the node names is the page's: the header reached it)
+        assert refused.startswith(
+            f"scale {ECHO_ID} refused: blueprint 'demo' was changed at revision {changed_at}, after revision"
+            f" {shown} that this request was made from: another change came after it"
+        ), refused
+        assert refused.endswith("this request changed nothing; read the state again and decide"), refused
+        assert page.get_attribute("#action", "data-outcome") == "error"
+        assert page.get_attribute("#scale-instances", "aria-invalid") == "true"
+        assert echo_slice(http)["desired"] == 2 and current_revision(http) == 2  # unchanged
+        audit = http.get("/api/v1/events", params={"kind": "audit", "limit": 10}).json()
+        assert [(e["subject"], e["status"]) for e in audit][-1] == (ECHO_ID, 409), audit
+
+        # the refusal made the page read the cluster again (its stream is still held): it shows the later
+        # change, and its revision; the same scale from it now lands
+        row = f"#slices tr[data-slice='{ECHO}']"
+        wait(page, f"document.querySelector(\"{row}\").children[2].textContent === '2'", "desired 2")
+        assert shown_revision(page) >= changed_at
+        page.fill("#scale-instances", "3")
+        page.click("#scale-run")
+        assert outcome(page, f"scale {ECHO_ID}") == (
+            f"scale {ECHO_ID}: blueprint demo is at revision 3 (scaled {ECHO_ID} from 2 to 3)"
+        )
+        assert echo_slice(http)["desired"] == 3
+
+        # the stream let go: a scale through the API reaches the page's history of demo
+        for route in held:
+            route.continue_()
+        page.wait_for_selector("#connection[data-state=live]")
+        page.select_option("#history-blueprint", "demo")
+        page.click("#history-show")
+        wait(page, "document.querySelectorAll('#history tbody tr').length === 3", "3 revisions of demo")
+        assert http.post(f"/api/v1/slices/{ECHO_ID}/scale", json={"instances": 1}).is_success
+        current = "document.querySelector('#history tr[data-revision=\"4\"]')?.dataset.current === 'true'"
+        wait(page, current, "the API's scale in the history")
+        wait_until(lambda: echo_slice(http)["active"] == 1, timeout=90, what="echo scaled to 1")
+        wait(page, "document.querySelectorAll('#instances tbody tr').length === 1", "1 echo instance")
+
+        # a cordon through the API reaches the page, whose uncordon then lands
+        target = secured.local.nodes[-1].node_id
+        node_row = f"#nodes tr[data-node-id='{target}']"
+        assert http.post(f"/api/v1/nodes/{target}/cordon").is_success
+        wait(page, f"document.querySelector(\"{node_row}\").dataset.state === 'CORDONED'", "CORDONED")
+        page.click(f"{node_row} button[data-op$='/uncordon']")
+        assert outcome(page, f"uncordon {target}") == f"uncordon {target}: node {target} is ON_DUTY"
+        assert node_state(http, target) == "ON_DUTY"
+
+        # so does a policy set through the API: its event makes the page read the cluster again (none else
+        # is waiting: the uncordon's are done), so that the page's own policy set then lands
+        uncordoned = "!!document.querySelector('#events li[data-kind=node_uncordoned]')"
+        wait(page, f"{uncordoned} && !window.aetherDashboard.rereading", "the uncordon read back")
+        assert http.post("/api/v1/cluster/policy", json={"rebalance_delay_s": 10}).is_success
+        event = "document.querySelector('#events li[data-kind=reconcile_policy_set]')"
+        wait(page, f"{event} && {SHOWN} >= +{event}.dataset.revision", "the policy's revision")
+        wait(page, "document.getElementById('policy-words').dataset.delay === '10'", "the API's policy")
+        page.fill("#policy-delay", "20")
+        page.click("#policy-set")
+        assert outcome(page, "set the reconciliation policy").endswith(
+            "in force: rebalance delay 20 s, no limit on moves"
+        )
+
+        # a page that has not read the cluster yet (its overview held) sends no change
+        unread = new_page(browser)
+        sent: list[str] = []
+        unread.on("request", lambda request: sent.append(request.method) if request.method != "GET" else None)
+        unread.goto(f"http://{secured.local.nodes[0].management}/dashboard")
+        unread.wait_for_selector("#key-form:not([hidden])")  # (the overview answered 401)
+        unread.route("**/api/v1/overview", lambda route: None)
+        unread.fill("#key-input", KEYS["operator"])
+        unread.click("#key-form button[type=submit]")
+        wait(unread, "!!document.getElementById('policy-words')", "the policy in force")
+        unread.fill("#policy-delay", "5")  # (20 in force)
+        unread.click("#policy-set")
+        assert outcome(unread, "set the reconciliation policy") == (
+            "set the reconciliation policy refused: this page has not read the cluster's state yet:"
+            " wait until it shows it, then try again"
+        )
+        assert sent == [] and http.get("/api/v1/cluster/policy").json()["rebalance_delay_s"] == 20

@@ -13,7 +13,10 @@
 // them with the targets), charted per slice and target. Rollouts (canary, blue-green) come with the
 // overview's slices, re-read on every rollout event. Operations (ops.js): each node's state and the
 // operations it takes, a rolling update's pause or resume, a rollout's promote or abort, all through the
-// management API with the page's key.
+// management API with the page's key, "as of" the revision the page shows (in the header): the last
+// overview's. Every event that changes what an operation acts on (a node's, a blueprint's, a rollout's,
+// the policy's) makes the page read the overview again, and with it that revision; an operation, done or
+// refused, too.
 // When the API answers an error or cannot be reached, the alert says so and the page keeps the last data
 // it had (with its time) and retries; it recovers by itself.
 "use strict";
@@ -40,6 +43,7 @@
     "node_joined", "node_left", "node_lost", "leader_elected", "blueprint_applied", "blueprint_deleted",
     "rollout_started", "rollout_step", "rollout_switched", "rollout_promoted", "rollout_aborted", "rollout_done",
     "rollout_paused", "rollout_resumed", "node_cordoned", "node_uncordoned", "node_draining",
+    "reconcile_policy_set", "rebalance_requested", "rebalance_delayed", "rebalance_delay_ended",
   ]);
   // The operations each node state takes (`aether node ...`); those that take capacity away ask first.
   const NODE_OPERATIONS = {
@@ -54,7 +58,9 @@
 
   const state = {
     status: null, // ClusterStatus of the last overview
-    revision: 0, // the overview's revision: instance events up to it are already in `instances`
+    // the last overview's revision (never lowered): instance events up to it are already in `instances`;
+    // the revision the page shows, which its changes are made as of (ops.js)
+    revision: 0,
     instances: new Map(), // "node/artifact/instance" → InstanceInfo
     slices: [],
     lost: new Map(), // node id → the node_lost / node_left event, until the node is back
@@ -69,8 +75,9 @@
   };
   const sliceColours = new Colours();
   const stateColours = new Colours(STATE_COLOURS);
-  // For tests and benchmarks: when the first data was on screen, how many renders, events applied.
-  const probe = (window.aetherDashboard = { firstRenderAt: null, renders: 0, eventsApplied: 0, samples: 0 });
+  // For tests and benchmarks: when the first data was on screen, how many renders, events applied, and
+  // whether a re-read of the overview is waiting or running.
+  const probe = (window.aetherDashboard = { firstRenderAt: null, renders: 0, eventsApplied: 0, samples: 0, rereading: false });
 
   class Unauthorized extends Error {}
 
@@ -128,7 +135,8 @@
   async function loadOverview() {
     const overview = await getJSON("/api/v1/overview");
     state.status = overview.status;
-    state.revision = overview.revision;
+    state.revision = Math.max(state.revision, overview.revision);
+    ops.revisionShown(state.revision);
     state.slices = overview.slices;
     state.instances = new Map(overview.instances.map((i) => [instanceKey(i.node_id, i.artifact, i.instance), i]));
     for (const node of overview.status.nodes) state.lost.delete(node.node_id);
@@ -140,15 +148,16 @@
   function refreshSoon() {
     // Node and leader changes change the node table: re-read it (debounced), the stream goes on.
     if (refreshTimer) return;
+    probe.rereading = true;
     refreshTimer = setTimeout(async () => {
       refreshTimer = null;
       try {
-        const since = state.revision;
         await loadOverview();
-        if (state.revision < since) state.revision = since;
       } catch (error) {
         if (error instanceof Unauthorized) askForKey(error.message);
         else reportError("overview", error);
+      } finally {
+        probe.rereading = refreshTimer !== null; // (another was asked for meanwhile)
       }
     }, 300);
   }
@@ -368,7 +377,8 @@
       `<b id="health" class="${healthy ? "health-up" : "health-lost"}" title="${esc(reasons.join("\n"))}">` +
       `${healthy ? "healthy" : "unhealthy"}</b> · ` +
       `leader <b class="leader" id="leader">${esc(s.leader ?? "none")}</b> · term ${esc(s.term)} · ` +
-      `revision ${esc(Math.max(s.revision, state.revision))} · ${s.has_quorum ? "quorum" : "<b class='health-lost'>no quorum</b>"} · ` +
+      `<span id="revision" data-revision="${state.revision}" title="the revision this page shows: its changes are made as of it` +
+      ` (refused if what they change changed after it)">revision ${state.revision}</span> · ${s.has_quorum ? "quorum" : "<b class='health-lost'>no quorum</b>"} · ` +
       `${s.nodes.length}${s.expected_nodes?.length ? ` of ${s.expected_nodes.length} expected` : ""} nodes · ` +
       `${instances.length} instances, ${active} active, ${failed} failed` +
       (reasons.length
@@ -704,7 +714,7 @@
       sessionStorage.removeItem(KEY);
       location.reload();
     });
-    document.addEventListener("aether:changed", refreshSoon); // an operation went through: re-read now
+    document.addEventListener("aether:answered", refreshSoon); // an operation was answered: re-read now
     $("instance-filter").addEventListener("input", (event) => {
       state.filter = event.target.value;
       schedule();

@@ -11,17 +11,25 @@
 //   rebalance delay, move limit) and `cluster rebalance`;
 // - blueprints: a blueprint's revisions (history) with a rollback to each, and a pasted blueprint's diff
 //   (what applying it would change, per slice and node) and its apply.
-// After an operation the page's data is re-read (the event "aether:changed"); app.js sends each cluster
-// event as "aether:event", on which the policy is re-read when it may have changed.
+// Every change goes "as of" the revision the page shows (app.js tells it, `revisionShown`: its last
+// overview's), in the header the CLI sends (Aether-Since-Revision): the API refuses one whose key changed
+// after that revision to something else (409, "... was changed at revision N, after revision R that this
+// request was made from ..."), so a page that had not shown the latest change changes nothing. A page
+// that has not read the cluster yet sends no change (it has shown nothing to act on) and says so.
+// After an operation, done or refused, the page's data is re-read (the event "aether:answered": a
+// refusal may be for a change the page did not show yet); app.js sends each cluster event as
+// "aether:event", on which the policy, and the history shown, are re-read when they may have changed.
 "use strict";
 
 (() => {
   const KEY = "aether.apiKey";
+  const SINCE = "Aether-Since-Revision"; // aether_node.client.SINCE_HEADER
   const ARMED_MS = 5000;
   const POLICY_EVENTS = new Set([
     "reconcile_policy_set", "rebalance_requested", "rebalance_delayed", "rebalance_delay_ended",
     "node_lost", "node_joined", "blueprint_applied", "blueprint_deleted",
   ]);
+  const BLUEPRINT_EVENTS = new Set(["blueprint_applied", "blueprint_deleted"]); // (subject: its name)
   const POLICY_FIELDS = { preset: "policy-preset", rebalance_delay_s: "policy-delay", max_moves: "policy-moves" };
 
   const $ = (id) => document.getElementById(id);
@@ -32,9 +40,16 @@
 
   class Refused extends Error {}
 
-  async function request(method, url, body, contentType = "application/json") {
+  // The revision the page shows (its last overview's, from app.js), which changes are made as of; null
+  // until the page has read the cluster.
+  let shown = null;
+  const revisionShown = (revision) => {
+    shown = revision;
+  };
+
+  async function request(method, url, body, contentType = "application/json", extra = {}) {
     const key = sessionStorage.getItem(KEY);
-    const headers = key ? { Authorization: `Bearer ${key}` } : {};
+    const headers = key ? { Authorization: `Bearer ${key}`, ...extra } : { ...extra };
     if (body !== undefined) headers["Content-Type"] = contentType;
     let response;
     try {
@@ -61,17 +76,23 @@
     box.textContent = outcome === "ok" ? `${what}: ${text}` : `${what} refused: ${text}`;
   }
 
+  // A change, sent as of the revision the page shows; its answer in #action; the page's data re-read.
   async function operate(what, method, url, body, contentType) {
+    if (shown === null) {
+      show(what, "error", "this page has not read the cluster's state yet: wait until it shows it, then try again");
+      return null;
+    }
     show(what, "running", "…");
     $("action").textContent = `${what}…`;
     try {
-      const result = await request(method, url, body, contentType);
+      const result = await request(method, url, body, contentType, { [SINCE]: String(shown) });
       show(what, "ok", summary(result));
-      document.dispatchEvent(new CustomEvent("aether:changed"));
       return result;
     } catch (error) {
       show(what, "error", error.message);
       return null;
+    } finally {
+      document.dispatchEvent(new CustomEvent("aether:answered"));
     }
   }
 
@@ -342,10 +363,12 @@
     $("diff-run").addEventListener("click", () => diff(false));
     $("diff-apply").addEventListener("click", () => diff(true));
     document.addEventListener("aether:event", (event) => {
-      if (POLICY_EVENTS.has(event.detail.kind)) loadPolicy();
+      const { kind, subject } = event.detail;
+      if (POLICY_EVENTS.has(kind)) loadPolicy();
+      if (BLUEPRINT_EVENTS.has(kind) && !$("history").hidden && $("history").dataset.blueprint === subject) loadHistory();
     });
-    document.addEventListener("aether:changed", () => loadPolicy());
+    document.addEventListener("aether:answered", () => loadPolicy());
   });
 
-  window.AetherOps = { loadPolicy, slicesRead, button };
+  window.AetherOps = { loadPolicy, slicesRead, revisionShown, button };
 })();
