@@ -17,7 +17,9 @@ endpoint the CLI calls, and the cluster (read back through the API, not the page
   API's words naming that revision, nothing changes, and the page reads the cluster again, so the same
   scale from it then lands; with the stream let go, a scale, a cordon and a policy set made through the API
   reach the page (its history, its Nodes table, its policy and its revision), and its uncordon and policy
-  set then land; a page that has not read the cluster yet sends no change.
+  set then land; a page that has not read the cluster yet sends no change;
+- a node stop refused for the KV store's majority (3 nodes, one stopped already) is shown with a second
+  action, `stop NODE anyway (force)`, which asks first and then stops the node.
 Screenshots go to test-artifacts/ (gitignored).
 """
 
@@ -409,3 +411,43 @@ def test_the_dashboards_changes_go_as_of_the_revision_it_shows(secured: CliClust
             " wait until it shows it, then try again"
         )
         assert sent == [] and http.get("/api/v1/cluster/policy").json()["rebalance_delay_s"] == 20
+
+
+@needs_chromium
+@pytest.mark.long
+def test_a_node_stop_refused_for_the_majority_can_be_forced_from_the_dashboard(
+    secured: CliCluster, browser: Any
+) -> None:
+    _, second, third = secured.local.nodes
+    with api(secured) as http:
+        assert http.post(f"/api/v1/nodes/{third.node_id}/stop").is_success  # 2 of 3 replicas stay up
+        assert secured.local.processes[third.node_id].wait(timeout=60) == 0
+        raft = secured.local.plan(third.node_id).raft
+        wait_until(
+            lambda: raft in http.get("/api/v1/cluster").json()["disconnected_replicas"],
+            timeout=30,
+            what=f"{third.node_id}'s KV replica seen as down",
+        )
+        page = open_page(browser, secured, KEYS["operator"])
+        node_row = f"#nodes tr[data-node-id='{second.node_id}']"
+        wait(page, f'!!document.querySelector("{node_row}")', f"{second.node_id} in the Nodes table")
+        confirmed(page, f"{node_row} button[data-op$='/stop']")
+        what = f"stop {second.node_id}"
+        refused = outcome(page, what)
+        assert (
+            refused.startswith(f"{what} refused: a stop of node {second.node_id} (KV replica")
+            and "would leave 1 of the KV store's 3 replicas up, fewer than the 2 it needs" in refused
+        ), refused
+        force = "#action button[data-op$='/stop?force=1']"
+        assert page.inner_text(force) == f"{what} anyway (force)"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(
+            path=str(ARTIFACTS / "dashboard-stop-refused.png"), clip=page.locator("#action").bounding_box()
+        )
+        assert secured.local.processes[second.node_id].poll() is None  # nothing was forced
+        assert node_state(http, second.node_id) == "ON_DUTY"
+
+        confirmed(page, force)  # (the first click only asks)
+        answer = outcome(page, f"{what} anyway (force)")
+        assert secured.local.processes[second.node_id].wait(timeout=60) == 0, answer  # it stopped
+        assert answer == f"{what} anyway (force): node {second.node_id} is LEAVING", answer

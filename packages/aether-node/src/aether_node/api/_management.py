@@ -13,7 +13,9 @@ recorded (anyone who can reach the port could fill the log). Invocations and the
 every few seconds) are not changes of the cluster's state and are not recorded.
 
 Errors: every route answers a RequestError (the handlers', a call's) as `{"error": {"kind", "message"[,
-"type"]}}` with its kind's status (`core/_error_kinds.py`), in one place (`route`).
+"type"][, "override"]}}` with its kind's status (`core/_error_kinds.py`), in one place (`route`);
+`override` names the query parameter that makes the same request go through anyway (`force`, on a node
+stop or restart refused for the KV store's majority).
 
 `/metrics` (Prometheus text format) needs the viewer role like every read: Prometheus sends it as a bearer
 token (`authorization: {credentials: KEY}` in a scrape config). The probes and the dashboard's static
@@ -139,7 +141,9 @@ def management_app(
                 try:
                     result = await endpoint(request)
                 except RequestError as error:  # the handlers' and the calls' errors alike
-                    return who, error_response(error.kind, error.message, type=error.remote_type)
+                    return who, error_response(
+                        error.kind, error.message, type=error.remote_type, override=error.override
+                    )
                 if isinstance(result, Response):
                     return who, result
                 return who, JSONResponse(to_json(result))

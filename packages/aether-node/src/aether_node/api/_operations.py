@@ -435,6 +435,7 @@ class Operations:
                 ErrorKind.CONFLICT,
                 f"a {doing} of node {node_id} (KV replica {record.raft}) would {why}; bring the replicas"
                 f" that are down back first (`aether cluster status`), or {doing} it with --force",
+                override="force",
             )
 
     async def _node_state(self, node_id: str) -> NodeInfo:

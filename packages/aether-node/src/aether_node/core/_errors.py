@@ -72,12 +72,23 @@ class RequestError(NodeError):
     """Raised when a request cannot be served: bad input (the caller's fault), something missing or in
     the way, or the store not available now. `kind` is an ErrorKind (or the wire name of one this node
     does not know, from a peer of another version); `remote_type` names a slice's exception (kind
-    "raised")."""
+    "raised"); `override` names the query parameter that makes the same request go through all the same
+    (`force`: a node stop or restart refused for the KV store's majority), which the management API
+    answers beside the message (the dashboard offers it as a second action); no other protocol carries
+    it."""
 
-    def __init__(self, kind: ErrorKind | str, message: str, remote_type: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind | str,
+        message: str,
+        remote_type: str | None = None,
+        *,
+        override: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind: ErrorKind | str = kind if kind not in _KNOWN else ErrorKind(kind)
         self.remote_type = remote_type
+        self.override = override
 
     def to_wire(self) -> dict[str, Any]:
         """`{"kind", "message"[, "type"]}`: the error as every protocol carries it (HTTP, peer, slice)."""

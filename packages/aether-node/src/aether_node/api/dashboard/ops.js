@@ -16,6 +16,9 @@
 // after that revision to something else (409, "... was changed at revision N, after revision R that this
 // request was made from ..."), so a page that had not shown the latest change changes nothing. A page
 // that has not read the cluster yet sends no change (it has shown nothing to act on) and says so.
+// A refusal the same request with ?force=1 overrides (the API names it, `override`: a node stop or
+// restart refused for the KV store's majority) gets a second action under it, asking first like the
+// others; nothing is ever forced without it.
 // After an operation, done or refused, the page's data is re-read (the event "aether:answered": a
 // refusal may be for a change the page did not show yet); app.js sends each cluster event as
 // "aether:event", on which the policy, and the history shown, are re-read when they may have changed.
@@ -38,7 +41,14 @@
   const clock = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleTimeString([], { hour12: false }) : "");
   const path = (...parts) => parts.map(encodeURIComponent).join("/");
 
-  class Refused extends Error {}
+  // An answer that is not a success, in the API's words; `override`: the query parameter that makes the
+  // same request go through anyway, if the API names one.
+  class Refused extends Error {
+    constructor(message, override = "") {
+      super(message);
+      this.override = override;
+    }
+  }
 
   // The revision the page shows (its last overview's, from app.js), which changes are made as of; null
   // until the page has read the cluster.
@@ -63,7 +73,8 @@
     } catch (_) {
       /* not JSON */
     }
-    if (!response.ok) throw new Refused(data?.error?.message ?? `${response.status} ${response.statusText}`);
+    if (!response.ok)
+      throw new Refused(data?.error?.message ?? `${response.status} ${response.statusText}`, data?.error?.override ?? "");
     return data;
   }
 
@@ -90,10 +101,18 @@
       return result;
     } catch (error) {
       show(what, "error", error.message);
+      if (error.override) offer(what, method, url, error.override);
       return null;
     } finally {
       document.dispatchEvent(new CustomEvent("aether:answered"));
     }
+  }
+
+  // Under a refusal that `parameter`=1 overrides: the same request with it, as a button that asks first.
+  function offer(what, method, url, parameter) {
+    const forced = `${url}${url.includes("?") ? "&" : "?"}${encodeURIComponent(parameter)}=1`;
+    const label = `${what} anyway (${parameter})`;
+    $("action").insertAdjacentHTML("beforeend", ` ${button(label, `${method} ${forced}`, label, `${parameter} it?`)}`);
   }
 
   // A few words on an API answer (the types the operations return).
