@@ -465,6 +465,39 @@ async def test_a_late_promote_does_not_promote_the_rollout_that_came_after_it(
     assert decode_record(key, (await kv.get(key)).value, RolloutRecord).phase is RolloutPhase.OBSERVING
 
 
+async def test_a_promote_lands_on_the_rollout_it_was_read_from_that_the_leader_only_advanced(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    """The leader rewrites a rollout's record as it goes (its reason, its step): a promote or abort read
+    before that is still meant for it (a dashboard page, or the CLI between its read and its write, was
+    refused for no change of the rollout's); one ended and started again in between is another."""
+    operations = Operations(handlers)
+    key = rollout_key("org.example:echo")
+    await handlers.apply_blueprint(DEMO.replace(":1.0", ":2.0"), "demo.toml")
+    await kv.put(key, encode_record(OBSERVING))
+    read = await handlers.current_revision()
+    await kv.put(key, encode_record(attrs.evolve(OBSERVING, reason="3 calls so far, fewer than 20")))
+    await kv.put(key, encode_record(attrs.evolve(OBSERVING, step=1, share=50, reason="step 2")))
+    promoted = await operations.rollout("org.example:echo", "promote", since=read)
+    assert (promoted.phase, promoted.step) == ("PROMOTED", 1)
+
+    # aborted and started again (the same versions) after the read: not the rollout it was read from
+    await kv.put(key, encode_record(OBSERVING))
+    read = await handlers.current_revision()
+    await kv.put(key, encode_record(attrs.evolve(OBSERVING, phase=RolloutPhase.ABORTED, share=0)))
+    await kv.put(key, encode_record(attrs.evolve(OBSERVING, reason="started again")))
+    with pytest.raises(RequestError, match=r"the rollout of org\.example:echo was changed at") as refused:
+        await operations.rollout("org.example:echo", "promote", since=read)
+    assert refused.value.kind == "conflict"
+    # deleted and made again after the read: another rollout too
+    read = await handlers.current_revision()
+    await kv.delete(key)
+    await kv.put(key, encode_record(OBSERVING))
+    with pytest.raises(RequestError, match=r"the rollout of org\.example:echo was changed at"):
+        await operations.rollout("org.example:echo", "abort", since=read)
+    assert decode_record(key, (await kv.get(key)).value, RolloutRecord).phase is RolloutPhase.OBSERVING
+
+
 async def test_a_store_failure_during_abort_is_unavailable_and_changes_nothing(
     kv: MemoryStore, handlers: Handlers
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import trio
 
-from aether_kv import Compare, CompareOp, CompareTarget, KeyValue, Put
+from aether_kv import Compare, CompareOp, CompareTarget, EventKind, KeyValue, KVError, Put
 
 from ..client import (
     ApplyResult,
@@ -30,7 +30,7 @@ from ..control._pause import decode_paused, pause_specs
 from ..control._rebalance import decode_reconcile
 from ..control._rescale import RescaleError, scaled_blueprint
 from ..control._revisions import RevisionConflict, history, read_current, store_revision
-from ..control._strategies import RolloutCommandError, command, decode_rollouts
+from ..control._strategies import RolloutCommandError, carried_on, command, decode_rollouts
 from ..control._write_guard import Superseded, superseded_message
 from ..core._blueprint import Blueprint
 from ..core._blueprint_toml import MAX_INSTANCES
@@ -43,8 +43,10 @@ from ..core._records import (
     NodeRecord,
     NodeStopRequest,
     PausedRollout,
+    RecordError,
     RolloutPhase,
     RolloutRecord,
+    decode_record,
     encode_record,
 )
 from ..core._schema import (
@@ -68,6 +70,7 @@ NODE_OPERATIONS = ("cordon", "uncordon", "drain", "stop", "restart")
 ROLLOUT_OPERATIONS = ("promote", "abort")
 PAUSE_OPERATIONS = ("pause", "resume")
 STOP_WAIT = 5.0  # seconds `node stop` waits for the node to say it is leaving
+HISTORY_READ_TIME = 2.0  # seconds a promote or abort may spend reading its rollout's recent history
 
 
 class Operations:
@@ -246,7 +249,12 @@ class Operations:
             with store_errors(f"could not read the rollout of {artifact_id}"):
                 current = await self.kv.get(key)
             records, _ = decode_rollouts({key: current} if current is not None else {})
-            if since is not None and current is not None and current.mod_revision > since:
+            if (
+                since is not None
+                and current is not None
+                and current.mod_revision > since
+                and not await self._carried_on_since(key, since, current)
+            ):
                 return _commanded_already(records.get(artifact_id), operation, since, current, artifact_id)
             try:
                 changed = command(
@@ -265,6 +273,28 @@ class Operations:
             if result.succeeded:
                 return rollout_info(changed)
         raise RequestError(ErrorKind.CONFLICT, f"the rollout of {artifact_id} keeps changing; try again")
+
+    async def _carried_on_since(self, key: str, since: int, current: KeyValue) -> bool:
+        """Whether the rollout at `key` (`current`) is the one it held at revision `since`, only advanced
+        by the leader since (`_strategies.carried_on`), read from the store's history of the key; False if
+        that history is gone (compacted) or cannot be read now (the command is then refused as before)."""
+        if current.create_revision > since:
+            return False  # (made after it: another rollout)
+        between: list[RolloutRecord | None] = []
+        try:
+            now = decode_record(key, current.value, RolloutRecord)
+            with trio.fail_after(HISTORY_READ_TIME):
+                async for events in self.kv.watch(key, since + 1):
+                    for event in events:
+                        if event.kv.key != key:  # (a key the prefix also matches)
+                            continue
+                        gone = event.kind is EventKind.DELETE
+                        between.append(None if gone else decode_record(key, event.kv.value, RolloutRecord))
+                        if event.revision >= current.mod_revision:
+                            return carried_on(now, between)
+        except (KVError, RecordError, trio.TooSlowError):
+            return False
+        return False
 
     # ------------------------------------------------------------ pause and resume
 

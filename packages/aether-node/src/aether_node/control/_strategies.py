@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -332,6 +332,22 @@ def command(record: RolloutRecord | None, operation: str, *, now: float, artifac
         return attrs.evolve(record, phase=RolloutPhase.PROMOTED, since=now, reason="promoted by an operator")
     return attrs.evolve(
         record, phase=RolloutPhase.PROMOTED, share=None, since=now, reason="promoted by an operator"
+    )
+
+
+def carried_on(now: RolloutRecord, between: Sequence[RolloutRecord | None]) -> bool:
+    """Whether the rollout `now` is the one its key held at an earlier revision, only advanced by the
+    leader since: every value the key took in between (`between`, oldest first; None: deleted) was the
+    same rollout (strategy, versions, config) still in progress. An operator's promote or abort read as
+    of that revision is then still meant for it (a change of its step or reason alone must not refuse
+    it); one that ended, or was replaced by another rollout, in between is not the one they saw."""
+    same = (now.strategy, now.stable, now.candidate, now.candidate_config, now.stable_config)
+    return all(
+        record is not None
+        and record.phase in IN_PROGRESS
+        and (record.strategy, record.stable, record.candidate, record.candidate_config, record.stable_config)
+        == same
+        for record in between
     )
 
 
