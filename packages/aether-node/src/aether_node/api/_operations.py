@@ -433,8 +433,7 @@ class Operations:
         else:
             raise RequestError(ErrorKind.CONFLICT, f"other nodes kept being stopped; {doing} {node_id} again")
         with trio.move_on_after(STOP_WAIT):
-            while True:
-                await self.handlers._fresh()
+            while True:  # (this replica's own copy, no barrier: a forced stop may take the majority away)
                 last = next((n for n in await self.handlers._nodes() if n.node_id == node_id), None)
                 if last is None or last.leaving:
                     break
