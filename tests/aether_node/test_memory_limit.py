@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from aether_node.observe._metrics import parse_pss, read_pss_bytes
+from aether_node.observe._metrics import parse_pss, read_pss_bytes, read_rss_bytes
 from aether_node.runtime._memory_limit import over_limit
 
 MIB = 1 << 20
@@ -40,3 +40,9 @@ def test_pss_is_read_from_smaps_rollup_in_bytes() -> None:
     own = read_pss_bytes(os.getpid())
     assert own is not None and own > MIB
     assert read_pss_bytes(2**22 + 12345) is None  # no such process
+
+
+def test_rss_is_read_from_statm_and_is_never_below_pss() -> None:
+    rss, pss = read_rss_bytes(os.getpid()), read_pss_bytes(os.getpid())
+    assert rss is not None and pss is not None and rss >= pss
+    assert read_rss_bytes(2**22 + 12345) is None

@@ -89,6 +89,16 @@ def read_main_thread_cpu(pid: int) -> float | None:
         return None
 
 
+def read_rss_bytes(pid: int) -> int | None:
+    """A live process's resident set size in bytes (cheap: /proc/PID/statm; it counts every page the
+    process shares in full, so it is never below the PSS), or None if it is gone (or not readable)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def read_pss_bytes(pid: int) -> int | None:
     """A live process's proportional set size in bytes (its private memory, and its share of what it
     shares with others, as a template's forked children share its pages), or None if it is gone (or not

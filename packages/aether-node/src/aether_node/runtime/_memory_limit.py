@@ -5,7 +5,9 @@ payload in loses that instance, never the machine's memory for the nodes and the
 
 Measured as the process's PSS (its private pages, and its share of the pages it shares: an instance
 forked from its slice's template shares most of the template's), every `CHECK_EVERY` s by the instance's
-health-check task (`_health_checks.py`), only for slices that declare `memory_mib`. Between two checks
+health-check task (`_health_checks.py`), only for slices that declare `memory_mib`; its RSS first, which
+is cheap and never below the PSS, so that the PSS (a walk of its pages) is read only for an instance that
+may be over. Between two checks
 an instance may go over; the kernel's OOM killer, should the host run out meanwhile, takes a slice
 instance first (`aether_slice.host` raises their OOM score). Pure.
 """
