@@ -19,7 +19,9 @@ endpoint the CLI calls, and the cluster (read back through the API, not the page
   reach the page (its history, its Nodes table, its policy and its revision), and its uncordon and policy
   set then land; a page that has not read the cluster yet sends no change;
 - a node stop refused for the KV store's majority (3 nodes, one stopped already) is shown with a second
-  action, `stop NODE anyway (force)`, which asks first and then stops the node.
+  action, `stop NODE anyway (force)`, which asks first and then stops the node;
+- an instance's events that come while the page reads the cluster again, newer than what it reads, are
+  kept (a scale's new instance stays ACTIVE on the page when an older overview lands after it).
 Screenshots go to test-artifacts/ (gitignored).
 """
 
@@ -451,3 +453,47 @@ def test_a_node_stop_refused_for_the_majority_can_be_forced_from_the_dashboard(
         answer = outcome(page, f"{what} anyway (force)")
         assert secured.local.processes[second.node_id].wait(timeout=60) == 0, answer  # it stopped
         assert answer == f"{what} anyway (force): node {second.node_id} is LEAVING", answer
+
+
+@needs_chromium
+def test_instance_events_that_come_while_the_page_reads_the_cluster_again_are_kept(
+    secured: CliCluster, browser: Any
+) -> None:
+    """The page reads the cluster again (an overview) on many events; an instance's events that came
+    while it did, newer than the overview, were lost with the table the overview replaced (the instance
+    showed its old state until its next event). Here the overview is read before a scale and answered
+    after the scale's new instance is shown ACTIVE: the page keeps showing it."""
+    active = "document.querySelectorAll('#instances tbody tr[data-state=ACTIVE]').length"
+    with api(secured) as http:
+        assert http.post("/api/v1/blueprints", content=BLUEPRINT.encode()).is_success
+        page = open_page(browser, secured, KEYS["operator"])
+        wait(page, f"{active} === 4", "4 ACTIVE")
+        stale: list[tuple[Any, Any]] = []  # (the route, the answer read before the scale)
+        later: list[Any] = []
+
+        def hold(route: Any) -> None:
+            if stale:
+                later.append(route)
+            else:
+                stale.append((route, route.fetch()))
+
+        page.route("**/api/v1/overview", hold)
+        before = page.evaluate("window.aetherDashboard.overviews")
+        policy = http.get("/api/v1/cluster/policy").json()
+        same = {"rebalance_delay_s": policy["rebalance_delay_s"]}
+        assert http.post("/api/v1/cluster/policy", json=same).is_success  # (an event the page re-reads on)
+        wait_until(
+            lambda: page.wait_for_timeout(50) or stale, timeout=30, what="the page to read an overview"
+        )
+
+        scaled = http.post(f"/api/v1/slices/{ECHO_ID}/scale", json={"instances": 5})
+        assert scaled.is_success, scaled.text
+        wait(page, f"{active} === 5", "the new instance ACTIVE, from the stream")
+        route, answer = stale[0]
+        route.fulfill(response=answer)  # an overview older than the new instance's events
+        wait(page, f"window.aetherDashboard.overviews === {before + 1}", "the old overview taken in")
+        page.wait_for_function("new Promise((done) => requestAnimationFrame(() => done(true)))")
+        assert page.evaluate(active) == 5, page.inner_text("#instances")
+        page.unroute("**/api/v1/overview")
+        for route in later:
+            route.continue_()

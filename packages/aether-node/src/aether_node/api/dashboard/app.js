@@ -77,7 +77,7 @@
   const stateColours = new Colours(STATE_COLOURS);
   // For tests and benchmarks: when the first data was on screen, how many renders, events applied, and
   // whether a re-read of the overview is waiting or running.
-  const probe = (window.aetherDashboard = { firstRenderAt: null, renders: 0, eventsApplied: 0, samples: 0, rereading: false });
+  const probe = (window.aetherDashboard = { firstRenderAt: null, renders: 0, eventsApplied: 0, samples: 0, rereading: false, overviews: 0 });
 
   class Unauthorized extends Error {}
 
@@ -138,9 +138,14 @@
     state.revision = Math.max(state.revision, overview.revision);
     ops.revisionShown(state.revision);
     state.slices = overview.slices;
-    state.instances = new Map(overview.instances.map((i) => [instanceKey(i.node_id, i.artifact, i.instance), i]));
+    const instances = new Map(overview.instances.map((i) => [instanceKey(i.node_id, i.artifact, i.instance), i]));
+    // Events that came while it was read and are newer than it are not in it: applied again, oldest first
+    // (the stream applied them to the table this one replaces).
+    for (const event of [...state.events].reverse()) if (event.revision > overview.revision) applyInstance(instances, event);
+    state.instances = instances;
     for (const node of overview.status.nodes) state.lost.delete(node.node_id);
     ops.slicesRead(overview.slices);
+    probe.overviews += 1;
     reportError("overview", null);
   }
 
@@ -162,23 +167,29 @@
     }, 300);
   }
 
+  // An instance's event onto a table of instances (by node, artifact and instance).
+  function applyInstance(instances, event) {
+    if (!event.artifact) return;
+    const key = instanceKey(event.node_id, event.artifact, event.instance);
+    if (event.kind === "instance_state") {
+      instances.set(key, {
+        node_id: event.node_id,
+        artifact: event.artifact,
+        instance: event.instance,
+        state: event.state,
+        reason: event.reason,
+        timestamp: event.timestamp,
+      });
+    } else if (event.kind === "instance_removed") {
+      instances.delete(key);
+    }
+  }
+
   function apply(event) {
     state.events.unshift(event);
     if (state.events.length > EVENTS_KEPT) state.events.length = EVENTS_KEPT;
     if (event.revision > state.revision && event.artifact) {
-      const key = instanceKey(event.node_id, event.artifact, event.instance);
-      if (event.kind === "instance_state") {
-        state.instances.set(key, {
-          node_id: event.node_id,
-          artifact: event.artifact,
-          instance: event.instance,
-          state: event.state,
-          reason: event.reason,
-          timestamp: event.timestamp,
-        });
-      } else if (event.kind === "instance_removed") {
-        state.instances.delete(key);
-      }
+      applyInstance(state.instances, event);
       probe.eventsApplied += 1;
     }
     if (event.kind === "node_lost" || event.kind === "node_left") state.lost.set(event.node_id, event);
