@@ -21,7 +21,8 @@ endpoint the CLI calls, and the cluster (read back through the API, not the page
 - a node stop refused for the KV store's majority (3 nodes, one stopped already) is shown with a second
   action, `stop NODE anyway (force)`, which asks first and then stops the node;
 - an instance's events that come while the page reads the cluster again, newer than what it reads, are
-  kept (a scale's new instance stays ACTIVE on the page when an older overview lands after it).
+  kept (a scale's new instance stays ACTIVE on the page when an older overview lands after it); a policy
+  change made while the page reads the policy is shown once that read lands.
 Screenshots go to test-artifacts/ (gitignored).
 """
 
@@ -497,3 +498,34 @@ def test_instance_events_that_come_while_the_page_reads_the_cluster_again_are_ke
         page.unroute("**/api/v1/overview")
         for route in later:
             route.continue_()
+
+
+@needs_chromium
+def test_a_policy_change_during_the_pages_read_of_the_policy_is_shown(
+    secured: CliCluster, browser: Any
+) -> None:
+    """The page reads the policy again on its events, one read at a time: one asked for while a read ran
+    was dropped, and that read, answered before the change, left the old policy on the page."""
+    with api(secured) as http:
+        page = open_page(browser, secured, KEYS["operator"])
+        wait(page, "!!document.getElementById('policy-words')", "the policy in force")
+        stale: list[tuple[Any, Any]] = []
+
+        def hold(route: Any) -> None:
+            if stale:
+                route.continue_()
+            else:
+                stale.append((route, route.fetch()))
+
+        page.route("**/api/v1/cluster/policy", hold)
+        page.evaluate("() => { window.AetherOps.loadPolicy(); }")  # a read: answered now, held
+        wait_until(lambda: page.wait_for_timeout(50) or stale, timeout=30, what="the page to read the policy")
+        changed = http.post("/api/v1/cluster/policy", json={"rebalance_delay_s": 42})
+        assert changed.is_success, changed.text
+        policy_set = "[...document.querySelectorAll('#events li')].some((e) => e.dataset.kind === '{}')"
+        policy_set = policy_set.format("reconcile_policy_set")
+        wait(page, policy_set, "the policy's event")
+        route, answer = stale[0]
+        route.fulfill(response=answer)  # the policy as it was before the change
+        wait(page, "document.getElementById('policy-words').dataset.delay === '42'", "the new policy")
+        page.unroute("**/api/v1/cluster/policy")

@@ -202,19 +202,27 @@
     return `${delay}, ${moves}`;
   }
 
+  // One read at a time; one asked for while a read runs is made after it (that read may have been
+  // answered before the change that asked for the next one: its policy would stay on the page).
   let policyLoading = null;
+  let policyAgain = false;
   async function loadPolicy() {
-    if (policyLoading) return policyLoading;
+    if (policyLoading) {
+      policyAgain = true;
+      return policyLoading;
+    }
     policyLoading = (async () => {
-      try {
-        renderPolicy(await request("GET", "/api/v1/cluster/policy"));
-        $("policy-error").hidden = true;
-      } catch (error) {
-        $("policy-error").hidden = false;
-        $("policy-error").textContent = `The policy cannot be read: ${error.message}`;
-      } finally {
-        policyLoading = null;
-      }
+      do {
+        policyAgain = false;
+        try {
+          renderPolicy(await request("GET", "/api/v1/cluster/policy"));
+          $("policy-error").hidden = true;
+        } catch (error) {
+          $("policy-error").hidden = false;
+          $("policy-error").textContent = `The policy cannot be read: ${error.message}`;
+        }
+      } while (policyAgain);
+      policyLoading = null;
     })();
     return policyLoading;
   }
