@@ -75,6 +75,7 @@ class Answering:
         answer: Any = "ok",
         unavailable: int = 0,
         hang_changes: bool = False,
+        listing: list[dict[str, Any]] | None = None,
     ) -> None:
         self.requests: list[tuple[str, str, dict[str, list[str]]]] = []
         self.since: list[str | None] = []  # the SINCE_HEADER of each request
@@ -96,6 +97,8 @@ class Answering:
                     code, body = 200, entries
                 elif parts.path == "/api/v1/revision" and status == 200:
                     code, body = 200, {"revision": 7}
+                elif parts.path == "/api/v1/nodes" and listing is not None:
+                    code, body = 200, listing
                 elif unanswered[0] > 0:
                     unanswered[0] -= 1
                     code, body = 503, {"error": {"kind": "unavailable", "message": "no leader: an election"}}
@@ -238,6 +241,35 @@ def test_a_change_that_is_not_resent_goes_as_of_a_revision_all_the_same() -> Non
             client.rollback_blueprint("demo")
         assert hung.changes() == [("POST", "/api/v1/blueprints/demo/rollback", "7")]
         assert good.changes() == []
+
+
+def _node(node_id: str, url: str) -> dict[str, Any]:
+    """A node as `GET /api/v1/nodes` lists it, its management address `url`'s."""
+    address = urlsplit(url).netloc
+    return {"node_id": node_id, "ingress": address, "management": address, "peer": address, "cpu": 1.0,
+            "memory_mib": 1024, "role": "voter", "started_at": 1.0, "instances": 0, "active": 0,
+            "leader": False}  # fmt: skip
+
+
+@pytest.mark.parametrize("operation", ["stop", "restart"])
+def test_a_stop_or_restart_goes_to_another_node_than_the_one_it_stops(operation: str) -> None:
+    """The node stopped drops the connection as it stops, and a resend finds it gone: the first copy goes
+    elsewhere (a restart of the CLI's first node answered 'no node is registered', the restart done)."""
+    node = {"node_id": "n1", "state": "LEAVING"} | {k: v for k, v in _node("n1", "http://a:1").items()}
+    with nodes(Answering(WORK, answer=node), Answering(WORK, answer=node)) as (first, other):
+        listing = [_node("n1", first.url), _node("n2", other.url)]
+        first_listing = Answering(WORK, answer=node, listing=listing)
+        with nodes(first_listing) as (target,):
+            listing[0] = _node("n1", target.url)
+            client = ApiClient([target.url, other.url])
+            assert client.node_operation("n1", operation).state == "LEAVING"
+            assert target.changes() == [] and other.changes() == [
+                ("POST", f"/api/v1/nodes/n1/{operation}", "7")
+            ]
+            # a cordon goes where requests go: the first node
+            client = ApiClient([target.url, other.url])
+            client.node_operation("n1", "cordon")
+            assert target.changes() == [("POST", "/api/v1/nodes/n1/cordon", "7")]
 
 
 def test_a_node_that_cannot_say_its_revision_gets_the_change_without_one() -> None:

@@ -797,13 +797,26 @@ class ApiClient:
         """`operation`: cordon, uncordon, drain, stop or restart (resent: none lands over a later change;
         a stop or restart is refused once the node registered again after the revision read before it).
         A stop or restart that would leave the KV store without a majority of its replicas up (counting
-        nodes leaving or asked to stop already as gone) is refused (ApiError conflict) unless `force`."""
+        nodes leaving or asked to stop already as gone) is refused (ApiError conflict) unless `force`.
+        A stop or restart goes to another node than the one it stops, if the client knows another: that
+        node would drop the connection as it stops, and the resend find it gone (no answer to tell)."""
+        if operation in ("stop", "restart"):
+            self._not_through(node_id)
         data = self._guarded(
             "POST",
             f"/api/v1/nodes/{_segment(node_id)}/{_segment(operation)}",
             params={"force": "1"} if force else None,
         )
         return from_json(data, _models.NodeInfo)
+
+    def _not_through(self, node_id: str) -> None:
+        """Make the next request go first to a node other than `node_id`, if this client has the address of
+        another (the registered nodes' management addresses, read once more)."""
+        if len(self.urls) < 2:
+            return
+        address = next((n.management for n in self.nodes() if n.node_id == node_id), None)
+        if address is not None and urlsplit(self.urls[self._good]).netloc == address:
+            self._good = (self._good + 1) % len(self.urls)
 
     # named API keys (admin only)
     def create_key(self, name: str, role: str) -> CreatedApiKey:
