@@ -489,6 +489,13 @@ async def test_a_promote_lands_on_the_rollout_it_was_read_from_that_the_leader_o
     with pytest.raises(RequestError, match=r"the rollout of org\.example:echo was changed at") as refused:
         await operations.rollout("org.example:echo", "promote", since=read)
     assert refused.value.kind == "conflict"
+    # replaced by the next rollout (the key written over, not deleted) after the read: another rollout
+    await kv.put(key, encode_record(OBSERVING))
+    read = await handlers.current_revision()
+    await kv.put(key, encode_record(attrs.evolve(OBSERVING, stable="2.0", candidate="3.0", reason="next")))
+    await kv.put(key, encode_record(attrs.evolve(OBSERVING, stable="2.0", candidate="3.0", step=1)))
+    with pytest.raises(RequestError, match=r"the rollout of org\.example:echo was changed at"):
+        await operations.rollout("org.example:echo", "promote", since=read)
     # deleted and made again after the read: another rollout too
     read = await handlers.current_revision()
     await kv.delete(key)

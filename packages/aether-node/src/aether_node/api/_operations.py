@@ -276,24 +276,32 @@ class Operations:
 
     async def _carried_on_since(self, key: str, since: int, current: KeyValue) -> bool:
         """Whether the rollout at `key` (`current`) is the one it held at revision `since`, only advanced
-        by the leader since (`_strategies.carried_on`), read from the store's history of the key; False if
-        that history is gone (compacted) or cannot be read now (the command is then refused as before)."""
+        by the leader since (`_strategies.carried_on`), read from the store's history of the key: the
+        value it held at `since` (the first change after it says what it replaced) and every value after;
+        False if that history is gone (compacted) or cannot be read now (the command is then refused as
+        before)."""
         if current.create_revision > since:
             return False  # (made after it: another rollout)
         between: list[RolloutRecord | None] = []
+        watch = self.kv.watch(key, since + 1)
         try:
             now = decode_record(key, current.value, RolloutRecord)
             with trio.fail_after(HISTORY_READ_TIME):
-                async for events in self.kv.watch(key, since + 1):
+                async for events in watch:
                     for event in events:
                         if event.kv.key != key:  # (a key the prefix also matches)
                             continue
+                        if not between:  # what the key held at `since`, that this change replaced
+                            between.append(_rollout_or_none(key, event.prev))
                         gone = event.kind is EventKind.DELETE
-                        between.append(None if gone else decode_record(key, event.kv.value, RolloutRecord))
+                        between.append(None if gone else _rollout_or_none(key, event.kv))
                         if event.revision >= current.mod_revision:
                             return carried_on(now, between)
         except (KVError, RecordError, trio.TooSlowError):
             return False
+        finally:
+            with trio.CancelScope(shield=True):
+                await watch.aclose()
         return False
 
     # ------------------------------------------------------------ pause and resume
@@ -472,6 +480,11 @@ class Operations:
             if info.node_id == node_id:
                 return info
         return attrs.evolve(_absent(node_id), state=LEAVING)  # gone already: it has left
+
+
+def _rollout_or_none(key: str, found: KeyValue | None) -> RolloutRecord | None:
+    """The rollout record `found` holds (None: no value). Raises RecordError if it does not decode."""
+    return decode_record(key, found.value, RolloutRecord) if found is not None else None
 
 
 def _commanded_already(
