@@ -418,6 +418,7 @@ class SliceHost:
         self._killed_because = ""  # why the node killed it (a failed health check), for exit_reason
         self._replies: Replies[_Call] = Replies()
         self.calls_in_flight = 0  # calls of this instance to other slices the node serves now
+        self._refusals_unread = 0  # bytes of refusals of its calls queued since it last read everything
         # The expiry task sleeps in this scope until the earliest deadline of a pending call (or longer:
         # it is not moved later when calls end), so that a call needs no cancel scope of its own.
         self._timer = trio.CancelScope()
@@ -526,11 +527,15 @@ class SliceHost:
 
     def _refuse_call(self, message: dict[str, Any]) -> None:
         """Answer a call past MAX_CALLS_IN_FLIGHT at once, unsent (the slice's `context.call` raises it).
-        Raises ProtocolError (its connection ends) if the instance does not read what it is answered."""
-        if self.connection.unwritten > MAX_UNREAD_REFUSALS:
+        Raises ProtocolError (its connection ends) if the instance reads none of its refusals: more than
+        MAX_UNREAD_REFUSALS of them queued since its connection last took everything it was sent (what
+        else is queued for it, its calls' answers and the calls it serves, does not count)."""
+        if self.connection.unwritten == 0:
+            self._refusals_unread = 0
+        if self._refusals_unread > MAX_UNREAD_REFUSALS:
             raise ProtocolError(
                 f"it sent calls past the {MAX_CALLS_IN_FLIGHT} in flight an instance may have and did not"
-                f" read the refusals ({self.connection.unwritten} bytes unread)"
+                f" read the refusals ({self._refusals_unread} bytes of them unread)"
             )
         why = (
             f"call to {str(message.get('artifact'))[:200]}/{str(message.get('entry'))[:200]} not sent:"
@@ -538,9 +543,13 @@ class SliceHost:
             " instance may; wait for some of them to answer"
         )
         try:
-            self.connection.send(_error_reply(message.get("id"), InvocationError(ErrorKind.UNAVAILABLE, why)))
+            frame = protocol.encode(
+                _error_reply(message.get("id"), InvocationError(ErrorKind.UNAVAILABLE, why))
+            )
         except ProtocolError:  # (an id that does not encode: the slice's own nonsense, left unanswered)
-            pass
+            return
+        self.connection.write(frame)
+        self._refusals_unread += len(frame)
 
     async def _serve_call(self, message: dict[str, Any], on_call: CallHandler) -> None:
         try:
