@@ -12,6 +12,7 @@ from pathlib import Path
 
 import node_support
 import pytest
+import trio
 from node_support import (
     NodeProcess,
     activate,
@@ -48,6 +49,18 @@ def aether_entry_points(context):
     return [EntryPoint(name="hold", function=hold, idempotent=False)]
 '''
 LIMIT_MIB = 64
+CHECK_EVERY = 2.0  # s between two looks at an instance's memory (`runtime/_memory_limit.CHECK_EVERY`)
+
+
+async def _left_alone(node: NodeProcess, kv: KVClient, pid: int) -> None:
+    """The instance stays the same process, its record unchanged, for two looks at its memory and more."""
+    key = slice_key(node.node_id, HOG_1, 0)
+    before = await kv.get(key)
+    await trio.sleep(2 * CHECK_EVERY + 0.5)  # (time is the subject: two checks, in which nothing may happen)
+    after = await kv.get(key)
+    assert before is not None and after is not None and after.mod_revision == before.mod_revision
+    now = host_of(node.data_dir, HOG_1, 0)
+    assert now is not None and now.pid == pid, (now, pid)
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +97,7 @@ async def test_an_instance_over_its_slices_memory_is_killed_and_restarted(
 
     held = await invoke(node.ingress, HOG, "hold", 16)  # under the limit: it stays
     assert (held.status_code, held.json()) == (200, 16), held.text
+    await _left_alone(node, kv, first.pid)
     held = await invoke(node.ingress, HOG, "hold", LIMIT_MIB)  # 80 MiB held and more: over
     assert (held.status_code, held.json()) == (200, 16 + LIMIT_MIB), held.text
 
@@ -117,6 +131,7 @@ async def test_an_instance_of_a_slice_that_declares_no_memory_is_left_alone(
     assert first is not None
     held = await invoke(node.ingress, HOG, "hold", 2 * LIMIT_MIB)
     assert (held.status_code, held.json()) == (200, 2 * LIMIT_MIB), held.text
+    await _left_alone(node, kv, first.pid)
     # the same memory held under a limit is found within a check or two: declared now, it is
     await apply_blueprint(
         kv, "hog", [{"artifact": HOG_1, "instances": 1, "resources": Resources(memory_mib=LIMIT_MIB)}]

@@ -706,13 +706,13 @@ class PatchedSyncObj(SyncObj):
 
     def silent_followers(self) -> list[str]:
         """On the leader: the addresses of the replicas it has not heard from within the leader fallback
-        timeout (a stopped or hung replica keeps its TCP link open for an hour); none elsewhere."""
+        timeout (a stopped or hung replica keeps its TCP link open for an hour); none elsewhere. Members
+        only: upstream keeps a removed replica's last answer time until the next election."""
         if self._SyncObj__raftState != _RAFT_STATE.LEADER:
             return []
         since = _monotonic() - self._SyncObj__conf.leaderFallbackTimeout
-        return sorted(
-            node.address for node, heard in self._SyncObj__lastResponseTime.items() if heard <= since
-        )
+        heard, members = self._SyncObj__lastResponseTime, self._SyncObj__otherNodes
+        return sorted(node.address for node, last in heard.items() if last <= since and node in members)
 
     def silent_replicas(self) -> frozenset[str]:
         """The replicas not heard from lately, as far as this one knows: on the leader its own silent

@@ -543,6 +543,7 @@ class Handlers:
         except NoEndpointError as error:
             if error.kind != ErrorKind.NO_ENDPOINT or self.invoker.registry.entries(artifact_id):
                 raise
+            await self._fresh()  # (on this path only: a deploy through another node a moment ago counts)
             deployed = deployments((await self._blueprints()).values()).get(artifact_id)
             if not deployed:
                 raise

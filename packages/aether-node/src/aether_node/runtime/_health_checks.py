@@ -87,7 +87,7 @@ async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[Sl
             checks = settings.of(artifact_id)
             limit = settings.memory_mib(artifact_id)
             if limit and trio.current_time() >= memory_due:
-                why = _over_memory(host.pid, limit)
+                why = await _over_memory(host.pid, limit)
                 if why is not None:
                     log.warning("%s: %s; killing it", host.label, why)
                     host.kill(because=why)
@@ -111,16 +111,17 @@ async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[Sl
         watched.discard(host)
 
 
-def _over_memory(pid: int | None, limit_mib: int) -> str | None:
+async def _over_memory(pid: int | None, limit_mib: int) -> str | None:
     """Why the process `pid` must be killed under a limit of `limit_mib` (`_memory_limit.over_limit`), or
-    None. Its PSS costs a walk of its pages (~0.2-0.5 ms); its RSS, never below it, is read first and
-    mostly settles it (an instance shares ~14 MiB of its template's pages, counted whole in its RSS)."""
+    None. Its RSS, never below its PSS, is read first and mostly settles it (an instance shares ~14 MiB of
+    its template's pages, counted whole in its RSS); its PSS, a walk of its pages (~0.2-0.5 ms, more for a
+    big process), off the event loop."""
     if pid is None:
         return None
     rss = read_rss_bytes(pid)
     if rss is None or over_limit(rss, limit_mib) is None:
         return None
-    return over_limit(read_pss_bytes(pid), limit_mib)
+    return over_limit(await trio.to_thread.run_sync(read_pss_bytes, pid), limit_mib)
 
 
 async def _passes(host: SliceHost, timeout: float) -> bool:
