@@ -547,3 +547,31 @@ async def test_invoke_tells_a_typo_from_a_deployed_slice_even_before_this_nodes_
             await handlers.invoke("org.example:greeter", "greet", None)
         assert refused.value.kind == "no_endpoint"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_version_given_with_a_slice_must_be_the_one_deployed(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    """A slice is named group:artifact; a version given was dropped (`slice scale g:a:0.1.0` scaled the
+    0.5.0 deployed; found by an adversarial operator): one that is not deployed is refused, changing
+    nothing; the deployed one, and no version, are as before."""
+    operations = Operations(handlers)
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    before = await kv.get("blueprints/demo")
+    wrong = "org.example:echo:0.1"
+    expected = (
+        f"{wrong}: org.example:echo runs at version 1.0, not 0.1; name the slice without a version"
+        " (org.example:echo): a version is not a filter"
+    )
+    for refused_call in (
+        operations.scale(wrong, 3),
+        operations.pause(wrong, "pause"),
+        operations.rollout(wrong, "promote"),
+        handlers.invoke(wrong, "echo", None),
+    ):
+        with pytest.raises(RequestError) as refused:
+            await refused_call
+        assert (refused.value.kind, refused.value.message) == ("bad_request", expected)
+    assert await kv.get("blueprints/demo") == before
+    assert (await operations.scale("org.example:echo:1.0", 3)).name == "demo"
+    assert (await operations.scale("org.example:echo", 4)).name == "demo"

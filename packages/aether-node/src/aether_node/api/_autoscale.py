@@ -49,8 +49,8 @@ class AutoscaleOperations:
         return {t.artifact_id: t for t in autoscaled(blueprints, settings)}, settings
 
     async def _target(self, artifact: str) -> tuple[Scaled, AutoscaleSettings | None]:
-        artifact_id = self.handlers._artifact_id(artifact)
         targets, settings = await self._targets()
+        artifact_id = await self.handlers.named_slice(artifact)
         target = targets.get(artifact_id)
         if target is None:
             deployed = any(

@@ -522,6 +522,37 @@ class Handlers:
             config_digest=digest or "",
         )
 
+    async def named_slice(self, artifact: str, *, served: bool = False) -> str:
+        """The group:artifact of `artifact` (a bad one: 400). A version in it must be one a blueprint
+        deploys (with `served`, or one an ACTIVE instance serves, as mid-rollout): a slice is named by
+        group:artifact, and a version given that is not there is a mistake, never a filter (it was dropped:
+        `slice scale g:a:0.1.0` scaled 0.5.0; found by an adversarial operator). One nothing deploys is
+        left to the caller's own 404. Reads this replica's copy (callers read after their barrier)."""
+        artifact_id = self._artifact_id(artifact)
+        if artifact.count(":") != 2:
+            return artifact_id
+        version = Coordinates.parse(artifact).version
+        versions = {
+            Coordinates.parse(spec.artifact).version
+            for blueprint in (await self._blueprints()).values()
+            for spec in blueprint.slices
+            if spec.artifact.rsplit(":", 1)[0] == artifact_id
+        }
+        if served:
+            registry = self.invoker.registry
+            versions |= {
+                e.coordinates.version
+                for entry in registry.entries(artifact_id)
+                for e in registry.endpoints(artifact_id, entry)
+            }
+        if not versions or version in versions:
+            return artifact_id
+        raise RequestError(
+            ErrorKind.BAD_REQUEST,
+            f"{artifact}: {artifact_id} runs at version {', '.join(sorted(versions))}, not {version}; name"
+            f" the slice without a version ({artifact_id}): a version is not a filter",
+        )
+
     @staticmethod
     def _artifact_id(artifact: str) -> str:
         try:
@@ -537,7 +568,8 @@ class Handlers:
         serves and no blueprint deploys (a typo in its name, most often) is a 404 `no_endpoint`, a deployed
         one whose instances are all down a 503 `unavailable`; the blueprints are read from the store for a
         404, so a deploy this node's copy has not seen yet is not taken for a typo."""
-        artifact_id = self._artifact_id(artifact)
+        artifact_id = await self.named_slice(artifact, served=True) if artifact.count(":") == 2 else None
+        artifact_id = artifact_id or self._artifact_id(artifact)
         try:
             return await self.invoker.invoke(artifact_id, entry, payload, timeout, source="api")
         except NoEndpointError as error:

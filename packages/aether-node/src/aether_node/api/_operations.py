@@ -204,8 +204,8 @@ class Operations:
             raise RequestError(
                 ErrorKind.BAD_REQUEST, f"instances: must be between 0 and {MAX_INSTANCES}, got {instances}"
             )
-        artifact_id = Handlers._artifact_id(artifact)
         await self.handlers._fresh()
+        artifact_id = await self.handlers.named_slice(artifact)
         holders = await self._deployed(artifact_id)
         if len(holders) > 1:
             names = ", ".join(sorted(repr(b.name) for b, _ in holders))
@@ -241,7 +241,8 @@ class Operations:
                 ErrorKind.NOT_FOUND,
                 f"no rollout operation {operation!r} (known: {', '.join(ROLLOUT_OPERATIONS)})",
             )
-        artifact_id = Handlers._artifact_id(artifact)
+        await self.handlers._fresh()
+        artifact_id = await self.handlers.named_slice(artifact, served=True)
         key = rollout_key(artifact_id)
         for _ in range(3):  # the leader may be writing the same record: read again and retry
             await self.handlers._fresh()
@@ -314,8 +315,8 @@ class Operations:
             raise RequestError(
                 ErrorKind.NOT_FOUND, f"no operation {operation!r} (known: {', '.join(PAUSE_OPERATIONS)})"
             )
-        artifact_id = Handlers._artifact_id(artifact)
         await self.handlers._fresh()
+        artifact_id = await self.handlers.named_slice(artifact)
         blueprint, index = (await self._deployed(artifact_id))[0]
         spec = blueprint.slices[index]
         if spec.update is not None and spec.update.strategy is not UpdateStrategy.ROLLING:
