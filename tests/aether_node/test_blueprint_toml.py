@@ -835,6 +835,22 @@ def test_a_sub_table_whose_problems_hide_its_bounds_reports_the_rest() -> None:
     ]
 
 
+def test_an_autoscale_table_is_checked_when_instances_itself_is_wrong() -> None:
+    # instances not an integer: the table's own problems are reported with it (the check of instances
+    # against min..max cannot run)
+    text = (
+        HEAD + 'instances = "x"\n\n[slices.autoscale]\nmin = "a"\nmax = -5\ncpu = "hot"\n'  # 5, 7-10
+        '\n[slices.update]\nstrategy = "sideways"\n'  # 12-13
+    )
+    assert [(p.line, p.path) for p in error_of(text).problems] == [
+        (5, "slices[0].instances"),
+        (8, "slices[0].autoscale.min"),
+        (9, "slices[0].autoscale.max"),
+        (10, "slices[0].autoscale.cpu"),
+        (13, "slices[0].update.strategy"),
+    ]
+
+
 def test_the_source_name_is_used_as_given() -> None:
     error = error_of(HEAD + "instances = -1\n", "/srv/blueprints/shop.toml")
     assert error.message == (

@@ -64,11 +64,13 @@ class AutoscaleSpec:
 
 
 def parse_autoscale(
-    raw: Any, path: str, fail: Fail, *, instances: int, min_available: int | None, max_instances: int
+    raw: Any, path: str, fail: Fail, *, instances: int | None, min_available: int | None, max_instances: int
 ) -> AutoscaleSpec:
-    """Validate one `[slices.autoscale]` table of the slice at `path` (e.g. slices[0]) whose `instances`
-    and `min_available` are already valid. Raises what `fail` makes of every problem found (key "" points
-    at the table's header; key "autoscale" at an `autoscale = ...` line of the slice itself)."""
+    """Validate one `[slices.autoscale]` table of the slice at `path` (e.g. slices[0]); `instances` and
+    `min_available` are the slice's valid ones, None when missing or invalid (the checks against them
+    are skipped then: the table's own problems are reported all the same). Raises what `fail` makes of
+    every problem found (key "" points at the table's header; key "autoscale" at an `autoscale = ...`
+    line of the slice itself)."""
     problems = Problems()
     if not isinstance(raw, dict):
         problems.add(
@@ -122,7 +124,7 @@ def parse_autoscale(
     if low is not None and high is not None:
         if high < low:
             problems.add(f"{path}.max", f"must be ≥ min ({low}), got {high}", "max")
-        elif not low <= instances <= high:
+        elif instances is not None and not low <= instances <= high:
             problems.add(
                 f"{path}.min" if instances < low else f"{path}.max",
                 f"instances ({instances}) must lie within min..max ({low}..{high}): the controller starts"

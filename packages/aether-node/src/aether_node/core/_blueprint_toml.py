@@ -240,7 +240,7 @@ def _parse_slice(
     resources = problems.check(_resources, raw, index, path, fail)
     config = problems.check(_config, raw, index, path, fail)
     autoscale = None
-    if "autoscale" in raw and instances is not None:
+    if "autoscale" in raw:  # (checked against `instances` only if that is valid itself)
         fail_autoscale = _table_fail(fail, "autoscale", index)
         autoscale = problems.check(
             parse_autoscale,
