@@ -432,7 +432,18 @@ def _as_entry_points(declared: Any) -> list[EntryPoint]:
         why = _unroutable(entry.name)
         if why is not None:
             raise HostError("entry_point", f"entry point {entry.name[:80]!r}: {why}")
+        if not callable(entry.function):  # (else it loads, and every call of it fails with a TypeError)
+            raise HostError(
+                "entry_point",
+                f"entry point {entry.name!r}: its function must be callable, got"
+                f" {type(entry.function).__name__} {_short_repr(entry.function)}",
+            )
     return entries
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 MAX_ENTRY_NAME = 200  # characters of an entry point's name (it is a segment of the ingress's URL)
