@@ -27,6 +27,8 @@ from aether_kv._errors import (
     UnavailableError,
 )
 from aether_kv._records import (
+    MAX_KEY_BYTES,
+    MAX_VALUE_BYTES,
     Barrier,
     BarrierResult,
     Batch,
@@ -861,3 +863,23 @@ def test_a_watch_message_spliced_from_encoded_events_is_the_converters_json(
     expected = json.loads(json.dumps({"id": request_id, "events": encode_events(events)}))
     assert json.loads(message) == expected
     assert decode_events(json.loads(message)["events"]) == events
+
+
+def test_a_txn_of_two_values_at_the_value_limit_fits_one_request() -> None:
+    """aether-node writes a blueprint's record and its revision's (each up to MAX_VALUE_BYTES) in one
+    txn, and checks a blueprint against the value limit only (`core/_blueprint_toml.py`): such a
+    request, its values in base64, with the longest keys and many more deletes than it has, must fit
+    the one frame a request is sent in."""
+    key = "k" * MAX_KEY_BYTES
+    value = b"\xff" * MAX_VALUE_BYTES
+    request = {
+        "op": "txn",
+        "id": 2**53,
+        "compares": [
+            encode(Compare(key=key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=2**53))
+            for _ in range(4)
+        ],
+        "success": [encode_txn_op(op) for op in [Put(key=key, value=value)] * 2 + [Delete(key=key)] * 100],
+        "failure": [],
+    }
+    assert len(json.dumps(request, separators=(",", ":")).encode()) < MAX_FRAME_BYTES

@@ -8,9 +8,17 @@ from pathlib import Path
 
 import pytest
 
+import aether_kv
 from aether_node.core._autoscale_spec import AutoscaleSpec
 from aether_node.core._blueprint import Balancing, Blueprint, Resources, Strategy
-from aether_node.core._blueprint_toml import MAX_CONFIG_DEPTH, MAX_INSTANCES, BlueprintError, parse_blueprint
+from aether_node.core._blueprint_toml import (
+    MAX_CONFIG_DEPTH,
+    MAX_INSTANCES,
+    MAX_STORED_BYTES,
+    STORE_VALUE_LIMIT,
+    BlueprintError,
+    parse_blueprint,
+)
 from aether_node.core._records import decode_record, encode_record
 from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 
@@ -849,6 +857,45 @@ def test_an_autoscale_table_is_checked_when_instances_itself_is_wrong() -> None:
         (10, "slices[0].autoscale.cpu"),
         (13, "slices[0].update.strategy"),
     ]
+
+
+def with_config_blob(length: int, comment: int = 0) -> str:
+    """A valid blueprint whose slice's config holds a string of `length` characters (stored twice: in the
+    source and in the config), and `comment` characters of comment (stored once, in the source)."""
+    return HEAD + f'instances = 1\n# {"c" * comment}\n\n[slices.config]\nblob = "{"x" * length}"\n'
+
+
+def stored_size(text: str) -> int:
+    return len(encode_record(parse_blueprint(text, SOURCE)))
+
+
+def test_the_stored_size_limit_is_the_stores_value_limit_less_headroom() -> None:
+    assert STORE_VALUE_LIMIT == aether_kv.MAX_VALUE_BYTES
+    assert MAX_STORED_BYTES == STORE_VALUE_LIMIT - 4096
+
+
+def test_a_blueprint_too_big_to_store_is_refused_naming_the_file_its_size_and_the_limit() -> None:
+    error = error_of(with_config_blob(650_000))
+    assert error.message == (
+        "bp.toml: the blueprint takes 1.2 MiB stored (1,300,477 bytes: its TOML source, and each slice's"
+        " config again as JSON; slices[0].config: 634.8 KiB of it), over the 1020 KiB (1,044,480 bytes)"
+        " a blueprint may take (one value of the store holds at most 1 MiB): keep [slices.config] small;"
+        " put big data in the slice's package, or have the slice fetch it when it starts"
+    )
+
+
+def test_a_blueprint_is_taken_up_to_the_stored_size_limit_exactly() -> None:
+    text = with_config_blob(500_000)
+    at_limit = with_config_blob(500_000, MAX_STORED_BYTES - stored_size(text))
+    assert stored_size(at_limit) == MAX_STORED_BYTES
+    over = with_config_blob(500_000, MAX_STORED_BYTES - stored_size(text) + 1)
+    assert "over the 1020 KiB (1,044,480 bytes) a blueprint may take" in error_of(over).message
+
+
+def test_a_blueprint_too_big_to_store_is_reported_with_its_other_problems() -> None:
+    text = with_config_blob(10).replace('name = "demo"', 'name = "Demo"') + f"# {'c' * MAX_STORED_BYTES}\n"
+    assert [(p.line, p.path) for p in error_of(text).problems] == [(1, "name"), (None, "")]
+    assert "over the 1020 KiB (1,044,480 bytes) a blueprint may take" in error_of(text).problems[1].message
 
 
 def test_the_source_name_is_used_as_given() -> None:

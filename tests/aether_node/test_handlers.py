@@ -17,6 +17,7 @@ from aether_node.api._handlers import Handlers
 from aether_node.api._operations import Operations
 from aether_node.control._membership import member_key
 from aether_node.core._blueprint import Blueprint
+from aether_node.core._blueprint_toml import MAX_INSTANCES, MAX_STORED_BYTES, parse_blueprint
 from aether_node.core._errors import RequestError
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._kv_errors import FAILOVER_TIME
@@ -92,6 +93,38 @@ async def test_a_bad_blueprint_is_refused_with_where_and_nothing_is_stored(
         await handlers.apply_blueprint(DEMO.replace("instances = 2", "instances = -3"), "demo.toml")
     assert refused.value.kind == "bad_request" and "demo.toml" in refused.value.message
     assert (await kv.range(BLUEPRINTS)).kvs == ()
+
+
+def big(comment: int, blob: int = 300_000) -> str:
+    """DEMO with a config string of `blob` characters (stored twice: source and config) and a comment of
+    `comment` characters (stored once)."""
+    return DEMO + f'# {"c" * comment}\n[slices.config]\nblob = "{"x" * blob}"\n'
+
+
+async def test_a_blueprint_too_big_to_store_is_refused_by_validate_and_apply_and_nothing_is_stored(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    text = big(0, blob=650_000)  # the store's own refusal named no file and no limit of blueprints
+    for refuse in (handlers.validate_blueprint, handlers.apply_blueprint):
+        with pytest.raises(RequestError) as refused:
+            await refuse(text, "shop.toml")
+        assert refused.value.kind == "bad_request"
+        assert refused.value.message.startswith("shop.toml: the blueprint takes 1.2 MiB stored ("), (
+            refused.value.message
+        )
+        assert "over the 1020 KiB (1,044,480 bytes) a blueprint may take" in refused.value.message
+    assert (await kv.range(BLUEPRINTS)).kvs == ()
+
+
+async def test_a_blueprint_at_the_size_limit_is_applied_and_scaled(handlers: Handlers) -> None:
+    """The limit leaves room for what storing adds: its time stamp, revision and a scale's change."""
+    at_limit = big(MAX_STORED_BYTES - len(encode_record(parse_blueprint(big(0), "x"))))
+    assert len(encode_record(parse_blueprint(at_limit, "x"))) == MAX_STORED_BYTES  # (time stamp 0.0)
+    handlers.clock = lambda: 1.0e12 / 3  # (a time stamp as long as one gets)
+    await handlers.apply_blueprint(at_limit, "demo.toml")
+    scaled = await Operations(handlers).scale("org.example:echo", MAX_INSTANCES)
+    assert scaled.blueprint_revision == 2
+    assert instances(await handlers.get_blueprint("demo")) == MAX_INSTANCES
 
 
 async def test_a_slice_owned_by_another_blueprint_is_refused(kv: MemoryStore, handlers: Handlers) -> None:

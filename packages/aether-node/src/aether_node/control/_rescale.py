@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 
 from ..core._blueprint import Blueprint
-from ..core._blueprint_toml import BlueprintError, parse_blueprint
+from ..core._blueprint_toml import MAX_RESCALED_BYTES, BlueprintError, parse_blueprint
 
 _INSTANCES = re.compile(r"^(\s*instances\s*=\s*)([^#\s]+)(.*)$")
 
@@ -43,7 +43,9 @@ def scaled_blueprint(blueprint: Blueprint, index: int, instances: int, *, timest
     RescaleError if the TOML does not parse any more or does not say `instances` afterwards."""
     source = rescaled_source(blueprint.source, index, instances)
     try:
-        scaled = parse_blueprint(source, f"blueprint {blueprint.name}", timestamp=timestamp)
+        scaled = parse_blueprint(  # (a blueprint at the operator's size limit may be scaled)
+            source, f"blueprint {blueprint.name}", timestamp=timestamp, max_stored=MAX_RESCALED_BYTES
+        )
     except BlueprintError as error:
         raise RescaleError(error.message) from None
     if len(scaled.slices) <= index or scaled.slices[index].instances != instances:

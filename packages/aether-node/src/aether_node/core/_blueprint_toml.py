@@ -10,16 +10,31 @@ import tomllib
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
+
 from ._autoscale_spec import parse_autoscale
 from ._blueprint import Balancing, Blueprint, Resources, SliceSpec, Strategy
 from ._coordinates import Coordinates
 from ._errors import InvalidCoordinatesError, NodeError
 from ._health_spec import parse_health
 from ._reconcile_spec import parse_policy
+from ._records import encode_record
 from ._table_problems import Fail, Problem, unknown_key
 from ._update_spec import parse_update
 
 MAX_INSTANCES = 10_000
+#: The most one value of the store may hold (`aether_kv.MAX_VALUE_BYTES`; the core does not import the KV
+#: here, a test checks that they agree). An apply writes the blueprint's record and its revision's, each
+#: with the TOML source and every slice's config (as JSON), in one transaction: two values at the limit
+#: fit the KV's 4 MiB request (base64 on the wire), so the value limit is the one a blueprint meets.
+STORE_VALUE_LIMIT = 1024 * 1024
+#: What a blueprint's record may take, as `parse_blueprint` sees it (its time stamp aside): the store's
+#: limit less room for what storing it adds (its time stamp, revision number and how it came: "scaled
+#: ... from 2 to 3") and for a scale's rewrite of an `instances` line (`control/_rescale.py`); far less.
+MAX_STORED_BYTES = STORE_VALUE_LIMIT - 4096
+#: The same for a blueprint rewritten to a new count, which its scale may have grown past
+#: MAX_STORED_BYTES by a few bytes (its `instances` lines: a count's digits, a line added).
+MAX_RESCALED_BYTES = STORE_VALUE_LIMIT - 1024
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
 _TOP_KEYS = {"name", "slices", "policy"}
 _SLICE_KEYS = {
@@ -131,8 +146,11 @@ def _header(line: str) -> str:
     return line.split("#", 1)[0].replace(" ", "").replace("\t", "")
 
 
-def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: float = 0.0) -> Blueprint:
-    """Parse and validate; raise BlueprintError naming file, line, column and key path."""
+def parse_blueprint(
+    text: str, source: str = "blueprint.toml", *, timestamp: float = 0.0, max_stored: int = MAX_STORED_BYTES
+) -> Blueprint:
+    """Parse and validate; raise BlueprintError naming file, line, column and key path. `max_stored`: the
+    most its record may take (`_refuse_oversized`)."""
     try:
         data = tomllib.loads(text)
     except RecursionError:  # (the parser's own limit: about a thousand tables or arrays within each other)
@@ -197,10 +215,44 @@ def parse_blueprint(text: str, source: str = "blueprint.toml", *, timestamp: flo
             )
         seen[artifact_id] = index
         specs.append(spec)
+    blueprint = Blueprint(
+        name=name if isinstance(name, str) else "",
+        slices=tuple(specs),
+        timestamp=timestamp,
+        source=text,
+        policy=policy,
+    )  # (with problems, what parsed of it: its size is then at least what a fixed file would take)
+    problems.check(_refuse_oversized, blueprint, source, max_stored)
     if problems.found:
         raise BlueprintError.of(problems.found)
-    assert isinstance(name, str)
-    return Blueprint(name=name, slices=tuple(specs), timestamp=timestamp, source=text, policy=policy)
+    return blueprint
+
+
+def _refuse_oversized(blueprint: Blueprint, source: str, max_stored: int) -> None:
+    """Refuse a blueprint whose record is over `max_stored` bytes (the store would refuse the apply, with
+    an error naming neither the file nor what takes the room), measured as the store will see it, less
+    its time stamp (the same size whenever it is checked: the headroom covers the time stamp's digits)."""
+    size = len(encode_record(attrs.evolve(blueprint, timestamp=0.0)))
+    if size <= max_stored:
+        return
+    configs = {f"slices[{i}].config": len(encode_record(s.config)) for i, s in enumerate(blueprint.slices)}
+    biggest = max(configs, key=configs.__getitem__, default=None)
+    of_it = f"; {biggest}: {_size(configs[biggest])} of it" if biggest and configs[biggest] > 2 else ""
+    raise BlueprintError(
+        source,
+        f"the blueprint takes {_size(size)} stored ({size:,} bytes: its TOML source, and each slice's"
+        f" config again as JSON{of_it}), over the {_size(max_stored)} ({max_stored:,} bytes)"
+        f" a blueprint may take (one value of the store holds at most {_size(STORE_VALUE_LIMIT)}): keep"
+        " [slices.config] small; put big data in the slice's package, or have the slice fetch it when it"
+        " starts",
+    )
+
+
+def _size(count: int) -> str:
+    """A byte count for a person: "1.2 MiB", "1020 KiB"."""
+    if count >= 1024 * 1024:
+        return f"{count / (1024 * 1024):.1f}".removesuffix(".0") + " MiB"
+    return f"{count / 1024:.1f}".removesuffix(".0") + " KiB"
 
 
 def _parse_slice(
