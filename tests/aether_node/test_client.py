@@ -290,6 +290,102 @@ def test_an_aborted_rollout_is_a_failure_that_nothing_will_fix() -> None:
     assert running.failures == []  # a rollout on its way is no failure
 
 
+def _echo(version: str, number: int, state: str = "ACTIVE", digest: str = "") -> InstanceInfo:
+    return InstanceInfo(
+        node_id="n1",
+        artifact=f"org.aether:echo:{version}",
+        instance=number,
+        state=state,
+        config_digest=digest,
+    )
+
+
+OLD_AND_NEW = tuple(_echo("1.0.0", n) for n in (1, 2)) + tuple(_echo("2.0.0", n) for n in (3, 4))
+BLUE_GREEN = RolloutInfo(
+    artifact="org.aether:echo",
+    strategy="blue_green",
+    stable="1.0.0",
+    candidate="2.0.0",
+    phase="SWITCHED",
+    share=100,
+    since=1000.0,
+    until=1060.0,
+)
+
+
+def _slice(rollout: RolloutInfo | None, *extra: InstanceInfo, active: int = 2) -> SliceStatus:
+    return SliceStatus(
+        artifact="org.aether:echo:2.0.0",
+        desired=2,
+        active=active,
+        instances=OLD_AND_NEW + extra,
+        rollout=rollout,
+    )
+
+
+def test_a_blue_green_rollout_switched_has_converged_though_it_keeps_the_old_set_for_rollback() -> None:
+    switched = _slice(BLUE_GREEN)
+    assert switched.converged and switched.kept_for_rollback
+    assert (switched.leftover, switched.shortfall) == ((), "")
+    status = BlueprintStatus(name="demo", slices=(switched,))
+    assert status.converged and status.waiting == [] and status.failures == []
+
+
+@pytest.mark.parametrize(
+    ("slice_status", "shortfall"),
+    [
+        # still bringing up the new set: the old one takes every call
+        (_slice(attrs.evolve(BLUE_GREEN, phase="DEPLOYING", share=0)), "2/2 ACTIVE, 2 of another version"),
+        # a canary's step observed: part of the calls still go to the old version
+        (
+            _slice(attrs.evolve(BLUE_GREEN, strategy="canary", phase="OBSERVING", share=50)),
+            "2/2 ACTIVE, 2 of",
+        ),
+        # promoted: the leader still has the old set to remove
+        (_slice(attrs.evolve(BLUE_GREEN, phase="PROMOTED")), "2/2 ACTIVE, 2 of another version"),
+        # no rollout: a rolling update on its way
+        (_slice(None), "2/2 ACTIVE, 2 of another version"),
+        # switched, but short of the new set's count
+        (_slice(BLUE_GREEN, active=1), "1/2 ACTIVE"),
+        # the switch was to another version than the blueprint asks for now
+        (_slice(attrs.evolve(BLUE_GREEN, candidate="1.5.0")), "2/2 ACTIVE, 2 of another version"),
+        # a version that is neither the old set nor the new one
+        (_slice(BLUE_GREEN, _echo("0.9.0", 5)), "2/2 ACTIVE, 1 of another version"),
+    ],
+)
+def test_a_slice_that_still_needs_the_leader_or_an_operator_has_not_converged(
+    slice_status: SliceStatus, shortfall: str
+) -> None:
+    assert not slice_status.converged
+    assert slice_status.shortfall.startswith(f"org.aether:echo:2.0.0 {shortfall}")
+
+
+def test_a_switched_config_change_keeps_the_old_config_for_rollback() -> None:
+    """A blue-green change of the config alone: the old set runs the same version with the old config."""
+    instances = (_echo("1.0.0", 1, digest="old"), _echo("1.0.0", 2, digest="new"))
+    rollout = attrs.evolve(BLUE_GREEN, stable="1.0.0", candidate="1.0.0", candidate_config="new")
+    wanted = SliceStatus(
+        artifact="org.aether:echo:1.0.0", desired=1, active=1, instances=instances, config_digest="new"
+    )
+    assert not wanted.converged
+    assert wanted.shortfall == "org.aether:echo:1.0.0 1/1 ACTIVE, 1 with another config"
+    assert attrs.evolve(wanted, rollout=rollout).converged
+    assert not attrs.evolve(wanted, rollout=attrs.evolve(rollout, candidate_config="other")).converged
+
+
+def test_an_aborted_rollout_has_not_converged_and_says_why() -> None:
+    rollout = attrs.evolve(BLUE_GREEN, strategy="canary", phase="ABORTED", reason="step 1 (10%): errors")
+    aborted = SliceStatus(
+        artifact="org.aether:echo:2.0.0", desired=2, active=0, instances=OLD_AND_NEW[:2], rollout=rollout
+    )
+    assert not aborted.converged
+    assert aborted.aborted == "rollout aborted (step 1 (10%): errors); 1.0.0 serves"
+    assert aborted.shortfall == (
+        "org.aether:echo:2.0.0 0/2 ACTIVE, 2 of another version; rollout aborted (step 1 (10%): errors);"
+        " 1.0.0 serves"
+    )
+
+
 def test_autoscale_settings_are_all_named_and_at_least_one_is_given() -> None:
     assert client.autoscale_settings(cpu=0.7, max=None) == {
         "min": None,

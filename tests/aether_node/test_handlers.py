@@ -13,6 +13,7 @@ import trio.testing
 from shell_support import FakeSliceStore, register
 
 from aether_kv import MemoryStore, OutcomeUnknownError
+from aether_node.api._cluster_view import ClusterView
 from aether_node.api._handlers import Handlers
 from aether_node.api._operations import Operations
 from aether_node.control._membership import member_key
@@ -423,6 +424,49 @@ async def test_blueprint_status_counts_active_instances_and_says_the_problem(
     (echo,) = status.slices
     assert (echo.desired, echo.active, len(echo.instances)) == (2, 1, 2)
     assert "fit on no live node" in echo.problem and not status.converged
+
+
+BLUE_GREEN_DEMO = (
+    DEMO.replace("echo:1.0", "echo:2.0") + '\n[slices.update]\nstrategy = "blue_green"\ngrace_s = 60\n'
+)
+
+
+async def test_a_blue_green_rollout_switched_has_converged_in_every_status(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    """Every call goes to the new set, ACTIVE at its full count; the old set only stays its grace period as
+    a rollback path: `blueprint status`, `slice status` and the cluster status (read from the KV and from
+    the watch-fed view) all say converged, and say until when the old set stays."""
+    await handlers.apply_blueprint(BLUE_GREEN_DEMO, "demo.toml")
+    for number, version in enumerate(("1.0", "1.0", "2.0", "2.0"), 1):
+        key = f"slices/n{number}/org.example:echo:{version}/{number}"
+        await kv.put(key, encode_record(SliceRecord(state=SliceState.ACTIVE)))
+    deploying = attrs.evolve(
+        OBSERVING, strategy="blue_green", phase=RolloutPhase.DEPLOYING, share=0, since=1000.0
+    )
+    await kv.put(rollout_key("org.example:echo"), encode_record(deploying))
+    view = ClusterView(kv)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(view.run)
+        viewed = Handlers(kv, handlers.invoker, view=view)
+
+        async def statuses() -> list[bool]:
+            await trio.testing.wait_all_tasks_blocked()  # (the view follows the last write)
+            return [
+                (await handlers.blueprint_status("demo")).converged,
+                (await handlers.slice_status("org.example:echo")).converged,
+                (await handlers.cluster_status()).unconverged == (),
+                (await viewed.cluster_status()).unconverged == (),
+            ]
+
+        assert await statuses() == [False] * 4  # the new set is not serving yet
+        switched = attrs.evolve(deploying, phase=RolloutPhase.SWITCHED, share=100)
+        await kv.put(rollout_key("org.example:echo"), encode_record(switched))
+        assert await statuses() == [True] * 4
+        (echo,) = (await handlers.blueprint_status("demo")).slices
+        assert echo.kept_for_rollback and echo.rollout is not None and echo.rollout.until == 1060.0
+        assert (await handlers.slice_status("org.example:echo")).rollout == echo.rollout
+        nursery.cancel_scope.cancel()
 
 
 async def test_forget_node_refuses_a_registered_node_and_an_unknown_one(

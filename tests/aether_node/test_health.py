@@ -4,11 +4,12 @@ reason a person can act on."""
 
 from __future__ import annotations
 
+import attrs
 from shell_support import kv_status, node_info
 
 from aether_node import config_digest
 from aether_node.api._handlers import Handlers
-from aether_node.client import InstanceInfo
+from aether_node.client import InstanceInfo, RolloutInfo
 from aether_node.core._blueprint import Blueprint, SliceSpec
 
 ECHO = "org.aether:echo:1.0.0"
@@ -59,4 +60,25 @@ def test_every_other_gap_is_named() -> None:
     assert summary.reasons == (
         "the KV store has no quorum: it cannot commit anything",
         f"blueprint demo has not converged: {ECHO} 1/2 ACTIVE, 1 of another version",
+    )
+
+
+def test_the_old_set_a_switched_blue_green_rollout_keeps_is_no_reason_but_an_aborted_rollout_is() -> None:
+    new = "org.aether:echo:2.0.0"
+    blueprints = {"demo": Blueprint(name="demo", slices=(SliceSpec(artifact=new, instances=2),))}
+    both = [*RUNNING, instance("n1", 3, artifact=new), instance("n2", 4, artifact=new)]
+    switched = RolloutInfo(
+        artifact="org.aether:echo", strategy="blue_green", stable="1.0.0", candidate="2.0.0", phase="SWITCHED"
+    )
+    summary = Handlers._summary(
+        kv_status(), NODES, both, blueprints, [], rollouts={"org.aether:echo": switched}
+    )
+    assert summary.healthy and summary.reasons == () and summary.unconverged == ()
+    aborted = attrs.evolve(switched, phase="ABORTED", reason="2 new instances failed")
+    summary = Handlers._summary(
+        kv_status(), NODES, RUNNING, blueprints, [], rollouts={"org.aether:echo": aborted}
+    )
+    assert summary.reasons == (
+        f"blueprint demo has not converged: {new} 0/2 ACTIVE, 2 of another version;"
+        " rollout aborted (2 new instances failed); 1.0.0 serves",
     )

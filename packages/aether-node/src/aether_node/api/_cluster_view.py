@@ -1,8 +1,9 @@
 """ClusterView: the cluster as `cluster status` shows it, from a watch-fed copy of the KV on this node.
 
 It follows `nodes/`, `blueprints/`, `slices/`, `cluster/members/`, `cluster/leader`, the node operations
-(`cluster/node-ops/`), the leader's problems and the other records the leader plans from (paused updates,
-rollouts, autoscaling settings, the reconciliation policy: only to name those that do not decode,
+(`cluster/node-ops/`), the leader's problems, the rollouts (a blue-green one SWITCHED keeps its old set
+without keeping the blueprint from converging) and the other records the leader plans from (paused
+updates, autoscaling settings, the reconciliation policy: only to name those that do not decode,
 `core/_bad_records.py`) through a `KVCache`, decodes a record only when it changed, and keeps the last
 result until the next change, so a status read costs the same with 30 instances as with 3,000 (plus the KV
 status request, of fixed size). The view is as fresh as this node's watches (they follow the KV within
@@ -20,6 +21,7 @@ from aether_kv import KV, KeyValue
 from ..client import InstanceInfo
 from ..control._membership import MEMBERS
 from ..control._node_ops import decode_operations
+from ..control._strategies import decode_rollouts
 from ..core._bad_records import Undecodable
 from ..core._blueprint import Blueprint
 from ..core._config_digest import config_digest
@@ -29,6 +31,7 @@ from ..core._records import (
     NodeOperationRecord,
     NodeRecord,
     RecordError,
+    RolloutRecord,
     SliceRecord,
     decode_record,
 )
@@ -50,8 +53,8 @@ T = TypeVar("T")
 
 
 class ClusterView:
-    PREFIXES = (NODES, BLUEPRINTS, SLICES, MEMBERS, LEADER_KEY, NODE_OPS, PROBLEMS_PREFIX)
-    CHECKED = (PAUSED, ROLLOUTS, AUTOSCALE, RECONCILE)  # followed only to name what does not decode
+    PREFIXES = (NODES, BLUEPRINTS, SLICES, MEMBERS, LEADER_KEY, NODE_OPS, PROBLEMS_PREFIX, ROLLOUTS)
+    CHECKED = (PAUSED, AUTOSCALE, RECONCILE)  # followed only to name what does not decode
 
     def __init__(self, kv: KV) -> None:
         self.cache = KVCache(kv, self.PREFIXES + self.CHECKED)
@@ -90,6 +93,7 @@ class ClusterView:
                 key[len(PROBLEMS_PREFIX) :]: kv.value.decode()
                 for key, kv in self.cache.data[PROBLEMS_PREFIX].items()
             },
+            rollouts=decode_rollouts(self.cache.data[ROLLOUTS])[0],
             undecodable=dict(sorted((undecodable | bad_instances).items())),
         )
         self._snapshot = (version, snapshot)
@@ -127,6 +131,7 @@ class Snapshot:
         leader: str | None,
         operations: dict[str, NodeOperationRecord],
         problems: dict[str, str],
+        rollouts: dict[str, RolloutRecord],
         undecodable: dict[str, str],
     ) -> None:
         self.nodes = nodes
@@ -136,6 +141,7 @@ class Snapshot:
         self.leader = leader
         self.operations = operations  # node id → its cordon or drain
         self.problems = problems  # group:artifact → the leader's problem text
+        self.rollouts = rollouts  # group:artifact → its canary or blue-green rollout
         self.undecodable = undecodable  # key → why its record does not decode (it is skipped)
         self.derived: dict[object, object] = {}  # what callers derived from it, kept with it
 

@@ -74,6 +74,7 @@ from ..core._records import (
     NodeOperationRecord,
     NodeRecord,
     RecordError,
+    RolloutPhase,
     RolloutRecord,
     decode_record,
 )
@@ -105,27 +106,48 @@ def _current(instance: InstanceInfo, artifact: str, digest: str) -> bool:
     return instance.artifact == artifact and instance.config_digest == digest
 
 
-def _convergence(blueprints: dict[str, Blueprint], instances: list[InstanceInfo]) -> dict[str, str]:
-    """Per blueprint: why it has not converged (its slices short of ACTIVE instances of the wanted
-    version and config, or with others left over), or "" if it has."""
-    found = {}
-    for name, blueprint in blueprints.items():
-        short = []
-        for spec in blueprint.slices:
-            artifact_id = spec.artifact.rsplit(":", 1)[0]
-            digest = config_digest(spec.config)
-            serving = [
-                i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id and i.state == "ACTIVE"
-            ]
-            active = sum(1 for i in serving if _current(i, spec.artifact, digest))
-            others = sum(1 for i in serving if i.artifact != spec.artifact)
-            configs = len(serving) - active - others
-            if active != spec.instances or others or configs:
-                extra = f", {others} of another version" if others else ""
-                extra += f", {configs} with another config" if configs else ""
-                short.append(f"{spec.artifact} {active}/{spec.instances} ACTIVE{extra}")
-        found[name] = "; ".join(short)
-    return found
+def slice_status_of(
+    spec: SliceSpec,
+    instances: Iterable[InstanceInfo],
+    *,
+    problem: str = "",
+    rollout: RolloutInfo | None = None,
+) -> SliceStatus:
+    """A blueprint's slice as it stands: its instances (any version), the ACTIVE ones of the version and
+    config it asks for, the leader's `problem` with it and its `rollout` (a SWITCHED blue-green one with
+    the end of its grace period, from the slice's `grace_s`)."""
+    artifact_id = _slice_id(spec)
+    mine = tuple(i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id)
+    digest = config_digest(spec.config)
+    if rollout is not None and rollout.phase == RolloutPhase.SWITCHED.value:
+        rollout = attrs.evolve(rollout, until=rollout.since + update_of(spec).grace_s)
+    return SliceStatus(
+        artifact=spec.artifact,
+        desired=spec.instances,
+        active=sum(1 for i in mine if i.state == "ACTIVE" and _current(i, spec.artifact, digest)),
+        instances=mine,
+        problem=problem,
+        rollout=rollout,
+        config_digest=digest,
+    )
+
+
+def _convergence(
+    blueprints: dict[str, Blueprint],
+    instances: list[InstanceInfo],
+    rollouts: Mapping[str, RolloutInfo],
+) -> dict[str, str]:
+    """Per blueprint: why it has not converged (`SliceStatus.converged`: its slices short of ACTIVE
+    instances of the wanted version and config, with others left to replace, or an aborted rollout), or
+    "" if it has."""
+    return {
+        name: "; ".join(
+            short
+            for spec in blueprint.slices
+            if (short := slice_status_of(spec, instances, rollout=rollouts.get(_slice_id(spec))).shortfall)
+        )
+        for name, blueprint in blueprints.items()
+    }
 
 
 def node_records(items: Mapping[str, KeyValue]) -> dict[str, tuple[NodeRecord, KeyValue]]:
@@ -439,23 +461,15 @@ class Handlers:
         instances = await self._instances()
         problems = await self._problems()
         rollouts = await self._rollouts()
-        statuses = []
-        for spec in blueprint.slices:
-            artifact_id = spec.artifact.rsplit(":", 1)[0]
-            mine = tuple(i for i in instances if i.artifact.rsplit(":", 1)[0] == artifact_id)
-            digest = config_digest(spec.config)
-            active = sum(1 for i in mine if i.state == "ACTIVE" and _current(i, spec.artifact, digest))
-            statuses.append(
-                SliceStatus(
-                    artifact=spec.artifact,
-                    desired=spec.instances,
-                    active=active,
-                    instances=mine,
-                    problem=problems.get(artifact_id, ""),
-                    rollout=rollouts.get(artifact_id),
-                    config_digest=digest,
-                )
+        statuses = [
+            slice_status_of(
+                spec,
+                instances,
+                problem=problems.get(_slice_id(spec), ""),
+                rollout=rollouts.get(_slice_id(spec)),
             )
+            for spec in blueprint.slices
+        ]
         return BlueprintStatus(name=name, slices=tuple(statuses))
 
     async def _rollouts(self) -> dict[str, RolloutInfo]:
@@ -504,22 +518,18 @@ class Handlers:
             raise RequestError(
                 ErrorKind.NOT_FOUND, f"no blueprint deploys {artifact_id} and no instance of it exists"
             )
-        coordinates = wanted.artifact if wanted else mine[0].artifact
-        digest = config_digest(wanted.config) if wanted else None
-        active = sum(
-            1
-            for i in mine
-            if i.state == "ACTIVE" and i.artifact == coordinates and digest in (None, i.config_digest)
-        )
         problem = (await self._problems()).get(artifact_id, "")
+        rollout = (await self._rollouts()).get(artifact_id)
+        if wanted is not None:
+            return slice_status_of(wanted, mine, problem=problem, rollout=rollout)
+        # (no blueprint asks for it: what is left of it runs, none wanted)
         return SliceStatus(
-            artifact=coordinates,
-            desired=wanted.instances if wanted else 0,
-            active=active,
+            artifact=mine[0].artifact,
+            desired=0,
+            active=sum(1 for i in mine if i.state == "ACTIVE" and i.artifact == mine[0].artifact),
             instances=mine,
             problem=problem,
-            rollout=(await self._rollouts()).get(artifact_id),
-            config_digest=digest or "",
+            rollout=rollout,
         )
 
     async def named_slice(self, artifact: str, *, served: bool = False) -> str:
@@ -628,7 +638,8 @@ class Handlers:
         nodes = await self.nodes()
         instances = await self._instances()
         blueprints = await self._blueprints()
-        return self._summary(status, nodes, instances, blueprints, await self._expected())
+        expected = await self._expected()
+        return self._summary(status, nodes, instances, blueprints, expected, rollouts=await self._rollouts())
 
     def _cached_status(self, status: Status, snapshot: Snapshot) -> ClusterStatus:
         """`cluster_status` from the watch-fed view: derived once per change of the view and of the KV
@@ -654,6 +665,7 @@ class Handlers:
                 snapshot.instances,
                 snapshot.blueprints,
                 snapshot.expected,
+                rollouts={artifact_id: rollout_info(r) for artifact_id, r in snapshot.rollouts.items()},
                 undecodable=snapshot.undecodable,
             )
             snapshot.derived[key] = found
@@ -686,15 +698,18 @@ class Handlers:
         blueprints: dict[str, Blueprint],
         expected: list[str],
         *,
+        rollouts: Mapping[str, RolloutInfo] | None = None,
         undecodable: Mapping[str, str] | None = None,
     ) -> ClusterStatus:
-        """The status; `undecodable`: the records the cluster skips because they do not decode (key →
-        why; from the watch-fed view only)."""
+        """The status; `rollouts`: the slices' rollouts by artifact id (a blue-green one SWITCHED keeps
+        its old set without keeping the blueprint from converging); `undecodable`: the records the
+        cluster skips because they do not decode (key → why; from the watch-fed view only)."""
         failed = [i for i in instances if i.state == "FAILED"]
         leader = next((n.node_id for n in nodes if n.leader), None)
         registered = {n.node_id for n in nodes}
         missing = tuple(n for n in expected if n not in registered)
-        unconverged = {name: why for name, why in sorted(_convergence(blueprints, instances).items()) if why}
+        convergence = _convergence(blueprints, instances, rollouts or {})
+        unconverged = {name: why for name, why in sorted(convergence.items()) if why}
         disconnected = tuple(
             m.raft_address
             for m in status.members
@@ -771,7 +786,9 @@ class Handlers:
             for spec in blueprint.slices
         )
         return Overview(
-            status=self._summary(status, nodes, instances, blueprints, await self._expected()),
+            status=self._summary(
+                status, nodes, instances, blueprints, await self._expected(), rollouts=rollouts
+            ),
             slices=slices,
             instances=tuple(instances),
             revision=revision,

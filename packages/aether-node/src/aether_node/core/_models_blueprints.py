@@ -111,6 +111,7 @@ class BlueprintStatus:
 
     @property
     def converged(self) -> bool:
+        """Every slice has converged (`SliceStatus.converged`)."""
         return all(s.converged for s in self.slices)
 
     @property
@@ -129,11 +130,8 @@ class BlueprintStatus:
                 for i in status.instances
                 if i.state == "FAILED"
             ]
-        found += [  # an aborted rollout will not reach the version the blueprint asks for by itself
-            f"{s.artifact}: rollout aborted ({s.rollout.reason}); {s.rollout.stable} serves"
-            for s in self.slices
-            if s.rollout is not None and s.rollout.phase == "ABORTED"
-        ]
+        # an aborted rollout will not reach the version the blueprint asks for by itself
+        found += [f"{s.artifact}: {s.aborted}" for s in self.slices if s.aborted]
         return found
 
     @property

@@ -35,6 +35,9 @@ class RolloutInfo:
     reason: str = ""
     config_changed: bool = False  # the config changes too (alone, if `stable == candidate`)
     candidate_config: str = ""  # the candidate's config digest (`InstanceInfo.config_digest`; "": unknown)
+    # blue-green SWITCHED: when its grace period ends and the old set kept for a rollback goes (unix
+    # seconds; 0: not known, or another phase)
+    until: float = 0.0
 
 
 @attrs.frozen(kw_only=True)
@@ -63,11 +66,69 @@ class SliceStatus:
 
     @property
     def converged(self) -> bool:
-        return self.active == self.desired and all(
-            i.artifact == self.artifact and self.config_digest in ("", i.config_digest)
+        """Whether the slice has what its blueprint asks and needs nothing more of the operator or the
+        leader: `desired` instances of its version and config ACTIVE (routable), and no other ACTIVE
+        instance left to replace. The old set a blue-green rollout keeps once SWITCHED is not one to
+        replace: every call goes to the new set, and the old one only stays its grace period as a fast
+        rollback path (`kept_for_rollback`). A canary in DEPLOYING or OBSERVING, a blue-green in
+        DEPLOYING or a PROMOTED rollout whose old instances still run has not converged; nor has an
+        ABORTED one (the stable version serves, not the one asked for: `aborted`, a failure). The one
+        decision of convergence: `aether blueprint|slice status`, `apply --wait`, the cluster status."""
+        return self.active == self.desired and not self.leftover
+
+    @property
+    def kept_for_rollback(self) -> bool:
+        """Whether a blue-green rollout to what the slice asks for (its version and config) has SWITCHED:
+        its ACTIVE instances of the rollout's stable version are then the old set, kept for the grace
+        period (until `rollout.until`)."""
+        rollout = self.rollout
+        return (
+            rollout is not None
+            and rollout.phase == "SWITCHED"
+            and rollout.strategy == "blue_green"
+            and f"{rollout.artifact}:{rollout.candidate}" == self.artifact
+            and rollout.candidate_config in ("", self.config_digest)
+        )
+
+    @property
+    def leftover(self) -> tuple[InstanceInfo, ...]:
+        """The ACTIVE instances of another version or config than the slice asks for that are still to be
+        replaced (not the old set `kept_for_rollback`)."""
+        kept = (
+            f"{self.rollout.artifact}:{self.rollout.stable}"
+            if self.rollout and self.kept_for_rollback
+            else None
+        )
+        return tuple(
+            i
             for i in self.instances
             if i.state == "ACTIVE"
+            and not (i.artifact == self.artifact and self.config_digest in ("", i.config_digest))
+            and i.artifact != kept
         )
+
+    @property
+    def aborted(self) -> str:
+        """Why the slice's rollout was aborted and what serves instead ("": none was): it will not reach the
+        version the blueprint asks for by itself (apply it again: with the stable version, or a fixed
+        one)."""
+        rollout = self.rollout
+        if rollout is None or rollout.phase != "ABORTED":
+            return ""
+        return f"rollout aborted ({rollout.reason}); {rollout.stable} serves"
+
+    @property
+    def shortfall(self) -> str:
+        """What keeps the slice from converging, in a line ("": nothing): its ACTIVE count of the version
+        and config asked for, the others still to replace, an aborted rollout."""
+        if self.converged:
+            return ""
+        others = sum(1 for i in self.leftover if i.artifact != self.artifact)
+        configs = len(self.leftover) - others
+        line = f"{self.artifact} {self.active}/{self.desired} ACTIVE"
+        line += f", {others} of another version" if others else ""
+        line += f", {configs} with another config" if configs else ""
+        return line + (f"; {self.aborted}" if self.aborted else "")
 
 
 @attrs.frozen(kw_only=True)
