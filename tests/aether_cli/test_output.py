@@ -5,6 +5,7 @@ emoji codes (`org.aether:rocket:1.0.0` is a coordinate, not a rocket)."""
 from __future__ import annotations
 
 import io
+import time
 
 import attrs
 import pytest
@@ -144,6 +145,49 @@ def test_a_rollout_prints_its_reason_as_text_in_the_blueprint_status(printed: io
     assert (
         "rollout of org.aether:rocket (canary) 1.0.0 → 2.0.0: ABORTED, 0% of calls on 2.0.0 — " + REASON
     ) in printed.getvalue()
+
+
+def test_an_aborted_rollout_is_the_slices_problem_and_the_blueprints_verdict(
+    printed: io.StringIO,
+) -> None:
+    rollout = RolloutInfo(
+        artifact="org.aether:rocket", strategy="canary", stable="0.9.0", candidate="1.0.0", phase="ABORTED"
+    )
+    old = InstanceInfo(node_id="n1", artifact="org.aether:rocket:0.9.0", instance=1, state="ACTIVE")
+    status = SliceStatus(artifact=ARTIFACT, desired=1, active=0, instances=(old,))
+    aborted = attrs.evolve(status, rollout=attrs.evolve(rollout, reason="error rate 50%"))
+    _output.blueprint_status(BlueprintStatus(name="demo", slices=(aborted,)))
+    text = printed.getvalue()
+    assert "blueprint demo: rollout aborted" in text
+    assert "│ rollout aborted (error rate 50%); 0.9.0 serves" in text  # the PROBLEM column
+    printed.truncate(0)
+    _output.blueprint_status(BlueprintStatus(name="demo", slices=(status,)))  # a rolling update on its way
+    assert "blueprint demo: converging" in printed.getvalue()
+
+
+def test_a_switched_blue_green_rollout_converged_and_says_until_when_the_old_set_stays(
+    printed: io.StringIO,
+) -> None:
+    switched = RolloutInfo(
+        artifact="org.aether:rocket",
+        strategy="blue_green",
+        stable="0.9.0",
+        candidate="1.0.0",
+        phase="SWITCHED",
+        until=1_800_000_000.0,
+    )
+    old = InstanceInfo(node_id="n1", artifact="org.aether:rocket:0.9.0", instance=1, state="ACTIVE")
+    status = SliceStatus(
+        artifact=ARTIFACT, desired=1, active=1, instances=(old, instance("ACTIVE", "")), rollout=switched
+    )
+    _output.blueprint_status(BlueprintStatus(name="demo", slices=(status,)))
+    until = time.strftime("%H:%M:%S", time.localtime(1_800_000_000.0))
+    text = printed.getvalue()
+    assert "blueprint demo: converged" in text
+    assert f"org.aether:rocket: old set (0.9.0) kept until {until} for rollback" in text
+    assert (
+        _output.rollback_notes([attrs.evolve(status, rollout=attrs.evolve(switched, phase="PROMOTED"))]) == []
+    )
 
 
 CONTROL = "start \x1b]0;PWNED\x07\x1b[31mRED\x1b[0m \rfailed"  # a slice's exception message

@@ -30,6 +30,7 @@ from ._common import (
     plural,
     read_input,
     target,
+    visible,
 )
 
 
@@ -134,14 +135,18 @@ def apply(
     if not common.json:
         print(f"blueprint {result.name!r} {_verb(result)}; waiting for it to converge...")
     status = _wait_for(common, result.name, seconds)
-    emit(
-        common,
-        status,
-        lambda: print(
+
+    def human() -> None:
+        from . import _output
+
+        print(
             f"blueprint {status.name!r} converged: "
             + ", ".join(f"{s.artifact} {s.active}/{s.desired}" for s in status.slices)
-        ),
-    )
+        )
+        for note in _output.rollback_notes(status.slices):
+            print(visible(note))
+
+    emit(common, status, human)
 
 
 def _verb(result: Any) -> str:

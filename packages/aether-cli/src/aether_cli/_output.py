@@ -111,28 +111,61 @@ def instances(items: Iterable[Any], title: str = "Instances", *, wide: bool = Fa
 
 
 def slice_status(status: Any, *, wide: bool = False) -> None:
+    problem = _problem(status)
     print(
         visible(
             f"{status.artifact}: {status.active}/{status.desired} ACTIVE"
-            + (f" — {status.problem}" if status.problem else "")
+            + (f" — {problem}" if problem else "")
         )
     )
     if status.rollout is not None:
         rollout(status.rollout)
+    for note in rollback_notes([status]):
+        print(visible(note))
     instances(status.instances, wide=wide)
 
 
+def _problem(status: Any) -> str:
+    """A slice's problem: the leader's, else why its rollout was aborted (it serves the stable version
+    until the blueprint is applied again)."""
+    return status.problem or status.aborted
+
+
+def rollback_notes(slices: Iterable[Any]) -> list[str]:
+    """Information, not a reason to wait: per slice whose blue-green rollout has SWITCHED, the old set it
+    keeps for a fast rollback and until when (local time)."""
+    notes = []
+    for s in slices:
+        if s.kept_for_rollback:
+            until = (
+                time.strftime("%H:%M:%S", time.localtime(s.rollout.until))
+                if s.rollout.until
+                else "its grace period ends"
+            )
+            notes.append(
+                f"{s.rollout.artifact}: old set ({s.rollout.stable}) kept until {until} for rollback"
+            )
+    return notes
+
+
 def blueprint_status(status: Any, *, wide: bool = False) -> None:
-    verdict = "[green]converged[/green]" if status.converged else "[yellow]converging[/yellow]"
+    if status.converged:
+        verdict = "[green]converged[/green]"
+    elif any(s.aborted for s in status.slices):  # (settled: it will not converge until applied again)
+        verdict = "[red]rollout aborted[/red]"
+    else:
+        verdict = "[yellow]converging[/yellow]"
     console.print(f"blueprint [bold]{_text(status.name)}[/bold]: {verdict}")
     table(
         "Slices",
         ["ARTIFACT", "DESIRED", "ACTIVE", "PROBLEM"],
-        ([_text(s.artifact), s.desired, s.active, _text(s.problem)] for s in status.slices),
+        ([_text(s.artifact), s.desired, s.active, _text(_problem(s))] for s in status.slices),
     )
     for s in status.slices:
         if s.rollout is not None:
             rollout(s.rollout)
+    for note in rollback_notes(status.slices):
+        console.print(visible(note), markup=False, highlight=False)
     instances([i for s in status.slices for i in s.instances], wide=wide)
 
 
