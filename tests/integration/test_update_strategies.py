@@ -3,8 +3,9 @@
 - blue-green: the full 1.1.0 set comes up ACTIVE beside 1.0.0, every call switches to it in one step,
   1.0.0 stays for the grace period and then goes; no idempotent call fails and the ACTIVE count never
   drops below the slice's instances;
-- blue-green switched back: an abort in the grace period sends every call (through every ingress) back
-  to 1.0.0 and removes 1.1.0, with no failed call;
+- blue-green switched back: once switched, the blueprint has converged (the old set is only kept for a
+  rollback); an abort in the grace period sends every call (through every ingress) back to 1.0.0 and
+  removes 1.1.0, with no failed call, and the blueprint then has not converged, its slice saying why;
 - canary to a version whose install fails aborts on its own with the nodes' reason, and 1.0.0 keeps every
   instance and every call;
 - canary to a version whose entry point raises: the leader judges the step from the nodes' calls per
@@ -174,10 +175,23 @@ async def test_blue_green_switches_back_on_abort_with_no_failed_call(
             await rollout_phase(kv, "SWITCHED")
             switch = await until_only(http, ingresses, "1.1.0")
             assert await versions_answering(http, ingresses, 10) == {"1.1.0"}
+            # switched: converged (what `apply --wait` waits for), the old set only kept for a rollback
+            status = await trio.to_thread.run_sync(lambda: api(cluster).blueprint_status("web"))
+            assert status.converged and status.slices[0].kept_for_rollback, status
+            assert status.slices[0].rollout is not None and status.slices[0].rollout.until > 0, status
+            await wait_until(
+                lambda: trio.to_thread.run_sync(lambda: api(cluster).cluster_status()),
+                until=lambda cluster_status: cluster_status.unconverged == (),
+                timeout=10,
+                what="the cluster status to count web converged",
+            )
             aborted: RolloutInfo = await trio.to_thread.run_sync(
                 lambda: api(cluster).rollout_command(ECHO_ID, "abort")
             )
             assert (aborted.phase, aborted.share) == ("ABORTED", 0)
+            # aborted: settled, not converged (1.0.0 serves, not 1.1.0), and the slice says why
+            status = await trio.to_thread.run_sync(lambda: api(cluster).blueprint_status("web"))
+            assert not status.converged and status.slices[0].aborted.startswith("rollout aborted ("), status
             back = await until_only(http, ingresses, "1.0.0")
             assert await versions_answering(http, ingresses, 10) == {"1.0.0"}
             await wait_for(
