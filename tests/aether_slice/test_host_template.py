@@ -219,16 +219,24 @@ def test_a_slice_whose_import_starts_a_thread_or_opens_a_file_is_imported_by_eac
     assert said in preloading.log.read_text()
 
 
+@pytest.mark.parametrize(
+    ("mode", "said"),
+    [
+        ("fail_import", "faulty: import failed on purpose"),
+        # (it ended the template's import, and each instance's: "died during load" said nothing more)
+        ("exit_at_import", "importing org_aether_faulty called sys.exit(5)"),
+    ],
+)
 def test_a_slice_whose_import_fails_fails_the_load_of_each_instance(
-    template: Callable[..., Template],
+    template: Callable[..., Template], mode: str, said: str
 ) -> None:
-    config = {"mode": "fail_import"}
+    config = {"mode": mode}
     preloading = template(config)
     for _ in range(2):
         _, connection = preloading.instance(config)
         failed = load(connection, config)
         assert failed["error"]["kind"] == "import", failed
-        assert "faulty: import failed on purpose" in failed["error"]["message"]
+        assert said in failed["error"]["message"], failed
 
 
 def test_a_preloading_template_refuses_an_instance_of_another_config(

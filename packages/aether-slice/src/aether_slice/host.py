@@ -477,6 +477,8 @@ def _plugin_manager(name: str, reference: str | None = None) -> pluggy.PluginMan
         reference = found[0].value
     try:
         plugin = _load_reference(reference)
+    except SystemExit as called:  # (it ended the process: the template's, or the instance's at LOAD)
+        raise HostError("import", f"importing {reference} called sys.exit({called.code!r})") from None
     except Exception as error:
         raise HostError(
             "import",

@@ -4,6 +4,7 @@ Config key `mode` picks the failure:
 
 - `fail_import`: raises at import time (read from the AETHER_SLICE_CONFIG environment variable, which
   the host sets to the instance config's JSON before importing the slice);
+- `exit_at_import`: calls `sys.exit(5)` at import time;
 - `thread_at_import`: starts a thread at import time (it sleeps until the process ends);
 - `open_at_import`: opens a file at import time and keeps it open;
 - `fail_start`: `aether_start` raises RuntimeError("faulty: start failed on purpose");
@@ -71,6 +72,7 @@ from aether_slice import EntryPoint, SliceContext, hookimpl
 MODES = (
     "ok",
     "fail_import",
+    "exit_at_import",
     "fail_start",
     "hang_start",
     "hang_start_sync",
@@ -107,6 +109,8 @@ IMPORTED = {"pid": os.getpid(), "config": _import_time_config()}
 
 if IMPORTED["config"].get("mode") == "fail_import":
     raise RuntimeError("faulty: import failed on purpose")
+if IMPORTED["config"].get("mode") == "exit_at_import":
+    sys.exit(5)
 if IMPORTED["config"].get("mode") == "thread_at_import":
     threading.Thread(target=threading.Event().wait, name="faulty-import", daemon=True).start()
 if IMPORTED["config"].get("mode") == "open_at_import":
