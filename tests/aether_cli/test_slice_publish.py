@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aether_cli._slice_publish import PublishError, check_wheel, publish_to_directory
+from aether_cli._slice_publish import PublishError, check_wheel, publish_to_directory, publish_to_url
 
 
 def wheel(
@@ -96,3 +96,18 @@ def test_another_wheel_of_a_published_version_is_refused_and_the_index_unchanged
     (tmp_path / "plain").write_text("")
     with pytest.raises(PublishError, match="not a directory"):
         publish_to_directory(first, tmp_path / "plain")
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "file:///tmp/index", "s3://bucket/index"])
+def test_an_upload_url_that_is_not_http_is_refused_as_bad_input(tmp_path: Path, url: str) -> None:
+    """Given to `uv publish` it failed with several lines of uv's own ("Missing credentials for: ftp://x/",
+    exit 1): an index server takes uploads over HTTP(S), and a wheel directory is a path."""
+    built = check_wheel(wheel(tmp_path))
+    with pytest.raises(PublishError) as refused:
+        publish_to_url(built, url)
+    assert refused.value.code == 2
+    scheme = url.partition("://")[0]
+    assert refused.value.message == (
+        f"--index {url}: an upload URL must be http:// or https:// (an index server's), not {scheme}://;"
+        " a wheel directory is given as a path"
+    )

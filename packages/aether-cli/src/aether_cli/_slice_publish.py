@@ -126,6 +126,12 @@ def publish_to_url(wheel: SliceWheel, url: str) -> None:
     with `uv publish`; credentials come from uv's usual settings (UV_PUBLISH_USERNAME, ...)."""
     import uv
 
+    scheme = url.partition("://")[0].lower()
+    if scheme not in ("http", "https"):
+        raise PublishError(
+            f"--index {url}: an upload URL must be http:// or https:// (an index server's), not {scheme}://;"
+            " a wheel directory is given as a path"
+        )
     result = subprocess.run(
         # (trusted publishing is for CI runners that PyPI trusts, never this: asking costs 3 retries)
         [uv.find_uv_bin(), "publish", "--trusted-publishing", "never", "--publish-url", url, str(wheel.path)],
