@@ -210,6 +210,21 @@ async def test_resolution_failure_is_recorded_with_its_kind(
         assert "org.aether:noentry" in record.reason and "aether.slices" in record.reason, record.reason
 
 
+async def test_a_slice_spelled_in_another_case_than_its_entry_point_fails_as_missing_on_every_try(
+    node: NodeProcess, kv: KVClient
+) -> None:
+    """A distribution's name is case-insensitive (one virtualenv for both spellings), an entry point's is
+    not: once `org.aether:echo` is installed, `ORG.AETHER:ECHO` was loaded from its virtualenv and failed
+    in the template with another kind and message than on a node that installed it first."""
+    await activate(kv, node, ECHO, 0)
+    shouted = ECHO.upper()
+    key = slice_key(node.node_id, shouted, 0)
+    await write_command(kv, key, SliceState.ACTIVATE, {})
+    record = await wait_for_state(kv, key, SliceState.FAILED, timeout=60)
+    assert "(entry_point_missing)" in record.reason, record.reason
+    assert "it declares: 'org.aether:echo'" in record.reason, record.reason
+
+
 @pytest.mark.parametrize(
     ("coordinates", "cause"),
     [

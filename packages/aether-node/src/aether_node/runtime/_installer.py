@@ -107,6 +107,20 @@ def declared_entry_points(site_packages: Path, distribution: str, version: str) 
     )
 
 
+def _check_declared(coordinates: Coordinates, site_packages: Path) -> None:
+    """Raise ResolutionError (`entry_point_missing`) unless the distribution installed in `site_packages`
+    declares the entry point `coordinates` names."""
+    names = declared_entry_points(site_packages, coordinates.distribution, coordinates.version)
+    if coordinates.artifact_id not in names:
+        declared = ", ".join(repr(n) for n in names) or "none"
+        raise ResolutionError(
+            "entry_point_missing",
+            f"{coordinates}: {coordinates.distribution} {coordinates.version} does not declare the"
+            f" entry point {coordinates.artifact_id!r} in group {ENTRY_POINT_GROUP!r}"
+            f" (it declares: {declared})",
+        )
+
+
 def entry_point_reference(installed: InstalledSlice) -> str | None:
     """The object reference (`module:attr`) of the installed slice's own entry point, read from its
     metadata (None if it cannot be read: the slice's template then finds it itself). Blocking I/O."""
@@ -133,16 +147,28 @@ class SliceInstaller:
         self.runtime_dir = data_dir / "runtime"
         self.timeout = timeout
         self._locks: dict[Coordinates, trio.Lock] = {}
+        self._ready: dict[Coordinates, InstalledSlice] = {}  # found installed (`installed`)
         self._uv = uv.find_uv_bin()
 
     def venv_path(self, coordinates: Coordinates) -> Path:
         return self.slices_dir / f"{coordinates.distribution}-{coordinates.version}"
 
     def installed(self, coordinates: Coordinates) -> InstalledSlice | None:
+        """The slice's virtualenv if it is installed (None: not yet), found on disk once per coordinates
+        (the node never removes one). One made for the same distribution spelled otherwise (its name is
+        case-insensitive, an entry point's is not: `COM.X:Y` and `com.x:y`) must declare this entry point
+        too: raises ResolutionError (`entry_point_missing`) if it does not."""
+        found = self._ready.get(coordinates)
+        if found is not None:
+            return found
         venv = self.venv_path(coordinates)
-        if (venv / READY_MARKER).exists():
-            return InstalledSlice(coordinates, venv, venv / "bin" / "python")
-        return None
+        marker = venv / READY_MARKER
+        if not marker.exists():
+            return None
+        if marker.read_text() != str(coordinates):
+            _check_declared(coordinates, _site_packages(venv))
+        found = self._ready[coordinates] = InstalledSlice(coordinates, venv, venv / "bin" / "python")
+        return found
 
     async def install(self, coordinates: Coordinates) -> InstalledSlice:
         """The slice's virtualenv, installing it first if needed. Raises ResolutionError."""
@@ -183,15 +209,7 @@ class SliceInstaller:
                 ],
             )
             site_packages = _site_packages(building)
-            names = declared_entry_points(site_packages, coordinates.distribution, coordinates.version)
-            if coordinates.artifact_id not in names:
-                declared = ", ".join(repr(n) for n in names) or "none"
-                raise ResolutionError(
-                    "entry_point_missing",
-                    f"{coordinates}: {coordinates.distribution} {coordinates.version} does not declare the"
-                    f" entry point {coordinates.artifact_id!r} in group {ENTRY_POINT_GROUP!r}"
-                    f" (it declares: {declared})",
-                )
+            _check_declared(coordinates, site_packages)
             (site_packages / "aether-runtime.pth").write_text(f"{runtime}\n")
             (building / READY_MARKER).write_text(str(coordinates))
             if final.exists():  # a stale half-install from a crash
