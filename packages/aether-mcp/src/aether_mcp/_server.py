@@ -15,11 +15,12 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ResourceError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ServerEvent
 from mcp.shared.exceptions import MCPError
 from mcp.types import Resource, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types import CLIENT_INFO_META_KEY
+from pydantic import ValidationError
 
 from aether_node.client import HTTP_STATUS, ApiClient, ErrorKind, to_json
 
@@ -52,6 +53,19 @@ INSTRUCTIONS = (
 )
 
 
+def argument_errors(tool: str, error: ValidationError) -> str:
+    """What is wrong with a tool call's arguments: `tool: argument: what, got value`, per problem."""
+    said = []
+    for problem in error.errors(include_url=False):
+        where = ".".join(str(part) for part in problem["loc"]) or "arguments"
+        message = problem["msg"]
+        if message.startswith("Input should be "):
+            message = "must be " + message.removeprefix("Input should be ")
+        got = "" if problem["type"] == "missing" else f", got {problem['input']!r}"
+        said.append(f"{tool}: {where}: {message}{got}"[:300])
+    return "; ".join(said)
+
+
 class AetherMcpServer(MCPServer):
     """MCPServer whose resource list also names every blueprint and slice the cluster has now, and whose
     change notifications reach both kinds of subscriber (`publish`)."""
@@ -66,6 +80,17 @@ class AetherMcpServer(MCPServer):
         lowlevel.add_request_handler(
             "resources/unsubscribe", UnsubscribeRequestParams, self.legacy.unsubscribe
         )
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
+        """`MCPServer.call_tool`, with arguments the tool's schema refuses said in one sentence per
+        argument ("slice_invoke: timeout: must be greater than 0, got 0"), as the CLI says them, not as
+        pydantic's report (its model's name, a URL per error)."""
+        try:
+            return await super().call_tool(name, arguments, context)
+        except ToolError as error:
+            if isinstance(error.__cause__, ValidationError):
+                raise ToolError(argument_errors(name, error.__cause__)) from None
+            raise
 
     async def publish(self, event: ServerEvent) -> None:
         await self.bus.publish(event)
