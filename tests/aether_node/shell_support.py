@@ -90,7 +90,9 @@ class FakeSliceStore:
     def active(self) -> Iterator[LocalInstance]:
         return (i for i in self.instances.values() if i.phase is Phase.ACTIVE and i.alive)
 
-    async def load(self, key: InstanceKey, config: dict[str, Any], *, start: bool = False) -> LocalInstance:
+    async def load(
+        self, key: InstanceKey, config: dict[str, Any], *, start: bool = False, first: bool = False
+    ) -> LocalInstance:
         """As the real store's: with `start` the activation must follow (counted in `started_with_load`)."""
         await self._step()
         if self.closed:

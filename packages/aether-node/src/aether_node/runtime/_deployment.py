@@ -77,6 +77,7 @@ class _Slot:
     changed: Broadcast = attrs.field(factory=Broadcast)
     deaths: collections.deque[float] = attrs.field(factory=collections.deque)
     last_death: str = ""
+    loads: int = 0  # processes started for this record (the first: a new instance on this node)
 
     def update(self, record: SliceRecord | None, revision: int) -> None:
         self.record, self.revision = record, revision
@@ -391,10 +392,11 @@ class NodeDeploymentManager:
                 case StepKind.LOAD:
                     config = dict(slot.record.config) if slot.record else {}
                     start = following is not None and _start_sent_with_load(step, following)
+                    first, slot.loads = slot.loads == 0, slot.loads + 1
                     if deferred:
-                        await self._load_saying_so_if_late(key, slot, decided, config, start)
+                        await self._load_saying_so_if_late(key, slot, decided, config, start, first)
                     else:
-                        await self.store.load(key, config, start=start)
+                        await self.store.load(key, config, start=start, first=first)
                 case StepKind.ACTIVATE:
                     instance = self.store.get(key)
                     assert instance is not None
@@ -427,7 +429,7 @@ class NodeDeploymentManager:
         await self._write(key, slot, SliceState.FAILED, describe_failure(kind.value, error))
 
     async def _load_saying_so_if_late(
-        self, key: InstanceKey, slot: _Slot, decided: int, config: dict[str, Any], start: bool
+        self, key: InstanceKey, slot: _Slot, decided: int, config: dict[str, Any], start: bool, first: bool
     ) -> None:
         """Load, and write LOADING only once the load has taken `loading_delay` (unless a newer command
         came: then the record is the leader's). A LOADING write that started is finished before this
@@ -438,7 +440,7 @@ class NodeDeploymentManager:
         self._loads.append(load)
         self._load_added.set()
         try:
-            await self.store.load(key, config, start=start)
+            await self.store.load(key, config, start=start, first=first)
         finally:  # (raised once the LOADING write, if it started, is done)
             load.done = True
             if load.saying is not None:

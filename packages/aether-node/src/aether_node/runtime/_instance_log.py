@@ -170,6 +170,20 @@ class InstanceLog:
         self._followers.pop(send, None)
         send.close()
 
+    def mark_new_instance(self, label: str, when: str) -> None:
+        """Say in the log that a new instance with this number starts (an instance's number is used again
+        once the one before it was removed): its lines follow, those above were the earlier one's. Only
+        where the log has lines already (a first instance's log starts with its own)."""
+        try:
+            has_lines = self.path.stat().st_size > 0
+        except OSError:
+            has_lines = False
+        if has_lines:
+            said = (
+                f"[aether: a new instance {label} starts here, {when}; the lines above are an earlier one's]"
+            )
+            self._write(f"{said}\n".encode())
+
     def open_pipe(self) -> tuple[int, int]:
         """A fresh pipe for the next process: the node's read end (for `drain`) and the write end, for
         the process; the node closes its copy of that once the process holds its own (or never will:

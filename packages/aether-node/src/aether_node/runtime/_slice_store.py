@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -132,16 +133,20 @@ class SliceStore:
     def active(self) -> Iterator[LocalInstance]:
         return (i for i in self.instances.values() if i.phase is Phase.ACTIVE and i.alive)
 
-    async def load(self, key: InstanceKey, config: dict[str, Any], *, start: bool = False) -> LocalInstance:
+    async def load(
+        self, key: InstanceKey, config: dict[str, Any], *, start: bool = False, first: bool = False
+    ) -> LocalInstance:
         """Install (if needed), spawn the host and import the slice. With `start`, the START of the
         activation that follows is sent right behind the LOAD (one exchange with the process, not two;
         the host serves them in order): `activate` then awaits its answer, and must follow at once (the
-        deployment manager calls it with no checkpoint in between). Raises NodeError subclasses."""
+        deployment manager calls it with no checkpoint in between). `first`: the first process of a new
+        instance (its log says so where an earlier instance of the same number wrote lines). Raises
+        NodeError subclasses."""
         with trio.fail_after(self.timeouts.install):
             installed = await self.installer.install(key.coordinates)
         template = await self._template(installed, config)
         try:
-            instance = await self._fork_and_load(key, template, config, start)
+            instance = await self._fork_and_load(key, template, config, start, first)
         except BaseException:
             self._release(template)
             raise
@@ -149,11 +154,13 @@ class SliceStore:
         return instance
 
     async def _fork_and_load(
-        self, key: InstanceKey, template: SliceTemplate, config: dict[str, Any], start: bool
+        self, key: InstanceKey, template: SliceTemplate, config: dict[str, Any], start: bool, first: bool
     ) -> LocalInstance:
         log = self.logs.get(key)
         if log is None:
             log = self.logs[key] = InstanceLog(self.log_path(key), self.log_limits)
+        if first:
+            log.mark_new_instance(key.label, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         try:
             read_end, write_end = log.open_pipe()
         except OSError as error:
