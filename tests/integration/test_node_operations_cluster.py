@@ -216,7 +216,9 @@ def test_node_stop_stops_the_node_gracefully_and_its_instances_are_replaced(
     )
     refused = expect(cluster.aether("node", "stop", "node-2"), 1)
     assert "would leave 1 of the KV store's 3 replicas up, fewer than the 2 it needs" in refused.stderr
-    assert "or stop it with --force" in refused.stderr, refused.stderr
+    assert "or stop it anyway with force (the CLI's --force, the MCP tools' force)" in refused.stderr, (
+        refused.stderr
+    )
     assert cluster.local.processes["node-2"].poll() is None
     assert node(api, "node-2").state == "ON_DUTY"
     cluster.local.processes.pop("node-3")

@@ -472,7 +472,8 @@ class Operations:
             raise RequestError(
                 ErrorKind.CONFLICT,
                 f"a {doing} of node {node_id} (KV replica {record.raft}) would {why}; bring the replicas"
-                f" that are down back first (`aether cluster status`), or {doing} it with --force",
+                f" that are down back first (`aether cluster status`), or {doing} it anyway with force"
+                " (the CLI's --force, the MCP tools' force)",
                 override="force",
             )
 
