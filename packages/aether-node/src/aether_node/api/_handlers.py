@@ -355,6 +355,10 @@ class Handlers:
         """The KV's revision now (after a barrier): what an operator's client sends its next change
         with (`since`, `control/_write_guard.py`)."""
         await self._fresh()
+        return await self.local_revision()
+
+    async def local_revision(self) -> int:
+        """The revision this node's replica has applied (no barrier: at most the cluster's)."""
         with store_errors():
             return (await self.kv.get_with_revision(LEADER_KEY)).revision
 
@@ -578,8 +582,7 @@ class Handlers:
         serves and no blueprint deploys (a typo in its name, most often) is a 404 `no_endpoint`, a deployed
         one whose instances are all down a 503 `unavailable`; the blueprints are read from the store for a
         404, so a deploy this node's copy has not seen yet is not taken for a typo."""
-        artifact_id = await self.named_slice(artifact, served=True) if artifact.count(":") == 2 else None
-        artifact_id = artifact_id or self._artifact_id(artifact)
+        artifact_id = await self.named_slice(artifact, served=True)  # (no I/O without a version)
         try:
             return await self.invoker.invoke(artifact_id, entry, payload, timeout, source="api")
         except NoEndpointError as error:

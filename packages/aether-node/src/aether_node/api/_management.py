@@ -177,8 +177,8 @@ def management_app(
         revision the cluster has not reached cannot have been read from it, and it would turn the guard
         off for this change (nothing changes after it)."""
         since = _since(request)
-        if since is not None:
-            now = await handlers.current_revision()
+        if since is not None and since > await handlers.local_revision():
+            now = await handlers.current_revision()  # (a barrier only where this replica's copy is behind)
             if since > now:
                 raise RequestError(
                     ErrorKind.BAD_REQUEST,

@@ -123,8 +123,9 @@ class SliceStatus:
         and config asked for, the others still to replace, an aborted rollout."""
         if self.converged:
             return ""
-        others = sum(1 for i in self.leftover if i.artifact != self.artifact)
-        configs = len(self.leftover) - others
+        leftover = self.leftover
+        others = sum(1 for i in leftover if i.artifact != self.artifact)
+        configs = len(leftover) - others
         line = f"{self.artifact} {self.active}/{self.desired} ACTIVE"
         line += f", {others} of another version" if others else ""
         line += f", {configs} with another config" if configs else ""
