@@ -233,7 +233,7 @@ def advance(
         needed = spec.instances if blue_green else step_count(spec, record.step)
         if ready < needed:
             # (The settling ones are named once as many as needed are ACTIVE: the reason, a write of the
-            # record, does not change with each new instance that comes up.)
+            # record, does not change with each new instance that comes up; it does, once, as each settles.)
             waiting = now_running.settling if active >= needed else 0
             return _note(record, _deploying(spec, update, record.step, waiting))
         if blue_green:
