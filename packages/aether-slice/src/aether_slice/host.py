@@ -55,6 +55,7 @@ import pluggy
 
 from . import ENTRY_POINT_GROUP, hookspecs, protocol
 from ._context import EntryPoint, SliceCallError, SliceContext
+from ._fork import Forker
 from .protocol import Kind, ProtocolError
 
 PR_SET_NAME = 15
@@ -711,7 +712,8 @@ class Template:
     Single-threaded on purpose: forking a threaded process is unsafe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fork: Callable[[], int] = os.fork) -> None:
+        self.fork = fork
         self.children: dict[int, Any] = {}  # pid → the id of the FORK it came of
         self.frames = protocol.FrameDecoder()
         # Descriptors received and not yet given to a child, in the order their FORKs came (the kernel
@@ -844,7 +846,7 @@ class Template:
                 self.refuse(request, why)
                 return
             sys.stderr.flush()  # nothing buffered may be written twice
-            pid = os.fork()
+            pid = self.fork()
             if pid == 0:
                 self._forget_template()
                 _child(connection, output, request)
@@ -908,6 +910,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,
     )
+    forker = Forker()  # before the slice's import: it sees what that registers to run at a fork
     preload = _preload_arguments(args)
     if preload is None or preload[1] is None:
         try:
@@ -923,7 +926,7 @@ def main(argv: list[str] | None = None) -> None:
         _warm_up_rounds(WARM_UP_ROUNDS)
     except Exception:  # only a loss of speed
         traceback.print_exc()
-    Template().run()
+    Template(forker.fork).run()
     os._exit(0)
 
 
