@@ -54,7 +54,7 @@ from ..core._errors import InvalidCoordinatesError
 from ..core._reconcile_spec import DEFAULT, ResolvedPolicy
 from ..core._records import REMOVING, SliceState
 from ..core._text import plural
-from ..core._update_spec import DEFAULT_MIN_READY_S, UpdateStrategy
+from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
 from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, Variant, as_index
 from ._rebalance import await_lost
@@ -138,11 +138,6 @@ class Plan:
 def rolling(spec: SliceSpec) -> bool:
     """Whether the slice's own `[slices.update]` says rolling (then its `max_surge` counts)."""
     return spec.update is not None and spec.update.strategy is UpdateStrategy.ROLLING
-
-
-def min_ready_s(spec: SliceSpec) -> float:
-    """How long a new instance of the slice must stay ACTIVE before it counts for removals."""
-    return spec.update.min_ready_s if spec.update is not None else DEFAULT_MIN_READY_S
 
 
 def _newest_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstance]:
@@ -278,7 +273,7 @@ def plan(
                 surplus.extend(_newest_first(alive.placed_on(node_id))[:extra])
         # New instances ACTIVE for less than min_ready_s do not count yet (looked up only when an ACTIVE
         # instance may be removed: a converged slice costs nothing here).
-        ready_after = min_ready_s(spec)
+        ready_after = spec.min_ready_s
         settling = _settling(alive, active_since, now, ready_after) if surplus or alive.old_active else set()
         floor_rule = _FloorRule(
             active=active - len(settling), keep=keep, retain=retain, draining=draining, settling=settling

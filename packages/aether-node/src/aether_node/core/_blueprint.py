@@ -13,7 +13,7 @@ from ._autoscale_spec import AutoscaleSpec
 from ._health_spec import HealthSpec
 from ._reconcile_spec import ReconcilePolicy
 from ._records import SCHEMA_VERSION
-from ._update_spec import UpdateSpec
+from ._update_spec import DEFAULT_MIN_READY_S, UpdateSpec
 
 
 class Strategy(enum.StrEnum):
@@ -54,6 +54,12 @@ class SliceSpec:
     @property
     def floor(self) -> int:
         return self.min_available if self.min_available is not None else self.instances // 2 + 1
+
+    @property
+    def min_ready_s(self) -> float:
+        """How long a new instance must have stayed ACTIVE (the leader) or published (each node's router)
+        before it counts: for removals, a canary step, the blue-green switch and a rollout's share."""
+        return self.update.min_ready_s if self.update is not None else DEFAULT_MIN_READY_S
 
 
 @attrs.frozen(kw_only=True)
