@@ -1,11 +1,13 @@
 """The EndpointRegistry kept up to date from the keys its cache says were touched, against one built
 afresh over the same records (routes, entry points, balancing, splits, what the blueprints deploy),
 through random sequences of endpoint, node, blueprint and rollout changes on an in-memory KV; and a
-route no change touched keeps its tuple (the fast ingress's table keeps that route's row then)."""
+route no change touched keeps its tuple (the fast ingress's table keeps that route's row then); each
+endpoint with when the cache first saw its record, each split with its slice's `min_ready_s`."""
 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import attrs
 import pytest
@@ -17,7 +19,8 @@ from aether_node.core._coordinates import Coordinates
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import EndpointRecord, NodeRecord, RolloutPhase, RolloutRecord, encode_record
 from aether_node.core._schema import BLUEPRINTS, ENDPOINTS, NODES, ROLLOUTS, endpoint_key
-from aether_node.routing._endpoints import EndpointRegistry
+from aether_node.core._update_spec import DEFAULT_MIN_READY_S, UpdateSpec
+from aether_node.routing._endpoints import EndpointRegistry, VersionSplit
 
 VERSIONS = [Coordinates.parse(c) for c in ("org.example:echo:1.0", "org.example:echo:2.0", "org.example:b:1")]
 
@@ -150,4 +153,64 @@ async def test_a_route_no_change_touched_keeps_its_tuple() -> None:
         await cache.caught_up("endpoints/", written.revision)
         assert len(registry.endpoints("org.example:echo", "run")) == 2
         assert registry.endpoints("org.example:b", "run") is first
+        nursery.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- readiness of a rollout's candidates
+
+
+async def test_an_endpoint_carries_when_the_watch_first_saw_its_record_and_a_split_its_min_ready_s(
+    autojump_clock: Any,
+) -> None:
+    """`Endpoint.seen`: when the cache's watch delivered the record (not when a call first asked, which
+    may be much later), seen anew when the record is put again (a restart publishes a new one), kept
+    when the cache lists the prefix again and the record is the same; `VersionSplit.min_ready_s`: the
+    slice's, from its blueprint (the default for a rollout no blueprint deploys)."""
+    kv = MemoryStore()
+    await kv.put(NODES + "n1", encode_record(NodeRecord(node_id="n1", ingress="x:1")))
+    new = VERSIONS[1]
+    rollout = RolloutRecord(
+        artifact_id="org.example:echo",
+        strategy="canary",
+        stable="1.0",
+        candidate="2.0",
+        phase=RolloutPhase.OBSERVING,
+        share=10,
+    )
+    await kv.put(ROLLOUTS + "org.example:echo", encode_record(rollout))
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        registry = EndpointRegistry(cache)
+        assert registry.split("org.example:echo") == VersionSplit(
+            stable="1.0", candidate="2.0", share=10, min_ready_s=DEFAULT_MIN_READY_S
+        )
+        spec = SliceSpec(artifact="org.example:echo:2.0", instances=2, update=UpdateSpec(min_ready_s=7.0))
+        written = await kv.put(BLUEPRINTS + "bp", encode_record(Blueprint(name="bp", slices=(spec,))))
+        await cache.caught_up(BLUEPRINTS, written.revision)
+        split = registry.split("org.example:echo")
+        assert split is not None and split.min_ready_s == 7.0
+
+        published = trio.current_time()
+        written = await kv.put(endpoint_key(new, 1), encode_record(RUN1))
+        await cache.caught_up(ENDPOINTS, written.revision)
+        await trio.sleep(30)  # no call asks meanwhile
+        (first,) = registry.endpoints("org.example:echo", "run")
+        assert first.seen == published
+
+        # Listed again (the cache's task restarted, as its supervisor does): the same record, the same time.
+        nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cache.run)
+        (again,) = registry.endpoints("org.example:echo", "run")
+        assert again.seen == published
+
+        # Published again (the instance restarted): seen anew.
+        await trio.sleep(1)
+        await kv.delete(endpoint_key(new, 1))
+        republished = trio.current_time()
+        written = await kv.put(endpoint_key(new, 1), encode_record(RUN1))
+        await cache.caught_up(ENDPOINTS, written.revision)
+        (restarted,) = registry.endpoints("org.example:echo", "run")
+        assert restarted.seen == republished > published
         nursery.cancel_scope.cancel()

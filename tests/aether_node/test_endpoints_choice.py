@@ -1,6 +1,8 @@
 """Choosing one endpoint per call (`_endpoints.choose`): each balancing strategy's behaviour and its
 determinism given `turn` and a seeded rng; a rollout's split of the calls between two versions
-(`_endpoints.split_by_version`). Pure: no registry, no KV."""
+(`_endpoints.split_by_version`), and within it the candidate's endpoints that are not ready yet (seen
+less than the slice's `min_ready_s` ago: a new or restarted instance, perhaps crash-looping), which get
+none of the candidate's share while anything else serves. Pure: no registry, no KV, no clock."""
 
 from __future__ import annotations
 
@@ -19,9 +21,16 @@ PROPERTY = settings(max_examples=200, deadline=None)
 ECHO = Coordinates.parse("org.example:echo:1.0")
 
 
-def endpoint(instance: int, node_id: str, coordinates: Coordinates = ECHO) -> Endpoint:
+def endpoint(
+    instance: int, node_id: str, coordinates: Coordinates = ECHO, *, seen: float | None = None
+) -> Endpoint:
     return Endpoint(
-        coordinates=coordinates, entry="echo", instance=instance, node_id=node_id, idempotent=False
+        coordinates=coordinates,
+        entry="echo",
+        instance=instance,
+        node_id=node_id,
+        idempotent=False,
+        seen=seen,
     )
 
 
@@ -255,7 +264,7 @@ MIXED = [endpoint(1, "a"), endpoint(2, "b"), endpoint(3, "c", NEW), endpoint(4, 
 @given(share=st.integers(0, 100), start=st.integers(0, 10_000))
 def test_any_100_consecutive_calls_send_exactly_the_share_to_the_candidate(share: int, start: int) -> None:
     split = VersionSplit(stable="1.0", candidate="2.0", share=share)
-    chosen = [split_by_version(MIXED, split, turn) for turn in range(start, start + 100)]
+    chosen = [split_by_version(MIXED, split, turn, now=0.0) for turn in range(start, start + 100)]
     to_candidate = sum(all(e.coordinates == NEW for e in group) for group in chosen)
     assert to_candidate == share
     assert all(all(e.coordinates == ECHO for e in group) for group in chosen if group[0].coordinates != NEW)
@@ -263,13 +272,109 @@ def test_any_100_consecutive_calls_send_exactly_the_share_to_the_candidate(share
 
 def test_the_split_spreads_the_candidate_calls_evenly() -> None:
     split = VersionSplit(stable="1.0", candidate="2.0", share=25)
-    picks = [split_by_version(MIXED, split, turn)[0].coordinates == NEW for turn in range(8)]
+    picks = [split_by_version(MIXED, split, turn, now=0.0)[0].coordinates == NEW for turn in range(8)]
     assert picks == [False, False, False, True, False, False, False, True]
 
 
 def test_a_version_without_endpoints_gives_way_to_the_other_and_then_to_any() -> None:
     stable_only = [e for e in MIXED if e.coordinates == ECHO]
     everything_to_candidate = VersionSplit(stable="1.0", candidate="2.0", share=100)
-    assert split_by_version(stable_only, everything_to_candidate, 0) == stable_only
-    assert split_by_version([MIXED[3]], everything_to_candidate, 0) == [MIXED[3]]
-    assert split_by_version([], everything_to_candidate, 0) == []
+    assert split_by_version(stable_only, everything_to_candidate, 0, now=0.0) == stable_only
+    assert split_by_version([MIXED[3]], everything_to_candidate, 0, now=0.0) == [MIXED[3]]
+    assert split_by_version([], everything_to_candidate, 0, now=0.0) == []
+
+
+# A candidate's endpoints not ready yet: the slice's min_ready_s (5 s here) since this node first saw
+# their records.
+READY_AFTER = 5.0
+NOW = 100.0
+STABLE = [endpoint(1, "a"), endpoint(2, "b")]
+SETTLED = endpoint(3, "c", NEW, seen=NOW - 60)  # a candidate up for a minute
+RESTARTED = endpoint(4, "a", NEW, seen=NOW - 1)  # published again a second ago (a restart)
+
+
+def canary(share: int, *, ready_after: float = READY_AFTER) -> VersionSplit:
+    return VersionSplit(stable="1.0", candidate="2.0", share=share, min_ready_s=ready_after)
+
+
+def groups(
+    endpoints: list[Endpoint], split: VersionSplit, *, now: float = NOW, calls: int = 100
+) -> list[list[int]]:
+    """The instances each of `calls` consecutive calls may go to."""
+    return [
+        sorted(e.instance for e in split_by_version(endpoints, split, turn, now=now)) for turn in range(calls)
+    ]
+
+
+def test_a_candidate_seen_less_than_min_ready_s_ago_gets_none_of_the_share_while_another_is_ready() -> None:
+    chosen = groups([*STABLE, SETTLED, RESTARTED], canary(50))
+    assert chosen.count([3]) == 50 and chosen.count([1, 2]) == 50  # the share, all on the settled one
+
+
+def test_with_no_candidate_ready_its_share_goes_to_the_stable_version() -> None:
+    assert groups([*STABLE, RESTARTED], canary(50)) == [[1, 2]] * 100
+    assert groups([*STABLE, RESTARTED], canary(100)) == [[1, 2]] * 100  # a blue-green switch, too
+
+
+def test_a_candidate_counts_once_it_has_stood_min_ready_s() -> None:
+    seen = RESTARTED.seen
+    assert seen is not None
+    assert groups([*STABLE, RESTARTED], canary(100), now=seen + READY_AFTER - 0.001) == [[1, 2]] * 100
+    assert groups([*STABLE, RESTARTED], canary(100), now=seen + READY_AFTER) == [[4]] * 100
+
+
+def test_a_candidate_not_ready_still_serves_when_nothing_else_does() -> None:
+    """A call is never refused for the split: with no stable endpoint (a rollout promoted, its old set
+    gone) the candidates that are not ready take every call."""
+    assert groups([RESTARTED], canary(10)) == [[4]] * 100
+    assert groups([RESTARTED, endpoint(5, "b", OTHER)], canary(10)) == [[4]] * 100
+
+
+def test_no_window_without_min_ready_s_or_a_time_seen() -> None:
+    assert groups([*STABLE, RESTARTED], canary(100, ready_after=0.0)) == [[4]] * 100
+    unknown = endpoint(4, "a", NEW)  # (seen: None)
+    assert groups([*STABLE, unknown], canary(100)) == [[4]] * 100
+
+
+def test_a_config_change_alone_sends_the_calls_to_the_endpoints_that_are_ready() -> None:
+    """`stable == candidate`: the versions cannot tell the new config's endpoints from the old one's, so
+    every endpoint of it that is not ready gives way to those that are; if none is, all serve."""
+    config_only = VersionSplit(stable="1.0", candidate="1.0", share=10, min_ready_s=READY_AFTER)
+    restarted = endpoint(9, "c", seen=NOW - 1)
+    assert groups([*STABLE, restarted], config_only) == [[1, 2]] * 100
+    assert groups([restarted], config_only) == [[9]] * 100
+
+
+SEEN_AGO = st.one_of(st.none(), st.floats(0.0, 20.0))
+
+
+@PROPERTY
+@given(
+    versions=st.lists(st.tuples(st.sampled_from([ECHO, NEW, OTHER]), SEEN_AGO), max_size=8),
+    share=st.integers(0, 100),
+    ready_after=st.floats(0.0, 10.0),
+    start=st.integers(0, 10_000),
+)
+def test_a_candidate_not_ready_is_chosen_only_when_nothing_else_serves(
+    versions: list[tuple[Coordinates, float | None]], share: int, ready_after: float, start: int
+) -> None:
+    endpoints = [
+        endpoint(n, "a", coordinates, seen=None if ago is None else NOW - ago)
+        for n, (coordinates, ago) in enumerate(versions)
+    ]
+
+    def ready(e: Endpoint) -> bool:
+        return e.coordinates != NEW or e.seen is None or NOW - e.seen >= ready_after
+
+    split = canary(share, ready_after=ready_after)
+    chosen = [split_by_version(endpoints, split, turn, now=NOW) for turn in range(start, start + 100)]
+    for group in chosen:
+        assert bool(group) == bool(endpoints)  # never refused
+        versions_chosen = {e.coordinates for e in group}
+        assert len(versions_chosen) <= 1 or list(group) == endpoints  # one version, or any as a last resort
+        if any(not ready(e) for e in group):
+            assert not any(ready(e) and e.coordinates in (ECHO, NEW) for e in endpoints)
+    if any(ready(e) and e.coordinates == NEW for e in endpoints) and any(
+        e.coordinates == ECHO for e in endpoints
+    ):
+        assert sum(all(e.coordinates == NEW for e in group) for group in chosen) == share

@@ -20,6 +20,7 @@ from aether_node.core._errors import InvocationError, NoEndpointError
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import EndpointRecord, RolloutPhase, RolloutRecord, encode_record
 from aether_node.core._schema import BLUEPRINTS, InstanceKey, endpoint_key, rollout_key
+from aether_node.core._update_spec import DEFAULT_MIN_READY_S
 from aether_node.observe._metrics import UNKNOWN, NodeMetrics
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
@@ -227,7 +228,9 @@ async def test_what_a_call_that_found_no_endpoint_named_becomes_no_label(world: 
     assert errors == {(UNKNOWN, UNKNOWN): 2, ("org.example:echo", "echo"): 1}
 
 
-async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_all_back(world: World) -> None:
+async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_all_back(
+    world: World, autojump_clock: Any
+) -> None:
     await register(world.kv, "n3")
     candidate = Coordinates.parse("org.example:echo:2.0")
     for coordinates, node_id, instance in ((ECHO, "n2", 0), (candidate, "n3", 1)):
@@ -243,12 +246,19 @@ async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_a
     )
     await world.kv.put(rollout_key("org.example:echo"), encode_record(rollout))
     await world.cache.caught_up("cluster/rollouts/", world.kv.revision)
+    # The candidate's endpoint was published just now: not ready (the slice's min_ready_s, the default
+    # here, by this node's clock), its share goes to the stable version meanwhile.
+    for _ in range(100):
+        await world.invoker.invoke("org.example:echo", "echo", None, source="slice")
+    assert set(world.peers.calls) == {"n2.invalid:1"}
+    world.peers.calls.clear()
+    await trio.sleep(DEFAULT_MIN_READY_S)  # (virtual time)
     for _ in range(100):
         await world.invoker.invoke("org.example:echo", "echo", None, source="slice")
     assert world.peers.calls.count("n3.invalid:1") == 10  # the canary's share, exactly, over 100 calls
     assert world.peers.calls.count("n2.invalid:1") == 90
     counted = world.invoker.version_calls.snapshot()["org.example:echo"]  # for the leader's verdict
-    assert (counted["1.0"]["calls"], counted["2.0"]["calls"], counted["2.0"]["errors"]) == (90, 10, 0)
+    assert (counted["1.0"]["calls"], counted["2.0"]["calls"], counted["2.0"]["errors"]) == (190, 10, 0)
 
     world.peers.calls.clear()
     aborted = attrs.evolve(rollout, phase=RolloutPhase.ABORTED, share=0)

@@ -3,7 +3,9 @@
 Passive: it never writes. Readers get the current dict per prefix and can wait for the next change or
 for the copy to have caught up with a revision (e.g. one of their own writes). A reader that keeps
 something derived per key (the leader's instance index) asks which keys changed since it last asked
-(`touched`) instead of going over every key.
+(`touched`) instead of going over every key. It notes when it first saw each key's current value
+(`first_seen`, trio's clock): how long a record has stood, by this process's own clock (the router's
+readiness window for a rollout's new instances).
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ import trio
 from aether_kv import KV, KeyValue
 
 
+def _same(old: KeyValue | None, new: KeyValue) -> bool:
+    """Whether a key listed again holds the value this copy had (the same write of it)."""
+    return old is not None and old.mod_revision == new.mod_revision
+
+
 class KVCache:
     def __init__(self, kv: KV, prefixes: Sequence[str]) -> None:
         self.kv = kv
@@ -24,6 +31,9 @@ class KVCache:
         # Keys put or deleted since `touched` was last asked, per prefix; None: the prefix was listed
         # (again) since, every key may have changed.
         self._touched: dict[str, set[str] | None] = {p: None for p in self.prefixes}
+        # When this copy first saw each key's current value (trio.current_time()), per prefix: a key put
+        # again is seen again; one listed again unchanged (the same mod revision) keeps its time.
+        self.first_seen: dict[str, dict[str, float]] = {p: {} for p in self.prefixes}
         self._changed = trio.Event()
 
     def _notify(self) -> None:
@@ -47,6 +57,11 @@ class KVCache:
         self, prefix: str, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
         listing = await self.kv.range(prefix, linearizable=True)
+        now, before, seen = trio.current_time(), self.data[prefix], self.first_seen[prefix]
+        self.first_seen[prefix] = {
+            kv.key: seen[kv.key] if _same(before.get(kv.key), kv) and kv.key in seen else now
+            for kv in listing.kvs
+        }
         self.data[prefix] = {kv.key: kv for kv in listing.kvs}
         self._touched[prefix] = None
         self.seen[prefix] = listing.revision
@@ -55,13 +70,16 @@ class KVCache:
         watch = self.kv.watch(prefix, listing.revision + 1)
         try:
             async for events in watch:
-                entries = self.data[prefix]
+                entries, seen = self.data[prefix], self.first_seen[prefix]
                 touched = self._touched[prefix]
+                now = trio.current_time()
                 for event in events:
                     if event.kind == "put":
                         entries[event.kv.key] = event.kv
+                        seen[event.kv.key] = now
                     else:
                         entries.pop(event.kv.key, None)
+                        seen.pop(event.kv.key, None)
                     if touched is not None:
                         touched.add(event.kv.key)
                 self.seen[prefix] = max(self.seen[prefix], events[-1].revision)

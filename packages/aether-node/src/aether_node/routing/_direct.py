@@ -5,9 +5,10 @@ connection of its own to that instance (the host protocol's ATTACH: the instance
 Unix socket with a one-time token and serves invokes there too), when this node's table says the call's
 (artifact, entry) may go that way: every endpoint of it is an instance of this node that is ACTIVE, alive
 and attached, and no rollout splits the slice's calls (those stay in the node, where `version_calls`
-counts them for the verdict). Everything else, and whatever the worker cannot decide (a per-call option
-in the query, an instance it is not connected to, a call that must be routed again), goes over the link
-to the node's invoker as before.
+counts them for the verdict and `split_by_version` keeps the candidate's share off its endpoints that
+have not stood the slice's `min_ready_s`: the worker needs neither). Everything else, and whatever the
+worker cannot decide (a per-call option in the query, an instance it is not connected to, a call that
+must be routed again), goes over the link to the node's invoker as before.
 
 The table is pushed whenever the KV cache the EndpointRegistry reads moves (endpoints are published
 after activation and withdrawn before deactivation), and again when an attachment ends or fails. A

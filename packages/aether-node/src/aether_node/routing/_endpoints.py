@@ -1,8 +1,9 @@
-"""EndpointRegistry: a passive, watch-fed index of every published endpoint in the cluster, the split of
-calls between two versions while a canary or blue-green rollout runs (`cluster/rollouts/`), what the
-blueprints deploy (each slice's balancing; for a call that finds no endpoint, whether its slice is
-deployed: `_no_endpoint`), and the choice of one endpoint per call (version split and balancing
-strategies, pure). It never writes to the KV."""
+"""EndpointRegistry: a passive, watch-fed index of every published endpoint in the cluster (with when
+this node first saw its record), the split of calls between two versions while a canary or blue-green
+rollout runs (`cluster/rollouts/`, with the slice's `min_ready_s`), what the blueprints deploy (each
+slice's balancing; for a call that finds no endpoint, whether its slice is deployed: `_no_endpoint`),
+and the choice of one endpoint per call (version split and balancing strategies, pure: the clock's
+reading comes in as `now`). It never writes to the KV."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..core._coordinates import Coordinates
 from ..core._kv_cache import KVCache
 from ..core._records import EndpointRecord, NodeRecord, RecordError, RolloutRecord, decode_record
 from ..core._schema import BLUEPRINTS, ENDPOINTS, NODES, ROLLOUTS, parse_endpoint_key
+from ..core._update_spec import DEFAULT_MIN_READY_S
 from ._no_endpoint import Deployment, deployments
 
 
@@ -27,6 +29,9 @@ class Endpoint:
     instance: int
     node_id: str
     idempotent: bool
+    # When this node's endpoint watch first saw the record (trio's clock; None: not known, it counts as
+    # ready). A restart publishes a new record, so it is seen anew.
+    seen: float | None = attrs.field(default=None, eq=False)
     # (coordinates, instance): the instance this endpoint reaches; computed once, read on every call
     target: tuple[str, int] = attrs.field(init=False, eq=False, repr=False)
 
@@ -38,22 +43,47 @@ class Endpoint:
 @attrs.frozen(kw_only=True)
 class VersionSplit:
     """A rollout's split of one slice's calls: `share` percent to the `candidate` version, the rest to the
-    `stable` one."""
+    `stable` one; a candidate's endpoint counts only once its record has stood `min_ready_s` (the
+    slice's `[slices.update]`)."""
 
     stable: str
     candidate: str
     share: int
+    min_ready_s: float = 0.0
 
 
-def split_by_version(endpoints: Sequence[Endpoint], split: VersionSplit, turn: int) -> Sequence[Endpoint]:
+def split_by_version(
+    endpoints: Sequence[Endpoint], split: VersionSplit, turn: int, *, now: float
+) -> Sequence[Endpoint]:
     """The endpoints call number `turn` may go to: the candidate's when the running share crosses a whole
     call (so any 100 consecutive calls send exactly `share` to the candidate, spread evenly), else the
-    stable version's. Pure. If the chosen version has no endpoint, the other's; if neither has one, any
-    (a call is never refused for the split)."""
+    stable version's. Pure.
+
+    A candidate's endpoint first seen (`Endpoint.seen`) less than `split.min_ready_s` before `now` is not
+    ready (a new instance, or one that restarted: perhaps crash-looping), as the leader counts
+    new instances for a step or the switch: the candidate's calls go to its ready endpoints, else to the
+    stable version (a canary's share waits for candidates that stay up). If the chosen version has no
+    endpoint, the other's; then the candidate's endpoints that are not ready; if none of them, any (a call
+    is never refused for the split). A config change alone has `stable == candidate`: its endpoints
+    cannot be told apart, so every endpoint of that version not ready gives way to those that are."""
     to_candidate = (turn + 1) * split.share // 100 > turn * split.share // 100
-    first, second = (split.candidate, split.stable) if to_candidate else (split.stable, split.candidate)
-    for version in (first, second):
-        chosen = [e for e in endpoints if e.coordinates.version == version]
+    ready_after = split.min_ready_s
+    candidate: list[Endpoint] = []
+    stable: list[Endpoint] = []
+    settling: list[Endpoint] = []
+    for e in endpoints:
+        version = e.coordinates.version
+        if version == split.candidate:
+            if ready_after > 0 and e.seen is not None and now - e.seen < ready_after:
+                settling.append(e)
+            elif version == split.stable:
+                stable.append(e)  # (a config change alone: both sides are one version)
+            else:
+                candidate.append(e)
+        elif version == split.stable:
+            stable.append(e)
+    first, second = (candidate, stable) if to_candidate else (stable, candidate)
+    for chosen in (first, second, settling):
         if chosen:
             return chosen
     return endpoints
@@ -91,9 +121,9 @@ def _order(endpoint: Endpoint) -> tuple[str, str, int]:
     return (endpoint.node_id, *endpoint.target)
 
 
-def _endpoints(key: str, value: bytes) -> tuple[Endpoint, ...]:
-    """An `endpoints/` record as one Endpoint per entry point it lists; none if its key or value does
-    not parse."""
+def _endpoints(key: str, value: bytes, seen: float | None) -> tuple[Endpoint, ...]:
+    """An `endpoints/` record (first seen at `seen`) as one Endpoint per entry point it lists; none if
+    its key or value does not parse."""
     parsed = parse_endpoint_key(key)
     if parsed is None:
         return ()
@@ -110,6 +140,7 @@ def _endpoints(key: str, value: bytes) -> tuple[Endpoint, ...]:
             instance=instance,
             node_id=record.node_id,
             idempotent=entry in idempotent,
+            seen=seen,
         )
         for entry in record.entries
     )
@@ -122,7 +153,9 @@ class EndpointRegistry:
     of it (the keys the cache says were
     touched), and only the routes it belongs to are sorted again (a route not touched keeps its tuple,
     the same object); a change of `nodes/` filters every route again, one of `blueprints/` or
-    `cluster/rollouts/` decodes those (few) records again."""
+    `cluster/rollouts/` decodes those (few) records again. Each endpoint carries when the cache first
+    saw its record (`KVCache.first_seen`: when the watch delivered it, not when a call first asked), and
+    each split its slice's `min_ready_s`, for `split_by_version`'s readiness rule."""
 
     def __init__(self, cache: KVCache) -> None:
         self.cache = cache
@@ -132,6 +165,7 @@ class EndpointRegistry:
         self._entries: dict[str, set[str]] = {}
         self._nodes: dict[str, NodeRecord] = {}
         self._balancing: dict[str, Balancing] = {}
+        self._min_ready: dict[str, float] = {}  # each deployed slice's min_ready_s, by artifact id
         self._deployed: dict[str, tuple[Deployment, ...]] = {}
         self._splits: dict[str, VersionSplit] = {}
         # every decoded endpoint record, of any node: its endpoints (one per entry point) by key, and
@@ -168,14 +202,14 @@ class EndpointRegistry:
                 entries[artifact_id].add(entry)
             self._entries = dict(entries)
         if version[2] != before[2]:
-            self._balancing, self._deployed = self._decode_blueprints()
-        if version[3] != before[3]:
+            self._balancing, self._min_ready, self._deployed = self._decode_blueprints()
+        if version[2] != before[2] or version[3] != before[3]:
             self._splits = self._decode_splits()
 
     def _update_endpoints(self, touched: set[str] | None) -> set[tuple[str, str]]:
         """Decode the endpoint records touched since the last time (None: every one); returns the
         routes whose endpoints changed (a record is an instance's: a route per entry point it lists)."""
-        data = self.cache.data[ENDPOINTS]
+        data, seen = self.cache.data[ENDPOINTS], self.cache.first_seen[ENDPOINTS]
         keys = data.keys() | self._decoded.keys() if touched is None else touched
         dirty = set()
         for key in keys:
@@ -187,7 +221,7 @@ class EndpointRegistry:
                     del self._found[route]
                 dirty.add(route)
             kv = data.get(key)
-            endpoints = () if kv is None else _endpoints(key, kv.value)
+            endpoints = () if kv is None else _endpoints(key, kv.value, seen.get(key))
             if endpoints:
                 self._decoded[key] = endpoints
             for endpoint in endpoints:
@@ -206,16 +240,21 @@ class EndpointRegistry:
             nodes[record.node_id] = record
         return nodes
 
-    def _decode_blueprints(self) -> tuple[dict[str, Balancing], dict[str, tuple[Deployment, ...]]]:
-        """Each deployed slice's balancing strategy, and what its blueprints ask for, by artifact id."""
+    def _decode_blueprints(
+        self,
+    ) -> tuple[dict[str, Balancing], dict[str, float], dict[str, tuple[Deployment, ...]]]:
+        """Each deployed slice's balancing strategy and `min_ready_s`, and what its blueprints ask for, by
+        artifact id."""
         blueprints = []
         for key, kv in self.cache.data[BLUEPRINTS].items():
             try:
                 blueprints.append(decode_record(key, kv.value, Blueprint))
             except RecordError:
                 continue
-        balancing = {spec.artifact.rsplit(":", 1)[0]: spec.balancing for b in blueprints for spec in b.slices}
-        return balancing, deployments(blueprints)
+        specs = {spec.artifact.rsplit(":", 1)[0]: spec for b in blueprints for spec in b.slices}
+        balancing = {artifact_id: spec.balancing for artifact_id, spec in specs.items()}
+        min_ready = {artifact_id: spec.min_ready_s for artifact_id, spec in specs.items()}
+        return balancing, min_ready, deployments(blueprints)
 
     def _decode_splits(self) -> dict[str, VersionSplit]:
         splits = {}
@@ -226,7 +265,10 @@ class EndpointRegistry:
                 continue
             if rollout.share is not None:
                 splits[rollout.artifact_id] = VersionSplit(
-                    stable=rollout.stable, candidate=rollout.candidate, share=rollout.share
+                    stable=rollout.stable,
+                    candidate=rollout.candidate,
+                    share=rollout.share,
+                    min_ready_s=self._min_ready.get(rollout.artifact_id, DEFAULT_MIN_READY_S),
                 )
         return splits
 

@@ -135,7 +135,9 @@ class ClusterInvoker:
                 split_turns = self._split_turns.get(artifact_id)
                 if split_turns is None:
                     split_turns = self._split_turns[artifact_id] = itertools.count()
-                candidates = split_by_version(candidates, split, next(split_turns))
+                # (a candidate's endpoint seen less than its slice's min_ready_s ago waits: trio's clock,
+                # the one the registry's cache stamps records with)
+                candidates = split_by_version(candidates, split, next(split_turns), now=trio.current_time())
             turns = self._turns.get((artifact_id, entry))
             if turns is None:
                 turns = self._turns[(artifact_id, entry)] = itertools.count()
