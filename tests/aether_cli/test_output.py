@@ -17,6 +17,7 @@ from aether_node.client import (
     ClusterEvent,
     ClusterStatus,
     InstanceInfo,
+    KeptForRollback,
     NodeInfo,
     RolloutInfo,
     SliceStatus,
@@ -188,6 +189,39 @@ def test_a_switched_blue_green_rollout_converged_and_says_until_when_the_old_set
     assert (
         _output.rollback_notes([attrs.evolve(status, rollout=attrs.evolve(switched, phase="PROMOTED"))]) == []
     )
+
+
+def test_the_cluster_status_says_until_when_a_switched_blue_green_rollout_keeps_its_old_set(
+    printed: io.StringIO,
+) -> None:
+    """The same note as `slice status` and `blueprint status` print, from the cluster status'
+    `kept_for_rollback` (a healthy cluster: information, not a reason)."""
+    kept = KeptForRollback(artifact="org.aether:rocket", stable="0.9.0", until=1_800_000_000.0)
+    status = ClusterStatus(
+        leader="n1",
+        term=2,
+        revision=9,
+        has_quorum=True,
+        healthy=True,
+        nodes=(node("n1"),),
+        blueprints=1,
+        instances=2,
+        active=2,
+        failed=0,
+        kept_for_rollback=(kept, attrs.evolve(kept, artifact="org.aether:echo", until=0.0)),
+    )
+    _output.cluster_status(status)
+    until = time.strftime("%H:%M:%S", time.localtime(1_800_000_000.0))
+    lines = printed.getvalue().splitlines()
+    assert lines[0].startswith("cluster healthy")
+    assert lines[2:4] == [
+        f"org.aether:rocket: old set (0.9.0) kept until {until} for rollback",
+        "org.aether:echo: old set (0.9.0) kept until its grace period ends for rollback",
+    ]
+    printed.truncate(0)
+    printed.seek(0)
+    _output.cluster_status(attrs.evolve(status, kept_for_rollback=()))
+    assert "for rollback" not in printed.getvalue()
 
 
 CONTROL = "start \x1b]0;PWNED\x07\x1b[31mRED\x1b[0m \rfailed"  # a slice's exception message

@@ -22,6 +22,7 @@ from aether_node.core._blueprint_toml import MAX_INSTANCES, MAX_STORED_BYTES, pa
 from aether_node.core._errors import RequestError
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._kv_errors import FAILOVER_TIME
+from aether_node.core._models_cluster import KeptForRollback
 from aether_node.core._records import (
     RolloutPhase,
     RolloutRecord,
@@ -436,7 +437,8 @@ async def test_a_blue_green_rollout_switched_has_converged_in_every_status(
 ) -> None:
     """Every call goes to the new set, ACTIVE at its full count; the old set only stays its grace period as
     a rollback path: `blueprint status`, `slice status` and the cluster status (read from the KV and from
-    the watch-fed view) all say converged, and say until when the old set stays."""
+    the watch-fed view) all say converged, and say until when the old set stays (the cluster status, and
+    the overview the dashboard reads, name it with `kept_for_rollback`)."""
     await handlers.apply_blueprint(BLUE_GREEN_DEMO, "demo.toml")
     for number, version in enumerate(("1.0", "1.0", "2.0", "2.0"), 1):
         key = f"slices/n{number}/org.example:echo:{version}/{number}"
@@ -466,6 +468,15 @@ async def test_a_blue_green_rollout_switched_has_converged_in_every_status(
         (echo,) = (await handlers.blueprint_status("demo")).slices
         assert echo.kept_for_rollback and echo.rollout is not None and echo.rollout.until == 1060.0
         assert (await handlers.slice_status("org.example:echo")).rollout == echo.rollout
+        # The cluster status (from the KV and from the view) and the dashboard's overview say it too.
+        kept = (KeptForRollback(artifact="org.example:echo", stable="1.0", until=1060.0),)
+        assert (await handlers.cluster_status()).kept_for_rollback == kept
+        assert (await viewed.cluster_status()).kept_for_rollback == kept
+        assert (await handlers.overview()).status.kept_for_rollback == kept
+        await kv.put(rollout_key("org.example:echo"), encode_record(deploying))  # (not switched: nothing)
+        await trio.testing.wait_all_tasks_blocked()
+        assert (await handlers.cluster_status()).kept_for_rollback == ()
+        assert (await viewed.cluster_status()).kept_for_rollback == ()
         nursery.cancel_scope.cancel()
 
 

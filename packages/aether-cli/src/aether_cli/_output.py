@@ -131,21 +131,17 @@ def _problem(status: Any) -> str:
     return status.problem or status.aborted
 
 
+def rollback_note(kept: Any) -> str:
+    """Information, not a reason to wait: the old set a blue-green rollout SWITCHED keeps for a fast
+    rollback, and until when (local time). `kept`: the cluster status' `KeptForRollback`, or such a
+    slice's `RolloutInfo` (both have `artifact`, `stable` and `until`)."""
+    until = time.strftime("%H:%M:%S", time.localtime(kept.until)) if kept.until else "its grace period ends"
+    return f"{kept.artifact}: old set ({kept.stable}) kept until {until} for rollback"
+
+
 def rollback_notes(slices: Iterable[Any]) -> list[str]:
-    """Information, not a reason to wait: per slice whose blue-green rollout has SWITCHED, the old set it
-    keeps for a fast rollback and until when (local time)."""
-    notes = []
-    for s in slices:
-        if s.kept_for_rollback:
-            until = (
-                time.strftime("%H:%M:%S", time.localtime(s.rollout.until))
-                if s.rollout.until
-                else "its grace period ends"
-            )
-            notes.append(
-                f"{s.rollout.artifact}: old set ({s.rollout.stable}) kept until {until} for rollback"
-            )
-    return notes
+    """`rollback_note` per slice whose old set is kept for a rollback (`SliceStatus.kept_for_rollback`)."""
+    return [rollback_note(s.rollout) for s in slices if s.kept_for_rollback]
 
 
 def blueprint_status(status: Any, *, wide: bool = False) -> None:
@@ -196,6 +192,8 @@ def cluster_status(status: Any, *, wide: bool = False) -> None:
     )
     for reason in status.reasons:
         console.print(f"  [red]-[/red] {_text(reason)}", highlight=False)
+    for kept in status.kept_for_rollback:
+        console.print(visible(rollback_note(kept)), markup=False, highlight=False)
     nodes(status.nodes, wide=wide)
 
 

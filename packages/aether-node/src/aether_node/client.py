@@ -68,12 +68,12 @@ EVENT_STREAM_IDLE = 45.0
 
 # The models are defined in six private modules (`core/_models_*.py`, by subject), each imported when one
 # of its names is first asked for (`client.ClusterStatus`, `from aether_node.client import NodeInfo`): a
-# command builds only the attrs classes it reads. Building all 31 at import cost every `aether` command
+# command builds only the attrs classes it reads. Building all 32 at import cost every `aether` command
 # ~20 ms of CPU (benchmarks/README.md, "CLI"). The client's own code reads them as `_models.NAME`.
 _MODEL_MODULES = {
     name: module
     for module, names in (
-        ("_models_cluster", "NodeInfo ClusterStatus"),
+        ("_models_cluster", "NodeInfo ClusterStatus KeptForRollback"),
         ("_models_events", "EVENT_KINDS ClusterEvent"),
         ("_models_access", "ApiKeyInfo CreatedApiKey AgentLease"),
         (
@@ -107,6 +107,7 @@ if typing.TYPE_CHECKING:  # the same names, for type checkers and editors
     from .core._models_blueprints import SliceChange as SliceChange
     from .core._models_blueprints import SliceSummary as SliceSummary
     from .core._models_cluster import ClusterStatus as ClusterStatus
+    from .core._models_cluster import KeptForRollback as KeptForRollback
     from .core._models_cluster import NodeInfo as NodeInfo
     from .core._models_events import EVENT_KINDS as EVENT_KINDS
     from .core._models_events import ClusterEvent as ClusterEvent

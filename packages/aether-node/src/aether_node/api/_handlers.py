@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import functools
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -38,6 +38,7 @@ from ..client import (
     ClusterStatus,
     EntryInfo,
     InstanceInfo,
+    KeptForRollback,
     NodeInfo,
     Overview,
     RolloutInfo,
@@ -132,22 +133,36 @@ def slice_status_of(
     )
 
 
-def _convergence(
+def _slice_statuses(
     blueprints: dict[str, Blueprint],
     instances: list[InstanceInfo],
     rollouts: Mapping[str, RolloutInfo],
-) -> dict[str, str]:
+) -> dict[str, list[SliceStatus]]:
+    """Per blueprint: each of its slices as it stands (`slice_status_of`, with its rollout)."""
+    return {
+        name: [
+            slice_status_of(spec, instances, rollout=rollouts.get(_slice_id(spec)))
+            for spec in blueprint.slices
+        ]
+        for name, blueprint in blueprints.items()
+    }
+
+
+def _convergence(statuses: Mapping[str, Sequence[SliceStatus]]) -> dict[str, str]:
     """Per blueprint: why it has not converged (`SliceStatus.converged`: its slices short of ACTIVE
     instances of the wanted version and config, with others left to replace, or an aborted rollout), or
     "" if it has."""
-    return {
-        name: "; ".join(
-            short
-            for spec in blueprint.slices
-            if (short := slice_status_of(spec, instances, rollout=rollouts.get(_slice_id(spec))).shortfall)
-        )
-        for name, blueprint in blueprints.items()
-    }
+    return {name: "; ".join(s.shortfall for s in slices if s.shortfall) for name, slices in statuses.items()}
+
+
+def kept_for_rollback(slices: Iterable[SliceStatus]) -> tuple[KeptForRollback, ...]:
+    """The old sets that blue-green rollouts SWITCHED keep for a rollback (`SliceStatus.kept_for_rollback`),
+    with until when: what `slice status` and `blueprint status` say of a slice, for the cluster status."""
+    return tuple(
+        KeptForRollback(artifact=s.rollout.artifact, stable=s.rollout.stable, until=s.rollout.until)
+        for s in slices
+        if s.rollout is not None and s.kept_for_rollback
+    )
 
 
 def node_records(items: Mapping[str, KeyValue]) -> dict[str, tuple[NodeRecord, KeyValue]]:
@@ -711,7 +726,8 @@ class Handlers:
         leader = next((n.node_id for n in nodes if n.leader), None)
         registered = {n.node_id for n in nodes}
         missing = tuple(n for n in expected if n not in registered)
-        convergence = _convergence(blueprints, instances, rollouts or {})
+        statuses = _slice_statuses(blueprints, instances, rollouts or {})
+        convergence = _convergence(statuses)
         unconverged = {name: why for name, why in sorted(convergence.items()) if why}
         disconnected = tuple(
             m.raft_address
@@ -760,6 +776,7 @@ class Handlers:
             unconverged=tuple(unconverged),
             disconnected_replicas=disconnected,
             reasons=tuple(reasons),
+            kept_for_rollback=kept_for_rollback(s for _, slices in sorted(statuses.items()) for s in slices),
         )
 
     async def overview(self) -> Overview:

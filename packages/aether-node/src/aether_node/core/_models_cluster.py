@@ -26,6 +26,17 @@ class NodeInfo:
 
 
 @attrs.frozen(kw_only=True)
+class KeptForRollback:
+    """A slice whose blue-green rollout has SWITCHED to what its blueprint asks for: its old set is kept
+    for a fast rollback until its grace period ends (`SliceStatus.kept_for_rollback`; information, not a
+    reason to wait or to call the cluster unhealthy)."""
+
+    artifact: str  # group:artifact
+    stable: str  # the old set's version
+    until: float = 0.0  # when the grace period ends and the old set goes (unix seconds; 0: not known)
+
+
+@attrs.frozen(kw_only=True)
 class ClusterStatus:
     """The cluster at a glance. `healthy` means `reasons` is empty: the store has a quorum and a leader,
     every expected node is registered, every blueprint has converged, no instance is FAILED, the KV
@@ -48,3 +59,4 @@ class ClusterStatus:
     unconverged: tuple[str, ...] = ()  # blueprints whose slices do not all have their ACTIVE instances
     disconnected_replicas: tuple[str, ...] = ()  # KV replicas (raft addresses) the answering one cannot reach
     reasons: tuple[str, ...] = ()  # why not healthy, one sentence each
+    kept_for_rollback: tuple[KeptForRollback, ...] = ()  # old sets of blue-green rollouts SWITCHED

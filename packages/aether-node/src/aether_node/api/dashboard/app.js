@@ -510,9 +510,16 @@
     }
   }
 
+  // A blue-green rollout SWITCHED keeps its old set for a fast rollback until its grace period ends: the
+  // cluster status says so (`kept_for_rollback`), as `aether cluster status` and `slice status` print it.
+  const rollbackNote = (kept) =>
+    `${kept.artifact}: old set (${kept.stable}) kept until ${kept.until ? clock(kept.until) : "its grace period ends"} for rollback`;
+
   // Canary and blue-green rollouts (the overview's slices carry them): versions, phase, the candidate's
-  // share of the calls, ACTIVE instances of each version, since when, and why.
+  // share of the calls, ACTIVE instances of each version, since when, and why (and, for an old set kept
+  // for a rollback, until when).
   function renderRollouts(instances) {
+    const kept = new Map((state.status.kept_for_rollback ?? []).map((k) => [k.artifact, k]));
     const rows = state.slices
       .filter((s) => s.rollout)
       .map((s) => {
@@ -526,11 +533,12 @@
             ? `<span class="muted">by instance count</span>`
             : `<span class="share" title="${r.share} % of the calls"><span data-share="${Math.max(0, Math.min(100, r.share))}"></span></span>${r.share} %`;
         const step = r.strategy === "canary" && r.phase !== "PROMOTED" && r.phase !== "ABORTED" ? ` · step ${r.step + 1}` : "";
+        const note = kept.has(r.artifact) ? `<div class="kept-for-rollback">${esc(rollbackNote(kept.get(r.artifact)))}</div>` : "";
         return (
           `<tr data-rollout="${esc(r.artifact)}" data-phase="${esc(r.phase)}">${cell(r.artifact)}${cell(r.strategy.replace("_", "-"))}` +
           `<td class="versions">${esc(r.stable)} → ${esc(r.candidate)}${r.config_changed ? " (config changed)" : ""}</td><td class="phase">${esc(r.phase)}${step}</td><td class="share-cell">${share}</td>` +
           `<td class="num">${active(r.stable, false)} / ${active(r.candidate, true)}</td><td>${esc(clock(r.since))}</td>` +
-          `<td class="reason"><span class="clamp" title="${esc(r.reason)}">${esc(r.reason)}</span>${rolloutButtons(r)}</td></tr>`
+          `<td class="reason"><span class="clamp" title="${esc(r.reason)}">${esc(r.reason)}</span>${note}${rolloutButtons(r)}</td></tr>`
         );
       });
     $("rollouts-section").hidden = !rows.length;
