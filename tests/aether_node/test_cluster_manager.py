@@ -19,8 +19,9 @@ from aether_node.control._cluster_manager import (
     InstanceDecoder,
     LeadershipMonitor,
     placements,
+    removals,
 )
-from aether_node.control._reconcile import CreateInstance
+from aether_node.control._reconcile import CreateInstance, RemoveInstance
 from aether_node.control._strategies import command
 from aether_node.core._blueprint import Resources, SliceSpec
 from aether_node.core._coordinates import Coordinates
@@ -33,7 +34,7 @@ from aether_node.core._records import (
     decode_record,
     encode_record,
 )
-from aether_node.core._schema import LEADER_KEY, PROBLEMS_PREFIX, rollout_key
+from aether_node.core._schema import BLUEPRINTS, LEADER_KEY, PROBLEMS_PREFIX, rollout_key
 from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 from aether_node.observe._metrics import NodeMetrics
 from support import wait_until
@@ -83,6 +84,37 @@ async def test_the_leader_claims_and_places_what_the_blueprint_asks(
         records = await instances(kv)
         assert {key.split("/")[1] for key in records} == {"n1", "n2", "n3"}  # round robin: one per node
         assert {r.state for r in records.values()} == {SliceState.ACTIVATE}
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_leader_removes_a_deleted_blueprint_s_instances_in_one_line_of_log(
+    autojump_clock: MockClock, kv: MemoryStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    for node_id in ("n1", "n2", "n3"):
+        await register(kv, node_id)
+    await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=3))
+    caplog.set_level("INFO", logger="aether_node.cluster")
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+
+        async def in_state(state: SliceState) -> bool:
+            found = await instances(kv)
+            return len(found) == 3 and {r.state for r in found.values()} == {state}
+
+        await wait_until(lambda: in_state(SliceState.ACTIVATE), timeout=60, what="three instances placed")
+        placed = await instances(kv)
+        await kv.delete(BLUEPRINTS + "demo")
+        await wait_until(lambda: in_state(SliceState.UNLOAD), timeout=60, what="three UNLOAD commands")
+        unloaded = await instances(kv)
+        assert {
+            key: attrs.evolve(r, state=SliceState.ACTIVATE, reason="", timestamp=0)
+            for key, r in unloaded.items()
+        } == {
+            key: attrs.evolve(r, reason="", timestamp=0) for key, r in placed.items()
+        }  # the command only: the record as it was otherwise
+        assert {r.reason for r in unloaded.values()} == {"not in any blueprint"}
+        lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("removing")]
+        assert lines == [f"removing 3 instances of {ECHO} (n1 1, n2 1, n3 1): not in any blueprint"]
         nursery.cancel_scope.cancel()
 
 
@@ -546,6 +578,24 @@ def test_a_pass_s_new_instances_are_described_per_slice_version_and_node() -> No
         placements(placed)
         == "1 instance of org.example:b:2 (n1 1); 3 instances of org.example:echo:1.0 (n1 1, n2 2)"
     )
+
+
+def test_a_pass_s_removals_are_described_per_reason_slice_version_and_node() -> None:
+    def remove(node: str, coordinates: str, number: int, why: str) -> RemoveInstance:
+        return RemoveInstance(key=f"slices/{node}/{coordinates}/{number}", mod_revision=1, why=why)
+
+    removed = [
+        remove("n2", ECHO, 1, "not in any blueprint"),
+        remove("n1", ECHO, 2, "not in any blueprint"),
+        remove("n2", ECHO, 3, "not in any blueprint"),
+        remove("n1", "org.example:b:2", 4, "surplus: the blueprint asks for 1"),
+        RemoveInstance(key="slices/odd", mod_revision=1, why="not in any blueprint"),
+    ]
+    assert removals(removed) == [
+        f"removing 3 instances of {ECHO} (n1 1, n2 2): not in any blueprint",
+        "removing 1 instance of org.example:b:2 (n1 1): surplus: the blueprint asks for 1",
+        "removing slices/odd (not in any blueprint)",
+    ]
 
 
 async def test_a_replica_that_says_it_leads_in_an_old_term_does_not_take_a_newer_leaders_claim(

@@ -402,7 +402,7 @@ class ClusterDeploymentManager:
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
                 if result.actions:
-                    written = max(written, await self._execute(result.actions, fence))
+                    written = max(written, await self._execute(result.actions, fence, cache))
                 self.metrics.reconciled(time.perf_counter() - started)
                 if result.actions:
                     continue
@@ -523,20 +523,22 @@ class ClusterDeploymentManager:
         if result.succeeded:
             self.problems = problems
 
-    async def _execute(self, actions: tuple[Action, ...], fence: int) -> int:
-        """Carry out the actions concurrently (their writes go out together, `TxnBatcher`); returns the
-        highest revision written."""
+    async def _execute(self, actions: tuple[Action, ...], fence: int, cache: KVCache) -> int:
+        """Carry out the actions concurrently (their writes go out together, `TxnBatcher`), a command on an
+        instance record from `cache`'s copy of it (the one the plan saw: no read per instance); returns
+        the highest revision written."""
         fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
         highest = 0
         limiter = trio.CapacityLimiter(512)
         placed: list[CreateInstance] = []
+        removed: list[RemoveInstance] = []
 
         async def one(action: Action) -> None:
             nonlocal highest
             name = ACTION_NAMES[type(action)]
             async with limiter:
                 try:
-                    revision = await self._apply(action, fenced)
+                    revision = await self._apply(action, fenced, cache.data[SLICES])
                 except KVError as error:
                     log.warning("%s failed: %s", action, error.message)
                     self.metrics.reconcile_action(name, "failed")
@@ -545,18 +547,23 @@ class ClusterDeploymentManager:
                 highest = max(highest, revision)
                 if revision and isinstance(action, CreateInstance) and not action.moved_from:
                     placed.append(action)
+                elif revision and isinstance(action, RemoveInstance):
+                    removed.append(action)
 
         async with trio.open_nursery() as nursery:
             for action in actions:
                 nursery.start_soon(one, action)
         if placed:  # one line for a pass's new instances, not one per instance
             log.info("placed %s", placements(placed))
+        for line in removals(removed):  # and one per reason for those it removes
+            log.info("%s", line)
         if highest == 0:
             await trio.sleep(0.1)  # nothing went through (lost races): do not spin
         return highest
 
-    async def _apply(self, action: Action, fenced: Compare) -> int:
-        """Carry out one action as a fenced transaction; the revision written, or 0 if it lost a race."""
+    async def _apply(self, action: Action, fenced: Compare, records: Mapping[str, KeyValue]) -> int:
+        """Carry out one action as a fenced transaction; the revision written, or 0 if it lost a race
+        (`records`: the instance records as the plan saw them, or newer)."""
         match action:
             case CreateInstance():
                 key = InstanceKey(action.node_id, action.coordinates, action.instance).key
@@ -575,12 +582,12 @@ class ClusterDeploymentManager:
                 message = f"placed {action.coordinates} on {action.node_id}" if action.moved_from else ""
             case RemoveInstance():
                 revision = await self._command(
-                    action.key, action.mod_revision, fenced, SliceState.UNLOAD, action.why
+                    records.get(action.key), action.mod_revision, fenced, SliceState.UNLOAD, action.why
                 )
-                message = f"removing {action.key} ({action.why})"
+                message = ""  # (a pass's removals are logged together, by `_execute`)
             case ActivateInstance():
                 revision = await self._command(
-                    action.key, action.mod_revision, fenced, SliceState.ACTIVATE, ""
+                    records.get(action.key), action.mod_revision, fenced, SliceState.ACTIVATE, ""
                 )
                 message = f"re-activating {action.key}"
             case DeleteRecord():
@@ -593,12 +600,14 @@ class ClusterDeploymentManager:
         return revision
 
     async def _command(
-        self, key: str, mod_revision: int, fenced: Compare, state: SliceState, reason: str
+        self, current: KeyValue | None, mod_revision: int, fenced: Compare, state: SliceState, reason: str
     ) -> int:
-        """Write a command state on an instance record, if it is still as observed."""
-        current = await self.kv.get(key)
+        """Write a command state on an instance record (`current`: as the leader's copy holds it now), if
+        it is still as observed (at `mod_revision`: the copy is never behind what the plan saw, and the
+        transaction compares with the store's own)."""
         if current is None or current.mod_revision != mod_revision:
             return 0
+        key = current.key
         old = decode_record(key, current.value, SliceRecord)
         record = attrs.evolve(old, state=state, reason=reason, timestamp=self.clock(), command=None)
         return await self._commit(
@@ -616,12 +625,32 @@ def placements(placed: Sequence[CreateInstance]) -> str:
     by_slice: dict[str, Counter[str]] = {}
     for action in placed:
         by_slice.setdefault(str(action.coordinates), Counter())[action.node_id] += 1
+    return _per_slice_and_node(by_slice)
+
+
+def _per_slice_and_node(by_slice: Mapping[str, Counter[str]]) -> str:
     return "; ".join(
         f"{sum(nodes.values())} instance{'s' if sum(nodes.values()) != 1 else ''} of {coordinates} ("
         + ", ".join(f"{node} {count}" for node, count in sorted(nodes.items()))
         + ")"
         for coordinates, nodes in sorted(by_slice.items())
     )
+
+
+def removals(removed: Sequence[RemoveInstance]) -> list[str]:
+    """A pass's removed instances in words, a line per reason: "removing 3 instances of
+    org.example:echo:1.0 (n1 2, n2 1): not in any blueprint"; an unparsable key by itself."""
+    by_why: dict[str, dict[str, Counter[str]]] = {}
+    odd: list[str] = []
+    for action in removed:
+        parsed = InstanceKey.parse(action.key)
+        if parsed is None:
+            odd.append(f"removing {action.key} ({action.why})")
+            continue
+        nodes = by_why.setdefault(action.why, {}).setdefault(str(parsed.coordinates), Counter())
+        nodes[parsed.node_id] += 1
+    lines = [f"removing {_per_slice_and_node(by_slice)}: {why}" for why, by_slice in sorted(by_why.items())]
+    return lines + odd
 
 
 def _node_records(cache: KVCache) -> list[NodeRecord]:
