@@ -112,15 +112,19 @@ class Cluster:
     broken: set[tuple[str, str]] = attrs.field(factory=set)  # (node, artifact id): every start fails there
     broken_versions: set[str] = attrs.field(factory=set)  # coordinates whose install fails everywhere
     broken_configs: set[str] = attrs.field(factory=set)  # config digests every start refuses
+    # `cluster/instance-numbers/`: artifact id → the next number, as the leader writes it with its creations
+    numbers: dict[str, int] = attrs.field(factory=dict)
+    created: list[tuple[str, int]] = attrs.field(factory=list)  # (artifact id, number) of every creation
 
     def view(self) -> list[ObservedInstance]:
         return list(self.records.values())
 
     def plan(self, specs: Sequence[SliceSpec], max_surge: int = 1) -> Plan:
-        return plan(specs, self.nodes, self.view(), max_surge=max_surge)
+        return plan(specs, self.nodes, self.view(), max_surge=max_surge, numbers=self.numbers)
 
     def apply(self, p: Plan, *, start: SliceState = SliceState.ACTIVE) -> None:
         live = {n.node_id for n in self.nodes}
+        self.numbers.update(p.numbers)
         for action in p.actions:
             self.revision += 1
             match action:
@@ -128,6 +132,7 @@ class Cluster:
                     key = key_of(action.node_id, action.coordinates, action.instance)
                     assert key not in self.records, f"create of an existing record {key}"
                     assert action.node_id in live, f"create on a node that is gone: {action}"
+                    self.created.append((action.coordinates.artifact_id, action.instance))
                     failing = (
                         (action.node_id, action.coordinates.artifact_id) in self.broken
                         or str(action.coordinates) in self.broken_versions

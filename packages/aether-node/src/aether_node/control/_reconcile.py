@@ -33,6 +33,10 @@ Per artifact (`group:artifact`), against the blueprint's spec:
 - the reconciliation policy (`_rebalance.py`): the instances of a node lost less than its slice's
   `rebalance_delay_s` ago keep their records and are replaced only as far as the floor needs; at most
   `max_moves` moves (replacements with `moved_from`) are in flight in the whole cluster;
+- new instances are numbered per artifact from `numbers` (what the leader last wrote in
+  `cluster/instance-numbers/`) or from the highest number recorded + 1, whichever is higher; the plan
+  says the next number after its creations (`Plan.numbers`), which the leader writes with them: a removed
+  instance's number is never given again, so its key, log, metrics and events are its own;
 - a FAILED instance keeps its node out of the running for that artifact (the work is retried elsewhere)
   for `failed_retry_after` seconds, then its record is removed and the node may be tried again; what
   cannot be placed is reported with the reasons.
@@ -133,6 +137,9 @@ class Problem:
 class Plan:
     actions: tuple[Action, ...]
     problems: tuple[Problem, ...]
+    # artifact id → the next instance number once this plan's creations of it are made: written with
+    # them (`cluster/instance-numbers/`), so no number is given twice. Only artifacts with creations.
+    numbers: Mapping[str, int] = attrs.field(factory=dict)
 
 
 def rolling(spec: SliceSpec) -> bool:
@@ -163,6 +170,7 @@ def plan(
     frozen: Collection[str] = frozenset(),
     stable: Mapping[str, SliceSpec] | None = None,
     active_since: Mapping[str, float] | None = None,
+    numbers: Mapping[str, int] | None = None,
 ) -> Plan:
     """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
     those in `cordoned` take no new instance, those in `draining` take none and are emptied. For the
@@ -178,8 +186,12 @@ def plan(
     not count as ACTIVE where an ACTIVE instance would be removed for it. A key missing (or None, e.g.
     `blueprint diff`): no window known, it counts at once. `instances`: the observed records,
     as a list or as an `InstanceIndex` (the leader's, kept up to date from its watch: then a pass costs
-    per node and state of each slice, and per action, not per instance)."""
+    per node and state of each slice, and per action, not per instance). `numbers`: artifact id → the
+    next instance number as last written (`Plan.numbers`, kept in the KV); new instances are numbered
+    from it, or from the highest number recorded + 1 if that is higher or none is known."""
     policies = policies or {}
+    numbers = numbers or {}
+    next_numbers: dict[str, int] = {}
     stable = stable or {}
     index = as_index(instances)
     awaiting = await_lost(specs, index, {n.node_id for n in nodes}, lost or {}, policies, now=now)
@@ -217,7 +229,7 @@ def plan(
 
     for artifact_id in sorted(set(index.artifact_ids()) | set(wanted)):
         group = index.artifact(artifact_id)
-        next_instance = group.highest() + 1
+        first_number = next_instance = max(group.highest() + 1, numbers.get(artifact_id, 1))
         gone = [i for node_id in group.nodes if node_id not in live for i in group.on(node_id)]
         for instance in sorted(gone, key=lambda i: i.key):
             if instance.key in awaiting.kept:  # its node may come back within the rebalance delay
@@ -348,6 +360,8 @@ def plan(
                     )
                 )
                 next_instance += 1
+        if next_instance != first_number:
+            next_numbers[artifact_id] = next_instance
 
         # A FAILED record keeps its node out of the running for this artifact; after a while it is
         # removed, so that node may be tried again — at most once per `failed_retry_after`.
@@ -405,7 +419,7 @@ def plan(
             )
         if messages:
             problems.append(Problem(artifact=artifact_id, message="; ".join(messages)))
-    return Plan(actions=tuple(actions), problems=tuple(problems))
+    return Plan(actions=tuple(actions), problems=tuple(problems), numbers=next_numbers)
 
 
 def _stale_inactive(
