@@ -4,8 +4,9 @@ into a fresh cluster.
 
 Left out, on purpose: what the running cluster derives or holds for its live processes (node
 registrations, endpoints, instance records, the leader's claim and problems, expected members, event
-time stamps, the agent lease, node operations and stop requests). A restored cluster places the
-blueprints' instances on its own nodes. The event history lives in the store's bounded watch history,
+time stamps, the agent lease, node operations and stop requests, the next instance numbers). A restored
+cluster places the blueprints' instances on its own nodes, numbered from 1 (a fresh store: no number of
+its own was given before). The event history lives in the store's bounded watch history,
 not in keys, and is not part of a backup.
 
 A backup is JSON: `{"format": "aether-backup", "version": 1, "revision", "taken_at", "entries": [{"key",

@@ -3,11 +3,11 @@
 It follows `nodes/`, `blueprints/`, `slices/`, `cluster/members/`, `cluster/leader`, the node operations
 (`cluster/node-ops/`), the leader's problems, the rollouts (a blue-green one SWITCHED keeps its old set
 without keeping the blueprint from converging) and the other records the leader plans from (paused
-updates, autoscaling settings, the reconciliation policy: only to name those that do not decode,
-`core/_bad_records.py`) through a `KVCache`, decodes a record only when it changed, and keeps the last
-result until the next change, so a status read costs the same with 30 instances as with 3,000 (plus the KV
-status request, of fixed size). The view is as fresh as this node's watches (they follow the KV within
-milliseconds), not linearizable: status decides nothing. Reads only.
+updates, autoscaling settings, the reconciliation policy, the next instance numbers: only to name those
+that do not decode, `core/_bad_records.py`) through a `KVCache`, decodes a record only when it changed,
+and keeps the last result until the next change, so a status read costs the same with 30 instances as
+with 3,000 (plus the KV status request, of fixed size). The view is as fresh as this node's watches
+(they follow the KV within milliseconds), not linearizable: status decides nothing. Reads only.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from ..core._records import (
 from ..core._schema import (
     AUTOSCALE,
     BLUEPRINTS,
+    INSTANCE_NUMBERS,
     LEADER_KEY,
     NODE_OPS,
     NODES,
@@ -54,7 +55,7 @@ T = TypeVar("T")
 
 class ClusterView:
     PREFIXES = (NODES, BLUEPRINTS, SLICES, MEMBERS, LEADER_KEY, NODE_OPS, PROBLEMS_PREFIX, ROLLOUTS)
-    CHECKED = (PAUSED, AUTOSCALE, RECONCILE)  # followed only to name what does not decode
+    CHECKED = (PAUSED, AUTOSCALE, RECONCILE, INSTANCE_NUMBERS)  # followed only to name what does not decode
 
     def __init__(self, kv: KV) -> None:
         self.cache = KVCache(kv, self.PREFIXES + self.CHECKED)

@@ -2,15 +2,16 @@
 
 While leading it claims `cluster/leader` (a fencing key: every write it makes is a transaction that
 compares that claim, so a deposed leader cannot write), reconciles from scratch, then again on every
-change under blueprints/, nodes/, slices/, cluster/node-ops/, cluster/rollouts/, cluster/reconcile/ and
-cluster/paused/ and on a timer.
+change under blueprints/, nodes/, slices/, cluster/node-ops/, cluster/rollouts/, cluster/reconcile/,
+cluster/paused/ and cluster/instance-numbers/ and on a timer.
 Planning is pure (`_strategies.rollouts` advances canary and blue-green rollouts, `_pause` holds a
 paused rolling update, `_reconcile.plan` places, with `_rebalance` applying the reconciliation policy);
 this module observes (the instance records into an `InstanceIndex`, record by record as the watch
 touches them), plans, and carries out the actions. It keeps `cluster/reconcile/lost/` (the nodes
 whose instances wait a rebalance delay) before it plans on them. It never plans on a view older than its
-own writes. For a canary step it reads every node's calls per version (`read_versions`) at the step's
-start and after its window, and passes the verdict to the planner.
+own writes. It writes a slice's next instance number (`_instance_numbers.py`) in the transaction that
+creates the instances it numbered. For a canary step it reads every node's calls per version
+(`read_versions`) at the step's start and after its window, and passes the verdict to the planner.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from ..core._records import (
 )
 from ..core._schema import (
     BLUEPRINTS,
+    INSTANCE_NUMBERS,
     LEADER_KEY,
     NODE_OPS,
     NODES,
@@ -70,6 +72,7 @@ from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
 from ._canary_verdict import CONFIG_ONLY_VERDICT, Verdict, evaluate, version_windows
 from ._instance_index import InstanceIndex
+from ._instance_numbers import Numbers, creation_txns, decode_numbers
 from ._node_ops import decode_operations, split_operations
 from ._pause import decode_paused, merge_problems, pause_specs
 from ._rebalance import decode_reconcile, lost_changes, node_delays, policies_of
@@ -347,15 +350,18 @@ class ClusterDeploymentManager:
         self.problems = tuple(
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
-        cache = KVCache(self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED])
+        cache = KVCache(
+            self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED, INSTANCE_NUMBERS]
+        )
         decoder = InstanceDecoder()
         self._batch = TxnBatcher(self.kv)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._batch.run)
             await nursery.start(cache.run)
-            written = 0
+            written = numbered = 0  # the last revisions this leader wrote under slices/, and a number at
             while True:
                 await cache.caught_up(SLICES, written)
+                await cache.caught_up(INSTANCE_NUMBERS, numbered)
                 changed = cache.changed
                 started = time.perf_counter()
                 now = self.clock()
@@ -381,6 +387,7 @@ class ClusterDeploymentManager:
                     await cache.caught_up(RECONCILE, revision)
                     continue  # plan with the lost nodes as recorded
                 paused = pause_specs(steered.specs, instances, decode_paused(cache.data[PAUSED]))
+                numbers = decode_numbers(cache.data[INSTANCE_NUMBERS])
                 result = plan(
                     steered.specs,
                     nodes,
@@ -396,13 +403,17 @@ class ClusterDeploymentManager:
                     frozen=paused.held,
                     stable=steered.stable,
                     active_since=decoder.active_since,  # (a window's end needs no wake-up: `interval`)
+                    numbers=numbers.next,
                 )
                 result = attrs.evolve(result, problems=merge_problems(result.problems, paused.problems))
                 planning = time.perf_counter() - started
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
                 if result.actions:
-                    written = max(written, await self._execute(result.actions, fence, cache))
+                    done, done_numbers = await self._execute(
+                        result.actions, fence, cache, numbers, result.numbers
+                    )
+                    written, numbered = max(written, done), max(numbered, done_numbers)
                 self.metrics.reconciled(time.perf_counter() - started)
                 if result.actions:
                     continue
@@ -523,14 +534,24 @@ class ClusterDeploymentManager:
         if result.succeeded:
             self.problems = problems
 
-    async def _execute(self, actions: tuple[Action, ...], fence: int, cache: KVCache) -> int:
-        """Carry out the actions concurrently (their writes go out together, `TxnBatcher`), a command on an
-        instance record from `cache`'s copy of it (the one the plan saw: no read per instance); returns
-        the highest revision written."""
+    async def _execute(
+        self,
+        actions: tuple[Action, ...],
+        fence: int,
+        cache: KVCache,
+        numbers: Numbers,
+        next_numbers: Mapping[str, int],
+    ) -> tuple[int, int]:
+        """Carry out the actions concurrently (their writes go out together, `TxnBatcher`): each slice's
+        creations in one transaction (per `CHUNK`) with its next instance number (`next_numbers`, written
+        over the record as read in `numbers`), a command on an instance record from `cache`'s copy of it
+        (the one the plan saw: no read per instance). Returns the highest revision written, and that of
+        the last number written (0: none)."""
         fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
-        highest = 0
+        highest = numbered = 0
         limiter = trio.CapacityLimiter(512)
         placed: list[CreateInstance] = []
+        creations: dict[str, list[CreateInstance]] = {}
         removed: list[RemoveInstance] = []
 
         async def one(action: Action) -> None:
@@ -545,41 +566,87 @@ class ClusterDeploymentManager:
                     return
                 self.metrics.reconcile_action(name, "done" if revision else "lost_race")
                 highest = max(highest, revision)
-                if revision and isinstance(action, CreateInstance) and not action.moved_from:
-                    placed.append(action)
-                elif revision and isinstance(action, RemoveInstance):
+                if revision and isinstance(action, RemoveInstance):
                     removed.append(action)
+
+        async def create(artifact_id: str, made: list[CreateInstance]) -> None:
+            nonlocal highest, numbered
+            next_number = next_numbers.get(artifact_id, max(a.instance for a in made) + 1)
+            records = [self._new_record(action) for action in made]
+            revision = numbers.revisions.get(artifact_id, 0)
+            first, *rest = creation_txns(artifact_id, records, next_number, revision, fenced)
+            revision = await one_chunk(made[: len(first[1]) - 1], first)
+            numbered = max(numbered, revision)
+            if not revision:  # lost a race (or failed): the next pass numbers them afresh
+                return
+            async with trio.open_nursery() as chunks:
+                offset = len(first[1]) - 1
+                for compares, puts in rest:
+                    chunks.start_soon(one_chunk, made[offset : offset + len(puts)], (compares, puts))
+                    offset += len(puts)
+
+        async def one_chunk(made: list[CreateInstance], txn: tuple[list[Compare], list[Put]]) -> int:
+            nonlocal highest
+            revision = await self._create(made, txn)
+            highest = max(highest, revision)
+            if revision:
+                placed.extend(a for a in made if not a.moved_from)
+                for action in made:
+                    if action.moved_from:
+                        log.info("placed %s on %s", action.coordinates, action.node_id)
+            return revision
 
         async with trio.open_nursery() as nursery:
             for action in actions:
-                nursery.start_soon(one, action)
+                if isinstance(action, CreateInstance):
+                    creations.setdefault(action.coordinates.artifact_id, []).append(action)
+                else:
+                    nursery.start_soon(one, action)
+            for artifact_id, made in creations.items():
+                nursery.start_soon(create, artifact_id, made)
         if placed:  # one line for a pass's new instances, not one per instance
             log.info("placed %s", placements(placed))
         for line in removals(removed):  # and one per reason for those it removes
             log.info("%s", line)
         if highest == 0:
             await trio.sleep(0.1)  # nothing went through (lost races): do not spin
-        return highest
+        return highest, numbered
+
+    def _new_record(self, action: CreateInstance) -> tuple[str, bytes]:
+        """The key and the first record of a new instance (ACTIVATE)."""
+        key = InstanceKey(action.node_id, action.coordinates, action.instance).key
+        record = SliceRecord(
+            state=SliceState.ACTIVATE,
+            timestamp=self.clock(),
+            config=dict(action.config),
+            reason=f"rebalance: moving an instance from {action.moved_from}"
+            if action.moved_from
+            else action.why,
+            moved_from=action.moved_from,
+        )
+        return key, encode_record(record)
+
+    async def _create(self, made: list[CreateInstance], txn: tuple[list[Compare], list[Put]]) -> int:
+        """Create the instances `made` with the transaction `txn`: the revision written, or 0 if it lost
+        a race or failed (said, and counted per instance)."""
+        compares, puts = txn
+        try:
+            result = await self._batch.txn(compares, puts)
+        except KVError as error:
+            log.warning("creating %s failed: %s", placements(made), error.message)
+            for _ in made:
+                self.metrics.reconcile_action("create", "failed")
+            return 0
+        for _ in made:
+            self.metrics.reconcile_action("create", "done" if result.succeeded else "lost_race")
+        return result.revision if result.succeeded else 0
 
     async def _apply(self, action: Action, fenced: Compare, records: Mapping[str, KeyValue]) -> int:
         """Carry out one action as a fenced transaction; the revision written, or 0 if it lost a race
         (`records`: the instance records as the plan saw them, or newer)."""
         match action:
-            case CreateInstance():
-                key = InstanceKey(action.node_id, action.coordinates, action.instance).key
-                record = SliceRecord(
-                    state=SliceState.ACTIVATE,
-                    timestamp=self.clock(),
-                    config=dict(action.config),
-                    reason=f"rebalance: moving an instance from {action.moved_from}"
-                    if action.moved_from
-                    else action.why,
-                    moved_from=action.moved_from,
-                )
-                absent = Compare(key=key, target=CompareTarget.EXISTS, op=CompareOp.EQ, operand=False)
-                revision = await self._commit([fenced, absent], Put(key=key, value=encode_record(record)))
-                # (a pass's new instances are logged together, by `_execute`)
-                message = f"placed {action.coordinates} on {action.node_id}" if action.moved_from else ""
+            case CreateInstance():  # (`_execute` creates a slice's instances together, with its number)
+                raise AssertionError(f"a creation is not carried out alone: {action}")
             case RemoveInstance():
                 revision = await self._command(
                     records.get(action.key), action.mod_revision, fenced, SliceState.UNLOAD, action.why

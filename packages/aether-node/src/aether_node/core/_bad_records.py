@@ -14,6 +14,7 @@ from ._blueprint import Blueprint
 from ._reconcile_spec import ReconcilePolicy
 from ._records import (
     AutoscaleSettings,
+    InstanceNumbers,
     LeaderClaim,
     LostNodeRecord,
     NodeOperationRecord,
@@ -26,6 +27,7 @@ from ._records import (
 from ._schema import (
     AUTOSCALE,
     BLUEPRINTS,
+    INSTANCE_NUMBERS,
     LEADER_KEY,
     LOST_NODES,
     NODE_OPS,
@@ -47,6 +49,7 @@ RECORD_TYPES: tuple[tuple[str, type], ...] = (
     (AUTOSCALE, AutoscaleSettings),
     (RECONCILE_POLICY, ReconcilePolicy),
     (LOST_NODES, LostNodeRecord),
+    (INSTANCE_NUMBERS, InstanceNumbers),
 )
 MAX_LOGGED = 4096  # keys whose last logged change is remembered (beyond: the oldest is logged again)
 

@@ -141,6 +141,17 @@ class LostNodeRecord:
 
 
 @attrs.frozen(kw_only=True)
+class InstanceNumbers:
+    """`cluster/instance-numbers/{group:artifact}`: the number the leader gives the slice's next new
+    instance (any version). Written by the leader in the transaction that creates the instances it
+    numbered, so no number is given twice, also across leader changes; kept when the slice leaves every
+    blueprint (one applied again goes on from it). Absent (a cluster from before it): `highest + 1`."""
+
+    next: int
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
 class PausedRollout:
     """`cluster/paused/{group:artifact}`: an operator paused the slice's rolling update (`aether slice
     pause`) at `since`; deleted by `aether slice resume`."""

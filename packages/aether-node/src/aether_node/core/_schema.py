@@ -28,6 +28,7 @@ REBALANCE_KEY = "cluster/reconcile/rebalance"  # an operator's `cluster rebalanc
 AUDIT = "cluster/audit/"  # the last change through each node's management API (AuditRecord), one per node
 JOIN_TOKENS = "cluster/join-tokens/"  # short-lived, single-use tokens for a new node (JoinTokenRecord)
 TOMBSTONES = "cluster/tombstones/"  # when an operator's write last deleted a key (control/_write_guard.py)
+INSTANCE_NUMBERS = "cluster/instance-numbers/"  # the next instance number of each slice (InstanceNumbers)
 
 
 @attrs.frozen(order=True)
@@ -122,6 +123,11 @@ def autoscale_decisions_key(artifact_id: str) -> str:
 def rollout_key(artifact_id: str) -> str:
     """`cluster/rollouts/{group:artifact}`."""
     return f"{ROLLOUTS}{artifact_id}"
+
+
+def instance_numbers_key(artifact_id: str) -> str:
+    """`cluster/instance-numbers/{group:artifact}`: the next number the leader gives an instance of it."""
+    return f"{INSTANCE_NUMBERS}{artifact_id}"
 
 
 def api_key_key(name: str) -> str:

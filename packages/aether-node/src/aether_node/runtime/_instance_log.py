@@ -171,9 +171,10 @@ class InstanceLog:
         send.close()
 
     def mark_new_instance(self, label: str, when: str) -> None:
-        """Say in the log that a new instance with this number starts (an instance's number is used again
-        once the one before it was removed): its lines follow, those above were the earlier one's. Only
-        where the log has lines already (a first instance's log starts with its own)."""
+        """Say in the log that a new instance with this number starts: its lines follow, those above were
+        an earlier one's. The leader never gives a number twice, but the file may be older than the
+        store's records (a cluster started afresh or restored on this data directory). Only where the log
+        has lines already (a first instance's log starts with its own)."""
         try:
             has_lines = self.path.stat().st_size > 0
         except OSError:
