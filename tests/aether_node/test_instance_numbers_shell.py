@@ -13,7 +13,7 @@ from shell_support import apply, instances, register
 from test_cluster_manager import claimed_by, lead
 from trio.testing import MockClock
 
-from aether_kv import CompareTarget, KeyValue, MemoryStore, Put
+from aether_kv import MAX_TXN_OPS, CompareTarget, KeyValue, MemoryStore, Put
 from aether_node.control import _instance_numbers
 from aether_node.control._instance_numbers import CHUNK, creation_txns, decode_numbers
 from aether_node.core._blueprint import SliceSpec
@@ -148,6 +148,7 @@ def test_the_transactions_of_a_slice_s_creations_number_them_in_the_first() -> N
     assert puts[0] == Put(key=NUMBERS, value=encode_record(InstanceNumbers(next=CHUNK + 3)))
     assert [p.key for p in puts[1:]] == [k for k, _ in records[:CHUNK]]
     assert [c.key for c in compares[2:]] == [k for k, _ in records[:CHUNK]]
+    assert 2 * len(compares) + len(puts) <= MAX_TXN_OPS  # (each compare is read back on a failure)
     compares, puts = second
     assert NUMBERS not in {c.key for c in compares} | {p.key for p in puts}
     assert [p.key for p in puts] == [k for k, _ in records[CHUNK:]] and compares[0] == fence

@@ -30,8 +30,9 @@ from ..core._schema import INSTANCE_NUMBERS, instance_numbers_key
 log = logging.getLogger("aether_node.cluster")
 
 # Creations per transaction: each is a compare, a read of it should the transaction fail, and a put, so
-# that a chunk with the record and the fence stays well within the store's 1,024 (`MAX_TXN_OPS`).
-CHUNK = 256
+# that a chunk with the record and the fence (3 × 320 + 5) stays within the store's 1,024 (`MAX_TXN_OPS`),
+# and a blueprint's 300 new instances are still one transaction.
+CHUNK = 320
 
 Operation = tuple[list[Compare], list[Put]]
 
