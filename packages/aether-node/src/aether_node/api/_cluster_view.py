@@ -1,8 +1,9 @@
 """ClusterView: the cluster as `cluster status` shows it, from a watch-fed copy of the KV on this node.
 
 It follows `nodes/`, `blueprints/`, `slices/`, `cluster/members/`, `cluster/leader`, the node operations
-(`cluster/node-ops/`), the leader's problems, the rollouts (a blue-green one SWITCHED keeps its old set
-without keeping the blueprint from converging) and the other records the leader plans from (paused
+(`cluster/node-ops/`), the leader's problems, which node runs each KV replica (`cluster/replicas/`), the
+rollouts (a blue-green one SWITCHED keeps its old set without keeping the blueprint from converging) and
+the other records the leader plans from (paused
 updates, autoscaling settings, the reconciliation policy, the next instance numbers: only to name those
 that do not decode, `core/_bad_records.py`) through a `KVCache`, decodes a record only when it changed,
 and keeps the last result until the next change, so a status read costs the same with 30 instances as
@@ -19,7 +20,7 @@ import trio
 from aether_kv import KV, KeyValue
 
 from ..client import InstanceInfo
-from ..control._membership import MEMBERS
+from ..control._membership import MEMBERS, replica_names
 from ..control._node_ops import decode_operations
 from ..control._strategies import decode_rollouts
 from ..core._bad_records import Undecodable
@@ -45,6 +46,7 @@ from ..core._schema import (
     PAUSED,
     PROBLEMS_PREFIX,
     RECONCILE,
+    REPLICAS,
     ROLLOUTS,
     SLICES,
     InstanceKey,
@@ -54,7 +56,7 @@ T = TypeVar("T")
 
 
 class ClusterView:
-    PREFIXES = (NODES, BLUEPRINTS, SLICES, MEMBERS, LEADER_KEY, NODE_OPS, PROBLEMS_PREFIX, ROLLOUTS)
+    PREFIXES = (NODES, BLUEPRINTS, SLICES, MEMBERS, LEADER_KEY, NODE_OPS, PROBLEMS_PREFIX, ROLLOUTS, REPLICAS)
     CHECKED = (PAUSED, AUTOSCALE, RECONCILE, INSTANCE_NUMBERS)  # followed only to name what does not decode
 
     def __init__(self, kv: KV) -> None:
@@ -83,8 +85,9 @@ class ClusterView:
         data = self.cache.data
         instances, bad_instances = self._decoded_instances(data[SLICES])
         undecodable = self._undecodable.update(data[p] for p in self.PREFIXES + self.CHECKED if p != SLICES)
+        nodes = _decode_all(self.cache.data[NODES], NodeRecord)
         snapshot = Snapshot(
-            nodes=_decode_all(self.cache.data[NODES], NodeRecord),
+            nodes=nodes,
             blueprints={b.name: b for b in _decode_all(self.cache.data[BLUEPRINTS], Blueprint)},
             instances=instances,
             expected=sorted(key[len(MEMBERS) :] for key in self.cache.data[MEMBERS]),
@@ -96,6 +99,7 @@ class ClusterView:
             },
             rollouts=decode_rollouts(self.cache.data[ROLLOUTS])[0],
             undecodable=dict(sorted((undecodable | bad_instances).items())),
+            replicas=replica_names(data[REPLICAS], nodes),
         )
         self._snapshot = (version, snapshot)
         return snapshot
@@ -134,6 +138,7 @@ class Snapshot:
         problems: dict[str, str],
         rollouts: dict[str, RolloutRecord],
         undecodable: dict[str, str],
+        replicas: dict[str, str],
     ) -> None:
         self.nodes = nodes
         self.blueprints = blueprints
@@ -144,6 +149,7 @@ class Snapshot:
         self.problems = problems  # group:artifact → the leader's problem text
         self.rollouts = rollouts  # group:artifact → its canary or blue-green rollout
         self.undecodable = undecodable  # key → why its record does not decode (it is skipped)
+        self.replicas = replicas  # Raft address → the node whose KV replica it is (`replica_names`)
         self.derived: dict[object, object] = {}  # what callers derived from it, kept with it
 
 

@@ -47,7 +47,7 @@ from ..client import (
     SliceTarget,
 )
 from ..control._event_clock import EventClock
-from ..control._membership import expected_nodes, forget
+from ..control._membership import expected_nodes, forget, replica_names
 from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_state
 from ..control._pause import decode_paused
 from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, WriteInDoubt, store_revision
@@ -86,6 +86,7 @@ from ..core._schema import (
     NODES,
     PAUSED,
     PROBLEMS_PREFIX,
+    REPLICAS,
     ROLLOUTS,
     SLICES,
 )
@@ -244,6 +245,12 @@ def config_notes(before: Blueprint | None, after: Blueprint) -> tuple[str, ...]:
 
 def _slice_id(spec: SliceSpec) -> str:
     return spec.artifact.rsplit(":", 1)[0]
+
+
+def _replica(address: str, names: Mapping[str, str]) -> str:
+    """A KV replica in words: its Raft address, and its node where known (`10.0.0.3:7000 (node n3)`)."""
+    name = names.get(address)
+    return f"{address} (node {name})" if name else address
 
 
 def _node_infos(
@@ -657,7 +664,19 @@ class Handlers:
         instances = await self._instances()
         blueprints = await self._blueprints()
         expected = await self._expected()
-        return self._summary(status, nodes, instances, blueprints, expected, rollouts=await self._rollouts())
+        return self._summary(
+            status,
+            nodes,
+            instances,
+            blueprints,
+            expected,
+            rollouts=await self._rollouts(),
+            replicas=await self._replica_names(),
+        )
+
+    async def _replica_names(self) -> dict[str, str]:
+        """Raft address → the node whose KV replica it is (`replica_names`)."""
+        return replica_names(await self._read(REPLICAS), await self._nodes())
 
     def _cached_status(self, status: Status, snapshot: Snapshot) -> ClusterStatus:
         """`cluster_status` from the watch-fed view: derived once per change of the view and of the KV
@@ -685,6 +704,7 @@ class Handlers:
                 snapshot.expected,
                 rollouts={artifact_id: rollout_info(r) for artifact_id, r in snapshot.rollouts.items()},
                 undecodable=snapshot.undecodable,
+                replicas=snapshot.replicas,
             )
             snapshot.derived[key] = found
         return found
@@ -718,10 +738,13 @@ class Handlers:
         *,
         rollouts: Mapping[str, RolloutInfo] | None = None,
         undecodable: Mapping[str, str] | None = None,
+        replicas: Mapping[str, str] | None = None,
     ) -> ClusterStatus:
         """The status; `rollouts`: the slices' rollouts by artifact id (a blue-green one SWITCHED keeps
         its old set without keeping the blueprint from converging); `undecodable`: the records the
-        cluster skips because they do not decode (key → why; from the watch-fed view only)."""
+        cluster skips because they do not decode (key → why; from the watch-fed view only); `replicas`:
+        Raft address → the node whose KV replica it is, to name it (an address not in it is shown as
+        it is)."""
         failed = [i for i in instances if i.state == "FAILED"]
         leader = next((n.node_id for n in nodes if n.leader), None)
         registered = {n.node_id for n in nodes}
@@ -750,7 +773,11 @@ class Handlers:
             more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
             reasons.append(f"{plural(len(failed), 'instance')} FAILED: {shown}{more}")
         if disconnected:
-            reasons.append(f"KV replica {status.self_address} is not connected to {', '.join(disconnected)}")
+            names = replicas or {}
+            unreached = ", ".join(_replica(address, names) for address in disconnected)
+            reasons.append(
+                f"KV replica {_replica(status.self_address, names)} is not connected to {unreached}"
+            )
         reasons += status.problems  # each names its replica ("KV replica …: disk full: …")
         if undecodable:
             shown = "; ".join(list(undecodable.values())[:3])
@@ -807,7 +834,13 @@ class Handlers:
         )
         return Overview(
             status=self._summary(
-                status, nodes, instances, blueprints, await self._expected(), rollouts=rollouts
+                status,
+                nodes,
+                instances,
+                blueprints,
+                await self._expected(),
+                rollouts=rollouts,
+                replicas=await self._replica_names(),
             ),
             slices=slices,
             instances=tuple(instances),

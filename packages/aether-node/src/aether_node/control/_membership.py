@@ -9,6 +9,10 @@ A node that is lost — killed, hung, cut off: its lease expired without it leav
 cluster's health says it is missing until it is back. That is the difference between `nodes/` (who is
 registered now, bound to leases) and this set (who should be).
 
+`replica_names` says which node runs the KV replica at each Raft address, for `cluster status`: from the
+registered nodes, and for a node that is no longer registered (stopped, lost: its replica stays a member
+of the store) from `cluster/replicas/{raft-address}`, which each node puts with its registration.
+
 `Membership.run` follows `nodes/` while this node leads (replaying a window of history on taking over, so
 joins and departures during a leader change are not missed); it writes nothing but member records and
 deletes nothing but them and the forgotten markers.
@@ -18,15 +22,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 
 import attrs
 import trio
 
-from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, Put
+from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, KeyValue, Put
 
-from ..core._records import NodeRecord, RecordError, decode_record, encode_record
-from ..core._schema import NODES
+from ..core._records import NodeRecord, RecordError, ReplicaRecord, decode_record, encode_record
+from ..core._schema import NODES, REPLICAS
 from ._cluster_manager import LeadershipMonitor, follow_while_leading
 
 log = logging.getLogger("aether_node.membership")
@@ -135,6 +139,19 @@ class Membership:
             )
             success.append(Delete(key=marker.key))
         await self.kv.txn(compares=compares, success=success)
+
+
+def replica_names(replicas: Mapping[str, KeyValue], nodes: Iterable[NodeRecord]) -> dict[str, str]:
+    """Raft address → the node id whose KV replica it is: the `cluster/replicas/` records (key → KeyValue;
+    one that does not decode names nobody), with the registered `nodes`' own addresses over them. Pure."""
+    names = {}
+    for key, kv in replicas.items():
+        try:
+            names[key[len(REPLICAS) :]] = decode_record(key, kv.value, ReplicaRecord).node_id
+        except RecordError:
+            continue
+    names.update({node.raft: node.node_id for node in nodes if node.raft})
+    return names
 
 
 async def expected_nodes(kv: KV) -> list[str]:

@@ -141,6 +141,16 @@ class LostNodeRecord:
 
 
 @attrs.frozen(kw_only=True)
+class ReplicaRecord:
+    """`cluster/replicas/{raft-address}`: the node that runs the KV replica at that Raft address, put by
+    the node with each registration (not bound to its lease: the replica stays a member of the store
+    when its node stops, and `cluster status` names it by its node then too)."""
+
+    node_id: str
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
 class InstanceNumbers:
     """`cluster/instance-numbers/{group:artifact}`: the number the leader gives the slice's next new
     instance (any version). Written by the leader in the transaction that creates the instances it

@@ -29,6 +29,7 @@ AUDIT = "cluster/audit/"  # the last change through each node's management API (
 JOIN_TOKENS = "cluster/join-tokens/"  # short-lived, single-use tokens for a new node (JoinTokenRecord)
 TOMBSTONES = "cluster/tombstones/"  # when an operator's write last deleted a key (control/_write_guard.py)
 INSTANCE_NUMBERS = "cluster/instance-numbers/"  # the next instance number of each slice (InstanceNumbers)
+REPLICAS = "cluster/replicas/"  # the node whose KV replica has a Raft address (ReplicaRecord)
 
 
 @attrs.frozen(order=True)
@@ -128,6 +129,11 @@ def rollout_key(artifact_id: str) -> str:
 def instance_numbers_key(artifact_id: str) -> str:
     """`cluster/instance-numbers/{group:artifact}`: the next number the leader gives an instance of it."""
     return f"{INSTANCE_NUMBERS}{artifact_id}"
+
+
+def replica_key(raft_address: str) -> str:
+    """`cluster/replicas/{raft-address}`: which node runs the KV replica at that address."""
+    return f"{REPLICAS}{raft_address}"
 
 
 def api_key_key(name: str) -> str:

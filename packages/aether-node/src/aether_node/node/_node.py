@@ -27,6 +27,7 @@ from aether_kv import (
     KVClient,
     KVError,
     LeaseNotFoundError,
+    Put,
     TLSError,
     UnavailableError,
     open_client,
@@ -45,8 +46,15 @@ from ..control._liveness import LivenessWatch
 from ..control._membership import Membership
 from ..core._config import ConfigError, NodeConfig
 from ..core._kv_cache import KVCache
-from ..core._records import NodeRecord, NodeStopRequest, RecordError, decode_record, encode_record
-from ..core._schema import API_KEYS, node_key, node_stop_key
+from ..core._records import (
+    NodeRecord,
+    NodeStopRequest,
+    RecordError,
+    ReplicaRecord,
+    decode_record,
+    encode_record,
+)
+from ..core._schema import API_KEYS, node_key, node_stop_key, replica_key
 from ..observe._metrics import NodeMetrics
 from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
@@ -190,9 +198,15 @@ class _Registration:
         self._reregistering = False
 
     async def register(self) -> int:
-        """Grant a lease and put the registration on it (one attempt; raises KVError)."""
+        """Grant a lease and put the registration on it, and (a node with a KV replica) which node the
+        replica's Raft address is, in the same transaction (one attempt; raises KVError)."""
         grant = await self.kv.lease_grant(self.config.lease_ttl)
-        await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=grant.lease)
+        node_id = self.config.node_id
+        operations = [Put(key=node_key(node_id), value=encode_record(self.record), lease=grant.lease)]
+        if self.record.raft:
+            replica = ReplicaRecord(node_id=node_id)
+            operations.append(Put(key=replica_key(self.record.raft), value=encode_record(replica)))
+        await self.kv.txn([], operations)
         self.lease = grant.lease
         self.generation += 1
         self.on_lease(self.lease)
