@@ -1,8 +1,10 @@
-"""An instance's number is used again once the one before it was removed (`next_instance = highest +
-1`): its log file on a node is the same, and `slice logs` showed the earlier instance's lines as its
-own (found by an adversarial operator). The node now marks in the log where a new instance starts; a
-restart of the same instance (its process again) is no new instance and is not marked. A real node, a
-client of a KV replica run beside it; the test writes the command states as a leader would."""
+"""A new instance whose log file on its node already holds an earlier instance's lines (same number):
+`slice logs` showed them as its own (found by an adversarial operator, when the leader still gave a
+removed instance's number again). The leader no longer does (`cluster/instance-numbers/`), but a log file
+may be older than the store's records (a cluster started afresh or restored on the node's data
+directory), so the node marks in the log where a new instance starts; a restart of the same instance
+(its process again) is no new instance and is not marked. A real node, a client of a KV replica run
+beside it; the test writes the command states, a number used again included, as a leader would."""
 
 from __future__ import annotations
 
