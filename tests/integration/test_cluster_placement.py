@@ -86,6 +86,14 @@ def numbers(found: list) -> list[int]:
     return sorted(i.instance for i in found)
 
 
+def consecutive(found: list, count: int, first: int | None = None) -> bool:
+    """Whether the instances are numbered `first`, `first + 1`, … (`count` of them; `first`: the lowest
+    one's). The tests share a cluster, whose numbers are never given twice: each starts after the last."""
+    taken = numbers(found)
+    start = taken[0] if first is None and taken else first
+    return start is not None and taken == list(range(start, start + count))
+
+
 async def leader_log(cluster: LocalNodeCluster, kv: KVClient) -> str:
     leader = await leader_node_id(cluster, kv)
     return (Path(cluster.plan(leader).data_dir) / "node.log").read_text(errors="replace")
@@ -99,7 +107,7 @@ async def test_round_robin_spreads_evenly(cluster: LocalNodeCluster, kv: KVClien
     await put_blueprint(kv, "rr", SliceSpec(artifact=ECHO, instances=6, strategy=Strategy.ROUND_ROBIN))
     found = await wait_for(kv, exactly_active(6, ECHO), timeout=SETTLE, what="6 ACTIVE", cluster=cluster)
     assert per_node(found) == {"node-1": 2, "node-2": 2, "node-3": 2}, show(found)
-    assert numbers(found) == [1, 2, 3, 4, 5, 6], show(found)
+    assert consecutive(found, 6), show(found)
 
 
 async def test_spread_one_per_node_and_reports_what_does_not_fit(
@@ -109,6 +117,7 @@ async def test_spread_one_per_node_and_reports_what_does_not_fit(
     await put_blueprint(kv, "spread", spec)
     found = await wait_for(kv, exactly_active(3, ECHO), timeout=SETTLE, what="3 ACTIVE", cluster=cluster)
     assert per_node(found) == dict.fromkeys(NODES, 1), show(found)
+    placed = set(numbers(found))
 
     # One more than the nodes can take with max_per_node=1: 3 stay placed, the 4th is reported.
     watcher = Watcher(kv, ECHO_ID)
@@ -127,7 +136,7 @@ async def test_spread_one_per_node_and_reports_what_does_not_fit(
         await wait_for_reconcile_passes(cluster, kv, 3)  # nothing else must be placed meanwhile
     found = await instances(kv, ECHO_ID)
     assert per_node(found) == dict.fromkeys(NODES, 1) and len(active(found)) == 3, show(found)
-    extra = {k for k in watcher.keys_seen if k[1] > 3}
+    extra = {k for k in watcher.keys_seen if k[1] not in placed}
     assert not extra, f"a 4th instance was placed at some point: {sorted(extra)}"
 
 
@@ -185,24 +194,25 @@ def _fields(spec: SliceSpec) -> dict:
 async def test_scale_up_then_down_removes_the_newest_first(cluster: LocalNodeCluster, kv: KVClient) -> None:
     await put_blueprint(kv, "scale", SliceSpec(artifact=ECHO, instances=3))
     found = await wait_for(kv, exactly_active(3, ECHO), timeout=SETTLE, what="3 ACTIVE", cluster=cluster)
-    assert numbers(found) == [1, 2, 3]
+    assert consecutive(found, 3), show(found)
+    first = numbers(found)[0]
 
     await put_blueprint(kv, "scale", SliceSpec(artifact=ECHO, instances=6))
     found = await wait_for(kv, exactly_active(6, ECHO), timeout=SETTLE, what="6 ACTIVE", cluster=cluster)
-    assert numbers(found) == [1, 2, 3, 4, 5, 6], show(found)
+    assert consecutive(found, 6, first), show(found)
     assert per_node(found) == dict.fromkeys(NODES, 2), show(found)
 
     watcher = Watcher(kv, ECHO_ID)
     async with background(watcher):
         await put_blueprint(kv, "scale", SliceSpec(artifact=ECHO, instances=4))
         found = await wait_for(kv, exactly_active(4, ECHO), timeout=30, what="4 ACTIVE", cluster=cluster)
-        assert numbers(found) == [1, 2, 3, 4], f"scaling 6 → 4 kept {show(found)}"
+        assert consecutive(found, 4, first), f"scaling 6 → 4 kept {show(found)}"
 
         await put_blueprint(kv, "scale", SliceSpec(artifact=ECHO, instances=2))
         found = await wait_for(kv, exactly_active(2, ECHO), timeout=30, what="2 ACTIVE", cluster=cluster)
-        assert numbers(found) == [1, 2], f"scaling 4 → 2 kept {show(found)}"
+        assert consecutive(found, 2, first), f"scaling 4 → 2 kept {show(found)}"
     created = sorted({n for _, n, _ in watcher.keys_seen})
-    assert created == [1, 2, 3, 4, 5, 6], f"scaling down created instances: {created}"
+    assert created == list(range(first, first + 6)), f"scaling down created instances: {created}"
     assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
 
 
