@@ -297,6 +297,8 @@ def test_a_stop_that_takes_the_kv_majority_away_says_so_and_one_that_does_not_pa
         "leave 2 of the KV store's 5 replicas up, fewer than the 3 it needs to commit anything: every"
         " change in the cluster would stop until enough are back (not up now: r4, r5)"
     )
+    named = quorum_lost_by_stopping(three_up, "r3", names={"r4": "n4", "r3": "n3"})
+    assert named is not None and named.endswith("(not up now: r4 (node n4), r5)")  # by node where known
     assert quorum_lost_by_stopping(three_up, "r1") is not None  # the replica that answers counts too
     alone = kv_status(set(), replicas=("r1",))
     assert quorum_lost_by_stopping(alone, "r1") == (

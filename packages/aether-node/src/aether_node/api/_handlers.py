@@ -90,7 +90,7 @@ from ..core._schema import (
     ROLLOUTS,
     SLICES,
 )
-from ..core._text import plural
+from ..core._text import plural, replica_label
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
 from ..routing._no_endpoint import deployments, no_endpoint_error
@@ -245,12 +245,6 @@ def config_notes(before: Blueprint | None, after: Blueprint) -> tuple[str, ...]:
 
 def _slice_id(spec: SliceSpec) -> str:
     return spec.artifact.rsplit(":", 1)[0]
-
-
-def _replica(address: str, names: Mapping[str, str]) -> str:
-    """A KV replica in words: its Raft address, and its node where known (`10.0.0.3:7000 (node n3)`)."""
-    name = names.get(address)
-    return f"{address} (node {name})" if name else address
 
 
 def _node_infos(
@@ -774,9 +768,9 @@ class Handlers:
             reasons.append(f"{plural(len(failed), 'instance')} FAILED: {shown}{more}")
         if disconnected:
             names = replicas or {}
-            unreached = ", ".join(_replica(address, names) for address in disconnected)
+            unreached = ", ".join(replica_label(address, names) for address in disconnected)
             reasons.append(
-                f"KV replica {_replica(status.self_address, names)} is not connected to {unreached}"
+                f"KV replica {replica_label(status.self_address, names)} is not connected to {unreached}"
             )
         reasons += status.problems  # each names its replica ("KV replica …: disk full: …")
         if undecodable:

@@ -467,7 +467,9 @@ class Operations:
             for other_id, (other, _) in nodes.items()
             if other_id != node_id and other.raft and (other.leaving or node_stop_key(other_id) in asked)
         }
-        why = quorum_lost_by_stopping(status, record.raft, stopping=stopping)
+        with store_errors(f"could not read the KV store's replicas before the {doing} of {node_id}"):
+            names = await self.handlers._replica_names()
+        why = quorum_lost_by_stopping(status, record.raft, stopping=stopping, names=names)
         if why is not None:
             raise RequestError(
                 ErrorKind.CONFLICT,

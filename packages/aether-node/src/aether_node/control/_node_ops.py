@@ -17,7 +17,7 @@ from aether_kv import KeyValue, Status
 from ..core._bad_records import log_once
 from ..core._records import NodeOperation, NodeOperationRecord, RecordError, decode_record
 from ..core._schema import NODE_OPS
-from ..core._text import plural
+from ..core._text import plural, replica_label
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -74,11 +74,14 @@ def drain_waits(node_id: str, remaining: Iterable[str], problems: Mapping[str, s
     return f"drain of {node_id} waits for {plural(len(parts), 'instance')} to move: " + "; ".join(parts)
 
 
-def quorum_lost_by_stopping(status: Status, raft: str, *, stopping: Collection[str] = ()) -> str | None:
+def quorum_lost_by_stopping(
+    status: Status, raft: str, *, stopping: Collection[str] = (), names: Mapping[str, str] | None = None
+) -> str | None:
     """Why stopping the KV replica at Raft address `raft` (a node's `NodeRecord.raft`; "" if it runs
     none) would leave the store without a majority of its replicas up, as the replica whose `status`
     this is sees them (itself and the members it is connected to, but those in `stopping`: the replicas
-    of nodes leaving or asked to stop already); None if it would not. Pure."""
+    of nodes leaving or asked to stop already), the replicas down named by their nodes where `names`
+    (`replica_names`) knows them; None if it would not. Pure."""
     replicas = {m.raft_address for m in status.members} | {status.self_address}
     if raft not in replicas:
         return None
@@ -91,5 +94,5 @@ def quorum_lost_by_stopping(status: Status, raft: str, *, stopping: Collection[s
     return (
         f"leave {left} of the KV store's {plural(len(replicas), 'replica')} up, fewer than the {needed} it"
         " needs to commit anything: every change in the cluster would stop until enough are back"
-        + (f" (not up now: {', '.join(down)})" if down else "")
+        + (f" (not up now: {', '.join(replica_label(d, names or {}) for d in down)})" if down else "")
     )
