@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from aether_kv import LocalCluster, running_local_cluster
+from support import remove_left_memory_cgroups
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_memory_cgroups_left() -> Iterator[None]:
+    """The nodes the tests SIGKILL leave their memory cgroups (empty once their instances have died):
+    removed at the end of the session."""
+    yield
+    remove_left_memory_cgroups()
 
 
 @pytest.fixture

@@ -251,3 +251,22 @@ def slice_venv(directory: Path, samples: Sequence[str], extra: Sequence[str] = (
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         assert result.returncode == 0, f"{command} failed:\n{result.stdout}\n{result.stderr}"
     return str(python)
+
+
+def remove_left_memory_cgroups() -> None:
+    """Remove the memory cgroups nodes of the tests left behind (`aether-{node_id}` under this process's
+    own cgroup, and theirs inside: a SIGKILLed node cannot remove them); those still in use stay (a
+    cgroup with a process in it, or with cgroups in it, cannot be removed)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return
+    own = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["memory"]), None)
+    base = Path("/sys/fs/cgroup/memory", own.lstrip("/")) if own is not None else None
+    if base is None or not base.is_dir():
+        return
+    for node in base.glob("aether-*"):
+        for leaf in [*node.iterdir(), node]:
+            if leaf.is_dir():
+                with contextlib.suppress(OSError):
+                    leaf.rmdir()

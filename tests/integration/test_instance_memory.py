@@ -1,12 +1,15 @@
-"""An instance over the memory its slice declares (`[slices.resources] memory_mib`) is killed and
-restarted, with a real `aether-node` process: the node looks at each such instance's PSS every
-`CHECK_EVERY` s (`runtime/_memory_limit.py`); one under it, or of a slice that declares none, is left
-alone. The node is a client of a KV replica run beside it; the test writes the blueprint (for the
+"""An instance over the memory its slice declares (`[slices.resources] memory_mib`) is ended and
+restarted, with a real `aether-node` process, both ways a node holds the limit: where the host lets it
+make memory cgroups (cgroup v1, as root), the kernel ends the instance at the limit (`hard`:
+`runtime/_memory_cgroup.py`); otherwise, or with `--no-memory-cgroups`, the node looks at its PSS every
+`CHECK_EVERY` s (`soft`: `runtime/_memory_limit.py`). One under it, or of a slice that declares none, is
+left alone. The node is a client of a KV replica run beside it; the test writes the blueprint (for the
 limit) and the command states as a cluster leader would (`node_support`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,9 +76,36 @@ def index(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return index
 
 
+def _cgroups_here() -> bool:
+    """Whether this process may make a memory cgroup under its own (what a node started here can)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    own = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["memory"]), None)
+    if own is None:
+        return False
+    probe = Path("/sys/fs/cgroup/memory", own.lstrip("/"), f"aether-test-{os.getpid()}")
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(params=["soft", "hard"])
+def limits(request: pytest.FixtureRequest) -> str:
+    """How the node holds the limit: every 2 s (`soft`) or by the kernel (`hard`, where it can)."""
+    if request.param == "hard" and not _cgroups_here():
+        pytest.skip("this host lets no memory cgroup be made here (cgroup v1 as root): only the soft limit")
+    return str(request.param)
+
+
 @pytest.fixture
-def node(index: Path, tmp_path: Path) -> Iterator[NodeProcess]:
-    with client_node(tmp_path, index) as started:
+def node(index: Path, tmp_path: Path, limits: str) -> Iterator[NodeProcess]:
+    extra = ("--no-memory-cgroups",) if limits == "soft" else ()
+    with client_node(tmp_path, index, extra_args=extra) as started:
         yield started
 
 
@@ -84,7 +114,7 @@ def _records(events: list[Event]) -> list[SliceRecord]:
 
 
 async def test_an_instance_over_its_slices_memory_is_killed_and_restarted(
-    node: NodeProcess, kv: KVClient
+    node: NodeProcess, kv: KVClient, limits: str
 ) -> None:
     await apply_blueprint(
         kv, "hog", [{"artifact": HOG_1, "instances": 1, "resources": Resources(memory_mib=LIMIT_MIB)}]
@@ -99,7 +129,11 @@ async def test_an_instance_over_its_slices_memory_is_killed_and_restarted(
     assert (held.status_code, held.json()) == (200, 16), held.text
     await _left_alone(node, kv, first.pid)
     held = await invoke(node.ingress, HOG, "hold", LIMIT_MIB)  # 80 MiB held and more: over
-    assert (held.status_code, held.json()) == (200, 16 + LIMIT_MIB), held.text
+    if limits == "soft":  # (it holds it until the next look)
+        assert (held.status_code, held.json()) == (200, 16 + LIMIT_MIB), held.text
+    else:  # the kernel ends it as it goes over: the call with it
+        assert held.status_code == 503, held.text
+        assert "the kernel ended it at the 64 MiB its slice declares" in held.json()["error"]["message"]
 
     def active_again(events: list[Event]) -> bool:
         return any(r.state.value == "ACTIVE" for r in _records(events)) and any(
@@ -108,10 +142,11 @@ async def test_an_instance_over_its_slices_memory_is_killed_and_restarted(
 
     events = await collect_events(kv, key, before + 1, until=active_again, timeout=60)
     reasons = [r.reason for r in _records(events) if "memory:" in r.reason]
-    assert (
-        f"MiB (PSS), over the {LIMIT_MIB} MiB its slice declares ([slices.resources] memory_mib)"
-        in reasons[0]
-    )
+    said = {
+        "soft": f"MiB (PSS), over the {LIMIT_MIB} MiB its slice declares",
+        "hard": f"the kernel ended it at the {LIMIT_MIB} MiB its slice declares",
+    }
+    assert f"{said[limits]} ([slices.resources] memory_mib)" in reasons[0], reasons
     await wait_until(
         lambda: (found := host_of(node.data_dir, HOG_1, 0)) is not None and found.pid != first.pid,
         timeout=30,
@@ -142,3 +177,37 @@ async def test_an_instance_of_a_slice_that_declares_no_memory_is_left_alone(
         what="the instance to be killed once its slice declares a limit it is over",
     )
     assert "memory:" in node.log_tail(200), node.log_tail(40)
+
+
+async def test_a_new_limit_reaches_a_running_instance_the_kernel_holds(
+    node: NodeProcess, kv: KVClient, limits: str
+) -> None:
+    if limits == "soft":
+        pytest.skip("the soft limit reads the slice's settings at each look (the test above)")
+    await apply_blueprint(
+        kv, "hog", [{"artifact": HOG_1, "instances": 1, "resources": Resources(memory_mib=LIMIT_MIB)}]
+    )
+    await activate(kv, node, HOG_1, 0)
+    first = host_of(node.data_dir, HOG_1, 0)
+    assert first is not None
+    held = await invoke(node.ingress, HOG, "hold", 48)
+    assert (held.status_code, held.json()) == (200, 48), held.text
+    # raised: what would have been over the old limit is not over the new one
+    await apply_blueprint(
+        kv, "hog", [{"artifact": HOG_1, "instances": 1, "resources": Resources(memory_mib=2 * LIMIT_MIB)}]
+    )
+    await wait_until(
+        lambda: "its memory limit is now 128 MiB" in node.log_tail(200), timeout=30, what="the new limit"
+    )
+    held = await invoke(node.ingress, HOG, "hold", 32)
+    assert (held.status_code, held.json()) == (200, 80), held.text
+    # lowered under what it holds: the kernel cannot reclaim it, so the node ends it, saying why
+    await apply_blueprint(
+        kv, "hog", [{"artifact": HOG_1, "instances": 1, "resources": Resources(memory_mib=LIMIT_MIB // 2)}]
+    )
+    await wait_until(
+        lambda: (found := host_of(node.data_dir, HOG_1, 0)) is None or found.pid != first.pid,
+        timeout=30,
+        what="the instance ended under a limit below what it holds",
+    )
+    assert "uses more than the 32 MiB its slice now declares" in node.log_tail(200), node.log_tail(40)

@@ -669,6 +669,8 @@ def _child(connection: int, output: int, request: dict[str, Any]) -> None:
         os.dup2(output, 2)
         os.close(devnull)
         os.close(output)  # (sys.stdout and sys.stderr are the template's stream on fd 2: now the log)
+        if isinstance(request.get("cgroup"), str):  # first: no code of the slice runs outside its limit
+            _join_cgroup(request["cgroup"])
         if not _preloaded:  # (a preloading template forks only instances of its own environment's config)
             os.environ["AETHER_SLICE_CONFIG"] = json.dumps(request.get("config") or {})
         _die_with_parent()  # the template; it dies with the node
@@ -683,6 +685,18 @@ def _child(connection: int, output: int, request: dict[str, Any]) -> None:
         traceback.print_exc()
         os._exit(70)
     os._exit(0)  # do not wait for threads a slice may have left running
+
+
+def _join_cgroup(path: str) -> None:
+    """Move this process into the (memory) cgroup at `path`: its limit is its slice's. If it cannot,
+    say so in its log and go on (the node finds it outside and checks its memory itself)."""
+    try:
+        with open(os.path.join(path, "cgroup.procs"), "w") as procs:
+            procs.write("0")  # (0: the writer)
+    except OSError as error:
+        print(
+            f"aether_slice.host: not joining its memory cgroup {path}: {error}", file=sys.stderr, flush=True
+        )
 
 
 def _receive_with_fds(sock: socket.socket, read_flags: int = 0) -> tuple[bytes, list[int]]:

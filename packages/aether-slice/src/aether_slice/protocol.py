@@ -29,12 +29,15 @@ Messages (`Kind` names each; `kind_of` tells which one a message is, or raises P
                                        call deeper than `MAX_CALL_DEPTH` is refused, by the instance
                                        and by the node: a slice calling itself, directly or through
                                        others, would otherwise call on until every node ran short
-    FORK     node → template          {"id", "op": "fork", "config", "version"[, "name"]}, sent with two
+    FORK     node → template          {"id", "op": "fork", "config", "version"[, "name"][, "cgroup"]},
+                                       sent with two
                                        descriptors
                                        (SCM_RIGHTS, `FORK_FDS`): the instance's end of its connection to
                                        the node (a connected Unix stream socket: no HELLO on it) and its
                                        stdout and stderr (the node's pipe into the instance's log); the
-                                       child takes `name` as its process name (Linux: 15 bytes)
+                                       child takes `name` as its process name (Linux: 15 bytes) and
+                                       joins the memory cgroup at `cgroup` (a directory in cgroupfs:
+                                       its memory limit) before anything else
                                        → no answer if it forked; ERROR "protocol" if it refused: a FORK
                                        of another version, or (a template that imported the slice,
                                        --preload) an instance of another config
@@ -341,11 +344,15 @@ def check_version(message: dict[str, Any], *, unnamed: int = 1) -> None:
         )
 
 
-def fork(request_id: int, config: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+def fork(
+    request_id: int, config: dict[str, Any], name: str | None = None, cgroup: str | None = None
+) -> dict[str, Any]:
     """The node's FORK (sent with the child's two descriptors), naming the version the node speaks."""
     fields: dict[str, Any] = {"config": config, "version": VERSION}
     if name is not None:
         fields["name"] = name
+    if cgroup is not None:
+        fields["cgroup"] = cgroup
     return request(request_id, Kind.FORK, **fields)
 
 

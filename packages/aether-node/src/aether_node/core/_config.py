@@ -63,6 +63,9 @@ class NodeConfig:
     ingress_cert: Path | None = None  # the operator's certificate (PEM) for HTTPS on the app ingress
     ingress_key: Path | None = None  # and its key
     metrics: bool = True  # Prometheus metrics at /metrics on the management API (off: nothing recorded)
+    # A slice's memory_mib held by the kernel: a memory cgroup per instance, where this host lets the node
+    # make them (runtime/_memory_cgroup.py); off, or where it cannot: checked every 2 s (a soft limit).
+    memory_cgroups: bool = True
     lease_ttl: float = 1.5
     capacity: Capacity = attrs.field(factory=Capacity)
     labels: dict[str, str] = attrs.field(factory=dict)

@@ -65,6 +65,13 @@ def run(
     metrics: Annotated[
         bool | None, Parameter(help="Record Prometheus metrics and serve them at /metrics (default on).")
     ] = None,
+    memory_cgroups: Annotated[
+        bool | None,
+        Parameter(
+            help="Hold a slice's memory_mib with a memory cgroup per instance where this host allows it"
+            " (default on); --no-memory-cgroups: check each instance's memory every 2 s instead."
+        ),
+    ] = None,
     kv_raft: Annotated[str | None, Parameter(help="host:port of this node's Raft port.")] = None,
     kv_client: Annotated[str | None, Parameter(help="host:port of this node's KV client port.")] = None,
     kv_peer: Annotated[tuple[str, ...], Parameter(help="Raft address of another node; repeat.")] = (),
@@ -117,6 +124,7 @@ def run(
         "ingress_cert": ingress_cert,
         "ingress_key": ingress_key,
         "metrics": metrics,
+        "memory_cgroups": memory_cgroups,
         "lease_ttl": lease_ttl,
         "kv": kv,
     }

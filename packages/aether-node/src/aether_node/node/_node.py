@@ -74,6 +74,7 @@ from ..runtime._health_checks import check_forever
 from ..runtime._health_settings import SliceHealth
 from ..runtime._installer import SliceInstaller
 from ..runtime._kv_replica import run_kv_replica
+from ..runtime._memory_cgroup import MemoryCgroups
 from ..runtime._slice_store import SliceStore
 from ._certificates import NodeCertificates
 from ._remote_stop import StopAsked, follow_stop_requests
@@ -464,19 +465,22 @@ async def serve_node(
                         )
                     )
 
+                cache = KVCache(kv, EndpointRegistry.PREFIXES)
+                slice_health = SliceHealth(config.health, cache)
                 store = SliceStore(
                     nursery,
                     installer,
                     config.data_dir / "logs",
                     on_call=on_call,
                     timeouts=config.timeouts,
+                    cgroups=MemoryCgroups.find(config.node_id) if config.memory_cgroups else None,
+                    memory_mib=slice_health.memory_mib,
                 )
                 await start("idle slice templates", run_forever(store.retire_idle_templates))
-                cache = KVCache(kv, EndpointRegistry.PREFIXES)
                 await start("endpoint cache", cache.run)
                 await start(
                     "instance health checks",
-                    run_forever(functools.partial(check_forever, store, SliceHealth(config.health, cache))),
+                    run_forever(functools.partial(check_forever, store, slice_health)),
                 )
                 if certificates is not None:
                     await start("certificate renewal", run_forever(certificates.renew_forever))
@@ -615,6 +619,9 @@ async def serve_node(
                         await _forget_stop_request(kv, config.node_id, record.started_at)
                 finally:
                     await store.close_all()  # after a hard cancellation: at least end every process
+                    if store.cgroups is not None:
+                        with trio.CancelScope(shield=True):
+                            await store.cgroups.close()
                     nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
     return restart

@@ -74,7 +74,8 @@ async def check_forever(store: SliceStore, settings: SliceHealth) -> None:
 async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[SliceHost]) -> None:
     """Check one instance once it has been quiet for `interval` s, and at most every `interval` s, until
     it is no longer ACTIVE, ends, or is killed as hung; and, if its slice declares `memory_mib`, its
-    memory every `_memory_limit.CHECK_EVERY` s (killed over it). Its slice's settings are read again
+    memory every `_memory_limit.CHECK_EVERY` s (killed over it), unless its memory cgroup holds it to the
+    limit (`_memory_cgroup.py`: a new limit is given to the cgroup). Its slice's settings are read again
     before each check, and a change of any slice's settings ends the wait at once (to read them again): a
     shorter interval, or checks turned on, count from the last check."""
     host = instance.host
@@ -86,13 +87,18 @@ async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[Sl
         while instance.phase is Phase.ACTIVE and instance.alive:
             checks = settings.of(artifact_id)
             limit = settings.memory_mib(artifact_id)
-            if limit and trio.current_time() >= memory_due:
+            if host.hard_limited:  # (the kernel holds it to its limit: given the new one, if it changed)
+                why = _new_hard_limit(host, limit)
+                limit = 0
+            elif limit and trio.current_time() >= memory_due:
                 why = await _over_memory(host.pid, limit)
-                if why is not None:
-                    log.warning("%s: %s; killing it", host.label, why)
-                    host.kill(because=why)
-                    return
                 memory_due = trio.current_time() + CHECK_EVERY
+            else:
+                why = None
+            if why is not None:
+                log.warning("%s: %s; killing it", host.label, why)
+                host.kill(because=why)
+                return
             due = math.inf if checks is None else max(rested_since, host.last_heard) + checks.interval
             if checks is None or trio.current_time() < due:
                 await _until(min(due, memory_due) if limit else due, settings.changed, host.exited)
@@ -109,6 +115,22 @@ async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[Sl
             rested_since = trio.current_time()
     finally:
         watched.discard(host)
+
+
+def _new_hard_limit(host: SliceHost, limit_mib: int) -> str | None:
+    """Give `host`'s memory cgroup its slice's limit now, `limit_mib` (0: none), if that changed; why it
+    must be killed if the kernel could not bring it under a lower one."""
+    assert host.cgroup is not None
+    if limit_mib == host.cgroup.limit_mib:
+        return None
+    error = host.cgroup.set_limit(limit_mib)
+    if error is None:
+        log.info("%s: its memory limit is now %s", host.label, f"{limit_mib} MiB" if limit_mib else "none")
+        return None
+    return (
+        f"memory: it uses more than the {limit_mib} MiB its slice now declares ([slices.resources]"
+        f" memory_mib; {error})"
+    )
 
 
 async def _over_memory(pid: int | None, limit_mib: int) -> str | None:

@@ -40,6 +40,7 @@ from ..core._errors import InvocationError, SliceHostError, StepTimeoutError
 from ..core._off_loop import in_pieces, json_size_at_least, loads_yielding, run_sized
 from ._broadcast import Broadcast
 from ._installer import InstalledSlice, entry_point_reference
+from ._memory_cgroup import InstanceCgroup
 from ._processes import ChildProcess, spawn
 
 log = logging.getLogger("aether_node.slice_host")
@@ -349,14 +350,17 @@ class SliceTemplate:
         else:
             self._on_end[fork_id] = tell
 
-    async def fork(self, config: Mapping[str, Any], name: str, fds: tuple[int, int]) -> int:
+    async def fork(
+        self, config: Mapping[str, Any], name: str, fds: tuple[int, int], cgroup: str | None = None
+    ) -> int:
         """Ask for an instance of `config`, named `name` (its process name), that keeps `fds` (its
-        connection, its output: the template takes copies of them); the FORK's id, which names the child
-        until its answer to LOAD gives its pid. No answer is awaited: a refusal is how the child "ended"
-        (`exit_reason`), and its connection then closes. Raises SliceHostError if the template is gone."""
+        connection, its output: the template takes copies of them) and joins the memory cgroup at `cgroup`
+        (None: none); the FORK's id, which names the child until its answer to LOAD gives its pid. No
+        answer is awaited: a refusal is how the child "ended" (`exit_reason`), and its connection then
+        closes. Raises SliceHostError if the template is gone."""
         assert self.control is not None
         fork_id = next(self._fork_ids)
-        frame = protocol.encode(protocol.fork(fork_id, dict(config), name))
+        frame = protocol.encode(protocol.fork(fork_id, dict(config), name, cgroup))
         try:
             async with self._lock:  # one frame at a time on the socket
                 await self._send(frame, fds)
@@ -416,6 +420,8 @@ class SliceHost:
         self.last_heard = trio.current_time()  # when the instance last sent anything (health checks)
         self.gave_up_at: float | None = None  # when a request to it last timed out (health checks)
         self._killed_because = ""  # why the node killed it (a failed health check), for exit_reason
+        self.cgroup: InstanceCgroup | None = None  # its memory cgroup, if it was given one
+        self.hard_limited = False  # it is in `cgroup` (seen once loaded): the kernel holds its memory
         self._replies: Replies[_Call] = Replies()
         self.calls_in_flight = 0  # calls of this instance to other slices the node serves now
         self._refusals_unread = 0  # bytes of refusals of its calls queued since it last read everything
@@ -435,20 +441,24 @@ class SliceHost:
         output: int,
         log_path: Path,
         on_call: CallHandler,
+        cgroup: InstanceCgroup | None = None,
     ) -> SliceHost:
         """Fork an instance from `template`, connected to this node by a socket pair, with `output` (the
-        write end of the pipe into its log, `log_path`) as its stdout and stderr and `name` as its
-        process name. The caller keeps its own `output` and closes it. Requests may be sent at once (the
-        instance reads them once it runs); its first, LOAD, is answered with its pid (`loaded`)."""
+        write end of the pipe into its log, `log_path`) as its stdout and stderr, `name` as its process
+        name, and in `cgroup` (its memory limit; removed once it has ended). The caller keeps its own
+        `output` and closes it. Requests may be sent at once (the instance reads them once it runs); its
+        first, LOAD, is answered with its pid (`loaded`)."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with theirs:
-                fork_id = await template.fork(config, name, (theirs.fileno(), output))
+                where = str(cgroup.path) if cgroup is not None else None
+                fork_id = await template.fork(config, name, (theirs.fileno(), output), where)
         except BaseException:
             ours.close()
             raise
         connection = _Connection(trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
         host = cls(template, connection, fork_id, label, log_path)
+        host.cgroup = cgroup
         nursery.start_soon(host._read_loop, nursery, on_call)
         nursery.start_soon(connection.write_loop)
         nursery.start_soon(host._expire_loop)
@@ -503,6 +513,13 @@ class SliceHost:
                 ended = await self.template.exit_reason(self.fork_id, timeout=2.0)
             self.template.on_end(self.fork_id, None)
             reason = ended or "its connection closed"
+            if self.cgroup is not None:
+                if self.hard_limited and self.cgroup.oom_kills():
+                    self._killed_because = self._killed_because or (
+                        f"memory: the kernel ended it at the {self.cgroup.limit_mib} MiB its slice declares"
+                        " ([slices.resources] memory_mib)"
+                    )
+                self.cgroup.remove()  # (one it cannot remove yet goes when the node next starts)
             self.exit_reason = f"{self._killed_because}; {reason}" if self._killed_because else reason
             self.exited.set()
             self._timer.cancel()

@@ -5,6 +5,7 @@ when, and records the outcomes."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,10 @@ from ..core._schema import InstanceKey
 from ._installer import InstalledSlice, SliceInstaller
 from ._instance_log import InstanceLog, LogLimits
 from ._lifecycle import Phase
+from ._memory_cgroup import MemoryCgroups
 from ._slice_host import Ahead, CallHandler, SliceHost, SliceTemplate
+
+memory_log = logging.getLogger("aether_node.memory")
 
 
 @attrs.define(eq=False)
@@ -64,8 +68,14 @@ class SliceStore:
         on_call: CallHandler,
         timeouts: StepTimeouts = StepTimeouts(),  # noqa: B008 (a frozen value)
         log_limits: LogLimits = LogLimits(),  # noqa: B008 (a frozen value)
+        cgroups: MemoryCgroups | None = None,
+        memory_mib: Callable[[str], int] = lambda artifact_id: 0,
     ) -> None:
         self._nursery = nursery
+        # Where an instance of a slice that declares memory_mib (`memory_mib(artifact_id)`) gets a memory
+        # cgroup with that limit (None: nowhere, the health checks look at its memory instead).
+        self.cgroups = cgroups
+        self.memory_mib = memory_mib
         self.installer = installer
         self.logs_dir = logs_dir
         self.log_limits = log_limits
@@ -167,6 +177,10 @@ class SliceStore:
             why = f"{key.label}: cannot make the pipe for its output: {error}"
             raise SliceHostError("log", why) from None
         self._nursery.start_soon(log.drain, read_end)
+        limit = self.memory_mib(key.coordinates.artifact_id) if self.cgroups is not None else 0
+        cgroup = (
+            self.cgroups.create(f"{key.coordinates.distribution}-{key.instance}", limit) if limit else None
+        )
         try:
             host = await SliceHost.spawn(
                 self._nursery,
@@ -177,7 +191,12 @@ class SliceStore:
                 output=write_end,
                 log_path=self.log_path(key),
                 on_call=self._on_call,
+                cgroup=cgroup,
             )
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
         finally:
             os.close(write_end)  # the process holds its own copy now (or never will): the pipe is its
         try:
@@ -191,6 +210,13 @@ class SliceStore:
             starting = host.send_ahead(Kind.START) if start else None
             reply = await host.result_of(loading, self.timeouts.load)  # (the fork's time included)
             host.loaded(reply)
+            if cgroup is not None and host.pid is not None:
+                host.hard_limited = cgroup.holds(host.pid)
+                if not host.hard_limited:
+                    memory_log.warning(
+                        "%s: not in its memory cgroup (its log says why): its memory is checked every 2 s",
+                        key.label,
+                    )
         except BaseException:
             await host.close(grace=0)  # (a START sent ahead is answered None: nobody waits for it)
             raise

@@ -1,0 +1,101 @@
+"""Memory cgroups (`runtime/_memory_cgroup.py`): the parsing of /proc/PID/cgroup and memory.oom_control,
+and, where this host lets a process make cgroups (cgroup v1, as root), the real thing: a limit set,
+raised, lowered and lifted, a process that joins its cgroup and is ended by the kernel over its limit,
+and nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from aether_node.runtime._memory_cgroup import MemoryCgroups, oom_kills, own_memory_cgroup
+
+V1 = """12:pids:/user.slice
+4:memory:/process_api/abc
+0::/user.slice
+"""
+
+
+def test_the_memory_controller_s_path_is_read_from_proc() -> None:
+    assert own_memory_cgroup(V1) == "/process_api/abc"
+    assert own_memory_cgroup("7:cpu,memory:/x\n") == "/x"
+    assert own_memory_cgroup("0::/user.slice/session-1.scope\n") is None  # cgroup v2 alone
+    assert own_memory_cgroup("") is None
+
+
+def test_the_kernel_s_oom_kills_are_read_from_oom_control() -> None:
+    assert oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n") == 2
+    assert oom_kills("oom_kill_disable 0\nunder_oom 0\n") == 0  # an older kernel says nothing
+
+
+def test_a_host_without_the_v1_memory_controller_has_no_cgroups(tmp_path: Path) -> None:
+    proc_self = tmp_path / "cgroup"
+    proc_self.write_text("0::/user.slice\n")
+    assert MemoryCgroups.find("n1", root=tmp_path / "memory", proc_self=proc_self) is None
+    proc_self.write_text(V1)
+    assert MemoryCgroups.find("n1", root=tmp_path / "memory", proc_self=proc_self) is None  # not mounted
+
+
+@pytest.fixture
+async def cgroups() -> AsyncIterator[MemoryCgroups]:
+    found = MemoryCgroups.find(f"test-{os.getpid()}")
+    if found is None:
+        pytest.skip("this host lets no memory cgroup be made here (cgroup v1 as root)")
+    try:
+        yield found
+    finally:
+        await found.close()
+        assert not found.base.exists()
+
+
+def _limits(path: Path) -> tuple[int, int]:
+    read = [int((path / f"memory.{name}limit_in_bytes").read_text()) for name in ("", "memsw.")]
+    return read[0], read[1]
+
+
+async def test_a_limit_is_set_raised_lowered_and_lifted_with_swap_alike(cgroups: MemoryCgroups) -> None:
+    cgroup = cgroups.create("org-example-echo-1", 64)
+    assert cgroup is not None and cgroup.limit_mib == 64
+    assert _limits(cgroup.path) == (64 << 20, 64 << 20)
+    for mib in (128, 32, 48):  # each order the kernel takes (the limit with swap never under the other)
+        assert cgroup.set_limit(mib) is None
+        assert _limits(cgroup.path) == (mib << 20, mib << 20)
+    assert cgroup.set_limit(0) is None
+    plain, swap = _limits(cgroup.path)
+    assert plain > 1 << 50 and swap > 1 << 50  # none
+    assert cgroup.remove() and not cgroup.path.exists()
+
+
+async def test_a_process_in_its_cgroup_is_ended_by_the_kernel_over_its_limit(cgroups: MemoryCgroups) -> None:
+    cgroup = cgroups.create("org-example-hog-1", 32)
+    assert cgroup is not None
+    joins_then_grows = (
+        "import sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0'); print('in', flush=True);"
+        " sys.stdin.readline(); held = bytearray(b'1') * (64 << 20); print('survived', flush=True)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", joins_then_grows, str(cgroup.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline() == "in\n"
+        assert cgroup.holds(child.pid)
+        assert not cgroup.holds(os.getpid())
+        assert cgroup.oom_kills() == 0
+        child.stdin.write("grow\n")
+        child.stdin.flush()
+        assert child.wait(timeout=30) == -9
+        assert child.stdout.read() == ""  # it never got past its allocation
+    finally:
+        child.kill()
+        child.wait()
+    assert cgroup.oom_kills() == 1
+    assert cgroup.remove()
