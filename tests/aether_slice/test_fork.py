@@ -146,3 +146,21 @@ def test_a_failing_hook_is_reported_and_the_fork_goes_on():
     """)
     assert done["out"] == ["next"]
     assert "RuntimeError: this hook fails" in done["err"]
+
+
+def test_a_hook_raising_system_exit_is_reported_as_os_fork_reports_it_and_the_fork_goes_on():
+    # os.fork reports whatever a hook raises, SystemExit and KeyboardInterrupt included, and goes on: a
+    # hook's SystemExit must not end the template, nor unwind a child through the template's own code.
+    done = run("""
+        forker = Forker()
+        said = []
+        def exits():
+            raise SystemExit("this hook exits")
+        os.register_at_fork(before=exits, after_in_parent=exits, after_in_child=exits)
+        os.register_at_fork(after_in_child=lambda: said.append("next"))
+        child = in_child(forker, lambda: said)
+        reference = in_child(type("OsFork", (), {"fork": staticmethod(os.fork)}), lambda: said)
+        print(json.dumps({"child": child, "reference": reference}))
+    """)
+    assert done["out"] == {"child": ["next"], "reference": ["next"]}
+    assert done["err"].count("SystemExit: this hook exits") == 6  # before, parent, child; twice

@@ -58,11 +58,12 @@ def _hook_list_holding(hook: Any) -> list[Any] | None:
 
 
 def _run_hooks(hooks: list[Hook]) -> None:
-    """Run each hook as the interpreter does: an exception is printed and the next hook runs."""
+    """Run each hook as the interpreter does: whatever it raises (SystemExit and KeyboardInterrupt too:
+    the interpreter reports them all as unraisable) is printed and the next hook runs."""
     for hook in hooks:
         try:
             hook()
-        except Exception:
+        except BaseException:  # (else a hook's SystemExit would unwind a child as a template)
             print(f"Exception ignored in at-fork hook {hook!r}:", file=sys.stderr)
             traceback.print_exc()
 
