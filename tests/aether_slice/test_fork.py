@@ -4,6 +4,7 @@ have threads of its own, which would make every fork an os.fork)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -164,3 +165,25 @@ def test_a_hook_raising_system_exit_is_reported_as_os_fork_reports_it_and_the_fo
     """)
     assert done["out"] == {"child": ["next"], "reference": ["next"]}
     assert done["err"].count("SystemExit: this hook exits") == 6  # before, parent, child; twice
+
+
+@pytest.mark.skipif(not NATIVE, reason="Forker forks through libc on CPython 3.11 only")
+def test_a_fork_the_kernel_refuses_runs_the_parent_hooks_as_os_fork_does():
+    # os.fork runs the after_in_parent hooks whether or not the kernel forked: a before/after_in_parent
+    # pair holding a lock across the fork must not leave it held (the next fork's `before` would hang).
+    done = run("""
+        import ctypes, errno
+        forker = Forker()
+        lock = threading.Lock()
+        os.register_at_fork(before=lock.acquire, after_in_parent=lock.release)
+        def refused():
+            ctypes.set_errno(errno.EAGAIN)
+            return -1
+        forker._libc_fork = refused  # the kernel's refusal, as libc reports it
+        try:
+            forker.fork()
+        except OSError as error:
+            refusal = error.errno
+        print(json.dumps({"refusal": refusal, "held": lock.locked()}))
+    """)
+    assert done["out"] == {"refusal": errno.EAGAIN, "held": False}

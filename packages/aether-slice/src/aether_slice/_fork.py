@@ -127,10 +127,10 @@ class Forker:
             threading._main_thread._native_id = _thread.get_native_id()  # type: ignore[attr-defined]
             if in_child:
                 _run_hooks(in_child)
-        elif pid > 0:
-            if in_parent:
-                _run_hooks(in_parent)
-        else:
-            error = ctypes.get_errno()
+            return 0
+        error = ctypes.get_errno() if pid < 0 else 0
+        if in_parent:  # (a refused fork too, as os.fork: a `before` may hold a lock its pair releases)
+            _run_hooks(in_parent)
+        if pid < 0:
             raise OSError(error, os.strerror(error))
         return pid
