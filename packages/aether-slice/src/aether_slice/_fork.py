@@ -8,7 +8,11 @@ threading's and logging's bookkeeping: ~60 pages each child touches, each a copy
 with the template (~1.3 µs each, ~10 % of an instance's start).
 
 `Forker.fork` forks through libc instead (ctypes, holding the GIL; on CPython 3.11 only, the version
-whose after-fork work in C was checked to change nothing in a process of one thread) and runs every
+whose after-fork work in C was checked to change nothing in a process of one thread, but for three
+things it skips: a signal the template caught just before the fork, whose Python handler has not run
+yet, has it run in the child too (os.fork clears it there: the template's only handler, SIGCHLD's, does
+nothing); the C thread state keeps the template's native thread id (read by debuggers and profilers
+only; `threading`'s copy is set here); no `os.fork` audit event is raised) and runs every
 registered hook itself but those lock resets, from the interpreter's own lists of hooks (found once,
 by their known members: they are read, never changed), in the order `os.fork` runs them. It forks with
 `os.fork` while another thread runs (then the lock resets matter) and where it found no lists. What
