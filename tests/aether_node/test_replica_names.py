@@ -19,10 +19,11 @@ from aether_node import NodeConfig, NodeRecord
 from aether_node.api._cluster_view import ClusterView
 from aether_node.api._handlers import Handlers
 from aether_node.control._membership import replica_names
+from aether_node.core._bad_records import Undecodable, record_type
 from aether_node.core._config import KVSettings
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import ReplicaRecord, decode_record, encode_record
-from aether_node.core._schema import node_key, replica_key
+from aether_node.core._schema import REPLICAS, node_key, replica_key
 from aether_node.node._node import _Registration
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
@@ -131,3 +132,11 @@ async def test_a_node_names_its_replica_with_its_registration_and_a_client_node_
     assert [(kv.key, decode_record(kv.key, kv.value, ReplicaRecord).node_id) for kv in named_replicas] == [
         (replica_key("127.0.0.1:7001"), "n1")
     ]
+
+
+def test_a_replica_record_that_does_not_decode_is_named_as_one() -> None:
+    assert record_type(REPLICAS + "10.0.0.1:7000") is ReplicaRecord
+    bad = KeyValue(
+        key=REPLICAS + "10.0.0.1:7000", value=b"not json", create_revision=3, mod_revision=3, version=1
+    )
+    assert list(Undecodable().update([{bad.key: bad}])) == [bad.key]

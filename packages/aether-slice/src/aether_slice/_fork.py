@@ -61,6 +61,15 @@ def _hook_list_holding(hook: Any) -> list[Any] | None:
     return lists[0] if len(lists) == 1 else None
 
 
+def _one_thread() -> bool:
+    """Whether the kernel counts one thread in this process (`/proc/self/task` has two links more than
+    it has threads); False if it cannot tell."""
+    try:
+        return os.stat("/proc/self/task").st_nlink == 3
+    except OSError:
+        return False
+
+
 def _run_hooks(hooks: list[Hook]) -> None:
     """Run each hook as the interpreter does: whatever it raises (SystemExit and KeyboardInterrupt too:
     the interpreter reports them all as unraisable) is printed and the next hook runs."""
@@ -110,8 +119,10 @@ class Forker:
 
     @property
     def native(self) -> bool:
-        """Whether the next fork goes through libc (False: os.fork)."""
-        return self._libc_fork is not None and not _thread._count()
+        """Whether the next fork goes through libc (False: os.fork): while the process has one thread, of
+        Python's (`_thread._count()`: none started) and of the kernel's (a thread started from C, or one
+        of Python's still ending, holding its thread state)."""
+        return self._libc_fork is not None and not _thread._count() and _one_thread()
 
     def fork(self) -> int:
         """Fork: 0 in the child, its pid in the parent (OSError if the kernel refused), the registered

@@ -924,7 +924,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,
     )
-    forker = Forker()  # before the slice's import: it sees what that registers to run at a fork
+    forker = Forker()  # before the slice's import: fewer objects to search for the interpreter's hook lists
     preload = _preload_arguments(args)
     if preload is None or preload[1] is None:
         try:

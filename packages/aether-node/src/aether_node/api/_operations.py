@@ -467,10 +467,13 @@ class Operations:
             for other_id, (other, _) in nodes.items()
             if other_id != node_id and other.raft and (other.leaving or node_stop_key(other_id) in asked)
         }
-        with store_errors(f"could not read the KV store's replicas before the {doing} of {node_id}"):
-            names = await self.handlers._replica_names()
-        why = quorum_lost_by_stopping(status, record.raft, stopping=stopping, names=names)
+        why = quorum_lost_by_stopping(status, record.raft, stopping=stopping)
         if why is not None:
+            try:  # (the replicas down named by their nodes too: only a label, the refusal stands without)
+                names = await self.handlers._replica_names()
+                why = quorum_lost_by_stopping(status, record.raft, stopping=stopping, names=names)
+            except RequestError:
+                pass
             raise RequestError(
                 ErrorKind.CONFLICT,
                 f"a {doing} of node {node_id} (KV replica {record.raft}) would {why}; bring the replicas"

@@ -21,6 +21,7 @@ from ._records import (
     NodeRecord,
     PausedRollout,
     RecordError,
+    ReplicaRecord,
     RolloutRecord,
     decode_record,
 )
@@ -34,6 +35,7 @@ from ._schema import (
     NODES,
     PAUSED,
     RECONCILE_POLICY,
+    REPLICAS,
     ROLLOUTS,
 )
 
@@ -50,6 +52,7 @@ RECORD_TYPES: tuple[tuple[str, type], ...] = (
     (RECONCILE_POLICY, ReconcilePolicy),
     (LOST_NODES, LostNodeRecord),
     (INSTANCE_NUMBERS, InstanceNumbers),
+    (REPLICAS, ReplicaRecord),
 )
 MAX_LOGGED = 4096  # keys whose last logged change is remembered (beyond: the oldest is logged again)
 
