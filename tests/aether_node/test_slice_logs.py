@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ from aether_node.api import _management, _slice_logs
 from aether_node.api._slice_logs import LogRequest, SliceLogs, choose, split_lines
 from aether_node.client import InstanceInfo
 from aether_node.core._errors import RequestError
-from aether_node.runtime._instance_log import InstanceLog, LogLimits
+from aether_node.runtime._instance_log import InstanceLog, LogLimits, LogTail
+from support import wait_until
 
 
 def test_split_lines_keeps_the_incomplete_rest() -> None:
@@ -95,6 +97,49 @@ async def test_following_sends_the_tail_then_each_line_and_ends_with_the_instanc
             await done.wait()
     assert sent == ["old 2", "new line", "last"]
     assert (tmp_path / "x.log").read_bytes() == b"old 1\nold 2\nnew line\nlast"
+
+
+async def test_following_reads_the_tail_on_a_worker_thread(tmp_path: Path) -> None:
+    """A follower's tail is read back off the event loop: an instance's files may hold 80 MiB of one
+    endless line (a progress bar), and reading that on the event loop (quadratically, too) stalled the
+    node for seconds: its lease expired, it was declared lost and its instances were removed. The read
+    here waits until the event loop has run again; on the event loop it would wait in vain."""
+    entered, released = threading.Event(), threading.Event()
+    waited: list[bool] = []
+
+    class GatedTail(LogTail):
+        def lines(self, count: int) -> list[str]:
+            entered.set()
+            waited.append(released.wait(timeout=20))
+            return super().lines(count)
+
+    class GatedLog(InstanceLog):
+        def open_tail(self) -> LogTail:
+            return GatedTail(files=super().open_tail().files)
+
+    log = GatedLog(tmp_path / "x.log")
+    (tmp_path / "x.log").write_bytes(b"old 1\nold 2\n")
+    logs = SliceLogs("node-1", handlers=None, log_of=lambda key: log)  # type: ignore[arg-type]
+    sent: list[str] = []
+
+    async def send(chunk: bytes) -> None:
+        sent.append(json.loads(chunk)["line"])
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(logs._follow_local, instance("node-1", 0), 1, send)
+        await wait_until(entered.is_set, timeout=20, what="the follower reads its tail")
+        released.set()
+    assert waited == [True], "the tail was read on the event loop, which could not run meanwhile"
+    assert sent == ["old 2"]  # nobody writes the log: the follower ends after its tail
+
+
+def test_one_endless_line_across_every_file_is_no_complete_line(tmp_path: Path) -> None:
+    path = tmp_path / "x.log"
+    path.with_name("x.log.2").write_bytes(b"a\n" + b"y" * 300_000)
+    path.with_name("x.log.1").write_bytes(b"y" * 300_000)
+    path.write_bytes(b"y" * 300_000)
+    assert LogTail.open(path, keep=2).lines(5) == ["a"]
+    assert LogTail.open(path, keep=1).lines(5) == []
 
 
 def test_a_client_waits_three_keep_alives_before_it_calls_a_stream_dead() -> None:

@@ -256,8 +256,15 @@ class SliceLogs:
         log = self.log_of(self._key(info))
         try:
             subscription = log.subscribe()  # and the tail with no checkpoint between: nothing lost
-            lines = log.tail(count)
+            tail = log.open_tail()
         except OSError as error:
+            await subscription.channel.aclose()
+            await send(_error(info.node_id, self._unreadable(log, error).message))
+            return
+        try:  # on a worker thread: one endless line read back would stall the node's event loop
+            lines = await trio.to_thread.run_sync(tail.lines, count)
+        except OSError as error:
+            await subscription.channel.aclose()
             await send(_error(info.node_id, self._unreadable(log, error).message))
             return
         for line in lines:

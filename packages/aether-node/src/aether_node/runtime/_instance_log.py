@@ -11,8 +11,10 @@ fills), never the other way round; a follower that falls behind by more than FOL
 dropped (told so), never the node.
 
 Writes happen on the trio thread: a chunk is at most the pipe's read size and the file is unbuffered, so
-a follower that reads the files' tail and subscribes without a checkpoint in between misses nothing and
-sees nothing twice. `read_tail` reads across the rotated files.
+a follower that opens the files' tail (`InstanceLog.open_tail`) and subscribes without a checkpoint in
+between misses nothing and sees nothing twice. `read_tail` and `LogTail.lines` read back across the
+rotated files, up to 80 MiB of one endless line at the default limits: on a worker thread, never the
+event loop's (it would stall the node's heartbeats).
 """
 
 from __future__ import annotations
@@ -91,30 +93,59 @@ class RotatingFile:
 def read_tail(path: Path, count: int, keep: int = KEEP) -> list[str]:
     """The last `count` complete lines of the log `path` and, further back, its rotated files. No file
     yet (the instance wrote nothing): no lines."""
-    data = b""
-    for file_path in rotated(path, keep):
-        data = _tail_bytes(file_path, count + 1 - data.count(b"\n")) + data
-        if data.count(b"\n") > count:
-            break
-    end = data.rfind(b"\n") + 1
-    lines = [line.decode(errors="replace").rstrip("\r") for line in data[:end].split(b"\n")[:-1]]
-    return lines[-count:]
+    return LogTail.open(path, keep).lines(count)
 
 
-def _tail_bytes(path: Path, newlines: int) -> bytes:
-    """The end of `path` back to at least `newlines` newlines (or all of it); none if it is not there."""
-    try:
-        with open(path, "rb") as file:
-            start = file.seek(0, os.SEEK_END)
-            data = b""
-            while start > 0 and data.count(b"\n") < newlines:
-                step = min(_BLOCK, start)
-                start -= step
-                file.seek(start)
-                data = file.read(step) + data
-            return data
-    except FileNotFoundError:
-        return b""
+@attrs.define(eq=False)
+class LogTail:
+    """A log's files as they were when opened (newest first, each with the size to read back from), to be
+    read later, off the event loop, by `lines`: what is written or rotated after `open` is not in it.
+
+    `open` is cheap (a few opens and a stat), so it can be taken with a follower's subscription and no
+    checkpoint between; `lines` reads back over up to `keep + 1` files of up to twice the rotation size
+    each (one endless line: a progress bar that never ends a line), so it belongs on a worker thread."""
+
+    files: list[tuple[BinaryIO, int]]
+
+    @classmethod
+    def open(cls, path: Path, keep: int = KEEP) -> LogTail:
+        files: list[tuple[BinaryIO, int]] = []
+        try:
+            for file_path in rotated(path, keep):
+                try:
+                    file = open(file_path, "rb")  # noqa: SIM115 (closed by lines)
+                except FileNotFoundError:
+                    continue
+                files.append((file, os.fstat(file.fileno()).st_size))
+        except BaseException:
+            for file, _ in files:
+                file.close()
+            raise
+        return cls(files=files)
+
+    def lines(self, count: int) -> list[str]:
+        """The last `count` complete lines across the files; closes them. Linear in the bytes read."""
+        blocks: list[bytes] = []  # newest first
+        newlines = 0
+        try:
+            for file, size in self.files:
+                start = size
+                while start > 0 and newlines <= count:
+                    step = min(_BLOCK, start)
+                    start -= step
+                    file.seek(start)
+                    block = file.read(step)
+                    blocks.append(block)
+                    newlines += block.count(b"\n")
+                if newlines > count:
+                    break
+        finally:
+            for file, _ in self.files:
+                file.close()
+        data = b"".join(reversed(blocks))
+        end = data.rfind(b"\n") + 1
+        lines = [line.decode(errors="replace").rstrip("\r") for line in data[:end].split(b"\n")[:-1]]
+        return lines[-count:]
 
 
 @attrs.define(eq=False)
@@ -143,6 +174,11 @@ class InstanceLog:
 
     def tail(self, count: int) -> list[str]:
         return read_tail(self.path, count, self.limits.keep)
+
+    def open_tail(self) -> LogTail:
+        """The log's files as they are now, for `LogTail.lines` on a worker thread: with `subscribe` and
+        no checkpoint between, nothing is missed or seen twice."""
+        return LogTail.open(self.path, self.limits.keep)
 
     def subscribe(self) -> Subscription:
         """Every chunk written from now on, until the last process ends. Synchronous: call it with
