@@ -22,6 +22,7 @@ from ._common import (
     EXIT_UNHEALTHY,
     Common,
     InputFile,
+    WholeNumber,
     call,
     check_wait_timeout,
     client_for,
@@ -370,7 +371,7 @@ def events(
         bool, Parameter(name=("--follow", "-f"), negative=(), help="Keep streaming new events until Ctrl-C.")
     ] = False,
     limit: Annotated[
-        int,
+        WholeNumber,
         Parameter(
             name=("--limit", "-n"),
             help="How many recent events, 1 to 1000 (with --follow: shown before the new ones).",
@@ -421,7 +422,7 @@ def events(
 
 def up(
     *,
-    nodes: Annotated[int, Parameter(help="How many nodes (the first 3 hold the Raft store).")] = 3,
+    nodes: Annotated[WholeNumber, Parameter(help="How many nodes (the first 3 hold the Raft store).")] = 3,
     directory: Annotated[Path, Parameter(help="Where data, logs and state live.")] = Path(".aether-dev"),
     source: Annotated[
         Path | None,

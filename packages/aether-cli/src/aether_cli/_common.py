@@ -10,7 +10,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
@@ -24,6 +24,37 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 T = TypeVar("T")
 # a path, or `-` for stdin (stdout for `cluster backup`; cyclopts takes a lone `-` for an option unless told)
 InputFile = Annotated[Path, Parameter(allow_leading_hyphen=True)]
+
+
+def _whole_number(type_: Any, tokens: Sequence[Any]) -> int:
+    """A count, a revision, a limit: digits alone. cyclopts reads `1.5` as 2 and `0x3` as 3 for an `int`,
+    and `aether blueprint rollback demo --to 2.5` rolled back to revision 2: a typo, refused instead."""
+    from cyclopts.exceptions import CoercionError
+
+    token = tokens[0]
+    if not re.fullmatch(r"[+-]?[0-9]+", token.value.strip()):
+        raise CoercionError(token=token, target_type=int)
+    return int(token.value)
+
+
+def _finite_number(type_: Any, tokens: Sequence[Any]) -> float:
+    """A target or a delay: a number, not `nan` or `inf` (which reached the cluster as a JSON error)."""
+    from cyclopts.exceptions import CoercionError
+
+    token = tokens[0]
+    try:
+        value = float(token.value)
+    except ValueError:
+        raise CoercionError(token=token, target_type=float) from None
+    if not math.isfinite(value):
+        raise CoercionError(token=token, target_type=float)
+    return value
+
+
+# every integer the CLI takes, and every float it does not check itself (the timeouts say their own range)
+WholeNumber = Annotated[int, Parameter(converter=_whole_number)]
+FiniteNumber = Annotated[float, Parameter(converter=_finite_number)]
+
 # The exit code of each error kind (`aether_node.client.ErrorKind`; a test checks every kind is here).
 EXIT_CODE_BY_KIND = {"bad_request": EXIT_BAD_INPUT, "unreachable": EXIT_UNREACHABLE} | dict.fromkeys((
     "unauthenticated", "forbidden", "not_found", "no_endpoint", "conflict", "raised", "bad_result",

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from cyclopts import Parameter
 
-from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, call, emit, fail, plural, visible
+from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, WholeNumber, call, emit, fail, plural, visible
 
 DEFAULT_COMMON = Common()
 
@@ -20,11 +20,11 @@ def slice_logs(
     /,
     *,
     instance: Annotated[
-        int | None, Parameter(help="Only this instance (its number: `aether slice list`).")
+        WholeNumber | None, Parameter(help="Only this instance (its number: `aether slice list`).")
     ] = None,
     node: Annotated[str | None, Parameter(help="Only the instances on this node.")] = None,
     lines: Annotated[
-        int, Parameter(name=("--lines", "-n"), help="How many of the last lines of each.")
+        WholeNumber, Parameter(name=("--lines", "-n"), help="How many of the last lines of each.")
     ] = 100,
     follow: Annotated[
         bool,
@@ -94,7 +94,7 @@ def describe(
     /,
     *,
     events: Annotated[
-        int, Parameter(name=("--events", "-n"), help="How many recent events to show, 1 to 1000.")
+        WholeNumber, Parameter(name=("--events", "-n"), help="How many recent events to show, 1 to 1000.")
     ] = 20,
     common: Common = DEFAULT_COMMON,
 ) -> None:

@@ -14,7 +14,9 @@ from ._common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     Common,
+    FiniteNumber,
     InputFile,
+    WholeNumber,
     call,
     check_wait_timeout,
     emit,
@@ -57,7 +59,8 @@ def blueprint_rollback(
     /,
     *,
     to: Annotated[
-        int | None, Parameter(help="The revision to go back to (default: the one before the current).")
+        WholeNumber | None,
+        Parameter(help="The revision to go back to (default: the one before the current)."),
     ] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
@@ -110,7 +113,7 @@ def blueprint_diff(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> No
     emit(common, result, human)
 
 
-def slice_scale(artifact: str, instances: int, /, *, common: Common = DEFAULT_COMMON) -> None:
+def slice_scale(artifact: str, instances: WholeNumber, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Run INSTANCES instances of slice ARTIFACT (group:artifact): a new revision of its blueprint."""
     if instances < 0:
         fail(EXIT_BAD_INPUT, f"instances: must be ≥ 0, got {instances}")
@@ -129,12 +132,14 @@ def slice_autoscale_set(
     artifact: str,
     /,
     *,
-    min: Annotated[int | None, Parameter(help="The fewest instances it scales down to.")] = None,
-    max: Annotated[int | None, Parameter(help="The most instances it scales up to.")] = None,
-    cpu: Annotated[float | None, Parameter(help="Target CPU per instance (cores, e.g. 0.7).")] = None,
-    p99_ms: Annotated[float | None, Parameter(help="Target p99 latency of its calls (ms).")] = None,
-    calls_per_second: Annotated[float | None, Parameter(help="Target calls per second per instance.")] = None,
-    in_flight: Annotated[float | None, Parameter(help="Target calls in flight per instance.")] = None,
+    min: Annotated[WholeNumber | None, Parameter(help="The fewest instances it scales down to.")] = None,
+    max: Annotated[WholeNumber | None, Parameter(help="The most instances it scales up to.")] = None,
+    cpu: Annotated[FiniteNumber | None, Parameter(help="Target CPU per instance (cores, e.g. 0.7).")] = None,
+    p99_ms: Annotated[FiniteNumber | None, Parameter(help="Target p99 latency of its calls (ms).")] = None,
+    calls_per_second: Annotated[
+        FiniteNumber | None, Parameter(help="Target calls per second per instance.")
+    ] = None,
+    in_flight: Annotated[FiniteNumber | None, Parameter(help="Target calls in flight per instance.")] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Change the bounds or targets of autoscaled slice ARTIFACT at run time (over its blueprint's
@@ -241,10 +246,11 @@ def cluster_policy_set(
     *,
     preset: Annotated[str | None, Parameter(help="aggressive (the default) or conservative.")] = None,
     rebalance_delay: Annotated[
-        float | None, Parameter(help="Seconds a lost node's instances wait for it before they are replaced.")
+        FiniteNumber | None,
+        Parameter(help="Seconds a lost node's instances wait for it before they are replaced."),
     ] = None,
     max_moves: Annotated[
-        int | None, Parameter(help="Moves in flight at once in the cluster (0: no limit).")
+        WholeNumber | None, Parameter(help="Moves in flight at once in the cluster (0: no limit).")
     ] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
