@@ -975,9 +975,16 @@ def check_url(url: str) -> None:
 
 
 def _segment(value: str) -> str:
-    """One URL path segment: a name can never reach another route ("demo?x", "../cluster", "")."""
+    """One URL path segment: a name can never reach another route ("demo?x", "../cluster", ""). A name
+    with "/" is refused here: no node, blueprint, slice, entry point or key is named so, and the server
+    reads "%2F" as "/", so it would answer a bare 404 (which a client takes for another server's)."""
     if not value:
         raise ValueError("a name must not be empty")
+    if "/" in value:
+        raise ValueError(
+            f"{value!r}: a name cannot hold '/'"
+            " (no node, blueprint, slice, entry point or API key is named so)"
+        )
     return quote(value, safe="")
 
 
