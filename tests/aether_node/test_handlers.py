@@ -137,6 +137,46 @@ async def test_a_slice_owned_by_another_blueprint_is_refused(kv: MemoryStore, ha
     assert [item.key for item in (await kv.range(BLUEPRINTS)).kvs] == [BLUEPRINTS + "demo"]
 
 
+class Interleaved(MemoryStore):
+    """The memory store, running `before_txn` (once) just before the next transaction: another writer's
+    change landing between a handler's reads and its write."""
+
+    before_txn: Callable[[], Awaitable[Any]] | None = None
+
+    async def txn(self, *args: Any, **kwargs: Any) -> Any:
+        before, self.before_txn = self.before_txn, None
+        if before is not None:
+            await before()
+        return await super().txn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("how", ["apply", "rollback"])
+async def test_two_blueprints_given_one_slice_at_once_do_not_both_get_it(how: str) -> None:
+    """Two writes that give one slice to two blueprints, each checked before the other landed (three
+    applies at once on three nodes left three blueprints deploying one slice): the second is checked
+    again after the first, and refused."""
+    kv = Interleaved()
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        invoker = ClusterInvoker(
+            "n1", FakeSliceStore(), EndpointRegistry(cache), PeerClients(nursery, "s" * 32)
+        )  # type: ignore[arg-type]
+        handlers = Handlers(kv, invoker)
+        other = DEMO.replace('"demo"', '"other"')
+        if how == "rollback":  # other's revision 1 deploys echo; it was deleted since
+            await handlers.apply_blueprint(other, "other.toml")
+            await handlers.delete_blueprint("other")
+        kv.before_txn = lambda: handlers.apply_blueprint(DEMO, "demo.toml")
+        with pytest.raises(RequestError, match="already deployed by blueprint 'demo'"):
+            if how == "apply":
+                await handlers.apply_blueprint(other, "other.toml")
+            else:
+                await Operations(handlers).rollback("other", 1)
+        assert [item.key for item in (await kv.range(BLUEPRINTS)).kvs] == [BLUEPRINTS + "demo"]
+        nursery.cancel_scope.cancel()
+
+
 async def test_an_unavailable_store_is_a_503_and_changes_nothing(
     kv: MemoryStore, handlers: Handlers, autojump_clock: trio.testing.MockClock
 ) -> None:

@@ -50,7 +50,15 @@ from ..control._event_clock import EventClock
 from ..control._membership import expected_nodes, forget, replica_names
 from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_state
 from ..control._pause import decode_paused
-from ..control._revisions import DEFAULT_KEEP, RevisionConflict, Stored, WriteInDoubt, store_revision
+from ..control._revisions import (
+    DEFAULT_KEEP,
+    ClaimsChanged,
+    RevisionConflict,
+    Stored,
+    WriteInDoubt,
+    claims_revision,
+    store_revision,
+)
 from ..control._strategies import decode_rollouts, update_of
 from ..control._write_guard import (
     Superseded,
@@ -394,6 +402,7 @@ class Handlers:
             try:
                 with store_errors(doing, passing=RESENDABLE):
                     await self.kv.barrier()  # the reads below are linearizable
+                    claims = await claims_revision(self.kv)  # before the blueprints it guards
                     current = await self._blueprints_raw()
                     self._refuse_claimed(blueprint, source, current)
                     stored = await store_revision(
@@ -404,8 +413,11 @@ class Handlers:
                         dedupe=True,
                         in_doubt=in_doubt,
                         since=since,
+                        claims=claims,
                     )
                 return applied(stored, notes=config_notes(current.get(blueprint.name), blueprint))
+            except ClaimsChanged:
+                continue  # another blueprint took slices meanwhile: check against it now
             except RevisionConflict as error:
                 raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
             except Superseded as error:

@@ -29,7 +29,15 @@ from ..control._node_ops import LEAVING, decode_operations, quorum_lost_by_stopp
 from ..control._pause import decode_paused, pause_specs
 from ..control._rebalance import decode_reconcile
 from ..control._rescale import RescaleError, scaled_blueprint
-from ..control._revisions import RevisionConflict, history, read_current, store_revision
+from ..control._revisions import (
+    ATTEMPTS,
+    ClaimsChanged,
+    RevisionConflict,
+    claims_revision,
+    history,
+    read_current,
+    store_revision,
+)
 from ..control._strategies import RolloutCommandError, carried_on, command, decode_rollouts
 from ..control._write_guard import Superseded, superseded_message
 from ..core._blueprint import Blueprint
@@ -81,13 +89,30 @@ class Operations:
         self.clock = handlers.clock
 
     async def store(
-        self, blueprint: Blueprint, change: str, *, dedupe: bool = False, since: int | None = None
+        self,
+        blueprint: Blueprint,
+        change: str,
+        *,
+        dedupe: bool = False,
+        since: int | None = None,
+        claims: int | None = None,
+        retry_claims: bool = False,
     ) -> ApplyResult:
         try:
             with store_errors("could not store the blueprint"):
                 stored = await store_revision(
-                    self.kv, blueprint, change=change, keep=self.keep, dedupe=dedupe, since=since
+                    self.kv,
+                    blueprint,
+                    change=change,
+                    keep=self.keep,
+                    dedupe=dedupe,
+                    since=since,
+                    claims=claims,
                 )
+        except ClaimsChanged:
+            if retry_claims:
+                raise
+            raise RequestError(ErrorKind.CONFLICT, "the blueprints changed meanwhile; try again") from None
         except RevisionConflict as error:
             raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
         except Superseded as error:
@@ -144,9 +169,17 @@ class Operations:
                     f"blueprint {name!r} has no revision {to}"
                     f" (revisions kept: {', '.join(map(str, numbers)) or 'none'})",
                 )
-        await self.handlers.refuse_claimed(target, f"revision {target.revision}")
         blueprint = attrs.evolve(target, timestamp=self.clock())
-        return await self.store(blueprint, f"rolled back to revision {target.revision}", since=since)
+        change = f"rolled back to revision {target.revision}"
+        for _ in range(ATTEMPTS):
+            with store_errors():
+                claims = await claims_revision(self.kv)  # before the blueprints refuse_claimed reads
+            await self.handlers.refuse_claimed(target, f"revision {target.revision}")
+            try:
+                return await self.store(blueprint, change, since=since, claims=claims, retry_claims=True)
+            except ClaimsChanged:  # another blueprint took slices meanwhile: check against it now
+                continue
+        raise RequestError(ErrorKind.CONFLICT, "the blueprints kept changing during this rollback; try again")
 
     # ------------------------------------------------------------ diff
 

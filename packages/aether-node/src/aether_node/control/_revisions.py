@@ -25,6 +25,7 @@ import attrs
 from aether_kv import (
     KV,
     Compare,
+    CompareTarget,
     ConnectionLostError,
     Delete,
     KeyValue,
@@ -34,7 +35,7 @@ from aether_kv import (
 
 from ..core._blueprint import Blueprint
 from ..core._records import RecordError, decode_record, encode_record
-from ..core._schema import BLUEPRINTS, revision_key, revision_prefix
+from ..core._schema import BLUEPRINTS, SLICE_CLAIMS, revision_key, revision_prefix
 from ._write_guard import (
     Superseded,
     changed_after,
@@ -51,6 +52,18 @@ ATTEMPTS = 5  # tries of the compare-and-swap before a writer gives up (others w
 class RevisionConflict(Exception):
     """The blueprint kept changing under this write (ATTEMPTS times): another writer's fault, or a race;
     nothing was written."""
+
+
+class ClaimsChanged(RevisionConflict):
+    """Another blueprint was given slices (`SLICE_CLAIMS` moved) after the claims this write was checked
+    against were read: nothing was written; read the blueprints and check again."""
+
+
+async def claims_revision(kv: KV) -> int:
+    """The revision at which a blueprint was last given slices (0: never): read it before the blueprints
+    the check against other blueprints' slices reads, and pass it to `store_revision` as `claims`."""
+    found = await kv.get(SLICE_CLAIMS, linearizable=True)
+    return found.mod_revision if found is not None else 0
 
 
 class WriteInDoubt(OutcomeUnknownError):
@@ -119,13 +132,16 @@ async def store_revision(
     fence: Compare | None = None,
     in_doubt: int | None = None,
     since: int | None = None,
+    claims: int | None = None,
 ) -> Stored:
     """Store `blueprint` as the next revision of its name (`change` says how it came). With `dedupe`, a
     blueprint whose content equals the stored one is stored again with its number (a resent apply makes
     no new revision). Revisions beyond the last `keep` are deleted in the same transaction. `fence` (the
     leader's claim, for the autoscaler) must hold too; if it does not, RevisionConflict at once.
     `in_doubt`: the `WriteInDoubt.compared` of an earlier attempt of this change; `since`: the revision
-    the operator's client read (see the module)."""
+    the operator's client read (see the module); `claims`: the `claims_revision` read before the caller
+    checked that no other blueprint deploys this one's slices (the write moves it; ClaimsChanged if it
+    moved since: another blueprint was given slices meanwhile, which the check did not see)."""
     key = BLUEPRINTS + blueprint.name
     for _ in range(ATTEMPTS):
         found = await kv.get(key, linearizable=True)
@@ -152,13 +168,21 @@ async def store_revision(
             kept = [*numbers, stored.revision][-keep:]
             ops += [Delete(key=revision_key(blueprint.name, n)) for n in numbers if n not in kept]
         ops[:0] = guarded_put(key, encode_record(stored))
-        unchanged = unchanged_since(key, found, tombstone)
+        compares = [*unchanged_since(key, found, tombstone), *([fence] if fence is not None else [])]
+        if claims is not None:
+            compares.append(Compare(key=SLICE_CLAIMS, target=CompareTarget.MOD_REVISION, operand=claims))
+            ops.append(Put(key=SLICE_CLAIMS, value=blueprint.name.encode()))
         try:
-            result = await kv.txn(unchanged if fence is None else [*unchanged, fence], ops)
+            result = await kv.txn(compares, ops)
         except (OutcomeUnknownError, ConnectionLostError) as error:
             # (a lost connection means "not sent" from the network client; held in doubt all the same:
             # doubt costs a resend nothing but its refusal to overwrite another writer's change)
             raise WriteInDoubt(error.message, compared=last_changed) from None
+        if not result.succeeded and claims is not None and await claims_revision(kv) != claims:
+            raise ClaimsChanged(
+                f"another blueprint was given slices while blueprint {blueprint.name!r} was checked against"
+                " the others: nothing was written"
+            )
         if not result.succeeded and fence is not None:
             holds = await kv.txn([fence], [])
             if not holds.succeeded:

@@ -27,6 +27,9 @@ LOST_NODES = "cluster/reconcile/lost/"  # a lost node whose instances wait a reb
 REBALANCE_KEY = "cluster/reconcile/rebalance"  # an operator's `cluster rebalance` (RebalanceRequest)
 AUDIT = "cluster/audit/"  # the last change through each node's management API (AuditRecord), one per node
 JOIN_TOKENS = "cluster/join-tokens/"  # short-lived, single-use tokens for a new node (JoinTokenRecord)
+# put with every blueprint write that may give a blueprint a slice (apply, rollback), compared at the mod
+# revision read before the check that no other blueprint deploys it: two such writes at once cannot both pass
+SLICE_CLAIMS = "cluster/slice-claims"
 TOMBSTONES = "cluster/tombstones/"  # when an operator's write last deleted a key (control/_write_guard.py)
 INSTANCE_NUMBERS = "cluster/instance-numbers/"  # the next instance number of each slice (InstanceNumbers)
 REPLICAS = "cluster/replicas/"  # the node whose KV replica has a Raft address (ReplicaRecord)
