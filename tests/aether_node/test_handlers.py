@@ -371,6 +371,16 @@ async def test_a_late_scale_does_not_undo_the_scale_that_came_after_it(handlers:
     assert instances(await handlers.get_blueprint("demo")) == 5
 
 
+async def test_a_scale_to_the_count_it_has_says_nothing_changed(handlers: Handlers) -> None:
+    operations = Operations(handlers)
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    first = await operations.scale("org.example:echo", 3)
+    assert first.notes == ()
+    same = await operations.scale("org.example:echo", 3)
+    assert same.blueprint_revision == first.blueprint_revision and same.change == first.change
+    assert same.notes == ("org.example:echo has 3 instances already: nothing changed",)
+
+
 async def test_a_late_cordon_does_not_undo_the_uncordon_that_came_after_it(
     kv: MemoryStore, handlers: Handlers
 ) -> None:

@@ -165,6 +165,8 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
 
     run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=120))
     assert run.stdout == f"stopped 2 nodes; data kept in {dev}/\n", str(run)
+    assert run.stderr.startswith("stopping 2 nodes (each stops its instances first"), str(run)
+    assert "  node-1 stopped\n" in run.stderr and "  node-2 stopped\n" in run.stderr, str(run)
     wait_until(lambda: not processes_of(dev), timeout=20, what=f"no process of {dev} left")
     assert not (dev / "cluster.json").exists()
     assert (dev / "node-1").is_dir(), "the data stays"

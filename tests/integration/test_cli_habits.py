@@ -89,7 +89,10 @@ def test_logs_of_instances_that_wrote_nothing_say_so_on_stderr(tmp_path: Path) -
         run = expect(run_aether("slice", "logs", "org.aether:echo", "-c", stub.url, cwd=tmp_path))
         as_json = expect(run_aether("slice", "logs", "org.aether:echo", "-j", "-c", stub.url, cwd=tmp_path))
     assert run.stdout == ""  # stdout holds log lines only
-    assert run.stderr == "org.aether:echo: no output yet (2 instances; nothing written to stdout or stderr)\n"
+    assert run.stderr == (
+        "org.aether:echo: no line of output yet (2 instances; nothing written to stdout or stderr and ended"
+        " with a newline)\n"
+    )
     assert as_json.stderr == "" and [item["lines"] for item in as_json.json()] == [[], []]
 
 

@@ -212,10 +212,26 @@ def dev_down(directory: Path, *, quiet: bool = False) -> None:
     recorded = json.loads(state.read_text())
     supervisor = recorded.get("supervisor")
     running = {node: pid for node, pid in recorded["pids"].items() if _alive(pid)}
+    stopped: set[str] = set()
+
+    def progress() -> None:  # (on stderr, as it goes: a node's stop hooks may take their 15 s)
+        for node, pid in sorted(running.items()):
+            if node not in stopped and not _alive(pid):
+                stopped.add(node)
+                if not quiet:
+                    print(f"  {node} stopped", file=sys.stderr, flush=True)
+
+    if not quiet and running:
+        print(
+            f"stopping {plural(len(running), 'node')} (each stops its instances first, their stop hooks)",
+            file=sys.stderr,
+            flush=True,
+        )
     if supervisor and _alive(supervisor):
         os.kill(supervisor, signal.SIGTERM)  # it stops the nodes, gracefully, and restarts none
         deadline = time.monotonic() + 50
         while _alive(supervisor) and time.monotonic() < deadline:
+            progress()
             time.sleep(0.1)
         if _alive(supervisor):
             print("  the supervisor did not stop in time; killing it", file=sys.stderr)
@@ -228,7 +244,9 @@ def dev_down(directory: Path, *, quiet: bool = False) -> None:
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 40
     while any(_alive(pid) for pid in running.values()) and time.monotonic() < deadline:
+        progress()
         time.sleep(0.1)
+    progress()
     for node, pid in running.items():
         if _alive(pid):
             print(f"  {node} did not stop in time; killing it", file=sys.stderr)

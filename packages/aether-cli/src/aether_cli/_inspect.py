@@ -60,8 +60,10 @@ def slice_logs(
                 print(prefix + line)
         if not any(logs.lines for logs in result):  # (on stderr: stdout stays the lines only)
             which = plural(len(result), "instance")
-            print(
-                f"{artifact}: no output yet ({which}; nothing written to stdout or stderr)", file=sys.stderr
+            print(  # (a line shows once it ends: one never ended, a progress bar's, is not a line yet)
+                f"{artifact}: no line of output yet ({which}; nothing written to stdout or stderr and ended"
+                " with a newline)",
+                file=sys.stderr,
             )
 
     emit(common, result, human)

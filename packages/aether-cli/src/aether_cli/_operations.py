@@ -5,6 +5,7 @@ reconciliation policy and operations on nodes, through the management API (each 
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Annotated, Any
 
@@ -118,6 +119,8 @@ def slice_scale(artifact: str, instances: WholeNumber, /, *, common: Common = DE
     if instances < 0:
         fail(EXIT_BAD_INPUT, f"instances: must be ≥ 0, got {instances}")
     result = call(common, lambda client: client.scale_slice(artifact, instances))
+    for note in result.notes:  # (stderr: a JSON answer on stdout stays whole)
+        print(f"note: {note}", file=sys.stderr)
     emit(common, result, lambda: print(_revision_line(result)))
 
 

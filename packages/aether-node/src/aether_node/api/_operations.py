@@ -71,6 +71,7 @@ from ..core._schema import (
     paused_key,
     rollout_key,
 )
+from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._handlers import Handlers, applied, node_records, read_blueprint, rollout_info, summaries
 
@@ -259,7 +260,12 @@ class Operations:
         except RescaleError as error:  # the stored source could not be rewritten as expected
             raise RequestError(ErrorKind.CONFLICT, f"cannot scale {artifact_id}: {error}") from None
         change = f"scaled {artifact_id} from {spec.instances} to {instances}"
-        return await self.store(scaled, change, dedupe=True, since=since)
+        result = await self.store(scaled, change, dedupe=True, since=since)
+        if spec.instances != instances:
+            return result
+        # (the same blueprint: its revision as it was, whose change is some earlier one's)
+        already = f"{artifact_id} has {plural(instances, 'instance')} already: nothing changed"
+        return attrs.evolve(result, notes=(*result.notes, already))
 
     # ------------------------------------------------------------ rollouts
 
