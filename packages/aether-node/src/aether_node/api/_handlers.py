@@ -79,6 +79,7 @@ from ..core._health_spec import describe as describe_health
 from ..core._kv_errors import FAILOVER_TIME, store_error, store_errors
 from ..core._off_loop import run_sized
 from ..core._records import (
+    REMOVING,
     LeaderClaim,
     NodeOperationRecord,
     NodeRecord,
@@ -272,8 +273,10 @@ def _node_infos(
         )
         if found != DRAINING:
             return {"state": found}
-        here = [f"{i.artifact}#{i.instance}" for i in instances if i.node_id == node.node_id]
-        return {"state": found, "waiting": drain_waits(node.node_id, here, problems)}
+        here = [i for i in instances if i.node_id == node.node_id]
+        labels = [f"{i.artifact}#{i.instance}" for i in here]
+        removing = {f"{i.artifact}#{i.instance}" for i in here if i.state in REMOVING}
+        return {"state": found, "waiting": drain_waits(node.node_id, labels, problems, removing)}
 
     return [
         NodeInfo(

@@ -61,13 +61,19 @@ def node_state(operation: NodeOperationRecord | None, *, leaving: bool, instance
     return DRAINING if instances else DRAINED
 
 
-def drain_waits(node_id: str, remaining: Iterable[str], problems: Mapping[str, str]) -> str:
+def drain_waits(
+    node_id: str, remaining: Iterable[str], problems: Mapping[str, str], removing: Collection[str] = ()
+) -> str:
     """What a draining node waits for: its remaining instances (`group:artifact:version#n`), each with
-    its artifact's problem if the planner reported one (e.g. the floor holds it)."""
+    its artifact's problem if the planner reported one (e.g. the floor holds it); those in `removing`
+    are on their way out (their replacement is ACTIVE, or their slice is in no blueprint now)."""
     parts = []
     for label in sorted(remaining):
         artifact_id = label.rsplit(":", 1)[0]
         problem = problems.get(artifact_id, "")
+        if label in removing:
+            parts.append(f"{label}: being removed")
+            continue
         parts.append(f"{label}" + (f" ({problem})" if problem else ": its replacement is not ACTIVE yet"))
     if not parts:
         return ""
