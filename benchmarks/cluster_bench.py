@@ -427,14 +427,17 @@ async def deploy_round(
     *,
     between: Callable[[], Any] | None = None,
     timeline: Timeline | None = None,
+    memory_mib: int = 0,
 ) -> tuple[float, float]:
-    """Blueprint with `count` echo instances → all ACTIVE and routable; then deleted → no record left.
-    Returns (deploy s, unload s). `between` (if given) is awaited while the instances run."""
+    """Blueprint with `count` echo instances (each limited to `memory_mib`, if given) → all ACTIVE and
+    routable; then deleted → no record left. Returns (deploy s, unload s). `between` (if given) is
+    awaited while the instances run."""
     settle = 0.0 if count <= 100 else 0.01  # above 100, check every 10 ms, not on every watch batch
     started = time.monotonic()
     if timeline is not None:
         timeline.reset()
-    await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=count))
+    resources = Resources(memory_mib=memory_mib)
+    await put_blueprint(kv, "bench", SliceSpec(artifact=ECHO, instances=count, resources=resources))
     timeout = STEP_TIMEOUT + count * 0.05  # 3,000 instances: 210 s
     done = await view.until(
         lambda: view.all_active_and_routable(count, ECHO),
@@ -694,7 +697,7 @@ async def phase_curve(
     """Blueprint of N echo instances → all ACTIVE and routable, for each N of --curve; at N, the management
     reads (`GET /api/v1/cluster` on the leader's node, `aether cluster status`). An N whose instances
     would not fit in the memory available (with a margin) is skipped, and said so."""
-    warm, _ = await deploy_round(kv, view, 3)
+    warm, _ = await deploy_round(kv, view, 3, memory_mib=opts.memory_mib)
     log(f"curve: warm-up (install on 3 nodes) {warm:.2f} s")
     page_copy_us = statistics.median(page_costs(PAGE_PROBE_BYTES)["copy"] for _ in range(3))
     log(
@@ -770,7 +773,9 @@ async def phase_curve(
         load = os.getloadavg()[0]
         timeline = Timeline() if opts.timeline else None
         async with memory_guarded(reads):
-            deploy, unload = await deploy_round(kv, view, count, between=measure_reads, timeline=timeline)
+            deploy, unload = await deploy_round(
+                kv, view, count, between=measure_reads, timeline=timeline, memory_mib=opts.memory_mib
+            )
         if timeline is not None:
             log(f"curve: N={count}: the deploy as it went\n{timeline.render()}")
         point = {"instances": count, "deploy_s": deploy, "unload_s": unload, "load": load, **reads}
@@ -1276,6 +1281,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeline", action="store_true", help="print each deploy of the curve as it went (counts, cores)"
+    )
+    parser.add_argument(
+        "--memory-mib",
+        type=int,
+        default=0,
+        help="the curve's echo declares this memory_mib (its limit: a memory cgroup per instance where the"
+        " nodes may make them); 0: none",
     )
     parser.add_argument("--time-limit", type=float, default=900.0, help="deadline for the run, seconds")
     opts = parser.parse_args(argv)
