@@ -127,7 +127,10 @@ def test_a_dev_cluster_runs_from_the_installed_tools(installed: Installed) -> No
         assert tools == {spec.name for spec in TOOLS}
 
         down = installed.run("aether", "dev", "down", timeout=120)
-        assert down == "stopped 3 nodes; data kept in .aether-dev/\n", down
+        said = down.splitlines()  # (stderr too: the nodes as they stop, then the summary on stdout)
+        assert said[0].startswith("stopping 3 nodes"), down
+        assert said[-1] == "stopped 3 nodes; data kept in .aether-dev/", down
+        assert sorted(said[1:-1]) == ["  node-1 stopped", "  node-2 stopped", "  node-3 stopped"], down
         assert processes_of(installed.root) == []
     finally:
         if (installed.work / ".aether-dev" / "cluster.json").exists():
