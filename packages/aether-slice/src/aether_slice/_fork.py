@@ -105,6 +105,7 @@ class Forker:
 
     def __init__(self) -> None:
         self._libc_fork: Any = None
+        self._alone = False  # the kernel counted one thread here (`native`)
         if sys.implementation.name != "cpython" or sys.version_info[:2] not in _NATIVE_FORK_VERSIONS:
             return
         before = _hook_list_holding(logging._acquireLock)  # type: ignore[attr-defined]
@@ -122,7 +123,14 @@ class Forker:
         """Whether the next fork goes through libc (False: os.fork): while the process has one thread, of
         Python's (`_thread._count()`: none started) and of the kernel's (a thread started from C, or one
         of Python's still ending, holding its thread state)."""
-        return self._libc_fork is not None and not _thread._count() and _one_thread()
+        if self._libc_fork is None or _thread._count():
+            return False
+        # The kernel's count is read until it says one thread, then no more (a stat per fork would be ~10
+        # page copies in the template): the template runs no code of the slice's once it forks, so no
+        # thread starts in it from then on.
+        if not self._alone:
+            self._alone = _one_thread()
+        return self._alone
 
     def fork(self) -> int:
         """Fork: 0 in the child, its pid in the parent (OSError if the kernel refused), the registered
