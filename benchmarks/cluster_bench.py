@@ -1287,7 +1287,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         type=int,
         default=0,
         help="the curve's echo declares this memory_mib (its limit: a memory cgroup per instance where the"
-        " nodes may make them); 0: none",
+        " nodes may make them); 0: none. The nodes' capacity, 1024 MiB each, must hold N of them (8 for 300)",
     )
     parser.add_argument("--time-limit", type=float, default=900.0, help="deadline for the run, seconds")
     opts = parser.parse_args(argv)
