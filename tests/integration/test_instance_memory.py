@@ -26,10 +26,12 @@ from node_support import (
     host_of,
     invoke,
     slice_key,
+    wait_for_state,
+    write_command,
 )
 
 from aether_kv import Event, KVClient
-from aether_node import Resources, SliceRecord, decode_record
+from aether_node import Resources, SliceRecord, SliceState, decode_record
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -211,3 +213,21 @@ async def test_a_new_limit_reaches_a_running_instance_the_kernel_holds(
         what="the instance ended under a limit below what it holds",
     )
     assert "uses more than the 32 MiB its slice now declares" in node.log_tail(200), node.log_tail(40)
+
+
+async def test_an_instance_the_kernel_ends_during_its_load_says_why(
+    node: NodeProcess, kv: KVClient, limits: str
+) -> None:
+    """A limit too small for the instance to start in (1 MiB: its first page copies after joining go
+    over): the kernel ends it during LOAD, and its FAILED record says it was the memory limit, not only
+    'died during load (killed by SIGKILL)'."""
+    if limits == "soft":
+        pytest.skip("the soft limit looks at ACTIVE instances only")
+    await apply_blueprint(
+        kv, "hog", [{"artifact": HOG_1, "instances": 1, "resources": Resources(memory_mib=1)}]
+    )
+    key = slice_key(node.node_id, HOG_1, 0)
+    await write_command(kv, key, SliceState.ACTIVATE, {})
+    failed = await wait_for_state(kv, key, SliceState.FAILED, timeout=60)
+    assert "died during load" in failed.reason, failed.reason
+    assert "memory: the kernel ended it at the 1 MiB its slice declares" in failed.reason, failed.reason

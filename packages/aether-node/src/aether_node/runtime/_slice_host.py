@@ -514,7 +514,10 @@ class SliceHost:
             self.template.on_end(self.fork_id, None)
             reason = ended or "its connection closed"
             if self.cgroup is not None:
-                if self.hard_limited and self.cgroup.oom_kills():
+                # (not only once it was seen in its cgroup after LOAD: one the kernel ended during LOAD,
+                # under a limit too small for the slice to start in, says so too; one that never joined
+                # has no kills counted there)
+                if self.cgroup.oom_kills():
                     self._killed_because = self._killed_because or (
                         f"memory: the kernel ended it at the {self.cgroup.limit_mib} MiB its slice declares"
                         " ([slices.resources] memory_mib)"
