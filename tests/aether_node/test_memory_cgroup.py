@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
 
 from aether_node.runtime._memory_cgroup import MemoryCgroups, oom_kills, own_memory_cgroup
 
@@ -99,3 +100,41 @@ async def test_a_process_in_its_cgroup_is_ended_by_the_kernel_over_its_limit(cgr
         child.wait()
     assert cgroup.oom_kills() == 1
     assert cgroup.remove()
+
+
+async def test_a_name_another_node_of_this_id_made_is_neither_taken_nor_removed(
+    cgroups: MemoryCgroups,
+) -> None:
+    """Two nodes of one id on one host (tests run two at once, each a node 'n1') count their cgroups'
+    names from the same start: the second passes over the first's, which it must not remove (an empty
+    one is an instance about to join it)."""
+    one, other = (MemoryCgroups(cgroups.base, cgroups.relative) for _ in range(2))
+    first = one.create("org-example-echo-0", 16)
+    second = other.create("org-example-echo-0", 16)
+    assert first is not None and second is not None
+    assert first.path.is_dir() and second.path.is_dir() and first.path != second.path
+    assert first.remove() and second.remove()
+
+
+async def test_a_cgroup_still_holding_a_process_is_removed_once_it_has_none(cgroups: MemoryCgroups) -> None:
+    """An instance's cgroup that cannot be removed as it ends (a process it started lives on, or is not
+    reaped yet) is removed at the next creation, not left until the node stops."""
+    held = cgroups.create("org-example-echo-0", 64)
+    assert held is not None
+    joins_and_waits = "import sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0'); sys.stdin.read()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", joins_and_waits, str(held.path)], stdin=subprocess.PIPE, text=True
+    )
+    try:
+        while not held.holds(child.pid):
+            assert child.poll() is None
+            await trio.sleep(0.01)
+        assert not held.remove()  # (a process in it)
+    finally:
+        child.kill()
+        child.wait()
+    assert held.path.is_dir()
+    after = cgroups.create("org-example-echo-1", 64)
+    assert after is not None
+    assert not held.path.exists()
+    assert after.remove()

@@ -10,8 +10,9 @@ names it: `aether_slice.host`), and the node checks after LOAD that it did (`hol
 charges the instance with the pages it writes (its copies of the template's shared pages among them, not
 the pages it still shares) and, at the limit, reclaims its cache or ends it (the OOM killer, within the
 cgroup: nothing else on the machine is touched); `oom_kills` tells the node so, for the instance's exit
-reason. A cgroup is removed once its process has ended; the ones a node left behind (it was killed) when
-it starts again.
+reason. A cgroup is removed once its process has ended (one still holding a process the instance started,
+or a zombie not yet reaped, at the node's next `create` or its `close`); the ones a node left behind (it
+was killed) when it starts again.
 
 Where it cannot (no v1 memory controller: a host of cgroup v2 alone, where a node needs a delegated
 subtree it does not have; not root; `--no-memory-cgroups`), or an instance did not join, the node looks at
@@ -34,6 +35,7 @@ log = logging.getLogger("aether_node.memory")
 V1_ROOT = Path("/sys/fs/cgroup/memory")
 _MIB = 1 << 20
 UNLIMITED = -1  # what memory.limit_in_bytes takes for no limit
+_NAME_TRIES = 100  # names `create` tries past those another process made
 
 
 def own_memory_cgroup(proc_cgroup: str) -> str | None:
@@ -56,10 +58,13 @@ def oom_kills(oom_control: str) -> int:
 class InstanceCgroup:
     """One instance's cgroup: `path` (in cgroupfs), `relative` (as `/proc/PID/cgroup` names it), its limit."""
 
-    def __init__(self, path: Path, relative: str, limit_mib: int) -> None:
+    def __init__(
+        self, path: Path, relative: str, limit_mib: int, *, left: list[InstanceCgroup] | None = None
+    ) -> None:
         self.path = path
         self.relative = relative
         self.limit_mib = 0
+        self._left = left  # where `remove` leaves it if it cannot remove it yet (`MemoryCgroups`)
         error = self.set_limit(limit_mib)
         if error is not None:
             raise OSError(error)
@@ -101,7 +106,17 @@ class InstanceCgroup:
             return 0
 
     def remove(self) -> bool:
-        """Remove the cgroup (once its processes have ended); False if it could not (yet)."""
+        """Remove the cgroup (once its processes have ended); False if it could not yet (a process in it:
+        one the instance started that has not ended, or not been reaped, yet), and then it is removed
+        later (its `MemoryCgroups`' next `create`, or `close`)."""
+        if self.removed():
+            return True
+        if self._left is not None and self not in self._left:
+            self._left.append(self)
+        return False
+
+    def removed(self) -> bool:
+        """Remove the cgroup now if it can be; whether it is gone."""
         try:
             self.path.rmdir()
         except FileNotFoundError:
@@ -118,6 +133,7 @@ class MemoryCgroups:
         self.base = base
         self.relative = relative  # as /proc/PID/cgroup names `base`
         self._made = 0
+        self._left: list[InstanceCgroup] = []  # those of ended instances not removable when they ended
 
     @classmethod
     def find(
@@ -150,21 +166,35 @@ class MemoryCgroups:
 
     def create(self, name: str, limit_mib: int) -> InstanceCgroup | None:
         """A new cgroup for one instance process (`name` made unique here), limited to `limit_mib`; None
-        (said) if it could not be made."""
-        self._made += 1
-        leaf = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', name)}.{self._made}"
-        path = self.base / leaf
-        try:
-            self.base.mkdir(exist_ok=True)  # (someone may have removed it while it had no instance)
-            path.mkdir()
-            return InstanceCgroup(path, f"{self.relative}/{leaf}", limit_mib)
-        except OSError as error:
-            log.warning("cannot make the memory cgroup %s (its memory is checked every 2 s): %s", path, error)
+        (said) if it could not be made. Those of ended instances that could not be removed then go now."""
+        self._left[:] = [cgroup for cgroup in self._left if not cgroup.removed()]
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        for _ in range(_NAME_TRIES):
+            self._made += 1
+            leaf = f"{safe}.{self._made}"
+            path = self.base / leaf
             try:
-                path.rmdir()
-            except OSError:
-                pass
-            return None
+                self.base.mkdir(exist_ok=True)  # (someone may have removed it while it had no instance)
+                path.mkdir()
+            except FileExistsError:
+                # not ours (a node of this id before this process, or another one on this host): never
+                # taken over, nor removed
+                continue
+            except OSError as error:
+                return self._not_made(path, error)
+            try:
+                return InstanceCgroup(path, f"{self.relative}/{leaf}", limit_mib, left=self._left)
+            except OSError as error:
+                try:
+                    path.rmdir()  # (made just now, empty)
+                except OSError:
+                    pass
+                return self._not_made(path, error)
+        return self._not_made(self.base / f"{safe}.*", OSError(f"{_NAME_TRIES} names in use"))
+
+    @staticmethod
+    def _not_made(path: Path, error: OSError) -> None:
+        log.warning("cannot make the memory cgroup %s (its memory is checked every 2 s): %s", path, error)
 
     def remove_left_behind(self) -> None:
         """Remove the cgroups of instances gone (a node killed before it could); those of instances that
