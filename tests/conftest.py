@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,12 +11,12 @@ from aether_kv import LocalCluster, running_local_cluster
 from support import remove_left_memory_cgroups
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _no_memory_cgroups_left() -> Iterator[None]:
+def pytest_sessionfinish(session: pytest.Session) -> None:
     """The nodes the tests SIGKILL leave their memory cgroups (empty once their instances have died):
-    removed at the end of the session."""
-    yield
-    remove_left_memory_cgroups()
+    removed once every test has run. Not by an xdist worker as it finishes: the other worker's nodes may
+    still run, and an empty cgroup of theirs is one an instance is about to join."""
+    if not hasattr(session.config, "workerinput"):
+        remove_left_memory_cgroups()
 
 
 @pytest.fixture
