@@ -19,6 +19,7 @@ from aether_node.api._operations import Operations
 from aether_node.control._membership import member_key
 from aether_node.core._blueprint import Blueprint
 from aether_node.core._blueprint_toml import MAX_INSTANCES, MAX_STORED_BYTES, parse_blueprint
+from aether_node.core._error_kinds import ErrorKind
 from aether_node.core._errors import RequestError
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._kv_errors import FAILOVER_TIME
@@ -36,6 +37,7 @@ from aether_node.core._schema import (
     BLUEPRINTS,
     PROBLEMS_PREFIX,
     ROLLOUTS,
+    SLICE_CLAIMS,
     TOMBSTONES,
     rollout_key,
 )
@@ -174,6 +176,61 @@ async def test_two_blueprints_given_one_slice_at_once_do_not_both_get_it(how: st
             else:
                 await Operations(handlers).rollback("other", 1)
         assert [item.key for item in (await kv.range(BLUEPRINTS)).kvs] == [BLUEPRINTS + "demo"]
+        nursery.cancel_scope.cancel()
+
+
+class ClaimsAlwaysMoving(MemoryStore):
+    """The memory store, where another blueprint is given slices just before every transaction (a stream
+    of applies on other nodes, each getting through first)."""
+
+    async def txn(self, compares: Any, operations: Any) -> Any:
+        if any(getattr(op, "key", None) == SLICE_CLAIMS for op in operations):
+            await super().put(SLICE_CLAIMS, b"elsewhere")
+        return await super().txn(compares, operations)
+
+
+async def test_an_apply_that_loses_every_race_for_the_claims_ends_refused(handlers: Handlers) -> None:
+    """Every apply moves cluster/slice-claims: an apply that another blueprint's write beats each time is
+    checked again a few times, then refused (409, try again), never retried for ever."""
+    handlers.kv = kv = ClaimsAlwaysMoving()
+    with trio.fail_after(30), pytest.raises(RequestError, match="kept changing") as refused:
+        await handlers.apply_blueprint(DEMO, "demo.toml")
+    assert refused.value.kind is ErrorKind.CONFLICT
+    assert not (await kv.range(BLUEPRINTS)).kvs
+
+
+async def test_a_scale_sent_with_no_revision_does_not_write_over_a_later_apply() -> None:
+    """A scale read its blueprint, then an apply took a slice out of it and another blueprint was given
+    that slice: the scaled copy (a client that sent no revision of its own) is refused, not written over
+    them, which put the slice back and left two blueprints deploying it."""
+    kv = Interleaved()
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        invoker = ClusterInvoker(
+            "n1", FakeSliceStore(), EndpointRegistry(cache), PeerClients(nursery, "s" * 32)
+        )  # type: ignore[arg-type]
+        handlers = Handlers(kv, invoker)
+        both = DEMO + '\n[[slices]]\nartifact = "org.example:hello:1.0"\ninstances = 1\n'
+        await handlers.apply_blueprint(both, "demo.toml")
+
+        async def meanwhile() -> None:
+            await handlers.apply_blueprint(DEMO, "demo.toml")  # hello taken out of demo
+            other = DEMO.replace('"demo"', '"other"').replace("echo", "hello")
+            await handlers.apply_blueprint(other, "other.toml")  # and given to other
+
+        kv.before_txn = meanwhile
+        with pytest.raises(RequestError) as refused:
+            await Operations(handlers).scale("org.example:echo", 3)
+        assert refused.value.kind is ErrorKind.CONFLICT
+        deploying = {
+            item.key: [s.artifact for s in decode_record(item.key, item.value, Blueprint).slices]
+            for item in (await kv.range(BLUEPRINTS)).kvs
+        }
+        assert deploying == {
+            BLUEPRINTS + "demo": ["org.example:echo:1.0"],
+            BLUEPRINTS + "other": ["org.example:hello:1.0"],
+        }
         nursery.cancel_scope.cancel()
 
 

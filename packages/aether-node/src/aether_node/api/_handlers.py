@@ -51,6 +51,7 @@ from ..control._membership import expected_nodes, forget, replica_names
 from ..control._node_ops import DRAINING, decode_operations, drain_waits, node_state
 from ..control._pause import decode_paused
 from ..control._revisions import (
+    ATTEMPTS,
     DEFAULT_KEEP,
     ClaimsChanged,
     RevisionConflict,
@@ -401,6 +402,7 @@ class Handlers:
         in_doubt: int | None = None  # the mod revision a write whose answer was lost compared against
         deadline = trio.current_time() + FAILOVER_TIME
         wait = APPLY_RETRY_START
+        claims_moved = 0  # attempts another blueprint's write of slices came between the check and write
         while True:  # (an attempt under way is not cut short: its requests have deadlines of their own)
             try:
                 with store_errors(doing, passing=RESENDABLE):
@@ -419,8 +421,17 @@ class Handlers:
                         claims=claims,
                     )
                 return applied(stored, notes=config_notes(current.get(blueprint.name), blueprint))
-            except ClaimsChanged:
-                continue  # another blueprint took slices meanwhile: check against it now
+            except ClaimsChanged as error:
+                # another blueprint took slices meanwhile: check against it now, at once (its writer got
+                # through, so the cluster moves on), but not for ever: every apply moves the claims, and
+                # a stream of them on other nodes could win every time
+                claims_moved += 1
+                if claims_moved < ATTEMPTS:
+                    continue
+                raise RequestError(
+                    ErrorKind.CONFLICT,
+                    f"{error}, {ATTEMPTS} times over: the blueprints kept changing; try again",
+                ) from None
             except RevisionConflict as error:
                 raise RequestError(ErrorKind.CONFLICT, f"{error}; try again") from None
             except Superseded as error:

@@ -238,7 +238,11 @@ class Operations:
             raise RequestError(
                 ErrorKind.BAD_REQUEST, f"instances: must be between 0 and {MAX_INSTANCES}, got {instances}"
             )
-        await self.handlers._fresh()
+        # As of the blueprints read here if the client says no revision of its own: the scaled copy is
+        # never written over a change that came after the read (an apply that took a slice out, another
+        # blueprint given it since: the stale copy would put it back, two blueprints deploying it).
+        read_at = await self.handlers.current_revision()
+        since = read_at if since is None else since
         artifact_id = await self.handlers.named_slice(artifact)
         holders = await self._deployed(artifact_id)
         if len(holders) > 1:
