@@ -5,16 +5,20 @@ and nothing left behind."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
+import types
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-import trio
 
+from aether_node.runtime._health_checks import _new_hard_limit
 from aether_node.runtime._memory_cgroup import MemoryCgroups, oom_kills, own_memory_cgroup
+from support import wait_until
 
 V1 = """12:pids:/user.slice
 4:memory:/process_api/abc
@@ -126,9 +130,7 @@ async def test_a_cgroup_still_holding_a_process_is_removed_once_it_has_none(cgro
         [sys.executable, "-c", joins_and_waits, str(held.path)], stdin=subprocess.PIPE, text=True
     )
     try:
-        while not held.holds(child.pid):
-            assert child.poll() is None
-            await trio.sleep(0.01)
+        await wait_until(lambda: held.holds(child.pid), timeout=10, what="the child in its cgroup")
         assert not held.remove()  # (a process in it)
     finally:
         child.kill()
@@ -138,3 +140,67 @@ async def test_a_cgroup_still_holding_a_process_is_removed_once_it_has_none(cgro
     assert after is not None
     assert not held.path.exists()
     assert after.remove()
+
+
+async def test_what_an_instance_left_running_in_its_cgroup_is_ended_with_it(cgroups: MemoryCgroups) -> None:
+    cgroup = cgroups.create("org-example-forker-1", 64)
+    assert cgroup is not None
+    leaves_one_behind = (
+        "import os, subprocess, sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0');"
+        " child = subprocess.Popen(['sleep', '600'], start_new_session=True, stdout=subprocess.DEVNULL,"
+        " stderr=subprocess.DEVNULL);"
+        " print(child.pid, flush=True)"
+    )
+    started = subprocess.run(
+        [sys.executable, "-c", leaves_one_behind, str(cgroup.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    left = int(started.stdout)
+    try:
+        assert cgroup.holds(left)  # its own session, outside the instance's group: in its cgroup still
+        assert not cgroup.removed()
+        cgroup.kill_all()
+        await wait_until(lambda: not cgroup.holds(left), timeout=10, what="the process left behind ended")
+        await wait_until(cgroup.removed, timeout=10, what="the cgroup removed")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(left, signal.SIGKILL)
+
+
+async def test_a_limit_the_cgroup_cannot_take_leaves_the_instance_to_the_checks(
+    cgroups: MemoryCgroups,
+) -> None:
+    cgroup = cgroups.create("org-example-echo-2", 64)
+    assert cgroup is not None
+    host = types.SimpleNamespace(cgroup=cgroup, label="org.example:echo:1.0#2", hard_limited=True)
+    assert cgroup.removed()  # (gone under it: every write of a limit fails, ENOENT)
+    assert _new_hard_limit(host, 128) is None  # type: ignore[arg-type]
+    assert host.hard_limited is False  # the 2-second checks hold it from now on
+
+
+async def test_a_lower_limit_the_kernel_cannot_reclaim_down_to_ends_the_instance(
+    cgroups: MemoryCgroups,
+) -> None:
+    cgroup = cgroups.create("org-example-hog-2", 64)
+    assert cgroup is not None
+    holds_32 = (
+        "import sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0');"
+        " held = bytearray(b'1') * (32 << 20); print('held', flush=True); sys.stdin.readline()"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", holds_32, str(cgroup.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "held\n"
+        host = types.SimpleNamespace(cgroup=cgroup, label="org.example:hog:1.0#2", hard_limited=True)
+        why = _new_hard_limit(host, 8)  # type: ignore[arg-type]
+        assert why is not None and "uses more than the 8 MiB its slice now declares" in why
+        assert host.hard_limited is True
+    finally:
+        child.kill()
+        child.wait()

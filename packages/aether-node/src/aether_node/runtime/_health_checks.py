@@ -19,6 +19,7 @@ would time out too.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 
@@ -119,18 +120,25 @@ async def _watch(instance: LocalInstance, settings: SliceHealth, watched: set[Sl
 
 def _new_hard_limit(host: SliceHost, limit_mib: int) -> str | None:
     """Give `host`'s memory cgroup its slice's limit now, `limit_mib` (0: none), if that changed; why it
-    must be killed if the kernel could not bring it under a lower one."""
-    assert host.cgroup is not None
-    if limit_mib == host.cgroup.limit_mib:
+    must be killed if the kernel could not bring it under a lower one (EBUSY). Any other failure to set
+    it leaves the instance to the 2-second checks (`hard_limited` off), said in the log."""
+    cgroup = host.cgroup
+    assert cgroup is not None
+    if limit_mib == cgroup.limit_mib:
         return None
-    error = host.cgroup.set_limit(limit_mib)
+    lowered = limit_mib > 0 and (cgroup.limit_mib <= 0 or limit_mib < cgroup.limit_mib)
+    error = cgroup.set_limit(limit_mib)
     if error is None:
         log.info("%s: its memory limit is now %s", host.label, f"{limit_mib} MiB" if limit_mib else "none")
         return None
-    return (
-        f"memory: it uses more than the {limit_mib} MiB its slice now declares ([slices.resources]"
-        f" memory_mib; {error})"
-    )
+    if lowered and error.errno == errno.EBUSY:
+        return (
+            f"memory: it uses more than the {limit_mib} MiB its slice now declares ([slices.resources]"
+            " memory_mib; the kernel could not reclaim enough)"
+        )
+    log.warning("%s: %s; its memory is checked every 2 s instead", host.label, error.strerror)
+    host.hard_limited = False
+    return None
 
 
 async def _over_memory(pid: int | None, limit_mib: int) -> str | None:

@@ -23,9 +23,11 @@ loop (each a few µs: the kernel's, no disk). Cgroups of a node id no node runs 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import signal
 from pathlib import Path
 
 import trio
@@ -67,11 +69,11 @@ class InstanceCgroup:
         self._left = left  # where `remove` leaves it if it cannot remove it yet (`MemoryCgroups`)
         error = self.set_limit(limit_mib)
         if error is not None:
-            raise OSError(error)
+            raise error
 
-    def set_limit(self, limit_mib: int) -> str | None:
-        """Make the limit `limit_mib` (0: none), with and without swap alike; why not, if it could not
-        (lowered under what the instance uses and the kernel could not reclaim enough: EBUSY)."""
+    def set_limit(self, limit_mib: int) -> OSError | None:
+        """Make the limit `limit_mib` (0: none), with and without swap alike; the error if it could not
+        (EBUSY: lowered under what the instance uses, and the kernel could not reclaim enough)."""
         value = str(limit_mib * _MIB if limit_mib > 0 else UNLIMITED)
         swap = self.path / "memory.memsw.limit_in_bytes"
         # The limit with swap may never be under the one without: raise it first, lower it last.
@@ -87,9 +89,22 @@ class InstanceCgroup:
                     continue
                 file.write_text(value)
         except OSError as error:
-            return f"could not set the memory limit of {self.path} to {limit_mib} MiB: {error.strerror}"
+            what = f"could not set the memory limit of {self.path} to {limit_mib} MiB: {error.strerror}"
+            return OSError(error.errno, what)
         self.limit_mib = limit_mib
         return None
+
+    def kill_all(self) -> None:
+        """SIGKILL every process left in the cgroup (once its instance has ended: what it started, also
+        outside its process group, is its own and ends with it; a cgroup with a process in it cannot be
+        removed)."""
+        try:
+            pids = (self.path / "cgroup.procs").read_text().split()
+        except OSError:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pid), signal.SIGKILL)
 
     def holds(self, pid: int) -> bool:
         """Whether process `pid` is in this cgroup (False if it is gone)."""

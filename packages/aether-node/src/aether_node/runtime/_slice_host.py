@@ -522,7 +522,8 @@ class SliceHost:
                         f"memory: the kernel ended it at the {self.cgroup.limit_mib} MiB its slice declares"
                         " ([slices.resources] memory_mib)"
                     )
-                self.cgroup.remove()  # (one it cannot remove yet goes when the node next starts)
+                self.cgroup.kill_all()  # (what it started and left running, escaped its group too)
+                self.cgroup.remove()  # (one it cannot remove yet goes later: `MemoryCgroups`)
             self.exit_reason = f"{self._killed_because}; {reason}" if self._killed_because else reason
             self.exited.set()
             self._timer.cancel()
