@@ -171,6 +171,19 @@ def test_a_slice_that_is_not_installed_is_a_clear_error_and_leaves_nothing_runni
     assert host_processes() == []
 
 
+def test_a_slice_name_no_distribution_declares_lists_the_slices_declared_there(host: SliceHost) -> None:
+    # (a typo in the entry point's name in pyproject.toml, or in the test: the right name is in the list)
+    with pytest.raises(SliceHostError) as raised:
+        host("org.aether:ehco")
+    assert raised.value.kind == "entry_point"
+    message = raised.value.message
+    assert "this environment declares: " in message
+    declared = message.split("this environment declares: ", 1)[1].split(")", 1)[0].split(", ")
+    assert "org.aether:echo" in declared and "org.aether:greeter" in declared
+    assert "is named exactly 'org.aether:ehco'" in message
+    assert host_processes() == []
+
+
 @pytest.mark.parametrize("name", ["nowhere", "a:b:c", ":echo", "org.aether:"])
 def test_a_malformed_slice_name_is_refused_before_anything_starts(host: SliceHost, name: str) -> None:
     with pytest.raises(ValueError, match="expected group:artifact"):

@@ -346,7 +346,9 @@ class SliceInstance:
                 error.kind,
                 f"{error.message}: no distribution installed in {self.python}'s environment declares "
                 f"the slice {self.artifact}; install the slice project there first (`uv run pytest` in "
-                "the project does; otherwise `pip install -e .`)",
+                "the project does; otherwise `pip install -e .`), and check that its entry point in "
+                '[project.entry-points."aether.slices"] of its pyproject.toml is named exactly '
+                f"{self.artifact!r}",
             ) from None
 
     # ------------------------------------------------------------ what a test calls

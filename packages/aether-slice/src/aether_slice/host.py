@@ -474,7 +474,9 @@ def _plugin_manager(name: str, reference: str | None = None) -> pluggy.PluginMan
     if reference is None:
         found = [ep for ep in _slice_entry_points() if ep.name == name]
         if not found:
-            raise HostError("entry_point", f"no entry point {name!r} in group {ENTRY_POINT_GROUP!r}")
+            raise HostError(
+                "entry_point", f"no entry point {name!r} in group {ENTRY_POINT_GROUP!r}{_declared_there()}"
+            )
         reference = found[0].value
     try:
         plugin = _load_reference(reference)
@@ -487,6 +489,15 @@ def _plugin_manager(name: str, reference: str | None = None) -> pluggy.PluginMan
             _short_traceback(),
         ) from None
     return _manager_of(plugin)
+
+
+def _declared_there(limit: int = 20) -> str:
+    """What slices this environment declares (a typo in a pyproject's entry point name shows here)."""
+    names = sorted({ep.name for ep in _slice_entry_points()})
+    if not names:
+        return " (this environment declares no slice)"
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return f" (this environment declares: {', '.join(names[:limit])}{more})"
 
 
 def _manager_of(plugin: Any) -> pluggy.PluginManager:
