@@ -202,6 +202,29 @@ def test_a_slice_that_fails_to_import_or_start_says_so(host: SliceHost) -> None:
     assert host_processes() == []
 
 
+def test_a_failed_import_or_start_hook_leaves_its_traceback_in_the_instance_log(
+    host: SliceHost, tmp_path: Path
+) -> None:
+    # (the node's FAILED record holds the message alone: the log, `aether slice logs`, says where)
+    with pytest.raises(SliceHostError):
+        host("org.aether:faulty", config={"mode": "fail_import"})
+    imported = (tmp_path / "slice-logs" / "org.aether.faulty-1.log").read_text()
+    assert "aether_slice.host: load failed:\nTraceback (most recent call last):" in imported
+    assert "org_aether_faulty/__init__.py" in imported
+    assert imported.rstrip().endswith("RuntimeError: faulty: import failed on purpose")
+    faulty = host("org.aether:faulty", config={"mode": "fail_start"}, start=False)
+    with pytest.raises(SliceHostError):
+        faulty.start()
+    assert "aether_slice.host: aether_start failed:\nTraceback (most recent call last):" in faulty.log
+    assert "in _start" in faulty.log
+    assert faulty.log.rstrip().endswith("RuntimeError: faulty: start failed on purpose")
+    # an entry point's error is its caller's: not logged
+    working = host("org.aether:faulty", config={"mode": "raise"})
+    with pytest.raises(SliceHostError):
+        working.invoke("work")
+    assert "Traceback" not in working.log
+
+
 def test_a_call_that_hangs_times_out_and_a_killed_instance_is_reported(host: SliceHost) -> None:
     faulty = host("org.aether:faulty", config={"mode": "hang_work"})
     with pytest.raises(SliceHostError) as hung:

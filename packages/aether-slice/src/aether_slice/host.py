@@ -254,6 +254,8 @@ class Host(asyncio.Protocol):
         try:
             frame = _reply_frame(request_id, await result, what)
         except Exception as error:
+            if what in _HOOKS:
+                _log_failure(what, error)
             frame = _error_frame(request_id, error, by_slice=True)
         if serving is not None:
             serving.answered = True
@@ -278,6 +280,7 @@ class Host(asyncio.Protocol):
                 replies.clear()
             results = contextvars.copy_context().run(self.call_hook, hook)
         except Exception as error:
+            _log_failure(op, error)
             replies.append(_error_frame(request_id, error))
             return
         awaitables = [result for result in results if inspect.isawaitable(result)]
@@ -656,6 +659,22 @@ def _error_frame(request_id: Any, error: Exception, *, by_slice: bool = False) -
             type=type(error).__qualname__,
         )
     return protocol.encode(answer)
+
+
+_HOOKS = ("aether_start", "aether_stop")
+
+
+def _log_failure(step: str, error: Exception) -> None:
+    """A failed load, start or stop hook, with the slice's traceback, on stderr: the instance's log (a
+    node's record of the failure holds its message alone; `aether slice logs` shows this). Call it in
+    the `except` block. An entry point's error is not logged: it is its caller's, and may be frequent."""
+    if isinstance(error, HostError):
+        if error.kind == protocol.HostErrorKind.PROTOCOL:
+            return  # (the node's own mistake, not the slice's)
+        text = error.detail or f"{error.kind}: {error.message}\n"
+    else:
+        text = _short_traceback()
+    print(f"aether_slice.host: {step} failed:\n{text.rstrip()}", file=sys.stderr, flush=True)
 
 
 def _short_traceback(limit: int = 12) -> str:

@@ -52,8 +52,15 @@ def describe_failure(step: str, error: Exception) -> str:
     if isinstance(error, StepTimeoutError):
         return f"{step}: timed out: {error.message}"
     if isinstance(error, SliceHostError):
-        detail = f" [{error.detail.strip().splitlines()[-1]}]" if error.detail else ""
-        return f"{step}: the slice failed ({error.kind}): {error.message}{detail}"
+        if not (error.detail and error.detail.strip()):
+            return f"{step}: the slice failed ({error.kind}): {error.message}"
+        # (the traceback's last line, if it says more than the message; the instance logged it whole)
+        last = error.detail.strip().splitlines()[-1]
+        detail = "" if last in error.message else f" [{last}]"
+        return (
+            f"{step}: the slice failed ({error.kind}): {error.message}{detail}"
+            " (the traceback is in the instance's log: `aether slice logs`)"
+        )
     if isinstance(error, NodeError):
         return f"{step}: {error.message}"
     return f"{step}: unexpected {type(error).__name__}: {error}"
