@@ -488,10 +488,31 @@ def _plugin_manager(name: str, reference: str | None = None) -> pluggy.PluginMan
     except Exception as error:
         raise HostError(
             "import",
-            f"importing {reference} failed: {type(error).__name__}: {error}",
+            f"importing {reference} failed: {type(error).__name__}: {error}{_import_hint(error, reference)}",
             _short_traceback(),
         ) from None
     return _manager_of(plugin)
+
+
+def _import_hint(error: Exception, reference: str) -> str:
+    """What a module not found while importing the slice of `reference` most likely means: the module the
+    entry point names is not there (a typo, or not in the wheel), or another one is a dependency the slice
+    does not declare (a test environment has pytest's, a node's virtualenv only the declared ones)."""
+    if not isinstance(error, ModuleNotFoundError) or not error.name:
+        return ""
+    module = reference.partition("[")[0].partition(":")[0].strip()
+    if error.name == module:
+        return (
+            " (the module the slice's entry point names: check its name in pyproject.toml, and that the"
+            " wheel holds it)"
+        )
+    top = error.name.partition(".")[0]
+    if top == module.partition(".")[0]:
+        return ""
+    return (
+        f" (is {top!r} a dependency the slice does not declare? A node installs only the distributions its"
+        " [project] dependencies name into the slice's virtualenv)"
+    )
 
 
 def _declared_there(limit: int = 20) -> str:
