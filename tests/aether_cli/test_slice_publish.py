@@ -57,6 +57,40 @@ def test_a_wheel_that_is_no_slice_is_refused_saying_why(
         check_wheel(wheel(tmp_path, entry_points=entry_points))
 
 
+def test_an_entry_point_naming_a_module_the_wheel_does_not_hold_is_refused(tmp_path: Path) -> None:
+    # (a typo there, or a package left out of the build: every instance's load failed on the cluster)
+    typo = "[aether.slices]\norg.example:hello = org_example_helo\n"
+    with pytest.raises(PublishError) as refused:
+        check_wheel(wheel(tmp_path, entry_points=typo))
+    assert "its entry point 'org.example:hello' names the module 'org_example_helo'" in refused.value.message
+    assert "(it holds: org_example_hello)" in refused.value.message
+    assert '[project.entry-points."aether.slices"]' in refused.value.message
+
+
+@pytest.mark.parametrize(
+    ("held", "reference"),
+    [
+        ("org_example_hello/__init__.py", "org_example_hello"),
+        ("org_example_hello/__init__.py", "org_example_hello:plugin"),
+        ("org_example_hello/plugins/hooks.py", "org_example_hello.plugins.hooks:Plugin"),
+        ("org_example_hello.py", "org_example_hello"),
+        ("org_example_hello.cpython-311-x86_64-linux-gnu.so", "org_example_hello"),
+        ("org_example_hello-0.1.0.data/purelib/org_example_hello/__init__.py", "org_example_hello"),
+    ],
+)
+def test_a_module_the_wheel_holds_is_found_however_it_is_laid_out(
+    tmp_path: Path, held: str, reference: str
+) -> None:
+    path = tmp_path / "org_example_hello-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(held, "")
+        archive.writestr(
+            "org_example_hello-0.1.0.dist-info/entry_points.txt",
+            f"[aether.slices]\norg.example:hello = {reference}\n",
+        )
+    assert check_wheel(path).artifact_id == "org.example:hello"
+
+
 def test_what_is_not_a_wheel_is_refused(tmp_path: Path) -> None:
     (tmp_path / "hello.tar.gz").write_text("")
     with pytest.raises(PublishError, match="not a wheel file name"):
@@ -87,7 +121,9 @@ def test_another_wheel_of_a_published_version_is_refused_and_the_index_unchanged
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = check_wheel(wheel(tmp_path / "a"))
-    changed = check_wheel(wheel(tmp_path / "b", entry_points="[aether.slices]\norg.example:hello = other\n"))
+    changed = check_wheel(
+        wheel(tmp_path / "b", entry_points="[aether.slices]\norg.example:hello = org_example_hello:other\n")
+    )
     index = tmp_path / "index"
     publish_to_directory(first, index)
     with pytest.raises(PublishError, match="already published; publish the change as a new version"):

@@ -2,8 +2,9 @@
 `aether-node --index DIR` and `aether dev up` read with `--find-links`; pypiserver serves the same
 directory as a PEP 503 index) gets a copy of the wheel; an index server URL gets an upload (`uv publish`).
 
-The wheel is checked first, so that a node never fails on what could be seen here: a wheel file name, and
-one `aether.slices` entry point named `group:artifact` for the distribution `{group}.{artifact}`.
+The wheel is checked first, so that a node never fails on what could be seen here: a wheel file name, one
+`aether.slices` entry point named `group:artifact` for the distribution `{group}.{artifact}`, and the
+module it names in the wheel.
 `check_wheel` reads the wheel and nothing else; `publish_to_directory` and `publish_to_url` do the I/O.
 """
 
@@ -58,7 +59,8 @@ def check_wheel(path: Path) -> SliceWheel:
     distribution, version = parts[0], parts[1]
     try:
         with zipfile.ZipFile(path) as wheel:
-            names = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
+            files = wheel.namelist()
+            names = [n for n in files if n.endswith(".dist-info/entry_points.txt")]
             text = wheel.read(names[0]).decode() if len(names) == 1 else ""
     except FileNotFoundError:
         raise PublishError(f"{path}: no such file") from None
@@ -84,7 +86,42 @@ def check_wheel(path: Path) -> SliceWheel:
             "slice group:artifact is the distribution {group}.{artifact}, and its entry point is named "
             "group:artifact"
         )
+    module = parser[ENTRY_POINT_GROUP][artifact_id].partition("[")[0].partition(":")[0].strip()
+    if not _holds_module(files, module):
+        held = sorted({_importable(name).partition("/")[0].removesuffix(".py") for name in files} - {""})
+        raise PublishError(
+            f"{path}: its entry point {artifact_id!r} names the module {module!r}, which the wheel does not "
+            f"hold (it holds: {', '.join(held) or 'nothing importable'}): a node could not import the slice; "
+            '[project.entry-points."aether.slices"] in its pyproject.toml names the module, and the build '
+            "backend's settings (hatch: [tool.hatch.build.targets.wheel] packages) say what the wheel holds"
+        )
     return SliceWheel(path=path, distribution=distribution, version=version, artifact_id=artifact_id)
+
+
+def _importable(name: str) -> str:
+    """A wheel's file `name` as a path from site-packages (a `*.data/purelib|platlib/` one too), or "" if
+    it is not importable from there (metadata, scripts, data)."""
+    first, _, rest = name.partition("/")
+    if first.endswith(".dist-info"):
+        return ""
+    if first.endswith(".data"):
+        scheme, _, rest = rest.partition("/")
+        return rest if scheme in ("purelib", "platlib") else ""
+    return name
+
+
+def _holds_module(files: list[str], module: str) -> bool:
+    """Whether a wheel of `files` holds the dotted `module`: a package directory of that path, a `.py`
+    file, or an extension module (`name.*.so`, `.pyd`)."""
+    if not module:
+        return False
+    stem = module.replace(".", "/")
+    for name in filter(None, map(_importable, files)):
+        if name.startswith(stem + "/") or name == stem + ".py":
+            return True
+        if name.startswith(stem + ".") and name.endswith((".so", ".pyd")):
+            return True
+    return False
 
 
 def publish_to_directory(wheel: SliceWheel, directory: Path) -> bool:
