@@ -171,6 +171,7 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
         # Not a terminal (a pipe, a CI log): no bar is drawn, so each change is a line of its own.
         lines = not common.json and not progress.console.is_terminal
         shown = ""
+        rollouts: dict[str, str] = {}  # artifact → the rollout line last shown
         while True:
             status = call(common, lambda client: client.blueprint_status(name))
             for item in status.slices:
@@ -183,6 +184,17 @@ def _wait_for(common: Common, name: str, timeout: float) -> Any:
             if lines and line != shown:
                 print(f"converging: {line}", flush=True)
                 shown = line
+            # A canary or blue-green rollout's phase and what it waits for (a canary step with too few
+            # calls to judge waits for `aether slice promote` or `abort`: the counts alone never say so).
+            for item in status.slices:
+                rollout = item.rollout
+                if common.json or rollout is None or rollout.phase in ("PROMOTED", "ABORTED"):
+                    continue
+                said = f"{rollout.strategy.replace('_', '-')} rollout of {rollout.artifact} {rollout.phase}"
+                said += f": {rollout.reason}" if rollout.reason else ""
+                if rollouts.get(item.artifact) != said:
+                    rollouts[item.artifact] = said
+                    progress.console.print(said, markup=False, highlight=False, soft_wrap=True)
             problem = convergence.problem(status, time.monotonic())
             if problem:
                 progress.stop()
