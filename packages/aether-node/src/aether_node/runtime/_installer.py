@@ -3,7 +3,10 @@
 Each `group:artifact:version` is installed once, with uv, into its own virtualenv (created from the node's
 own interpreter), checked for its `aether.slices` entry point, and reused afterwards. The slice runtime
 (`aether_slice` and `pluggy`, at the node's own versions) is added to every slice virtualenv through a
-`.pth` file, so slices never depend on it and their own dependencies win over it.
+`.pth` file, so slices never depend on it and their own dependencies win over it. The runtime's directory
+is named by its versions and a digest of its code, and a virtualenv made by an earlier node (another
+version, or a checkout changed since) is pointed at this node's runtime the first time this node finds
+it: its template then speaks this node's host protocol.
 
 This module owns the uv subprocess and the translation of its failures into ResolutionError kinds.
 """
@@ -11,6 +14,8 @@ This module owns the uv subprocess and the translation of its failures into Reso
 from __future__ import annotations
 
 import configparser
+import functools
+import hashlib
 import os
 import re
 import shutil
@@ -138,6 +143,21 @@ def _site_packages(venv: Path) -> Path:
     return venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
 
 
+RUNTIME_PTH = "aether-runtime.pth"  # in a slice virtualenv's site-packages: the runtime's directory
+
+
+@functools.cache
+def runtime_name() -> str:
+    """The name of the runtime's directory: its versions, and a digest of aether_slice's code (a node of
+    a changed checkout, at the same version, gets a runtime of its own, not the last one's)."""
+    package = Path(aether_slice.__file__).parent  # type: ignore[arg-type]
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
+    code = digest.hexdigest()[:12]
+    return f"aether-slice-{aether_slice.__version__}-{code}-pluggy-{pluggy.__version__}"
+
+
 class SliceInstaller:
     """Installs slices on demand; safe to call concurrently (one install per coordinates at a time)."""
 
@@ -167,8 +187,22 @@ class SliceInstaller:
             return None
         if marker.read_text() != str(coordinates):
             _check_declared(coordinates, _site_packages(venv))
+        self._point_at_runtime(venv)
         found = self._ready[coordinates] = InstalledSlice(coordinates, venv, venv / "bin" / "python")
         return found
+
+    def _point_at_runtime(self, venv: Path) -> None:
+        """Make `venv`'s runtime this node's (its `.pth` names another if an earlier node made it: an
+        upgrade, or a changed checkout). Once per virtualenv and node process; the runtime is copied then
+        if this node has not yet (~200 KiB, on the caller's thread)."""
+        pth = _site_packages(venv) / RUNTIME_PTH
+        target = self.runtime_dir / runtime_name()
+        try:
+            if pth.read_text().strip() == str(target):
+                return
+        except OSError:
+            pass
+        pth.write_text(f"{self._ensure_runtime()}\n")
 
     async def install(self, coordinates: Coordinates) -> InstalledSlice:
         """The slice's virtualenv, installing it first if needed. Raises ResolutionError."""
@@ -210,7 +244,7 @@ class SliceInstaller:
             )
             site_packages = _site_packages(building)
             _check_declared(coordinates, site_packages)
-            (site_packages / "aether-runtime.pth").write_text(f"{runtime}\n")
+            (site_packages / RUNTIME_PTH).write_text(f"{runtime}\n")
             (building / READY_MARKER).write_text(str(coordinates))
             if final.exists():  # a stale half-install from a crash
                 shutil.rmtree(final, ignore_errors=True)
@@ -234,7 +268,7 @@ class SliceInstaller:
 
     def _ensure_runtime(self) -> Path:
         """A directory holding this node's `aether_slice` and `pluggy`, shared by every slice venv."""
-        target = self.runtime_dir / f"aether-slice-{aether_slice.__version__}-pluggy-{pluggy.__version__}"
+        target = self.runtime_dir / runtime_name()
         if target.exists():
             return target
         building = target.with_name(f"{target.name}.tmp-{uuid.uuid4().hex[:8]}")
