@@ -428,6 +428,14 @@ async def test_a_late_scale_does_not_undo_the_scale_that_came_after_it(handlers:
     assert instances(await handlers.get_blueprint("demo")) == 5
 
 
+async def test_the_same_blueprint_applied_again_is_said_unchanged(handlers: Handlers) -> None:
+    first = await handlers.apply_blueprint(DEMO, "demo.toml")
+    again = await handlers.apply_blueprint(DEMO, "demo.toml")
+    assert (first.created, first.unchanged) == (True, False)
+    assert (again.created, again.unchanged) == (False, True)
+    assert again.blueprint_revision == first.blueprint_revision
+
+
 async def test_a_scale_to_the_count_it_has_says_nothing_changed(handlers: Handlers) -> None:
     operations = Operations(handlers)
     await handlers.apply_blueprint(DEMO, "demo.toml")

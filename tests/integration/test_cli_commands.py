@@ -190,7 +190,10 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
         "blueprint_revision": 2,  # the same content again: no new revision of the blueprint
         "change": "applied",
         "notes": [],
+        "unchanged": True,
     }
+    run = expect(aether("blueprint", "apply", "demo.toml"))  # the same again, human
+    assert run.stdout == "blueprint 'demo' unchanged (revision 2)\n", str(run)
     status = expect(aether("blueprint", "apply", "demo.toml", "--wait", "--json")).json()
     _check_converged(status, {ECHO: 3, GREETER: 2, COUNTER: 1}, node_ids)
 
@@ -329,7 +332,7 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     revisions = [e["revision"] for e in events]
     assert revisions == sorted(revisions)
     applied_events = [e for e in events if e["kind"] == "blueprint_applied"]
-    assert [e["subject"] for e in applied_events] == ["demo"] * 4, applied_events
+    assert [e["subject"] for e in applied_events] == ["demo"] * 5, applied_events
     assert applied["revision"] in [e["revision"] for e in applied_events]
     active = {
         (e["subject"], e["node_id"])

@@ -119,6 +119,7 @@ async def test_an_agent_applies_follows_and_invokes_over_http(cluster: CliCluste
                 "blueprint_revision": 1,
                 "change": "applied",
                 "notes": [],
+                "unchanged": False,
             }
             try:
                 status = await converge(client, "mcp-http")

@@ -151,7 +151,9 @@ def apply(
 
 
 def _verb(result: Any) -> str:
-    return "created" if result.created else "updated"
+    if result.created:
+        return "created"
+    return "unchanged" if result.unchanged else "updated"
 
 
 def _wait_for(common: Common, name: str, timeout: float) -> Any:

@@ -420,7 +420,10 @@ class Handlers:
                         since=since,
                         claims=claims,
                     )
-                return applied(stored, notes=config_notes(current.get(blueprint.name), blueprint))
+                before = current.get(blueprint.name)
+                result = applied(stored, notes=config_notes(before, blueprint))
+                same = before is not None and before.revision == stored.blueprint.revision
+                return attrs.evolve(result, unchanged=True) if same else result
             except ClaimsChanged as error:
                 # another blueprint took slices meanwhile: check against it now, at once (its writer got
                 # through, so the cluster moves on), but not for ever: every apply moves the claims, and

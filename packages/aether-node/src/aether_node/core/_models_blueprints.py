@@ -20,6 +20,7 @@ class ApplyResult:
     blueprint_revision: int = 0  # its number in the blueprint's history (`aether blueprint history`)
     change: str = ""  # how that revision came: applied, rolled back to revision N, scaled ...
     notes: tuple[str, ...] = ()  # what the operator should know of the change
+    unchanged: bool = False  # the blueprint was this already: no new revision (a resend, or the same file)
 
 
 @attrs.frozen(kw_only=True)
