@@ -2,7 +2,8 @@
 in a plain thread), the sample slices as a wheel index (`build_index`; the `sample_index` fixture of
 tests/integration/conftest.py), the processes of a directory (`live_processes`, `processes_under`, from
 /proc; `kill_processes_under` ends them), naming KV replicas and their leader, an operator's certificate
-for HTTPS on the ingress (`operator_certificate`).
+for HTTPS on the ingress (`operator_certificate`), this process's memory cgroup (`own_memory_cgroup`,
+`memory_cgroups_here`, `remove_left_memory_cgroups`).
 
 A test never sleeps in the hope that something has happened: it waits on the condition with
 `wait_until`, which also returns what it found and names the last value seen when it times out. A sleep
@@ -253,16 +254,35 @@ def slice_venv(directory: Path, samples: Sequence[str], extra: Sequence[str] = (
     return str(python)
 
 
+def own_memory_cgroup() -> Path | None:
+    """This process's cgroup of the v1 memory controller, in cgroupfs (None: none here, cgroup v2 alone)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    own = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["memory"]), None)
+    return Path("/sys/fs/cgroup/memory", own.lstrip("/")) if own is not None else None
+
+
+def memory_cgroups_here() -> bool:
+    """Whether this process may make a memory cgroup under its own (what a node started here can)."""
+    own = own_memory_cgroup()
+    if own is None:
+        return False
+    probe = own / f"aether-test-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError:
+        return False
+    return True
+
+
 def remove_left_memory_cgroups() -> None:
     """Remove the memory cgroups nodes of the tests left behind (`aether-{node_id}` under this process's
     own cgroup, and theirs inside: a SIGKILLed node cannot remove them); those still in use stay (a
     cgroup with a process in it, or with cgroups in it, cannot be removed)."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return
-    own = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["memory"]), None)
-    base = Path("/sys/fs/cgroup/memory", own.lstrip("/")) if own is not None else None
+    base = own_memory_cgroup()
     if base is None or not base.is_dir():
         return
     for node in base.glob("aether-*"):

@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from shell_support import hold
 
 from aether_kv import MemoryStore
 from aether_node.core._blueprint import Balancing, Blueprint, SliceSpec
@@ -194,7 +195,7 @@ async def test_an_endpoint_carries_when_the_watch_first_saw_its_record_and_a_spl
         published = trio.current_time()
         written = await kv.put(endpoint_key(new, 1), encode_record(RUN1))
         await cache.caught_up(ENDPOINTS, written.revision)
-        await trio.sleep(30)  # no call asks meanwhile
+        await hold(30)  # no call asks meanwhile
         (first,) = registry.endpoints("org.example:echo", "run")
         assert first.seen == published
 
@@ -206,7 +207,7 @@ async def test_an_endpoint_carries_when_the_watch_first_saw_its_record_and_a_spl
         assert again.seen == published
 
         # Published again (the instance restarted): seen anew.
-        await trio.sleep(1)
+        await hold(1)
         await kv.delete(endpoint_key(new, 1))
         republished = trio.current_time()
         written = await kv.put(endpoint_key(new, 1), encode_record(RUN1))

@@ -18,7 +18,7 @@ from aether_node.control import _instance_numbers
 from aether_node.control._instance_numbers import CHUNK, creation_txns, decode_numbers
 from aether_node.core._blueprint import SliceSpec
 from aether_node.core._records import InstanceNumbers, SliceRecord, SliceState, decode_record, encode_record
-from aether_node.core._schema import instance_numbers_key
+from aether_node.core._schema import SLICES, instance_numbers_key
 from support import wait_until
 
 ECHO_ID = "org.example:echo"
@@ -33,14 +33,20 @@ def kv() -> MemoryStore:
 
 async def play_the_nodes(kv: MemoryStore) -> None:
     """What the nodes do with the leader's commands: ACTIVATE → ACTIVE, UNLOAD → deleted. Runs until
-    cancelled (a fake node, polling on the virtual clock)."""
+    cancelled (a fake node, woken by each change of the instance records)."""
     while True:
-        for key, record in (await instances(kv)).items():
+        listing = await kv.range(SLICES)
+        for item in listing.kvs:
+            record = decode_record(item.key, item.value, SliceRecord)
             if record.state is SliceState.ACTIVATE:
-                await kv.put(key, encode_record(attrs.evolve(record, state=SliceState.ACTIVE)))
+                await kv.put(item.key, encode_record(attrs.evolve(record, state=SliceState.ACTIVE)))
             elif record.state is SliceState.UNLOAD:
-                await kv.delete(key)
-        await trio.sleep(0.05)
+                await kv.delete(item.key)
+        watch = kv.watch(SLICES, listing.revision + 1)  # (what changed since the listing, ours included)
+        try:
+            await watch.__anext__()
+        finally:
+            await watch.aclose()
 
 
 async def numbers_in_use(kv: MemoryStore) -> list[int]:

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
-from shell_support import FakeSliceStore, register
+from shell_support import FakeSliceStore, hold, register
 
 from aether_kv import MemoryStore, Put
 from aether_node.core._blueprint import Blueprint, SliceSpec
@@ -252,7 +252,7 @@ async def test_a_rollout_splits_the_calls_by_its_share_and_an_abort_sends_them_a
         await world.invoker.invoke("org.example:echo", "echo", None, source="slice")
     assert set(world.peers.calls) == {"n2.invalid:1"}
     world.peers.calls.clear()
-    await trio.sleep(DEFAULT_MIN_READY_S)  # (virtual time)
+    await hold(DEFAULT_MIN_READY_S)  # (its window passes: virtual time)
     for _ in range(100):
         await world.invoker.invoke("org.example:echo", "echo", None, source="slice")
     assert world.peers.calls.count("n3.invalid:1") == 10  # the canary's share, exactly, over 100 calls

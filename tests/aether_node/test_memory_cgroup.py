@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aether_node.runtime._health_checks import _new_hard_limit
-from aether_node.runtime._memory_cgroup import MemoryCgroups, oom_kills, own_memory_cgroup
+from aether_node.runtime._memory_cgroup import InstanceCgroup, MemoryCgroups, oom_kills, own_memory_cgroup
 from support import wait_until
 
 V1 = """12:pids:/user.slice
@@ -58,6 +58,18 @@ async def cgroups() -> AsyncIterator[MemoryCgroups]:
         assert not found.base.exists()
 
 
+def _in_cgroup(cgroup: InstanceCgroup, then: str) -> subprocess.Popen[str]:
+    """A Python process that joins `cgroup`, then runs `then` (with `sys` imported), its stdin and stdout
+    pipes (text)."""
+    joins = f"import sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0'); {then}"
+    return subprocess.Popen(
+        [sys.executable, "-c", joins, str(cgroup.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 def _limits(path: Path) -> tuple[int, int]:
     read = [int((path / f"memory.{name}limit_in_bytes").read_text()) for name in ("", "memsw.")]
     return read[0], read[1]
@@ -79,15 +91,10 @@ async def test_a_limit_is_set_raised_lowered_and_lifted_with_swap_alike(cgroups:
 async def test_a_process_in_its_cgroup_is_ended_by_the_kernel_over_its_limit(cgroups: MemoryCgroups) -> None:
     cgroup = cgroups.create("org-example-hog-1", 32)
     assert cgroup is not None
-    joins_then_grows = (
-        "import sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0'); print('in', flush=True);"
-        " sys.stdin.readline(); held = bytearray(b'1') * (64 << 20); print('survived', flush=True)"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", joins_then_grows, str(cgroup.path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    child = _in_cgroup(
+        cgroup,
+        "print('in', flush=True); sys.stdin.readline(); held = bytearray(b'1') * (64 << 20);"
+        " print('survived', flush=True)",
     )
     try:
         assert child.stdout is not None and child.stdin is not None
@@ -125,10 +132,7 @@ async def test_a_cgroup_still_holding_a_process_is_removed_once_it_has_none(cgro
     reaped yet) is removed at the next creation, not left until the node stops."""
     held = cgroups.create("org-example-echo-0", 64)
     assert held is not None
-    joins_and_waits = "import sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0'); sys.stdin.read()"
-    child = subprocess.Popen(
-        [sys.executable, "-c", joins_and_waits, str(held.path)], stdin=subprocess.PIPE, text=True
-    )
+    child = _in_cgroup(held, "sys.stdin.read()")
     try:
         await wait_until(lambda: held.holds(child.pid), timeout=10, what="the child in its cgroup")
         assert not held.remove()  # (a process in it)
@@ -147,7 +151,8 @@ async def test_what_an_instance_left_running_in_its_cgroup_is_ended_with_it(cgro
     assert cgroup is not None
     leaves_one_behind = (
         "import os, subprocess, sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0');"
-        " child = subprocess.Popen(['sleep', '600'], start_new_session=True, stdout=subprocess.DEVNULL,"
+        " child = subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'],"
+        " start_new_session=True, stdout=subprocess.DEVNULL,"
         " stderr=subprocess.DEVNULL);"
         " print(child.pid, flush=True)"
     )
@@ -185,15 +190,8 @@ async def test_a_lower_limit_the_kernel_cannot_reclaim_down_to_ends_the_instance
 ) -> None:
     cgroup = cgroups.create("org-example-hog-2", 64)
     assert cgroup is not None
-    holds_32 = (
-        "import sys; open(sys.argv[1] + '/cgroup.procs', 'w').write('0');"
-        " held = bytearray(b'1') * (32 << 20); print('held', flush=True); sys.stdin.readline()"
-    )
-    child = subprocess.Popen(
-        [sys.executable, "-c", holds_32, str(cgroup.path)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+    child = _in_cgroup(
+        cgroup, "held = bytearray(b'1') * (32 << 20); print('held', flush=True); sys.stdin.readline()"
     )
     try:
         assert child.stdout is not None and child.stdout.readline() == "held\n"

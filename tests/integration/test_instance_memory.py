@@ -9,7 +9,6 @@ limit) and the command states as a cluster leader would (`node_support`).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from node_support import (
 
 from aether_kv import Event, KVClient
 from aether_node import Resources, SliceRecord, SliceState, decode_record
-from support import wait_until
+from support import memory_cgroups_here, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -78,28 +77,10 @@ def index(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return index
 
 
-def _cgroups_here() -> bool:
-    """Whether this process may make a memory cgroup under its own (what a node started here can)."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return False
-    own = next((line.split(":", 2)[2] for line in lines if line.split(":")[1:2] == ["memory"]), None)
-    if own is None:
-        return False
-    probe = Path("/sys/fs/cgroup/memory", own.lstrip("/"), f"aether-test-{os.getpid()}")
-    try:
-        probe.mkdir()
-        probe.rmdir()
-    except OSError:
-        return False
-    return True
-
-
 @pytest.fixture(params=["soft", "hard"])
 def limits(request: pytest.FixtureRequest) -> str:
     """How the node holds the limit: every 2 s (`soft`) or by the kernel (`hard`, where it can)."""
-    if request.param == "hard" and not _cgroups_here():
+    if request.param == "hard" and not memory_cgroups_here():
         pytest.skip("this host lets no memory cgroup be made here (cgroup v1 as root): only the soft limit")
     return str(request.param)
 
