@@ -37,7 +37,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOG = "org.aether:hog"
 HOG_1 = f"{HOG}:1.0.0"
-HOG_MODULE = '''"""A slice whose entry `hold` keeps `payload` MiB more of memory, written (so resident)."""
+HOG_MODULE = '''"""A slice whose entry `hold` keeps `payload` MiB more of memory, written (so resident); with
+`at_load_mib` in its config it takes that much as it loads."""
 
 from aether_slice import EntryPoint, hookimpl
 
@@ -46,6 +47,8 @@ HELD = []
 
 @hookimpl
 def aether_entry_points(context):
+    HELD.append(bytearray(b"\\x01") * (context.config.get("at_load_mib", 0) << 20))
+
     def hold(payload):
         HELD.append(bytearray(b"\\x01") * (payload << 20))
         return sum(len(block) for block in HELD) >> 20
@@ -199,16 +202,18 @@ async def test_a_new_limit_reaches_a_running_instance_the_kernel_holds(
 async def test_an_instance_the_kernel_ends_during_its_load_says_why(
     node: NodeProcess, kv: KVClient, limits: str
 ) -> None:
-    """A limit too small for the instance to start in (1 MiB: its first page copies after joining go
-    over): the kernel ends it during LOAD, and its FAILED record says it was the memory limit, not only
-    'died during load (killed by SIGKILL)'."""
+    """A limit too small for the instance to load in (it takes 8 MiB as it loads, under a limit of 4):
+    the kernel ends it during LOAD, and its FAILED record says it was the memory limit, not only 'died
+    during load (killed by SIGKILL)'."""
     if limits == "soft":
         pytest.skip("the soft limit looks at ACTIVE instances only")
+    config = {"at_load_mib": 8}
+    resources = Resources(memory_mib=4)
     await apply_blueprint(
-        kv, "hog", [{"artifact": HOG_1, "instances": 1, "resources": Resources(memory_mib=1)}]
+        kv, "hog", [{"artifact": HOG_1, "instances": 1, "resources": resources, "config": config}]
     )
     key = slice_key(node.node_id, HOG_1, 0)
-    await write_command(kv, key, SliceState.ACTIVATE, {})
+    await write_command(kv, key, SliceState.ACTIVATE, config)
     failed = await wait_for_state(kv, key, SliceState.FAILED, timeout=60)
     assert "died during load" in failed.reason, failed.reason
-    assert "memory: the kernel ended it at the 1 MiB its slice declares" in failed.reason, failed.reason
+    assert "memory: the kernel ended it at the 4 MiB its slice declares" in failed.reason, failed.reason
