@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import attrs
@@ -22,31 +23,12 @@ class Coordinates:
 
     @classmethod
     def parse(cls, text: str) -> Coordinates:
-        """Parse `group:artifact:version`; raise InvalidCoordinatesError saying what is wrong."""
+        """Parse `group:artifact:version`; raise InvalidCoordinatesError saying what is wrong. The same
+        text gives the same (immutable) object: a node parses an instance's key at every change of its
+        record, and parsing a version is not cheap."""
         if not isinstance(text, str):
             raise InvalidCoordinatesError(f"coordinates must be a string, got {type(text).__name__}")
-        parts = text.split(":")
-        if len(parts) != 3:
-            raise InvalidCoordinatesError(
-                f"{text!r} is not group:artifact:version (e.g. org.example:echo:1.0.0):"
-                f" it has {plural(len(parts), 'part')}"
-            )
-        group, artifact, version = parts
-        for name, value in (("group", group), ("artifact", artifact)):
-            if not _PART.fullmatch(value):
-                raise InvalidCoordinatesError(
-                    f"{text!r}: the {name} {value!r} must be letters, digits, '.', '_' or '-',"
-                    " starting and ending with a letter or digit"
-                )
-        try:
-            if version != version.strip() or any(c.isspace() for c in version):
-                raise InvalidVersion(version)
-            Version(version)
-        except InvalidVersion:
-            raise InvalidCoordinatesError(
-                f"{text!r}: the version {version!r} is not a PEP 440 version (e.g. 1.0.0)"
-            ) from None
-        return cls(group, artifact, version)
+        return _parsed(text)
 
     @property
     def artifact_id(self) -> str:
@@ -60,6 +42,32 @@ class Coordinates:
 
     def __str__(self) -> str:
         return f"{self.group}:{self.artifact}:{self.version}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str) -> Coordinates:
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise InvalidCoordinatesError(
+            f"{text!r} is not group:artifact:version (e.g. org.example:echo:1.0.0):"
+            f" it has {plural(len(parts), 'part')}"
+        )
+    group, artifact, version = parts
+    for name, value in (("group", group), ("artifact", artifact)):
+        if not _PART.fullmatch(value):
+            raise InvalidCoordinatesError(
+                f"{text!r}: the {name} {value!r} must be letters, digits, '.', '_' or '-',"
+                " starting and ending with a letter or digit"
+            )
+    try:
+        if version != version.strip() or any(c.isspace() for c in version):
+            raise InvalidVersion(version)
+        Version(version)
+    except InvalidVersion:
+        raise InvalidCoordinatesError(
+            f"{text!r}: the version {version!r} is not a PEP 440 version (e.g. 1.0.0)"
+        ) from None
+    return Coordinates(group, artifact, version)
 
 
 def parse_artifact_id(text: str) -> str:
