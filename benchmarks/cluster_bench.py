@@ -1120,8 +1120,11 @@ async def phase_leader_kill(
 
 
 def machine() -> str:
+    """The machine and the interpreter the cluster runs on (the nodes, replicas and slices use this one:
+    how it was built moves every figure, e.g. Debian's python3.11 against a plain build of pyenv's)."""
     cpu = platform.processor() or platform.machine()
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    interpreter = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()} ({interpreter})"
 
 
 def report(results: dict[str, Any], opts: argparse.Namespace) -> str:
