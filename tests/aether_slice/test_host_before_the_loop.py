@@ -6,12 +6,13 @@ it. Seen from outside, in a real template's real instances: an asyncio loop hold
 from __future__ import annotations
 
 import os
+import select
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from template_support import Connection, TemplateProcess
+from template_support import TIMEOUT, Connection, TemplateProcess
 
 from aether_slice import protocol
 from aether_slice.protocol import Kind
@@ -35,6 +36,26 @@ def aether_start(context):
 @hookimpl
 def aether_entry_points(context):
     return [EntryPoint(name="tasks", function=lambda payload: len(TASKS))]
+"""
+
+
+SLOW = "test:slow"
+# A slice whose load says it is under way (its pid, on the FIFO loading.fifo beside it) and goes on when told
+# (on go.fifo): the test does something meanwhile.
+SLOW_SLICE = """
+import os
+from aether_slice import EntryPoint, hookimpl
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@hookimpl
+def aether_entry_points(context):
+    with open(os.path.join(HERE, "loading.fifo"), "w") as loading:
+        loading.write(str(os.getpid()))
+    with open(os.path.join(HERE, "go.fifo")) as go:
+        go.read()
+    return [EntryPoint(name="echo", function=lambda payload: payload)]
 """
 
 
@@ -81,6 +102,7 @@ class Templates:
 @pytest.fixture
 def templates(slice_python: str, tmp_path: Path) -> Iterator[Templates]:
     (tmp_path / "loopy_slice.py").write_text(LOOPY_SLICE)
+    (tmp_path / "slow_slice.py").write_text(SLOW_SLICE)
     made = Templates(slice_python, tmp_path)
     yield made
     for template in made.started:
@@ -191,6 +213,30 @@ def test_an_instance_ends_when_its_connection_closes_or_breaks_before_its_loop(
     assert exit_code(template, pid) == 0
     log = (templates.directory / f"instance-{template.forks}.log").read_text()
     assert "the node sent what the protocol does not allow" in log, log
+
+
+def test_an_instance_the_node_gave_up_on_during_its_load_ends_quietly(templates: Templates) -> None:
+    """The node closes the connection while a preloaded slice's LOAD runs (it gave up on it): the answers
+    to that LOAD and to the START behind it find it closed, and the instance ends as it would on its loop:
+    exit code 0, no traceback in its log, no "start failed"."""
+    directory = templates.directory
+    os.mkfifo(directory / "loading.fifo")
+    os.mkfifo(directory / "go.fifo")
+    loading = os.open(directory / "loading.fifo", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        template = templates.start(SLOW, "slow_slice")
+        connection = templates.fork(template)
+        connection.send(protocol.encode(load(SLOW, 1)) + protocol.encode(protocol.request(2, Kind.START)))
+        assert select.select([loading], [], [], TIMEOUT)[0], "the instance did not start its load"
+        pid = int(os.read(loading, 64))
+    finally:
+        os.close(loading)
+    connection.sock.close()
+    with open(directory / "go.fifo", "w") as go:  # (the instance waits for it: opened at once)
+        go.write("go")
+    assert exit_code(template, pid) == 0
+    log = (directory / f"instance-{template.forks}.log").read_text()
+    assert log == "", log
 
 
 def test_a_template_with_uvloop_serves_before_and_on_its_loop(

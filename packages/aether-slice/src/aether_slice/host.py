@@ -141,8 +141,20 @@ class Host(asyncio.Protocol):
         has made no loop (which costs ~0.3 ms of CPU and ~250 copied pages): a blueprint's instances
         are ACTIVE sooner, and an idle one is smaller. False if the connection ended (closed by the
         node, or broken by what it sent): the instance ends."""
-        self._write = sock.sendall
-        while self._held is None:
+        gone = False
+
+        def write(data: bytes) -> None:
+            # As a transport's write: a connection the node closed meanwhile (it gave up on a LOAD) ends
+            # the instance, quietly, where an exception would fail a hook or end it with a traceback.
+            nonlocal gone
+            if not gone:
+                try:
+                    sock.sendall(data)
+                except OSError:
+                    gone = True
+
+        self._write = write
+        while self._held is None and not gone:
             try:
                 chunk = sock.recv(_READ_SIZE)
             except OSError:
@@ -162,8 +174,8 @@ class Host(asyncio.Protocol):
                 return False
             finally:
                 if replies:
-                    sock.sendall(b"".join(replies))
-        return True
+                    write(b"".join(replies))
+        return not gone
 
     def _needs_no_loop(self, message: dict[str, Any]) -> bool:
         op = message.get("op")
