@@ -38,6 +38,19 @@ def aether_entry_points(context):
     return [EntryPoint(name="tasks", function=lambda payload: len(TASKS))]
 """
 
+LOOP_AT_LOAD = "test:loop-at-load"
+# A slice whose aether_entry_points asks for the event loop (as aiohttp.ClientSession() does), the running
+# one or the current one, as its config says.
+LOOP_AT_LOAD_SLICE = """
+import asyncio
+from aether_slice import EntryPoint, hookimpl
+
+
+@hookimpl
+def aether_entry_points(context):
+    getattr(asyncio, context.config["ask"])()
+    return [EntryPoint(name="echo", function=lambda payload: payload)]
+"""
 
 SLOW = "test:slow"
 # A slice whose load says it is under way (its pid, on the FIFO loading.fifo beside it) and goes on when told
@@ -65,10 +78,15 @@ def has_a_loop(pid: int) -> bool:
     return any(os.readlink(fds / fd) == "anon_inode:[eventpoll]" for fd in os.listdir(fds))
 
 
-def load(entry_point: str, request_id: int) -> dict[str, Any]:
+def load(entry_point: str, request_id: int, config: dict[str, Any] | None = None) -> dict[str, Any]:
     coordinates = f"{entry_point}:1.0.0"
     return protocol.request(
-        request_id, Kind.LOAD, entry_point=entry_point, coordinates=coordinates, instance=0, config={}
+        request_id,
+        Kind.LOAD,
+        entry_point=entry_point,
+        coordinates=coordinates,
+        instance=0,
+        config=config or {},
     )
 
 
@@ -94,15 +112,16 @@ class Templates:
         self.started.append(TemplateProcess(self.python, log, env=env, preload=preload, reference=reference))
         return self.started[-1]
 
-    def fork(self, template: TemplateProcess) -> Connection:
+    def fork(self, template: TemplateProcess, **fields: Any) -> Connection:
         with open(self.directory / f"instance-{template.forks + 1}.log", "ab") as output:
-            return template.fork({}, output.fileno())
+            return template.fork({}, output.fileno(), **fields)
 
 
 @pytest.fixture
 def templates(slice_python: str, tmp_path: Path) -> Iterator[Templates]:
     (tmp_path / "loopy_slice.py").write_text(LOOPY_SLICE)
     (tmp_path / "slow_slice.py").write_text(SLOW_SLICE)
+    (tmp_path / "loop_at_load_slice.py").write_text(LOOP_AT_LOAD_SLICE)
     made = Templates(slice_python, tmp_path)
     yield made
     for template in made.started:
@@ -125,7 +144,7 @@ def test_a_loaded_and_started_instance_answers_before_it_makes_a_loop_and_makes_
     loaded, started = exchange(connection, load(ECHO, 1), protocol.request(2, Kind.START))
     assert started == {"id": 2, "ok": {}}, started
     pid = loaded["ok"]["pid"]
-    health = connection.request(Kind.HEALTH)  # (id 1 of the connection's own count: 3 here)
+    health = connection.request(Kind.HEALTH)
     assert health["ok"]["pid"] == pid
     assert not has_a_loop(pid)
     call = protocol.request(10, Kind.INVOKE, entry="echo", payload={"n": 1})
@@ -257,3 +276,74 @@ def test_a_template_with_uvloop_serves_before_and_on_its_loop(
     finally:
         for template in made.started:
             template.close()
+
+
+@pytest.mark.parametrize("ask", ["get_running_loop", "get_event_loop"])
+def test_a_preloaded_slice_asking_for_the_loop_as_it_loads_fails_its_load_saying_why(
+    templates: Templates, ask: str
+) -> None:
+    """Its aether_entry_points runs before the loop: the running loop is not there, and no other loop is
+    made for it that would never run (its futures would fail at the first call); the load says so."""
+    template = templates.start(LOOP_AT_LOAD, "loop_at_load_slice")
+    connection = templates.fork(template)
+    (loaded,) = exchange(connection, load(LOOP_AT_LOAD, 1, {"ask": ask}))
+    assert loaded["error"]["kind"] == "entry_point", loaded
+    assert (
+        "it runs before the instance's event loop; make what needs the loop in aether_start"
+        in (loaded["error"]["message"])
+    ), loaded
+
+
+def test_an_instance_under_a_memory_limit_makes_its_loop_to_start(templates: Templates) -> None:
+    """A FORK that names a memory cgroup (here one the child cannot join: it says so and goes on): the
+    instance is started on its loop, so that a limit its loop does not fit in fails its activation."""
+    template = templates.start(ECHO)
+    connection = templates.fork(template, cgroup=str(templates.directory / "no-such-cgroup"))
+    (loaded,) = exchange(connection, load(ECHO, 1))
+    assert not has_a_loop(loaded["ok"]["pid"])
+    (started,) = exchange(connection, protocol.request(2, Kind.START))
+    assert started == {"id": 2, "ok": {}}, started
+    assert has_a_loop(loaded["ok"]["pid"])
+
+
+@pytest.mark.parametrize("cut", [0, 1, 4, -1, "after", "after+2"])
+def test_the_order_holds_when_a_read_ends_anywhere_around_the_held_message(
+    templates: Templates, cut: int | str
+) -> None:
+    """LOAD, START and HEALTH, then two invokes and a STOP, the bytes cut in two writes at `cut` bytes into
+    the first invoke (the held message; "after": at its end, "after+2": into the next frame): the first
+    three are answered before the rest is sent, then the rest, every answer once and right."""
+    template = templates.start(ECHO)
+    connection = templates.fork(template)
+    requests = [
+        load(ECHO, 1),
+        protocol.request(2, Kind.START),
+        protocol.request(3, Kind.HEALTH),
+        protocol.request(4, Kind.INVOKE, entry="echo", payload="a"),
+        protocol.request(5, Kind.INVOKE, entry="echo", payload="b"),
+        protocol.request(6, Kind.STOP),
+    ]
+    frames = [protocol.encode(request) for request in requests]
+    held = len(frames[3])
+    offset = {"after": held, "after+2": held + 2, -1: held - 1}.get(cut, cut)
+    data = b"".join(frames)
+    at = len(b"".join(frames[:3])) + int(offset)
+    connection.send(data[:at])
+    first = [connection.receive() for _ in range(3)]
+    assert [a["id"] if a else None for a in first] == [1, 2, 3], first
+    connection.send(data[at:])
+    rest = {a["id"]: a for a in (connection.receive() for _ in range(3)) if a is not None}
+    assert [rest[4].get("ok"), rest[5].get("ok"), rest[6].get("ok")] == ["a", "b", {}], rest
+
+
+def test_an_instance_whose_connection_ends_mid_frame_before_its_loop_ends_quietly(
+    templates: Templates,
+) -> None:
+    template = templates.start(ECHO)
+    connection = templates.fork(template)
+    pid = connection.request(Kind.HEALTH)["ok"]["pid"]
+    connection.send(protocol.encode(load(ECHO, 2))[:7])
+    connection.sock.close()
+    assert exit_code(template, pid) == 0
+    log = (templates.directory / f"instance-{template.forks}.log").read_text()
+    assert "Traceback" not in log, log

@@ -17,9 +17,9 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def aether_entry_points(context: SliceContext) -> Any:
-    """Fires once when the instance loads, before its event loop runs (start work in `aether_start`,
-    which runs on it); returns the slice's entry points: a list of `EntryPoint`, or a mapping of name →
-    callable."""
+    """Fires once when the instance loads; returns the slice's entry points: a list of `EntryPoint`, or a
+    mapping of name → callable. Declare here, start nothing: it may run before the instance's event loop
+    (it does when the template preloaded the slice), so what needs the loop is made in `aether_start`."""
 
 
 @hookspec

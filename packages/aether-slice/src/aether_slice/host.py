@@ -119,6 +119,9 @@ class Host(asyncio.Protocol):
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopped = False  # the aether_stop hook ran: attached connections refuse invokes
         self._held: dict[str, Any] | None = None  # read before the loop, served first on it
+        # Make the loop to start, hook or not (an instance under a hard memory limit: a limit its loop
+        # does not fit in must fail its activation, not its first call).
+        self.loop_to_start = False
 
     # ------------------------------------------------------------ the connection
 
@@ -183,6 +186,8 @@ class Host(asyncio.Protocol):
             return True
         if op == Kind.LOAD:  # (a slice imported here, not in the template, might look for a loop)
             return message.get("entry_point") in _preloaded
+        if op == Kind.START and self.loop_to_start:
+            return False
         if op == Kind.START or op == Kind.STOP:
             hook = "aether_stop" if op == Kind.STOP else "aether_start"
             return self.plugins is None or not getattr(self.plugins.hook, hook).get_hookimpls()
@@ -386,7 +391,18 @@ class Host(asyncio.Protocol):
             caller=self.call,
         )
         entries: dict[str, EntryPoint] = {}
-        for declared in manager.hook.aether_entry_points(context=self.context):
+        try:
+            declared_all = manager.hook.aether_entry_points(context=self.context)
+        except RuntimeError as error:
+            if "event loop" not in str(error):
+                raise
+            raise HostError(
+                "entry_point",
+                f"aether_entry_points: {error}: it runs before the instance's event loop; make what needs"
+                " the loop in aether_start (which runs on it) or in an entry point",
+                _short_traceback(),
+            ) from None
+        for declared in declared_all:
             for entry in _as_entry_points(declared):
                 if entry.name in entries:
                     raise HostError("entry_point", f"entry point {entry.name!r} is declared twice")
@@ -774,10 +790,11 @@ def _short_traceback(limit: int = 12) -> str:
     return "".join(traceback.format_exc(limit=-limit))[-4000:]
 
 
-def _serve(connection: int) -> None:
+def _serve(connection: int, *, loop_to_start: bool = False) -> None:
     """Serve the node on `connection` (the descriptor of a connected Unix stream socket) until it
     closes: without an event loop while nothing needs one (`Host.serve_before_loop`), then on one."""
     host, sock = Host(), socket.socket(fileno=connection)
+    host.loop_to_start = loop_to_start
     sock.setblocking(True)
     if host.serve_before_loop(sock):
         _run(host.serve_on(sock))
@@ -802,7 +819,7 @@ def _child(connection: int, output: int, request: dict[str, Any]) -> None:
         _die_with_parent()  # the template; it dies with the node
         if isinstance(request.get("name"), str):
             _name_process(request["name"])
-        _serve(connection)
+        _serve(connection, loop_to_start=isinstance(request.get("cgroup"), str))
     except SystemExit as called:  # the slice's own `sys.exit(code)`: its code, said
         code = called.code if isinstance(called.code, int) else (0 if called.code is None else 1)
         print(f"aether_slice.host: the slice called sys.exit({called.code!r})", file=sys.stderr, flush=True)
@@ -1051,6 +1068,9 @@ def main(argv: list[str] | None = None) -> None:
         force=True,
     )
     forker = Forker()  # before the slice's import: fewer objects to search for the interpreter's hook lists
+    # No event loop but a running one: code that asks for one outside it (a preloaded slice's import, its
+    # aether_entry_points) is told so, rather than given a loop of its own that never runs.
+    asyncio.set_event_loop(None)
     preload = _preload_arguments(args)
     if preload is None or preload[1] is None:
         try:
