@@ -355,6 +355,25 @@ def test_apply_and_invoke_read_stdin_for_dash(cluster: CliCluster) -> None:
     assert run.stderr.startswith("aether: error: --data - (stdin) is not valid JSON: "), str(run)
 
 
+def test_invoke_reads_its_payload_from_a_file_after_an_at(cluster: CliCluster, tmp_path: Path) -> None:
+    """`--data @FILE` as curl reads it (no JSON text starts with @); a file that is not there, or not
+    JSON, is bad input naming it, and nothing is called."""
+    payload = tmp_path / "payload.json"
+    payload.write_text('{"big": [1, 2, 3], "text": "é"}', encoding="utf-8")
+    run = cluster.aether("slice", "invoke", "org.aether:echo", "echo", "--data", f"@{payload}", "-j")
+    assert expect(run).json() == {"big": [1, 2, 3], "text": "é"}
+    run = cluster.aether("slice", "invoke", "org.aether:echo", "echo", "-d", "@-", "-j", input="[7]")
+    assert expect(run).json() == [7]
+    missing = tmp_path / "nowhere.json"
+    run = expect(cluster.aether("slice", "invoke", "org.aether:echo", "echo", "-d", f"@{missing}"), 2)
+    assert run.stderr.startswith(f"aether: error: {missing}: cannot read it (No such file"), str(run)
+    payload.write_text("{not json", encoding="utf-8")
+    run = expect(cluster.aether("slice", "invoke", "org.aether:echo", "echo", "-d", f"@{payload}"), 2)
+    assert run.stderr.startswith(f"aether: error: --data @{payload} is not valid JSON: "), str(run)
+    run = expect(cluster.aether("slice", "invoke", "org.aether:echo", "echo", "-d", "@"), 2)
+    assert "--data @: name the file after the @" in run.stderr, str(run)
+
+
 def test_a_change_of_config_is_rolled_out_and_apply_says_so(cluster: CliCluster) -> None:
     """A config change replaces the running instances (as a new version does): apply names the keys that
     changed, and `--wait` returns once every instance runs the new config."""

@@ -298,7 +298,9 @@ def invoke(
     data: Annotated[
         str,
         Parameter(
-            name=("--data", "-d"), allow_leading_hyphen=True, help="JSON payload; `-` reads it from stdin."
+            name=("--data", "-d"),
+            allow_leading_hyphen=True,
+            help="JSON payload; `@FILE` reads it from a file, `-` (or `@-`) from stdin.",
         ),
     ] = "null",
     timeout: Annotated[
@@ -312,8 +314,13 @@ def invoke(
 ) -> None:
     """Call ENTRY of a slice (group:artifact) with a JSON payload; print the JSON result."""
     where = "--data"
-    if data == "-":
-        data, where = read_input(Path("-"), "a payload is UTF-8 JSON")[0], "--data - (stdin)"
+    if data in ("-", "@-"):
+        data, where = read_input(Path("-"), "a payload is UTF-8 JSON")[0], f"--data {data} (stdin)"
+    elif data.startswith("@"):  # (no JSON text starts with @: as curl's --data @FILE)
+        if data == "@":
+            fail(EXIT_BAD_INPUT, "--data @: name the file after the @ (--data @payload.json)")
+        data, where = read_input(Path(data[1:]), "a payload is UTF-8 JSON")
+        where = f"--data @{where}"
     payload = _payload(data, where)
     if not 0 < timeout <= 3600:
         fail(EXIT_BAD_INPUT, f"--timeout must be in (0, 3600] seconds, got {timeout:g}")
