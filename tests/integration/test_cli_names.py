@@ -29,3 +29,15 @@ def test_a_name_with_a_slash_is_refused_as_the_name_it_is(tmp_path: Path) -> Non
             assert f"error: {args[-1]!r}: a name cannot hold '/'" in run.stderr, run
             assert "management API" not in run.stderr, run
         assert stub.requests == []
+
+
+@pytest.mark.parametrize("name", [".", ".."])
+def test_a_name_of_dots_is_refused_as_the_name_it_is(tmp_path: Path, name: str) -> None:
+    """A URL's path reads "." and ".." as "here" and "up": the request would reach another route, or none
+    (a bare 404). No node, blueprint, slice or key is named so: the name is the error, nothing is sent."""
+    with stub_api({}) as stub:
+        for command in (("node", "drain"), ("blueprint", "get"), ("slice", "status"), ("key", "revoke")):
+            run = run_aether(*command, name, "-c", stub.url, cwd=tmp_path)
+            assert run.returncode == 2, run
+            assert f"error: {name!r} is not a name" in run.stderr, run
+        assert stub.requests == []

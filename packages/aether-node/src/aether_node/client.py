@@ -985,6 +985,10 @@ def _segment(value: str) -> str:
             f"{value!r}: a name cannot hold '/'"
             " (no node, blueprint, slice, entry point or API key is named so)"
         )
+    if value in (".", ".."):  # a URL's path takes them for "here" and "up": another route, or a bare 404
+        raise ValueError(
+            f"{value!r} is not a name (no node, blueprint, slice, entry point or API key is named so)"
+        )
     return quote(value, safe="")
 
 
