@@ -133,6 +133,35 @@ async def test_following_reads_the_tail_on_a_worker_thread(tmp_path: Path) -> No
     assert sent == ["old 2"]  # nobody writes the log: the follower ends after its tail
 
 
+async def test_a_follower_that_goes_away_while_its_tail_is_sent_leaves_no_subscription(
+    tmp_path: Path,
+) -> None:
+    """The client goes away (its follower is cancelled) while the tail's lines are being sent: the
+    follower's subscription is closed, and the log's next write lets it go (it kept a channel that
+    filled with every chunk written until it counted as fallen behind)."""
+    log = InstanceLog(tmp_path / "x.log", LogLimits(max_bytes=1_000_000, keep=2))
+    (tmp_path / "x.log").write_bytes(b"old 1\n")
+    logs = SliceLogs("node-1", handlers=None, log_of=lambda key: log)  # type: ignore[arg-type]
+    sending = trio.Event()
+
+    async def send(chunk: bytes) -> None:  # a client that reads nothing more
+        sending.set()
+        await trio.sleep_forever()
+
+    read_end, write_end = log.open_pipe()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(log.drain, read_end)
+        async with trio.open_nursery() as following:
+            following.start_soon(logs._follow_local, instance("node-1", 0), 1, send)
+            with trio.fail_after(20):
+                await sending.wait()
+            following.cancel_scope.cancel()
+        os.write(write_end, b"new\n")
+        await wait_until(lambda: log.path.read_bytes() == b"old 1\nnew\n", timeout=20, what="the write")
+        assert not log._followers, "the follower that went away is still subscribed"
+        os.close(write_end)
+
+
 def test_one_endless_line_across_every_file_is_no_complete_line(tmp_path: Path) -> None:
     path = tmp_path / "x.log"
     path.with_name("x.log.2").write_bytes(b"a\n" + b"y" * 300_000)

@@ -254,23 +254,18 @@ class SliceLogs:
         """The last `count` lines, then each line as the node writes it, until the instance's last
         process has ended (its lines all sent: a last line without a newline too)."""
         log = self.log_of(self._key(info))
-        try:
-            subscription = log.subscribe()  # and the tail with no checkpoint between: nothing lost
-            tail = log.open_tail()
-        except OSError as error:
-            await subscription.channel.aclose()
-            await send(_error(info.node_id, self._unreadable(log, error).message))
-            return
-        try:  # on a worker thread: one endless line read back would stall the node's event loop
-            lines = await trio.to_thread.run_sync(tail.lines, count)
-        except OSError as error:
-            await subscription.channel.aclose()
-            await send(_error(info.node_id, self._unreadable(log, error).message))
-            return
-        for line in lines:
-            await send(_line(info, line))
+        subscription = log.subscribe()  # and the tail with no checkpoint between: nothing lost
         rest = b""
-        async with subscription.channel:
+        async with subscription.channel:  # closed however this ends (a follower gone mid-tail too)
+            try:
+                tail = log.open_tail()
+                # on a worker thread: one endless line read back would stall the node's event loop
+                lines = await trio.to_thread.run_sync(tail.lines, count)
+            except OSError as error:
+                await send(_error(info.node_id, self._unreadable(log, error).message))
+                return
+            for line in lines:
+                await send(_line(info, line))
             async for chunk in subscription.channel:
                 complete, rest = split_lines(rest + chunk)
                 for line in complete:
