@@ -12,7 +12,10 @@ from aether_cli._slice_publish import PublishError, check_wheel, publish_to_dire
 
 
 def wheel(
-    directory: Path, name: str = "org_example_hello-0.1.0-py3-none-any.whl", entry_points: str | None = None
+    directory: Path,
+    name: str = "org_example_hello-0.1.0-py3-none-any.whl",
+    entry_points: str | None = None,
+    metadata: str = "Metadata-Version: 2.1\n",
 ) -> Path:
     """A wheel (a zip) with a dist-info holding `entry_points` (default: the slice org.example:hello)."""
     if entry_points is None:
@@ -21,7 +24,7 @@ def wheel(
     stem = "-".join(name.split("-")[:2])
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("org_example_hello/__init__.py", "")
-        archive.writestr(f"{stem}.dist-info/METADATA", "Metadata-Version: 2.1\n")
+        archive.writestr(f"{stem}.dist-info/METADATA", metadata)
         if entry_points:
             archive.writestr(f"{stem}.dist-info/entry_points.txt", entry_points)
     return path
@@ -55,6 +58,21 @@ def test_a_wheel_that_is_no_slice_is_refused_saying_why(
 ) -> None:
     with pytest.raises(PublishError, match=complaint):
         check_wheel(wheel(tmp_path, entry_points=entry_points))
+
+
+def test_a_mismatched_entry_point_is_told_the_name_it_should_have(tmp_path: Path) -> None:
+    """The distribution as its project names it (METADATA's Name, not the file name's escaped form), and
+    the entry point name that would match it."""
+    path = wheel(
+        tmp_path,
+        entry_points="[aether.slices]\norg.example:goodbye = org_example_hello\n",
+        metadata="Metadata-Version: 2.1\nName: org.example.hello\n",
+    )
+    with pytest.raises(PublishError) as refused:
+        check_wheel(path)
+    message = refused.value.message
+    assert "does not match the distribution org.example.hello:" in message, message
+    assert "(for this distribution: 'org.example:hello')" in message, message
 
 
 def test_an_entry_point_naming_a_module_the_wheel_does_not_hold_is_refused(tmp_path: Path) -> None:

@@ -49,6 +49,21 @@ def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _project_name(wheel: zipfile.ZipFile, files: list[str]) -> str | None:
+    """The distribution's name as its project gives it (METADATA's `Name`, e.g. org.example.hello; the
+    file name has it escaped, org_example_hello), or None if the wheel does not say."""
+    metadata = [n for n in files if n.endswith(".dist-info/METADATA")]
+    if len(metadata) != 1:
+        return None
+    for line in wheel.read(metadata[0]).decode(errors="replace").splitlines():
+        if not line.strip():
+            return None  # the headers end at the first empty line
+        key, _, value = line.partition(":")
+        if key.strip().lower() == "name" and value.strip():
+            return value.strip()
+    return None
+
+
 def check_wheel(path: Path) -> SliceWheel:
     """What the wheel at `path` publishes; PublishError saying what is wrong with it otherwise."""
     if not path.exists():
@@ -62,6 +77,7 @@ def check_wheel(path: Path) -> SliceWheel:
             files = wheel.namelist()
             names = [n for n in files if n.endswith(".dist-info/entry_points.txt")]
             text = wheel.read(names[0]).decode() if len(names) == 1 else ""
+            project = _project_name(wheel, files) or distribution
     except FileNotFoundError:
         raise PublishError(f"{path}: no such file") from None
     except (OSError, zipfile.BadZipFile) as error:
@@ -81,10 +97,11 @@ def check_wheel(path: Path) -> SliceWheel:
         )
     artifact_id = declared[0]
     if artifact_id.count(":") != 1 or _canonical(artifact_id.replace(":", ".")) != _canonical(distribution):
+        expected = ":".join(_canonical(project).replace("-", ".").rpartition(".")[::2])
         raise PublishError(
-            f"{path}: its entry point {artifact_id!r} does not match the distribution {distribution}: a "
+            f"{path}: its entry point {artifact_id!r} does not match the distribution {project}: a "
             "slice group:artifact is the distribution {group}.{artifact}, and its entry point is named "
-            "group:artifact"
+            f"group:artifact (for this distribution: {expected!r})"
         )
     module = parser[ENTRY_POINT_GROUP][artifact_id].partition("[")[0].partition(":")[0].strip()
     if not _holds_module(files, module):
