@@ -65,7 +65,13 @@ def local_cluster(
     `aether(*args)`. Skipped unless aether-cli is installed in the test environment. Stopped (`aether dev
     down`) at the end of the session."""
     if importlib.util.find_spec("aether_cli") is None:
-        pytest.skip("local_cluster needs the aether CLI in the test environment: install aether-cli")
+        pytest.skip(
+            "local_cluster needs the aether CLI in the test environment: run pytest with Aether's"
+            " aether-cli, aether-node and aether-kv, e.g. `uv run --with PATH/aether_cli-*.whl --with"
+            " PATH/aether_node-*.whl --with PATH/aether_kv-*.whl pytest` with the wheels `uv build"
+            " --all-packages` made in an Aether checkout, or --with that checkout's packages/aether-cli,"
+            " packages/aether-node and packages/aether-kv (PyPI's aether-cli is another project's)"
+        )
     project = pytestconfig.rootpath
     if not (project / "pyproject.toml").is_file():
         raise pytest.UsageError(
