@@ -116,6 +116,13 @@ class Templates:
         with open(self.directory / f"instance-{template.forks + 1}.log", "ab") as output:
             return template.fork({}, output.fileno(), **fields)
 
+    def instance(
+        self, preload: str | None = ECHO, reference: str | None = None
+    ) -> tuple[TemplateProcess, Connection]:
+        """A new template (preloading `preload`) and the connection of an instance forked from it."""
+        template = self.start(preload, reference)
+        return template, self.fork(template)
+
 
 @pytest.fixture
 def templates(slice_python: str, tmp_path: Path) -> Iterator[Templates]:
@@ -139,8 +146,7 @@ def exit_code(template: TemplateProcess, pid: int) -> int:
 def test_a_loaded_and_started_instance_answers_before_it_makes_a_loop_and_makes_one_for_its_first_call(
     templates: Templates,
 ) -> None:
-    template = templates.start(ECHO)
-    connection = templates.fork(template)
+    _template, connection = templates.instance(ECHO)
     loaded, started = exchange(connection, load(ECHO, 1), protocol.request(2, Kind.START))
     assert started == {"id": 2, "ok": {}}, started
     pid = loaded["ok"]["pid"]
@@ -159,8 +165,7 @@ def test_what_the_node_sends_together_is_answered_in_order_across_the_loop_s_sta
     """LOAD, START and HEALTH before the loop, then an invoke (held, served first on the loop), then what
     came in the same read behind it, then a STOP: each answered, in order, and the instance ends when
     its connection closes."""
-    template = templates.start(ECHO)
-    connection = templates.fork(template)
+    template, connection = templates.instance(ECHO)
     answers = exchange(
         connection,
         load(ECHO, 1),
@@ -180,8 +185,7 @@ def test_what_the_node_sends_together_is_answered_in_order_across_the_loop_s_sta
 
 
 def test_an_instance_started_and_stopped_without_hooks_never_makes_a_loop(templates: Templates) -> None:
-    template = templates.start(ECHO)
-    connection = templates.fork(template)
+    template, connection = templates.instance(ECHO)
     answers = exchange(
         connection, load(ECHO, 1), protocol.request(2, Kind.START), protocol.request(3, Kind.STOP)
     )
@@ -194,8 +198,7 @@ def test_an_instance_started_and_stopped_without_hooks_never_makes_a_loop(templa
 
 def test_a_start_hook_runs_on_the_instance_s_loop(templates: Templates) -> None:
     """A sync start hook may use the running loop (start a task): its START is served on the loop."""
-    template = templates.start(LOOPY, "loopy_slice")
-    connection = templates.fork(template)
+    _template, connection = templates.instance(LOOPY, "loopy_slice")
     loaded, started, tasks = exchange(
         connection,
         load(LOOPY, 1),
@@ -209,8 +212,7 @@ def test_a_start_hook_runs_on_the_instance_s_loop(templates: Templates) -> None:
 
 def test_a_slice_not_preloaded_is_loaded_on_the_instance_s_loop(templates: Templates) -> None:
     """Its import runs in the instance, at LOAD: on the loop, as its code may look for one."""
-    template = templates.start(None)
-    connection = templates.fork(template)
+    _template, connection = templates.instance(None)
     (loaded,) = exchange(connection, load(ECHO, 1))
     assert "ok" in loaded, loaded
     assert has_a_loop(loaded["ok"]["pid"])
@@ -243,8 +245,7 @@ def test_an_instance_the_node_gave_up_on_during_its_load_ends_quietly(templates:
     os.mkfifo(directory / "go.fifo")
     loading = os.open(directory / "loading.fifo", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        template = templates.start(SLOW, "slow_slice")
-        connection = templates.fork(template)
+        template, connection = templates.instance(SLOW, "slow_slice")
         connection.send(protocol.encode(load(SLOW, 1)) + protocol.encode(protocol.request(2, Kind.START)))
         assert select.select([loading], [], [], TIMEOUT)[0], "the instance did not start its load"
         pid = int(os.read(loading, 64))
@@ -263,8 +264,7 @@ def test_a_template_with_uvloop_serves_before_and_on_its_loop(
 ) -> None:
     made = Templates(slice_python_with_uvloop, tmp_path)
     try:
-        template = made.start(ECHO)
-        connection = made.fork(template)
+        template, connection = made.instance(ECHO)
         answers = exchange(
             connection,
             load(ECHO, 1),
@@ -284,8 +284,7 @@ def test_a_preloaded_slice_asking_for_the_loop_as_it_loads_fails_its_load_saying
 ) -> None:
     """Its aether_entry_points runs before the loop: the running loop is not there, and no other loop is
     made for it that would never run (its futures would fail at the first call); the load says so."""
-    template = templates.start(LOOP_AT_LOAD, "loop_at_load_slice")
-    connection = templates.fork(template)
+    _template, connection = templates.instance(LOOP_AT_LOAD, "loop_at_load_slice")
     (loaded,) = exchange(connection, load(LOOP_AT_LOAD, 1, {"ask": ask}))
     assert loaded["error"]["kind"] == "entry_point", loaded
     assert (
@@ -313,8 +312,7 @@ def test_the_order_holds_when_a_read_ends_anywhere_around_the_held_message(
     """LOAD, START and HEALTH, then two invokes and a STOP, the bytes cut in two writes at `cut` bytes into
     the first invoke (the held message; "after": at its end, "after+2": into the next frame): the first
     three are answered before the rest is sent, then the rest, every answer once and right."""
-    template = templates.start(ECHO)
-    connection = templates.fork(template)
+    _template, connection = templates.instance(ECHO)
     requests = [
         load(ECHO, 1),
         protocol.request(2, Kind.START),
@@ -339,8 +337,7 @@ def test_the_order_holds_when_a_read_ends_anywhere_around_the_held_message(
 def test_an_instance_whose_connection_ends_mid_frame_before_its_loop_ends_quietly(
     templates: Templates,
 ) -> None:
-    template = templates.start(ECHO)
-    connection = templates.fork(template)
+    template, connection = templates.instance(ECHO)
     pid = connection.request(Kind.HEALTH)["ok"]["pid"]
     connection.send(protocol.encode(load(ECHO, 2))[:7])
     connection.sock.close()
