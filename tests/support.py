@@ -152,6 +152,33 @@ def process_ended(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("Z", "X")
 
 
+def wake_ups(pid: int) -> int:
+    """How many times process `pid`'s threads have gone to sleep and been woken since it started (their
+    voluntary context switches): an idle slice instance wakes once for each message its node sends it, so
+    this counts the health checks it answered."""
+    total = 0
+    for thread in Path(f"/proc/{pid}/task").iterdir():
+        for line in (thread / "status").read_text().splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
+
+
+async def woken(pid: int, times: int, *, timeout: float, what: str) -> None:
+    """Wait until process `pid` has been woken `times` times more than now (`wake_ups`): for a test whose
+    subject is that nothing happens while the node checks an idle instance, the checks themselves are the
+    clock, not a sleep."""
+    start = wake_ups(pid)
+
+    def woken_enough() -> bool:
+        try:
+            return wake_ups(pid) >= start + times
+        except FileNotFoundError:  # (what the test waits out must not end it: say so, not a missing file)
+            raise AssertionError(f"process {pid} ended while waiting for {what}") from None
+
+    await wait_until(woken_enough, timeout=timeout, what=what)
+
+
 def process_stopped(pid: int) -> bool:
     """Whether every thread of process `pid` is stopped (state T) already: a SIGSTOP is delivered
     asynchronously, and a thread running on another CPU may go on for a moment after `kill` returns."""

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import trio
 from node_support import (
     ECHO,
     FAULTY,
@@ -37,7 +36,7 @@ from node_support import (
 
 from aether_kv import Event, KVClient
 from aether_node import SliceRecord, SliceState, decode_record
-from support import process_ended, wait_until
+from support import process_ended, wait_until, woken
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -85,13 +84,14 @@ async def test_a_stopped_instance_is_killed_and_restarted(node: NodeProcess, kv:
 
 @checked
 async def test_an_idle_instance_that_answers_is_left_alone(node: NodeProcess, kv: KVClient) -> None:
-    """Checked every half second for longer than two misses would take, it stays the same process."""
+    """Checked every half second for longer than two misses would take (six checks answered), it stays
+    the same process."""
     await activate(kv, node, ECHO, 1)
     first = host_of(node.data_dir, ECHO, 1)
     assert first is not None
     key = slice_key(node.node_id, ECHO, 1)
     before = await kv.get(key)
-    await trio.sleep(3)  # (time is the subject: six checks' worth, in which nothing may happen)
+    await woken(first.pid, 6, timeout=20, what="six health checks answered")
     after = await kv.get(key)
     assert after is not None and before is not None and after.mod_revision == before.mod_revision
     now = host_of(node.data_dir, ECHO, 1)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import node_support
 import pytest
-import trio
 from node_support import (
     NodeProcess,
     activate,
@@ -31,7 +30,7 @@ from node_support import (
 
 from aether_kv import Event, KVClient
 from aether_node import Resources, SliceRecord, SliceState, decode_record
-from support import memory_cgroups_here, wait_until
+from support import memory_cgroups_here, wait_until, woken
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -57,13 +56,17 @@ def aether_entry_points(context):
 '''
 LIMIT_MIB = 64
 CHECK_EVERY = 2.0  # s between two looks at an instance's memory (`runtime/_memory_limit.CHECK_EVERY`)
+HEALTH_EVERY = 0.5  # s between two health checks of an idle instance, in this module's nodes
 
 
 async def _left_alone(node: NodeProcess, kv: KVClient, pid: int) -> None:
-    """The instance stays the same process, its record unchanged, for two looks at its memory and more."""
+    """The instance stays the same process, its record unchanged, for two looks at its memory and more:
+    as many health checks answered as fit in them (the node's health-check task looks at the memory too,
+    `HEALTH_EVERY` s apart here)."""
     key = slice_key(node.node_id, HOG_1, 0)
     before = await kv.get(key)
-    await trio.sleep(2 * CHECK_EVERY + 0.5)  # (time is the subject: two checks, in which nothing may happen)
+    checks = int(2 * CHECK_EVERY / HEALTH_EVERY) + 1
+    await woken(pid, checks, timeout=30, what=f"{checks} health checks answered")
     after = await kv.get(key)
     assert before is not None and after is not None and after.mod_revision == before.mod_revision
     now = host_of(node.data_dir, HOG_1, 0)
@@ -91,7 +94,8 @@ def limits(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def node(index: Path, tmp_path: Path, limits: str) -> Iterator[NodeProcess]:
     extra = ("--no-memory-cgroups",) if limits == "soft" else ()
-    with client_node(tmp_path, index, extra_args=extra) as started:
+    health = f"[health]\ninterval = {HEALTH_EVERY}\n"
+    with client_node(tmp_path, index, extra_args=extra, config_text=health) as started:
         yield started
 
 
