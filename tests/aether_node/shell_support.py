@@ -11,20 +11,26 @@ are stopped then).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import trio
 
 from aether_kv import KV, Member, Status
+from aether_node.api._handlers import Handlers
 from aether_node.client import NodeInfo
 from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._errors import InvocationError, ResolutionError, SliceHostError
+from aether_node.core._kv_cache import KVCache
 from aether_node.core._policies import StepTimeouts
 from aether_node.core._records import Capacity, NodeRecord, SliceRecord, decode_record, encode_record
 from aether_node.core._schema import BLUEPRINTS, SLICES, InstanceKey, node_key
+from aether_node.routing._endpoints import EndpointRegistry
+from aether_node.routing._invoker import ClusterInvoker
+from aether_node.routing._peers import PeerClients
 from aether_node.runtime._broadcast import Broadcast
 from aether_node.runtime._lifecycle import Phase
 from aether_node.runtime._slice_store import LocalInstance
@@ -228,3 +234,17 @@ async def hold(seconds: float) -> None:
     clock = trio.lowlevel.current_clock()
     assert isinstance(clock, MockClock), f"hold() runs on trio's MockClock only, not {clock!r}"
     await trio.sleep(seconds)
+
+
+@contextlib.asynccontextmanager
+async def handlers_over(kv: KV) -> AsyncIterator[Handlers]:
+    """The management API's `Handlers` over `kv`, with an invoker of node n1 whose endpoint registry
+    follows `kv` (and a slice store with nothing in it), until the block ends."""
+    async with trio.open_nursery() as nursery:
+        cache = KVCache(kv, EndpointRegistry.PREFIXES)
+        await nursery.start(cache.run)
+        invoker = ClusterInvoker(
+            "n1", FakeSliceStore(), EndpointRegistry(cache), PeerClients(nursery, "s" * 32)
+        )  # type: ignore[arg-type]
+        yield Handlers(kv, invoker)
+        nursery.cancel_scope.cancel()

@@ -10,7 +10,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from shell_support import FakeSliceStore, register
+from shell_support import FakeSliceStore, handlers_over, register
 
 from aether_kv import MemoryStore, OutcomeUnknownError
 from aether_node.api._cluster_view import ClusterView
@@ -72,14 +72,8 @@ async def kv() -> MemoryStore:
 
 @pytest.fixture
 async def handlers(kv: MemoryStore) -> AsyncIterator[Handlers]:
-    async with trio.open_nursery() as nursery:
-        cache = KVCache(kv, EndpointRegistry.PREFIXES)
-        await nursery.start(cache.run)
-        invoker = ClusterInvoker(
-            "n1", FakeSliceStore(), EndpointRegistry(cache), PeerClients(nursery, "s" * 32)
-        )  # type: ignore[arg-type]
-        yield Handlers(kv, invoker)
-        nursery.cancel_scope.cancel()
+    async with handlers_over(kv) as handlers:
+        yield handlers
 
 
 async def test_apply_stores_the_blueprint_then_updates_it(kv: MemoryStore, handlers: Handlers) -> None:
@@ -158,13 +152,7 @@ async def test_two_blueprints_given_one_slice_at_once_do_not_both_get_it(how: st
     applies at once on three nodes left three blueprints deploying one slice): the second is checked
     again after the first, and refused."""
     kv = Interleaved()
-    async with trio.open_nursery() as nursery:
-        cache = KVCache(kv, EndpointRegistry.PREFIXES)
-        await nursery.start(cache.run)
-        invoker = ClusterInvoker(
-            "n1", FakeSliceStore(), EndpointRegistry(cache), PeerClients(nursery, "s" * 32)
-        )  # type: ignore[arg-type]
-        handlers = Handlers(kv, invoker)
+    async with handlers_over(kv) as handlers:
         other = DEMO.replace('"demo"', '"other"')
         if how == "rollback":  # other's revision 1 deploys echo; it was deleted since
             await handlers.apply_blueprint(other, "other.toml")
@@ -176,7 +164,6 @@ async def test_two_blueprints_given_one_slice_at_once_do_not_both_get_it(how: st
             else:
                 await Operations(handlers).rollback("other", 1)
         assert [item.key for item in (await kv.range(BLUEPRINTS)).kvs] == [BLUEPRINTS + "demo"]
-        nursery.cancel_scope.cancel()
 
 
 class ClaimsAlwaysMoving(MemoryStore):
@@ -204,13 +191,7 @@ async def test_a_scale_sent_with_no_revision_does_not_write_over_a_later_apply()
     that slice: the scaled copy (a client that sent no revision of its own) is refused, not written over
     them, which put the slice back and left two blueprints deploying it."""
     kv = Interleaved()
-    async with trio.open_nursery() as nursery:
-        cache = KVCache(kv, EndpointRegistry.PREFIXES)
-        await nursery.start(cache.run)
-        invoker = ClusterInvoker(
-            "n1", FakeSliceStore(), EndpointRegistry(cache), PeerClients(nursery, "s" * 32)
-        )  # type: ignore[arg-type]
-        handlers = Handlers(kv, invoker)
+    async with handlers_over(kv) as handlers:
         both = DEMO + '\n[[slices]]\nartifact = "org.example:hello:1.0"\ninstances = 1\n'
         await handlers.apply_blueprint(both, "demo.toml")
 
@@ -231,7 +212,6 @@ async def test_a_scale_sent_with_no_revision_does_not_write_over_a_later_apply()
             BLUEPRINTS + "demo": ["org.example:echo:1.0"],
             BLUEPRINTS + "other": ["org.example:hello:1.0"],
         }
-        nursery.cancel_scope.cancel()
 
 
 async def test_an_unavailable_store_is_a_503_and_changes_nothing(

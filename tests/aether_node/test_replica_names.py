@@ -12,7 +12,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from shell_support import FakeSliceStore, kv_status, node_info, register
+from shell_support import handlers_over, kv_status, node_info, register
 
 from aether_kv import KeyValue, Member, MemoryStore, Status
 from aether_node import NodeConfig, NodeRecord
@@ -21,13 +21,9 @@ from aether_node.api._handlers import Handlers
 from aether_node.control._membership import replica_names
 from aether_node.core._bad_records import Undecodable, record_type
 from aether_node.core._config import KVSettings
-from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import ReplicaRecord, decode_record, encode_record
 from aether_node.core._schema import REPLICAS, node_key, replica_key
 from aether_node.node._node import _Registration
-from aether_node.routing._endpoints import EndpointRegistry
-from aether_node.routing._invoker import ClusterInvoker
-from aether_node.routing._peers import PeerClients
 
 
 def stored(key: str, value: bytes) -> KeyValue:
@@ -65,14 +61,8 @@ async def kv() -> MemoryStore:
 
 @pytest.fixture
 async def handlers(kv: MemoryStore) -> AsyncIterator[Handlers]:
-    async with trio.open_nursery() as nursery:
-        cache = KVCache(kv, EndpointRegistry.PREFIXES)
-        await nursery.start(cache.run)
-        invoker = ClusterInvoker(
-            "n1", FakeSliceStore(), EndpointRegistry(cache), PeerClients(nursery, "s" * 32)
-        )  # type: ignore[arg-type]
-        yield Handlers(kv, invoker)
-        nursery.cancel_scope.cancel()
+    async with handlers_over(kv) as handlers:
+        yield handlers
 
 
 async def test_cluster_status_names_the_replica_of_a_node_that_stopped(
