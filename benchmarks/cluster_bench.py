@@ -551,11 +551,12 @@ async def memory_guarded(seen: dict[str, Any]) -> AsyncIterator[None]:
     """Run the body while MemAvailable is checked every 0.2 s; should it fall under MEMORY_FLOOR_MIB,
     the body is cancelled and BenchError raised (the run then ends, and every process of the cluster
     with it, before the machine runs out of memory). The lowest MemAvailable seen goes to
-    `seen["available_min_mib"]`."""
+    `seen["available_min_mib"]`, how many times it was read to `seen["looks"]`."""
 
     async def watch(scope: trio.CancelScope) -> None:
         while True:
             free = available_mib()
+            seen["looks"] = seen.get("looks", 0) + 1
             seen["available_min_mib"] = min(free, seen.get("available_min_mib", free))
             if free < MEMORY_FLOOR_MIB:
                 seen["aborted"] = f"MemAvailable {free:,} MiB < {MEMORY_FLOOR_MIB:,} MiB"

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import trio
 
+from support import wait_until
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "cluster_bench.py"
 _spec = importlib.util.spec_from_file_location("cluster_bench", SCRIPT)
 assert _spec is not None and _spec.loader is not None
@@ -72,6 +74,6 @@ async def test_the_guard_ends_the_run_when_memory_available_falls_under_the_floo
 async def test_the_guard_leaves_a_body_alone_while_memory_is_available() -> None:
     seen: dict[str, object] = {}
     async with cluster_bench.memory_guarded(seen):
-        await trio.sleep(0.5)  # the guard checks every 0.2 s: it looked at least twice
+        await wait_until(lambda: seen.get("looks", 0) >= 3, timeout=10, what="the guard's third look")
     assert "aborted" not in seen
     assert seen["available_min_mib"] > cluster_bench.MEMORY_FLOOR_MIB
