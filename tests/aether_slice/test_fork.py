@@ -118,6 +118,11 @@ def test_with_a_second_thread_it_forks_as_os_fork_and_the_child_has_one_thread()
         child = in_child(forker, lambda: [threading.active_count(), thread.is_alive()])
         stop.set()
         thread.join()
+        # (join returns once Python is done with the thread; the kernel may count it a moment longer)
+        import time
+        deadline = time.monotonic() + 30
+        while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < deadline:
+            time.sleep(0.001)
         print(json.dumps({"native": native, "child": child, "native_after": forker.native}))
     """)["out"]
     assert got == {"native": False, "child": [1, False], "native_after": NATIVE}
