@@ -84,9 +84,8 @@ def test_a_slice_that_raises_reports_the_kind_type_and_traceback(host: SliceHost
     with pytest.raises(SliceHostError) as missing:
         faulty.invoke("nope")
     assert missing.value.kind == "no_entry"
-    assert "(it has: block, compute, impersonate, imported, odd_result, orphan, record, spawn, work)" in (
-        missing.value.message
-    )
+    entries = "block, collect, compute, impersonate, imported, odd_result, orphan, record, spawn, work"
+    assert f"(it has: {entries})" in missing.value.message
 
 
 @pytest.mark.parametrize("kind", ["stopped", "no_entry", "protocol"])

@@ -37,6 +37,7 @@ import collections
 import contextlib
 import contextvars
 import ctypes
+import gc
 import importlib
 import inspect
 import json
@@ -1086,6 +1087,11 @@ def main(argv: list[str] | None = None) -> None:
         _warm_up_rounds(WARM_UP_ROUNDS)
     except Exception:  # only a loss of speed
         traceback.print_exc()
+    # What the template made is frozen (out of the collector's reach): a full collection in an instance
+    # then walks the instance's own objects only. Walking the template's would write into each of them,
+    # copying every page of the template's that holds one (~1,100 pages: an instance's PSS tripled).
+    gc.collect()
+    gc.freeze()
     Template(forker.fork).run()
     os._exit(0)
 

@@ -50,6 +50,10 @@ Entry `orphan` (sync, not idempotent) forks a child that keeps every descriptor 
 connection to the node too) and sleeps for 600 s, answers the child's pid, and ends the instance 0.1 s
 later (exit code 3): a test checks that the node sees the end at once and kills the child.
 
+Entry `collect` (sync, idempotent) runs a full garbage collection (`gc.collect()`) and answers the
+minor page faults it took (each a copy of a page the instance shared with its template): a test checks
+that a collection leaves the template's objects shared.
+
 Entry `impersonate` (sync, not idempotent) raises the slice runtime's own `HostError` with the kind its
 payload names (say "stopped", what the runtime answers for a call that did not run) after printing
 `faulty: impersonate` like `work`: the slice's exception must reach the caller as one it raised.
@@ -58,8 +62,10 @@ payload names (say "stopped", what the runtime answers for a call that did not r
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
+import resource
 import subprocess
 import sys
 import threading
@@ -214,6 +220,11 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         print("faulty: impersonate", flush=True)
         raise HostError(str(payload), "faulty: raised with the runtime's own error class")
 
+    def collect(payload: Any) -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        gc.collect()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
     def odd_result(payload: Any) -> Any:
         return ODD_RESULTS[payload]() if isinstance(payload, str) and payload in ODD_RESULTS else payload
 
@@ -227,4 +238,5 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         EntryPoint(name="block", function=block, idempotent=False),
         EntryPoint(name="impersonate", function=impersonate, idempotent=False),
         EntryPoint(name="orphan", function=orphan, idempotent=False),
+        EntryPoint(name="collect", function=collect, idempotent=True),
     ] + ([EntryPoint(name="a/b", function=odd_result)] if mode == "bad_entry_name" else [])
