@@ -70,7 +70,10 @@ class FakeSliceStore:
         entry_points: dict[str, bool] | None = None,
         step_time: float = 0.0,
         stop_time: float = 0.0,
+        one_cpu: bool = False,
     ) -> None:
+        """`one_cpu`: loads under way together take turns, as on a machine whose CPU they all wait for
+        (the k-th of loads begun together ends after k `step_time`s)."""
         self.broken = broken if broken is not None else set()
         self.failing_start = failing_start if failing_start is not None else set()
         self.entry_points = entry_points if entry_points is not None else {"echo": True}
@@ -83,6 +86,9 @@ class FakeSliceStore:
         self.started: set[InstanceKey] = set()  # whose start hook ran and stop hook did not
         self.unloaded_started: list[InstanceKey] = []  # unloaded after a start hook without a stop hook
         self.closed = False  # after `close_all`, as the real store's templates are stopped: no load
+        self._cpu = trio.Lock() if one_cpu else None
+        self.under_way = 0  # loads begun and not ended
+        self.most_under_way = 0
 
     async def _step(self) -> None:
         if self.step_time > 0:
@@ -100,7 +106,16 @@ class FakeSliceStore:
         self, key: InstanceKey, config: dict[str, Any], *, start: bool = False, first: bool = False
     ) -> LocalInstance:
         """As the real store's: with `start` the activation must follow (counted in `started_with_load`)."""
-        await self._step()
+        self.under_way += 1
+        self.most_under_way = max(self.most_under_way, self.under_way)
+        try:
+            if self._cpu is not None:
+                async with self._cpu:
+                    await self._step()
+            else:
+                await self._step()
+        finally:
+            self.under_way -= 1
         if self.closed:
             raise SliceHostError("spawn", "the template did not fork: the slice store is shut down")
         if str(key.coordinates) in self.broken:

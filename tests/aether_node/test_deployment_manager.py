@@ -19,7 +19,7 @@ from aether_node.core._coordinates import Coordinates
 from aether_node.core._policies import RestartPolicy
 from aether_node.core._records import SliceRecord, SliceState, decode_record, encode_record
 from aether_node.core._schema import ENDPOINTS, InstanceKey, endpoint_key
-from aether_node.runtime._deployment import LOADING_DELAY, NodeDeploymentManager
+from aether_node.runtime._deployment import LOADING_DELAY, LOADS_AT_ONCE, NodeDeploymentManager
 from support import wait_until
 
 KEY = InstanceKey("n1", Coordinates.parse("org.example:echo:1.0"), 0)
@@ -173,7 +173,7 @@ async def history(kv: MemoryStore, key: InstanceKey = KEY) -> list[SliceRecord]:
     last = (await kv.get(key.key)).mod_revision  # type: ignore[union-attr]
     async for events in kv.watch(key.key, 1):
         for event in events:
-            if event.kind == "put":
+            if event.kind == "put" and event.kv.key == key.key:  # (a watch is of a prefix: 1 is 10's)
                 found.append(decode_record(key.key, event.kv.value, SliceRecord))
         if events and events[-1].kv.mod_revision >= last:
             return found
@@ -246,6 +246,32 @@ async def test_loads_begun_together_or_apart_each_say_loading_once_when_late_and
         assert states == [SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVE], key.label
     for key in quick:
         assert [r.state for r in await history(node.kv, key)] == [SliceState.ACTIVATE, SliceState.ACTIVE]
+
+
+async def test_a_node_carries_out_so_many_loads_at_once_and_one_waiting_its_turn_is_not_late(
+    autojump_clock: MockClock,
+) -> None:
+    """Thousands of instances asked of a node at once: it loads LOADS_AT_ONCE at a time. Loads begun all
+    together each took the time of all of them (they share the machine), so most ran past the delay and
+    wrote LOADING too, a KV write and its watch deliveries on every node more per instance. A load's
+    delay counts from its turn: here each turn's loads end within it, and none says LOADING."""
+    count = 2 * LOADS_AT_ONCE
+    store = FakeSliceStore(step_time=0.9 * LOADING_DELAY / LOADS_AT_ONCE, one_cpu=True)
+    keys = [InstanceKey("n1", KEY.coordinates, n) for n in range(count)]
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, MemoryStore(clock=trio.current_time), store)
+        for key in keys:
+            await node.command(SliceState.ACTIVATE, key)
+
+        async def all_active() -> bool:
+            states = {record.state for record in (await instances(node.kv)).values()}
+            return len(await instances(node.kv)) == count and states == {SliceState.ACTIVE}
+
+        await wait_until(all_active, timeout=60, what=f"{count} instances ACTIVE")
+        assert store.most_under_way == LOADS_AT_ONCE
+        for key in keys:
+            assert [r.state for r in await history(node.kv, key)] == [SliceState.ACTIVATE, SliceState.ACTIVE]
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_command_taken_in_as_the_timer_decides_to_say_loading_is_not_overwritten(

@@ -61,6 +61,10 @@ WITHDRAW_ATTEMPTS = 4  # a withdrawal that still fails is left to the node's lea
 # A load the leader just asked for writes LOADING only if it has not finished within this (seconds):
 # most finish sooner, and their record goes from the command straight to the outcome.
 LOADING_DELAY = 1.0
+# Loads a node carries out at once; the others wait their turn, their records saying the command (asked,
+# not there yet). A blueprint of thousands of instances otherwise had each node start a thousand loads
+# together, each taking the time of all of them: most ran past LOADING_DELAY and wrote LOADING too.
+LOADS_AT_ONCE = 64
 PUBLISH_ATTEMPTS = 4  # a publication that still fails fails the activation
 # The command a working state written over an outcome carries (a restart after the process died, or after
 # the node's): what brings the outcome back, so that an interrupted restart resumes toward it.
@@ -153,6 +157,7 @@ class NodeDeploymentManager:
         # and an event set when one is added: one timer task for the node's loads, not a task per load.
         self._loads: collections.deque[_Load] = collections.deque()
         self._load_added = trio.Event()
+        self._loading = trio.CapacityLimiter(LOADS_AT_ONCE)
 
     def instance_samples(self) -> list[InstanceSample]:
         """This node's instances as their records say, with the pid of each running process (metrics)."""
@@ -393,10 +398,11 @@ class NodeDeploymentManager:
                     config = dict(slot.record.config) if slot.record else {}
                     start = following is not None and _start_sent_with_load(step, following)
                     first, slot.loads = slot.loads == 0, slot.loads + 1
-                    if deferred:
-                        await self._load_saying_so_if_late(key, slot, decided, config, start, first)
-                    else:
-                        await self.store.load(key, config, start=start, first=first)
+                    async with self._loading:
+                        if deferred:
+                            await self._load_saying_so_if_late(key, slot, decided, config, start, first)
+                        else:
+                            await self.store.load(key, config, start=start, first=first)
                 case StepKind.ACTIVATE:
                     instance = self.store.get(key)
                     assert instance is not None
