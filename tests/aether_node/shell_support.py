@@ -71,9 +71,11 @@ class FakeSliceStore:
         step_time: float = 0.0,
         stop_time: float = 0.0,
         one_cpu: bool = False,
+        hung: set[str] | None = None,
     ) -> None:
         """`one_cpu`: loads under way together take turns, as on a machine whose CPU they all wait for
-        (the k-th of loads begun together ends after k `step_time`s)."""
+        (the k-th of loads begun together ends after k `step_time`s). `hung`: coordinates whose loads
+        never end (an install or import that hangs)."""
         self.broken = broken if broken is not None else set()
         self.failing_start = failing_start if failing_start is not None else set()
         self.entry_points = entry_points if entry_points is not None else {"echo": True}
@@ -87,6 +89,7 @@ class FakeSliceStore:
         self.unloaded_started: list[InstanceKey] = []  # unloaded after a start hook without a stop hook
         self.closed = False  # after `close_all`, as the real store's templates are stopped: no load
         self._cpu = trio.Lock() if one_cpu else None
+        self.hung = hung if hung is not None else set()
         self.under_way = 0  # loads begun and not ended
         self.most_under_way = 0
 
@@ -109,6 +112,8 @@ class FakeSliceStore:
         self.under_way += 1
         self.most_under_way = max(self.most_under_way, self.under_way)
         try:
+            if str(key.coordinates) in self.hung:
+                await trio.sleep_forever()
             if self._cpu is not None:
                 async with self._cpu:
                     await self._step()

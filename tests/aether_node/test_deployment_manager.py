@@ -274,6 +274,25 @@ async def test_a_node_carries_out_so_many_loads_at_once_and_one_waiting_its_turn
         nursery.cancel_scope.cancel()
 
 
+async def test_a_version_whose_loads_hang_holds_back_no_load_of_another(autojump_clock: MockClock) -> None:
+    """The turns are per slice version: more loads of one version than it has turns hang (an install or
+    an import that never ends), and another slice's instance still loads and becomes ACTIVE (a
+    replacement restoring its availability floor must not wait for another slice's load timeouts)."""
+    stuck = Coordinates.parse("org.example:stuck:1.0")
+    store = FakeSliceStore(hung={str(stuck)})
+    async with trio.open_nursery() as nursery:
+        node = await start_node(nursery, MemoryStore(clock=trio.current_time), store)
+        for n in range(LOADS_AT_ONCE + 1):
+            await node.command(SliceState.ACTIVATE, InstanceKey("n1", stuck, n))
+        await wait_until(
+            lambda: store.under_way == LOADS_AT_ONCE, timeout=60, what="the stuck version's turns all held"
+        )
+        await node.command(SliceState.ACTIVATE)
+        await node.reaches(SliceState.ACTIVE)
+        assert store.under_way == LOADS_AT_ONCE  # (its 65th still waits its turn)
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_command_taken_in_as_the_timer_decides_to_say_loading_is_not_overwritten(
     autojump_clock: MockClock, slow_node: Node
 ) -> None:

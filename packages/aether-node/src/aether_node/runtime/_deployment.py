@@ -16,9 +16,10 @@ restarted or recorded FAILED while the node shuts its processes down), then forg
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -36,6 +37,7 @@ from aether_kv import (
     TxnResult,
 )
 
+from ..core._coordinates import Coordinates
 from ..core._errors import NodeError
 from ..core._kv_batch import TxnBatcher
 from ..core._policies import RestartPolicy
@@ -61,9 +63,11 @@ WITHDRAW_ATTEMPTS = 4  # a withdrawal that still fails is left to the node's lea
 # A load the leader just asked for writes LOADING only if it has not finished within this (seconds):
 # most finish sooner, and their record goes from the command straight to the outcome.
 LOADING_DELAY = 1.0
-# Loads a node carries out at once; the others wait their turn, their records saying the command (asked,
-# not there yet). A blueprint of thousands of instances otherwise had each node start a thousand loads
-# together, each taking the time of all of them: most ran past LOADING_DELAY and wrote LOADING too.
+# Loads of one slice version a node carries out at once; the others wait their turn, their records saying
+# the command (asked, not there yet). A blueprint of thousands of instances otherwise had each node start a
+# thousand loads together, each taking the time of all of them: most ran past LOADING_DELAY and wrote
+# LOADING too. Per version, not per node: a version whose install or import hangs holds back its own
+# loads only, never another slice's (a replacement that restores its availability floor among them).
 LOADS_AT_ONCE = 64
 PUBLISH_ATTEMPTS = 4  # a publication that still fails fails the activation
 # The command a working state written over an outcome carries (a restart after the process died, or after
@@ -157,7 +161,7 @@ class NodeDeploymentManager:
         # and an event set when one is added: one timer task for the node's loads, not a task per load.
         self._loads: collections.deque[_Load] = collections.deque()
         self._load_added = trio.Event()
-        self._loading = trio.CapacityLimiter(LOADS_AT_ONCE)
+        self._turns: dict[Coordinates, trio.CapacityLimiter] = {}  # a version's loads under way: `_turn`
 
     def instance_samples(self) -> list[InstanceSample]:
         """This node's instances as their records say, with the pid of each running process (metrics)."""
@@ -398,7 +402,7 @@ class NodeDeploymentManager:
                     config = dict(slot.record.config) if slot.record else {}
                     start = following is not None and _start_sent_with_load(step, following)
                     first, slot.loads = slot.loads == 0, slot.loads + 1
-                    async with self._loading:
+                    async with self._turn(key.coordinates):
                         if deferred:
                             await self._load_saying_so_if_late(key, slot, decided, config, start, first)
                         else:
@@ -433,6 +437,20 @@ class NodeDeploymentManager:
             await self.store.unload(key)
         self.metrics.failure(key.coordinates, kind.value)
         await self._write(key, slot, SliceState.FAILED, describe_failure(kind.value, error))
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, coordinates: Coordinates) -> AsyncIterator[None]:
+        """Wait for one of the LOADS_AT_ONCE turns of `coordinates`' loads and hold it for the body (the
+        limiter of a version goes once no load of it holds or waits for a turn)."""
+        limiter = self._turns.get(coordinates)
+        if limiter is None:
+            limiter = self._turns[coordinates] = trio.CapacityLimiter(LOADS_AT_ONCE)
+        try:
+            async with limiter:
+                yield
+        finally:
+            if not limiter.borrowed_tokens and not limiter.statistics().tasks_waiting:
+                self._turns.pop(coordinates, None)
 
     async def _load_saying_so_if_late(
         self, key: InstanceKey, slot: _Slot, decided: int, config: dict[str, Any], start: bool, first: bool
