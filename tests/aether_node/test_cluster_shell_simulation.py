@@ -1061,6 +1061,26 @@ _cpu: list[float] = []  # CPU time per schedule (the wall time depends on what e
         (_kv_fault(1, 3, "unavailable", frozenset(MemoryStore.OPERATIONS) - {"status", "txn"}), 0.0),
     ],
 )
+# blueprint changes with no time between them (scaled to 0, upgraded, scaled to 1; or upgraded, deleted,
+# applied again): with the leader planning the first change after a quiet spell at once, it took the
+# last ACTIVE instance of the old version out of service below the floor of 1 (found by hypothesis
+# 2026-12-05; the pacing was reverted)
+@example(
+    start=([0], 1, None),
+    steps=[
+        (_apply(ARTIFACTS[0], 0, None, 0), 0.0),
+        (_upgrade(ARTIFACTS[0], False), 0.0),
+        (_apply(ARTIFACTS[0], 1, None, 0), 0.0),
+    ],
+)
+@example(
+    start=([0], 1, None),
+    steps=[
+        (_upgrade(ARTIFACTS[0], True), 0.0),
+        (_delete(ARTIFACTS[0]), 0.0),
+        (_apply(ARTIFACTS[0], 1, None, 0), 0.0),
+    ],
+)
 def test_the_real_managers_keep_the_invariants_and_converge(
     start: tuple[list[int], int, int | None], steps: list[tuple[Callable, float]]
 ) -> None:
