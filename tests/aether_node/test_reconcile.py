@@ -832,6 +832,28 @@ def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why() -> None:
     assert "1.1.0 keeps serving (2 ACTIVE)" in problem.message
 
 
+def test_an_old_instance_its_node_restarts_stays_while_the_active_count_is_short_without_it() -> None:
+    """Found by the shell simulation: the new version fails to install and the old version's only
+    instance crashed (its node restarts it: LOADING). Removed as a stale instance that was not ACTIVE,
+    the slice had nothing left to serve; it stays until the ACTIVE count reaches the number to keep
+    without it, and goes then as any other."""
+    restarting = observed("a", f"{ECHO}:1.0", 1, SliceState.LOADING, reason="restart 1 of 4 after ...")
+    failed = observed("a", f"{ECHO}:2.0", 2, SliceState.FAILED, reason="load failed")
+    p = plan([spec(f"{ECHO}:2.0", instances=1)], [node("a")], [restarting, failed])
+    assert removes(p) == []
+    replaced = [restarting, observed("b", f"{ECHO}:2.0", 3)]
+    p = plan([spec(f"{ECHO}:2.0", instances=1)], [node("a"), node("b")], replaced)
+    assert [(r.key, r.why) for r in removes(p)] == [(restarting.key, "replaced by version 2.0")]
+    # Two of them, one ACTIVE instance short: one stays, the other goes.
+    two = [
+        observed("a", f"{ECHO}:1.0", 1),
+        observed("b", f"{ECHO}:1.0", 2, SliceState.LOADING),
+        observed("c", f"{ECHO}:1.0", 3, SliceState.ACTIVATE),
+    ]
+    p = plan([spec(f"{ECHO}:2.0", instances=2)], [node("a"), node("b"), node("c")], two)
+    assert len(removes(p)) == 1 and removes(p)[0].key in {two[1].key, two[2].key}
+
+
 def test_an_upgrade_that_fails_on_one_node_only_is_reported_while_it_goes_on_elsewhere() -> None:
     cluster = Cluster(nodes=[node("a"), node("b"), node("c")])
     cluster.converge([spec(f"{ECHO}:1.0", instances=2)])

@@ -14,7 +14,9 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   recently added — but an ACTIVE one only while the ACTIVE count stays at the number to keep: as many as
   the cluster could hold were no node excluded after failures (a move or a version rollout puts the
   replacement ACTIVE before the old instance goes; a rollout whose new version fails keeps the old one
-  serving), and never fewer than the slice's floor (`min_available`). Only the loss of a node takes the
+  serving), and never fewer than the slice's floor (`min_available`). An old instance on its way to
+  ACTIVE (its node restarts its dead process, or it was created just before the blueprint changed) stays
+  while the ACTIVE count is short of that number without it. Only the loss of a node takes the
   ACTIVE count below the floor; a change the floor holds back waits and says why (a `Problem`);
 - a new instance (of the wanted variant) counts as ACTIVE for that rule only once it has stayed ACTIVE
   for its slice's `min_ready_s` (`[slices.update]`), by the leader's own clock (`active_since`: when the
@@ -277,7 +279,6 @@ def plan(
                 now=now,
                 failed_retry_after=failed_retry_after,
             )
-        removals = _stale_inactive(alive, variant, kept_stable, now)
         surplus: list[ObservedInstance] = []
         for node_id, count in alive.placed.items():
             extra = count - placement.counts.get(node_id, 0)
@@ -290,6 +291,9 @@ def plan(
         floor_rule = _FloorRule(
             active=active - len(settling), keep=keep, retain=retain, draining=draining, settling=settling
         )
+        removals: list[tuple[ObservedInstance, str]] = []
+        for instance, why in _stale_inactive(alive, variant, kept_stable, now):
+            floor_rule.consider_stale(instance, why, removals)
         for instance in _newest_first(surplus):
             floor_rule.consider(instance, "scaled down or moved", removals)
         if not holding and alive.old_active:
@@ -518,6 +522,7 @@ class _FloorRule:
     draining: frozenset[str]
     settling: set[str] = attrs.field(factory=set)  # keys of ACTIVE instances that do not count yet
     held: int = 0  # held back by the floor
+    returning: int = 0  # old instances on their way to ACTIVE held back for a short ACTIVE count
     held_drains: set[str] = attrs.field(factory=set)  # draining nodes whose instances the floor holds
     waited: bool = False  # an ACTIVE candidate was held back (by the floor or a missing replacement)
 
@@ -539,12 +544,29 @@ class _FloorRule:
                 self.active -= 1
         removals.append((instance, why))
 
+    def consider_stale(
+        self, instance: ObservedInstance, why: str, removals: list[tuple[ObservedInstance, str]]
+    ) -> None:
+        """An old variant's instance that is not ACTIVE. One on its way to ACTIVE (its process died and
+        its node restarts it, or it was created just before the blueprint changed) stays while the
+        ACTIVE count is short of `keep` without it: while the new version fails, it is what will serve
+        again. (On a draining node it goes at once, as every instance there that is not ACTIVE.)"""
+        returning = instance.state in RETURNING and instance.node_id not in self.draining
+        if returning and self.active + self.returning < self.keep:
+            self.returning += 1
+            return
+        removals.append((instance, why))
+
     def hold_all(self, count: int, nodes: Collection[str]) -> None:
         """Hold `count` ACTIVE candidates on `nodes` (the count to keep is reached: the count stays)."""
         self.waited = True
         if self.active - 1 >= self.retain:  # the floor, not a missing replacement, holds them
             self.held += count
             self.held_drains.update(n for n in nodes if n in self.draining)
+
+
+# The states of an instance on its way to ACTIVE (the leader's ACTIVATE, the node's working states).
+RETURNING = frozenset({SliceState.ACTIVATE, SliceState.LOADING, SliceState.ACTIVATING})
 
 
 @attrs.define
