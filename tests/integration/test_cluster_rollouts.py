@@ -2,7 +2,8 @@
 
 - an upgrade to a version whose install fails (a dependency the index lacks) keeps the old version
   serving at its floor (`min_available`), says in the blueprint status that the upgrade is stuck and why,
-  and a later upgrade to a good version goes through;
+  and a later upgrade to a good version goes through; an old instance whose process dies meanwhile is
+  restarted where it was and serves again;
 - a whole cluster stopped gracefully (SIGTERM to every node, as `aether dev down` does) and started again
   comes back without a FAILED record and converges;
 - a node killed with a FAILED record forgets it when it starts again (the failure was its previous
@@ -42,6 +43,8 @@ from cluster_support import (
 )
 from node_support import (
     client_node,
+    host_of,
+    kill_pid,
     kv_client,
     read_record,
     slice_key,
@@ -126,6 +129,48 @@ async def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why(
 
 
 @pytest.mark.long
+async def test_an_old_instance_that_crashes_while_an_upgrade_is_stuck_comes_back(
+    broken_index: Path, tmp_path: Path
+) -> None:
+    """The upgrade cannot install anywhere, and a process of the old version that serves dies (SIGKILL):
+    its node restarts it and it serves again. Before the fix the leader removed it as a stale instance
+    that was not ACTIVE, and the slice was left with one instance for good (with none, had it one)."""
+    async with running_cluster(tmp_path / "cluster", broken_index, 3) as cluster, kv_of(cluster) as kv:
+        await put_blueprint(kv, "stuck", SliceSpec(artifact=ECHO, instances=2, min_available=2))
+        await wait_for(kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE", artifact_id=ECHO_ID)
+        await put_blueprint(kv, "stuck", SliceSpec(artifact=BROKEN, instances=2, min_available=2))
+        found = await wait_for(
+            kv,
+            lambda found: len([i for i in found if i.coordinates == BROKEN and i.state == "FAILED"]) == 3,
+            timeout=SETTLE,
+            what="9.9.9 FAILED on all 3 nodes",
+            artifact_id=ECHO_ID,
+            cluster=cluster,
+        )
+        victim = active(found, ECHO)[0]
+        data_dir = Path(cluster.plan(victim.node_id).data_dir)
+        host = host_of(data_dir, ECHO, victim.instance)
+        assert host is not None, show(found)
+        watcher = Watcher(kv, ECHO_ID)
+        async with background(watcher):
+            kill_pid(host.pid)
+            await wait_until(
+                lambda: trio.to_thread.run_sync(host_of, data_dir, ECHO, victim.instance),
+                until=lambda again: again is not None and again.pid != host.pid,
+                timeout=SETTLE,
+                what=f"{ECHO}#{victim.instance} running again",
+            )
+            found = await wait_for(
+                kv, lambda found: len(active(found, ECHO)) == 2, timeout=SETTLE, what="2 ACTIVE again",
+                artifact_id=ECHO_ID, cluster=cluster,
+            )  # fmt: skip
+        assert (victim.node_id, victim.instance) in {(i.node_id, i.instance) for i in active(found, ECHO)}, (
+            show(found)
+        )
+        removed = [(r, str(i)) for r, seen in watcher.history for i in seen if i.state == "UNLOAD"]
+        assert removed == [], removed
+
+
 async def test_a_cluster_stopped_gracefully_comes_back_without_failed_instances(
     sample_index: Path, tmp_path: Path
 ) -> None:
