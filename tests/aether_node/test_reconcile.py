@@ -87,6 +87,11 @@ def observed(
     )
 
 
+def configured(instance: ObservedInstance, config: dict[str, object]) -> ObservedInstance:
+    """`instance` created with `config` (its digest with it)."""
+    return attrs.evolve(instance, config=config, config_digest=config_digest(config))
+
+
 def creates(p: Plan) -> list[CreateInstance]:
     return [a for a in p.actions if isinstance(a, CreateInstance)]
 
@@ -852,6 +857,33 @@ def test_an_old_instance_its_node_restarts_stays_while_the_active_count_is_short
     ]
     p = plan([spec(f"{ECHO}:2.0", instances=2)], [node("a"), node("b"), node("c")], two)
     assert len(removes(p)) == 1 and removes(p)[0].key in {two[1].key, two[2].key}
+
+
+def test_a_node_lost_while_an_upgrade_is_stuck_has_its_old_instance_replaced_with_the_old_version() -> None:
+    """2.0 fails on both live nodes; node c, lost, ran one of the two 1.0 instances (config {"x": 1}).
+    The old version is made up to its count with its own config, and says why; before, the slice stayed
+    one short for good (the only version the planner created was the one that fails)."""
+    old = configured(observed("a", f"{ECHO}:1.0", 1), {"x": 1})
+    view = [
+        old,
+        *(
+            configured(observed(n, f"{ECHO}:2.0", i, SliceState.FAILED, reason="load failed"), {"x": 2})
+            for n, i in (("a", 3), ("b", 4))
+        ),
+    ]
+    nodes = [node("a"), node("b")]
+    p = plan([spec(f"{ECHO}:2.0", instances=2, config={"x": 2})], nodes, view)
+    (made,) = creates(p)
+    assert (made.node_id, str(made.coordinates), dict(made.config)) == ("b", f"{ECHO}:1.0", {"x": 1})
+    assert made.why == "replacing a lost instance of 1.0: upgrade to 2.0 is stuck", made.why
+    assert removes(p) == []
+    # once it runs, nothing more is made, and nothing is removed
+    view.append(configured(observed("b", f"{ECHO}:1.0", made.instance), {"x": 1}))
+    p = plan([spec(f"{ECHO}:2.0", instances=2, config={"x": 2})], nodes, view)
+    assert creates(p) == [] and removes(p) == [], p.actions
+    # with no failure, the rollout goes on as any: no old instance is made
+    p = plan([spec(f"{ECHO}:2.0", instances=2, config={"x": 2})], nodes, [old])
+    assert {str(c.coordinates) for c in creates(p)} == {f"{ECHO}:2.0"}
 
 
 def test_an_upgrade_that_fails_on_one_node_only_is_reported_while_it_goes_on_elsewhere() -> None:

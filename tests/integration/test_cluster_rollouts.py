@@ -3,7 +3,8 @@
 - an upgrade to a version whose install fails (a dependency the index lacks) keeps the old version
   serving at its floor (`min_available`), says in the blueprint status that the upgrade is stuck and why,
   and a later upgrade to a good version goes through; an old instance whose process dies meanwhile is
-  restarted where it was and serves again;
+  restarted where it was and serves again, and one that a killed node ran is replaced with the old
+  version on a survivor;
 - a whole cluster stopped gracefully (SIGTERM to every node, as `aether dev down` does) and started again
   comes back without a FAILED record and converges;
 - a node killed with a FAILED record forgets it when it starts again (the failure was its previous
@@ -14,6 +15,7 @@ Each test runs its own cluster (the second one restarts it).
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,7 @@ from cluster_support import (
     background,
     exactly_active,
     kv_of,
+    leader_node_id,
     logs,
     put_blueprint,
     running_cluster,
@@ -169,6 +172,42 @@ async def test_an_old_instance_that_crashes_while_an_upgrade_is_stuck_comes_back
         )
         removed = [(r, str(i)) for r, seen in watcher.history for i in seen if i.state == "UNLOAD"]
         assert removed == [], removed
+
+
+async def test_a_node_killed_while_an_upgrade_is_stuck_has_its_old_instance_replaced_with_the_old_version(
+    broken_index: Path, tmp_path: Path
+) -> None:
+    """The upgrade cannot install anywhere, and a node that runs one of the old version's two instances
+    is SIGKILLed: the old version is made up to its count on a survivor. Before, the only version the
+    leader created was the one that fails, and the slice stayed one instance short (below its floor of
+    2) until an operator changed the blueprint."""
+    async with running_cluster(tmp_path / "cluster", broken_index, 3) as cluster, kv_of(cluster) as kv:
+        await put_blueprint(kv, "stuck", SliceSpec(artifact=ECHO, instances=2, min_available=2))
+        await wait_for(kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE", artifact_id=ECHO_ID)
+        await put_blueprint(kv, "stuck", SliceSpec(artifact=BROKEN, instances=2, min_available=2))
+        found = await wait_for(
+            kv,
+            lambda found: len([i for i in found if i.coordinates == BROKEN and i.state == "FAILED"]) == 3,
+            timeout=SETTLE,
+            what="9.9.9 FAILED on all 3 nodes",
+            artifact_id=ECHO_ID,
+            cluster=cluster,
+        )
+        leader = await leader_node_id(cluster, kv)
+        hosts = {i.node_id for i in active(found, ECHO)} - {leader}
+        assert hosts, show(found)  # 2 instances on 3 nodes: one is on a follower
+        victim = min(hosts)
+        survivors = {n.node_id for n in cluster.nodes} - {victim}
+        cluster.kill(victim, signal.SIGKILL)
+        found = await wait_for(
+            kv,
+            lambda found: len([i for i in active(found, ECHO) if i.node_id in survivors]) == 2,
+            timeout=SETTLE,
+            what=f"2 ACTIVE {ECHO} on the survivors after {victim} was killed",
+            artifact_id=ECHO_ID,
+            cluster=cluster,
+        )
+        assert not active(found, BROKEN), show(found)
 
 
 async def test_a_cluster_stopped_gracefully_comes_back_without_failed_instances(

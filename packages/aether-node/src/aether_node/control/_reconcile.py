@@ -16,8 +16,13 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   replacement ACTIVE before the old instance goes; a rollout whose new version fails keeps the old one
   serving), and never fewer than the slice's floor (`min_available`). An old instance on its way to
   ACTIVE (its node restarts its dead process, or it was created just before the blueprint changed) stays
-  while the ACTIVE count is short of that number without it. Only the loss of a node takes the
-  ACTIVE count below the floor; a change the floor holds back waits and says why (a `Problem`);
+  while the ACTIVE count is short of that number without it. While failures keep the new version from
+  its room (an update stuck on an install that fails), what a lost node took of the old version is
+  replaced with the old version (the one with most ACTIVE instances, with its config: `_serving`,
+  placed as `_stable_set.restore` places a rollout's stable version), up to that number less the new
+  instances placed. Only the loss of a node takes the
+  ACTIVE count below the floor, and only for as long as its replacements take to start; a change the
+  floor holds back waits and says why (a `Problem`);
 - a new instance (of the wanted variant) counts as ACTIVE for that rule only once it has stayed ACTIVE
   for its slice's `min_ready_s` (`[slices.update]`), by the leader's own clock (`active_since`: when the
   leader first saw each ACTIVE record): a new version that dies soon after it starts never replaces the
@@ -265,9 +270,14 @@ def plan(
         keep = max(retain, floor)
 
         kept_stable: StableSet | None = None
-        if holding and artifact_id in stable:
+        # A new version that failures keep from its room (a rolling update stuck on an install that fails
+        # everywhere, or on some nodes) leaves the old version serving: what a lost node took of it is
+        # replaced with the old version, up to the number to keep with the new instances placed.
+        blocked = room[spec.artifact].unplaced < placement.unplaced and not holding
+        serving = _serving(alive, spec, keep - sum(alive.placed.values())) if blocked else None
+        if (holding and artifact_id in stable) or serving is not None:
             kept_stable = restore(
-                stable[artifact_id],
+                stable[artifact_id] if serving is None else serving,
                 group,
                 variant,
                 live=live,
@@ -278,6 +288,7 @@ def plan(
                 usage=placed_usage,
                 now=now,
                 failed_retry_after=failed_retry_after,
+                role="the stable version" if serving is None else "the version that serves",
             )
         surplus: list[ObservedInstance] = []
         for node_id, count in alive.placed.items():
@@ -353,6 +364,7 @@ def plan(
                 budget -= 1
 
         if kept_stable is not None:  # lost capacity of the version that serves: replaced at once
+            version = kept_stable.variant.version
             for node_id in kept_stable.create_on:
                 actions.append(
                     CreateInstance(
@@ -360,7 +372,9 @@ def plan(
                         coordinates=kept_stable.coordinates,
                         instance=next_instance,
                         config=kept_stable.spec.config,
-                        why=f"replacing a lost instance of the stable version {kept_stable.variant.version}",
+                        why=f"replacing a lost instance of the stable version {version}"
+                        if serving is None
+                        else f"replacing a lost instance of {version}: {_change_to(alive, variant)} is stuck",
                     )
                 )
                 next_instance += 1
@@ -424,6 +438,26 @@ def plan(
         if messages:
             problems.append(Problem(artifact=artifact_id, message="; ".join(messages)))
     return Plan(actions=tuple(actions), problems=tuple(problems), numbers=next_numbers)
+
+
+def _serving(alive: _Alive, spec: SliceSpec, count: int) -> SliceSpec | None:
+    """The spec that keeps the old version serving at `count` instances while the new one cannot take
+    its place: the old variant with the most ACTIVE instances on live nodes (of two as many, the one with
+    the newest instance), with its config; None if none is ACTIVE or nothing is to be kept."""
+    instances = alive.old_active_instances()
+    if not instances or count <= 0:
+        return None
+    by_variant: dict[Variant, list[ObservedInstance]] = collections.defaultdict(list)
+    for instance in instances:
+        by_variant[instance.variant].append(instance)
+    chosen = max(by_variant.values(), key=lambda found: (len(found), max(i.instance for i in found)))
+    return attrs.evolve(
+        spec,
+        artifact=str(chosen[0].coordinates),
+        config=dict(chosen[0].config),
+        instances=count,
+        min_available=0,
+    )
 
 
 def _stale_inactive(

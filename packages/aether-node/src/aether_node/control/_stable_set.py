@@ -59,11 +59,13 @@ def restore(
     usage: Callable[[], Mapping[str, Resources]],
     now: float,
     failed_retry_after: float,
+    role: str = "the stable version",
 ) -> StableSet:
     """The replacements to place for the stable version `spec` of a held slice whose wanted variant (the
     candidate) is `wanted`. `awaited`: the keys of records kept on lost nodes the slice still waits for
     (the rebalance delay); `usage`: what the slices' placements take per node (asked only when something
-    is missing)."""
+    is missing); `role`: what the problem calls the version ("the version that serves" where an
+    update is stuck: `_reconcile.plan` keeps the old version of a rolling update so)."""
     coordinates = Coordinates.parse(spec.artifact)
     variant = Variant.of(coordinates, spec.config)
     current: dict[str, int] = {}  # node → held instances and stable ones on their way
@@ -123,7 +125,7 @@ def restore(
     short = missing - len(create_on)
     if short > 0:
         problem = (
-            f"{plural(short, 'lost instance')} of the stable version {coordinates.version} cannot be"
+            f"{plural(short, 'lost instance')} of {role} {coordinates.version} cannot be"
             f" replaced now ({sum(current.values())} of {count} running or on their way"
             + (f"; failed on {'; '.join(sorted(reasons))}" if reasons else "; no live node has room")
             + ")"
