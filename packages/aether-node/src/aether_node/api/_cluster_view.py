@@ -48,6 +48,7 @@ from ..core._schema import (
     RECONCILE,
     REPLICAS,
     ROLLOUTS,
+    SERVING,
     SLICES,
     InstanceKey,
 )
@@ -57,7 +58,13 @@ T = TypeVar("T")
 
 class ClusterView:
     PREFIXES = (NODES, BLUEPRINTS, SLICES, MEMBERS, LEADER_KEY, NODE_OPS, PROBLEMS_PREFIX, ROLLOUTS, REPLICAS)
-    CHECKED = (PAUSED, AUTOSCALE, RECONCILE, INSTANCE_NUMBERS)  # followed only to name what does not decode
+    CHECKED = (
+        PAUSED,
+        AUTOSCALE,
+        RECONCILE,
+        INSTANCE_NUMBERS,
+        SERVING,
+    )  # followed only to name what does not decode
 
     def __init__(self, kv: KV) -> None:
         self.cache = KVCache(kv, self.PREFIXES + self.CHECKED)

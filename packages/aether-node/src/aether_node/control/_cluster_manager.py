@@ -63,6 +63,7 @@ from ..core._schema import (
     PROBLEMS_PREFIX,
     RECONCILE,
     ROLLOUTS,
+    SERVING,
     SLICES,
     InstanceKey,
     lost_node_key,
@@ -86,6 +87,7 @@ from ._reconcile import (
     RemoveInstance,
     plan,
 )
+from ._serving import decode_serving, serving_changes
 from ._strategies import decode_rollouts, rollouts, update_of
 
 log = logging.getLogger("aether_node.cluster")
@@ -351,7 +353,8 @@ class ClusterDeploymentManager:
             Problem(artifact=kv.key[len(PROBLEMS_PREFIX) :], message=kv.value.decode()) for kv in stale.kvs
         )
         cache = KVCache(
-            self.kv, [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED, INSTANCE_NUMBERS]
+            self.kv,
+            [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED, INSTANCE_NUMBERS, SERVING],
         )
         decoder = InstanceDecoder()
         self._batch = TxnBatcher(self.kv)
@@ -388,6 +391,7 @@ class ClusterDeploymentManager:
                     continue  # plan with the lost nodes as recorded
                 paused = pause_specs(steered.specs, instances, decode_paused(cache.data[PAUSED]))
                 numbers = decode_numbers(cache.data[INSTANCE_NUMBERS])
+                served = decode_serving(cache.data[SERVING])
                 result = plan(
                     steered.specs,
                     nodes,
@@ -404,11 +408,16 @@ class ClusterDeploymentManager:
                     stable=steered.stable,
                     active_since=decoder.active_since,  # (a window's end needs no wake-up: `interval`)
                     numbers=numbers.next,
+                    served=served,
                 )
                 result = attrs.evolve(result, problems=merge_problems(result.problems, paused.problems))
                 planning = time.perf_counter() - started
                 if result.problems != self.problems:
                     await self._record_problems(result.problems, fence)
+                present = [key[len(SERVING) :] for key in cache.data[SERVING]]
+                serving = serving_changes(specs, instances, live, served, present)
+                if serving:
+                    await cache.caught_up(SERVING, await self._fenced_writes(serving, fence, "serving"))
                 if result.actions:
                     done, done_numbers = await self._execute(
                         result.actions, fence, cache, numbers, result.numbers
@@ -516,6 +525,17 @@ class ClusterDeploymentManager:
         if highest == 0:
             await trio.sleep(0.1)  # every write lost a race: the cache brings the winner's record
         return highest
+
+    async def _fenced_writes(self, ops: list[Put | Delete], fence: int, what: str) -> int:
+        """Write `ops` in one transaction fenced on this leader's claim: the revision written, 0 if it did
+        not go through (said; the next pass tries again)."""
+        fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
+        try:
+            result = await self.kv.txn([fenced], ops)
+        except KVError as error:
+            log.warning("writing the %s records failed: %s", what, error.message)
+            return 0
+        return result.revision if result.succeeded else 0
 
     async def _record_problems(self, problems: tuple[Problem, ...], fence: int) -> None:
         """`cluster/problems/{artifact}`: why an artifact cannot be placed, or why a change of it waits (a

@@ -20,7 +20,8 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   its room (an update stuck on an install that fails), what a lost node took of the old version is
   replaced with the old version (the one with most ACTIVE instances, with its config: `_serving`,
   placed as `_stable_set.restore` places a rollout's stable version), up to that number less the new
-  instances placed. Only the loss of a node takes the
+  instances placed; where none of the old version runs, the version recorded as the last that served
+  (`served`, `_serving.py`). Only the loss of a node takes the
   ACTIVE count below the floor, and only for as long as its replacements take to start; a change the
   floor holds back waits and says why (a `Problem`);
 - a new instance (of the wanted variant) counts as ACTIVE for that rule only once it has stayed ACTIVE
@@ -63,12 +64,13 @@ from ..core._config_digest import config_digest
 from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._reconcile_spec import DEFAULT, ResolvedPolicy
-from ..core._records import REMOVING, SliceState
+from ..core._records import REMOVING, ServingVersion, SliceState
 from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
 from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, Variant, as_index
 from ._rebalance import await_lost
+from ._serving import variant_of
 from ._stable_set import StableSet, restore, usage_of
 
 
@@ -178,6 +180,7 @@ def plan(
     stable: Mapping[str, SliceSpec] | None = None,
     active_since: Mapping[str, float] | None = None,
     numbers: Mapping[str, int] | None = None,
+    served: Mapping[str, ServingVersion] | None = None,
 ) -> Plan:
     """`nodes` are the live nodes; those named in `stopping` are live but shutting down (no placement),
     those in `cordoned` take no new instance, those in `draining` take none and are emptied. For the
@@ -195,7 +198,10 @@ def plan(
     as a list or as an `InstanceIndex` (the leader's, kept up to date from its watch: then a pass costs
     per node and state of each slice, and per action, not per instance). `numbers`: artifact id → the
     next instance number as last written (`Plan.numbers`, kept in the KV); new instances are numbered
-    from it, or from the highest number recorded + 1 if that is higher or none is known."""
+    from it, or from the highest number recorded + 1 if that is higher or none is known. `served`:
+    artifact id → the version that last served it (`_serving.py`), brought back while an update cannot
+    place its new version and no instance of an old one runs."""
+    served = served or {}
     policies = policies or {}
     numbers = numbers or {}
     next_numbers: dict[str, int] = {}
@@ -274,7 +280,8 @@ def plan(
         # everywhere, or on some nodes) leaves the old version serving: what a lost node took of it is
         # replaced with the old version, up to the number to keep with the new instances placed.
         blocked = room[spec.artifact].unplaced < placement.unplaced and not holding
-        serving = _serving(alive, spec, keep - sum(alive.placed.values())) if blocked else None
+        to_serve = keep - sum(alive.placed.values())
+        serving = _serving(alive, spec, to_serve, served.get(artifact_id)) if blocked else None
         if (holding and artifact_id in stable) or serving is not None:
             kept_stable = restore(
                 stable[artifact_id] if serving is None else serving,
@@ -365,6 +372,11 @@ def plan(
 
         if kept_stable is not None:  # lost capacity of the version that serves: replaced at once
             version = kept_stable.variant.version
+            why = (
+                f"replacing a lost instance of the stable version {version}"
+                if serving is None
+                else f"replacing a lost instance of {version}: {_stuck_change(version, variant)} is stuck"
+            )
             for node_id in kept_stable.create_on:
                 actions.append(
                     CreateInstance(
@@ -372,9 +384,7 @@ def plan(
                         coordinates=kept_stable.coordinates,
                         instance=next_instance,
                         config=kept_stable.spec.config,
-                        why=f"replacing a lost instance of the stable version {version}"
-                        if serving is None
-                        else f"replacing a lost instance of {version}: {_change_to(alive, variant)} is stuck",
+                        why=why,
                     )
                 )
                 next_instance += 1
@@ -440,13 +450,24 @@ def plan(
     return Plan(actions=tuple(actions), problems=tuple(problems), numbers=next_numbers)
 
 
-def _serving(alive: _Alive, spec: SliceSpec, count: int) -> SliceSpec | None:
+def _serving(alive: _Alive, spec: SliceSpec, count: int, recorded: ServingVersion | None) -> SliceSpec | None:
     """The spec that keeps the old version serving at `count` instances while the new one cannot take
     its place: the old variant with the most ACTIVE instances on live nodes (of two as many, the one with
-    the newest instance), with its config; None if none is ACTIVE or nothing is to be kept."""
-    instances = alive.old_active_instances()
-    if not instances or count <= 0:
+    the newest instance), with its config; with none ACTIVE, the version `recorded` as the last that
+    served (`_serving.py`) if it is not the one wanted; None if there is none or nothing is to be kept."""
+    if count <= 0:
         return None
+    instances = alive.old_active_instances()
+    if not instances:
+        if recorded is None or variant_of(recorded) in (None, alive.wanted):
+            return None
+        return attrs.evolve(
+            spec,
+            artifact=recorded.coordinates,
+            config=dict(recorded.config),
+            instances=count,
+            min_available=0,
+        )
     by_variant: dict[Variant, list[ObservedInstance]] = collections.defaultdict(list)
     for instance in instances:
         by_variant[instance.variant].append(instance)
@@ -521,6 +542,13 @@ def _change_to(alive: _Alive, wanted: Variant) -> str:
     if all(v.version == wanted.version for v in alive.old_active_variants()):
         return f"config change of {wanted.version}"
     return f"upgrade to {wanted.version}"
+
+
+def _stuck_change(serving: str, wanted: Variant) -> str:
+    """The change that cannot go on, from the version that serves meanwhile to the one wanted."""
+    return (
+        f"config change of {wanted.version}" if serving == wanted.version else f"upgrade to {wanted.version}"
+    )
 
 
 def _drain_held(artifact_id: str, spec: SliceSpec, nodes: Sequence[str], *, paused: bool) -> str:

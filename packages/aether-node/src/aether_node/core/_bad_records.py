@@ -23,6 +23,7 @@ from ._records import (
     RecordError,
     ReplicaRecord,
     RolloutRecord,
+    ServingVersion,
     decode_record,
 )
 from ._schema import (
@@ -37,6 +38,7 @@ from ._schema import (
     RECONCILE_POLICY,
     REPLICAS,
     ROLLOUTS,
+    SERVING,
 )
 
 # The records the leader plans from, by key or prefix (most specific first), and what each must decode
@@ -52,6 +54,7 @@ RECORD_TYPES: tuple[tuple[str, type], ...] = (
     (RECONCILE_POLICY, ReconcilePolicy),
     (LOST_NODES, LostNodeRecord),
     (INSTANCE_NUMBERS, InstanceNumbers),
+    (SERVING, ServingVersion),
     (REPLICAS, ReplicaRecord),
 )
 MAX_LOGGED = 4096  # keys whose last logged change is remembered (beyond: the oldest is logged again)

@@ -162,6 +162,19 @@ class InstanceNumbers:
 
 
 @attrs.frozen(kw_only=True)
+class ServingVersion:
+    """`cluster/serving/{group:artifact}`: the version and config that last served the slice (as many
+    of its instances ACTIVE as its floor asks, or all of them), by the leader's observation. While an
+    update cannot place its new version (an install that fails), the leader brings this one back where
+    lost nodes took every instance of it (`control/_serving.py`). Deleted once the slice is in no
+    blueprint."""
+
+    coordinates: str
+    config: Mapping[str, Any] = attrs.field(factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
 class PausedRollout:
     """`cluster/paused/{group:artifact}`: an operator paused the slice's rolling update (`aether slice
     pause`) at `since`; deleted by `aether slice resume`."""

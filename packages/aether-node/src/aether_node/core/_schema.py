@@ -32,6 +32,7 @@ JOIN_TOKENS = "cluster/join-tokens/"  # short-lived, single-use tokens for a new
 SLICE_CLAIMS = "cluster/slice-claims"
 TOMBSTONES = "cluster/tombstones/"  # when an operator's write last deleted a key (control/_write_guard.py)
 INSTANCE_NUMBERS = "cluster/instance-numbers/"  # the next instance number of each slice (InstanceNumbers)
+SERVING = "cluster/serving/"  # the version (and config) that last served each slice (ServingVersion)
 REPLICAS = "cluster/replicas/"  # the node whose KV replica has a Raft address (ReplicaRecord)
 
 
@@ -132,6 +133,11 @@ def rollout_key(artifact_id: str) -> str:
 def instance_numbers_key(artifact_id: str) -> str:
     """`cluster/instance-numbers/{group:artifact}`: the next number the leader gives an instance of it."""
     return f"{INSTANCE_NUMBERS}{artifact_id}"
+
+
+def serving_key(artifact_id: str) -> str:
+    """`cluster/serving/{group:artifact}`: the version and config that last served the slice."""
+    return f"{SERVING}{artifact_id}"
 
 
 def replica_key(raft_address: str) -> str:
