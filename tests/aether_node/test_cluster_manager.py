@@ -13,7 +13,7 @@ import trio
 from shell_support import apply, hold, instances, register
 from trio.testing import MockClock
 
-from aether_kv import KeyValue, MemoryStore, OutcomeUnknownError, UnavailableError
+from aether_kv import KeyValue, MemoryStore, OutcomeUnknownError, Put, UnavailableError
 from aether_node.control._cluster_manager import (
     ClusterDeploymentManager,
     InstanceDecoder,
@@ -23,7 +23,7 @@ from aether_node.control._cluster_manager import (
 )
 from aether_node.control._reconcile import CreateInstance, RemoveInstance
 from aether_node.control._strategies import command
-from aether_node.core._blueprint import Resources, SliceSpec
+from aether_node.core._blueprint import Blueprint, Resources, SliceSpec
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._records import (
     LeaderClaim,
@@ -34,7 +34,7 @@ from aether_node.core._records import (
     decode_record,
     encode_record,
 )
-from aether_node.core._schema import BLUEPRINTS, LEADER_KEY, PROBLEMS_PREFIX, rollout_key
+from aether_node.core._schema import BLUEPRINTS, LEADER_KEY, PROBLEMS_PREFIX, SLICES, rollout_key
 from aether_node.core._update_spec import UpdateSpec, UpdateStrategy
 from aether_node.observe._metrics import NodeMetrics
 from support import wait_until
@@ -115,6 +115,63 @@ async def test_the_leader_removes_a_deleted_blueprint_s_instances_in_one_line_of
         assert {r.reason for r in unloaded.values()} == {"not in any blueprint"}
         lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("removing")]
         assert lines == [f"removing 3 instances of {ECHO} (n1 1, n2 1, n3 1): not in any blueprint"]
+        nursery.cancel_scope.cancel()
+
+
+class ChangedInBetween(MemoryStore):
+    """The memory store, where an operator's blueprint write (`change`) lands just before the first
+    transaction that would write an UNLOAD: after the leader planned the removal, before it is written."""
+
+    change: tuple[str, bytes] | None = None
+    fired = False
+
+    async def txn(self, compares, success=(), failure=()):  # type: ignore[no-untyped-def]
+        unload = any(
+            isinstance(op, Put)
+            and op.key.startswith(SLICES)
+            and decode_record(op.key, op.value, SliceRecord).state is SliceState.UNLOAD
+            for op in success
+        )
+        if unload and self.change is not None and not self.fired:
+            self.fired = True
+            await self.put(*self.change)
+        return await super().txn(compares, success, failure)
+
+
+async def test_a_removal_planned_for_a_blueprint_changed_before_it_is_written_is_not_written(
+    autojump_clock: MockClock,
+) -> None:
+    """A scale-down from 2 to 1, and the scale back to 2 lands between the leader's plan and its write:
+    the UNLOAD compares the blueprint's revision the plan read, fails, and the next pass (on the new
+    blueprint) removes nothing. Before, the instance was removed for nothing (and with an upgrade
+    asking a floor, an old version could go below it)."""
+    kv = ChangedInBetween(clock=trio.current_time, address="n1")
+    await register(kv, "n1")
+    two = SliceSpec(artifact=ECHO, instances=2)
+    await apply(kv, "demo", two)
+    metrics = NodeMetrics()
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv, metrics=metrics)
+
+        async def placed() -> dict[str, SliceRecord]:
+            found = await instances(kv)
+            return found if len(found) == 2 else {}
+
+        for key in await wait_until(placed, timeout=60, what="two instances placed"):
+            await kv.put(key, encode_record(SliceRecord(state=SliceState.ACTIVE)))  # as their node would
+        kv.change = (BLUEPRINTS + "demo", encode_record(Blueprint(name="demo", slices=(two,))))
+        await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=1))
+
+        async def fired() -> bool:
+            return kv.fired
+
+        async def passes_run() -> float:
+            return passes(metrics)
+
+        await wait_until(fired, timeout=60, what="the scale-up in between")
+        before = passes(metrics)
+        await wait_until(passes_run, until=lambda n: n >= before + 3, timeout=60, what="three more passes")
+        assert {r.state for r in (await instances(kv)).values()} == {SliceState.ACTIVE}
         nursery.cancel_scope.cancel()
 
 

@@ -64,6 +64,7 @@ from ..core._schema import (
     RECONCILE,
     ROLLOUTS,
     SERVING,
+    SLICE_CLAIMS,
     SLICES,
     InstanceKey,
     lost_node_key,
@@ -71,6 +72,7 @@ from ..core._schema import (
 )
 from ..observe._metrics import NodeMetrics
 from ._allocation import NodeCapacity
+from ._blueprint_fence import BlueprintFence
 from ._canary_verdict import CONFIG_ONLY_VERDICT, Verdict, evaluate, version_windows
 from ._instance_index import InstanceIndex
 from ._instance_numbers import Numbers, creation_txns, decode_numbers
@@ -354,7 +356,10 @@ class ClusterDeploymentManager:
         )
         cache = KVCache(
             self.kv,
-            [BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED, INSTANCE_NUMBERS, SERVING],
+            [
+                *(BLUEPRINTS, NODES, SLICES, NODE_OPS, ROLLOUTS, RECONCILE, PAUSED),
+                *(INSTANCE_NUMBERS, SERVING, SLICE_CLAIMS),
+            ],
         )
         decoder = InstanceDecoder()
         self._batch = TxnBatcher(self.kv)
@@ -369,6 +374,9 @@ class ClusterDeploymentManager:
                 started = time.perf_counter()
                 now = self.clock()
                 blueprints, nodes, instances, stopping = observe(cache, decoder, now=now)
+                # (read with them: the removals of this pass go only if these blueprints are unchanged)
+                claims = cache.data[SLICE_CLAIMS].get(SLICE_CLAIMS)
+                blueprint_fence = BlueprintFence.of(blueprints, cache.data[BLUEPRINTS], claims)
                 specs = [spec for blueprint in blueprints for spec in blueprint.slices]
                 cordoned, draining = split_operations(decode_operations(cache.data[NODE_OPS]))
                 records, revisions = decode_rollouts(cache.data[ROLLOUTS])
@@ -420,7 +428,7 @@ class ClusterDeploymentManager:
                     await cache.caught_up(SERVING, await self._fenced_writes(serving, fence, "serving"))
                 if result.actions:
                     done, done_numbers = await self._execute(
-                        result.actions, fence, cache, numbers, result.numbers
+                        result.actions, fence, cache, numbers, result.numbers, blueprint_fence
                     )
                     written, numbered = max(written, done), max(numbered, done_numbers)
                 self.metrics.reconciled(time.perf_counter() - started)
@@ -561,12 +569,14 @@ class ClusterDeploymentManager:
         cache: KVCache,
         numbers: Numbers,
         next_numbers: Mapping[str, int],
+        blueprint_fence: BlueprintFence,
     ) -> tuple[int, int]:
         """Carry out the actions concurrently (their writes go out together, `TxnBatcher`): each slice's
         creations in one transaction (per `CHUNK`) with its next instance number (`next_numbers`, written
         over the record as read in `numbers`), a command on an instance record from `cache`'s copy of it
         (the one the plan saw: no read per instance). Returns the highest revision written, and that of
-        the last number written (0: none)."""
+        the last number written (0: none). A removal also compares `blueprint_fence`'s: the blueprint it
+        was planned from is unchanged."""
         fenced = Compare(key=LEADER_KEY, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=fence)
         highest = numbered = 0
         limiter = trio.CapacityLimiter(512)
@@ -579,7 +589,7 @@ class ClusterDeploymentManager:
             name = ACTION_NAMES[type(action)]
             async with limiter:
                 try:
-                    revision = await self._apply(action, fenced, cache.data[SLICES])
+                    revision = await self._apply(action, fenced, cache.data[SLICES], blueprint_fence)
                 except KVError as error:
                     log.warning("%s failed: %s", action, error.message)
                     self.metrics.reconcile_action(name, "failed")
@@ -661,20 +671,31 @@ class ClusterDeploymentManager:
             self.metrics.reconcile_action("create", "done" if result.succeeded else "lost_race")
         return result.revision if result.succeeded else 0
 
-    async def _apply(self, action: Action, fenced: Compare, records: Mapping[str, KeyValue]) -> int:
+    async def _apply(
+        self,
+        action: Action,
+        fenced: Compare,
+        records: Mapping[str, KeyValue],
+        blueprint_fence: BlueprintFence,
+    ) -> int:
         """Carry out one action as a fenced transaction; the revision written, or 0 if it lost a race
-        (`records`: the instance records as the plan saw them, or newer)."""
+        (`records`: the instance records as the plan saw them, or newer; a removal also compares that
+        the blueprint it was planned from is unchanged, `blueprint_fence`)."""
         match action:
             case CreateInstance():  # (`_execute` creates a slice's instances together, with its number)
                 raise AssertionError(f"a creation is not carried out alone: {action}")
             case RemoveInstance():
                 revision = await self._command(
-                    records.get(action.key), action.mod_revision, fenced, SliceState.UNLOAD, action.why
+                    records.get(action.key),
+                    action.mod_revision,
+                    (fenced, blueprint_fence.removal(action.key)),
+                    SliceState.UNLOAD,
+                    action.why,
                 )
                 message = ""  # (a pass's removals are logged together, by `_execute`)
             case ActivateInstance():
                 revision = await self._command(
-                    records.get(action.key), action.mod_revision, fenced, SliceState.ACTIVATE, ""
+                    records.get(action.key), action.mod_revision, (fenced,), SliceState.ACTIVATE, ""
                 )
                 message = f"re-activating {action.key}"
             case DeleteRecord():
@@ -687,18 +708,23 @@ class ClusterDeploymentManager:
         return revision
 
     async def _command(
-        self, current: KeyValue | None, mod_revision: int, fenced: Compare, state: SliceState, reason: str
+        self,
+        current: KeyValue | None,
+        mod_revision: int,
+        fences: Sequence[Compare],
+        state: SliceState,
+        reason: str,
     ) -> int:
         """Write a command state on an instance record (`current`: as the leader's copy holds it now), if
         it is still as observed (at `mod_revision`: the copy is never behind what the plan saw, and the
-        transaction compares with the store's own)."""
+        transaction compares with the store's own), and `fences` hold."""
         if current is None or current.mod_revision != mod_revision:
             return 0
         key = current.key
         old = decode_record(key, current.value, SliceRecord)
         record = attrs.evolve(old, state=state, reason=reason, timestamp=self.clock(), command=None)
         return await self._commit(
-            [fenced, _unchanged(key, mod_revision)], Put(key=key, value=encode_record(record))
+            [*fences, _unchanged(key, mod_revision)], Put(key=key, value=encode_record(record))
         )
 
     async def _commit(self, compares: list[Compare], operation: Put | Delete) -> int:
