@@ -30,6 +30,7 @@ from cluster_support import (
     MISSING,
     SETTLE,
     Callers,
+    Instance,
     SliceSpec,
     Watcher,
     active,
@@ -56,6 +57,7 @@ from node_support import (
     write_command,
 )
 
+from aether_kv import KVClient
 from aether_node import SliceState
 from aether_node.client import ApiClient, BlueprintStatus
 from aether_node.dev import LocalNodeCluster, wait_until_ready
@@ -70,27 +72,39 @@ async def blueprint_status(cluster: LocalNodeCluster, name: str) -> BlueprintSta
     return await trio.to_thread.run_sync(client.blueprint_status, name)
 
 
+async def serving(kv: KVClient, count: int, name: str = "stuck") -> None:
+    """Blueprint `name`: `count` echo 1.0.0 (floor `count`), until they are ACTIVE."""
+    await put_blueprint(kv, name, SliceSpec(artifact=ECHO, instances=count, min_available=count))
+    await wait_for(kv, exactly_active(count, ECHO), timeout=SETTLE, what="ACTIVE", artifact_id=ECHO_ID)
+
+
+async def upgrade_that_fails(
+    cluster: LocalNodeCluster, kv: KVClient, count: int, name: str = "stuck"
+) -> list[Instance]:
+    """Blueprint `name` upgraded to 9.9.9, which fails to install on every node: the records once each
+    of the 3 nodes has tried it and failed (none is left to place it on)."""
+    await put_blueprint(kv, name, SliceSpec(artifact=BROKEN, instances=count, min_available=count))
+    return await wait_for(
+        kv,
+        lambda found: len([i for i in found if i.coordinates == BROKEN and i.state == "FAILED"]) == 3,
+        timeout=SETTLE,
+        what="9.9.9 FAILED on all 3 nodes",
+        artifact_id=ECHO_ID,
+        cluster=cluster,
+    )
+
+
 async def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why(
     broken_index: Path, tmp_path: Path
 ) -> None:
     async with running_cluster(tmp_path / "cluster", broken_index, 3) as cluster, kv_of(cluster) as kv:
-        await put_blueprint(kv, "rollout", SliceSpec(artifact=ECHO, instances=2, min_available=2))
-        await wait_for(kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE", artifact_id=ECHO_ID)
+        await serving(kv, 2, "rollout")
         watcher = Watcher(kv, ECHO_ID)
         callers = Callers([n.ingress for n in cluster.nodes], concurrency=2)
         async with background(watcher, callers):
             await callers.made(20, timeout=60)
-            await put_blueprint(kv, "rollout", SliceSpec(artifact=BROKEN, instances=2, min_available=2))
-            # every node tries 9.9.9 once and fails: none is left to place it on (what removed the old
-            # instances before the fix)
-            await wait_for(
-                kv,
-                lambda found: len([i for i in found if i.coordinates == BROKEN and i.state == "FAILED"]) == 3,
-                timeout=SETTLE,
-                what="9.9.9 FAILED on all 3 nodes",
-                artifact_id=ECHO_ID,
-                cluster=cluster,
-            )
+            # every node tries 9.9.9 once and fails (what removed the old instances before the fix)
+            await upgrade_that_fails(cluster, kv, 2, "rollout")
 
             async def problem_now() -> str:
                 (status,) = (await blueprint_status(cluster, "rollout")).slices
@@ -131,7 +145,6 @@ async def test_a_failed_upgrade_keeps_the_old_version_serving_and_says_why(
         assert (await blueprint_status(cluster, "rollout")).slices[0].problem == ""
 
 
-@pytest.mark.long
 async def test_an_old_instance_that_crashes_while_an_upgrade_is_stuck_comes_back(
     broken_index: Path, tmp_path: Path
 ) -> None:
@@ -139,17 +152,8 @@ async def test_an_old_instance_that_crashes_while_an_upgrade_is_stuck_comes_back
     its node restarts it and it serves again. Before the fix the leader removed it as a stale instance
     that was not ACTIVE, and the slice was left with one instance for good (with none, had it one)."""
     async with running_cluster(tmp_path / "cluster", broken_index, 3) as cluster, kv_of(cluster) as kv:
-        await put_blueprint(kv, "stuck", SliceSpec(artifact=ECHO, instances=2, min_available=2))
-        await wait_for(kv, exactly_active(2, ECHO), timeout=SETTLE, what="2 ACTIVE", artifact_id=ECHO_ID)
-        await put_blueprint(kv, "stuck", SliceSpec(artifact=BROKEN, instances=2, min_available=2))
-        found = await wait_for(
-            kv,
-            lambda found: len([i for i in found if i.coordinates == BROKEN and i.state == "FAILED"]) == 3,
-            timeout=SETTLE,
-            what="9.9.9 FAILED on all 3 nodes",
-            artifact_id=ECHO_ID,
-            cluster=cluster,
-        )
+        await serving(kv, 2)
+        found = await upgrade_that_fails(cluster, kv, 2)
         victim = active(found, ECHO)[0]
         data_dir = Path(cluster.plan(victim.node_id).data_dir)
         host = host_of(data_dir, ECHO, victim.instance)
@@ -185,17 +189,8 @@ async def test_a_node_killed_while_an_upgrade_is_stuck_has_the_old_version_repla
     fails: the slice stayed short, below its floor (with one instance: offline), until an operator
     changed the blueprint."""
     async with running_cluster(tmp_path / "cluster", broken_index, 3) as cluster, kv_of(cluster) as kv:
-        await put_blueprint(kv, "stuck", SliceSpec(artifact=ECHO, instances=count, min_available=count))
-        await wait_for(kv, exactly_active(count, ECHO), timeout=SETTLE, what="ACTIVE", artifact_id=ECHO_ID)
-        await put_blueprint(kv, "stuck", SliceSpec(artifact=BROKEN, instances=count, min_available=count))
-        found = await wait_for(
-            kv,
-            lambda found: len([i for i in found if i.coordinates == BROKEN and i.state == "FAILED"]) == 3,
-            timeout=SETTLE,
-            what="9.9.9 FAILED on all 3 nodes",
-            artifact_id=ECHO_ID,
-            cluster=cluster,
-        )
+        await serving(kv, count)
+        found = await upgrade_that_fails(cluster, kv, count)
         leader = await leader_node_id(cluster, kv)
         hosts = {i.node_id for i in active(found, ECHO)}
         victim = min(hosts - {leader} or hosts)  # a follower's if there is one
@@ -212,6 +207,7 @@ async def test_a_node_killed_while_an_upgrade_is_stuck_has_the_old_version_repla
         assert not active(found, BROKEN), show(found)
 
 
+@pytest.mark.long
 async def test_a_cluster_stopped_gracefully_comes_back_without_failed_instances(
     sample_index: Path, tmp_path: Path
 ) -> None:
