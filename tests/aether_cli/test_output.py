@@ -67,6 +67,21 @@ def test_instances_print_artifacts_and_reasons_verbatim(printed: io.StringIO) ->
     assert "🚀" not in text and "⚠" not in text
 
 
+def test_an_instance_its_node_restarted_shows_the_count_and_how_the_last_process_ended(
+    printed: io.StringIO,
+) -> None:
+    exited = "memory: 80 MiB (PSS), over the 64 MiB its slice declares"
+    restarted = attrs.evolve(instance(state="ACTIVE", reason=""), restarts=2, last_exit=exited)
+    _output.instances(
+        [restarted, attrs.evolve(instance(state="LOADING", reason="restart 1 of 4"), restarts=1)]
+    )
+    lines = printed.getvalue().splitlines()
+    (active,) = [line for line in lines if "ACTIVE" in line]
+    assert " 2 " in active and f"last exit: {exited}" in active, active
+    (loading,) = [line for line in lines if "LOADING" in line]
+    assert "restart 1 of 4" in loading and "last exit" not in loading, loading  # its own reason first
+
+
 def test_blueprint_status_and_list_print_names_and_problems_verbatim(printed: io.StringIO) -> None:
     status = BlueprintStatus(
         name="demo [prod]",

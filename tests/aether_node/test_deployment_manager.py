@@ -117,12 +117,15 @@ async def test_a_crashed_process_is_restarted_and_a_crash_loop_ends_failed(
 
     await wait_until(restarted, timeout=60, what="the instance restarted")
     assert node.store.loads == 2
+    record = (await instances(node.kv))[KEY.key]  # what `slice status` shows: restarts, and how it died
+    assert (record.restarts, record.last_exit, record.reason) == (1, "killed by signal 9", "")
     for _ in range(POLICY.max_restarts - 1):  # the max_restarts-th death within the window ends it
         await wait_until(restarted, timeout=60, what="the instance running again")
         node.store.crash(KEY)
     await node.reaches(SliceState.FAILED)
     record = (await instances(node.kv))[KEY.key]
     assert "crash loop" in record.reason and "killed by signal 9" in record.reason
+    assert record.restarts == POLICY.max_restarts - 1  # (the last death started nothing again)
     assert node.store.get(KEY) is None
 
 

@@ -117,6 +117,15 @@ def test_instance_states_carry_reasons_and_a_move_is_its_own_event() -> None:
     assert [e.kind for e in describe(put(key, activating, 13, prev=moved), at=1000.0)] == ["instance_state"]
     [removed] = describe(delete(key, failed, 14), at=1000.0)
     assert (removed.kind, removed.node_id, removed.artifact) == ("instance_removed", "n2", ECHO)
+    # an instance its node started again after its process died: how many times, how the last one ended
+    again = SliceRecord(state=SliceState.ACTIVE, restarts=2, last_exit="killed by SIGKILL")
+    [event] = describe(put(key, again, 15, prev=activating), at=1000.0)
+    assert (event.state, event.reason, event.restarts, event.last_exit) == (
+        "ACTIVE",
+        "",
+        2,
+        "killed by SIGKILL",
+    )
 
 
 def test_changes_that_are_not_events() -> None:

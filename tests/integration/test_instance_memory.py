@@ -144,6 +144,10 @@ async def test_an_instance_over_its_slices_memory_is_killed_and_restarted(
     )
     again = await invoke(node.ingress, HOG, "hold", 1)  # the new process starts from nothing held
     assert (again.status_code, again.json()) == (200, 1), again.text
+    record = decode_record(key, (await kv.get(key)).value, SliceRecord)  # what `slice status` shows
+    assert record.restarts == 1 and f"{said[limits]} ([slices.resources] memory_mib)" in record.last_exit, (
+        record
+    )
     assert node.returncode() is None, node.log_tail(40)
 
 

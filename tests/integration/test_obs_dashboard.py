@@ -1,6 +1,7 @@
 """The web dashboard in a real headless browser (Debian's chromium, driven by playwright) against a live
 3-node cluster that runs with API keys: the page asks for a key, shows the nodes, the leader, the slices
-desired vs actual and every instance; a SIGKILLed node's instances move to the survivors on the page
+desired vs actual and every instance (one whose process was killed: restarted, and how it ended); a
+SIGKILLed node's instances move to the survivors on the page
 without a reload; calls show up with a rate. A second test holds the layout against a 300-character
 problem (nothing wider than the window at 1400, 1000 and 700 px), checks that the history charts draw
 lines from real calls, that the nodes × slices view is the cluster's instances, that calls to unknown
@@ -23,6 +24,7 @@ import httpx
 import pytest
 from cli_support import CliCluster, wait_until
 from dashboard_support import ARTIFACTS, BLUEPRINT, ECHO, KEYS, OVERFLOW, api, needs_chromium, new_page, wait
+from node_support import host_of, kill_pid
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -77,6 +79,18 @@ def test_the_dashboard_shows_the_cluster_and_follows_a_killed_node(secured: CliC
         "(() => { const row = document.querySelector(\"#calls tr[data-calls='org.aether:echo/echo']\");"
         " return row && Number(row.lastElementChild.textContent) >= 30; })()",
         "30 calls of echo",
+    )
+
+    # SIGKILL one echo process of the page's node: the node starts it again, and its row says so
+    number = rows(page, f"#instances tbody tr[data-node='{host.node_id}']", "data-instance")[0]
+    process = host_of(Path(local.plan(host.node_id).data_dir), ECHO, int(number))
+    assert process is not None
+    kill_pid(process.pid)
+    wait(
+        page,
+        f"""document.querySelector("#instances tr[data-node='{host.node_id}'][data-instance='{number}']")
+            ?.textContent.includes('restarted 1×; last exit: killed by SIGKILL')""",
+        f"{ECHO}#{number} restarted, and how its process ended",
     )
     page.screenshot(path=str(ARTIFACTS / "dashboard-before-sigkill.png"), full_page=True)
 

@@ -94,7 +94,7 @@ def blueprints(items: Iterable[Any], *, wide: bool = False) -> None:
 def instances(items: Iterable[Any], title: str = "Instances", *, wide: bool = False) -> None:
     table(
         title,
-        ["NODE", "ARTIFACT", "#", "STATE", "AGE", *(["SINCE"] if wide else []), "REASON"],
+        ["NODE", "ARTIFACT", "#", "STATE", "AGE", *(["SINCE"] if wide else []), "RESTARTS", "REASON"],
         (
             [
                 _text(i.node_id),
@@ -103,11 +103,20 @@ def instances(items: Iterable[Any], title: str = "Instances", *, wide: bool = Fa
                 _state(i.state),
                 _age(i.timestamp),
                 *([_when(i.timestamp)] if wide else []),
-                _text(i.reason),
+                i.restarts,
+                _text(_reason(i)),
             ]
             for i in items
         ),
     )
+
+
+def _reason(instance: Any) -> str:
+    """Why the instance is in its state; for one that runs again after its process died, how that
+    process ended."""
+    if instance.reason or not instance.restarts:
+        return instance.reason
+    return f"last exit: {instance.last_exit}" if instance.last_exit else ""
 
 
 def slice_status(status: Any, *, wide: bool = False) -> None:

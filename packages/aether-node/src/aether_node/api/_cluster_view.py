@@ -187,6 +187,8 @@ def instance_info(key: str, kv: KeyValue) -> InstanceInfo | str | None:
         reason=record.reason,
         timestamp=record.timestamp,
         config_digest=config_digest(record.config),
+        restarts=record.restarts,
+        last_exit=record.last_exit,
     )
 
 

@@ -55,3 +55,5 @@ class ClusterEvent:
     from_node_id: str = ""  # rebalance_move: the node the instance moves away from
     who: str = ""  # audit: a key's name, `config-key` (a key of a node's configuration), `node:ID` (open API)
     status: int = 0  # audit: the HTTP status the change was answered with (403: refused)
+    restarts: int = 0  # instance_state: times its node started its process again after it died
+    last_exit: str = ""  # instance_state: how the last of those processes ended

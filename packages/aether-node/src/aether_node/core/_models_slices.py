@@ -15,6 +15,8 @@ class InstanceInfo:
     reason: str = ""
     timestamp: float = 0.0
     config_digest: str = ""  # the digest of the config it runs (`SliceStatus.config_digest`)
+    restarts: int = 0  # times its node started its process again after it died
+    last_exit: str = ""  # how the last of those ended ("killed by signal 9", "memory: ...")
 
 
 @attrs.frozen(kw_only=True)

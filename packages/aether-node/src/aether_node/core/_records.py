@@ -55,6 +55,11 @@ class SliceRecord:
     # On the leader's ACTIVATE of an instance that replaces one on another node (a rebalancing move);
     # the node keeps it through its own writes, so the leader can count the moves in flight.
     moved_from: str = ""
+    # How many times its node started its process again after it died, and how the last one ended
+    # ("killed by signal 9", "memory: ..."): kept through every later write of the record, as
+    # Kubernetes keeps a container's restart count and last state.
+    restarts: int = 0
+    last_exit: str = ""
     schema_version: int = SCHEMA_VERSION
 
     @property

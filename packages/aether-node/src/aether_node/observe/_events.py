@@ -434,6 +434,8 @@ def _instance_events(event: Event, key: InstanceKey, at: float) -> list[ClusterE
             message,
             state=str(record.state),
             reason=record.reason,
+            restarts=record.restarts,
+            last_exit=record.last_exit,
             **about,
         )
     ]

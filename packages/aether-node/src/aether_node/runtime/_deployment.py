@@ -85,6 +85,7 @@ class _Slot:
     changed: Broadcast = attrs.field(factory=Broadcast)
     deaths: collections.deque[float] = attrs.field(factory=collections.deque)
     last_death: str = ""
+    last_exit: str = ""  # how the process last ended, alone (the restart's record says it)
     loads: int = 0  # processes started for this record (the first: a new instance on this node)
 
     def update(self, record: SliceRecord | None, revision: int) -> None:
@@ -324,7 +325,7 @@ class NodeDeploymentManager:
             # No process runs: the record must not go on saying ACTIVE (or LOADED) through the backoff
             # (up to seconds), or the leader counts a dead instance as serving and as staying up (its
             # min_ready_s). LOADING with the restart's reason goes now; the load writes no other.
-            if not await self._write(key, slot, SliceState.LOADING, reason):
+            if not await self._write(key, slot, SliceState.LOADING, reason, restart=slot.last_exit):
                 return  # a newer command came: the next pass acts on it
             with trio.move_on_after(delay):
                 seen = slot.version
@@ -380,6 +381,7 @@ class NodeDeploymentManager:
         slot.deaths.append(self.clock())
         self.metrics.process_death(key.coordinates)
         slot.last_death = f"{reason}; log: {instance.host.log_path}"
+        slot.last_exit = reason
         await self._withdraw(key, instance)
         await self.store.unload(key)
 
@@ -514,9 +516,12 @@ class NodeDeploymentManager:
         reason: str,
         *,
         publish: LocalInstance | None = None,
+        restart: str | None = None,
     ) -> bool:
         """Record `state` unless the key changed since we last saw it (then the newer record wins and this
-        returns False). A write whose outcome is unknown (the leader changed) is checked and retried.
+        returns False). `restart`: how the process ended that this write starts again (one more restart
+        counted, and the record says how the last one ended). A write whose outcome is unknown (the
+        leader changed) is checked and retried.
         With `publish` (an instance just activated, its state ACTIVE), its endpoints go in the same
         transaction: callers see the instance ACTIVE and routable at once, one commit sooner than
         after a write of their own. Where they cannot go with it (the node's lease lapsed: the record is
@@ -535,6 +540,8 @@ class NodeDeploymentManager:
             config=current.config if current else {},
             command=command,
             moved_from=current.moved_from if current else "",  # (the leader counts moves in flight)
+            restarts=(current.restarts if current else 0) + (restart is not None),
+            last_exit=restart if restart is not None else (current.last_exit if current else ""),
         )
         expected = slot.revision
         unchanged = Compare(key=key.key, target=CompareTarget.MOD_REVISION, op=CompareOp.EQ, operand=expected)

@@ -179,6 +179,8 @@
         state: event.state,
         reason: event.reason,
         timestamp: event.timestamp,
+        restarts: event.restarts ?? 0,
+        last_exit: event.last_exit ?? "",
       });
     } else if (event.kind === "instance_removed") {
       instances.delete(key);
@@ -586,10 +588,17 @@
         (i) =>
           `<tr data-node="${esc(i.node_id)}" data-artifact="${esc(i.artifact)}" data-instance="${i.instance}" data-state="${esc(i.state)}">` +
           `${cell(i.node_id)}${cell(i.artifact)}<td class="num">${i.instance}</td>` +
-          `<td class="state state-${esc(i.state)}">${esc(i.state)}</td>${reason(i.reason)}<td>${esc(clock(i.timestamp))}</td></tr>`,
+          `<td class="state state-${esc(i.state)}">${esc(i.state)}</td>${reason(instanceReason(i))}<td>${esc(clock(i.timestamp))}</td></tr>`,
       )
       .join("");
     $("instances-count").textContent = filter ? `(${shown.length} of ${instances.length})` : `(${instances.length})`;
+  }
+
+  // Why an instance is in its state; for one its node started again after its process died (and that
+  // has no reason of its own now), how many times and how the last process ended.
+  function instanceReason(i) {
+    if (i.reason || !i.restarts) return i.reason;
+    return `restarted ${i.restarts}×; last exit: ${i.last_exit || "unknown"}`;
   }
 
   function renderCalls() {
