@@ -71,6 +71,21 @@ def test_a_version_is_recorded_once_its_floor_is_active_and_not_again() -> None:
     assert changes([spec("1.0", 3, config)], found, {ECHO: record("1.0")}, [ECHO]) == [put]
 
 
+def test_an_update_that_came_before_the_leader_saw_the_old_version_serve_records_the_old_version() -> None:
+    """1.0 went ACTIVE and the upgrade to 2.0 came before a pass of the leader saw 1.0 as the wanted
+    version: while 2.0 has not its floor ACTIVE, the version that serves is 1.0, and it is recorded."""
+    old = [
+        instance("a", "1.0", 1, SliceState.ACTIVE, {"x": 1}),
+        instance("b", "1.0", 2, SliceState.ACTIVE, {"x": 1}),
+    ]
+    (put,) = changes([spec("2.0", 2)], [*old, instance("c", "2.0", 3, SliceState.FAILED)])
+    assert decode_record(put.key, put.value, ServingVersion) == record("1.0", {"x": 1})
+    # once 2.0 has its floor (2 of 2) ACTIVE, it is the one
+    new = [instance("a", "2.0", 4, SliceState.ACTIVE), instance("c", "2.0", 5, SliceState.ACTIVE)]
+    (put,) = changes([spec("2.0", 2)], [*old, *new], {ECHO: record("1.0", {"x": 1})}, [ECHO])
+    assert decode_record(put.key, put.value, ServingVersion) == record("2.0")
+
+
 def test_instances_on_nodes_that_are_gone_do_not_count() -> None:
     found = [instance("z", "1.0", 1, SliceState.ACTIVE), instance("y", "1.0", 2, SliceState.ACTIVE)]
     assert changes([spec("1.0", 2)], found) == []

@@ -191,6 +191,14 @@ async def test_a_node_killed_while_an_upgrade_is_stuck_has_the_old_version_repla
     async with running_cluster(tmp_path / "cluster", broken_index, 3) as cluster, kv_of(cluster) as kv:
         await serving(kv, count)
         found = await upgrade_that_fails(cluster, kv, count)
+        # the leader has recorded the version that serves (what it brings back when none is left)
+        await wait_until(
+            lambda: kv.get(f"cluster/serving/{ECHO_ID}"),
+            until=lambda found: found is not None and ECHO.encode() in found.value,
+            timeout=30,
+            interval=0.05,
+            what=f"cluster/serving/ naming {ECHO}",
+        )
         leader = await leader_node_id(cluster, kv)
         hosts = {i.node_id for i in active(found, ECHO)}
         victim = min(hosts - {leader} or hosts)  # a follower's if there is one

@@ -1,12 +1,14 @@
 """The version that last served each slice: the leader's `cluster/serving/{group:artifact}` records
 (`ServingVersion`). Pure: decoding them, and the puts and deletes that keep them. No I/O.
 
-A slice's wanted variant (version and config) serves once as many of its instances are ACTIVE on live
-nodes as its floor asks (`min_available`, at most its instance count; at least one): the leader records
-it then, once per change. While an update cannot place its new version (an install that fails
+A variant (version and config) serves once as many of its instances are ACTIVE on live nodes as the
+slice's floor asks (`min_available`, at most its instance count; at least one): the wanted one if it
+does, else the one with the most (an update that cannot go on: its old version, also where the leader
+never saw it serve as the wanted one, the update coming right after it went ACTIVE). The leader records
+it once per change. While an update cannot place its new version (an install that fails
 everywhere), the planner keeps the old version serving at its count (`_reconcile.plan`): what a lost
 node took of it is made up from the old instances still running; where lost nodes took every one of
-them, the version recorded here says which to bring back (`plan(serving=...)`). A slice in no blueprint
+them, the version recorded here says which to bring back (`plan(served=...)`). A slice in no blueprint
 has its record deleted: a blueprint applied long after never brings back a version from before.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aether_kv import Delete, KeyValue, Put
 
@@ -23,7 +26,10 @@ from ..core._coordinates import Coordinates
 from ..core._errors import InvalidCoordinatesError
 from ..core._records import RecordError, ServingVersion, SliceState, decode_record, encode_record
 from ..core._schema import SERVING, serving_key
-from ._instance_index import InstanceIndex, Variant
+from ._instance_index import ArtifactInstances, InstanceIndex, Variant
+
+if TYPE_CHECKING:  # (the planner, which defines it, imports this module)
+    from ._reconcile import ObservedInstance
 
 log = logging.getLogger("aether_node.cluster")
 
@@ -55,7 +61,7 @@ def serving_changes(
     recorded: Mapping[str, ServingVersion],
     present: Collection[str],
 ) -> list[Put | Delete]:
-    """The writes that bring the records up to date: a put for each wanted variant that serves and is not
+    """The writes that bring the records up to date: a put for each slice whose serving variant is not
     recorded so, a delete for each record (`present`: the artifact ids with a record, decoded or not) of a
     slice in no blueprint."""
     changes: list[Put | Delete] = []
@@ -67,18 +73,32 @@ def serving_changes(
             continue
         artifact_id = coordinates.artifact_id
         wanted.add(artifact_id)
-        variant = Variant.of(coordinates, spec.config)
+        found = _serving(spec, Variant.of(coordinates, spec.config), index.artifact(artifact_id), live)
         record = recorded.get(artifact_id)
-        if record is not None and variant_of(record) == variant:
-            continue
-        group = index.artifact(artifact_id)
-        active = sum(
-            len(group.nodes[node_id].get(variant, {}).get(SliceState.ACTIVE, {}))
-            for node_id in group.nodes
-            if node_id in live
-        )
-        if active and active >= min(spec.floor, spec.instances):
-            value = ServingVersion(coordinates=str(coordinates), config=dict(spec.config))
+        if found is not None and (record is None or variant_of(record) != found[0]):
+            value = ServingVersion(coordinates=str(found[0].coordinates), config=dict(found[1]))
             changes.append(Put(key=serving_key(artifact_id), value=encode_record(value)))
     changes += [Delete(key=serving_key(a)) for a in sorted(set(present) - wanted)]
     return changes
+
+
+def _serving(
+    spec: SliceSpec, wanted: Variant, group: ArtifactInstances, live: Collection[str]
+) -> tuple[Variant, Mapping[str, Any]] | None:
+    """The variant that serves the slice, and its config: one with as many instances ACTIVE on live nodes
+    as the slice's floor asks (at least one) — the wanted one if it has them, else the one with the most
+    (of two as many, the one with the newest instance): the old version of an update that cannot go on,
+    also where the leader never saw the wanted one serve before the update came. None if none has."""
+    need = max(1, min(spec.floor, spec.instances))
+    active: dict[Variant, list[ObservedInstance]] = {}
+    for node_id, variants in group.nodes.items():
+        if node_id in live:
+            for variant, states in variants.items():
+                active.setdefault(variant, []).extend(states.get(SliceState.ACTIVE, {}).values())
+    if len(active.get(wanted, ())) >= need:
+        return wanted, spec.config
+    ranked = [(len(found), max(i.instance for i in found), v) for v, found in active.items() if found]
+    if not ranked:
+        return None
+    count, _, variant = max(ranked, key=lambda r: r[:2])
+    return (variant, active[variant][0].config) if count >= need else None

@@ -169,7 +169,8 @@ class InstanceNumbers:
 @attrs.frozen(kw_only=True)
 class ServingVersion:
     """`cluster/serving/{group:artifact}`: the version and config that last served the slice (as many
-    of its instances ACTIVE as its floor asks, or all of them), by the leader's observation. While an
+    of its instances ACTIVE on live nodes as its floor asks: the wanted one if it has them, else the one
+    with the most), by the leader's observation. While an
     update cannot place its new version (an install that fails), the leader brings this one back where
     lost nodes took every instance of it (`control/_serving.py`). Deleted once the slice is in no
     blueprint."""
