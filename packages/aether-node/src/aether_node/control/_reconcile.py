@@ -18,7 +18,7 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   ACTIVE (its node restarts its dead process, or it was created just before the blueprint changed) stays
   while the ACTIVE count is short of that number without it. While failures keep the new version from
   its room (an update stuck on an install that fails), what a lost node took of the old version is
-  replaced with the old version (the one with most ACTIVE instances, with its config: `_serving`,
+  replaced with the old version (the one with most ACTIVE instances, with its config: `_serving_spec`,
   placed as `_stable_set.restore` places a rollout's stable version), up to that number less the new
   instances placed; where none of the old version runs, the version recorded as the last that served
   (`served`, `_serving.py`). Only the loss of a node takes the
@@ -70,7 +70,7 @@ from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
 from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, Variant, as_index
 from ._rebalance import await_lost
-from ._serving import variant_of
+from ._serving import most_active, variant_of
 from ._stable_set import StableSet, restore, usage_of
 
 
@@ -281,7 +281,7 @@ def plan(
         # replaced with the old version, up to the number to keep with the new instances placed.
         blocked = room[spec.artifact].unplaced < placement.unplaced and not holding
         to_serve = keep - sum(alive.placed.values())
-        serving = _serving(alive, spec, to_serve, served.get(artifact_id)) if blocked else None
+        serving = _serving_spec(alive, spec, to_serve, served.get(artifact_id)) if blocked else None
         if (holding and artifact_id in stable) or serving is not None:
             kept_stable = restore(
                 stable[artifact_id] if serving is None else serving,
@@ -310,7 +310,8 @@ def plan(
             active=active - len(settling), keep=keep, retain=retain, draining=draining, settling=settling
         )
         removals: list[tuple[ObservedInstance, str]] = []
-        for instance, why in _stale_inactive(alive, variant, kept_stable, now):
+        # (oldest first: which of them stay must not hang on the order the index keeps them in)
+        for instance, why in sorted(_stale_inactive(alive, variant, kept_stable, now), key=_oldest_first):
             floor_rule.consider_stale(instance, why, removals)
         for instance in _newest_first(surplus):
             floor_rule.consider(instance, "scaled down or moved", removals)
@@ -450,35 +451,27 @@ def plan(
     return Plan(actions=tuple(actions), problems=tuple(problems), numbers=next_numbers)
 
 
-def _serving(alive: _Alive, spec: SliceSpec, count: int, recorded: ServingVersion | None) -> SliceSpec | None:
+def _serving_spec(
+    alive: _Alive, spec: SliceSpec, count: int, recorded: ServingVersion | None
+) -> SliceSpec | None:
     """The spec that keeps the old version serving at `count` instances while the new one cannot take
-    its place: the old variant with the most ACTIVE instances on live nodes (of two as many, the one with
-    the newest instance), with its config; with none ACTIVE, the version `recorded` as the last that
-    served (`_serving.py`) if it is not the one wanted; None if there is none or nothing is to be kept."""
+    its place: the old variant with the most ACTIVE instances on live nodes (`most_active`), with its
+    config; with none ACTIVE, the version `recorded` as the last that served (`_serving.py`) if it is not
+    the one wanted; None if there is none or nothing is to be kept."""
     if count <= 0:
         return None
-    instances = alive.old_active_instances()
-    if not instances:
-        if recorded is None or variant_of(recorded) in (None, alive.wanted):
-            return None
-        return attrs.evolve(
-            spec,
-            artifact=recorded.coordinates,
-            config=dict(recorded.config),
-            instances=count,
-            min_available=0,
-        )
-    by_variant: dict[Variant, list[ObservedInstance]] = collections.defaultdict(list)
-    for instance in instances:
-        by_variant[instance.variant].append(instance)
-    chosen = max(by_variant.values(), key=lambda found: (len(found), max(i.instance for i in found)))
-    return attrs.evolve(
-        spec,
-        artifact=str(chosen[0].coordinates),
-        config=dict(chosen[0].config),
-        instances=count,
-        min_available=0,
-    )
+    found = most_active(alive.group, alive.nodes, besides=alive.wanted)
+    if found is not None:
+        coordinates, config = str(found.variant.coordinates), found.config
+    elif recorded is not None and variant_of(recorded) not in (None, alive.wanted):
+        coordinates, config = recorded.coordinates, recorded.config
+    else:
+        return None
+    return attrs.evolve(spec, artifact=coordinates, config=dict(config), instances=count, min_available=0)
+
+
+def _oldest_first(candidate: tuple[ObservedInstance, str]) -> tuple[int, str]:
+    return candidate[0].instance, candidate[0].key
 
 
 def _stale_inactive(

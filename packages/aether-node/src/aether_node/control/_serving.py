@@ -18,6 +18,8 @@ import logging
 from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from aether_kv import Delete, KeyValue, Put
 
 from ..core._bad_records import log_once
@@ -87,18 +89,60 @@ def _serving(
 ) -> tuple[Variant, Mapping[str, Any]] | None:
     """The variant that serves the slice, and its config: one with as many instances ACTIVE on live nodes
     as the slice's floor asks (at least one) — the wanted one if it has them, else the one with the most
-    (of two as many, the one with the newest instance): the old version of an update that cannot go on,
-    also where the leader never saw the wanted one serve before the update came. None if none has."""
+    (`most_active`): the old version of an update that cannot go on, also where the leader never saw the
+    wanted one serve before the update came. None if none has."""
     need = max(1, min(spec.floor, spec.instances))
-    active: dict[Variant, list[ObservedInstance]] = {}
-    for node_id, variants in group.nodes.items():
-        if node_id in live:
-            for variant, states in variants.items():
-                active.setdefault(variant, []).extend(states.get(SliceState.ACTIVE, {}).values())
-    if len(active.get(wanted, ())) >= need:
+    counts = _active_counts(group, live)
+    if counts.get(wanted, 0) >= need:
         return wanted, spec.config
-    ranked = [(len(found), max(i.instance for i in found), v) for v, found in active.items() if found]
-    if not ranked:
+    found = most_active(group, live)
+    return (found.variant, found.config) if found is not None and counts[found.variant] >= need else None
+
+
+@attrs.frozen
+class Serving:
+    variant: Variant
+    config: Mapping[str, Any]
+
+
+def most_active(
+    group: ArtifactInstances, nodes: Collection[str], besides: Variant | None = None
+) -> Serving | None:
+    """The variant (other than `besides`) with the most ACTIVE instances on `nodes`, of two as many the
+    one with the newest instance, and its config; None if none is ACTIVE. Counts per bucket: only a tie
+    looks at instances."""
+    counts = _active_counts(group, nodes)
+    counts.pop(besides, None)  # type: ignore[arg-type]
+    if not counts:
         return None
-    count, _, variant = max(ranked, key=lambda r: r[:2])
-    return (variant, active[variant][0].config) if count >= need else None
+    top = max(counts.values())
+    tied = {v for v, count in counts.items() if count == top}
+    instances = _active(group, nodes, tied)
+    if len(tied) > 1:
+        instances = [max(instances, key=lambda i: i.instance)]
+    return Serving(instances[0].variant, instances[0].config)
+
+
+def _active_counts(group: ArtifactInstances, nodes: Collection[str]) -> dict[Variant, int]:
+    counts: dict[Variant, int] = {}
+    for node_id, variants in group.nodes.items():
+        if node_id in nodes:
+            for variant, states in variants.items():
+                active = len(states.get(SliceState.ACTIVE, {}))
+                if active:
+                    counts[variant] = counts.get(variant, 0) + active
+    return counts
+
+
+def _active(
+    group: ArtifactInstances, nodes: Collection[str], variants: Collection[Variant]
+) -> list[ObservedInstance]:
+    """The ACTIVE instances of `variants` on `nodes` (of one variant: one of them, all it needs)."""
+    found: list[ObservedInstance] = []
+    for node_id, on_node in group.nodes.items():
+        if node_id in nodes:
+            for variant in variants:
+                found += on_node.get(variant, {}).get(SliceState.ACTIVE, {}).values()
+                if found and len(variants) == 1:
+                    return found[:1]
+    return found
