@@ -699,3 +699,25 @@ async def test_a_leader_elected_again_in_a_new_term_between_two_looks_claims_aga
         await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=1))
         await wait_until(lambda: _eq(_len(instances(kv)), 1), timeout=60, what="the blueprint placed")
         nursery.cancel_scope.cancel()
+
+
+async def test_a_blueprint_applied_after_a_quiet_spell_is_planned_at_once(
+    autojump_clock: MockClock, kv: MemoryStore
+) -> None:
+    """The leader paces its passes (a pass that changed nothing is followed no sooner than 10 ms later, to
+    let a burst of changes land), counted from its last pass: the first change after a quiet spell does
+    not wait. On the virtual clock the manager's own work takes no time, so its instances are written at
+    the very instant of the apply."""
+    for node_id in ("n1", "n2"):
+        await register(kv, node_id)
+    async with trio.open_nursery() as nursery:
+        await lead(nursery, kv)
+        await wait_until(lambda: claimed_by(kv, "n1"), timeout=60, what="the leader's claim")
+        await hold(0.5)  # a quiet spell: the leader's last pass is long past
+        watch = kv.watch("slices/")
+        applied = trio.current_time()
+        await apply(kv, "demo", SliceSpec(artifact=ECHO, instances=2))
+        await watch.__anext__()
+        assert trio.current_time() == applied
+        await watch.aclose()
+        nursery.cancel_scope.cancel()

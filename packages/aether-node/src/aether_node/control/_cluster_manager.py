@@ -94,7 +94,7 @@ from ._strategies import decode_rollouts, rollouts, update_of
 
 log = logging.getLogger("aether_node.cluster")
 
-PACE = 2.0  # after a pass that changed nothing, wait this many times its planning time (≥ 10 ms)
+PACE = 2.0  # a pass that changed nothing is followed no sooner than this times its planning (≥ 10 ms)
 
 ACTION_NAMES = {
     CreateInstance: "create",
@@ -434,12 +434,15 @@ class ClusterDeploymentManager:
                 self.metrics.reconciled(time.perf_counter() - started)
                 if result.actions:
                     continue
+                passed = trio.current_time()
                 with trio.move_on_after(self.interval):
                     await changed.wait()
                     # Let a burst of changes land before planning again, and plan at most a third of
                     # the time (a pass costs per node and action, `InstanceIndex`, but its fixed part,
-                    # the allocation and the other prefixes' records, is paid once per burst).
-                    await trio.sleep(max(0.01, PACE * planning))
+                    # the allocation and the other prefixes' records, is paid once per burst); counted
+                    # from the last pass, so that the first change after a quiet spell (a blueprint
+                    # applied, a node lost) is planned at once.
+                    await trio.sleep_until(passed + max(0.01, PACE * planning))
 
     async def _verdicts(
         self, specs: Sequence[SliceSpec], records: Mapping[str, RolloutRecord], cache: KVCache, now: float
