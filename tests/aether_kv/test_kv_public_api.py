@@ -64,6 +64,7 @@ EXPECTED_EXPORTS = {
     "LeaseNotFoundError",
     "UnavailableError",
     "DiskFullError",
+    "NoQuorumError",
     "OutcomeUnknownError",
     "ConnectionLostError",
     # records
@@ -146,7 +147,7 @@ def test_limits_are_positive_ints() -> None:
 def test_exported_errors_derive_from_kv_error() -> None:
     errors = exported_errors()
     assert aether_kv.KVError in errors
-    assert len(errors) == 10
+    assert len(errors) == 11
     for cls in errors:
         assert issubclass(cls, aether_kv.KVError), cls
 

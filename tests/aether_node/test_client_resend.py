@@ -307,3 +307,13 @@ def test_a_read_unavailable_for_longer_than_the_patience_says_so_and_a_write_is_
 
 def test_a_read_is_patient_as_long_as_a_node_retries_a_write() -> None:
     assert READ_PATIENCE == FAILOVER_TIME
+
+
+def test_a_read_asks_a_node_that_does_not_answer_once_per_round() -> None:
+    """Two nodes hung, one whose store has no quorum: a round asks each node once (a hung one costs the
+    whole timeout), not once per node that answered `unavailable`; the answer is that node's."""
+    with nodes(Answering(WORK, unavailable=1000), Silent(), Silent()) as (cut_off, hung, other):
+        client = ApiClient([cut_off.url, hung.url, other.url], timeout=0.5, read_patience=0.1)
+        with pytest.raises(ApiError, match="no leader"):
+            client.list_blueprints()
+        assert (len(cut_off.requests), len(hung.conns), len(other.conns)) == (1, 1, 1)

@@ -16,6 +16,7 @@ from ._errors import DiskFullError as DiskFullError
 from ._errors import InvalidRequestError as InvalidRequestError
 from ._errors import KVError as KVError
 from ._errors import LeaseNotFoundError as LeaseNotFoundError
+from ._errors import NoQuorumError as NoQuorumError
 from ._errors import OutcomeUnknownError as OutcomeUnknownError
 from ._errors import TLSError as TLSError
 from ._errors import UnavailableError as UnavailableError

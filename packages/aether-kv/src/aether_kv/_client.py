@@ -24,6 +24,7 @@ from ._errors import (
     DiskFullError,
     InvalidRequestError,
     KVError,
+    NoQuorumError,
     OutcomeUnknownError,
     UnavailableError,
 )
@@ -191,21 +192,33 @@ def _read_unanswered(what: str) -> UnavailableError:
     return UnavailableError(f"{what}; a read changes nothing, so it is safe to retry")
 
 
-class _DiskRefusals:
+class _Refusals:
     """What the endpoints answered one request that they could not take: each endpoint's last refusal,
     and the replicas it named as full if that was why (a replica names only its own disk: `_raft.
     translate_fail_reason`). A follower whose disk is full refuses a write ("another replica can take
     it"), which is true unless every replica is full: when every endpoint that answered refused for want
     of its own room, no replica can take the write until space is freed, and the client says so
     (DiskFullError) instead of "unavailable" (never for a request an earlier attempt may have applied:
-    that stays "outcome unknown")."""
+    that stays "outcome unknown"). Likewise for a want of quorum (NoQuorumError): a replica cut off from
+    the others says so while another endpoint may still reach a majority, so the client asks the next;
+    once it is back at an endpoint that said so (the client connects to the endpoints in turn, passing
+    those it cannot reach) and none said otherwise, no endpoint it can reach has a majority."""
 
     def __init__(self) -> None:
         # endpoint → the full replicas its last refusal named (empty: it refused for another reason)
         self._named: dict[str, tuple[str, ...]] = {}
+        self._no_quorum: dict[str, NoQuorumError] = {}  # endpoint → its last refusal, if for want of quorum
 
-    def answered(self, endpoint: str, error: UnavailableError) -> None:
-        self._named[endpoint] = error.replicas
+    def answered(self, endpoint: str, error: UnavailableError) -> NoQuorumError | None:
+        """Note the refusal; the NoQuorumError to raise if `endpoint` said so before in this request and no
+        endpoint has refused since for another reason (a leader change: worth the wait)."""
+        self._named[endpoint] = error.replicas if not isinstance(error, NoQuorumError) else ()
+        if not isinstance(error, NoQuorumError):
+            self._no_quorum.clear()
+            return None
+        again = endpoint in self._no_quorum
+        self._no_quorum[endpoint] = error
+        return error if again else None
 
     def all_full(self, endpoints: Sequence[str] = ()) -> DiskFullError | None:
         """DiskFullError naming the full replicas if every endpoint that answered (at least one, and each
@@ -327,7 +340,7 @@ class KVClient:
         backoff = _BACKOFF_START
         last_error: KVError | None = None
         maybe_applied = False  # an attempt reached a server (maybe) and no answer came back
-        refusals = _DiskRefusals()
+        refusals = _Refusals()
         held, attempt_started, first = 0.0, 0.0, True
         while True:
             # Only the first attempt asks the server to hold the request; if it failed before the wait
@@ -400,10 +413,12 @@ class KVClient:
             except UnavailableError as error:  # e.g. no leader known there: ask another endpoint
                 assert connection is not None
                 last_error = error
-                refusals.answered(connection.endpoint, error)
+                cut_off = refusals.answered(connection.endpoint, error)
                 full = None if maybe_applied else refusals.all_full(self.endpoints)
                 if full is not None:  # every endpoint said so: no need to wait for the deadline
                     raise full from None
+                if cut_off is not None and not maybe_applied:  # every endpoint reached says so
+                    raise cut_off from None
                 self._retire(connection)
             await trio.sleep(min(backoff, max(0.0, deadline - trio.current_time())))
             backoff = min(backoff * 2, _BACKOFF_MAX)

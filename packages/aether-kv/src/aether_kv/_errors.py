@@ -8,8 +8,10 @@
     ├── UnavailableError         the request was NOT applied: no leader, queue full, rejected, a read
     │   │                        unanswered (it changes nothing), a full follower's refusal (naming it);
     │   │                        safe to retry
-    │   └── DiskFullError        ... for want of disk space on the leader or a majority, or on every
-    │                            replica that answered (retry once space is freed there)
+    │   ├── DiskFullError        ... for want of disk space on the leader or a majority, or on every
+    │   │                        replica that answered (retry once space is freed there)
+    │   └── NoQuorumError        ... for want of a majority: no replica that answered has heard from one
+    │                            for longer than a leader change takes (naming the silent replicas)
     ├── OutcomeUnknownError      the request may or may not have been applied (timeout, leader lost mid-way)
     ├── ConnectionLostError      the client could not reach any endpoint (network, all replicas down)
     └── TLSError                 a CA certificate, certificate or key that cannot be loaded (operator's)
@@ -85,6 +87,16 @@ class DiskFullError(UnavailableError):
     code = "disk_full"
 
 
+class NoQuorumError(UnavailableError):
+    """Raised when the replica asked has heard from no majority of the replicas (itself included) for
+    longer than the leader fallback timeout, and so cannot commit, nor confirm a read: not a leader change
+    (that is over in less), but replicas that are down, hung or cut off. `replicas` names (by Raft address)
+    the ones it has not heard from. The client asks every endpoint it can reach before it says so. The
+    request was certainly not applied; safe to retry once a majority is back."""
+
+    code = "no_quorum"
+
+
 class OutcomeUnknownError(KVError):
     """Raised when the request timed out or lost its leader after it was proposed: it may or may not have
     been applied. Re-read before retrying anything that is not idempotent."""
@@ -116,6 +128,7 @@ ERRORS_BY_CODE: dict[str, type[KVError]] = {
         LeaseNotFoundError,
         UnavailableError,
         DiskFullError,
+        NoQuorumError,
         OutcomeUnknownError,
         ConnectionLostError,
         TLSError,

@@ -163,6 +163,18 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    suffice). Once its owner is back it may stand again, through pre-vote: it does not unseat a working
    leader. A one-replica cluster never stands aside (no other replica could lead).
 
+15. `PatchedSyncObj.quorum_view` (whether the replica sees a leader with a majority, and who is silent).
+   Upstream's `hasQuorum` counts the replicas it holds a TCP link to: a stopped or hung replica keeps its
+   link open, so with two of three replicas stopped the third said "quorum: yes" for as long as they
+   stayed stopped (an operator's status said the cluster was healthy while nothing could be written).
+   Now: a leader has a majority if it heard from one (itself included) within the leader fallback
+   timeout (after which upstream's check-quorum makes it step down); a follower, if it heard from its
+   leader within that timeout; a replica with no leader, if a majority answered it within that timeout
+   (its pre-votes are answered by every replica that is up, so "no" means an election cannot succeed,
+   not that one is running), or if it had one within that timeout (an election is on: a follower hears
+   nothing from the other followers until it starts). Every message from a replica counts as hearing
+   from it (`_heard_at`).
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -341,6 +353,9 @@ class PatchedSyncObj(SyncObj):
     def __init__(self, *args: Any, raft_tls: Any = None, **kwargs: Any) -> None:
         self.raft_tls = raft_tls  # a ReloadingTLS: the Raft port speaks mutual TLS (`_raft_port.py`)
         self._leader_heard_at = NEVER  # monotonic time of the last append-entries from a current leader
+        self._heard_at: dict[Any, float] = {}  # node → monotonic time of its last message (item 15)
+        # monotonic time this replica last led or heard a current leader (from its start: an election)
+        self._had_leader_at = _monotonic()
         self._pre_vote_term = 0  # the term a pre-vote round in progress asks about (0: none)
         self._pre_votes: set[Any] = set()
         self._pre_vote_won = False
@@ -728,6 +743,29 @@ class PatchedSyncObj(SyncObj):
             silent |= {leader.address}  # (the leader itself, by the leader's own rule)
         return silent
 
+    def quorum_view(self) -> tuple[bool, frozenset[str]]:
+        """Whether this replica sees a leader with a majority (or, with no leader, a majority it could
+        elect one with), and the addresses of the other members it counts as silent (item 15). Any
+        thread (may raise RuntimeError if the tick thread changes a dict meanwhile: read again)."""
+        members = self._SyncObj__otherNodes
+        fallback = self._SyncObj__conf.leaderFallbackTimeout
+        now = _monotonic()
+        leader = self._SyncObj__raftLeader
+        if self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            silent = self.silent_replicas()
+        elif (leader is not None and now - self._leader_heard_at < fallback) or (
+            now - self._had_leader_at < fallback
+        ):
+            # its leader steps down once it hears from no majority; with no leader for less than that, an
+            # election is on (a follower hears nothing from the other followers until it is)
+            return True, self.silent_replicas()
+        else:
+            since = now - fallback
+            heard = self._heard_at
+            silent = frozenset(node.address for node in members if heard.get(node, NEVER) <= since)
+        up = 1 + sum(1 for node in members if node.address not in silent and self.isNodeConnected(node))
+        return up > (len(members) + 1) / 2, silent
+
     def _tell_problems(self, node: Any) -> None:
         """To a leader whose message this replica had to drop (its new term could not be stored: it does
         not follow, nor acknowledge anything): its problems, in a message of their own (every
@@ -1031,6 +1069,7 @@ class PatchedSyncObj(SyncObj):
     # ------------------------------------------------------------ messages
 
     def _on_message(self, node: Any, message: Any) -> None:
+        self._heard_at[node] = _monotonic()
         if isinstance(message, dict):
             kind = message.get("type")
             if kind in ("next_node_idx", "append_entries", "replica_problems"):
@@ -1052,7 +1091,7 @@ class PatchedSyncObj(SyncObj):
                 self._leader_call_answered(message)
                 return
             if kind == "append_entries" and message.get("term", -1) >= self._SyncObj__raftCurrentTerm:
-                self._leader_heard_at = _monotonic()
+                self._leader_heard_at = self._had_leader_at = _monotonic()
                 self._pre_vote_term, self._pre_vote_won = 0, False
             if kind == "request_vote":
                 deadline = self._SyncObj__raftElectionDeadline

@@ -48,7 +48,14 @@ from ._disk import (
     record_bytes,
     reservation_target,
 )
-from ._errors import DiskFullError, KVError, LeaseNotFoundError, OutcomeUnknownError, UnavailableError
+from ._errors import (
+    DiskFullError,
+    KVError,
+    LeaseNotFoundError,
+    NoQuorumError,
+    OutcomeUnknownError,
+    UnavailableError,
+)
 from ._pysyncobj_patches import DISK_FULL, FOLLOWER_DISK_FULL, PatchedSyncObj
 from ._raft_port import GuardedTransport
 from ._records import BarrierResult, Batch, Command, ErrorResult, LeaseResult, Member, Result, Status
@@ -111,7 +118,7 @@ def translate_fail_reason(reason: Any, own_address: str | None = None) -> KVErro
     (`_pysyncobj_patches`, item 12). A follower's refusal names the replicas in `replicas` only if it is
     about this replica's own disk (`own_address`): one passed on from the leader (a full leader handing
     over refuses what followers with room forwarded to it) says nothing of this replica's room, and the
-    client counts an endpoint as full only by its own word (`_client._DiskRefusals`)."""
+    client counts an endpoint as full only by its own word (`_client._Refusals`)."""
     if isinstance(reason, tuple) and len(reason) == 2 and reason[0] == FOLLOWER_DISK_FULL:
         replicas = tuple(str(address) for address in reason[1])
         own = own_address is not None and replicas == (own_address,)
@@ -632,7 +639,7 @@ class RaftReplica:
             try:
                 raw = self._obj.getStatus()
                 others = list(self._obj.otherNodes)
-                silent = self._obj.silent_replicas()
+                has_quorum, silent = self._obj.quorum_view()
                 break
             except RuntimeError:  # a dict changed size on the tick thread; read again
                 continue
@@ -640,9 +647,10 @@ class RaftReplica:
             raise UnavailableError("could not read a consistent status, try again")
         leader = raw.get("leader")
         # A replica counts as connected only if the leader heard from it within the leader fallback
-        # timeout too (`silent_replicas`; on a follower, as its leader reported lately): a stopped or hung
-        # replica keeps its TCP link open (for up to the connection timeout, an hour), and `aether node
-        # stop` must not count it among the replicas that are up.
+        # timeout too (`quorum_view`; on a follower, as its leader reported lately; with no leader, if it
+        # answered this replica within that time): a stopped or hung replica keeps its TCP link open (for
+        # up to the connection timeout, an hour), and `aether node stop` must not count it among the
+        # replicas that are up, nor a status say there is a quorum.
         members = [Member(raft_address=self.config.raft_address, connected=True)]
         members += [
             Member(
@@ -663,11 +671,35 @@ class RaftReplica:
             last_applied=raw["last_applied"],
             revision=revision,
             compact_revision=compact,
-            has_quorum=bool(raw["has_quorum"]),
+            has_quorum=has_quorum,
             members=tuple(members),
             keys=keys,
             leases=leases,
             problems=self._obj.problems(),
+        )
+
+    def no_quorum(self) -> NoQuorumError | None:
+        """Why this replica can neither commit nor confirm a read now: it has heard from no majority of
+        the replicas (itself included), nor led or had a leader, for longer than the leader fallback
+        timeout (`quorum_view`). None otherwise (a leader change in progress included: the request waits
+        for it). Any thread."""
+        for _ in range(100):
+            try:
+                has_quorum, silent = self._obj.quorum_view()
+                break
+            except RuntimeError:  # a dict changed size on the tick thread; read again
+                continue
+        else:  # pragma: no cover
+            return None
+        if has_quorum:
+            return None
+        members, names = 1 + len(self._obj.otherNodes), ", ".join(sorted(silent))
+        return NoQuorumError(
+            f"not applied: no quorum: KV replica {self.config.raft_address} has heard from"
+            f" {members - len(silent)} of the {members} replicas (itself included) within the last"
+            f" {self.config.leader_fallback_timeout:g} s, not a majority (silent: {names});"
+            " nothing can be written or read linearizably until a majority is back; safe to retry",
+            replicas=tuple(sorted(silent)),
         )
 
     def _own_problems(self) -> tuple[str, ...]:

@@ -117,7 +117,12 @@ class KVStore:
     async def _on_tick_thread(
         self, start: Callable[[Callback], None], what: str, timeout: float | None = None
     ) -> Result:
-        """Start a request whose callback runs on the tick thread; wait for it within the deadline."""
+        """Start a request whose callback runs on the tick thread; wait for it within the deadline. Refused
+        at once (NoQuorumError, nothing started) while this replica has heard from no majority for longer
+        than a leader change takes: it would only wait out its deadline."""
+        refusal = self._replica.no_quorum()
+        if refusal is not None:
+            raise refusal
         token = trio.lowlevel.current_trio_token()
         outcome: list[tuple[Result | None, KVError | None]] = []
         done = trio.Event()

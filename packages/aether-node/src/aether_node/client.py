@@ -33,7 +33,7 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -476,19 +476,29 @@ class ApiClient:
         # A read that a node answers `unavailable` (its store is between leaders) goes to the next node,
         # and round again after a pause, for up to read_patience: the node retries a write itself for as
         # long (its FAILOVER_TIME), so an election reaches neither a read nor a write as an error.
+        # A round asks each node once: the rest of it skips the nodes that answered `unavailable` (a node
+        # that does not answer costs the whole timeout each time it is asked), and it ends once every
+        # node has answered so or not at all.
         give_up = time.monotonic() + self._read_patience
         pause = 0.1
         while True:
-            unavailable = None
-            for _ in range(max(1, len(self.urls))):
+            answered: set[int] = set()
+            unavailable: ApiError | None = None
+            while len(answered) < len(self.urls):
                 try:
-                    return self._send(method, path, params, body, idempotent, timeout, what, extra)
+                    return self._send(method, path, params, body, idempotent, timeout, what, extra, answered)
                 except ApiError as error:
                     if error.kind != ErrorKind.UNAVAILABLE:
                         raise
                     unavailable = error
+                    answered.add(self._good)  # (`_send` points `_good` at the node that answered)
                     self._good = (self._good + 1) % len(self.urls)
-            if unavailable is not None and time.monotonic() + pause > give_up:
+                except (NoAnswerError, ClusterUnreachableError):
+                    if unavailable is None:
+                        raise
+                    break  # the others did not answer: the answer is the one that came
+            assert unavailable is not None
+            if time.monotonic() + pause > give_up:
                 raise unavailable
             time.sleep(pause)
             pause = min(pause * 2, 1.0)
@@ -503,11 +513,14 @@ class ApiClient:
         timeout: float,
         what: str,
         extra: Mapping[str, str],
+        skip: Collection[int] = (),
     ) -> Any:
-        """One round over the nodes, from the last that answered (see `_request`)."""
+        """One round over the nodes, from the last that answered (see `_request`), but those in `skip`
+        (indexes in `urls`)."""
         errors = []
         answered_none = False
-        order = self.urls[self._good :] + self.urls[: self._good]
+        turn = [*range(self._good, len(self.urls)), *range(self._good)]
+        order = [self.urls[i] for i in turn if i not in skip]
         for url in order:
             attempt = _Attempt()
             try:

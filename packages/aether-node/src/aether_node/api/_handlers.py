@@ -24,6 +24,7 @@ from aether_kv import (
     Event,
     KeyValue,
     KVError,
+    NoQuorumError,
     OutcomeUnknownError,
     Status,
     UnavailableError,
@@ -202,9 +203,11 @@ def _decode_blueprints(items: Iterable[KeyValue]) -> dict[str, Blueprint]:
 
 
 def _apply_failed(doing: str, last: KVError, in_doubt: bool) -> RequestError:
-    """The answer to an apply that did not get through in FAILOVER_TIME. `last`: the last attempt's KV
-    error; `in_doubt`: a write of the apply went unanswered."""
-    doing = f"{doing} in {FAILOVER_TIME:g} s of trying"
+    """The answer to an apply that did not get through in FAILOVER_TIME, or at once for want of a KV
+    quorum (`NoQuorumError`: no majority for longer than a leader change takes; waiting does not help).
+    `last`: the last attempt's KV error; `in_doubt`: a write of the apply went unanswered."""
+    if not isinstance(last, NoQuorumError):
+        doing = f"{doing} in {FAILOVER_TIME:g} s of trying"
     if in_doubt and not isinstance(last, WriteInDoubt):
         doing += (
             " (a write of it went unanswered and may have landed: read the blueprint before applying again)"
@@ -393,8 +396,9 @@ class Handlers:
     async def apply_blueprint(self, text: str, source: str, *, since: int | None = None) -> ApplyResult:
         """Store the blueprint as a new revision (the same content again keeps its number). A leader change
         on the way (a barrier, read or write that failed, or a write whose answer was lost) is waited out:
-        the apply goes again until FAILOVER_TIME has passed (then 503), and a write in doubt is sent again
-        only while nothing else changed the blueprint (`store_revision`'s `in_doubt`): else 409, never an
+        the apply goes again until FAILOVER_TIME has passed (then 503; at once if the store has no
+        quorum), and a write in doubt is sent again only while nothing else changed the blueprint
+        (`store_revision`'s `in_doubt`): else 409, never an
         overwrite. `since`: the revision the client read; a blueprint changed after it is not written
         over (409, unless it holds this content already)."""
         blueprint = await read_blueprint(text, source, timestamp=self.clock())
@@ -443,7 +447,7 @@ class Handlers:
                 in_doubt, last = error.compared, error
             except RESENDABLE as error:
                 last = error
-            if trio.current_time() >= deadline:
+            if trio.current_time() >= deadline or isinstance(last, NoQuorumError):
                 raise _apply_failed(doing, last, in_doubt is not None)
             await trio.sleep(wait)
             wait = min(wait * 2, APPLY_RETRY_MAX)
