@@ -682,7 +682,10 @@ class RaftReplica:
         """Why this replica can neither commit nor confirm a read now: it has heard from no majority of
         the replicas (itself included), nor led or had a leader, for longer than the leader fallback
         timeout (`quorum_view`). None otherwise (a leader change in progress included: the request waits
-        for it). Any thread."""
+        for it; and a replica whose own disk is full, which refuses as such: `DiskFullError`, once every
+        replica says so, is what the operator must act on). Any thread."""
+        if self.disk.problem is not None:
+            return None
         for _ in range(100):
             try:
                 has_quorum, silent = self._obj.quorum_view()
