@@ -24,6 +24,7 @@ from aether_node.core._update_spec import DEFAULT_MIN_READY_S
 from aether_node.observe._metrics import UNKNOWN, NodeMetrics
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
+from aether_node.routing._peer_backoff import PeerBackoff
 from aether_node.routing._peers import LostInFlightError, NotSentError
 from aether_node.runtime._lifecycle import Phase
 
@@ -36,6 +37,7 @@ class Peers:
     def __init__(self) -> None:
         self.failures: dict[str, Exception] = {}
         self.calls: list[str] = []
+        self.backoff = PeerBackoff()  # (as PeerClients': nobody is out here)
 
     async def invoke(
         self,

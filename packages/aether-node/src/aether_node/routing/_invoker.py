@@ -131,6 +131,8 @@ class ClusterInvoker:
             candidates = [e for e in endpoints if e.target not in tried] if tried else endpoints
             if not candidates:
                 raise last_error or self._no_endpoint(artifact_id, entry)
+            # (not the instances of a peer this node could not connect to lately, while others remain)
+            candidates = self.peers.backoff.usable(candidates, self._peer_of, trio.current_time())
             if split is not None:  # a canary or blue-green rollout: its share of the calls per version
                 split_turns = self._split_turns.get(artifact_id)
                 if split_turns is None:
@@ -224,6 +226,13 @@ class ClusterInvoker:
         return await self.peers.invoke(
             node.peer, str(endpoint.coordinates), endpoint.instance, endpoint.entry, payload, timeout, depth
         )
+
+    def _peer_of(self, endpoint: Endpoint) -> str | None:
+        """The peer address of the node that runs `endpoint`'s instance; None for this node's own."""
+        if endpoint.node_id == self.node_id:
+            return None
+        node = self.registry.node(endpoint.node_id)
+        return node.peer if node is not None else None
 
     async def drop_lost_peers(self) -> None:
         """Until cancelled: whenever the registered nodes change, close the connections to peers no longer

@@ -37,6 +37,7 @@ from aether_slice.protocol import ProtocolError
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
 from ..core._off_loop import in_pieces, json_size_at_least, loads_yielding, run_sized
+from ._peer_backoff import PeerBackoff
 
 log = logging.getLogger("aether_node.peers")
 
@@ -281,6 +282,7 @@ class PeerClients:
         self._connect_timeout = connect_timeout
         self._connections: dict[str, _PeerConnection] = {}
         self._locks: dict[str, trio.Lock] = {}
+        self.backoff = PeerBackoff()  # the peers this node could not connect to lately
 
     async def drop_all_but(self, addresses: set[str]) -> list[str]:
         """Close the connections to peers not at `addresses` (nodes no longer registered: lost, or gone):
@@ -288,6 +290,7 @@ class PeerClients:
         instead of waiting out their timeout for a node declared lost. Returns the addresses dropped."""
         dropped = [address for address in self._connections if address not in addresses]
         for address in dropped:
+            self.backoff.reached(address)  # (gone: nothing to wait for)
             connection = self._connections.pop(address)
             if not connection.closed:
                 await connection.close()
@@ -313,7 +316,11 @@ class PeerClients:
                         await trio.aclose_forcefully(secured)
                         raise
             except (OSError, trio.TooSlowError, KVError, trio.BrokenResourceError) as error:
+                wait = self.backoff.failed(address, trio.current_time())
+                why = error or type(error).__name__
+                log.info("cannot connect to %s (%s): calls go elsewhere for %g s", address, why, wait)
                 raise NotSentError(f"cannot reach node at {address}: {error}") from None
+            self.backoff.reached(address)
             connection = _PeerConnection(framed, address)
             self._connections[address] = connection
             self._nursery.start_soon(connection.read_loop)

@@ -1,0 +1,101 @@
+"""A peer this node could not connect to is out for a while (`routing/_peer_backoff.py`): found by an
+operator with two machines of three hung and the KV without a majority to expire their leases: every call
+balanced to a hung node waited out the connect timeout (2 s) before it went elsewhere, two calls in three.
+The pure bookkeeping, then `ClusterInvoker` with real `PeerClients` on real sockets: a peer that accepts
+connections and never answers is connected to once, and the calls after go to the peer that answers."""
+
+from __future__ import annotations
+
+import functools
+import socket
+import threading
+from typing import Any
+
+import trio
+from shell_support import FakeSliceStore, register
+
+from aether_kv import MemoryStore, free_port
+from aether_node.core._coordinates import Coordinates
+from aether_node.core._kv_cache import KVCache
+from aether_node.core._records import EndpointRecord, encode_record
+from aether_node.core._schema import endpoint_key
+from aether_node.routing._endpoints import EndpointRegistry
+from aether_node.routing._invoker import ClusterInvoker
+from aether_node.routing._peer_backoff import FIRST, LONGEST, PeerBackoff
+from aether_node.routing._peers import PeerClients, serve_peers
+
+SECRET = "a cluster secret of 32 characters"
+ECHO = Coordinates.parse("org.example:echo:1.0")
+
+
+def test_a_peer_is_out_for_a_while_doubling_while_it_fails_and_back_once_reached() -> None:
+    backoff = PeerBackoff()
+    assert backoff.failed("a", 100.0) == FIRST
+    assert backoff.is_out("a", 100.0 + FIRST / 2) and not backoff.is_out("a", 100.0 + FIRST)
+    assert [backoff.failed("a", 200.0) for _ in range(7)] == [2.0, 4.0, 8.0, 16.0, LONGEST, LONGEST, LONGEST]
+    backoff.reached("a")
+    assert not backoff.is_out("a", 200.0) and backoff.failed("a", 300.0) == FIRST
+
+
+def test_the_candidates_skip_a_peer_that_is_out_unless_none_would_be_left() -> None:
+    backoff = PeerBackoff()
+    peer = {"local": None, "x1": "a", "x2": "a", "y": "b"}
+    candidates = list(peer)
+    assert backoff.usable(candidates, peer.get, 0.0) is candidates  # (nobody out: the list as it is)
+    backoff.failed("a", 10.0)
+    assert backoff.usable(candidates, peer.get, 10.5) == ["local", "y"]
+    assert backoff.usable(["x1", "x2"], peer.get, 10.5) == ["x1", "x2"]  # (all out: tried all the same)
+    assert backoff.usable(candidates, peer.get, 11.0) is candidates  # (its time is out)
+
+
+class Hung:
+    """Accepts connections and never answers (a SIGSTOPped node's kernel does the same); counts them."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+async def test_calls_go_to_the_peer_that_answers_after_one_could_not_be_connected_to() -> None:
+    kv = MemoryStore(address="n1")
+    hung = Hung()
+    try:
+        async with trio.open_nursery() as nursery:
+
+            async def answer(coordinates: str, instance: int, entry: str, payload: Any, *_: Any) -> Any:
+                return "n3"
+
+            answering = f"127.0.0.1:{free_port()}"
+            await nursery.start(functools.partial(serve_peers, SECRET, answering, "n3", answer))
+            for number, (name, address) in enumerate((("n2", hung.address), ("n3", answering)), start=1):
+                await register(kv, name, peer=address)
+                record = EndpointRecord(node_id=name, instance=number, entries=("echo",), idempotent=())
+                await kv.put(endpoint_key(ECHO, number), encode_record(record))
+            cache = KVCache(kv, EndpointRegistry.PREFIXES)
+            await nursery.start(cache.run)
+            peers = PeerClients(nursery, SECRET, connect_timeout=0.5)
+            invoker = ClusterInvoker("n1", FakeSliceStore(), EndpointRegistry(cache), peers)
+            # round robin over n2 and n3: without the backoff every other call waited 0.5 s on n2
+            answers = [await invoker.invoke("org.example:echo", "echo", None, 30.0) for _ in range(8)]
+            assert answers == ["n3"] * 8  # (never sent to n2: not idempotent, and still tried elsewhere)
+            assert len(hung.accepted) == 1, hung.accepted
+            assert peers.backoff.is_out(hung.address, trio.current_time())
+            nursery.cancel_scope.cancel()
+    finally:
+        hung.close()
