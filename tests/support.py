@@ -18,8 +18,10 @@ import datetime
 import inspect
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
@@ -317,3 +319,37 @@ def remove_left_memory_cgroups() -> None:
             if leaf.is_dir():
                 with contextlib.suppress(OSError):
                     leaf.rmdir()
+
+
+class Unanswering:
+    """A listener on 127.0.0.1 that accepts connections and reads what is sent, never answering: a node
+    that got the request and hung (a SIGSTOPped process's kernel accepts the same way). `conns`: the
+    connections it accepted; `received`: the first bytes read from each."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.url = f"http://{self.address}"
+        self.received: list[bytes] = []
+        self.conns: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            self.received.append(conn.recv(65536))
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()

@@ -27,40 +27,13 @@ from aether_node.client import (
     NoAnswerError,
 )
 from aether_node.core._kv_errors import FAILOVER_TIME
+from support import Unanswering
 
 
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class Silent:
-    """Accepts connections and reads what is sent, never answers: a node that got the request and hung."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.received: list[bytes] = []
-        self.conns: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            with contextlib.suppress(OSError):
-                self.received.append(conn.recv(65536))
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.conns:
-            conn.close()
 
 
 class Answering:
@@ -150,7 +123,7 @@ WORK = [{"name": "work", "idempotent": True}, {"name": "record", "idempotent": F
 
 
 def test_a_call_that_may_have_run_is_not_resent_when_its_entry_point_is_not_idempotent() -> None:
-    with nodes(Silent(), Answering(WORK)) as (silent, good):
+    with nodes(Unanswering(), Answering(WORK)) as (silent, good):
         client = ApiClient([silent.url, good.url], timeout=0.5)
         with pytest.raises(NoAnswerError) as caught:
             client.invoke("org.aether:faulty", "record", {"n": 1}, timeout=0.2)
@@ -165,7 +138,7 @@ def test_a_call_that_may_have_run_is_not_resent_when_its_entry_point_is_not_idem
 
 
 def test_an_idempotent_call_that_got_no_answer_goes_to_the_next_node() -> None:
-    with nodes(Silent(), Answering(WORK)) as (silent, good):
+    with nodes(Unanswering(), Answering(WORK)) as (silent, good):
         client = ApiClient([silent.url, good.url], timeout=0.5)
         assert client.invoke("org.aether:faulty", "work", None, timeout=0.2) == "ok"
         (invoke,) = good.invokes()
@@ -173,7 +146,7 @@ def test_an_idempotent_call_that_got_no_answer_goes_to_the_next_node() -> None:
 
 
 def test_when_idempotence_is_unknown_the_call_is_not_resent() -> None:
-    with nodes(Silent(), Silent()) as (first, second):
+    with nodes(Unanswering(), Unanswering()) as (first, second):
         client = ApiClient([first.url, second.url], timeout=0.3)
         with pytest.raises(NoAnswerError) as caught:
             client.invoke("org.aether:faulty", "work", None, timeout=0.1)
@@ -194,10 +167,10 @@ def test_a_request_that_reached_no_node_goes_to_the_next_one() -> None:
 
 
 def test_gets_are_resent_and_no_answer_anywhere_says_so() -> None:
-    with nodes(Silent(), Answering(WORK)) as (silent, good):
+    with nodes(Unanswering(), Answering(WORK)) as (silent, good):
         assert ApiClient([silent.url, good.url], timeout=0.3).entry_points("org.aether:faulty")
     with (
-        nodes(Silent(), Silent()) as (first, second),
+        nodes(Unanswering(), Unanswering()) as (first, second),
         pytest.raises(NoAnswerError, match=r"^no node answered: .* did not answer within 0\.3 s"),
     ):
         ApiClient([first.url, second.url], timeout=0.3).list_blueprints()
@@ -312,7 +285,7 @@ def test_a_read_is_patient_as_long_as_a_node_retries_a_write() -> None:
 def test_a_read_asks_a_node_that_does_not_answer_once_per_round() -> None:
     """Two nodes hung, one whose store has no quorum: a round asks each node once (a hung one costs the
     whole timeout), not once per node that answered `unavailable`; the answer is that node's."""
-    with nodes(Answering(WORK, unavailable=1000), Silent(), Silent()) as (cut_off, hung, other):
+    with nodes(Answering(WORK, unavailable=1000), Unanswering(), Unanswering()) as (cut_off, hung, other):
         client = ApiClient([cut_off.url, hung.url, other.url], timeout=0.5, read_patience=0.1)
         with pytest.raises(ApiError, match="no leader"):
             client.list_blueprints()

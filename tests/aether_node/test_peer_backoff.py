@@ -7,8 +7,6 @@ connections and never answers is connected to once, and the calls after go to th
 from __future__ import annotations
 
 import functools
-import socket
-import threading
 from typing import Any
 
 import trio
@@ -23,6 +21,7 @@ from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peer_backoff import FIRST, LONGEST, PeerBackoff
 from aether_node.routing._peers import PeerClients, serve_peers
+from support import Unanswering
 
 SECRET = "a cluster secret of 32 characters"
 ECHO = Coordinates.parse("org.example:echo:1.0")
@@ -48,33 +47,9 @@ def test_the_candidates_skip_a_peer_that_is_out_unless_none_would_be_left() -> N
     assert backoff.usable(candidates, peer.get, 11.0) is candidates  # (its time is out)
 
 
-class Hung:
-    """Accepts connections and never answers (a SIGSTOPped node's kernel does the same); counts them."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.accepted: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                self.accepted.append(self.sock.accept()[0])
-            except OSError:
-                return
-
-    def close(self) -> None:
-        self.sock.close()
-        for conn in self.accepted:
-            conn.close()
-
-
 async def test_calls_go_to_the_peer_that_answers_after_one_could_not_be_connected_to() -> None:
     kv = MemoryStore(address="n1")
-    hung = Hung()
+    hung = Unanswering()
     try:
         async with trio.open_nursery() as nursery:
 
@@ -94,7 +69,7 @@ async def test_calls_go_to_the_peer_that_answers_after_one_could_not_be_connecte
             # round robin over n2 and n3: without the backoff every other call waited 0.5 s on n2
             answers = [await invoker.invoke("org.example:echo", "echo", None, 30.0) for _ in range(8)]
             assert answers == ["n3"] * 8  # (never sent to n2: not idempotent, and still tried elsewhere)
-            assert len(hung.accepted) == 1, hung.accepted
+            assert len(hung.conns) == 1, hung.conns
             assert peers.backoff.is_out(hung.address, trio.current_time())
             nursery.cancel_scope.cancel()
     finally:
