@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from disk_support import fill, small_filesystem
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -187,3 +188,27 @@ async def test_a_follower_of_a_log_nobody_writes_ends_at_once(tmp_path: Path) ->
     subscription = log.subscribe()
     assert [chunk async for chunk in subscription.channel] == []
     assert log.tail(5) == ["from an earlier run"]
+
+
+async def test_a_full_disk_drops_the_output_not_the_node_and_writing_resumes_once_there_is_room(
+    tmp_path: Path,
+) -> None:
+    """Found by an operator: with the node's log directory on a full disk, the first line an instance
+    printed raised ENOSPC out of the drain into the node's nursery, and the node restarted over and over,
+    taking its instances with it. Now the output is dropped (the followers still get it), and once there
+    is room again the file says how much was lost and goes on. A real tmpfs, filled."""
+    with small_filesystem(tmp_path / "logs", mib=1) as logs:
+        log = InstanceLog(logs / "x.log")
+        filler = fill(logs)
+        read_end, write_end = log.open_pipe()
+        follower = log.subscribe()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(log.drain, read_end)
+            with open(write_end, "wb", buffering=0) as own:
+                own.write(b"lost line\n")
+                await wait_until(lambda: log.lost, timeout=10, what="the line dropped")
+                filler.unlink()  # room again
+                own.write(b"kept line\n")
+        said = "[aether: 10 bytes of output could not be written here]"
+        assert read_tail(log.path, 5) == [said, "kept line"]
+        assert b"".join([chunk async for chunk in follower.channel]) == b"lost line\nkept line\n"

@@ -20,12 +20,15 @@ event loop's (it would stall the node's heartbeats).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 from typing import BinaryIO
 
 import attrs
 import trio
+
+log = logging.getLogger("aether_node.logs")
 
 MAX_BYTES = 10 * 1024 * 1024  # default: a log file this big rotates
 KEEP = 3  # default: rotated files kept
@@ -166,6 +169,7 @@ class InstanceLog:
         self.file = RotatingFile(path, limits)
         self.draining = 0  # processes whose output is still being read
         self._followers: dict[trio.MemorySendChannel[bytes], Subscription] = {}
+        self.lost = 0  # bytes of output the file could not take since the last write that succeeded
 
     @property
     def writing(self) -> bool:
@@ -192,7 +196,7 @@ class InstanceLog:
         return subscription
 
     def _write(self, data: bytes) -> None:
-        self.file.write(data)
+        self._to_file(data)
         for send, subscription in list(self._followers.items()):
             try:
                 send.send_nowait(data)
@@ -201,6 +205,21 @@ class InstanceLog:
                 self._unsubscribe(send)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._unsubscribe(send)  # the follower went away
+
+    def _to_file(self, data: bytes) -> None:
+        """Write `data` to the file; where it cannot be written (a full disk, a file system gone read-only)
+        it is dropped, not raised: the node must not end for a log (its followers still get the output).
+        Said once per spell, in the node's log, and in the file once writes succeed again."""
+        try:
+            if self.lost:
+                self.file.write(f"[aether: {self.lost} bytes of output could not be written here]\n".encode())
+                log.info("%s: output written again (%d bytes were lost)", self.path, self.lost)
+                self.lost = 0
+            self.file.write(data)
+        except OSError as error:
+            if not self.lost:
+                log.warning("%s: output cannot be written, dropped until it can: %s", self.path, error)
+            self.lost += len(data)
 
     def _unsubscribe(self, send: trio.MemorySendChannel[bytes]) -> None:
         self._followers.pop(send, None)
