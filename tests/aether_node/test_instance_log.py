@@ -25,6 +25,7 @@ from aether_node.runtime._instance_log import (
     read_tail,
     rotated,
 )
+from aether_node.runtime._node_problems import LogTrouble, NodeProblems
 from support import wait_until
 
 LINES = st.lists(
@@ -198,7 +199,8 @@ async def test_a_full_disk_drops_the_output_not_the_node_and_writing_resumes_onc
     taking its instances with it. Now the output is dropped (the followers still get it), and once there
     is room again the file says how much was lost and goes on. A real tmpfs, filled."""
     with small_filesystem(tmp_path / "logs", mib=1) as logs:
-        log = InstanceLog(logs / "x.log")
+        problems = NodeProblems()
+        log = InstanceLog(logs / "x.log", trouble=LogTrouble(problems, logs))
         filler = fill(logs)
         read_end, write_end = log.open_pipe()
         follower = log.subscribe()
@@ -207,8 +209,12 @@ async def test_a_full_disk_drops_the_output_not_the_node_and_writing_resumes_onc
             with open(write_end, "wb", buffering=0) as own:
                 own.write(b"lost line\n")
                 await wait_until(lambda: log.lost, timeout=10, what="the line dropped")
+                # the node's registration says so (`cluster status`: "node …: …")
+                (line,) = problems.lines()
+                assert line.startswith(f"1 instance's output cannot be written under {logs} (No space left")
                 filler.unlink()  # room again
                 own.write(b"kept line\n")
+                await wait_until(lambda: not problems.lines(), timeout=10, what="the trouble over")
         said = "[aether: 10 bytes of output could not be written here]"
         assert read_tail(log.path, 5) == [said, "kept line"]
         assert b"".join([chunk async for chunk in follower.channel]) == b"lost line\nkept line\n"

@@ -295,6 +295,7 @@ def _node_infos(
             instances=per_node[n.node_id],
             active=active[n.node_id],
             leader=n.node_id == leader,
+            problems=tuple(n.problems),
             **state(n),
         )
         for n in nodes
@@ -806,6 +807,7 @@ class Handlers:
                 f"KV replica {replica_label(status.self_address, names)} is not connected to {unreached}"
             )
         reasons += status.problems  # each names its replica ("KV replica …: disk full: …")
+        reasons += [f"node {n.node_id}: {problem}" for n in nodes for problem in n.problems]
         if undecodable:
             shown = "; ".join(list(undecodable.values())[:3])
             more = f" (and {len(undecodable) - 3} more)" if len(undecodable) > 3 else ""

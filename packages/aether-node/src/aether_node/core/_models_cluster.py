@@ -23,6 +23,7 @@ class NodeInfo:
     # ON_DUTY, CORDONED (no new instances), DRAINING (instances moving off), DRAINED, LEAVING (stopping)
     state: str = "ON_DUTY"
     waiting: str = ""  # a draining node: what its drain waits for
+    problems: tuple[str, ...] = ()  # what is wrong on the node itself (`NodeRecord.problems`)
 
 
 @attrs.frozen(kw_only=True)

@@ -113,6 +113,9 @@ class NodeRecord:
     lease_ttl: float = 0.0  # its lease's TTL: how long the cluster waits before it counts the node lost
     leaving: bool = False  # written just before a graceful shutdown revokes the lease (left, not lost)
     raft: str = ""  # its KV replica's Raft address ("": it runs none): a stop is checked against the quorum
+    # what is wrong on the node itself, one line each (its instances' output cannot be written: a full
+    # disk); the cluster's status names them; older records without the field read as none
+    problems: tuple[str, ...] = ()
     schema_version: int = SCHEMA_VERSION
 
 

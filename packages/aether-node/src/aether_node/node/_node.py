@@ -75,6 +75,7 @@ from ..runtime._health_settings import SliceHealth
 from ..runtime._installer import SliceInstaller
 from ..runtime._kv_replica import run_kv_replica
 from ..runtime._memory_cgroup import MemoryCgroups
+from ..runtime._node_problems import NodeProblems
 from ..runtime._slice_store import SliceStore
 from ._certificates import NodeCertificates
 from ._remote_stop import StopAsked, follow_stop_requests
@@ -288,6 +289,29 @@ class _Registration:
             await self.register_until_done()
         finally:
             self._reregistering = False
+
+    async def publish_problems(self, problems: NodeProblems) -> None:
+        """Until cancelled: the registration carries what is wrong on this node (`NodeRecord.problems`),
+        written again on the node's lease whenever that changes, and tried again with backoff while the
+        KV fails (a lapsed lease: the registration made again carries them)."""
+        backoff, published = 0.1, self.record.problems
+        while True:
+            changed = problems.next_change()
+            lines = problems.lines()
+            self.record = attrs.evolve(self.record, problems=lines)  # (a registration made again has them)
+            if lines != published and not self.record.leaving:
+                try:
+                    key = node_key(self.config.node_id)
+                    await self.kv.put(key, encode_record(self.record), lease=self.lease)
+                except KVError as error:
+                    log.warning(
+                        "publishing the node's problems failed: %s; again in %.1f s", error.message, backoff
+                    )
+                    await trio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                backoff, published = 0.1, lines
+            await changed.wait()
 
     async def guard(self, kv: KV) -> None:
         """Put the registration back whenever it is deleted while the node runs and is not leaving (an
@@ -503,6 +527,8 @@ async def serve_node(
                 try:
                     await start("lease keep-alive", registration.keep_alive)
                     await start("registration guard", run_forever(functools.partial(registration.guard, kv)))
+                    publish = functools.partial(registration.publish_problems, store.problems)
+                    await start("node problems", run_forever(publish))
                     await start("republish", registration.follow, manager.republish)
                     await start("deployment", manager.run, on_restart=republish_current)
                     peers = functools.partial(

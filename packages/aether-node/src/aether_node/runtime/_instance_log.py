@@ -28,6 +28,8 @@ from typing import BinaryIO
 import attrs
 import trio
 
+from ._node_problems import LogTrouble
+
 log = logging.getLogger("aether_node.logs")
 
 MAX_BYTES = 10 * 1024 * 1024  # default: a log file this big rotates
@@ -163,9 +165,15 @@ class Subscription:
 class InstanceLog:
     """One instance's log on this node, across its processes (a restart appends to the same files)."""
 
-    def __init__(self, path: Path, limits: LogLimits = LogLimits()) -> None:
+    def __init__(
+        self,
+        path: Path,
+        limits: LogLimits = LogLimits(),
+        trouble: LogTrouble | None = None,
+    ) -> None:
         self.path = path
         self.limits = limits
+        self.trouble = trouble  # told when the file cannot be written, and when that is over
         self.file = RotatingFile(path, limits)
         self.draining = 0  # processes whose output is still being read
         self._followers: dict[trio.MemorySendChannel[bytes], Subscription] = {}
@@ -215,10 +223,14 @@ class InstanceLog:
                 self.file.write(f"[aether: {self.lost} bytes of output could not be written here]\n".encode())
                 log.info("%s: output written again (%d bytes were lost)", self.path, self.lost)
                 self.lost = 0
+                if self.trouble is not None:
+                    self.trouble.over(self.path)
             self.file.write(data)
         except OSError as error:
             if not self.lost:
                 log.warning("%s: output cannot be written, dropped until it can: %s", self.path, error)
+                if self.trouble is not None:
+                    self.trouble.failed(self.path, error.strerror or str(error))
             self.lost += len(data)
 
     def _unsubscribe(self, send: trio.MemorySendChannel[bytes]) -> None:
@@ -269,5 +281,7 @@ class InstanceLog:
             self.draining -= 1
             if not self.writing:
                 self.file.close()
+                if self.trouble is not None:  # (nothing more to write, or to lose)
+                    self.trouble.over(self.path)
                 for send in list(self._followers):
                     self._unsubscribe(send)

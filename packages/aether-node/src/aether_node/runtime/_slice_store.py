@@ -25,6 +25,7 @@ from ._installer import InstalledSlice, SliceInstaller
 from ._instance_log import InstanceLog, LogLimits
 from ._lifecycle import Phase
 from ._memory_cgroup import MemoryCgroups
+from ._node_problems import LogTrouble, NodeProblems
 from ._slice_host import Ahead, CallHandler, SliceHost, SliceTemplate
 
 memory_log = logging.getLogger("aether_node.memory")
@@ -77,8 +78,12 @@ class SliceStore:
         log_limits: LogLimits = LogLimits(),  # noqa: B008 (a frozen value)
         cgroups: MemoryCgroups | None = None,
         memory_mib: Callable[[str], int] = lambda artifact_id: 0,
+        problems: NodeProblems | None = None,
     ) -> None:
         self._nursery = nursery
+        # what is wrong on this node, for its registration (here: instance output that cannot be written)
+        self.problems = problems or NodeProblems()
+        self.log_trouble = LogTrouble(self.problems, logs_dir)
         # Where an instance of a slice that declares memory_mib (`memory_mib(artifact_id)`) gets a memory
         # cgroup with that limit (None: nowhere, the health checks look at its memory instead).
         self.cgroups = cgroups
@@ -175,7 +180,7 @@ class SliceStore:
     ) -> LocalInstance:
         log = self.logs.get(key)
         if log is None:
-            log = self.logs[key] = InstanceLog(self.log_path(key), self.log_limits)
+            log = self.logs[key] = InstanceLog(self.log_path(key), self.log_limits, self.log_trouble)
         if first:
             log.mark_new_instance(key.label, time.strftime("%Y-%m-%d %H:%M:%S %Z"))
         try:
