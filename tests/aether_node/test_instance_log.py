@@ -202,19 +202,22 @@ async def test_a_full_disk_drops_the_output_not_the_node_and_writing_resumes_onc
         problems = NodeProblems()
         log = InstanceLog(logs / "x.log", trouble=LogTrouble(problems, logs))
         filler = fill(logs)
-        read_end, write_end = log.open_pipe()
+        # a process whose output is lost while it runs: the node's registration says so (`cluster status`:
+        # "node …: …") until it ends
+        await write_through(log, "print('lost line')")
+        assert log.lost == 10 and problems.lines() == ()
+        read_end, write_end = log.open_pipe()  # the instance again, on the disk still full
         follower = log.subscribe()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(log.drain, read_end)
             with open(write_end, "wb", buffering=0) as own:
-                own.write(b"lost line\n")
-                await wait_until(lambda: log.lost, timeout=10, what="the line dropped")
-                # the node's registration says so (`cluster status`: "node …: …")
+                own.write(b"lost again\n")
+                await wait_until(problems.lines, timeout=10, what="the trouble told again")
                 (line,) = problems.lines()
                 assert line.startswith(f"1 instance's output cannot be written under {logs} (No space left")
                 filler.unlink()  # room again
                 own.write(b"kept line\n")
                 await wait_until(lambda: not problems.lines(), timeout=10, what="the trouble over")
-        said = "[aether: 10 bytes of output could not be written here]"
+        said = "[aether: 21 bytes of output could not be written here]"
         assert read_tail(log.path, 5) == [said, "kept line"]
-        assert b"".join([chunk async for chunk in follower.channel]) == b"lost line\nkept line\n"
+        assert b"".join([chunk async for chunk in follower.channel]) == b"lost again\nkept line\n"

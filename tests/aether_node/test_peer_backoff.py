@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import pytest
 import trio
 from shell_support import FakeSliceStore, register
 
@@ -17,6 +18,7 @@ from aether_node.core._coordinates import Coordinates
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import EndpointRecord, encode_record
 from aether_node.core._schema import endpoint_key
+from aether_node.routing import _peer_backoff
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peer_backoff import FIRST, LONGEST, PeerBackoff
@@ -31,9 +33,18 @@ def test_a_peer_is_out_for_a_while_doubling_while_it_fails_and_back_once_reached
     backoff = PeerBackoff()
     assert backoff.failed("a", 100.0) == FIRST
     assert backoff.is_out("a", 100.0 + FIRST / 2) and not backoff.is_out("a", 100.0 + FIRST)
-    assert [backoff.failed("a", 200.0) for _ in range(7)] == [2.0, 4.0, 8.0, 16.0, LONGEST, LONGEST, LONGEST]
+    assert backoff.failed("a", 100.5) == 0.5  # (calls that tried it at once: one failure, no doubling)
+    now, waits = 200.0, []
+    for _ in range(7):  # each time it fails again once it is in again
+        waits.append(backoff.failed("a", now))
+        now += waits[-1]
+    assert waits == [2.0, 4.0, 8.0, 16.0, LONGEST, LONGEST, LONGEST]
+    assert backoff.failed_since("a", now - LONGEST) and not backoff.failed_since("a", now - LONGEST + 0.1)
     backoff.reached("a")
-    assert not backoff.is_out("a", 200.0) and backoff.failed("a", 300.0) == FIRST
+    assert not backoff.is_out("a", now) and not backoff.failed_since("a", 0.0)
+    assert backoff.failed("a", 1000.0) == FIRST
+    backoff.forget_all_but({"b"})  # (its node is gone)
+    assert not backoff.is_out("a", 1000.0) and backoff.failed("a", 1000.0) == FIRST
 
 
 def test_the_candidates_skip_a_peer_that_is_out_unless_none_would_be_left() -> None:
@@ -47,7 +58,10 @@ def test_the_candidates_skip_a_peer_that_is_out_unless_none_would_be_left() -> N
     assert backoff.usable(candidates, peer.get, 11.0) is candidates  # (its time is out)
 
 
-async def test_calls_go_to_the_peer_that_answers_after_one_could_not_be_connected_to() -> None:
+async def test_calls_go_to_the_peer_that_answers_after_one_could_not_be_connected_to(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_peer_backoff, "FIRST", 60.0)  # (out for the whole test, however slow the machine)
     kv = MemoryStore(address="n1")
     hung = Unanswering()
     try:
@@ -66,9 +80,20 @@ async def test_calls_go_to_the_peer_that_answers_after_one_could_not_be_connecte
             await nursery.start(cache.run)
             peers = PeerClients(nursery, SECRET, connect_timeout=0.5)
             invoker = ClusterInvoker("n1", FakeSliceStore(), EndpointRegistry(cache), peers)
-            # round robin over n2 and n3: without the backoff every other call waited 0.5 s on n2
-            answers = [await invoker.invoke("org.example:echo", "echo", None, 30.0) for _ in range(8)]
-            assert answers == ["n3"] * 8  # (never sent to n2: not idempotent, and still tried elsewhere)
+            # round robin over n2 and n3: without the backoff every other call waited 0.5 s on n2; eight
+            # at once, then eight in turn (at once: those that queued behind the first connection to n2
+            # do not try again when it fails)
+            answers: list[Any] = []
+
+            async def call() -> None:
+                answers.append(await invoker.invoke("org.example:echo", "echo", None, 30.0))
+
+            async with trio.open_nursery() as calls:
+                for _ in range(8):
+                    calls.start_soon(call)
+            for _ in range(8):
+                await call()
+            assert answers == ["n3"] * 16  # (never sent to n2: not idempotent, and still tried elsewhere)
             assert len(hung.conns) == 1, hung.conns
             assert peers.backoff.is_out(hung.address, trio.current_time())
             nursery.cancel_scope.cancel()

@@ -354,7 +354,8 @@ class PatchedSyncObj(SyncObj):
         self.raft_tls = raft_tls  # a ReloadingTLS: the Raft port speaks mutual TLS (`_raft_port.py`)
         self._leader_heard_at = NEVER  # monotonic time of the last append-entries from a current leader
         self._heard_at: dict[Any, float] = {}  # node → monotonic time of its last message (item 15)
-        # monotonic time this replica last led or heard a current leader (from its start: an election)
+        # monotonic time this replica last heard a current leader (from its start: an election); not
+        # kept while it leads: a leader that steps down has heard its followers' answers lately
         self._had_leader_at = _monotonic()
         self._pre_vote_term = 0  # the term a pre-vote round in progress asks about (0: none)
         self._pre_votes: set[Any] = set()

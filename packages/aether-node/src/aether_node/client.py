@@ -520,22 +520,22 @@ class ApiClient:
         errors = []
         answered_none = False
         turn = [*range(self._good, len(self.urls)), *range(self._good)]
-        order = [self.urls[i] for i in turn if i not in skip]
-        for url in order:
+        for position in (i for i in turn if i not in skip):
+            url = self.urls[position]
             attempt = _Attempt()
             try:
                 data = self._exchange(method, url, path, params, body, timeout, attempt, extra)
             except ApiError as error:
                 if answered_none and method == "DELETE" and error.status == 404:
                     return None  # gone: perhaps by the attempt that got no answer
-                self._good = self.urls.index(url)
+                self._good = position
                 raise
             except _transport_errors() as error:
                 if not attempt.connected:
                     errors.append(f"{url}: {_reason(error)}")
                     continue
                 # later requests (e.g. the question whether to resend) go to the next node first
-                self._good = (self.urls.index(url) + 1) % len(self.urls)
+                self._good = (position + 1) % len(self.urls)
                 if idempotent is True:
                     why_not = None
                 elif callable(idempotent):
@@ -555,7 +555,7 @@ class ApiClient:
                 errors.append(happened)
                 answered_none = True
                 continue
-            self._good = self.urls.index(url)
+            self._good = position
             return json.loads(data) if data else None
         if answered_none:
             raise NoAnswerError("no node answered: " + "; ".join(errors))

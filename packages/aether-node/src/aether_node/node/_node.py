@@ -198,17 +198,21 @@ class _Registration:
         self.on_lease: Callable[[int], None] = lambda lease: None  # told each new lease at once
         self._registered = trio.Event()
         self._reregistering = False
+        self._rewriting = trio.Lock()  # a rewrite of the registration (problems, leaving) at a time
+        self._published: tuple[str, ...] = ()  # the problems the registration carries in the KV
 
     async def register(self) -> int:
         """Grant a lease and put the registration on it, and (a node with a KV replica) which node the
         replica's Raft address is, in the same transaction (one attempt; raises KVError)."""
         grant = await self.kv.lease_grant(self.config.lease_ttl)
         node_id = self.config.node_id
-        operations = [Put(key=node_key(node_id), value=encode_record(self.record), lease=grant.lease)]
+        record = self.record
+        operations = [Put(key=node_key(node_id), value=encode_record(record), lease=grant.lease)]
         if self.record.raft:
             replica = ReplicaRecord(node_id=node_id)
             operations.append(Put(key=replica_key(self.record.raft), value=encode_record(replica)))
         await self.kv.txn([], operations)
+        self._published = record.problems
         self.lease = grant.lease
         self.generation += 1
         self.on_lease(self.lease)
@@ -294,15 +298,17 @@ class _Registration:
         """Until cancelled: the registration carries what is wrong on this node (`NodeRecord.problems`),
         written again on the node's lease whenever that changes, and tried again with backoff while the
         KV fails (a lapsed lease: the registration made again carries them)."""
-        backoff, published = 0.1, self.record.problems
+        backoff = 0.1
         while True:
             changed = problems.next_change()
             lines = problems.lines()
             self.record = attrs.evolve(self.record, problems=lines)  # (a registration made again has them)
-            if lines != published and not self.record.leaving:
+            if lines != self._published:
                 try:
-                    key = node_key(self.config.node_id)
-                    await self.kv.put(key, encode_record(self.record), lease=self.lease)
+                    async with self._rewriting:  # (never over the mark of a node leaving)
+                        if not self.record.leaving:
+                            key = node_key(self.config.node_id)
+                            await self.kv.put(key, encode_record(self.record), lease=self.lease)
                 except KVError as error:
                     log.warning(
                         "publishing the node's problems failed: %s; again in %.1f s", error.message, backoff
@@ -310,7 +316,7 @@ class _Registration:
                     await trio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                backoff, published = 0.1, lines
+                backoff, self._published = 0.1, lines
             await changed.wait()
 
     async def guard(self, kv: KV) -> None:
@@ -359,7 +365,8 @@ class _Registration:
         says "left", not "lost"."""
         self.record = attrs.evolve(self.record, leaving=True)  # also if it registers again meanwhile
         try:
-            await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=self.lease)
+            async with self._rewriting:  # (after a rewrite of its problems under way, not before)
+                await self.kv.put(node_key(self.config.node_id), encode_record(self.record), lease=self.lease)
         except KVError as error:
             log.warning("could not mark the node as leaving: %s", error.message)
 

@@ -23,11 +23,16 @@ T = TypeVar("T")
 class PeerBackoff:
     def __init__(self) -> None:
         self._out: dict[str, tuple[float, float]] = {}  # address → (out until, its last wait)
+        self._failed_at: dict[str, float] = {}  # address → when a connection to it last failed
         self._latest = 0.0  # when the last peer out is in again
 
     def failed(self, address: str, now: float) -> float:
-        """A connection to `address` failed at `now`: how long it is out (doubling while it fails)."""
-        _, last = self._out.get(address, (0.0, 0.0))
+        """A connection to `address` failed at `now`: how long it is out (doubling each time it fails
+        again once out no longer; several calls that tried it at once count as one failure)."""
+        self._failed_at[address] = now
+        until, last = self._out.get(address, (0.0, 0.0))
+        if now < until:
+            return until - now
         wait = min(LONGEST, last * 2) if last else FIRST
         self._out[address] = (now + wait, wait)
         self._latest = max(self._latest, now + wait)
@@ -37,6 +42,18 @@ class PeerBackoff:
         """A connection to `address` succeeded (or the node there is gone): it is in again, and its next
         failure waits `FIRST`."""
         self._out.pop(address, None)
+        self._failed_at.pop(address, None)
+
+    def failed_since(self, address: str, since: float) -> bool:
+        """Whether a connection to `address` failed at `since` or later (a call that waited for another's
+        attempt to connect need not try again at once)."""
+        return self._failed_at.get(address, -1.0) >= since
+
+    def forget_all_but(self, addresses: set[str]) -> None:
+        """Forget the peers not at `addresses` (their nodes are gone: one that comes back at the same
+        address starts afresh)."""
+        for address in [a for a in self._out if a not in addresses]:
+            self.reached(address)
 
     def is_out(self, address: str, now: float) -> bool:
         found = self._out.get(address)

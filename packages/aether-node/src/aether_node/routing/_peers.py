@@ -288,9 +288,9 @@ class PeerClients:
         """Close the connections to peers not at `addresses` (nodes no longer registered: lost, or gone):
         their calls in flight end at once as lost in flight (an idempotent one is then tried elsewhere),
         instead of waiting out their timeout for a node declared lost. Returns the addresses dropped."""
+        self.backoff.forget_all_but(addresses)  # (gone: nothing to wait for)
         dropped = [address for address in self._connections if address not in addresses]
         for address in dropped:
-            self.backoff.reached(address)  # (gone: nothing to wait for)
             connection = self._connections.pop(address)
             if not connection.closed:
                 await connection.close()
@@ -300,10 +300,15 @@ class PeerClients:
         connection = self._connections.get(address)
         if connection is not None and not connection.closed:
             return connection
+        asked = trio.current_time()
         async with self._locks.setdefault(address, trio.Lock()):
             connection = self._connections.get(address)
             if connection is not None and not connection.closed:
                 return connection
+            if self.backoff.failed_since(address, asked):  # (the attempt this call waited for failed)
+                raise NotSentError(
+                    f"cannot reach node at {address}: a connection failed while this call waited"
+                )
             host, _, port = address.rpartition(":")
             try:
                 with trio.fail_after(self._connect_timeout):

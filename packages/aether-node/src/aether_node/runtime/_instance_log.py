@@ -178,6 +178,7 @@ class InstanceLog:
         self.draining = 0  # processes whose output is still being read
         self._followers: dict[trio.MemorySendChannel[bytes], Subscription] = {}
         self.lost = 0  # bytes of output the file could not take since the last write that succeeded
+        self._told = False  # the node's problems say this file cannot be written
 
     @property
     def writing(self) -> bool:
@@ -223,15 +224,24 @@ class InstanceLog:
                 self.file.write(f"[aether: {self.lost} bytes of output could not be written here]\n".encode())
                 log.info("%s: output written again (%d bytes were lost)", self.path, self.lost)
                 self.lost = 0
-                if self.trouble is not None:
-                    self.trouble.over(self.path)
+                self._tell(None)
             self.file.write(data)
         except OSError as error:
             if not self.lost:
                 log.warning("%s: output cannot be written, dropped until it can: %s", self.path, error)
-                if self.trouble is not None:
-                    self.trouble.failed(self.path, error.strerror or str(error))
             self.lost += len(data)
+            self._tell(error.strerror or str(error))
+
+    def _tell(self, why: str | None) -> None:
+        """Tell the node's problems that this file cannot be written (`why`), or no longer (None), once
+        per change (a later process of the instance that meets the same full disk tells it again)."""
+        if self.trouble is None or self._told == (why is not None):
+            return
+        self._told = why is not None
+        if why is not None:
+            self.trouble.failed(self.path, why)
+        else:
+            self.trouble.over(self.path)
 
     def _unsubscribe(self, send: trio.MemorySendChannel[bytes]) -> None:
         self._followers.pop(send, None)
@@ -281,7 +291,6 @@ class InstanceLog:
             self.draining -= 1
             if not self.writing:
                 self.file.close()
-                if self.trouble is not None:  # (nothing more to write, or to lose)
-                    self.trouble.over(self.path)
+                self._tell(None)  # (nothing more to write, or to lose, until a process of it runs again)
                 for send in list(self._followers):
                     self._unsubscribe(send)
