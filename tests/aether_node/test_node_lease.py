@@ -104,7 +104,10 @@ def _config(tmp_path: Path, ttl: float) -> NodeConfig:
 async def test_a_stalled_keep_alive_does_not_let_the_lease_lapse(
     kv_cluster: LocalCluster, tmp_path: Path
 ) -> None:
-    ttl = 1.5
+    # (twice the default TTL: the keep-alives' schedule and deadlines are fractions of it, so the test is
+    # the same, with a new connection's margin, ~a quarter TTL, wide enough for a busy CI machine: at
+    # 1.5 s it was ~0.4 s, and once, on CI beside other tests, the lease lapsed)
+    ttl = 3.0
     config = _config(tmp_path, ttl)
     timeout = lease_request_timeout(config)
     record = NodeRecord(node_id="node-a", ingress="127.0.0.1:1", peer="127.0.0.1:1", lease_ttl=ttl)

@@ -38,6 +38,7 @@ NODE = {
     "node_id": "node-1", "ingress": "127.0.0.1:41001", "management": "127.0.0.1:41002",
     "peer": "127.0.0.1:41003", "cpu": 2.0, "memory_mib": 4096, "role": "voter",
     "started_at": 1.0, "instances": 2, "active": 2, "leader": True, "state": "ON_DUTY", "waiting": "",
+    "problems": [],
 }  # fmt: skip
 CLUSTER = {
     "leader": "node-1", "term": 1, "revision": 9, "has_quorum": True, "healthy": True, "nodes": [NODE],
