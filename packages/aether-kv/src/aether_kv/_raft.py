@@ -635,16 +635,12 @@ class RaftReplica:
         return bool(self._obj._isLeader())
 
     def status(self) -> Status:
-        for _ in range(100):
-            try:
-                raw = self._obj.getStatus()
-                others = list(self._obj.otherNodes)
-                has_quorum, silent = self._obj.quorum_view()
-                break
-            except RuntimeError:  # a dict changed size on the tick thread; read again
-                continue
-        else:  # pragma: no cover
+        found = _read_racing(
+            lambda: (self._obj.getStatus(), list(self._obj.otherNodes), self._obj.quorum_view())
+        )
+        if found is None:  # pragma: no cover
             raise UnavailableError("could not read a consistent status, try again")
+        raw, others, (has_quorum, silent) = found
         leader = raw.get("leader")
         # A replica counts as connected only if the leader heard from it within the leader fallback
         # timeout too (`quorum_view`; on a follower, as its leader reported lately; with no leader, if it
@@ -686,16 +682,10 @@ class RaftReplica:
         replica says so, is what the operator must act on). Any thread."""
         if self.disk.problem is not None:
             return None
-        for _ in range(100):
-            try:
-                has_quorum, silent = self._obj.quorum_view()
-                break
-            except RuntimeError:  # a dict changed size on the tick thread; read again
-                continue
-        else:  # pragma: no cover
+        view = _read_racing(self._obj.quorum_view)
+        if view is None or view[0]:
             return None
-        if has_quorum:
-            return None
+        silent = view[1]
         members, names = 1 + len(self._obj.otherNodes), ", ".join(sorted(silent))
         return NoQuorumError(
             f"not applied: no quorum: KV replica {self.config.raft_address} has heard from"
@@ -719,6 +709,17 @@ class RaftReplica:
         journal = self._obj._SyncObj__raftLog
         if isinstance(journal, _DurableJournal):
             journal.sync()
+
+
+def _read_racing(read: Callable[[], T]) -> T | None:
+    """`read()` of pysyncobj's state from another thread than its tick thread, read again while a dict it
+    walks changes size meanwhile (RuntimeError); None if it never reads through."""
+    for _ in range(100):
+        try:
+            return read()
+        except RuntimeError:
+            continue
+    return None  # pragma: no cover
 
 
 _STATE_NAMES = {0: "a follower", 1: "a candidate", 2: "the leader"}  # pysyncobj's _RAFT_STATE
