@@ -484,7 +484,7 @@ class ApiClient:
         while True:
             answered: set[int] = set()
             unavailable: ApiError | None = None
-            while len(answered) < len(self.urls):
+            while not answered or len(answered) < len(self.urls):  # (no node at all: `_send` says so)
                 try:
                     return self._send(method, path, params, body, idempotent, timeout, what, extra, answered)
                 except ApiError as error:
