@@ -308,7 +308,7 @@ def memory_cgroups_here() -> bool:
 
 
 def remove_left_memory_cgroups() -> None:
-    """Remove the memory cgroups nodes of the tests left behind (`aether-{node_id}` under this process's
+    """Remove the memory cgroups nodes of the tests left behind (`aether-{node_id}-…` under this process's
     own cgroup, and theirs inside: a SIGKILLed node cannot remove them); those still in use stay (a
     cgroup with a process in it, or with cgroups in it, cannot be removed)."""
     base = own_memory_cgroup()

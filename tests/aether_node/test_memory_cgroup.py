@@ -41,14 +41,14 @@ def test_the_kernel_s_oom_kills_are_read_from_oom_control() -> None:
 def test_a_host_without_the_v1_memory_controller_has_no_cgroups(tmp_path: Path) -> None:
     proc_self = tmp_path / "cgroup"
     proc_self.write_text("0::/user.slice\n")
-    assert MemoryCgroups.find("n1", root=tmp_path / "memory", proc_self=proc_self) is None
+    assert MemoryCgroups.find("n1", tmp_path, root=tmp_path / "memory", proc_self=proc_self) is None
     proc_self.write_text(V1)
-    assert MemoryCgroups.find("n1", root=tmp_path / "memory", proc_self=proc_self) is None  # not mounted
+    assert MemoryCgroups.find("n1", tmp_path, root=tmp_path / "memory", proc_self=proc_self) is None
 
 
 @pytest.fixture
-async def cgroups() -> AsyncIterator[MemoryCgroups]:
-    found = MemoryCgroups.find(f"test-{os.getpid()}")
+async def cgroups(tmp_path: Path) -> AsyncIterator[MemoryCgroups]:
+    found = MemoryCgroups.find(f"test-{os.getpid()}", tmp_path)
     if found is None:
         pytest.skip("this host lets no memory cgroup be made here (cgroup v1 as root)")
     try:
@@ -125,6 +125,26 @@ async def test_a_name_another_node_of_this_id_made_is_neither_taken_nor_removed(
     assert first is not None and second is not None
     assert first.path.is_dir() and second.path.is_dir() and first.path != second.path
     assert first.remove() and second.remove()
+
+
+async def test_a_node_of_the_same_id_elsewhere_on_this_host_leaves_an_instance_s_cgroup_alone(
+    cgroups: MemoryCgroups, tmp_path: Path
+) -> None:
+    """A node starting (it removes the empty cgroups it left behind when killed) or stopping, with the
+    id of one already running here but its own data directory (tests run two at once, each a node 'n1';
+    two dev clusters), does not remove the other's empty cgroup: an instance about to join it, which
+    would then run with no hard limit (a flaky test found this). The same node started again finds its
+    own."""
+    waiting = cgroups.create("org-example-hog-0", 16)  # made; its instance not in it yet
+    assert waiting is not None
+    node_id = cgroups.base.name.rsplit("-", 1)[0].removeprefix("aether-")
+    other = MemoryCgroups.find(node_id, tmp_path / "elsewhere")
+    assert other is not None and other.base != cgroups.base
+    await other.close()
+    assert waiting.path.is_dir()
+    again = MemoryCgroups.find(node_id, tmp_path)  # the first node, started again after being killed
+    assert again is not None and again.base == cgroups.base
+    assert not waiting.path.exists()  # (it left it behind)
 
 
 async def test_a_cgroup_still_holding_a_process_is_removed_once_it_has_none(cgroups: MemoryCgroups) -> None:

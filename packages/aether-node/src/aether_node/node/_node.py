@@ -504,7 +504,9 @@ async def serve_node(
                     config.data_dir / "logs",
                     on_call=on_call,
                     timeouts=config.timeouts,
-                    cgroups=MemoryCgroups.find(config.node_id) if config.memory_cgroups else None,
+                    cgroups=MemoryCgroups.find(config.node_id, config.data_dir)
+                    if config.memory_cgroups
+                    else None,
                     memory_mib=slice_health.memory_mib,
                 )
                 await start("idle slice templates", run_forever(store.retire_idle_templates))

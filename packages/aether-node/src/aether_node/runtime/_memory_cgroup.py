@@ -3,7 +3,9 @@ memory_mib`, whose limit the kernel enforces. The one module that touches the cg
 
 Where the node may make cgroups (the cgroup v1 memory controller, mounted at `/sys/fs/cgroup/memory`, and
 the node's own cgroup there writable: as root, or delegated), `MemoryCgroups.find` makes
-`aether-{node_id}` under the node's own cgroup, and `create` one cgroup per instance process in it, its
+`aether-{node_id}-{hash of its data directory}` under the node's own cgroup (one per node on this host, the
+same after a restart: two nodes of one id, tests or two dev clusters, never remove each other's), and
+`create` one cgroup per instance process in it, its
 limit (and its limit with swap, so that an instance over it is not swapped out instead) the slice's
 `memory_mib`. The template's child joins it as its first step, before any code of the slice runs (the FORK
 names it: `aether_slice.host`), and the node checks after LOAD that it did (`holds`). The kernel then
@@ -24,6 +26,7 @@ loop (each a few µs: the kernel's, no disk). Cgroups of a node id no node runs 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
@@ -55,6 +58,13 @@ def oom_kills(oom_control: str) -> int:
     (`oom_kill N`; 0 if the kernel does not say). Pure."""
     found = re.search(r"^oom_kill (\d+)$", oom_control, re.MULTILINE)
     return int(found.group(1)) if found else 0
+
+
+def base_name(node_id: str, data_dir: Path) -> str:
+    """The name of the cgroup of a node's instances: its id and its data directory's (one node at a time
+    uses a data directory; a node started again finds what it left). Pure but for resolving the path."""
+    digest = hashlib.sha256(str(data_dir.resolve()).encode()).hexdigest()[:10]
+    return f"aether-{re.sub(r'[^A-Za-z0-9_.-]', '_', node_id)}-{digest}"
 
 
 class InstanceCgroup:
@@ -152,10 +162,16 @@ class MemoryCgroups:
 
     @classmethod
     def find(
-        cls, node_id: str, *, root: Path = V1_ROOT, proc_self: Path = Path("/proc/self/cgroup")
+        cls,
+        node_id: str,
+        data_dir: Path,
+        *,
+        root: Path = V1_ROOT,
+        proc_self: Path = Path("/proc/self/cgroup"),
     ) -> MemoryCgroups | None:
-        """The node's cgroups of instances, made (and those a node of this id left behind removed), if
-        this host and process allow it; None (said, once) if not."""
+        """The cgroups of instances of the node `node_id` whose data directory is `data_dir`, made (and
+        those it left behind when it was killed removed), if this host and process allow it; None (said,
+        once) if not."""
         try:
             own = own_memory_cgroup(proc_self.read_text())
         except OSError:
@@ -163,7 +179,7 @@ class MemoryCgroups:
         if own is None or not (root / "memory.limit_in_bytes").exists():
             log.info("memory limits are checked every 2 s: no cgroup v1 memory controller here")
             return None
-        name = "aether-" + re.sub(r"[^A-Za-z0-9_.-]", "_", node_id)
+        name = base_name(node_id, data_dir)
         relative = f"{own.rstrip('/')}/{name}"
         base = root / relative.lstrip("/")
         cgroups = cls(base, relative)
