@@ -7,6 +7,7 @@ replica module calls it (wrapped to record which journal file it synced, then ca
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections import Counter
@@ -17,7 +18,7 @@ import pytest
 import trio
 from pysyncobj.journal import FileJournal, ResizableFile
 
-import aether_kv._raft as raft_module
+import aether_kv._journal as journal_module
 from aether_kv import RaftConfig, open_store, wait_for_leader
 from aether_kv._local import free_port
 
@@ -34,7 +35,7 @@ def fsync_log(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         except OSError:
             calls.append("?")
 
-    monkeypatch.setattr(raft_module.os, "fsync", recording_fsync)
+    monkeypatch.setattr(journal_module.os, "fsync", recording_fsync)
     return calls
 
 
@@ -88,7 +89,7 @@ def test_a_journal_sync_is_one_fsync_of_the_journal_without_msync(
     tmp_path: Path, fsync_log: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On Linux the mapped journal is the file's page cache: fsync writes the mapped pages back, and an
-    msync before it only added a second device flush to every sync (`_raft.MSYNC_BEFORE_FSYNC`)."""
+    msync before it only added a second device flush to every sync (`_journal.MSYNC_BEFORE_FSYNC`)."""
     msyncs: list[int] = []
     real_flush = ResizableFile.flush
 
@@ -98,7 +99,7 @@ def test_a_journal_sync_is_one_fsync_of_the_journal_without_msync(
 
     monkeypatch.setattr(ResizableFile, "flush", recording_flush)
     path = str(tmp_path / "raft.journal")
-    journal = raft_module._DurableJournal(path)
+    journal = journal_module.DurableJournal(path)
     try:
         fsync_log.clear()
         journal.add(b"an entry", 1, 1)
@@ -114,3 +115,42 @@ def test_a_journal_sync_is_one_fsync_of_the_journal_without_msync(
         assert reopened[len(reopened) - 1] == (b"an entry", 1, 1)
     finally:
         reopened._destroy()
+
+
+def test_the_term_and_vote_file_is_on_disk_before_it_replaces_the_last_one(
+    tmp_path: Path, fsync_log: list[str]
+) -> None:
+    """Upstream renamed its new term-and-vote file over the old one before any fsync: a power cut could
+    leave an empty file, and the replica start again at term 0 with no vote. Now the new file is fsynced
+    under its temporary name, then the directory after the rename, for the term and vote and for the
+    commit index stored with them alike."""
+    path = tmp_path / "raft.journal"
+    journal = journal_module.DurableJournal(str(path))
+    try:
+        fsync_log.clear()
+        journal.setCurrentTerm(4, "127.0.0.1:9")
+        assert fsync_log[-2:] == [f"{path}.meta.tmp", str(tmp_path)], fsync_log
+        fsync_log.clear()
+        journal.setRaftCommitIndex(7)
+        journal.onOneSecondTimer()
+        assert fsync_log == [f"{path}.meta.tmp", str(tmp_path)], fsync_log
+    finally:
+        journal._destroy()
+    reopened = FileJournal(str(path))
+    try:
+        assert (reopened.getCurrentTerm(), reopened.getVotedForNodeId(), reopened.getRaftCommitIndex()) == (
+            4,
+            "127.0.0.1:9",
+            7,
+        )
+    finally:
+        reopened._destroy()
+
+
+def test_an_unreadable_term_and_vote_file_is_said(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "raft.journal"
+    (tmp_path / "raft.journal.meta").write_bytes(b"\0" * 40)  # what a disk that lied about its flush leaves
+    with caplog.at_level(logging.ERROR, logger="aether_kv.journal"):
+        journal = journal_module.DurableJournal(str(path))
+        journal._destroy()
+    assert any("cannot be read: this replica starts at term 0" in r.getMessage() for r in caplog.records)

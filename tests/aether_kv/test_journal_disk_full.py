@@ -6,6 +6,7 @@ child would die, not the test run, which must unmount what it mounted."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from pysyncobj.journal import FileJournal
 
 from aether_kv import RaftConfig
 from aether_kv._disk import JournalFullError
+from aether_kv._journal import DurableJournal
 from aether_kv._local import free_port
-from aether_kv._raft import RaftReplica, _DurableJournal
+from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
 from support import wait_until_sync
 
@@ -29,10 +31,10 @@ APPEND_UNTIL_FULL = """
 import os, sys
 from pysyncobj.journal import FileJournal
 from aether_kv._disk import JournalFullError
-from aether_kv._raft import _DurableJournal
+from aether_kv._journal import DurableJournal
 
 kind, path, filler = sys.argv[1:]
-journal = _DurableJournal(path) if kind == "reserving" else FileJournal(path)
+journal = DurableJournal(path) if kind == "reserving" else FileJournal(path)
 journal.add(b"first", 1, 1)
 fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
 try:
@@ -113,7 +115,7 @@ def test_appends_and_the_term_resume_once_space_is_freed(small_disk: Path) -> No
 
 def _appends_and_the_term_resume(small_disk: Path) -> None:
     path = str(small_disk / "raft.journal")
-    journal = _DurableJournal(path)
+    journal = DurableJournal(path)
     try:
         journal.add(b"first", 1, 1)
         journal.setCurrentTerm(1, None)
@@ -165,6 +167,41 @@ def _put(replica: RaftReplica, key: str, value: bytes) -> object:
     replica.propose(Put(key=key, value=value), callback)
     assert done.wait(30), f"{key}: no answer"
     return errors[0]
+
+
+def test_a_compaction_with_no_room_for_a_new_journal_compacts_in_place(small_disk: Path) -> None:
+    """A compaction writes the entries it keeps into a new file (`DurableJournal.deleteEntriesTo`); on
+    a full disk it rewrites them in place, as upstream did, which needs no new space."""
+    in_child(lambda: _compaction_on_a_full_disk(small_disk))
+
+
+def _compaction_on_a_full_disk(small_disk: Path) -> None:
+    path = str(small_disk / "raft.journal")
+    entries = [(os.urandom(1000), index, 1) for index in range(1, 200)]
+    said: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("aether_kv.journal").addHandler(handler)
+    journal = DurableJournal(path)
+    try:
+        for entry in entries:
+            journal.add(*entry)
+        journal.sync()
+        fill(small_disk)
+        inode = os.stat(path).st_ino
+        journal.deleteEntriesTo(150)
+        assert os.stat(path).st_ino == inode  # in place
+        assert not os.path.exists(path + ".compacted")
+        assert [journal[i] for i in range(len(journal))] == entries[150:]
+        assert any("no room for a compacted Raft journal" in line for line in said), said
+        journal.sync()
+    finally:
+        journal._destroy()
+    reopened = FileJournal(path)
+    try:
+        assert [reopened[i] for i in range(len(reopened))] == entries[150:]
+    finally:
+        reopened._destroy()
 
 
 def test_a_snapshot_that_does_not_fit_keeps_the_previous_one_and_frees_its_space(tmp_path: Path) -> None:
@@ -229,7 +266,7 @@ def test_a_reopened_journal_reserves_without_touching_what_it_holds(
     path = str(tmp_path / "raft.journal")
     entries = [(os.urandom(3000), index, 1) for index in range(1, 400)]  # > 1 MiB: past the first chunk
     for batch in (entries[:200], entries[200:]):
-        journal = _DurableJournal(path)
+        journal = DurableJournal(path)
         try:
             for entry in batch:
                 journal.add(*entry)

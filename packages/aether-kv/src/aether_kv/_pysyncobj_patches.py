@@ -112,7 +112,7 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    replicas of the old and the new code can run side by side during an upgrade, and old journals and
    snapshots load.
 
-12. A full disk (`_DurableJournal` in `_raft.py` reserves the journal's blocks; the rest is here).
+12. A full disk (`DurableJournal` in `_journal.py` reserves the journal's blocks; the rest is here).
    Upstream's journal is an mmap grown with ftruncate, which allocates nothing: on a full disk a store
    into a new page killed the replica with SIGBUS. Now the journal reserves its blocks first
    (`posix_fallocate`, a MiB at a time, which fails cleanly with ENOSPC) and an append that finds no room
@@ -137,7 +137,7 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    the previous one, and the directory after (upstream renamed without an fsync: a crash after the
    journal was compacted could leave neither); a failed snapshot's temporary file is removed (it held
    the space a full disk lacks) and the next try waits `SNAPSHOT_RETRY` (upstream forked a new child on
-   every tick). The disk state clears by itself once a probe finds room (`_DurableJournal.recheck`):
+   every tick). The disk state clears by itself once a probe finds room (`_journal.DurableJournal.recheck`):
    writes resume without a restart.
 
 13. Replicas' problems travel with Raft messages (`problems`, `with_problems`). A follower's
@@ -295,6 +295,9 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_FileJournal__journalFile",
         "_FileJournal__currentOffset",
         "_FileJournal__meta",
+        "_FileJournal__metaSaved",
+        "_FileJournal__metaStorer",
+        "_FileJournal__journal",
     ),
     "pysyncobj.journal.ResizableFile instance": ("_ResizableFile__f", "_ResizableFile__mm"),
     # the Raft port (`_raft_port.py`)

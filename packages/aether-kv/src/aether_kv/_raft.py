@@ -1,17 +1,18 @@
-"""The Raft replica: the one module that imports pysyncobj (with `_pysyncobj_patches.py`, its fixes).
+"""The Raft replica: the one module that runs pysyncobj (with `_pysyncobj_patches.py`, its fixes, and
+`_journal.py`, its journal made durable).
 
-It owns the pysyncobj object, its tick thread, the durable journal and the translation of pysyncobj's
+It owns the pysyncobj object, its tick thread, when the journal is synced and the translation of pysyncobj's
 failure codes. It knows nothing of trio: callers get plain callbacks that run on the tick thread and must
 not block (see `_store.py`, which bridges them into trio in one place).
 
 Durability (pysyncobj issue 84: its journal is an mmap that is never synced): every journal append only
-marks the journal dirty; the journal is fsynced (`MSYNC_BEFORE_FSYNC`: no msync on Linux) before this
+marks the journal dirty; the journal is fsynced (`_journal.DurableJournal.sync`) before this
 replica sends any Raft message but a leader's append-entries (so an acknowledgement, a vote, a forwarded
 command always follows a durable write), at the end of every tick and at the start of every tick, before
 upstream counts the leader itself toward a commit (so a leader never commits on its own unsynced entry).
 A leader thus sends new entries first and syncs its journal while the followers sync theirs (Raft thesis
 10.2.1: in parallel, as etcd does). One sync covers a whole batch: group commit. Term and vote are
-fsynced when they change.
+fsynced when they change. What a power cut leaves is read back as `_journal.py` says.
 
 Disk space (`_disk.py`): the journal writes only into blocks reserved beforehand with posix_fallocate (a
 mapped page the disk cannot back was a SIGBUS), so a full disk is an ENOSPC that the replica meets as an
@@ -23,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -34,20 +33,9 @@ from typing import Any, TypeVar
 import attrs
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
-from pysyncobj.journal import FileJournal
 from pysyncobj.syncobj import _RAFT_STATE
 
-from ._disk import (
-    PROBE_BYTES,
-    PROBE_PERIOD,
-    DiskState,
-    JournalFullError,
-    allocate,
-    fsync_path,
-    is_disk_full,
-    record_bytes,
-    reservation_target,
-)
+from ._disk import DiskState
 from ._errors import (
     DiskFullError,
     KVError,
@@ -56,6 +44,7 @@ from ._errors import (
     OutcomeUnknownError,
     UnavailableError,
 )
+from ._journal import DurableJournal
 from ._pysyncobj_patches import DISK_FULL, FOLLOWER_DISK_FULL, PatchedSyncObj
 from ._raft_port import GuardedTransport
 from ._records import BarrierResult, Batch, Command, ErrorResult, LeaseResult, Member, Result, Status
@@ -67,11 +56,6 @@ T = TypeVar("T")
 
 Callback = Callable[[Result | None, KVError | None], None]
 HEARTBEAT_PERIOD = 0.1
-# The journal is written through a shared mmap. On Linux that mapping is the file's page cache, and
-# fsync writes back every dirty page of the file, mapped ones included (msync(MS_SYNC) is itself an
-# fsync of the mapped range, mm/msync.c): msync first only added a second device flush to every sync
-# (0.3 ms → 0.9 ms per sync measured on ext4, benchmarks/README.md). Elsewhere msync stays.
-MSYNC_BEFORE_FSYNC = sys.platform != "linux"
 
 
 @attrs.frozen(kw_only=True)
@@ -155,181 +139,13 @@ _REASON_TEXT = {
 }
 
 
-class _DurableJournal:
-    """Wraps pysyncobj's FileJournal: appends mark it dirty, `sync()` makes them durable; an append goes
-    only into blocks reserved beforehand (`room`), so a full disk is an error, never a SIGBUS."""
-
-    def __init__(self, path: str, disk: DiskState | None = None) -> None:
-        self._inner = FileJournal(path)
-        self._path = path
-        self._meta_path = path + ".meta"
-        self._dir = os.path.dirname(path) or "."
-        self._dirty = False
-        self._closed = False
-        self._lock = threading.Lock()
-        self._sync_failed: OSError | None = None
-        self.disk = disk if disk is not None else DiskState()
-        self._reserved = 0  # bytes from the file's start known to be allocated (0: not checked yet)
-        self._refused = 0  # the size of the last append that found no room (room again must fit it)
-        self._probed_at = 0.0
-
-    # ------------------------------------------------------------ space
-
-    def room(self, nbytes: int) -> bool:
-        """Whether `nbytes` more journal bytes fit, reserving them (and up to a chunk more) if needed.
-        False, with the disk marked full, when the file system has no room."""
-        end = self._inner._FileJournal__currentOffset + nbytes
-        if end <= self._reserved:
-            return True
-        try:
-            self._reserve(reservation_target(self._reserved, end))
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            try:
-                self._reserve(end)  # the chunk did not fit: maybe this append still does
-            except OSError as again:
-                if not is_disk_full(again):
-                    raise
-                self._refused = nbytes
-                self.disk.full("the Raft journal", self._path)
-                return False
-        return True
-
-    def _reserve(self, end: int) -> None:
-        resizable = self._inner._FileJournal__journalFile
-        fd = resizable._ResizableFile__f.fileno()
-        # what lies below the journal's end was written, so allocated (and must not be overwritten)
-        start = max(min(self._reserved, end), self._inner._FileJournal__currentOffset)
-        if end > start:
-            allocate(fd, start, end - start)  # extends the file: upstream never resizes it again
-        self._reserved = end
-        mapped = resizable._ResizableFile__mm
-        size = os.fstat(fd).st_size
-        if len(mapped) < size:
-            mapped.resize(size)  # map what was reserved (upstream writes through the map)
-
-    def recheck(self) -> None:
-        """On the tick thread: while the disk is full, see (at most every PROBE_PERIOD) whether fresh
-        space is there again, enough for the append that was refused."""
-        if self.disk.problem is None:
-            return
-        now = time.monotonic()
-        if now - self._probed_at < PROBE_PERIOD:
-            return
-        self._probed_at = now
-        wanted = max(self._inner._FileJournal__currentOffset + self._refused, self._reserved + PROBE_BYTES)
-        try:
-            self._reserve(wanted)
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            return
-        self.disk.room_again()
-
-    # ------------------------------------------------------------ upstream's journal interface
-
-    def add(self, command: bytes, idx: int, term: int) -> None:
-        needed = record_bytes([command])
-        if not self.room(needed):
-            raise JournalFullError(self._path, needed)
-        self._inner.add(command, idx, term)
-        self._dirty = True
-
-    def clear(self) -> None:
-        self._inner.clear()
-        self._dirty = True
-
-    def deleteEntriesFrom(self, entry_from: int) -> None:
-        self._inner.deleteEntriesFrom(entry_from)
-        self._dirty = True
-
-    def deleteEntriesTo(self, entry_to: int) -> None:
-        self._inner.deleteEntriesTo(entry_to)  # rewrites a prefix of what is written: no new space
-        self._dirty = True
-
-    def setCurrentTerm(self, term: int, voted_for: Any) -> None:
-        """Durable before it returns; on a full disk it raises with the term and vote unchanged, on disk
-        and in this journal's copy (upstream updates its copy before it writes the file)."""
-        self.sync()
-        meta = self._inner._FileJournal__meta
-        before = dict(meta)
-        try:
-            self._inner.setCurrentTerm(term, voted_for)
-        except OSError as error:
-            meta.clear()
-            meta.update(before)
-            if is_disk_full(error):
-                self.disk.full("the Raft term and vote", self._meta_path)
-            raise
-        fsync_path(self._meta_path)
-        fsync_path(self._dir)
-
-    def setRaftCommitIndex(self, index: int) -> None:
-        # A follower sets it on every heartbeat; upstream then rewrites the meta file once a second even
-        # when the index did not move (an idle replica's only disk write).
-        if index != self._inner.getRaftCommitIndex():
-            self._inner.setRaftCommitIndex(index)
-
-    def onOneSecondTimer(self) -> None:
-        # The stored commit index is a hint for the start (Raft learns it again from the leader): on a
-        # full disk it waits for room; it is no reason to stop the tick.
-        try:
-            self._inner.onOneSecondTimer()
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            self.disk.full("the Raft commit index", self._meta_path)
-
-    def _destroy(self) -> None:  # pysyncobj closes its journal on its tick thread when destroyed
-        with self._lock:
-            with contextlib.suppress(OSError):  # a failed sync was logged when it happened
-                self._sync_locked()
-            self._closed = True
-            self._inner._destroy()
-
-    def sync(self) -> None:
-        if not self._dirty and self._sync_failed is None:
-            return
-        with self._lock:
-            self._sync_locked()
-
-    def _sync_locked(self) -> None:
-        if self._sync_failed is not None:
-            # After a failed fsync Linux may drop the dirty pages, and the next fsync succeeds without
-            # them: nothing may be acknowledged any more. Restarting re-reads the journal from disk.
-            raise self._sync_failed
-        if self._dirty and not self._closed:
-            self._dirty = False  # before the fsync: an append meanwhile makes it dirty again
-            file = self._inner._FileJournal__journalFile
-            try:
-                if MSYNC_BEFORE_FSYNC:
-                    file.flush()  # msync of the mapped journal
-                os.fsync(file._ResizableFile__f.fileno())
-            except OSError as error:
-                log.critical(
-                    "fsync of the Raft journal %s failed (%s): restart this replica", self._path, error
-                )
-                self._sync_failed = error
-                raise
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __getitem__(self, item: Any) -> Any:
-        return self._inner[item]
-
-    def __len__(self) -> int:
-        return len(self._inner)
-
-
 class _SyncBeforeSendTransport(GuardedTransport):
     """Every message but a leader's append-entries leaves only after the journal is durable (a leader's
     own entries are synced before it counts them: `RaftReplica` hooks `before_commit_check`)."""
 
     def send(self, node: Any, message: Any) -> bool:
         journal = self._syncObj._SyncObj__raftLog
-        if isinstance(journal, _DurableJournal) and not _leader_append_entries(self._syncObj, message):
+        if isinstance(journal, DurableJournal) and not _leader_append_entries(self._syncObj, message):
             journal.sync()
         return super().send(node, self._syncObj.with_problems(message))
 
@@ -515,7 +331,7 @@ class RaftReplica:
         # thread (it binds sockets), which trio retires when idle. Tie the tick thread to the process.
         self._obj._SyncObj__mainThread = threading.main_thread()
         journal = self._obj._SyncObj__raftLog
-        if isinstance(journal, _DurableJournal):
+        if isinstance(journal, DurableJournal):
             self._obj.addOnTickCallback(journal.sync)
             self._obj.addOnTickCallback(journal.recheck)
             self._obj.before_commit_check = journal.sync
@@ -529,7 +345,7 @@ class RaftReplica:
 
     def _durable_journal(self, path: str | None) -> Any:
         assert path is not None
-        return _DurableJournal(path, self.disk)
+        return DurableJournal(path, self.disk)
 
     # ------------------------------------------------------------ tick-thread callbacks
 
@@ -707,7 +523,7 @@ class RaftReplica:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=5)
         journal = self._obj._SyncObj__raftLog
-        if isinstance(journal, _DurableJournal):
+        if isinstance(journal, DurableJournal):
             journal.sync()
 
 

@@ -1,0 +1,303 @@
+"""The Raft journal on disk: pysyncobj's `FileJournal` made durable (`DurableJournal`). Appends mark it
+dirty and `sync()` fsyncs it (`_raft.py` decides when: before any message but a leader's append-entries,
+and around every tick); an append goes only into blocks reserved beforehand (`room`, `_disk.py`), so a
+full disk is an error, never a SIGBUS; a failed fsync is sticky. After a power cut, what follows the last
+whole record is dropped as it opens (`_journal_format.py`: upstream could not read it and the replica
+never started again); a compaction writes the entries it keeps into a new file renamed over the journal
+(upstream rewrote them in place, where a power cut could tear acknowledged entries); the term, vote and
+commit index file is written whole or not at all (fsynced before its rename). Runs on pysyncobj's tick
+thread but for `sync`, which may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from pysyncobj.journal import FileJournal, MetaStorer
+from pysyncobj.pickle import dumps
+
+from ._disk import (
+    PROBE_BYTES,
+    PROBE_PERIOD,
+    DiskState,
+    JournalFullError,
+    allocate,
+    durable_replace,
+    is_disk_full,
+    record_bytes,
+    reservation_target,
+)
+from ._journal_format import header, journal_bytes, whole_records
+
+log = logging.getLogger("aether_kv.journal")
+
+# The journal is written through a shared mmap. On Linux that mapping is the file's page cache, and
+# fsync writes back every dirty page of the file, mapped ones included (msync(MS_SYNC) is itself an
+# fsync of the mapped range, mm/msync.c): msync first only added a second device flush to every sync
+# (0.3 ms → 0.9 ms per sync measured on ext4, benchmarks/README.md). Elsewhere msync stays.
+MSYNC_BEFORE_FSYNC = sys.platform != "linux"
+
+_COMPACTED = ".compacted"  # the suffix of a compaction's new journal until it is renamed over the old
+
+
+def _mend_torn_tail(path: str) -> None:
+    """Before upstream reads the journal at `path`: drop what follows its last whole record (a power cut
+    while it was being written: `_journal_format`), saying so, and make that durable."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return
+    try:
+        size = os.fstat(fd).st_size
+        with contextlib.ExitStack() as stack:
+            mapped = stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ)) if size else b""
+            found = whole_records(mapped)
+        if found.torn is None:
+            return
+        log.warning(
+            "the Raft journal %s ends in a record not wholly written (a power cut or crash before its"
+            " fsync: never acknowledged): %s; %d entries kept, the %d bytes after them dropped",
+            path,
+            found.torn,
+            found.count,
+            max(found.claimed - found.end, 0),
+        )
+        os.pwrite(fd, header(found.end), 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _DurableMeta(MetaStorer):
+    """Where the journal keeps its term, vote and commit index (`{journal}.meta`): upstream's, but the new
+    file is fsynced before it is renamed over the old one, and the rename made durable (upstream renamed
+    at once: a power cut could leave an empty file, and the replica start with no term and no vote, free
+    to vote a second time in a term it had voted in)."""
+
+    def storeMeta(self, meta: dict[str, Any]) -> None:
+        temporary = self.getPath() + ".tmp"
+        try:
+            with open(temporary, "wb") as file:
+                file.write(dumps(meta))
+            durable_replace(temporary, self.getPath())
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+
+
+def _open(path: str) -> FileJournal:
+    """Upstream's journal at `path`, its meta file written durably; an unreadable meta file said."""
+    journal = FileJournal(path)
+    meta = path + ".meta"
+    journal._FileJournal__metaStorer = _DurableMeta(meta)
+    if not journal._FileJournal__meta and os.path.exists(meta) and os.path.getsize(meta) > 0:
+        log.error(
+            "the Raft term and vote in %s cannot be read: this replica starts at term 0 with no vote (if it"
+            " voted in a term still under way, it may vote again in it)",
+            meta,
+        )
+    return journal
+
+
+class DurableJournal:
+    """Wraps pysyncobj's FileJournal: appends mark it dirty, `sync()` makes them durable; an append goes
+    only into blocks reserved beforehand (`room`), so a full disk is an error, never a SIGBUS."""
+
+    def __init__(self, path: str, disk: DiskState | None = None) -> None:
+        _mend_torn_tail(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path + _COMPACTED)  # a compaction's new journal, cut off before its rename
+        self._inner = _open(path)
+        self._path = path
+        self._meta_path = path + ".meta"
+        self._dirty = False
+        self._closed = False
+        self._lock = threading.Lock()
+        self._sync_failed: OSError | None = None
+        self.disk = disk if disk is not None else DiskState()
+        self._reserved = 0  # bytes from the file's start known to be allocated (0: not checked yet)
+        self._refused = 0  # the size of the last append that found no room (room again must fit it)
+        self._probed_at = 0.0
+
+    # ------------------------------------------------------------ space
+
+    def room(self, nbytes: int) -> bool:
+        """Whether `nbytes` more journal bytes fit, reserving them (and up to a chunk more) if needed.
+        False, with the disk marked full, when the file system has no room."""
+        end = self._inner._FileJournal__currentOffset + nbytes
+        if end <= self._reserved:
+            return True
+        try:
+            self._reserve(reservation_target(self._reserved, end))
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            try:
+                self._reserve(end)  # the chunk did not fit: maybe this append still does
+            except OSError as again:
+                if not is_disk_full(again):
+                    raise
+                self._refused = nbytes
+                self.disk.full("the Raft journal", self._path)
+                return False
+        return True
+
+    def _reserve(self, end: int) -> None:
+        resizable = self._inner._FileJournal__journalFile
+        fd = resizable._ResizableFile__f.fileno()
+        # what lies below the journal's end was written, so allocated (and must not be overwritten)
+        start = max(min(self._reserved, end), self._inner._FileJournal__currentOffset)
+        if end > start:
+            allocate(fd, start, end - start)  # extends the file: upstream never resizes it again
+        self._reserved = end
+        mapped = resizable._ResizableFile__mm
+        size = os.fstat(fd).st_size
+        if len(mapped) < size:
+            mapped.resize(size)  # map what was reserved (upstream writes through the map)
+
+    def recheck(self) -> None:
+        """On the tick thread: while the disk is full, see (at most every PROBE_PERIOD) whether fresh
+        space is there again, enough for the append that was refused."""
+        if self.disk.problem is None:
+            return
+        now = time.monotonic()
+        if now - self._probed_at < PROBE_PERIOD:
+            return
+        self._probed_at = now
+        wanted = max(self._inner._FileJournal__currentOffset + self._refused, self._reserved + PROBE_BYTES)
+        try:
+            self._reserve(wanted)
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            return
+        self.disk.room_again()
+
+    # ------------------------------------------------------------ upstream's journal interface
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        needed = record_bytes([command])
+        if not self.room(needed):
+            raise JournalFullError(self._path, needed)
+        self._inner.add(command, idx, term)
+        self._dirty = True
+
+    def clear(self) -> None:
+        self._inner.clear()
+        self._dirty = True
+
+    def deleteEntriesFrom(self, entry_from: int) -> None:
+        self._inner.deleteEntriesFrom(entry_from)
+        self._dirty = True
+
+    def deleteEntriesTo(self, entry_to: int) -> None:
+        """Drop the entries before `entry_to` (a compaction: a snapshot holds them). Upstream rewrites the
+        journal in place from its start: a power cut before the next fsync could leave the entries kept
+        half overwritten, acknowledged ones among them. Instead the entries kept go into a new file,
+        fsynced, renamed over the journal; on a full disk, in place as upstream does (no new space)."""
+        kept = self._inner._FileJournal__journal[entry_to:]
+        temporary = self._path + _COMPACTED
+        try:
+            with open(temporary, "wb") as file:
+                file.write(journal_bytes(kept))
+            durable_replace(temporary, self._path)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            if not is_disk_full(error):
+                raise
+            log.warning("no room for a compacted Raft journal (%s): compacted in place", error)
+            self._inner.deleteEntriesTo(entry_to)  # rewrites a prefix of what is written: no new space
+            self._dirty = True
+            return
+        with self._lock:
+            old, self._inner = self._inner, _open(self._path)
+            # the term, vote and commit index as this replica knows them (the commit index is stored
+            # once a second: the file may be behind)
+            self._inner._FileJournal__meta = old._FileJournal__meta
+            self._inner._FileJournal__metaSaved = old._FileJournal__metaSaved
+            self._reserved = 0  # the new file's blocks are reserved at the next append
+            self._dirty = False  # everything kept was just fsynced
+            with contextlib.suppress(OSError):  # (the old file, renamed over: nothing of it is read again)
+                old._destroy()
+
+    def setCurrentTerm(self, term: int, voted_for: Any) -> None:
+        """Durable before it returns (`_DurableMeta`); on a full disk it raises with the term and vote
+        unchanged, on disk and in this journal's copy (upstream updates its copy before it writes the
+        file)."""
+        self.sync()
+        meta = self._inner._FileJournal__meta
+        before = dict(meta)
+        try:
+            self._inner.setCurrentTerm(term, voted_for)
+        except OSError as error:
+            meta.clear()
+            meta.update(before)
+            if is_disk_full(error):
+                self.disk.full("the Raft term and vote", self._meta_path)
+            raise
+
+    def setRaftCommitIndex(self, index: int) -> None:
+        # A follower sets it on every heartbeat; upstream then rewrites the meta file once a second even
+        # when the index did not move (an idle replica's only disk write).
+        if index != self._inner.getRaftCommitIndex():
+            self._inner.setRaftCommitIndex(index)
+
+    def onOneSecondTimer(self) -> None:
+        # The stored commit index is a hint for the start (Raft learns it again from the leader): on a
+        # full disk it waits for room; it is no reason to stop the tick.
+        try:
+            self._inner.onOneSecondTimer()
+        except OSError as error:
+            if not is_disk_full(error):
+                raise
+            self.disk.full("the Raft commit index", self._meta_path)
+
+    def _destroy(self) -> None:  # pysyncobj closes its journal on its tick thread when destroyed
+        with self._lock:
+            with contextlib.suppress(OSError):  # a failed sync was logged when it happened
+                self._sync_locked()
+            self._closed = True
+            self._inner._destroy()
+
+    def sync(self) -> None:
+        if not self._dirty and self._sync_failed is None:
+            return
+        with self._lock:
+            self._sync_locked()
+
+    def _sync_locked(self) -> None:
+        if self._sync_failed is not None:
+            # After a failed fsync Linux may drop the dirty pages, and the next fsync succeeds without
+            # them: nothing may be acknowledged any more. Restarting re-reads the journal from disk.
+            raise self._sync_failed
+        if self._dirty and not self._closed:
+            self._dirty = False  # before the fsync: an append meanwhile makes it dirty again
+            file = self._inner._FileJournal__journalFile
+            try:
+                if MSYNC_BEFORE_FSYNC:
+                    file.flush()  # msync of the mapped journal
+                os.fsync(file._ResizableFile__f.fileno())
+            except OSError as error:
+                log.critical(
+                    "fsync of the Raft journal %s failed (%s): restart this replica", self._path, error
+                )
+                self._sync_failed = error
+                raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __getitem__(self, item: Any) -> Any:
+        return self._inner[item]
+
+    def __len__(self) -> int:
+        return len(self._inner)
