@@ -8,18 +8,25 @@ is named by its versions and a digest of its code, and a virtualenv made by an e
 version, or a checkout changed since) is pointed at this node's runtime the first time this node finds
 it: its template then speaks this node's host protocol.
 
+A virtualenv (and the runtime) is built under a temporary name, written to disk (`_to_disk`: a power
+cut after the rename would otherwise leave an install marked ready whose files are empty), then renamed
+into place; temporary ones a crash left behind are removed when the node starts (`_remove_stale_builds`).
+
 This module owns the uv subprocess and the translation of its failures into ResolutionError kinds.
 """
 
 from __future__ import annotations
 
 import configparser
+import contextlib
+import ctypes
 import functools
 import hashlib
 import os
 import re
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -166,6 +173,8 @@ class SliceInstaller:
         self.slices_dir = data_dir / "slices"
         self.runtime_dir = data_dir / "runtime"
         self.timeout = timeout
+        for directory in (self.slices_dir, self.runtime_dir):
+            _remove_stale_builds(directory, older_than=timeout)
         self._locks: dict[Coordinates, trio.Lock] = {}
         self._ready: dict[Coordinates, InstalledSlice] = {}  # found installed (`installed`)
         self._uv = uv.find_uv_bin()
@@ -246,9 +255,11 @@ class SliceInstaller:
             _check_declared(coordinates, site_packages)
             (site_packages / RUNTIME_PTH).write_text(f"{runtime}\n")
             (building / READY_MARKER).write_text(str(coordinates))
+            await trio.to_thread.run_sync(_to_disk, building)
             if final.exists():  # a stale half-install from a crash
                 shutil.rmtree(final, ignore_errors=True)
             building.rename(final)
+            await trio.to_thread.run_sync(_to_disk, self.slices_dir)  # (the rename)
         finally:
             if building.exists():
                 shutil.rmtree(building, ignore_errors=True)
@@ -275,8 +286,47 @@ class SliceInstaller:
         for module in (aether_slice, pluggy):
             source = Path(module.__file__).parent  # type: ignore[arg-type]
             shutil.copytree(source, building / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+        _to_disk(building)
         try:
             building.rename(target)
         except OSError:  # another node process won the race
             shutil.rmtree(building, ignore_errors=True)
+        _to_disk(self.runtime_dir)
         return target
+
+
+_BUILDING = re.compile(r"\.tmp-[0-9a-f]{8}$")  # the suffix of a virtualenv or runtime being built
+
+
+def _remove_stale_builds(directory: Path, *, older_than: float) -> None:
+    """Remove what a build left under `directory` when its node was killed or lost power (a temporary
+    name, untouched for longer than an install may take: another build may still run)."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if _BUILDING.search(entry.name) and time.time() - entry.stat().st_mtime > older_than:
+                shutil.rmtree(entry.path, ignore_errors=True)
+
+
+@functools.cache
+def _syncfs() -> object | None:
+    """libc's syncfs (Linux), or None."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+
+
+def _to_disk(directory: Path) -> None:
+    """Write the file system holding `directory` to disk (its files and its own entries): syncfs where
+    there is one (one file system), sync elsewhere. Blocking: from a worker thread."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        syncfs = _syncfs()
+        if syncfs is None or syncfs(fd) != 0:  # type: ignore[operator]
+            os.sync()
+    finally:
+        os.close(fd)
