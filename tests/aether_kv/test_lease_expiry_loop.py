@@ -4,12 +4,15 @@ grant wakes it), a kept-alive lease stays, and a lapsed one goes."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 
+import aether_kv._raft
+import aether_kv._store
 from aether_kv import LeaseNotFoundError, RaftConfig, open_store, wait_for_leader
 from aether_kv._local import free_port
 from support import wait_until
@@ -66,3 +69,36 @@ async def test_a_kept_alive_lease_stays_and_a_lapsed_one_goes(tmp_path: Path) ->
             await wait_until(lambda: renewals >= goal, timeout=30, what="8 more renewals")
             assert await store.get("kept") is not None, "a lease kept alive was expired"
             nursery.cancel_scope.cancel()
+
+
+class _WallClockSteppedBack:
+    """The `time` module with its wall clock an hour behind (NTP stepping a fast clock back, a VM
+    resumed). Stepping the machine's own clock would disturb every other process here (certificates,
+    tokens), so the modules under test get this in its place; their monotonic clock is the real one."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 3600.0
+
+
+async def test_a_wall_clock_stepped_back_does_not_hold_lease_expiry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new leader expires no lease for its first `lease_grace` s. That was counted on the wall clock:
+    stepped back an hour after the replica became the leader, no lease expired for an hour, so the
+    instances of a node that died were never placed elsewhere."""
+    async with open_store(_config(tmp_path), lease_grace=1.0) as store:
+        await wait_for_leader(store)
+        monkeypatch.setattr(aether_kv._store, "time", _WallClockSteppedBack())
+        monkeypatch.setattr(aether_kv._raft, "time", _WallClockSteppedBack())
+        lapsed = (await store.lease_grant(0.5)).lease
+        await store.put("lapsed", b"v", lease=lapsed)
+        await wait_until(
+            lambda: store.get("lapsed"),
+            until=lambda kv: kv is None,
+            timeout=LONGEST + 5.0,
+            what="the lapsed lease's key to go",
+        )

@@ -293,6 +293,8 @@ class RaftReplica:
         self._notified_revision = -1
         self._notified_leases = -1
         self._notified_term = -1
+        # when this replica last became the leader, on the monotonic clock (the wall clock may be stepped:
+        # back by an hour, a new leader's lease grace lasted an hour, and no lease expired meanwhile)
         self.leader_since = 0.0
         self.disk = DiskState()
         data_dir = config.data_dir
@@ -353,7 +355,7 @@ class RaftReplica:
         log.info("this replica is now %s", _STATE_NAMES.get(new, new))
         leader_state = 2
         if new == leader_state:
-            self.leader_since = time.time()
+            self.leader_since = time.monotonic()
         if leader_state in (old, new):
             self._on_leadership(new == leader_state)
 

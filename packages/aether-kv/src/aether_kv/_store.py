@@ -339,7 +339,7 @@ class KVStore:
                     replica.lease_clock.postpone(late)
                 if not replica.is_leader:
                     continue
-                if time.time() < replica.leader_since + self._lease_grace:
+                if time.monotonic() < replica.leader_since + self._lease_grace:
                     continue
                 for lease_id in replica.due_leases():
                     if lease_id not in in_flight:
@@ -352,7 +352,7 @@ class KVStore:
         replica = self._replica
         deadline = replica.next_lease_deadline()
         delay = longest if deadline is None else deadline - time.monotonic()
-        delay = max(delay, replica.leader_since + self._lease_grace - time.time())
+        delay = max(delay, replica.leader_since + self._lease_grace - time.monotonic())
         return min(max(delay, period), longest)
 
     async def _expire_one(self, lease_id: int, in_flight: set[int]) -> None:
