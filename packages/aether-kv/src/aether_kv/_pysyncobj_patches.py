@@ -175,6 +175,19 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    nothing from the other followers until it starts). Every message from a replica counts as hearing
    from it (`_heard_at`).
 
+16. `PatchedSyncObj` started with `started_empty` (a replica that lost its disk rejoins). Upstream, a
+   replica whose data directory is gone (a machine rebuilt, a disk replaced) starts again at term 0 with
+   an empty log and votes for any candidate: an entry committed with its old acknowledgement (on the
+   leader and on it alone) was lost once the leader died and the third replica, which lacked it, won
+   with the empty replica's vote. Now a replica that started with no journal and no snapshot grants no
+   vote or pre-vote to a candidate whose log holds an entry from a leader (`last_log_term` > 0) until it
+   has caught up: until it holds the entry at a leader's commit index, of that leader's term (the leader
+   has committed in its own term, so its commit index covers everything committed before, and the
+   replica's log, matching the leader's to there, holds it all). A brand-new cluster, whose logs hold no
+   leader's entry yet, elects its first leader as before. Until then, with the leader gone, the rest
+   cannot elect one without this replica's vote: they wait for a replica that holds the log (said once,
+   in the replica's log), as they must.
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -243,6 +256,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "pysyncobj.syncobj.SyncObj": (
         "_SyncObj__onMessageReceived",
         "_SyncObj__getEntries",
+        "_SyncObj__onBecomeLeader",
         "_SyncObj__sendNextNodeIdx",
         "_SyncObj__getCurrentLogIndex",
         "_SyncObj__getCurrentLogTerm",
@@ -353,8 +367,11 @@ setattr(_pickle_module, "__protocol", PICKLE_PROTOCOL)
 class PatchedSyncObj(SyncObj):
     """SyncObj with the fixes listed in the module docstring. Runs on pysyncobj's tick thread."""
 
-    def __init__(self, *args: Any, raft_tls: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, raft_tls: Any = None, started_empty: bool = False, **kwargs: Any) -> None:
         self.raft_tls = raft_tls  # a ReloadingTLS: the Raft port speaks mutual TLS (`_raft_port.py`)
+        # started with no journal and no snapshot: no vote for a leader's log until caught up (item 16)
+        self.catching_up = started_empty
+        self._refusal_said = False
         self._leader_heard_at = NEVER  # monotonic time of the last append-entries from a current leader
         self._heard_at: dict[Any, float] = {}  # node → monotonic time of its last message (item 15)
         # monotonic time this replica last heard a current leader (from its start: an election); not
@@ -1032,6 +1049,7 @@ class PatchedSyncObj(SyncObj):
             and self._SyncObj__raftState != _RAFT_STATE.LEADER
             and not heard_recently
             and (message.get("last_log_term", -1), message.get("last_log_index", -1)) >= my_log
+            and not self._votes_withheld(node, message)
         )
         if granted and not self._pre_vote_won:
             # As a vote granted does: the asker is likely to hold an election now; an election of this
@@ -1098,6 +1116,8 @@ class PatchedSyncObj(SyncObj):
                 self._leader_heard_at = self._had_leader_at = _monotonic()
                 self._pre_vote_term, self._pre_vote_won = 0, False
             if kind == "request_vote":
+                if self._votes_withheld(node, message):
+                    return
                 deadline = self._SyncObj__raftElectionDeadline
                 super()._SyncObj__onMessageReceived(node, message)
                 if self._SyncObj__raftElectionDeadline != deadline:  # it granted its vote
@@ -1115,6 +1135,41 @@ class PatchedSyncObj(SyncObj):
             if message is None or not self._room_for_entries(node, message):
                 return
         super()._SyncObj__onMessageReceived(node, message)
+        if self.catching_up and isinstance(message, dict) and message.get("type") == "append_entries":
+            self._check_caught_up(message)
+
+    # ------------------------------------------------------------ a replica that lost its disk (item 16)
+
+    def _votes_withheld(self, node: Any, message: dict[str, Any]) -> bool:
+        """Whether this replica, started empty and not caught up yet, must not vote for the candidate
+        of `message` (its log holds a leader's entry: the cluster had a leader, whose log this replica
+        may have helped commit before it lost its own)."""
+        if not self.catching_up or message.get("last_log_term", 0) <= 0:
+            return False
+        if not self._refusal_said:
+            self._refusal_said = True
+            log.warning(
+                "this replica started with an empty data directory in a cluster that had a leader: it"
+                " votes for no candidate (%s asked) until it holds a leader's log (what it acknowledged"
+                " before it lost its own may be on no other replica but the leader)",
+                getattr(node, "address", node),
+            )
+        return True
+
+    def _SyncObj__onBecomeLeader(self) -> None:
+        super()._SyncObj__onBecomeLeader()  # type: ignore[misc]
+        self.catching_up = False  # elected: its log is the one the others follow
+
+    def _check_caught_up(self, message: dict[str, Any]) -> None:
+        """After an append-entries from a current leader: caught up once this replica holds the entry at
+        the leader's commit index and that entry is of the leader's term."""
+        term, commit = message.get("term"), message.get("commit_index")
+        if term != self._SyncObj__raftCurrentTerm or not isinstance(commit, int):
+            return
+        entries = self._SyncObj__getEntries(commit, 1)
+        if entries and entries[0][1] == commit and entries[0][2] == term:
+            self.catching_up = False
+            log.info("this replica holds the leader's log up to its commit index %d: it votes again", commit)
 
     def _keep_matching_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
         """Rewrite an append-entries message so that upstream's handler truncates only from the first

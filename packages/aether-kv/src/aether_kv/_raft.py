@@ -328,6 +328,9 @@ class RaftReplica:
                 consumers=[self._consumer],
                 transportClass=_SyncBeforeSendTransport,
                 raft_tls=ReloadingTLS(config.tls_dir) if config.tls_dir is not None else None,
+                # (a replica that lost its disk rejoins: `_pysyncobj_patches`, item 16)
+                started_empty=bool(peers)
+                and not any(Path(f).exists() for f in (conf.journalFile, conf.fullDumpFile)),
             )
         # pysyncobj's tick thread stops when the thread that built it ends; we build it on a trio worker
         # thread (it binds sockets), which trio retires when idle. Tie the tick thread to the process.
