@@ -143,9 +143,11 @@ class FakeSliceStore:
         instance.phase = Phase.ACTIVE
 
     async def deactivate(self, instance: LocalInstance) -> None:
+        await self._step()
+        if not instance.alive:  # (as the real store finds when its STOP goes unanswered)
+            raise SliceHostError("crashed", f"the slice process is gone ({instance.host.exit_reason})")
         instance.phase = Phase.LOADED
         self.started.discard(instance.key)
-        await self._step()
 
     async def unload(self, key: InstanceKey) -> None:
         if key in self.started:

@@ -11,6 +11,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+import trio.testing
 from shell_support import MISSING, FakeSliceStore, instances, register
 from trio.testing import MockClock
 
@@ -138,6 +139,23 @@ async def test_a_newer_command_wins_over_the_step_in_progress(
     await node.command(SliceState.UNLOAD)  # the leader changed its mind mid-load
     await node.reaches(None)
     assert node.store.get(KEY) is None
+
+
+async def test_an_instance_that_dies_while_it_is_unloaded_is_gone_not_failed(
+    autojump_clock: MockClock, slow_node: Node
+) -> None:
+    """Its process ends during the deactivation on the way to UNLOAD (the kernel ended it at a memory
+    limit lowered under what it held; it crashed in its stop hook): what was asked, nothing running here,
+    is what there is. The record was written FAILED, the UNLOAD with it gone, and it stayed so."""
+    node = slow_node
+    await node.command(SliceState.ACTIVATE)
+    await node.reaches(SliceState.ACTIVE)
+    await node.command(SliceState.UNLOAD)
+    await trio.testing.wait_all_tasks_blocked()  # the deactivation under way (it takes SLOW)
+    assert await node.state() is SliceState.DEACTIVATING
+    node.store.crash(KEY)
+    await node.reaches(None)
+    assert node.store.get(KEY) is None and await node.endpoints() == []
 
 
 async def test_a_load_sends_start_with_it_and_a_command_mid_load_still_gets_the_start_hook_stopped(

@@ -422,6 +422,14 @@ class NodeDeploymentManager:
                     await self.store.unload(key)
                     await self._delete_record(key, slot)
         except Exception as error:  # a slice's failure, or a bug: FAILED with a reason, never a dead node
+            unloading = following is not None and following.kind is StepKind.UNLOAD
+            if step.kind is StepKind.DEACTIVATE and unloading:
+                # On the way out (its process ended meanwhile, or its stop hook failed): nothing is to run
+                # here, and the unload that follows sees to it; FAILED would take the place of the
+                # command, and the record would stay so.
+                what = error.message if isinstance(error, NodeError) else repr(error)
+                log.warning("%s: deactivate failed on its way to unload: %s", key.label, what)
+                return True
             await self._step_failed(key, slot, step.kind, error)
             return False
         return True
