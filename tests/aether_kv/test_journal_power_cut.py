@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -141,6 +143,21 @@ def test_a_torn_journal_opens_with_its_whole_records_and_says_so(
     assert _entries(path) == ENTRIES
 
 
+def test_what_a_torn_journal_drops_is_zeroed(tmp_path: Path) -> None:
+    """The bytes after the last whole record (a record whose end never reached the disk) are zeroed as
+    they are dropped: after a later power cut, a record written over them in part cannot be read as a
+    whole one with their help."""
+    path = tmp_path / "raft.journal"
+    _durable(path, ENTRIES)
+    data = path.read_bytes()
+    end = _claimed(data)
+    whole_end = end - _record_size(ENTRIES[-1])
+    path.write_bytes(_torn(data, end - 4, end))  # only its second length missing
+    assert _entries(path) == ENTRIES[:-1]
+    mended = path.read_bytes()
+    assert _claimed(mended) == whole_end and mended[whole_end:end] == bytes(end - whole_end)
+
+
 def test_an_empty_journal_file_opens_empty(tmp_path: Path) -> None:
     """Created, then the power cut before its header was written (upstream's mapping of a 0-byte file
     raised)."""
@@ -221,3 +238,44 @@ def test_a_replica_whose_journal_was_torn_starts_and_catches_up(tmp_path: Path) 
         for replica in [*replicas, *([restarted] if restarted else [])]:
             replica.close()
     assert os.path.exists(journal)
+
+
+NO_FD_LEFT = """
+import os, resource, sys
+from aether_kv._journal import DurableJournal
+
+journal = DurableJournal(sys.argv[1])
+for index in range(1, 30):
+    journal.add(b"x" * 100, index, 1)
+journal.sync()
+lowest_free = os.open(os.devnull, os.O_RDONLY)
+os.close(lowest_free)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 1, hard))  # one descriptor at a time
+try:
+    journal.deleteEntriesTo(20)  # the new file written and renamed; its reopening (and map) finds none
+    print("compacted")
+except OSError as error:
+    print("raised:", error)
+resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+try:
+    journal.add(b"after", 30, 1)
+    journal.sync()
+    print("acknowledged")
+except OSError as error:
+    print("refused:", error)
+"""
+
+
+def test_a_compacted_journal_that_cannot_be_opened_acknowledges_nothing_more(tmp_path: Path) -> None:
+    """Renamed over the old journal, the new one could not be opened (no file descriptor left): the old
+    file, still open, has no name any more, so what would be appended there is lost at the next start.
+    Its sync fails from then on, as after a failed fsync (the replica is restarted)."""
+    path = tmp_path / "raft.journal"
+    ran = subprocess.run(
+        [sys.executable, "-c", NO_FD_LEFT, str(path)], capture_output=True, text=True, timeout=60, check=True
+    )
+    lines = ran.stdout.splitlines()
+    assert lines[0].startswith("raised: the compacted journal") and "Too many open files" in lines[0], lines
+    assert lines[1].startswith("refused:"), lines
+    assert [entry[1] for entry in _entries(path)] == list(range(21, 30))  # what the new file holds

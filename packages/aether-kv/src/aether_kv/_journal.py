@@ -30,6 +30,7 @@ from ._disk import (
     JournalFullError,
     allocate,
     durable_replace,
+    fsync_path,
     is_disk_full,
     record_bytes,
     reservation_target,
@@ -70,6 +71,9 @@ def _mend_torn_tail(path: str) -> None:
             max(found.claimed - found.end, 0),
         )
         os.pwrite(fd, header(found.end), 0)
+        dropped = min(found.claimed, size) - found.end  # zeroed: never read as a record after a later cut
+        if dropped > 0:
+            os.pwrite(fd, bytes(dropped), found.end)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -195,20 +199,28 @@ class DurableJournal:
         self._dirty = True
 
     def deleteEntriesFrom(self, entry_from: int) -> None:
+        """Drop the entries from `entry_from` on (a follower's conflicting entries), durably at once: the
+        entries that follow are written over them, and a power cut in between must find either the old
+        records or the new ones at a record's start, not a mix of both with the same index and term."""
         self._inner.deleteEntriesFrom(entry_from)
         self._dirty = True
+        self.sync()
 
     def deleteEntriesTo(self, entry_to: int) -> None:
         """Drop the entries before `entry_to` (a compaction: a snapshot holds them). Upstream rewrites the
         journal in place from its start: a power cut before the next fsync could leave the entries kept
         half overwritten, acknowledged ones among them. Instead the entries kept go into a new file,
-        fsynced, renamed over the journal; on a full disk, in place as upstream does (no new space)."""
+        fsynced, renamed over the journal. On a full disk, in place as upstream does (no new space), and
+        fsynced at once. Once renamed, a failure to open the new file is a failed sync: nothing is
+        acknowledged any more (the old file, still open, has no name: what went there would be lost)."""
         kept = self._inner._FileJournal__journal[entry_to:]
         temporary = self._path + _COMPACTED
         try:
             with open(temporary, "wb") as file:
                 file.write(journal_bytes(kept))
-            durable_replace(temporary, self._path)
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(temporary, self._path)
         except OSError as error:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
@@ -217,13 +229,22 @@ class DurableJournal:
             log.warning("no room for a compacted Raft journal (%s): compacted in place", error)
             self._inner.deleteEntriesTo(entry_to)  # rewrites a prefix of what is written: no new space
             self._dirty = True
+            self.sync()
             return
         with self._lock:
-            old, self._inner = self._inner, _open(self._path)
+            try:
+                fsync_path(os.path.dirname(self._path) or ".")
+                new = _open(self._path)
+            except Exception as error:
+                failure = OSError(f"the compacted journal {self._path} could not be opened: {error}")
+                log.critical("%s: restart this replica", failure)
+                self._sync_failed = failure
+                raise failure from error
+            old, self._inner = self._inner, new
             # the term, vote and commit index as this replica knows them (the commit index is stored
             # once a second: the file may be behind)
-            self._inner._FileJournal__meta = old._FileJournal__meta
-            self._inner._FileJournal__metaSaved = old._FileJournal__metaSaved
+            new._FileJournal__meta = old._FileJournal__meta
+            new._FileJournal__metaSaved = old._FileJournal__metaSaved
             self._reserved = 0  # the new file's blocks are reserved at the next append
             self._dirty = False  # everything kept was just fsynced
             with contextlib.suppress(OSError):  # (the old file, renamed over: nothing of it is read again)

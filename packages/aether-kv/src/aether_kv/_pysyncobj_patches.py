@@ -175,18 +175,20 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    nothing from the other followers until it starts). Every message from a replica counts as hearing
    from it (`_heard_at`).
 
-16. `PatchedSyncObj` started with `started_empty` (a replica that lost its disk rejoins). Upstream, a
+16. `PatchedSyncObj` started with `catching_up` (a replica that lost its disk rejoins). Upstream, a
    replica whose data directory is gone (a machine rebuilt, a disk replaced) starts again at term 0 with
    an empty log and votes for any candidate: an entry committed with its old acknowledgement (on the
    leader and on it alone) was lost once the leader died and the third replica, which lacked it, won
-   with the empty replica's vote. Now a replica that started with no journal and no snapshot grants no
-   vote or pre-vote to a candidate whose log holds an entry from a leader (`last_log_term` > 0) until it
-   has caught up: until it holds the entry at a leader's commit index, of that leader's term (the leader
-   has committed in its own term, so its commit index covers everything committed before, and the
-   replica's log, matching the leader's to there, holds it all). A brand-new cluster, whose logs hold no
-   leader's entry yet, elects its first leader as before. Until then, with the leader gone, the rest
-   cannot elect one without this replica's vote: they wait for a replica that holds the log (said once,
-   in the replica's log), as they must.
+   with the empty replica's vote. Now a replica that started empty (`_raft.py` keeps a marker file until
+   it has caught up, so a restart meanwhile does not forget it) neither votes, nor grants pre-votes, nor
+   stands for election until it has caught up: until it holds the entry at a leader's commit index, of
+   that leader's term (the leader has committed in its own term, so its commit index covers everything
+   committed before, and the replica's log, matching the leader's to there, holds it all), or it is
+   elected. Every message it sends says so (`catching_up`; a replica that does not stand tells the
+   others at each election timeout), and while a majority of the replicas are catching up, as in a new
+   cluster, or when most of the disks were lost (where no better choice is left than the most complete
+   log), they vote and stand as Raft says. With the leader gone before it caught up, the rest cannot elect
+   one without it: they wait for a replica that holds the log (said once, in the replica's log).
 
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
@@ -367,10 +369,19 @@ setattr(_pickle_module, "__protocol", PICKLE_PROTOCOL)
 class PatchedSyncObj(SyncObj):
     """SyncObj with the fixes listed in the module docstring. Runs on pysyncobj's tick thread."""
 
-    def __init__(self, *args: Any, raft_tls: Any = None, started_empty: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        raft_tls: Any = None,
+        catching_up: bool = False,
+        on_caught_up: Callable[[], None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
         self.raft_tls = raft_tls  # a ReloadingTLS: the Raft port speaks mutual TLS (`_raft_port.py`)
-        # started with no journal and no snapshot: no vote for a leader's log until caught up (item 16)
-        self.catching_up = started_empty
+        # started empty (its disk lost): no vote, no candidacy until caught up (item 16)
+        self.catching_up = catching_up
+        self._on_caught_up = on_caught_up
+        self._peers_catching_up: dict[Any, bool] = {}  # what each replica's last message said
         self._refusal_said = False
         self._leader_heard_at = NEVER  # monotonic time of the last append-entries from a current leader
         self._heard_at: dict[Any, float] = {}  # node → monotonic time of its last message (item 15)
@@ -726,6 +737,8 @@ class PatchedSyncObj(SyncObj):
         a leader's append-entries everyone's it knows (nothing is added when there are none)."""
         if not isinstance(message, dict):
             return message
+        if self.catching_up:  # (item 16)
+            message = {**message, "catching_up": True}
         kind = message.get("type")
         if kind == "next_node_idx":
             if self.disk_full():
@@ -1016,6 +1029,15 @@ class PatchedSyncObj(SyncObj):
             if self._SyncObj__raftElectionDeadline < now:
                 self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
             return
+        if self._stands_aside_catching_up():
+            # started empty, not caught up (item 16): no election; the others hear why at each timeout
+            self._SyncObj__transferInProgress = False
+            self._pre_vote_won = False
+            if self._SyncObj__raftElectionDeadline < now:
+                self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
+                for node in self._SyncObj__otherNodes:
+                    self._SyncObj__transport.send(node, {"type": "catching_up"})
+            return
         if self._SyncObj__transferInProgress:
             return  # the leader asked this replica to take over: a real election at once
         if self._SyncObj__raftElectionDeadline >= now:
@@ -1049,7 +1071,7 @@ class PatchedSyncObj(SyncObj):
             and self._SyncObj__raftState != _RAFT_STATE.LEADER
             and not heard_recently
             and (message.get("last_log_term", -1), message.get("last_log_index", -1)) >= my_log
-            and not self._votes_withheld(node, message)
+            and not self._votes_withheld(node)
         )
         if granted and not self._pre_vote_won:
             # As a vote granted does: the asker is likely to hold an election now; an election of this
@@ -1094,6 +1116,9 @@ class PatchedSyncObj(SyncObj):
         self._heard_at[node] = _monotonic()
         if isinstance(message, dict):
             kind = message.get("type")
+            self._peers_catching_up[node] = bool(message.get("catching_up"))  # (item 16)
+            if kind == "catching_up":
+                return
             if kind in ("next_node_idx", "append_entries", "replica_problems"):
                 self._heard_problems(node, message)
                 if kind == "replica_problems":
@@ -1116,7 +1141,7 @@ class PatchedSyncObj(SyncObj):
                 self._leader_heard_at = self._had_leader_at = _monotonic()
                 self._pre_vote_term, self._pre_vote_won = 0, False
             if kind == "request_vote":
-                if self._votes_withheld(node, message):
+                if self._votes_withheld(node):
                     return
                 deadline = self._SyncObj__raftElectionDeadline
                 super()._SyncObj__onMessageReceived(node, message)
@@ -1140,25 +1165,46 @@ class PatchedSyncObj(SyncObj):
 
     # ------------------------------------------------------------ a replica that lost its disk (item 16)
 
-    def _votes_withheld(self, node: Any, message: dict[str, Any]) -> bool:
-        """Whether this replica, started empty and not caught up yet, must not vote for the candidate
-        of `message` (its log holds a leader's entry: the cluster had a leader, whose log this replica
-        may have helped commit before it lost its own)."""
-        if not self.catching_up or message.get("last_log_term", 0) <= 0:
+    def _withholding(self) -> bool:
+        """Whether this replica, started empty and not caught up, must neither vote nor stand: unless a
+        majority of the replicas are catching up (a new cluster; most disks lost)."""
+        if not self.catching_up:
             return False
-        if not self._refusal_said:
-            self._refusal_said = True
-            log.warning(
-                "this replica started with an empty data directory in a cluster that had a leader: it"
-                " votes for no candidate (%s asked) until it holds a leader's log (what it acknowledged"
-                " before it lost its own may be on no other replica but the leader)",
-                getattr(node, "address", node),
-            )
-        return True
+        others = self._SyncObj__otherNodes
+        catching_up = 1 + sum(1 for node in others if self._peers_catching_up.get(node))
+        return catching_up <= (len(others) + 1) / 2
+
+    def _log_holder_known(self) -> bool:
+        """Whether a replica that is not catching up (that kept its log) said so in its last message."""
+        return any(self._peers_catching_up.get(node) is False for node in self._SyncObj__otherNodes)
+
+    def _stands_aside_catching_up(self) -> bool:
+        """Whether this replica must not stand for election (item 16): withholding, or, with a majority
+        catching up, while a replica that kept its log is there to be elected instead."""
+        return self.catching_up and (self._withholding() or self._log_holder_known())
+
+    def _votes_withheld(self, node: Any) -> bool:
+        """Whether this replica withholds its vote (or pre-vote) from the candidate `node`; said once.
+        With a majority catching up, it votes, but not for another replica catching up while one that
+        kept its log is there (two disks of three lost: the one log left, not an empty one)."""
+        if not self.catching_up:
+            return False
+        if self._withholding():
+            if not self._refusal_said:
+                self._refusal_said = True
+                log.warning(
+                    "this replica started with an empty data directory (its disk lost?) in a cluster"
+                    " whose other replicas have theirs: it neither votes (%s asked) nor stands until it"
+                    " holds a leader's log (what it acknowledged before may be on no other replica but"
+                    " the leader)",
+                    getattr(node, "address", node),
+                )
+            return True
+        return bool(self._peers_catching_up.get(node)) and self._log_holder_known()
 
     def _SyncObj__onBecomeLeader(self) -> None:
         super()._SyncObj__onBecomeLeader()  # type: ignore[misc]
-        self.catching_up = False  # elected: its log is the one the others follow
+        self._caught_up()  # elected: its log is the one the others follow
 
     def _check_caught_up(self, message: dict[str, Any]) -> None:
         """After an append-entries from a current leader: caught up once this replica holds the entry at
@@ -1168,8 +1214,13 @@ class PatchedSyncObj(SyncObj):
             return
         entries = self._SyncObj__getEntries(commit, 1)
         if entries and entries[0][1] == commit and entries[0][2] == term:
-            self.catching_up = False
             log.info("this replica holds the leader's log up to its commit index %d: it votes again", commit)
+            self._caught_up()
+
+    def _caught_up(self) -> None:
+        if self.catching_up:
+            self.catching_up = False
+            self._on_caught_up()
 
     def _keep_matching_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
         """Rewrite an append-entries message so that upstream's handler truncates only from the first

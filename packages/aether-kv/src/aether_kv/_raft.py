@@ -23,7 +23,9 @@ failed fsync is sticky: nothing is acknowledged after it until the replica is re
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +37,7 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import _RAFT_STATE
 
-from ._disk import DiskState
+from ._disk import DiskState, fsync_path
 from ._errors import (
     DiskFullError,
     KVError,
@@ -319,6 +321,8 @@ class RaftReplica:
             logCompactionMinTime=config.log_compaction_seconds,
         )
         peers = [p for p in config.peers if p != config.raft_address]
+        marker = data_dir / CATCHING_UP_MARKER
+        catching_up = _starts_catching_up(data_dir, marker, conf, peers)
         factory = self._durable_journal if config.durable else _syncobj_module.createJournal
         with _journal_factory(factory):
             self._obj = PatchedSyncObj(
@@ -329,8 +333,8 @@ class RaftReplica:
                 transportClass=_SyncBeforeSendTransport,
                 raft_tls=ReloadingTLS(config.tls_dir) if config.tls_dir is not None else None,
                 # (a replica that lost its disk rejoins: `_pysyncobj_patches`, item 16)
-                started_empty=bool(peers)
-                and not any(Path(f).exists() for f in (conf.journalFile, conf.fullDumpFile)),
+                catching_up=catching_up,
+                on_caught_up=functools.partial(_remove_durably, marker),
             )
         # pysyncobj's tick thread stops when the thread that built it ends; we build it on a trio worker
         # thread (it binds sockets), which trio retires when idle. Tie the tick thread to the process.
@@ -530,6 +534,35 @@ class RaftReplica:
         journal = self._obj._SyncObj__raftLog
         if isinstance(journal, DurableJournal):
             journal.sync()
+
+
+CATCHING_UP_MARKER = "raft.catching-up"  # a replica that started empty and has not caught up (item 16)
+
+
+def _starts_catching_up(data_dir: Path, marker: Path, conf: SyncObjConf, peers: list[str]) -> bool:
+    """Whether this replica starts catching up (`_pysyncobj_patches`, item 16): it has other replicas,
+    and no journal and no snapshot (its disk lost, or a new cluster), or its marker says it started so
+    and has not caught up since (restarted meanwhile). The marker is made durable before the journal."""
+    if not peers:
+        return False
+    if marker.exists():
+        return True
+    if any(Path(file).exists() for file in (conf.journalFile, conf.fullDumpFile)):
+        return False
+    with open(marker, "wb") as file:
+        os.fsync(file.fileno())
+    fsync_path(str(data_dir))
+    return True
+
+
+def _remove_durably(path: Path) -> None:
+    """On the tick thread, once caught up: the marker goes, durably (a few µs; a failure is logged: the
+    replica then starts catching up again after a restart, which the leader's log soon ends)."""
+    try:
+        path.unlink(missing_ok=True)
+        fsync_path(str(path.parent))
+    except OSError as error:
+        log.warning("could not remove %s: %s", path, error)
 
 
 def _read_racing(read: Callable[[], T]) -> T | None:

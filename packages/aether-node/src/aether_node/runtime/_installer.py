@@ -177,6 +177,7 @@ class SliceInstaller:
             _remove_stale_builds(directory, older_than=timeout)
         self._locks: dict[Coordinates, trio.Lock] = {}
         self._ready: dict[Coordinates, InstalledSlice] = {}  # found installed (`installed`)
+        self._runtime_made = False  # this node's runtime is there (`install` makes it first)
         self._uv = uv.find_uv_bin()
 
     def venv_path(self, coordinates: Coordinates) -> Path:
@@ -202,8 +203,8 @@ class SliceInstaller:
 
     def _point_at_runtime(self, venv: Path) -> None:
         """Make `venv`'s runtime this node's (its `.pth` names another if an earlier node made it: an
-        upgrade, or a changed checkout). Once per virtualenv and node process; the runtime is copied then
-        if this node has not yet (~200 KiB, on the caller's thread)."""
+        upgrade, or a changed checkout). Once per virtualenv and node process; the runtime is there once
+        `install` has run (otherwise it is copied here, ~200 KiB, on the caller's thread)."""
         pth = _site_packages(venv) / RUNTIME_PTH
         target = self.runtime_dir / runtime_name()
         try:
@@ -215,6 +216,9 @@ class SliceInstaller:
 
     async def install(self, coordinates: Coordinates) -> InstalledSlice:
         """The slice's virtualenv, installing it first if needed. Raises ResolutionError."""
+        if not self._runtime_made:  # on a worker thread, once (its copy is written to disk)
+            await trio.to_thread.run_sync(self._ensure_runtime)
+            self._runtime_made = True
         found = self.installed(coordinates)
         if found is not None:
             return found
