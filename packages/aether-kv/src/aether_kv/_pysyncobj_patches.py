@@ -184,8 +184,8 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    stands for election until it has caught up: until it holds the entry at a leader's commit index, of
    that leader's term (the leader has committed in its own term, so its commit index covers everything
    committed before, and the replica's log, matching the leader's to there, holds it all), or it is
-   elected. Every message it sends says so (`catching_up`; a replica that does not stand tells the
-   others at each election timeout), and while a majority of the replicas are catching up, as in a new
+   elected. Every message it sends says so (`catching_up`; and with no leader it tells the others every
+   `CATCHING_UP_NOTICE` s), and while a majority of the replicas are catching up, as in a new
    cluster, or when most of the disks were lost (where no better choice is left than the most complete
    log), they vote and stand as Raft says. With the leader gone before it caught up, the rest cannot elect
    one without it: they wait for a replica that holds the log (said once, in the replica's log).
@@ -246,6 +246,7 @@ PICKLE_PROTOCOL = 4  # bytes as bytes (protocol 2, upstream's, writes them as la
 ACK_REPEAT = 0.5  # a follower repeats an unchanged acknowledgement this often (check-quorum: 3 s)
 LEADER_GONE_ELECTION = (0.05, 0.2)  # the election window of a follower whose leader's port refused (s)
 NEVER = -1e9  # a monotonic time long past
+CATCHING_UP_NOTICE = 0.1  # a replica catching up without a leader tells the others this often (item 16)
 # our failure codes beside FAIL_REASON, given as (code, raft addresses of the replicas with full disks):
 DISK_FULL = 100  # the leader, or a majority, has no room: not applied
 FOLLOWER_DISK_FULL = 101  # this follower has no room to follow: not forwarded (another replica can take it)
@@ -382,6 +383,7 @@ class PatchedSyncObj(SyncObj):
         self.catching_up = catching_up
         self._on_caught_up = on_caught_up
         self._peers_catching_up: dict[Any, bool] = {}  # what each replica's last message said
+        self._catching_up_said_at = NEVER  # when this replica last told the others it is catching up
         self._refusal_said = False
         self._leader_heard_at = NEVER  # monotonic time of the last append-entries from a current leader
         self._heard_at: dict[Any, float] = {}  # node → monotonic time of its last message (item 15)
@@ -1022,6 +1024,12 @@ class PatchedSyncObj(SyncObj):
         if self._SyncObj__selfNode is None or not self._SyncObj__otherNodes:
             return
         now = _monotonic()
+        if self.catching_up and now - self._catching_up_said_at >= CATCHING_UP_NOTICE:
+            # (item 16) the others count the replicas catching up before they vote: told at once, not at
+            # the next election timeout (a new cluster, every replica catching up, elects as soon as before)
+            self._catching_up_said_at = now
+            for node in self._SyncObj__otherNodes:
+                self._SyncObj__transport.send(node, {"type": "catching_up"})
         if self._standing_aside is not None:
             # its owner is silent (item 14): no election, not even one a leader asked for
             self._SyncObj__transferInProgress = False
@@ -1030,13 +1038,12 @@ class PatchedSyncObj(SyncObj):
                 self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
             return
         if self._stands_aside_catching_up():
-            # started empty, not caught up (item 16): no election; the others hear why at each timeout
+            # started empty, not caught up (item 16): no election; looked at again soon (the others may
+            # say they are catching up too: a new cluster then elects as soon as before)
             self._SyncObj__transferInProgress = False
             self._pre_vote_won = False
             if self._SyncObj__raftElectionDeadline < now:
-                self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
-                for node in self._SyncObj__otherNodes:
-                    self._SyncObj__transport.send(node, {"type": "catching_up"})
+                self._SyncObj__raftElectionDeadline = now + random.uniform(*LEADER_GONE_ELECTION)
             return
         if self._SyncObj__transferInProgress:
             return  # the leader asked this replica to take over: a real election at once
