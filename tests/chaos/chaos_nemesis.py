@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 from typing import TYPE_CHECKING, ClassVar
 
@@ -60,6 +61,27 @@ class KillNode(Nemesis):
 class KillLeader(KillNode):
     name = "kill-leader"
     leader_only = True
+
+
+class LoseDisk(KillNode):
+    """A machine rebuilt: its node SIGKILLed, its KV replica's data directory emptied (the disk lost),
+    the node started again with the same addresses. Its replica catches up from the leader, and votes
+    only once it has (`_pysyncobj_patches`, item 16): nothing acknowledged may be lost."""
+
+    name = "lose-disk"
+
+    async def inject(self, run: Run) -> str:
+        said = await super().inject(run)
+        with trio.fail_after(30):  # its replica ends with it (it watches its parent)
+            while run.cluster.kv_replica_pids(self.victim):
+                await trio.sleep(0.05)
+        kv = self.victim.data_dir / "kv"
+        for entry in list(kv.iterdir()) if kv.is_dir() else []:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        return f"{said}, its KV data directory emptied"
 
 
 class PauseNode(Nemesis):
@@ -303,6 +325,7 @@ NEMESES: dict[str, type[Nemesis]] = {
     for cls in (
         KillNode,
         KillLeader,
+        LoseDisk,
         PauseNode,
         PauseLeaderNode,
         KillReplica,

@@ -30,7 +30,6 @@ from node_support import (
     slice_key,
     template_of,
     wait_for_deleted,
-    wait_for_state,
     write_command,
 )
 
@@ -131,9 +130,10 @@ async def test_an_instance_stopped_when_unloaded_is_killed(node: NodeProcess, kv
 
     await write_command(kv, key, SliceState.UNLOAD)
 
-    # its stop hook times out (FAILED, as a leader then removes); the process must not outlive it
-    record = await wait_for_state(kv, key, SliceState.FAILED, timeout=30)
-    assert "stop did not finish within 1 s" in record.reason, record
+    # its stop hook times out: unloaded all the same (what was asked), and the process must not outlive it
+    await wait_for_deleted(kv, key, timeout=30)
+    said = node.log_tail(200)
+    assert "deactivate failed on its way to unload" in said and "stop did not finish within 1 s" in said, said
     await wait_until(
         lambda: process_ended(host.pid), timeout=10, what=f"the stopped instance {host.pid} to end"
     )

@@ -429,6 +429,7 @@ class NodeDeploymentManager:
                 # command, and the record would stay so.
                 what = error.message if isinstance(error, NodeError) else repr(error)
                 log.warning("%s: deactivate failed on its way to unload: %s", key.label, what)
+                self.metrics.failure(key.coordinates, step.kind.value)
                 return True
             await self._step_failed(key, slot, step.kind, error)
             return False
