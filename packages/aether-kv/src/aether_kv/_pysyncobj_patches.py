@@ -514,7 +514,11 @@ class PatchedSyncObj(SyncObj):
             return
         last = self._SyncObj__getCurrentLogIndex()
         matched = self._SyncObj__raftMatchIndex
-        ready = [n for n in with_room if self.isNodeConnected(n) and matched.get(n, 0) == last]
+        ready = [
+            n
+            for n in with_room
+            if self.isNodeConnected(n) and matched.get(n, 0) == last and not self._peers_catching_up.get(n)
+        ]
         if not ready:
             return  # they catch up (this leader's log does not grow): tried again next tick
         target = min(ready, key=lambda node: node.address)
@@ -957,6 +961,7 @@ class PatchedSyncObj(SyncObj):
             if node not in self._full_followers
             and self.isNodeConnected(node)
             and matched.get(node, 0) == last
+            and not self._peers_catching_up.get(node)  # (it would not stand: item 16)
         ]
         target = min(ready, key=lambda node: node.address) if ready else None
         if target is not None:
@@ -1024,7 +1029,11 @@ class PatchedSyncObj(SyncObj):
         if self._SyncObj__selfNode is None or not self._SyncObj__otherNodes:
             return
         now = _monotonic()
-        if self.catching_up and now - self._catching_up_said_at >= CATCHING_UP_NOTICE:
+        if (
+            self.catching_up
+            and now - self._leader_heard_at >= self._SyncObj__conf.raftMinTimeout  # (no leader lately)
+            and now - self._catching_up_said_at >= CATCHING_UP_NOTICE
+        ):
             # (item 16) the others count the replicas catching up before they vote: told at once, not at
             # the next election timeout (a new cluster, every replica catching up, elects as soon as before)
             self._catching_up_said_at = now
@@ -1210,8 +1219,8 @@ class PatchedSyncObj(SyncObj):
         return bool(self._peers_catching_up.get(node)) and self._log_holder_known()
 
     def _SyncObj__onBecomeLeader(self) -> None:
+        self._caught_up()  # elected: its log is the one the others follow (before its first message)
         super()._SyncObj__onBecomeLeader()  # type: ignore[misc]
-        self._caught_up()  # elected: its log is the one the others follow
 
     def _check_caught_up(self, message: dict[str, Any]) -> None:
         """After an append-entries from a current leader: caught up once this replica holds the entry at
@@ -1228,6 +1237,8 @@ class PatchedSyncObj(SyncObj):
         if self.catching_up:
             self.catching_up = False
             self._on_caught_up()
+            for node in self._SyncObj__otherNodes:  # (a follower sends the others nothing otherwise)
+                self._SyncObj__transport.send(node, {"type": "catching_up"})  # without the flag: done
 
     def _keep_matching_entries(self, node: Any, message: dict[str, Any]) -> dict[str, Any] | None:
         """Rewrite an append-entries message so that upstream's handler truncates only from the first

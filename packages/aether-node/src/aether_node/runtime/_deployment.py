@@ -430,6 +430,7 @@ class NodeDeploymentManager:
                 what = error.message if isinstance(error, NodeError) else repr(error)
                 log.warning("%s: deactivate failed on its way to unload: %s", key.label, what)
                 self.metrics.failure(key.coordinates, step.kind.value)
+                await self.store.unload(key)  # now: a newer command meanwhile gets a fresh process
                 return True
             await self._step_failed(key, slot, step.kind, error)
             return False
