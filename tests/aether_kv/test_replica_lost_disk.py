@@ -51,6 +51,23 @@ def _everywhere(replicas: list[RaftReplica], key: str, value: bytes) -> None:
         )
 
 
+def _e_by_the_leader_and_c(replicas: list[RaftReplica]) -> tuple[RaftReplica, RaftReplica, RaftReplica, int]:
+    """k/0..k/4 on every replica of `replicas`, then, B stopped, E committed by the leader and C; C
+    stopped and its data directory gone. Returns the leader (running), B, C (closed) and E's index."""
+    leader = leader_of(replicas)
+    b, c = (r for r in replicas if r is not leader)
+    for i in range(5):
+        propose(leader, Put(key=f"k/{i}", value=b"v"))
+    wait_until_sync(lambda: _value(b, "k/4") == b"v", timeout=30, what="B to hold k/4")
+    b.close()
+    propose(leader, Put(key="E", value=b"acknowledged"))  # committed by the leader and C
+    index = leader._obj._SyncObj__getCurrentLogIndex()
+    wait_until_sync(lambda: _value(c, "E") == b"acknowledged", timeout=30, what="C to apply E")
+    c.close()
+    shutil.rmtree(c.config.data_dir)  # C's disk is gone
+    return leader, b, c, index
+
+
 @contextmanager
 def _e_on_the_leader_and_c_alone(
     tmp_path: Path,
@@ -61,18 +78,8 @@ def _e_on_the_leader_and_c_alone(
     replicas = raft_group(tmp_path, 3)
     started: list[RaftReplica] = []
     try:
-        leader = leader_of(replicas)
-        b, c = (r for r in replicas if r is not leader)
-        for i in range(5):
-            propose(leader, Put(key=f"k/{i}", value=b"v"))
-        wait_until_sync(lambda: _value(b, "k/4") == b"v", timeout=30, what="B to hold k/4")
-        b.close()
-        propose(leader, Put(key="E", value=b"acknowledged"))  # committed by the leader and C
-        index = leader._obj._SyncObj__getCurrentLogIndex()
-        wait_until_sync(lambda: _value(c, "E") == b"acknowledged", timeout=30, what="C to apply E")
-        c.close()
+        leader, b, c, index = _e_by_the_leader_and_c(replicas)
         leader.close()
-        shutil.rmtree(c.config.data_dir)  # C's disk is gone
         yield [leader, b, c], started, index
     finally:
         for replica in [*replicas, *started]:
@@ -123,17 +130,7 @@ def test_caught_up_with_part_of_the_log_it_does_not_stand(tmp_path: Path) -> Non
     replicas = raft_group(tmp_path, 3)
     started: list[RaftReplica] = []
     try:
-        leader = leader_of(replicas)
-        b, c = (r for r in replicas if r is not leader)
-        for i in range(5):
-            propose(leader, Put(key=f"k/{i}", value=b"v"))
-        wait_until_sync(lambda: _value(b, "k/4") == b"v", timeout=30, what="B to hold k/4")
-        b.close()
-        propose(leader, Put(key="E", value=b"acknowledged"))  # committed by the leader and C
-        e_index = leader._obj._SyncObj__getCurrentLogIndex()
-        wait_until_sync(lambda: _value(c, "E") == b"acknowledged", timeout=30, what="C to apply E")
-        c.close()
-        shutil.rmtree(c.config.data_dir)
+        leader, b, c, e_index = _e_by_the_leader_and_c(replicas)
         c_again = RaftReplica(c.config)
         started.append(c_again)
         taken_in = c_again._obj._room_for_entries
