@@ -57,9 +57,11 @@ def _mend_torn_tail(path: str) -> None:
         return
     try:
         size = os.fstat(fd).st_size
-        with contextlib.ExitStack() as stack:
-            mapped = stack.enter_context(mmap.mmap(fd, 0, access=mmap.ACCESS_READ)) if size else b""
-            found = whole_records(mapped)
+        if size:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                found = whole_records(mapped)
+        else:  # (created, and the power cut before its header was written: no map of 0 bytes)
+            found = whole_records(b"")
         if found.torn is None:
             return
         log.warning(

@@ -1039,20 +1039,17 @@ class PatchedSyncObj(SyncObj):
             self._catching_up_said_at = now
             for node in self._SyncObj__otherNodes:
                 self._SyncObj__transport.send(node, {"type": "catching_up"})
-        if self._standing_aside is not None:
-            # its owner is silent (item 14): no election, not even one a leader asked for
+        owner_silent = self._standing_aside is not None
+        if owner_silent or self._stands_aside_catching_up():
+            # no election, not even one a leader asked for: its owner is silent (item 14), or it started
+            # empty and has not caught up (item 16; looked at again soon then: the others may say they
+            # are catching up too, and a new cluster elects as soon as before)
             self._SyncObj__transferInProgress = False
             self._pre_vote_won = False
             if self._SyncObj__raftElectionDeadline < now:
-                self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
-            return
-        if self._stands_aside_catching_up():
-            # started empty, not caught up (item 16): no election; looked at again soon (the others may
-            # say they are catching up too: a new cluster then elects as soon as before)
-            self._SyncObj__transferInProgress = False
-            self._pre_vote_won = False
-            if self._SyncObj__raftElectionDeadline < now:
-                self._SyncObj__raftElectionDeadline = now + random.uniform(*LEADER_GONE_ELECTION)
+                soon = random.uniform(*LEADER_GONE_ELECTION)
+                wait = self._SyncObj__generateRaftTimeout() if owner_silent else soon
+                self._SyncObj__raftElectionDeadline = now + wait
             return
         if self._SyncObj__transferInProgress:
             return  # the leader asked this replica to take over: a real election at once

@@ -322,7 +322,7 @@ class RaftReplica:
         )
         peers = [p for p in config.peers if p != config.raft_address]
         marker = data_dir / CATCHING_UP_MARKER
-        catching_up = _starts_catching_up(data_dir, marker, conf, peers)
+        catching_up = _starts_catching_up(marker, conf, peers)
         factory = self._durable_journal if config.durable else _syncobj_module.createJournal
         with _journal_factory(factory):
             self._obj = PatchedSyncObj(
@@ -539,7 +539,7 @@ class RaftReplica:
 CATCHING_UP_MARKER = "raft.catching-up"  # a replica that started empty and has not caught up (item 16)
 
 
-def _starts_catching_up(data_dir: Path, marker: Path, conf: SyncObjConf, peers: list[str]) -> bool:
+def _starts_catching_up(marker: Path, conf: SyncObjConf, peers: list[str]) -> bool:
     """Whether this replica starts catching up (`_pysyncobj_patches`, item 16): it has other replicas,
     and no journal and no snapshot (its disk lost, or a new cluster), or its marker says it started so
     and has not caught up since (restarted meanwhile). The marker is made durable before the journal."""
@@ -551,13 +551,14 @@ def _starts_catching_up(data_dir: Path, marker: Path, conf: SyncObjConf, peers: 
         return False
     with open(marker, "wb") as file:
         os.fsync(file.fileno())
-    fsync_path(str(data_dir))
+    fsync_path(str(marker.parent))
     return True
 
 
 def _remove_durably(path: Path) -> None:
-    """On the tick thread, once caught up: the marker goes, durably (a few µs; a failure is logged: the
-    replica then starts catching up again after a restart, which the leader's log soon ends)."""
+    """On the tick thread, once caught up: the marker goes, durably (one fsync of its directory, once; a
+    failure is logged: the replica then starts catching up again after a restart, which the leader's log
+    soon ends)."""
     try:
         path.unlink(missing_ok=True)
         fsync_path(str(path.parent))

@@ -263,7 +263,7 @@ class SliceInstaller:
             if final.exists():  # a stale half-install from a crash
                 shutil.rmtree(final, ignore_errors=True)
             building.rename(final)
-            await trio.to_thread.run_sync(_to_disk, self.slices_dir)  # (the rename)
+            await trio.to_thread.run_sync(_entries_to_disk, self.slices_dir)  # (the rename)
         finally:
             if building.exists():
                 shutil.rmtree(building, ignore_errors=True)
@@ -295,7 +295,7 @@ class SliceInstaller:
             building.rename(target)
         except OSError:  # another node process won the race
             shutil.rmtree(building, ignore_errors=True)
-        _to_disk(self.runtime_dir)
+        _entries_to_disk(self.runtime_dir)
         return target
 
 
@@ -332,5 +332,14 @@ def _to_disk(directory: Path) -> None:
         syncfs = _syncfs()
         if syncfs is None or syncfs(fd) != 0:  # type: ignore[operator]
             os.sync()
+    finally:
+        os.close(fd)
+
+
+def _entries_to_disk(directory: Path) -> None:
+    """fsync `directory` itself: its entries (a rename into it) on disk. Blocking: from a worker thread."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
         os.close(fd)
