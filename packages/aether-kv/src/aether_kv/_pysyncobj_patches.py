@@ -185,10 +185,12 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    that leader's term (the leader has committed in its own term, so its commit index covers everything
    committed before, and the replica's log, matching the leader's to there, holds it all), or it is
    elected. Every message it sends says so (`catching_up`; and with no leader it tells the others every
-   `CATCHING_UP_NOTICE` s), and while a majority of the replicas are catching up, as in a new
-   cluster, or when most of the disks were lost (where no better choice is left than the most complete
-   log), they vote and stand as Raft says. With the leader gone before it caught up, the rest cannot elect
-   one without it: they wait for a replica that holds the log (said once, in the replica's log).
+   `CATCHING_UP_NOTICE` s, which a replica that kept its log answers at once), and while a majority of
+   the replicas are catching up, as in a new cluster, or when most of the disks were lost (where no
+   better choice is left than the most complete log), they vote and stand as Raft says, but not for one
+   another while a replica that kept its log is known. With the leader gone before it caught up, the
+   rest cannot elect one without it: they wait for a replica that holds the log (said once, in the
+   replica's log).
 
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
@@ -1131,6 +1133,10 @@ class PatchedSyncObj(SyncObj):
             kind = message.get("type")
             self._peers_catching_up[node] = bool(message.get("catching_up"))  # (item 16)
             if kind == "catching_up":
+                if message.get("catching_up") and not self.catching_up:
+                    # this replica kept its log: the one asking learns so before it counts the replicas
+                    # catching up (two of three empty would elect one of them over this log)
+                    self._SyncObj__transport.send(node, {"type": "catching_up"})
                 return
             if kind in ("next_node_idx", "append_entries", "replica_problems"):
                 self._heard_problems(node, message)
