@@ -7,12 +7,14 @@ import importlib
 import logging
 import re
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.version import VERSION
 
 import aether_kv._pysyncobj_patches as patches
@@ -263,6 +265,33 @@ def _pre_vote(follower: SyncObj, term: int) -> None:
         _leader(follower),
         {"type": "pre_vote", "term": term, "last_log_index": 99, "last_log_term": 99},
     )
+
+
+@pytest.mark.parametrize("catching_up", [False, True], ids=["a follower", "a replica catching up"])
+def test_no_election_starts_in_a_tick_whose_pre_vote_check_allowed_none(
+    follower_classes: list[SyncObj], catching_up: bool
+) -> None:
+    """Item 3 (and 16): the election deadline runs out between the pre-vote check and upstream's own test
+    of it, a slow fsync of the journal in between (`before_commit_check`): upstream held an election
+    then, without a pre-vote round, and a replica catching up stood (seen: one was elected over the
+    leader's log, and an acknowledged entry truncated on the replica that held it). Now that tick holds
+    no election; the next one holds a pre-vote round, or, catching up, stands aside."""
+    follower = _follower(PatchedSyncObj, follower_classes)
+    follower.catching_up = catching_up  # (with its one peer not catching up: it withholds)
+    follower._SyncObj__connectedToAnyone = lambda: True  # (upstream elects only with a link up)
+    sent: list[dict[str, Any]] = []
+    _record_sends(follower, sent)
+    deadline = patches._monotonic() + 0.005
+    follower._SyncObj__raftElectionDeadline = deadline
+    follower.before_commit_check = lambda: time.sleep(0.02)  # the journal's fsync, slow
+    follower._onTick(0)
+    assert follower._SyncObj__raftState == _RAFT_STATE.FOLLOWER
+    assert not [m for m in sent if m["type"] == "request_vote"]
+    assert follower._SyncObj__raftElectionDeadline == deadline  # given back, not moved
+    follower.before_commit_check = lambda: None
+    follower._onTick(0)
+    assert follower._SyncObj__raftState == _RAFT_STATE.FOLLOWER
+    assert [m["type"] for m in sent if m["type"] != "catching_up"] == ([] if catching_up else ["pre_vote"])
 
 
 def test_granting_a_pre_vote_puts_the_replicas_own_election_off_and_a_refusal_does_not(

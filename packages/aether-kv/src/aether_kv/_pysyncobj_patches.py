@@ -32,6 +32,13 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    term, so a replica that fell behind in term catches up without an election. Check-quorum on the
    leader's side is upstream's `leaderFallbackTimeout` (a leader that hears from no majority for that
    long steps down). Skipped for a one-replica cluster and a leadership transfer (TimeoutNow).
+   Upstream's election runs only in a tick where the pre-vote check allowed it (`_maybe_pre_vote`
+   returns so): the check and upstream's own test of the election deadline are apart by the journal's
+   fsync (`before_commit_check`) and the leader calls, so a deadline that was still ahead at the check
+   had run out by upstream's test, which then held an election without a pre-vote round, and without
+   the checks of items 14 and 16 (a replica catching up was elected over the leader's log: the entry it
+   lacked, acknowledged, was truncated on the replica that held it). The deadline is held back (at
+   infinity) through upstream's tick and given back before its poll.
 
 4. `PatchedSyncObj._onTick` / `_checkCommandsToApply` / the poller (event-driven replication).
    Upstream (batch mode) ticks on a fixed period: a new command waits for the next tick, append-entries
@@ -210,6 +217,7 @@ import functools
 import gzip
 import itertools
 import logging
+import math
 import os
 import pickle as _stdlib_pickle
 import queue
@@ -393,6 +401,7 @@ class PatchedSyncObj(SyncObj):
         # kept while it leads: a leader that steps down has heard its followers' answers lately
         self._had_leader_at = _monotonic()
         self._pre_vote_term = 0  # the term a pre-vote round in progress asks about (0: none)
+        self._held_deadline: float | None = None  # the election deadline held back during a tick (item 3)
         self._pre_votes: set[Any] = set()
         self._pre_vote_won = False
         # leader calls: queued by any thread, sent on the tick thread; answers matched by id
@@ -685,6 +694,7 @@ class PatchedSyncObj(SyncObj):
     def _tick_wait(self, requested: float) -> float:
         """How long the poll at the end of a tick may sleep: until the next thing this replica must do
         by itself (messages and wake-ups end the sleep earlier)."""
+        self._give_deadline_back()  # (upstream's election check is behind: this tick holds none)
         if not self._SyncObj__conf.autoTick:
             return requested  # ticked by hand (tests): as asked
         now = _monotonic()
@@ -921,7 +931,9 @@ class PatchedSyncObj(SyncObj):
         self._sent_before_apply = False
         self._watch_snapshot_child()
         self._check_stand_aside()
-        self._maybe_pre_vote()
+        if not self._maybe_pre_vote():  # (item 3) no election in this tick: hold upstream's back
+            self._held_deadline = self._SyncObj__raftElectionDeadline
+            self._SyncObj__raftElectionDeadline = math.inf
         self._send_leader_calls()
         self.before_commit_check()
         # Upstream polls at the end of its tick with the time given; the wait is decided then (after
@@ -935,7 +947,16 @@ class PatchedSyncObj(SyncObj):
                 raise
             self._disk_full_during("a tick")  # an election that could not store its term, say
         finally:
+            self._give_deadline_back()
             self._poller = poller
+
+    def _give_deadline_back(self) -> None:
+        """The election deadline held back for upstream's election check (item 3), once it has run: before
+        the poll at the end of upstream's tick (`_tick_wait`), or after the tick if it ended earlier."""
+        if self._held_deadline is not None:
+            if self._SyncObj__raftElectionDeadline == math.inf:  # (nothing moved it meanwhile)
+                self._SyncObj__raftElectionDeadline = self._held_deadline
+            self._held_deadline = None
 
     # ------------------------------------------------------------ standing aside (item 14)
 
@@ -1023,13 +1044,14 @@ class PatchedSyncObj(SyncObj):
             )
             journal.deleteEntriesTo(offset)
 
-    def _maybe_pre_vote(self) -> None:
+    def _maybe_pre_vote(self) -> bool:
         """Before upstream's election check: when the election timer has run out, hold a pre-vote round
-        instead (and push the timer back), unless a round just won."""
+        instead (and push the timer back), unless a round just won. Whether upstream may hold an election
+        in this tick (a round won, a leader's transfer, or no pre-vote: one replica, or not a follower)."""
         if self._SyncObj__raftState not in (_RAFT_STATE.FOLLOWER, _RAFT_STATE.CANDIDATE):
-            return
+            return True
         if self._SyncObj__selfNode is None or not self._SyncObj__otherNodes:
-            return
+            return True
         now = _monotonic()
         if (
             self.catching_up
@@ -1052,19 +1074,19 @@ class PatchedSyncObj(SyncObj):
                 soon = random.uniform(*LEADER_GONE_ELECTION)
                 wait = self._SyncObj__generateRaftTimeout() if owner_silent else soon
                 self._SyncObj__raftElectionDeadline = now + wait
-            return
+            return False
         if self._SyncObj__transferInProgress:
-            return  # the leader asked this replica to take over: a real election at once
+            return True  # the leader asked this replica to take over: a real election at once
         if self._SyncObj__raftElectionDeadline >= now:
-            return
+            return False  # (not yet: nor may upstream, whose test of the deadline comes a while later)
         if self.disk_full():
             # it could not store its new term, nor lead: it does not stand (it still votes when it can)
             self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
             self._pre_vote_won = False
-            return
+            return False
         if self._pre_vote_won:
             self._pre_vote_won = False
-            return  # upstream starts the election in this tick
+            return True  # upstream starts the election in this tick
         self._SyncObj__raftElectionDeadline = now + self._SyncObj__generateRaftTimeout()
         self._pre_vote_term = self._SyncObj__raftCurrentTerm + 1
         self._pre_votes = {self._SyncObj__selfNode}
@@ -1076,6 +1098,7 @@ class PatchedSyncObj(SyncObj):
         }
         for node in self._SyncObj__otherNodes:
             self._SyncObj__transport.send(node, request)
+        return False
 
     def _answer_pre_vote(self, node: Any, message: dict[str, Any]) -> None:
         term = self._SyncObj__raftCurrentTerm
