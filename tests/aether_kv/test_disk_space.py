@@ -13,7 +13,6 @@ import pysyncobj.serializer
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pysyncobj.journal import FileJournal
 
 import aether_kv._disk as disk_module
 from aether_kv._disk import (
@@ -28,6 +27,7 @@ from aether_kv._disk import (
     refuse_for_disk,
     reservation_target,
 )
+from aether_kv._journal import open_journal
 
 
 def test_only_no_space_and_no_quota_are_a_full_disk() -> None:
@@ -38,7 +38,7 @@ def test_only_no_space_and_no_quota_are_a_full_disk() -> None:
 
 
 def test_record_bytes_is_what_the_journal_grows_by(tmp_path: Path) -> None:
-    journal = FileJournal(str(tmp_path / "journal"))
+    journal = open_journal(str(tmp_path / "journal"))
     commands = [b"", b"x", b"y" * 1000, bytes(range(256))]
     before = journal._FileJournal__currentOffset
     for index, command in enumerate(commands, start=1):

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 import trio
-from pysyncobj.journal import FileJournal, ResizableFile
+from pysyncobj.journal import ResizableFile
 
 import aether_kv._journal as journal_module
 from aether_kv import RaftConfig, open_store, wait_for_leader
+from aether_kv._journal import open_journal
 from aether_kv._local import free_port
 
 
@@ -110,7 +111,7 @@ def test_a_journal_sync_is_one_fsync_of_the_journal_without_msync(
         assert len(fsync_log) == 1
     finally:
         journal._destroy()
-    reopened = FileJournal(path)
+    reopened = open_journal(path)
     try:
         assert reopened[len(reopened) - 1] == (b"an entry", 1, 1)
     finally:
@@ -136,7 +137,7 @@ def test_the_term_and_vote_file_is_on_disk_before_it_replaces_the_last_one(
         assert fsync_log == [f"{path}.meta.tmp", str(tmp_path)], fsync_log
     finally:
         journal._destroy()
-    reopened = FileJournal(str(path))
+    reopened = open_journal(str(path))
     try:
         assert (reopened.getCurrentTerm(), reopened.getVotedForNodeId(), reopened.getRaftCommitIndex()) == (
             4,

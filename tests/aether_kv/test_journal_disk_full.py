@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 from disk_support import fill, small_filesystem
-from pysyncobj.journal import FileJournal
 
 from aether_kv import RaftConfig
 from aether_kv._disk import JournalFullError
-from aether_kv._journal import DurableJournal
+from aether_kv._journal import DurableJournal, open_journal
 from aether_kv._local import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
@@ -74,7 +73,7 @@ def test_a_journal_on_a_full_disk_refuses_the_append_instead_of_dying(small_disk
     done = _append_until_full("reserving", small_disk)
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr[-2000:]}"
     assert done.stdout.startswith("refused entry "), done.stdout
-    journal = FileJournal(str(small_disk / "raft.journal"))  # what it accepted is whole, in order
+    journal = open_journal(str(small_disk / "raft.journal"))  # what it accepted is whole, in order
     try:
         assert [entry[1] for entry in journal] == list(range(1, len(journal) + 1))
     finally:
@@ -146,7 +145,7 @@ def _appends_and_the_term_resume(small_disk: Path) -> None:
         journal.sync()
     finally:
         journal._destroy()
-    reopened = FileJournal(path)
+    reopened = open_journal(path)
     try:
         assert reopened[len(reopened) - 1] == (b"after", index, 2)
         assert [entry[1] for entry in reopened] == list(range(1, index + 1))
@@ -197,7 +196,7 @@ def _compaction_on_a_full_disk(small_disk: Path) -> None:
         journal.sync()
     finally:
         journal._destroy()
-    reopened = FileJournal(path)
+    reopened = open_journal(path)
     try:
         assert [reopened[i] for i in range(len(reopened))] == entries[150:]
     finally:
@@ -273,7 +272,7 @@ def test_a_reopened_journal_reserves_without_touching_what_it_holds(
             journal.sync()
         finally:
             journal._destroy()
-    reopened = FileJournal(path)
+    reopened = open_journal(path)
     try:
         assert list(reopened) == entries
     finally:

@@ -9,6 +9,11 @@ replica starts; a real group takes such a replica back and it catches up.
 
 A compaction wrote the entries it keeps over the journal's start in place: torn, the entries kept
 (acknowledged ones) were half overwritten. It now writes a new file and renames it over the journal.
+
+Upstream's records carry no checksum: a record longer than a page whose middle page never reached the disk
+read as whole. Records now carry a CRC-32 (format 2); upstream's format is still read, and compacted into
+the new one. A torn record followed by a whole one may have taken acknowledged entries with it: the
+replica then starts as one that lost its disk (it votes once it has caught up).
 """
 
 from __future__ import annotations
@@ -25,8 +30,17 @@ import pytest
 from pysyncobj.journal import FIRST_RECORD_OFFSET, LAST_RECORD_OFFSET_OFFSET, FileJournal
 from raft_support import leader_of, propose, raft_group
 
-from aether_kv._journal import DurableJournal
-from aether_kv._journal_format import header, journal_bytes, whole_records
+from aether_kv._journal import DurableJournal, mend_journal
+from aether_kv._journal_format import (
+    CHECKSUMMED,
+    PLAIN,
+    JournalFormatError,
+    format_of,
+    header,
+    journal_bytes,
+    record_overhead,
+    whole_records,
+)
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
 from support import wait_until_sync
@@ -34,8 +48,8 @@ from support import wait_until_sync
 ENTRIES = [(f"command {index}".encode() * index, index, 1 + index // 3) for index in range(1, 8)]
 
 
-def _record_size(entry: tuple[bytes, int, int]) -> int:
-    return len(entry[0]) + 16 + 8
+def _record_size(entry: tuple[bytes, int, int], journal_format: int = CHECKSUMMED) -> int:
+    return len(entry[0]) + record_overhead(journal_format)
 
 
 def _claimed(data: bytes | bytearray) -> int:
@@ -47,12 +61,18 @@ def _torn(data: bytes, zeros_from: int, zeros_to: int) -> bytes:
     return data[:zeros_from] + b"\0" * (zeros_to - zeros_from) + data[zeros_to:]
 
 
-def test_a_whole_journal_is_read_to_its_end() -> None:
-    data = journal_bytes(ENTRIES)
+@pytest.mark.parametrize("journal_format", [PLAIN, CHECKSUMMED])
+def test_a_whole_journal_is_read_to_its_end(journal_format: int) -> None:
+    data = journal_bytes(ENTRIES, journal_format)
     found = whole_records(data)
-    assert (found.end, found.count, found.torn) == (len(data), len(ENTRIES), None)
+    assert (found.end, found.count, found.torn, found.format) == (
+        len(data),
+        len(ENTRIES),
+        None,
+        journal_format,
+    )
     assert found.end == _claimed(data)
-    assert whole_records(journal_bytes([])).torn is None
+    assert whole_records(journal_bytes([], journal_format)).torn is None
 
 
 @pytest.mark.parametrize(
@@ -64,9 +84,10 @@ def test_a_whole_journal_is_read_to_its_end() -> None:
         "an older record after the new ones",  # a compaction rewriting in place, cut off
     ],
 )
-def test_a_torn_tail_ends_at_the_last_whole_record(tear: str) -> None:
-    data = journal_bytes(ENTRIES)
-    whole_end, whole_count = len(data) - _record_size(ENTRIES[-1]), len(ENTRIES) - 1
+@pytest.mark.parametrize("journal_format", [PLAIN, CHECKSUMMED])
+def test_a_torn_tail_ends_at_the_last_whole_record(tear: str, journal_format: int) -> None:
+    data = journal_bytes(ENTRIES, journal_format)
+    whole_end, whole_count = len(data) - _record_size(ENTRIES[-1], journal_format), len(ENTRIES) - 1
     if tear == "record never written":
         torn = _torn(data, whole_end, len(data))
     elif tear == "record's end never written":
@@ -76,12 +97,12 @@ def test_a_torn_tail_ends_at_the_last_whole_record(tear: str) -> None:
         struct.pack_into("<I", cut, LAST_RECORD_OFFSET_OFFSET, len(data) + 2)
         torn, whole_end, whole_count = bytes(cut), len(data), len(ENTRIES)
     else:
-        older = journal_bytes([ENTRIES[0]])[FIRST_RECORD_OFFSET:]  # entry 1 where entry 7 should be
+        older = journal_bytes([ENTRIES[0]], journal_format)[FIRST_RECORD_OFFSET:]  # entry 1 where 7 should be
         torn = data[:whole_end] + older + b"\0" * (len(data) - whole_end - len(older))
     found = whole_records(torn)
     assert (found.end, found.count) == (whole_end, whole_count), found
     assert found.torn is not None and f"byte {whole_end}" in found.torn, found
-    assert found.claimed == _claimed(torn)
+    assert found.claimed == _claimed(torn) and not found.followed
 
 
 def test_a_journal_whose_header_was_never_written_holds_nothing() -> None:
@@ -91,15 +112,114 @@ def test_a_journal_whose_header_was_never_written_holds_nothing() -> None:
     assert (found.end, found.count, found.torn) == (FIRST_RECORD_OFFSET, 0, "its header's end offset is 0")
 
 
-def test_the_journal_written_whole_is_the_one_upstream_reads(tmp_path: Path) -> None:
+def test_a_plain_journal_written_whole_is_the_one_upstream_writes(tmp_path: Path) -> None:
     path = tmp_path / "raft.journal"
-    path.write_bytes(journal_bytes(ENTRIES))
-    read = FileJournal(str(path))
+    written = FileJournal(str(path))
     try:
-        assert [read[i] for i in range(len(read))] == ENTRIES
+        for entry in ENTRIES:
+            written.add(*entry)
     finally:
-        read._destroy()
+        written._destroy()
+    data = path.read_bytes()
+    assert data[: _claimed(data)] == journal_bytes(ENTRIES, PLAIN)
     assert header(FIRST_RECORD_OFFSET) == journal_bytes([])
+
+
+def _torn_in_the_middle(journal_format: int, *, followed: bool) -> tuple[bytes, int]:
+    """A journal whose entry 7, three pages long, has its middle page never written (zeros) and, if
+    `followed`, entry 8 after it whole; and where its whole records end."""
+    long = (b"0123456789abcdef" * 768, 7, 3)  # 12 KiB
+    entries = [*ENTRIES[:6], long, *([(b"the next one", 8, 3)] if followed else [])]
+    data = journal_bytes(entries, journal_format)
+    start = len(journal_bytes(ENTRIES[:6], journal_format))
+    page = (start // 4096 + 1) * 4096  # the first page wholly inside entry 7
+    assert page + 4096 < start + _record_size(long, journal_format)
+    return _torn(data, page, page + 4096), start
+
+
+def test_a_record_with_a_page_never_written_inside_is_torn() -> None:
+    """Both its lengths reached the disk, a page in between did not: its checksum says so. (Upstream's
+    format has none: the record reads as whole, zeros in its command.)"""
+    torn, start = _torn_in_the_middle(CHECKSUMMED, followed=False)
+    found = whole_records(torn)
+    assert (found.end, found.count, found.followed) == (start, 6, False), found
+    assert found.torn == f"the record at byte {start}: the checksum of entry 7 (term 3) is wrong"
+    plain, _start = _torn_in_the_middle(PLAIN, followed=False)
+    assert whole_records(plain).torn is None  # (why format 2 has a checksum)
+
+
+def test_a_torn_record_followed_by_a_whole_one_is_said(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A whole record after a torn one that continues the log: not a torn tail for certain (the disk lost
+    what a fsync had written, or a power cut tore one record and wrote the next): the entries dropped
+    may have been acknowledged, and `mend_journal` says so (the replica then catches up before it votes,
+    below)."""
+    torn, start = _torn_in_the_middle(CHECKSUMMED, followed=True)
+    found = whole_records(torn)
+    assert (found.end, found.count, found.followed) == (start, 6, True), found
+    path = tmp_path / "raft.journal"
+    path.write_bytes(torn)
+    with caplog.at_level(logging.WARNING, logger="aether_kv.journal"):
+        assert mend_journal(str(path)) is True
+    said = [r for r in caplog.records if "followed by whole ones" in r.getMessage()]
+    assert (
+        len(said) == 1
+        and said[0].levelno == logging.ERROR
+        and "may have acknowledged" in said[0].getMessage()
+    )
+    assert _entries(path) == ENTRIES[:6]
+    assert mend_journal(str(path)) is False  # mended: nothing more to drop
+
+
+def test_an_older_record_after_a_torn_one_is_not_taken_for_the_next() -> None:
+    """After a compaction in place (a full disk), older records lie past the journal's end: a torn record
+    with one of them after it is a torn tail, not a record followed by a whole one."""
+    data = journal_bytes(ENTRIES)
+    last = len(data) - _record_size(ENTRIES[-1])
+    broken = bytearray(data + journal_bytes([(b"old", 2, 1)])[FIRST_RECORD_OFFSET:])
+    broken[last + 30] ^= 0xFF  # entry 7's command: its checksum is wrong
+    struct.pack_into("<I", broken, LAST_RECORD_OFFSET_OFFSET, len(broken))
+    found = whole_records(bytes(broken))
+    assert (found.end, found.followed) == (last, False), found
+
+
+def test_a_journal_of_an_unknown_format_is_refused_with_its_format(tmp_path: Path) -> None:
+    data = bytearray(journal_bytes(ENTRIES))
+    struct.pack_into("<I", data, LAST_RECORD_OFFSET_OFFSET - 4, 7)
+    with pytest.raises(JournalFormatError, match="in format 7; this version reads formats 1 and 2"):
+        whole_records(bytes(data))
+    path = tmp_path / "raft.journal"
+    path.write_bytes(data)
+    with pytest.raises(JournalFormatError):
+        DurableJournal(str(path))
+    assert path.read_bytes() == data  # left as it was
+
+
+def test_a_plain_journal_is_read_appended_to_and_compacted_into_the_checksummed_format(
+    tmp_path: Path,
+) -> None:
+    """A journal an earlier version wrote (upstream's format): read, appended to in its format (upstream
+    still reads it), and written in the checksummed format at its next compaction."""
+    path = tmp_path / "raft.journal"
+    path.write_bytes(journal_bytes(ENTRIES[:4], PLAIN))
+    _durable(path, ENTRIES[4:])
+    assert format_of(path.read_bytes()) == PLAIN and _entries(path) == ENTRIES
+    upstream = FileJournal(str(path))
+    try:
+        assert [upstream[i] for i in range(len(upstream))] == ENTRIES
+    finally:
+        upstream._destroy()
+    journal = DurableJournal(str(path))
+    try:
+        journal.deleteEntriesTo(2)
+        journal.add(b"after", 8, 3)
+        journal.sync()
+    finally:
+        journal._destroy()
+    assert format_of(path.read_bytes()) == CHECKSUMMED
+    assert _entries(path) == [*ENTRIES[2:], (b"after", 8, 3)]
+    assert whole_records(path.read_bytes()).count == len(ENTRIES) - 1
 
 
 def _durable(path: Path, entries: list[tuple[bytes, int, int]]) -> None:
@@ -124,10 +244,10 @@ def test_a_torn_journal_opens_with_its_whole_records_and_says_so(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "raft.journal"
-    _durable(path, ENTRIES)
+    path.write_bytes(journal_bytes(ENTRIES, PLAIN))  # upstream's format, which upstream reads (below)
     data = path.read_bytes()
     end = _claimed(data)
-    path.write_bytes(_torn(data, end - _record_size(ENTRIES[-1]), end))
+    path.write_bytes(_torn(data, end - _record_size(ENTRIES[-1], PLAIN), end))
     with pytest.raises(struct.error):  # upstream: the replica could never start again
         FileJournal(str(path))
     with caplog.at_level(logging.WARNING, logger="aether_kv.journal"):

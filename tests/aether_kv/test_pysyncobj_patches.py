@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from pysyncobj import SyncObj, SyncObjConf
+from pysyncobj.journal import FileJournal
 from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.version import VERSION
 
@@ -51,9 +52,10 @@ def test_every_private_pysyncobj_name_the_patches_rely_on_exists(tmp_path: Path)
     try:
         syncobj = replica._obj
         journal = syncobj._SyncObj__raftLog._inner
+        upstream_journal = FileJournal(str(tmp_path / "upstream.journal"))
         instances = {
             "pysyncobj.syncobj.SyncObj instance": syncobj,
-            "pysyncobj.journal.FileJournal instance": journal,
+            "pysyncobj.journal.FileJournal instance": upstream_journal,  # (`_journal._Journal` sets them)
             "pysyncobj.journal.ResizableFile instance": journal._FileJournal__journalFile,
             "pysyncobj.transport.TCPTransport instance": syncobj._SyncObj__transport,
             "pysyncobj.serializer.Serializer instance": syncobj._SyncObj__serializer,

@@ -7,18 +7,22 @@ B (any log is at least as up to date as an empty one), B led, and E, acknowledge
 Now C neither votes nor stands until it has caught up: B and C elect no one, the old leader comes back,
 E is on every replica, and C votes again. The same holds when C restarts before it caught up, and when it
 had caught up with part of the log only. With two disks of three lost, the one replica left with its log
-is elected (nothing better is left), as in a new cluster, whose replicas all start empty."""
+is elected (nothing better is left), as in a new cluster, whose replicas all start empty. A replica whose
+journal lost entries it may have acknowledged (a record in the middle not whole: `_journal_format`) is
+one that lost its disk from that entry on."""
 
 from __future__ import annotations
 
 import shutil
+import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pysyncobj.journal import FIRST_RECORD_OFFSET, LAST_RECORD_OFFSET_OFFSET
 from raft_support import leader_of, propose, raft_group
 
 from aether_kv._raft import CATCHING_UP_MARKER, RaftReplica
@@ -51,9 +55,34 @@ def _everywhere(replicas: list[RaftReplica], key: str, value: bytes) -> None:
         )
 
 
-def _e_by_the_leader_and_c(replicas: list[RaftReplica]) -> tuple[RaftReplica, RaftReplica, RaftReplica, int]:
-    """k/0..k/4 on every replica of `replicas`, then, B stopped, E committed by the leader and C; C
-    stopped and its data directory gone. Returns the leader (running), B, C (closed) and E's index."""
+def _lose_the_disk(data_dir: Path, _index: int) -> None:
+    shutil.rmtree(data_dir)
+
+
+def _tear_the_entry(data_dir: Path, index: int) -> None:
+    """Entry `index`'s record in the journal no longer whole (a byte of its command changed), the records
+    after it whole."""
+    path = data_dir / "raft.journal"
+    data = bytearray(path.read_bytes())
+    (end,) = struct.unpack_from("<I", data, LAST_RECORD_OFFSET_OFFSET)
+    offset = FIRST_RECORD_OFFSET
+    while offset < end:
+        (size,) = struct.unpack_from("<I", data, offset)
+        if struct.unpack_from("<Q", data, offset + 4)[0] == index:
+            assert offset + size + 8 < end, "no record follows it"
+            data[offset + 4 + 16] ^= 0xFF
+            path.write_bytes(bytes(data))
+            return
+        offset += size + 8
+    raise AssertionError(f"entry {index} is not in {path}")
+
+
+def _e_by_the_leader_and_c(
+    replicas: list[RaftReplica], lose: Callable[[Path, int], None] = _lose_the_disk
+) -> tuple[RaftReplica, RaftReplica, RaftReplica, int]:
+    """k/0..k/4 on every replica of `replicas`, then, B stopped, E (and F after it) committed by the
+    leader and C; C stopped and what it held from E on `lose`t (by default its data directory). Returns
+    the leader (running), B, C (closed) and E's index."""
     leader = leader_of(replicas)
     b, c = (r for r in replicas if r is not leader)
     for i in range(5):
@@ -62,23 +91,24 @@ def _e_by_the_leader_and_c(replicas: list[RaftReplica]) -> tuple[RaftReplica, Ra
     b.close()
     propose(leader, Put(key="E", value=b"acknowledged"))  # committed by the leader and C
     index = leader._obj._SyncObj__getCurrentLogIndex()
-    wait_until_sync(lambda: _value(c, "E") == b"acknowledged", timeout=30, what="C to apply E")
+    propose(leader, Put(key="F", value=b"acknowledged"))
+    wait_until_sync(lambda: _value(c, "F") == b"acknowledged", timeout=30, what="C to apply E and F")
     c.close()
-    shutil.rmtree(c.config.data_dir)  # C's disk is gone
+    lose(c.config.data_dir, index)
     return leader, b, c, index
 
 
 @contextmanager
 def _e_on_the_leader_and_c_alone(
-    tmp_path: Path,
+    tmp_path: Path, lose: Callable[[Path, int], None] = _lose_the_disk
 ) -> Iterator[tuple[list[RaftReplica], list[RaftReplica], int]]:
     """A group whose leader and C committed E while B was down; every replica closed after, C's data
-    directory gone. Yields (leader, B, C) as they were (closed), the replicas the test starts (closed on
-    the way out) and E's log index."""
+    directory gone (or what `lose` does). Yields (leader, B, C) as they were (closed), the replicas the
+    test starts (closed on the way out) and E's log index."""
     replicas = raft_group(tmp_path, 3)
     started: list[RaftReplica] = []
     try:
-        leader, b, c, index = _e_by_the_leader_and_c(replicas)
+        leader, b, c, index = _e_by_the_leader_and_c(replicas, lose)
         leader.close()
         yield [leader, b, c], started, index
     finally:
@@ -100,10 +130,13 @@ def _leader_comes_back(old: list[RaftReplica], started: list[RaftReplica], c_aga
     assert _value(successor, "E") == b"acknowledged"
 
 
+@pytest.mark.parametrize(
+    "lose", [_lose_the_disk, _tear_the_entry], ids=["its disk", "an entry in its journal"]
+)
 def test_a_replica_that_lost_its_disk_does_not_elect_a_leader_without_what_it_acknowledged(
-    tmp_path: Path,
+    tmp_path: Path, lose: Callable[[Path, int], None]
 ) -> None:
-    with _e_on_the_leader_and_c_alone(tmp_path) as (old, started, _):
+    with _e_on_the_leader_and_c_alone(tmp_path, lose) as (old, started, _):
         b_again, c_again = RaftReplica(old[1].config), RaftReplica(old[2].config)
         started += [b_again, c_again]
         assert c_again._obj.catching_up and not b_again._obj.catching_up

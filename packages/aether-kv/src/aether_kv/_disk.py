@@ -21,7 +21,9 @@ log = logging.getLogger("aether_kv.raft")
 RESERVE_CHUNK = 1 << 20  # the journal is reserved a mebibyte at a time (one fallocate per MiB of log)
 PROBE_BYTES = 64 << 10  # while full, "is there room again?" asks for this much new space
 PROBE_PERIOD = 0.5  # and asks at most this often (seconds)
-RECORD_OVERHEAD = 24  # a journal record: its length (4 bytes), index and term (16), its length again (4)
+# A journal record: its length (4 bytes), index and term (16), its checksum (4), its length again (4); a
+# journal of upstream's format (no checksum) takes 4 bytes less a record.
+RECORD_OVERHEAD = 28
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 

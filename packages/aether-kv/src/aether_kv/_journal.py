@@ -3,7 +3,9 @@ dirty and `sync()` fsyncs it (`_raft.py` decides when: before any message but a 
 and around every tick); an append goes only into blocks reserved beforehand (`room`, `_disk.py`), so a
 full disk is an error, never a SIGBUS; a failed fsync is sticky. After a power cut, what follows the last
 whole record is dropped as it opens (`_journal_format.py`: upstream could not read it and the replica
-never started again); a compaction writes the entries it keeps into a new file renamed over the journal
+never started again; `mend_journal` says when what it dropped may have been acknowledged); its records
+carry a checksum (format 2, `_journal_format.py`; a journal of format 1 is read, and compacted into 2);
+a compaction writes the entries it keeps into a new file renamed over the journal
 (upstream rewrote them in place, where a power cut could tear acknowledged entries); the term, vote and
 commit index file is written whole or not at all (fsynced before its rename). Runs on pysyncobj's tick
 thread but for `sync`, which may be called from any thread.
@@ -15,13 +17,20 @@ import contextlib
 import logging
 import mmap
 import os
+import struct
 import sys
 import threading
 import time
 from typing import Any
 
-from pysyncobj.journal import FileJournal, MetaStorer
-from pysyncobj.pickle import dumps
+from pysyncobj.journal import (
+    FIRST_RECORD_OFFSET,
+    LAST_RECORD_OFFSET_OFFSET,
+    FileJournal,
+    MetaStorer,
+    ResizableFile,
+)
+from pysyncobj.pickle import dumps, to_bytes
 
 from ._disk import (
     PROBE_BYTES,
@@ -35,7 +44,7 @@ from ._disk import (
     record_bytes,
     reservation_target,
 )
-from ._journal_format import header, journal_bytes, whole_records
+from ._journal_format import entries, format_of, header, journal_bytes, record, whole_records
 
 log = logging.getLogger("aether_kv.journal")
 
@@ -48,13 +57,15 @@ MSYNC_BEFORE_FSYNC = sys.platform != "linux"
 _COMPACTED = ".compacted"  # the suffix of a compaction's new journal until it is renamed over the old
 
 
-def _mend_torn_tail(path: str) -> None:
-    """Before upstream reads the journal at `path`: drop what follows its last whole record (a power cut
-    while it was being written: `_journal_format`), saying so, and make that durable."""
+def mend_journal(path: str) -> bool:
+    """Before the journal at `path` is read: drop what follows its last whole record (a power cut while it
+    was being written: `_journal_format`), saying so, and make that durable. True when what was dropped
+    may have been acknowledged (`WholeRecords.followed`: whole records followed the torn one); raises
+    JournalFormatError for a journal of a format this version does not know."""
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
-        return
+        return False
     try:
         size = os.fstat(fd).st_size
         if size:
@@ -63,20 +74,32 @@ def _mend_torn_tail(path: str) -> None:
         else:  # (created, and the power cut before its header was written: no map of 0 bytes)
             found = whole_records(b"")
         if found.torn is None:
-            return
-        log.warning(
-            "the Raft journal %s ends in a record not wholly written (a power cut or crash before its"
-            " fsync: never acknowledged): %s; %d entries kept, the %d bytes after them dropped",
-            path,
-            found.torn,
-            found.count,
-            max(found.claimed - found.end, 0),
-        )
-        os.pwrite(fd, header(found.end), 0)
+            return False
         dropped = min(found.claimed, size) - found.end  # zeroed: never read as a record after a later cut
+        if found.followed:
+            log.error(
+                "the Raft journal %s has a record that is not whole, followed by whole ones (the disk lost"
+                " what was written, or a power cut tore one record and not the next): %s; %d entries kept,"
+                " the %d bytes after them dropped, among them entries this replica may have acknowledged",
+                path,
+                found.torn,
+                found.count,
+                max(dropped, 0),
+            )
+        else:
+            log.warning(
+                "the Raft journal %s ends in a record not wholly written (a power cut or crash before its"
+                " fsync: never acknowledged): %s; %d entries kept, the %d bytes after them dropped",
+                path,
+                found.torn,
+                found.count,
+                max(dropped, 0),
+            )
+        os.pwrite(fd, header(found.end, found.format), 0)
         if dropped > 0:
             os.pwrite(fd, bytes(dropped), found.end)
         os.fsync(fd)
+        return found.followed
     finally:
         os.close(fd)
 
@@ -99,11 +122,37 @@ class _DurableMeta(MetaStorer):
             raise
 
 
-def _open(path: str) -> FileJournal:
-    """Upstream's journal at `path`, its meta file written durably; an unreadable meta file said."""
-    journal = FileJournal(path)
+class _Journal(FileJournal):
+    """Upstream's journal, read in either format and appended to in its own (`_journal_format`: a new
+    journal is `CHECKSUMMED`), its term, vote and commit index written durably (`_DurableMeta`)."""
+
+    def __init__(self, path: str) -> None:  # (upstream's reads format 1 only: not called)
+        journal_file = ResizableFile(path, defaultContent=header(FIRST_RECORD_OFFSET))
+        mapped = journal_file._ResizableFile__mm
+        self.format = format_of(mapped)
+        (end,) = struct.unpack_from("<I", mapped, LAST_RECORD_OFFSET_OFFSET)
+        end = max(end, FIRST_RECORD_OFFSET)
+        self._FileJournal__journalFile = journal_file
+        self._FileJournal__journal = entries(mapped, end)
+        self._FileJournal__currentOffset = end
+        self._FileJournal__metaStorer = _DurableMeta(path + ".meta")
+        self._FileJournal__meta = self._FileJournal__metaStorer.getMeta()
+        self._FileJournal__metaSaved = True
+
+    def add(self, command: bytes, idx: int, term: int) -> None:
+        self._FileJournal__journal.append((command, idx, term))
+        data = record(to_bytes(command), idx, term, self.format)
+        offset = self._FileJournal__currentOffset
+        self._FileJournal__journalFile.write(offset, data)
+        self._FileJournal__currentOffset = offset + len(data)
+        self._FileJournal__setLastRecordOffset(offset + len(data))
+
+
+def open_journal(path: str) -> _Journal:
+    """The journal at `path` (not made durable: `DurableJournal` wraps it); an unreadable meta file
+    said."""
+    journal = _Journal(path)
     meta = path + ".meta"
-    journal._FileJournal__metaStorer = _DurableMeta(meta)
     if not journal._FileJournal__meta and os.path.exists(meta) and os.path.getsize(meta) > 0:
         log.error(
             "the Raft term and vote in %s cannot be read: this replica starts at term 0 with no vote (if it"
@@ -117,11 +166,13 @@ class DurableJournal:
     """Wraps pysyncobj's FileJournal: appends mark it dirty, `sync()` makes them durable; an append goes
     only into blocks reserved beforehand (`room`), so a full disk is an error, never a SIGBUS."""
 
-    def __init__(self, path: str, disk: DiskState | None = None) -> None:
-        _mend_torn_tail(path)
+    def __init__(self, path: str, disk: DiskState | None = None, *, mended: bool = False) -> None:
+        """`mended`: `mend_journal` has run on `path` (else it runs here)."""
+        if not mended:
+            mend_journal(path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path + _COMPACTED)  # a compaction's new journal, cut off before its rename
-        self._inner = _open(path)
+        self._inner = open_journal(path)
         self._path = path
         self._meta_path = path + ".meta"
         self._dirty = False
@@ -236,7 +287,7 @@ class DurableJournal:
         with self._lock:
             try:
                 fsync_path(os.path.dirname(self._path) or ".")
-                new = _open(self._path)
+                new = open_journal(self._path)
             except Exception as error:
                 failure = OSError(f"the compacted journal {self._path} could not be opened: {error}")
                 log.critical("%s: restart this replica", failure)

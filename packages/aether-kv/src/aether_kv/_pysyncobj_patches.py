@@ -326,6 +326,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
         "_FileJournal__metaStorer",
         "_FileJournal__journal",
     ),
+    "pysyncobj.journal.FileJournal": ("_FileJournal__setLastRecordOffset",),
     "pysyncobj.journal.ResizableFile instance": ("_ResizableFile__f", "_ResizableFile__mm"),
     # the Raft port (`_raft_port.py`)
     "pysyncobj.tcp_connection.TcpConnection": (

@@ -46,7 +46,7 @@ from ._errors import (
     OutcomeUnknownError,
     UnavailableError,
 )
-from ._journal import DurableJournal
+from ._journal import DurableJournal, mend_journal, open_journal
 from ._pysyncobj_patches import DISK_FULL, FOLLOWER_DISK_FULL, PatchedSyncObj
 from ._raft_port import GuardedTransport
 from ._records import BarrierResult, Batch, Command, ErrorResult, LeaseResult, Member, Result, Status
@@ -322,8 +322,10 @@ class RaftReplica:
         )
         peers = [p for p in config.peers if p != config.raft_address]
         marker = data_dir / CATCHING_UP_MARKER
-        catching_up = _starts_catching_up(marker, conf, peers)
-        factory = self._durable_journal if config.durable else _syncobj_module.createJournal
+        # (a journal that lost entries it may have acknowledged is as a lost disk: item 16)
+        lost_entries = mend_journal(conf.journalFile)
+        catching_up = _starts_catching_up(marker, conf, peers, lost_entries)
+        factory = self._durable_journal if config.durable else open_journal
         with _journal_factory(factory):
             self._obj = PatchedSyncObj(
                 config.raft_address,
@@ -354,7 +356,7 @@ class RaftReplica:
 
     def _durable_journal(self, path: str | None) -> Any:
         assert path is not None
-        return DurableJournal(path, self.disk)
+        return DurableJournal(path, self.disk, mended=True)
 
     # ------------------------------------------------------------ tick-thread callbacks
 
@@ -539,15 +541,18 @@ class RaftReplica:
 CATCHING_UP_MARKER = "raft.catching-up"  # a replica that started empty and has not caught up (item 16)
 
 
-def _starts_catching_up(marker: Path, conf: SyncObjConf, peers: list[str]) -> bool:
+def _starts_catching_up(
+    marker: Path, conf: SyncObjConf, peers: list[str], lost_entries: bool = False
+) -> bool:
     """Whether this replica starts catching up (`_pysyncobj_patches`, item 16): it has other replicas,
-    and no journal and no snapshot (its disk lost, or a new cluster), or its marker says it started so
-    and has not caught up since (restarted meanwhile). The marker is made durable before the journal."""
+    and no journal and no snapshot (its disk lost, or a new cluster), or its journal lost entries it may
+    have acknowledged (`lost_entries`: `mend_journal`), or its marker says it started so and has not
+    caught up since (restarted meanwhile). The marker is made durable before the journal."""
     if not peers:
         return False
     if marker.exists():
         return True
-    if any(Path(file).exists() for file in (conf.journalFile, conf.fullDumpFile)):
+    if not lost_entries and any(Path(file).exists() for file in (conf.journalFile, conf.fullDumpFile)):
         return False
     with open(marker, "wb") as file:
         os.fsync(file.fileno())
