@@ -30,17 +30,18 @@ import pytest
 from pysyncobj.journal import FIRST_RECORD_OFFSET, LAST_RECORD_OFFSET_OFFSET, FileJournal
 from raft_support import leader_of, propose, raft_group
 
+from aether_kv import JournalFormatError
 from aether_kv._journal import DurableJournal, mend_journal
 from aether_kv._journal_format import (
     CHECKSUMMED,
     PLAIN,
-    JournalFormatError,
     format_of,
     header,
     journal_bytes,
     record_overhead,
     whole_records,
 )
+from aether_kv._local import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
 from support import wait_until_sync
@@ -185,14 +186,30 @@ def test_an_older_record_after_a_torn_one_is_not_taken_for_the_next() -> None:
 
 
 def test_a_journal_of_an_unknown_format_is_refused_with_its_format(tmp_path: Path) -> None:
+    """A journal a later version wrote: the replica does not start, says why in one line (its path and
+    format), and leaves the file as it was."""
     data = bytearray(journal_bytes(ENTRIES))
     struct.pack_into("<I", data, LAST_RECORD_OFFSET_OFFSET - 4, 7)
     with pytest.raises(JournalFormatError, match="in format 7; this version reads formats 1 and 2"):
         whole_records(bytes(data))
-    path = tmp_path / "raft.journal"
+    path = tmp_path / "d" / "raft.journal"
+    path.parent.mkdir()
     path.write_bytes(data)
-    with pytest.raises(JournalFormatError):
+    with pytest.raises(JournalFormatError, match=f"^{path}: the Raft journal is in format 7"):
         DurableJournal(str(path))
+    secret = tmp_path / "secret"
+    secret.write_text("a-test-secret-of-16+\n")
+    raft, client = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "aether_kv", "serve", "--id", "kv1", "--data-dir", str(path.parent)]
+    command += ["--raft", raft, "--client", client, "--secret-file", str(secret)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    said = [line for line in done.stderr.splitlines() if "aether-kv: error:" in line]
+    assert said == [
+        f"aether-kv: error: {path}: the Raft journal is in format 7; this version reads formats 1 and 2 (was"
+        " it written by a later version of aether-kv?)"
+    ], done.stderr
+    assert "Traceback" not in done.stderr
     assert path.read_bytes() == data  # left as it was
 
 

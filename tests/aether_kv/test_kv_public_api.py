@@ -67,6 +67,7 @@ EXPECTED_EXPORTS = {
     "NoQuorumError",
     "OutcomeUnknownError",
     "ConnectionLostError",
+    "JournalFormatError",
     # records
     "MAX_KEY_BYTES",
     "MAX_VALUE_BYTES",
@@ -147,7 +148,7 @@ def test_limits_are_positive_ints() -> None:
 def test_exported_errors_derive_from_kv_error() -> None:
     errors = exported_errors()
     assert aether_kv.KVError in errors
-    assert len(errors) == 11
+    assert len(errors) == 12
     for cls in errors:
         assert issubclass(cls, aether_kv.KVError), cls
 

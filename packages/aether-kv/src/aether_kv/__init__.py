@@ -14,6 +14,7 @@ from ._errors import CompactedError as CompactedError
 from ._errors import ConnectionLostError as ConnectionLostError
 from ._errors import DiskFullError as DiskFullError
 from ._errors import InvalidRequestError as InvalidRequestError
+from ._errors import JournalFormatError as JournalFormatError
 from ._errors import KVError as KVError
 from ._errors import LeaseNotFoundError as LeaseNotFoundError
 from ._errors import NoQuorumError as NoQuorumError

@@ -59,9 +59,19 @@ def _exit_code(error: KVError) -> int:
     return 1
 
 
+def _sole(error: BaseException) -> BaseException:
+    """The one error inside nested groups of one (a nursery's), else `error` itself."""
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error
+
+
 def _run(main: Callable[[], Awaitable[int | None]]) -> None:
     try:
-        code = trio.run(main) or 0
+        try:
+            code = trio.run(main) or 0
+        except BaseExceptionGroup as group:  # (one error in a nursery: said as if raised alone)
+            raise _sole(group) from None
     except KVError as error:
         print(f"aether-kv: error: {error.message}", file=sys.stderr)
         sys.exit(_exit_code(error))

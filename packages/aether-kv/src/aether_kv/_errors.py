@@ -14,7 +14,8 @@
     │                            for longer than a leader change takes (naming the silent replicas)
     ├── OutcomeUnknownError      the request may or may not have been applied (timeout, leader lost mid-way)
     ├── ConnectionLostError      the client could not reach any endpoint (network, all replicas down)
-    └── TLSError                 a CA certificate, certificate or key that cannot be loaded (operator's)
+    ├── TLSError                 a CA certificate, certificate or key that cannot be loaded (operator's)
+    └── JournalFormatError       a replica's Raft journal in a format this version does not know
 
 Every error from a lower layer (pysyncobj, sockets, json) is translated into one of these at the boundary
 where it happens; nothing else escapes the public API.
@@ -118,6 +119,13 @@ class TLSError(KVError):
     code = "tls"
 
 
+class JournalFormatError(KVError):
+    """Raised when a replica's Raft journal is in a format this version does not know (written by a later
+    version): the replica does not start, and the file is left as it was."""
+
+    code = "journal_format"
+
+
 ERRORS_BY_CODE: dict[str, type[KVError]] = {
     cls.code: cls
     for cls in (
@@ -132,5 +140,6 @@ ERRORS_BY_CODE: dict[str, type[KVError]] = {
         OutcomeUnknownError,
         ConnectionLostError,
         TLSError,
+        JournalFormatError,
     )
 }

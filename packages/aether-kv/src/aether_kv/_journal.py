@@ -44,6 +44,7 @@ from ._disk import (
     record_bytes,
     reservation_target,
 )
+from ._errors import JournalFormatError
 from ._journal_format import entries, format_of, header, journal_bytes, record, whole_records
 
 log = logging.getLogger("aether_kv.journal")
@@ -70,7 +71,10 @@ def mend_journal(path: str) -> bool:
         size = os.fstat(fd).st_size
         if size:
             with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                found = whole_records(mapped)
+                try:
+                    found = whole_records(mapped)
+                except JournalFormatError as error:
+                    raise JournalFormatError(f"{path}: {error.message}") from None
         else:  # (created, and the power cut before its header was written: no map of 0 bytes)
             found = whole_records(b"")
         if found.torn is None:

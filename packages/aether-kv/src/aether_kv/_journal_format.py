@@ -39,6 +39,8 @@ from pysyncobj.journal import (
     VERSION_SIZE,
 )
 
+from ._errors import JournalFormatError
+
 PLAIN = 1  # upstream's records
 CHECKSUMMED = 2  # each record's command followed by a CRC-32 of its index, term and command
 FORMATS = (PLAIN, CHECKSUMMED)
@@ -50,10 +52,6 @@ _INDEX_TERM = struct.Struct("<QQ")
 _RECORD_OVERHEAD = 2 * _LENGTH.size  # a record's length, before and after it
 
 Entry = tuple[bytes, int, int]  # command, index, term (as pysyncobj's journal holds them)
-
-
-class JournalFormatError(Exception):
-    """A journal in a format this version does not know (written by a later version)."""
 
 
 @attrs.frozen
