@@ -296,6 +296,26 @@ def test_no_election_starts_in_a_tick_whose_pre_vote_check_allowed_none(
     assert [m["type"] for m in sent if m["type"] != "catching_up"] == ([] if catching_up else ["pre_vote"])
 
 
+def test_a_tick_that_raises_gives_the_held_election_deadline_back(follower_classes: list[SyncObj]) -> None:
+    """Item 3: a tick that ends in an error after the deadline was held back (a leader call's callback,
+    the journal's fsync) gives it back: left at infinity, the follower would never stand again."""
+    follower = _follower(PatchedSyncObj, follower_classes)
+    _record_sends(follower, [])
+    deadline = patches._monotonic() + 30
+    follower._SyncObj__raftElectionDeadline = deadline
+
+    def failing_sync() -> None:
+        raise OSError(5, "Input/output error")
+
+    follower.before_commit_check = failing_sync
+    with pytest.raises(OSError):
+        follower._onTick(0)
+    assert follower._SyncObj__raftElectionDeadline == deadline
+    follower.before_commit_check = lambda: None
+    follower._onTick(0)
+    assert follower._SyncObj__raftElectionDeadline == deadline
+
+
 def test_granting_a_pre_vote_puts_the_replicas_own_election_off_and_a_refusal_does_not(
     follower_classes: list[SyncObj], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -932,23 +932,24 @@ class PatchedSyncObj(SyncObj):
         self._sent_before_apply = False
         self._watch_snapshot_child()
         self._check_stand_aside()
-        if not self._maybe_pre_vote():  # (item 3) no election in this tick: hold upstream's back
-            self._held_deadline = self._SyncObj__raftElectionDeadline
-            self._SyncObj__raftElectionDeadline = math.inf
-        self._send_leader_calls()
-        self.before_commit_check()
         # Upstream polls at the end of its tick with the time given; the wait is decided then (after
         # this tick's sends and deadlines moved), by `_tick_wait`, through the poller wrapper.
         poller = self._poller
-        self._poller = _DeferredWaitPoller(poller, self._tick_wait)
         try:
-            super()._onTick(timeToWait)
-        except OSError as error:
-            if not is_disk_full(error):
-                raise
-            self._disk_full_during("a tick")  # an election that could not store its term, say
+            if not self._maybe_pre_vote():  # (item 3) no election in this tick: hold upstream's back
+                self._held_deadline = self._SyncObj__raftElectionDeadline
+                self._SyncObj__raftElectionDeadline = math.inf
+            self._send_leader_calls()
+            self.before_commit_check()
+            self._poller = _DeferredWaitPoller(poller, self._tick_wait)
+            try:
+                super()._onTick(timeToWait)
+            except OSError as error:
+                if not is_disk_full(error):
+                    raise
+                self._disk_full_during("a tick")  # an election that could not store its term, say
         finally:
-            self._give_deadline_back()
+            self._give_deadline_back()  # (whatever ended the tick: never left at infinity)
             self._poller = poller
 
     def _give_deadline_back(self) -> None:
