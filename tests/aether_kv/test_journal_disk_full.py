@@ -188,8 +188,14 @@ def _compaction_on_a_full_disk(small_disk: Path) -> None:
         journal.sync()
         fill(small_disk)
         inode = os.stat(path).st_ino
+        marked: list[bool] = []  # whether the journal is marked as compacted in place while it is
+        rewrite = journal._inner.deleteEntriesTo
+        journal._inner.deleteEntriesTo = lambda entry_to: (
+            marked.append(os.path.exists(path + ".compacting")) or rewrite(entry_to)
+        )
         journal.deleteEntriesTo(150)
         assert os.stat(path).st_ino == inode  # in place
+        assert marked == [True] and not os.path.exists(path + ".compacting")
         assert not os.path.exists(path + ".compacted")
         assert [journal[i] for i in range(len(journal))] == entries[150:]
         assert any("no room for a compacted Raft journal" in line for line in said), said

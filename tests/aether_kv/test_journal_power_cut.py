@@ -161,8 +161,10 @@ def test_a_torn_record_followed_by_a_whole_one_is_said(
     assert (found.end, found.count, found.followed) == (start, 6, True), found
     path = tmp_path / "raft.journal"
     path.write_bytes(torn)
+    seen_then: list[bytes] = []  # the journal when the replica is told (before anything is dropped)
     with caplog.at_level(logging.WARNING, logger="aether_kv.journal"):
-        assert mend_journal(str(path)) is True
+        assert mend_journal(str(path), on_lost_entries=lambda: seen_then.append(path.read_bytes())) is True
+    assert seen_then == [torn]  # (the marker that it must catch up is made while the loss still shows)
     said = [r for r in caplog.records if "followed by whole ones" in r.getMessage()]
     assert (
         len(said) == 1
@@ -170,7 +172,28 @@ def test_a_torn_record_followed_by_a_whole_one_is_said(
         and "may have acknowledged" in said[0].getMessage()
     )
     assert _entries(path) == ENTRIES[:6]
-    assert mend_journal(str(path)) is False  # mended: nothing more to drop
+    assert mend_journal(str(path), on_lost_entries=lambda: seen_then.append(b"")) is False  # mended
+    assert len(seen_then) == 1
+
+
+def test_a_compaction_in_place_cut_off_is_said_as_entries_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A compaction on a full disk rewrites the entries it keeps over the journal's start, marked beside
+    the journal meanwhile: cut off, the journal may read whole (its header says where the rewrite had
+    got to) with acknowledged entries missing. The marker says so: as entries lost (the replica then
+    catches up before it votes), once."""
+    path = tmp_path / "raft.journal"
+    path.write_bytes(journal_bytes(ENTRIES[4:6]))  # (the rewrite had got to two of the entries it keeps)
+    (tmp_path / "raft.journal.compacting").touch()
+    told: list[bool] = []
+    with caplog.at_level(logging.WARNING, logger="aether_kv.journal"):
+        assert mend_journal(str(path), on_lost_entries=lambda: told.append(True)) is True
+    assert told == [True] and not (tmp_path / "raft.journal.compacting").exists()
+    said = [r for r in caplog.records if "compacted in place" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR and "2 whole entries" in said[0].getMessage()
+    assert mend_journal(str(path), on_lost_entries=lambda: told.append(True)) is False
+    assert _entries(path) == ENTRIES[4:6]
 
 
 def test_an_older_record_after_a_torn_one_is_not_taken_for_the_next() -> None:
@@ -183,6 +206,22 @@ def test_an_older_record_after_a_torn_one_is_not_taken_for_the_next() -> None:
     struct.pack_into("<I", broken, LAST_RECORD_OFFSET_OFFSET, len(broken))
     found = whole_records(bytes(broken))
     assert (found.end, found.followed) == (last, False), found
+
+
+def test_an_earlier_terms_record_after_a_torn_one_is_not_taken_for_the_next() -> None:
+    """A follower truncated entries 7 and 8 of term 3 (fsynced) and wrote 7 and 8 of term 4 over them,
+    the same sizes; the power cut kept the new 7's first page only. The old 8 after it is whole and has
+    the next index, but an earlier term than the torn 7: the new records were never acknowledged, and the
+    replica need not catch up."""
+    long = b"0123456789abcdef" * 768  # 12 KiB: entry 7 spans pages
+    old = journal_bytes([*ENTRIES[:6], (long, 7, 3), (b"eight", 8, 3)])
+    new = journal_bytes([*ENTRIES[:6], (long.upper(), 7, 4), (b"EIGHT", 8, 4)])
+    start = len(journal_bytes(ENTRIES[:6]))
+    page = (start // 4096 + 1) * 4096
+    torn = new[:page] + old[page:]  # (the header, and the new 7's first page)
+    found = whole_records(torn)
+    assert (found.end, found.count) == (start, 6) and "checksum of entry 7 (term 4)" in str(found.torn)
+    assert not found.followed
 
 
 def test_a_journal_of_an_unknown_format_is_refused_with_its_format(tmp_path: Path) -> None:

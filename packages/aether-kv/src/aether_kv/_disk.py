@@ -9,6 +9,7 @@ only into reserved space; `reservation_target` says how much to ask for.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -135,6 +136,20 @@ def fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def create_durably(path: str) -> None:
+    """An empty file at `path` (a marker), on disk with its name before this returns."""
+    with open(path, "wb") as file:
+        os.fsync(file.fileno())
+    fsync_path(os.path.dirname(path) or ".")
+
+
+def remove_durably(path: str) -> None:
+    """`path` gone (if it was there), its removal on disk before this returns."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    fsync_path(os.path.dirname(path) or ".")
 
 
 def durable_replace(temporary: str, final: str) -> None:

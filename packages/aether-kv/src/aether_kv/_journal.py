@@ -21,6 +21,7 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from pysyncobj.journal import (
@@ -38,14 +39,16 @@ from ._disk import (
     DiskState,
     JournalFullError,
     allocate,
+    create_durably,
     durable_replace,
     fsync_path,
     is_disk_full,
     record_bytes,
+    remove_durably,
     reservation_target,
 )
 from ._errors import JournalFormatError
-from ._journal_format import entries, format_of, header, journal_bytes, record, whole_records
+from ._journal_format import WholeRecords, entries, format_of, header, journal_bytes, record, whole_records
 
 log = logging.getLogger("aether_kv.journal")
 
@@ -56,13 +59,19 @@ log = logging.getLogger("aether_kv.journal")
 MSYNC_BEFORE_FSYNC = sys.platform != "linux"
 
 _COMPACTED = ".compacted"  # the suffix of a compaction's new journal until it is renamed over the old
+_COMPACTING = ".compacting"  # beside the journal while a compaction rewrites it in place (a full disk)
 
 
-def mend_journal(path: str) -> bool:
+def mend_journal(path: str, on_lost_entries: Callable[[], None] | None = None) -> bool:
     """Before the journal at `path` is read: drop what follows its last whole record (a power cut while it
     was being written: `_journal_format`), saying so, and make that durable. True when what was dropped
-    may have been acknowledged (`WholeRecords.followed`: whole records followed the torn one); raises
-    JournalFormatError for a journal of a format this version does not know."""
+    may have been acknowledged: whole records followed the torn one (`WholeRecords.followed`), or a
+    compaction in place was cut off (its marker is there: the entries it kept may be torn or missing
+    however whole the journal looks); then `on_lost_entries` is called first, before anything is
+    dropped (what must survive a crash that would leave the journal mended and the loss forgotten).
+    Raises JournalFormatError for a journal of a format this version does not know."""
+    compacting = path + _COMPACTING
+    cut_off = os.path.exists(compacting)
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
@@ -77,35 +86,52 @@ def mend_journal(path: str) -> bool:
                     raise JournalFormatError(f"{path}: {error.message}") from None
         else:  # (created, and the power cut before its header was written: no map of 0 bytes)
             found = whole_records(b"")
-        if found.torn is None:
-            return False
-        dropped = min(found.claimed, size) - found.end  # zeroed: never read as a record after a later cut
-        if found.followed:
+        lost = found.followed or cut_off
+        if lost and on_lost_entries is not None:
+            on_lost_entries()
+        if cut_off:
             log.error(
-                "the Raft journal %s has a record that is not whole, followed by whole ones (the disk lost"
-                " what was written, or a power cut tore one record and not the next): %s; %d entries kept,"
-                " the %d bytes after them dropped, among them entries this replica may have acknowledged",
+                "the Raft journal %s was being compacted in place (the disk was full) when the replica"
+                " stopped: the entries it kept may be torn or missing, among them entries this replica may"
+                " have acknowledged; %d whole entries read",
                 path,
-                found.torn,
                 found.count,
-                max(dropped, 0),
             )
-        else:
-            log.warning(
-                "the Raft journal %s ends in a record not wholly written (a power cut or crash before its"
-                " fsync: never acknowledged): %s; %d entries kept, the %d bytes after them dropped",
-                path,
-                found.torn,
-                found.count,
-                max(dropped, 0),
-            )
-        os.pwrite(fd, header(found.end, found.format), 0)
-        if dropped > 0:
-            os.pwrite(fd, bytes(dropped), found.end)
-        os.fsync(fd)
-        return found.followed
+        if found.torn is not None:
+            _drop_torn_tail(fd, path, found, size)
+        if cut_off:
+            remove_durably(compacting)
+        return lost
     finally:
         os.close(fd)
+
+
+def _drop_torn_tail(fd: int, path: str, found: WholeRecords, size: int) -> None:
+    """Drop what follows the whole records `found` in the journal open at `fd`, saying so, durably."""
+    dropped = min(found.claimed, size) - found.end  # zeroed: never read as a record after a later cut
+    if found.followed:
+        log.error(
+            "the Raft journal %s has a record that is not whole, followed by whole ones (the disk lost"
+            " what was written, or a power cut tore one record and not the next): %s; %d entries kept,"
+            " the %d bytes after them dropped, among them entries this replica may have acknowledged",
+            path,
+            found.torn,
+            found.count,
+            max(dropped, 0),
+        )
+    else:
+        log.warning(
+            "the Raft journal %s ends in a record not wholly written (a power cut or crash before its"
+            " fsync: never acknowledged): %s; %d entries kept, the %d bytes after them dropped",
+            path,
+            found.torn,
+            found.count,
+            max(dropped, 0),
+        )
+    os.pwrite(fd, header(found.end, found.format), 0)
+    if dropped > 0:
+        os.pwrite(fd, bytes(dropped), found.end)
+    os.fsync(fd)
 
 
 class _DurableMeta(MetaStorer):
@@ -284,9 +310,7 @@ class DurableJournal:
             if not is_disk_full(error):
                 raise
             log.warning("no room for a compacted Raft journal (%s): compacted in place", error)
-            self._inner.deleteEntriesTo(entry_to)  # rewrites a prefix of what is written: no new space
-            self._dirty = True
-            self.sync()
+            self._compact_in_place(entry_to)
             return
         with self._lock:
             try:
@@ -306,6 +330,28 @@ class DurableJournal:
             self._dirty = False  # everything kept was just fsynced
             with contextlib.suppress(OSError):  # (the old file, renamed over: nothing of it is read again)
                 old._destroy()
+
+    def _compact_in_place(self, entry_to: int) -> None:
+        """Upstream's compaction: the entries kept rewritten over the journal's start (no new space), then
+        fsynced; marked beside the journal meanwhile (a marker takes no data block), so that a replica
+        cut off in between knows that entries it acknowledged may be torn (`mend_journal`)."""
+        marker: str | None = self._path + _COMPACTING
+        try:
+            create_durably(marker)
+        except OSError as error:
+            log.error(
+                "no room to mark the Raft journal %s as compacted in place either (%s): a power cut during"
+                " this compaction could tear entries this replica acknowledged, unseen at its next start",
+                self._path,
+                error,
+            )
+            marker = None
+        self._inner.deleteEntriesTo(entry_to)  # rewrites a prefix of what is written: no new space
+        self._dirty = True
+        self.sync()
+        if marker is not None:
+            with contextlib.suppress(OSError):  # (left: the next start is careful for nothing)
+                remove_durably(marker)
 
     def setCurrentTerm(self, term: int, voted_for: Any) -> None:
         """Durable before it returns (`_DurableMeta`); on a full disk it raises with the term and vote

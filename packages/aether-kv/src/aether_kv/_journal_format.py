@@ -183,12 +183,11 @@ def _followed(
         return False
     if _LENGTH.unpack_from(journal, end - _LENGTH.size)[0] != size:
         return False
-    # the torn one's place in the log: after `previous`, or (the first record) what it says of itself
-    place = (
-        (previous[0] + 1, previous[1])
-        if previous
-        else _INDEX_TERM.unpack_from(journal, offset + _LENGTH.size)
-    )
+    # the torn one's place in the log: after `previous`, or (the first record) what it says of itself;
+    # the next is of its term or later (an older record a follower's truncation left past a new one torn,
+    # of an earlier term, is not: those were never acknowledged)
+    torn_index, torn_term = _INDEX_TERM.unpack_from(journal, offset + _LENGTH.size)
+    place = (previous[0] + 1, max(previous[1], torn_term)) if previous else (torn_index, torn_term)
     return _record_problem(journal, end, limit, place, journal_format) is None
 
 

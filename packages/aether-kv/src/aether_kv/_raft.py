@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,7 +36,7 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import _RAFT_STATE
 
-from ._disk import DiskState, fsync_path
+from ._disk import DiskState, create_durably, fsync_path
 from ._errors import (
     DiskFullError,
     KVError,
@@ -322,9 +321,13 @@ class RaftReplica:
         )
         peers = [p for p in config.peers if p != config.raft_address]
         marker = data_dir / CATCHING_UP_MARKER
-        # (a journal that lost entries it may have acknowledged is as a lost disk: item 16)
-        lost_entries = mend_journal(conf.journalFile)
-        catching_up = _starts_catching_up(marker, conf, peers, lost_entries)
+        # (a journal that lost entries it may have acknowledged is as a lost disk, item 16: the marker is
+        # made durable before the journal is mended, so a crash in between does not forget it)
+        mend_journal(
+            conf.journalFile,
+            on_lost_entries=functools.partial(create_durably, str(marker)) if peers else None,
+        )
+        catching_up = _starts_catching_up(marker, conf, peers)
         factory = self._durable_journal if config.durable else open_journal
         with _journal_factory(factory):
             self._obj = PatchedSyncObj(
@@ -541,22 +544,18 @@ class RaftReplica:
 CATCHING_UP_MARKER = "raft.catching-up"  # a replica that started empty and has not caught up (item 16)
 
 
-def _starts_catching_up(
-    marker: Path, conf: SyncObjConf, peers: list[str], lost_entries: bool = False
-) -> bool:
+def _starts_catching_up(marker: Path, conf: SyncObjConf, peers: list[str]) -> bool:
     """Whether this replica starts catching up (`_pysyncobj_patches`, item 16): it has other replicas,
-    and no journal and no snapshot (its disk lost, or a new cluster), or its journal lost entries it may
-    have acknowledged (`lost_entries`: `mend_journal`), or its marker says it started so and has not
-    caught up since (restarted meanwhile). The marker is made durable before the journal."""
+    and no journal and no snapshot (its disk lost, or a new cluster), or its marker says it started so
+    and has not caught up since (restarted meanwhile), or that its journal lost entries it may have
+    acknowledged (`mend_journal`). The marker is made durable before the journal."""
     if not peers:
         return False
     if marker.exists():
         return True
-    if not lost_entries and any(Path(file).exists() for file in (conf.journalFile, conf.fullDumpFile)):
+    if any(Path(file).exists() for file in (conf.journalFile, conf.fullDumpFile)):
         return False
-    with open(marker, "wb") as file:
-        os.fsync(file.fileno())
-    fsync_path(str(marker.parent))
+    create_durably(str(marker))
     return True
 
 
