@@ -165,7 +165,7 @@ def test_a_torn_record_followed_by_a_whole_one_is_said(
     with caplog.at_level(logging.WARNING, logger="aether_kv.journal"):
         assert mend_journal(str(path), on_lost_entries=lambda: seen_then.append(path.read_bytes())) is True
     assert seen_then == [torn]  # (the marker that it must catch up is made while the loss still shows)
-    said = [r for r in caplog.records if "followed by whole ones" in r.getMessage()]
+    said = [r for r in caplog.records if "with whole ones after it" in r.getMessage()]
     assert (
         len(said) == 1
         and said[0].levelno == logging.ERROR
@@ -194,6 +194,10 @@ def test_a_compaction_in_place_cut_off_is_said_as_entries_lost(
     assert len(said) == 1 and said[0].levelno == logging.ERROR and "2 whole entries" in said[0].getMessage()
     assert mend_journal(str(path), on_lost_entries=lambda: told.append(True)) is False
     assert _entries(path) == ENTRIES[4:6]
+    path.unlink()  # its journal gone since as well: still entries lost, and the marker goes
+    (tmp_path / "raft.journal.compacting").touch()
+    assert mend_journal(str(path), on_lost_entries=lambda: told.append(True)) is True
+    assert told == [True, True] and not (tmp_path / "raft.journal.compacting").exists()
 
 
 def test_an_older_record_after_a_torn_one_is_not_taken_for_the_next() -> None:

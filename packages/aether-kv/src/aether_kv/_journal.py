@@ -75,7 +75,12 @@ def mend_journal(path: str, on_lost_entries: Callable[[], None] | None = None) -
     try:
         fd = os.open(path, os.O_RDWR)
     except FileNotFoundError:
-        return False
+        if not cut_off:
+            return False
+        if on_lost_entries is not None:  # (its compaction cut off, and the journal gone since)
+            on_lost_entries()
+        remove_durably(compacting)
+        return True
     try:
         size = os.fstat(fd).st_size
         if size:
@@ -98,7 +103,7 @@ def mend_journal(path: str, on_lost_entries: Callable[[], None] | None = None) -
                 found.count,
             )
         if found.torn is not None:
-            _drop_torn_tail(fd, path, found, size)
+            _drop_torn_tail(fd, path, found, size, found.followed or cut_off)
         if cut_off:
             remove_durably(compacting)
         return lost
@@ -106,14 +111,15 @@ def mend_journal(path: str, on_lost_entries: Callable[[], None] | None = None) -
         os.close(fd)
 
 
-def _drop_torn_tail(fd: int, path: str, found: WholeRecords, size: int) -> None:
-    """Drop what follows the whole records `found` in the journal open at `fd`, saying so, durably."""
+def _drop_torn_tail(fd: int, path: str, found: WholeRecords, size: int, maybe_acknowledged: bool) -> None:
+    """Drop what follows the whole records `found` in the journal open at `fd`, saying so (as an error if
+    it `maybe_acknowledged`), durably."""
     dropped = min(found.claimed, size) - found.end  # zeroed: never read as a record after a later cut
-    if found.followed:
+    if maybe_acknowledged:
         log.error(
-            "the Raft journal %s has a record that is not whole, followed by whole ones (the disk lost"
-            " what was written, or a power cut tore one record and not the next): %s; %d entries kept,"
-            " the %d bytes after them dropped, among them entries this replica may have acknowledged",
+            "the Raft journal %s has a record that is not whole, with whole ones after it or in a"
+            " compaction cut off: %s; %d entries kept, the %d bytes after them dropped, among them entries"
+            " this replica may have acknowledged",
             path,
             found.torn,
             found.count,
@@ -340,11 +346,13 @@ class DurableJournal:
             create_durably(marker)
         except OSError as error:
             log.error(
-                "no room to mark the Raft journal %s as compacted in place either (%s): a power cut during"
-                " this compaction could tear entries this replica acknowledged, unseen at its next start",
+                "could not mark the Raft journal %s as compacted in place (%s): a power cut during this"
+                " compaction could tear entries this replica acknowledged, unseen at its next start",
                 self._path,
                 error,
             )
+            with contextlib.suppress(OSError):  # (made, and its fsync failed: no false alarm later)
+                os.unlink(marker)
             marker = None
         self._inner.deleteEntriesTo(entry_to)  # rewrites a prefix of what is written: no new space
         self._dirty = True

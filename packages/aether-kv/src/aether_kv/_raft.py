@@ -36,7 +36,7 @@ import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import FAIL_REASON, SyncObjConf, SyncObjConsumer, replicated
 from pysyncobj.syncobj import _RAFT_STATE
 
-from ._disk import DiskState, create_durably, fsync_path
+from ._disk import DiskState, create_durably, remove_durably
 from ._errors import (
     DiskFullError,
     KVError,
@@ -564,8 +564,7 @@ def _remove_durably(path: Path) -> None:
     failure is logged: the replica then starts catching up again after a restart, which the leader's log
     soon ends)."""
     try:
-        path.unlink(missing_ok=True)
-        fsync_path(str(path.parent))
+        remove_durably(str(path))
     except OSError as error:
         log.warning("could not remove %s: %s", path, error)
 
