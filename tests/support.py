@@ -250,6 +250,29 @@ async def known_leader(cluster: LocalCluster) -> str:
     return found[0]
 
 
+async def settled_leader(cluster: LocalCluster) -> str:
+    """The leader's replica id, once every replica names it and holds its commit index. A new cluster's
+    replicas start "catching up" (`_pysyncobj_patches`, item 16: one that started empty votes only once
+    it holds a leader's log): a leader stopped before a replica has linked to it and caught up leaves the
+    others unable to elect one until it is back, so tests that stop the leader wait for this first."""
+    leader = await known_leader(cluster)
+
+    async def settled() -> bool:
+        statuses = []
+        for replica in cluster.replicas:
+            async with open_client(
+                [cluster.spec(replica.replica_id).client_address], cluster.secret
+            ) as client:
+                statuses.append(await client.status())
+        ours = [s for s in statuses if s.is_leader]
+        return len(ours) == 1 and all(
+            s.leader == ours[0].self_address and s.commit_index >= ours[0].commit_index for s in statuses
+        )
+
+    await wait_until(settled, timeout=30, what="every replica following the leader, caught up")
+    return leader
+
+
 def operator_certificate(directory: Path) -> tuple[Path, Path, Path]:
     """An operator's certificate for 127.0.0.1 from a CA of its own (not a cluster's), as PEM files in
     `directory`: (the CA's certificate, to verify the server against; the certificate; its key)."""

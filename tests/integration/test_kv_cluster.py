@@ -19,7 +19,7 @@ from aether_kv import (
     open_client,
     wait_until_ready,
 )
-from support import known_leader, leader_id, wait_until
+from support import leader_id, settled_leader, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,7 @@ async def test_no_acknowledged_write_is_lost_when_the_leader_is_killed(kv_cluste
                 if killed.is_set():
                     acked_after_kill += 1
 
-    old_leader = await known_leader(kv_cluster)
+    old_leader = await settled_leader(kv_cluster)
     rotations = [kv_cluster.endpoints[i:] + kv_cluster.endpoints[:i] for i in range(3)]
     with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
@@ -84,7 +84,7 @@ async def test_no_acknowledged_write_is_lost_when_the_leader_is_killed(kv_cluste
 async def test_a_leader_that_loses_its_majority_says_so_to_a_status_wait(kv_cluster: LocalCluster) -> None:
     """A status wait on the leader's endpoint answers when it steps down (its followers paused), not at
     its max_wait: the node's leadership monitor learns of a lost lead this way, without polling."""
-    leader = await known_leader(kv_cluster)  # (the replica asked may not know one yet)
+    leader = await settled_leader(kv_cluster)  # (every replica caught up: item 16)
     others = [r.replica_id for r in kv_cluster.replicas if r.replica_id != leader]
     async with open_client(
         [kv_cluster.spec(leader).client_address], kv_cluster.secret, request_timeout=240.0
@@ -105,7 +105,7 @@ async def test_a_leader_that_loses_its_majority_says_so_to_a_status_wait(kv_clus
 async def test_a_follower_whose_term_moves_says_so_to_a_status_wait(kv_cluster: LocalCluster) -> None:
     """With the leader paused, both followers' status waits answer with the new term, not at their
     max_wait: at most one of them wins the election, so the other answers for the term change alone."""
-    leader = await known_leader(kv_cluster)  # (the replica asked may not know one yet)
+    leader = await settled_leader(kv_cluster)  # (every replica caught up: item 16)
     followers = [r.replica_id for r in kv_cluster.replicas if r.replica_id != leader]
     before: dict[str, Status] = {}
     for replica in followers:

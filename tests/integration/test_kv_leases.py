@@ -17,7 +17,7 @@ from aether_kv import (
     UnavailableError,
     open_client,
 )
-from support import known_leader, wait_until
+from support import known_leader, settled_leader, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +94,7 @@ async def test_leases_keep_their_meaning_across_a_leader_change(kv_cluster: Loca
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(keep_alive)
-            old_leader = await known_leader(kv_cluster)
+            old_leader = await settled_leader(kv_cluster)
             kv_cluster.kill(old_leader, signal.SIGKILL)
             await wait_until(
                 lambda: _present_everywhere(kv_cluster, "dropped", False),

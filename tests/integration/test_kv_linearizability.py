@@ -25,7 +25,7 @@ from aether_kv import (
     wait_until_ready,
 )
 from linearizability import Operation, check_linearizable
-from support import known_leader, wait_until
+from support import settled_leader, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -103,7 +103,7 @@ def _op(client, kind, key, value, expected, invoked, returned, result, unknown) 
 async def test_history_is_linearizable_across_a_leader_kill_and_restart(kv_cluster: LocalCluster) -> None:
     history: list[Operation] = []
     stop = trio.Event()
-    leader = await known_leader(kv_cluster)  # (the replica asked may not have heard of it yet)
+    leader = await settled_leader(kv_cluster)  # (every replica caught up: item 16)
     with trio.fail_after(90):
         async with trio.open_nursery() as nursery:
             for number in range(6):

@@ -22,7 +22,7 @@ from aether_kv import (
     open_client,
     wait_until_ready,
 )
-from support import known_leader, leader_id, wait_until
+from support import known_leader, leader_id, settled_leader, wait_until
 
 # The longest election timeout of the local cluster's replicas (their default configuration). A replica
 # stopped for PAUSE has had its election timer run out: the stimulus of the pre-vote tests, which no
@@ -272,7 +272,7 @@ async def test_a_killed_leader_is_replaced_without_waiting_for_an_election_timeo
 ) -> None:
     """Its sockets close with its process and its port refuses: the follower that becomes the next
     leader learnt that before its election (upstream it waited for an election timeout of silence)."""
-    leader = await known_leader(kv_cluster)
+    leader = await settled_leader(kv_cluster)
     logged_before = {replica: len(log) for replica, log in _logs(kv_cluster).items()}
     await trio.to_thread.run_sync(kv_cluster.kill, leader)
     new = await _new_leader(kv_cluster, leader)
@@ -287,7 +287,7 @@ async def test_a_killed_leader_is_replaced_without_waiting_for_an_election_timeo
 async def test_a_paused_leader_costs_a_normal_election(kv_cluster: LocalCluster) -> None:
     """A stopped process keeps its links and its port open: nothing is refused, the followers wait for
     their election timeout as before and elect another leader."""
-    leader = await known_leader(kv_cluster)
+    leader = await settled_leader(kv_cluster)
     logged_before = {replica: len(log) for replica, log in _logs(kv_cluster).items()}
     process = kv_cluster.processes[leader]
     process.send_signal(signal.SIGSTOP)
