@@ -135,14 +135,8 @@ def whole_records(journal: bytes | memoryview) -> WholeRecords:
     return WholeRecords(offset, count, claimed, None, format=journal_format)
 
 
-def _record_problem(
-    journal: bytes | memoryview,
-    offset: int,
-    limit: int,
-    previous: tuple[int, int] | None,
-    journal_format: int,
-) -> str | None:
-    """Why the record at `offset` is not whole (None if it is)."""
+def _record_end(journal: bytes | memoryview, offset: int, limit: int, journal_format: int) -> int | str:
+    """Where the record at `offset` ends, if its lengths fit before `limit` and agree; else why not."""
     if offset + _LENGTH.size > limit:
         return "its length is cut off"
     (size,) = _LENGTH.unpack_from(journal, offset)
@@ -152,6 +146,20 @@ def _record_problem(
     (after,) = _LENGTH.unpack_from(journal, end - _LENGTH.size)
     if after != size:
         return f"its lengths differ ({size}, then {after})"
+    return end
+
+
+def _record_problem(
+    journal: bytes | memoryview,
+    offset: int,
+    limit: int,
+    previous: tuple[int, int] | None,
+    journal_format: int,
+) -> str | None:
+    """Why the record at `offset` is not whole (None if it is)."""
+    end = _record_end(journal, offset, limit, journal_format)
+    if isinstance(end, str):
+        return end
     index, term = _INDEX_TERM.unpack_from(journal, offset + _LENGTH.size)
     if previous is not None and (index != previous[0] + 1 or term < previous[1]):
         return f"entry {index} (term {term}) does not follow entry {previous[0]} (term {previous[1]})"
@@ -175,13 +183,8 @@ def _followed(
     `CHECKSUMMED` journal (without a checksum, a torn record is told from a whole one by its lengths
     alone: one whose lengths agree is torn only where its entry does not follow, older records a
     compaction in place left, or garbage)."""
-    if journal_format != CHECKSUMMED or offset + _LENGTH.size > limit:
-        return False
-    (size,) = _LENGTH.unpack_from(journal, offset)
-    end = offset + size + _RECORD_OVERHEAD
-    if size < record_overhead(journal_format) - _RECORD_OVERHEAD or end + _LENGTH.size > limit:
-        return False
-    if _LENGTH.unpack_from(journal, end - _LENGTH.size)[0] != size:
+    end = _record_end(journal, offset, limit, journal_format)
+    if journal_format != CHECKSUMMED or isinstance(end, str):
         return False
     # the torn one's place in the log: after `previous`, or (the first record) what it says of itself;
     # the next is of its term or later (an older record a follower's truncation left past a new one torn,
