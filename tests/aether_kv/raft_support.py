@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aether_kv import RaftConfig
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
 from support import wait_until_sync
 

@@ -20,7 +20,7 @@ from aether_kv import (
     UnavailableError,
     open_client,
 )
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._pysyncobj_patches import DISK_FULL, FOLLOWER_DISK_FULL
 from aether_kv._raft import translate_fail_reason
 from aether_kv._wire import FramedStream, encode, error_body, server_handshake

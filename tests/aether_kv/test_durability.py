@@ -21,7 +21,7 @@ from pysyncobj.journal import ResizableFile
 import aether_kv._journal as journal_module
 from aether_kv import RaftConfig, open_store, wait_for_leader
 from aether_kv._journal import open_journal
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from disk_support import fill, small_filesystem
 from aether_kv import RaftConfig
 from aether_kv._disk import JournalFullError
 from aether_kv._journal import DurableJournal, open_journal
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
 from support import wait_until_sync

@@ -41,7 +41,7 @@ from aether_kv._journal_format import (
     record_overhead,
     whole_records,
 )
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
 from support import wait_until_sync

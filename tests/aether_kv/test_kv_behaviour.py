@@ -32,7 +32,7 @@ from aether_kv import (
     open_store,
     wait_for_leader,
 )
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from support import wait_until
 
 HISTORY = 10

@@ -14,7 +14,7 @@ import trio.testing
 import aether_kv._raft
 import aether_kv._store
 from aether_kv import LeaseNotFoundError, RaftConfig, open_store, wait_for_leader
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from support import wait_until
 
 LONGEST = 5.0  # the loop's longest sleep (KVStore._expire_leases)

@@ -11,7 +11,7 @@ from pathlib import Path
 import trio
 
 from aether_kv import LeaseNotFoundError, RaftConfig, open_store, wait_for_leader
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from support import wait_until
 
 STALL = 2.5  # longer than the TTL below

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aether_kv import RaftConfig, _pysyncobj_patches
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
 from aether_kv._state import KVState

@@ -20,7 +20,7 @@ from pysyncobj.version import VERSION
 
 import aether_kv._pysyncobj_patches as patches
 from aether_kv import RaftConfig
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._pysyncobj_patches import PRIVATE_NAMES, PYSYNCOBJ_VERSION, PatchedSyncObj
 from aether_kv._raft import RaftReplica
 

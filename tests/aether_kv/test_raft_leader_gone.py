@@ -16,7 +16,7 @@ from pysyncobj.monotonic import monotonic
 from pysyncobj.poller import createPoller
 from raft_support import leader_of, propose, running_group
 
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._raft_port import _Probe
 from aether_kv._records import Put

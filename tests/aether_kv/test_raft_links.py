@@ -11,7 +11,7 @@ from pathlib import Path
 import attrs
 
 from aether_kv import RaftConfig
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
 
 

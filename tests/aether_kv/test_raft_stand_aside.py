@@ -17,7 +17,7 @@ import trio
 from raft_support import SECRET, leader_of, propose
 
 from aether_kv import RaftConfig
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
 from aether_kv._records import Put
 from aether_kv._serve import ParentHeartbeat, follow_parent

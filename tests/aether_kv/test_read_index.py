@@ -13,7 +13,7 @@ import trio
 import trio.testing
 
 from aether_kv import KVClient, KVError, LocalCluster, open_client
-from support import known_leader, process_stopped, wait_until
+from support import known_leader, process_stopped, settled_leader, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ async def test_a_deposed_leader_never_answers_with_the_old_value(kv_cluster: Loc
     """The leader is paused, the others elect a new one and take a write; the old leader, resumed, still
     believes it leads for a moment: its linearizable read must give the new value or fail, never the
     old one."""
-    old = await known_leader(kv_cluster)
+    old = await settled_leader(kv_cluster)  # (the others can elect once it is stopped)
     others = [r.replica_id for r in kv_cluster.replicas if r.replica_id != old]
     async with open_client(kv_cluster.endpoints, kv_cluster.secret) as client:
         await client.put("k", b"old")

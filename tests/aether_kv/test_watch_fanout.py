@@ -36,7 +36,7 @@ from aether_kv import (
     wait_for_leader,
 )
 from aether_kv._fanout import WatchFanout
-from aether_kv._local import free_port
+from aether_kv._ports import free_port
 from aether_kv._server import serve_clients
 from aether_kv._tls import client_identity, connect_tls
 from aether_kv._wire import (

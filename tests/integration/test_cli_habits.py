@@ -300,6 +300,14 @@ def test_an_extra_argument_is_named_with_its_command(tmp_path: Path) -> None:
         ), str(run)
 
 
+def test_a_payload_given_to_slice_invoke_as_an_argument_is_told_where_it_goes(tmp_path: Path) -> None:
+    run = expect(run_aether("slice", "invoke", ECHO, "echo", '{"a": 1}', cwd=tmp_path), 2)
+    assert run.stderr == (
+        """aether: error: aether slice invoke: unexpected argument {"a": 1} (a payload goes after --data:"""
+        """ `aether slice invoke ARTIFACT ENTRY -d '{...}'`)\n"""
+    ), str(run)
+
+
 @pytest.mark.parametrize(
     ("args", "flag", "value"),
     [

@@ -597,6 +597,12 @@ def _unwrapped_help_when_piped() -> None:
         app.console = _output.console
 
 
+# Where what a command was given at the end belongs, for commands whose users try it there.
+_EXTRA_ARGUMENT_HINTS = {
+    ("slice", "invoke"): "a payload goes after --data: `aether slice invoke ARTIFACT ENTRY -d '{...}'`",
+}
+
+
 def main() -> None:
     from cyclopts.exceptions import CycloptsError, UnusedCliTokensError
 
@@ -607,11 +613,11 @@ def main() -> None:
     except UnusedCliTokensError as error:  # cyclopts says "Unused Tokens: ['3']."
         command = " ".join(["aether", *(error.command_chain or ())])
         unused = error.unused_tokens or []
-        fail(
-            EXIT_BAD_INPUT,
-            f"{command}: unexpected {'argument' if len(unused) == 1 else 'arguments'} {' '.join(unused)}"
-            f" (`{command} --help` says what it takes)",
+        hint = _EXTRA_ARGUMENT_HINTS.get(
+            tuple(error.command_chain or ()), f"`{command} --help` says what it takes"
         )
+        extra = f"{'argument' if len(unused) == 1 else 'arguments'} {' '.join(unused)}"
+        fail(EXIT_BAD_INPUT, f"{command}: unexpected {extra} ({hint})")
     except CycloptsError as error:  # one plain line, like every other error, never wrapped in a box
         fail(EXIT_BAD_INPUT, " ".join(str(error).split()))
     except KeyboardInterrupt:

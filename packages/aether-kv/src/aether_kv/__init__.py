@@ -24,12 +24,12 @@ from ._errors import UnavailableError as UnavailableError
 from ._interface import KV as KV
 from ._interface import KVWatch as KVWatch
 from ._local import LocalCluster as LocalCluster
-from ._local import free_port as free_port
 from ._local import plan_local_cluster as plan_local_cluster
 from ._local import running_local_cluster as running_local_cluster
 from ._local import wait_until_ready as wait_until_ready
 from ._memory import MemoryStore as MemoryStore
 from ._memory import MemoryWatch as MemoryWatch
+from ._ports import free_port as free_port
 from ._raft import RaftConfig as RaftConfig
 from ._records import MAX_KEY_BYTES as MAX_KEY_BYTES
 from ._records import MAX_TXN_OPS as MAX_TXN_OPS

@@ -4,12 +4,10 @@ the tests; stops every replica it started on exit."""
 
 from __future__ import annotations
 
-import collections
 import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -21,48 +19,9 @@ import trio
 
 from ._client import open_client
 from ._errors import KVError
+from ._ports import free_port
 
 CLUSTER_FILE = "cluster.json"
-
-
-# Ports for local clusters come from below the kernel's ephemeral range (where bind(0) and every outgoing
-# connection take theirs): a port that bind(0) found and gave back could be taken by a connection before
-# its server binds it ("Address already in use", seen with parallel test runs). Chosen at random here and
-# checked free, two planners rarely meet either.
-_LOWEST_PORT = 10_000
-# The ports this process handed out lately: a planner asks for several before any is bound (a 3-node
-# cluster: 15), and at random they met once in ~200 plans (the birthday problem), one node then failing
-# to bind. Not handed out again while among the last _RECENT.
-_RECENT = 4_096
-_handed_out: collections.deque[int] = collections.deque(maxlen=_RECENT)
-
-
-def _ephemeral_start() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` a moment ago, below the ephemeral range where the system has one, and
-    not one this process handed out lately (it may not be bound yet)."""
-    start = _ephemeral_start()
-    if start - _LOWEST_PORT >= 1_000:
-        for _ in range(200):
-            port = secrets.randbelow(start - _LOWEST_PORT) + _LOWEST_PORT
-            if port in _handed_out:
-                continue
-            with socket.socket() as sock:
-                try:
-                    sock.bind((host, port))
-                except OSError:
-                    continue
-            _handed_out.append(port)
-            return port
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @attrs.frozen(kw_only=True)
