@@ -94,3 +94,18 @@ def _bindable(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hard link"])
+def test_a_link_in_place_of_the_shared_file_is_not_written_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """The temporary directory is everyone's: a link put where the file goes must not make a port pick
+    write (as whoever plans a cluster, root too) into the file it names. The pick goes on unshared."""
+    monkeypatch.setattr(_ports, "_handed_out", collections.deque())
+    target, shared = tmp_path / "precious", tmp_path / "ports"
+    target.write_text("keep me\n")
+    (shared.symlink_to if kind == "symlink" else shared.hardlink_to)(target)
+    low = _free_run(3)
+    assert pick_port("127.0.0.1", low, low + 3, shared) is not None
+    assert target.read_text() == "keep me\n"

@@ -10,8 +10,8 @@ and a process takes a second or more to start and bind. A port free when chosen 
   failed to bind a port another worker's cluster had been given 0.5 s before and bound 1.4 s after. So the
   ports handed out lately are also written to a file every process of this user shares
   (`aether-ports-{uid}` in the temporary directory, under an exclusive `flock`), and a port written there
-  in the last _SHARED_FOR seconds is not handed out. Where that file cannot be used, a process goes on
-  with its own memory alone.
+  in the last _SHARED_FOR seconds is not handed out. Where that file cannot be used (or is not a plain
+  file of this user's: a link, another user's), a process goes on with its own memory alone.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import fcntl
 import os
 import secrets
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -69,13 +70,15 @@ def _shared_ports(path: Path | None) -> Iterator[dict[int, float]]:
     if path is None:
         yield {}
         return
-    try:
-        file = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:  # (not through a link: the temporary directory is everyone's)
+        file = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     except OSError:
         yield {}
         return
     try:
         try:
+            if not _own_plain_file(os.fstat(file)):
+                raise OSError(f"{path} is not a file of this user's own")
             fcntl.flock(file, fcntl.LOCK_EX)
             taken = _read_entries(file)
         except OSError:
@@ -86,6 +89,11 @@ def _shared_ports(path: Path | None) -> Iterator[dict[int, float]]:
             _write_entries(file, taken)
     finally:
         os.close(file)  # (the lock goes with it)
+
+
+def _own_plain_file(found: os.stat_result) -> bool:
+    """A regular file of this user's with no other name (another user's hard link would be written)."""
+    return stat.S_ISREG(found.st_mode) and found.st_uid == os.getuid() and found.st_nlink == 1
 
 
 def _read_entries(file: int) -> dict[int, float]:
