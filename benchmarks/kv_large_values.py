@@ -25,8 +25,7 @@ def _one_round(protocol: int, puts: int, size: int) -> list[float]:
     import pysyncobj.pickle
 
     import aether_kv._pysyncobj_patches  # noqa: F401  (the patches, then the protocol under test)
-    from aether_kv import RaftConfig
-    from aether_kv._local import free_port
+    from aether_kv import RaftConfig, free_port
     from aether_kv._raft import RaftReplica
     from aether_kv._records import Put
 

@@ -255,7 +255,7 @@ async def settled_leader(cluster: LocalCluster) -> str:
     replicas start "catching up" (`_pysyncobj_patches`, item 16: one that started empty votes only once
     it holds a leader's log): a leader stopped before a replica has linked to it and caught up leaves the
     others unable to elect one until it is back, so tests that stop the leader wait for this first."""
-    leader = await known_leader(cluster)
+    found: list[str] = []
 
     async def settled() -> bool:
         statuses = []
@@ -265,12 +265,14 @@ async def settled_leader(cluster: LocalCluster) -> str:
             ) as client:
                 statuses.append(await client.status())
         ours = [s for s in statuses if s.is_leader]
-        return len(ours) == 1 and all(
+        if len(ours) == 1 and all(
             s.leader == ours[0].self_address and s.commit_index >= ours[0].commit_index for s in statuses
-        )
+        ):
+            found.append(leader_id(cluster, ours[0]))
+        return bool(found)
 
     await wait_until(settled, timeout=30, what="every replica following the leader, caught up")
-    return leader
+    return found[0]
 
 
 def operator_certificate(directory: Path) -> tuple[Path, Path, Path]:

@@ -306,6 +306,11 @@ def test_a_payload_given_to_slice_invoke_as_an_argument_is_told_where_it_goes(tm
         """aether: error: aether slice invoke: unexpected argument {"a": 1} (a payload goes after --data:"""
         """ `aether slice invoke ARTIFACT ENTRY -d '{...}'`)\n"""
     ), str(run)
+    run = expect(run_aether("slice", "invoke", ECHO, "echo", "extra", cwd=tmp_path), 2)  # (not JSON)
+    assert run.stderr == (
+        "aether: error: aether slice invoke: unexpected argument extra"
+        " (`aether slice invoke --help` says what it takes)\n"
+    ), str(run)
 
 
 @pytest.mark.parametrize(

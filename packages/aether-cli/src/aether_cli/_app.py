@@ -597,8 +597,8 @@ def _unwrapped_help_when_piped() -> None:
         app.console = _output.console
 
 
-# Where what a command was given at the end belongs, for commands whose users try it there.
-_EXTRA_ARGUMENT_HINTS = {
+# Where a JSON text given as an argument belongs, for commands whose users try it there.
+_PAYLOAD_HINTS = {
     ("slice", "invoke"): "a payload goes after --data: `aether slice invoke ARTIFACT ENTRY -d '{...}'`",
 }
 
@@ -613,9 +613,9 @@ def main() -> None:
     except UnusedCliTokensError as error:  # cyclopts says "Unused Tokens: ['3']."
         command = " ".join(["aether", *(error.command_chain or ())])
         unused = error.unused_tokens or []
-        hint = _EXTRA_ARGUMENT_HINTS.get(
-            tuple(error.command_chain or ()), f"`{command} --help` says what it takes"
-        )
+        hint = f"`{command} --help` says what it takes"
+        if unused[-1:] and unused[-1].lstrip()[:1] in ("{", "[", '"'):
+            hint = _PAYLOAD_HINTS.get(tuple(error.command_chain or ()), hint)
         extra = f"{'argument' if len(unused) == 1 else 'arguments'} {' '.join(unused)}"
         fail(EXIT_BAD_INPUT, f"{command}: unexpected {extra} ({hint})")
     except CycloptsError as error:  # one plain line, like every other error, never wrapped in a box

@@ -10,8 +10,10 @@ and a process takes a second or more to start and bind. A port free when chosen 
   failed to bind a port another worker's cluster had been given 0.5 s before and bound 1.4 s after. So the
   ports handed out lately are also written to a file every process of this user shares
   (`aether-ports-{uid}` in the temporary directory, under an exclusive `flock`), and a port written there
-  in the last _SHARED_FOR seconds is not handed out. Where that file cannot be used (or is not a plain
-  file of this user's: a link, another user's), a process goes on with its own memory alone.
+  in the last _SHARED_FOR seconds is not handed out. Where that file cannot be used (none, not a plain
+  file of this user's alone: a link, another user's; its lock held over _LOCK_WAIT), a process goes on
+  with its own memory alone. Each pick reads and writes the file whole: a few ms with the ~1,000 entries a
+  test run on two workers keeps.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ _LOWEST_PORT = 10_000
 _RECENT = 4_096
 _handed_out: collections.deque[int] = collections.deque(maxlen=_RECENT)
 _SHARED_FOR = 120.0  # s: longer than any local cluster takes to bind what it was given
+_LOCK_WAIT = 1.0  # s: the longest a pick waits for another process's pick (each takes a few ms)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,63 +69,98 @@ def pick_port(host: str, low: int, high: int, shared: Path | None) -> int | None
 def _shared_ports(path: Path | None) -> Iterator[dict[int, float]]:
     """The ports handed out in the last _SHARED_FOR seconds, by when, as `path` has them, held under an
     exclusive lock; what the caller adds is written back. Without `path`, or where it cannot be opened,
-    locked, read or written: an empty dict, kept nowhere."""
-    if path is None:
-        yield {}
-        return
-    try:  # (not through a link: the temporary directory is everyone's)
-        file = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    except OSError:
+    locked within _LOCK_WAIT, or read: an empty dict, kept nowhere."""
+    file = _open_shared(path) if path is not None else None
+    taken = _read_entries(file) if file is not None else None
+    if file is None or taken is None:
+        if file is not None:
+            os.close(file)
         yield {}
         return
     try:
-        try:
-            if not _own_plain_file(os.fstat(file)):
-                raise OSError(f"{path} is not a file of this user's own")
-            fcntl.flock(file, fcntl.LOCK_EX)
-            taken = _read_entries(file)
-        except OSError:
-            yield {}
-            return
         yield taken
-        with contextlib.suppress(OSError):  # (a full disk: this pick is not shared)
-            _write_entries(file, taken)
+        _write_entries(file, taken)
     finally:
         os.close(file)  # (the lock goes with it)
 
 
+def _open_shared(path: Path) -> int | None:
+    """`path` opened and locked, if it is a plain file of this user's alone (the temporary directory is
+    everyone's: never through a link, never another user's file, none another user could read or lock)
+    and its lock comes within _LOCK_WAIT (a planner stopped while holding it holds up no other)."""
+    try:
+        file = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError:
+        return None
+    try:
+        found = os.fstat(file)
+        if _own_plain_file(found):
+            deadline = time.monotonic() + _LOCK_WAIT
+            while True:
+                try:
+                    fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return file
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        break
+                    time.sleep(0.005)
+    except OSError:
+        pass
+    os.close(file)
+    return None
+
+
 def _own_plain_file(found: os.stat_result) -> bool:
-    """A regular file of this user's with no other name (another user's hard link would be written)."""
-    return stat.S_ISREG(found.st_mode) and found.st_uid == os.getuid() and found.st_nlink == 1
+    """A regular file of this user's with no other name (another user's hard link would be written) that
+    only this user may read or write."""
+    return (
+        stat.S_ISREG(found.st_mode)
+        and found.st_uid == os.getuid()
+        and found.st_nlink == 1
+        and stat.S_IMODE(found.st_mode) & 0o077 == 0
+    )
 
 
-def _read_entries(file: int) -> dict[int, float]:
-    """`port time` lines still within _SHARED_FOR; a line that is not one is skipped."""
-    os.lseek(file, 0, os.SEEK_SET)
+def _read_entries(file: int) -> dict[int, float] | None:
+    """`port time` lines of the last _SHARED_FOR seconds (a line that is not one, or of a time that is not,
+    as after the clock was set back, is dropped); None if the file cannot be read."""
     chunks = []
-    while chunk := os.read(file, 65_536):
-        chunks.append(chunk)
-    oldest = time.time() - _SHARED_FOR
+    try:
+        os.lseek(file, 0, os.SEEK_SET)
+        while chunk := os.read(file, 65_536):
+            chunks.append(chunk)
+    except OSError:
+        return None
+    now = time.time()
     taken: dict[int, float] = {}
     for line in b"".join(chunks).splitlines():
         try:
             port, when = line.split()
-            if float(when) >= oldest:
-                taken[int(port)] = float(when)
+            at = float(when)
         except ValueError:
             continue
+        if now - _SHARED_FOR <= at <= now + 1.0 and port.isdigit():  # (+1: written rounded to the ms)
+            taken[int(port)] = at
     return taken
 
 
 def _write_entries(file: int, taken: dict[int, float]) -> None:
-    data = "".join(f"{port} {when:.3f}\n" for port, when in taken.items()).encode()
-    os.lseek(file, 0, os.SEEK_SET)
-    os.ftruncate(file, 0)
-    os.write(file, data)
+    """Written over from the start, then cut to length (a write cut short, a full disk, leaves the older
+    lines rather than none); a failure leaves this pick unshared."""
+    data = memoryview("".join(f"{port} {when:.3f}\n" for port, when in taken.items()).encode())
+    with contextlib.suppress(OSError):
+        written = 0
+        while written < len(data):
+            written += os.pwrite(file, data[written:], written)
+        os.ftruncate(file, len(data))
 
 
-def _shared_file() -> Path:
-    return Path(tempfile.gettempdir()) / f"aether-ports-{os.getuid()}"
+def _shared_file() -> Path | None:
+    """`aether-ports-{uid}` in the temporary directory; None where there is none."""
+    try:
+        return Path(tempfile.gettempdir()) / f"aether-ports-{os.getuid()}"
+    except OSError:
+        return None
 
 
 def _bindable(host: str, port: int) -> bool:
