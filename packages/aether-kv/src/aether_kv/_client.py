@@ -12,7 +12,7 @@ themselves after a reconnect from the last revision they delivered, so every eve
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import attrs
@@ -529,6 +529,15 @@ class ClientWatch:
 
     def __aiter__(self) -> ClientWatch:
         return self
+
+    def __del__(self) -> None:
+        # Dropped without `aclose` (its consumer's task cancelled, an error): its channel closed, the
+        # connection's next event for it finds no reader and cancels it on the server (`_dispatch`).
+        # Left open, the server went on encoding and sending its events for nobody until its buffer
+        # filled: 1,024 batches later.
+        if self._receive is not None:
+            with suppress(Exception):  # (at the interpreter's exit, say)
+                self._receive.close()
 
     async def _subscribe(self) -> None:
         backoff = _BACKOFF_START

@@ -196,10 +196,15 @@ class NodeDeploymentManager:
                     continue
                 self._observe(kv.key, kv.value, kv.mod_revision)
             task_status.started()
-            async for events in self.kv.watch(prefix, snapshot.revision + 1):
-                for event in events:
-                    value = event.kv.value if event.kind == "put" else None
-                    self._observe(event.kv.key, value, event.kv.mod_revision)
+            watch = self.kv.watch(prefix, snapshot.revision + 1)
+            try:
+                async for events in watch:
+                    for event in events:
+                        value = event.kv.value if event.kind == "put" else None
+                        self._observe(event.kv.key, value, event.kv.mod_revision)
+            finally:  # (a manager started again after an error would leave one watch more each time)
+                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+                    await watch.aclose()
         if self._stopped:
             # `stop` ended the watch: a graceful stop, not a failure. Returning would tell the node's
             # supervisor the manager ended on its own, and it would start it again (and republish the
