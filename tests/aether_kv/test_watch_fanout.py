@@ -10,9 +10,9 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import gc
 import json
 import random
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -229,13 +229,13 @@ async def test_a_watch_dropped_without_aclose_is_cancelled_at_its_next_event(ser
     per instance's writes in 20 rounds, as four such watches a round added up)."""
     async with served.client() as client:
         start = (await client.put("d/start", b"")).revision + 1
-        dropped: list[tuple[Any, int]] = []  # (its connection, its id): not the watch itself
+        dropped: list[tuple[Any, int, Any]] = []  # its connection, its id, a weak reference to it
 
         async def take_one_batch(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
             watch = client.watch("d/", start)
             task_status.started()
             await watch.__anext__()
-            dropped.append((watch._connection, watch._id))
+            dropped.append((watch._connection, watch._id, weakref.ref(watch)))
             await trio.sleep_forever()
 
         with trio.fail_after(30):
@@ -244,8 +244,8 @@ async def test_a_watch_dropped_without_aclose_is_cancelled_at_its_next_event(ser
                 await client.put("d/1", b"x")
                 await wait_until(lambda: bool(dropped), timeout=10, what="the first batch taken")
                 nursery.cancel_scope.cancel()  # (no aclose)
-            gc.collect()
-            ((connection, request_id),) = dropped
+            ((connection, request_id, gone),) = dropped
+            assert gone() is None  # (no longer referenced: collected at once)
             assert request_id in connection.watches
             await client.put("d/2", b"x")
             await wait_until(

@@ -531,13 +531,15 @@ class ClientWatch:
         return self
 
     def __del__(self) -> None:
-        # Dropped without `aclose` (its consumer's task cancelled, an error): its channel closed, the
+        # Dropped without `aclose` (its consumer's task cancelled and gone): its channel closed, the
         # connection's next event for it finds no reader and cancels it on the server (`_dispatch`).
         # Left open, the server went on encoding and sending its events for nobody until its buffer
-        # filled: 1,024 batches later.
-        if self._receive is not None:
+        # filled: 1,024 batches later. (One whose prefix stays quiet stays until the connection ends;
+        # `aclose` is still the way to end a watch.)
+        receive = getattr(self, "_receive", None)
+        if receive is not None:
             with suppress(Exception):  # (at the interpreter's exit, say)
-                self._receive.close()
+                receive.close()
 
     async def _subscribe(self) -> None:
         backoff = _BACKOFF_START
@@ -594,7 +596,10 @@ class ClientWatch:
                 self._receive = None
                 self.reconnects += 1
                 continue
-            if "error" in message:
+            if "error" in message:  # (the server's watch has ended: nothing more comes for it)
+                if self._connection is not None:
+                    self._connection.watches.pop(self._id, None)
+                self._receive = None
                 raise error_from_body(message["error"])
             events = decode_events(message["events"])
             if not events:
