@@ -294,6 +294,46 @@ async def test_a_watcher_that_stops_reading_holds_up_only_itself(served: Served)
         await trio.aclose_forcefully(slow.stream)
 
 
+async def test_a_watch_cancelled_while_its_message_waits_on_a_full_socket_ends_after_that_message(
+    served: Served,
+) -> None:
+    """A client that reads slowly fills its socket in the middle of a watch message and then cancels the
+    watch (as the client does for a watch dropped without `aclose`): the message is finished, not cut
+    short, and the connection goes on answering. Cut short, the next bytes (a reply) were read as the
+    rest of it: garbage, or a wait for bytes that never came, and the request unanswered."""
+    host, port = served.endpoint.rsplit(":", 1)
+    socket = await trio.open_tcp_stream(host, int(port))
+    slow = FramedStream(await connect_tls(socket, served.tls, host), max_receive=MAX_MESSAGE_BYTES)
+    try:
+        await client_handshake(slow, SECRET, served.endpoint)
+        async with served.client() as writer:
+            start = (await writer.put("f/start", b"")).revision
+            await slow.send({"id": 1, "op": "watch", "prefix": "f/", "start_revision": start})
+            keys = [f"f/{n:04}" for n in range(400)]
+            with trio.fail_after(60):
+                # ~12 MiB, 16 as base64: more than the sockets on the way hold (4 MiB or so here)
+                await _put_all(writer, keys, lambda key: key.encode() * 5000)
+                await _collect(writer, "f/", start, until=start + len(keys))  # (sent on as far as it goes)
+                await slow.send({"id": 1, "op": "cancel"})
+                await slow.send({"id": 2, "op": "get", "key": "f/start"})
+                revisions: list[int] = []
+                while True:
+                    message = await slow.receive()  # (garbage: InvalidRequestError)
+                    assert message is not None
+                    if message["id"] == 2:
+                        break
+                    assert message["id"] == 1, message
+                    if "watching" in message:  # (its confirmation)
+                        continue
+                    assert "events" in message, message
+                    revisions += [e.revision for e in decode_events(message["events"])]
+        assert "ok" in message, message
+        assert revisions == list(range(start, start + len(revisions)))  # whole messages, in order
+        assert len(revisions) < len(keys) + 1  # (cancelled before the last of them: the case wanted)
+    finally:
+        await trio.aclose_forcefully(slow.stream)
+
+
 async def test_a_start_revision_the_history_no_longer_reaches_is_refused_to_every_watch(
     served: Served,
 ) -> None:

@@ -159,12 +159,28 @@ HANDLERS: dict[str, Handler] = {
 STREAMING_OPS = ("watch", "cancel")
 
 
+class _ServedWatch:
+    """A watch a connection serves. Its client's cancel ends it between two of its messages, never in the
+    middle of one: a message cut short (its socket full: a client that reads slowly) left the rest of the
+    connection's messages to be read as garbage, and the requests in flight on it unanswered."""
+
+    def __init__(self, scope: trio.CancelScope) -> None:
+        self.scope = scope
+        self.sending = False
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if not self.sending:
+            self.scope.cancel()
+
+
 class _Connection:
     def __init__(self, store: KVStore, framed: FramedStream, fanout: WatchFanout) -> None:
         self.store = store
         self.framed = framed
         self.fanout = fanout
-        self.watches: dict[int, trio.CancelScope] = {}
+        self.watches: dict[int, _ServedWatch] = {}
         self.limiter = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_CONNECTION)
 
     async def reply_error(self, request_id: Any, error: KVError) -> None:
@@ -196,9 +212,9 @@ class _Connection:
             if op == "watch":
                 await self.watch(request_id, request)
             elif op == "cancel":
-                scope = self.watches.pop(request_id, None)
-                if scope is not None:
-                    scope.cancel()
+                served = self.watches.pop(request_id, None)
+                if served is not None:
+                    served.cancel()
             elif isinstance(op, str) and op in HANDLERS:
                 result = await HANDLERS[op](self.store, request)
                 await self.framed.send({"id": request_id, "ok": result})
@@ -224,11 +240,17 @@ class _Connection:
         watch = self.store.watch(prefix, start)
         await self.framed.send({"id": request_id, "watching": {"start_revision": watch.next_revision}})
         with trio.CancelScope() as scope:
-            self.watches[request_id] = scope
+            served = self.watches[request_id] = _ServedWatch(scope)
             try:
                 async for events in watch:
                     for body in self.fanout.bodies(prefix, events):
-                        await self.framed.send_payload(events_message(request_id, body))
+                        served.sending = True
+                        try:
+                            await self.framed.send_payload(events_message(request_id, body))
+                        finally:
+                            served.sending = False
+                        if served.cancelled:
+                            return
             finally:
                 self.watches.pop(request_id, None)
 
