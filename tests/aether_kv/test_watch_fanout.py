@@ -311,7 +311,7 @@ async def test_a_watch_cancelled_while_its_message_waits_on_a_full_socket_ends_a
             await slow.send({"id": 1, "op": "watch", "prefix": "f/", "start_revision": start})
             keys = [f"f/{n:04}" for n in range(400)]
             with trio.fail_after(60):
-                # ~12 MiB, 16 as base64: more than the sockets on the way hold (4 MiB or so here)
+                # ~12 MiB, 16 as base64: a socket whose reader stopped takes ~0.2 MiB here, 8 at most
                 await _put_all(writer, keys, lambda key: key.encode() * 5000)
                 await _collect(writer, "f/", start, until=start + len(keys))  # (sent on as far as it goes)
                 await slow.send({"id": 1, "op": "cancel"})
@@ -332,6 +332,35 @@ async def test_a_watch_cancelled_while_its_message_waits_on_a_full_socket_ends_a
         assert len(revisions) < len(keys) + 1  # (cancelled before the last of them: the case wanted)
     finally:
         await trio.aclose_forcefully(slow.stream)
+
+
+async def test_a_watch_cancelled_right_behind_its_request_sends_no_event(served: Served) -> None:
+    """The client cancels a watch it gave up on before the server confirmed it (`_subscribe`), so the
+    cancel can come right behind the request: whichever of their tasks the server runs first, the watch
+    ends. (It was registered only once its confirmation was sent: a cancel run first found nothing, and
+    the watch streamed until the connection closed.) A second watch of an id in use is refused."""
+    host, port = served.endpoint.rsplit(":", 1)
+    socket = await trio.open_tcp_stream(host, int(port))
+    raw = FramedStream(await connect_tls(socket, served.tls, host), max_receive=MAX_MESSAGE_BYTES)
+    try:
+        await client_handshake(raw, SECRET, served.endpoint)
+        async with served.client() as writer:
+            for request_id in range(10, 30):
+                await raw.send({"id": request_id, "op": "watch", "prefix": "g/", "start_revision": 0})
+                await raw.send({"id": request_id, "op": "cancel"})
+            await raw.send({"id": 5, "op": "watch", "prefix": "g/", "start_revision": 0})
+            await raw.send({"id": 5, "op": "watch", "prefix": "g/", "start_revision": 0})
+            with trio.fail_after(30):
+                revision = (await writer.put("g/x", b"x")).revision
+                await _collect(writer, "g/", revision, until=revision)
+                await raw.send({"id": 99, "op": "get", "key": "g/x"})
+                seen: list[dict[str, Any]] = []
+                while (message := await raw.receive()) is not None and message["id"] != 99:
+                    seen.append(message)
+        assert [m["id"] for m in seen if "events" in m] == [5], seen  # (the one watch of id 5 alone)
+        assert [m["error"]["code"] for m in seen if "error" in m] == ["invalid_request"], seen
+    finally:
+        await trio.aclose_forcefully(raw.stream)
 
 
 async def test_a_start_revision_the_history_no_longer_reaches_is_refused_to_every_watch(

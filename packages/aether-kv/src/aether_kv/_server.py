@@ -159,13 +159,20 @@ HANDLERS: dict[str, Handler] = {
 STREAMING_OPS = ("watch", "cancel")
 
 
-class _ServedWatch:
-    """A watch a connection serves. Its client's cancel ends it between two of its messages, never in the
-    middle of one: a message cut short (its socket full: a client that reads slowly) left the rest of the
-    connection's messages to be read as garbage, and the requests in flight on it unanswered."""
+def _is_request_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
-    def __init__(self, scope: trio.CancelScope) -> None:
-        self.scope = scope
+
+class _ServedWatch:
+    """A watch a connection serves, known from the moment its request is read (a cancel right behind it
+    finds it, whichever of their tasks runs first). Its client's cancel ends it between two of its
+    messages, never in the middle of one: a message cut short (its socket full: a client that reads
+    slowly) left the rest of the connection's messages to be read as garbage, and the requests in flight
+    on it unanswered."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.started = False  # (its task runs it; a second watch of the same id is refused)
         self.sending = False
         self.cancelled = False
 
@@ -173,6 +180,15 @@ class _ServedWatch:
         self.cancelled = True
         if not self.sending:
             self.scope.cancel()
+
+    async def send(self, sending: Awaitable[None]) -> None:
+        """One of its messages (`sending`: the framed stream's send of it), whole, whatever cancel comes
+        meanwhile (one that came before stops it before its first byte)."""
+        self.sending = True
+        try:
+            await sending
+        finally:
+            self.sending = False
 
 
 class _Connection:
@@ -200,6 +216,13 @@ class _Connection:
                 if request is None:
                     break
                 await self.limiter.acquire_on_behalf_of(token := object())
+                request_id = request.get("id")
+                if (
+                    request.get("op") == "watch"
+                    and _is_request_id(request_id)
+                    and request_id not in self.watches
+                ):
+                    self.watches[request_id] = _ServedWatch()
                 nursery.start_soon(self.handle, request, token)
             nursery.cancel_scope.cancel()
 
@@ -207,7 +230,7 @@ class _Connection:
         request_id = request.get("id")
         try:
             op = request.get("op")
-            if not isinstance(request_id, int) or isinstance(request_id, bool):
+            if not _is_request_id(request_id):
                 raise InvalidRequestError(f"request id must be an integer, got {request_id!r}")
             if op == "watch":
                 await self.watch(request_id, request)
@@ -235,24 +258,26 @@ class _Connection:
             pass
 
     async def watch(self, request_id: int, request: dict[str, Any]) -> None:
-        prefix = _field(request, "prefix", str)
-        start = _field(request, "start_revision", int, 0)
-        watch = self.store.watch(prefix, start)
-        await self.framed.send({"id": request_id, "watching": {"start_revision": watch.next_revision}})
-        with trio.CancelScope() as scope:
-            served = self.watches[request_id] = _ServedWatch(scope)
-            try:
-                async for events in watch:
+        served = self.watches.setdefault(request_id, _ServedWatch())  # (made as its request was read)
+        if served.started:
+            raise InvalidRequestError(f"watch: request id {request_id} is a watch of this connection already")
+        served.started = True
+        try:
+            with served.scope:
+                prefix = _field(request, "prefix", str)
+                start = _field(request, "start_revision", int, 0)
+                watch = self.store.watch(prefix, start)
+                confirmation = {"id": request_id, "watching": {"start_revision": watch.next_revision}}
+                await served.send(self.framed.send(confirmation))
+                while not served.cancelled:
+                    events = await watch.__anext__()
                     for body in self.fanout.bodies(prefix, events):
-                        served.sending = True
-                        try:
-                            await self.framed.send_payload(events_message(request_id, body))
-                        finally:
-                            served.sending = False
+                        await served.send(self.framed.send_payload(events_message(request_id, body)))
                         if served.cancelled:
-                            return
-            finally:
-                self.watches.pop(request_id, None)
+                            break
+        finally:
+            if self.watches.get(request_id) is served:
+                del self.watches[request_id]
 
 
 async def _handle_connection(
