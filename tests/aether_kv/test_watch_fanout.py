@@ -103,6 +103,27 @@ async def _collect(client: KVClient, prefix: str, start: int, until: int | str) 
     return seen
 
 
+@contextlib.asynccontextmanager
+async def _raw_connection(served: Served) -> AsyncIterator[FramedStream]:
+    """A connection to the replica that speaks the protocol by hand (past the handshake): what it reads,
+    and when, is the test's."""
+    host, port = served.endpoint.rsplit(":", 1)
+    socket = await trio.open_tcp_stream(host, int(port))
+    framed = FramedStream(await connect_tls(socket, served.tls, host), max_receive=MAX_MESSAGE_BYTES)
+    try:
+        await client_handshake(framed, SECRET, served.endpoint)
+        yield framed
+    finally:
+        await trio.aclose_forcefully(framed.stream)
+
+
+async def _watched_from_here(writer: KVClient, raw: FramedStream, prefix: str) -> int:
+    """The revision of a key `prefix`start put now, from which `raw` asks to watch `prefix` (as id 1)."""
+    start = (await writer.put(f"{prefix}start", b"")).revision
+    await raw.send({"id": 1, "op": "watch", "prefix": prefix, "start_revision": start})
+    return start
+
+
 async def _put_all(client: KVClient, keys: list[str], value: Callable[[str], bytes], writers: int = 8) -> int:
     """Put every key (`writers` at a time, so the replica commits them in batches); the last revision."""
     pending = list(keys)
@@ -260,14 +281,9 @@ async def test_a_watcher_that_stops_reading_holds_up_only_itself(served: Served)
     """A connection whose watcher reads nothing fills its socket; the server's other watches go on.
     Read again, it gets its events from its start, once, in order: all of them, or those up to where the
     history was cut under it and then the compaction error (the limit of today)."""
-    host, port = served.endpoint.rsplit(":", 1)
-    socket = await trio.open_tcp_stream(host, int(port))
-    slow = FramedStream(await connect_tls(socket, served.tls, host), max_receive=MAX_MESSAGE_BYTES)
-    try:
-        await client_handshake(slow, SECRET, served.endpoint)
+    async with _raw_connection(served) as slow:
         async with served.client() as writer:
-            start = (await writer.put("s/start", b"")).revision
-            await slow.send({"id": 1, "op": "watch", "prefix": "s/", "start_revision": start})
+            start = await _watched_from_here(writer, slow, "s/")
             keys = [f"s/{n:04}" for n in range(900)]
             with trio.fail_after(60):
                 async with trio.open_nursery() as nursery:
@@ -290,8 +306,6 @@ async def test_a_watcher_that_stops_reading_holds_up_only_itself(served: Served)
             assert error["code"] == "compacted" and error["compact_revision"] >= revisions[-1]
         else:
             assert revisions[-1] == last
-    finally:
-        await trio.aclose_forcefully(slow.stream)
 
 
 async def test_a_watch_cancelled_while_its_message_waits_on_a_full_socket_ends_after_that_message(
@@ -301,14 +315,9 @@ async def test_a_watch_cancelled_while_its_message_waits_on_a_full_socket_ends_a
     watch (as the client does for a watch dropped without `aclose`): the message is finished, not cut
     short, and the connection goes on answering. Cut short, the next bytes (a reply) were read as the
     rest of it: garbage, or a wait for bytes that never came, and the request unanswered."""
-    host, port = served.endpoint.rsplit(":", 1)
-    socket = await trio.open_tcp_stream(host, int(port))
-    slow = FramedStream(await connect_tls(socket, served.tls, host), max_receive=MAX_MESSAGE_BYTES)
-    try:
-        await client_handshake(slow, SECRET, served.endpoint)
+    async with _raw_connection(served) as slow:
         async with served.client() as writer:
-            start = (await writer.put("f/start", b"")).revision
-            await slow.send({"id": 1, "op": "watch", "prefix": "f/", "start_revision": start})
+            start = await _watched_from_here(writer, slow, "f/")
             keys = [f"f/{n:04}" for n in range(400)]
             with trio.fail_after(60):
                 # ~12 MiB, 16 as base64: a socket whose reader stopped takes ~0.2 MiB here, 8 at most
@@ -330,8 +339,6 @@ async def test_a_watch_cancelled_while_its_message_waits_on_a_full_socket_ends_a
         assert "ok" in message, message
         assert revisions == list(range(start, start + len(revisions)))  # whole messages, in order
         assert len(revisions) < len(keys) + 1  # (cancelled before the last of them: the case wanted)
-    finally:
-        await trio.aclose_forcefully(slow.stream)
 
 
 async def test_a_watch_cancelled_right_behind_its_request_sends_no_event(served: Served) -> None:
@@ -339,11 +346,7 @@ async def test_a_watch_cancelled_right_behind_its_request_sends_no_event(served:
     cancel can come right behind the request: whichever of their tasks the server runs first, the watch
     ends. (It was registered only once its confirmation was sent: a cancel run first found nothing, and
     the watch streamed until the connection closed.) A second watch of an id in use is refused."""
-    host, port = served.endpoint.rsplit(":", 1)
-    socket = await trio.open_tcp_stream(host, int(port))
-    raw = FramedStream(await connect_tls(socket, served.tls, host), max_receive=MAX_MESSAGE_BYTES)
-    try:
-        await client_handshake(raw, SECRET, served.endpoint)
+    async with _raw_connection(served) as raw:
         async with served.client() as writer:
             for request_id in range(10, 30):
                 await raw.send({"id": request_id, "op": "watch", "prefix": "g/", "start_revision": 0})
@@ -359,8 +362,6 @@ async def test_a_watch_cancelled_right_behind_its_request_sends_no_event(served:
                     seen.append(message)
         assert [m["id"] for m in seen if "events" in m] == [5], seen  # (the one watch of id 5 alone)
         assert [m["error"]["code"] for m in seen if "error" in m] == ["invalid_request"], seen
-    finally:
-        await trio.aclose_forcefully(raw.stream)
 
 
 async def test_a_start_revision_the_history_no_longer_reaches_is_refused_to_every_watch(
