@@ -33,7 +33,7 @@ def test_ports_come_from_below_the_ephemeral_range_and_bind() -> None:
 def test_ports_handed_out_in_a_row_are_all_different() -> None:
     """A planner asks for many before any is bound (a 3-node cluster: 15); at random, two of them met in
     ~1 plan of 200 and a node then failed to bind its port: one handed out lately is not given again."""
-    ephemeral = int(RANGE.read_text().split()[0]) if RANGE.exists() else 32_768
+    ephemeral = _ports._ephemeral_start() or 32_768
     # (at random, ~88 repeats would be expected; the shared file aside, which another test covers)
     ports = [pick_port("127.0.0.1", 10_000, ephemeral, None) for _ in range(2_000)]
     assert len(set(ports)) == len(ports)
@@ -117,20 +117,11 @@ def test_a_shared_file_whose_lock_is_held_is_left_after_a_while(
 def _free_run(size: int) -> int:
     """The start of `size` ports in a row, below the ephemeral range, none of which is bound now (the
     pickers skip a bound one, and must not run out)."""
-    ephemeral = int(RANGE.read_text().split()[0]) if RANGE.exists() else 32_768
+    ephemeral = _ports._ephemeral_start() or 32_768
     for low in range(20_000, ephemeral - size, size):
-        if all(_bindable(port) for port in range(low, low + size)):
+        if all(_ports._bindable("127.0.0.1", port) for port in range(low, low + size)):
             return low
     pytest.skip(f"no {size} free ports in a row below {ephemeral}")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 @pytest.mark.parametrize("kind", ["symlink", "hard link", "readable by others"])
