@@ -336,3 +336,65 @@ async def test_an_endpoint_that_accepts_but_never_answers_is_passed_over_within_
             assert client.endpoint == endpoint
     finally:
         paused.close()
+
+
+async def test_a_request_cancelled_while_a_full_socket_holds_up_its_send_leaves_the_connection_in_use() -> (
+    None
+):
+    """A replica that reads slowly fills the client's socket with earlier requests; one more request,
+    cancelled while it waits its turn to be written (a caller's timeout), wrote nothing. The connection
+    goes on: the requests on it are answered there, and the next one too. It used to be marked closed
+    (a watch's `aclose` under a 1 s bound did this): the next request opened a second connection, and the
+    first stayed open beside it with whatever it carried."""
+    reading = trio.Event()
+    accepted: list[trio.SocketStream] = []
+    received: list[dict[str, Any]] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        accepted.append(stream)
+        stream.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 64 * 1024)
+        framed = FramedStream(stream)
+        if not await server_handshake(framed, SECRET, "slow reader"):
+            return
+        await reading.wait()
+        while (message := await framed.receive()) is not None:
+            received.append(message)
+            await framed.send({"id": message["id"], "ok": len(message.get("pad", ""))})
+
+    big = {"op": "big", "pad": "p" * 2_000_000}
+    answers: list[int] = []
+
+    async def ask_big() -> None:
+        answers.append(await client.raw(big))
+
+    async with trio.open_nursery() as servers:
+        listeners = await servers.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        endpoint = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        async with open_client([endpoint], SECRET, request_timeout=30.0) as client:
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    for _ in range(4):
+                        nursery.start_soon(ask_big)
+
+                    def held_up() -> bool:
+                        connection = client._connection
+                        return (
+                            connection is not None
+                            and connection.framed._send_lock.statistics().tasks_waiting > 0
+                        )
+
+                    await wait_until(held_up, timeout=10, what="the big requests to fill the socket")
+                    connection = client._connection
+                    assert connection is not None
+                    with trio.move_on_after(0.2) as waited:
+                        await client.raw({"op": "small"})
+                    assert waited.cancelled_caught
+                    assert connection.framed._send_lock.locked()  # (a big one still going out: it waited)
+                    assert not connection.closed
+                    reading.set()
+                assert answers == [2_000_000] * 4
+                assert await client.raw({"op": "after"}) == 0
+                assert client._connection is connection
+        assert len(accepted) == 1
+        assert [message["op"] for message in received] == ["big"] * 4 + ["after"]
+        servers.cancel_scope.cancel()

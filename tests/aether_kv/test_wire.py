@@ -549,6 +549,50 @@ async def test_concurrent_sends_do_not_interleave() -> None:
     assert all(m is not None and m["pad"] == "p" * (m["i"] * 1000) for m in received)
 
 
+async def _socket_pair() -> tuple[trio.SocketStream, trio.SocketStream]:
+    left, right = trio.socket.socketpair()
+    return trio.SocketStream(left), trio.SocketStream(right)
+
+
+async def test_a_send_cancelled_while_another_fills_the_socket_writes_nothing_and_the_stream_goes_on() -> (
+    None
+):
+    """Nothing of a message is written before the send lock is taken: cancelled while it waits there
+    (another message fills the socket: a reader that reads slowly), the stream is still whole."""
+    left, right = await _socket_pair()
+    sender, receiver = FramedStream(left), FramedStream(right)
+    big = {"big": "b" * 2_000_000}  # (a socket pair buffers a few hundred KB)
+    async with left, right, trio.open_nursery() as nursery:
+        nursery.start_soon(sender.send, big)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sender._send_lock.locked()  # the big one holds it, its socket full
+        with trio.move_on_after(0.05) as waited:
+            await sender.send({"small": 1})
+        assert waited.cancelled_caught and sender._send_lock.locked()  # (so it was waiting for the lock)
+        assert not sender.broken
+        assert await receiver.receive() == big
+        await sender.send({"after": 1})
+        assert await receiver.receive() == {"after": 1}
+
+
+async def test_a_send_cut_short_breaks_the_stream_and_nothing_more_is_written() -> None:
+    """A message cancelled in the middle of its frame leaves the reader's next bytes in that frame: any
+    message written after it would be read as its rest. The stream refuses to send again."""
+    left, right = await _socket_pair()
+    sender = FramedStream(left)
+    async with left, right:
+        with trio.move_on_after(0.05) as cut:
+            await sender.send({"big": "b" * 2_000_000})
+        assert cut.cancelled_caught and sender.broken
+        with pytest.raises(trio.BrokenResourceError, match="cut short"):
+            await sender.send({"after": 1})
+        await left.aclose()
+        written = 0
+        while chunk := await right.receive_some():
+            written += len(chunk)
+        assert 0 < written < 2_000_000  # only the start of the big one
+
+
 async def test_oversized_frame_header_is_rejected_before_reading_the_payload() -> None:
     left, right = trio.testing.memory_stream_pair()
     await left.send_all(struct.pack(">I", MAX_FRAME_BYTES + 1))

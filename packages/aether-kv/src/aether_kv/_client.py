@@ -133,14 +133,15 @@ class _ClientConnection:
     async def send(self, message: dict[str, Any]) -> None:
         if self.closed:
             raise _NotSent()
-        completed = False
         try:
             await self.framed.send(message)
-            completed = True
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             raise _NotSent() from None
         finally:
-            if not completed:  # broken, or cancelled with part of a frame written: unusable now
+            # Broken, or cancelled with part of a frame written: unusable now. Cancelled while it waited
+            # for another message to go out (a full socket), or refused as too large: nothing was written,
+            # and the connection, its requests in flight and its watches go on.
+            if self.framed.broken:
                 self.closed = True
 
     async def request(self, message: dict[str, Any], attempt: _Attempt | None = None) -> Any:

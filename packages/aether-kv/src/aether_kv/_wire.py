@@ -117,6 +117,7 @@ class FramedStream:
         self.max_receive = max_frame if max_receive is None else max_receive
         self._buffer = bytearray()
         self._send_lock = trio.Lock()
+        self.broken = False  # a message was cut short (cancelled or failed while written): unusable now
 
     async def send(self, message: dict[str, Any]) -> None:
         """Send one object. Raises FrameTooLargeError, sending nothing, if it is over `max_send` (the
@@ -131,15 +132,21 @@ class FramedStream:
                 f"the message is {len(payload)} bytes, over the limit of {self.max_send} bytes"
                 " (a range that large: ask for fewer keys with a narrower prefix or a limit)"
             )
-        async with self._send_lock:
-            if len(payload) <= self.max_frame:
-                await self.stream.send_all(_HEADER.pack(len(payload)) + payload)
-                return
-            view = memoryview(payload)
-            for start in range(0, len(payload), self.max_frame):
-                piece = view[start : start + self.max_frame]
-                more = _MORE if start + self.max_frame < len(payload) else 0
-                await self.stream.send_all(_HEADER.pack(len(piece) | more) + piece)
+        async with self._send_lock:  # (cancelled while it waits here: nothing written, still usable)
+            if self.broken:
+                raise trio.BrokenResourceError("an earlier message on this connection was cut short")
+            try:
+                if len(payload) <= self.max_frame:
+                    await self.stream.send_all(_HEADER.pack(len(payload)) + payload)
+                    return
+                view = memoryview(payload)
+                for start in range(0, len(payload), self.max_frame):
+                    piece = view[start : start + self.max_frame]
+                    more = _MORE if start + self.max_frame < len(payload) else 0
+                    await self.stream.send_all(_HEADER.pack(len(piece) | more) + piece)
+            except BaseException:
+                self.broken = True  # (part of a frame may be out: the other end would misread what follows)
+                raise
 
     async def receive(self) -> dict[str, Any] | None:
         """The next object, or None at a clean end of stream. Raises InvalidRequestError on garbage."""
