@@ -398,3 +398,65 @@ async def test_a_request_cancelled_while_a_full_socket_holds_up_its_send_leaves_
         assert len(accepted) == 1
         assert [message["op"] for message in received] == ["big"] * 4 + ["after"]
         servers.cancel_scope.cancel()
+
+
+def confirms_watches(_n: int, message: dict[str, Any]) -> dict[str, Any] | None:
+    if message["op"] == "watch":
+        return {"watching": {"start_revision": message["start_revision"]}}
+    return {"ok": "pong"} if message["op"] == "ping" else None
+
+
+async def test_a_watch_closed_in_the_finally_of_a_cancelled_task_is_cancelled_on_the_server() -> None:
+    """`aclose` waits for nothing and is not cancelled: the `finally` of a cancelled consumer calls it as
+    it is. (It sent the cancel itself: unshielded, a cancelled task sent nothing and the server went on
+    streaming; the node shielded it in eight places, two of them bounded.)"""
+    async with (
+        scripted_server(confirms_watches) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=5.0) as client,
+    ):
+        watch = client.watch("p/", 7)
+
+        async def consume() -> None:
+            try:
+                async for _batch in watch:
+                    pass
+            finally:
+                await watch.aclose()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            await wait_until(lambda: watch._receive is not None, timeout=10, what="the watch confirmed")
+            nursery.cancel_scope.cancel()
+        (watch_id,) = (m["id"] for m in received if m["op"] == "watch")
+        await wait_until(
+            lambda: any(m["op"] == "cancel" and m["id"] == watch_id for m in received),
+            timeout=10,
+            what=f"the server to get a cancel of watch {watch_id}",
+        )
+        assert await client.raw({"op": "ping"}) == "pong"
+        assert client.watch_backlog() == 0
+
+
+async def test_a_watch_closed_by_another_task_ends_the_iteration_without_subscribing_again() -> None:
+    async with (
+        scripted_server(confirms_watches) as (endpoint, received),
+        open_client([endpoint], SECRET, request_timeout=5.0) as client,
+    ):
+        watch = client.watch("p/", 7)
+        ended = trio.Event()
+
+        async def consume() -> None:
+            async for _batch in watch:
+                pass
+            ended.set()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(consume)
+                await wait_until(lambda: watch._receive is not None, timeout=10, what="the watch confirmed")
+                await watch.aclose()
+                await ended.wait()
+            await wait_until(
+                lambda: any(m["op"] == "cancel" for m in received), timeout=10, what="the cancel sent"
+            )
+            assert [m["op"] for m in received] == ["watch", "cancel"]  # (not subscribed again)

@@ -174,11 +174,12 @@ class _ClientConnection:
             self._detach(request_id)
 
     def _detach(self, request_id: int) -> None:
-        """Stop delivering to a watch whose consumer fell behind (its buffer is full) or is gone: it ends
-        its channel (the consumer resubscribes from its last revision) and the server stops sending."""
+        """Stop delivering to a watch whose consumer fell behind (its buffer is full), is gone or closed
+        it: it ends its channel (a consumer still reading resubscribes from its last revision) and the
+        server is told to stop sending, by a task of the client's own (nothing here waits for it)."""
         channel = self.watches.pop(request_id)
         channel.close()
-        if self.nursery is not None:
+        if self.nursery is not None and not self.closed:
             self.nursery.start_soon(self._cancel_watch, request_id)
 
     async def _cancel_watch(self, request_id: int) -> None:
@@ -526,6 +527,7 @@ class ClientWatch:
         self._connection: _ClientConnection | None = None
         self._receive: trio.MemoryReceiveChannel[Any] | None = None
         self._id = 0
+        self._closed = False
         self.reconnects = 0
 
     def __aiter__(self) -> ClientWatch:
@@ -587,12 +589,19 @@ class ClientWatch:
     async def __anext__(self) -> list[Event]:
         while True:
             if self._receive is None:
+                if self._closed:
+                    raise StopAsyncIteration
                 await self._subscribe()
+                if self._closed:  # (closed by another task while it subscribed)
+                    await self.aclose()
+                    raise StopAsyncIteration
             assert self._receive is not None
             try:
                 message = await self._receive.receive()
-            except trio.EndOfChannel:  # detached: it fell too far behind; resubscribe from next_revision
-                message = _DROPPED
+            except (trio.EndOfChannel, trio.ClosedResourceError):
+                if self._closed:  # (closed by another task while this one waited)
+                    raise StopAsyncIteration from None
+                message = _DROPPED  # detached: it fell too far behind; resubscribe from next_revision
             if message is _DROPPED:
                 self._receive = None
                 self.reconnects += 1
@@ -609,13 +618,17 @@ class ClientWatch:
             return events
 
     async def aclose(self) -> None:
-        connection, self._receive = self._connection, None
-        if connection is not None and not connection.closed:
-            connection.watches.pop(self._id, None)
-            try:
-                await connection.send({"id": self._id, "op": "cancel"})
-            except _NotSent:
-                pass
+        """Stop watching: nothing more is delivered; the client's own task tells the server. It waits for
+        nothing and is not cancelled, so the `finally` of a cancelled task calls it as it is (it used to
+        send the cancel itself: its callers shielded it and bounded the wait, and one cancelled while a
+        full socket held up the send marked the whole connection closed)."""
+        self._closed = True
+        connection, receive, self._receive = self._connection, self._receive, None
+        if receive is not None:
+            receive.close()
+        if connection is not None:
+            connection.forget_watch(self._id)
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
 
 @asynccontextmanager

@@ -39,7 +39,8 @@ class KVWatch(Protocol):
     async def __anext__(self) -> list[Event]: ...
 
     async def aclose(self) -> None:
-        """Stop watching (nothing more is delivered). Idempotent."""
+        """Stop watching (nothing more is delivered). Idempotent. It waits for nothing and is not
+        cancelled: the `finally` of a cancelled task calls it as it is, with no shield."""
 
 
 @runtime_checkable

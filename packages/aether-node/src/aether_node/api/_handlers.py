@@ -944,8 +944,7 @@ class Handlers:
         except trio.TooSlowError:
             raise RequestError(ErrorKind.UNAVAILABLE, "reading the store's history took too long") from None
         finally:
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            await stream.aclose()
 
     async def check_history(self, since: int) -> None:
         """That events after revision `since` can still be read from the store's history."""

@@ -459,8 +459,7 @@ def management_app(
                         for event in await handlers.describe(raw, selection):
                             yield sse(event)
             finally:
-                with trio.CancelScope(shield=True):
-                    await watch.aclose()
+                await watch.aclose()
 
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)

@@ -344,8 +344,7 @@ class Operations:
         except (KVError, RecordError, trio.TooSlowError):
             return False
         finally:
-            with trio.CancelScope(shield=True):
-                await watch.aclose()
+            await watch.aclose()
         return False
 
     # ------------------------------------------------------------ pause and resume

@@ -159,8 +159,7 @@ class EventClock:
                         if self._stamped % PRUNE_EVERY == 0:
                             await self._prune((await self.kv.status()).compact_revision)
         finally:
-            with trio.CancelScope(shield=True):
-                await watch.aclose()
+            await watch.aclose()
 
     async def _prune(self, compact_revision: int) -> None:
         """Delete the stamps of revisions the history no longer holds."""

@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 
 import attrs
-import trio
 
 from aether_kv import KV, Compare, CompareOp, CompareTarget, Delete, KeyValue, Put
 
@@ -113,8 +112,7 @@ class Membership:
                         if current is None:
                             await self.kv.delete(member_key(node_id))
         finally:
-            with trio.CancelScope(shield=True):
-                await watch.aclose()
+            await watch.aclose()
 
     async def _add(self, node_id: str, *, registered_at: int | None = None) -> None:
         """Expect `node_id` (if it is not yet). `registered_at`: the revision of a replayed registration,

@@ -87,8 +87,7 @@ class KVCache:
         finally:
             # The watch ends with its task: left open, the client would keep receiving its events for
             # nobody (a cluster manager's cache, each time its node stops leading).
-            with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                await watch.aclose()
+            await watch.aclose()
 
     def touched(self, prefix: str) -> set[str] | None:
         """The keys of `prefix` put or deleted since the last call (look them up in `data`: a key no

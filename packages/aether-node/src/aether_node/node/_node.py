@@ -341,8 +341,7 @@ class _Registration:
                             await self._restore(key)
                         backoff = 0.1
                 finally:
-                    with trio.CancelScope(shield=True):
-                        await watch.aclose()
+                    await watch.aclose()
             except KVError as error:
                 log.warning(
                     "following the node's registration failed: %s; again in %.1f s", error.message, backoff

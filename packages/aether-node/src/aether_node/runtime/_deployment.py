@@ -203,8 +203,7 @@ class NodeDeploymentManager:
                         value = event.kv.value if event.kind == "put" else None
                         self._observe(event.kv.key, value, event.kv.mod_revision)
             finally:  # (a manager started again after an error would leave one watch more each time)
-                with trio.CancelScope(shield=True), trio.move_on_after(1.0):
-                    await watch.aclose()
+                await watch.aclose()
         if self._stopped:
             # `stop` ended the watch: a graceful stop, not a failure. Returning would tell the node's
             # supervisor the manager ended on its own, and it would start it again (and republish the
