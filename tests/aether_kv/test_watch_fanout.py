@@ -11,6 +11,7 @@ import collections
 import contextlib
 import functools
 import json
+import logging
 import random
 import weakref
 from collections.abc import AsyncIterator, Callable
@@ -29,6 +30,7 @@ from aether_kv import (
     KeyValue,
     KVClient,
     KVStore,
+    KVWatch,
     Put,
     RaftConfig,
     ReloadingTLS,
@@ -454,3 +456,38 @@ async def test_watches_on_one_prefix_at_one_point_share_one_read_of_the_history(
         with trio.fail_after(10):
             assert [e.kv.key for e in await watches[0].__anext__()] == ["s/1"]
         assert reads[0] >= 2
+
+
+async def test_the_replica_reports_the_client_connections_and_watches_it_serves(
+    served: Served, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`Status.clients` and `Status.watches`: what the replica's server serves now, up as they open and
+    down as they end (a watch closed, a connection reset). A figure that only grows is a client that
+    leaks them: a dropped watch used to cost its replica every event until its buffer filled. A client
+    that resets its connection is no error of the replica's (it logged one, with a traceback)."""
+    async with served.client() as client:
+
+        async def serving(clients: int, watches: int) -> bool:
+            status = await client.status()
+            return (status.clients, status.watches) == (clients, watches)
+
+        async def consume(watch: KVWatch) -> None:
+            async for _events in watch:
+                pass
+
+        await wait_until(lambda: serving(1, 0), timeout=10, what="one client, no watch")
+        first, second = client.watch("a/"), client.watch("b/")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume, first)
+            nursery.start_soon(consume, second)
+            await wait_until(lambda: serving(1, 2), timeout=10, what="two watches")
+            async with _raw_connection(served) as raw:
+                await raw.send({"id": 1, "op": "watch", "prefix": "c/", "start_revision": 0})
+                await wait_until(lambda: serving(2, 3), timeout=10, what="a second client and its watch")
+            # (closed with its confirmation unread: the kernel resets the connection)
+            await wait_until(lambda: serving(1, 2), timeout=10, what="the second client gone, its watch too")
+            await first.aclose()
+            await wait_until(lambda: serving(1, 1), timeout=10, what="a watch closed")
+            await second.aclose()
+        await wait_until(lambda: serving(1, 0), timeout=10, what="no watch left")
+    assert not [r for r in caplog.records if r.name.startswith("aether_kv") and r.levelno >= logging.WARNING]

@@ -113,6 +113,8 @@ async def test_metrics_follow_a_rollout_and_calls(tmp_path: Path, sample_index: 
                 assert commit >= found.value("aether_kv_raft_last_applied_index") > 0, node
                 assert found.value("aether_kv_raft_applied_lag_entries") >= 0, node
                 assert found.value("aether_kv_watch_backlog_batches") >= 0, node
+                assert found.value("aether_kv_clients") >= 1, node  # (this node's own connection)
+                assert found.value("aether_kv_watches") >= 1, node  # (this node's watches, at least)
                 assert found.value("process_resident_memory_bytes") > 10_000_000, node  # the node itself
                 assert found.types["aether_invocation_duration_seconds"] == "histogram"
             leaders = [n for n, found in before.items() if found.value("aether_kv_raft_is_leader") == 1]

@@ -252,6 +252,7 @@ def status(
         print(f"commit index:  {state.commit_index} (applied {state.last_applied})")
         print(f"revision:      {state.revision} (history from {state.compact_revision + 1})")
         print(f"keys / leases: {state.keys} / {state.leases}")
+        print(f"served:        {state.clients} client connections, {state.watches} watches")
         print("members:")
         for m in state.members:
             print(f"  {m.raft_address}  {'connected' if m.connected else 'DISCONNECTED'}")

@@ -276,6 +276,11 @@ class Status:
     # what is wrong with the replicas as far as this one knows (its own, and its followers' or what its
     # leader reported), one line each naming the replica ("KV replica …: disk full: …")
     problems: tuple[str, ...] = ()
+    # the client connections and watches the replica's server serves now (counted by the server that
+    # answered: a store asked in its own process says 0): a figure that only grows shows a client that
+    # leaks connections or watches
+    clients: int = 0
+    watches: int = 0
 
 
 def compare_holds(compare: Compare, kv: KeyValue | None) -> bool:

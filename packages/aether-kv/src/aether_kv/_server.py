@@ -10,6 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import attrs
 import trio
 
 from ._errors import InvalidRequestError, KVError
@@ -22,7 +23,6 @@ from ._wire import (
     MAX_MESSAGE_BYTES,
     MAX_STATUS_WAIT,
     FramedStream,
-    FrameTooLargeError,
     decode,
     encode,
     error_body,
@@ -191,11 +191,24 @@ class _ServedWatch:
             self.sending = False
 
 
+@attrs.define
+class _Served:
+    """What one replica's server serves now, for its status (`Status.clients`, `Status.watches`)."""
+
+    clients: int = 0
+    watches: int = 0
+
+    def add_to(self, status: dict[str, Any]) -> dict[str, Any]:
+        """An encoded `Status` with these figures."""
+        return {**status, "clients": self.clients, "watches": self.watches}
+
+
 class _Connection:
-    def __init__(self, store: KVStore, framed: FramedStream, fanout: WatchFanout) -> None:
+    def __init__(self, store: KVStore, framed: FramedStream, fanout: WatchFanout, served: _Served) -> None:
         self.store = store
         self.framed = framed
         self.fanout = fanout
+        self.served = served
         self.watches: dict[int, _ServedWatch] = {}
         self.limiter = trio.CapacityLimiter(MAX_IN_FLIGHT_PER_CONNECTION)
 
@@ -207,12 +220,12 @@ class _Connection:
             while True:
                 try:
                     request = await self.framed.receive()
-                except FrameTooLargeError as error:
-                    await self.reply_error(None, error)
+                except InvalidRequestError as error:  # (FrameTooLargeError too) garbage: said, then closed
+                    await self._send_error_quietly(None, error)
                     break
-                except InvalidRequestError as error:
-                    await self.reply_error(None, error)
-                    break
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break  # the client reset its connection: no error of the replica's (in this nursery,
+                    # it came out in a group past `_handle_connection`'s except, logged with a traceback)
                 if request is None:
                     break
                 await self.limiter.acquire_on_behalf_of(token := object())
@@ -240,6 +253,8 @@ class _Connection:
                     served.cancel()
             elif isinstance(op, str) and op in HANDLERS:
                 result = await HANDLERS[op](self.store, request)
+                if op == "status":  # (the store knows its state; what the server serves, only here)
+                    result = self.served.add_to(result)
                 await self.framed.send({"id": request_id, "ok": result})
             else:
                 known = ", ".join([*HANDLERS, *STREAMING_OPS])
@@ -262,6 +277,7 @@ class _Connection:
         if served.started:
             raise InvalidRequestError(f"watch: request id {request_id} is a watch of this connection already")
         served.started = True
+        self.served.watches += 1
         try:
             with served.scope:
                 prefix = _field(request, "prefix", str)
@@ -276,12 +292,18 @@ class _Connection:
                         if served.cancelled:
                             break
         finally:
+            self.served.watches -= 1
             if self.watches.get(request_id) is served:
                 del self.watches[request_id]
 
 
 async def _handle_connection(
-    store: KVStore, secret: str, tls: ReloadingTLS | None, fanout: WatchFanout, stream: trio.SocketStream
+    store: KVStore,
+    secret: str,
+    tls: ReloadingTLS | None,
+    fanout: WatchFanout,
+    served: _Served,
+    stream: trio.SocketStream,
 ) -> None:
     secured: trio.abc.Stream | None = stream
     try:
@@ -292,7 +314,11 @@ async def _handle_connection(
         framed = FramedStream(secured, max_send=MAX_MESSAGE_BYTES, max_receive=MAX_HANDSHAKE_BYTES)
         if await server_handshake(framed, secret, store.address, timeout=HANDSHAKE_TIMEOUT):
             framed.max_receive = framed.max_frame
-            await _Connection(store, framed, fanout).serve()
+            served.clients += 1
+            try:
+                await _Connection(store, framed, fanout, served).serve()
+            finally:
+                served.clients -= 1
     except (trio.BrokenResourceError, trio.ClosedResourceError, InvalidRequestError):
         pass
     except Exception:  # a bug here must not take the server down for everyone else
@@ -317,6 +343,7 @@ async def serve_clients(
     bound = listeners[0].socket.getsockname()
     task_status.started((bound[0], bound[1]))
     fanout = WatchFanout()  # the watches of every connection share their events' encodings
+    served = _Served()
     await trio.serve_listeners(
-        lambda stream: _handle_connection(store, secret, tls, fanout, stream), listeners
+        lambda stream: _handle_connection(store, secret, tls, fanout, served, stream), listeners
     )

@@ -135,6 +135,8 @@ KV_GAUGES: tuple[tuple[str, str, Callable[[Status], float]], ...] = (
     ("aether_kv_raft_is_leader", "1 if this replica leads Raft (and the cluster)", lambda s: s.is_leader),
     ("aether_kv_raft_has_quorum", "1 if this replica sees a leader with quorum", lambda s: s.has_quorum),
     ("aether_kv_raft_members", "Raft voters in the cluster", lambda s: len(s.members)),
+    ("aether_kv_clients", "Client connections this replica serves", lambda s: s.clients),
+    ("aether_kv_watches", "Watches this replica serves (ever growing: a leak)", lambda s: s.watches),
 )  # fmt: skip
 
 
