@@ -313,6 +313,29 @@ def test_a_payload_given_to_slice_invoke_as_an_argument_is_told_where_it_goes(tm
     ), str(run)
 
 
+def test_dev_up_over_a_cluster_whose_supervisor_is_gone_says_how_to_start_it_again(tmp_path: Path) -> None:
+    """Its supervisor killed, a dev cluster's nodes run on, and one that stops stays stopped; `dev up`
+    refused with "already runs" alone, which said nothing of why a node was missing."""
+    dev = tmp_path / ".aether-dev"
+    dev.mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    node = subprocess.Popen(["sleep", "120"])
+    try:
+        recorded = json.dumps({"supervisor": gone.pid, "pids": {"node-1": node.pid}})
+        (dev / "cluster.json").write_text(recorded)
+        run = expect(run_aether("dev", "up", "--directory", str(dev), cwd=tmp_path), 1)
+        assert run.stderr == (
+            f"aether: error: a dev cluster already runs from {dev}/, but its supervisor is gone (a node"
+            " that stops is not restarted): stop it with `aether dev down`, then `aether dev up` starts"
+            " it again on its data\n"
+        ), str(run)
+        assert (dev / "cluster.json").read_text() == recorded and node.poll() is None  # (nothing changed)
+    finally:
+        node.kill()
+        node.wait()
+
+
 @pytest.mark.parametrize(
     ("args", "flag", "value"),
     [

@@ -132,7 +132,15 @@ def _up(
     index: str | None
     state = directory / STATE_FILE
     recorded = json.loads(state.read_text()) if state.exists() else {}
-    if any(_alive(pid) for pid in [recorded.get("supervisor"), *recorded.get("pids", {}).values()] if pid):
+    supervisor = recorded.get("supervisor")
+    if any(_alive(pid) for pid in [supervisor, *recorded.get("pids", {}).values()] if pid):
+        if supervisor and not _alive(supervisor):
+            fail(
+                EXIT_FAILED,
+                f"a dev cluster already runs from {directory}/, but its supervisor is gone (a node that"
+                " stops is not restarted): stop it with `aether dev down`, then `aether dev up` starts it"
+                " again on its data",
+            )
         fail(EXIT_FAILED, f"a dev cluster already runs from {directory}/ (stop it with `aether dev down`)")
     started = time.monotonic()
     if slices.index is not None:
