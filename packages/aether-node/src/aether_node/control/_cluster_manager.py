@@ -41,6 +41,7 @@ from ..core._bad_records import log_once
 from ..core._blueprint import Blueprint, SliceSpec
 from ..core._kv_batch import TxnBatcher
 from ..core._kv_cache import KVCache
+from ..core._kv_errors import kv_errors_in
 from ..core._records import (
     LeaderClaim,
     LostNodeRecord,
@@ -852,10 +853,12 @@ async def follow_while_leading(
             while True:
                 try:
                     await follow()
-                except KVError as error:
-                    if not isinstance(error, CompactedError):
-                        log.warning("%s: %s; trying again", what, error.message)
-                except Exception:  # a bug here must not end the node: say it, and start over
-                    log.exception("%s: unexpected error; starting over", what)
+                except Exception as error:
+                    # (a KV error of a task in `follow`'s nursery comes in a group: the same KV error)
+                    kv_errors = kv_errors_in(error)
+                    if kv_errors is None:  # a bug here must not end the node: say it, and start over
+                        log.exception("%s: unexpected error; starting over", what)
+                    elif said := [e for e in kv_errors if not isinstance(e, CompactedError)]:
+                        log.warning("%s: %s; trying again", what, said[0].message)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)

@@ -135,15 +135,10 @@ class EventClock:
         await self._prune(status.compact_revision)
         start = max(status.compact_revision + 1, status.revision - LOOKBACK + 1, 1)
         self._stamped = 0
-        try:
-            async with trio.open_nursery() as nursery:
-                for prefix in timed_prefixes():  # not every key: what may need a stamp only
-                    nursery.start_soon(self._stamp_changes, prefix, start)
-        except* KVError as errors:  # one watch failed: start over (`follow_while_leading`)
-            error: BaseException = errors
-            while isinstance(error, BaseExceptionGroup):
-                error = error.exceptions[0]
-            raise error from None
+        # (one watch failed: a group of its KV error, and `follow_while_leading` starts over)
+        async with trio.open_nursery() as nursery:
+            for prefix in timed_prefixes():  # not every key: what may need a stamp only
+                nursery.start_soon(self._stamp_changes, prefix, start)
 
     async def _stamp_changes(self, prefix: str, start: int) -> None:
         watch = self.kv.watch(prefix, start)

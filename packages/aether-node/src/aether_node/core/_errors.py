@@ -117,3 +117,11 @@ class NoEndpointError(InvocationError):
     `no_endpoint` (a slice nothing knows, an entry point its instances lack: the caller's fault) or
     `unavailable` (a deployed slice with no ACTIVE instance now: nobody's, it passes). Its artifact id and
     entry point are what the caller named, which may be anything (the metrics make no labels of them)."""
+
+
+def exception_leaves(error: BaseException) -> list[BaseException]:
+    """The errors `error` is made of: itself, or every error inside it, however nested, if it is an
+    exception group (what a nursery raises when its tasks fail). Pure."""
+    if not isinstance(error, BaseExceptionGroup):
+        return [error]
+    return [leaf for item in error.exceptions for leaf in exception_leaves(item)]

@@ -19,7 +19,7 @@ import attrs
 from aether_kv import InvalidRequestError, KVError, RaftConfig
 
 from ._error_kinds import ErrorKind
-from ._errors import RequestError
+from ._errors import RequestError, exception_leaves
 
 STORE_NOT_AVAILABLE = "the cluster's store is not available"
 
@@ -51,3 +51,13 @@ def store_errors(
         if isinstance(error, passing):
             raise
         raise store_error(error, doing) from None
+
+
+def kv_errors_in(error: BaseException) -> list[KVError] | None:
+    """The KV errors `error` is made of, if that is all it is made of: itself, or the errors of a
+    (nested) exception group, such as a nursery raises when its tasks' KV calls fail; None if it holds
+    anything else. Pure."""
+    leaves = exception_leaves(error)
+    if all(isinstance(leaf, KVError) for leaf in leaves):
+        return [leaf for leaf in leaves if isinstance(leaf, KVError)]
+    return None

@@ -19,6 +19,7 @@ from cyclopts import App, Parameter
 from aether_kv import KVError, UnavailableError
 
 from ..core._config import ConfigError, NodeConfig, load_config
+from ..core._errors import exception_leaves
 from ._join import join_cluster
 from ._node import ingress_context, load_api_keys, serve_node
 
@@ -178,9 +179,9 @@ def run(
     try:
         trio.run(main)
     except* ConfigError as group:  # found only once the cluster could be asked (a twin's node id)
-        refused.extend(_leaves(group))
+        refused.extend(e for e in exception_leaves(group) if isinstance(e, ConfigError))
     except* UnavailableError as group:  # no KV quorum at start: status 1, so a service manager retries
-        unavailable.extend(_leaves(group))
+        unavailable.extend(e for e in exception_leaves(group) if isinstance(e, UnavailableError))
     if refused:
         print(f"aether-node: error: {refused[0].message}", file=sys.stderr)
         sys.exit(2)
@@ -210,15 +211,6 @@ def _joined_only(config: NodeConfig, joined: bool) -> NoReturn:
         print(f"aether-node: {config.kv.secret_file} exists: this host has joined already; nothing sent")
     print("aether-node: ready to start (e.g. `systemctl enable --now aether-node`); not serving", flush=True)
     sys.exit(0)
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[Any]:
-    """The errors inside a (nested) exception group."""
-    return [
-        leaf
-        for item in group.exceptions
-        for leaf in (_leaves(item) if isinstance(item, BaseExceptionGroup) else [item])
-    ]
 
 
 def _start_again() -> None:
