@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 import trio
 
 from aether_kv import (
     ConnectionLostError,
     DiskFullError,
+    KVClient,
     OutcomeUnknownError,
     Status,
     UnavailableError,
@@ -338,6 +340,63 @@ async def test_an_endpoint_that_accepts_but_never_answers_is_passed_over_within_
         paused.close()
 
 
+@attrs.define
+class SlowReader:
+    """A server that completes the handshake and then reads nothing until `reading` is set (its receive
+    buffer kept small): the client's socket fills. It answers each request with the length of its `pad`."""
+
+    endpoint: str
+    reading: trio.Event
+    accepted: list[trio.SocketStream]
+    received: list[dict[str, Any]]
+
+
+@asynccontextmanager
+async def slow_reader() -> AsyncIterator[SlowReader]:
+    server = SlowReader("", trio.Event(), [], [])
+
+    async def handle(stream: trio.SocketStream) -> None:
+        server.accepted.append(stream)
+        stream.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 64 * 1024)
+        framed = FramedStream(stream)
+        if not await server_handshake(framed, SECRET, "slow reader"):
+            return
+        await server.reading.wait()
+        while (message := await framed.receive()) is not None:
+            server.received.append(message)
+            await framed.send({"id": message["id"], "ok": len(message.get("pad", ""))})
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        server.endpoint = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+BIG = {"op": "big", "pad": "p" * 2_000_000}
+
+
+async def _fill_the_socket(client: KVClient, nursery: trio.Nursery, answers: list[Any]) -> Any:
+    """Four big requests on `client`'s connection, one writing and the others waiting their turn; the
+    connection."""
+
+    async def ask_big() -> None:
+        try:
+            answers.append(await client.raw(BIG))
+        except (OutcomeUnknownError, UnavailableError) as error:
+            answers.append(error)
+
+    for _ in range(4):
+        nursery.start_soon(ask_big)
+
+    def held_up() -> bool:
+        connection = client._connection
+        return connection is not None and connection.framed._send_lock.statistics().tasks_waiting > 0
+
+    await wait_until(held_up, timeout=10, what="the big requests to fill the socket")
+    return client._connection
+
+
 async def test_a_request_cancelled_while_a_full_socket_holds_up_its_send_leaves_the_connection_in_use() -> (
     None
 ):
@@ -346,58 +405,44 @@ async def test_a_request_cancelled_while_a_full_socket_holds_up_its_send_leaves_
     goes on: the requests on it are answered there, and the next one too. It used to be marked closed
     (a watch's `aclose` under a 1 s bound did this): the next request opened a second connection, and the
     first stayed open beside it with whatever it carried."""
-    reading = trio.Event()
-    accepted: list[trio.SocketStream] = []
-    received: list[dict[str, Any]] = []
+    answers: list[Any] = []
+    async with (
+        slow_reader() as server,
+        open_client([server.endpoint], SECRET, request_timeout=30.0) as client,
+    ):
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                connection = await _fill_the_socket(client, nursery, answers)
+                with trio.move_on_after(0.2) as waited:
+                    await client.raw({"op": "small"})
+                assert waited.cancelled_caught
+                assert connection.framed._send_lock.locked()  # (a big one still going out: it waited)
+                assert not connection.closed
+                server.reading.set()
+            assert answers == [2_000_000] * 4
+            assert await client.raw({"op": "after"}) == 0
+            assert client._connection is connection
+        assert len(server.accepted) == 1
+        assert [message["op"] for message in server.received] == ["big"] * 4 + ["after"]
 
-    async def handle(stream: trio.SocketStream) -> None:
-        accepted.append(stream)
-        stream.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 64 * 1024)
-        framed = FramedStream(stream)
-        if not await server_handshake(framed, SECRET, "slow reader"):
-            return
-        await reading.wait()
-        while (message := await framed.receive()) is not None:
-            received.append(message)
-            await framed.send({"id": message["id"], "ok": len(message.get("pad", ""))})
 
-    big = {"op": "big", "pad": "p" * 2_000_000}
-    answers: list[int] = []
-
-    async def ask_big() -> None:
-        answers.append(await client.raw(big))
-
-    async with trio.open_nursery() as servers:
-        listeners = await servers.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
-        endpoint = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
-        async with open_client([endpoint], SECRET, request_timeout=30.0) as client:
-            with trio.fail_after(30):
-                async with trio.open_nursery() as nursery:
-                    for _ in range(4):
-                        nursery.start_soon(ask_big)
-
-                    def held_up() -> bool:
-                        connection = client._connection
-                        return (
-                            connection is not None
-                            and connection.framed._send_lock.statistics().tasks_waiting > 0
-                        )
-
-                    await wait_until(held_up, timeout=10, what="the big requests to fill the socket")
-                    connection = client._connection
-                    assert connection is not None
-                    with trio.move_on_after(0.2) as waited:
-                        await client.raw({"op": "small"})
-                    assert waited.cancelled_caught
-                    assert connection.framed._send_lock.locked()  # (a big one still going out: it waited)
-                    assert not connection.closed
-                    reading.set()
-                assert answers == [2_000_000] * 4
-                assert await client.raw({"op": "after"}) == 0
-                assert client._connection is connection
-        assert len(accepted) == 1
-        assert [message["op"] for message in received] == ["big"] * 4 + ["after"]
-        servers.cancel_scope.cancel()
+async def test_a_write_that_timed_out_waiting_for_its_turn_on_a_full_socket_was_not_applied() -> None:
+    """Its own deadline passed before its first byte was written: "not applied" (UnavailableError),
+    not "may or may not have been applied", and the connection that made no progress is left for the
+    next request (retired: it closes once the requests on it have had their time)."""
+    answers: list[Any] = []
+    async with slow_reader() as server, open_client([server.endpoint], SECRET, request_timeout=5.0) as client:
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                connection = await _fill_the_socket(client, nursery, answers)
+                client.request_timeout = 1.0  # (its deadline passes before theirs)
+                with pytest.raises(UnavailableError, match="could not be sent within 1 s"):
+                    await client.raw({"op": "small"})
+                client.request_timeout = 5.0  # (before the retired connection's close is timed from it)
+                assert client._connection is not connection
+                server.reading.set()
+            assert answers == [2_000_000] * 4  # (the connection retired, not closed: they were answered)
+        assert "small" not in [message["op"] for message in server.received]
 
 
 def confirms_watches(_n: int, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -460,3 +505,62 @@ async def test_a_watch_closed_by_another_task_ends_the_iteration_without_subscri
                 lambda: any(m["op"] == "cancel" for m in received), timeout=10, what="the cancel sent"
             )
             assert [m["op"] for m in received] == ["watch", "cancel"]  # (not subscribed again)
+
+
+async def test_a_watch_closed_while_it_subscribes_again_ends_there_and_its_connection_goes_on() -> None:
+    """A watch's connection dropped; while its new subscription waits for the server's confirmation,
+    another task closes it: the iteration ends, the server gets the cancel of that subscription (its id
+    is the new connection's), and the new connection, shared by the client's other requests, goes on.
+    (The closed subscription ended as if its connection had failed: the client dropped that connection,
+    failing the requests in flight on it, and subscribed yet again.)"""
+    received: list[tuple[int, dict[str, Any]]] = []  # (the connection's number, the message)
+
+    async def handle(stream: trio.SocketStream) -> None:
+        number = len({n for n, _ in received}) + 1
+        framed = FramedStream(stream)
+        if not await server_handshake(framed, SECRET, "scripted"):
+            return
+        while (message := await framed.receive()) is not None:
+            received.append((number, message))
+            if message["op"] == "watch" and number == 1:  # confirmed, then the connection drops
+                await framed.send({"id": message["id"], "watching": {"start_revision": 1}})
+                return
+            if message["op"] == "ping":
+                await framed.send({"id": message["id"], "ok": "pong"})
+
+    async with trio.open_nursery() as servers:
+        listeners = await servers.start(functools.partial(trio.serve_tcp, handle, 0, host="127.0.0.1"))
+        endpoint = f"127.0.0.1:{listeners[0].socket.getsockname()[1]}"
+        async with open_client([endpoint], SECRET, request_timeout=5.0) as client:
+            watch = client.watch("p/", 1)
+            ended = trio.Event()
+
+            async def consume() -> None:
+                async for _events in watch:
+                    pass
+                ended.set()
+
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(consume)
+                    await wait_until(
+                        lambda: [n for n, m in received if m["op"] == "watch"] == [1, 2],
+                        timeout=10,
+                        what="the watch subscribing again on a second connection",
+                    )
+                    await watch.aclose()
+                    await ended.wait()
+                (again,) = (m["id"] for n, m in received if n == 2 and m["op"] == "watch")
+                await wait_until(
+                    lambda: (2, {"id": again, "op": "cancel"}) in received,
+                    timeout=10,
+                    what="the cancel of the second subscription",
+                )
+                assert await client.raw({"op": "ping"}) == "pong"
+            assert [(n, m["op"]) for n, m in received] == [
+                (1, "watch"),
+                (2, "watch"),
+                (2, "cancel"),
+                (2, "ping"),
+            ]
+        servers.cancel_scope.cancel()

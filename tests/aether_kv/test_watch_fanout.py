@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import random
+import struct
 import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -106,11 +107,13 @@ async def _collect(client: KVClient, prefix: str, start: int, until: int | str) 
 
 
 @contextlib.asynccontextmanager
-async def _raw_connection(served: Served) -> AsyncIterator[FramedStream]:
+async def _raw_connection(served: Served, *, reset: bool = False) -> AsyncIterator[FramedStream]:
     """A connection to the replica that speaks the protocol by hand (past the handshake): what it reads,
-    and when, is the test's."""
+    and when, is the test's. `reset`: closed with a reset (SO_LINGER 0), as by a client that crashed."""
     host, port = served.endpoint.rsplit(":", 1)
     socket = await trio.open_tcp_stream(host, int(port))
+    if reset:
+        socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, struct.pack("ii", 1, 0))
     framed = FramedStream(await connect_tls(socket, served.tls, host), max_receive=MAX_MESSAGE_BYTES)
     try:
         await client_handshake(framed, SECRET, served.endpoint)
@@ -481,13 +484,23 @@ async def test_the_replica_reports_the_client_connections_and_watches_it_serves(
             nursery.start_soon(consume, first)
             nursery.start_soon(consume, second)
             await wait_until(lambda: serving(1, 2), timeout=10, what="two watches")
-            async with _raw_connection(served) as raw:
+            async with _raw_connection(served, reset=True) as raw:
                 await raw.send({"id": 1, "op": "watch", "prefix": "c/", "start_revision": 0})
                 await wait_until(lambda: serving(2, 3), timeout=10, what="a second client and its watch")
-            # (closed with its confirmation unread: the kernel resets the connection)
             await wait_until(lambda: serving(1, 2), timeout=10, what="the second client gone, its watch too")
             await first.aclose()
             await wait_until(lambda: serving(1, 1), timeout=10, what="a watch closed")
             await second.aclose()
         await wait_until(lambda: serving(1, 0), timeout=10, what="no watch left")
     assert not [r for r in caplog.records if r.name.startswith("aether_kv") and r.levelno >= logging.WARNING]
+
+
+async def test_a_watch_of_the_replica_itself_delivers_nothing_once_closed(served: Served) -> None:
+    """The in-process store's watch (what the server streams from) keeps `KVWatch`'s word too."""
+    watch = served.store.watch("z/")
+    await served.store.put("z/1", b"x")
+    assert [e.kv.key for e in await watch.__anext__()] == ["z/1"]
+    await served.store.put("z/2", b"x")
+    await watch.aclose()
+    with pytest.raises(StopAsyncIteration):
+        await watch.__anext__()

@@ -81,9 +81,13 @@ class _Dropped(Exception):
 @attrs.define
 class _Attempt:
     """One try of a request. `sent`: it may have reached the server (wholly: a cancelled send may have
-    delivered it), so unless an answer came back its outcome is unknown."""
+    delivered it), so unless an answer came back its outcome is unknown. Not before its first byte is
+    written: one that timed out waiting for its turn on a full socket was not sent."""
 
     sent: bool = False
+
+    def writing(self) -> None:
+        self.sent = True
 
 
 _DROPPED = object()
@@ -130,28 +134,29 @@ class _ClientConnection:
             return
         self.replies.deliver(message)
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], attempt: _Attempt | None = None) -> None:
         if self.closed:
             raise _NotSent()
         try:
-            await self.framed.send(message)
+            await self.framed.send(message, writing=attempt.writing if attempt is not None else None)
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             raise _NotSent() from None
         finally:
-            # Broken, or cancelled with part of a frame written: unusable now. Cancelled while it waited
-            # for another message to go out (a full socket), or refused as too large: nothing was written,
-            # and the connection, its requests in flight and its watches go on.
-            if self.framed.broken:
+            # Broken, or cancelled with part of a frame written: unusable now, and closed (its watches
+            # resume elsewhere). Cancelled while it waited for another message to go out (a full socket),
+            # or refused as too large: nothing was written, and the connection goes on.
+            if self.framed.broken and not self.closed:
                 self.closed = True
+                if self.nursery is not None:
+                    self.nursery.start_soon(self.close)
 
     async def request(self, message: dict[str, Any], attempt: _Attempt | None = None) -> Any:
         waiter = Reply()
         request_id = self.replies.add(waiter)
         attempt = attempt if attempt is not None else _Attempt()
         try:
-            attempt.sent = True
             try:
-                await self.send({"id": request_id, **message})
+                await self.send({"id": request_id, **message}, attempt)
             except _NotSent:
                 attempt.sent = False  # a partial frame is never applied
                 raise
@@ -380,8 +385,13 @@ class KVClient:
                 if connection is not None:
                     if connection.closed:
                         self._drop(connection)
-                    elif attempt.sent:
+                    else:  # no answer, or not even its turn to be written: no progress there
                         self._retire(connection)
+                if not attempt.sent and last_error is None:
+                    last_error = UnavailableError(
+                        f"{message['op']} could not be sent within {self.request_timeout:g} s (no endpoint"
+                        " took it: connecting, or waiting for its turn on a connection that made no progress)"
+                    )
                 continue  # retried, or the deadline check above raises
             except OutcomeUnknownError:  # the server's own deadline passed, or its leader changed
                 assert connection is not None
@@ -545,13 +555,15 @@ class ClientWatch:
                 receive.close()
 
     async def _subscribe(self) -> None:
+        """Subscribe (again) from `next_revision`; StopAsyncIteration if `aclose` ends it meanwhile."""
         backoff = _BACKOFF_START
-        while True:
+        while not self._closed:
             connection: _ClientConnection | None = None
             try:
                 connection = await self._client._connect()
                 send, receive = trio.open_memory_channel[Any](WATCH_BUFFER)
-                self._id = connection.replies.next_id()
+                # (the pair an `aclose` meanwhile forgets: ids are per connection)
+                self._connection, self._id = connection, connection.replies.next_id()
                 connection.watches[self._id] = send
                 try:
                     first = await self._confirm(connection, receive)
@@ -561,13 +573,16 @@ class ClientWatch:
                     connection.forget_watch(self._id)
                     raise
                 self.next_revision = int(first["watching"]["start_revision"])
-                self._connection, self._receive = connection, receive
+                self._receive = receive
                 return
             except (ConnectionLostError, _NotSent):
+                if self._closed:  # (its channel closed by `aclose`: not the connection's failure)
+                    break
                 if connection is not None:
                     self._client._drop(connection)
                 await trio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
+        raise StopAsyncIteration
 
     async def _confirm(
         self, connection: _ClientConnection, receive: trio.MemoryReceiveChannel[Any]
@@ -599,9 +614,9 @@ class ClientWatch:
             try:
                 message = await self._receive.receive()
             except (trio.EndOfChannel, trio.ClosedResourceError):
-                if self._closed:  # (closed by another task while this one waited)
-                    raise StopAsyncIteration from None
                 message = _DROPPED  # detached: it fell too far behind; resubscribe from next_revision
+            if self._closed:  # (closed by another task while this one waited)
+                raise StopAsyncIteration
             if message is _DROPPED:
                 self._receive = None
                 self.reconnects += 1

@@ -377,6 +377,7 @@ class Watch:
         self._store = store
         self.prefix = prefix
         self.next_revision = start_revision if start_revision > 0 else store.revision + 1
+        self._closed = False
 
     def __aiter__(self) -> Watch:
         return self
@@ -384,6 +385,8 @@ class Watch:
     async def __anext__(self) -> list[Event]:
         store = self._store
         while True:
+            if self._closed:  # (closed by another task while this one waited: from the next change)
+                raise StopAsyncIteration
             changed = store._changed  # capture before reading so no change is missed
             events, revision = store._events_since(self.prefix, self.next_revision)
             if events:
@@ -393,7 +396,8 @@ class Watch:
             await changed.wait()
 
     async def aclose(self) -> None:
-        """Nothing to release: a watch here only reads the replica's history."""
+        """Nothing more is delivered (nothing to release: a watch here only reads the replica's history)."""
+        self._closed = True
 
 
 @asynccontextmanager

@@ -119,12 +119,13 @@ class FramedStream:
         self._send_lock = trio.Lock()
         self.broken = False  # a message was cut short (cancelled or failed while written): unusable now
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: dict[str, Any], *, writing: Callable[[], None] | None = None) -> None:
         """Send one object. Raises FrameTooLargeError, sending nothing, if it is over `max_send` (the
-        other end would drop the connection, and the request would look unanswered)."""
-        await self.send_payload(_encode_message(message))
+        other end would drop the connection, and the request would look unanswered). `writing` is
+        called as its first byte is about to go: before that, nothing of it was written."""
+        await self.send_payload(_encode_message(message), writing=writing)
 
-    async def send_payload(self, payload: bytes) -> None:
+    async def send_payload(self, payload: bytes, *, writing: Callable[[], None] | None = None) -> None:
         """Send one object already encoded as JSON (UTF-8): `send` without the encoding, for a message
         built from shared pieces (a watch's events, `events_message`)."""
         if len(payload) > self.max_send:
@@ -133,8 +134,11 @@ class FramedStream:
                 " (a range that large: ask for fewer keys with a narrower prefix or a limit)"
             )
         async with self._send_lock:  # (cancelled while it waits here: nothing written, still usable)
+            await trio.lowlevel.checkpoint_if_cancelled()  # (nor cancelled as it got the lock)
             if self.broken:
                 raise trio.BrokenResourceError("an earlier message on this connection was cut short")
+            if writing is not None:
+                writing()
             try:
                 if len(payload) <= self.max_frame:
                     await self.stream.send_all(_HEADER.pack(len(payload)) + payload)
