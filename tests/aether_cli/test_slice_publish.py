@@ -39,6 +39,25 @@ def test_a_slice_wheel_is_read(tmp_path: Path) -> None:
     )
 
 
+def test_the_requirements_of_a_slice_wheel_are_read_with_their_markers(tmp_path: Path) -> None:
+    metadata = (
+        "Metadata-Version: 2.1\nName: org.example.hello\nRequires-Dist: regex>=2024.1\n"
+        'Requires-Dist: pytest; extra == "test"\n\nA description.\nRequires-Dist: not-a-header\n'
+    )
+    checked = check_wheel(wheel(tmp_path, metadata=metadata))
+    assert checked.requirements == ("regex>=2024.1", 'pytest; extra == "test"')
+
+
+@pytest.mark.parametrize(
+    "named", ["aether-slice", "aether_slice>=0.1", "Aether.Slice ; python_version >= '3'"]
+)
+def test_a_slice_wheel_that_depends_on_aether_slice_is_refused(tmp_path: Path, named: str) -> None:
+    """Every node provides its own aether-slice; from its index alone a node could not install it."""
+    metadata = f"Metadata-Version: 2.1\nName: org.example.hello\nRequires-Dist: {named}\n"
+    with pytest.raises(PublishError, match="it depends on aether-slice, which every node provides"):
+        check_wheel(wheel(tmp_path, metadata=metadata))
+
+
 @pytest.mark.parametrize(
     ("entry_points", "complaint"),
     [

@@ -242,6 +242,9 @@ async def test_uninstallable_slice_is_not_reported_as_missing(
     record = await wait_for_state(kv, key, SliceState.FAILED, timeout=60)
     assert "(not_found)" not in record.reason, record.reason
     assert cause in record.reason, record.reason
+    # a dependency the index lacks: the way to put it there is named (the others are no missing one)
+    hint = "the slice's dependencies there too, `aether slice publish WHEEL --index ... --with-dependencies`"
+    assert (hint in record.reason) == (coordinates == "org.aether:missingdep:1.0.0"), record.reason
 
 
 async def test_ingress_errors(node: NodeProcess, kv: KVClient) -> None:

@@ -60,6 +60,10 @@ def index_arguments(index: str) -> list[str]:
     return ["--index-url", index]
 
 
+# uv's reason when a requirement is in no index it was given (after the slice's own name is ruled out)
+_MISSING_DEPENDENCY = re.compile(r"(\S+) was not found in the (provided package locations|package registry)")
+
+
 def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> ResolutionError:
     """uv's error text → the ResolutionError kind an operator can act on. Pure.
 
@@ -91,8 +95,15 @@ def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> Re
         )
     if re.match(rf"{name} was not found", first_reason):
         return ResolutionError("not_found", f"{coordinates}: no distribution {dist} in the index {index}")
+    hint = ""
+    missing = _MISSING_DEPENDENCY.match(first_reason)
+    if missing:  # a dependency: the node installs from its index alone
+        hint = (
+            f" (the index {index} does not hold {missing.group(1)}, which the slice depends on: publish the"
+            " slice's dependencies there too, `aether slice publish WHEEL --index ... --with-dependencies`)"
+        )
     return ResolutionError(
-        "install_failed", f"{coordinates}: installing {dist}=={version} failed: {_tail(output)}"
+        "install_failed", f"{coordinates}: installing {dist}=={version} failed: {_tail(output)}{hint}"
     )
 
 
