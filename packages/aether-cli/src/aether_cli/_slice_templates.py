@@ -13,7 +13,8 @@ description = "Aether slice $artifact_id"
 requires-python = ">=3.11"
 readme = "README.md"
 # aether-slice and pluggy are NOT dependencies: the node places them into every slice's virtualenv
-# itself, at the node's own version. Add what your slice itself needs here.
+# itself, at the node's own version. Add what your slice itself needs here, and publish it with the
+# slice: `aether slice publish WHEEL --index DIR --with-dependencies` (a node installs from its index alone).
 dependencies = []
 
 # How a node finds the slice: one entry point in group aether.slices, named exactly group:artifact,
@@ -113,6 +114,7 @@ The Aether slice `$artifact_id`.
 uv run pytest                      # the tests: the slice in a real slice host process, no cluster
 uv build --wheel                   # → dist/${wheel_prefix}-0.1.0-py3-none-any.whl
 aether slice publish dist/${wheel_prefix}-0.1.0-py3-none-any.whl --index DIR   # a node's wheel directory
+# (with dependencies in pyproject.toml: add --with-dependencies, and their wheels go there first)
 ```
 
 Then name it in a blueprint and apply it:
