@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import gc
 import json
 import logging
 import random
@@ -280,6 +281,40 @@ async def test_a_watch_dropped_without_aclose_is_cancelled_at_its_next_event(ser
             await client.put("d/3", b"x")
             await _collect(client, "d/", start, until="d/3")  # (a live watch there after it: d/3 delivered)
         assert client.watch_backlog() == 0  # (nothing kept for the dropped one)
+
+
+async def test_a_watch_dropped_without_aclose_on_a_quiet_prefix_is_cancelled_at_the_next_request(
+    served: Served,
+) -> None:
+    """No event comes to find it dropped: the connection's next request cancels it (it stayed registered
+    on the replica until the connection ended)."""
+    async with served.client() as client:
+        subscribed = trio.Event()
+
+        async def watch_quietly() -> None:
+            watch = client.watch("quiet/")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(anext, watch)
+                await wait_until(lambda: watch._receive is not None, timeout=10, what="the watch confirmed")
+                subscribed.set()
+                await trio.sleep_forever()
+
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_quietly)
+                await subscribed.wait()
+                assert (await client.status()).watches == 1
+                nursery.cancel_scope.cancel()  # (no aclose: the watch is collected with its task's frame)
+            gc.collect()
+            await wait_until(
+                lambda: _watches_served(client, 0),
+                timeout=10,
+                what="the dropped watch cancelled on the replica",
+            )
+
+
+async def _watches_served(client: KVClient, count: int) -> bool:
+    return (await client.status()).watches == count
 
 
 async def test_a_watcher_that_stops_reading_holds_up_only_itself(served: Served) -> None:

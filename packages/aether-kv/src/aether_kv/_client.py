@@ -100,6 +100,7 @@ class _ClientConnection:
         self.nursery = nursery  # for cancelling a detached watch on the server
         self.replies: Replies[Reply] = Replies()
         self.watches: dict[int, trio.MemorySendChannel[Any]] = {}
+        self.dropped: list[int] = []  # watches collected without `aclose`: cancelled at the next request
         self.closed = False
 
     async def read_loop(self) -> None:
@@ -151,6 +152,8 @@ class _ClientConnection:
                     self.nursery.start_soon(self.close)
 
     async def request(self, message: dict[str, Any], attempt: _Attempt | None = None) -> Any:
+        while self.dropped:
+            self.forget_watch(self.dropped.pop())
         waiter = Reply()
         request_id = self.replies.add(waiter)
         attempt = attempt if attempt is not None else _Attempt()
@@ -545,14 +548,18 @@ class ClientWatch:
 
     def __del__(self) -> None:
         # Dropped without `aclose` (its consumer's task cancelled and gone): its channel closed, the
-        # connection's next event for it finds no reader and cancels it on the server (`_dispatch`).
-        # Left open, the server went on encoding and sending its events for nobody until its buffer
-        # filled: 1,024 batches later. (One whose prefix stays quiet stays until the connection ends;
-        # `aclose` is still the way to end a watch.)
+        # connection's next event for it finds no reader and cancels it on the server (`_dispatch`);
+        # on a prefix that stays quiet, the connection's next request does (`dropped`: a finalizer may
+        # run anywhere in the event loop, so it only notes the id). Left open, the server went on
+        # encoding and sending its events for nobody until its buffer filled: 1,024 batches later.
+        # (`aclose` is still the way to end a watch.)
         receive = getattr(self, "_receive", None)
         if receive is not None:
             with suppress(Exception):  # (at the interpreter's exit, say)
                 receive.close()
+                connection = self._connection
+                if connection is not None and not getattr(self, "_closed", True):
+                    connection.dropped.append(self._id)
 
     async def _subscribe(self) -> None:
         """Subscribe (again) from `next_revision`; StopAsyncIteration if `aclose` ends it meanwhile."""
