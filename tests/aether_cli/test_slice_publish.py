@@ -49,13 +49,35 @@ def test_the_requirements_of_a_slice_wheel_are_read_with_their_markers(tmp_path:
 
 
 @pytest.mark.parametrize(
-    "named", ["aether-slice", "aether_slice>=0.1", "Aether.Slice ; python_version >= '3'"]
+    ("named", "complaint"),
+    [
+        ("aether-slice", "it depends on aether-slice, which every node provides"),
+        ("aether_slice>=0.1", "it depends on aether-slice, which every node provides"),
+        ("Aether.Slice ; python_version >= '3'", "it depends on aether-slice, which every node provides"),
+        (
+            "tool @ https://example.org/tool-1.0-py3-none-any.whl",
+            "names a URL: a node installs from its index",
+        ),
+        ("tool @ git+https://example.org/tool", "names a URL"),
+        ("--index-url=https://elsewhere/", "does not parse"),
+        ("tool >=", "does not parse"),
+    ],
 )
-def test_a_slice_wheel_that_depends_on_aether_slice_is_refused(tmp_path: Path, named: str) -> None:
-    """Every node provides its own aether-slice; from its index alone a node could not install it."""
+def test_a_slice_wheel_with_a_dependency_no_node_could_install_is_refused(
+    tmp_path: Path, named: str, complaint: str
+) -> None:
+    """aether-slice: every node provides its own; a URL: a node installs from its index alone; and
+    what is no requirement at all (it would reach pip as an option)."""
     metadata = f"Metadata-Version: 2.1\nName: org.example.hello\nRequires-Dist: {named}\n"
-    with pytest.raises(PublishError, match="it depends on aether-slice, which every node provides"):
+    with pytest.raises(PublishError, match=complaint):
         check_wheel(wheel(tmp_path, metadata=metadata))
+
+
+def test_aether_slice_for_an_extra_only_is_no_dependency_of_the_slice(tmp_path: Path) -> None:
+    metadata = (
+        'Metadata-Version: 2.1\nName: org.example.hello\nRequires-Dist: aether-slice; extra == "test"\n'
+    )
+    assert check_wheel(wheel(tmp_path, metadata=metadata)).requirements == ('aether-slice; extra == "test"',)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,8 @@ import uv
 from cli_support import expect, run_aether
 from node_support import build_wheel
 
+from aether_cli._slice_dependencies import target
+
 
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -90,7 +92,7 @@ def test_a_slice_goes_with_the_wheels_it_needs_and_a_node_can_install_it(
         "tinydep-1.0-py3-none-any.whl",
     ], published
     assert run.stdout.splitlines() == [
-        f"resolving tinydep>=1 from {wheels['source']}...",
+        f"resolving tinydep>=1 from {wheels['source']} for {target()}...",
         f"  tinybase-2.0-py3-none-any.whl published to {index}",
         f"  tinydep-1.0-py3-none-any.whl published to {index}",
         f"org.example:usesdep:1.0.0 published to {index}/{wheels['uses'].name}",
@@ -120,7 +122,7 @@ def test_dependencies_that_cannot_be_had_publish_nothing(wheels: dict[str, Path]
     )  # fmt: skip
     assert run.stderr.startswith(
         "aether: error: the slice's dependencies (org-example-nosuchdep>=1) cannot all be had as wheels"
-        f" from {wheels['source']} for this machine's Python and platform; nothing was published:\n"
+        f" from {wheels['source']} for {target()}; nothing was published:\n"
     ), str(run)
     assert "org-example-nosuchdep" in run.stderr.split("published:\n", 1)[1], str(run)  # (pip's reason)
     assert not index.exists() or not list(index.iterdir())
@@ -142,3 +144,26 @@ def test_a_source_of_dependencies_without_asking_for_them_is_refused(
         "aether: error: --dependencies-from says where --with-dependencies gets them: give both\n"
     ), str(run)
     assert not index.exists()
+
+
+def test_dependencies_go_only_into_a_wheel_directory_and_a_conflict_stops_them_before_any_download(
+    wheels: dict[str, Path], tmp_path: Path
+) -> None:
+    """An index server is refused (its directory is where they go); a different wheel under the slice's
+    name in the directory stops it all before pip runs (nothing is copied)."""
+    source = ("--with-dependencies", "--dependencies-from", str(wheels["source"]))
+    to_url = expect(
+        run_aether(
+            "slice", "publish", str(wheels["uses"]), "--index", "http://127.0.0.1:9/", *source, cwd=tmp_path
+        ),
+        2,
+    )
+    assert "--with-dependencies publishes into a wheel directory" in to_url.stderr, str(to_url)
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / wheels["uses"].name).write_bytes(b"another build")
+    clash = expect(
+        run_aether("slice", "publish", str(wheels["uses"]), "--index", str(index), *source, cwd=tmp_path), 2
+    )
+    assert "is already published; publish the change as a new version" in clash.stderr, str(clash)
+    assert sorted(path.name for path in index.iterdir()) == [wheels["uses"].name]

@@ -2,25 +2,36 @@
 
 A node installs a slice from its index alone (a wheel directory read with `--no-index`, or the one index
 URL it was given), so what the slice depends on must be there too. The slice wheel's requirements
-(`SliceWheel.requirements`) are resolved and downloaded as wheels by pip (`uv tool run --from pip pip
-download`; wheels only: a node builds nothing) from PyPI, or from the index given, for this machine's
-Python and platform: the nodes' when they run the same.
+(`SliceWheel.requirements`, checked by `check_wheel`) are resolved and downloaded as wheels by pip (`uv
+tool run --from pip pip download`; wheels only: a node builds nothing) from PyPI, or from the index given,
+for the Python that runs this command (a dev cluster's nodes run the same) and this machine's platform.
+pip reads no configuration of the user's (an extra index there would be another source than the one
+said).
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import subprocess
+import sys
 from pathlib import Path
 
 from ._common import EXIT_FAILED
-from ._slice_wheel import PublishError
+from ._slice_wheel import PROVIDED, PublishError, canonical_name
+
+
+def target() -> str:
+    """The Python and platform the wheels are for, as said to the user: "Python 3.11 on Linux x86_64"."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    return f"Python {version} on {platform.system()} {platform.machine()}"
 
 
 def source_arguments(source: str | None) -> list[str]:
     """pip's arguments for where the dependencies come from: PyPI (None), a wheel directory, or an
     index URL. Pure."""
     if source is None:
-        return []
+        return ["--index-url", "https://pypi.org/simple/"]
     if "://" in source:
         return ["--index-url", source]
     return ["--no-index", "--find-links", source]
@@ -28,24 +39,37 @@ def source_arguments(source: str | None) -> list[str]:
 
 def download_dependencies(requirements: list[str], into: Path, source: str | None) -> list[Path]:
     """Download wheels of `requirements` and of everything they need into `into`; the wheels, sorted.
-    PublishError with pip's reason if they cannot all be had as wheels for this machine."""
+    PublishError with pip's reason if they cannot all be had as wheels for `target()`."""
     import uv
 
     if not requirements:
         return []
     command = [
         uv.find_uv_bin(),
-        *("tool", "run", "--quiet", "--from", "pip", "pip", "download"),
-        *("--dest", str(into), "--only-binary=:all:", "--disable-pip-version-check", "--quiet"),
+        *("tool", "run", "--quiet", "--python", sys.executable, "--from", "pip", "pip", "download"),
+        *("--isolated", "--dest", str(into), "--only-binary=:all:", "--disable-pip-version-check", "--quiet"),
         *source_arguments(source),
+        "--",
         *requirements,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    # (no PIP_* setting of the user's, no config file: the source is the one said)
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    result = subprocess.run(
+        command, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, check=False
+    )
     if result.returncode != 0:
         output = "\n".join((result.stderr + result.stdout).strip().splitlines()[-8:])
         raise PublishError(
             f"the slice's dependencies ({', '.join(requirements)}) cannot all be had as wheels from"
-            f" {source or 'PyPI'} for this machine's Python and platform; nothing was published:\n{output}",
+            f" {source or 'PyPI'} for {target()}; nothing was published:\n{output}",
             EXIT_FAILED,
         )
-    return sorted(into.glob("*.whl"))
+    wheels = sorted(into.glob("*.whl"))
+    for wheel in wheels:
+        if canonical_name(wheel.name.split("-")[0]) == PROVIDED:
+            raise PublishError(
+                f"a dependency of the slice needs {PROVIDED} ({wheel.name} from {source or 'PyPI'}), which"
+                " every node provides its own of: nothing was published"
+            )
+    return wheels

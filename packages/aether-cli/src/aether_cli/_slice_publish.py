@@ -19,7 +19,7 @@ from typing import Annotated
 from cyclopts import Parameter
 
 from ._common import EXIT_FAILED, fail
-from ._slice_dependencies import download_dependencies
+from ._slice_dependencies import download_dependencies, target
 from ._slice_wheel import PublishError, SliceWheel, check_wheel
 
 __all__ = ["PublishError", "check_wheel", "publish_to_directory", "publish_to_url", "slice_publish"]
@@ -30,24 +30,40 @@ def publish_to_directory(wheel: SliceWheel, directory: Path) -> bool:
     is refused, not made); False if that very file was there already.
     A different wheel of the same name is refused: nodes install each version once and keep it. The copy
     appears atomically (written beside, then renamed), so a node never reads half a wheel."""
-    return copy_wheel(wheel.path, directory, f"{wheel.distribution} {wheel.version}")
+    return copy_wheel(wheel.path, directory, _new_version_please(wheel))
 
 
-def copy_wheel(path: Path, directory: Path, what: str) -> bool:
-    """`publish_to_directory` for any wheel file (`what` names it in a refusal): a slice's, or one of
-    its dependencies'."""
+def _new_version_please(wheel: SliceWheel) -> str:
+    return (
+        f"a different wheel of {wheel.distribution} {wheel.version} is already published; publish the"
+        " change as a new version (nodes keep each version they installed)"
+    )
+
+
+def check_directory(directory: Path) -> None:
+    """PublishError if wheels cannot be published into `directory`: not a directory, or a path whose
+    parent does not exist (a typo: it is not made)."""
     if directory.exists() and not directory.is_dir():
         raise PublishError(f"--index {directory}: not a directory")
     if not directory.exists() and not directory.absolute().parent.is_dir():
         raise PublishError(f"--index {directory}: {directory.absolute().parent} does not exist (a typo?)")
+
+
+def _differs(path: Path, directory: Path) -> bool:
+    """Whether `directory` holds another file under `path`'s name."""
+    target = directory / path.name
+    return target.exists() and not filecmp.cmp(target, path, shallow=False)
+
+
+def copy_wheel(path: Path, directory: Path, refusal: str) -> bool:
+    """`publish_to_directory` for any wheel file, a slice's or one of its dependencies': `refusal` says
+    why another file under its name is not replaced."""
+    check_directory(directory)
     target = directory / path.name
     if target.exists():
-        if filecmp.cmp(target, path, shallow=False):
+        if not _differs(path, directory):
             return False
-        raise PublishError(
-            f"{target}: a different wheel of {what} is already published; "
-            "publish the change as a new version (nodes keep each version they installed)"
-        )
+        raise PublishError(f"{target}: {refusal}")
     try:
         directory.mkdir(exist_ok=True)
         descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
@@ -68,12 +84,9 @@ def copy_wheel(path: Path, directory: Path, what: str) -> bool:
 def publish_to_url(wheel: SliceWheel, url: str) -> None:
     """Upload the wheel to an index server that takes uploads (pypiserver, devpi, a PyPI-like registry)
     with `uv publish`; credentials come from uv's usual settings (UV_PUBLISH_USERNAME, ...)."""
-    upload_wheel(wheel.path, url)
-
-
-def upload_wheel(path: Path, url: str) -> None:
-    """`publish_to_url` for any wheel file: a slice's, or one of its dependencies'."""
     import uv
+
+    path = wheel.path
 
     scheme = url.partition("://")[0].lower()
     if scheme not in ("http", "https"):
@@ -102,18 +115,32 @@ def upload_wheel(path: Path, url: str) -> None:
 
 
 def _publish_dependencies(wheel: SliceWheel, index: str, source: str | None) -> None:
-    """Download what the slice needs as wheels, then publish each to `index`, saying so as it goes."""
+    """Download what the slice needs as wheels, then copy each into the directory `index`, saying so as
+    it goes. Refused before anything is downloaded where the slice itself could not be published."""
+    if "://" in index:
+        raise PublishError(
+            "--with-dependencies publishes into a wheel directory: give the directory the index server"
+            " serves (pypiserver serves one) as --index"
+        )
+    directory = Path(index)
+    check_directory(directory)
+    if _differs(wheel.path, directory):
+        raise PublishError(f"{directory / wheel.path.name}: {_new_version_please(wheel)}")
     requirements = list(wheel.requirements)
     if not requirements:
         print(f"{wheel.path.name} declares no dependencies")
         return
-    print(f"resolving {', '.join(requirements)} from {source or 'PyPI'}...", flush=True)
+    print(f"resolving {', '.join(requirements)} from {source or 'PyPI'} for {target()}...", flush=True)
     with tempfile.TemporaryDirectory(prefix="aether-dependencies-") as downloaded:
-        for dependency in download_dependencies(requirements, Path(downloaded), source):
-            if "://" in index:
-                upload_wheel(dependency, index)
-                print(f"  {dependency.name} uploaded to {index}", flush=True)
-            elif copy_wheel(dependency, Path(index), dependency.name):
+        dependencies = download_dependencies(requirements, Path(downloaded), source)
+        for dependency in dependencies:  # (every conflict before the first copy: all or nothing)
+            if _differs(dependency, directory):
+                raise PublishError(
+                    f"{directory / dependency.name}: another wheel of that name is there already (built"
+                    " elsewhere?), and nodes may have installed it: nothing was published"
+                )
+        for dependency in dependencies:
+            if copy_wheel(dependency, directory, "another wheel of that name is there already"):
                 print(f"  {dependency.name} published to {index}", flush=True)
             else:
                 print(f"  {dependency.name} was there already", flush=True)
@@ -132,8 +159,8 @@ def slice_publish(
     with_dependencies: Annotated[
         bool,
         Parameter(
-            help="First publish the wheels the slice depends on (resolved and downloaded with pip, for"
-            " this machine's Python and platform): a node installs a slice from its index alone."
+            help="First publish the wheels the slice depends on into the wheel directory (resolved and"
+            " downloaded with pip, for this Python and platform): a node installs from its index alone."
         ),
     ] = False,
     dependencies_from: Annotated[

@@ -49,9 +49,30 @@ def _metadata(wheel: zipfile.ZipFile, files: list[str]) -> email.message.Message
     return email.parser.HeaderParser().parsestr(text)
 
 
-def _requirement_name(requirement: str) -> str:
-    match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement)
-    return canonical_name(match.group(1)) if match else ""
+def _requirements(path: Path, declared: list[str]) -> tuple[str, ...]:
+    """The requirements `declared` (Requires-Dist), each checked as a node's uv will read it: a name, not a
+    direct URL (`name @ https://...`: a node installs from its index alone), and never aether-slice (every
+    node provides its own) outside an extra's. PublishError naming the first that is wrong."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    for text in declared:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement as error:
+            raise PublishError(f"{path}: its dependency {text!r} does not parse ({error})") from None
+        if requirement.url:
+            raise PublishError(
+                f"{path}: its dependency {text!r} names a URL: a node installs from its index alone;"
+                " depend on a name and version, and publish that wheel to the index (--with-dependencies)"
+            )
+        extra_only = requirement.marker is not None and "extra" in str(requirement.marker)
+        if canonical_name(requirement.name) == PROVIDED and not extra_only:
+            raise PublishError(
+                f"{path}: it depends on {PROVIDED}, which every node provides to its slices (a node installs"
+                " from its index alone, where it is not): remove it from [project] dependencies in its"
+                " pyproject.toml (a dependency group, for the tests, is where it goes)"
+            )
+    return tuple(declared)
 
 
 def check_wheel(path: Path) -> SliceWheel:
@@ -74,13 +95,8 @@ def check_wheel(path: Path) -> SliceWheel:
         raise PublishError(f"{path}: cannot read it as a wheel ({error})") from None
     # (the name as its project gives it, e.g. org.example.hello: the file name has it escaped)
     project = str(metadata.get("Name") or "").strip() or distribution
-    requirements = tuple(str(value).strip() for value in metadata.get_all("Requires-Dist") or [])
-    if any(_requirement_name(requirement) == PROVIDED for requirement in requirements):
-        raise PublishError(
-            f"{path}: it depends on {PROVIDED}, which every node provides to its slices (a node installs"
-            " from its index alone, where it is not): remove it from [project] dependencies in its"
-            " pyproject.toml (a dependency group, for the tests, is where it goes)"
-        )
+    requires = [str(value).strip() for value in metadata.get_all("Requires-Dist") or []]
+    requirements = _requirements(path, requires)
     parser = configparser.ConfigParser(delimiters=("=",), interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]  # entry point names are case-sensitive
     try:
