@@ -482,6 +482,13 @@ async def test_a_watch_closed_in_the_finally_of_a_cancelled_task_is_cancelled_on
         assert client.watch_backlog() == 0
 
 
+async def _consume(watch: Any, ended: trio.Event) -> None:
+    """Take `watch`'s batches until its iteration ends; then set `ended`."""
+    async for _batch in watch:
+        pass
+    ended.set()
+
+
 async def test_a_watch_closed_by_another_task_ends_the_iteration_without_subscribing_again() -> None:
     async with (
         scripted_server(confirms_watches) as (endpoint, received),
@@ -490,14 +497,9 @@ async def test_a_watch_closed_by_another_task_ends_the_iteration_without_subscri
         watch = client.watch("p/", 7)
         ended = trio.Event()
 
-        async def consume() -> None:
-            async for _batch in watch:
-                pass
-            ended.set()
-
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(consume)
+                nursery.start_soon(_consume, watch, ended)
                 await wait_until(lambda: watch._receive is not None, timeout=10, what="the watch confirmed")
                 await watch.aclose()
                 await ended.wait()
@@ -535,14 +537,9 @@ async def test_a_watch_closed_while_it_subscribes_again_ends_there_and_its_conne
             watch = client.watch("p/", 1)
             ended = trio.Event()
 
-            async def consume() -> None:
-                async for _events in watch:
-                    pass
-                ended.set()
-
             with trio.fail_after(30):
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(consume)
+                    nursery.start_soon(_consume, watch, ended)
                     await wait_until(
                         lambda: [n for n, m in received if m["op"] == "watch"] == [1, 2],
                         timeout=10,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import uv
-from cli_support import expect, run_aether
+from cli_support import CliRun, expect, run_aether
 from node_support import build_wheel
 
 from aether_cli._slice_dependencies import target
@@ -26,23 +26,18 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     built = root / "built"
     build_wheel(root / "tinybase", source, name="tinybase", version="2.0")
     build_wheel(root / "tinydep", source, name="tinydep", version="1.0", dependencies=("tinybase>=2",))
-    uses = build_wheel(
-        root / "uses",
-        built,
-        name="org.example.usesdep",
-        version="1.0.0",
-        dependencies=("tinydep>=1",),
-        entry_point="org.example:usesdep",
-    )
-    lacks = build_wheel(
-        root / "lacks",
-        built,
-        name="org.example.lacksdep",
-        version="1.0.0",
-        dependencies=("org-example-nosuchdep>=1",),
-        entry_point="org.example:lacksdep",
-    )
-    return {"source": source, "uses": uses, "lacks": lacks}
+    slices = {
+        kind: build_wheel(
+            root / kind,
+            built,
+            name=f"org.example.{kind}dep",
+            version="1.0.0",
+            dependencies=(needs,),
+            entry_point=f"org.example:{kind}dep",
+        )
+        for kind, needs in (("uses", "tinydep>=1"), ("lacks", "org-example-nosuchdep>=1"))
+    }
+    return {"source": source, **slices}
 
 
 def _node_install(index: Path, requirement: str, venv: Path) -> subprocess.CompletedProcess[str]:
@@ -69,6 +64,20 @@ def _node_install(index: Path, requirement: str, venv: Path) -> subprocess.Compl
     )
 
 
+def _publish_with_dependencies(
+    wheels: dict[str, Path], kind: str, index: Path, tmp_path: Path, code: int = 0
+) -> CliRun:
+    """`aether slice publish` of the `kind` slice into `index`, its dependencies from the test's source."""
+    return expect(
+        run_aether(
+            "slice", "publish", str(wheels[kind]), "--index", str(index),
+            "--with-dependencies", "--dependencies-from", str(wheels["source"]),
+            cwd=tmp_path,
+        ),
+        code,
+    )  # fmt: skip
+
+
 def test_a_slice_goes_with_the_wheels_it_needs_and_a_node_can_install_it(
     wheels: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -78,13 +87,7 @@ def test_a_slice_goes_with_the_wheels_it_needs_and_a_node_can_install_it(
     refused = _node_install(without, "org.example.usesdep==1.0.0", tmp_path / "venv-without")
     assert refused.returncode != 0 and "tinydep" in refused.stderr, refused.stderr  # (what it was before)
 
-    run = expect(
-        run_aether(
-            "slice", "publish", str(wheels["uses"]), "--index", str(index),
-            "--with-dependencies", "--dependencies-from", str(wheels["source"]),
-            cwd=tmp_path,
-        )
-    )  # fmt: skip
+    run = _publish_with_dependencies(wheels, "uses", index, tmp_path)
     published = sorted(path.name for path in index.iterdir())
     assert published == [
         "org_example_usesdep-1.0.0-py3-none-any.whl",
@@ -100,26 +103,13 @@ def test_a_slice_goes_with_the_wheels_it_needs_and_a_node_can_install_it(
     installed = _node_install(index, "org.example.usesdep==1.0.0", tmp_path / "venv")
     assert installed.returncode == 0, installed.stderr
 
-    again = expect(
-        run_aether(
-            "slice", "publish", str(wheels["uses"]), "--index", str(index),
-            "--with-dependencies", "--dependencies-from", str(wheels["source"]),
-            cwd=tmp_path,
-        )
-    )  # fmt: skip
+    again = _publish_with_dependencies(wheels, "uses", index, tmp_path)
     assert "  tinydep-1.0-py3-none-any.whl was there already" in again.stdout.splitlines(), str(again)
 
 
 def test_dependencies_that_cannot_be_had_publish_nothing(wheels: dict[str, Path], tmp_path: Path) -> None:
     index = tmp_path / "index"
-    run = expect(
-        run_aether(
-            "slice", "publish", str(wheels["lacks"]), "--index", str(index),
-            "--with-dependencies", "--dependencies-from", str(wheels["source"]),
-            cwd=tmp_path,
-        ),
-        1,
-    )  # fmt: skip
+    run = _publish_with_dependencies(wheels, "lacks", index, tmp_path, code=1)
     assert run.stderr.startswith(
         "aether: error: the slice's dependencies (org-example-nosuchdep>=1) cannot all be had as wheels"
         f" from {wheels['source']} for {target()}; nothing was published:\n"
