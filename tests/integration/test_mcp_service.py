@@ -30,6 +30,8 @@ from mcp_support import (
 )
 
 from aether_mcp import TOOLS
+from aether_mcp._gateway import ClusterGateway
+from aether_mcp._notifications import EventPump
 from support import wait_until
 
 pytestmark = [pytest.mark.integration]
@@ -250,6 +252,39 @@ async def test_an_agent_of_the_older_protocol_subscribes_per_resource(cluster: C
                 await delete_quietly(client, "mcp-legacy")
         async with stdio_client(stdio_server(cluster.urls), "next") as following:
             structured(await following.call_tool("cluster_status", {}))  # the ended session let go
+
+
+async def test_the_event_pump_outlives_a_notification_that_fails(
+    cluster: CliCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A notification the subscription bus could not take (or a bug on the way) is logged and the pump
+    starts over, everything said changed: it ended the pump, inside a task group whose error no `except`
+    caught, and with it the whole MCP service (the pump runs in the service's nursery)."""
+    gateway = ClusterGateway(cluster.urls.split(","), api_key=None)
+    published: list[Any] = []
+    failed: list[Any] = []
+
+    async def publish(event: Any) -> None:
+        if not failed:
+            failed.append(event)
+            raise RuntimeError("the bus could not take it")
+        published.append(event)
+
+    pump = EventPump(gateway, publish, retry=0.1)
+    try:
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(pump.run)
+                await gateway.call(lambda c: c.apply_blueprint(blueprint_toml("mcp-pump", (ECHO, 1))))
+                await wait_until(lambda: failed, timeout=30, what="the first notification, refused")
+                before = pump.delivered
+                await gateway.call(lambda c: c.apply_blueprint(blueprint_toml("mcp-pump", (ECHO, 2))))
+                await wait_until(lambda: pump.delivered > before, timeout=30, what="a later change delivered")
+                nursery.cancel_scope.cancel()
+    finally:
+        await gateway.call(lambda c: c.delete_blueprint("mcp-pump"))
+    assert published, "nothing published after the failure"
+    assert any("unexpected error; starting over" in r.getMessage() for r in caplog.records), caplog.text
 
 
 # ---------------------------------------------------------------- read-only

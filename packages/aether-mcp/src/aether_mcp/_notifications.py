@@ -29,6 +29,18 @@ log = logging.getLogger("aether_mcp.notifications")
 Publish = Callable[[ServerEvent], Awaitable[None]]
 
 
+def cluster_error_in(error: BaseException) -> ClusterError | None:
+    """`error` if it is a ClusterError, or the first of a (nested) exception group made of nothing else
+    (what a task group raises); None otherwise. Pure."""
+    if isinstance(error, ClusterError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        found = [cluster_error_in(inner) for inner in error.exceptions]
+        if found and all(found):
+            return found[0]
+    return None
+
+
 class EventPump:
     def __init__(self, gateway: ClusterGateway, publish: Publish, *, retry: float = 1.0) -> None:
         self.gateway = gateway
@@ -55,8 +67,12 @@ class EventPump:
                         async for event in receive:
                             if event.revision > revision:
                                 await self._deliver(event)
-            except ClusterError as error:
-                log.warning("cluster event stream: %s; retrying", error.message)
+            except Exception as error:  # (a group too: from the task group, around the publishing)
+                cluster_error = cluster_error_in(error)
+                if cluster_error is not None:
+                    log.warning("cluster event stream: %s; retrying", cluster_error.message)
+                else:  # a bug here, or the bus's, must not end the service: say it, and start over
+                    log.exception("cluster event stream: unexpected error; starting over")
             if not started:
                 started = True
                 task_status.started()
