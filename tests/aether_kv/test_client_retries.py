@@ -13,6 +13,7 @@ import attrs
 import pytest
 import trio
 
+import aether_kv._endpoint_order
 from aether_kv import (
     ConnectionLostError,
     DiskFullError,
@@ -560,4 +561,45 @@ async def test_a_watch_closed_while_it_subscribes_again_ends_there_and_its_conne
                 (2, "cancel"),
                 (2, "ping"),
             ]
+        servers.cancel_scope.cancel()
+
+
+async def test_a_hung_endpoint_is_passed_over_for_a_while_once_it_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A replica that accepts connections and answers nothing (a stalled machine: its kernel still
+    accepts) cost the client its connect timeout each time its round of endpoints came back to it; now,
+    once it failed, a new connection goes past it while it is passed over (a minute here, so that a slow
+    machine cannot outlast it between the two requests)."""
+    monkeypatch.setattr(aether_kv._endpoint_order, "PASS_OVER_START", 60.0)
+    hung: list[trio.SocketStream] = []
+
+    async def accept_and_hang(stream: trio.SocketStream) -> None:
+        hung.append(stream)
+        await trio.sleep_forever()
+
+    async def answer_or_drop(stream: trio.SocketStream) -> None:
+        framed = FramedStream(stream)
+        if not await server_handshake(framed, SECRET, "drops on request"):
+            return
+        while (message := await framed.receive()) is not None:
+            if message["op"] == "drop":
+                await stream.aclose()
+                return
+            await framed.send({"id": message["id"], "ok": message["op"]})
+
+    async with trio.open_nursery() as servers:
+        endpoints = []
+        for handler in (accept_and_hang, answer_or_drop):
+            listeners = await servers.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+            endpoints.append(f"127.0.0.1:{listeners[0].socket.getsockname()[1]}")
+        hung_endpoint, endpoint = endpoints
+        async with open_client([hung_endpoint, endpoint], SECRET, request_timeout=1.0) as client:
+            with trio.fail_after(30):
+                assert await client.raw({"op": "first"}) == "first"  # (past the hung one, after its timeout)
+                assert len(hung) == 1 and client.endpoint == endpoint
+                with pytest.raises(OutcomeUnknownError):
+                    await client.raw({"op": "drop"})  # (the connection drops: the round moves on)
+                assert await client.raw({"op": "second"}) == "second"
+                assert len(hung) == 1  # (not asked again: passed over)
         servers.cancel_scope.cancel()

@@ -18,6 +18,7 @@ from typing import Any
 import attrs
 import trio
 
+from ._endpoint_order import EndpointOrder
 from ._errors import (
     AuthenticationError,
     ConnectionLostError,
@@ -266,7 +267,7 @@ class KVClient:
         self._tls = tls
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
-        self._next_endpoint = 0
+        self._order = EndpointOrder(self.endpoints)
         self._connection: _ClientConnection | None = None
         self._connect_lock = trio.Lock()
 
@@ -282,16 +283,16 @@ class KVClient:
             if self._connection is not None and not self._connection.closed:
                 return self._connection
             errors = []
-            for _ in range(len(self.endpoints)):
-                endpoint = self.endpoints[self._next_endpoint % len(self.endpoints)]
+            for endpoint in self._order.candidates(trio.current_time()):
                 try:
                     connection = await self._open(endpoint)
                 except AuthenticationError:
                     raise
                 except (OSError, trio.BrokenResourceError, InvalidRequestError, trio.TooSlowError) as error:
                     errors.append(f"{endpoint}: {error or type(error).__name__}")
-                    self._next_endpoint += 1
+                    self._order.failed(endpoint, trio.current_time())
                     continue
+                self._order.connected(endpoint)
                 self._connection = connection
                 self._nursery.start_soon(connection.read_loop)
                 return connection
@@ -321,15 +322,16 @@ class KVClient:
     def _drop(self, connection: _ClientConnection) -> None:
         if self._connection is connection:
             self._connection = None
-            self._next_endpoint += 1
+            self._order.move_on()
         self._nursery.start_soon(connection.close)
 
     def _retire(self, connection: _ClientConnection) -> None:
-        """The endpoint made no progress: new requests go to the next endpoint; the connection closes once
-        the requests already on it have had their time (its watches then resume elsewhere)."""
+        """The endpoint made no progress: new requests go to the next endpoint (it is passed over for a
+        while); the connection closes once the requests already on it have had their time (its watches
+        then resume elsewhere)."""
         if self._connection is connection:
             self._connection = None
-            self._next_endpoint += 1
+            self._order.failed(connection.endpoint, trio.current_time())
             self._nursery.start_soon(self._close_later, connection)
 
     async def _close_later(self, connection: _ClientConnection) -> None:
