@@ -594,7 +594,9 @@ async def test_a_hung_endpoint_is_passed_over_for_a_while_once_it_failed(
             listeners = await servers.start(functools.partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
             endpoints.append(f"127.0.0.1:{listeners[0].socket.getsockname()[1]}")
         hung_endpoint, endpoint = endpoints
-        async with open_client([hung_endpoint, endpoint], SECRET, request_timeout=1.0) as client:
+        async with open_client(
+            [hung_endpoint, endpoint], SECRET, request_timeout=5.0, connect_timeout=0.5
+        ) as client:
             with trio.fail_after(30):
                 assert await client.raw({"op": "first"}) == "first"  # (past the hung one, after its timeout)
                 assert len(hung) == 1 and client.endpoint == endpoint

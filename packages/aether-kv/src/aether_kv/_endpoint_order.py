@@ -1,12 +1,12 @@
 """The order in which a KV client tries its endpoints (pure; `_client.py` does the connecting).
 
 It goes round them from the one it last used. An endpoint that failed (the connection was refused,
-nothing answered the handshake in time, or it made no progress on a request) is passed over while others
-remain, for a time that doubles with each failure in a row (`PASS_OVER_START` up to `PASS_OVER_MAX`) and
-is forgotten once it connects. Without that, a hung replica (a machine stalled on its disk, a paused
-process: its kernel still accepts connections) cost every rotation that came back to it its connect
-timeout again. When every endpoint is being passed over, all are tried anyway, the soonest due first: it
-never refuses to try.
+nothing answered the handshake in time, or it made no progress on a request) is tried after the others
+for a time that doubles with each failure in a row (`PASS_OVER_START` up to `PASS_OVER_MAX`), forgotten
+once it connects (so one that connects and then answers nothing is put back 1 s each time). Without that,
+a hung replica (a machine stalled on its disk, a paused process: its kernel still accepts connections)
+cost every rotation that came back to it its connect timeout again. Every endpoint is always a candidate:
+those put back come after the others, the soonest due first; it never refuses to try.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import attrs
 
 PASS_OVER_START = 1.0
 PASS_OVER_MAX = 30.0
+_MOST_FAILURES = 32  # failures in a row counted: the time doubles far past PASS_OVER_MAX before that
 
 
 @attrs.define
@@ -34,9 +35,9 @@ class EndpointOrder:
 
     def failed(self, endpoint: str, now: float) -> None:
         """`endpoint` failed at `now`: passed over for a while, and the next one is tried first."""
-        failures = self._failures.get(endpoint, 0) + 1
+        failures = min(self._failures.get(endpoint, 0) + 1, _MOST_FAILURES)  # (2 ** 1,024: OverflowError)
         self._failures[endpoint] = failures
-        self._until[endpoint] = now + min(PASS_OVER_MAX, PASS_OVER_START * 2 ** (failures - 1))
+        self._until[endpoint] = now + min(PASS_OVER_MAX, PASS_OVER_START * 2.0 ** (failures - 1))
         if self.endpoints[self.next % len(self.endpoints)] == endpoint:
             self.move_on()
 
