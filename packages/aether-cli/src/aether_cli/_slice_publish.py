@@ -60,10 +60,10 @@ def copy_wheel(path: Path, directory: Path, refusal: str) -> bool:
     why another file under its name is not replaced."""
     check_directory(directory)
     target = directory / path.name
-    if target.exists():
-        if not _differs(path, directory):
-            return False
+    if _differs(path, directory):
         raise PublishError(f"{target}: {refusal}")
+    if target.exists():  # (that very file)
+        return False
     try:
         directory.mkdir(exist_ok=True)
         descriptor, staging = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)

@@ -613,9 +613,7 @@ class ClientWatch:
     async def __anext__(self) -> list[Event]:
         while True:
             if self._receive is None:
-                if self._closed:
-                    raise StopAsyncIteration
-                await self._subscribe()
+                await self._subscribe()  # (StopAsyncIteration once closed)
                 if self._closed:  # (closed by another task while it subscribed)
                     await self.aclose()
                     raise StopAsyncIteration
