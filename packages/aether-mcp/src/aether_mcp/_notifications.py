@@ -2,7 +2,9 @@
 same one `aether cluster events --follow` reads) and publishes "resource updated" and "resource list
 changed" to the MCP subscription bus. Nothing polls: a notification goes out when the cluster says
 something changed. If the stream breaks (its node died), it reconnects to another node and, since events
-may have been missed meanwhile, tells subscribers that everything may have changed.
+may have been missed meanwhile, tells subscribers that everything may have changed. Rounds that keep
+failing (the cluster down, or a bug here) are retried 1 s apart doubling to 30 s (`RetryPacing`), and a
+bug's traceback is logged once per spell of the same error, not once a round.
 """
 
 from __future__ import annotations
@@ -41,17 +43,44 @@ def cluster_error_in(error: BaseException) -> ClusterError | None:
     return None
 
 
+def leaves_of(error: BaseException) -> list[BaseException]:
+    """The errors in `error`, a (nested) exception group's taken out of it: a bug raised inside the task
+    group and raised on its own next round is the same error. Pure."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves_of(inner)]
+    return [error]
+
+
+class RetryPacing:
+    """How long the pump waits before its next round: `first` after a round that went well (it delivered
+    an event, or lasted `longest`), doubling up to `longest` while rounds keep failing. Pure."""
+
+    def __init__(self, first: float, longest: float) -> None:
+        self.first = first
+        self.longest = max(first, longest)
+        self._last = 0.0
+
+    def after(self, *, went_well: bool) -> float:
+        self._last = self.first if went_well or not self._last else min(self.longest, self._last * 2)
+        return self._last
+
+
 class EventPump:
-    def __init__(self, gateway: ClusterGateway, publish: Publish, *, retry: float = 1.0) -> None:
+    def __init__(
+        self, gateway: ClusterGateway, publish: Publish, *, retry: float = 1.0, longest: float = 30.0
+    ) -> None:
         self.gateway = gateway
         self.publish = publish
-        self.retry = retry
+        self.pacing = RetryPacing(retry, longest)
         self.owners: dict[str, str] = {}
         self.delivered = 0  # events turned into notifications (for tests and logs)
 
     async def run(self, *, task_status: Any = anyio.TASK_STATUS_IGNORED) -> None:
         started = False
+        last_bug = ""  # the unexpected error of the spell of rounds failing so (its traceback was logged)
         while True:
+            delivered, began = self.delivered, anyio.current_time()
+            failure = "the stream ended"
             try:
                 revision = (await self.gateway.call(lambda c: c.cluster_status())).revision
                 await self._refresh_owners()
@@ -70,13 +99,21 @@ class EventPump:
             except Exception as error:  # (a group too: from the task group, around the publishing)
                 cluster_error = cluster_error_in(error)
                 if cluster_error is not None:
-                    log.warning("cluster event stream: %s; retrying", cluster_error.message)
+                    failure = cluster_error.message
                 else:  # a bug here, or the bus's, must not end the service: say it, and start over
-                    log.exception("cluster event stream: unexpected error; starting over")
+                    failure = f"unexpected error: {'; '.join(map(repr, leaves_of(error)))}"
+                    if failure != last_bug:
+                        log.exception("cluster event stream: unexpected error; starting over")
+                    last_bug = failure
+            went_well = self.delivered > delivered or anyio.current_time() - began >= self.pacing.longest
+            if went_well:
+                last_bug = ""
+            wait = self.pacing.after(went_well=went_well)
+            log.warning("cluster event stream: %s; starting over in %.3g s", failure, wait)
             if not started:
                 started = True
                 task_status.started()
-            await anyio.sleep(self.retry)
+            await anyio.sleep(wait)
 
     async def _follow(self, send: anyio.abc.ObjectSendStream[ClusterEvent]) -> None:
         def pump() -> None:
