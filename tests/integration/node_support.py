@@ -23,6 +23,7 @@ import functools
 import inspect
 import json
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -207,6 +208,8 @@ class NodeProcess:
     # Client addresses of an outside KV cluster: then the node runs no replica of its own (and so is
     # never the cluster's leader: nothing but the test writes command states for it).
     kv_endpoints: tuple[str, ...] = ()
+    # (soft, hard) limits on open files the node starts with, as a login shell or a unit would set them
+    open_files: tuple[int, int] | None = None
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     tmp_dir: Path | None = None
@@ -294,8 +297,13 @@ class NodeProcess:
                 stderr=subprocess.STDOUT,
                 cwd=self.root,
                 env=env,
-                preexec_fn=die_with_parent,
+                preexec_fn=self._preexec,
             )
+
+    def _preexec(self) -> None:
+        die_with_parent()
+        if self.open_files is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files)
 
     def start(self, timeout: float = NODE_START_TIMEOUT) -> NodeProcess:
         """Start the node and wait until it says it is ready (its ingress is then listening). A first

@@ -29,6 +29,8 @@ from ._local import running_local_cluster as running_local_cluster
 from ._local import wait_until_ready as wait_until_ready
 from ._memory import MemoryStore as MemoryStore
 from ._memory import MemoryWatch as MemoryWatch
+from ._open_files import out_of_files_hint as out_of_files_hint
+from ._open_files import raise_open_files_limit as raise_open_files_limit
 from ._ports import free_port as free_port
 from ._raft import RaftConfig as RaftConfig
 from ._records import MAX_KEY_BYTES as MAX_KEY_BYTES

@@ -22,6 +22,7 @@ from cyclopts import App, Parameter
 from ._client import KVClient, open_client
 from ._errors import ConnectionLostError, InvalidRequestError, KVError, TLSError
 from ._local import CLUSTER_FILE, running_local_cluster
+from ._open_files import raise_open_files_limit
 from ._raft import HEARTBEAT_PERIOD
 from ._records import Event, KeyValue
 from ._serve import ServeConfig, read_secret, serve_until_signalled, split_address
@@ -173,6 +174,7 @@ def serve(
     if exit_with_parent:
         exit_with_parent_process()
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    raise_open_files_limit()
     _tune_gc()
 
     async def main() -> None:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, NoReturn
 import trio
 from cyclopts import App, Parameter
 
-from aether_kv import KVError, UnavailableError
+from aether_kv import KVError, UnavailableError, raise_open_files_limit
 
 from ..core._config import ConfigError, NodeConfig, load_config
 from ..core._errors import exception_leaves
@@ -104,6 +104,7 @@ def run(
 ) -> None:
     """Run a node until SIGTERM/SIGINT, then shut down gracefully (with --join-only: join, then exit)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    raise_open_files_limit()  # (its KV replica, slice templates and instances inherit it)
     kv: dict[str, Any] = {"raft": kv_raft, "client": kv_client, "secret_file": secret_file}
     if kv_peer:
         kv["peers"] = list(kv_peer)

@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import trio
 
+from aether_kv import out_of_files_hint
 from aether_slice.protocol import Kind
 
 from ..core._coordinates import Coordinates
@@ -64,6 +65,8 @@ def describe_failure(step: str, error: Exception) -> str:
         )
     if isinstance(error, NodeError):
         return f"{step}: {error.message}"
+    if (hint := out_of_files_hint(error)) is not None:
+        return f"{step}: {error}: {hint}"
     return f"{step}: unexpected {type(error).__name__}: {error}"
 
 
@@ -186,7 +189,8 @@ class SliceStore:
         try:
             read_end, write_end = log.open_pipe()
         except OSError as error:
-            why = f"{key.label}: cannot make the pipe for its output: {error}"
+            hint = out_of_files_hint(error)
+            why = f"{key.label}: cannot make the pipe for its output: {error}" + (f": {hint}" if hint else "")
             raise SliceHostError("log", why) from None
         self._nursery.start_soon(log.drain, read_end)
         limit = self.memory_mib(key.coordinates.artifact_id) if self.cgroups is not None else 0
