@@ -10,6 +10,7 @@ import functools
 import logging
 import math
 import os
+import resource
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,7 @@ from ..core._records import (
 )
 from ..core._schema import API_KEYS, node_key, node_stop_key, replica_key
 from ..observe._metrics import NodeMetrics
+from ..routing._connection_slots import ConnectionSlots, connection_limit
 from ..routing._endpoints import EndpointRegistry
 from ..routing._fast_ingress import serve_fast_ingress
 from ..routing._http import (
@@ -545,6 +547,7 @@ async def serve_node(
                         usage=invoker.local_usage,
                         versions=invoker.version_calls.snapshot,
                         tls=tls,
+                        slots=connection_slots("peer", config.peer),
                     )
                     local = invoker.invoke_local
                     await start("peer server", peers, secret, config.peer, config.node_id, local)
@@ -553,7 +556,12 @@ async def serve_node(
                         fast = functools.partial(serve_fast_ingress, direct=invoker, cert=cert, key=key)
                         await start("ingress", fast, invoker.invoke, config.ingress)
                     else:
-                        ingress = functools.partial(serve_http, max_body=MAX_BODY, ssl_context=ingress_tls)
+                        ingress = functools.partial(
+                            serve_http,
+                            max_body=MAX_BODY,
+                            ssl_context=ingress_tls,
+                            slots=connection_slots("ingress", config.ingress),
+                        )
                         await start("ingress", ingress, ingress_app(invoker.invoke), config.ingress)
                     view = None
                     if config.management:  # status reads from a watch-fed copy, not the whole KV each time
@@ -598,6 +606,7 @@ async def serve_node(
                             max_body=MAX_MANAGEMENT_BODY,
                             ssl_context=tls.https() if tls else None,
                             keep_alive=MANAGEMENT_KEEP_ALIVE,
+                            slots=connection_slots("management", config.management),
                         )
                         await start("management API", https, app, config.management)
                     if config.kv.runs_replica:  # the cluster is led by the node whose replica leads Raft
@@ -659,3 +668,10 @@ async def serve_node(
                     nursery.cancel_scope.cancel()
         outer.cancel_scope.cancel()
     return restart
+
+
+def connection_slots(server: str, address: str) -> ConnectionSlots:
+    """The connections `server` (ingress, peer, management) at `address` may hold at once: its share of
+    this process's open-files limit (`_connection_slots`)."""
+    open_files, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return ConnectionSlots(f"{server} {address}", connection_limit(server, open_files))

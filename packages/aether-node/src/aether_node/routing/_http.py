@@ -44,6 +44,7 @@ from ..core._errors import InvocationError
 from ..core._off_loop import in_pieces, json_size_at_least, run_sized
 from ..core._strict_json import parse_strict_json
 from ._body_limit import limit_body
+from ._connection_slots import ConnectionSlots
 from ._hypercorn_serve import serve_plain
 from ._hypercorn_tls import serve_https
 from ._unread_body import read_unread_body
@@ -254,18 +255,21 @@ async def serve_http(
     max_body: int,
     ssl_context: ssl.SSLContext | None = None,
     keep_alive: float = INGRESS_KEEP_ALIVE,
+    slots: ConnectionSlots | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve `app` on host:port until cancelled, over HTTPS with `ssl_context`; reports the bound
     addresses once listening. An idle keep-alive connection is closed after `keep_alive` seconds, one
-    whose client closed its side once any request in flight is answered. A request body over `max_body`
-    bytes is refused unread (`_body_limit`); a request the app answers before reading its whole body has
-    the rest read first (`_unread_body`), so its keep-alive connection stays usable."""
+    whose client closed its side once any request in flight is answered. With `slots`, at most their
+    limit of connections at once (`_connection_slots`). A request body over `max_body` bytes is refused
+    unread (`_body_limit`); a request the app answers before reading its whole body has the rest read
+    first (`_unread_body`), so its keep-alive connection stays usable."""
     served = read_unread_body(limit_body(app, max_body))
+    config = http_config(address, keep_alive)
     if ssl_context is None:
-        await serve_plain(served, http_config(address, keep_alive), task_status=task_status)
+        await serve_plain(served, config, slots=slots, task_status=task_status)
     else:  # TLS on the socket, not trio's SSLStream (the context stays the one renewal reloads)
-        await serve_https(served, http_config(address, keep_alive), ssl_context, task_status=task_status)
+        await serve_https(served, config, ssl_context, slots=slots, task_status=task_status)
 
 
 def http_config(address: str, keep_alive: float = INGRESS_KEEP_ALIVE) -> HypercornConfig:

@@ -32,6 +32,8 @@ from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
 from starlette.types import ASGIApp
 
+from ._connection_slots import ConnectionSlots
+
 
 class _Connection(TCPServer):
     """hypercorn's connection handler, closing once the client has closed its side (above)."""
@@ -49,12 +51,14 @@ async def serve_listeners(
     listeners: Sequence[trio.abc.Listener[Any]],
     binds: list[str],
     *,
+    slots: ConnectionSlots | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI `app` on `listeners` until cancelled, as hypercorn's `serve` would (lifespan,
     keep-alive, timeouts); reports `binds` (their URLs) once listening. A connection's failure ends that
-    connection only. Cancelled: the connections are given `config.graceful_timeout`, then given up, and
-    the app's lifespan shutdown runs, as with hypercorn's `serve`."""
+    connection only. With `slots`, at most their limit of connections at once. Cancelled: the
+    connections are given `config.graceful_timeout`, then given up, and the app's lifespan shutdown runs,
+    as with hypercorn's `serve`."""
     asgi = wrap_app(app, config.wsgi_max_body_size, "asgi")  # type: ignore[arg-type]
     lifespan_state: LifespanState = {}
     lifespan = Lifespan(asgi, config, lifespan_state)
@@ -70,6 +74,8 @@ async def serve_listeners(
             async def connection(stream: Any) -> None:
                 await _Connection(asgi, config, worker, state, stream).run()
 
+            if slots is not None:
+                listeners, connection = slots.listeners(listeners), slots.handler(connection)
             task_status.started(binds)
             try:
                 await trio.serve_listeners(connection, listeners, handler_nursery=server_nursery)
@@ -90,11 +96,15 @@ def bound_sockets(config: Config) -> list[Any]:
 
 
 async def serve_plain(
-    app: ASGIApp, config: Config, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+    app: ASGIApp,
+    config: Config,
+    *,
+    slots: ConnectionSlots | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the ASGI `app` over plain HTTP on `config.bind` until cancelled (`serve_listeners`);
-    reports the bound addresses (`http://host:port`) once listening."""
+    """Serve the ASGI `app` over plain HTTP on `config.bind` until cancelled (`serve_listeners`, with
+    `slots`); reports the bound addresses (`http://host:port`) once listening."""
     sockets = bound_sockets(config)
     listeners = [trio.SocketListener(trio.socket.from_stdlib_socket(sock)) for sock in sockets]
     binds = [f"http://{repr_socket_addr(sock.family, sock.getsockname())}" for sock in sockets]
-    await serve_listeners(app, config, listeners, binds, task_status=task_status)
+    await serve_listeners(app, config, listeners, binds, slots=slots, task_status=task_status)

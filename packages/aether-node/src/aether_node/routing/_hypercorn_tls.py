@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 
 from aether_kv import TLSSocketStream
 
+from ._connection_slots import ConnectionSlots
 from ._hypercorn_serve import bound_sockets, serve_listeners
 
 
@@ -75,17 +76,19 @@ async def serve_https(
     config: Config,
     context: ssl.SSLContext,
     *,
+    slots: ConnectionSlots | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI `app` over HTTPS with `context` on `config.bind` until cancelled, as hypercorn's
     `serve` would (lifespan, keep-alive, timeouts, h2 if ALPN says so; `_hypercorn_serve.serve_listeners`,
     whose connections close once their client has); reports the bound addresses (`https://host:port`)
     once listening. A connection's failure (a failed or timed-out handshake, a reset, plain text on the
-    port) ends that connection only. Cancelled: the connections are given up and the app's lifespan
-    shutdown runs, as with hypercorn's `serve`."""
+    port) ends that connection only. With `slots`, at most their limit of connections at once.
+    Cancelled: the connections are given up and the app's lifespan shutdown runs, as with hypercorn's
+    `serve`."""
     sockets = bound_sockets(config)
     listeners = [
         _TLSListener(trio.SocketListener(trio.socket.from_stdlib_socket(sock)), context) for sock in sockets
     ]
     binds = [f"https://{repr_socket_addr(sock.family, sock.getsockname())}" for sock in sockets]
-    await serve_listeners(app, config, listeners, binds, task_status=task_status)
+    await serve_listeners(app, config, listeners, binds, slots=slots, task_status=task_status)

@@ -37,6 +37,7 @@ from aether_slice.protocol import ProtocolError
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
 from ..core._off_loop import in_pieces, json_size_at_least, loads_yielding, run_sized
+from ._connection_slots import ConnectionSlots
 from ._peer_backoff import PeerBackoff
 
 log = logging.getLogger("aether_node.peers")
@@ -72,12 +73,16 @@ async def serve_peers(
     usage: LocalUsage = dict,
     versions: LocalStats = dict,
     tls: ReloadingTLS | None = None,
+    slots: ConnectionSlots | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the peer protocol on `address` until cancelled; with `tls`, over mutual TLS (a caller must
-    present a certificate of the cluster CA) before the secret's handshake."""
+    present a certificate of the cluster CA) before the secret's handshake; with `slots`, at most their
+    limit of connections at once."""
     host, _, port = address.rpartition(":")
-    listeners = await trio.open_tcp_listeners(int(port), host=host)
+    listeners: list[trio.abc.Listener[trio.SocketStream]] = list(
+        await trio.open_tcp_listeners(int(port), host=host)
+    )
     task_status.started()
 
     async def handle(stream: trio.SocketStream) -> None:
@@ -94,6 +99,8 @@ async def serve_peers(
         except Exception:
             log.exception("peer connection from %s failed; closing it", _remote(stream))
 
+    if slots is not None:
+        listeners, handle = slots.listeners(listeners), slots.handler(handle)
     await trio.serve_listeners(handle, listeners)
 
 
