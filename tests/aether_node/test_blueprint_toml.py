@@ -48,6 +48,11 @@ def with_artifact(artifact: str) -> str:
     return f'name = "demo"\n\n[[slices]]\nartifact = "{artifact}"\ninstances = 1\n'
 
 
+NAME_RULE = (
+    "must be 1–64 lowercase letters, digits, '.', '_' or '-', beginning and ending with a letter or digit"
+)
+
+
 def with_name(name: str) -> str:
     return f'name = "{name}"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 
@@ -723,21 +728,28 @@ BAD_BLUEPRINTS = [
     (
         "name-bad",
         with_name("Demo App"),
-        "bp.toml:1:1: name: 'Demo App' must be 1–64 lowercase letters, digits, '.', '_' or '-'",
+        "bp.toml:1:1: name: 'Demo App' " + NAME_RULE,
         1,
         1,
     ),
     (
         "name-too-long",
         with_name("a" * 65),
-        f"bp.toml:1:1: name: {'a' * 65!r} must be 1–64 lowercase letters, digits, '.', '_' or '-'",
+        f"bp.toml:1:1: name: {'a' * 65!r} " + NAME_RULE,
+        1,
+        1,
+    ),
+    (
+        "name-ending-in-a-newline",
+        with_name("nl\\n"),
+        f"bp.toml:1:1: name: {'nl' + chr(10)!r} " + NAME_RULE,
         1,
         1,
     ),
     (
         "name-path-like",
         with_name("../etc"),
-        "bp.toml:1:1: name: '../etc' must be 1–64 lowercase letters, digits, '.', '_' or '-'",
+        "bp.toml:1:1: name: '../etc' " + NAME_RULE,
         1,
         1,
     ),

@@ -101,12 +101,28 @@ async def test_a_body_that_is_not_json_is_a_bad_request(
     assert recorder.calls == []
 
 
+SURROGATE = (
+    "a string holds a lone UTF-16 surrogate (\\u{}), which is not text: a surrogate is escaped in JSON"
+    " only as half of a pair"
+)
+
+
+async def test_an_escaped_surrogate_pair_is_one_character(
+    client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    response = await client.post("/invoke/org.aether:echo/echo", content=b'{"face": "\\ud83d\\ude00"}')
+    assert response.status_code == 200, response.text
+    assert recorder.calls[-1][2] == {"face": "\U0001f600"}
+
+
 @pytest.mark.parametrize(
     ("body", "why"),
     [
         pytest.param(b"NaN", "NaN is not a JSON value", id="nan"),
         pytest.param(b'{"x": [1, -Infinity]}', "-Infinity is not a JSON value", id="infinity-inside"),
         pytest.param(b'{"x": 1e400}', "1e400 is too large for a number", id="overflow"),
+        pytest.param(b'"\\ud800"', SURROGATE.format("d800"), id="lone-surrogate"),
+        pytest.param(b'{"k\\udfff": [1]}', SURROGATE.format("dfff"), id="lone-surrogate-in-a-key"),
     ],
 )
 async def test_a_body_with_what_json_has_not_is_a_bad_request_saying_why(
@@ -210,6 +226,14 @@ async def test_the_path_is_percent_decoded(client: httpx.AsyncClient, recorder: 
     response = await client.post("/invoke/org.aether%3Aecho/ech%6F", content=b"1")
     assert (response.status_code, response.json()) == (200, 1)
     assert recorder.calls[0][:2] == ("org.aether:echo", "echo")
+
+
+async def test_an_entry_ending_in_a_newline_is_that_entry_not_another(
+    client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    """The path's pattern ended in `$`, which matches before a final newline: `echo%0A` called `echo`."""
+    await client.post("/invoke/org.aether:echo/echo%0A", content=b"1")
+    assert recorder.calls[0][:2] == ("org.aether:echo", "echo\n")
 
 
 async def test_other_routes_and_methods(client: httpx.AsyncClient, recorder: Recorder) -> None:

@@ -118,7 +118,8 @@ BAD_BLUEPRINTS = [
     ("name-missing", '[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n',
      "bad.toml: name: required: a string naming the blueprint"),
     ("name-bad", SMALL.replace('"demo"', '"Demo App"'),
-     "bad.toml:1:1: name: 'Demo App' must be 1–64 lowercase letters, digits, '.', '_' or '-'"),
+     "bad.toml:1:1: name: 'Demo App' must be 1–64 lowercase letters, digits, '.', '_' or '-',"
+     " beginning and ending with a letter or digit"),
     ("no-slices", 'name = "demo"\n', "bad.toml: slices: at least one [[slices]] table is required"),
 ]  # fmt: skip
 

@@ -16,6 +16,10 @@ from cli_support import CliCluster, cli_cluster
 pytestmark = [pytest.mark.integration]
 
 TOO_DEEP = b"[" * 100_000 + b"]" * 100_000
+LONE_SURROGATE = (
+    "the request body is not valid JSON: a string holds a lone UTF-16 surrogate (\\ud800), which is not"
+    " text: a surrogate is escaped in JSON only as half of a pair"
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +75,30 @@ def base(cluster: CliCluster) -> str:
             TOO_DEEP,
             "the request body is not valid JSON: nested too deeply",
             id="restore-too-deep",
+        ),
+        pytest.param(
+            "/api/v1/slices/org.aether:echo/invoke/echo",
+            b'"\\ud800"',
+            LONE_SURROGATE,
+            id="invoke-lone-surrogate",
+        ),
+        pytest.param(
+            "/api/v1/keys",
+            b'{"name": "\\ud800", "role": "viewer"}',
+            LONE_SURROGATE,
+            id="key-lone-surrogate",
+        ),
+        pytest.param(
+            "/api/v1/agent-lease",
+            b'{"holder": "\\ud800", "token": "aaaaaaaaaaaaaaaaaaaa", "ttl": 10}',
+            LONE_SURROGATE,
+            id="agent-lease-lone-surrogate",
+        ),
+        pytest.param(
+            "/api/v1/cluster/policy",
+            b'{"\\ud800": 1}',
+            LONE_SURROGATE,
+            id="policy-lone-surrogate",
         ),
         pytest.param(
             "/api/v1/cluster/policy",

@@ -121,11 +121,16 @@ class Common:
 # Control characters but newline and tab: what a slice's exception message (or any remote text) could use
 # to drive the operator's terminal (ESC sequences: clear it, retitle it) or to overwrite a line (CR).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# ... and newline and tab too, for text that must stay on one line (an event: one line each, so that
+# `grep` sees whole events, and a line break in remote text cannot pass for another event)
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def visible(text: str) -> str:
-    """`text` with its control characters written as escapes (`\\x1b`, `\\r`), newlines and tabs kept."""
-    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+def visible(text: str, *, one_line: bool = False) -> str:
+    """`text` with its control characters written as escapes (`\\x1b`, `\\r`), newlines and tabs kept
+    unless `one_line`."""
+    control = _CONTROL_IN_LINE if one_line else _CONTROL
+    return control.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def fail(code: int, message: str) -> NoReturn:

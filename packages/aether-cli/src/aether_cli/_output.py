@@ -40,9 +40,10 @@ console = _console()
 STATE_STYLE = {"ACTIVE": "green", "FAILED": "bold red", "LOADED": "cyan"}
 
 
-def _text(value: object) -> str:
-    """A value from the cluster as markup that prints exactly that value (control characters escaped)."""
-    return escape(visible(str(value)))
+def _text(value: object, *, one_line: bool = False) -> str:
+    """A value from the cluster as markup that prints exactly that value (control characters escaped;
+    line breaks too if `one_line`)."""
+    return escape(visible(str(value), one_line=one_line))
 
 
 def _state(state: str) -> str:
@@ -250,6 +251,7 @@ def nodes(items: Iterable[Any], *, wide: bool = False) -> None:
 def event(item: Any) -> None:
     stamp = time.strftime("%H:%M:%S", time.localtime(item.timestamp)) if item.timestamp else "--:--:--"
     console.print(
-        f"[dim]{stamp} #{item.revision}[/dim] [bold]{_text(item.kind)}[/bold] {_text(item.message)}",
+        f"[dim]{stamp} #{item.revision}[/dim] [bold]{_text(item.kind, one_line=True)}[/bold]"
+        f" {_text(item.message, one_line=True)}",
         highlight=False,
     )

@@ -181,9 +181,14 @@ def parse_blueprint(
     name = data.get("name")
     if not isinstance(name, str):
         problems.add(fail("name", "required: a string naming the blueprint", "name"))
-    elif not _NAME.match(name):
+    elif not _NAME.fullmatch(name):  # (`match` took a name ending in a newline: `$` matches before it)
         problems.add(
-            fail("name", f"{name!r} must be 1–64 lowercase letters, digits, '.', '_' or '-'", "name")
+            fail(
+                "name",
+                f"{name!r} must be 1–64 lowercase letters, digits, '.', '_' or '-',"
+                " beginning and ending with a letter or digit",
+                "name",
+            )
         )
     policy = None
     if "policy" in data:

@@ -1,12 +1,17 @@
 """JSON as JSON is, not as Python's parser takes it: no NaN or Infinity, no number too large for a float
-(Python makes 1e400 infinite), no nesting past the parser's limit. The one strict parser, used for the
-bodies the node reads (`routing/_http.parse_json`) and for the payload the CLI sends (`aether slice invoke
---data`, through `aether_node.client.parse_strict_json`), so both refuse the same things. Pure."""
+(Python makes 1e400 infinite), no nesting past the parser's limit, no string holding a lone UTF-16
+surrogate (`"\\ud800"`: valid JSON syntax, but no text; Python's parser makes a string that no UTF-8
+encoder takes, and such a string, once in, failed wherever it went out: the answer to a call (a 500 after
+the slice had run), a record stored and read back (every read of the events after it failed)).
+The one strict parser, used for the bodies the node reads (`routing/_http.parse_json`) and for the
+payload the CLI sends (`aether slice invoke --data`, through `aether_node.client.parse_strict_json`), so
+both refuse the same things. Pure."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 from ._json_hooks import integer, json_object
@@ -35,9 +40,38 @@ _decode = json.JSONDecoder(
 ).decode
 
 
+# (an escape of a surrogate, high or low: only then is the parsed value looked through, a string at a time)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def parse_strict_json(text: str) -> Any:
     """The JSON value of `text`, strictly; raises ValueError saying why it is not JSON."""
     try:
-        return _decode(text)
+        value = _decode(text)
     except RecursionError:  # (the parser's own limit, about a thousand levels)
         raise ValueError("nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text):
+        _refuse_lone_surrogates(value)
+    return value
+
+
+def _refuse_lone_surrogates(value: Any) -> None:
+    """Raise ValueError if a string of `value` (a key too) holds a lone surrogate (an escaped pair is one
+    character, and fine)."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item)
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as error:
+                lone = ord(item[error.start])
+                raise ValueError(
+                    f"a string holds a lone UTF-16 surrogate (\\u{lone:04x}), which is not text:"
+                    " a surrogate is escaped in JSON only as half of a pair"
+                ) from None

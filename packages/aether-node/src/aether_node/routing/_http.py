@@ -197,7 +197,7 @@ def ingress_app(invoke: Invoke) -> ASGIApp:
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
-            match = INVOKE_PATH.match(scope["path"])
+            match = INVOKE_PATH.fullmatch(scope["path"])
             if match is not None:
                 await _serve_invoke(invoke, match["artifact"], match["entry"], scope, receive, send)
                 return

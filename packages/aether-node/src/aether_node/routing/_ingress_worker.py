@@ -265,7 +265,7 @@ class Worker:
         text = path.decode("latin-1")
         if "%" in text:
             text = unquote(text)  # as hypercorn decodes the ASGI path
-        match = INVOKE_PATH.match(text)
+        match = INVOKE_PATH.fullmatch(text)
         if match is not None:
             if method != b"POST":
                 conn.answer(slot, _plain(405, b"allow: POST\r\n"))
