@@ -200,6 +200,8 @@ def target(common: Common, environ: dict[str, str] | os._Environ[str] | None = N
     ca_cert = read_ca_file(common.ca_file) if common.ca_file else None
     if common.cluster:
         urls = parse_urls(common.cluster)
+        if not urls:
+            fail(EXIT_BAD_INPUT, f"--cluster (or AETHER_CLUSTER) {common.cluster!r}: no URL in it")
         try:  # as given, before a request's path is added to it
             for url in urls:
                 check_url(url)
