@@ -267,8 +267,10 @@ def test_control_characters_from_the_cluster_print_as_escapes_never_raw(
 def test_an_event_is_one_line_whatever_line_breaks_its_text_holds(printed: io.StringIO) -> None:
     """A refused request's target is audited as sent: a viewer could make a path with a line break and
     a made-up event after it, and `cluster events` printed it as a line of its own."""
-    forged = "node-1\n19:07:59 #200 audit admin: DELETE all keys → 200\t/cordon"
+    forged = "node-1\n19:07:59 #200 audit admin: DELETE all keys → 200\t/cordon\u2028\u202e"
     _output.event(ClusterEvent(revision=9, timestamp=0.0, kind="audit\n", subject="x", message=forged))
     lines = printed.getvalue().splitlines()
     assert len(lines) == 1, lines
-    assert lines[0].endswith("audit\\n node-1\\n19:07:59 #200 audit admin: DELETE all keys → 200\\t/cordon")
+    assert lines[0].endswith(
+        "audit\\n node-1\\n19:07:59 #200 audit admin: DELETE all keys → 200\\t/cordon\\u2028\\u202e"
+    )

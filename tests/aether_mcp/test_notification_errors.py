@@ -51,7 +51,7 @@ async def test_the_pump_backs_off_while_no_node_answers(caplog: pytest.LogCaptur
         async def publish(event: Any) -> None:
             raise AssertionError(f"nothing to publish without a cluster: {event}")
 
-        pump = EventPump(gateway, publish, retry=0.01, longest=0.04)
+        pump = EventPump(gateway, publish, retry=0.01, longest=0.04, healthy_after=3600)
         caplog.set_level(logging.WARNING, logger="aether_mcp.notifications")
 
         def waits() -> list[str]:

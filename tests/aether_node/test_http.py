@@ -123,6 +123,12 @@ async def test_an_escaped_surrogate_pair_is_one_character(
         pytest.param(b'{"x": 1e400}', "1e400 is too large for a number", id="overflow"),
         pytest.param(b'"\\ud800"', SURROGATE.format("d800"), id="lone-surrogate"),
         pytest.param(b'{"k\\udfff": [1]}', SURROGATE.format("dfff"), id="lone-surrogate-in-a-key"),
+        pytest.param(b'["\\udc00\\ud800"]', SURROGATE.format("dc00"), id="a-pair-the-wrong-way-round"),
+        pytest.param(
+            b'{"k\xed\xbf\xbf": 1}',  # (a surrogate encoded as UTF-8 bytes: not UTF-8)
+            "'utf-8' codec can't decode byte 0xed in position 3: invalid continuation byte",
+            id="lone-surrogate-as-bytes",
+        ),
     ],
 )
 async def test_a_body_with_what_json_has_not_is_a_bad_request_saying_why(

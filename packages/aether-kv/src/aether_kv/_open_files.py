@@ -2,13 +2,13 @@
 runs out.
 
 A login shell or a service manager usually starts a process with a soft limit of 1,024 open files and a
-hard limit far above it (systemd: 524,288). A node holds about two per instance (its socket and its
-output's pipe) besides its connections, so at the soft limit a node ran out at ~500 instances: every
-load after that failed with "[Errno 24] Too many open files", and the node could open no connection to
-the KV or a peer either. The soft limit is a default for programs that do not expect many files; a
-server may raise it up to the hard limit on its own (as Go's runtime and uv do at start), and the
-processes it starts inherit it. The hard limit stays the operator's (`LimitNOFILE=` in a systemd unit,
-`ulimit -Hn`).
+hard limit far above it (systemd: 524,288). A node holds two or three per instance (its socket, its
+output's pipe, and its log file once it writes) besides its connections. So at the soft limit a node ran
+out at ~500 instances: every load after that failed with "[Errno 24] Too many open files", and the node
+could open no connection to the KV or a peer either. The soft limit is a default for programs that do
+not expect many files; a server may raise it up to the hard limit on its own (as Go's runtime and uv do
+at start), and the processes it starts inherit it. The hard limit stays the operator's (`LimitNOFILE=`
+in a systemd unit, `ulimit -Hn`).
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ def leaves_of(error: BaseException) -> list[BaseException]:
 
 class RetryPacing:
     """How long the pump waits before its next round: `first` after a round that went well (it delivered
-    an event, or lasted `longest`), doubling up to `longest` while rounds keep failing. Pure."""
+    an event, or lasted long enough: `EventPump.healthy_after`), doubling up to `longest` while rounds
+    keep failing. Pure."""
 
     def __init__(self, first: float, longest: float) -> None:
         self.first = first
@@ -67,11 +68,18 @@ class RetryPacing:
 
 class EventPump:
     def __init__(
-        self, gateway: ClusterGateway, publish: Publish, *, retry: float = 1.0, longest: float = 30.0
+        self,
+        gateway: ClusterGateway,
+        publish: Publish,
+        *,
+        retry: float = 1.0,
+        longest: float = 30.0,
+        healthy_after: float = 30.0,
     ) -> None:
         self.gateway = gateway
         self.publish = publish
         self.pacing = RetryPacing(retry, longest)
+        self.healthy_after = healthy_after  # s a round must last to count as gone well without an event
         self.owners: dict[str, str] = {}
         self.delivered = 0  # events turned into notifications (for tests and logs)
 
@@ -105,7 +113,7 @@ class EventPump:
                     if failure != last_bug:
                         log.exception("cluster event stream: unexpected error; starting over")
                     last_bug = failure
-            went_well = self.delivered > delivered or anyio.current_time() - began >= self.pacing.longest
+            went_well = self.delivered > delivered or anyio.current_time() - began >= self.healthy_after
             if went_well:
                 last_bug = ""
             wait = self.pacing.after(went_well=went_well)

@@ -40,24 +40,30 @@ _decode = json.JSONDecoder(
 ).decode
 
 
-# (an escape of a surrogate, high or low: only then is the parsed value looked through, a string at a time)
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A surrogate in the text itself (a str made from bytes with "surrogateescape" or "surrogatepass"), and an
+# escape of one that is not half of a pair (`\\ud83d\\ude00` is one character, and fine). The second is a
+# filter only (an escaped backslash before `u` fools it): what it finds, the parsed strings confirm.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
+)
 
 
 def parse_strict_json(text: str) -> Any:
     """The JSON value of `text`, strictly; raises ValueError saying why it is not JSON."""
+    if (found := _SURROGATE.search(text)) is not None:
+        raise ValueError(f"it holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}), which is not text")
     try:
         value = _decode(text)
     except RecursionError:  # (the parser's own limit, about a thousand levels)
         raise ValueError("nested too deeply") from None
-    if _SURROGATE_ESCAPE.search(text):
+    if _LONE_SURROGATE_ESCAPE.search(text):
         _refuse_lone_surrogates(value)
     return value
 
 
 def _refuse_lone_surrogates(value: Any) -> None:
-    """Raise ValueError if a string of `value` (a key too) holds a lone surrogate (an escaped pair is one
-    character, and fine)."""
+    """Raise ValueError if a string of `value` (a key too) holds a lone surrogate."""
     pending = [value]
     while pending:
         item = pending.pop()
@@ -66,12 +72,8 @@ def _refuse_lone_surrogates(value: Any) -> None:
             pending.extend(item.values())
         elif isinstance(item, list):
             pending.extend(item)
-        elif isinstance(item, str):
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError as error:
-                lone = ord(item[error.start])
-                raise ValueError(
-                    f"a string holds a lone UTF-16 surrogate (\\u{lone:04x}), which is not text:"
-                    " a surrogate is escaped in JSON only as half of a pair"
-                ) from None
+        elif isinstance(item, str) and (found := _SURROGATE.search(item)) is not None:
+            raise ValueError(
+                f"a string holds a lone UTF-16 surrogate (\\u{ord(found.group()):04x}), which is not text:"
+                " a surrogate is escaped in JSON only as half of a pair"
+            )

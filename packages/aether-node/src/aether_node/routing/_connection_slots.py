@@ -27,8 +27,9 @@ from aether_kv import out_of_files_hint
 
 log = logging.getLogger("aether_node.connections")
 
-# Each server's share of the node's open-files limit; the rest (5/16) is the instances' (about two
-# files each), the KV's connections and the logs'.
+# Each server's share of the node's open-files limit. The rest (5/16) is the instances' (two files each,
+# three once one writes output: its log file), the KV's connections and the logs'. So the shares assume a
+# limit sized for the instances: at the unit's 65,536, ~6,000 instances beside an ingress full of clients.
 SHARES = {"ingress": 1 / 2, "peer": 1 / 8, "management": 1 / 16}
 FEWEST = 16  # connections a server takes at least, however low the limit
 SAY_AGAIN_AFTER = 60.0  # s between two log lines about the same trouble

@@ -123,11 +123,12 @@ def call_options(query: Mapping[str, str]) -> dict[str, Any]:
 
 def parse_json(body: bytes) -> Any:
     """A request body's JSON, strictly: no NaN or Infinity (no answer could carry them back, nor a slice
-    take them: the call would run and then fail), no nesting past the parser's limit. Raises ValueError
-    with the 400's message, saying why. The one parser of request bodies: the ingresses' (both servers)
-    and the management API's (`api/_management.parse_json_body`)."""
-    try:  # (what json.loads does with bytes, on one decoder: json.loads with options builds one per call)
-        return parse_strict_json(body.decode(json.detect_encoding(body), "surrogatepass"))
+    take them: the call would run and then fail), no nesting past the parser's limit, no lone UTF-16
+    surrogate, escaped or encoded (no text: nothing could encode it again). Raises ValueError with the
+    400's message, saying why. The one parser of request bodies: the ingresses' (both servers) and the
+    management API's (`api/_management.parse_json_body`)."""
+    try:  # (the encoding as json.loads finds it, decoded strictly: json.loads lets surrogates through)
+        return parse_strict_json(body.decode(json.detect_encoding(body)))
     except ValueError as error:  # not UTF-8, not JSON, not a JSON value, an integer of > 4300 digits
         raise ValueError(f"the request body is not valid JSON: {error}") from None
 
