@@ -15,6 +15,7 @@ import trio
 
 from ._errors import InvalidRequestError, KVError
 from ._fanout import WatchFanout
+from ._keepalive import keep_alive
 from ._records import Compare, TxnOp
 from ._store import KVStore
 from ._tls import ReloadingTLS, accept_tls
@@ -306,6 +307,7 @@ async def _handle_connection(
     stream: trio.SocketStream,
 ) -> None:
     secured: trio.abc.Stream | None = stream
+    keep_alive(stream)  # (a client node's machine that died hard: its connection is found and ended)
     try:
         secured = await accept_tls(stream, tls, timeout=HANDSHAKE_TIMEOUT)
         if secured is None:

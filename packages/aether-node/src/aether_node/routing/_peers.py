@@ -29,6 +29,7 @@ from aether_kv import (
     accept_tls,
     client_handshake,
     connect_tls,
+    keep_alive,
     server_handshake,
 )
 from aether_slice import protocol
@@ -88,6 +89,7 @@ async def serve_peers(
     async def handle(stream: trio.SocketStream) -> None:
         # One connection's failure, whatever it is, ends that connection and never the server (a reset
         # inside the connection's nursery arrives as an ExceptionGroup: hence except*).
+        keep_alive(stream)  # (a peer whose machine died hard: its connection, and slot, are given back)
         try:
             try:
                 secured = await accept_tls(stream, tls, timeout=HANDSHAKE_TIMEOUT)
