@@ -56,6 +56,10 @@ EXPECTED_EXPORTS = {
     "plan_local_cluster",
     "running_local_cluster",
     "wait_until_ready",
+    # a server process's own: its open-files limit, keep-alive on the connections it accepts (the node's too)
+    "raise_open_files_limit",
+    "out_of_files_hint",
+    "keep_alive",
     # errors
     "KVError",
     "InvalidRequestError",

@@ -1,12 +1,15 @@
-"""The node's configuration: how many blueprint revisions it keeps (`blueprint_history`)."""
+"""The node's configuration: how many blueprint revisions it keeps (`blueprint_history`), what it offers
+the slices (`[capacity]`, this host's where it does not say), the values it refuses."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from aether_node.core._config import ConfigError, load_config
+from aether_node.core._records import Capacity
 
 
 def config_file(tmp_path: Path, extra: str) -> Path:
@@ -30,6 +33,20 @@ def test_blueprint_history_below_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         load_config(path, {})
     assert raised.value.message == f"{path}: blueprint_history must be at least 1, got 0"
+
+
+def test_what_capacity_leaves_out_is_this_hosts(tmp_path: Path) -> None:
+    """A node offered 1 core and 1,024 MiB whatever its host had; now what the configuration does not
+    say is found on the host: the CPUs this process may run on, and the machine's memory."""
+    cpus = float(len(os.sched_getaffinity(0)))
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    assert load_config(config_file(tmp_path, ""), {}).capacity == Capacity(cpu=cpus, memory_mib=memory)
+    given = load_config(config_file(tmp_path, "[capacity]\ncpu = 0.5\n"), {}).capacity
+    assert given == Capacity(cpu=0.5, memory_mib=memory)
+    flags = {"capacity": {"memory_mib": 512}}  # (as `--capacity-memory-mib 512` gives it)
+    assert load_config(config_file(tmp_path, "[capacity]\ncpu = 0.5\n"), flags).capacity == Capacity(
+        cpu=0.5, memory_mib=512
+    )
 
 
 def test_the_deployment_guides_example_config_loads() -> None:
@@ -80,7 +97,7 @@ def test_the_deployment_guides_example_config_loads() -> None:
         ({"lease_ttl": -1.0}, "lease_ttl must be a number of seconds in (0, 86400], got -1"),
         ({"lease_ttl": float("nan")}, "lease_ttl must be a number of seconds in (0, 86400], got nan"),
         (
-            {"capacity": {"cpu": -2.0}},
+            {"capacity": {"cpu": -2.0, "memory_mib": 1024}},
             "capacity must be cpu >= 0 cores and memory_mib >= 0, got cpu -2, memory_mib 1024",
         ),
         (

@@ -188,10 +188,15 @@ async def running_cluster(
 
 @contextlib.contextmanager
 def started_cluster(
-    directory: Path, index: Path | str, nodes: int = 3, *, timeout: float = 60.0
+    directory: Path,
+    index: Path | str,
+    nodes: int = 3,
+    *,
+    timeout: float = 60.0,
+    node_args: tuple[str, ...] = (),
 ) -> Iterator[LocalNodeCluster]:
     """`running_cluster` for synchronous (e.g. module-scoped) fixtures: not from inside a trio run."""
-    cluster = trio.run(_started, directory, index, nodes, (), timeout)
+    cluster = trio.run(_started, directory, index, nodes, node_args, timeout)
     try:
         yield cluster
     finally:

@@ -61,7 +61,10 @@ SETTLE = 60.0  # deadline for instances to become ACTIVE (first installs include
 
 @pytest.fixture(scope="module")
 def cluster(sample_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalNodeCluster]:
-    with started_cluster(tmp_path_factory.mktemp("cluster-placement"), sample_index, 3) as started:
+    # (what each node offers, as its configuration would say: 1 core and 1,024 MiB, whatever this host has)
+    capacity = ("--capacity-cpu", "1", "--capacity-memory-mib", "1024")
+    directory = tmp_path_factory.mktemp("cluster-placement")
+    with started_cluster(directory, sample_index, 3, node_args=capacity) as started:
         yield started
 
 
@@ -158,7 +161,7 @@ async def test_switching_to_spread_enforces_the_cap(cluster: LocalNodeCluster, k
 
 
 async def test_bin_pack_fills_the_fewest_nodes(cluster: LocalNodeCluster, kv: KVClient) -> None:
-    # Node capacity is the default 1 cpu / 1024 MiB: 300 MiB each → at most 3 per node.
+    # Node capacity is 1 cpu / 1024 MiB (the fixture's): 300 MiB each → at most 3 per node.
     spec = SliceSpec(
         artifact=ECHO, instances=5, strategy=Strategy.BIN_PACK, resources=Resources(memory_mib=300)
     )

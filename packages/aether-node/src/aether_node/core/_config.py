@@ -17,6 +17,7 @@ import attrs
 import cattrs
 
 from ._errors import NodeError
+from ._host_capacity import host_capacity
 from ._policies import HealthChecks, RestartPolicy, StepTimeouts
 from ._records import Capacity
 
@@ -110,6 +111,16 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             merged[key] = value
     return merged
+
+
+def _with_host_capacity(data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with what `[capacity]` leaves out found on this host (`_host_capacity`); a `[capacity]` that
+    is not a table is left for the structuring to refuse."""
+    given = data.get("capacity", {})
+    if not isinstance(given, dict) or {"cpu", "memory_mib"} <= set(given):
+        return data
+    host = host_capacity()
+    return {**data, "capacity": {"cpu": host.cpu, "memory_mib": host.memory_mib, **given}}
 
 
 def _is_wildcard(address: str) -> bool:
@@ -209,6 +220,7 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
             if isinstance(value, str) and "://" not in value and not Path(value).is_absolute():
                 holder[key] = str(base / value)
     data = _merge(data, overrides)
+    data = _with_host_capacity(data)
     try:
         config = _converter.structure(data, NodeConfig)
     except cattrs.BaseValidationError as error:

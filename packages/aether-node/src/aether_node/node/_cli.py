@@ -100,6 +100,14 @@ def run(
         ),
     ] = False,
     lease_ttl: float | None = None,
+    capacity_cpu: Annotated[
+        float | None,
+        Parameter(help="Cores this node offers the slices' resources (default: the CPUs it may run on)."),
+    ] = None,
+    capacity_memory_mib: Annotated[
+        int | None,
+        Parameter(help="MiB of memory this node offers the slices' resources (default: the machine's)."),
+    ] = None,
     log_level: str = "INFO",
 ) -> None:
     """Run a node until SIGTERM/SIGINT, then shut down gracefully (with --join-only: join, then exit)."""
@@ -130,6 +138,9 @@ def run(
         "lease_ttl": lease_ttl,
         "kv": kv,
     }
+    capacity = {"cpu": capacity_cpu, "memory_mib": capacity_memory_mib}
+    if any(value is not None for value in capacity.values()):
+        overrides["capacity"] = {key: value for key, value in capacity.items() if value is not None}
     try:
         node_config = load_config(config, overrides)
         if (join is None) != (token is None):
