@@ -283,6 +283,12 @@ def test_each_audit_record_put_is_an_audit_event_with_who_what_and_status() -> N
         1234.5,
     )
     assert event.message == "deployer: DELETE /api/v1/blueprints/shop (shop) → 403"
+    paced = attrs.evolve(record, unrecorded=40)  # (a flood of refusals: `api/_audit.RefusalPacing`)
+    [event] = describe(put("cluster/audit/n2", paced, 9))
+    assert event.message == (
+        "deployer: DELETE /api/v1/blueprints/shop (shop) → 403"
+        " (after 40 more refused, not recorded one by one)"
+    )
     assert EventFilter.parse(["audit"]).matches(event)
     assert not EventFilter.parse(["blueprint_deleted"]).matches(event)
     # the key only ever holds the latest record: a delete means nothing, a bad record is skipped

@@ -46,3 +46,37 @@ async def test_a_change_that_fails_with_a_bug_answers_500_and_is_audited(
         "/api/v1/blueprints",
         500,
     )
+
+
+async def test_a_flood_of_refused_changes_is_paced_per_identity_and_counted() -> None:
+    """A viewer key sending refused changes in a loop wrote an audit record, a Raft write and an event,
+    for each: the history's last 20,000 events were soon only its refusals. Now 10 at once, then one a
+    second each, and the next record says how many went unrecorded."""
+    store = MemoryStore()
+    handlers = Handlers(store, invoker=None)  # type: ignore[arg-type] (a refused change calls nothing)
+    authorizer = Authorizer({"viewer-key-0123456789": "viewer"}, open_access=False, node_id="n1")
+    app = management_app(handlers, authorizer, ready, node_id="n1")
+    now = [1000.0]
+    app.state.audit_log.clock = lambda: now[0]
+    records: list[AuditRecord] = []
+
+    async def last_record() -> AuditRecord:
+        found = await store.get(audit_key("n1"))
+        assert found is not None
+        return decode_record(audit_key("n1"), found.value, AuditRecord)
+
+    transport = httpx.ASGITransport(app=app)
+    viewer = {"Authorization": "Bearer viewer-key-0123456789"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        before = (await store.status()).revision
+        for _ in range(50):
+            refused = await client.post("/api/v1/cluster/rebalance", headers=viewer)
+            assert refused.status_code == 403
+        assert (await store.status()).revision - before == 10  # the burst; 40 counted
+        now[0] += 5.0  # five seconds later: five more may be recorded
+        for _ in range(6):
+            await client.post("/api/v1/cluster/rebalance", headers=viewer)
+            records.append(await last_record())
+        assert (await store.status()).revision - before == 15
+        assert [r.unrecorded for r in records[:5]] == [40, 0, 0, 0, 0] and records[0].status == 403
+    assert records[5] == records[4]  # the sixth went unrecorded

@@ -5,6 +5,12 @@ per node and reads like every other event.
 
 Never fails the request it records: the change has been made (or refused) already. A record that cannot
 be written within 2 s is logged and dropped.
+
+Refused requests (an answer of 400 or more) are paced per identity (`RefusalPacing`): 10 at once, then
+one a second; the others are counted, and the next record of that identity says how many went
+unrecorded. Each record is a Raft write and an event, and the history holds the last 20,000 events: a
+viewer key sending refused changes in a loop pushed every real event out of it within minutes, and with
+them the revisions a resumed event stream, a change "as of" a revision and a rollout command read.
 """
 
 from __future__ import annotations
@@ -25,21 +31,57 @@ WRITE_WITHIN = 2.0
 MAX_TEXT = 200  # a path or target longer than this is cut (a client chose it)
 
 
+REFUSALS_AT_ONCE = 10  # refused requests of one identity recorded one by one in a burst
+REFUSALS_PER_SECOND = 1.0  # and after it
+
+
+class RefusalPacing:
+    """Which refused requests of an identity get a record of their own: a token bucket per identity
+    (`REFUSALS_AT_ONCE`, refilled at `REFUSALS_PER_SECOND`). Pure: the caller passes the time."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, tuple[float, float]] = {}  # who → (tokens, when counted)
+        self._unrecorded: dict[str, int] = {}  # who → refusals not recorded since its last record
+
+    def admit(self, who: str, now: float) -> int | None:
+        """A refusal of `who` at `now`: None if it goes unrecorded (counted), else how many went
+        unrecorded before it (the count starts again)."""
+        tokens, then = self._buckets.get(who, (float(REFUSALS_AT_ONCE), now))
+        tokens = min(float(REFUSALS_AT_ONCE), tokens + (now - then) * REFUSALS_PER_SECOND)
+        if tokens < 1.0:
+            self._buckets[who] = (tokens, now)
+            self._unrecorded[who] = self._unrecorded.get(who, 0) + 1
+            return None
+        self._buckets[who] = (tokens - 1.0, now)
+        return self._unrecorded.pop(who, 0)
+
+    def recorded(self, who: str) -> int:
+        """A record of `who` that is not a refusal is written: how many refusals went unrecorded before
+        it (the count starts again)."""
+        return self._unrecorded.pop(who, 0)
+
+
 class AuditLog:
     def __init__(self, kv: KV, node_id: str, *, clock: Any = time.time) -> None:
         self.kv = kv
         self.node_id = node_id
         self.clock = clock
+        self.refusals = RefusalPacing()
 
     async def record(self, who: str, method: str, path: str, target: str, status: int) -> None:
+        now = self.clock()
+        unrecorded = self.refusals.admit(who, now) if status >= 400 else self.refusals.recorded(who)
+        if unrecorded is None:
+            return
         record = AuditRecord(
             who=who,
             method=method,
             route=path[:MAX_TEXT],
             target=target[:MAX_TEXT],
             status=status,
-            at=self.clock(),
+            at=now,
             node_id=self.node_id,
+            unrecorded=unrecorded,
         )
         with trio.move_on_after(WRITE_WITHIN) as scope:
             try:

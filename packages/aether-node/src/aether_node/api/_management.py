@@ -579,7 +579,9 @@ def management_app(
         *dashboard_routes(),
         *(join_routes(join) if join is not None else ()),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.audit_log = audit_log  # (its clock and pacing, for a test)
+    return app
 
 
 def join_routes(join: JoinDesk) -> list[Route]:

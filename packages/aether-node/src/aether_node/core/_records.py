@@ -333,6 +333,9 @@ class AuditRecord:
     status: int = 0  # the HTTP status answered
     at: float = 0.0
     node_id: str = ""  # the node that served it
+    # refused requests of the same identity not recorded one by one just before this one (a flood of
+    # them is paced: `api/_audit.RefusalPacing`)
+    unrecorded: int = 0
     schema_version: int = SCHEMA_VERSION
 
 
@@ -344,12 +347,33 @@ class RecordError(NodeError):
 
 
 def encode_record(record: object) -> bytes:
-    return json.dumps(converter.unstructure(record), separators=(",", ":")).encode()
+    """The record as stored. A lone UTF-16 surrogate in one of its strings (a slice's failure message or
+    entry point name: the slice protocol passes them through) is stored as its escape in words
+    (`\\udcff`, as text): stored as the character, it came back as one no UTF-8 encoder takes, and every
+    read that answered the record (the events, a slice's status, the dashboard) failed with a 500."""
+    data = converter.unstructure(record)
+    text = json.dumps(data, separators=(",", ":"))  # (ASCII: every character past it escaped)
+    if "\\ud" in text or "\\uD" in text:  # (a surrogate's escape: most often half of a pair, an emoji)
+        text = json.dumps(surrogates_escaped(data), separators=(",", ":"))
+    return text.encode()
+
+
+def surrogates_escaped(value: Any) -> Any:
+    """`value` (JSON data) with each lone surrogate of its strings, keys too, written as its escape."""
+    if isinstance(value, str):
+        return value if value.isascii() else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {surrogates_escaped(k): surrogates_escaped(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [surrogates_escaped(item) for item in value]
+    return value
 
 
 def decode_record(key: str, value: bytes, cls: type[T]) -> T:
     try:
         data = json.loads(value)
+        if b"\\ud" in value or b"\\uD" in value:  # (one stored before encode_record escaped them)
+            data = surrogates_escaped(data)
         if not isinstance(data, dict):
             raise TypeError(f"expected an object, got {type(data).__name__}")
         version = data.get("schema_version", SCHEMA_VERSION)

@@ -309,6 +309,8 @@ def _audit_event(event: Event) -> list[ClusterEvent]:
         return []
     on = f" ({record.target})" if record.target else ""
     message = f"{record.who or 'nobody'}: {record.method} {record.route}{on} → {record.status}"
+    if record.unrecorded:  # (a flood of refusals is paced: `api/_audit.RefusalPacing`)
+        message += f" (after {record.unrecorded} more refused, not recorded one by one)"
     return [
         _made(
             event,
