@@ -26,6 +26,21 @@ STATE = {
     "blueprint-revisions/shop/00000002": shop(2),
     "cluster/api-keys/ci": encode_record(ApiKeyRecord(name="ci", role="operator", digest="ab" * 32)),
 }
+KEY = STATE["cluster/api-keys/ci"].decode()
+SHOP_TOML = 'name = "shop"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
+
+
+def one(key: str, value: str) -> dict[str, Any]:
+    """A backup of one entry."""
+    return {"format": "aether-backup", "version": 1, "entries": [{"key": key, "value": value}]}
+
+
+def with_source(toml_text: str) -> str:
+    """shop at revision 1, as applied from `toml_text` (its record otherwise as `shop(1)`)."""
+    spec = SliceSpec(artifact="org.aether:echo:1.0.0", instances=1)
+    return encode_record(Blueprint(name="shop", slices=(spec,), revision=1, source=toml_text)).decode()
+
+
 NOT_BACKED_UP = {"nodes/n1": b"{}", "cluster/leader": b"{}", "slices/n1/org.aether:echo:1.0.0/1": b"{}"}
 
 
@@ -103,6 +118,41 @@ async def test_a_cluster_with_state_is_refused_and_nothing_is_written() -> None:
             },
             "backup: entries[0]: cluster/api-keys/ci: not a valid ApiKeyRecord record: required field missing"
             " @ $.digest",
+        ),
+        (
+            one("cluster/api-keys/ci", KEY.replace('"operator"', '"root"')),
+            "backup: entries[0]: role: expected one of",
+        ),
+        (
+            one("cluster/api-keys/other", KEY),
+            "backup: entries[0]: cluster/api-keys/other: holds the key named 'ci'",
+        ),
+        (
+            one("cluster/api-keys/ci", KEY.replace('"ci"', '"config-key"')),
+            "backup: entries[0]: name: expected",
+        ),
+        (
+            one("blueprints/a\nb", shop(1).decode()),
+            "backup: entries[0]: blueprints/a\nb: holds blueprint 'shop' (revision 1),"
+            " kept at blueprints/shop",
+        ),
+        (
+            one("blueprints/shop", shop(1).decode().replace('"shop"', '"sh\\ud800op"')),
+            "backup: entries[0]: blueprints/shop: not JSON as JSON is:"
+            " a string holds a lone UTF-16 surrogate",
+        ),
+        (
+            one("blueprints/shop", shop(1).decode().replace('"timestamp":0.0', '"timestamp":NaN')),
+            "backup: entries[0]: blueprints/shop: not JSON as JSON is: NaN is not a JSON value",
+        ),
+        (
+            one("blueprints/shop", with_source(SHOP_TOML.replace("instances = 1", "instances = 5"))),
+            "backup: entries[0]: blueprints/shop: its TOML says another blueprint than its record",
+        ),
+        (
+            one("blueprints/shop", with_source("name = 5\n")),
+            "backup: entries[0]: blueprints/shop: its TOML does not apply:"
+            " blueprints/shop:1:1: name: required",
         ),
     ],
 )

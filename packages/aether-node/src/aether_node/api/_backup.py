@@ -22,11 +22,14 @@ from typing import Any
 from aether_kv import KV, Compare, CompareOp, CompareTarget, Put, Range
 
 from ..core._blueprint import Blueprint
+from ..core._blueprint_toml import BlueprintError, parse_blueprint
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._kv_errors import store_errors
 from ..core._records import ApiKeyRecord, RecordError, decode_record
-from ..core._schema import API_KEYS, BLUEPRINT_REVISIONS, BLUEPRINTS
+from ..core._schema import API_KEYS, BLUEPRINT_REVISIONS, BLUEPRINTS, revision_key
+from ..core._strict_json import parse_strict_json
+from ._api_keys import check_name, check_role
 
 FORMAT = "aether-backup"
 VERSION = 1
@@ -77,14 +80,44 @@ def check_backup(data: object) -> list[tuple[str, bytes]]:
             raise bad(f"entries[{number}]: key {key!r} is not under {', '.join(BACKED_UP)}")
         if not isinstance(value, str):
             raise bad(f"entries[{number}] ({key}): value must be text")
-        # A record no node can read would be written and then fail the leader on every pass: refuse it.
+        # A record no node can read would be written and then fail the leader on every pass: refuse it;
+        # and one an apply or a key's creation would have refused (a backup is a file: it may be edited).
         kind = next(RECORDS[prefix] for prefix in BACKED_UP if key.startswith(prefix))
         try:
-            decode_record(key, value.encode(), kind)
-        except RecordError as error:
-            raise bad(f"entries[{number}]: {error.message}") from None
+            record = decode_record(key, value.encode(), kind)
+            parse_strict_json(value)  # (no NaN, no lone surrogate, no nesting past the parser's limit)
+            why = _not_as_made(key, record)
+        except (RecordError, RequestError) as error:
+            why = error.message
+        except ValueError as error:
+            why = f"{key}: not JSON as JSON is: {error}"
+        if why:
+            raise bad(f"entries[{number}]: {why}")
         pairs.append((key, value.encode()))
     return pairs
+
+
+def _not_as_made(key: str, record: object) -> str | None:
+    """Why `record` at `key` is not what this cluster's own apply or key creation makes (None: it is)."""
+    if isinstance(record, ApiKeyRecord):
+        check_name(record.name)
+        check_role(record.role)
+        return None if key == API_KEYS + record.name else f"{key}: holds the key named {record.name!r}"
+    assert isinstance(record, Blueprint)
+    expected = (
+        BLUEPRINTS + record.name if key.startswith(BLUEPRINTS) else revision_key(record.name, record.revision)
+    )
+    if key != expected:
+        return f"{key}: holds blueprint {record.name!r} (revision {record.revision}), kept at {expected}"
+    if not record.source:
+        return None
+    try:
+        applied = parse_blueprint(record.source, key)
+    except BlueprintError as error:
+        return f"{key}: its TOML does not apply: {error.message}"
+    if (applied.name, applied.slices, applied.policy) != (record.name, record.slices, record.policy):
+        return f"{key}: its TOML says another blueprint than its record (as if edited by hand)"
+    return None
 
 
 async def restore_backup(kv: KV, data: object) -> dict[str, Any]:
