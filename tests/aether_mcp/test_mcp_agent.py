@@ -175,3 +175,14 @@ async def test_an_unreachable_cluster_is_not_an_admission() -> None:
     with pytest.raises(ClusterError, match="cannot reach the cluster"):
         await one.admit(ALPHA)
     assert one.current is None
+
+
+def test_what_an_agent_says_of_itself_is_cut_and_its_control_characters_escaped() -> None:
+    """The lease's holder is built from the client's name, version and `Aether-Agent` header, unchecked:
+    a long one was refused by the node ("holder: expected ... 1 to 200 characters") and that agent never
+    admitted; a line break or ESC in it reached the next agent's "another agent is operating" as sent."""
+    from aether_mcp._server import said
+
+    assert said("claude 1.0", 60) == "claude 1.0"
+    assert said("x" * 100, 60) == "x" * 59 + "…"
+    assert said("evil\nagent \x1b[2J\u202e", 60) == "evil\\nagent \\x1b[2J\\u202e"

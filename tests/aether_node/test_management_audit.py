@@ -80,3 +80,28 @@ async def test_a_flood_of_refused_changes_is_paced_per_identity_and_counted() ->
         assert (await store.status()).revision - before == 15
         assert [r.unrecorded for r in records[:5]] == [40, 0, 0, 0, 0] and records[0].status == 403
     assert records[5] == records[4]  # the sixth went unrecorded
+
+
+async def test_a_path_with_control_characters_is_recorded_with_them_as_escapes() -> None:
+    """A viewer's refused request to a path holding a line break (or ESC, or a bidi override) and a
+    made-up entry after it was recorded as sent: any reader of the log but the CLI saw two entries."""
+    store = MemoryStore()
+    handlers = Handlers(store, invoker=None)  # type: ignore[arg-type] (a refused change calls nothing)
+    app = management_app(
+        handlers,
+        Authorizer({"viewer-key-0123456789": "viewer"}, open_access=False, node_id="n1"),
+        ready,
+        node_id="n1",
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        forged = "n1%0Aalice:%20DELETE%20all%20%E2%80%AE%1B[2J/cordon"
+        answer = await client.post(
+            f"/api/v1/nodes/{forged}", headers={"Authorization": "Bearer viewer-key-0123456789"}
+        )
+        assert answer.status_code == 403
+    found = await store.get(audit_key("n1"))
+    assert found is not None
+    record = decode_record(audit_key("n1"), found.value, AuditRecord)
+    assert record.target == "n1\\nalice: DELETE all \\u202e\\x1b[2J", record
+    assert "\n" not in record.route and "\x1b" not in record.route, record

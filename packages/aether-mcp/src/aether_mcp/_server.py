@@ -7,6 +7,7 @@ import hmac
 import json
 import logging
 import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -164,6 +165,18 @@ def register_resources(server: MCPServer, gateway: ClusterGateway) -> None:
         return await read(lambda c: c.slice_status(artifact))
 
 
+# Control characters, line and paragraph separators, bidirectional overrides and isolates
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def said(text: str, most: int) -> str:
+    """What an agent says of itself, as the lease's holder shows it to the next agent and the operator:
+    at most `most` characters (the node takes a holder of 200 at most: a longer name was refused with a
+    message about the holder, and that agent never admitted), control characters as escapes."""
+    text = text if len(text) <= most else text[: most - 1] + "…"
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
 def identify(ctx: ServerRequestContext[Any, Any], transport: str) -> Agent:
     """Who is asking. stdio: the one process on the pipe. HTTP: an `Aether-Agent` header if the agent
     sends one, else its MCP session, else its client name and address."""
@@ -175,6 +188,7 @@ def identify(ctx: ServerRequestContext[Any, Any], transport: str) -> Agent:
         name = f"{info.name} {info.version}".strip()
     else:
         name = "an unnamed MCP client"
+    name = said(name, 60)
     if transport == "stdio":
         return Agent("stdio", f"{name} over stdio")
     request = ctx.request
@@ -183,6 +197,7 @@ def identify(ctx: ServerRequestContext[Any, Any], transport: str) -> Agent:
     host = client.host if client else "?"
     chosen = headers.get("aether-agent")
     if chosen:
+        chosen = said(chosen, 60)
         return Agent(f"agent:{chosen}", f"{name} ({chosen}) from {host}")
     session = headers.get("mcp-session-id")
     if session:

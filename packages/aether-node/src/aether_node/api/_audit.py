@@ -16,6 +16,7 @@ them the revisions a resumed event stream, a change "as of" a revision and a rol
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -29,6 +30,17 @@ from ..core._schema import audit_key
 log = logging.getLogger("aether_node.api")
 WRITE_WITHIN = 2.0
 MAX_TEXT = 200  # a path or target longer than this is cut (a client chose it)
+
+
+# Control characters (a path's `%0A`, `%1B`), line and paragraph separators and the bidirectional
+# overrides and isolates: a client's path and target are recorded with these as escapes, so that no
+# reader of the log (an operator's terminal, an agent reading events through MCP) sees a made-up line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _text(value: str) -> str:
+    """`value` as recorded: at most `MAX_TEXT` characters, control characters written as escapes."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], value[:MAX_TEXT])
 
 
 REFUSALS_AT_ONCE = 10  # refused requests of one identity recorded one by one in a burst
@@ -76,8 +88,8 @@ class AuditLog:
         record = AuditRecord(
             who=who,
             method=method,
-            route=path[:MAX_TEXT],
-            target=target[:MAX_TEXT],
+            route=_text(path),
+            target=_text(target),
             status=status,
             at=now,
             node_id=self.node_id,
