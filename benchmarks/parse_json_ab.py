@@ -1,5 +1,6 @@
-"""Two builds of the node's request-body parser (`routing/_http.parse_json`) side by side, in alternating
-blocks under the same load (A/B), on bodies of a few shapes.
+"""Two builds of the node's parser of request bodies (`aether_node.routing.parse_json`: both ingresses
+and the management API) side by side, in alternating blocks under the same load (A/B), on bodies of a
+few shapes.
 
     uv run python benchmarks/parse_json_ab.py --baseline /tmp/base/packages/aether-node/src
     # the baseline tree, e.g.: git archive main packages/aether-node | tar -x -C /tmp/base
@@ -32,16 +33,24 @@ BODIES = {
 
 
 def parser_of(source: Path) -> Callable[[bytes], Any]:
-    """`parse_json` as the tree at `source` defines it (each import afresh)."""
+    """The body parser as the tree at `source` defines it (each import afresh): `aether_node.routing.
+    parse_json`; in a tree that does not export it (before 2026-12-06), what it did: the body decoded,
+    then `parse_strict_json`."""
     for name in [m for m in sys.modules if m == "aether_node" or m.startswith("aether_node.")]:
         del sys.modules[name]
     sys.path.insert(0, str(source))
     try:
-        from aether_node.routing._http import parse_json
-
-        return parse_json
+        from aether_node import client, routing
     finally:
         sys.path.pop(0)
+    exported: Callable[[bytes], Any] | None = getattr(routing, "parse_json", None)
+    if exported is not None:
+        return exported
+
+    def parse(body: bytes) -> Any:
+        return client.parse_strict_json(body.decode(json.detect_encoding(body), "surrogatepass"))
+
+    return parse
 
 
 def per_parse(parse: Callable[[bytes], Any], body: bytes, count: int) -> float:

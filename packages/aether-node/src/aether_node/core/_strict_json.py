@@ -46,9 +46,10 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _SURROGATE_PAIR_ESCAPE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 
 
-def parse_strict_json(text: str) -> Any:
-    """The JSON value of `text`, strictly; raises ValueError saying why it is not JSON."""
-    if not text.isascii():  # (only then can it hold a surrogate itself: from surrogateescape, an argv's)
+def parse_strict_json(text: str, *, from_utf8: bool = False) -> Any:
+    """The JSON value of `text`, strictly; raises ValueError saying why it is not JSON. `from_utf8`: the
+    text was decoded strictly from bytes, so it holds no surrogate itself (not checked again)."""
+    if not from_utf8 and not text.isascii():  # (only then: from surrogateescape, an argv's)
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as error:

@@ -7,12 +7,14 @@ May import: core, observe, the slice runtime (a local call goes straight to the 
 (frames, handshake: the peer protocol; `TLSSocketStream`: HTTPS), `aether_slice.protocol` (the fast
 ingress's link), hypercorn, starlette; uvloop and httptools (the worker only). Never the control plane
 or the APIs. Exports the ingress app and the peer protocol's two ends, which the benchmarks run on their
-own, and the request body limits.
+own, the request body limits, and the one parser of request bodies (`parse_json`, which a benchmark
+times).
 """
 
 from ._http import MAX_BODY as MAX_BODY
 from ._http import MAX_MANAGEMENT_BODY as MAX_MANAGEMENT_BODY
 from ._http import ingress_app as ingress_app
+from ._http import parse_json as parse_json
 from ._http import serve_http as serve_http
 from ._peers import NotSentError as NotSentError
 from ._peers import PeerClients as PeerClients

@@ -128,7 +128,7 @@ def parse_json(body: bytes) -> Any:
     400's message, saying why. The one parser of request bodies: the ingresses' (both servers) and the
     management API's (`api/_management.parse_json_body`)."""
     try:  # (the encoding as json.loads finds it, decoded strictly: json.loads lets surrogates through)
-        return parse_strict_json(body.decode(json.detect_encoding(body)))
+        return parse_strict_json(body.decode(json.detect_encoding(body)), from_utf8=True)
     except ValueError as error:  # not UTF-8, not JSON, not a JSON value, an integer of > 4300 digits
         raise ValueError(f"the request body is not valid JSON: {error}") from None
 
