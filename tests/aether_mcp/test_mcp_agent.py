@@ -186,3 +186,14 @@ def test_what_an_agent_says_of_itself_is_cut_and_its_control_characters_escaped(
     assert said("claude 1.0", 60) == "claude 1.0"
     assert said("x" * 100, 60) == "x" * 59 + "…"
     assert said("evil\nagent \x1b[2J\u202e", 60) == "evil\\nagent \\x1b[2J\\u202e"
+    assert len(said("\x01" * 100, 60)) == 60  # (escaped first, then cut)
+
+
+def test_the_lease_holder_is_never_longer_than_the_node_takes() -> None:
+    from aether_mcp._agent import MAX_HOLDER, Agent, holder_of
+
+    long = Agent("agent:x", "y" * 60 + " (" + "z" * 60 + ") from 2001:db8::1234:5678:9abc:def0")
+    assert (
+        len(holder_of(long, "aether-mcp 0.1 (pid 123 on a-host-with-a-long-name.example.com)")) <= MAX_HOLDER
+    )
+    assert holder_of(Agent("stdio", "claude over stdio"), "aether-mcp") == "claude over stdio via aether-mcp"

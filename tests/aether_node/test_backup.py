@@ -12,7 +12,7 @@ from aether_kv import MemoryStore
 from aether_node.api._backup import check_backup, restore_backup, take_backup
 from aether_node.core._blueprint import Blueprint, SliceSpec
 from aether_node.core._errors import RequestError
-from aether_node.core._records import ApiKeyRecord, encode_record
+from aether_node.core._records import ApiKeyRecord, decode_record, encode_record
 
 
 def shop(revision: int) -> bytes:
@@ -27,18 +27,11 @@ STATE = {
     "cluster/api-keys/ci": encode_record(ApiKeyRecord(name="ci", role="operator", digest="ab" * 32)),
 }
 KEY = STATE["cluster/api-keys/ci"].decode()
-SHOP_TOML = 'name = "shop"\n\n[[slices]]\nartifact = "org.aether:echo:1.0.0"\ninstances = 1\n'
 
 
 def one(key: str, value: str) -> dict[str, Any]:
     """A backup of one entry."""
     return {"format": "aether-backup", "version": 1, "entries": [{"key": key, "value": value}]}
-
-
-def with_source(toml_text: str) -> str:
-    """shop at revision 1, as applied from `toml_text` (its record otherwise as `shop(1)`)."""
-    spec = SliceSpec(artifact="org.aether:echo:1.0.0", instances=1)
-    return encode_record(Blueprint(name="shop", slices=(spec,), revision=1, source=toml_text)).decode()
 
 
 NOT_BACKED_UP = {"nodes/n1": b"{}", "cluster/leader": b"{}", "slices/n1/org.aether:echo:1.0.0/1": b"{}"}
@@ -137,22 +130,12 @@ async def test_a_cluster_with_state_is_refused_and_nothing_is_written() -> None:
             " kept at blueprints/shop",
         ),
         (
-            one("blueprints/shop", shop(1).decode().replace('"shop"', '"sh\\ud800op"')),
-            "backup: entries[0]: blueprints/shop: not JSON as JSON is:"
-            " a string holds a lone UTF-16 surrogate",
+            one("blueprints/shop", "[" * 100_000 + "]" * 100_000),
+            "backup: entries[0]: blueprints/shop: nested too deeply",
         ),
         (
             one("blueprints/shop", shop(1).decode().replace('"timestamp":0.0', '"timestamp":NaN')),
             "backup: entries[0]: blueprints/shop: not JSON as JSON is: NaN is not a JSON value",
-        ),
-        (
-            one("blueprints/shop", with_source(SHOP_TOML.replace("instances = 1", "instances = 5"))),
-            "backup: entries[0]: blueprints/shop: its TOML says another blueprint than its record",
-        ),
-        (
-            one("blueprints/shop", with_source("name = 5\n")),
-            "backup: entries[0]: blueprints/shop: its TOML does not apply:"
-            " blueprints/shop:1:1: name: required",
         ),
     ],
 )
@@ -164,3 +147,22 @@ async def test_a_bad_backup_is_refused_saying_where_and_writes_nothing(data: Any
     with pytest.raises(RequestError):
         await restore_backup(store, data)
     assert (await store.range("", linearizable=True)).kvs == ()
+
+
+async def test_a_record_a_node_wrote_under_older_rules_is_restored() -> None:
+    """A cluster's own backup must restore: a kept revision holding a lone surrogate (a TOML comment
+    could, before bodies and records refused or escaped them) is restored, and read back as text."""
+    spec = SliceSpec(artifact="org.aether:echo:1.0.0", instances=1)
+    # (as json.dumps stored it then: the surrogate's escape in the JSON)
+    old = encode_record(Blueprint(name="shop", slices=(spec,), revision=1, source="# cafe\n"))
+    old = old.replace(b"# cafe", b"# caf\\udce9")
+    store = MemoryStore()
+    backup = {
+        "format": "aether-backup",
+        "version": 1,
+        "entries": [{"key": "blueprints/shop", "value": old.decode()}],
+    }
+    assert (await restore_backup(store, backup))["restored"] == 1
+    found = await store.get("blueprints/shop")
+    assert found is not None
+    assert decode_record("blueprints/shop", found.value, Blueprint).source == "# caf\\udce9\n"

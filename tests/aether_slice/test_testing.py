@@ -293,3 +293,10 @@ def test_an_entry_point_no_url_could_call_fails_the_load_naming_it(host: SliceHo
         host("org.aether:faulty", config={"mode": "bad_entry_name"})
     assert refused.value.kind == "entry_point"
     assert "entry point 'a/b': a name cannot hold \"/\"" in refused.value.message, refused.value.message
+    # a name that is no text (a lone surrogate) was loaded, stored, and then never found by a call
+    with pytest.raises(SliceHostError) as refused:
+        host("org.aether:faulty", config={"mode": "bad_entry_text"})
+    assert refused.value.kind == "entry_point"
+    assert "a name must be text: it holds a lone UTF-16 surrogate" in refused.value.message, (
+        refused.value.message
+    )

@@ -37,6 +37,16 @@ from ._gateway import ClusterGateway
 log = logging.getLogger("aether_mcp.agent")
 
 
+MAX_HOLDER = 200  # characters of the agent lease's holder the node takes (`api/_agent_lease.py`)
+
+
+def holder_of(agent: Agent, service: str) -> str:
+    """The agent lease's holder: who the agent is, through which service; at most `MAX_HOLDER` characters
+    (the node refuses a longer one, and that agent was never admitted)."""
+    holder = f"{agent.description} via {service}"
+    return holder if len(holder) <= MAX_HOLDER else holder[: MAX_HOLDER - 1] + "…"
+
+
 @attrs.frozen
 class Agent:
     """`key` tells agents apart; `description` is what another agent is told about this one."""
@@ -137,7 +147,7 @@ class AgentGate:
 
     async def _acquire_locked(self, agent: Agent) -> None:
         token = secrets.token_urlsafe(24)
-        holder = f"{agent.description} via {self.service}"
+        holder = holder_of(agent, self.service)
         try:
             await self.gateway.call(lambda c: c.acquire_agent_lease(holder, token, self.ttl))
         except ClusterError as error:

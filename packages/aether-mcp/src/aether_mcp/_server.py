@@ -173,8 +173,8 @@ def said(text: str, most: int) -> str:
     """What an agent says of itself, as the lease's holder shows it to the next agent and the operator:
     at most `most` characters (the node takes a holder of 200 at most: a longer name was refused with a
     message about the holder, and that agent never admitted), control characters as escapes."""
-    text = text if len(text) <= most else text[: most - 1] + "…"
-    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+    text = _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+    return text if len(text) <= most else text[: most - 1] + "…"
 
 
 def identify(ctx: ServerRequestContext[Any, Any], transport: str) -> Agent:

@@ -544,9 +544,14 @@ MAX_ENTRY_NAME = 200  # characters of an entry point's name (it is a segment of 
 
 def _unroutable(name: Any) -> str | None:
     """Why no call could reach an entry point named `name` (None: one can): the ingress's URL carries it
-    as one path segment (`/invoke/{artifact}/{entry}`), so it is a non-empty string without "/"."""
+    as one path segment (`/invoke/{artifact}/{entry}`), so it is a non-empty string of text without "/"."""
     if not isinstance(name, str) or not name:
         return "a name must be a non-empty string"
+    if not name.isascii():
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # (a lone UTF-16 surrogate: no URL, record or answer could carry it)
+            return "a name must be text: it holds a lone UTF-16 surrogate"
     if "/" in name:
         return 'a name cannot hold "/": it is one segment of the URL that calls it'
     if len(name) > MAX_ENTRY_NAME:

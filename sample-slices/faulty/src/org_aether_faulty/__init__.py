@@ -18,6 +18,7 @@ Config key `mode` picks the failure:
 - `slow_work`: entry `work` answers "ok" after `work_delay` seconds (default 2);
 - `exit_start`: `aether_start` calls `sys.exit(7)`;
 - `bad_entry_name`: declares one more entry point, named "a/b" (no URL could call it);
+- `bad_entry_text`: declares one more entry point, whose name holds a lone UTF-16 surrogate (no text);
 - `ok` or absent: entry `work` returns "ok".
 
 Every call of `work` first prints `faulty: work <payload as JSON>` to the instance's output (its log, as
@@ -89,6 +90,7 @@ MODES = (
     "thread_at_import",
     "open_at_import",
     "bad_entry_name",
+    "bad_entry_text",
     "exit_start",
 )
 
@@ -228,6 +230,10 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
     def odd_result(payload: Any) -> Any:
         return ODD_RESULTS[payload]() if isinstance(payload, str) and payload in ODD_RESULTS else payload
 
+    odd_names = {
+        "bad_entry_name": [EntryPoint(name="a/b", function=odd_result)],
+        "bad_entry_text": [EntryPoint(name="odd\udcff", function=odd_result)],
+    }
     return [
         EntryPoint(name="work", function=work, idempotent=True),
         EntryPoint(name="record", function=record, idempotent=False),
@@ -239,4 +245,5 @@ def aether_entry_points(context: SliceContext) -> list[EntryPoint]:
         EntryPoint(name="impersonate", function=impersonate, idempotent=False),
         EntryPoint(name="orphan", function=orphan, idempotent=False),
         EntryPoint(name="collect", function=collect, idempotent=True),
-    ] + ([EntryPoint(name="a/b", function=odd_result)] if mode == "bad_entry_name" else [])
+        *odd_names.get(mode, []),
+    ]

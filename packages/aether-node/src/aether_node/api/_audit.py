@@ -59,7 +59,8 @@ class RefusalPacing:
         """A refusal of `who` at `now`: None if it goes unrecorded (counted), else how many went
         unrecorded before it (the count starts again)."""
         tokens, then = self._buckets.get(who, (float(REFUSALS_AT_ONCE), now))
-        tokens = min(float(REFUSALS_AT_ONCE), tokens + (now - then) * REFUSALS_PER_SECOND)
+        # (the wall clock may step back: time that went backwards refills nothing, and takes nothing)
+        tokens = min(float(REFUSALS_AT_ONCE), tokens + max(0.0, now - then) * REFUSALS_PER_SECOND)
         if tokens < 1.0:
             self._buckets[who] = (tokens, now)
             self._unrecorded[who] = self._unrecorded.get(who, 0) + 1

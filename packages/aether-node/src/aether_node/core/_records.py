@@ -353,7 +353,7 @@ def encode_record(record: object) -> bytes:
     read that answered the record (the events, a slice's status, the dashboard) failed with a 500."""
     data = converter.unstructure(record)
     text = json.dumps(data, separators=(",", ":"))  # (ASCII: every character past it escaped)
-    if "\\ud" in text or "\\uD" in text:  # (a surrogate's escape: most often half of a pair, an emoji)
+    if "\\ud" in text:  # (a surrogate's escape, json.dumps's lowercase: most often half of a pair, an emoji)
         text = json.dumps(surrogates_escaped(data), separators=(",", ":"))
     return text.encode()
 
