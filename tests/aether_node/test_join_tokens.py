@@ -55,3 +55,24 @@ async def test_a_body_without_a_token_is_a_bad_request() -> None:
     with pytest.raises(RequestError) as raised:
         await desk.redeem(None, now=0.0)
     assert raised.value.kind == ErrorKind.BAD_REQUEST
+
+
+async def test_a_stranger_trying_made_up_tokens_costs_the_node_one_log_line_per_spell(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`POST /api/v1/join` needs no key (the token is the credential): each refusal was a warning in the
+    node's log, so any client could fill it. Through the route, on starlette's app in process."""
+    import httpx
+    from starlette.applications import Starlette
+
+    from aether_node.api._management import join_routes
+
+    desk = JoinDesk(kv=MemoryStore(), secret="s" * 32, ca_pem="PEM", fingerprint=FINGERPRINT)
+    app = Starlette(routes=join_routes(desk))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
+        for _ in range(20):
+            refused = await client.post("/api/v1/join", json={"token": "aej1.made-up"})
+            assert refused.status_code == 401
+    said = [r for r in caplog.records if "join refused" in r.getMessage()]
+    assert len(said) == 1, [r.getMessage() for r in said]

@@ -42,6 +42,7 @@ from ..client import ACCESS_HEADER, MAX_CALL_TIMEOUT, MAX_EVENTS, OPEN_ACCESS, S
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._off_loop import run_sized
+from ..core._paced_log import PacedLog
 from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
 from ..routing._http import error_response, parse_json
@@ -588,6 +589,7 @@ def join_routes(join: JoinDesk) -> list[Route]:
     """`GET /api/v1/join/ca`: the cluster CA certificate (public: a new node checks it against its
     token's fingerprint); `POST /api/v1/join` `{"token": T}`: the cluster secret, once per token. No API
     key: the token is the credential. Served over HTTPS only (the node has TLS on)."""
+    refusals = PacedLog(log, JOIN_REFUSALS_EVERY)
 
     async def ca(request: Request) -> Response:
         return JSONResponse({"ca": join.ca_pem, "fingerprint": join.fingerprint})
@@ -600,14 +602,20 @@ def join_routes(join: JoinDesk) -> list[Route]:
         try:
             secret = await join.redeem(body.get("token") if isinstance(body, dict) else None, now=time.time())
         except RequestError as error:
-            log.warning(
-                "join refused for %s: %s", request.client.host if request.client else "?", error.message
+            refusals.warning(
+                "join",
+                "join refused for %s: %s",
+                request.client.host if request.client else "?",
+                error.message,
             )
             return error_response(error.kind, error.message)
         log.info("join token redeemed by %s", request.client.host if request.client else "?")
         return JSONResponse({"secret": secret, "ca": join.ca_pem})
 
     return [Route("/api/v1/join/ca", ca), Route("/api/v1/join", redeem, methods=["POST"])]
+
+
+JOIN_REFUSALS_EVERY = 10.0  # s: a refused join is logged at most so often (no key is needed to try one)
 
 
 def _target(request: Request) -> str:

@@ -25,6 +25,8 @@ import trio
 
 from aether_kv import out_of_files_hint
 
+from ..core._paced_log import PacedLog
+
 log = logging.getLogger("aether_node.connections")
 
 # Each server's share of the node's open-files limit. The rest (5/16) is the instances' (two files each,
@@ -54,7 +56,7 @@ class ConnectionSlots:
         self.name = name
         self.limit = limit
         self._free = trio.Semaphore(limit)
-        self._said: dict[str, float] = {}  # trouble → when the log last said it
+        self._log = PacedLog(log, SAY_AGAIN_AFTER, clock=trio.current_time)
 
     @property
     def held(self) -> int:
@@ -97,11 +99,7 @@ class ConnectionSlots:
         )
 
     def _say(self, trouble: str, message: str, *args: object) -> None:
-        now = trio.current_time()
-        last = self._said.get(trouble)
-        if last is None or now - last >= SAY_AGAIN_AFTER:
-            self._said[trouble] = now
-            log.warning(message, *args)
+        self._log.warning(trouble, message, *args)
 
 
 class _SlotListener(trio.abc.Listener[S]):
