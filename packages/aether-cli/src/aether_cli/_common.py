@@ -118,21 +118,11 @@ class Common:
         return self.output == "wide"
 
 
-# Control characters but newline and tab: what a slice's exception message (or any remote text) could use
-# to drive the operator's terminal (ESC sequences: clear it, retitle it) or to overwrite a line (CR).
-# Also the line and paragraph separators (Python's `splitlines` breaks at them) and the bidirectional
-# overrides and isolates, which reorder what a terminal shows (a made-up line could read as another).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-# ... and newline and tab too, for text that must stay on one line (an event: one line each, so that
-# `grep` sees whole events, and a line break in remote text cannot pass for another event)
-_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
 def visible(text: str, *, one_line: bool = False) -> str:
-    """`text` with its control characters written as escapes (`\\x1b`, `\\r`), newlines and tabs kept
-    unless `one_line`."""
-    control = _CONTROL_IN_LINE if one_line else _CONTROL
-    return control.sub(lambda found: repr(found.group())[1:-1], text)
+    """`text` with its control characters written as escapes (`aether_node.client.visible`)."""
+    from aether_node.client import visible as escaped
+
+    return escaped(text, one_line=one_line)
 
 
 def fail(code: int, message: str) -> NoReturn:

@@ -7,7 +7,6 @@ import hmac
 import json
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +22,7 @@ from mcp.types import Resource, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types import CLIENT_INFO_META_KEY
 from pydantic import ValidationError
 
-from aether_node.client import HTTP_STATUS, ApiClient, ErrorKind, to_json
+from aether_node.client import HTTP_STATUS, ApiClient, ErrorKind, to_json, visible
 
 from ._agent import Agent, AgentGate, service_description
 from ._config import McpConfig
@@ -165,15 +164,11 @@ def register_resources(server: MCPServer, gateway: ClusterGateway) -> None:
         return await read(lambda c: c.slice_status(artifact))
 
 
-# Control characters, line and paragraph separators, bidirectional overrides and isolates
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
 def said(text: str, most: int) -> str:
     """What an agent says of itself, as the lease's holder shows it to the next agent and the operator:
     at most `most` characters (the node takes a holder of 200 at most: a longer name was refused with a
     message about the holder, and that agent never admitted), control characters as escapes."""
-    text = _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+    text = visible(text, one_line=True)
     return text if len(text) <= most else text[: most - 1] + "…"
 
 

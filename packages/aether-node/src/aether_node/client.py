@@ -42,6 +42,7 @@ import attrs
 from .core._error_kinds import HTTP_STATUS as HTTP_STATUS
 from .core._error_kinds import ErrorKind as ErrorKind
 from .core._strict_json import parse_strict_json as parse_strict_json
+from .core._text import visible as visible
 
 T = TypeVar("T")
 

@@ -16,7 +16,6 @@ them the revisions a resumed event stream, a change "as of" a revision and a rol
 from __future__ import annotations
 
 import logging
-import re
 import time
 from typing import Any
 
@@ -26,21 +25,18 @@ from aether_kv import KV, KVError
 
 from ..core._records import AuditRecord, encode_record
 from ..core._schema import audit_key
+from ..core._text import visible
 
 log = logging.getLogger("aether_node.api")
 WRITE_WITHIN = 2.0
 MAX_TEXT = 200  # a path or target longer than this is cut (a client chose it)
 
 
-# Control characters (a path's `%0A`, `%1B`), line and paragraph separators and the bidirectional
-# overrides and isolates: a client's path and target are recorded with these as escapes, so that no
-# reader of the log (an operator's terminal, an agent reading events through MCP) sees a made-up line.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-
 def _text(value: str) -> str:
-    """`value` as recorded: at most `MAX_TEXT` characters, control characters written as escapes."""
-    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], value[:MAX_TEXT])
+    """A client's path or target as recorded: at most `MAX_TEXT` characters, its control characters, line
+    separators and bidi overrides written as escapes, so that no reader of the log (an operator's
+    terminal, an agent reading events through MCP) sees a made-up line."""
+    return visible(value[:MAX_TEXT], one_line=True)
 
 
 REFUSALS_AT_ONCE = 10  # refused requests of one identity recorded one by one in a burst
