@@ -39,7 +39,7 @@ def test_bad_names_say_what_a_name_may_be(name: object) -> None:
 
 def test_roles() -> None:
     assert [check_role(r) for r in ("viewer", "operator", "admin")] == ["viewer", "operator", "admin"]
-    with pytest.raises(RequestError, match="role: expected one of viewer, operator, admin, got 'root'"):
+    with pytest.raises(RequestError, match='role: expected one of viewer, operator, admin, got "root"'):
         check_role("root")
 
 

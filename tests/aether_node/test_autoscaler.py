@@ -174,10 +174,10 @@ def test_a_decision_record_is_an_autoscale_decision_event() -> None:
         ({"cpu": None}, "nothing to set"),
         ({"steps": 2}, "steps: not a setting (settable: min, max, cpu, p99_ms, calls_per_second, in_flight)"),
         ({"min": 0}, "min: expected a whole number in 1..10000, got 0"),
-        ({"max": True}, "max: expected a whole number in 1..10000, got True"),
+        ({"max": True}, "max: expected a whole number in 1..10000, got true"),
         ({"max": 2.5}, "max: expected a whole number in 1..10000, got 2.5"),
         ({"cpu": -1}, "cpu: expected a number in (0, 1024], got -1"),
-        ({"p99_ms": "200"}, "p99_ms: expected a number in (0, 8.64e+07], got '200'"),
+        ({"p99_ms": "200"}, 'p99_ms: expected a number in (0, 8.64e+07], got "200"'),
         ({"in_flight": float("nan")}, "in_flight: expected a number in (0, 1e+09], got nan"),
     ],
 )

@@ -226,21 +226,21 @@ BAD_BLUEPRINTS = [
     (
         "instances-wrong-type",
         HEAD + 'instances = "three"\n',
-        "bp.toml:5:1: slices[0].instances: must be an integer, got str 'three'",
+        'bp.toml:5:1: slices[0].instances: must be an integer, got "three"',
         5,
         1,
     ),
     (
         "instances-float",
         HEAD + "instances = 2.5\n",
-        "bp.toml:5:1: slices[0].instances: must be an integer, got float 2.5",
+        "bp.toml:5:1: slices[0].instances: must be an integer, got 2.5",
         5,
         1,
     ),
     (
         "instances-bool",
         HEAD + "instances = true\n",
-        "bp.toml:5:1: slices[0].instances: must be an integer, got bool True",
+        "bp.toml:5:1: slices[0].instances: must be an integer, got true",
         5,
         1,
     ),
@@ -275,7 +275,7 @@ BAD_BLUEPRINTS = [
     (
         "instances-indented",
         'name = "demo"\n\n[[slices]]\n  artifact = "org.aether:echo:1.0.0"\n  instances = "x"\n',
-        "bp.toml:5:3: slices[0].instances: must be an integer, got str 'x'",
+        'bp.toml:5:3: slices[0].instances: must be an integer, got "x"',
         5,
         3,
     ),
@@ -339,14 +339,14 @@ BAD_BLUEPRINTS = [
         "min-available-beside-a-bad-count",
         HEAD + 'instances = -1\nmin_available = "two"\n',
         "bp.toml:5:1: slices[0].instances: must be between 0 and 10000, got -1\n"
-        "bp.toml:6:1: slices[0].min_available: must be an integer, got str 'two'",
+        'bp.toml:6:1: slices[0].min_available: must be an integer, got "two"',
         5,
         1,
     ),
     (
         "unknown-strategy",
         HEAD + 'instances = 1\nstrategy = "fastest"\n',
-        "bp.toml:6:1: slices[0].strategy: must be one of round_robin, spread, bin_pack, got 'fastest'",
+        'bp.toml:6:1: slices[0].strategy: must be one of round_robin, spread, bin_pack, got "fastest"',
         6,
         1,
     ),
@@ -354,7 +354,7 @@ BAD_BLUEPRINTS = [
         "unknown-balancing",
         HEAD + 'instances = 1\nbalancing = "sticky"\n',
         "bp.toml:6:1: slices[0].balancing: must be one of round_robin, random, power_of_two, local_first,"
-        " got 'sticky'",
+        ' got "sticky"',
         6,
         1,
     ),
@@ -397,7 +397,7 @@ BAD_BLUEPRINTS = [
     (
         "resources-memory-not-integer",
         HEAD + 'instances = 1\n\n[slices.resources]\nmemory_mib = "lots"\n',
-        "bp.toml:8:1: slices[0].resources.memory_mib: must be an integer number of MiB ≥ 0, got 'lots'",
+        'bp.toml:8:1: slices[0].resources.memory_mib: must be an integer number of MiB ≥ 0, got "lots"',
         8,
         1,
     ),
@@ -450,7 +450,7 @@ BAD_BLUEPRINTS = [
     (
         "error-in-the-second-slice",
         HEAD + 'instances = 1\n\n[[slices]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = "two"\n',
-        "bp.toml:9:1: slices[1].instances: must be an integer, got str 'two'",
+        'bp.toml:9:1: slices[1].instances: must be an integer, got "two"',
         9,
         1,
     ),
@@ -473,7 +473,7 @@ BAD_BLUEPRINTS = [
     (
         "update-unknown-strategy",
         UPDATE + 'strategy = "big_bang"\n',
-        "bp.toml:8:1: slices[0].update.strategy: must be one of rolling, canary, blue_green, got 'big_bang'",
+        'bp.toml:8:1: slices[0].update.strategy: must be one of rolling, canary, blue_green, got "big_bang"',
         8,
         1,
     ),
@@ -515,7 +515,7 @@ BAD_BLUEPRINTS = [
     (
         "update-min-ready-not-a-number",
         UPDATE + 'strategy = "canary"\nmin_ready_s = "2s"\n',
-        "bp.toml:9:1: slices[0].update.min_ready_s: must be a number in [0, 3600], got '2s'",
+        'bp.toml:9:1: slices[0].update.min_ready_s: must be a number in [0, 3600], got "2s"',
         9,
         1,
     ),
@@ -655,14 +655,14 @@ BAD_BLUEPRINTS = [
     (
         "autoscale-target-not-a-number",
         AUTOSCALE + 'cpu = "high"\n',
-        "bp.toml:10:1: slices[0].autoscale.cpu: must be a number in (0, 1024], got 'high'",
+        'bp.toml:10:1: slices[0].autoscale.cpu: must be a number in (0, 1024], got "high"',
         10,
         1,
     ),
     (
         "autoscale-target-bool",
         AUTOSCALE + "in_flight = true\n",
-        "bp.toml:10:1: slices[0].autoscale.in_flight: must be a number in (0, 1e+09], got True",
+        "bp.toml:10:1: slices[0].autoscale.in_flight: must be a number in (0, 1e+09], got true",
         10,
         1,
     ),
@@ -943,13 +943,13 @@ def test_an_error_under_a_commented_table_header_keeps_its_line() -> None:
 
 def test_an_error_under_a_commented_slices_header_keeps_its_line() -> None:
     text = HEAD.replace("[[slices]]", "[[slices]]  # the echo service") + 'instances = "x"\n'
-    assert error_of(text).message == "bp.toml:5:1: slices[0].instances: must be an integer, got str 'x'"
+    assert error_of(text).message == 'bp.toml:5:1: slices[0].instances: must be an integer, got "x"'
 
 
 def test_a_spaced_slices_header_does_not_misplace_the_error() -> None:
     text = HEAD + 'instances = 1\n\n[[ slices ]]\nartifact = "org.aether:greeter:1.0.0"\ninstances = "two"\n'
     # today: "bp.toml:5:1: ..." — line 5 is `instances = 1` of slices[0]
-    assert error_of(text).message == "bp.toml:9:1: slices[1].instances: must be an integer, got str 'two'"
+    assert error_of(text).message == 'bp.toml:9:1: slices[1].instances: must be an integer, got "two"'
 
 
 def test_every_value_json_cannot_carry_inside_a_config_is_named_by_its_key_path() -> None:

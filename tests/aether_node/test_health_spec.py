@@ -114,18 +114,18 @@ BAD = [
     ("interval-nan", "interval = nan\n", "slices[0].health.interval: must be a number of seconds in"
      " [0.1, 86400], got nan", 8),
     ("interval-string", 'interval = "10s"\n', "slices[0].health.interval: must be a number of seconds in"
-     " [0.1, 86400], got '10s'", 8),
+     " [0.1, 86400], got \"10s\"", 8),
     ("timeout-zero", "timeout = 0\n", "slices[0].health.timeout: must be a number of seconds in"
      " [0.1, 86400], got 0", 8),
     ("timeout-bool", "timeout = true\n", "slices[0].health.timeout: must be a number of seconds in"
-     " [0.1, 86400], got True", 8),
+     " [0.1, 86400], got true", 8),
     ("failures-zero", "failures = 0\n", "slices[0].health.failures: must be a whole number in [1, 100],"
      " got 0", 8),
     ("failures-float", "failures = 2.5\n", "slices[0].health.failures: must be a whole number in [1, 100],"
      " got 2.5", 8),
     ("failures-many", "failures = 1000\n", "slices[0].health.failures: must be a whole number in [1, 100],"
      " got 1000", 8),
-    ("enabled-string", 'enabled = "no"\n', "slices[0].health.enabled: must be true or false, got 'no'", 8),
+    ("enabled-string", 'enabled = "no"\n', "slices[0].health.enabled: must be true or false, got \"no\"", 8),
     ("settings-when-off", "enabled = false\ntimeout = 60\n", "slices[0].health.timeout: has no effect with"
      " enabled = false (no checks at all): remove it, or the enabled line", 9),
 ]  # fmt: skip

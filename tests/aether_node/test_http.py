@@ -159,7 +159,7 @@ async def test_per_call_options_come_from_the_query_string(
 @pytest.mark.parametrize(
     ("query", "message"),
     [
-        ({"timeout": "soon"}, "timeout: expected seconds, got 'soon'"),
+        ({"timeout": "soon"}, 'timeout: expected seconds, got "soon"'),
         ({"timeout": "0"}, "timeout: must be in (0, 3600] seconds, got 0"),
         ({"timeout": "3601"}, "timeout: must be in (0, 3600] seconds, got 3601"),
         ({"balancing": "fastest"}, "balancing: must be one of "),

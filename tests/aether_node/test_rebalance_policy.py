@@ -51,7 +51,7 @@ def test_a_blueprint_without_a_policy_table_has_none() -> None:
     [
         (
             'preset = "lazy"',
-            "bp.toml:4:1: policy.preset: must be one of aggressive, conservative, got 'lazy'",
+            'bp.toml:4:1: policy.preset: must be one of aggressive, conservative, got "lazy"',
         ),
         (
             "rebalance_delay_s = -1",
@@ -59,7 +59,7 @@ def test_a_blueprint_without_a_policy_table_has_none() -> None:
         ),
         (
             "rebalance_delay_s = true",
-            "bp.toml:4:1: policy.rebalance_delay_s: must be a number of seconds in [0, 86400], got True",
+            "bp.toml:4:1: policy.rebalance_delay_s: must be a number of seconds in [0, 86400], got true",
         ),
         (
             "max_moves = 1.5",

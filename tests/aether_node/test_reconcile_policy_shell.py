@@ -157,11 +157,11 @@ async def test_the_api_shows_sets_and_refuses_policies(kv: MemoryStore, handlers
     assert (shown.rebalance_delay_s, shown.max_moves, shown.settings) == (0.0, 0, {})
     before = await kv.get(RECONCILE_POLICY)
     for body, message in [
-        ({"preset": "lazy"}, "policy.preset: must be one of aggressive, conservative, got 'lazy'"),
+        ({"preset": "lazy"}, 'policy.preset: must be one of aggressive, conservative, got "lazy"'),
         ({"max_moves": -1}, "policy.max_moves: must be a whole number in [0, 10000] (0: no limit), got -1"),
         (
             {"rebalance_delay_s": "soon"},
-            "policy.rebalance_delay_s: must be a number of seconds in [0, 86400], got 'soon'",
+            'policy.rebalance_delay_s: must be a number of seconds in [0, 86400], got "soon"',
         ),
         ({"speed": 3}, "policy.speed: unknown key (expected: max_moves, preset, rebalance_delay_s)"),
         ({}, "nothing to set: give any of max_moves, preset, rebalance_delay_s"),

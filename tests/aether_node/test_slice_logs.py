@@ -35,7 +35,7 @@ def test_request_parse_checks_each_value() -> None:
     assert LogRequest.parse("g:a", {}).lines == 100
     for params, said in (
         ({"lines": "0"}, "lines: must be between 1 and 10000, got 0"),
-        ({"lines": "many"}, "lines: expected an integer, got 'many'"),
+        ({"lines": "many"}, 'lines: expected an integer, got "many"'),
         ({"instance": "-1"}, "instance: must be ≥ 0, got -1"),
     ):
         with pytest.raises(RequestError) as raised:

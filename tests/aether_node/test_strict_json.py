@@ -27,3 +27,20 @@ def test_a_lone_surrogate_is_refused_saying_which(text: str, why: str) -> None:
 
 def test_an_escaped_pair_and_an_escaped_backslash_before_u_are_text() -> None:
     assert parse_strict_json('["\\ud83d\\ude00", "\\\\ud800"]') == ["\U0001f600", "\\ud800"]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('{"instances": 1, "instances": 5}', "instances"),
+        ('[{"ok": 1}, {"x": {"b": 1, "c": 2, "b": 1}}]', "b"),
+        ('{"\\u0061": 1, "a": 2}', "a"),  # the same key, once escaped
+    ],
+)
+def test_a_key_given_twice_in_one_object_is_refused_naming_it(text: str, key: str) -> None:
+    with pytest.raises(ValueError, match=f'^the key "{key}" is given twice in one object$'):
+        parse_strict_json(text)
+
+
+def test_the_same_key_in_different_objects_is_fine() -> None:
+    assert parse_strict_json('[{"a": 1}, {"a": 2, "b": {"a": 3}}]') == [{"a": 1}, {"a": 2, "b": {"a": 3}}]

@@ -86,7 +86,7 @@ BAD_BLUEPRINTS = [
     ("unknown-slice-key", HEAD + "instances = 1\nreplicas = 2\n",
      f"bad.toml:6:1: slices[0].replicas: unknown key (expected: {SLICE_KEYS})"),
     ("instances-wrong-type", HEAD + 'instances = "three"\n',
-     "bad.toml:5:1: slices[0].instances: must be an integer, got str 'three'"),
+     'bad.toml:5:1: slices[0].instances: must be an integer, got "three"'),
     ("instances-negative", HEAD + "instances = -1\n",
      "bad.toml:5:1: slices[0].instances: must be between 0 and 10000, got -1"),
     ("instances-absurd", HEAD + "instances = 1000000\n",
@@ -101,10 +101,10 @@ BAD_BLUEPRINTS = [
      "bad.toml:4:1: slices[0].artifact: 'org.aether:echo:latest': the version 'latest' is not a PEP 440"
      " version (e.g. 1.0.0)"),
     ("unknown-strategy", HEAD + 'instances = 1\nstrategy = "fastest"\n',
-     "bad.toml:6:1: slices[0].strategy: must be one of round_robin, spread, bin_pack, got 'fastest'"),
+     'bad.toml:6:1: slices[0].strategy: must be one of round_robin, spread, bin_pack, got "fastest"'),
     ("unknown-balancing", HEAD + 'instances = 1\nbalancing = "sticky"\n',
      "bad.toml:6:1: slices[0].balancing: must be one of round_robin, random, power_of_two, local_first,"
-     " got 'sticky'"),
+     ' got "sticky"'),
     ("duplicate-slice",
      HEAD + 'instances = 1\n\n[[slices]]\nartifact = "org.aether:echo:1.1.0"\ninstances = 2\n',
      "bad.toml:8:1: slices[1].artifact: org.aether:echo is already deployed by slices[0]:"

@@ -1,6 +1,7 @@
 """The management API's request bodies on a real node (one node, dev mode, no key): what Python's parser
-takes but JSON has not (NaN, Infinity) and what nests past the parser's limit are refused with 400 and a
-message saying why, before anything runs; never a 500. A client that goes away in the middle of its body
+takes but JSON has not (NaN, Infinity, a key twice in one object), what nests past the parser's limit and
+a key the operation does not know (a misspelt one: it would be left out unseen) are refused with 400 and
+a message saying why, before anything runs; never a 500. A client that goes away in the middle of its body
 costs no traceback in the node's log (any client could fill the log so)."""
 
 from __future__ import annotations
@@ -106,6 +107,43 @@ def base(cluster: CliCluster) -> str:
             "the request body is not valid JSON: Infinity is not a JSON value",
             id="policy-infinity",
         ),
+        pytest.param(
+            "/api/v1/slices/org.aether:echo/invoke/echo",
+            b'{"text": "a", "text": "b"}',
+            'the request body is not valid JSON: the key "text" is given twice in one object',
+            id="invoke-key-twice",
+        ),
+        pytest.param(
+            "/api/v1/cluster/policy",
+            b'{"max_moves": 1, "max_moves": 0}',
+            'the request body is not valid JSON: the key "max_moves" is given twice in one object',
+            id="policy-key-twice",
+        ),
+        pytest.param(
+            "/api/v1/slices/org.aether:echo/scale",
+            b'{"instance": 3}',
+            "instance: unknown key (did you mean 'instances'? expected: instances)",
+            id="scale-misspelt",
+        ),
+        pytest.param(
+            "/api/v1/keys",
+            b'{"name": "ops", "role": "admin", "roles": "viewer", "x y": 1}',
+            "roles: unknown key (did you mean 'role'? expected: name, role);"
+            ' "x y": unknown key (expected: name, role)',
+            id="key-unknown",
+        ),
+        pytest.param(
+            "/api/v1/agent-lease",
+            b'{"holder": "me", "token": "aaaaaaaaaaaaaaaaaaaa", "ttl": 10, "ttl_s": 60}',
+            "ttl_s: unknown key (did you mean 'ttl'? expected: holder, token, ttl)",
+            id="agent-lease-unknown",
+        ),
+        pytest.param(
+            "/api/v1/agent-lease/release",
+            b'{"token": "aaaaaaaaaaaaaaaaaaaa", "force": true}',
+            "force: unknown key (expected: token)",
+            id="agent-release-unknown",
+        ),
     ],
 )
 def test_a_body_json_cannot_carry_is_a_bad_request(
@@ -114,6 +152,9 @@ def test_a_body_json_cannot_carry_is_a_bad_request(
     answer = httpx.post(base(open_node) + path, content=body, timeout=30)
     assert answer.status_code == 400, answer.text
     assert answer.json() == {"error": {"kind": "bad_request", "message": message}}
+    # ... and nothing was done: no key made (the first would close the open API), no lease taken
+    assert httpx.get(base(open_node) + "/api/v1/keys", timeout=10).json() == []
+    assert httpx.get(base(open_node) + "/api/v1/agent-lease", timeout=10).json() is None
 
 
 def test_the_node_serves_on_after_refusing_them(open_node: CliCluster) -> None:

@@ -144,7 +144,7 @@ def test_the_dashboard_files_need_no_key_and_nothing_else_is_served(secured: Cli
         bad = http.get("/api/v1/events/stream", params={"since": "yesterday"}, headers=viewer)
         assert (bad.status_code, bad.json()["error"]["message"]) == (
             400,
-            "since: expected a revision number, got 'yesterday'",
+            'since: expected a revision number, got "yesterday"',
         )
 
 

@@ -46,6 +46,7 @@ from ..core._kv_cache import KVCache
 from ..core._kv_errors import store_errors
 from ..core._records import ApiKeyRecord, RecordError, decode_record, encode_record
 from ..core._schema import API_KEYS, api_key_key
+from ..core._text import shown
 from ..routing._http import error_response
 
 log = logging.getLogger("aether_node.api")
@@ -82,20 +83,20 @@ def parse_api_keys(text: str) -> dict[str, str]:
 
 def check_name(name: object) -> str:
     """A key's name, or a `bad_request` error saying what a name may be."""
-    shown = repr(name[:70]) if isinstance(name, str) else type(name).__name__
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name == CONFIG_KEY:
         raise RequestError(
             ErrorKind.BAD_REQUEST,
             f"name: expected 1 to 63 characters of a-z, 0-9, - and _, starting with a letter or digit"
-            f" (not {CONFIG_KEY!r}), got {shown}",
+            f" (not {CONFIG_KEY!r}), got {shown(name, 70)}",
         )
     return name
 
 
 def check_role(role: object) -> str:
     if role not in ROLES:
-        shown = repr(role[:40]) if isinstance(role, str) else type(role).__name__
-        raise RequestError(ErrorKind.BAD_REQUEST, f"role: expected one of {', '.join(ROLES)}, got {shown}")
+        raise RequestError(
+            ErrorKind.BAD_REQUEST, f"role: expected one of {', '.join(ROLES)}, got {shown(role)}"
+        )
     return str(role)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import trio
@@ -43,6 +43,8 @@ from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._off_loop import run_sized
 from ..core._paced_log import PacedLog
+from ..core._table_problems import unknown_key
+from ..core._text import shown
 from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
 from ..routing._http import error_response, parse_json
@@ -110,6 +112,25 @@ async def parse_json_body(body: bytes) -> Any:
         return await run_sized(len(body), parse_json, body)
     except ValueError as error:
         raise RequestError(ErrorKind.BAD_REQUEST, str(error)) from None
+
+
+async def json_object(request: Request, keys: Collection[str] | None) -> dict[str, Any]:
+    """A request body that must be a JSON object, with no key but `keys` (None: the operation checks
+    them itself, naming every bad one): a misspelt key is refused, not left out unseen."""
+    data = await parse_json_body(await request.body())
+    if not isinstance(data, dict):
+        raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
+    unknown = sorted(set(data) - set(keys)) if keys is not None else []
+    if unknown:
+        problems = [f"{_key_named(key)}: {unknown_key(key, keys or ())}" for key in unknown[:5]]
+        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
+        raise RequestError(ErrorKind.BAD_REQUEST, "; ".join(problems) + more)
+    return data
+
+
+def _key_named(key: str) -> str:
+    """A body's key in a message: as it is if a name, else as written in JSON (quoted, escaped, cut)."""
+    return key if key.isascii() and key.isidentifier() and len(key) <= 40 else shown(key)
 
 
 def management_app(
@@ -223,12 +244,6 @@ def management_app(
         await handlers.delete_blueprint(request.path_params["name"], since=await as_of(request))
         return {"deleted": request.path_params["name"]}
 
-    async def json_object(request: Request) -> dict[str, Any]:
-        data = await parse_json_body(await request.body())
-        if not isinstance(data, dict):
-            raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
-        return data
-
     operations = Operations(handlers)
 
     @route("/api/v1/blueprints/diff", "viewer", "POST")
@@ -247,14 +262,14 @@ def management_app(
             to = None if raw is None else int(raw)
         except ValueError:
             raise RequestError(
-                ErrorKind.BAD_REQUEST, f"to: expected a revision number, got {raw[:40]!r}"
+                ErrorKind.BAD_REQUEST, f"to: expected a revision number, got {shown(raw)}"
             ) from None
         return await operations.rollback(request.path_params["name"], to, since=await as_of(request))
 
     @route("/api/v1/slices/{artifact}/scale", "operator", "POST", audit=True)
     async def scale(request: Request) -> Any:
         """Body: {"instances": N}."""
-        body = await json_object(request)
+        body = await json_object(request, ("instances",))
         return await operations.scale(
             request.path_params["artifact"], body.get("instances"), since=await as_of(request)
         )
@@ -274,7 +289,7 @@ def management_app(
     async def autoscale_set(request: Request) -> Any:
         """Body: {"cpu": 0.7, "p99_ms": 200, "min": 1, "max": 5} (any of them)."""
         return await autoscale.set(
-            request.path_params["artifact"], await json_object(request), since=await as_of(request)
+            request.path_params["artifact"], await json_object(request, None), since=await as_of(request)
         )
 
     @route("/api/v1/autoscale/{artifact}/{operation}", "operator", "POST", audit=True)
@@ -293,7 +308,7 @@ def management_app(
     @route("/api/v1/cluster/policy", "operator", "POST", audit=True)
     async def set_policy(request: Request) -> Any:
         """Body: {"preset": "conservative", "rebalance_delay_s": 30, "max_moves": 2} (any of them)."""
-        return await reconcile.set(await json_object(request), since=await as_of(request))
+        return await reconcile.set(await json_object(request, None), since=await as_of(request))
 
     @route("/api/v1/cluster/rebalance", "operator", "POST", audit=True)
     async def rebalance(request: Request) -> Any:
@@ -364,7 +379,7 @@ def management_app(
             timeout = None if raw is None else float(raw)
         except ValueError:
             raise RequestError(
-                ErrorKind.BAD_REQUEST, f"timeout: expected seconds, got {raw[:40]!r}"
+                ErrorKind.BAD_REQUEST, f"timeout: expected seconds, got {shown(raw)}"
             ) from None
         if timeout is not None and not 0 < timeout <= MAX_CALL_TIMEOUT:
             raise RequestError(
@@ -433,7 +448,7 @@ def management_app(
                 revision = int(since)
             except ValueError:
                 raise RequestError(
-                    ErrorKind.BAD_REQUEST, f"since: expected a revision number, got {since[:40]!r}"
+                    ErrorKind.BAD_REQUEST, f"since: expected a revision number, got {shown(since)}"
                 ) from None
             await handlers.check_history(revision)
             recent: list[Any] = []
@@ -483,15 +498,16 @@ def management_app(
     @route("/api/v1/keys", "admin", "POST", audit=True)
     async def create_key(request: Request) -> Any:
         """Body: {"name": NAME, "role": ROLE}. The answer holds the secret: the one time it is shown."""
-        body = await json_object(request)
+        body = await json_object(request, ("name", "role"))
         request.state.target = body.get("name") if isinstance(body.get("name"), str) else ""
         if authorizer.open_access and body.get("role") != "admin":
             # The first key closes the open API: were it not an admin's, no one could create or revoke a
             # key again (nor take a backup) without restarting the nodes with a configured key.
+            role = shown(body.get("role"))
             raise RequestError(
                 ErrorKind.BAD_REQUEST,
                 f"the API is open (no key yet) and the first key closes it: make it an admin key"
-                f" (--role admin), or no one could manage keys afterwards; got role {body.get('role')!r}",
+                f" (--role admin), or no one could manage keys afterwards; got role {role}",
             )
         return await keys.create(body.get("name"), body.get("role"), by=request.state.who)
 
@@ -505,7 +521,7 @@ def management_app(
 
     @route("/api/v1/cluster/restore", "admin", "POST", audit=True)
     async def restore(request: Request) -> Any:
-        return await restore_backup(handlers.kv, await json_object(request))
+        return await restore_backup(handlers.kv, await json_object(request, None))
 
     agents = AgentLeases(handlers.kv)
 
@@ -515,12 +531,12 @@ def management_app(
 
     @route("/api/v1/agent-lease", "operator", "POST")
     async def acquire_agent_lease(request: Request) -> Any:
-        body = await json_object(request)
+        body = await json_object(request, ("holder", "token", "ttl"))
         return await agents.acquire(body.get("holder"), body.get("token"), body.get("ttl"))
 
     @route("/api/v1/agent-lease/release", "operator", "POST")
     async def release_agent_lease(request: Request) -> Any:
-        return {"released": await agents.release((await json_object(request)).get("token"))}
+        return {"released": await agents.release((await json_object(request, ("token",))).get("token"))}
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"ok": True})
@@ -632,7 +648,7 @@ def _since(request: Request) -> int | None:
         return None
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 20:
         raise RequestError(
-            ErrorKind.BAD_REQUEST, f"{SINCE_HEADER}: expected a revision (a whole number), got {raw[:40]!r}"
+            ErrorKind.BAD_REQUEST, f"{SINCE_HEADER}: expected a revision (a whole number), got {shown(raw)}"
         )
     return int(raw)
 

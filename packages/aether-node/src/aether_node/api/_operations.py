@@ -71,7 +71,7 @@ from ..core._schema import (
     paused_key,
     rollout_key,
 )
-from ..core._text import plural
+from ..core._text import plural, shown
 from ..core._update_spec import UpdateStrategy
 from ._handlers import Handlers, applied, node_records, read_blueprint, rollout_info, summaries
 
@@ -232,7 +232,7 @@ class Operations:
         blueprint changed after `since`, the revision the client read, unless it has that count)."""
         if isinstance(instances, bool) or not isinstance(instances, int):
             raise RequestError(
-                ErrorKind.BAD_REQUEST, f"instances: expected a whole number, got {instances!r:.40}"
+                ErrorKind.BAD_REQUEST, f"instances: expected a whole number, got {shown(instances)}"
             )
         if not 0 <= instances <= MAX_INSTANCES:
             raise RequestError(

@@ -30,6 +30,7 @@ from ..core._coordinates import Coordinates
 from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._schema import InstanceKey
+from ..core._text import shown
 from ..runtime._instance_log import FOLLOWER_BUFFER, InstanceLog
 from ._handlers import Handlers
 
@@ -74,7 +75,7 @@ class LogRequest:
                 return int(raw)
             except ValueError:
                 raise RequestError(
-                    ErrorKind.BAD_REQUEST, f"{name}: expected an integer, got {raw[:40]!r}"
+                    ErrorKind.BAD_REQUEST, f"{name}: expected an integer, got {shown(raw)}"
                 ) from None
 
         lines = number("lines")

@@ -15,6 +15,7 @@ import attrs
 from ..core._autoscale_spec import MAX_SECONDS, AutoscaleSpec
 from ..core._blueprint_toml import MAX_INSTANCES
 from ..core._records import AutoscaleSettings
+from ..core._text import shown
 
 COUNTS = ("min", "max")
 THRESHOLDS = ("cpu", "p99_ms", "calls_per_second", "in_flight")
@@ -53,7 +54,7 @@ def read_changes(raw: Mapping[str, Any]) -> tuple[dict[str, int | float], tuple[
             continue
         if name in COUNTS:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INSTANCES:
-                problems.append(f"{name}: expected a whole number in 1..{MAX_INSTANCES}, got {value!r:.40}")
+                problems.append(f"{name}: expected a whole number in 1..{MAX_INSTANCES}, got {shown(value)}")
                 continue
         elif (
             isinstance(value, bool)
@@ -61,7 +62,7 @@ def read_changes(raw: Mapping[str, Any]) -> tuple[dict[str, int | float], tuple[
             or not math.isfinite(value)
             or not 0 < value <= HIGHEST[name]
         ):
-            problems.append(f"{name}: expected a number in (0, {HIGHEST[name]:g}], got {value!r:.40}")
+            problems.append(f"{name}: expected a number in (0, {HIGHEST[name]:g}], got {shown(value)}")
             continue
         changes[name] = value if name in COUNTS else float(value)
     if not changes and not problems:

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from ._table_problems import Fail, Problems, unknown_key
+from ._text import shown
 
 # a limit well above any real cluster, so that typos (1e9) are caught
 MAX_SECONDS = 24 * 3600.0
@@ -88,7 +89,7 @@ def parse_autoscale(
             return default
         value = raw[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            problems.add(f"{path}.{key}", f"must be an integer, got {type(value).__name__} {value!r}", key)
+            problems.add(f"{path}.{key}", f"must be an integer, got {shown(value)}", key)
             return default
         if not low <= value <= high:
             problems.add(f"{path}.{key}", f"must be between {low} and {high}, got {value}", key)
@@ -115,7 +116,7 @@ def parse_autoscale(
             or not (value < high if open_high else value <= high)
         ):
             interval = ("(" if above_low else "[") + f"{low:g}, {high:g}" + (")" if open_high else "]")
-            problems.add(f"{path}.{key}", f"must be a number in {interval}, got {value!r}", key)
+            problems.add(f"{path}.{key}", f"must be a number in {interval}, got {shown(value)}", key)
             return default
         return float(value)
 

@@ -20,6 +20,7 @@ from ._health_spec import parse_health
 from ._reconcile_spec import parse_policy
 from ._records import encode_record
 from ._table_problems import Fail, Problem, unknown_key
+from ._text import shown
 from ._update_spec import parse_update
 
 MAX_INSTANCES = 10_000
@@ -464,7 +465,7 @@ def _resources(raw: dict[str, Any], index: int, path: str, fail: Any) -> Resourc
         found.append(
             fail(
                 f"{path}.resources.cpu",
-                f"must be a number of cores in [0, 1024], got {cpu!r}",
+                f"must be a number of cores in [0, 1024], got {shown(cpu)}",
                 "cpu",
                 index,
                 "resources",
@@ -475,7 +476,7 @@ def _resources(raw: dict[str, Any], index: int, path: str, fail: Any) -> Resourc
         found.append(
             fail(
                 f"{path}.resources.memory_mib",
-                f"must be an integer number of MiB ≥ 0, got {memory!r}",
+                f"must be an integer number of MiB ≥ 0, got {shown(memory)}",
                 "memory_mib",
                 index,
                 "resources",
@@ -504,7 +505,7 @@ def _integer(
         return default  # type: ignore[return-value]
     value = raw[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(f"{path}.{key}", f"must be an integer, got {type(value).__name__} {value!r}", key, index)
+        raise fail(f"{path}.{key}", f"must be an integer, got {shown(value)}", key, index)
     if not minimum <= value <= maximum:
         raise fail(f"{path}.{key}", f"must be between {minimum} and {maximum}, got {value}", key, index)
     return value
@@ -517,4 +518,4 @@ def _choice(raw: dict[str, Any], key: str, kind: type, default: Any, path: str, 
         return kind(raw[key])
     except ValueError:
         choices = ", ".join(member.value for member in kind)
-        raise fail(f"{path}.{key}", f"must be one of {choices}, got {raw[key]!r}", key, index) from None
+        raise fail(f"{path}.{key}", f"must be one of {choices}, got {shown(raw[key])}", key, index) from None

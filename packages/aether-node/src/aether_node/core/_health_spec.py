@@ -19,6 +19,7 @@ import attrs
 
 from ._policies import HealthChecks
 from ._table_problems import Fail, Problems, unknown_key
+from ._text import shown
 
 MIN_SECONDS = 0.1  # checks more often than this would keep the node busy asking
 MAX_SECONDS = 24 * 3600.0  # a limit well above any real probe, so that typos (1e9) are caught
@@ -93,7 +94,7 @@ def parse_health(raw: Any, path: str, fail: Fail) -> HealthSpec:
         ):
             problems.add(
                 f"{path}.{key}",
-                f"must be a number of seconds in [{MIN_SECONDS:g}, {MAX_SECONDS:g}], got {value!r:.40}",
+                f"must be a number of seconds in [{MIN_SECONDS:g}, {MAX_SECONDS:g}], got {shown(value)}",
                 key,
             )
             return None
@@ -106,13 +107,13 @@ def parse_health(raw: Any, path: str, fail: Fail) -> HealthSpec:
     ):
         problems.add(
             f"{path}.failures",
-            f"must be a whole number in [1, {MAX_FAILURES}], got {failures!r:.40}",
+            f"must be a whole number in [1, {MAX_FAILURES}], got {shown(failures)}",
             "failures",
         )
         failures = None
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
-        problems.add(f"{path}.enabled", f"must be true or false, got {enabled!r:.40}", "enabled")
+        problems.add(f"{path}.enabled", f"must be true or false, got {shown(enabled)}", "enabled")
         enabled = True
     if enabled is False:
         for key in (k for k in SETTINGS if k in raw):

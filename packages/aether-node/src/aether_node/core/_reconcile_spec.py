@@ -25,6 +25,7 @@ import attrs
 
 from ._records import SCHEMA_VERSION
 from ._table_problems import Fail, Problems, unknown_key
+from ._text import shown
 
 MAX_DELAY_S = 24 * 3600.0  # well above any real wait, so that typos (1e9) are caught
 MAX_MOVES = 10_000
@@ -89,7 +90,7 @@ def parse_policy(raw: Any, path: str, fail: Fail) -> ReconcilePolicy:
     preset = raw.get("preset", "")
     if preset != "" and preset not in PRESETS:
         problems.add(
-            f"{path}.preset", f"must be one of {', '.join(sorted(PRESETS))}, got {preset!r:.40}", "preset"
+            f"{path}.preset", f"must be one of {', '.join(sorted(PRESETS))}, got {shown(preset)}", "preset"
         )
     delay = raw.get("rebalance_delay_s")
     if delay is not None and (
@@ -100,7 +101,7 @@ def parse_policy(raw: Any, path: str, fail: Fail) -> ReconcilePolicy:
     ):
         problems.add(
             f"{path}.rebalance_delay_s",
-            f"must be a number of seconds in [0, {MAX_DELAY_S:g}], got {delay!r:.40}",
+            f"must be a number of seconds in [0, {MAX_DELAY_S:g}], got {shown(delay)}",
             "rebalance_delay_s",
         )
     moves = raw.get("max_moves")
@@ -109,7 +110,7 @@ def parse_policy(raw: Any, path: str, fail: Fail) -> ReconcilePolicy:
     ):
         problems.add(
             f"{path}.max_moves",
-            f"must be a whole number in [0, {MAX_MOVES}] (0: no limit), got {moves!r:.40}",
+            f"must be a whole number in [0, {MAX_MOVES}] (0: no limit), got {shown(moves)}",
             "max_moves",
         )
     problems.raise_any(fail)

@@ -1,8 +1,9 @@
 """JSON as JSON is, not as Python's parser takes it: no NaN or Infinity, no number too large for a float
-(Python makes 1e400 infinite), no nesting past the parser's limit, no string holding a lone UTF-16
-surrogate (`"\\ud800"`: valid JSON syntax, but no text; Python's parser makes a string that no UTF-8
-encoder takes, and such a string, once in, failed wherever it went out: the answer to a call (a 500 after
-the slice had run), a record stored and read back (every read of the events after it failed)).
+(Python makes 1e400 infinite), no nesting past the parser's limit, no key twice in one object, no string
+holding a lone UTF-16 surrogate (`"\\ud800"`: valid JSON syntax, but no text; Python's parser makes a
+string that no UTF-8 encoder takes, and such a string, once in, failed wherever it went out: the answer
+to a call (a 500 after the slice had run), a record stored and read back (every read of the events after
+it failed)).
 The one strict parser, used for the bodies the node reads (`routing/_http.parse_json`) and for the
 payload the CLI sends (`aether slice invoke --data`, through `aether_node.client.parse_strict_json`), so
 both refuse the same things. Pure."""
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from typing import Any
 
-from ._json_hooks import integer, json_object
+from ._json_hooks import integer
+from ._text import shown
 
 
 class _NotJsonConstant(ValueError):
@@ -33,10 +36,21 @@ def _finite(text: str) -> float:
     return number
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object whose keys are all different. JSON's grammar lets a key come twice, leaving its meaning
+    to the reader (Python's keeps the last, others the first or both): `{"instances": 1, "instances": 5}`
+    is refused, not read one way here and another by the one who wrote it."""
+    made = dict(pairs)
+    if len(made) != len(pairs):
+        twice = next(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
+        raise ValueError(f"the key {shown(twice)} is given twice in one object")
+    return made
+
+
 # (numbers and objects made by functions in Python: a worker thread parsing a big body lets the event
 # loop's thread run between them, where one call of the C parser would hold the GIL to its end)
 _decode = json.JSONDecoder(
-    parse_constant=_refuse_constant, parse_float=_finite, parse_int=integer, object_pairs_hook=json_object
+    parse_constant=_refuse_constant, parse_float=_finite, parse_int=integer, object_pairs_hook=_unique_keys
 ).decode
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import attrs
 
 from ._table_problems import Fail, Problems, unknown_key
+from ._text import shown
 
 MAX_SECONDS = 24 * 3600.0  # a limit well above any real rollout, so that typos (1e9) are caught
 MAX_STEPS = 20
@@ -89,7 +90,7 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
         strategy = UpdateStrategy(value)
     except ValueError:
         choices = ", ".join(member.value for member in UpdateStrategy)
-        problems.add(f"{path}.strategy", f"must be one of {choices}, got {value!r}", "strategy")
+        problems.add(f"{path}.strategy", f"must be one of {choices}, got {shown(value)}", "strategy")
     if strategy is not None:
         allowed = {
             UpdateStrategy.ROLLING: ROLLING_KEYS,
@@ -112,7 +113,7 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
             or not math.isfinite(found)
             or not low <= found <= high
         ):
-            problems.add(f"{path}.{key}", f"must be a number in [{low:g}, {high:g}], got {found!r}", key)
+            problems.add(f"{path}.{key}", f"must be a number in [{low:g}, {high:g}], got {shown(found)}", key)
             return default
         return float(found)
 
@@ -120,7 +121,9 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
     surge = raw.get("max_surge", defaults.max_surge)
     if isinstance(surge, bool) or not isinstance(surge, int) or not 1 <= surge <= MAX_SURGE:
         problems.add(
-            f"{path}.max_surge", f"must be a whole number in [1, {MAX_SURGE}], got {surge!r:.40}", "max_surge"
+            f"{path}.max_surge",
+            f"must be a whole number in [1, {MAX_SURGE}], got {shown(surge)}",
+            "max_surge",
         )
     spec = UpdateSpec(
         strategy=strategy or UpdateStrategy.ROLLING,
@@ -144,13 +147,15 @@ def _steps(steps: Any, where: str, problems: Problems) -> tuple[int, ...]:
         or len(steps) > MAX_STEPS
         or any(isinstance(s, bool) or not isinstance(s, int) for s in steps)
     ):
-        problem = f"must be a list of 1 to {MAX_STEPS} integer percentages, e.g. [10, 50, 100]; got {steps!r}"
+        problem = (
+            f"must be a list of 1 to {MAX_STEPS} integer percentages, e.g. [10, 50, 100]; got {shown(steps)}"
+        )
     elif any(not 1 <= s <= 100 for s in steps):
-        problem = f"each step must be between 1 and 100 (percent), got {steps!r}"
+        problem = f"each step must be between 1 and 100 (percent), got {shown(steps)}"
     elif any(later <= earlier for earlier, later in itertools.pairwise(steps)):
-        problem = f"steps must grow, got {steps!r}"
+        problem = f"steps must grow, got {shown(steps)}"
     elif steps[-1] != 100:
-        problem = f"the last step must be 100 (all traffic on the new version), got {steps!r}"
+        problem = f"the last step must be 100 (all traffic on the new version), got {shown(steps)}"
     else:
         return tuple(steps)
     problems.add(where, problem, "steps")

@@ -43,6 +43,7 @@ from ..core._error_kinds import RETRY_AFTER, ErrorKind, http_status
 from ..core._errors import InvocationError
 from ..core._off_loop import in_pieces, json_size_at_least, run_sized
 from ..core._strict_json import parse_strict_json
+from ..core._text import shown
 from ._body_limit import limit_body
 from ._connection_slots import ConnectionSlots
 from ._hypercorn_serve import serve_plain
@@ -108,7 +109,7 @@ def call_options(query: Mapping[str, str]) -> dict[str, Any]:
         try:
             timeout = float(query["timeout"])
         except ValueError:
-            raise ValueError(f"timeout: expected seconds, got {query['timeout']!r}") from None
+            raise ValueError(f"timeout: expected seconds, got {shown(query['timeout'])}") from None
         if not 0 < timeout <= 3600:
             raise ValueError(f"timeout: must be in (0, 3600] seconds, got {timeout:g}")
         options["timeout"] = timeout

@@ -38,6 +38,7 @@ from aether_slice.protocol import ProtocolError
 from ..core._error_kinds import ErrorKind
 from ..core._errors import InvocationError
 from ..core._off_loop import in_pieces, json_size_at_least, loads_yielding, run_sized
+from ..core._text import shown
 from ._connection_slots import ConnectionSlots
 from ._peer_backoff import PeerBackoff
 
@@ -145,9 +146,9 @@ def _invoke_arguments(request: dict[str, Any]) -> tuple[str, int, str, Any, floa
         instance = request.get("instance", 0)
         timeout = request.get("timeout") or 30.0
         if isinstance(instance, bool) or not isinstance(instance, int):
-            raise ValueError(f"instance: expected an integer, got {instance!r}")
+            raise ValueError(f"instance: expected an integer, got {shown(instance)}")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 3600:
-            raise ValueError(f"timeout: expected seconds in (0, 3600], got {timeout!r}")
+            raise ValueError(f"timeout: expected seconds in (0, 3600], got {shown(timeout)}")
         coordinates, entry = request.get("coordinates"), request.get("entry")
         if not isinstance(coordinates, str) or not isinstance(entry, str):
             raise ValueError("coordinates and entry must be strings")
