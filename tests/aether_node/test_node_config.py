@@ -3,12 +3,12 @@ the slices (`[capacity]`, this host's where it does not say), the values it refu
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from aether_node.core._config import ConfigError, load_config
+from aether_node.core._host_capacity import host_capacity
 from aether_node.core._records import Capacity
 
 
@@ -38,8 +38,9 @@ def test_blueprint_history_below_one_is_refused(tmp_path: Path) -> None:
 def test_what_capacity_leaves_out_is_this_hosts(tmp_path: Path) -> None:
     """A node offered 1 core and 1,024 MiB whatever its host had; now what the configuration does not
     say is found on the host: the CPUs this process may run on, and the machine's memory."""
-    cpus = float(len(os.sched_getaffinity(0)))
-    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2**20
+    host = host_capacity()  # (the CPUs it may run on and the memory, cut to its cgroups' quota)
+    cpus, memory = host.cpu, host.memory_mib
+    assert cpus >= 1 and memory >= 256
     assert load_config(config_file(tmp_path, ""), {}).capacity == Capacity(cpu=cpus, memory_mib=memory)
     given = load_config(config_file(tmp_path, "[capacity]\ncpu = 0.5\n"), {}).capacity
     assert given == Capacity(cpu=0.5, memory_mib=memory)

@@ -102,11 +102,17 @@ def run(
     lease_ttl: float | None = None,
     capacity_cpu: Annotated[
         float | None,
-        Parameter(help="Cores this node offers the slices' resources (default: the CPUs it may run on)."),
+        Parameter(
+            help="Cores this node offers the slices' resources (default: the CPUs it may run on, cut to its"
+            " cgroups' quota)."
+        ),
     ] = None,
     capacity_memory_mib: Annotated[
         int | None,
-        Parameter(help="MiB of memory this node offers the slices' resources (default: the machine's)."),
+        Parameter(
+            help="MiB of memory this node offers the slices' resources (default: the machine's, cut to its"
+            " cgroups' limit)."
+        ),
     ] = None,
     log_level: str = "INFO",
 ) -> None:
