@@ -6,6 +6,7 @@ refusal; at the limit, the app reads it as before. Without it, the app held any 
 from __future__ import annotations
 
 import functools
+import socket
 from collections.abc import AsyncIterator
 
 import httpx
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from aether_node.routing import _unread_body
 from aether_node.routing._http import serve_http
 
 LIMIT = 1000
@@ -79,3 +81,44 @@ async def test_a_chunked_body_that_grows_past_the_limit_is_refused_and_the_app_s
         assert calls == ["gone"]  # the app's read ended; what it would have answered was not sent
         after = await http.post(url, content=b"[]")
     assert after.json() == {"size": 2}
+
+
+def refusal_of(address: tuple[str, int], declared: int, sent: int) -> bytes:
+    """What a client that sends `sent` bytes of a body declared `declared` long, and only then reads,
+    gets: the answer's bytes up to the server's close."""
+    with socket.create_connection(address, timeout=30) as conn:
+        conn.sendall(f"POST /size HTTP/1.1\r\nHost: t\r\nContent-Length: {declared}\r\n\r\n".encode())
+        try:
+            conn.sendall(b"x" * sent)  # (as http.client does: the whole body before reading)
+        except OSError as error:  # the server reset the connection under it
+            return f"the body could not be sent: {error!r}".encode()
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        return answer
+
+
+def address_of(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").removesuffix("/size").rsplit(":", 1)
+    return host, int(port)
+
+
+async def test_a_body_declared_over_the_limit_is_answered_before_it_is_sent(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answered at once: the connection is not kept, so the rest of the body is not waited for (it was,
+    for up to `UNREAD_TIMEOUT`, made longer here than the client waits)."""
+    monkeypatch.setattr(_unread_body, "UNREAD_TIMEOUT", 600.0)
+    answer = await trio.to_thread.run_sync(refusal_of, address_of(url), LIMIT * 1000, 0)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert answer.endswith(f'"the request body is over {LIMIT} bytes"}}}}'.encode()), answer
+
+
+async def test_a_client_sending_its_whole_body_before_reading_gets_the_refusal(url: str) -> None:
+    """The server lingers before it closes: it shuts its side and drops what the client still sends.
+    Closed at once, the unread bytes made the kernel reset the connection under the client, which lost
+    the answer it had been sent."""
+    answer = await trio.to_thread.run_sync(refusal_of, address_of(url), 8 << 20, 8 << 20)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert answer.endswith(f'"the request body is over {LIMIT} bytes"}}}}'.encode()), answer
+    assert calls == []

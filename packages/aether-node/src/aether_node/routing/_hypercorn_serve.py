@@ -20,13 +20,15 @@ file or a failed read) and closes it once its tasks end; its `idle_task` is the 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 import trio
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr, wrap_app
@@ -34,15 +36,69 @@ from starlette.types import ASGIApp
 
 from ._connection_slots import ConnectionSlots
 
+LINGER_SECONDS = 5.0  # a closing connection waits at most so long for its client to close its side
+LINGER_BYTES = 64 << 20  # ... and reads and drops at most so much of what it still sends
+
 
 class _Connection(TCPServer):
-    """hypercorn's connection handler, closing once the client has closed its side (above)."""
+    """hypercorn's connection handler, closing once the client has closed its side, and lingering before
+    it closes a connection itself (above)."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._closing = False
+        self._reader: trio.lowlevel.Task | None = None
+        self._client_done = trio.Event()  # the client's end of file, or the connection failed
+        self._lingered = 0  # bytes read and dropped since the server closed its side
 
     async def _read_data(self) -> None:
-        await super()._read_data()
+        # hypercorn's loop (its `read_timeout` is not set here), but what comes once the server has
+        # closed its side is dropped (counted: `_linger`), not given to the protocol
+        self._reader = trio.lowlevel.current_task()
+        while True:
+            try:
+                data = await self.stream.receive_some(MAX_RECV)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.BusyResourceError):
+                break
+            if self._closing:
+                self._lingered += len(data)
+                if not data or self._lingered > LINGER_BYTES:
+                    break
+                continue
+            await self.protocol.handle(RawData(bytes(data)))
+            if not data:
+                break
+        self._client_done.set()
+        await self.protocol.handle(Closed())
         # End of file (or the connection failed): nothing more can come, so the keep-alive timer must
         # not hold the connection; it ends with its tasks (a request in flight: once it is answered).
         await self.idle_task.stop()
+
+    async def _close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            await self._linger()
+        await self.stream.aclose()
+
+    async def _linger(self) -> None:
+        """Before the server closes a connection with its answer sent: its side shut (plain TCP), what
+        the client still sends read and dropped until it closes its side, for at most LINGER_SECONDS and
+        LINGER_BYTES. Closed at once, a socket with unread bytes makes the kernel reset the connection,
+        and a client still sending a body (one over the limit, answered 400 before it was read) could
+        lose the answer it had been sent."""
+        if self._client_done.is_set():
+            return
+        with contextlib.suppress(AttributeError, trio.BrokenResourceError, trio.BusyResourceError):
+            await self.stream.send_eof()  # (a TLS stream has none: its answer said `Connection: close`)
+        with trio.move_on_after(LINGER_SECONDS):
+            if trio.lowlevel.current_task() is not self._reader:
+                await self._client_done.wait()  # (the reader drops what comes)
+                return
+            while self._lingered <= LINGER_BYTES:  # the reader itself closes: it reads here
+                data = await self.stream.receive_some(MAX_RECV)
+                if not data:
+                    return
+                self._lingered += len(data)
 
 
 async def serve_listeners(

@@ -8,7 +8,9 @@ that was fine. `read_unread_body` wraps an ASGI app: when the app starts its ans
 whole body, the rest is read first (at most MAX_UNREAD bytes, for at most UNREAD_TIMEOUT seconds; a
 client that waits for `100 Continue` gets it from hypercorn as the body is asked for), so hypercorn starts
 the next cycle on the same connection. A longer or slower body is left, and the answer says
-`Connection: close`, which hypercorn then does.
+`Connection: close`, which hypercorn then does. An answer that says so already (a body declared over the
+limit, `_body_limit`) is sent at once: the connection is not kept, and its close lingers
+(`_hypercorn_serve`) so that the client still sending gets it.
 """
 
 from __future__ import annotations
@@ -39,12 +41,13 @@ def read_unread_body(app: Any) -> Any:
 
         async def answer(message: dict[str, Any]) -> None:
             if not ended and message["type"] == "http.response.start":
+                headers = list(message.get("headers", ()))
+                said = [value.strip().lower() for name, value in headers if name.lower() == b"connection"]
                 left = MAX_UNREAD
-                with trio.move_on_after(UNREAD_TIMEOUT):
+                with trio.move_on_after(0 if b"close" in said else UNREAD_TIMEOUT):
                     while not ended and left >= 0:
                         left -= len((await tracked()).get("body", b""))
-                headers = list(message.get("headers", ()))
-                if not ended and not any(name.lower() == b"connection" for name, _ in headers):
+                if not ended and not said:
                     message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
