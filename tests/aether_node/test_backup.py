@@ -77,7 +77,7 @@ async def test_a_cluster_with_state_is_refused_and_nothing_is_written() -> None:
         ({"format": "aether-backup", "version": 1}, 'backup: "entries" must be a list'),
         (
             {"format": "aether-backup", "version": 1, "entries": [{"key": "nodes/n1", "value": "{}"}]},
-            "backup: entries[0]: key 'nodes/n1' is not under blueprints/",
+            'backup: entries[0]: key "nodes/n1" is not under blueprints/',
         ),
         (
             {"format": "aether-backup", "version": 1, "entries": [{"key": "blueprints/a", "value": 3}]},

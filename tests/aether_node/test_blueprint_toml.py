@@ -224,6 +224,14 @@ BAD_BLUEPRINTS = [
         1,
     ),
     (
+        "unknown-slice-key-quoted",  # a key TOML writes in quotes is shown so, escaped
+        HEAD + 'instances = 1\n"re plicas\u202e" = 2\n"x y" = 3\n',
+        f'bp.toml:6:1: slices[0]."re plicas\\u202e": unknown key (expected: {SLICE_KEYS})'
+        f'\nbp.toml:7:1: slices[0]."x y": unknown key (expected: {SLICE_KEYS})',
+        6,
+        1,
+    ),
+    (
         "instances-wrong-type",
         HEAD + 'instances = "three"\n',
         'bp.toml:5:1: slices[0].instances: must be an integer, got "three"',

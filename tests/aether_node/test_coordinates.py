@@ -135,7 +135,7 @@ def test_parse_artifact_id_invalid(text: str) -> None:
 
 
 def test_parse_artifact_id_not_a_string() -> None:
-    with pytest.raises(InvalidCoordinatesError, match=r"^None is not group:artifact"):
+    with pytest.raises(InvalidCoordinatesError, match=r"^null is not group:artifact"):
         parse_artifact_id(None)  # type: ignore[arg-type]
 
 

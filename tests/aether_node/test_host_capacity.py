@@ -146,3 +146,28 @@ def test_a_process_in_cgroups_with_a_quota_is_offered_the_quota(v1_cgroups: tupl
         check=True,
     )
     assert json.loads(answer.stdout) == [min(1.5, HOST_CPUS), min(512, HOST_MIB)]
+
+
+@pytest.mark.skipif(not v1_writable(), reason="needs root and the cgroup v1 cpu controller")
+def test_a_cgroup_whose_name_is_no_text_leaves_the_host_offered() -> None:
+    """What cannot be read (here `/proc/self/cgroup` naming a cgroup in bytes that are no UTF-8; a
+    sandbox that forbids a look) must not stop the node from starting: the host is offered."""
+    own = cgroup_paths(Path("/proc/self/cgroup").read_text())
+    parent = os.fsencode(V1 / "cpu" / own["cpu"].strip("/"))
+    odd = os.path.join(parent, b"aether-capacity-\xff-" + uuid.uuid4().hex[:8].encode())
+    os.mkdir(odd)
+    try:
+        code = (
+            "import json; from aether_node.core._host_capacity import host_capacity; c = host_capacity();"
+            " print(json.dumps([c.cpu, c.memory_mib]))"
+        )
+        join = 'echo $$ > "$1/cgroup.procs" && exec "$2" -c "$3"'
+        answer = subprocess.run(
+            [b"sh", b"-c", join.encode(), b"sh", odd, os.fsencode(sys.executable), code.encode()],
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+        assert json.loads(answer.stdout) == [HOST_CPUS, HOST_MIB]
+    finally:
+        os.rmdir(odd)

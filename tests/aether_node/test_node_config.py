@@ -37,10 +37,11 @@ def test_blueprint_history_below_one_is_refused(tmp_path: Path) -> None:
 
 def test_what_capacity_leaves_out_is_this_hosts(tmp_path: Path) -> None:
     """A node offered 1 core and 1,024 MiB whatever its host had; now what the configuration does not
-    say is found on the host: the CPUs this process may run on, and the machine's memory."""
+    say is found on the host: the CPUs this process may run on, and the machine's memory, each cut to the
+    quota of its cgroups (test_host_capacity.py)."""
     host = host_capacity()  # (the CPUs it may run on and the memory, cut to its cgroups' quota)
     cpus, memory = host.cpu, host.memory_mib
-    assert cpus >= 1 and memory >= 256
+    assert cpus > 0 and memory > 0
     assert load_config(config_file(tmp_path, ""), {}).capacity == Capacity(cpu=cpus, memory_mib=memory)
     given = load_config(config_file(tmp_path, "[capacity]\ncpu = 0.5\n"), {}).capacity
     assert given == Capacity(cpu=0.5, memory_mib=memory)

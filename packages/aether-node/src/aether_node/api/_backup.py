@@ -30,6 +30,7 @@ from ..core._kv_errors import store_errors
 from ..core._records import ApiKeyRecord, RecordError, decode_record, encode_record
 from ..core._schema import API_KEYS, BLUEPRINT_REVISIONS, BLUEPRINTS, revision_key
 from ..core._strict_json import parse_strict_json
+from ..core._text import shown
 from ._api_keys import check_name, check_role
 
 FORMAT = "aether-backup"
@@ -68,7 +69,7 @@ def check_backup(data: object) -> list[tuple[str, bytes]]:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise bad(f'not an Aether backup (expected an object with "format": "{FORMAT}")')
     if data.get("version") != VERSION:
-        raise bad(f"version {data.get('version')!r} is not understood (this node reads {VERSION})")
+        raise bad(f"version {shown(data.get('version'))} is not understood (this node reads {VERSION})")
     entries = data.get("entries")
     if not isinstance(entries, list):
         raise bad('"entries" must be a list')
@@ -78,7 +79,7 @@ def check_backup(data: object) -> list[tuple[str, bytes]]:
             raise bad(f"entries[{number}]: expected an object with key and value")
         key, value = entry.get("key"), entry.get("value")
         if not isinstance(key, str) or not key.startswith(BACKED_UP):
-            raise bad(f"entries[{number}]: key {key!r} is not under {', '.join(BACKED_UP)}")
+            raise bad(f"entries[{number}]: key {shown(key)} is not under {', '.join(BACKED_UP)}")
         if not isinstance(value, str):
             raise bad(f"entries[{number}] ({key}): value must be text")
         # A record no node can read would be written and then fail the leader on every pass: refuse it;

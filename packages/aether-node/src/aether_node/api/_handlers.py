@@ -101,7 +101,7 @@ from ..core._schema import (
     ROLLOUTS,
     SLICES,
 )
-from ..core._text import plural, replica_label
+from ..core._text import plural, replica_label, shown
 from ..observe._events import ALL_EVENTS, EventFilter, describe, needs_time
 from ..routing._invoker import ClusterInvoker
 from ..routing._no_endpoint import deployments, no_endpoint_error
@@ -950,7 +950,7 @@ class Handlers:
         """That events after revision `since` can still be read from the store's history."""
         status = await self._status()
         if since < 0:
-            raise RequestError(ErrorKind.BAD_REQUEST, f"since: must be a revision ≥ 0, got {since}")
+            raise RequestError(ErrorKind.BAD_REQUEST, f"since: must be a revision ≥ 0, got {shown(since)}")
         if since < status.compact_revision:
             raise RequestError(
                 ErrorKind.BAD_REQUEST,

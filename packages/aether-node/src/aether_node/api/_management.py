@@ -43,7 +43,7 @@ from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._off_loop import run_sized
 from ..core._paced_log import PacedLog
-from ..core._table_problems import unknown_key
+from ..core._table_problems import key_named, unknown_key
 from ..core._text import shown
 from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
@@ -115,22 +115,18 @@ async def parse_json_body(body: bytes) -> Any:
 
 
 async def json_object(request: Request, keys: Collection[str] | None) -> dict[str, Any]:
-    """A request body that must be a JSON object, with no key but `keys` (None: the operation checks
-    them itself, naming every bad one): a misspelt key is refused, not left out unseen."""
+    """A request body that must be a JSON object, with no key but `keys`: a misspelt key is refused, not
+    left out unseen. None: any key (autoscale's and the policy's settings name every unknown one
+    themselves; a backup's keys are its format's, checked by `restore_backup`)."""
     data = await parse_json_body(await request.body())
     if not isinstance(data, dict):
         raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
     unknown = sorted(set(data) - set(keys)) if keys is not None else []
     if unknown:
-        problems = [f"{_key_named(key)}: {unknown_key(key, keys or ())}" for key in unknown[:5]]
+        problems = [f"{key_named(key)}: {unknown_key(key, keys or ())}" for key in unknown[:5]]
         more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
         raise RequestError(ErrorKind.BAD_REQUEST, "; ".join(problems) + more)
     return data
-
-
-def _key_named(key: str) -> str:
-    """A body's key in a message: as it is if a name, else as written in JSON (quoted, escaped, cut)."""
-    return key if key.isascii() and key.isidentifier() and len(key) <= 40 else shown(key)
 
 
 def management_app(
@@ -419,7 +415,7 @@ def management_app(
             raise RequestError(ErrorKind.BAD_REQUEST, "limit: expected an integer") from None
         if not 1 <= limit <= MAX_EVENTS:
             raise RequestError(
-                ErrorKind.BAD_REQUEST, f"limit: must be between 1 and {MAX_EVENTS}, got {limit}"
+                ErrorKind.BAD_REQUEST, f"limit: must be between 1 and {MAX_EVENTS}, got {shown(limit)}"
             )
         return limit
 

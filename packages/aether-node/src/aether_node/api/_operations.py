@@ -236,7 +236,8 @@ class Operations:
             )
         if not 0 <= instances <= MAX_INSTANCES:
             raise RequestError(
-                ErrorKind.BAD_REQUEST, f"instances: must be between 0 and {MAX_INSTANCES}, got {instances}"
+                ErrorKind.BAD_REQUEST,
+                f"instances: must be between 0 and {MAX_INSTANCES}, got {shown(instances)}",
             )
         # As of the blueprints read here if the client says no revision of its own: the scaled copy is
         # never written over a change that came after the read (an apply that took a slice out, another

@@ -82,11 +82,11 @@ class LogRequest:
         lines = DEFAULT_LINES if lines is None else lines
         if not 1 <= lines <= MAX_LINES:
             raise RequestError(
-                ErrorKind.BAD_REQUEST, f"lines: must be between 1 and {MAX_LINES}, got {lines}"
+                ErrorKind.BAD_REQUEST, f"lines: must be between 1 and {MAX_LINES}, got {shown(lines)}"
             )
         instance = number("instance")
         if instance is not None and instance < 0:
-            raise RequestError(ErrorKind.BAD_REQUEST, f"instance: must be ≥ 0, got {instance}")
+            raise RequestError(ErrorKind.BAD_REQUEST, f"instance: must be ≥ 0, got {shown(instance)}")
         follow = params.get("follow", "0").lower() in ("1", "true", "yes")
         node = params.get("node") or None
         return cls(artifact=artifact, instance=instance, node=node, lines=lines, follow=follow)

@@ -15,6 +15,7 @@ import attrs
 from ..core._autoscale_spec import MAX_SECONDS, AutoscaleSpec
 from ..core._blueprint_toml import MAX_INSTANCES
 from ..core._records import AutoscaleSettings
+from ..core._table_problems import key_named
 from ..core._text import shown
 
 COUNTS = ("min", "max")
@@ -46,7 +47,10 @@ def read_changes(raw: Mapping[str, Any]) -> tuple[dict[str, int | float], tuple[
     bad one (an unknown name, a value of the wrong kind or range), all of them: one answer names them all.
     Nothing asked for at all is a problem too."""
     settable = ", ".join(SETTABLE)
-    problems = [f"{name}: not a setting (settable: {settable})" for name in sorted(set(raw) - set(SETTABLE))]
+    unknown = sorted(set(raw) - set(SETTABLE))
+    problems = [f"{key_named(name)}: not a setting (settable: {settable})" for name in unknown[:5]]
+    if len(unknown) > 5:
+        problems.append(f"and {len(unknown) - 5} more that are not settings")
     changes: dict[str, int | float] = {}
     for name in SETTABLE:
         value = raw.get(name)

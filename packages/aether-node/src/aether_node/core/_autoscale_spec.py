@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from ._table_problems import Fail, Problems, unknown_key
+from ._table_problems import Fail, Problems, key_named, unknown_key
 from ._text import shown
 
 # a limit well above any real cluster, so that typos (1e9) are caught
@@ -80,7 +80,7 @@ def parse_autoscale(
         problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            problems.add(f"{path}.{key}", unknown_key(key, KEYS), key)
+            problems.add(f"{path}.{key_named(key)}", unknown_key(key, KEYS), key)
 
     def integer(key: str, low: int, high: int, default: int | None = None) -> int | None:
         if key not in raw:
@@ -92,7 +92,7 @@ def parse_autoscale(
             problems.add(f"{path}.{key}", f"must be an integer, got {shown(value)}", key)
             return default
         if not low <= value <= high:
-            problems.add(f"{path}.{key}", f"must be between {low} and {high}, got {value}", key)
+            problems.add(f"{path}.{key}", f"must be between {low} and {high}, got {shown(value)}", key)
             return default
         return value
 

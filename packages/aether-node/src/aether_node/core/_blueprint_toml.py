@@ -19,8 +19,8 @@ from ._errors import InvalidCoordinatesError, NodeError
 from ._health_spec import parse_health
 from ._reconcile_spec import parse_policy
 from ._records import encode_record
-from ._table_problems import Fail, Problem, unknown_key
-from ._text import shown
+from ._table_problems import Fail, Problem, key_named, unknown_key
+from ._text import quoted, shown
 from ._update_spec import parse_update
 
 MAX_INSTANCES = 10_000
@@ -135,8 +135,9 @@ class _Locator:
                 elif wanted is None and key and header.split(".")[0] == key:  # `[[slice]]`: a table
                     return number + 1, self.lines[number].index("[") + 1
                 continue
-            if header == wanted and re.match(rf"^{re.escape(key)}\s*=", stripped):
-                return number + 1, self.lines[number].index(key) + 1
+            written = re.match(rf"^({re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')\s*=", stripped)
+            if header == wanted and written:  # (bare, or quoted without escapes: `"x y" = 1`)
+                return number + 1, self.lines[number].index(written[1]) + 1
         if table_line is not None:  # a key the table lacks (a required one): its header
             return table_line, 1
         return None, None
@@ -178,7 +179,7 @@ def parse_blueprint(
     problems = _Problems()
     for key in data:
         if key not in _TOP_KEYS:
-            problems.add(fail(key, unknown_key(key, _TOP_KEYS), key))
+            problems.add(fail(key_named(key), unknown_key(key, _TOP_KEYS), key))
     name = data.get("name")
     if not isinstance(name, str):
         problems.add(fail("name", "required: a string naming the blueprint", "name"))
@@ -186,7 +187,7 @@ def parse_blueprint(
         problems.add(
             fail(
                 "name",
-                f"{name!r} must be 1–64 lowercase letters, digits, '.', '_' or '-',"
+                f"{quoted(name)} must be 1–64 lowercase letters, digits, '.', '_' or '-',"
                 " beginning and ending with a letter or digit",
                 "name",
             )
@@ -269,7 +270,7 @@ def _parse_slice(
     before = len(problems.found)
     for key in raw:
         if key not in _SLICE_KEYS:
-            problems.add(fail(f"{path}.{key}", unknown_key(key, _SLICE_KEYS), key, index))
+            problems.add(fail(f"{path}.{key_named(key)}", unknown_key(key, _SLICE_KEYS), key, index))
     artifact = problems.check(_artifact, raw, index, path, fail)
     instances = problems.check(
         _integer, raw, "instances", path, index, fail, minimum=0, maximum=MAX_INSTANCES, required=True
@@ -451,7 +452,13 @@ def _resources(raw: dict[str, Any], index: int, path: str, fail: Any) -> Resourc
             index,
         )
     found = [
-        fail(f"{path}.resources.{key}", unknown_key(key, ("cpu", "memory_mib")), key, index, "resources")
+        fail(
+            f"{path}.resources.{key_named(key)}",
+            unknown_key(key, ("cpu", "memory_mib")),
+            key,
+            index,
+            "resources",
+        )
         for key in table
         if key not in _RESOURCE_KEYS
     ]
@@ -507,7 +514,9 @@ def _integer(
     if isinstance(value, bool) or not isinstance(value, int):
         raise fail(f"{path}.{key}", f"must be an integer, got {shown(value)}", key, index)
     if not minimum <= value <= maximum:
-        raise fail(f"{path}.{key}", f"must be between {minimum} and {maximum}, got {value}", key, index)
+        raise fail(
+            f"{path}.{key}", f"must be between {minimum} and {maximum}, got {shown(value)}", key, index
+        )
     return value
 
 

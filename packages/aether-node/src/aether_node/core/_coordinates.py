@@ -10,7 +10,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from ._errors import InvalidCoordinatesError
-from ._text import plural
+from ._text import plural, quoted
 
 _PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
@@ -49,14 +49,14 @@ def _parsed(text: str) -> Coordinates:
     parts = text.split(":")
     if len(parts) != 3:
         raise InvalidCoordinatesError(
-            f"{text!r} is not group:artifact:version (e.g. org.example:echo:1.0.0):"
+            f"{quoted(text)} is not group:artifact:version (e.g. org.example:echo:1.0.0):"
             f" it has {plural(len(parts), 'part')}"
         )
     group, artifact, version = parts
     for name, value in (("group", group), ("artifact", artifact)):
         if not _PART.fullmatch(value):
             raise InvalidCoordinatesError(
-                f"{text!r}: the {name} {value!r} must be letters, digits, '.', '_' or '-',"
+                f"{quoted(text)}: the {name} {quoted(value)} must be letters, digits, '.', '_' or '-',"
                 " starting and ending with a letter or digit"
             )
     try:
@@ -65,7 +65,7 @@ def _parsed(text: str) -> Coordinates:
         Version(version)
     except InvalidVersion:
         raise InvalidCoordinatesError(
-            f"{text!r}: the version {version!r} is not a PEP 440 version (e.g. 1.0.0)"
+            f"{quoted(text)}: the version {quoted(version)} is not a PEP 440 version (e.g. 1.0.0)"
         ) from None
     return Coordinates(group, artifact, version)
 
@@ -74,5 +74,5 @@ def parse_artifact_id(text: str) -> str:
     """Validate a version-free `group:artifact`."""
     parts = text.split(":") if isinstance(text, str) else []
     if len(parts) != 2 or not all(_PART.fullmatch(p) for p in parts):
-        raise InvalidCoordinatesError(f"{text!r} is not group:artifact (e.g. org.example:echo)")
+        raise InvalidCoordinatesError(f"{quoted(text)} is not group:artifact (e.g. org.example:echo)")
     return text

@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 
 from ._policies import HealthChecks
-from ._table_problems import Fail, Problems, unknown_key
+from ._table_problems import Fail, Problems, key_named, unknown_key
 from ._text import shown
 
 MIN_SECONDS = 0.1  # checks more often than this would keep the node busy asking
@@ -80,7 +80,7 @@ def parse_health(raw: Any, path: str, fail: Fail) -> HealthSpec:
         problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            problems.add(f"{path}.{key}", unknown_key(key, KEYS), key)
+            problems.add(f"{path}.{key_named(key)}", unknown_key(key, KEYS), key)
 
     def seconds(key: str) -> float | None:
         if key not in raw:

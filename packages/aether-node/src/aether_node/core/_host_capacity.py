@@ -28,7 +28,10 @@ def host_capacity(cgroup_root: Path = CGROUP_ROOT) -> Capacity:
     process's cgroups (`cgroup_limits`)."""
     cpus = float(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // _MIB
-    quota_cpus, quota_memory = cgroup_limits(cgroup_root)
+    try:
+        quota_cpus, quota_memory = cgroup_limits(cgroup_root)
+    except (OSError, ValueError):  # (a sandbox that forbids a stat, a cgroup name that is no UTF-8)
+        quota_cpus, quota_memory = None, None
     return Capacity(
         cpu=min(cpus, quota_cpus) if quota_cpus is not None else cpus,
         memory_mib=int(min(memory, quota_memory) if quota_memory is not None else memory),

@@ -24,7 +24,7 @@ from typing import Any
 import attrs
 
 from ._records import SCHEMA_VERSION
-from ._table_problems import Fail, Problems, unknown_key
+from ._table_problems import Fail, Problems, key_named, unknown_key
 from ._text import shown
 
 MAX_DELAY_S = 24 * 3600.0  # well above any real wait, so that typos (1e9) are caught
@@ -86,7 +86,7 @@ def parse_policy(raw: Any, path: str, fail: Fail) -> ReconcilePolicy:
         problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            problems.add(f"{path}.{key}", unknown_key(key, KEYS), key)
+            problems.add(f"{path}.{key_named(key)}", unknown_key(key, KEYS), key)
     preset = raw.get("preset", "")
     if preset != "" and preset not in PRESETS:
         problems.add(

@@ -6,9 +6,12 @@ caller's error maker at once, so one run reports them all. Pure."""
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable, Iterable, Sequence
 
 import attrs
+
+from ._text import shown
 
 
 @attrs.frozen(kw_only=True)
@@ -21,6 +24,15 @@ class Problem:
 # Every problem of a table (at least one) → the error to raise: the blueprint parser's (one line each,
 # file:line:column) or the API's.
 Fail = Callable[[Sequence[Problem]], Exception]
+
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]{1,40}")  # a key TOML writes without quotes (and short)
+
+
+def key_named(key: str) -> str:
+    """A key someone wrote, in a key path: as it is if TOML would write it bare (`replicas`), else quoted
+    and escaped as TOML and JSON write it (`"x y"`, `"\\u202e"`), cut. Pure."""
+    return key if _BARE_KEY.fullmatch(key) else shown(key)
 
 
 def unknown_key(key: str, known: Iterable[str]) -> str:

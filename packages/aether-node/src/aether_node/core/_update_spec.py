@@ -29,7 +29,7 @@ from typing import Any
 
 import attrs
 
-from ._table_problems import Fail, Problems, unknown_key
+from ._table_problems import Fail, Problems, key_named, unknown_key
 from ._text import shown
 
 MAX_SECONDS = 24 * 3600.0  # a limit well above any real rollout, so that typos (1e9) are caught
@@ -83,7 +83,7 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
         problems.raise_any(fail)
     for key in raw:
         if key not in KEYS:
-            problems.add(f"{path}.{key}", unknown_key(key, KEYS), key)
+            problems.add(f"{path}.{key_named(key)}", unknown_key(key, KEYS), key)
     value = raw.get("strategy", UpdateStrategy.ROLLING.value)
     strategy = None
     try:
