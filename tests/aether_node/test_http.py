@@ -163,6 +163,10 @@ async def test_per_call_options_come_from_the_query_string(
         ({"timeout": "0"}, "timeout: must be in (0, 3600] seconds, got 0"),
         ({"timeout": "3601"}, "timeout: must be in (0, 3600] seconds, got 3601"),
         ({"balancing": "fastest"}, "balancing: must be one of "),
+        (
+            {"timout": "5"},  # misspelt: it was left out unseen, the call taking the default timeout
+            "timout: unknown query parameter (did you mean 'timeout'? expected: balancing, timeout)",
+        ),
     ],
 )
 async def test_bad_options_are_bad_requests(

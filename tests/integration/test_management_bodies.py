@@ -157,6 +157,41 @@ def test_a_body_json_cannot_carry_is_a_bad_request(
     assert httpx.get(base(open_node) + "/api/v1/agent-lease", timeout=10).json() is None
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "message"),
+    [
+        (
+            "POST",
+            "/api/v1/slices/org.aether:echo/invoke/echo?timout=5",
+            "timout: unknown query parameter (did you mean 'timeout'? expected: timeout)",
+        ),
+        (
+            "GET",
+            "/api/v1/events?limt=5&kind=node_lost",
+            "limt: unknown query parameter (did you mean 'limit'? expected: kind, limit, node, slice)",
+        ),
+        ("GET", "/api/v1/cluster?verbose=1", "verbose: unknown query parameter (none is taken here)"),
+        (
+            "POST",
+            "/api/v1/nodes/n1/stop?forse=1",
+            "forse: unknown query parameter (did you mean 'force'? expected: force)",
+        ),
+    ],
+)
+def test_a_query_parameter_the_request_does_not_take_is_a_bad_request(
+    open_node: CliCluster, method: str, path: str, message: str
+) -> None:
+    """A misspelt parameter was left out unseen: the call took the default timeout, the stop was not
+    forced."""
+    answer = httpx.request(method, base(open_node) + path, timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"error": {"kind": "bad_request", "message": message}}
+
+
+def test_what_a_scraper_adds_to_metrics_is_taken(open_node: CliCluster) -> None:
+    assert httpx.get(base(open_node) + "/metrics?scrape=1", timeout=30).status_code == 200
+
+
 def test_the_node_serves_on_after_refusing_them(open_node: CliCluster) -> None:
     for _ in range(3):
         answer = httpx.post(

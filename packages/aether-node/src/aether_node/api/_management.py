@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 import trio
@@ -43,7 +43,7 @@ from ..core._error_kinds import ErrorKind
 from ..core._errors import RequestError
 from ..core._off_loop import run_sized
 from ..core._paced_log import PacedLog
-from ..core._table_problems import key_named, unknown_key
+from ..core._table_problems import unknown_keys
 from ..core._text import shown
 from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
@@ -58,7 +58,7 @@ from ._handlers import Handlers
 from ._join_tokens import JoinDesk
 from ._operations import Operations
 from ._reconcile import ReconcileOperations
-from ._slice_logs import LogRequest, Send, SliceLogs
+from ._slice_logs import LOG_QUERY, LogRequest, Send, SliceLogs
 
 log = logging.getLogger("aether_node.management")
 
@@ -121,11 +121,9 @@ async def json_object(request: Request, keys: Collection[str] | None) -> dict[st
     data = await parse_json_body(await request.body())
     if not isinstance(data, dict):
         raise RequestError(ErrorKind.BAD_REQUEST, "the request body must be a JSON object")
-    unknown = sorted(set(data) - set(keys)) if keys is not None else []
+    unknown = unknown_keys(data, keys) if keys is not None else None
     if unknown:
-        problems = [f"{key_named(key)}: {unknown_key(key, keys or ())}" for key in unknown[:5]]
-        more = f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else ""
-        raise RequestError(ErrorKind.BAD_REQUEST, "; ".join(problems) + more)
+        raise RequestError(ErrorKind.BAD_REQUEST, unknown)
     return data
 
 
@@ -148,8 +146,16 @@ def management_app(
     audit_log = AuditLog(handlers.kv, node_id)
 
     def route(
-        path: str, needed: str, method: str = "GET", *, audit: bool = False
+        path: str,
+        needed: str,
+        method: str = "GET",
+        *,
+        audit: bool = False,
+        query: tuple[str, ...] | None = (),
     ) -> Callable[[Endpoint], Route]:
+        """`query`: the query parameters the route reads; any other is refused (a misspelt `?timout=5`
+        was left out unseen, the call taking the default). None: any (a scraper's own)."""
+
         def wrap(endpoint: Endpoint) -> Route:
             async def answer(request: Request) -> tuple[str, Response]:
                 who, denied = authorizer.check(request, needed)
@@ -157,6 +163,8 @@ def management_app(
                     return who, denied
                 request.state.who = who
                 try:
+                    if query is not None:
+                        check_query(request.query_params.keys(), query)
                     result = await endpoint(request)
                 except RequestError as error:  # the handlers' and the calls' errors alike
                     return who, error_response(
@@ -212,13 +220,13 @@ def management_app(
             raise RequestError(ErrorKind.BAD_REQUEST, "the blueprint must be UTF-8 TOML text") from None
         return text, request.query_params.get("source", "blueprint.toml")
 
-    @route("/api/v1/blueprints", "operator", "POST", audit=True)
+    @route("/api/v1/blueprints", "operator", "POST", audit=True, query=("source",))
     async def apply(request: Request) -> Any:
         result = await handlers.apply_blueprint(*(await body_text(request)), since=await as_of(request))
         request.state.target = result.name
         return result
 
-    @route("/api/v1/blueprints/validate", "viewer", "POST")
+    @route("/api/v1/blueprints/validate", "viewer", "POST", query=("source",))
     async def validate(request: Request) -> Any:
         return await handlers.validate_blueprint(*(await body_text(request)))
 
@@ -242,7 +250,7 @@ def management_app(
 
     operations = Operations(handlers)
 
-    @route("/api/v1/blueprints/diff", "viewer", "POST")
+    @route("/api/v1/blueprints/diff", "viewer", "POST", query=("source",))
     async def diff(request: Request) -> Any:
         return await operations.diff(*(await body_text(request)))
 
@@ -250,7 +258,7 @@ def management_app(
     async def history(request: Request) -> Any:
         return await operations.blueprint_history(request.path_params["name"])
 
-    @route("/api/v1/blueprints/{name}/rollback", "operator", "POST", audit=True)
+    @route("/api/v1/blueprints/{name}/rollback", "operator", "POST", audit=True, query=("to",))
     async def rollback(request: Request) -> Any:
         """?to=REVISION (default: the revision before the current one)."""
         raw = request.query_params.get("to")
@@ -272,12 +280,12 @@ def management_app(
 
     autoscale = AutoscaleOperations(handlers)
 
-    @route("/api/v1/autoscale", "viewer")
+    @route("/api/v1/autoscale", "viewer", query=("signals",))
     async def autoscale_list(request: Request) -> Any:
         """?signals=1: with each slice's signals (see `_autoscale`)."""
         return await autoscale.status(signals=_flag(request, "signals"))
 
-    @route("/api/v1/autoscale/{artifact}", "viewer")
+    @route("/api/v1/autoscale/{artifact}", "viewer", query=("signals",))
     async def autoscale_status(request: Request) -> Any:
         return await autoscale.status(request.path_params["artifact"], signals=_flag(request, "signals"))
 
@@ -328,7 +336,7 @@ def management_app(
     async def resume(request: Request) -> Any:
         return await operations.pause(request.path_params["artifact"], "resume", since=await as_of(request))
 
-    @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST", audit=True)
+    @route("/api/v1/nodes/{node_id}/{operation}", "operator", "POST", audit=True, query=("force",))
     async def node_operation(request: Request) -> Any:
         """cordon, uncordon, drain, stop or restart (?force=1: a stop even if the KV loses its quorum)."""
         return await operations.node_operation(
@@ -354,7 +362,7 @@ def management_app(
     async def entry_points(request: Request) -> Any:
         return await handlers.entry_points(request.path_params["artifact"])
 
-    @route("/api/v1/slices/{artifact}/logs", "viewer")
+    @route("/api/v1/slices/{artifact}/logs", "viewer", query=LOG_QUERY)
     async def slice_logs(request: Request) -> Any:
         """?instance=N&node=ID&lines=K: the last K lines of each chosen instance (JSON: InstanceLogs);
         with &follow=1, JSON lines (LogLine) that go on with each new line until the instances end."""
@@ -365,7 +373,7 @@ def management_app(
             return await logs.tail(asked, request.headers)
         return LineStream(await logs.plan_follow(asked, request.headers))
 
-    @route("/api/v1/slices/{artifact}/invoke/{entry}", "operator", "POST")
+    @route("/api/v1/slices/{artifact}/invoke/{entry}", "operator", "POST", query=("timeout",))
     async def invoke(request: Request) -> Any:
         """?timeout=SECONDS: how long the call may take (default: the node's invoke timeout); then 504."""
         body = await request.body()
@@ -427,12 +435,12 @@ def management_app(
         except EventFilterError as error:
             raise RequestError(ErrorKind.BAD_REQUEST, str(error)) from None
 
-    @route("/api/v1/events", "viewer")
+    @route("/api/v1/events", "viewer", query=("limit", *EVENT_SELECTION))
     async def events(request: Request) -> Any:
         found, _ = await handlers.recent_events(_limit(request), _selection(request))
         return found
 
-    @route("/api/v1/events/stream", "viewer")
+    @route("/api/v1/events/stream", "viewer", query=("since", "limit", *EVENT_SELECTION))
     async def event_stream(request: Request) -> Any:
         """Server-sent events: the recent ones (or every one after `?since=REVISION`), then each new one as
         it is committed. Each has `data:` (the event's JSON, first) and `id:` (its revision); a comment
@@ -476,7 +484,7 @@ def management_app(
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
 
-    @route("/metrics", "viewer")
+    @route("/metrics", "viewer", query=None)
     async def prometheus(request: Request) -> Any:
         if not metrics.enabled:
             raise RequestError(
@@ -647,6 +655,16 @@ def _since(request: Request) -> int | None:
             ErrorKind.BAD_REQUEST, f"{SINCE_HEADER}: expected a revision (a whole number), got {shown(raw)}"
         )
     return int(raw)
+
+
+EVENT_SELECTION = ("kind", "slice", "node")  # the query parameters of `_selection`
+
+
+def check_query(given: Iterable[str], taken: Collection[str]) -> None:
+    """A `bad_request` error naming each query parameter of `given` that is not `taken`."""
+    unknown = unknown_keys(given, taken, "query parameter")
+    if unknown:
+        raise RequestError(ErrorKind.BAD_REQUEST, unknown)
 
 
 def _flag(request: Request, name: str) -> bool:

@@ -55,6 +55,9 @@ def split_lines(buffer: bytes) -> tuple[list[str], bytes]:
 # ---------------------------------------------------------------- the request
 
 
+LOG_QUERY = ("instance", "node", "lines", "follow")  # what `LogRequest.parse` reads
+
+
 @attrs.frozen(kw_only=True)
 class LogRequest:
     artifact: str

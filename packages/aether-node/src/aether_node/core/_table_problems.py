@@ -35,13 +35,27 @@ def key_named(key: str) -> str:
     return key if _BARE_KEY.fullmatch(key) else shown(key)
 
 
-def unknown_key(key: str, known: Iterable[str]) -> str:
+def unknown_key(key: str, known: Iterable[str], what: str = "key") -> str:
     """What is wrong with `key`, not one of `known`: "unknown key (expected: a, b)", with "did you mean
-    'x'?" first when one of them is close to it (a typo: `instance` for `instances`)."""
+    'x'?" first when one of them is close to it (a typo: `instance` for `instances`); "unknown key (none
+    is taken here)" when nothing is. `what`: what a key is called there ("query parameter")."""
     names = sorted(known)
+    if not names:
+        return f"unknown {what} (none is taken here)"
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.7)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return f"unknown key ({hint}expected: {', '.join(names)})"
+    return f"unknown {what} ({hint}expected: {', '.join(names)})"
+
+
+def unknown_keys(given: Iterable[str], taken: Iterable[str], what: str = "key") -> str | None:
+    """What is wrong with the keys of `given` that are not `taken` (a request body's, a query string's),
+    one `unknown_key` each, the first five named ("; " between); None if there is none."""
+    taken = tuple(taken)
+    unknown = sorted(set(given) - set(taken))
+    if not unknown:
+        return None
+    problems = [f"{key_named(key)}: {unknown_key(key, taken, what)}" for key in unknown[:5]]
+    return "; ".join(problems) + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
 
 
 class Problems:

@@ -43,6 +43,7 @@ from ..core._error_kinds import RETRY_AFTER, ErrorKind, http_status
 from ..core._errors import InvocationError
 from ..core._off_loop import in_pieces, json_size_at_least, run_sized
 from ..core._strict_json import parse_strict_json
+from ..core._table_problems import unknown_keys
 from ..core._text import shown
 from ._body_limit import limit_body
 from ._connection_slots import ConnectionSlots
@@ -102,8 +103,15 @@ def unanswerable(artifact: str, entry: str, error: Exception) -> InvocationError
     return InvocationError(ErrorKind.BAD_RESULT, message)
 
 
+CALL_OPTIONS = ("balancing", "timeout")
+
+
 def call_options(query: Mapping[str, str]) -> dict[str, Any]:
-    """Per-call options from the query string: ?timeout=SECONDS&balancing=STRATEGY."""
+    """Per-call options from the query string: ?timeout=SECONDS&balancing=STRATEGY; any other parameter
+    is refused (a misspelt `?timout=5` was left out unseen, the call taking the default timeout)."""
+    unknown = unknown_keys(query, CALL_OPTIONS, "query parameter")
+    if unknown:
+        raise ValueError(unknown)
     options: dict[str, Any] = {}
     if "timeout" in query:
         try:
