@@ -30,7 +30,7 @@ def test_the_first_key_must_be_an_admin_key(open_node: CliCluster) -> None:
         assert answer.status_code == 400, answer.text
         assert answer.json()["error"]["message"] == (
             "the API is open (no key yet) and the first key closes it: make it an admin key (--role admin),"
-            f" or no one could manage keys afterwards; got role {role!r}"
+            f' or no one could manage keys afterwards; got role "{role}"'
         )
     listed = httpx.get(f"{base}/api/v1/keys", timeout=10)
     assert listed.status_code == 200 and listed.json() == [], "a refused key was written, or closed the API"
