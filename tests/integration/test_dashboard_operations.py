@@ -138,7 +138,7 @@ def test_the_dashboard_operates_the_policy_slices_nodes_and_blueprints(
         page.click("#policy-set")
         refused = outcome(page, "set the reconciliation policy")
         assert refused.startswith("set the reconciliation policy refused: policy.max_moves: must be a whole")
-        assert "'lots'" in refused, refused
+        assert '"lots"' in refused, refused
         assert page.get_attribute("#policy-moves", "aria-invalid") == "true"
         assert page.get_attribute("#policy-delay", "aria-invalid") == "false"
         assert http.get("/api/v1/cluster/policy").json() == before  # nothing changed, the delay neither
