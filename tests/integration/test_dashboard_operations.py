@@ -28,6 +28,7 @@ Screenshots go to test-artifacts/ (gitignored).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -326,6 +327,11 @@ def test_the_dashboards_changes_go_as_of_the_revision_it_shows(secured: CliClust
         page = open_page(browser, secured, KEYS["operator"], held=held)
         wait(page, f"document.getElementById('scale-artifact').value === {ECHO_ID!r}", "echo to scale")
         shown = shown_revision(page)
+        # (the page asks for its stream once it has read the recent events, after the page is ready:
+        # route handlers run while playwright is called, so the wait goes through the page)
+        deadline = time.monotonic() + 30
+        while not held and time.monotonic() < deadline:
+            page.wait_for_timeout(50)
         assert held and page.get_attribute("#connection", "data-state") != "live"  # no event comes
 
         # a later change of the same key, through the API: the page does not learn of it
