@@ -41,7 +41,10 @@ SLICE_KEYS = (
 )
 # ... with instances on line 5 and the [slices.update] header on line 7: the next line is line 8.
 UPDATE = HEAD + "instances = 2\n\n[slices.update]\n"
-UPDATE_KEYS = "grace_s, max_error_rate, max_p99_ratio, max_surge, min_ready_s, step_window_s, steps, strategy"
+UPDATE_KEYS = (
+    "grace_s, max_error_rate, max_p99_ratio, max_surge, min_ready_s, p99_slack_ms, step_window_s, steps,"
+    " strategy"
+)
 
 
 def with_artifact(artifact: str) -> str:

@@ -136,9 +136,33 @@ def test_a_slow_canary_fails_on_its_p99() -> None:
     verdict = evaluate(
         CANARY,
         VersionWindow(calls=900, errors=0, p99_ms=10.0),
-        VersionWindow(calls=100, errors=0, p99_ms=16.0),
+        VersionWindow(calls=100, errors=0, p99_ms=36.0),
     )
-    assert verdict == Verdict(passed=False, reason="p99 16 ms > 1.5 x stable 10 ms")
+    assert verdict == Verdict(
+        passed=False, reason="p99 36 ms > 1.5 x stable 10 ms, and more than 20 ms above it"
+    )
+
+
+@pytest.mark.parametrize(("stable", "candidate"), [(2.0, 4.0), (10.0, 19.0), (10.0, 30.0)])
+def test_a_canary_within_the_slack_of_the_stable_p99_passes(stable: float, candidate: float) -> None:
+    """Jitter of a fast slice is no slower version: 4 ms against 2 ms (a slice author's dev cluster)
+    aborted the rollout on the ratio alone."""
+    verdict = evaluate(
+        CANARY,
+        VersionWindow(calls=900, errors=0, p99_ms=stable),
+        VersionWindow(calls=100, errors=0, p99_ms=candidate),
+    )
+    assert verdict.passed is True, verdict
+
+
+def test_the_slack_is_the_blueprints() -> None:
+    strict = attrs.evolve(CANARY, p99_slack_ms=0.0)
+    verdict = evaluate(
+        strict, VersionWindow(calls=900, errors=0, p99_ms=2.0), VersionWindow(calls=100, errors=0, p99_ms=4.0)
+    )
+    assert verdict == Verdict(
+        passed=False, reason="p99 4 ms > 1.5 x stable 2 ms, and more than 0 ms above it"
+    )
 
 
 def test_too_few_calls_give_no_verdict() -> None:

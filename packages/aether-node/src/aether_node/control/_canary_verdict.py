@@ -41,9 +41,10 @@ CONFIG_ONLY_VERDICT = Verdict(
 
 def evaluate(update: UpdateSpec, stable: VersionWindow | None, candidate: VersionWindow | None) -> Verdict:
     """Judge a canary step's window: the candidate fails if its error rate exceeds the stable version's by
-    more than `max_error_rate`, or its p99 is above `max_p99_ratio` × the stable one's. Too few calls on
-    the candidate (fewer than MIN_CALLS) give no verdict. Without stable figures (all calls on the
-    candidate) only its error rate is judged, against 0."""
+    more than `max_error_rate`, or its p99 is above `max_p99_ratio` × the stable one's and more than
+    `p99_slack_ms` above it (a few milliseconds of jitter on a fast slice are no slower version). Too
+    few calls on the candidate (fewer than MIN_CALLS) give no verdict. Without stable figures (all calls
+    on the candidate) only its error rate is judged, against 0."""
     if candidate is None or candidate.calls < MIN_CALLS:
         calls = 0 if candidate is None else candidate.calls
         return Verdict(
@@ -64,13 +65,18 @@ def evaluate(update: UpdateSpec, stable: VersionWindow | None, candidate: Versio
         and stable.p99_ms
         and candidate.p99_ms is not None
         and candidate.p99_ms > update.max_p99_ratio * stable.p99_ms
+        and candidate.p99_ms > stable.p99_ms + update.p99_slack_ms
     ):
         return Verdict(
             passed=False,
             reason=f"p99 {candidate.p99_ms:.0f} ms > {update.max_p99_ratio:g} x stable"
-            f" {stable.p99_ms:.0f} ms",
+            f" {stable.p99_ms:.0f} ms, and more than {update.p99_slack_ms:g} ms above it",
         )
-    return Verdict(passed=True, reason=f"error rate {rate:.1%}, p99 within {update.max_p99_ratio:g} x stable")
+    return Verdict(
+        passed=True,
+        reason=f"error rate {rate:.1%}, p99 within {update.max_p99_ratio:g} x stable"
+        f" or {update.p99_slack_ms:g} ms of it",
+    )
 
 
 def version_windows(

@@ -7,8 +7,8 @@ so errors name file:line:column.
   holds it where it is (`control/_pause.py`);
 - canary: new instances take `steps` shares of the traffic (percent, the last 100), each step held for
   `step_window_s`; the step passes if the new version's error rate exceeds the stable one's by at most
-  `max_error_rate` and its p99 latency is at most `max_p99_ratio` × the stable one's
-  (`control/_strategies.py`);
+  `max_error_rate` and its p99 latency is at most `max_p99_ratio` × the stable one's or within
+  `p99_slack_ms` of it (`control/_strategies.py`);
 - blue_green: the full new set comes up ACTIVE beside the old one, traffic switches in one step, the
   old set stays `grace_s` seconds (an instant switch back), then goes.
 
@@ -49,7 +49,7 @@ class UpdateStrategy(enum.StrEnum):
 
 
 ROLLING_KEYS = frozenset({"max_surge"})
-CANARY_KEYS = frozenset({"steps", "step_window_s", "max_error_rate", "max_p99_ratio"})
+CANARY_KEYS = frozenset({"steps", "step_window_s", "max_error_rate", "max_p99_ratio", "p99_slack_ms"})
 BLUE_GREEN_KEYS = frozenset({"grace_s"})
 COMMON_KEYS = frozenset({"strategy", "min_ready_s"})  # for every strategy
 KEYS = COMMON_KEYS | ROLLING_KEYS | CANARY_KEYS | BLUE_GREEN_KEYS
@@ -66,6 +66,9 @@ class UpdateSpec:
     step_window_s: float = 60.0  # canary: how long each step runs before it is judged
     max_error_rate: float = 0.01  # canary: how much its error rate (0..1) may exceed the stable one's
     max_p99_ratio: float = 1.5  # canary: its p99 at most this × the stable version's
+    # canary: ... unless within this many milliseconds of it (a p99 of 4 ms against 2 ms is noise, not a
+    # slower version: the default ratio alone aborted rollouts of fast slices on timing jitter)
+    p99_slack_ms: float = 20.0
     grace_s: float = 300.0  # blue_green: how long the old set stays after the switch
     # Every strategy: how long a new instance must have stayed ACTIVE before an ACTIVE instance is removed
     # on the strength of it (0: at once).
@@ -132,6 +135,7 @@ def parse_update(raw: Any, path: str, fail: Fail) -> UpdateSpec:
         step_window_s=number("step_window_s", 0.0, MAX_SECONDS, defaults.step_window_s),
         max_error_rate=number("max_error_rate", 0.0, 1.0, defaults.max_error_rate),
         max_p99_ratio=number("max_p99_ratio", 1.0, 1000.0, defaults.max_p99_ratio),
+        p99_slack_ms=number("p99_slack_ms", 0.0, MAX_SECONDS * 1000, defaults.p99_slack_ms),
         grace_s=number("grace_s", 0.0, MAX_SECONDS, defaults.grace_s),
         min_ready_s=number("min_ready_s", 0.0, MAX_MIN_READY_S, defaults.min_ready_s),
     )
