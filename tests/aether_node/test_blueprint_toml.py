@@ -944,10 +944,10 @@ def test_an_error_in_the_example_points_at_its_line() -> None:
 
 def test_an_error_under_a_commented_table_header_keeps_its_line() -> None:
     text = EXAMPLE.read_text().replace("cpu = 0.1 ", "cpu = -1  ")
-    assert "cpu = -1" in text.splitlines()[28]
+    (line,) = [number for number, found in enumerate(text.splitlines(), 1) if found.startswith("cpu = -1")]
     error = error_of(text, "examples/blueprint.toml")
     assert error.message == (
-        "examples/blueprint.toml:29:1: slices[1].resources.cpu: must be a number of cores in [0, 1024],"
+        f"examples/blueprint.toml:{line}:1: slices[1].resources.cpu: must be a number of cores in [0, 1024],"
         " got -1"
     )
 
