@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from aether_cli._slice_publish import PublishError, check_wheel, publish_to_directory, publish_to_url
+from aether_cli._slice_dependencies import unmet_in_directory
+from aether_cli._slice_publish import (
+    PublishError,
+    check_wheel,
+    publish_to_directory,
+    publish_to_url,
+    slice_publish,
+)
 
 
 def wheel(
@@ -206,3 +213,45 @@ def test_an_upload_url_that_is_not_http_is_refused_as_bad_input(tmp_path: Path, 
         f"--index {url}: an upload URL must be http:// or https:// (an index server's), not {scheme}://;"
         " a wheel directory is given as a path"
     )
+
+
+@pytest.mark.parametrize(
+    ("requirements", "held", "unmet"),
+    [
+        (["attrs>=25"], ["attrs-23.2.0-py3-none-any.whl"], ["attrs>=25"]),  # a version it does not accept
+        (["attrs>=23"], ["attrs-23.2.0-py3-none-any.whl"], []),
+        (
+            ["Regex"],
+            ["regex-2024.1.1-cp311-cp311-manylinux_2_17_x86_64.whl"],
+            [],
+        ),  # names compared canonically
+        (["regex", "attrs"], ["notes.txt"], ["regex", "attrs"]),
+        (['pytest; extra == "test"', 'tomli; python_version < "3.0"'], [], []),  # not for a node
+    ],
+)
+def test_the_requirements_no_wheel_in_the_directory_meets(
+    requirements: list[str], held: list[str], unmet: list[str]
+) -> None:
+    assert unmet_in_directory(requirements, held) == unmet
+
+
+def test_publishing_a_slice_whose_dependency_the_directory_lacks_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It is published (the dependency may come later), but the author is told now: a slice author's
+    wheel needing attrs>=25 was published without a word, then failed to install on every node."""
+    index = tmp_path / "index"
+    index.mkdir()
+    (index / "attrs-23.2.0-py3-none-any.whl").write_bytes(b"")
+    metadata = "Metadata-Version: 2.1\nName: org.example.hello\nRequires-Dist: attrs>=25\n"
+    slice_publish(wheel(tmp_path, metadata=metadata), index=str(index))
+    said = capsys.readouterr()
+    assert "org.example:hello:0.1.0 published to" in said.out
+    assert said.err == (
+        f"aether: warning: {index} holds no wheel of attrs>=25, which the slice depends on: a node installs"
+        " from its index alone, so the slice would fail to install there; publish them too: `aether slice"
+        " publish WHEEL --index ... --with-dependencies`\n"
+    )
+    (index / "attrs-25.1.0-py3-none-any.whl").write_bytes(b"")
+    slice_publish(wheel(tmp_path, metadata=metadata), index=str(index))  # (the same wheel: a no-op)
+    assert capsys.readouterr().err == ""

@@ -26,6 +26,27 @@ def test_a_dependency_the_index_lacks_names_the_way_to_publish_it(where: str) ->
     assert HINT in error.message
 
 
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "only attrs==23.2.0 is available and all versions of org-example-wordcount depend on attrs>=25",
+        "only attrs<=23.2.0 is available and all versions of org-example-wordcount depend on attrs>=25",
+        "there is no version of attrs>=25 and all versions of org-example-wordcount depend on attrs>=25",
+    ],
+)
+def test_a_dependency_of_a_version_the_index_lacks_names_the_way_to_publish_it(reason: str) -> None:
+    """The index holds the dependency, but no version the slice accepts: a slice author's wheel needing
+    attrs>=25 met the attrs 23.2.0 the dev cluster's sample slices put there, and the message named no
+    way out."""
+    output = (
+        f"error: No solution found when resolving dependencies:\n  Because {reason}, we can conclude ...\n"
+    )
+    error = classify_uv_failure(SLICE, "/srv/wheels", output)
+    assert error.kind == "install_failed"
+    assert "the index /srv/wheels holds no version of attrs that the slice accepts" in error.message
+    assert HINT in error.message
+
+
 def test_the_slice_itself_missing_is_not_found_without_that_hint() -> None:
     output = (
         "error: No solution found when resolving dependencies:\n"

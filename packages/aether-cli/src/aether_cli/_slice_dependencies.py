@@ -15,7 +15,9 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ._common import EXIT_FAILED
 from ._slice_wheel import PROVIDED, PublishError, canonical_name
@@ -73,3 +75,32 @@ def download_dependencies(requirements: list[str], into: Path, source: str | Non
                 " every node provides its own of: nothing was published"
             )
     return wheels
+
+
+def unmet_in_directory(requirements: Sequence[str], wheel_names: Iterable[str]) -> list[str]:
+    """The requirements of `requirements` (the slice's own, for this environment's markers) that no wheel
+    of `wheel_names` (file names of a wheel directory) satisfies: what a node installing from that
+    directory alone would not find. Only the slice's direct requirements: theirs are pip's to resolve.
+    Pure."""
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+
+    held: dict[str, list[Any]] = {}
+    for name in wheel_names:
+        try:
+            distribution, version, _, _ = parse_wheel_filename(name)
+        except InvalidWheelFilename:
+            continue
+        held.setdefault(canonicalize_name(distribution), []).append(version)
+    unmet = []
+    for text in requirements:
+        try:
+            requirement = Requirement(text)
+        except InvalidRequirement:
+            continue  # (check_wheel read them: not reached)
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        versions = held.get(canonicalize_name(requirement.name), [])
+        if not any(requirement.specifier.contains(version, prereleases=True) for version in versions):
+            unmet.append(text)
+    return unmet

@@ -12,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated
@@ -19,7 +20,7 @@ from typing import Annotated
 from cyclopts import Parameter
 
 from ._common import EXIT_FAILED, fail
-from ._slice_dependencies import download_dependencies, target
+from ._slice_dependencies import download_dependencies, target, unmet_in_directory
 from ._slice_wheel import PublishError, SliceWheel, check_wheel
 
 __all__ = ["PublishError", "check_wheel", "publish_to_directory", "publish_to_url", "slice_publish"]
@@ -146,6 +147,19 @@ def _publish_dependencies(wheel: SliceWheel, index: str, source: str | None) -> 
                 print(f"  {dependency.name} was there already", flush=True)
 
 
+def _warn_of_unmet_requirements(wheel: SliceWheel, directory: Path) -> None:
+    """Say (on stderr) which of the slice's requirements no wheel in `directory` satisfies: a node
+    installs from its index alone, and the slice would fail to install on every node."""
+    unmet = unmet_in_directory(wheel.requirements, (path.name for path in directory.glob("*.whl")))
+    if unmet:
+        print(
+            f"aether: warning: {directory} holds no wheel of {', '.join(unmet)}, which the slice depends"
+            " on: a node installs from its index alone, so the slice would fail to install there; publish"
+            " them too: `aether slice publish WHEEL --index ... --with-dependencies`",
+            file=sys.stderr,
+        )
+
+
 def slice_publish(
     wheel: Path,
     *,
@@ -182,5 +196,7 @@ def slice_publish(
             print(f"{checked.artifact_id}:{checked.version} published to {index}/{wheel.name}")
         else:
             print(f"{checked.artifact_id}:{checked.version} was already published to {index} (same wheel)")
+        if "://" not in index and not with_dependencies:
+            _warn_of_unmet_requirements(checked, Path(index))
     except PublishError as error:
         fail(error.code, error.message)

@@ -62,6 +62,8 @@ def index_arguments(index: str) -> list[str]:
 
 # uv's reason when a requirement is in no index it was given (after the slice's own name is ruled out)
 _MISSING_DEPENDENCY = re.compile(r"(\S+) was not found in the (provided package locations|package registry)")
+# ... and when the index holds it, but no version the slice accepts ("only attrs==23.2.0 is available")
+_DEPENDENCY_VERSIONS = re.compile(r"(?:only|there is no version of) ([a-z0-9][a-z0-9._-]*)")
 
 
 def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> ResolutionError:
@@ -97,10 +99,16 @@ def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> Re
         return ResolutionError("not_found", f"{coordinates}: no distribution {dist} in the index {index}")
     hint = ""
     missing = _MISSING_DEPENDENCY.match(first_reason)
+    versions = _DEPENDENCY_VERSIONS.match(first_reason)
     if missing:  # a dependency: the node installs from its index alone
         hint = (
             f" (the index {index} does not hold {missing.group(1)}, which the slice depends on: publish the"
             " slice's dependencies there too, `aether slice publish WHEEL --index ... --with-dependencies`)"
+        )
+    elif versions:  # (the slice's own name was ruled out above)
+        hint = (
+            f" (the index {index} holds no version of {versions.group(1)} that the slice accepts: publish"
+            " the one it needs there too, `aether slice publish WHEEL --index ... --with-dependencies`)"
         )
     return ResolutionError(
         "install_failed", f"{coordinates}: installing {dist}=={version} failed: {_tail(output)}{hint}"
