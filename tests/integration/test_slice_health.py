@@ -17,6 +17,7 @@ import os
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -55,15 +56,16 @@ BLOCK_S = 3  # how long the `block` call holds the instance's event loop: a hand
 
 @contextlib.asynccontextmanager
 async def node_after_blueprint(
-    root: Path, index: Path, node_config: str, health: HealthSpec
+    root: Path, index: Path, node_config: str, health: HealthSpec, config: dict[str, Any] | None = None
 ) -> AsyncIterator[tuple[NodeProcess, KVClient]]:
-    """A node started after the blueprint that deploys faulty with `health` was written (so its first
-    checks already read it), a client of a KV replica run beside it; all ended afterwards."""
+    """A node started after the blueprint that deploys faulty with `health` (and `config`) was written
+    (so its first checks already read it), a client of a KV replica run beside it; all ended afterwards."""
     replica = KVReplicaProcess(root / "kv")
     try:
         replica.start()
         async with open_client([replica.endpoint], replica.secret, request_timeout=10.0) as kv:
-            await apply_blueprint(kv, "health", [{"artifact": FAULTY, "instances": 1, "health": health}])
+            spec = {"artifact": FAULTY, "instances": 1, "health": health, "config": config or {}}
+            await apply_blueprint(kv, "health", [spec])
             node = NodeProcess(
                 root / "node",
                 index=str(index),
@@ -134,6 +136,42 @@ async def test_a_blocking_call_longer_than_the_nodes_checks_allow_is_left_alone(
         assert after is not None and before is not None and after.mod_revision == before.mod_revision
         now = host_of(node.data_dir, FAULTY, 0)
         assert now is not None and now.pid == first.pid
+
+
+async def test_a_call_timed_out_behind_a_blocked_loop_says_so(tmp_path: Path, sample_index: Path) -> None:
+    """A slice author's sync entry point that sleeps holds every call of its instance, and the calls
+    timed out naming only themselves ("set did not answer within 30 s"): the node says the instance left
+    its health checks unanswered too, and what to do. (Many failures allowed: it is not killed here.)"""
+    patient = HealthSpec(interval=0.5, timeout=0.5, failures=100)
+    async with node_after_blueprint(tmp_path, sample_index, SLOW_NODE, patient) as (node, kv):
+        await activate(kv, node, FAULTY, 0)
+        async with httpx.AsyncClient(timeout=60.0) as client:
+            response = await client.post(
+                f"http://{node.ingress}/invoke/org.aether:faulty/block?timeout=2.5", json=BLOCK_S
+            )
+        assert response.status_code == 504, response.text
+        message = response.json()["error"]["message"]
+        assert (
+            "block did not answer within 2.5 s (the instance has answered nothing, a health check" in message
+        )
+        assert "make it async, or run the wait in asyncio.to_thread" in message, message
+
+
+async def test_a_call_that_times_out_while_its_instance_answers_blames_no_loop(
+    tmp_path: Path, sample_index: Path
+) -> None:
+    """An async entry point that waits past its timeout leaves the loop free: its health checks are
+    answered, and the timeout says nothing of a blocked loop."""
+    patient = HealthSpec(interval=0.5, timeout=0.5, failures=100)
+    slow = {"mode": "slow_work", "work_delay": BLOCK_S}
+    async with node_after_blueprint(tmp_path, sample_index, SLOW_NODE, patient, slow) as (node, kv):
+        await activate(kv, node, FAULTY, 0, slow)
+        async with httpx.AsyncClient(timeout=60.0) as client:
+            response = await client.post(
+                f"http://{node.ingress}/invoke/org.aether:faulty/work?timeout=2.5", json=1
+            )
+        assert response.status_code == 504, response.text
+        assert response.json()["error"]["message"].endswith("work did not answer within 2.5 s"), response.text
 
 
 def blueprint(health: str, echo_instances: int) -> str:

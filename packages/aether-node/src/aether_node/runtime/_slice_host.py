@@ -419,6 +419,7 @@ class SliceHost:
         self.exit_reason = ""
         self.last_heard = trio.current_time()  # when the instance last sent anything (health checks)
         self.gave_up_at: float | None = None  # when a request to it last timed out (health checks)
+        self.probe_missed_at: float | None = None  # when a health check of it last went unanswered
         self._killed_because = ""  # why the node killed it (a failed health check), for exit_reason
         self.cgroup: InstanceCgroup | None = None  # its memory cgroup, if it was given one
         self.hard_limited = False  # it is in `cgroup` (seen once loaded): the kernel holds its memory
@@ -538,7 +539,9 @@ class SliceHost:
                 if call.deadline <= now:
                     self._replies.discard(request_id)
                     call.expire()
-                    if not call.probe:
+                    if call.probe:
+                        self.probe_missed_at = now
+                    else:
                         self.gave_up_at = now
                 else:
                     earliest = min(earliest, call.deadline)
@@ -666,14 +669,27 @@ class SliceHost:
         except ProtocolError as error:  # a payload that cannot be framed: the caller's
             raise InvocationError(ErrorKind.BAD_REQUEST, f"{self.label}: the payload: {error}") from None
         except StepTimeoutError:
-            raise InvocationError(
-                ErrorKind.TIMEOUT, f"{self.label}: {entry} did not answer within {timeout:.3g} s"
-            ) from None
+            message = f"{self.label}: {entry} did not answer within {timeout:.3g} s"
+            raise InvocationError(ErrorKind.TIMEOUT, message + self._blocked_for(timeout)) from None
         except SliceHostError as error:  # (crashed: the only one _exchange raises)
             raise InvocationError(ErrorKind.UNAVAILABLE, error.message) from None
         if "error" in reply:
             raise _call_error(protocol.failure_of(reply))
         return reply.get("ok")
+
+    def _blocked_for(self, timeout: float) -> str:
+        """Why a call may have timed out through no fault of its own, in words: the instance has left a
+        health check unanswered since it last sent anything (its loop is blocked: an entry point
+        waiting in sync code holds every call of its instance); "" if not."""
+        missed = self.probe_missed_at
+        if missed is None or missed < self.last_heard:
+            return ""
+        quiet = trio.current_time() - self.last_heard
+        return (
+            f" (the instance has answered nothing, a health check neither, for {quiet:.0f} s: its loop is"
+            " blocked, by this call or another; a sync entry point that waits holds every call of its"
+            " instance: make it async, or run the wait in asyncio.to_thread)"
+        )
 
     async def _exchange(self, op: Kind, timeout: float, fields: dict[str, Any]) -> dict[str, Any]:
         """Send one request and wait for its reply (which may be an error reply); raises SliceHostError
