@@ -55,6 +55,7 @@ none: it is idempotent, and safe to restart after a leader change.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
 import attrs
@@ -410,7 +411,8 @@ def plan(
         messages = []
         reasons = failure_reasons(failed)
         if placement.unplaced:
-            messages.append(placement.reason + (f"; failed on {reasons}" if reasons else ""))
+            retried = _retried_from(failed, now, failed_retry_after) if reasons else ""
+            messages.append(placement.reason + (f"; failed on {reasons}{retried}" if reasons else ""))
         serving = sorted(alive.old_active_versions())
         if failed and serving:
             messages.append(
@@ -841,6 +843,17 @@ def target_placements(
     converged: what `aether blueprint diff` shows. Same arguments as `plan`."""
     view = _View.of(specs, nodes, as_index(instances), now, failed_retry_after, stopping, cordoned, draining)
     return view.targets()
+
+
+def _retried_from(failed: Iterable[ObservedInstance], now: float, retry_after: float) -> str:
+    """When the first node a failure keeps out is tried again, in words ("; tried again from 23:15:42
+    UTC", a time, not a countdown: the problem's text changes only when what it says does); "" if none
+    is kept out. Pure."""
+    kept_out = [i.timestamp for i in failed if now - i.timestamp < retry_after]
+    if not kept_out:
+        return ""
+    at = time.gmtime(min(kept_out) + retry_after)
+    return f"; tried again from {time.strftime('%H:%M:%S', at)} UTC ({retry_after:g} s after a failure)"
 
 
 def failure_reasons(failed: Iterable[ObservedInstance]) -> str:
