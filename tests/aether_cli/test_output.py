@@ -175,7 +175,9 @@ def test_an_aborted_rollout_is_the_slices_problem_and_the_blueprints_verdict(
     _output.blueprint_status(BlueprintStatus(name="demo", slices=(aborted,)))
     text = printed.getvalue()
     assert "blueprint demo: rollout aborted" in text
-    assert "│ rollout aborted (error rate 50%); 0.9.0 serves" in text  # the PROBLEM column
+    assert (
+        "│ rollout aborted (error rate 50%); 0.9.0 serves (apply it, or another" in text
+    )  # the PROBLEM column
     printed.truncate(0)
     _output.blueprint_status(BlueprintStatus(name="demo", slices=(status,)))  # a rolling update on its way
     assert "blueprint demo: converging" in printed.getvalue()

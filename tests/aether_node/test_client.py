@@ -282,7 +282,8 @@ def test_an_aborted_rollout_is_a_failure_that_nothing_will_fix() -> None:
     assert watch.problem(status, 1) is None
     assert watch.problem(status, 4.5) == (
         "blueprint 'demo' cannot converge:\n  org.aether:echo:2.0.0: rollout aborted"
-        " (step 1 (10%): error rate 100.0% > stable 0.0% + 1.0%); 1.0.0 serves"
+        " (step 1 (10%): error rate 100.0% > stable 0.0% + 1.0%); 1.0.0 serves (apply it, or another"
+        " version, to go on)"
     )
     running = BlueprintStatus(
         name="demo", slices=(attrs.evolve(wanted, rollout=attrs.evolve(rollout, phase="OBSERVING")),)
@@ -379,10 +380,12 @@ def test_an_aborted_rollout_has_not_converged_and_says_why() -> None:
         artifact="org.aether:echo:2.0.0", desired=2, active=0, instances=OLD_AND_NEW[:2], rollout=rollout
     )
     assert not aborted.converged
-    assert aborted.aborted == "rollout aborted (step 1 (10%): errors); 1.0.0 serves"
+    assert aborted.aborted == (
+        "rollout aborted (step 1 (10%): errors); 1.0.0 serves (apply it, or another version, to go on)"
+    )
     assert aborted.shortfall == (
         "org.aether:echo:2.0.0 0/2 ACTIVE, 2 of another version; rollout aborted (step 1 (10%): errors);"
-        " 1.0.0 serves"
+        " 1.0.0 serves (apply it, or another version, to go on)"
     )
 
 

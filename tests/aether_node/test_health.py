@@ -80,5 +80,5 @@ def test_the_old_set_a_switched_blue_green_rollout_keeps_is_no_reason_but_an_abo
     )
     assert summary.reasons == (
         f"blueprint demo has not converged: {new} 0/2 ACTIVE, 2 of another version;"
-        " rollout aborted (2 new instances failed); 1.0.0 serves",
+        " rollout aborted (2 new instances failed); 1.0.0 serves (apply it, or another version, to go on)",
     )

@@ -117,7 +117,8 @@ class SliceStatus:
         rollout = self.rollout
         if rollout is None or rollout.phase != "ABORTED":
             return ""
-        return f"rollout aborted ({rollout.reason}); {rollout.stable} serves"
+        go_on = "(apply it, or another version, to go on)"
+        return f"rollout aborted ({rollout.reason}); {rollout.stable} serves {go_on}"
 
     @property
     def shortfall(self) -> str:
