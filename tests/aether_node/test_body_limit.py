@@ -122,3 +122,25 @@ async def test_a_client_sending_its_whole_body_before_reading_gets_the_refusal(u
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert answer.endswith(f'"the request body is over {LIMIT} bytes"}}}}'.encode()), answer
     assert calls == []
+
+
+def garbage_then_answer(address: tuple[str, int], junk: int) -> bytes:
+    """What a client that sends a request hypercorn cannot parse, then `junk` more bytes, and only then
+    reads, gets."""
+    with socket.create_connection(address, timeout=30) as conn:
+        conn.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        try:
+            conn.sendall(b"x" * junk)
+        except OSError as error:
+            return f"the rest could not be sent: {error!r}".encode()
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+        return answer
+
+
+async def test_a_request_that_is_no_http_is_answered_to_a_client_still_sending(url: str) -> None:
+    """The server closes from the task that reads (its parser failed): it lingers there too, reading and
+    dropping what comes, and the client gets the 400."""
+    answer = await trio.to_thread.run_sync(garbage_then_answer, address_of(url), 4 << 20)
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]

@@ -20,7 +20,6 @@ file or a failed read) and closes it once its tasks end; its `idle_task` is the 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,21 +80,28 @@ class _Connection(TCPServer):
         await self.stream.aclose()
 
     async def _linger(self) -> None:
-        """Before the server closes a connection with its answer sent: its side shut (plain TCP), what
+        """Before the server closes a plain TCP connection with its answer sent: its side shut, what
         the client still sends read and dropped until it closes its side, for at most LINGER_SECONDS and
         LINGER_BYTES. Closed at once, a socket with unread bytes makes the kernel reset the connection,
         and a client still sending a body (one over the limit, answered 400 before it was read) could
         lose the answer it had been sent."""
         if self._client_done.is_set():
             return
-        with contextlib.suppress(AttributeError, trio.BrokenResourceError, trio.BusyResourceError):
-            await self.stream.send_eof()  # (a TLS stream has none: its answer said `Connection: close`)
+        try:
+            await self.stream.send_eof()
+        except (AttributeError, trio.BrokenResourceError, trio.BusyResourceError):
+            # A TLS stream cannot shut one side (a client reading to the end would wait for the close
+            # while this side waited for its): closed at once, as before; a broken one is gone already.
+            return
         with trio.move_on_after(LINGER_SECONDS):
             if trio.lowlevel.current_task() is not self._reader:
                 await self._client_done.wait()  # (the reader drops what comes)
                 return
             while self._lingered <= LINGER_BYTES:  # the reader itself closes: it reads here
-                data = await self.stream.receive_some(MAX_RECV)
+                try:
+                    data = await self.stream.receive_some(MAX_RECV)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return  # (gone: nothing left to wait for)
                 if not data:
                     return
                 self._lingered += len(data)
