@@ -227,6 +227,10 @@ def test_an_upload_url_that_is_not_http_is_refused_as_bad_input(tmp_path: Path, 
         ),  # names compared canonically
         (["regex", "attrs"], ["notes.txt"], ["regex", "attrs"]),
         (['pytest; extra == "test"', 'tomli; python_version < "3.0"'], [], []),  # not for a node
+        # a pre-release counts only where no final release is there (as pip and uv choose)
+        (["attrs>=25"], ["attrs-23.2.0-py3-none-any.whl", "attrs-25.1rc1-py3-none-any.whl"], ["attrs>=25"]),
+        (["attrs>=25"], ["attrs-25.1rc1-py3-none-any.whl"], []),
+        (["attrs>=25.1rc1"], ["attrs-23.2.0-py3-none-any.whl", "attrs-25.1rc1-py3-none-any.whl"], []),
     ],
 )
 def test_the_requirements_no_wheel_in_the_directory_meets(

@@ -144,3 +144,22 @@ async def test_a_request_that_is_no_http_is_answered_to_a_client_still_sending(u
     dropping what comes, and the client gets the 400."""
     answer = await trio.to_thread.run_sync(garbage_then_answer, address_of(url), 4 << 20)
     assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+
+
+async def test_a_connection_closed_already_closes_again_quietly() -> None:
+    """The keep-alive timer's close can come first (a request that is no HTTP, answered from the reading
+    task while the timer runs out): the server's own close then meets a closed stream, and must not
+    raise (an error out of a connection's task would end every connection of the server)."""
+    from hypercorn.config import Config
+    from hypercorn.trio.worker_context import WorkerContext
+    from hypercorn.typing import ConnectionState
+
+    from aether_node.routing._hypercorn_serve import _Connection
+
+    ours, theirs = trio.socket.socketpair()
+    with theirs:
+        stream = trio.SocketStream(ours)
+        connection = _Connection(None, Config(), WorkerContext(None), ConnectionState({}), stream)
+        await stream.aclose()  # (as `_initiate_server_close` does)
+        await connection._close()
+        await connection._close()

@@ -383,6 +383,11 @@ def test_an_aborted_rollout_has_not_converged_and_says_why() -> None:
     assert aborted.aborted == (
         "rollout aborted (step 1 (10%): errors); 1.0.0 serves (apply it, or another version, to go on)"
     )
+    config_only = attrs.evolve(aborted, rollout=attrs.evolve(rollout, candidate=rollout.stable))
+    assert config_only.aborted == (  # (applying 1.0.0 again would change nothing: its config would)
+        "rollout aborted (step 1 (10%): errors); 1.0.0 serves (apply its former config, or another one,"
+        " to go on)"
+    )
     assert aborted.shortfall == (
         "org.aether:echo:2.0.0 0/2 ACTIVE, 2 of another version; rollout aborted (step 1 (10%): errors);"
         " 1.0.0 serves (apply it, or another version, to go on)"

@@ -32,6 +32,8 @@ def test_a_dependency_the_index_lacks_names_the_way_to_publish_it(where: str) ->
         "only attrs==23.2.0 is available and all versions of org-example-wordcount depend on attrs>=25",
         "only attrs<=23.2.0 is available and all versions of org-example-wordcount depend on attrs>=25",
         "there is no version of attrs>=25 and all versions of org-example-wordcount depend on attrs>=25",
+        "only the following versions of attrs are available: attrs==22.1.0 attrs==23.2.0 and all versions"
+        " of org-example-wordcount depend on attrs>=25",
     ],
 )
 def test_a_dependency_of_a_version_the_index_lacks_names_the_way_to_publish_it(reason: str) -> None:
@@ -45,6 +47,16 @@ def test_a_dependency_of_a_version_the_index_lacks_names_the_way_to_publish_it(r
     assert error.kind == "install_failed"
     assert "the index /srv/wheels holds no version of attrs that the slice accepts" in error.message
     assert HINT in error.message
+
+
+def test_versions_of_the_slice_itself_listed_is_version_not_found() -> None:
+    output = (
+        "error: No solution found when resolving dependencies:\n  Because only the following versions of"
+        " org-example-wordcount are available: org-example-wordcount==0.0.1 org-example-wordcount==0.0.2"
+        " and you require org-example-wordcount==0.1.0, we can conclude ...\n"
+    )
+    error = classify_uv_failure(SLICE, "/srv/wheels", output)
+    assert error.kind == "version_not_found" and HINT not in error.message
 
 
 def test_the_slice_itself_missing_is_not_found_without_that_hint() -> None:

@@ -101,6 +101,20 @@ def unmet_in_directory(requirements: Sequence[str], wheel_names: Iterable[str]) 
         if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
             continue
         versions = held.get(canonicalize_name(requirement.name), [])
-        if not any(requirement.specifier.contains(version, prereleases=True) for version in versions):
+        # (as uv, which installs on a node, chooses: a pre-release only if every version there is one, or
+        # the requirement names one)
+        every_one = bool(versions) and all(version.is_prerelease for version in versions)
+        allowed = every_one or any(_names_prerelease(spec.version) for spec in requirement.specifier)
+        if not any(requirement.specifier.contains(v, prereleases=allowed) for v in versions):
             unmet.append(text)
     return unmet
+
+
+def _names_prerelease(text: str) -> bool:
+    """Whether a specifier's version is a pre-release (`>=25.1rc1`; a wildcard or a bad one is not)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(text).is_prerelease
+    except InvalidVersion:
+        return False

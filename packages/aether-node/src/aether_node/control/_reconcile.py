@@ -411,7 +411,8 @@ def plan(
         messages = []
         reasons = failure_reasons(failed)
         if placement.unplaced:
-            retried = _retried_from(failed, now, failed_retry_after) if reasons else ""
+            retried_on = [i for i in failed if i.node_id not in draining and i.node_id not in cordoned]
+            retried = _retried_from(retried_on, now, failed_retry_after) if reasons else ""
             messages.append(placement.reason + (f"; failed on {reasons}{retried}" if reasons else ""))
         serving = sorted(alive.old_active_versions())
         if failed and serving:

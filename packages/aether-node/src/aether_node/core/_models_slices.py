@@ -117,7 +117,10 @@ class SliceStatus:
         rollout = self.rollout
         if rollout is None or rollout.phase != "ABORTED":
             return ""
-        go_on = "(apply it, or another version, to go on)"
+        if rollout.stable == rollout.candidate:  # a change of config alone
+            go_on = "(apply its former config, or another one, to go on)"
+        else:
+            go_on = "(apply it, or another version, to go on)"
         return f"rollout aborted ({rollout.reason}); {rollout.stable} serves {go_on}"
 
     @property

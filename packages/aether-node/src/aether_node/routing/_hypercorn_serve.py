@@ -74,10 +74,12 @@ class _Connection(TCPServer):
         await self.idle_task.stop()
 
     async def _close(self) -> None:
-        if not self._closing:
-            self._closing = True
-            await self._linger()
-        await self.stream.aclose()
+        try:
+            if not self._closing:
+                self._closing = True
+                await self._linger()
+        finally:  # (a linger cancelled, a handler's task group ending: the connection closes all the same)
+            await self.stream.aclose()
 
     async def _linger(self) -> None:
         """Before the server closes a plain TCP connection with its answer sent: its side shut, what
@@ -89,9 +91,10 @@ class _Connection(TCPServer):
             return
         try:
             await self.stream.send_eof()
-        except (AttributeError, trio.BrokenResourceError, trio.BusyResourceError):
+        except (AttributeError, trio.BrokenResourceError, trio.BusyResourceError, trio.ClosedResourceError):
             # A TLS stream cannot shut one side (a client reading to the end would wait for the close
-            # while this side waited for its): closed at once, as before; a broken one is gone already.
+            # while this side waited for its): closed at once, as before; a broken or closed one (the
+            # keep-alive timer's close came first) is gone already.
             return
         with trio.move_on_after(LINGER_SECONDS):
             if trio.lowlevel.current_task() is not self._reader:

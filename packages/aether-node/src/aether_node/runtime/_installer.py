@@ -63,7 +63,9 @@ def index_arguments(index: str) -> list[str]:
 # uv's reason when a requirement is in no index it was given (after the slice's own name is ruled out)
 _MISSING_DEPENDENCY = re.compile(r"(\S+) was not found in the (provided package locations|package registry)")
 # ... and when the index holds it, but no version the slice accepts ("only attrs==23.2.0 is available")
-_DEPENDENCY_VERSIONS = re.compile(r"(?:only|there is no version of) ([a-z0-9][a-z0-9._-]*)")
+_DEPENDENCY_VERSIONS = re.compile(
+    r"(?:only the following versions of|only|there is no version of) ([a-z0-9][a-z0-9._-]*)"
+)
 
 
 def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> ResolutionError:
@@ -89,7 +91,8 @@ def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> Re
     first_reason = first_reason.split(" and ", 1)[0]
     name = re.escape(dist)
     if re.match(
-        rf"(there is no version of {name}==|only {name}[=<>! ]|{name}=={re.escape(version)} (is|was) not)",
+        rf"(there is no version of {name}==|only {name}[=<>! ]|only the following versions of {name}\b"
+        rf"|{name}=={re.escape(version)} (is|was) not)",
         first_reason,
     ) or re.match(rf"there is no version of {name}\b", first_reason):
         return ResolutionError(

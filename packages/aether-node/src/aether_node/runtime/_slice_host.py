@@ -670,14 +670,14 @@ class SliceHost:
             raise InvocationError(ErrorKind.BAD_REQUEST, f"{self.label}: the payload: {error}") from None
         except StepTimeoutError:
             message = f"{self.label}: {entry} did not answer within {timeout:.3g} s"
-            raise InvocationError(ErrorKind.TIMEOUT, message + self._blocked_for(timeout)) from None
+            raise InvocationError(ErrorKind.TIMEOUT, message + self._blocked()) from None
         except SliceHostError as error:  # (crashed: the only one _exchange raises)
             raise InvocationError(ErrorKind.UNAVAILABLE, error.message) from None
         if "error" in reply:
             raise _call_error(protocol.failure_of(reply))
         return reply.get("ok")
 
-    def _blocked_for(self, timeout: float) -> str:
+    def _blocked(self) -> str:
         """Why a call may have timed out through no fault of its own, in words: the instance has left a
         health check unanswered since it last sent anything (its loop is blocked: an entry point
         waiting in sync code holds every call of its instance); "" if not."""
