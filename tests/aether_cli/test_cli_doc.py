@@ -34,3 +34,13 @@ def test_every_exit_code_is_documented() -> None:
     }
     assert codes == {0, 1, 2, 3, 4, 130}
     assert all(f"\n| {code} |" in text for code in codes)
+
+
+def test_the_events_kind_option_names_every_kind_of_event() -> None:
+    """`aether cluster events --kind`'s help lists the kinds the node takes (it refuses any other)."""
+    from aether_node.client import EVENT_KINDS
+
+    events = app["cluster"]["events"]
+    (kind,) = [p for p in events.assemble_argument_collection() if p.name == "--kind"]
+    listed = kind.parameter.help.split(": ", 1)[1].replace(" (", ",").split(",")
+    assert [word.strip() for word in listed[: len(EVENT_KINDS)]] == list(EVENT_KINDS)

@@ -401,6 +401,26 @@ def test_failed_node_gets_no_new_instance_while_others_exist() -> None:
     assert [c.node_id for c in creates(p)] == ["b"]  # b is tried again (the balance moves one there)
 
 
+def test_an_operators_retry_lets_go_of_the_failures_it_covers_at_once() -> None:
+    """`aether slice retry` (`retried`: artifact id → the revision it covers): the FAILED records written
+    up to that revision keep no node out and go now, the nodes are tried again in the same pass; a failure
+    written after it (a late copy of the request, or the retry failed again) still keeps its node out."""
+    nodes = [node("a"), node("b")]
+    view = [
+        observed("a", f"{ECHO}:1.0", 1, SliceState.FAILED, reason="load: not_found", revision=5),
+        observed("b", f"{ECHO}:1.0", 2, SliceState.FAILED, reason="load: not_found", revision=9),
+    ]
+    assert plan([spec(instances=2)], nodes, view, now=10.0).actions == ()
+    p = plan([spec(instances=2)], nodes, view, now=10.0, retried={ECHO: 7, "other:slice": 100})
+    why = "retried: an operator let its failure go (`aether slice retry`)"
+    assert removes(p) == [RemoveInstance(key=view[0].key, mod_revision=5, why=why)]
+    assert [c.node_id for c in creates(p)] == ["a", "a"]  # b's failure came after: b stays out
+    assert p.problems == ()  # both placed (on a)
+    p = plan([spec(instances=2)], nodes, view, now=10.0, retried={ECHO: 9})
+    assert len(removes(p)) == 2 and sorted(c.node_id for c in creates(p)) == ["a", "b"]
+    assert p.problems == ()
+
+
 def test_failed_record_stays_while_the_replacement_is_starting() -> None:
     view = [
         observed("a", f"{ECHO}:1.0", 1, SliceState.FAILED, reason="boom"),
@@ -430,7 +450,8 @@ def test_every_node_failed_reports_a_problem_with_the_reasons() -> None:
             message="2 of 2 instances of org.example:echo:1.0 fit on no live node"
             " (2 nodes, 2 of them excluded after failures);"
             " failed on a: start: boom; b: start: ImportError: no module named x;"
-            " tried again from 00:01:00 UTC (60 s after a failure)",
+            " tried again from 00:01:00 UTC (60 s after a failure; at once: `aether slice retry"
+            " org.example:echo`)",
         ),
     )
 
@@ -450,7 +471,8 @@ def test_the_same_failure_on_every_node_reads_once_with_its_nodes() -> None:
     (problem,) = p.problems
     assert problem.message.endswith(
         f"; failed on a, b, c: {missing}; b: start: boom;"
-        " tried again from 00:01:00 UTC (60 s after a failure)"
+        " tried again from 00:01:00 UTC (60 s after a failure;"
+        " at once: `aether slice retry org.example:echo`)"
     )
 
 

@@ -88,6 +88,12 @@ def test_a_node_where_a_stable_replacement_failed_takes_none_and_the_slice_says_
     assert "failed on a: start: boom" in problem.message
     retried = plan([candidate()], nodes, running, held=HELD, stable=stable(2), now=100.0)
     assert [r.why for r in removes(retried)] == ["retrying: failed 100 s ago"]
+    # an operator's retry that covers the failure's record: removed and replaced at once
+    retried = plan([candidate()], nodes, running, held=HELD, stable=stable(2), now=10.0, retried={ECHO: 1})
+    assert [r.why for r in removes(retried)] == [
+        "retried: an operator let its failure go (`aether slice retry`)"
+    ]
+    assert [c.node_id for c in creates(retried)] == ["a"] and not retried.problems
 
 
 def test_replacements_go_only_where_new_instances_may_go_and_where_there_is_room() -> None:

@@ -188,6 +188,9 @@ def _check_mutations_and_reads(http: httpx.Client) -> None:
     history = request("GET", "/api/v1/blueprints/demo/history", KEYS["viewer"]).json()
     denied("POST", "/api/v1/blueprints/demo/rollback", params={"to": "1"})
     denied("POST", "/api/v1/slices/org.aether:echo/scale", json={"instances": 1})
+    denied("POST", "/api/v1/slices/org.aether:echo/retry")
+    answer = request("POST", "/api/v1/slices/org.aether:echo/retry", KEYS["operator"])  # nothing failed
+    assert answer.json() == {"artifact": "org.aether:echo", "let_go": []}, answer.text
     for operation in ("cordon", "uncordon", "drain", "stop"):
         denied("POST", f"/api/v1/nodes/node-1/{operation}")
     denied("POST", "/api/v1/autoscale/org.aether:echo/set", json={"cpu": 0.5})

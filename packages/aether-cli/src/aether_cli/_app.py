@@ -406,7 +406,9 @@ def events(
             " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
             " rebalance_move, node_cordoned, node_draining, node_uncordoned, autoscale_decision,"
             " rollout_started, rollout_step, rollout_switched, rollout_promoted, rollout_aborted,"
-            " rollout_done, audit (changes made through the management API: who, what, status).",
+            " rollout_paused, rollout_resumed, rollout_done, reconcile_policy_set, rebalance_delayed,"
+            " rebalance_delay_ended, rebalance_requested, retry_requested, audit (changes made through"
+            " the management API: who, what, status).",
         ),
     ] = (),
     slice: Annotated[
@@ -548,6 +550,7 @@ OPERATIONS = (
     (autoscale_app, "resume", "slice_autoscale_resume", "Let the autoscaler decide for a slice again."),
     (slice_app, "promote", "slice_promote", "Promote a slice's canary, or end a blue-green grace period."),
     (slice_app, "abort", "slice_abort", "Abort a slice's canary or blue-green rollout: back to stable."),
+    (slice_app, "retry", "slice_retry", "Try a slice's failed nodes again now, not 60 s after."),
     (slice_app, "pause", "slice_pause", "Pause a slice's rolling update where it stands."),
     (slice_app, "resume", "slice_resume", "Resume a slice's paused rolling update."),
     (policy_app, "show", "cluster_policy_show", "The reconciliation policy in force; lost nodes awaited."),

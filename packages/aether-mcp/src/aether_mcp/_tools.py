@@ -138,6 +138,12 @@ TOOLS = (
         _changing("Abort a slice's rollout", destructive=True, idempotent=False),
     ),
     ToolSpec(
+        "slice_retry",
+        ("slice", "retry"),
+        True,
+        _changing("Retry a slice's failed nodes now", destructive=False, idempotent=True),
+    ),
+    ToolSpec(
         "slice_pause",
         ("slice", "pause"),
         True,
@@ -485,6 +491,15 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     )
     async def slice_abort(artifact: Artifact) -> dict[str, Any]:
         return await ask("slice_abort", lambda c: c.rollout_command(artifact, "abort"))
+
+    @tool(
+        "slice_retry",
+        "Let go of a slice's failures now: the nodes where its instances FAILED are tried again at once, "
+        "not 60 s after each failure. For after the cause is fixed (a missing dependency published, say); "
+        "returns the failures let go (none: nothing had failed, nothing changed).",
+    )
+    async def slice_retry(artifact: Artifact) -> dict[str, Any]:
+        return await ask("slice_retry", lambda c: c.retry_slice(artifact))
 
     @tool(
         "slice_pause",

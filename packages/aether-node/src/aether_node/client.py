@@ -79,8 +79,8 @@ _MODEL_MODULES = {
         ("_models_access", "ApiKeyInfo CreatedApiKey AgentLease"),
         (
             "_models_slices",
-            "InstanceInfo RolloutInfo PauseInfo SliceStatus SliceTarget EntryInfo CallStats ClusterCalls"
-            " InstanceLogs LogLine AutoscaleDecision AutoscaleStatus",
+            "InstanceInfo RolloutInfo PauseInfo RetryInfo SliceStatus SliceTarget EntryInfo CallStats"
+            " ClusterCalls InstanceLogs LogLine AutoscaleDecision AutoscaleStatus",
         ),
         (
             "_models_blueprints",
@@ -121,6 +121,7 @@ if typing.TYPE_CHECKING:  # the same names, for type checkers and editors
     from .core._models_slices import InstanceLogs as InstanceLogs
     from .core._models_slices import LogLine as LogLine
     from .core._models_slices import PauseInfo as PauseInfo
+    from .core._models_slices import RetryInfo as RetryInfo
     from .core._models_slices import RolloutInfo as RolloutInfo
     from .core._models_slices import SliceStatus as SliceStatus
     from .core._models_slices import SliceTarget as SliceTarget
@@ -785,6 +786,12 @@ class ApiClient:
         neither lands over a later change)."""
         data = self._guarded("POST", f"/api/v1/slices/{_segment(artifact)}/{_segment(operation)}")
         return from_json(data, _models.PauseInfo)
+
+    def retry_slice(self, artifact: str) -> RetryInfo:
+        """Let go of a slice's failures now: the nodes they keep out are tried again at once (resent: a
+        late copy lets go of no failure recorded after the revision read before it)."""
+        data = self._guarded("POST", f"/api/v1/slices/{_segment(artifact)}/retry")
+        return from_json(data, _models.RetryInfo)
 
     def reconcile_policy(self) -> ReconcilePolicyInfo:
         return from_json(self._request("GET", "/api/v1/cluster/policy"), _models.ReconcilePolicyInfo)

@@ -59,6 +59,7 @@ from ._join_tokens import JoinDesk
 from ._operations import Operations
 from ._reconcile import ReconcileOperations
 from ._slice_logs import LOG_QUERY, LogRequest, Send, SliceLogs
+from ._slice_retry import SliceRetry
 
 log = logging.getLogger("aether_node.management")
 
@@ -328,6 +329,12 @@ def management_app(
     async def abort(request: Request) -> Any:
         return await operations.rollout(request.path_params["artifact"], "abort", since=await as_of(request))
 
+    slice_retry = SliceRetry(handlers)
+
+    @route("/api/v1/slices/{artifact}/retry", "operator", "POST", audit=True)
+    async def retry(request: Request) -> Any:
+        return await slice_retry.retry(request.path_params["artifact"], since=await as_of(request))
+
     @route("/api/v1/slices/{artifact}/pause", "operator", "POST", audit=True)
     async def pause(request: Request) -> Any:
         return await operations.pause(request.path_params["artifact"], "pause", since=await as_of(request))
@@ -570,6 +577,7 @@ def management_app(
         rebalance,
         promote,
         abort,
+        retry,
         pause,
         resume,
         node_operation,

@@ -207,6 +207,7 @@ class Operations:
             paused=frozenset(decode_paused(data[PAUSED])),
             lost=reconcile.awaited(),
             policy=reconcile.policy,
+            retried=reconcile.retried,
         )
 
     async def _deployed(self, artifact_id: str) -> list[tuple[Blueprint, int]]:

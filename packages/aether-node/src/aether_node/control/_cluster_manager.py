@@ -412,6 +412,7 @@ class ClusterDeploymentManager:
                     draining=draining,
                     held=steered.held | paused.held,
                     lost=reconcile.awaited(),
+                    retried=reconcile.retried,
                     policies=policies,
                     frozen=paused.held,
                     stable=steered.stable,

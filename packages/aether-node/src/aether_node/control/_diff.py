@@ -47,6 +47,7 @@ def diff_blueprint(
     paused: Collection[str] = frozenset(),
     lost: Mapping[str, float] | None = None,
     policy: ReconcilePolicy | None = None,
+    retried: Mapping[str, int] | None = None,
 ) -> BlueprintDiff:
     """`stored`: every blueprint the cluster holds now (the one named like `new` is replaced by it);
     `rollouts`: the rollout records in flight (artifact id → record); `paused`: the artifact ids whose
@@ -55,7 +56,8 @@ def diff_blueprint(
     over it, `new`'s for its own slices). A slice with instances on a node awaited within its rebalance
     delay is planned as the leader plans it (`_rebalance.await_lost`): those instances stay in place
     (`after` on that node), the live nodes get only what the floor needs; `later` says where they go once
-    the delay is over without the node back."""
+    the delay is over without the node back. `retried`: the failures an operator's `slice retry` let go
+    (`ReconcileState.retried`): they keep no node out, as for the leader."""
     rollouts = rollouts or {}
     lost = lost or {}
     old = next((b for b in stored if b.name == new.name), None)
@@ -66,7 +68,7 @@ def diff_blueprint(
     instances = as_index(instances)  # once, for the planners below (each would index a list again)
     awaiting = await_lost(specs, instances, live, lost, policies, now=now)
     waiting = awaited_nodes(lost, live, delays_of(policies), now=now)
-    views = {"nodes": nodes, "instances": instances, "now": now}
+    views = {"nodes": nodes, "instances": instances, "now": now, "retried": retried}
     operations = {"stopping": stopping, "cordoned": cordoned, "draining": draining}
     targets = target_placements(awaiting.specs, **views, **operations)
     later_targets = target_placements(specs, **views, **operations) if awaiting.messages else targets

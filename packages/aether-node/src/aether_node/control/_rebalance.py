@@ -30,10 +30,11 @@ from ..core._records import (
     LostNodeRecord,
     RebalanceRequest,
     RecordError,
+    RetryRequest,
     SliceState,
     decode_record,
 )
-from ..core._schema import LOST_NODES, REBALANCE_KEY, RECONCILE_POLICY
+from ..core._schema import LOST_NODES, REBALANCE_KEY, RECONCILE_POLICY, RETRIES
 from ..core._text import plural
 from ._instance_index import InstanceIndex, Variant, as_index
 
@@ -188,12 +189,14 @@ def node_delays(
 @attrs.frozen(kw_only=True)
 class ReconcileState:
     """`cluster/reconcile/` decoded: the cluster's policy, the lost nodes (with their records' mod
-    revisions), and the mod revision of the last `cluster rebalance` (0: none)."""
+    revisions), the mod revision of the last `cluster rebalance` (0: none), and per slice (artifact id)
+    the revision up to which an operator's `slice retry` let its failures go."""
 
     policy: ReconcilePolicy | None = None
     lost: Mapping[str, LostNodeRecord] = attrs.field(factory=dict)
     lost_revisions: Mapping[str, int] = attrs.field(factory=dict)
     rebalanced_at: int = 0
+    retried: Mapping[str, int] = attrs.field(factory=dict)
 
     def awaited(self) -> dict[str, float]:
         """Lost node → since, for those lost after the last `cluster rebalance` (which ended the wait of
@@ -208,6 +211,7 @@ def decode_reconcile(items: Mapping[str, KeyValue]) -> ReconcileState:
     lost: dict[str, LostNodeRecord] = {}
     revisions: dict[str, int] = {}
     rebalanced_at = 0
+    retried: dict[str, int] = {}
     for key, kv in items.items():
         try:
             if key == RECONCILE_POLICY:
@@ -219,6 +223,11 @@ def decode_reconcile(items: Mapping[str, KeyValue]) -> ReconcileState:
                 rebalanced_at = kv.mod_revision  # (what it covers, if it says: a late copy's own reach)
                 covers = decode_record(key, kv.value, RebalanceRequest).covers
                 rebalanced_at = min(covers, kv.mod_revision) if covers else kv.mod_revision
+            elif key.startswith(RETRIES):
+                retry = decode_record(key, kv.value, RetryRequest)
+                retried[key[len(RETRIES) :]] = min(retry.covers, kv.mod_revision)
         except RecordError as error:
             log_once(log, error, key, kv.mod_revision)
-    return ReconcileState(policy=policy, lost=lost, lost_revisions=revisions, rebalanced_at=rebalanced_at)
+    return ReconcileState(
+        policy=policy, lost=lost, lost_revisions=revisions, rebalanced_at=rebalanced_at, retried=retried
+    )

@@ -46,8 +46,9 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   says the next number after its creations (`Plan.numbers`), which the leader writes with them: a removed
   instance's number is never given again, so its key, log, metrics and events are its own;
 - a FAILED instance keeps its node out of the running for that artifact (the work is retried elsewhere)
-  for `failed_retry_after` seconds, then its record is removed and the node may be tried again; what
-  cannot be placed is reported with the reasons.
+  for `failed_retry_after` seconds, or until an operator's `slice retry` (`retried`, `_failure_hold.py`),
+  then its record is removed and the node may be tried again; what cannot be placed is reported with
+  the reasons.
 Running it again on the same view gives the same actions; running it on the view after its actions gives
 none: it is idempotent, and safe to restart after a leader change.
 """
@@ -69,6 +70,7 @@ from ..core._records import REMOVING, ServingVersion, SliceState
 from ..core._text import plural
 from ..core._update_spec import UpdateStrategy
 from ._allocation import NodeCapacity, Placement, allocate_all
+from ._failure_hold import RETRIED_WHY, FailureHold
 from ._instance_index import ArtifactInstances, Bucket, InstanceIndex, Variant, as_index
 from ._rebalance import await_lost
 from ._serving import most_active, variant_of
@@ -171,6 +173,7 @@ def plan(
     now: float = 0.0,
     max_surge: int = 1,
     failed_retry_after: float = 60.0,
+    retried: Mapping[str, int] | None = None,
     stopping: Collection[str] = frozenset(),
     cordoned: Collection[str] = frozenset(),
     draining: Collection[str] = frozenset(),
@@ -201,7 +204,10 @@ def plan(
     next instance number as last written (`Plan.numbers`, kept in the KV); new instances are numbered
     from it, or from the highest number recorded + 1 if that is higher or none is known. `served`:
     artifact id → the version that last served it (`_serving.py`), brought back while an update cannot
-    place its new version and no instance of an old one runs."""
+    place its new version and no instance of an old one runs. `retried`: artifact id → the revision up to
+    which an operator's `slice retry` let the slice's failures go (`_failure_hold.py`): those records
+    keep no node out and are removed now."""
+    hold = FailureHold(retry_after=failed_retry_after, retried=retried or {})
     served = served or {}
     policies = policies or {}
     numbers = numbers or {}
@@ -210,7 +216,7 @@ def plan(
     index = as_index(instances)
     awaiting = await_lost(specs, index, {n.node_id for n in nodes}, lost or {}, policies, now=now)
     specs = awaiting.specs
-    view = _View.of(specs, nodes, index, now, failed_retry_after, stopping, cordoned, draining)
+    view = _View.of(specs, nodes, index, now, hold, stopping, cordoned, draining)
     live, stopping, draining, cordoned = view.live, view.stopping, view.draining, view.cordoned
     placeable, wanted, excluded = view.placeable, view.wanted, view.excluded
     problems = list(view.problems)
@@ -295,7 +301,7 @@ def plan(
                 awaited=awaiting.kept,
                 usage=placed_usage,
                 now=now,
-                failed_retry_after=failed_retry_after,
+                hold=hold,
                 role="the stable version" if serving is None else "the version that serves",
             )
         surplus: list[ObservedInstance] = []
@@ -312,7 +318,9 @@ def plan(
         )
         removals: list[tuple[ObservedInstance, str]] = []
         # (oldest first: which of them stay must not hang on the order the index keeps them in)
-        for instance, why in sorted(_stale_inactive(alive, variant, kept_stable, now), key=_oldest_first):
+        for instance, why in sorted(
+            _stale_inactive(alive, variant, kept_stable, hold, now), key=_oldest_first
+        ):
             floor_rule.consider_stale(instance, why, removals)
         for instance in _newest_first(surplus):
             floor_rule.consider(instance, "scaled down or moved", removals)
@@ -393,13 +401,13 @@ def plan(
         if next_instance != first_number:
             next_numbers[artifact_id] = next_instance
 
-        # A FAILED record keeps its node out of the running for this artifact; after a while it is
-        # removed, so that node may be tried again — at most once per `failed_retry_after`.
-        # (On a draining node it goes at once: nothing is retried there.)
+        # A FAILED record keeps its node out of the running for this artifact; after a while (or once an
+        # operator retries the slice) it is removed, so that node may be tried again — at most once per
+        # `failed_retry_after` unless retried. (On a draining node it goes at once: nothing is retried there.)
         removals += [
-            (i, f"node {i.node_id} is draining") if i.node_id in draining else (i, _retrying(i, now))
+            (i, _failure_gone(i, draining, hold, now))
             for i in failed
-            if i.node_id in draining or now - i.timestamp >= failed_retry_after
+            if i.node_id in draining or not hold.keeps_out(i, now)
         ]
         removal_keys = {i.key for i, _ in removals}
         for instance in sorted(alive.loaded, key=lambda i: i.key):
@@ -412,7 +420,7 @@ def plan(
         reasons = failure_reasons(failed)
         if placement.unplaced:
             retried_on = [i for i in failed if i.node_id not in draining and i.node_id not in cordoned]
-            retried = _retried_from(retried_on, now, failed_retry_after) if reasons else ""
+            retried = _retried_from(retried_on, now, hold, artifact_id) if reasons else ""
             messages.append(placement.reason + (f"; failed on {reasons}{retried}" if reasons else ""))
         serving = sorted(alive.old_active_versions())
         if failed and serving:
@@ -478,7 +486,7 @@ def _oldest_first(candidate: tuple[ObservedInstance, str]) -> tuple[int, str]:
 
 
 def _stale_inactive(
-    alive: _Alive, wanted: Variant, kept_stable: StableSet | None, now: float
+    alive: _Alive, wanted: Variant, kept_stable: StableSet | None, hold: FailureHold, now: float
 ) -> list[tuple[ObservedInstance, str]]:
     """The other variants' records that are not ACTIVE, to remove, and why — but a rollout's stable
     replacements on their way (and those FAILED less than the retry ago) stay."""
@@ -486,7 +494,7 @@ def _stale_inactive(
         return [(i, replaced_why(i.variant, wanted)) for i in alive.old_inactive()]
     retry = {i.key for i in kept_stable.retry}
     return [
-        (i, _retrying(i, now) if i.key in retry else replaced_why(i.variant, wanted))
+        (i, _failure_gone(i, (), hold, now) if i.key in retry else replaced_why(i.variant, wanted))
         for i in alive.old_inactive()
         if i.key not in kept_stable.on_their_way
     ]
@@ -512,6 +520,13 @@ def is_settling(key: str, active_since: Mapping[str, float] | None, now: float, 
 
 def _retrying(failed: ObservedInstance, now: float) -> str:
     return f"retrying: failed {now - failed.timestamp:.0f} s ago"
+
+
+def _failure_gone(failed: ObservedInstance, draining: Collection[str], hold: FailureHold, now: float) -> str:
+    """Why a FAILED record is removed: its node drains, an operator retried the slice, or its time is up."""
+    if failed.node_id in draining:
+        return f"node {failed.node_id} is draining"
+    return RETRIED_WHY if hold.let_go(failed) else _retrying(failed, now)
 
 
 def replaced_why(old: Variant, wanted: Variant) -> str:
@@ -758,7 +773,7 @@ class _View:
         nodes: Sequence[NodeCapacity],
         index: InstanceIndex,
         now: float,
-        failed_retry_after: float,
+        hold: FailureHold,
         stopping: Collection[str],
         cordoned: Collection[str],
         draining: Collection[str],
@@ -792,7 +807,7 @@ class _View:
                     continue
                 for state, bucket in states.items():
                     if state is SliceState.FAILED:
-                        if any(now - i.timestamp < failed_retry_after for i in bucket.values()):
+                        if any(hold.keeps_out(i, now) for i in bucket.values()):
                             failed_on.add(node_id)
                     elif state not in REMOVING:
                         counts[node_id] = counts.get(node_id, 0) + len(bucket)
@@ -836,25 +851,30 @@ def target_placements(
     *,
     now: float = 0.0,
     failed_retry_after: float = 60.0,
+    retried: Mapping[str, int] | None = None,
     stopping: Collection[str] = frozenset(),
     cordoned: Collection[str] = frozenset(),
     draining: Collection[str] = frozenset(),
 ) -> dict[str, Placement]:
     """Where `plan` will put each slice's instances (keyed by `spec.artifact`) on this view, once it has
     converged: what `aether blueprint diff` shows. Same arguments as `plan`."""
-    view = _View.of(specs, nodes, as_index(instances), now, failed_retry_after, stopping, cordoned, draining)
+    hold = FailureHold(retry_after=failed_retry_after, retried=retried or {})
+    view = _View.of(specs, nodes, as_index(instances), now, hold, stopping, cordoned, draining)
     return view.targets()
 
 
-def _retried_from(failed: Iterable[ObservedInstance], now: float, retry_after: float) -> str:
+def _retried_from(failed: Iterable[ObservedInstance], now: float, hold: FailureHold, artifact_id: str) -> str:
     """When the first node a failure keeps out is tried again, in words ("; tried again from 23:15:42
-    UTC", a time, not a countdown: the problem's text changes only when what it says does); "" if none
-    is kept out. Pure."""
-    kept_out = [i.timestamp for i in failed if now - i.timestamp < retry_after]
+    UTC", a time, not a countdown: the problem's text changes only when what it says does), and how to
+    try at once; "" if none is kept out. Pure."""
+    kept_out = [i.timestamp for i in failed if hold.keeps_out(i, now)]
     if not kept_out:
         return ""
-    at = time.gmtime(min(kept_out) + retry_after)
-    return f"; tried again from {time.strftime('%H:%M:%S', at)} UTC ({retry_after:g} s after a failure)"
+    at = time.strftime("%H:%M:%S", time.gmtime(min(kept_out) + hold.retry_after))
+    return (
+        f"; tried again from {at} UTC ({hold.retry_after:g} s after a failure;"
+        f" at once: `aether slice retry {artifact_id}`)"
+    )
 
 
 def failure_reasons(failed: Iterable[ObservedInstance]) -> str:

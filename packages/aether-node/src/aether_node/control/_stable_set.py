@@ -11,7 +11,8 @@ the held instances of every old variant on live nodes, and the stable version's 
 way, count; what is missing is placed, at once (it replaces lost capacity; it is no surge), on the
 nodes that may take new instances. As for any slice, a node lost less than the slice's
 `rebalance_delay_s` ago is awaited (`_rebalance.py`): its records count, and only the floor is
-replaced meanwhile; and a node where a stable replacement FAILED takes none for `failed_retry_after`.
+replaced meanwhile; and a node where a stable replacement FAILED takes none for a while (`hold`:
+`_failure_hold.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..core._coordinates import Coordinates
 from ..core._records import REMOVING, SliceState
 from ..core._text import plural
 from ._allocation import NodeCapacity, allocate
+from ._failure_hold import FailureHold
 from ._instance_index import ArtifactInstances, Variant
 
 if TYPE_CHECKING:  # (the planner imports this module)
@@ -58,7 +60,7 @@ def restore(
     awaited: Collection[str],
     usage: Callable[[], Mapping[str, Resources]],
     now: float,
-    failed_retry_after: float,
+    hold: FailureHold,
     role: str = "the stable version",
 ) -> StableSet:
     """The replacements to place for the stable version `spec` of a held slice whose wanted variant (the
@@ -92,7 +94,7 @@ def restore(
                     continue  # another old variant on its way: stale, removed as usual
                 elif state is SliceState.FAILED:
                     for instance in bucket.values():
-                        if now - instance.timestamp < failed_retry_after:
+                        if hold.keeps_out(instance, now):
                             failed_on.add(node_id)
                             on_their_way.add(instance.key)
                             reasons.append(f"{node_id}: {instance.reason or 'failed'}")

@@ -32,6 +32,7 @@ EVENT_KINDS = (
     "rebalance_delayed",  # a lost node's instances wait its rebalance delay before they are replaced
     "rebalance_delay_ended",  # no longer waiting for a lost node: it came back, or its instances are replaced
     "rebalance_requested",  # an operator ended every rebalance delay now (`aether cluster rebalance`)
+    "retry_requested",  # an operator let a slice's failures go: their nodes are tried again now
     "audit",  # a change through the management API: who (a key's name), what (method, path, target), status
 )
 

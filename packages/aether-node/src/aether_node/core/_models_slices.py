@@ -53,6 +53,15 @@ class PauseInfo:
 
 
 @attrs.frozen(kw_only=True)
+class RetryInfo:
+    """A slice's failures let go (`aether slice retry`): the FAILED instances whose nodes the leader tries
+    again now, not `failed_retry_after` after each failure (none: nothing had failed)."""
+
+    artifact: str  # group:artifact
+    let_go: tuple[InstanceInfo, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
 class SliceStatus:
     artifact: str  # group:artifact:version wanted by the blueprint
     desired: int

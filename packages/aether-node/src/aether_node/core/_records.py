@@ -205,6 +205,18 @@ class RebalanceRequest:
 
 
 @attrs.frozen(kw_only=True)
+class RetryRequest:
+    """`cluster/reconcile/retry/{group:artifact}`: `aether slice retry` lets go, at `requested_at`, of the
+    slice's failures recorded up to revision `covers` (what the operator's client read before it sent
+    the request, or what the node read: a late copy lets go of no failure after it): the nodes they kept
+    out of the running are tried again at once, not `failed_retry_after` after the failure."""
+
+    requested_at: float
+    covers: int
+    schema_version: int = SCHEMA_VERSION
+
+
+@attrs.frozen(kw_only=True)
 class NodeStopRequest:
     """`cluster/node-stop/{node-id}`: `aether node stop` asks that run of the node (its `started_at`) to
     stop gracefully; the node deletes it as it stops. A request for an earlier run is ignored."""

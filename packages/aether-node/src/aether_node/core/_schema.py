@@ -25,6 +25,7 @@ RECONCILE = "cluster/reconcile/"  # the reconciliation policy and its state (bel
 RECONCILE_POLICY = "cluster/reconcile/policy"  # the cluster's reconciliation policy (ReconcilePolicy)
 LOST_NODES = "cluster/reconcile/lost/"  # a lost node whose instances wait a rebalance delay (LostNodeRecord)
 REBALANCE_KEY = "cluster/reconcile/rebalance"  # an operator's `cluster rebalance` (RebalanceRequest)
+RETRIES = "cluster/reconcile/retry/"  # an operator's `slice retry`: failures let go (RetryRequest)
 AUDIT = "cluster/audit/"  # the last change through each node's management API (AuditRecord), one per node
 JOIN_TOKENS = "cluster/join-tokens/"  # short-lived, single-use tokens for a new node (JoinTokenRecord)
 # put with every blueprint write that may give a blueprint a slice (apply, rollback), compared at the mod
@@ -123,6 +124,11 @@ def autoscale_key(artifact_id: str) -> str:
 def autoscale_decisions_key(artifact_id: str) -> str:
     """`cluster/autoscale-decisions/{group:artifact}`: the leader's last decisions for that slice."""
     return f"{AUTOSCALE_DECISIONS}{artifact_id}"
+
+
+def retry_key(artifact_id: str) -> str:
+    """`cluster/reconcile/retry/{group:artifact}`."""
+    return f"{RETRIES}{artifact_id}"
 
 
 def rollout_key(artifact_id: str) -> str:

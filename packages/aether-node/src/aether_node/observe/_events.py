@@ -36,6 +36,7 @@ from ..core._records import (
     PausedRollout,
     RebalanceRequest,
     RecordError,
+    RetryRequest,
     RolloutPhase,
     RolloutRecord,
     SliceRecord,
@@ -54,6 +55,7 @@ from ..core._schema import (
     REBALANCE_KEY,
     RECONCILE,
     RECONCILE_POLICY,
+    RETRIES,
     ROLLOUTS,
     SLICES,
     InstanceKey,
@@ -272,7 +274,8 @@ def _pause_event(event: Event, artifact_id: str, at: float) -> list[ClusterEvent
 
 
 def _reconcile_event(event: Event, at: float) -> list[ClusterEvent]:
-    """The cluster's policy set; a lost node awaited (or no longer); an operator's rebalance."""
+    """The cluster's policy set; a lost node awaited (or no longer); an operator's rebalance, or retry of a
+    slice."""
     key = event.kv.key
     try:
         if key == RECONCILE_POLICY and event.kind == "put":
@@ -284,6 +287,20 @@ def _reconcile_event(event: Event, at: float) -> list[ClusterEvent]:
             request = decode_record(key, event.kv.value, RebalanceRequest)
             message = "rebalance now: the instances of every lost node are replaced without waiting"
             return [_made(event, request.requested_at or at, "rebalance_requested", "cluster", message)]
+        if key.startswith(RETRIES) and event.kind == "put":
+            retry = decode_record(key, event.kv.value, RetryRequest)
+            artifact_id = key[len(RETRIES) :]
+            message = f"{artifact_id} retried: its failures are let go, their nodes tried again now"
+            return [
+                _made(
+                    event,
+                    retry.requested_at or at,
+                    "retry_requested",
+                    artifact_id,
+                    message,
+                    artifact=artifact_id,
+                )
+            ]
         if key.startswith(LOST_NODES):
             node_id = key[len(LOST_NODES) :]
             if event.kind == "delete":
