@@ -299,6 +299,35 @@ def test_blue_green_abort_in_the_grace_switches_back_and_removes_the_new_set() -
     assert version_counts(cluster, None) == {"1.0": 3}
 
 
+def test_a_version_applied_in_the_grace_period_rolls_out_from_the_set_that_takes_the_calls() -> None:
+    """Blue-green from 2.0 to 1.0 (switched: 1.0 takes every call, 2.0 kept for the grace period, as many
+    instances), then 3.0 applied: the new rollout's stable version is 1.0, which serves, not the old set
+    that ties with it (every call went back to 2.0, the version the operator had replaced, and an abort
+    removed 1.0's set)."""
+    cluster = Cluster(nodes=[node(f"n{i}") for i in range(1, 5)])
+    cluster.converge([slice_spec(f"{ECHO}:2.0", 3)])
+    rollout = Rollout(cluster, slice_spec(f"{ECHO}:1.0", 3, BLUE_GREEN))
+    rollout.settle()
+    assert (rollout.record.phase, rollout.record.candidate) == (RolloutPhase.SWITCHED, "1.0")
+    assert version_counts(cluster) == {"1.0": 3, "2.0": 3}
+    rollout.spec = slice_spec(f"{ECHO}:3.0", 3, BLUE_GREEN)
+    rollout.step()
+    assert (rollout.record.stable, rollout.record.candidate, rollout.record.share) == ("1.0", "3.0", 0)
+    rollout.record = command(rollout.record, "abort", now=rollout.now, artifact_id=ECHO)
+    rollout.settle()
+    assert version_counts(cluster, None) == {"1.0": 3}  # back on what served
+
+
+def test_a_version_applied_mid_canary_rolls_out_from_the_stable_version() -> None:
+    cluster = serving(instances=4)
+    rollout = Rollout(cluster, slice_spec(NEW, 4, CANARY))
+    rollout.settle()
+    assert (rollout.record.phase, rollout.record.share) == (RolloutPhase.OBSERVING, 10)
+    rollout.spec = slice_spec(f"{ECHO}:3.0", 4, CANARY)
+    rollout.step()
+    assert (rollout.record.stable, rollout.record.candidate) == ("1.0", "3.0")
+
+
 def test_going_back_to_the_stable_version_ends_the_rollout() -> None:
     cluster = serving(instances=2)
     rollout = Rollout(cluster, slice_spec(NEW, 2, BLUE_GREEN))

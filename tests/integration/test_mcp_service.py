@@ -189,6 +189,43 @@ async def test_bad_input_is_a_tool_error_that_changes_nothing(cluster: CliCluste
             ), text(wrong)
             unknown = await client.call_tool("slice_status", {"artifact": "not-coordinates"})
             assert unknown.is_error and "not-coordinates" in text(unknown)
+            # numbers and yes/no are taken as JSON's own (the CLI takes digits alone), and an argument the
+            # tool does not take is refused: none of these changes anything (pydantic took `true` as 1 and
+            # "2" as 2, and dropped `forse` unseen)
+            for tool, arguments, said in [
+                (
+                    "blueprint_rollback",
+                    {"name": "x", "to": True},
+                    "blueprint_rollback: to: must be a valid integer",
+                ),
+                (
+                    "slice_scale",
+                    {"artifact": "org.aether:echo", "instances": "2"},
+                    "slice_scale: instances: must be a valid integer",
+                ),
+                ("cluster_events", {"limit": 2.0}, "cluster_events: limit: must be a valid integer"),
+                ("node_stop", {"node": "node-9", "force": "no"}, "node_stop: force: must be a valid boolean"),
+                (
+                    "slice_invoke",
+                    {"artifact": "x:y", "entry": "e", "timeout": True},
+                    "slice_invoke: timeout: must be a valid number",
+                ),
+                (
+                    "node_stop",
+                    {"node": "node-9", "forse": True},
+                    "node_stop: forse: unknown argument (did you mean 'force'? expected: force, node)",
+                ),
+            ]:
+                refused = await client.call_tool(tool, arguments)
+                assert refused.is_error and text(refused).startswith(said), (tool, text(refused))
+            assert structured(await client.call_tool("blueprint_list", {})) == before
+            # a whole number where a number is asked is one: the call goes on to the cluster
+            whole = await client.call_tool(
+                "slice_invoke", {"artifact": "org.aether:none", "entry": "e", "timeout": 5}
+            )
+            assert whole.is_error and "timeout" not in text(whole) and "org.aether:none" in text(whole), text(
+                whole
+            )
 
 
 # ---------------------------------------------------------------- notifications

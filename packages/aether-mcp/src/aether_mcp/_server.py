@@ -22,7 +22,7 @@ from mcp.types import Resource, SubscribeRequestParams, UnsubscribeRequestParams
 from mcp_types import CLIENT_INFO_META_KEY
 from pydantic import ValidationError
 
-from aether_node.client import HTTP_STATUS, ApiClient, ErrorKind, to_json, visible
+from aether_node.client import HTTP_STATUS, ApiClient, ErrorKind, to_json, unknown_keys, visible
 
 from ._agent import Agent, AgentGate, service_description
 from ._config import McpConfig
@@ -74,6 +74,7 @@ class AetherMcpServer(MCPServer):
         self.bus = InMemorySubscriptionBus()
         super().__init__(subscriptions=self.bus, **kwargs)
         self.gateway = gateway
+        self._arguments: dict[str, tuple[str, ...]] | None = None  # tool → its arguments, once listed
         self.legacy = LegacySubscriptions(lambda ctx: identify(ctx, transport).key)
         lowlevel = self._lowlevel_server  # MCPServer has no hook for these; the lowlevel server does
         lowlevel.add_request_handler("resources/subscribe", SubscribeRequestParams, self.legacy.subscribe)
@@ -84,13 +85,28 @@ class AetherMcpServer(MCPServer):
     async def call_tool(self, name: str, arguments: dict[str, Any], context: Any = None) -> Any:
         """`MCPServer.call_tool`, with arguments the tool's schema refuses said in one sentence per
         argument ("slice_invoke: timeout: must be greater than 0, got 0"), as the CLI says them, not as
-        pydantic's report (its model's name, a URL per error)."""
+        pydantic's report (its model's name, a URL per error); an argument the tool does not take is
+        refused too, naming the one it may mean (the SDK dropped it unseen: `node_stop` with `forse`
+        stopped the node without force, as if it had not been given), and nothing is done."""
+        taken = await self._arguments_of(name)
+        unknown = None if taken is None else unknown_keys(arguments or {}, taken, "argument")
+        if unknown is not None:
+            raise ToolError(f"{name}: {unknown}")
         try:
             return await super().call_tool(name, arguments, context)
         except ToolError as error:
             if isinstance(error.__cause__, ValidationError):
                 raise ToolError(argument_errors(name, error.__cause__)) from None
             raise
+
+    async def _arguments_of(self, name: str) -> tuple[str, ...] | None:
+        """The names of the arguments tool `name` takes (its input schema's properties), listed once;
+        None for a name that is no tool (`call_tool` refuses it as such)."""
+        if self._arguments is None:
+            self._arguments = {
+                tool.name: tuple(tool.input_schema.get("properties", {})) for tool in await self.list_tools()
+            }
+        return self._arguments.get(name)
 
     async def publish(self, event: ServerEvent) -> None:
         await self.bus.publish(event)

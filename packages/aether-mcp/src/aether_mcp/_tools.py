@@ -7,7 +7,10 @@ error sentences. `TOOLS` is the catalogue (the parity test walks it against the 
 from __future__ import annotations
 
 import functools
+import inspect
 import time
+import types
+import typing
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -17,7 +20,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from aether_node.client import ApiClient, Convergence, autoscale_settings, to_json
+from aether_node.client import EVENT_KINDS, ApiClient, Convergence, autoscale_settings, to_json
 
 from ._errors import ClusterError
 from ._gateway import ClusterGateway
@@ -231,6 +234,28 @@ Force = Annotated[
 KeyName = Annotated[str, Field(description="The key's name: 1 to 63 characters of a-z, 0-9, - and _.")]
 
 
+_NUMBERS = frozenset({int, float, bool})
+
+
+def _strict(annotation: Any) -> Any:
+    """`annotation`, strict if it is a number or a yes/no (or None besides): JSON's `true` is no 1 and
+    `"2"` no 2, as the CLI takes digits alone. Pydantic's lax mode took them: `slice_scale` with
+    instances "2" scaled, `blueprint_rollback` with to `true` rolled back to revision 1."""
+    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
+    members = set(typing.get_args(base)) if isinstance(base, types.UnionType) else {base}
+    if not members - {type(None)} or not members - {type(None)} <= _NUMBERS:
+        return annotation
+    return Annotated[annotation, Field(strict=True)]
+
+
+def strict_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    """`fn`'s signature with its number and yes/no parameters strict (`_strict`), for the SDK to build
+    the tool's argument model from."""
+    signature = inspect.signature(fn, eval_str=True)
+    parameters = [p.replace(annotation=_strict(p.annotation)) for p in signature.parameters.values()]
+    return signature.replace(parameters=parameters)
+
+
 def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: bool) -> None:
     def tool(name: str, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         spec = SPECS[name]
@@ -242,6 +267,8 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
                     return await fn(*args, **kwargs)
                 except Refused as refusal:  # the sentence alone, as the CLI prints it (no SDK prefix)
                     return error_result(refusal.message)
+
+            answered.__signature__ = strict_signature(fn)  # type: ignore[attr-defined]
 
             server.add_tool(answered, name=name, description=description, annotations=spec.annotations)
             return answered
@@ -372,11 +399,8 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
         kind: Annotated[
             list[str] | None,
             Field(
-                description="Only events of these kinds: node_joined, node_left, node_lost, leader_elected,"
-                " blueprint_applied, blueprint_deleted, instance_state, instance_removed, rebalance_move,"
-                " node_cordoned, node_draining, node_uncordoned, autoscale_decision, rollout_started,"
-                " rollout_step, rollout_switched, rollout_promoted, rollout_aborted, rollout_done, audit"
-                " (changes made through the management API: who, what, status)."
+                description=f"Only events of these kinds: {', '.join(EVENT_KINDS)} (audit: changes made"
+                " through the management API: who, what, status)."
             ),
         ] = None,
         slice: Annotated[

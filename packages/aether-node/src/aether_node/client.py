@@ -33,7 +33,7 @@ import sys
 import time
 import types
 import typing
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
@@ -127,6 +127,15 @@ if typing.TYPE_CHECKING:  # the same names, for type checkers and editors
     from .core._models_slices import SliceTarget as SliceTarget
     from .core._models_views import Description as Description
     from .core._models_views import Overview as Overview
+
+
+def unknown_keys(given: Iterable[str], taken: Iterable[str], what: str = "key") -> str | None:
+    """What is wrong with the keys of `given` that are not `taken`, as the node says it of a request's
+    keys ("instance: unknown key (did you mean 'instances'? expected: instances)"); None if none is. For
+    the MCP service's tool arguments. (Imported when first asked for: difflib is no start-up cost.)"""
+    from .core._table_problems import unknown_keys as said
+
+    return said(given, taken, what)
 
 
 def _model(name: str) -> Any:

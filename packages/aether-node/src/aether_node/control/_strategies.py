@@ -2,7 +2,9 @@
 → the next rollout record, and what the reconcile planner should aim for meanwhile. No I/O, no clock.
 
 A rollout starts when a slice whose `[slices.update]` strategy is canary or blue_green is asked for a
-new version, or a new config, while another version or config serves (ACTIVE instances). The instances
+new version, or a new config, while another version or config serves (ACTIVE instances); its stable
+version is the one that takes the calls (a rollout's switched or promoted candidate, if the blueprint
+moved on from one mid-way: `_taking_calls`), else the one with the most ACTIVE instances. The instances
 are told apart by variant (version and config digest): in `Running` the candidate's config goes by its
 version (`1.0`), any other config by its version and digest (`1.0 (config 1a2b3c4d)`). The record keeps
 the versions (what the router splits and the verdict judges by) and the stable config when it differs
@@ -160,6 +162,20 @@ def running(
     )
 
 
+def _taking_calls(record: RolloutRecord | None, candidate_digest: str) -> str | None:
+    """The variant that takes the calls under `record` (as `Running` labels it for a candidate of config
+    `candidate_digest`): its candidate once switched or promoted, else its stable version. That one is the
+    stable version of a rollout that follows (a blueprint applied again mid-way): a blue-green rollout
+    applied a third version during its grace period took the old set, which had as many instances, as
+    stable, and every call went back to the version it had replaced. None without a record."""
+    if record is None:
+        return None
+    if record.phase in (RolloutPhase.SWITCHED, RolloutPhase.PROMOTED):
+        return label(record.candidate, record.candidate_config, candidate_digest)
+    config = record.candidate_config if record.stable_config is None else config_digest(record.stable_config)
+    return label(record.stable, config, candidate_digest)
+
+
 def step_count(spec: SliceSpec, step: int) -> int:
     """New instances a canary step runs: its share of the slice's instances, at least one."""
     steps = update_of(spec).steps
@@ -181,6 +197,7 @@ def advance(
     version = coordinates.version
     digest = config_digest(spec.config)
     update = update_of(spec)
+    moved_on: RolloutRecord | None = None  # a rollout in flight that the blueprint moved on from
     if record is not None and not is_candidate(record, version, digest):
         if is_stable(record, version, digest) and record.phase is not RolloutPhase.PROMOTED:
             # The blueprint went back (a rollback): an abort, until the new instances are gone.
@@ -190,12 +207,15 @@ def advance(
                 return record
             went_back = version if record.stable != record.candidate else f"the config {version} ran with"
             return _abort(record, now, f"the blueprint went back to {went_back}")
-        record = None  # the blueprint moved on: a new rollout (or a rolling update)
+        moved_on, record = record, None  # the blueprint moved on: a new rollout (or a rolling update)
     if record is None:
         serving = {v: n for v, n in now_running.active.items() if v != version and n > 0}
         if update.strategy is UpdateStrategy.ROLLING or not serving or spec.instances == 0:
             return None
-        stable, stable_config = now_running.split(max(serving, key=lambda v: (serving[v], v)))
+        taking_calls = _taking_calls(moved_on, digest)
+        if taking_calls not in serving:  # (no rollout before, or what took its calls runs no more)
+            taking_calls = max(serving, key=lambda v: (serving[v], v))
+        stable, stable_config = now_running.split(taking_calls)
         return RolloutRecord(
             artifact_id=coordinates.artifact_id,
             strategy=update.strategy.value,
