@@ -424,6 +424,7 @@ async def test_a_scale_to_the_count_it_has_says_nothing_changed(handlers: Handle
     same = await operations.scale("org.example:echo", 3)
     assert same.blueprint_revision == first.blueprint_revision and same.change == first.change
     assert same.notes == ("org.example:echo has 3 instances already: nothing changed",)
+    assert same.unchanged and not first.unchanged  # (it said false, with an earlier change's text)
 
 
 async def test_a_late_cordon_does_not_undo_the_uncordon_that_came_after_it(

@@ -447,11 +447,11 @@ def test_every_node_failed_reports_a_problem_with_the_reasons() -> None:
     assert p.problems == (
         Problem(
             artifact=ECHO,
-            message="2 of 2 instances of org.example:echo:1.0 fit on no live node"
-            " (2 nodes, 2 of them excluded after failures);"
-            " failed on a: start: boom; b: start: ImportError: no module named x;"
+            # the failure first: "fit on no live node" first was read as a lack of room
+            message="failed on a: start: boom; b: start: ImportError: no module named x;"
             " tried again from 00:01:00 UTC (60 s after a failure; at once: `aether slice retry"
-            " org.example:echo`)",
+            " org.example:echo`); so 2 of 2 instances of org.example:echo:1.0 fit on no live node"
+            " (2 nodes, 2 of them excluded after failures)",
         ),
     )
 
@@ -469,10 +469,10 @@ def test_the_same_failure_on_every_node_reads_once_with_its_nodes() -> None:
     ]
     p = plan([spec(instances=2)], [node("a"), node("b"), node("c")], view)
     (problem,) = p.problems
-    assert problem.message.endswith(
-        f"; failed on a, b, c: {missing}; b: start: boom;"
+    assert problem.message.startswith(
+        f"failed on a, b, c: {missing}; b: start: boom;"
         " tried again from 00:01:00 UTC (60 s after a failure;"
-        " at once: `aether slice retry org.example:echo`)"
+        " at once: `aether slice retry org.example:echo`); so 2 of 2 instances"
     )
 
 

@@ -169,6 +169,9 @@ def test_scale_and_diff_agree_with_what_happens(cluster: CliCluster, api: ApiCli
     stored = api.get_blueprint("scaled")
     assert stored.source == text.replace("instances = 1 ", "instances = 5 ")  # the comment is kept
     assert [s.instances for s in stored.slices] == [5]
+    same = expect(cluster.aether("slice", "scale", "org.aether:echo", "5"))  # the count it has
+    assert same.stdout.strip() == "blueprint 'scaled' at revision 2 (unchanged)", same
+    assert "note: org.aether:echo has 5 instances already: nothing changed" in same.stderr, same
 
     # a version change: the diff says every running instance is replaced
     path.write_text(stored.source.replace("1.0.0", "1.1.0"))

@@ -171,6 +171,10 @@ def _walk_through(cluster: CliCluster, tmp_path: Path) -> None:
     assert expect(aether("blueprint", "list", "--json")).json() == []
     assert "Blueprints" in expect(aether("blueprint", "list")).stdout
     assert expect(aether("slice", "list", "--json")).json() == []
+    # a name past the node's HTTP limits gets a bare 431 from its HTTP server: said, not an empty error
+    too_long = expect(aether("blueprint", "get", "x" * 100_000), 1)
+    assert "the node answered HTTP 431 Request Header Fields Too Large, with no message" in too_long.stderr
+    assert "(a name, path or parameter too long?)" in too_long.stderr, too_long
 
     # apply, human: created, with its revision in the blueprint's history (what rollback --to takes)
     run = expect(aether("blueprint", "apply", "small.toml"))

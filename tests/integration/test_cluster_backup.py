@@ -58,7 +58,10 @@ def test_backup_then_restore_on_a_fresh_cluster_gives_back_blueprints_history_an
         run = expect(second.aether("cluster", "restore", "bad.json", api_key=ADMIN), 2)
         assert "backup: not an Aether backup" in run.stderr, str(run)
         run = expect(second.aether("cluster", "restore", str(backup), api_key=ADMIN))
-        assert run.stdout == f"restored 5 keys from {backup}\n", str(run)
+        assert run.stdout == (
+            f"restored 5 records from {backup} (1 blueprint, 3 kept revisions, 1 named API key)\n"
+        ), str(run)
+        assert "note: 1 named API key restored: the cluster now asks every request for a key" in run.stderr
         assert state(second) == before
         # the restored key's secret works; a second restore is refused and changes nothing
         run = expect(second.aether("blueprint", "list", "--json", api_key=secret))

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from ._common import EXIT_BAD_INPUT, Common, InputFile, call, emit, fail, read_input
+from ._common import EXIT_BAD_INPUT, Common, InputFile, call, emit, fail, plural, read_input
 
 DEFAULT_COMMON = Common()
 
@@ -44,4 +44,22 @@ def cluster_restore(file: InputFile, /, *, common: Common = DEFAULT_COMMON) -> N
     except json.JSONDecodeError as error:
         fail(EXIT_BAD_INPUT, f"{source}: not JSON ({error})")
     result = call(common, lambda client: client.restore(backup))
-    emit(common, result, lambda: print(f"restored {result['restored']} keys from {source}"))
+    counts = result.get("by_prefix", {})
+    named_keys = counts.get("cluster/api-keys/", 0)
+    if named_keys:  # (stderr: a JSON answer on stdout stays whole)
+        print(
+            f"note: {plural(named_keys, 'named API key')} restored: the cluster now asks every request for"
+            " a key (an open one is open no more); give one of them (--api-key, AETHER_API_KEY or the"
+            " context's)",
+            file=sys.stderr,
+        )
+
+    def human() -> None:
+        what = (
+            f"{plural(counts.get('blueprints/', 0), 'blueprint')},"
+            f" {plural(counts.get('blueprint-revisions/', 0), 'kept revision')},"
+            f" {plural(named_keys, 'named API key')}"
+        )
+        print(f"restored {result['restored']} records from {source} ({what})")
+
+    emit(common, result, human)

@@ -124,6 +124,13 @@ def slice_scale(artifact: str, instances: WholeNumber, /, *, common: Common = DE
     emit(common, result, lambda: print(_revision_line(result)))
 
 
+def _revision_line(result: Any) -> str:
+    """The blueprint's revision after a change, and how it came (for one that changed nothing, only that:
+    its change is an earlier one's)."""
+    how = "unchanged" if getattr(result, "unchanged", False) else result.change
+    return f"blueprint {result.name!r} at revision {result.blueprint_revision} ({how})"
+
+
 def slice_autoscale_status(artifact: str | None = None, /, *, common: Common = DEFAULT_COMMON) -> None:
     """Autoscaled slice ARTIFACT (group:artifact; default: every autoscaled slice): its count, bounds and
     targets in force, whether it is paused, and the autoscaler's last decisions (JSON: a list)."""
@@ -251,10 +258,6 @@ def _rollout(artifact: str, operation: str, common: Common) -> None:
         _output.rollout(result)
 
     emit(common, result, human)
-
-
-def _revision_line(result: Any) -> str:
-    return f"blueprint {result.name!r} at revision {result.blueprint_revision} ({result.change})"
 
 
 def cluster_policy_show(*, common: Common = DEFAULT_COMMON) -> None:

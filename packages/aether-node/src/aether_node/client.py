@@ -351,8 +351,23 @@ def _api_error(status: int, reason: str, raw: bytes) -> ApiError:
         detail = json.loads(raw)["error"]
         kind, message = str(detail.get("kind", ErrorKind.ERROR)), str(detail.get("message", raw))
     except (ValueError, KeyError, TypeError):
-        kind, message = ErrorKind.ERROR, raw.decode(errors="replace") or str(reason)
+        kind, message = ErrorKind.ERROR, raw.decode(errors="replace").strip() or _status_said(status, reason)
     return ApiError(status, kind, message)
+
+
+def _status_said(status: int, reason: str) -> str:
+    """An answer with no text of its own, in words: its status and what the status means (the node's
+    HTTP server answers a request line or headers over its limits, a 100,000-character name, with a bare
+    431: the message was empty, and the CLI printed `aether: error: ` and nothing)."""
+    import http
+
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = ""
+    said = str(reason).strip() or phrase or "no reason given"
+    hint = " (a name, path or parameter too long?)" if status in (414, 431) else ""
+    return f"the node answered HTTP {status} {said}, with no message{hint}"
 
 
 # ---------------------------------------------------------------- the client

@@ -271,7 +271,7 @@ class Operations:
             return result
         # (the same blueprint: its revision as it was, whose change is some earlier one's)
         already = f"{artifact_id} has {plural(instances, 'instance')} already: nothing changed"
-        return attrs.evolve(result, notes=(*result.notes, already))
+        return attrs.evolve(result, unchanged=True, notes=(*result.notes, already))
 
     # ------------------------------------------------------------ rollouts
 

@@ -418,17 +418,21 @@ def plan(
 
         messages = []
         reasons = failure_reasons(failed)
-        if placement.unplaced:
-            retried_on = [i for i in failed if i.node_id not in draining and i.node_id not in cordoned]
-            retried = _retried_from(retried_on, now, hold, artifact_id) if reasons else ""
-            messages.append(placement.reason + (f"; failed on {reasons}{retried}" if reasons else ""))
         serving = sorted(alive.old_active_versions())
-        if failed and serving:
+        if failed and serving:  # (first: what an operator must know, that the old version serves)
             messages.append(
                 f"{_change_to(alive, variant)} is stuck: {plural(len(failed), 'new instance')} failed"
                 + ("" if placement.unplaced else f" ({reasons})")
                 + f"; {', '.join(serving)} keeps serving ({alive.old_active} ACTIVE)"
             )
+        if placement.unplaced:
+            retried_on = [i for i in failed if i.node_id not in draining and i.node_id not in cordoned]
+            retried = _retried_from(retried_on, now, hold, artifact_id) if reasons else ""
+            if reasons and room[spec.artifact].unplaced < placement.unplaced:
+                # failures, not room, keep it short: the failure first (read as a lack of room, it was not)
+                messages.append(f"failed on {reasons}{retried}; so {placement.reason}")
+            else:
+                messages.append(placement.reason + (f"; failed on {reasons}{retried}" if reasons else ""))
         if settling_now and floor_rule.waited:
             messages.append(
                 f"waiting for {plural(settling_now, 'new instance')} to stay ACTIVE for {ready_after:g} s"
