@@ -41,6 +41,16 @@ def test_blueprint_events_change_the_blueprint_and_the_list() -> None:
         assert affected(event(kind, "demo"), {}) == ([CLUSTER_STATUS, "aether://blueprints/demo"], True)
 
 
+def test_a_blueprint_applied_again_changes_its_slices_too() -> None:
+    """A scale or an upgrade changes what a slice's resource says (its desired count, its problem) before
+    any instance event: a subscriber to the slice heard nothing of it."""
+    uris, listed = affected(event("blueprint_applied", "demo"), slice_owners([DEMO]))
+    assert uris == [CLUSTER_STATUS, "aether://blueprints/demo", "aether://slices/org.aether:echo"]
+    assert listed is True
+    uris, _ = affected(event("blueprint_applied", "other"), slice_owners([DEMO]))
+    assert uris == [CLUSTER_STATUS, "aether://blueprints/other"]
+
+
 def test_other_events_change_the_cluster_status_only() -> None:
     for kind in ("node_joined", "node_left", "node_lost", "leader_elected", "something_new"):
         assert affected(event(kind, "node-1"), {}) == ([CLUSTER_STATUS], False)

@@ -427,6 +427,26 @@ async def test_a_scale_to_the_count_it_has_says_nothing_changed(handlers: Handle
     assert same.unchanged and not first.unchanged  # (it said false, with an earlier change's text)
 
 
+async def test_a_restart_of_a_node_that_is_not_running_says_how_to_start_it(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    """A node stopped with `aether node stop` is not registered: it cannot restart itself (a restart runs
+    in its own process). The refusal says so, and how to start it (an operator read `node restart` as the
+    way to bring a stopped node back)."""
+    operations = Operations(handlers)
+    await register(kv, "n2")
+    with pytest.raises(RequestError) as refused:
+        await operations.node_operation("n3", "restart")
+    assert (refused.value.kind, refused.value.message) == (
+        "not_found",
+        "no node 'n3' is registered (registered: n2); a node that is not running is started where it runs"
+        " (`aether-node run` with its configuration; a dev cluster: `aether dev down`, then `aether dev up`)",
+    )
+    with pytest.raises(RequestError) as refused:
+        await operations.node_operation("n3", "cordon")
+    assert refused.value.message == "no node 'n3' is registered (registered: n2)"
+
+
 async def test_a_late_cordon_does_not_undo_the_uncordon_that_came_after_it(
     kv: MemoryStore, handlers: Handlers
 ) -> None:

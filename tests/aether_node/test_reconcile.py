@@ -25,6 +25,7 @@ from aether_node.control._reconcile import (
     Plan,
     Problem,
     RemoveInstance,
+    crowded_first,
     plan,
 )
 from aether_node.core._blueprint import Resources, SliceSpec, Strategy
@@ -419,6 +420,30 @@ def test_an_operators_retry_lets_go_of_the_failures_it_covers_at_once() -> None:
     p = plan([spec(instances=2)], nodes, view, now=10.0, retried={ECHO: 9})
     assert len(removes(p)) == 2 and sorted(c.node_id for c in creates(p)) == ["a", "b"]
     assert p.problems == ()
+
+
+def test_a_rolling_update_replaces_the_most_crowded_nodes_instances_first() -> None:
+    """4 of 1.0 on 3 nodes (a runs two), the first 2.0 ACTIVE on b: the old one that goes is one of a's
+    (newest first, c's only one went, and b ran three of the slice while c ran none: b's loss then took
+    the slice below its floor of 3)."""
+    nodes = [node("a"), node("b"), node("c")]
+    view = [
+        observed("a", f"{ECHO}:1.0", 1),
+        observed("a", f"{ECHO}:1.0", 2),
+        observed("b", f"{ECHO}:1.0", 3),
+        observed("c", f"{ECHO}:1.0", 4),
+        observed("b", f"{ECHO}:2.0", 5),
+    ]
+    p = plan([spec(f"{ECHO}:2.0", instances=4, max_per_node=2, min_available=3)], nodes, view)
+    assert [r.key for r in removes(p)] == [key_of("a", f"{ECHO}:1.0", 2)]
+
+
+def test_crowded_first_takes_from_the_node_with_most_left_and_the_newest_among_equals() -> None:
+    old = [observed(n, f"{ECHO}:1.0", i) for n, i in [("a", 1), ("a", 2), ("a", 3), ("b", 4), ("c", 5)]]
+    order = [(i.node_id, i.instance) for i in crowded_first(old)]
+    assert order == [("a", 3), ("a", 2), ("c", 5), ("b", 4), ("a", 1)]
+    rest = [i for i in old if (i.node_id, i.instance) not in order[:2]]
+    assert [(i.node_id, i.instance) for i in crowded_first(rest)] == order[2:]  # (what diff relies on)
 
 
 def test_failed_record_stays_while_the_replacement_is_starting() -> None:

@@ -263,6 +263,14 @@ async def test_a_subscriber_is_notified_over_stdio(cluster: CliCluster) -> None:
                 "slice_invoke", {"artifact": "org.aether:echo", "entry": "echo", "data": 7}
             )
             assert json.loads(text(answer)) == 7
+            # every result keeps its shape: one JSON text (a list came as a block per item, null and []
+            # both as nothing, "42" as 42), and structured as {"result": ...}
+            for value in ([1, 2], [], None, "42", {"a": [None]}):
+                answer = await client.call_tool(
+                    "slice_invoke", {"artifact": "org.aether:echo", "entry": "echo", "data": value}
+                )
+                assert len(answer.content) == 1 and json.loads(text(answer)) == value, answer
+                assert answer.structured_content == {"result": value}, answer
         finally:
             await delete_quietly(client, "mcp-stdio")
 

@@ -46,7 +46,10 @@ def affected(event: ClusterEvent, owners: Mapping[str, str]) -> tuple[list[str],
     """The resource URIs a cluster event changes, and whether the list of resources may have changed."""
     uris = [CLUSTER_STATUS]
     if event.kind in ("blueprint_applied", "blueprint_deleted"):
-        return [*uris, blueprint_uri(event.subject)], True
+        # its slices' too: a new count or version changes what each slice's resource says (their desired
+        # count, their problem), before any instance event (a subscriber to a slice heard nothing)
+        owned = [slice_uri(slice_id) for slice_id, owner in sorted(owners.items()) if owner == event.subject]
+        return [*uris, blueprint_uri(event.subject), *owned], True
     coordinates = event.artifact or (
         event.subject.split("#", 1)[0] if event.kind.startswith("instance") else ""
     )

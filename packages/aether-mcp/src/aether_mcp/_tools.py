@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import time
 import types
 import typing
@@ -357,7 +358,14 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     async def slice_invoke(
         artifact: Artifact,
         entry: Annotated[str, Field(description="The entry point's name.")],
-        data: Annotated[Any, Field(description="The JSON payload.")] = None,
+        data: Annotated[
+            Any,
+            Field(
+                description="The payload: any JSON value. A string that is itself JSON text (an object's,"
+                " a list's) is read as that JSON, as some clients send objects; to pass such text as a"
+                " string, send it inside an object."
+            ),
+        ] = None,
         timeout: Annotated[
             float,
             Field(
@@ -368,7 +376,13 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
             ),
         ] = 30.0,
     ) -> Any:
-        return await ask("slice_invoke", lambda c: c.invoke(artifact, entry, data, timeout=timeout))
+        result = await ask("slice_invoke", lambda c: c.invoke(artifact, entry, data, timeout=timeout))
+        # one JSON text whatever the result is, and {"result": ...} structured: left to the SDK, a list
+        # came as a text block per item, null and [] both as no content, and "42" as 42
+        text = json.dumps(result, ensure_ascii=False)
+        return CallToolResult(
+            content=[TextContent(type="text", text=text)], structured_content={"result": result}
+        )
 
     @tool("cluster_status", "Leader, quorum, revision, health, nodes and instance counts.")
     async def cluster_status() -> dict[str, Any]:

@@ -195,9 +195,15 @@ DESCRIBE_KINDS = ("blueprint", "slice", "node")
 
 
 def to_json(record: object) -> Any:
-    """A model, or JSON-able data holding models, as plain JSON-able data (tuples become lists)."""
+    """A model, or JSON-able data holding models, as plain JSON-able data (tuples become lists); a
+    model's `JSON_PROPERTIES` come with its fields (read back, they are left out: `from_json` ignores
+    keys it does not know)."""
     if attrs.has(type(record)):
-        return {f.name: to_json(getattr(record, f.name)) for f in attrs.fields(type(record))}
+        data = {f.name: to_json(getattr(record, f.name)) for f in attrs.fields(type(record))}
+        # what a model works out from its fields and a reader should not have to (`converged`)
+        for name in getattr(type(record), "JSON_PROPERTIES", ()):
+            data[name] = to_json(getattr(record, name))
+        return data
     if isinstance(record, list | tuple):
         return [to_json(item) for item in record]
     if isinstance(record, dict):

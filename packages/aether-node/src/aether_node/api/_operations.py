@@ -410,8 +410,15 @@ class Operations:
         operations = decode_operations(await self.handlers._read(NODE_OPS))
         if node_id not in registered and not (operation == "uncordon" and node_id in operations):
             known = ", ".join(sorted(registered)) or "none"
+            # (a node that is not running cannot restart itself: it restarts in its own process)
+            gone = (
+                "; a node that is not running is started where it runs (`aether-node run` with its"
+                " configuration; a dev cluster: `aether dev down`, then `aether dev up`)"
+                if operation == "restart"
+                else ""
+            )
             raise RequestError(
-                ErrorKind.NOT_FOUND, f"no node {node_id!r} is registered (registered: {known})"
+                ErrorKind.NOT_FOUND, f"no node {node_id!r} is registered (registered: {known}){gone}"
             )
         if operation in ("stop", "restart"):
             return await self._stop(node_id, restart=operation == "restart", force=force, since=since)

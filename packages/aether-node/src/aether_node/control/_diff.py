@@ -28,7 +28,7 @@ from ..core._update_spec import UpdateSpec, UpdateStrategy
 from ._allocation import NodeCapacity
 from ._instance_index import InstanceIndex, Variant, as_index
 from ._rebalance import await_lost, awaited_nodes, delays_of, policies_of
-from ._reconcile import REMOVING, ObservedInstance, target_placements
+from ._reconcile import REMOVING, ObservedInstance, crowded_first, target_placements
 from ._strategies import advance, is_candidate, is_stable, update_of
 from ._strategies import running as running_of
 
@@ -185,7 +185,7 @@ def _kept_by_floor(
     """The running ACTIVE instances the leader keeps beyond `after` when `spec` does not fit. Its rule
     (`_reconcile.plan`): an ACTIVE instance goes only while the ACTIVE count stays at the number to keep,
     what fits but never below the floor; the wanted variant's surplus goes first, newest first, then
-    other variants' (unless a rollout holds them), newest first."""
+    other variants' (unless a rollout holds them), the most crowded node's first."""
     keep = max(spec.instances - unplaced, min(spec.floor, spec.instances))
     short = keep - sum(after.values())
     if short <= 0:
@@ -199,8 +199,10 @@ def _kept_by_floor(
                 surplus.append(instance)
         elif not held:
             others.append(instance)
-    # Removal order: the surplus newest first, then the others newest first; what stays is its end.
-    order = [i for group in (surplus, others) for i in reversed(group) if i.state is SliceState.ACTIVE]
+    # Removal order: the surplus newest first, then the others as a rollout replaces them (the most
+    # crowded node's first: `crowded_first`); what stays is its end.
+    order = [i for i in reversed(surplus) if i.state is SliceState.ACTIVE]
+    order += crowded_first([i for i in others if i.state is SliceState.ACTIVE])
     return order[max(0, len(order) - short) :]
 
 

@@ -10,20 +10,20 @@ Per artifact (`group:artifact`), against the blueprint's spec:
   rolling `[slices.update]` table's own `max_surge` wins over the leader's);
 - an instance is stale when it runs another variant than the spec (`Variant`: another version, or the
   same version created with another config, compared by value): it is replaced like an old version's;
-- surplus, stale and unwanted instances are removed — not-yet-ACTIVE ones first, then the most
-  recently added — but an ACTIVE one only while the ACTIVE count stays at the number to keep: as many as
-  the cluster could hold were no node excluded after failures (a move or a version rollout puts the
+- surplus, stale and unwanted instances are removed — not-yet-ACTIVE ones first, then the most recently
+  added; a rollout's ACTIVE old instances from the node with the most of them first (`crowded_first`: the
+  slice stays spread) — but an ACTIVE one only while the ACTIVE count stays at the number to keep: as many
+  as the cluster could hold were no node excluded after failures (a move or a version rollout puts the
   replacement ACTIVE before the old instance goes; a rollout whose new version fails keeps the old one
-  serving), and never fewer than the slice's floor (`min_available`). An old instance on its way to
-  ACTIVE (its node restarts its dead process, or it was created just before the blueprint changed) stays
-  while the ACTIVE count is short of that number without it. While failures keep the new version from
-  its room (an update stuck on an install that fails), what a lost node took of the old version is
-  replaced with the old version (the one with most ACTIVE instances, with its config: `_serving_spec`,
-  placed as `_stable_set.restore` places a rollout's stable version), up to that number less the new
-  instances placed; where none of the old version runs, the version recorded as the last that served
-  (`served`, `_serving.py`). Only the loss of a node takes the
-  ACTIVE count below the floor, and only for as long as its replacements take to start; a change the
-  floor holds back waits and says why (a `Problem`);
+  serving), and never fewer than the slice's floor (`min_available`). An old instance on its way to ACTIVE
+  (its node restarts its dead process, or it was created just before the blueprint changed) stays while
+  the ACTIVE count is short of that number without it. While failures keep the new version from its room
+  (an update stuck on an install that fails), what a lost node took of the old version is replaced with
+  the old version (the one with most ACTIVE instances, with its config: `_serving_spec`, placed as
+  `_stable_set.restore` places a rollout's stable version), up to that number less the new instances
+  placed; where none of the old version runs, the version recorded as the last that served (`served`,
+  `_serving.py`). Only the loss of a node takes the ACTIVE count below the floor, and only for as long as
+  its replacements take to start; a change the floor holds back waits and says why (a `Problem`);
 - a new instance (of the wanted variant) counts as ACTIVE for that rule only once it has stayed ACTIVE
   for its slice's `min_ready_s` (`[slices.update]`), by the leader's own clock (`active_since`: when the
   leader first saw each ACTIVE record): a new version that dies soon after it starts never replaces the
@@ -56,6 +56,7 @@ none: it is idempotent, and safe to restart after a leader change.
 from __future__ import annotations
 
 import collections
+import heapq
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 
@@ -163,6 +164,30 @@ def _newest_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstanc
     """Removal order: not yet ACTIVE first, then the most recently added (highest instance number); the
     key decides between equal numbers."""
     return sorted(instances, key=lambda i: (i.state is SliceState.ACTIVE, -i.instance, i.key))
+
+
+def crowded_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstance]:
+    """Removal order of the instances a rollout replaces: first one of the node that has the most of them
+    left (after each, that node has one less), the newest first among equals. A rollout so keeps the
+    slice spread over its nodes: newest first alone emptied one node while another ran three of four
+    (found by an operator probe), whose loss then took the slice below its floor. It depends on these
+    instances alone, not on where the new ones are yet: removing a first part of the order leaves the
+    rest in the same order, so `blueprint diff` (`_diff._kept_by_floor`) says where it ends. O(n log n)."""
+    ordered = _newest_first(instances)
+    queues: dict[str, list[int]] = {}
+    for rank, instance in enumerate(ordered):
+        queues.setdefault(instance.node_id, []).append(rank)
+    heap = [(-len(ranks), ranks[0], node_id) for node_id, ranks in queues.items()]
+    heapq.heapify(heap)
+    taken: list[ObservedInstance] = []
+    while heap:
+        _, rank, node_id = heapq.heappop(heap)
+        taken.append(ordered[rank])
+        ranks = queues[node_id]
+        ranks.pop(0)
+        if ranks:
+            heapq.heappush(heap, (-len(ranks), ranks[0], node_id))
+    return taken
 
 
 def plan(
@@ -328,7 +353,7 @@ def plan(
             if floor_rule.active - 1 < keep:  # every one is held, and the ACTIVE count stays: count them
                 floor_rule.hold_all(alive.old_active, alive.old_active_nodes())
             else:
-                for instance in _newest_first(alive.old_active_instances()):
+                for instance in crowded_first(alive.old_active_instances()):
                     floor_rule.consider(instance, replaced_why(instance.variant, variant), removals)
         active, held_by_floor, held_drains = floor_rule.active, floor_rule.held, floor_rule.held_drains
         settling_now = len(floor_rule.settling)  # (those not removed as surplus themselves)

@@ -5,6 +5,7 @@ would change, a blueprint's status, the reconciliation policy. Records only: no 
 from __future__ import annotations
 
 import collections
+from typing import ClassVar
 
 import attrs
 
@@ -109,6 +110,8 @@ class BlueprintDiff:
 class BlueprintStatus:
     name: str
     slices: tuple[SliceStatus, ...]
+
+    JSON_PROPERTIES: ClassVar[tuple[str, ...]] = ("converged",)  # in its JSON too (`client.to_json`)
 
     @property
     def converged(self) -> bool:

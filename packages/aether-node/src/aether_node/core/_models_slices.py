@@ -3,6 +3,8 @@ statistics, instance logs, autoscaling. Records only: no I/O; public through `ae
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import attrs
 
 
@@ -74,6 +76,9 @@ class SliceStatus:
     # The digest of the blueprint's config for it: `active` counts the instances that run it, and an
     # ACTIVE instance with another config (being replaced) keeps it from converging. "": not known.
     config_digest: str = ""
+
+    # in its JSON too (`client.to_json`): the one rule of convergence, for scripts and agents to read
+    JSON_PROPERTIES: ClassVar[tuple[str, ...]] = ("converged",)
 
     @property
     def converged(self) -> bool:
