@@ -68,8 +68,9 @@ async def test_an_operator_key_takes_the_lease_and_works(secured: CliCluster) ->
             toml = blueprint_toml("k", (ECHO, 1))
             assert structured(await client.call_tool("blueprint_apply", {"toml": toml}))["name"] == "k"
             holder = httpx.get(management, headers={"Authorization": f"Bearer {VIEWER}"}, timeout=10).json()
-            expected = "operator 1.0 from 127.0.0.1 via aether-mcp (http on 127.0.0.1:"
-            assert holder["holder"].startswith(expected), holder
+            port = service.url.removeprefix("http://").split("/")[0].split(":")[1]
+            expected = f"operator 1.0 from 127.0.0.1 via aether-mcp (http on 127.0.0.1:{port}, pid "
+            assert holder["holder"].startswith(expected), holder  # the port bound (it said 0)
             assert structured(await client.call_tool("blueprint_delete", {"name": "k"})) == {"deleted": "k"}
     # the service stopped (SIGTERM): it gave the lease back
     assert httpx.get(management, headers={"Authorization": f"Bearer {VIEWER}"}, timeout=10).json() is None

@@ -442,7 +442,16 @@ async def test_the_http_endpoint_needs_its_token_when_one_is_set(cluster: CliClu
         denied = httpx.post(service.url, json={"jsonrpc": "2.0", "id": 1, "method": "ping"}, timeout=10)
         assert denied.status_code == 401
         assert "Authorization: Bearer TOKEN" in denied.json()["error"]["message"]
-        async with http_client(service.url, "bearer", headers={"Authorization": f"Bearer {token}"}) as client:
+        for wrong in (f"Basic {token}", f"Bearer {token}x", "Bearer", token):
+            answer = httpx.post(
+                service.url,
+                json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+                headers={"Authorization": wrong},
+                timeout=10,
+            )
+            assert answer.status_code == 401, wrong
+        # the scheme's case is the client's choice (RFC 9110): "bearer" was refused
+        async with http_client(service.url, "bearer", headers={"Authorization": f"bearer {token}"}) as client:
             assert structured(await client.call_tool("cluster_status", {}))["has_quorum"] is True
 
 

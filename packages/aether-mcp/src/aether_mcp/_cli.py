@@ -76,7 +76,8 @@ def main_command(
     token: Annotated[
         str | None,
         Parameter(
-            env_var="AETHER_MCP_TOKEN", help="Bearer token MCP clients must send (required off loopback)."
+            env_var="AETHER_MCP_TOKEN",
+            help="Bearer token MCP clients must send (required off loopback; at least 16 characters).",
         ),
     ] = None,
     agent_idle_timeout: Annotated[

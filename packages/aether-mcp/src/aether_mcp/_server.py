@@ -281,8 +281,9 @@ def guarded_app(app: ASGIApp, *, token: str | None, gate: AgentGate | None) -> A
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         if token is not None:
-            given = headers.get("authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+            # (the scheme's case is not the client's to get right: RFC 9110 makes it case-insensitive)
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
                 await _deny(send)
                 return
         await app(scope, receive, send)
@@ -365,6 +366,11 @@ async def run_service(
         try:
             if config.transport == "http":
                 url = await nursery.start(serve_mcp_http, server, config, gate)
+                if (
+                    gate is not None
+                ):  # (the port bound, where --port 0 said none: the lease's holder names it)
+                    bound = url.removeprefix("http://").removesuffix("/mcp")
+                    gate.service = service_description(config.transport, bound)
                 task_status.started(url)
                 await trio.sleep_forever()
             else:
