@@ -63,6 +63,35 @@ def test_nodes_join_leave_and_are_lost() -> None:
     assert lost.timestamp == 1000.0
 
 
+def test_a_node_registered_again_on_another_lease_while_its_last_lived_restarted() -> None:
+    """Killed and started again before anyone saw it lost (its lease still lived), a node's new run puts
+    its registration over the last one's: no delete, so no node_lost or node_joined was said at all."""
+    key = "nodes/n1"
+    first = node("n1", started_at=1_700_000_000.0)
+    old = KeyValue(
+        key=key, value=encode_record(first), create_revision=4, mod_revision=4, version=1, lease=11
+    )
+    new = KeyValue(
+        key=key, value=encode_record(node("n1")), create_revision=4, mod_revision=9, version=2, lease=12
+    )
+    [restarted] = describe(Event(kind=EventKind.PUT, kv=new, prev=old, revision=9), at=1000.0)
+    assert (restarted.kind, restarted.node_id, restarted.message) == (
+        "node_restarted",
+        "n1",
+        "node n1 restarted: its previous run ended without leaving (killed or crashed, and started again)"
+        " (its run since 22:13:20 UTC); its instances start again",
+    )
+    same = KeyValue(
+        key=key,
+        value=encode_record(node("n1", leaving=True)),
+        create_revision=4,
+        mod_revision=9,
+        version=2,
+        lease=11,
+    )
+    assert describe(Event(kind=EventKind.PUT, kv=same, prev=old, revision=9), at=1000.0) == []  # same run
+
+
 def test_a_leader_election_says_whom_it_replaced_and_the_term() -> None:
     first = LeaderClaim(node_id="n1", since=10.0, term=2)
     [event] = describe(put(LEADER_KEY, first, 3), at=1000.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,8 @@ from cluster_support import (
     wait_for,
 )
 
-from aether_node import InstanceKey
+from aether_node import InstanceKey, NodeRecord, decode_record
+from aether_node.control._liveness import SETTLED_AFTER
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -74,6 +76,46 @@ async def test_a_killed_node_is_declared_lost_from_its_dropped_connection(
         await wait_for(kv, replaced, timeout=DETECTED, what=f"6 echo ACTIVE without {victim}")
         leader_log = cluster.log_tail(leader, 400)
         assert f"node {victim} is gone: its connection dropped" in leader_log, leader_log
+
+
+async def test_a_killed_leaders_node_is_declared_lost_by_the_next_leader(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    """The leader watched every node but its own: killed, its node was found by nobody until its lease
+    lapsed (renewed for the takeover: 4.5 s with the default lease), or its restart took over its dead
+    instances silently, the slice below its floor meanwhile. The next leader probes the registrations it
+    finds at once, of the nodes that had been running a while: a refused port is a node gone."""
+    async with (
+        running_cluster(tmp_path / "cluster", sample_index, 3, node_args=LONG_LEASE) as cluster,
+        kv_of(cluster) as kv,
+    ):
+        await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=6))
+        await wait_for(kv, exactly_active(6, ECHO), timeout=60, what="6 echo ACTIVE")
+        victim = await leader_node_id(cluster, kv)
+        found = await kv.get(f"nodes/{victim}")
+        assert found is not None
+        started = decode_record(found.key, found.value, NodeRecord).started_at
+        # (a registration of a node that has run less than SETTLED_AFTER is not probed: it may not listen yet)
+        await wait_until(
+            lambda: time.time() - started > SETTLED_AFTER,
+            timeout=SETTLED_AFTER + 5,
+            what=f"{victim} running {SETTLED_AFTER:g} s",
+        )
+        cluster.kill(victim, signal.SIGKILL)
+
+        async def gone() -> bool:
+            return f"nodes/{victim}" not in await _node_keys(kv)
+
+        await wait_until(
+            gone, timeout=DETECTED, what=f"{victim} unregistered", describe=lambda _: logs(cluster)
+        )
+
+        def replaced(found: list) -> bool:  # type: ignore[type-arg]
+            return exactly_active(6, ECHO)(found) and all(i.node_id != victim for i in found)
+
+        await wait_for(kv, replaced, timeout=DETECTED, what=f"6 echo ACTIVE without {victim}")
+        survivors = "".join(cluster.log_tail(n.node_id, 400) for n in cluster.nodes if n.node_id != victim)
+        assert f"node {victim} is gone: its connection dropped" in survivors, survivors
 
 
 @pytest.mark.long

@@ -402,13 +402,13 @@ def events(
         tuple[str, ...],
         Parameter(
             negative=(),
-            help="Only events of this kind (repeat for several): node_joined, node_left, node_lost,"
-            " leader_elected, blueprint_applied, blueprint_deleted, instance_state, instance_removed,"
-            " rebalance_move, node_cordoned, node_draining, node_uncordoned, autoscale_decision,"
-            " rollout_started, rollout_step, rollout_switched, rollout_promoted, rollout_aborted,"
-            " rollout_paused, rollout_resumed, rollout_done, reconcile_policy_set, rebalance_delayed,"
-            " rebalance_delay_ended, rebalance_requested, retry_requested, audit (changes made through"
-            " the management API: who, what, status).",
+            help="Only events of this kind (repeat for several): node_joined, node_left, node_lost, "
+            "node_restarted, leader_elected, blueprint_applied, blueprint_deleted, instance_state, "
+            "instance_removed, rebalance_move, node_cordoned, node_draining, node_uncordoned, "
+            "autoscale_decision, rollout_started, rollout_step, rollout_switched, rollout_promoted, "
+            "rollout_aborted, rollout_paused, rollout_resumed, rollout_done, reconcile_policy_set, "
+            "rebalance_delayed, rebalance_delay_ended, rebalance_requested, retry_requested, audit "
+            "(changes made through the management API: who, what, status).",
         ),
     ] = (),
     slice: Annotated[

@@ -11,13 +11,19 @@ paused or cut-off node: the kernel of a paused one still accepts, a cut-off one 
 nothing: the lease decides those, so a slow node is never declared dead on a hint. Once the connection
 was up for a registration, a refused reconnection is a hint too (the node died while the watch was
 reconnecting); a node never connected to on this registration (still starting: its peer port may not
-listen yet) is never probed.
+listen yet) is never probed — but for one this leader found registered when its term began, running for
+`SETTLED_AFTER` seconds by then: the leader that watched it may be the node that died with it (a leader's
+node killed), and its refused connection is the only hint there will be (its lease, renewed for the new
+leader's takeover, lapsed 4.5 s later, and a node restarted before that took over its own dead instances
+silently, the slice below its floor meanwhile).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import time
+from collections.abc import Callable
 
 import trio
 
@@ -37,6 +43,10 @@ from ..core._schema import NODES
 from ._cluster_manager import LeadershipMonitor, follow_while_leading
 
 log = logging.getLogger("aether_node.liveness")
+
+# A registration found when a term begins, of a node running this long (by its `started_at`), has had
+# its peer port up: a refused connection says it died (the one just registered may not listen yet).
+SETTLED_AFTER = 10.0
 
 
 class Probe(enum.Enum):
@@ -78,8 +88,10 @@ class LivenessWatch:
         retry: float = 0.5,
         connect_timeout: float = 2.0,
         tls: ReloadingTLS | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.kv = kv
+        self.clock = clock  # compared with a registration's `started_at` (the nodes' wall clocks)
         self.tls = tls
         self.node_id = node_id
         self.secret = secret
@@ -98,22 +110,31 @@ class LivenessWatch:
         watching: dict[str, tuple[int, str, trio.CancelScope]] = {}  # node → (lease, peer, scope)
         async with trio.open_nursery() as nursery:
             await nursery.start(cache.run)
+            inherited: set[tuple[str, int]] | None = None  # settled registrations when the term began
             while True:
                 changed = cache.changed
                 current = self._watched(cache)
+                if inherited is None:
+                    now = self.clock()
+                    inherited = {
+                        (node_id, lease)
+                        for node_id, (lease, _, started_at) in current.items()
+                        if now - started_at >= SETTLED_AFTER
+                    }
                 for node_id, (lease, peer, scope) in list(watching.items()):
-                    if current.get(node_id) != (lease, peer):
+                    if current.get(node_id, (None, None, None))[:2] != (lease, peer):
                         scope.cancel()
                         del watching[node_id]
-                for node_id, (lease, peer) in current.items():
+                for node_id, (lease, peer, _) in current.items():
                     if node_id not in watching:
                         scope = trio.CancelScope()
                         watching[node_id] = (lease, peer, scope)
-                        nursery.start_soon(self._watch, node_id, lease, peer, scope)
+                        settled = (node_id, lease) in inherited
+                        nursery.start_soon(self._watch, node_id, lease, peer, scope, settled)
                 await changed.wait()
 
-    def _watched(self, cache: KVCache) -> dict[str, tuple[int, str]]:
-        """node id → (lease, peer address) of every registered node to watch."""
+    def _watched(self, cache: KVCache) -> dict[str, tuple[int, str, float]]:
+        """node id → (lease, peer address, started at) of every registered node to watch."""
         found = {}
         for key, kv in cache.data[NODES].items():
             try:
@@ -121,12 +142,16 @@ class LivenessWatch:
             except RecordError:
                 continue
             if record.node_id != self.node_id and not record.leaving and record.peer and kv.lease:
-                found[record.node_id] = (kv.lease, record.peer)
+                found[record.node_id] = (kv.lease, record.peer, record.started_at)
         return found
 
-    async def _watch(self, node_id: str, lease: int, peer: str, scope: trio.CancelScope) -> None:
+    async def _watch(
+        self, node_id: str, lease: int, peer: str, scope: trio.CancelScope, settled: bool = False
+    ) -> None:
+        """`settled`: found registered, and running for a while, when the term began (module doc)."""
         with scope:
-            was_up = False  # connected once on this registration: a node still starting is never probed
+            # connected once on this registration (or settled): a node still starting is never probed
+            was_up = settled
             while True:
                 held = await self._hold(node_id, peer)
                 was_up = was_up or held is Held.DROPPED

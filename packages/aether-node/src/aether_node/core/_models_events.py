@@ -10,6 +10,7 @@ EVENT_KINDS = (
     "node_joined",  # a node registered
     "node_left",  # a node shut down gracefully
     "node_lost",  # a node's lease expired (killed, hung or cut off): its instances are placed elsewhere
+    "node_restarted",  # a node registered again while its previous run's registration lived (restarted)
     "leader_elected",  # a node's KV replica became the Raft leader and took over the cluster manager
     "blueprint_applied",
     "blueprint_deleted",

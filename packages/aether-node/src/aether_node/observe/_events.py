@@ -13,6 +13,7 @@ which changes; the caller passes that time as `at`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 import attrs
@@ -361,9 +362,21 @@ def _node_record(key: str, value: bytes | None) -> NodeRecord | None:
 
 def _node_event(event: Event, node_id: str, now: float) -> list[ClusterEvent]:
     if event.kind == "put":
-        if event.prev is not None:
-            return []  # re-written (e.g. marked as leaving): not an event of its own
-        return [_made(event, now, "node_joined", node_id, f"node {node_id} joined", node_id=node_id)]
+        if event.prev is None:
+            return [_made(event, now, "node_joined", node_id, f"node {node_id} joined", node_id=node_id)]
+        if not event.prev.lease or event.prev.lease == event.kv.lease:
+            return []  # re-written by the same run (e.g. marked as leaving): not an event of its own
+        # Registered again on another lease while the last one lived: a new run of the node, whose
+        # previous one ended without leaving (killed and restarted at once, before anyone saw it lost).
+        before = _node_record(event.kv.key, event.prev.value)
+        since = (
+            f" (its run since {time.strftime('%H:%M:%S', time.gmtime(before.started_at))} UTC)"
+            if before is not None and before.started_at
+            else ""
+        )
+        reason = "its previous run ended without leaving (killed or crashed, and started again)"
+        message = f"node {node_id} restarted: {reason}{since}; its instances start again"
+        return [_made(event, now, "node_restarted", node_id, message, node_id=node_id, reason=reason)]
     before = _node_record(event.kv.key, event.prev.value if event.prev else None)
     if before is not None and before.leaving:
         reason = "it shut down"

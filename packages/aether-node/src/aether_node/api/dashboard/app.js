@@ -40,7 +40,7 @@
   const { History, Colours, draw } = window.AetherCharts;
   const ops = window.AetherOps; // ops.js: the operations' buttons and forms
   const REFRESHING = new Set([
-    "node_joined", "node_left", "node_lost", "leader_elected", "blueprint_applied", "blueprint_deleted",
+    "node_joined", "node_left", "node_lost", "node_restarted", "leader_elected", "blueprint_applied", "blueprint_deleted",
     "rollout_started", "rollout_step", "rollout_switched", "rollout_promoted", "rollout_aborted", "rollout_done",
     "rollout_paused", "rollout_resumed", "node_cordoned", "node_uncordoned", "node_draining",
     "reconcile_policy_set", "rebalance_requested", "rebalance_delayed", "rebalance_delay_ended",

@@ -30,7 +30,7 @@
   const ARMED_MS = 5000;
   const POLICY_EVENTS = new Set([
     "reconcile_policy_set", "rebalance_requested", "rebalance_delayed", "rebalance_delay_ended",
-    "node_lost", "node_joined", "blueprint_applied", "blueprint_deleted",
+    "node_lost", "node_joined", "node_restarted", "blueprint_applied", "blueprint_deleted",
   ]);
   const BLUEPRINT_EVENTS = new Set(["blueprint_applied", "blueprint_deleted"]); // (subject: its name)
   const POLICY_FIELDS = { preset: "policy-preset", rebalance_delay_s: "policy-delay", max_moves: "policy-moves" };
