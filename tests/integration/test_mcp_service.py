@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from cli_support import ECHO, GREETER, CliCluster, cli_cluster, cli_env
+from cli_support import ECHO, GREETER, CliCluster, LineReader, cli_cluster, cli_env
 from mcp import Client, MCPDeprecationWarning
 from mcp.shared.subscriptions import ResourceUpdated
 from mcp_support import (
@@ -473,3 +473,50 @@ def test_listening_beyond_loopback_needs_a_token() -> None:
 def test_an_unusable_cluster_url_is_refused_at_start() -> None:
     stderr = refused_at_start("--cluster", "ftp://example")
     assert "--cluster 'ftp://example': expected an http:// or https:// URL" in stderr
+
+
+def test_a_stdio_line_that_is_no_message_is_answered_with_an_error(cluster: CliCluster) -> None:
+    """JSON-RPC 2.0 answers a line it cannot read with an error of id null: the SDK dropped it unseen, and
+    a client waiting for its answer waited for ever. The service reads on after it."""
+    process = subprocess.Popen(
+        [*aether_mcp_command(), "--cluster", cluster.urls],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=cli_env(),
+    )
+    try:
+        assert process.stdin is not None
+        answers = LineReader(process)
+
+        def answer_to(line: str) -> dict[str, Any]:
+            assert process.stdin is not None
+            process.stdin.write(line + "\n")
+            process.stdin.flush()
+            return json.loads(answers.wait_for(lambda s: s.startswith("{"), timeout=30, what="an answer"))
+
+        for line, code in [
+            ("this is no JSON", -32700),
+            ('{"jsonrpc": "2.0", "id": 1, "method": "ping"', -32700),  # cut short
+            ('{"jsonrpc": "1.0", "id": 1, "method": "ping"}', -32600),
+            ('{"jsonrpc": "2.0", "method": 7}', -32600),
+        ]:
+            refused = answer_to(line)
+            assert refused["id"] is None and refused["error"]["code"] == code, (line, refused)
+            assert refused["error"]["data"], refused  # what the reader said of it
+        hello = {
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "initialize",
+            "params": {
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "raw", "version": "1.0"},
+            },
+        }
+        answered = answer_to(json.dumps(hello))
+        assert answered["id"] == 7 and "serverInfo" in answered["result"], answered
+    finally:
+        process.kill()
+        process.wait()

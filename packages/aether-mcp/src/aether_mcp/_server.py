@@ -38,6 +38,7 @@ from ._resources import (
     known_slices,
     slice_uri,
 )
+from ._stdio import serve_stdio
 from ._tools import error_result, register_tools
 
 log = logging.getLogger("aether_mcp")
@@ -375,7 +376,8 @@ async def run_service(
                 await trio.sleep_forever()
             else:
                 task_status.started("stdio")
-                await server.run_stdio_async()
+                lowlevel = server._lowlevel_server  # (MCPServer has no hook for an unreadable line)
+                await serve_stdio(lowlevel, lowlevel.create_initialization_options())
         finally:
             if gate is not None:
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
