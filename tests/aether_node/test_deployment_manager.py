@@ -156,6 +156,16 @@ async def test_an_instance_that_dies_while_it_is_unloaded_is_gone_not_failed(
     node.store.crash(KEY)
     await node.reaches(None)
     assert node.store.get(KEY) is None and await node.endpoints() == []
+    # the UNLOADING on the way out says that its stop failed and where its log is (the slice's author
+    # saw nothing of it: the instance, and with it `aether slice logs`, was gone at once)
+    said = []
+    async for events in node.kv.watch(KEY.key, 1):
+        said += [decode_record(KEY.key, e.kv.value, SliceRecord) for e in events if e.kind == "put"]
+        if any(e.kind == "delete" for e in events):
+            break
+    (unloading,) = [r for r in said if r.state is SliceState.UNLOADING]
+    assert unloading.reason.startswith("its stop failed on the way out: the slice process is gone"), unloading
+    assert "; log: /nonexistent/" in unloading.reason, unloading
 
 
 async def test_a_load_sends_start_with_it_and_a_command_mid_load_still_gets_the_start_hook_stopped(

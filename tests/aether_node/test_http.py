@@ -213,6 +213,19 @@ async def test_a_raised_error_names_the_slice_exception(
     assert response.json() == {"error": {"kind": "raised", "message": "ValueError: no", "type": "ValueError"}}
 
 
+async def test_an_error_whose_text_holds_a_lone_surrogate_is_answered_with_it_escaped(
+    client: httpx.AsyncClient, recorder: Recorder
+) -> None:
+    """A slice's exception message (a node's peer may pass one from a slice host of another version)
+    with a lone surrogate: its answer failed, and the caller got a bare 500."""
+    recorder.answer = InvocationError("raised", "bad \udcff text", remote_type="ValueError")
+    response = await client.post("/invoke/org.aether:echo/echo", content=b"{}")
+    assert response.status_code == 500, response.text
+    assert response.json() == {
+        "error": {"kind": "raised", "message": "bad \\udcff text", "type": "ValueError"}
+    }
+
+
 async def test_an_unexpected_failure_is_a_plain_500(client: httpx.AsyncClient, recorder: Recorder) -> None:
     recorder.answer = RuntimeError("a bug in the node")
     response = await client.post("/invoke/org.aether:echo/echo", content=b"{}")

@@ -77,6 +77,13 @@ async def test_a_result_json_cannot_carry_is_a_bad_result_and_such_a_payload_a_b
                     answer = await http.post(url, content=body)
                     with _saying(f"{name}, result {body.decode()}"):
                         assert_bad_result(answer, why)
+            # a lone surrogate: the host frames it (its frames carry them), the node cannot answer it
+            # (the management API's answer failed: a bare 500)
+            for name, url in urls.items():
+                answer = await http.post(url, content=b'"surrogate"')
+                with _saying(f"{name}, result surrogate"):
+                    assert answer.status_code == 502, answer.text[:500]
+                    assert answer.json()["error"]["kind"] == "bad_result", answer.text
             if server == "fast":
                 direct = await wait_until(
                     lambda: answered_directly(http, node, b'"nan"'),

@@ -25,7 +25,6 @@ from cluster_support import (
 )
 
 from aether_node import InstanceKey, NodeRecord, decode_record
-from aether_node.control._liveness import SETTLED_AFTER
 from support import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -33,6 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LONG_LEASE = ("--lease-ttl", "30")
 DETECTED = 15.0  # half the lease: what is declared lost by then was declared by the watch
+# how long a node has run before a new leader probes its registration at once (control/_liveness.py)
+SETTLED_AFTER = 10.0
 
 
 async def _node_keys(kv) -> set[str]:  # type: ignore[no-untyped-def]

@@ -288,7 +288,11 @@ class Host(asyncio.Protocol):
             context.run(_serving.set, serving)
         try:
             result = context.run(entry.function, message.get("payload"))
-        except Exception as error:
+        except (
+            BaseException
+        ) as error:  # (any: a KeyboardInterrupt or an exception of its own ended the instance)
+            if not _answerable(error):
+                raise
             replies.append(_error_frame(request_id, error, by_slice=True))
             if serving is not None:
                 serving.answered = True
@@ -327,7 +331,9 @@ class Host(asyncio.Protocol):
             _serving.set(serving)
         try:
             frame = _reply_frame(request_id, await result, what)
-        except Exception as error:
+        except BaseException as error:  # (any: its own CancelledError or BaseException went unanswered)
+            if not _answerable(error):
+                raise
             if what in _HOOKS:
                 _log_failure(what, error)
             frame = _error_frame(request_id, error, by_slice=True)
@@ -353,7 +359,9 @@ class Host(asyncio.Protocol):
                 self._write(b"".join(replies))
                 replies.clear()
             results = contextvars.copy_context().run(self.call_hook, hook)
-        except Exception as error:
+        except BaseException as error:
+            if not _answerable(error):
+                raise
             _log_failure(op, error)
             replies.append(_error_frame(request_id, error))
             return
@@ -758,7 +766,34 @@ def _reply_frame(request_id: Any, result: Any, what: str) -> bytes:
         return _error_frame(request_id, HostError(protocol.HostErrorKind.BAD_RESULT, why))
 
 
-def _error_frame(request_id: Any, error: Exception, *, by_slice: bool = False) -> bytes:
+def _answerable(error: BaseException) -> bool:
+    """Whether `error`, out of a slice's code, answers the call it served: anything but the slice ending
+    its process (SystemExit: its instance exits, as it asked) and the host's own cancellation of the task
+    (a CancelledError the code raised itself is its answer). Call it in the `except` block."""
+    if isinstance(error, SystemExit):
+        return False
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        return task is None or not task.cancelling()
+    return True
+
+
+def _said(error: BaseException) -> str:
+    """An exception's message, as the node can send it on: its `str()` (or its class name if empty, or
+    if `str()` itself raised), a lone surrogate escaped (strict JSON has none: the node's answer failed
+    as a bare 500), cut with a mark."""
+    try:
+        text = str(error)
+    except BaseException as broken:  # (its own __str__ raised: the instance died of it)
+        text = f"<{type(error).__qualname__} whose str() raised {type(broken).__qualname__}>"
+    text = text or type(error).__qualname__
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 40] + f"… ({len(text):,} characters, cut)"
+    return text
+
+
+def _error_frame(request_id: Any, error: BaseException, *, by_slice: bool = False) -> bytes:
     """The frame answering `request_id` with `error`: the host's own, or one the slice raised (call
     this in its `except` block: its traceback goes with it). What the slice's code raised (`by_slice`) is
     "raised" whatever its class: a slice that raises a `HostError` does not speak for the runtime (a
@@ -769,8 +804,8 @@ def _error_frame(request_id: Any, error: Exception, *, by_slice: bool = False) -
         answer = protocol.error_reply(
             request_id,
             protocol.HostErrorKind.RAISED,
-            (str(error) or type(error).__qualname__)[:_MAX_MESSAGE],
-            detail=_short_traceback(),
+            _said(error),
+            detail=_short_traceback().encode("utf-8", "backslashreplace").decode("utf-8"),
             type=type(error).__qualname__,
         )
     return protocol.encode(answer)
@@ -779,7 +814,7 @@ def _error_frame(request_id: Any, error: Exception, *, by_slice: bool = False) -
 _HOOKS = ("aether_start", "aether_stop")
 
 
-def _log_failure(step: str, error: Exception) -> None:
+def _log_failure(step: str, error: BaseException) -> None:
     """A failed load, start or stop hook, with the slice's traceback, on stderr: the instance's log (a
     node's record of the failure holds its message alone; `aether slice logs` shows this). Call it in
     the `except` block. An entry point's error is not logged: it is its caller's, and may be frequent."""

@@ -44,7 +44,8 @@ using CPU (as a sync call waiting on I/O would) and answers how long it blocked:
 nothing else meanwhile, health checks included, and looks hung to them.
 
 Entry `odd_result` returns what JSON cannot carry, as its payload names it: "nan" (float NaN), "infinity"
-(float infinity), "set" (a Python set), "huge" (a string of 16 MiB, over the host protocol's frame limit);
+(float infinity), "set" (a Python set), "huge" (a string of 16 MiB, over the host protocol's frame limit),
+"surrogate" (a string holding a lone UTF-16 surrogate, which no UTF-8 carries);
 the caller gets a `bad_result` error naming the entry point. Any other payload is returned as it came.
 
 Entry `orphan` (sync, not idempotent) forks a child that keeps every descriptor of the instance (its
@@ -101,6 +102,7 @@ ODD_RESULTS = {
     "infinity": lambda: float("inf"),
     "set": lambda: {1, 2},
     "huge": lambda: "x" * (16 * 1024 * 1024),
+    "surrogate": lambda: "bad \udcff text",
 }
 
 

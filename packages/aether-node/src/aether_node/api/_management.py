@@ -47,7 +47,7 @@ from ..core._table_problems import unknown_keys
 from ..core._text import shown
 from ..observe._events import EventFilter, EventFilterError
 from ..observe._metrics import CONTENT_TYPE, NodeMetrics
-from ..routing._http import error_response, parse_json
+from ..routing._http import error_response, parse_json, unanswerable
 from ._agent_lease import AgentLeases
 from ._api_keys import ApiKeys, Authorizer
 from ._audit import AuditLog
@@ -397,11 +397,13 @@ def management_app(
                 ErrorKind.BAD_REQUEST,
                 f"timeout: must be in (0, {MAX_CALL_TIMEOUT:g}] seconds, got {timeout:g}",
             )
-        return JSONResponse(
-            await handlers.invoke(
-                request.path_params["artifact"], request.path_params["entry"], payload, timeout=timeout
-            )
-        )
+        artifact, entry = request.path_params["artifact"], request.path_params["entry"]
+        result = await handlers.invoke(artifact, entry, payload, timeout=timeout)
+        try:
+            return JSONResponse(result)
+        except (ValueError, UnicodeEncodeError) as error:  # (NaN, a lone surrogate: as the ingress says)
+            failed = unanswerable(artifact, entry, error)
+            return error_response(failed.kind, failed.message)
 
     @route("/api/v1/cluster", "viewer")
     async def cluster(request: Request) -> Any:

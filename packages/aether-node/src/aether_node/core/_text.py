@@ -87,3 +87,13 @@ def replica_label(address: str, names: Mapping[str, str]) -> str:
     `names`: Raft address → node id, `control._membership.replica_names`)."""
     name = names.get(address)
     return f"{address} (node {name})" if name else address
+
+
+def carried(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """An error's fields with each text as UTF-8 can carry it: a lone surrogate (from a slice's exception:
+    its message, its traceback) written as its escape's text (`\\udcff`). Rendered as it was, the answer
+    failed, and the caller got a bare 500. Pure."""
+    return {
+        key: value.encode("utf-8", "backslashreplace").decode("utf-8") if isinstance(value, str) else value
+        for key, value in fields.items()
+    }

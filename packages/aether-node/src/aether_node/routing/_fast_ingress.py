@@ -39,6 +39,7 @@ from aether_slice.protocol import ProtocolError
 from ..core._error_kinds import http_status
 from ..core._errors import InvocationError
 from ..core._off_loop import json_size_at_least
+from ..core._text import carried
 from ..runtime._processes import ChildProcess, spawn
 from ..runtime._slice_host import _Connection, encode_frame
 from ._direct import DirectRoutes, record_direct
@@ -211,7 +212,7 @@ class _Link:
             failure = {"kind": error.kind, "message": error.message}
             if error.remote_type is not None:
                 failure["type"] = error.remote_type
-            return {"s": http_status(error.kind), "x": failure}
+            return {"s": http_status(error.kind), "x": carried(failure)}  # (a slice's text: UTF-8 able)
         except Exception:  # a bug costs this call a plain 500, never the link
             log.exception("serving an ingress call failed")
             return {"s": 500}

@@ -44,7 +44,7 @@ from ..core._errors import InvocationError
 from ..core._off_loop import in_pieces, json_size_at_least, run_sized
 from ..core._strict_json import parse_strict_json
 from ..core._table_problems import unknown_keys
-from ..core._text import shown
+from ..core._text import carried, shown
 from ._body_limit import limit_body
 from ._connection_slots import ConnectionSlots
 from ._hypercorn_serve import serve_plain
@@ -67,9 +67,9 @@ _RETRY_AFTER = (b"retry-after", str(RETRY_AFTER).encode())  # on every 503
 
 
 def error_response(kind: str, message: str, **extra: Any) -> JSONResponse:
-    body = {"error": {"kind": kind, "message": message, **{k: v for k, v in extra.items() if v is not None}}}
+    fields = {"kind": kind, "message": message, **{k: v for k, v in extra.items() if v is not None}}
     status = http_status(kind)
-    return JSONResponse(body, status_code=status, headers=_retry_after(status))
+    return JSONResponse({"error": carried(fields)}, status_code=status, headers=_retry_after(status))
 
 
 def _retry_after(status: int) -> dict[str, str] | None:
@@ -92,7 +92,10 @@ def _render_big(content: Any) -> bytes:
 
 
 def _error(error: InvocationError) -> tuple[int, bytes]:
-    return http_status(error.kind), _render({"error": error.to_wire()})
+    """An error's answer. Its texts come from a slice (its exception's message, its traceback), which may
+    hold a lone surrogate that no UTF-8 can carry: written as its escape's text (`\\udcff`), never a bare
+    500."""
+    return http_status(error.kind), _render({"error": carried(error.to_wire())})
 
 
 def unanswerable(artifact: str, entry: str, error: Exception) -> InvocationError:

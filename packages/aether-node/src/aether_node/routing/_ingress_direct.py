@@ -33,6 +33,7 @@ from ..core._blueprint import Balancing
 from ..core._coordinates import Coordinates
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvalidCoordinatesError, InvocationError
+from ..core._text import carried
 from ..runtime._slice_host import _call_error
 from ._endpoints import Endpoint, choose, may_retry
 
@@ -400,7 +401,7 @@ class DirectRouter:
         failure = {"kind": error.kind, "message": error.message}
         if error.remote_type is not None:
             failure["type"] = error.remote_type
-        call.conn.answer(call.slot, self.render({"s": http_status(error.kind), "x": failure}))
+        call.conn.answer(call.slot, self.render({"s": http_status(error.kind), "x": carried(failure)}))
 
     def fail_all(self, data: bytes) -> None:
         """The worker is stopping: answer every call in flight with `data`."""

@@ -87,6 +87,7 @@ class _Slot:
     last_death: str = ""
     last_exit: str = ""  # how the process last ended, alone (the restart's record says it)
     loads: int = 0  # processes started for this record (the first: a new instance on this node)
+    stop_failed: str = ""  # why its stop failed on the way out, for the UNLOADING that follows to say
 
     def update(self, record: SliceRecord | None, revision: int) -> None:
         self.record, self.revision = record, revision
@@ -351,6 +352,8 @@ class NodeDeploymentManager:
             following = steps[index + 1] if index + 1 < len(steps) else None
             if not await self._run_step(key, slot, step, reason, following, decided):
                 return
+            if slot.stop_failed:  # (said by the UNLOADING that follows: the instance's log goes with it)
+                reason, slot.stop_failed = slot.stop_failed, ""
         # An activation leaves its endpoints to go with the outcome (`_write`): it is the pass's last step.
         activated = any(step.kind is StepKind.ACTIVATE for step in steps)
         unpublished = self.store.get(key) if activated else None
@@ -433,6 +436,9 @@ class NodeDeploymentManager:
                 # command, and the record would stay so.
                 what = error.message if isinstance(error, NodeError) else repr(error)
                 log.warning("%s: deactivate failed on its way to unload: %s", key.label, what)
+                instance = self.store.get(key)
+                where = f"; log: {instance.host.log_path}" if instance is not None else ""
+                slot.stop_failed = f"its stop failed on the way out: {what}{where}"
                 self.metrics.failure(key.coordinates, step.kind.value)
                 await self.store.unload(key)  # now: a newer command meanwhile gets a fresh process
                 return True
