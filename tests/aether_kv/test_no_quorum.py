@@ -20,7 +20,9 @@ pytestmark = pytest.mark.integration
 REQUEST_TIMEOUT = 120.0  # the client's deadline: far beyond the fail-fast answer the test waits for
 
 
-@pytest.mark.parametrize("survivor", ["leader", "follower"])
+@pytest.mark.parametrize(
+    "survivor", ["leader", pytest.param("follower", marks=pytest.mark.long)]
+)  # (the follower in `nox -s long`)
 async def test_a_replica_without_a_majority_says_so_and_refuses_at_once(
     kv_cluster: LocalCluster, survivor: str
 ) -> None:

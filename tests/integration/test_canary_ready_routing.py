@@ -40,7 +40,7 @@ from aether_kv import KVClient
 from aether_node import SliceSpec, UpdateSpec, UpdateStrategy
 from support import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]  # (`nox -s long`)
 
 MIN_READY_S = 8.0  # the window: calls made within it, even on a busy machine, are well inside it
 HEALTHY = {"mode": "ok", "tag": "stable"}

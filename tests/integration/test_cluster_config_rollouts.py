@@ -211,6 +211,7 @@ async def test_a_config_change_rolls_out_and_a_refused_one_keeps_the_old_config_
         assert unloads_for_config(watcher) == []
 
 
+@pytest.mark.long  # (in `nox -s long`: the default run keeps this module's other tests)
 async def test_a_node_killed_during_a_config_rollout_and_a_canary_abort(
     sample_index: Path, tmp_path: Path
 ) -> None:

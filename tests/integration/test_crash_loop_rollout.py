@@ -36,7 +36,7 @@ from aether_node.client import ApiClient, BlueprintStatus
 from aether_node.dev import LocalNodeCluster
 from support import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]  # (`nox -s long`)
 
 FAULTY_ID = "org.aether:faulty"
 HEALTHY = {"mode": "ok", "tag": "a"}

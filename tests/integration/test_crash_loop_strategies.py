@@ -57,7 +57,10 @@ async def status(cluster: LocalNodeCluster) -> BlueprintStatus:
     return await trio.to_thread.run_sync(client.blueprint_status, "crashing")
 
 
-@pytest.mark.parametrize("update", [BLUE_GREEN, CANARY], ids=["blue_green", "canary"])
+@pytest.mark.parametrize(
+    "update",
+    [pytest.param(BLUE_GREEN, marks=pytest.mark.long, id="blue_green"), pytest.param(CANARY, id="canary")],
+)  # (blue-green in `nox -s long`)
 async def test_a_config_whose_instances_crash_after_start_never_gets_the_switch_or_a_step(
     update: UpdateSpec, sample_index: Path, tmp_path: Path
 ) -> None:

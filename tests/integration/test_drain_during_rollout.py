@@ -22,7 +22,7 @@ from cluster_support import (
 
 from aether_node import UpdateSpec, UpdateStrategy
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.long]  # (`nox -s long`)
 
 CANARY = UpdateSpec(strategy=UpdateStrategy.CANARY, steps=(10, 50, 100), step_window_s=1.0)
 

@@ -24,7 +24,9 @@ T = TypeVar("T")
 DEADLINE = 30.0  # seconds for the node to close them (it takes milliseconds; 40 s and more before)
 
 
-@pytest.fixture(scope="module", params=["http", "https"])
+@pytest.fixture(
+    scope="module", params=["http", pytest.param("https", marks=pytest.mark.long)]
+)  # (https: `nox -s long`)
 def node(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliCluster]:
     """One dev-mode node without keys (the API is open), plain or with TLS; an empty index."""
     directory = tmp_path_factory.mktemp(request.param)

@@ -51,6 +51,7 @@ def assert_kept_its_lease(node: NodeProcess) -> None:
     assert "lease expired" not in log and "registering again" not in log, node.log_tail()
 
 
+@pytest.mark.long  # (in `nox -s long`: the default run keeps this module's other tests)
 async def test_large_bodies_at_once_leave_the_node_its_lease_and_its_endpoints(
     sample_index: Path, tmp_path: Path
 ) -> None:
@@ -61,6 +62,7 @@ async def test_large_bodies_at_once_leave_the_node_its_lease_and_its_endpoints(
     assert_kept_its_lease(node)
 
 
+@pytest.mark.long  # (in `nox -s long`: the default run keeps this module's other tests)
 async def test_large_calls_to_another_nodes_instance_leave_both_nodes_their_leases(
     sample_index: Path, tmp_path: Path
 ) -> None:

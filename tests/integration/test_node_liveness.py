@@ -5,10 +5,13 @@ SIGSTOPped one, whose kernel still holds its connections, is not."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -40,15 +43,40 @@ async def _node_keys(kv) -> set[str]:  # type: ignore[no-untyped-def]
     return {kv_.key for kv_ in (await kv.range("nodes/")).kvs}
 
 
-async def test_a_killed_node_is_declared_lost_from_its_dropped_connection(
-    sample_index: Path, tmp_path: Path
-) -> None:
+@contextlib.asynccontextmanager
+async def six_echo(sample_index: Path, tmp_path: Path) -> AsyncIterator[tuple[Any, Any]]:
+    """3 nodes with the long lease, 6 echo instances ACTIVE on them; (cluster, its KV client)."""
     async with (
         running_cluster(tmp_path / "cluster", sample_index, 3, node_args=LONG_LEASE) as cluster,
         kv_of(cluster) as kv,
     ):
         await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=6))
         await wait_for(kv, exactly_active(6, ECHO), timeout=60, what="6 echo ACTIVE")
+        yield cluster, kv
+
+
+async def _killed_and_replaced(cluster: Any, kv: Any, victim: str) -> None:
+    """SIGKILL node `victim`; it must be unregistered and its instances replaced on the others within
+    DETECTED (half the lease: only the watch can have found it), the watch saying so in a survivor's log."""
+    cluster.kill(victim, signal.SIGKILL)
+
+    async def gone() -> bool:
+        return f"nodes/{victim}" not in await _node_keys(kv)
+
+    await wait_until(gone, timeout=DETECTED, what=f"{victim} unregistered", describe=lambda _: logs(cluster))
+
+    def replaced(found: list) -> bool:  # type: ignore[type-arg]
+        return exactly_active(6, ECHO)(found) and all(i.node_id != victim for i in found)
+
+    await wait_for(kv, replaced, timeout=DETECTED, what=f"6 echo ACTIVE without {victim}")
+    survivors = "".join(cluster.log_tail(n.node_id, 400) for n in cluster.nodes if n.node_id != victim)
+    assert f"node {victim} is gone: its connection dropped" in survivors, survivors
+
+
+async def test_a_killed_node_is_declared_lost_from_its_dropped_connection(
+    sample_index: Path, tmp_path: Path
+) -> None:
+    async with six_echo(sample_index, tmp_path) as (cluster, kv):
         leader = await leader_node_id(cluster, kv)
         victim = next(n.node_id for n in cluster.nodes if n.node_id != leader)
         # (a node killed before the watch first held its connection is the lease's to find: by design, a
@@ -58,25 +86,7 @@ async def test_a_killed_node_is_declared_lost_from_its_dropped_connection(
             timeout=30,
             what=f"the leader's watch on {victim}",
         )
-        cluster.kill(victim, signal.SIGKILL)
-
-        async def gone() -> bool:
-            return f"nodes/{victim}" not in await _node_keys(kv)
-
-        await wait_until(
-            gone,
-            timeout=DETECTED,
-            what=f"{victim} unregistered after SIGKILL",
-            describe=lambda _: logs(cluster),
-        )
-        assert await gone()
-
-        def replaced(found: list) -> bool:  # type: ignore[type-arg]
-            return exactly_active(6, ECHO)(found) and all(i.node_id != victim for i in found)
-
-        await wait_for(kv, replaced, timeout=DETECTED, what=f"6 echo ACTIVE without {victim}")
-        leader_log = cluster.log_tail(leader, 400)
-        assert f"node {victim} is gone: its connection dropped" in leader_log, leader_log
+        await _killed_and_replaced(cluster, kv, victim)
 
 
 async def test_a_killed_leaders_node_is_declared_lost_by_the_next_leader(
@@ -86,12 +96,7 @@ async def test_a_killed_leaders_node_is_declared_lost_by_the_next_leader(
     lapsed (renewed for the takeover: 4.5 s with the default lease), or its restart took over its dead
     instances silently, the slice below its floor meanwhile. The next leader probes the registrations it
     finds at once, of the nodes that had been running a while: a refused port is a node gone."""
-    async with (
-        running_cluster(tmp_path / "cluster", sample_index, 3, node_args=LONG_LEASE) as cluster,
-        kv_of(cluster) as kv,
-    ):
-        await put_blueprint(kv, "echo", SliceSpec(artifact=ECHO, instances=6))
-        await wait_for(kv, exactly_active(6, ECHO), timeout=60, what="6 echo ACTIVE")
+    async with six_echo(sample_index, tmp_path) as (cluster, kv):
         victim = await leader_node_id(cluster, kv)
         found = await kv.get(f"nodes/{victim}")
         assert found is not None
@@ -102,21 +107,7 @@ async def test_a_killed_leaders_node_is_declared_lost_by_the_next_leader(
             timeout=SETTLED_AFTER + 5,
             what=f"{victim} running {SETTLED_AFTER:g} s",
         )
-        cluster.kill(victim, signal.SIGKILL)
-
-        async def gone() -> bool:
-            return f"nodes/{victim}" not in await _node_keys(kv)
-
-        await wait_until(
-            gone, timeout=DETECTED, what=f"{victim} unregistered", describe=lambda _: logs(cluster)
-        )
-
-        def replaced(found: list) -> bool:  # type: ignore[type-arg]
-            return exactly_active(6, ECHO)(found) and all(i.node_id != victim for i in found)
-
-        await wait_for(kv, replaced, timeout=DETECTED, what=f"6 echo ACTIVE without {victim}")
-        survivors = "".join(cluster.log_tail(n.node_id, 400) for n in cluster.nodes if n.node_id != victim)
-        assert f"node {victim} is gone: its connection dropped" in survivors, survivors
+        await _killed_and_replaced(cluster, kv, victim)
 
 
 @pytest.mark.long

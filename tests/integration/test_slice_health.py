@@ -112,7 +112,11 @@ async def test_short_slice_settings_find_a_hung_instance_the_nodes_own_would_not
 
 
 @pytest.mark.parametrize(
-    "health", [HealthSpec(timeout=30.0), HealthSpec(enabled=False)], ids=["long-timeout", "disabled"]
+    "health",
+    [
+        pytest.param(HealthSpec(timeout=30.0), id="long-timeout"),
+        pytest.param(HealthSpec(enabled=False), marks=pytest.mark.long, id="disabled"),  # (`nox -s long`)
+    ],
 )
 async def test_a_blocking_call_longer_than_the_nodes_checks_allow_is_left_alone(
     tmp_path: Path, sample_index: Path, health: HealthSpec
