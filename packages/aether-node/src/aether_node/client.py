@@ -198,12 +198,11 @@ def to_json(record: object) -> Any:
     """A model, or JSON-able data holding models, as plain JSON-able data (tuples become lists); a
     model's `JSON_PROPERTIES` come with its fields (read back, they are left out: `from_json` ignores
     keys it does not know)."""
-    if attrs.has(type(record)):
-        data = {f.name: to_json(getattr(record, f.name)) for f in attrs.fields(type(record))}
-        # what a model works out from its fields and a reader should not have to (`converged`)
-        for name in getattr(type(record), "JSON_PROPERTIES", ()):
-            data[name] = to_json(getattr(record, name))
-        return data
+    names = _JSON_NAMES.get(type(record))
+    if names is None and attrs.has(type(record)):
+        names = _json_names(type(record))
+    if names is not None:
+        return {name: to_json(getattr(record, name)) for name in names}
     if isinstance(record, list | tuple):
         return [to_json(item) for item in record]
     if isinstance(record, dict):
@@ -211,6 +210,16 @@ def to_json(record: object) -> Any:
     if isinstance(record, enum.Enum):
         return to_json(record.value)
     return record
+
+
+_JSON_NAMES: dict[type, tuple[str, ...]] = {}  # model → what `to_json` writes of it, worked out once
+
+
+def _json_names(cls: type) -> tuple[str, ...]:
+    """A model's fields, then what it works out from them for a reader (`JSON_PROPERTIES`: `converged`)."""
+    names = (*(f.name for f in attrs.fields(cls)), *getattr(cls, "JSON_PROPERTIES", ()))
+    _JSON_NAMES[cls] = names
+    return names
 
 
 def from_json(data: object, cls: type[T]) -> T:
