@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from cyclopts import Parameter
 
@@ -26,6 +26,9 @@ from ._common import (
     read_input,
     visible,
 )
+
+if TYPE_CHECKING:
+    from aether_node.client import ApplyResult
 
 DEFAULT_COMMON = Common()
 
@@ -124,10 +127,10 @@ def slice_scale(artifact: str, instances: WholeNumber, /, *, common: Common = DE
     emit(common, result, lambda: print(_revision_line(result)))
 
 
-def _revision_line(result: Any) -> str:
+def _revision_line(result: ApplyResult) -> str:
     """The blueprint's revision after a change, and how it came (for one that changed nothing, only that:
     its change is an earlier one's)."""
-    how = "unchanged" if getattr(result, "unchanged", False) else result.change
+    how = "unchanged" if result.unchanged else result.change
     return f"blueprint {result.name!r} at revision {result.blueprint_revision} ({how})"
 
 

@@ -367,9 +367,8 @@ async def run_service(
         try:
             if config.transport == "http":
                 url = await nursery.start(serve_mcp_http, server, config, gate)
-                if (
-                    gate is not None
-                ):  # (the port bound, where --port 0 said none: the lease's holder names it)
+                # (the port bound, where --port 0 said none: the lease's holder names it)
+                if gate is not None:
                     bound = url.removeprefix("http://").removesuffix("/mcp")
                     gate.service = service_description(config.transport, bound)
                 task_status.started(url)

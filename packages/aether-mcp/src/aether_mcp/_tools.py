@@ -244,7 +244,8 @@ def _strict(annotation: Any) -> Any:
     instances "2" scaled, `blueprint_rollback` with to `true` rolled back to revision 1."""
     base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is Annotated else annotation
     members = set(typing.get_args(base)) if isinstance(base, types.UnionType) else {base}
-    if not members - {type(None)} or not members - {type(None)} <= _NUMBERS:
+    kinds = members - {type(None)}
+    if not kinds or not kinds <= _NUMBERS:
         return annotation
     return Annotated[annotation, Field(strict=True)]
 

@@ -288,9 +288,8 @@ class Host(asyncio.Protocol):
             context.run(_serving.set, serving)
         try:
             result = context.run(entry.function, message.get("payload"))
-        except (
-            BaseException
-        ) as error:  # (any: a KeyboardInterrupt or an exception of its own ended the instance)
+        # (any: a KeyboardInterrupt or a BaseException of the slice's own ended the instance)
+        except BaseException as error:
             if not _answerable(error):
                 raise
             replies.append(_error_frame(request_id, error, by_slice=True))

@@ -174,9 +174,9 @@ def crowded_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstanc
     instances alone, not on where the new ones are yet: removing a first part of the order leaves the
     rest in the same order, so `blueprint diff` (`_diff._kept_by_floor`) says where it ends. O(n log n)."""
     ordered = _newest_first(instances)
-    queues: dict[str, list[int]] = {}
+    queues: dict[str, collections.deque[int]] = {}
     for rank, instance in enumerate(ordered):
-        queues.setdefault(instance.node_id, []).append(rank)
+        queues.setdefault(instance.node_id, collections.deque()).append(rank)
     heap = [(-len(ranks), ranks[0], node_id) for node_id, ranks in queues.items()]
     heapq.heapify(heap)
     taken: list[ObservedInstance] = []
@@ -184,7 +184,7 @@ def crowded_first(instances: Iterable[ObservedInstance]) -> list[ObservedInstanc
         _, rank, node_id = heapq.heappop(heap)
         taken.append(ordered[rank])
         ranks = queues[node_id]
-        ranks.pop(0)
+        ranks.popleft()
         if ranks:
             heapq.heappush(heap, (-len(ranks), ranks[0], node_id))
     return taken

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from ._error_kinds import ErrorKind
+from ._text import carried
 
 
 class NodeError(Exception):
@@ -91,11 +92,12 @@ class RequestError(NodeError):
         self.override = override
 
     def to_wire(self) -> dict[str, Any]:
-        """`{"kind", "message"[, "type"]}`: the error as every protocol carries it (HTTP, peer, slice)."""
+        """`{"kind", "message"[, "type"]}`: the error as every protocol carries it (HTTP, peer, slice), its
+        texts as UTF-8 can carry them (`_text.carried`: a slice's message may hold a lone surrogate)."""
         wire = {"kind": str(self.kind), "message": self.message}
         if self.remote_type is not None:
             wire["type"] = self.remote_type
-        return wire
+        return carried(wire)
 
     @classmethod
     def from_wire(cls, error: dict[str, Any]) -> Self:

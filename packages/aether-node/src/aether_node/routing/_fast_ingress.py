@@ -39,7 +39,6 @@ from aether_slice.protocol import ProtocolError
 from ..core._error_kinds import http_status
 from ..core._errors import InvocationError
 from ..core._off_loop import json_size_at_least
-from ..core._text import carried
 from ..runtime._processes import ChildProcess, spawn
 from ..runtime._slice_host import _Connection, encode_frame
 from ._direct import DirectRoutes, record_direct
@@ -209,10 +208,7 @@ class _Link:
                 str(message.get("a")), str(message.get("e")), message.get("p"), **options
             )
         except InvocationError as error:
-            failure = {"kind": error.kind, "message": error.message}
-            if error.remote_type is not None:
-                failure["type"] = error.remote_type
-            return {"s": http_status(error.kind), "x": carried(failure)}  # (a slice's text: UTF-8 able)
+            return {"s": http_status(error.kind), "x": error.to_wire()}
         except Exception:  # a bug costs this call a plain 500, never the link
             log.exception("serving an ingress call failed")
             return {"s": 500}

@@ -95,7 +95,7 @@ def _error(error: InvocationError) -> tuple[int, bytes]:
     """An error's answer. Its texts come from a slice (its exception's message, its traceback), which may
     hold a lone surrogate that no UTF-8 can carry: written as its escape's text (`\\udcff`), never a bare
     500."""
-    return http_status(error.kind), _render({"error": carried(error.to_wire())})
+    return http_status(error.kind), _render({"error": error.to_wire()})
 
 
 def unanswerable(artifact: str, entry: str, error: Exception) -> InvocationError:

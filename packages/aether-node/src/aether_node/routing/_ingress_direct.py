@@ -33,7 +33,6 @@ from ..core._blueprint import Balancing
 from ..core._coordinates import Coordinates
 from ..core._error_kinds import ErrorKind, http_status
 from ..core._errors import InvalidCoordinatesError, InvocationError
-from ..core._text import carried
 from ..runtime._slice_host import _call_error
 from ._endpoints import Endpoint, choose, may_retry
 
@@ -398,10 +397,7 @@ class DirectRouter:
 
     def _answer(self, call: _DirectCall, error: InvocationError) -> None:
         self._record(call, error.kind)
-        failure = {"kind": error.kind, "message": error.message}
-        if error.remote_type is not None:
-            failure["type"] = error.remote_type
-        call.conn.answer(call.slot, self.render({"s": http_status(error.kind), "x": carried(failure)}))
+        call.conn.answer(call.slot, self.render({"s": http_status(error.kind), "x": error.to_wire()}))
 
     def fail_all(self, data: bytes) -> None:
         """The worker is stopping: answer every call in flight with `data`."""
