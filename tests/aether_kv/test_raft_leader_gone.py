@@ -6,6 +6,7 @@ replica process and a paused leader: tests/integration/test_kv_raft_faults.py)."
 from __future__ import annotations
 
 import logging
+import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ from raft_support import leader_of, propose, running_group
 
 from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
-from aether_kv._raft_port import _Probe
+from aether_kv._raft_port import PROBE_DEADLINE, PROBE_HOLD, _Probe
 from aether_kv._records import Put
 from support import wait_until_sync
 
@@ -158,3 +159,25 @@ def test_a_probe_accepted_by_a_listener_that_then_closes_counts_as_refused() -> 
     listener = socket.create_server(("127.0.0.1", 0))
     probe, poller, outcomes = _dial(listener.getsockname()[1])
     assert _outcome_of(probe, poller, outcomes, between=listener.close) == "refused"
+
+
+def test_a_probe_past_its_deadline_reads_what_already_came_back() -> None:
+    """A tick that runs late expires the probe before its poll reports what is waiting on the socket: a
+    reset waiting after an accept, or a refusal, is still the verdict (counted as answered or unanswered,
+    the follower whose tick was late waited for its election timeout)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    probe, poller, outcomes = _dial(listener.getsockname()[1])
+    wait_until_sync(lambda: poller.poll(0.02) or probe.accepted, timeout=10, what="the accept")
+    listener.close()
+    wait_until_sync(
+        lambda: select.select([probe.sock], [], [], 0.02)[0], timeout=10, what="the reset to arrive"
+    )
+    probe.expire(monotonic() + PROBE_HOLD + 1)
+    assert outcomes == ["refused"]
+
+    probe, poller, outcomes = _dial(free_port())
+    wait_until_sync(
+        lambda: select.select([], [probe.sock], [], 0.02)[1], timeout=10, what="the refusal to arrive"
+    )
+    probe.expire(monotonic() + PROBE_DEADLINE + 1)
+    assert outcomes == ["refused"]

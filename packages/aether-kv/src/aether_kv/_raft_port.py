@@ -67,7 +67,7 @@ TLS_WRITE_CHUNK = 256 * 1024  # bytes handed to one TLS write
 # A probe's dial unanswered this long has no verdict: a host that vanished or is partitioned away (no
 # refusal comes back) keeps the election timeout.
 PROBE_DEADLINE = 0.5
-PROBE_HOLD = 0.1  # an accepted probe is held this long before it counts as answered (see `_Probe`)
+PROBE_HOLD = 0.3  # an accepted probe is held this long before it counts as answered (see `_Probe`)
 
 ProbeCallback = Callable[[str], None]  # "refused", "answered" or "unanswered"
 
@@ -254,9 +254,9 @@ class _Probe:
 
     def on_event(self, _descr: int, event: int) -> None:
         if not self.accepted:
-            code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if code != 0:
-                self.finish(_outcome(code))
+            failed = self._dial_failed()
+            if failed is not None:
+                self.finish(failed)
                 return
             self.accepted = True
             self.deadline = _monotonic() + PROBE_HOLD
@@ -264,18 +264,37 @@ class _Probe:
                 self.sock.fileno(), self.on_event, POLL_EVENT_TYPE.READ | POLL_EVENT_TYPE.ERROR
             )
             return
+        outcome = self._read()
+        if outcome is not None:
+            self.finish(outcome)
+
+    def expire(self, now: float | None) -> None:
+        """Past its deadline (or `now` None: the transport closes): a dial unanswered, a hold over. The
+        socket is read first: a tick that ran late comes here before its poll has reported the refusal
+        or the reset already waiting (counted as answered, the follower waited for its election
+        timeout)."""
+        if now is None or now > self.deadline:
+            self.finish(self._outcome_so_far())
+
+    def _outcome_so_far(self) -> str:
+        if not self.accepted:
+            return self._dial_failed() or "unanswered"
+        return self._read() or "answered"
+
+    def _dial_failed(self) -> str | None:
+        code = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        return _outcome(code) if code != 0 else None
+
+    def _read(self) -> str | None:
+        """What an accepted dial has had since: closed or reset (the listener went), something sent
+        (a replica), or nothing yet (None)."""
         try:
             data = self.sock.recv(1)
         except BlockingIOError:
-            return
+            return None
         except OSError:
-            data = b""
-        self.finish("answered" if data else "refused")  # closed or reset at once: the listener went
-
-    def expire(self, now: float | None) -> None:
-        """Past its deadline (or `now` None: the transport closes): a dial unanswered, a hold over."""
-        if now is None or now > self.deadline:
-            self.finish("answered" if self.accepted else "unanswered")
+            return "refused"
+        return "answered" if data else "refused"
 
     def finish(self, outcome: str) -> None:
         if self.done:
