@@ -367,8 +367,12 @@ async def test_read_only_refuses_every_write(cluster: CliCluster) -> None:
 
 
 async def test_over_stdio_the_same_tools_and_resources_and_read_only_refuses(cluster: CliCluster) -> None:
+    """Read-only, the tools that change the cluster are not listed (an agent sees what it may use) and
+    one called anyway is refused, saying why."""
     async with stdio_client(stdio_server(cluster.urls, "--read-only"), "stdio-reader") as client:
-        assert {tool.name for tool in (await client.list_tools()).tools} == {spec.name for spec in TOOLS}
+        listed = {tool.name for tool in (await client.list_tools()).tools}
+        assert listed == {spec.name for spec in TOOLS if not spec.mutating}
+        assert "cluster_status" in listed and "blueprint_apply" not in listed
         resources = {str(r.uri) for r in (await client.list_resources()).resources}
         assert "aether://cluster/status" in resources
         refused = await client.call_tool("blueprint_apply", {"toml": blueprint_toml("mcp-ro2", (ECHO, 1))})

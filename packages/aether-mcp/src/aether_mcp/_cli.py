@@ -71,7 +71,7 @@ def main_command(
         "127.0.0.1:8765"
     ),
     read_only: Annotated[
-        bool, Parameter(negative=(), help="Refuse every tool that changes the cluster.")
+        bool, Parameter(negative=(), help="List no tool that changes the cluster, and refuse one called.")
     ] = False,
     token: Annotated[
         str | None,

@@ -19,6 +19,7 @@ from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ServerEvent
 from mcp.shared.exceptions import MCPError
 from mcp.types import Resource, SubscribeRequestParams, UnsubscribeRequestParams
+from mcp.types import Tool as MCPTool
 from mcp_types import CLIENT_INFO_META_KEY
 from pydantic import ValidationError
 
@@ -39,7 +40,7 @@ from ._resources import (
     slice_uri,
 )
 from ._stdio import serve_stdio
-from ._tools import error_result, register_tools
+from ._tools import TOOLS, error_result, register_tools
 
 log = logging.getLogger("aether_mcp")
 
@@ -71,10 +72,18 @@ class AetherMcpServer(MCPServer):
     """MCPServer whose resource list also names every blueprint and slice the cluster has now, and whose
     change notifications reach both kinds of subscriber (`publish`)."""
 
-    def __init__(self, gateway: ClusterGateway, transport: str, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        gateway: ClusterGateway,
+        transport: str,
+        *,
+        unlisted: frozenset[str] = frozenset(),
+        **kwargs: Any,
+    ) -> None:
         self.bus = InMemorySubscriptionBus()
         super().__init__(subscriptions=self.bus, **kwargs)
         self.gateway = gateway
+        self.unlisted = unlisted  # tools not listed (with --read-only, those that change the cluster)
         self._arguments: dict[str, tuple[str, ...]] | None = None  # tool → its arguments, once listed
         self.legacy = LegacySubscriptions(lambda ctx: identify(ctx, transport).key)
         lowlevel = self._lowlevel_server  # MCPServer has no hook for these; the lowlevel server does
@@ -105,9 +114,15 @@ class AetherMcpServer(MCPServer):
         None for a name that is no tool (`call_tool` refuses it as such)."""
         if self._arguments is None:
             self._arguments = {
-                tool.name: tuple(tool.input_schema.get("properties", {})) for tool in await self.list_tools()
+                tool.name: tuple(tool.input_schema.get("properties", {}))
+                for tool in await super().list_tools()
             }
         return self._arguments.get(name)
+
+    async def list_tools(self) -> list[MCPTool]:
+        """The tools an agent may use here: with --read-only, those that change the cluster are not
+        listed (an agent that calls one anyway is told why it is refused)."""
+        return [tool for tool in await super().list_tools() if tool.name not in self.unlisted]
 
     async def publish(self, event: ServerEvent) -> None:
         await self.bus.publish(event)
@@ -249,6 +264,7 @@ def build_server(config: McpConfig, gateway: ClusterGateway, gate: AgentGate | N
         version=_version(),
         middleware=[OneAgentAtATime(gate, config.transport)] if gate is not None else [],
         log_level="WARNING",
+        unlisted=frozenset(spec.name for spec in TOOLS if spec.mutating) if config.read_only else frozenset(),
     )
     register_tools(server, gateway, read_only=config.read_only)
     register_resources(server, gateway)
