@@ -14,7 +14,7 @@ from shell_support import FakeSliceStore, handlers_over, register
 
 from aether_kv import MemoryStore, OutcomeUnknownError
 from aether_node.api._cluster_view import ClusterView
-from aether_node.api._handlers import Handlers
+from aether_node.api._handlers import Handlers, _whole_revisions
 from aether_node.api._operations import Operations
 from aether_node.control._membership import member_key
 from aether_node.core._blueprint import Blueprint
@@ -24,6 +24,7 @@ from aether_node.core._errors import RequestError
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._kv_errors import FAILOVER_TIME
 from aether_node.core._models_cluster import KeptForRollback
+from aether_node.core._models_events import ClusterEvent
 from aether_node.core._records import (
     RolloutPhase,
     RolloutRecord,
@@ -41,6 +42,7 @@ from aether_node.core._schema import (
     TOMBSTONES,
     rollout_key,
 )
+from aether_node.observe._events import EventFilter
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peers import PeerClients
@@ -779,3 +781,44 @@ async def test_a_version_given_with_a_slice_must_be_the_one_deployed(
     assert await kv.get("blueprints/demo") == before
     assert (await operations.scale("org.example:echo:1.0", 3)).name == "demo"
     assert (await operations.scale("org.example:echo", 4)).name == "demo"
+
+
+async def test_events_after_a_revision_read_on_in_order_missing_none(
+    kv: MemoryStore, handlers: Handlers
+) -> None:
+    """An agent that polls gives the last revision it saw: the first events after it, oldest first, the
+    filter applied; a revision the history has moved past is refused, saying where it starts now."""
+    await handlers.apply_blueprint(DEMO, "demo.toml")
+    start = await handlers.current_revision()
+    for count in (3, 4, 5):
+        await handlers.apply_blueprint(DEMO.replace("instances = 2", f"instances = {count}"), "demo.toml")
+        await kv.put("unrelated/key", b"x")  # revisions without events in between
+    applied = EventFilter.parse(["blueprint_applied"], None, None)
+    first_two = await handlers.events_after(start, 2, applied)
+    assert [e.kind for e in first_two] == ["blueprint_applied"] * 2
+    assert all(start < e.revision for e in first_two)
+    assert first_two[0].revision < first_two[1].revision
+    rest = await handlers.events_after(first_two[-1].revision, 50, applied)
+    assert len(rest) == 1 and rest[0].revision > first_two[-1].revision
+    assert await handlers.events_after(rest[0].revision, 50, applied) == []
+    recent, _ = await handlers.recent_events(3, applied)
+    assert recent == [*first_two, *rest]
+
+    kv.compact(await handlers.current_revision())
+    with pytest.raises(RequestError) as refused:
+        await handlers.events_after(start, 10)
+    assert refused.value.kind is ErrorKind.BAD_REQUEST
+    assert f"since: revision {start} is no longer in the history" in str(refused.value)
+
+
+def test_a_page_of_events_ends_at_a_whole_revision() -> None:
+    """One change can say several things: a page cut inside its revision would lose the rest for a reader
+    going on after that revision."""
+    events = [
+        (False, ClusterEvent(revision=r, timestamp=0.0, kind="audit", subject=str(i), message=""))
+        for i, r in enumerate((5, 6, 6, 6, 7))
+    ]
+    assert [e.subject for _, e in _whole_revisions(events, 2)] == ["0", "1", "2", "3"]
+    assert [e.subject for _, e in _whole_revisions(events, 4)] == ["0", "1", "2", "3"]
+    assert [e.subject for _, e in _whole_revisions(events, 1)] == ["0"]
+    assert _whole_revisions(events, 9) == events and _whole_revisions([], 3) == []

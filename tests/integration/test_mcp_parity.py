@@ -143,6 +143,15 @@ async def test_the_same_request_gives_the_same_answer(cluster: CliCluster, tmp_p
             )
             assert filtered_cli == filtered_tool and len(filtered_cli) == 4
             assert {e["kind"] for e in filtered_tool} == {"instance_state"}
+            # read on from a revision: the first ones after it, the same through both
+            since = str(filtered_tool[0]["revision"])
+            after_cli = expect(cluster.aether("cluster", "events", *filters, "--since", since)).json_lines()
+            after_tool = await tool(
+                "cluster_events", kind=["instance_state"], slice="org.aether:echo", limit=4, since=int(since)
+            )
+            later = [e for e in filtered_tool if e["revision"] > int(since)]
+            assert after_cli == after_tool and after_tool[: len(later)] == later
+            assert all(e["revision"] > int(since) for e in after_tool)
 
             payload = {"same": ["answer", 1]}
             invoked = expect(

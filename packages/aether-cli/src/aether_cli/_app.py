@@ -415,6 +415,13 @@ def events(
         str | None, Parameter(help="Only events of this slice (group:artifact or group:artifact:version).")
     ] = None,
     node: Annotated[str | None, Parameter(help="Only events about this node.")] = None,
+    since: Annotated[
+        WholeNumber | None,
+        Parameter(
+            help="The first events after this revision instead of the last ones (each event shows its"
+            " revision: give the last one seen to read on); with --follow, every one after it, then on."
+        ),
+    ] = None,
     common: Common = DEFAULT_COMMON,
 ) -> None:
     """Recent cluster events (nodes, leaders, blueprints, instance states with reasons, rebalance moves,
@@ -432,7 +439,7 @@ def events(
 
             _output.event(item)
 
-    filters: dict[str, Any] = {"kind": kind or None, "slice": slice, "node": node}
+    filters: dict[str, Any] = {"kind": kind or None, "slice": slice, "node": node, "since": since}
     if follow:  # until Ctrl-C: exit 130
         call(common, lambda client: [show(item) for item in client.follow_events(limit, **filters)])
         return

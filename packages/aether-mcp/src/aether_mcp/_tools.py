@@ -422,9 +422,18 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
             str | None, Field(description="Only events of this slice (group:artifact[:version]).")
         ] = None,
         node: Annotated[str | None, Field(description="Only events about this node.")] = None,
+        since: Annotated[
+            int | None,
+            Field(
+                ge=0,
+                description="The first events after this revision instead of the last ones: give the"
+                " last event's revision to read on without missing or repeating one.",
+            ),
+        ] = None,
     ) -> list[dict[str, Any]]:
         return await ask(
-            "cluster_events", lambda c: c.events(limit, kind=kind or None, slice=slice, node=node)
+            "cluster_events",
+            lambda c: c.events(limit, kind=kind or None, slice=slice, node=node, since=since),
         )
 
     @tool(

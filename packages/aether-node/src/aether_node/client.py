@@ -718,11 +718,15 @@ class ApiClient:
         kind: str | Sequence[str] | None = None,
         slice: str | None = None,
         node: str | None = None,
+        since: int | None = None,
     ) -> list[ClusterEvent]:
         """The last `limit` events that match the filters: `kind` (one of EVENT_KINDS, or several),
         `slice` (group:artifact or group:artifact:version: instance events of that slice), `node` (events
-        about that node, including moves away from it)."""
+        about that node, including moves away from it); with `since` (a revision), the first `limit`
+        after it instead: read on from the last event's revision to miss none and see none twice."""
         params = _event_params(limit, kind, slice, node)
+        if since is not None:
+            params["since"] = since
         data = self._request("GET", "/api/v1/events", params=params)
         return [from_json(item, _models.ClusterEvent) for item in data]
 
@@ -930,10 +934,13 @@ class ApiClient:
         kind: str | Sequence[str] | None = None,
         slice: str | None = None,
         node: str | None = None,
+        since: int | None = None,
     ) -> Iterator[ClusterEvent]:
-        """Recent events, then every new one as it happens (server-sent events); until interrupted.
-        Filters as in `events`."""
+        """Recent events (with `since`, every one after that revision instead), then every new one as it
+        happens (server-sent events); until interrupted. Filters as in `events`."""
         params = _event_params(limit, kind, slice, node)
+        if since is not None:
+            params["since"] = since
         for line in self._stream("/api/v1/events/stream", params, idle=EVENT_STREAM_IDLE):
             if line.startswith("data: "):
                 yield from_json(json.loads(line[6:]), _models.ClusterEvent)

@@ -436,6 +436,17 @@ def management_app(
             )
         return limit
 
+    def _since(request: Request) -> int | None:
+        since = request.query_params.get("since")
+        if since is None:
+            return None
+        try:
+            return int(since)
+        except ValueError:
+            raise RequestError(
+                ErrorKind.BAD_REQUEST, f"since: expected a revision number, got {shown(since)}"
+            ) from None
+
     def _selection(request: Request) -> EventFilter:
         """?kind=K[,K...] (repeatable), ?slice=group:artifact[:version], ?node=ID."""
         params = request.query_params
@@ -444,8 +455,12 @@ def management_app(
         except EventFilterError as error:
             raise RequestError(ErrorKind.BAD_REQUEST, str(error)) from None
 
-    @route("/api/v1/events", "viewer", query=("limit", *EVENT_SELECTION))
+    @route("/api/v1/events", "viewer", query=("since", "limit", *EVENT_SELECTION))
     async def events(request: Request) -> Any:
+        """The last `limit` events, or with `?since=REVISION` the first `limit` after it."""
+        since = _since(request)
+        if since is not None:
+            return await handlers.events_after(since, _limit(request), _selection(request))
         found, _ = await handlers.recent_events(_limit(request), _selection(request))
         return found
 
@@ -455,14 +470,9 @@ def management_app(
         it is committed. Each has `data:` (the event's JSON, first) and `id:` (its revision); a comment
         line every 15 s keeps idle streams alive."""
         selection = _selection(request)
-        since = request.query_params.get("since")
+        since = _since(request)
         if since is not None:  # every event after this revision (a dashboard's snapshot), none before
-            try:
-                revision = int(since)
-            except ValueError:
-                raise RequestError(
-                    ErrorKind.BAD_REQUEST, f"since: expected a revision number, got {shown(since)}"
-                ) from None
+            revision = since
             await handlers.check_history(revision)
             recent: list[Any] = []
         else:
