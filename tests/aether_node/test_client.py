@@ -24,6 +24,7 @@ from aether_node.client import (
     ClusterCalls,
     ClusterStatus,
     Convergence,
+    DrainWatch,
     InstanceInfo,
     NodeInfo,
     RolloutInfo,
@@ -427,3 +428,44 @@ def test_autoscale_settings_are_all_named_and_at_least_one_is_given() -> None:
         client.autoscale_settings(min=None, cpu=None)
     with pytest.raises(ValueError, match="not an autoscale setting: p50_ms"):
         client.autoscale_settings(p50_ms=3.0)
+
+
+def _node(state: str, instances: int, waiting: str = "") -> NodeInfo:
+    return NodeInfo(
+        node_id="n2",
+        ingress="",
+        management="",
+        peer="",
+        cpu=0.0,
+        memory_mib=0,
+        role="worker",
+        started_at=0.0,
+        instances=instances,
+        active=instances,
+        leader=False,
+        state=state,
+        waiting=waiting,
+    )
+
+
+def test_a_drain_watch_says_what_it_waits_for_until_drained() -> None:
+    watch = DrainWatch("n2", timeout=60, now=0)
+    assert watch.problem(_node("DRAINING", 2), 10) is None
+    assert watch.progress(_node("DRAINING", 2)) == "2 instances left on n2"
+    assert watch.progress(_node("DRAINING", 1)) == "1 instance left on n2"
+    held = _node("DRAINING", 1, "org.aether:echo stays: its floor of 2 is not met elsewhere")
+    assert watch.progress(held) == held.waiting
+    assert watch.problem(_node("DRAINED", 0), 100) is None  # done, even late
+
+
+def test_a_drain_watch_gives_up_when_the_drain_ends_otherwise_or_time_runs_out() -> None:
+    watch = DrainWatch("n2", timeout=10, now=100)
+    assert watch.problem(None, 101) == "n2 left the cluster before it was DRAINED"
+    assert watch.problem(_node("ACTIVE", 1), 101) == (
+        "the drain of n2 ended before it was DRAINED: the node is ACTIVE"
+    )
+    assert watch.problem(_node("DRAINING", 3), 109.9) is None
+    assert watch.problem(_node("DRAINING", 3), 110) == (
+        "n2 is not DRAINED after 10 s (3 instances left on n2); the drain goes on:"
+        " `aether node uncordon n2` ends it"
+    )

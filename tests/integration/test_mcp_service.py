@@ -147,7 +147,7 @@ async def test_an_agent_applies_follows_and_invokes_over_http(cluster: CliCluste
             assert gone.is_error and text(gone) == "no blueprint named 'mcp-http'"
 
 
-async def test_apply_and_wait_reports_progress_then_the_status(cluster: CliCluster) -> None:
+async def test_apply_and_drain_with_wait_report_progress_then_the_state(cluster: CliCluster) -> None:
     progress: list[tuple[float, float | None]] = []
 
     async def on_progress(done: float, total: float | None, message: str | None) -> None:
@@ -156,6 +156,7 @@ async def test_apply_and_wait_reports_progress_then_the_status(cluster: CliClust
     with mcp_service(cluster.urls) as service:
         async with http_client(service.url, "waiter") as client:
             toml = blueprint_toml("mcp-wait", (GREETER, 1))
+            node = None
             try:
                 result = await client.call_tool(
                     "blueprint_apply",
@@ -165,7 +166,19 @@ async def test_apply_and_wait_reports_progress_then_the_status(cluster: CliClust
                 status = structured(result)
                 assert status["name"] == "mcp-wait" and status["slices"][0]["active"] == 1
                 assert progress and progress[-1] == (1, 1), progress
+
+                # a drain followed the same way: its instance moves, then the node is DRAINED
+                node = status["slices"][0]["instances"][0]["node_id"]
+                progress.clear()
+                drain = {"node": node, "wait": True, "timeout": 90}
+                drained = structured(
+                    await client.call_tool("node_drain", drain, progress_callback=on_progress)
+                )
+                assert drained["node_id"] == node and drained["state"] == "DRAINED", drained
+                assert progress and progress[-1] == (1, 1), progress
             finally:
+                if node:
+                    await client.call_tool("node_uncordon", {"node": node})
                 await delete_quietly(client, "mcp-wait")
 
 

@@ -367,32 +367,24 @@ def node_drain(
 def _wait_drained(common: Common, started: Any, timeout: float) -> Any:
     """Poll the node until it is DRAINED; print what the drain waits for whenever that changes. Fails
     (exit 1) if the drain ends otherwise (uncordoned, the node gone) or after `timeout` seconds."""
-    node_id = started.node_id
-    deadline = time.monotonic() + timeout
+    from aether_node.client import DrainWatch
+
+    watch = DrainWatch(started.node_id, timeout=timeout, now=time.monotonic())
     shown = ""
-    current = started
+    current: Any = started
     while True:
+        problem = watch.problem(current, time.monotonic())
+        if problem is not None:
+            fail(EXIT_FAILED, problem)
         if current.state == "DRAINED":
             return current
-        if current.state != "DRAINING":
-            ended = f"the drain of {node_id} ended before it was DRAINED: the node is {current.state}"
-            fail(EXIT_FAILED, ended)
-        progress = current.waiting or f"{plural(current.instances, 'instance')} left on {node_id}"
+        progress = watch.progress(current)
         if progress != shown and not common.json:
             print(visible(progress), flush=True)
             shown = progress
-        if time.monotonic() >= deadline:
-            fail(
-                EXIT_FAILED,
-                f"{node_id} is not DRAINED after {timeout:g} s ({progress}); the drain goes on:"
-                f" `aether node uncordon {node_id}` ends it",
-            )
         time.sleep(0.25)
         nodes = call(common, lambda client: client.nodes())
-        found = next((n for n in nodes if n.node_id == node_id), None)
-        if found is None:
-            fail(EXIT_FAILED, f"{node_id} left the cluster before it was DRAINED")
-        current = found
+        current = next((n for n in nodes if n.node_id == watch.node_id), None)
 
 
 def node_restart(node: str, /, *, force: bool = False, common: Common = DEFAULT_COMMON) -> None:

@@ -21,7 +21,14 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 
-from aether_node.client import EVENT_KINDS, ApiClient, Convergence, autoscale_settings, to_json
+from aether_node.client import (
+    EVENT_KINDS,
+    ApiClient,
+    Convergence,
+    DrainWatch,
+    autoscale_settings,
+    to_json,
+)
 
 from ._errors import ClusterError
 from ._gateway import ClusterGateway
@@ -604,10 +611,38 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     @tool(
         "node_drain",
         "Cordon a node and move its instances off, each replacement ACTIVE before the instance it "
-        "replaces goes, never below a slice's floor; the node's state says what the drain waits for.",
+        "replaces goes, never below a slice's floor; the node's state says what the drain waits for. "
+        "With wait, report progress until the node is DRAINED (the drain goes on after a timeout).",
     )
-    async def node_drain(node: Node) -> dict[str, Any]:
-        return await ask("node_drain", lambda c: c.node_operation(node, "drain"))
+    async def node_drain(
+        node: Node,
+        ctx: Context,
+        wait: bool = False,
+        timeout: Annotated[float, Field(gt=0, le=3600)] = 600.0,
+    ) -> dict[str, Any]:
+        started = await ask("node_drain", lambda c: c.node_operation(node, "drain"))
+        if not wait:
+            return started
+        return await _drained(started["node_id"], timeout, ctx)
+
+    async def _drained(node_id: str, timeout: float, ctx: Context) -> dict[str, Any]:
+        watch = DrainWatch(node_id, timeout=timeout, now=time.monotonic())
+        total = 0  # the most instances seen on the node: progress counts those gone
+        while True:
+            try:
+                nodes = await gateway.call(lambda c: c.nodes())
+            except ClusterError as error:
+                raise Refused(error.message) from None
+            current = next((n for n in nodes if n.node_id == node_id), None)
+            problem = watch.problem(current, time.monotonic())
+            if problem:
+                raise Refused(problem)
+            assert current is not None  # (a node not found is a problem)
+            total = max(total, current.instances)
+            await ctx.report_progress(total - current.instances, total or None, watch.progress(current))
+            if current.state == "DRAINED":
+                return to_json(current)
+            await anyio.sleep(0.25)
 
     @tool(
         "node_stop",

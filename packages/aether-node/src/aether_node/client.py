@@ -184,6 +184,39 @@ class Convergence:
         return None
 
 
+class DrainWatch:
+    """Judges a drain from the node's successive readings, for `aether node drain --wait` and the MCP
+    tool: done when the node is DRAINED; over if the drain ended otherwise (uncordoned, the node gone) or
+    ran out of time. Pure: the caller passes the node (None: not among the cluster's nodes) and the time."""
+
+    def __init__(self, node_id: str, *, timeout: float, now: float) -> None:
+        self.node_id = node_id
+        self.timeout = timeout
+        self.deadline = now + timeout
+
+    def progress(self, node: NodeInfo) -> str:
+        """What the drain waits for, one line."""
+        return (
+            node.waiting
+            or f"{node.instances} instance{'' if node.instances == 1 else 's'} left on {node.node_id}"
+        )
+
+    def problem(self, node: NodeInfo | None, now: float) -> str | None:
+        """Why waiting is over though `node` is not DRAINED (a sentence), or None."""
+        if node is None:
+            return f"{self.node_id} left the cluster before it was DRAINED"
+        if node.state == "DRAINED":
+            return None
+        if node.state != "DRAINING":
+            return f"the drain of {self.node_id} ended before it was DRAINED: the node is {node.state}"
+        if now >= self.deadline:
+            return (
+                f"{self.node_id} is not DRAINED after {self.timeout:g} s ({self.progress(node)}); the drain"
+                f" goes on: `aether node uncordon {self.node_id}` ends it"
+            )
+        return None
+
+
 DESCRIBE_KINDS = ("blueprint", "slice", "node")
 
 
