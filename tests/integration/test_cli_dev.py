@@ -163,10 +163,22 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
     shown = wait_until(left_stopped, timeout=60, what="node-3 left stopped", interval=0.5)
     assert f"  node-3: pid {state['pids']['node-3']} NOT RUNNING\n" in shown, shown
 
+    # `up` again starts it (the supervisor is asked to); the others run on
+    run = expect(
+        run_aether(
+            "dev", "up", "--directory", str(dev), "--source", str(SAMPLE_SLICES), cwd=work, timeout=120
+        )
+    )
+    assert run.stdout.startswith(f"the dev cluster in {dev}/ runs; starting node-3 again ...\n"), str(run)
+    assert "every node of the dev cluster runs: node-1, node-2, node-3\n" in run.stdout, str(run)
+    again = json.loads((dev / "cluster.json").read_text())["pids"]
+    assert again["node-3"] != state["pids"]["node-3"] and again["node-1"] == state["pids"]["node-1"]
+    assert "node-3 started again, as asked" in (dev / "supervisor.log").read_text()
+
     run = expect(run_aether("dev", "down", "--directory", str(dev), cwd=work, timeout=120))
-    assert run.stdout == f"stopped 2 nodes; data kept in {dev}/\n", str(run)
-    assert run.stderr.startswith("stopping 2 nodes (each stops its instances first"), str(run)
-    assert "  node-1 stopped\n" in run.stderr and "  node-2 stopped\n" in run.stderr, str(run)
+    assert run.stdout == f"stopped 3 nodes; data kept in {dev}/\n", str(run)
+    assert run.stderr.startswith("stopping 3 nodes (each stops its instances first"), str(run)
+    assert "  node-1 stopped\n" in run.stderr and "  node-3 stopped\n" in run.stderr, str(run)
     wait_until(lambda: not processes_of(dev), timeout=20, what=f"no process of {dev} left")
     assert not (dev / "cluster.json").exists()
     assert (dev / "node-1").is_dir(), "the data stays"

@@ -4,7 +4,8 @@
 given; `_slice_source` says which), starts a
 supervisor detached (it outlives this command; see `_supervisor`): it runs the nodes and restarts one
 that dies unasked, with backoff, saying so in `supervisor.log`. `up` waits until the nodes are ready;
-their pids and addresses are in `cluster.json`. `down` stops the supervisor, which stops the nodes with
+their pids and addresses are in `cluster.json`; `up` again while it runs with nodes stopped (`aether node
+stop`) has the supervisor start those again. `down` stops the supervisor, which stops the nodes with
 SIGTERM (graceful: endpoints withdrawn, instances stopped), and makes sure nothing is left; `status`
 reports, with the supervisor's recent restarts.
 """
@@ -21,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ._common import EXIT_BAD_INPUT, EXIT_FAILED, Common, fail, plural
 from ._slice_source import SliceSource, SliceSourceError, choose, example_blueprint
@@ -44,17 +46,20 @@ class _Running:
         return self.returncode
 
 
-def _wait_for_pids(state: Path, supervisor: subprocess.Popen[bytes], nodes: int) -> dict[str, int]:
-    """The node pids the supervisor records once it has started them all."""
+def _wait_for_pids(
+    state: Path, supervisor: subprocess.Popen[bytes] | None, nodes: int, *, alive: bool = False
+) -> dict[str, int]:
+    """The node pids the supervisor records once it has started them all (with `alive`, once each of
+    them runs: a supervisor already running starts nodes again)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if supervisor.poll() is not None:
+        if supervisor is not None and supervisor.poll() is not None:
             raise RuntimeError(f"the supervisor exited with {supervisor.returncode} (see {SUPERVISOR_LOG})")
         try:
             pids = json.loads(state.read_text()).get("pids", {})
         except (OSError, ValueError):
             pids = {}
-        if len(pids) == nodes:
+        if len(pids) == nodes and (not alive or all(_alive(int(pid)) for pid in pids.values())):
             return {str(k): int(v) for k, v in pids.items()}
         time.sleep(0.05)
     raise RuntimeError("the supervisor did not start the nodes within 30 s")
@@ -141,7 +146,11 @@ def _up(
                 " stops is not restarted): stop it with `aether dev down`, then `aether dev up` starts it"
                 " again on its data",
             )
-        fail(EXIT_FAILED, f"a dev cluster already runs from {directory}/ (stop it with `aether dev down`)")
+        stopped = sorted(node for node, pid in recorded.get("pids", {}).items() if not _alive(pid))
+        if not stopped:
+            running = f"a dev cluster already runs from {directory}/"
+            fail(EXIT_FAILED, f"{running} (stop it with `aether dev down`)")
+        return _start_stopped(directory, recorded, stopped, apply_file, common)
     started = time.monotonic()
     if slices.index is not None:
         print(f"using the slice index {slices.index}", flush=True)
@@ -199,6 +208,31 @@ def _up(
     print(f"\nDashboard: http://{cluster.nodes[0].management}/dashboard  (on every node: /dashboard)")
     cluster_options = Common(cluster=",".join(management), api_key=common.api_key, json=False)
     return cluster_options, cluster.nodes[0].ingress, apply_file
+
+
+def _start_stopped(
+    directory: Path, recorded: dict[str, Any], stopped: list[str], apply_file: Path | None, common: Common
+) -> tuple[Common, str, Path | None]:
+    """A dev cluster runs with nodes stopped (`aether node stop`, or dead and waiting for their restart):
+    its supervisor starts those that stopped cleanly again (the others it restarts anyway); wait until
+    every node is ready."""
+    import trio
+
+    from aether_node.dev import plan_cluster, wait_until_ready
+
+    print(f"the dev cluster in {directory}/ runs; starting {', '.join(stopped)} again ...", flush=True)
+    os.kill(recorded["supervisor"], signal.SIGUSR1)
+    cluster = plan_cluster(directory, len(recorded["pids"]), index="")
+    try:
+        pids = _wait_for_pids(directory / STATE_FILE, None, len(cluster.nodes), alive=True)
+        cluster.processes.update({node_id: _Running(pid) for node_id, pid in pids.items()})
+        trio.run(lambda: wait_until_ready(cluster, timeout=90))
+    except (RuntimeError, trio.TooSlowError) as error:
+        fail(EXIT_FAILED, f"{', '.join(stopped)} did not become ready: {error} (see {SUPERVISOR_LOG})")
+    print(f"every node of the dev cluster runs: {', '.join(n.node_id for n in cluster.nodes)}")
+    management = ",".join(recorded["management"])
+    options = Common(cluster=management, api_key=common.api_key, json=False)
+    return options, cluster.nodes[0].ingress, apply_file
 
 
 def next_steps(ingress: str, *, applied: bool) -> None:

@@ -5,8 +5,9 @@ it starts every node of the cluster planned in DIRECTORY, records the pids in `c
 them. A node that dies unasked (a crash, an OOM kill, a SIGKILL: any exit but a clean one, as systemd's
 Restart=on-failure) is started again after a backoff (0.5 s, doubling to 30 s while it keeps dying; back
 to 0.5 s once it has run for a minute), and `supervisor.log` in DIRECTORY says so — `aether dev status`
-shows those lines. SIGTERM (what `aether dev down` sends) stops the nodes gracefully (SIGTERM, then
-SIGKILL after 40 s) and ends the supervisor.
+shows those lines. A node that stopped cleanly (`aether node stop`) stays stopped until SIGUSR1 (what
+`aether dev up` sends to a running cluster with stopped nodes) starts it again. SIGTERM (what `aether
+dev down` sends) stops the nodes gracefully (SIGTERM, then SIGKILL after 40 s) and ends the supervisor.
 
 What systemd's `Restart=on-failure` does for a node in production (docs/DEPLOY.md, examples/systemd/); plain
 standard library, no trio: it only waits on processes.
@@ -64,6 +65,7 @@ class Supervisor:
         self.restarts: dict[str, int] = {n.node_id: 0 for n in cluster.nodes}
         self.stopping = False
         self.ended: set[str] = set()  # stopped cleanly by someone else: not restarted
+        self.start_ended = False  # asked (SIGUSR1) to start the nodes that stopped cleanly again
 
     def start(self, node_id: str) -> None:
         node = self.cluster.plan(node_id)
@@ -114,6 +116,13 @@ class Supervisor:
                     f"{node_id} died unasked ({describe_exit(code)}) after {ran_for:.1f} s;"
                     f" restarting it in {backoff:g} s"
                 )
+            if self.start_ended:
+                self.start_ended = False
+                for node_id in sorted(self.ended):
+                    self.ended.discard(node_id)
+                    self.backoff[node_id] = None
+                    self.start(node_id)
+                    log(f"{node_id} started again, as asked (pid {self.cluster.processes[node_id].pid})")
             for node_id, when in list(self.restart_at.items()):
                 if when <= now:
                     del self.restart_at[node_id]
@@ -157,8 +166,12 @@ def main() -> None:
     def stop(signum: int, frame: object) -> None:
         supervisor.stopping = True
 
+    def start_ended(signum: int, frame: object) -> None:
+        supervisor.start_ended = True
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGUSR1, start_ended)
     try:
         supervisor.run()
     except BaseException as error:  # even then: no node outlives its supervisor
