@@ -162,6 +162,7 @@ def _up_use_and_down(work: Path, dev: Path) -> None:
 
     shown = wait_until(left_stopped, timeout=60, what="node-3 left stopped", interval=0.5)
     assert f"  node-3: pid {state['pids']['node-3']} NOT RUNNING\n" in shown, shown
+    assert "  (`aether dev up` starts the nodes not running again)\n" in shown, shown
 
     # `up` again starts it (the supervisor is asked to); the others run on
     run = expect(

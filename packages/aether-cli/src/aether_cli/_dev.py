@@ -320,6 +320,8 @@ def dev_status(directory: Path, common: Common) -> Common:
         )
     for node, pid in info["pids"].items():
         print(f"  {node}: pid {pid} {'running' if _alive(pid) else 'NOT RUNNING'}", file=out)
+    if supervisor and _alive(supervisor) and not all(_alive(pid) for pid in info["pids"].values()):
+        print("  (`aether dev up` starts the nodes not running again)", file=out)
     log = directory / SUPERVISOR_LOG
     said = ("died unasked", "restarted", "stopped cleanly")
     restarts = [line for line in _tail(log) if any(words in line for words in said)]
