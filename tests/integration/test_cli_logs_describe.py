@@ -74,6 +74,8 @@ def test_logs_through_another_node_and_follow(running: Running) -> None:
     assert wanted in plain.stdout.splitlines()  # one instance: no prefix
     last = expect(aether("slice", "logs", FAULTY, "--node", node, "--lines", "1", "-c", elsewhere))
     assert len(last.stdout.splitlines()) == 1
+    versioned = expect(aether("slice", "logs", f"{FAULTY}:1.0.0", "-c", elsewhere, "--json")).json()
+    assert [(item["instance"], item["artifact"]) for item in versioned] == [(number, f"{FAULTY}:1.0.0")]
 
     env = {"AETHER_CLUSTER": elsewhere, "AETHER_API_KEY": VIEWER}
     with background_aether("slice", "logs", FAULTY, "--follow", "-n", "1", cwd=cluster.cwd, env=env) as out:
@@ -89,6 +91,9 @@ def test_logs_bad_input_says_what_and_where(running: Running) -> None:
     unknown = aether("slice", "logs", "org.aether:nope")
     assert unknown.returncode == 1, str(unknown)
     assert "no instance of org.aether:nope exists in the cluster" in unknown.stderr
+    other_version = aether("slice", "logs", f"{FAULTY}:2.0.0")  # (the version was dropped: 1.0.0's shown)
+    assert other_version.returncode == 1, str(other_version)
+    assert f"no instance of {FAULTY}:2.0.0 exists in the cluster" in other_version.stderr
     missing = aether("slice", "logs", FAULTY, "--instance", "7", "-c", running.elsewhere)
     assert missing.returncode == 1, str(missing)
     there = f"{running.node}/{running.number}"

@@ -36,7 +36,8 @@ def slice_logs(
     ] = False,
     common: Common = DEFAULT_COMMON,
 ) -> None:
-    """What instances of a slice (group:artifact) wrote to stdout and stderr: the last lines of each, from
+    """What instances of a slice (group:artifact; group:artifact:version for that version's alone)
+    wrote to stdout and stderr: the last lines of each, from
     the node that runs it. Lines are prefixed with NODE/INSTANCE when several instances are shown (with
     --follow: unless --instance is given)."""
     from aether_node.client import MAX_LOG_LINES as MAX_LINES

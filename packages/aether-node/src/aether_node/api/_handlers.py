@@ -552,11 +552,15 @@ class Handlers:
         return await self._instances()
 
     async def instances_of(self, artifact: str) -> tuple[str, list[InstanceInfo]]:
-        """The group:artifact of `artifact` (checked: a bad one is a bad request) and its instances."""
+        """`artifact` as named (group:artifact, or group:artifact:version for that version's alone;
+        checked: a bad one is a bad request) and its instances."""
         artifact_id = self._artifact_id(artifact)
+        versioned = artifact.count(":") == 2
         await self._fresh()
-        return artifact_id, [
-            i for i in await self._instances() if i.artifact.rsplit(":", 1)[0] == artifact_id
+        return artifact if versioned else artifact_id, [
+            i
+            for i in await self._instances()
+            if (i.artifact == artifact if versioned else i.artifact.rsplit(":", 1)[0] == artifact_id)
         ]
 
     async def slice_status(self, artifact: str) -> SliceStatus:
