@@ -7,8 +7,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.tags import parse_tag
 
-from aether_cli._slice_dependencies import unmet_in_directory
+from aether_cli._slice_dependencies import target, unmet_in_directory
 from aether_cli._slice_publish import (
     PublishError,
     check_wheel,
@@ -231,12 +232,18 @@ def test_an_upload_url_that_is_not_http_is_refused_as_bad_input(tmp_path: Path, 
         (["attrs>=25"], ["attrs-23.2.0-py3-none-any.whl", "attrs-25.1rc1-py3-none-any.whl"], ["attrs>=25"]),
         (["attrs>=25"], ["attrs-25.1rc1-py3-none-any.whl"], []),
         (["attrs>=25.1rc1"], ["attrs-23.2.0-py3-none-any.whl", "attrs-25.1rc1-py3-none-any.whl"], []),
+        # a wheel for another Python or platform is none (a node here could not install it)
+        (["regex"], ["regex-2024.1.1-cp311-cp311-win_amd64.whl"], ["regex"]),
+        (["regex"], ["regex-2024.1.1-cp312-cp312-manylinux_2_17_x86_64.whl"], ["regex"]),
+        (["regex"], ["regex-2024.1.1-cp312-cp312-win_amd64.whl", "regex-2023.1.1-cp311-abi3-any.whl"], []),
     ],
 )
 def test_the_requirements_no_wheel_in_the_directory_meets(
     requirements: list[str], held: list[str], unmet: list[str]
 ) -> None:
-    assert unmet_in_directory(requirements, held) == unmet
+    here = {*parse_tag("cp311-cp311-manylinux_2_17_x86_64"), *parse_tag("cp311-abi3-any")}
+    here |= {*parse_tag("py3-none-any")}
+    assert unmet_in_directory(requirements, held, here) == unmet
 
 
 def test_publishing_a_slice_whose_dependency_the_directory_lacks_warns(
@@ -252,9 +259,9 @@ def test_publishing_a_slice_whose_dependency_the_directory_lacks_warns(
     said = capsys.readouterr()
     assert "org.example:hello:0.1.0 published to" in said.out
     assert said.err == (
-        f"aether: warning: {index} holds no wheel of attrs>=25, which the slice depends on: a node installs"
-        " from its index alone, so the slice would fail to install there; publish them too: `aether slice"
-        " publish WHEEL --index ... --with-dependencies`\n"
+        f"aether: warning: {index} holds no wheel of attrs>=25 for {target()}, which the slice depends on:"
+        " a node installs from its index alone, so the slice would fail to install there; publish them"
+        " too: `aether slice publish WHEEL --index ... --with-dependencies`\n"
     )
     (index / "attrs-25.1.0-py3-none-any.whl").write_bytes(b"")
     slice_publish(wheel(tmp_path, metadata=metadata), index=str(index))  # (the same wheel: a no-op)

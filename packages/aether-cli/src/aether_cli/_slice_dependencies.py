@@ -15,12 +15,15 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._common import EXIT_FAILED
 from ._slice_wheel import PROVIDED, PublishError, canonical_name
+
+if TYPE_CHECKING:
+    from packaging.tags import Tag
 
 
 def target() -> str:
@@ -77,20 +80,26 @@ def download_dependencies(requirements: list[str], into: Path, source: str | Non
     return wheels
 
 
-def unmet_in_directory(requirements: Sequence[str], wheel_names: Iterable[str]) -> list[str]:
+def unmet_in_directory(
+    requirements: Sequence[str], wheel_names: Iterable[str], tags: Collection[Tag] | None = None
+) -> list[str]:
     """The requirements of `requirements` (the slice's own, for this environment's markers) that no wheel
-    of `wheel_names` (file names of a wheel directory) satisfies: what a node installing from that
-    directory alone would not find. Only the slice's direct requirements: theirs are pip's to resolve.
-    Pure."""
+    of `wheel_names` (file names of a wheel directory) for `tags` (default: this Python and platform's,
+    as `target()` says them) satisfies: what a node installing from that directory alone would not find.
+    Only the slice's direct requirements: theirs are pip's to resolve. Pure given `tags`."""
     from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.tags import sys_tags
     from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
+    supported = set(sys_tags() if tags is None else tags)
     held: dict[str, list[Any]] = {}
     for name in wheel_names:
         try:
-            distribution, version, _, _ = parse_wheel_filename(name)
+            distribution, version, _, wheel_tags = parse_wheel_filename(name)
         except InvalidWheelFilename:
             continue
+        if supported.isdisjoint(wheel_tags):
+            continue  # for another Python or platform: not installable here
         held.setdefault(canonicalize_name(distribution), []).append(version)
     unmet = []
     for text in requirements:
