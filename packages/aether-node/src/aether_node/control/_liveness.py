@@ -11,11 +11,13 @@ paused or cut-off node: the kernel of a paused one still accepts, a cut-off one 
 nothing: the lease decides those, so a slow node is never declared dead on a hint. Once the connection
 was up for a registration, a refused reconnection is a hint too (the node died while the watch was
 reconnecting); a node never connected to on this registration (still starting: its peer port may not
-listen yet) is never probed — but for one this leader found registered when its term began, running for
-`SETTLED_AFTER` seconds by then: the leader that watched it may be the node that died with it (a leader's
-node killed), and its refused connection is the only hint there will be (its lease, renewed for the new
-leader's takeover, lapsed 4.5 s later, and a node restarted before that took over its own dead instances
-silently, the slice below its floor meanwhile).
+listen yet) is never probed — but for one this leader found registered when its term began, that it had
+seen registered for `SETTLED_AFTER` seconds by then: the leader that watched it may be the node that died
+with it (a leader's node killed), and its refused connection is the only hint there will be (its lease,
+renewed for the new leader's takeover, lapsed 4.5 s later, and a node restarted before that took over its
+own dead instances silently, the slice below its floor meanwhile). How long is measured by this node's
+own monotonic clock, from when it first saw the registration (`Sightings`, kept whether it leads or
+not): nodes' wall clocks may be far apart (a registration's `started_at` is the node's own).
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ from ._cluster_manager import LeadershipMonitor, follow_while_leading
 
 log = logging.getLogger("aether_node.liveness")
 
-# A registration found when a term begins, of a node running this long (by its `started_at`), has had
-# its peer port up: a refused connection says it died (the one just registered may not listen yet).
+# A registration found when a term begins, seen registered this long already, has had its peer port up:
+# a refused connection says it died (the one just registered may not listen yet).
 SETTLED_AFTER = 10.0
 
 
@@ -77,6 +79,22 @@ class Held(enum.Enum):
     FAILED = "failed"  # no connection in time, or no handshake: says nothing
 
 
+class Sightings:
+    """When this node first saw each registration (node id, lease) of another node, by its own monotonic
+    clock; fed from the store whether this node leads or not. Pure but for the caller's clock."""
+
+    def __init__(self) -> None:
+        self.first_seen: dict[tuple[str, int], float] = {}
+
+    def saw(self, registrations: set[tuple[str, int]], now: float) -> None:
+        """The registrations there are now (those gone are forgotten)."""
+        self.first_seen = {seen: self.first_seen.get(seen, now) for seen in registrations}
+
+    def settled(self, now: float) -> set[tuple[str, int]]:
+        """The registrations seen for `SETTLED_AFTER` seconds or more."""
+        return {seen for seen, since in self.first_seen.items() if now - since >= SETTLED_AFTER}
+
+
 class LivenessWatch:
     def __init__(
         self,
@@ -88,10 +106,11 @@ class LivenessWatch:
         retry: float = 0.5,
         connect_timeout: float = 2.0,
         tls: ReloadingTLS | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kv = kv
-        self.clock = clock  # compared with a registration's `started_at` (the nodes' wall clocks)
+        self.clock = clock  # this node's own: how long it has seen each registration
+        self.sightings = Sightings()  # (kept across terms and restarts of `run`)
         self.tls = tls
         self.node_id = node_id
         self.secret = secret
@@ -101,8 +120,28 @@ class LivenessWatch:
         self.declared: list[str] = []  # node ids declared lost (for tests and logs)
 
     async def run(self, leadership: LeadershipMonitor) -> None:
-        """Forever: watch while this node leads; stop watching when it does not."""
-        await follow_while_leading(leadership, self.follow, "liveness watch")
+        """Forever: watch while this node leads; stop watching when it does not. Registrations are
+        sighted all along (a follower that becomes the leader knows which ones have settled)."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.sight)
+            await follow_while_leading(leadership, self.follow, "liveness watch")
+
+    async def sight(self) -> None:
+        """Until cancelled: note when each registration is first seen (a KV error: again after a while;
+        what was seen is kept)."""
+        while True:
+            cache = KVCache(self.kv, [NODES])
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(cache.run)
+                    while True:
+                        changed = cache.changed
+                        current = {(node_id, lease) for node_id, (lease, _) in self._watched(cache).items()}
+                        self.sightings.saw(current, self.clock())
+                        await changed.wait()
+            except KVError as error:
+                log.debug("sighting registrations: %s; again in %g s", error.message, self.retry)
+                await trio.sleep(self.retry)
 
     async def follow(self) -> None:
         """Watch every other live node until cancelled (one leadership term). Raises KVError."""
@@ -115,17 +154,12 @@ class LivenessWatch:
                 changed = cache.changed
                 current = self._watched(cache)
                 if inherited is None:
-                    now = self.clock()
-                    inherited = {
-                        (node_id, lease)
-                        for node_id, (lease, _, started_at) in current.items()
-                        if now - started_at >= SETTLED_AFTER
-                    }
+                    inherited = self.sightings.settled(self.clock())
                 for node_id, (lease, peer, scope) in list(watching.items()):
-                    if current.get(node_id, (None, None, None))[:2] != (lease, peer):
+                    if current.get(node_id) != (lease, peer):
                         scope.cancel()
                         del watching[node_id]
-                for node_id, (lease, peer, _) in current.items():
+                for node_id, (lease, peer) in current.items():
                     if node_id not in watching:
                         scope = trio.CancelScope()
                         watching[node_id] = (lease, peer, scope)
@@ -133,8 +167,8 @@ class LivenessWatch:
                         nursery.start_soon(self._watch, node_id, lease, peer, scope, settled)
                 await changed.wait()
 
-    def _watched(self, cache: KVCache) -> dict[str, tuple[int, str, float]]:
-        """node id → (lease, peer address, started at) of every registered node to watch."""
+    def _watched(self, cache: KVCache) -> dict[str, tuple[int, str]]:
+        """node id → (lease, peer address) of every registered node to watch."""
         found = {}
         for key, kv in cache.data[NODES].items():
             try:
@@ -142,7 +176,7 @@ class LivenessWatch:
             except RecordError:
                 continue
             if record.node_id != self.node_id and not record.leaving and record.peer and kv.lease:
-                found[record.node_id] = (kv.lease, record.peer, record.started_at)
+                found[record.node_id] = (kv.lease, record.peer)
         return found
 
     async def _watch(
