@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import time
 import types
 import typing
@@ -265,6 +266,26 @@ def strict_signature(fn: Callable[..., Any]) -> inspect.Signature:
     return signature.replace(parameters=parameters)
 
 
+PROGRESS_HEARTBEAT = 5.0  # seconds: unchanged progress is sent again this often (the client sees a live wait)
+
+
+class _Progress:
+    """A tool's progress notifications: each change, and the same one again every PROGRESS_HEARTBEAT
+    seconds (a notification per poll repeated one line four times a second)."""
+
+    def __init__(self, ctx: Context, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ctx = ctx
+        self.clock = clock
+        self.last: tuple[float, float | None, str] | None = None
+        self.sent_at = -math.inf
+
+    async def report(self, done: float, total: float | None, message: str) -> None:
+        now = self.clock()
+        if (done, total, message) != self.last or now - self.sent_at >= PROGRESS_HEARTBEAT:
+            await self.ctx.report_progress(done, total, message)
+            self.last, self.sent_at = (done, total, message), now
+
+
 def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: bool) -> None:
     def tool(name: str, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         spec = SPECS[name]
@@ -311,6 +332,7 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
 
     async def _converge(name: str, timeout: float, ctx: Context) -> dict[str, Any]:
         convergence = Convergence(name, timeout=timeout, now=time.monotonic())
+        progress = _Progress(ctx)
         while True:
             try:
                 status = await gateway.call(lambda c: c.blueprint_status(name))
@@ -318,7 +340,7 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
                 raise Refused(error.message) from None
             active = sum(s.active for s in status.slices)
             desired = sum(s.desired for s in status.slices)
-            await ctx.report_progress(active, desired, f"{active}/{desired} instances ACTIVE")
+            await progress.report(active, desired, f"{active}/{desired} instances ACTIVE")
             if status.converged:
                 return to_json(status)
             problem = convergence.problem(status, time.monotonic())
@@ -628,6 +650,7 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
     async def _drained(node_id: str, timeout: float, ctx: Context) -> dict[str, Any]:
         watch = DrainWatch(node_id, timeout=timeout, now=time.monotonic())
         total = 0  # the most instances seen on the node: progress counts those gone
+        progress = _Progress(ctx)
         while True:
             try:
                 nodes = await gateway.call(lambda c: c.nodes())
@@ -639,7 +662,7 @@ def register_tools(server: MCPServer, gateway: ClusterGateway, *, read_only: boo
                 raise Refused(problem)
             assert current is not None  # (a node not found is a problem)
             total = max(total, current.instances)
-            await ctx.report_progress(total - current.instances, total or None, watch.progress(current))
+            await progress.report(total - current.instances, total or None, watch.progress(current))
             if current.state == "DRAINED":
                 return to_json(current)
             await anyio.sleep(0.25)
