@@ -280,6 +280,38 @@ def test_a_result_holding_nan_or_infinity_is_a_bad_result_naming_its_entry_point
     assert inf["error"] == {"kind": "bad_result", "message": f"the result of entry point 'inf' {why}"}
 
 
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_result_nested_too_deeply_for_json_is_a_bad_result_and_the_instance_lives_on() -> None:
+    """The JSON writer's recursion limit raised RecursionError (a RuntimeError, not the TypeError or
+    ValueError caught): it ended the slice process (exit code 70), the instance restarted."""
+
+    async def exchange() -> list[dict[str, Any]]:
+        written = FrameDecoder()
+        host = Host(written.feed)
+        host.entries = {
+            "deep": EntryPoint(name="deep", function=lambda _: _nested(5000)),
+            "fine": EntryPoint(name="fine", function=lambda payload: payload),
+        }
+        for number, entry in enumerate(("deep", "fine"), 1):
+            assert host.take(protocol.encode(protocol.request(number, Kind.INVOKE, entry=entry, payload=1)))
+        await asyncio.gather(*host.tasks)
+        return sorted(iter(written.next, None), key=lambda message: message["id"])
+
+    deep, fine = asyncio.run(exchange())
+    assert deep["error"] == {
+        "kind": "bad_result",
+        "message": "the result of entry point 'deep' cannot be sent: the message is not JSON: it is nested"
+        " too deeply to be written",
+    }
+    assert fine == {"id": 2, "ok": 1}
+
+
 def test_a_call_to_another_slice_with_a_payload_json_cannot_carry_is_refused_before_it_is_sent() -> None:
     """As the node refuses such a payload (`bad_request`): a SliceCallError for the slice to handle, not
     a ProtocolError out of `context.call`."""

@@ -411,6 +411,13 @@ class Host(asyncio.Protocol):
                 _short_traceback(),
             ) from None
         for declared in declared_all:
+            if inspect.iscoroutine(declared):
+                declared.close()  # (never awaited: no warning)
+                raise HostError(
+                    "entry_point",
+                    "aether_entry_points is a coroutine function (`async def`): it must return the entry"
+                    " points at once (a plain `def`); aether_start and the entry points may be async",
+                )
             for entry in _as_entry_points(declared):
                 if entry.name in entries:
                     raise HostError("entry_point", f"entry point {entry.name!r} is declared twice")
@@ -592,7 +599,11 @@ def _plugin_manager(name: str, reference: str | None = None) -> pluggy.PluginMan
             f"importing {reference} failed: {type(error).__name__}: {error}{_import_hint(error, reference)}",
             _short_traceback(),
         ) from None
-    return _manager_of(plugin)
+    try:
+        return _manager_of(plugin)
+    except pluggy.PluginValidationError as error:  # (it ended the template, unsaid: "died during load")
+        said = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise HostError("entry_point", f"{reference}: {said}") from None
 
 
 def _import_hint(error: Exception, reference: str) -> str:

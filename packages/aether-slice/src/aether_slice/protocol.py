@@ -155,6 +155,8 @@ def encode(
         if why.startswith(_NOT_FINITE):
             why = "it holds NaN or Infinity, which JSON has no value for"
         raise ProtocolError(f"the message is not JSON: {why}") from None
+    except RecursionError:  # (a RuntimeError: it ended the slice process that wrote the answer)
+        raise ProtocolError("the message is not JSON: it is nested too deeply to be written") from None
     if len(payload) > max_frame:
         raise ProtocolError(f"a frame of {len(payload)} bytes is over the limit of {max_frame}")
     return HEADER.pack(len(payload)) + payload
