@@ -285,6 +285,31 @@ def test_allocate_all_shares_capacity_in_artifact_order() -> None:
     assert sum(placements["b.g:second:1"].counts.values()) == 1
 
 
+def test_allocate_all_spreads_one_instance_slices_over_the_nodes() -> None:
+    """Each slice alone is spread; between slices, a tie goes to the node holding fewest instances of
+    the others (node a took every one-instance slice, node c none)."""
+    nodes = [node("a"), node("b"), node("c")]
+    specs = [spec_of(1, artifact=f"org.example:s{i}:1") for i in range(6)]
+    placements = allocate_all(specs, nodes, {})
+    per_node = {n.node_id: 0 for n in nodes}
+    for placement in placements.values():
+        for node_id, count in placement.counts.items():
+            per_node[node_id] += count
+    assert per_node == {"a": 2, "b": 2, "c": 2}
+    # what runs stays where it is: a pass over a placement makes no move
+    again = allocate_all(specs, nodes, {a: p.counts for a, p in placements.items()})
+    assert again == placements
+
+
+def test_a_slice_of_several_instances_evens_out_beside_the_others() -> None:
+    nodes = [node("a"), node("b"), node("c")]
+    lone = spec_of(1, artifact="a.g:lone:1")
+    pair = spec_of(2, artifact="b.g:pair:1")
+    placements = allocate_all([lone, pair], nodes, {})
+    assert placements["a.g:lone:1"].counts == {"a": 1}
+    assert placements["b.g:pair:1"].counts == {"b": 1, "c": 1}
+
+
 def test_allocate_all_excluded_node_gets_nothing_new() -> None:
     nodes = [node("a"), node("b"), node("c")]
     placements = allocate_all([spec_of(3)], nodes, {}, {"org.example:echo:1.0": frozenset({"b"})})

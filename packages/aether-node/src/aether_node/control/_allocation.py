@@ -106,10 +106,14 @@ def allocate(
     *,
     no_growth: frozenset[str] = frozenset(),
     cordoned: frozenset[str] = frozenset(),
+    crowd: Mapping[str, int] | None = None,
 ) -> Placement:
-    """Target instance counts per node for one slice. `usage` is what other slices already take;
+    """Target instance counts per node for one slice. `usage` is what other slices already take, `crowd`
+    how many instances of them each node holds (spreading, of nodes holding as many of this slice, the
+    one with fewest of the others' comes first: one-instance slices went to the same first node);
     nodes in `no_growth` (excluded after failures) or `cordoned` (by an operator) keep at most what they
     have."""
+    crowd = crowd or {}
     usage = usage or {}
     by_id = {n.node_id: n for n in nodes}
     ids = sorted(by_id)
@@ -138,8 +142,8 @@ def allocate(
             node.cpu - u.cpu - count * spec.resources.cpu,
         )
 
-    def load(node_id: str) -> tuple[int, str]:
-        return (target.get(node_id, 0), node_id)
+    def load(node_id: str) -> tuple[int, int, str]:
+        return (target.get(node_id, 0), crowd.get(node_id, 0), node_id)
 
     def has_room(node_id: str) -> bool:
         return target.get(node_id, 0) < room(node_id)
@@ -152,8 +156,8 @@ def allocate(
 
     order = free_after if packing else load
 
-    def by_load() -> list[tuple[Any, str]]:  # the (target, id) keys, built without a call per node
-        return [((target.get(i, 0), i), i) for i in ids]
+    def by_load() -> list[tuple[Any, str]]:  # the `load` keys, built without a call per node
+        return [((target.get(i, 0), crowd.get(i, 0), i), i) for i in ids]
 
     if total > spec.instances:  # shrink: the loosest (packing) or fullest (spreading) node first
         shrink = _LazyHeap(order, list(target), largest=True)
@@ -282,9 +286,11 @@ def _allocate_pass(
     # replaces them with their target, so no slice evicts another's running instances.
     by_spec = {spec.artifact: spec for spec in specs}
     usage: dict[str, Resources] = {}
+    crowd: dict[str, int] = {}  # node → instances of every slice on it, counted as `usage` is
 
     def account(spec: SliceSpec, counts: Mapping[str, int], sign: int) -> None:
         for node_id, count in counts.items():
+            crowd[node_id] = crowd.get(node_id, 0) + sign * count
             before = usage.get(node_id, Resources())
             usage[node_id] = Resources(
                 cpu=before.cpu + sign * count * spec.resources.cpu,
@@ -318,7 +324,7 @@ def _allocate_pass(
         here = current.get(spec.artifact, {})
         account(spec, reserved.get(spec.artifact, {}), -1)
         banned = excluded.get(spec.artifact, frozenset())
-        placement = allocate(spec, nodes, here, usage, no_growth=banned, cordoned=cordoned)
+        placement = allocate(spec, nodes, here, usage, no_growth=banned, cordoned=cordoned, crowd=crowd)
         placements[spec.artifact] = placement
         account(spec, placement.counts, +1)
     return placements
