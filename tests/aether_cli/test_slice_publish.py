@@ -3,6 +3,7 @@ the copy. (A built slice published and run on a node: tests/integration/test_sli
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -265,4 +266,23 @@ def test_publishing_a_slice_whose_dependency_the_directory_lacks_warns(
     )
     (index / "attrs-25.1.0-py3-none-any.whl").write_bytes(b"")
     slice_publish(wheel(tmp_path, metadata=metadata), index=str(index))  # (the same wheel: a no-op)
+    assert capsys.readouterr().err == ""
+
+
+def test_publishing_into_a_dev_clusters_index_it_does_not_read_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dev up --index DIR` nodes read DIR, not `.aether-dev/index/`: the wheel published there was never
+    seen, and nothing said so."""
+    dev, elsewhere = tmp_path / ".aether-dev", tmp_path / "wheels"
+    dev.mkdir()
+    elsewhere.mkdir()
+    (dev / "plan.json").write_text(json.dumps({"index": str(elsewhere), "nodes": []}))
+    slice_publish(wheel(tmp_path), index=str(dev / "index"))
+    assert capsys.readouterr().err == (
+        f"aether: warning: the dev cluster in {dev} reads its slices from {elsewhere} (it was started with"
+        f" --index), not from {dev / 'index'}: publish there for its nodes to see the wheel\n"
+    )
+    (dev / "plan.json").write_text(json.dumps({"index": str(dev / "index"), "nodes": []}))
+    slice_publish(wheel(tmp_path), index=str(dev / "index"))  # the index it builds: nothing to say
     assert capsys.readouterr().err == ""

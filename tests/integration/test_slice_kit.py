@@ -31,10 +31,15 @@ config = {{ greeting = "hi" }}
 
 
 # A test of the project that runs it on a real cluster: the `local_cluster` fixture of aether-slice.
+# (its index also holds the sample slices, which a slice may call: the guide's greet calls echo)
 CLUSTER_TEST = """
 def test_greet_on_a_cluster(local_cluster):
-    local_cluster.apply('name = "kit"\\n[[slices]]\\nartifact = "org.kit:hello:0.1.0"\\ninstances = 1\\n')
+    local_cluster.apply(
+        'name = "kit"\\n[[slices]]\\nartifact = "org.kit:hello:0.1.0"\\ninstances = 1\\n'
+        '[[slices]]\\nartifact = "org.aether:echo:1.0.0"\\ninstances = 1\\n'
+    )
     assert local_cluster.invoke("org.kit:hello", "greet", {"name": "you"}) == {"greeting": "hello, you"}
+    assert local_cluster.invoke("org.aether:echo", "echo", {"x": 1}) == {"x": 1}
 """
 
 

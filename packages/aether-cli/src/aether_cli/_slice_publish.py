@@ -10,6 +10,7 @@ the I/O.
 from __future__ import annotations
 
 import filecmp
+import json
 import os
 import subprocess
 import sys
@@ -161,6 +162,27 @@ def _warn_of_unmet_requirements(wheel: SliceWheel, directory: Path) -> None:
         )
 
 
+def _warn_if_the_dev_cluster_reads_elsewhere(directory: Path) -> None:
+    """Say (on stderr) when `directory` is a dev cluster's own `index/` but that cluster was started with
+    `--index` elsewhere (its `plan.json` says what its nodes read): they never see this wheel."""
+    plan = directory / ".." / "plan.json"
+    if directory.name != "index" or not plan.is_file():
+        return
+    try:
+        reads = json.loads(plan.read_text()).get("index")
+    except (OSError, ValueError):
+        return
+    if not isinstance(reads, str) or not reads:
+        return
+    if "://" not in reads and Path(reads).resolve() == directory.resolve():
+        return
+    print(
+        f"aether: warning: the dev cluster in {directory.parent} reads its slices from {reads} (it was"
+        f" started with --index), not from {directory}: publish there for its nodes to see the wheel",
+        file=sys.stderr,
+    )
+
+
 def slice_publish(
     wheel: Path,
     *,
@@ -199,5 +221,7 @@ def slice_publish(
             print(f"{checked.artifact_id}:{checked.version} was already published to {index} (same wheel)")
         if "://" not in index and not with_dependencies:
             _warn_of_unmet_requirements(checked, Path(index))
+        if "://" not in index:
+            _warn_if_the_dev_cluster_reads_elsewhere(Path(index))
     except PublishError as error:
         fail(error.code, error.message)

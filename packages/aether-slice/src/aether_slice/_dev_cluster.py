@@ -17,21 +17,36 @@ from typing import Any
 _AETHER_VARIABLES = ("AETHER_CLUSTER", "AETHER_API_KEY", "AETHER_API_KEYS", "VIRTUAL_ENV")
 
 
+def _sample_slices(workdir: Path) -> list[Path]:
+    """The sample slice projects aether-cli runs without `--source` (org.aether:echo and the others)."""
+    from aether_cli._slice_source import SliceSourceError, choose
+
+    try:
+        samples = choose(source=None, index=None, cwd=workdir).source
+    except SliceSourceError:
+        return []
+    return sorted(p for p in samples.iterdir() if (p / "pyproject.toml").is_file()) if samples else []
+
+
 class ClusterCommandError(Exception):
     """An `aether` command failed; the message is the command and what it printed."""
 
 
 class DevCluster:
-    """`aether dev up` in `workdir`, its wheel index built from `project` (a slice project directory)."""
+    """`aether dev up` in `workdir`, its wheel index built from `project` (a slice project directory)
+    and the sample slices."""
 
     def __init__(self, project: Path, workdir: Path, *, nodes: int = 1, timeout: float = 300.0) -> None:
         self.project = project.resolve()
         self.workdir = workdir
         self.timeout = timeout
         self._blueprints = 0
-        source = workdir / "source"  # `dev up --source` builds every project in a directory: only this one
-        source.mkdir(parents=True, exist_ok=True)
+        source = workdir / "source"  # `dev up --source` builds every project in a directory: this one,
+        source.mkdir(parents=True, exist_ok=True)  # and the sample slices (a slice may call them)
         (source / self.project.name).symlink_to(self.project, target_is_directory=True)
+        for sample in _sample_slices(workdir):
+            if not (source / sample.name).exists():
+                (source / sample.name).symlink_to(sample, target_is_directory=True)
         self.up = self.aether("dev", "up", "--nodes", str(nodes), "--source", str(source))
 
     def aether(self, *args: str, timeout: float | None = None) -> str:
