@@ -232,6 +232,10 @@ def test_dev_up_runs_against_a_given_wheel_index(tmp_path: Path, sample_index: P
         assert f"converged: {ECHO} 1/1" in run.stdout, str(run)
         assert json.loads((dev / "plan.json").read_text())["index"] == str(sample_index.resolve())
         ingress = json.loads((dev / "cluster.json").read_text())["ingress"][0]
+        # (what runs is the index's: the next steps name no sample slice)
+        assert f"  curl -s -X POST {ingress}/invoke/GROUP:ARTIFACT/ENTRY -d '{{...}}'\n" in run.stdout, str(
+            run
+        )
         answer = httpx.post(f"{ingress}/invoke/org.aether:echo/echo", json={"from": "index"}, timeout=30)
         assert (answer.status_code, answer.json()) == (200, {"from": "index"}), answer.text
     finally:

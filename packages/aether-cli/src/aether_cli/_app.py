@@ -495,7 +495,7 @@ def up(
     )
     if blueprint is not None:
         apply(blueprint, wait=True, common=cluster)
-    next_steps(ingress, applied=blueprint is not None)
+    next_steps(ingress, applied=blueprint is not None, samples=source is None and index is None)
 
 
 def down(*, directory: Path = Path(".aether-dev")) -> None:

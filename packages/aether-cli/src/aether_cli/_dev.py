@@ -235,12 +235,17 @@ def _start_stopped(
     return options, cluster.nodes[0].ingress, apply_file
 
 
-def next_steps(ingress: str, *, applied: bool) -> None:
+def next_steps(ingress: str, *, applied: bool, samples: bool = True) -> None:
+    """What to try next; `samples`: the cluster runs the sample slices (no --source or --index given)."""
     print("\nNext:")
     if not applied:
-        print(f"  aether blueprint apply {example_blueprint(Path.cwd()) or 'BLUEPRINT.toml'} --wait")
+        example = example_blueprint(Path.cwd()) if samples else None
+        print(f"  aether blueprint apply {example or 'BLUEPRINT.toml'} --wait")
     print("  aether cluster status")
-    print(f'  curl -s -X POST http://{ingress}/invoke/org.aether:echo/echo -d \'{{"hello": "aether"}}\'')
+    if samples:
+        print(f'  curl -s -X POST http://{ingress}/invoke/org.aether:echo/echo -d \'{{"hello": "aether"}}\'')
+    else:
+        print(f"  curl -s -X POST http://{ingress}/invoke/GROUP:ARTIFACT/ENTRY -d '{{...}}'")
     print("  aether cluster events --follow")
     print("  aether dev down")
 
