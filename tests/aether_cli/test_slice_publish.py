@@ -4,6 +4,7 @@ the copy. (A built slice published and run on a node: tests/integration/test_sli
 from __future__ import annotations
 
 import json
+import platform
 import zipfile
 from pathlib import Path
 
@@ -285,4 +286,22 @@ def test_publishing_into_a_dev_clusters_index_it_does_not_read_warns(
     )
     (dev / "plan.json").write_text(json.dumps({"index": str(dev / "index"), "nodes": []}))
     slice_publish(wheel(tmp_path), index=str(dev / "index"))  # the index it builds: nothing to say
+    assert capsys.readouterr().err == ""
+
+
+def test_publishing_a_slice_for_another_python_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It was published silently, then failed on every node with install_failed."""
+    here = platform.python_version()
+    index = tmp_path / "index"
+    later = "Metadata-Version: 2.1\nName: org.example.hello\nRequires-Python: >=9.0\n"
+    slice_publish(wheel(tmp_path, metadata=later), index=str(index))
+    assert capsys.readouterr().err == (
+        f"aether: warning: org.example:hello:0.1.0 requires Python >=9.0, and this one is {here} (a dev"
+        " cluster's nodes run it): a node on a Python it excludes cannot install it\n"
+    )
+    (index / "org_example_hello-0.1.0-py3-none-any.whl").unlink()
+    fits = "Metadata-Version: 2.1\nName: org.example.hello\nRequires-Python: >=3.8\n"
+    slice_publish(wheel(tmp_path, metadata=fits), index=str(index))
     assert capsys.readouterr().err == ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import platform
 import subprocess
 import sys
 import tempfile
@@ -162,6 +163,25 @@ def _warn_of_unmet_requirements(wheel: SliceWheel, directory: Path) -> None:
         )
 
 
+def _warn_of_another_python(wheel: SliceWheel) -> None:
+    """Say (on stderr) when the wheel's Requires-Python excludes the Python running this command (a dev
+    cluster's nodes run the same): every instance on such a node fails with install_failed."""
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    try:
+        accepted = SpecifierSet(wheel.requires_python)
+    except InvalidSpecifier:
+        return  # (uv says so on the node, as for any other wheel it cannot read)
+    here = platform.python_version()
+    if not accepted.contains(here, prereleases=True):
+        print(
+            f"aether: warning: {wheel.artifact_id}:{wheel.version} requires Python {wheel.requires_python},"
+            f" and this one is {here} (a dev cluster's nodes run it): a node on a Python it excludes cannot"
+            " install it",
+            file=sys.stderr,
+        )
+
+
 def _warn_if_the_dev_cluster_reads_elsewhere(directory: Path) -> None:
     """Say (on stderr) when `directory` is a dev cluster's own `index/` but that cluster was started with
     `--index` elsewhere (its `plan.json` says what its nodes read): they never see this wheel."""
@@ -223,5 +243,6 @@ def slice_publish(
             _warn_of_unmet_requirements(checked, Path(index))
         if "://" not in index:
             _warn_if_the_dev_cluster_reads_elsewhere(Path(index))
+        _warn_of_another_python(checked)
     except PublishError as error:
         fail(error.code, error.message)

@@ -35,6 +35,7 @@ class SliceWheel:
     version: str
     artifact_id: str  # group:artifact
     requirements: tuple[str, ...] = ()  # what it depends on (METADATA's Requires-Dist, markers kept)
+    requires_python: str = ""  # METADATA's Requires-Python ("": any)
 
 
 def canonical_name(name: str) -> str:
@@ -134,6 +135,7 @@ def check_wheel(path: Path) -> SliceWheel:
         version=version,
         artifact_id=artifact_id,
         requirements=requirements,
+        requires_python=str(metadata.get("Requires-Python") or "").strip(),
     )
 
 
