@@ -469,3 +469,26 @@ def test_a_drain_watch_gives_up_when_the_drain_ends_otherwise_or_time_runs_out()
         "n2 is not DRAINED after 10 s (3 instances left on n2); the drain goes on:"
         " `aether node uncordon n2` ends it"
     )
+
+
+def test_instances_failed_for_the_same_reason_are_said_once() -> None:
+    """A dependency missing from the index fails every instance alike: its uv message came once per
+    instance (seven times over for one apply)."""
+    status = _status(("FAILED", "install_failed: no humanize"), ("FAILED", "install_failed: no humanize"))
+    status = attrs.evolve(
+        status,
+        slices=(
+            attrs.evolve(
+                status.slices[0],
+                instances=(
+                    *status.slices[0].instances,
+                    InstanceInfo(node_id="n2", artifact="org.aether:echo:1.0.0", instance=3, state="FAILED",
+                                 reason="crashed"),
+                ),
+            ),
+        ),
+    )  # fmt: skip
+    assert status.failures == [
+        "org.aether:echo:1.0.0#1 on n1, #2 on n1: install_failed: no humanize",
+        "org.aether:echo:1.0.0#3 on n2: crashed",
+    ]

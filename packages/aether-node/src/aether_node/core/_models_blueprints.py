@@ -129,11 +129,12 @@ class BlueprintStatus:
     def failures(self) -> list[str]:
         found = [f"{s.artifact}: {s.problem}" for s in self.slices if s.problem]
         for status in self.slices:
-            found += [
-                f"{i.artifact}#{i.instance} on {i.node_id}: {i.reason}"
-                for i in status.instances
-                if i.state == "FAILED"
-            ]
+            # instances that failed for the same reason (a dependency missing on every node): one line
+            alike: dict[tuple[str, str], list[str]] = {}
+            for i in status.instances:
+                if i.state == "FAILED":
+                    alike.setdefault((i.artifact, i.reason), []).append(f"#{i.instance} on {i.node_id}")
+            found += [f"{what}{', '.join(where)}: {why}" for (what, why), where in alike.items()]
         # an aborted rollout will not reach the version the blueprint asks for by itself
         found += [f"{s.artifact}: {s.aborted}" for s in self.slices if s.aborted]
         return found
