@@ -81,7 +81,8 @@ def _content_length(scope: dict[str, Any]) -> int | None:
 
 async def _refuse(send: Any, max_bytes: int) -> None:
     kind = ErrorKind.BAD_REQUEST
-    body = json.dumps({"error": {"kind": kind.value, "message": body_too_large(max_bytes)}}).encode()
+    refusal = {"error": {"kind": kind.value, "message": body_too_large(max_bytes)}}
+    body = json.dumps(refusal, separators=(",", ":")).encode()  # (compact, as every other answer)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
