@@ -4,10 +4,12 @@ not. (The same with real uv on a node: tests/integration/test_node_slices.py.)""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aether_node.core._coordinates import Coordinates
-from aether_node.runtime._installer import classify_uv_failure
+from aether_node.runtime._installer import classify_uv_failure, wheels_held
 
 SLICE = Coordinates.parse("org.example:wordcount:0.1.0")
 HINT = "`aether slice publish WHEEL --index ... --with-dependencies`"
@@ -67,3 +69,39 @@ def test_the_slice_itself_missing_is_not_found_without_that_hint() -> None:
     )
     error = classify_uv_failure(SLICE, "/srv/wheels", output)
     assert error.kind == "not_found" and HINT not in error.message
+
+
+def test_a_slice_not_in_a_wheel_directory_is_said_with_what_the_directory_holds(tmp_path: Path) -> None:
+    """uv says only that there is no such version (or name): the versions of the slice there, or names
+    like its own, are the likely fix (a typo in the blueprint)."""
+    for name in (
+        "org_example_wordcount-0.1.1-py3-none-any.whl",
+        "org_example_wordcount-0.2.0-py3-none-any.whl",
+        "org_example_words-1.0.0-py3-none-any.whl",
+        "notes.txt",
+    ):
+        (tmp_path / name).write_bytes(b"")
+    held = wheels_held(str(tmp_path))
+    index = str(tmp_path)
+    missing_version = (
+        "error: No solution found when resolving dependencies\n  cause: Because there is no version of"
+        " org-example-wordcount==0.1.0 and you require org-example-wordcount==0.1.0, we can conclude that"
+        " your requirements are unsatisfiable.\n"
+    )
+    error = classify_uv_failure(SLICE, index, missing_version, held)
+    assert (error.kind, error.message) == (
+        "version_not_found",
+        f"org.example:wordcount:0.1.0: version 0.1.0 of org-example-wordcount is not in the index {index}"
+        " (it holds 0.1.1, 0.2.0)",
+    )
+    typo = Coordinates.parse("org.example:wordcont:0.1.0")
+    missing_name = (
+        "error: No solution found when resolving dependencies\n  cause: Because org-example-wordcont was not"
+        " found in the provided package locations and you require org-example-wordcont==0.1.0, we can"
+        " conclude that your requirements are unsatisfiable.\n"
+    )
+    error = classify_uv_failure(typo, index, missing_name, held)
+    assert error.kind == "not_found"
+    assert error.message.endswith("(did you mean org-example-wordcount or org-example-words?)"), error.message
+    assert wheels_held("http://index.example/simple/") is None  # an index URL: nothing to list
+    assert classify_uv_failure(typo, index, missing_name, None).message.endswith(f"in the index {index}")

@@ -208,6 +208,10 @@ async def test_resolution_failure_is_recorded_with_its_kind(
     assert await endpoint_keys(kv, coordinates) == []
     if kind == "entry_point_missing":
         assert "org.aether:noentry" in record.reason and "aether.slices" in record.reason, record.reason
+    if kind == "version_not_found":  # the node's index is a wheel directory: what it holds is said
+        said = record.reason
+        assert "org.aether:echo:9.9.9: version 9.9.9 of org-aether-echo is not in the index" in said, said
+        assert said.endswith(" (it holds 1.0.0, 1.1.0)"), said
 
 
 async def test_a_slice_spelled_in_another_case_than_its_entry_point_fails_as_missing_on_every_try(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import configparser
 import contextlib
 import ctypes
+import difflib
 import functools
 import hashlib
 import os
@@ -34,7 +35,8 @@ import attrs
 import pluggy
 import trio
 import uv
-from packaging.utils import canonicalize_name
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
 import aether_slice
 
@@ -68,8 +70,42 @@ _DEPENDENCY_VERSIONS = re.compile(
 )
 
 
-def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> ResolutionError:
-    """uv's error text → the ResolutionError kind an operator can act on. Pure.
+def wheels_held(index: str) -> dict[str, list[Version]] | None:
+    """What a wheel directory holds: canonical distribution name → its versions (None for an index URL,
+    or a directory that cannot be read)."""
+    if "://" in index:
+        return None
+    held: dict[str, list[Version]] = {}
+    try:
+        names = [entry.name for entry in os.scandir(index) if entry.name.endswith(".whl")]
+    except OSError:
+        return None
+    for name in names:
+        try:
+            distribution, version, _, _ = parse_wheel_filename(name)
+        except InvalidWheelFilename:
+            continue
+        held.setdefault(canonicalize_name(distribution), []).append(version)
+    return held
+
+
+def _what_it_holds(dist: str, held: dict[str, list[Version]] | None) -> str:
+    """For a slice not found in a wheel directory: the versions of it there, or names like it. Pure."""
+    if held is None:
+        return ""
+    versions = sorted(set(held.get(canonicalize_name(dist), [])))
+    if versions:
+        shown = ", ".join(str(v) for v in versions[-10:])
+        return f" (it holds {'the last 10 of its versions: ' if len(versions) > 10 else ''}{shown})"
+    close = difflib.get_close_matches(canonicalize_name(dist), list(held), n=3)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def classify_uv_failure(
+    coordinates: Coordinates, index: str, output: str, held: dict[str, list[Version]] | None = None
+) -> ResolutionError:
+    """uv's error text → the ResolutionError kind an operator can act on; `held`: what the wheel
+    directory holds (`wheels_held`), to say which versions or names it has. Pure.
 
     Only a failure about the slice's own distribution is not_found / version_not_found; a missing or
     conflicting dependency, a broken wheel or anything else is install_failed with uv's explanation."""
@@ -96,10 +132,15 @@ def classify_uv_failure(coordinates: Coordinates, index: str, output: str) -> Re
         first_reason,
     ) or re.match(rf"there is no version of {name}\b", first_reason):
         return ResolutionError(
-            "version_not_found", f"{coordinates}: version {version} of {dist} is not in the index {index}"
+            "version_not_found",
+            f"{coordinates}: version {version} of {dist} is not in the index {index}"
+            + _what_it_holds(dist, held),
         )
     if re.match(rf"{name} was not found", first_reason):
-        return ResolutionError("not_found", f"{coordinates}: no distribution {dist} in the index {index}")
+        return ResolutionError(
+            "not_found",
+            f"{coordinates}: no distribution {dist} in the index {index}" + _what_it_holds(dist, held),
+        )
     hint = ""
     missing = _MISSING_DEPENDENCY.match(first_reason)
     versions = _DEPENDENCY_VERSIONS.match(first_reason)
@@ -301,7 +342,7 @@ class SliceInstaller:
             output = (result.stderr or b"").decode(errors="replace") + (result.stdout or b"").decode(
                 errors="replace"
             )
-            raise classify_uv_failure(coordinates, self.index, output)
+            raise classify_uv_failure(coordinates, self.index, output, wheels_held(self.index))
 
     def _ensure_runtime(self) -> Path:
         """A directory holding this node's `aether_slice` and `pluggy`, shared by every slice venv."""
