@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from template_support import TemplateProcess
 
 from aether_slice import EntryPoint, SliceCallError, protocol
+from aether_slice import host as host_module
 from aether_slice.host import Host
 from aether_slice.protocol import HEADER, MAX_FRAME, FrameDecoder, Kind, ProtocolError
 from aether_slice.testing import SliceHostError
@@ -437,3 +438,43 @@ def test_an_idle_template_waits_without_a_timer_and_still_reports_a_killed_insta
     event = runner.from_template()
     assert protocol.kind_of(event) is Kind.EXIT and event["pid"] == runner.pid
     assert event["code"] == -signal.SIGKILL
+
+
+def test_an_entry_points_exception_is_logged_with_its_traceback_now_and_then(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its caller gets the message alone ("KeyError: 'key'"): the file and line were nowhere on a cluster.
+    Logged (the instance's log is its stderr) once per entry point and exception type every
+    RAISED_LOG_EVERY seconds, with how many were not."""
+    now = [0.0]
+
+    def lookup(payload: Any) -> Any:
+        return {}[payload]
+
+    async def later(payload: Any) -> Any:
+        await asyncio.sleep(0)
+        raise ValueError(payload)
+
+    async def exchange() -> None:
+        host = Host(lambda frame: None)
+        host.entries = {
+            "lookup": EntryPoint(name="lookup", function=lookup),
+            "later": EntryPoint(name="later", function=later),
+        }
+        for number, (entry, at) in enumerate(
+            [("lookup", 0.0), ("lookup", 1.0), ("later", 1.0), ("lookup", 11.0)]
+        ):
+            now[0] = at
+            assert host.take(protocol.encode(protocol.request(number, Kind.INVOKE, entry=entry, payload="k")))
+            await asyncio.gather(*host.tasks)
+
+    raised_log = host_module.RaisedLog(clock=lambda: now[0])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(host_module, "_raised_log", raised_log)
+        asyncio.run(exchange())
+    logged = capsys.readouterr().err
+    assert logged.count("aether_slice.host: entry point 'lookup' raised:\n") == 1
+    assert "aether_slice.host: entry point 'lookup' raised (1 more since the last one logged):\n" in logged
+    assert "aether_slice.host: entry point 'later' raised:\n" in logged
+    assert "in lookup\n    return {}[payload]\n" in logged and "KeyError: 'k'" in logged  # file, line, error
+    assert "raise ValueError(payload)" in logged

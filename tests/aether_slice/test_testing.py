@@ -217,11 +217,12 @@ def test_a_failed_import_or_start_hook_leaves_its_traceback_in_the_instance_log(
     assert "aether_slice.host: aether_start failed:\nTraceback (most recent call last):" in faulty.log
     assert "in _start" in faulty.log
     assert faulty.log.rstrip().endswith("RuntimeError: faulty: start failed on purpose")
-    # an entry point's error is its caller's: not logged
+    # an entry point's error is its caller's, and logged with its traceback (now and then: `RaisedLog`)
     working = host("org.aether:faulty", config={"mode": "raise"})
     with pytest.raises(SliceHostError):
         working.invoke("work")
-    assert "Traceback" not in working.log
+    assert "aether_slice.host: entry point 'work' raised:\nTraceback (most recent call last):" in working.log
+    assert "org_aether_faulty/__init__.py" in working.log
 
 
 def test_a_call_that_hangs_times_out_and_a_killed_instance_is_reported(host: SliceHost) -> None:

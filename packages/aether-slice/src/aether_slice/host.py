@@ -49,6 +49,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
@@ -292,6 +293,7 @@ class Host(asyncio.Protocol):
         except BaseException as error:
             if not _answerable(error):
                 raise
+            _raised_log.log(f"entry point {entry.name!r}", error)
             replies.append(_error_frame(request_id, error, by_slice=True))
             if serving is not None:
                 serving.answered = True
@@ -335,6 +337,8 @@ class Host(asyncio.Protocol):
                 raise
             if what in _HOOKS:
                 _log_failure(what, error)
+            else:
+                _raised_log.log(what, error)
             frame = _error_frame(request_id, error, by_slice=True)
         if serving is not None:
             serving.answered = True
@@ -827,7 +831,7 @@ _HOOKS = ("aether_start", "aether_stop")
 def _log_failure(step: str, error: BaseException) -> None:
     """A failed load, start or stop hook, with the slice's traceback, on stderr: the instance's log (a
     node's record of the failure holds its message alone; `aether slice logs` shows this). Call it in
-    the `except` block. An entry point's error is not logged: it is its caller's, and may be frequent."""
+    the `except` block. An entry point's error is its caller's, and may be frequent: `RaisedLog`."""
     if isinstance(error, HostError):
         if error.kind == protocol.HostErrorKind.PROTOCOL:
             return  # (the node's own mistake, not the slice's)
@@ -835,6 +839,37 @@ def _log_failure(step: str, error: BaseException) -> None:
     else:
         text = _short_traceback()
     print(f"aether_slice.host: {step} failed:\n{text.rstrip()}", file=sys.stderr, flush=True)
+
+
+RAISED_LOG_EVERY = 10.0  # seconds: an entry point's exception of one type is logged at most this often
+
+
+class RaisedLog:
+    """An entry point's exception on stderr (the instance's log), with its traceback: its caller gets
+    the message alone, and the file and line were nowhere on a cluster. One of each (entry point,
+    exception type) per RAISED_LOG_EVERY seconds, saying how many were not logged since: a slice may
+    raise on every call."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.logged_at: dict[tuple[str, str], float] = {}
+        self.unlogged: dict[tuple[str, str], int] = {}
+
+    def log(self, what: str, error: BaseException) -> None:
+        """Call it in the `except` block (the traceback is the one being handled)."""
+        key, now = (what, type(error).__qualname__), self.clock()
+        last = self.logged_at.get(key)
+        if last is not None and now - last < RAISED_LOG_EVERY:
+            self.unlogged[key] = self.unlogged.get(key, 0) + 1
+            return
+        self.logged_at[key] = now
+        skipped = self.unlogged.pop(key, 0)
+        since = f" ({skipped} more since the last one logged)" if skipped else ""
+        text = _short_traceback().rstrip()
+        print(f"aether_slice.host: {what} raised{since}:\n{text}", file=sys.stderr, flush=True)
+
+
+_raised_log = RaisedLog()
 
 
 def _short_traceback(limit: int = 12) -> str:
