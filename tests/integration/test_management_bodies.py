@@ -168,7 +168,7 @@ def test_a_body_json_cannot_carry_is_a_bad_request(
         (
             "GET",
             "/api/v1/events?limt=5&kind=node_lost",
-            "limt: unknown query parameter (did you mean 'limit'? expected: kind, limit, node, slice)",
+            "limt: unknown query parameter (did you mean 'limit'? expected: kind, limit, node, since, slice)",
         ),
         ("GET", "/api/v1/cluster?verbose=1", "verbose: unknown query parameter (none is taken here)"),
         (
