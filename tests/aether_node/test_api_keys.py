@@ -1,5 +1,7 @@
-"""The pure parts of API keys: names, roles, digests, and who a request is (configured keys; named keys
-from a KV cache are covered end to end by tests/integration/test_management_keys.py)."""
+"""The pure parts of API keys: names, roles, digests, who a request is (configured keys; named keys
+from a KV cache are covered end to end by tests/integration/test_management_keys.py), and configured
+keys read, a bad entry named by where it came from, its line and its item (the file's line 1 was said as
+"API key entry 2", the variable's text counted in front of it, and the file not named)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from aether_node.api._api_keys import (
     check_name,
     check_role,
     digest,
+    parse_api_keys,
 )
 from aether_node.core._errors import RequestError
 from support import wait_until
@@ -124,3 +127,33 @@ async def test_a_late_revoke_does_not_revoke_the_key_made_again_after_it() -> No
     assert refused.value.kind == "conflict"
     assert refused.value.message.startswith("key 'ci' was made again at revision "), refused.value.message
     assert [(k.name, k.role) for k in await keys.list()] == [("ci", "viewer")]
+
+
+GOOD = "operator:0123456789abcdef"
+
+
+def test_keys_are_read_from_lines_and_commas_comments_skipped() -> None:
+    text = f"# keys\n{GOOD}, viewer:fedcba9876543210\n\nadmin:aaaaaaaaaaaaaaaa\n"
+    assert parse_api_keys(text, "keys.txt") == {
+        "0123456789abcdef": "operator",
+        "fedcba9876543210": "viewer",
+        "aaaaaaaaaaaaaaaa": "admin",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "place"),
+    [
+        ("superuser:abcdefabcdefabcdef", "api_keys_file /etc/aether/keys"),
+        ("admin:\n", "api_keys_file /etc/aether/keys"),
+        (f"{GOOD}\nadmin abcdefabcdefabcdef\n", "api_keys_file /etc/aether/keys, line 2"),
+        (f"# keys\n{GOOD}, viewer:short\n", "api_keys_file /etc/aether/keys, line 2, item 2"),
+    ],
+)
+def test_a_bad_entry_is_named_by_its_file_line_and_item(text: str, place: str) -> None:
+    with pytest.raises(ValueError) as refused:
+        parse_api_keys(text, "api_keys_file /etc/aether/keys")
+    assert str(refused.value) == (
+        f"{place}: expected role:key with role one of viewer, operator, admin and a key of at least 16"
+        " characters"
+    )

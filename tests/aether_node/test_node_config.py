@@ -85,16 +85,18 @@ def test_the_deployment_guides_example_config_loads() -> None:
         ),
         (
             {"ingress": "127.0.0.1:99999"},
-            "ingress '127.0.0.1:99999': expected host:port with a port from 0 to 65535",
+            "ingress '127.0.0.1:99999': expected host:port with a port from 1 to 65535",
         ),
-        ({"peer": "garbage"}, "peer 'garbage': expected host:port with a port from 0 to 65535"),
+        ({"peer": "garbage"}, "peer 'garbage': expected host:port with a port from 1 to 65535"),
+        # (any free port: the node was told ":0" and advertised it, and nothing could reach it)
+        ({"peer": "10.0.0.4:0"}, "peer '10.0.0.4:0': expected host:port with a port from 1 to 65535"),
         (
             {"management": "127.0.0.1:-1"},
-            "management '127.0.0.1:-1': expected host:port with a port from 0 to 65535",
+            "management '127.0.0.1:-1': expected host:port with a port from 1 to 65535",
         ),
         (
             {"kv": {"endpoints": ["127.0.0.1:3", "a host:4"]}},
-            "kv.endpoints 'a host:4': expected host:port with a port from 0 to 65535",
+            "kv.endpoints 'a host:4': expected host:port with a port from 1 to 65535",
         ),
         ({"lease_ttl": -1.0}, "lease_ttl must be a number of seconds in (0, 86400], got -1"),
         ({"lease_ttl": float("nan")}, "lease_ttl must be a number of seconds in (0, 86400], got nan"),
@@ -124,6 +126,7 @@ def test_the_deployment_guides_example_config_loads() -> None:
         "node-id-slash",
         "port-too-big",
         "no-port",
+        "port-zero",
         "negative-port",
         "endpoint-space",
         "negative-ttl",

@@ -331,13 +331,13 @@ def test_dev_mode_without_keys_is_open(tmp_path: Path, sample_index: Path) -> No
         ),
         (
             "viewer:short",
-            "aether-node: error: API key entry 1: expected role:key with role one of viewer, operator, admin"
+            "aether-node: error: AETHER_API_KEYS: expected role:key with role one of viewer, operator, admin"
             " and a key of at least 16 characters\n",
         ),
         (
             f"viewer:{KEYS['viewer']},root:{KEYS['admin']}",
-            "aether-node: error: API key entry 2: expected role:key with role one of viewer, operator, admin"
-            " and a key of at least 16 characters\n",
+            "aether-node: error: AETHER_API_KEYS, item 2: expected role:key with role one of viewer,"
+            " operator, admin and a key of at least 16 characters\n",
         ),
     ],
     ids=["no-keys", "short-key", "unknown-role"],

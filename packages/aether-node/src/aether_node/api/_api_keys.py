@@ -65,19 +65,26 @@ def digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def parse_api_keys(text: str) -> dict[str, str]:
-    """`role:key` items separated by commas or newlines (a file or an environment variable) → key → role."""
+def parse_api_keys(text: str, where: str = "API keys") -> dict[str, str]:
+    """`role:key` items separated by commas or newlines (a file or an environment variable, `where`) →
+    key → role. A bad item is a ValueError naming `where`, its line (of several) and item (of several
+    on its line)."""
     keys = {}
-    for number, item in enumerate(part.strip() for part in text.replace("\n", ",").split(",")):
-        if not item or item.startswith("#"):
-            continue
-        role, sep, key = item.partition(":")
-        if not sep or role not in ROLES or len(key) < 16:
-            raise ValueError(
-                f"API key entry {number + 1}: expected role:key with role one of {', '.join(ROLES)}"
-                " and a key of at least 16 characters"
-            )
-        keys[key] = role
+    lines = text.splitlines()
+    for line_number, line in enumerate(lines, 1):
+        items = [part.strip() for part in line.split(",")]
+        for item_number, item in enumerate(items, 1):
+            if not item or item.startswith("#"):
+                continue
+            role, sep, key = item.partition(":")
+            if not sep or role not in ROLES or len(key) < 16:
+                place = [f"line {line_number}"] if len(lines) > 1 else []
+                place += [f"item {item_number}"] if len(items) > 1 else []
+                raise ValueError(
+                    f"{where}{''.join(f', {p}' for p in place)}: expected role:key with role one of"
+                    f" {', '.join(ROLES)} and a key of at least 16 characters"
+                )
+            keys[key] = role
     return keys
 
 

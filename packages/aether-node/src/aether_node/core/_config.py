@@ -168,10 +168,11 @@ def _check_values(config: NodeConfig, where: str) -> None:
         host, colon, port = address.rpartition(":")
         if (
             not colon
-            or not (port.isascii() and port.isdigit() and int(port) <= 65535)
+            or not (port.isascii() and port.isdigit() and 0 < int(port) <= 65535)
             or any(character.isspace() for character in host)
         ):
-            raise ConfigError(f"{where}: {key} {address!r}: expected host:port with a port from 0 to 65535")
+            # (port 0, "any free port", is no address: the others would be told ":0" and reach nothing)
+            raise ConfigError(f"{where}: {key} {address!r}: expected host:port with a port from 1 to 65535")
     if not (math.isfinite(config.lease_ttl) and 0 < config.lease_ttl <= MAX_LEASE_TTL):
         raise ConfigError(
             f"{where}: lease_ttl must be a number of seconds in (0, {MAX_LEASE_TTL:g}],"

@@ -95,16 +95,18 @@ class NodeInfo:
 
 def load_api_keys(config: NodeConfig) -> dict[str, str]:
     """API keys from the configured file and AETHER_API_KEYS (read here, at start-up, never at import)."""
-    text = os.environ.get("AETHER_API_KEYS", "")
+    sources = [("AETHER_API_KEYS", os.environ.get("AETHER_API_KEYS", ""))]
     if config.api_keys_file is not None:
         try:
-            text += "\n" + config.api_keys_file.read_text()
+            sources.append((f"api_keys_file {config.api_keys_file}", config.api_keys_file.read_text()))
         except OSError as error:
             raise ConfigError(
                 f"api_keys_file {config.api_keys_file}: cannot read it ({error.strerror})"
             ) from None
+    keys: dict[str, str] = {}
     try:
-        keys = parse_api_keys(text)
+        for where, text in sources:
+            keys.update(parse_api_keys(text, where))
     except ValueError as error:
         raise ConfigError(str(error)) from None
     if not keys and not config.dev_mode and config.management:
