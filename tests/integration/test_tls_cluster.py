@@ -8,6 +8,7 @@ under a steady stream of calls fails none.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -377,6 +378,23 @@ def test_a_secret_file_that_cannot_be_written_does_not_spend_the_token(
     assert run.returncode == 2, run.stderr
     assert f"kv.secret_file {blocker / 'secret'}: cannot write it" in run.stderr, run.stderr
     assert "the token is still good" in run.stderr and "Traceback" not in run.stderr, run.stderr
+    # a configuration the start would refuse (its ingress port taken; no API keys) spends no token either:
+    # it was redeemed first, the secret written, and the start then failed
+    secret = tmp_path / "writable" / "secret"
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        keys = {"AETHER_API_KEYS": f"admin:{ADMIN}"}
+        for keys_env, said in ((keys, "cannot listen there"), ({}, "no API keys")):
+            env = {k: v for k, v in os.environ.items() if k != "AETHER_API_KEYS"} | keys_env
+            run = subprocess.run(
+                [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "x"), "--index", "i",
+                 "--ingress", f"127.0.0.1:{port}", "--peer", "127.0.0.1:2", "--management", "127.0.0.1:3",
+                 "--kv-endpoint", local.kv_endpoints[0], "--secret-file", str(secret),
+                 "--join", local.nodes[0].management, "--token", token, "--join-only"],
+                capture_output=True, text=True, timeout=60, check=False, env=env,
+            )  # fmt: skip
+            assert run.returncode == 2 and said in run.stderr, run.stderr
+            assert not secret.exists() and "joined through" not in run.stdout, run
     answer = httpx.post(
         f"https://{local.nodes[0].management}/api/v1/join",
         json={"token": token},

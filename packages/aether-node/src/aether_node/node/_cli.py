@@ -20,8 +20,9 @@ from aether_kv import KVError, UnavailableError, raise_open_files_limit
 
 from ..core._config import ConfigError, NodeConfig, load_config
 from ..core._errors import exception_leaves
+from ..routing._listen import check_free
 from ._join import join_cluster
-from ._node import ingress_context, load_api_keys, serve_node
+from ._node import ingress_context, listening_ports, load_api_keys, serve_node
 
 app = App(name="aether-node", help="An Aether node: KV replica, slice runtime, ingress.")
 
@@ -153,14 +154,17 @@ def run(
             raise ConfigError("--join and --token go together (a join token is used at one node's address)")
         if join_only and join is None:
             raise ConfigError("--join-only goes with --join HOST:PORT and --token (AETHER_JOIN_TOKEN)")
+        # Everything but the secret is checked before a join token is spent on this configuration
+        load_api_keys(node_config)
+        ingress_context(node_config)
+        if join is not None:
+            check_free(listening_ports(node_config))  # (also checked at start: a node runs elsewhere)
         joined = (
             join is not None and token is not None and join_cluster(join, token, node_config.kv.secret_file)
         )
         if joined:
             print(f"aether-node: joined through {join}: secret in {node_config.kv.secret_file}", flush=True)
         node_config.secret  # noqa: B018 (read it now: a bad secret file is a configuration error)
-        load_api_keys(node_config)
-        ingress_context(node_config)
         if join_only:
             _joined_only(node_config, joined)
     except ConfigError as error:
