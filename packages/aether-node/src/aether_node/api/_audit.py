@@ -3,8 +3,11 @@
 is one `audit` event in the KV's history (`observe/_events.py` reads it back), so the log costs one key
 per node and reads like every other event.
 
-Never fails the request it records: the change has been made (or refused) already. A record that cannot
-be written within 2 s is logged and dropped.
+Never fails the request it records: the change has been made (or refused) already. A write the store did
+not take for now (no leader yet, a leader change: its outcome unknown) is sent again until
+`WRITE_WITHIN` (a leader change takes less; an outcome unknown sent again is a record twice at worst,
+where one lost was a change nobody could account for: stopping the leader's node lost its own record);
+a record still not written then is logged and dropped.
 
 Refused requests (an answer of 400 or more) are paced per identity (`RefusalPacing`): 10 at once, then
 one a second; the others are counted, and the next record of that identity says how many went
@@ -21,14 +24,15 @@ from typing import Any
 
 import trio
 
-from aether_kv import KV, KVError
+from aether_kv import KV, ConnectionLostError, KVError, OutcomeUnknownError, UnavailableError
 
 from ..core._records import AuditRecord, encode_record
 from ..core._schema import audit_key
 from ..core._text import visible
 
 log = logging.getLogger("aether_node.api")
-WRITE_WITHIN = 2.0
+WRITE_WITHIN = 5.0
+WRITE_AGAIN_AFTER = 0.25
 MAX_TEXT = 200  # a path or target longer than this is cut (a client chose it)
 
 
@@ -92,12 +96,16 @@ class AuditLog:
             node_id=self.node_id,
             unrecorded=unrecorded,
         )
-        with trio.move_on_after(WRITE_WITHIN) as scope:
-            try:
-                await self.kv.put(audit_key(self.node_id), encode_record(record))
-                return
-            except KVError as error:
-                log.warning("audit record lost (%s %s by %s): %s", method, path, who, error.message)
-                return
-        if scope.cancelled_caught:
-            log.warning("audit record lost (%s %s by %s): no answer from the store", method, path, who)
+        last = "no answer from the store"
+        with trio.move_on_after(WRITE_WITHIN):
+            while True:
+                try:
+                    await self.kv.put(audit_key(self.node_id), encode_record(record))
+                    return
+                except (UnavailableError, OutcomeUnknownError, ConnectionLostError) as error:
+                    last = error.message  # (for now: a leader change is over within WRITE_WITHIN)
+                except KVError as error:
+                    last = error.message
+                    break
+                await trio.sleep(WRITE_AGAIN_AFTER)
+        log.warning("audit record lost (%s %s by %s): %s", method, path, who, last)
