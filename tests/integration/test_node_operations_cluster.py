@@ -273,6 +273,44 @@ def test_node_restart_brings_the_same_node_back_as_the_same_process(
     expect(cluster.aether("blueprint", "delete", "web"))
 
 
+@pytest.mark.long
+def test_a_restart_the_node_would_not_come_back_from_is_refused_and_it_runs_on(
+    cluster: CliCluster, api: ApiClient
+) -> None:
+    """The configuration was edited since the node started, and broken (here: its secret file): a
+    restart stopped the node, which then failed to start on every try. Now the node reads it again
+    first, refuses, runs on, drops the request and says why among its problems."""
+    before = node(api, "node-3").started_at
+    secret_file = cluster.local.secret_file
+    kept = secret_file.read_text()
+    secret_file.write_text("short\n")
+    try:
+        expect(cluster.aether("node", "restart", "node-3"))
+
+        def refusal() -> str | None:
+            said = [p for p in node(api, "node-3").problems if p.startswith("a restart was refused")]
+            return said[0] if said else None
+
+        said = wait_until(refusal, timeout=30, what="node-3 saying that it refused the restart")
+    finally:
+        secret_file.write_text(kept)
+    assert said == (
+        "a restart was refused: the node would not start again: kv.secret_file"
+        f" {secret_file}: the secret must be at least 16 characters"
+    )
+    assert cluster.local.processes["node-3"].poll() is None
+    assert node(api, "node-3").started_at == before  # the same run: nothing stopped
+
+    async def stop_request() -> object:
+        async with kv_of(cluster.local) as kv:
+            return await kv.get("cluster/node-stop/node-3")
+
+    wait_until(lambda: trio.run(stop_request) is None, timeout=30, what="the restart request dropped")
+    wait_until(lambda: node(api, "node-3").state == "ON_DUTY", timeout=30, what="node-3 on duty")
+    # the configuration mended: the problem goes (it is looked at again every few seconds)
+    wait_until(lambda: refusal() is None, timeout=30, what="the refusal gone from node-3's problems")
+
+
 def cluster_status_reasons(api: ApiClient) -> list[str]:
     return list(api.cluster_status().reasons)
 

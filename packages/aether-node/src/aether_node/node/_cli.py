@@ -171,6 +171,17 @@ def run(
         print(f"aether-node: error: {error.message}", file=sys.stderr)
         sys.exit(2)
 
+    def startable() -> str | None:
+        """Why a restart (this command line again, the configuration read again) would be refused now."""
+        try:
+            again = load_config(config, overrides)
+            again.secret  # noqa: B018
+            load_api_keys(again)
+            ingress_context(again)
+        except ConfigError as error:
+            return error.message
+        return None
+
     async def main() -> None:
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
@@ -185,7 +196,9 @@ def run(
                         shutdown.set()
 
             async def run_node(task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-                restart[0] = await serve_node(node_config, shutdown=shutdown, task_status=task_status)
+                restart[0] = await serve_node(
+                    node_config, shutdown=shutdown, startable=startable, task_status=task_status
+                )
                 nursery.cancel_scope.cancel()  # graceful shutdown done
 
             nursery.start_soon(watch_signals)

@@ -411,6 +411,9 @@ async def _forget_stop_request(kv: KVClient, node_id: str, started_at: float) ->
         log.warning("could not delete the stop request: %s", error.message)
 
 
+RESTART_RECHECK = 5.0  # seconds: a refused restart's problem is looked at again this often
+
+
 def listening_ports(config: NodeConfig) -> dict[str, str | None]:
     """What the node (and its KV replica) will listen on, by the name of its setting."""
     ports = {"ingress": config.ingress, "peer": config.peer, "management": config.management}
@@ -423,11 +426,13 @@ async def serve_node(
     config: NodeConfig,
     *,
     shutdown: trio.Event | None = None,
+    startable: Callable[[], str | None] | None = None,
     task_status: trio.TaskStatus[NodeInfo] = trio.TASK_STATUS_IGNORED,
 ) -> bool:
     """Run the node until `shutdown` is set or a stop is asked through the API (then stop gracefully and
     return) or until cancelled (then end every slice process and stop at once). Returns whether the stop
-    was `aether node restart`: the caller then starts the node again, with the same configuration."""
+    was `aether node restart`: the caller then starts the node again, with the same configuration
+    (`startable()`: why it would not start again now, None if it would: a restart is refused then)."""
     secret = config.secret
     api_keys = load_api_keys(config)
     restart = False
@@ -643,7 +648,21 @@ async def serve_node(
                         )
                     )
                     stop_asked = StopAsked()  # `aether node stop|restart`: the graceful stop of SIGTERM
-                    follow = follow_stop_requests
+
+                    async def restart_refused(why: str) -> None:
+                        line = f"a restart was refused: the node would not start again: {why}"
+                        store.problems.set("restart", line)
+                        await _forget_stop_request(kv, config.node_id, record.started_at)
+                        nursery.start_soon(clear_when_startable)
+
+                    async def clear_when_startable() -> None:  # (the problem lasts while it is one)
+                        while startable is not None and startable() is not None:
+                            await trio.sleep(RESTART_RECHECK)
+                        store.problems.set("restart", None)
+
+                    follow = functools.partial(
+                        follow_stop_requests, startable=startable, refused=restart_refused
+                    )
                     await start("stop requests", follow, kv, config.node_id, record.started_at, stop_asked)
                     await _first_of(stop_asked.event, shutdown)
                     restart = stop_asked.restart and stop_asked.event.is_set()

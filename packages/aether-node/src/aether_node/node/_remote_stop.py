@@ -1,13 +1,15 @@
 """A graceful stop asked through the management API (`aether node stop` or `restart`): follows this
 node's `cluster/node-stop/{node-id}` key and sets an event when a request for this run (its
 `started_at`) is there, saying whether a restart was asked; `serve_node` then runs its graceful stop, as
-on SIGTERM, and (a restart) tells its caller to start the node again. Only reads; a record that does not
-decode, or is for another run, is ignored.
+on SIGTERM, and (a restart) tells its caller to start the node again. A restart the node could not come
+back from (its configuration, read again, is refused) is not done: the node runs on and says why. Only
+reads; a record that does not decode, or is for another run, is ignored.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import attrs
 import trio
@@ -35,12 +37,15 @@ async def follow_stop_requests(
     started_at: float,
     requested: StopAsked,
     *,
+    startable: Callable[[], str | None] | None = None,
+    refused: Callable[[str], Awaitable[None]] | None = None,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Set `requested` (and whether it is a restart) once a stop request for this run is stored; runs
-    until cancelled (then it ends its
-    watch). Ready at once: a KV error while following is the supervisor's to retry, never a start-up
-    failure of the node."""
+    until cancelled (then it ends its watch). A restart is refused if `startable()` says why the node
+    would not start again (its configuration edited since, and broken): the node goes on running, and
+    `refused(why)` is awaited (it drops the request and says so). Ready at once: a KV error while
+    following is the supervisor's to retry, never a start-up failure of the node."""
     key = node_stop_key(node_id)
     cache = KVCache(kv, [key])
     task_status.started()
@@ -55,7 +60,17 @@ async def follow_stop_requests(
                 except RecordError as error:
                     log.error("%s", error.message)
                 else:
-                    if request.started_at == started_at:
+                    problem = startable() if request.restart and startable is not None else None
+                    if request.started_at == started_at and problem is not None:
+                        log.error(
+                            "node %s: a restart was asked, but the node would not start again: %s;"
+                            " it goes on running",
+                            node_id,
+                            problem,
+                        )
+                        if refused is not None:
+                            await refused(problem)
+                    elif request.started_at == started_at:
                         what = "restart" if request.restart else "graceful stop"
                         log.info("node %s: a %s was asked through the API", node_id, what)
                         requested.restart = request.restart
