@@ -13,6 +13,7 @@ from cryptography import x509
 
 from aether_node.core._config import ConfigError, load_config
 from aether_node.node._certificates import NodeCertificates, certificate_hosts, renew_at
+from aether_node.node._node import kv_unreachable_hint
 from support import operator_certificate
 
 BASE = datetime.datetime(2026, 6, 1, tzinfo=datetime.UTC)
@@ -120,3 +121,30 @@ def test_an_ingress_certificate_that_does_not_load_is_a_configuration_error(
     with pytest.raises(ConfigError, match=message):
         ingress_context(config)
     assert ingress_context(load_config(config_file(tmp_path), {})) is None
+
+
+@pytest.mark.parametrize(
+    ("last", "hint"),
+    [
+        (
+            "cannot reach any aether-kv endpoint: 10.77.0.1:7300: TLS connection failed: [SSL:"
+            " CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate in certificate"
+            " chain (_ssl.c:1006)",
+            "the TLS handshake with the replicas failed: a certificate of another CA",
+        ),
+        (
+            "10.77.0.1:7300: TLS connection failed: [SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca",
+            "the TLS handshake with the replicas failed",
+        ),
+        (
+            "10.77.0.1:7300: TLS connection failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate verify"
+            " failed: certificate is not yet valid",
+            "a certificate is not valid at this host's time: are the hosts' clocks right?",
+        ),
+        ("no quorum: KV replica 10.77.0.3:7200 has heard from 1 of the 3 replicas", "start the others"),
+    ],
+)
+def test_a_node_that_cannot_reach_the_kv_says_the_likely_cause(last: str, hint: str) -> None:
+    """A host with another cluster's secret, or a clock an hour ahead, was told to check its addresses
+    and firewall."""
+    assert hint in kv_unreachable_hint(last)

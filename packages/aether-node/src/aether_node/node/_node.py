@@ -161,20 +161,44 @@ async def wait_for_kv(kv: KVClient, endpoints: list[str], *, timeout: float = 60
     """Until the cluster has a leader and this node's client can commit a barrier. Raises UnavailableError
     after `timeout` s, naming `endpoints` and the last error (the node then ends with status 1, and its
     service manager starts it again: a replica host started long before the others)."""
-    last = "no answer"
+    last, said_at = "no answer", -math.inf
     with trio.move_on_after(timeout):
         while True:
             try:
                 await kv.barrier()
                 return
             except KVError as error:
+                if error.message != last or trio.current_time() - said_at >= WAITING_SAID_EVERY:
+                    log.info("waiting for the KV cluster: %s", error.message)
+                    said_at = trio.current_time()
                 last = error.message
-                log.info("waiting for the KV cluster: %s", error.message)
                 await trio.sleep(0.2)
     raise UnavailableError(
-        f"the KV store ({', '.join(endpoints)}) had no leader within {timeout:g} s (last: {last}): a majority"
-        " of the replicas must be up and reach each other (kv.raft, kv.peers); start the others, check"
-        " the addresses and the firewall"
+        f"the KV store ({', '.join(endpoints)}) had no leader within {timeout:g} s (last: {last}): "
+        + kv_unreachable_hint(last)
+    )
+
+
+WAITING_SAID_EVERY = 5.0  # seconds: the same reason to wait for the KV cluster is logged this often
+
+
+def kv_unreachable_hint(last: str) -> str:
+    """What most likely keeps a starting node from the KV cluster, from the last error. Pure."""
+    text = last.lower()
+    if "not yet valid" in text or "has expired" in text or "certificate expired" in text:
+        return (
+            "a certificate is not valid at this host's time: are the hosts' clocks right? (a cluster"
+            " certificate is valid from 5 minutes before it was made)"
+        )
+    if "certificate verify failed" in text or "unknown ca" in text or "bad certificate" in text:
+        return (
+            "the TLS handshake with the replicas failed: a certificate of another CA (is kv.secret_file"
+            " the cluster's secret? each node makes the cluster CA from it), or a clock far off (are the"
+            " hosts' clocks right?)"
+        )
+    return (
+        "a majority of the replicas must be up and reach each other (kv.raft, kv.peers); start the"
+        " others, check the addresses and the firewall"
     )
 
 
