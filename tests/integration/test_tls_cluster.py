@@ -162,6 +162,11 @@ def test_a_cli_trusting_another_ca_says_which_node_and_what_to_do(
             f"https://{node.management}: its certificate is not from the CA this client trusts" in run.stderr
         )
     assert "CERTIFICATE_VERIFY_FAILED" in run.stderr and "ca.pem from any node's data_dir/tls/" in run.stderr
+    # no scheme (taken as http://) to a node that speaks HTTPS: reset without an answer, and said so
+    first = secured.local.nodes[0].management
+    run = run_aether("cluster", "status", "--cluster", first, "--api-key", ADMIN, cwd=secured.cwd)
+    assert run.returncode != 0 and "if the node speaks HTTPS (TLS on" in run.stderr, str(run)
+    assert f"give https://{first}" in run.stderr, str(run)
 
 
 def test_context_add_checks_the_ca_file_and_the_cluster_before_saving(

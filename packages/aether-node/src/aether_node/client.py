@@ -620,6 +620,7 @@ class ApiClient:
                     f"{url} did not answer within {timeout:g} s"
                     if _timed_out(error)
                     else f"{url} dropped the connection after the request was sent ({_reason(error)})"
+                    + _https_hint(url, error)
                 )
                 if why_not is not None:
                     raise NoAnswerError(
@@ -1032,6 +1033,15 @@ def autoscale_settings(**given: float | int | None) -> dict[str, float | int | N
             "nothing to set: give --min, --max, --cpu, --p99-ms, --calls-per-second or --in-flight"
         )
     return {name: given.get(name) for name in AUTOSCALE_SETTINGS}
+
+
+def _https_hint(url: str, error: BaseException) -> str:
+    """A plain-HTTP request to a node whose management API speaks HTTPS is reset without an answer: say
+    so (a URL given without a scheme is taken as http://). Pure."""
+    reason = getattr(error, "reason", None) or error
+    if url.startswith("http://") and isinstance(reason, ConnectionResetError):
+        return f": if the node speaks HTTPS (TLS on, the default off --dev-mode), give https://{url[7:]}"
+    return ""
 
 
 def _event_params(
