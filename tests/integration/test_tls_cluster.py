@@ -128,9 +128,17 @@ def test_join_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
     base = [*node_script(), "run", "--node-id", "x", "--data-dir", str(tmp_path / "data"), "--index", "i"]
     base += ["--ingress", "127.0.0.1:1", "--peer", "127.0.0.1:2", "--kv-endpoint", "127.0.0.1:3"]
     cases = {
-        "--join and --token go together": [*secret, "--join", "127.0.0.1:4"],
+        "--join and --token (or AETHER_JOIN_TOKEN) go together": [*secret, "--join", "127.0.0.1:4"],
         "--token: not a join token": [*new, "--join", "127.0.0.1:4", "--token", "x"],
         "--join-only goes with --join": [*secret, "--join-only"],
+        "--join https://127.0.0.1:4: expected HOST:PORT": [
+            *new,
+            "--join",
+            "https://127.0.0.1:4",
+            "--token",
+            "x",
+        ],
+        "--join 127.0.0.1: expected HOST:PORT": [*new, "--join", "127.0.0.1", "--token", "x"],
     }
     for message, extra in cases.items():
         run = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60, check=False)

@@ -24,6 +24,24 @@ from ..routing._listen import check_free
 from ._join import join_cluster
 from ._node import ingress_context, listening_ports, load_api_keys, serve_node
 
+
+def _check_join_address(join: str) -> None:
+    """`--join` is a node's management address, HOST:PORT (a URL, or no port, failed later with a name
+    lookup's or a refused connection's words)."""
+    host, colon, port = join.rpartition(":")
+    if (
+        "://" in join
+        or "/" in join
+        or not colon
+        or not host
+        or not (port.isdigit() and 0 < int(port) < 65536)
+    ):
+        raise ConfigError(
+            f"--join {join}: expected HOST:PORT, a node's management address (as 10.0.0.11:9090; no"
+            " scheme, no path)"
+        )
+
+
 app = App(name="aether-node", help="An Aether node: KV replica, slice runtime, ingress.")
 
 
@@ -151,9 +169,14 @@ def run(
     try:
         node_config = load_config(config, overrides)
         if (join is None) != (token is None):
-            raise ConfigError("--join and --token go together (a join token is used at one node's address)")
+            raise ConfigError(
+                "--join and --token (or AETHER_JOIN_TOKEN) go together (a join token is used at one node's"
+                " address)"
+            )
         if join_only and join is None:
             raise ConfigError("--join-only goes with --join HOST:PORT and --token (AETHER_JOIN_TOKEN)")
+        if join is not None:
+            _check_join_address(join)
         # Everything but the secret is checked before a join token is spent on this configuration
         load_api_keys(node_config)
         ingress_context(node_config)
