@@ -436,7 +436,8 @@ def management_app(
             )
         return limit
 
-    def _since(request: Request) -> int | None:
+    def _events_since(request: Request) -> int | None:
+        """?since=REVISION of the event routes (not the revision header of a change: `_since`)."""
         since = request.query_params.get("since")
         if since is None:
             return None
@@ -458,7 +459,7 @@ def management_app(
     @route("/api/v1/events", "viewer", query=("since", "limit", *EVENT_SELECTION))
     async def events(request: Request) -> Any:
         """The last `limit` events, or with `?since=REVISION` the first `limit` after it."""
-        since = _since(request)
+        since = _events_since(request)
         if since is not None:
             return await handlers.events_after(since, _limit(request), _selection(request))
         found, _ = await handlers.recent_events(_limit(request), _selection(request))
@@ -470,7 +471,7 @@ def management_app(
         it is committed. Each has `data:` (the event's JSON, first) and `id:` (its revision); a comment
         line every 15 s keeps idle streams alive."""
         selection = _selection(request)
-        since = _since(request)
+        since = _events_since(request)
         if since is not None:  # every event after this revision (a dashboard's snapshot), none before
             revision = since
             await handlers.check_history(revision)
