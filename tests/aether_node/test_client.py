@@ -15,6 +15,7 @@ import cattrs
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shell_support import node_info
 
 from aether_node import client
 from aether_node.client import (
@@ -431,21 +432,8 @@ def test_autoscale_settings_are_all_named_and_at_least_one_is_given() -> None:
 
 
 def _node(state: str, instances: int, waiting: str = "") -> NodeInfo:
-    return NodeInfo(
-        node_id="n2",
-        ingress="",
-        management="",
-        peer="",
-        cpu=0.0,
-        memory_mib=0,
-        role="worker",
-        started_at=0.0,
-        instances=instances,
-        active=instances,
-        leader=False,
-        state=state,
-        waiting=waiting,
-    )
+    found = node_info("n2", instances=instances, active=instances)
+    return attrs.evolve(found, state=state, waiting=waiting)
 
 
 def test_a_drain_watch_says_what_it_waits_for_until_drained() -> None:
