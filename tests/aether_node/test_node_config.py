@@ -10,6 +10,7 @@ import pytest
 from aether_node.core._config import ConfigError, load_config
 from aether_node.core._host_capacity import host_capacity
 from aether_node.core._records import Capacity
+from aether_node.node._cli import _warn_of_loose_modes
 
 
 def config_file(tmp_path: Path, extra: str) -> Path:
@@ -145,3 +146,24 @@ def test_a_value_that_would_fail_only_once_running_is_refused_at_start(
     with pytest.raises(ConfigError) as raised:
         load_config(path, overrides)
     assert raised.value.message == f"{path}: {message}"
+
+
+def test_files_holding_the_secret_or_keys_that_others_may_read_are_warned_of(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A secret file of mode 0644 (what `echo ... > secret` makes) was taken silently: the secret makes
+    the cluster's CA and opens every port."""
+    keys = tmp_path / "api-keys"
+    keys.write_text("admin:0123456789abcdef\n")
+    keys.chmod(0o600)
+    config = load_config(config_file(tmp_path, f'api_keys_file = "{keys}"\n'), {})
+    secret = config.kv.secret_file
+    secret.chmod(0o644)
+    _warn_of_loose_modes(config)
+    assert capsys.readouterr().err == (
+        f"aether-node: warning: {secret} holds the cluster secret and is readable by others (mode 644);"
+        f" run `chmod 600 {secret}`\n"
+    )
+    secret.chmod(0o600)
+    _warn_of_loose_modes(config)
+    assert capsys.readouterr().err == ""

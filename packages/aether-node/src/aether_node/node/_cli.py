@@ -18,11 +18,27 @@ from cyclopts import App, Parameter
 
 from aether_kv import KVError, UnavailableError, raise_open_files_limit
 
+from ..contexts import loose_mode
 from ..core._config import ConfigError, NodeConfig, load_config
 from ..core._errors import exception_leaves
 from ..routing._listen import check_free
 from ._join import join_cluster
 from ._node import ingress_context, listening_ports, load_api_keys, serve_node
+
+
+def _warn_of_loose_modes(config: NodeConfig) -> None:
+    """Say (stderr) which of the files holding the cluster's secret or API keys others may read: the
+    secret makes the cluster's CA and opens every port (DEPLOY.md installs them 0600)."""
+    held = [("the cluster secret", config.kv.secret_file), ("API keys", config.api_keys_file)]
+    for what, path in held:
+        mode = loose_mode(path) if path is not None else None
+        if mode is not None:
+            print(
+                f"aether-node: warning: {path} holds {what} and is readable by others (mode {mode:o});"
+                f" run `chmod 600 {path}`",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _check_join_address(join: str) -> None:
@@ -188,6 +204,7 @@ def run(
         if joined:
             print(f"aether-node: joined through {join}: secret in {node_config.kv.secret_file}", flush=True)
         node_config.secret  # noqa: B018 (read it now: a bad secret file is a configuration error)
+        _warn_of_loose_modes(node_config)
         if join_only:
             _joined_only(node_config, joined)
     except ConfigError as error:
