@@ -340,6 +340,7 @@ def test_a_join_only_run_leaves_what_a_start_needs_and_serves_nothing(
     assert run.returncode == 0, run.stderr
     assert f"joined through {local.nodes[0].management}: secret in {secret_file}" in run.stdout, run.stdout
     assert "not serving" in run.stdout and "Traceback" not in run.stderr, run
+    assert "HTTP Request:" not in run.stderr + run.stdout, run  # (httpx's INFO line per request)
     assert secret_file.read_text().strip() == local.secret
     assert oct(secret_file.stat().st_mode & 0o777) == "0o600"
     tls_dir = Path(node.data_dir) / "tls"

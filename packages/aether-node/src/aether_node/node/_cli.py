@@ -153,6 +153,8 @@ def run(
 ) -> None:
     """Run a node until SIGTERM/SIGINT, then shut down gracefully (with --join-only: join, then exit)."""
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if log_level.upper() != "DEBUG":  # httpx says each request at INFO (a join printed its requests)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     raise_open_files_limit()  # (its KV replica, slice templates and instances inherit it)
     kv: dict[str, Any] = {"raft": kv_raft, "client": kv_client, "secret_file": secret_file}
     if kv_peer:

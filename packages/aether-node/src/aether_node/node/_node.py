@@ -675,9 +675,11 @@ async def serve_node(
 
                     async def restart_refused(why: str) -> None:
                         line = f"a restart was refused: the node would not start again: {why}"
+                        clearing = "restart" in store.problems.sources()
                         store.problems.set("restart", line)
                         await _forget_stop_request(kv, config.node_id, record.started_at)
-                        nursery.start_soon(clear_when_startable)
+                        if not clearing:  # (one watch of the configuration is enough)
+                            nursery.start_soon(clear_when_startable)
 
                     async def clear_when_startable() -> None:  # (the problem lasts while it is one)
                         while startable is not None and startable() is not None:

@@ -30,6 +30,10 @@ class NodeProblems:
         changed, self._changed = self._changed, trio.Event()
         changed.set()
 
+    def sources(self) -> frozenset[str]:
+        """The sources that have a line now."""
+        return frozenset(self._lines)
+
     def lines(self) -> tuple[str, ...]:
         return tuple(self._lines[source] for source in sorted(self._lines))
 
