@@ -157,8 +157,7 @@ def _warn_of_unmet_requirements(wheel: SliceWheel, directory: Path) -> None:
         print(
             f"aether: warning: {directory} holds no wheel of {', '.join(unmet)} for {target()}, which the"
             " slice depends on: a node installs from its index alone, so the slice would fail to install"
-            " there; publish"
-            " them too: `aether slice publish WHEEL --index ... --with-dependencies`",
+            " there; publish them too: `aether slice publish WHEEL --index ... --with-dependencies`",
             file=sys.stderr,
         )
 

@@ -42,6 +42,7 @@ import attrs
 from .core._error_kinds import HTTP_STATUS as HTTP_STATUS
 from .core._error_kinds import ErrorKind as ErrorKind
 from .core._strict_json import parse_strict_json as parse_strict_json
+from .core._text import plural
 from .core._text import visible as visible
 
 T = TypeVar("T")
@@ -196,10 +197,7 @@ class DrainWatch:
 
     def progress(self, node: NodeInfo) -> str:
         """What the drain waits for, one line."""
-        return (
-            node.waiting
-            or f"{node.instances} instance{'' if node.instances == 1 else 's'} left on {node.node_id}"
-        )
+        return node.waiting or f"{plural(node.instances, 'instance')} left on {node.node_id}"
 
     def problem(self, node: NodeInfo | None, now: float) -> str | None:
         """Why waiting is over though `node` is not DRAINED (a sentence), or None."""
@@ -758,9 +756,7 @@ class ApiClient:
         `slice` (group:artifact or group:artifact:version: instance events of that slice), `node` (events
         about that node, including moves away from it); with `since` (a revision), the first `limit`
         after it instead: read on from the last event's revision to miss none and see none twice."""
-        params = _event_params(limit, kind, slice, node)
-        if since is not None:
-            params["since"] = since
+        params = _event_params(limit, kind, slice, node, since)
         data = self._request("GET", "/api/v1/events", params=params)
         return [from_json(item, _models.ClusterEvent) for item in data]
 
@@ -972,9 +968,7 @@ class ApiClient:
     ) -> Iterator[ClusterEvent]:
         """Recent events (with `since`, every one after that revision instead), then every new one as it
         happens (server-sent events); until interrupted. Filters as in `events`."""
-        params = _event_params(limit, kind, slice, node)
-        if since is not None:
-            params["since"] = since
+        params = _event_params(limit, kind, slice, node, since)
         for line in self._stream("/api/v1/events/stream", params, idle=EVENT_STREAM_IDLE):
             if line.startswith("data: "):
                 yield from_json(json.loads(line[6:]), _models.ClusterEvent)
@@ -1045,9 +1039,15 @@ def _https_hint(url: str, error: BaseException) -> str:
 
 
 def _event_params(
-    limit: int, kind: str | Sequence[str] | None, slice: str | None, node: str | None
+    limit: int,
+    kind: str | Sequence[str] | None,
+    slice: str | None,
+    node: str | None,
+    since: int | None = None,
 ) -> dict[str, Any]:
     params: dict[str, Any] = {"limit": limit}
+    if since is not None:
+        params["since"] = since
     if kind:
         params["kind"] = kind if isinstance(kind, str) else ",".join(kind)
     if slice:

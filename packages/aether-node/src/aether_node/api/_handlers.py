@@ -928,7 +928,9 @@ class Handlers:
                 start, window = end + 1, window * 8
         except CompactedError:
             await self.check_history(since)  # says that the history moved past `since`
-            raise
+            raise RequestError(
+                ErrorKind.UNAVAILABLE, "the store's history moved on too fast to be read; try again"
+            ) from None
         return await self._timed(_whole_revisions(found, limit))
 
     async def _timed(self, found: list[tuple[bool, ClusterEvent]]) -> list[ClusterEvent]:

@@ -45,13 +45,7 @@ def _check_join_address(join: str) -> None:
     """`--join` is a node's management address, HOST:PORT (a URL, or no port, failed later with a name
     lookup's or a refused connection's words)."""
     host, colon, port = join.rpartition(":")
-    if (
-        "://" in join
-        or "/" in join
-        or not colon
-        or not host
-        or not (port.isdigit() and 0 < int(port) < 65536)
-    ):
+    if "/" in join or not host or not colon or not (port.isdigit() and 0 < int(port) < 65536):
         raise ConfigError(
             f"--join {join}: expected HOST:PORT, a node's management address (as 10.0.0.11:9090; no"
             " scheme, no path)"

@@ -60,8 +60,10 @@ async def follow_stop_requests(
                 except RecordError as error:
                     log.error("%s", error.message)
                 else:
-                    problem = startable() if request.restart and startable is not None else None
-                    if request.started_at == started_at and problem is not None:
+                    ours = request.started_at == started_at
+                    refusing = ours and request.restart and startable is not None
+                    problem = startable() if refusing else None  # (reads the configuration files)
+                    if problem is not None:
                         log.error(
                             "node %s: a restart was asked, but the node would not start again: %s;"
                             " it goes on running",
@@ -70,7 +72,7 @@ async def follow_stop_requests(
                         )
                         if refused is not None:
                             await refused(problem)
-                    elif request.started_at == started_at:
+                    elif ours:
                         what = "restart" if request.restart else "graceful stop"
                         log.info("node %s: a %s was asked through the API", node_id, what)
                         requested.restart = request.restart
