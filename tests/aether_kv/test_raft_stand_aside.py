@@ -48,23 +48,43 @@ class Owners:
         return False in seen and True in seen[seen.index(False) :]
 
 
+class Group:
+    """Three replicas on free ports, each with its owner; `start(i)` starts replica `i` (again, on its
+    data directory: one closed earlier comes back with the log it had)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.addresses = tuple(f"127.0.0.1:{free_port()}" for _ in range(3))
+        self.owners = Owners(3)
+        self.started: list[RaftReplica] = []
+
+    def start(self, i: int) -> RaftReplica:
+        owners = self.owners
+        replica = RaftReplica(
+            RaftConfig(
+                raft_address=self.addresses[i],
+                peers=self.addresses,
+                data_dir=self.tmp_path / f"r{i}",
+                secret=SECRET,
+            ),
+            on_leadership=lambda is_leader: owners.on_leadership(i, is_leader),
+            stand_aside=lambda: owners.stand_aside(i),
+        )
+        self.started.append(replica)
+        return replica
+
+    def close(self) -> None:
+        for replica in self.started:
+            replica.close()
+
+
 @pytest.fixture
 def group(tmp_path: Path) -> Iterator[tuple[list[RaftReplica], Owners]]:
-    addresses = tuple(f"127.0.0.1:{free_port()}" for _ in range(3))
-    owners = Owners(3)
-    replicas = [
-        RaftReplica(
-            RaftConfig(raft_address=address, peers=addresses, data_dir=tmp_path / f"r{i}", secret=SECRET),
-            on_leadership=lambda is_leader, i=i: owners.on_leadership(i, is_leader),
-            stand_aside=lambda i=i: owners.stand_aside(i),
-        )
-        for i, address in enumerate(addresses)
-    ]
+    built = Group(tmp_path)
     try:
-        yield replicas, owners
+        yield [built.start(i) for i in range(3)], built.owners
     finally:
-        for replica in replicas:
-            replica.close()
+        built.close()
 
 
 def _other_leader(replicas: list[RaftReplica], than: RaftReplica) -> RaftReplica:
@@ -108,6 +128,37 @@ def test_a_leader_whose_owner_is_silent_hands_over_and_stays_aside_until_its_own
     owners.silent[index[id(third)]] = True
     assert _other_leader(replicas, third) is first
     propose(first, Put(key="after", value=b"x"))
+
+
+def test_a_silent_replica_that_alone_holds_entries_leads_until_another_has_them_then_hands_over(
+    tmp_path: Path,
+) -> None:
+    """Two replicas left, the silent one holding an entry the other lacks: the other cannot be elected
+    (Raft: its log is behind), and the silent one, standing aside, held no election: no leader until its
+    owner was back. Now it leads, brings the other up to date and hands over to it."""
+    built = Group(tmp_path)
+    try:
+        replicas = [built.start(i) for i in range(3)]
+        index = {id(r): i for i, r in enumerate(replicas)}
+        first = leader_of(replicas)
+        built.owners.silent[index[id(first)]] = True
+        second = _other_leader(replicas, first)
+        (lagging,) = [r for r in replicas if r is not first and r is not second]
+        # an entry committed without the third replica (the leader and the silent one hold it)
+        replicas.remove(lagging)
+        lagging.close()
+        propose(second, Put(key="without the third", value=b"x"))
+        # the leader goes, the third comes back: the silent one alone holds that entry
+        replicas.remove(second)
+        second.close()
+        back = built.start(index[id(lagging)])
+        replicas.append(back)
+        assert _other_leader(replicas, first) is back
+        assert not first.is_leader
+        propose(back, Put(key="after", value=b"x"))
+        assert back.read(lambda state: state.get("without the third").kv) is not None
+    finally:
+        built.close()
 
 
 def test_a_lone_replica_leads_even_when_its_owner_is_silent(tmp_path: Path) -> None:

@@ -115,6 +115,13 @@ async def test_a_flood_of_connections_on_the_ingress_leaves_the_node_the_files_i
                 for connection in flood:
                     with contextlib.suppress(OSError):
                         connection.close()
-            answer = await invoke(node.ingress, "org.aether:echo", "echo", {"after": "the flood"})
-            assert answer.status_code == 200, answer.text
+            # (the new process is seen before its instance is routable again: until then a call is refused)
+            answer = await wait_until(
+                lambda: invoke(node.ingress, "org.aether:echo", "echo", {"after": "the flood"}),
+                until=lambda answer: answer.status_code == 200,
+                timeout=30,
+                what="an echo call answered after the flood",
+                describe=lambda answer: f"{answer.text}\n{node.log_tail()}",
+            )
+            assert answer.json() == {"after": "the flood"}, answer.text
         assert "Too many open files" not in node.log(), node.log_tail()

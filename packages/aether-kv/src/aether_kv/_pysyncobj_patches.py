@@ -168,7 +168,13 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    elections, nor takes over when a leader asks it to (it drops "timeout_now"), but still votes,
    follows, forwards and serves reads, so the others elect a leader among themselves (two of three
    suffice). Once its owner is back it may stand again, through pre-vote: it does not unseat a working
-   leader. A one-replica cluster never stands aside (no other replica could lead).
+   leader. A one-replica cluster never stands aside (no other replica could lead). Nor does one no
+   other replica could be elected instead of (`_no_other_can_lead`): two replicas left, the silent one
+   holding entries the other lacks (Raft elects no replica whose log is behind), or the others catching
+   up (item 16: a new cluster whose first leader's owner went silent before its first commit); there
+   was no leader until the owner came back. Once no leader was heard for an election timeout, it
+   stands, is elected, leads until a follower holds its whole log (at most `LEAD_FOR_LACK`) and hands
+   over to it.
 
 15. `PatchedSyncObj.quorum_view` (whether the replica sees a leader with a majority, and who is silent).
    Upstream's `hasQuorum` counts the replicas it holds a TCP link to: a stopped or hung replica keeps its
@@ -256,6 +262,7 @@ PICKLE_PROTOCOL = 4  # bytes as bytes (protocol 2, upstream's, writes them as la
 ACK_REPEAT = 0.5  # a follower repeats an unchanged acknowledgement this often (check-quorum: 3 s)
 LEADER_GONE_ELECTION = (0.05, 0.2)  # the election window of a follower whose leader's port refused (s)
 NEVER = -1e9  # a monotonic time long past
+LEAD_FOR_LACK = 10.0  # a replica standing aside, elected for lack of another, leads this long at most (s)
 CATCHING_UP_NOTICE = 0.1  # a replica catching up without a leader tells the others this often (item 16)
 # our failure codes beside FAIL_REASON, given as (code, raft addresses of the replicas with full disks):
 DISK_FULL = 100  # the leader, or a majority, has no room: not applied
@@ -445,6 +452,10 @@ class PatchedSyncObj(SyncObj):
         # item 14: why this replica must not lead now (None: it may); set by the owner, called per tick
         self.stand_aside: Callable[[], str | None] = lambda: None
         self._standing_aside: str | None = None
+        # when, standing aside, it last refused a pre-vote only because the asker's log is behind its own
+        self._fresher_than_asker_at = NEVER
+        self._standing_for_lack = False  # (said once per time)
+        self._leads_for_lack_until = NEVER  # elected though standing aside: it hands over by then at most
         super().__init__(*args, **kwargs)
         # (wrapped, not replaced: the tick thread runs already and may hold the queue)
         self._commands = commands = _TrackedQueue(self._SyncObj__commandsQueue)
@@ -524,13 +535,7 @@ class PatchedSyncObj(SyncObj):
         with_room = [node for node in followers if node not in self._full_followers]
         if not can_hand_over(replicas=len(followers) + 1, followers_with_room=len(with_room)):
             return
-        last = self._SyncObj__getCurrentLogIndex()
-        matched = self._SyncObj__raftMatchIndex
-        ready = [
-            n
-            for n in with_room
-            if self.isNodeConnected(n) and matched.get(n, 0) == last and not self._peers_catching_up.get(n)
-        ]
+        ready = self._caught_up_followers()
         if not ready:
             return  # they catch up (this leader's log does not grow): tried again next tick
         target = min(ready, key=lambda node: node.address)
@@ -973,14 +978,16 @@ class PatchedSyncObj(SyncObj):
                 log.warning("this replica stands aside: %s; it does not lead until that ends", why)
         self._standing_aside = why
         if why is not None and self._SyncObj__raftState == _RAFT_STATE.LEADER:
+            if _monotonic() < self._leads_for_lack_until and not self._caught_up_followers():
+                return  # it holds entries no other replica has: it leads until one has them
             self._step_down(why)
 
-    def _step_down(self, why: str) -> None:
-        """Hand the leadership to a caught-up follower (TimeoutNow: it holds an election at once), if
-        one is connected, and become a follower in the same term at once (check-quorum's step down)."""
+    def _caught_up_followers(self) -> list[Any]:
+        """The followers a leader could hand over to: connected, holding its whole log, with room, and
+        able to stand (item 16)."""
         last = self._SyncObj__getCurrentLogIndex()
         matched = self._SyncObj__raftMatchIndex
-        ready = [
+        return [
             node
             for node in self._SyncObj__otherNodes
             if node not in self._full_followers
@@ -988,7 +995,42 @@ class PatchedSyncObj(SyncObj):
             and matched.get(node, 0) == last
             and not self._peers_catching_up.get(node)  # (it would not stand: item 16)
         ]
+
+    def _no_other_can_lead(self, now: float) -> bool:
+        """Whether this replica, standing aside, must stand for election all the same, no leader having
+        been heard for an election timeout: a replica asking to be elected was refused by it lately for
+        lacking entries it holds (Raft elects no replica whose log is behind: with two replicas left,
+        none would be), or the other replicas heard from lately are all catching up (item 16: they stand
+        for no election while a replica that kept its log is there; a new cluster whose first leader's
+        owner went silent before its first commit). Said once per time."""
+        conf = self._SyncObj__conf
+        if now - self._leader_heard_at < conf.raftMaxTimeout:
+            alone = False
+        elif now - self._fresher_than_asker_at < 2 * conf.raftMaxTimeout:
+            alone = True
+        else:
+            heard = [
+                n
+                for n in self._SyncObj__otherNodes
+                if now - self._heard_at.get(n, NEVER) < conf.raftMaxTimeout
+            ]
+            alone = bool(heard) and all(self._peers_catching_up.get(node) for node in heard)
+        if alone and not self._standing_for_lack:
+            log.warning(
+                "this replica stands for election though it stands aside (%s): no other replica can be"
+                " elected (one lacks entries it holds, or the others are catching up); it hands over once"
+                " one holds its whole log",
+                self._standing_aside,
+            )
+        self._standing_for_lack = alone
+        return alone
+
+    def _step_down(self, why: str) -> None:
+        """Hand the leadership to a caught-up follower (TimeoutNow: it holds an election at once), if
+        one is connected, and become a follower in the same term at once (check-quorum's step down)."""
+        ready = self._caught_up_followers()
         target = min(ready, key=lambda node: node.address) if ready else None
+        self._leads_for_lack_until = NEVER
         if target is not None:
             self.transferLeadership(target, callback=lambda _result, _reason: None)
         self._SyncObj__setState(_RAFT_STATE.FOLLOWER)
@@ -1065,7 +1107,7 @@ class PatchedSyncObj(SyncObj):
             self._catching_up_said_at = now
             for node in self._SyncObj__otherNodes:
                 self._SyncObj__transport.send(node, {"type": "catching_up"})
-        owner_silent = self._standing_aside is not None
+        owner_silent = self._standing_aside is not None and not self._no_other_can_lead(now)
         if owner_silent or self._stands_aside_catching_up():
             # no election, not even one a leader asked for: its owner is silent (item 14), or it started
             # empty and has not caught up (item 16; looked at again soon then: the others may say they
@@ -1106,13 +1148,16 @@ class PatchedSyncObj(SyncObj):
         term = self._SyncObj__raftCurrentTerm
         heard_recently = _monotonic() - self._leader_heard_at < self._SyncObj__conf.raftMinTimeout
         my_log = (self._SyncObj__getCurrentLogTerm(), self._SyncObj__getCurrentLogIndex())
-        granted = (
+        eligible = (
             message.get("term", -1) > term
             and self._SyncObj__raftState != _RAFT_STATE.LEADER
             and not heard_recently
-            and (message.get("last_log_term", -1), message.get("last_log_index", -1)) >= my_log
             and not self._votes_withheld(node)
         )
+        fresher = (message.get("last_log_term", -1), message.get("last_log_index", -1)) < my_log
+        granted = eligible and not fresher
+        if eligible and fresher and self._standing_aside is not None:
+            self._fresher_than_asker_at = _monotonic()  # (item 14) it may have to lead all the same
         if granted and not self._pre_vote_won:
             # As a vote granted does: the asker is likely to hold an election now; an election of this
             # replica's own at about the same time would split the vote (two followers whose leader's
@@ -1248,6 +1293,8 @@ class PatchedSyncObj(SyncObj):
 
     def _SyncObj__onBecomeLeader(self) -> None:
         self._caught_up()  # elected: its log is the one the others follow (before its first message)
+        # (item 14) elected though standing aside, for lack of another: it hands over soon
+        self._leads_for_lack_until = _monotonic() + LEAD_FOR_LACK if self._standing_aside else NEVER
         super()._SyncObj__onBecomeLeader()  # type: ignore[misc]
 
     def _check_caught_up(self, message: dict[str, Any]) -> None:
