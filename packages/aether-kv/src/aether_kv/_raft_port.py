@@ -8,7 +8,11 @@ tick thread copy an ever-growing buffer (replica starved, elections, memory up).
 `MAX_FRAME_BYTES` (`MAX_UNAUTHENTICATED_FRAME_BYTES` before the peer has identified itself as a cluster
 member) drops the connection as soon as its 4-byte header arrives, and a connection that has not
 identified itself within `AUTHENTICATION_DEADLINE` seconds is dropped (checked on every read and every
-tick).
+tick). Links come back soon after a partition: a dial not connected within `CONNECT_DEADLINE` is dropped
+and made again (after pysyncobj's retry time), and the kernel drops a link whose data has gone
+unacknowledged for `UNACKED_LIMIT` (`TCP_USER_TIMEOUT`, both ends), which is then dialled again. Before,
+a link cut by a partition waited on TCP's backoff (a dial's SYNs, a link's retransmissions: up to two
+minutes apart), and the cut replica rejoined 8-27 s after the network came back.
 
 Mutual TLS (when `PatchedSyncObj.raft_tls` is set: the replica runs with `--tls-dir`). Upstream can only
 encrypt with a password (Fernet: AES and an HMAC per frame, keys from the cluster secret). With TLS, each
@@ -68,6 +72,14 @@ TLS_WRITE_CHUNK = 256 * 1024  # bytes handed to one TLS write
 # refusal comes back) keeps the election timeout.
 PROBE_DEADLINE = 0.5
 PROBE_HOLD = 0.3  # an accepted probe is held this long before it counts as answered (see `_Probe`)
+# A dial of a link not connected this long is dropped, and made again after pysyncobj's retry time: a
+# dial during a partition otherwise waited on the kernel's SYN backoff (seconds, then a minute apart,
+# for two minutes), so the link came back up to a minute after the network did.
+CONNECT_DEADLINE = 3.0
+# A link whose data goes unacknowledged this long is dropped by the kernel (TCP_USER_TIMEOUT), then dialled
+# again: after a partition, a link left to TCP's retransmission backoff (up to two minutes between tries)
+# resumed only at its next try, 8-27 s after the network came back.
+UNACKED_LIMIT = 10.0
 
 ProbeCallback = Callable[[str], None]  # "refused", "answered" or "unanswered"
 
@@ -85,6 +97,18 @@ class GuardedConnection(TcpConnection):
     tls_pending: bool = False  # a TLS handshake has started and not finished
     tls: bool = False
     held: bytes = b""  # frames queued while the TLS handshake runs
+    dialled_at: float = 0.0  # when this (outgoing) connection last dialled
+
+    def connect(self, host: str, port: int) -> bool:
+        self.dialled_at = _monotonic()
+        dialled = bool(super().connect(host, port))
+        if dialled:
+            bound_unacked(self._TcpConnection__socket)
+        return dialled
+
+    def dial_overdue(self) -> bool:
+        """Whether this connection's dial has waited longer than `CONNECT_DEADLINE` without connecting."""
+        return self.state == CONNECTION_STATE.CONNECTING and _monotonic() - self.dialled_at > CONNECT_DEADLINE
 
     def guard(self, *, authenticated: bool) -> None:
         self.identified = authenticated
@@ -229,6 +253,13 @@ class GuardedConnection(TcpConnection):
         return super()._TcpConnection__processParseMessage()
 
 
+def bound_unacked(sock: socket.socket) -> None:
+    """Have the kernel drop `sock` once its data has gone unacknowledged for `UNACKED_LIMIT` (Linux)."""
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(UNACKED_LIMIT * 1000))
+
+
 def _guarded(connection: TcpConnection) -> GuardedConnection | None:
     if type(connection) is TcpConnection:
         connection.__class__ = GuardedConnection
@@ -359,6 +390,7 @@ class GuardedTransport(TCPTransport):
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
         guarded = _guarded(conn)
         if guarded is not None:
+            bound_unacked(guarded._TcpConnection__socket)
             guarded.guard(authenticated=False)
             tls = self._tls
             if tls is not None:
@@ -404,5 +436,9 @@ class GuardedTransport(TCPTransport):
             if isinstance(conn, GuardedConnection) and conn.expired():
                 conn.refuse(conn._why_expired())
                 self._unknownConnections.discard(conn)
+            elif isinstance(conn, GuardedConnection) and conn.dial_overdue():
+                conn.refuse(
+                    f"not connected within {CONNECT_DEADLINE:g} s (dialled again)", level=logging.DEBUG
+                )
         self._end_probes(now=_monotonic())
         super()._onTick()
