@@ -205,6 +205,11 @@ so a version bump shows at once what to re-check. The changes against upstream 0
    rest cannot elect one without it: they wait for a replica that holds the log (said once, in the
    replica's log).
 
+17. `PatchedSyncObj._SyncObj__loadDumpFile` says when the members differ. With dynamic membership,
+   upstream takes a replica's members from its snapshot at start, whatever peers it was given: an
+   operator who edited the peer list of a replica with data saw nothing change, and nothing said why.
+   It still runs with the stored members (they are what the cluster agreed on), and says so once.
+
 Beside the fixes, two additions: `PatchedSyncObj.call_leader` runs a function on the current leader
 without a log entry ("leader_call" / "leader_call_response" messages), for requests only the leader
 answers from its memory (lease keep-alives, see `_raft.LeaseClock`); and `PatchedSyncObj.read_index`,
@@ -1062,10 +1067,22 @@ class PatchedSyncObj(SyncObj):
 
     def _SyncObj__loadDumpFile(self, clearJournal: bool) -> None:
         """At start (clearJournal False): keep the journal's entries after a snapshot newer than its
-        start, instead of letting upstream replace the journal by the snapshot's two entries."""
+        start, instead of letting upstream replace the journal by the snapshot's two entries; and say so
+        when the snapshot's members are not the configured ones (item 17)."""
         if not clearJournal:
             self._drop_journal_before_snapshot()
+        configured = {node.address for node in self._SyncObj__otherNodes}
         super()._SyncObj__loadDumpFile(clearJournal)
+        stored = {node.address for node in self._SyncObj__otherNodes}
+        if not clearJournal and stored != configured:
+            own = self._SyncObj__selfNode.address
+            log.warning(
+                "the configured peers (%s) are not the members this replica's data holds (%s): it runs"
+                " with the stored members; members are changed with `aether-kv member add|remove` (of a"
+                " running member), not by editing the peer list",
+                ", ".join(sorted({own, *configured})),
+                ", ".join(sorted({own, *stored})),
+            )
 
     def _drop_journal_before_snapshot(self) -> None:
         try:
