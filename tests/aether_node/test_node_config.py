@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
-from aether_node.core._config import ConfigError, load_config
+from aether_node.core._config import ConfigError, NodeConfig, load_config
 from aether_node.core._host_capacity import host_capacity
 from aether_node.core._records import Capacity
 from aether_node.node._cli import _warn_of_loose_modes
@@ -167,3 +168,48 @@ def test_files_holding_the_secret_or_keys_that_others_may_read_are_warned_of(
     secret.chmod(0o600)
     _warn_of_loose_modes(config)
     assert capsys.readouterr().err == ""
+
+
+def test_structure_errors_say_where_each_key_is_one_line_each_in_the_file_s_order(tmp_path: Path) -> None:
+    """Each problem on its own line, at the key's line and column (a missing one has none), in plain words;
+    an unknown key names the one it may have meant (it said `extra fields found (ingres) @ config` and
+    `required field missing @ config.ingress`, all on one line)."""
+    (tmp_path / "secret").write_text("s" * 32)
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'node_id = "n1"\ndata_dir = "data"\nindex = "index"\npeer = "127.0.0.1:2"\ningres = "127.0.0.1:1"\n'
+        'ingress_server = "quick"\n[capacity]\ncpu = "lots"\n[kv]\nendpoints = ["127.0.0.1:3"]\n'
+        '  secrett_file = "secret"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {})
+    assert raised.value.message.splitlines() == [
+        f"{path}: ingress: missing: it is required",
+        f"{path}:5:1: ingres: unknown key (did you mean ingress?)",
+        f"{path}:6:1: ingress_server: expected one of 'trio', 'fast', got 'quick'",
+        f"{path}:8:1: capacity.cpu: expected a number, got 'lots'",
+        f"{path}:11:3: kv.secrett_file: unknown key (did you mean secret_file?)",
+    ]
+
+
+def test_a_missing_table_and_a_key_unlike_any_are_said_so(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text(
+        'node_id = "n1"\ndata_dir = "d"\nindex = "i"\ningress = "127.0.0.1:1"\npeer = "127.0.0.1:2"\n'
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_config(path, {"labels": None, "zzz": 1})
+    assert raised.value.message.splitlines() == [
+        f"{path}: kv: missing: a [kv] table is required",
+        f"{path}: zzz: unknown key (known: {', '.join(_top_level_keys())})",
+    ]
+
+
+def test_flags_have_no_file_to_point_into() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_config(None, {"node_id": "n1"})
+    assert "flags: data_dir: missing: it is required" in raised.value.message.splitlines()
+
+
+def _top_level_keys() -> list[str]:
+    return [field.name for field in attrs.fields(NodeConfig)]

@@ -103,7 +103,7 @@ class _Problems:
         self.found.append(error)
 
 
-class _Locator:
+class TomlLocator:
     """Finds the line of a key in the TOML text, for errors after parsing (tomllib keeps no positions)."""
 
     def __init__(self, text: str) -> None:
@@ -168,7 +168,7 @@ def parse_blueprint(
                 source, f"TOML syntax: {detail}", line=int(found[1]), column=int(found[2])
             ) from None
         raise BlueprintError(source, f"TOML syntax: {message}") from None
-    locate = _Locator(text)
+    locate = TomlLocator(text)
 
     def fail(
         path: str, message: str, key: str, index: int | None = None, table: str | None = None

@@ -1,6 +1,7 @@
 """Node configuration: one frozen record, parsed once at the entry point from a TOML file and flags.
 
-Unknown keys and wrong types are errors that name the file and the key path. Relative paths in the file
+Unknown keys and wrong types are errors that name the file, the line and the key path, one line each
+(`_config_problems`). Relative paths in the file
 are relative to the file's directory.
 """
 
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import attrs
 import cattrs
 
+from ._config_problems import config_problems
 from ._errors import NodeError
 from ._host_capacity import host_capacity
 from ._policies import HealthChecks, RestartPolicy, StepTimeouts
@@ -199,10 +201,12 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     """Read `path` (if any), apply `overrides` (from flags; None means "not given"), validate."""
     data: dict[str, Any] = {}
     where = "flags"
+    text: str | None = None
     if path is not None:
         where = str(path)
         try:
-            data = tomllib.loads(path.read_text())
+            text = path.read_text()
+            data = tomllib.loads(text)
         except OSError as error:
             raise ConfigError(f"{path}: cannot read it ({error.strerror})") from None
         except tomllib.TOMLDecodeError as error:
@@ -225,8 +229,9 @@ def load_config(path: Path | None, overrides: dict[str, Any]) -> NodeConfig:
     try:
         config = _converter.structure(data, NodeConfig)
     except cattrs.BaseValidationError as error:
-        details = "; ".join(cattrs.transform_error(error, path="config"))
-        raise ConfigError(f"{where}: {details}") from None
+        raise ConfigError(
+            "\n".join(config_problems(error, NodeConfig, data, text=text, source=where))
+        ) from None
     _check_values(config, where)
     if (config.kv.raft is None) != (config.kv.client is None):
         raise ConfigError(f"{where}: kv.raft and kv.client go together (a replica needs both)")

@@ -215,7 +215,7 @@ def run(
             load_api_keys(again)
             ingress_context(again)
         except ConfigError as error:
-            return error.message
+            return "; ".join(error.message.splitlines())  # (one line: it is among the node's problems)
         return None
 
     async def main() -> None:
