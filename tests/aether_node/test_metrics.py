@@ -15,6 +15,7 @@ from aether_node.observe._metrics import (
     parse_proc_usage,
     read_process_usage,
 )
+from aether_node.observe._version_calls import VersionCalls
 
 ECHO = Coordinates.parse("org.aether:echo:1.0.0")
 
@@ -157,3 +158,25 @@ def test_the_exposition_has_no_created_series_and_no_instance_label_of_ours() ->
     assert "aether_slice_process_resident_memory_bytes" in text
     assert "_created" not in text
     assert 'slice_instance="1"' in text and ' instance="' not in text and '{instance="' not in text
+
+
+def test_calls_per_version_during_a_rollout_are_read_at_scrape_time() -> None:
+    """A canary's calls and faults per version, and their latency buckets, as the rollout's verdict reads
+    them (`VersionCalls`): they were only in the verdict, the metrics had no version label."""
+    calls = VersionCalls()
+    for seconds, error in ((0.002, None), (0.002, None), (0.3, "raised"), (0.002, "bad_request")):
+        calls.record("org.aether:echo", "1.1.0", seconds, error)
+    calls.record("org.aether:echo", "1.0.0", 0.002, None)
+    metrics = NodeMetrics()
+    metrics.version_calls = calls.snapshot
+    found = samples(metrics)
+    canary = frozenset({"artifact": "org.aether:echo", "version": "1.1.0"}.items())
+    stable = frozenset({"artifact": "org.aether:echo", "version": "1.0.0"}.items())
+    assert found[("aether_rollout_invocations_total", canary)] == 4
+    assert found[("aether_rollout_invocation_faults_total", canary)] == 1  # (a bad request is the caller's)
+    assert found[("aether_rollout_invocations_total", stable)] == 1
+    assert found[("aether_rollout_invocation_faults_total", stable)] == 0
+    bucket = "aether_rollout_invocation_duration_seconds_bucket"
+    assert found[(bucket, canary | {("le", "0.0025")})] == 3
+    assert found[(bucket, canary | {("le", "0.5")})] == 4
+    assert found[(bucket, canary | {("le", "+Inf")})] == 4

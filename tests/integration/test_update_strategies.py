@@ -118,6 +118,8 @@ async def test_blue_green_switches_in_one_step_with_no_failed_call(
             found = await wait_for(kv, lambda _: True, timeout=10, what="a listing", artifact_id=ECHO_ID)
             assert len(active(found, ECHO_11)) == 2, show(found)
             await callers.made(20, timeout=30)
+            # the nodes' metrics count the calls per version while the rollout splits them
+            assert await rollout_calls(cluster, "1.1.0") > 0
             await wait_for(
                 kv, exactly_active(2, ECHO_11), timeout=SETTLE, what="only 1.1.0 left", artifact_id=ECHO_ID
             )
@@ -127,6 +129,19 @@ async def test_blue_green_switches_in_one_step_with_no_failed_call(
         assert watcher.lowest is not None and watcher.lowest[0] >= 2, watcher.describe_lowest()
         kinds = [e.kind for e in await trio.to_thread.run_sync(lambda: api(cluster).events(limit=200))]
         assert {"rollout_started", "rollout_switched", "rollout_promoted", "rollout_done"} <= set(kinds)
+
+
+async def rollout_calls(cluster: LocalNodeCluster, version: str) -> float:
+    """The calls every node's metrics count to `version` of echo while a rollout splits its calls."""
+    series = f'aether_rollout_invocations_total{{artifact="{ECHO_ID}",version="{version}"}} '
+    total = 0.0
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        for node in cluster.nodes:
+            answer = await http.get(f"http://{node.management}/metrics")
+            answer.raise_for_status()
+            counted = [line.split()[-1] for line in answer.text.splitlines() if line.startswith(series)]
+            total += sum(map(float, counted))
+    return total
 
 
 async def versions_answering(http: httpx.AsyncClient, ingresses: list[str], calls: int) -> set[str]:

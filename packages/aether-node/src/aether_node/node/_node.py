@@ -555,6 +555,7 @@ async def serve_node(
                 )
 
                 invoker_box.append(invoker)
+                metrics.version_calls = invoker.version_calls.snapshot
                 await start("lost peers", run_forever(invoker.drop_lost_peers))
                 manager = NodeDeploymentManager(
                     kv, config.node_id, store, lease=lease, restart_policy=config.restart, metrics=metrics

@@ -22,7 +22,7 @@ from typing import Any
 import attrs
 import trio
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
@@ -216,6 +216,46 @@ class _StateCollector:
                 "Watch event batches this node has received from the KV but not yet processed",
                 value=metrics.watch_backlog(),
             )
+        if metrics.version_calls is not None:
+            yield from _rollout_families(metrics.version_calls())
+
+
+def _rollout_families(readings: dict[str, Any]) -> Iterator[Metric]:
+    """Per version: the calls this node routed while a rollout (canary, blue-green) split the slice's
+    calls, those that failed with a fault of the version, and their latency (buckets only: no sum is
+    kept). What a canary's error rate and latency are read from, beside the rollout's own verdict."""
+    labels = ["artifact", "version"]
+    calls = CounterMetricFamily(
+        "aether_rollout_invocations",
+        "Calls this node routed to each version of a slice while a rollout split its calls",
+        labels=labels,
+    )
+    faults = CounterMetricFamily(
+        "aether_rollout_invocation_faults",
+        "Of those, the calls that failed with a fault of the version (raised, bad_result, internal,"
+        " timeout, unavailable)",
+        labels=labels,
+    )
+    duration = HistogramMetricFamily(
+        "aether_rollout_invocation_duration_seconds",
+        "Time from routing a call to its answer, per version, while a rollout split the slice's calls",
+        labels=labels,
+    )
+    for artifact_id, versions in sorted(readings.items()):
+        for version, reading in sorted(versions.items()):
+            pair = [artifact_id, version]
+            calls.add_metric(pair, reading["calls"])
+            faults.add_metric(pair, reading["errors"])
+            buckets = [(_bound(bound), count) for bound, count in reading["buckets"]]
+            duration.add_metric(pair, [*buckets, ("+Inf", reading["calls"])], sum_value=None)
+    yield calls
+    yield faults
+    yield duration
+
+
+def _bound(seconds: float) -> str:
+    """A bucket's bound as prometheus_client writes its own (`0.005`, `1.0`)."""
+    return repr(float(seconds))
 
 
 class NodeMetrics:
@@ -227,6 +267,8 @@ class NodeMetrics:
         self.registry = CollectorRegistry()
         self.instances: InstanceSource | None = None
         self.watch_backlog: Callable[[], int] | None = None
+        # calls per version while a rollout splits a slice's calls (`_version_calls.VersionCalls.snapshot`)
+        self.version_calls: Callable[[], dict[str, Any]] | None = None
         self.kv_status: Status | None = None
         self._known_calls: set[tuple[str, str]] = set()
         self._call_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
