@@ -21,6 +21,7 @@ import trio
 
 from aether_node.core._config import ConfigError, load_config
 from aether_node.routing._fast_ingress import IngressWorkerError, serve_fast_ingress
+from aether_node.routing._http import TLS_HANDSHAKE_TIMEOUT
 from support import operator_certificate, wait_until
 
 
@@ -233,6 +234,26 @@ async def test_https_refuses_plain_http_and_serves_on(tmp_path: Path) -> None:
         await stream.aclose()
         nursery.cancel_scope.cancel()
     assert gate.started == [[1], [3], [4]]
+
+
+async def test_a_client_silent_on_the_https_port_is_hung_up_on_in_the_node_s_handshake_time(
+    tmp_path: Path,
+) -> None:
+    """asyncio's default (60 s) let a client that connected and said nothing hold a connection for a
+    minute; the worker hangs up in the node's handshake time (10 s), as the trio servers do."""
+    _, cert, key = operator_certificate(tmp_path)
+    async with trio.open_nursery() as nursery:
+        serve = functools.partial(serve_fast_ingress, cert=cert, key=key)
+        (url,) = await nursery.start(serve, Gate(), "127.0.0.1:0")
+        host, port = url.removeprefix("https://").rsplit(":", 1)
+        silent = await trio.open_tcp_stream(host, int(port))
+        with trio.fail_after(TLS_HANDSHAKE_TIMEOUT + 15):  # (a loaded machine)
+            try:
+                assert await silent.receive_some() == b""  # the worker closed it, sending nothing
+            except trio.BrokenResourceError:  # (or reset it)
+                pass
+        await silent.aclose()
+        nursery.cancel_scope.cancel()
 
 
 async def test_a_certificate_that_does_not_load_fails_the_start_saying_which(tmp_path: Path) -> None:

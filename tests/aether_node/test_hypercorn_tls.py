@@ -27,8 +27,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from aether_kv import CA_FILE, client_identity
-from aether_node.routing._http import MAX_BODY, http_config, ingress_ssl_context, serve_http
-from aether_node.routing._hypercorn_tls import serve_https
+from aether_node.routing._http import MAX_BODY, ingress_ssl_context, serve_http
 from support import operator_certificate, wait_until
 
 
@@ -48,20 +47,12 @@ APP = Starlette(routes=[Route("/whoami", _whoami)])
 
 
 @asynccontextmanager
-async def _https(
-    context: ssl.SSLContext, *, handshake_timeout: float | None = None
-) -> AsyncIterator[tuple[int, trio.Nursery]]:
-    """APP over HTTPS with `context` on an ephemeral port: as the node serves it, or (with a handshake
-    timeout) by `serve_https` with the node's configuration but that timeout. Yields (the port, a
+async def _https(context: ssl.SSLContext) -> AsyncIterator[tuple[int, trio.Nursery]]:
+    """APP over HTTPS with `context` on an ephemeral port, as the node serves it. Yields (the port, a
     nursery for the test's own tasks); a failure of the server fails the test."""
     async with trio.open_nursery() as nursery:
-        if handshake_timeout is None:
-            serve = functools.partial(serve_http, max_body=MAX_BODY, ssl_context=context)
-            (bound,) = await nursery.start(serve, APP, "127.0.0.1:0")
-        else:
-            config = http_config("127.0.0.1:0")
-            config.ssl_handshake_timeout = handshake_timeout
-            (bound,) = await nursery.start(serve_https, APP, config, context)
+        serve = functools.partial(serve_http, max_body=MAX_BODY, ssl_context=context)
+        (bound,) = await nursery.start(serve, APP, "127.0.0.1:0")
         assert bound.startswith("https://127.0.0.1:")
         yield int(bound.rpartition(":")[2]), nursery
         nursery.cancel_scope.cancel()
@@ -170,8 +161,10 @@ async def test_a_silent_client_and_a_half_handshake_hold_up_no_one_else(
 async def test_a_handshake_not_done_in_time_ends_that_connection(
     operator: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
+    """In the node's handshake time (10 s): a client that connected and said nothing held one of the
+    server's connection slots for hypercorn's 60 s."""
     server, verify = operator
-    async with _https(server, handshake_timeout=0.5) as (port, _):
+    async with _https(server) as (port, _):
         silent = await _raw_connection(port)
         assert await _until_closed(silent) == b""  # the server hung up on it, sending nothing
         silent.close()

@@ -59,6 +59,9 @@ MAX_BODY = protocol.MAX_FRAME - 4096  # a call's body must fit in one frame to t
 MAX_MANAGEMENT_BODY = 64 * 1024 * 1024  # a blueprint is at most 1 MiB (a KV value); a backup at most 64 MiB
 INGRESS_KEEP_ALIVE = 75.0  # seconds an idle keep-alive connection is kept: the ingress's (load balancers')
 MANAGEMENT_KEEP_ALIVE = 10.0  # ... the management API's: its clients (the CLI) open one per request
+# seconds a connection to an HTTPS port may take to finish its TLS handshake (hypercorn's default, 60 s,
+# let a client that connected and said nothing hold one of the server's connection slots for a minute)
+TLS_HANDSHAKE_TIMEOUT = 10.0
 
 # starlette's own pattern for the route "/invoke/{artifact}/{entry}"
 INVOKE_PATH = re.compile(r"^/invoke/(?P<artifact>[^/]+)/(?P<entry>[^/]+)$")
@@ -293,4 +296,5 @@ def http_config(address: str, keep_alive: float = INGRESS_KEEP_ALIVE) -> Hyperco
     config.errorlog = log
     config.graceful_timeout = 1.0
     config.keep_alive_timeout = keep_alive
+    config.ssl_handshake_timeout = TLS_HANDSHAKE_TIMEOUT
     return config

@@ -53,7 +53,7 @@ from aether_slice.protocol import ProtocolError
 from ..core._config import ConfigError
 from ..core._error_kinds import RETRY_AFTER, ErrorKind, http_status
 from ._body_limit import body_too_large
-from ._http import INVOKE_PATH, MAX_BODY, ingress_ssl_context, parse_payload
+from ._http import INVOKE_PATH, MAX_BODY, TLS_HANDSHAKE_TIMEOUT, ingress_ssl_context, parse_payload
 from ._ingress_direct import DirectRouter, InstanceLink
 
 # node → worker: a reply carries a result of at most the slice frame limit (16 MiB), JSON-escaped again;
@@ -408,7 +408,13 @@ async def serve(listener: socket.socket, link: socket.socket, tls: ssl.SSLContex
     loop = asyncio.get_running_loop()
     worker = Worker(link)
     await loop.create_unix_connection(lambda: LinkProtocol(worker), sock=link)
-    server = await loop.create_server(lambda: HttpConnection(worker), sock=listener, backlog=1024, ssl=tls)
+    server = await loop.create_server(
+        lambda: HttpConnection(worker),
+        sock=listener,
+        backlog=1024,
+        ssl=tls,
+        ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if tls is not None else None,
+    )
     directory = tempfile.mkdtemp(prefix="aether-ingress-")  # (mode 0700: this user's instances only)
     path = os.path.join(directory, "attach.sock")
     attach = await loop.create_unix_server(lambda: InstanceLink(worker.direct), path, backlog=256)
