@@ -7,9 +7,11 @@ under a steady stream of calls fails none.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +120,26 @@ def test_a_tls_cluster_refuses_every_stranger_and_serves_the_cli(
     for node in local.nodes:
         answer = httpx.post(f"http://{node.ingress}/invoke/org.aether:echo/echo", json={"n": 1}, timeout=30)
         assert answer.status_code == 200 and answer.json() == {"n": 1}, answer.text
+
+
+def test_aether_kv_reaches_a_tls_cluster_with_a_node_s_tls_dir(secured: CliCluster, tmp_path: Path) -> None:
+    """DEPLOY.md sends an operator to `aether-kv member add|remove` and `status`: on a TLS cluster (the
+    default) they could not connect, having no way to present a certificate."""
+    local = secured.local
+    (tmp_path / "secret").write_text(local.secret)
+    command = [sys.executable, "-m", "aether_kv", "status", "--endpoints", ",".join(local.kv_endpoints)]
+    command += ["--secret-file", str(tmp_path / "secret")]
+
+    def aether_kv(*more: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*command, *more], capture_output=True, text=True, timeout=60, check=False)
+
+    with_tls = aether_kv("--tls-dir", str(Path(local.nodes[0].data_dir) / "tls"), "--json")
+    assert with_tls.returncode == 0, with_tls.stderr
+    assert json.loads(with_tls.stdout)["leader"], with_tls.stdout
+    without = aether_kv()
+    assert without.returncode != 0 and "aether-kv: error:" in without.stderr, without
+    not_a_tls_dir = aether_kv("--tls-dir", str(tmp_path))
+    assert not_a_tls_dir.returncode != 0 and "ca.pem" in not_a_tls_dir.stderr, not_a_tls_dir
 
 
 @pytest.mark.long

@@ -27,6 +27,7 @@ from ._raft import HEARTBEAT_PERIOD
 from ._records import Event, KeyValue
 from ._serve import ServeConfig, read_secret, serve_until_signalled, split_address
 from ._serve import exit_with_parent as exit_with_parent_process
+from ._tls import ReloadingTLS
 from ._wire import encode
 
 DEFAULT_LOCAL_DIR = Path(".aether-kv")
@@ -41,6 +42,15 @@ Endpoints = Annotated[
 ]
 SecretFile = Annotated[
     Path | None, Parameter(env_var="AETHER_KV_SECRET_FILE", help="File holding the cluster secret.")
+]
+ClientTLSDir = Annotated[
+    Path | None,
+    Parameter(
+        name="--tls-dir",
+        env_var="AETHER_KV_TLS_DIR",
+        help="Speak mutual TLS to the replicas (a TLS cluster: the default of aether-node): a directory"
+        " with the cluster CA and a certificate of it, as a node's data_dir/tls.",
+    ),
 ]
 AsJson = Annotated[bool, Parameter(name="--json", negative=(), help="Print JSON for scripts.")]
 
@@ -103,11 +113,15 @@ def _cluster(endpoints: str | None, secret_file: Path | None) -> tuple[list[str]
 
 
 def _client_command(
-    endpoints: str | None, secret_file: Path | None, body: Callable[[KVClient], Awaitable[int | None]]
+    endpoints: str | None,
+    secret_file: Path | None,
+    body: Callable[[KVClient], Awaitable[int | None]],
+    tls_dir: Path | None = None,
 ) -> None:
     async def main() -> int | None:
         addresses, secret = _cluster(endpoints, secret_file)
-        async with open_client(addresses, secret) as client:
+        tls = ReloadingTLS(tls_dir) if tls_dir is not None else None
+        async with open_client(addresses, secret, tls=tls) as client:
             return await body(client)
 
     _run(main)
@@ -239,7 +253,11 @@ def local(
 
 @app.command
 def status(
-    *, endpoints: Endpoints = None, secret_file: SecretFile = None, json_output: AsJson = False
+    *,
+    endpoints: Endpoints = None,
+    secret_file: SecretFile = None,
+    tls_dir: ClientTLSDir = None,
+    json_output: AsJson = False,
 ) -> None:
     """Leader, term, commit index, revision and members, as one replica sees them."""
 
@@ -259,7 +277,7 @@ def status(
         for m in state.members:
             print(f"  {m.raft_address}  {'connected' if m.connected else 'DISCONNECTED'}")
 
-    _client_command(endpoints, secret_file, body)
+    _client_command(endpoints, secret_file, body, tls_dir)
 
 
 @app.command
@@ -270,6 +288,7 @@ def put(
     lease: int = 0,
     endpoints: Endpoints = None,
     secret_file: SecretFile = None,
+    tls_dir: ClientTLSDir = None,
     json_output: AsJson = False,
 ) -> None:
     """Write VALUE (text) under KEY."""
@@ -278,7 +297,7 @@ def put(
         result = await client.put(key, value.encode(), lease=lease)
         print(json.dumps(encode(result)) if json_output else f"OK revision {result.revision}")
 
-    _client_command(endpoints, secret_file, body)
+    _client_command(endpoints, secret_file, body, tls_dir)
 
 
 @app.command
@@ -288,6 +307,7 @@ def get(
     linearizable: bool = True,
     endpoints: Endpoints = None,
     secret_file: SecretFile = None,
+    tls_dir: ClientTLSDir = None,
     json_output: AsJson = False,
 ) -> int | None:
     """Read KEY (linearizable by default). Exit code 1 if it does not exist."""
@@ -302,7 +322,7 @@ def get(
             print(f"aether-kv: {key!r} not found (revision {result.revision})", file=sys.stderr)
         return 0 if result.kv is not None else 1
 
-    _client_command(endpoints, secret_file, body)
+    _client_command(endpoints, secret_file, body, tls_dir)
     return None
 
 
@@ -313,6 +333,7 @@ def range_(
     limit: int = 0,
     endpoints: Endpoints = None,
     secret_file: SecretFile = None,
+    tls_dir: ClientTLSDir = None,
     json_output: AsJson = False,
 ) -> None:
     """List keys under PREFIX."""
@@ -327,7 +348,7 @@ def range_(
         more = " (more: raise --limit)" if result.more else ""
         print(f"-- {len(result.kvs)} keys at revision {result.revision}{more}", file=sys.stderr)
 
-    _client_command(endpoints, secret_file, body)
+    _client_command(endpoints, secret_file, body, tls_dir)
 
 
 @app.command
@@ -337,6 +358,7 @@ def delete(
     prefix: bool = False,
     endpoints: Endpoints = None,
     secret_file: SecretFile = None,
+    tls_dir: ClientTLSDir = None,
     json_output: AsJson = False,
 ) -> None:
     """Delete KEY (or, with --prefix, every key under it)."""
@@ -349,7 +371,7 @@ def delete(
             else f"deleted {result.deleted} at revision {result.revision}"
         )
 
-    _client_command(endpoints, secret_file, body)
+    _client_command(endpoints, secret_file, body, tls_dir)
 
 
 @app.command
@@ -359,6 +381,7 @@ def watch(
     from_revision: int = 0,
     endpoints: Endpoints = None,
     secret_file: SecretFile = None,
+    tls_dir: ClientTLSDir = None,
     json_output: AsJson = False,
 ) -> None:
     """Stream changes under PREFIX (from --from-revision, default: from now) until Ctrl-C."""
@@ -370,7 +393,7 @@ def watch(
             for event in events:
                 print(json.dumps(encode(event)) if json_output else _show_event(event), flush=True)
 
-    _client_command(endpoints, secret_file, body)
+    _client_command(endpoints, secret_file, body, tls_dir)
 
 
 def _show_event(event: Event) -> str:
@@ -380,17 +403,29 @@ def _show_event(event: Event) -> str:
 
 
 @member_app.command
-def add(raft_address: str, *, endpoints: Endpoints = None, secret_file: SecretFile = None) -> None:
+def add(
+    raft_address: str,
+    *,
+    endpoints: Endpoints = None,
+    secret_file: SecretFile = None,
+    tls_dir: ClientTLSDir = None,
+) -> None:
     """Add the replica at RAFT_ADDRESS (start it first, with every current member as --peer)."""
     split_address(raft_address, "RAFT_ADDRESS")
-    _client_command(endpoints, secret_file, lambda client: client.add_member(raft_address))
+    _client_command(endpoints, secret_file, lambda client: client.add_member(raft_address), tls_dir)
 
 
 @member_app.command
-def remove(raft_address: str, *, endpoints: Endpoints = None, secret_file: SecretFile = None) -> None:
+def remove(
+    raft_address: str,
+    *,
+    endpoints: Endpoints = None,
+    secret_file: SecretFile = None,
+    tls_dir: ClientTLSDir = None,
+) -> None:
     """Remove the replica at RAFT_ADDRESS from the cluster."""
     split_address(raft_address, "RAFT_ADDRESS")
-    _client_command(endpoints, secret_file, lambda client: client.remove_member(raft_address))
+    _client_command(endpoints, secret_file, lambda client: client.remove_member(raft_address), tls_dir)
 
 
 def main() -> None:
