@@ -56,10 +56,12 @@ EXPECTED_EXPORTS = {
     "plan_local_cluster",
     "running_local_cluster",
     "wait_until_ready",
-    # a server process's own: its open-files limit, keep-alive on the connections it accepts (the node's too)
+    # a server process's own: its open-files limit, keep-alive on the connections it accepts (the node's too),
+    # and the bound on a connection's unacknowledged data (the node's links to other nodes too)
     "raise_open_files_limit",
     "out_of_files_hint",
     "keep_alive",
+    "bound_unacknowledged",
     # errors
     "KVError",
     "InvalidRequestError",

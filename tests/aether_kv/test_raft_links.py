@@ -15,9 +15,9 @@ from pysyncobj.tcp_connection import CONNECTION_STATE
 from raft_support import leader_of, running_group
 
 from aether_kv import RaftConfig
+from aether_kv._keepalive import UNACKNOWLEDGED
 from aether_kv._ports import free_port
 from aether_kv._raft import RaftReplica
-from aether_kv._raft_port import UNACKED_LIMIT
 from support import wait_until_sync
 
 
@@ -96,7 +96,7 @@ def test_a_dial_left_unanswered_is_made_again_after_its_deadline(tmp_path: Path)
 
 def test_a_link_s_unacknowledged_data_is_bounded_on_both_ends(tmp_path: Path) -> None:
     """Every Raft link, dialled or accepted, has the kernel drop it once its data has gone unacknowledged
-    for `UNACKED_LIMIT` (TCP_USER_TIMEOUT); it is then dialled again. Without it, a link cut by a
+    for `UNACKNOWLEDGED` (TCP_USER_TIMEOUT); it is then dialled again. Without it, a link cut by a
     partition resumed at TCP's next retransmission, up to two minutes after the last."""
     with running_group(tmp_path, size=2) as replicas:
         leader_of(replicas)
@@ -115,4 +115,4 @@ def test_a_link_s_unacknowledged_data_is_bounded_on_both_ends(tmp_path: Path) ->
             link_sockets, until=lambda found: len(found) == 2, timeout=10, what="the link, on both ends"
         )
         limits = {s.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) for s in sockets}
-        assert limits == {int(UNACKED_LIMIT * 1000)}, limits
+        assert limits == {UNACKNOWLEDGED * 1000}, limits

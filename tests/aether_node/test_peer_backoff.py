@@ -6,7 +6,12 @@ connections and never answers is connected to once, and the calls after go to th
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +19,7 @@ import trio
 from shell_support import FakeSliceStore, register
 
 from aether_kv import MemoryStore, free_port
+from aether_kv._keepalive import UNACKNOWLEDGED
 from aether_node.core._coordinates import Coordinates
 from aether_node.core._kv_cache import KVCache
 from aether_node.core._records import EndpointRecord, encode_record
@@ -22,7 +28,7 @@ from aether_node.routing import _peer_backoff
 from aether_node.routing._endpoints import EndpointRegistry
 from aether_node.routing._invoker import ClusterInvoker
 from aether_node.routing._peer_backoff import FIRST, LONGEST, PeerBackoff
-from aether_node.routing._peers import PeerClients, serve_peers
+from aether_node.routing._peers import LostInFlightError, PeerClients, serve_peers
 from support import Unanswering
 
 SECRET = "a cluster secret of 32 characters"
@@ -99,3 +105,44 @@ async def test_calls_go_to_the_peer_that_answers_after_one_could_not_be_connecte
             nursery.cancel_scope.cancel()
     finally:
         hung.close()
+
+
+@contextlib.contextmanager
+def dropped(port: int) -> Iterator[None]:
+    """Every packet to or from TCP `port` on this machine dropped (nftables), as a partition drops them;
+    the table is removed on the way out."""
+    table = f"aether_test_{os.getpid()}_{port}"
+    script = (
+        f"table inet {table} {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n"
+        f"    tcp dport {port} drop\n    tcp sport {port} drop\n  }}\n}}\n"
+    )
+    subprocess.run(["nft", "-f", "-"], input=script, text=True, check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["nft", "delete", "table", "inet", table], check=False)
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("nft") is None, reason="drops packets with nftables: needs root and nft"
+)
+async def test_a_call_on_a_link_cut_mid_call_ends_with_the_link_not_at_its_timeout() -> None:
+    """A partition between two nodes sends no reset: a call in flight on their link waited out its whole
+    timeout (30 s by default), and so did every call sent on the link meanwhile. Now the kernel ends a link
+    whose data goes unacknowledged for `UNACKNOWLEDGED` seconds, and the call ends as lost in flight (an
+    idempotent one is then tried elsewhere, `test_lost_peers.py`)."""
+
+    async def answer(coordinates: str, instance: int, entry: str, payload: Any, *_: Any) -> Any:
+        if payload == "later":
+            await trio.sleep_forever()
+        return "n2"
+
+    address = f"127.0.0.1:{free_port()}"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(functools.partial(serve_peers, SECRET, address, "n2", answer))
+        peers = PeerClients(nursery, SECRET)
+        assert await peers.invoke(address, str(ECHO), 1, "echo", "now", 30.0) == "n2"  # (the link is up)
+        port = int(address.rpartition(":")[2])
+        with dropped(port), trio.fail_after(UNACKNOWLEDGED + 20), pytest.raises(LostInFlightError):
+            await peers.invoke(address, str(ECHO), 1, "echo", "later", 120.0)
+        nursery.cancel_scope.cancel()

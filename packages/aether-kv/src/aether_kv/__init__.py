@@ -23,6 +23,7 @@ from ._errors import TLSError as TLSError
 from ._errors import UnavailableError as UnavailableError
 from ._interface import KV as KV
 from ._interface import KVWatch as KVWatch
+from ._keepalive import bound_unacknowledged as bound_unacknowledged
 from ._keepalive import keep_alive as keep_alive
 from ._local import LocalCluster as LocalCluster
 from ._local import plan_local_cluster as plan_local_cluster

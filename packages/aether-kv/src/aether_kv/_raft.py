@@ -76,7 +76,7 @@ class RaftConfig:
     # pysyncobj drops a link it has not read from for this long and notices only on the next send: idle
     # follower↔follower links then lose the first vote request of an election (failover took two
     # election timeouts). Dead peers are still noticed at once: their sockets close; a link whose data
-    # goes unacknowledged (a partition) is dropped by the kernel (`_raft_port.UNACKED_LIMIT`).
+    # goes unacknowledged (a partition) is dropped by the kernel (`_keepalive.UNACKNOWLEDGED`).
     connection_timeout: float = 3600.0
     # pysyncobj tries a peer it could not reach again only after this long (5 s upstream): a replica
     # that started before its peer listened, or whose peer came back from a restart or a partition, was

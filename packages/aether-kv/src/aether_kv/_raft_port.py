@@ -10,9 +10,10 @@ member) drops the connection as soon as its 4-byte header arrives, and a connect
 identified itself within `AUTHENTICATION_DEADLINE` seconds is dropped (checked on every read and every
 tick). Links come back soon after a partition: a dial not connected within `CONNECT_DEADLINE` is dropped
 and made again (after pysyncobj's retry time), and the kernel drops a link whose data has gone
-unacknowledged for `UNACKED_LIMIT` (`TCP_USER_TIMEOUT`, both ends), which is then dialled again. Before,
-a link cut by a partition waited on TCP's backoff (a dial's SYNs, a link's retransmissions: up to two
-minutes apart), and the cut replica rejoined 8-27 s after the network came back.
+unacknowledged for `_keepalive.UNACKNOWLEDGED` (10 s, `TCP_USER_TIMEOUT`, both ends), which is then
+dialled again. Before, a link cut by a partition waited on TCP's backoff (a dial's SYNs, a link's
+retransmissions: up to two minutes apart), and the cut replica rejoined 8-27 s after the network came
+back.
 
 Mutual TLS (when `PatchedSyncObj.raft_tls` is set: the replica runs with `--tls-dir`). Upstream can only
 encrypt with a password (Fernet: AES and an HMAC per frame, keys from the cluster secret). With TLS, each
@@ -55,6 +56,7 @@ from pysyncobj.poller import POLL_EVENT_TYPE
 from pysyncobj.tcp_connection import CONNECTION_STATE, TcpConnection, _getAddrType
 from pysyncobj.transport import TCPTransport
 
+from ._keepalive import bound_unacknowledged
 from ._tls import ReloadingTLS
 
 log = logging.getLogger("aether_kv.raft")
@@ -76,10 +78,6 @@ PROBE_HOLD = 0.3  # an accepted probe is held this long before it counts as answ
 # dial during a partition otherwise waited on the kernel's SYN backoff (seconds, then a minute apart,
 # for two minutes), so the link came back up to a minute after the network did.
 CONNECT_DEADLINE = 3.0
-# A link whose data goes unacknowledged this long is dropped by the kernel (TCP_USER_TIMEOUT), then dialled
-# again: after a partition, a link left to TCP's retransmission backoff (up to two minutes between tries)
-# resumed only at its next try, 8-27 s after the network came back.
-UNACKED_LIMIT = 10.0
 
 ProbeCallback = Callable[[str], None]  # "refused", "answered" or "unanswered"
 
@@ -103,7 +101,7 @@ class GuardedConnection(TcpConnection):
         self.dialled_at = _monotonic()
         dialled = bool(super().connect(host, port))
         if dialled:
-            bound_unacked(self._TcpConnection__socket)
+            bound_unacknowledged(self._TcpConnection__socket)
         return dialled
 
     def dial_overdue(self) -> bool:
@@ -253,13 +251,6 @@ class GuardedConnection(TcpConnection):
         return super()._TcpConnection__processParseMessage()
 
 
-def bound_unacked(sock: socket.socket) -> None:
-    """Have the kernel drop `sock` once its data has gone unacknowledged for `UNACKED_LIMIT` (Linux)."""
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
-    if option is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, option, int(UNACKED_LIMIT * 1000))
-
-
 def _guarded(connection: TcpConnection) -> GuardedConnection | None:
     if type(connection) is TcpConnection:
         connection.__class__ = GuardedConnection
@@ -390,7 +381,7 @@ class GuardedTransport(TCPTransport):
     def _onNewIncomingConnection(self, conn: TcpConnection) -> None:
         guarded = _guarded(conn)
         if guarded is not None:
-            bound_unacked(guarded._TcpConnection__socket)
+            bound_unacknowledged(guarded._TcpConnection__socket)
             guarded.guard(authenticated=False)
             tls = self._tls
             if tls is not None:

@@ -27,6 +27,7 @@ from aether_kv import (
     Replies,
     Reply,
     accept_tls,
+    bound_unacknowledged,
     client_handshake,
     connect_tls,
     keep_alive,
@@ -322,7 +323,9 @@ class PeerClients:
             host, _, port = address.rpartition(":")
             try:
                 with trio.fail_after(self._connect_timeout):
-                    secured: trio.abc.Stream = await trio.open_tcp_stream(host, int(port))
+                    stream = await trio.open_tcp_stream(host, int(port))
+                    bound_unacknowledged(stream)  # (a link cut mid-call ends, not its calls' timeouts)
+                    secured: trio.abc.Stream = stream
                     try:
                         secured = await connect_tls(secured, self._tls, host)
                         framed = FramedStream(secured, max_frame=MAX_FRAME, loads_big=loads_yielding)
