@@ -47,6 +47,24 @@ def test_a_wildcard_kv_address_is_refused_and_the_ingress_may_bind_every_interfa
     assert load_config(path, {"ingress": "0.0.0.0:8080"}).ingress == "0.0.0.0:8080"
 
 
+@pytest.mark.parametrize(
+    ("ingress", "peer", "advertised"),
+    [
+        ("0.0.0.0:8080", "10.0.0.1:7100", "10.0.0.1:8080"),
+        (":8080", "node-1.example:7100", "node-1.example:8080"),
+        ("[::]:8080", "[fd00::1]:7100", "[fd00::1]:8080"),
+        ("10.0.0.9:8080", "10.0.0.1:7100", "10.0.0.9:8080"),
+    ],
+)
+def test_an_ingress_on_every_interface_is_told_at_the_peer_address_s_host(
+    tmp_path: Path, ingress: str, peer: str, advertised: str
+) -> None:
+    """The node registered `0.0.0.0:8080` as its ingress (`cluster status`, the dashboard, the agents'
+    tools showed an address no client could call); a wildcard is now told at the peer's host."""
+    config = load_config(config_file(tmp_path), {"ingress": ingress, "peer": peer})
+    assert (config.ingress, config.advertised_ingress) == (ingress, advertised)
+
+
 @pytest.mark.parametrize(("key", "address"), [("peer", "127.0.0.1:7002"), ("peer", "localhost:7002")])
 def test_a_loopback_address_beside_other_hosts_is_refused(tmp_path: Path, key: str, address: str) -> None:
     """A host's node.toml with 127.0.0.1 (a copy of a one-machine setup): it started, and every other node

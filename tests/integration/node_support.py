@@ -197,6 +197,7 @@ class NodeProcess:
     index: str = ""
     config_text: str | None = None  # TOML for --config, e.g. "[timeouts]\nactivate = 2\n"
     extra_args: tuple[str, ...] = ()
+    ingress_host: str = "127.0.0.1"  # the host of --ingress (its port: `ingress_port`); "0.0.0.0": every one
     ingress_port: int = 0
     raft_port: int = 0
     client_port: int = 0
@@ -262,7 +263,7 @@ class NodeProcess:
     def command(self) -> list[str]:
         script = Path(sys.executable).parent / "aether-node"
         command = [str(script), "run", "--node-id", self.node_id, "--data-dir", str(self.data_dir)]
-        command += ["--index", self.index, "--ingress", self.ingress]
+        command += ["--index", self.index, "--ingress", f"{self.ingress_host}:{self.ingress_port}"]
         if self.own_replica:
             command += ["--kv-raft", f"127.0.0.1:{self.raft_port}", "--kv-client", self.kv_endpoint]
         for endpoint in self.kv_endpoints:

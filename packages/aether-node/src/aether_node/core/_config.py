@@ -78,6 +78,15 @@ class NodeConfig:
     blueprint_history: int = 20  # revisions kept per blueprint (`aether blueprint history`)
 
     @property
+    def advertised_ingress(self) -> str:
+        """The ingress address the node tells the others (its registration, `cluster status`): the one it
+        binds, but for a wildcard (`0.0.0.0:8080`, every interface), the peer address's host with the
+        ingress's port (the wildcard was shown as is: an address no client could call)."""
+        if not _is_wildcard(self.ingress):
+            return self.ingress
+        return f"{self.peer.rpartition(':')[0]}:{self.ingress.rpartition(':')[2]}"
+
+    @property
     def tls_on(self) -> bool:
         return self.tls if self.tls is not None else not self.dev_mode
 

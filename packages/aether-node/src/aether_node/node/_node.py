@@ -492,7 +492,7 @@ async def serve_node(
             await wait_for_kv(kv, [*own, *config.kv.endpoints])
             record = NodeRecord(
                 node_id=config.node_id,
-                ingress=config.ingress,
+                ingress=config.advertised_ingress,
                 peer=config.peer,
                 management=config.management or "",
                 capacity=config.capacity,
@@ -666,11 +666,10 @@ async def serve_node(
                         ):
                             await start(name, run_forever(functools.partial(service, leadership)))
                     scheme = "https" if ingress_tls else "http"
-                    log.info("node %s ready: ingress %s://%s", config.node_id, scheme, config.ingress)
+                    ingress = config.advertised_ingress
+                    log.info("node %s ready: ingress %s://%s", config.node_id, scheme, ingress)
                     task_status.started(
-                        NodeInfo(
-                            node_id=config.node_id, ingress=config.ingress, kv_client=config.kv.client or ""
-                        )
+                        NodeInfo(node_id=config.node_id, ingress=ingress, kv_client=config.kv.client or "")
                     )
                     stop_asked = StopAsked()  # `aether node stop|restart`: the graceful stop of SIGTERM
 
