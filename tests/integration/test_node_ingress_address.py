@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from node_support import ECHO, KVReplicaProcess, NodeProcess, activate, invoke, kv_client, node_cleanup
+from node_support import ECHO, activate, client_node, invoke, kv_client
 
 from aether_node import NodeRecord, decode_record
 
@@ -18,26 +18,13 @@ pytestmark = [pytest.mark.integration]
 async def test_an_ingress_on_every_interface_is_registered_at_the_peer_s_host(
     sample_index: Path, tmp_path: Path
 ) -> None:
-    replica = KVReplicaProcess(tmp_path / "kv")
-    replica.start()
-    node = NodeProcess(
-        tmp_path / "node",
-        index=str(sample_index),
-        secret=replica.secret,
-        kv_endpoints=(replica.endpoint,),
-        ingress_host="0.0.0.0",
-    )
-    try:
-        with node_cleanup(node):
-            node.start()
-            async with kv_client(node) as kv:
-                found = await kv.get(f"nodes/{node.node_id}")
-                assert found is not None
-                record = decode_record(found.key, found.value, NodeRecord)
-                assert record.ingress == f"127.0.0.1:{node.ingress_port}", record  # (the peer's host)
-                assert f"ready: ingress http://127.0.0.1:{node.ingress_port}" in node.log(), node.log_tail()
-                await activate(kv, node, ECHO, 0)
-                answer = await invoke(record.ingress, "org.aether:echo", "echo", {"via": "the advertised"})
-                assert answer.status_code == 200 and answer.json() == {"via": "the advertised"}, answer.text
-    finally:
-        replica.stop()
+    with client_node(tmp_path, sample_index, ingress_host="0.0.0.0") as node:
+        async with kv_client(node) as kv:
+            found = await kv.get(f"nodes/{node.node_id}")
+            assert found is not None
+            record = decode_record(found.key, found.value, NodeRecord)
+            assert record.ingress == f"127.0.0.1:{node.ingress_port}", record  # (the peer's host)
+            assert f"ready: ingress http://127.0.0.1:{node.ingress_port}" in node.log(), node.log_tail()
+            await activate(kv, node, ECHO, 0)
+            answer = await invoke(record.ingress, "org.aether:echo", "echo", {"via": "the advertised"})
+            assert answer.status_code == 200 and answer.json() == {"via": "the advertised"}, answer.text
