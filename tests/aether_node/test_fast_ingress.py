@@ -280,6 +280,6 @@ def test_the_node_config_chooses_the_ingress_server(tmp_path: Path) -> None:
     config.write_text('ingress_server = "quick"\n')
     with pytest.raises(
         ConfigError,
-        match=r"node\.toml:1:1: ingress_server: expected one of 'trio', 'fast', got 'quick'",
+        match=r'node\.toml:1:1: ingress_server: expected one of "trio", "fast", got "quick"',
     ):
         load_config(config, base)

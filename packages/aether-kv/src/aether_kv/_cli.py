@@ -116,7 +116,7 @@ def _client_command(
     endpoints: str | None,
     secret_file: Path | None,
     body: Callable[[KVClient], Awaitable[int | None]],
-    tls_dir: Path | None = None,
+    tls_dir: Path | None,
 ) -> None:
     async def main() -> int | None:
         addresses, secret = _cluster(endpoints, secret_file)

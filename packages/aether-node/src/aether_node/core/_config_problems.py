@@ -1,6 +1,7 @@
 """A node configuration's structure errors as an operator reads them: one line each, where the key is
 written in the file (`file:line:column`; a missing key at its table's header), the key's dotted name, and
-plain words; an unknown key names the one it may have meant. Pure: no I/O.
+plain words, values as TOML writes them (`_text.shown`); an unknown key as a blueprint's is told
+(`_table_problems.unknown_key`: the one it may have meant, and the keys taken). Pure: no I/O.
 
 cattrs says `required field missing @ config.ingress` and `extra fields found (ingres) @ config`; an
 operator then looked for both keys by hand, and for the typo between them.
@@ -8,7 +9,6 @@ operator then looked for both keys by hand, and for the typo between them.
 
 from __future__ import annotations
 
-import difflib
 import re
 import typing
 from typing import Any
@@ -17,6 +17,8 @@ import attrs
 import cattrs
 
 from ._blueprint_toml import TomlLocator
+from ._table_problems import unknown_key
+from ._text import shown
 
 _ROOT = "config"
 _AT = re.compile(r"^(?P<message>.*) @ (?P<path>[^ ]+)$", re.DOTALL)
@@ -37,7 +39,7 @@ def config_problems(
         extra = _EXTRA.match(message)
         if extra:
             for key in (k.strip() for k in extra["keys"].split(",")):
-                found.append(_placed(locate, source, [*keys, key], _unknown(key, _fields_at(model, keys))))
+                found.append(_placed(locate, source, [*keys, key], unknown_key(key, _fields_at(model, keys))))
         else:
             message = _plain(message, model, keys)
             if message.startswith("expected "):
@@ -50,12 +52,13 @@ def config_problems(
 def _format(error: BaseException, type_: Any) -> str:
     """cattrs's wording, but for a choice of values: those values."""
     if typing.get_origin(type_) is typing.Literal:
-        return "expected one of " + ", ".join(repr(choice) for choice in typing.get_args(type_))
+        return "expected one of " + ", ".join(shown(choice) for choice in typing.get_args(type_))
     return cattrs.v.format_exception(error, type_)
 
 
 def _value_at(data: Any, path: str) -> str:
-    """The value at `path` (`config.kv.endpoints[0]`) in `data`, shown short; "?" where there is none."""
+    """The value at `path` (`config.kv.endpoints[0]`) in `data`, as TOML writes it (`shown`); "?" where
+    there is none."""
     value = data
     for part in re.findall(r"\.([^.\[]+)|\[(\d+)\]", path):
         key, index = part
@@ -63,8 +66,7 @@ def _value_at(data: Any, path: str) -> str:
             value = value[key] if key else value[int(index)]
         except (KeyError, IndexError, TypeError, ValueError):
             return "?"
-    shown = repr(value)
-    return shown if len(shown) <= 60 else shown[:57] + "..."
+    return shown(value)
 
 
 def _dotted(path: str) -> list[str]:
@@ -99,13 +101,6 @@ _TYPE_WORDS = {
     "bool": "true or false",
     "Path": "a path (a string)",
 }
-
-
-def _unknown(key: str, known: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
-    if close:
-        return f"unknown key (did you mean {close[0]}?)"
-    return f"unknown key (known: {', '.join(known)})" if known else "unknown key"
 
 
 def _fields_at(model: type, keys: list[str]) -> tuple[str, ...]:
